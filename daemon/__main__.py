@@ -1,0 +1,3 @@
+from llmgine_daemon.server import main
+
+raise SystemExit(main())

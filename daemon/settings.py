@@ -1,0 +1,400 @@
+"""Settings: defaults < config file (TOML) < environment < llmgined flags.
+
+Every setting has one dotted key (its place in the TOML file), one environment variable and,
+for some, a flag. ``load_settings`` returns the resolved values together with where each came
+from, so ``GET /api/config`` and ``llmgine config show`` can say why a value is what it is.
+
+This module imports only the standard library and platformdirs: the CLI uses it to find the
+default socket and to edit the config file without starting the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+APP_NAME = "llmgine"
+
+
+class ConfigError(Exception):
+    """Bad configuration; the message is the one line llmgined prints before exiting."""
+
+
+# -- paths -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Paths:
+    config_dir: Path
+    data_dir: Path
+    runtime_dir: Path
+    state_dir: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime_dir / "llmgined.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.runtime_dir / "llmgined.pid"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.state_dir / "llmgined.log"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "llmgine.db"
+
+
+def _fallback_runtime_dir() -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"llmgine-{os.getuid()}"
+
+
+def get_paths(env: Mapping[str, str] | None = None) -> Paths:
+    """Where config, data, runtime and state files live.
+
+    ``LLMGINE_HOME`` puts all of them under one folder (tests use it); otherwise the
+    platform's conventions (XDG on Linux) apply.
+    """
+    env = os.environ if env is None else env
+    home = env.get("LLMGINE_HOME")
+    if home:
+        root = Path(home).expanduser().absolute()
+        return Paths(root / "config", root / "data", root / "run", root / "state")
+    import platformdirs
+
+    runtime = Path(platformdirs.user_runtime_dir(APP_NAME))
+    # /run/user/<uid> exists only under a login session; without one use a private temp dir.
+    if not runtime.parent.is_dir() or not os.access(runtime.parent, os.W_OK):
+        runtime = _fallback_runtime_dir()
+    return Paths(
+        Path(platformdirs.user_config_dir(APP_NAME)),
+        Path(platformdirs.user_data_dir(APP_NAME)),
+        runtime,
+        Path(platformdirs.user_state_dir(APP_NAME)),
+    )
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) with mode 0700; refuse one that another user owns."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise ConfigError(f"{path}: directory is owned by uid {st.st_uid}, not by you")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+# -- the settings table ------------------------------------------------------------------
+
+SOURCES = ("default", "file", "env", "flag")
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected a boolean (true/false)")
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ValueError("expected an integer")
+
+
+def _parse_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError("expected a string")
+
+
+def _parse_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise ValueError("expected a list of strings (or a comma-separated string)")
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _parse_str(value)
+        if text.lower() not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text.lower()
+
+    return parse
+
+
+def _port(value: Any) -> int:
+    number = _parse_int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("expected a port number from 0 to 65535")
+    return number
+
+
+def _positive(value: Any) -> int:
+    number = _parse_int(value)
+    if number < 0:
+        raise ValueError("expected a non-negative integer")
+    return number
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    env: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server.host", "API_HOST", _parse_str, None,
+            "TCP address to listen on; setting it (or server.port) enables TCP (default host "
+            "127.0.0.1)"),
+    Setting("server.port", "API_PORT", _port, None,
+            "TCP port; setting it (or server.host) enables TCP (default port 8000)"),
+    Setting("server.workers", "API_WORKERS", _positive, 0,
+            "sandbox worker processes for user code (0 = number of CPUs)"),
+    Setting("server.socket", "LLMGINE_SOCKET", _parse_str, None,
+            "Unix socket path (default: llmgined.sock in the runtime directory)"),
+    Setting("server.no_socket", "LLMGINE_NO_SOCKET", _parse_bool, False,
+            "do not listen on the Unix socket (TCP only)"),
+    Setting("server.shutdown_timeout", "LLMGINE_SHUTDOWN_TIMEOUT", _positive, 10,
+            "seconds in-flight requests get to finish on shutdown"),
+    Setting("server.max_body_size", "LLMGINE_MAX_BODY_SIZE", _positive, 1024 * 1024,
+            "largest accepted request body, in bytes"),
+    Setting("database.url", "DATABASE_URL", _parse_str, None,
+            "sqlite:///PATH (default: llmgine.db in the data directory)"),
+    Setting("database.synchronous", "LLMGINE_DB_SYNCHRONOUS", _choice("normal", "full"), "full",
+            "SQLite synchronous mode: full also survives power loss; normal survives a crash"),
+    Setting("logging.level", "LOG_LEVEL",
+            _choice("debug", "info", "warning", "error", "critical"), "info",
+            "log level"),
+    Setting("logging.file", "LOG_FILE", _parse_str, None,
+            "log file (default: stderr; `llmgine daemon start` sends stderr to its log file)"),
+    Setting("security.api_key_secret", "API_KEY_SECRET", _parse_str, None,
+            "API key accepted over TCP as `Authorization: Bearer KEY`", secret=True),
+    Setting("security.cors_origins", "CORS_ORIGINS", _parse_list, [],
+            "browser origins allowed to call the API (comma-separated in the environment)"),
+    Setting("observability.enable_metrics", "ENABLE_METRICS", _parse_bool, True,
+            "collect metrics and serve /metrics"),
+    Setting("observability.enable_tracing", "ENABLE_TRACING", _parse_bool, True,
+            "record traces"),
+)
+
+BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
+
+
+# -- resolution --------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    values: dict[str, Any]
+    sources: dict[str, str]
+    paths: Paths
+    config_file: Path
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    # Convenience views used across the daemon.
+    @property
+    def tcp_enabled(self) -> bool:
+        return self.values["server.host"] is not None or self.values["server.port"] is not None
+
+    @property
+    def host(self) -> str:
+        return self.values["server.host"] or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        port = self.values["server.port"]
+        return 8000 if port is None else port
+
+    @property
+    def socket_path(self) -> Path | None:
+        if self.values["server.no_socket"]:
+            return None
+        configured = self.values["server.socket"]
+        return Path(configured).expanduser().absolute() if configured else self.paths.socket
+
+    @property
+    def database_path(self) -> Path:
+        return database_path(self.values["database.url"], self.paths)
+
+    @property
+    def workers(self) -> int:
+        return self.values["server.workers"] or (os.cpu_count() or 1)
+
+    def redacted(self, key: str) -> Any:
+        value = self.values[key]
+        if BY_KEY[key].secret and value:
+            return "********"
+        return value
+
+
+def database_path(url: str | None, paths: Paths) -> Path:
+    if url is None:
+        return paths.database
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        scheme = url.split(":", 1)[0] if ":" in url else url
+        raise ConfigError(
+            f"database.url {url!r}: the {scheme!r} backend is not supported yet "
+            "(use sqlite:///PATH)"
+        )
+    rest = url[len(prefix):]
+    if not rest or rest == ":memory:":
+        raise ConfigError(f"database.url {url!r}: needs a file path (sqlite:///PATH)")
+    return Path(rest).expanduser().absolute()
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The config file as a flat {dotted key: raw value} dict; missing file = empty."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, table: dict[str, Any]) -> None:
+        for name, value in table.items():
+            key = f"{prefix}{name}"
+            if isinstance(value, dict) and key not in BY_KEY:
+                if not any(k.startswith(key + ".") for k in BY_KEY):
+                    raise ConfigError(f"{path}: unknown table [{key}]")
+                walk(key + ".", value)
+            else:
+                flat[key] = value
+
+    walk("", doc)
+    return flat
+
+
+def _apply(setting: Setting, raw: Any, where: str) -> Any:
+    try:
+        return setting.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {setting.key} = {raw!r}: {exc}") from None
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve every setting. Raises ConfigError with a one-line message on bad input."""
+    env = os.environ if env is None else env
+    paths = get_paths(env)
+    explicit_file = config_file is not None or bool(env.get("LLMGINE_CONFIG"))
+    file_path = Path(config_file or env.get("LLMGINE_CONFIG") or paths.config_file).expanduser()
+    if explicit_file and not file_path.exists():
+        raise ConfigError(f"{file_path}: config file not found")
+    values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
+    sources: dict[str, str] = {s.key: "default" for s in SETTINGS}
+
+    for key, raw in read_config_file(file_path).items():
+        setting = BY_KEY.get(key)
+        if setting is None:
+            raise ConfigError(f"{file_path}: unknown key {key!r}")
+        values[key] = _apply(setting, raw, str(file_path))
+        sources[key] = "file"
+    for setting in SETTINGS:
+        if setting.env in env and env[setting.env] != "":
+            values[setting.key] = _apply(setting, env[setting.env], f"environment {setting.env}")
+            sources[setting.key] = "env"
+    for key, raw in (flags or {}).items():
+        if raw is None:
+            continue
+        values[key] = _apply(BY_KEY[key], raw, "command line")
+        sources[key] = "flag"
+
+    settings = Settings(values, sources, paths, file_path)
+    settings.database_path  # noqa: B018 - validates the URL early, with its own message
+    return settings
+
+
+# -- editing the file (llmgine config set/unset) -----------------------------------------
+
+
+def parse_cli_value(key: str, text: str) -> Any:
+    setting = BY_KEY.get(key)
+    if setting is None:
+        raise ConfigError(f"unknown key {key!r} (see `llmgine config show --local`)")
+    return _apply(setting, text, "value")
+
+
+def write_config_value(path: Path, key: str, value: Any | None) -> None:
+    """Set (or, with value None, remove) one key, keeping every other key and table."""
+    import tomli_w
+
+    if key not in BY_KEY:
+        raise ConfigError(f"unknown key {key!r}")
+    try:
+        doc = tomllib.loads(path.read_text("utf-8")) if path.exists() else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    *tables, name = key.split(".")
+    node = doc
+    chain = []
+    for table in tables:
+        chain.append((node, table))
+        node = node.setdefault(table, {})
+    if value is None:
+        node.pop(name, None)
+        for parent, table in reversed(chain):
+            if parent.get(table) == {}:
+                del parent[table]
+    else:
+        node[name] = value
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        tomli_w.dump(doc, fh)
+    os.replace(tmp, path)
+
+
+def describe() -> str:
+    """The settings reference, for --help texts."""
+    width = max(len(s.key) for s in SETTINGS)
+    return "\n".join(f"  {s.key:<{width}}  {s.env:<24} {s.help}" for s in SETTINGS)
+
+
+if __name__ == "__main__":  # pragma: no cover - handy for docs
+    sys.stdout.write(describe() + "\n")

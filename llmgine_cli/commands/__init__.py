@@ -1,0 +1,1 @@
+"""Thin CLI commands, one module per resource."""
