@@ -1,0 +1,110 @@
+"""The command handler registry: which callable handles a ``command_type`` in which scope.
+
+A handler is an async callable taking the command record (``protocol.Command``) and returning
+a JSON-serialisable result; raising makes the command ``failed``. While it runs,
+``bus.commands.current()`` gives it the execution context (to publish events in the command's
+session). Built-in handlers (DummyEngine) are registered in-process; the user-code handlers of a
+later issue register the same way, with a callable that forwards the command to a sandbox
+worker.
+
+Scope: a session id, or None for global (LLMGine's BUS scope). Resolution prefers the session's
+handler over a global one. One command handler per type per scope: a second registration is a
+CONFLICT, never a silent replacement.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.protocol import Command, ErrorCode
+
+CommandHandler = Callable[[Command], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class Registration:
+    command_type: str
+    session_id: str | None
+    handler: CommandHandler
+    # Who registered it ("engine:<id>", "handler:<id>"), so an owner can be unregistered whole.
+    owner: str
+    registration_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+def handler_not_found(session_id: str | None, command_type: str, **extra: Any) -> BusError:
+    return BusError(
+        ErrorCode.HANDLER_NOT_FOUND,
+        f"no handler registered for command type {command_type!r}"
+        + (f" in session {session_id!r} or globally" if session_id else " globally"),
+        {"command_type": command_type, "session_id": session_id, **extra},
+    )
+
+
+class HandlerRegistry:
+    def __init__(self) -> None:
+        # (scope, command_type) -> registration; scope None = global.
+        self._by_scope: dict[tuple[str | None, str], Registration] = {}
+
+    def register(
+        self,
+        command_type: str,
+        handler: CommandHandler,
+        *,
+        session_id: str | None = None,
+        owner: str = "builtin",
+    ) -> Registration:
+        self.check_free(command_type, session_id)
+        reg = Registration(command_type, session_id, handler, owner)
+        self._by_scope[(session_id, command_type)] = reg
+        return reg
+
+    def check_free(self, command_type: str, session_id: str | None) -> None:
+        """Raise CONFLICT if the scope already has a handler for the type (callers check this
+        before writing anything, then register after their write committed)."""
+        existing = self._by_scope.get((session_id, command_type))
+        if existing is not None:
+            scope = f"session {session_id!r}" if session_id else "the global scope"
+            raise BusError(
+                ErrorCode.CONFLICT,
+                f"a handler for {command_type!r} is already registered in {scope}",
+                {"command_type": command_type, "session_id": session_id, "owner": existing.owner},
+            )
+
+    def unregister(self, registration: Registration) -> bool:
+        key = (registration.session_id, registration.command_type)
+        if self._by_scope.get(key) is registration:
+            del self._by_scope[key]
+            return True
+        return False
+
+    def unregister_owner(self, owner: str) -> int:
+        keys = [k for k, r in self._by_scope.items() if r.owner == owner]
+        for key in keys:
+            del self._by_scope[key]
+        return len(keys)
+
+    def drop_session(self, session_id: str) -> int:
+        keys = [k for k in self._by_scope if k[0] == session_id]
+        for key in keys:
+            del self._by_scope[key]
+        return len(keys)
+
+    def resolve(self, session_id: str, command_type: str) -> Registration | None:
+        """The session's handler for the type, else the global one, else None."""
+        reg = self._by_scope.get((session_id, command_type))
+        if reg is None:
+            reg = self._by_scope.get((None, command_type))
+        return reg
+
+    def require(self, session_id: str, command_type: str, **extra: Any) -> Registration:
+        reg = self.resolve(session_id, command_type)
+        if reg is None:
+            raise handler_not_found(session_id, command_type, **extra)
+        return reg
+
+    def list(self, session_id: str | None = None) -> list[Registration]:
+        return [r for (scope, _), r in self._by_scope.items() if session_id is None or scope == session_id]
+
