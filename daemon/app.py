@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 

@@ -21,11 +21,16 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
-
 from llmgine_daemon import __version__
-from llmgine_daemon.api.keys import LISTENERS, SETTINGS, SHUTDOWN
+from llmgine_daemon.api.keys import LISTENERS, SHUTDOWN
 from llmgine_daemon.app import create_app
-from llmgine_daemon.settings import ConfigError, Settings, describe, ensure_private_dir, load_settings
+from llmgine_daemon.settings import (
+    ConfigError,
+    Settings,
+    describe,
+    ensure_private_dir,
+    load_settings,
+)
 from llmgine_daemon.store.db import StorageError
 
 log = logging.getLogger("llmgine.server")
@@ -148,7 +153,49 @@ def _remove(path: Path | None) -> None:
         pass
 
 
+def bind_sockets(settings: Settings) -> tuple[list[socket.socket], list[str]]:
+    """Bind every listener before anything else starts, so a busy port fails fast and clean."""
+    sockets: list[socket.socket] = []
+    listeners: list[str] = []
+    try:
+        path = settings.socket_path
+        if path is not None:
+            unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sockets.append(unix)
+            unix.bind(str(path))
+            os.chmod(path, 0o600)
+            listeners.append(f"unix://{path}")
+        if settings.tcp_enabled:
+            host, port = settings.host, settings.port
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            tcp = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(tcp)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                tcp.bind((host, port))
+            except OSError as exc:
+                reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+                raise StartupError(f"server.port {port} on {host!r}: cannot listen: {reason}") from None
+            bound = tcp.getsockname()[1]
+            listeners.append(f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}")
+        if not sockets:
+            raise StartupError("nothing to listen on: --no-socket needs --host/--port")
+        for sock in sockets:
+            sock.listen(1024)
+            sock.setblocking(False)
+        return sockets, listeners
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        if settings.socket_path is not None and sockets:
+            _remove(settings.socket_path)
+        raise
+
+
 async def serve(settings: Settings) -> None:
+    sockets, listeners = bind_sockets(settings)
+    socket_path = settings.socket_path
+    pidfile = settings.paths.pidfile
     app = create_app(settings)
     runner = web.AppRunner(
         app,
@@ -156,34 +203,13 @@ async def serve(settings: Settings) -> None:
         access_log=None,
         shutdown_timeout=float(settings["server.shutdown_timeout"]),
     )
-    socket_path = settings.socket_path
-    pidfile = settings.paths.pidfile
     try:
-        await runner.setup()
-    except StorageError as exc:
-        raise StartupError(f"database.url: {exc}") from None
-    try:
-        listeners: list[str] = []
-        if socket_path is not None:
-            unix_site = web.UnixSite(runner, str(socket_path))
-            await unix_site.start()
-            os.chmod(socket_path, 0o600)
-            listeners.append(f"unix://{socket_path}")
-        if settings.tcp_enabled:
-            tcp_site = web.TCPSite(runner, settings.host, settings.port)
-            try:
-                await tcp_site.start()
-            except OSError as exc:
-                reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-                raise StartupError(
-                    f"server.port {settings.port} on {settings.host!r}: cannot listen: {reason}"
-                ) from None
-            server = tcp_site._server
-            port = server.sockets[0].getsockname()[1] if server and server.sockets else settings.port
-            host = f"[{settings.host}]" if ":" in settings.host else settings.host
-            listeners.append(f"http://{host}:{port}")
-        if not listeners:
-            raise StartupError("nothing to listen on: --no-socket needs --host/--port")
+        try:
+            await runner.setup()
+        except StorageError as exc:
+            raise StartupError(f"database.url: {exc}") from None
+        for sock in sockets:
+            await web.SockSite(runner, sock).start()
         app[LISTENERS].extend(listeners)
         _write_pidfile(pidfile)
 
@@ -196,6 +222,8 @@ async def serve(settings: Settings) -> None:
         log.info("shutting down")
     finally:
         await runner.cleanup()
+        for sock in sockets:
+            sock.close()
         if socket_path is not None:
             _remove(socket_path)
         _remove(pidfile)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.codec import dumps, loads
 from llmgine_daemon.bus.errors import BusError
