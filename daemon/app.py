@@ -8,7 +8,6 @@ import weakref
 from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
-
 from llmgine_daemon.api import commands, engines, events, sessions, system
 from llmgine_daemon.api.auth import auth_middleware
 from llmgine_daemon.api.errors import error_middleware

@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 
 from aiohttp import web
-
-from llmgine_daemon.api.errors import ApiError
+from llmgine_daemon.api.errors import ApiError, validation_error
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.util import (
     idempotency_key,
@@ -23,7 +22,6 @@ from llmgine_daemon.api.util import (
     wait_seconds,
 )
 from llmgine_daemon.bus.commands import validate
-from llmgine_daemon.api.errors import validation_error
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
     TERMINAL_STATUSES,

@@ -3,8 +3,9 @@ filters) and read events."""
 
 from __future__ import annotations
 
-from aiohttp import web
+import re
 
+from aiohttp import web
 from llmgine_daemon.api.errors import validation_error
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.util import (
@@ -21,6 +22,8 @@ from llmgine_daemon.bus.events import PUBLISHER_SOURCES, EventFilter, check_even
 from llmgine_daemon.protocol import EVENT_SOURCES, EventCreate, parse_iso, to_iso
 
 routes = web.RouteTableDef()
+
+_PREFIX = re.compile(r"^[A-Za-z0-9_.:\-]{0,127}$")
 
 
 def _time(request: web.Request, name: str) -> str | None:
@@ -55,7 +58,12 @@ async def list_events(request: web.Request) -> web.Response:
     limit, offset = limit_offset(request)
     event_type = request.query.get("event_type") or None
     if event_type:
-        check_event_type(event_type[:-1] if event_type.endswith("*") and len(event_type) > 1 else event_type)
+        if event_type.endswith("*"):
+            # A prefix may be any start of a type, including none at all ("*").
+            if not _PREFIX.match(event_type[:-1]):
+                raise validation_error("event_type", "a prefix may contain only letters, digits and _ . : -")
+        else:
+            check_event_type(event_type)
     flt = EventFilter(
         event_type=event_type,
         after=query_int(request, "after", -1, minimum=0) if request.query.get("after") else None,

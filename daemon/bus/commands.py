@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-
 from llmgine_daemon.bus.codec import dumps, loads
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import insert_event

@@ -20,7 +20,6 @@ cancellation it did not ask for.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import heapq
 import itertools
 import logging
@@ -28,10 +27,11 @@ import sqlite3
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.codec import dumps
 from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.handlers import CURRENT, Execution
 from llmgine_daemon.protocol import Command, ErrorBody, ErrorCode, Event, now_iso
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class BatchJob:
     stopped: bool = False
 
 
-Entry = Union[Job, BatchJob]
+Entry = Job | BatchJob
 
 
 @dataclass(slots=True)
@@ -92,57 +92,6 @@ class SessionQueue:
     # True from the moment a command is claimed or a drain task is started until it ends.
     busy: bool = False
     task: asyncio.Task[None] | None = None
-
-
-class Execution:
-    """What a running handler can reach through ``current()``: its command, and events."""
-
-    __slots__ = ("_runner", "_job")
-
-    def __init__(self, runner: Runner, job: Job) -> None:
-        self._runner = runner
-        self._job = job
-
-    @property
-    def command(self) -> Command:
-        return self._job.record
-
-    def emit(
-        self,
-        event_type: str,
-        data: dict[str, Any] | None = None,
-        *,
-        metadata: dict[str, Any] | None = None,
-        source: str = "handler",
-    ) -> None:
-        """Record an event in the command's session. It is written at the handler's next
-        suspension point, or with its result; either way before CommandResult."""
-        job = self._job
-        job.pending.append((event_type, data or {}, metadata or {}, source))
-        if not job.flush_scheduled:
-            job.flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._runner._flush, job)
-
-    async def publish(
-        self,
-        event_type: str,
-        data: dict[str, Any] | None = None,
-        *,
-        metadata: dict[str, Any] | None = None,
-        source: str = "handler",
-    ) -> Event:
-        """Like ``emit``, but returns the stored event once it has committed."""
-        self.emit(event_type, data, metadata=metadata, source=source)
-        events = await self._runner._flush(self._job)
-        return events[-1]
-
-
-_CURRENT: contextvars.ContextVar[Execution] = contextvars.ContextVar("llmgine_execution")
-
-
-def current() -> Execution:
-    """The execution context of the command handler that is running (LookupError outside)."""
-    return _CURRENT.get()
 
 
 def command_error(code: str, message: str, **details: Any) -> ErrorBody:
@@ -350,7 +299,7 @@ class Runner:
         task = asyncio.current_task()
         assert task is not None
         job.task = task
-        token = _CURRENT.set(Execution(self, job))
+        token = CURRENT.set(Execution(self, job))
         t0 = time.monotonic()
         job.state = "running"
         try:
@@ -379,7 +328,7 @@ class Runner:
         except Exception as exc:
             return _failed(exc, _ms(t0))
         finally:
-            _CURRENT.reset(token)
+            CURRENT.reset(token)
         duration = _ms(t0)
         try:
             text = dumps(result)
@@ -564,10 +513,11 @@ class Runner:
             o.duration_ms = None
 
         def write(conn: sqlite3.Connection) -> list[Event | None]:
-            return [finish_row(conn, j.record, o, ts, from_status="queued") for j, o in zip(jobs, outcomes)]
+            pairs = zip(jobs, outcomes, strict=True)
+            return [finish_row(conn, j.record, o, ts, from_status="queued") for j, o in pairs]
 
         events = await self.store.write(write)
-        for job, outcome in zip(jobs, outcomes):
+        for job, outcome in zip(jobs, outcomes, strict=True):
             self._apply_end(job, outcome, ts)
         self.bus.events.notify([e for e in events if e is not None])
 
