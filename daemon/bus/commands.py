@@ -17,6 +17,7 @@ import logging
 import re
 import sqlite3
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -353,7 +354,7 @@ class Commands:
 
         return await self.store.read(read)
 
-    def _assemble(self, session_id: str, batch_id: str, info: tuple[Any, ...], rows: list[Any]) -> Batch:
+    def _assemble(self, session_id: str, batch_id: str, info: tuple[Any, ...], rows: Sequence[Any]) -> Batch:
         commands = [self._current(r) for r in rows]
         return Batch(batch_id, session_id, info[0], bool(info[1]), batch_status(commands), info[2], commands)
 
@@ -363,7 +364,7 @@ class Commands:
 
     # -- wait and cancel ----------------------------------------------------------------
 
-    async def wait(self, records: list[Command], timeout: float) -> bool:
+    async def wait(self, records: Sequence[Command], timeout: float) -> bool:
         """Wait up to ``timeout`` s for the commands to finish; True if they all did."""
         jobs = [j for j in (self.runner.jobs.get(r.command_id) for r in records) if j is not None]
         if not jobs:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmgine.engines")
 
 ENGINE_COLUMNS = "engine_id, session_id, engine_type, model_name, configuration, status, created_at"
-_PY_TYPES: dict[str, tuple[type, ...]] = {
+_PY_TYPES: dict[str, Any] = {
     "integer": (int,),
     "number": (int, float),
     "boolean": (bool,),
@@ -53,8 +53,8 @@ class ConfigField:
     type: str  # integer | number | boolean | string
     default: Any
     description: str
-    minimum: float | None = None
-    maximum: float | None = None
+    minimum: int | float | None = None
+    maximum: int | float | None = None
 
     def check(self, value: Any) -> str | None:
         """None if ``value`` fits, else the issue."""
@@ -64,10 +64,12 @@ class ConfigField:
             return f"must be of type {self.type}"
         if not isinstance(value, _PY_TYPES[self.type]):
             return f"must be of type {self.type}"
-        if self.minimum is not None and value < self.minimum:
-            return f"must be at least {self.minimum:g}"
-        if self.maximum is not None and value > self.maximum:
-            return f"must be at most {self.maximum:g}"
+        if self.type in ("integer", "number"):
+            number = float(value)
+            if self.minimum is not None and number < self.minimum:
+                return f"must be at least {self.minimum:g}"
+            if self.maximum is not None and number > self.maximum:
+                return f"must be at most {self.maximum:g}"
         return None
 
 

@@ -120,7 +120,8 @@ class EventFilter:
     source: str | None = None
 
     def where(self, session_id: str) -> tuple[str, list[Any]]:
-        clauses, params = ["session_id = ?"], [session_id]
+        clauses: list[str] = ["session_id = ?"]
+        params: list[Any] = [session_id]
         if self.event_type:
             if self.event_type.endswith("*"):
                 prefix = self.event_type[:-1]
