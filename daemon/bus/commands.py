@@ -16,13 +16,12 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from llmgine_daemon.bus.codec import dumps, loads
+from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
@@ -147,7 +146,7 @@ def _insert(conn: sqlite3.Connection, rec: Command) -> None:
 
 def _new_record(session_id: str, spec: CommandSpec, ts: str, batch_id: str | None = None) -> Command:
     return Command(
-        command_id=str(uuid.uuid4()),
+        command_id=new_id(),
         status="queued",
         created_at=ts,
         session_id=session_id,
@@ -279,7 +278,7 @@ class Commands:
             if handlers.resolve(session_id, spec.command_type) is None:
                 await self._refuse_unhandled(session_id, spec.command_type, index=index)
         ts = now_iso()
-        batch_id = str(uuid.uuid4())
+        batch_id = new_id()
         records = [_new_record(session_id, spec, ts, batch_id) for spec in specs]
 
         def write(conn: sqlite3.Connection) -> tuple[Any, ...] | None:

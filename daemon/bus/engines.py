@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmgine_daemon.bus.codec import dumps, loads
+from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.commands import CommandSpec, validate
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import insert_event
@@ -199,7 +198,7 @@ class Engines:
             )
         cls.validate_config(configuration)
         record = Engine(
-            engine_id=str(uuid.uuid4()),
+            engine_id=new_id(),
             engine_type=engine_type,
             model_name=model_name,
             status="initialized",

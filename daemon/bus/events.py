@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.codec import dumps, loads
+from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.protocol import ErrorCode, Event, EventList, now_iso
@@ -42,8 +41,11 @@ def insert_event(
     source: str = "bus",
     trace_id: str | None = None,
     timestamp: str | None = None,
+    touch_session: bool = True,
 ) -> Event:
-    event_id = str(uuid.uuid4())
+    """Append one event. ``touch_session=False`` skips the session's last_activity_at update,
+    for writers that append several events at once and touch the session once."""
+    event_id = new_id()
     ts = timestamp or now_iso()
     data = data or {}
     metadata = metadata or {}
@@ -52,10 +54,8 @@ def insert_event(
         " timestamp, trace_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (event_id, session_id, event_type, dumps(data), dumps(metadata), source, ts, trace_id),
     )
-    if session_id is not None:
-        conn.execute(
-            "UPDATE sessions SET last_activity_at = ? WHERE session_id = ?", (ts, session_id)
-        )
+    if session_id is not None and touch_session:
+        touch(conn, session_id, ts)
     seq = cur.lastrowid
     assert seq is not None
     return Event(
@@ -69,6 +69,10 @@ def insert_event(
         source=source,
         trace_id=trace_id,
     )
+
+
+def touch(conn: sqlite3.Connection, session_id: str, ts: str) -> None:
+    conn.execute("UPDATE sessions SET last_activity_at = ? WHERE session_id = ?", (ts, session_id))
 
 
 def row_to_event(row: tuple[Any, ...]) -> Event:

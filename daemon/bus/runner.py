@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.codec import dumps
-from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.events import insert_event, touch
 from llmgine_daemon.bus.handlers import CURRENT, Execution
 from llmgine_daemon.protocol import Command, ErrorBody, ErrorCode, Event, now_iso
 
@@ -107,10 +107,13 @@ def started_data(rec: Command) -> dict[str, Any]:
     }
 
 
-def start_rows(conn: sqlite3.Connection, jobs: list[Job], ts: str) -> list[tuple[Job, Event]]:
+def start_rows(
+    conn: sqlite3.Connection, jobs: list[Job], ts: str, *, touch_session: bool = True
+) -> list[tuple[Job, Event]]:
     """Mark queued commands executing (inside a write). A command that is no longer queued in
     the store (its session ended meanwhile) is left out."""
     started = []
+    sessions: set[str] = set()
     for job in jobs:
         rec = job.record
         cur = conn.execute(
@@ -119,13 +122,20 @@ def start_rows(conn: sqlite3.Connection, jobs: list[Job], ts: str) -> list[tuple
             (ts, rec.command_id),
         )
         if cur.rowcount:
-            event = insert_event(conn, rec.session_id, "CommandStarted", started_data(rec), timestamp=ts)
+            event = insert_event(
+                conn, rec.session_id, "CommandStarted", started_data(rec), timestamp=ts, touch_session=False
+            )
             started.append((job, event))
+            sessions.add(rec.session_id)
+    if touch_session:
+        for sid in sessions:
+            touch(conn, sid, ts)
     return started
 
 
 def finish_row(
-    conn: sqlite3.Connection, rec: Command, outcome: Outcome, ts: str, *, from_status: str
+    conn: sqlite3.Connection, rec: Command, outcome: Outcome, ts: str, *, from_status: str,
+    touch_session: bool = True,
 ) -> Event | None:
     error_text = dumps(outcome.error) if outcome.error is not None else None
     cur = conn.execute(
@@ -150,6 +160,7 @@ def finish_row(
             "batch_id": rec.batch_id,
         },
         timestamp=ts,
+        touch_session=touch_session,
     )
 
 
@@ -372,12 +383,15 @@ class Runner:
         ts = now_iso()
 
         def write(conn: sqlite3.Connection) -> tuple[list[Event], Event | None, list[tuple[Job, Event]]]:
+            # Statements are what this write costs: the session is touched once, not per event.
             emitted = [
-                insert_event(conn, rec.session_id, t, d, metadata=m, source=s, timestamp=ts)
+                insert_event(conn, rec.session_id, t, d, metadata=m, source=s, timestamp=ts, touch_session=False)
                 for t, d, m, s in pending
             ]
-            result_event = finish_row(conn, rec, outcome, ts, from_status="executing")
-            return emitted, result_event, start_rows(conn, start, ts)
+            result_event = finish_row(conn, rec, outcome, ts, from_status="executing", touch_session=False)
+            started = start_rows(conn, start, ts, touch_session=False)
+            touch(conn, rec.session_id, ts)
+            return emitted, result_event, started
 
         try:
             emitted, result_event, started = await self.store.write(write)
@@ -426,11 +440,15 @@ class Runner:
         pending, job.pending = job.pending, []
         sid = job.record.session_id
         ts = now_iso()
-        future = self.store.submit(
-            lambda conn: [
-                insert_event(conn, sid, t, d, metadata=m, source=s, timestamp=ts) for t, d, m, s in pending
+        def write(conn: sqlite3.Connection) -> list[Event]:
+            events = [
+                insert_event(conn, sid, t, d, metadata=m, source=s, timestamp=ts, touch_session=False)
+                for t, d, m, s in pending
             ]
-        )
+            touch(conn, sid, ts)
+            return events
+
+        future = self.store.submit(write)
 
         def committed(fut: asyncio.Future[list[Event]]) -> None:
             if fut.cancelled():
