@@ -1,0 +1,174 @@
+"""One place turns every failure into the one error envelope (datasette's handle_exception).
+
+    {"error": {"code", "message", "details"}, "timestamp", "request_id"}
+
+Sources of errors, all handled by ``error_middleware``:
+- BusError            raised by the domain (bus/), carries a protocol.ErrorCode
+- web.HTTPException   raised by aiohttp itself: unknown route, wrong method, body too large
+- StorageBusy/Full    the database could not take the write (503 / 507)
+- anything else       a bug: 500 INTERNAL_ERROR, traceback to the log, never to the client
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any, Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from llmgine_daemon import __version__
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.protocol import (
+    ERROR_STATUS,
+    REQUEST_ID_HEADER,
+    VERSION_HEADER,
+    ErrorBody,
+    ErrorCode,
+    ErrorEnvelope,
+    now_iso,
+)
+from llmgine_daemon.store.db import StorageBusy, StorageError, StorageFull
+
+log = logging.getLogger("llmgine.api")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    400: ErrorCode.INVALID_JSON,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    429: ErrorCode.RATE_LIMITED,
+    503: ErrorCode.SHUTTING_DOWN,
+}
+
+
+class ApiError(BusError):
+    """An error raised at the edge (decoding, validation, auth); same shape as BusError."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        *,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(code, message, details)
+        self.status = status
+        self.headers = headers or {}
+
+
+def validation_error(field: str, issue: str, **extra: Any) -> ApiError:
+    return ApiError(
+        ErrorCode.VALIDATION_ERROR,
+        "Invalid request parameters",
+        {"field": field, "issue": issue, **extra},
+    )
+
+
+def error_response(
+    request_id: str,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    *,
+    status: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    envelope = ErrorEnvelope(
+        error=ErrorBody(code=code, message=message, details=details or {}),
+        timestamp=now_iso(),
+        request_id=request_id,
+    )
+    return web.Response(
+        body=msgspec.json.encode(envelope),
+        status=status or ERROR_STATUS.get(code, 500),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def request_id_of(request: web.Request) -> str:
+    return request.get(REQUEST_ID) or "-"
+
+
+def request_method(exc: web.HTTPException) -> str:
+    return str(getattr(exc, "method", "")) or "this method"
+
+
+def _from_http_exception(request_id: str, exc: web.HTTPException) -> web.Response:
+    status = exc.status
+    code = _HTTP_CODES.get(status, ErrorCode.INTERNAL_ERROR if status >= 500 else ErrorCode.VALIDATION_ERROR)
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after", "www-authenticate"}}
+    details: dict[str, Any] = {}
+    if status == 404:
+        message = "no such endpoint"
+    elif status == 405:
+        message = f"method {request_method(exc)} not allowed on this path"
+        allowed = sorted(getattr(exc, "allowed_methods", ()) or ())
+        details = {"allowed_methods": allowed}
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+    elif status == 413:
+        message = "request body too large"
+        details = {"issue": exc.text or ""}
+    else:
+        message = exc.reason or exc.text or "request failed"
+    return error_response(request_id, code, message, details, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    supplied = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = supplied if _REQUEST_ID_OK.match(supplied) else str(uuid.uuid4())
+    request[REQUEST_ID] = request_id
+    response: web.StreamResponse
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = error_response(
+            request_id, exc.code, exc.message, exc.details, status=exc.status, headers=exc.headers
+        )
+    except BusError as exc:
+        response = error_response(request_id, exc.code, exc.message, exc.details)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _from_http_exception(request_id, exc)
+    except StorageBusy as exc:
+        log.warning("storage busy: %s (request %s)", exc, request_id)
+        response = error_response(
+            request_id, ErrorCode.STORAGE_BUSY,
+            "the database is busy (locked by another process); try again",
+            headers={"Retry-After": "1"},
+        )
+    except StorageFull as exc:
+        log.error("storage full: %s (request %s)", exc, request_id)
+        response = error_response(
+            request_id, ErrorCode.INSUFFICIENT_STORAGE,
+            "the database cannot grow (disk full); nothing was written",
+        )
+    except StorageError as exc:
+        log.error("storage error: %s (request %s)", exc, request_id)
+        response = error_response(request_id, ErrorCode.INTERNAL_ERROR, "storage error")
+    except Exception:
+        log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request_id)
+        response = error_response(
+            request_id, ErrorCode.INTERNAL_ERROR,
+            f"internal error; see the daemon log for request {request_id}",
+        )
+    if not response.prepared:
+        response.headers[REQUEST_ID_HEADER] = request_id
+        response.headers[VERSION_HEADER] = __version__
+    return response

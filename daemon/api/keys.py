@@ -1,0 +1,20 @@
+"""Typed application state (web.AppKey), shared by the route modules."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+from aiohttp import web
+
+from llmgine_daemon.bus.core import Bus
+from llmgine_daemon.settings import Settings
+
+BUS = web.AppKey("bus", Bus)
+SETTINGS = web.AppKey("settings", Settings)
+# Where the daemon listens, as URLs; filled in by the server once its sites are up.
+LISTENERS = web.AppKey("listeners", list[str])
+# Set to ask the server to shut down gracefully (POST /api/shutdown, signals).
+SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
+# Open WebSockets, closed with 1001 on shutdown.
+WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])

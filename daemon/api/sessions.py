@@ -1,0 +1,49 @@
+"""Spec section 1: sessions."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from llmgine_daemon.api.keys import BUS
+from llmgine_daemon.api.util import (
+    json_response,
+    limit_offset,
+    path_id,
+    query_bool,
+    query_choice,
+    read_json,
+)
+from llmgine_daemon.protocol import SessionCreate
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/api/sessions")
+async def create_session(request: web.Request) -> web.Response:
+    body = await read_json(request, SessionCreate, empty_ok=True)
+    session = await request.app[BUS].sessions.create(body.name, body.metadata)
+    return json_response(session, status=201)
+
+
+@routes.get("/api/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    limit, offset = limit_offset(request)
+    status = query_choice(request, "status", ("active", "closed"))
+    return json_response(await request.app[BUS].sessions.list(status, limit, offset))
+
+
+@routes.get("/api/sessions/{session_id}")
+async def get_session(request: web.Request) -> web.Response:
+    session_id = path_id(request, "session_id")
+    return json_response(await request.app[BUS].sessions.get(session_id))
+
+
+@routes.delete("/api/sessions/{session_id}")
+async def delete_session(request: web.Request) -> web.StreamResponse:
+    session_id = path_id(request, "session_id")
+    sessions = request.app[BUS].sessions
+    if query_bool(request, "purge"):
+        await sessions.close(session_id)
+        await sessions.purge(session_id)
+        return web.Response(status=204)
+    return json_response(await sessions.close(session_id))

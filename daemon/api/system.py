@@ -1,0 +1,77 @@
+"""Spec section 8: health, status, configuration, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from aiohttp import web
+
+from llmgine_daemon import __version__
+from llmgine_daemon.api.keys import BUS, LISTENERS, SETTINGS, SHUTDOWN
+from llmgine_daemon.api.util import json_response
+from llmgine_daemon.protocol import (
+    ConfigValue,
+    ConfigView,
+    Health,
+    ShutdownAccepted,
+    Status,
+    StorageInfo,
+    now_iso,
+)
+from llmgine_daemon.settings import SETTINGS as SETTING_TABLE
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/health")
+async def health(request: web.Request) -> web.Response:
+    bus = request.app[BUS]
+    status = "shutting_down" if request.app[SHUTDOWN].is_set() else "healthy"
+    return json_response(
+        Health(status=status, timestamp=now_iso(), version=__version__, uptime=bus.uptime)
+    )
+
+
+@routes.get("/api/status")
+async def status(request: web.Request) -> web.Response:
+    bus = request.app[BUS]
+    store = bus.store
+    return json_response(
+        Status(
+            status="shutting_down" if request.app[SHUTDOWN].is_set() else "running",
+            version=__version__,
+            uptime=bus.uptime,
+            pid=os.getpid(),
+            started_at=bus.started_at,
+            listeners=request.app[LISTENERS],
+            storage=StorageInfo(backend="sqlite", path=str(store.path), size_bytes=store.size_bytes()),
+            counts=await bus.counts(),
+            sandbox={},
+        )
+    )
+
+
+@routes.get("/api/config")
+async def config(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    return json_response(
+        ConfigView(
+            config_file=str(settings.config_file),
+            settings=[
+                ConfigValue(
+                    key=s.key, env=s.env, value=settings.redacted(s.key), source=settings.sources[s.key]
+                )
+                for s in SETTING_TABLE
+            ],
+        )
+    )
+
+
+@routes.post("/api/shutdown")
+async def shutdown(request: web.Request) -> web.Response:
+    # Answer first, then stop: the event is set after this response has been sent.
+    asyncio.get_running_loop().call_later(0.05, request.app[SHUTDOWN].set)
+    return json_response(
+        ShutdownAccepted(status="shutting_down", message="llmgined is shutting down"), status=202
+    )

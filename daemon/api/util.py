@@ -1,0 +1,125 @@
+"""Decoding requests and encoding responses, shared by every route module."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from llmgine_daemon.api.errors import ApiError, validation_error
+from llmgine_daemon.protocol import ErrorCode
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`")
+# Identifiers that reach SQL parameters or paths: UUIDs and names, nothing exotic.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=_encoder.encode(value), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _field_from(message: str) -> tuple[str, str]:
+    """Turn a msgspec validation message into (field, issue) for the envelope's details."""
+    path = ""
+    match = _PATH.search(message)
+    if match:
+        path = match.group("path").lstrip(".")
+        message = message[: match.start()]
+    for pattern, issue in ((_MISSING, "Field is required"), (_UNKNOWN, "Unknown field")):
+        found = pattern.search(message)
+        if found:
+            name = found.group("name")
+            return (f"{path}.{name}" if path else name), issue
+    return (path or "body"), message
+
+
+async def read_json(request: web.Request, model: type[T], *, empty_ok: bool = False) -> T:
+    """Decode and validate the body as ``model`` in one step.
+
+    Only ``application/json`` is accepted: besides being the contract, it keeps plain HTML
+    forms (which cannot send JSON) from making state-changing requests.
+    """
+    body = await request.read()
+    if not body.strip():
+        if empty_ok:
+            body = b"{}"
+        else:
+            raise validation_error("body", "Request body is required")
+    elif request.content_type not in ("application/json",) and not request.content_type.endswith("+json"):
+        raise ApiError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"expected Content-Type application/json, got {request.content_type}",
+            {"content_type": request.content_type},
+        )
+    try:
+        return msgspec.json.decode(body, type=model)
+    except msgspec.ValidationError as exc:
+        field, issue = _field_from(str(exc))
+        raise validation_error(field, issue) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(ErrorCode.INVALID_JSON, f"malformed JSON: {exc}", {"issue": str(exc)}) from None
+    except RecursionError:
+        raise ApiError(
+            ErrorCode.INVALID_JSON, "JSON nested too deeply", {"issue": "nesting limit exceeded"}
+        ) from None
+
+
+def query_int(
+    request: web.Request, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise validation_error(name, "must be an integer", value=raw[:64]) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+        raise validation_error(name, f"must be {bound}", value=value)
+    return value
+
+
+def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise validation_error(name, "must be true or false", value=raw[:64])
+
+
+def query_choice(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in choices:
+        raise validation_error(name, f"must be one of {', '.join(choices)}", value=raw[:64])
+    return raw
+
+
+def path_id(request: web.Request, name: str) -> str:
+    """A path identifier, validated before it reaches the store (no NUL, ../ or lookalikes)."""
+    value = request.match_info[name]
+    if not _ID.match(value):
+        raise validation_error(name, "not a valid identifier", value=value[:64])
+    return value
+
+
+def limit_offset(request: web.Request, default_limit: int = 50) -> tuple[int, int]:
+    return (
+        query_int(request, "limit", default_limit, minimum=1, maximum=1000),
+        query_int(request, "offset", 0, minimum=0),
+    )

@@ -1,0 +1,61 @@
+"""create_app(settings): app keys, cleanup contexts, middlewares and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import AsyncIterator
+
+from aiohttp import WSCloseCode, web
+
+from llmgine_daemon.api import sessions, system
+from llmgine_daemon.api.auth import auth_middleware
+from llmgine_daemon.api.errors import error_middleware
+from llmgine_daemon.api.keys import BUS, LISTENERS, SETTINGS, SHUTDOWN, WEBSOCKETS
+from llmgine_daemon.bus.core import Bus
+from llmgine_daemon.settings import Settings
+from llmgine_daemon.store.db import Store
+
+log = logging.getLogger("llmgine.app")
+
+ROUTE_MODULES = (system, sessions)
+
+
+async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = Store(settings.database_path, synchronous=settings["database.synchronous"])
+    await store.open()
+    bus = Bus(store)
+    app[BUS] = bus
+    try:
+        await bus.start()
+        yield
+    finally:
+        await bus.stop()
+        await store.close()
+
+
+async def _close_websockets(app: web.Application) -> None:
+    sockets = list(app[WEBSOCKETS])
+    if sockets:
+        await asyncio.gather(
+            *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"daemon shutting down") for ws in sockets),
+            return_exceptions=True,
+        )
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=settings["server.max_body_size"],
+    )
+    app[SETTINGS] = settings
+    app[LISTENERS] = []
+    app[SHUTDOWN] = asyncio.Event()
+    app[WEBSOCKETS] = weakref.WeakSet()
+    app.cleanup_ctx.append(_bus_ctx)
+    app.on_shutdown.append(_close_websockets)
+    for module in ROUTE_MODULES:
+        app.add_routes(module.routes)
+    return app

@@ -1,0 +1,182 @@
+"""Sessions: create, list, read, end (close) and purge.
+
+A session is a conversation: its commands run one at a time, its events share its id. Ending
+one releases what runs in it (engines, handlers, tools), cancels its queued commands and
+records ``SessionEnded``; its history stays readable until purged.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from llmgine_daemon.bus.codec import dumps, loads
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.protocol import ErrorCode, Session, SessionCounts, SessionList, now_iso
+
+if TYPE_CHECKING:
+    from llmgine_daemon.bus.core import Bus
+
+SESSION_COLUMNS = "session_id, name, metadata, status, created_at, last_activity_at, ended_at"
+
+# Called after a session was ended or purged, so runtime parts (command runner, engines,
+# streams) can drop what they hold for it.
+SessionHook = Callable[[str, bool], Awaitable[None]]
+
+
+def row_to_session(row: tuple[Any, ...], counts: SessionCounts | None = None) -> Session:
+    return Session(
+        session_id=row[0],
+        name=row[1],
+        metadata=loads(row[2]),
+        status=row[3],
+        created_at=row[4],
+        last_activity_at=row[5],
+        ended_at=row[6],
+        counts=counts,
+    )
+
+
+def not_found(session_id: str) -> BusError:
+    return BusError(
+        ErrorCode.SESSION_NOT_FOUND,
+        f"session {session_id!r} not found",
+        {"session_id": session_id},
+    )
+
+
+def fetch_session(conn: sqlite3.Connection, session_id: str) -> tuple[Any, ...]:
+    row = conn.execute(
+        f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    if row is None:
+        raise not_found(session_id)
+    return row
+
+
+def require_active(conn: sqlite3.Connection, session_id: str) -> tuple[Any, ...]:
+    """The session row, or SESSION_NOT_FOUND / SESSION_CLOSED; for writes that need it open."""
+    row = fetch_session(conn, session_id)
+    if row[3] != "active":
+        raise BusError(
+            ErrorCode.SESSION_CLOSED,
+            f"session {session_id!r} is closed",
+            {"session_id": session_id},
+        )
+    return row
+
+
+def count_session(conn: sqlite3.Connection, session_id: str) -> SessionCounts:
+    def count(sql: str) -> int:
+        return conn.execute(sql, (session_id,)).fetchone()[0]
+
+    return SessionCounts(
+        commands=count("SELECT COUNT(*) FROM commands WHERE session_id = ?"),
+        events=count("SELECT COUNT(*) FROM events WHERE session_id = ?"),
+        engines=count(
+            "SELECT COUNT(*) FROM engines WHERE session_id = ? AND status != 'stopped'"
+        ),
+        tools=count("SELECT COUNT(*) FROM tools WHERE session_id = ?"),
+        handlers=count("SELECT COUNT(*) FROM handlers WHERE session_id = ?"),
+    )
+
+
+class Sessions:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.hooks: list[SessionHook] = []
+
+    async def create(self, name: str | None, metadata: dict[str, Any]) -> Session:
+        session_id = str(uuid.uuid4())
+
+        def write(conn: sqlite3.Connection) -> tuple[Session, Any]:
+            ts = now_iso()
+            conn.execute(
+                f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, 'active', ?, ?, NULL)",
+                (session_id, name, dumps(metadata), ts, ts),
+            )
+            event = insert_event(
+                conn, session_id, "SessionStarted", {"name": name, "metadata": metadata},
+                timestamp=ts,
+            )
+            session = Session(
+                session_id=session_id, name=name, metadata=metadata, status="active",
+                created_at=ts, last_activity_at=ts, counts=SessionCounts(events=1),
+            )
+            return session, event
+
+        session, event = await self.bus.store.write(write)
+        self.bus.events.notify([event])
+        return session
+
+    async def get(self, session_id: str) -> Session:
+        def read(conn: sqlite3.Connection) -> Session:
+            return row_to_session(fetch_session(conn, session_id), count_session(conn, session_id))
+
+        return await self.bus.store.read(read)
+
+    async def list(self, status: str | None, limit: int, offset: int) -> SessionList:
+        def read(conn: sqlite3.Connection) -> SessionList:
+            where, params = ("WHERE status = ?", (status,)) if status else ("", ())
+            total = conn.execute(f"SELECT COUNT(*) FROM sessions {where}", params).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT {SESSION_COLUMNS} FROM sessions {where}"
+                " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            ).fetchall()
+            return SessionList([row_to_session(r) for r in rows], total, limit, offset)
+
+        return await self.bus.store.read(read)
+
+    async def close(self, session_id: str) -> Session:
+        """End the session. Ending an ended session returns it unchanged."""
+
+        def write(conn: sqlite3.Connection) -> tuple[Session, Any]:
+            row = fetch_session(conn, session_id)
+            if row[3] != "active":
+                return row_to_session(row, count_session(conn, session_id)), None
+            ts = now_iso()
+            cancelled = conn.execute(
+                "UPDATE commands SET status = 'cancelled', finished_at = ?,"
+                " error = ? WHERE session_id = ? AND status = 'queued'",
+                (ts, dumps({"code": "CANCELLED", "message": "session ended", "details": {}}),
+                 session_id),
+            ).rowcount
+            conn.execute(
+                "UPDATE engines SET status = 'stopped' WHERE session_id = ?", (session_id,)
+            )
+            conn.execute("DELETE FROM tools WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM handlers WHERE session_id = ?", (session_id,))
+            event = insert_event(
+                conn, session_id, "SessionEnded",
+                {"reason": "deleted", "cancelled_commands": cancelled}, timestamp=ts,
+            )
+            conn.execute(
+                "UPDATE sessions SET status = 'closed', ended_at = ?, last_activity_at = ?"
+                " WHERE session_id = ?",
+                (ts, ts, session_id),
+            )
+            return row_to_session(fetch_session(conn, session_id), count_session(conn, session_id)), event
+
+        session, event = await self.bus.store.write(write)
+        if event is not None:
+            self.bus.events.notify([event])
+            await self._run_hooks(session_id, purged=False)
+        return session
+
+    async def purge(self, session_id: str) -> None:
+        """Delete the session and everything in it."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            fetch_session(conn, session_id)
+            for table in ("events", "commands", "engines", "tools", "handlers", "sessions"):
+                conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+
+        await self.bus.store.write(write)
+        await self._run_hooks(session_id, purged=True)
+
+    async def _run_hooks(self, session_id: str, purged: bool) -> None:
+        for hook in self.hooks:
+            await hook(session_id, purged)

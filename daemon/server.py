@@ -1,0 +1,252 @@
+"""``llmgined``: parse flags into Settings, then serve until asked to stop.
+
+Like uvicorn's main → config → server: this module only turns the command line into Settings,
+checks that the daemon can start at all (configuration, socket, port, database), serves, and
+cleans up. Any start-up failure is one line on stderr and a non-zero exit, with nothing left
+half-started (no socket, no pidfile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import ipaddress
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from llmgine_daemon import __version__
+from llmgine_daemon.api.keys import LISTENERS, SHUTDOWN
+from llmgine_daemon.app import create_app
+from llmgine_daemon.settings import ConfigError, Settings, describe, ensure_private_dir, load_settings
+from llmgine_daemon.store.db import StorageError
+
+log = logging.getLogger("llmgine.server")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the NUL
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message is the one line printed."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmgined",
+        description="The llmgine daemon: the LLMGine message bus behind an HTTP + WebSocket API. "
+        "Runs in the foreground; `llmgine daemon start` runs it in the background.",
+        epilog="Settings (config file key, environment variable, meaning); "
+        "precedence: defaults < config file < environment < flags:\n" + describe(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", help="listen on TCP at this address (default 127.0.0.1 when --port is given)")
+    parser.add_argument("--port", help="listen on TCP at this port (default 8000 when --host is given)")
+    parser.add_argument("--socket", help="Unix socket path (default: in the runtime directory)")
+    parser.add_argument("--no-socket", action="store_true", default=None, help="do not listen on a Unix socket")
+    parser.add_argument("--config", help="config file (default: config.toml in the config directory)")
+    parser.add_argument("--log-level", help="debug, info, warning, error or critical")
+    parser.add_argument("--log-file", help="write logs to this file instead of stderr")
+    parser.add_argument("--version", action="version", version=f"llmgined {__version__}")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    flags = {
+        "server.host": args.host,
+        "server.port": args.port,
+        "server.socket": args.socket,
+        "server.no_socket": args.no_socket,
+        "logging.level": args.log_level,
+        "logging.file": args.log_file,
+    }
+    return load_settings(args.config, flags=flags)
+
+
+def setup_logging(settings: Settings) -> None:
+    level = getattr(logging, settings["logging.level"].upper())
+    handler: logging.Handler
+    log_file = settings["logging.file"]
+    if log_file:
+        path = Path(log_file).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.close(fd)
+            handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 2**20, backupCount=3)
+        except OSError as exc:
+            raise StartupError(f"logging.file {str(path)!r}: cannot write: {exc.strerror}") from None
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def check_bind(settings: Settings) -> None:
+    if not settings.tcp_enabled:
+        return
+    host = settings.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not settings["security.api_key_secret"]:
+        raise StartupError(
+            f"server.host {host!r}: refusing to listen on a non-loopback address without a "
+            "credential; set security.api_key_secret (API_KEY_SECRET) first"
+        )
+
+
+def prepare_socket(path: Path) -> None:
+    """Make sure the socket path is usable: short enough, private dir, no live daemon there."""
+    if len(os.fsencode(path)) > MAX_UNIX_PATH:
+        raise StartupError(
+            f"server.socket {str(path)!r}: path is longer than {MAX_UNIX_PATH} bytes; "
+            "use a shorter LLMGINE_HOME or --socket"
+        )
+    try:
+        ensure_private_dir(path.parent)
+    except OSError as exc:
+        raise StartupError(f"server.socket {str(path)!r}: cannot create its directory: {exc.strerror}") from None
+    if not path.exists():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()  # stale socket from a daemon that died
+    else:
+        raise StartupError(f"server.socket {str(path)!r}: another llmgined is already listening there")
+    finally:
+        probe.close()
+
+
+def _write_pidfile(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def _remove(path: Path | None) -> None:
+    if path is None:
+        return
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def bind_sockets(settings: Settings) -> tuple[list[socket.socket], list[str]]:
+    """Bind every listener before anything else starts, so a busy port fails fast and clean."""
+    sockets: list[socket.socket] = []
+    listeners: list[str] = []
+    try:
+        path = settings.socket_path
+        if path is not None:
+            unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sockets.append(unix)
+            unix.bind(str(path))
+            os.chmod(path, 0o600)
+            listeners.append(f"unix://{path}")
+        if settings.tcp_enabled:
+            host, port = settings.host, settings.port
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            tcp = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(tcp)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                tcp.bind((host, port))
+            except OSError as exc:
+                reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+                raise StartupError(f"server.port {port} on {host!r}: cannot listen: {reason}") from None
+            bound = tcp.getsockname()[1]
+            listeners.append(f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}")
+        if not sockets:
+            raise StartupError("nothing to listen on: --no-socket needs --host/--port")
+        for sock in sockets:
+            sock.listen(1024)
+            sock.setblocking(False)
+        return sockets, listeners
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        if settings.socket_path is not None and sockets:
+            _remove(settings.socket_path)
+        raise
+
+
+async def serve(settings: Settings) -> None:
+    sockets, listeners = bind_sockets(settings)
+    socket_path = settings.socket_path
+    pidfile = settings.paths.pidfile
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=float(settings["server.shutdown_timeout"]),
+    )
+    try:
+        try:
+            await runner.setup()
+        except StorageError as exc:
+            raise StartupError(f"database.url: {exc}") from None
+        for sock in sockets:
+            await web.SockSite(runner, sock).start()
+        app[LISTENERS].extend(listeners)
+        _write_pidfile(pidfile)
+
+        stop = app[SHUTDOWN]
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        log.info("llmgined %s (pid %d) listening on %s", __version__, os.getpid(), ", ".join(listeners))
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+        for sock in sockets:
+            sock.close()
+        if socket_path is not None:
+            _remove(socket_path)
+        _remove(pidfile)
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.umask(0o077)
+    try:
+        settings = settings_from_args(args)
+        setup_logging(settings)
+        check_bind(settings)
+        try:
+            ensure_private_dir(settings.database_path.parent)
+        except OSError as exc:
+            raise StartupError(
+                f"database.url: cannot create {str(settings.database_path.parent)!r}: {exc.strerror}"
+            ) from None
+        if settings.socket_path is not None:
+            prepare_socket(settings.socket_path)
+        asyncio.run(serve(settings))
+    except ConfigError as exc:
+        print(f"llmgined: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StartupError as exc:
+        print(f"llmgined: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK

@@ -1,0 +1,217 @@
+"""SQLite storage: one writer with group commit, one reader, both through aiosqlite.
+
+Writes are plain functions ``fn(conn: sqlite3.Connection) -> T``. ``Store.write(fn)`` queues
+one; the writer task takes everything queued, runs the whole batch inside ONE transaction in
+aiosqlite's connection thread (one thread hop and one fsync per batch, not per write), and
+resolves each caller's future only after COMMIT returned. A failing write is rolled back to its
+own savepoint, so it fails alone and the rest of the batch still commits.
+
+Reads run on a second connection (WAL lets them proceed while the writer commits).
+
+Why ``Connection._execute``: aiosqlite's public API costs a thread hop per statement; a batch
+of hundreds of statements would pay hundreds of hops. ``_execute(fn)`` runs one function in
+the connection's thread; it is the primitive aiosqlite's own public methods are built on.
+pyproject pins aiosqlite below the next minor release for that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import aiosqlite
+
+from llmgine_daemon.store.migrations import apply_migrations
+
+log = logging.getLogger("llmgine.store")
+
+T = TypeVar("T")
+WriteFn = Callable[[sqlite3.Connection], Any]
+
+MAX_BATCH = 1024
+BUSY_TIMEOUT_MS = 5000
+
+
+class StorageError(Exception):
+    """The database could not do what was asked (not a bug in the caller)."""
+
+
+class StorageBusy(StorageError):
+    """Another process holds the database lock longer than the busy timeout."""
+
+
+class StorageFull(StorageError):
+    """The disk (or the database's page limit) is full."""
+
+
+def _classify(exc: sqlite3.Error) -> Exception:
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return StorageBusy(str(exc))
+    if "full" in text:
+        return StorageFull(str(exc))
+    return exc
+
+
+def _touch_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does; its -wal/-shm files copy the mode."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+class Store:
+    def __init__(self, path: Path, synchronous: str = "full") -> None:
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self._writer_conn: aiosqlite.Connection | None = None
+        self._reader_conn: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[tuple[WriteFn, asyncio.Future[Any]] | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        # Figures for observability and the benchmarks.
+        self.transactions = 0
+        self.writes = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            _touch_private(self.path)
+            self._writer_conn = await aiosqlite.connect(
+                self.path, isolation_level=None, check_same_thread=False
+            )
+            await self._writer_conn._execute(self._setup_writer)
+            self._reader_conn = await aiosqlite.connect(
+                self.path, isolation_level=None, check_same_thread=False
+            )
+            await self._reader_conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await self._reader_conn.execute("PRAGMA query_only = ON")
+        except (OSError, sqlite3.Error) as exc:
+            await self.close()
+            raise StorageError(f"{self.path}: cannot open database: {exc}") from None
+        self._task = asyncio.create_task(self._writer(), name="llmgine-store-writer")
+
+    def _setup_writer(self) -> None:
+        conn = self._raw(self._writer_conn)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StorageError(f"{self.path}: could not switch to WAL mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        applied = apply_migrations(conn)
+        if applied:
+            log.info("applied migrations %s to %s", applied, self.path)
+
+    async def close(self) -> None:
+        """Flush every queued write, then close both connections."""
+        if self._task is not None:
+            await self._queue.put(None)
+            await self._task
+            self._task = None
+        for conn in (self._writer_conn, self._reader_conn):
+            if conn is not None:
+                try:
+                    await conn.close()
+                except Exception:  # pragma: no cover - closing a broken connection
+                    log.exception("closing database connection")
+        self._writer_conn = self._reader_conn = None
+
+    @staticmethod
+    def _raw(conn: aiosqlite.Connection | None) -> sqlite3.Connection:
+        assert conn is not None, "store is not open"
+        return conn._conn
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a transaction; returns once that transaction has committed."""
+        if self._task is None:
+            raise StorageError("the store is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((fn, future))
+        return await future
+
+    async def _writer(self) -> None:
+        stopping = False
+        while not stopping:
+            item = await self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            try:
+                outcomes = await self._writer_conn._execute(self._run_batch, batch)  # type: ignore[union-attr]
+            except Exception as exc:  # the whole transaction failed (e.g. COMMIT on a full disk)
+                err = _classify(exc) if isinstance(exc, sqlite3.Error) else exc
+                log.error("write transaction of %d failed: %s", len(batch), err)
+                outcomes = [(False, err)] * len(batch)
+            for (_, future), (ok, value) in zip(batch, outcomes):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    def _run_batch(self, batch: list[tuple[WriteFn, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
+        conn = self._raw(self._writer_conn)
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn, _ in batch:
+                conn.execute("SAVEPOINT w")
+                try:
+                    value = fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
+                    outcomes.append((False, _classify(exc) if isinstance(exc, sqlite3.Error) else exc))
+                else:
+                    conn.execute("RELEASE w")
+                    outcomes.append((True, value))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.transactions += 1
+        self.writes += len(batch)
+        return outcomes
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read-only ``fn`` on the reader connection (one thread hop)."""
+        conn = self._reader_conn
+        if conn is None:
+            raise StorageError("the store is closed")
+        try:
+            return await conn._execute(fn, self._raw(conn))
+        except sqlite3.Error as exc:
+            raise _classify(exc) from exc
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return await self.read(lambda c: c.execute(sql, params).fetchall())
+
+    async def fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        return await self.read(lambda c: c.execute(sql, params).fetchone())
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                total += os.stat(f"{self.path}{suffix}").st_size
+            except FileNotFoundError:
+                pass
+        return total

@@ -1,0 +1,148 @@
+"""Numbered schema migrations, recorded in the ``schema_migrations`` table.
+
+Each migration is a function registered with ``@migration(N, "name")``; they run in order,
+each in its own transaction, on start-up. Never edit a released migration: add a new one.
+(Pattern from simonw/llm's migrations.py.)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Callable
+
+from llmgine_daemon.protocol import now_iso
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[int, str, Migration]] = []
+
+
+def migration(version: int, name: str) -> Callable[[Migration], Migration]:
+    def register(fn: Migration) -> Migration:
+        if any(v == version for v, _, _ in MIGRATIONS):
+            raise RuntimeError(f"migration {version} registered twice")
+        MIGRATIONS.append((version, name, fn))
+        MIGRATIONS.sort(key=lambda item: item[0])
+        return fn
+
+    return register
+
+
+def run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run DDL statements inside the current transaction (executescript would COMMIT first)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def apply_migrations(conn: sqlite3.Connection) -> list[int]:
+    """Run the migrations this database has not seen; returns the versions applied."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    applied = []
+    for version, name, fn in MIGRATIONS:
+        if version in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            fn(conn)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (version, name, now_iso()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied
+
+
+@migration(1, "core tables")
+def m001_core(conn: sqlite3.Connection) -> None:
+    # JSON columns hold msgspec-encoded text. Timestamps are ISO text (they sort as text).
+    run_script(
+        conn,
+        """
+        CREATE TABLE sessions (
+            session_id TEXT PRIMARY KEY,
+            name TEXT,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            last_activity_at TEXT NOT NULL,
+            ended_at TEXT
+        );
+        CREATE INDEX sessions_created ON sessions (created_at);
+
+        -- One append-only log: seq is global and strictly increasing.
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            session_id TEXT,
+            event_type TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            metadata TEXT NOT NULL DEFAULT '{}',
+            source TEXT NOT NULL,
+            timestamp TEXT NOT NULL,
+            trace_id TEXT
+        );
+        CREATE INDEX events_session ON events (session_id, seq);
+        CREATE INDEX events_type ON events (event_type, seq);
+
+        CREATE TABLE commands (
+            command_id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            command_type TEXT NOT NULL,
+            parameters TEXT NOT NULL DEFAULT '{}',
+            metadata TEXT NOT NULL DEFAULT '{}',
+            priority INTEGER NOT NULL DEFAULT 1,
+            timeout REAL,
+            status TEXT NOT NULL,
+            result TEXT,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT,
+            batch_id TEXT,
+            trace_id TEXT
+        );
+        CREATE INDEX commands_session ON commands (session_id, created_at);
+        CREATE INDEX commands_status ON commands (status);
+
+        CREATE TABLE engines (
+            engine_id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            engine_type TEXT NOT NULL,
+            model_name TEXT,
+            configuration TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX engines_session ON engines (session_id);
+
+        CREATE TABLE tools (
+            session_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            parameters TEXT NOT NULL DEFAULT '{}',
+            function_code TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (session_id, name)
+        );
+
+        -- session_id NULL = global (LLMGine's BUS scope).
+        CREATE TABLE handlers (
+            handler_id TEXT PRIMARY KEY,
+            session_id TEXT,
+            kind TEXT NOT NULL CHECK (kind IN ('command', 'event')),
+            type TEXT NOT NULL,
+            code TEXT NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 100,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX handlers_scope ON handlers (session_id, kind, type);
+        """
+    )

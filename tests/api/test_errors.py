@@ -1,0 +1,116 @@
+"""The one error envelope, for every way a request can go wrong."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from llmgine_daemon.app import create_app
+from tests.conftest import assert_envelope
+
+
+async def test_unknown_route_is_404_envelope(app_client):
+    resp = await app_client.get("/api/nope")
+    assert resp.status == 404
+    assert_envelope(await resp.json(), "NOT_FOUND")
+    assert resp.headers["X-Request-ID"]
+
+
+async def test_wrong_method_is_405_with_allow(app_client):
+    resp = await app_client.put("/api/sessions")
+    assert resp.status == 405
+    error = assert_envelope(await resp.json(), "METHOD_NOT_ALLOWED")
+    assert "GET" in resp.headers["Allow"] and "POST" in resp.headers["Allow"]
+    assert "POST" in error["details"]["allowed_methods"]
+
+
+async def test_malformed_json_is_400(app_client):
+    resp = await app_client.post(
+        "/api/sessions", data=b'{"name": ', headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 400
+    assert_envelope(await resp.json(), "INVALID_JSON")
+
+
+async def test_non_object_body_is_validation_error(app_client):
+    for body in (b"[1, 2]", b'"text"', b"42", b"null"):
+        resp = await app_client.post(
+            "/api/sessions", data=body, headers={"Content-Type": "application/json"}
+        )
+        assert resp.status == 422, body
+        assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "body"
+
+
+async def test_wrong_content_type_is_415(app_client):
+    resp = await app_client.post(
+        "/api/sessions", data=b"name=x", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert resp.status == 415
+    assert_envelope(await resp.json(), "UNSUPPORTED_MEDIA_TYPE")
+
+
+async def test_oversized_body_is_413(make_client):
+    client = await make_client(LLMGINE_MAX_BODY_SIZE="2048")
+    resp = await client.post(
+        "/api/sessions", data=b'{"name": "' + b"x" * 4096 + b'"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert resp.status == 413
+    assert_envelope(await resp.json(), "PAYLOAD_TOO_LARGE")
+
+
+async def test_absurdly_nested_json_is_rejected(app_client):
+    depth = 100_000
+    body = b'{"metadata": {"a": ' + b"[" * depth + b"]" * depth + b"}}"
+    resp = await app_client.post("/api/sessions", data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 400
+    assert_envelope(await resp.json(), "INVALID_JSON")
+
+
+async def test_request_id_echoed_or_generated(app_client):
+    resp = await app_client.get("/api/health", headers={"X-Request-ID": "my-req-42"})
+    assert resp.headers["X-Request-ID"] == "my-req-42"
+    resp = await app_client.get("/api/nope", headers={"X-Request-ID": "abc-1"})
+    assert (await resp.json())["request_id"] == "abc-1"
+    # A header that is not a sane id is replaced, not reflected.
+    resp = await app_client.get("/api/health", headers={"X-Request-ID": "<script>"})
+    assert resp.headers["X-Request-ID"] != "<script>"
+    assert len(resp.headers["X-Request-ID"]) == 36
+
+
+async def test_unexpected_exception_is_500_without_traceback(aiohttp_client, make_settings, caplog):
+    app = create_app(make_settings())
+
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError("secret internals")
+
+    app.router.add_get("/api/boom", boom)
+    client = await aiohttp_client(app)
+    with caplog.at_level(logging.ERROR, logger="llmgine.api"):
+        resp = await client.get("/api/boom")
+    assert resp.status == 500
+    payload = await resp.json()
+    assert_envelope(payload, "INTERNAL_ERROR")
+    assert "secret internals" not in await resp.text()
+    assert "Traceback" not in await resp.text()
+    assert payload["request_id"] in payload["error"]["message"]
+    assert any("RuntimeError" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+async def test_bearer_required_on_tcp_when_secret_set(make_client):
+    client = await make_client(API_KEY_SECRET="s3cret-key")
+    assert (await client.get("/api/health")).status == 200  # the probe stays open
+    resp = await client.get("/api/sessions")
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert_envelope(await resp.json(), "UNAUTHORIZED")
+    resp = await client.get("/api/sessions", headers={"Authorization": "Bearer wrong"})
+    assert resp.status == 401
+    resp = await client.get("/api/sessions", headers={"Authorization": "Bearer s3cret-key"})
+    assert resp.status == 200
+
+
+async def test_unix_socket_needs_no_credential(make_settings, home, unix_client):
+    resp = await unix_client.get("/api/sessions")
+    assert resp.status == 200

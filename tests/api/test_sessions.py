@@ -1,0 +1,135 @@
+"""Spec section 1: sessions, over the real app and a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from tests.conftest import assert_envelope, create_session
+
+
+async def test_create_minimal_and_full(app_client):
+    resp = await app_client.post("/api/sessions")  # no body at all: everything is optional
+    assert resp.status == 201
+    bare = await resp.json()
+    assert bare["status"] == "active" and bare["name"] is None and bare["metadata"] == {}
+    assert bare["created_at"].endswith("Z")
+
+    full = await create_session(
+        app_client, name="optional-session-name", metadata={"user_id": "user123", "project": "p"}
+    )
+    assert full["name"] == "optional-session-name"
+    assert full["metadata"] == {"user_id": "user123", "project": "p"}
+    assert full["session_id"] != bare["session_id"]
+
+
+async def test_get_has_counts_and_activity(app_client):
+    created = await create_session(app_client, name="x")
+    resp = await app_client.get(f"/api/sessions/{created['session_id']}")
+    assert resp.status == 200
+    got = await resp.json()
+    assert got["session_id"] == created["session_id"]
+    assert got["last_activity_at"] >= got["created_at"]
+    # SessionStarted is recorded in the session's own event log.
+    assert got["counts"] == {"commands": 0, "events": 1, "engines": 0, "tools": 0, "handlers": 0}
+
+
+async def test_list_newest_first_paging_and_status_filter(app_client):
+    ids = [(await create_session(app_client, name=f"s{i}"))["session_id"] for i in range(5)]
+    resp = await app_client.get("/api/sessions", params={"limit": 2, "offset": 1})
+    page = await resp.json()
+    assert page["total"] == 5 and page["limit"] == 2 and page["offset"] == 1
+    assert [s["session_id"] for s in page["sessions"]] == [ids[3], ids[2]]
+
+    await app_client.delete(f"/api/sessions/{ids[0]}")
+    closed = await (await app_client.get("/api/sessions", params={"status": "closed"})).json()
+    active = await (await app_client.get("/api/sessions", params={"status": "active"})).json()
+    assert [s["session_id"] for s in closed["sessions"]] == [ids[0]]
+    assert active["total"] == 4
+
+
+async def test_delete_ends_session_keeps_history(app_client, home):
+    sid = (await create_session(app_client))["session_id"]
+    resp = await app_client.delete(f"/api/sessions/{sid}")
+    assert resp.status == 200
+    ended = await resp.json()
+    assert ended["status"] == "closed" and ended["ended_at"]
+    # History stays readable, with SessionStarted and SessionEnded in the log.
+    again = await (await app_client.get(f"/api/sessions/{sid}")).json()
+    assert again["status"] == "closed" and again["counts"]["events"] == 2
+    with sqlite3.connect(home / "data" / "llmgine.db") as conn:
+        types = [r[0] for r in conn.execute(
+            "SELECT event_type FROM events WHERE session_id = ? ORDER BY seq", (sid,))]
+    assert types == ["SessionStarted", "SessionEnded"]
+    # Ending it again is harmless and returns the same record.
+    assert (await (await app_client.delete(f"/api/sessions/{sid}")).json())["ended_at"] == ended["ended_at"]
+
+
+async def test_delete_cancels_queued_commands_and_releases(app_client, home):
+    sid = (await create_session(app_client))["session_id"]
+    with sqlite3.connect(home / "data" / "llmgine.db") as conn:
+        conn.execute(
+            "INSERT INTO commands (command_id, session_id, command_type, status, created_at)"
+            " VALUES ('c1', ?, 'T', 'queued', '2024-01-01T00:00:00Z')", (sid,))
+        conn.execute(
+            "INSERT INTO tools (session_id, name, function_code, created_at)"
+            " VALUES (?, 't', 'def t(): pass', '2024-01-01T00:00:00Z')", (sid,))
+    await app_client.delete(f"/api/sessions/{sid}")
+    with sqlite3.connect(home / "data" / "llmgine.db") as conn:
+        assert conn.execute("SELECT status FROM commands WHERE command_id = 'c1'").fetchone()[0] == "cancelled"
+        assert conn.execute("SELECT COUNT(*) FROM tools WHERE session_id = ?", (sid,)).fetchone()[0] == 0
+
+
+async def test_purge_removes_everything(app_client, home):
+    sid = (await create_session(app_client))["session_id"]
+    resp = await app_client.delete(f"/api/sessions/{sid}", params={"purge": "true"})
+    assert resp.status == 204
+    resp = await app_client.get(f"/api/sessions/{sid}")
+    assert resp.status == 404
+    assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
+    with sqlite3.connect(home / "data" / "llmgine.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events WHERE session_id = ?", (sid,)).fetchone()[0] == 0
+
+
+async def test_unknown_session_is_404(app_client):
+    for method in ("get", "delete"):
+        resp = await getattr(app_client, method)("/api/sessions/00000000-0000-4000-8000-000000000000")
+        assert resp.status == 404
+        error = assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
+        assert error["details"]["session_id"] == "00000000-0000-4000-8000-000000000000"
+
+
+async def test_bad_session_id_in_path_is_rejected(app_client):
+    resp = await app_client.get("/api/sessions/..%2F..%2Fetc")
+    assert resp.status in (404, 422)
+    assert (await resp.json())["error"]["code"] in ("VALIDATION_ERROR", "NOT_FOUND")
+
+
+async def test_sessions_survive_restart(make_client):
+    first = await make_client()
+    sid = (await create_session(first, name="keep"))["session_id"]
+    await first.close()
+    second = await make_client()
+    got = await (await second.get(f"/api/sessions/{sid}")).json()
+    assert got["name"] == "keep" and got["status"] == "active"
+
+
+async def test_validation_errors_name_the_field(app_client):
+    cases = [
+        ({"name": 5}, "name"),
+        ({"metadata": "nope"}, "metadata"),
+        ({"nmae": "typo"}, "nmae"),
+    ]
+    for body, field in cases:
+        resp = await app_client.post("/api/sessions", json=body)
+        assert resp.status == 422, body
+        error = assert_envelope(await resp.json(), "VALIDATION_ERROR")
+        assert error["details"]["field"] == field
+        assert error["details"]["issue"]
+
+
+async def test_list_query_validation(app_client):
+    for params, field in (({"limit": "x"}, "limit"), ({"limit": "0"}, "limit"),
+                          ({"offset": "-1"}, "offset"), ({"status": "weird"}, "status")):
+        resp = await app_client.get("/api/sessions", params=params)
+        assert resp.status == 422
+        assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == field

@@ -1,0 +1,147 @@
+"""The real llmgined process: start-up failures are one line, shutdown leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_daemon(home, *args, env=None):
+    full_env = {**os.environ, "LLMGINE_HOME": str(home), **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmgine_daemon", *args],
+        env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_http(port, proc, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited: {proc.stderr.read()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1) as r:
+                return json.load(r)
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("daemon did not answer")
+
+
+def fails_with(home, *args, env=None):
+    proc = run_daemon(home, *args, env=env)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert not (home / "run" / "llmgined.sock").exists()
+    assert not (home / "run" / "llmgined.pid").exists()
+    return lines[0]
+
+
+@pytest.fixture
+def daemon_home(home):
+    yield home
+
+
+def test_sigterm_is_graceful_and_cleans_up(daemon_home):
+    port = free_port()
+    proc = run_daemon(daemon_home, "--port", str(port))
+    try:
+        assert wait_for_http(port, proc)["status"] == "healthy"
+        sock = daemon_home / "run" / "llmgined.sock"
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        assert stat.S_IMODE((daemon_home / "run").stat().st_mode) == 0o700
+        assert (daemon_home / "run" / "llmgined.pid").read_text().strip() == str(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not (daemon_home / "run" / "llmgined.sock").exists()
+    assert not (daemon_home / "run" / "llmgined.pid").exists()
+    assert stat.S_IMODE((daemon_home / "data" / "llmgine.db").stat().st_mode) == 0o600
+
+
+def test_shutdown_endpoint_exits_zero(daemon_home):
+    port = free_port()
+    proc = run_daemon(daemon_home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/shutdown", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 202
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_port_in_use(daemon_home):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = fails_with(daemon_home, "--port", str(port))
+    assert f"server.port {port}" in line and "in use" in line
+
+
+def test_bad_config_file(daemon_home):
+    (daemon_home / "config").mkdir()
+    (daemon_home / "config" / "config.toml").write_text("[server]\nport = 'x'\n")
+    line = fails_with(daemon_home)
+    assert "config.toml" in line and "server.port" in line and "'x'" in line
+
+
+def test_unsupported_database(daemon_home):
+    line = fails_with(daemon_home, env={"DATABASE_URL": "postgresql://u:p@db/x"})
+    assert "not supported yet" in line
+
+
+def test_unwritable_data_dir(daemon_home):
+    if os.geteuid() == 0:
+        target = "/proc/llmgine.db"  # not writable even for root
+    else:
+        target = "/llmgine-denied/x.db"
+    line = fails_with(daemon_home, env={"DATABASE_URL": f"sqlite:///{target}"})
+    assert "database.url" in line
+
+
+def test_non_loopback_without_credential_refused(daemon_home):
+    line = fails_with(daemon_home, "--host", "0.0.0.0", "--port", str(free_port()))
+    assert "non-loopback" in line
+
+
+def test_second_daemon_on_same_socket_refused(daemon_home):
+    port = free_port()
+    proc = run_daemon(daemon_home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+        second = run_daemon(daemon_home)
+        _, err = second.communicate(timeout=20)
+        assert second.returncode != 0 and "already listening" in err
+        # ...and it did not take the first one's socket or pidfile away.
+        assert (daemon_home / "run" / "llmgined.sock").exists()
+        assert (daemon_home / "run" / "llmgined.pid").exists()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

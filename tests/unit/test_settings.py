@@ -1,0 +1,120 @@
+"""Settings precedence, validation messages and config-file editing."""
+
+from __future__ import annotations
+
+import stat
+import tomllib
+
+import pytest
+
+from llmgine_daemon.settings import (
+    ConfigError,
+    database_path,
+    get_paths,
+    load_settings,
+    write_config_value,
+)
+
+
+def write(home, text):
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    path = home / "config" / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults(home):
+    s = load_settings(env={"LLMGINE_HOME": str(home)})
+    assert s.sources["server.port"] == "default"
+    assert not s.tcp_enabled
+    assert s.socket_path == home / "run" / "llmgined.sock"
+    assert s.database_path == home / "data" / "llmgine.db"
+    assert s["database.synchronous"] == "full"
+
+
+def test_precedence_file_env_flag(home):
+    write(home, "[server]\nport = 9001\nhost = '127.0.0.1'\n[logging]\nlevel = 'debug'\n")
+    env = {"LLMGINE_HOME": str(home), "API_PORT": "9002", "LOG_LEVEL": "ERROR"}
+    s = load_settings(env=env, flags={"server.port": "9003"})
+    assert (s.port, s.sources["server.port"]) == (9003, "flag")
+    assert (s["logging.level"], s.sources["logging.level"]) == ("error", "env")
+    assert (s.host, s.sources["server.host"]) == ("127.0.0.1", "file")
+    assert s.tcp_enabled
+
+
+def test_spec_yaml_sections_as_toml_tables(home):
+    write(home, """
+[server]
+host = "127.0.0.1"
+port = 8000
+workers = 4
+[database]
+url = "sqlite:///./llmgine.db"
+[logging]
+level = "INFO"
+file = "logs/api.log"
+[security]
+api_key_secret = "your-secret-key"
+cors_origins = ["http://localhost:3000", "https://yourdomain.com"]
+[observability]
+enable_metrics = true
+enable_tracing = true
+""")
+    s = load_settings(env={"LLMGINE_HOME": str(home)})
+    assert s["security.cors_origins"] == ["http://localhost:3000", "https://yourdomain.com"]
+    assert s.workers == 4
+    assert s.database_path.name == "llmgine.db" and s.database_path.is_absolute()
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("[server]\nprot = 1\n", "unknown key 'server.prot'"),
+        ("[nope]\nx = 1\n", "unknown table [nope]"),
+        ("[server]\nport = 'eighty'\n", "server.port = 'eighty': expected an integer"),
+        ("[server]\nport = 70000\n", "expected a port number"),
+        ("[server\nport = 1\n", "not valid TOML"),
+        ("[observability]\nenable_metrics = 'maybe'\n", "expected a boolean"),
+    ],
+)
+def test_bad_file_names_file_key_value(home, text, fragment):
+    path = write(home, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"LLMGINE_HOME": str(home)})
+    assert fragment in str(info.value)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_env_names_variable(home):
+    with pytest.raises(ConfigError, match="environment API_PORT: server.port = 'x'"):
+        load_settings(env={"LLMGINE_HOME": str(home), "API_PORT": "x"})
+
+
+def test_database_urls(home):
+    paths = get_paths({"LLMGINE_HOME": str(home)})
+    assert database_path("sqlite:////tmp/x.db", paths).as_posix() == "/tmp/x.db"
+    with pytest.raises(ConfigError, match="not supported yet"):
+        database_path("postgresql://user:pass@db/llmgine", paths)
+
+
+def test_missing_explicit_config_file(home):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(home / "nope.toml", env={"LLMGINE_HOME": str(home)})
+
+
+def test_write_config_value_keeps_everything_else(home):
+    path = write(home, "# comment\n[server]\nport = 9000\n[logging]\nlevel = 'info'\n")
+    write_config_value(path, "server.host", "127.0.0.1")
+    write_config_value(path, "observability.enable_metrics", False)
+    doc = tomllib.loads(path.read_text())
+    assert doc == {
+        "server": {"port": 9000, "host": "127.0.0.1"},
+        "logging": {"level": "info"},
+        "observability": {"enable_metrics": False},
+    }
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    write_config_value(path, "observability.enable_metrics", None)
+    assert "observability" not in tomllib.loads(path.read_text())
+    with pytest.raises(ConfigError):
+        write_config_value(path, "server.nope", 1)

@@ -1,0 +1,85 @@
+"""The group-commit writer: batching, isolation of failures, durability on return."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+
+import pytest
+
+from llmgine_daemon.store.db import Store
+
+
+@pytest.fixture
+async def store(home):
+    s = Store(home / "data" / "t.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_concurrent_writes_share_transactions(store):
+    def insert(i):
+        return lambda c: c.execute(
+            "INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
+            " VALUES (?, 'active', 'x', 'x')", (f"s{i}",)).lastrowid
+
+    results = await asyncio.gather(*(store.write(insert(i)) for i in range(200)))
+    assert len(set(results)) == 200
+    # 200 writes queued at once commit in far fewer transactions than writes.
+    assert store.writes == 200 and store.transactions < 200
+    count = await store.fetchone("SELECT COUNT(*) FROM sessions")
+    assert count == (200,)
+
+
+async def test_a_failing_write_fails_alone(store):
+    def good(i):
+        return lambda c: c.execute(
+            "INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
+            " VALUES (?, 'active', 'x', 'x')", (f"g{i}",))
+
+    def bad(c):
+        c.execute("INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
+                  " VALUES ('b', 'active', 'x', 'x')")
+        raise ValueError("nope")
+
+    results = await asyncio.gather(store.write(good(1)), store.write(bad), store.write(good(2)),
+                                   return_exceptions=True)
+    assert isinstance(results[1], ValueError)
+    rows = await store.fetchall("SELECT session_id FROM sessions ORDER BY session_id")
+    assert rows == [("g1",), ("g2",)]  # the failed write's own insert was rolled back
+
+
+async def test_committed_when_acknowledged(store, home):
+    await store.write(lambda c: c.execute(
+        "INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
+        " VALUES ('ack', 'active', 'x', 'x')"))
+    # Another connection (another process, as far as SQLite knows) sees it at once.
+    with sqlite3.connect(home / "data" / "t.db") as other:
+        assert other.execute("SELECT COUNT(*) FROM sessions WHERE session_id='ack'").fetchone() == (1,)
+
+
+async def test_wal_mode_file_modes_and_migrations(store, home):
+    path = home / "data" / "t.db"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            assert stat.S_IMODE(side.stat().st_mode) == 0o600
+    assert await store.fetchone("PRAGMA journal_mode") == ("wal",)
+    versions = await store.fetchall("SELECT version FROM schema_migrations")
+    assert (1,) in versions
+
+
+async def test_close_flushes_queued_writes(home):
+    s = Store(home / "data" / "f.db")
+    await s.open()
+    futures = [asyncio.ensure_future(s.write(lambda c, i=i: c.execute(
+        "INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
+        " VALUES (?, 'active', 'x', 'x')", (f"f{i}",)))) for i in range(50)]
+    await asyncio.sleep(0)
+    await s.close()
+    await asyncio.gather(*futures)
+    with sqlite3.connect(home / "data" / "f.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM sessions").fetchone() == (50,)
