@@ -131,13 +131,18 @@ def root(
         typer.Option("--api-key", metavar="KEY", show_default=False,
                      help="API key for TCP (default: LLMGINE_API_KEY)."),
     ] = None,
+    timeout: Annotated[
+        Optional[float],
+        typer.Option("--timeout", metavar="SECONDS", min=0.01, show_default=False,
+                     help="How long to wait for an answer (default: LLMGINE_TIMEOUT, else 30)."),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True,
                      help="Print the CLI version and exit."),
     ] = False,
 ) -> None:
-    ctx.obj = AppContext(Environment.from_sys(), url=url, api_key=api_key)
+    ctx.obj = AppContext(Environment.from_sys(), url=url, api_key=api_key, timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,13 @@ import sys
 from dataclasses import dataclass, field
 from typing import Mapping, TextIO
 
-from llmgine_cli.client import Client, DaemonUnreachable, Target, resolve_target
+from llmgine_cli.client import (
+    DEFAULT_TIMEOUT,
+    Client,
+    DaemonUnreachable,
+    Target,
+    resolve_target,
+)
 
 
 @dataclass
@@ -49,6 +55,15 @@ class AppContext:
     env: Environment
     url: str | None = None
     api_key: str | None = None
+    timeout: float | None = None
+
+    def request_timeout(self) -> float:
+        if self.timeout is not None:
+            return self.timeout
+        try:
+            return float(self.env.environ.get("LLMGINE_TIMEOUT") or DEFAULT_TIMEOUT)
+        except ValueError:
+            return DEFAULT_TIMEOUT
 
     def target(self) -> Target:
         return resolve_target(self.url, self.env.environ)
@@ -60,7 +75,8 @@ class AppContext:
         )
 
     def client(
-        self, *, autostart: bool = True, target: Target | None = None, timeout: float = 30.0
+        self, *, autostart: bool = True, target: Target | None = None,
+        timeout: float | None = None,
     ) -> Client:
         """A client for this invocation.
 
@@ -75,7 +91,7 @@ class AppContext:
             target,
             api_key=self.api_key,
             env=self.env.environ,
-            timeout=timeout,
+            timeout=timeout if timeout is not None else self.request_timeout(),
             on_unreachable=hook,
             on_version_mismatch=self._version_mismatch,
         )

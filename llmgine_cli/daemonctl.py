@@ -54,6 +54,7 @@ class DaemonFlags:
     no_socket: bool = False
     config: str | None = None
     log_level: str | None = None
+    log_file: str | None = None
 
     def argv(self) -> list[str]:
         args: list[str] = []
@@ -69,6 +70,8 @@ class DaemonFlags:
             args += ["--config", self.config]
         if self.log_level is not None:
             args += ["--log-level", self.log_level]
+        if self.log_file is not None:
+            args += ["--log-file", self.log_file]
         return args
 
     def settings_flags(self) -> dict[str, Any]:
@@ -78,6 +81,7 @@ class DaemonFlags:
             "server.socket": self.socket,
             "server.no_socket": True if self.no_socket else None,
             "logging.level": self.log_level,
+            "logging.file": self.log_file,
         }
 
     @classmethod

@@ -36,19 +36,24 @@ NoSock = Annotated[bool, typer.Option("--no-socket", help="TCP only.")]
 ConfigFile = Annotated[Optional[str], typer.Option("--config", help="Another config file.")]
 LogLevel = Annotated[Optional[str], typer.Option("--log-level",
                                                  help="debug|info|warning|error|critical")]
+LogFile = Annotated[Optional[str], typer.Option("--log-file",
+                                                help="Log here instead of the daemon log.")]
 Timeout = Annotated[float, typer.Option("--timeout", min=0.1,
                                         help="Seconds to wait for it to answer.")]
 
 
+def _path(value: str | None) -> str | None:
+    return str(Path(value).expanduser().absolute()) if value else None
+
+
 def _flags(host: str | None, port: int | None, socket: str | None, no_socket: bool,
-           config: str | None, log_level: str | None) -> daemonctl.DaemonFlags:
+           config: str | None, log_level: str | None,
+           log_file: str | None) -> daemonctl.DaemonFlags:
     # Absolute paths: the daemon must find them whatever directory a later restart runs in.
     return daemonctl.DaemonFlags(
         host=host, port=port,
-        socket=str(Path(socket).expanduser().absolute()) if socket else None,
-        no_socket=no_socket,
-        config=str(Path(config).expanduser().absolute()) if config else None,
-        log_level=log_level,
+        socket=_path(socket), no_socket=no_socket, config=_path(config),
+        log_level=log_level, log_file=_path(log_file),
     )
 
 
@@ -87,13 +92,14 @@ def start(
     no_socket: NoSock = False,
     config: ConfigFile = None,
     log_level: LogLevel = None,
+    log_file: LogFile = None,
     timeout: Timeout = daemonctl.START_TIMEOUT,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """Start llmgined in the background and wait until it answers."""
     app_ctx = state(ctx)
-    flags = _flags(host, port, socket, no_socket, config, log_level)
+    flags = _flags(host, port, socket, no_socket, config, log_level, log_file)
     started = daemonctl.start(flags, app_ctx.env.environ, timeout=timeout)
     _say_started(app_ctx, started, output, quiet)
 
@@ -122,6 +128,7 @@ def restart(
     no_socket: NoSock = False,
     config: ConfigFile = None,
     log_level: LogLevel = None,
+    log_file: LogFile = None,
     timeout: Timeout = daemonctl.START_TIMEOUT,
     output: Output = None,
     quiet: Quiet = False,
@@ -129,7 +136,7 @@ def restart(
     """Stop and start again with the flags of the last start (flags given here override)."""
     app_ctx = state(ctx)
     env = app_ctx.env.environ
-    given = _flags(host, port, socket, no_socket, config, log_level)
+    given = _flags(host, port, socket, no_socket, config, log_level, log_file)
     flags = daemonctl.load_flags(get_paths(env)) or daemonctl.DaemonFlags()
     overrides: dict[str, Any] = {k: v for k, v in asdict(given).items() if v not in (None, False)}
     flags = replace(flags, **overrides)
@@ -146,7 +153,7 @@ def status(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> N
     """Show pid, version, uptime and listeners (exit 3 when not running)."""
     app_ctx = state(ctx)
     target, api_key = managed_target(app_ctx)
-    client = app_ctx.client(autostart=False, target=target, timeout=5.0)
+    client = app_ctx.client(autostart=False, target=target, timeout=app_ctx.timeout or 5.0)
     client.api_key = api_key or client.api_key
     render(app_ctx.env, client.status(), STATUS_VIEW, output, quiet)
 
