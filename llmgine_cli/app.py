@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
+from llmgine_daemon import __version__
+from llmgine_daemon.settings import ConfigError
 from typer.core import TyperGroup
 
 from llmgine_cli.client import (
@@ -29,8 +31,6 @@ from llmgine_cli.client import (
 from llmgine_cli.commands import config, daemon, sessions, system
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.status import ExitStatus, describe, http_to_exit_status
-from llmgine_daemon import __version__
-from llmgine_daemon.settings import ConfigError
 
 EPILOG = "Exit codes:\n" + describe()
 
@@ -60,8 +60,9 @@ def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, Exi
         return f"error: {exc}", ExitStatus.ERROR
     if isinstance(exc, (LlmgineError, ConfigError)):
         return f"error: {exc}", ExitStatus.ERROR
-    return f"error: internal error: {type(exc).__name__}: {exc} " \
-           "(set LLMGINE_DEBUG=1 for a traceback)", ExitStatus.ERROR
+    line = (f"error: internal error: {type(exc).__name__}: {exc} "
+            "(set LLMGINE_DEBUG=1 for a traceback)")
+    return line, ExitStatus.ERROR
 
 
 def _is_cli_control(exc: BaseException) -> bool:
@@ -121,18 +122,18 @@ def _print_version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     url: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--url", metavar="URL", show_default=False,
                      help="The daemon: unix:///path or http://host:port "
                           "(default: LLMGINE_URL, else the local socket)."),
     ] = None,
     api_key: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--api-key", metavar="KEY", show_default=False,
                      help="API key for TCP (default: LLMGINE_API_KEY)."),
     ] = None,
     timeout: Annotated[
-        Optional[float],
+        float | None,
         typer.Option("--timeout", metavar="SECONDS", min=0.01, show_default=False,
                      help="How long to wait for an answer (default: LLMGINE_TIMEOUT, else 30)."),
     ] = None,

@@ -29,11 +29,11 @@ import http.client
 import os
 import socket
 import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
-
 from llmgine_daemon import __version__
 from llmgine_daemon.protocol import (
     REQUEST_ID_HEADER,
@@ -342,7 +342,7 @@ class Client:
         try:
             try:
                 conn.connect()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 raise RequestTimeout(f"connecting to {self.url} timed out", self.url) from None
             except OSError as exc:
                 raise DaemonUnreachable(
@@ -353,7 +353,7 @@ class Client:
                 conn.request(method, path, body=payload, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 raise RequestTimeout(
                     f"no answer from {self.url} within {self.timeout:g}s", self.url
                 ) from None

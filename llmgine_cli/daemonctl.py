@@ -15,9 +15,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+from llmgine_daemon.protocol import Health, now_iso
+from llmgine_daemon.settings import ConfigError, Paths, ensure_private_dir, get_paths, load_settings
 
 from llmgine_cli.client import (
     ApiError,
@@ -30,8 +34,6 @@ from llmgine_cli.client import (
     connect_host,
     parse_url,
 )
-from llmgine_daemon.protocol import Health, now_iso
-from llmgine_daemon.settings import ConfigError, Paths, ensure_private_dir, get_paths, load_settings
 
 START_TIMEOUT = 10.0
 # The daemon's own drain timeout (server.shutdown_timeout, default 10 s) plus slack.

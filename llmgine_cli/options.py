@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,9 +18,8 @@ class OutputFormat(str, Enum):
     jsonl = "jsonl"
 
 
-# Optional[...] rather than `X | None`: Typer reads these annotations at runtime.
 Output = Annotated[
-    Optional[OutputFormat],
+    OutputFormat | None,
     typer.Option(
         "-o", "--output",
         metavar="FORMAT",

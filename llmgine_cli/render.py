@@ -11,8 +11,8 @@ A command describes its result with a ``View`` and calls ``render`` once:
 from __future__ import annotations
 
 import datetime as _dt
-from enum import Enum
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Literal
 
 import msgspec
@@ -126,10 +126,10 @@ def _cell(key: str, value: Any, view: View) -> str:
 def _short_time(text: str) -> str:
     """2024-01-01T00:00:00.123456Z -> 2024-01-01 00:00:00 (UTC, second precision)."""
     try:
-        value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        value = _dt.datetime.fromisoformat(text)
     except ValueError:
         return text
-    return value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return value.astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def duration(seconds: float) -> str:

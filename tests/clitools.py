@@ -15,16 +15,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+from llmgine_daemon.settings import get_paths
 from typer.testing import CliRunner, Result
 
 from llmgine_cli.app import app
-from llmgine_cli.daemonctl import pid_alive, probe, read_pid
 from llmgine_cli.client import parse_url
-from llmgine_daemon.settings import get_paths
+from llmgine_cli.daemonctl import pid_alive, probe, read_pid
 
 # Variables of the person running the tests that must not leak into them.
 SCRUBBED = (
@@ -70,7 +71,7 @@ def run_cli(
     """The CLI as a real process: stdout is a pipe, as in `llmgine ... | grep`."""
     return subprocess.run(
         [sys.executable, "-m", "llmgine_cli", *args],
-        env=full_env(env), capture_output=True, text=True, timeout=timeout,
+        env=full_env(env), capture_output=True, text=True, timeout=timeout, check=False,
         stdin=subprocess.DEVNULL,
     )
 
@@ -98,10 +99,9 @@ def start_daemon(home: Path, *args: str, env: Mapping[str, str | None] | None = 
     argv = [sys.executable, "-m", "llmgine_daemon", *args]
     if port is not None:
         argv += ["--port", str(port)]
-    log = open(home / "daemon-under-test.log", "ab")
-    proc = subprocess.Popen(argv, env=full_env(overrides), stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=log)
-    log.close()
+    with open(home / "daemon-under-test.log", "ab") as log:
+        proc = subprocess.Popen(argv, env=full_env(overrides), stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log)
     target = parse_url(f"http://127.0.0.1:{port}") if port and "--no-socket" in args else \
         parse_url(f"unix://{get_paths({'LLMGINE_HOME': str(home)}).socket}")
     deadline = time.monotonic() + 15

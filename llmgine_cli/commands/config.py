@@ -8,13 +8,11 @@ file and keep every other key and table; the daemon reads it at start-up.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any
 
 import typer
-
-from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render, render_text, resolve_format
 from llmgine_daemon.protocol import ConfigValue, ConfigView
 from llmgine_daemon.settings import (
     BY_ENV,
@@ -26,6 +24,9 @@ from llmgine_daemon.settings import (
     parse_cli_value,
     write_config_value,
 )
+
+from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import Column, View, render, render_text, resolve_format
 
 app = typer.Typer(help="Show and edit the configuration (config.toml).", no_args_is_help=True)
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
+from llmgine_daemon.settings import get_paths
 
 from llmgine_cli import daemonctl
 from llmgine_cli.client import DaemonError, Target
@@ -18,7 +19,6 @@ from llmgine_cli.context import AppContext
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.status import ExitStatus
-from llmgine_daemon.settings import get_paths
 
 app = typer.Typer(help="Run llmgined in the background: start, stop, restart, status, logs.",
                   no_args_is_help=True)
@@ -28,15 +28,15 @@ STOPPED_VIEW = View(id_field="pid")
 STATUS_VIEW = View(id_field="pid", fields=("pid", "version", "uptime", "started_at",
                                            "listeners"))
 
-Host = Annotated[Optional[str], typer.Option("--host", help="Also listen on TCP at this host.")]
-Port = Annotated[Optional[int], typer.Option("--port", min=0, max=65535,
+Host = Annotated[str | None, typer.Option("--host", help="Also listen on TCP at this host.")]
+Port = Annotated[int | None, typer.Option("--port", min=0, max=65535,
                                              help="Also listen on TCP at this port.")]
-Sock = Annotated[Optional[str], typer.Option("--socket", help="Unix socket path.")]
+Sock = Annotated[str | None, typer.Option("--socket", help="Unix socket path.")]
 NoSock = Annotated[bool, typer.Option("--no-socket", help="TCP only.")]
-ConfigFile = Annotated[Optional[str], typer.Option("--config", help="Another config file.")]
-LogLevel = Annotated[Optional[str], typer.Option("--log-level",
+ConfigFile = Annotated[str | None, typer.Option("--config", help="Another config file.")]
+LogLevel = Annotated[str | None, typer.Option("--log-level",
                                                  help="debug|info|warning|error|critical")]
-LogFile = Annotated[Optional[str], typer.Option("--log-file",
+LogFile = Annotated[str | None, typer.Option("--log-file",
                                                 help="Log here instead of the daemon log.")]
 Timeout = Annotated[float, typer.Option("--timeout", min=0.1,
                                         help="Seconds to wait for it to answer.")]
@@ -163,7 +163,7 @@ def logs(
     ctx: typer.Context,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines "
                                                                 "until Ctrl-C.")] = False,
-    lines: Annotated[Optional[int], typer.Option("--lines", "-n", min=0,
+    lines: Annotated[int | None, typer.Option("--lines", "-n", min=0,
                                                  help="Only the last N lines.")] = None,
 ) -> None:
     """Print the daemon log (LOG_FILE if configured, else the `daemon start` log)."""

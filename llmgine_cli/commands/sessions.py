@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, List, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -40,9 +40,9 @@ def parse_meta(pairs: list[str]) -> dict[str, Any]:
 @app.command("create")
 def create(
     ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Option("--name", "-n", help="A name for it.")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="A name for it.")] = None,
     meta: Annotated[
-        Optional[List[str]],
+        list[str] | None,
         typer.Option("--meta", "-m", metavar="KEY=VALUE", help="Metadata; repeatable."),
     ] = None,
     output: Output = None,
@@ -58,7 +58,7 @@ def create(
 def list_(
     ctx: typer.Context,
     status: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--status", "-s", help="active or closed (default: both)."),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-l", min=1, help="At most this many.")] = 50,

@@ -7,8 +7,8 @@ with no daemon (for daemon management and "not running" tests).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 from typer.testing import Result

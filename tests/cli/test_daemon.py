@@ -10,8 +10,9 @@ import subprocess
 import sys
 import time
 
-from llmgine_cli.daemonctl import pid_alive
 from llmgine_daemon import __version__
+
+from llmgine_cli.daemonctl import pid_alive
 from tests.clitools import cli_env, free_port, full_env, one_line
 
 
@@ -128,7 +129,7 @@ def test_logs_follow_until_ctrl_c(cold_cli, cold_home):
             seen += proc.stdout.readline()
         assert "shutting down" in seen
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -25,7 +25,7 @@ open(sys.argv[1], "w").write(json.dumps({"code": code, "loaded": loaded}))
 
 def imports_of(args: list[str], env: dict, tmp_path: Path) -> dict:
     report = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(report), *args],
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(report), *args], check=False,
                           env=full_env(env), capture_output=True, text=True, timeout=60)
     assert "Traceback" not in proc.stderr, proc.stderr
     return json.loads(report.read_text())
@@ -56,7 +56,7 @@ def test_table_output_imports_rich_but_not_aiohttp(daemon, tmp_path):
 def test_importtime_of_session_list_json(daemon):
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "llmgine_cli", "session", "list", "-o", "json"],
-        env=full_env(daemon.env), capture_output=True, text=True, timeout=60,
+        env=full_env(daemon.env), capture_output=True, text=True, timeout=60, check=False,
     )
     assert proc.returncode == 0
     modules = {line.rsplit("|", 1)[-1].strip().split(".")[0]
@@ -117,6 +117,6 @@ def test_ctrl_c_exits_130_without_traceback(silent_server, cold_home):
     )
     time.sleep(1.0)  # past the imports, waiting on the socket
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=20)
+    _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130
     assert "Traceback" not in err

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 import pytest
-
 from llmgine_daemon import __version__
+
 from tests.cli.conftest import API_KEY
 from tests.clitools import cleanup_home, cli_env, invoke, one_line, short_home, start_daemon
 
@@ -135,7 +135,7 @@ def test_shutdown_stops_the_daemon():
 
 
 class _Foreign(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if self.path == "/api/health":
             body = json.dumps({"status": "healthy", "timestamp": "2024-01-01T00:00:00Z",
                                "version": "9.9.9", "uptime": 1}).encode()
