@@ -120,3 +120,26 @@ def test_ctrl_c_exits_130_without_traceback(silent_server, cold_home):
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130
     assert "Traceback" not in err
+
+
+def test_a_terminal_gets_a_rich_table(daemon):
+    import pexpect
+
+    env = full_env({**daemon.env, "COLUMNS": "160", "TERM": "xterm"})
+    created = subprocess.run([sys.executable, "-m", "llmgine_cli", "session", "create", "-q",
+                              "--name", "on-a-tty"], env=env, capture_output=True, text=True,
+                             check=True)
+    sid = created.stdout.strip()
+    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "session", "get", sid],
+                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 160))
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    text = child.before
+    assert "\x1b[" in text  # styled for a terminal
+    assert sid in text and "on-a-tty" in text
+    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "session", "list"],
+                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 160))
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "─" in child.before and "LAST ACTIVITY" in child.before
