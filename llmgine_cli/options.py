@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -10,7 +10,7 @@ import typer
 from llmgine_cli.context import AppContext, Environment
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     # A str Enum so a value compares equal to its name ("json") wherever it is passed on.
     table = "table"
     plain = "plain"
