@@ -136,3 +136,34 @@ def test_logs_follow_until_ctrl_c(cold_cli, cold_home):
             proc.wait()
     assert proc.returncode == 0
     assert "Traceback" not in err
+
+
+def test_tcp_only_daemon_with_its_own_log_file(cold_cli, cold_home):
+    port = free_port()
+    log = cold_home / "custom.log"
+    started = cold_cli("daemon", "start", "--no-socket", "--port", str(port),
+                       "--log-file", str(log), "-o", "json")
+    assert started.exit_code == 0, started.stderr
+    pid = json.loads(started.stdout)["pid"]
+    assert json.loads(started.stdout)["listeners"] == [f"http://127.0.0.1:{port}"]
+    # daemon status/logs/stop find it through the flags `daemon start` stored.
+    assert cold_cli("daemon", "status", "-q").stdout.strip() == str(pid)
+    logs = cold_cli("daemon", "logs")
+    assert logs.exit_code == 0 and "listening on" in logs.stdout and str(log) not in logs.stderr
+    # Auto-start must not start a second daemon in the same home; it points to the first.
+    result = cold_cli("session", "list", LLMGINE_NO_AUTOSTART=None)
+    assert result.exit_code == 1
+    assert f"already running (pid {pid}) at http://127.0.0.1:{port}" in result.stderr
+    assert cold_cli("daemon", "stop").exit_code == 0
+    assert not pid_alive(pid)
+
+
+def test_stop_falls_back_to_sigterm(cold_cli, cold_home):
+    pid = int(cold_cli("daemon", "start", "-q").stdout)
+    (cold_home / "run" / "llmgined.sock").unlink()  # the API is unreachable now
+    result = cold_cli("daemon", "stop", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["pid"] == pid and body["was_running"] and body["signalled"]
+    assert not pid_alive(pid)
+    assert not (cold_home / "run" / "llmgined.pid").exists()
