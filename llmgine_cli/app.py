@@ -100,7 +100,7 @@ app = typer.Typer(
     help="The LLMGine message bus from the command line (talks to the llmgined daemon).",
     epilog=EPILOG,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
