@@ -143,3 +143,15 @@ def test_a_terminal_gets_a_rich_table(daemon):
     child.expect(pexpect.EOF)
     child.close()
     assert "─" in child.before and "LAST ACTIVITY" in child.before
+
+
+def test_default_paths_without_xdg_runtime_dir_are_quiet(tmp_path):
+    """No LLMGINE_HOME, no XDG_RUNTIME_DIR (a cron job, a container): stderr stays clean."""
+    env = cli_env(tmp_path, LLMGINE_HOME=None, HOME=str(tmp_path), XDG_RUNTIME_DIR=None,
+                  XDG_CONFIG_HOME=None, XDG_DATA_HOME=None, XDG_STATE_HOME=None)
+    proc = run_cli(["config", "path"], env)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.startswith(str(tmp_path))
+    proc = run_cli(["session", "list"], env)
+    assert proc.returncode == 3
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
