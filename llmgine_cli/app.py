@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from typing import Annotated, Any
 
 import typer
@@ -32,10 +31,6 @@ from llmgine_cli.client import (
 from llmgine_cli.commands import config, daemon, sessions, system
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.status import ExitStatus, describe, http_to_exit_status
-
-# platformdirs warns (two lines on stderr) when XDG_RUNTIME_DIR is unset, though
-# settings.get_paths falls back to a private directory itself: noise on every command.
-warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 EPILOG = "Exit codes:\n" + describe()
 
