@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.api.bus_helpers import DUMMY, create_engine, events, session_with_engine
+from tests.api.bus_helpers import BLOCK_MS, DUMMY, cancel, create_engine, events, finished, session_with_engine, submit
 from tests.conftest import assert_envelope, create_session
 
 ENGINE_FIELDS = {"engine_id", "engine_type", "model_name", "status", "session_id", "configuration",
@@ -129,3 +129,14 @@ async def test_delete_unregisters_the_handler(app_client):
     assert (await events(app_client, sid))[-1]["event_type"] == "EngineDeleted"
     # The slot is free again.
     await create_engine(app_client, sid)
+
+
+async def test_queued_commands_of_a_deleted_engine_fail_with_handler_not_found(app_client):
+    sid, eid = await session_with_engine(app_client)
+    blocker = await submit(app_client, sid, "block", delay_ms=BLOCK_MS)
+    queued = await submit(app_client, sid, "later")
+    assert (await app_client.delete(f"/api/engines/{eid}")).status == 200
+    await cancel(app_client, sid, blocker["command_id"])
+    record = await finished(app_client, sid, queued["command_id"])
+    assert record["status"] == "failed"
+    assert record["error"]["code"] == "HANDLER_NOT_FOUND"
