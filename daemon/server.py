@@ -76,6 +76,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def setup_logging(settings: Settings) -> None:
+    """Log lines to LOG_FILE (rotated) or stderr, structured (see observability/logs.py).
+
+    The daemon additionally keeps records in its database for `llmgine logs`; that handler is
+    added by Observability when the app starts.
+    """
+    from llmgine_daemon.observability.logs import ContextFilter, JsonFormatter, TextFormatter
+
     level = getattr(logging, settings["logging.level"].upper())
     handler: logging.Handler
     log_file = settings["logging.file"]
@@ -85,12 +92,21 @@ def setup_logging(settings: Settings) -> None:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             os.close(fd)
-            handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 2**20, backupCount=3)
+            handler = logging.handlers.RotatingFileHandler(
+                path, maxBytes=settings["logging.max_bytes"], backupCount=settings["logging.backup_count"]
+            )
         except OSError as exc:
             raise StartupError(f"logging.file {str(path)!r}: cannot write: {exc.strerror}") from None
+        terminal = False
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        terminal = sys.stderr.isatty()
+    fmt = settings["logging.format"]
+    if fmt == "text" or (fmt == "auto" and terminal):
+        handler.setFormatter(TextFormatter())
+    else:
+        handler.setFormatter(JsonFormatter())
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
