@@ -75,6 +75,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, flags=flags)
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Every file it opens, rotated ones included, is 0600 whatever the umask: logs can hold
+    session contents."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 def setup_logging(settings: Settings) -> None:
     """Log lines to LOG_FILE (rotated) or stderr, structured (see observability/logs.py).
 
@@ -92,7 +102,7 @@ def setup_logging(settings: Settings) -> None:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             os.close(fd)
-            handler = logging.handlers.RotatingFileHandler(
+            handler = PrivateRotatingFileHandler(
                 path, maxBytes=settings["logging.max_bytes"], backupCount=settings["logging.backup_count"]
             )
         except OSError as exc:

@@ -99,7 +99,7 @@ class Observability:
         if self.store.on_commit == self._on_commit:
             self.store.on_commit = None
         if self._exporter is not None:
-            self._exporter.shutdown()
+            await asyncio.to_thread(self._exporter.shutdown)  # flushes over the network
         metrics.uninstall(self.registry)
         tracing.uninstall(self.tracer)
 
