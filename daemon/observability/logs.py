@@ -251,3 +251,15 @@ def query_logs(
     if order == "DESC":
         rows.reverse()
     return [row_to_log(r) for r in rows]
+
+
+_user_log = logging.getLogger("llmgine.user")
+
+
+def emit(level: str, message: str, metadata: dict[str, Any] | None = None, *, source: str = "handler",
+         logger: logging.Logger | None = None) -> None:
+    """Log on behalf of user code (``bus.log`` in handlers and tools): it lands in the log
+    file and the ``logs`` table with the session/command bound around the call."""
+    levelno = LEVELS.get(level.lower(), logging.INFO)
+    (logger or _user_log).log(levelno, "%s", message[:MAX_MESSAGE],
+                              extra={"source": source, "metadata": metadata or {}})

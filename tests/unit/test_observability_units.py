@@ -143,3 +143,15 @@ def test_json_and_text_formats_carry_context():
 def test_scrub_text():
     assert scrub_text("key sk-abcdefgh12345678901234 end") == "key sk-abcdefgh… end"
     assert scrub_text("Authorization: Bearer xyz.abc-123") == "Authorization: Bearer [redacted]"
+
+
+def test_emit_for_user_code(caplog):
+    from llmgine_daemon.observability.logs import emit, to_record
+
+    caplog.handler.addFilter(ContextFilter())  # what every daemon handler has
+    with caplog.at_level(logging.INFO, logger="llmgine.user"), bind(session_id="s9", command_id="c9"):
+        emit("warning", "from a handler", {"k": "v", "secret": "x"}, source="tool")
+    [raw] = caplog.records
+    record = to_record(raw)
+    assert (record.level, record.source, record.session_id, record.command_id) == ("warning", "tool", "s9", "c9")
+    assert record.metadata == {"k": "v", "secret": "[redacted]"}
