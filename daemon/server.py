@@ -107,12 +107,12 @@ def setup_logging(settings: Settings) -> None:
             )
         except OSError as exc:
             raise StartupError(f"logging.file {str(path)!r}: cannot write: {exc.strerror}") from None
-        terminal = False
     else:
         handler = logging.StreamHandler(sys.stderr)
-        terminal = sys.stderr.isatty()
     fmt = settings["logging.format"]
-    if fmt == "text" or (fmt == "auto" and terminal):
+    # auto: a file is for machines (JSON lines); stderr is read by people, also through
+    # `llmgine daemon logs`, so it gets text (with the same context as key=value pairs).
+    if fmt == "text" or (fmt == "auto" and not log_file):
         handler.setFormatter(TextFormatter())
     else:
         handler.setFormatter(JsonFormatter())
@@ -120,6 +120,9 @@ def setup_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # aiosqlite logs every statement at DEBUG; with LOG_LEVEL=debug that drowns our own
+    # records (and each telemetry flush would log itself).
+    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
 
 
 def check_bind(settings: Settings) -> None:

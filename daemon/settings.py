@@ -209,8 +209,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("observability.enable_tracing", "ENABLE_TRACING", _parse_bool, True,
             "record traces"),
     Setting("logging.format", "LOG_FORMAT", _choice("auto", "json", "text"), "auto",
-            "log line format: json (one object per line), text, or auto (text on a terminal, "
-            "json otherwise)"),
+            "log line format: json (one object per line), text, or auto (json in logging.file, "
+            "text on stderr)"),
     Setting("logging.max_bytes", "LOG_MAX_BYTES", _positive, 10 * 2**20,
             "rotate logging.file at this size, in bytes (0 = never)"),
     Setting("logging.backup_count", "LOG_BACKUP_COUNT", _positive, 3,
