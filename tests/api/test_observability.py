@@ -66,6 +66,10 @@ async def test_traceparent_continued_and_returned(app_client):
     commit = root["children"][0]
     assert commit["parent_id"] == span_id and commit["attributes"]["batch_size"] >= 1
     assert trace["span_count"] == 2
+    session_id = (await resp.json())["session_id"]
+    assert root["attributes"]["session_id"] == session_id  # known only after the handler ran
+    listing = await get_json(app_client, f"/api/observability/traces?session_id={session_id}")
+    assert [t["trace_id"] for t in listing["traces"]] == [CLIENT_TRACE]
 
     # the event recorded by that request carries its trace id
     session = await resp.json()
