@@ -30,6 +30,10 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     # buffered logs and spans before the store closes.
     obs = Observability(settings, store)
     app[OBSERVABILITY] = obs
+    # Every open WebSocket is in app[WEBSOCKETS] (closed on shutdown); counting them when
+    # metrics are read needs no bookkeeping in the stream handlers.
+    sockets = app[WEBSOCKETS]
+    obs.registry.gauge_callback("ws_subscribers", lambda: [({}, float(len(sockets)))])
     await obs.start()
     try:
         bus = Bus(store)

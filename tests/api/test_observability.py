@@ -285,6 +285,7 @@ async def test_prometheus_parses_and_counters_move(app_client):
     inf = ("llmgine_http_request_duration_seconds_bucket",
            (("le", "+Inf"), ("method", "POST"), ("route", "/api/sessions")))
     assert after[count] == 3 and after[inf] == 3
+    assert after[("llmgine_ws_subscribers", ())] == 0
     # routes are templates, never raw ids
     assert not any("/api/sessions/" in dict(labels).get("route", "{") and "{" not in dict(labels)["route"]
                    for _, labels in after)
