@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
+from llmgine_daemon.observability import metrics
+from llmgine_daemon.observability.context import current_trace_id
 from llmgine_daemon.protocol import ErrorCode, Event, EventList, now_iso
 
 if TYPE_CHECKING:
@@ -47,6 +49,8 @@ def insert_event(
     for writers that append several events at once and touch the session once."""
     event_id = new_id()
     ts = timestamp or now_iso()
+    # Store.write runs this in the caller's context, so the event joins the caller's trace.
+    trace_id = trace_id or current_trace_id()
     data = data or {}
     metadata = metadata or {}
     cur = conn.execute(
@@ -169,6 +173,7 @@ class EventLog:
 
     def notify(self, events: list[Event]) -> None:
         for event in sorted(events, key=lambda e: e.seq):
+            metrics.inc("events_published_total", type=event.event_type)
             for listener in list(self._listeners):
                 listener(event)
 
