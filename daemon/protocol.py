@@ -222,6 +222,8 @@ class Command(msgspec.Struct, kw_only=True):
     finished_at: str | None = None
     duration_ms: float | None = None
     batch_id: str | None = None
+    # The trace of the request that submitted it (GET /api/observability/traces/{trace_id}).
+    trace_id: str | None = None
 
 
 class CommandList(msgspec.Struct):

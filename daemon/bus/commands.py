@@ -36,6 +36,8 @@ from llmgine_daemon.bus.runner import (
     started_data,
 )
 from llmgine_daemon.bus.sessions import fetch_session, require_active
+from llmgine_daemon.observability import tracing
+from llmgine_daemon.observability.context import current_trace_id
 from llmgine_daemon.protocol import (
     PRIORITIES,
     TERMINAL_STATUSES,
@@ -61,7 +63,7 @@ _TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$")
 
 COMMAND_COLUMNS = (
     "command_id, session_id, command_type, parameters, metadata, priority, timeout, status,"
-    " result, error, created_at, started_at, finished_at, batch_id, duration_ms"
+    " result, error, created_at, started_at, finished_at, batch_id, duration_ms, trace_id"
 )
 
 
@@ -83,6 +85,7 @@ def row_to_command(row: tuple[Any, ...]) -> Command:
         finished_at=row[12],
         batch_id=row[13],
         duration_ms=row[14],
+        trace_id=row[15],
     )
 
 
@@ -137,10 +140,10 @@ def validate(body: CommandCreate, prefix: str = "", **extra: Any) -> CommandSpec
 def _insert(conn: sqlite3.Connection, rec: Command) -> None:
     conn.execute(
         f"INSERT INTO commands ({COMMAND_COLUMNS}) VALUES"
-        " (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, NULL, ?, NULL)",
+        " (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, NULL, ?, NULL, ?)",
         (rec.command_id, rec.session_id, rec.command_type, dumps(rec.parameters), dumps(rec.metadata),
          PRIORITY_RANK[rec.priority], rec.timeout, rec.status, rec.created_at, rec.started_at,
-         rec.batch_id),
+         rec.batch_id, rec.trace_id),
     )
 
 
@@ -156,6 +159,7 @@ def _new_record(session_id: str, spec: CommandSpec, ts: str, batch_id: str | Non
         priority=spec.priority,
         timeout=spec.timeout,
         batch_id=batch_id,
+        trace_id=current_trace_id(),
     )
 
 
@@ -243,9 +247,10 @@ class Commands:
             if claimed:
                 runner.release_claim(session_id)
             return self._current(replay), True
-        job = Job(rec, PRIORITY_RANK[spec.priority])
+        job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent())
         runner.track(job)
         if claimed:
+            runner.queue_waited(job)
             assert event is not None
             self.bus.events.notify([event])
             runner.run_claimed(job)
@@ -299,7 +304,8 @@ class Commands:
         replay = await self.store.write(write)
         if replay is not None:
             return self._assemble(session_id, replay[0], replay[1], replay[2]), True
-        jobs = [Job(rec, PRIORITY_RANK[rec.priority]) for rec in records]
+        parent = tracing.current_traceparent()
+        jobs = [Job(rec, PRIORITY_RANK[rec.priority], traceparent=parent) for rec in records]
         batch = BatchJob(batch_id, session_id, mode, stop_on_error, ts, jobs, min(j.rank for j in jobs))
         for job in jobs:
             job.batch = batch

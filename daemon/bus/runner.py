@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 from llmgine_daemon.bus.codec import dumps
 from llmgine_daemon.bus.events import insert_event, touch
 from llmgine_daemon.bus.handlers import CURRENT, Execution
+from llmgine_daemon.observability import metrics, tracing
+from llmgine_daemon.observability.context import CURRENT_SPAN, FIELDS, reset_fields, set_fields
 from llmgine_daemon.protocol import Command, ErrorBody, ErrorCode, Event, now_iso
 
 if TYPE_CHECKING:
@@ -60,6 +62,9 @@ class Job:
     pending: list[tuple[str, dict[str, Any], dict[str, Any], str]] = field(default_factory=list)
     flush_scheduled: bool = False
     batch: BatchJob | None = None
+    # W3C traceparent of the submitting request: the run is traced as its child.
+    traceparent: str | None = None
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(eq=False, slots=True)
@@ -123,7 +128,8 @@ def start_rows(
         )
         if cur.rowcount:
             event = insert_event(
-                conn, rec.session_id, "CommandStarted", started_data(rec), timestamp=ts, touch_session=False
+                conn, rec.session_id, "CommandStarted", started_data(rec), timestamp=ts, touch_session=False,
+                trace_id=rec.trace_id,
             )
             started.append((job, event))
             sessions.add(rec.session_id)
@@ -161,6 +167,7 @@ def finish_row(
         },
         timestamp=ts,
         touch_session=touch_session,
+        trace_id=rec.trace_id,
     )
 
 
@@ -173,6 +180,19 @@ class Runner:
         self.jobs: dict[str, Job] = {}  # live commands by id
         self._order = itertools.count()
         self.stopping = False
+        metrics.gauge_callback("command_queue_depth", self._queue_depth)
+
+    def _queue_depth(self) -> list[tuple[dict[str, str], float]]:
+        depth: dict[str, int] = {}
+        for job in self.jobs.values():
+            if job.state == "queued":
+                depth[job.record.session_id] = depth.get(job.record.session_id, 0) + 1
+        return [({"session_id": sid}, float(n)) for sid, n in depth.items()]
+
+    @staticmethod
+    def queue_waited(job: Job) -> None:
+        metrics.observe("command_queue_wait_seconds", time.monotonic() - job.queued_at,
+                        type=job.record.command_type)
 
     # -- queueing ---------------------------------------------------------------------
 
@@ -234,6 +254,10 @@ class Runner:
         return None
 
     async def _drain(self, session_id: str, q: SessionQueue, first: Job | None) -> None:
+        # This task copied the context of whichever request started it; each command is traced
+        # and logged as its own submitter's, so start from a clean slate.
+        CURRENT_SPAN.set(None)
+        FIELDS.set({})
         try:
             job: Job | None = first
             while True:
@@ -287,6 +311,7 @@ class Runner:
             if id(job) in ok:
                 job.record.status = "executing"
                 job.record.started_at = ts
+                self.queue_waited(job)
             else:  # cancelled in the store meanwhile: its session ended
                 self.end_unstarted(job, "session", ts)
         self.bus.events.notify([e for _, e in started])
@@ -311,14 +336,18 @@ class Runner:
         assert task is not None
         job.task = task
         token = CURRENT.set(Execution(self, job))
+        fields = set_fields(session_id=rec.session_id, command_id=rec.command_id)
         t0 = time.monotonic()
         job.state = "running"
         try:
             try:
-                async with asyncio.timeout(rec.timeout) as cm:
-                    result = await reg.handler(rec)
+                with tracing.span("command.run", parent=tracing.parse_traceparent(job.traceparent),
+                                  command_type=rec.command_type, priority=rec.priority):
+                    async with asyncio.timeout(rec.timeout) as cm:
+                        result = await reg.handler(rec)
             finally:
                 job.state = "finishing"
+                reset_fields(fields)
         except asyncio.CancelledError:
             if job.cancel_reason is None:
                 raise  # not ours: let it propagate
@@ -385,7 +414,8 @@ class Runner:
         def write(conn: sqlite3.Connection) -> tuple[list[Event], Event | None, list[tuple[Job, Event]]]:
             # Statements are what this write costs: the session is touched once, not per event.
             emitted = [
-                insert_event(conn, rec.session_id, t, d, metadata=m, source=s, timestamp=ts, touch_session=False)
+                insert_event(conn, rec.session_id, t, d, metadata=m, source=s, timestamp=ts, touch_session=False,
+                             trace_id=rec.trace_id)
                 for t, d, m, s in pending
             ]
             result_event = finish_row(conn, rec, outcome, ts, from_status="executing", touch_session=False)
@@ -404,6 +434,7 @@ class Runner:
             if id(nxt) in ok:
                 nxt.record.status = "executing"
                 nxt.record.started_at = ts
+                self.queue_waited(nxt)
             else:
                 self.end_unstarted(nxt, "session", ts)
         self.bus.events.notify(emitted + ([result_event] if result_event else []) + [e for _, e in started])
@@ -418,6 +449,9 @@ class Runner:
         rec.duration_ms = outcome.duration_ms
         job.state = "done"
         self.jobs.pop(rec.command_id, None)
+        metrics.inc("commands_total", type=rec.command_type, status=outcome.status)
+        if outcome.duration_ms is not None and rec.started_at is not None:
+            metrics.observe("command_run_seconds", outcome.duration_ms / 1000.0, type=rec.command_type)
         if job.waiter is not None and not job.waiter.done():
             job.waiter.set_result(rec)
 
@@ -438,11 +472,12 @@ class Runner:
             done.set_result([])
             return done
         pending, job.pending = job.pending, []
-        sid = job.record.session_id
+        sid, trace_id = job.record.session_id, job.record.trace_id
         ts = now_iso()
         def write(conn: sqlite3.Connection) -> list[Event]:
             events = [
-                insert_event(conn, sid, t, d, metadata=m, source=s, timestamp=ts, touch_session=False)
+                insert_event(conn, sid, t, d, metadata=m, source=s, timestamp=ts, touch_session=False,
+                             trace_id=trace_id)
                 for t, d, m, s in pending
             ]
             touch(conn, sid, ts)

@@ -25,7 +25,7 @@ from tests.conftest import assert_envelope, create_session
 RECORD_FIELDS = {
     "command_id", "status", "result", "error", "created_at", "session_id", "command_type",
     "parameters", "metadata", "priority", "timeout", "started_at", "finished_at", "duration_ms",
-    "batch_id",
+    "batch_id", "trace_id",
 }
 
 
@@ -350,3 +350,32 @@ async def test_idempotency_key(app_client):
     resp = await app_client.post(f"/api/sessions/{sid}/commands?wait=30", json=body, headers={"Idempotency-Key": "k-2"})
     assert (await resp.json())["command_id"] != first_body["command_id"]
     assert (await (await app_client.get(f"/api/sessions/{sid}/commands")).json())["total"] == 2
+
+
+async def test_commands_are_traced_and_counted(app_client):
+    sid, _ = await session_with_engine(app_client)
+    trace, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/commands?wait=30", headers={"traceparent": f"00-{trace}-{parent}-01"},
+        json={"command_type": DUMMY, "parameters": {"prompt": "t"}},
+    )
+    record = await resp.json()
+    assert record["status"] == "completed" and record["trace_id"] == trace
+    mine = [e for e in await events(app_client, sid) if e["data"].get("command_id") == record["command_id"]]
+    assert {e["trace_id"] for e in mine} == {trace}
+
+    body = await (await app_client.get(f"/api/observability/traces/{trace}")).json()
+
+    def walk(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [s for span in spans for s in (span, *walk(span["children"]))]
+
+    [run] = [s for s in walk(body["spans"]) if s["name"] == "command.run"]
+    assert run["attributes"]["command_id"] == record["command_id"]
+    assert run["attributes"]["command_type"] == DUMMY
+
+    metrics = await (await app_client.get("/api/observability/metrics")).json()
+    families = {m["name"]: m for m in metrics["metrics"]}
+    [done] = [s for s in families["commands_total"]["series"] if s["labels"] == {"type": DUMMY, "status": "completed"}]
+    assert done["value"] >= 1
+    assert families["command_run_seconds"]["series"][0]["count"] >= 1
+    assert families["command_queue_wait_seconds"]["series"][0]["count"] >= 1
