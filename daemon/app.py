@@ -9,30 +9,48 @@ from typing import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from llmgine_daemon.api import sessions, system
+from llmgine_daemon.api import handlers, sessions, system, tools
 from llmgine_daemon.api.auth import auth_middleware
 from llmgine_daemon.api.errors import error_middleware
 from llmgine_daemon.api.keys import BUS, LISTENERS, SETTINGS, SHUTDOWN, WEBSOCKETS
 from llmgine_daemon.bus.core import Bus
+from llmgine_daemon.sandbox.pool import SandboxLimits, SandboxPool
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import Store
 
 log = logging.getLogger("llmgine.app")
 
-ROUTE_MODULES = (system, sessions)
+ROUTE_MODULES = (system, sessions, tools, handlers)
+
+
+def sandbox_pool(settings: Settings) -> SandboxPool:
+    limits = SandboxLimits(
+        deadline=settings["sandbox.deadline"],
+        memory_bytes=settings["sandbox.memory_mb"] * 2**20,
+        open_files=settings["sandbox.open_files"],
+        processes=settings["sandbox.max_processes"],
+        file_size_bytes=settings["sandbox.file_size_mb"] * 2**20,
+        max_output=settings["sandbox.max_output"],
+        max_result=settings["sandbox.max_result"],
+        max_depth=settings["sandbox.max_depth"],
+    )
+    return SandboxPool(settings.workers, limits, isolation=settings["sandbox.isolation"])
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = Store(settings.database_path, synchronous=settings["database.synchronous"])
     await store.open()
-    bus = Bus(store)
+    pool = sandbox_pool(settings)
+    bus = Bus(store, sandbox=pool)
     app[BUS] = bus
     try:
+        await pool.start()
         await bus.start()
         yield
     finally:
         await bus.stop()
+        await pool.stop()
         await store.close()
 
 
