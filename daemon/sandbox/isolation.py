@@ -136,12 +136,20 @@ class PidsCgroup:
         except OSError:
             return False
 
-    def close(self) -> None:
+    async def close(self) -> None:
         for child in list(self.parent.glob("*")):
             if child.is_dir():
-                self.kill_all(child)
-                self.remove(child)
+                await self.release(child)
         self.remove(self.parent)
+
+    async def release(self, path: Path) -> None:
+        """Empty and remove one worker's cgroup; killed processes take a moment to go."""
+        for _ in range(50):
+            if self.remove(path):
+                return
+            self.kill_all(path)
+            await asyncio.sleep(0.02)
+        log.warning("sandbox: cgroup %s still busy; left behind", path)
 
 
 def _pids_hierarchies() -> list[Path]:

@@ -181,7 +181,7 @@ class SandboxPool:
             w.kill()
         await asyncio.gather(*(self._reap(w) for w in workers), return_exceptions=True)
         if self._cgroups is not None:
-            self._cgroups.close()
+            await self._cgroups.close()
             self._cgroups = None
 
     def info(self) -> dict[str, Any]:
@@ -338,7 +338,7 @@ class SandboxPool:
             worker = self._idle.pop()
             if worker.proc.returncode is None:
                 return worker
-            self._forget(worker)
+            self._schedule(self._reap(worker))
         return await self._spawn()
 
     def _release(self, worker: _Worker) -> None:
@@ -421,17 +421,13 @@ class SandboxPool:
             await asyncio.wait_for(worker.proc.wait(), 5)
         except (asyncio.TimeoutError, ProcessLookupError):
             pass
-        finally:
-            self._forget(worker)
+        self._forget(worker)
+        if worker.cgroup is not None and self._cgroups is not None:
+            await self._cgroups.release(worker.cgroup)
 
     def _forget(self, worker: _Worker) -> None:
         self._all.discard(worker)
         shutil.rmtree(worker.tmpdir, ignore_errors=True)
-        if worker.cgroup is not None:
-            for _ in range(3):
-                if PidsCgroup.remove(worker.cgroup):
-                    break
-                PidsCgroup.kill_all(worker.cgroup)
 
 
 async def _wait_briefly(proc: asyncio.subprocess.Process) -> int | None:
