@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
-
 from llmgine_daemon.api import handlers, sessions, system, tools
 from llmgine_daemon.api.auth import auth_middleware
 from llmgine_daemon.api.errors import error_middleware

@@ -21,11 +21,16 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
-
 from llmgine_daemon import __version__
 from llmgine_daemon.api.keys import LISTENERS, SHUTDOWN
 from llmgine_daemon.app import create_app
-from llmgine_daemon.settings import ConfigError, Settings, describe, ensure_private_dir, load_settings
+from llmgine_daemon.settings import (
+    ConfigError,
+    Settings,
+    describe,
+    ensure_private_dir,
+    load_settings,
+)
 from llmgine_daemon.store.db import StorageError
 
 log = logging.getLogger("llmgine.server")

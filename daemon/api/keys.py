@@ -6,7 +6,6 @@ import asyncio
 import weakref
 
 from aiohttp import web
-
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.settings import Settings
 
