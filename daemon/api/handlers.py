@@ -7,7 +7,6 @@ The same routes exist under ``/api/sessions/{id}/handlers`` (session scope) and
 from __future__ import annotations
 
 from aiohttp import web
-
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.util import json_response, path_id, query_choice, read_json
 from llmgine_daemon.protocol import CommandHandlerCreate, EventHandlerCreate, HandlerList

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiohttp import web
-
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.util import json_response, path_id, query_bool, query_choice, read_json
 from llmgine_daemon.protocol import ToolCreate, ToolExecute, ToolList

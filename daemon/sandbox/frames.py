@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -86,7 +86,7 @@ class Exited(msgspec.Struct, tag=True):
     clean: bool
 
 
-Frame = Union[Ready, Run, Started, BusRequest, BusReply, Log, Done, Exited]
+Frame = Ready | Run | Started | BusRequest | BusReply | Log | Done | Exited
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Frame)

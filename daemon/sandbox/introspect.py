@@ -12,7 +12,8 @@ import inspect
 import re
 import types
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _JSON_TYPES: dict[Any, str] = {
     str: "string",
@@ -44,7 +45,7 @@ def type_schema(hint: Any) -> dict[str, Any]:
     args = typing.get_args(hint)
     if origin is typing.Union or origin is types.UnionType:
         options = [type_schema(a) for a in args]
-        others = [o for a, o in zip(args, options) if a is not type(None)]
+        others = [o for a, o in zip(args, options, strict=True) if a is not type(None)]
         if len(others) == 1 and len(options) == 2 and isinstance(others[0].get("type"), str):
             # Optional[X]: X's schema, with null allowed.
             return {**others[0], "type": [others[0]["type"], "null"]}

@@ -46,7 +46,7 @@ async def _works(argv: list[str]) -> bool:
             stderr=asyncio.subprocess.DEVNULL, env={}, start_new_session=True,
         )
         return await asyncio.wait_for(proc.wait(), 10) == 0
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
 
 

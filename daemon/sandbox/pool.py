@@ -34,9 +34,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from llmgine_daemon.sandbox import frames
 from llmgine_daemon.sandbox.isolation import Isolation, PidsCgroup, count_tasks, probe
@@ -47,6 +48,7 @@ TIMEOUT = "TIMEOUT"
 WORKER_CRASHED = "WORKER_CRASHED"
 SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"
 SPAWN_TIMEOUT = 15.0
+_PROBED: dict[tuple[str, str], Isolation] = {}
 
 
 @dataclass
@@ -148,6 +150,7 @@ class SandboxPool:
         self._pending = 0  # replacement workers being started
         self._all: set[_Worker] = set()
         self._started = False
+        self._boot_task: asyncio.Future[None] | None = None
         self._python_version = ""
         self._uid: int | None = None
         self._counter = 0
@@ -156,22 +159,43 @@ class SandboxPool:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.isolation = await probe(self.isolation_mode, self.python)
+        """Begin starting the workers in the background: the daemon answers at once, and the
+        first call waits for them (a failure to start is logged and fails calls, clearly)."""
+        self._boot_task = asyncio.ensure_future(self._boot())
+        # Reported by info() and by each call; retrieving it here keeps asyncio quiet.
+        self._boot_task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def wait_ready(self) -> None:
+        """Wait until the workers are up; raises SandboxUnavailable if they cannot start."""
+        if self._boot_task is None:
+            raise SandboxUnavailable("the sandbox is not running")
+        await asyncio.shield(self._boot_task)
+
+    async def _boot(self) -> None:
+        key = (self.isolation_mode, self.python)
+        if key not in _PROBED:  # one probe per process: the machine does not change
+            _PROBED[key] = await probe(self.isolation_mode, self.python)
+        self.isolation = _PROBED[key]
         self._cgroups = PidsCgroup.create()
+        self._started = True
         workers = await asyncio.gather(
             *(self._spawn() for _ in range(self.size)), return_exceptions=True
         )
         for w in workers:
             if isinstance(w, BaseException):
-                await self.stop()
+                log.error("sandbox: cannot start a worker: %s", w)
+                if isinstance(w, SandboxUnavailable):
+                    raise w
                 raise SandboxUnavailable(f"cannot start a sandbox worker: {w}") from w
-            self._idle.append(w)
-        self._started = True
+            self._release(w)
         log.info("sandbox: %d workers, isolation %s %s, process cap %s", self.size,
                  self.isolation.level, ",".join(self.isolation.namespaces), self._process_cap())
 
     async def stop(self) -> None:
         self._started = False
+        if self._boot_task is not None:
+            self._boot_task.cancel()
+            await asyncio.gather(self._boot_task, return_exceptions=True)
         for task in list(self._spawning):
             task.cancel()
         await asyncio.gather(*self._spawning, return_exceptions=True)
@@ -185,7 +209,15 @@ class SandboxPool:
             self._cgroups = None
 
     def info(self) -> dict[str, Any]:
+        boot = self._boot_task
+        if boot is None or boot.cancelled() or not (self._started or boot.done()):
+            state = "stopped"
+        elif not boot.done():
+            state = "starting"
+        else:
+            state = "failed" if boot.exception() is not None else "running"
         return {
+            "state": state,
             "isolation": self.isolation.level,
             "namespaces": list(self.isolation.namespaces),
             "process_cap": self._process_cap(),
@@ -231,8 +263,12 @@ class SandboxPool:
         return outcome
 
     async def _run(self, run: frames.Run, context: CallContext) -> CallOutcome:
+        try:
+            await self.wait_ready()
+        except SandboxUnavailable as exc:
+            return CallOutcome(ok=False, error=_err(SANDBOX_UNAVAILABLE, str(exc)))
         if not self._started:
-            return CallOutcome(ok=False, error=_err(SANDBOX_UNAVAILABLE, "the sandbox is not running"))
+            return CallOutcome(ok=False, error=_err(SANDBOX_UNAVAILABLE, "the sandbox is stopping"))
         depth = min(max(context.depth, 0), self.limits.max_depth)
         sem = self._sems.setdefault(depth, asyncio.Semaphore(self.size))
         async with sem:
@@ -419,7 +455,7 @@ class SandboxPool:
             if worker.proc.stdin is not None:
                 worker.proc.stdin.close()
             await asyncio.wait_for(worker.proc.wait(), 5)
-        except (asyncio.TimeoutError, ProcessLookupError):
+        except (TimeoutError, ProcessLookupError):
             pass
         self._forget(worker)
         if worker.cgroup is not None and self._cgroups is not None:
@@ -433,7 +469,7 @@ class SandboxPool:
 async def _wait_briefly(proc: asyncio.subprocess.Process) -> int | None:
     try:
         return await asyncio.wait_for(proc.wait(), 1)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
 
 

@@ -11,6 +11,7 @@ import json
 import textwrap
 
 from llmgine_daemon.api.keys import BUS
+
 from tests.conftest import assert_envelope, create_session
 
 PUBLISH = textwrap.dedent('''

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 from llmgine_daemon.api.keys import BUS
+
 from tests.conftest import assert_envelope, create_session
 
 GET_WEATHER = textwrap.dedent('''

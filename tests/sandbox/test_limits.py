@@ -8,8 +8,8 @@ import textwrap
 import time
 
 import pytest
-
 from llmgine_daemon.api.keys import BUS
+
 from tests.conftest import create_session
 
 DEADLINE = 1.0
