@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import builtins
+import gc
 import inspect
 import io
 import json
@@ -353,6 +354,9 @@ def main() -> None:
     _set_limits(config["limits"])
     # The pool passes an empty environment; the interpreter may still add LC_CTYPE (PEP 538).
     os.environ.clear()
+    # Everything imported so far is shared with every child: keep the collector off those
+    # pages so forked children do not copy them.
+    gc.freeze()
     base = os.getcwd()
     frames.write_frame(_WFD, frames.Ready(
         pid=os.getpid(), uid=os.getuid(), pidns=os.getpid() == 1, cgroup=bool(cgroup),
