@@ -21,7 +21,6 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-
 from llmgine_daemon.app import create_app
 from llmgine_daemon.sandbox.pool import CallContext
 from llmgine_daemon.settings import load_settings
