@@ -8,19 +8,34 @@ import weakref
 from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
-from llmgine_daemon.api import commands, engines, events, observability, sessions, system
+from llmgine_daemon.api import commands, engines, events, handlers, observability, sessions, system, tools
 from llmgine_daemon.api.auth import auth_middleware
 from llmgine_daemon.api.errors import error_middleware
 from llmgine_daemon.api.keys import BUS, LISTENERS, OBSERVABILITY, SETTINGS, SHUTDOWN, WEBSOCKETS
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.engines import ENGINE_TYPES
 from llmgine_daemon.observability.core import Observability
+from llmgine_daemon.sandbox.pool import SandboxLimits, SandboxPool
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import Store
 
 log = logging.getLogger("llmgine.app")
 
-ROUTE_MODULES = (system, sessions, commands, events, engines, observability)
+ROUTE_MODULES = (system, sessions, commands, events, engines, tools, handlers, observability)
+
+
+def sandbox_pool(settings: Settings) -> SandboxPool:
+    limits = SandboxLimits(
+        deadline=settings["sandbox.deadline"],
+        memory_bytes=settings["sandbox.memory_mb"] * 2**20,
+        open_files=settings["sandbox.open_files"],
+        processes=settings["sandbox.max_processes"],
+        file_size_bytes=settings["sandbox.file_size_mb"] * 2**20,
+        max_output=settings["sandbox.max_output"],
+        max_result=settings["sandbox.max_result"],
+        max_depth=settings["sandbox.max_depth"],
+    )
+    return SandboxPool(settings.workers, limits, isolation=settings["sandbox.isolation"])
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -37,13 +52,16 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     obs.registry.gauge_callback("ws_subscribers", lambda: [({}, float(len(sockets)))])
     await obs.start()
     try:
-        bus = Bus(store, engine_types=ENGINE_TYPES)
+        pool = sandbox_pool(settings)
+        bus = Bus(store, engine_types=ENGINE_TYPES, sandbox=pool)
         app[BUS] = bus
         try:
+            await pool.start()
             await bus.start()
             yield
         finally:
             await bus.stop()
+            await pool.stop()
     finally:
         await obs.stop()
         await store.close()

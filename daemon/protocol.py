@@ -51,6 +51,22 @@ class ErrorCode:
     COMMAND_TIMEOUT = "COMMAND_TIMEOUT"
     COMMAND_CANCELLED = "COMMAND_CANCELLED"
     COMMAND_INTERRUPTED = "COMMAND_INTERRUPTED"
+    SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"  # no worker can run user code
+
+
+class CallErrorCode:
+    """``error.code`` inside a tool result or a failed handler's details: how user code failed.
+    These are outcomes, not HTTP errors (a tool that raises is still a 200)."""
+
+    SYNTAX_ERROR = "SYNTAX_ERROR"
+    CODE_ERROR = "CODE_ERROR"  # running the module's top level raised
+    FUNCTION_NOT_FOUND = "FUNCTION_NOT_FOUND"
+    EXECUTION_FAILED = "EXECUTION_FAILED"  # the function raised
+    INVALID_RESULT = "INVALID_RESULT"  # not JSON-serialisable
+    RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
+    TIMEOUT = "TIMEOUT"
+    WORKER_CRASHED = "WORKER_CRASHED"
+    SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"
 
 
 ERROR_STATUS: dict[str, int] = {
@@ -77,6 +93,7 @@ ERROR_STATUS: dict[str, int] = {
     ErrorCode.INSUFFICIENT_STORAGE: 507,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
+    ErrorCode.SANDBOX_UNAVAILABLE: 503,
 }
 
 # The header the daemon stamps on every response so a client can report a version mismatch.
@@ -463,3 +480,82 @@ class TraceSummary(msgspec.Struct):
 class TraceList(msgspec.Struct):
     traces: list[TraceSummary]
     limit: int
+# -- tools (spec section 5) ---------------------------------------------------------------
+
+
+class ToolCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    function_code: str
+    description: str | None = None  # default: the docstring's first paragraph
+    # {param: {type, description}} as in the spec, or a full JSON Schema; default: derived
+    # from the signature's type hints and the docstring.
+    parameters: dict[str, Any] | None = None
+    timeout: float | None = None  # seconds; default sandbox.deadline
+
+
+class Tool(msgspec.Struct):
+    name: str
+    session_id: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema
+    is_async: bool
+    timeout: float | None
+    created_at: str
+    function_code: str | None = None  # only when one tool is read
+
+
+class ToolList(msgspec.Struct):
+    tools: list[Tool]
+    total: int
+
+
+class ToolExecute(msgspec.Struct, forbid_unknown_fields=True):
+    arguments: dict[str, Any] = {}
+    timeout: float | None = None
+
+
+class ToolResult(msgspec.Struct):
+    call_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    result: Any
+    error: dict[str, Any] | None
+    duration_ms: float
+    output: str = ""
+    output_truncated: bool = False
+
+
+# -- handlers (spec section 6) ------------------------------------------------------------
+
+HandlerKind = Literal["command", "event"]
+
+
+class CommandHandlerCreate(msgspec.Struct, forbid_unknown_fields=True):
+    command_type: str
+    handler_function: str
+    timeout: float | None = None
+
+
+class EventHandlerCreate(msgspec.Struct, forbid_unknown_fields=True):
+    event_type: str  # or "*" for every event
+    handler_function: str
+    priority: int = 100  # lower runs first
+    timeout: float | None = None
+
+
+class Handler(msgspec.Struct):
+    handler_id: str
+    kind: str  # command | event
+    type: str  # the command_type or event_type
+    scope: str  # session | global
+    session_id: str | None
+    function: str
+    priority: int
+    timeout: float | None
+    created_at: str
+    handler_function: str | None = None  # the source, only when one handler is read
+
+
+class HandlerList(msgspec.Struct):
+    handlers: list[Handler]
+    total: int

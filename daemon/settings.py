@@ -170,6 +170,18 @@ def _positive(value: Any) -> int:
     return number
 
 
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError("expected a positive number")
+    return number
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str
@@ -209,6 +221,27 @@ SETTINGS: tuple[Setting, ...] = (
             "API key accepted over TCP as `Authorization: Bearer KEY`", secret=True),
     Setting("security.cors_origins", "CORS_ORIGINS", _parse_list, [],
             "browser origins allowed to call the API (comma-separated in the environment)"),
+    Setting("sandbox.deadline", "LLMGINE_SANDBOX_DEADLINE", _positive_float, 30.0,
+            "seconds a tool or handler call may run before its worker is killed (a tool's "
+            "timeout or a command's metadata.timeout overrides it)"),
+    Setting("sandbox.isolation", "LLMGINE_SANDBOX_ISOLATION",
+            _choice("auto", "namespaces", "none"), "auto",
+            "auto: network/PID/mount namespaces when the machine allows, else rlimits only; "
+            "namespaces: refuse to run user code without them; none: rlimits only"),
+    Setting("sandbox.memory_mb", "LLMGINE_SANDBOX_MEMORY_MB", _positive, 1024,
+            "address space limit of a sandbox process, in MiB"),
+    Setting("sandbox.max_processes", "LLMGINE_SANDBOX_MAX_PROCESSES", _positive, 32,
+            "processes one call may start (pids cgroup as root, else RLIMIT_NPROC)"),
+    Setting("sandbox.open_files", "LLMGINE_SANDBOX_OPEN_FILES", _positive, 256,
+            "open file descriptors per sandbox process"),
+    Setting("sandbox.file_size_mb", "LLMGINE_SANDBOX_FILE_SIZE_MB", _positive, 64,
+            "largest file user code may write, in MiB"),
+    Setting("sandbox.max_output", "LLMGINE_SANDBOX_MAX_OUTPUT", _positive, 65536,
+            "characters of print() output kept per call (the rest is dropped)"),
+    Setting("sandbox.max_result", "LLMGINE_SANDBOX_MAX_RESULT", _positive, 1024 * 1024,
+            "largest result (JSON bytes) a call may return"),
+    Setting("sandbox.max_depth", "LLMGINE_SANDBOX_MAX_DEPTH", _positive, 8,
+            "how deep user code may nest bus.execute/call_tool/publish->handler chains"),
     Setting("observability.enable_metrics", "ENABLE_METRICS", _parse_bool, True,
             "collect metrics and serve /metrics"),
     Setting("observability.enable_tracing", "ENABLE_TRACING", _parse_bool, True,

@@ -185,3 +185,17 @@ def m002_command_queue(conn: sqlite3.Connection) -> None:
         CREATE INDEX idempotency_keys_session ON idempotency_keys (session_id);
         """
     )
+
+
+@migration(3, "user code: tool and handler timeouts, handler function names")
+def m003_user_code(conn: sqlite3.Connection) -> None:
+    run_script(
+        conn,
+        """
+        ALTER TABLE tools ADD COLUMN timeout REAL;
+        ALTER TABLE tools ADD COLUMN is_async INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE handlers ADD COLUMN function TEXT NOT NULL DEFAULT '';
+        ALTER TABLE handlers ADD COLUMN timeout REAL;
+        CREATE INDEX handlers_kind_type ON handlers (kind, type)
+        """
+    )
