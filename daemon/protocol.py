@@ -45,6 +45,15 @@ class ErrorCode:
     STORAGE_BUSY = "STORAGE_BUSY"
     INSUFFICIENT_STORAGE = "INSUFFICIENT_STORAGE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    # An LLM provider failed a model call. They end an engine command (``error.code`` of a
+    # failed command record); the HTTP statuses are the gateway ones, for any endpoint that
+    # calls a provider synchronously.
+    PROVIDER_AUTH_FAILED = "PROVIDER_AUTH_FAILED"
+    PROVIDER_RATE_LIMITED = "PROVIDER_RATE_LIMITED"
+    PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+    PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
+    PROVIDER_BAD_RESPONSE = "PROVIDER_BAD_RESPONSE"
+    PROVIDER_BAD_REQUEST = "PROVIDER_BAD_REQUEST"
 
 
 ERROR_STATUS: dict[str, int] = {
@@ -70,6 +79,12 @@ ERROR_STATUS: dict[str, int] = {
     ErrorCode.STORAGE_BUSY: 503,
     ErrorCode.INSUFFICIENT_STORAGE: 507,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.PROVIDER_AUTH_FAILED: 502,
+    ErrorCode.PROVIDER_RATE_LIMITED: 429,
+    ErrorCode.PROVIDER_UNAVAILABLE: 502,
+    ErrorCode.PROVIDER_TIMEOUT: 504,
+    ErrorCode.PROVIDER_BAD_RESPONSE: 502,
+    ErrorCode.PROVIDER_BAD_REQUEST: 502,
 }
 
 # The header the daemon stamps on every response so a client can report a version mismatch.
