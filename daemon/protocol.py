@@ -227,3 +227,33 @@ class ConfigView(msgspec.Struct):
 class ShutdownAccepted(msgspec.Struct):
     status: str
     message: str
+
+
+# -- engine conversations (LLM engines' memory) --------------------------------------------
+
+
+class EngineMessage(msgspec.Struct, kw_only=True):
+    message_id: int
+    role: str  # user | assistant | tool
+    content: str
+    # Assistant messages that called tools: [{"id", "name", "arguments"}].
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None  # tool results: the call they answer
+    name: str | None = None  # tool results: the tool's name
+    partial: bool = False  # an answer cut short (cancelled, timed out): what had arrived
+    is_error: bool = False  # a tool result that is an error
+    command_id: str | None = None
+    created_at: str
+
+
+class EngineMessageList(msgspec.Struct):
+    engine_id: str
+    messages: list[EngineMessage]
+    total: int
+    limit: int
+    offset: int
+
+
+class EngineReset(msgspec.Struct):
+    engine_id: str
+    deleted: int
