@@ -8,31 +8,36 @@ import weakref
 from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
-from llmgine_daemon.api import commands, engines, events, sessions, system
+from llmgine_daemon.api import commands, engine_memory, engines, events, sessions, system
 from llmgine_daemon.api.auth import auth_middleware
 from llmgine_daemon.api.errors import error_middleware
-from llmgine_daemon.api.keys import BUS, LISTENERS, SETTINGS, SHUTDOWN, WEBSOCKETS
+from llmgine_daemon.api.keys import BUS, LISTENERS, LLM, SETTINGS, SHUTDOWN, WEBSOCKETS
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.engines import ENGINE_TYPES
+from llmgine_daemon.engines.runtime import LLMRuntime
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import Store
 
 log = logging.getLogger("llmgine.app")
 
-ROUTE_MODULES = (system, sessions, commands, events, engines)
+ROUTE_MODULES = (system, sessions, commands, events, engines, engine_memory)
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = Store(settings.database_path, synchronous=settings["database.synchronous"])
     await store.open()
-    bus = Bus(store, engine_types=ENGINE_TYPES)
+    llm = LLMRuntime(settings)
+    bus = Bus(store, engine_types={**ENGINE_TYPES, **llm.engine_types()})
+    llm.attach(bus)
     app[BUS] = bus
+    app[LLM] = llm
     try:
         await bus.start()
         yield
     finally:
         await bus.stop()
+        await llm.close()
         await store.close()
 
 

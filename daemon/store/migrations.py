@@ -192,7 +192,7 @@ def m060_engine_memory(conn: sqlite3.Connection) -> None:
     run_script(
         conn,
         """
-        -- One row per conversation message of an LLM engine; message_id orders them. API keys
+        -- One row per conversation message of an LLM engine, ordered by message_id. API keys
         -- and provider settings are never stored here (nor anywhere in the database).
         CREATE TABLE engine_messages (
             message_id INTEGER PRIMARY KEY AUTOINCREMENT,
