@@ -8,12 +8,23 @@ import weakref
 from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
-from llmgine_daemon.api import commands, engines, events, handlers, observability, sessions, system, tools
+from llmgine_daemon.api import (
+    commands,
+    engine_memory,
+    engines,
+    events,
+    handlers,
+    observability,
+    sessions,
+    system,
+    tools,
+)
 from llmgine_daemon.api.auth import auth_middleware
 from llmgine_daemon.api.errors import error_middleware
-from llmgine_daemon.api.keys import BUS, LISTENERS, OBSERVABILITY, SETTINGS, SHUTDOWN, WEBSOCKETS
+from llmgine_daemon.api.keys import BUS, LISTENERS, LLM, OBSERVABILITY, SETTINGS, SHUTDOWN, WEBSOCKETS
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.engines import ENGINE_TYPES
+from llmgine_daemon.engines.runtime import LLMRuntime
 from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.sandbox.pool import SandboxLimits, SandboxPool
 from llmgine_daemon.settings import Settings
@@ -21,7 +32,7 @@ from llmgine_daemon.store.db import Store
 
 log = logging.getLogger("llmgine.app")
 
-ROUTE_MODULES = (system, sessions, commands, events, engines, tools, handlers, observability)
+ROUTE_MODULES = (system, sessions, commands, events, engines, engine_memory, tools, handlers, observability)
 
 
 def sandbox_pool(settings: Settings) -> SandboxPool:
@@ -53,14 +64,20 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     await obs.start()
     try:
         pool = sandbox_pool(settings)
-        bus = Bus(store, engine_types=ENGINE_TYPES, sandbox=pool)
+        # The LLM runtime (provider clients) is shared: the bus rebuilds engines from their
+        # stored records alone, so engine types get it from here.
+        llm = LLMRuntime(settings)
+        bus = Bus(store, engine_types={**ENGINE_TYPES, **llm.engine_types()}, sandbox=pool)
+        llm.attach(bus)
         app[BUS] = bus
+        app[LLM] = llm
         try:
             await pool.start()
             await bus.start()
             yield
         finally:
             await bus.stop()
+            await llm.close()
             await pool.stop()
     finally:
         await obs.stop()

@@ -51,6 +51,15 @@ class ErrorCode:
     COMMAND_TIMEOUT = "COMMAND_TIMEOUT"
     COMMAND_CANCELLED = "COMMAND_CANCELLED"
     COMMAND_INTERRUPTED = "COMMAND_INTERRUPTED"
+    # An LLM provider failed a model call. They end an engine command (``error.code`` of a
+    # failed command record); the HTTP statuses are the gateway ones, for any endpoint that
+    # calls a provider synchronously.
+    PROVIDER_AUTH_FAILED = "PROVIDER_AUTH_FAILED"
+    PROVIDER_RATE_LIMITED = "PROVIDER_RATE_LIMITED"
+    PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+    PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
+    PROVIDER_BAD_RESPONSE = "PROVIDER_BAD_RESPONSE"
+    PROVIDER_BAD_REQUEST = "PROVIDER_BAD_REQUEST"
     SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"  # no worker can run user code
 
 
@@ -94,6 +103,12 @@ ERROR_STATUS: dict[str, int] = {
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
     ErrorCode.SANDBOX_UNAVAILABLE: 503,
+    ErrorCode.PROVIDER_AUTH_FAILED: 502,
+    ErrorCode.PROVIDER_RATE_LIMITED: 429,
+    ErrorCode.PROVIDER_UNAVAILABLE: 502,
+    ErrorCode.PROVIDER_TIMEOUT: 504,
+    ErrorCode.PROVIDER_BAD_RESPONSE: 502,
+    ErrorCode.PROVIDER_BAD_REQUEST: 502,
 }
 
 # The header the daemon stamps on every response so a client can report a version mismatch.
@@ -559,3 +574,31 @@ class Handler(msgspec.Struct):
 class HandlerList(msgspec.Struct):
     handlers: list[Handler]
     total: int
+# -- engine conversations (LLM engines' memory) --------------------------------------------
+
+
+class EngineMessage(msgspec.Struct, kw_only=True):
+    message_id: int
+    role: str  # user | assistant | tool
+    content: str
+    # Assistant messages that called tools: [{"id", "name", "arguments"}].
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None  # tool results: the call they answer
+    name: str | None = None  # tool results: the tool's name
+    partial: bool = False  # an answer cut short (cancelled, timed out): what had arrived
+    is_error: bool = False  # a tool result that is an error
+    command_id: str | None = None
+    created_at: str
+
+
+class EngineMessageList(msgspec.Struct):
+    engine_id: str
+    messages: list[EngineMessage]
+    total: int
+    limit: int
+    offset: int
+
+
+class EngineReset(msgspec.Struct):
+    engine_id: str
+    deleted: int
