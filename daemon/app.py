@@ -9,8 +9,7 @@ from typing import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from llmgine_daemon.api import sessions, system
-from llmgine_daemon.api.auth import auth_middleware
+from llmgine_daemon.api import auth, guard, sessions, system
 from llmgine_daemon.api.errors import error_middleware
 from llmgine_daemon.api.keys import BUS, LISTENERS, SETTINGS, SHUTDOWN, WEBSOCKETS
 from llmgine_daemon.bus.core import Bus
@@ -19,7 +18,7 @@ from llmgine_daemon.store.db import Store
 
 log = logging.getLogger("llmgine.app")
 
-ROUTE_MODULES = (system, sessions)
+ROUTE_MODULES = (system, sessions, auth)
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -47,7 +46,7 @@ async def _close_websockets(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[error_middleware, guard.guard_middleware],
         client_max_size=settings["server.max_body_size"],
     )
     app[SETTINGS] = settings
@@ -55,6 +54,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SHUTDOWN] = asyncio.Event()
     app[WEBSOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(_bus_ctx)
+    # After the bus: credentials live in its store. Guards every route, present and future.
+    guard.install(app, settings)
     app.on_shutdown.append(_close_websockets)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)

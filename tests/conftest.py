@@ -18,8 +18,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.app import create_app
-from llmgine_daemon.settings import Settings, load_settings
+from llmgine_daemon.settings import Settings, load_settings, read_local_key
 
 
 @pytest.fixture
@@ -41,10 +42,21 @@ def make_settings(home: Path) -> Callable[..., Settings]:
 def make_client(
     aiohttp_client: Callable[..., Awaitable[TestClient]], make_settings: Callable[..., Settings]
 ) -> Callable[..., Awaitable[TestClient]]:
-    """``await make_client(**env)``: a new app on the same home (call again to 'restart')."""
+    """``await make_client(**env)``: a new app on the same home (call again to 'restart').
 
-    async def make(**env: str) -> TestClient:
-        return await aiohttp_client(create_app(make_settings(**env)))
+    The test server gets the real daemon's server options (header limits, read timeout).
+    Like the real CLI, the client sends the key llmgined minted for the local CLI, so tests
+    of other features need no credentials; ``authenticated=False`` sends none. The per-key
+    rate limit is off unless a test sets LLMGINE_RATE_LIMIT_AUTHENTICATED (security tests do).
+    """
+
+    async def make(*, authenticated: bool = True, **env: str) -> TestClient:
+        env.setdefault("LLMGINE_RATE_LIMIT_AUTHENTICATED", "0")
+        settings = make_settings(**env)
+        client = await aiohttp_client(create_app(settings), server_kwargs=runner_kwargs(settings))
+        if authenticated:
+            client.session.headers["Authorization"] = f"Bearer {read_local_key(settings.paths)}"
+        return client
 
     return make
 

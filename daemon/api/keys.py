@@ -7,6 +7,7 @@ import weakref
 
 from aiohttp import web
 
+from llmgine_daemon.bus.auth import Credentials
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.settings import Settings
 
@@ -18,3 +19,5 @@ LISTENERS = web.AppKey("listeners", list[str])
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 # Open WebSockets, closed with 1001 on shutdown.
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
+# API keys and session tokens (bus/auth.py); the guard's own state is api/guard.GUARD.
+CREDENTIALS = web.AppKey("credentials", Credentials)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from llmgine_daemon.api.keys import BUS
+from llmgine_daemon.api.keys import BUS, CREDENTIALS
 from llmgine_daemon.api.util import (
     json_response,
     limit_offset,
@@ -22,7 +22,11 @@ routes = web.RouteTableDef()
 async def create_session(request: web.Request) -> web.Response:
     body = await read_json(request, SessionCreate, empty_ok=True)
     session = await request.app[BUS].sessions.create(body.name, body.metadata)
-    return json_response(session, status=201)
+    # Returned once, here: a credential for this session only (hand it to a browser page).
+    _, session.session_token = await request.app[CREDENTIALS].mint_session_token(
+        session.session_id
+    )
+    return json_response(session, status=201, headers={"Cache-Control": "no-store"})
 
 
 @routes.get("/api/sessions")
