@@ -242,7 +242,6 @@ async def serve(settings: Settings) -> None:
     runner = web.AppRunner(
         app,
         handle_signals=False,
-        access_log=None,
         shutdown_timeout=float(settings["server.shutdown_timeout"]),
         **runner_kwargs(settings),
     )

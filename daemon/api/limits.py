@@ -42,6 +42,8 @@ def runner_kwargs(settings: Settings) -> dict[str, Any]:
     """
     size = settings["server.max_header_size"]
     return {
+        # No access log: request lines can carry a WebSocket token in the query string.
+        "access_log": None,
         "keepalive_timeout": settings["server.read_timeout"],
         "max_line_size": size,
         "max_field_size": size,

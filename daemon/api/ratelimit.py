@@ -28,6 +28,8 @@ WINDOW = 60.0
 # Forget buckets that are full again once there are this many (a scan of many IPs must not
 # grow memory without bound).
 PRUNE_AT = 10_000
+# Float slack, so 0.6 s at 100/min is one whole token, not 0.9999999.
+EPSILON = 1e-9
 
 
 @dataclass
@@ -67,8 +69,8 @@ class RateLimiter:
         return self.limits.get(policy, 0) > 0
 
     def _refill(self, bucket: Bucket, limit: int, now: float) -> None:
-        rate = limit / WINDOW
-        bucket.tokens = min(float(limit), bucket.tokens + (now - bucket.updated) * rate)
+        # elapsed * limit / WINDOW (not elapsed * rate): a whole window refills exactly.
+        bucket.tokens = min(float(limit), bucket.tokens + (now - bucket.updated) * limit / WINDOW)
         bucket.updated = now
 
     def hit(self, policy: str, key: str, cost: float = 1.0) -> Decision | None:
@@ -85,16 +87,16 @@ class RateLimiter:
         else:
             self._refill(bucket, limit, now)
         rate = limit / WINDOW
-        allowed = bucket.tokens >= cost
+        allowed = bucket.tokens + EPSILON >= cost
         if allowed:
             bucket.tokens -= cost
-        retry = 0 if allowed else max(1, math.ceil((cost - bucket.tokens) / rate))
+        retry = 0 if allowed else max(1, math.ceil((cost - bucket.tokens - EPSILON) / rate))
         return Decision(
             policy=policy,
             limit=limit,
             allowed=allowed,
-            remaining=max(0, int(bucket.tokens)),
-            reset=math.ceil((limit - bucket.tokens) / rate),
+            remaining=max(0, int(bucket.tokens + EPSILON)),
+            reset=max(0, math.ceil((limit - bucket.tokens - EPSILON) / rate)),
             retry_after=retry,
         )
 
@@ -109,5 +111,5 @@ class RateLimiter:
                 del self._buckets[(policy, key)]
                 continue
             self._refill(bucket, limit, now)
-            if bucket.tokens >= limit:
+            if bucket.tokens + EPSILON >= limit:
                 del self._buckets[(policy, key)]
