@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.app import create_app
@@ -38,6 +38,19 @@ def make_settings(home: Path) -> Callable[..., Settings]:
     return make
 
 
+async def serve(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], app: web.Application, settings: Settings
+) -> TestClient:
+    """A test client for ``app`` on a server with the real daemon's options.
+
+    (aiohttp's TestServer drops its constructor's keyword arguments, so the server is started
+    here with them; pytest-aiohttp's ``server_kwargs`` would be silently ignored.)
+    """
+    server = TestServer(app)
+    await server.start_server(**runner_kwargs(settings))
+    return await aiohttp_client(server)
+
+
 @pytest.fixture
 def make_client(
     aiohttp_client: Callable[..., Awaitable[TestClient]], make_settings: Callable[..., Settings]
@@ -53,7 +66,7 @@ def make_client(
     async def make(*, authenticated: bool = True, **env: str) -> TestClient:
         env.setdefault("LLMGINE_RATE_LIMIT_AUTHENTICATED", "0")
         settings = make_settings(**env)
-        client = await aiohttp_client(create_app(settings), server_kwargs=runner_kwargs(settings))
+        client = await serve(aiohttp_client, create_app(settings), settings)
         if authenticated:
             client.session.headers["Authorization"] = f"Bearer {read_local_key(settings.paths)}"
         return client

@@ -10,9 +10,9 @@ from aiohttp.test_utils import TestClient
 
 from llmgine_daemon.api.guard import GUARD
 from llmgine_daemon.api.keys import CREDENTIALS
-from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.app import create_app
 from llmgine_daemon.settings import read_local_key
+from tests.conftest import serve
 
 WS_PATH = "/api/sessions/{session_id}/test-echo"
 
@@ -32,7 +32,7 @@ async def start(aiohttp_client: Callable[..., Any], make_settings: Callable[...,
     settings = make_settings(**env)
     app = create_app(settings)
     app.router.add_get(WS_PATH, echo)
-    client = await aiohttp_client(app, server_kwargs=runner_kwargs(settings))
+    client = await serve(aiohttp_client, app, settings)
     return client, read_local_key(settings.paths) or ""
 
 
