@@ -14,9 +14,10 @@ import os
 import stat
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 APP_NAME = "llmgine"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 
 from aiohttp import web
+<<<<<<< HEAD
 
 from llmgine_daemon.api.errors import validation_error
 from llmgine_daemon.api.keys import CREDENTIALS
@@ -31,6 +32,11 @@ from llmgine_daemon.protocol import (
     parse_iso,
     to_iso,
 )
+=======
+from llmgine_daemon.api.errors import ApiError, Handler
+from llmgine_daemon.api.keys import SETTINGS
+from llmgine_daemon.protocol import ErrorCode
+>>>>>>> main
 
 routes = web.RouteTableDef()
 

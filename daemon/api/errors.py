@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 from aiohttp import web
-
 from llmgine_daemon import __version__
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.protocol import (

@@ -6,8 +6,11 @@ import asyncio
 import weakref
 
 from aiohttp import web
+<<<<<<< HEAD
 
 from llmgine_daemon.bus.auth import Credentials
+=======
+>>>>>>> main
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.settings import Settings
 

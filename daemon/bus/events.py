@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from llmgine_daemon.bus.codec import dumps, loads
 from llmgine_daemon.protocol import Event, now_iso

@@ -20,11 +20,11 @@ import asyncio
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
-
 from llmgine_daemon.store.migrations import apply_migrations
 
 log = logging.getLogger("llmgine.store")
@@ -156,7 +156,7 @@ class Store:
                 err = _classify(exc) if isinstance(exc, sqlite3.Error) else exc
                 log.error("write transaction of %d failed: %s", len(batch), err)
                 outcomes = [(False, err)] * len(batch)
-            for (_, future), (ok, value) in zip(batch, outcomes):
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
                 if ok:

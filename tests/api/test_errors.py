@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-
 from llmgine_daemon.app import create_app
+<<<<<<< HEAD
 from llmgine_daemon.settings import read_local_key
+=======
+
+>>>>>>> main
 from tests.conftest import assert_envelope
 
 
