@@ -8,13 +8,7 @@ import weakref
 from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
-<<<<<<< HEAD
-
 from llmgine_daemon.api import auth, guard, sessions, system
-=======
-from llmgine_daemon.api import sessions, system
-from llmgine_daemon.api.auth import auth_middleware
->>>>>>> main
 from llmgine_daemon.api.errors import error_middleware
 from llmgine_daemon.api.keys import BUS, LISTENERS, SETTINGS, SHUTDOWN, WEBSOCKETS
 from llmgine_daemon.bus.core import Bus

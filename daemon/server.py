@@ -24,20 +24,14 @@ from pathlib import Path
 from aiohttp import web
 from llmgine_daemon import __version__
 from llmgine_daemon.api.keys import LISTENERS, SHUTDOWN
-from llmgine_daemon.app import create_app
-<<<<<<< HEAD
-from llmgine_daemon.protocol import now_iso
 from llmgine_daemon.api.limits import runner_kwargs
+from llmgine_daemon.app import create_app
 from llmgine_daemon.observability.redact import RedactingFormatter
+from llmgine_daemon.protocol import now_iso
 from llmgine_daemon.settings import (
     ConfigError,
     Settings,
     check_config_file_mode,
-=======
-from llmgine_daemon.settings import (
-    ConfigError,
-    Settings,
->>>>>>> main
     describe,
     ensure_private_dir,
     load_settings,

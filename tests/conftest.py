@@ -18,7 +18,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-
 from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.app import create_app
 from llmgine_daemon.settings import Settings, load_settings, read_local_key

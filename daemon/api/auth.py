@@ -16,8 +16,6 @@ from __future__ import annotations
 import datetime as dt
 
 from aiohttp import web
-<<<<<<< HEAD
-
 from llmgine_daemon.api.errors import validation_error
 from llmgine_daemon.api.keys import CREDENTIALS
 from llmgine_daemon.api.util import json_response, path_id, read_json
@@ -32,11 +30,6 @@ from llmgine_daemon.protocol import (
     parse_iso,
     to_iso,
 )
-=======
-from llmgine_daemon.api.errors import ApiError, Handler
-from llmgine_daemon.api.keys import SETTINGS
-from llmgine_daemon.protocol import ErrorCode
->>>>>>> main
 
 routes = web.RouteTableDef()
 
@@ -62,7 +55,7 @@ def key_info(record: KeyRecord) -> ApiKeyInfo:
 def _expiry(body: ApiKeyCreate) -> str | None:
     if body.expires_in is not None and body.expires_at is not None:
         raise validation_error("expires_in", "give expires_in or expires_at, not both")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     if body.expires_in is not None:
         if not 0 < body.expires_in <= MAX_LIFETIME:
             raise validation_error("expires_in", f"must be from 1 to {MAX_LIFETIME} seconds",

@@ -34,11 +34,10 @@ import os
 import socket
 import struct
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 from aiohttp import WSCloseCode, hdrs, web
-
 from llmgine_daemon.api.errors import ApiError, Handler
 from llmgine_daemon.api.keys import BUS, CREDENTIALS, SETTINGS, WEBSOCKETS
 from llmgine_daemon.api.limits import Capacity, check_identifiers, json_field, read_body

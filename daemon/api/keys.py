@@ -6,11 +6,7 @@ import asyncio
 import weakref
 
 from aiohttp import web
-<<<<<<< HEAD
-
 from llmgine_daemon.bus.auth import Credentials
-=======
->>>>>>> main
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.settings import Settings
 

@@ -24,7 +24,6 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
-
 from llmgine_daemon.api.errors import ApiError, validation_error
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.protocol import ErrorCode

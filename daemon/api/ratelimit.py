@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 WINDOW = 60.0
 # Forget buckets that are full again once there are this many (a scan of many IPs must not

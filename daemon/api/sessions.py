@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-<<<<<<< HEAD
-
 from llmgine_daemon.api.keys import BUS, CREDENTIALS
-=======
-from llmgine_daemon.api.keys import BUS
->>>>>>> main
 from llmgine_daemon.api.util import (
     json_response,
     limit_offset,

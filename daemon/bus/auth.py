@@ -23,9 +23,10 @@ import os
 import re
 import secrets
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.sessions import require_active

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 MASK = "********"
 _PATTERNS = (

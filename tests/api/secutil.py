@@ -3,15 +3,16 @@ session path, like the event stream) and the clients the attacks need."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-
 from llmgine_daemon.api.guard import GUARD
 from llmgine_daemon.api.keys import CREDENTIALS
 from llmgine_daemon.app import create_app
 from llmgine_daemon.settings import read_local_key
+
 from tests.conftest import serve
 
 WS_PATH = "/api/sessions/{session_id}/test-echo"

@@ -8,8 +8,8 @@ import stat
 
 import aiohttp
 import pytest
-
 from llmgine_daemon.api.keys import CREDENTIALS
+
 from tests.api.secutil import WS_PATH, bearer, expire, new_key, new_session, start
 from tests.conftest import assert_envelope
 
@@ -199,7 +199,8 @@ async def test_every_route_refuses_bad_credentials(aiohttp_client, make_settings
         path = concrete(route.resource.canonical, a["session_id"])
         method = "GET" if route.method == "*" else route.method
         for name, headers in cases.items():
-            resp = await client.request(method, path, headers=headers, json={} if method in ("POST", "PUT", "PATCH") else None)
+            body = {} if method in ("POST", "PUT", "PATCH") else None
+            resp = await client.request(method, path, headers=headers, json=body)
             if path == "/api/health" and name == "none":
                 assert resp.status == 200
                 continue

@@ -6,11 +6,8 @@ import logging
 
 from aiohttp import web
 from llmgine_daemon.app import create_app
-<<<<<<< HEAD
 from llmgine_daemon.settings import read_local_key
-=======
 
->>>>>>> main
 from tests.conftest import assert_envelope
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-
 from llmgine_daemon.api.origins import HostPolicy, normalize_origin, split_host
+
 from tests.api.secutil import WS_PATH, bearer, new_session, start
 from tests.conftest import assert_envelope
 

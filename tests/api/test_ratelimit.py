@@ -8,8 +8,8 @@ import re
 
 import aiohttp
 import pytest
-
 from llmgine_daemon.api.ratelimit import RateLimiter
+
 from tests.api.secutil import WS_PATH, bearer, freeze, new_key, new_session, start
 from tests.conftest import assert_envelope
 
@@ -93,7 +93,7 @@ async def test_eleventh_websocket_in_a_minute(aiohttp_client, make_settings):
     clock = freeze(client)
     s = await new_session(client, local)
     path = WS_PATH.format(session_id=s["session_id"])
-    for i in range(10):
+    for _ in range(10):
         ws = await client.ws_connect(path, headers=bearer(local))
         await ws.close()
     with pytest.raises(aiohttp.WSServerHandshakeError) as err:
@@ -117,7 +117,6 @@ async def test_unix_socket_unlimited_by_default(unix_client):
 
 async def test_unix_socket_limited_by_uid_when_asked(make_settings, home):
     from aiohttp import web
-
     from llmgine_daemon.api.guard import GUARD
     from llmgine_daemon.app import create_app
 
