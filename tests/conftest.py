@@ -8,6 +8,8 @@ same app on a real Unix socket.
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -115,3 +117,25 @@ def assert_envelope(payload: dict[str, Any], code: str) -> dict[str, Any]:
     assert error["message"]
     assert payload["request_id"]
     return error
+
+
+# -- every log line of the whole run, for tests/zz_last/test_no_secrets_in_logs.py ----------
+
+LOG_CAPTURE = Path(tempfile.gettempdir()) / f"llmgine-test-log-{os.getpid()}.txt"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def capture_all_logs() -> Any:
+    """Every record any logger emits during the run, at DEBUG, formatted with tracebacks."""
+    handler = logging.FileHandler(LOG_CAPTURE, mode="w", encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield LOG_CAPTURE
+    root.removeHandler(handler)
+    root.setLevel(previous)
+    handler.close()
+    LOG_CAPTURE.unlink(missing_ok=True) if not os.environ.get("KEEP_TEST_LOG") else None

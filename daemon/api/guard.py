@@ -44,6 +44,7 @@ from llmgine_daemon.api.limits import Capacity, check_identifiers, json_field, r
 from llmgine_daemon.api.origins import HostPolicy, OriginPolicy
 from llmgine_daemon.api.ratelimit import Decision, RateLimiter
 from llmgine_daemon.bus.auth import AuthFailure, Credentials, Principal
+from llmgine_daemon.observability.redact import install_filters
 from llmgine_daemon.protocol import (
     SESSION_TOKEN_HEADER,
     WS_PROTOCOL,
@@ -389,6 +390,7 @@ async def security_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def install(app: web.Application, settings: Settings) -> None:
+    install_filters()
     app[GUARD] = Guard.from_settings(settings)
     app.cleanup_ctx.append(security_ctx)
     app.on_response_prepare.append(on_response_prepare)

@@ -42,3 +42,31 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record), self.secrets)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks credentials in records of loggers we do not own (aiohttp's websocket logger
+    warns with the client's offered subprotocols, which may carry a token)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is the logging module's problem, not ours
+            return True
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+_FILTER = RedactingFilter()
+THIRD_PARTY_LOGGERS = ("aiohttp.websocket", "aiohttp.server", "aiohttp.access", "aiohttp.web",
+                       "aiohttp.client")
+
+
+def install_filters() -> None:
+    """Attach the filter to the third-party loggers (idempotent)."""
+    for name in THIRD_PARTY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
