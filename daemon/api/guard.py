@@ -362,6 +362,15 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
 # -- start-up ----------------------------------------------------------------------------
 
 
+def close_expired(credentials: Credentials, sockets: SocketRegistry) -> list[str]:
+    """Close WebSockets whose key expired while they were open; returns those key ids."""
+    now = now_iso()
+    expired = [c for c in sockets.credentials()
+               if c in credentials.keys and credentials.keys[c].state(now) != "active"]
+    sockets.close_for(expired, "credential expired")
+    return expired
+
+
 async def security_ctx(app: web.Application) -> AsyncIterator[None]:
     """Load credentials, mint the local CLI key, wire revocation to open WebSockets."""
     settings = app[SETTINGS]
@@ -377,9 +386,7 @@ async def security_ctx(app: web.Application) -> AsyncIterator[None]:
     async def sweep_expired() -> None:
         while True:
             await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
-            expired = [c for c in guard.sockets.credentials()
-                       if c in credentials.keys and credentials.keys[c].state(now_iso()) != "active"]
-            guard.sockets.close_for(expired, "credential expired")
+            close_expired(credentials, guard.sockets)
 
     sweeper = asyncio.create_task(sweep_expired(), name="llmgine-expiry-sweep")
     try:

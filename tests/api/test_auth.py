@@ -260,3 +260,18 @@ async def test_revocation_closes_websockets_with_1008(aiohttp_client, make_setti
     await by_local.send_str("still here")
     assert (await by_local.receive(timeout=10)).data == "still here"
     await by_local.close()
+
+
+async def test_key_expiring_while_a_websocket_is_open(aiohttp_client, make_settings):
+    from llmgine_daemon.api.guard import GUARD, close_expired
+
+    client, local = await start(aiohttp_client, make_settings)
+    s = await new_session(client, local)
+    key = await new_key(client, local, expires_in=3600)
+    ws = await client.ws_connect(WS_PATH.format(session_id=s["session_id"]), headers=bearer(key["key"]))
+    app = client.app
+    assert close_expired(app[CREDENTIALS], app[GUARD].sockets) == []
+    expire(client, key["key_id"])
+    assert close_expired(app[CREDENTIALS], app[GUARD].sockets) == [key["key_id"]]
+    msg = await ws.receive(timeout=10)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
