@@ -79,9 +79,14 @@ def get_paths(env: Mapping[str, str] | None = None) -> Paths:
     if home:
         root = Path(home).expanduser().absolute()
         return Paths(root / "config", root / "data", root / "run", root / "state")
+    import warnings
+
     import platformdirs
 
-    runtime = Path(platformdirs.user_runtime_dir(APP_NAME))
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, containers); we fall back below.
+        warnings.simplefilter("ignore")
+        runtime = Path(platformdirs.user_runtime_dir(APP_NAME))
     # /run/user/<uid> exists only under a login session; without one use a private temp dir.
     if not runtime.parent.is_dir() or not os.access(runtime.parent, os.W_OK):
         runtime = _fallback_runtime_dir()
