@@ -48,6 +48,8 @@ from llmgine_daemon.protocol import (
     Status,
 )
 
+from llmgine_cli.localkey import key_for, read_key
+
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 30.0
@@ -127,6 +129,10 @@ class Target:
     is_default: bool = False
     # The local config's API key, used only for the default TCP target (same user, same file).
     config_api_key: str | None = None
+    # The key file llmgined writes for the local CLI (read at each request, so a daemon
+    # auto-started after this target was resolved is reachable too). Only set for the local
+    # daemon's own address: the key is never offered to a daemon named by --url.
+    local_key_file: str | None = None
 
     @property
     def is_unix(self) -> bool:
@@ -172,7 +178,8 @@ def default_target(env: Mapping[str, str] | None = None) -> Target:
     host = connect_host(settings.host)
     target = parse_url(f"http://{host}:{settings.port}", is_default=True)
     return Target(target.url, host=target.host, port=target.port, is_default=True,
-                  config_api_key=settings["security.api_key_secret"])
+                  config_api_key=settings["security.api_key_secret"],
+                  local_key_file=str(settings.paths.local_key))
 
 
 def connect_host(bind_host: str) -> str:
@@ -237,6 +244,7 @@ class Client:
         env = os.environ if env is None else env
         self.target = url if isinstance(url, Target) else resolve_target(url, env)
         self.api_key = api_key or env.get("LLMGINE_API_KEY") or self.target.config_api_key
+        self._env = env
         self.timeout = timeout
         self.on_unreachable = on_unreachable
         self.on_version_mismatch = on_version_mismatch
@@ -336,8 +344,9 @@ class Client:
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if payload is not None:
             headers["Content-Type"] = "application/json"
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+        api_key = self.api_key or self._local_key()
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
         conn = self._connection()
         try:
             try:
@@ -369,6 +378,15 @@ class Client:
         if resp.status >= 400:
             raise _api_error(resp.status, resp.reason, data, resp.getheader(REQUEST_ID_HEADER))
         return data
+
+    def _local_key(self) -> str | None:
+        """The key llmgined wrote for the local CLI, for our own TCP daemon (localkey.py)."""
+        t = self.target
+        if t.is_unix:
+            return None  # over the socket the kernel vouches for us
+        if t.local_key_file is not None:
+            return read_key(t.local_key_file)
+        return key_for(t.host, t.port, self._env)
 
     def _check_version(self, version: str | None) -> None:
         if version is None:
