@@ -38,12 +38,17 @@ from llmgine_daemon import __version__
 from llmgine_daemon.protocol import (
     REQUEST_ID_HEADER,
     VERSION_HEADER,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyInfo,
+    ApiKeyList,
     ConfigView,
     ErrorEnvelope,
     Health,
     Session,
     SessionCreate,
     SessionList,
+    SessionTokenCreated,
     ShutdownAccepted,
     Status,
 )
@@ -292,6 +297,28 @@ class Client:
             self._request("DELETE", path, query={"purge": "true"})
             return None
         return self._call("DELETE", path, Session)
+
+    def create_session_token(self, session_id: str) -> SessionTokenCreated:
+        return self._call("POST", f"/api/sessions/{_seg(session_id)}/token", SessionTokenCreated,
+                          body={})
+
+    # -- auth keys -----------------------------------------------------------------------
+
+    def create_key(
+        self, name: str | None = None, *, expires_in: int | None = None,
+        expires_at: str | None = None,
+    ) -> ApiKeyCreated:
+        body = ApiKeyCreate(name=name, expires_in=expires_in, expires_at=expires_at)
+        return self._call("POST", "/api/auth/keys", ApiKeyCreated, body=body)
+
+    def list_keys(self) -> ApiKeyList:
+        return self._call("GET", "/api/auth/keys", ApiKeyList)
+
+    def get_key(self, key_id: str) -> ApiKeyInfo:
+        return self._call("GET", f"/api/auth/keys/{_seg(key_id)}", ApiKeyInfo)
+
+    def revoke_key(self, key_id: str) -> ApiKeyInfo:
+        return self._call("DELETE", f"/api/auth/keys/{_seg(key_id)}", ApiKeyInfo)
 
     # -- plumbing ------------------------------------------------------------------------
 

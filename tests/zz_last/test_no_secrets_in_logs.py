@@ -10,7 +10,7 @@ import re
 from tests.conftest import LOG_CAPTURE
 
 # Secrets the tests configure (API_KEY_SECRET values and the like).
-KNOWN = ("s3cr3t-marker", "s3cret-key", "do-not-show")
+KNOWN = ("s3cr3t-marker", "s3cret-key", "do-not-show", "test-secret-key")
 SHAPES = (
     re.compile(r"lg[ks]_[0-9a-f]{12}_[A-Za-z0-9_\-]{8,}"),  # a minted key or token, whole
     re.compile(r"(?i)bearer\s+(?!\*{8}|realm)[^\s,'\"]{8,}"),
