@@ -8,29 +8,42 @@ import weakref
 from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
-from llmgine_daemon.api import auth, guard, sessions, system
+from llmgine_daemon.api import auth, guard, observability, sessions, system
 from llmgine_daemon.api.errors import error_middleware
-from llmgine_daemon.api.keys import BUS, LISTENERS, SETTINGS, SHUTDOWN, WEBSOCKETS
+from llmgine_daemon.api.keys import BUS, LISTENERS, OBSERVABILITY, SETTINGS, SHUTDOWN, WEBSOCKETS
 from llmgine_daemon.bus.core import Bus
+from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import Store
 
 log = logging.getLogger("llmgine.app")
 
-ROUTE_MODULES = (system, sessions, auth)
+ROUTE_MODULES = (system, sessions, observability, auth)
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = Store(settings.database_path, synchronous=settings["database.synchronous"])
     await store.open()
-    bus = Bus(store)
-    app[BUS] = bus
+    # Observability first in, last out: it sees the bus start and stop, and flushes its
+    # buffered logs and spans before the store closes.
+    obs = Observability(settings, store)
+    app[OBSERVABILITY] = obs
+    # Every open WebSocket is in app[WEBSOCKETS] (closed on shutdown); counting them when
+    # metrics are read needs no bookkeeping in the stream handlers.
+    sockets = app[WEBSOCKETS]
+    obs.registry.gauge_callback("ws_subscribers", lambda: [({}, float(len(sockets)))])
+    await obs.start()
     try:
-        await bus.start()
-        yield
+        bus = Bus(store)
+        app[BUS] = bus
+        try:
+            await bus.start()
+            yield
+        finally:
+            await bus.stop()
     finally:
-        await bus.stop()
+        await obs.stop()
         await store.close()
 
 
@@ -45,7 +58,8 @@ async def _close_websockets(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, guard.guard_middleware],
+        # observability outermost: it times and traces everything, error responses included.
+        middlewares=[observability.observability_middleware, error_middleware, guard.guard_middleware],
         client_max_size=settings["server.max_body_size"],
     )
     app[SETTINGS] = settings
@@ -56,6 +70,7 @@ def create_app(settings: Settings) -> web.Application:
     # After the bus: credentials live in its store. Guards every route, present and future.
     guard.install(app, settings)
     app.on_shutdown.append(_close_websockets)
+    app.on_response_prepare.append(observability.stamp_traceparent)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     return app

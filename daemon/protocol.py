@@ -271,3 +271,111 @@ class SessionTokenCreated(msgspec.Struct):
     session_id: str
     session_token: str
     created_at: str
+
+
+# -- observability -----------------------------------------------------------------------
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class LogRecord(msgspec.Struct):
+    id: int
+    timestamp: str
+    level: str
+    logger: str
+    message: str
+    # "daemon" for the daemon's own records, "client" for POST /api/observability/logs,
+    # "handler" / "tool" for user code's bus.log().
+    source: str = "daemon"
+    session_id: str | None = None
+    command_id: str | None = None
+    engine_id: str | None = None
+    request_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    metadata: dict[str, Any] = {}
+
+
+class LogCreate(msgspec.Struct, forbid_unknown_fields=True):
+    message: str
+    level: LogLevel = "info"
+    metadata: dict[str, Any] = {}
+    # Extensions to the spec's body: attach the record to a session / name its logger.
+    session_id: str | None = None
+    logger: str | None = None
+
+
+class LogList(msgspec.Struct):
+    logs: list[LogRecord]
+    limit: int
+    # Pass as ?after= to get only newer records (what `llmgine logs -f` polls with).
+    next_after: int | None = None
+
+
+class MetricSeries(msgspec.Struct, omit_defaults=True):
+    labels: dict[str, str] = {}
+    # counters and gauges
+    value: float | None = None
+    # histograms (seconds, or items for sizes); percentiles are estimates from fixed buckets
+    count: int | None = None
+    sum: float | None = None
+    min: float | None = None
+    max: float | None = None
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+class MetricFamily(msgspec.Struct):
+    name: str
+    type: str
+    help: str
+    series: list[MetricSeries]
+
+
+class MetricsSnapshot(msgspec.Struct):
+    timestamp: str
+    enabled: bool
+    uptime: float
+    session_id: str | None
+    metrics: list[MetricFamily]
+
+
+class SpanNode(msgspec.Struct):
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    start: str
+    # milliseconds from the start of the trace's earliest span
+    offset_ms: float
+    duration_ms: float
+    status: str
+    error: str | None = None
+    attributes: dict[str, Any] = {}
+    children: list[SpanNode] = []
+
+
+class TraceView(msgspec.Struct):
+    trace_id: str
+    root: str
+    start: str
+    duration_ms: float
+    status: str
+    span_count: int
+    spans: list[SpanNode]
+
+
+class TraceSummary(msgspec.Struct):
+    trace_id: str
+    root: str
+    start: str
+    duration_ms: float
+    status: str
+    span_count: int
+    session_id: str | None = None
+
+
+class TraceList(msgspec.Struct):
+    traces: list[TraceSummary]
+    limit: int

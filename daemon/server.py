@@ -80,7 +80,24 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, flags=flags)
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Every file it opens, rotated ones included, is 0600 whatever the umask: logs can hold
+    session contents."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 def setup_logging(settings: Settings) -> None:
+    """Log lines to LOG_FILE (rotated) or stderr, structured (see observability/logs.py).
+
+    The daemon additionally keeps records in its database for `llmgine logs`; that handler is
+    added by Observability when the app starts.
+    """
+    from llmgine_daemon.observability.logs import ContextFilter, JsonFormatter, TextFormatter
+
     level = getattr(logging, settings["logging.level"].upper())
     handler: logging.Handler
     log_file = settings["logging.file"]
@@ -90,18 +107,30 @@ def setup_logging(settings: Settings) -> None:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             os.close(fd)
-            handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 2**20, backupCount=3)
+            handler = PrivateRotatingFileHandler(
+                path, maxBytes=settings["logging.max_bytes"], backupCount=settings["logging.backup_count"]
+            )
         except OSError as exc:
             raise StartupError(f"logging.file {str(path)!r}: cannot write: {exc.strerror}") from None
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(
-        "%(asctime)s %(levelname)s %(name)s: %(message)s",
-        secrets=[settings["security.api_key_secret"] or ""],
-    ))
+    fmt = settings["logging.format"]
+    # auto: a file is for machines (JSON lines); stderr is read by people, also through
+    # `llmgine daemon logs`, so it gets text (with the same context as key=value pairs).
+    inner: logging.Formatter
+    if fmt == "text" or (fmt == "auto" and not log_file):
+        inner = TextFormatter()
+    else:
+        inner = JsonFormatter()
+    # Whatever the format, credentials are masked in the final text (docs/security.md).
+    handler.setFormatter(RedactingFormatter(inner, secrets=[settings["security.api_key_secret"] or ""]))
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # aiosqlite logs every statement at DEBUG; with LOG_LEVEL=debug that drowns our own
+    # records (and each telemetry flush would log itself).
+    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
 
 
 def _user_keys_exist(database: Path) -> bool:

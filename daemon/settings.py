@@ -256,6 +256,23 @@ SETTINGS: tuple[Setting, ...] = (
             "collect metrics and serve /metrics"),
     Setting("observability.enable_tracing", "ENABLE_TRACING", _parse_bool, True,
             "record traces"),
+    Setting("logging.format", "LOG_FORMAT", _choice("auto", "json", "text"), "auto",
+            "log line format: json (one object per line), text, or auto (json in logging.file, "
+            "text on stderr)"),
+    Setting("logging.max_bytes", "LOG_MAX_BYTES", _positive, 10 * 2**20,
+            "rotate logging.file at this size, in bytes (0 = never)"),
+    Setting("logging.backup_count", "LOG_BACKUP_COUNT", _positive, 3,
+            "rotated log files kept"),
+    Setting("observability.log_retention_rows", "LLMGINE_LOG_RETENTION_ROWS", _positive, 100_000,
+            "log records kept in the database for `llmgine logs` (0 = no limit)"),
+    Setting("observability.log_retention_days", "LLMGINE_LOG_RETENTION_DAYS", _positive, 7,
+            "days log records are kept in the database (0 = no limit)"),
+    Setting("observability.trace_retention_spans", "LLMGINE_TRACE_RETENTION_SPANS", _positive, 100_000,
+            "spans kept in the database (0 = no limit)"),
+    Setting("observability.trace_retention_days", "LLMGINE_TRACE_RETENTION_DAYS", _positive, 7,
+            "days spans are kept in the database (0 = no limit)"),
+    Setting("observability.otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", _parse_str, None,
+            "also export spans over OTLP/HTTP to this collector (needs the otel extra)"),
 )
 
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

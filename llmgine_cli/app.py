@@ -28,7 +28,7 @@ from llmgine_cli.client import (
     LlmgineError,
     RequestTimeout,
 )
-from llmgine_cli.commands import auth, config, daemon, sessions, system
+from llmgine_cli.commands import auth, config, daemon, observability, sessions, system
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.status import ExitStatus, describe, http_to_exit_status
 
@@ -111,6 +111,7 @@ app.add_typer(auth.app, name="auth")
 app.add_typer(config.app, name="config")
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(system.app)  # health, status, shutdown: top-level
+app.add_typer(observability.app)  # logs, log, metrics, trace, traces: top-level
 
 
 def _print_version(value: bool) -> None:

@@ -45,12 +45,18 @@ from llmgine_daemon.protocol import (
     ConfigView,
     ErrorEnvelope,
     Health,
+    LogCreate,
+    LogList,
+    LogRecord,
+    MetricsSnapshot,
     Session,
     SessionCreate,
     SessionList,
     SessionTokenCreated,
     ShutdownAccepted,
     Status,
+    TraceList,
+    TraceView,
 )
 
 from llmgine_cli.localkey import key_for, read_key
@@ -319,6 +325,40 @@ class Client:
 
     def revoke_key(self, key_id: str) -> ApiKeyInfo:
         return self._call("DELETE", f"/api/auth/keys/{_seg(key_id)}", ApiKeyInfo)
+
+    # -- observability -------------------------------------------------------------------
+
+    def logs(
+        self, *, level: str | None = None, session_id: str | None = None,
+        command_id: str | None = None, trace_id: str | None = None, since: str | None = None,
+        until: str | None = None, q: str | None = None, after: int | None = None, limit: int = 100,
+    ) -> LogList:
+        query = {"level": level, "session_id": session_id, "command_id": command_id,
+                 "trace_id": trace_id, "since": since, "until": until, "q": q, "after": after,
+                 "limit": limit}
+        return self._call("GET", "/api/observability/logs", LogList, query=query)
+
+    def post_log(
+        self, message: str, *, level: str = "info", metadata: dict[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> LogRecord:
+        body = LogCreate(message=message, level=level, metadata=metadata or {},  # type: ignore[arg-type]
+                         session_id=session_id)
+        return self._call("POST", "/api/observability/logs", LogRecord, body=body)
+
+    def metrics(self, session_id: str | None = None) -> MetricsSnapshot:
+        return self._call("GET", "/api/observability/metrics", MetricsSnapshot,
+                          query={"session_id": session_id})
+
+    def trace(self, trace_id: str) -> TraceView:
+        return self._call("GET", f"/api/observability/traces/{_seg(trace_id)}", TraceView)
+
+    def traces(
+        self, *, session_id: str | None = None, since: str | None = None,
+        status: str | None = None, limit: int = 50,
+    ) -> TraceList:
+        query = {"session_id": session_id, "since": since, "status": status, "limit": limit}
+        return self._call("GET", "/api/observability/traces", TraceList, query=query)
 
     # -- plumbing ------------------------------------------------------------------------
 

@@ -53,6 +53,16 @@ async def serve(
     return await aiohttp_client(server)
 
 
+def authorize(client: TestClient) -> TestClient:
+    """Send the local CLI key (minted at start-up) on every request of ``client``, as the CLI
+    does over TCP; for tests that build their own app with ``aiohttp_client(app)``."""
+    from llmgine_daemon.api.keys import SETTINGS
+
+    key = read_local_key(client.app[SETTINGS].paths)
+    client.session.headers["Authorization"] = f"Bearer {key}"
+    return client
+
+
 @pytest.fixture
 def make_client(
     aiohttp_client: Callable[..., Awaitable[TestClient]], make_settings: Callable[..., Settings]
@@ -69,9 +79,7 @@ def make_client(
         env.setdefault("LLMGINE_RATE_LIMIT_AUTHENTICATED", "0")
         settings = make_settings(**env)
         client = await serve(aiohttp_client, create_app(settings), settings)
-        if authenticated:
-            client.session.headers["Authorization"] = f"Bearer {read_local_key(settings.paths)}"
-        return client
+        return authorize(client) if authenticated else client
 
     return make
 
@@ -126,16 +134,15 @@ LOG_CAPTURE = Path(tempfile.gettempdir()) / f"llmgine-test-log-{os.getpid()}.txt
 
 @pytest.fixture(scope="session", autouse=True)
 def capture_all_logs() -> Any:
-    """Every record any logger emits during the run, at DEBUG, formatted with tracebacks."""
+    """Every record that reaches the root logger during the run, with tracebacks. The root's
+    level is left alone (changing it would change what other tests see); llmgine's loggers
+    run at the configured level (info in tests), third-party ones at WARNING and up."""
     handler = logging.FileHandler(LOG_CAPTURE, mode="w", encoding="utf-8")
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    previous = root.level
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
     yield LOG_CAPTURE
     root.removeHandler(handler)
-    root.setLevel(previous)
     handler.close()
     LOG_CAPTURE.unlink(missing_ok=True) if not os.environ.get("KEEP_TEST_LOG") else None

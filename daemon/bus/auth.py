@@ -16,6 +16,7 @@ tokens of an ended session), so the edge can close WebSockets opened with them.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import hmac
 import logging
@@ -206,7 +207,8 @@ class Credentials:
             except Exception as exc:  # informational only; never fail a request for it
                 log.warning("could not record last use of key %s: %s", key_id, exc)
 
-        task = loop.create_task(persist())
+        # A fresh context: this bookkeeping write is not part of the request's trace.
+        task = loop.create_task(persist(), context=contextvars.Context())
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -283,21 +285,19 @@ class Credentials:
 
     # -- session tokens ------------------------------------------------------------------
 
+    def pending_session_token(self) -> PendingToken:
+        """A token to write inside another transaction (session creation), then publish."""
+        return PendingToken(self)
+
     async def mint_session_token(self, session_id: str) -> tuple[TokenRecord, str]:
-        token_id, secret = _new_secret()
-        record = TokenRecord(token_id, session_id, digest(secret), now_iso())
+        pending = self.pending_session_token()
 
         def write(conn: sqlite3.Connection) -> None:
             require_active(conn, session_id)
-            conn.execute(
-                "INSERT INTO session_tokens (token_id, session_id, digest, created_at)"
-                " VALUES (?, ?, ?, ?)",
-                (token_id, session_id, record.digest, record.created_at),
-            )
+            pending.write(conn, session_id)
 
         await self.store.write(write)
-        self.tokens[token_id] = record
-        return record, f"{TOKEN_PREFIX}{token_id}_{secret}"
+        return pending.record, pending.publish()  # type: ignore[return-value]
 
     async def session_ended(self, session_id: str, purged: bool) -> None:
         """Session hook: its tokens die with it (and their WebSockets are closed)."""
@@ -318,3 +318,27 @@ class Credentials:
 
         await self.store.write(write)
         self._revoked(ended)
+
+
+class PendingToken:
+    """A session token being minted: ``write`` runs in a transaction, ``publish`` after it
+    committed makes the token valid (memory follows the database, never leads it)."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+        self._token_id, self._secret = _new_secret()
+        self.record: TokenRecord | None = None
+
+    def write(self, conn: sqlite3.Connection, session_id: str) -> None:
+        record = TokenRecord(self._token_id, session_id, digest(self._secret), now_iso())
+        conn.execute(
+            "INSERT INTO session_tokens (token_id, session_id, digest, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (record.token_id, session_id, record.digest, record.created_at),
+        )
+        self.record = record
+
+    def publish(self) -> str:
+        assert self.record is not None, "write() has not run"
+        self._credentials.tokens[self.record.token_id] = self.record
+        return f"{TOKEN_PREFIX}{self._token_id}_{self._secret}"

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 MASK = "********"
 _PATTERNS = (
     re.compile(r"(lg[ks]_[0-9a-f]{12}_)[A-Za-z0-9_\-]+"),
-    re.compile(r"((?i:bearer)[ =:]+)[^\s,'\"]+"),
+    re.compile(r"((?i:bearer)[ =:]+)(?!\[redacted\]|\*{8})[^\s,'\"]+"),
     re.compile(r"([?&]token=)[^&\s'\"]+"),
     re.compile(r"(llmgine\.bearer\.)[^\s,'\"]+"),
     re.compile(r"((?i:x-session-token)['\"]?[:=]\s*['\"]?)[^\s,'\"]+"),
@@ -36,12 +36,15 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 class RedactingFormatter(logging.Formatter):
-    def __init__(self, fmt: str, secrets: Iterable[str] = ()) -> None:
-        super().__init__(fmt)
+    """Wraps another formatter (text or JSON) and masks credentials in its output."""
+
+    def __init__(self, inner: logging.Formatter, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.inner = inner
         self.secrets = tuple(s for s in secrets if s)
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self.secrets)
+        return redact(self.inner.format(record), self.secrets)
 
 
 class RedactingFilter(logging.Filter):

@@ -13,7 +13,7 @@ from tests.conftest import LOG_CAPTURE
 KNOWN = ("s3cr3t-marker", "s3cret-key", "do-not-show", "test-secret-key")
 SHAPES = (
     re.compile(r"lg[ks]_[0-9a-f]{12}_[A-Za-z0-9_\-]{8,}"),  # a minted key or token, whole
-    re.compile(r"(?i)bearer\s+(?!\*{8}|realm)[^\s,'\"]{8,}"),
+    re.compile(r"(?i)bearer\s+(?!\*{8}|realm|\[redacted\])[^\s,'\"]{8,}"),
     re.compile(r"[?&]token=(?!\*{8})[^&\s'\"]{8,}"),
     re.compile(r"llmgine\.bearer\.(?!\*{8})\S{8,}"),
 )
