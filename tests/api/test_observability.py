@@ -25,6 +25,7 @@ def route_client(aiohttp_client, make_settings):
     """``await route_client(**env)``: the real app plus one route whose handler logs, the way
     bus code deep below a request would."""
     from llmgine_daemon.app import create_app
+
     from tests.conftest import authorize
 
     async def handler(request: web.Request) -> web.Response:
