@@ -71,12 +71,13 @@ def make_client(
 
     The test server gets the real daemon's server options (header limits, read timeout).
     Like the real CLI, the client sends the key llmgined minted for the local CLI, so tests
-    of other features need no credentials; ``authenticated=False`` sends none. The per-key
-    rate limit is off unless a test sets LLMGINE_RATE_LIMIT_AUTHENTICATED (security tests do).
+    of other features need no credentials; ``authenticated=False`` sends none. The per-key and
+    WebSocket rate limits are off unless a test sets them (the security tests do).
     """
 
     async def make(*, authenticated: bool = True, **env: str) -> TestClient:
         env.setdefault("LLMGINE_RATE_LIMIT_AUTHENTICATED", "0")
+        env.setdefault("LLMGINE_RATE_LIMIT_WEBSOCKET", "0")
         settings = make_settings(**env)
         client = await serve(aiohttp_client, create_app(settings), settings)
         return authorize(client) if authenticated else client
