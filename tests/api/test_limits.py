@@ -136,3 +136,16 @@ async def test_bad_identifiers_are_422(aiohttp_client, make_settings, segment):
     assert resp.status in (404, 422)
     resp = await client.get("/api/sessions", params={"session_id": "../x"}, headers=bearer(local))
     assert resp.status == 422
+
+
+
+def test_identifier_check_allows_only_a_lone_wildcard():
+    from aiohttp.test_utils import make_mocked_request
+
+    from llmgine_daemon.api.errors import ApiError
+    from llmgine_daemon.api.limits import check_identifiers
+
+    check_identifiers(make_mocked_request("DELETE", "/x/*", match_info={"type": "*"}))
+    for bad in ("a*", "**", "../x", "x\x00"):
+        with pytest.raises(ApiError):
+            check_identifiers(make_mocked_request("GET", "/x", match_info={"type": bad}))
