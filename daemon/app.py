@@ -8,17 +8,18 @@ import weakref
 from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
-from llmgine_daemon.api import auth, guard, observability, sessions, system
+from llmgine_daemon.api import auth, commands, engines, events, guard, observability, sessions, system
 from llmgine_daemon.api.errors import error_middleware
 from llmgine_daemon.api.keys import BUS, LISTENERS, OBSERVABILITY, SETTINGS, SHUTDOWN, WEBSOCKETS
 from llmgine_daemon.bus.core import Bus
+from llmgine_daemon.engines import ENGINE_TYPES
 from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import Store
 
 log = logging.getLogger("llmgine.app")
 
-ROUTE_MODULES = (system, sessions, observability, auth)
+ROUTE_MODULES = (system, sessions, commands, events, engines, observability, auth)
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -35,7 +36,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     obs.registry.gauge_callback("ws_subscribers", lambda: [({}, float(len(sockets)))])
     await obs.start()
     try:
-        bus = Bus(store)
+        bus = Bus(store, engine_types=ENGINE_TYPES)
         app[BUS] = bus
         try:
             await bus.start()

@@ -28,7 +28,7 @@ from llmgine_cli.client import (
     LlmgineError,
     RequestTimeout,
 )
-from llmgine_cli.commands import auth, config, daemon, observability, sessions, system
+from llmgine_cli.commands import auth, commands, config, daemon, engines, events, observability, sessions, system
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.status import ExitStatus, describe, http_to_exit_status
 
@@ -108,6 +108,9 @@ app = typer.Typer(
 # One line per resource; the module name matches the daemon's api/<resource>.py.
 app.add_typer(sessions.app, name="session")
 app.add_typer(auth.app, name="auth")
+app.add_typer(commands.app, name="command")
+app.add_typer(events.app, name="event")
+app.add_typer(engines.app, name="engine")
 app.add_typer(config.app, name="config")
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(system.app)  # health, status, shutdown: top-level

@@ -141,7 +141,6 @@ async def test_bad_identifiers_are_422(aiohttp_client, make_settings, segment):
 
 def test_identifier_check_allows_only_a_lone_wildcard():
     from aiohttp.test_utils import make_mocked_request
-
     from llmgine_daemon.api.errors import ApiError
     from llmgine_daemon.api.limits import check_identifiers
 
