@@ -28,7 +28,7 @@ from llmgine_cli.client import (
     LlmgineError,
     RequestTimeout,
 )
-from llmgine_cli.commands import commands, config, daemon, engines, events, observability, sessions, system
+from llmgine_cli.commands import auth, commands, config, daemon, engines, events, observability, sessions, system
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.status import ExitStatus, describe, http_to_exit_status
 
@@ -107,6 +107,7 @@ app = typer.Typer(
 
 # One line per resource; the module name matches the daemon's api/<resource>.py.
 app.add_typer(sessions.app, name="session")
+app.add_typer(auth.app, name="auth")
 app.add_typer(commands.app, name="command")
 app.add_typer(events.app, name="event")
 app.add_typer(engines.app, name="engine")
