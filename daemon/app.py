@@ -17,6 +17,7 @@ from llmgine_daemon.api import (
     guard,
     handlers,
     observability,
+    openapi,
     sessions,
     system,
     tools,
@@ -35,6 +36,7 @@ log = logging.getLogger("llmgine.app")
 
 ROUTE_MODULES = (
     system, sessions, commands, events, engines, engine_memory, tools, handlers, observability, auth,
+    openapi,
 )
 
 

@@ -139,11 +139,16 @@ def parse_iso(text: str) -> _dt.datetime:
     value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
         value = value.replace(tzinfo=_dt.UTC)
-    return value.astimezone(_dt.UTC)
+    try:
+        return value.astimezone(_dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC time: a bad value, not a crash
+        raise ValueError(f"{text!r} is out of range") from None
 
 
 def to_iso(value: _dt.datetime) -> str:
-    return value.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: %Y does not zero-pad years before 1000 ("215-02-03..."), which
+    # then fails to parse back.
+    return value.astimezone(_dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 # -- errors ------------------------------------------------------------------------------

@@ -111,7 +111,8 @@ async def list_commands(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/api/sessions/{session_id}/commands/{command_id}")
+# "batch" is the batch route, not a command id (GET .../commands/batch is 405, not a lookup).
+@routes.get("/api/sessions/{session_id}/commands/{command_id:(?!batch$)[^{}/]+}")
 async def get_command(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     command_id = path_id(request, "command_id")

@@ -17,6 +17,10 @@ from llmgine_daemon.protocol import TERMINAL_STATUSES, EngineCreate, EngineExecu
 
 routes = web.RouteTableDef()
 
+# "types" is a sibling route, not an engine id: without this, DELETE /api/engines/types would
+# reach delete_engine and OPTIONS would advertise DELETE there (Allow must list only GET).
+ENGINE = "/api/engines/{engine_id:(?!types$)[^{}/]+}"
+
 # execute answers with the finished record unless told otherwise (?wait=0 returns at once).
 EXECUTE_DEFAULT_WAIT_S = 60.0
 
@@ -44,12 +48,12 @@ async def list_engines(request: web.Request) -> web.Response:
     return json_response(await request.app[BUS].engines.list(session_id, status, limit, offset))
 
 
-@routes.get("/api/engines/{engine_id}")
+@routes.get(ENGINE)
 async def get_engine(request: web.Request) -> web.Response:
     return json_response(await request.app[BUS].engines.get(path_id(request, "engine_id")))
 
 
-@routes.delete("/api/engines/{engine_id}")
+@routes.delete(ENGINE)
 async def delete_engine(request: web.Request) -> web.Response:
     return json_response(await request.app[BUS].engines.delete(path_id(request, "engine_id")))
 

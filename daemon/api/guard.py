@@ -56,7 +56,16 @@ from llmgine_daemon.settings import Settings
 
 log = logging.getLogger("llmgine.auth")
 
-OPEN_PATHS = frozenset({"/api/health"})
+OPEN_PATHS = frozenset({"/api/health", "/docs", "/redoc"})
+# The documentation pages' HTML, scripts and styles hold no data: they open without a
+# credential and ask for one to fetch /openapi.json (which any valid credential may read,
+# a session token included: it describes the API, not anyone's data).
+OPEN_PREFIXES = ("/docs/static/",)
+ANY_SCOPE_PATHS = frozenset({"/openapi.json", *OPEN_PATHS})
+
+
+def is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 PREFLIGHT_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 _UCRED = struct.Struct("3i")
 # How often open WebSockets are checked for keys that expired while they were open.
@@ -242,7 +251,7 @@ async def _authenticate_tcp(request: web.Request, guard: Guard) -> Principal | N
     try:
         presented = presented_credential(request)
         if presented is None:
-            if request.path in OPEN_PATHS:
+            if is_open(request.path):
                 _take(request, guard, "anonymous", ip)
                 return None
             raise unauthorized(
@@ -303,7 +312,8 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     check_identifiers(request)
     if principal is not None:
         request[PRINCIPAL] = principal
-        if principal.session_id is not None and not await in_session_scope(
+        if principal.session_id is not None and request.path not in ANY_SCOPE_PATHS \
+                and not is_open(request.path) and not await in_session_scope(
             request, principal.session_id
         ):
             raise forbidden(

@@ -70,6 +70,7 @@ for prefix in (SESSION, GLOBAL):
     routes.post(f"{prefix}/commands")(register_command)
     routes.post(f"{prefix}/events")(register_event)
     routes.get(prefix)(list_handlers)
-    routes.get(f"{prefix}/{{handler_id}}")(get_handler)
+    # "commands"/"events" are the registration routes (POST), not handler ids.
+    routes.get(f"{prefix}/{{handler_id:(?!commands$|events$)[^{{}}/]+}}")(get_handler)
     routes.delete(f"{prefix}/commands/{{type}}")(delete_command)
     routes.delete(f"{prefix}/events/{{type}}")(delete_event)

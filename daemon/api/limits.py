@@ -29,7 +29,9 @@ from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.protocol import ErrorCode
 from llmgine_daemon.settings import Settings
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+# A leading "_" is allowed: command and event types may start with one (DELETE of a handler
+# for "_Internal" must be able to name it).
+_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:\-]{0,127}$")
 
 
 def runner_kwargs(settings: Settings) -> dict[str, Any]:

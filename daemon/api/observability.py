@@ -100,12 +100,12 @@ def query_time(request: web.Request, name: str) -> str | None:
     if not raw:
         return None
     match = _RELATIVE.match(raw.lower())
-    if match:
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-        return to_iso(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds))
     try:
+        if match:
+            seconds = float(match.group(1)) * _UNITS[match.group(2)]
+            return to_iso(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds))
         return to_iso(parse_iso(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "99999999999w" ago is before year 1
         raise validation_error(name, "must be an ISO 8601 time or a duration like 15m, 1h, 2d",
                                value=raw[:64]) from None
 

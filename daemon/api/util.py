@@ -13,12 +13,17 @@ from llmgine_daemon.protocol import ErrorCode
 
 T = TypeVar("T")
 
+# SQLite's INTEGER: a larger offset or cursor would overflow in the driver (a 500, not a 422).
+MAX_SQL_INT = 2**63 - 1
+
 _encoder = msgspec.json.Encoder()
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`")
 # Identifiers that reach SQL parameters or paths: UUIDs and names, nothing exotic.
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+# A leading "_" is allowed: command and event types may start with one (DELETE of a handler
+# for "_Internal" must be able to name it).
+_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:\-]{0,127}$")
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -79,12 +84,14 @@ def query_int(
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
+    if maximum is None:
+        maximum = MAX_SQL_INT
     try:
         value = int(raw)
     except ValueError:
         raise validation_error(name, "must be an integer", value=raw[:64]) from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+    if value < minimum or value > maximum:
+        bound = f"from {minimum} to {maximum}"
         raise validation_error(name, f"must be {bound}", value=value)
     return value
 
