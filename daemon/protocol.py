@@ -141,8 +141,11 @@ def parse_iso(text: str) -> _dt.datetime:
         value = value.replace(tzinfo=_dt.UTC)
     try:
         return value.astimezone(_dt.UTC)
-    except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC time: a bad value, not a crash
-        raise ValueError(f"{text!r} is out of range") from None
+    except OverflowError:
+        # 0001-01-01T00:00+01:00 is before the earliest UTC time there is: as a bound it
+        # means "since the beginning" (or "until the end").
+        edge = _dt.datetime.min if value.year == 1 else _dt.datetime.max
+        return edge.replace(tzinfo=_dt.UTC)
 
 
 def to_iso(value: _dt.datetime) -> str:

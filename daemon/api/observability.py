@@ -100,12 +100,15 @@ def query_time(request: web.Request, name: str) -> str | None:
     if not raw:
         return None
     match = _RELATIVE.match(raw.lower())
-    try:
-        if match:
-            seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if match:
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        try:
             return to_iso(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds))
+        except OverflowError:  # "99999999999w" ago is before year 1: since the beginning
+            return to_iso(dt.datetime.min.replace(tzinfo=dt.UTC))
+    try:
         return to_iso(parse_iso(raw))
-    except (ValueError, OverflowError):  # OverflowError: "99999999999w" ago is before year 1
+    except ValueError:
         raise validation_error(name, "must be an ISO 8601 time or a duration like 15m, 1h, 2d",
                                value=raw[:64]) from None
 

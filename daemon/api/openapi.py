@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+import weakref
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -640,16 +641,16 @@ def build_document(app: web.Application) -> dict[str, Any]:
     }
 
 
-OPENAPI = web.AppKey("openapi", bytes)
+# Built once per app, on first request (the routes and engine types are fixed by then).
+_DOCUMENTS: weakref.WeakKeyDictionary[web.Application, bytes] = weakref.WeakKeyDictionary()
 
 
 @routes.get("/openapi.json")
 async def openapi_json(request: web.Request) -> web.Response:
     app = request.app
-    body = app.get(OPENAPI)
+    body = _DOCUMENTS.get(app)
     if body is None:
-        body = msgspec.json.encode(build_document(app))
-        app[OPENAPI] = body
+        body = _DOCUMENTS[app] = msgspec.json.encode(build_document(app))
     return web.Response(body=body, content_type="application/json")
 
 

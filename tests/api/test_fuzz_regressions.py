@@ -1,0 +1,41 @@
+"""Bugs schemathesis found (tests/fuzz), pinned so they stay fixed."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import assert_envelope, create_session
+
+
+async def test_huge_offsets_are_422_not_500(app_client: TestClient) -> None:
+    sid = (await create_session(app_client))["session_id"]
+    for path in ("/api/sessions", f"/api/sessions/{sid}/commands", f"/api/sessions/{sid}/events"):
+        resp = await app_client.get(path, params={"offset": str(2**63)})
+        assert resp.status == 422, path
+        assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "offset"
+
+
+async def test_times_at_the_edges_are_not_500(app_client: TestClient) -> None:
+    """A bound before year 1 (or after 9999) in UTC means "from the beginning" ("to the end")."""
+    sid = (await create_session(app_client))["session_id"]
+    cases = [
+        ("/api/observability/logs", {"since": "99999999999w"}),
+        ("/api/observability/logs", {"since": "1" * 400 + "s"}),
+        ("/api/observability/traces", {"since": "0001-01-01T00:00:00+01:00"}),
+        (f"/api/sessions/{sid}/events", {"until": "9999-12-31T23:59:59-01:00"}),
+    ]
+    for path, params in cases:
+        resp = await app_client.get(path, params=params)
+        assert resp.status == 200, (path, await resp.text())
+
+
+async def test_years_before_1000_round_trip(app_client: TestClient) -> None:
+    resp = await app_client.get("/api/observability/traces", params={"since": "0215-02-03T01:59:48Z"})
+    assert resp.status == 200, await resp.text()
+
+
+async def test_handler_types_starting_with_underscore_can_be_deleted(app_client: TestClient) -> None:
+    sid = (await create_session(app_client))["session_id"]
+    resp = await app_client.delete(f"/api/sessions/{sid}/handlers/events/__main__")
+    assert resp.status == 404  # no such handler, but a valid name
+    assert_envelope(await resp.json(), "HANDLER_NOT_FOUND")

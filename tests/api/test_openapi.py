@@ -1,0 +1,117 @@
+"""GET /openapi.json, /docs, /redoc: generated, complete, valid, served offline."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp.test_utils import TestClient
+from llmgine_daemon.api.openapi import ASSETS, OPERATIONS, build_document, route_keys
+from llmgine_daemon.protocol import ERROR_STATUS
+from openapi_spec_validator import validate
+
+from tests.conftest import assert_envelope
+
+
+async def test_every_route_is_described(app_client: TestClient) -> None:
+    served = route_keys(app_client.app)
+    missing = sorted(served - OPERATIONS.keys())
+    assert not missing, f"add these routes to OPERATIONS in daemon/api/openapi.py: {missing}"
+    doc = build_document(app_client.app)
+    described = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    assert described == served
+
+
+async def test_document_is_valid_openapi_31(app_client: TestClient) -> None:
+    resp = await app_client.get("/openapi.json")
+    assert resp.status == 200
+    assert resp.content_type == "application/json"
+    doc = await resp.json()
+    validate(doc)  # raises on any violation of the OpenAPI 3.1 schema
+    assert doc["openapi"].startswith("3.1")
+    assert set(doc["components"]["securitySchemes"]) == {"bearer", "sessionToken"}
+
+
+async def test_operations_document_their_errors(app_client: TestClient) -> None:
+    doc = await (await app_client.get("/openapi.json")).json()
+    envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            errors = {s: r for s, r in op["responses"].items() if int(s) >= 400}
+            assert "500" in errors and "422" in errors, (method, path)
+            for response in errors.values():
+                assert response["content"]["application/json"]["schema"] == envelope
+                for code in response["description"].split(" | "):
+                    assert code in ERROR_STATUS, code
+            public = op.get("security") == []
+            assert ("401" in errors) != public, (method, path)
+            for param in op["parameters"]:
+                assert param["schema"], (method, path, param["name"])
+    session = doc["paths"]["/api/sessions/{session_id}"]["get"]
+    assert "SESSION_NOT_FOUND" in session["responses"]["404"]["description"]
+    create = doc["paths"]["/api/sessions/{session_id}/commands"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CommandCreate"
+    }
+    assert {"200", "202"} <= create["responses"].keys()
+
+
+async def test_protocol_rules_reach_the_schemas(app_client: TestClient) -> None:
+    doc = await (await app_client.get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    engine_type = schemas["EngineCreate"]["properties"]["engine_type"]
+    assert "DummyEngine" in engine_type["enum"]
+    assert schemas["BatchCreate"]["properties"]["commands"]["minItems"] == 1
+    assert schemas["CommandCreate"]["additionalProperties"] is False
+
+
+async def test_docs_pages_and_assets(make_client: Callable[..., Awaitable[TestClient]]) -> None:
+    """Over TCP the pages and their assets open without a credential; the document does not."""
+    client = await make_client(authenticated=False)
+    for page, script in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        resp = await client.get(page)
+        assert resp.status == 200, page
+        assert resp.content_type == "text/html"
+        html = await resp.text()
+        assert f'src="/docs/static/{script}"' in html
+        assert "https://" not in html  # nothing from a CDN
+        assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+    for name, content_type in ASSETS.items():
+        resp = await client.get(f"/docs/static/{name}")
+        assert resp.status == 200, name
+        assert resp.content_type == content_type
+        assert len(await resp.read()) > 100
+    resp = await client.get("/docs/static/README.md")
+    assert_envelope(await resp.json(), "NOT_FOUND")
+    resp = await client.get("/openapi.json")
+    assert resp.status == 401
+    assert_envelope(await resp.json(), "UNAUTHORIZED")
+
+
+async def test_session_token_may_read_the_document(
+    make_client: Callable[..., Awaitable[TestClient]],
+) -> None:
+    owner = await make_client()
+    token = (await (await owner.post("/api/sessions", json={})).json())["session_token"]
+    resp = await owner.get("/openapi.json", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 200
+
+
+async def test_over_the_unix_socket(unix_client) -> None:  # type: ignore[no-untyped-def]
+    resp = await unix_client.get("/openapi.json")
+    assert resp.status == 200
+    assert (await unix_client.get("/docs")).status == 200
+
+
+@pytest.mark.parametrize("path", ["/api/engines/types", "/api/sessions/s1/commands/batch",
+                                  "/api/handlers/commands"])
+async def test_literal_routes_are_not_ids(app_client: TestClient, path: str) -> None:
+    """Found by fuzzing: a literal segment fell through to the {id} route beside it, so
+    OPTIONS/DELETE advertised or reached the wrong handler."""
+    resp = await app_client.request("PATCH", path)
+    assert resp.status == 405
+    allowed = set(resp.headers["Allow"].split(", "))
+    doc = await (await app_client.get("/openapi.json")).json()
+    canonical = {"/api/sessions/s1/commands/batch": "/api/sessions/{session_id}/commands/batch"}
+    documented = {m.upper() for m in doc["paths"][canonical.get(path, path)]}
+    assert allowed - {"HEAD"} == documented
