@@ -12,7 +12,7 @@ async def test_huge_offsets_are_422_not_500(app_client: TestClient) -> None:
     for path in ("/api/sessions", f"/api/sessions/{sid}/commands", f"/api/sessions/{sid}/events"):
         resp = await app_client.get(path, params={"offset": str(2**63)})
         assert resp.status == 422, path
-        assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "offset"
+        assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "offset"
 
 
 async def test_times_at_the_edges_are_not_500(app_client: TestClient) -> None:
