@@ -10,26 +10,19 @@ Where the daemon is (first match wins):
      (or the configured TCP address when the config says ``server.no_socket``)
 Only the default may be auto-started by the CLI; an explicit URL names someone else's daemon.
 
-Exceptions (callers catch the root; the CLI maps each leaf to an exit code):
-
-    LlmgineError
-     ├── InvalidURL                  the URL is not unix:///path or http://host:port
-     ├── TransportError              no HTTP answer came back
-     │    ├── DaemonUnreachable      nothing listens there (no socket, refused, connection lost)
-     │    └── RequestTimeout         connected, but no answer in time
-     ├── ApiError                    the daemon answered with the error envelope (4xx/5xx)
-     ├── ProtocolError               the answer is not what the protocol says
-     └── DaemonError                 `llmgine daemon start/stop` (or auto-start) failed
-          └── DaemonTimeout          the daemon did not come up (or go away) in time
+Exceptions: ``llmgine_cli.errors`` (re-exported here), one class per API error code under
+``ApiError``, all under ``LlmgineError``; the tree is drawn in that module's docstring.
 """
 
 from __future__ import annotations
 
 import http.client
+import inspect
 import os
 import socket
+import textwrap
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -37,6 +30,7 @@ import msgspec
 from llmgine_daemon import __version__
 from llmgine_daemon.protocol import (
     REQUEST_ID_HEADER,
+    TERMINAL_STATUSES,
     VERSION_HEADER,
     ApiKeyCreate,
     ApiKeyCreated,
@@ -44,14 +38,20 @@ from llmgine_daemon.protocol import (
     ApiKeyList,
     Batch,
     Command,
+    CommandHandlerCreate,
     CommandList,
     ConfigView,
     Engine,
     EngineList,
+    EngineMessageList,
+    EngineReset,
     EngineTypeList,
     ErrorEnvelope,
     Event,
+    EventHandlerCreate,
     EventList,
+    Handler,
+    HandlerList,
     Health,
     LogCreate,
     LogList,
@@ -63,10 +63,28 @@ from llmgine_daemon.protocol import (
     SessionTokenCreated,
     ShutdownAccepted,
     Status,
+    Tool,
+    ToolCreate,
+    ToolExecute,
+    ToolList,
+    ToolResult,
     TraceList,
     TraceView,
 )
 
+from llmgine_cli.errors import (  # noqa: F401  (re-exported: the client's public names)
+    ApiError,
+    DaemonError,
+    DaemonTimeout,
+    DaemonUnreachable,
+    InvalidURL,
+    LlmgineError,
+    ProtocolError,
+    RequestTimeout,
+    TransportError,
+    api_error,
+    command_error,
+)
 from llmgine_cli.localkey import key_for, read_key
 
 T = TypeVar("T")
@@ -74,63 +92,8 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_TCP_PORT = 8000
 USER_AGENT = f"llmgine-cli/{__version__}"
-
-
-# -- exceptions --------------------------------------------------------------------------
-
-
-class LlmgineError(Exception):
-    """Root of every error the client (and the CLI built on it) raises on purpose."""
-
-
-class InvalidURL(LlmgineError):
-    pass
-
-
-class TransportError(LlmgineError):
-    def __init__(self, message: str, url: str) -> None:
-        super().__init__(message)
-        self.url = url
-
-
-class DaemonUnreachable(TransportError):
-    def __init__(self, message: str, url: str, *, before_send: bool) -> None:
-        super().__init__(message, url)
-        # True when the request never left this process, so retrying cannot repeat a write.
-        self.before_send = before_send
-
-
-class RequestTimeout(TransportError):
-    pass
-
-
-class ApiError(LlmgineError):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        details: dict[str, Any] | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details or {}
-        self.request_id = request_id
-
-
-class ProtocolError(LlmgineError):
-    pass
-
-
-class DaemonError(LlmgineError):
-    pass
-
-
-class DaemonTimeout(DaemonError):
-    pass
+# Each long poll asks the daemon to hold the answer this long (execute() polls until done).
+LONG_POLL_S = 25.0
 
 
 # -- where the daemon is -----------------------------------------------------------------
@@ -308,8 +271,7 @@ class Client:
     def delete_session(self, session_id: str, *, purge: bool = False) -> Session | None:
         path = f"/api/sessions/{_seg(session_id)}"
         if purge:
-            self._request("DELETE", path, query={"purge": "true"})
-            return None
+            return self._call("DELETE", path, None, query={"purge": "true"})
         return self._call("DELETE", path, Session)
 
     def create_session_token(self, session_id: str) -> SessionTokenCreated:
@@ -459,21 +421,143 @@ class Client:
         query = {"session_id": session_id, "since": since, "status": status, "limit": limit}
         return self._call("GET", "/api/observability/traces", TraceList, query=query)
 
+    # -- engine conversations (api/engine_memory.py) -------------------------------------
+
+    def engine_messages(self, engine_id: str, *, limit: int = 100, offset: int = 0) -> EngineMessageList:
+        return self._call("GET", f"/api/engines/{_seg(engine_id)}/messages", EngineMessageList,
+                          query={"limit": limit, "offset": offset})
+
+    def reset_engine(self, engine_id: str) -> EngineReset:
+        return self._call("POST", f"/api/engines/{_seg(engine_id)}/reset", EngineReset, body={})
+
+    # -- tools (api/tools.py) ------------------------------------------------------------------
+    # ``function`` is Python source, or a function whose source is sent (inspect.getsource).
+
+    def register_tool(
+        self, session_id: SessionRef, function: Callable[..., Any] | str, *, name: str | None = None,
+        description: str | None = None, parameters: dict[str, Any] | None = None,
+        timeout: float | None = None, replace: bool = False,
+    ) -> Tool:
+        source, fname = _source(function)
+        body = ToolCreate(name=name or fname or "", function_code=source, description=description,
+                          parameters=parameters, timeout=timeout)
+        return self._call("POST", f"/api/sessions/{_sid(session_id)}/tools", Tool, body=body,
+                          query={"replace": "true"} if replace else None)
+
+    def list_tools(self, session_id: SessionRef) -> ToolList:
+        return self._call("GET", f"/api/sessions/{_sid(session_id)}/tools", ToolList)
+
+    def get_tool(self, session_id: SessionRef, name: str) -> Tool:
+        return self._call("GET", f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}", Tool)
+
+    def delete_tool(self, session_id: SessionRef, name: str) -> None:
+        return self._call("DELETE", f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}", None)
+
+    def execute_tool(
+        self, session_id: SessionRef, name: str, arguments: dict[str, Any] | None = None,
+        *, timeout: float | None = None,
+    ) -> ToolResult:
+        path = f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}/execute"
+        body = ToolExecute(arguments=arguments or {}, timeout=timeout)
+        return self._call("POST", path, ToolResult, body=body, wait=timeout or 0)
+
+    # -- handlers (api/handlers.py); session None = global (every session) ------------------
+
+    def register_command_handler(
+        self, session_id: SessionRef | None, command_type: str, handler: Callable[..., Any] | str,
+        *, timeout: float | None = None,
+    ) -> Handler:
+        """The bus's ``register_command_handler(CommandType, handler, session_id)``, over the
+        API: the function's source is sent and runs in the daemon's sandbox."""
+        body = CommandHandlerCreate(command_type=command_type, handler_function=_source(handler)[0],
+                                    timeout=timeout)
+        return self._call("POST", f"{_handlers(session_id)}/commands", Handler, body=body)
+
+    def register_event_handler(
+        self, session_id: SessionRef | None, event_type: str, handler: Callable[..., Any] | str,
+        *, priority: int = 100, timeout: float | None = None,
+    ) -> Handler:
+        body = EventHandlerCreate(event_type=event_type, handler_function=_source(handler)[0],
+                                  priority=priority, timeout=timeout)
+        return self._call("POST", f"{_handlers(session_id)}/events", Handler, body=body)
+
+    def list_handlers(self, session_id: SessionRef | None = None, *, kind: str | None = None) -> HandlerList:
+        return self._call("GET", _handlers(session_id), HandlerList, query={"kind": kind})
+
+    def get_handler(self, session_id: SessionRef | None, handler_id: str) -> Handler:
+        return self._call("GET", f"{_handlers(session_id)}/{_seg(handler_id)}", Handler)
+
+    def delete_command_handler(self, session_id: SessionRef | None, command_type: str) -> None:
+        return self._call("DELETE", f"{_handlers(session_id)}/commands/{_seg(command_type)}", None)
+
+    def delete_event_handler(self, session_id: SessionRef | None, event_type: str) -> None:
+        return self._call("DELETE", f"{_handlers(session_id)}/events/{_seg(event_type)}", None)
+
+    # -- the API itself ----------------------------------------------------------------------
+
+    def openapi(self) -> dict[str, Any]:
+        return self._call("GET", "/openapi.json", dict)
+
+    def prometheus_metrics(self) -> str:
+        return self._call("GET", "/metrics", bytes).decode()
+
+    # -- the message bus, the way bus.py spelled it --------------------------------------------
+
+    def publish(self, session_id: SessionRef, event_type: str, /, **data: Any) -> Event:
+        """``bus.publish(Event(**data))``: publish ``event_type`` with ``data``."""
+        return self.publish_event(_sid(session_id), event_type, data, {})
+
+    def execute(self, session_id: SessionRef, command_type: str, /, **parameters: Any) -> Any:
+        """``await bus.execute(Command(**parameters))``: run it and return its result.
+
+        Waits as long as the command runs (its own timeout bounds it); a command that fails,
+        times out or is cancelled raises the error code's class (CommandFailed, ProviderError,
+        ...) with the record in ``.command``. For priority, timeout or not waiting, use
+        ``submit_command``.
+        """
+        record = self.submit_command(_sid(session_id), command_type, parameters, {}, wait=LONG_POLL_S)
+        while record.status not in TERMINAL_STATUSES:
+            record = self.get_command(record.session_id, record.command_id, wait=LONG_POLL_S)
+        return _outcome(record)
+
+    def events(
+        self, session_id: SessionRef | None = None, *, event_types: Sequence[str] = (),
+        since: int | str | None = None, reconnect: bool = True, poll_interval: float = 0.5,
+    ) -> Iterator[Event]:
+        """Events as they happen, in seq order, forever (break out of the loop to stop).
+
+        Resumes from the last seq it handed out: across dropped connections and daemon
+        restarts nothing is missed or repeated. ``since``: a seq to start after (0: the whole
+        log), else only new events. See ``llmgine_cli.follow``.
+        """
+        from llmgine_cli.follow import follow
+
+        return follow(self, session_id and _sid(session_id), event_types=event_types, since=since,
+                      reconnect=reconnect, poll_interval=poll_interval)
+
     # -- plumbing ------------------------------------------------------------------------
 
     def _call(
         self,
         method: str,
         path: str,
-        type_: type[T],
+        type_: Any,
         *,
         query: Mapping[str, Any] | None = None,
         body: Any = None,
         wait: float = 0,
         idempotency_key: str | None = None,
-    ) -> T:
+    ) -> Any:
+        """One request; the answer decoded as ``type_`` (None: no body, bytes: as is)."""
         data = self._request(method, path, query=query, body=body, wait=wait,
                              idempotency_key=idempotency_key)
+        return self._decode(method, path, type_, data)
+
+    def _decode(self, method: str, path: str, type_: Any, data: bytes) -> Any:
+        if type_ is None:
+            return None
+        if type_ is bytes:
+            return data
         try:
             return msgspec.json.decode(data, type=type_)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -518,12 +602,7 @@ class Client:
         self, method: str, path: str, payload: bytes | None, timeout: float | None = None,
         extra_headers: Mapping[str, str] | None = None,
     ) -> bytes:
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(extra_headers or {})}
-        if payload is not None:
-            headers["Content-Type"] = "application/json"
-        api_key = self.api_key or self._local_key()
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
+        headers = self._headers(payload, extra_headers)
         conn = self._connection(timeout)
         try:
             try:
@@ -551,9 +630,22 @@ class Client:
                 ) from None
         finally:
             conn.close()
-        self._check_version(resp.getheader(VERSION_HEADER))
-        if resp.status >= 400:
-            raise _api_error(resp.status, resp.reason, data, resp.getheader(REQUEST_ID_HEADER))
+        return self._finish(resp.status, resp.reason, resp.getheader, data)
+
+    def _headers(self, payload: bytes | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(extra or {})}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        api_key = self.api_key or self._local_key()
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        return headers
+
+    def _finish(self, status: int, reason: str, header: Callable[[str], str | None], data: bytes) -> bytes:
+        """What every transport does with an answer: note the version, raise the error."""
+        self._check_version(header(VERSION_HEADER))
+        if status >= 400:
+            raise _api_error(status, reason, data, header(REQUEST_ID_HEADER))
         return data
 
     def _local_key(self) -> str | None:
@@ -574,6 +666,33 @@ class Client:
             self.on_version_mismatch(version)
 
 
+SessionRef = Any  # a session id, or anything with a ``session_id`` (Session, Command, ...)
+
+
+def _sid(session: SessionRef) -> str:
+    return _seg(session if isinstance(session, str) else session.session_id)
+
+
+def _handlers(session: SessionRef | None) -> str:
+    return "/api/handlers" if session is None else f"/api/sessions/{_sid(session)}/handlers"
+
+
+def _source(function: Callable[..., Any] | str) -> tuple[str, str | None]:
+    """(source, name): a function's own source (dedented; decorators kept), or the text."""
+    if isinstance(function, str):
+        return function, None
+    try:
+        return textwrap.dedent(inspect.getsource(function)), function.__name__
+    except (OSError, TypeError) as exc:
+        raise LlmgineError(f"cannot send {function!r}: its source is not available ({exc})") from None
+
+
+def _outcome(record: Command) -> Any:
+    if record.status == "completed":
+        return record.result
+    raise command_error(record)
+
+
 def _wait(seconds: float) -> dict[str, str]:
     return {"wait": f"{seconds:g}"} if seconds > 0 else {}
 
@@ -588,8 +707,8 @@ def _api_error(status: int, reason: str, data: bytes, request_id: str | None) ->
         env = msgspec.json.decode(data, type=ErrorEnvelope)
     except (msgspec.DecodeError, msgspec.ValidationError):
         # Not our envelope (a proxy, or something else on that port): keep what we know.
-        return ApiError(status, f"HTTP_{status}", reason or "error", {}, request_id)
-    return ApiError(
+        return api_error(status, f"HTTP_{status}", reason or "error", {}, request_id)
+    return api_error(
         status, env.error.code, env.error.message, env.error.details,
         env.request_id or request_id,
     )

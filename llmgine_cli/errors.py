@@ -1,0 +1,345 @@
+"""Every exception the client library (and the CLI built on it) raises on purpose.
+
+Callers catch the root, or exactly what they can handle. ``ApiError`` and below mean the
+daemon answered with the error envelope; there is one class per ``error.code``
+(``llmgine_daemon.protocol.ErrorCode``), grouped by what a caller does about it::
+
+    LlmgineError
+     ├── InvalidURL                  the URL is not unix:///path or http://host:port
+     ├── TransportError              no HTTP answer came back
+     │    ├── DaemonUnreachable      nothing listens there (no socket, refused, connection lost)
+     │    └── RequestTimeout         connected, but no answer in time
+     ├── ProtocolError               the answer is not what the protocol says
+     ├── DaemonError                 `llmgine daemon start/stop` (or auto-start) failed
+     │    └── DaemonTimeout          the daemon did not come up (or go away) in time
+     └── ApiError                    the daemon answered 4xx/5xx (status, code, message, details)
+          ├── BadRequest             ValidationError, InvalidJson, UnsupportedMediaType,
+          │                          PayloadTooLarge, MethodNotAllowed, IdempotencyKeyReused,
+          │                          RequestBodyTimeout
+          ├── AuthError              Unauthorized, Forbidden
+          ├── NotFound               (NOT_FOUND: no such endpoint) SessionNotFound,
+          │                          EngineNotFound, CommandNotFound, EventNotFound,
+          │                          ToolNotFound, HandlerNotFound, KeyNotFound
+          ├── Conflict               (CONFLICT) SessionClosed, LimitReached
+          ├── RateLimited            429; ``retry_after`` seconds
+          ├── ServerError            InternalError, ShuttingDown, StorageBusy,
+          │                          InsufficientStorage, SandboxUnavailable
+          ├── CommandFailed          a command ended without a result (Client.execute):
+          │                          CommandExecutionFailed, CommandTimeout,
+          │                          CommandCancelled, CommandInterrupted
+          └── ProviderError          an LLM provider failed: ProviderAuthFailed,
+                                     ProviderRateLimited, ProviderUnavailable, ProviderTimeout,
+                                     ProviderBadResponse, ProviderBadRequest
+
+``api_error(status, code, ...)`` builds the right class for a code; an unknown code (a newer
+daemon) becomes the group of its status, else plain ``ApiError``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from llmgine_daemon.protocol import ERROR_STATUS, ErrorCode
+
+if TYPE_CHECKING:
+    from llmgine_daemon.protocol import Command
+
+
+class LlmgineError(Exception):
+    """Root of every error the client (and the CLI built on it) raises on purpose."""
+
+
+class InvalidURL(LlmgineError):
+    pass
+
+
+class TransportError(LlmgineError):
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class DaemonUnreachable(TransportError):
+    def __init__(self, message: str, url: str, *, before_send: bool) -> None:
+        super().__init__(message, url)
+        # True when the request never left this process, so retrying cannot repeat a write.
+        self.before_send = before_send
+
+
+class RequestTimeout(TransportError):
+    pass
+
+
+class ProtocolError(LlmgineError):
+    pass
+
+
+class DaemonError(LlmgineError):
+    pass
+
+
+class DaemonTimeout(DaemonError):
+    pass
+
+
+class ApiError(LlmgineError):
+    """The daemon's error envelope. ``command`` is set when a command ended this way."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        *,
+        command: Command | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.request_id = request_id
+        self.command = command
+
+
+# -- groups ------------------------------------------------------------------------------
+
+
+class BadRequest(ApiError):
+    pass
+
+
+class AuthError(ApiError):
+    pass
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    pass
+
+
+class RateLimited(ApiError):
+    @property
+    def retry_after(self) -> float | None:
+        value = self.details.get("retry_after")
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+class ServerError(ApiError):
+    pass
+
+
+class CommandFailed(ApiError):
+    pass
+
+
+class ProviderError(ApiError):
+    pass
+
+
+# -- one class per code ------------------------------------------------------------------
+
+
+class ValidationError(BadRequest):
+    pass
+
+
+class InvalidJson(BadRequest):
+    pass
+
+
+class UnsupportedMediaType(BadRequest):
+    pass
+
+
+class PayloadTooLarge(BadRequest):
+    pass
+
+
+class MethodNotAllowed(BadRequest):
+    pass
+
+
+class IdempotencyKeyReused(BadRequest):
+    pass
+
+
+class RequestBodyTimeout(BadRequest):
+    """408 REQUEST_TIMEOUT: the daemon did not receive the request body in time."""
+
+
+class Unauthorized(AuthError):
+    pass
+
+
+class Forbidden(AuthError):
+    pass
+
+
+class SessionNotFound(NotFound):
+    pass
+
+
+class EngineNotFound(NotFound):
+    pass
+
+
+class CommandNotFound(NotFound):
+    pass
+
+
+class EventNotFound(NotFound):
+    pass
+
+
+class ToolNotFound(NotFound):
+    pass
+
+
+class HandlerNotFound(NotFound):
+    pass
+
+
+class KeyNotFound(NotFound):
+    pass
+
+
+class SessionClosed(Conflict):
+    pass
+
+
+class LimitReached(Conflict):
+    pass
+
+
+class InternalError(ServerError):
+    pass
+
+
+class ShuttingDown(ServerError):
+    pass
+
+
+class StorageBusy(ServerError):
+    pass
+
+
+class InsufficientStorage(ServerError):
+    pass
+
+
+class SandboxUnavailable(ServerError):
+    pass
+
+
+class CommandExecutionFailed(CommandFailed):
+    pass
+
+
+class CommandTimeout(CommandFailed):
+    pass
+
+
+class CommandCancelled(CommandFailed):
+    pass
+
+
+class CommandInterrupted(CommandFailed):
+    pass
+
+
+class ProviderAuthFailed(ProviderError):
+    pass
+
+
+class ProviderRateLimited(ProviderError):
+    pass
+
+
+class ProviderUnavailable(ProviderError):
+    pass
+
+
+class ProviderTimeout(ProviderError):
+    pass
+
+
+class ProviderBadResponse(ProviderError):
+    pass
+
+
+class ProviderBadRequest(ProviderError):
+    pass
+
+
+E = ErrorCode
+BY_CODE: dict[str, type[ApiError]] = {
+    E.VALIDATION_ERROR: ValidationError,
+    E.INVALID_JSON: InvalidJson,
+    E.UNSUPPORTED_MEDIA_TYPE: UnsupportedMediaType,
+    E.PAYLOAD_TOO_LARGE: PayloadTooLarge,
+    E.METHOD_NOT_ALLOWED: MethodNotAllowed,
+    E.IDEMPOTENCY_KEY_REUSED: IdempotencyKeyReused,
+    E.REQUEST_TIMEOUT: RequestBodyTimeout,
+    E.UNAUTHORIZED: Unauthorized,
+    E.FORBIDDEN: Forbidden,
+    E.NOT_FOUND: NotFound,
+    E.SESSION_NOT_FOUND: SessionNotFound,
+    E.ENGINE_NOT_FOUND: EngineNotFound,
+    E.COMMAND_NOT_FOUND: CommandNotFound,
+    E.EVENT_NOT_FOUND: EventNotFound,
+    E.TOOL_NOT_FOUND: ToolNotFound,
+    E.HANDLER_NOT_FOUND: HandlerNotFound,
+    E.KEY_NOT_FOUND: KeyNotFound,
+    E.CONFLICT: Conflict,
+    E.SESSION_CLOSED: SessionClosed,
+    E.LIMIT_REACHED: LimitReached,
+    E.RATE_LIMITED: RateLimited,
+    E.INTERNAL_ERROR: InternalError,
+    E.SHUTTING_DOWN: ShuttingDown,
+    E.STORAGE_BUSY: StorageBusy,
+    E.INSUFFICIENT_STORAGE: InsufficientStorage,
+    E.SANDBOX_UNAVAILABLE: SandboxUnavailable,
+    E.COMMAND_EXECUTION_FAILED: CommandExecutionFailed,
+    E.COMMAND_TIMEOUT: CommandTimeout,
+    E.COMMAND_CANCELLED: CommandCancelled,
+    E.COMMAND_INTERRUPTED: CommandInterrupted,
+    E.PROVIDER_AUTH_FAILED: ProviderAuthFailed,
+    E.PROVIDER_RATE_LIMITED: ProviderRateLimited,
+    E.PROVIDER_UNAVAILABLE: ProviderUnavailable,
+    E.PROVIDER_TIMEOUT: ProviderTimeout,
+    E.PROVIDER_BAD_RESPONSE: ProviderBadResponse,
+    E.PROVIDER_BAD_REQUEST: ProviderBadRequest,
+}
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest, 401: AuthError, 403: AuthError, 404: NotFound, 405: BadRequest,
+    408: BadRequest, 409: Conflict, 413: BadRequest, 415: BadRequest, 422: BadRequest,
+    429: RateLimited,
+}
+
+
+def api_error(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None,
+    request_id: str | None = None, *, command: Command | None = None,
+) -> ApiError:
+    cls = BY_CODE.get(code) or _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
+    return cls(status, code, message, details, request_id, command=command)
+
+
+def command_error(command: Command) -> ApiError:
+    """The exception for a command that ended without a result (failed, timed out, ...)."""
+    error = command.error
+    code = error.code if error is not None else {
+        "timed_out": E.COMMAND_TIMEOUT, "cancelled": E.COMMAND_CANCELLED,
+        "interrupted": E.COMMAND_INTERRUPTED,
+    }.get(command.status, E.COMMAND_EXECUTION_FAILED)
+    message = error.message if error is not None else f"command {command.status}"
+    details = error.details if error is not None else {}
+    # A handler may fail with any code (TOOL_NOT_FOUND from a nested call, ...): the code's
+    # own class is raised, with the command record attached.
+    return api_error(ERROR_STATUS.get(code, 500), code, message, details, command=command)
