@@ -18,6 +18,7 @@ from llmgine_daemon.bus.codec import dumps, loads
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import fetch_session, require_active
+from llmgine_daemon.observability import tracing
 from llmgine_daemon.protocol import CallErrorCode, ErrorCode, Tool, ToolResult, now_iso
 from llmgine_daemon.sandbox.pool import CallContext, CallOutcome
 
@@ -172,10 +173,15 @@ class Tools:
                            {"field": exc.field, "issue": exc.issue}) from None
         context = CallContext(session_id=session_id, kind="tool", name=name, depth=depth)
         assert tool.function_code is not None
-        outcome = await self.bus.sandbox_pool().run(
-            "tool", tool.function_code, name, arguments, context=context,
-            deadline=timeout or tool.timeout,
-        )
+        with tracing.span("tool.call", session_id=session_id, tool=name, call_id=context.call_id,
+                          source=source, depth=depth) as span:
+            outcome = await self.bus.sandbox_pool().run(
+                "tool", tool.function_code, name, arguments, context=context,
+                deadline=timeout or tool.timeout,
+            )
+            if not outcome.ok:
+                error = outcome.error or {}
+                span.fail(f"{error.get('code')}: {error.get('message')}")
         result = ToolResult(
             call_id=context.call_id, tool_name=name, arguments=arguments,
             result=outcome.result if outcome.ok else None, error=outcome.error,
