@@ -47,6 +47,13 @@ def tool_not_found(session_id: str, name: str) -> BusError:
     )
 
 
+def check_name(name: str) -> None:
+    if not NAME.match(name) or keyword.iskeyword(name):
+        raise BusError(ErrorCode.VALIDATION_ERROR, f"invalid tool name {name[:80]!r}",
+                       {"field": "name", "issue": "must be a Python identifier of at most 64 "
+                        "characters"})
+
+
 def check_code(code: str, field: str) -> None:
     if not code.strip():
         raise BusError(ErrorCode.VALIDATION_ERROR, f"{field} is empty",
@@ -80,13 +87,13 @@ class Tools:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    async def register(self, session_id: str, name: str, function_code: str,
+    async def register(self, session_id: str, name: str | None, function_code: str,
                        description: str | None, parameters: dict[str, Any] | None,
                        timeout: float | None, replace: bool = False) -> Tool:
-        if not NAME.match(name) or keyword.iskeyword(name):
-            raise BusError(ErrorCode.VALIDATION_ERROR, f"invalid tool name {name[:80]!r}",
-                           {"field": "name", "issue": "must be a Python identifier of at most 64 "
-                            "characters"})
+        """Without ``name`` the tool is the last function the code defines (the sandbox finds
+        it: the daemon never parses user code)."""
+        if name is not None:
+            check_name(name)
         check_code(function_code, "function_code")
         check_timeout(timeout)
         # Fail fast on a missing/closed session before spending a worker on the code.
@@ -95,6 +102,9 @@ class Tools:
         if not outcome.ok:
             raise code_rejected(outcome, "function_code")
         info = outcome.result
+        if name is None:
+            name = str(info["function"])
+            check_name(name)
         try:
             schema = jsonschema.normalise(parameters, info["parameters"])
             jsonschema.check_schema(schema)
