@@ -6,6 +6,7 @@ import asyncio
 import weakref
 
 from aiohttp import web
+from llmgine_daemon.bus.auth import Credentials
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.engines.runtime import LLMRuntime
 from llmgine_daemon.observability.core import Observability
@@ -23,3 +24,5 @@ SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 # LLM engines' providers (HTTP connection pool) and conversation memory.
 LLM = web.AppKey("llm", LLMRuntime)
+# API keys and session tokens (bus/auth.py); the guard's own state is api/guard.GUARD.
+CREDENTIALS = web.AppKey("credentials", Credentials)
