@@ -32,7 +32,7 @@ class UserCodeError(Exception):
         details = error.get("details") or {}
         self.reason: str = error.get("code") or "EXECUTION_FAILED"
         raised = "type" in details
-        self.exception_type: str = details.get("type") if raised else self.reason
+        self.exception_type: str = str(details["type"]) if raised else self.reason
         self.user_message: str = details.get("message", "") if raised else (error.get("message") or "")
         self.user_traceback: str | None = details.get("traceback")
         self.output = output

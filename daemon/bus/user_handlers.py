@@ -16,6 +16,7 @@ this module is the ``/api/.../handlers`` resource: persistence, dispatch, scopes
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextvars
 import logging
 import sqlite3
@@ -279,7 +280,7 @@ class UserHandlers:
     def note_depth(self, event_id: str, depth: int) -> None:
         self._depths[event_id] = depth
 
-    def _matching(self, event: Event) -> list[HandlerRow]:
+    def _matching(self, event: Event) -> builtins.list[HandlerRow]:
         rows = [
             r for r in self._rows.values()
             if r.kind == "event" and (r.type == event.event_type or r.type == "*")

@@ -269,8 +269,9 @@ class SandboxPool:
         outcome = await self._run(run, context)
         if not outcome.ok:
             self.stats["failed"] += 1
-        code = (outcome.error or {}).get("code")
-        metrics.inc("sandbox_calls_total", kind=kind, outcome=_OUTCOMES.get(code, "error") if code else "ok")
+        failure = (outcome.error or {}).get("code")
+        metrics.inc("sandbox_calls_total", kind=kind,
+                    outcome="ok" if outcome.ok else _OUTCOMES.get(str(failure), "error"))
         metrics.observe("sandbox_call_duration_seconds", outcome.duration_ms / 1000.0, kind=kind)
         return outcome
 

@@ -243,3 +243,20 @@ async def test_bus_execute_from_a_tool_called_by_a_handler(app_client):
     record = await run(app_client, sid, "Outer")
     assert record["status"] == "completed", record
     assert record["result"] == ["Lin", "Lin!"]
+
+
+async def test_a_nested_command_ends_with_its_parent(app_client):
+    sid = (await create_session(app_client))["session_id"]
+    await add_command_handler(app_client, sid, "Spin", "def spin(c):\n    while True:\n        pass\n")
+    await add_command_handler(app_client, sid, "Outer", '''
+        async def outer(command):
+            return await bus.execute("Spin", {})
+    ''')
+    record = await run(app_client, sid, "Outer", metadata={"timeout": 0.5})
+    assert record["status"] == "timed_out", record
+    [inner] = await commands_of(app_client, sid, "Spin")
+    assert inner["status"] == "cancelled" and inner["error"]["code"] == "COMMAND_CANCELLED"
+    assert "ended first" in inner["error"]["message"]
+    # Nothing is left running: the session takes the next command.
+    await add_command_handler(app_client, sid, "Greet", GREET)
+    assert (await run(app_client, sid, "Greet", {"name": "next"}))["status"] == "completed"
