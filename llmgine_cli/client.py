@@ -23,7 +23,6 @@ import socket
 import textwrap
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
@@ -38,7 +37,6 @@ from llmgine_daemon.protocol import (
     ApiKeyList,
     Batch,
     Command,
-    CommandHandlerCreate,
     CommandList,
     ConfigView,
     Engine,
@@ -48,7 +46,6 @@ from llmgine_daemon.protocol import (
     EngineTypeList,
     ErrorEnvelope,
     Event,
-    EventHandlerCreate,
     EventList,
     Handler,
     HandlerList,
@@ -64,8 +61,6 @@ from llmgine_daemon.protocol import (
     ShutdownAccepted,
     Status,
     Tool,
-    ToolCreate,
-    ToolExecute,
     ToolList,
     ToolResult,
     TraceList,
@@ -86,100 +81,21 @@ from llmgine_cli.errors import (  # noqa: F401  (re-exported: the client's publi
     command_error,
 )
 from llmgine_cli.localkey import key_for, read_key
+from llmgine_cli.target import (  # noqa: F401  (re-exported)
+    DEFAULT_TCP_PORT,
+    Target,
+    connect_host,
+    default_target,
+    parse_url,
+    resolve_target,
+)
 
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 30.0
-DEFAULT_TCP_PORT = 8000
 USER_AGENT = f"llmgine-cli/{__version__}"
 # Each long poll asks the daemon to hold the answer this long (execute() polls until done).
 LONG_POLL_S = 25.0
-
-
-# -- where the daemon is -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """A parsed daemon address."""
-
-    url: str
-    socket_path: str | None = None
-    host: str | None = None
-    port: int | None = None
-    # Found by default resolution (no --url, no LLMGINE_URL): the CLI may auto-start it.
-    is_default: bool = False
-    # The local config's API key, used only for the default TCP target (same user, same file).
-    config_api_key: str | None = None
-    # The key file llmgined writes for the local CLI (read at each request, so a daemon
-    # auto-started after this target was resolved is reachable too). Only set for the local
-    # daemon's own address: the key is never offered to a daemon named by --url.
-    local_key_file: str | None = None
-
-    @property
-    def is_unix(self) -> bool:
-        return self.socket_path is not None
-
-
-def parse_url(url: str, *, is_default: bool = False) -> Target:
-    text = url.strip()
-    if text.startswith("unix://"):
-        path = text[len("unix://"):]
-        if not path.startswith("/"):
-            raise InvalidURL(f"invalid URL {url!r}: use unix:///absolute/path")
-        return Target(f"unix://{path}", socket_path=path, is_default=is_default)
-    if text.startswith("/"):  # a bare socket path is unambiguous; accept it
-        return Target(f"unix://{text}", socket_path=text, is_default=is_default)
-    parts = urllib.parse.urlsplit(text)
-    if parts.scheme != "http" or not parts.hostname:
-        raise InvalidURL(f"invalid URL {url!r}: use unix:///path or http://host:port")
-    try:
-        port = parts.port or DEFAULT_TCP_PORT
-    except ValueError:
-        raise InvalidURL(f"invalid URL {url!r}: bad port") from None
-    host = parts.hostname
-    shown = f"[{host}]" if ":" in host else host
-    return Target(f"http://{shown}:{port}", host=host, port=port, is_default=is_default)
-
-
-def default_target(env: Mapping[str, str] | None = None) -> Target:
-    """The daemon this user gets without --url: what a bare `llmgined` would listen on."""
-    from llmgine_daemon.settings import ConfigError, get_paths, load_settings
-
-    env = os.environ if env is None else env
-    try:
-        settings = load_settings(env=env)
-    except ConfigError:
-        # A broken config must not stop `llmgine config set` from fixing it, nor hide the
-        # daemon's own error message (auto-start shows it).
-        return Target(f"unix://{get_paths(env).socket}", socket_path=str(get_paths(env).socket),
-                      is_default=True)
-    path = settings.socket_path
-    if path is not None:
-        return Target(f"unix://{path}", socket_path=str(path), is_default=True)
-    host = connect_host(settings.host)
-    target = parse_url(f"http://{host}:{settings.port}", is_default=True)
-    return Target(target.url, host=target.host, port=target.port, is_default=True,
-                  config_api_key=settings["security.api_key_secret"],
-                  local_key_file=str(settings.paths.local_key))
-
-
-def connect_host(bind_host: str) -> str:
-    """Where to connect to reach a daemon bound to ``bind_host`` (wildcards mean loopback)."""
-    if bind_host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if bind_host == "::":
-        return "[::1]"
-    return f"[{bind_host}]" if ":" in bind_host else bind_host
-
-
-def resolve_target(url: str | None = None, env: Mapping[str, str] | None = None) -> Target:
-    env = os.environ if env is None else env
-    if url:
-        return parse_url(url)
-    if env.get("LLMGINE_URL"):
-        return parse_url(env["LLMGINE_URL"])
-    return default_target(env)
 
 
 # -- transport ---------------------------------------------------------------------------
@@ -266,16 +182,16 @@ class Client:
         return self._call("GET", "/api/sessions", SessionList, query=query)
 
     def get_session(self, session_id: str) -> Session:
-        return self._call("GET", f"/api/sessions/{_seg(session_id)}", Session)
+        return self._call("GET", f"/api/sessions/{_sid(session_id)}", Session)
 
     def delete_session(self, session_id: str, *, purge: bool = False) -> Session | None:
-        path = f"/api/sessions/{_seg(session_id)}"
+        path = f"/api/sessions/{_sid(session_id)}"
         if purge:
             return self._call("DELETE", path, None, query={"purge": "true"})
         return self._call("DELETE", path, Session)
 
     def create_session_token(self, session_id: str) -> SessionTokenCreated:
-        return self._call("POST", f"/api/sessions/{_seg(session_id)}/token", SessionTokenCreated,
+        return self._call("POST", f"/api/sessions/{_sid(session_id)}/token", SessionTokenCreated,
                           body={})
 
     # -- auth keys -----------------------------------------------------------------------
@@ -305,11 +221,11 @@ class Client:
         metadata: dict[str, Any], *, wait: float = 0, idempotency_key: str | None = None,
     ) -> Command:
         body = {"command_type": command_type, "parameters": parameters, "metadata": metadata}
-        return self._call("POST", f"/api/sessions/{_seg(session_id)}/commands", Command,
+        return self._call("POST", f"/api/sessions/{_sid(session_id)}/commands", Command,
                           body=body, query=_wait(wait), wait=wait, idempotency_key=idempotency_key)
 
     def get_command(self, session_id: str, command_id: str, *, wait: float = 0) -> Command:
-        return self._call("GET", f"/api/sessions/{_seg(session_id)}/commands/{_seg(command_id)}",
+        return self._call("GET", f"/api/sessions/{_sid(session_id)}/commands/{_seg(command_id)}",
                           Command, query=_wait(wait), wait=wait)
 
     def list_commands(
@@ -318,10 +234,10 @@ class Client:
     ) -> CommandList:
         query = {"status": status, "command_type": command_type, "batch_id": batch_id,
                  "limit": limit, "offset": offset}
-        return self._call("GET", f"/api/sessions/{_seg(session_id)}/commands", CommandList, query=query)
+        return self._call("GET", f"/api/sessions/{_sid(session_id)}/commands", CommandList, query=query)
 
     def cancel_command(self, session_id: str, command_id: str) -> Command:
-        path = f"/api/sessions/{_seg(session_id)}/commands/{_seg(command_id)}/cancel"
+        path = f"/api/sessions/{_sid(session_id)}/commands/{_seg(command_id)}/cancel"
         return self._call("POST", path, Command, body={})
 
     def submit_batch(
@@ -329,11 +245,11 @@ class Client:
         stop_on_error: bool = False, wait: float = 0, idempotency_key: str | None = None,
     ) -> Batch:
         body = {"commands": commands, "mode": mode, "stop_on_error": stop_on_error}
-        return self._call("POST", f"/api/sessions/{_seg(session_id)}/commands/batch", Batch,
+        return self._call("POST", f"/api/sessions/{_sid(session_id)}/commands/batch", Batch,
                           body=body, query=_wait(wait), wait=wait, idempotency_key=idempotency_key)
 
     def get_batch(self, session_id: str, batch_id: str, *, wait: float = 0) -> Batch:
-        return self._call("GET", f"/api/sessions/{_seg(session_id)}/batches/{_seg(batch_id)}",
+        return self._call("GET", f"/api/sessions/{_sid(session_id)}/batches/{_seg(batch_id)}",
                           Batch, query=_wait(wait), wait=wait)
 
     # -- events (api/events.py) --------------------------------------------------------------
@@ -342,7 +258,7 @@ class Client:
         self, session_id: str, event_type: str, data: dict[str, Any], metadata: dict[str, Any]
     ) -> Event:
         body = {"event_type": event_type, "data": data, "metadata": metadata}
-        return self._call("POST", f"/api/sessions/{_seg(session_id)}/events", Event, body=body)
+        return self._call("POST", f"/api/sessions/{_sid(session_id)}/events", Event, body=body)
 
     def list_events(
         self, session_id: str, *, event_type: str | None = None, after: int | None = None,
@@ -351,10 +267,10 @@ class Client:
     ) -> EventList:
         query = {"event_type": event_type, "after": after, "since": since, "until": until,
                  "source": source, "limit": limit, "offset": offset}
-        return self._call("GET", f"/api/sessions/{_seg(session_id)}/events", EventList, query=query)
+        return self._call("GET", f"/api/sessions/{_sid(session_id)}/events", EventList, query=query)
 
     def get_event(self, session_id: str, event_id: str) -> Event:
-        return self._call("GET", f"/api/sessions/{_seg(session_id)}/events/{_seg(event_id)}", Event)
+        return self._call("GET", f"/api/sessions/{_sid(session_id)}/events/{_seg(event_id)}", Event)
 
     # -- engines (api/engines.py) ------------------------------------------------------------
 
@@ -387,6 +303,74 @@ class Client:
         body = {"prompt": prompt, "parameters": parameters, "metadata": metadata}
         return self._call("POST", f"/api/engines/{_seg(engine_id)}/execute", Command, body=body,
                           query={"wait": f"{wait:g}"}, wait=wait)
+
+    # -- tools (api/tools.py) ----------------------------------------------------------------
+
+    def register_tool(
+        self, session_id: SessionRef, function_code: Callable[..., Any] | str, *,
+        name: str | None = None, description: str | None = None,
+        parameters: dict[str, Any] | None = None, timeout: float | None = None,
+        replace: bool = False,
+    ) -> Tool:
+        """``function_code``: Python source, or a function (its source is sent)."""
+        session_id = _sid(session_id)
+        body = {k: v for k, v in {"name": name, "description": description, "parameters": parameters,
+                                  "timeout": timeout}.items() if v is not None}
+        body["function_code"] = _source(function_code)
+        return self._call("POST", f"/api/sessions/{_sid(session_id)}/tools", Tool, body=body,
+                          query={"replace": "true" if replace else None})
+
+    def list_tools(self, session_id: str) -> ToolList:
+        return self._call("GET", f"/api/sessions/{_sid(session_id)}/tools", ToolList)
+
+    def get_tool(self, session_id: str, name: str) -> Tool:
+        return self._call("GET", f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}", Tool)
+
+    def execute_tool(
+        self, session_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None,
+    ) -> ToolResult:
+        body: dict[str, Any] = {"arguments": arguments}
+        if timeout is not None:
+            body["timeout"] = timeout
+        return self._call("POST", f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}/execute",
+                          ToolResult, body=body, wait=timeout or 0)
+
+    def delete_tool(self, session_id: str, name: str) -> None:
+        self._call("DELETE", f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}", None)
+
+    # -- handlers (api/handlers.py); session_id None = the global scope ----------------------
+
+    def register_command_handler(
+        self, session_id: SessionRef | None, command_type: str,
+        handler_function: Callable[..., Any] | str, *, timeout: float | None = None,
+    ) -> Handler:
+        """The bus's ``register_command_handler(CommandType, handler, session_id)`` over the
+        API: a function's source is sent (inspect.getsource) and runs in the sandbox."""
+        body = {"command_type": command_type, "handler_function": _source(handler_function),
+                "timeout": timeout}
+        return self._call("POST", f"{_handlers(session_id)}/commands", Handler, body=body)
+
+    def register_event_handler(
+        self, session_id: SessionRef | None, event_type: str,
+        handler_function: Callable[..., Any] | str, *, priority: int = 100,
+        timeout: float | None = None,
+    ) -> Handler:
+        body = {"event_type": event_type, "handler_function": _source(handler_function),
+                "priority": priority,
+                "timeout": timeout}
+        return self._call("POST", f"{_handlers(session_id)}/events", Handler, body=body)
+
+    def list_handlers(self, session_id: str | None, *, kind: str | None = None) -> HandlerList:
+        return self._call("GET", _handlers(session_id), HandlerList, query={"kind": kind})
+
+    def get_handler(self, session_id: str | None, handler_id: str) -> Handler:
+        return self._call("GET", f"{_handlers(session_id)}/{_seg(handler_id)}", Handler)
+
+    def delete_handlers(self, session_id: str | None, kind: str, type_: str) -> None:
+        """Remove the scope's handlers of that kind for that type (all event handlers of it)."""
+        plural = {"command": "commands", "event": "events"}[kind]
+        self._call("DELETE", f"{_handlers(session_id)}/{plural}/{_seg(type_)}", None)
+
     # -- observability -------------------------------------------------------------------
 
     def logs(
@@ -430,68 +414,11 @@ class Client:
     def reset_engine(self, engine_id: str) -> EngineReset:
         return self._call("POST", f"/api/engines/{_seg(engine_id)}/reset", EngineReset, body={})
 
-    # -- tools (api/tools.py) ------------------------------------------------------------------
-    # ``function`` is Python source, or a function whose source is sent (inspect.getsource).
-
-    def register_tool(
-        self, session_id: SessionRef, function: Callable[..., Any] | str, *, name: str | None = None,
-        description: str | None = None, parameters: dict[str, Any] | None = None,
-        timeout: float | None = None, replace: bool = False,
-    ) -> Tool:
-        source, fname = _source(function)
-        body = ToolCreate(name=name or fname or "", function_code=source, description=description,
-                          parameters=parameters, timeout=timeout)
-        return self._call("POST", f"/api/sessions/{_sid(session_id)}/tools", Tool, body=body,
-                          query={"replace": "true"} if replace else None)
-
-    def list_tools(self, session_id: SessionRef) -> ToolList:
-        return self._call("GET", f"/api/sessions/{_sid(session_id)}/tools", ToolList)
-
-    def get_tool(self, session_id: SessionRef, name: str) -> Tool:
-        return self._call("GET", f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}", Tool)
-
-    def delete_tool(self, session_id: SessionRef, name: str) -> None:
-        return self._call("DELETE", f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}", None)
-
-    def execute_tool(
-        self, session_id: SessionRef, name: str, arguments: dict[str, Any] | None = None,
-        *, timeout: float | None = None,
-    ) -> ToolResult:
-        path = f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}/execute"
-        body = ToolExecute(arguments=arguments or {}, timeout=timeout)
-        return self._call("POST", path, ToolResult, body=body, wait=timeout or 0)
-
-    # -- handlers (api/handlers.py); session None = global (every session) ------------------
-
-    def register_command_handler(
-        self, session_id: SessionRef | None, command_type: str, handler: Callable[..., Any] | str,
-        *, timeout: float | None = None,
-    ) -> Handler:
-        """The bus's ``register_command_handler(CommandType, handler, session_id)``, over the
-        API: the function's source is sent and runs in the daemon's sandbox."""
-        body = CommandHandlerCreate(command_type=command_type, handler_function=_source(handler)[0],
-                                    timeout=timeout)
-        return self._call("POST", f"{_handlers(session_id)}/commands", Handler, body=body)
-
-    def register_event_handler(
-        self, session_id: SessionRef | None, event_type: str, handler: Callable[..., Any] | str,
-        *, priority: int = 100, timeout: float | None = None,
-    ) -> Handler:
-        body = EventHandlerCreate(event_type=event_type, handler_function=_source(handler)[0],
-                                  priority=priority, timeout=timeout)
-        return self._call("POST", f"{_handlers(session_id)}/events", Handler, body=body)
-
-    def list_handlers(self, session_id: SessionRef | None = None, *, kind: str | None = None) -> HandlerList:
-        return self._call("GET", _handlers(session_id), HandlerList, query={"kind": kind})
-
-    def get_handler(self, session_id: SessionRef | None, handler_id: str) -> Handler:
-        return self._call("GET", f"{_handlers(session_id)}/{_seg(handler_id)}", Handler)
-
     def delete_command_handler(self, session_id: SessionRef | None, command_type: str) -> None:
-        return self._call("DELETE", f"{_handlers(session_id)}/commands/{_seg(command_type)}", None)
+        self.delete_handlers(session_id, "command", command_type)
 
     def delete_event_handler(self, session_id: SessionRef | None, event_type: str) -> None:
-        return self._call("DELETE", f"{_handlers(session_id)}/events/{_seg(event_type)}", None)
+        self.delete_handlers(session_id, "event", event_type)
 
     # -- the API itself ----------------------------------------------------------------------
 
@@ -499,7 +426,7 @@ class Client:
         return self._call("GET", "/openapi.json", dict)
 
     def prometheus_metrics(self) -> str:
-        return self._call("GET", "/metrics", bytes).decode()
+        return self._call("GET", "/metrics", str)
 
     # -- the message bus, the way bus.py spelled it --------------------------------------------
 
@@ -558,6 +485,8 @@ class Client:
             return None
         if type_ is bytes:
             return data
+        if type_ is str:
+            return data.decode("utf-8", "replace")
         try:
             return msgspec.json.decode(data, type=type_)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -577,10 +506,7 @@ class Client:
     ) -> bytes:
         extra = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         timeout = self.timeout + wait
-        if query:
-            pairs = {k: v for k, v in query.items() if v is not None}
-            if pairs:
-                path = f"{path}?{urllib.parse.urlencode(pairs)}"
+        path = self._target_path(path, query)
         payload = None if body is None else msgspec.json.encode(body)
         try:
             return self._send(method, path, payload, timeout, extra)
@@ -590,6 +516,11 @@ class Client:
             hook, self.on_unreachable = self.on_unreachable, None  # only ever once
             hook(exc)
             return self._send(method, path, payload, timeout, extra)
+
+    @staticmethod
+    def _target_path(path: str, query: Mapping[str, Any] | None) -> str:
+        pairs = {k: v for k, v in (query or {}).items() if v is not None}
+        return f"{path}?{urllib.parse.urlencode(pairs)}" if pairs else path
 
     def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
         t = self.target
@@ -677,12 +608,12 @@ def _handlers(session: SessionRef | None) -> str:
     return "/api/handlers" if session is None else f"/api/sessions/{_sid(session)}/handlers"
 
 
-def _source(function: Callable[..., Any] | str) -> tuple[str, str | None]:
-    """(source, name): a function's own source (dedented; decorators kept), or the text."""
+def _source(function: Callable[..., Any] | str) -> str:
+    """A function's own source (dedented), or the text as given."""
     if isinstance(function, str):
-        return function, None
+        return function
     try:
-        return textwrap.dedent(inspect.getsource(function)), function.__name__
+        return textwrap.dedent(inspect.getsource(function))
     except (OSError, TypeError) as exc:
         raise LlmgineError(f"cannot send {function!r}: its source is not available ({exc})") from None
 

@@ -1,0 +1,114 @@
+"""The Python client library (`from llmgine_cli import Client, AsyncClient`) against a real
+llmgined: the spec's "Migration from Message Bus" example, typed errors, the event iterator,
+and the async client over both transports."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from llmgine_daemon.protocol import ErrorCode
+
+from llmgine_cli import AsyncClient, Client, LlmgineError
+from llmgine_cli import errors as E
+from tests.clitools import Daemon
+
+
+async def handle_command(command):  # type: ignore[no-untyped-def]
+    # Runs in the daemon's sandbox: its source is what register_command_handler sends.
+    return {"echo": command.parameters["prompt"].upper()}
+
+
+@pytest.fixture(params=["unix", "tcp"])
+def url(request: pytest.FixtureRequest, daemon: Daemon) -> str:
+    return daemon.socket_url if request.param == "unix" else daemon.tcp_url
+
+
+def client_for(url: str, daemon: Daemon) -> Client:
+    return Client(url, env={"LLMGINE_HOME": str(daemon.home)})
+
+
+def test_migration_from_the_message_bus(url: str, daemon: Daemon) -> None:
+    client = client_for(url, daemon)
+    session = client.create_session(name="migrated")
+    handler = client.register_command_handler(session, "DummyEngineCommand", handle_command)
+    assert handler.function == "handle_command"
+    assert client.execute(session, "DummyEngineCommand", prompt="Hello") == {"echo": "HELLO"}
+    event = client.publish(session, "DummyEngineStatusUpdate", status="processing")
+    assert (event.event_type, event.data) == ("DummyEngineStatusUpdate", {"status": "processing"})
+
+
+def test_failures_are_typed(daemon: Daemon) -> None:
+    client = client_for(daemon.socket_url, daemon)
+    with pytest.raises(E.SessionNotFound) as caught:
+        client.get_session("no-such-session")
+    assert isinstance(caught.value, E.NotFound) and isinstance(caught.value, LlmgineError)
+    assert caught.value.status == 404 and caught.value.code == "SESSION_NOT_FOUND"
+    session = client.create_session()
+    with pytest.raises(E.HandlerNotFound):
+        client.execute(session, "NobodyHandlesThis", x=1)
+    client.register_command_handler(session, "Boom", "def boom(command):\n    raise ValueError('no')\n")
+    with pytest.raises(E.CommandExecutionFailed) as failed:
+        client.execute(session, "Boom")
+    assert failed.value.command is not None and failed.value.command.status == "failed"
+    with pytest.raises(E.ValidationError):
+        client.list_sessions(limit=0)
+
+
+def test_every_error_code_has_a_class() -> None:
+    codes = {v for k, v in vars(ErrorCode).items() if k.isupper()}
+    assert codes == set(E.BY_CODE)
+    for code, cls in E.BY_CODE.items():
+        assert E.api_error(400, code, "m").__class__ is cls
+    assert E.api_error(404, "SOMETHING_NEW", "m").__class__ is E.NotFound  # a newer daemon
+
+
+def test_events_resume_from_the_last_seq(daemon: Daemon) -> None:
+    client = client_for(daemon.socket_url, daemon)
+    session = client.create_session()
+    for n in range(3):
+        client.publish(session, "Tick", n=n)
+    seen = []
+    for event in client.events(session, event_types=["Tick"], since=0):
+        seen.append(event)
+        if len(seen) == 2:
+            break
+    assert [e.data["n"] for e in seen] == [0, 1]
+    client.publish(session, "Tick", n=3)
+    rest = []
+    for event in client.events(session, event_types=["Tick"], since=seen[-1].seq):
+        rest.append(event.data["n"])
+        if len(rest) == 2:
+            break
+    assert rest == [2, 3]
+
+
+def test_async_client(url: str, daemon: Daemon) -> None:
+    async def main() -> dict[str, Any]:
+        async with AsyncClient(url, env={"LLMGINE_HOME": str(daemon.home)}) as client:
+            session, health = await asyncio.gather(client.create_session(name="a"), client.health())
+            assert health.status == "healthy"
+            await client.register_command_handler(session, "DummyEngineCommand", handle_command)
+            results = await asyncio.gather(*(
+                client.execute(session, "DummyEngineCommand", prompt=p) for p in ("a", "b")
+            ))
+            with pytest.raises(E.SessionNotFound):
+                await client.get_session("nope")
+            await client.publish(session, "Tock", n=1)
+            async for event in client.events(session, event_types=["Tock"], since=0):
+                assert event.data == {"n": 1}
+                break
+            assert await client.delete_session(session.session_id, purge=True) is None
+            return {"results": results}
+
+    assert asyncio.run(main()) == {"results": [{"echo": "A"}, {"echo": "B"}]}
+
+
+def test_the_cli_never_imports_aiohttp() -> None:
+    code = ("import sys, llmgine_cli.app, llmgine_cli; llmgine_cli.AsyncClient; llmgine_cli.Client;"
+            "print('aiohttp' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
