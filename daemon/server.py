@@ -68,15 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The settings a flag sets (the README's configuration table is generated from these too).
+FLAGS = {
+    "server.host": "--host",
+    "server.port": "--port",
+    "server.socket": "--socket",
+    "server.no_socket": "--no-socket",
+    "logging.level": "--log-level",
+    "logging.file": "--log-file",
+}
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    flags = {
-        "server.host": args.host,
-        "server.port": args.port,
-        "server.socket": args.socket,
-        "server.no_socket": args.no_socket,
-        "logging.level": args.log_level,
-        "logging.file": args.log_file,
-    }
+    flags = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in FLAGS.items()}
     return load_settings(args.config, flags=flags)
 
 

@@ -31,6 +31,7 @@ from llmgine_cli.client import (
 from llmgine_cli.commands import (
     auth,
     commands,
+    completion,
     config,
     daemon,
     engines,
@@ -129,6 +130,7 @@ app.add_typer(config.app, name="config")
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(system.app)  # health, status, shutdown: top-level
 app.add_typer(observability.app)  # logs, log, metrics, trace, traces: top-level
+app.add_typer(completion.app)  # completion bash|zsh|fish: top-level
 
 
 def _print_version(value: bool) -> None:

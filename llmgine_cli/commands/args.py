@@ -12,9 +12,12 @@ from typing import Annotated, Any
 import typer
 from llmgine_daemon.protocol import TERMINAL_STATUSES, Command
 
+from llmgine_cli import completion
+
 SessionOpt = Annotated[
     str,
     typer.Option("--session", "-S", envvar="LLMGINE_SESSION", metavar="ID", show_default=False,
+                 autocompletion=completion.session_ids,
                  help="The session (default: LLMGINE_SESSION)."),
 ]
 

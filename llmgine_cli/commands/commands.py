@@ -11,6 +11,7 @@ import msgspec
 import typer
 from llmgine_daemon.protocol import Batch, Command
 
+from llmgine_cli import completion
 from llmgine_cli.commands.args import (
     LONG_POLL_S,
     SessionOpt,
@@ -99,7 +100,8 @@ def wait_for(app_ctx: AppContext, record: Command) -> Command:
 @app.command("run")
 def run(
     ctx: typer.Context,
-    command_type: Annotated[str, typer.Argument(metavar="TYPE", help="The command type, e.g. DummyEngineCommand.")],
+    command_type: Annotated[str, typer.Argument(metavar="TYPE", help="The command type, e.g. DummyEngineCommand.",
+                                               autocompletion=completion.command_types)],
     session: SessionOpt,
     param: Annotated[
         list[str] | None,

@@ -1,4 +1,5 @@
-"""`llmgine daemon start | stop | restart | status | logs`: run llmgined in the background.
+"""`llmgine daemon start | stop | restart | status | logs | install | uninstall`: run llmgined in
+the background, or as a user service (service.py).
 
 The process work lives in daemonctl.py (auto-start shares it); this module parses and renders.
 """
@@ -20,7 +21,8 @@ from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.status import ExitStatus
 
-app = typer.Typer(help="Run llmgined in the background: start, stop, restart, status, logs.",
+app = typer.Typer(help="Run llmgined in the background: start, stop, restart, status, logs; "
+                       "install/uninstall it as a user service.",
                   no_args_is_help=True)
 
 STARTED_VIEW = View(id_field="pid")
@@ -211,3 +213,47 @@ def _follow(out: Any, path: Path, position: int) -> None:
         else:
             time.sleep(0.2)
 
+
+
+# -- service install ---------------------------------------------------------------------
+
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print what would be written; write nothing.")]
+Platform = Annotated[str | None, typer.Option("--platform", hidden=True,
+                                              help="linux or darwin (default: this machine's).")]
+
+
+@app.command("install")
+def install(ctx: typer.Context, dry_run: DryRun = False, platform: Platform = None) -> None:
+    """Install llmgined as a user service (systemd user unit; launchd agent on macOS)."""
+    from llmgine_cli import service as svc
+
+    env = state(ctx).env
+    unit = svc.for_platform(env.environ, platform)
+    if dry_run:
+        env.err(f"would write {unit.path}:")
+        env.stdout.write(unit.text)
+        return
+    existed = unit.path.exists()
+    svc.install(unit)
+    env.err(f"{'updated' if existed else 'wrote'} {unit.path} ({unit.kind})")
+    env.err("enable and start it with:")
+    for line in unit.enable:
+        env.err(f"  {line}")
+
+
+@app.command("uninstall")
+def uninstall(ctx: typer.Context, dry_run: DryRun = False, platform: Platform = None) -> None:
+    """Remove the user service written by `daemon install` (stop it first, as printed)."""
+    from llmgine_cli import service as svc
+
+    env = state(ctx).env
+    unit = svc.for_platform(env.environ, platform)
+    if dry_run:
+        env.err(f"would remove {unit.path}")
+        return
+    if not svc.uninstall(unit):
+        env.err(f"no service installed at {unit.path}")
+        return
+    env.err(f"removed {unit.path}; if it was running, stop it with:")
+    for line in unit.disable:
+        env.err(f"  {line}")

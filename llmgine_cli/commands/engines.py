@@ -7,6 +7,7 @@ from typing import Annotated
 import msgspec
 import typer
 
+from llmgine_cli import completion
 from llmgine_cli.commands.args import LONG_POLL_S, SessionOpt, command_metadata, parse_pairs
 from llmgine_cli.commands.commands import NoWait, Priority, Timeout, render_command, wait_for
 from llmgine_cli.options import Output, Quiet, state
@@ -38,7 +39,8 @@ TYPES_VIEW = View(
     id_field="engine_type",
 )
 
-EngineId = Annotated[str, typer.Argument(metavar="ID", help="The engine id.")]
+EngineId = Annotated[str, typer.Argument(metavar="ID", help="The engine id.",
+                                         autocompletion=completion.engine_ids)]
 
 
 @app.command("types")
@@ -54,7 +56,8 @@ def types(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> No
 @app.command("create")
 def create(
     ctx: typer.Context,
-    engine_type: Annotated[str, typer.Argument(metavar="TYPE", help="The engine type, e.g. DummyEngine.")],
+    engine_type: Annotated[str, typer.Argument(metavar="TYPE", help="The engine type, e.g. DummyEngine.",
+                                              autocompletion=completion.engine_types)],
     session: SessionOpt,
     model: Annotated[str | None, typer.Option("--model", "-M", help="The model name.")] = None,
     config: Annotated[
@@ -75,7 +78,8 @@ def create(
 def list_(
     ctx: typer.Context,
     session: Annotated[
-        str | None, typer.Option("--session", "-S", metavar="ID", help="Only this session's engines.")
+        str | None, typer.Option("--session", "-S", metavar="ID", help="Only this session's engines.",
+                            autocompletion=completion.session_ids)
     ] = None,
     status: Annotated[
         str | None, typer.Option("--status", help="active (not stopped), initialized or stopped.")

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from llmgine_cli import completion
 from llmgine_cli.commands.args import SessionOpt, parse_object, parse_pairs, parse_time
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render, resolve_format
@@ -29,7 +30,8 @@ LIST_VIEW = View(
 @app.command("publish")
 def publish(
     ctx: typer.Context,
-    event_type: Annotated[str, typer.Argument(metavar="TYPE", help="The event type, e.g. StatusUpdate.")],
+    event_type: Annotated[str, typer.Argument(metavar="TYPE", help="The event type, e.g. StatusUpdate.",
+                                             autocompletion=completion.event_types)],
     session: SessionOpt,
     data: Annotated[str | None, typer.Option("--data", "-d", metavar="JSON", help="The data, a JSON object.")] = None,
     meta: Annotated[
@@ -50,7 +52,8 @@ def list_(
     ctx: typer.Context,
     session: SessionOpt,
     event_type: Annotated[
-        str | None, typer.Option("--type", "-t", metavar="TYPE", help="Only this type; Prefix* for a prefix.")
+        str | None, typer.Option("--type", "-t", metavar="TYPE", help="Only this type; Prefix* for a prefix.",
+                            autocompletion=completion.event_types)
     ] = None,
     after: Annotated[
         int | None, typer.Option("--after", metavar="SEQ", min=0, help="Only events after this seq (a cursor).")

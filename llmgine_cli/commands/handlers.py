@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from llmgine_cli import completion
 from llmgine_cli.commands.tools import read_source
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render
@@ -46,6 +47,7 @@ class Kind(StrEnum):
 Session = Annotated[
     str | None,
     typer.Option("--session", "-S", envvar="LLMGINE_SESSION", metavar="ID", show_default=False,
+                 autocompletion=completion.session_ids,
                  help="The session (default: LLMGINE_SESSION)."),
 ]
 Global = Annotated[bool, typer.Option("--global", "-g", help="The global scope instead of a session.")]
@@ -87,7 +89,8 @@ def add_command(
 @add_app.command("event")
 def add_event(
     ctx: typer.Context,
-    event_type: Annotated[str, typer.Argument(metavar="TYPE", help="The event type, or '*' for every event.")],
+    event_type: Annotated[str, typer.Argument(metavar="TYPE", help="The event type, or '*' for every event.",
+                                             autocompletion=completion.event_types)],
     file: File,
     session: Session = None,
     global_: Global = False,

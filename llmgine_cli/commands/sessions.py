@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from llmgine_cli import completion
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render, resolve_format
 
@@ -25,7 +26,8 @@ LIST_VIEW = View(
 SESSION_VIEW = View(id_field="session_id")
 TOKEN_VIEW = View(id_field="session_token", raw_keys=frozenset({"session_token"}))
 
-SessionId = Annotated[str, typer.Argument(metavar="ID", help="The session id.")]
+SessionId = Annotated[str, typer.Argument(metavar="ID", help="The session id.",
+                                          autocompletion=completion.session_ids)]
 
 
 def parse_meta(pairs: list[str]) -> dict[str, Any]:

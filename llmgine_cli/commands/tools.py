@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
+from llmgine_cli import completion
 from llmgine_cli.commands.args import SessionOpt, parse_object, parse_pairs
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render, resolve_format
@@ -37,7 +38,8 @@ LIST_VIEW = View(
 )
 RESULT_VIEW = View(id_field="call_id")
 
-ToolName = Annotated[str, typer.Argument(metavar="NAME", help="The tool's name.")]
+ToolName = Annotated[str, typer.Argument(metavar="NAME", help="The tool's name.",
+                                         autocompletion=completion.tool_names)]
 
 
 def read_source(path: str, param: str = "FILE") -> str:

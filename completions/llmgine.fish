@@ -1,0 +1,1 @@
+complete --command llmgine --no-files --arguments "(env _LLMGINE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) llmgine)" --condition "env _LLMGINE_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) llmgine"

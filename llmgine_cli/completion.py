@@ -1,0 +1,113 @@
+"""Shell completion: the scripts (``llmgine completion bash|zsh|fish``) and the values that
+complete from the running daemon (session ids, engine ids, tool names, event types).
+
+A completer asks the daemon the command line names (``--url``, ``LLMGINE_URL``, else the
+default socket) with a short timeout, and never starts one: completing must be quick, and
+silent when nothing runs. Any failure completes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import typer
+
+PROG = "llmgine"
+COMPLETE_VAR = "_LLMGINE_COMPLETE"
+SHELLS = ("bash", "zsh", "fish")
+TIMEOUT = 0.5  # seconds; a completion that takes longer is worse than none
+
+
+def script(shell: str) -> str:
+    """The completion script for ``shell`` (what `completions/` holds, byte for byte)."""
+    from typer._completion_shared import get_completion_script
+
+    text = get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell)
+    return text.rstrip("\n") + "\n"
+
+
+def _client(ctx: typer.Context) -> Any:
+    """A client for the daemon this command line names, or None when none is there."""
+    from llmgine_cli.client import Client, resolve_target
+
+    root = ctx.find_root()
+    url = root.params.get("url")
+    api_key = root.params.get("api_key")
+    target = resolve_target(url, os.environ)
+    if target.socket_path is not None and not os.path.exists(target.socket_path):
+        return None  # nothing runs; do not even try
+    return Client(target, api_key=api_key, timeout=TIMEOUT)
+
+
+def _session(ctx: typer.Context) -> str | None:
+    node: typer.Context | None = ctx
+    while node is not None:
+        value = node.params.get("session") or node.params.get("session_id")
+        if isinstance(value, str) and value:
+            return value
+        node = node.parent
+    return os.environ.get("LLMGINE_SESSION") or None
+
+
+def _complete(fetch: Callable[[Any, typer.Context], Iterable[tuple[str, str]]]
+              ) -> Callable[[typer.Context, str], list[tuple[str, str]]]:
+    def complete(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+        try:
+            client = _client(ctx)
+            if client is None:
+                return []
+            return [(value, help_) for value, help_ in fetch(client, ctx)
+                    if value.startswith(incomplete)]
+        except Exception:  # a completer must never print or fail
+            return []
+
+    complete.__name__ = fetch.__name__
+    return complete
+
+
+@_complete
+def session_ids(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
+    for s in client.list_sessions(limit=200, status="active").sessions:
+        yield s.session_id, s.name or s.created_at
+
+
+@_complete
+def engine_ids(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
+    for e in client.list_engines(limit=200, session_id=_session(ctx)).engines:
+        yield e.engine_id, f"{e.engine_type} {e.model_name or ''}".strip()
+
+
+@_complete
+def engine_types(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
+    for t in client.engine_types().types:
+        yield t.engine_type, t.description.split("\n")[0][:60]
+
+
+@_complete
+def tool_names(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
+    session = _session(ctx)
+    if session:
+        for t in client.list_tools(session).tools:
+            yield t.name, t.description.split("\n")[0][:60]
+
+
+@_complete
+def event_types(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
+    session = _session(ctx)
+    if session:
+        page = client.list_events(session, limit=1000)
+        yield from ((t, "") for t in sorted({e.event_type for e in page.events}))
+
+
+@_complete
+def command_types(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
+    found: dict[str, str] = {}
+    session = _session(ctx)
+    if session:
+        for e in client.list_engines(limit=200, session_id=session).engines:
+            found.setdefault(e.command_type, e.engine_type)
+    for h in client.list_handlers(session, kind="command").handlers:
+        found.setdefault(h.type, f"handler {h.function}")
+    return found.items()
