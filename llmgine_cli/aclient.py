@@ -23,7 +23,7 @@ import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.protocol import TERMINAL_STATUSES, Command, Event
 
@@ -84,6 +84,10 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
+
+    if TYPE_CHECKING:  # generated below, from Client; named here for the type checker
+        async def submit_command(self, *args: Any, **kwargs: Any) -> Command: ...
+        async def get_command(self, *args: Any, **kwargs: Any) -> Command: ...
 
     # -- the methods that are more than one request ----------------------------------------
 

@@ -42,7 +42,7 @@ def _client(ctx: typer.Context) -> Any:
 
 
 def _session(ctx: typer.Context) -> str | None:
-    node: typer.Context | None = ctx
+    node: Any = ctx
     while node is not None:
         value = node.params.get("session") or node.params.get("session_id")
         if isinstance(value, str) and value:
