@@ -669,19 +669,23 @@ ASSETS = {
     "docs.js": "application/javascript",
     "favicon-32x32.png": "image/png",
 }
-# The pages run only our own scripts; the spec is fetched from this origin. ReDoc renders in a
-# web worker from a blob: URL and both inline their styles.
-CSP = (
-    "default-src 'none'; script-src 'self'; worker-src 'self' blob:; "
+# The pages run only our own scripts (no inline script); the document is fetched from this
+# origin. Both viewers inline styles; ReDoc renders in a blob: worker and compiles JSON Schema
+# validators with new Function (Ajv), so its page also needs 'unsafe-eval'.
+_CSP = (
+    "default-src 'none'; script-src 'self'{eval}; worker-src 'self' blob:; "
     "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
 )
-PAGE_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+
+
+def page_headers(viewer: str) -> dict[str, str]:
+    return {
+        "Content-Security-Policy": _CSP.format(eval=" 'unsafe-eval'" if viewer == "redoc" else ""),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
 
 
 @functools.cache
@@ -720,13 +724,13 @@ def _page(viewer: str, title: str) -> str:
 @routes.get("/docs")
 async def swagger_ui(request: web.Request) -> web.Response:
     return web.Response(text=_page("swagger", "API reference"), content_type="text/html",
-                        headers=PAGE_HEADERS)
+                        headers=page_headers("swagger"))
 
 
 @routes.get("/redoc")
 async def redoc(request: web.Request) -> web.Response:
     return web.Response(text=_page("redoc", "API reference"), content_type="text/html",
-                        headers=PAGE_HEADERS)
+                        headers=page_headers("redoc"))
 
 
 @routes.get("/docs/static/{asset}")
