@@ -14,7 +14,7 @@ from llmgine_daemon.protocol import ErrorCode
 
 from llmgine_cli import AsyncClient, Client, LlmgineError
 from llmgine_cli import errors as E
-from tests.clitools import Daemon
+from tests.clitools import Daemon, cleanup_home, short_home, start_daemon, stop_process
 
 
 async def handle_command(command):  # type: ignore[no-untyped-def]
@@ -112,3 +112,24 @@ def test_the_cli_never_imports_aiohttp() -> None:
             "print('aiohttp' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_events_resume_across_a_daemon_restart() -> None:
+    home = short_home()
+    try:
+        first = start_daemon(home)
+        client = Client(first.socket_url, env={"LLMGINE_HOME": str(home)})
+        session = client.create_session()
+        events = client.events(session, event_types=["Tick"], since=0)
+        client.publish(session, "Tick", n=1)
+        assert next(events).data == {"n": 1}
+        stop_process(first.proc)
+        second = start_daemon(home)
+        try:
+            client.publish(session, "Tick", n=2)
+            client.publish(session, "Tick", n=3)
+            assert [next(events).data["n"], next(events).data["n"]] == [2, 3]  # nothing lost or repeated
+        finally:
+            stop_process(second.proc)
+    finally:
+        cleanup_home(home)
