@@ -3,12 +3,15 @@
 Standard library only (plus msgspec and the daemon's protocol module): importing aiohttp costs
 more than a whole request/response CLI call, so the CLI never pays for it.
 
-Where the daemon is (first match wins):
-  1. the ``url`` argument (the CLI's ``--url``)
-  2. ``LLMGINE_URL``                       ``unix:///path/llmgined.sock`` or ``http://host:port``
-  3. the default: ``server.socket`` from the local settings, else ``<runtime dir>/llmgined.sock``
-     (or the configured TCP address when the config says ``server.no_socket``)
-Only the default may be auto-started by the CLI; an explicit URL names someone else's daemon.
+    client = Client()                    # where: the url argument, LLMGINE_URL, the local socket
+    session = client.create_session(name="demo")
+    client.register_command_handler(session, "Greet", greet)   # greet's source is sent
+    client.execute(session, "Greet", name="Ann")                # -> the handler's result
+    client.publish(session, "Greeted", name="Ann")              # -> the stored Event
+    for event in client.events(session): ...                    # follows, resumes by seq
+
+Where the daemon is: ``target.py`` (re-exported here). ``AsyncClient`` (aclient.py) has every
+method as a coroutine, generated from these.
 
 Exceptions: ``llmgine_cli.errors`` (re-exported here), one class per API error code under
 ``ApiError``, all under ``LlmgineError``; the tree is drawn in that module's docstring.
