@@ -9,7 +9,7 @@ from typing import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from llmgine_daemon.api import sessions, system
+from llmgine_daemon.api import sessions, streams, system
 from llmgine_daemon.api.auth import auth_middleware
 from llmgine_daemon.api.errors import error_middleware
 from llmgine_daemon.api.keys import BUS, LISTENERS, SETTINGS, SHUTDOWN, WEBSOCKETS
@@ -19,7 +19,9 @@ from llmgine_daemon.store.db import Store
 
 log = logging.getLogger("llmgine.app")
 
-ROUTE_MODULES = (system, sessions)
+# streams before any module with /api/sessions/{id}/events/{event_id}: aiohttp matches
+# dynamic routes in registration order and "stream" would be taken for an event id.
+ROUTE_MODULES = (system, streams, sessions)
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -55,6 +57,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SHUTDOWN] = asyncio.Event()
     app[WEBSOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(_bus_ctx)
+    # After the bus: streams start once it is up and end (1001) before it stops.
+    app.cleanup_ctx.append(streams.streams_ctx)
+    app.on_shutdown.append(streams.close_streams)
     app.on_shutdown.append(_close_websockets)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)

@@ -8,6 +8,7 @@ import weakref
 from aiohttp import web
 
 from llmgine_daemon.bus.core import Bus
+from llmgine_daemon.bus.streams import StreamHub
 from llmgine_daemon.settings import Settings
 
 BUS = web.AppKey("bus", Bus)
@@ -18,3 +19,5 @@ LISTENERS = web.AppKey("listeners", list[str])
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 # Open WebSockets, closed with 1001 on shutdown.
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
+# Live event streams (api/streams.py): the subscriber registry, started after the bus.
+STREAMS = web.AppKey("streams", StreamHub)
