@@ -11,9 +11,11 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from llmgine_daemon.api.keys import BUS, STREAMS
+from llmgine_daemon.app import create_app
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.streams import StreamHub
 from llmgine_daemon.protocol import Event
@@ -97,3 +99,22 @@ async def wait_until(predicate, timeout: float = 10.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def unix_app(home, make_settings):
+    """(app, http session) for the real app on a Unix socket; small socket buffers make
+    back-pressure (a client that stops reading) show up after a few hundred KB."""
+    app = create_app(make_settings())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    path = str(home / "u.sock")
+    await web.UnixSite(runner, path).start()
+    http = aiohttp.ClientSession(
+        base_url="http://llmgine", connector=aiohttp.UnixConnector(path=path)
+    )
+    try:
+        yield app, http
+    finally:
+        await http.close()
+        await runner.cleanup()
