@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
-
-from llmgine_daemon.api import sessions, streams, system
+from llmgine_daemon.api import observability, sessions, streams, system
 from llmgine_daemon.api.auth import auth_middleware
 from llmgine_daemon.api.errors import error_middleware
-from llmgine_daemon.api.keys import BUS, LISTENERS, SETTINGS, SHUTDOWN, WEBSOCKETS
+from llmgine_daemon.api.keys import BUS, LISTENERS, OBSERVABILITY, SETTINGS, SHUTDOWN, WEBSOCKETS
 from llmgine_daemon.bus.core import Bus
+from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import Store
 
@@ -21,20 +21,32 @@ log = logging.getLogger("llmgine.app")
 
 # streams before any module with /api/sessions/{id}/events/{event_id}: aiohttp matches
 # dynamic routes in registration order and "stream" would be taken for an event id.
-ROUTE_MODULES = (system, streams, sessions)
+ROUTE_MODULES = (system, streams, sessions, observability)
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = Store(settings.database_path, synchronous=settings["database.synchronous"])
     await store.open()
-    bus = Bus(store)
-    app[BUS] = bus
+    # Observability first in, last out: it sees the bus start and stop, and flushes its
+    # buffered logs and spans before the store closes.
+    obs = Observability(settings, store)
+    app[OBSERVABILITY] = obs
+    # Every open WebSocket is in app[WEBSOCKETS] (closed on shutdown); counting them when
+    # metrics are read needs no bookkeeping in the stream handlers.
+    sockets = app[WEBSOCKETS]
+    obs.registry.gauge_callback("ws_subscribers", lambda: [({}, float(len(sockets)))])
+    await obs.start()
     try:
-        await bus.start()
-        yield
+        bus = Bus(store)
+        app[BUS] = bus
+        try:
+            await bus.start()
+            yield
+        finally:
+            await bus.stop()
     finally:
-        await bus.stop()
+        await obs.stop()
         await store.close()
 
 
@@ -49,7 +61,8 @@ async def _close_websockets(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        # observability outermost: it times and traces everything, error responses included.
+        middlewares=[observability.observability_middleware, error_middleware, auth_middleware],
         client_max_size=settings["server.max_body_size"],
     )
     app[SETTINGS] = settings
@@ -61,6 +74,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(streams.streams_ctx)
     app.on_shutdown.append(streams.close_streams)
     app.on_shutdown.append(_close_websockets)
+    app.on_response_prepare.append(observability.stamp_traceparent)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     return app

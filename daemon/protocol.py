@@ -78,19 +78,19 @@ REQUEST_ID_HEADER = "X-Request-ID"
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_iso(text: str) -> _dt.datetime:
     """Parse an ISO 8601 timestamp; a naive one is taken as UTC."""
     value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
-        value = value.replace(tzinfo=_dt.timezone.utc)
-    return value.astimezone(_dt.timezone.utc)
+        value = value.replace(tzinfo=_dt.UTC)
+    return value.astimezone(_dt.UTC)
 
 
 def to_iso(value: _dt.datetime) -> str:
-    return value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -212,3 +212,111 @@ class ConfigView(msgspec.Struct):
 class ShutdownAccepted(msgspec.Struct):
     status: str
     message: str
+
+
+# -- observability -----------------------------------------------------------------------
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class LogRecord(msgspec.Struct):
+    id: int
+    timestamp: str
+    level: str
+    logger: str
+    message: str
+    # "daemon" for the daemon's own records, "client" for POST /api/observability/logs,
+    # "handler" / "tool" for user code's bus.log().
+    source: str = "daemon"
+    session_id: str | None = None
+    command_id: str | None = None
+    engine_id: str | None = None
+    request_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    metadata: dict[str, Any] = {}
+
+
+class LogCreate(msgspec.Struct, forbid_unknown_fields=True):
+    message: str
+    level: LogLevel = "info"
+    metadata: dict[str, Any] = {}
+    # Extensions to the spec's body: attach the record to a session / name its logger.
+    session_id: str | None = None
+    logger: str | None = None
+
+
+class LogList(msgspec.Struct):
+    logs: list[LogRecord]
+    limit: int
+    # Pass as ?after= to get only newer records (what `llmgine logs -f` polls with).
+    next_after: int | None = None
+
+
+class MetricSeries(msgspec.Struct, omit_defaults=True):
+    labels: dict[str, str] = {}
+    # counters and gauges
+    value: float | None = None
+    # histograms (seconds, or items for sizes); percentiles are estimates from fixed buckets
+    count: int | None = None
+    sum: float | None = None
+    min: float | None = None
+    max: float | None = None
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+class MetricFamily(msgspec.Struct):
+    name: str
+    type: str
+    help: str
+    series: list[MetricSeries]
+
+
+class MetricsSnapshot(msgspec.Struct):
+    timestamp: str
+    enabled: bool
+    uptime: float
+    session_id: str | None
+    metrics: list[MetricFamily]
+
+
+class SpanNode(msgspec.Struct):
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    start: str
+    # milliseconds from the start of the trace's earliest span
+    offset_ms: float
+    duration_ms: float
+    status: str
+    error: str | None = None
+    attributes: dict[str, Any] = {}
+    children: list[SpanNode] = []
+
+
+class TraceView(msgspec.Struct):
+    trace_id: str
+    root: str
+    start: str
+    duration_ms: float
+    status: str
+    span_count: int
+    spans: list[SpanNode]
+
+
+class TraceSummary(msgspec.Struct):
+    trace_id: str
+    root: str
+    start: str
+    duration_ms: float
+    status: str
+    span_count: int
+    session_id: str | None = None
+
+
+class TraceList(msgspec.Struct):
+    traces: list[TraceSummary]
+    limit: int

@@ -21,11 +21,16 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
-
 from llmgine_daemon import __version__
 from llmgine_daemon.api.keys import LISTENERS, SHUTDOWN
 from llmgine_daemon.app import create_app
-from llmgine_daemon.settings import ConfigError, Settings, describe, ensure_private_dir, load_settings
+from llmgine_daemon.settings import (
+    ConfigError,
+    Settings,
+    describe,
+    ensure_private_dir,
+    load_settings,
+)
 from llmgine_daemon.store.db import StorageError
 
 log = logging.getLogger("llmgine.server")
@@ -70,7 +75,24 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, flags=flags)
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Every file it opens, rotated ones included, is 0600 whatever the umask: logs can hold
+    session contents."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 def setup_logging(settings: Settings) -> None:
+    """Log lines to LOG_FILE (rotated) or stderr, structured (see observability/logs.py).
+
+    The daemon additionally keeps records in its database for `llmgine logs`; that handler is
+    added by Observability when the app starts.
+    """
+    from llmgine_daemon.observability.logs import ContextFilter, JsonFormatter, TextFormatter
+
     level = getattr(logging, settings["logging.level"].upper())
     handler: logging.Handler
     log_file = settings["logging.file"]
@@ -80,15 +102,27 @@ def setup_logging(settings: Settings) -> None:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             os.close(fd)
-            handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 2**20, backupCount=3)
+            handler = PrivateRotatingFileHandler(
+                path, maxBytes=settings["logging.max_bytes"], backupCount=settings["logging.backup_count"]
+            )
         except OSError as exc:
             raise StartupError(f"logging.file {str(path)!r}: cannot write: {exc.strerror}") from None
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    fmt = settings["logging.format"]
+    # auto: a file is for machines (JSON lines); stderr is read by people, also through
+    # `llmgine daemon logs`, so it gets text (with the same context as key=value pairs).
+    if fmt == "text" or (fmt == "auto" and not log_file):
+        handler.setFormatter(TextFormatter())
+    else:
+        handler.setFormatter(JsonFormatter())
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # aiosqlite logs every statement at DEBUG; with LOG_LEVEL=debug that drowns our own
+    # records (and each telemetry flush would log itself).
+    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
 
 
 def check_bind(settings: Settings) -> None:

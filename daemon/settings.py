@@ -14,9 +14,10 @@ import os
 import stat
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 APP_NAME = "llmgine"
 
@@ -73,9 +74,14 @@ def get_paths(env: Mapping[str, str] | None = None) -> Paths:
     if home:
         root = Path(home).expanduser().absolute()
         return Paths(root / "config", root / "data", root / "run", root / "state")
+    import warnings
+
     import platformdirs
 
-    runtime = Path(platformdirs.user_runtime_dir(APP_NAME))
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, containers); we fall back below.
+        warnings.simplefilter("ignore")
+        runtime = Path(platformdirs.user_runtime_dir(APP_NAME))
     # /run/user/<uid> exists only under a login session; without one use a private temp dir.
     if not runtime.parent.is_dir() or not os.access(runtime.parent, os.W_OK):
         runtime = _fallback_runtime_dir()
@@ -207,6 +213,23 @@ SETTINGS: tuple[Setting, ...] = (
             "collect metrics and serve /metrics"),
     Setting("observability.enable_tracing", "ENABLE_TRACING", _parse_bool, True,
             "record traces"),
+    Setting("logging.format", "LOG_FORMAT", _choice("auto", "json", "text"), "auto",
+            "log line format: json (one object per line), text, or auto (json in logging.file, "
+            "text on stderr)"),
+    Setting("logging.max_bytes", "LOG_MAX_BYTES", _positive, 10 * 2**20,
+            "rotate logging.file at this size, in bytes (0 = never)"),
+    Setting("logging.backup_count", "LOG_BACKUP_COUNT", _positive, 3,
+            "rotated log files kept"),
+    Setting("observability.log_retention_rows", "LLMGINE_LOG_RETENTION_ROWS", _positive, 100_000,
+            "log records kept in the database for `llmgine logs` (0 = no limit)"),
+    Setting("observability.log_retention_days", "LLMGINE_LOG_RETENTION_DAYS", _positive, 7,
+            "days log records are kept in the database (0 = no limit)"),
+    Setting("observability.trace_retention_spans", "LLMGINE_TRACE_RETENTION_SPANS", _positive, 100_000,
+            "spans kept in the database (0 = no limit)"),
+    Setting("observability.trace_retention_days", "LLMGINE_TRACE_RETENTION_DAYS", _positive, 7,
+            "days spans are kept in the database (0 = no limit)"),
+    Setting("observability.otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", _parse_str, None,
+            "also export spans over OTLP/HTTP to this collector (needs the otel extra)"),
 )
 
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-
 from llmgine_daemon.app import create_app
 from llmgine_daemon.settings import Settings, load_settings
 

@@ -14,7 +14,6 @@ import socket
 import struct
 
 from aiohttp import web
-
 from llmgine_daemon.api.errors import ApiError, Handler
 from llmgine_daemon.api.keys import SETTINGS
 from llmgine_daemon.protocol import ErrorCode

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 from aiohttp import web
-
 from llmgine_daemon import __version__
 from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.observability.context import set_request_id
 from llmgine_daemon.protocol import (
     ERROR_STATUS,
     REQUEST_ID_HEADER,
@@ -133,6 +134,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     supplied = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = supplied if _REQUEST_ID_OK.match(supplied) else str(uuid.uuid4())
     request[REQUEST_ID] = request_id
+    set_request_id(request_id)  # every log record of this request carries it
     response: web.StreamResponse
     try:
         response = await handler(request)

@@ -6,13 +6,15 @@ import asyncio
 import weakref
 
 from aiohttp import web
-
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.streams import StreamHub
+from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.settings import Settings
 
 BUS = web.AppKey("bus", Bus)
 SETTINGS = web.AppKey("settings", Settings)
+# Metrics registry, tracer and log sink of this daemon (observability/core.py).
+OBSERVABILITY = web.AppKey("observability", Observability)
 # Where the daemon listens, as URLs; filled in by the server once its sites are up.
 LISTENERS = web.AppKey("listeners", list[str])
 # Set to ask the server to shut down gracefully (POST /api/shutdown, signals).

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from aiohttp import web
-
 from llmgine_daemon.api.keys import BUS
+from llmgine_daemon.api.observability import SPAN
 from llmgine_daemon.api.util import (
     json_response,
     limit_offset,
@@ -22,6 +22,8 @@ routes = web.RouteTableDef()
 async def create_session(request: web.Request) -> web.Response:
     body = await read_json(request, SessionCreate, empty_ok=True)
     session = await request.app[BUS].sessions.create(body.name, body.metadata)
+    # The path had no session id yet; without this the trace would not list under the session.
+    request[SPAN].set(session_id=session.session_id)
     return json_response(session, status=201)
 
 

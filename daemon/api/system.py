@@ -6,7 +6,6 @@ import asyncio
 import os
 
 from aiohttp import web
-
 from llmgine_daemon import __version__
 from llmgine_daemon.api.keys import BUS, LISTENERS, SETTINGS, SHUTDOWN
 from llmgine_daemon.api.util import json_response

@@ -7,7 +7,6 @@ from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
-
 from llmgine_daemon.api.errors import ApiError, validation_error
 from llmgine_daemon.protocol import ErrorCode
 

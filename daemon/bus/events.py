@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from llmgine_daemon.bus.codec import dumps, loads
+from llmgine_daemon.observability import metrics
+from llmgine_daemon.observability.context import current_trace_id
 from llmgine_daemon.protocol import Event, now_iso
 
 EVENT_COLUMNS = (
@@ -34,6 +37,8 @@ def insert_event(
 ) -> Event:
     event_id = str(uuid.uuid4())
     ts = timestamp or now_iso()
+    # Store.write runs this in the caller's context, so the event joins the caller's trace.
+    trace_id = trace_id or current_trace_id()
     data = data or {}
     metadata = metadata or {}
     cur = conn.execute(
@@ -92,5 +97,6 @@ class EventLog:
 
     def notify(self, events: list[Event]) -> None:
         for event in sorted(events, key=lambda e: e.seq):
+            metrics.inc("events_published_total", type=event.event_type)
             for listener in list(self._listeners):
                 listener(event)

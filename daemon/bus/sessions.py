@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.codec import dumps, loads
 from llmgine_daemon.bus.errors import BusError

@@ -17,20 +17,30 @@ pyproject pins aiosqlite below the next minor release for that reason.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
-
+from llmgine_daemon.store import obs_migrations  # noqa: F401 - registers migrations 40-49
 from llmgine_daemon.store.migrations import apply_migrations
 
 log = logging.getLogger("llmgine.store")
 
 T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
+# (write function, its caller's future, its caller's context): the writer runs each function in
+# its caller's contextvars, so code inside a write sees the caller's trace and session.
+QueueItem = tuple[WriteFn, "asyncio.Future[Any]", contextvars.Context]
+# Store.on_commit(contexts, batch size, wall-clock start, seconds taken, error or None): told
+# after every transaction, for metrics and storage-commit spans (observability sets it; the
+# store itself imports nothing of it).
+CommitHook = Callable[[list[contextvars.Context], int, float, float, BaseException | None], None]
 
 MAX_BATCH = 1024
 BUSY_TIMEOUT_MS = 5000
@@ -71,11 +81,12 @@ class Store:
         self.synchronous = synchronous.upper()
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[tuple[WriteFn, asyncio.Future[Any]] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[QueueItem | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         # Figures for observability and the benchmarks.
         self.transactions = 0
         self.writes = 0
+        self.on_commit: CommitHook | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -134,7 +145,7 @@ class Store:
         if self._task is None:
             raise StorageError("the store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((fn, future))
+        self._queue.put_nowait((fn, future, contextvars.copy_context()))
         return await future
 
     async def _writer(self) -> None:
@@ -150,13 +161,22 @@ class Store:
                     stopping = True
                     break
                 batch.append(nxt)
+            started_wall, started = time.time(), time.perf_counter()
+            failure: BaseException | None = None
             try:
                 outcomes = await self._writer_conn._execute(self._run_batch, batch)  # type: ignore[union-attr]
             except Exception as exc:  # the whole transaction failed (e.g. COMMIT on a full disk)
                 err = _classify(exc) if isinstance(exc, sqlite3.Error) else exc
                 log.error("write transaction of %d failed: %s", len(batch), err)
                 outcomes = [(False, err)] * len(batch)
-            for (_, future), (ok, value) in zip(batch, outcomes):
+                failure = err
+            if self.on_commit is not None:
+                try:
+                    self.on_commit([ctx for _, _, ctx in batch], len(batch), started_wall,
+                                   time.perf_counter() - started, failure)
+                except Exception:  # observability must never fail a write
+                    log.exception("commit hook failed")
+            for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
                 if ok:
@@ -164,15 +184,15 @@ class Store:
                 else:
                     future.set_exception(value)
 
-    def _run_batch(self, batch: list[tuple[WriteFn, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
+    def _run_batch(self, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
         conn = self._raw(self._writer_conn)
         outcomes: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for fn, _ in batch:
+            for fn, _, ctx in batch:
                 conn.execute("SAVEPOINT w")
                 try:
-                    value = fn(conn)
+                    value = ctx.run(fn, conn)
                 except Exception as exc:
                     conn.execute("ROLLBACK TO w")
                     conn.execute("RELEASE w")

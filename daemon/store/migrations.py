@@ -8,7 +8,7 @@ each in its own transaction, on start-up. Never edit a released migration: add a
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable
+from collections.abc import Callable
 
 from llmgine_daemon.protocol import now_iso
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-
 from llmgine_daemon.app import create_app
+
 from tests.conftest import assert_envelope
 
 

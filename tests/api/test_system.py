@@ -6,6 +6,7 @@ import os
 
 from llmgine_daemon import __version__
 from llmgine_daemon.api.keys import SHUTDOWN
+
 from tests.conftest import create_session
 
 

@@ -6,7 +6,6 @@ import stat
 import tomllib
 
 import pytest
-
 from llmgine_daemon.settings import (
     ConfigError,
     database_path,

@@ -7,7 +7,6 @@ import sqlite3
 import stat
 
 import pytest
-
 from llmgine_daemon.store.db import Store
 
 

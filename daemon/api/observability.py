@@ -1,0 +1,242 @@
+"""Spec section 7: logs, metrics and traces; plus the HTTP middleware that feeds them.
+
+``observability_middleware`` is the outermost middleware: it continues the client's W3C
+``traceparent`` (or starts a trace), opens the request span, binds the session id from the
+path so everything below logs with it, and counts the request by route template (never the
+raw path: ids would make every request its own series). ``_stamp_traceparent`` puts the
+span's ``traceparent`` on every response, WebSocket handshakes included, before it is sent.
+
+Telemetry about telemetry is left out of the trace store: GETs of the observability routes,
+``/metrics`` and ``/api/health`` (pollers such as ``llmgine logs -f`` would otherwise fill it);
+they are still counted in metrics and still get a ``traceparent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+import time
+
+from aiohttp import web
+from llmgine_daemon.api.errors import ApiError, Handler, validation_error
+from llmgine_daemon.api.keys import BUS, OBSERVABILITY
+from llmgine_daemon.api.util import json_response, path_id, query_choice, query_int, read_json
+from llmgine_daemon.observability.context import CURRENT_SPAN, FIELDS, set_fields
+from llmgine_daemon.observability.logs import LEVELS, query_logs, scrub_metadata, scrub_text
+from llmgine_daemon.observability.metrics_view import prometheus_text, session_snapshot, snapshot
+from llmgine_daemon.observability.traces import list_traces, read_trace
+from llmgine_daemon.observability.tracing import TRACE_ID, TRACEPARENT, Span, parse_traceparent
+from llmgine_daemon.protocol import ErrorCode, LogCreate, LogList, LogRecord, now_iso, parse_iso, to_iso
+
+routes = web.RouteTableDef()
+client_log = logging.getLogger("llmgine.client")
+
+SPAN = web.RequestKey("span", Span)
+UNTRACED_PREFIXES = ("/api/observability/", "/metrics", "/api/health")
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def route_label(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observability_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    obs = request.app[OBSERVABILITY]
+    route = route_label(request)
+    record = not (request.method == "GET" and request.path.startswith(UNTRACED_PREFIXES))
+    session_id = request.match_info.get("session_id")
+    span = obs.tracer.start(
+        f"{request.method} {route}",
+        parent=parse_traceparent(request.headers.get(TRACEPARENT)),
+        kind="server",
+        record=record,
+        **{"http.method": request.method, "http.route": route, "session_id": session_id},
+    )
+    request[SPAN] = span
+    fields_token = set_fields(session_id=session_id)
+    span_token = CURRENT_SPAN.set(span)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:  # redirects (error_middleware handles every error status)
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        CURRENT_SPAN.reset(span_token)
+        FIELDS.reset(fields_token)  # also drops the request id the error middleware bound
+        obs.registry.inc("http_requests_total", route=route, method=request.method, status=status)
+        obs.registry.observe("http_request_duration_seconds", elapsed, route=route, method=request.method)
+        span.set(**{"http.status_code": status})
+        if status >= 500:
+            span.fail(f"HTTP {status}")
+        span.end()
+
+
+async def stamp_traceparent(request: web.Request, response: web.StreamResponse) -> None:
+    span = request.get(SPAN)
+    if span is not None:
+        response.headers[TRACEPARENT] = span.traceparent
+
+
+# -- query parsing -----------------------------------------------------------------------------
+
+
+def query_time(request: web.Request, name: str) -> str | None:
+    """An ISO 8601 time, or a relative one ("90s", "15m", "1h", "2d", "1w" ago); as ISO UTC."""
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return None
+    match = _RELATIVE.match(raw.lower())
+    if match:
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        return to_iso(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds))
+    try:
+        return to_iso(parse_iso(raw))
+    except ValueError:
+        raise validation_error(name, "must be an ISO 8601 time or a duration like 15m, 1h, 2d",
+                               value=raw[:64]) from None
+
+
+def query_id(request: web.Request, name: str) -> str | None:
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$", raw):
+        raise validation_error(name, "not a valid identifier", value=raw[:64])
+    return raw
+
+
+def query_level(request: web.Request) -> str | None:
+    raw = request.query.get("level", "").strip().lower()
+    if not raw:
+        return None
+    raw = {"warn": "warning", "fatal": "critical"}.get(raw, raw)
+    if raw not in LEVELS:
+        raise validation_error("level", f"must be one of {', '.join(LEVELS)}", value=raw[:64])
+    return raw
+
+
+# -- logs --------------------------------------------------------------------------------------
+
+
+@routes.get("/api/observability/logs")
+async def get_logs(request: web.Request) -> web.Response:
+    obs = request.app[OBSERVABILITY]
+    limit = query_int(request, "limit", 100, minimum=1, maximum=1000)
+    after_raw = request.query.get("after")
+    after = query_int(request, "after", 0, minimum=0) if after_raw not in (None, "") else None
+    filters = dict(
+        level=query_level(request),
+        session_id=query_id(request, "session_id"),
+        command_id=query_id(request, "command_id"),
+        trace_id=query_id(request, "trace_id"),
+        since=query_time(request, "since"),
+        until=query_time(request, "until"),
+        q=request.query.get("q") or None,
+    )
+    await obs.flush()
+    records = await obs.store.read(lambda c: query_logs(c, after=after, limit=limit, **filters))
+    next_after = records[-1].id if records else after
+    if next_after is None:
+        # Nothing matched yet: a follower starts from the newest record there is.
+        row = await obs.store.fetchone("SELECT MAX(id) FROM logs")
+        next_after = row[0] if row and row[0] is not None else 0
+    return json_response(LogList(logs=records, limit=limit, next_after=next_after))
+
+
+@routes.post("/api/observability/logs")
+async def post_log(request: web.Request) -> web.Response:
+    obs = request.app[OBSERVABILITY]
+    body = await read_json(request, LogCreate)
+    if not body.message:
+        raise validation_error("message", "must not be empty")
+    metadata = scrub_metadata(body.metadata)
+    session_id = body.session_id or (
+        metadata.get("session_id") if isinstance(metadata.get("session_id"), str) else None
+    )
+    span = request[SPAN]
+    record = LogRecord(
+        id=0, timestamp=now_iso(), level=body.level,
+        logger=(body.logger or "client")[:128], message=scrub_text(body.message)[:16_384],
+        source="client", session_id=session_id, request_id=FIELDS.get().get("request_id"),
+        trace_id=span.trace_id, span_id=span.span_id, metadata=metadata,
+    )
+    record.id = await obs.store_log(record)
+    # Also to the log file / stderr; lg_stored keeps the store handler from saving it twice.
+    client_log.log(
+        LEVELS[body.level], "%s", record.message,
+        extra={"lg_stored": True, "source": "client", "metadata": metadata, "session_id": session_id},
+    )
+    return json_response(record, status=201)
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+@routes.get("/api/observability/metrics")
+async def get_metrics(request: web.Request) -> web.Response:
+    obs = request.app[OBSERVABILITY]
+    bus = request.app[BUS]
+    session_id = query_id(request, "session_id")
+    if session_id:
+        await bus.sessions.get(session_id)  # SESSION_NOT_FOUND for an unknown one
+        return json_response(await session_snapshot(obs, session_id, bus.uptime))
+    return json_response(snapshot(obs.registry, bus.uptime))
+
+
+@routes.get("/metrics")
+async def prometheus(request: web.Request) -> web.Response:
+    obs = request.app[OBSERVABILITY]
+    if not obs.registry.enabled:
+        raise ApiError(ErrorCode.NOT_FOUND, "metrics are disabled (observability.enable_metrics / "
+                       "ENABLE_METRICS is false)")
+    body, content_type = prometheus_text(obs.registry)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+# -- traces ------------------------------------------------------------------------------------
+
+
+@routes.get("/api/observability/traces")
+async def get_traces(request: web.Request) -> web.Response:
+    obs = request.app[OBSERVABILITY]
+    session_id = query_id(request, "session_id")
+    since = query_time(request, "since")
+    status = query_choice(request, "status", ("ok", "error"))
+    limit = query_int(request, "limit", 50, minimum=1, maximum=1000)
+    since_unix = parse_iso(since).timestamp() if since else None
+    await obs.flush()
+    result = await obs.store.read(
+        lambda c: list_traces(c, session_id=session_id, since_unix=since_unix, status=status, limit=limit)
+    )
+    return json_response(result)
+
+
+@routes.get("/api/observability/traces/{trace_id}")
+async def get_trace(request: web.Request) -> web.Response:
+    obs = request.app[OBSERVABILITY]
+    trace_id = path_id(request, "trace_id").lower()
+    if not TRACE_ID.match(trace_id):
+        raise validation_error("trace_id", "must be 32 hexadecimal digits", value=trace_id[:64])
+    await obs.flush()
+    view = await obs.store.read(lambda c: read_trace(c, trace_id))
+    if view is None:
+        detail = "" if obs.tracing_enabled else " (tracing is disabled: ENABLE_TRACING is false)"
+        raise ApiError(ErrorCode.NOT_FOUND, f"trace {trace_id!r} not found{detail}", {"trace_id": trace_id})
+    return json_response(view)
+

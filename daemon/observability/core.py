@@ -1,0 +1,199 @@
+"""``Observability``: the per-daemon owner of the metric registry, the tracer and the log sink.
+
+``create_app`` starts one after the store is open and stops it before the store closes. While
+running it is *installed*: the module-level ``metrics.inc`` / ``tracing.span`` calls anywhere
+in the daemon reach it, and Python logging feeds its ``StoreHandler``.
+
+One background task flushes buffered log records and finished spans to SQLite together, in
+one write (so telemetry costs one transaction per interval, not one per record), and prunes
+both tables past their retention bounds. Readers call ``flush()`` first, so what was logged
+before a request is visible to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import sqlite3
+import time
+from typing import Any
+
+from llmgine_daemon.observability import metrics, tracing
+from llmgine_daemon.observability.context import CURRENT_SPAN
+from llmgine_daemon.observability.logs import (
+    LEVELS,
+    StoreHandler,
+    insert_logs,
+    prune_logs_before,
+)
+from llmgine_daemon.observability.traces import insert_spans, prune_spans_before
+from llmgine_daemon.observability.tracing import Span, Tracer
+from llmgine_daemon.protocol import LogRecord
+from llmgine_daemon.settings import Settings
+from llmgine_daemon.store.db import Store
+
+log = logging.getLogger("llmgine.observability")
+
+FLUSH_INTERVAL = 0.5
+PRUNE_INTERVAL = 60.0
+
+
+class Observability:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics_enabled: bool = settings["observability.enable_metrics"]
+        self.tracing_enabled: bool = settings["observability.enable_tracing"]
+        self.log_rows: int = settings["observability.log_retention_rows"]
+        self.log_days: float = settings["observability.log_retention_days"]
+        self.span_rows: int = settings["observability.trace_retention_spans"]
+        self.span_days: float = settings["observability.trace_retention_days"]
+        self.level = LEVELS[settings["logging.level"]]
+        self.registry = metrics.Registry(enabled=self.metrics_enabled)
+        self.tracer = Tracer(enabled=self.tracing_enabled)
+        self.handler = StoreHandler(self.level)
+        self._task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
+        self._last_prune = 0.0
+        self._saved_level: int | None = None
+        self._exporter: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        metrics.install(self.registry)
+        tracing.install(self.tracer)
+        self.store.on_commit = self._on_commit
+        llmgine_logger = logging.getLogger("llmgine")
+        self._saved_level = llmgine_logger.level
+        # Records below the level are never created; the store handler gets the rest, whatever
+        # the root logger's own level (tests run without setup_logging).
+        llmgine_logger.setLevel(self.level)
+        logging.getLogger().addHandler(self.handler)
+        endpoint = self.settings["observability.otlp_endpoint"]
+        if endpoint and self.tracing_enabled:
+            from llmgine_daemon.observability.otel import make_exporter
+
+            self._exporter = make_exporter(endpoint)
+            if self._exporter is not None:
+                self.tracer.exporters.append(self._exporter.export)
+        await self._prune()
+        self._task = asyncio.create_task(self._flusher(), name="llmgine-telemetry-flush")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        logging.getLogger().removeHandler(self.handler)
+        try:
+            await self.flush()
+        except Exception:  # the store may already be failing; nothing more to do with them
+            log.exception("final telemetry flush failed")
+        if self._saved_level is not None:
+            logging.getLogger("llmgine").setLevel(self._saved_level)
+        if self.store.on_commit == self._on_commit:
+            self.store.on_commit = None
+        if self._exporter is not None:
+            await asyncio.to_thread(self._exporter.shutdown)  # flushes over the network
+        metrics.uninstall(self.registry)
+        tracing.uninstall(self.tracer)
+
+    # -- flushing ----------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write every buffered log record and span now; returns after they committed."""
+        async with self._flush_lock:
+            records = self.handler.drain()
+            spans = self.tracer.drain()
+            if not records and not spans:
+                return
+            log_rows, span_rows = self.log_rows, self.span_rows
+
+            def write(conn: sqlite3.Connection) -> None:
+                if records:
+                    insert_logs(conn, records, log_rows)
+                if spans:
+                    insert_spans(conn, spans, span_rows)
+
+            await self._untraced_write(write)
+
+    async def store_log(self, record: LogRecord) -> int:
+        """Write one record now (POST /api/observability/logs); returns its id.
+
+        Buffered records go first in the same transaction, so ids stay in time order.
+        """
+        async with self._flush_lock:
+            records = [*self.handler.drain(), record]
+            rows = self.log_rows
+
+            def write(conn: sqlite3.Connection) -> int:
+                return insert_logs(conn, records, rows)[-1]
+
+            return await self.store.write(write)
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            try:
+                await self.flush()
+                if time.monotonic() - self._last_prune > PRUNE_INTERVAL:
+                    await self._prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Not log.exception: that record would be buffered and fail the same way.
+                print(f"llmgined: telemetry flush failed: {exc}", flush=True)
+
+    async def _prune(self) -> None:
+        self._last_prune = time.monotonic()
+        now = time.time()
+        log_cutoff = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(now - self.log_days * 86400))
+        span_cutoff = now - self.span_days * 86400
+        log_days, span_days = self.log_days, self.span_days
+
+        def write(conn: sqlite3.Connection) -> None:
+            if log_days > 0:
+                prune_logs_before(conn, log_cutoff)
+            if span_days > 0:
+                prune_spans_before(conn, span_cutoff)
+
+        await self._untraced_write(write)
+
+    async def _untraced_write(self, fn: Any) -> None:
+        # Telemetry's own writes must not produce storage spans (nor feed back into a trace).
+        token = CURRENT_SPAN.set(None)
+        try:
+            await self.store.write(fn)
+        finally:
+            CURRENT_SPAN.reset(token)
+
+    # -- storage hook ------------------------------------------------------------------------
+
+    def _on_commit(
+        self, contexts: list[contextvars.Context], size: int, start: float, seconds: float,
+        error: BaseException | None,
+    ) -> None:
+        registry = self.registry
+        if registry.enabled:
+            registry.inc("storage_transactions_total", outcome="error" if error else "ok")
+            registry.inc("storage_writes_total", size)
+            registry.observe("storage_batch_size", size)
+            registry.observe("storage_commit_duration_seconds", seconds)
+        if not self.tracing_enabled:
+            return
+        # One span per traced caller in the batch, under the span that asked for the write.
+        seen: set[str] = set()
+        for ctx in contexts:
+            parent: Span | None = ctx.get(CURRENT_SPAN)
+            if parent is None or not parent.recording or parent.span_id in seen:
+                continue
+            seen.add(parent.span_id)
+            self.tracer.record(
+                "store.commit", parent, start, seconds * 1000,
+                error=str(error) if error else None, batch_size=size,
+            )

@@ -1,0 +1,114 @@
+"""Stored spans: insert with bounded retention, read back as a tree or a list of traces."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+import msgspec
+from llmgine_daemon.observability.tracing import Span
+from llmgine_daemon.protocol import SpanNode, TraceList, TraceSummary, TraceView
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+SPAN_COLUMNS = (
+    "trace_id, span_id, parent_id, name, kind, start, start_unix, duration_ms, status, error,"
+    " attributes, session_id, local_root"
+)
+
+
+def iso_from_unix(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1e6):06d}Z"
+
+
+def insert_spans(conn: sqlite3.Connection, spans: list[Span], max_rows: int) -> None:
+    last = None
+    for sp in spans:
+        last = conn.execute(
+            f"INSERT INTO spans ({SPAN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (sp.trace_id, sp.span_id, sp.parent_id, sp.name, sp.kind, iso_from_unix(sp.start),
+             sp.start, sp.duration_ms or 0.0, sp.status, sp.error,
+             _encoder.encode(sp.attributes).decode(), sp.session_id, int(sp.local_root)),
+        ).lastrowid
+    if last is not None and max_rows > 0:
+        conn.execute("DELETE FROM spans WHERE id <= ?", (last - max_rows,))
+
+
+def prune_spans_before(conn: sqlite3.Connection, cutoff_unix: float) -> int:
+    return conn.execute("DELETE FROM spans WHERE start_unix < ?", (cutoff_unix,)).rowcount
+
+
+def read_trace(conn: sqlite3.Connection, trace_id: str) -> TraceView | None:
+    rows = conn.execute(
+        f"SELECT {SPAN_COLUMNS} FROM spans WHERE trace_id = ? ORDER BY start_unix, id", (trace_id,)
+    ).fetchall()
+    if not rows:
+        return None
+    t0 = min(r[6] for r in rows)
+    end_ms = max(r[6] * 1000 + r[7] for r in rows)
+    nodes: dict[str, SpanNode] = {}
+    order: list[SpanNode] = []
+    for r in rows:
+        node = SpanNode(
+            span_id=r[1], parent_id=r[2], name=r[3], kind=r[4], start=r[5],
+            offset_ms=round((r[6] - t0) * 1000, 3), duration_ms=round(r[7], 3), status=r[8],
+            error=r[9], attributes=_decoder.decode(r[10]) if r[10] else {}, children=[],
+        )
+        nodes[node.span_id] = node
+        order.append(node)
+    roots: list[SpanNode] = []
+    for node in order:  # already in start order, so children come out sorted too
+        parent = nodes.get(node.parent_id) if node.parent_id else None
+        if parent is not None and parent is not node:
+            parent.children.append(node)
+        else:
+            roots.append(node)
+    return TraceView(
+        trace_id=trace_id,
+        root=roots[0].name,
+        start=iso_from_unix(t0),
+        duration_ms=round(end_ms - t0 * 1000, 3),
+        status="error" if any(r[8] == "error" for r in rows) else "ok",
+        span_count=len(rows),
+        spans=roots,
+    )
+
+
+def list_traces(
+    conn: sqlite3.Connection, *, session_id: str | None, since_unix: float | None,
+    status: str | None, limit: int,
+) -> TraceList:
+    """Recent traces, newest first, each summarised by its first local root span."""
+    where = ["local_root = 1"]
+    params: list[Any] = []
+    if since_unix is not None:
+        where.append("start_unix >= ?")
+        params.append(since_unix)
+    if session_id:
+        where.append("trace_id IN (SELECT trace_id FROM spans WHERE session_id = ?)")
+        params.append(session_id)
+    roots = conn.execute(
+        f"SELECT trace_id, name, session_id, MIN(start_unix) AS first FROM spans"
+        f" WHERE {' AND '.join(where)} GROUP BY trace_id ORDER BY first DESC",
+        params,
+    )
+    traces: list[TraceSummary] = []
+    for trace_id, name, root_session, _ in roots:
+        count, t0, t1, errors, any_session = conn.execute(
+            "SELECT COUNT(*), MIN(start_unix), MAX(start_unix * 1000.0 + duration_ms),"
+            " MAX(status = 'error'), MAX(session_id) FROM spans WHERE trace_id = ?",
+            (trace_id,),
+        ).fetchone()
+        trace_status = "error" if errors else "ok"
+        if status and trace_status != status:
+            continue
+        traces.append(TraceSummary(
+            trace_id=trace_id, root=name, start=iso_from_unix(t0),
+            duration_ms=round(t1 - t0 * 1000, 3), status=trace_status, span_count=count,
+            session_id=root_session or any_session,
+        ))
+        if len(traces) >= limit:
+            break
+    return TraceList(traces=traces, limit=limit)

@@ -1,0 +1,271 @@
+"""Traces: spans with W3C trace context, kept in a bounded buffer until stored.
+
+    with tracing.span("tool.call", tool=name) as sp:
+        ...
+        sp.set(status="ok")
+
+A span started inside another (in the same task, or in a task created inside it) becomes its
+child; the first span of a request continues the client's ``traceparent`` when one was sent.
+Spans are always given ids, so trace ids reach logs, events and responses even with
+ENABLE_TRACING off; only recording (buffering, storing, exporting) is switched off.
+
+Finished spans go to the installed ``Tracer``'s buffer; ``Observability`` flushes it to SQLite
+(and to OTLP when configured). A full buffer drops the newest spans and counts them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from llmgine_daemon.observability import metrics
+from llmgine_daemon.observability.context import CURRENT_SPAN, FIELD_NAMES, FIELDS
+
+TRACEPARENT = "traceparent"
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_BUFFER = 20_000
+# Attribute values are clipped: a span is a summary, not a copy of the payload.
+MAX_ATTR_CHARS = 512
+# Keys whose values are never recorded, whoever passes them.
+SECRET_KEYS = re.compile(r"(?i)(authorization|token|secret|password|api[_-]?key|cookie)")
+
+
+def new_trace_id() -> str:
+    return secrets.token_hex(16)
+
+
+def new_span_id() -> str:
+    return secrets.token_hex(8)
+
+
+class Remote:
+    """A parent that lives elsewhere: the client's span from its ``traceparent`` header."""
+
+    __slots__ = ("trace_id", "span_id", "sampled")
+
+    def __init__(self, trace_id: str, span_id: str, sampled: bool = True) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.sampled = sampled
+
+
+def parse_traceparent(header: str | None) -> Remote | None:
+    """The W3C trace context header; anything malformed is ignored (a new trace starts)."""
+    if not header:
+        return None
+    match = _TRACEPARENT.match(header.strip().lower())
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest) or trace_id == "0" * 32 or span_id == "0" * 16:
+        return None
+    return Remote(trace_id, span_id, sampled=bool(int(flags, 16) & 1))
+
+
+def clean_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if value is None:
+            continue
+        if SECRET_KEYS.search(key):
+            out[key] = "[redacted]"
+        elif isinstance(value, (bool, int, float)):
+            out[key] = value
+        else:
+            text = str(value)
+            out[key] = text if len(text) <= MAX_ATTR_CHARS else text[: MAX_ATTR_CHARS - 1] + "…"
+    return out
+
+
+class Span:
+    __slots__ = (
+        "trace_id", "span_id", "parent_id", "name", "kind", "start", "_t0", "duration_ms",
+        "status", "error", "attributes", "local_root", "recording", "sampled", "_tracer",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        trace_id: str,
+        parent_id: str | None,
+        *,
+        kind: str = "internal",
+        attributes: dict[str, Any] | None = None,
+        local_root: bool = False,
+        recording: bool = True,
+        sampled: bool = True,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.trace_id = trace_id
+        self.span_id = new_span_id()
+        self.parent_id = parent_id
+        self.name = name
+        self.kind = kind
+        self.start = time.time()
+        self._t0 = time.perf_counter()
+        self.duration_ms: float | None = None
+        self.status = "ok"
+        self.error: str | None = None
+        self.attributes = clean_attributes(attributes or {})
+        self.local_root = local_root
+        self.recording = recording
+        self.sampled = sampled
+        self._tracer = tracer
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
+
+    def set(self, **attributes: Any) -> None:
+        self.attributes.update(clean_attributes(attributes))
+
+    def fail(self, error: BaseException | str) -> None:
+        self.status = "error"
+        if isinstance(error, BaseException):
+            code = getattr(error, "code", None)
+            message = getattr(error, "message", None) or str(error) or type(error).__name__
+            self.error = f"{code}: {message}" if isinstance(code, str) else f"{type(error).__name__}: {message}"
+        else:
+            self.error = error
+        self.error = self.error[:MAX_ATTR_CHARS]
+
+    def end(self, *, duration_ms: float | None = None) -> None:
+        if self.duration_ms is not None:
+            return  # ended twice (an error path and a finally): keep the first
+        self.duration_ms = duration_ms if duration_ms is not None else (time.perf_counter() - self._t0) * 1000
+        if self.recording and self._tracer is not None:
+            self._tracer.finished(self)
+
+    @property
+    def session_id(self) -> str | None:
+        value = self.attributes.get("session_id")
+        return str(value) if value is not None else None
+
+
+class Tracer:
+    """Buffers finished spans of one daemon; ``drain()`` hands them to the flusher."""
+
+    def __init__(self, enabled: bool = True, max_buffer: int = MAX_BUFFER) -> None:
+        self.enabled = enabled
+        self.max_buffer = max_buffer
+        self._buffer: deque[Span] = deque()
+        self._lock = threading.Lock()
+        # Called with each finished span (the OTLP exporter), after buffering.
+        self.exporters: list[Callable[[Span], None]] = []
+
+    def start(
+        self,
+        name: str,
+        *,
+        parent: Span | Remote | None = None,
+        kind: str = "internal",
+        record: bool = True,
+        **attributes: Any,
+    ) -> Span:
+        """A new span under ``parent`` (default: the current span). Does not make it current."""
+        if parent is None:
+            parent = CURRENT_SPAN.get()
+        bound = FIELDS.get()
+        attrs = {k: bound[k] for k in FIELD_NAMES if k in bound and k != "request_id"}
+        attrs.update(attributes)
+        if parent is None:
+            trace_id, parent_id, local_root, sampled = new_trace_id(), None, True, True
+        elif isinstance(parent, Remote):
+            trace_id, parent_id, local_root, sampled = parent.trace_id, parent.span_id, True, parent.sampled
+        else:
+            trace_id, parent_id, local_root, sampled = parent.trace_id, parent.span_id, False, parent.sampled
+            record = record and parent.recording
+        return Span(
+            name, trace_id, parent_id, kind=kind, attributes=attrs, local_root=local_root,
+            recording=self.enabled and record, sampled=sampled, tracer=self,
+        )
+
+    def finished(self, span: Span) -> None:
+        with self._lock:
+            if len(self._buffer) >= self.max_buffer:
+                metrics.inc("telemetry_dropped_total", kind="span")
+                return
+            self._buffer.append(span)
+        for export in self.exporters:
+            try:
+                export(span)
+            except Exception:  # an exporter problem never fails the traced work
+                pass
+
+    def drain(self) -> list[Span]:
+        with self._lock:
+            spans = list(self._buffer)
+            self._buffer.clear()
+        return spans
+
+    def record(
+        self, name: str, parent: Span, start: float, duration_ms: float, *,
+        error: str | None = None, **attributes: Any,
+    ) -> None:
+        """Record a span measured elsewhere (the storage commit, timed by the writer task)."""
+        if not (self.enabled and parent.recording):
+            return
+        span = Span(name, parent.trace_id, parent.span_id, attributes=attributes, tracer=self,
+                    sampled=parent.sampled)
+        span.start = start
+        if error:
+            span.fail(error)
+        span.end(duration_ms=duration_ms)
+
+    @contextlib.contextmanager
+    def span(self, name: str, *, kind: str = "internal", parent: Span | Remote | None = None,
+             **attributes: Any) -> Iterator[Span]:
+        sp = self.start(name, parent=parent, kind=kind, **attributes)
+        token = CURRENT_SPAN.set(sp)
+        try:
+            yield sp
+        except BaseException as exc:
+            sp.fail(exc)
+            raise
+        finally:
+            CURRENT_SPAN.reset(token)
+            sp.end()
+
+
+# -- the module-level API --------------------------------------------------------------------
+
+_DISABLED = Tracer(enabled=False)
+_current: Tracer = _DISABLED
+
+
+def install(tracer: Tracer) -> None:
+    global _current
+    _current = tracer
+
+
+def uninstall(tracer: Tracer) -> None:
+    global _current
+    if _current is tracer:
+        _current = _DISABLED
+
+
+def current() -> Tracer:
+    return _current
+
+
+def span(name: str, *, kind: str = "internal", parent: Span | Remote | None = None,
+         **attributes: Any) -> contextlib.AbstractContextManager[Span]:
+    """``with tracing.span("llm.call", provider=p, model=m) as sp:`` - see the module docstring."""
+    return _current.span(name, kind=kind, parent=parent, **attributes)
+
+
+def current_span() -> Span | None:
+    return CURRENT_SPAN.get()
+
+
+def current_traceparent() -> str | None:
+    """Store this with queued work so the worker can continue the trace later."""
+    sp = CURRENT_SPAN.get()
+    return sp.traceparent if sp is not None else None

@@ -1,0 +1,3 @@
+from llmgine_cli.app import main
+
+raise SystemExit(main())

@@ -1,0 +1,436 @@
+"""Client: one method per llmgined endpoint, over a Unix socket or TCP.
+
+Standard library only (plus msgspec and the daemon's protocol module): importing aiohttp costs
+more than a whole request/response CLI call, so the CLI never pays for it.
+
+Where the daemon is (first match wins):
+  1. the ``url`` argument (the CLI's ``--url``)
+  2. ``LLMGINE_URL``                       ``unix:///path/llmgined.sock`` or ``http://host:port``
+  3. the default: ``server.socket`` from the local settings, else ``<runtime dir>/llmgined.sock``
+     (or the configured TCP address when the config says ``server.no_socket``)
+Only the default may be auto-started by the CLI; an explicit URL names someone else's daemon.
+
+Exceptions (callers catch the root; the CLI maps each leaf to an exit code):
+
+    LlmgineError
+     ├── InvalidURL                  the URL is not unix:///path or http://host:port
+     ├── TransportError              no HTTP answer came back
+     │    ├── DaemonUnreachable      nothing listens there (no socket, refused, connection lost)
+     │    └── RequestTimeout         connected, but no answer in time
+     ├── ApiError                    the daemon answered with the error envelope (4xx/5xx)
+     ├── ProtocolError               the answer is not what the protocol says
+     └── DaemonError                 `llmgine daemon start/stop` (or auto-start) failed
+          └── DaemonTimeout          the daemon did not come up (or go away) in time
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+from llmgine_daemon import __version__
+from llmgine_daemon.protocol import (
+    REQUEST_ID_HEADER,
+    VERSION_HEADER,
+    ConfigView,
+    ErrorEnvelope,
+    Health,
+    LogCreate,
+    LogList,
+    LogRecord,
+    MetricsSnapshot,
+    Session,
+    SessionCreate,
+    SessionList,
+    ShutdownAccepted,
+    Status,
+    TraceList,
+    TraceView,
+)
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_TCP_PORT = 8000
+USER_AGENT = f"llmgine-cli/{__version__}"
+
+
+# -- exceptions --------------------------------------------------------------------------
+
+
+class LlmgineError(Exception):
+    """Root of every error the client (and the CLI built on it) raises on purpose."""
+
+
+class InvalidURL(LlmgineError):
+    pass
+
+
+class TransportError(LlmgineError):
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class DaemonUnreachable(TransportError):
+    def __init__(self, message: str, url: str, *, before_send: bool) -> None:
+        super().__init__(message, url)
+        # True when the request never left this process, so retrying cannot repeat a write.
+        self.before_send = before_send
+
+
+class RequestTimeout(TransportError):
+    pass
+
+
+class ApiError(LlmgineError):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.request_id = request_id
+
+
+class ProtocolError(LlmgineError):
+    pass
+
+
+class DaemonError(LlmgineError):
+    pass
+
+
+class DaemonTimeout(DaemonError):
+    pass
+
+
+# -- where the daemon is -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed daemon address."""
+
+    url: str
+    socket_path: str | None = None
+    host: str | None = None
+    port: int | None = None
+    # Found by default resolution (no --url, no LLMGINE_URL): the CLI may auto-start it.
+    is_default: bool = False
+    # The local config's API key, used only for the default TCP target (same user, same file).
+    config_api_key: str | None = None
+
+    @property
+    def is_unix(self) -> bool:
+        return self.socket_path is not None
+
+
+def parse_url(url: str, *, is_default: bool = False) -> Target:
+    text = url.strip()
+    if text.startswith("unix://"):
+        path = text[len("unix://"):]
+        if not path.startswith("/"):
+            raise InvalidURL(f"invalid URL {url!r}: use unix:///absolute/path")
+        return Target(f"unix://{path}", socket_path=path, is_default=is_default)
+    if text.startswith("/"):  # a bare socket path is unambiguous; accept it
+        return Target(f"unix://{text}", socket_path=text, is_default=is_default)
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme != "http" or not parts.hostname:
+        raise InvalidURL(f"invalid URL {url!r}: use unix:///path or http://host:port")
+    try:
+        port = parts.port or DEFAULT_TCP_PORT
+    except ValueError:
+        raise InvalidURL(f"invalid URL {url!r}: bad port") from None
+    host = parts.hostname
+    shown = f"[{host}]" if ":" in host else host
+    return Target(f"http://{shown}:{port}", host=host, port=port, is_default=is_default)
+
+
+def default_target(env: Mapping[str, str] | None = None) -> Target:
+    """The daemon this user gets without --url: what a bare `llmgined` would listen on."""
+    from llmgine_daemon.settings import ConfigError, get_paths, load_settings
+
+    env = os.environ if env is None else env
+    try:
+        settings = load_settings(env=env)
+    except ConfigError:
+        # A broken config must not stop `llmgine config set` from fixing it, nor hide the
+        # daemon's own error message (auto-start shows it).
+        return Target(f"unix://{get_paths(env).socket}", socket_path=str(get_paths(env).socket),
+                      is_default=True)
+    path = settings.socket_path
+    if path is not None:
+        return Target(f"unix://{path}", socket_path=str(path), is_default=True)
+    host = connect_host(settings.host)
+    target = parse_url(f"http://{host}:{settings.port}", is_default=True)
+    return Target(target.url, host=target.host, port=target.port, is_default=True,
+                  config_api_key=settings["security.api_key_secret"])
+
+
+def connect_host(bind_host: str) -> str:
+    """Where to connect to reach a daemon bound to ``bind_host`` (wildcards mean loopback)."""
+    if bind_host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if bind_host == "::":
+        return "[::1]"
+    return f"[{bind_host}]" if ":" in bind_host else bind_host
+
+
+def resolve_target(url: str | None = None, env: Mapping[str, str] | None = None) -> Target:
+    env = os.environ if env is None else env
+    if url:
+        return parse_url(url)
+    if env.get("LLMGINE_URL"):
+        return parse_url(env["LLMGINE_URL"])
+    return default_target(env)
+
+
+# -- transport ---------------------------------------------------------------------------
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        # The Host header is required by HTTP/1.1 and meaningless on a socket.
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+# -- the client --------------------------------------------------------------------------
+
+
+class Client:
+    """One method per endpoint; each returns a protocol model or raises an LlmgineError.
+
+    ``on_unreachable`` is called once when the connection cannot even be opened (the CLI
+    auto-starts the daemon there); the request is then retried once.
+    ``on_version_mismatch`` is called once per client with the daemon's version.
+    """
+
+    def __init__(
+        self,
+        url: str | Target | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        env: Mapping[str, str] | None = None,
+        on_unreachable: Callable[[DaemonUnreachable], None] | None = None,
+        on_version_mismatch: Callable[[str], None] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self.target = url if isinstance(url, Target) else resolve_target(url, env)
+        self.api_key = api_key or env.get("LLMGINE_API_KEY") or self.target.config_api_key
+        self.timeout = timeout
+        self.on_unreachable = on_unreachable
+        self.on_version_mismatch = on_version_mismatch
+        self.daemon_version: str | None = None
+        self._warned = False
+
+    @property
+    def url(self) -> str:
+        return self.target.url
+
+    # -- system --------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        return self._call("GET", "/api/health", Health)
+
+    def status(self) -> Status:
+        return self._call("GET", "/api/status", Status)
+
+    def config(self) -> ConfigView:
+        return self._call("GET", "/api/config", ConfigView)
+
+    def shutdown(self) -> ShutdownAccepted:
+        return self._call("POST", "/api/shutdown", ShutdownAccepted, body={})
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def create_session(
+        self, name: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> Session:
+        body = SessionCreate(name=name, metadata=metadata or {})
+        return self._call("POST", "/api/sessions", Session, body=body)
+
+    def list_sessions(
+        self, *, limit: int = 50, offset: int = 0, status: str | None = None
+    ) -> SessionList:
+        query = {"limit": limit, "offset": offset, "status": status}
+        return self._call("GET", "/api/sessions", SessionList, query=query)
+
+    def get_session(self, session_id: str) -> Session:
+        return self._call("GET", f"/api/sessions/{_seg(session_id)}", Session)
+
+    def delete_session(self, session_id: str, *, purge: bool = False) -> Session | None:
+        path = f"/api/sessions/{_seg(session_id)}"
+        if purge:
+            self._request("DELETE", path, query={"purge": "true"})
+            return None
+        return self._call("DELETE", path, Session)
+
+    # -- observability -------------------------------------------------------------------
+
+    def logs(
+        self, *, level: str | None = None, session_id: str | None = None,
+        command_id: str | None = None, trace_id: str | None = None, since: str | None = None,
+        until: str | None = None, q: str | None = None, after: int | None = None, limit: int = 100,
+    ) -> LogList:
+        query = {"level": level, "session_id": session_id, "command_id": command_id,
+                 "trace_id": trace_id, "since": since, "until": until, "q": q, "after": after,
+                 "limit": limit}
+        return self._call("GET", "/api/observability/logs", LogList, query=query)
+
+    def post_log(
+        self, message: str, *, level: str = "info", metadata: dict[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> LogRecord:
+        body = LogCreate(message=message, level=level, metadata=metadata or {},  # type: ignore[arg-type]
+                         session_id=session_id)
+        return self._call("POST", "/api/observability/logs", LogRecord, body=body)
+
+    def metrics(self, session_id: str | None = None) -> MetricsSnapshot:
+        return self._call("GET", "/api/observability/metrics", MetricsSnapshot,
+                          query={"session_id": session_id})
+
+    def trace(self, trace_id: str) -> TraceView:
+        return self._call("GET", f"/api/observability/traces/{_seg(trace_id)}", TraceView)
+
+    def traces(
+        self, *, session_id: str | None = None, since: str | None = None,
+        status: str | None = None, limit: int = 50,
+    ) -> TraceList:
+        query = {"session_id": session_id, "since": since, "status": status, "limit": limit}
+        return self._call("GET", "/api/observability/traces", TraceList, query=query)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        type_: type[T],
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> T:
+        data = self._request(method, path, query=query, body=body)
+        try:
+            return msgspec.json.decode(data, type=type_)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ProtocolError(
+                f"unexpected answer from {method} {path} at {self.url}: {exc}"
+            ) from None
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> bytes:
+        if query:
+            pairs = {k: v for k, v in query.items() if v is not None}
+            if pairs:
+                path = f"{path}?{urllib.parse.urlencode(pairs)}"
+        payload = None if body is None else msgspec.json.encode(body)
+        try:
+            return self._send(method, path, payload)
+        except DaemonUnreachable as exc:
+            if not exc.before_send or self.on_unreachable is None:
+                raise
+            hook, self.on_unreachable = self.on_unreachable, None  # only ever once
+            hook(exc)
+            return self._send(method, path, payload)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        t = self.target
+        if t.socket_path is not None:
+            return UnixHTTPConnection(t.socket_path, self.timeout)
+        return http.client.HTTPConnection(t.host or "127.0.0.1", t.port, timeout=self.timeout)
+
+    def _send(self, method: str, path: str, payload: bytes | None) -> bytes:
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        conn = self._connection()
+        try:
+            try:
+                conn.connect()
+            except TimeoutError:
+                raise RequestTimeout(f"connecting to {self.url} timed out", self.url) from None
+            except OSError as exc:
+                raise DaemonUnreachable(
+                    f"cannot connect to {self.url}: {exc.strerror or exc}", self.url,
+                    before_send=True,
+                ) from None
+            try:
+                conn.request(method, path, body=payload, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"no answer from {self.url} within {self.timeout:g}s", self.url
+                ) from None
+            except (OSError, http.client.HTTPException) as exc:
+                # The daemon went away mid-request (e.g. it is shutting down).
+                reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                raise DaemonUnreachable(
+                    f"lost the connection to {self.url}: {reason}", self.url, before_send=False
+                ) from None
+        finally:
+            conn.close()
+        self._check_version(resp.getheader(VERSION_HEADER))
+        if resp.status >= 400:
+            raise _api_error(resp.status, resp.reason, data, resp.getheader(REQUEST_ID_HEADER))
+        return data
+
+    def _check_version(self, version: str | None) -> None:
+        if version is None:
+            return
+        self.daemon_version = version
+        if version != __version__ and not self._warned and self.on_version_mismatch:
+            self._warned = True
+            self.on_version_mismatch(version)
+
+
+def _seg(value: str) -> str:
+    """One path segment, so an id can never walk to another route."""
+    return urllib.parse.quote(value, safe="")
+
+
+def _api_error(status: int, reason: str, data: bytes, request_id: str | None) -> ApiError:
+    try:
+        env = msgspec.json.decode(data, type=ErrorEnvelope)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        # Not our envelope (a proxy, or something else on that port): keep what we know.
+        return ApiError(status, f"HTTP_{status}", reason or "error", {}, request_id)
+    return ApiError(
+        status, env.error.code, env.error.message, env.error.details,
+        env.request_id or request_id,
+    )

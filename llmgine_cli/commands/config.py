@@ -1,0 +1,150 @@
+"""`llmgine config path | show | get | set | unset` ↔ daemon api/system.py (GET /api/config).
+
+`show` and `get` ask the running daemon for its effective configuration (what it actually
+uses, flags included); `--local` resolves defaults < file < environment here instead, with
+the daemon's own settings code, so it works without a daemon. `set` and `unset` edit the TOML
+file and keep every other key and table; the daemon reads it at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from llmgine_daemon.protocol import ConfigValue, ConfigView
+from llmgine_daemon.settings import (
+    BY_ENV,
+    BY_KEY,
+    SETTINGS,
+    ConfigError,
+    get_paths,
+    load_settings,
+    parse_cli_value,
+    write_config_value,
+)
+
+from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import Column, View, render, render_text, resolve_format
+
+app = typer.Typer(help="Show and edit the configuration (config.toml).", no_args_is_help=True)
+
+SHOW_VIEW = View(
+    columns=(Column("KEY", "key"), Column("ENV", "env"), Column("VALUE", "value"),
+             Column("SOURCE", "source")),
+    items="settings",
+    id_field="key",
+)
+VALUE_VIEW = View(id_field="value", raw_keys=frozenset({"value"}))
+
+Local = Annotated[
+    bool,
+    typer.Option("--local", help="Resolve here (defaults < file < env) instead of asking "
+                                 "the running daemon."),
+]
+Key = Annotated[str, typer.Argument(metavar="KEY", help="A dotted key (server.port) or its "
+                                                       "environment name (API_PORT).")]
+
+
+def config_path(env: Mapping[str, str]) -> Path:
+    """The file llmgined reads by default (LLMGINE_CONFIG moves it, like --config)."""
+    return Path(env.get("LLMGINE_CONFIG") or get_paths(env).config_file).expanduser()
+
+
+def local_view(env: Mapping[str, str]) -> ConfigView:
+    settings = load_settings(env=env)
+    return ConfigView(
+        config_file=str(settings.config_file),
+        settings=[ConfigValue(s.key, s.env, settings.redacted(s.key), settings.sources[s.key])
+                  for s in SETTINGS],
+    )
+
+
+def canonical_key(key: str) -> str:
+    if key in BY_KEY:
+        return key
+    if key.upper() in BY_ENV:
+        return BY_ENV[key.upper()].key
+    raise typer.BadParameter(f"unknown key {key!r} (see `llmgine config show --local`)",
+                             param_hint="KEY")
+
+
+def value_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+@app.command("path")
+def path(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
+    """Print the config file's path (`$EDITOR "$(llmgine config path)"`)."""
+    app_ctx = state(ctx)
+    where = str(config_path(app_ctx.env.environ))
+    if quiet or resolve_format(app_ctx.env, output) in ("table", "plain"):
+        render_text(app_ctx.env, where)
+    else:
+        render(app_ctx.env, {"config_file": where}, View(), output)
+
+
+@app.command("show")
+def show(ctx: typer.Context, local: Local = False, output: Output = None,
+         quiet: Quiet = False) -> None:
+    """Show every setting with its value and source (default, file, env, flag)."""
+    app_ctx = state(ctx)
+    view = local_view(app_ctx.env.environ) if local else app_ctx.client(autostart=False).config()
+    render(app_ctx.env, view, SHOW_VIEW, output, quiet)
+
+
+@app.command("get")
+def get(ctx: typer.Context, key: Key, local: Local = False, output: Output = None,
+        quiet: Quiet = False) -> None:
+    """Print one setting's value (empty when unset)."""
+    app_ctx = state(ctx)
+    key = canonical_key(key)
+    view = local_view(app_ctx.env.environ) if local else app_ctx.client(autostart=False).config()
+    entry = next((s for s in view.settings if s.key == key), None)
+    if entry is None:  # a daemon older than this CLI
+        raise typer.BadParameter(f"the daemon does not know {key!r}", param_hint="KEY")
+    if quiet or resolve_format(app_ctx.env, output) in ("table", "plain"):
+        render_text(app_ctx.env, value_text(entry.value))
+    else:
+        render(app_ctx.env, entry, VALUE_VIEW, output)
+
+
+@app.command("set")
+def set_(
+    ctx: typer.Context,
+    key: Key,
+    value: Annotated[str, typer.Argument(metavar="VALUE")],
+) -> None:
+    """Write KEY = VALUE to the config file (restart the daemon to apply it)."""
+    app_ctx = state(ctx)
+    key = canonical_key(key)
+    try:
+        parsed = parse_cli_value(key, value)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="VALUE") from None
+    where = config_path(app_ctx.env.environ)
+    write_config_value(where, key, parsed)
+    app_ctx.env.err(f"set {key} in {where}; restart the daemon to apply it: "
+                    "llmgine daemon restart")
+
+
+@app.command("unset")
+def unset(ctx: typer.Context, key: Key) -> None:
+    """Remove KEY from the config file (back to its default)."""
+    app_ctx = state(ctx)
+    key = canonical_key(key)
+    where = config_path(app_ctx.env.environ)
+    if not where.exists():
+        app_ctx.env.err(f"{key} is not set ({where} does not exist)")
+        return
+    write_config_value(where, key, None)
+    app_ctx.env.err(f"unset {key} in {where}; restart the daemon to apply it: "
+                    "llmgine daemon restart")
+

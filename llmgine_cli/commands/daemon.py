@@ -1,0 +1,213 @@
+"""`llmgine daemon start | stop | restart | status | logs`: run llmgined in the background.
+
+The process work lives in daemonctl.py (auto-start shares it); this module parses and renders.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from llmgine_daemon.settings import get_paths
+
+from llmgine_cli import daemonctl
+from llmgine_cli.client import DaemonError, Target
+from llmgine_cli.context import AppContext
+from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import View, render, resolve_format
+from llmgine_cli.status import ExitStatus
+
+app = typer.Typer(help="Run llmgined in the background: start, stop, restart, status, logs.",
+                  no_args_is_help=True)
+
+STARTED_VIEW = View(id_field="pid")
+STOPPED_VIEW = View(id_field="pid")
+STATUS_VIEW = View(id_field="pid", fields=("pid", "version", "uptime", "started_at",
+                                           "listeners"))
+
+Host = Annotated[str | None, typer.Option("--host", help="Also listen on TCP at this host.")]
+Port = Annotated[int | None, typer.Option("--port", min=0, max=65535,
+                                             help="Also listen on TCP at this port.")]
+Sock = Annotated[str | None, typer.Option("--socket", help="Unix socket path.")]
+NoSock = Annotated[bool, typer.Option("--no-socket", help="TCP only.")]
+ConfigFile = Annotated[str | None, typer.Option("--config", help="Another config file.")]
+LogLevel = Annotated[str | None, typer.Option("--log-level",
+                                                 help="debug|info|warning|error|critical")]
+LogFile = Annotated[str | None, typer.Option("--log-file",
+                                                help="Log here instead of the daemon log.")]
+Timeout = Annotated[float, typer.Option("--timeout", min=0.1,
+                                        help="Seconds to wait for it to answer.")]
+
+
+def _path(value: str | None) -> str | None:
+    return str(Path(value).expanduser().absolute()) if value else None
+
+
+def _flags(host: str | None, port: int | None, socket: str | None, no_socket: bool,
+           config: str | None, log_level: str | None,
+           log_file: str | None) -> daemonctl.DaemonFlags:
+    # Absolute paths: the daemon must find them whatever directory a later restart runs in.
+    return daemonctl.DaemonFlags(
+        host=host, port=port,
+        socket=_path(socket), no_socket=no_socket, config=_path(config),
+        log_level=log_level, log_file=_path(log_file),
+    )
+
+
+def managed_target(app_ctx: AppContext) -> tuple[Target, str | None]:
+    """The daemon `llmgine daemon ...` manages: --url/LLMGINE_URL, else the last start's."""
+    env = app_ctx.env.environ
+    if app_ctx.url or env.get("LLMGINE_URL"):
+        return app_ctx.target(), app_ctx.api_key
+    flags = daemonctl.load_flags(get_paths(env))
+    if flags is not None:
+        try:
+            resolved = daemonctl.resolve(flags, env)
+            return resolved.target, app_ctx.api_key or resolved.api_key
+        except DaemonError:
+            pass
+    return app_ctx.target(), app_ctx.api_key
+
+
+def _say_started(app_ctx: AppContext, started: daemonctl.Started, output: str | None,
+                 quiet: bool) -> None:
+    if quiet or resolve_format(app_ctx.env, output) in ("json", "jsonl"):
+        render(app_ctx.env, asdict(started), STARTED_VIEW, output, quiet)
+        return
+    verb = "is already running" if started.already_running else "started"
+    pid = f"pid {started.pid}" if started.pid else "pid unknown"
+    app_ctx.env.out(f"llmgined {started.version} {verb} ({pid}), listening on "
+                    f"{', '.join(started.listeners)}")
+
+
+@app.command("start")
+def start(
+    ctx: typer.Context,
+    host: Host = None,
+    port: Port = None,
+    socket: Sock = None,
+    no_socket: NoSock = False,
+    config: ConfigFile = None,
+    log_level: LogLevel = None,
+    log_file: LogFile = None,
+    timeout: Timeout = daemonctl.START_TIMEOUT,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Start llmgined in the background and wait until it answers."""
+    app_ctx = state(ctx)
+    flags = _flags(host, port, socket, no_socket, config, log_level, log_file)
+    started = daemonctl.start(flags, app_ctx.env.environ, timeout=timeout)
+    _say_started(app_ctx, started, output, quiet)
+
+
+@app.command("stop")
+def stop(ctx: typer.Context, timeout: Timeout = daemonctl.STOP_TIMEOUT, output: Output = None,
+         quiet: Quiet = False) -> None:
+    """Shut llmgined down gracefully and wait for it to exit."""
+    app_ctx = state(ctx)
+    target, api_key = managed_target(app_ctx)
+    stopped = daemonctl.stop(target, app_ctx.env.environ, api_key=api_key, timeout=timeout)
+    if quiet or resolve_format(app_ctx.env, output) in ("json", "jsonl"):
+        render(app_ctx.env, asdict(stopped), STOPPED_VIEW, output, quiet)
+    elif stopped.was_running:
+        app_ctx.env.out(f"llmgined stopped (pid {stopped.pid})")
+    else:
+        app_ctx.env.err(f"llmgined is not running (nothing at {stopped.url})")
+
+
+@app.command("restart")
+def restart(
+    ctx: typer.Context,
+    host: Host = None,
+    port: Port = None,
+    socket: Sock = None,
+    no_socket: NoSock = False,
+    config: ConfigFile = None,
+    log_level: LogLevel = None,
+    log_file: LogFile = None,
+    timeout: Timeout = daemonctl.START_TIMEOUT,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Stop and start again with the flags of the last start (flags given here override)."""
+    app_ctx = state(ctx)
+    env = app_ctx.env.environ
+    given = _flags(host, port, socket, no_socket, config, log_level, log_file)
+    flags = daemonctl.load_flags(get_paths(env)) or daemonctl.DaemonFlags()
+    overrides: dict[str, Any] = {k: v for k, v in asdict(given).items() if v not in (None, False)}
+    flags = replace(flags, **overrides)
+    target, api_key = managed_target(app_ctx)
+    stopped = daemonctl.stop(target, env, api_key=api_key)
+    if stopped.was_running and not quiet:
+        app_ctx.env.err(f"llmgined stopped (pid {stopped.pid})")
+    started = daemonctl.start(flags, env, timeout=timeout)
+    _say_started(app_ctx, started, output, quiet)
+
+
+@app.command("status")
+def status(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
+    """Show pid, version, uptime and listeners (exit 3 when not running)."""
+    app_ctx = state(ctx)
+    target, api_key = managed_target(app_ctx)
+    client = app_ctx.client(autostart=False, target=target, timeout=app_ctx.timeout or 5.0)
+    client.api_key = api_key or client.api_key
+    render(app_ctx.env, client.status(), STATUS_VIEW, output, quiet)
+
+
+@app.command("logs")
+def logs(
+    ctx: typer.Context,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines "
+                                                                "until Ctrl-C.")] = False,
+    lines: Annotated[int | None, typer.Option("--lines", "-n", min=0,
+                                                 help="Only the last N lines.")] = None,
+) -> None:
+    """Print the daemon log (LOG_FILE if configured, else the `daemon start` log)."""
+    app_ctx = state(ctx)
+    env = app_ctx.env
+    path = daemonctl.log_file(env.environ)
+    if not path.exists() and not follow:
+        env.err(f"error: no daemon log at {path} (has `llmgine daemon start` run?)")
+        raise typer.Exit(ExitStatus.ERROR)
+    position = 0
+    if path.exists():
+        if lines is None:
+            with path.open("r", encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    env.stdout.write(line)
+        else:
+            for line in daemonctl.tail(path, lines):
+                env.stdout.write(line + "\n")
+        position = path.stat().st_size
+    env.stdout.flush()
+    if follow:
+        try:
+            _follow(env.stdout, path, position)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how you stop following: a normal exit, not an error
+
+
+def _follow(out: Any, path: Path, position: int) -> None:
+    inode = path.stat().st_ino if path.exists() else None
+    while True:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            time.sleep(0.2)
+            continue
+        if st.st_ino != inode or st.st_size < position:
+            inode, position = st.st_ino, 0  # rotated or truncated: start from its top
+        if st.st_size > position:
+            with path.open("rb") as fh:
+                fh.seek(position)
+                chunk = fh.read()
+            position += len(chunk)
+            out.write(chunk.decode("utf-8", "replace"))
+            out.flush()
+        else:
+            time.sleep(0.2)
+

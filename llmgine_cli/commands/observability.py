@@ -1,0 +1,198 @@
+"""`llmgine logs | log | metrics | trace | traces` ↔ daemon api/observability.py.
+
+Top-level commands (app.py adds this Typer without a name): "what happened, how long did it
+take, and why did it fail" should be one short word away.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import (
+    Column,
+    View,
+    render,
+    render_log_records,
+    render_metrics,
+    render_trace,
+    resolve_format,
+)
+
+app = typer.Typer()
+
+LEVELS = ("debug", "info", "warning", "error", "critical")
+TRACES_VIEW = View(
+    columns=(
+        Column("TRACE", "trace_id"),
+        Column("ROOT", "root"),
+        Column("START", "start"),
+        Column("DURATION MS", "duration_ms"),
+        Column("SPANS", "span_count"),
+        Column("STATUS", "status"),
+        Column("SESSION", "session_id"),
+    ),
+    items="traces",
+    id_field="trace_id",
+)
+LOG_VIEW = View(id_field="id")
+
+
+def _level(value: str | None) -> str | None:
+    if value is None:
+        return None
+    lowered = {"warn": "warning"}.get(value.lower(), value.lower())
+    if lowered not in LEVELS:
+        raise typer.BadParameter(f"must be one of {', '.join(LEVELS)}", param_hint="--level")
+    return lowered
+
+
+@app.command("logs")
+def logs(
+    ctx: typer.Context,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
+    level: Annotated[str | None, typer.Option(
+        "--level", "-l", metavar="LEVEL", help="This level and above: debug|info|warning|error|critical.")] = None,
+    session: Annotated[str | None, typer.Option("--session", "-s", metavar="ID", help="Only this session.")] = None,
+    command: Annotated[str | None, typer.Option("--command", metavar="ID", help="Only this command.")] = None,
+    trace: Annotated[str | None, typer.Option("--trace", metavar="ID", help="Only this trace.")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="WHEN", help="ISO time or a duration ago: 90s, 15m, 1h, 2d.")] = None,
+    until: Annotated[str | None, typer.Option("--until", metavar="WHEN", help="ISO time or a duration ago.")] = None,
+    grep: Annotated[str | None, typer.Option(
+        "--grep", "-g", metavar="TEXT", help="Only records whose message contains TEXT (any case).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="The newest N records.")] = 100,
+    interval: Annotated[float, typer.Option("--interval", min=0.1, hidden=True)] = 1.0,
+    polls: Annotated[int, typer.Option("--polls", min=0, hidden=True, help="Stop -f after N polls (tests).")] = 0,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Show the daemon's log records, oldest first (-f follows, Ctrl-C stops)."""
+    app_ctx = state(ctx)
+    env = app_ctx.env
+    client = app_ctx.client()
+    query: dict[str, Any] = dict(level=_level(level), session_id=session, command_id=command,
+                                 trace_id=trace, since=since, until=until, q=grep)
+    page = client.logs(limit=limit, **query)
+    fmt = resolve_format(env, output)
+    if quiet:
+        render(env, page, View(items="logs", id_field="id"), output, quiet)
+    elif fmt == "json" and not follow:
+        render(env, page, View(items="logs"), output)
+    else:
+        render_log_records(env, page.logs, fmt)
+    if not follow:
+        return
+    cursor = page.next_after
+    done = 0
+    try:
+        while not polls or done < polls:
+            time.sleep(interval)
+            done += 1
+            page = client.logs(limit=1000, after=cursor, **{**query, "since": None})
+            if page.logs:
+                render_log_records(env, page.logs, "jsonl" if fmt == "json" else fmt)
+            cursor = page.next_after
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how you stop following: a normal exit
+
+
+@app.command("log")
+def log(
+    ctx: typer.Context,
+    message: Annotated[str, typer.Argument(help="The message to record.")],
+    level: Annotated[str, typer.Option("--level", "-l", metavar="LEVEL", help="debug|info|warning|error|critical.")]
+    = "info",
+    session: Annotated[str | None, typer.Option("--session", "-s", metavar="ID", help="Attach it to a session.")]
+    = None,
+    meta: Annotated[list[str] | None, typer.Option(
+        "--meta", "-m", metavar="KEY=VALUE", help="Metadata; repeatable.")] = None,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Write a record into the daemon's log (marked as coming from a client)."""
+    from llmgine_cli.commands.sessions import parse_meta
+
+    app_ctx = state(ctx)
+    record = app_ctx.client().post_log(message, level=_level(level) or "info",
+                                       metadata=parse_meta(meta or []), session_id=session)
+    render(app_ctx.env, record, LOG_VIEW, output, quiet)
+
+
+@app.command("metrics")
+def metrics(
+    ctx: typer.Context,
+    session: Annotated[str | None, typer.Option("--session", "-s", metavar="ID", help="Only this session.")] = None,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option("--interval", "-i", min=0.2, help="Seconds between refreshes.")] = 2.0,
+    count: Annotated[int, typer.Option("--count", min=0, hidden=True, help="Stop --watch after N refreshes.")] = 0,
+    output: Output = None,
+) -> None:
+    """Counters and latency percentiles: requests, commands, events, storage, LLM calls, sandbox.
+
+    Rates are per second: since the previous refresh with --watch, else since the daemon started.
+    """
+    app_ctx = state(ctx)
+    env = app_ctx.env
+    client = app_ctx.client()
+    fmt = resolve_format(env, output)
+    snapshot = client.metrics(session)
+    if not watch:
+        render_metrics(env, snapshot, fmt)
+        return
+    done = 0
+    try:
+        if fmt == "table" and env.stdout_isatty:
+            from rich.console import Console
+            from rich.live import Live
+
+            console = Console(file=env.stdout, force_terminal=True)
+            with Live(render_metrics(env, snapshot, fmt, console=console), console=console,
+                      auto_refresh=False) as live:
+                while not count or done < count:
+                    time.sleep(interval)
+                    done += 1
+                    previous, snapshot = snapshot, client.metrics(session)
+                    live.update(render_metrics(env, snapshot, fmt, previous=previous, interval=interval,
+                                               console=console), refresh=True)
+        else:
+            render_metrics(env, snapshot, fmt)
+            while not count or done < count:
+                time.sleep(interval)
+                done += 1
+                previous, snapshot = snapshot, client.metrics(session)
+                if fmt not in ("json", "jsonl"):
+                    env.out("")
+                render_metrics(env, snapshot, fmt, previous=previous, interval=interval)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("trace")
+def trace(
+    ctx: typer.Context,
+    trace_id: Annotated[str, typer.Argument(metavar="ID", help="The trace id (32 hex digits).")],
+    output: Output = None,
+) -> None:
+    """Draw one trace as a waterfall tree: spans, offsets, durations; errors in red."""
+    app_ctx = state(ctx)
+    render_trace(app_ctx.env, app_ctx.client().trace(trace_id), resolve_format(app_ctx.env, output))
+
+
+@app.command("traces")
+def traces(
+    ctx: typer.Context,
+    session: Annotated[str | None, typer.Option("--session", "-s", metavar="ID", help="Only this session.")] = None,
+    since: Annotated[str | None, typer.Option("--since", metavar="WHEN", help="ISO time or 15m, 1h, 2d.")] = None,
+    status: Annotated[str | None, typer.Option("--status", metavar="STATUS", help="ok or error.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many.")] = 50,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """List recent traces, newest first (`llmgine trace ID` draws one)."""
+    app_ctx = state(ctx)
+    page = app_ctx.client().traces(session_id=session, since=since, status=status, limit=limit)
+    render(app_ctx.env, page, TRACES_VIEW, output, quiet)

@@ -1,0 +1,105 @@
+"""`llmgine session ...` ↔ daemon api/sessions.py."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import Column, View, render, resolve_format
+
+app = typer.Typer(help="Create, list, inspect and end sessions.", no_args_is_help=True)
+
+LIST_VIEW = View(
+    columns=(
+        Column("ID", "session_id"),
+        Column("NAME", "name"),
+        Column("STATUS", "status"),
+        Column("CREATED", "created_at"),
+        Column("LAST ACTIVITY", "last_activity_at"),
+    ),
+    items="sessions",
+    id_field="session_id",
+)
+SESSION_VIEW = View(id_field="session_id")
+
+SessionId = Annotated[str, typer.Argument(metavar="ID", help="The session id.")]
+
+
+def parse_meta(pairs: list[str]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--meta")
+        metadata[key] = value
+    return metadata
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="A name for it.")] = None,
+    meta: Annotated[
+        list[str] | None,
+        typer.Option("--meta", "-m", metavar="KEY=VALUE", help="Metadata; repeatable."),
+    ] = None,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Create a session (`SID=$(llmgine session create -q)`)."""
+    app_ctx = state(ctx)
+    session = app_ctx.client().create_session(name, parse_meta(meta or []))
+    render(app_ctx.env, session, SESSION_VIEW, output, quiet)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", "-s", help="active or closed (default: both)."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-l", min=1, help="At most this many.")] = 50,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """List sessions, newest first."""
+    app_ctx = state(ctx)
+    page = app_ctx.client().list_sessions(limit=limit, offset=offset, status=status)
+    render(app_ctx.env, page, LIST_VIEW, output, quiet)
+    shown = len(page.sessions)
+    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain") \
+            and page.total > offset + shown:
+        app_ctx.env.err(
+            f"showing {offset + 1 if shown else offset}-{offset + shown} of {page.total} "
+            f"(use --offset {offset + shown} for more)"
+        )
+
+
+@app.command("get")
+def get(ctx: typer.Context, session_id: SessionId, output: Output = None,
+        quiet: Quiet = False) -> None:
+    """Show one session, with counts of what is in it."""
+    app_ctx = state(ctx)
+    render(app_ctx.env, app_ctx.client().get_session(session_id), SESSION_VIEW, output, quiet)
+
+
+@app.command("delete")
+def delete(
+    ctx: typer.Context,
+    session_id: SessionId,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Delete it and its history instead of closing it.")
+    ] = False,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """End a session (it stays readable), or with --purge delete it and everything in it."""
+    app_ctx = state(ctx)
+    session = app_ctx.client().delete_session(session_id, purge=purge)
+    result: Any = session if session is not None else {"session_id": session_id,
+                                                        "status": "purged"}
+    render(app_ctx.env, result, SESSION_VIEW, output, quiet)

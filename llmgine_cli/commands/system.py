@@ -1,0 +1,43 @@
+"""`llmgine health | status | shutdown` ↔ daemon api/system.py.
+
+These are top-level commands (app.py adds this Typer without a name). None of them
+auto-starts the daemon: starting one just to probe or stop it would be absurd.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import View, render
+from llmgine_cli.status import ExitStatus
+
+app = typer.Typer()
+
+HEALTH_VIEW = View(fields=("status", "version", "uptime", "timestamp"))
+STATUS_VIEW = View(id_field="pid")
+SHUTDOWN_VIEW = View()
+
+
+@app.command("health")
+def health(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
+    """Probe the daemon (exit 0 healthy, 3 not running)."""
+    app_ctx = state(ctx)
+    result = app_ctx.client(autostart=False).health()
+    render(app_ctx.env, result, HEALTH_VIEW, output, quiet)
+    if result.status != "healthy":
+        raise typer.Exit(ExitStatus.ERROR)
+
+
+@app.command("status")
+def status(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
+    """Show the daemon's version, uptime, listeners, storage and counts (-q: its pid)."""
+    app_ctx = state(ctx)
+    render(app_ctx.env, app_ctx.client(autostart=False).status(), STATUS_VIEW, output, quiet)
+
+
+@app.command("shutdown")
+def shutdown(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
+    """Ask the daemon to exit gracefully (does not wait; `llmgine daemon stop` does)."""
+    app_ctx = state(ctx)
+    render(app_ctx.env, app_ctx.client(autostart=False).shutdown(), SHUTDOWN_VIEW, output, quiet)

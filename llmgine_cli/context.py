@@ -1,0 +1,116 @@
+"""What a command gets from outside: streams, TTY-ness, environment, global options.
+
+Passing these in (instead of reading sys.stdout/os.environ all over) keeps output testable:
+a test builds an Environment around StringIO objects, like httpie's context.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from llmgine_cli.client import (
+    DEFAULT_TIMEOUT,
+    Client,
+    DaemonUnreachable,
+    Target,
+    resolve_target,
+)
+
+
+@dataclass
+class Environment:
+    stdout: TextIO
+    stderr: TextIO
+    stdout_isatty: bool
+    stderr_isatty: bool
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+    @classmethod
+    def from_sys(cls) -> Environment:
+        # Read sys.* at call time: CliRunner swaps the streams per invocation.
+        return cls(sys.stdout, sys.stderr, _isatty(sys.stdout), _isatty(sys.stderr), os.environ)
+
+    def out(self, text: str = "") -> None:
+        self.stdout.write(text + "\n")
+
+    def err(self, text: str) -> None:
+        self.stderr.write(text + "\n")
+        self.stderr.flush()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@dataclass
+class AppContext:
+    """The root callback's result, stored in ``ctx.obj`` for every command."""
+
+    env: Environment
+    url: str | None = None
+    api_key: str | None = None
+    timeout: float | None = None
+
+    def request_timeout(self) -> float:
+        if self.timeout is not None:
+            return self.timeout
+        try:
+            return float(self.env.environ.get("LLMGINE_TIMEOUT") or DEFAULT_TIMEOUT)
+        except ValueError:
+            return DEFAULT_TIMEOUT
+
+    def target(self) -> Target:
+        return resolve_target(self.url, self.env.environ)
+
+    @property
+    def autostart_enabled(self) -> bool:
+        return self.env.environ.get("LLMGINE_NO_AUTOSTART", "").strip().lower() not in (
+            "1", "true", "yes", "on",
+        )
+
+    def client(
+        self, *, autostart: bool = True, target: Target | None = None,
+        timeout: float | None = None,
+    ) -> Client:
+        """A client for this invocation.
+
+        ``autostart`` is for commands that need a daemon to do their job (sessions, ...);
+        probes and daemon management (health, status, shutdown, daemon ...) pass False,
+        because starting a daemon just to ask whether it runs, or to stop it, is absurd.
+        """
+        target = target or self.target()
+        hook = self._autostart if autostart and target.is_default and self.autostart_enabled \
+            else None
+        return Client(
+            target,
+            api_key=self.api_key,
+            env=self.env.environ,
+            timeout=timeout if timeout is not None else self.request_timeout(),
+            on_unreachable=hook,
+            on_version_mismatch=self._version_mismatch,
+        )
+
+    def _autostart(self, exc: DaemonUnreachable) -> None:
+        from llmgine_cli import daemonctl
+
+        self.env.err(f"llmgine: no daemon at {exc.url}; starting llmgined ...")
+        started = daemonctl.start(daemonctl.DaemonFlags(), self.env.environ)
+        self.env.err(
+            f"llmgine: llmgined {started.version} started (pid {started.pid}), "
+            f"listening on {', '.join(started.listeners)}"
+        )
+
+    def _version_mismatch(self, daemon_version: str) -> None:
+        from llmgine_daemon import __version__
+
+        self.env.err(
+            f"warning: llmgine {__version__} is talking to llmgined {daemon_version}; "
+            "restart the daemon (llmgine daemon restart) to match"
+        )

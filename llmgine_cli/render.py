@@ -1,0 +1,399 @@
+"""Rendering results: table (rich, on a TTY), plain aligned text (piped), json, jsonl, ids.
+
+The only module that imports rich, and only inside ``_rich_table``: `-o json`, `-q` and piped
+output never pay for it.
+
+A command describes its result with a ``View`` and calls ``render`` once:
+- a list envelope (``items`` names the list field, e.g. "sessions") renders as rows;
+- anything else renders as key/value pairs, nested objects flattened to dotted keys.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+import msgspec
+
+from llmgine_cli.context import Environment
+
+Format = Literal["table", "plain", "json", "jsonl"]
+FORMATS: tuple[str, ...] = ("table", "plain", "json", "jsonl")
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    key: str  # dotted path into the item
+
+
+@dataclass(frozen=True)
+class View:
+    columns: tuple[Column, ...] = ()
+    items: str | None = None  # the list field of an envelope; None = one object
+    id_field: str | None = None  # what -q prints; None = -q prints nothing
+    fields: tuple[str, ...] = ()  # key/value view: these dotted keys, in order (default: all)
+    title: str | None = None
+    raw_keys: frozenset[str] = field(default_factory=frozenset)  # never humanise these
+
+
+def resolve_format(env: Environment, fmt: str | Enum | None) -> str:
+    if isinstance(fmt, Enum):
+        fmt = str(fmt.value)
+    return fmt or ("table" if env.stdout_isatty else "plain")
+
+
+def render(
+    env: Environment, data: Any, view: View, fmt: str | Enum | None = None, quiet: bool = False
+) -> None:
+    obj = msgspec.to_builtins(data)
+    items: list[Any] | None = obj.get(view.items) if view.items and isinstance(obj, dict) else None
+    if quiet:
+        if view.id_field:
+            for item in items if items is not None else [obj]:
+                value = _get(item, view.id_field)
+                if value is not None:
+                    env.out(str(value))
+        env.stdout.flush()
+        return
+    fmt = resolve_format(env, fmt)
+    if fmt == "json":
+        env.out(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode())
+    elif fmt == "jsonl":
+        for item in items if items is not None else [obj]:
+            env.out(msgspec.json.encode(item).decode())
+    elif items is not None:
+        headers = [c.header for c in view.columns]
+        rows = [[_cell(c.key, _get(item, c.key), view) for c in view.columns] for item in items]
+        _emit(env, fmt, headers, rows, view.title, kv=False)
+    else:
+        flat = _flatten(obj)
+        keys = list(view.fields) if view.fields else list(flat)
+        rows = [[key, _cell(key, flat.get(key), view)] for key in keys]
+        _emit(env, fmt, ["KEY", "VALUE"], rows, view.title, kv=True)
+    env.stdout.flush()
+
+
+def render_text(env: Environment, text: str) -> None:
+    """A bare value (`config get`, `config path`): the same in every text format."""
+    env.out(text)
+    env.stdout.flush()
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _get(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    if isinstance(obj, dict) and (obj or not prefix):
+        for key, value in obj.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+        flat[prefix[:-1]] = obj
+    return flat
+
+
+def _cell(key: str, value: Any, view: View) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(k, v, view)}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(_cell(key, v, view) for v in value) or "-"
+    leaf = key.rsplit(".", 1)[-1]
+    if key not in view.raw_keys:
+        if isinstance(value, str) and (leaf.endswith("_at") or leaf == "timestamp"):
+            return _short_time(value)
+        if leaf == "uptime" and isinstance(value, (int, float)):
+            return duration(value)
+        if leaf == "size_bytes" and isinstance(value, int):
+            return size(value)
+    return str(value)
+
+
+def _short_time(text: str) -> str:
+    """2024-01-01T00:00:00.123456Z -> 2024-01-01 00:00:00 (UTC, second precision)."""
+    try:
+        value = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    return value.astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(seconds: float) -> str:
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "",
+             f"{minutes}m" if minutes else "", f"{secs}s"]
+    return " ".join(p for p in parts if p)
+
+
+def size(num: int) -> str:
+    value = float(num)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{num} B"  # pragma: no cover
+
+
+def _emit(
+    env: Environment, fmt: str, headers: list[str], rows: list[list[str]], title: str | None,
+    *, kv: bool,
+) -> None:
+    if fmt == "table":
+        _rich_table(env, headers, rows, title, kv=kv)
+        return
+    # Plain: aligned columns, two spaces apart, like `docker ps` piped; no header for
+    # key/value output so `llmgine status | awk '$1=="pid"{print $2}'` just works.
+    table = rows if kv else [headers, *rows]
+    if not table:
+        return
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for row in table:
+        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
+        env.out(line.rstrip())
+
+
+def _rich_table(
+    env: Environment, headers: list[str], rows: list[list[str]], title: str | None, *, kv: bool
+) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=env.stdout, force_terminal=env.stdout_isatty or None,
+                      highlight=False, soft_wrap=False)
+    if kv:
+        table = Table(box=None, show_header=False, title=title, pad_edge=False)
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column(overflow="fold")
+    else:
+        table = Table(box=box.SIMPLE_HEAD, title=title, pad_edge=False)
+        for header in headers:
+            table.add_column(header, style="cyan" if header == "ID" else None,
+                             overflow="fold", no_wrap=header == "ID")
+    for row in rows:
+        table.add_row(*_escape(row))
+    console.print(table)
+
+
+def _escape(row: list[str]) -> list[str]:
+    # Values are data, never markup: "[bold]" in a session name must print as typed.
+    from rich.markup import escape
+
+    return [escape(cell) for cell in row]
+
+
+# -- observability views (logs, metrics dashboard, trace waterfall) ---------------------------
+
+LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "red", "critical": "bold red"}
+
+
+def log_line(record: dict[str, Any]) -> str:
+    """One record as text: time, level, logger, message, then the known context."""
+    extras = [
+        f"{name}={record[key]}" for name, key in (
+            ("session", "session_id"), ("command", "command_id"), ("engine", "engine_id"),
+            ("trace", "trace_id"),
+        ) if record.get(key)
+    ]
+    meta = record.get("metadata") or {}
+    extras += [f"{k}={v}" for k, v in meta.items() if k != "exception"]
+    line = f"{record['timestamp']} {record['level'].upper():<8} {record['logger']}: {record['message']}"
+    if extras:
+        line += "  " + " ".join(extras)
+    if meta.get("exception"):
+        line += "\n" + str(meta["exception"])
+    return line
+
+
+def render_log_records(env: Environment, records: list[Any], fmt: str) -> None:
+    """Log records as they arrive (also used by `logs -f`): coloured by level on a TTY."""
+    items = [msgspec.to_builtins(r) for r in records]
+    if fmt in ("json", "jsonl"):
+        for item in items:
+            env.out(msgspec.json.encode(item).decode())
+    elif fmt == "table" and env.stdout_isatty:
+        from rich.console import Console
+        from rich.text import Text
+
+        console = Console(file=env.stdout, force_terminal=True, highlight=False, soft_wrap=True)
+        for item in items:
+            console.print(Text(log_line(item), style=LEVEL_STYLES.get(item["level"], "")))
+    else:
+        for item in items:
+            env.out(log_line(item))
+    env.stdout.flush()
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    ms = seconds * 1000
+    return f"{ms:.1f}ms" if ms < 1000 else f"{seconds:.2f}s"
+
+
+def _is_error(labels: dict[str, str]) -> bool:
+    status = labels.get("status", "")
+    return (status.isdigit() and int(status) >= 500) or status in ("failed", "timed_out") \
+        or labels.get("outcome") in ("error", "timeout", "crash")
+
+
+def metric_rows(
+    snapshot: dict[str, Any], previous: dict[str, Any] | None, interval: float | None,
+) -> list[tuple[str, str, str, str, str, str, str, bool]]:
+    """(metric, labels, value/count, rate/s, p50, p95, p99, is_error) for every series.
+
+    Rates: the change since the previous snapshot (with --watch), else the average since the
+    daemon started.
+    """
+    before: dict[tuple[str, str], float] = {}
+    if previous:
+        for fam in previous["metrics"]:
+            for s in fam["series"]:
+                before[(fam["name"], _labels(s))] = s.get("value", s.get("count", 0)) or 0
+    rows = []
+    for fam in snapshot["metrics"]:
+        for s in fam["series"]:
+            labels = _labels(s)
+            total = s.get("value") if fam["type"] != "histogram" else s.get("count")
+            rate = ""
+            if fam["type"] != "gauge" and total is not None:
+                if previous is not None and interval:
+                    rate = f"{(total - before.get((fam['name'], labels), 0)) / interval:.2f}"
+                elif snapshot.get("uptime"):
+                    rate = f"{total / snapshot['uptime']:.2f}"
+            shown = "-" if total is None else (str(int(total)) if float(total).is_integer() else f"{total:.3f}")
+            seconds = fam["name"].endswith("_seconds")
+            pick = _ms if seconds else (lambda v: "-" if v is None else f"{v:g}")
+            rows.append((fam["name"], labels, shown, rate, pick(s.get("p50")), pick(s.get("p95")),
+                         pick(s.get("p99")), _is_error(s.get("labels", {}))))
+    return rows
+
+
+def _labels(series: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(series.get("labels", {}).items()))
+
+
+def render_metrics(
+    env: Environment, snapshot: Any, fmt: str, *, previous: Any = None, interval: float | None = None,
+    console: Any = None,
+) -> Any:
+    """The dashboard (table), aligned text (plain) or the snapshot (json/jsonl).
+
+    Returns the rich renderable for table format when ``console`` is None and ``fmt`` is
+    "table" and --watch drives a Live display; otherwise prints.
+    """
+    data = msgspec.to_builtins(snapshot)
+    prev = msgspec.to_builtins(previous) if previous is not None else None
+    if fmt in ("json", "jsonl"):
+        env.out(msgspec.json.encode(data).decode() if fmt == "jsonl"
+                else msgspec.json.format(msgspec.json.encode(data), indent=2).decode())
+        env.stdout.flush()
+        return None
+    rows = metric_rows(data, prev, interval)
+    headers = ["METRIC", "LABELS", "COUNT", "RATE/S", "P50", "P95", "P99"]
+    if fmt != "table":
+        _emit(env, "plain", headers, [list(r[:7]) for r in rows if r[2] != "0"], None, kv=False)
+        env.stdout.flush()
+        return None
+    from rich import box
+    from rich.table import Table
+
+    scope = f"session {data['session_id']}" if data.get("session_id") else "daemon"
+    title = f"llmgine metrics - {scope} - {data['timestamp']}"
+    if not data.get("enabled", True):
+        title += " (metrics disabled: ENABLE_METRICS=false)"
+    table = Table(box=box.SIMPLE_HEAD, title=title, pad_edge=False)
+    for header in headers:
+        if header in ("METRIC", "LABELS"):
+            table.add_column(header, overflow="fold")  # names and labels are what you read: never cut
+        else:
+            table.add_column(header, justify="right", no_wrap=True)
+    group = None
+    for row in rows:
+        if row[2] == "0":
+            continue
+        section = row[0].split("_", 1)[0]
+        if group is not None and section != group:
+            table.add_section()
+        group = section
+        table.add_row(*_escape(list(row[:7])), style="red" if row[7] else None)
+    if console is not None:
+        return table
+    from rich.console import Console
+
+    Console(file=env.stdout, force_terminal=env.stdout_isatty or None, highlight=False).print(table)
+    env.stdout.flush()
+    return None
+
+
+def render_trace(env: Environment, trace: Any, fmt: str) -> None:
+    """A waterfall tree: name, offset from the trace start, duration, a bar; errors in red."""
+    data = msgspec.to_builtins(trace)
+    if fmt in ("json", "jsonl"):
+        env.out(msgspec.json.encode(data).decode() if fmt == "jsonl"
+                else msgspec.json.format(msgspec.json.encode(data), indent=2).decode())
+        env.stdout.flush()
+        return
+    total = data["duration_ms"] or 1.0
+    width = 30
+
+    def bar(node: dict[str, Any]) -> str:
+        start = int(node["offset_ms"] / total * width)
+        length = max(1, round(node["duration_ms"] / total * width))
+        start = min(start, width - 1)
+        return " " * start + "█" * min(length, width - start)
+
+    def label(node: dict[str, Any]) -> str:
+        text = f"{node['name']}  +{node['offset_ms']:.1f}ms  {node['duration_ms']:.1f}ms"
+        if node.get("error"):
+            text += f"  error: {node['error']}"
+        return text
+
+    header = (f"trace {data['trace_id']}  {data['root']}  {data['duration_ms']:.1f}ms  "
+              f"{data['span_count']} spans  {data['status']}")
+    if fmt == "table" and env.stdout_isatty:
+        from rich.console import Console
+        from rich.text import Text
+        from rich.tree import Tree
+
+        tree = Tree(Text(header, style="bold red" if data["status"] == "error" else "bold"))
+
+        def add(parent: Any, node: dict[str, Any]) -> None:
+            style = "red" if node["status"] == "error" else ""
+            line = Text(f"{bar(node):<{width}} ", style="cyan")
+            line.append(label(node), style=style)
+            branch = parent.add(line)
+            for child in node["children"]:
+                add(branch, child)
+
+        for root in data["spans"]:
+            add(tree, root)
+        Console(file=env.stdout, force_terminal=True, highlight=False).print(tree)
+    else:
+        env.out(header)
+
+        def walk(node: dict[str, Any], depth: int) -> None:
+            env.out(f"{bar(node):<{width}} {'  ' * depth}{label(node)}")
+            for child in node["children"]:
+                walk(child, depth + 1)
+
+        for root in data["spans"]:
+            walk(root, 0)
+    env.stdout.flush()

@@ -1,0 +1,119 @@
+"""`llmgine config path | show | get | set | unset`."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+from tests.clitools import one_line
+
+CONFIG = """\
+# my settings
+[server]
+host = "127.0.0.1"
+workers = 2
+
+[logging]
+level = "debug"
+
+[security]
+cors_origins = ["http://a.example", "http://b.example"]
+"""
+
+
+def test_path(cold_cli, cold_home):
+    result = cold_cli("config", "path")
+    assert result.exit_code == 0
+    assert result.stdout == f"{cold_home}/config/config.toml\n"
+    assert json.loads(cold_cli("config", "path", "-o", "json").stdout) == {
+        "config_file": f"{cold_home}/config/config.toml"}
+    moved = cold_cli("config", "path", LLMGINE_CONFIG=str(cold_home / "other.toml"))
+    assert moved.stdout.strip() == str(cold_home / "other.toml")
+
+
+def test_show_asks_the_daemon(cli, daemon):
+    view = json.loads(cli("config", "show", "-o", "json").stdout)
+    by_key = {s["key"]: s for s in view["settings"]}
+    # The shared daemon was started with --port: only the daemon knows that came from a flag.
+    assert by_key["server.port"] == {"key": "server.port", "env": "API_PORT",
+                                     "value": daemon.port, "source": "flag"}
+    plain = cli("config", "show").stdout.splitlines()
+    assert plain[0].split() == ["KEY", "ENV", "VALUE", "SOURCE"]
+    assert "server.port" in cli("config", "show", "-q").stdout.split()
+
+
+def test_get_from_daemon_and_by_env_name(cli, daemon):
+    assert cli("config", "get", "server.port").stdout == f"{daemon.port}\n"
+    assert cli("config", "get", "API_PORT").stdout == f"{daemon.port}\n"
+    assert cli("config", "get", "server.host").stdout == "\n"  # unset: empty
+    value = json.loads(cli("config", "get", "server.port", "-o", "json").stdout)
+    assert value["source"] == "flag"
+
+
+def test_show_without_daemon_exits_3_and_local_works(cold_cli, cold_home):
+    assert cold_cli("config", "show").exit_code == 3
+    result = cold_cli("config", "show", "--local", "-o", "json", API_PORT="9123",
+                      API_KEY_SECRET="hush")
+    assert result.exit_code == 0
+    view = json.loads(result.stdout)
+    by_key = {s["key"]: s for s in view["settings"]}
+    assert by_key["server.port"]["value"] == 9123 and by_key["server.port"]["source"] == "env"
+    assert by_key["security.api_key_secret"]["value"] == "********"  # redacted
+    assert by_key["logging.level"]["source"] == "default"
+    assert view["config_file"] == f"{cold_home}/config/config.toml"
+
+
+def test_set_and_unset_keep_every_other_key(cold_cli, cold_home):
+    path = cold_home / "config" / "config.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text(CONFIG)
+
+    result = cold_cli("config", "set", "server.port", "9001")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert "restart" in one_line(result.stderr)
+    assert cold_cli("config", "set", "CORS_ORIGINS", "http://c.example,http://d.example") \
+        .exit_code == 0
+    assert cold_cli("config", "set", "observability.enable_metrics", "false").exit_code == 0
+    doc = tomllib.loads(path.read_text())
+    assert doc == {
+        "server": {"host": "127.0.0.1", "workers": 2, "port": 9001},
+        "logging": {"level": "debug"},
+        "security": {"cors_origins": ["http://c.example", "http://d.example"]},
+        "observability": {"enable_metrics": False},
+    }
+    local = cold_cli("config", "get", "server.port", "--local", "-o", "json").stdout
+    assert json.loads(local) == {"key": "server.port", "env": "API_PORT", "value": 9001,
+                                 "source": "file"}
+
+    assert cold_cli("config", "unset", "server.port").exit_code == 0
+    assert cold_cli("config", "unset", "observability.enable_metrics").exit_code == 0
+    doc = tomllib.loads(path.read_text())
+    assert doc["server"] == {"host": "127.0.0.1", "workers": 2}
+    assert "observability" not in doc and doc["logging"] == {"level": "debug"}
+    assert cold_cli("config", "get", "server.port", "--local").stdout == "\n"
+
+
+def test_set_creates_the_file_private(cold_cli, cold_home):
+    assert cold_cli("config", "set", "logging.level", "warning").exit_code == 0
+    path = cold_home / "config" / "config.toml"
+    assert tomllib.loads(path.read_text()) == {"logging": {"level": "warning"}}
+    assert path.stat().st_mode & 0o077 == 0
+
+
+def test_bad_keys_and_values_are_usage_errors(cold_cli, cold_home):
+    for args in (("set", "server.prot", "1"), ("set", "server.port", "http"),
+                 ("set", "logging.level", "loud"), ("get", "nope", "--local"),
+                 ("unset", "nope")):
+        result = cold_cli("config", *args)
+        assert result.exit_code == 2, args
+        assert "Traceback" not in result.output
+    assert not (cold_home / "config" / "config.toml").exists()
+
+
+def test_broken_config_file_is_one_line(cold_cli, cold_home):
+    path = cold_home / "config" / "config.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text("[server\nport = 1\n")
+    result = cold_cli("config", "show", "--local")
+    assert result.exit_code == 1
+    assert "not valid TOML" in one_line(result.stderr)

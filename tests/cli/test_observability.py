@@ -1,0 +1,64 @@
+"""`llmgine logs | log | metrics | trace | traces` against a real daemon."""
+
+from __future__ import annotations
+
+import json
+import re
+
+
+def test_log_then_logs_filters(cli):
+    sid = cli("session", "create", "-q").stdout.strip()
+    made = json.loads(cli("log", "deploy finished", "--level", "warning", "-s", sid, "-m", "k=v", "-o", "json").stdout)
+    assert made["source"] == "client" and made["session_id"] == sid and made["metadata"] == {"k": "v"}
+    cli("log", "routine note", "-s", sid)
+
+    plain = cli("logs", "--session", sid)
+    assert plain.exit_code == 0
+    lines = plain.stdout.splitlines()
+    assert len(lines) == 2 and "WARNING" in lines[0] and "deploy finished" in lines[0] and f"session={sid}" in lines[0]
+
+    warn = cli("logs", "--session", sid, "--level", "warning", "-o", "jsonl").stdout.splitlines()
+    assert [json.loads(x)["message"] for x in warn] == ["deploy finished"]
+    grep = cli("logs", "--grep", "ROUTINE", "--since", "1h", "-o", "jsonl").stdout.splitlines()
+    assert [json.loads(x)["message"] for x in grep] == ["routine note"]
+    assert cli("logs", "--since", "2999-01-01T00:00:00Z").stdout == ""
+    ids = cli("logs", "--session", sid, "-q").stdout.split()
+    assert ids == [str(made["id"]), str(made["id"] + 1)] or len(ids) == 2
+
+    bad = cli("logs", "--level", "loud")
+    assert bad.exit_code == 2
+
+
+def test_logs_follow_prints_new_records(cli):
+    result = cli("logs", "-f", "--polls", "1", "--interval", "0.2", "--grep", "no-such-text-anywhere")
+    assert result.exit_code == 0 and result.stdout == ""
+
+
+def test_metrics_views(cli):
+    cli("session", "create")
+    plain = cli("metrics")
+    assert plain.exit_code == 0
+    assert re.search(r"http_requests_total\s+method=POST,route=/api/sessions,status=201\s+\d+", plain.stdout)
+    data = json.loads(cli("metrics", "-o", "json").stdout)
+    assert data["enabled"] is True and any(m["name"] == "storage_commit_duration_seconds" for m in data["metrics"])
+    watched = cli("metrics", "--watch", "--count", "1", "--interval", "0.2", "-o", "jsonl").stdout.splitlines()
+    assert len(watched) == 2
+    table = cli("metrics", "-o", "table")
+    assert table.exit_code == 0 and "llmgine metrics" in table.stdout and "P95" in table.stdout
+
+
+def test_trace_waterfall(cli):
+    sid = cli("session", "create", "-q").stdout.strip()
+    listing = json.loads(cli("traces", "--session", sid, "-o", "json").stdout)
+    [summary] = [t for t in listing["traces"] if t["root"] == "POST /api/sessions"] or [listing["traces"][0]]
+    trace_id = summary["trace_id"]
+    drawn = cli("trace", trace_id)
+    assert drawn.exit_code == 0
+    lines = drawn.stdout.splitlines()
+    assert lines[0].startswith(f"trace {trace_id}")
+    assert "POST /api/sessions" in lines[1] and "█" in lines[1]
+    assert "store.commit" in lines[2] and lines[2].index("store.commit") > lines[1].index("POST")
+    assert json.loads(cli("trace", trace_id, "-o", "json").stdout)["trace_id"] == trace_id
+    assert cli("traces", "-q").stdout.split()[0]
+    missing = cli("trace", "a" * 32)
+    assert missing.exit_code != 0 and "NOT_FOUND" in missing.stderr

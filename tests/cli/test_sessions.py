@@ -1,0 +1,158 @@
+"""`llmgine session ...` against a real daemon, in every output format."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from tests.clitools import one_line, run_cli
+
+
+def create(cli, *args: str) -> str:
+    result = cli("session", "create", "-q", *args)
+    assert result.exit_code == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_create_quiet_prints_only_the_id(cli):
+    result = cli("session", "create", "-q")
+    assert result.exit_code == 0
+    sid = result.stdout.strip()
+    assert str(uuid.UUID(sid)) == sid
+    assert result.stdout == sid + "\n"
+    assert result.stderr == ""
+
+
+def test_create_with_name_and_meta_json(cli):
+    result = cli("session", "create", "--name", "demo", "--meta", "user=ann", "-m", "x=a=b",
+                 "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["name"] == "demo"
+    assert body["metadata"] == {"user": "ann", "x": "a=b"}
+    assert body["status"] == "active"
+
+
+def test_create_bad_meta_is_a_usage_error(cli):
+    result = cli("session", "create", "--meta", "novalue")
+    assert result.exit_code == 2
+    assert "KEY=VALUE" in result.output
+
+
+def test_get_plain_is_key_value_text(cli):
+    sid = create(cli, "--name", "kv")
+    result = cli("session", "get", sid)
+    assert result.exit_code == 0
+    lines = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    assert lines["session_id"] == sid
+    assert lines["name"] == "kv"
+    assert lines["status"] == "active"
+    assert "counts.events" in lines
+
+
+def test_get_json_and_jsonl(cli):
+    sid = create(cli)
+    as_json = json.loads(cli("session", "get", sid, "-o", "json").stdout)
+    assert as_json["session_id"] == sid
+    assert set(as_json["counts"]) == {"commands", "events", "engines", "tools", "handlers"}
+    jsonl = cli("session", "get", sid, "-o", "jsonl").stdout
+    assert jsonl.count("\n") == 1
+    assert json.loads(jsonl) == as_json
+
+
+def test_get_unknown_exits_4_with_one_line(cli):
+    result = cli("session", "get", "no-such-session")
+    assert result.exit_code == 4
+    assert result.stdout == ""
+    line = one_line(result.stderr)
+    assert line.startswith("error: SESSION_NOT_FOUND: ")
+    assert "no-such-session" in line
+
+
+def test_list_formats(cli):
+    sids = [create(cli, "--name", f"list-{i}") for i in range(3)]
+    plain = cli("session", "list", "--limit", "200").stdout.splitlines()
+    assert plain[0].split() == ["ID", "NAME", "STATUS", "CREATED", "LAST", "ACTIVITY"]
+    ids = [line.split()[0] for line in plain[1:]]
+    assert ids.index(sids[2]) < ids.index(sids[1]) < ids.index(sids[0])  # newest first
+
+    quiet = cli("session", "list", "-q", "--limit", "200").stdout.split()
+    assert set(sids) <= set(quiet)
+
+    page = json.loads(cli("session", "list", "-o", "json", "--limit", "2").stdout)
+    assert set(page) == {"sessions", "total", "limit", "offset"}
+    assert page["limit"] == 2 and len(page["sessions"]) == 2
+
+    lines = cli("session", "list", "-o", "jsonl", "--limit", "2").stdout.splitlines()
+    assert [json.loads(line)["session_id"] for line in lines] == \
+        [s["session_id"] for s in page["sessions"]]
+
+
+def test_list_more_pages_note_goes_to_stderr(cli):
+    create(cli)
+    create(cli)
+    result = cli("session", "list", "--limit", "1")
+    assert result.exit_code == 0
+    assert len(result.stdout.splitlines()) == 2  # header + one row
+    assert "showing 1-1 of" in result.stderr and "--offset 1" in result.stderr
+
+
+def test_list_offset_and_status_filter(cli):
+    sid = create(cli)
+    assert cli("session", "delete", sid, "-q").stdout.strip() == sid
+    closed = cli("session", "list", "--status", "closed", "-q", "--limit", "200").stdout.split()
+    active = cli("session", "list", "--status", "active", "-q", "--limit", "200").stdout.split()
+    assert sid in closed and sid not in active
+    first = cli("session", "list", "-q", "--limit", "1").stdout.split()
+    second = cli("session", "list", "-q", "--limit", "1", "--offset", "1").stdout.split()
+    assert len(first) == len(second) == 1 and first != second
+
+
+def test_list_rejects_bad_status_from_the_daemon(cli):
+    result = cli("session", "list", "--status", "bogus")
+    assert result.exit_code == 1
+    assert one_line(result.stderr).startswith("error: VALIDATION_ERROR: ")
+
+
+def test_list_limit_must_be_positive(cli):
+    assert cli("session", "list", "--limit", "0").exit_code == 2
+
+
+def test_delete_closes_and_purge_removes(cli):
+    sid = create(cli)
+    closed = json.loads(cli("session", "delete", sid, "-o", "json").stdout)
+    assert closed["status"] == "closed" and closed["ended_at"]
+    assert json.loads(cli("session", "get", sid, "-o", "json").stdout)["status"] == "closed"
+
+    purged = cli("session", "delete", sid, "--purge", "-o", "json")
+    assert purged.exit_code == 0
+    assert json.loads(purged.stdout) == {"session_id": sid, "status": "purged"}
+    assert cli("session", "get", sid).exit_code == 4
+    assert cli("session", "delete", sid).exit_code == 4
+
+
+def test_table_output_renders_a_table(cli):
+    sid = create(cli, "--name", "[bold]tbl[/bold]")
+    result = cli("session", "get", sid, "-o", "table")
+    assert result.exit_code == 0
+    assert "[bold]tbl[/bold]" in result.stdout  # data is never taken as markup
+    listing = cli("session", "list", "-o", "table", "--limit", "200").stdout
+    assert "ID" in listing and "LAST ACTIVITY" in listing and sid in listing
+    assert "─" in listing  # rich's rule under the header
+
+
+def test_piped_output_is_plain_text(daemon):
+    """A real process whose stdout is a pipe: aligned plain text, no colours, no boxes."""
+    created = run_cli(["session", "create", "-q", "--name", "piped"], daemon.env)
+    assert created.returncode == 0, created.stderr
+    sid = created.stdout.strip()
+    result = run_cli(["session", "list", "--limit", "200"], daemon.env)
+    assert result.returncode == 0
+    assert "\x1b[" not in result.stdout and "─" not in result.stdout
+    header, *rows = result.stdout.splitlines()
+    assert header.startswith("ID ")
+    row = next(r for r in rows if r.startswith(sid))
+    assert row.split()[1:3] == ["piped", "active"]
+    # Columns are aligned: every row's NAME starts where the header's does.
+    col = header.index("NAME")
+    assert all(r[col - 2:col] == "  " for r in rows)

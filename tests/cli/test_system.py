@@ -1,0 +1,195 @@
+"""health / status / shutdown / --version / --help, global options and exit codes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from llmgine_daemon import __version__
+
+from tests.cli.conftest import API_KEY
+from tests.clitools import cleanup_home, cli_env, invoke, one_line, short_home, start_daemon
+
+
+def test_version(cold_cli):
+    result = cold_cli("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"llmgine {__version__}\n"
+
+
+def test_help_lists_exit_codes(cold_cli):
+    result = cold_cli("--help")
+    assert result.exit_code == 0
+    assert "Exit codes" in result.stdout
+    for text in ("daemon not running", "not found", "unauthorized", "130"):
+        assert text in result.stdout
+
+
+def test_no_arguments_shows_help(cold_cli):
+    result = cold_cli()
+    assert result.exit_code in (0, 2)
+    assert "session" in result.output and "daemon" in result.output
+
+
+def test_usage_errors_exit_2(cold_cli):
+    assert cold_cli("no-such-command").exit_code == 2
+    assert cold_cli("session", "list", "--bogus").exit_code == 2
+    assert cold_cli("session", "get").exit_code == 2
+    assert cold_cli("session", "list", "-o", "yaml").exit_code == 2
+
+
+def test_health(cli, daemon):
+    result = cli("health", "-o", "json")
+    assert result.exit_code == 0
+    body = json.loads(result.stdout)
+    assert body["status"] == "healthy" and body["version"] == __version__
+    plain = cli("health").stdout.splitlines()
+    assert plain[0].split() == ["status", "healthy"]
+    assert cli("health", "-q").stdout == ""
+
+
+def test_status(cli, daemon):
+    body = json.loads(cli("status", "-o", "json").stdout)
+    assert body["pid"] == daemon.proc.pid
+    assert daemon.socket_url in body["listeners"]
+    assert daemon.tcp_url in body["listeners"]
+    assert body["storage"]["backend"] == "sqlite"
+    assert cli("status", "-q").stdout.strip() == str(daemon.proc.pid)
+    plain = dict(line.split(None, 1) for line in cli("status").stdout.splitlines())
+    assert plain["pid"] == str(daemon.proc.pid)
+    assert "counts.sessions" in plain and "storage.path" in plain
+
+
+def test_url_flag_and_env_select_the_daemon(cli, daemon):
+    over_tcp = cli("--url", daemon.tcp_url, "status", "-q")
+    assert over_tcp.exit_code == 0 and over_tcp.stdout.strip() == str(daemon.proc.pid)
+    via_env = cli("status", "-q", LLMGINE_URL=daemon.socket_url)
+    assert via_env.stdout.strip() == str(daemon.proc.pid)
+
+
+def test_not_running_exits_3(cold_cli):
+    result = cold_cli("session", "list")
+    assert result.exit_code == 3
+    line = one_line(result.stderr)
+    assert "llmgined is not running" in line and "LLMGINE_NO_AUTOSTART" in line
+    assert cold_cli("health").exit_code == 3
+    assert cold_cli("status").exit_code == 3
+
+
+def test_explicit_url_is_never_autostarted(cold_cli, cold_home):
+    result = cold_cli("--url", f"unix://{cold_home}/other.sock", "session", "list",
+                      LLMGINE_NO_AUTOSTART=None)
+    assert result.exit_code == 3
+    assert "cannot connect" in one_line(result.stderr)
+    assert not (cold_home / "run" / "llmgined.pid").exists()
+    refused = cold_cli("--url", "http://127.0.0.1:9", "health")
+    assert refused.exit_code == 3
+
+
+def test_bad_url_is_a_usage_error(cold_cli):
+    result = cold_cli("--url", "ftp://x", "health")
+    assert result.exit_code == 2
+    assert one_line(result.stderr).startswith("error: invalid URL")
+
+
+@pytest.fixture(scope="module")
+def secured_cli(secured):
+    def run(*args: str, **env: str | None):
+        return invoke(["--url", secured.tcp_url, *args], {**secured.env, **env})
+
+    return run
+
+
+def test_tcp_without_key_exits_5(secured_cli):
+    result = secured_cli("session", "list")
+    assert result.exit_code == 5
+    line = one_line(result.stderr)
+    assert line.startswith("error: UNAUTHORIZED: ") and "--api-key" in line
+    assert secured_cli("--api-key", "wrong", "session", "list").exit_code == 5
+
+
+def test_tcp_with_key_works(secured_cli):
+    assert secured_cli("--api-key", API_KEY, "session", "list").exit_code == 0
+    assert secured_cli("session", "create", "-q", LLMGINE_API_KEY=API_KEY).exit_code == 0
+    assert secured_cli("health").exit_code == 0  # the probe needs no key
+
+
+def test_shutdown_stops_the_daemon():
+    home = short_home()
+    try:
+        d = start_daemon(home)
+        result = invoke(["shutdown", "-o", "json"], d.env)
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["status"] == "shutting_down"
+        assert d.proc.wait(15) == 0
+        assert not (home / "run" / "llmgined.sock").exists()
+        assert invoke(["shutdown"], d.env).exit_code == 3  # nothing left to stop
+    finally:
+        cleanup_home(home)
+
+
+# -- a stand-in for a daemon of another version (or not a daemon at all) ---------------------
+
+
+class _Foreign(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/api/health":
+            body = json.dumps({"status": "healthy", "timestamp": "2024-01-01T00:00:00Z",
+                               "version": "9.9.9", "uptime": 1}).encode()
+            self._send(200, body, {"X-Llmgine-Version": "9.9.9"})
+        elif self.path.startswith("/api/sessions/conflict"):
+            body = json.dumps({"error": {"code": "CONFLICT", "message": "busy", "details": {}},
+                               "timestamp": "t", "request_id": "r1"}).encode()
+            self._send(409, body, {"X-Llmgine-Version": "9.9.9"})
+        elif self.path == "/api/status":
+            self._send(200, b'{"not": "a status"}', {})
+        else:
+            self._send(502, b"<html>bad gateway</html>", {"Content-Type": "text/html"})
+
+    def _send(self, code: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(code)
+        for name, value in {"Content-Type": "application/json", **headers}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def foreign_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Foreign)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_version_mismatch_warns_once_on_stderr(foreign_url, cold_home):
+    result = invoke(["--url", foreign_url, "health", "-o", "json"], cli_env(cold_home))
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["version"] == "9.9.9"
+    line = one_line(result.stderr)
+    assert line.startswith("warning:") and "9.9.9" in line and __version__ in line
+
+
+def test_conflict_exits_6(foreign_url, cold_home):
+    result = invoke(["--url", foreign_url, "session", "get", "conflict"], cli_env(cold_home))
+    assert result.exit_code == 6
+    assert "error: CONFLICT: busy" in result.stderr
+
+
+def test_answers_outside_the_protocol_are_one_line_errors(foreign_url, cold_home):
+    env = cli_env(cold_home)
+    bad_gateway = invoke(["--url", foreign_url, "session", "list"], env)
+    assert bad_gateway.exit_code == 1
+    assert one_line(bad_gateway.stderr).startswith("error: HTTP_502: ")
+    garbled = invoke(["--url", foreign_url, "status"], env)
+    assert garbled.exit_code == 1
+    assert one_line(garbled.stderr).startswith("error: unexpected answer")

@@ -1,0 +1,156 @@
+"""Helpers for tests that run the real `llmgine` against a real `llmgined`.
+
+Homes are short folders under /tmp (AF_UNIX paths max out at 107 bytes). Every daemon a test
+starts, directly or through `llmgine daemon start`, is found by its pidfile and stopped in
+teardown, so a failing test leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmgine_daemon.settings import get_paths
+from typer.testing import CliRunner, Result
+
+from llmgine_cli.app import app
+from llmgine_cli.client import parse_url
+from llmgine_cli.daemonctl import pid_alive, probe, read_pid
+
+# Variables of the person running the tests that must not leak into them.
+SCRUBBED = (
+    "LLMGINE_URL", "LLMGINE_API_KEY", "LLMGINE_CONFIG", "LLMGINE_NO_AUTOSTART", "LLMGINE_DEBUG",
+    "LLMGINE_SOCKET", "LLMGINE_NO_SOCKET", "API_HOST", "API_PORT", "API_WORKERS", "API_KEY_SECRET",
+    "DATABASE_URL", "LOG_LEVEL", "LOG_FILE", "CORS_ORIGINS", "ENABLE_METRICS", "ENABLE_TRACING",
+    "LLMGINE_SHUTDOWN_TIMEOUT", "LLMGINE_MAX_BODY_SIZE", "LLMGINE_DB_SYNCHRONOUS",
+    "LOG_FORMAT", "LOG_MAX_BYTES", "LOG_BACKUP_COUNT", "LLMGINE_LOG_RETENTION_ROWS",
+    "LLMGINE_LOG_RETENTION_DAYS", "LLMGINE_TRACE_RETENTION_SPANS", "LLMGINE_TRACE_RETENTION_DAYS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
+
+
+def short_home() -> Path:
+    return Path(tempfile.mkdtemp(prefix="lg", dir="/tmp"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli_env(home: Path, **extra: str | None) -> dict[str, str | None]:
+    """Overrides for a CLI run: this home, auto-start off unless a test turns it on."""
+    env: dict[str, str | None] = {name: None for name in SCRUBBED}
+    env.update(LLMGINE_HOME=str(home), LLMGINE_NO_AUTOSTART="1", COLUMNS="200")
+    env.update(extra)
+    return env
+
+
+def full_env(overrides: Mapping[str, str | None]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in overrides}
+    env.update({k: v for k, v in overrides.items() if v is not None})
+    return env
+
+
+def invoke(args: Sequence[str], env: Mapping[str, str | None]) -> Result:
+    """The CLI in-process (fast); stdout and stderr are captured apart."""
+    return CliRunner().invoke(app, list(args), env=dict(env), catch_exceptions=False)
+
+
+def run_cli(
+    args: Sequence[str], env: Mapping[str, str | None], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a real process: stdout is a pipe, as in `llmgine ... | grep`."""
+    return subprocess.run(
+        [sys.executable, "-m", "llmgine_cli", *args],
+        env=full_env(env), capture_output=True, text=True, timeout=timeout, check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@dataclass
+class Daemon:
+    home: Path
+    proc: subprocess.Popen[bytes]
+    port: int | None
+    env: dict[str, str | None]
+
+    @property
+    def socket_url(self) -> str:
+        return f"unix://{get_paths({'LLMGINE_HOME': str(self.home)}).socket}"
+
+    @property
+    def tcp_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_daemon(home: Path, *args: str, env: Mapping[str, str | None] | None = None,
+                 port: int | None = None) -> Daemon:
+    """llmgined in the foreground as our child (not through the CLI under test)."""
+    overrides = cli_env(home, **(env or {}))
+    argv = [sys.executable, "-m", "llmgine_daemon", *args]
+    if port is not None:
+        argv += ["--port", str(port)]
+    with open(home / "daemon-under-test.log", "ab") as log:
+        proc = subprocess.Popen(argv, env=full_env(overrides), stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log)
+    target = parse_url(f"http://127.0.0.1:{port}") if port and "--no-socket" in args else \
+        parse_url(f"unix://{get_paths({'LLMGINE_HOME': str(home)}).socket}")
+    deadline = time.monotonic() + 15
+    while probe(target, timeout=0.5) is None:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            raise AssertionError((home / "daemon-under-test.log").read_text())
+        time.sleep(0.05)
+    return Daemon(home, proc, port, overrides)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def kill_leftovers(home: Path) -> None:
+    """Stop whatever daemon the pidfile of ``home`` names (started by `daemon start`)."""
+    pid = read_pid(get_paths({"LLMGINE_HOME": str(home)}))
+    if pid is None or not pid_alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def cleanup_home(home: Path) -> None:
+    kill_leftovers(home)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def one_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+def no_traceback(*texts: Any) -> None:
+    for text in texts:
+        assert "Traceback" not in (text or ""), text

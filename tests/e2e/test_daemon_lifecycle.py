@@ -1,0 +1,98 @@
+"""The whole life of a background daemon, driven only through the real `llmgine` process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmgine_cli.daemonctl import pid_alive
+from tests.clitools import cleanup_home, cli_env, free_port, run_cli, short_home
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    path = short_home()
+    try:
+        yield path
+    finally:
+        cleanup_home(path)  # stops anything a failing test left running
+
+
+def llmgine(home: Path, *args: str, **env: str | None) -> tuple[int, str, str]:
+    proc = run_cli(args, cli_env(home, **env))
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_start_create_restart_stop(home):
+    port = free_port()
+    tcp = f"http://127.0.0.1:{port}"
+    code, out, err = llmgine(home, "daemon", "start", "--port", str(port))
+    assert code == 0, err
+    assert "started" in out and f"unix://{home}/run/llmgined.sock" in out and tcp in out
+
+    code, sid, err = llmgine(home, "session", "create", "-q", "--name", "e2e")
+    assert code == 0, err
+    sid = sid.strip()
+    code, out, _ = llmgine(home, "session", "get", sid, "-o", "json")
+    assert code == 0 and json.loads(out)["name"] == "e2e"
+
+    code, out, _ = llmgine(home, "daemon", "status", "-o", "json")
+    old_pid = json.loads(out)["pid"]
+    code, out, err = llmgine(home, "daemon", "restart", "-o", "json")
+    assert code == 0, err
+    new = json.loads(out)
+    assert new["pid"] != old_pid and not pid_alive(old_pid)
+    assert tcp in new["listeners"]  # restarted with the same flags
+
+    code, out, _ = llmgine(home, "session", "get", sid, "-o", "json")
+    assert code == 0 and json.loads(out)["session_id"] == sid  # survived the restart
+    code, out, _ = llmgine(home, "--url", tcp, "session", "get", sid, "-q")
+    assert code == 0 and out.strip() == sid
+    code, out, _ = llmgine(home, "session", "list", "-q", LLMGINE_URL=tcp)
+    assert sid in out.split()
+
+    code, out, _ = llmgine(home, "daemon", "stop")
+    assert code == 0 and f"pid {new['pid']}" in out
+    assert not pid_alive(new["pid"])
+    assert not (home / "run" / "llmgined.sock").exists()
+    assert not (home / "run" / "llmgined.pid").exists()
+    code, _, err = llmgine(home, "daemon", "status")
+    assert code == 3
+
+
+def test_autostart(home):
+    code, out, err = llmgine(home, "session", "list", "-o", "json", LLMGINE_NO_AUTOSTART=None)
+    assert code == 0, err
+    assert json.loads(out)["total"] == 0
+    assert "starting llmgined" in err and "started (pid" in err
+    pid = int((home / "run" / "llmgined.pid").read_text())
+    assert pid_alive(pid)
+
+    # Now it runs: no second start, no notice.
+    code, out, err = llmgine(home, "session", "create", "-q", LLMGINE_NO_AUTOSTART=None)
+    assert code == 0 and err == ""
+
+    code, _, _ = llmgine(home, "daemon", "stop")
+    assert code == 0 and not pid_alive(pid)
+
+
+def test_no_autostart_for_probes_or_when_disabled(home):
+    assert llmgine(home, "health", LLMGINE_NO_AUTOSTART=None)[0] == 3
+    assert llmgine(home, "status", LLMGINE_NO_AUTOSTART=None)[0] == 3
+    assert llmgine(home, "session", "list")[0] == 3  # LLMGINE_NO_AUTOSTART=1 (cli_env default)
+    assert not (home / "run" / "llmgined.pid").exists()
+
+
+def test_autostart_failure_is_reported(home):
+    config = home / "config" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[server]\nport = 'nope'\n")
+    code, _, err = llmgine(home, "session", "list", LLMGINE_NO_AUTOSTART=None)
+    assert code == 1
+    assert "bad configuration" in err and "server.port" in err

@@ -1,0 +1,157 @@
+"""Metrics registry, tracing context and log formatting, without the HTTP layer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+from llmgine_daemon.observability import metrics, tracing
+from llmgine_daemon.observability.context import bind, current_trace_id
+from llmgine_daemon.observability.logs import ContextFilter, JsonFormatter, TextFormatter, scrub_text
+from llmgine_daemon.observability.metrics import MAX_SERIES, Histogram, Registry
+from llmgine_daemon.observability.tracing import Tracer, parse_traceparent
+
+
+def test_histogram_quantiles_are_bounded_and_ordered():
+    hist = Histogram(metrics.LATENCY_BUCKETS)
+    for i in range(1, 1001):
+        hist.observe(i / 1000)  # 1 ms .. 1 s, uniform
+    p50, p95, p99 = hist.quantile(0.5), hist.quantile(0.95), hist.quantile(0.99)
+    assert 0.25 <= p50 <= 0.5 + 1e-9
+    assert p50 <= p95 <= p99 <= hist.max == 1.0
+    assert hist.count == 1000 and len(hist.counts) == len(metrics.LATENCY_BUCKETS) + 1
+    assert Histogram((1.0,)).quantile(0.5) is None
+
+
+def test_series_are_bounded():
+    registry = Registry()
+    for i in range(MAX_SERIES + 50):
+        registry.inc("events_published_total", type=f"T{i}")
+    series = registry._values["events_published_total"]
+    assert len(series) == MAX_SERIES + 1
+    assert series[(metrics.OTHER,)] == 50
+    assert registry._values["series_overflow_total"][("events_published_total",)] == 50
+
+
+def test_catalog_catches_typos():
+    registry = Registry()
+    with pytest.raises(KeyError):
+        registry.inc("event_published_total", type="x")
+    with pytest.raises(ValueError):
+        registry.inc("events_published_total", kind="x")
+    with pytest.raises(TypeError):
+        registry.observe("events_published_total", 1.0, type="x")
+
+
+def test_module_api_is_a_noop_without_a_daemon():
+    metrics.inc("events_published_total", type="x")  # nothing installed: ignored
+    registry = Registry()
+    metrics.install(registry)
+    try:
+        metrics.inc("events_published_total", type="x")
+        metrics.gauge_add("ws_subscribers", 2)
+        metrics.gauge_add("ws_subscribers", -1)
+        metrics.gauge_callback("sandbox_workers", lambda: [({"state": "idle"}, 3)])
+    finally:
+        metrics.uninstall(registry)
+    collected = {m.name: rows for m, rows in registry.collect()}
+    assert collected["events_published_total"] == [({"type": "x"}, 1)]
+    assert collected["ws_subscribers"] == [({}, 1)]
+    assert collected["sandbox_workers"] == [({"state": "idle"}, 3.0)]
+
+
+def test_traceparent_parsing():
+    remote = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    assert remote is not None and remote.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736" and remote.sampled
+    assert parse_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-00").sampled is False
+    # future versions may append fields; version 00 may not; ff is invalid
+    assert parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra") is not None
+    for bad in ("", "00-xyz", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"):
+        assert parse_traceparent(bad) is None
+
+
+async def test_spans_nest_across_tasks_and_record_errors():
+    tracer = Tracer()
+    tracing.install(tracer)
+    try:
+        with bind(session_id="s1", command_id="c1"), tracing.span("command.run", command_type="Echo") as outer:
+            async def child() -> None:
+                with tracing.span("tool.call", tool="t"):
+                    assert current_trace_id() == outer.trace_id
+
+            await asyncio.create_task(child())
+            with pytest.raises(RuntimeError), tracing.span("handler.run"):
+                raise RuntimeError("boom")
+    finally:
+        tracing.uninstall(tracer)
+    spans = {s.name: s for s in tracer.drain()}
+    assert set(spans) == {"command.run", "tool.call", "handler.run"}
+    assert spans["tool.call"].parent_id == spans["handler.run"].parent_id == outer.span_id
+    assert spans["handler.run"].status == "error" and "boom" in spans["handler.run"].error
+    assert spans["command.run"].attributes == {"session_id": "s1", "command_id": "c1", "command_type": "Echo"}
+    assert spans["command.run"].local_root and not spans["tool.call"].local_root
+
+
+def test_disabled_tracer_propagates_ids_but_records_nothing():
+    tracer = Tracer(enabled=False)
+    tracing.install(tracer)
+    try:
+        with tracing.span("a") as a, tracing.span("b") as b:
+            assert b.trace_id == a.trace_id and b.parent_id == a.span_id
+    finally:
+        tracing.uninstall(tracer)
+    assert tracer.drain() == []
+
+
+def test_span_attributes_never_hold_secrets():
+    tracer = Tracer()
+    span = tracer.start("x", api_key="sk-123", headers_authorization="Bearer abc", n=1, long="y" * 5000)
+    assert span.attributes["api_key"] == "[redacted]" and span.attributes["headers_authorization"] == "[redacted]"
+    assert span.attributes["n"] == 1 and len(span.attributes["long"]) <= tracing.MAX_ATTR_CHARS
+
+
+def _record(message: str, **extra) -> logging.LogRecord:
+    record = logging.getLogger("llmgine.unit").makeRecord(
+        "llmgine.unit", logging.WARNING, __file__, 1, message, (), None, extra=extra
+    )
+    ContextFilter().filter(record)
+    return record
+
+
+def test_json_and_text_formats_carry_context():
+    tracer = Tracer()
+    tracing.install(tracer)
+    try:
+        with bind(session_id="s1", engine_id="e1"), tracing.span("x") as sp:
+            record = _record("hello Bearer abcdefghijk", metadata={"token": "t", "n": 2})
+    finally:
+        tracing.uninstall(tracer)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["level"] == "warning" and line["logger"] == "llmgine.unit" and line["timestamp"].endswith("Z")
+    assert line["message"] == "hello Bearer [redacted]"
+    assert line["session_id"] == "s1" and line["engine_id"] == "e1" and line["trace_id"] == sp.trace_id
+    assert line["metadata"] == {"token": "[redacted]", "n": 2}
+    assert "command_id" not in line  # unknown fields are left out, not null
+    text = TextFormatter().format(record)
+    assert "WARNING" in text and "session=s1" in text and f"trace={sp.trace_id}" in text
+
+
+def test_scrub_text():
+    assert scrub_text("key sk-abcdefgh12345678901234 end") == "key sk-abcdefgh… end"
+    assert scrub_text("Authorization: Bearer xyz.abc-123") == "Authorization: Bearer [redacted]"
+
+
+def test_emit_for_user_code(caplog):
+    from llmgine_daemon.observability.logs import emit, to_record
+
+    caplog.handler.addFilter(ContextFilter())  # what every daemon handler has
+    with caplog.at_level(logging.INFO, logger="llmgine.user"), bind(session_id="s9", command_id="c9"):
+        emit("warning", "from a handler", {"k": "v", "secret": "x"}, source="tool")
+    [raw] = caplog.records
+    record = to_record(raw)
+    assert (record.level, record.source, record.session_id, record.command_id) == ("warning", "tool", "s9", "c9")
+    assert record.metadata == {"k": "v", "secret": "[redacted]"}
