@@ -28,7 +28,7 @@ from llmgine_cli.client import (
     LlmgineError,
     RequestTimeout,
 )
-from llmgine_cli.commands import config, daemon, observability, sessions, system
+from llmgine_cli.commands import config, daemon, event_tail, observability, sessions, system
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.status import ExitStatus, describe, http_to_exit_status
 
@@ -109,6 +109,9 @@ app = typer.Typer(
 app.add_typer(sessions.app, name="session")
 app.add_typer(config.app, name="config")
 app.add_typer(daemon.app, name="daemon")
+# `event tail` (live stream). When commands/events.py (event publish|list|get) lands, register
+# tail on that group instead: events.app.command("tail")(event_tail.tail).
+app.add_typer(event_tail.app, name="event")
 app.add_typer(system.app)  # health, status, shutdown: top-level
 app.add_typer(observability.app)  # logs, log, metrics, trace, traces: top-level
 

@@ -371,8 +371,10 @@ async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) ->
             if chunks:
                 await resp.write(b"".join(chunks))
             if end is not None:
-                if end.code == CLOSE_GOING_AWAY:
-                    await resp.write(b": daemon shutting down; reconnect with Last-Event-ID\n\n")
+                # SSE has no close code: say why it ends (1000 = nothing more will come,
+                # 1001 = the daemon is going away: reconnect with Last-Event-ID).
+                data = _json.encode({"type": "end", "code": end.code, "reason": end.reason})
+                await resp.write(b"event: stream.end\ndata: " + data + b"\n\n")
                 break
         await resp.write_eof()
     except (ConnectionError, RuntimeError) as exc:

@@ -76,7 +76,8 @@ async def test_sse_session_deleted_ends_stream_after_session_ended(app_client):
     resp = await app_client.get(f"/api/sessions/{sid}/events/stream", headers=SSE)
     await app_client.delete(f"/api/sessions/{sid}")
     frames = [f async for f in sse_frames(resp)]  # ends: the server finished the response
-    assert [f["event"] for f in frames] == ["stream.hello", "SessionEnded"]
+    assert [f["event"] for f in frames] == ["stream.hello", "SessionEnded", "stream.end"]
+    assert json.loads(frames[-1]["data"])["code"] == 1000
 
 
 async def test_sse_unknown_session_is_404_envelope(app_client):

@@ -231,4 +231,5 @@ async def test_shutdown_closes_streams_with_1001(make_settings, home):
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001
         assert ws.close_code == 1001  # a clean close handshake, not a dropped connection
         body = await sse.content.read()  # the SSE response ends (it does not hang shutdown)
-        assert b"event: stream.hello" in body and b"shutting down" in body
+        assert b"event: stream.hello" in body
+        assert b'event: stream.end\ndata: {"type":"end","code":1001' in body

@@ -1,0 +1,113 @@
+"""`llmgine event tail` ↔ daemon api/streams.py (the live stream; llmgine_cli/stream.py).
+
+Kept apart from the request/response `event` commands (commands/events.py): this one holds a
+connection open, reconnects and resumes, and renders as events arrive.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from typing import Annotated
+
+import msgspec
+import typer
+from llmgine_daemon.protocol import Event
+
+from llmgine_cli.client import LlmgineError
+from llmgine_cli.options import Output, state
+from llmgine_cli.render import event_line, resolve_format
+from llmgine_cli.stream import EventStream, Notice
+
+app = typer.Typer(help="Follow events live.", no_args_is_help=True)
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(value: str | None) -> int | str | None:
+    """SEQ (events after it), 10m/2h/1d (that long ago), an ISO time, or all (everything)."""
+    if value is None or value == "now":
+        return None
+    text = value.strip().lower()
+    if text == "all":
+        return 0
+    if text.isdigit():
+        return int(text)
+    match = _DURATION.match(text)
+    if match:
+        ago = _dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        when = _dt.datetime.now(_dt.timezone.utc) - ago
+        return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r}: use a seq, a duration (30s, 10m, 2h, 1d), an ISO time or all",
+            param_hint="--since",
+        ) from None
+    return value
+
+
+def tail(
+    ctx: typer.Context,
+    session: Annotated[str | None, typer.Argument(
+        metavar="[SESSION]", help="The session to follow (or --all).", show_default=False)] = None,
+    all_sessions: Annotated[bool, typer.Option("--all", "-a", help="Follow every session.")] = False,
+    event_type: Annotated[list[str] | None, typer.Option(
+        "--type", "-t", metavar="TYPE", help="Only this type (Prefix* for a prefix); repeatable.")] = None,
+    source: Annotated[list[str] | None, typer.Option(
+        "--source", metavar="SOURCE", help="Only this source (api, engine, handler, bus); repeatable.")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="SEQ|10m|all",
+        help="Start after this seq, this long ago, at an ISO time, or with all history "
+             "(default: new events only).")] = None,
+    no_reconnect: Annotated[bool, typer.Option(
+        "--no-reconnect", help="Exit 3 when the daemon goes away instead of reconnecting.")] = False,
+    output: Output = None,
+) -> None:
+    """Print events as they happen (Ctrl-C stops). Resumes across daemon restarts.
+
+    On a terminal: a live view. Piped: one JSON object per line, flushed per event.
+    """
+    if (session is None) == (not all_sessions):
+        raise typer.BadParameter("give a SESSION or --all (not both)", param_hint="SESSION")
+    app_ctx = state(ctx)
+    env = app_ctx.env
+    fmt = resolve_format(env, output)
+    if fmt == "plain" and output is None:
+        fmt = "jsonl"  # piped by default: machine-readable lines
+    stream = EventStream(
+        app_ctx.client(), session, event_types=event_type or (), sources=source or (),
+        since=parse_since(since), reconnect=not no_reconnect,
+        on_status=lambda text: env.err(f"llmgine: {text}"),
+    )
+    try:
+        if fmt == "table" and env.stdout_isatty:
+            from llmgine_cli.render import LiveTail
+
+            with LiveTail(env, title=session or "all sessions") as view:
+                stream.on_status = lambda text: view.status(text)
+                for item in stream:
+                    if isinstance(item, Event):
+                        view.add(item)
+                    elif isinstance(item, Notice):
+                        view.notice(item.type, item.fields)
+        else:
+            for item in stream:
+                if not isinstance(item, Event):
+                    continue
+                if fmt in ("json", "jsonl"):
+                    env.out(msgspec.json.encode(item).decode())
+                else:
+                    env.out(event_line(item))
+                env.stdout.flush()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how you stop a tail: a normal exit
+    except LlmgineError:
+        raise
+    finally:
+        stream.close()
+
+
+app.command("tail")(tail)
