@@ -38,7 +38,6 @@ from typing import Any
 import aiohttp
 import msgspec
 
-
 # -- the subscriber process -----------------------------------------------------------------
 
 
@@ -183,7 +182,6 @@ def _system_busy() -> float:
 
 async def _daemon_main(args: argparse.Namespace) -> None:
     from aiohttp import web
-
     from llmgine_daemon.api.keys import BUS, STREAMS
     from llmgine_daemon.app import create_app
     from llmgine_daemon.settings import load_settings

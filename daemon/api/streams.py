@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
-
 from llmgine_daemon.api.errors import ApiError, validation_error
 from llmgine_daemon.api.keys import BUS, STREAMS, WEBSOCKETS
 from llmgine_daemon.api.util import path_id
@@ -30,7 +30,6 @@ from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.streams import (
     CLOSE_GOING_AWAY,
     End,
-    Item,
     Notice,
     StreamFilter,
     StreamHub,
@@ -358,7 +357,7 @@ async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) ->
         while True:
             try:
                 items = await asyncio.wait_for(sub.get(), HEARTBEAT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await resp.write(b": ping\n\n")
                 continue
             chunks: list[bytes] = []

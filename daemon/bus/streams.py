@@ -30,8 +30,9 @@ import asyncio
 import logging
 import sqlite3
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import EVENT_COLUMNS, row_to_event
@@ -182,7 +183,7 @@ class End:
     reason: str
 
 
-Item = Union[Event, Notice, End]
+Item: TypeAlias = Event | Notice | End
 
 
 class Subscription:

@@ -37,7 +37,7 @@ def parse_since(value: str | None) -> int | str | None:
     match = _DURATION.match(text)
     if match:
         ago = _dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-        when = _dt.datetime.now(_dt.timezone.utc) - ago
+        when = _dt.datetime.now(_dt.UTC) - ago
         return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     try:
         _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -31,7 +31,7 @@ def test_parse_since():
     assert parse_since(None) is None and parse_since("now") is None
     assert parse_since("all") == 0 and parse_since("42") == 42
     ten_min = dt.datetime.fromisoformat(parse_since("10m").replace("Z", "+00:00"))
-    age = dt.datetime.now(dt.timezone.utc) - ten_min
+    age = dt.datetime.now(dt.UTC) - ten_min
     assert dt.timedelta(minutes=9) < age < dt.timedelta(minutes=11)
     assert parse_since("2024-01-01T00:00:00Z") == "2024-01-01T00:00:00Z"
     with pytest.raises(typer.BadParameter):

@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-
 from llmgine_daemon.api.keys import BUS, STREAMS
 from llmgine_daemon.app import create_app
 from llmgine_daemon.bus.events import insert_event

@@ -11,12 +11,11 @@ import asyncio
 import random
 from typing import Any
 
-import aiohttp
-
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.streams import StreamFilter
 from llmgine_daemon.protocol import Event
+
 from tests.conftest import create_session
 from tests.streams.conftest import hub_of, publish, sse_frames, ws_events, ws_read
 
@@ -129,7 +128,7 @@ async def test_concurrent_publishers_and_resuming_subscribers(app_client):
     logs: list[tuple[str | None, list[int], list[int]]] = [(sid, [], []) for _, sid in plan]
     await asyncio.wait_for(asyncio.gather(
         publishers(),
-        *(fn(sid, seen, start) for (fn, sid), (_, seen, start) in zip(plan, logs)),
+        *(fn(sid, seen, start) for (fn, sid), (_, seen, start) in zip(plan, logs, strict=True)),
     ), timeout=120)
 
     for session_id, seen, start in logs:

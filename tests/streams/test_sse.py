@@ -6,8 +6,8 @@ import json
 import shutil
 
 import pytest
-
 from llmgine_daemon.api.streams import SUBPROTOCOL
+
 from tests.conftest import create_session
 from tests.streams.conftest import publish, sse_frames, ws_events, ws_read
 

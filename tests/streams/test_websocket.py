@@ -7,8 +7,8 @@ import asyncio
 import aiohttp
 import pytest
 from aiohttp import web
-
 from llmgine_daemon.app import create_app
+
 from tests.conftest import assert_envelope, create_session
 from tests.streams.conftest import WS_HEADERS, publish, ws_events, ws_read
 
