@@ -8,20 +8,29 @@ import weakref
 from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
-from llmgine_daemon.api import observability, sessions, streams, system
+from llmgine_daemon.api import (
+    commands,
+    engines,
+    events,
+    observability,
+    sessions,
+    streams,
+    system,
+)
 from llmgine_daemon.api.auth import auth_middleware
 from llmgine_daemon.api.errors import error_middleware
 from llmgine_daemon.api.keys import BUS, LISTENERS, OBSERVABILITY, SETTINGS, SHUTDOWN, WEBSOCKETS
 from llmgine_daemon.bus.core import Bus
+from llmgine_daemon.engines import ENGINE_TYPES
 from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import Store
 
 log = logging.getLogger("llmgine.app")
 
-# streams before any module with /api/sessions/{id}/events/{event_id}: aiohttp matches
-# dynamic routes in registration order and "stream" would be taken for an event id.
-ROUTE_MODULES = (system, streams, sessions, observability)
+# streams before events: aiohttp matches dynamic routes in registration order, and
+# /api/sessions/{id}/events/{event_id} would take "stream" for an event id.
+ROUTE_MODULES = (system, streams, sessions, commands, events, engines, observability)
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -38,7 +47,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     obs.registry.gauge_callback("ws_subscribers", lambda: [({}, float(len(sockets)))])
     await obs.start()
     try:
-        bus = Bus(store)
+        bus = Bus(store, engine_types=ENGINE_TYPES)
         app[BUS] = bus
         try:
             await bus.start()

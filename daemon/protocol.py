@@ -45,6 +45,12 @@ class ErrorCode:
     STORAGE_BUSY = "STORAGE_BUSY"
     INSUFFICIENT_STORAGE = "INSUFFICIENT_STORAGE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    # These three only ever appear in a command record's ``error`` (a result, not a transport
+    # error), so they have no HTTP status of their own.
+    COMMAND_TIMEOUT = "COMMAND_TIMEOUT"
+    COMMAND_CANCELLED = "COMMAND_CANCELLED"
+    COMMAND_INTERRUPTED = "COMMAND_INTERRUPTED"
 
 
 ERROR_STATUS: dict[str, int] = {
@@ -70,6 +76,7 @@ ERROR_STATUS: dict[str, int] = {
     ErrorCode.STORAGE_BUSY: 503,
     ErrorCode.INSUFFICIENT_STORAGE: 507,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
 }
 
 # The header the daemon stamps on every response so a client can report a version mismatch.
@@ -159,6 +166,142 @@ class Event(msgspec.Struct):
     timestamp: str
     source: str
     trace_id: str | None = None
+
+
+class EventCreate(msgspec.Struct, forbid_unknown_fields=True):
+    event_type: str
+    data: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+
+
+class EventList(msgspec.Struct):
+    events: list[Event]
+    total: int
+    limit: int
+    offset: int
+    # The seq to pass as ``after`` for the next page (the last seq returned, else the ``after``
+    # that was given): a client tailing the log polls with it and misses nothing.
+    next_after: int | None
+
+
+EVENT_SOURCES = ("api", "engine", "handler", "bus")
+
+# -- commands ----------------------------------------------------------------------------
+
+CommandStatus = Literal[
+    "queued", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted"
+]
+COMMAND_STATUSES: tuple[str, ...] = (
+    "queued", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted"
+)
+TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled", "interrupted"})
+PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
+
+
+class CommandCreate(msgspec.Struct, forbid_unknown_fields=True):
+    command_type: str
+    parameters: dict[str, Any] = {}
+    # Open for the caller's own keys; ``priority`` (high|normal|low) and ``timeout`` (seconds)
+    # are checked by the API.
+    metadata: dict[str, Any] = {}
+
+
+class Command(msgspec.Struct, kw_only=True):
+    command_id: str
+    status: str
+    result: Any = None
+    error: ErrorBody | None = None
+    created_at: str
+    session_id: str
+    command_type: str
+    parameters: dict[str, Any]
+    metadata: dict[str, Any]
+    priority: str = "normal"
+    timeout: float | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_ms: float | None = None
+    batch_id: str | None = None
+    # The trace of the request that submitted it (GET /api/observability/traces/{trace_id}).
+    trace_id: str | None = None
+
+
+class CommandList(msgspec.Struct):
+    commands: list[Command]
+    total: int
+    limit: int
+    offset: int
+
+
+BatchMode = Literal["parallel", "sequential"]
+
+
+class BatchCreate(msgspec.Struct, forbid_unknown_fields=True):
+    commands: list[CommandCreate]
+    mode: BatchMode = "parallel"
+    stop_on_error: bool = False
+
+
+class Batch(msgspec.Struct):
+    batch_id: str
+    session_id: str
+    mode: str
+    stop_on_error: bool
+    status: str  # queued | executing | finished
+    created_at: str
+    commands: list[Command]
+
+
+# -- engines -----------------------------------------------------------------------------
+
+
+class EngineCreate(msgspec.Struct, forbid_unknown_fields=True):
+    engine_type: str
+    session_id: str
+    model_name: str | None = None
+    configuration: dict[str, Any] = {}
+
+
+class Engine(msgspec.Struct, kw_only=True):
+    engine_id: str
+    engine_type: str
+    model_name: str | None
+    status: str  # initialized | stopped
+    session_id: str
+    configuration: dict[str, Any]
+    created_at: str
+    command_type: str
+
+
+class EngineList(msgspec.Struct):
+    engines: list[Engine]
+    total: int
+    limit: int
+    offset: int
+
+
+class EngineConfigField(msgspec.Struct):
+    name: str
+    type: str  # integer | number | boolean | string
+    default: Any
+    description: str
+
+
+class EngineType(msgspec.Struct):
+    engine_type: str
+    command_type: str
+    description: str
+    configuration: list[EngineConfigField]
+
+
+class EngineTypeList(msgspec.Struct):
+    types: list[EngineType]
+
+
+class EngineExecute(msgspec.Struct, forbid_unknown_fields=True):
+    prompt: str
+    parameters: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
 
 
 # -- system ------------------------------------------------------------------------------

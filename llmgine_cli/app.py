@@ -28,7 +28,17 @@ from llmgine_cli.client import (
     LlmgineError,
     RequestTimeout,
 )
-from llmgine_cli.commands import config, daemon, event_tail, observability, sessions, system
+from llmgine_cli.commands import (
+    commands,
+    config,
+    daemon,
+    engines,
+    event_tail,
+    events,
+    observability,
+    sessions,
+    system,
+)
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.status import ExitStatus, describe, http_to_exit_status
 
@@ -107,11 +117,13 @@ app = typer.Typer(
 
 # One line per resource; the module name matches the daemon's api/<resource>.py.
 app.add_typer(sessions.app, name="session")
+app.add_typer(commands.app, name="command")
+app.add_typer(events.app, name="event")
+app.add_typer(engines.app, name="engine")
 app.add_typer(config.app, name="config")
 app.add_typer(daemon.app, name="daemon")
-# `event tail` (live stream). When commands/events.py (event publish|list|get) lands, register
-# tail on that group instead: events.app.command("tail")(event_tail.tail).
-app.add_typer(event_tail.app, name="event")
+# `event tail` holds a stream open (llmgine_cli/stream.py), so it lives in its own module.
+events.app.command("tail")(event_tail.tail)
 app.add_typer(system.app)  # health, status, shutdown: top-level
 app.add_typer(observability.app)  # logs, log, metrics, trace, traces: top-level
 

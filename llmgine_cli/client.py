@@ -38,8 +38,16 @@ from llmgine_daemon import __version__
 from llmgine_daemon.protocol import (
     REQUEST_ID_HEADER,
     VERSION_HEADER,
+    Batch,
+    Command,
+    CommandList,
     ConfigView,
+    Engine,
+    EngineList,
+    EngineTypeList,
     ErrorEnvelope,
+    Event,
+    EventList,
     Health,
     LogCreate,
     LogList,
@@ -291,6 +299,97 @@ class Client:
             return None
         return self._call("DELETE", path, Session)
 
+    # -- commands (api/commands.py) ---------------------------------------------------------
+    # ``wait`` holds the request up to that many seconds for the work to finish; the socket
+    # timeout is stretched by as much, so a long poll is never mistaken for a dead daemon.
+
+    def submit_command(
+        self, session_id: str, command_type: str, parameters: dict[str, Any],
+        metadata: dict[str, Any], *, wait: float = 0, idempotency_key: str | None = None,
+    ) -> Command:
+        body = {"command_type": command_type, "parameters": parameters, "metadata": metadata}
+        return self._call("POST", f"/api/sessions/{_seg(session_id)}/commands", Command,
+                          body=body, query=_wait(wait), wait=wait, idempotency_key=idempotency_key)
+
+    def get_command(self, session_id: str, command_id: str, *, wait: float = 0) -> Command:
+        return self._call("GET", f"/api/sessions/{_seg(session_id)}/commands/{_seg(command_id)}",
+                          Command, query=_wait(wait), wait=wait)
+
+    def list_commands(
+        self, session_id: str, *, status: str | None = None, command_type: str | None = None,
+        batch_id: str | None = None, limit: int = 50, offset: int = 0,
+    ) -> CommandList:
+        query = {"status": status, "command_type": command_type, "batch_id": batch_id,
+                 "limit": limit, "offset": offset}
+        return self._call("GET", f"/api/sessions/{_seg(session_id)}/commands", CommandList, query=query)
+
+    def cancel_command(self, session_id: str, command_id: str) -> Command:
+        path = f"/api/sessions/{_seg(session_id)}/commands/{_seg(command_id)}/cancel"
+        return self._call("POST", path, Command, body={})
+
+    def submit_batch(
+        self, session_id: str, commands: list[dict[str, Any]], *, mode: str = "parallel",
+        stop_on_error: bool = False, wait: float = 0, idempotency_key: str | None = None,
+    ) -> Batch:
+        body = {"commands": commands, "mode": mode, "stop_on_error": stop_on_error}
+        return self._call("POST", f"/api/sessions/{_seg(session_id)}/commands/batch", Batch,
+                          body=body, query=_wait(wait), wait=wait, idempotency_key=idempotency_key)
+
+    def get_batch(self, session_id: str, batch_id: str, *, wait: float = 0) -> Batch:
+        return self._call("GET", f"/api/sessions/{_seg(session_id)}/batches/{_seg(batch_id)}",
+                          Batch, query=_wait(wait), wait=wait)
+
+    # -- events (api/events.py) --------------------------------------------------------------
+
+    def publish_event(
+        self, session_id: str, event_type: str, data: dict[str, Any], metadata: dict[str, Any]
+    ) -> Event:
+        body = {"event_type": event_type, "data": data, "metadata": metadata}
+        return self._call("POST", f"/api/sessions/{_seg(session_id)}/events", Event, body=body)
+
+    def list_events(
+        self, session_id: str, *, event_type: str | None = None, after: int | None = None,
+        since: str | None = None, until: str | None = None, source: str | None = None,
+        limit: int = 50, offset: int = 0,
+    ) -> EventList:
+        query = {"event_type": event_type, "after": after, "since": since, "until": until,
+                 "source": source, "limit": limit, "offset": offset}
+        return self._call("GET", f"/api/sessions/{_seg(session_id)}/events", EventList, query=query)
+
+    def get_event(self, session_id: str, event_id: str) -> Event:
+        return self._call("GET", f"/api/sessions/{_seg(session_id)}/events/{_seg(event_id)}", Event)
+
+    # -- engines (api/engines.py) ------------------------------------------------------------
+
+    def engine_types(self) -> EngineTypeList:
+        return self._call("GET", "/api/engines/types", EngineTypeList)
+
+    def create_engine(
+        self, engine_type: str, session_id: str, model_name: str | None, configuration: dict[str, Any]
+    ) -> Engine:
+        body = {"engine_type": engine_type, "session_id": session_id, "model_name": model_name,
+                "configuration": configuration}
+        return self._call("POST", "/api/engines", Engine, body=body)
+
+    def list_engines(
+        self, *, session_id: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> EngineList:
+        query = {"session_id": session_id, "status": status, "limit": limit, "offset": offset}
+        return self._call("GET", "/api/engines", EngineList, query=query)
+
+    def get_engine(self, engine_id: str) -> Engine:
+        return self._call("GET", f"/api/engines/{_seg(engine_id)}", Engine)
+
+    def delete_engine(self, engine_id: str) -> Engine:
+        return self._call("DELETE", f"/api/engines/{_seg(engine_id)}", Engine)
+
+    def execute_engine(
+        self, engine_id: str, prompt: str, parameters: dict[str, Any], metadata: dict[str, Any],
+        *, wait: float = 0,
+    ) -> Command:
+        body = {"prompt": prompt, "parameters": parameters, "metadata": metadata}
+        return self._call("POST", f"/api/engines/{_seg(engine_id)}/execute", Command, body=body,
+                          query={"wait": f"{wait:g}"}, wait=wait)
     # -- observability -------------------------------------------------------------------
 
     def logs(
@@ -335,8 +434,11 @@ class Client:
         *,
         query: Mapping[str, Any] | None = None,
         body: Any = None,
+        wait: float = 0,
+        idempotency_key: str | None = None,
     ) -> T:
-        data = self._request(method, path, query=query, body=body)
+        data = self._request(method, path, query=query, body=body, wait=wait,
+                             idempotency_key=idempotency_key)
         try:
             return msgspec.json.decode(data, type=type_)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -351,34 +453,42 @@ class Client:
         *,
         query: Mapping[str, Any] | None = None,
         body: Any = None,
+        wait: float = 0,
+        idempotency_key: str | None = None,
     ) -> bytes:
+        extra = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        timeout = self.timeout + wait
         if query:
             pairs = {k: v for k, v in query.items() if v is not None}
             if pairs:
                 path = f"{path}?{urllib.parse.urlencode(pairs)}"
         payload = None if body is None else msgspec.json.encode(body)
         try:
-            return self._send(method, path, payload)
+            return self._send(method, path, payload, timeout, extra)
         except DaemonUnreachable as exc:
             if not exc.before_send or self.on_unreachable is None:
                 raise
             hook, self.on_unreachable = self.on_unreachable, None  # only ever once
             hook(exc)
-            return self._send(method, path, payload)
+            return self._send(method, path, payload, timeout, extra)
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
         t = self.target
+        timeout = self.timeout if timeout is None else timeout
         if t.socket_path is not None:
-            return UnixHTTPConnection(t.socket_path, self.timeout)
-        return http.client.HTTPConnection(t.host or "127.0.0.1", t.port, timeout=self.timeout)
+            return UnixHTTPConnection(t.socket_path, timeout)
+        return http.client.HTTPConnection(t.host or "127.0.0.1", t.port, timeout=timeout)
 
-    def _send(self, method: str, path: str, payload: bytes | None) -> bytes:
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    def _send(
+        self, method: str, path: str, payload: bytes | None, timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(extra_headers or {})}
         if payload is not None:
             headers["Content-Type"] = "application/json"
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        conn = self._connection()
+        conn = self._connection(timeout)
         try:
             try:
                 conn.connect()
@@ -417,6 +527,10 @@ class Client:
         if version != __version__ and not self._warned and self.on_version_mismatch:
             self._warned = True
             self.on_version_mismatch(version)
+
+
+def _wait(seconds: float) -> dict[str, str]:
+    return {"wait": f"{seconds:g}"} if seconds > 0 else {}
 
 
 def _seg(value: str) -> str:

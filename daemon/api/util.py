@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 from llmgine_daemon.api.errors import ApiError, validation_error
+from llmgine_daemon.bus.idempotency import IdempotencyKey
 from llmgine_daemon.protocol import ErrorCode
 
 T = TypeVar("T")
@@ -122,3 +123,48 @@ def limit_offset(request: web.Request, default_limit: int = 50) -> tuple[int, in
         query_int(request, "limit", default_limit, minimum=1, maximum=1000),
         query_int(request, "offset", 0, minimum=0),
     )
+
+
+# -- waiting and idempotency (commands, batches, events, engine execute) -------------------
+
+MAX_WAIT_S = 300.0
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?([0-9.]+)\"?", re.IGNORECASE)
+
+
+def wait_seconds(request: web.Request, default: float = 0.0) -> tuple[float, bool]:
+    """How long to hold the response for the work to finish: ``?wait=N`` or RFC 7240's
+    ``Prefer: wait=N``. Returns (seconds, whether it came from Prefer)."""
+    raw = request.query.get("wait")
+    from_prefer = False
+    if raw is None or raw == "":
+        match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
+        if match is None:
+            return default, False
+        raw, from_prefer = match.group(1), True
+    try:
+        value = float(raw)
+    except ValueError:
+        raise validation_error("wait", "must be a number of seconds", value=raw[:64]) from None
+    if not 0 <= value <= MAX_WAIT_S:
+        raise validation_error("wait", f"must be from 0 to {MAX_WAIT_S:g} seconds", value=value)
+    return value, from_prefer
+
+
+def idempotency_key(request: web.Request, body: Any) -> IdempotencyKey | None:
+    """The request's ``Idempotency-Key``, bound to its method, path and (decoded) body."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise validation_error("Idempotency-Key", "must be 1 to 255 printable characters")
+    return IdempotencyKey.of(f"{request.method} {request.path}", key, msgspec.to_builtins(body))
+
+
+def replay_headers(replayed: bool, prefer: bool, waited: float) -> dict[str, str]:
+    headers = {}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    if prefer:
+        headers["Preference-Applied"] = f"wait={waited:g}"
+    return headers

@@ -1,7 +1,7 @@
 """The Bus: the domain core the API calls. It never imports aiohttp.
 
-It owns the store and the runtime parts (event fan-out; later the command runner, engines and
-the sandbox pool), each in its own module named after its resource.
+It owns the store and the runtime parts (event fan-out, handler registry, command runner,
+engines; later the sandbox pool), each in its own module named after its resource.
 """
 
 from __future__ import annotations
@@ -9,29 +9,42 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from llmgine_daemon.bus.commands import Commands
+from llmgine_daemon.bus.engines import EngineBase, Engines
 from llmgine_daemon.bus.events import EventLog
+from llmgine_daemon.bus.handlers import HandlerRegistry
 from llmgine_daemon.bus.sessions import Sessions
 from llmgine_daemon.protocol import StatusCounts, now_iso
 from llmgine_daemon.store.db import Store
 
 
 class Bus:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, engine_types: dict[str, type[EngineBase]] | None = None) -> None:
         self.store = store
         self.started_at = now_iso()
         self._started_monotonic = time.monotonic()
-        self.events = EventLog()
+        self.events = EventLog(store)
         self.sessions = Sessions(self)
+        self.handlers = HandlerRegistry()
+        self.commands = Commands(self)
+        self.engines = Engines(self, engine_types or {})
+        self.sessions.hooks.append(self.commands.on_session_end)
+        self.sessions.hooks.append(self.engines.on_session_end)
 
     @property
     def uptime(self) -> float:
         return round(time.monotonic() - self._started_monotonic, 3)
 
     async def start(self) -> None:
-        """Bring runtime state back after a restart (resources register their own steps)."""
+        """Bring runtime state back after a restart: engines (and their handlers) first, then
+        the command queue (executing -> interrupted, queued -> resumed)."""
+        await self.engines.start()
+        await self.commands.start()
 
     async def stop(self) -> None:
         """Stop runtime work; queued work stays queued in the store for the next start."""
+        await self.commands.stop()
+        await self.engines.stop()
 
     async def counts(self) -> StatusCounts:
         def read(conn: sqlite3.Connection) -> StatusCounts:

@@ -2,20 +2,29 @@
 
 ``insert_event`` runs inside a write transaction (so a caller can record an event atomically
 with the change it describes); ``EventLog.notify`` hands committed events to live listeners
-(streams) in seq order.
+(streams) in seq order. ``EventLog.publish/list/get`` serve the Events API.
+
+Listing pages two ways over the same filters: by ``offset`` (the spec) and by ``after`` (a seq
+cursor, stable while the log grows). ``event_type`` ending in ``*`` is a prefix match.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
-import uuid
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.codec import dumps, loads
+from llmgine_daemon.bus.codec import dumps, loads, new_id
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.observability.context import current_trace_id
-from llmgine_daemon.protocol import Event, now_iso
+from llmgine_daemon.protocol import ErrorCode, Event, EventList, now_iso
+
+if TYPE_CHECKING:
+    from llmgine_daemon.store.db import Store
 
 EVENT_COLUMNS = (
     "event_id, seq, session_id, event_type, data, metadata, timestamp, source, trace_id"
@@ -34,8 +43,11 @@ def insert_event(
     source: str = "bus",
     trace_id: str | None = None,
     timestamp: str | None = None,
+    touch_session: bool = True,
 ) -> Event:
-    event_id = str(uuid.uuid4())
+    """Append one event. ``touch_session=False`` skips the session's last_activity_at update,
+    for writers that append several events at once and touch the session once."""
+    event_id = new_id()
     ts = timestamp or now_iso()
     # Store.write runs this in the caller's context, so the event joins the caller's trace.
     trace_id = trace_id or current_trace_id()
@@ -46,10 +58,8 @@ def insert_event(
         " timestamp, trace_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (event_id, session_id, event_type, dumps(data), dumps(metadata), source, ts, trace_id),
     )
-    if session_id is not None:
-        conn.execute(
-            "UPDATE sessions SET last_activity_at = ? WHERE session_id = ?", (ts, session_id)
-        )
+    if session_id is not None and touch_session:
+        touch(conn, session_id, ts)
     seq = cur.lastrowid
     assert seq is not None
     return Event(
@@ -63,6 +73,10 @@ def insert_event(
         source=source,
         trace_id=trace_id,
     )
+
+
+def touch(conn: sqlite3.Connection, session_id: str, ts: str) -> None:
+    conn.execute("UPDATE sessions SET last_activity_at = ? WHERE session_id = ?", (ts, session_id))
 
 
 def row_to_event(row: tuple[Any, ...]) -> Event:
@@ -79,12 +93,74 @@ def row_to_event(row: tuple[Any, ...]) -> Event:
     )
 
 
+_EVENT_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$")
+# Sources a client may claim when publishing; "bus" is reserved for what the daemon emits.
+PUBLISHER_SOURCES = ("api", "engine", "handler")
+
+
+def event_not_found(session_id: str, event_id: str) -> BusError:
+    return BusError(
+        ErrorCode.EVENT_NOT_FOUND,
+        f"event {event_id!r} not found in session {session_id!r}",
+        {"session_id": session_id, "event_id": event_id},
+    )
+
+
+def check_event_type(event_type: str, field: str = "event_type") -> None:
+    if not _EVENT_TYPE.match(event_type):
+        raise BusError(
+            ErrorCode.VALIDATION_ERROR,
+            "Invalid request parameters",
+            {
+                "field": field,
+                "issue": "must start with a letter or _ and contain only letters, digits and"
+                " _ . : - (at most 128)",
+            },
+        )
+
+
+@dataclass(slots=True)
+class EventFilter:
+    event_type: str | None = None  # exact, or a prefix when it ends in "*"
+    after: int | None = None
+    since: str | None = None  # ISO timestamps, normalised (they compare as text)
+    until: str | None = None
+    source: str | None = None
+
+    def where(self, session_id: str) -> tuple[str, list[Any]]:
+        clauses: list[str] = ["session_id = ?"]
+        params: list[Any] = [session_id]
+        if self.event_type:
+            if self.event_type.endswith("*"):
+                prefix = self.event_type[:-1]
+                if prefix:
+                    clauses.append("substr(event_type, 1, ?) = ?")
+                    params.extend([len(prefix), prefix])
+            else:
+                clauses.append("event_type = ?")
+                params.append(self.event_type)
+        if self.after is not None:
+            clauses.append("seq > ?")
+            params.append(self.after)
+        if self.since:
+            clauses.append("timestamp >= ?")
+            params.append(self.since)
+        if self.until:
+            clauses.append("timestamp < ?")
+            params.append(self.until)
+        if self.source:
+            clauses.append("source = ?")
+            params.append(self.source)
+        return " AND ".join(clauses), params
+
+
 class EventLog:
     """Live fan-out of committed events. Listeners must not block: they get the event and
     queue it (streams keep bounded queues and catch up from the store)."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: Store | None = None) -> None:
         self._listeners: list[Listener] = []
+        self.store = store
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
@@ -100,3 +176,69 @@ class EventLog:
             metrics.inc("events_published_total", type=event.event_type)
             for listener in list(self._listeners):
                 listener(event)
+
+    # -- the Events API ---------------------------------------------------------------
+
+    async def publish(
+        self,
+        session_id: str,
+        event_type: str,
+        data: dict[str, Any],
+        metadata: dict[str, Any],
+        *,
+        source: str = "api",
+        idem: IdempotencyKey | None = None,
+    ) -> tuple[Event, bool]:
+        """Append an event to an active session's log; returns (event, replayed)."""
+        assert self.store is not None
+        check_event_type(event_type)
+        from llmgine_daemon.bus.sessions import require_active  # sessions imports this module
+
+        def write(conn: sqlite3.Connection) -> tuple[Event, bool]:
+            prior = lookup(conn, idem)
+            if prior is not None:
+                return _get(conn, session_id, prior[1]), True
+            require_active(conn, session_id)
+            event = insert_event(conn, session_id, event_type, data, metadata=metadata, source=source)
+            record(conn, idem, "event", event.event_id, session_id)
+            return event, False
+
+        event, replayed = await self.store.write(write)
+        if not replayed:
+            self.notify([event])
+        return event, replayed
+
+    async def list(self, session_id: str, flt: EventFilter, limit: int, offset: int) -> EventList:
+        assert self.store is not None
+        from llmgine_daemon.bus.sessions import fetch_session
+
+        def read(conn: sqlite3.Connection) -> EventList:
+            fetch_session(conn, session_id)
+            where, params = flt.where(session_id)
+            total = conn.execute(f"SELECT COUNT(*) FROM events WHERE {where}", params).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            ).fetchall()
+            events = [row_to_event(r) for r in rows]
+            next_after = events[-1].seq if events else flt.after
+            return EventList(events, total, limit, offset, next_after)
+
+        return await self.store.read(read)
+
+    async def get(self, session_id: str, event_id: str) -> Event:
+        assert self.store is not None
+        return await self.store.read(lambda conn: _get(conn, session_id, event_id))
+
+
+def _get(conn: sqlite3.Connection, session_id: str, event_id: str) -> Event:
+    row = conn.execute(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ? AND session_id = ?",
+        (event_id, session_id),
+    ).fetchone()
+    if row is None:
+        from llmgine_daemon.bus.sessions import fetch_session
+
+        fetch_session(conn, session_id)
+        raise event_not_found(session_id, event_id)
+    return row_to_event(row)

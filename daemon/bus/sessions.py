@@ -142,7 +142,7 @@ class Sessions:
             cancelled = conn.execute(
                 "UPDATE commands SET status = 'cancelled', finished_at = ?,"
                 " error = ? WHERE session_id = ? AND status = 'queued'",
-                (ts, dumps({"code": "CANCELLED", "message": "session ended", "details": {}}),
+                (ts, dumps({"code": ErrorCode.COMMAND_CANCELLED, "message": "session ended", "details": {}}),
                  session_id),
             ).rowcount
             conn.execute(
@@ -172,7 +172,8 @@ class Sessions:
 
         def write(conn: sqlite3.Connection) -> None:
             fetch_session(conn, session_id)
-            for table in ("events", "commands", "engines", "tools", "handlers", "sessions"):
+            for table in ("events", "commands", "batches", "idempotency_keys", "engines", "tools",
+                          "handlers", "sessions"):
                 conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
 
         await self.bus.store.write(write)

@@ -142,11 +142,19 @@ class Store:
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a transaction; returns once that transaction has committed."""
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` without waiting: the future resolves after its COMMIT.
+
+        Writes are applied in submission order, so a caller can queue several (an event, then
+        the result it belongs to) and await only the last one.
+        """
         if self._task is None:
             raise StorageError("the store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((fn, future, contextvars.copy_context()))
-        return await future
+        return future
 
     async def _writer(self) -> None:
         stopping = False

@@ -146,3 +146,42 @@ def m001_core(conn: sqlite3.Connection) -> None:
         CREATE INDEX handlers_scope ON handlers (session_id, kind, type);
         """
     )
+
+
+@migration(2, "command queue: duration, batches, idempotency keys")
+def m002_command_queue(conn: sqlite3.Connection) -> None:
+    run_script(
+        conn,
+        """
+        -- Measured with a monotonic clock at the end of the execution, not derived from the
+        -- wall-clock timestamps.
+        ALTER TABLE commands ADD COLUMN duration_ms REAL;
+        -- Restart resumes queued commands in (priority, rowid) order, and lists filter by status.
+        CREATE INDEX commands_session_status ON commands (session_id, status, priority);
+        CREATE INDEX commands_batch ON commands (batch_id);
+
+        -- A batch's mode is needed to resume its queued commands after a restart.
+        CREATE TABLE batches (
+            batch_id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            stop_on_error INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX batches_session ON batches (session_id);
+
+        -- Idempotency-Key: written in the same transaction as what the request created, so a
+        -- key is never recorded without its commands (or the other way round).
+        CREATE TABLE idempotency_keys (
+            scope TEXT NOT NULL,
+            key TEXT NOT NULL,
+            body_hash TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            session_id TEXT,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (scope, key)
+        );
+        CREATE INDEX idempotency_keys_session ON idempotency_keys (session_id);
+        """
+    )

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import msgspec
 import typer
-from llmgine_daemon.protocol import Event
+from llmgine_daemon.protocol import Command, Event
 
-from llmgine_cli.client import LlmgineError
+from llmgine_cli.context import AppContext
 from llmgine_cli.options import Output, state
 from llmgine_cli.render import event_line, resolve_format
 from llmgine_cli.stream import EventStream, Notice
-
-app = typer.Typer(help="Follow events live.", no_args_is_help=True)
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -104,10 +103,47 @@ def tail(
                 env.stdout.flush()
     except KeyboardInterrupt:
         pass  # Ctrl-C is how you stop a tail: a normal exit
-    except LlmgineError:
-        raise
     finally:
         stream.close()
 
 
-app.command("tail")(tail)
+
+def follow_command(
+    app_ctx: AppContext, session_id: str, submit: Callable[[], Command], output: Any
+) -> Command:
+    """`command run --follow`: print the command's events live, then return its final record.
+
+    The stream is opened (and the server has said where it starts) BEFORE the command is
+    submitted, so even its first event cannot be missed. A session runs one command at a time,
+    so everything between its CommandStarted and its CommandResult is its doing.
+    """
+    env = app_ctx.env
+    fmt = resolve_format(env, output)
+    client = app_ctx.client()
+    stream = EventStream(client, session_id,
+                         on_status=lambda text: env.err(f"llmgine: {text}"))
+    items = iter(stream)
+    try:
+        for item in items:  # the hello: the stream is registered
+            if isinstance(item, Notice) and item.type == "hello":
+                break
+        record = submit()
+        inside = False
+        for item in items:
+            if not isinstance(item, Event):
+                continue
+            ours = item.data.get("command_id") == record.command_id
+            if ours and item.event_type == "CommandStarted":
+                inside = True
+            if not (inside or ours):
+                continue
+            if fmt in ("json", "jsonl"):
+                env.out(msgspec.json.encode(item).decode())
+            else:
+                env.out(event_line(item))
+            env.stdout.flush()
+            if ours and item.event_type == "CommandResult":
+                break
+    finally:
+        stream.close()
+    return client.get_command(session_id, record.command_id)

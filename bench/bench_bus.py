@@ -1,0 +1,304 @@
+"""Bus throughput: commands and events per second over HTTP, against two baselines measured in
+the same run.
+
+    python bench/bench_bus.py [--seconds 3] [--clients 64] [--batch 10000]
+
+- The daemon app (create_app, durable: database.synchronous as configured, default "full")
+  runs in a child process on a Unix socket, with one extra trivial route (GET /bench/noop that
+  returns "ok") going through the same middlewares: that route's requests/s is the HTTP
+  baseline.
+- The load generator is a lean asyncio client in this process (raw HTTP/1.1 keep-alive over
+  the Unix socket, one connection per client, no HTTP library); the socket has no rate limits.
+- "in-process" is the same work through the Bus API with no HTTP (same store, same durability),
+  run after the daemon child has exited so the two never share the CPU.
+
+Commands: one session with one DummyEngine (no delay) per client; each client POSTs
+DummyEngineCommand with ?wait=30 and counts only 200 + "completed" (commands completed end to
+end). Events: each client POSTs to its own session. Batch: one POST of N commands with
+?wait, vs the same N commands through the in-process bus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def bench_env(home: str) -> dict[str, str]:
+    """The daemon's environment: its own home, plus LLMGINE_DB_* (e.g. synchronous=normal)."""
+    return {"LLMGINE_HOME": home, **{k: v for k, v in os.environ.items() if k.startswith("LLMGINE_DB")}}
+
+
+# -- the daemon child -----------------------------------------------------------------------
+
+
+def serve(sock: str, home: str) -> None:
+    from aiohttp import web
+    from llmgine_daemon.app import create_app
+    from llmgine_daemon.settings import load_settings
+
+    async def noop(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def main() -> None:
+        app = create_app(load_settings(env=bench_env(home)))
+        app.router.add_get("/bench/noop", noop)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.UnixSite(runner, sock).start()
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await runner.cleanup()
+
+    profile = os.environ.get("BENCH_PROFILE")
+    if profile:  # BENCH_PROFILE=out.prof: cProfile the daemon child (inspect with pstats)
+        import cProfile
+
+        cProfile.runctx("asyncio.run(main())", globals(), {"main": main, "asyncio": asyncio}, profile)
+    else:
+        asyncio.run(main())
+
+
+# -- a lean HTTP/1.1 client over a Unix socket ---------------------------------------------
+
+
+class Conn(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buf[:end]).lower()
+        i = head.find(b"content-length:")
+        length = int(head[i + 15:head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
+        total = end + 4 + length
+        if len(self.buf) < total:
+            return
+        status = int(self.buf[9:12])
+        body = bytes(self.buf[end + 4:total])
+        del self.buf[:total]
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result((status, body))
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        self.waiter = asyncio.get_running_loop().create_future()
+        assert self.transport is not None
+        self.transport.write(raw)
+        return await self.waiter
+
+
+def build(method: str, path: str, body: Any = None) -> bytes:
+    payload = json.dumps(body).encode() if body is not None else b""
+    head = f"{method} {path} HTTP/1.1\r\nHost: llmgine\r\nContent-Length: {len(payload)}\r\n"
+    if body is not None:
+        head += "Content-Type: application/json\r\n"
+    return head.encode() + b"\r\n" + payload
+
+
+async def connect(sock: str) -> Conn:
+    _, conn = await asyncio.get_running_loop().create_unix_connection(Conn, sock)
+    return conn
+
+
+async def call(conn: Conn, method: str, path: str, body: Any = None) -> Any:
+    status, payload = await conn.request(build(method, path, body))
+    assert status < 300, (status, payload[:300])
+    return json.loads(payload)
+
+
+async def load(conns: list[Conn], requests: list[bytes], seconds: float, ok: bytes | None) -> float:
+    """Each connection sends its request in a loop; returns successful requests per second."""
+    stop = False
+    counts = [0] * len(conns)
+
+    async def client(i: int) -> None:
+        conn, raw = conns[i], requests[i]
+        while not stop:
+            status, body = await conn.request(raw)
+            if status < 300 and (ok is None or ok in body):
+                counts[i] += 1
+
+    tasks = [asyncio.create_task(client(i)) for i in range(len(conns))]
+    await asyncio.sleep(min(0.5, seconds / 4))  # warm up
+    start_count, t0 = sum(counts), time.perf_counter()
+    await asyncio.sleep(seconds)
+    done, elapsed = sum(counts) - start_count, time.perf_counter() - t0
+    stop = True
+    await asyncio.gather(*tasks)
+    return done / elapsed
+
+
+async def http_phase(sock: str, clients: int, seconds: float, batch: int, rounds: int) -> dict[str, list[float]]:
+    """Figures are measured in interleaved rounds (noop, commands, events, noop, ...) so a
+    change of machine load hits all of them alike."""
+    conns = [await connect(sock) for _ in range(clients)]
+    sids = []
+    for conn in conns:
+        sid = (await call(conn, "POST", "/api/sessions", {}))["session_id"]
+        await call(conn, "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})
+        sids.append(sid)
+    work = {
+        "noop": ([build("GET", "/bench/noop")] * clients, None),
+        "commands": ([build("POST", f"/api/sessions/{sid}/commands?wait=30",
+                            {"command_type": "DummyEngineCommand", "parameters": {"prompt": "hello world"}})
+                      for sid in sids], b'"status":"completed"'),
+        "events": ([build("POST", f"/api/sessions/{sid}/events", {"event_type": "BenchTick", "data": {"n": 1}})
+                    for sid in sids], None),
+    }
+    out: dict[str, list[float]] = {key: [] for key in (*work, "batch")}
+    for _ in range(rounds):
+        for key, (requests, ok) in work.items():
+            out[key].append(await load(conns, requests, seconds, ok))
+    body = {"commands": [{"command_type": "DummyEngineCommand", "parameters": {"prompt": f"p{i}"}}
+                         for i in range(batch)]}
+    t0 = time.perf_counter()
+    result = await call(conns[0], "POST", f"/api/sessions/{sids[0]}/commands/batch?wait=300", body)
+    elapsed = time.perf_counter() - t0
+    assert all(c["status"] == "completed" for c in result["commands"])
+    out["batch"].append(batch / elapsed)
+    for conn in conns:
+        assert conn.transport is not None
+        conn.transport.close()
+    return out
+
+
+# -- the same work in-process ----------------------------------------------------------------
+
+
+async def inprocess_phase(home: str, clients: int, seconds: float, batch: int, rounds: int) -> dict[str, list[float]]:
+    from llmgine_daemon.bus.commands import validate
+    from llmgine_daemon.bus.core import Bus
+    from llmgine_daemon.engines import ENGINE_TYPES
+    from llmgine_daemon.protocol import CommandCreate
+    from llmgine_daemon.settings import load_settings
+    from llmgine_daemon.store.db import Store
+
+    settings = load_settings(env=bench_env(home))
+    store = Store(settings.database_path, synchronous=settings["database.synchronous"])
+    await store.open()
+    bus = Bus(store, engine_types=ENGINE_TYPES)
+    await bus.start()
+    sids = []
+    for _ in range(clients):
+        sid = (await bus.sessions.create(None, {})).session_id
+        await bus.engines.create("DummyEngine", sid, None, {})
+        sids.append(sid)
+    spec = validate(CommandCreate("DummyEngineCommand", {"prompt": "hello world"}))
+
+    async def rate(op: Any) -> float:
+        stop = False
+        counts = [0] * clients
+
+        async def worker(i: int) -> None:
+            while not stop:
+                await op(sids[i])
+                counts[i] += 1
+
+        tasks = [asyncio.create_task(worker(i)) for i in range(clients)]
+        await asyncio.sleep(min(0.5, seconds / 4))
+        start_count, t0 = sum(counts), time.perf_counter()
+        await asyncio.sleep(seconds)
+        done, elapsed = sum(counts) - start_count, time.perf_counter() - t0
+        stop = True
+        await asyncio.gather(*tasks)
+        return done / elapsed
+
+    async def command(sid: str) -> None:
+        rec, _ = await bus.commands.submit(sid, spec)
+        await bus.commands.wait([rec], 30)
+        assert rec.status == "completed"
+
+    async def event(sid: str) -> None:
+        await bus.events.publish(sid, "BenchTick", {"n": 1}, {})
+
+    out: dict[str, list[float]] = {"commands": [], "events": [], "batch": []}
+    for _ in range(rounds):
+        out["commands"].append(await rate(command))
+        out["events"].append(await rate(event))
+    specs = [validate(CommandCreate("DummyEngineCommand", {"prompt": f"p{i}"})) for i in range(batch)]
+    t0 = time.perf_counter()
+    result, _ = await bus.commands.submit_batch(sids[0], specs, "parallel", False)
+    await bus.commands.wait(result.commands, 300)
+    out["batch"].append(batch / (time.perf_counter() - t0))
+    await bus.stop()
+    await store.close()
+    return out
+
+
+# -- driver ---------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--serve", nargs=2, metavar=("SOCKET", "HOME"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(*args.serve)
+        return
+
+    root = Path(tempfile.mkdtemp(prefix="lgb", dir="/tmp"))
+    try:
+        sock = str(root / "d.sock")
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--serve", sock, str(root / "http")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        try:
+            http = asyncio.run(http_phase(sock, args.clients, args.seconds, args.batch, args.rounds))
+        finally:
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait(timeout=60)
+        inproc = asyncio.run(inprocess_phase(str(root / "inproc"), args.clients, args.seconds, args.batch,
+                                             args.rounds))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    report(args, http, inproc)
+
+
+def report(args: argparse.Namespace, http: dict[str, list[float]], inproc: dict[str, list[float]]) -> None:
+    med = statistics.median
+    noop = http["noop"]
+    print(f"llmgine bus benchmark: {args.clients} clients over a Unix socket, median of {args.rounds} interleaved"
+          f" rounds of {args.seconds:g} s, durable (synchronous={os.environ.get('LLMGINE_DB_SYNCHRONOUS', 'full')}),"
+          f" {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print("load generator: lean asyncio HTTP/1.1 client in its own process (keep-alive, one connection per client)")
+    print()
+    print(f"{'figure':<36}{'per second':>12}{'vs noop route':>15}{'vs in-process':>15}")
+    print(f"{'trivial route GET /bench/noop':<36}{med(noop):>12,.0f}{1.0:>15.0%}")
+    for key, label in (("commands", "commands completed (HTTP, ?wait)"), ("events", "events published (HTTP)")):
+        # Ratios against the noop route are taken per round (same machine load), then the median.
+        vs_noop = med(h / n for h, n in zip(http[key], noop, strict=True))
+        print(f"{label:<36}{med(http[key]):>12,.0f}{vs_noop:>15.0%}{med(http[key]) / med(inproc[key]):>15.0%}")
+        print(f"{'  same, bus in-process (no HTTP)':<36}{med(inproc[key]):>12,.0f}")
+    label = f"batch of {args.batch} (HTTP, parallel)"
+    print(f"{label:<36}{med(http['batch']):>12,.0f}{'':>15}{med(http['batch']) / med(inproc['batch']):>15.0%}")
+    print(f"{'  same, bus in-process (no HTTP)':<36}{med(inproc['batch']):>12,.0f}")
+
+
+if __name__ == "__main__":
+    main()

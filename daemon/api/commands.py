@@ -1,0 +1,130 @@
+"""Spec section 2: commands (submit, batch, read, list, cancel), with ?wait / Prefer: wait and
+Idempotency-Key.
+
+Status codes: 202 while the work is queued or executing, 200 when the response carries the
+finished record (because the client asked to wait and it finished in time).
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+from llmgine_daemon.api.errors import ApiError, validation_error
+from llmgine_daemon.api.keys import BUS
+from llmgine_daemon.api.util import (
+    idempotency_key,
+    json_response,
+    limit_offset,
+    path_id,
+    read_json,
+    replay_headers,
+    wait_seconds,
+)
+from llmgine_daemon.bus.commands import validate
+from llmgine_daemon.protocol import (
+    COMMAND_STATUSES,
+    TERMINAL_STATUSES,
+    BatchCreate,
+    CommandCreate,
+    ErrorCode,
+)
+
+routes = web.RouteTableDef()
+
+_MEMBER = re.compile(r"^commands\[(\d+)\]")
+
+
+def _finished_status(done: bool) -> int:
+    return 200 if done else 202
+
+
+@routes.post("/api/sessions/{session_id}/commands/batch")
+async def submit_batch(request: web.Request) -> web.Response:
+    session_id = path_id(request, "session_id")
+    wait, prefer = wait_seconds(request)
+    try:
+        body = await read_json(request, BatchCreate)
+    except ApiError as exc:
+        # Name the offending member's index, not just its path.
+        match = _MEMBER.match(str(exc.details.get("field", "")))
+        if exc.code == ErrorCode.VALIDATION_ERROR and match:
+            exc.details["index"] = int(match.group(1))
+        raise
+    specs = [
+        validate(cmd, prefix=f"commands[{i}].", index=i) for i, cmd in enumerate(body.commands)
+    ]
+    commands = request.app[BUS].commands
+    batch, replayed = await commands.submit_batch(
+        session_id, specs, body.mode, body.stop_on_error, idempotency_key(request, body)
+    )
+    done = await commands.wait(batch.commands, wait)
+    if done:
+        batch.status = "finished"
+    return json_response(batch, status=_finished_status(done), headers=replay_headers(replayed, prefer, wait))
+
+
+@routes.get("/api/sessions/{session_id}/batches/{batch_id}")
+async def get_batch(request: web.Request) -> web.Response:
+    session_id = path_id(request, "session_id")
+    batch_id = path_id(request, "batch_id")
+    wait, prefer = wait_seconds(request)
+    commands = request.app[BUS].commands
+    batch = await commands.get_batch(session_id, batch_id)
+    if wait and batch.status != "finished" and await commands.wait(batch.commands, wait):
+        batch = await commands.get_batch(session_id, batch_id)
+    return json_response(batch, headers=replay_headers(False, prefer, wait))
+
+
+@routes.post("/api/sessions/{session_id}/commands")
+async def submit_command(request: web.Request) -> web.Response:
+    session_id = path_id(request, "session_id")
+    wait, prefer = wait_seconds(request)
+    body = await read_json(request, CommandCreate)
+    commands = request.app[BUS].commands
+    record, replayed = await commands.submit(session_id, validate(body), idempotency_key(request, body))
+    done = await commands.wait([record], wait) if wait else record.status in TERMINAL_STATUSES
+    return json_response(record, status=_finished_status(done), headers=replay_headers(replayed, prefer, wait))
+
+
+@routes.get("/api/sessions/{session_id}/commands")
+async def list_commands(request: web.Request) -> web.Response:
+    session_id = path_id(request, "session_id")
+    limit, offset = limit_offset(request)
+    statuses = None
+    raw = request.query.get("status")
+    if raw:
+        statuses = [s.strip() for s in raw.split(",") if s.strip()]
+        bad = [s for s in statuses if s not in COMMAND_STATUSES]
+        if bad:
+            raise validation_error(
+                "status", f"must be one or more (comma-separated) of {', '.join(COMMAND_STATUSES)}",
+                value=raw[:64],
+            )
+    command_type = request.query.get("command_type") or None
+    batch_id = request.query.get("batch_id") or None
+    return json_response(
+        await request.app[BUS].commands.list(
+            session_id, statuses=statuses, command_type=command_type, batch_id=batch_id,
+            limit=limit, offset=offset,
+        )
+    )
+
+
+@routes.get("/api/sessions/{session_id}/commands/{command_id}")
+async def get_command(request: web.Request) -> web.Response:
+    session_id = path_id(request, "session_id")
+    command_id = path_id(request, "command_id")
+    wait, prefer = wait_seconds(request)
+    commands = request.app[BUS].commands
+    record = await commands.get(session_id, command_id)
+    if wait and record.status not in TERMINAL_STATUSES:
+        await commands.wait([record], wait)
+    return json_response(record, headers=replay_headers(False, prefer, wait))
+
+
+@routes.post("/api/sessions/{session_id}/commands/{command_id}/cancel")
+async def cancel_command(request: web.Request) -> web.Response:
+    session_id = path_id(request, "session_id")
+    command_id = path_id(request, "command_id")
+    return json_response(await request.app[BUS].commands.cancel(session_id, command_id))

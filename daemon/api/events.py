@@ -1,0 +1,81 @@
+"""Spec section 3: publish, list (offset or ``after`` cursor; type, prefix, time and source
+filters) and read events."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+from llmgine_daemon.api.errors import validation_error
+from llmgine_daemon.api.keys import BUS
+from llmgine_daemon.api.util import (
+    idempotency_key,
+    json_response,
+    limit_offset,
+    path_id,
+    query_choice,
+    query_int,
+    read_json,
+    replay_headers,
+)
+from llmgine_daemon.bus.events import PUBLISHER_SOURCES, EventFilter, check_event_type
+from llmgine_daemon.protocol import EVENT_SOURCES, EventCreate, parse_iso, to_iso
+
+routes = web.RouteTableDef()
+
+_PREFIX = re.compile(r"^[A-Za-z0-9_.:\-]{0,127}$")
+
+
+def _time(request: web.Request, name: str) -> str | None:
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        return to_iso(parse_iso(raw))
+    except ValueError:
+        raise validation_error(name, "must be an ISO 8601 time, e.g. 2024-01-01T00:00:00Z",
+                               value=raw[:64]) from None
+
+
+@routes.post("/api/sessions/{session_id}/events")
+async def publish_event(request: web.Request) -> web.Response:
+    session_id = path_id(request, "session_id")
+    body = await read_json(request, EventCreate)
+    # The spec's example sends metadata.source; honour it for the sources a publisher may
+    # claim ("bus" is the daemon's own), otherwise the event's source is "api".
+    claimed = body.metadata.get("source")
+    source = claimed if claimed in PUBLISHER_SOURCES else "api"
+    event, replayed = await request.app[BUS].events.publish(
+        session_id, body.event_type, body.data, body.metadata, source=source,
+        idem=idempotency_key(request, body),
+    )
+    return json_response(event, status=201, headers=replay_headers(replayed, False, 0))
+
+
+@routes.get("/api/sessions/{session_id}/events")
+async def list_events(request: web.Request) -> web.Response:
+    session_id = path_id(request, "session_id")
+    limit, offset = limit_offset(request)
+    event_type = request.query.get("event_type") or None
+    if event_type:
+        if event_type.endswith("*"):
+            # A prefix may be any start of a type, including none at all ("*").
+            if not _PREFIX.match(event_type[:-1]):
+                raise validation_error("event_type", "a prefix may contain only letters, digits and _ . : -")
+        else:
+            check_event_type(event_type)
+    flt = EventFilter(
+        event_type=event_type,
+        after=query_int(request, "after", -1, minimum=0) if request.query.get("after") else None,
+        since=_time(request, "since"),
+        until=_time(request, "until"),
+        source=query_choice(request, "source", EVENT_SOURCES),
+    )
+    return json_response(await request.app[BUS].events.list(session_id, flt, limit, offset))
+
+
+@routes.get("/api/sessions/{session_id}/events/{event_id}")
+async def get_event(request: web.Request) -> web.Response:
+    session_id = path_id(request, "session_id")
+    event_id = path_id(request, "event_id")
+    return json_response(await request.app[BUS].events.get(session_id, event_id))

@@ -1,0 +1,474 @@
+"""Commands: submit (one or a batch), read, list, cancel, wait; queue recovery on restart.
+
+The rules (DESIGN.md decision 5): a command is handled by exactly one handler, the session's
+or else a global one; with none, the submission is refused (HANDLER_NOT_FOUND) and nothing is
+stored. A 202 means the command row has committed. Execution itself lives in ``runner.py``.
+
+A batch is one entry in its session's queue (ranked by its most urgent command): ``parallel``
+runs its commands concurrently with each other, ``sequential`` one after another in the given
+order; ``stop_on_error`` cancels what has not finished once one fails or times out. Either way
+nothing else of the session runs in between, so "one at a time per session" still holds for
+everything outside the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from llmgine_daemon.bus.codec import dumps, loads, new_id
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
+from llmgine_daemon.bus.runner import (
+    PRIORITY_RANK,
+    BatchJob,
+    Job,
+    Outcome,
+    Runner,
+    command_error,
+    finish_row,
+    started_data,
+)
+from llmgine_daemon.bus.sessions import fetch_session, require_active
+from llmgine_daemon.observability import tracing
+from llmgine_daemon.observability.context import current_trace_id
+from llmgine_daemon.protocol import (
+    PRIORITIES,
+    TERMINAL_STATUSES,
+    Batch,
+    Command,
+    CommandCreate,
+    CommandList,
+    ErrorBody,
+    ErrorCode,
+    Event,
+    now_iso,
+)
+
+if TYPE_CHECKING:
+    from llmgine_daemon.bus.core import Bus
+
+log = logging.getLogger("llmgine.commands")
+
+RANK_PRIORITY = {rank: name for name, rank in PRIORITY_RANK.items()}
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+MAX_BATCH = 10_000
+_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$")
+
+COMMAND_COLUMNS = (
+    "command_id, session_id, command_type, parameters, metadata, priority, timeout, status,"
+    " result, error, created_at, started_at, finished_at, batch_id, duration_ms, trace_id"
+)
+
+
+def row_to_command(row: tuple[Any, ...]) -> Command:
+    error = loads(row[9])
+    return Command(
+        command_id=row[0],
+        session_id=row[1],
+        command_type=row[2],
+        parameters=loads(row[3]),
+        metadata=loads(row[4]),
+        priority=RANK_PRIORITY.get(row[5], "normal"),
+        timeout=row[6],
+        status=row[7],
+        result=loads(row[8]),
+        error=msgspec.convert(error, ErrorBody) if error is not None else None,
+        created_at=row[10],
+        started_at=row[11],
+        finished_at=row[12],
+        batch_id=row[13],
+        duration_ms=row[14],
+        trace_id=row[15],
+    )
+
+
+def command_not_found(session_id: str, command_id: str) -> BusError:
+    return BusError(
+        ErrorCode.COMMAND_NOT_FOUND,
+        f"command {command_id!r} not found in session {session_id!r}",
+        {"session_id": session_id, "command_id": command_id},
+    )
+
+
+def invalid(field: str, issue: str, **extra: Any) -> BusError:
+    return BusError(
+        ErrorCode.VALIDATION_ERROR, "Invalid request parameters", {"field": field, "issue": issue, **extra}
+    )
+
+
+@dataclass(slots=True)
+class CommandSpec:
+    """A validated submission."""
+
+    command_type: str
+    parameters: dict[str, Any]
+    metadata: dict[str, Any]
+    priority: str
+    timeout: float | None
+
+
+def validate(body: CommandCreate, prefix: str = "", **extra: Any) -> CommandSpec:
+    """Check what msgspec's types cannot; ``prefix``/``extra`` name a batch member."""
+    if not _TYPE.match(body.command_type):
+        raise invalid(
+            f"{prefix}command_type",
+            "must start with a letter or _ and contain only letters, digits and _ . : - (at most 128)",
+            **extra,
+        )
+    priority = body.metadata.get("priority", "normal")
+    if priority is None:
+        priority = "normal"
+    if priority not in PRIORITIES:
+        raise invalid(f"{prefix}metadata.priority", f"must be one of {', '.join(PRIORITIES)}", **extra)
+    timeout = body.metadata.get("timeout")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise invalid(f"{prefix}metadata.timeout", "must be a number of seconds", **extra)
+        if not 0 < timeout <= MAX_TIMEOUT_S:
+            raise invalid(f"{prefix}metadata.timeout", f"must be > 0 and at most {MAX_TIMEOUT_S:g}", **extra)
+        timeout = float(timeout)
+    return CommandSpec(body.command_type, body.parameters, body.metadata, priority, timeout)
+
+
+def _insert(conn: sqlite3.Connection, rec: Command) -> None:
+    conn.execute(
+        f"INSERT INTO commands ({COMMAND_COLUMNS}) VALUES"
+        " (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, NULL, ?, NULL, ?)",
+        (rec.command_id, rec.session_id, rec.command_type, dumps(rec.parameters), dumps(rec.metadata),
+         PRIORITY_RANK[rec.priority], rec.timeout, rec.status, rec.created_at, rec.started_at,
+         rec.batch_id, rec.trace_id),
+    )
+
+
+def _new_record(session_id: str, spec: CommandSpec, ts: str, batch_id: str | None = None) -> Command:
+    return Command(
+        command_id=new_id(),
+        status="queued",
+        created_at=ts,
+        session_id=session_id,
+        command_type=spec.command_type,
+        parameters=spec.parameters,
+        metadata=spec.metadata,
+        priority=spec.priority,
+        timeout=spec.timeout,
+        batch_id=batch_id,
+        trace_id=current_trace_id(),
+    )
+
+
+def _command_row(conn: sqlite3.Connection, session_id: str, command_id: str) -> tuple[Any, ...]:
+    row = conn.execute(
+        f"SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id = ? AND session_id = ?",
+        (command_id, session_id),
+    ).fetchone()
+    if row is None:  # purged since the key was recorded
+        raise command_not_found(session_id, command_id)
+    return row
+
+
+def _batch_rows(conn: sqlite3.Connection, session_id: str, batch_id: str) -> tuple[Any, ...]:
+    info = conn.execute(
+        "SELECT mode, stop_on_error, created_at FROM batches WHERE batch_id = ? AND session_id = ?",
+        (batch_id, session_id),
+    ).fetchone()
+    if info is None:
+        fetch_session(conn, session_id)
+        raise BusError(
+            ErrorCode.NOT_FOUND,
+            f"batch {batch_id!r} not found in session {session_id!r}",
+            {"session_id": session_id, "batch_id": batch_id},
+        )
+    rows = conn.execute(
+        f"SELECT {COMMAND_COLUMNS} FROM commands WHERE batch_id = ? ORDER BY rowid", (batch_id,)
+    ).fetchall()
+    return batch_id, info, rows
+
+
+def batch_status(commands: list[Command]) -> str:
+    if all(c.status in TERMINAL_STATUSES for c in commands):
+        return "finished"
+    if any(c.status != "queued" for c in commands):
+        return "executing"
+    return "queued"
+
+
+class Commands:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.store = bus.store
+        self.runner = Runner(bus)
+
+    # -- submit -----------------------------------------------------------------------
+
+    async def _refuse_unhandled(self, session_id: str, command_type: str, **extra: Any) -> None:
+        """No handler: refuse, but report a missing or closed session first."""
+        await self.store.read(lambda conn: require_active(conn, session_id))
+        self.bus.handlers.require(session_id, command_type, **extra)
+
+    async def submit(
+        self, session_id: str, spec: CommandSpec, idem: IdempotencyKey | None = None
+    ) -> tuple[Command, bool]:
+        """Queue one command; returns (record, replayed). The record may already be executing:
+        an idle session's command starts in the transaction that stores it."""
+        if self.bus.handlers.resolve(session_id, spec.command_type) is None:
+            await self._refuse_unhandled(session_id, spec.command_type)
+        runner = self.runner
+        ts = now_iso()
+        rec = _new_record(session_id, spec, ts)
+        claimed = runner.try_claim(session_id)
+        if claimed:
+            rec.status, rec.started_at = "executing", ts
+
+        def write(conn: sqlite3.Connection) -> tuple[tuple[Any, ...] | None, Event | None]:
+            prior = lookup(conn, idem)
+            if prior is not None:
+                return _command_row(conn, session_id, prior[1]), None
+            require_active(conn, session_id)
+            _insert(conn, rec)
+            record(conn, idem, "command", rec.command_id, session_id)
+            if claimed:
+                return None, insert_event(conn, session_id, "CommandStarted", started_data(rec), timestamp=ts)
+            return None, None
+
+        try:
+            replay, event = await self.store.write(write)
+        except BaseException:
+            if claimed:
+                runner.release_claim(session_id)
+            raise
+        if replay is not None:
+            if claimed:
+                runner.release_claim(session_id)
+            return self._current(replay), True
+        job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent())
+        runner.track(job)
+        if claimed:
+            runner.queue_waited(job)
+            assert event is not None
+            self.bus.events.notify([event])
+            runner.run_claimed(job)
+        else:
+            runner.push(session_id, job)
+        return rec, False
+
+    def _current(self, row: tuple[Any, ...]) -> Command:
+        """The record of a stored row, or the live one (same state, or newer) if it runs.
+        Called on the event loop: write and read functions run in the store's threads and
+        must not touch the runner."""
+        live = self.runner.jobs.get(row[0])
+        return live.record if live is not None else row_to_command(row)
+
+    async def submit_batch(
+        self,
+        session_id: str,
+        specs: list[CommandSpec],
+        mode: str,
+        stop_on_error: bool,
+        idem: IdempotencyKey | None = None,
+    ) -> tuple[Batch, bool]:
+        """Queue a batch, all or nothing: every command is checked before anything is written."""
+        if not specs:
+            raise invalid("commands", "must contain at least one command")
+        if len(specs) > MAX_BATCH:
+            raise invalid("commands", f"at most {MAX_BATCH} commands per batch", count=len(specs))
+        handlers = self.bus.handlers
+        for index, spec in enumerate(specs):
+            if handlers.resolve(session_id, spec.command_type) is None:
+                await self._refuse_unhandled(session_id, spec.command_type, index=index)
+        ts = now_iso()
+        batch_id = new_id()
+        records = [_new_record(session_id, spec, ts, batch_id) for spec in specs]
+
+        def write(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            prior = lookup(conn, idem)
+            if prior is not None:
+                return _batch_rows(conn, session_id, prior[1])
+            require_active(conn, session_id)
+            conn.execute(
+                "INSERT INTO batches (batch_id, session_id, mode, stop_on_error, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (batch_id, session_id, mode, int(stop_on_error), ts),
+            )
+            for rec in records:
+                _insert(conn, rec)
+            record(conn, idem, "batch", batch_id, session_id)
+            return None
+
+        replay = await self.store.write(write)
+        if replay is not None:
+            return self._assemble(session_id, replay[0], replay[1], replay[2]), True
+        parent = tracing.current_traceparent()
+        jobs = [Job(rec, PRIORITY_RANK[rec.priority], traceparent=parent) for rec in records]
+        batch = BatchJob(batch_id, session_id, mode, stop_on_error, ts, jobs, min(j.rank for j in jobs))
+        for job in jobs:
+            job.batch = batch
+            self.runner.track(job)
+        self.runner.push(session_id, batch)
+        return Batch(batch_id, session_id, mode, stop_on_error, "queued", ts, records), False
+
+    # -- read -------------------------------------------------------------------------
+
+    async def get(self, session_id: str, command_id: str) -> Command:
+        live = self.runner.jobs.get(command_id)
+        if live is not None and live.record.session_id == session_id:
+            return live.record
+
+        def read(conn: sqlite3.Connection) -> tuple[Any, ...]:
+            fetch_session(conn, session_id)
+            return _command_row(conn, session_id, command_id)
+
+        return self._current(await self.store.read(read))
+
+    async def list(
+        self,
+        session_id: str,
+        *,
+        statuses: list[str] | None = None,
+        command_type: str | None = None,
+        batch_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> CommandList:
+        def read(conn: sqlite3.Connection) -> CommandList:
+            fetch_session(conn, session_id)
+            where, params = ["session_id = ?"], [session_id]
+            if statuses:
+                where.append(f"status IN ({', '.join('?' * len(statuses))})")
+                params.extend(statuses)
+            if command_type:
+                where.append("command_type = ?")
+                params.append(command_type)
+            if batch_id:
+                where.append("batch_id = ?")
+                params.append(batch_id)
+            clause = " AND ".join(where)
+            total = conn.execute(f"SELECT COUNT(*) FROM commands WHERE {clause}", params).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {clause}"
+                " ORDER BY rowid DESC LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            ).fetchall()
+            return CommandList([row_to_command(r) for r in rows], total, limit, offset)
+
+        return await self.store.read(read)
+
+    def _assemble(self, session_id: str, batch_id: str, info: tuple[Any, ...], rows: Sequence[Any]) -> Batch:
+        commands = [self._current(r) for r in rows]
+        return Batch(batch_id, session_id, info[0], bool(info[1]), batch_status(commands), info[2], commands)
+
+    async def get_batch(self, session_id: str, batch_id: str) -> Batch:
+        _, info, rows = await self.store.read(lambda conn: _batch_rows(conn, session_id, batch_id))
+        return self._assemble(session_id, batch_id, info, rows)
+
+    # -- wait and cancel ----------------------------------------------------------------
+
+    async def wait(self, records: Sequence[Command], timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the commands to finish; True if they all did."""
+        jobs = [j for j in (self.runner.jobs.get(r.command_id) for r in records) if j is not None]
+        if not jobs:
+            return all(r.status in TERMINAL_STATUSES for r in records)
+        return await self.runner.wait(jobs, timeout)
+
+    async def cancel(self, session_id: str, command_id: str) -> Command:
+        """Cancel a queued or executing command; CONFLICT if it already finished."""
+        job = self.runner.jobs.get(command_id)
+        if job is None or job.record.session_id != session_id:
+            rec = await self.get(session_id, command_id)
+            if rec.status in TERMINAL_STATUSES:
+                raise BusError(
+                    ErrorCode.CONFLICT,
+                    f"command {command_id!r} already finished ({rec.status}); nothing to cancel",
+                    {"command_id": command_id, "status": rec.status},
+                )
+            raise BusError(  # pragma: no cover - a live command is always tracked
+                ErrorCode.CONFLICT, f"command {command_id!r} is not running in this daemon",
+                {"command_id": command_id, "status": rec.status},
+            )
+        if job.state == "queued":
+            await self.runner.cancel_queued([job], "cancel")
+        else:
+            self.runner.cancel_running(job, "cancel")
+            await self.runner.wait([job], 30.0)
+        return job.record
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """After a restart: what was executing is interrupted; what was queued runs again."""
+        ts = now_iso()
+
+        def write(conn: sqlite3.Connection) -> tuple[list[Event], list[tuple[Any, ...]], dict[str, tuple[Any, ...]]]:
+            events = []
+            rows = conn.execute(
+                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE status = 'executing'"
+            ).fetchall()
+            for row in rows:
+                rec = row_to_command(row)
+                outcome = Outcome(
+                    "interrupted",
+                    error=command_error(
+                        ErrorCode.COMMAND_INTERRUPTED, "the daemon stopped while the command was executing"
+                    ),
+                )
+                event = finish_row(conn, rec, outcome, ts, from_status="executing")
+                if event is not None:
+                    events.append(event)
+            queued = conn.execute(
+                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE status = 'queued' ORDER BY rowid"
+            ).fetchall()
+            batches = {
+                r[0]: r
+                for r in conn.execute(
+                    "SELECT batch_id, session_id, mode, stop_on_error, created_at FROM batches"
+                    " WHERE batch_id IN (SELECT DISTINCT batch_id FROM commands WHERE status = 'queued')"
+                )
+            }
+            return events, queued, batches
+
+        events, queued, batches = await self.store.write(write)
+        if events:
+            log.info("marked %d command(s) interrupted by the last shutdown", len(events))
+        self.bus.events.notify(events)
+        grouped: dict[str, BatchJob] = {}
+        for row in queued:
+            rec = row_to_command(row)
+            job = Job(rec, PRIORITY_RANK[rec.priority])
+            self.runner.track(job)
+            info = batches.get(rec.batch_id) if rec.batch_id else None
+            if info is None:
+                self.runner.push(rec.session_id, job)
+                continue
+            batch = grouped.get(info[0])
+            if batch is None:
+                batch = grouped[info[0]] = BatchJob(info[0], info[1], info[2], bool(info[3]), info[4], [], job.rank)
+            batch.rank = min(batch.rank, job.rank)
+            job.batch = batch
+            batch.jobs.append(job)
+        for batch in grouped.values():
+            self.runner.push(batch.session_id, batch)
+        if queued:
+            log.info("resumed %d queued command(s)", len(queued))
+
+    async def stop(self) -> None:
+        await self.runner.stop()
+
+    async def on_session_end(self, session_id: str, purged: bool) -> None:
+        """The session ended: its queued commands were cancelled in the store (by
+        Sessions.close); cancel the one that runs and answer everyone waiting."""
+        q = self.runner.queues.get(session_id)
+        if q is not None:
+            q.heap.clear()
+        ts = now_iso()
+        for job in [j for j in self.runner.jobs.values() if j.record.session_id == session_id]:
+            if job.state == "queued":
+                job.state = "cancelled"
+                self.runner.end_unstarted(job, "session", ts)
+            elif job.state in ("starting", "running"):
+                self.runner.cancel_running(job, "session")

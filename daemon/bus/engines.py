@@ -1,0 +1,342 @@
+"""Engines: create, list, read, execute on, delete; restore after a restart.
+
+An engine is a command handler with a record: creating one registers it as the handler of its
+engine type's command type in its session (so a second engine of a type in one session is a
+CONFLICT), deleting it unregisters it. Engines persist; ``start`` re-creates and re-registers
+them before queued commands resume.
+
+The engine types themselves live in ``llmgine_daemon/engines/`` and are handed to the Bus by
+the app (bus/ does not import them: they import the bus's handler context).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from llmgine_daemon.bus.codec import dumps, loads, new_id
+from llmgine_daemon.bus.commands import CommandSpec, validate
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.sessions import require_active
+from llmgine_daemon.protocol import (
+    Command,
+    CommandCreate,
+    Engine,
+    EngineConfigField,
+    EngineList,
+    EngineType,
+    ErrorCode,
+    now_iso,
+)
+
+if TYPE_CHECKING:
+    from llmgine_daemon.bus.core import Bus
+
+log = logging.getLogger("llmgine.engines")
+
+ENGINE_COLUMNS = "engine_id, session_id, engine_type, model_name, configuration, status, created_at"
+_PY_TYPES: dict[str, Any] = {
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "string": (str,),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigField:
+    name: str
+    type: str  # integer | number | boolean | string
+    default: Any
+    description: str
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+
+    def check(self, value: Any) -> str | None:
+        """None if ``value`` fits, else the issue."""
+        if value is None:
+            return None
+        if isinstance(value, bool) and self.type != "boolean":
+            return f"must be of type {self.type}"
+        if not isinstance(value, _PY_TYPES[self.type]):
+            return f"must be of type {self.type}"
+        if self.type in ("integer", "number"):
+            number = float(value)
+            if self.minimum is not None and number < self.minimum:
+                return f"must be at least {self.minimum:g}"
+            if self.maximum is not None and number > self.maximum:
+                return f"must be at most {self.maximum:g}"
+        return None
+
+
+class EngineBase:
+    """One engine type. Subclasses set the class variables and implement ``handle``: the
+    command handler (an async callable taking the command record, returning a JSON result)."""
+
+    engine_type: ClassVar[str]
+    command_type: ClassVar[str]
+    description: ClassVar[str]
+    config_fields: ClassVar[tuple[ConfigField, ...]] = ()
+
+    def __init__(self, record: Engine) -> None:
+        self.record = record
+
+    def setting(self, name: str, command: Command | None = None) -> Any:
+        """A configuration value: the command's parameter of that name when it sets one (and
+        it is valid), else the engine's configuration, else the field's default."""
+        fld = next(f for f in self.config_fields if f.name == name)
+        if command is not None and name in command.parameters:
+            value = command.parameters[name]
+            if fld.check(value) is None and value is not None:
+                return value
+        value = self.record.configuration.get(name)
+        return fld.default if value is None else value
+
+    async def handle(self, command: Command) -> Any:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release what the engine holds (connections, clients)."""
+
+    @classmethod
+    def describe(cls) -> EngineType:
+        return EngineType(
+            engine_type=cls.engine_type,
+            command_type=cls.command_type,
+            description=cls.description,
+            configuration=[
+                EngineConfigField(f.name, f.type, f.default, f.description) for f in cls.config_fields
+            ],
+        )
+
+    @classmethod
+    def validate_config(cls, configuration: dict[str, Any]) -> dict[str, Any]:
+        fields = {f.name: f for f in cls.config_fields}
+        for name, value in configuration.items():
+            fld = fields.get(name)
+            if fld is None:
+                raise _invalid(
+                    f"configuration.{name}",
+                    f"unknown configuration field for {cls.engine_type}",
+                    available=sorted(fields),
+                )
+            issue = fld.check(value)
+            if issue is not None:
+                raise _invalid(f"configuration.{name}", issue)
+        return configuration
+
+
+def _invalid(field: str, issue: str, **extra: Any) -> BusError:
+    return BusError(
+        ErrorCode.VALIDATION_ERROR, "Invalid request parameters", {"field": field, "issue": issue, **extra}
+    )
+
+
+def engine_not_found(engine_id: str) -> BusError:
+    return BusError(ErrorCode.ENGINE_NOT_FOUND, f"engine {engine_id!r} not found", {"engine_id": engine_id})
+
+
+def row_to_engine(row: tuple[Any, ...], command_type: str) -> Engine:
+    return Engine(
+        engine_id=row[0],
+        session_id=row[1],
+        engine_type=row[2],
+        model_name=row[3],
+        configuration=loads(row[4]),
+        status=row[5],
+        created_at=row[6],
+        command_type=command_type,
+    )
+
+
+class Engines:
+    def __init__(self, bus: Bus, types: dict[str, type[EngineBase]]) -> None:
+        self.bus = bus
+        self.store = bus.store
+        self.types = types
+        self.running: dict[str, EngineBase] = {}
+
+    def _owner(self, engine_id: str) -> str:
+        return f"engine:{engine_id}"
+
+    def _command_type(self, engine_type: str) -> str:
+        cls = self.types.get(engine_type)
+        return cls.command_type if cls is not None else ""
+
+    def describe_types(self) -> list[EngineType]:
+        return [cls.describe() for cls in self.types.values()]
+
+    def _activate(self, record: Engine) -> EngineBase:
+        """Instantiate and register as its session's handler (CONFLICT if the slot is taken)."""
+        cls = self.types[record.engine_type]
+        engine = cls(record)
+        self.bus.handlers.register(
+            cls.command_type, engine.handle, session_id=record.session_id, owner=self._owner(record.engine_id)
+        )
+        self.running[record.engine_id] = engine
+        return engine
+
+    async def _deactivate(self, engine_id: str) -> None:
+        self.bus.handlers.unregister_owner(self._owner(engine_id))
+        engine = self.running.pop(engine_id, None)
+        if engine is not None:
+            try:
+                await engine.close()
+            except Exception:
+                log.exception("closing engine %s", engine_id)
+
+    async def create(
+        self, engine_type: str, session_id: str, model_name: str | None, configuration: dict[str, Any]
+    ) -> Engine:
+        cls = self.types.get(engine_type)
+        if cls is None:
+            raise _invalid(
+                "engine_type", f"unknown engine type {engine_type!r}", available=sorted(self.types)
+            )
+        cls.validate_config(configuration)
+        record = Engine(
+            engine_id=new_id(),
+            engine_type=engine_type,
+            model_name=model_name,
+            status="initialized",
+            session_id=session_id,
+            configuration=configuration,
+            created_at=now_iso(),
+            command_type=cls.command_type,
+        )
+        # Registered before the write, so two concurrent creates cannot both take the slot;
+        # undone if the write fails (no session, session closed).
+        self._activate(record)
+
+        def write(conn: sqlite3.Connection) -> Any:
+            require_active(conn, session_id)
+            conn.execute(
+                f"INSERT INTO engines ({ENGINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (record.engine_id, session_id, engine_type, model_name, dumps(configuration),
+                 record.status, record.created_at),
+            )
+            return insert_event(
+                conn, session_id, "EngineCreated",
+                {"engine_id": record.engine_id, "engine_type": engine_type, "model_name": model_name,
+                 "status": record.status},
+                timestamp=record.created_at,
+            )
+
+        try:
+            event = await self.store.write(write)
+        except BaseException:
+            await self._deactivate(record.engine_id)
+            raise
+        self.bus.events.notify([event])
+        return record
+
+    async def get(self, engine_id: str) -> Engine:
+        def read(conn: sqlite3.Connection) -> tuple[Any, ...]:
+            row = conn.execute(
+                f"SELECT {ENGINE_COLUMNS} FROM engines WHERE engine_id = ?", (engine_id,)
+            ).fetchone()
+            if row is None:
+                raise engine_not_found(engine_id)
+            return row
+
+        row = await self.store.read(read)
+        return row_to_engine(row, self._command_type(row[2]))
+
+    async def list(
+        self, session_id: str | None, status: str | None, limit: int, offset: int
+    ) -> EngineList:
+        def read(conn: sqlite3.Connection) -> EngineList:
+            where, params = [], []
+            if session_id:
+                where.append("session_id = ?")
+                params.append(session_id)
+            if status == "active":
+                where.append("status != 'stopped'")
+            elif status:
+                where.append("status = ?")
+                params.append(status)
+            clause = f"WHERE {' AND '.join(where)}" if where else ""
+            total = conn.execute(f"SELECT COUNT(*) FROM engines {clause}", params).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT {ENGINE_COLUMNS} FROM engines {clause}"
+                " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            ).fetchall()
+            return EngineList(
+                [row_to_engine(r, self._command_type(r[2])) for r in rows], total, limit, offset
+            )
+
+        return await self.store.read(read)
+
+    async def delete(self, engine_id: str) -> Engine:
+        """Stop the engine, unregister its handler and delete its record."""
+
+        def write(conn: sqlite3.Connection) -> tuple[tuple[Any, ...], Any]:
+            row = conn.execute(
+                f"SELECT {ENGINE_COLUMNS} FROM engines WHERE engine_id = ?", (engine_id,)
+            ).fetchone()
+            if row is None:
+                raise engine_not_found(engine_id)
+            conn.execute("DELETE FROM engines WHERE engine_id = ?", (engine_id,))
+            event = insert_event(
+                conn, row[1], "EngineDeleted", {"engine_id": engine_id, "engine_type": row[2], "status": "stopped"}
+            )
+            return row, event
+
+        row, event = await self.store.write(write)
+        await self._deactivate(engine_id)
+        self.bus.events.notify([event])
+        engine = row_to_engine(row, self._command_type(row[2]))
+        engine.status = "stopped"
+        return engine
+
+    async def execute(
+        self, engine_id: str, prompt: str, parameters: dict[str, Any], metadata: dict[str, Any]
+    ) -> Command:
+        """Run a prompt as a command of the engine's type in the engine's session."""
+        engine = await self.get(engine_id)
+        if engine_id not in self.running:
+            # A stopped engine (its session ended) is not registered: say why, plainly.
+            raise BusError(
+                ErrorCode.SESSION_CLOSED,
+                f"engine {engine_id!r} is stopped (its session {engine.session_id!r} ended)",
+                {"engine_id": engine_id, "session_id": engine.session_id},
+            )
+        body = CommandCreate(engine.command_type, {**parameters, "prompt": prompt}, metadata)
+        spec: CommandSpec = validate(body)
+        rec, _ = await self.bus.commands.submit(engine.session_id, spec)
+        return rec
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        rows = await self.store.read(
+            lambda conn: conn.execute(
+                f"SELECT {ENGINE_COLUMNS} FROM engines WHERE status != 'stopped' ORDER BY rowid"
+            ).fetchall()
+        )
+        restored = 0
+        for row in rows:
+            if row[2] not in self.types:
+                log.warning("engine %s has unknown type %r; not restored", row[0], row[2])
+                continue
+            try:
+                self._activate(row_to_engine(row, self._command_type(row[2])))
+                restored += 1
+            except BusError as exc:
+                log.warning("engine %s not restored: %s", row[0], exc.message)
+        if restored:
+            log.info("restored %d engine(s)", restored)
+
+    async def stop(self) -> None:
+        for engine_id in list(self.running):
+            await self._deactivate(engine_id)
+
+    async def on_session_end(self, session_id: str, purged: bool) -> None:
+        # Sessions.close already marked them stopped in the store.
+        for engine_id, engine in list(self.running.items()):
+            if engine.record.session_id == session_id:
+                await self._deactivate(engine_id)

@@ -1,0 +1,169 @@
+"""The command handler registry: which callable handles a ``command_type`` in which scope.
+
+A handler is an async callable taking the command record (``protocol.Command``) and returning
+a JSON-serialisable result; raising makes the command ``failed``. While it runs,
+``bus.commands.current()`` gives it the execution context (to publish events in the command's
+session). Built-in handlers (DummyEngine) are registered in-process; the user-code handlers of a
+later issue register the same way, with a callable that forwards the command to a sandbox
+worker.
+
+Scope: a session id, or None for global (LLMGine's BUS scope). Resolution prefers the session's
+handler over a global one. One command handler per type per scope: a second registration is a
+CONFLICT, never a silent replacement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.protocol import Command, ErrorCode, Event
+
+if TYPE_CHECKING:
+    from llmgine_daemon.bus.runner import Job, Runner
+
+CommandHandler = Callable[[Command], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class Registration:
+    command_type: str
+    session_id: str | None
+    handler: CommandHandler
+    # Who registered it ("engine:<id>", "handler:<id>"), so an owner can be unregistered whole.
+    owner: str
+    registration_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+def handler_not_found(session_id: str | None, command_type: str, **extra: Any) -> BusError:
+    return BusError(
+        ErrorCode.HANDLER_NOT_FOUND,
+        f"no handler registered for command type {command_type!r}"
+        + (f" in session {session_id!r} or globally" if session_id else " globally"),
+        {"command_type": command_type, "session_id": session_id, **extra},
+    )
+
+
+class HandlerRegistry:
+    def __init__(self) -> None:
+        # (scope, command_type) -> registration; scope None = global.
+        self._by_scope: dict[tuple[str | None, str], Registration] = {}
+
+    def register(
+        self,
+        command_type: str,
+        handler: CommandHandler,
+        *,
+        session_id: str | None = None,
+        owner: str = "builtin",
+    ) -> Registration:
+        self.check_free(command_type, session_id)
+        reg = Registration(command_type, session_id, handler, owner)
+        self._by_scope[(session_id, command_type)] = reg
+        return reg
+
+    def check_free(self, command_type: str, session_id: str | None) -> None:
+        """Raise CONFLICT if the scope already has a handler for the type (callers check this
+        before writing anything, then register after their write committed)."""
+        existing = self._by_scope.get((session_id, command_type))
+        if existing is not None:
+            scope = f"session {session_id!r}" if session_id else "the global scope"
+            raise BusError(
+                ErrorCode.CONFLICT,
+                f"a handler for {command_type!r} is already registered in {scope}",
+                {"command_type": command_type, "session_id": session_id, "owner": existing.owner},
+            )
+
+    def unregister(self, registration: Registration) -> bool:
+        key = (registration.session_id, registration.command_type)
+        if self._by_scope.get(key) is registration:
+            del self._by_scope[key]
+            return True
+        return False
+
+    def unregister_owner(self, owner: str) -> int:
+        keys = [k for k, r in self._by_scope.items() if r.owner == owner]
+        for key in keys:
+            del self._by_scope[key]
+        return len(keys)
+
+    def drop_session(self, session_id: str) -> int:
+        keys = [k for k in self._by_scope if k[0] == session_id]
+        for key in keys:
+            del self._by_scope[key]
+        return len(keys)
+
+    def resolve(self, session_id: str, command_type: str) -> Registration | None:
+        """The session's handler for the type, else the global one, else None."""
+        reg = self._by_scope.get((session_id, command_type))
+        if reg is None:
+            reg = self._by_scope.get((None, command_type))
+        return reg
+
+    def require(self, session_id: str, command_type: str, **extra: Any) -> Registration:
+        reg = self.resolve(session_id, command_type)
+        if reg is None:
+            raise handler_not_found(session_id, command_type, **extra)
+        return reg
+
+    def list(self, session_id: str | None = None) -> list[Registration]:
+        return [r for (scope, _), r in self._by_scope.items() if session_id is None or scope == session_id]
+
+
+# -- the running handler's context ------------------------------------------------------
+
+
+class Execution:
+    """What a running handler can reach through ``current()``: its command, and events."""
+
+    __slots__ = ("_runner", "_job")
+
+    def __init__(self, runner: Runner, job: Job) -> None:
+        self._runner = runner
+        self._job = job
+
+    @property
+    def command(self) -> Command:
+        return self._job.record
+
+    def emit(
+        self,
+        event_type: str,
+        data: dict[str, Any] | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        source: str = "handler",
+    ) -> None:
+        """Record an event in the command's session. It is written at the handler's next
+        suspension point, or with its result; either way before CommandResult."""
+        job = self._job
+        job.pending.append((event_type, data or {}, metadata or {}, source))
+        if not job.flush_scheduled:
+            job.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._runner._flush, job)
+
+    async def publish(
+        self,
+        event_type: str,
+        data: dict[str, Any] | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        source: str = "handler",
+    ) -> Event:
+        """Like ``emit``, but returns the stored event once it has committed."""
+        self.emit(event_type, data, metadata=metadata, source=source)
+        events = await self._runner._flush(self._job)
+        return events[-1]
+
+
+CURRENT: contextvars.ContextVar[Execution] = contextvars.ContextVar("llmgine_execution")
+
+
+def current() -> Execution:
+    """The execution context of the command handler that is running (LookupError outside)."""
+    return CURRENT.get()

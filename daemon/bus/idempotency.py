@@ -1,0 +1,63 @@
+"""Idempotency-Key: a retried POST returns what the first one created, without doing it again.
+
+The key is looked up and recorded inside the same write transaction that creates the
+resource, so two concurrent requests with one key cannot both create (writes are serialised),
+and a key is never recorded without what it created. A key is scoped to the request's method
+and path; the body is compared by a hash of its canonical JSON, so key order and whitespace
+do not matter but any change of value does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.protocol import ErrorCode, now_iso
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    scope: str  # "POST /api/sessions/<id>/commands"
+    key: str
+    body_hash: str
+
+    @classmethod
+    def of(cls, scope: str, key: str, body: Any) -> IdempotencyKey:
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+        return cls(scope, key, hashlib.sha256(canonical.encode()).hexdigest())
+
+
+def lookup(conn: sqlite3.Connection, idem: IdempotencyKey | None) -> tuple[str, str] | None:
+    """(kind, ref) of what the key created before, None if new; IDEMPOTENCY_KEY_REUSED if the
+    key was used with another body."""
+    if idem is None:
+        return None
+    row = conn.execute(
+        "SELECT body_hash, kind, ref FROM idempotency_keys WHERE scope = ? AND key = ?",
+        (idem.scope, idem.key),
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] != idem.body_hash:
+        raise BusError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this Idempotency-Key was already used with a different request body",
+            {"field": "Idempotency-Key", "key": idem.key},
+        )
+    return row[1], row[2]
+
+
+def record(
+    conn: sqlite3.Connection, idem: IdempotencyKey | None, kind: str, ref: str, session_id: str | None
+) -> None:
+    if idem is None:
+        return
+    conn.execute(
+        "INSERT INTO idempotency_keys (scope, key, body_hash, kind, ref, session_id, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (idem.scope, idem.key, idem.body_hash, kind, ref, session_id, now_iso()),
+    )

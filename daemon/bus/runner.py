@@ -1,0 +1,624 @@
+"""The command runner: one priority queue per session, one command at a time per session,
+sessions in parallel.
+
+In memory it holds only what is not finished yet (a ``Job`` per live command); the store holds
+the truth, and a record is changed in memory only after the write describing the change has
+committed, so a reader never sees state that a crash could take back.
+
+Round trips are what cost, so the runner saves them where it can:
+- an idle session's command is started in the same transaction that queues it (``claim``);
+- a finished command's result, the events its handler published meanwhile and the start of
+  the session's next command share one transaction;
+- events a handler publishes are buffered and written at its next suspension point (or with
+  its result), never one transaction each.
+
+Cancellation is explicit: a running job is cancelled only after ``cancel_reason`` was set
+(cancel, session ended, batch stopped, timeout, shutdown), so the runner never swallows a
+cancellation it did not ask for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import sqlite3
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from llmgine_daemon.bus.codec import dumps
+from llmgine_daemon.bus.events import insert_event, touch
+from llmgine_daemon.bus.handlers import CURRENT, Execution
+from llmgine_daemon.observability import metrics, tracing
+from llmgine_daemon.observability.context import CURRENT_SPAN, FIELDS, reset_fields, set_fields
+from llmgine_daemon.protocol import Command, ErrorBody, ErrorCode, Event, now_iso
+
+if TYPE_CHECKING:
+    from llmgine_daemon.bus.core import Bus
+
+log = logging.getLogger("llmgine.commands")
+
+PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
+# How many commands of a parallel batch run at once: enough for the group-commit writer to
+# fill its transactions, few enough that a batch of real LLM calls does not open 10,000
+# connections.
+BATCH_PARALLELISM = 128
+# How long shutdown waits for cancelled handlers to record their end.
+STOP_GRACE_S = 10.0
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    record: Command
+    rank: int
+    # queued -> starting -> running -> finishing -> done; or queued -> cancelled
+    state: str = "queued"
+    cancel_reason: str | None = None  # cancel | session | batch | shutdown
+    task: asyncio.Task[Any] | None = None
+    waiter: asyncio.Future[Command] | None = None
+    pending: list[tuple[str, dict[str, Any], dict[str, Any], str]] = field(default_factory=list)
+    flush_scheduled: bool = False
+    batch: BatchJob | None = None
+    # W3C traceparent of the submitting request: the run is traced as its child.
+    traceparent: str | None = None
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(eq=False, slots=True)
+class BatchJob:
+    batch_id: str
+    session_id: str
+    mode: str
+    stop_on_error: bool
+    created_at: str
+    jobs: list[Job]
+    rank: int
+    stopped: bool = False
+
+
+Entry = Job | BatchJob
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: str
+    result: Any = None
+    result_text: str | None = None
+    error: ErrorBody | None = None
+    duration_ms: float | None = None
+
+
+@dataclass(eq=False, slots=True)
+class SessionQueue:
+    heap: list[tuple[int, int, Entry]] = field(default_factory=list)
+    # True from the moment a command is claimed or a drain task is started until it ends.
+    busy: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+def command_error(code: str, message: str, **details: Any) -> ErrorBody:
+    return ErrorBody(code=code, message=message, details=details)
+
+
+def started_data(rec: Command) -> dict[str, Any]:
+    return {
+        "command_id": rec.command_id,
+        "command_type": rec.command_type,
+        "priority": rec.priority,
+        "batch_id": rec.batch_id,
+    }
+
+
+def start_rows(
+    conn: sqlite3.Connection, jobs: list[Job], ts: str, *, touch_session: bool = True
+) -> list[tuple[Job, Event]]:
+    """Mark queued commands executing (inside a write). A command that is no longer queued in
+    the store (its session ended meanwhile) is left out."""
+    started = []
+    sessions: set[str] = set()
+    for job in jobs:
+        rec = job.record
+        cur = conn.execute(
+            "UPDATE commands SET status = 'executing', started_at = ?"
+            " WHERE command_id = ? AND status = 'queued'",
+            (ts, rec.command_id),
+        )
+        if cur.rowcount:
+            event = insert_event(
+                conn, rec.session_id, "CommandStarted", started_data(rec), timestamp=ts, touch_session=False,
+                trace_id=rec.trace_id,
+            )
+            started.append((job, event))
+            sessions.add(rec.session_id)
+    if touch_session:
+        for sid in sessions:
+            touch(conn, sid, ts)
+    return started
+
+
+def finish_row(
+    conn: sqlite3.Connection, rec: Command, outcome: Outcome, ts: str, *, from_status: str,
+    touch_session: bool = True,
+) -> Event | None:
+    error_text = dumps(outcome.error) if outcome.error is not None else None
+    cur = conn.execute(
+        "UPDATE commands SET status = ?, result = ?, error = ?, finished_at = ?, duration_ms = ?"
+        " WHERE command_id = ? AND status = ?",
+        (outcome.status, outcome.result_text, error_text, ts, outcome.duration_ms,
+         rec.command_id, from_status),
+    )
+    if not cur.rowcount:
+        return None
+    return insert_event(
+        conn,
+        rec.session_id,
+        "CommandResult",
+        {
+            "command_id": rec.command_id,
+            "command_type": rec.command_type,
+            "status": outcome.status,
+            "result": outcome.result,
+            "error": outcome.error,
+            "duration_ms": outcome.duration_ms,
+            "batch_id": rec.batch_id,
+        },
+        timestamp=ts,
+        touch_session=touch_session,
+        trace_id=rec.trace_id,
+    )
+
+
+class Runner:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.store = bus.store
+        self.handlers = bus.handlers
+        self.queues: dict[str, SessionQueue] = {}
+        self.jobs: dict[str, Job] = {}  # live commands by id
+        self._order = itertools.count()
+        self.stopping = False
+        metrics.gauge_callback("command_queue_depth", self._queue_depth)
+
+    def _queue_depth(self) -> list[tuple[dict[str, str], float]]:
+        depth: dict[str, int] = {}
+        for job in self.jobs.values():
+            if job.state == "queued":
+                depth[job.record.session_id] = depth.get(job.record.session_id, 0) + 1
+        return [({"session_id": sid}, float(n)) for sid, n in depth.items()]
+
+    @staticmethod
+    def queue_waited(job: Job) -> None:
+        metrics.observe("command_queue_wait_seconds", time.monotonic() - job.queued_at,
+                        type=job.record.command_type)
+
+    # -- queueing ---------------------------------------------------------------------
+
+    def queue(self, session_id: str) -> SessionQueue:
+        q = self.queues.get(session_id)
+        if q is None:
+            q = self.queues[session_id] = SessionQueue()
+        return q
+
+    def try_claim(self, session_id: str) -> bool:
+        """Reserve an idle session's slot for a command about to be written as executing."""
+        q = self.queue(session_id)
+        if q.busy or q.heap or self.stopping:
+            return False
+        q.busy = True
+        return True
+
+    def release_claim(self, session_id: str) -> None:
+        q = self.queue(session_id)
+        q.busy = False
+        self._kick(session_id, q)
+
+    def track(self, job: Job) -> None:
+        self.jobs[job.record.command_id] = job
+
+    def run_claimed(self, job: Job) -> None:
+        """Start the drain task for a job whose claim committed (it is executing in the store)."""
+        q = self.queue(job.record.session_id)
+        job.state = "starting"
+        q.task = asyncio.create_task(self._drain(job.record.session_id, q, job))
+
+    def push(self, session_id: str, entry: Entry) -> None:
+        q = self.queue(session_id)
+        heapq.heappush(q.heap, (entry.rank, next(self._order), entry))
+        self._kick(session_id, q)
+
+    def _kick(self, session_id: str, q: SessionQueue) -> None:
+        if q.busy or not q.heap or self.stopping:
+            return
+        q.busy = True
+        q.task = asyncio.create_task(self._drain(session_id, q, None))
+
+    @staticmethod
+    def _live(entry: Entry) -> bool:
+        if isinstance(entry, Job):
+            return entry.state == "queued"
+        return not entry.stopped and any(j.state == "queued" for j in entry.jobs)
+
+    def _pop(self, q: SessionQueue, *, single_only: bool = False) -> Entry | None:
+        while q.heap:
+            entry = q.heap[0][2]
+            if not self._live(entry):
+                heapq.heappop(q.heap)
+                continue
+            if single_only and not isinstance(entry, Job):
+                return None
+            heapq.heappop(q.heap)
+            return entry
+        return None
+
+    async def _drain(self, session_id: str, q: SessionQueue, first: Job | None) -> None:
+        # This task copied the context of whichever request started it; each command is traced
+        # and logged as its own submitter's, so start from a clean slate.
+        CURRENT_SPAN.set(None)
+        FIELDS.set({})
+        try:
+            job: Job | None = first
+            while True:
+                # A job already started is always finished (as interrupted when stopping), so
+                # nothing is left "executing" in the store by a clean shutdown.
+                if job is None:
+                    if self.stopping:
+                        break
+                    entry = self._pop(q)
+                    if entry is None:
+                        break
+                    if isinstance(entry, BatchJob):
+                        await self._run_batch(entry)
+                        continue
+                    if not await self._start([entry]):
+                        continue
+                    job = entry
+                nxt = None
+                outcome = await self._invoke(job)
+                if not self.stopping:
+                    popped = self._pop(q, single_only=True)
+                    nxt = popped if isinstance(popped, Job) else None
+                started = await self._finish(job, outcome, start=[nxt] if nxt else [])
+                job = nxt if nxt is not None and nxt in started else None
+        except Exception:
+            log.exception("command runner of session %s failed", session_id)
+        finally:
+            q.busy = False
+            q.task = None
+            if not q.heap and self.queues.get(session_id) is q:
+                del self.queues[session_id]
+            else:
+                self._kick(session_id, q)
+
+    # -- execution --------------------------------------------------------------------
+
+    async def _start(self, jobs: list[Job]) -> list[Job]:
+        jobs = [j for j in jobs if j.state == "queued"]
+        if not jobs:
+            return []
+        for job in jobs:
+            job.state = "starting"
+        ts = now_iso()
+        try:
+            started = await self.store.write(lambda conn: start_rows(conn, jobs, ts))
+        except Exception:
+            log.exception("could not start %d command(s)", len(jobs))
+            started = []
+        ok = {id(j) for j, _ in started}
+        for job in jobs:
+            if id(job) in ok:
+                job.record.status = "executing"
+                job.record.started_at = ts
+                self.queue_waited(job)
+            else:  # cancelled in the store meanwhile: its session ended
+                self.end_unstarted(job, "session", ts)
+        self.bus.events.notify([e for _, e in started])
+        return [j for j, _ in started]
+
+    async def _invoke(self, job: Job) -> Outcome:
+        rec = job.record
+        if job.cancel_reason is not None:
+            return self._cancelled(job, 0.0)
+        reg = self.handlers.resolve(rec.session_id, rec.command_type)
+        if reg is None:
+            return Outcome(
+                "failed",
+                error=command_error(
+                    ErrorCode.HANDLER_NOT_FOUND,
+                    f"no handler registered for command type {rec.command_type!r}",
+                    command_type=rec.command_type,
+                ),
+                duration_ms=0.0,
+            )
+        task = asyncio.current_task()
+        assert task is not None
+        job.task = task
+        token = CURRENT.set(Execution(self, job))
+        fields = set_fields(session_id=rec.session_id, command_id=rec.command_id)
+        t0 = time.monotonic()
+        job.state = "running"
+        try:
+            try:
+                with tracing.span("command.run", parent=tracing.parse_traceparent(job.traceparent),
+                                  command_type=rec.command_type, priority=rec.priority):
+                    async with asyncio.timeout(rec.timeout) as cm:
+                        result = await reg.handler(rec)
+            finally:
+                job.state = "finishing"
+                reset_fields(fields)
+        except asyncio.CancelledError:
+            if job.cancel_reason is None:
+                raise  # not ours: let it propagate
+            task.uncancel()
+            return self._cancelled(job, _ms(t0))
+        except TimeoutError as exc:
+            if cm.expired():
+                return Outcome(
+                    "timed_out",
+                    error=command_error(
+                        ErrorCode.COMMAND_TIMEOUT,
+                        f"command did not finish within its timeout of {rec.timeout} s",
+                        timeout=rec.timeout,
+                    ),
+                    duration_ms=_ms(t0),
+                )
+            return _failed(exc, _ms(t0))
+        except Exception as exc:
+            return _failed(exc, _ms(t0))
+        finally:
+            CURRENT.reset(token)
+        duration = _ms(t0)
+        try:
+            text = dumps(result)
+        except Exception as exc:
+            return Outcome(
+                "failed",
+                error=command_error(
+                    ErrorCode.COMMAND_EXECUTION_FAILED,
+                    f"the handler returned a value that is not JSON: {exc}",
+                    exception_type=type(exc).__name__,
+                ),
+                duration_ms=duration,
+            )
+        return Outcome("completed", result=result, result_text=text, duration_ms=duration)
+
+    def _cancelled(self, job: Job, duration: float) -> Outcome:
+        reason = job.cancel_reason
+        if reason == "shutdown":
+            return Outcome(
+                "interrupted",
+                error=command_error(ErrorCode.COMMAND_INTERRUPTED, "the daemon shut down while it ran"),
+                duration_ms=duration,
+            )
+        message = {
+            "cancel": "cancelled by request",
+            "session": "session ended",
+            "batch": "cancelled: an earlier command of the batch failed (stop_on_error)",
+        }.get(reason or "", "cancelled")
+        return Outcome(
+            "cancelled", error=command_error(ErrorCode.COMMAND_CANCELLED, message), duration_ms=duration
+        )
+
+    async def _finish(self, job: Job, outcome: Outcome, *, start: list[Job] | None = None) -> list[Job]:
+        """Record the outcome (with the handler's buffered events) and start ``start`` in the
+        same transaction; returns the jobs that did start."""
+        rec = job.record
+        pending, job.pending = job.pending, []
+        start = [j for j in start or () if j.state == "queued"]
+        for nxt in start:
+            nxt.state = "starting"
+        ts = now_iso()
+
+        def write(conn: sqlite3.Connection) -> tuple[list[Event], Event | None, list[tuple[Job, Event]]]:
+            # Statements are what this write costs: the session is touched once, not per event.
+            emitted = [
+                insert_event(conn, rec.session_id, t, d, metadata=m, source=s, timestamp=ts, touch_session=False,
+                             trace_id=rec.trace_id)
+                for t, d, m, s in pending
+            ]
+            result_event = finish_row(conn, rec, outcome, ts, from_status="executing", touch_session=False)
+            started = start_rows(conn, start, ts, touch_session=False)
+            touch(conn, rec.session_id, ts)
+            return emitted, result_event, started
+
+        try:
+            emitted, result_event, started = await self.store.write(write)
+        except Exception:
+            log.exception("could not record the result of command %s", rec.command_id)
+            emitted, result_event, started = [], None, []
+        self._apply_end(job, outcome, ts)
+        ok = {id(j) for j, _ in started}
+        for nxt in start:
+            if id(nxt) in ok:
+                nxt.record.status = "executing"
+                nxt.record.started_at = ts
+                self.queue_waited(nxt)
+            else:
+                self.end_unstarted(nxt, "session", ts)
+        self.bus.events.notify(emitted + ([result_event] if result_event else []) + [e for _, e in started])
+        return [j for j, _ in started]
+
+    def _apply_end(self, job: Job, outcome: Outcome, ts: str) -> None:
+        rec = job.record
+        rec.status = outcome.status
+        rec.result = outcome.result
+        rec.error = outcome.error
+        rec.finished_at = ts
+        rec.duration_ms = outcome.duration_ms
+        job.state = "done"
+        self.jobs.pop(rec.command_id, None)
+        metrics.inc("commands_total", type=rec.command_type, status=outcome.status)
+        if outcome.duration_ms is not None and rec.started_at is not None:
+            metrics.observe("command_run_seconds", outcome.duration_ms / 1000.0, type=rec.command_type)
+        if job.waiter is not None and not job.waiter.done():
+            job.waiter.set_result(rec)
+
+    def end_unstarted(self, job: Job, reason: str, ts: str) -> None:
+        """A command that never started and was ended in the store by someone else (session
+        end): bring the memory in line and answer its waiters."""
+        job.cancel_reason = job.cancel_reason or reason
+        outcome = self._cancelled(job, 0.0)
+        outcome.duration_ms = None
+        self._apply_end(job, outcome, ts)
+
+    def _flush(self, job: Job) -> asyncio.Future[list[Event]]:
+        """Write a running handler's buffered events (called soon after ``emit``)."""
+        job.flush_scheduled = False
+        loop = asyncio.get_running_loop()
+        if not job.pending or job.state != "running":
+            done: asyncio.Future[list[Event]] = loop.create_future()
+            done.set_result([])
+            return done
+        pending, job.pending = job.pending, []
+        sid, trace_id = job.record.session_id, job.record.trace_id
+        ts = now_iso()
+        def write(conn: sqlite3.Connection) -> list[Event]:
+            events = [
+                insert_event(conn, sid, t, d, metadata=m, source=s, timestamp=ts, touch_session=False,
+                             trace_id=trace_id)
+                for t, d, m, s in pending
+            ]
+            touch(conn, sid, ts)
+            return events
+
+        future = self.store.submit(write)
+
+        def committed(fut: asyncio.Future[list[Event]]) -> None:
+            if fut.cancelled():
+                return
+            if fut.exception() is not None:
+                log.error("could not record events of command %s: %s", job.record.command_id, fut.exception())
+                return
+            self.bus.events.notify(fut.result())
+
+        future.add_done_callback(committed)
+        return future
+
+    # -- batches ----------------------------------------------------------------------
+
+    async def _run_batch(self, batch: BatchJob) -> None:
+        if batch.mode == "sequential":
+            await self._run_sequential(batch)
+        else:
+            await self._run_parallel(batch)
+
+    async def _run_sequential(self, batch: BatchJob) -> None:
+        queued = [j for j in batch.jobs if j.state == "queued"]
+        started: Job | None = None
+        for i, job in enumerate(queued):
+            if self.stopping or batch.stopped:
+                break
+            if job is not started and not await self._start([job]):
+                continue
+            outcome = await self._invoke(job)
+            failed = outcome.status in ("failed", "timed_out")
+            nxt = None
+            if not (batch.stop_on_error and failed) and not self.stopping:
+                nxt = next((j for j in queued[i + 1:] if j.state == "queued"), None)
+            started_now = await self._finish(job, outcome, start=[nxt] if nxt else [])
+            started = nxt if nxt is not None and nxt in started_now else None
+            if batch.stop_on_error and failed:
+                batch.stopped = True
+                await self.cancel_queued([j for j in queued[i + 1:] if j.state == "queued"], "batch")
+
+    async def _run_parallel(self, batch: BatchJob) -> None:
+        queued = [j for j in batch.jobs if j.state == "queued"]
+        for i in range(0, len(queued), BATCH_PARALLELISM):
+            if self.stopping or batch.stopped:
+                break
+            chunk = await self._start(queued[i:i + BATCH_PARALLELISM])
+            if chunk:
+                await asyncio.gather(*(self._run_member(batch, job) for job in chunk))
+        if batch.stopped:
+            await self.cancel_queued([j for j in queued if j.state == "queued"], "batch")
+
+    async def _run_member(self, batch: BatchJob, job: Job) -> None:
+        # gather() wraps each coroutine in its own task, so job.task cancels only this one.
+        outcome = await self._invoke(job)
+        await self._finish(job, outcome)
+        if batch.stop_on_error and outcome.status in ("failed", "timed_out") and not batch.stopped:
+            batch.stopped = True
+            for other in batch.jobs:
+                if other is not job and other.state in ("starting", "running"):
+                    self.cancel_running(other, "batch")
+
+    # -- cancellation -----------------------------------------------------------------
+
+    def cancel_running(self, job: Job, reason: str) -> None:
+        if job.cancel_reason is None:
+            job.cancel_reason = reason
+        if job.state == "running" and job.task is not None:
+            job.task.cancel()
+
+    async def cancel_queued(self, jobs: list[Job], reason: str) -> None:
+        """Cancel commands that have not started: written with a CommandResult each."""
+        jobs = [j for j in jobs if j.state == "queued"]
+        if not jobs:
+            return
+        for job in jobs:
+            job.state = "cancelled"
+            job.cancel_reason = reason
+        ts = now_iso()
+        outcomes = [self._cancelled(j, 0.0) for j in jobs]
+        for o in outcomes:
+            o.duration_ms = None
+
+        def write(conn: sqlite3.Connection) -> list[Event | None]:
+            pairs = zip(jobs, outcomes, strict=True)
+            return [finish_row(conn, j.record, o, ts, from_status="queued") for j, o in pairs]
+
+        events = await self.store.write(write)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            self._apply_end(job, outcome, ts)
+        self.bus.events.notify([e for e in events if e is not None])
+
+    async def wait(self, jobs: list[Job], timeout: float) -> bool:
+        """Wait until every job is finished or ``timeout`` passed; True if all finished."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for job in jobs:
+            if job.state in ("done", "cancelled") and job.record.status not in ("queued", "executing"):
+                continue
+            if job.waiter is None:
+                job.waiter = loop.create_future()
+            futures.append(job.waiter)
+        if not futures:
+            return True
+        if timeout <= 0:
+            return False
+        done, pending = await asyncio.wait(futures, timeout=timeout)
+        return not pending
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Interrupt what runs (recorded as interrupted); queued commands stay queued."""
+        self.stopping = True
+        for job in list(self.jobs.values()):
+            if job.state in ("starting", "running"):
+                self.cancel_running(job, "shutdown")
+        tasks = [q.task for q in self.queues.values() if q.task is not None]
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+            for task in pending:
+                log.warning("a command handler ignored cancellation; abandoning it")
+                task.cancel()
+
+
+def _ms(t0: float) -> float:
+    return round((time.monotonic() - t0) * 1000.0, 3)
+
+
+def _failed(exc: BaseException, duration: float) -> Outcome:
+    return Outcome(
+        "failed",
+        error=command_error(
+            ErrorCode.COMMAND_EXECUTION_FAILED,
+            str(exc) or type(exc).__name__,
+            exception_type=type(exc).__name__,
+            traceback="".join(traceback.format_exception(exc)),
+        ),
+        duration_ms=duration,
+    )

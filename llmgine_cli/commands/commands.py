@@ -1,0 +1,280 @@
+"""`llmgine command ...` ↔ daemon api/commands.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from llmgine_daemon.protocol import Batch, Command
+
+from llmgine_cli.commands.args import (
+    LONG_POLL_S,
+    SessionOpt,
+    command_metadata,
+    finish,
+    parse_object,
+    parse_pairs,
+    summary,
+    text_view,
+)
+from llmgine_cli.context import AppContext
+from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.status import ExitStatus
+
+app = typer.Typer(help="Run, inspect, list and cancel commands (and batches of them).",
+                  no_args_is_help=True)
+
+COMMAND_VIEW = View(id_field="command_id")
+LIST_VIEW = View(
+    columns=(
+        Column("ID", "command_id"),
+        Column("TYPE", "command_type"),
+        Column("STATUS", "status"),
+        Column("PRIORITY", "priority"),
+        Column("CREATED", "created_at"),
+        Column("MS", "duration_ms"),
+    ),
+    items="commands",
+    id_field="command_id",
+)
+BATCH_VIEW = View(
+    columns=(
+        Column("#", "index"),
+        Column("ID", "command_id"),
+        Column("TYPE", "command_type"),
+        Column("STATUS", "status"),
+        Column("MS", "duration_ms"),
+        Column("RESULT", "summary"),
+    ),
+    items="commands",
+    id_field="command_id",
+)
+
+CommandId = Annotated[str, typer.Argument(metavar="ID", help="The command id.")]
+Priority = Annotated[
+    str | None, typer.Option("--priority", help="high, normal or low (default normal).", show_default=False)
+]
+Timeout = Annotated[
+    float | None,
+    typer.Option("--timeout", metavar="SECONDS", min=0.001, show_default=False,
+                 help="Cancel the command (status timed_out) if it runs longer."),
+]
+NoWait = Annotated[bool, typer.Option("--no-wait", help="Return once it is queued; do not wait for it.")]
+
+
+def render_command(app_ctx: AppContext, record: Command, output: Any, quiet: bool) -> None:
+    """Print a command record; exit 1 unless it completed (or is still running, --no-wait)."""
+    data = msgspec.to_builtins(record)
+    if resolve_format(app_ctx.env, output) in ("table", "plain"):
+        data = text_view(data)
+    render(app_ctx.env, data, COMMAND_VIEW, output, quiet)
+    if record.status in ("queued", "executing", "completed"):
+        return
+    if record.error is not None:
+        app_ctx.env.err(f"error: command {record.command_id} {record.status}: "
+                        f"{record.error.code}: {record.error.message}")
+    else:
+        app_ctx.env.err(f"error: command {record.command_id} {record.status}")
+    raise typer.Exit(ExitStatus.ERROR)
+
+
+def wait_for(app_ctx: AppContext, record: Command) -> Command:
+    client = app_ctx.client()
+
+    def poll(current: Command) -> Command:
+        return client.get_command(current.session_id, current.command_id, wait=LONG_POLL_S)
+
+    def interrupted(current: Command) -> None:
+        app_ctx.env.err(f"interrupted: command {current.command_id} is still {current.status} "
+                        f"(llmgine command cancel {current.command_id} --session {current.session_id})")
+
+    return finish(record, poll, interrupted)
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    command_type: Annotated[str, typer.Argument(metavar="TYPE", help="The command type, e.g. DummyEngineCommand.")],
+    session: SessionOpt,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", metavar="KEY=VALUE",
+                     help="A parameter; VALUE is JSON if it parses (3, true, [1]), else a string. Repeatable."),
+    ] = None,
+    params: Annotated[
+        str | None, typer.Option("--params", metavar="JSON", help="All parameters as a JSON object.")
+    ] = None,
+    priority: Priority = None,
+    timeout: Timeout = None,
+    no_wait: NoWait = False,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", metavar="KEY",
+                                 help="Retrying with the same key never runs the command twice.")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Print the command's events live while it runs.")
+    ] = False,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run a command in a session and print its result (exit 1 if it did not complete)."""
+    app_ctx = state(ctx)
+    parameters = {**parse_object(params, "--params"), **parse_pairs(param, "--param")}
+
+    def submit(wait: float) -> Command:
+        return app_ctx.client().submit_command(
+            session, command_type, parameters, command_metadata(priority, timeout),
+            wait=wait, idempotency_key=idempotency_key,
+        )
+
+    if follow and not no_wait:
+        from llmgine_cli.commands.event_tail import follow_command
+
+        record = follow_command(app_ctx, session, lambda: submit(0), output)
+    else:
+        record = submit(0 if no_wait else LONG_POLL_S)
+    if not no_wait:
+        record = wait_for(app_ctx, record)
+    render_command(app_ctx, record, output, quiet)
+
+
+@app.command("get")
+def get(
+    ctx: typer.Context,
+    command_id: CommandId,
+    session: SessionOpt,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait until it finished.")] = False,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Show one command: status, result or error, timings, parameters."""
+    app_ctx = state(ctx)
+    record = app_ctx.client().get_command(session, command_id, wait=LONG_POLL_S if wait else 0)
+    if wait:
+        record = wait_for(app_ctx, record)
+    render_command(app_ctx, record, output, quiet)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    session: SessionOpt,
+    status: Annotated[
+        str | None, typer.Option("--status", help="queued, executing, completed, failed, timed_out, "
+                                 "cancelled or interrupted; comma-separated for several.")
+    ] = None,
+    command_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this command type.")] = None,
+    batch: Annotated[str | None, typer.Option("--batch", metavar="ID", help="Only this batch.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many.")] = 50,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """List a session's commands, newest first."""
+    app_ctx = state(ctx)
+    page = app_ctx.client().list_commands(session, status=status, command_type=command_type,
+                                          batch_id=batch, limit=limit, offset=offset)
+    render(app_ctx.env, page, LIST_VIEW, output, quiet)
+    shown = len(page.commands)
+    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain") and page.total > offset + shown:
+        app_ctx.env.err(f"showing {offset + 1 if shown else offset}-{offset + shown} of {page.total} "
+                        f"(use --offset {offset + shown} for more)")
+
+
+@app.command("cancel")
+def cancel(
+    ctx: typer.Context, command_id: CommandId, session: SessionOpt, output: Output = None, quiet: Quiet = False
+) -> None:
+    """Cancel a queued or executing command (exit 6 if it had already finished)."""
+    app_ctx = state(ctx)
+    record = app_ctx.client().cancel_command(session, command_id)
+    render(app_ctx.env, text_view(msgspec.to_builtins(record)), COMMAND_VIEW, output, quiet)
+
+
+def read_batch_file(path: str) -> list[dict[str, Any]]:
+    """JSON Lines or a JSON array, one {command_type, parameters, metadata} each."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--file") from None
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError as exc:
+            raise typer.BadParameter(f"not a JSON array: {exc}", param_hint="--file") from None
+        where = [f"item {i}" for i in range(len(items))]
+    else:
+        items, where = [], []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except ValueError as exc:
+                raise typer.BadParameter(f"line {number} is not JSON: {exc}", param_hint="--file") from None
+            where.append(f"line {number}")
+    for item, place in zip(items, where, strict=True):
+        if not isinstance(item, dict):
+            raise typer.BadParameter(f"{place} is not a JSON object", param_hint="--file")
+    if not items:
+        raise typer.BadParameter("no commands in the file", param_hint="--file")
+    return items
+
+
+@app.command("batch")
+def batch(
+    ctx: typer.Context,
+    session: SessionOpt,
+    file: Annotated[
+        str, typer.Option("--file", "-f", metavar="FILE",
+                          help="JSON Lines or a JSON array of {command_type, parameters, metadata}; - for stdin.")
+    ],
+    sequential: Annotated[
+        bool, typer.Option("--sequential", help="One after another in file order (default: in parallel).")
+    ] = False,
+    stop_on_error: Annotated[
+        bool, typer.Option("--stop-on-error", help="Cancel what has not finished once one fails.")
+    ] = False,
+    no_wait: NoWait = False,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Submit many commands at once (all or nothing) and print one result per command."""
+    app_ctx = state(ctx)
+    commands = read_batch_file(file)
+    client = app_ctx.client()
+    result = client.submit_batch(session, commands, mode="sequential" if sequential else "parallel",
+                                 stop_on_error=stop_on_error, wait=0 if no_wait else LONG_POLL_S)
+    try:
+        while not no_wait and result.status != "finished":
+            result = client.get_batch(session, result.batch_id, wait=LONG_POLL_S)
+    except KeyboardInterrupt:
+        app_ctx.env.err(f"interrupted: batch {result.batch_id} keeps running "
+                        f"(llmgine command list --session {session} --batch {result.batch_id})")
+        raise typer.Exit(130) from None
+    render_batch(app_ctx, result, output, quiet)
+    counts: dict[str, int] = {}
+    for c in result.commands:
+        counts[c.status] = counts.get(c.status, 0) + 1
+    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain"):
+        app_ctx.env.err(f"batch {result.batch_id}: {len(result.commands)} commands, "
+                        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if not no_wait and any(c.status != "completed" for c in result.commands):
+        raise typer.Exit(ExitStatus.ERROR)
+
+
+def render_batch(app_ctx: AppContext, result: Batch, output: Any, quiet: bool) -> None:
+    fmt = resolve_format(app_ctx.env, output)
+    if fmt in ("json", "jsonl") or quiet:
+        render(app_ctx.env, result, View(items="commands", id_field="command_id"), output, quiet)
+        return
+    data = msgspec.to_builtins(result)
+    for index, item in enumerate(data["commands"]):
+        item["index"] = index
+        item["summary"] = summary(item)
+    render(app_ctx.env, data, BATCH_VIEW, output, quiet)

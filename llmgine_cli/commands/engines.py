@@ -1,0 +1,129 @@
+"""`llmgine engine ...` ↔ daemon api/engines.py."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+import typer
+
+from llmgine_cli.commands.args import LONG_POLL_S, SessionOpt, command_metadata, parse_pairs
+from llmgine_cli.commands.commands import NoWait, Priority, Timeout, render_command, wait_for
+from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import Column, View, render
+
+app = typer.Typer(help="Create engines in sessions, run prompts on them, delete them.", no_args_is_help=True)
+
+ENGINE_VIEW = View(id_field="engine_id")
+LIST_VIEW = View(
+    columns=(
+        Column("ID", "engine_id"),
+        Column("TYPE", "engine_type"),
+        Column("MODEL", "model_name"),
+        Column("STATUS", "status"),
+        Column("SESSION", "session_id"),
+        Column("CREATED", "created_at"),
+    ),
+    items="engines",
+    id_field="engine_id",
+)
+TYPES_VIEW = View(
+    columns=(
+        Column("TYPE", "engine_type"),
+        Column("HANDLES", "command_type"),
+        Column("CONFIGURATION", "fields"),
+        Column("DESCRIPTION", "description"),
+    ),
+    items="types",
+    id_field="engine_type",
+)
+
+EngineId = Annotated[str, typer.Argument(metavar="ID", help="The engine id.")]
+
+
+@app.command("types")
+def types(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
+    """List the engine types and their configuration fields."""
+    app_ctx = state(ctx)
+    data = msgspec.to_builtins(app_ctx.client().engine_types())
+    for t in data["types"]:
+        t["fields"] = [f"{f['name']}:{f['type']}={f['default']}" for f in t["configuration"]]
+    render(app_ctx.env, data, TYPES_VIEW, output, quiet)
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    engine_type: Annotated[str, typer.Argument(metavar="TYPE", help="The engine type, e.g. DummyEngine.")],
+    session: SessionOpt,
+    model: Annotated[str | None, typer.Option("--model", "-M", help="The model name.")] = None,
+    config: Annotated[
+        list[str] | None,
+        typer.Option("--config", "-c", metavar="KEY=VALUE",
+                     help="A configuration field (see `engine types`); VALUE is JSON if it parses. Repeatable."),
+    ] = None,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Create an engine in a session; it handles its type's commands there."""
+    app_ctx = state(ctx)
+    engine = app_ctx.client().create_engine(engine_type, session, model, parse_pairs(config, "--config"))
+    render(app_ctx.env, engine, ENGINE_VIEW, output, quiet)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    session: Annotated[
+        str | None, typer.Option("--session", "-S", metavar="ID", help="Only this session's engines.")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="active (not stopped), initialized or stopped.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many.")] = 50,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """List engines, newest first."""
+    app_ctx = state(ctx)
+    page = app_ctx.client().list_engines(session_id=session, status=status, limit=limit, offset=offset)
+    render(app_ctx.env, page, LIST_VIEW, output, quiet)
+
+
+@app.command("get")
+def get(ctx: typer.Context, engine_id: EngineId, output: Output = None, quiet: Quiet = False) -> None:
+    """Show one engine."""
+    app_ctx = state(ctx)
+    render(app_ctx.env, app_ctx.client().get_engine(engine_id), ENGINE_VIEW, output, quiet)
+
+
+@app.command("exec")
+def exec_(
+    ctx: typer.Context,
+    engine_id: EngineId,
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt.")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", metavar="KEY=VALUE", help="A parameter; repeatable.")
+    ] = None,
+    priority: Priority = None,
+    timeout: Timeout = None,
+    no_wait: NoWait = False,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run a prompt on an engine (a command in its session) and print the result."""
+    app_ctx = state(ctx)
+    record = app_ctx.client().execute_engine(engine_id, prompt, parse_pairs(param, "--param"),
+                                             command_metadata(priority, timeout),
+                                             wait=0 if no_wait else LONG_POLL_S)
+    if not no_wait:
+        record = wait_for(app_ctx, record)
+    render_command(app_ctx, record, output, quiet)
+
+
+@app.command("delete")
+def delete(ctx: typer.Context, engine_id: EngineId, output: Output = None, quiet: Quiet = False) -> None:
+    """Stop an engine and unregister its handler."""
+    app_ctx = state(ctx)
+    render(app_ctx.env, app_ctx.client().delete_engine(engine_id), ENGINE_VIEW, output, quiet)

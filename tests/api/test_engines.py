@@ -1,0 +1,142 @@
+"""Spec section 4: engines, with DummyEngine."""
+
+from __future__ import annotations
+
+from tests.api.bus_helpers import BLOCK_MS, DUMMY, cancel, create_engine, events, finished, session_with_engine, submit
+from tests.conftest import assert_envelope, create_session
+
+ENGINE_FIELDS = {"engine_id", "engine_type", "model_name", "status", "session_id", "configuration",
+                 "created_at", "command_type"}
+
+
+async def test_types(app_client):
+    resp = await app_client.get("/api/engines/types")
+    assert resp.status == 200
+    types = {t["engine_type"]: t for t in (await resp.json())["types"]}
+    dummy = types["DummyEngine"]
+    assert dummy["command_type"] == DUMMY
+    fields = {f["name"]: f for f in dummy["configuration"]}
+    assert fields["delay_ms"]["type"] == "integer" and fields["delay_ms"]["default"] == 0
+    assert fields["fail"]["type"] == "boolean"
+
+
+async def test_create_as_in_the_spec(app_client):
+    sid = (await create_session(app_client))["session_id"]
+    resp = await app_client.post("/api/engines", json={
+        "engine_type": "DummyEngine", "model_name": "gpt-4", "session_id": sid,
+        "configuration": {"temperature": 0.7, "max_tokens": 1000},
+    })
+    assert resp.status == 201
+    engine = await resp.json()
+    assert set(engine) == ENGINE_FIELDS
+    assert engine["status"] == "initialized" and engine["session_id"] == sid
+    assert engine["configuration"] == {"temperature": 0.7, "max_tokens": 1000}
+    got = await (await app_client.get(f"/api/engines/{engine['engine_id']}")).json()
+    assert got == engine
+    assert [e["event_type"] for e in await events(app_client, sid)] == ["SessionStarted", "EngineCreated"]
+    session = await (await app_client.get(f"/api/sessions/{sid}")).json()
+    assert session["counts"]["engines"] == 1
+
+
+async def test_create_errors(app_client):
+    sid = (await create_session(app_client))["session_id"]
+    resp = await app_client.post("/api/engines", json={"engine_type": "GPT9", "session_id": sid})
+    assert resp.status == 422
+    error = assert_envelope(await resp.json(), "VALIDATION_ERROR")
+    assert error["details"]["field"] == "engine_type" and "DummyEngine" in error["details"]["available"]
+    resp = await app_client.post("/api/engines", json={"engine_type": "DummyEngine", "session_id": "nope"})
+    assert resp.status == 404
+    assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
+    bad_configs = (({"delay_ms": "slow"}, "configuration.delay_ms"), ({"delay_ms": -1}, "configuration.delay_ms"),
+                   ({"fail": 1}, "configuration.fail"), ({"dleay_ms": 5}, "configuration.dleay_ms"))
+    for config, field in bad_configs:
+        resp = await app_client.post("/api/engines", json={"engine_type": "DummyEngine", "session_id": sid,
+                                                           "configuration": config})
+        assert resp.status == 422, config
+        assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == field
+    resp = await app_client.post("/api/engines", json={"session_id": sid})
+    assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "engine_type"
+    # Nothing was created by the failures, and the slot is still free.
+    assert (await (await app_client.get(f"/api/engines?session_id={sid}")).json())["total"] == 0
+    await create_engine(app_client, sid)
+    await app_client.delete(f"/api/sessions/{sid}")
+    resp = await app_client.post("/api/engines", json={"engine_type": "DummyEngine", "session_id": sid})
+    assert resp.status == 409
+    assert_envelope(await resp.json(), "SESSION_CLOSED")
+
+
+async def test_list_filters(app_client):
+    s1, e1 = await session_with_engine(app_client)
+    s2, e2 = await session_with_engine(app_client)
+    all_ = await (await app_client.get("/api/engines")).json()
+    assert all_["total"] == 2 and {e["engine_id"] for e in all_["engines"]} == {e1, e2}
+    only = await (await app_client.get("/api/engines", params={"session_id": s1})).json()
+    assert [e["engine_id"] for e in only["engines"]] == [e1]
+    await app_client.delete(f"/api/sessions/{s2}")
+    active = await (await app_client.get("/api/engines", params={"status": "active"})).json()
+    assert [e["engine_id"] for e in active["engines"]] == [e1]
+    stopped = await (await app_client.get("/api/engines", params={"status": "stopped"})).json()
+    assert [e["engine_id"] for e in stopped["engines"]] == [e2]
+    resp = await app_client.get("/api/engines", params={"status": "sleepy"})
+    assert_envelope(await resp.json(), "VALIDATION_ERROR")
+    # A stopped engine cannot execute.
+    resp = await app_client.post(f"/api/engines/{e2}/execute", json={"prompt": "x"})
+    assert resp.status == 409
+
+
+async def test_execute(app_client):
+    sid, eid = await session_with_engine(app_client)
+    resp = await app_client.post(f"/api/engines/{eid}/execute",
+                                 json={"prompt": "Hello, world!", "parameters": {"temperature": 0.2}})
+    assert resp.status == 200
+    record = await resp.json()
+    assert record["status"] == "completed" and record["command_type"] == DUMMY
+    assert record["session_id"] == sid
+    assert record["result"]["response"] == "Dummy response to: Hello, world!"
+    assert record["result"]["temperature"] == 0.2 and record["result"]["engine_id"] == eid
+    # It is a recorded command of the session, with its events.
+    got = await (await app_client.get(f"/api/sessions/{sid}/commands/{record['command_id']}")).json()
+    assert got["status"] == "completed"
+    updates = [e["data"]["status"] for e in await events(app_client, sid, event_type="DummyEngineStatusUpdate")]
+    assert updates == ["processing", "completed"]
+
+    resp = await app_client.post(f"/api/engines/{eid}/execute?wait=0", json={"prompt": "later"})
+    assert resp.status == 202
+    later = await resp.json()
+    assert later["command_id"] and later["status"] in ("queued", "executing")
+    done = await (await app_client.get(f"/api/sessions/{sid}/commands/{later['command_id']}?wait=30")).json()
+    assert done["status"] == "completed"
+
+    resp = await app_client.post(f"/api/engines/{eid}/execute", json={})
+    assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "prompt"
+    resp = await app_client.post("/api/engines/nope/execute", json={"prompt": "x"})
+    assert resp.status == 404
+    assert_envelope(await resp.json(), "ENGINE_NOT_FOUND")
+
+
+async def test_delete_unregisters_the_handler(app_client):
+    sid, eid = await session_with_engine(app_client)
+    resp = await app_client.delete(f"/api/engines/{eid}")
+    assert resp.status == 200
+    assert (await resp.json())["status"] == "stopped"
+    for method, path in (("GET", f"/api/engines/{eid}"), ("DELETE", f"/api/engines/{eid}")):
+        resp = await app_client.request(method, path)
+        assert resp.status == 404
+        assert_envelope(await resp.json(), "ENGINE_NOT_FOUND")
+    resp = await app_client.post(f"/api/sessions/{sid}/commands", json={"command_type": DUMMY})
+    assert resp.status == 404
+    assert_envelope(await resp.json(), "HANDLER_NOT_FOUND")
+    assert (await events(app_client, sid))[-1]["event_type"] == "EngineDeleted"
+    # The slot is free again.
+    await create_engine(app_client, sid)
+
+
+async def test_queued_commands_of_a_deleted_engine_fail_with_handler_not_found(app_client):
+    sid, eid = await session_with_engine(app_client)
+    blocker = await submit(app_client, sid, "block", delay_ms=BLOCK_MS)
+    queued = await submit(app_client, sid, "later")
+    assert (await app_client.delete(f"/api/engines/{eid}")).status == 200
+    await cancel(app_client, sid, blocker["command_id"])
+    record = await finished(app_client, sid, queued["command_id"])
+    assert record["status"] == "failed"
+    assert record["error"]["code"] == "HANDLER_NOT_FOUND"

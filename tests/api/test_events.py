@@ -1,0 +1,155 @@
+"""Spec section 3: publish, list (offset and cursor paging, filters) and read events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.api.bus_helpers import events, session_with_engine, submit
+from tests.conftest import assert_envelope, create_session
+
+
+async def publish(client: Any, sid: str, event_type: str = "Note", expect: int = 201, **body: Any) -> dict[str, Any]:
+    resp = await client.post(f"/api/sessions/{sid}/events", json={"event_type": event_type, **body})
+    assert resp.status == expect, await resp.text()
+    return await resp.json()
+
+
+async def page(client: Any, sid: str, **params: Any) -> dict[str, Any]:
+    resp = await client.get(f"/api/sessions/{sid}/events", params=params)
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def test_publish_and_get(app_client):
+    sid = (await create_session(app_client))["session_id"]
+    event = await publish(
+        app_client, sid, "DummyEngineStatusUpdate", data={"status": "processing"},
+        metadata={"source": "engine", "priority": "normal"},
+    )
+    assert set(event) == {"event_id", "seq", "session_id", "event_type", "data", "metadata", "timestamp",
+                          "source", "trace_id"}
+    assert event["session_id"] == sid and event["source"] == "engine"
+    assert event["data"] == {"status": "processing"} and event["timestamp"].endswith("Z")
+    plain = await publish(app_client, sid, "Note", data={"n": 1})
+    assert plain["source"] == "api" and plain["seq"] > event["seq"]
+    # "bus" is the daemon's own source; a publisher cannot claim it.
+    assert (await publish(app_client, sid, "Note", metadata={"source": "bus"}))["source"] == "api"
+
+    resp = await app_client.get(f"/api/sessions/{sid}/events/{event['event_id']}")
+    assert resp.status == 200 and await resp.json() == event
+    resp = await app_client.get(f"/api/sessions/{sid}/events/not-an-event")
+    assert resp.status == 404
+    assert_envelope(await resp.json(), "EVENT_NOT_FOUND")
+    # An event is only found in its own session.
+    other = (await create_session(app_client))["session_id"]
+    resp = await app_client.get(f"/api/sessions/{other}/events/{event['event_id']}")
+    assert_envelope(await resp.json(), "EVENT_NOT_FOUND")
+
+
+async def test_publish_errors(app_client):
+    resp = await app_client.post("/api/sessions/nope/events", json={"event_type": "X"})
+    assert resp.status == 404
+    assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
+    sid = (await create_session(app_client))["session_id"]
+    for body, field in (({}, "event_type"), ({"event_type": ""}, "event_type"),
+                        ({"event_type": "X", "data": []}, "data"), ({"event_type": "X", "extra": 1}, "extra")):
+        resp = await app_client.post(f"/api/sessions/{sid}/events", json=body)
+        assert resp.status == 422
+        assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == field
+    await app_client.delete(f"/api/sessions/{sid}")
+    resp = await app_client.post(f"/api/sessions/{sid}/events", json={"event_type": "X"})
+    assert resp.status == 409
+    assert_envelope(await resp.json(), "SESSION_CLOSED")
+    # History of a closed session stays readable.
+    assert (await page(app_client, sid))["total"] == 2
+
+
+async def test_offset_paging(app_client):
+    sid = (await create_session(app_client))["session_id"]
+    published = [await publish(app_client, sid, "Tick", data={"i": i}) for i in range(7)]
+    first = await page(app_client, sid, event_type="Tick", limit=3, offset=0)
+    assert first["total"] == 7 and first["limit"] == 3 and first["offset"] == 0
+    seen = []
+    for offset in (0, 3, 6):
+        body = await page(app_client, sid, event_type="Tick", limit=3, offset=offset)
+        seen += [e["data"]["i"] for e in body["events"]]
+    assert seen == list(range(7))
+    last = await page(app_client, sid, event_type="Tick", limit=3, offset=6)
+    assert last["next_after"] == published[-1]["seq"]
+
+
+async def test_cursor_paging_misses_nothing_while_the_log_grows(app_client):
+    sid = (await create_session(app_client))["session_id"]
+    for i in range(5):
+        await publish(app_client, sid, "Tick", data={"i": i})
+    seen: list[int] = []
+    after = None
+    for round_ in range(10):
+        params: dict[str, Any] = {"event_type": "Tick", "limit": 2}
+        if after is not None:
+            params["after"] = after
+        body = await page(app_client, sid, **params)
+        seen += [e["data"]["i"] for e in body["events"]]
+        after = body["next_after"]
+        if round_ == 1:  # the log grows between pages
+            await publish(app_client, sid, "Tick", data={"i": 5})
+        if not body["events"]:
+            break
+    assert seen == list(range(6))
+    # An empty page hands the cursor back, so a poller keeps its place.
+    assert (await page(app_client, sid, after=after, event_type="Tick"))["next_after"] == after
+
+
+async def test_filters(app_client):
+    sid, _ = await session_with_engine(app_client)
+    await submit(app_client, sid, "x", wait=30)
+    a = await publish(app_client, sid, "DummyEngineStatusUpdate", data={"by": "api"})
+    types = [e["event_type"] for e in await events(app_client, sid)]
+    assert types[:2] == ["SessionStarted", "EngineCreated"]
+
+    exact = await page(app_client, sid, event_type="DummyEngineStatusUpdate")
+    assert exact["total"] == 3
+    prefix = await page(app_client, sid, event_type="Dummy*")
+    assert [e["event_type"] for e in prefix["events"]] == ["DummyEngineStatusUpdate"] * 3
+    command = await page(app_client, sid, event_type="Command*")
+    assert [e["event_type"] for e in command["events"]] == ["CommandStarted", "CommandResult"]
+    assert (await page(app_client, sid, event_type="*"))["total"] == len(types)
+
+    assert {e["source"] for e in (await page(app_client, sid, source="engine"))["events"]} == {"engine"}
+    assert [e["event_id"] for e in (await page(app_client, sid, source="api"))["events"]] == [a["event_id"]]
+    assert (await page(app_client, sid, source="bus"))["total"] == 4
+
+    since = await page(app_client, sid, since=a["timestamp"])
+    assert [e["event_id"] for e in since["events"]] == [a["event_id"]]
+    until = await page(app_client, sid, until=a["timestamp"])
+    assert until["total"] == len(types) - 1
+    both = await page(app_client, sid, since=a["timestamp"], event_type="Dummy*", source="api")
+    assert both["total"] == 1
+
+    for params, field in (({"after": "x"}, "after"), ({"since": "yesterday"}, "since"),
+                          ({"source": "mars"}, "source"), ({"limit": 0}, "limit"),
+                          ({"event_type": "bad type"}, "event_type")):
+        resp = await app_client.get(f"/api/sessions/{sid}/events", params=params)
+        assert resp.status == 422, params
+        assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == field
+    resp = await app_client.get("/api/sessions/nope/events")
+    assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
+
+
+async def test_seq_is_global_and_strictly_increasing(app_client):
+    a = (await create_session(app_client))["session_id"]
+    b = (await create_session(app_client))["session_id"]
+    seqs = []
+    for i in range(6):
+        seqs.append((await publish(app_client, a if i % 2 else b, "Tick"))["seq"])
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+async def test_event_idempotency(app_client):
+    sid = (await create_session(app_client))["session_id"]
+    headers = {"Idempotency-Key": "e1"}
+    r1 = await app_client.post(f"/api/sessions/{sid}/events", json={"event_type": "X"}, headers=headers)
+    r2 = await app_client.post(f"/api/sessions/{sid}/events", json={"event_type": "X"}, headers=headers)
+    assert (await r1.json())["event_id"] == (await r2.json())["event_id"]
+    assert r2.headers["Idempotent-Replayed"] == "true"
+    assert (await page(app_client, sid, event_type="X"))["total"] == 1

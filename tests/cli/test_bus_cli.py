@@ -1,0 +1,151 @@
+"""`llmgine command|event|engine ...` against a real daemon."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from llmgine_cli.app import app
+from tests.clitools import one_line
+
+
+def session_with_engine(cli, *config: str) -> tuple[str, str]:
+    sid = cli("session", "create", "-q").stdout.strip()
+    args = [arg for pair in config for arg in ("-c", pair)]
+    result = cli("engine", "create", "DummyEngine", "--session", sid, "--model", "gpt-4", *args, "-q")
+    assert result.exit_code == 0, result.stderr
+    return sid, result.stdout.strip()
+
+
+def test_command_run_waits_and_prints_the_result(cli):
+    sid, _ = session_with_engine(cli)
+    result = cli("command", "run", "DummyEngineCommand", "--session", sid, "-p", "prompt=Hello",
+                 "--priority", "high", "--timeout", "30", "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["status"] == "completed"
+    assert record["result"]["response"] == "Dummy response to: Hello"
+    assert record["metadata"] == {"priority": "high", "timeout": 30.0}
+    # -q: only the id; LLMGINE_SESSION stands in for --session.
+    result = cli("command", "run", "DummyEngineCommand", "--params", '{"prompt": "x"}', "-q",
+                 LLMGINE_SESSION=sid)
+    assert result.exit_code == 0 and len(result.stdout.split()) == 1
+    got = cli("command", "get", result.stdout.strip(), "--session", sid, "-o", "json")
+    assert json.loads(got.stdout)["parameters"] == {"prompt": "x"}
+
+
+def test_command_run_failure_and_timeout_exit_1(cli):
+    sid, _ = session_with_engine(cli)
+    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "fail=true")
+    assert result.exit_code == 1
+    assert "COMMAND_EXECUTION_FAILED" in one_line(result.stderr)
+    assert "failed" in result.stdout and "Traceback" not in result.stdout
+    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "delay_ms=600000",
+                 "--timeout", "0.05", "-o", "json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["status"] == "timed_out"
+
+
+def test_no_wait_list_and_cancel(cli):
+    sid, _ = session_with_engine(cli)
+    slow = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=s", "-p", "delay_ms=600000",
+               "--no-wait", "-q")
+    assert slow.exit_code == 0
+    queued = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=q", "--no-wait", "-o", "json")
+    assert json.loads(queued.stdout)["status"] == "queued"
+    listing = cli("command", "list", "-S", sid, "--status", "queued,executing", "-q")
+    assert set(listing.stdout.split()) == {slow.stdout.strip(), json.loads(queued.stdout)["command_id"]}
+    cancelled = cli("command", "cancel", slow.stdout.strip(), "-S", sid, "-o", "json")
+    assert cancelled.exit_code == 0 and json.loads(cancelled.stdout)["status"] == "cancelled"
+    again = cli("command", "cancel", slow.stdout.strip(), "-S", sid)
+    assert again.exit_code == 6 and "CONFLICT" in one_line(again.stderr)
+    missing = cli("command", "get", "nope", "-S", sid)
+    assert missing.exit_code == 4 and "COMMAND_NOT_FOUND" in one_line(missing.stderr)
+
+
+def test_command_errors(cli):
+    sid = cli("session", "create", "-q").stdout.strip()
+    result = cli("command", "run", "Nobody", "-S", sid)
+    assert result.exit_code == 4 and "HANDLER_NOT_FOUND" in one_line(result.stderr)
+    result = cli("command", "run", "DummyEngineCommand", "-S", "no-such-session")
+    assert result.exit_code == 4 and "SESSION_NOT_FOUND" in one_line(result.stderr)
+    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "novalue")
+    assert result.exit_code == 2
+    result = cli("command", "run", "DummyEngineCommand", LLMGINE_SESSION=None)
+    assert result.exit_code == 2 and "--session" in result.output
+
+
+def test_batch_jsonl_file_and_stdin(cli, tmp_path: Path, daemon):
+    sid, _ = session_with_engine(cli)
+    lines = [{"command_type": "DummyEngineCommand", "parameters": {"prompt": p}} for p in ("a", "b", "c")]
+    path = tmp_path / "batch.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
+    result = cli("command", "batch", "-S", sid, "-f", str(path), "--sequential", "-o", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["result"]["response"] for r in records] == [f"Dummy response to: {p}" for p in "abc"]
+    assert len({r["batch_id"] for r in records}) == 1
+
+    # A JSON array on stdin; one failure: exit 1, a summary on stderr.
+    lines[1]["parameters"]["fail"] = True
+    runner = CliRunner()
+    result = runner.invoke(app, ["command", "batch", "-S", sid, "-f", "-", "--stop-on-error", "--sequential"],
+                           input=json.dumps(lines), env=dict(daemon.env), catch_exceptions=False)
+    assert result.exit_code == 1
+    assert "1 cancelled, 1 completed, 1 failed" in result.stderr
+    rows = result.stdout.splitlines()
+    assert rows[0].split()[:4] == ["#", "ID", "TYPE", "STATUS"] and len(rows) == 4
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"command_type": "DummyEngineCommand"}\nnot json\n')
+    result = cli("command", "batch", "-S", sid, "-f", str(bad))
+    assert result.exit_code == 2 and "line 2" in result.output
+    invalid = tmp_path / "invalid.json"
+    invalid.write_text(json.dumps([lines[0], {"command_type": "DummyEngineCommand", "metadata": {"priority": "x"}}]))
+    result = cli("command", "batch", "-S", sid, "-f", str(invalid))
+    assert result.exit_code == 1 and "VALIDATION_ERROR" in one_line(result.stderr)
+
+
+def test_events(cli):
+    sid = cli("session", "create", "-q").stdout.strip()
+    eid = cli("event", "publish", "StatusUpdate", "-S", sid, "--data", '{"status": "processing"}', "-q")
+    assert eid.exit_code == 0
+    for i in range(3):
+        cli("event", "publish", "Tick", "-S", sid, "-d", json.dumps({"i": i}), "-m", "source=engine")
+    got = json.loads(cli("event", "get", eid.stdout.strip(), "-S", sid, "-o", "json").stdout)
+    assert got["data"] == {"status": "processing"} and got["source"] == "api"
+    page = json.loads(cli("event", "list", "-S", sid, "--type", "Tick", "--limit", "2", "-o", "json").stdout)
+    assert page["total"] == 3 and [e["data"]["i"] for e in page["events"]] == [0, 1]
+    rest = json.loads(cli("event", "list", "-S", sid, "--type", "Tick", "--after", str(page["next_after"]),
+                          "-o", "json").stdout)
+    assert [e["data"]["i"] for e in rest["events"]] == [2]
+    recent = cli("event", "list", "-S", sid, "--since", "10m", "--source", "engine", "-o", "jsonl")
+    assert len(recent.stdout.splitlines()) == 3
+    assert cli("event", "list", "-S", sid, "--since", "soon").exit_code == 2
+    plain = cli("event", "list", "-S", sid, "--type", "Status*")
+    assert plain.stdout.splitlines()[0].split() == ["SEQ", "TYPE", "SOURCE", "TIME", "DATA"]
+    missing = cli("event", "get", "nope", "-S", sid)
+    assert missing.exit_code == 4 and "EVENT_NOT_FOUND" in one_line(missing.stderr)
+
+
+def test_engines(cli):
+    types = cli("engine", "types", "-q")
+    assert "DummyEngine" in types.stdout.split()
+    sid, eid = session_with_engine(cli, "delay_ms=0", "temperature=0.5")
+    got = json.loads(cli("engine", "get", eid, "-o", "json").stdout)
+    assert got["configuration"] == {"delay_ms": 0, "temperature": 0.5} and got["model_name"] == "gpt-4"
+    assert eid in cli("engine", "list", "--session", sid, "--status", "active", "-q").stdout.split()
+    run = cli("engine", "exec", eid, "Hello, world!", "-o", "json")
+    assert run.exit_code == 0, run.stderr
+    assert json.loads(run.stdout)["result"]["response"] == "Dummy response to: Hello, world!"
+    later = cli("engine", "exec", eid, "later", "--no-wait", "-q")
+    assert later.exit_code == 0 and later.stdout.strip()
+    dup = cli("engine", "create", "DummyEngine", "-S", sid)
+    assert dup.exit_code == 6 and "CONFLICT" in one_line(dup.stderr)
+    bad = cli("engine", "create", "Nope", "-S", sid)
+    assert bad.exit_code == 1 and "VALIDATION_ERROR" in one_line(bad.stderr)
+    assert cli("engine", "delete", eid, "-q").stdout.strip() == eid
+    gone = cli("engine", "get", eid)
+    assert gone.exit_code == 4 and "ENGINE_NOT_FOUND" in one_line(gone.stderr)
