@@ -45,14 +45,15 @@ routes = web.RouteTableDef()
 # dead peers; a WebSocket peer that misses a pong for this long is dropped.
 HEARTBEAT = 15.0
 # The application subprotocol. A browser that passes its credential as a subprotocol value
-# also offers this one, which the server selects (a browser drops a handshake whose reply
-# names no subprotocol it offered).
-SUBPROTOCOL = "llmgine.events.v1"
+# (``llmgine.bearer.<TOKEN>``) also offers this one, which the server selects: a browser drops
+# a handshake whose reply names none of the subprotocols it offered. The same value as the
+# security layer's protocol.WS_PROTOCOL.
+SUBPROTOCOL = "llmgine"
 # SSE: how long a browser's EventSource waits before reconnecting (it then sends
 # Last-Event-ID, so nothing is lost).
 SSE_RETRY_MS = 2000
 # How long a closing WebSocket waits for the peer's close reply.
-CLOSE_TIMEOUT = 5.0
+CLOSE_TIMEOUT = 3.0
 # On shutdown, how long streams get to close cleanly before they are dropped.
 SHUTDOWN_GRACE = 2.0
 

@@ -100,7 +100,7 @@ async def test_browser_snippet_over_tcp_with_origin_and_subprotocol(app_client):
     # A browser passing its credential as a subprotocol offers ours too; we must select it,
     # or the browser drops the connection.
     async with app_client.ws_connect(
-        url, headers=origin, protocols=("llmgine.token.abc", SUBPROTOCOL)
+        url, headers=origin, protocols=("llmgine.bearer.abc", SUBPROTOCOL)
     ) as ws:
         assert ws.protocol == SUBPROTOCOL
         assert (await ws_read(ws))["type"] == "hello"
