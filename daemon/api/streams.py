@@ -132,8 +132,11 @@ def _wants_sse(request: web.Request) -> bool:
 @routes.get("/api/events/stream")
 @routes.get("/api/sessions/{session_id}/events/stream")
 async def stream(request: web.Request) -> web.StreamResponse:
+    # No permessage-deflate: compressing every frame once per subscriber costs more CPU than
+    # fan-out can spare, and the daemon is local. Client messages are small (subscribe, ping).
     ws = web.WebSocketResponse(
-        timeout=CLOSE_TIMEOUT, heartbeat=HEARTBEAT, protocols=(SUBPROTOCOL,), compress=False, max_msg_size=64 * 1024
+        timeout=CLOSE_TIMEOUT, heartbeat=HEARTBEAT, protocols=(SUBPROTOCOL,), compress=False,
+        max_msg_size=64 * 1024,
     )
     upgrade = ws.can_prepare(request).ok
     if not upgrade and not _wants_sse(request):
