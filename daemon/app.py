@@ -10,19 +10,24 @@ from collections.abc import AsyncIterator
 from aiohttp import WSCloseCode, web
 from llmgine_daemon.api import (
     commands,
+    engine_memory,
     engines,
     events,
+    handlers,
     observability,
     sessions,
     streams,
     system,
+    tools,
 )
 from llmgine_daemon.api.auth import auth_middleware
 from llmgine_daemon.api.errors import error_middleware
-from llmgine_daemon.api.keys import BUS, LISTENERS, OBSERVABILITY, SETTINGS, SHUTDOWN, WEBSOCKETS
+from llmgine_daemon.api.keys import BUS, LISTENERS, LLM, OBSERVABILITY, SETTINGS, SHUTDOWN, WEBSOCKETS
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.engines import ENGINE_TYPES
+from llmgine_daemon.engines.runtime import LLMRuntime
 from llmgine_daemon.observability.core import Observability
+from llmgine_daemon.sandbox.pool import SandboxLimits, SandboxPool
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import Store
 
@@ -30,7 +35,24 @@ log = logging.getLogger("llmgine.app")
 
 # streams before events: aiohttp matches dynamic routes in registration order, and
 # /api/sessions/{id}/events/{event_id} would take "stream" for an event id.
-ROUTE_MODULES = (system, streams, sessions, commands, events, engines, observability)
+ROUTE_MODULES = (
+    system, streams, sessions, commands, events, engines, engine_memory, tools, handlers,
+    observability,
+)
+
+
+def sandbox_pool(settings: Settings) -> SandboxPool:
+    limits = SandboxLimits(
+        deadline=settings["sandbox.deadline"],
+        memory_bytes=settings["sandbox.memory_mb"] * 2**20,
+        open_files=settings["sandbox.open_files"],
+        processes=settings["sandbox.max_processes"],
+        file_size_bytes=settings["sandbox.file_size_mb"] * 2**20,
+        max_output=settings["sandbox.max_output"],
+        max_result=settings["sandbox.max_result"],
+        max_depth=settings["sandbox.max_depth"],
+    )
+    return SandboxPool(settings.workers, limits, isolation=settings["sandbox.isolation"])
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -47,13 +69,22 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     obs.registry.gauge_callback("ws_subscribers", lambda: [({}, float(len(sockets)))])
     await obs.start()
     try:
-        bus = Bus(store, engine_types=ENGINE_TYPES)
+        pool = sandbox_pool(settings)
+        # The LLM runtime (provider clients) is shared: the bus rebuilds engines from their
+        # stored records alone, so engine types get it from here.
+        llm = LLMRuntime(settings)
+        bus = Bus(store, engine_types={**ENGINE_TYPES, **llm.engine_types()}, sandbox=pool)
+        llm.attach(bus)
         app[BUS] = bus
+        app[LLM] = llm
         try:
+            await pool.start()
             await bus.start()
             yield
         finally:
             await bus.stop()
+            await llm.close()
+            await pool.stop()
     finally:
         await obs.stop()
         await store.close()

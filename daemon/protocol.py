@@ -51,6 +51,31 @@ class ErrorCode:
     COMMAND_TIMEOUT = "COMMAND_TIMEOUT"
     COMMAND_CANCELLED = "COMMAND_CANCELLED"
     COMMAND_INTERRUPTED = "COMMAND_INTERRUPTED"
+    # An LLM provider failed a model call. They end an engine command (``error.code`` of a
+    # failed command record); the HTTP statuses are the gateway ones, for any endpoint that
+    # calls a provider synchronously.
+    PROVIDER_AUTH_FAILED = "PROVIDER_AUTH_FAILED"
+    PROVIDER_RATE_LIMITED = "PROVIDER_RATE_LIMITED"
+    PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+    PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
+    PROVIDER_BAD_RESPONSE = "PROVIDER_BAD_RESPONSE"
+    PROVIDER_BAD_REQUEST = "PROVIDER_BAD_REQUEST"
+    SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"  # no worker can run user code
+
+
+class CallErrorCode:
+    """``error.code`` inside a tool result or a failed handler's details: how user code failed.
+    These are outcomes, not HTTP errors (a tool that raises is still a 200)."""
+
+    SYNTAX_ERROR = "SYNTAX_ERROR"
+    CODE_ERROR = "CODE_ERROR"  # running the module's top level raised
+    FUNCTION_NOT_FOUND = "FUNCTION_NOT_FOUND"
+    EXECUTION_FAILED = "EXECUTION_FAILED"  # the function raised
+    INVALID_RESULT = "INVALID_RESULT"  # not JSON-serialisable
+    RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
+    TIMEOUT = "TIMEOUT"
+    WORKER_CRASHED = "WORKER_CRASHED"
+    SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"
 
 
 ERROR_STATUS: dict[str, int] = {
@@ -77,6 +102,13 @@ ERROR_STATUS: dict[str, int] = {
     ErrorCode.INSUFFICIENT_STORAGE: 507,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
+    ErrorCode.SANDBOX_UNAVAILABLE: 503,
+    ErrorCode.PROVIDER_AUTH_FAILED: 502,
+    ErrorCode.PROVIDER_RATE_LIMITED: 429,
+    ErrorCode.PROVIDER_UNAVAILABLE: 502,
+    ErrorCode.PROVIDER_TIMEOUT: 504,
+    ErrorCode.PROVIDER_BAD_RESPONSE: 502,
+    ErrorCode.PROVIDER_BAD_REQUEST: 502,
 }
 
 # The header the daemon stamps on every response so a client can report a version mismatch.
@@ -463,3 +495,110 @@ class TraceSummary(msgspec.Struct):
 class TraceList(msgspec.Struct):
     traces: list[TraceSummary]
     limit: int
+# -- tools (spec section 5) ---------------------------------------------------------------
+
+
+class ToolCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    function_code: str
+    description: str | None = None  # default: the docstring's first paragraph
+    # {param: {type, description}} as in the spec, or a full JSON Schema; default: derived
+    # from the signature's type hints and the docstring.
+    parameters: dict[str, Any] | None = None
+    timeout: float | None = None  # seconds; default sandbox.deadline
+
+
+class Tool(msgspec.Struct):
+    name: str
+    session_id: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema
+    is_async: bool
+    timeout: float | None
+    created_at: str
+    function_code: str | None = None  # only when one tool is read
+
+
+class ToolList(msgspec.Struct):
+    tools: list[Tool]
+    total: int
+
+
+class ToolExecute(msgspec.Struct, forbid_unknown_fields=True):
+    arguments: dict[str, Any] = {}
+    timeout: float | None = None
+
+
+class ToolResult(msgspec.Struct):
+    call_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    result: Any
+    error: dict[str, Any] | None
+    duration_ms: float
+    output: str = ""
+    output_truncated: bool = False
+
+
+# -- handlers (spec section 6) ------------------------------------------------------------
+
+HandlerKind = Literal["command", "event"]
+
+
+class CommandHandlerCreate(msgspec.Struct, forbid_unknown_fields=True):
+    command_type: str
+    handler_function: str
+    timeout: float | None = None
+
+
+class EventHandlerCreate(msgspec.Struct, forbid_unknown_fields=True):
+    event_type: str  # or "*" for every event
+    handler_function: str
+    priority: int = 100  # lower runs first
+    timeout: float | None = None
+
+
+class Handler(msgspec.Struct):
+    handler_id: str
+    kind: str  # command | event
+    type: str  # the command_type or event_type
+    scope: str  # session | global
+    session_id: str | None
+    function: str
+    priority: int
+    timeout: float | None
+    created_at: str
+    handler_function: str | None = None  # the source, only when one handler is read
+
+
+class HandlerList(msgspec.Struct):
+    handlers: list[Handler]
+    total: int
+# -- engine conversations (LLM engines' memory) --------------------------------------------
+
+
+class EngineMessage(msgspec.Struct, kw_only=True):
+    message_id: int
+    role: str  # user | assistant | tool
+    content: str
+    # Assistant messages that called tools: [{"id", "name", "arguments"}].
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None  # tool results: the call they answer
+    name: str | None = None  # tool results: the tool's name
+    partial: bool = False  # an answer cut short (cancelled, timed out): what had arrived
+    is_error: bool = False  # a tool result that is an error
+    command_id: str | None = None
+    created_at: str
+
+
+class EngineMessageList(msgspec.Struct):
+    engine_id: str
+    messages: list[EngineMessage]
+    total: int
+    limit: int
+    offset: int
+
+
+class EngineReset(msgspec.Struct):
+    engine_id: str
+    deleted: int

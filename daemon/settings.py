@@ -170,6 +170,32 @@ def _positive(value: Any) -> int:
     return number
 
 
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number of seconds")
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of seconds") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError("expected a positive number of seconds")
+    return number
+
+
+def _url(value: Any) -> str:
+    text = _parse_str(value).strip()
+    if not text.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return text.rstrip("/")
+
+
+def _env_name(value: Any) -> str:
+    text = _parse_str(value).strip()
+    if not text or not all(c.isalnum() or c == "_" for c in text):
+        raise ValueError("expected an environment variable name")
+    return text
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str
@@ -178,6 +204,36 @@ class Setting:
     default: Any
     help: str
     secret: bool = False
+
+
+# LLM providers: model names "openai/...", "anthropic/...", "ollama/..." pick one. Keys are
+# read from the environment (or the config file); they never reach the database or a log.
+PROVIDERS = ("openai", "anthropic", "ollama")
+_PROVIDER_DEFAULTS = {
+    # name: (base_url, key env var, base_url env var, timeout)
+    "openai": ("https://api.openai.com/v1", "OPENAI_API_KEY", "OPENAI_BASE_URL", 60.0),
+    "anthropic": ("https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", 60.0),
+    # A local model may need minutes to load into memory on the first call.
+    "ollama": ("http://127.0.0.1:11434/v1", "OLLAMA_API_KEY", "LLMGINE_OLLAMA_BASE_URL", 300.0),
+}
+
+
+def _provider_settings(name: str) -> tuple[Setting, ...]:
+    base_url, key_env, url_env, timeout = _PROVIDER_DEFAULTS[name]
+    upper = name.upper()
+    return (
+        Setting(f"providers.{name}.base_url", url_env, _url, base_url,
+                f"{name} API base URL (any server speaking its wire format)"),
+        Setting(f"providers.{name}.api_key", key_env, _parse_str, None,
+                f"{name} API key (prefer the environment variable over the config file)",
+                secret=True),
+        Setting(f"providers.{name}.api_key_env", f"LLMGINE_{upper}_API_KEY_ENV", _env_name, key_env,
+                f"environment variable the {name} API key is read from"),
+        Setting(f"providers.{name}.timeout", f"LLMGINE_{upper}_TIMEOUT", _positive_float, timeout,
+                f"seconds to wait for {name} to start answering, and between streamed chunks"),
+        Setting(f"providers.{name}.max_retries", f"LLMGINE_{upper}_MAX_RETRIES", _positive, 2,
+                f"retries of a {name} call after 429/5xx/connection errors (backoff, Retry-After)"),
+    )
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -209,6 +265,27 @@ SETTINGS: tuple[Setting, ...] = (
             "API key accepted over TCP as `Authorization: Bearer KEY`", secret=True),
     Setting("security.cors_origins", "CORS_ORIGINS", _parse_list, [],
             "browser origins allowed to call the API (comma-separated in the environment)"),
+    Setting("sandbox.deadline", "LLMGINE_SANDBOX_DEADLINE", _positive_float, 30.0,
+            "seconds a tool or handler call may run before its worker is killed (a tool's "
+            "timeout or a command's metadata.timeout overrides it)"),
+    Setting("sandbox.isolation", "LLMGINE_SANDBOX_ISOLATION",
+            _choice("auto", "namespaces", "none"), "auto",
+            "auto: network/PID/mount namespaces when the machine allows, else rlimits only; "
+            "namespaces: refuse to run user code without them; none: rlimits only"),
+    Setting("sandbox.memory_mb", "LLMGINE_SANDBOX_MEMORY_MB", _positive, 1024,
+            "address space limit of a sandbox process, in MiB"),
+    Setting("sandbox.max_processes", "LLMGINE_SANDBOX_MAX_PROCESSES", _positive, 32,
+            "processes one call may start (pids cgroup as root, else RLIMIT_NPROC)"),
+    Setting("sandbox.open_files", "LLMGINE_SANDBOX_OPEN_FILES", _positive, 256,
+            "open file descriptors per sandbox process"),
+    Setting("sandbox.file_size_mb", "LLMGINE_SANDBOX_FILE_SIZE_MB", _positive, 64,
+            "largest file user code may write, in MiB"),
+    Setting("sandbox.max_output", "LLMGINE_SANDBOX_MAX_OUTPUT", _positive, 65536,
+            "characters of print() output kept per call (the rest is dropped)"),
+    Setting("sandbox.max_result", "LLMGINE_SANDBOX_MAX_RESULT", _positive, 1024 * 1024,
+            "largest result (JSON bytes) a call may return"),
+    Setting("sandbox.max_depth", "LLMGINE_SANDBOX_MAX_DEPTH", _positive, 8,
+            "how deep user code may nest bus.execute/call_tool/publish->handler chains"),
     Setting("observability.enable_metrics", "ENABLE_METRICS", _parse_bool, True,
             "collect metrics and serve /metrics"),
     Setting("observability.enable_tracing", "ENABLE_TRACING", _parse_bool, True,
@@ -230,6 +307,11 @@ SETTINGS: tuple[Setting, ...] = (
             "days spans are kept in the database (0 = no limit)"),
     Setting("observability.otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", _parse_str, None,
             "also export spans over OTLP/HTTP to this collector (needs the otel extra)"),
+    Setting("providers.default", "LLMGINE_DEFAULT_PROVIDER", _choice(*PROVIDERS), "openai",
+            "provider for a bare model name such as gpt-4 (claude-* names go to anthropic)"),
+    Setting("providers.default_model", "LLMGINE_DEFAULT_MODEL", _parse_str, "openai/gpt-4o-mini",
+            "model of an engine created without model_name, and of `llmgine ask`/`chat`"),
+    *(setting for name in PROVIDERS for setting in _provider_settings(name)),
 )
 
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
@@ -336,6 +418,16 @@ def _apply(setting: Setting, raw: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {setting.key} = {raw!r}: {exc}") from None
 
 
+def _keys_from_named_env(values: dict[str, Any], sources: dict[str, str], env: Mapping[str, str]) -> None:
+    """``providers.X.api_key_env`` names another variable to read the key from."""
+    for name in PROVIDERS:
+        var = values[f"providers.{name}.api_key_env"]
+        key = f"providers.{name}.api_key"
+        if var != BY_KEY[key].env and env.get(var):
+            values[key] = env[var]
+            sources[key] = "env"
+
+
 def load_settings(
     config_file: str | Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -367,6 +459,7 @@ def load_settings(
         values[key] = _apply(BY_KEY[key], raw, "command line")
         sources[key] = "flag"
 
+    _keys_from_named_env(values, sources, env)
     settings = Settings(values, sources, paths, file_path)
     settings.database_path  # noqa: B018 - validates the URL early, with its own message
     return settings

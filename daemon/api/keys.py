@@ -8,6 +8,7 @@ import weakref
 from aiohttp import web
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.streams import StreamHub
+from llmgine_daemon.engines.runtime import LLMRuntime
 from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.settings import Settings
 
@@ -21,5 +22,7 @@ LISTENERS = web.AppKey("listeners", list[str])
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 # Open WebSockets, closed with 1001 on shutdown.
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
+# LLM engines' providers (HTTP connection pool) and conversation memory.
+LLM = web.AppKey("llm", LLMRuntime)
 # Live event streams (api/streams.py): the subscriber registry, started after the bus.
 STREAMS = web.AppKey("streams", StreamHub)

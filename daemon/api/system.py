@@ -46,7 +46,7 @@ async def status(request: web.Request) -> web.Response:
             listeners=request.app[LISTENERS],
             storage=StorageInfo(backend="sqlite", path=str(store.path), size_bytes=store.size_bytes()),
             counts=await bus.counts(),
-            sandbox={},
+            sandbox=bus.sandbox.info() if bus.sandbox is not None else {},
         )
     )
 

@@ -11,15 +11,25 @@ import time
 
 from llmgine_daemon.bus.commands import Commands
 from llmgine_daemon.bus.engines import EngineBase, Engines
+from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import EventLog
 from llmgine_daemon.bus.handlers import HandlerRegistry
+from llmgine_daemon.bus.sandbox import SandboxBridge
 from llmgine_daemon.bus.sessions import Sessions
-from llmgine_daemon.protocol import StatusCounts, now_iso
+from llmgine_daemon.bus.tools import Tools
+from llmgine_daemon.bus.user_handlers import UserHandlers
+from llmgine_daemon.protocol import CallErrorCode, StatusCounts, now_iso
+from llmgine_daemon.sandbox.pool import SandboxPool
 from llmgine_daemon.store.db import Store
 
 
 class Bus:
-    def __init__(self, store: Store, engine_types: dict[str, type[EngineBase]] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        engine_types: dict[str, type[EngineBase]] | None = None,
+        sandbox: SandboxPool | None = None,
+    ) -> None:
         self.store = store
         self.started_at = now_iso()
         self._started_monotonic = time.monotonic()
@@ -30,20 +40,33 @@ class Bus:
         self.engines = Engines(self, engine_types or {})
         self.sessions.hooks.append(self.commands.on_session_end)
         self.sessions.hooks.append(self.engines.on_session_end)
+        # User code (tools, handlers) runs in the sandbox pool; the app starts and stops it.
+        self.sandbox = sandbox
+        self.sandbox_bridge = SandboxBridge(self, sandbox) if sandbox is not None else None
+        self.tools = Tools(self)
+        self.user_handlers = UserHandlers(self)
+
+    def sandbox_pool(self) -> SandboxPool:
+        if self.sandbox is None:
+            raise BusError(CallErrorCode.SANDBOX_UNAVAILABLE, "user code is disabled: no sandbox")
+        return self.sandbox
 
     @property
     def uptime(self) -> float:
         return round(time.monotonic() - self._started_monotonic, 3)
 
     async def start(self) -> None:
-        """Bring runtime state back after a restart: engines (and their handlers) first, then
-        the command queue (executing -> interrupted, queued -> resumed)."""
+        """Bring runtime state back after a restart: engines and user-code handlers (and
+        their command handlers) first, then the command queue (executing -> interrupted,
+        queued -> resumed), so that resumed commands find their handlers."""
         await self.engines.start()
+        await self.user_handlers.start()
         await self.commands.start()
 
     async def stop(self) -> None:
         """Stop runtime work; queued work stays queued in the store for the next start."""
         await self.commands.stop()
+        await self.user_handlers.stop()
         await self.engines.stop()
 
     async def counts(self) -> StatusCounts:

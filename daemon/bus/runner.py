@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.codec import dumps
+from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import insert_event, touch
 from llmgine_daemon.bus.handlers import CURRENT, Execution
 from llmgine_daemon.observability import metrics, tracing
@@ -612,6 +613,15 @@ def _ms(t0: float) -> float:
 
 
 def _failed(exc: BaseException, duration: float) -> Outcome:
+    if isinstance(exc, BusError):
+        # A handler that knows what went wrong says so with a code (an LLM engine's
+        # PROVIDER_RATE_LIMITED, a VALIDATION_ERROR of its parameters): keep it, not the
+        # generic COMMAND_EXECUTION_FAILED, and no traceback (it is not a bug).
+        return Outcome(
+            "failed",
+            error=command_error(exc.code, exc.message, **exc.details),
+            duration_ms=duration,
+        )
     return Outcome(
         "failed",
         error=command_error(

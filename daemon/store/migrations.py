@@ -185,3 +185,50 @@ def m002_command_queue(conn: sqlite3.Connection) -> None:
         CREATE INDEX idempotency_keys_session ON idempotency_keys (session_id);
         """
     )
+
+
+@migration(3, "user code: tool and handler timeouts, handler function names")
+def m003_user_code(conn: sqlite3.Connection) -> None:
+    run_script(
+        conn,
+        """
+        ALTER TABLE tools ADD COLUMN timeout REAL;
+        ALTER TABLE tools ADD COLUMN is_async INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE handlers ADD COLUMN function TEXT NOT NULL DEFAULT '';
+        ALTER TABLE handlers ADD COLUMN timeout REAL;
+        CREATE INDEX handlers_kind_type ON handlers (kind, type)
+        """
+    )
+
+
+@migration(60, "engine conversation memory")
+def m060_engine_memory(conn: sqlite3.Connection) -> None:
+    run_script(
+        conn,
+        """
+        -- One row per conversation message of an LLM engine, ordered by message_id. API keys
+        -- and provider settings are never stored here (nor anywhere in the database).
+        CREATE TABLE engine_messages (
+            message_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            engine_id TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'tool')),
+            content TEXT NOT NULL DEFAULT '',
+            tool_calls TEXT,
+            tool_call_id TEXT,
+            name TEXT,
+            -- 1 for an answer cut short (cancelled, timed out): what had arrived.
+            partial INTEGER NOT NULL DEFAULT 0,
+            is_error INTEGER NOT NULL DEFAULT 0,
+            command_id TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX engine_messages_engine ON engine_messages (engine_id, message_id);
+        """
+    )
+    # An engine's memory goes with it, however it is deleted (DELETE /api/engines/{id}, or its
+    # session purged), without the engines code knowing about memory. (Not in run_script: the
+    # trigger body contains a semicolon.)
+    conn.execute(
+        "CREATE TRIGGER engine_messages_gc AFTER DELETE ON engines BEGIN"
+        " DELETE FROM engine_messages WHERE engine_id = OLD.engine_id; END"
+    )

@@ -1,0 +1,75 @@
+"""Spec section 6: user-code command and event handlers, per session or global.
+
+The same routes exist under ``/api/sessions/{id}/handlers`` (session scope) and
+``/api/handlers`` (global scope, seen by every session; a session's command handler wins).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from llmgine_daemon.api.keys import BUS
+from llmgine_daemon.api.util import json_response, path_id, query_choice, read_json
+from llmgine_daemon.protocol import CommandHandlerCreate, EventHandlerCreate, HandlerList
+
+routes = web.RouteTableDef()
+
+SESSION = "/api/sessions/{session_id}/handlers"
+GLOBAL = "/api/handlers"
+
+
+def _scope(request: web.Request) -> str | None:
+    return path_id(request, "session_id") if "session_id" in request.match_info else None
+
+
+def _type(request: web.Request) -> str:
+    # Event types may be "*"; path_id's identifier rule would refuse it.
+    value = request.match_info["type"]
+    return value if value == "*" else path_id(request, "type")
+
+
+async def register_command(request: web.Request) -> web.Response:
+    body = await read_json(request, CommandHandlerCreate)
+    handler = await request.app[BUS].user_handlers.register(
+        _scope(request), "command", body.command_type, body.handler_function,
+        timeout=body.timeout,
+    )
+    return json_response(handler, status=201)
+
+
+async def register_event(request: web.Request) -> web.Response:
+    body = await read_json(request, EventHandlerCreate)
+    handler = await request.app[BUS].user_handlers.register(
+        _scope(request), "event", body.event_type, body.handler_function,
+        priority=body.priority, timeout=body.timeout,
+    )
+    return json_response(handler, status=201)
+
+
+async def list_handlers(request: web.Request) -> web.Response:
+    kind = query_choice(request, "kind", ("command", "event"))
+    handlers = await request.app[BUS].user_handlers.list(_scope(request), kind)
+    return json_response(HandlerList(handlers=handlers, total=len(handlers)))
+
+
+async def get_handler(request: web.Request) -> web.Response:
+    handler_id = path_id(request, "handler_id")
+    return json_response(await request.app[BUS].user_handlers.get(_scope(request), handler_id))
+
+
+async def delete_command(request: web.Request) -> web.Response:
+    await request.app[BUS].user_handlers.delete(_scope(request), "command", _type(request))
+    return web.Response(status=204)
+
+
+async def delete_event(request: web.Request) -> web.Response:
+    await request.app[BUS].user_handlers.delete(_scope(request), "event", _type(request))
+    return web.Response(status=204)
+
+
+for prefix in (SESSION, GLOBAL):
+    routes.post(f"{prefix}/commands")(register_command)
+    routes.post(f"{prefix}/events")(register_event)
+    routes.get(prefix)(list_handlers)
+    routes.get(f"{prefix}/{{handler_id}}")(get_handler)
+    routes.delete(f"{prefix}/commands/{{type}}")(delete_command)
+    routes.delete(f"{prefix}/events/{{type}}")(delete_event)

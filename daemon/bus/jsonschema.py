@@ -1,0 +1,130 @@
+"""Tool parameters as JSON Schema: normalising what clients send, validating arguments.
+
+The daemon validates arguments before it spends a worker on a call. It understands the subset
+of JSON Schema that function-calling schemas use (type, enum, const, properties, required,
+additionalProperties, items, min/max, minLength/maxLength, anyOf); anything else is accepted
+unchecked rather than refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+    "null": (type(None),),
+}
+
+
+class SchemaError(ValueError):
+    def __init__(self, field: str, issue: str) -> None:
+        super().__init__(f"{field}: {issue}")
+        self.field = field
+        self.issue = issue
+
+
+def is_full_schema(parameters: dict[str, Any]) -> bool:
+    return parameters.get("type") == "object" or "properties" in parameters
+
+
+def normalise(given: dict[str, Any] | None, derived: dict[str, Any]) -> dict[str, Any]:
+    """The tool's schema: a full schema as given; the spec's ``{param: {type, description}}``
+    shorthand merged over what the signature says (which also knows what is required)."""
+    if given is None:
+        return derived
+    if is_full_schema(given):
+        schema = dict(given)
+        schema.setdefault("type", "object")
+        schema.setdefault("properties", {})
+        return schema
+    properties: dict[str, Any] = {}
+    derived_props = derived.get("properties", {})
+    for name, spec in given.items():
+        if not isinstance(spec, dict):
+            raise SchemaError(f"parameters.{name}", "must be an object like {\"type\": \"string\"}")
+        properties[name] = {**derived_props.get(name, {}), **spec}
+    for name, spec in derived_props.items():
+        properties.setdefault(name, spec)
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    required = [n for n in derived.get("required", []) if n in properties]
+    if required:
+        schema["required"] = required
+    if "additionalProperties" in derived:
+        schema["additionalProperties"] = derived["additionalProperties"]
+    return schema
+
+
+def check_schema(schema: dict[str, Any]) -> None:
+    if schema.get("type") != "object":
+        raise SchemaError("parameters.type", "must be \"object\"")
+    if not isinstance(schema.get("properties"), dict):
+        raise SchemaError("parameters.properties", "must be an object")
+    for name, spec in schema["properties"].items():
+        if not isinstance(spec, dict):
+            raise SchemaError(f"parameters.properties.{name}", "must be an object")
+        kind = spec.get("type")
+        kinds = kind if isinstance(kind, list) else [kind] if kind is not None else []
+        for k in kinds:
+            if k not in _TYPES:
+                raise SchemaError(f"parameters.properties.{name}.type", f"unknown type {k!r}")
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind in ("integer", "number") and isinstance(value, bool):
+        return False
+    if kind == "integer" and isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, _TYPES.get(kind, (object,)))
+
+
+def validate(value: Any, schema: dict[str, Any], path: str) -> None:
+    """Raise SchemaError naming the first offending path."""
+    if not isinstance(schema, dict) or not schema:
+        return
+    kind = schema.get("type")
+    if kind is not None:
+        kinds = kind if isinstance(kind, list) else [kind]
+        if not any(_type_ok(value, k) for k in kinds):
+            raise SchemaError(path, f"must be of type {' or '.join(kinds)}")
+    if "enum" in schema and value not in schema["enum"]:
+        raise SchemaError(path, f"must be one of {schema['enum']}")
+    if "const" in schema and value != schema["const"]:
+        raise SchemaError(path, f"must be {schema['const']!r}")
+    if "anyOf" in schema:
+        errors = []
+        for option in schema["anyOf"]:
+            try:
+                validate(value, option, path)
+                break
+            except SchemaError as exc:
+                errors.append(exc.issue)
+        else:
+            raise SchemaError(path, " or ".join(errors) or "matches no allowed schema")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            raise SchemaError(path, f"must be at least {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            raise SchemaError(path, f"must be at most {schema['maximum']}")
+    if isinstance(value, str):
+        if "minLength" in schema and len(value) < schema["minLength"]:
+            raise SchemaError(path, f"must have at least {schema['minLength']} characters")
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            raise SchemaError(path, f"must have at most {schema['maxLength']} characters")
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            validate(item, schema["items"], f"{path}[{i}]")
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        for name in schema.get("required", []):
+            if name not in value:
+                raise SchemaError(f"{path}.{name}", "Field is required")
+        for name, item in value.items():
+            if name in properties:
+                validate(item, properties[name], f"{path}.{name}")
+            elif schema.get("additionalProperties") is False:
+                raise SchemaError(f"{path}.{name}", "Unknown argument")

@@ -1,0 +1,108 @@
+"""The bus side of the sandbox: answers what user code asks through its global ``bus``.
+
+    await bus.publish(event_type, data)        an event in the caller's session (source handler)
+    await bus.execute(command_type, params)    a command in the caller's session -> its result
+    await bus.call_tool(name, arguments)       a tool of the caller's session -> its result
+    bus.log(level, message)                    a line in the daemon log
+
+Every request carries the depth of the call that made it; anything it triggers (the command's
+handler, the tool, handlers of the published event) runs one level deeper, and past
+``sandbox.max_depth`` the request is refused, so a handler cannot trigger itself forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.sessions import require_active
+from llmgine_daemon.protocol import ErrorCode, Event
+from llmgine_daemon.sandbox.pool import CallContext, SandboxPool
+
+if TYPE_CHECKING:
+    from llmgine_daemon.bus.core import Bus
+
+log = logging.getLogger("llmgine.usercode")
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "warn": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
+
+
+class UserCodeFailed(Exception):
+    """A nested call made by user code failed; the message goes back to the user code."""
+
+
+class SandboxBridge:
+    def __init__(self, bus: Bus, pool: SandboxPool) -> None:
+        self.bus = bus
+        self.pool = pool
+        self.max_depth = pool.limits.max_depth
+        pool.bus_handler = self.handle
+        pool.log_handler = self.log
+
+    async def handle(self, ctx: CallContext, op: str, args: dict[str, Any]) -> Any:
+        depth = ctx.depth + 1
+        if depth > self.max_depth:
+            raise BusError(
+                ErrorCode.VALIDATION_ERROR,
+                f"bus.{op} refused: nesting depth limit ({self.max_depth}) reached; a handler "
+                "that triggers itself never ends",
+                {"max_depth": self.max_depth},
+            )
+        if ctx.session_id is None:
+            raise BusError(ErrorCode.VALIDATION_ERROR, f"bus.{op} needs a session")
+        if op == "publish":
+            event = await self.publish(ctx.session_id, _str(args, "event_type"),
+                                       _dict(args, "data"), _dict(args, "metadata"), depth)
+            return {f: getattr(event, f) for f in event.__struct_fields__}
+        if op == "call_tool":
+            result = await self.bus.tools.execute(
+                ctx.session_id, _str(args, "name"), _dict(args, "arguments"),
+                depth=depth, source="handler",
+            )
+            if result.error is not None:
+                raise UserCodeFailed(f"tool {result.tool_name!r} failed: {result.error['message']}")
+            return result.result
+        if op == "execute":
+            return await self.bus.user_handlers.execute_nested(
+                ctx, _str(args, "command_type"), _dict(args, "parameters"),
+                _dict(args, "metadata"), depth,
+            )
+        raise BusError(ErrorCode.VALIDATION_ERROR, f"unknown bus operation {op!r}")
+
+    async def publish(self, session_id: str, event_type: str, data: dict[str, Any],
+                      metadata: dict[str, Any], depth: int) -> Event:
+        if not event_type or len(event_type) > 128:
+            raise BusError(ErrorCode.VALIDATION_ERROR, "event_type must be 1 to 128 characters")
+
+        def write(conn: sqlite3.Connection) -> Event:
+            require_active(conn, session_id)
+            return insert_event(conn, session_id, event_type, data, metadata=metadata,
+                                source="handler")
+
+        event = await self.bus.store.write(write)
+        # Handlers of this event run one level deeper than its publisher.
+        self.bus.user_handlers.note_depth(event.event_id, depth)
+        self.bus.events.notify([event])
+        return event
+
+    def log(self, ctx: CallContext, level: str, message: str) -> None:
+        log.log(_LEVELS.get(level.lower(), logging.INFO), "[%s %s session=%s] %s",
+                ctx.kind, ctx.name, ctx.session_id, message)
+
+
+def _str(args: dict[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str) or not value:
+        raise BusError(ErrorCode.VALIDATION_ERROR, f"{name} must be a non-empty string")
+    return value
+
+
+def _dict(args: dict[str, Any], name: str) -> dict[str, Any]:
+    value = args.get(name) or {}
+    if not isinstance(value, dict):
+        raise BusError(ErrorCode.VALIDATION_ERROR, f"{name} must be an object")
+    return value

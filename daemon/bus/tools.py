@@ -1,0 +1,197 @@
+"""Tools (spec section 5): user functions registered per session, run in the sandbox.
+
+Registration validates the code in a worker (syntax with line and column, a function with the
+tool's name, its signature -> JSON Schema) before anything is stored; the daemon itself never
+compiles it. Each execution validates the arguments against the schema, runs the function in
+a worker and records a ``ToolExecuted`` event in the session.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from llmgine_daemon.bus import jsonschema
+from llmgine_daemon.bus.codec import dumps, loads
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.sessions import fetch_session, require_active
+from llmgine_daemon.protocol import CallErrorCode, ErrorCode, Tool, ToolResult, now_iso
+from llmgine_daemon.sandbox.pool import CallContext, CallOutcome
+
+if TYPE_CHECKING:
+    from llmgine_daemon.bus.core import Bus
+
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_CODE = 256 * 1024
+TOOL_COLUMNS = (
+    "session_id, name, description, parameters, timeout, is_async, created_at, function_code"
+)
+
+
+def row_to_tool(row: tuple[Any, ...], with_code: bool = False) -> Tool:
+    return Tool(
+        session_id=row[0], name=row[1], description=row[2], parameters=loads(row[3]),
+        timeout=row[4], is_async=bool(row[5]), created_at=row[6],
+        function_code=row[7] if with_code else None,
+    )
+
+
+def tool_not_found(session_id: str, name: str) -> BusError:
+    return BusError(
+        ErrorCode.TOOL_NOT_FOUND, f"no tool {name!r} in session {session_id!r}",
+        {"session_id": session_id, "tool_name": name},
+    )
+
+
+def check_code(code: str, field: str) -> None:
+    if not code.strip():
+        raise BusError(ErrorCode.VALIDATION_ERROR, f"{field} is empty",
+                       {"field": field, "issue": "must contain Python source"})
+    if len(code) > MAX_CODE:
+        raise BusError(ErrorCode.VALIDATION_ERROR, f"{field} is too long",
+                       {"field": field, "issue": f"at most {MAX_CODE} characters"})
+
+
+def check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not 0 < timeout <= 3600:
+        raise BusError(ErrorCode.VALIDATION_ERROR, "timeout must be from 0 to 3600 seconds",
+                       {"field": "timeout", "issue": "must be > 0 and <= 3600"})
+
+
+def code_rejected(outcome: CallOutcome, field: str) -> BusError:
+    """A 422 saying why the worker could not load the code (line/column for syntax errors)."""
+    error = outcome.error or {}
+    code = error.get("code")
+    if code in (CallErrorCode.TIMEOUT, CallErrorCode.WORKER_CRASHED,
+                CallErrorCode.SANDBOX_UNAVAILABLE):
+        details = {"field": field, "issue": error.get("message", ""), "reason": code}
+    else:
+        details = {"field": field, "issue": error.get("message", ""), "reason": code,
+                   **{k: v for k, v in (error.get("details") or {}).items() if k != "traceback"}}
+    return BusError(ErrorCode.VALIDATION_ERROR, f"{field}: {error.get('message', 'rejected')}",
+                    details)
+
+
+class Tools:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def register(self, session_id: str, name: str, function_code: str,
+                       description: str | None, parameters: dict[str, Any] | None,
+                       timeout: float | None, replace: bool = False) -> Tool:
+        if not NAME.match(name) or keyword.iskeyword(name):
+            raise BusError(ErrorCode.VALIDATION_ERROR, f"invalid tool name {name[:80]!r}",
+                           {"field": "name", "issue": "must be a Python identifier of at most 64 "
+                            "characters"})
+        check_code(function_code, "function_code")
+        check_timeout(timeout)
+        # Fail fast on a missing/closed session before spending a worker on the code.
+        await self.bus.store.read(lambda c: require_active(c, session_id))
+        outcome = await self.bus.sandbox_pool().inspect("tool", function_code, name)
+        if not outcome.ok:
+            raise code_rejected(outcome, "function_code")
+        info = outcome.result
+        try:
+            schema = jsonschema.normalise(parameters, info["parameters"])
+            jsonschema.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise BusError(ErrorCode.VALIDATION_ERROR, str(exc),
+                           {"field": exc.field, "issue": exc.issue}) from None
+        tool = Tool(
+            name=name, session_id=session_id,
+            description=description if description is not None else info["description"],
+            parameters=schema, is_async=bool(info["is_async"]), timeout=timeout,
+            created_at=now_iso(), function_code=function_code,
+        )
+
+        def write(conn: sqlite3.Connection) -> None:
+            require_active(conn, session_id)
+            exists = conn.execute(
+                "SELECT 1 FROM tools WHERE session_id = ? AND name = ?", (session_id, name)
+            ).fetchone()
+            if exists and not replace:
+                raise BusError(ErrorCode.CONFLICT,
+                               f"tool {name!r} already exists in this session (use ?replace=true)",
+                               {"session_id": session_id, "tool_name": name})
+            conn.execute(
+                f"INSERT OR REPLACE INTO tools ({TOOL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (session_id, name, tool.description, dumps(schema), timeout, int(tool.is_async),
+                 tool.created_at, function_code),
+            )
+
+        await self.bus.store.write(write)
+        return tool
+
+    async def list(self, session_id: str) -> list[Tool]:
+        def read(conn: sqlite3.Connection) -> list[Tool]:
+            fetch_session(conn, session_id)
+            rows = conn.execute(
+                f"SELECT {TOOL_COLUMNS} FROM tools WHERE session_id = ? ORDER BY name",
+                (session_id,),
+            ).fetchall()
+            return [row_to_tool(r) for r in rows]
+
+        return await self.bus.store.read(read)
+
+    async def get(self, session_id: str, name: str) -> Tool:
+        def read(conn: sqlite3.Connection) -> Tool:
+            fetch_session(conn, session_id)
+            row = conn.execute(
+                f"SELECT {TOOL_COLUMNS} FROM tools WHERE session_id = ? AND name = ?",
+                (session_id, name),
+            ).fetchone()
+            if row is None:
+                raise tool_not_found(session_id, name)
+            return row_to_tool(row, with_code=True)
+
+        return await self.bus.store.read(read)
+
+    async def delete(self, session_id: str, name: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            fetch_session(conn, session_id)
+            deleted = conn.execute(
+                "DELETE FROM tools WHERE session_id = ? AND name = ?", (session_id, name)
+            ).rowcount
+            if not deleted:
+                raise tool_not_found(session_id, name)
+
+        await self.bus.store.write(write)
+
+    async def execute(self, session_id: str, name: str, arguments: dict[str, Any], *,
+                      timeout: float | None = None, depth: int = 0,
+                      source: str = "api") -> ToolResult:
+        check_timeout(timeout)
+        tool = await self.get(session_id, name)
+        try:
+            jsonschema.validate(arguments, tool.parameters, "arguments")
+        except jsonschema.SchemaError as exc:
+            raise BusError(ErrorCode.VALIDATION_ERROR, f"invalid arguments: {exc}",
+                           {"field": exc.field, "issue": exc.issue}) from None
+        context = CallContext(session_id=session_id, kind="tool", name=name, depth=depth)
+        assert tool.function_code is not None
+        outcome = await self.bus.sandbox_pool().run(
+            "tool", tool.function_code, name, arguments, context=context,
+            deadline=timeout or tool.timeout,
+        )
+        result = ToolResult(
+            call_id=context.call_id, tool_name=name, arguments=arguments,
+            result=outcome.result if outcome.ok else None, error=outcome.error,
+            duration_ms=outcome.duration_ms, output=outcome.output,
+            output_truncated=outcome.output_truncated,
+        )
+
+        def write(conn: sqlite3.Connection) -> Any:
+            fetch_session(conn, session_id)
+            data = {
+                "call_id": result.call_id, "tool_name": name, "arguments": arguments,
+                "result": result.result, "error": result.error,
+                "duration_ms": result.duration_ms,
+            }
+            return insert_event(conn, session_id, "ToolExecuted", data, source=source)
+
+        event = await self.bus.store.write(write)
+        self.bus.events.notify([event])
+        return result

@@ -1,0 +1,342 @@
+"""User-code handlers (spec section 6): Python functions registered over the API, run in the
+sandbox. (``bus/handlers.py`` is the in-process command handler registry they plug into;
+this module is the ``/api/.../handlers`` resource: persistence, dispatch, scopes.)
+
+- Command handlers: one per command type per scope (a session, or global = LLMGine's BUS
+  scope; the session's wins). Each is registered in ``bus.handlers`` with a callable that
+  runs the function in a worker; an exception there fails the command with the user's
+  exception type, message and traceback.
+- Event handlers: many per type, ``*`` for every type, session and global ones both run,
+  lowest ``priority`` first, after the event is stored. They never fail the publisher: a
+  failing one records an ``EventHandlerFailed`` event. Events are dispatched in seq order per
+  session; sessions proceed independently.
+- Stored with their session (rows in ``handlers``) and restored on start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.sessions import fetch_session, require_active
+from llmgine_daemon.bus.tools import check_code, check_timeout, code_rejected
+from llmgine_daemon.protocol import ErrorCode, Event, Handler, now_iso
+from llmgine_daemon.sandbox.pool import CallContext
+
+if TYPE_CHECKING:
+    from llmgine_daemon.bus.core import Bus
+
+log = logging.getLogger("llmgine.handlers")
+
+HANDLER_COLUMNS = "handler_id, session_id, kind, type, function, priority, timeout, created_at, code"
+MAX_TYPE = 128
+
+
+class HandlerFailed(Exception):
+    """A user command handler failed; ``error`` is the sandbox's {code, message, details}."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message") or error.get("code") or "handler failed")
+        self.error = error
+        details = error.get("details") or {}
+        self.exception_type = details.get("type") or error.get("code")
+        self.user_traceback = details.get("traceback")
+
+
+@dataclass
+class HandlerRow:
+    handler_id: str
+    session_id: str | None
+    kind: str
+    type: str
+    function: str
+    priority: int
+    timeout: float | None
+    created_at: str
+    code: str
+
+    def public(self, with_code: bool = False) -> Handler:
+        return Handler(
+            handler_id=self.handler_id, kind=self.kind, type=self.type,
+            scope="session" if self.session_id else "global", session_id=self.session_id,
+            function=self.function, priority=self.priority, timeout=self.timeout,
+            created_at=self.created_at, handler_function=self.code if with_code else None,
+        )
+
+
+def handler_not_found(session_id: str | None, kind: str, type_: str) -> BusError:
+    where = f"session {session_id!r}" if session_id else "the global scope"
+    return BusError(ErrorCode.HANDLER_NOT_FOUND,
+                    f"no {kind} handler for {type_!r} in {where}",
+                    {"kind": kind, "type": type_, "session_id": session_id})
+
+
+class UserHandlers:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._rows: dict[str, HandlerRow] = {}
+        self._registrations: dict[str, Any] = {}  # handler_id -> bus.handlers Registration
+        self._depths: dict[str, int] = {}  # event_id -> depth its handlers run at
+        self._queues: dict[str | None, deque[Event]] = {}
+        self._tasks: dict[str | None, asyncio.Task[None]] = {}
+        self._unsubscribe: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                f"SELECT {HANDLER_COLUMNS} FROM handlers ORDER BY created_at, rowid"
+            ).fetchall()
+
+        for row in await self.bus.store.read(read):
+            self._activate(HandlerRow(*row))
+        self._unsubscribe = self.bus.events.subscribe(self._on_event)
+        self.bus.sessions.hooks.append(self._on_session_end)
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _on_session_end(self, session_id: str, purged: bool) -> None:
+        for row in [r for r in self._rows.values() if r.session_id == session_id]:
+            self._deactivate(row)
+
+    def _activate(self, row: HandlerRow) -> None:
+        self._rows[row.handler_id] = row
+        if row.kind == "command":
+            registry = getattr(self.bus, "handlers", None)
+            if registry is not None:
+                self._registrations[row.handler_id] = registry.register(
+                    row.type, self._command_callable(row), session_id=row.session_id,
+                    owner=f"handler:{row.handler_id}",
+                )
+
+    def _deactivate(self, row: HandlerRow) -> None:
+        self._rows.pop(row.handler_id, None)
+        reg = self._registrations.pop(row.handler_id, None)
+        if reg is not None:
+            self.bus.handlers.unregister(reg)
+
+    # -- registration ----------------------------------------------------------------------
+
+    async def register(self, session_id: str | None, kind: str, type_: str, code: str,
+                       priority: int = 100, timeout: float | None = None) -> Handler:
+        field = "command_type" if kind == "command" else "event_type"
+        if not type_ or len(type_) > MAX_TYPE or any(c.isspace() for c in type_):
+            raise BusError(ErrorCode.VALIDATION_ERROR, f"invalid {field}",
+                           {"field": field, "issue": f"1 to {MAX_TYPE} characters, no spaces"})
+        if kind == "command" and "*" in type_:
+            raise BusError(ErrorCode.VALIDATION_ERROR, "command handlers need an exact type",
+                           {"field": field, "issue": "wildcards are for event handlers"})
+        check_code(code, "handler_function")
+        check_timeout(timeout)
+        if session_id is not None:
+            await self.bus.store.read(lambda c: require_active(c, session_id))
+        if kind == "command":
+            self._check_free(session_id, type_)
+        outcome = await self.bus.sandbox_pool().inspect(kind, code, None)
+        if not outcome.ok:
+            raise code_rejected(outcome, "handler_function")
+        info = outcome.result
+        if info["positional"] < 1 and not info["var_positional"]:
+            raise BusError(
+                ErrorCode.VALIDATION_ERROR,
+                f"handler_function: {info['function']}() must take the {kind} as its argument",
+                {"field": "handler_function", "issue": "needs one positional parameter"},
+            )
+        row = HandlerRow(str(uuid.uuid4()), session_id, kind, type_, info["function"],
+                         priority, timeout, now_iso(), code)
+
+        def write(conn: sqlite3.Connection) -> None:
+            if session_id is not None:
+                require_active(conn, session_id)
+            if kind == "command":
+                taken = conn.execute(
+                    "SELECT 1 FROM handlers WHERE kind = 'command' AND type = ? AND "
+                    "session_id IS ?", (type_, session_id),
+                ).fetchone()
+                if taken:
+                    raise self._conflict(session_id, type_)
+            conn.execute(
+                f"INSERT INTO handlers ({HANDLER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.handler_id, session_id, kind, type_, row.function, priority, timeout,
+                 row.created_at, code),
+            )
+
+        if kind == "command":
+            self._check_free(session_id, type_)
+        await self.bus.store.write(write)
+        self._activate(row)
+        return row.public()
+
+    def _check_free(self, session_id: str | None, type_: str) -> None:
+        registry = getattr(self.bus, "handlers", None)
+        if registry is not None:
+            registry.check_free(type_, session_id)
+        elif any(r.kind == "command" and r.type == type_ and r.session_id == session_id
+                 for r in self._rows.values()):
+            raise self._conflict(session_id, type_)
+
+    @staticmethod
+    def _conflict(session_id: str | None, type_: str) -> BusError:
+        scope = f"session {session_id!r}" if session_id else "the global scope"
+        return BusError(ErrorCode.CONFLICT,
+                        f"a handler for {type_!r} is already registered in {scope}",
+                        {"command_type": type_, "session_id": session_id})
+
+    async def list(self, session_id: str | None, kind: str | None = None) -> list[Handler]:
+        """A session's handlers (session_id) or the global ones (None)."""
+        if session_id is not None:
+            await self.bus.store.read(lambda c: fetch_session(c, session_id))
+        rows = [r for r in self._rows.values() if r.session_id == session_id
+                and (kind is None or r.kind == kind)]
+        rows.sort(key=lambda r: (r.kind, r.type, r.priority, r.created_at))
+        return [r.public() for r in rows]
+
+    async def get(self, session_id: str | None, handler_id: str) -> Handler:
+        row = self._rows.get(handler_id)
+        if row is None or row.session_id != session_id:
+            raise BusError(ErrorCode.HANDLER_NOT_FOUND, f"no handler {handler_id!r}",
+                           {"handler_id": handler_id, "session_id": session_id})
+        return row.public(with_code=True)
+
+    async def delete(self, session_id: str | None, kind: str, type_: str) -> int:
+        """Remove the scope's handlers of that kind and type; 404 when there are none."""
+        if session_id is not None:
+            await self.bus.store.read(lambda c: fetch_session(c, session_id))
+        rows = [r for r in self._rows.values()
+                if r.session_id == session_id and r.kind == kind and r.type == type_]
+        if not rows:
+            raise handler_not_found(session_id, kind, type_)
+        ids = [r.handler_id for r in rows]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM handlers WHERE handler_id = ?", [(i,) for i in ids])
+
+        await self.bus.store.write(write)
+        for row in rows:
+            self._deactivate(row)
+        return len(rows)
+
+    # -- command handlers ------------------------------------------------------------------
+
+    def _command_callable(self, row: HandlerRow) -> Any:
+        async def handle(command: Any) -> Any:
+            record = {f: getattr(command, f) for f in command.__struct_fields__}
+            depth = int((record.get("metadata") or {}).get("_depth", 0) or 0)
+            timeout = getattr(command, "timeout", None)
+            # The bus cancels us at the command's timeout; the sandbox deadline is a backstop.
+            deadline = row.timeout or (timeout + 1 if timeout else None)
+            outcome = await self.bus.sandbox_pool().run(
+                "command", row.code, row.function, record, deadline=deadline,
+                context=CallContext(command.session_id, "command", row.type, depth,
+                                    extra={"handler_id": row.handler_id,
+                                           "command_id": command.command_id}),
+            )
+            if not outcome.ok:
+                raise HandlerFailed(outcome.error or {})
+            return outcome.result
+
+        return handle
+
+    async def execute_nested(self, ctx: CallContext, command_type: str,
+                             parameters: dict[str, Any], metadata: dict[str, Any],
+                             depth: int) -> Any:
+        commands = getattr(self.bus, "commands", None)
+        if commands is None:
+            raise BusError(ErrorCode.HANDLER_NOT_FOUND, "commands are not available")
+        return await commands.execute_nested(
+            ctx.session_id, command_type, parameters, {**metadata, "_depth": depth},
+            inline=ctx.kind == "command",
+        )
+
+    # -- event handlers --------------------------------------------------------------------
+
+    def note_depth(self, event_id: str, depth: int) -> None:
+        self._depths[event_id] = depth
+
+    def _matching(self, event: Event) -> list[HandlerRow]:
+        rows = [
+            r for r in self._rows.values()
+            if r.kind == "event" and (r.type == event.event_type or r.type == "*")
+            and (r.session_id is None or r.session_id == event.session_id)
+        ]
+        rows.sort(key=lambda r: (r.priority, r.created_at))
+        return rows
+
+    def _on_event(self, event: Event) -> None:
+        depth = self._depths.pop(event.event_id, 0)
+        if not any(r.kind == "event" for r in self._rows.values()):
+            return
+        if not self._matching(event):
+            return
+        if depth > self.bus.sandbox_pool().limits.max_depth:
+            log.warning("not running handlers of %s %s: nesting depth limit reached",
+                        event.event_type, event.event_id)
+            return
+        self._depths[event.event_id] = depth
+        key = event.session_id
+        self._queues.setdefault(key, deque()).append(event)
+        if key not in self._tasks:
+            self._tasks[key] = asyncio.get_running_loop().create_task(self._drain(key))
+
+    async def _drain(self, key: str | None) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                event = queue.popleft()
+                depth = self._depths.pop(event.event_id, 0)
+                for row in self._matching(event):
+                    if row.handler_id in self._rows:  # deleted meanwhile: skip
+                        await self._run_event_handler(row, event, depth)
+        finally:
+            self._tasks.pop(key, None)
+            if not queue:
+                self._queues.pop(key, None)
+
+    async def _run_event_handler(self, row: HandlerRow, event: Event, depth: int) -> None:
+        record = {f: getattr(event, f) for f in event.__struct_fields__}
+        ctx = CallContext(event.session_id, "event", event.event_type, depth,
+                          extra={"handler_id": row.handler_id, "event_id": event.event_id})
+        try:
+            outcome = await self.bus.sandbox_pool().run(
+                "event", row.code, row.function, record, context=ctx, deadline=row.timeout,
+            )
+        except BusError as exc:
+            outcome_error: dict[str, Any] | None = {"code": exc.code, "message": exc.message}
+        else:
+            outcome_error = None if outcome.ok else outcome.error
+        if outcome_error is None:
+            return
+        data = {"handler_id": row.handler_id, "function": row.function,
+                "event_id": event.event_id, "event_type": event.event_type,
+                "scope": "session" if row.session_id else "global", "error": outcome_error}
+
+        def write(conn: sqlite3.Connection) -> Event | None:
+            if event.session_id is not None:
+                found = conn.execute("SELECT status FROM sessions WHERE session_id = ?",
+                                     (event.session_id,)).fetchone()
+                if found is None:
+                    return None
+            return insert_event(conn, event.session_id, "EventHandlerFailed", data, source="bus")
+
+        try:
+            failed = await self.bus.store.write(write)
+        except Exception:  # never let a failing handler take the dispatcher down
+            log.exception("recording EventHandlerFailed")
+            return
+        if failed is not None:
+            self.note_depth(failed.event_id, depth + 1)
+            self.bus.events.notify([failed])

@@ -1,0 +1,334 @@
+"""SinglePassEngine and ToolChatEngine: engines that talk to a real model.
+
+Both handle one prompt as one *turn* of a stored conversation (engines/memory.py):
+
+    EngineStatusUpdate {status: processing}
+    EngineStatusUpdate {status: calling_llm}
+    EngineResponseDelta {text} ...                  as the model writes
+    (ToolChatEngine, when the model calls tools:)
+    EngineStatusUpdate {status: executing_tools}
+    EngineToolCall {call_id, tool_name, arguments}  then the sandbox's ToolExecuted, per call
+    EngineStatusUpdate {status: calling_llm} ...    the results go back to the model
+    EngineResponse {text, finish_reason, usage, latency_ms, ...}
+    EngineStatusUpdate {status: completed | failed | cancelled}
+
+A provider failure fails the command with the provider's code (PROVIDER_*); a cancel or a
+timeout stops the stream where it is and stores what had arrived (marked partial).
+
+Engine classes are bound to an ``LLMRuntime`` (providers, memory, the bus) by
+``bind_engine_types``: the bus instantiates engines from their record alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from llmgine_daemon.bus.engines import ConfigField, EngineBase
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.handlers import Execution, current
+from llmgine_daemon.engines.memory import Bounds, Message
+from llmgine_daemon.engines.providers import (
+    ChatRequest,
+    Completion,
+    ProviderError,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+    UnknownModel,
+    resolve_model,
+)
+from llmgine_daemon.protocol import Command, Engine, ErrorCode
+
+if TYPE_CHECKING:
+    from llmgine_daemon.engines.runtime import LLMRuntime
+
+# A tool result longer than this is cut before it goes back to the model (and into memory).
+MAX_TOOL_RESULT_CHARS = 20_000
+
+
+class StopField(ConfigField):
+    """``stop``: one string or a list of up to four (what both providers accept)."""
+
+    __slots__ = ()
+
+    def check(self, value: Any) -> str | None:
+        if value is None or isinstance(value, str):
+            return None
+        if isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) <= 4:
+            return None
+        return "must be a string or a list of at most 4 strings"
+
+
+class PositiveNumber(ConfigField):
+    __slots__ = ()
+
+    def check(self, value: Any) -> str | None:
+        issue = super().check(value)
+        if issue is None and value is not None and value <= 0:
+            return "must be greater than 0"
+        return issue
+
+
+CALL_FIELDS: tuple[ConfigField, ...] = (
+    ConfigField("temperature", "number", None, "sampling temperature (provider default when unset)",
+                minimum=0, maximum=2),
+    ConfigField("max_tokens", "integer", None, "most tokens in one answer (Anthropic: 1024 when unset)",
+                minimum=1, maximum=1_000_000),
+    ConfigField("top_p", "number", None, "nucleus sampling", minimum=0, maximum=1),
+    StopField("stop", "string", None, "stop sequence: a string or a list of up to 4"),
+    ConfigField("system_prompt", "string", None, "system prompt sent before the conversation"),
+    PositiveNumber("timeout", "number", None,
+                   "seconds to wait for the model to start answering and between streamed chunks "
+                   "(default: providers.<name>.timeout)", maximum=3600),
+)
+MEMORY_FIELDS: tuple[ConfigField, ...] = (
+    ConfigField("memory_max_messages", "integer", 100, "messages kept in the conversation",
+                minimum=2, maximum=100_000),
+    ConfigField("memory_max_chars", "integer", 200_000, "characters kept in the conversation",
+                minimum=100, maximum=100_000_000),
+)
+TOOL_ROUNDS = ConfigField("max_tool_rounds", "integer", 8, "model -> tools -> model rounds per prompt",
+                          minimum=1, maximum=100)
+
+
+def invalid(field: str, issue: str, **extra: Any) -> BusError:
+    return BusError(ErrorCode.VALIDATION_ERROR, "Invalid request parameters", {"field": field, "issue": issue, **extra})
+
+
+@dataclass(frozen=True)
+class Options:
+    temperature: float | None
+    max_tokens: int | None
+    top_p: float | None
+    stop: list[str] | None
+    system_prompt: str | None
+    timeout: float | None
+    max_tool_rounds: int
+
+
+def tool_message(call: ToolCall, content: str, is_error: bool) -> Message:
+    if len(content) > MAX_TOOL_RESULT_CHARS:
+        content = content[:MAX_TOOL_RESULT_CHARS] + f"\n[truncated: {len(content)} characters in all]"
+    msg: Message = {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content}
+    if is_error:
+        msg["is_error"] = True
+    return msg
+
+
+def complete_rounds(turn: list[Message]) -> list[Message]:
+    """The turn up to its last tool round whose calls all have results (a cut turn must not
+    leave a call without its result in memory)."""
+    for i in range(len(turn) - 1, -1, -1):
+        msg = turn[i]
+        if msg["role"] == "assistant" and msg.get("tool_calls"):
+            answered = {m.get("tool_call_id") for m in turn[i + 1:] if m["role"] == "tool"}
+            if not {c["id"] for c in msg["tool_calls"]} <= answered:
+                return turn[:i]
+            break
+    return turn
+
+
+class LLMEngine(EngineBase):
+    runtime: ClassVar[LLMRuntime]
+    offers_tools: ClassVar[bool] = False
+    config_fields = CALL_FIELDS + MEMORY_FIELDS
+
+    def __init__(self, record: Engine) -> None:
+        super().__init__(record)
+        # Checked here so a bad model name is a 422 at creation, not a failure at first use.
+        try:
+            self.provider_name, self.model = resolve_model(
+                record.model_name or self.runtime.providers.default_model, self.runtime.providers.default_provider
+            )
+        except UnknownModel as exc:
+            raise invalid("model_name", str(exc)) from None
+
+    @classmethod
+    def validate_config(cls, configuration: dict[str, Any]) -> dict[str, Any]:
+        super().validate_config(configuration)
+        return configuration
+
+    # -- options ------------------------------------------------------------------------
+
+    def options(self, command: Command) -> Options:
+        """Configuration, with per-call overrides from the command's parameters (validated:
+        a typo in a parameter name fails the call instead of being ignored)."""
+        fields = {f.name: f for f in self.config_fields if f not in MEMORY_FIELDS}
+        values: dict[str, Any] = {}
+        for name, value in command.parameters.items():
+            if name == "prompt":
+                continue
+            fld = fields.get(name)
+            if fld is None:
+                raise invalid(f"parameters.{name}", f"unknown parameter for {self.engine_type}",
+                              available=sorted(["prompt", *fields]))
+            issue = fld.check(value)
+            if issue is not None:
+                raise invalid(f"parameters.{name}", issue)
+            values[name] = value
+
+        def get(name: str) -> Any:
+            if values.get(name) is not None:
+                return values[name]
+            value = self.record.configuration.get(name)
+            return value if value is not None else next(f.default for f in self.config_fields if f.name == name)
+
+        stop = get("stop")
+        return Options(
+            temperature=get("temperature"), max_tokens=get("max_tokens"), top_p=get("top_p"),
+            stop=[stop] if isinstance(stop, str) else stop, system_prompt=get("system_prompt"),
+            timeout=get("timeout"), max_tool_rounds=get("max_tool_rounds") if self.offers_tools else 0,
+        )
+
+    def bounds(self) -> Bounds:
+        conf = self.record.configuration
+        return Bounds(conf.get("memory_max_messages") or 100, conf.get("memory_max_chars") or 200_000)
+
+    # -- tools --------------------------------------------------------------------------
+
+    async def tool_specs(self) -> list[ToolSpec]:
+        tools = getattr(self.runtime.bus, "tools", None)
+        if not self.offers_tools or tools is None:
+            return []
+        return [ToolSpec(t.name, t.description, t.parameters) for t in await tools.list(self.record.session_id)]
+
+    async def run_tool(self, ctx: Execution, call: ToolCall, base: dict[str, Any]) -> Message:
+        ctx.emit("EngineToolCall", {**base, "call_id": call.id, "tool_name": call.name, "arguments": call.arguments},
+                 source="engine")
+        if call.invalid_arguments is not None:
+            return tool_message(call, json.dumps({"error": "the arguments were not a JSON object",
+                                                  "received": call.invalid_arguments[:500]}), True)
+        try:
+            result = await self.runtime.bus.tools.execute(
+                self.record.session_id, call.name, call.arguments, source="engine"
+            )
+        except BusError as exc:  # unknown tool, arguments that do not fit its schema
+            return tool_message(call, json.dumps({"error": exc.message, "code": exc.code}), True)
+        if result.error:
+            return tool_message(call, json.dumps({"error": result.error}), True)
+        value = result.result
+        return tool_message(call, value if isinstance(value, str) else json.dumps(value), False)
+
+    # -- the turn -----------------------------------------------------------------------
+
+    async def handle(self, command: Command) -> Any:
+        ctx = current()
+        prompt = command.parameters.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise invalid("parameters.prompt", "a non-empty string is required")
+        opts = self.options(command)
+        engine_id = self.record.engine_id
+        base = {"engine_id": engine_id, "command_id": command.command_id}
+
+        def status(value: str, **extra: Any) -> None:
+            ctx.emit("EngineStatusUpdate", {**base, "status": value, **extra}, source="engine")
+
+        status("processing")
+        t0 = time.monotonic()
+        provider, model = self.runtime.providers.resolve(self.record.model_name)
+        history = await self.runtime.memory.load(engine_id)
+        tools = await self.tool_specs()
+        system: list[Message] = [{"role": "system", "content": opts.system_prompt}] if opts.system_prompt else []
+        turn: list[Message] = [{"role": "user", "content": prompt}]
+        parts: list[str] = []
+        prompt_tokens = completion_tokens = 0
+        rounds = 0
+        first_delta_ms: float | None = None
+        calls_made: list[dict[str, Any]] = []
+
+        def summary(text: str, finish_reason: str) -> dict[str, Any]:
+            return {
+                **base, "response": text, "text": text, "finish_reason": finish_reason,
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+                "latency_ms": round((time.monotonic() - t0) * 1000, 3),
+                "first_delta_ms": first_delta_ms, "model": f"{provider.name}/{model}",
+                "tool_rounds": rounds, "tool_calls": calls_made,
+            }
+
+        try:
+            while True:
+                status("calling_llm", round=rounds)
+                request = ChatRequest(
+                    model, system + history + turn, tools, opts.temperature, opts.max_tokens, opts.top_p,
+                    opts.stop, opts.timeout,
+                )
+                parts = []
+                completion: Completion | None = None
+                async for item in provider.stream(request):
+                    if isinstance(item, TextDelta):
+                        if first_delta_ms is None:
+                            first_delta_ms = round((time.monotonic() - t0) * 1000, 3)
+                        parts.append(item.text)
+                        ctx.emit("EngineResponseDelta", {**base, "text": item.text}, source="engine")
+                    elif isinstance(item, Completion):
+                        completion = item
+                assert completion is not None  # Provider.stream always ends with one
+                prompt_tokens += completion.usage.prompt_tokens
+                completion_tokens += completion.usage.completion_tokens
+                if not (completion.tool_calls and tools):
+                    turn.append({"role": "assistant", "content": completion.text})
+                    finish = completion.finish_reason
+                    break
+                if rounds >= opts.max_tool_rounds:
+                    # The calls the model still wants are not run (nor stored: a call without
+                    # its result would break the next request).
+                    turn.append({"role": "assistant", "content": completion.text})
+                    finish = "max_tool_rounds"
+                    break
+                turn.append({"role": "assistant", "content": completion.text,
+                             "tool_calls": [c.as_message_part() for c in completion.tool_calls]})
+                status("executing_tools", tools=[c.name for c in completion.tool_calls])
+                for call in completion.tool_calls:
+                    msg = await self.run_tool(ctx, call, base)
+                    turn.append(msg)
+                    calls_made.append({"call_id": call.id, "tool_name": call.name, "arguments": call.arguments,
+                                       "is_error": bool(msg.get("is_error"))})
+                rounds += 1
+        except asyncio.CancelledError:
+            # Cancelled or timed out: keep what arrived, then let the runner record why.
+            text = "".join(parts)
+            kept = complete_rounds(turn)
+            if text:
+                kept = [*kept, {"role": "assistant", "content": text}]
+            try:
+                await self.runtime.memory.append(engine_id, kept, self.bounds(), command_id=command.command_id,
+                                                 partial_last=bool(text))
+            finally:
+                ctx.emit("EngineResponse", summary(text, "cancelled"), source="engine")
+                status("cancelled")
+            raise
+        except ProviderError as exc:
+            status("failed", error={"code": exc.code, "message": exc.message})
+            raise BusError(exc.code, exc.message, {**exc.details, "model": f"{provider.name}/{model}"}) from None
+        await self.runtime.memory.append(engine_id, turn, self.bounds(), command_id=command.command_id)
+        result = summary(turn[-1]["content"], finish)
+        ctx.emit("EngineResponse", result, source="engine")
+        status("completed")
+        return result
+
+
+class SinglePassEngine(LLMEngine):
+    engine_type = "SinglePassEngine"
+    command_type = "SinglePassEngineCommand"
+    description = "One model call per prompt, streamed; keeps the conversation (OpenAI-compatible or Anthropic)."
+
+
+class ToolChatEngine(LLMEngine):
+    engine_type = "ToolChatEngine"
+    command_type = "ToolChatEngineCommand"
+    description = ("The model calls the session's tools (run in the sandbox) until it answers, "
+                   "at most max_tool_rounds rounds; streamed; keeps the conversation.")
+    offers_tools = True
+    config_fields = CALL_FIELDS + (TOOL_ROUNDS,) + MEMORY_FIELDS
+
+
+LLM_ENGINES: tuple[type[LLMEngine], ...] = (SinglePassEngine, ToolChatEngine)
+
+
+def bind_engine_types(runtime: LLMRuntime) -> dict[str, type[EngineBase]]:
+    """Engine classes that know this daemon's runtime (one set per app: tests run several)."""
+    return {cls.engine_type: type(cls.__name__, (cls,), {"runtime": runtime}) for cls in LLM_ENGINES}

@@ -1,0 +1,142 @@
+"""Engine conversation memory: stored in the database, so it survives a restart.
+
+The store is the only copy: a turn reads the history when it starts and appends its messages
+when it ends (commands of a session run one at a time, so two turns of one engine never
+overlap). Nothing is cached, so ``reset`` needs no coordination with a running engine.
+
+Bounds: at most ``max_messages`` messages and ``max_chars`` characters (content plus tool-call
+arguments). Trimming drops the oldest messages and then keeps dropping until the memory starts
+at a user message: an exchange goes whole, so a tool result never outlives the assistant
+message that called it (providers reject such a history). The newest exchange is always kept,
+even when it alone is over the bounds: the model needs it to make sense of the next prompt.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from llmgine_daemon.bus.codec import dumps, loads
+from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.protocol import EngineMessage, Event, now_iso
+from llmgine_daemon.store.db import Store
+
+COLUMNS = "message_id, role, content, tool_calls, tool_call_id, name, partial, is_error, command_id, created_at"
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Bounds:
+    max_messages: int
+    max_chars: int
+
+
+def size_of(role: str, content: str, tool_calls: str | None) -> int:
+    return len(content) + (len(tool_calls) if tool_calls else 0)
+
+
+def plan_trim(rows: list[tuple[int, str, int]], bounds: Bounds) -> list[int]:
+    """Which message ids to drop. ``rows`` = (message_id, role, size), oldest first."""
+    total = sum(size for _, _, size in rows)
+    count = len(rows)
+    # The newest exchange (from the last user message on) is never dropped.
+    last_user = max((i for i, (_, role, _) in enumerate(rows) if role == "user"), default=0)
+    cut = 0
+    while cut < last_user and (count > bounds.max_messages or total > bounds.max_chars):
+        total -= rows[cut][2]
+        count -= 1
+        cut += 1
+    # Never start with an assistant or tool message: finish dropping the exchange.
+    while cut < last_user and rows[cut][1] != "user":
+        cut += 1
+    return [message_id for message_id, _, _ in rows[:cut]]
+
+
+def row_to_message(row: tuple[Any, ...]) -> Message:
+    msg: Message = {"role": row[1], "content": row[2]}
+    if row[3]:
+        msg["tool_calls"] = loads(row[3])
+    if row[4]:
+        msg["tool_call_id"] = row[4]
+    if row[5]:
+        msg["name"] = row[5]
+    if row[7]:
+        msg["is_error"] = True
+    return msg
+
+
+def row_to_wire(row: tuple[Any, ...]) -> EngineMessage:
+    return EngineMessage(
+        message_id=row[0], role=row[1], content=row[2], tool_calls=loads(row[3]) if row[3] else None,
+        tool_call_id=row[4], name=row[5], partial=bool(row[6]), is_error=bool(row[7]),
+        command_id=row[8], created_at=row[9],
+    )
+
+
+class Memory:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def load(self, engine_id: str) -> list[Message]:
+        rows = await self.store.fetchall(
+            f"SELECT {COLUMNS} FROM engine_messages WHERE engine_id = ? ORDER BY message_id", (engine_id,)
+        )
+        return [row_to_message(r) for r in rows]
+
+    async def append(
+        self, engine_id: str, messages: list[Message], bounds: Bounds, *, command_id: str | None = None,
+        partial_last: bool = False,
+    ) -> int:
+        """Add a turn's messages and trim, in one transaction; returns how many were dropped."""
+        ts = now_iso()
+
+        def write(conn: sqlite3.Connection) -> int:
+            for i, msg in enumerate(messages):
+                conn.execute(
+                    "INSERT INTO engine_messages (engine_id, role, content, tool_calls, tool_call_id, name,"
+                    " partial, is_error, command_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (engine_id, msg["role"], msg.get("content") or "",
+                     dumps(msg["tool_calls"]) if msg.get("tool_calls") else None,
+                     msg.get("tool_call_id"), msg.get("name"),
+                     int(partial_last and i == len(messages) - 1), int(bool(msg.get("is_error"))),
+                     command_id, ts),
+                )
+            rows = conn.execute(
+                "SELECT message_id, role, length(content) + coalesce(length(tool_calls), 0)"
+                " FROM engine_messages WHERE engine_id = ? ORDER BY message_id",
+                (engine_id,),
+            ).fetchall()
+            drop = plan_trim(rows, bounds)
+            if drop:
+                conn.execute(
+                    "DELETE FROM engine_messages WHERE engine_id = ? AND message_id <= ?", (engine_id, drop[-1])
+                )
+            return len(drop)
+
+        return await self.store.write(write)
+
+    async def list(self, engine_id: str, limit: int, offset: int) -> tuple[list[EngineMessage], int]:
+        def read(conn: sqlite3.Connection) -> tuple[list[EngineMessage], int]:
+            total = conn.execute(
+                "SELECT COUNT(*) FROM engine_messages WHERE engine_id = ?", (engine_id,)
+            ).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT {COLUMNS} FROM engine_messages WHERE engine_id = ? ORDER BY message_id LIMIT ? OFFSET ?",
+                (engine_id, limit, offset),
+            ).fetchall()
+            return [row_to_wire(r) for r in rows], total
+
+        return await self.store.read(read)
+
+    async def reset(self, engine_id: str, session_id: str) -> tuple[int, Event]:
+        """Forget the conversation; recorded as an ``EngineMemoryReset`` event, atomically."""
+
+        def write(conn: sqlite3.Connection) -> tuple[int, Event]:
+            deleted = conn.execute("DELETE FROM engine_messages WHERE engine_id = ?", (engine_id,)).rowcount
+            event = insert_event(conn, session_id, "EngineMemoryReset", {"engine_id": engine_id, "deleted": deleted},
+                                 source="engine")
+            return deleted, event
+
+        return await self.store.write(write)

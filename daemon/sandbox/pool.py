@@ -1,0 +1,490 @@
+"""The worker pool: runs user code (tools, handlers) in worker processes, never in the daemon.
+
+    SandboxPool(size, limits)          ``await start()`` probes isolation and spawns ``size``
+                                       workers; ``await stop()`` kills them all
+    await pool.inspect(kind, code, fn) validate code: syntax, the function, its JSON Schema
+    await pool.run(kind, code, fn, payload, context=...)   one call -> CallOutcome
+    pool.info()                        what /api/status reports under ``sandbox``
+    pool.bus_handler                   answers ``bus.publish/execute/call_tool`` from user code
+
+Workers are started as ``python -I -m llmgine_daemon.sandbox.worker`` (a clean interpreter, not
+a fork of the daemon) in their own session and process group, with an empty environment, a
+private temporary directory as cwd and no inherited descriptors but the two pipes; see
+``worker.py`` for the fork-per-call design and ``isolation.py`` for namespaces and cgroups.
+
+Every wait on a worker is an await on its pipe, so a spinning worker never blocks the event
+loop. A call past its deadline, a worker that dies or speaks garbage, and a cancelled call
+(the bus timing a command out) all cost the worker: its process group is killed and a fresh
+one is started in the background. Nothing is retried.
+
+Nested calls (a handler awaiting ``bus.execute`` that runs another handler) get a semaphore per
+depth, so a parent holding a worker never starves its own children: depth d only waits for
+depth d+1, which cannot wait on anything beyond ``max_depth``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmgine_daemon.sandbox import frames
+from llmgine_daemon.sandbox.isolation import Isolation, PidsCgroup, count_tasks, probe
+
+log = logging.getLogger("llmgine.sandbox")
+
+TIMEOUT = "TIMEOUT"
+WORKER_CRASHED = "WORKER_CRASHED"
+SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"
+SPAWN_TIMEOUT = 15.0
+_PROBED: dict[tuple[str, str], Isolation] = {}
+
+
+@dataclass
+class SandboxLimits:
+    deadline: float = 30.0  # seconds of wall time per call (a call may ask for another)
+    memory_bytes: int = 1024 * 2**20  # RLIMIT_AS per process
+    open_files: int = 256
+    processes: int = 32  # processes a call may run at once (cgroup, or RLIMIT_NPROC budget)
+    file_size_bytes: int = 64 * 2**20
+    max_output: int = 64 * 1024  # characters of print() kept per call
+    max_result: int = 1024 * 1024  # bytes of JSON a result may have
+    max_depth: int = 8  # nested bus.execute / call_tool / handler-triggered-events
+
+
+@dataclass
+class CallContext:
+    """Who is calling: passed back with every bus request the call makes."""
+
+    session_id: str | None
+    kind: str  # tool | command | event
+    name: str  # tool name, command type, event type
+    depth: int = 0
+    call_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CallOutcome:
+    ok: bool
+    result: Any = None
+    error: dict[str, Any] | None = None  # {code, message, details}
+    output: str = ""
+    output_truncated: bool = False
+    duration_ms: float = 0.0
+
+
+BusHandler = Callable[[CallContext, str, dict[str, Any]], Awaitable[Any]]
+LogHandler = Callable[[CallContext, str, str], None]
+
+
+class SandboxUnavailable(Exception):
+    """No worker could be started."""
+
+
+class _Worker:
+    def __init__(self, proc: asyncio.subprocess.Process, tmpdir: str, cgroup: Path | None,
+                 pidns: bool) -> None:
+        self.proc = proc
+        self.tmpdir = tmpdir
+        self.cgroup = cgroup
+        self.pidns = pidns
+        self.child_pid: int | None = None
+        self.calls = 0
+
+    async def read(self, max_size: int) -> frames.Frame:
+        assert self.proc.stdout is not None
+        header = await self.proc.stdout.readexactly(frames.HEADER.size)
+        (size,) = frames.HEADER.unpack(header)
+        if size > max_size:
+            raise frames.FrameError(f"frame of {size} bytes is over the {max_size} byte limit")
+        return frames.decode(await self.proc.stdout.readexactly(size))
+
+    def send(self, frame: frames.Frame) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(frames.encode(frame))
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker: its process group, the running child's group (which it
+        left with setpgid), and everything in its cgroup. Safe to call twice."""
+        if self.child_pid is not None and not self.pidns:
+            _killpg(self.child_pid)
+        _killpg(self.proc.pid)
+        if self.cgroup is not None:
+            PidsCgroup.kill_all(self.cgroup)
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class SandboxPool:
+    def __init__(self, size: int, limits: SandboxLimits | None = None, *,
+                 isolation: str = "auto", python: str | None = None) -> None:
+        self.size = max(1, size)
+        self.limits = limits or SandboxLimits()
+        self.isolation_mode = isolation
+        self.python = python or sys.executable
+        self.bus_handler: BusHandler | None = None
+        self.log_handler: LogHandler | None = None
+        self.isolation = Isolation()
+        self._cgroups: PidsCgroup | None = None
+        self._idle: list[_Worker] = []
+        self._busy = 0
+        self._sems: dict[int, asyncio.Semaphore] = {}
+        self._spawning: set[asyncio.Task[None]] = set()  # background spawns and reaps
+        self._pending = 0  # replacement workers being started
+        self._all: set[_Worker] = set()
+        self._started = False
+        self._boot_task: asyncio.Future[None] | None = None
+        self._python_version = ""
+        self._uid: int | None = None
+        self._counter = 0
+        self.stats = {"calls": 0, "timeouts": 0, "crashes": 0, "replaced": 0, "failed": 0}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin starting the workers in the background: the daemon answers at once, and the
+        first call waits for them (a failure to start is logged and fails calls, clearly)."""
+        self._boot_task = asyncio.ensure_future(self._boot())
+        # Reported by info() and by each call; retrieving it here keeps asyncio quiet.
+        self._boot_task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def wait_ready(self) -> None:
+        """Wait until the workers are up; raises SandboxUnavailable if they cannot start."""
+        if self._boot_task is None:
+            raise SandboxUnavailable("the sandbox is not running")
+        await asyncio.shield(self._boot_task)
+
+    async def _boot(self) -> None:
+        key = (self.isolation_mode, self.python)
+        if key not in _PROBED:  # one probe per process: the machine does not change
+            _PROBED[key] = await probe(self.isolation_mode, self.python)
+        self.isolation = _PROBED[key]
+        self._cgroups = PidsCgroup.create()
+        self._started = True
+        workers = await asyncio.gather(
+            *(self._spawn() for _ in range(self.size)), return_exceptions=True
+        )
+        for w in workers:
+            if isinstance(w, BaseException):
+                log.error("sandbox: cannot start a worker: %s", w)
+                if isinstance(w, SandboxUnavailable):
+                    raise w
+                raise SandboxUnavailable(f"cannot start a sandbox worker: {w}") from w
+            self._release(w)
+        log.info("sandbox: %d workers, isolation %s %s, process cap %s", self.size,
+                 self.isolation.level, ",".join(self.isolation.namespaces), self._process_cap())
+
+    async def stop(self) -> None:
+        self._started = False
+        if self._boot_task is not None:
+            self._boot_task.cancel()
+            await asyncio.gather(self._boot_task, return_exceptions=True)
+        for task in list(self._spawning):
+            task.cancel()
+        await asyncio.gather(*self._spawning, return_exceptions=True)
+        workers = list(self._all)
+        self._idle.clear()
+        for w in workers:
+            w.kill()
+        await asyncio.gather(*(self._reap(w) for w in workers), return_exceptions=True)
+        if self._cgroups is not None:
+            await self._cgroups.close()
+            self._cgroups = None
+
+    def info(self) -> dict[str, Any]:
+        boot = self._boot_task
+        if boot is None or boot.cancelled() or not (self._started or boot.done()):
+            state = "stopped"
+        elif not boot.done():
+            state = "starting"
+        else:
+            state = "failed" if boot.exception() is not None else "running"
+        return {
+            "state": state,
+            "isolation": self.isolation.level,
+            "namespaces": list(self.isolation.namespaces),
+            "process_cap": self._process_cap(),
+            "uid": self._uid,
+            "fresh_process_per_call": True,
+            "workers": self.size,
+            "idle": len(self._idle),
+            "busy": self._busy,
+            "python": self._python_version,
+            "limits": asdict(self.limits),
+            **self.stats,
+        }
+
+    def _process_cap(self) -> str:
+        if self._cgroups is not None:
+            return "cgroup"
+        if os.geteuid() != 0 or "user" in self.isolation.namespaces:
+            return "rlimit"
+        return "none"
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def inspect(self, kind: str, code: str, function: str | None) -> CallOutcome:
+        """Compile and load ``code`` in a worker; the result describes the function."""
+        context = CallContext(session_id=None, kind=kind, name=function or "")
+        run = frames.Run(call_id=context.call_id, op="inspect", kind=kind, code=code,
+                         function=function, deadline=min(self.limits.deadline, 10.0),
+                         max_output=self.limits.max_output, max_result=self.limits.max_result)
+        return await self._run(run, context)
+
+    async def run(self, kind: str, code: str, function: str | None, payload: Any, *,
+                  context: CallContext, deadline: float | None = None) -> CallOutcome:
+        """Run one call. ``payload``: the arguments (tool) or the record (handlers)."""
+        run = frames.Run(
+            call_id=context.call_id, op="call", kind=kind, code=code, function=function,
+            payload=json.dumps(payload).encode(), deadline=deadline or self.limits.deadline,
+            max_output=self.limits.max_output, max_result=self.limits.max_result,
+        )
+        self.stats["calls"] += 1
+        outcome = await self._run(run, context)
+        if not outcome.ok:
+            self.stats["failed"] += 1
+        return outcome
+
+    async def _run(self, run: frames.Run, context: CallContext) -> CallOutcome:
+        try:
+            await self.wait_ready()
+        except SandboxUnavailable as exc:
+            return CallOutcome(ok=False, error=_err(SANDBOX_UNAVAILABLE, str(exc)))
+        if not self._started:
+            return CallOutcome(ok=False, error=_err(SANDBOX_UNAVAILABLE, "the sandbox is stopping"))
+        depth = min(max(context.depth, 0), self.limits.max_depth)
+        sem = self._sems.setdefault(depth, asyncio.Semaphore(self.size))
+        async with sem:
+            try:
+                worker = await self._acquire()
+            except SandboxUnavailable as exc:
+                return CallOutcome(ok=False, error=_err(SANDBOX_UNAVAILABLE, str(exc)))
+            self._busy += 1
+            healthy = False
+            try:
+                outcome, healthy = await self._call(worker, run, context)
+                return outcome
+            finally:
+                self._busy -= 1
+                worker.child_pid = None
+                if healthy:
+                    self._release(worker)
+                else:
+                    self._discard(worker)
+
+    async def _call(self, worker: _Worker, run: frames.Run,
+                    context: CallContext) -> tuple[CallOutcome, bool]:
+        started = time.monotonic()
+        done: frames.Done | None = None
+        max_frame = self.limits.max_result + 4 * self.limits.max_output + 65536
+        worker.calls += 1
+
+        def elapsed() -> float:
+            return round((time.monotonic() - started) * 1000, 3)
+
+        try:
+            async with asyncio.timeout(run.deadline):
+                worker.send(run)
+                while True:
+                    frame = await worker.read(max_frame)
+                    if isinstance(frame, frames.Started):
+                        worker.child_pid = frame.pid
+                    elif isinstance(frame, frames.BusRequest):
+                        worker.send(await self._answer(context, frame))
+                    elif isinstance(frame, frames.Log):
+                        if self.log_handler is not None:
+                            self.log_handler(context, frame.level, frame.message)
+                    elif isinstance(frame, frames.Done):
+                        done = frame
+                    elif isinstance(frame, frames.Exited):
+                        break
+                    else:
+                        raise frames.FrameError(f"unexpected {type(frame).__name__} frame")
+        except TimeoutError:
+            self.stats["timeouts"] += 1
+            worker.kill()
+            return CallOutcome(ok=False, duration_ms=elapsed(), error=_err(
+                TIMEOUT,
+                f"the call did not finish within {run.deadline:g} s; its worker was killed "
+                "and replaced",
+                deadline_s=run.deadline,
+            )), False
+        except (asyncio.IncompleteReadError, ConnectionError, frames.FrameError) as exc:
+            self.stats["crashes"] += 1
+            worker.kill()
+            returncode = await _wait_briefly(worker.proc)
+            return CallOutcome(ok=False, duration_ms=elapsed(), error=_err(
+                WORKER_CRASHED, f"the worker failed during the call: {_describe(exc, returncode)}",
+            )), False
+        except BaseException:  # cancelled (a command timeout): the child may still be running
+            worker.kill()
+            raise
+        if done is None:
+            self.stats["crashes"] += 1
+            # The zygote survived and reported how the child ended: the worker stays.
+            return CallOutcome(ok=False, duration_ms=elapsed(), error=_err(
+                WORKER_CRASHED,
+                f"the process running the call died before answering ({frame.status})",
+                status=frame.status,
+            )), True
+        outcome = CallOutcome(
+            ok=done.ok, error=done.error, output=done.output,
+            output_truncated=done.output_truncated, duration_ms=elapsed(),
+        )
+        if done.ok:
+            outcome.result = json.loads(done.result)
+        return outcome, True
+
+    async def _answer(self, context: CallContext, request: frames.BusRequest) -> frames.BusReply:
+        if self.bus_handler is None:
+            return frames.BusReply(request.req_id, ok=False, error="no bus is attached")
+        try:
+            args = json.loads(request.args)
+            if not isinstance(args, dict):
+                raise ValueError("arguments must be an object")
+            value = await self.bus_handler(context, request.op, args)
+            return frames.BusReply(request.req_id, ok=True, value=json.dumps(value).encode())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the failure goes back to user code as BusCallError
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            return frames.BusReply(request.req_id, ok=False, error=message)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def _acquire(self) -> _Worker:
+        while self._idle:
+            worker = self._idle.pop()
+            if worker.proc.returncode is None:
+                return worker
+            self._schedule(self._reap(worker))
+        return await self._spawn()
+
+    def _release(self, worker: _Worker) -> None:
+        if self._started and len(self._idle) < self.size:
+            self._idle.append(worker)
+        else:
+            worker.kill()
+            self._schedule(self._reap(worker))
+
+    def _discard(self, worker: _Worker) -> None:
+        self.stats["replaced"] += 1
+        worker.kill()
+        self._schedule(self._reap(worker))
+        if self._started and len(self._idle) + self._busy + self._pending < self.size:
+            self._schedule(self._top_up())
+
+    async def _top_up(self) -> None:
+        self._pending += 1
+        try:
+            worker = await self._spawn()
+        except SandboxUnavailable as exc:
+            log.error("sandbox: cannot replace a worker: %s", exc)
+            return
+        finally:
+            self._pending -= 1
+        self._release(worker)
+
+    def _schedule(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._spawning.add(task)
+        task.add_done_callback(self._spawning.discard)
+
+    async def _spawn(self) -> _Worker:
+        self._counter += 1
+        name = f"w{self._counter}"
+        tmpdir = tempfile.mkdtemp(prefix=f"llmgine-sandbox-{os.getpid()}-{name}-")
+        cgroup = (
+            self._cgroups.make(name, self.limits.processes + 2)  # + the zygote and its child
+            if self._cgroups is not None else None
+        )
+        uid = os.geteuid()
+        limits = {
+            "memory_bytes": self.limits.memory_bytes,
+            "open_files": self.limits.open_files,
+            "file_size_bytes": self.limits.file_size_bytes,
+            "nproc": (count_tasks(uid) + self.limits.processes + 2) if uid != 0 else 0,
+        }
+        config = json.dumps({"limits": limits, "cgroup": str(cgroup) if cgroup else ""})
+        argv = [*self.isolation.prefix, self.python, "-I", "-m",
+                "llmgine_daemon.sandbox.worker", config]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL, env={}, cwd=tmpdir, close_fds=True,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise SandboxUnavailable(f"cannot start {self.python}: {exc}") from exc
+        worker = _Worker(proc, tmpdir, cgroup, pidns="pid" in self.isolation.namespaces)
+        self._all.add(worker)
+        try:
+            ready = await asyncio.wait_for(worker.read(65536), SPAWN_TIMEOUT)
+            if not isinstance(ready, frames.Ready):
+                raise frames.FrameError(f"expected Ready, got {type(ready).__name__}")
+        except BaseException as exc:
+            worker.kill()
+            await self._reap(worker)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise SandboxUnavailable(f"worker did not start: {_describe(exc, None)}") from None
+        self._python_version = ready.python
+        self._uid = ready.uid
+        return worker
+
+    async def _reap(self, worker: _Worker) -> None:
+        try:
+            if worker.proc.stdin is not None:
+                worker.proc.stdin.close()
+            await asyncio.wait_for(worker.proc.wait(), 5)
+        except (TimeoutError, ProcessLookupError):
+            pass
+        self._forget(worker)
+        if worker.cgroup is not None and self._cgroups is not None:
+            await self._cgroups.release(worker.cgroup)
+
+    def _forget(self, worker: _Worker) -> None:
+        self._all.discard(worker)
+        shutil.rmtree(worker.tmpdir, ignore_errors=True)
+
+
+async def _wait_briefly(proc: asyncio.subprocess.Process) -> int | None:
+    try:
+        return await asyncio.wait_for(proc.wait(), 1)
+    except TimeoutError:
+        return None
+
+
+def _describe(exc: BaseException, returncode: int | None) -> str:
+    if isinstance(exc, asyncio.IncompleteReadError):
+        what = "it closed its pipe"
+    else:
+        what = str(exc) or type(exc).__name__
+    if returncode is not None and returncode < 0:
+        try:
+            return f"{what} (killed by signal {signal.Signals(-returncode).name})"
+        except ValueError:
+            pass
+    return what
+
+
+def _err(code: str, message: str, **details: Any) -> dict[str, Any]:
+    return {"code": code, "message": message, "details": details}

@@ -1,0 +1,199 @@
+"""Hostile user code, with real worker processes: the call fails, the daemon does not."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+import time
+
+import pytest
+from llmgine_daemon.api.keys import BUS
+
+from tests.conftest import create_session
+
+DEADLINE = 1.0
+
+
+def rss_kib() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+async def sandbox(make_client):
+    client = await make_client(API_WORKERS="2", LLMGINE_SANDBOX_MAX_PROCESSES="16")
+    sid = (await create_session(client))["session_id"]
+
+    async def run(code: str, name: str = "f", arguments: dict | None = None,
+                  timeout: float = DEADLINE) -> dict:
+        resp = await client.post(f"/api/sessions/{sid}/tools?replace=true", json={
+            "name": name, "function_code": textwrap.dedent(code), "timeout": timeout})
+        assert resp.status == 201, await resp.text()
+        resp = await client.post(f"/api/sessions/{sid}/tools/{name}/execute",
+                                 json={"arguments": arguments or {}})
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+    run.client = client  # type: ignore[attr-defined]
+    return run
+
+
+async def still_works(sandbox) -> None:
+    out = await sandbox("def f():\n    return 42\n")
+    assert out["result"] == 42, out
+
+
+async def poll_health(client, stop: asyncio.Event) -> list[float]:
+    latencies = []
+    while not stop.is_set():
+        t0 = time.monotonic()
+        resp = await client.get("/api/health")
+        assert resp.status == 200
+        latencies.append(time.monotonic() - t0)
+        await asyncio.sleep(0.05)
+    return latencies
+
+
+@pytest.mark.parametrize("code", [
+    "def f():\n    while True:\n        pass\n",
+    "async def f():\n    while True:\n        pass\n",
+    "import asyncio\nasync def f():\n    await asyncio.sleep(3600)\n",
+], ids=["sync", "async", "sleep"])
+async def test_infinite_loop_times_out_and_daemon_answers(sandbox, code):
+    client = sandbox.client
+    stop = asyncio.Event()
+    poller = asyncio.create_task(poll_health(client, stop))
+    t0 = time.monotonic()
+    out = await sandbox(code)
+    elapsed = time.monotonic() - t0
+    stop.set()
+    latencies = await poller
+    assert out["error"]["code"] == "TIMEOUT", out
+    assert elapsed < DEADLINE + 1.0
+    assert len(latencies) >= 5 and max(latencies) < 0.5
+    await still_works(sandbox)
+    info = (await (await client.get("/api/status")).json())["sandbox"]
+    assert info["timeouts"] >= 1 and info["replaced"] >= 1
+
+
+async def test_ten_gib_allocation_fails_without_growing_the_daemon(sandbox):
+    before = rss_kib()
+    out = await sandbox("def f():\n    data = bytearray(10 * 2**30)\n    return len(data)\n")
+    assert out["error"]["details"]["type"] == "MemoryError", out
+    assert rss_kib() - before < 50 * 1024
+    await still_works(sandbox)
+
+
+async def test_fork_loop_is_capped(sandbox):
+    out = await sandbox("""
+        import os, time
+
+        def f():
+            forked = 0
+            for _ in range(2000):
+                try:
+                    pid = os.fork()
+                except OSError as exc:
+                    return {"forked": forked, "error": type(exc).__name__}
+                if pid == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                forked += 1
+            return {"forked": forked, "error": None}
+    """, timeout=10)
+    assert out["error"] is None, out
+    assert out["result"]["error"] == "BlockingIOError"
+    assert out["result"]["forked"] <= 16
+    await still_works(sandbox)
+
+
+async def test_opening_100k_files_is_capped(sandbox):
+    out = await sandbox("""
+        def f():
+            handles = []
+            try:
+                for _ in range(100_000):
+                    handles.append(open("/dev/null"))
+            except OSError as exc:
+                return {"opened": len(handles), "errno": exc.errno}
+            return {"opened": len(handles), "errno": None}
+    """, timeout=10)
+    assert out["result"]["errno"] == 24 and out["result"]["opened"] < 300, out
+
+
+@pytest.mark.parametrize("code,status", [
+    ("import os\ndef f():\n    os._exit(7)\n", "exit status 7"),
+    ("import ctypes\ndef f():\n    ctypes.string_at(0)\n", "SIGSEGV"),
+], ids=["os._exit", "segfault"])
+async def test_crash_fails_the_call_and_the_pool_recovers(sandbox, code, status):
+    out = await sandbox(code)
+    assert out["error"]["code"] == "WORKER_CRASHED", out
+    assert status in out["error"]["message"]
+    for _ in range(3):
+        await still_works(sandbox)
+
+
+async def test_environment_holds_no_secret(make_client, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-in-daemon-env")
+    client = await make_client(API_KEY_SECRET="super-secret-key", API_WORKERS="1")
+    auth = {"Authorization": "Bearer super-secret-key"}
+    sid = (await (await client.post("/api/sessions", json={}, headers=auth)).json())["session_id"]
+    code = textwrap.dedent("""
+        import os
+        def f():
+            return {"environ": dict(os.environ), "cwd": os.getcwd()}
+    """)
+    resp = await client.post(f"/api/sessions/{sid}/tools", headers=auth,
+                             json={"name": "f", "function_code": code})
+    assert resp.status == 201
+    out = await (await client.post(f"/api/sessions/{sid}/tools/f/execute", json={},
+                                   headers=auth)).json()
+    assert out["result"]["environ"] == {}
+    text = json.dumps(out)
+    assert "secret" not in text
+    assert "llmgine-sandbox" in out["result"]["cwd"]
+
+
+async def test_printing_a_gigabyte_is_capped(sandbox):
+    out = await sandbox("""
+        def f():
+            line = "x" * (1024 * 1024 - 1)
+            for _ in range(1024):
+                print(line)
+            return "done"
+    """, timeout=20)
+    assert out["result"] == "done", out["error"]
+    assert out["output_truncated"] is True
+    assert len(out["output"]) == 65536
+
+
+async def test_oversized_result_is_refused(sandbox):
+    out = await sandbox("def f():\n    return 'x' * (2 * 1024 * 1024)\n")
+    assert out["error"]["code"] == "RESULT_TOO_LARGE"
+
+
+async def test_no_network_in_the_namespace(sandbox):
+    info = (await (await sandbox.client.get("/api/status")).json())["sandbox"]
+    if "net" not in info["namespaces"]:
+        pytest.skip("no network namespace on this machine")
+    out = await sandbox("""
+        import socket
+        def f():
+            try:
+                socket.create_connection(("1.1.1.1", 53), timeout=0.5)
+            except OSError as exc:
+                return type(exc).__name__
+            return "connected"
+    """)
+    assert out["result"] != "connected"
+
+
+async def test_status_reports_isolation(sandbox):
+    info = (await (await sandbox.client.get("/api/status")).json())["sandbox"]
+    assert info["isolation"] in ("namespaces", "rlimits")
+    assert info["workers"] == 2 and info["fresh_process_per_call"] is True
+    assert info["limits"]["max_output"] == 65536
+    assert sandbox.client.server.app[BUS].sandbox is not None
