@@ -51,11 +51,13 @@ REPLAY_PAGE = 500
 # Live events a subscriber may have waiting before it is switched back to replay. The queue
 # holds references to events shared by every subscriber, so this bounds memory per subscriber.
 DEFAULT_QUEUE_SIZE = 2048
-# Under load, consumers are woken at most once per this interval (seconds) with everything
-# that arrived meanwhile; an idle hub wakes them at once. A hundred subscribers woken per
-# event cost a task switch and a write each, a thousand times a second: batching them keeps
-# fan-out within one core for the price of a few milliseconds of latency.
-FLUSH_INTERVAL = 0.004
+# With many subscribers, consumers are woken at most once per this interval (seconds) with
+# everything that arrived meanwhile; an idle hub, or one with few subscribers, wakes them at
+# once. A hundred subscribers woken per event cost a task switch and a write each, a thousand
+# times a second: batching them keeps fan-out within one core for a few milliseconds of
+# latency, a price a lone `event tail` need not pay.
+FLUSH_INTERVAL = 0.008
+FLUSH_MIN_SUBSCRIBERS = 16
 # How often the hub checks the store for events that were committed but never announced.
 POLL_INTERVAL = 1.0
 # Encoded events kept for re-use across subscribers (encode once, send N times).
@@ -260,6 +262,7 @@ class StreamHub:
         self._encoded_bytes = 0
         self.flush_interval = FLUSH_INTERVAL
         self._ready: set[Subscription] = set()
+        self._count = 0  # subscriptions registered
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = 0.0
         # Figures for tests and the benchmark.
@@ -366,12 +369,14 @@ class StreamHub:
             sub._end_after_drain(info["ended"])
 
     def _register(self, sub: Subscription) -> None:
+        self._count += 1
         if sub.filter.session_id is None:
             self._global.add(sub)
         else:
             self._by_session.setdefault(sub.filter.session_id, set()).add(sub)
 
     def _unregister(self, sub: Subscription) -> None:
+        self._count -= 1
         self._global.discard(sub)
         session_id = sub.filter.session_id
         if session_id is not None:
@@ -443,6 +448,8 @@ class StreamHub:
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
             delay = self._last_flush + self.flush_interval - loop.time()
+            if self._count < FLUSH_MIN_SUBSCRIBERS:
+                delay = 0.0
             if delay <= 0:
                 # After the current notification: its whole batch goes out in one wake.
                 self._flush_handle = loop.call_soon(self._flush)
