@@ -233,3 +233,16 @@ async def test_shutdown_closes_streams_with_1001(make_settings, home):
         body = await sse.content.read()  # the SSE response ends (it does not hang shutdown)
         assert b"event: stream.hello" in body
         assert b'event: stream.end\ndata: {"type":"end","code":1001' in body
+
+
+async def test_events_committed_without_a_notification_still_arrive(app_client):
+    """A publisher that forgets EventLog.notify: the hub's poll finds the event in the store."""
+    sid = (await create_session(app_client))["session_id"]
+    async with app_client.ws_connect(f"/api/sessions/{sid}/events/stream") as ws:
+        await ws_read(ws)
+        silent = await publish(app_client.app, sid, "Silent", notify=False)
+        loud = await publish(app_client.app, sid, "Loud")  # skips a seq: filled from the store
+        got = await ws_events(ws, 2)
+        assert [e["seq"] for e in got] == [silent[0].seq, loud[0].seq]
+        last = await publish(app_client.app, sid, "Last", notify=False)  # nothing after it
+        assert (await ws_events(ws, 1, timeout=10))[0]["seq"] == last[0].seq
