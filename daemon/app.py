@@ -18,6 +18,7 @@ from llmgine_daemon.api import (
     handlers,
     observability,
     sessions,
+    streams,
     system,
     tools,
 )
@@ -33,8 +34,11 @@ from llmgine_daemon.store.db import Store
 
 log = logging.getLogger("llmgine.app")
 
+# streams before events: aiohttp matches dynamic routes in registration order, and
+# /api/sessions/{id}/events/{event_id} would take "stream" for an event id.
 ROUTE_MODULES = (
-    system, sessions, commands, events, engines, engine_memory, tools, handlers, observability, auth,
+    system, streams, sessions, commands, events, engines, engine_memory, tools, handlers,
+    observability, auth,
 )
 
 
@@ -109,6 +113,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_bus_ctx)
     # After the bus: credentials live in its store. Guards every route, present and future.
     guard.install(app, settings)
+    # After the bus: streams start once it is up and end (1001) before it stops.
+    app.cleanup_ctx.append(streams.streams_ctx)
+    app.on_shutdown.append(streams.close_streams)
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(observability.stamp_traceparent)
     for module in ROUTE_MODULES:

@@ -8,6 +8,7 @@ import weakref
 from aiohttp import web
 from llmgine_daemon.bus.auth import Credentials
 from llmgine_daemon.bus.core import Bus
+from llmgine_daemon.bus.streams import StreamHub
 from llmgine_daemon.engines.runtime import LLMRuntime
 from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.settings import Settings
@@ -26,3 +27,5 @@ WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 LLM = web.AppKey("llm", LLMRuntime)
 # API keys and session tokens (bus/auth.py); the guard's own state is api/guard.GUARD.
 CREDENTIALS = web.AppKey("credentials", Credentials)
+# Live event streams (api/streams.py): the subscriber registry, started after the bus.
+STREAMS = web.AppKey("streams", StreamHub)
