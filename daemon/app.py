@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import WSCloseCode, web
 from llmgine_daemon.api import (
     commands,
+    db,
     engine_memory,
     engines,
     events,
@@ -21,7 +22,16 @@ from llmgine_daemon.api import (
 )
 from llmgine_daemon.api.auth import auth_middleware
 from llmgine_daemon.api.errors import error_middleware
-from llmgine_daemon.api.keys import BUS, LISTENERS, LLM, OBSERVABILITY, SETTINGS, SHUTDOWN, WEBSOCKETS
+from llmgine_daemon.api.keys import (
+    BUS,
+    LISTENERS,
+    LLM,
+    OBSERVABILITY,
+    RETENTION,
+    SETTINGS,
+    SHUTDOWN,
+    WEBSOCKETS,
+)
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.engines import ENGINE_TYPES
 from llmgine_daemon.engines.runtime import LLMRuntime
@@ -29,10 +39,13 @@ from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.sandbox.pool import SandboxLimits, SandboxPool
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import Store
+from llmgine_daemon.store.maintenance import Retention, rules_from
 
 log = logging.getLogger("llmgine.app")
 
-ROUTE_MODULES = (system, sessions, commands, events, engines, engine_memory, tools, handlers, observability)
+ROUTE_MODULES = (
+    system, sessions, commands, events, engines, engine_memory, tools, handlers, observability, db,
+)
 
 
 def sandbox_pool(settings: Settings) -> SandboxPool:
@@ -51,7 +64,8 @@ def sandbox_pool(settings: Settings) -> SandboxPool:
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = Store(settings.database_path, synchronous=settings["database.synchronous"])
+    store = Store(settings.database_path, synchronous=settings["database.synchronous"],
+                  busy_timeout=settings["database.busy_timeout"])
     await store.open()
     # Observability first in, last out: it sees the bus start and stop, and flushes its
     # buffered logs and spans before the store closes.
@@ -71,11 +85,15 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         llm.attach(bus)
         app[BUS] = bus
         app[LLM] = llm
+        retention = Retention(store, rules_from(settings), settings["database.retention_interval"])
+        app[RETENTION] = retention
         try:
             await pool.start()
             await bus.start()
+            retention.start()
             yield
         finally:
+            await retention.stop()
             await bus.stop()
             await llm.close()
             await pool.stop()

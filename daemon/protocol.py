@@ -352,6 +352,36 @@ class StorageInfo(msgspec.Struct):
     size_bytes: int
 
 
+class DbTable(msgspec.Struct):
+    name: str
+    rows: int
+    # Pages of the table and its indexes (SQLite's dbstat), in bytes.
+    size_bytes: int
+    index_bytes: int
+
+
+class DbStats(msgspec.Struct):
+    backend: str
+    path: str
+    # The database file plus its -wal and -shm files.
+    size_bytes: int
+    file_bytes: dict[str, int]
+    page_size: int
+    page_count: int
+    freelist_pages: int
+    journal_mode: str
+    synchronous: str
+    tables: list[DbTable]
+    retention: dict[str, Any] = {}
+
+
+class VacuumResult(msgspec.Struct):
+    before_bytes: int
+    after_bytes: int
+    reclaimed_bytes: int
+    duration_ms: float
+
+
 class StatusCounts(msgspec.Struct):
     sessions: int
     active_sessions: int

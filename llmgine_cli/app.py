@@ -28,7 +28,17 @@ from llmgine_cli.client import (
     LlmgineError,
     RequestTimeout,
 )
-from llmgine_cli.commands import commands, config, daemon, engines, events, observability, sessions, system
+from llmgine_cli.commands import (
+    commands,
+    config,
+    daemon,
+    db,
+    engines,
+    events,
+    observability,
+    sessions,
+    system,
+)
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.status import ExitStatus, describe, http_to_exit_status
 
@@ -112,6 +122,7 @@ app.add_typer(events.app, name="event")
 app.add_typer(engines.app, name="engine")
 app.add_typer(config.app, name="config")
 app.add_typer(daemon.app, name="daemon")
+app.add_typer(db.app, name="db")
 app.add_typer(system.app)  # health, status, shutdown: top-level
 app.add_typer(observability.app)  # logs, log, metrics, trace, traces: top-level
 

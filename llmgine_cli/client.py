@@ -42,6 +42,7 @@ from llmgine_daemon.protocol import (
     Command,
     CommandList,
     ConfigView,
+    DbStats,
     Engine,
     EngineList,
     EngineTypeList,
@@ -60,6 +61,7 @@ from llmgine_daemon.protocol import (
     Status,
     TraceList,
     TraceView,
+    VacuumResult,
 )
 
 T = TypeVar("T")
@@ -274,6 +276,14 @@ class Client:
 
     def shutdown(self) -> ShutdownAccepted:
         return self._call("POST", "/api/shutdown", ShutdownAccepted, body={})
+
+    # -- db ------------------------------------------------------------------------------
+
+    def db_stats(self) -> DbStats:
+        return self._call("GET", "/api/db/stats", DbStats)
+
+    def db_vacuum(self) -> VacuumResult:
+        return self._call("POST", "/api/db/vacuum", VacuumResult, body={})
 
     # -- sessions ------------------------------------------------------------------------
 

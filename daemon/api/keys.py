@@ -10,6 +10,7 @@ from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.engines.runtime import LLMRuntime
 from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.settings import Settings
+from llmgine_daemon.store.maintenance import Retention
 
 BUS = web.AppKey("bus", Bus)
 SETTINGS = web.AppKey("settings", Settings)
@@ -23,3 +24,5 @@ SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 # LLM engines' providers (HTTP connection pool) and conversation memory.
 LLM = web.AppKey("llm", LLMRuntime)
+# Background pruning of events, logs and spans (its settings and counters show in db stats).
+RETENTION = web.AppKey("retention", Retention)
