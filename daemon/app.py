@@ -9,18 +9,19 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 from llmgine_daemon.api import (
+    auth,
     commands,
     db,
     engine_memory,
     engines,
     events,
+    guard,
     handlers,
     observability,
     sessions,
     system,
     tools,
 )
-from llmgine_daemon.api.auth import auth_middleware
 from llmgine_daemon.api.errors import error_middleware
 from llmgine_daemon.api.keys import (
     BUS,
@@ -44,7 +45,7 @@ from llmgine_daemon.store.maintenance import Retention, rules_from
 log = logging.getLogger("llmgine.app")
 
 ROUTE_MODULES = (
-    system, sessions, commands, events, engines, engine_memory, tools, handlers, observability, db,
+    system, sessions, commands, events, engines, engine_memory, tools, handlers, observability, auth, db,
 )
 
 
@@ -114,7 +115,7 @@ async def _close_websockets(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         # observability outermost: it times and traces everything, error responses included.
-        middlewares=[observability.observability_middleware, error_middleware, auth_middleware],
+        middlewares=[observability.observability_middleware, error_middleware, guard.guard_middleware],
         client_max_size=settings["server.max_body_size"],
     )
     app[SETTINGS] = settings
@@ -122,6 +123,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SHUTDOWN] = asyncio.Event()
     app[WEBSOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(_bus_ctx)
+    # After the bus: credentials live in its store. Guards every route, present and future.
+    guard.install(app, settings)
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(observability.stamp_traceparent)
     for module in ROUTE_MODULES:

@@ -42,6 +42,9 @@ class ErrorCode:
     FORBIDDEN = "FORBIDDEN"
     RATE_LIMITED = "RATE_LIMITED"
     SHUTTING_DOWN = "SHUTTING_DOWN"
+    KEY_NOT_FOUND = "KEY_NOT_FOUND"
+    LIMIT_REACHED = "LIMIT_REACHED"
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
     STORAGE_BUSY = "STORAGE_BUSY"
     INSUFFICIENT_STORAGE = "INSUFFICIENT_STORAGE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
@@ -98,6 +101,11 @@ ERROR_STATUS: dict[str, int] = {
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.SHUTTING_DOWN: 503,
+    ErrorCode.KEY_NOT_FOUND: 404,
+    # A configured maximum (sessions, engines, tools, WebSockets) is reached: the request
+    # conflicts with the server's current state; ending something frees room.
+    ErrorCode.LIMIT_REACHED: 409,
+    ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.STORAGE_BUSY: 503,
     ErrorCode.INSUFFICIENT_STORAGE: 507,
     ErrorCode.INTERNAL_ERROR: 500,
@@ -110,6 +118,12 @@ ERROR_STATUS: dict[str, int] = {
     ErrorCode.PROVIDER_BAD_RESPONSE: 502,
     ErrorCode.PROVIDER_BAD_REQUEST: 502,
 }
+
+# Browsers cannot set headers on a WebSocket: they offer the credential as a subprotocol
+# ``llmgine.bearer.<TOKEN>`` next to ``llmgine``, which the daemon selects.
+WS_PROTOCOL = "llmgine"
+WS_TOKEN_PROTOCOL_PREFIX = "llmgine.bearer."
+SESSION_TOKEN_HEADER = "X-Session-Token"
 
 # The header the daemon stamps on every response so a client can report a version mismatch.
 VERSION_HEADER = "X-Llmgine-Version"
@@ -417,6 +431,51 @@ class ConfigView(msgspec.Struct):
 class ShutdownAccepted(msgspec.Struct):
     status: str
     message: str
+
+
+# -- credentials (api/auth.py) ----------------------------------------------------------
+
+KeyState = Literal["active", "expired", "revoked"]
+
+
+class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str | None = None
+    # Seconds from now, or an absolute ISO 8601 time; at most one of them.
+    expires_in: int | None = None
+    expires_at: str | None = None
+
+
+class ApiKeyInfo(msgspec.Struct):
+    key_id: str
+    name: str | None
+    prefix: str
+    kind: str
+    state: str
+    created_at: str
+    last_used_at: str | None = None
+    expires_at: str | None = None
+    revoked_at: str | None = None
+
+
+class ApiKeyCreated(msgspec.Struct):
+    key_id: str
+    name: str | None
+    prefix: str
+    created_at: str
+    expires_at: str | None
+    # The only time the key is ever shown: only its hash is stored.
+    key: str
+
+
+class ApiKeyList(msgspec.Struct):
+    keys: list[ApiKeyInfo]
+    total: int
+
+
+class SessionTokenCreated(msgspec.Struct):
+    session_id: str
+    session_token: str
+    created_at: str
 
 
 # -- observability -----------------------------------------------------------------------

@@ -17,16 +17,21 @@ import logging.handlers
 import os
 import signal
 import socket
+import sqlite3
 import sys
 from pathlib import Path
 
 from aiohttp import web
 from llmgine_daemon import __version__
 from llmgine_daemon.api.keys import LISTENERS, SHUTDOWN
+from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.app import create_app
+from llmgine_daemon.observability.redact import RedactingFormatter
+from llmgine_daemon.protocol import now_iso
 from llmgine_daemon.settings import (
     ConfigError,
     Settings,
+    check_config_file_mode,
     describe,
     ensure_private_dir,
     load_settings,
@@ -112,10 +117,13 @@ def setup_logging(settings: Settings) -> None:
     fmt = settings["logging.format"]
     # auto: a file is for machines (JSON lines); stderr is read by people, also through
     # `llmgine daemon logs`, so it gets text (with the same context as key=value pairs).
+    inner: logging.Formatter
     if fmt == "text" or (fmt == "auto" and not log_file):
-        handler.setFormatter(TextFormatter())
+        inner = TextFormatter()
     else:
-        handler.setFormatter(JsonFormatter())
+        inner = JsonFormatter()
+    # Whatever the format, credentials are masked in the final text (docs/security.md).
+    handler.setFormatter(RedactingFormatter(inner, secrets=[settings["security.api_key_secret"] or ""]))
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -125,18 +133,51 @@ def setup_logging(settings: Settings) -> None:
     logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
 
 
+def _user_keys_exist(database: Path) -> bool:
+    """Whether `llmgine auth key create` minted a key that is still good (read-only peek;
+    the local CLI's key does not count: it was not configured on purpose)."""
+    if not database.exists():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)
+        try:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM api_keys WHERE kind = 'user' AND revoked_at IS NULL"
+                " AND (expires_at IS NULL OR expires_at > ?)",
+                (now_iso(),),
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False  # no table yet (never migrated): no keys
+    return bool(row and row[0])
+
+
 def check_bind(settings: Settings) -> None:
     if not settings.tcp_enabled:
         return
     host = settings.host
     try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         loopback = False
-    if not loopback and not settings["security.api_key_secret"]:
-        raise StartupError(
-            f"server.host {host!r}: refusing to listen on a non-loopback address without a "
-            "credential; set security.api_key_secret (API_KEY_SECRET) first"
+    if loopback or settings["security.api_key_secret"]:
+        return
+    if _user_keys_exist(settings.database_path):
+        return
+    raise StartupError(
+        f"server.host {host!r}: refusing to listen on a non-loopback address without a "
+        "credential; set security.api_key_secret (API_KEY_SECRET) or create a key with "
+        "`llmgine auth key create` first"
+    )
+
+
+def check_security_settings(settings: Settings) -> None:
+    check_config_file_mode(settings.config_file)
+    if "*" in settings["security.cors_origins"]:
+        raise ConfigError(
+            "security.cors_origins: '*' is not allowed (any web page could drive an API that "
+            "runs code); list the origins"
         )
 
 
@@ -229,8 +270,8 @@ async def serve(settings: Settings) -> None:
     runner = web.AppRunner(
         app,
         handle_signals=False,
-        access_log=None,
         shutdown_timeout=float(settings["server.shutdown_timeout"]),
+        **runner_kwargs(settings),
     )
     try:
         try:
@@ -264,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     try:
         settings = settings_from_args(args)
+        check_security_settings(settings)
         setup_logging(settings)
         check_bind(settings)
         try:

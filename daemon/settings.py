@@ -56,6 +56,11 @@ class Paths:
     def database(self) -> Path:
         return self.data_dir / "llmgine.db"
 
+    @property
+    def local_key(self) -> Path:
+        """The key the daemon mints for the local CLI (0600; jupyter's token file)."""
+        return self.config_dir / "local.key"
+
 
 def _fallback_runtime_dir() -> Path:
     import tempfile
@@ -130,6 +135,18 @@ def _parse_int(value: Any) -> int:
         except ValueError:
             pass
     raise ValueError("expected an integer")
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number of seconds")
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of seconds") from None
+    if not number > 0:
+        raise ValueError("expected a positive number of seconds")
+    return number
 
 
 def _parse_str(value: Any) -> str:
@@ -252,6 +269,13 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds in-flight requests get to finish on shutdown"),
     Setting("server.max_body_size", "LLMGINE_MAX_BODY_SIZE", _positive, 1024 * 1024,
             "largest accepted request body, in bytes"),
+    Setting("server.max_header_size", "LLMGINE_MAX_HEADER_SIZE", _positive, 8190,
+            "longest accepted request line or header field, in bytes"),
+    Setting("server.max_ws_message_size", "LLMGINE_MAX_WS_MESSAGE_SIZE", _positive, 1024 * 1024,
+            "largest accepted WebSocket message, in bytes (larger: closed with 1009)"),
+    Setting("server.read_timeout", "LLMGINE_READ_TIMEOUT", _positive_float, 30.0,
+            "seconds a client gets to send a request's headers and body (slow clients are "
+            "dropped); idle keep-alive connections close after it too"),
     Setting("database.url", "DATABASE_URL", _parse_str, None,
             "sqlite:///PATH (default: llmgine.db in the data directory)"),
     Setting("database.synchronous", "LLMGINE_DB_SYNCHRONOUS", _choice("normal", "full"), "full",
@@ -295,6 +319,25 @@ SETTINGS: tuple[Setting, ...] = (
             "largest result (JSON bytes) a call may return"),
     Setting("sandbox.max_depth", "LLMGINE_SANDBOX_MAX_DEPTH", _positive, 8,
             "how deep user code may nest bus.execute/call_tool/publish->handler chains"),
+    Setting("security.allowed_hosts", "LLMGINE_ALLOWED_HOSTS", _parse_list, [],
+            "extra Host names accepted over TCP besides localhost, loopback addresses and the "
+            "bound address (DNS-rebinding guard; \"*\" turns the check off)"),
+    Setting("security.rate_limits.unauthenticated", "LLMGINE_RATE_LIMIT_UNAUTHENTICATED",
+            _positive, 100, "requests per minute per IP without a valid credential (0 = no limit)"),
+    Setting("security.rate_limits.authenticated", "LLMGINE_RATE_LIMIT_AUTHENTICATED",
+            _positive, 1000, "requests per minute per API key or session token (0 = no limit)"),
+    Setting("security.rate_limits.websocket", "LLMGINE_RATE_LIMIT_WEBSOCKET", _positive, 10,
+            "WebSocket connections per minute per IP (0 = no limit)"),
+    Setting("security.rate_limits.unix_socket", "LLMGINE_RATE_LIMIT_UNIX_SOCKET", _parse_bool,
+            False, "also limit Unix socket clients (keyed by uid, at the authenticated rate)"),
+    Setting("security.limits.max_sessions", "LLMGINE_MAX_SESSIONS", _positive, 1000,
+            "most active sessions at once (0 = no limit)"),
+    Setting("security.limits.max_engines_per_session", "LLMGINE_MAX_ENGINES_PER_SESSION",
+            _positive, 32, "most running engines in one session (0 = no limit)"),
+    Setting("security.limits.max_tools_per_session", "LLMGINE_MAX_TOOLS_PER_SESSION",
+            _positive, 100, "most tools registered in one session (0 = no limit)"),
+    Setting("security.limits.max_websockets", "LLMGINE_MAX_WEBSOCKETS", _positive, 100,
+            "most open WebSocket connections at once (0 = no limit)"),
     Setting("observability.enable_metrics", "ENABLE_METRICS", _parse_bool, True,
             "collect metrics and serve /metrics"),
     Setting("observability.enable_tracing", "ENABLE_TRACING", _parse_bool, True,
@@ -424,7 +467,8 @@ def _apply(setting: Setting, raw: Any, where: str) -> Any:
     try:
         return setting.parse(raw)
     except ValueError as exc:
-        raise ConfigError(f"{where}: {setting.key} = {raw!r}: {exc}") from None
+        shown = "<secret>" if setting.secret else repr(raw)  # never echo a secret
+        raise ConfigError(f"{where}: {setting.key} = {shown}: {exc}") from None
 
 
 def _keys_from_named_env(values: dict[str, Any], sources: dict[str, str], env: Mapping[str, str]) -> None:
@@ -472,6 +516,37 @@ def load_settings(
     settings = Settings(values, sources, paths, file_path)
     settings.database_path  # noqa: B018 - validates the URL early, with its own message
     return settings
+
+
+def check_config_file_mode(path: Path) -> None:
+    """Refuse a config file another user could have written: it decides who may connect.
+
+    Like ssh with authorized_keys: a group- or world-writable file (or one owned by someone
+    else) is a ConfigError, never silently trusted.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if st.st_uid not in (os.getuid(), 0):
+        raise ConfigError(f"{path}: config file is owned by uid {st.st_uid}, not by you")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        raise ConfigError(
+            f"{path}: config file is writable by others (mode {mode:04o}); "
+            f"run `chmod 600 {path}`"
+        )
+
+
+def read_local_key(paths: Paths) -> str | None:
+    """The key llmgined minted for the local CLI, if this user can read it (TCP only)."""
+    try:
+        text = paths.local_key.read_text("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text or None
 
 
 # -- editing the file (llmgine config set/unset) -----------------------------------------

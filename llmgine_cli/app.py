@@ -29,6 +29,7 @@ from llmgine_cli.client import (
     RequestTimeout,
 )
 from llmgine_cli.commands import (
+    auth,
     commands,
     config,
     daemon,
@@ -117,6 +118,7 @@ app = typer.Typer(
 
 # One line per resource; the module name matches the daemon's api/<resource>.py.
 app.add_typer(sessions.app, name="session")
+app.add_typer(auth.app, name="auth")
 app.add_typer(commands.app, name="command")
 app.add_typer(events.app, name="event")
 app.add_typer(engines.app, name="engine")

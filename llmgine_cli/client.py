@@ -38,6 +38,10 @@ from llmgine_daemon import __version__
 from llmgine_daemon.protocol import (
     REQUEST_ID_HEADER,
     VERSION_HEADER,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyInfo,
+    ApiKeyList,
     Batch,
     Command,
     CommandList,
@@ -57,12 +61,15 @@ from llmgine_daemon.protocol import (
     Session,
     SessionCreate,
     SessionList,
+    SessionTokenCreated,
     ShutdownAccepted,
     Status,
     TraceList,
     TraceView,
     VacuumResult,
 )
+
+from llmgine_cli.localkey import key_for, read_key
 
 T = TypeVar("T")
 
@@ -143,6 +150,10 @@ class Target:
     is_default: bool = False
     # The local config's API key, used only for the default TCP target (same user, same file).
     config_api_key: str | None = None
+    # The key file llmgined writes for the local CLI (read at each request, so a daemon
+    # auto-started after this target was resolved is reachable too). Only set for the local
+    # daemon's own address: the key is never offered to a daemon named by --url.
+    local_key_file: str | None = None
 
     @property
     def is_unix(self) -> bool:
@@ -188,7 +199,8 @@ def default_target(env: Mapping[str, str] | None = None) -> Target:
     host = connect_host(settings.host)
     target = parse_url(f"http://{host}:{settings.port}", is_default=True)
     return Target(target.url, host=target.host, port=target.port, is_default=True,
-                  config_api_key=settings["security.api_key_secret"])
+                  config_api_key=settings["security.api_key_secret"],
+                  local_key_file=str(settings.paths.local_key))
 
 
 def connect_host(bind_host: str) -> str:
@@ -253,6 +265,7 @@ class Client:
         env = os.environ if env is None else env
         self.target = url if isinstance(url, Target) else resolve_target(url, env)
         self.api_key = api_key or env.get("LLMGINE_API_KEY") or self.target.config_api_key
+        self._env = env
         self.timeout = timeout
         self.on_unreachable = on_unreachable
         self.on_version_mismatch = on_version_mismatch
@@ -308,6 +321,28 @@ class Client:
             self._request("DELETE", path, query={"purge": "true"})
             return None
         return self._call("DELETE", path, Session)
+
+    def create_session_token(self, session_id: str) -> SessionTokenCreated:
+        return self._call("POST", f"/api/sessions/{_seg(session_id)}/token", SessionTokenCreated,
+                          body={})
+
+    # -- auth keys -----------------------------------------------------------------------
+
+    def create_key(
+        self, name: str | None = None, *, expires_in: int | None = None,
+        expires_at: str | None = None,
+    ) -> ApiKeyCreated:
+        body = ApiKeyCreate(name=name, expires_in=expires_in, expires_at=expires_at)
+        return self._call("POST", "/api/auth/keys", ApiKeyCreated, body=body)
+
+    def list_keys(self) -> ApiKeyList:
+        return self._call("GET", "/api/auth/keys", ApiKeyList)
+
+    def get_key(self, key_id: str) -> ApiKeyInfo:
+        return self._call("GET", f"/api/auth/keys/{_seg(key_id)}", ApiKeyInfo)
+
+    def revoke_key(self, key_id: str) -> ApiKeyInfo:
+        return self._call("DELETE", f"/api/auth/keys/{_seg(key_id)}", ApiKeyInfo)
 
     # -- commands (api/commands.py) ---------------------------------------------------------
     # ``wait`` holds the request up to that many seconds for the work to finish; the socket
@@ -496,8 +531,9 @@ class Client:
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(extra_headers or {})}
         if payload is not None:
             headers["Content-Type"] = "application/json"
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+        api_key = self.api_key or self._local_key()
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
         conn = self._connection(timeout)
         try:
             try:
@@ -529,6 +565,15 @@ class Client:
         if resp.status >= 400:
             raise _api_error(resp.status, resp.reason, data, resp.getheader(REQUEST_ID_HEADER))
         return data
+
+    def _local_key(self) -> str | None:
+        """The key llmgined wrote for the local CLI, for our own TCP daemon (localkey.py)."""
+        t = self.target
+        if t.is_unix:
+            return None  # over the socket the kernel vouches for us
+        if t.local_key_file is not None:
+            return read_key(t.local_key_file)
+        return key_for(t.host, t.port, self._env)
 
     def _check_version(self, version: str | None) -> None:
         if version is None:

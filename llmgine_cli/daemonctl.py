@@ -8,6 +8,7 @@ answers, and remembers the flags it used so `restart` can reuse them.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -130,7 +131,10 @@ def resolve(flags: DaemonFlags, env: Mapping[str, str]) -> Resolved:
     if path is not None:
         target = parse_url(f"unix://{path}")
     elif settings.tcp_enabled:
-        target = parse_url(f"http://{connect_host(settings.host)}:{settings.port}")
+        target = dataclasses.replace(
+            parse_url(f"http://{connect_host(settings.host)}:{settings.port}"),
+            local_key_file=str(settings.paths.local_key),
+        )
     else:
         raise DaemonError("the daemon would listen nowhere: --no-socket needs --host or --port")
     log = settings["logging.file"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmgine_daemon.settings import SETTINGS as SETTING_TABLE
 from llmgine_daemon.settings import get_paths
 from typer.testing import CliRunner, Result
 
@@ -28,14 +29,10 @@ from llmgine_cli.client import parse_url
 from llmgine_cli.daemonctl import pid_alive, probe, read_pid
 
 # Variables of the person running the tests that must not leak into them.
+# The client's own variables plus every setting's (derived, so new settings are covered).
 SCRUBBED = (
     "LLMGINE_URL", "LLMGINE_API_KEY", "LLMGINE_CONFIG", "LLMGINE_NO_AUTOSTART", "LLMGINE_DEBUG",
-    "LLMGINE_SOCKET", "LLMGINE_NO_SOCKET", "API_HOST", "API_PORT", "API_WORKERS", "API_KEY_SECRET",
-    "DATABASE_URL", "LOG_LEVEL", "LOG_FILE", "CORS_ORIGINS", "ENABLE_METRICS", "ENABLE_TRACING",
-    "LLMGINE_SHUTDOWN_TIMEOUT", "LLMGINE_MAX_BODY_SIZE", "LLMGINE_DB_SYNCHRONOUS",
-    "LOG_FORMAT", "LOG_MAX_BYTES", "LOG_BACKUP_COUNT", "LLMGINE_LOG_RETENTION_ROWS",
-    "LLMGINE_LOG_RETENTION_DAYS", "LLMGINE_TRACE_RETENTION_SPANS", "LLMGINE_TRACE_RETENTION_DAYS",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    *sorted({s.env for s in SETTING_TABLE}),
 )
 
 

@@ -8,6 +8,8 @@ same app on a real Unix socket.
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,9 +19,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.app import create_app
-from llmgine_daemon.settings import Settings, load_settings
+from llmgine_daemon.settings import Settings, load_settings, read_local_key
 
 
 @pytest.fixture
@@ -37,14 +40,47 @@ def make_settings(home: Path) -> Callable[..., Settings]:
     return make
 
 
+async def serve(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], app: web.Application, settings: Settings
+) -> TestClient:
+    """A test client for ``app`` on a server with the real daemon's options.
+
+    (aiohttp's TestServer drops its constructor's keyword arguments, so the server is started
+    here with them; pytest-aiohttp's ``server_kwargs`` would be silently ignored.)
+    """
+    server = TestServer(app)
+    await server.start_server(**runner_kwargs(settings))
+    return await aiohttp_client(server)
+
+
+def authorize(client: TestClient) -> TestClient:
+    """Send the local CLI key (minted at start-up) on every request of ``client``, as the CLI
+    does over TCP; for tests that build their own app with ``aiohttp_client(app)``."""
+    from llmgine_daemon.api.keys import SETTINGS
+
+    key = read_local_key(client.app[SETTINGS].paths)
+    client.session.headers["Authorization"] = f"Bearer {key}"
+    return client
+
+
 @pytest.fixture
 def make_client(
     aiohttp_client: Callable[..., Awaitable[TestClient]], make_settings: Callable[..., Settings]
 ) -> Callable[..., Awaitable[TestClient]]:
-    """``await make_client(**env)``: a new app on the same home (call again to 'restart')."""
+    """``await make_client(**env)``: a new app on the same home (call again to 'restart').
 
-    async def make(**env: str) -> TestClient:
-        return await aiohttp_client(create_app(make_settings(**env)))
+    The test server gets the real daemon's server options (header limits, read timeout).
+    Like the real CLI, the client sends the key llmgined minted for the local CLI, so tests
+    of other features need no credentials; ``authenticated=False`` sends none. The per-key and
+    WebSocket rate limits are off unless a test sets them (the security tests do).
+    """
+
+    async def make(*, authenticated: bool = True, **env: str) -> TestClient:
+        env.setdefault("LLMGINE_RATE_LIMIT_AUTHENTICATED", "0")
+        env.setdefault("LLMGINE_RATE_LIMIT_WEBSOCKET", "0")
+        settings = make_settings(**env)
+        client = await serve(aiohttp_client, create_app(settings), settings)
+        return authorize(client) if authenticated else client
 
     return make
 
@@ -90,3 +126,24 @@ def assert_envelope(payload: dict[str, Any], code: str) -> dict[str, Any]:
     assert error["message"]
     assert payload["request_id"]
     return error
+
+
+# -- every log line of the whole run, for tests/zz_last/test_no_secrets_in_logs.py ----------
+
+LOG_CAPTURE = Path(tempfile.gettempdir()) / f"llmgine-test-log-{os.getpid()}.txt"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def capture_all_logs() -> Any:
+    """Every record that reaches the root logger during the run, with tracebacks. The root's
+    level is left alone (changing it would change what other tests see); llmgine's loggers
+    run at the configured level (info in tests), third-party ones at WARNING and up."""
+    handler = logging.FileHandler(LOG_CAPTURE, mode="w", encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield LOG_CAPTURE
+    root.removeHandler(handler)
+    handler.close()
+    LOG_CAPTURE.unlink(missing_ok=True) if not os.environ.get("KEEP_TEST_LOG") else None

@@ -6,6 +6,7 @@ import asyncio
 import weakref
 
 from aiohttp import web
+from llmgine_daemon.bus.auth import Credentials
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.engines.runtime import LLMRuntime
 from llmgine_daemon.observability.core import Observability
@@ -26,3 +27,5 @@ WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 LLM = web.AppKey("llm", LLMRuntime)
 # Background pruning of events, logs and spans (its settings and counters show in db stats).
 RETENTION = web.AppKey("retention", Retention)
+# API keys and session tokens (bus/auth.py); the guard's own state is api/guard.GUARD.
+CREDENTIALS = web.AppKey("credentials", Credentials)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from llmgine_daemon.api.keys import BUS
+from llmgine_daemon.api.keys import BUS, CREDENTIALS
 from llmgine_daemon.api.observability import SPAN
 from llmgine_daemon.api.util import (
     json_response,
@@ -21,10 +21,14 @@ routes = web.RouteTableDef()
 @routes.post("/api/sessions")
 async def create_session(request: web.Request) -> web.Response:
     body = await read_json(request, SessionCreate, empty_ok=True)
-    session = await request.app[BUS].sessions.create(body.name, body.metadata)
+    # The session token is written in the same transaction as the session.
+    token = request.app[CREDENTIALS].pending_session_token()
+    session = await request.app[BUS].sessions.create(body.name, body.metadata, also=token.write)
     # The path had no session id yet; without this the trace would not list under the session.
     request[SPAN].set(session_id=session.session_id)
-    return json_response(session, status=201)
+    # Returned once, here: a credential for this session only (hand it to a browser page).
+    session.session_token = token.publish()
+    return json_response(session, status=201, headers={"Cache-Control": "no-store"})
 
 
 @routes.get("/api/sessions")

@@ -113,7 +113,7 @@ def query_choice(request: web.Request, name: str, choices: tuple[str, ...]) -> s
 def path_id(request: web.Request, name: str) -> str:
     """A path identifier, validated before it reaches the store (no NUL, ../ or lookalikes)."""
     value = request.match_info[name]
-    if not _ID.match(value):
+    if not _ID.match(value) or ".." in value:
         raise validation_error(name, "not a valid identifier", value=value[:64])
     return value
 

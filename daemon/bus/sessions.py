@@ -89,7 +89,15 @@ class Sessions:
         self.bus = bus
         self.hooks: list[SessionHook] = []
 
-    async def create(self, name: str | None, metadata: dict[str, Any]) -> Session:
+    async def create(
+        self,
+        name: str | None,
+        metadata: dict[str, Any],
+        *,
+        also: Callable[[sqlite3.Connection, str], None] | None = None,
+    ) -> Session:
+        """``also(conn, session_id)`` runs in the same transaction (the session token is
+        written there, so a session never exists without it)."""
         session_id = str(uuid.uuid4())
 
         def write(conn: sqlite3.Connection) -> tuple[Session, Any]:
@@ -106,6 +114,8 @@ class Sessions:
                 session_id=session_id, name=name, metadata=metadata, status="active",
                 created_at=ts, last_activity_at=ts, counts=SessionCounts(events=1),
             )
+            if also is not None:
+                also(conn, session_id)
             return session, event
 
         session, event = await self.bus.store.write(write)

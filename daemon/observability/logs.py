@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.observability.context import CURRENT_SPAN, FIELD_NAMES, FIELDS
+from llmgine_daemon.observability.redact import redact
 from llmgine_daemon.protocol import LogRecord
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
@@ -45,7 +46,8 @@ def level_name(levelno: int) -> str:
 
 
 def scrub_text(text: str) -> str:
-    return _KEYLIKE.sub(r"\1…", _BEARER.sub(r"\1[redacted]", text))
+    # redact(): our own credential shapes (lgk_/lgs_ secrets, token=, llmgine.bearer.).
+    return redact(_KEYLIKE.sub(r"\1…", _BEARER.sub(r"\1[redacted]", text)))
 
 
 def scrub_metadata(value: Any, depth: int = 0) -> Any:

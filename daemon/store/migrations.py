@@ -232,3 +232,35 @@ def m060_engine_memory(conn: sqlite3.Connection) -> None:
         "CREATE TRIGGER engine_messages_gc AFTER DELETE ON engines BEGIN"
         " DELETE FROM engine_messages WHERE engine_id = OLD.engine_id; END"
     )
+
+
+# -- 30-39: credentials (bus/auth.py) ----------------------------------------------------
+
+
+@migration(30, "api keys and session tokens")
+def m030_credentials(conn: sqlite3.Connection) -> None:
+    # Only sha256 of each secret is stored (secrets are 256-bit random: no slow hash needed).
+    # kind 'local' = the key llmgined mints for the local CLI; 'user' = `auth key create`.
+    run_script(
+        conn,
+        """
+        CREATE TABLE api_keys (
+            key_id TEXT PRIMARY KEY,
+            name TEXT,
+            kind TEXT NOT NULL CHECK (kind IN ('user', 'local')),
+            digest TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            last_used_at TEXT,
+            revoked_at TEXT
+        );
+        CREATE TABLE session_tokens (
+            token_id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE INDEX session_tokens_session ON session_tokens (session_id);
+        """
+    )

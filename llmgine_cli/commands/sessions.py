@@ -23,6 +23,7 @@ LIST_VIEW = View(
     id_field="session_id",
 )
 SESSION_VIEW = View(id_field="session_id")
+TOKEN_VIEW = View(id_field="session_token", raw_keys=frozenset({"session_token"}))
 
 SessionId = Annotated[str, typer.Argument(metavar="ID", help="The session id.")]
 
@@ -103,3 +104,12 @@ def delete(
     result: Any = session if session is not None else {"session_id": session_id,
                                                         "status": "purged"}
     render(app_ctx.env, result, SESSION_VIEW, output, quiet)
+
+
+@app.command("token")
+def token(ctx: typer.Context, session_id: SessionId, output: Output = None,
+          quiet: Quiet = False) -> None:
+    """Mint a session token: it opens only this session (hand it to a browser page; `-q`
+    prints only the token). It ends with the session."""
+    app_ctx = state(ctx)
+    render(app_ctx.env, app_ctx.client().create_session_token(session_id), TOKEN_VIEW, output, quiet)

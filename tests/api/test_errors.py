@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 from llmgine_daemon.app import create_app
+from llmgine_daemon.settings import read_local_key
 
 from tests.conftest import assert_envelope
 
@@ -80,13 +81,15 @@ async def test_request_id_echoed_or_generated(app_client):
 
 
 async def test_unexpected_exception_is_500_without_traceback(aiohttp_client, make_settings, caplog):
-    app = create_app(make_settings())
+    settings = make_settings()
+    app = create_app(settings)
 
     async def boom(request: web.Request) -> web.Response:
         raise RuntimeError("secret internals")
 
     app.router.add_get("/api/boom", boom)
     client = await aiohttp_client(app)
+    client.session.headers["Authorization"] = f"Bearer {read_local_key(settings.paths)}"
     with caplog.at_level(logging.ERROR, logger="llmgine.api"):
         resp = await client.get("/api/boom")
     assert resp.status == 500
@@ -99,7 +102,7 @@ async def test_unexpected_exception_is_500_without_traceback(aiohttp_client, mak
 
 
 async def test_bearer_required_on_tcp_when_secret_set(make_client):
-    client = await make_client(API_KEY_SECRET="s3cret-key")
+    client = await make_client(authenticated=False, API_KEY_SECRET="s3cret-key")
     assert (await client.get("/api/health")).status == 200  # the probe stays open
     resp = await client.get("/api/sessions")
     assert resp.status == 401

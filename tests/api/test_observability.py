@@ -26,6 +26,8 @@ def route_client(aiohttp_client, make_settings):
     bus code deep below a request would."""
     from llmgine_daemon.app import create_app
 
+    from tests.conftest import authorize
+
     async def handler(request: web.Request) -> web.Response:
         level = logging.getLevelName(request.query.get("level", "info").upper())
         log.log(level, "hello from %s", request.match_info["session_id"])
@@ -34,7 +36,7 @@ def route_client(aiohttp_client, make_settings):
     async def make(**env):
         app = create_app(make_settings(**env))
         app.router.add_get("/api/sessions/{session_id}/test-log", handler)
-        return await aiohttp_client(app)
+        return authorize(await aiohttp_client(app))
 
     return make
 

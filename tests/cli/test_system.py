@@ -103,12 +103,18 @@ def secured_cli(secured):
     return run
 
 
-def test_tcp_without_key_exits_5(secured_cli):
-    result = secured_cli("session", "list")
+def test_tcp_without_key_exits_5(secured_cli, tmp_path):
+    # A CLI with no key file for this daemon (another home) and no --api-key gets 401.
+    result = secured_cli("session", "list", LLMGINE_HOME=str(tmp_path))
     assert result.exit_code == 5
     line = one_line(result.stderr)
     assert line.startswith("error: UNAUTHORIZED: ") and "--api-key" in line
     assert secured_cli("--api-key", "wrong", "session", "list").exit_code == 5
+
+
+def test_own_tcp_daemon_needs_no_key(secured_cli):
+    # The daemon's listening socket belongs to us: the CLI offers the local key file.
+    assert secured_cli("session", "list").exit_code == 0
 
 
 def test_tcp_with_key_works(secured_cli):

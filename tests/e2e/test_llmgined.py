@@ -86,7 +86,10 @@ def test_shutdown_endpoint_exits_zero(daemon_home):
     proc = run_daemon(daemon_home, "--port", str(port))
     try:
         wait_for_http(port, proc)
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/shutdown", method="POST")
+        # Over TCP the local CLI's key (minted by the daemon into the config dir) is needed.
+        key = (daemon_home / "config" / "local.key").read_text().strip()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/shutdown", method="POST",
+                                     headers={"Authorization": f"Bearer {key}"})
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert resp.status == 202
         assert proc.wait(timeout=15) == 0

@@ -1,0 +1,403 @@
+"""The boundary: who may connect, from where, and how often. Whoever passes can run code as
+the user (tools and handlers are Python source), so these checks are the security boundary;
+the sandbox only limits the damage.
+
+``guard_middleware`` runs inside ``error_middleware`` (so every refusal is the one envelope),
+for every route, present and future:
+
+1. Unix socket: the peer's uid (SO_PEERCRED) must be ours or root, else 403. The owner has
+   full access with no credential; rate limits apply only with ``rate_limits.unix_socket``.
+2. TCP: ``Host`` must be allowed (403), ``Origin`` (when sent) must be listed or our own (403);
+   CORS preflights are answered here, without credentials.
+3. The credential: ``Authorization: Bearer`` (API key, API_KEY_SECRET, or a session token),
+   ``X-Session-Token``; on WebSocket handshakes and event streams, which browsers cannot give
+   headers, also a ``llmgine.bearer.<TOKEN>`` subprotocol or a ``token`` query parameter.
+   None or a bad one: 401 + ``WWW-Authenticate: Bearer``, counted against the IP's bucket
+   (429 once it is empty). Only ``/api/health`` is open.
+4. Rate limits (api/ratelimit.py); WebSocket handshakes also take from the IP's websocket
+   bucket and may not exceed ``max_websockets`` open at once.
+5. Path identifiers are validated; a session token must stay inside its session (403).
+6. The body is read within ``server.read_timeout``; capacity limits are checked (api/limits.py).
+
+Headers that belong on every response (RateLimit, CORS) are stamped in ``on_response_prepare``
+so error responses and WebSocket handshakes carry them too. WebSockets are tracked per
+credential: revoking a key or ending a session closes them with 1008.
+
+Credentials are never logged: log lines name a key by its prefix (``lgk_<id>``) only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from aiohttp import WSCloseCode, hdrs, web
+from llmgine_daemon.api.errors import ApiError, Handler
+from llmgine_daemon.api.keys import BUS, CREDENTIALS, SETTINGS, WEBSOCKETS
+from llmgine_daemon.api.limits import Capacity, check_identifiers, json_field, read_body
+from llmgine_daemon.api.origins import HostPolicy, OriginPolicy
+from llmgine_daemon.api.ratelimit import Decision, RateLimiter
+from llmgine_daemon.bus.auth import AuthFailure, Credentials, Principal
+from llmgine_daemon.observability.redact import install_filters
+from llmgine_daemon.protocol import (
+    SESSION_TOKEN_HEADER,
+    WS_PROTOCOL,
+    WS_TOKEN_PROTOCOL_PREFIX,
+    ErrorCode,
+    now_iso,
+)
+from llmgine_daemon.settings import Settings
+
+log = logging.getLogger("llmgine.auth")
+
+OPEN_PATHS = frozenset({"/api/health"})
+PREFLIGHT_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+_UCRED = struct.Struct("3i")
+# How often open WebSockets are checked for keys that expired while they were open.
+EXPIRY_SWEEP_SECONDS = 30.0
+# aiohttp's own default, so a handler that chose its own max_msg_size keeps it.
+_AIOHTTP_DEFAULT_MSG_SIZE = 4 * 1024 * 1024
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+_HEADERS = web.RequestKey("security_headers", dict)
+
+
+class SocketRegistry:
+    """Open WebSockets by the credential that opened them (weakly: closed ones drop out)."""
+
+    def __init__(self) -> None:
+        self.by_credential: dict[str, weakref.WeakSet[web.WebSocketResponse]] = {}
+
+    def track(self, principal: Principal, ws: web.WebSocketResponse) -> None:
+        self.by_credential.setdefault(principal.credential_id, weakref.WeakSet()).add(ws)
+
+    def close_for(self, credential_ids: list[str], reason: str = "credential revoked") -> None:
+        """Close (1008 policy violation) every WebSocket opened with these credentials."""
+        for credential_id in credential_ids:
+            sockets = self.by_credential.pop(credential_id, None)
+            for ws in list(sockets or ()):
+                if not ws.closed:
+                    asyncio.get_running_loop().create_task(
+                        ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
+                    )
+
+    def credentials(self) -> list[str]:
+        return [c for c, socks in self.by_credential.items() if any(not s.closed for s in socks)]
+
+
+@dataclass
+class Guard:
+    settings: Settings
+    limiter: RateLimiter
+    hosts: HostPolicy
+    origins: OriginPolicy
+    capacity: Capacity
+    sockets: SocketRegistry = field(default_factory=SocketRegistry)
+    open_websockets: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Guard:
+        limits = {
+            "anonymous": settings["security.rate_limits.unauthenticated"],
+            "key": settings["security.rate_limits.authenticated"],
+            "websocket": settings["security.rate_limits.websocket"],
+        }
+        return cls(settings, RateLimiter(limits), HostPolicy(settings), OriginPolicy(settings),
+                   Capacity(settings))
+
+
+GUARD = web.AppKey("guard", Guard)
+
+
+# -- transport ---------------------------------------------------------------------------
+
+
+def _socket_of(request: web.Request) -> socket.socket | None:
+    transport = request.transport
+    return transport.get_extra_info("socket") if transport is not None else None
+
+
+def is_unix(request: web.Request) -> bool:
+    sock = _socket_of(request)
+    return sock is not None and sock.family == socket.AF_UNIX
+
+
+def peer_uid(request: web.Request) -> int | None:
+    """The uid of the process at the other end of a Unix socket; None for TCP."""
+    sock = _socket_of(request)
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    _pid, uid, _gid = _UCRED.unpack(creds)
+    return uid
+
+
+def is_websocket(request: web.Request) -> bool:
+    return (
+        request.method == "GET"
+        and request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
+    )
+
+
+def _browser_stream(request: web.Request) -> bool:
+    """Requests a browser makes without being able to set headers: WebSocket, EventSource."""
+    return is_websocket(request) or (
+        request.method == "GET" and "text/event-stream" in request.headers.get(hdrs.ACCEPT, "")
+    )
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def unauthorized(message: str, *, invalid: bool) -> ApiError:
+    challenge = 'Bearer realm="llmgine"' + (', error="invalid_token"' if invalid else "")
+    return ApiError(ErrorCode.UNAUTHORIZED, message, headers={"WWW-Authenticate": challenge})
+
+
+def forbidden(message: str, **details: str) -> ApiError:
+    return ApiError(ErrorCode.FORBIDDEN, message, dict(details))
+
+
+def rate_limited(decision: Decision) -> ApiError:
+    return ApiError(
+        ErrorCode.RATE_LIMITED,
+        f"rate limit exceeded ({decision.limit} per minute, policy {decision.policy}); "
+        f"retry in {decision.retry_after}s",
+        {"policy": decision.policy, "limit": decision.limit, "window": 60,
+         "retry_after": decision.retry_after},
+        headers=decision.headers(),
+    )
+
+
+# -- credentials -------------------------------------------------------------------------
+
+
+def presented_credential(request: web.Request) -> str | None:
+    """The credential the request carries, from wherever this kind of request may carry it."""
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if header is not None:
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise unauthorized("malformed Authorization header: use `Bearer <key>`", invalid=True)
+        return value.strip()
+    token = request.headers.get(SESSION_TOKEN_HEADER)
+    if token is not None:
+        return token.strip()
+    if _browser_stream(request):
+        for offered in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(","):
+            offered = offered.strip()
+            if offered.startswith(WS_TOKEN_PROTOCOL_PREFIX):
+                return offered[len(WS_TOKEN_PROTOCOL_PREFIX):]
+        if "token" in request.query:
+            return request.query["token"]
+    return None
+
+
+async def in_session_scope(request: web.Request, session_id: str) -> bool:
+    """Whether a request with a token for ``session_id`` stays inside that session:
+    its own paths, its engines, and the engine collection filtered/created for it."""
+    info = request.match_info
+    if "session_id" in info:
+        return info["session_id"] == session_id
+    if "engine_id" in info:
+        row = await request.app[BUS].store.fetchone(
+            "SELECT session_id FROM engines WHERE engine_id = ?", (info["engine_id"],)
+        )
+        return row is not None and row[0] == session_id
+    resource = info.route.resource
+    if resource is not None and resource.canonical == "/api/engines":
+        if request.method == "GET":
+            return request.query.get("session_id") == session_id
+        if request.method == "POST":
+            return json_field(await request.read(), "session_id") == session_id
+    return False
+
+
+# -- the middleware ----------------------------------------------------------------------
+
+
+def _take(request: web.Request, guard: Guard, policy: str, key: str) -> None:
+    decision = guard.limiter.hit(policy, key)
+    if decision is None:
+        return
+    # The most specific policy's headers win: a WebSocket handshake shows its own bucket.
+    request[_HEADERS].update(decision.headers())
+    if not decision.allowed:
+        raise rate_limited(decision)
+
+
+def _preflight(guard: Guard, origin: str) -> web.Response:
+    # Listing every method we serve is harmless: the actual request is checked again.
+    return web.Response(status=204, headers=guard.origins.preflight_headers(origin, PREFLIGHT_METHODS))
+
+
+async def _authenticate_tcp(request: web.Request, guard: Guard) -> Principal | None:
+    ip = request.remote or "unknown"
+    try:
+        presented = presented_credential(request)
+        if presented is None:
+            if request.path in OPEN_PATHS:
+                _take(request, guard, "anonymous", ip)
+                return None
+            raise unauthorized(
+                "missing credential: send `Authorization: Bearer <key>` "
+                f"(or `{SESSION_TOKEN_HEADER}`)", invalid=False,
+            )
+        try:
+            principal = request.app[CREDENTIALS].verify(presented)
+        except AuthFailure as exc:
+            raise unauthorized(str(exc), invalid=True) from None
+    except ApiError as exc:
+        # Failed authentication costs the IP: brute force meets 429 soon.
+        if exc.code == ErrorCode.UNAUTHORIZED:
+            _take(request, guard, "anonymous", ip)
+        raise
+    _take(request, guard, "key", principal.credential_id)
+    return principal
+
+
+@web.middleware
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    guard = request.app[GUARD]
+    settings = guard.settings
+    request[_HEADERS] = {}
+    if is_unix(request):
+        uid = peer_uid(request)
+        if uid not in (os.getuid(), 0):
+            log.warning("refused a Unix socket peer with uid %s", uid)
+            raise forbidden("this daemon belongs to another user")
+        principal: Principal | None = Principal("owner", f"uid:{uid}")
+        if settings["security.rate_limits.unix_socket"]:
+            _take(request, guard, "key", f"uid:{uid}")
+    else:
+        host = request.headers.get(hdrs.HOST)
+        if not guard.hosts.allows(host):
+            raise forbidden(
+                "Host not allowed (add it to security.allowed_hosts if it is yours)",
+                host=(host or "")[:128],
+            )
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None:
+            if not guard.origins.allows(origin, host):
+                _take(request, guard, "anonymous", request.remote or "unknown")
+                raise forbidden(
+                    "Origin not allowed (add it to security.cors_origins if it is yours)",
+                    origin=origin[:128],
+                )
+            if guard.origins.is_listed(origin):
+                request[_HEADERS].update(guard.origins.cors_headers(origin))
+            if request.method == "OPTIONS" and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
+                _take(request, guard, "anonymous", request.remote or "unknown")
+                return _preflight(guard, origin)
+        principal = await _authenticate_tcp(request, guard)
+
+    websocket = is_websocket(request)
+    if websocket and not is_unix(request):
+        _take(request, guard, "websocket", request.remote or "unknown")
+    check_identifiers(request)
+    if principal is not None:
+        request[PRINCIPAL] = principal
+        if principal.session_id is not None and not await in_session_scope(
+            request, principal.session_id
+        ):
+            raise forbidden(
+                "this session token only opens its own session's endpoints and engines",
+                session_id=principal.session_id,
+            )
+    await read_body(request, settings["server.read_timeout"])
+    reservation = await guard.capacity.reserve(request)
+    try:
+        if not websocket:
+            return await handler(request)
+        maximum = settings["security.limits.max_websockets"]
+        if maximum and guard.open_websockets >= maximum:
+            raise ApiError(
+                ErrorCode.LIMIT_REACHED,
+                f"limit reached: at most {maximum} open WebSockets "
+                "(security.limits.max_websockets)",
+                {"limit": "max_websockets", "max": maximum},
+            )
+        # A WebSocket handler runs as long as its connection: counting handlers in flight
+        # counts open WebSockets, with no race between the check and the upgrade.
+        guard.open_websockets += 1
+        try:
+            return await handler(request)
+        finally:
+            guard.open_websockets -= 1
+    finally:
+        guard.capacity.release(reservation)
+
+
+# -- every response ----------------------------------------------------------------------
+
+
+async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in request.get(_HEADERS, {}).items():
+        if name not in response.headers or name == "Vary":
+            response.headers[name] = value
+    if not isinstance(response, web.WebSocketResponse):
+        return
+    app = request.app
+    guard = app[GUARD]
+    app[WEBSOCKETS].add(response)  # closed with 1001 on shutdown, whoever built it
+    principal = request.get(PRINCIPAL)
+    if principal is not None:
+        guard.sockets.track(principal, response)
+    # Size limit for handlers that kept aiohttp's default; the reader is built after this hook.
+    if getattr(response, "_max_msg_size", None) == _AIOHTTP_DEFAULT_MSG_SIZE:
+        response._max_msg_size = guard.settings["server.max_ws_message_size"]
+    # A browser that offered a token subprotocol fails the handshake unless one of its
+    # offers is selected: select the plain "llmgine" one, never echo the token.
+    offered = [p.strip() for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")]
+    if hdrs.SEC_WEBSOCKET_PROTOCOL not in response.headers and WS_PROTOCOL in offered:
+        response.headers[hdrs.SEC_WEBSOCKET_PROTOCOL] = WS_PROTOCOL
+
+
+# -- start-up ----------------------------------------------------------------------------
+
+
+def close_expired(credentials: Credentials, sockets: SocketRegistry) -> list[str]:
+    """Close WebSockets whose key expired while they were open; returns those key ids."""
+    now = now_iso()
+    expired = [c for c in sockets.credentials()
+               if c in credentials.keys and credentials.keys[c].state(now) != "active"]
+    sockets.close_for(expired, "credential expired")
+    return expired
+
+
+async def security_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Load credentials, mint the local CLI key, wire revocation to open WebSockets."""
+    settings = app[SETTINGS]
+    bus = app[BUS]
+    guard = app[GUARD]
+    credentials = Credentials(bus.store, settings["security.api_key_secret"])
+    await credentials.load()
+    await credentials.ensure_local_key(settings.paths.local_key)
+    credentials.on_revoked(guard.sockets.close_for)
+    bus.sessions.hooks.append(credentials.session_ended)
+    app[CREDENTIALS] = credentials
+
+    async def sweep_expired() -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
+            close_expired(credentials, guard.sockets)
+
+    sweeper = asyncio.create_task(sweep_expired(), name="llmgine-expiry-sweep")
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        await credentials.flush()
+
+
+def install(app: web.Application, settings: Settings) -> None:
+    install_filters()
+    app[GUARD] = Guard.from_settings(settings)
+    app.cleanup_ctx.append(security_ctx)
+    app.on_response_prepare.append(on_response_prepare)

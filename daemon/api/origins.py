@@ -1,0 +1,149 @@
+"""Browser defences on TCP: the Host allowlist (DNS rebinding) and the Origin allowlist (CORS,
+cross-site requests, WebSocket hijacking).
+
+Host: a web page on evil.example whose name is re-pointed at 127.0.0.1 reaches the daemon
+with ``Host: evil.example`` (Ollama's CVE-2024-28224); only names we expect are served.
+IP literals cannot be rebound, so when the daemon is bound to a wildcard address any IP
+literal is fine.
+
+Origin: browsers send it on every cross-origin request and on every WebSocket handshake.
+Allowed are the configured CORS_ORIGINS and the daemon's own origin (same Host). Anything
+else is refused with 403 before authentication, and ``Access-Control-Allow-Origin`` only ever
+echoes a listed origin, never ``*``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.parse
+
+from llmgine_daemon.protocol import REQUEST_ID_HEADER, SESSION_TOKEN_HEADER, VERSION_HEADER
+from llmgine_daemon.settings import Settings
+
+LOOPBACK_NAMES = frozenset({"localhost"})
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+CORS_ALLOW_HEADERS = ", ".join(
+    ("Authorization", "Content-Type", SESSION_TOKEN_HEADER, REQUEST_ID_HEADER)
+)
+CORS_EXPOSE_HEADERS = ", ".join(
+    (REQUEST_ID_HEADER, VERSION_HEADER, "RateLimit", "RateLimit-Policy", "Retry-After",
+     "WWW-Authenticate", "Allow")
+)
+CORS_MAX_AGE = "600"
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """``host[:port]`` (IPv6 in brackets) → (lower-case name, port); None when malformed."""
+    value = value.strip()
+    if not value or any(c in value for c in "/@?#\\ \t"):
+        return None
+    port_text = ""
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        name, rest = value[1:end], value[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                return None
+            port_text = rest[1:]
+    elif value.count(":") == 1:
+        name, port_text = value.split(":")
+    elif ":" in value:
+        return None
+    else:
+        name = value
+    port: int | None = None
+    if port_text:
+        if not port_text.isdigit() or int(port_text) > 65535:
+            return None
+        port = int(port_text)
+    name = name.lower().rstrip(".")
+    return (name, port) if name else None
+
+
+class HostPolicy:
+    def __init__(self, settings: Settings) -> None:
+        bound = settings.host.strip("[]").lower()
+        self.any_host = "*" in settings["security.allowed_hosts"]
+        self.bound = bound
+        self.wildcard_bind = bound in WILDCARDS
+        self.names = {n.strip().lower().rstrip(".") for n in settings["security.allowed_hosts"]}
+        self.names.discard("*")
+        self.names |= LOOPBACK_NAMES
+        if not self.wildcard_bind:
+            self.names.add(bound)
+
+    def allows(self, header: str | None) -> bool:
+        if self.any_host:
+            return True
+        parsed = split_host(header or "")
+        if parsed is None:
+            return False  # an empty or malformed Host included
+        name = parsed[0]
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            address = None
+        if address is not None:
+            return address.is_loopback or self.wildcard_bind or name in self.names
+        if name in self.names:
+            return True
+        # ".example.com" in allowed_hosts admits its subdomains.
+        return any(n.startswith(".") and name.endswith(n) for n in self.names)
+
+
+def normalize_origin(value: str) -> str | None:
+    """``scheme://host[:port]`` with default ports dropped, or None (``null``, junk)."""
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        return None
+    host = parts.hostname.lower()
+    shown = f"[{host}]" if ":" in host else host
+    default = 80 if parts.scheme == "http" else 443
+    return f"{parts.scheme}://{shown}" + (f":{port}" if port and port != default else "")
+
+
+class OriginPolicy:
+    def __init__(self, settings: Settings) -> None:
+        # "*" is never honoured: it would let any web page drive a code-running API.
+        self.listed = {
+            o for o in (normalize_origin(x) for x in settings["security.cors_origins"] if x != "*")
+            if o is not None
+        }
+
+    def is_listed(self, origin: str) -> bool:
+        return normalize_origin(origin) in self.listed
+
+    def allows(self, origin: str, host_header: str | None) -> bool:
+        normalized = normalize_origin(origin)
+        if normalized is None:
+            return False
+        if normalized in self.listed:
+            return True
+        # Same origin: a page served from this very address (scheme is http: we serve http).
+        return host_header is not None and normalized == normalize_origin(f"http://{host_header}")
+
+    def cors_headers(self, origin: str) -> dict[str, str]:
+        """Headers for an actual response to a listed origin (echoes it exactly, plus Vary)."""
+        return {
+            "Access-Control-Allow-Origin": normalize_origin(origin) or "",
+            "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
+            "Vary": "Origin",
+        }
+
+    def preflight_headers(self, origin: str, methods: str) -> dict[str, str]:
+        return {
+            "Access-Control-Allow-Origin": normalize_origin(origin) or "",
+            "Access-Control-Allow-Methods": methods,
+            "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+            "Access-Control-Max-Age": CORS_MAX_AGE,
+            "Vary": "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        }

@@ -1,0 +1,115 @@
+"""Token-bucket rate limits and their headers (IETF draft-ietf-httpapi-ratelimit-headers).
+
+Policies (requests per minute, each configurable under ``[security.rate_limits]``):
+
+    anonymous   per client IP: requests without a valid credential, failed ones included
+    key         per credential (API key, API_KEY_SECRET, session token; uid on the Unix socket)
+    websocket   per client IP: WebSocket connection attempts
+
+A bucket holds ``limit`` tokens and refills continuously at ``limit`` per 60 s, so a client
+can burst its whole minute and then goes on at the steady rate. Every limited response
+carries
+
+    RateLimit-Policy: "anonymous";q=100;w=60
+    RateLimit: "anonymous";r=42;t=35
+
+``r`` is what is left, ``t`` the seconds until the bucket is full again; a refused request
+gets ``429`` with ``Retry-After`` (seconds until the next token).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+WINDOW = 60.0
+# Forget buckets that are full again once there are this many (a scan of many IPs must not
+# grow memory without bound).
+PRUNE_AT = 10_000
+# Float slack, so 0.6 s at 100/min is one whole token, not 0.9999999.
+EPSILON = 1e-9
+
+
+@dataclass
+class Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    policy: str
+    limit: int
+    allowed: bool
+    remaining: int
+    reset: int  # seconds until full
+    retry_after: int  # seconds until one token (0 when allowed)
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "RateLimit-Policy": f'"{self.policy}";q={self.limit};w={int(WINDOW)}',
+            "RateLimit": f'"{self.policy}";r={self.remaining};t={self.reset}',
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.retry_after)
+        return headers
+
+
+class RateLimiter:
+    """All buckets of one daemon. ``clock`` is injectable so tests count, never sleep."""
+
+    def __init__(self, limits: dict[str, int], clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
+        self.clock = clock
+        self._buckets: dict[tuple[str, str], Bucket] = {}
+
+    def enabled(self, policy: str) -> bool:
+        return self.limits.get(policy, 0) > 0
+
+    def _refill(self, bucket: Bucket, limit: int, now: float) -> None:
+        # elapsed * limit / WINDOW (not elapsed * rate): a whole window refills exactly.
+        bucket.tokens = min(float(limit), bucket.tokens + (now - bucket.updated) * limit / WINDOW)
+        bucket.updated = now
+
+    def hit(self, policy: str, key: str, cost: float = 1.0) -> Decision | None:
+        """Take ``cost`` tokens from the (policy, key) bucket; None when the policy is off."""
+        limit = self.limits.get(policy, 0)
+        if limit <= 0:
+            return None
+        now = self.clock()
+        bucket = self._buckets.get((policy, key))
+        if bucket is None:
+            if len(self._buckets) >= PRUNE_AT:
+                self._prune(now)
+            bucket = self._buckets[(policy, key)] = Bucket(float(limit), now)
+        else:
+            self._refill(bucket, limit, now)
+        rate = limit / WINDOW
+        allowed = bucket.tokens + EPSILON >= cost
+        if allowed:
+            bucket.tokens -= cost
+        retry = 0 if allowed else max(1, math.ceil((cost - bucket.tokens - EPSILON) / rate))
+        return Decision(
+            policy=policy,
+            limit=limit,
+            allowed=allowed,
+            remaining=max(0, int(bucket.tokens + EPSILON)),
+            reset=max(0, math.ceil((limit - bucket.tokens - EPSILON) / rate)),
+            retry_after=retry,
+        )
+
+    def peek(self, policy: str, key: str) -> Decision | None:
+        """The bucket's state without taking a token (for headers on unlimited paths)."""
+        return self.hit(policy, key, cost=0.0)
+
+    def _prune(self, now: float) -> None:
+        for (policy, key), bucket in list(self._buckets.items()):
+            limit = self.limits.get(policy, 0)
+            if limit <= 0:
+                del self._buckets[(policy, key)]
+                continue
+            self._refill(bucket, limit, now)
+            if bucket.tokens + EPSILON >= limit:
+                del self._buckets[(policy, key)]

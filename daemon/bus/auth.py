@@ -1,0 +1,344 @@
+"""Credentials: API keys and session tokens. The domain side; the edge is api/guard.py.
+
+    API key        lgk_<key_id>_<secret>   full access; `llmgine auth key create`, or the one
+                                           llmgined mints for the local CLI (kind 'local')
+    session token  lgs_<token_id>_<secret> one session's endpoints and its engines; ends with
+                                           the session
+
+Only sha256(secret) is stored, in the database and in memory; a presented secret is hashed and
+compared with ``hmac.compare_digest``. Verification is in memory (no database round trip per
+request); creating and revoking write through to the store first, then update memory.
+
+``on_revoked`` listeners get the credential ids that stopped being valid (a revoked key, the
+tokens of an ended session), so the edge can close WebSockets opened with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.sessions import require_active
+from llmgine_daemon.protocol import ErrorCode, now_iso
+from llmgine_daemon.store.db import Store
+
+log = logging.getLogger("llmgine.auth")
+
+KEY_PREFIX = "lgk_"
+TOKEN_PREFIX = "lgs_"
+LOCAL_KEY_NAME = "local-cli"
+# Persist last_used_at at most this often per key: it is informational, not worth a write
+# per request.
+LAST_USED_EVERY = 60.0
+_ID = re.compile(r"^[0-9a-f]{12}$")
+
+PrincipalKind = Literal["owner", "secret", "key", "session"]
+RevokedListener = Callable[[list[str]], None]
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# A fixed digest to compare against when the id is unknown, so that path costs the same.
+_DUMMY = digest("llmgine-dummy")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as. ``credential_id`` keys rate limits and WebSocket tracking."""
+
+    kind: PrincipalKind
+    credential_id: str
+    session_id: str | None = None  # set for session tokens: the only session they open
+
+    @property
+    def full_access(self) -> bool:
+        return self.session_id is None
+
+
+class AuthFailure(Exception):
+    """A credential was presented and is not (or no longer) valid. The message is safe to
+    show: it never contains the credential."""
+
+
+@dataclass
+class KeyRecord:
+    key_id: str
+    name: str | None
+    kind: str
+    digest: str
+    created_at: str
+    expires_at: str | None = None
+    last_used_at: str | None = None
+    revoked_at: str | None = None
+    persisted_used: float = 0.0  # monotonic time of the last last_used_at write
+
+    @property
+    def prefix(self) -> str:
+        return f"{KEY_PREFIX}{self.key_id}"
+
+    def state(self, now: str) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+
+@dataclass
+class TokenRecord:
+    token_id: str
+    session_id: str
+    digest: str
+    created_at: str
+
+
+def _split(text: str, prefix: str) -> tuple[str, str] | None:
+    if not text.startswith(prefix):
+        return None
+    ident, sep, secret = text[len(prefix):].partition("_")
+    if not sep or not _ID.match(ident) or not secret:
+        return None
+    return ident, secret
+
+
+def _new_secret() -> tuple[str, str]:
+    return secrets.token_hex(6), secrets.token_urlsafe(32)
+
+
+class Credentials:
+    def __init__(self, store: Store, api_key_secret: str | None = None) -> None:
+        self.store = store
+        self.api_key_secret = api_key_secret
+        self.keys: dict[str, KeyRecord] = {}
+        self.tokens: dict[str, TokenRecord] = {}
+        self._listeners: list[RevokedListener] = []
+        self._pending: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def load(self) -> None:
+        def read(conn: sqlite3.Connection) -> tuple[list[tuple], list[tuple]]:
+            keys = conn.execute(
+                "SELECT key_id, name, kind, digest, created_at, expires_at, last_used_at,"
+                " revoked_at FROM api_keys"
+            ).fetchall()
+            # Tokens of sessions that ended while nobody was listening are dead too.
+            tokens = conn.execute(
+                "SELECT t.token_id, t.session_id, t.digest, t.created_at FROM session_tokens t"
+                " JOIN sessions s ON s.session_id = t.session_id"
+                " WHERE t.revoked_at IS NULL AND s.status = 'active'"
+            ).fetchall()
+            return keys, tokens
+
+        keys, tokens = await self.store.read(read)
+        self.keys = {row[0]: KeyRecord(*row) for row in keys}
+        self.tokens = {row[0]: TokenRecord(*row) for row in tokens}
+
+    async def flush(self) -> None:
+        """Wait for pending last-used writes (called on shutdown)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def on_revoked(self, listener: RevokedListener) -> None:
+        self._listeners.append(listener)
+
+    def _revoked(self, ids: list[str]) -> None:
+        if ids:
+            for listener in list(self._listeners):
+                listener(ids)
+
+    # -- verification --------------------------------------------------------------------
+
+    def verify(self, presented: str) -> Principal:
+        """The principal for a presented credential, or AuthFailure. In memory, no I/O."""
+        now = now_iso()
+        key = _split(presented, KEY_PREFIX)
+        if key is not None:
+            record = self.keys.get(key[0])
+            ok = hmac.compare_digest(digest(key[1]), record.digest if record else _DUMMY)
+            if record is None or not ok:
+                raise AuthFailure("invalid API key")
+            state = record.state(now)
+            if state != "active":
+                raise AuthFailure(f"API key {record.prefix} is {state}")
+            self._touch(record, now)
+            return Principal("key", record.key_id)
+        token = _split(presented, TOKEN_PREFIX)
+        if token is not None:
+            trecord = self.tokens.get(token[0])
+            ok = hmac.compare_digest(digest(token[1]), trecord.digest if trecord else _DUMMY)
+            if trecord is None or not ok:
+                raise AuthFailure("invalid or expired session token (tokens end with their session)")
+            return Principal("session", trecord.token_id, trecord.session_id)
+        secret = self.api_key_secret
+        if secret and hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), secret.encode()):
+            return Principal("secret", "api_key_secret")
+        raise AuthFailure("invalid API key")
+
+    def _touch(self, record: KeyRecord, now: str) -> None:
+        record.last_used_at = now
+        loop = asyncio.get_running_loop()
+        if loop.time() - record.persisted_used < LAST_USED_EVERY:
+            return
+        record.persisted_used = loop.time()
+        key_id = record.key_id
+
+        async def persist() -> None:
+            try:
+                await self.store.write(
+                    lambda c: c.execute(
+                        "UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (now, key_id)
+                    )
+                )
+            except Exception as exc:  # informational only; never fail a request for it
+                log.warning("could not record last use of key %s: %s", key_id, exc)
+
+        # A fresh context: this bookkeeping write is not part of the request's trace.
+        task = loop.create_task(persist(), context=contextvars.Context())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    # -- API keys ------------------------------------------------------------------------
+
+    async def create_key(
+        self, name: str | None, expires_at: str | None, kind: str = "user"
+    ) -> tuple[KeyRecord, str]:
+        key_id, secret = _new_secret()
+        record = KeyRecord(key_id, name, kind, digest(secret), now_iso(), expires_at)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO api_keys (key_id, name, kind, digest, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key_id, name, kind, record.digest, record.created_at, expires_at),
+            )
+
+        await self.store.write(write)
+        self.keys[key_id] = record
+        log.info("created %s API key %s (%s)", kind, record.prefix, name or "unnamed")
+        return record, f"{KEY_PREFIX}{key_id}_{secret}"
+
+    def list_keys(self) -> list[KeyRecord]:
+        return sorted(self.keys.values(), key=lambda r: (r.created_at, r.key_id), reverse=True)
+
+    def get_key(self, key_id: str) -> KeyRecord:
+        ident = key_id[len(KEY_PREFIX):] if key_id.startswith(KEY_PREFIX) else key_id
+        record = self.keys.get(ident)
+        if record is None:
+            raise BusError(ErrorCode.KEY_NOT_FOUND, f"API key {key_id!r} not found",
+                           {"key_id": key_id})
+        return record
+
+    async def revoke_key(self, key_id: str) -> KeyRecord:
+        """Revoke a key (idempotent); its open WebSockets are closed by the listeners."""
+        record = self.get_key(key_id)
+        if record.revoked_at is None:
+            ts = now_iso()
+            await self.store.write(
+                lambda c: c.execute(
+                    "UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", (ts, record.key_id)
+                )
+            )
+            record.revoked_at = ts
+            log.info("revoked API key %s", record.prefix)
+            self._revoked([record.key_id])
+        return record
+
+    def has_user_keys(self) -> bool:
+        now = now_iso()
+        return any(r.kind == "user" and r.state(now) == "active" for r in self.keys.values())
+
+    async def ensure_local_key(self, path: Path) -> None:
+        """Make sure ``path`` holds a valid local-CLI key; mint (and rotate) one if not."""
+        try:
+            self.verify(path.read_text("ascii").strip())
+            current = _split(path.read_text("ascii").strip(), KEY_PREFIX)
+            if current is not None and self.keys[current[0]].kind == "local":
+                os.chmod(path, 0o600)
+                return
+        except (OSError, UnicodeDecodeError, AuthFailure, KeyError):
+            pass
+        for record in list(self.keys.values()):
+            if record.kind == "local" and record.revoked_at is None:
+                await self.revoke_key(record.key_id)
+        _, key = await self.create_key(LOCAL_KEY_NAME, None, kind="local")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+        os.replace(tmp, path)
+
+    # -- session tokens ------------------------------------------------------------------
+
+    def pending_session_token(self) -> PendingToken:
+        """A token to write inside another transaction (session creation), then publish."""
+        return PendingToken(self)
+
+    async def mint_session_token(self, session_id: str) -> tuple[TokenRecord, str]:
+        pending = self.pending_session_token()
+
+        def write(conn: sqlite3.Connection) -> None:
+            require_active(conn, session_id)
+            pending.write(conn, session_id)
+
+        await self.store.write(write)
+        return pending.record, pending.publish()  # type: ignore[return-value]
+
+    async def session_ended(self, session_id: str, purged: bool) -> None:
+        """Session hook: its tokens die with it (and their WebSockets are closed)."""
+        ended = [t.token_id for t in self.tokens.values() if t.session_id == session_id]
+        for token_id in ended:
+            del self.tokens[token_id]
+        ts = now_iso()
+
+        def write(conn: sqlite3.Connection) -> None:
+            if purged:
+                conn.execute("DELETE FROM session_tokens WHERE session_id = ?", (session_id,))
+            else:
+                conn.execute(
+                    "UPDATE session_tokens SET revoked_at = ? WHERE session_id = ?"
+                    " AND revoked_at IS NULL",
+                    (ts, session_id),
+                )
+
+        await self.store.write(write)
+        self._revoked(ended)
+
+
+class PendingToken:
+    """A session token being minted: ``write`` runs in a transaction, ``publish`` after it
+    committed makes the token valid (memory follows the database, never leads it)."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+        self._token_id, self._secret = _new_secret()
+        self.record: TokenRecord | None = None
+
+    def write(self, conn: sqlite3.Connection, session_id: str) -> None:
+        record = TokenRecord(self._token_id, session_id, digest(self._secret), now_iso())
+        conn.execute(
+            "INSERT INTO session_tokens (token_id, session_id, digest, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (record.token_id, session_id, record.digest, record.created_at),
+        )
+        self.record = record
+
+    def publish(self) -> str:
+        assert self.record is not None, "write() has not run"
+        self._credentials.tokens[self.record.token_id] = self.record
+        return f"{TOKEN_PREFIX}{self._token_id}_{self._secret}"

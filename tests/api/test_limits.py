@@ -1,0 +1,150 @@
+"""Limits: body, header and WebSocket message sizes, slow-drip clients, capacities, and
+identifiers. Slow clients are checked by what happens (others are served, the slow one is
+dropped), never by how long it took."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from tests.api.secutil import WS_PATH, bearer, new_session, start
+from tests.conftest import assert_envelope
+
+
+async def raw(client, data: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(data)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_body_too_large_is_413(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_BODY_SIZE="1024")
+    resp = await client.post("/api/sessions", data=b'{"name": "' + b"x" * 2000 + b'"}',
+                             headers={"Content-Type": "application/json", **bearer(local)})
+    assert resp.status == 413
+    assert_envelope(await resp.json(), "PAYLOAD_TOO_LARGE")
+    # Unauthenticated bodies are refused before they are read.
+    resp = await client.post("/api/sessions", data=b"x" * 2000)
+    assert resp.status == 401
+
+
+async def test_header_too_large_is_refused(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_HEADER_SIZE="1024")
+    resp = await client.get("/api/status", headers={"X-Big": "x" * 2000, **bearer(local)})
+    assert resp.status in (400, 431)
+    resp = await client.get("/api/status?q=" + "x" * 2000, headers=bearer(local))
+    assert resp.status in (400, 414)
+    assert (await client.get("/api/status", headers=bearer(local))).status == 200
+
+
+async def test_websocket_message_too_big_closes_1009(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_WS_MESSAGE_SIZE="1024")
+    s = await new_session(client, local)
+    ws = await client.ws_connect(WS_PATH.format(session_id=s["session_id"]), headers=bearer(local))
+    await ws.send_str("x" * 1000)
+    assert (await ws.receive(timeout=10)).data == "x" * 1000
+    await ws.send_str("x" * 2000)
+    msg = await ws.receive(timeout=10)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1009
+    await ws.close()
+
+
+async def test_slow_drip_headers_do_not_block_others_and_are_dropped(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_READ_TIMEOUT="0.5")
+    drips = [await raw(client, b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: ")
+             for _ in range(20)]
+    # Everyone else is served while the dripping connections hang there.
+    results = await asyncio.gather(*(client.get("/api/status", headers=bearer(local))
+                                     for _ in range(20)))
+    assert [r.status for r in results] == [200] * 20
+    # The dripping connections are closed without a request ever being handled.
+    for reader, writer in drips:
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+        writer.close()
+
+
+async def test_slow_drip_body_gets_408(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_READ_TIMEOUT="0.5")
+    head = (f"POST /api/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {local}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{").encode()
+    reader, writer = await raw(client, head)
+    assert (await client.get("/api/status", headers=bearer(local))).status == 200
+    answer = await asyncio.wait_for(reader.read(), 30)
+    assert answer.startswith(b"HTTP/1.1 408") and b"REQUEST_TIMEOUT" in answer
+    writer.close()
+    body = await (await client.get("/api/sessions", headers=bearer(local))).json()
+    assert body["total"] == 0  # nothing was created from half a body
+
+
+async def test_max_sessions(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_SESSIONS="3")
+    sessions = [await new_session(client, local) for _ in range(3)]
+    results = await asyncio.gather(*(client.post("/api/sessions", json={}, headers=bearer(local))
+                                     for _ in range(5)))
+    assert {r.status for r in results} == {409}
+    error = assert_envelope(await results[0].json(), "LIMIT_REACHED")
+    assert error["details"] == {"limit": "max_sessions", "max": 3}
+    # Ending one frees room.
+    await client.delete(f"/api/sessions/{sessions[0]['session_id']}", headers=bearer(local))
+    assert (await client.post("/api/sessions", json={}, headers=bearer(local))).status == 201
+
+
+async def test_concurrent_creations_cannot_overshoot(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_SESSIONS="5")
+    results = await asyncio.gather(*(client.post("/api/sessions", json={}, headers=bearer(local))
+                                     for _ in range(20)))
+    created = sum(r.status == 201 for r in results)
+    assert 1 <= created <= 5
+    assert all(r.status in (201, 409) for r in results)
+    total = (await (await client.get("/api/sessions?status=active", headers=bearer(local))).json())["total"]
+    assert total == created
+
+
+async def test_max_websockets(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_WEBSOCKETS="2")
+    s = await new_session(client, local)
+    path = WS_PATH.format(session_id=s["session_id"])
+    first = await client.ws_connect(path, headers=bearer(local))
+    second = await client.ws_connect(path, headers=bearer(local))
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await client.ws_connect(path, headers=bearer(local))
+    assert err.value.status == 409
+    await first.close()
+    await second.send_str("x")
+    await second.receive(timeout=10)  # the server has noticed the first one went
+    third = await client.ws_connect(path, headers=bearer(local))
+    await third.close()
+    await second.close()
+
+
+@pytest.mark.parametrize("segment", [
+    "..", "a..b", "%2e%2e", "x%00y", "%E2%80%A8", "sessi%D0%BEn", "-leading", "a" * 129,
+    "semi;colon", "sp%20ace",
+])
+async def test_bad_identifiers_are_422(aiohttp_client, make_settings, segment):
+    client, local = await start(aiohttp_client, make_settings)
+    for path in (f"/api/sessions/{segment}", f"/api/auth/keys/{segment}",
+                 f"/api/sessions/{segment}/token"):
+        resp = await client.request("GET" if "token" not in path else "POST", path, headers=bearer(local))
+        assert resp.status in (404, 422), (path, resp.status)
+        if resp.status == 422:
+            assert_envelope(await resp.json(), "VALIDATION_ERROR")
+    resp = await client.get(f"/api/sessions/{segment}", headers=bearer(local))
+    assert resp.status in (404, 422)
+    resp = await client.get("/api/sessions", params={"session_id": "../x"}, headers=bearer(local))
+    assert resp.status == 422
+
+
+
+def test_identifier_check_allows_only_a_lone_wildcard():
+    from aiohttp.test_utils import make_mocked_request
+    from llmgine_daemon.api.errors import ApiError
+    from llmgine_daemon.api.limits import check_identifiers
+
+    check_identifiers(make_mocked_request("DELETE", "/x/*", match_info={"type": "*"}))
+    for bad in ("a*", "**", "../x", "x\x00"):
+        with pytest.raises(ApiError):
+            check_identifiers(make_mocked_request("GET", "/x", match_info={"type": bad}))

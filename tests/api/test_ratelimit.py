@@ -1,0 +1,155 @@
+"""Rate limits: the spec's exact numbers, the headers, failed auth costing the IP, the
+WebSocket connection limit, and the Unix socket. The limiter's clock is frozen: counts, not
+timings."""
+
+from __future__ import annotations
+
+import re
+
+import aiohttp
+import pytest
+from llmgine_daemon.api.ratelimit import RateLimiter
+
+from tests.api.secutil import WS_PATH, bearer, freeze, new_key, new_session, start
+from tests.conftest import assert_envelope
+
+DEFAULTS = {"LLMGINE_RATE_LIMIT_AUTHENTICATED": "1000"}  # conftest turns it off otherwise
+POLICY = re.compile(r'^"(\w+)";q=(\d+);w=60$')
+STATE = re.compile(r'^"(\w+)";r=(\d+);t=(\d+)$')
+
+
+def remaining(resp: aiohttp.ClientResponse) -> int:
+    return int(STATE.match(resp.headers["RateLimit"]).group(2))
+
+
+async def test_anonymous_100_per_minute_per_ip(aiohttp_client, make_settings):
+    client, _ = await start(aiohttp_client, make_settings, **DEFAULTS)
+    clock = freeze(client)
+    for i in range(100):
+        resp = await client.get("/api/health")
+        assert resp.status == 200, i
+        assert POLICY.match(resp.headers["RateLimit-Policy"]).groups() == ("anonymous", "100")
+        assert remaining(resp) == 99 - i
+    resp = await client.get("/api/health")
+    assert resp.status == 429
+    error = assert_envelope(await resp.json(), "RATE_LIMITED")
+    assert error["details"]["limit"] == 100
+    assert int(resp.headers["Retry-After"]) == 1  # 100/min: one token every 0.6 s
+    assert remaining(resp) == 0 and "RateLimit-Policy" in resp.headers
+    # A token comes back at the steady rate; a full minute refills the bucket.
+    clock[0] += 0.6
+    assert (await client.get("/api/health")).status == 200
+    assert (await client.get("/api/health")).status == 429
+    clock[0] += 60
+    resp = await client.get("/api/health")
+    assert resp.status == 200 and remaining(resp) == 99
+
+
+async def test_failed_auth_counts_against_the_ip(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings, **DEFAULTS)
+    freeze(client)
+    for i in range(100):
+        resp = await client.get("/api/sessions", headers=bearer(f"wrong-{i}"))
+        assert resp.status == 401
+    # The brute-forcer now meets 429, whatever it sends...
+    resp = await client.get("/api/sessions", headers=bearer("wrong-again"))
+    assert resp.status == 429 and "Retry-After" in resp.headers
+    assert (await client.get("/api/health")).status == 429
+    # ...while the owner's key has its own bucket and is not locked out.
+    resp = await client.get("/api/sessions", headers=bearer(local))
+    assert resp.status == 200
+    assert POLICY.match(resp.headers["RateLimit-Policy"]).groups() == ("key", "1000")
+
+
+async def test_authenticated_1000_per_minute_per_key(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings, **DEFAULTS)
+    freeze(client)
+    other = (await new_key(client, local))["key"]  # 1 request from local's bucket
+    for i in range(999):
+        resp = await client.get("/api/health", headers=bearer(local))
+        assert resp.status == 200, i
+    resp = await client.get("/api/health", headers=bearer(local))
+    assert resp.status == 429
+    assert_envelope(await resp.json(), "RATE_LIMITED")
+    assert resp.headers["RateLimit-Policy"] == '"key";q=1000;w=60'
+    # Another key is another bucket.
+    resp = await client.get("/api/health", headers=bearer(other))
+    assert resp.status == 200 and remaining(resp) == 999
+
+
+async def test_limits_are_configurable(aiohttp_client, make_settings, home):
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    (home / "config" / "config.toml").write_text(
+        "[security.rate_limits]\nunauthenticated = 3\nauthenticated = 5\n")
+    client, local = await start(aiohttp_client, make_settings)
+    freeze(client)
+    assert [(await client.get("/api/health")).status for _ in range(4)] == [200] * 3 + [429]
+    assert [(await client.get("/api/status", headers=bearer(local))).status
+            for _ in range(6)] == [200] * 5 + [429]
+
+
+async def test_eleventh_websocket_in_a_minute(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings, **DEFAULTS)
+    clock = freeze(client)
+    s = await new_session(client, local)
+    path = WS_PATH.format(session_id=s["session_id"])
+    for _ in range(10):
+        ws = await client.ws_connect(path, headers=bearer(local))
+        await ws.close()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await client.ws_connect(path, headers=bearer(local))
+    assert err.value.status == 429
+    assert err.value.headers["RateLimit-Policy"] == '"websocket";q=10;w=60'
+    assert int(err.value.headers["Retry-After"]) == 6
+    # Plain requests are not affected by the WebSocket bucket.
+    assert (await client.get("/api/status", headers=bearer(local))).status == 200
+    clock[0] += 6
+    ws = await client.ws_connect(path, headers=bearer(local))
+    await ws.close()
+
+
+async def test_unix_socket_unlimited_by_default(unix_client):
+    for _ in range(150):
+        resp = await unix_client.get("/api/health")
+        assert resp.status == 200
+    assert "RateLimit" not in resp.headers
+
+
+async def test_unix_socket_limited_by_uid_when_asked(make_settings, home):
+    from aiohttp import web
+    from llmgine_daemon.api.guard import GUARD
+    from llmgine_daemon.app import create_app
+
+    app = create_app(make_settings(LLMGINE_RATE_LIMIT_UNIX_SOCKET="true",
+                                   LLMGINE_RATE_LIMIT_AUTHENTICATED="5"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.UnixSite(runner, str(home / "r.sock"))
+    await site.start()
+    app[GUARD].limiter.clock = lambda: 5.0
+    try:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(home / "r.sock"))
+        ) as session:
+            statuses = []
+            for _ in range(6):
+                async with session.get("http://llmgine/api/health") as resp:
+                    statuses.append(resp.status)
+                    policy = resp.headers["RateLimit-Policy"]
+            assert statuses == [200] * 5 + [429]
+            assert policy == '"key";q=5;w=60'
+    finally:
+        await runner.cleanup()
+
+
+def test_bucket_arithmetic():
+    now = [0.0]
+    limiter = RateLimiter({"p": 60}, clock=lambda: now[0])
+    for _ in range(60):
+        assert limiter.hit("p", "k").allowed
+    refused = limiter.hit("p", "k")
+    assert not refused.allowed and refused.retry_after == 1 and refused.reset == 60
+    now[0] += 30
+    state = limiter.peek("p", "k")
+    assert state.remaining == 30 and state.reset == 30
+    assert limiter.hit("off", "k") is None
