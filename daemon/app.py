@@ -103,6 +103,13 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
+async def _drain_commands(app: web.Application) -> None:
+    """Shutdown, before in-flight requests are waited for: start no more commands; running ones
+    finish (their waiting requests get answers), queued ones stay queued for the next start."""
+    if BUS in app:
+        app[BUS].commands.runner.drain()
+
+
 async def _close_websockets(app: web.Application) -> None:
     sockets = list(app[WEBSOCKETS])
     if sockets:
@@ -125,6 +132,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_bus_ctx)
     # After the bus: credentials live in its store. Guards every route, present and future.
     guard.install(app, settings)
+    app.on_shutdown.append(_drain_commands)
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(observability.stamp_traceparent)
     for module in ROUTE_MODULES:

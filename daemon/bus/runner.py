@@ -186,6 +186,7 @@ class Runner:
         self.jobs: dict[str, Job] = {}  # live commands by id
         self._order = itertools.count()
         self.stopping = False
+        self._drain_signal: asyncio.Future[None] | None = None
         metrics.gauge_callback("command_queue_depth", self._queue_depth)
 
     def _queue_depth(self) -> list[tuple[dict[str, str], float]]:
@@ -629,21 +630,53 @@ class Runner:
         self.bus.events.notify([e for e in events if e is not None])
 
     async def wait(self, jobs: list[Job], timeout: float) -> bool:
-        """Wait until every job is finished or ``timeout`` passed; True if all finished."""
+        """Wait until every job is finished or ``timeout`` passed; True if all finished.
+
+        While the daemon drains for shutdown a queued command will not start here (it stays
+        queued for the next start), so waiting stops as soon as the running ones finished.
+        """
         loop = asyncio.get_running_loop()
-        futures = []
+        waiters: dict[asyncio.Future[Command], Job] = {}
         for job in jobs:
             if job.state in ("done", "cancelled") and job.record.status not in ("queued", "executing"):
                 continue
             if job.waiter is None:
                 job.waiter = loop.create_future()
-            futures.append(job.waiter)
-        if not futures:
+            waiters[job.waiter] = job
+        if not waiters:
             return True
         if timeout <= 0:
             return False
-        done, pending = await asyncio.wait(futures, timeout=timeout)
-        return not pending
+        deadline = loop.time() + timeout
+        while waiters:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            if self.stopping and any(j.state == "queued" for j in waiters.values()):
+                running = [f for f, j in waiters.items() if j.state != "queued"]
+                if running:
+                    await asyncio.wait(running, timeout=remaining)
+                return False
+            watch: list[asyncio.Future[Any]] = [*waiters, self._draining()]
+            done, _ = await asyncio.wait(watch, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                waiters.pop(fut, None)  # type: ignore[call-overload]
+        return True
+
+    def _draining(self) -> asyncio.Future[None]:
+        if self._drain_signal is None:
+            self._drain_signal = asyncio.get_running_loop().create_future()
+            if self.stopping:
+                self._drain_signal.set_result(None)
+        return self._drain_signal
+
+    def drain(self) -> None:
+        """Shutdown begins: start nothing more (queued commands stay queued for the next start),
+        let what runs finish while in-flight requests are answered; ``stop`` interrupts the rest."""
+        self.stopping = True
+        signal = self._draining()
+        if not signal.done():
+            signal.set_result(None)
 
     # -- lifecycle --------------------------------------------------------------------
 
