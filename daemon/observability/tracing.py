@@ -16,8 +16,8 @@ Finished spans go to the installed ``Tracer``'s buffer; ``Observability`` flushe
 from __future__ import annotations
 
 import contextlib
+import os
 import re
-import secrets
 import threading
 import time
 from collections import deque
@@ -37,12 +37,30 @@ MAX_ATTR_CHARS = 512
 SECRET_KEYS = re.compile(r"(?i)(authorization|token|secret|password|api[_-]?key|cookie)")
 
 
+# Ids come from a pooled os.urandom read: secrets.token_hex makes one getrandom syscall per id,
+# and every request and command makes several (bench/run.py, profile in bench/README.md).
+_POOL_BYTES = 4096
+_pool = b""
+_pos = _POOL_BYTES
+_pool_lock = threading.Lock()
+
+
+def _random_hex(n: int) -> str:
+    global _pool, _pos
+    with _pool_lock:
+        if _pos + n > len(_pool):
+            _pool, _pos = os.urandom(_POOL_BYTES), 0
+        raw = _pool[_pos:_pos + n]
+        _pos += n
+    return raw.hex()
+
+
 def new_trace_id() -> str:
-    return secrets.token_hex(16)
+    return _random_hex(16)
 
 
 def new_span_id() -> str:
-    return secrets.token_hex(8)
+    return _random_hex(8)
 
 
 class Remote:
