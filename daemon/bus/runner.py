@@ -350,13 +350,17 @@ class Runner:
         token = CURRENT.set(Execution(self, job))
         fields = set_fields(session_id=rec.session_id, command_id=rec.command_id)
         t0 = time.monotonic()
+        cm: asyncio.Timeout | None = None
         job.state = "running"
         try:
             try:
                 with tracing.span("command.run", parent=tracing.parse_traceparent(job.traceparent),
                                   command_type=rec.command_type, priority=rec.priority):
-                    async with asyncio.timeout(rec.timeout) as cm:
+                    if rec.timeout is None:  # most commands: no Timeout object, no timer
                         result = await reg.handler(rec)
+                    else:
+                        async with asyncio.timeout(rec.timeout) as cm:
+                            result = await reg.handler(rec)
             finally:
                 job.state = "finishing"
                 reset_fields(fields)
@@ -366,7 +370,7 @@ class Runner:
             task.uncancel()
             return self._cancelled(job, _ms(t0))
         except TimeoutError as exc:
-            if cm.expired():
+            if cm is not None and cm.expired():
                 return Outcome(
                     "timed_out",
                     error=command_error(

@@ -16,6 +16,7 @@ Finished spans go to the installed ``Tracer``'s buffer; ``Observability`` flushe
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import threading
@@ -87,12 +88,18 @@ def parse_traceparent(header: str | None) -> Remote | None:
     return Remote(trace_id, span_id, sampled=bool(int(flags, 16) & 1))
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret_key(key: str) -> bool:
+    # Attribute names are a small fixed set; the regex runs once per name, not per span.
+    return SECRET_KEYS.search(key) is not None
+
+
 def clean_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in attributes.items():
         if value is None:
             continue
-        if SECRET_KEYS.search(key):
+        if _secret_key(key):
             out[key] = "[redacted]"
         elif isinstance(value, (bool, int, float)):
             out[key] = value
