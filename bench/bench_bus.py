@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 PASSED_ENV = ("LLMGINE_DB", "ENABLE_TRACING", "ENABLE_METRICS")
 
 

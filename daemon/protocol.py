@@ -600,8 +600,9 @@ class TraceList(msgspec.Struct):
 
 
 class ToolCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
     function_code: str
+    # default: the last function the code defines (found by the sandbox, never by the daemon)
+    name: str | None = None
     description: str | None = None  # default: the docstring's first paragraph
     # {param: {type, description}} as in the spec, or a full JSON Schema; default: derived
     # from the signature's type hints and the docstring.

@@ -36,9 +36,11 @@ from llmgine_cli.commands import (
     db,
     engines,
     events,
+    handlers,
     observability,
     sessions,
     system,
+    tools,
 )
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.status import ExitStatus, describe, http_to_exit_status
@@ -122,6 +124,8 @@ app.add_typer(auth.app, name="auth")
 app.add_typer(commands.app, name="command")
 app.add_typer(events.app, name="event")
 app.add_typer(engines.app, name="engine")
+app.add_typer(tools.app, name="tool")
+app.add_typer(handlers.app, name="handler")
 app.add_typer(config.app, name="config")
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(db.app, name="db")

@@ -53,6 +53,8 @@ from llmgine_daemon.protocol import (
     ErrorEnvelope,
     Event,
     EventList,
+    Handler,
+    HandlerList,
     Health,
     LogCreate,
     LogList,
@@ -64,6 +66,9 @@ from llmgine_daemon.protocol import (
     SessionTokenCreated,
     ShutdownAccepted,
     Status,
+    Tool,
+    ToolList,
+    ToolResult,
     TraceList,
     TraceView,
     VacuumResult,
@@ -435,6 +440,66 @@ class Client:
         body = {"prompt": prompt, "parameters": parameters, "metadata": metadata}
         return self._call("POST", f"/api/engines/{_seg(engine_id)}/execute", Command, body=body,
                           query={"wait": f"{wait:g}"}, wait=wait)
+
+    # -- tools (api/tools.py) ----------------------------------------------------------------
+
+    def register_tool(
+        self, session_id: str, function_code: str, *, name: str | None = None,
+        description: str | None = None, parameters: dict[str, Any] | None = None,
+        timeout: float | None = None, replace: bool = False,
+    ) -> Tool:
+        body = {k: v for k, v in {"name": name, "description": description, "parameters": parameters,
+                                  "timeout": timeout}.items() if v is not None}
+        body["function_code"] = function_code
+        return self._call("POST", f"/api/sessions/{_seg(session_id)}/tools", Tool, body=body,
+                          query={"replace": "true" if replace else None})
+
+    def list_tools(self, session_id: str) -> ToolList:
+        return self._call("GET", f"/api/sessions/{_seg(session_id)}/tools", ToolList)
+
+    def get_tool(self, session_id: str, name: str) -> Tool:
+        return self._call("GET", f"/api/sessions/{_seg(session_id)}/tools/{_seg(name)}", Tool)
+
+    def execute_tool(
+        self, session_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None,
+    ) -> ToolResult:
+        body: dict[str, Any] = {"arguments": arguments}
+        if timeout is not None:
+            body["timeout"] = timeout
+        return self._call("POST", f"/api/sessions/{_seg(session_id)}/tools/{_seg(name)}/execute",
+                          ToolResult, body=body, wait=timeout or 0)
+
+    def delete_tool(self, session_id: str, name: str) -> None:
+        self._request("DELETE", f"/api/sessions/{_seg(session_id)}/tools/{_seg(name)}")
+
+    # -- handlers (api/handlers.py); session_id None = the global scope ----------------------
+
+    def register_command_handler(
+        self, session_id: str | None, command_type: str, handler_function: str, *,
+        timeout: float | None = None,
+    ) -> Handler:
+        body = {"command_type": command_type, "handler_function": handler_function, "timeout": timeout}
+        return self._call("POST", f"{_handlers(session_id)}/commands", Handler, body=body)
+
+    def register_event_handler(
+        self, session_id: str | None, event_type: str, handler_function: str, *,
+        priority: int = 100, timeout: float | None = None,
+    ) -> Handler:
+        body = {"event_type": event_type, "handler_function": handler_function, "priority": priority,
+                "timeout": timeout}
+        return self._call("POST", f"{_handlers(session_id)}/events", Handler, body=body)
+
+    def list_handlers(self, session_id: str | None, *, kind: str | None = None) -> HandlerList:
+        return self._call("GET", _handlers(session_id), HandlerList, query={"kind": kind})
+
+    def get_handler(self, session_id: str | None, handler_id: str) -> Handler:
+        return self._call("GET", f"{_handlers(session_id)}/{_seg(handler_id)}", Handler)
+
+    def delete_handlers(self, session_id: str | None, kind: str, type_: str) -> None:
+        """Remove the scope's handlers of that kind for that type (all event handlers of it)."""
+        plural = {"command": "commands", "event": "events"}[kind]
+        self._request("DELETE", f"{_handlers(session_id)}/{plural}/{_seg(type_)}")
+
     # -- observability -------------------------------------------------------------------
 
     def logs(
@@ -586,6 +651,10 @@ class Client:
 
 def _wait(seconds: float) -> dict[str, str]:
     return {"wait": f"{seconds:g}"} if seconds > 0 else {}
+
+
+def _handlers(session_id: str | None) -> str:
+    return f"/api/sessions/{_seg(session_id)}/handlers" if session_id is not None else "/api/handlers"
 
 
 def _seg(value: str) -> str:

@@ -13,6 +13,7 @@ everything outside the batch.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sqlite3
@@ -24,6 +25,7 @@ import msgspec
 from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.handlers import Execution, handler_not_found
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.bus.runner import (
     PRIORITY_RANK,
@@ -312,6 +314,55 @@ class Commands:
             self.runner.track(job)
         self.runner.push(session_id, batch)
         return Batch(batch_id, session_id, mode, stop_on_error, "queued", ts, records), False
+
+    # -- nested: bus.execute from user code ---------------------------------------------
+
+    async def execute_nested(
+        self, session_id: str, command_type: str, parameters: dict[str, Any],
+        metadata: dict[str, Any], *, parent: Execution | None = None,
+    ) -> Command:
+        """Run a command for user code and return its finished record.
+
+        Called by a running command's handler (``parent``, same session), it runs at once,
+        outside the queue (see ``Runner.run_inline``). Otherwise (an event handler, a tool run
+        over the API) it is submitted like any command and waited for. Either way the caller's
+        own deadline bounds the wait: cancelling it cancels an inline command too.
+        """
+        spec = validate(CommandCreate(command_type=command_type, parameters=parameters, metadata=metadata))
+        if parent is None:
+            rec, _ = await self.submit(session_id, spec)
+            job = self.runner.jobs.get(rec.command_id)
+            if job is not None:
+                await self.runner.wait([job], MAX_TIMEOUT_S)
+                return job.record
+            return rec
+        if self.bus.handlers.resolve(session_id, spec.command_type) is None:
+            raise handler_not_found(session_id, spec.command_type)
+        ts = now_iso()
+        rec = _new_record(session_id, spec, ts)
+        rec.status, rec.started_at = "executing", ts
+
+        def write(conn: sqlite3.Connection) -> Event:
+            require_active(conn, session_id)
+            _insert(conn, rec)
+            return insert_event(conn, session_id, "CommandStarted", started_data(rec), timestamp=ts,
+                                trace_id=rec.trace_id)
+
+        event = await self.store.write(write)
+        job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent())
+        job.state = "starting"
+        self.runner.track(job)
+        self.runner.queue_waited(job)
+        self.bus.events.notify([event])
+        task = asyncio.create_task(self.runner.run_inline(job))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The parent ended (cancelled, timed out, its sandbox deadline): so does this one,
+            # recorded as cancelled before the cancellation goes on up.
+            self.runner.cancel_running(job, parent.cancel_reason or "parent")
+            await asyncio.wait([task], timeout=30.0)
+            raise
 
     # -- read -------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ from llmgine_daemon.bus.commands import CommandSpec, validate
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import require_active
+from llmgine_daemon.observability import tracing
+from llmgine_daemon.observability.context import bind
 from llmgine_daemon.protocol import (
     Command,
     CommandCreate,
@@ -173,8 +175,14 @@ class Engines:
         """Instantiate and register as its session's handler (CONFLICT if the slot is taken)."""
         cls = self.types[record.engine_type]
         engine = cls(record)
+
+        async def run(command: Command) -> Any:
+            with bind(engine_id=record.engine_id), \
+                    tracing.span("engine.run", engine_type=record.engine_type, model=record.model_name):
+                return await engine.handle(command)
+
         self.bus.handlers.register(
-            cls.command_type, engine.handle, session_id=record.session_id, owner=self._owner(record.engine_id)
+            cls.command_type, run, session_id=record.session_id, owner=self._owner(record.engine_id)
         )
         self.running[record.engine_id] = engine
         return engine

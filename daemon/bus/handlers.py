@@ -131,6 +131,14 @@ class Execution:
     def command(self) -> Command:
         return self._job.record
 
+    @property
+    def running(self) -> bool:
+        return self._job.state == "running"
+
+    @property
+    def cancel_reason(self) -> str | None:
+        return self._job.cancel_reason
+
     def emit(
         self,
         event_type: str,

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmgine_daemon.bus.codec import dumps
-from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.errors import BusError, UserCodeError
 from llmgine_daemon.bus.events import insert_event, touch
 from llmgine_daemon.bus.handlers import CURRENT, Execution
 from llmgine_daemon.observability import metrics, tracing
@@ -400,6 +400,15 @@ class Runner:
             )
         return Outcome("completed", result=result, result_text=text, duration_ms=duration)
 
+    async def run_inline(self, job: Job) -> Command:
+        """Run a command that another command's handler started (``bus.execute`` in user code)
+        right here, outside the session's queue: the parent holds the session's slot, so
+        queueing behind it would deadlock. It is recorded like any command (row, CommandStarted,
+        CommandResult) and traced under the parent's span."""
+        outcome = await self._invoke(job)
+        await self._finish(job, outcome)
+        return job.record
+
     def _cancelled(self, job: Job, duration: float) -> Outcome:
         reason = job.cancel_reason
         if reason == "shutdown":
@@ -412,6 +421,7 @@ class Runner:
             "cancel": "cancelled by request",
             "session": "session ended",
             "batch": "cancelled: an earlier command of the batch failed (stop_on_error)",
+            "parent": "cancelled: the handler that ran it (bus.execute) ended first",
         }.get(reason or "", "cancelled")
         return Outcome(
             "cancelled", error=command_error(ErrorCode.COMMAND_CANCELLED, message), duration_ms=duration
@@ -703,6 +713,21 @@ def _ms(t0: float) -> float:
 
 
 def _failed(exc: BaseException, duration: float) -> Outcome:
+    if isinstance(exc, UserCodeError) and exc.reason == "TIMEOUT":
+        # The sandbox deadline (the handler's timeout, else sandbox.deadline) ended it.
+        return Outcome(
+            "timed_out",
+            error=ErrorBody(code=ErrorCode.COMMAND_TIMEOUT, message=str(exc), details=exc.details()),
+            duration_ms=duration,
+        )
+    if isinstance(exc, UserCodeError):
+        # The user's exception, message and traceback: the daemon's frames that carried the
+        # failure back from the sandbox would only hide them.
+        return Outcome(
+            "failed",
+            error=ErrorBody(code=ErrorCode.COMMAND_EXECUTION_FAILED, message=str(exc), details=exc.details()),
+            duration_ms=duration,
+        )
     if isinstance(exc, BusError):
         # A handler that knows what went wrong says so with a code (an LLM engine's
         # PROVIDER_RATE_LIMITED, a VALIDATION_ERROR of its parameters): keep it, not the

@@ -3,7 +3,9 @@
     await bus.publish(event_type, data)        an event in the caller's session (source handler)
     await bus.execute(command_type, params)    a command in the caller's session -> its result
     await bus.call_tool(name, arguments)       a tool of the caller's session -> its result
-    bus.log(level, message)                    a line in the daemon log
+    bus.log(level, message)                    a record in the daemon's log (file and
+                                               ``GET /api/observability/logs``), with the
+                                               caller's session (source handler or tool)
 
 Every request carries the depth of the call that made it; anything it triggers (the command's
 handler, the tool, handlers of the published event) runs one level deeper, and past
@@ -19,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import require_active
+from llmgine_daemon.observability import logs
+from llmgine_daemon.observability.context import bind
 from llmgine_daemon.protocol import ErrorCode, Event
 from llmgine_daemon.sandbox.pool import CallContext, SandboxPool
 
@@ -67,10 +71,16 @@ class SandboxBridge:
                 raise UserCodeFailed(f"tool {result.tool_name!r} failed: {result.error['message']}")
             return result.result
         if op == "execute":
-            return await self.bus.user_handlers.execute_nested(
-                ctx, _str(args, "command_type"), _dict(args, "parameters"),
-                _dict(args, "metadata"), depth,
+            command_type = _str(args, "command_type")
+            record = await self.bus.user_handlers.execute_nested(
+                ctx, command_type, _dict(args, "parameters"), _dict(args, "metadata"), depth,
             )
+            if record.status != "completed":
+                error = record.error
+                why = f": {error.code}: {error.message}" if error is not None else ""
+                raise UserCodeFailed(
+                    f"command {command_type!r} ({record.command_id}) {record.status}{why}"[:4000])
+            return record.result
         raise BusError(ErrorCode.VALIDATION_ERROR, f"unknown bus operation {op!r}")
 
     async def publish(self, session_id: str, event_type: str, data: dict[str, Any],
@@ -90,8 +100,12 @@ class SandboxBridge:
         return event
 
     def log(self, ctx: CallContext, level: str, message: str) -> None:
-        log.log(_LEVELS.get(level.lower(), logging.INFO), "[%s %s session=%s] %s",
-                ctx.kind, ctx.name, ctx.session_id, message)
+        # Called in the task that runs the call, so the command/request context (command_id,
+        # trace, span) is already bound; the session is bound here for tools run over the API.
+        metadata = {"kind": ctx.kind, "name": ctx.name, "call_id": ctx.call_id, **ctx.extra}
+        with bind(session_id=ctx.session_id):
+            logs.emit("warning" if level.lower() == "warn" else level, message, metadata,
+                      source="tool" if ctx.kind == "tool" else "handler")
 
 
 def _str(args: dict[str, Any], name: str) -> str:

@@ -18,6 +18,7 @@ from llmgine_daemon.bus.codec import dumps, loads
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import fetch_session, require_active
+from llmgine_daemon.observability import tracing
 from llmgine_daemon.protocol import CallErrorCode, ErrorCode, Tool, ToolResult, now_iso
 from llmgine_daemon.sandbox.pool import CallContext, CallOutcome
 
@@ -44,6 +45,13 @@ def tool_not_found(session_id: str, name: str) -> BusError:
         ErrorCode.TOOL_NOT_FOUND, f"no tool {name!r} in session {session_id!r}",
         {"session_id": session_id, "tool_name": name},
     )
+
+
+def check_name(name: str) -> None:
+    if not NAME.match(name) or keyword.iskeyword(name):
+        raise BusError(ErrorCode.VALIDATION_ERROR, f"invalid tool name {name[:80]!r}",
+                       {"field": "name", "issue": "must be a Python identifier of at most 64 "
+                        "characters"})
 
 
 def check_code(code: str, field: str) -> None:
@@ -79,13 +87,13 @@ class Tools:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    async def register(self, session_id: str, name: str, function_code: str,
+    async def register(self, session_id: str, name: str | None, function_code: str,
                        description: str | None, parameters: dict[str, Any] | None,
                        timeout: float | None, replace: bool = False) -> Tool:
-        if not NAME.match(name) or keyword.iskeyword(name):
-            raise BusError(ErrorCode.VALIDATION_ERROR, f"invalid tool name {name[:80]!r}",
-                           {"field": "name", "issue": "must be a Python identifier of at most 64 "
-                            "characters"})
+        """Without ``name`` the tool is the last function the code defines (the sandbox finds
+        it: the daemon never parses user code)."""
+        if name is not None:
+            check_name(name)
         check_code(function_code, "function_code")
         check_timeout(timeout)
         # Fail fast on a missing/closed session before spending a worker on the code.
@@ -94,6 +102,9 @@ class Tools:
         if not outcome.ok:
             raise code_rejected(outcome, "function_code")
         info = outcome.result
+        if name is None:
+            name = str(info["function"])
+            check_name(name)
         try:
             schema = jsonschema.normalise(parameters, info["parameters"])
             jsonschema.check_schema(schema)
@@ -172,10 +183,15 @@ class Tools:
                            {"field": exc.field, "issue": exc.issue}) from None
         context = CallContext(session_id=session_id, kind="tool", name=name, depth=depth)
         assert tool.function_code is not None
-        outcome = await self.bus.sandbox_pool().run(
-            "tool", tool.function_code, name, arguments, context=context,
-            deadline=timeout or tool.timeout,
-        )
+        with tracing.span("tool.call", session_id=session_id, tool=name, call_id=context.call_id,
+                          source=source, depth=depth) as span:
+            outcome = await self.bus.sandbox_pool().run(
+                "tool", tool.function_code, name, arguments, context=context,
+                deadline=timeout or tool.timeout,
+            )
+            if not outcome.ok:
+                error = outcome.error or {}
+                span.fail(f"{error.get('code')}: {error.get('message')}")
         result = ToolResult(
             call_id=context.call_id, tool_name=name, arguments=arguments,
             result=outcome.result if outcome.ok else None, error=outcome.error,

@@ -16,6 +16,8 @@ this module is the ``/api/.../handlers`` resource: persistence, dispatch, scopes
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextvars
 import logging
 import sqlite3
 import uuid
@@ -23,11 +25,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.errors import BusError, UserCodeError
 from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.handlers import CURRENT
 from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.bus.tools import check_code, check_timeout, code_rejected
-from llmgine_daemon.protocol import ErrorCode, Event, Handler, now_iso
+from llmgine_daemon.observability import metrics, tracing
+from llmgine_daemon.protocol import Command, ErrorCode, Event, Handler, now_iso
 from llmgine_daemon.sandbox.pool import CallContext
 
 if TYPE_CHECKING:
@@ -39,15 +43,9 @@ HANDLER_COLUMNS = "handler_id, session_id, kind, type, function, priority, timeo
 MAX_TYPE = 128
 
 
-class HandlerFailed(Exception):
-    """A user command handler failed; ``error`` is the sandbox's {code, message, details}."""
-
-    def __init__(self, error: dict[str, Any]) -> None:
-        super().__init__(error.get("message") or error.get("code") or "handler failed")
-        self.error = error
-        details = error.get("details") or {}
-        self.exception_type = details.get("type") or error.get("code")
-        self.user_traceback = details.get("traceback")
+class HandlerFailed(UserCodeError):
+    """A user command handler failed; the runner reports the user's exception type, message
+    and traceback (``UserCodeError``), not the daemon's."""
 
 
 @dataclass
@@ -84,7 +82,9 @@ class UserHandlers:
         self._rows: dict[str, HandlerRow] = {}
         self._registrations: dict[str, Any] = {}  # handler_id -> bus.handlers Registration
         self._depths: dict[str, int] = {}  # event_id -> depth its handlers run at
-        self._queues: dict[str | None, deque[Event]] = {}
+        # Per session: events waiting for their handlers, with the traceparent of whoever
+        # published them (the handlers' spans join that trace).
+        self._queues: dict[str | None, deque[tuple[Event, str | None]]] = {}
         self._tasks: dict[str | None, asyncio.Task[None]] = {}
         self._unsubscribe: Any = None
 
@@ -239,27 +239,40 @@ class UserHandlers:
             timeout = getattr(command, "timeout", None)
             # The bus cancels us at the command's timeout; the sandbox deadline is a backstop.
             deadline = row.timeout or (timeout + 1 if timeout else None)
-            outcome = await self.bus.sandbox_pool().run(
-                "command", row.code, row.function, record, deadline=deadline,
-                context=CallContext(command.session_id, "command", row.type, depth,
-                                    extra={"handler_id": row.handler_id,
-                                           "command_id": command.command_id}),
-            )
-            if not outcome.ok:
-                raise HandlerFailed(outcome.error or {})
+            with tracing.span("handler.run", handler_id=row.handler_id, function=row.function,
+                              command_type=row.type, scope="session" if row.session_id else "global",
+                              depth=depth) as span:
+                outcome = await self.bus.sandbox_pool().run(
+                    "command", row.code, row.function, record, deadline=deadline,
+                    context=CallContext(command.session_id, "command", row.type, depth,
+                                        extra={"handler_id": row.handler_id,
+                                               "command_id": command.command_id}),
+                )
+                if not outcome.ok:
+                    error = outcome.error or {}
+                    span.fail(f"{error.get('code')}: {error.get('message')}")
+                    raise HandlerFailed(error, output=outcome.output, handler_id=row.handler_id,
+                                        function=row.function)
             return outcome.result
 
         return handle
 
     async def execute_nested(self, ctx: CallContext, command_type: str,
                              parameters: dict[str, Any], metadata: dict[str, Any],
-                             depth: int) -> Any:
-        commands = getattr(self.bus, "commands", None)
-        if commands is None:
-            raise BusError(ErrorCode.HANDLER_NOT_FOUND, "commands are not available")
-        return await commands.execute_nested(
-            ctx.session_id, command_type, parameters, {**metadata, "_depth": depth},
-            inline=ctx.kind == "command",
+                             depth: int) -> Command:
+        """``bus.execute`` from user code: a command in the caller's session, one level deeper.
+        Inside a running command of that session (a command handler, or a tool it called),
+        it runs at once instead of queueing behind the command that waits for it."""
+        if ctx.session_id is None:
+            raise BusError(ErrorCode.VALIDATION_ERROR, "bus.execute needs a session")
+        parent = CURRENT.get(None)
+        if parent is not None and not (parent.running and parent.command.session_id == ctx.session_id):
+            parent = None
+        meta = {**metadata, "_depth": depth}
+        if parent is not None:
+            meta.setdefault("parent_command_id", parent.command.command_id)
+        return await self.bus.commands.execute_nested(
+            ctx.session_id, command_type, parameters, meta, parent=parent,
         )
 
     # -- event handlers --------------------------------------------------------------------
@@ -267,7 +280,7 @@ class UserHandlers:
     def note_depth(self, event_id: str, depth: int) -> None:
         self._depths[event_id] = depth
 
-    def _matching(self, event: Event) -> list[HandlerRow]:
+    def _matching(self, event: Event) -> builtins.list[HandlerRow]:
         rows = [
             r for r in self._rows.values()
             if r.kind == "event" and (r.type == event.event_type or r.type == "*")
@@ -288,36 +301,48 @@ class UserHandlers:
             return
         self._depths[event.event_id] = depth
         key = event.session_id
-        self._queues.setdefault(key, deque()).append(event)
+        self._queues.setdefault(key, deque()).append((event, tracing.current_traceparent()))
         if key not in self._tasks:
-            self._tasks[key] = asyncio.get_running_loop().create_task(self._drain(key))
+            # A fresh context: the dispatcher outlives whichever command or request published
+            # first, and must not run (or trace, or bus.execute) as part of it.
+            self._tasks[key] = asyncio.get_running_loop().create_task(
+                self._drain(key), context=contextvars.Context())
 
     async def _drain(self, key: str | None) -> None:
         queue = self._queues[key]
         try:
             while queue:
-                event = queue.popleft()
+                event, traceparent = queue.popleft()
                 depth = self._depths.pop(event.event_id, 0)
                 for row in self._matching(event):
                     if row.handler_id in self._rows:  # deleted meanwhile: skip
-                        await self._run_event_handler(row, event, depth)
+                        await self._run_event_handler(row, event, depth, traceparent)
         finally:
             self._tasks.pop(key, None)
             if not queue:
                 self._queues.pop(key, None)
 
-    async def _run_event_handler(self, row: HandlerRow, event: Event, depth: int) -> None:
+    async def _run_event_handler(self, row: HandlerRow, event: Event, depth: int,
+                                 traceparent: str | None = None) -> None:
         record = {f: getattr(event, f) for f in event.__struct_fields__}
         ctx = CallContext(event.session_id, "event", event.event_type, depth,
                           extra={"handler_id": row.handler_id, "event_id": event.event_id})
-        try:
-            outcome = await self.bus.sandbox_pool().run(
-                "event", row.code, row.function, record, context=ctx, deadline=row.timeout,
-            )
-        except BusError as exc:
-            outcome_error: dict[str, Any] | None = {"code": exc.code, "message": exc.message}
-        else:
-            outcome_error = None if outcome.ok else outcome.error
+        with tracing.span("event_handler.run", parent=tracing.parse_traceparent(traceparent),
+                          session_id=event.session_id, event_type=event.event_type,
+                          event_id=event.event_id, handler_id=row.handler_id,
+                          function=row.function, depth=depth) as span:
+            try:
+                outcome = await self.bus.sandbox_pool().run(
+                    "event", row.code, row.function, record, context=ctx, deadline=row.timeout,
+                )
+            except BusError as exc:
+                outcome_error: dict[str, Any] | None = {"code": exc.code, "message": exc.message}
+            else:
+                outcome_error = None if outcome.ok else outcome.error
+            metrics.inc("event_handler_runs_total", type=event.event_type,
+                        outcome="ok" if outcome_error is None else "error")
+            if outcome_error is not None:
+                span.fail(f"{outcome_error.get('code')}: {outcome_error.get('message')}")
         if outcome_error is None:
             return
         data = {"handler_id": row.handler_id, "function": row.function,

@@ -22,8 +22,10 @@ Engine classes are bound to an ``LLMRuntime`` (providers, memory, the bus) by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -41,6 +43,7 @@ from llmgine_daemon.engines.providers import (
     UnknownModel,
     resolve_model,
 )
+from llmgine_daemon.observability import metrics, tracing
 from llmgine_daemon.protocol import Command, Engine, ErrorCode
 
 if TYPE_CHECKING:
@@ -130,6 +133,24 @@ def complete_rounds(turn: list[Message]) -> list[Message]:
                 return turn[:i]
             break
     return turn
+
+
+@contextlib.contextmanager
+def llm_call(provider: str, model: str, round_: int) -> Iterator[tracing.Span]:
+    """One model call: an ``llm.call`` span, ``llm_calls_total`` by outcome (ok, error,
+    cancelled) and ``llm_call_duration_seconds``."""
+    t0 = time.monotonic()
+    outcome = "error"
+    try:
+        with tracing.span("llm.call", kind="client", provider=provider, model=model, round=round_) as span:
+            yield span
+        outcome = "ok"
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+        raise
+    finally:
+        metrics.inc("llm_calls_total", provider=provider, model=model, outcome=outcome)
+        metrics.observe("llm_call_duration_seconds", time.monotonic() - t0, provider=provider, model=model)
 
 
 class LLMEngine(EngineBase):
@@ -258,15 +279,24 @@ class LLMEngine(EngineBase):
                 )
                 parts = []
                 completion: Completion | None = None
-                async for item in provider.stream(request):
-                    if isinstance(item, TextDelta):
-                        if first_delta_ms is None:
-                            first_delta_ms = round((time.monotonic() - t0) * 1000, 3)
-                        parts.append(item.text)
-                        ctx.emit("EngineResponseDelta", {**base, "text": item.text}, source="engine")
-                    elif isinstance(item, Completion):
-                        completion = item
-                assert completion is not None  # Provider.stream always ends with one
+                with llm_call(provider.name, model, rounds) as span:
+                    async for item in provider.stream(request):
+                        if isinstance(item, TextDelta):
+                            if first_delta_ms is None:
+                                first_delta_ms = round((time.monotonic() - t0) * 1000, 3)
+                            parts.append(item.text)
+                            ctx.emit("EngineResponseDelta", {**base, "text": item.text}, source="engine")
+                        elif isinstance(item, Completion):
+                            completion = item
+                    assert completion is not None  # Provider.stream always ends with one
+                    span.set(finish_reason=completion.finish_reason,
+                             prompt_tokens=completion.usage.prompt_tokens,
+                             completion_tokens=completion.usage.completion_tokens,
+                             tool_calls=len(completion.tool_calls))
+                    for kind, count in (("prompt", completion.usage.prompt_tokens),
+                                        ("completion", completion.usage.completion_tokens)):
+                        if count:
+                            metrics.inc("llm_tokens_total", count, provider=provider.name, model=model, kind=kind)
                 prompt_tokens += completion.usage.prompt_tokens
                 completion_tokens += completion.usage.completion_tokens
                 if not (completion.tool_calls and tools):

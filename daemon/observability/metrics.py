@@ -81,7 +81,7 @@ CATALOG: tuple[MetricDef, ...] = (
     # sandbox
     _g("sandbox_workers", ("state",), "sandbox worker processes by state (busy, idle)"),
     _c("sandbox_calls_total", ("kind", "outcome"), "calls into the sandbox (tool, handler) by outcome "
-       "(ok, error, timeout, crash)"),
+       "(ok, error, timeout, crash, unavailable)"),
     _h("sandbox_call_duration_seconds", ("kind",), "sandbox call latency"),
     _c("sandbox_worker_crashes_total", (), "sandbox worker processes that died"),
     # LLM engines

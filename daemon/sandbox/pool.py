@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmgine_daemon.observability import metrics
 from llmgine_daemon.sandbox import frames
 from llmgine_daemon.sandbox.isolation import Isolation, PidsCgroup, count_tasks, probe
 
@@ -48,6 +49,8 @@ TIMEOUT = "TIMEOUT"
 WORKER_CRASHED = "WORKER_CRASHED"
 SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"
 SPAWN_TIMEOUT = 15.0
+# sandbox_calls_total's outcome label for each failure code (anything else: "error").
+_OUTCOMES = {TIMEOUT: "timeout", WORKER_CRASHED: "crash", SANDBOX_UNAVAILABLE: "unavailable"}
 _PROBED: dict[tuple[str, str], Isolation] = {}
 
 
@@ -161,6 +164,7 @@ class SandboxPool:
     async def start(self) -> None:
         """Begin starting the workers in the background: the daemon answers at once, and the
         first call waits for them (a failure to start is logged and fails calls, clearly)."""
+        metrics.gauge_callback("sandbox_workers", self._worker_states)
         self._boot_task = asyncio.ensure_future(self._boot())
         # Reported by info() and by each call; retrieving it here keeps asyncio quiet.
         self._boot_task.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -231,6 +235,11 @@ class SandboxPool:
             **self.stats,
         }
 
+    def _worker_states(self) -> list[tuple[dict[str, str], float]]:
+        if not self._started:
+            return []
+        return [({"state": "busy"}, float(self._busy)), ({"state": "idle"}, float(len(self._idle)))]
+
     def _process_cap(self) -> str:
         if self._cgroups is not None:
             return "cgroup"
@@ -260,6 +269,10 @@ class SandboxPool:
         outcome = await self._run(run, context)
         if not outcome.ok:
             self.stats["failed"] += 1
+        failure = (outcome.error or {}).get("code")
+        metrics.inc("sandbox_calls_total", kind=kind,
+                    outcome="ok" if outcome.ok else _OUTCOMES.get(str(failure), "error"))
+        metrics.observe("sandbox_call_duration_seconds", outcome.duration_ms / 1000.0, kind=kind)
         return outcome
 
     async def _run(self, run: frames.Run, context: CallContext) -> CallOutcome:
@@ -328,6 +341,7 @@ class SandboxPool:
             )), False
         except (asyncio.IncompleteReadError, ConnectionError, frames.FrameError) as exc:
             self.stats["crashes"] += 1
+            metrics.inc("sandbox_worker_crashes_total")
             worker.kill()
             returncode = await _wait_briefly(worker.proc)
             return CallOutcome(ok=False, duration_ms=elapsed(), error=_err(
@@ -338,6 +352,7 @@ class SandboxPool:
             raise
         if done is None:
             self.stats["crashes"] += 1
+            metrics.inc("sandbox_worker_crashes_total")
             # The zygote survived and reported how the child ended: the worker stays.
             return CallOutcome(ok=False, duration_ms=elapsed(), error=_err(
                 WORKER_CRASHED,

@@ -23,7 +23,7 @@ from llmgine_cli.commands.args import (
 )
 from llmgine_cli.context import AppContext
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.render import Column, View, render, render_trace, resolve_format
 from llmgine_cli.status import ExitStatus
 
 app = typer.Typer(help="Run, inspect, list and cancel commands (and batches of them).",
@@ -137,14 +137,26 @@ def get(
     command_id: CommandId,
     session: SessionOpt,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait until it finished.")] = False,
+    trace: Annotated[bool, typer.Option(
+        "--trace", help="Draw the command's trace as a waterfall (as `llmgine trace`) instead.")] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """Show one command: status, result or error, timings, parameters."""
     app_ctx = state(ctx)
-    record = app_ctx.client().get_command(session, command_id, wait=LONG_POLL_S if wait else 0)
+    client = app_ctx.client()
+    record = client.get_command(session, command_id, wait=LONG_POLL_S if wait else 0)
     if wait:
         record = wait_for(app_ctx, record)
+    if trace:
+        if record.trace_id is None:
+            app_ctx.env.err(f"error: command {record.command_id} has no trace")
+            raise typer.Exit(ExitStatus.NOT_FOUND)
+        if quiet:
+            app_ctx.env.out(record.trace_id)
+            return
+        render_trace(app_ctx.env, client.trace(record.trace_id), resolve_format(app_ctx.env, output))
+        return
     render_command(app_ctx, record, output, quiet)
 
 

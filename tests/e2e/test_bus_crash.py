@@ -166,7 +166,7 @@ async def load_then_kill(home: Path, proc: Any, sids: list[str], acked: Acked, r
                         status, body = await post(http, "/api/sessions", {})
                         if status == 201:
                             acked.sessions.add(body["session_id"])
-                except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError):
+                except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError):
                     return  # the daemon is gone: this request was never acknowledged
 
         tasks = [asyncio.create_task(client(n)) for n in range(8)]

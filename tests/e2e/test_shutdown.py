@@ -94,7 +94,7 @@ def test_sigterm_under_load(home):
                     try:
                         status, body = await post(http, f"/api/sessions/{sids[0]}/events",
                                                   {"event_type": "Load", "data": {}})
-                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                    except (TimeoutError, aiohttp.ClientError):
                         return
                     if status == 201:
                         acked.add(body["event_id"])

@@ -1,0 +1,162 @@
+"""`llmgine tool ...` ↔ daemon api/tools.py.
+
+`tool register FILE.py` sends the file as it is: the daemon finds the function (the last one
+in the file, or --name), its description and its parameters' JSON Schema by loading the code in
+a sandbox worker. The CLI never runs or imports the file.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+
+from llmgine_cli.commands.args import SessionOpt, parse_object, parse_pairs
+from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.status import ExitStatus
+
+app = typer.Typer(help="Register Python functions as a session's tools, run them, remove them.",
+                  no_args_is_help=True)
+
+TOOL_VIEW = View(id_field="name", raw_keys=frozenset({"function_code"}))
+LIST_VIEW = View(
+    columns=(
+        Column("NAME", "name"),
+        Column("PARAMETERS", "params"),
+        Column("ASYNC", "is_async"),
+        Column("TIMEOUT", "timeout"),
+        Column("CREATED", "created_at"),
+        Column("DESCRIPTION", "description"),
+    ),
+    items="tools",
+    id_field="name",
+)
+RESULT_VIEW = View(id_field="call_id")
+
+ToolName = Annotated[str, typer.Argument(metavar="NAME", help="The tool's name.")]
+
+
+def read_source(path: str, param: str = "FILE") -> str:
+    """A Python file's text (``-`` = stdin). Only read: the daemon's sandbox loads it."""
+    try:
+        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise typer.BadParameter(f"cannot read {path}: {reason}", param_hint=param) from None
+
+
+def _signature(parameters: dict[str, Any]) -> str:
+    """``location: string, days?: integer`` from a JSON Schema object."""
+    props = parameters.get("properties") or {}
+    required = set(parameters.get("required") or ())
+    parts = []
+    for name, spec in props.items():
+        kind = spec.get("type", "any") if isinstance(spec, dict) else "any"
+        if isinstance(kind, list):
+            kind = "|".join(map(str, kind))
+        parts.append(f"{name}{'' if name in required else '?'}: {kind}")
+    return ", ".join(parts) or "-"
+
+
+@app.command("register")
+def register(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(metavar="FILE.py", help="Python source defining the function; - for stdin.")],
+    session: SessionOpt,
+    name: Annotated[str | None, typer.Option(
+        "--name", "-n", help="The function to register, and the tool's name (default: the last function "
+        "in the file).")] = None,
+    description: Annotated[str | None, typer.Option(
+        "--description", "-d", help="Default: the docstring's first paragraph.")] = None,
+    params: Annotated[str | None, typer.Option(
+        "--params", metavar="JSON", help="Parameters as {name: {type, description}} or a JSON Schema "
+        "(default: from the type hints and the docstring).")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", metavar="SECONDS", min=0.001, help="Deadline per call (default: sandbox.deadline).")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace a tool of the same name.")] = False,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Register a function from FILE.py as a tool of the session (exit 6 if the name is taken)."""
+    app_ctx = state(ctx)
+    source = read_source(file)
+    parameters = parse_object(params, "--params") if params is not None else None
+    tool = app_ctx.client().register_tool(session, source, name=name, description=description,
+                                          parameters=parameters, timeout=timeout, replace=replace)
+    data = msgspec.to_builtins(tool)
+    if resolve_format(app_ctx.env, output) in ("table", "plain"):
+        data.pop("function_code", None)  # the file just sent; `tool get` shows it
+    render(app_ctx.env, data, TOOL_VIEW, output, quiet)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, session: SessionOpt, output: Output = None, quiet: Quiet = False) -> None:
+    """List the session's tools with their parameters."""
+    app_ctx = state(ctx)
+    page = app_ctx.client().list_tools(session)
+    if resolve_format(app_ctx.env, output) in ("table", "plain") and not quiet:
+        data = msgspec.to_builtins(page)
+        for tool in data["tools"]:
+            tool["params"] = _signature(tool["parameters"])
+        render(app_ctx.env, data, LIST_VIEW, output, quiet)
+        return
+    render(app_ctx.env, page, LIST_VIEW, output, quiet)
+
+
+@app.command("get")
+def get(ctx: typer.Context, name: ToolName, session: SessionOpt, output: Output = None, quiet: Quiet = False) -> None:
+    """Show one tool: description, parameters (JSON Schema) and its source."""
+    app_ctx = state(ctx)
+    tool = app_ctx.client().get_tool(session, name)
+    fmt = resolve_format(app_ctx.env, output)
+    if fmt in ("table", "plain") and not quiet:
+        data = msgspec.to_builtins(tool)
+        source = data.pop("function_code", None)
+        render(app_ctx.env, data, TOOL_VIEW, output)
+        if source:
+            app_ctx.env.out("")
+            app_ctx.env.out(source.rstrip("\n"))
+        return
+    render(app_ctx.env, tool, TOOL_VIEW, output, quiet)
+
+
+@app.command("exec")
+def exec_(
+    ctx: typer.Context,
+    name: ToolName,
+    session: SessionOpt,
+    arg: Annotated[list[str] | None, typer.Option(
+        "--arg", "-a", metavar="KEY=VALUE", help="An argument; VALUE is JSON if it parses (3, true, [1]), "
+        "else a string. Repeatable.")] = None,
+    args: Annotated[str | None, typer.Option("--args", metavar="JSON", help="All arguments as a JSON object.")]
+    = None,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", metavar="SECONDS", min=0.001, help="Deadline for this call.")] = None,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run a tool in the sandbox and print its result (exit 1 if it failed)."""
+    app_ctx = state(ctx)
+    arguments = {**parse_object(args, "--args"), **parse_pairs(arg, "--arg")}
+    result = app_ctx.client().execute_tool(session, name, arguments, timeout=timeout)
+    data = msgspec.to_builtins(result)
+    if resolve_format(app_ctx.env, output) in ("table", "plain") and isinstance(data.get("error"), dict):
+        details = data["error"].get("details") or {}
+        data["error"] = {**data["error"], "details": {k: v for k, v in details.items() if k != "traceback"}}
+    render(app_ctx.env, data, RESULT_VIEW, output, quiet)
+    if result.error is not None:
+        app_ctx.env.err(f"error: tool {name} failed: {result.error.get('code')}: {result.error.get('message')}")
+        raise typer.Exit(ExitStatus.ERROR)
+
+
+@app.command("delete")
+def delete(ctx: typer.Context, name: ToolName, session: SessionOpt, output: Output = None,
+           quiet: Quiet = False) -> None:
+    """Remove a tool from the session (exit 4 if there is none)."""
+    app_ctx = state(ctx)
+    app_ctx.client().delete_tool(session, name)
+    render(app_ctx.env, {"name": name, "session_id": session, "deleted": True}, TOOL_VIEW, output, quiet)
