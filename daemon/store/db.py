@@ -36,7 +36,7 @@ T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
 # (write function, its caller's future, its caller's context): the writer runs each function in
 # its caller's contextvars, so code inside a write sees the caller's trace and session.
-QueueItem = tuple[WriteFn, "asyncio.Future[Any]", contextvars.Context]
+QueueItem = tuple["WriteFn | _Alone", "asyncio.Future[Any]", contextvars.Context]
 # Store.on_commit(contexts, batch size, wall-clock start, seconds taken, error or None): told
 # after every transaction, for metrics and storage-commit spans (observability sets it; the
 # store itself imports nothing of it).
@@ -211,11 +211,12 @@ class Store:
             await self._commit_batch(batch)
 
     async def _run_alone(self, item: QueueItem) -> None:
-        fn, future, ctx = item
+        alone, future, ctx = item
+        assert isinstance(alone, _Alone)
         conn = self._writer_conn
         assert conn is not None
         try:
-            value = await conn._execute(ctx.run, fn.fn, self._raw(conn))  # type: ignore[attr-defined]
+            value = await conn._execute(ctx.run, alone.fn, self._raw(conn))
         except Exception as exc:
             if not future.done():
                 future.set_exception(_classify(exc) if isinstance(exc, sqlite3.Error) else exc)
@@ -255,7 +256,7 @@ class Store:
             for fn, _, ctx in batch:
                 conn.execute("SAVEPOINT w")
                 try:
-                    value = ctx.run(fn, conn)
+                    value = ctx.run(fn, conn)  # type: ignore[arg-type]  # never an _Alone here
                 except Exception as exc:
                     err = _classify(exc) if isinstance(exc, sqlite3.Error) else exc
                     if not conn.in_transaction:
