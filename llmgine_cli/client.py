@@ -46,6 +46,7 @@ from llmgine_daemon.protocol import (
     Command,
     CommandList,
     ConfigView,
+    DbStats,
     Engine,
     EngineList,
     EngineTypeList,
@@ -70,6 +71,7 @@ from llmgine_daemon.protocol import (
     ToolResult,
     TraceList,
     TraceView,
+    VacuumResult,
 )
 
 from llmgine_cli.localkey import key_for, read_key
@@ -292,6 +294,14 @@ class Client:
 
     def shutdown(self) -> ShutdownAccepted:
         return self._call("POST", "/api/shutdown", ShutdownAccepted, body={})
+
+    # -- db ------------------------------------------------------------------------------
+
+    def db_stats(self) -> DbStats:
+        return self._call("GET", "/api/db/stats", DbStats)
+
+    def db_vacuum(self) -> VacuumResult:
+        return self._call("POST", "/api/db/vacuum", VacuumResult, body={})
 
     # -- sessions ------------------------------------------------------------------------
 

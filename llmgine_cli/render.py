@@ -118,7 +118,7 @@ def _cell(key: str, value: Any, view: View) -> str:
             return _short_time(value)
         if leaf == "uptime" and isinstance(value, (int, float)):
             return duration(value)
-        if leaf == "size_bytes" and isinstance(value, int):
+        if (leaf.endswith("_bytes") or key.startswith("file_bytes.")) and isinstance(value, int):
             return size(value)
     return str(value)
 
