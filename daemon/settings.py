@@ -137,18 +137,6 @@ def _parse_int(value: Any) -> int:
     raise ValueError("expected an integer")
 
 
-def _positive_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number of seconds")
-    try:
-        number = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        raise ValueError("expected a number of seconds") from None
-    if not number > 0:
-        raise ValueError("expected a positive number of seconds")
-    return number
-
-
 def _parse_str(value: Any) -> str:
     if isinstance(value, str):
         return value
