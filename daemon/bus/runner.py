@@ -354,7 +354,16 @@ class Runner:
         job.state = "running"
         try:
             try:
-                with tracing.span("command.run", parent=tracing.parse_traceparent(job.traceparent),
+                parent = tracing.parse_traceparent(job.traceparent)
+                if parent is not None:
+                    # The wait is only known now: record it as a finished sibling of the run.
+                    waited = max(0.0, t0 - job.queued_at)
+                    tracing.current().record(
+                        "command.queue_wait", parent, time.time() - waited, waited * 1000,
+                        command_type=rec.command_type, priority=rec.priority,
+                        session_id=rec.session_id, command_id=rec.command_id,
+                    )
+                with tracing.span("command.run", parent=parent,
                                   command_type=rec.command_type, priority=rec.priority):
                     if rec.timeout is None:  # most commands: no Timeout object, no timer
                         result = await reg.handler(rec)

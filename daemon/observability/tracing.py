@@ -231,11 +231,12 @@ class Tracer:
         return spans
 
     def record(
-        self, name: str, parent: Span, start: float, duration_ms: float, *,
+        self, name: str, parent: Span | Remote, start: float, duration_ms: float, *,
         error: str | None = None, **attributes: Any,
     ) -> None:
-        """Record a span measured elsewhere (the storage commit, timed by the writer task)."""
-        if not (self.enabled and parent.recording):
+        """Record a span measured elsewhere (the storage commit, timed by the writer task; a
+        command's wait in its queue, known only when it starts)."""
+        if not (self.enabled and getattr(parent, "recording", True)):
             return
         span = Span(name, parent.trace_id, parent.span_id, attributes=attributes, tracer=self,
                     sampled=parent.sampled)
