@@ -11,6 +11,7 @@ from aiohttp import WSCloseCode, web
 from llmgine_daemon.api import (
     auth,
     commands,
+    db,
     engine_memory,
     engines,
     events,
@@ -19,11 +20,21 @@ from llmgine_daemon.api import (
     observability,
     openapi,
     sessions,
+    streams,
     system,
     tools,
 )
 from llmgine_daemon.api.errors import error_middleware
-from llmgine_daemon.api.keys import BUS, LISTENERS, LLM, OBSERVABILITY, SETTINGS, SHUTDOWN, WEBSOCKETS
+from llmgine_daemon.api.keys import (
+    BUS,
+    LISTENERS,
+    LLM,
+    OBSERVABILITY,
+    RETENTION,
+    SETTINGS,
+    SHUTDOWN,
+    WEBSOCKETS,
+)
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.engines import ENGINE_TYPES
 from llmgine_daemon.engines.runtime import LLMRuntime
@@ -31,12 +42,15 @@ from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.sandbox.pool import SandboxLimits, SandboxPool
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import Store
+from llmgine_daemon.store.maintenance import Retention, rules_from
 
 log = logging.getLogger("llmgine.app")
 
+# streams before events: aiohttp matches dynamic routes in registration order, and
+# /api/sessions/{id}/events/{event_id} would take "stream" for an event id.
 ROUTE_MODULES = (
-    system, sessions, commands, events, engines, engine_memory, tools, handlers, observability, auth,
-    openapi,
+    system, streams, sessions, commands, events, engines, engine_memory, tools, handlers,
+    observability, auth, db, openapi,
 )
 
 
@@ -56,7 +70,8 @@ def sandbox_pool(settings: Settings) -> SandboxPool:
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = Store(settings.database_path, synchronous=settings["database.synchronous"])
+    store = Store(settings.database_path, synchronous=settings["database.synchronous"],
+                  busy_timeout=settings["database.busy_timeout"])
     await store.open()
     # Observability first in, last out: it sees the bus start and stop, and flushes its
     # buffered logs and spans before the store closes.
@@ -76,17 +91,28 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         llm.attach(bus)
         app[BUS] = bus
         app[LLM] = llm
+        retention = Retention(store, rules_from(settings), settings["database.retention_interval"])
+        app[RETENTION] = retention
         try:
             await pool.start()
             await bus.start()
+            retention.start()
             yield
         finally:
+            await retention.stop()
             await bus.stop()
             await llm.close()
             await pool.stop()
     finally:
         await obs.stop()
         await store.close()
+
+
+async def _drain_commands(app: web.Application) -> None:
+    """Shutdown, before in-flight requests are waited for: start no more commands; running ones
+    finish (their waiting requests get answers), queued ones stay queued for the next start."""
+    if BUS in app:
+        app[BUS].commands.runner.drain()
 
 
 async def _close_websockets(app: web.Application) -> None:
@@ -111,6 +137,10 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_bus_ctx)
     # After the bus: credentials live in its store. Guards every route, present and future.
     guard.install(app, settings)
+    app.on_shutdown.append(_drain_commands)
+    # After the bus: streams start once it is up and end (1001) before it stops.
+    app.cleanup_ctx.append(streams.streams_ctx)
+    app.on_shutdown.append(streams.close_streams)
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(observability.stamp_traceparent)
     for module in ROUTE_MODULES:

@@ -13,6 +13,7 @@ Conventions:
 from __future__ import annotations
 
 import datetime as _dt
+import time as _time
 from typing import Any, Literal
 
 import msgspec
@@ -130,8 +131,19 @@ VERSION_HEADER = "X-Llmgine-Version"
 REQUEST_ID_HEADER = "X-Request-ID"
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC now as 2024-01-01T00:00:00.123456Z; the part up to the second is formatted once per
+    second (this runs several times per command)."""
+    global _second
+    now = _time.time()
+    whole = int(now)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(whole)))
+    return f"{cached[1]}.{int((now - whole) * 1_000_000):06d}Z"
 
 
 def parse_iso(text: str) -> _dt.datetime:
@@ -372,6 +384,36 @@ class StorageInfo(msgspec.Struct):
     backend: str
     path: str
     size_bytes: int
+
+
+class DbTable(msgspec.Struct):
+    name: str
+    rows: int
+    # Pages of the table and its indexes (SQLite's dbstat), in bytes.
+    size_bytes: int
+    index_bytes: int
+
+
+class DbStats(msgspec.Struct):
+    backend: str
+    path: str
+    # The database file plus its -wal and -shm files.
+    size_bytes: int
+    file_bytes: dict[str, int]
+    page_size: int
+    page_count: int
+    freelist_pages: int
+    journal_mode: str
+    synchronous: str
+    tables: list[DbTable]
+    retention: dict[str, Any] = {}
+
+
+class VacuumResult(msgspec.Struct):
+    before_bytes: int
+    after_bytes: int
+    reclaimed_bytes: int
+    duration_ms: float
 
 
 class StatusCounts(msgspec.Struct):

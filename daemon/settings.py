@@ -137,18 +137,6 @@ def _parse_int(value: Any) -> int:
     raise ValueError("expected an integer")
 
 
-def _positive_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number of seconds")
-    try:
-        number = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        raise ValueError("expected a number of seconds") from None
-    if not number > 0:
-        raise ValueError("expected a positive number of seconds")
-    return number
-
-
 def _parse_str(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -280,6 +268,15 @@ SETTINGS: tuple[Setting, ...] = (
             "sqlite:///PATH (default: llmgine.db in the data directory)"),
     Setting("database.synchronous", "LLMGINE_DB_SYNCHRONOUS", _choice("normal", "full"), "full",
             "SQLite synchronous mode: full also survives power loss; normal survives a crash"),
+    Setting("database.busy_timeout", "LLMGINE_DB_BUSY_TIMEOUT", _positive_float, 5.0,
+            "seconds a request waits for a database locked by another process before 503 "
+            "STORAGE_BUSY"),
+    Setting("database.event_retention_days", "LLMGINE_EVENT_RETENTION_DAYS", _positive, 0,
+            "days events are kept; older ones are pruned in the background (0 = keep all)"),
+    Setting("database.event_retention_rows", "LLMGINE_EVENT_RETENTION_ROWS", _positive, 0,
+            "events kept; the oldest beyond it are pruned in the background (0 = no limit)"),
+    Setting("database.retention_interval", "LLMGINE_RETENTION_INTERVAL", _positive_float, 60.0,
+            "seconds between background retention passes (events, logs, spans)"),
     Setting("logging.level", "LOG_LEVEL",
             _choice("debug", "info", "warning", "error", "critical"), "info",
             "log level"),

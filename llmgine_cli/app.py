@@ -34,7 +34,9 @@ from llmgine_cli.commands import (
     completion,
     config,
     daemon,
+    db,
     engines,
+    event_tail,
     events,
     handlers,
     observability,
@@ -128,6 +130,9 @@ app.add_typer(tools.app, name="tool")
 app.add_typer(handlers.app, name="handler")
 app.add_typer(config.app, name="config")
 app.add_typer(daemon.app, name="daemon")
+# `event tail` holds a stream open (llmgine_cli/stream.py), so it lives in its own module.
+events.app.command("tail")(event_tail.tail)
+app.add_typer(db.app, name="db")
 app.add_typer(system.app)  # health, status, shutdown: top-level
 app.add_typer(observability.app)  # logs, log, metrics, trace, traces: top-level
 app.add_typer(completion.app)  # completion bash|zsh|fish: top-level

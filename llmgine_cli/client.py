@@ -42,6 +42,7 @@ from llmgine_daemon.protocol import (
     Command,
     CommandList,
     ConfigView,
+    DbStats,
     Engine,
     EngineList,
     EngineMessageList,
@@ -68,6 +69,7 @@ from llmgine_daemon.protocol import (
     ToolResult,
     TraceList,
     TraceView,
+    VacuumResult,
 )
 
 from llmgine_cli.errors import (  # noqa: F401  (re-exported: the client's public names)
@@ -169,6 +171,14 @@ class Client:
 
     def shutdown(self) -> ShutdownAccepted:
         return self._call("POST", "/api/shutdown", ShutdownAccepted, body={})
+
+    # -- db ------------------------------------------------------------------------------
+
+    def db_stats(self) -> DbStats:
+        return self._call("GET", "/api/db/stats", DbStats)
+
+    def db_vacuum(self) -> VacuumResult:
+        return self._call("POST", "/api/db/vacuum", VacuumResult, body={})
 
     # -- sessions ------------------------------------------------------------------------
 

@@ -118,7 +118,7 @@ def _cell(key: str, value: Any, view: View) -> str:
             return _short_time(value)
         if leaf == "uptime" and isinstance(value, (int, float)):
             return duration(value)
-        if leaf == "size_bytes" and isinstance(value, int):
+        if (leaf.endswith("_bytes") or key.startswith("file_bytes.")) and isinstance(value, int):
             return size(value)
     return str(value)
 
@@ -397,3 +397,107 @@ def render_trace(env: Environment, trace: Any, fmt: str) -> None:
         for root in data["spans"]:
             walk(root, 0)
     env.stdout.flush()
+
+
+# -- live event tail (`llmgine event tail`) ------------------------------------------------------
+
+_TYPE_STYLES = ("cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green",
+                "bright_magenta", "bright_blue", "bright_yellow")
+
+
+def _compact(data: Any, width: int = 100) -> str:
+    text = msgspec.json.encode(data).decode() if data else ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def event_line(event: Any) -> str:
+    """One event as a plain line: seq, time, session, type, compact data."""
+    session = (event.session_id or "-")[:8]
+    return f"{event.seq}  {_short_time(event.timestamp)}  {session}  {event.event_type}  " \
+        f"{_compact(event.data)}".rstrip()
+
+
+class LiveTail:
+    """The terminal view of `event tail`: events scroll by, a footer keeps counters and state.
+
+    Colour follows the event type (stable per type), so a burst of one kind stands out.
+    """
+
+    def __init__(self, env: Environment, title: str) -> None:
+        from rich.console import Console
+
+        self.console = Console(file=env.stdout, force_terminal=True, highlight=False)
+        self.title = title
+        self.total = 0
+        self.by_type: dict[str, int] = {}
+        self.state = "connecting"
+        self.last_seq: int | None = None
+        self.started = _dt.datetime.now(_dt.UTC)
+        self._live: Any = None
+
+    def __enter__(self) -> LiveTail:
+        from rich.live import Live
+
+        self._live = Live(self._footer(), console=self.console, refresh_per_second=4,
+                          transient=True)
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+        self.console.print(self._footer())
+
+    def _style(self, event_type: str) -> str:
+        return _TYPE_STYLES[sum(event_type.encode()) % len(_TYPE_STYLES)]
+
+    def add(self, event: Any) -> None:
+        from rich.text import Text
+
+        self.total += 1
+        self.by_type[event.event_type] = self.by_type.get(event.event_type, 0) + 1
+        self.last_seq = event.seq
+        self.state = "live" if self.state in ("connecting", "live") else self.state
+        line = Text()
+        line.append(f"{_short_time(event.timestamp)[11:]} ", style="dim")
+        line.append(f"#{event.seq:<6} ", style="dim")
+        line.append(f"{(event.session_id or '-')[:8]} ", style="bold")
+        line.append(f"{event.event_type:<24} ", style=self._style(event.event_type))
+        line.append(_compact(event.data, 120))
+        self.console.print(line)
+        self._live.update(self._footer())
+
+    def notice(self, kind: str, fields: dict[str, Any]) -> None:
+        if kind == "hello":
+            self.state = "replaying" if fields.get("replay") else "live"
+        elif kind == "live":
+            self.state = "live"
+        elif kind == "lagging":
+            self.state = "catching up"
+        elif kind == "end":
+            self.state = "ended"
+        self._live.update(self._footer())
+
+    def status(self, text: str) -> None:
+        from rich.text import Text
+
+        self.state = "reconnecting" if "reconnecting" in text else "live"
+        self.console.print(Text(f"llmgine: {text}", style="yellow"))
+        self._live.update(self._footer())
+
+    def _footer(self) -> Any:
+        from rich.text import Text
+
+        elapsed = max((_dt.datetime.now(_dt.UTC) - self.started).total_seconds(), 1e-6)
+        footer = Text()
+        colour = {"live": "green", "reconnecting": "red", "ended": "dim"}.get(self.state, "yellow")
+        footer.append(f"● {self.state}", style=f"bold {colour}")
+        footer.append(f"  {self.title}  {self.total} events  {self.total / elapsed:.1f}/s")
+        if self.last_seq is not None:
+            footer.append(f"  last seq {self.last_seq}", style="dim")
+        top = sorted(self.by_type.items(), key=lambda kv: -kv[1])[:5]
+        for name, count in top:
+            footer.append("  ")
+            footer.append(name, style=self._style(name))
+            footer.append(f" {count}")
+        return footer

@@ -48,6 +48,7 @@ from llmgine_daemon.protocol import (
     CommandHandlerCreate,
     CommandList,
     ConfigView,
+    DbStats,
     Engine,
     EngineCreate,
     EngineExecute,
@@ -81,6 +82,7 @@ from llmgine_daemon.protocol import (
     ToolResult,
     TraceList,
     TraceView,
+    VacuumResult,
 )
 
 routes = web.RouteTableDef()
@@ -430,6 +432,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                 Param("status", _enum("ok", "error")), Param("limit", _int(1, 1000, 50)))),
     ("GET", "/api/observability/traces/{trace_id}"): Op(
         "A trace as a span tree", "observability", {200: TraceView}, errors=(ErrorCode.NOT_FOUND,)),
+    # -- the database ----------------------------------------------------------------------
+    ("GET", "/api/db/stats"): Op("Database size, tables, row counts and retention", "system",
+                                 {200: DbStats}),
+    ("POST", "/api/db/vacuum"): Op(
+        "VACUUM the database (reclaims the space of deleted rows)", "system", {200: VacuumResult},
+        description="Rewrites the file: writes wait while it runs."),
     # -- credentials -----------------------------------------------------------------------
     ("POST", "/api/auth/keys"): Op(
         "Create an API key (shown once)", "auth", {201: ApiKeyCreated}, ApiKeyCreate,

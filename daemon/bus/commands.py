@@ -443,7 +443,7 @@ class Commands:
                 {"command_id": command_id, "status": rec.status},
             )
         if job.state == "queued":
-            await self.runner.cancel_queued([job], "cancel")
+            await self.runner.cancel_queued([job], "cancel", retry=False)
         else:
             self.runner.cancel_running(job, "cancel")
             await self.runner.wait([job], 30.0)

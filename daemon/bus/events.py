@@ -172,9 +172,18 @@ class EventLog:
         return unsubscribe
 
     def notify(self, events: list[Event]) -> None:
-        for event in sorted(events, key=lambda e: e.seq):
-            metrics.inc("events_published_total", type=event.event_type)
-            for listener in list(self._listeners):
+        if not events:
+            return
+        if len(events) > 1:
+            events = sorted(events, key=lambda e: e.seq)
+        counts: dict[str, int] = {}
+        for event in events:
+            counts[event.event_type] = counts.get(event.event_type, 0) + 1
+        for event_type, n in counts.items():
+            metrics.inc("events_published_total", n, type=event_type)
+        listeners = list(self._listeners)
+        for event in events:
+            for listener in listeners:
                 listener(event)
 
     # -- the Events API ---------------------------------------------------------------

@@ -38,10 +38,10 @@ def normalise(given: dict[str, Any] | None, derived: dict[str, Any]) -> dict[str
     if given is None:
         return derived
     if is_full_schema(given):
-        schema = dict(given)
-        schema.setdefault("type", "object")
-        schema.setdefault("properties", {})
-        return schema
+        full = dict(given)
+        full.setdefault("type", "object")
+        full.setdefault("properties", {})
+        return full
     properties: dict[str, Any] = {}
     derived_props = derived.get("properties", {})
     for name, spec in given.items():

@@ -26,8 +26,9 @@ import logging
 import sqlite3
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmgine_daemon.bus.codec import dumps
 from llmgine_daemon.bus.errors import BusError, UserCodeError
@@ -36,11 +37,13 @@ from llmgine_daemon.bus.handlers import CURRENT, Execution
 from llmgine_daemon.observability import metrics, tracing
 from llmgine_daemon.observability.context import CURRENT_SPAN, FIELDS, reset_fields, set_fields
 from llmgine_daemon.protocol import Command, ErrorBody, ErrorCode, Event, now_iso
+from llmgine_daemon.store.db import StorageError
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
 
 log = logging.getLogger("llmgine.commands")
+T = TypeVar("T")
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 # How many commands of a parallel batch run at once: enough for the group-commit writer to
@@ -49,6 +52,8 @@ PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 BATCH_PARALLELISM = 128
 # How long shutdown waits for cancelled handlers to record their end.
 STOP_GRACE_S = 10.0
+# How long a stopping runner keeps retrying a write the store refuses (disk full, locked).
+STOP_RETRY_S = 2.0
 
 
 @dataclass(eq=False, slots=True)
@@ -181,6 +186,7 @@ class Runner:
         self.jobs: dict[str, Job] = {}  # live commands by id
         self._order = itertools.count()
         self.stopping = False
+        self._drain_signal: asyncio.Future[None] | None = None
         metrics.gauge_callback("command_queue_depth", self._queue_depth)
 
     def _queue_depth(self) -> list[tuple[dict[str, str], float]]:
@@ -303,7 +309,12 @@ class Runner:
             job.state = "starting"
         ts = now_iso()
         try:
-            started = await self.store.write(lambda conn: start_rows(conn, jobs, ts))
+            started = await self.durable_write(lambda conn: start_rows(conn, jobs, ts))
+        except StorageError as exc:  # only while stopping: they stay queued for the next start
+            log.warning("could not start %d command(s): %s", len(jobs), exc)
+            for job in jobs:
+                job.state = "queued"
+            return []
         except Exception:
             log.exception("could not start %d command(s)", len(jobs))
             started = []
@@ -339,13 +350,26 @@ class Runner:
         token = CURRENT.set(Execution(self, job))
         fields = set_fields(session_id=rec.session_id, command_id=rec.command_id)
         t0 = time.monotonic()
+        cm: asyncio.Timeout | None = None
         job.state = "running"
         try:
             try:
-                with tracing.span("command.run", parent=tracing.parse_traceparent(job.traceparent),
+                parent = tracing.parse_traceparent(job.traceparent)
+                if parent is not None:
+                    # The wait is only known now: record it as a finished sibling of the run.
+                    waited = max(0.0, t0 - job.queued_at)
+                    tracing.current().record(
+                        "command.queue_wait", parent, time.time() - waited, waited * 1000,
+                        command_type=rec.command_type, priority=rec.priority,
+                        session_id=rec.session_id, command_id=rec.command_id,
+                    )
+                with tracing.span("command.run", parent=parent,
                                   command_type=rec.command_type, priority=rec.priority):
-                    async with asyncio.timeout(rec.timeout) as cm:
+                    if rec.timeout is None:  # most commands: no Timeout object, no timer
                         result = await reg.handler(rec)
+                    else:
+                        async with asyncio.timeout(rec.timeout) as cm:
+                            result = await reg.handler(rec)
             finally:
                 job.state = "finishing"
                 reset_fields(fields)
@@ -355,7 +379,7 @@ class Runner:
             task.uncancel()
             return self._cancelled(job, _ms(t0))
         except TimeoutError as exc:
-            if cm.expired():
+            if cm is not None and cm.expired():
                 return Outcome(
                     "timed_out",
                     error=command_error(
@@ -435,7 +459,15 @@ class Runner:
             return emitted, result_event, started
 
         try:
-            emitted, result_event, started = await self.store.write(write)
+            emitted, result_event, started = await self.durable_write(write)
+        except StorageError as exc:
+            # Only while stopping: nothing is told a result that did not commit. The store still
+            # says executing, so the next start records it as interrupted.
+            log.error("could not record the result of command %s: %s", rec.command_id, exc)
+            job.pending[:0] = pending
+            for nxt in start:
+                nxt.state = "queued"
+            return []
         except Exception:
             log.exception("could not record the result of command %s", rec.command_id)
             emitted, result_event, started = [], None, []
@@ -450,6 +482,30 @@ class Runner:
                 self.end_unstarted(nxt, "session", ts)
         self.bus.events.notify(emitted + ([result_event] if result_event else []) + [e for _, e in started])
         return [j for j, _ in started]
+
+    async def durable_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``store.write`` that outlasts a full disk or a database locked by another process.
+
+        The runner cannot answer "try again" to anyone: a result must be recorded before
+        anybody is told it. So it keeps the outcome in memory and retries, with backoff, until
+        the write commits (the daemon recovers by itself when space or the lock comes back).
+        Only a stopping runner gives up, after ``STOP_RETRY_S``; what did not commit is then
+        recovered from the store at the next start. Write functions must be re-runnable: a
+        failed attempt was rolled back.
+        """
+        delay, gave_up_at = 0.05, None
+        while True:
+            try:
+                return await self.store.write(fn)
+            except StorageError as exc:
+                if self.stopping:
+                    gave_up_at = gave_up_at or time.monotonic() + STOP_RETRY_S
+                    if time.monotonic() > gave_up_at:
+                        raise
+                if delay == 0.05:
+                    log.warning("storage unavailable (%s); the runner retries until it is back", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _apply_end(self, job: Job, outcome: Outcome, ts: str) -> None:
         rec = job.record
@@ -500,6 +556,10 @@ class Runner:
             if fut.cancelled():
                 return
             if fut.exception() is not None:
+                if job.state in ("running", "finishing") and isinstance(fut.exception(), StorageError):
+                    # Not lost: they go with the command's result, whose write is retried.
+                    job.pending[:0] = pending
+                    return
                 log.error("could not record events of command %s: %s", job.record.command_id, fut.exception())
                 return
             self.bus.events.notify(fut.result())
@@ -563,8 +623,9 @@ class Runner:
         if job.state == "running" and job.task is not None:
             job.task.cancel()
 
-    async def cancel_queued(self, jobs: list[Job], reason: str) -> None:
-        """Cancel commands that have not started: written with a CommandResult each."""
+    async def cancel_queued(self, jobs: list[Job], reason: str, *, retry: bool = True) -> None:
+        """Cancel commands that have not started: written with a CommandResult each.
+        ``retry=False`` (a client's request): a storage error is raised at once instead."""
         jobs = [j for j in jobs if j.state == "queued"]
         if not jobs:
             return
@@ -580,27 +641,65 @@ class Runner:
             pairs = zip(jobs, outcomes, strict=True)
             return [finish_row(conn, j.record, o, ts, from_status="queued") for j, o in pairs]
 
-        events = await self.store.write(write)
+        try:
+            events = await (self.durable_write(write) if retry else self.store.write(write))
+        except BaseException:
+            for job in jobs:  # still queued in the store: so they are here
+                job.state = "queued"
+                job.cancel_reason = None
+            raise
         for job, outcome in zip(jobs, outcomes, strict=True):
             self._apply_end(job, outcome, ts)
         self.bus.events.notify([e for e in events if e is not None])
 
     async def wait(self, jobs: list[Job], timeout: float) -> bool:
-        """Wait until every job is finished or ``timeout`` passed; True if all finished."""
+        """Wait until every job is finished or ``timeout`` passed; True if all finished.
+
+        While the daemon drains for shutdown a queued command will not start here (it stays
+        queued for the next start), so waiting stops as soon as the running ones finished.
+        """
         loop = asyncio.get_running_loop()
-        futures = []
+        waiters: dict[asyncio.Future[Command], Job] = {}
         for job in jobs:
             if job.state in ("done", "cancelled") and job.record.status not in ("queued", "executing"):
                 continue
             if job.waiter is None:
                 job.waiter = loop.create_future()
-            futures.append(job.waiter)
-        if not futures:
+            waiters[job.waiter] = job
+        if not waiters:
             return True
         if timeout <= 0:
             return False
-        done, pending = await asyncio.wait(futures, timeout=timeout)
-        return not pending
+        deadline = loop.time() + timeout
+        while waiters:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            if self.stopping and any(j.state == "queued" for j in waiters.values()):
+                running = [f for f, j in waiters.items() if j.state != "queued"]
+                if running:
+                    await asyncio.wait(running, timeout=remaining)
+                return False
+            watch: list[asyncio.Future[Any]] = [*waiters, self._draining()]
+            done, _ = await asyncio.wait(watch, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                waiters.pop(fut, None)  # type: ignore[call-overload]
+        return True
+
+    def _draining(self) -> asyncio.Future[None]:
+        if self._drain_signal is None:
+            self._drain_signal = asyncio.get_running_loop().create_future()
+            if self.stopping:
+                self._drain_signal.set_result(None)
+        return self._drain_signal
+
+    def drain(self) -> None:
+        """Shutdown begins: start nothing more (queued commands stay queued for the next start),
+        let what runs finish while in-flight requests are answered; ``stop`` interrupts the rest."""
+        self.stopping = True
+        signal = self._draining()
+        if not signal.done():
+            signal.set_result(None)
 
     # -- lifecycle --------------------------------------------------------------------
 

@@ -5,9 +5,10 @@ running it is *installed*: the module-level ``metrics.inc`` / ``tracing.span`` c
 in the daemon reach it, and Python logging feeds its ``StoreHandler``.
 
 One background task flushes buffered log records and finished spans to SQLite together, in
-one write (so telemetry costs one transaction per interval, not one per record), and prunes
-both tables past their retention bounds. Readers call ``flush()`` first, so what was logged
-before a request is visible to it.
+one write (so telemetry costs one transaction per interval, not one per record), trimming
+both tables to their row bounds as it inserts; pruning by age is store/maintenance.py's
+background retention. Readers call ``flush()`` first, so what was logged before a request is
+visible to it.
 """
 
 from __future__ import annotations
@@ -16,18 +17,12 @@ import asyncio
 import contextvars
 import logging
 import sqlite3
-import time
 from typing import Any
 
 from llmgine_daemon.observability import metrics, tracing
 from llmgine_daemon.observability.context import CURRENT_SPAN
-from llmgine_daemon.observability.logs import (
-    LEVELS,
-    StoreHandler,
-    insert_logs,
-    prune_logs_before,
-)
-from llmgine_daemon.observability.traces import insert_spans, prune_spans_before
+from llmgine_daemon.observability.logs import LEVELS, StoreHandler, insert_logs
+from llmgine_daemon.observability.traces import insert_spans
 from llmgine_daemon.observability.tracing import Span, Tracer
 from llmgine_daemon.protocol import LogRecord
 from llmgine_daemon.settings import Settings
@@ -36,7 +31,6 @@ from llmgine_daemon.store.db import Store
 log = logging.getLogger("llmgine.observability")
 
 FLUSH_INTERVAL = 0.5
-PRUNE_INTERVAL = 60.0
 
 
 class Observability:
@@ -46,16 +40,13 @@ class Observability:
         self.metrics_enabled: bool = settings["observability.enable_metrics"]
         self.tracing_enabled: bool = settings["observability.enable_tracing"]
         self.log_rows: int = settings["observability.log_retention_rows"]
-        self.log_days: float = settings["observability.log_retention_days"]
         self.span_rows: int = settings["observability.trace_retention_spans"]
-        self.span_days: float = settings["observability.trace_retention_days"]
         self.level = LEVELS[settings["logging.level"]]
         self.registry = metrics.Registry(enabled=self.metrics_enabled)
         self.tracer = Tracer(enabled=self.tracing_enabled)
         self.handler = StoreHandler(self.level)
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
-        self._last_prune = 0.0
         self._saved_level: int | None = None
         self._exporter: Any = None
 
@@ -78,7 +69,6 @@ class Observability:
             self._exporter = make_exporter(endpoint)
             if self._exporter is not None:
                 self.tracer.exporters.append(self._exporter.export)
-        await self._prune()
         self._task = asyncio.create_task(self._flusher(), name="llmgine-telemetry-flush")
 
     async def stop(self) -> None:
@@ -141,28 +131,11 @@ class Observability:
             await asyncio.sleep(FLUSH_INTERVAL)
             try:
                 await self.flush()
-                if time.monotonic() - self._last_prune > PRUNE_INTERVAL:
-                    await self._prune()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 # Not log.exception: that record would be buffered and fail the same way.
                 print(f"llmgined: telemetry flush failed: {exc}", flush=True)
-
-    async def _prune(self) -> None:
-        self._last_prune = time.monotonic()
-        now = time.time()
-        log_cutoff = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(now - self.log_days * 86400))
-        span_cutoff = now - self.span_days * 86400
-        log_days, span_days = self.log_days, self.span_days
-
-        def write(conn: sqlite3.Connection) -> None:
-            if log_days > 0:
-                prune_logs_before(conn, log_cutoff)
-            if span_days > 0:
-                prune_spans_before(conn, span_cutoff)
-
-        await self._untraced_write(write)
 
     async def _untraced_write(self, fn: Any) -> None:
         # Telemetry's own writes must not produce storage spans (nor feed back into a trace).

@@ -16,8 +16,9 @@ Finished spans go to the installed ``Tracer``'s buffer; ``Observability`` flushe
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import re
-import secrets
 import threading
 import time
 from collections import deque
@@ -37,12 +38,30 @@ MAX_ATTR_CHARS = 512
 SECRET_KEYS = re.compile(r"(?i)(authorization|token|secret|password|api[_-]?key|cookie)")
 
 
+# Ids come from a pooled os.urandom read: secrets.token_hex makes one getrandom syscall per id,
+# and every request and command makes several (bench/run.py, profile in bench/README.md).
+_POOL_BYTES = 4096
+_pool = b""
+_pos = _POOL_BYTES
+_pool_lock = threading.Lock()
+
+
+def _random_hex(n: int) -> str:
+    global _pool, _pos
+    with _pool_lock:
+        if _pos + n > len(_pool):
+            _pool, _pos = os.urandom(_POOL_BYTES), 0
+        raw = _pool[_pos:_pos + n]
+        _pos += n
+    return raw.hex()
+
+
 def new_trace_id() -> str:
-    return secrets.token_hex(16)
+    return _random_hex(16)
 
 
 def new_span_id() -> str:
-    return secrets.token_hex(8)
+    return _random_hex(8)
 
 
 class Remote:
@@ -69,12 +88,18 @@ def parse_traceparent(header: str | None) -> Remote | None:
     return Remote(trace_id, span_id, sampled=bool(int(flags, 16) & 1))
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret_key(key: str) -> bool:
+    # Attribute names are a small fixed set; the regex runs once per name, not per span.
+    return SECRET_KEYS.search(key) is not None
+
+
 def clean_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in attributes.items():
         if value is None:
             continue
-        if SECRET_KEYS.search(key):
+        if _secret_key(key):
             out[key] = "[redacted]"
         elif isinstance(value, (bool, int, float)):
             out[key] = value
@@ -206,11 +231,12 @@ class Tracer:
         return spans
 
     def record(
-        self, name: str, parent: Span, start: float, duration_ms: float, *,
+        self, name: str, parent: Span | Remote, start: float, duration_ms: float, *,
         error: str | None = None, **attributes: Any,
     ) -> None:
-        """Record a span measured elsewhere (the storage commit, timed by the writer task)."""
-        if not (self.enabled and parent.recording):
+        """Record a span measured elsewhere (the storage commit, timed by the writer task; a
+        command's wait in its queue, known only when it starts)."""
+        if not (self.enabled and getattr(parent, "recording", True)):
             return
         span = Span(name, parent.trace_id, parent.span_id, attributes=attributes, tracer=self,
                     sampled=parent.sampled)

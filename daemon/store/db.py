@@ -36,14 +36,14 @@ T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
 # (write function, its caller's future, its caller's context): the writer runs each function in
 # its caller's contextvars, so code inside a write sees the caller's trace and session.
-QueueItem = tuple[WriteFn, "asyncio.Future[Any]", contextvars.Context]
+QueueItem = tuple["WriteFn | _Alone", "asyncio.Future[Any]", contextvars.Context]
 # Store.on_commit(contexts, batch size, wall-clock start, seconds taken, error or None): told
 # after every transaction, for metrics and storage-commit spans (observability sets it; the
 # store itself imports nothing of it).
 CommitHook = Callable[[list[contextvars.Context], int, float, float, BaseException | None], None]
 
 MAX_BATCH = 1024
-BUSY_TIMEOUT_MS = 5000
+BUSY_TIMEOUT_S = 5.0
 
 
 class StorageError(Exception):
@@ -56,6 +56,23 @@ class StorageBusy(StorageError):
 
 class StorageFull(StorageError):
     """The disk (or the database's page limit) is full."""
+
+
+class _Alone:
+    """Marks a queued function that runs outside a transaction (``Store.run_alone``)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: WriteFn) -> None:
+        self.fn = fn
+
+
+class _Aborted(Exception):
+    """The transaction is gone; ``error`` is why (every write of the batch fails with it)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _classify(exc: sqlite3.Error) -> Exception:
@@ -76,9 +93,11 @@ def _touch_private(path: Path) -> None:
 
 
 class Store:
-    def __init__(self, path: Path, synchronous: str = "full") -> None:
+    def __init__(self, path: Path, synchronous: str = "full", busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = path
         self.synchronous = synchronous.upper()
+        # How long a statement waits for another process's lock before StorageBusy (503).
+        self.busy_timeout_ms = max(0, int(busy_timeout * 1000))
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[QueueItem | None] = asyncio.Queue()
@@ -100,7 +119,7 @@ class Store:
             self._reader_conn = await aiosqlite.connect(
                 self.path, isolation_level=None, check_same_thread=False
             )
-            await self._reader_conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await self._reader_conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
             await self._reader_conn.execute("PRAGMA query_only = ON")
         except (OSError, sqlite3.Error) as exc:
             await self.close()
@@ -109,7 +128,7 @@ class Store:
 
     def _setup_writer(self) -> None:
         conn = self._raw(self._writer_conn)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise StorageError(f"{self.path}: could not switch to WAL mode (got {mode})")
@@ -156,41 +175,78 @@ class Store:
         self._queue.put_nowait((fn, future, contextvars.copy_context()))
         return future
 
+    async def run_alone(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the writer connection outside any transaction, between two batches
+        (VACUUM, checkpoints: statements that cannot run inside a transaction)."""
+        if self._task is None:
+            raise StorageError("the store is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((_Alone(fn), future, contextvars.copy_context()))
+        return await future
+
     async def _writer(self) -> None:
         stopping = False
-        while not stopping:
-            item = await self._queue.get()
-            if item is None:
-                break
+        carry: QueueItem | None = None
+        while not stopping or carry is not None:
+            if carry is not None:
+                item, carry = carry, None
+            else:
+                got = await self._queue.get()
+                if got is None:
+                    break
+                item = got
+            if isinstance(item[0], _Alone):
+                await self._run_alone(item)
+                continue
             batch = [item]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 nxt = self._queue.get_nowait()
                 if nxt is None:
                     stopping = True
                     break
+                if isinstance(nxt[0], _Alone):
+                    carry = nxt
+                    break
                 batch.append(nxt)
-            started_wall, started = time.time(), time.perf_counter()
-            failure: BaseException | None = None
+            await self._commit_batch(batch)
+
+    async def _run_alone(self, item: QueueItem) -> None:
+        alone, future, ctx = item
+        assert isinstance(alone, _Alone)
+        conn = self._writer_conn
+        assert conn is not None
+        try:
+            value = await conn._execute(ctx.run, alone.fn, self._raw(conn))
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(_classify(exc) if isinstance(exc, sqlite3.Error) else exc)
+        else:
+            if not future.done():
+                future.set_result(value)
+
+    async def _commit_batch(self, batch: list[QueueItem]) -> None:
+        started_wall, started = time.time(), time.perf_counter()
+        failure: BaseException | None = None
+        try:
+            outcomes = await self._writer_conn._execute(self._run_batch, batch)  # type: ignore[union-attr]
+        except Exception as exc:  # the whole transaction failed (e.g. COMMIT on a full disk)
+            err = _classify(exc) if isinstance(exc, sqlite3.Error) else exc
+            log.error("write transaction of %d failed: %s", len(batch), err)
+            outcomes = [(False, err)] * len(batch)
+            failure = err
+        if self.on_commit is not None:
             try:
-                outcomes = await self._writer_conn._execute(self._run_batch, batch)  # type: ignore[union-attr]
-            except Exception as exc:  # the whole transaction failed (e.g. COMMIT on a full disk)
-                err = _classify(exc) if isinstance(exc, sqlite3.Error) else exc
-                log.error("write transaction of %d failed: %s", len(batch), err)
-                outcomes = [(False, err)] * len(batch)
-                failure = err
-            if self.on_commit is not None:
-                try:
-                    self.on_commit([ctx for _, _, ctx in batch], len(batch), started_wall,
-                                   time.perf_counter() - started, failure)
-                except Exception:  # observability must never fail a write
-                    log.exception("commit hook failed")
-            for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+                self.on_commit([ctx for _, _, ctx in batch], len(batch), started_wall,
+                               time.perf_counter() - started, failure)
+            except Exception:  # observability must never fail a write
+                log.exception("commit hook failed")
+        for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
     def _run_batch(self, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
         conn = self._raw(self._writer_conn)
@@ -200,18 +256,26 @@ class Store:
             for fn, _, ctx in batch:
                 conn.execute("SAVEPOINT w")
                 try:
-                    value = ctx.run(fn, conn)
+                    value = ctx.run(fn, conn)  # type: ignore[arg-type]  # never an _Alone here
                 except Exception as exc:
+                    err = _classify(exc) if isinstance(exc, sqlite3.Error) else exc
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back by itself (it does for some
+                        # SQLITE_FULL and I/O errors): the writes before this one are gone too,
+                        # so none of the batch may be acknowledged.
+                        raise _Aborted(err) from exc
                     conn.execute("ROLLBACK TO w")
                     conn.execute("RELEASE w")
-                    outcomes.append((False, _classify(exc) if isinstance(exc, sqlite3.Error) else exc))
+                    outcomes.append((False, err))
                 else:
                     conn.execute("RELEASE w")
                     outcomes.append((True, value))
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if isinstance(exc, _Aborted):
+                raise exc.error from None
             raise
         self.transactions += 1
         self.writes += len(batch)
@@ -235,11 +299,14 @@ class Store:
     async def fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
         return await self.read(lambda c: c.execute(sql, params).fetchone())
 
-    def size_bytes(self) -> int:
-        total = 0
-        for suffix in ("", "-wal", "-shm"):
+    def file_sizes(self) -> dict[str, int]:
+        sizes = {}
+        for name, suffix in (("db", ""), ("wal", "-wal"), ("shm", "-shm")):
             try:
-                total += os.stat(f"{self.path}{suffix}").st_size
+                sizes[name] = os.stat(f"{self.path}{suffix}").st_size
             except FileNotFoundError:
-                pass
-        return total
+                sizes[name] = 0
+        return sizes
+
+    def size_bytes(self) -> int:
+        return sum(self.file_sizes().values())

@@ -118,16 +118,28 @@ def run(
         str | None, typer.Option("--idempotency-key", metavar="KEY",
                                  help="Retrying with the same key never runs the command twice.")
     ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Print the command's events live while it runs.")
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """Run a command in a session and print its result (exit 1 if it did not complete)."""
     app_ctx = state(ctx)
     parameters = {**parse_object(params, "--params"), **parse_pairs(param, "--param")}
-    record = app_ctx.client().submit_command(
-        session, command_type, parameters, command_metadata(priority, timeout),
-        wait=0 if no_wait else LONG_POLL_S, idempotency_key=idempotency_key,
-    )
+
+    def submit(wait: float) -> Command:
+        return app_ctx.client().submit_command(
+            session, command_type, parameters, command_metadata(priority, timeout),
+            wait=wait, idempotency_key=idempotency_key,
+        )
+
+    if follow and not no_wait:
+        from llmgine_cli.commands.event_tail import follow_command
+
+        record = follow_command(app_ctx, session, lambda: submit(0), output)
+    else:
+        record = submit(0 if no_wait else LONG_POLL_S)
     if not no_wait:
         record = wait_for(app_ctx, record)
     render_command(app_ctx, record, output, quiet)

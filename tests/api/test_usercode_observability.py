@@ -61,6 +61,7 @@ async def test_one_command_through_a_handler_and_a_tool_is_one_trace(app_client)
     trace = await get_json(app_client, f"/api/observability/traces/{record['trace_id']}")
     assert shape(trace["spans"]) == [
         ("POST /api/sessions/{session_id}/commands", [
+            ("command.queue_wait", []),
             ("command.run", [
                 ("handler.run", [
                     ("tool.call", []),
@@ -72,6 +73,9 @@ async def test_one_command_through_a_handler_and_a_tool_is_one_trace(app_client)
     assert all(not s["children"] for s in spans(trace["spans"]) if s["name"] == "store.commit")
     by_name = {s["name"]: s for s in spans(trace["spans"])}
     run, handler, tool = by_name["command.run"], by_name["handler.run"], by_name["tool.call"]
+    wait = by_name["command.queue_wait"]
+    assert wait["attributes"]["command_id"] == record["command_id"]
+    assert wait["offset_ms"] <= run["offset_ms"]  # the wait comes before the run
     assert run["attributes"]["command_type"] == "Lookup" and run["attributes"]["command_id"] == record["command_id"]
     assert handler["attributes"]["function"] == "handle" and handler["attributes"]["session_id"] == sid
     assert tool["attributes"]["tool"] == "lookup" and tool["attributes"]["depth"] == 1
@@ -182,6 +186,7 @@ async def test_llm_calls_are_traced_and_counted(llm_client: Any, fake: FakeProvi
     trace = await get_json(client, f"/api/observability/traces/{record['trace_id']}")
     assert shape(trace["spans"]) == [
         ("POST /api/engines/{engine_id}/execute", [
+            ("command.queue_wait", []),
             ("command.run", [
                 ("engine.run", [
                     ("llm.call", []),

@@ -1,13 +1,28 @@
-"""kill -9 the real daemon with a command executing and others queued: after a restart the
-executing one is interrupted, the queued ones run, the engine is back."""
+"""kill -9 the real daemon, then restart it.
+
+- One command executing and others queued: the executing one is interrupted, the queued ones
+  run, the engine is back.
+- Rounds under load: concurrent clients create sessions, submit commands and publish events
+  over the Unix socket, recording every acknowledgement (2xx); SIGKILL at a random moment.
+  After each restart every acknowledged item is there, ``PRAGMA integrity_check`` is ok, what
+  was executing is interrupted, what was queued runs, and no command has two results.
+  ``LLMGINE_CRASH_ROUNDS`` (default 2) sets the number of rounds.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import random
 import signal
+import sqlite3
 import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
@@ -64,6 +79,172 @@ def test_kill_9_then_restart(home):
         assert status == 200 and engine_now["status"] == "initialized"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# -- rounds under load ------------------------------------------------------------------------
+
+DUMMY = {"command_type": "DummyEngineCommand"}
+
+
+@dataclass
+class Acked:
+    """Everything a client was told had committed."""
+
+    sessions: set[str] = field(default_factory=set)
+    events: dict[str, int] = field(default_factory=dict)  # event_id -> seq
+    commands: set[str] = field(default_factory=set)
+    blockers: set[str] = field(default_factory=set)  # executing when the daemon was killed
+
+
+def unix_session(home: Path) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        base_url="http://llmgine", connector=aiohttp.UnixConnector(path=str(home / "run" / "llmgined.sock")),
+        timeout=aiohttp.ClientTimeout(total=30),
+    )
+
+
+async def wait_ready(home: Path, proc: Any) -> None:
+    for _ in range(400):
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            async with unix_session(home) as http, http.get("/api/health") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("daemon did not answer on its socket")
+
+
+async def post(http: aiohttp.ClientSession, path: str, body: Any) -> tuple[int, Any]:
+    async with http.post(path, json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def load_then_kill(home: Path, proc: Any, sids: list[str], acked: Acked, rng: random.Random) -> None:
+    await wait_ready(home, proc)
+    async with unix_session(home) as http:
+        # A session whose command blocks: executing at the kill, two more queued behind it.
+        status, blocker_sid = await post(http, "/api/sessions", {})
+        blocker_sid = blocker_sid["session_id"]
+        await post(http, "/api/engines", {"engine_type": "DummyEngine", "session_id": blocker_sid})
+        status, running = await post(http, f"/api/sessions/{blocker_sid}/commands",
+                                     {**DUMMY, "parameters": {"prompt": "block", "delay_ms": 600_000}})
+        assert status == 202 and running["status"] == "executing"
+        acked.blockers.add(running["command_id"])
+        acked.commands.add(running["command_id"])
+        for i in range(2):
+            status, queued = await post(http, f"/api/sessions/{blocker_sid}/commands",
+                                        {**DUMMY, "parameters": {"prompt": f"behind {i}"}})
+            assert status == 202
+            acked.commands.add(queued["command_id"])
+
+        stop = False
+
+        async def client(n: int) -> None:
+            local = random.Random(rng.random())
+            while not stop:
+                sid = local.choice(sids)
+                what = local.random()
+                try:
+                    if what < 0.45:
+                        status, body = await post(http, f"/api/sessions/{sid}/commands",
+                                                  {**DUMMY, "parameters": {"prompt": f"c{n}",
+                                                                           "delay_ms": local.choice((0, 0, 5))}})
+                        if status == 202:
+                            acked.commands.add(body["command_id"])
+                    elif what < 0.95:
+                        status, body = await post(http, f"/api/sessions/{sid}/events",
+                                                  {"event_type": "Crash", "data": {"n": n}})
+                        if status == 201:
+                            acked.events[body["event_id"]] = body["seq"]
+                    else:
+                        status, body = await post(http, "/api/sessions", {})
+                        if status == 201:
+                            acked.sessions.add(body["session_id"])
+                except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError):
+                    return  # the daemon is gone: this request was never acknowledged
+
+        tasks = [asyncio.create_task(client(n)) for n in range(8)]
+        await asyncio.sleep(rng.uniform(0.3, 1.2))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        stop = True
+        await asyncio.gather(*tasks)
+
+
+async def check_after_restart(home: Path, proc: Any, acked: Acked) -> None:
+    await wait_ready(home, proc)
+    db = sqlite3.connect(home / "data" / "llmgine.db")
+    try:
+        assert acked.sessions <= {r[0] for r in db.execute("SELECT session_id FROM sessions")}
+        stored = dict(db.execute("SELECT event_id, seq FROM events WHERE event_type = 'Crash'").fetchall())
+        missing = {e for e in acked.events if e not in stored}
+        assert not missing, f"{len(missing)} acknowledged events lost"
+        assert all(stored[e] == seq for e, seq in acked.events.items())
+        known = {r[0] for r in db.execute("SELECT command_id FROM commands")}
+        assert acked.commands <= known, f"{len(acked.commands - known)} acknowledged commands lost"
+        # Whatever was executing at the kill is interrupted; everything queued runs to the end.
+        async with unix_session(home) as http:
+            for _ in range(600):
+                left = db.execute("SELECT COUNT(*) FROM commands WHERE status IN ('queued', 'executing')").fetchone()[0]
+                if left == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert left == 0
+            async with http.get("/api/health") as resp:
+                assert resp.status == 200
+        statuses = dict(db.execute("SELECT command_id, status FROM commands").fetchall())
+        assert {statuses[c] for c in acked.blockers} == {"interrupted"}
+        assert set(statuses.values()) <= {"completed", "interrupted"}
+        doubled = db.execute(
+            "SELECT json_extract(data, '$.command_id') AS c, COUNT(*) FROM events"
+            " WHERE event_type = 'CommandResult' GROUP BY c HAVING COUNT(*) > 1"
+        ).fetchall()
+        assert doubled == []
+    finally:
+        db.close()
+
+
+def integrity_ok(home: Path) -> None:
+    db = sqlite3.connect(home / "data" / "llmgine.db")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()
+
+
+def test_kill_9_rounds_under_load(home):
+    rounds = int(os.environ.get("LLMGINE_CRASH_ROUNDS", "2"))
+    rng = random.Random(os.environ.get("LLMGINE_CRASH_SEED"))
+    acked = Acked()
+    sids: list[str] = []
+
+    async def setup(proc: Any) -> None:
+        await wait_ready(home, proc)
+        async with unix_session(home) as http:
+            for _ in range(6):
+                _, session = await post(http, "/api/sessions", {})
+                sid = session["session_id"]
+                await post(http, "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})
+                sids.append(sid)
+                acked.sessions.add(sid)
+
+    proc = run_daemon(home)
+    try:
+        asyncio.run(setup(proc))
+        for _ in range(rounds):
+            asyncio.run(load_then_kill(home, proc, sids, acked, rng))
+            integrity_ok(home)
+            proc = run_daemon(home)
+            asyncio.run(check_after_restart(home, proc, acked))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        integrity_ok(home)
     finally:
         if proc.poll() is None:
             proc.kill()

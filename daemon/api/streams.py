@@ -1,0 +1,385 @@
+"""Live event streams over WebSocket and Server-Sent Events (docs/streams.md).
+
+    WS  /api/sessions/{session_id}/events/stream     one session (the spec's endpoint)
+    WS  /api/events/stream                           every session
+    GET the same paths with ``Accept: text/event-stream`` (no upgrade): SSE
+
+Query: ``event_type`` (repeatable or comma-separated; ``Prefix*``), ``source`` (same),
+``since`` (a seq, or an ISO time; absent = live from now). SSE also honours ``Last-Event-ID``.
+
+The ordering, resume and slow-consumer rules live in bus/streams.py; this module only decides
+where a stream starts, then turns its items into frames. All frames of one connection are
+written by one task (the sender), so control replies (pong, subscribed, error) are queued on
+the subscription instead of being written from the receiving side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from aiohttp import WSMsgType, web
+from llmgine_daemon.api.errors import ApiError, validation_error
+from llmgine_daemon.api.keys import BUS, STREAMS, WEBSOCKETS
+from llmgine_daemon.api.util import path_id
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.streams import (
+    CLOSE_GOING_AWAY,
+    End,
+    Notice,
+    StreamFilter,
+    StreamHub,
+    Subscription,
+)
+from llmgine_daemon.protocol import WS_PROTOCOL, ErrorCode, Event, parse_iso
+
+log = logging.getLogger("llmgine.streams")
+
+routes = web.RouteTableDef()
+
+# Pings (WebSocket) and comments (SSE) keep idle connections open through proxies and find
+# dead peers; a WebSocket peer that misses a pong for this long is dropped.
+HEARTBEAT = 15.0
+# The application subprotocol. A browser that passes its credential as a subprotocol value
+# (``llmgine.bearer.<TOKEN>``) also offers this one, which the server selects: a browser drops
+# a handshake whose reply names none of the subprotocols it offered. The same value as the
+# security layer's protocol.WS_PROTOCOL.
+SUBPROTOCOL = WS_PROTOCOL  # the security layer selects it beside llmgine.bearer.<TOKEN>
+# SSE: how long a browser's EventSource waits before reconnecting (it then sends
+# Last-Event-ID, so nothing is lost).
+SSE_RETRY_MS = 2000
+# How long a closing WebSocket waits for the peer's close reply.
+CLOSE_TIMEOUT = 3.0
+# On shutdown, how long streams get to close cleanly before they are dropped.
+SHUTDOWN_GRACE = 2.0
+
+_json = msgspec.json.Encoder()
+
+
+class ClientMessage(msgspec.Struct, forbid_unknown_fields=True):
+    type: str
+    event_types: list[str] | None = None
+    sources: list[str] | None = None
+
+
+# -- lifecycle -----------------------------------------------------------------------------
+
+
+async def streams_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = StreamHub(app[BUS])
+    await hub.start()
+    app[STREAMS] = hub
+    try:
+        yield
+    finally:
+        await hub.stop()
+
+
+async def close_streams(app: web.Application) -> None:
+    """On shutdown: every stream ends with 1001 at once, so no handler holds shutdown up."""
+    hub = app.get(STREAMS)
+    if hub is not None:
+        hub.close_all(CLOSE_GOING_AWAY, "daemon shutting down")
+        # Let each handler finish its close handshake itself; whatever is still open after
+        # this (a peer that stopped reading) is closed by app.py's _close_websockets.
+        await hub.wait_idle(SHUTDOWN_GRACE)
+
+
+# -- request parsing -----------------------------------------------------------------------
+
+
+def _multi(request: web.Request, name: str) -> list[str]:
+    values: list[str] = []
+    for raw in request.query.getall(name, []):
+        values.extend(v.strip() for v in raw.split(",") if v.strip())
+    return values
+
+
+def _since(request: web.Request, sse: bool) -> int | Any | None:
+    raw = request.headers.get("Last-Event-ID", "").strip() if sse else ""
+    name = "Last-Event-ID" if raw else "since"
+    raw = raw or request.query.get("since", "").strip()
+    if not raw or raw == "now":
+        return None
+    if raw.isdigit():
+        return int(raw)
+    if name == "since":
+        try:
+            return parse_iso(raw)
+        except ValueError:
+            pass
+    raise validation_error(name, "must be a seq (a non-negative integer) or an ISO 8601 time",
+                           value=raw[:64])
+
+
+def _filter(request: web.Request) -> StreamFilter:
+    session_id = path_id(request, "session_id") if "session_id" in request.match_info else None
+    return StreamFilter(session_id, _multi(request, "event_type"), _multi(request, "source"))
+
+
+def _wants_sse(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "*/*").lower()
+    return "text/event-stream" in accept or "*/*" in accept
+
+
+# -- the route -----------------------------------------------------------------------------
+
+
+@routes.get("/api/events/stream")
+@routes.get("/api/sessions/{session_id}/events/stream")
+async def stream(request: web.Request) -> web.StreamResponse:
+    # No permessage-deflate: compressing every frame once per subscriber costs more CPU than
+    # fan-out can spare, and the daemon is local. Client messages are small (subscribe, ping).
+    ws = web.WebSocketResponse(
+        timeout=CLOSE_TIMEOUT, heartbeat=HEARTBEAT, protocols=(SUBPROTOCOL,), compress=False,
+        max_msg_size=64 * 1024,
+    )
+    upgrade = ws.can_prepare(request).ok
+    if not upgrade and not _wants_sse(request):
+        raise ApiError(
+            ErrorCode.VALIDATION_ERROR,
+            "this endpoint streams: open a WebSocket, or send Accept: text/event-stream",
+            {"field": "Accept", "issue": "expected a WebSocket upgrade or text/event-stream"},
+            status=406,
+        )
+    flt = _filter(request)
+    since = _since(request, sse=not upgrade)
+    hub = request.app[STREAMS]
+    # Subscribing checks the session and the cursor, so a refusal is a plain HTTP error
+    # envelope (404 SESSION_NOT_FOUND, 422) before any upgrade.
+    sub = await hub.subscribe(flt, since)
+    try:
+        if upgrade:
+            return await _serve_websocket(request, ws, hub, sub)
+        return await _serve_sse(request, hub, sub)
+    finally:
+        sub.close()
+
+
+def _hello(hub: StreamHub, sub: Subscription) -> dict[str, Any]:
+    return {
+        "type": "hello",
+        "last_seq": hub.head,
+        "since": sub.cursor,
+        "replay": sub.replaying,
+        **sub.filter.describe(),
+        "heartbeat": HEARTBEAT,
+    }
+
+
+# -- WebSocket -----------------------------------------------------------------------------
+
+
+async def _serve_websocket(
+    request: web.Request, ws: web.WebSocketResponse, hub: StreamHub, sub: Subscription
+) -> web.WebSocketResponse:
+    await ws.prepare(request)
+    request.app[WEBSOCKETS].add(ws)
+    receiver = asyncio.create_task(_ws_receiver(ws, sub), name="llmgine-ws-receiver")
+    end: End | None = None
+    try:
+        end = await _ws_send_loop(ws, hub, sub)
+    except (ConnectionError, RuntimeError) as exc:
+        log.debug("websocket send stopped: %s", exc)  # the peer went away mid-send
+    finally:
+        # Stop reading before closing: a close() while another task sits in receive() drops
+        # the connection without waiting for the peer's close reply.
+        receiver.cancel()
+        try:
+            await receiver
+        except (asyncio.CancelledError, Exception):
+            pass
+    if not ws.closed:
+        if end is not None:
+            await ws.close(code=end.code, message=end.reason.encode())
+        else:
+            await ws.close()
+    return ws
+
+
+async def _ws_send_loop(ws: web.WebSocketResponse, hub: StreamHub, sub: Subscription) -> End | None:
+    sink = _FrameSink(ws)
+    await sink.send([_ws_frame(_json.encode(_hello(hub, sub)))])
+    while True:
+        items = await sub.get()
+        if ws.closed:
+            return None
+        frames: list[bytes] = []
+        end: End | None = None
+        for item in items:
+            if isinstance(item, End):
+                end = item
+                break
+            if isinstance(item, Event):
+                frames.append(hub.encoded(item, "ws", _ws_event_frame))
+            else:
+                frames.append(_ws_frame(_json.encode({"type": item.type, **item.fields})))
+        if frames:
+            await sink.send(frames)
+        if end is not None:
+            return end
+
+
+def _ws_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented text frame (RFC 6455 5.2): what a server sends."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, n)
+    return header + payload
+
+
+def _ws_event_frame(event: Event) -> bytes:
+    return _ws_frame(b'{"type":"event","event":' + _json.encode(event) + b"}")
+
+
+class _FrameSink:
+    """Writes a batch of frames with ONE transport write.
+
+    Fan-out to a hundred subscribers at a thousand events a second is dominated by the cost
+    of one write call per frame (aiohttp's send_str). A server frame is unmasked, so the same
+    bytes go to every subscriber: frames are built once (hub.encoded), joined per batch and
+    written at once, with aiohttp's own flow control (pause -> drain). This reaches into the
+    WebSocketWriter (transport, protocol); when that is not what we expect (another aiohttp,
+    compression negotiated) it falls back to send_frame per message, correct but slower.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        writer = getattr(ws, "_writer", None)
+        protocol = getattr(writer, "protocol", None)
+        self.transport = getattr(writer, "transport", None)
+        self.protocol = protocol
+        self.fast = (
+            self.transport is not None
+            and hasattr(protocol, "_drain_helper")
+            and hasattr(protocol, "_paused")
+            and not getattr(writer, "compress", 0)
+        )
+
+    async def send(self, frames: list[bytes]) -> None:
+        if not self.fast:
+            for frame in frames:
+                await self.ws.send_frame(frame[_header_length(frame):], WSMsgType.TEXT)
+            return
+        assert self.transport is not None and self.protocol is not None
+        if self.transport.is_closing():
+            raise ConnectionResetError("the WebSocket is closing")
+        self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        if self.protocol._paused:
+            # The peer is not keeping up: wait here; meanwhile the hub keeps filling (and,
+            # when full, drops) this subscriber's bounded queue, never blocking anyone else.
+            await self.protocol._drain_helper()
+
+
+def _header_length(frame: bytes) -> int:
+    return 2 if frame[1] < 126 else 4 if frame[1] == 126 else 10
+
+
+async def _ws_receiver(ws: web.WebSocketResponse, sub: Subscription) -> None:
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                _ws_command(sub, msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                sub.send_notice(_error_notice(ErrorCode.VALIDATION_ERROR,
+                                              "send JSON text messages, not binary"))
+    finally:
+        # The peer closed (or vanished): wake the sender so the handler can finish.
+        sub.stop(End(1000, "closed by the client"))
+
+
+def _error_notice(code: str, message: str, details: dict[str, Any] | None = None) -> Notice:
+    return Notice("error", {"error": {"code": code, "message": message, "details": details or {}}})
+
+
+def _ws_command(sub: Subscription, text: str) -> None:
+    """Handle one client message; mistakes are answered with an error message, not a close."""
+    try:
+        msg = msgspec.json.decode(text, type=ClientMessage)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        sub.send_notice(_error_notice(ErrorCode.VALIDATION_ERROR, f"bad message: {exc}"))
+        return
+    if msg.type == "ping":
+        sub.send_notice(Notice("pong"))
+    elif msg.type == "subscribe":
+        try:
+            sub.change_filter(sub.filter.with_types(msg.event_types, msg.sources))
+        except BusError as exc:
+            sub.send_notice(_error_notice(exc.code, exc.message, exc.details))
+    else:
+        sub.send_notice(_error_notice(
+            ErrorCode.VALIDATION_ERROR, f"unknown message type {msg.type!r}",
+            {"field": "type", "issue": "must be subscribe or ping"},
+        ))
+
+
+# -- Server-Sent Events ----------------------------------------------------------------------
+
+
+def _sse_field(text: str) -> str:
+    # A line break would end the field early and let the value inject fields of its own.
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def _sse_event_frame(event: Event) -> bytes:
+    head = f"id: {event.seq}\nevent: {_sse_field(event.event_type)}\ndata: ".encode()
+    return head + _json.encode(event) + b"\n\n"
+
+
+def _sse_frame(hub: StreamHub, item: Event | Notice) -> bytes:
+    if isinstance(item, Event):
+        return hub.encoded(item, "sse", _sse_event_frame)
+    data = _json.encode({"type": item.type, **item.fields})
+    return b"event: stream." + item.type.encode() + b"\ndata: " + data + b"\n\n"
+
+
+async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) -> web.StreamResponse:
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            # Reverse proxies (nginx) must not buffer a stream.
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await resp.prepare(request)
+    hello = _json.encode(_hello(hub, sub)).decode()
+    # The hello carries the start cursor as its id, so a browser that reconnects before the
+    # first event still resumes from the right place (it sends it back as Last-Event-ID).
+    await resp.write(
+        f"retry: {SSE_RETRY_MS}\nid: {sub.cursor}\nevent: stream.hello\ndata: {hello}\n\n".encode()
+    )
+    try:
+        while True:
+            try:
+                items = await asyncio.wait_for(sub.get(), HEARTBEAT)
+            except TimeoutError:
+                await resp.write(b": ping\n\n")
+                continue
+            chunks: list[bytes] = []
+            end: End | None = None
+            for item in items:
+                if isinstance(item, End):
+                    end = item
+                    break
+                chunks.append(_sse_frame(hub, item))
+            if chunks:
+                await resp.write(b"".join(chunks))
+            if end is not None:
+                # SSE has no close code: say why it ends (1000 = nothing more will come,
+                # 1001 = the daemon is going away: reconnect with Last-Event-ID).
+                data = _json.encode({"type": "end", "code": end.code, "reason": end.reason})
+                await resp.write(b"event: stream.end\ndata: " + data + b"\n\n")
+                break
+        await resp.write_eof()
+    except (ConnectionError, RuntimeError) as exc:
+        log.debug("SSE client went away: %s", exc)
+    return resp

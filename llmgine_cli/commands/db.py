@@ -1,0 +1,42 @@
+"""`llmgine db stats | vacuum` ↔ daemon api/db.py."""
+
+from __future__ import annotations
+
+import typer
+
+from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import Column, View, render, resolve_format, size
+
+app = typer.Typer(help="Inspect and compact the daemon's database.", no_args_is_help=True)
+
+STATS_VIEW = View(
+    columns=(
+        Column("TABLE", "name"),
+        Column("ROWS", "rows"),
+        Column("SIZE", "size_bytes"),
+        Column("INDEXES", "index_bytes"),
+    ),
+    items="tables",
+    id_field="name",
+)
+VACUUM_VIEW = View(fields=("before_bytes", "after_bytes", "reclaimed_bytes", "duration_ms"))
+
+
+@app.command("stats")
+def stats(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
+    """Sizes and row counts per table (-o json adds files, pages and retention settings)."""
+    app_ctx = state(ctx)
+    result = app_ctx.client().db_stats()
+    fmt = resolve_format(app_ctx.env, output)
+    if fmt in ("table", "plain") and not quiet:
+        files = ", ".join(f"{name} {size(n)}" for name, n in result.file_bytes.items())
+        app_ctx.env.err(f"{result.path}: {size(result.size_bytes)} ({files}),"
+                        f" {result.freelist_pages} free page(s) of {result.page_count}")
+    render(app_ctx.env, result, STATS_VIEW, output, quiet)
+
+
+@app.command("vacuum")
+def vacuum(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
+    """Rebuild the database file to give free pages back to the disk (writes wait meanwhile)."""
+    app_ctx = state(ctx)
+    render(app_ctx.env, app_ctx.client().db_vacuum(), VACUUM_VIEW, output, quiet)

@@ -1,0 +1,149 @@
+"""`llmgine event tail` ↔ daemon api/streams.py (the live stream; llmgine_cli/stream.py).
+
+Kept apart from the request/response `event` commands (commands/events.py): this one holds a
+connection open, reconnects and resumes, and renders as events arrive.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from llmgine_daemon.protocol import Command, Event
+
+from llmgine_cli.context import AppContext
+from llmgine_cli.options import Output, state
+from llmgine_cli.render import event_line, resolve_format
+from llmgine_cli.stream import EventStream, Notice
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(value: str | None) -> int | str | None:
+    """SEQ (events after it), 10m/2h/1d (that long ago), an ISO time, or all (everything)."""
+    if value is None or value == "now":
+        return None
+    text = value.strip().lower()
+    if text == "all":
+        return 0
+    if text.isdigit():
+        return int(text)
+    match = _DURATION.match(text)
+    if match:
+        ago = _dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        when = _dt.datetime.now(_dt.UTC) - ago
+        return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r}: use a seq, a duration (30s, 10m, 2h, 1d), an ISO time or all",
+            param_hint="--since",
+        ) from None
+    return value
+
+
+def tail(
+    ctx: typer.Context,
+    session: Annotated[str | None, typer.Argument(
+        metavar="[SESSION]", help="The session to follow (or --all).", show_default=False)] = None,
+    all_sessions: Annotated[bool, typer.Option("--all", "-a", help="Follow every session.")] = False,
+    event_type: Annotated[list[str] | None, typer.Option(
+        "--type", "-t", metavar="TYPE", help="Only this type (Prefix* for a prefix); repeatable.")] = None,
+    source: Annotated[list[str] | None, typer.Option(
+        "--source", metavar="SOURCE", help="Only this source (api, engine, handler, bus); repeatable.")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="SEQ|10m|all",
+        help="Start after this seq, this long ago, at an ISO time, or with all history "
+             "(default: new events only).")] = None,
+    no_reconnect: Annotated[bool, typer.Option(
+        "--no-reconnect", help="Exit 3 when the daemon goes away instead of reconnecting.")] = False,
+    output: Output = None,
+) -> None:
+    """Print events as they happen (Ctrl-C stops). Resumes across daemon restarts.
+
+    On a terminal: a live view. Piped: one JSON object per line, flushed per event.
+    """
+    if (session is None) == (not all_sessions):
+        raise typer.BadParameter("give a SESSION or --all (not both)", param_hint="SESSION")
+    app_ctx = state(ctx)
+    env = app_ctx.env
+    fmt = resolve_format(env, output)
+    if fmt == "plain" and output is None:
+        fmt = "jsonl"  # piped by default: machine-readable lines
+    stream = EventStream(
+        app_ctx.client(), session, event_types=event_type or (), sources=source or (),
+        since=parse_since(since), reconnect=not no_reconnect,
+        on_status=lambda text: env.err(f"llmgine: {text}"),
+    )
+    try:
+        if fmt == "table" and env.stdout_isatty:
+            from llmgine_cli.render import LiveTail
+
+            with LiveTail(env, title=session or "all sessions") as view:
+                stream.on_status = lambda text: view.status(text)
+                for item in stream:
+                    if isinstance(item, Event):
+                        view.add(item)
+                    elif isinstance(item, Notice):
+                        view.notice(item.type, item.fields)
+        else:
+            for item in stream:
+                if not isinstance(item, Event):
+                    continue
+                if fmt in ("json", "jsonl"):
+                    env.out(msgspec.json.encode(item).decode())
+                else:
+                    env.out(event_line(item))
+                env.stdout.flush()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how you stop a tail: a normal exit
+    finally:
+        stream.close()
+
+
+
+def follow_command(
+    app_ctx: AppContext, session_id: str, submit: Callable[[], Command], output: Any
+) -> Command:
+    """`command run --follow`: print the command's events live, then return its final record.
+
+    The stream is opened (and the server has said where it starts) BEFORE the command is
+    submitted, so even its first event cannot be missed. A session runs one command at a time,
+    so everything between its CommandStarted and its CommandResult is its doing.
+    """
+    env = app_ctx.env
+    fmt = resolve_format(env, output)
+    client = app_ctx.client()
+    stream = EventStream(client, session_id,
+                         on_status=lambda text: env.err(f"llmgine: {text}"))
+    items = iter(stream)
+    try:
+        for item in items:  # the hello: the stream is registered
+            if isinstance(item, Notice) and item.type == "hello":
+                break
+        record = submit()
+        inside = False
+        for item in items:
+            if not isinstance(item, Event):
+                continue
+            ours = item.data.get("command_id") == record.command_id
+            if ours and item.event_type == "CommandStarted":
+                inside = True
+            if not (inside or ours):
+                continue
+            if fmt in ("json", "jsonl"):
+                env.out(msgspec.json.encode(item).decode())
+            else:
+                env.out(event_line(item))
+            env.stdout.flush()
+            if ours and item.event_type == "CommandResult":
+                break
+    finally:
+        stream.close()
+    return client.get_command(session_id, record.command_id)

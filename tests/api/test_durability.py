@@ -1,0 +1,220 @@
+"""Faults and upkeep, in-process on a real SQLite file: a database locked by another process
+(503 STORAGE_BUSY), a full disk (507, reads keep working, recovery by itself), nothing
+acknowledged that did not commit; retention; db stats and vacuum."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any
+
+from llmgine_daemon.api.keys import BUS, RETENTION, SETTINGS
+from llmgine_daemon.store.db import Store
+
+from tests.api.bus_helpers import get_command, session_with_engine, submit
+from tests.conftest import assert_envelope, create_session
+
+
+async def set_page_limit(store: Store, extra_pages: int | None) -> None:
+    """Simulate a full disk (no room beyond the current pages + ``extra_pages``), or lift it."""
+
+    def limit(conn: sqlite3.Connection) -> None:
+        if extra_pages is None:
+            conn.execute("PRAGMA max_page_count = 1073741823")
+        else:
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {pages + extra_pages}")
+
+    await store.run_alone(limit)
+
+
+async def publish(client: Any, sid: str, n: int, size: int = 0) -> Any:
+    return await client.post(f"/api/sessions/{sid}/events",
+                             json={"event_type": "Fill", "data": {"n": n, "pad": "x" * size}})
+
+
+async def stored_fill_events(client: Any, sid: str) -> set[int]:
+    resp = await client.get(f"/api/sessions/{sid}/events", params={"event_type": "Fill", "limit": "1000"})
+    assert resp.status == 200, await resp.text()
+    return {e["data"]["n"] for e in (await resp.json())["events"]}
+
+
+# -- database locked by another process ---------------------------------------------------------
+
+
+async def test_locked_database_answers_503_and_reads_keep_working(make_client):
+    client = await make_client(LLMGINE_DB_BUSY_TIMEOUT="0.3")
+    sid = (await create_session(client))["session_id"]
+    other = sqlite3.connect(client.app[SETTINGS].database_path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        resp = await client.post("/api/sessions", json={"name": "blocked"})
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "1"
+        assert_envelope(await resp.json(), "STORAGE_BUSY")
+        resp = await publish(client, sid, 1)
+        assert resp.status == 503
+        # WAL: readers are not blocked by another process's write lock.
+        resp = await client.get(f"/api/sessions/{sid}")
+        assert resp.status == 200
+        resp = await client.get("/api/sessions")
+        assert resp.status == 200 and all(s["name"] != "blocked" for s in (await resp.json())["sessions"])
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    resp = await client.post("/api/sessions", json={"name": "after"})
+    assert resp.status == 201
+    assert await stored_fill_events(client, sid) == set()  # the refused event was not written
+
+
+# -- disk full ------------------------------------------------------------------------------
+
+
+async def test_disk_full_507_reads_work_and_recovers(make_client):
+    client = await make_client()
+    store = client.app[BUS].store
+    sid = (await create_session(client))["session_id"]
+    acked, refused = set(), set()
+    await set_page_limit(store, 2)
+    try:
+        for n in range(400):
+            resp = await publish(client, sid, n, size=2000)
+            if resp.status == 201:
+                acked.add(n)
+            else:
+                assert resp.status == 507, await resp.text()
+                assert_envelope(await resp.json(), "INSUFFICIENT_STORAGE")
+                refused.add(n)
+                if len(refused) >= 3:
+                    break
+        assert refused, "the page limit never filled up"
+        # Reads keep working while nothing can be written; exactly what was acknowledged is there.
+        assert await stored_fill_events(client, sid) == acked
+        resp = await client.get(f"/api/sessions/{sid}")
+        assert resp.status == 200
+        resp = await publish(client, sid, 999, size=2000)
+        assert resp.status == 507
+    finally:
+        await set_page_limit(store, None)
+    # Space is back: the same daemon writes again, with no restart.
+    resp = await publish(client, sid, 1000)
+    assert resp.status == 201
+    assert await stored_fill_events(client, sid) == acked | {1000}
+    integrity = sqlite3.connect(client.app[SETTINGS].database_path)
+    assert integrity.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    integrity.close()
+
+
+async def test_command_finishing_on_a_full_disk_is_recorded_once_space_returns(make_client):
+    client = await make_client()
+    store = client.app[BUS].store
+    sid, _ = await session_with_engine(client)
+    running = await submit(client, sid, "slow", delay_ms=200)
+    await set_page_limit(store, 0)
+    try:
+        for size in (2000, 0):  # fill every page, whatever free space there was
+            for n in range(2000):
+                if (await publish(client, sid, n, size=size)).status == 507:
+                    break
+        await asyncio.sleep(0.4)  # the handler has finished by now; its result cannot be written
+        record = await get_command(client, sid, running["command_id"])
+        # Never reported as finished while its result is not stored (it is not, on this disk).
+        db = sqlite3.connect(client.app[SETTINGS].database_path)
+        stored = db.execute("SELECT status FROM commands WHERE command_id = ?",
+                            (running["command_id"],)).fetchone()[0]
+        db.close()
+        assert record["status"] == stored == "executing"
+    finally:
+        await set_page_limit(store, None)
+    record = await get_command(client, sid, running["command_id"], wait=10)
+    assert record["status"] == "completed"
+    resp = await client.get(f"/api/sessions/{sid}/events", params={"event_type": "Command*"})
+    kinds = [e["event_type"] for e in (await resp.json())["events"]]
+    assert kinds == ["CommandStarted", "CommandResult"]
+    assert len(await stored_fill_events(client, sid)) > 0
+
+
+# -- retention ----------------------------------------------------------------------------------
+
+
+async def count(client: Any, table: str) -> int:
+    resp = await client.get("/api/db/stats")
+    assert resp.status == 200
+    return {t["name"]: t["rows"] for t in (await resp.json())["tables"]}[table]
+
+
+async def test_event_retention_by_count_in_the_background(make_client):
+    client = await make_client(LLMGINE_EVENT_RETENTION_ROWS="5", LLMGINE_RETENTION_INTERVAL="0.05")
+    sid = (await create_session(client))["session_id"]
+    for n in range(30):
+        assert (await publish(client, sid, n)).status == 201
+    for _ in range(200):
+        if await count(client, "events") <= 5:
+            break
+        await asyncio.sleep(0.05)
+    assert await stored_fill_events(client, sid) == {25, 26, 27, 28, 29}
+    stats = await (await client.get("/api/db/stats")).json()
+    assert stats["retention"]["rules"]["events"] == {"days": 0, "rows": 5}
+    assert stats["retention"]["pruned_since_start"]["events"] >= 25
+
+
+async def test_retention_by_age_prunes_old_events_logs_and_spans(make_client):
+    client = await make_client(LLMGINE_EVENT_RETENTION_DAYS="1", LLMGINE_RETENTION_INTERVAL="3600")
+    sid = (await create_session(client))["session_id"]
+    store = client.app[BUS].store
+    old_iso = "2020-01-01T00:00:00.000000Z"
+
+    def backdate(conn: sqlite3.Connection) -> None:
+        # History written long ago: 1,200 events (more than one pruning batch), a log, a span.
+        conn.executemany(
+            "INSERT INTO events (event_id, session_id, event_type, data, metadata, source, timestamp)"
+            " VALUES (?, ?, 'Old', '{}', '{}', 'api', ?)",
+            [(f"old-{i}", sid, old_iso) for i in range(1200)],
+        )
+        conn.execute("INSERT INTO logs (timestamp, level, levelno, logger, message, source)"
+                     " VALUES (?, 'info', 20, 't', 'old', 'daemon')", (old_iso,))
+        conn.execute("INSERT INTO spans (trace_id, span_id, name, kind, start, start_unix, duration_ms, status)"
+                     " VALUES ('t', 's', 'old', 'internal', ?, 1577836800, 1, 'ok')", (old_iso,))
+
+    # Written before the new ones, as a real history would be (seq follows time).
+    await store.write(lambda conn: conn.execute("DELETE FROM events"))
+    await store.write(backdate)
+    for n in range(3):
+        await publish(client, sid, n)
+    deleted = await client.app[RETENTION].run_once()
+    assert deleted["events"] == 1200 and deleted["logs"] >= 1 and deleted["spans"] >= 1
+    assert await stored_fill_events(client, sid) == {0, 1, 2}
+    db = sqlite3.connect(client.app[SETTINGS].database_path)
+    assert db.execute("SELECT COUNT(*) FROM logs WHERE message = 'old'").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM spans WHERE name = 'old'").fetchone()[0] == 0
+    db.close()
+
+
+# -- db stats and vacuum -----------------------------------------------------------------------
+
+
+async def test_db_stats_and_vacuum(make_client):
+    client = await make_client()
+    sid = (await create_session(client))["session_id"]
+    for n in range(50):
+        await publish(client, sid, n, size=4000)
+    resp = await client.get("/api/db/stats")
+    assert resp.status == 200
+    stats = await resp.json()
+    tables = {t["name"]: t for t in stats["tables"]}
+    assert tables["events"]["rows"] >= 50 and tables["events"]["size_bytes"] > 50 * 4000
+    assert tables["sessions"]["rows"] == 1 and "schema_migrations" in tables
+    assert stats["journal_mode"] == "wal" and stats["synchronous"] == "full"
+    assert stats["size_bytes"] == sum(stats["file_bytes"].values()) > 0
+
+    resp = await client.delete(f"/api/sessions/{sid}", params={"purge": "true"})
+    assert resp.status in (200, 204)
+    resp = await client.post("/api/db/vacuum")
+    assert resp.status == 200
+    result = await resp.json()
+    assert result["after_bytes"] < result["before_bytes"]
+    assert result["reclaimed_bytes"] == result["before_bytes"] - result["after_bytes"]
+    # Still a working database.
+    assert (await client.post("/api/sessions", json={})).status == 201
+    stats = await (await client.get("/api/db/stats")).json()
+    assert {t["name"]: t["rows"] for t in stats["tables"]}["events"] <= 1  # the new session's

@@ -1,0 +1,67 @@
+"""`llmgine event tail`: usage errors, unknown sessions, --since parsing (the live part is in
+tests/e2e/test_event_tail.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+import typer
+
+from llmgine_cli.commands.event_tail import parse_since
+
+
+def test_needs_a_session_or_all(cli):
+    assert cli("event", "tail").exit_code == 2
+    assert cli("event", "tail", "abc", "--all").exit_code == 2
+
+
+def test_unknown_session_is_not_found(cli):
+    result = cli("event", "tail", "no-such-session", "--no-reconnect")
+    assert result.exit_code == 4
+    assert "SESSION_NOT_FOUND" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_since_is_a_usage_error(cli):
+    result = cli("event", "tail", "--all", "--since", "yesterday")
+    assert result.exit_code == 2
+
+
+def test_parse_since():
+    assert parse_since(None) is None and parse_since("now") is None
+    assert parse_since("all") == 0 and parse_since("42") == 42
+    ten_min = dt.datetime.fromisoformat(parse_since("10m").replace("Z", "+00:00"))
+    age = dt.datetime.now(dt.UTC) - ten_min
+    assert dt.timedelta(minutes=9) < age < dt.timedelta(minutes=11)
+    assert parse_since("2024-01-01T00:00:00Z") == "2024-01-01T00:00:00Z"
+    with pytest.raises(typer.BadParameter):
+        parse_since("soon")
+
+
+def test_command_run_follow_prints_its_events_then_the_result(cli):
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("engine", "create", "DummyEngine", "--session", sid, "-q").exit_code == 0
+    # Another command's events in the same session, before ours: not printed.
+    assert cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=before").exit_code == 0
+    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=hi", "-p",
+                 "delay_ms=50", "--follow", "-o", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    events, record = lines[:-1], lines[-1]
+    assert record["status"] == "completed"
+    assert [e["event_type"] for e in events] == [
+        "CommandStarted", "DummyEngineStatusUpdate", "DummyEngineStatusUpdate", "CommandResult"
+    ]
+    assert {e["data"]["command_id"] for e in events} == {record["command_id"]}
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs)
+
+
+def test_command_run_follow_failure_exits_1(cli):
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("engine", "create", "DummyEngine", "--session", sid, "-q").exit_code == 0
+    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "fail=true",
+                 "--follow", "-o", "plain")
+    assert result.exit_code == 1
+    assert "CommandResult" in result.stdout and "COMMAND_EXECUTION_FAILED" in result.stderr

@@ -1,0 +1,151 @@
+"""Graceful shutdown under load (SIGTERM to the real daemon): requests in flight are answered,
+running commands finish, queued commands stay queued for the next start, every acknowledged
+write is there, sandbox workers are reaped, no socket or pidfile is left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.e2e.test_bus_crash import DUMMY, integrity_ok, post, unix_session, wait_ready
+from tests.e2e.test_llmgined import run_daemon
+
+pytestmark = pytest.mark.e2e
+
+
+def descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                children = (task / "children").read_text().split()
+            except FileNotFoundError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def stored_statuses(home: Path) -> dict[str, str]:
+    db = sqlite3.connect(home / "data" / "llmgine.db")
+    try:
+        return dict(db.execute("SELECT command_id, status FROM commands").fetchall())
+    finally:
+        db.close()
+
+
+def test_sigterm_under_load(home):
+    proc = run_daemon(home)
+    state: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        await wait_ready(home, proc)
+        async with unix_session(home) as http:
+            sids, queued = [], []
+            for _ in range(3):
+                _, session = await post(http, "/api/sessions", {})
+                sid = session["session_id"]
+                await post(http, "/api/engines", {"engine_type": "DummyEngine", "session_id": sid,
+                                                  "configuration": {"delay_ms": 500}})
+                sids.append(sid)
+
+            # One waiting request per session: its command executes while the daemon is told to stop.
+            inflight = [asyncio.create_task(post(http, f"/api/sessions/{sid}/commands?wait=30",
+                                                 {**DUMMY, "parameters": {"prompt": "inflight"}}))
+                        for sid in sids]
+            for _ in range(400):
+                if list(stored_statuses(home).values()).count("executing") == len(sids):
+                    break
+                await asyncio.sleep(0.02)
+            for sid in sids:
+                for i in range(2):
+                    status, rec = await post(http, f"/api/sessions/{sid}/commands",
+                                             {**DUMMY, "parameters": {"prompt": f"queued {i}"}})
+                    assert status == 202 and rec["status"] == "queued"
+                    queued.append(rec["command_id"])
+
+            acked: set[str] = set()
+            stop = False
+
+            async def publisher() -> None:
+                while not stop:
+                    try:
+                        status, body = await post(http, f"/api/sessions/{sids[0]}/events",
+                                                  {"event_type": "Load", "data": {}})
+                    except (TimeoutError, aiohttp.ClientError):
+                        return
+                    if status == 201:
+                        acked.add(body["event_id"])
+
+            publishers = [asyncio.create_task(publisher()) for _ in range(4)]
+            await asyncio.sleep(0.1)
+            state["children"] = descendants(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            answers = await asyncio.gather(*inflight)
+            stop = True
+            await asyncio.gather(*publishers)
+            state.update(answers=answers, queued=queued, acked=acked)
+
+    try:
+        asyncio.run(scenario())
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    # In-flight requests were answered: their commands finished during the grace period.
+    assert [(status, rec["status"]) for status, rec in state["answers"]] == [(200, "completed")] * 3
+    statuses = stored_statuses(home)
+    assert {statuses[c] for c in state["queued"]} == {"queued"}
+    assert "executing" not in statuses.values()
+    assert state["children"], "the sandbox pool had no workers to reap"
+    assert not [pid for pid in state["children"] if alive(pid)]
+    assert not (home / "run" / "llmgined.sock").exists()
+    assert not (home / "run" / "llmgined.pid").exists()
+    integrity_ok(home)
+    db = sqlite3.connect(home / "data" / "llmgine.db")
+    stored = {r[0] for r in db.execute("SELECT event_id FROM events WHERE event_type = 'Load'")}
+    db.close()
+    assert state["acked"] <= stored
+
+    # The next start runs what stayed queued.
+    proc = run_daemon(home)
+    try:
+        async def resumed() -> None:
+            await wait_ready(home, proc)
+            for _ in range(600):
+                if {stored_statuses(home)[c] for c in state["queued"]} == {"completed"}:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"queued commands did not run: {stored_statuses(home)}")
+
+        asyncio.run(resumed())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,49 @@
+"""StreamFilter: the Python predicate (live delivery) and its SQL (replay) agree."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+
+import pytest
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.stream_filter import StreamFilter
+from llmgine_daemon.protocol import Event
+
+TYPES = ["CommandStarted", "CommandResult", "Command", "command", "Engine_x", "EngineX",
+         "SessionEnded", "SessionStarted", "A%B", "A_B"]
+SOURCES = ["api", "bus", "engine", "handler"]
+SESSIONS = ["s1", "s2", None]
+PATTERNS = ["Command*", "Command", "Engine_*", "A%*", "A_B", "*", "Session*", "Nope"]
+
+
+def test_python_and_sql_agree_on_random_filters():
+    rng = random.Random(3)
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, session_id TEXT, event_type TEXT,"
+                 " source TEXT)")
+    events = []
+    for seq in range(1, 400):
+        e = Event(event_id=str(seq), seq=seq, session_id=rng.choice(SESSIONS),
+                  event_type=rng.choice(TYPES), data={}, metadata={}, timestamp="t",
+                  source=rng.choice(SOURCES))
+        events.append(e)
+        conn.execute("INSERT INTO events VALUES (?, ?, ?, ?)",
+                     (e.seq, e.session_id, e.event_type, e.source))
+    for _ in range(200):
+        flt = StreamFilter(
+            rng.choice(SESSIONS),
+            rng.sample(PATTERNS, rng.randint(0, 3)),
+            rng.sample(SOURCES, rng.randint(0, 2)),
+        )
+        where, params = flt.sql()
+        got = [r[0] for r in conn.execute(f"SELECT seq FROM events WHERE {where} ORDER BY seq", params)]
+        assert got == [e.seq for e in events if flt.matches(e)], flt.describe()
+
+
+@pytest.mark.parametrize("types", [["a*b"], [""], ["x" * 201], ["t"] * 1 + [f"t{i}" for i in range(40)]])
+def test_bad_patterns_are_validation_errors(types):
+    with pytest.raises(BusError) as info:
+        StreamFilter(None, types)
+    assert info.value.code == "VALIDATION_ERROR"
+    assert info.value.details["field"] == "event_type"
