@@ -9,7 +9,6 @@ nothing: the next request starts after it, and no event is yielded twice.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -33,11 +32,7 @@ def follow(
     except ImportError:
         EventStream = None  # noqa: N806
     if EventStream is not None:
-        # The stream sends client.api_key as is: give it the key the client would send
-        # (the local CLI key, for our own TCP daemon).
-        streaming = copy.copy(client)
-        streaming.api_key = client.api_key or client._local_key()
-        stream = EventStream(streaming, session_id, event_types=event_types, since=since,
+        stream = EventStream(client, session_id, event_types=event_types, since=since,
                              reconnect=reconnect)
         return (item for item in stream if isinstance(item, Event))
     if session_id is None:

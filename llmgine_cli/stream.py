@@ -32,12 +32,12 @@ import msgspec
 from llmgine_daemon.protocol import ErrorEnvelope, Event
 
 from llmgine_cli.client import (
-    USER_AGENT,
     ApiError,
     Client,
     DaemonUnreachable,
     UnixHTTPConnection,
 )
+from llmgine_cli.errors import api_error
 
 # The server sends a heartbeat every 15 s; silence for this long means a dead connection.
 READ_TIMEOUT = 40.0
@@ -157,9 +157,9 @@ class EventStream:
         return http.client.HTTPConnection(t.host or "127.0.0.1", t.port, timeout=self.read_timeout)
 
     def _open(self, first: bool) -> http.client.HTTPResponse:
-        headers = {"User-Agent": USER_AGENT, "Accept": "text/event-stream"}
-        if self.client.api_key:
-            headers["Authorization"] = f"Bearer {self.client.api_key}"
+        # The client's own headers: its credential is the one every other request sends
+        # (the local CLI key too, for our own TCP daemon).
+        headers = self.client._headers(None, {"Accept": "text/event-stream"})
         if self.cursor is not None:
             headers["Last-Event-ID"] = str(self.cursor)
         url = self.client.url
@@ -235,8 +235,9 @@ class EventStream:
 
 
 def _api_error(status: int, reason: str, body: bytes) -> ApiError:
+    """The typed exception of the error code (SessionNotFound, ...), as every request raises."""
     try:
         env = msgspec.json.decode(body, type=ErrorEnvelope)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return ApiError(status, f"HTTP_{status}", reason or "error")
-    return ApiError(status, env.error.code, env.error.message, env.error.details, env.request_id)
+        return api_error(status, f"HTTP_{status}", reason or "error")
+    return api_error(status, env.error.code, env.error.message, env.error.details, env.request_id)

@@ -56,6 +56,8 @@ def test_failures_are_typed(daemon: Daemon) -> None:
     assert failed.value.command is not None and failed.value.command.status == "failed"
     with pytest.raises(E.ValidationError):
         client.list_sessions(limit=0)
+    with pytest.raises(E.SessionNotFound):  # the live stream raises the same classes
+        next(iter(client.events("no-such-session", since=0)))
 
 
 def test_every_error_code_has_a_class() -> None:
