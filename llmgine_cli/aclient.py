@@ -101,12 +101,12 @@ class AsyncClient:
 
     async def events(
         self, session_id: SessionRef | None = None, *, event_types: Sequence[str] = (),
-        since: int | str | None = None, reconnect: bool = True, poll_interval: float = 0.5,
+        sources: Sequence[str] = (), since: int | str | None = None, reconnect: bool = True,
     ) -> AsyncIterator[Event]:
         """As ``Client.events``: the synchronous iterator, driven from a worker thread so the
         event loop is never blocked while it waits for the next event."""
-        iterator = self._sync.events(session_id, event_types=event_types, since=since,
-                                     reconnect=reconnect, poll_interval=poll_interval)
+        iterator = self._sync.events(session_id, event_types=event_types, sources=sources,
+                                     since=since, reconnect=reconnect)
         done = object()
         while True:
             event = await asyncio.to_thread(next, iterator, done)

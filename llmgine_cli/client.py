@@ -462,18 +462,22 @@ class Client:
 
     def events(
         self, session_id: SessionRef | None = None, *, event_types: Sequence[str] = (),
-        since: int | str | None = None, reconnect: bool = True, poll_interval: float = 0.5,
+        sources: Sequence[str] = (), since: int | str | None = None, reconnect: bool = True,
     ) -> Iterator[Event]:
-        """Events as they happen, in seq order, forever (break out of the loop to stop).
+        """Events as they happen, in seq order (one session, or every session with None),
+        until the session ends; break out of the loop to stop earlier.
 
-        Resumes from the last seq it handed out: across dropped connections and daemon
-        restarts nothing is missed or repeated. ``since``: a seq to start after (0: the whole
-        log), else only new events. See ``llmgine_cli.follow``.
+        The live stream (stream.py, Server-Sent Events, as `llmgine event tail`): it resumes
+        from the last seq it handed out, so dropped connections and daemon restarts cost
+        nothing and no event comes twice. ``since``: a seq to start after (0: the whole log)
+        or an ISO time; default: only new events.
         """
-        from llmgine_cli.follow import follow
+        from llmgine_cli.stream import EventStream
 
-        return follow(self, session_id and _sid(session_id), event_types=event_types, since=since,
-                      reconnect=reconnect, poll_interval=poll_interval)
+        stream = EventStream(self, None if session_id is None else _sid(session_id),
+                             event_types=event_types, sources=sources, since=since,
+                             reconnect=reconnect)
+        return (item for item in stream if isinstance(item, Event))
 
     # -- plumbing ------------------------------------------------------------------------
 
