@@ -15,6 +15,7 @@ import msgspec
 import typer
 from llmgine_daemon.protocol import Command, Event
 
+from llmgine_cli import completion
 from llmgine_cli.context import AppContext
 from llmgine_cli.options import Output, state
 from llmgine_cli.render import event_line, resolve_format
@@ -51,10 +52,12 @@ def parse_since(value: str | None) -> int | str | None:
 def tail(
     ctx: typer.Context,
     session: Annotated[str | None, typer.Argument(
-        metavar="[SESSION]", help="The session to follow (or --all).", show_default=False)] = None,
+        metavar="[SESSION]", help="The session to follow (or --all).", show_default=False,
+        autocompletion=completion.session_ids)] = None,
     all_sessions: Annotated[bool, typer.Option("--all", "-a", help="Follow every session.")] = False,
     event_type: Annotated[list[str] | None, typer.Option(
-        "--type", "-t", metavar="TYPE", help="Only this type (Prefix* for a prefix); repeatable.")] = None,
+        "--type", "-t", metavar="TYPE", help="Only this type (Prefix* for a prefix); repeatable.",
+        autocompletion=completion.event_types)] = None,
     source: Annotated[list[str] | None, typer.Option(
         "--source", metavar="SOURCE", help="Only this source (api, engine, handler, bus); repeatable.")] = None,
     since: Annotated[str | None, typer.Option(
