@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 from llmgine_daemon.api import (
+    apidocs,
     auth,
     commands,
     db,
@@ -50,7 +51,7 @@ log = logging.getLogger("llmgine.app")
 # /api/sessions/{id}/events/{event_id} would take "stream" for an event id.
 ROUTE_MODULES = (
     system, streams, sessions, commands, events, engines, engine_memory, tools, handlers,
-    observability, auth, db, openapi,
+    observability, auth, db, openapi, apidocs,
 )
 
 

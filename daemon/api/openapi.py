@@ -1,5 +1,5 @@
-"""The API description: ``GET /openapi.json`` (OpenAPI 3.1), ``/docs`` (Swagger UI) and
-``/redoc`` (ReDoc), served offline from vendored assets in ``api/static/``.
+"""The API description: ``GET /openapi.json`` (OpenAPI 3.1). The pages that render it,
+``/docs`` (Swagger UI) and ``/redoc`` (ReDoc), are api/apidocs.py.
 
 Nothing here is written by hand into the document. It is generated from three sources:
 
@@ -12,26 +12,22 @@ Nothing here is written by hand into the document. It is generated from three so
 
 Route modules carry no OpenAPI decorators: describing the API is this module's job alone.
 
-The HTML shells and their assets (``/docs``, ``/redoc``, ``/docs/static/*``) hold no data and
-need no credential (see ``guard.OPEN_PATHS``); the document itself, ``/openapi.json``, follows
-the same rules as every other endpoint. Over TCP the pages ask for a key (or take one from the
-URL fragment ``#token=...``, which never reaches the server or its logs) and fetch the
-document with it.
+The document follows the same access rules as every other endpoint (any valid credential
+may read it, a session token included: guard.ANY_SCOPE_PATHS).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import weakref
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import msgspec
 from aiohttp import web
 from llmgine_daemon import __version__
+from llmgine_daemon.api.apidocs import ASSETS
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
@@ -164,8 +160,7 @@ PATH_SCHEMAS: dict[str, tuple[dict[str, Any], str]] = {
     "type": ({"type": "string", "pattern": r"^(\*|(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._:\-]{0,127})$"},
              "a command type or event type (`*`: the every-event handler)"),
     "trace_id": ({"type": "string", "pattern": r"^[0-9a-fA-F]{32}$"}, "32 hex digits"),
-    "asset": ({"type": "string", "enum": ["swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js",
-                                          "docs.js", "favicon-32x32.png"]}, "a vendored file"),
+    "asset": ({"type": "string", "enum": sorted(ASSETS)}, "a vendored file"),
 }
 
 # Every operation may answer these (the guard, the error middleware, the store).
@@ -664,94 +659,6 @@ async def openapi_json(request: web.Request) -> web.Response:
     if body is None:
         body = _DOCUMENTS[app] = msgspec.json.encode(build_document(app))
     return web.Response(body=body, content_type="application/json")
-
-
-# -- the pages ---------------------------------------------------------------------------------
-
-STATIC = "static"
-# Only these files are served; name → content type.
-ASSETS = {
-    "swagger-ui-bundle.js": "application/javascript",
-    "swagger-ui.css": "text/css",
-    "redoc.standalone.js": "application/javascript",
-    "docs.js": "application/javascript",
-    "favicon-32x32.png": "image/png",
-}
-# The pages run only our own scripts (no inline script); the document is fetched from this
-# origin. Both viewers inline styles; ReDoc renders in a blob: worker and compiles JSON Schema
-# validators with new Function (Ajv), so its page also needs 'unsafe-eval'.
-_CSP = (
-    "default-src 'none'; script-src 'self'{eval}; worker-src 'self' blob:; "
-    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
-    "connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
-)
-
-
-def page_headers(viewer: str) -> dict[str, str]:
-    return {
-        "Content-Security-Policy": _CSP.format(eval=" 'unsafe-eval'" if viewer == "redoc" else ""),
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-        "Cache-Control": "no-store",
-    }
-
-
-@functools.cache
-def _asset(name: str) -> bytes:
-    return (resources.files("llmgine_daemon.api") / STATIC / name).read_bytes()
-
-
-def _page(viewer: str, title: str) -> str:
-    head = ('<link rel="stylesheet" href="/docs/static/swagger-ui.css">' if viewer == "swagger" else "")
-    script = "swagger-ui-bundle.js" if viewer == "swagger" else "redoc.standalone.js"
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · llmgine {__version__}</title>
-<link rel="icon" type="image/png" href="/docs/static/favicon-32x32.png">
-{head}
-</head>
-<body>
-<div id="llmgine-auth" hidden>
-  <form>
-    <label>This daemon needs a credential over TCP.
-      API key or session token: <input type="password" name="token" autocomplete="off"></label>
-    <button type="submit">Open</button> <span id="llmgine-auth-error"></span>
-  </form>
-</div>
-<div id="viewer" data-viewer="{viewer}" data-spec="/openapi.json"></div>
-<script src="/docs/static/{script}"></script>
-<script src="/docs/static/docs.js"></script>
-</body>
-</html>
-"""
-
-
-@routes.get("/docs")
-async def swagger_ui(request: web.Request) -> web.Response:
-    return web.Response(text=_page("swagger", "API reference"), content_type="text/html",
-                        headers=page_headers("swagger"))
-
-
-@routes.get("/redoc")
-async def redoc(request: web.Request) -> web.Response:
-    return web.Response(text=_page("redoc", "API reference"), content_type="text/html",
-                        headers=page_headers("redoc"))
-
-
-@routes.get("/docs/static/{asset}")
-async def static_asset(request: web.Request) -> web.Response:
-    name = request.match_info["asset"]
-    content_type = ASSETS.get(name)
-    if content_type is None:
-        raise web.HTTPNotFound()
-    return web.Response(
-        body=_asset(name), content_type=content_type,
-        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff",
-                 "ETag": f'"{__version__}-{name}"'},
-    )
 
 
 def document_json(app: web.Application) -> bytes:

@@ -6,7 +6,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp.test_utils import TestClient
-from llmgine_daemon.api.openapi import ASSETS, OPERATIONS, build_document, route_keys
+from llmgine_daemon.api.apidocs import ASSETS
+from llmgine_daemon.api.openapi import OPERATIONS, build_document, route_keys
 from llmgine_daemon.protocol import ERROR_STATUS
 from openapi_spec_validator import validate
 
