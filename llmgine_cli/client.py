@@ -49,6 +49,7 @@ from llmgine_daemon.protocol import (
     DbStats,
     Engine,
     EngineList,
+    EngineReset,
     EngineTypeList,
     ErrorEnvelope,
     Event,
@@ -440,6 +441,9 @@ class Client:
         body = {"prompt": prompt, "parameters": parameters, "metadata": metadata}
         return self._call("POST", f"/api/engines/{_seg(engine_id)}/execute", Command, body=body,
                           query={"wait": f"{wait:g}"}, wait=wait)
+
+    def reset_engine(self, engine_id: str) -> EngineReset:
+        return self._call("POST", f"/api/engines/{_seg(engine_id)}/reset", EngineReset)
 
     # -- tools (api/tools.py) ----------------------------------------------------------------
 

@@ -1,0 +1,130 @@
+"""`llmgine ask` and `llmgine chat` against a real llmgined whose providers are the fake one.
+
+`ask` runs as a real process (stdout a pipe, as in `llmgine ask ... | wc -w`) and in-process;
+`chat` is driven through a terminal with pexpect. Answers are scripted on the fake provider,
+so every assertion is on exact text, none on timing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from llmgine_cli.client import Client
+from tests.api.llm_helpers import MODELS, provider_env
+from tests.clitools import (
+    Daemon,
+    cleanup_home,
+    free_port,
+    full_env,
+    invoke,
+    no_traceback,
+    one_line,
+    run_cli,
+    short_home,
+    start_daemon,
+    stop_process,
+)
+from tests.fakes.provider import Fail, FakeProvider, FakeProviderThread, Reply
+
+WEATHER = '''
+def get_weather(location: str) -> dict:
+    """Weather for a city."""
+    return {"location": location, "temp_c": 21}
+'''
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProvider]:
+    with FakeProviderThread() as provider:
+        yield provider
+
+
+@pytest.fixture(scope="module")
+def llm_daemon(fake: FakeProvider) -> Iterator[Daemon]:
+    home = short_home()
+    try:
+        # No retries: a scripted failure is final at once.
+        env = provider_env(fake, LLMGINE_OPENAI_MAX_RETRIES="0", LLMGINE_ANTHROPIC_MAX_RETRIES="0")
+        d = start_daemon(home, port=free_port(), env=env)
+        yield d
+        stop_process(d.proc)
+    finally:
+        cleanup_home(home)
+
+
+@pytest.fixture(autouse=True)
+def empty_script(fake: FakeProvider) -> Iterator[None]:
+    fake.script_items.clear()
+    yield
+    fake.script_items.clear()
+
+
+def client_of(d: Daemon) -> Client:
+    return Client(env=full_env(d.env), timeout=10)
+
+
+def test_ask_piped_prints_exactly_the_streamed_text(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    answer = "The quick brown fox jumps over the lazy dog."
+    fake.script(Reply(answer, chunk=3))
+    done = run_cli(["ask", "Say the pangram", "--model", MODELS["openai"]], llm_daemon.env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == answer + "\n"
+    assert done.stderr == ""
+    sent = fake.requests[-1].body
+    assert sent["stream"] is True and sent["messages"][-1]["content"] == "Say the pangram"
+
+
+def test_ask_reads_the_prompt_from_stdin_and_speaks_anthropic(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "llmgine_cli", "ask", "--model", MODELS["anthropic"]],
+                          input="what is up", env=full_env(llm_daemon.env), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "echo: what is up\n"
+    assert fake.requests[-1].api == "anthropic"
+
+
+@pytest.mark.parametrize(("failure", "code"), [
+    (Fail(401, "Incorrect API key provided"), "PROVIDER_AUTH_FAILED"),
+    (Fail(500, "upstream exploded"), "PROVIDER_UNAVAILABLE"),
+    (Fail(400, "model does not exist"), "PROVIDER_BAD_REQUEST"),
+])
+def test_ask_failed_command_exits_1_with_its_code(llm_daemon: Daemon, fake: FakeProvider,
+                                                  failure: Fail, code: str) -> None:
+    fake.script(failure)
+    result = invoke(["ask", "hello"], llm_daemon.env)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    line = one_line(result.stderr)
+    assert line.startswith("error: command ") and f"failed: {code}: " in line
+    assert failure.message in line
+
+
+def test_ask_engine_keeps_memory_and_session_reuse(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    client = client_of(llm_daemon)
+    sid = client.create_session(name="ask-test").session_id
+    env = {**llm_daemon.env, "LLMGINE_SESSION": sid}
+    first = invoke(["ask", "one"], env)
+    second = invoke(["ask", "two"], env)
+    assert (first.exit_code, second.exit_code) == (0, 0), first.stderr + second.stderr
+    assert (first.stdout, second.stdout) == ("echo: one\n", "echo: two\n")
+    engines = client.list_engines(session_id=sid).engines
+    assert len(engines) == 1  # reused: the second prompt saw the first
+    assert [m["content"] for m in fake.requests[-1].body["messages"]] == ["one", "echo: one", "two"]
+    third = invoke(["ask", "three", "--engine", engines[0].engine_id], llm_daemon.env)
+    assert third.stdout == "echo: three\n"
+    assert len(fake.requests[-1].body["messages"]) == 5
+
+
+def test_ask_usage_and_not_found(llm_daemon: Daemon) -> None:
+    missing = invoke(["ask", "hi", "--engine", "nope"], llm_daemon.env)
+    assert missing.exit_code == 4
+    assert "ENGINE_NOT_FOUND" in one_line(missing.stderr)
+    both = invoke(["ask", "hi", "--engine", "x", "--model", "gpt-4"], llm_daemon.env)
+    assert both.exit_code == 2
+    no_traceback(missing.stderr, both.stderr)
