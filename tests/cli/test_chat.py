@@ -128,3 +128,59 @@ def test_ask_usage_and_not_found(llm_daemon: Daemon) -> None:
     both = invoke(["ask", "hi", "--engine", "x", "--model", "gpt-4"], llm_daemon.env)
     assert both.exit_code == 2
     no_traceback(missing.stderr, both.stderr)
+
+
+def test_chat_in_a_terminal(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    """A question, a streamed answer, a tool call, /reset, Ctrl-C mid-answer, Ctrl-D."""
+    pexpect = pytest.importorskip("pexpect")
+    client = client_of(llm_daemon)
+    sid = client.create_session(name="chat-test").session_id
+    client.register_tool(sid, WEATHER, name="get_weather", description="Weather for a city",
+                         parameters={"location": {"type": "string", "description": "City name"}})
+    env = full_env({**llm_daemon.env, "TERM": "xterm", "COLUMNS": "120", "LINES": "40"})
+    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "chat", "--tools", "--session", sid],
+                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 120))
+    try:
+        child.expect("ToolChatEngine")
+        child.expect("you> ")
+        engine_id = client.list_engines(session_id=sid).engines[0].engine_id
+
+        fake.script(Reply("Hello, I am a **fake** model.", chunk=5))
+        child.sendline("hello")
+        child.expect("I am a")  # streamed, then re-drawn as Markdown
+        child.expect("you> ")
+
+        fake.script(Reply("Let me look.", tool_calls=[("get_weather", {"location": "Oslo"})]))
+        child.sendline("weather in Oslo?")
+        child.expect("get_weather")  # the call, shown as it happens
+        child.expect("temp_c")  # the sandbox's result
+        child.expect("tool said:")  # the model's answer after the tool round
+        child.expect("you> ")
+        assert fake.requests[-1].body["messages"][-1]["role"] == "tool"
+
+        child.sendline("/reset")
+        child.expect(r"conversation reset \(6 messages forgotten\)")
+        child.expect("you> ")
+
+        fake.script(Reply("Counting slowly: one two three", chunk=16, stall_after=1))
+        child.sendline("count")
+        child.expect("Counting slowl")
+        child.sendintr()
+        child.expect(r"answer cancelled")
+        child.expect("you> ")
+        last = client.list_commands(sid, limit=1).commands[0]
+        assert client.get_command(sid, last.command_id, wait=10).status == "cancelled"
+
+        child.sendline("still there?")
+        child.expect("echo: still there?")
+        child.expect("you> ")
+        memory = client._call("GET", f"/api/engines/{engine_id}/messages", dict)
+        # After /reset: the cancelled exchange (partial answer) and the last one.
+        contents = [m["content"] for m in memory["messages"]]
+        assert contents[0] == "count" and contents[-2:] == ["still there?", "echo: still there?"]
+
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
