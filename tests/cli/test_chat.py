@@ -7,9 +7,9 @@ so every assertion is on exact text, none on timing.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -79,8 +79,6 @@ def test_ask_piped_prints_exactly_the_streamed_text(llm_daemon: Daemon, fake: Fa
 
 
 def test_ask_reads_the_prompt_from_stdin_and_speaks_anthropic(llm_daemon: Daemon, fake: FakeProvider) -> None:
-    import subprocess
-
     done = subprocess.run([sys.executable, "-m", "llmgine_cli", "ask", "--model", MODELS["anthropic"]],
                           input="what is up", env=full_env(llm_daemon.env), capture_output=True,
                           text=True, timeout=60, check=False)
@@ -184,3 +182,19 @@ def test_chat_in_a_terminal(llm_daemon: Daemon, fake: FakeProvider) -> None:
     finally:
         child.close(force=True)
     assert child.exitstatus == 0, child.before
+
+
+def test_chat_piped_with_a_system_prompt(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "llmgine_cli", "chat", "--model", MODELS["anthropic"], "--system", "Be brief."],
+        input="first\n/nope\n/reset\nsecond\n/exit\nnever sent\n", env=full_env(llm_daemon.env),
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "echo: first\necho: second\n"
+    assert "unknown command /nope" in done.stderr
+    assert "conversation reset (2 messages forgotten)" in done.stderr
+    body = fake.requests[-1].body
+    assert body["system"] == "Be brief."
+    assert len(body["messages"]) == 1  # /reset: the first exchange is forgotten
+    no_traceback(done.stderr)
