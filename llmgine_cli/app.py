@@ -30,6 +30,7 @@ from llmgine_cli.client import (
 )
 from llmgine_cli.commands import (
     auth,
+    chat,
     commands,
     completion,
     config,
@@ -135,6 +136,9 @@ events.app.command("tail")(event_tail.tail)
 app.add_typer(db.app, name="db")
 app.add_typer(system.app)  # health, status, shutdown: top-level
 app.add_typer(observability.app)  # logs, log, metrics, trace, traces: top-level
+# Talking to an LLM engine (engines + event stream, llmgine_cli/conversation.py): top-level.
+app.command("ask")(chat.ask)
+app.command("chat")(chat.chat)
 app.add_typer(completion.app)  # completion bash|zsh|fish: top-level
 
 

@@ -317,6 +317,9 @@ class Client:
         return self._call("POST", f"/api/engines/{_seg(engine_id)}/execute", Command, body=body,
                           query={"wait": f"{wait:g}"}, wait=wait)
 
+    def reset_engine(self, engine_id: str) -> EngineReset:
+        return self._call("POST", f"/api/engines/{_seg(engine_id)}/reset", EngineReset)
+
     # -- tools (api/tools.py) ----------------------------------------------------------------
 
     def register_tool(
@@ -423,9 +426,6 @@ class Client:
     def engine_messages(self, engine_id: str, *, limit: int = 100, offset: int = 0) -> EngineMessageList:
         return self._call("GET", f"/api/engines/{_seg(engine_id)}/messages", EngineMessageList,
                           query={"limit": limit, "offset": offset})
-
-    def reset_engine(self, engine_id: str) -> EngineReset:
-        return self._call("POST", f"/api/engines/{_seg(engine_id)}/reset", EngineReset, body={})
 
     def delete_command_handler(self, session_id: SessionRef | None, command_type: str) -> None:
         self.delete_handlers(session_id, "command", command_type)

@@ -501,3 +501,102 @@ class LiveTail:
             footer.append(name, style=self._style(name))
             footer.append(f" {count}")
         return footer
+
+
+def tool_call_line(data: dict[str, Any]) -> str:
+    """EngineToolCall as one line: ``get_weather({"location":"Oslo"})``."""
+    return f"{data.get('tool_name')}({_compact(data.get('arguments') or {}, 200)})"
+
+
+def tool_result_line(data: dict[str, Any]) -> str:
+    """ToolExecuted as one line: its result, or its error."""
+    error = data.get("error")
+    if error:
+        return f"{data.get('tool_name')} failed: {error.get('code')}: {error.get('message')}"
+    return f"{data.get('tool_name')} → {_compact(data.get('result'), 200)}"
+
+
+class PlainAnswer:
+    """An answer written as it arrives (piped, or not a terminal): the text to stdout, flushed
+    per delta, so `llmgine ask ... | wc -w` sees only the answer; tool calls to stderr."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self.last = "\n"
+
+    def __enter__(self) -> PlainAnswer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.end()
+
+    def delta(self, text: str) -> None:
+        if text:
+            self.env.stdout.write(text)
+            self.env.stdout.flush()
+            self.last = text[-1]
+
+    def tool_call(self, data: dict[str, Any]) -> None:
+        self.env.err(f"tool: {tool_call_line(data)}")
+
+    def tool_result(self, data: dict[str, Any]) -> None:
+        self.env.err(f"tool: {tool_result_line(data)}")
+
+    def finish(self, text: str) -> None:
+        if self.last == "\n" and text:  # nothing was streamed: print the result's text
+            self.delta(text)
+
+    def end(self) -> None:
+        if self.last != "\n":
+            self.env.stdout.write("\n")
+            self.env.stdout.flush()
+            self.last = "\n"
+
+
+class RichAnswer:
+    """An answer on a terminal: the text grows in place as it streams, tool calls print above
+    it as they happen, and the finished answer is re-drawn as Markdown."""
+
+    def __init__(self, env: Environment) -> None:
+        from rich.console import Console
+
+        self.console = Console(file=env.stdout, force_terminal=True, highlight=False)
+        self.text = ""
+        self._live: Any = None
+
+    def __enter__(self) -> RichAnswer:
+        from rich.live import Live
+        from rich.text import Text
+
+        self._live = Live(Text(""), console=self.console, refresh_per_second=12,
+                          vertical_overflow="visible")
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
+
+    def delta(self, text: str) -> None:
+        from rich.text import Text
+
+        self.text += text
+        self._live.update(Text(self.text))
+
+    def tool_call(self, data: dict[str, Any]) -> None:
+        from rich.text import Text
+
+        self.console.print(Text(f"⚙ {tool_call_line(data)}", style="cyan"))
+
+    def tool_result(self, data: dict[str, Any]) -> None:
+        from rich.text import Text
+
+        style = "red" if data.get("error") else "dim"
+        self.console.print(Text(f"  {tool_result_line(data)}", style=style))
+
+    def finish(self, text: str) -> None:
+        from rich.markdown import Markdown
+
+        self.text = text or self.text
+        self._live.update(Markdown(self.text), refresh=True)

@@ -1,0 +1,214 @@
+"""`llmgine ask` and `llmgine chat`: prompts to an LLM engine, answers streamed as written.
+
+Both go through llmgine_cli/conversation.py (engine set-up, the live stream of one prompt)
+and draw with render.PlainAnswer (piped) or render.RichAnswer (a terminal).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from llmgine_daemon.protocol import Command
+
+from llmgine_cli.commands.args import parse_pairs
+from llmgine_cli.context import Environment
+from llmgine_cli.conversation import Conversation, Turn
+from llmgine_cli.options import state
+from llmgine_cli.render import PlainAnswer, RichAnswer
+from llmgine_cli.status import ExitStatus
+
+Model = Annotated[str | None, typer.Option(
+    "--model", "-M", show_default=False,
+    help="The model of a new engine, e.g. openai/gpt-4o-mini (default: the daemon's default model).")]
+EngineOpt = Annotated[str | None, typer.Option(
+    "--engine", "-E", metavar="ID", show_default=False,
+    help="Talk to this existing engine (SinglePassEngine or ToolChatEngine) and its memory.")]
+SessionOpt = Annotated[str | None, typer.Option(
+    "--session", "-S", envvar="LLMGINE_SESSION", metavar="ID", show_default=False,
+    help="Create the engine in this session (default: LLMGINE_SESSION, else a new session).")]
+Params = Annotated[list[str] | None, typer.Option(
+    "--param", "-p", metavar="KEY=VALUE",
+    help="A per-call parameter (temperature, max_tokens, ...); VALUE is JSON if it parses. Repeatable.")]
+
+HELP_TEXT = "/reset forgets the conversation, /exit (or Ctrl-D) leaves, Ctrl-C stops an answer"
+
+
+def _view(env: Environment) -> PlainAnswer | RichAnswer:
+    return RichAnswer(env) if env.stdout_isatty else PlainAnswer(env)
+
+
+def play(turn: Turn, env: Environment) -> Command:
+    """Show one prompt's answer as it streams (tool calls as they happen); its final record."""
+    with _view(env) as view:
+        for event in turn:
+            kind = event.event_type
+            if kind == "EngineResponseDelta":
+                view.delta(str(event.data.get("text") or ""))
+            elif kind == "EngineToolCall":
+                view.tool_call(event.data)
+            elif kind == "ToolExecuted":
+                view.tool_result(event.data)
+        assert turn.record is not None
+        if turn.record.status == "completed":
+            view.finish(turn.answer)
+    return turn.record
+
+
+def failure_line(record: Command) -> str:
+    if record.error is not None:
+        return f"error: command {record.command_id} {record.status}: {record.error.code}: {record.error.message}"
+    return f"error: command {record.command_id} {record.status}"
+
+
+def _check_engine_flags(engine: str | None, **others: Any) -> None:
+    given = [f"--{name}" for name, value in others.items() if value]
+    if engine and given:
+        raise typer.BadParameter(f"--engine talks to an existing engine: drop {', '.join(given)}",
+                                 param_hint="--engine")
+
+
+def ask(
+    ctx: typer.Context,
+    prompt: Annotated[str | None, typer.Argument(
+        metavar="[PROMPT]", show_default=False, help="The prompt (- or none: read it from stdin).")] = None,
+    model: Model = None,
+    engine: EngineOpt = None,
+    session: SessionOpt = None,
+    param: Params = None,
+) -> None:
+    """Ask one question and print the answer as it is written.
+
+    Piped, stdout gets only the answer's text (streamed), so `llmgine ask "..." | wc -w` works.
+    Without --engine a SinglePassEngine is used: one already in the session (LLMGINE_SESSION)
+    with that model, so its memory carries over, else a new one in a new session.
+    """
+    _check_engine_flags(engine, model=model)
+    if prompt is None or prompt == "-":
+        if sys.stdin.isatty():
+            raise typer.BadParameter("give a PROMPT (or pipe one in)", param_hint="PROMPT")
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        raise typer.BadParameter("the prompt is empty", param_hint="PROMPT")
+    parameters = parse_pairs(param, "--param")
+    app_ctx = state(ctx)
+    env = app_ctx.env
+    conv = Conversation.open(app_ctx.client(), engine_id=engine, session_id=None if engine else session,
+                             model=model)
+    turn = conv.send(prompt, parameters)
+    try:
+        record = play(turn, env)
+    except KeyboardInterrupt:
+        turn.cancel()
+        env.err(f"interrupted: command {turn.command_id} cancelled" if turn.command_id else "interrupted")
+        raise typer.Exit(ExitStatus.INTERRUPTED) from None
+    finally:
+        conv.close()
+    if record.status != "completed":
+        env.err(failure_line(record))
+        raise typer.Exit(ExitStatus.ERROR)
+
+
+def _history_file(environ: Any) -> Path | None:
+    try:
+        from llmgine_daemon.settings import get_paths
+
+        return get_paths(dict(environ)).state_dir / "chat_history"
+    except Exception:  # no usable state dir: history for this run only
+        return None
+
+
+def _readline(environ: Any) -> Path | None:
+    """Arrow keys and history (stdlib readline); the history file, if there is one."""
+    try:
+        import readline
+    except ImportError:  # not on every platform; input() still works
+        return None
+    path = _history_file(environ)
+    if path is not None:
+        try:
+            readline.read_history_file(path)
+        except OSError:
+            pass
+    readline.set_history_length(1000)
+    return path
+
+
+def _save_history(path: Path | None) -> None:
+    if path is None:
+        return
+    try:
+        import readline
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        readline.write_history_file(path)
+        path.chmod(0o600)  # prompts can be private
+    except (ImportError, OSError):
+        pass
+
+
+def chat(
+    ctx: typer.Context,
+    engine: EngineOpt = None,
+    model: Model = None,
+    system: Annotated[str | None, typer.Option(
+        "--system", metavar="TEXT", show_default=False, help="The system prompt of the new engine.")] = None,
+    tools: Annotated[bool, typer.Option(
+        "--tools", help="A ToolChatEngine: the model may call the session's tools (run in the sandbox).")] = False,
+    session: SessionOpt = None,
+) -> None:
+    """Chat with a model in the terminal; answers stream in as they are written.
+
+    /reset forgets the conversation, /exit or Ctrl-D leaves, Ctrl-C stops the current answer
+    (cancels its command) and not the chat. Up/down arrows recall earlier prompts.
+    """
+    _check_engine_flags(engine, model=model, system=system, tools=tools)
+    app_ctx = state(ctx)
+    env = app_ctx.env
+    conv = Conversation.open(
+        app_ctx.client(), engine_id=engine, session_id=None if engine else session, model=model,
+        engine_type="ToolChatEngine" if tools else "SinglePassEngine",
+        configuration={"system_prompt": system} if system else None, reuse=False, session_name="chat",
+    )
+    e = conv.engine
+    env.err(f"{e.engine_type} {e.model_name or '(default model)'}: engine {e.engine_id} in session "
+            f"{e.session_id}. {HELP_TEXT}.")
+    interactive = sys.stdin.isatty()
+    history = _readline(env.environ) if interactive else None
+    prompt = "you> " if interactive else ""
+    try:
+        while True:
+            try:
+                line = input(prompt)
+            except EOFError:
+                if interactive:
+                    env.stdout.write("\n")
+                break
+            except KeyboardInterrupt:  # at the prompt: a fresh line, as a shell does
+                env.stdout.write("\n")
+                continue
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/exit", "/quit"):
+                break
+            if text == "/reset":
+                env.err(f"conversation reset ({conv.reset()} messages forgotten)")
+                continue
+            if text.startswith("/"):
+                env.err(HELP_TEXT if text == "/help" else f"unknown command {text}: {HELP_TEXT}")
+                continue
+            turn = conv.send(text)
+            try:
+                record = play(turn, env)
+            except KeyboardInterrupt:
+                turn.cancel()
+                env.err("(answer cancelled)")
+                continue
+            if record.status != "completed":
+                env.err(failure_line(record))
+    finally:
+        _save_history(history)
+        conv.close()

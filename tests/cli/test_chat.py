@@ -1,0 +1,200 @@
+"""`llmgine ask` and `llmgine chat` against a real llmgined whose providers are the fake one.
+
+`ask` runs as a real process (stdout a pipe, as in `llmgine ask ... | wc -w`) and in-process;
+`chat` is driven through a terminal with pexpect. Answers are scripted on the fake provider,
+so every assertion is on exact text, none on timing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from llmgine_cli.client import Client
+from tests.api.llm_helpers import MODELS, provider_env
+from tests.clitools import (
+    Daemon,
+    cleanup_home,
+    free_port,
+    full_env,
+    invoke,
+    no_traceback,
+    one_line,
+    run_cli,
+    short_home,
+    start_daemon,
+    stop_process,
+)
+from tests.fakes.provider import Fail, FakeProvider, FakeProviderThread, Reply
+
+WEATHER = '''
+def get_weather(location: str) -> dict:
+    """Weather for a city."""
+    return {"location": location, "temp_c": 21}
+'''
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProvider]:
+    with FakeProviderThread() as provider:
+        yield provider
+
+
+@pytest.fixture(scope="module")
+def llm_daemon(fake: FakeProvider) -> Iterator[Daemon]:
+    home = short_home()
+    try:
+        # No retries: a scripted failure is final at once.
+        env = provider_env(fake, LLMGINE_OPENAI_MAX_RETRIES="0", LLMGINE_ANTHROPIC_MAX_RETRIES="0")
+        d = start_daemon(home, port=free_port(), env=env)
+        yield d
+        stop_process(d.proc)
+    finally:
+        cleanup_home(home)
+
+
+@pytest.fixture(autouse=True)
+def empty_script(fake: FakeProvider) -> Iterator[None]:
+    fake.script_items.clear()
+    yield
+    fake.script_items.clear()
+
+
+def client_of(d: Daemon) -> Client:
+    return Client(env=full_env(d.env), timeout=10)
+
+
+def test_ask_piped_prints_exactly_the_streamed_text(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    answer = "The quick brown fox jumps over the lazy dog."
+    fake.script(Reply(answer, chunk=3))
+    done = run_cli(["ask", "Say the pangram", "--model", MODELS["openai"]], llm_daemon.env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == answer + "\n"
+    assert done.stderr == ""
+    sent = fake.requests[-1].body
+    assert sent["stream"] is True and sent["messages"][-1]["content"] == "Say the pangram"
+
+
+def test_ask_reads_the_prompt_from_stdin_and_speaks_anthropic(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    done = subprocess.run([sys.executable, "-m", "llmgine_cli", "ask", "--model", MODELS["anthropic"]],
+                          input="what is up", env=full_env(llm_daemon.env), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "echo: what is up\n"
+    assert fake.requests[-1].api == "anthropic"
+
+
+@pytest.mark.parametrize(("failure", "code"), [
+    (Fail(401, "Incorrect API key provided"), "PROVIDER_AUTH_FAILED"),
+    (Fail(500, "upstream exploded"), "PROVIDER_UNAVAILABLE"),
+    (Fail(400, "model does not exist"), "PROVIDER_BAD_REQUEST"),
+])
+def test_ask_failed_command_exits_1_with_its_code(llm_daemon: Daemon, fake: FakeProvider,
+                                                  failure: Fail, code: str) -> None:
+    fake.script(failure)
+    result = invoke(["ask", "hello"], llm_daemon.env)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    line = one_line(result.stderr)
+    assert line.startswith("error: command ") and f"failed: {code}: " in line
+    assert failure.message in line
+
+
+def test_ask_engine_keeps_memory_and_session_reuse(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    client = client_of(llm_daemon)
+    sid = client.create_session(name="ask-test").session_id
+    env = {**llm_daemon.env, "LLMGINE_SESSION": sid}
+    first = invoke(["ask", "one"], env)
+    second = invoke(["ask", "two"], env)
+    assert (first.exit_code, second.exit_code) == (0, 0), first.stderr + second.stderr
+    assert (first.stdout, second.stdout) == ("echo: one\n", "echo: two\n")
+    engines = client.list_engines(session_id=sid).engines
+    assert len(engines) == 1  # reused: the second prompt saw the first
+    assert [m["content"] for m in fake.requests[-1].body["messages"]] == ["one", "echo: one", "two"]
+    third = invoke(["ask", "three", "--engine", engines[0].engine_id], llm_daemon.env)
+    assert third.stdout == "echo: three\n"
+    assert len(fake.requests[-1].body["messages"]) == 5
+
+
+def test_ask_usage_and_not_found(llm_daemon: Daemon) -> None:
+    missing = invoke(["ask", "hi", "--engine", "nope"], llm_daemon.env)
+    assert missing.exit_code == 4
+    assert "ENGINE_NOT_FOUND" in one_line(missing.stderr)
+    both = invoke(["ask", "hi", "--engine", "x", "--model", "gpt-4"], llm_daemon.env)
+    assert both.exit_code == 2
+    no_traceback(missing.stderr, both.stderr)
+
+
+def test_chat_in_a_terminal(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    """A question, a streamed answer, a tool call, /reset, Ctrl-C mid-answer, Ctrl-D."""
+    pexpect = pytest.importorskip("pexpect")
+    client = client_of(llm_daemon)
+    sid = client.create_session(name="chat-test").session_id
+    client.register_tool(sid, WEATHER, name="get_weather", description="Weather for a city",
+                         parameters={"location": {"type": "string", "description": "City name"}})
+    env = full_env({**llm_daemon.env, "TERM": "xterm", "COLUMNS": "120", "LINES": "40"})
+    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "chat", "--tools", "--session", sid],
+                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 120))
+    try:
+        child.expect("ToolChatEngine")
+        child.expect("you> ")
+        engine_id = client.list_engines(session_id=sid).engines[0].engine_id
+
+        fake.script(Reply("Hello, I am a **fake** model.", chunk=5))
+        child.sendline("hello")
+        child.expect("I am a")  # streamed, then re-drawn as Markdown
+        child.expect("you> ")
+
+        fake.script(Reply("Let me look.", tool_calls=[("get_weather", {"location": "Oslo"})]))
+        child.sendline("weather in Oslo?")
+        child.expect("get_weather")  # the call, shown as it happens
+        child.expect("temp_c")  # the sandbox's result
+        child.expect("tool said:")  # the model's answer after the tool round
+        child.expect("you> ")
+        assert fake.requests[-1].body["messages"][-1]["role"] == "tool"
+
+        child.sendline("/reset")
+        child.expect(r"conversation reset \(6 messages forgotten\)")
+        child.expect("you> ")
+
+        fake.script(Reply("Counting slowly: one two three", chunk=16, stall_after=1))
+        child.sendline("count")
+        child.expect("Counting slowl")
+        child.sendintr()
+        child.expect(r"answer cancelled")
+        child.expect("you> ")
+        last = client.list_commands(sid, limit=1).commands[0]
+        assert client.get_command(sid, last.command_id, wait=10).status == "cancelled"
+
+        child.sendline("still there?")
+        child.expect("echo: still there?")
+        child.expect("you> ")
+        memory = client._call("GET", f"/api/engines/{engine_id}/messages", dict)
+        # After /reset: the cancelled exchange (partial answer) and the last one.
+        contents = [m["content"] for m in memory["messages"]]
+        assert contents[0] == "count" and contents[-2:] == ["still there?", "echo: still there?"]
+
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
+
+
+def test_chat_piped_with_a_system_prompt(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "llmgine_cli", "chat", "--model", MODELS["anthropic"], "--system", "Be brief."],
+        input="first\n/nope\n/reset\nsecond\n/exit\nnever sent\n", env=full_env(llm_daemon.env),
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "echo: first\necho: second\n"
+    assert "unknown command /nope" in done.stderr
+    assert "conversation reset (2 messages forgotten)" in done.stderr
+    body = fake.requests[-1].body
+    assert body["system"] == "Be brief."
+    assert len(body["messages"]) == 1  # /reset: the first exchange is forgotten
+    no_traceback(done.stderr)
