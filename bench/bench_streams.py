@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -147,9 +148,7 @@ async def _subscribers_main(socket_path: str, count: int, path: str) -> None:
     for _ in range(count):
         ready: asyncio.Future[None] = loop.create_future()
         done: asyncio.Future[int] = loop.create_future()
-        await loop.create_unix_connection(
-            lambda r=ready, d=done: _LeanSubscriber(path, lat, r, d), socket_path
-        )
+        await loop.create_unix_connection(functools.partial(_LeanSubscriber, path, lat, ready, done), socket_path)
         readies.append(ready)
         dones.append(done)
     await asyncio.gather(*readies)
