@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -147,9 +148,7 @@ async def _subscribers_main(socket_path: str, count: int, path: str) -> None:
     for _ in range(count):
         ready: asyncio.Future[None] = loop.create_future()
         done: asyncio.Future[int] = loop.create_future()
-        await loop.create_unix_connection(
-            lambda r=ready, d=done: _LeanSubscriber(path, lat, r, d), socket_path
-        )
+        await loop.create_unix_connection(functools.partial(_LeanSubscriber, path, lat, ready, done), socket_path)
         readies.append(ready)
         dones.append(done)
     await asyncio.gather(*readies)
@@ -201,11 +200,14 @@ async def _run_case(socket_path: str, app: Any, sid: str, subscribers: int, rate
     cpu0 = time.process_time()
     sys0 = _system_busy()
     start = time.monotonic()
+    rss = 0.0
     for i in range(total):
         # Pace against the clock, not by sleeping a fixed interval (sleep overshoots).
         delay = start + i * interval - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+        if i == total - 1:  # every subscriber still connected, all but one event delivered
+            rss = _rss_mib()
         task = asyncio.create_task(one(i == total - 1))
         pending.add(task)
         task.add_done_callback(pending.discard)
@@ -234,7 +236,19 @@ async def _run_case(socket_path: str, app: Any, sid: str, subscribers: int, rate
         "daemon_us": daemon_cpu / delivered * 1e6,
         "client_us": result["cpu"] / delivered * 1e6,
         "client_cpu": result["cpu"] / result["elapsed"],
+        "rss_mib": rss,
     }
+
+
+def _rss_mib() -> float:
+    """This process's resident set size (the daemon runs in it), from /proc (0 if unavailable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _system_busy() -> float:
@@ -247,7 +261,11 @@ def _system_busy() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-async def _daemon_main(args: argparse.Namespace) -> None:
+async def measure(rate: int, seconds: float, subscribers: int,
+                  synchronous: str | None = None) -> dict[str, Any]:
+    """Both cases (1 subscriber, then ``subscribers``) on one daemon: {"cases", "overflows",
+    "synchronous"}. The daemon app runs in this process, so run it in a fresh one (``--json``)
+    when its RSS matters."""
     from aiohttp import web
     from llmgine_daemon.api.keys import BUS, STREAMS
     from llmgine_daemon.app import create_app
@@ -256,8 +274,8 @@ async def _daemon_main(args: argparse.Namespace) -> None:
     home = Path(tempfile.mkdtemp(prefix="lgb", dir="/tmp"))
     try:
         env = {"LLMGINE_HOME": str(home)}
-        if args.synchronous:
-            env["LLMGINE_DB_SYNCHRONOUS"] = args.synchronous
+        if synchronous:
+            env["LLMGINE_DB_SYNCHRONOUS"] = synchronous
         settings = load_settings(env=env)
         app = create_app(settings)
         runner = web.AppRunner(app, access_log=None)
@@ -265,17 +283,58 @@ async def _daemon_main(args: argparse.Namespace) -> None:
         sock = str(home / "b.sock")
         await web.UnixSite(runner, sock).start()
         sid = (await app[BUS].sessions.create("bench", {})).session_id
-        rows = []
-        for subs in (1, args.subscribers):
-            rows.append(await _run_case(sock, app, sid, subs, args.rate, args.seconds))
-        hub = app[STREAMS]
+        cases = []
+        for subs in (1, subscribers):
+            cases.append(await _run_case(sock, app, sid, subs, rate, seconds))
+        overflows = app[STREAMS].overflows
         await runner.cleanup()
     finally:
         shutil.rmtree(home, ignore_errors=True)
+    return {"cases": cases, "overflows": overflows, "synchronous": settings["database.synchronous"]}
 
-    base, fan = rows
+
+def run_rows(row: Any, quick: bool = False, bare_rss: float | None = None) -> tuple[list[Any], list[Any]]:
+    """bench/run.py's rows: (fan-out rows, [the daemon's RSS with the subscribers connected]).
+
+    ``row`` is run.py's Row class (figure, measured, baseline, ratio, target, ok). The daemon
+    runs in a fresh child process (``--json``) so its RSS is the daemon's alone."""
+    rate, subscribers = 1000, 100
+    seconds = 2.0 if quick else 5.0
+    argv = [sys.executable, __file__, "--json", "--rate", str(rate), "--seconds", str(seconds),
+            "--subscribers", str(subscribers)]
+    if os.environ.get("LLMGINE_DB_SYNCHRONOUS"):  # as for the other figures
+        argv += ["--synchronous", os.environ["LLMGINE_DB_SYNCHRONOUS"]]
+    out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True, timeout=600).stdout
+    base, fan = json.loads(out.strip().splitlines()[-1])["cases"]
+    label = f"fan-out {subscribers} WS subscribers, {rate:,} events/s"
+    ok = fan["p99_ms"] < 50 and fan["complete"]
+    fanout = [
+        row(f"{label}: p99", f"{fan['p99_ms']:.1f} ms", f"1 subscriber {base['p99_ms']:.1f} ms",
+            f"{fan['p99_ms'] / base['p99_ms']:.1f}x", "p99 < 50 ms", ok),
+        row("  p50 publish -> receipt", f"{fan['p50_ms']:.1f} ms", f"1 subscriber {base['p50_ms']:.1f} ms",
+            f"{fan['p50_ms'] / base['p50_ms']:.1f}x"),
+        row("  delivered (every event to every subscriber)", f"{fan['delivered']:,}",
+            f"{fan['published']:,} x {subscribers}", f"{fan['delivered'] / (fan['published'] * subscribers):.0%}",
+            "all", fan["complete"]),
+    ]
+    rss, baseline = fan["rss_mib"], base["rss_mib"]
+    if bare_rss:
+        memory = [row(f"daemon RSS, {subscribers} subscribers", f"{rss:.0f} MiB",
+                      f"bare aiohttp app {bare_rss:.0f} MiB", f"{rss / bare_rss:.1f}x")]
+    else:
+        memory = [row(f"daemon RSS, {subscribers} subscribers", f"{rss:.0f} MiB",
+                      f"1 subscriber {baseline:.0f} MiB", f"{rss / baseline:.1f}x")]
+    return fanout, memory
+
+
+async def _daemon_main(args: argparse.Namespace) -> None:
+    result = await measure(args.rate, args.seconds, args.subscribers, args.synchronous)
+    if args.json:
+        print(json.dumps(result), flush=True)
+        return
+    base, fan = result["cases"]
     print(f"fan-out over a Unix socket: {args.rate} events/s for {args.seconds:g} s, "
-          f"durable (synchronous={settings['database.synchronous']}), "
+          f"durable (synchronous={result['synchronous']}), "
           f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     many = f"{fan['subscribers']} subscribers"
     header = f"{'':28}{'1 subscriber':>16}{many:>18}{'ratio':>10}"
@@ -293,11 +352,12 @@ async def _daemon_main(args: argparse.Namespace) -> None:
         ("daemon_us", "daemon CPU us/delivery", "{:.1f}"),
         ("client_us", "subscriber CPU us/delivery", "{:.1f}"),
         ("others_cpu", "other processes (cores)", "{:.2f}"),
+        ("rss_mib", "daemon RSS MiB", "{:.0f}"),
     ):
         a, b = base[key], fan[key]
         print(f"{label:28}{fmt.format(a):>16}{fmt.format(b):>18}{b / a if a else 0:>9.2f}x")
     print(f"{'every event to every sub':28}{str(base['complete']):>16}{str(fan['complete']):>18}")
-    print(f"queue overflows (switches to replay): {hub.overflows}")
+    print(f"queue overflows (switches to replay): {result['overflows']}")
     if fan["others_cpu"] > 0.2:
         print(f"warning: other processes kept {fan['others_cpu']:.1f} of {os.cpu_count()} cores "
               "busy during the run: latencies are inflated; CPU per delivery is not")
@@ -312,6 +372,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--synchronous", choices=("normal", "full"),
                         help="SQLite synchronous mode (default: the daemon's default)")
+    parser.add_argument("--json", action="store_true", help="print the raw figures as one JSON line")
     parser.add_argument("--role", default="daemon", choices=("daemon", "subscribers"))
     parser.add_argument("--socket")
     parser.add_argument("--path")

@@ -9,9 +9,10 @@ Figures and baselines (see bench/README.md for the method and the latest results
   published/s vs requests/s of a trivial route (GET /bench/noop, mounted in the bench's own app
   instance, same middlewares, same daemon and socket), interleaved rounds (bench/bench_bus.py).
 - A batch of N commands over HTTP vs the same batch through the in-process bus (no HTTP).
-- Fan-out (100 WebSocket subscribers at 1,000 events/s, p50/p99 publish -> receipt): run by
-  bench/bench_streams.py when the streams code is present.
-- Memory: the daemon's RSS idle, with 1,000 sessions, vs a bare aiohttp app with one route.
+- Fan-out (100 WebSocket subscribers at 1,000 events/s, every event to every subscriber,
+  p50/p99 publish -> receipt) vs the same with 1 subscriber (bench/bench_streams.py).
+- Memory: the daemon's RSS idle, with 1,000 sessions, after the load, with 100 subscribers
+  connected, vs a bare aiohttp app with one route.
 
 Load generator: a lean asyncio HTTP/1.1 client over the Unix socket (bench_bus.Conn, one
 keep-alive connection per client) in this process; the daemon is a child process. Rate limits
@@ -195,16 +196,14 @@ def daemon_rows(args: argparse.Namespace, root: Path) -> tuple[list[Row], dict[s
                          ("daemon RSS after the load above", after_load)):
         rows.append(Row(label, f"{value:.0f} MiB", f"bare aiohttp app {bare_rss:.0f} MiB",
                         f"{value / bare_rss:.1f}x"))
-    return rows, {"noop": noop, **{f"inproc_{k}": v for k, v in inproc.items()}}
+    return rows, {"noop": noop, "bare_rss": [bare_rss], **{f"inproc_{k}": v for k, v in inproc.items()}}
 
 
-def fanout_rows(args: argparse.Namespace) -> list[Row]:
-    script = HERE / "bench_streams.py"
-    if not script.exists():
-        return [Row("fan-out 100 WS subscribers, 1,000 events/s", "n/a", "", "", "p99 < 50 ms", None)]
-    import bench_streams  # type: ignore[import-not-found]
+def fanout_rows(args: argparse.Namespace, bare_rss: float) -> tuple[list[Row], list[Row]]:
+    """(fan-out rows, [daemon RSS with 100 subscribers]): bench_streams.py in a child process."""
+    import bench_streams
 
-    return bench_streams.run_rows(Row, quick=args.quick)  # type: ignore[no-any-return]
+    return bench_streams.run_rows(Row, quick=args.quick, bare_rss=bare_rss)
 
 
 def print_table(rows: list[Row], args: argparse.Namespace) -> None:
@@ -247,8 +246,9 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="lgb", dir="/tmp"))
     try:
         rows = cli_rows(args.cli_runs)
-        daemon, _ = daemon_rows(args, root)
-        rows += daemon[:4] + fanout_rows(args) + daemon[4:]
+        daemon, extra = daemon_rows(args, root)
+        fanout, memory = fanout_rows(args, extra["bare_rss"][0])
+        rows += daemon[:4] + fanout + daemon[4:] + memory
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print_table(rows, args)

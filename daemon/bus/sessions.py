@@ -8,11 +8,10 @@ records ``SessionEnded``; its history stays readable until purged.
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.codec import dumps, loads
+from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.protocol import ErrorCode, Session, SessionCounts, SessionList, now_iso
@@ -98,7 +97,7 @@ class Sessions:
     ) -> Session:
         """``also(conn, session_id)`` runs in the same transaction (the session token is
         written there, so a session never exists without it)."""
-        session_id = str(uuid.uuid4())
+        session_id = new_id()
 
         def write(conn: sqlite3.Connection) -> tuple[Session, Any]:
             ts = now_iso()

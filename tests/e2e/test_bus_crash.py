@@ -7,6 +7,9 @@
   After each restart every acknowledged item is there, ``PRAGMA integrity_check`` is ok, what
   was executing is interrupted, what was queued runs, and no command has two results.
   ``LLMGINE_CRASH_ROUNDS`` (default 2) sets the number of rounds.
+  Across all the rounds a real ``llmgine event tail --all --since all -o jsonl`` keeps running:
+  it reconnects after every restart and resumes after the last seq it printed, so in the end
+  its output is every seq of the events table exactly once, in order.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +32,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.clitools import cli_env, full_env
 from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
 
 pytestmark = pytest.mark.e2e
@@ -218,6 +226,49 @@ def integrity_ok(home: Path) -> None:
         db.close()
 
 
+class Tail:
+    """A running `llmgine event tail --all --since all -o jsonl`, its lines read by a thread."""
+
+    def __init__(self, home: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llmgine_cli", "event", "tail", "--all", "--since", "all", "-o", "jsonl"],
+            env=full_env(cli_env(home)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        self.seqs: list[int] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.seqs.append(json.loads(line)["seq"])
+
+    def catch_up(self, home: Path, timeout: float = 30) -> list[int]:
+        """Wait until the tail has printed the last seq of the store; return the store's seqs."""
+        db = sqlite3.connect(home / "data" / "llmgine.db")
+        try:
+            expected = [r[0] for r in db.execute("SELECT seq FROM events ORDER BY seq")]
+        finally:
+            db.close()
+        deadline = time.monotonic() + timeout
+        while (not self.seqs or self.seqs[-1] < expected[-1]) and time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
+            time.sleep(0.05)
+        return expected
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGINT)  # Ctrl-C: a normal exit
+        try:
+            code = self.proc.wait(15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self.reader.join(5)
+        return code, self.proc.stderr.read() if self.proc.stderr else ""
+
+
 def test_kill_9_rounds_under_load(home):
     rounds = int(os.environ.get("LLMGINE_CRASH_ROUNDS", "2"))
     rng = random.Random(os.environ.get("LLMGINE_CRASH_SEED"))
@@ -235,17 +286,31 @@ def test_kill_9_rounds_under_load(home):
                 acked.sessions.add(sid)
 
     proc = run_daemon(home)
+    tail: Tail | None = None
     try:
         asyncio.run(setup(proc))
+        tail = Tail(home)
+        tail.catch_up(home)  # connected (and caught up) before the first kill
         for _ in range(rounds):
             asyncio.run(load_then_kill(home, proc, sids, acked, rng))
             integrity_ok(home)
             proc = run_daemon(home)
             asyncio.run(check_after_restart(home, proc, acked))
+            # Reconnected and resumed before the next kill, so every round tests a resume.
+            expected = tail.catch_up(home)
+            assert tail.seqs == expected
+        code, stderr = tail.stop()
+        assert code == 0, stderr
+        assert "Traceback" not in stderr, stderr
+        assert stderr.count("reconnected to") >= rounds, stderr
+        assert tail.seqs == expected  # every seq of the store once, in order, no gap
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         integrity_ok(home)
     finally:
+        if tail is not None and tail.proc.poll() is None:
+            tail.proc.kill()
+            tail.proc.wait()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
