@@ -27,16 +27,16 @@ from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.handlers import Execution, handler_not_found
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
-from llmgine_daemon.bus.runner import (
+from llmgine_daemon.bus.jobs import (
     PRIORITY_RANK,
     BatchJob,
     Job,
     Outcome,
-    Runner,
     command_error,
     finish_row,
     started_data,
 )
+from llmgine_daemon.bus.runner import Runner
 from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.observability import tracing
 from llmgine_daemon.observability.context import current_trace_id

@@ -25,7 +25,8 @@ from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.protocol import Command, ErrorCode, Event
 
 if TYPE_CHECKING:
-    from llmgine_daemon.bus.runner import Job, Runner
+    from llmgine_daemon.bus.jobs import Job
+    from llmgine_daemon.bus.runner import Runner
 
 CommandHandler = Callable[[Command], Awaitable[Any]]
 

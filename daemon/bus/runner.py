@@ -25,18 +25,26 @@ import itertools
 import logging
 import sqlite3
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmgine_daemon.bus.codec import dumps
-from llmgine_daemon.bus.errors import BusError, UserCodeError
 from llmgine_daemon.bus.events import insert_event, touch
 from llmgine_daemon.bus.handlers import CURRENT, Execution
+from llmgine_daemon.bus.jobs import (
+    BatchJob,
+    Entry,
+    Job,
+    Outcome,
+    SessionQueue,
+    command_error,
+    failed_outcome,
+    finish_row,
+    start_rows,
+)
 from llmgine_daemon.observability import metrics, tracing
 from llmgine_daemon.observability.context import CURRENT_SPAN, FIELDS, reset_fields, set_fields
-from llmgine_daemon.protocol import Command, ErrorBody, ErrorCode, Event, now_iso
+from llmgine_daemon.protocol import Command, ErrorCode, Event, now_iso
 from llmgine_daemon.store.db import StorageError
 
 if TYPE_CHECKING:
@@ -45,7 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmgine.commands")
 T = TypeVar("T")
 
-PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 # How many commands of a parallel batch run at once: enough for the group-commit writer to
 # fill its transactions, few enough that a batch of real LLM calls does not open 10,000
 # connections.
@@ -54,127 +61,6 @@ BATCH_PARALLELISM = 128
 STOP_GRACE_S = 10.0
 # How long a stopping runner keeps retrying a write the store refuses (disk full, locked).
 STOP_RETRY_S = 2.0
-
-
-@dataclass(eq=False, slots=True)
-class Job:
-    record: Command
-    rank: int
-    # queued -> starting -> running -> finishing -> done; or queued -> cancelled
-    state: str = "queued"
-    cancel_reason: str | None = None  # cancel | session | batch | shutdown
-    task: asyncio.Task[Any] | None = None
-    waiter: asyncio.Future[Command] | None = None
-    pending: list[tuple[str, dict[str, Any], dict[str, Any], str]] = field(default_factory=list)
-    flush_scheduled: bool = False
-    batch: BatchJob | None = None
-    # W3C traceparent of the submitting request: the run is traced as its child.
-    traceparent: str | None = None
-    queued_at: float = field(default_factory=time.monotonic)
-
-
-@dataclass(eq=False, slots=True)
-class BatchJob:
-    batch_id: str
-    session_id: str
-    mode: str
-    stop_on_error: bool
-    created_at: str
-    jobs: list[Job]
-    rank: int
-    stopped: bool = False
-
-
-Entry = Job | BatchJob
-
-
-@dataclass(slots=True)
-class Outcome:
-    status: str
-    result: Any = None
-    result_text: str | None = None
-    error: ErrorBody | None = None
-    duration_ms: float | None = None
-
-
-@dataclass(eq=False, slots=True)
-class SessionQueue:
-    heap: list[tuple[int, int, Entry]] = field(default_factory=list)
-    # True from the moment a command is claimed or a drain task is started until it ends.
-    busy: bool = False
-    task: asyncio.Task[None] | None = None
-
-
-def command_error(code: str, message: str, **details: Any) -> ErrorBody:
-    return ErrorBody(code=code, message=message, details=details)
-
-
-def started_data(rec: Command) -> dict[str, Any]:
-    return {
-        "command_id": rec.command_id,
-        "command_type": rec.command_type,
-        "priority": rec.priority,
-        "batch_id": rec.batch_id,
-    }
-
-
-def start_rows(
-    conn: sqlite3.Connection, jobs: list[Job], ts: str, *, touch_session: bool = True
-) -> list[tuple[Job, Event]]:
-    """Mark queued commands executing (inside a write). A command that is no longer queued in
-    the store (its session ended meanwhile) is left out."""
-    started = []
-    sessions: set[str] = set()
-    for job in jobs:
-        rec = job.record
-        cur = conn.execute(
-            "UPDATE commands SET status = 'executing', started_at = ?"
-            " WHERE command_id = ? AND status = 'queued'",
-            (ts, rec.command_id),
-        )
-        if cur.rowcount:
-            event = insert_event(
-                conn, rec.session_id, "CommandStarted", started_data(rec), timestamp=ts, touch_session=False,
-                trace_id=rec.trace_id,
-            )
-            started.append((job, event))
-            sessions.add(rec.session_id)
-    if touch_session:
-        for sid in sessions:
-            touch(conn, sid, ts)
-    return started
-
-
-def finish_row(
-    conn: sqlite3.Connection, rec: Command, outcome: Outcome, ts: str, *, from_status: str,
-    touch_session: bool = True,
-) -> Event | None:
-    error_text = dumps(outcome.error) if outcome.error is not None else None
-    cur = conn.execute(
-        "UPDATE commands SET status = ?, result = ?, error = ?, finished_at = ?, duration_ms = ?"
-        " WHERE command_id = ? AND status = ?",
-        (outcome.status, outcome.result_text, error_text, ts, outcome.duration_ms,
-         rec.command_id, from_status),
-    )
-    if not cur.rowcount:
-        return None
-    return insert_event(
-        conn,
-        rec.session_id,
-        "CommandResult",
-        {
-            "command_id": rec.command_id,
-            "command_type": rec.command_type,
-            "status": outcome.status,
-            "result": outcome.result,
-            "error": outcome.error,
-            "duration_ms": outcome.duration_ms,
-            "batch_id": rec.batch_id,
-        },
-        timestamp=ts,
-        touch_session=touch_session,
-        trace_id=rec.trace_id,
-    )
 
 
 class Runner:
@@ -389,9 +275,9 @@ class Runner:
                     ),
                     duration_ms=_ms(t0),
                 )
-            return _failed(exc, _ms(t0))
+            return failed_outcome(exc, _ms(t0))
         except Exception as exc:
-            return _failed(exc, _ms(t0))
+            return failed_outcome(exc, _ms(t0))
         finally:
             CURRENT.reset(token)
         duration = _ms(t0)
@@ -719,40 +605,3 @@ class Runner:
 
 def _ms(t0: float) -> float:
     return round((time.monotonic() - t0) * 1000.0, 3)
-
-
-def _failed(exc: BaseException, duration: float) -> Outcome:
-    if isinstance(exc, UserCodeError) and exc.reason == "TIMEOUT":
-        # The sandbox deadline (the handler's timeout, else sandbox.deadline) ended it.
-        return Outcome(
-            "timed_out",
-            error=ErrorBody(code=ErrorCode.COMMAND_TIMEOUT, message=str(exc), details=exc.details()),
-            duration_ms=duration,
-        )
-    if isinstance(exc, UserCodeError):
-        # The user's exception, message and traceback: the daemon's frames that carried the
-        # failure back from the sandbox would only hide them.
-        return Outcome(
-            "failed",
-            error=ErrorBody(code=ErrorCode.COMMAND_EXECUTION_FAILED, message=str(exc), details=exc.details()),
-            duration_ms=duration,
-        )
-    if isinstance(exc, BusError):
-        # A handler that knows what went wrong says so with a code (an LLM engine's
-        # PROVIDER_RATE_LIMITED, a VALIDATION_ERROR of its parameters): keep it, not the
-        # generic COMMAND_EXECUTION_FAILED, and no traceback (it is not a bug).
-        return Outcome(
-            "failed",
-            error=command_error(exc.code, exc.message, **exc.details),
-            duration_ms=duration,
-        )
-    return Outcome(
-        "failed",
-        error=command_error(
-            ErrorCode.COMMAND_EXECUTION_FAILED,
-            str(exc) or type(exc).__name__,
-            exception_type=type(exc).__name__,
-            traceback="".join(traceback.format_exception(exc)),
-        ),
-        duration_ms=duration,
-    )
