@@ -171,7 +171,10 @@ class Registry:
         return tuple(OTHER for _ in metric.labels)
 
     def inc(self, name: str, amount: float = 1, **labels: Any) -> None:
-        metric = _lookup(name, "counter")
+        self._add(name, "counter", amount, labels)
+
+    def _add(self, name: str, kind: str, amount: float, labels: dict[str, Any]) -> None:
+        metric = _lookup(name, kind)
         if not self.enabled:
             return
         key = self._key(metric, labels)
@@ -189,14 +192,7 @@ class Registry:
             self._values[name][self._slot(metric, key)] = value
 
     def gauge_add(self, name: str, delta: float, **labels: Any) -> None:
-        metric = _lookup(name, "gauge")
-        if not self.enabled:
-            return
-        key = self._key(metric, labels)
-        with self._lock:
-            key = self._slot(metric, key)
-            series = self._values[name]
-            series[key] = series.get(key, 0) + delta
+        self._add(name, "gauge", delta, labels)
 
     def gauge_remove(self, name: str, **labels: Any) -> None:
         """Forget one gauge series (a session that ended has no queue depth any more)."""
