@@ -19,21 +19,14 @@ Exceptions: ``llmgine_cli.errors`` (re-exported here), one class per API error c
 
 from __future__ import annotations
 
-import http.client
 import inspect
-import os
-import socket
 import textwrap
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-import msgspec
-from llmgine_daemon import __version__
 from llmgine_daemon.protocol import (
-    REQUEST_ID_HEADER,
     TERMINAL_STATUSES,
-    VERSION_HEADER,
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyInfo,
@@ -48,7 +41,6 @@ from llmgine_daemon.protocol import (
     EngineMessageList,
     EngineReset,
     EngineTypeList,
-    ErrorEnvelope,
     Event,
     EventList,
     Handler,
@@ -85,7 +77,6 @@ from llmgine_cli.errors import (  # noqa: F401  (re-exported: the client's publi
     api_error,
     command_error,
 )
-from llmgine_cli.localkey import key_for, read_key
 from llmgine_cli.target import (  # noqa: F401  (re-exported)
     DEFAULT_TCP_PORT,
     Target,
@@ -94,69 +85,26 @@ from llmgine_cli.target import (  # noqa: F401  (re-exported)
     parse_url,
     resolve_target,
 )
+from llmgine_cli.transport import (  # noqa: F401  (re-exported)
+    DEFAULT_TIMEOUT,
+    USER_AGENT,
+    HTTPTransport,
+    UnixHTTPConnection,
+    error_from_response,
+)
 
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT = 30.0
-USER_AGENT = f"llmgine-cli/{__version__}"
 # Each long poll asks the daemon to hold the answer this long (execute() polls until done).
 LONG_POLL_S = 25.0
-
-
-# -- transport ---------------------------------------------------------------------------
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        # The Host header is required by HTTP/1.1 and meaningless on a socket.
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
 
 
 # -- the client --------------------------------------------------------------------------
 
 
-class Client:
+class Client(HTTPTransport):
     """One method per endpoint; each returns a protocol model or raises an LlmgineError.
-
-    ``on_unreachable`` is called once when the connection cannot even be opened (the CLI
-    auto-starts the daemon there); the request is then retried once.
-    ``on_version_mismatch`` is called once per client with the daemon's version.
-    """
-
-    def __init__(
-        self,
-        url: str | Target | None = None,
-        *,
-        api_key: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        env: Mapping[str, str] | None = None,
-        on_unreachable: Callable[[DaemonUnreachable], None] | None = None,
-        on_version_mismatch: Callable[[str], None] | None = None,
-    ) -> None:
-        env = os.environ if env is None else env
-        self.target = url if isinstance(url, Target) else resolve_target(url, env)
-        self.api_key = api_key or env.get("LLMGINE_API_KEY") or self.target.config_api_key
-        self._env = env
-        self.timeout = timeout
-        self.on_unreachable = on_unreachable
-        self.on_version_mismatch = on_version_mismatch
-        self.daemon_version: str | None = None
-        self._warned = False
-
-    @property
-    def url(self) -> str:
-        return self.target.url
+    Connection, credentials and error decoding are HTTPTransport's (transport.py)."""
 
     # -- system --------------------------------------------------------------------------
 
@@ -479,140 +427,6 @@ class Client:
                              reconnect=reconnect)
         return (item for item in stream if isinstance(item, Event))
 
-    # -- plumbing ------------------------------------------------------------------------
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        type_: Any,
-        *,
-        query: Mapping[str, Any] | None = None,
-        body: Any = None,
-        wait: float = 0,
-        idempotency_key: str | None = None,
-    ) -> Any:
-        """One request; the answer decoded as ``type_`` (None: no body, bytes: as is)."""
-        data = self._request(method, path, query=query, body=body, wait=wait,
-                             idempotency_key=idempotency_key)
-        return self._decode(method, path, type_, data)
-
-    def _decode(self, method: str, path: str, type_: Any, data: bytes) -> Any:
-        if type_ is None:
-            return None
-        if type_ is bytes:
-            return data
-        if type_ is str:
-            return data.decode("utf-8", "replace")
-        try:
-            return msgspec.json.decode(data, type=type_)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise ProtocolError(
-                f"unexpected answer from {method} {path} at {self.url}: {exc}"
-            ) from None
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, Any] | None = None,
-        body: Any = None,
-        wait: float = 0,
-        idempotency_key: str | None = None,
-    ) -> bytes:
-        extra = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        timeout = self.timeout + wait
-        path = self._target_path(path, query)
-        payload = None if body is None else msgspec.json.encode(body)
-        try:
-            return self._send(method, path, payload, timeout, extra)
-        except DaemonUnreachable as exc:
-            if not exc.before_send or self.on_unreachable is None:
-                raise
-            hook, self.on_unreachable = self.on_unreachable, None  # only ever once
-            hook(exc)
-            return self._send(method, path, payload, timeout, extra)
-
-    @staticmethod
-    def _target_path(path: str, query: Mapping[str, Any] | None) -> str:
-        pairs = {k: v for k, v in (query or {}).items() if v is not None}
-        return f"{path}?{urllib.parse.urlencode(pairs)}" if pairs else path
-
-    def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
-        t = self.target
-        timeout = self.timeout if timeout is None else timeout
-        if t.socket_path is not None:
-            return UnixHTTPConnection(t.socket_path, timeout)
-        return http.client.HTTPConnection(t.host or "127.0.0.1", t.port, timeout=timeout)
-
-    def _send(
-        self, method: str, path: str, payload: bytes | None, timeout: float | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-    ) -> bytes:
-        headers = self._headers(payload, extra_headers)
-        conn = self._connection(timeout)
-        try:
-            try:
-                conn.connect()
-            except TimeoutError:
-                raise RequestTimeout(f"connecting to {self.url} timed out", self.url) from None
-            except OSError as exc:
-                raise DaemonUnreachable(
-                    f"cannot connect to {self.url}: {exc.strerror or exc}", self.url,
-                    before_send=True,
-                ) from None
-            try:
-                conn.request(method, path, body=payload, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-            except TimeoutError:
-                raise RequestTimeout(
-                    f"no answer from {self.url} within {self.timeout:g}s", self.url
-                ) from None
-            except (OSError, http.client.HTTPException) as exc:
-                # The daemon went away mid-request (e.g. it is shutting down).
-                reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-                raise DaemonUnreachable(
-                    f"lost the connection to {self.url}: {reason}", self.url, before_send=False
-                ) from None
-        finally:
-            conn.close()
-        return self._finish(resp.status, resp.reason, resp.getheader, data)
-
-    def _headers(self, payload: bytes | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(extra or {})}
-        if payload is not None:
-            headers["Content-Type"] = "application/json"
-        api_key = self.api_key or self._local_key()
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        return headers
-
-    def _finish(self, status: int, reason: str, header: Callable[[str], str | None], data: bytes) -> bytes:
-        """What every transport does with an answer: note the version, raise the error."""
-        self._check_version(header(VERSION_HEADER))
-        if status >= 400:
-            raise _api_error(status, reason, data, header(REQUEST_ID_HEADER))
-        return data
-
-    def _local_key(self) -> str | None:
-        """The key llmgined wrote for the local CLI, for our own TCP daemon (localkey.py)."""
-        t = self.target
-        if t.is_unix:
-            return None  # over the socket the kernel vouches for us
-        if t.local_key_file is not None:
-            return read_key(t.local_key_file)
-        return key_for(t.host, t.port, self._env)
-
-    def _check_version(self, version: str | None) -> None:
-        if version is None:
-            return
-        self.daemon_version = version
-        if version != __version__ and not self._warned and self.on_version_mismatch:
-            self._warned = True
-            self.on_version_mismatch(version)
-
 
 SessionRef = Any  # a session id, or anything with a ``session_id`` (Session, Command, ...)
 
@@ -648,15 +462,3 @@ def _wait(seconds: float) -> dict[str, str]:
 def _seg(value: str) -> str:
     """One path segment, so an id can never walk to another route."""
     return urllib.parse.quote(value, safe="")
-
-
-def _api_error(status: int, reason: str, data: bytes, request_id: str | None) -> ApiError:
-    try:
-        env = msgspec.json.decode(data, type=ErrorEnvelope)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        # Not our envelope (a proxy, or something else on that port): keep what we know.
-        return api_error(status, f"HTTP_{status}", reason or "error", {}, request_id)
-    return api_error(
-        status, env.error.code, env.error.message, env.error.details,
-        env.request_id or request_id,
-    )

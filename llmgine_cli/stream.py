@@ -29,15 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from llmgine_daemon.protocol import ErrorEnvelope, Event
+from llmgine_daemon.protocol import Event
 
-from llmgine_cli.client import (
-    ApiError,
-    Client,
-    DaemonUnreachable,
-    UnixHTTPConnection,
-)
-from llmgine_cli.errors import api_error
+from llmgine_cli.client import Client, DaemonUnreachable
+from llmgine_cli.transport import error_from_response
 
 # The server sends a heartbeat every 15 s; silence for this long means a dead connection.
 READ_TIMEOUT = 40.0
@@ -150,12 +145,6 @@ class EventStream:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _connection(self) -> http.client.HTTPConnection:
-        t = self.client.target
-        if t.socket_path is not None:
-            return UnixHTTPConnection(t.socket_path, self.read_timeout)
-        return http.client.HTTPConnection(t.host or "127.0.0.1", t.port, timeout=self.read_timeout)
-
     def _open(self, first: bool) -> http.client.HTTPResponse:
         # The client's own headers: its credential is the one every other request sends
         # (the local CLI key too, for our own TCP daemon).
@@ -163,7 +152,7 @@ class EventStream:
         if self.cursor is not None:
             headers["Last-Event-ID"] = str(self.cursor)
         url = self.client.url
-        conn = self._connection()
+        conn = self.client._connection(self.read_timeout)
         try:
             conn.connect()
         except OSError as exc:
@@ -187,7 +176,7 @@ class EventStream:
         if resp.status != 200:
             body = resp.read()
             conn.close()
-            error = _api_error(resp.status, resp.reason, body)
+            error = error_from_response(resp.status, resp.reason, body)
             if error.code == "SHUTTING_DOWN":  # restarting: come back in a moment
                 raise DaemonUnreachable(f"{url} is shutting down", url, before_send=True)
             raise error
@@ -232,12 +221,3 @@ class EventStream:
             return None  # never hand out an event twice, whatever the server does
         self.cursor = event.seq
         return event
-
-
-def _api_error(status: int, reason: str, body: bytes) -> ApiError:
-    """The typed exception of the error code (SessionNotFound, ...), as every request raises."""
-    try:
-        env = msgspec.json.decode(body, type=ErrorEnvelope)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return api_error(status, f"HTTP_{status}", reason or "error")
-    return api_error(status, env.error.code, env.error.message, env.error.details, env.request_id)
