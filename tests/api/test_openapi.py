@@ -17,7 +17,7 @@ from tests.conftest import assert_envelope
 async def test_every_route_is_described(app_client: TestClient) -> None:
     served = route_keys(app_client.app)
     missing = sorted(served - OPERATIONS.keys())
-    assert not missing, f"add these routes to OPERATIONS in daemon/api/openapi.py: {missing}"
+    assert not missing, f"add these routes to OPERATIONS in daemon/api/operations.py: {missing}"
     doc = build_document(app_client.app)
     described = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     assert described == served
