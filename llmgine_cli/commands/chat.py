@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from llmgine_daemon.protocol import Command
 
 from llmgine_cli.commands.args import parse_pairs
 from llmgine_cli.context import Environment
-from llmgine_cli.conversation import Conversation, Turn
 from llmgine_cli.options import state
 from llmgine_cli.render import PlainAnswer, RichAnswer
 from llmgine_cli.status import ExitStatus
+
+if TYPE_CHECKING:  # imported where used: the stream machinery stays off other commands' start-up
+    from llmgine_cli.conversation import Turn
 
 Model = Annotated[str | None, typer.Option(
     "--model", "-M", show_default=False,
@@ -95,6 +97,8 @@ def ask(
     parameters = parse_pairs(param, "--param")
     app_ctx = state(ctx)
     env = app_ctx.env
+    from llmgine_cli.conversation import Conversation
+
     conv = Conversation.open(app_ctx.client(), engine_id=engine, session_id=None if engine else session,
                              model=model)
     turn = conv.send(prompt, parameters)
@@ -167,6 +171,8 @@ def chat(
     _check_engine_flags(engine, model=model, system=system, tools=tools)
     app_ctx = state(ctx)
     env = app_ctx.env
+    from llmgine_cli.conversation import Conversation
+
     conv = Conversation.open(
         app_ctx.client(), engine_id=engine, session_id=None if engine else session, model=model,
         engine_type="ToolChatEngine" if tools else "SinglePassEngine",

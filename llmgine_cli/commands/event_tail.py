@@ -19,7 +19,6 @@ from llmgine_cli import completion
 from llmgine_cli.context import AppContext
 from llmgine_cli.options import Output, state
 from llmgine_cli.render import event_line, resolve_format
-from llmgine_cli.stream import EventStream, Notice
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -79,6 +78,8 @@ def tail(
     fmt = resolve_format(env, output)
     if fmt == "plain" and output is None:
         fmt = "jsonl"  # piped by default: machine-readable lines
+    from llmgine_cli.stream import EventStream, Notice  # only when tailing: off the start-up path
+
     stream = EventStream(
         app_ctx.client(), session, event_types=event_type or (), sources=source or (),
         since=parse_since(since), reconnect=not no_reconnect,
@@ -123,6 +124,8 @@ def follow_command(
     env = app_ctx.env
     fmt = resolve_format(env, output)
     client = app_ctx.client()
+    from llmgine_cli.stream import EventStream, Notice
+
     stream = EventStream(client, session_id,
                          on_status=lambda text: env.err(f"llmgine: {text}"))
     items = iter(stream)
