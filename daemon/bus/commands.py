@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import BusError
-from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.events import insert_event, insert_events
 from llmgine_daemon.bus.handlers import Execution, handler_not_found
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.bus.jobs import (
@@ -34,6 +34,7 @@ from llmgine_daemon.bus.jobs import (
     Outcome,
     command_error,
     finish_row,
+    result_data,
     started_data,
 )
 from llmgine_daemon.bus.runner import Runner
@@ -61,6 +62,8 @@ log = logging.getLogger("llmgine.commands")
 RANK_PRIORITY = {rank: name for name, rank in PRIORITY_RANK.items()}
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 MAX_BATCH = 10_000
+# A batch larger than this is stored off the event loop (Store.write heavy): thousands of rows.
+HEAVY_BATCH = 1000
 _TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$")
 
 COMMAND_COLUMNS = (
@@ -139,13 +142,19 @@ def validate(body: CommandCreate, prefix: str = "", **extra: Any) -> CommandSpec
     return CommandSpec(body.command_type, body.parameters, body.metadata, priority, timeout)
 
 
-def _insert(conn: sqlite3.Connection, rec: Command) -> None:
+def _insert(
+    conn: sqlite3.Connection, rec: Command, outcome: Outcome | None = None, finished_at: str | None = None
+) -> None:
+    """Store a new command; with ``outcome``, already finished (an eager command)."""
+    status, result, error, duration = rec.status, None, None, None
+    if outcome is not None:
+        status, result, duration = outcome.status, outcome.result_text, outcome.duration_ms
+        error = dumps(outcome.error) if outcome.error is not None else None
     conn.execute(
-        f"INSERT INTO commands ({COMMAND_COLUMNS}) VALUES"
-        " (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, NULL, ?, NULL, ?)",
+        f"INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (rec.command_id, rec.session_id, rec.command_type, dumps(rec.parameters), dumps(rec.metadata),
-         PRIORITY_RANK[rec.priority], rec.timeout, rec.status, rec.created_at, rec.started_at,
-         rec.batch_id, rec.trace_id),
+         PRIORITY_RANK[rec.priority], rec.timeout, status, result, error, rec.created_at, rec.started_at,
+         finished_at, rec.batch_id, duration, rec.trace_id),
     )
 
 
@@ -218,8 +227,10 @@ class Commands:
         self, session_id: str, spec: CommandSpec, idem: IdempotencyKey | None = None
     ) -> tuple[Command, bool]:
         """Queue one command; returns (record, replayed). The record may already be executing:
-        an idle session's command starts in the transaction that stores it."""
-        if self.bus.handlers.resolve(session_id, spec.command_type) is None:
+        an idle session's command starts in the transaction that stores it, and an eager
+        handler's command (``Registration.eager``) may even have finished in it."""
+        reg = self.bus.handlers.resolve(session_id, spec.command_type)
+        if reg is None:
             await self._refuse_unhandled(session_id, spec.command_type)
         runner = self.runner
         ts = now_iso()
@@ -227,38 +238,97 @@ class Commands:
         claimed = runner.try_claim(session_id)
         if claimed:
             rec.status, rec.started_at = "executing", ts
+        job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent())
+        # A replayed key must not run anything again, so a keyed submission is never eager.
+        if claimed and idem is None and reg is not None and reg.eager:
+            return await self._submit_eager(job, ts)
 
-        def write(conn: sqlite3.Connection) -> tuple[tuple[Any, ...] | None, Event | None]:
+        def write(conn: sqlite3.Connection) -> tuple[tuple[Any, ...] | None, list[Event]]:
             prior = lookup(conn, idem)
             if prior is not None:
-                return _command_row(conn, session_id, prior[1]), None
+                return _command_row(conn, session_id, prior[1]), []
             require_active(conn, session_id)
             _insert(conn, rec)
             record(conn, idem, "command", rec.command_id, session_id)
             if claimed:
-                return None, insert_event(conn, session_id, "CommandStarted", started_data(rec), timestamp=ts)
-            return None, None
+                return None, [insert_event(conn, session_id, "CommandStarted", started_data(rec), timestamp=ts)]
+            return None, []
 
-        try:
-            replay, event = await self.store.write(write)
-        except BaseException:
-            if claimed:
-                runner.release_claim(session_id)
-            raise
+        future = self.store.submit(write)
+        # What follows the commit is done in a callback, not after the await: it runs even if
+        # this request is cancelled meanwhile, and before anyone else hears of the commit.
+        future.add_done_callback(lambda f: self._admitted(f, job, claimed))
+        replay, _ = await asyncio.shield(future)
         if replay is not None:
-            if claimed:
-                runner.release_claim(session_id)
             return self._current(replay), True
-        job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent())
-        runner.track(job)
-        if claimed:
-            runner.queue_waited(job)
-            assert event is not None
-            self.bus.events.notify([event])
-            runner.run_claimed(job)
-        else:
-            runner.push(session_id, job)
         return rec, False
+
+    async def _submit_eager(self, job: Job, ts: str) -> tuple[Command, bool]:
+        """Run an eager handler's command at once, before its submission has committed.
+
+        The session's runner task queues the submission and runs the handler at once, up to its
+        first suspension (``Runner.run_eager``). If the handler finishes without suspending,
+        the submission is amended before the writer has taken it: the command is stored already
+        finished, with all its events, in one write - one commit per command instead of two.
+        If it suspends, it goes on, and its events and result are written only once the
+        submission has committed (``job.admitted``); if the submission fails, the run is
+        cancelled and nothing of it is written.
+        """
+        rec = job.record
+        session_id = rec.session_id
+        final: list[tuple[Outcome, list[Any], str]] = []
+
+        def write(conn: sqlite3.Connection) -> tuple[None, list[Event]]:
+            require_active(conn, session_id)
+            if not final:
+                _insert(conn, rec)
+                return None, [insert_event(conn, session_id, "CommandStarted", started_data(rec), timestamp=ts,
+                                           trace_id=rec.trace_id)]
+            outcome, pending, end = final[0]
+            _insert(conn, rec, outcome, end)
+            items = [("CommandStarted", started_data(rec), {}, "bus"), *pending,
+                     ("CommandResult", result_data(rec, outcome), {}, "bus")]
+            stamps = [ts] + [end] * (len(items) - 1)
+            return None, insert_events(conn, session_id, items, timestamp=stamps, trace_id=rec.trace_id)
+
+        admitted: asyncio.Future[tuple[None, list[Event]]] = asyncio.get_running_loop().create_future()
+        job.admitted = admitted
+        admitted.add_done_callback(lambda f: self._admitted(f, job, True, final))
+        self.runner.run_eager(job, lambda: self.store.submit(write, future=admitted), final)
+        await asyncio.shield(admitted)
+        return rec, False
+
+    def _admitted(
+        self, future: asyncio.Future[Any], job: Job, claimed: bool,
+        final: list[tuple[Outcome, list[Any], str]] | None = None,
+    ) -> None:
+        """A submission's write finished: queue or start the command, or undo the claim."""
+        runner, session_id = self.runner, job.record.session_id
+        failed = future.cancelled() or future.exception() is not None
+        if failed or future.result()[0] is not None:  # refused, or an idempotent replay
+            if final:
+                pass  # finished and refused: nothing of it exists, the claim is released
+            elif job.admitted is not None:
+                runner.cancel_running(job, "refused")  # its result will not be written
+            elif claimed:
+                runner.release_claim(session_id)
+            return
+        events = future.result()[1]
+        if final:  # stored finished: only the memory and the listeners are left
+            runner.queue_waited(job)
+            runner._apply_end(job, final[0][0], final[0][2])
+            self.bus.events.notify(events)
+            return
+        runner.track(job)
+        if not claimed:
+            runner.push(session_id, job)
+            return
+        runner.queue_waited(job)
+        self.bus.events.notify(events)
+        if job.admitted is None:
+            runner.run_claimed(job)
+        elif job.pending and job.state == "running":
+            runner._flush(job)  # what it emitted while not yet admitted
 
     def _current(self, row: tuple[Any, ...]) -> Command:
         """The record of a stored row, or the live one (same state, or newer) if it runs.
@@ -303,7 +373,7 @@ class Commands:
             record(conn, idem, "batch", batch_id, session_id)
             return None
 
-        replay = await self.store.write(write)
+        replay = await self.store.write(write, heavy=len(records) > HEAVY_BATCH)
         if replay is not None:
             return self._assemble(session_id, replay[0], replay[1], replay[2]), True
         parent = tracing.current_traceparent()
@@ -483,7 +553,7 @@ class Commands:
             }
             return events, queued, batches
 
-        events, queued, batches = await self.store.write(write)
+        events, queued, batches = await self.store.write(write, heavy=True)
         if events:
             log.info("marked %d command(s) interrupted by the last shutdown", len(events))
         self.bus.events.notify(events)

@@ -82,6 +82,8 @@ class EngineBase:
     command_type: ClassVar[str]
     description: ClassVar[str]
     config_fields: ClassVar[tuple[ConfigField, ...]] = ()
+    # True for an engine that calls nothing outside the daemon (see handlers.Registration).
+    eager: ClassVar[bool] = False
 
     def __init__(self, record: Engine) -> None:
         self.record = record
@@ -182,7 +184,8 @@ class Engines:
                 return await engine.handle(command)
 
         self.bus.handlers.register(
-            cls.command_type, run, session_id=record.session_id, owner=self._owner(record.engine_id)
+            cls.command_type, run, session_id=record.session_id, owner=self._owner(record.engine_id),
+            eager=cls.eager,
         )
         self.running[record.engine_id] = engine
         return engine

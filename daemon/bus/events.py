@@ -43,10 +43,9 @@ def insert_event(
     source: str = "bus",
     trace_id: str | None = None,
     timestamp: str | None = None,
-    touch_session: bool = True,
 ) -> Event:
-    """Append one event. ``touch_session=False`` skips the session's last_activity_at update,
-    for writers that append several events at once and touch the session once."""
+    """Append one event. (A session's last activity is its newest event's time, read with the
+    session: appending does not also update the session row.)"""
     event_id = new_id()
     ts = timestamp or now_iso()
     # Store.write runs this in the caller's context, so the event joins the caller's trace.
@@ -58,8 +57,6 @@ def insert_event(
         " timestamp, trace_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (event_id, session_id, event_type, dumps(data), dumps(metadata), source, ts, trace_id),
     )
-    if session_id is not None and touch_session:
-        touch(conn, session_id, ts)
     seq = cur.lastrowid
     assert seq is not None
     return Event(
@@ -75,8 +72,43 @@ def insert_event(
     )
 
 
-def touch(conn: sqlite3.Connection, session_id: str, ts: str) -> None:
-    conn.execute("UPDATE sessions SET last_activity_at = ? WHERE session_id = ?", (ts, session_id))
+_INSERT_MANY = (
+    "INSERT INTO events (event_id, session_id, event_type, data, metadata, source, timestamp, trace_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def insert_events(
+    conn: sqlite3.Connection,
+    session_id: str,
+    items: list[tuple[str, dict[str, Any], dict[str, Any], str]],
+    *,
+    timestamp: str | list[str],
+    trace_id: str | None,
+) -> list[Event]:
+    """Append several events of one session in one statement (``executemany``). ``items`` are
+    (event_type, data, metadata, source); ``timestamp`` is theirs, or one per item."""
+    if not items:
+        return []
+    stamps = [timestamp] * len(items) if isinstance(timestamp, str) else timestamp
+    if len(items) == 1:
+        t, d, m, s = items[0]
+        return [insert_event(conn, session_id, t, d, metadata=m, source=s, timestamp=stamps[0],
+                             trace_id=trace_id)]
+    trace_id = trace_id or current_trace_id()
+    ids = [new_id() for _ in items]
+    conn.executemany(_INSERT_MANY, [
+        (event_id, session_id, t, dumps(d), dumps(m), s, ts, trace_id)
+        for event_id, (t, d, m, s), ts in zip(ids, items, stamps, strict=True)
+    ])
+    # One statement on the one writer connection: its rows got consecutive seqs.
+    last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+    first = last - len(items) + 1
+    return [
+        Event(event_id=event_id, seq=first + i, session_id=session_id, event_type=t, data=d, metadata=m,
+              timestamp=ts, source=s, trace_id=trace_id)
+        for i, (event_id, (t, d, m, s), ts) in enumerate(zip(ids, items, stamps, strict=True))
+    ]
 
 
 def row_to_event(row: tuple[Any, ...]) -> Event:

@@ -38,6 +38,10 @@ class Registration:
     handler: CommandHandler
     # Who registered it ("engine:<id>", "handler:<id>"), so an owner can be unregistered whole.
     owner: str
+    # The handler's only effects are what it emits and returns (it calls nothing outside the
+    # daemon): it may start before its submission has committed, so a command whose handler
+    # never suspends is stored, run and finished in one transaction (DummyEngine).
+    eager: bool = False
     registration_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
@@ -62,9 +66,10 @@ class HandlerRegistry:
         *,
         session_id: str | None = None,
         owner: str = "builtin",
+        eager: bool = False,
     ) -> Registration:
         self.check_free(command_type, session_id)
-        reg = Registration(command_type, session_id, handler, owner)
+        reg = Registration(command_type, session_id, handler, owner, eager)
         self._by_scope[(session_id, command_type)] = reg
         return reg
 
@@ -165,8 +170,14 @@ class Execution:
         source: str = "handler",
     ) -> Event:
         """Like ``emit``, but returns the stored event once it has committed."""
+        admitted = self._job.admitted
+        if admitted is not None and not admitted.done():
+            # An eager command's events are written only once its submission has committed.
+            await asyncio.wait([admitted])
         self.emit(event_type, data, metadata=metadata, source=source)
         events = await self._runner._flush(self._job)
+        if not events:
+            raise BusError(ErrorCode.CONFLICT, "the command was not stored; its events are not written")
         return events[-1]
 
 

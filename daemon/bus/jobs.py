@@ -13,7 +13,7 @@ from typing import Any
 
 from llmgine_daemon.bus.codec import dumps
 from llmgine_daemon.bus.errors import BusError, UserCodeError
-from llmgine_daemon.bus.events import insert_event, touch
+from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.protocol import Command, ErrorBody, ErrorCode, Event
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
@@ -34,6 +34,10 @@ class Job:
     # W3C traceparent of the submitting request: the run is traced as its child.
     traceparent: str | None = None
     queued_at: float = field(default_factory=time.monotonic)
+    # An eager command (handlers.Registration.eager) starts before its submission commits:
+    # this is that submission's write. Until it has succeeded the command does not exist for
+    # anyone else; if it fails, the run is dropped and nothing of it is written.
+    admitted: asyncio.Future[Any] | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -60,6 +64,10 @@ class Outcome:
     duration_ms: float | None = None
 
 
+class NotAdmitted(Exception):
+    """An eager command's submission did not commit: its result must not be written."""
+
+
 @dataclass(eq=False, slots=True)
 class SessionQueue:
     heap: list[tuple[int, int, Entry]] = field(default_factory=list)
@@ -82,12 +90,11 @@ def started_data(rec: Command) -> dict[str, Any]:
 
 
 def start_rows(
-    conn: sqlite3.Connection, jobs: list[Job], ts: str, *, touch_session: bool = True
+    conn: sqlite3.Connection, jobs: list[Job], ts: str
 ) -> list[tuple[Job, Event]]:
     """Mark queued commands executing (inside a write). A command that is no longer queued in
     the store (its session ended meanwhile) is left out."""
     started = []
-    sessions: set[str] = set()
     for job in jobs:
         rec = job.record
         cur = conn.execute(
@@ -97,21 +104,19 @@ def start_rows(
         )
         if cur.rowcount:
             event = insert_event(
-                conn, rec.session_id, "CommandStarted", started_data(rec), timestamp=ts, touch_session=False,
+                conn, rec.session_id, "CommandStarted", started_data(rec), timestamp=ts,
                 trace_id=rec.trace_id,
             )
             started.append((job, event))
-            sessions.add(rec.session_id)
-    if touch_session:
-        for sid in sessions:
-            touch(conn, sid, ts)
     return started
 
 
 def finish_row(
     conn: sqlite3.Connection, rec: Command, outcome: Outcome, ts: str, *, from_status: str,
-    touch_session: bool = True,
+    strict: bool = False,
 ) -> Event | None:
+    """Record a command's end. A command no longer in ``from_status`` is left alone (None), or
+    with ``strict`` raises NotAdmitted (rolling the caller's write back)."""
     error_text = dumps(outcome.error) if outcome.error is not None else None
     cur = conn.execute(
         "UPDATE commands SET status = ?, result = ?, error = ?, finished_at = ?, duration_ms = ?"
@@ -120,24 +125,26 @@ def finish_row(
          rec.command_id, from_status),
     )
     if not cur.rowcount:
+        if strict:
+            raise NotAdmitted(rec.command_id)
         return None
     return insert_event(
-        conn,
-        rec.session_id,
-        "CommandResult",
-        {
-            "command_id": rec.command_id,
-            "command_type": rec.command_type,
-            "status": outcome.status,
-            "result": outcome.result,
-            "error": outcome.error,
-            "duration_ms": outcome.duration_ms,
-            "batch_id": rec.batch_id,
-        },
-        timestamp=ts,
-        touch_session=touch_session,
+        conn, rec.session_id, "CommandResult", result_data(rec, outcome), timestamp=ts,
         trace_id=rec.trace_id,
     )
+
+
+def result_data(rec: Command, outcome: Outcome) -> dict[str, Any]:
+    """The data of a command's CommandResult event."""
+    return {
+        "command_id": rec.command_id,
+        "command_type": rec.command_type,
+        "status": outcome.status,
+        "result": outcome.result,
+        "error": outcome.error,
+        "duration_ms": outcome.duration_ms,
+        "batch_id": rec.batch_id,
+    }
 
 
 def failed_outcome(exc: BaseException, duration: float) -> Outcome:

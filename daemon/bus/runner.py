@@ -25,16 +25,17 @@ import itertools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmgine_daemon.bus.codec import dumps
-from llmgine_daemon.bus.events import insert_event, touch
+from llmgine_daemon.bus.events import insert_events
 from llmgine_daemon.bus.handlers import CURRENT, Execution
 from llmgine_daemon.bus.jobs import (
     BatchJob,
     Entry,
     Job,
+    NotAdmitted,
     Outcome,
     SessionQueue,
     command_error,
@@ -106,6 +107,9 @@ class Runner:
     def release_claim(self, session_id: str) -> None:
         q = self.queue(session_id)
         q.busy = False
+        if not q.heap and q.task is None:
+            del self.queues[session_id]
+            return
         self._kick(session_id, q)
 
     def track(self, job: Job) -> None:
@@ -116,6 +120,13 @@ class Runner:
         q = self.queue(job.record.session_id)
         job.state = "starting"
         q.task = asyncio.create_task(self._drain(job.record.session_id, q, job))
+
+    def run_eager(self, job: Job, queue_write: Callable[[], Any], final: list[Any]) -> None:
+        """Start the drain task for a claimed eager job: it queues the job's submission and
+        runs the handler (``Commands._submit_eager``)."""
+        q = self.queue(job.record.session_id)
+        job.state = "starting"
+        q.task = asyncio.create_task(self._drain(job.record.session_id, q, job, (queue_write, final)))
 
     def push(self, session_id: str, entry: Entry) -> None:
         q = self.queue(session_id)
@@ -146,7 +157,10 @@ class Runner:
             return entry
         return None
 
-    async def _drain(self, session_id: str, q: SessionQueue, first: Job | None) -> None:
+    async def _drain(
+        self, session_id: str, q: SessionQueue, first: Job | None,
+        eager: tuple[Callable[[], Any], list[Any]] | None = None,
+    ) -> None:
         # This task copied the context of whichever request started it; each command is traced
         # and logged as its own submitter's, so start from a clean slate.
         CURRENT_SPAN.set(None)
@@ -169,7 +183,14 @@ class Runner:
                         continue
                     job = entry
                 nxt = None
-                outcome = await self._invoke(job)
+                if eager is not None:  # the first job, run before its submission commits
+                    ran, eager = await self._invoke_eager(job, *eager), None
+                    if ran is None:  # finished at once: stored with its submission
+                        job = None
+                        continue
+                    outcome = ran
+                else:
+                    outcome = await self._invoke(job)
                 if not self.stopping:
                     popped = self._pop(q, single_only=True)
                     nxt = popped if isinstance(popped, Job) else None
@@ -295,6 +316,20 @@ class Runner:
             )
         return Outcome("completed", result=result, result_text=text, duration_ms=duration)
 
+    async def _invoke_eager(self, job: Job, queue_write: Callable[[], Any], final: list[Any]) -> Outcome | None:
+        """Queue an eager job's submission, then run its handler here and now. If the handler
+        returns without suspending, nothing else has run since: the writer has not taken the
+        submission yet, and ``final`` turns it into the finished command (None is returned)."""
+        queue_write()
+        coro = self._invoke(job)
+        try:
+            step = coro.send(None)
+        except StopIteration as stop:
+            pending, job.pending = job.pending, []
+            final.append((stop.value, pending, now_iso()))
+            return None
+        return await _Resume(coro, step)  # type: ignore[no-any-return]
+
     async def run_inline(self, job: Job) -> Command:
         """Run a command that another command's handler started (``bus.execute`` in user code)
         right here, outside the session's queue: the parent holds the session's slot, so
@@ -326,6 +361,9 @@ class Runner:
         """Record the outcome (with the handler's buffered events) and start ``start`` in the
         same transaction; returns the jobs that did start."""
         rec = job.record
+        if _refused(job):
+            return self._drop_refused(job, start or [])
+        strict = job.admitted is not None  # its submission may still fail: write nothing then
         pending, job.pending = job.pending, []
         start = [j for j in start or () if j.state == "queued"]
         for nxt in start:
@@ -334,18 +372,17 @@ class Runner:
 
         def write(conn: sqlite3.Connection) -> tuple[list[Event], Event | None, list[tuple[Job, Event]]]:
             # Statements are what this write costs: the session is touched once, not per event.
-            emitted = [
-                insert_event(conn, rec.session_id, t, d, metadata=m, source=s, timestamp=ts, touch_session=False,
-                             trace_id=rec.trace_id)
-                for t, d, m, s in pending
-            ]
-            result_event = finish_row(conn, rec, outcome, ts, from_status="executing", touch_session=False)
-            started = start_rows(conn, start, ts, touch_session=False)
-            touch(conn, rec.session_id, ts)
+            emitted = insert_events(conn, rec.session_id, pending, timestamp=ts, trace_id=rec.trace_id)
+            result_event = finish_row(conn, rec, outcome, ts, from_status="executing", strict=strict)
+            started = start_rows(conn, start, ts)
             return emitted, result_event, started
 
         try:
             emitted, result_event, started = await self.durable_write(write)
+        except NotAdmitted:
+            for nxt in start:
+                nxt.state = "queued"
+            return self._drop_refused(job, start)
         except StorageError as exc:
             # Only while stopping: nothing is told a result that did not commit. The store still
             # says executing, so the next start records it as interrupted.
@@ -408,6 +445,18 @@ class Runner:
         if job.waiter is not None and not job.waiter.done():
             job.waiter.set_result(rec)
 
+    def _drop_refused(self, job: Job, start: list[Job]) -> list[Job]:
+        """An eager command whose submission did not commit: it never existed, so nothing of
+        its run is written or told (its submitter got the error). Commands that were to start
+        with its result go back to the queue."""
+        job.state = "done"
+        job.pending = []
+        self.jobs.pop(job.record.command_id, None)
+        for nxt in start:
+            if nxt.state == "queued":
+                self.push(nxt.record.session_id, nxt)
+        return []
+
     def end_unstarted(self, job: Job, reason: str, ts: str) -> None:
         """A command that never started and was ended in the store by someone else (session
         end): bring the memory in line and answer its waiters."""
@@ -420,7 +469,8 @@ class Runner:
         """Write a running handler's buffered events (called soon after ``emit``)."""
         job.flush_scheduled = False
         loop = asyncio.get_running_loop()
-        if not job.pending or job.state != "running":
+        # An eager command not yet admitted keeps its events until it is (Commands._admitted).
+        if not job.pending or job.state != "running" or not _admitted(job):
             done: asyncio.Future[list[Event]] = loop.create_future()
             done.set_result([])
             return done
@@ -428,13 +478,7 @@ class Runner:
         sid, trace_id = job.record.session_id, job.record.trace_id
         ts = now_iso()
         def write(conn: sqlite3.Connection) -> list[Event]:
-            events = [
-                insert_event(conn, sid, t, d, metadata=m, source=s, timestamp=ts, touch_session=False,
-                             trace_id=trace_id)
-                for t, d, m, s in pending
-            ]
-            touch(conn, sid, ts)
-            return events
+            return insert_events(conn, sid, pending, timestamp=ts, trace_id=trace_id)
 
         future = self.store.submit(write)
 
@@ -601,6 +645,44 @@ class Runner:
             for task in pending:
                 log.warning("a command handler ignored cancellation; abandoning it")
                 task.cancel()
+
+
+class _Resume:
+    """Awaitable that goes on with a coroutine its caller stepped to its first suspension (what
+    ``await`` would have done had it not been stepped by hand)."""
+
+    __slots__ = ("coro", "step")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], step: Any) -> None:
+        self.coro, self.step = coro, step
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, step = self.coro, self.step
+        while True:
+            try:
+                sent = yield step
+            except BaseException as exc:  # thrown in: cancellation
+                try:
+                    step = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    step = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+def _admitted(job: Job) -> bool:
+    fut = job.admitted
+    return fut is None or (fut.done() and not _refused(job))
+
+
+def _refused(job: Job) -> bool:
+    fut = job.admitted
+    if fut is None or not fut.done():
+        return False
+    return fut.cancelled() or fut.exception() is not None or fut.result()[0] is not None
 
 
 def _ms(t0: float) -> float:

@@ -20,6 +20,14 @@ if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
 
 SESSION_COLUMNS = "session_id, name, metadata, status, created_at, last_activity_at, ended_at"
+# A session's last activity is its newest event's time (one seek in events_session), or the
+# stored value when that is later (set at creation and at the end): appending an event does not
+# also update the session row, which would be one more statement per write.
+SESSION_SELECT = (
+    "s.session_id, s.name, s.metadata, s.status, s.created_at, MAX(s.last_activity_at, COALESCE("
+    "(SELECT e.timestamp FROM events e WHERE e.session_id = s.session_id ORDER BY e.seq DESC LIMIT 1),"
+    " '')), s.ended_at"
+)
 
 # Called after a session was ended or purged, so runtime parts (command runner, engines,
 # streams) can drop what they hold for it.
@@ -49,23 +57,24 @@ def not_found(session_id: str) -> BusError:
 
 def fetch_session(conn: sqlite3.Connection, session_id: str) -> tuple[Any, ...]:
     row = conn.execute(
-        f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+        f"SELECT {SESSION_SELECT} FROM sessions s WHERE s.session_id = ?", (session_id,)
     ).fetchone()
     if row is None:
         raise not_found(session_id)
     return row
 
 
-def require_active(conn: sqlite3.Connection, session_id: str) -> tuple[Any, ...]:
-    """The session row, or SESSION_NOT_FOUND / SESSION_CLOSED; for writes that need it open."""
-    row = fetch_session(conn, session_id)
-    if row[3] != "active":
+def require_active(conn: sqlite3.Connection, session_id: str) -> None:
+    """SESSION_NOT_FOUND / SESSION_CLOSED unless the session is open; for writes that need it."""
+    row = conn.execute("SELECT status FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+    if row is None:
+        raise not_found(session_id)
+    if row[0] != "active":
         raise BusError(
             ErrorCode.SESSION_CLOSED,
             f"session {session_id!r} is closed",
             {"session_id": session_id},
         )
-    return row
 
 
 def count_session(conn: sqlite3.Connection, session_id: str) -> SessionCounts:
@@ -132,8 +141,8 @@ class Sessions:
             where, params = ("WHERE status = ?", (status,)) if status else ("", ())
             total = conn.execute(f"SELECT COUNT(*) FROM sessions {where}", params).fetchone()[0]
             rows = conn.execute(
-                f"SELECT {SESSION_COLUMNS} FROM sessions {where}"
-                " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                f"SELECT {SESSION_SELECT} FROM sessions s {where}"
+                " ORDER BY s.created_at DESC, s.rowid DESC LIMIT ? OFFSET ?",
                 (*params, limit, offset),
             ).fetchall()
             return SessionList([row_to_session(r) for r in rows], total, limit, offset)
@@ -185,7 +194,7 @@ class Sessions:
                           "handlers", "sessions"):
                 conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
 
-        await self.bus.store.write(write)
+        await self.bus.store.write(write, heavy=True)  # a long session: many thousand rows
         await self._run_hooks(session_id, purged=True)
 
     async def _run_hooks(self, session_id: str, purged: bool) -> None:

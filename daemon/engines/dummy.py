@@ -25,6 +25,7 @@ class DummyEngine(EngineBase):
     engine_type = "DummyEngine"
     command_type = "DummyEngineCommand"
     description = "Echoes the prompt deterministically; simulates latency and failure."
+    eager = True  # nothing outside the daemon: a command may start before it is stored
     config_fields = (
         ConfigField("delay_ms", "integer", 0, "simulated latency per command, in milliseconds",
                     minimum=0, maximum=3_600_000),

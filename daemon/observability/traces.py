@@ -19,20 +19,36 @@ SPAN_COLUMNS = (
 )
 
 
+_second: tuple[int, str] = (0, "")
+
+
 def iso_from_unix(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1e6):06d}Z"
+    # The part up to the second is formatted once per second: spans come by thousands.
+    global _second
+    whole = int(ts)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{cached[1]}.{int((ts - whole) * 1e6):06d}Z"
+
+
+_INSERT = f"INSERT INTO spans ({SPAN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def insert_spans(conn: sqlite3.Connection, spans: list[Span], max_rows: int) -> None:
-    last = None
-    for sp in spans:
-        last = conn.execute(
-            f"INSERT INTO spans ({SPAN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (sp.trace_id, sp.span_id, sp.parent_id, sp.name, sp.kind, iso_from_unix(sp.start),
-             sp.start, sp.duration_ms or 0.0, sp.status, sp.error,
-             _encoder.encode(sp.attributes).decode(), sp.session_id, int(sp.local_root)),
-        ).lastrowid
-    if last is not None and max_rows > 0:
+    if not spans:
+        return
+    encode = _encoder.encode
+    # One executemany: the statement is bound per row in C, not prepared and called from
+    # Python per span (a command makes about five spans).
+    conn.executemany(_INSERT, [
+        (sp.trace_id, sp.span_id, sp.parent_id, sp.name, sp.kind, iso_from_unix(sp.start),
+         sp.start, sp.duration_ms or 0.0, sp.status, sp.error,
+         encode(sp.attributes).decode(), sp.session_id, int(sp.local_root))
+        for sp in spans
+    ])
+    if max_rows > 0:
+        last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
         conn.execute("DELETE FROM spans WHERE id <= ?", (last - max_rows,))
 
 

@@ -1,10 +1,18 @@
 """SQLite storage: one writer with group commit, one reader, both through aiosqlite.
 
 Writes are plain functions ``fn(conn: sqlite3.Connection) -> T``. ``Store.write(fn)`` queues
-one; the writer task takes everything queued, runs the whole batch inside ONE transaction in
-aiosqlite's connection thread (one thread hop and one fsync per batch, not per write), and
-resolves each caller's future only after COMMIT returned. A failing write is rolled back to its
-own savepoint, so it fails alone and the rest of the batch still commits.
+one; the writer task takes everything queued and runs the whole batch inside ONE transaction
+(one fsync per batch, not per write), and resolves each caller's future only after COMMIT
+returned. A failing write is rolled back to its own savepoint, so it fails alone and the rest
+of the batch still commits.
+
+Where the statements run: on the event loop itself; only what can block - taking the write
+lock when another process holds it, and COMMIT with its fsync - goes to the connection's
+thread. A batch with a ``heavy`` write (retention, a purge, thousands of rows) runs whole in
+the thread instead, so the loop keeps serving meanwhile. Why not always the thread: every
+sqlite3 call releases the GIL, and a thread that wants it back waits until the event loop lets
+go - under load the writer thread spent most of a batch waiting for the GIL rather than in
+SQLite (bench/README.md). On the loop, a statement costs its few microseconds.
 
 Reads run on a second connection (WAL lets them proceed while the writer commits).
 
@@ -36,7 +44,7 @@ T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
 # (write function, its caller's future, its caller's context): the writer runs each function in
 # its caller's contextvars, so code inside a write sees the caller's trace and session.
-QueueItem = tuple["WriteFn | _Alone", "asyncio.Future[Any]", contextvars.Context]
+QueueItem = tuple["WriteFn | _Alone | _Heavy", "asyncio.Future[Any]", contextvars.Context]
 # Store.on_commit(contexts, batch size, wall-clock start, seconds taken, error or None): told
 # after every transaction, for metrics and storage-commit spans (observability sets it; the
 # store itself imports nothing of it).
@@ -60,6 +68,16 @@ class StorageFull(StorageError):
 
 class _Alone:
     """Marks a queued function that runs outside a transaction (``Store.run_alone``)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: WriteFn) -> None:
+        self.fn = fn
+
+
+class _Heavy:
+    """Marks a queued write that may take long (retention, a purge, a batch of thousands): its
+    transaction runs in the connection's thread so the event loop keeps serving meanwhile."""
 
     __slots__ = ("fn",)
 
@@ -134,6 +152,8 @@ class Store:
             raise StorageError(f"{self.path}: could not switch to WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Savepoint journals (one per write in a batch) stay in memory, not in temp files.
+        conn.execute("PRAGMA temp_store = MEMORY")
         applied = apply_migrations(conn)
         if applied:
             log.info("applied migrations %s to %s", applied, self.path)
@@ -159,20 +179,28 @@ class Store:
 
     # -- writes ----------------------------------------------------------------------
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in a transaction; returns once that transaction has committed."""
-        return await self.submit(fn)
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, heavy: bool = False) -> T:
+        """Run ``fn`` in a transaction; returns once that transaction has committed.
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        ``heavy``: the write may take long (thousands of rows); its transaction then runs off
+        the event loop."""
+        return await self.submit(fn, heavy=heavy)
+
+    def submit(
+        self, fn: Callable[[sqlite3.Connection], T], *, heavy: bool = False,
+        future: asyncio.Future[T] | None = None,
+    ) -> asyncio.Future[T]:
         """Queue ``fn`` without waiting: the future resolves after its COMMIT.
 
         Writes are applied in submission order, so a caller can queue several (an event, then
-        the result it belongs to) and await only the last one.
+        the result it belongs to) and await only the last one. ``future``: resolve this one
+        (made by a caller that needed it before the write was queued).
         """
         if self._task is None:
             raise StorageError("the store is closed")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((fn, future, contextvars.copy_context()))
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((_Heavy(fn) if heavy else fn, future, contextvars.copy_context()))
         return future
 
     async def run_alone(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -228,7 +256,10 @@ class Store:
         started_wall, started = time.time(), time.perf_counter()
         failure: BaseException | None = None
         try:
-            outcomes = await self._writer_conn._execute(self._run_batch, batch)  # type: ignore[union-attr]
+            if any(isinstance(fn, _Heavy) for fn, _, _ in batch):
+                outcomes = await self._writer_conn._execute(self._run_batch, batch)  # type: ignore[union-attr]
+            else:
+                outcomes = await self._run_batch_inline(batch)
         except Exception as exc:  # the whole transaction failed (e.g. COMMIT on a full disk)
             err = _classify(exc) if isinstance(exc, sqlite3.Error) else exc
             log.error("write transaction of %d failed: %s", len(batch), err)
@@ -248,28 +279,81 @@ class Store:
             else:
                 future.set_exception(value)
 
-    def _run_batch(self, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
-        conn = self._raw(self._writer_conn)
+    async def _run_batch_inline(self, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
+        """The batch's statements run right here on the event loop; only what can block - taking
+        the write lock from another process, and COMMIT's fsync - goes to the connection's thread.
+
+        Why: every sqlite3 call releases the GIL, and a thread that wants it back waits for the
+        event loop to let go (up to the 5 ms switch interval). A batch of a few hundred
+        statements in the writer thread spent most of its time waiting for the GIL, not in
+        SQLite (bench/README.md). Statements on the loop thread take microseconds each.
+        """
+        aconn = self._writer_conn
+        assert aconn is not None
+        conn = self._raw(aconn)
+        if not self._begin_now(conn):  # another process holds the write lock: wait in the thread
+            await aconn._execute(conn.execute, "BEGIN IMMEDIATE")
+        try:
+            outcomes = self._apply(conn, batch)
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, _Aborted):
+                raise exc.error from None
+            raise
+        try:
+            await aconn._execute(conn.execute, "COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                await aconn._execute(conn.execute, "ROLLBACK")
+            raise
+        self.transactions += 1
+        self.writes += len(batch)
+        return outcomes
+
+    def _begin_now(self, conn: sqlite3.Connection) -> bool:
+        """BEGIN IMMEDIATE without waiting; False if another process holds the write lock."""
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+                return False
+            raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+        return True
+
+    def _apply(self, conn: sqlite3.Connection, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
+        """Run each write in its own savepoint inside the open transaction."""
         outcomes: list[tuple[bool, Any]] = []
+        for fn, _, ctx in batch:
+            if isinstance(fn, _Heavy):
+                fn = fn.fn
+            conn.execute("SAVEPOINT w")
+            try:
+                value = ctx.run(fn, conn)  # type: ignore[arg-type]  # never an _Alone here
+            except Exception as exc:
+                err = _classify(exc) if isinstance(exc, sqlite3.Error) else exc
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back by itself (it does for some
+                    # SQLITE_FULL and I/O errors): the writes before this one are gone too,
+                    # so none of the batch may be acknowledged.
+                    raise _Aborted(err) from exc
+                conn.execute("ROLLBACK TO w")
+                conn.execute("RELEASE w")
+                outcomes.append((False, err))
+            else:
+                conn.execute("RELEASE w")
+                outcomes.append((True, value))
+        return outcomes
+
+    def _run_batch(self, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
+        """The whole transaction in the connection's thread (a batch with a heavy write)."""
+        conn = self._raw(self._writer_conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for fn, _, ctx in batch:
-                conn.execute("SAVEPOINT w")
-                try:
-                    value = ctx.run(fn, conn)  # type: ignore[arg-type]  # never an _Alone here
-                except Exception as exc:
-                    err = _classify(exc) if isinstance(exc, sqlite3.Error) else exc
-                    if not conn.in_transaction:
-                        # SQLite rolled the whole transaction back by itself (it does for some
-                        # SQLITE_FULL and I/O errors): the writes before this one are gone too,
-                        # so none of the batch may be acknowledged.
-                        raise _Aborted(err) from exc
-                    conn.execute("ROLLBACK TO w")
-                    conn.execute("RELEASE w")
-                    outcomes.append((False, err))
-                else:
-                    conn.execute("RELEASE w")
-                    outcomes.append((True, value))
+            outcomes = self._apply(conn, batch)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:

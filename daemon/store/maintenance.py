@@ -226,7 +226,7 @@ class Retention:
     async def _repeat(self, fn: Any) -> int:
         total = 0
         while True:
-            n = await self.store.write(fn)
+            n = await self.store.write(fn, heavy=True)
             total += n
             if n < PRUNE_BATCH:
                 return total

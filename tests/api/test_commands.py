@@ -33,7 +33,7 @@ async def test_submit_is_202_then_the_full_record(app_client):
     sid, _ = await session_with_engine(app_client)
     resp = await app_client.post(
         f"/api/sessions/{sid}/commands",
-        json={"command_type": DUMMY, "parameters": {"prompt": "Hello, world!"},
+        json={"command_type": DUMMY, "parameters": {"prompt": "Hello, world!", "delay_ms": 50},
               "metadata": {"priority": "high", "timeout": 30}},
     )
     assert resp.status == 202
@@ -46,11 +46,73 @@ async def test_submit_is_202_then_the_full_record(app_client):
     assert record["status"] == "completed"
     assert record["result"]["response"] == "Dummy response to: Hello, world!"
     assert record["error"] is None
-    assert record["parameters"] == {"prompt": "Hello, world!"}
+    assert record["parameters"] == {"prompt": "Hello, world!", "delay_ms": 50}
     assert record["metadata"] == {"priority": "high", "timeout": 30}
     assert record["priority"] == "high" and record["timeout"] == 30
     assert record["created_at"] <= record["started_at"] <= record["finished_at"]
     assert record["duration_ms"] >= 0
+
+
+async def test_a_command_that_finishes_at_once_is_stored_finished_in_one_write(app_client):
+    """An eager handler (DummyEngine) that never suspends runs before its submission commits:
+    the answer is 200 with the finished record even without ?wait, the command is written once,
+    and its events are CommandStarted, the handler's, CommandResult, in that order."""
+    sid, _ = await session_with_engine(app_client)
+    store = app_client.server.app[BUS].store
+    before = store.writes
+    resp = await app_client.post(f"/api/sessions/{sid}/commands",
+                                 json={"command_type": DUMMY, "parameters": {"prompt": "now"}})
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["status"] == "completed" and body["result"]["response"] == "Dummy response to: now"
+    assert body["started_at"] is not None and body["finished_at"] is not None
+    assert store.writes - before == 1
+    stored = await get_command(app_client, sid, body["command_id"])
+    assert {k: stored[k] for k in ("status", "result", "started_at", "finished_at", "duration_ms")} == {
+        k: body[k] for k in ("status", "result", "started_at", "finished_at", "duration_ms")}
+    mine = [e for e in await events(app_client, sid) if e["data"].get("command_id") == body["command_id"]]
+    assert [e["event_type"] for e in mine] == [
+        "CommandStarted", "DummyEngineStatusUpdate", "DummyEngineStatusUpdate", "CommandResult"]
+    assert [e["data"].get("status") for e in mine[1:]] == ["processing", "completed", "completed"]
+    assert [e["seq"] for e in mine] == sorted(e["seq"] for e in mine)
+
+
+async def test_an_eager_command_refused_by_its_session_leaves_nothing(app_client):
+    """The handler ran before the submission's write found the session ended: the client gets
+    the error, and no command, event or result of that run is stored."""
+    sid, _ = await session_with_engine(app_client)
+    bus = app_client.server.app[BUS]
+    seen = await events(app_client, sid)
+    # End the session in the store only, so the daemon still has its engine registered and
+    # the submission is refused inside its write (the race a concurrent DELETE would make).
+    await bus.store.write(lambda c: c.execute("UPDATE sessions SET status = 'closed' WHERE session_id = ?", (sid,)))
+    resp = await app_client.post(f"/api/sessions/{sid}/commands",
+                                 json={"command_type": DUMMY, "parameters": {"prompt": "late"}})
+    assert resp.status == 409, await resp.text()
+    assert (await resp.json())["error"]["code"] == "SESSION_CLOSED"
+    rows = await bus.store.fetchall("SELECT COUNT(*) FROM commands WHERE session_id = ?", (sid,))
+    assert rows[0][0] == 0
+    assert len(await events(app_client, sid)) == len(seen)
+    assert not bus.commands.runner.jobs and sid not in bus.commands.runner.queues
+
+
+async def test_an_eager_command_that_suspends_is_stored_before_its_events(app_client):
+    sid, _ = await session_with_engine(app_client)
+    resp = await app_client.post(f"/api/sessions/{sid}/commands",
+                                 json={"command_type": DUMMY, "parameters": {"prompt": "p", "delay_ms": 300}})
+    assert resp.status == 202
+    body = await resp.json()
+    assert body["status"] == "executing"
+    # While it sleeps, the command and its "processing" event are already committed.
+    stored = await get_command(app_client, sid, body["command_id"])
+    assert stored["status"] == "executing"
+    cid = body["command_id"]
+    types = [e["event_type"] for e in await events(app_client, sid) if e["data"].get("command_id") == cid]
+    assert types[:1] == ["CommandStarted"]
+    record = await finished(app_client, sid, body["command_id"])
+    assert record["status"] == "completed"
+    types = [e["event_type"] for e in await events(app_client, sid) if e["data"].get("command_id") == cid]
+    assert types == ["CommandStarted", "DummyEngineStatusUpdate", "DummyEngineStatusUpdate", "CommandResult"]
 
 
 async def test_wait_returns_the_finished_record_with_200(app_client):

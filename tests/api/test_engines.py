@@ -100,7 +100,9 @@ async def test_execute(app_client):
     updates = [e["data"]["status"] for e in await events(app_client, sid, event_type="DummyEngineStatusUpdate")]
     assert updates == ["processing", "completed"]
 
-    resp = await app_client.post(f"/api/engines/{eid}/execute?wait=0", json={"prompt": "later"})
+    # (DummyEngine finishes at once unless told to take its time.)
+    resp = await app_client.post(f"/api/engines/{eid}/execute?wait=0",
+                                 json={"prompt": "later", "parameters": {"delay_ms": 50}})
     assert resp.status == 202
     later = await resp.json()
     assert later["command_id"] and later["status"] in ("queued", "executing")
