@@ -32,21 +32,25 @@ def iso_from_unix(ts: float) -> str:
     return f"{cached[1]}.{int((ts - whole) * 1e6):06d}Z"
 
 
-_INSERT = f"INSERT INTO spans ({SPAN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# Every span of a flush in ONE statement: the rows go in as one JSON array (one msgspec encode)
+# that SQLite takes apart itself (json_each), not as Python tuples bound column by column.
+_INSERT = (
+    f"INSERT INTO spans ({SPAN_COLUMNS}) SELECT value->>0, value->>1, value->>2, value->>3,"
+    " value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->>10, value->>11,"
+    " value->>12 FROM json_each(?)"
+)
 
 
 def insert_spans(conn: sqlite3.Connection, spans: list[Span], max_rows: int) -> None:
     if not spans:
         return
-    encode = _encoder.encode
-    # One executemany: the statement is bound per row in C, not prepared and called from
-    # Python per span (a command makes about five spans).
-    conn.executemany(_INSERT, [
+    rows = _encoder.encode([
         (sp.trace_id, sp.span_id, sp.parent_id, sp.name, sp.kind, iso_from_unix(sp.start),
-         sp.start, sp.duration_ms or 0.0, sp.status, sp.error,
-         encode(sp.attributes).decode(), sp.session_id, int(sp.local_root))
+         sp.start, sp.duration_ms or 0.0, sp.status, sp.error, sp.attributes, sp.session_id,
+         int(sp.local_root))
         for sp in spans
     ])
+    conn.execute(_INSERT, (rows.decode(),))
     if max_rows > 0:
         last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
         conn.execute("DELETE FROM spans WHERE id <= ?", (last - max_rows,))

@@ -226,17 +226,20 @@ class Store:
             if isinstance(item[0], _Alone):
                 await self._run_alone(item)
                 continue
+            # A heavy write's transaction runs in the thread; it takes only heavy writes along,
+            # so the others never wait for the GIL there (see the module docstring).
+            heavy = isinstance(item[0], _Heavy)
             batch = [item]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 nxt = self._queue.get_nowait()
                 if nxt is None:
                     stopping = True
                     break
-                if isinstance(nxt[0], _Alone):
+                if isinstance(nxt[0], _Alone) or isinstance(nxt[0], _Heavy) != heavy:
                     carry = nxt
                     break
                 batch.append(nxt)
-            await self._commit_batch(batch)
+            await self._commit_batch(batch, heavy)
 
     async def _run_alone(self, item: QueueItem) -> None:
         alone, future, ctx = item
@@ -252,11 +255,11 @@ class Store:
             if not future.done():
                 future.set_result(value)
 
-    async def _commit_batch(self, batch: list[QueueItem]) -> None:
+    async def _commit_batch(self, batch: list[QueueItem], heavy: bool) -> None:
         started_wall, started = time.time(), time.perf_counter()
         failure: BaseException | None = None
         try:
-            if any(isinstance(fn, _Heavy) for fn, _, _ in batch):
+            if heavy:
                 outcomes = await self._writer_conn._execute(self._run_batch, batch)  # type: ignore[union-attr]
             else:
                 outcomes = await self._run_batch_inline(batch)
