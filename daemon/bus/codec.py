@@ -33,8 +33,7 @@ _POOL_BYTES = 4096
 _pool = b""
 _pos = _POOL_BYTES
 _pool_lock = threading.Lock()  # ids are made on the event loop and in the store's writer thread
-_VERSION_VARIANT = (0x7 << 76) | (0x2 << 62)
-_RANDOM_MASK = ((1 << 12) - 1) << 64 | ((1 << 62) - 1)
+_VARIANT = "89ab"  # the variant bits are 10: the 17th hex digit is one of these
 
 
 def new_id() -> str:
@@ -42,8 +41,7 @@ def new_id() -> str:
     with _pool_lock:
         if _pos + 10 > len(_pool):
             _pool, _pos = os.urandom(_POOL_BYTES), 0
-        rand = int.from_bytes(_pool[_pos:_pos + 10], "big")
+        rand = _pool[_pos:_pos + 10]
         _pos += 10
-    n = (time.time_ns() // 1_000_000) << 80 | _VERSION_VARIANT | (rand & _RANDOM_MASK)
-    h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = ((time.time_ns() // 1_000_000).to_bytes(6, "big") + rand).hex()
+    return f"{h[:8]}-{h[8:12]}-7{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"

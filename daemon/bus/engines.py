@@ -88,10 +88,19 @@ class EngineBase:
     def __init__(self, record: Engine) -> None:
         self.record = record
 
+    @classmethod
+    def _fields(cls) -> dict[str, ConfigField]:
+        # Looked up on every setting read (several per command): built once per class.
+        by_name = cls.__dict__.get("_fields_by_name")
+        if by_name is None:
+            by_name = {f.name: f for f in cls.config_fields}
+            cls._fields_by_name = by_name  # type: ignore[attr-defined]
+        return by_name
+
     def setting(self, name: str, command: Command | None = None) -> Any:
         """A configuration value: the command's parameter of that name when it sets one (and
         it is valid), else the engine's configuration, else the field's default."""
-        fld = next(f for f in self.config_fields if f.name == name)
+        fld = self._fields()[name]
         if command is not None and name in command.parameters:
             value = command.parameters[name]
             if fld.check(value) is None and value is not None:

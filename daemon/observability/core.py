@@ -141,7 +141,8 @@ class Observability:
         # Telemetry's own writes must not produce storage spans (nor feed back into a trace).
         token = CURRENT_SPAN.set(None)
         try:
-            await self.store.write(fn)
+            # Thousands of spans: in the store's thread, one statement each (insert_spans).
+            await self.store.write(fn, heavy=True)
         finally:
             CURRENT_SPAN.reset(token)
 

@@ -33,7 +33,8 @@ def iso_from_unix(ts: float) -> str:
 
 
 # Every span of a flush in ONE statement: the rows go in as one JSON array (one msgspec encode)
-# that SQLite takes apart itself (json_each), not as Python tuples bound column by column.
+# that SQLite takes apart itself (json_each). The flush is a heavy write, run in the store's
+# thread: one call that holds no GIL while SQLite works, so it runs beside the event loop.
 _INSERT = (
     f"INSERT INTO spans ({SPAN_COLUMNS}) SELECT value->>0, value->>1, value->>2, value->>3,"
     " value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->>10, value->>11,"
