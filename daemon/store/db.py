@@ -53,6 +53,10 @@ CommitHook = Callable[[list[contextvars.Context], int, float, float, BaseExcepti
 
 MAX_BATCH = 1024
 GATHER_TURNS = 2
+# The WAL is copied back into the database by a checkpointer of its own (a third connection),
+# at most this often, never inside a COMMIT: SQLite's automatic checkpoint would make every
+# thousandth-page COMMIT copy and fsync megabytes while the whole write queue waits on it.
+CHECKPOINT_INTERVAL_S = 0.25
 # How long the event loop may keep the GIL while the store's thread waits for it (Python's
 # default is 5 ms). The thread needs it back after each blocking call - a COMMIT, a heavy
 # write's few statements - and each wait is latency on every write of the batch. Nobody
@@ -125,6 +129,9 @@ class Store:
         self.busy_timeout_ms = max(0, int(busy_timeout * 1000))
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
+        self._ckpt_conn: aiosqlite.Connection | None = None
+        self._ckpt_task: asyncio.Task[None] | None = None
+        self._ckpt_done = 0  # self.transactions at the last checkpoint
         self._queue: asyncio.Queue[QueueItem | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         # Figures for observability and the benchmarks.
@@ -148,10 +155,13 @@ class Store:
             )
             await self._reader_conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
             await self._reader_conn.execute("PRAGMA query_only = ON")
+            self._ckpt_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
+            await self._ckpt_conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
         except (OSError, sqlite3.Error) as exc:
             await self.close()
             raise StorageError(f"{self.path}: cannot open database: {exc}") from None
         self._task = asyncio.create_task(self._writer(), name="llmgine-store-writer")
+        self._ckpt_task = asyncio.create_task(self._checkpointer(), name="llmgine-store-checkpoint")
 
     def _setup_writer(self) -> None:
         conn = self._raw(self._writer_conn)
@@ -163,23 +173,49 @@ class Store:
         conn.execute("PRAGMA foreign_keys = ON")
         # Savepoint journals (one per write in a batch) stay in memory, not in temp files.
         conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer does it (see above)
         applied = apply_migrations(conn)
         if applied:
             log.info("applied migrations %s to %s", applied, self.path)
 
     async def close(self) -> None:
-        """Flush every queued write, then close both connections."""
+        """Flush every queued write, then close the connections (the last one to close copies
+        the WAL into the database)."""
+        if self._ckpt_task is not None:
+            self._ckpt_task.cancel()
+            try:
+                await self._ckpt_task
+            except asyncio.CancelledError:
+                pass
+            self._ckpt_task = None
         if self._task is not None:
             await self._queue.put(None)
             await self._task
             self._task = None
-        for conn in (self._writer_conn, self._reader_conn):
+        for conn in (self._ckpt_conn, self._reader_conn, self._writer_conn):
             if conn is not None:
                 try:
                     await conn.close()
                 except Exception:  # pragma: no cover - closing a broken connection
                     log.exception("closing database connection")
-        self._writer_conn = self._reader_conn = None
+        self._writer_conn = self._reader_conn = self._ckpt_conn = None
+
+    async def _checkpointer(self) -> None:
+        """Copy committed WAL frames into the database now and then (PASSIVE: it never waits
+        for, nor blocks, the writer or a reader), in its own connection's thread."""
+        conn = self._ckpt_conn
+        assert conn is not None
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+            if self.transactions == self._ckpt_done:
+                continue
+            done = self.transactions
+            try:
+                await conn._execute(self._raw(conn).execute, "PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # busy, or a full disk: the WAL keeps it; try again later
+                log.debug("checkpoint skipped: %s", exc)
+                continue
+            self._ckpt_done = done
 
     @staticmethod
     def _raw(conn: aiosqlite.Connection | None) -> sqlite3.Connection:

@@ -82,3 +82,46 @@ async def test_close_flushes_queued_writes(home):
     await asyncio.gather(*futures)
     with sqlite3.connect(home / "data" / "f.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM sessions").fetchone() == (50,)
+
+
+async def test_statements_run_on_the_loop_and_heavy_writes_in_the_thread(store):
+    """Ordinary writes run on the event loop's thread (no GIL hand-off per statement); a heavy
+    one runs whole in the connection's thread, in a transaction of its own."""
+    import threading
+
+    seen: dict[str, int] = {}
+
+    def mark(name):
+        def fn(c):
+            seen[name] = threading.get_ident()
+            return c.execute("SELECT 1").fetchone()[0]
+        return fn
+
+    before = store.transactions
+    light, heavy, light2 = await asyncio.gather(
+        store.write(mark("light")), store.write(mark("heavy"), heavy=True), store.write(mark("light2")))
+    assert light == heavy == light2 == 1
+    loop_thread = threading.get_ident()
+    assert seen["light"] == seen["light2"] == loop_thread
+    assert seen["heavy"] != loop_thread
+    assert store.transactions - before == 3  # the heavy one took nothing along
+
+
+async def test_the_checkpointer_copies_the_wal_outside_commits(store):
+    def insert(i):
+        return lambda c: c.execute(
+            "INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
+            " VALUES (?, 'active', 'x', 'x')", (f"c{i}",))
+
+    assert await store.read(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 1000
+    writer_setting = store._raw(store._writer_conn).execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    assert writer_setting == 0  # never inside a COMMIT
+    await asyncio.gather(*(store.write(insert(i)) for i in range(50)))
+    for _ in range(200):  # bounded wait: the checkpointer runs every CHECKPOINT_INTERVAL_S
+        if store._ckpt_done == store.transactions:
+            break
+        await asyncio.sleep(0.05)
+    assert store._ckpt_done == store.transactions
+    # Every committed frame is in the database file now: a new checkpoint has nothing left.
+    busy, log_frames, done = await store.read(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+    assert busy == 0 and log_frames == done
