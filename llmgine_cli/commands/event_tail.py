@@ -53,6 +53,9 @@ def tail(
     session: Annotated[str | None, typer.Argument(
         metavar="[SESSION]", help="The session to follow (or --all).", show_default=False,
         autocompletion=completion.session_ids)] = None,
+    session_opt: Annotated[str | None, typer.Option(
+        "--session", "-S", metavar="ID", help="The session to follow, like SESSION (as other commands take it).",
+        autocompletion=completion.session_ids, show_default=False)] = None,
     all_sessions: Annotated[bool, typer.Option("--all", "-a", help="Follow every session.")] = False,
     event_type: Annotated[list[str] | None, typer.Option(
         "--type", "-t", metavar="TYPE", help="Only this type (Prefix* for a prefix); repeatable.",
@@ -71,6 +74,10 @@ def tail(
 
     On a terminal: a live view. Piped: one JSON object per line, flushed per event.
     """
+    if session_opt is not None:
+        if session is not None and session != session_opt:
+            raise typer.BadParameter("give the session once (SESSION or --session)", param_hint="SESSION")
+        session = session_opt
     if (session is None) == (not all_sessions):
         raise typer.BadParameter("give a SESSION or --all (not both)", param_hint="SESSION")
     app_ctx = state(ctx)

@@ -21,6 +21,24 @@ def test_unknown_session_is_not_found(cli):
     result = cli("event", "tail", "no-such-session", "--no-reconnect")
     assert result.exit_code == 4
     assert "SESSION_NOT_FOUND" in result.stderr and "Traceback" not in result.stderr
+    # -S/--session, as the other commands take a session, means the same.
+    result = cli("event", "tail", "-S", "no-such-session", "--no-reconnect")
+    assert result.exit_code == 4 and "SESSION_NOT_FOUND" in result.stderr
+    assert cli("event", "tail", "a", "-S", "b").exit_code == 2
+
+
+def test_command_run_follow_of_a_command_that_finishes_at_once(cli):
+    """DummyEngine without delay finishes in the write that stores it: --follow still prints
+    all its events, then the record."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("engine", "create", "DummyEngine", "--session", sid, "-q").exit_code == 0
+    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=now", "--follow", "-o", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[-1]["status"] == "completed"
+    assert [e["event_type"] for e in lines[:-1]] == [
+        "CommandStarted", "DummyEngineStatusUpdate", "DummyEngineStatusUpdate", "CommandResult"
+    ]
 
 
 def test_bad_since_is_a_usage_error(cli):
