@@ -261,6 +261,11 @@ async def _authenticate_tcp(request: web.Request, guard: Guard) -> Principal | N
         try:
             principal = request.app[CREDENTIALS].verify(presented)
         except AuthFailure as exc:
+            if is_open(request.path):
+                # An open page needs no credential, so a wrong one is ignored rather than
+                # refused: a client holding another daemon's key can still see this one is up.
+                _take(request, guard, "anonymous", ip)
+                return None
             raise unauthorized(str(exc), invalid=True) from None
     except ApiError as exc:
         # Failed authentication costs the IP: brute force meets 429 soon.
