@@ -65,7 +65,10 @@ Timeout = Annotated[
     typer.Option("--timeout", metavar="SECONDS", min=0.001, show_default=False,
                  help="Cancel the command (status timed_out) if it runs longer."),
 ]
-NoWait = Annotated[bool, typer.Option("--no-wait", help="Return once it is queued; do not wait for it.")]
+NoWait = Annotated[bool, typer.Option(
+    "--no-wait",
+    help="Return once it is stored; do not wait for it to finish (one that finished at once comes back finished).",
+)]
 
 
 def render_command(app_ctx: AppContext, record: Command, output: Any, quiet: bool) -> None:
