@@ -306,12 +306,11 @@ class Commands:
         runner, session_id = self.runner, job.record.session_id
         failed = future.cancelled() or future.exception() is not None
         if failed or future.result()[0] is not None:  # refused, or an idempotent replay
-            if final:
-                pass  # finished and refused: nothing of it exists, the claim is released
-            elif job.admitted is not None:
+            if job.admitted is None:
+                if claimed:
+                    runner.release_claim(session_id)
+            elif not final:  # eager and still running (its runner task releases the claim)
                 runner.cancel_running(job, "refused")  # its result will not be written
-            elif claimed:
-                runner.release_claim(session_id)
             return
         events = future.result()[1]
         if final:  # stored finished: only the memory and the listeners are left

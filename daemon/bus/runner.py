@@ -371,7 +371,6 @@ class Runner:
         ts = now_iso()
 
         def write(conn: sqlite3.Connection) -> tuple[list[Event], Event | None, list[tuple[Job, Event]]]:
-            # Statements are what this write costs: the session is touched once, not per event.
             emitted = insert_events(conn, rec.session_id, pending, timestamp=ts, trace_id=rec.trace_id)
             result_event = finish_row(conn, rec, outcome, ts, from_status="executing", strict=strict)
             started = start_rows(conn, start, ts)
@@ -470,7 +469,7 @@ class Runner:
         job.flush_scheduled = False
         loop = asyncio.get_running_loop()
         # An eager command not yet admitted keeps its events until it is (Commands._admitted).
-        if not job.pending or job.state != "running" or not _admitted(job):
+        if not job.pending or job.state != "running" or not _is_admitted(job):
             done: asyncio.Future[list[Event]] = loop.create_future()
             done.set_result([])
             return done
@@ -673,7 +672,7 @@ class _Resume:
                     return stop.value
 
 
-def _admitted(job: Job) -> bool:
+def _is_admitted(job: Job) -> bool:
     fut = job.admitted
     return fut is None or (fut.done() and not _refused(job))
 

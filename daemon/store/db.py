@@ -313,6 +313,8 @@ class Store:
                 outcomes = await self._writer_conn._execute(self._run_batch, batch)  # type: ignore[union-attr]
             else:
                 outcomes = await self._run_batch_inline(batch)
+            self.transactions += 1
+            self.writes += len(batch)
         except Exception as exc:  # the whole transaction failed (e.g. COMMIT on a full disk)
             err = _classify(exc) if isinstance(exc, sqlite3.Error) else exc
             log.error("write transaction of %d failed: %s", len(batch), err)
@@ -346,22 +348,13 @@ class Store:
         conn = self._raw(aconn)
         if not self._begin_now(conn):  # another process holds the write lock: wait in the thread
             await aconn._execute(conn.execute, "BEGIN IMMEDIATE")
-        try:
-            outcomes = self._apply(conn, batch)
-        except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if isinstance(exc, _Aborted):
-                raise exc.error from None
-            raise
+        outcomes = self._apply_or_roll_back(conn, batch)
         try:
             await aconn._execute(conn.execute, "COMMIT")
         except BaseException:
             if conn.in_transaction:
                 await aconn._execute(conn.execute, "ROLLBACK")
             raise
-        self.transactions += 1
-        self.writes += len(batch)
         return outcomes
 
     def _begin_now(self, conn: sqlite3.Connection) -> bool:
@@ -376,6 +369,17 @@ class Store:
         finally:
             conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
         return True
+
+    def _apply_or_roll_back(self, conn: sqlite3.Connection, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
+        """``_apply``; if the transaction itself is lost, roll it back and raise why."""
+        try:
+            return self._apply(conn, batch)
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, _Aborted):
+                raise exc.error from None
+            raise
 
     def _apply(self, conn: sqlite3.Connection, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
         """Run each write in its own savepoint inside the open transaction."""
@@ -405,17 +409,13 @@ class Store:
         """The whole transaction in the connection's thread (a batch with a heavy write)."""
         conn = self._raw(self._writer_conn)
         conn.execute("BEGIN IMMEDIATE")
+        outcomes = self._apply_or_roll_back(conn, batch)
         try:
-            outcomes = self._apply(conn, batch)
             conn.execute("COMMIT")
-        except BaseException as exc:
+        except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if isinstance(exc, _Aborted):
-                raise exc.error from None
             raise
-        self.transactions += 1
-        self.writes += len(batch)
         return outcomes
 
     # -- reads -----------------------------------------------------------------------
