@@ -10,7 +10,11 @@ Round trips are what cost, so the runner saves them where it can:
 - a finished command's result, the events its handler published meanwhile and the start of
   the session's next command share one transaction;
 - events a handler publishes are buffered and written at its next suspension point (or with
-  its result), never one transaction each.
+  its result), never one transaction each;
+- an eager handler's command is run before its submission commits, and stored finished in
+  that one write when the handler never suspends (``eager.py``).
+
+Batches run in ``batches.py``.
 
 Cancellation is explicit: a running job is cancelled only after ``cancel_reason`` was set
 (cancel, session ended, batch stopped, timeout, shutdown), so the runner never swallows a
@@ -25,10 +29,12 @@ import itertools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from llmgine_daemon.bus.batches import run_batch
 from llmgine_daemon.bus.codec import dumps
+from llmgine_daemon.bus.eager import invoke_eager, is_admitted, is_refused
 from llmgine_daemon.bus.events import insert_events
 from llmgine_daemon.bus.handlers import CURRENT, Execution
 from llmgine_daemon.bus.jobs import (
@@ -54,10 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmgine.commands")
 T = TypeVar("T")
 
-# How many commands of a parallel batch run at once: enough for the group-commit writer to
-# fill its transactions, few enough that a batch of real LLM calls does not open 10,000
-# connections.
-BATCH_PARALLELISM = 128
 # How long shutdown waits for cancelled handlers to record their end.
 STOP_GRACE_S = 10.0
 # How long a stopping runner keeps retrying a write the store refuses (disk full, locked).
@@ -177,24 +179,24 @@ class Runner:
                     if entry is None:
                         break
                     if isinstance(entry, BatchJob):
-                        await self._run_batch(entry)
+                        await run_batch(self, entry)
                         continue
-                    if not await self._start([entry]):
+                    if not await self.start_jobs([entry]):
                         continue
                     job = entry
                 nxt = None
                 if eager is not None:  # the first job, run before its submission commits
-                    ran, eager = await self._invoke_eager(job, *eager), None
+                    ran, eager = await invoke_eager(self, job, *eager), None
                     if ran is None:  # finished at once: stored with its submission
                         job = None
                         continue
                     outcome = ran
                 else:
-                    outcome = await self._invoke(job)
+                    outcome = await self.invoke(job)
                 if not self.stopping:
                     popped = self._pop(q, single_only=True)
                     nxt = popped if isinstance(popped, Job) else None
-                started = await self._finish(job, outcome, start=[nxt] if nxt else [])
+                started = await self.finish(job, outcome, start=[nxt] if nxt else [])
                 job = nxt if nxt is not None and nxt in started else None
         except Exception:
             log.exception("command runner of session %s failed", session_id)
@@ -208,7 +210,7 @@ class Runner:
 
     # -- execution --------------------------------------------------------------------
 
-    async def _start(self, jobs: list[Job]) -> list[Job]:
+    async def start_jobs(self, jobs: list[Job]) -> list[Job]:
         jobs = [j for j in jobs if j.state == "queued"]
         if not jobs:
             return []
@@ -236,7 +238,7 @@ class Runner:
         self.bus.events.notify([e for _, e in started])
         return [j for j, _ in started]
 
-    async def _invoke(self, job: Job) -> Outcome:
+    async def invoke(self, job: Job) -> Outcome:
         rec = job.record
         if job.cancel_reason is not None:
             return self._cancelled(job, 0.0)
@@ -316,27 +318,13 @@ class Runner:
             )
         return Outcome("completed", result=result, result_text=text, duration_ms=duration)
 
-    async def _invoke_eager(self, job: Job, queue_write: Callable[[], Any], final: list[Any]) -> Outcome | None:
-        """Queue an eager job's submission, then run its handler here and now. If the handler
-        returns without suspending, nothing else has run since: the writer has not taken the
-        submission yet, and ``final`` turns it into the finished command (None is returned)."""
-        queue_write()
-        coro = self._invoke(job)
-        try:
-            step = coro.send(None)
-        except StopIteration as stop:
-            pending, job.pending = job.pending, []
-            final.append((stop.value, pending, now_iso()))
-            return None
-        return await _Resume(coro, step)  # type: ignore[no-any-return]
-
     async def run_inline(self, job: Job) -> Command:
         """Run a command that another command's handler started (``bus.execute`` in user code)
         right here, outside the session's queue: the parent holds the session's slot, so
         queueing behind it would deadlock. It is recorded like any command (row, CommandStarted,
         CommandResult) and traced under the parent's span."""
-        outcome = await self._invoke(job)
-        await self._finish(job, outcome)
+        outcome = await self.invoke(job)
+        await self.finish(job, outcome)
         return job.record
 
     def _cancelled(self, job: Job, duration: float) -> Outcome:
@@ -357,11 +345,11 @@ class Runner:
             "cancelled", error=command_error(ErrorCode.COMMAND_CANCELLED, message), duration_ms=duration
         )
 
-    async def _finish(self, job: Job, outcome: Outcome, *, start: list[Job] | None = None) -> list[Job]:
+    async def finish(self, job: Job, outcome: Outcome, *, start: list[Job] | None = None) -> list[Job]:
         """Record the outcome (with the handler's buffered events) and start ``start`` in the
         same transaction; returns the jobs that did start."""
         rec = job.record
-        if _refused(job):
+        if is_refused(job):
             return self._drop_refused(job, start or [])
         strict = job.admitted is not None  # its submission may still fail: write nothing then
         pending, job.pending = job.pending, []
@@ -469,7 +457,7 @@ class Runner:
         job.flush_scheduled = False
         loop = asyncio.get_running_loop()
         # An eager command not yet admitted keeps its events until it is (Commands._admitted).
-        if not job.pending or job.state != "running" or not _is_admitted(job):
+        if not job.pending or job.state != "running" or not is_admitted(job):
             done: asyncio.Future[list[Event]] = loop.create_future()
             done.set_result([])
             return done
@@ -495,54 +483,6 @@ class Runner:
 
         future.add_done_callback(committed)
         return future
-
-    # -- batches ----------------------------------------------------------------------
-
-    async def _run_batch(self, batch: BatchJob) -> None:
-        if batch.mode == "sequential":
-            await self._run_sequential(batch)
-        else:
-            await self._run_parallel(batch)
-
-    async def _run_sequential(self, batch: BatchJob) -> None:
-        queued = [j for j in batch.jobs if j.state == "queued"]
-        started: Job | None = None
-        for i, job in enumerate(queued):
-            if self.stopping or batch.stopped:
-                break
-            if job is not started and not await self._start([job]):
-                continue
-            outcome = await self._invoke(job)
-            failed = outcome.status in ("failed", "timed_out")
-            nxt = None
-            if not (batch.stop_on_error and failed) and not self.stopping:
-                nxt = next((j for j in queued[i + 1:] if j.state == "queued"), None)
-            started_now = await self._finish(job, outcome, start=[nxt] if nxt else [])
-            started = nxt if nxt is not None and nxt in started_now else None
-            if batch.stop_on_error and failed:
-                batch.stopped = True
-                await self.cancel_queued([j for j in queued[i + 1:] if j.state == "queued"], "batch")
-
-    async def _run_parallel(self, batch: BatchJob) -> None:
-        queued = [j for j in batch.jobs if j.state == "queued"]
-        for i in range(0, len(queued), BATCH_PARALLELISM):
-            if self.stopping or batch.stopped:
-                break
-            chunk = await self._start(queued[i:i + BATCH_PARALLELISM])
-            if chunk:
-                await asyncio.gather(*(self._run_member(batch, job) for job in chunk))
-        if batch.stopped:
-            await self.cancel_queued([j for j in queued if j.state == "queued"], "batch")
-
-    async def _run_member(self, batch: BatchJob, job: Job) -> None:
-        # gather() wraps each coroutine in its own task, so job.task cancels only this one.
-        outcome = await self._invoke(job)
-        await self._finish(job, outcome)
-        if batch.stop_on_error and outcome.status in ("failed", "timed_out") and not batch.stopped:
-            batch.stopped = True
-            for other in batch.jobs:
-                if other is not job and other.state in ("starting", "running"):
-                    self.cancel_running(other, "batch")
 
     # -- cancellation -----------------------------------------------------------------
 
@@ -644,44 +584,6 @@ class Runner:
             for task in pending:
                 log.warning("a command handler ignored cancellation; abandoning it")
                 task.cancel()
-
-
-class _Resume:
-    """Awaitable that goes on with a coroutine its caller stepped to its first suspension (what
-    ``await`` would have done had it not been stepped by hand)."""
-
-    __slots__ = ("coro", "step")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], step: Any) -> None:
-        self.coro, self.step = coro, step
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, step = self.coro, self.step
-        while True:
-            try:
-                sent = yield step
-            except BaseException as exc:  # thrown in: cancellation
-                try:
-                    step = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    step = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-
-def _is_admitted(job: Job) -> bool:
-    fut = job.admitted
-    return fut is None or (fut.done() and not _refused(job))
-
-
-def _refused(job: Job) -> bool:
-    fut = job.admitted
-    if fut is None or not fut.done():
-        return False
-    return fut.cancelled() or fut.exception() is not None or fut.result()[0] is not None
 
 
 def _ms(t0: float) -> float:
