@@ -1,0 +1,102 @@
+"""Wire models and error codes: the one definition, shared by the daemon and the client.
+
+Only msgspec and the standard library may be imported here: the CLI imports this package on
+every invocation. One module per area (``base``: error codes, headers, timestamps; ``bus``;
+``system``; ``usercode``); import the names from the package.
+
+Conventions:
+- Timestamps are ISO 8601 UTC strings with microseconds and a ``Z`` suffix; they sort as text.
+- Identifiers are UUID strings (version 7: time-ordered, see bus/codec.py).
+- Request models use ``forbid_unknown_fields`` so a typo in a field name is a VALIDATION_ERROR,
+  not a silently ignored value.
+"""
+
+from __future__ import annotations
+
+from llmgine_daemon.protocol.base import (  # noqa: F401
+    ERROR_STATUS,
+    REQUEST_ID_HEADER,
+    SESSION_TOKEN_HEADER,
+    VERSION_HEADER,
+    WS_PROTOCOL,
+    WS_TOKEN_PROTOCOL_PREFIX,
+    CallErrorCode,
+    ErrorBody,
+    ErrorCode,
+    ErrorEnvelope,
+    now_iso,
+    parse_iso,
+    to_iso,
+)
+from llmgine_daemon.protocol.bus import (  # noqa: F401
+    COMMAND_STATUSES,
+    EVENT_SOURCES,
+    PRIORITIES,
+    TERMINAL_STATUSES,
+    Batch,
+    BatchCreate,
+    BatchMode,
+    Command,
+    CommandCreate,
+    CommandList,
+    CommandStatus,
+    Engine,
+    EngineConfigField,
+    EngineCreate,
+    EngineExecute,
+    EngineList,
+    EngineMessage,
+    EngineMessageList,
+    EngineReset,
+    EngineType,
+    EngineTypeList,
+    Event,
+    EventCreate,
+    EventList,
+    Session,
+    SessionCounts,
+    SessionCreate,
+    SessionList,
+    SessionStatus,
+)
+from llmgine_daemon.protocol.system import (  # noqa: F401
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyInfo,
+    ApiKeyList,
+    ConfigValue,
+    ConfigView,
+    DbStats,
+    DbTable,
+    Health,
+    KeyState,
+    LogCreate,
+    LogLevel,
+    LogList,
+    LogRecord,
+    MetricFamily,
+    MetricSeries,
+    MetricsSnapshot,
+    SessionTokenCreated,
+    ShutdownAccepted,
+    SpanNode,
+    Status,
+    StatusCounts,
+    StorageInfo,
+    TraceList,
+    TraceSummary,
+    TraceView,
+    VacuumResult,
+)
+from llmgine_daemon.protocol.usercode import (  # noqa: F401
+    CommandHandlerCreate,
+    EventHandlerCreate,
+    Handler,
+    HandlerKind,
+    HandlerList,
+    Tool,
+    ToolCreate,
+    ToolExecute,
+    ToolList,
+    ToolResult,
+)

@@ -1,0 +1,227 @@
+"""The bus's resources on the wire: sessions, events, commands, batches, engines and their
+conversations."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from llmgine_daemon.protocol.base import ErrorBody
+
+# -- sessions ----------------------------------------------------------------------------
+
+SessionStatus = Literal["active", "closed"]
+
+
+class SessionCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str | None = None
+    metadata: dict[str, Any] = {}
+
+
+class SessionCounts(msgspec.Struct):
+    commands: int = 0
+    events: int = 0
+    engines: int = 0
+    tools: int = 0
+    handlers: int = 0
+
+
+class Session(msgspec.Struct):
+    session_id: str
+    name: str | None
+    metadata: dict[str, Any]
+    status: str
+    created_at: str
+    last_activity_at: str
+    ended_at: str | None = None
+    counts: SessionCounts | None = None
+    # Returned once, by the request that created the session (see the security model).
+    session_token: str | None = None
+
+
+class SessionList(msgspec.Struct):
+    sessions: list[Session]
+    total: int
+    limit: int
+    offset: int
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+class Event(msgspec.Struct):
+    event_id: str
+    seq: int
+    session_id: str | None
+    event_type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    timestamp: str
+    source: str
+    trace_id: str | None = None
+
+
+class EventCreate(msgspec.Struct, forbid_unknown_fields=True):
+    event_type: str
+    data: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+
+
+class EventList(msgspec.Struct):
+    events: list[Event]
+    total: int
+    limit: int
+    offset: int
+    # The seq to pass as ``after`` for the next page (the last seq returned, else the ``after``
+    # that was given): a client tailing the log polls with it and misses nothing.
+    next_after: int | None
+
+
+EVENT_SOURCES = ("api", "engine", "handler", "bus")
+
+# -- commands ----------------------------------------------------------------------------
+
+CommandStatus = Literal[
+    "queued", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted"
+]
+COMMAND_STATUSES: tuple[str, ...] = (
+    "queued", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted"
+)
+TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled", "interrupted"})
+PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
+
+
+class CommandCreate(msgspec.Struct, forbid_unknown_fields=True):
+    command_type: str
+    parameters: dict[str, Any] = {}
+    # Open for the caller's own keys; ``priority`` (high|normal|low) and ``timeout`` (seconds)
+    # are checked by the API.
+    metadata: dict[str, Any] = {}
+
+
+class Command(msgspec.Struct, kw_only=True):
+    command_id: str
+    status: str
+    result: Any = None
+    error: ErrorBody | None = None
+    created_at: str
+    session_id: str
+    command_type: str
+    parameters: dict[str, Any]
+    metadata: dict[str, Any]
+    priority: str = "normal"
+    timeout: float | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_ms: float | None = None
+    batch_id: str | None = None
+    # The trace of the request that submitted it (GET /api/observability/traces/{trace_id}).
+    trace_id: str | None = None
+
+
+class CommandList(msgspec.Struct):
+    commands: list[Command]
+    total: int
+    limit: int
+    offset: int
+
+
+BatchMode = Literal["parallel", "sequential"]
+
+
+class BatchCreate(msgspec.Struct, forbid_unknown_fields=True):
+    commands: list[CommandCreate]
+    mode: BatchMode = "parallel"
+    stop_on_error: bool = False
+
+
+class Batch(msgspec.Struct):
+    batch_id: str
+    session_id: str
+    mode: str
+    stop_on_error: bool
+    status: str  # queued | executing | finished
+    created_at: str
+    commands: list[Command]
+
+
+# -- engines -----------------------------------------------------------------------------
+
+
+class EngineCreate(msgspec.Struct, forbid_unknown_fields=True):
+    engine_type: str
+    session_id: str
+    model_name: str | None = None
+    configuration: dict[str, Any] = {}
+
+
+class Engine(msgspec.Struct, kw_only=True):
+    engine_id: str
+    engine_type: str
+    model_name: str | None
+    status: str  # initialized | stopped
+    session_id: str
+    configuration: dict[str, Any]
+    created_at: str
+    command_type: str
+
+
+class EngineList(msgspec.Struct):
+    engines: list[Engine]
+    total: int
+    limit: int
+    offset: int
+
+
+class EngineConfigField(msgspec.Struct):
+    name: str
+    type: str  # integer | number | boolean | string
+    default: Any
+    description: str
+
+
+class EngineType(msgspec.Struct):
+    engine_type: str
+    command_type: str
+    description: str
+    configuration: list[EngineConfigField]
+
+
+class EngineTypeList(msgspec.Struct):
+    types: list[EngineType]
+
+
+class EngineExecute(msgspec.Struct, forbid_unknown_fields=True):
+    prompt: str
+    parameters: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+
+
+# -- engine conversations (LLM engines' memory) --------------------------------------------
+
+
+class EngineMessage(msgspec.Struct, kw_only=True):
+    message_id: int
+    role: str  # user | assistant | tool
+    content: str
+    # Assistant messages that called tools: [{"id", "name", "arguments"}].
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None  # tool results: the call they answer
+    name: str | None = None  # tool results: the tool's name
+    partial: bool = False  # an answer cut short (cancelled, timed out): what had arrived
+    is_error: bool = False  # a tool result that is an error
+    command_id: str | None = None
+    created_at: str
+
+
+class EngineMessageList(msgspec.Struct):
+    engine_id: str
+    messages: list[EngineMessage]
+    total: int
+    limit: int
+    offset: int
+
+
+class EngineReset(msgspec.Struct):
+    engine_id: str
+    deleted: int

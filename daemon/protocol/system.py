@@ -1,0 +1,242 @@
+"""System, database, credentials and observability on the wire."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+# -- system ------------------------------------------------------------------------------
+
+
+class Health(msgspec.Struct):
+    status: str
+    timestamp: str
+    version: str
+    uptime: float
+
+
+class StorageInfo(msgspec.Struct):
+    backend: str
+    path: str
+    size_bytes: int
+
+
+class DbTable(msgspec.Struct):
+    name: str
+    rows: int
+    # Pages of the table and its indexes (SQLite's dbstat), in bytes.
+    size_bytes: int
+    index_bytes: int
+
+
+class DbStats(msgspec.Struct):
+    backend: str
+    path: str
+    # The database file plus its -wal and -shm files.
+    size_bytes: int
+    file_bytes: dict[str, int]
+    page_size: int
+    page_count: int
+    freelist_pages: int
+    journal_mode: str
+    synchronous: str
+    tables: list[DbTable]
+    retention: dict[str, Any] = {}
+
+
+class VacuumResult(msgspec.Struct):
+    before_bytes: int
+    after_bytes: int
+    reclaimed_bytes: int
+    duration_ms: float
+
+
+class StatusCounts(msgspec.Struct):
+    sessions: int
+    active_sessions: int
+    commands: int
+    events: int
+    engines: int
+
+
+class Status(msgspec.Struct):
+    status: str
+    version: str
+    uptime: float
+    pid: int
+    started_at: str
+    listeners: list[str]
+    storage: StorageInfo
+    counts: StatusCounts
+    sandbox: dict[str, Any] = {}
+
+
+class ConfigValue(msgspec.Struct):
+    key: str
+    env: str
+    value: Any
+    source: str
+
+
+class ConfigView(msgspec.Struct):
+    config_file: str
+    settings: list[ConfigValue]
+
+
+class ShutdownAccepted(msgspec.Struct):
+    status: str
+    message: str
+
+
+# -- credentials (api/auth.py) ----------------------------------------------------------
+
+KeyState = Literal["active", "expired", "revoked"]
+
+
+class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str | None = None
+    # Seconds from now, or an absolute ISO 8601 time; at most one of them.
+    expires_in: int | None = None
+    expires_at: str | None = None
+
+
+class ApiKeyInfo(msgspec.Struct):
+    key_id: str
+    name: str | None
+    prefix: str
+    kind: str
+    state: str
+    created_at: str
+    last_used_at: str | None = None
+    expires_at: str | None = None
+    revoked_at: str | None = None
+
+
+class ApiKeyCreated(msgspec.Struct):
+    key_id: str
+    name: str | None
+    prefix: str
+    created_at: str
+    expires_at: str | None
+    # The only time the key is ever shown: only its hash is stored.
+    key: str
+
+
+class ApiKeyList(msgspec.Struct):
+    keys: list[ApiKeyInfo]
+    total: int
+
+
+class SessionTokenCreated(msgspec.Struct):
+    session_id: str
+    session_token: str
+    created_at: str
+
+
+# -- observability -----------------------------------------------------------------------
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class LogRecord(msgspec.Struct):
+    id: int
+    timestamp: str
+    level: str
+    logger: str
+    message: str
+    # "daemon" for the daemon's own records, "client" for POST /api/observability/logs,
+    # "handler" / "tool" for user code's bus.log().
+    source: str = "daemon"
+    session_id: str | None = None
+    command_id: str | None = None
+    engine_id: str | None = None
+    request_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    metadata: dict[str, Any] = {}
+
+
+class LogCreate(msgspec.Struct, forbid_unknown_fields=True):
+    message: str
+    level: LogLevel = "info"
+    metadata: dict[str, Any] = {}
+    # Extensions to the spec's body: attach the record to a session / name its logger.
+    session_id: str | None = None
+    logger: str | None = None
+
+
+class LogList(msgspec.Struct):
+    logs: list[LogRecord]
+    limit: int
+    # Pass as ?after= to get only newer records (what `llmgine logs -f` polls with).
+    next_after: int | None = None
+
+
+class MetricSeries(msgspec.Struct, omit_defaults=True):
+    labels: dict[str, str] = {}
+    # counters and gauges
+    value: float | None = None
+    # histograms (seconds, or items for sizes); percentiles are estimates from fixed buckets
+    count: int | None = None
+    sum: float | None = None
+    min: float | None = None
+    max: float | None = None
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+class MetricFamily(msgspec.Struct):
+    name: str
+    type: str
+    help: str
+    series: list[MetricSeries]
+
+
+class MetricsSnapshot(msgspec.Struct):
+    timestamp: str
+    enabled: bool
+    uptime: float
+    session_id: str | None
+    metrics: list[MetricFamily]
+
+
+class SpanNode(msgspec.Struct):
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    start: str
+    # milliseconds from the start of the trace's earliest span
+    offset_ms: float
+    duration_ms: float
+    status: str
+    error: str | None = None
+    attributes: dict[str, Any] = {}
+    children: list[SpanNode] = []
+
+
+class TraceView(msgspec.Struct):
+    trace_id: str
+    root: str
+    start: str
+    duration_ms: float
+    status: str
+    span_count: int
+    spans: list[SpanNode]
+
+
+class TraceSummary(msgspec.Struct):
+    trace_id: str
+    root: str
+    start: str
+    duration_ms: float
+    status: str
+    span_count: int
+    session_id: str | None = None
+
+
+class TraceList(msgspec.Struct):
+    traces: list[TraceSummary]
+    limit: int

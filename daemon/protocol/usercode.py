@@ -1,0 +1,88 @@
+"""User code on the wire: tools and handlers."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+# -- tools (spec section 5) ---------------------------------------------------------------
+
+
+class ToolCreate(msgspec.Struct, forbid_unknown_fields=True):
+    function_code: str
+    # default: the last function the code defines (found by the sandbox, never by the daemon)
+    name: str | None = None
+    description: str | None = None  # default: the docstring's first paragraph
+    # {param: {type, description}} as in the spec, or a full JSON Schema; default: derived
+    # from the signature's type hints and the docstring.
+    parameters: dict[str, Any] | None = None
+    timeout: float | None = None  # seconds; default sandbox.deadline
+
+
+class Tool(msgspec.Struct):
+    name: str
+    session_id: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema
+    is_async: bool
+    timeout: float | None
+    created_at: str
+    function_code: str | None = None  # only when one tool is read
+
+
+class ToolList(msgspec.Struct):
+    tools: list[Tool]
+    total: int
+
+
+class ToolExecute(msgspec.Struct, forbid_unknown_fields=True):
+    arguments: dict[str, Any] = {}
+    timeout: float | None = None
+
+
+class ToolResult(msgspec.Struct):
+    call_id: str
+    tool_name: str
+    arguments: dict[str, Any]
+    result: Any
+    error: dict[str, Any] | None
+    duration_ms: float
+    output: str = ""
+    output_truncated: bool = False
+
+
+# -- handlers (spec section 6) ------------------------------------------------------------
+
+HandlerKind = Literal["command", "event"]
+
+
+class CommandHandlerCreate(msgspec.Struct, forbid_unknown_fields=True):
+    command_type: str
+    handler_function: str
+    timeout: float | None = None
+
+
+class EventHandlerCreate(msgspec.Struct, forbid_unknown_fields=True):
+    event_type: str  # or "*" for every event
+    handler_function: str
+    priority: int = 100  # lower runs first
+    timeout: float | None = None
+
+
+class Handler(msgspec.Struct):
+    handler_id: str
+    kind: str  # command | event
+    type: str  # the command_type or event_type
+    scope: str  # session | global
+    session_id: str | None
+    function: str
+    priority: int
+    timeout: float | None
+    created_at: str
+    handler_function: str | None = None  # the source, only when one handler is read
+
+
+class HandlerList(msgspec.Struct):
+    handlers: list[Handler]
+    total: int
