@@ -1,7 +1,7 @@
 """`llmgine ask` and `llmgine chat`: prompts to an LLM engine, answers streamed as written.
 
 Both go through llmgine_cli/conversation.py (engine set-up, the live stream of one prompt)
-and draw with render.PlainAnswer (piped) or render.RichAnswer (a terminal).
+and draw with live.PlainAnswer (piped) or live.RichAnswer (a terminal).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from llmgine_daemon.protocol import Command
 from llmgine_cli.commands.args import parse_pairs
 from llmgine_cli.context import Environment
 from llmgine_cli.options import state
-from llmgine_cli.render import PlainAnswer, RichAnswer
 from llmgine_cli.status import ExitStatus
 
 if TYPE_CHECKING:  # imported where used: the stream machinery stays off other commands' start-up
     from llmgine_cli.conversation import Turn
+    from llmgine_cli.live import PlainAnswer, RichAnswer
 
 Model = Annotated[str | None, typer.Option(
     "--model", "-M", show_default=False,
@@ -39,6 +39,8 @@ HELP_TEXT = "/reset forgets the conversation, /exit (or Ctrl-D) leaves, Ctrl-C s
 
 
 def _view(env: Environment) -> PlainAnswer | RichAnswer:
+    from llmgine_cli.live import PlainAnswer, RichAnswer
+
     return RichAnswer(env) if env.stdout_isatty else PlainAnswer(env)
 
 

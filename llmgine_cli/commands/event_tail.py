@@ -18,7 +18,7 @@ from llmgine_daemon.protocol import Command, Event
 from llmgine_cli import completion
 from llmgine_cli.context import AppContext
 from llmgine_cli.options import Output, state
-from llmgine_cli.render import event_line, resolve_format
+from llmgine_cli.render import resolve_format
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -85,7 +85,8 @@ def tail(
     fmt = resolve_format(env, output)
     if fmt == "plain" and output is None:
         fmt = "jsonl"  # piped by default: machine-readable lines
-    from llmgine_cli.stream import EventStream, Notice  # only when tailing: off the start-up path
+    from llmgine_cli.live import event_line  # only when tailing: off the start-up path
+    from llmgine_cli.stream import EventStream, Notice
 
     stream = EventStream(
         app_ctx.client(), session, event_types=event_type or (), sources=source or (),
@@ -94,7 +95,7 @@ def tail(
     )
     try:
         if fmt == "table" and env.stdout_isatty:
-            from llmgine_cli.render import LiveTail
+            from llmgine_cli.live import LiveTail
 
             with LiveTail(env, title=session or "all sessions") as view:
                 stream.on_status = lambda text: view.status(text)
@@ -131,6 +132,7 @@ def follow_command(
     env = app_ctx.env
     fmt = resolve_format(env, output)
     client = app_ctx.client()
+    from llmgine_cli.live import event_line
     from llmgine_cli.stream import EventStream, Notice
 
     stream = EventStream(client, session_id,

@@ -1,0 +1,213 @@
+"""Views that keep drawing while something happens: the live `event tail`, and an answer being
+streamed by `ask`/`chat` (plain when piped, rich on a terminal). Loaded only by those commands;
+rich is imported inside the functions that draw, as in ``render.py``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import msgspec
+
+from llmgine_cli.context import Environment
+from llmgine_cli.render import short_time
+
+_TYPE_STYLES = ("cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green",
+                "bright_magenta", "bright_blue", "bright_yellow")
+
+
+def _compact(data: Any, width: int = 100) -> str:
+    text = msgspec.json.encode(data).decode() if data else ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def event_line(event: Any) -> str:
+    """One event as a plain line: seq, time, session, type, compact data."""
+    session = (event.session_id or "-")[:8]
+    return f"{event.seq}  {short_time(event.timestamp)}  {session}  {event.event_type}  " \
+        f"{_compact(event.data)}".rstrip()
+
+
+class LiveTail:
+    """The terminal view of `event tail`: events scroll by, a footer keeps counters and state.
+
+    Colour follows the event type (stable per type), so a burst of one kind stands out.
+    """
+
+    def __init__(self, env: Environment, title: str) -> None:
+        from rich.console import Console
+
+        self.console = Console(file=env.stdout, force_terminal=True, highlight=False)
+        self.title = title
+        self.total = 0
+        self.by_type: dict[str, int] = {}
+        self.state = "connecting"
+        self.last_seq: int | None = None
+        self.started = _dt.datetime.now(_dt.UTC)
+        self._live: Any = None
+
+    def __enter__(self) -> LiveTail:
+        from rich.live import Live
+
+        self._live = Live(self._footer(), console=self.console, refresh_per_second=4,
+                          transient=True)
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+        self.console.print(self._footer())
+
+    def _style(self, event_type: str) -> str:
+        return _TYPE_STYLES[sum(event_type.encode()) % len(_TYPE_STYLES)]
+
+    def add(self, event: Any) -> None:
+        from rich.text import Text
+
+        self.total += 1
+        self.by_type[event.event_type] = self.by_type.get(event.event_type, 0) + 1
+        self.last_seq = event.seq
+        self.state = "live" if self.state in ("connecting", "live") else self.state
+        line = Text()
+        line.append(f"{short_time(event.timestamp)[11:]} ", style="dim")
+        line.append(f"#{event.seq:<6} ", style="dim")
+        line.append(f"{(event.session_id or '-')[:8]} ", style="bold")
+        line.append(f"{event.event_type:<24} ", style=self._style(event.event_type))
+        line.append(_compact(event.data, 120))
+        self.console.print(line)
+        self._live.update(self._footer())
+
+    def notice(self, kind: str, fields: dict[str, Any]) -> None:
+        if kind == "hello":
+            self.state = "replaying" if fields.get("replay") else "live"
+        elif kind == "live":
+            self.state = "live"
+        elif kind == "lagging":
+            self.state = "catching up"
+        elif kind == "end":
+            self.state = "ended"
+        self._live.update(self._footer())
+
+    def status(self, text: str) -> None:
+        from rich.text import Text
+
+        self.state = "reconnecting" if "reconnecting" in text else "live"
+        self.console.print(Text(f"llmgine: {text}", style="yellow"))
+        self._live.update(self._footer())
+
+    def _footer(self) -> Any:
+        from rich.text import Text
+
+        elapsed = max((_dt.datetime.now(_dt.UTC) - self.started).total_seconds(), 1e-6)
+        footer = Text()
+        colour = {"live": "green", "reconnecting": "red", "ended": "dim"}.get(self.state, "yellow")
+        footer.append(f"● {self.state}", style=f"bold {colour}")
+        footer.append(f"  {self.title}  {self.total} events  {self.total / elapsed:.1f}/s")
+        if self.last_seq is not None:
+            footer.append(f"  last seq {self.last_seq}", style="dim")
+        top = sorted(self.by_type.items(), key=lambda kv: -kv[1])[:5]
+        for name, count in top:
+            footer.append("  ")
+            footer.append(name, style=self._style(name))
+            footer.append(f" {count}")
+        return footer
+
+
+def tool_call_line(data: dict[str, Any]) -> str:
+    """EngineToolCall as one line: ``get_weather({"location":"Oslo"})``."""
+    return f"{data.get('tool_name')}({_compact(data.get('arguments') or {}, 200)})"
+
+
+def tool_result_line(data: dict[str, Any]) -> str:
+    """ToolExecuted as one line: its result, or its error."""
+    error = data.get("error")
+    if error:
+        return f"{data.get('tool_name')} failed: {error.get('code')}: {error.get('message')}"
+    return f"{data.get('tool_name')} → {_compact(data.get('result'), 200)}"
+
+
+class PlainAnswer:
+    """An answer written as it arrives (piped, or not a terminal): the text to stdout, flushed
+    per delta, so `llmgine ask ... | wc -w` sees only the answer; tool calls to stderr."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self.last = "\n"
+
+    def __enter__(self) -> PlainAnswer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.end()
+
+    def delta(self, text: str) -> None:
+        if text:
+            self.env.stdout.write(text)
+            self.env.stdout.flush()
+            self.last = text[-1]
+
+    def tool_call(self, data: dict[str, Any]) -> None:
+        self.env.err(f"tool: {tool_call_line(data)}")
+
+    def tool_result(self, data: dict[str, Any]) -> None:
+        self.env.err(f"tool: {tool_result_line(data)}")
+
+    def finish(self, text: str) -> None:
+        if self.last == "\n" and text:  # nothing was streamed: print the result's text
+            self.delta(text)
+
+    def end(self) -> None:
+        if self.last != "\n":
+            self.env.stdout.write("\n")
+            self.env.stdout.flush()
+            self.last = "\n"
+
+
+class RichAnswer:
+    """An answer on a terminal: the text grows in place as it streams, tool calls print above
+    it as they happen, and the finished answer is re-drawn as Markdown."""
+
+    def __init__(self, env: Environment) -> None:
+        from rich.console import Console
+
+        self.console = Console(file=env.stdout, force_terminal=True, highlight=False)
+        self.text = ""
+        self._live: Any = None
+
+    def __enter__(self) -> RichAnswer:
+        from rich.live import Live
+        from rich.text import Text
+
+        self._live = Live(Text(""), console=self.console, refresh_per_second=12,
+                          vertical_overflow="visible")
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
+
+    def delta(self, text: str) -> None:
+        from rich.text import Text
+
+        self.text += text
+        self._live.update(Text(self.text))
+
+    def tool_call(self, data: dict[str, Any]) -> None:
+        from rich.text import Text
+
+        self.console.print(Text(f"⚙ {tool_call_line(data)}", style="cyan"))
+
+    def tool_result(self, data: dict[str, Any]) -> None:
+        from rich.text import Text
+
+        style = "red" if data.get("error") else "dim"
+        self.console.print(Text(f"  {tool_result_line(data)}", style=style))
+
+    def finish(self, text: str) -> None:
+        from rich.markdown import Markdown
+
+        self.text = text or self.text
+        self._live.update(Markdown(self.text), refresh=True)
