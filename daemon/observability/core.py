@@ -19,6 +19,7 @@ import logging
 import sqlite3
 from typing import Any
 
+from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.observability import metrics, tracing
 from llmgine_daemon.observability.context import CURRENT_SPAN
 from llmgine_daemon.observability.logs import LEVELS, StoreHandler, insert_logs
@@ -72,13 +73,8 @@ class Observability:
         self._task = asyncio.create_task(self._flusher(), name="llmgine-telemetry-flush")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         logging.getLogger().removeHandler(self.handler)
         try:
             await self.flush()

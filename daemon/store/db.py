@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.store import obs_migrations  # noqa: F401 - registers migrations 40-49
 from llmgine_daemon.store.migrations import apply_migrations
 
@@ -181,13 +182,8 @@ class Store:
     async def close(self) -> None:
         """Flush every queued write, then close the connections (the last one to close copies
         the WAL into the database)."""
-        if self._ckpt_task is not None:
-            self._ckpt_task.cancel()
-            try:
-                await self._ckpt_task
-            except asyncio.CancelledError:
-                pass
-            self._ckpt_task = None
+        await cancel_and_wait(self._ckpt_task)
+        self._ckpt_task = None
         if self._task is not None:
             await self._queue.put(None)
             await self._task

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.protocol import DbStats, DbTable, VacuumResult
 from llmgine_daemon.store.db import StorageError, Store
 
@@ -179,13 +180,8 @@ class Retention:
                                              context=contextvars.Context())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:
