@@ -48,23 +48,29 @@ def bench_env(home: str) -> dict[str, str]:
 # -- the daemon child -----------------------------------------------------------------------
 
 
-def serve(sock: str, home: str) -> None:
+async def serve_app(app: Any, sock: str) -> None:
+    """Serve ``app`` plus the trivial route (GET /bench/noop answers "ok") on a Unix socket,
+    say "ready", and stop when stdin closes."""
     from aiohttp import web
-    from llmgine_daemon.app import create_app
-    from llmgine_daemon.settings import load_settings
 
     async def noop(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    app.router.add_get("/bench/noop", noop)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.UnixSite(runner, sock).start()
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await runner.cleanup()
+
+
+def serve(sock: str, home: str) -> None:
+    from llmgine_daemon.app import create_app
+    from llmgine_daemon.settings import load_settings
+
     async def main() -> None:
-        app = create_app(load_settings(env=bench_env(home)))
-        app.router.add_get("/bench/noop", noop)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.UnixSite(runner, sock).start()
-        print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        await runner.cleanup()
+        await serve_app(create_app(load_settings(env=bench_env(home))), sock)
 
     profile = os.environ.get("BENCH_PROFILE")
     if profile:  # BENCH_PROFILE=out.prof: cProfile the daemon child (inspect with pstats)

@@ -66,20 +66,7 @@ def serve_bare(sock: str) -> None:
     """The memory baseline: aiohttp with one trivial route, nothing of llmgine."""
     from aiohttp import web
 
-    async def noop(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/bench/noop", noop)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.UnixSite(runner, sock).start()
-        print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        await runner.cleanup()
-
-    asyncio.run(main())
+    asyncio.run(bench_bus.serve_app(web.Application(), sock))
 
 
 def start_child(args: list[str]) -> subprocess.Popen[str]:
