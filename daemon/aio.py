@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 
@@ -15,3 +17,53 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
         await task
     except asyncio.CancelledError:
         pass
+
+
+# Children whose creation outlived a cancelled caller, until they are killed and reaped.
+_DISCARDING: set[asyncio.Task[None]] = set()
+
+
+async def spawn(*argv: str, **kwargs: Any) -> asyncio.subprocess.Process:
+    """``asyncio.create_subprocess_exec``, safe to cancel.
+
+    CPython (gh-125502, gh-133536, through 3.13): a task cancelled while
+    create_subprocess_exec connects the child's pipes waits forever for an exit notification
+    that never comes, so a daemon stopping while a sandbox worker was being started never
+    exited. Here the creation runs in a task of its own that is never cancelled; a cancelled
+    caller leaves it a clean-up task that kills the child (its process group when it has
+    one) and reaps it, and ``wait_discarded`` waits for those.
+    """
+    creating = asyncio.ensure_future(asyncio.create_subprocess_exec(*argv, **kwargs))
+    try:
+        return await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        cleanup = asyncio.ensure_future(_discard(creating, group=bool(kwargs.get("start_new_session"))))
+        _DISCARDING.add(cleanup)
+        cleanup.add_done_callback(_DISCARDING.discard)
+        raise
+
+
+async def _discard(creating: asyncio.Future[asyncio.subprocess.Process], group: bool) -> None:
+    try:
+        proc = await creating
+    except Exception:  # it never started: nothing to kill
+        return
+    try:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), 5)
+    except TimeoutError:
+        pass
+
+
+async def wait_discarded() -> None:
+    """Wait until every child left behind by a cancelled ``spawn`` is killed and reaped."""
+    while _DISCARDING:
+        await asyncio.gather(*list(_DISCARDING), return_exceptions=True)

@@ -13,6 +13,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmgine_daemon.aio import spawn
+
 log = logging.getLogger("llmgine.sandbox")
 
 # Strongest first. --kill-child: when the unshare process dies (we kill its process group on a
@@ -41,7 +43,7 @@ class Isolation:
 
 async def _works(argv: list[str]) -> bool:
     try:
-        proc = await asyncio.create_subprocess_exec(
+        proc = await spawn(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL, env={}, start_new_session=True,
         )
@@ -82,6 +84,7 @@ class PidsCgroup:
         name = f"llmgine-sandbox-{os.getpid()}"
         for base in _pids_hierarchies():
             parent = base / name
+            cls.remove_stale(base)
             try:
                 parent.mkdir(exist_ok=True)
                 if not (parent / "pids.max").exists():
@@ -100,6 +103,28 @@ class PidsCgroup:
                 except OSError:
                     pass
         return None
+
+    @classmethod
+    def remove_stale(cls, base: Path) -> None:
+        """Remove the cgroups of daemons that are gone (killed with SIGKILL: nothing of theirs
+        ran to remove them), with any process still in them."""
+        try:
+            candidates = list(base.glob("llmgine-sandbox-*"))
+        except OSError:
+            return
+        for parent in candidates:
+            pid = parent.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+                continue  # a daemon that still runs (or a pid reused since: left alone)
+            try:
+                children = [c for c in parent.iterdir() if c.is_dir()]
+            except OSError:
+                continue
+            for child in children:
+                cls.kill_all(child)
+                cls.remove(child)
+            if cls.remove(parent):
+                log.info("sandbox: removed the cgroup %s of a daemon that is gone", parent)
 
     def make(self, worker_name: str, max_pids: int) -> Path | None:
         path = self.parent / worker_name

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmgine_daemon.aio import spawn, wait_discarded
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.sandbox import frames
 from llmgine_daemon.sandbox.isolation import Isolation, PidsCgroup, count_tasks, probe
@@ -208,6 +209,7 @@ class SandboxPool:
         for w in workers:
             w.kill()
         await asyncio.gather(*(self._reap(w) for w in workers), return_exceptions=True)
+        await wait_discarded()  # workers whose start was cancelled half-way
         if self._cgroups is not None:
             await self._cgroups.close()
             self._cgroups = None
@@ -441,14 +443,16 @@ class SandboxPool:
         argv = [*self.isolation.prefix, self.python, "-I", "-m",
                 "llmgine_daemon.sandbox.worker", config]
         try:
-            proc = await asyncio.create_subprocess_exec(
+            proc = await spawn(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL, env={}, cwd=tmpdir, close_fds=True,
                 start_new_session=True,
             )
-        except OSError as exc:
+        except BaseException as exc:
             shutil.rmtree(tmpdir, ignore_errors=True)
-            raise SandboxUnavailable(f"cannot start {self.python}: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise SandboxUnavailable(f"cannot start {self.python}: {exc}") from exc
+            raise
         worker = _Worker(proc, tmpdir, cgroup, pidns="pid" in self.isolation.namespaces)
         self._all.add(worker)
         try:

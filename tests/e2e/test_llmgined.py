@@ -44,6 +44,16 @@ def wait_for_http(port, proc, timeout=10.0):
     raise AssertionError("daemon did not answer")
 
 
+def exit_code(proc, timeout=15.0):
+    """The daemon's exit status; if it does not exit in time, fail with what it logged."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"daemon did not exit within {timeout:g} s; its log:\n{err[-4000:]}") from None
+
+
 def fails_with(home, *args, env=None):
     proc = run_daemon(home, *args, env=env)
     out, err = proc.communicate(timeout=20)
@@ -71,7 +81,7 @@ def test_sigterm_is_graceful_and_cleans_up(daemon_home):
         assert stat.S_IMODE((daemon_home / "run").stat().st_mode) == 0o700
         assert (daemon_home / "run" / "llmgined.pid").read_text().strip() == str(proc.pid)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        assert exit_code(proc) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -92,7 +102,7 @@ def test_shutdown_endpoint_exits_zero(daemon_home):
                                      headers={"Authorization": f"Bearer {key}"})
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert resp.status == 202
-        assert proc.wait(timeout=15) == 0
+        assert exit_code(proc) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,0 +1,65 @@
+"""A pool stopped at any moment of its start stops promptly and leaves no worker behind
+(the daemon shutting down right after it started once hung here: CPython gh-125502)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from llmgine_daemon.sandbox.isolation import PidsCgroup
+from llmgine_daemon.sandbox.pool import SandboxPool
+
+
+def _workers_of(pid: int) -> list[int]:
+    """Processes still running a sandbox worker started by this test process's pools."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")  # each worker runs in its own temp dir
+            with open(f"/proc/{entry}/stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if f"llmgine-sandbox-{pid}-w" in cwd and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+async def test_stop_at_any_moment_of_the_start():
+    before = set(_workers_of(os.getpid()))
+    for delay in (0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3):
+        pool = SandboxPool(2)
+        await pool.start()
+        await asyncio.sleep(delay)
+        await asyncio.wait_for(pool.stop(), 30)
+    assert set(_workers_of(os.getpid())) - before == set()
+
+
+def _dead_pid() -> int:
+    pid = 4_000_000
+    while os.path.exists(f"/proc/{pid}"):
+        pid += 1
+    return pid
+
+
+async def test_cgroups_of_a_killed_daemon_are_removed_at_the_next_start():
+    probe = PidsCgroup.create()
+    if probe is None:
+        pytest.skip("no pids cgroup here (needs root and a pids controller)")
+    base = probe.parent.parent
+    await probe.close()
+    stale = base / f"llmgine-sandbox-{_dead_pid()}"
+    stale.mkdir()
+    (stale / "w1").mkdir()
+    cgroup = PidsCgroup.create()
+    assert cgroup is not None
+    try:
+        assert not stale.exists()
+    finally:
+        await cgroup.close()
+        for path in (stale / "w1", stale):
+            if path.exists():
+                path.rmdir()
