@@ -7,8 +7,10 @@ The same routes exist under ``/api/sessions/{id}/handlers`` (session scope) and
 from __future__ import annotations
 
 from aiohttp import web
+from llmgine_daemon.api.errors import validation_error
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.util import json_response, path_id, query_choice, read_json
+from llmgine_daemon.bus.user_handlers import MAX_TYPE
 from llmgine_daemon.protocol import CommandHandlerCreate, EventHandlerCreate, HandlerList
 
 routes = web.RouteTableDef()
@@ -22,9 +24,13 @@ def _scope(request: web.Request) -> str | None:
 
 
 def _type(request: web.Request) -> str:
-    # Event types may be "*"; path_id's identifier rule would refuse it.
+    """The type in the path: anything a registration accepts ("*", dots, an encoded "/"), so
+    every handler that can be registered can be deleted. It is only compared with stored
+    types, never used as a path or in SQL text."""
     value = request.match_info["type"]
-    return value if value == "*" else path_id(request, "type")
+    if not value or len(value) > MAX_TYPE or not value.isprintable() or any(c.isspace() for c in value):
+        raise validation_error("type", "not a valid handler type", value=value[:64])
+    return value
 
 
 async def register_command(request: web.Request) -> web.Response:

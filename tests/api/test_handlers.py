@@ -198,3 +198,16 @@ async def test_handlers_survive_restart(make_client):
     assert listing["total"] == 1
     await publish(client, sid, "Later")
     await wait_for(client, sid, "Handled", 1)
+
+
+async def test_a_type_with_a_slash_can_be_deleted(app_client):
+    """Types are free text; the CLI sends one as a single encoded path segment (a%2Fb)."""
+    from yarl import URL
+
+    sid = await setup(app_client)
+    await add_event_handler(app_client, sid, "orders/paid", "def h(event):\n    pass\n")
+    path = URL(f"/api/sessions/{sid}/handlers/events/orders%2Fpaid", encoded=True)
+    resp = await app_client.delete(path)
+    assert resp.status == 204, await resp.text()
+    listing = await (await app_client.get(f"/api/sessions/{sid}/handlers")).json()
+    assert listing["total"] == 0

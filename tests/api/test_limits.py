@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from tests.api.secutil import WS_PATH, bearer, new_session, start
-from tests.conftest import assert_envelope
+from tests.conftest import assert_envelope, create_session
 
 
 async def raw(client, data: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -139,12 +139,26 @@ async def test_bad_identifiers_are_422(aiohttp_client, make_settings, segment):
 
 
 
-def test_identifier_check_allows_only_a_lone_wildcard():
+def test_identifier_check_refuses_anything_but_identifiers():
     from aiohttp.test_utils import make_mocked_request
     from llmgine_daemon.api.errors import ApiError
     from llmgine_daemon.api.limits import check_identifiers
 
-    check_identifiers(make_mocked_request("DELETE", "/x/*", match_info={"type": "*"}))
-    for bad in ("a*", "**", "../x", "x\x00"):
+    check_identifiers(make_mocked_request("GET", "/x", match_info={"session_id": "s-1.a:b"}))
+    for bad in ("*", "a*", "../x", "x\x00", "a/b"):
         with pytest.raises(ApiError):
-            check_identifiers(make_mocked_request("GET", "/x", match_info={"type": bad}))
+            check_identifiers(make_mocked_request("GET", "/x", match_info={"session_id": bad}))
+
+
+async def test_handler_types_in_the_path_are_checked_like_registered_types(app_client):
+    from yarl import URL
+
+    sid = (await create_session(app_client))["session_id"]
+    base = f"/api/sessions/{sid}/handlers/events"
+    for ok in ("*", "orders%2Fpaid", "a.b:c"):  # valid names, no such handler
+        resp = await app_client.delete(URL(f"{base}/{ok}", encoded=True))
+        assert resp.status == 404, ok
+    for bad in ("a%20b", "x%00", "a%09b", "x" * 129):
+        resp = await app_client.delete(URL(f"{base}/{bad}", encoded=True))
+        assert resp.status == 422, bad
+        assert_envelope(await resp.json(), "VALIDATION_ERROR")
