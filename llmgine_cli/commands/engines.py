@@ -13,7 +13,10 @@ from llmgine_cli.commands.commands import NoWait, Priority, Timeout, render_comm
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render
 
-app = typer.Typer(help="Create engines in sessions, run prompts on them, delete them.", no_args_is_help=True)
+app = typer.Typer(
+    help="Create engines in sessions, run prompts on them, read or reset their conversations, delete them.",
+    no_args_is_help=True,
+)
 
 ENGINE_VIEW = View(id_field="engine_id")
 LIST_VIEW = View(
@@ -38,6 +41,19 @@ TYPES_VIEW = View(
     items="types",
     id_field="engine_type",
 )
+
+MESSAGES_VIEW = View(
+    columns=(
+        Column("#", "message_id"),
+        Column("ROLE", "role"),
+        Column("CONTENT", "content"),
+        Column("TOOL CALLS", "tool_calls"),
+        Column("CREATED", "created_at"),
+    ),
+    items="messages",
+    id_field="message_id",
+)
+RESET_VIEW = View(id_field="engine_id")
 
 EngineId = Annotated[str, typer.Argument(metavar="ID", help="The engine id.",
                                          autocompletion=completion.engine_ids)]
@@ -131,3 +147,29 @@ def delete(ctx: typer.Context, engine_id: EngineId, output: Output = None, quiet
     """Stop an engine and unregister its handler."""
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().delete_engine(engine_id), ENGINE_VIEW, output, quiet)
+
+
+@app.command("messages")
+def messages(
+    ctx: typer.Context,
+    engine_id: EngineId,
+    limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many.")] = 100,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Show an LLM engine's conversation (its stored memory), oldest first.
+
+    Tool calls and tool results are messages too; -o json gives every field (tool_call_id,
+    partial answers, errors).
+    """
+    app_ctx = state(ctx)
+    page = app_ctx.client().engine_messages(engine_id, limit=limit, offset=offset)
+    render(app_ctx.env, page, MESSAGES_VIEW, output, quiet)
+
+
+@app.command("reset")
+def reset(ctx: typer.Context, engine_id: EngineId, output: Output = None, quiet: Quiet = False) -> None:
+    """Forget an LLM engine's conversation (it stays, with its configuration)."""
+    app_ctx = state(ctx)
+    render(app_ctx.env, app_ctx.client().reset_engine(engine_id), RESET_VIEW, output, quiet)

@@ -7,6 +7,7 @@ so every assertion is on exact text, none on timing.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -198,3 +199,31 @@ def test_chat_piped_with_a_system_prompt(llm_daemon: Daemon, fake: FakeProvider)
     assert body["system"] == "Be brief."
     assert len(body["messages"]) == 1  # /reset: the first exchange is forgotten
     no_traceback(done.stderr)
+
+
+def test_engine_messages_and_reset(llm_daemon: Daemon) -> None:
+    client = client_of(llm_daemon)
+    sid = client.create_session(name="memory-cli").session_id
+    env = {**llm_daemon.env, "LLMGINE_SESSION": sid}
+    assert invoke(["ask", "first"], env).exit_code == 0
+    assert invoke(["ask", "second"], env).exit_code == 0
+    engine_id = client.list_engines(session_id=sid).engines[0].engine_id
+
+    shown = invoke(["engine", "messages", engine_id, "-o", "json"], env)
+    assert shown.exit_code == 0, shown.stderr
+    page = json.loads(shown.stdout)
+    assert page["total"] == 4
+    assert [(m["role"], m["content"]) for m in page["messages"]] == [
+        ("user", "first"), ("assistant", "echo: first"), ("user", "second"), ("assistant", "echo: second")]
+    plain = invoke(["engine", "messages", engine_id, "--offset", "3"], env)  # piped: plain rows
+    assert plain.exit_code == 0 and "echo: second" in plain.stdout and "echo: first" not in plain.stdout
+    ids = invoke(["engine", "messages", engine_id, "-q"], env).stdout.split()
+    assert ids == [str(m["message_id"]) for m in page["messages"]]
+
+    reset = invoke(["engine", "reset", engine_id, "-o", "json"], env)
+    assert reset.exit_code == 0, reset.stderr
+    assert json.loads(reset.stdout) == {"engine_id": engine_id, "deleted": 4}
+    assert json.loads(invoke(["engine", "messages", engine_id, "-o", "json"], env).stdout)["total"] == 0
+
+    missing = invoke(["engine", "messages", "nope"], env)
+    assert missing.exit_code == 4 and "ENGINE_NOT_FOUND" in one_line(missing.stderr)
