@@ -62,6 +62,9 @@ log = logging.getLogger("llmgine.commands")
 RANK_PRIORITY = {rank: name for name, rank in PRIORITY_RANK.items()}
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 MAX_BATCH = 10_000
+# The WHERE term of the partial index commands_active (migration 4): a query by status uses
+# that index only when it repeats the term word for word.
+ACTIVE = "status IN ('queued', 'executing')"
 # A batch larger than this is stored off the event loop (Store.write heavy): thousands of rows.
 HEAVY_BATCH = 1000
 _TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$")
@@ -527,7 +530,7 @@ class Commands:
         def write(conn: sqlite3.Connection) -> tuple[list[Event], list[tuple[Any, ...]], dict[str, tuple[Any, ...]]]:
             events = []
             rows = conn.execute(
-                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE status = 'executing'"
+                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {ACTIVE} AND status = 'executing'"
             ).fetchall()
             for row in rows:
                 rec = row_to_command(row)
@@ -541,13 +544,13 @@ class Commands:
                 if event is not None:
                     events.append(event)
             queued = conn.execute(
-                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE status = 'queued' ORDER BY rowid"
+                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {ACTIVE} AND status = 'queued' ORDER BY rowid"
             ).fetchall()
             batches = {
                 r[0]: r
                 for r in conn.execute(
                     "SELECT batch_id, session_id, mode, stop_on_error, created_at FROM batches"
-                    " WHERE batch_id IN (SELECT DISTINCT batch_id FROM commands WHERE status = 'queued')"
+                    f" WHERE batch_id IN (SELECT DISTINCT batch_id FROM commands WHERE {ACTIVE} AND status = 'queued')"
                 )
             }
             return events, queued, batches

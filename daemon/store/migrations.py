@@ -201,6 +201,24 @@ def m003_user_code(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration(4, "commands: index only what is looked up by status or batch")
+def m004_partial_command_indexes(conn: sqlite3.Connection) -> None:
+    # Every command paid for an entry in commands_status and commands_batch, though only
+    # queued/executing ones are ever looked up by status (at start-up: recovery) and only
+    # batched ones by batch. Partial indexes: a finished, unbatched command (nearly all of
+    # them) writes two B-trees fewer. Queries must repeat the index's WHERE term to use it
+    # (ACTIVE in bus/commands.py); `batch_id = ?` implies `batch_id IS NOT NULL` by itself.
+    run_script(
+        conn,
+        """
+        DROP INDEX commands_status;
+        CREATE INDEX commands_active ON commands (status) WHERE status IN ('queued', 'executing');
+        DROP INDEX commands_batch;
+        CREATE INDEX commands_batch ON commands (batch_id) WHERE batch_id IS NOT NULL
+        """
+    )
+
+
 @migration(60, "engine conversation memory")
 def m060_engine_memory(conn: sqlite3.Connection) -> None:
     run_script(

@@ -125,3 +125,30 @@ async def test_the_checkpointer_copies_the_wal_outside_commits(store):
     # Every committed frame is in the database file now: a new checkpoint has nothing left.
     busy, log_frames, done = await store.read(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
     assert busy == 0 and log_frames == done
+
+
+def test_recovery_queries_use_the_partial_indexes(tmp_path):
+    """Migration 4 indexes only active and batched commands; the start-up lookups must still
+    find them through an index (SQLite uses a partial index only when the query repeats its
+    WHERE term: bus/commands.ACTIVE)."""
+    from llmgine_daemon.bus.commands import ACTIVE
+    from llmgine_daemon.store.migrations import apply_migrations
+
+    conn = sqlite3.connect(tmp_path / "plan.db", isolation_level=None)
+    apply_migrations(conn)
+    plans = {
+        "commands_active": f"SELECT * FROM commands WHERE {ACTIVE} AND status = 'queued' ORDER BY rowid",
+        "commands_batch": "SELECT * FROM commands WHERE batch_id = 'b' ORDER BY rowid",
+    }
+    for index, sql in plans.items():
+        plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert f"USING INDEX {index}" in plan, (sql, plan)
+    # Only active commands have an entry: a finished one costs no write in the index.
+    conn.execute("INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
+                 " VALUES ('s', 'active', 'x', 'x')")
+    for i, status in enumerate(("completed", "queued", "failed")):
+        conn.execute("INSERT INTO commands (command_id, session_id, command_type, status, created_at)"
+                     " VALUES (?, 's', 'T', ?, 'x')", (f"c{i}", status))
+    assert conn.execute("SELECT COUNT(*) FROM commands INDEXED BY commands_active"
+                        f" WHERE {ACTIVE}").fetchone()[0] == 1
+    conn.close()
