@@ -26,6 +26,7 @@ from llmgine_daemon.store.db import StorageError, Store
 log = logging.getLogger("llmgine.store")
 
 PRUNE_BATCH = 500
+VACUUM_CHECKPOINT_TRIES = 200  # 10 ms apart
 # Pause between two pruning writes: requests' writes get the writer in between.
 PRUNE_PAUSE_S = 0.01
 
@@ -83,7 +84,14 @@ async def stats(store: Store, retention: dict[str, Any] | None = None) -> DbStat
 def _vacuum(conn: sqlite3.Connection) -> None:
     conn.execute("VACUUM")
     # VACUUM writes the new copy through the WAL; give the space back to the file system.
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    # The store's background checkpointer may be in a checkpoint of its own just then (only one
+    # runs at a time; ours is answered "busy" rather than waiting): try again briefly.
+    for _ in range(VACUUM_CHECKPOINT_TRIES):
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if not busy:
+            return
+        time.sleep(0.01)
+    log.warning("vacuum: the write-ahead log could not be truncated (a reader held it)")
 
 
 async def vacuum(store: Store) -> VacuumResult:
