@@ -165,17 +165,18 @@ def daemon_rows(args: argparse.Namespace, root: Path) -> tuple[list[Row], dict[s
 
     med = statistics.median
     noop = http["noop"]
+    # Under each throughput figure, not a target but its ceiling: the bus alone (no HTTP, same
+    # store, same durability) against the same noop route. An HTTP request costs a noop
+    # request plus that work, on the one event loop: at most 1 / (1/bus + 1) of the noop rate.
     for key, label, target in (("commands", "commands completed/s (HTTP, ?wait)", 0.40),
                                ("events", "events published/s (HTTP)", 0.60)):
         ratio = med(h / n for h, n in zip(http[key], noop, strict=True))
         rows.append(Row(label, f"{med(http[key]):,.0f}/s", f"noop route {med(noop):,.0f}/s", f"{ratio:.0%}",
                         f">= {target:.0%}", ratio >= target))
-    # Not a target: the ceiling. The bus alone (no HTTP, same store, same durability) against
-    # the same noop route; HTTP commands cannot beat 1 / (1/bus + 1/noop) of it.
-    bus_only = med(inproc["commands"]) / med(noop)
-    rows.append(Row("  commands/s, in-process bus (no HTTP)", f"{med(inproc['commands']):,.0f}/s",
-                    f"noop route {med(noop):,.0f}/s", f"{bus_only:.0%}",
-                    f"ceiling {1 / (1 / bus_only + 1):.0%}"))
+        bus_only = med(inproc[key]) / med(noop)
+        rows.append(Row(f"  {key}/s, in-process bus (no HTTP)", f"{med(inproc[key]):,.0f}/s",
+                        f"noop route {med(noop):,.0f}/s", f"{bus_only:.0%}",
+                        f"ceiling {1 / (1 / bus_only + 1):.0%}"))
     ratio = med(http["batch"]) / med(inproc["batch"])
     rows.append(Row(f"batch of {args.batch:,} commands (HTTP)", f"{med(http['batch']):,.0f}/s",
                     f"in-process bus {med(inproc['batch']):,.0f}/s", f"{ratio:.0%}", ">= 50%", ratio >= 0.5))

@@ -137,13 +137,21 @@ def is_unix(request: web.Request) -> bool:
     return sock is not None and sock.family == socket.AF_UNIX
 
 
+# A connection's peer cannot change: its uid is read once per connection, not per request.
+_PEER_UIDS: weakref.WeakKeyDictionary[asyncio.BaseTransport, int] = weakref.WeakKeyDictionary()
+
+
 def peer_uid(request: web.Request) -> int | None:
     """The uid of the process at the other end of a Unix socket; None for TCP."""
+    transport = request.transport
+    if transport is not None and (uid := _PEER_UIDS.get(transport)) is not None:
+        return uid
     sock = _socket_of(request)
-    if sock is None or sock.family != socket.AF_UNIX:
+    if transport is None or sock is None or sock.family != socket.AF_UNIX:
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     _pid, uid, _gid = _UCRED.unpack(creds)
+    _PEER_UIDS[transport] = uid
     return uid
 
 

@@ -80,6 +80,9 @@ async def read_body(request: web.Request, timeout: float) -> None:
     """
     if not request.body_exists:
         return
+    if request.content.is_eof():  # all of it arrived with the headers: nothing to wait for
+        await request.read()
+        return
     try:
         async with asyncio.timeout(timeout):
             await request.read()
