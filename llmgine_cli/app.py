@@ -54,7 +54,7 @@ EPILOG = "Exit codes:\n" + describe()
 def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, ExitStatus]:
     """The one stderr line and the exit code for an error."""
     if isinstance(exc, ApiError):
-        line = f"error: {exc.code}: {exc.message}"
+        line = f"error: {exc}"  # code: message, and for a validation error the field and why
         if exc.status >= 500 and exc.request_id:
             line += f" (request id {exc.request_id})"
         if exc.status == 401:

@@ -95,7 +95,12 @@ class ApiError(LlmgineError):
         *,
         command: Command | None = None,
     ) -> None:
-        super().__init__(f"{code}: {message}")
+        text = f"{code}: {message}"
+        # A validation error's message is generic; which field and why are in its details.
+        field, issue = (details or {}).get("field"), (details or {}).get("issue")
+        if isinstance(field, str) and isinstance(issue, str):
+            text += f" ({field}: {issue})"
+        super().__init__(text)
         self.status = status
         self.code = code
         self.message = message

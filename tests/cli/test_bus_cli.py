@@ -75,6 +75,11 @@ def test_command_errors(cli):
     assert result.exit_code == 2
     result = cli("command", "run", "DummyEngineCommand", LLMGINE_SESSION=None)
     assert result.exit_code == 2 and "--session" in result.output
+    # A validation error names the field and why, not only "Invalid request parameters".
+    result = cli("event", "publish", "bad type", "-S", sid)
+    line = one_line(result.stderr)
+    assert result.exit_code == 1, line
+    assert line.startswith("error: VALIDATION_ERROR: ") and "(event_type: must start with" in line
 
 
 def test_batch_jsonl_file_and_stdin(cli, tmp_path: Path, daemon):
