@@ -64,6 +64,8 @@ async def _discard(creating: asyncio.Future[asyncio.subprocess.Process], group: 
 
 
 async def wait_discarded() -> None:
-    """Wait until every child left behind by a cancelled ``spawn`` is killed and reaped."""
-    while _DISCARDING:
-        await asyncio.gather(*list(_DISCARDING), return_exceptions=True)
+    """Wait until every child left behind by a cancelled ``spawn`` on this event loop is
+    killed and reaped."""
+    loop = asyncio.get_running_loop()
+    while mine := [t for t in _DISCARDING if t.get_loop() is loop]:
+        await asyncio.gather(*mine, return_exceptions=True)

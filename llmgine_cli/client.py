@@ -460,5 +460,7 @@ def _wait(seconds: float) -> dict[str, str]:
 
 
 def _seg(value: str) -> str:
-    """One path segment, so an id can never walk to another route."""
-    return urllib.parse.quote(value, safe="")
+    """One path segment, so an id can never walk to another route ("." and ".." too, which
+    quote() leaves as they are and URL normalisation would remove)."""
+    quoted = urllib.parse.quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted

@@ -98,7 +98,7 @@ class ApiError(LlmgineError):
         text = f"{code}: {message}"
         # A validation error's message is generic; which field and why are in its details.
         field, issue = (details or {}).get("field"), (details or {}).get("issue")
-        if isinstance(field, str) and isinstance(issue, str):
+        if isinstance(field, str) and isinstance(issue, str) and issue not in message:
             text += f" ({field}: {issue})"
         super().__init__(text)
         self.status = status

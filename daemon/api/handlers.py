@@ -10,7 +10,7 @@ from aiohttp import web
 from llmgine_daemon.api.errors import validation_error
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.util import json_response, path_id, query_choice, read_json
-from llmgine_daemon.bus.user_handlers import MAX_TYPE
+from llmgine_daemon.bus.user_handlers import TYPE_RULE, valid_handler_type
 from llmgine_daemon.protocol import CommandHandlerCreate, EventHandlerCreate, HandlerList
 
 routes = web.RouteTableDef()
@@ -28,8 +28,8 @@ def _type(request: web.Request) -> str:
     every handler that can be registered can be deleted. It is only compared with stored
     types, never used as a path or in SQL text."""
     value = request.match_info["type"]
-    if not value or len(value) > MAX_TYPE or not value.isprintable() or any(c.isspace() for c in value):
-        raise validation_error("type", "not a valid handler type", value=value[:64])
+    if not valid_handler_type(value):
+        raise validation_error("type", TYPE_RULE, value=value[:64])
     return value
 
 

@@ -41,6 +41,12 @@ log = logging.getLogger("llmgine.handlers")
 
 HANDLER_COLUMNS = "handler_id, session_id, kind, type, function, priority, timeout, created_at, code"
 MAX_TYPE = 128
+TYPE_RULE = f"1 to {MAX_TYPE} printable characters, no spaces"
+
+
+def valid_handler_type(type_: str) -> bool:
+    """What a handler's type may be: registration and deletion by path check the same rule."""
+    return 0 < len(type_) <= MAX_TYPE and type_.isprintable() and not any(c.isspace() for c in type_)
 
 
 class HandlerFailed(UserCodeError):
@@ -134,9 +140,9 @@ class UserHandlers:
     async def register(self, session_id: str | None, kind: str, type_: str, code: str,
                        priority: int = 100, timeout: float | None = None) -> Handler:
         field = "command_type" if kind == "command" else "event_type"
-        if not type_ or len(type_) > MAX_TYPE or any(c.isspace() for c in type_):
+        if not valid_handler_type(type_):
             raise BusError(ErrorCode.VALIDATION_ERROR, f"invalid {field}",
-                           {"field": field, "issue": f"1 to {MAX_TYPE} characters, no spaces"})
+                           {"field": field, "issue": TYPE_RULE})
         if kind == "command" and "*" in type_:
             raise BusError(ErrorCode.VALIDATION_ERROR, "command handlers need an exact type",
                            {"field": field, "issue": "wildcards are for event handlers"})

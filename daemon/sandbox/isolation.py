@@ -10,6 +10,8 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,9 +49,18 @@ async def _works(argv: list[str]) -> bool:
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL, env={}, start_new_session=True,
         )
-        return await asyncio.wait_for(proc.wait(), 10) == 0
-    except (TimeoutError, OSError):
+    except OSError:
         return False
+    try:
+        return await asyncio.wait_for(proc.wait(), 10) == 0
+    except BaseException as exc:  # too slow, or the daemon is stopping: leave nothing behind
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if isinstance(exc, TimeoutError):
+            return False
+        raise
 
 
 async def probe(mode: str, python: str) -> Isolation:
@@ -121,8 +132,11 @@ class PidsCgroup:
             except OSError:
                 continue
             for child in children:
-                cls.kill_all(child)
-                cls.remove(child)
+                for _ in range(50):  # killed processes take a moment to leave the cgroup
+                    cls.kill_all(child)
+                    if cls.remove(child):
+                        break
+                    time.sleep(0.01)
             if cls.remove(parent):
                 log.info("sandbox: removed the cgroup %s of a daemon that is gone", parent)
 
@@ -139,8 +153,6 @@ class PidsCgroup:
     @staticmethod
     def kill_all(path: Path) -> None:
         """SIGKILL every process still in the cgroup (a fork bomb's survivors)."""
-        import signal
-
         try:
             pids = (path / "cgroup.procs").read_text().split()
         except OSError:

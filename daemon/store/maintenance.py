@@ -26,7 +26,7 @@ from llmgine_daemon.store.db import StorageError, Store
 log = logging.getLogger("llmgine.store")
 
 PRUNE_BATCH = 500
-VACUUM_CHECKPOINT_TRIES = 200  # 10 ms apart
+VACUUM_CHECKPOINT_S = 2.0  # how long vacuum keeps trying to truncate the WAL
 # Pause between two pruning writes: requests' writes get the writer in between.
 PRUNE_PAUSE_S = 0.01
 
@@ -84,14 +84,20 @@ async def stats(store: Store, retention: dict[str, Any] | None = None) -> DbStat
 def _vacuum(conn: sqlite3.Connection) -> None:
     conn.execute("VACUUM")
     # VACUUM writes the new copy through the WAL; give the space back to the file system.
-    # The store's background checkpointer may be in a checkpoint of its own just then (only one
-    # runs at a time; ours is answered "busy" rather than waiting): try again briefly.
-    for _ in range(VACUUM_CHECKPOINT_TRIES):
-        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        if not busy:
-            return
-        time.sleep(0.01)
-    log.warning("vacuum: the write-ahead log could not be truncated (a reader held it)")
+    # The store's background checkpointer may be in a checkpoint of its own just then, or a
+    # reader on an old snapshot (ours is answered "busy"): try again for a moment - without the
+    # busy timeout, which would make each try wait seconds while every write waits for us.
+    (timeout_ms,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        deadline = time.monotonic() + VACUUM_CHECKPOINT_S
+        while conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]:
+            if time.monotonic() > deadline:
+                log.warning("vacuum: the write-ahead log could not be truncated (a reader held it)")
+                return
+            time.sleep(0.01)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
 
 
 async def vacuum(store: Store) -> VacuumResult:

@@ -211,3 +211,14 @@ async def test_a_type_with_a_slash_can_be_deleted(app_client):
     assert resp.status == 204, await resp.text()
     listing = await (await app_client.get(f"/api/sessions/{sid}/handlers")).json()
     assert listing["total"] == 0
+
+
+async def test_a_type_with_control_characters_is_refused_at_registration(app_client):
+    """Deletion by path refuses what is not printable; so does registration, so every handler
+    that exists can be deleted (and no escape sequence reaches a terminal listing them)."""
+    sid = await setup(app_client)
+    for bad in ("a\x01b", "x\x1b[31m", "two words"):
+        resp = await app_client.post(f"/api/sessions/{sid}/handlers/events", json={
+            "event_type": bad, "handler_function": "def h(event):\n    pass\n"})
+        assert resp.status == 422, bad
+        assert (await resp.json())["error"]["details"]["field"] == "event_type"

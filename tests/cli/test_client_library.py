@@ -135,3 +135,11 @@ def test_events_resume_across_a_daemon_restart() -> None:
             stop_process(second.proc)
     finally:
         cleanup_home(home)
+
+
+def test_path_segments_stay_one_segment():
+    from llmgine_cli.client import _seg
+
+    assert _seg("orders/paid") == "orders%2Fpaid"
+    assert _seg("..") == "%2E%2E" and _seg(".") == "%2E"
+    assert _seg("a.b") == "a.b" and _seg("*") == "%2A"

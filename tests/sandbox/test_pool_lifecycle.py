@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sys
 
 import pytest
 from llmgine_daemon.sandbox.isolation import PidsCgroup
@@ -54,12 +56,20 @@ async def test_cgroups_of_a_killed_daemon_are_removed_at_the_next_start():
     stale = base / f"llmgine-sandbox-{_dead_pid()}"
     stale.mkdir()
     (stale / "w1").mkdir()
+    (stale / "w2").mkdir()
+    # A worker that outlived its daemon, still in its cgroup.
+    survivor = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
+    (stale / "w2" / "cgroup.procs").write_text(str(survivor.pid))
     cgroup = PidsCgroup.create()
     assert cgroup is not None
     try:
         assert not stale.exists()
+        assert await asyncio.wait_for(survivor.wait(), 10) == -signal.SIGKILL
     finally:
         await cgroup.close()
-        for path in (stale / "w1", stale):
+        if survivor.returncode is None:
+            survivor.kill()
+            await survivor.wait()
+        for path in (stale / "w1", stale / "w2", stale):
             if path.exists():
                 path.rmdir()
