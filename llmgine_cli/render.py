@@ -67,12 +67,13 @@ def render(
             env.out(msgspec.json.encode(item).decode())
     elif items is not None:
         headers = [c.header for c in view.columns]
-        rows = [[_cell(c.key, _get(item, c.key), view) for c in view.columns] for item in items]
+        rows = [[_visible(_cell(c.key, _get(item, c.key), view), one_line=True) for c in view.columns]
+                for item in items]
         _emit(env, fmt, headers, rows, view.title, kv=False)
     else:
         flat = _flatten(obj)
         keys = list(view.fields) if view.fields else list(flat)
-        rows = [[key, _cell(key, flat.get(key), view)] for key in keys]
+        rows = [[key, _visible(_cell(key, flat.get(key), view), one_line=False)] for key in keys]
         _emit(env, fmt, ["KEY", "VALUE"], rows, view.title, kv=True)
     env.stdout.flush()
 
@@ -102,6 +103,19 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     else:
         flat[prefix[:-1]] = obj
     return flat
+
+
+# C0 controls and DEL: data that reaches a terminal must not move the cursor, change colours
+# or set the window title (an event's data is anybody's text).
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+_CONTROLS.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+_CONTROLS_KEEP_LINES = {c: v for c, v in _CONTROLS.items() if c not in (ord("\n"), ord("\t"))}
+
+
+def _visible(text: str, *, one_line: bool) -> str:
+    """Control characters written as escapes: a list row stays one line (one item per line
+    when piped), a key/value value keeps its line breaks (a handler's source)."""
+    return text.translate(_CONTROLS if one_line else _CONTROLS_KEEP_LINES)
 
 
 def _cell(key: str, value: Any, view: View) -> str:

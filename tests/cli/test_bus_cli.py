@@ -135,6 +135,27 @@ def test_events(cli):
     assert missing.exit_code == 4 and "EVENT_NOT_FOUND" in one_line(missing.stderr)
 
 
+def test_control_characters_in_data_never_reach_the_terminal(cli):
+    """Event data is anybody's text: a row stays one line when piped, and escape sequences
+    (colours, window title, cursor moves) print as visible escapes."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    hostile = "line one\nline two\x1b]0;pwned\x07\x1b[2J"
+    cli("event", "publish", "Note", "-S", sid, "-d", json.dumps({"text": hostile}))
+    listing = cli("event", "list", "-S", sid, "--type", "Note")
+    assert listing.exit_code == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert len(lines) == 2  # the header and one row
+    assert "\x1b" not in listing.stdout and "\x07" not in listing.stdout
+    assert "line one\\nline two\\x1b]0;pwned\\x07" in lines[1]
+    # Key/value output keeps line breaks but not the escapes.
+    one = cli("event", "get", json.loads(cli("event", "list", "-S", sid, "--type", "Note", "-o", "json").stdout)
+              ["events"][0]["event_id"], "-S", sid)
+    assert "\x1b" not in one.stdout and "line one\nline two" in one.stdout
+    # JSON is unchanged data.
+    page = json.loads(cli("event", "list", "-S", sid, "--type", "Note", "-o", "json").stdout)
+    assert page["events"][0]["data"]["text"] == hostile
+
+
 def test_engines(cli):
     types = cli("engine", "types", "-q")
     assert "DummyEngine" in types.stdout.split()
