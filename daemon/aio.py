@@ -19,6 +19,14 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
         pass
 
 
+def killpg(pgid: int) -> None:
+    """SIGKILL a process group; one that is already gone (or not ours) is nothing to do."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 # Children whose creation outlived a cancelled caller, until they are killed and reaped.
 _DISCARDING: set[asyncio.Task[None]] = set()
 
@@ -48,13 +56,13 @@ async def _discard(creating: asyncio.Future[asyncio.subprocess.Process], group: 
         proc = await creating
     except Exception:  # it never started: nothing to kill
         return
-    try:
-        if group:
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:
+    if group:
+        killpg(proc.pid)
+    else:
+        try:
             proc.kill()
-    except (ProcessLookupError, PermissionError):
-        pass
+        except ProcessLookupError:
+            pass
     if proc.stdin is not None:
         proc.stdin.close()
     try:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmgine_daemon.aio import spawn
+from llmgine_daemon.aio import killpg, spawn
 
 log = logging.getLogger("llmgine.sandbox")
 
@@ -53,14 +53,11 @@ async def _works(argv: list[str]) -> bool:
         return False
     try:
         return await asyncio.wait_for(proc.wait(), 10) == 0
-    except BaseException as exc:  # too slow, or the daemon is stopping: leave nothing behind
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        if isinstance(exc, TimeoutError):
-            return False
-        raise
+    except TimeoutError:
+        return False
+    finally:
+        if proc.returncode is None:  # too slow, or the daemon is stopping: leave nothing behind
+            killpg(proc.pid)
 
 
 async def probe(mode: str, python: str) -> Isolation:

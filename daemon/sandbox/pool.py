@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmgine_daemon.aio import spawn, wait_discarded
+from llmgine_daemon.aio import killpg, spawn, wait_discarded
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.sandbox import frames
 from llmgine_daemon.sandbox.isolation import Isolation, PidsCgroup, count_tasks, probe
@@ -123,17 +123,10 @@ class _Worker:
         """SIGKILL the whole worker: its process group, the running child's group (which it
         left with setpgid), and everything in its cgroup. Safe to call twice."""
         if self.child_pid is not None and not self.pidns:
-            _killpg(self.child_pid)
-        _killpg(self.proc.pid)
+            killpg(self.child_pid)
+        killpg(self.proc.pid)
         if self.cgroup is not None:
             PidsCgroup.kill_all(self.cgroup)
-
-
-def _killpg(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class SandboxPool:
