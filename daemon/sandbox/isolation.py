@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,13 +85,13 @@ class PidsCgroup:
         self.parent = parent
 
     @classmethod
-    def create(cls) -> PidsCgroup | None:
+    async def create(cls) -> PidsCgroup | None:
         if os.geteuid() != 0:
             return None
         name = f"llmgine-sandbox-{os.getpid()}"
         for base in _pids_hierarchies():
             parent = base / name
-            cls.remove_stale(base)
+            await cls.remove_stale(base)
             try:
                 parent.mkdir(exist_ok=True)
                 if not (parent / "pids.max").exists():
@@ -113,7 +112,7 @@ class PidsCgroup:
         return None
 
     @classmethod
-    def remove_stale(cls, base: Path) -> None:
+    async def remove_stale(cls, base: Path) -> None:
         """Remove the cgroups of daemons that are gone (killed with SIGKILL: nothing of theirs
         ran to remove them), with any process still in them."""
         try:
@@ -124,17 +123,8 @@ class PidsCgroup:
             pid = parent.name.rsplit("-", 1)[-1]
             if not pid.isdigit() or Path(f"/proc/{pid}").exists():
                 continue  # a daemon that still runs (or a pid reused since: left alone)
-            try:
-                children = [c for c in parent.iterdir() if c.is_dir()]
-            except OSError:
-                continue
-            for child in children:
-                for _ in range(50):  # killed processes take a moment to leave the cgroup
-                    cls.kill_all(child)
-                    if cls.remove(child):
-                        break
-                    time.sleep(0.01)
-            if cls.remove(parent):
+            await cls(parent).close()  # what that daemon would have done on its way out
+            if not parent.exists():
                 log.info("sandbox: removed the cgroup %s of a daemon that is gone", parent)
 
     def make(self, worker_name: str, max_pids: int) -> Path | None:

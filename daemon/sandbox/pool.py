@@ -174,7 +174,7 @@ class SandboxPool:
         if key not in _PROBED:  # one probe per process: the machine does not change
             _PROBED[key] = await probe(self.isolation_mode, self.python)
         self.isolation = _PROBED[key]
-        self._cgroups = PidsCgroup.create()
+        self._cgroups = await PidsCgroup.create()
         self._started = True
         workers = await asyncio.gather(
             *(self._spawn() for _ in range(self.size)), return_exceptions=True

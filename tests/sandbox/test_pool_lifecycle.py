@@ -48,7 +48,7 @@ def _dead_pid() -> int:
 
 
 async def test_cgroups_of_a_killed_daemon_are_removed_at_the_next_start():
-    probe = PidsCgroup.create()
+    probe = await PidsCgroup.create()
     if probe is None:
         pytest.skip("no pids cgroup here (needs root and a pids controller)")
     base = probe.parent.parent
@@ -60,7 +60,7 @@ async def test_cgroups_of_a_killed_daemon_are_removed_at_the_next_start():
     # A worker that outlived its daemon, still in its cgroup.
     survivor = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
     (stale / "w2" / "cgroup.procs").write_text(str(survivor.pid))
-    cgroup = PidsCgroup.create()
+    cgroup = await PidsCgroup.create()
     assert cgroup is not None
     try:
         assert not stale.exists()
