@@ -97,14 +97,15 @@ class ApiError(LlmgineError):
     ) -> None:
         text = f"{code}: {message}"
         # A validation error's message is generic; which field and why are in its details.
-        field, issue = (details or {}).get("field"), (details or {}).get("issue")
+        details = details or {}
+        field, issue = details.get("field"), details.get("issue")
         if isinstance(field, str) and isinstance(issue, str) and issue not in message:
             text += f" ({field}: {issue})"
         super().__init__(text)
         self.status = status
         self.code = code
         self.message = message
-        self.details = details or {}
+        self.details = details
         self.request_id = request_id
         self.command = command
 

@@ -132,11 +132,6 @@ def _socket_of(request: web.Request) -> socket.socket | None:
     return transport.get_extra_info("socket") if transport is not None else None
 
 
-def is_unix(request: web.Request) -> bool:
-    sock = _socket_of(request)
-    return sock is not None and sock.family == socket.AF_UNIX
-
-
 # A connection's peer cannot change: its uid is read once per connection, not per request.
 _PEER_UIDS: weakref.WeakKeyDictionary[asyncio.BaseTransport, int] = weakref.WeakKeyDictionary()
 
@@ -289,8 +284,8 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     guard = request.app[GUARD]
     settings = guard.settings
     request[_HEADERS] = {}
-    if is_unix(request):
-        uid = peer_uid(request)
+    uid = peer_uid(request)  # None: TCP
+    if uid is not None:
         if uid not in (os.getuid(), 0):
             log.warning("refused a Unix socket peer with uid %s", uid)
             raise forbidden("this daemon belongs to another user")
@@ -320,7 +315,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
         principal = await _authenticate_tcp(request, guard)
 
     websocket = is_websocket(request)
-    if websocket and not is_unix(request):
+    if websocket and uid is None:
         _take(request, guard, "websocket", request.remote or "unknown")
     check_identifiers(request)
     if principal is not None:
