@@ -158,16 +158,19 @@ async def load(conns: list[Conn], requests: list[bytes], seconds: float, ok: byt
     return done / elapsed
 
 
-async def http_phase(sock: str, clients: int, seconds: float, batch: int, rounds: int) -> dict[str, list[float]]:
-    """Figures are measured in interleaved rounds (noop, commands, events, noop, ...) so a
-    change of machine load hits all of them alike."""
+Loads = dict[str, tuple[list[bytes], bytes | None]]
+
+
+async def prepare_loads(sock: str, clients: int) -> tuple[list[Conn], list[str], Loads]:
+    """One connection per client, each with its own session and DummyEngine, and the requests
+    of each load (noop, commands, events) with what a good answer contains."""
     conns = [await connect(sock) for _ in range(clients)]
     sids = []
     for conn in conns:
         sid = (await call(conn, "POST", "/api/sessions", {}))["session_id"]
         await call(conn, "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})
         sids.append(sid)
-    work = {
+    loads: Loads = {
         "noop": ([build("GET", "/bench/noop")] * clients, None),
         "commands": ([build("POST", f"/api/sessions/{sid}/commands?wait=30",
                             {"command_type": "DummyEngineCommand", "parameters": {"prompt": "hello world"}})
@@ -175,6 +178,27 @@ async def http_phase(sock: str, clients: int, seconds: float, batch: int, rounds
         "events": ([build("POST", f"/api/sessions/{sid}/events", {"event_type": "BenchTick", "data": {"n": 1}})
                     for sid in sids], None),
     }
+    return conns, sids, loads
+
+
+def start_child(args: list[str]) -> subprocess.Popen[str]:
+    """A benchmark child process (``--serve``), once it has said it is ready."""
+    child = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    return child
+
+
+def stop_child(child: subprocess.Popen[str]) -> None:
+    """Closing its stdin is how a ``--serve`` child is told to stop."""
+    assert child.stdin is not None
+    child.stdin.close()
+    child.wait(timeout=120)
+
+
+async def http_phase(sock: str, clients: int, seconds: float, batch: int, rounds: int) -> dict[str, list[float]]:
+    """Figures are measured in interleaved rounds (noop, commands, events, noop, ...) so a
+    change of machine load hits all of them alike."""
+    conns, sids, work = await prepare_loads(sock, clients)
     out: dict[str, list[float]] = {key: [] for key in (*work, "batch")}
     for _ in range(rounds):
         for key, (requests, ok) in work.items():
@@ -273,17 +297,11 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="lgb", dir="/tmp"))
     try:
         sock = str(root / "d.sock")
-        child = subprocess.Popen(
-            [sys.executable, __file__, "--serve", sock, str(root / "http")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        child = start_child([__file__, "--serve", sock, str(root / "http")])
         try:
             http = asyncio.run(http_phase(sock, args.clients, args.seconds, args.batch, args.rounds))
         finally:
-            assert child.stdin is not None
-            child.stdin.close()
-            child.wait(timeout=60)
+            stop_child(child)
         inproc = asyncio.run(inprocess_phase(str(root / "inproc"), args.clients, args.seconds, args.batch,
                                              args.rounds))
     finally:

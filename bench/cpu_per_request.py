@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,20 +46,7 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 
 
 async def measure(sock: str, pid: int, rounds: int, seconds: float, clients: int) -> None:
-    conns = [await bench_bus.connect(sock) for _ in range(clients)]
-    sids = []
-    for conn in conns:
-        sid = (await bench_bus.call(conn, "POST", "/api/sessions", {}))["session_id"]
-        await bench_bus.call(conn, "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})
-        sids.append(sid)
-    loads = {
-        "noop": ([bench_bus.build("GET", "/bench/noop")] * clients, None),
-        "commands": ([bench_bus.build("POST", f"/api/sessions/{s}/commands?wait=30",
-                                      {"command_type": "DummyEngineCommand", "parameters": {"prompt": "hi"}})
-                      for s in sids], b'"status":"completed"'),
-        "events": ([bench_bus.build("POST", f"/api/sessions/{s}/events",
-                                    {"event_type": "BenchTick", "data": {"n": 1}}) for s in sids], None),
-    }
+    conns, _, loads = await bench_bus.prepare_loads(sock, clients)
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in loads}
     for _ in range(rounds):
         for name, (requests, ok) in loads.items():
@@ -95,15 +81,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lgcpu") as root:
         sock = os.path.join(root, "d.sock")
-        child = subprocess.Popen([sys.executable, bench_bus.__file__, "--serve", sock, os.path.join(root, "h")],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        child = bench_bus.start_child([bench_bus.__file__, "--serve", sock, os.path.join(root, "h")])
         try:
-            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
             asyncio.run(measure(sock, child.pid, args.rounds, args.seconds, args.clients))
         finally:
-            assert child.stdin is not None
-            child.stdin.close()
-            child.wait(timeout=60)
+            bench_bus.stop_child(child)
 
 
 if __name__ == "__main__":

@@ -69,18 +69,6 @@ def serve_bare(sock: str) -> None:
     asyncio.run(bench_bus.serve_app(web.Application(), sock))
 
 
-def start_child(args: list[str]) -> subprocess.Popen[str]:
-    child = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-    return child
-
-
-def stop_child(child: subprocess.Popen[str]) -> None:
-    assert child.stdin is not None
-    child.stdin.close()
-    child.wait(timeout=120)
-
-
 async def settle(sock: str, requests: int = 50) -> None:
     """A few requests first, so idle RSS includes what the first request loads."""
     conn = await bench_bus.connect(sock)
@@ -143,15 +131,15 @@ def cli_rows(runs: int) -> list[Row]:
 
 def daemon_rows(args: argparse.Namespace, root: Path) -> tuple[list[Row], dict[str, list[float]]]:
     rows: list[Row] = []
-    bare = start_child([__file__, "--serve-bare", str(root / "bare.sock")])
+    bare = bench_bus.start_child([__file__, "--serve-bare", str(root / "bare.sock")])
     try:
         asyncio.run(settle(str(root / "bare.sock")))
         bare_rss = rss_mib(bare.pid)
     finally:
-        stop_child(bare)
+        bench_bus.stop_child(bare)
 
     sock = str(root / "d.sock")
-    child = start_child([bench_bus.__file__, "--serve", sock, str(root / "http")])
+    child = bench_bus.start_child([bench_bus.__file__, "--serve", sock, str(root / "http")])
     try:
         asyncio.run(settle(sock))
         idle = rss_mib(child.pid)
@@ -159,7 +147,7 @@ def daemon_rows(args: argparse.Namespace, root: Path) -> tuple[list[Row], dict[s
         http = asyncio.run(bench_bus.http_phase(sock, args.clients, args.seconds, args.batch, args.rounds))
         after_load = rss_mib(child.pid)
     finally:
-        stop_child(child)
+        bench_bus.stop_child(child)
     inproc = asyncio.run(bench_bus.inprocess_phase(str(root / "inproc"), args.clients, args.seconds, args.batch,
                                                    args.rounds))
 
