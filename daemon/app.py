@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 from llmgine_daemon.api import (
@@ -44,13 +46,16 @@ from llmgine_daemon.sandbox.pool import SandboxLimits, SandboxPool
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import Store
 from llmgine_daemon.store.maintenance import Retention, rules_from
+from llmgine_daemon.store.telemetry import adopt_legacy, telemetry_path
 
 log = logging.getLogger("llmgine.app")
 
-# streams before events: aiohttp matches dynamic routes in registration order, and
-# /api/sessions/{id}/events/{event_id} would take "stream" for an event id.
+# aiohttp tries the dynamic routes under one prefix (/api/sessions: 20 of them) in registration
+# order, a regex match each: the busiest (publish an event, submit a command) go first. The
+# path ids that could take a fixed segment refuse it by pattern ({event_id} is never "stream",
+# {command_id} never "batch"), so the order does not decide what matches.
 ROUTE_MODULES = (
-    system, streams, sessions, commands, events, engines, engine_memory, tools, handlers,
+    events, commands, system, streams, sessions, engines, engine_memory, tools, handlers,
     observability, auth, db, openapi, apidocs,
 )
 
@@ -69,21 +74,33 @@ def sandbox_pool(settings: Settings) -> SandboxPool:
     return SandboxPool(settings.workers, limits, isolation=settings["sandbox.isolation"])
 
 
+def _store(settings: Settings, path: Path, *, telemetry: bool = False) -> Store:
+    return Store(path, synchronous=settings["database.synchronous"],
+                 busy_timeout=settings["database.busy_timeout"], telemetry=telemetry)
+
+
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = Store(settings.database_path, synchronous=settings["database.synchronous"],
-                  busy_timeout=settings["database.busy_timeout"])
-    await store.open()
-    # Observability first in, last out: it sees the bus start and stop, and flushes its
-    # buffered logs and spans before the store closes.
-    obs = Observability(settings, store)
-    app[OBSERVABILITY] = obs
-    # Every open WebSocket is in app[WEBSOCKETS] (closed on shutdown); counting them when
-    # metrics are read needs no bookkeeping in the stream handlers.
-    sockets = app[WEBSOCKETS]
-    obs.registry.gauge_callback("ws_subscribers", lambda: [({}, float(len(sockets)))])
-    await obs.start()
-    try:
+    async with contextlib.AsyncExitStack() as stores:
+        store = _store(settings, settings.database_path)
+        await store.open()
+        stores.push_async_callback(store.close)
+        # Logs and spans go to a file of their own, so a telemetry flush never holds the
+        # writer that requests' writes wait for (store/telemetry.py).
+        telemetry = _store(settings, telemetry_path(settings.database_path), telemetry=True)
+        await telemetry.open()
+        stores.push_async_callback(telemetry.close)
+        await adopt_legacy(store, telemetry)
+        # Observability first in, last out: it sees the bus start and stop, and flushes its
+        # buffered logs and spans before the stores close.
+        obs = Observability(settings, store, telemetry)
+        app[OBSERVABILITY] = obs
+        # Every open WebSocket is in app[WEBSOCKETS] (closed on shutdown); counting them when
+        # metrics are read needs no bookkeeping in the stream handlers.
+        sockets = app[WEBSOCKETS]
+        obs.registry.gauge_callback("ws_subscribers", lambda: [({}, float(len(sockets)))])
+        await obs.start()
+        stores.push_async_callback(obs.stop)
         pool = sandbox_pool(settings)
         # The LLM runtime (provider clients) is shared: the bus rebuilds engines from their
         # stored records alone, so engine types get it from here.
@@ -92,7 +109,8 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         llm.attach(bus)
         app[BUS] = bus
         app[LLM] = llm
-        retention = Retention(store, rules_from(settings), settings["database.retention_interval"])
+        retention = Retention({"main": store, "telemetry": telemetry}, rules_from(settings),
+                              settings["database.retention_interval"])
         app[RETENTION] = retention
         try:
             await pool.start()
@@ -104,9 +122,6 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             await bus.stop()
             await llm.close()
             await pool.stop()
-    finally:
-        await obs.stop()
-        await store.close()
 
 
 async def _drain_commands(app: web.Application) -> None:

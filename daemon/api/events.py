@@ -74,7 +74,7 @@ async def list_events(request: web.Request) -> web.Response:
     return json_response(await request.app[BUS].events.list(session_id, flt, limit, offset))
 
 
-@routes.get("/api/sessions/{session_id}/events/{event_id}")
+@routes.get("/api/sessions/{session_id}/events/{event_id:(?!stream$)[^{}/]+}")
 async def get_event(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     event_id = path_id(request, "event_id")

@@ -151,11 +151,11 @@ async def get_logs(request: web.Request) -> web.Response:
         q=request.query.get("q") or None,
     )
     await obs.flush()
-    records = await obs.store.read(lambda c: query_logs(c, after=after, limit=limit, **filters))
+    records = await obs.telemetry.read(lambda c: query_logs(c, after=after, limit=limit, **filters))
     next_after = records[-1].id if records else after
     if next_after is None:
         # Nothing matched yet: a follower starts from the newest record there is.
-        row = await obs.store.fetchone("SELECT MAX(id) FROM logs")
+        row = await obs.telemetry.fetchone("SELECT MAX(id) FROM logs")
         next_after = row[0] if row and row[0] is not None else 0
     return json_response(LogList(logs=records, limit=limit, next_after=next_after))
 
@@ -224,7 +224,7 @@ async def get_traces(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 50, minimum=1, maximum=1000)
     since_unix = parse_iso(since).timestamp() if since else None
     await obs.flush()
-    result = await obs.store.read(
+    result = await obs.telemetry.read(
         lambda c: list_traces(c, session_id=session_id, since_unix=since_unix, status=status, limit=limit)
     )
     return json_response(result)
@@ -237,7 +237,7 @@ async def get_trace(request: web.Request) -> web.Response:
     if not TRACE_ID.match(trace_id):
         raise validation_error("trace_id", "must be 32 hexadecimal digits", value=trace_id[:64])
     await obs.flush()
-    view = await obs.store.read(lambda c: read_trace(c, trace_id))
+    view = await obs.telemetry.read(lambda c: read_trace(c, trace_id))
     if view is None:
         detail = "" if obs.tracing_enabled else " (tracing is disabled: ENABLE_TRACING is false)"
         raise ApiError(ErrorCode.NOT_FOUND, f"trace {trace_id!r} not found{detail}", {"trace_id": trace_id})

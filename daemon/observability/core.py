@@ -1,11 +1,12 @@
 """``Observability``: the per-daemon owner of the metric registry, the tracer and the log sink.
 
-``create_app`` starts one after the store is open and stops it before the store closes. While
+``create_app`` starts one after the stores are open and stops it before they close. While
 running it is *installed*: the module-level ``metrics.inc`` / ``tracing.span`` calls anywhere
 in the daemon reach it, and Python logging feeds its ``StoreHandler``.
 
-One background task flushes buffered log records and finished spans to SQLite together, in
-one write (so telemetry costs one transaction per interval, not one per record), trimming
+One background task flushes buffered log records and finished spans to the telemetry database
+(a file of its own: store/telemetry.py) together, in one write (so telemetry costs one
+transaction per interval, not one per record), trimming
 both tables to their row bounds as it inserts; pruning by age is store/maintenance.py's
 background retention. Readers call ``flush()`` first, so what was logged before a request is
 visible to it.
@@ -35,9 +36,10 @@ FLUSH_INTERVAL = 0.5
 
 
 class Observability:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, telemetry: Store) -> None:
         self.settings = settings
-        self.store = store
+        self.store = store  # the main database: its commits are timed and traced
+        self.telemetry = telemetry  # where logs and spans are written and read
         self.metrics_enabled: bool = settings["observability.enable_metrics"]
         self.tracing_enabled: bool = settings["observability.enable_tracing"]
         self.log_rows: int = settings["observability.log_retention_rows"]
@@ -120,7 +122,7 @@ class Observability:
             def write(conn: sqlite3.Connection) -> int:
                 return insert_logs(conn, records, rows)[-1]
 
-            return await self.store.write(write)
+            return await self.telemetry.write(write)
 
     async def _flusher(self) -> None:
         while True:
@@ -137,8 +139,8 @@ class Observability:
         # Telemetry's own writes must not produce storage spans (nor feed back into a trace).
         token = CURRENT_SPAN.set(None)
         try:
-            # Thousands of spans: in the store's thread, one statement each (insert_spans).
-            await self.store.write(fn, heavy=True)
+            # Thousands of spans: in the telemetry store's thread, one statement (insert_spans).
+            await self.telemetry.write(fn, heavy=True)
         finally:
             CURRENT_SPAN.reset(token)
 

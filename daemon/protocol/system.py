@@ -28,12 +28,15 @@ class DbTable(msgspec.Struct):
     # Pages of the table and its indexes (SQLite's dbstat), in bytes.
     size_bytes: int
     index_bytes: int
+    # "main", or "telemetry": logs and spans are in a file of their own (telemetry_path).
+    database: str = "main"
 
 
 class DbStats(msgspec.Struct):
     backend: str
     path: str
-    # The database file plus its -wal and -shm files.
+    # The database file plus its -wal and -shm files, and the telemetry database's three
+    # (file_bytes: db, wal, shm, telemetry_db, telemetry_wal, telemetry_shm).
     size_bytes: int
     file_bytes: dict[str, int]
     page_size: int
@@ -43,6 +46,7 @@ class DbStats(msgspec.Struct):
     synchronous: str
     tables: list[DbTable]
     retention: dict[str, Any] = {}
+    telemetry_path: str = ""
 
 
 class VacuumResult(msgspec.Struct):

@@ -123,8 +123,13 @@ def _touch_private(path: Path) -> None:
 
 
 class Store:
-    def __init__(self, path: Path, synchronous: str = "full", busy_timeout: float = BUSY_TIMEOUT_S) -> None:
+    def __init__(
+        self, path: Path, synchronous: str = "full", busy_timeout: float = BUSY_TIMEOUT_S, *,
+        telemetry: bool = False,
+    ) -> None:
         self.path = path
+        # The telemetry database (logs and spans) gets its own schema (store/telemetry.py).
+        self.telemetry = telemetry
         self.synchronous = synchronous.upper()
         # How long a statement waits for another process's lock before StorageBusy (503).
         self.busy_timeout_ms = max(0, int(busy_timeout * 1000))
@@ -175,7 +180,7 @@ class Store:
         # Savepoint journals (one per write in a batch) stay in memory, not in temp files.
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer does it (see above)
-        applied = apply_migrations(conn)
+        applied = apply_migrations(conn, telemetry=self.telemetry)
         if applied:
             log.info("applied migrations %s to %s", applied, self.path)
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.protocol import DbStats, DbTable, VacuumResult
 from llmgine_daemon.store.db import StorageError, Store
@@ -62,10 +63,12 @@ def _stats(conn: sqlite3.Connection) -> tuple[list[DbTable], int, int, int, str]
     return out, page_size, page_count, freelist, journal
 
 
-async def stats(store: Store, retention: dict[str, Any] | None = None) -> DbStats:
-    """Sizes and row counts per table, read on the reader connection (never blocks writes)."""
+async def stats(store: Store, telemetry: Store, retention: dict[str, Any] | None = None) -> DbStats:
+    """Sizes and row counts per table of both databases (main and telemetry), read on their
+    reader connections (never blocks writes). Pages and modes are the main database's."""
     tables, page_size, page_count, freelist, journal = await store.read(_stats)
-    files = store.file_sizes()
+    tables += [msgspec.structs.replace(t, database="telemetry") for t in (await telemetry.read(_stats))[0]]
+    files = store.file_sizes() | {f"telemetry_{k}": n for k, n in telemetry.file_sizes().items()}
     return DbStats(
         backend="sqlite",
         path=str(store.path),
@@ -78,6 +81,7 @@ async def stats(store: Store, retention: dict[str, Any] | None = None) -> DbStat
         synchronous=store.synchronous.lower(),
         tables=tables,
         retention=retention or {},
+        telemetry_path=str(telemetry.path),
     )
 
 
@@ -100,13 +104,15 @@ def _vacuum(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
 
 
-async def vacuum(store: Store) -> VacuumResult:
-    """Rebuild the database file (between two write batches: writes wait meanwhile)."""
-    before = store.size_bytes()
+async def vacuum(*stores: Store) -> VacuumResult:
+    """Rebuild the database files, one after the other (each between two of its write batches:
+    its writes wait meanwhile)."""
+    before = sum(store.size_bytes() for store in stores)
     t0 = time.perf_counter()
-    await store.run_alone(_vacuum)
+    for store in stores:
+        await store.run_alone(_vacuum)
     duration = round((time.perf_counter() - t0) * 1000.0, 3)
-    after = store.size_bytes()
+    after = sum(store.size_bytes() for store in stores)
     return VacuumResult(before_bytes=before, after_bytes=after, reclaimed_bytes=max(0, before - after),
                         duration_ms=duration)
 
@@ -128,6 +134,7 @@ class Rule:
     days: float
     rows: int
     cutoff_iso: bool = True
+    database: str = "main"  # or "telemetry" (logs and spans: store/telemetry.py)
 
 
 def _iso(seconds: float) -> str:
@@ -171,8 +178,8 @@ def _keep_from(conn: sqlite3.Connection, rule: Rule) -> int | None:
 class Retention:
     """The background pruner: one pass every ``interval`` seconds (and one at start-up)."""
 
-    def __init__(self, store: Store, rules: list[Rule], interval: float) -> None:
-        self.store = store
+    def __init__(self, stores: dict[str, Store], rules: list[Rule], interval: float) -> None:
+        self.stores = stores  # by Rule.database
         self.rules = [r for r in rules if r.days > 0 or r.rows > 0]
         self.interval = interval
         self.pruned: dict[str, int] = {r.table: 0 for r in rules}
@@ -214,17 +221,18 @@ class Retention:
         now = time.time()
         deleted: dict[str, int] = {}
         for rule in self.rules:
+            store = self.stores[rule.database]
             n = 0
             if rule.days > 0:
                 cutoff: Any = now - rule.days * 86400
                 if rule.cutoff_iso:
                     cutoff = _iso(cutoff)
-                n += await self._repeat(lambda conn, rule=rule, cutoff=cutoff: _prune_old(conn, rule, cutoff))
+                n += await self._repeat(store, lambda conn, rule=rule, cutoff=cutoff: _prune_old(conn, rule, cutoff))
             if rule.rows > 0:
-                keep_from = await self.store.read(lambda conn, rule=rule: _keep_from(conn, rule))
+                keep_from = await store.read(lambda conn, rule=rule: _keep_from(conn, rule))
                 if keep_from is not None:
                     n += await self._repeat(
-                        lambda conn, rule=rule, keep=keep_from: _prune_below(conn, rule, keep)
+                        store, lambda conn, rule=rule, keep=keep_from: _prune_below(conn, rule, keep)
                     )
             deleted[rule.table] = n
             self.pruned[rule.table] = self.pruned.get(rule.table, 0) + n
@@ -233,10 +241,11 @@ class Retention:
         self.last_run = now
         return deleted
 
-    async def _repeat(self, fn: Any) -> int:
+    @staticmethod
+    async def _repeat(store: Store, fn: Any) -> int:
         total = 0
         while True:
-            n = await self.store.write(fn, heavy=True)
+            n = await store.write(fn, heavy=True)
             total += n
             if n < PRUNE_BATCH:
                 return total
@@ -248,7 +257,7 @@ def rules_from(settings: Any) -> list[Rule]:
         Rule("events", "seq", "timestamp", settings["database.event_retention_days"],
              settings["database.event_retention_rows"]),
         Rule("logs", "id", "timestamp", settings["observability.log_retention_days"],
-             settings["observability.log_retention_rows"]),
+             settings["observability.log_retention_rows"], database="telemetry"),
         Rule("spans", "id", "start_unix", settings["observability.trace_retention_days"],
-             settings["observability.trace_retention_spans"], cutoff_iso=False),
+             settings["observability.trace_retention_spans"], cutoff_iso=False, database="telemetry"),
     ]

@@ -14,6 +14,9 @@ from llmgine_daemon.protocol import now_iso
 
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[tuple[int, str, Migration]] = []
+# Numbers 40-49 belong to the telemetry database (logs and spans: obs_migrations.py), a file of
+# its own beside the main one; every other number to the main database.
+TELEMETRY_VERSIONS = range(40, 50)
 
 
 def migration(version: int, name: str) -> Callable[[Migration], Migration]:
@@ -34,8 +37,9 @@ def run_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(statement)
 
 
-def apply_migrations(conn: sqlite3.Connection) -> list[int]:
-    """Run the migrations this database has not seen; returns the versions applied."""
+def apply_migrations(conn: sqlite3.Connection, *, telemetry: bool = False) -> list[int]:
+    """Run the migrations this database (the main one, or ``telemetry``) has not seen; returns
+    the versions applied."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
@@ -43,7 +47,7 @@ def apply_migrations(conn: sqlite3.Connection) -> list[int]:
     done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
     applied = []
     for version, name, fn in MIGRATIONS:
-        if version in done:
+        if version in done or (version in TELEMETRY_VERSIONS) != telemetry:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:

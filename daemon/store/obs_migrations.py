@@ -1,4 +1,5 @@
-"""Schema for observability (migration numbers 40-49 belong to it)."""
+"""Schema of the telemetry database, logs and spans (migration numbers 40-49 belong to it:
+store/telemetry.py)."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ STATS_VIEW = View(
         Column("ROWS", "rows"),
         Column("SIZE", "size_bytes"),
         Column("INDEXES", "index_bytes"),
+        Column("DATABASE", "database"),
     ),
     items="tables",
     id_field="name",
@@ -37,6 +38,7 @@ def stats(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> No
 
 @app.command("vacuum")
 def vacuum(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """Rebuild the database file to give free pages back to the disk (writes wait meanwhile)."""
+    """Rebuild the database files (main, then telemetry) to give free pages back to the disk
+    (writes wait meanwhile)."""
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().db_vacuum(), VACUUM_VIEW, output, quiet)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from typing import Any
 
-from llmgine_daemon.api.keys import BUS, RETENTION, SETTINGS
+from llmgine_daemon.api.keys import BUS, OBSERVABILITY, RETENTION, SETTINGS
 from llmgine_daemon.store.db import Store
+from llmgine_daemon.store.telemetry import telemetry_path
 
 from tests.api.bus_helpers import get_command, session_with_engine, submit
 from tests.conftest import assert_envelope, create_session
@@ -171,6 +173,8 @@ async def test_retention_by_age_prunes_old_events_logs_and_spans(make_client):
             " VALUES (?, ?, 'Old', '{}', '{}', 'api', ?)",
             [(f"old-{i}", sid, old_iso) for i in range(1200)],
         )
+
+    def backdate_telemetry(conn: sqlite3.Connection) -> None:  # in the telemetry database
         conn.execute("INSERT INTO logs (timestamp, level, levelno, logger, message, source)"
                      " VALUES (?, 'info', 20, 't', 'old', 'daemon')", (old_iso,))
         conn.execute("INSERT INTO spans (trace_id, span_id, name, kind, start, start_unix, duration_ms, status)"
@@ -179,12 +183,13 @@ async def test_retention_by_age_prunes_old_events_logs_and_spans(make_client):
     # Written before the new ones, as a real history would be (seq follows time).
     await store.write(lambda conn: conn.execute("DELETE FROM events"))
     await store.write(backdate)
+    await client.app[OBSERVABILITY].telemetry.write(backdate_telemetry)
     for n in range(3):
         await publish(client, sid, n)
     deleted = await client.app[RETENTION].run_once()
     assert deleted["events"] == 1200 and deleted["logs"] >= 1 and deleted["spans"] >= 1
     assert await stored_fill_events(client, sid) == {0, 1, 2}
-    db = sqlite3.connect(client.app[SETTINGS].database_path)
+    db = sqlite3.connect(telemetry_path(client.app[SETTINGS].database_path))
     assert db.execute("SELECT COUNT(*) FROM logs WHERE message = 'old'").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM spans WHERE name = 'old'").fetchone()[0] == 0
     db.close()
@@ -206,6 +211,11 @@ async def test_db_stats_and_vacuum(make_client):
     assert tables["sessions"]["rows"] == 1 and "schema_migrations" in tables
     assert stats["journal_mode"] == "wal" and stats["synchronous"] == "full"
     assert stats["size_bytes"] == sum(stats["file_bytes"].values()) > 0
+    # Logs and spans are in the telemetry database, listed with the main one's tables.
+    assert tables["events"]["database"] == "main"
+    assert tables["spans"]["database"] == tables["logs"]["database"] == "telemetry"
+    assert stats["telemetry_path"] == str(telemetry_path(client.app[SETTINGS].database_path))
+    assert stats["file_bytes"]["telemetry_db"] > 0 and "telemetry_wal" in stats["file_bytes"]
 
     resp = await client.delete(f"/api/sessions/{sid}", params={"purge": "true"})
     assert resp.status in (200, 204)
@@ -218,3 +228,68 @@ async def test_db_stats_and_vacuum(make_client):
     assert (await client.post("/api/sessions", json={})).status == 201
     stats = await (await client.get("/api/db/stats")).json()
     assert {t["name"]: t["rows"] for t in stats["tables"]}["events"] <= 1  # the new session's
+
+
+# -- telemetry in a file of its own ------------------------------------------------------------
+
+
+async def test_logs_and_spans_of_a_database_from_before_the_split_are_moved(make_client, make_settings):
+    from llmgine_daemon.store.migrations import apply_migrations
+    from llmgine_daemon.store.obs_migrations import m040_logs_spans
+
+    path = make_settings().database_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(path, isolation_level=None)
+    apply_migrations(old)
+    old.execute("BEGIN")
+    m040_logs_spans(old)  # what every database had until telemetry got its own file
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())  # young: retention keeps them
+    old.executemany("INSERT INTO logs (id, timestamp, level, levelno, logger, message, source)"
+                    " VALUES (?, ?, 'info', 20, 't', ?, 'client')",
+                    [(i, now, f"old log {i}") for i in range(1, 6001)])  # more than one copy batch
+    old.execute("INSERT INTO spans (trace_id, span_id, name, kind, start, start_unix, duration_ms, status)"
+                " VALUES ('a' || hex(randomblob(15)), 'b', 'old span', 'internal', ?, ?, 1, 'ok')",
+                (now, time.time()))
+    old.execute("COMMIT")
+    old.close()
+
+    client = await make_client(LLMGINE_LOG_RETENTION_ROWS="100000")
+    logs = await (await client.get("/api/observability/logs", params={"limit": "1000"})).json()
+    assert logs["logs"][0]["id"] >= 5001  # the newest kept, by their old ids
+    old_ones = await (await client.get("/api/observability/logs", params={"after": "0", "limit": "5"})).json()
+    assert [r["message"] for r in old_ones["logs"]] == [f"old log {i}" for i in range(1, 6)]
+    main = sqlite3.connect(path)
+    names = {r[0] for r in main.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    main.close()
+    assert "logs" not in names and "spans" not in names
+    tel = sqlite3.connect(telemetry_path(path))
+    assert tel.execute("SELECT COUNT(*) FROM logs WHERE message LIKE 'old log %'").fetchone()[0] == 6000
+    assert tel.execute("SELECT COUNT(*) FROM spans WHERE name = 'old span'").fetchone()[0] == 1
+    tel.close()
+    # New records continue after the old ids (AUTOINCREMENT saw them).
+    resp = await client.post("/api/observability/logs", json={"level": "info", "message": "new"})
+    assert (await resp.json())["id"] > 6000
+
+
+async def test_a_telemetry_flush_does_not_hold_the_main_writer(make_client):
+    """The telemetry database has its own lock: while its writer is held, requests' writes to
+    the main database still commit."""
+    client = await make_client()
+    obs = client.app[OBSERVABILITY]
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    held = asyncio.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:  # a slow flush, in the telemetry store's thread
+        loop.call_soon_threadsafe(held.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=30)
+
+    slow = asyncio.create_task(obs.telemetry.write(hold, heavy=True))
+    await held.wait()
+    try:
+        sid = (await asyncio.wait_for(create_session(client), 10))["session_id"]
+        await asyncio.wait_for(publish(client, sid, 1), 10)
+    finally:
+        release.set()
+        await slow
+    assert await stored_fill_events(client, sid) == {1}

@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 from aiohttp import web
 from llmgine_daemon.api.keys import OBSERVABILITY, SETTINGS
+from llmgine_daemon.store.telemetry import telemetry_path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import assert_envelope, create_session
@@ -125,7 +126,7 @@ async def test_tracing_disabled_records_nothing(make_client):
     assert (await get_json(client, "/api/observability/traces"))["traces"] == []
     body = await get_json(client, f"/api/observability/traces/{CLIENT_TRACE}", status=404)
     assert "disabled" in body["error"]["message"]
-    db = sqlite3.connect(client.app[SETTINGS].database_path)
+    db = sqlite3.connect(telemetry_path(client.app[SETTINGS].database_path))
     assert db.execute("SELECT COUNT(*) FROM spans").fetchone()[0] == 0
     db.close()
 
@@ -229,9 +230,12 @@ async def test_secrets_never_logged_or_traced(route_client):
     await client.get(f"/api/sessions/{sid}/test-log", headers=auth)
     await post_log_auth(client, auth, message="token is Bearer abcdefghijkl", metadata={"password": "pw"})
     await get_json(client, "/api/observability/logs", headers=auth)  # flush
-    db = sqlite3.connect(client.app[SETTINGS].database_path)
-    dump = "\n".join(str(row) for table in ("logs", "spans") for row in db.execute(f"SELECT * FROM {table}"))
-    db.close()
+    path = client.app[SETTINGS].database_path
+    dump = ""
+    for file in (path, telemetry_path(path)):  # every row of both databases
+        db = sqlite3.connect(file)
+        dump += "\n".join(db.iterdump())
+        db.close()
     assert "s3cret-key-value" not in dump and "abcdefghijkl" not in dump and "'pw'" not in dump
     assert "Bearer [redacted]" in dump
 
@@ -249,7 +253,7 @@ async def test_log_retention_bound(make_client):
     kept = await get_json(client, "/api/observability/logs?limit=1000")
     assert len(kept["logs"]) <= 10
     assert kept["logs"][-1]["message"] in ("m29",) or kept["logs"][-1]["id"] > ids[-1]
-    db = sqlite3.connect(client.app[SETTINGS].database_path)
+    db = sqlite3.connect(telemetry_path(client.app[SETTINGS].database_path))
     await get_json(client, "/api/observability/traces")  # flush spans
     assert db.execute("SELECT COUNT(*) FROM logs").fetchone()[0] <= 10
     assert db.execute("SELECT COUNT(*) FROM spans").fetchone()[0] <= 15

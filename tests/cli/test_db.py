@@ -10,8 +10,9 @@ def test_db_stats_and_vacuum(cli):
     result = cli("db", "stats")
     assert result.exit_code == 0
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["TABLE", "ROWS", "SIZE", "INDEXES"]
+    assert header.split() == ["TABLE", "ROWS", "SIZE", "INDEXES", "DATABASE"]
     assert any(row.split()[0] == "sessions" and int(row.split()[1]) >= 1 for row in rows)
+    assert {row.split()[0]: row.split()[-1] for row in rows}["spans"] == "telemetry"
     assert "llmgine.db" in result.stderr and "free page" in result.stderr
 
     data = json.loads(cli("db", "stats", "-o", "json").stdout)
