@@ -48,15 +48,17 @@ def bench_env(home: str) -> dict[str, str]:
 # -- the daemon child -----------------------------------------------------------------------
 
 
-async def serve_app(app: Any, sock: str) -> None:
+async def serve_app(app: Any, sock: str, *, echo: bool = False) -> None:
     """Serve ``app`` plus the trivial route (GET /bench/noop answers "ok") on a Unix socket,
-    say "ready", and stop when stdin closes."""
+    say "ready", and stop when stdin closes. ``echo``: and add_echo_routes."""
     from aiohttp import web
 
     async def noop(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     app.router.add_get("/bench/noop", noop)
+    if echo:
+        add_echo_routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.UnixSite(runner, sock).start()
@@ -65,12 +67,46 @@ async def serve_app(app: Any, sock: str) -> None:
     await runner.cleanup()
 
 
+def add_echo_routes(app: Any) -> None:
+    """POST /bench/echo/{session_id}/events|commands: the HTTP part of a publish or a submit and
+    nothing else - the same body read, decoded and validated, a record of the same shape encoded
+    and answered - with no bus and no storage. What a request costs beyond the noop route before
+    the bus does anything: with the in-process figures, the ceiling of the HTTP figures."""
+    from llmgine_daemon.api.util import json_response, read_json
+    from llmgine_daemon.bus.codec import new_id
+    from llmgine_daemon.protocol import Command, CommandCreate, Event, EventCreate, now_iso
+
+    async def event(request: Any) -> Any:
+        body = await read_json(request, EventCreate)
+        return json_response(Event(
+            event_id=new_id(), seq=1, session_id=request.match_info["session_id"], event_type=body.event_type,
+            data=body.data, metadata=body.metadata, timestamp=now_iso(), source="api", trace_id=new_id(),
+        ), status=201)
+
+    async def command(request: Any) -> Any:
+        body = await read_json(request, CommandCreate)
+        now = now_iso()
+        return json_response(Command(
+            command_id=new_id(), status="completed", created_at=now, session_id=request.match_info["session_id"],
+            command_type=body.command_type, parameters=body.parameters, metadata=body.metadata,
+            started_at=now, finished_at=now, duration_ms=0.1, trace_id=new_id(),
+            result={"response": "Dummy response to: hello world", "engine_id": new_id(), "model_name": None,
+                    "temperature": 0.7, "prompt_sha256": "0123456789abcdef",
+                    "usage": {"prompt_tokens": 2, "completion_tokens": 5}},
+        ))
+
+    app.router.add_post("/bench/echo/{session_id}/events", event)
+    app.router.add_post("/bench/echo/{session_id}/commands", command)
+
+
+
+
 def serve(sock: str, home: str) -> None:
     from llmgine_daemon.app import create_app
     from llmgine_daemon.settings import load_settings
 
     async def main() -> None:
-        await serve_app(create_app(load_settings(env=bench_env(home))), sock)
+        await serve_app(create_app(load_settings(env=bench_env(home))), sock, echo=True)
 
     profile = os.environ.get("BENCH_PROFILE")
     if profile:  # BENCH_PROFILE=out.prof: cProfile the daemon child (inspect with pstats)
@@ -177,6 +213,12 @@ async def prepare_loads(sock: str, clients: int) -> tuple[list[Conn], list[str],
                       for sid in sids], b'"status":"completed"'),
         "events": ([build("POST", f"/api/sessions/{sid}/events", {"event_type": "BenchTick", "data": {"n": 1}})
                     for sid in sids], None),
+        # The same two requests without the bus (add_echo_routes).
+        "echo_commands": ([build("POST", f"/bench/echo/{sid}/commands?wait=30",
+                                 {"command_type": "DummyEngineCommand", "parameters": {"prompt": "hello world"}})
+                           for sid in sids], b'"status":"completed"'),
+        "echo_events": ([build("POST", f"/bench/echo/{sid}/events", {"event_type": "BenchTick", "data": {"n": 1}})
+                         for sid in sids], None),
     }
     return conns, sids, loads
 
@@ -324,6 +366,9 @@ def report(args: argparse.Namespace, http: dict[str, list[float]], inproc: dict[
         # Ratios against the noop route are taken per round (same machine load), then the median.
         vs_noop = med(h / n for h, n in zip(http[key], noop, strict=True))
         print(f"{label:<36}{med(http[key]):>12,.0f}{vs_noop:>15.0%}{med(http[key]) / med(inproc[key]):>15.0%}")
+        echo = http[f"echo_{key}"]
+        print(f"{'  same, no bus or storage (echo)':<36}{med(echo):>12,.0f}"
+              f"{med(h / n for h, n in zip(echo, noop, strict=True)):>15.0%}")
         print(f"{'  same, bus in-process (no HTTP)':<36}{med(inproc[key]):>12,.0f}")
     label = f"batch of {args.batch} (HTTP, parallel)"
     print(f"{label:<36}{med(http['batch']):>12,.0f}{'':>15}{med(http['batch']) / med(inproc['batch']):>15.0%}")

@@ -45,6 +45,12 @@ def _read_lines(proc, out: list[dict], done: threading.Event) -> None:
     done.set()
 
 
+def _read_stderr(proc, out: list[str]) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        out.append(line)
+
+
 def test_tail_jsonl_survives_daemon_restart(tail_home):
     env = cli_env(tail_home)
     started = run_cli(["daemon", "start"], env)
@@ -54,6 +60,12 @@ def test_tail_jsonl_survives_daemon_restart(tail_home):
     finished = threading.Event()
     reader = threading.Thread(target=_read_lines, args=(tail, lines, finished), daemon=True)
     reader.start()
+    said: list[str] = []
+    err_reader = threading.Thread(target=_read_stderr, args=(tail, said), daemon=True)
+    err_reader.start()
+
+    def reconnects() -> int:
+        return sum("reconnected to" in line for line in list(said))
 
     stop = threading.Event()
     created: list[str] = []
@@ -69,10 +81,15 @@ def test_tail_jsonl_survives_daemon_restart(tail_home):
     pub = threading.Thread(target=publisher, daemon=True)
     pub.start()
     try:
-        for _ in range(2):
+        for n in (1, 2):
             time.sleep(1.0)
             restarted = run_cli(["daemon", "restart"], env)
             assert restarted.returncode == 0, restarted.stderr
+            # The next restart only once the tail is back: two restarts within one of its
+            # reconnect waits would be one reconnect, which is right but not what is tested.
+            deadline = time.monotonic() + 20
+            while reconnects() < n and time.monotonic() < deadline:
+                time.sleep(0.05)
         time.sleep(1.0)
         stop.set()
         pub.join(10)
@@ -92,7 +109,8 @@ def test_tail_jsonl_survives_daemon_restart(tail_home):
             if tail.poll() is None:
                 tail.kill()
         finished.wait(5)
-    stderr = tail.stderr.read() if tail.stderr else ""
+        err_reader.join(5)
+    stderr = "".join(said)
     assert code == 0, stderr
     assert "Traceback" not in stderr
     seqs = [line["seq"] for line in lines]
