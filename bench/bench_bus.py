@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,14 @@ async def call(conn: Conn, method: str, path: str, body: Any = None) -> Any:
 
 async def load(conns: list[Conn], requests: list[bytes], seconds: float, ok: bytes | None) -> float:
     """Each connection sends its request in a loop; returns successful requests per second."""
+    return (await load_with_cpu(conns, requests, seconds, ok, None))[0]
+
+
+async def load_with_cpu(
+    conns: list[Conn], requests: list[bytes], seconds: float, ok: bytes | None, cpu: Callable[[], float] | None,
+) -> tuple[float, float]:
+    """``load``, plus the CPU seconds per successful request that ``cpu()`` (a CPU-time clock,
+    e.g. the daemon's) counted over the same window (0.0 without one)."""
     stop = False
     counts = [0] * len(conns)
 
@@ -186,12 +195,23 @@ async def load(conns: list[Conn], requests: list[bytes], seconds: float, ok: byt
 
     tasks = [asyncio.create_task(client(i)) for i in range(len(conns))]
     await asyncio.sleep(min(0.5, seconds / 4))  # warm up
-    start_count, t0 = sum(counts), time.perf_counter()
+    start_count, t0, c0 = sum(counts), time.perf_counter(), cpu() if cpu else 0.0
     await asyncio.sleep(seconds)
-    done, elapsed = sum(counts) - start_count, time.perf_counter() - t0
+    done, elapsed, used = sum(counts) - start_count, time.perf_counter() - t0, (cpu() - c0) if cpu else 0.0
     stop = True
     await asyncio.gather(*tasks)
-    return done / elapsed
+    return done / elapsed, used / max(done, 1)
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process ``pid`` has used. CPU time rather than
+    wall time: another tenant's load on the machine (steal time) does not count in it."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 Loads = dict[str, tuple[list[bytes], bytes | None]]
@@ -237,14 +257,19 @@ def stop_child(child: subprocess.Popen[str]) -> None:
     child.wait(timeout=120)
 
 
-async def http_phase(sock: str, clients: int, seconds: float, batch: int, rounds: int) -> dict[str, list[float]]:
+async def http_phase(
+    sock: str, clients: int, seconds: float, batch: int, rounds: int, pid: int,
+) -> dict[str, list[float]]:
     """Figures are measured in interleaved rounds (noop, commands, events, noop, ...) so a
-    change of machine load hits all of them alike."""
+    change of machine load hits all of them alike; "cpu_<load>": the daemon's (``pid``) CPU
+    seconds per request."""
     conns, sids, work = await prepare_loads(sock, clients)
-    out: dict[str, list[float]] = {key: [] for key in (*work, "batch")}
+    out: dict[str, list[float]] = {key: [] for key in (*work, *(f"cpu_{k}" for k in work), "batch")}
     for _ in range(rounds):
         for key, (requests, ok) in work.items():
-            out[key].append(await load(conns, requests, seconds, ok))
+            rate, cpu = await load_with_cpu(conns, requests, seconds, ok, lambda: process_cpu(pid))
+            out[key].append(rate)
+            out[f"cpu_{key}"].append(cpu)
     body = {"commands": [{"command_type": "DummyEngineCommand", "parameters": {"prompt": f"p{i}"}}
                          for i in range(batch)]}
     t0 = time.perf_counter()
@@ -281,7 +306,8 @@ async def inprocess_phase(home: str, clients: int, seconds: float, batch: int, r
         sids.append(sid)
     spec = validate(CommandCreate("DummyEngineCommand", {"prompt": "hello world"}))
 
-    async def rate(op: Any) -> float:
+    async def rate(op: Any) -> tuple[float, float]:
+        """(operations per second, CPU seconds of this process per operation)."""
         stop = False
         counts = [0] * clients
 
@@ -292,12 +318,12 @@ async def inprocess_phase(home: str, clients: int, seconds: float, batch: int, r
 
         tasks = [asyncio.create_task(worker(i)) for i in range(clients)]
         await asyncio.sleep(min(0.5, seconds / 4))
-        start_count, t0 = sum(counts), time.perf_counter()
+        start_count, t0, c0 = sum(counts), time.perf_counter(), time.process_time()
         await asyncio.sleep(seconds)
-        done, elapsed = sum(counts) - start_count, time.perf_counter() - t0
+        done, elapsed, used = sum(counts) - start_count, time.perf_counter() - t0, time.process_time() - c0
         stop = True
         await asyncio.gather(*tasks)
-        return done / elapsed
+        return done / elapsed, used / max(done, 1)
 
     async def command(sid: str) -> None:
         rec, _ = await bus.commands.submit(sid, spec)
@@ -307,10 +333,12 @@ async def inprocess_phase(home: str, clients: int, seconds: float, batch: int, r
     async def event(sid: str) -> None:
         await bus.events.publish(sid, "BenchTick", {"n": 1}, {})
 
-    out: dict[str, list[float]] = {"commands": [], "events": [], "batch": []}
+    out: dict[str, list[float]] = {key: [] for key in ("commands", "events", "cpu_commands", "cpu_events", "batch")}
     for _ in range(rounds):
-        out["commands"].append(await rate(command))
-        out["events"].append(await rate(event))
+        for key, op in (("commands", command), ("events", event)):
+            per_second, cpu = await rate(op)
+            out[key].append(per_second)
+            out[f"cpu_{key}"].append(cpu)
     specs = [validate(CommandCreate("DummyEngineCommand", {"prompt": f"p{i}"})) for i in range(batch)]
     t0 = time.perf_counter()
     result, _ = await bus.commands.submit_batch(sids[0], specs, "parallel", False)
@@ -341,7 +369,7 @@ def main() -> None:
         sock = str(root / "d.sock")
         child = start_child([__file__, "--serve", sock, str(root / "http")])
         try:
-            http = asyncio.run(http_phase(sock, args.clients, args.seconds, args.batch, args.rounds))
+            http = asyncio.run(http_phase(sock, args.clients, args.seconds, args.batch, args.rounds, child.pid))
         finally:
             stop_child(child)
         inproc = asyncio.run(inprocess_phase(str(root / "inproc"), args.clients, args.seconds, args.batch,
