@@ -30,9 +30,17 @@ def stats(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> No
     result = app_ctx.client().db_stats()
     fmt = resolve_format(app_ctx.env, output)
     if fmt in ("table", "plain") and not quiet:
-        files = ", ".join(f"{name} {size(n)}" for name, n in result.file_bytes.items())
-        app_ctx.env.err(f"{result.path}: {size(result.size_bytes)} ({files}),"
+        # One line per file: the main database, then the telemetry one (logs and spans).
+        tel = {k.removeprefix("telemetry_"): n for k, n in result.file_bytes.items() if k.startswith("telemetry_")}
+        main = {k: n for k, n in result.file_bytes.items() if not k.startswith("telemetry_")}
+
+        def described(files: dict[str, int]) -> str:
+            return f"{size(sum(files.values()))} ({', '.join(f'{name} {size(n)}' for name, n in files.items())})"
+
+        app_ctx.env.err(f"{result.path}: {described(main)},"
                         f" {result.freelist_pages} free page(s) of {result.page_count}")
+        if result.telemetry_path:
+            app_ctx.env.err(f"{result.telemetry_path}: {described(tel)}, logs and spans")
     render(app_ctx.env, result, STATS_VIEW, output, quiet)
 
 

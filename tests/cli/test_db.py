@@ -14,6 +14,7 @@ def test_db_stats_and_vacuum(cli):
     assert any(row.split()[0] == "sessions" and int(row.split()[1]) >= 1 for row in rows)
     assert {row.split()[0]: row.split()[-1] for row in rows}["spans"] == "telemetry"
     assert "llmgine.db" in result.stderr and "free page" in result.stderr
+    assert "llmgine-telemetry.db" in result.stderr.splitlines()[1]  # its own line
 
     data = json.loads(cli("db", "stats", "-o", "json").stdout)
     assert data["journal_mode"] == "wal" and {t["name"] for t in data["tables"]} >= {"events", "commands"}
