@@ -7,7 +7,7 @@ import os
 
 from aiohttp import web
 from llmgine_daemon import __version__
-from llmgine_daemon.api.keys import BUS, LISTENERS, SETTINGS, SHUTDOWN
+from llmgine_daemon.api.keys import BUS, LISTENERS, OBSERVABILITY, SETTINGS, SHUTDOWN
 from llmgine_daemon.api.util import json_response
 from llmgine_daemon.protocol import (
     ConfigValue,
@@ -44,7 +44,9 @@ async def status(request: web.Request) -> web.Response:
             pid=os.getpid(),
             started_at=bus.started_at,
             listeners=request.app[LISTENERS],
-            storage=StorageInfo(backend="sqlite", path=str(store.path), size_bytes=store.size_bytes()),
+            # Both files: the main database and the telemetry one (logs and spans) beside it.
+            storage=StorageInfo(backend="sqlite", path=str(store.path),
+                                size_bytes=store.size_bytes() + request.app[OBSERVABILITY].telemetry.size_bytes()),
             counts=await bus.counts(),
             sandbox=bus.sandbox.info() if bus.sandbox is not None else {},
         )

@@ -11,7 +11,8 @@ The file is named after the main one (llmgine.db -> llmgine-telemetry.db), with 
 synchronous setting and busy timeout. Its schema is the migrations numbered 40-49
 (obs_migrations.py). A main database from before the split still holds the two tables:
 ``adopt_legacy`` copies their rows over, ids kept (log cursors stay valid), then drops them. It
-is idempotent: after a crash half-way it copies again, skipping the rows already there.
+is idempotent: after a crash half-way it copies again, skipping the rows already there. The
+id counters come along too, so ids are never reused (log cursors stay valid).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
-from llmgine_daemon.store.db import Store
+from llmgine_daemon.store.db import StorageError, Store
+from llmgine_daemon.store.migrations import TELEMETRY_VERSIONS
 
 log = logging.getLogger("llmgine.store")
 
@@ -39,26 +42,71 @@ def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
 async def adopt_legacy(main: Store, telemetry: Store) -> int:
     """Move the logs and spans a main database from before the split still holds; returns how
     many rows were copied."""
+    try:
+        return await _adopt(main, telemetry)
+    except sqlite3.Error as exc:
+        raise StorageError(f"{main.path}: moving logs and spans to {telemetry.path}: {exc}") from None
+
+
+async def _adopt(main: Store, telemetry: Store) -> int:
     legacy = await main.read(lambda conn: [
         row[0] for row in conn.execute(
             "SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN (?, ?)", TABLES)
     ])
+    if not legacy:
+        return 0
+    total = await main.read(lambda conn: sum(
+        conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in legacy))
+    log.info("moving %d log and span row(s) from %s to %s", total, main.path, telemetry.path)
     moved = 0
     for table in legacy:
         theirs = await main.read(lambda conn, t=table: _columns(conn, t))
         ours = await telemetry.read(lambda conn, t=table: _columns(conn, t))
         names = [c for c in theirs if c in ours]  # "id" first: both tables start with it
         select = f"SELECT {', '.join(names)} FROM {table} WHERE id > ? ORDER BY id LIMIT {COPY_BATCH}"
-        insert = f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        # Only a row already copied (a move cut short by a crash) is skipped; any other
+        # constraint failure stops the move, before anything is dropped.
+        insert = (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+                  " ON CONFLICT (id) DO NOTHING")
         after = -1
         while True:
             rows = await main.read(lambda conn, a=after, q=select: conn.execute(q, (a,)).fetchall())
             if not rows:
                 break
-            await telemetry.write(lambda conn, r=rows, q=insert: conn.executemany(q, r), heavy=True)
-            moved += len(rows)
+            moved += await telemetry.write(lambda conn, r=rows, q=insert: _changes(conn, q, r), heavy=True)
             after = rows[-1][0]
-        await main.write(lambda conn, t=table: conn.execute(f"DROP TABLE {t}"), heavy=True)
-    if legacy:
-        log.info("moved %d log and span row(s) to %s", moved, telemetry.path)
+        # Ids are never reused, not even those of rows pruned long ago (a client's ?after=
+        # cursor stays valid): the new table's AUTOINCREMENT counter starts where the old
+        # one was.
+        counter = await main.read(lambda conn, t=table: conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = ?", (t,)).fetchone())
+        if counter is not None:
+            await telemetry.write(lambda conn, t=table, n=counter[0]: _raise_counter(conn, t, n))
+    # The copies on disk before the originals go: with synchronous=normal a COMMIT is not.
+    await telemetry.run_alone(lambda conn: conn.execute("PRAGMA wal_checkpoint(FULL)").fetchall())
+    await main.write(lambda conn: _drop(conn, legacy), heavy=True)
+    log.info("moved %d log and span row(s) to %s", moved, telemetry.path)
     return moved
+
+
+def _changes(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> int:
+    before = conn.total_changes
+    conn.executemany(sql, rows)
+    return conn.total_changes - before
+
+
+def _raise_counter(conn: sqlite3.Connection, table: str, value: int) -> None:
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+    if row is None:
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, value))
+    elif row[0] < value:
+        conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (value, table))
+
+
+def _drop(conn: sqlite3.Connection, tables: list[str]) -> None:
+    for table in tables:
+        conn.execute(f"DROP TABLE {table}")
+    # Forget the telemetry migrations here too: a daemon from before the split, opened on this
+    # file again, then creates the tables anew instead of failing on every flush.
+    conn.execute("DELETE FROM schema_migrations WHERE version >= ? AND version < ?",
+                 (TELEMETRY_VERSIONS.start, TELEMETRY_VERSIONS.stop))

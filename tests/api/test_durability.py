@@ -233,35 +233,55 @@ async def test_db_stats_and_vacuum(make_client):
 # -- telemetry in a file of its own ------------------------------------------------------------
 
 
-async def test_logs_and_spans_of_a_database_from_before_the_split_are_moved(make_client, make_settings):
+def _old_database(path, logs: int, spans: bool = True, pruned_newest: int = 0) -> None:
+    """A main database as every one was until telemetry got its own file: logs (and spans) in
+    it, migration 40 recorded there. ``pruned_newest``: that many of the newest logs deleted
+    since (their ids must still never be handed out again)."""
     from llmgine_daemon.store.migrations import apply_migrations
     from llmgine_daemon.store.obs_migrations import m040_logs_spans
 
-    path = make_settings().database_path
     path.parent.mkdir(parents=True, exist_ok=True)
     old = sqlite3.connect(path, isolation_level=None)
     apply_migrations(old)
     old.execute("BEGIN")
-    m040_logs_spans(old)  # what every database had until telemetry got its own file
+    m040_logs_spans(old)
+    old.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (40, 'observability', '')")
     now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())  # young: retention keeps them
     old.executemany("INSERT INTO logs (id, timestamp, level, levelno, logger, message, source)"
                     " VALUES (?, ?, 'info', 20, 't', ?, 'client')",
-                    [(i, now, f"old log {i}") for i in range(1, 6001)])  # more than one copy batch
-    old.execute("INSERT INTO spans (trace_id, span_id, name, kind, start, start_unix, duration_ms, status)"
-                " VALUES ('a' || hex(randomblob(15)), 'b', 'old span', 'internal', ?, ?, 1, 'ok')",
-                (now, time.time()))
+                    [(i, now, f"old log {i}") for i in range(1, logs + 1)])
+    old.execute("DELETE FROM logs WHERE id > ?", (logs - pruned_newest,))
+    if spans:
+        old.execute("INSERT INTO spans (trace_id, span_id, name, kind, start, start_unix, duration_ms, status)"
+                    " VALUES ('a' || hex(randomblob(15)), 'b', 'old span', 'internal', ?, ?, 1, 'ok')",
+                    (now, time.time()))
+    else:
+        old.execute("DROP TABLE spans")
     old.execute("COMMIT")
     old.close()
+
+
+def _tables(path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    finally:
+        db.close()
+
+
+async def test_logs_and_spans_of_a_database_from_before_the_split_are_moved(make_client, make_settings):
+    path = make_settings().database_path
+    _old_database(path, 6000)  # more than one copy batch
 
     client = await make_client(LLMGINE_LOG_RETENTION_ROWS="100000")
     logs = await (await client.get("/api/observability/logs", params={"limit": "1000"})).json()
     assert logs["logs"][0]["id"] >= 5001  # the newest kept, by their old ids
     old_ones = await (await client.get("/api/observability/logs", params={"after": "0", "limit": "5"})).json()
     assert [r["message"] for r in old_ones["logs"]] == [f"old log {i}" for i in range(1, 6)]
+    assert not {"logs", "spans"} & _tables(path)
     main = sqlite3.connect(path)
-    names = {r[0] for r in main.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    assert main.execute("SELECT COUNT(*) FROM schema_migrations WHERE version = 40").fetchone()[0] == 0
     main.close()
-    assert "logs" not in names and "spans" not in names
     tel = sqlite3.connect(telemetry_path(path))
     assert tel.execute("SELECT COUNT(*) FROM logs WHERE message LIKE 'old log %'").fetchone()[0] == 6000
     assert tel.execute("SELECT COUNT(*) FROM spans WHERE name = 'old span'").fetchone()[0] == 1
@@ -269,6 +289,47 @@ async def test_logs_and_spans_of_a_database_from_before_the_split_are_moved(make
     # New records continue after the old ids (AUTOINCREMENT saw them).
     resp = await client.post("/api/observability/logs", json={"level": "info", "message": "new"})
     assert (await resp.json())["id"] > 6000
+
+
+async def test_moved_logs_never_reuse_the_ids_of_pruned_ones(make_client, make_settings):
+    """The newest 5 of 10 were pruned before the move: the next ids are above 10, not from 6
+    on, so a client that had seen id 10 (``?after=10``) sees the records after it."""
+    path = make_settings().database_path
+    _old_database(path, 10, spans=False, pruned_newest=5)  # and only one of the two tables
+    client = await make_client()
+    resp = await client.post("/api/observability/logs", json={"level": "info", "message": "after the move"})
+    assert (await resp.json())["id"] > 10
+    after = await (await client.get("/api/observability/logs", params={"after": "10"})).json()
+    assert "after the move" in [r["message"] for r in after["logs"]]
+    assert all(r["id"] > 10 for r in after["logs"])
+
+
+async def test_a_move_cut_short_is_finished_at_the_next_start(make_client, make_settings):
+    """A crash after some rows were copied and before the old tables were dropped: the next
+    start copies the rest, skipping what is there, and nothing is doubled."""
+    from llmgine_daemon.store.obs_migrations import m040_logs_spans
+
+    path = make_settings().database_path
+    _old_database(path, 3000)
+    tel = sqlite3.connect(telemetry_path(path), isolation_level=None)  # the first 1,000 already copied
+    tel.execute("BEGIN")
+    m040_logs_spans(tel)
+    tel.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at TEXT NOT NULL)")
+    tel.execute("INSERT INTO schema_migrations VALUES (40, 'observability', '')")
+    tel.execute(f"ATTACH '{path}' AS old")
+    tel.execute("INSERT INTO logs SELECT * FROM old.logs WHERE id <= 1000")
+    tel.execute("COMMIT")
+    tel.execute("DETACH old")
+    tel.close()
+
+    client = await make_client()
+    assert not {"logs", "spans"} & _tables(path)
+    tel = sqlite3.connect(telemetry_path(path))
+    assert tel.execute("SELECT COUNT(*), COUNT(DISTINCT message) FROM logs WHERE message LIKE 'old log %'"
+                       ).fetchone() == (3000, 3000)
+    tel.close()
+    assert (await client.get("/api/health")).status == 200
 
 
 async def test_a_telemetry_flush_does_not_hold_the_main_writer(make_client):

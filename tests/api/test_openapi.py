@@ -105,7 +105,7 @@ async def test_over_the_unix_socket(unix_client) -> None:  # type: ignore[no-unt
 
 
 @pytest.mark.parametrize("path", ["/api/engines/types", "/api/sessions/s1/commands/batch",
-                                  "/api/handlers/commands"])
+                                  "/api/handlers/commands", "/api/sessions/s1/events/stream"])
 async def test_literal_routes_are_not_ids(app_client: TestClient, path: str) -> None:
     """Found by fuzzing: a literal segment fell through to the {id} route beside it, so
     OPTIONS/DELETE advertised or reached the wrong handler."""
@@ -113,6 +113,7 @@ async def test_literal_routes_are_not_ids(app_client: TestClient, path: str) -> 
     assert resp.status == 405
     allowed = set(resp.headers["Allow"].split(", "))
     doc = await (await app_client.get("/openapi.json")).json()
-    canonical = {"/api/sessions/s1/commands/batch": "/api/sessions/{session_id}/commands/batch"}
+    canonical = {"/api/sessions/s1/commands/batch": "/api/sessions/{session_id}/commands/batch",
+                 "/api/sessions/s1/events/stream": "/api/sessions/{session_id}/events/stream"}
     documented = {m.upper() for m in doc["paths"][canonical.get(path, path)]}
     assert allowed - {"HEAD"} == documented
