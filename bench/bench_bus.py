@@ -290,13 +290,23 @@ async def inprocess_phase(home: str, clients: int, seconds: float, batch: int, r
     from llmgine_daemon.bus.commands import validate
     from llmgine_daemon.bus.core import Bus
     from llmgine_daemon.engines import ENGINE_TYPES
+    from llmgine_daemon.observability.core import Observability
     from llmgine_daemon.protocol import CommandCreate
     from llmgine_daemon.settings import load_settings
     from llmgine_daemon.store.db import Store
+    from llmgine_daemon.store.telemetry import telemetry_path
 
+    memory = await memory_dispatch(batch)  # first: nothing else of the daemon running yet
     settings = load_settings(env=bench_env(home))
     store = Store(settings.database_path, synchronous=settings["database.synchronous"])
     await store.open()
+    # Observability as the daemon has it (spans, metrics, telemetry flushes): the bus's work
+    # includes them there too.
+    telemetry = Store(telemetry_path(settings.database_path), synchronous=settings["database.synchronous"],
+                      telemetry=True)
+    await telemetry.open()
+    obs = Observability(settings, store, telemetry)
+    await obs.start()
     bus = Bus(store, engine_types=ENGINE_TYPES)
     await bus.start()
     sids = []
@@ -334,6 +344,7 @@ async def inprocess_phase(home: str, clients: int, seconds: float, batch: int, r
         await bus.events.publish(sid, "BenchTick", {"n": 1}, {})
 
     out: dict[str, list[float]] = {key: [] for key in ("commands", "events", "cpu_commands", "cpu_events", "batch")}
+    out["memory_batch"] = [memory]
     for _ in range(rounds):
         for key, op in (("commands", command), ("events", event)):
             per_second, cpu = await rate(op)
@@ -345,8 +356,68 @@ async def inprocess_phase(home: str, clients: int, seconds: float, batch: int, r
     await bus.commands.wait(result.commands, 300)
     out["batch"].append(batch / (time.perf_counter() - t0))
     await bus.stop()
+    await obs.stop()
+    await telemetry.close()
     await store.close()
     return out
+
+
+class _MemoryExecution:
+    """What ``current()`` gives a handler, for ``memory_dispatch``: its events kept in a list."""
+
+    def __init__(self, command: Any, log: list[Any]) -> None:
+        self.command = command
+        self._log = log
+
+    def emit(self, event_type: str, data: dict[str, Any] | None = None, *,
+             metadata: dict[str, Any] | None = None, source: str = "handler") -> None:
+        from llmgine_daemon.bus.codec import new_id
+        from llmgine_daemon.protocol import Event, now_iso
+
+        self._log.append(Event(event_id=new_id(), seq=len(self._log) + 1, session_id=self.command.session_id,
+                               event_type=event_type, data=data or {}, metadata=metadata or {},
+                               timestamp=now_iso(), source=source))
+
+
+async def memory_dispatch(n: int) -> float:
+    """Commands per second of an in-memory bus - LLMGine's own, in spirit - dispatching the
+    same handler (DummyEngine's) for ``n`` commands: a command record made, its handler
+    looked up and run with an execution context, CommandStarted, what the handler emits and
+    CommandResult recorded in a list. No HTTP, no storage, no tracing: the issue's batch
+    baseline ("the in-process bus dispatching the same handler without HTTP or storage")."""
+    from llmgine_daemon.bus.codec import new_id
+    from llmgine_daemon.bus.handlers import CURRENT, HandlerRegistry
+    from llmgine_daemon.engines.dummy import DummyEngine
+    from llmgine_daemon.protocol import Command, Engine, Event, now_iso
+
+    sid = new_id()
+    engine = DummyEngine(Engine(engine_id=new_id(), engine_type="DummyEngine", model_name=None,
+                                status="initialized", session_id=sid, created_at=now_iso(), configuration={},
+                                command_type="DummyEngineCommand"))
+    handlers = HandlerRegistry()
+    handlers.register("DummyEngineCommand", engine.handle, session_id=sid)
+    log: list[Any] = []
+
+    def bus_event(event_type: str, data: dict[str, Any]) -> None:
+        log.append(Event(event_id=new_id(), seq=len(log) + 1, session_id=sid, event_type=event_type, data=data,
+                         metadata={}, timestamp=now_iso(), source="bus"))
+
+    t0 = time.perf_counter()
+    for i in range(n):
+        command = Command(command_id=new_id(), status="queued", created_at=now_iso(), session_id=sid,
+                          command_type="DummyEngineCommand", parameters={"prompt": f"p{i}"}, metadata={})
+        handler = handlers.require(sid, command.command_type).handler
+        bus_event("CommandStarted", {"command_id": command.command_id, "command_type": command.command_type})
+        token = CURRENT.set(_MemoryExecution(command, log))  # type: ignore[arg-type]
+        try:
+            result = await handler(command)
+        finally:
+            CURRENT.reset(token)
+        command.status, command.result = "completed", result
+        bus_event("CommandResult", {"command_id": command.command_id, "status": "completed", "result": result})
+    elapsed = time.perf_counter() - t0
+    assert len(log) == 4 * n
+    return n / elapsed
 
 
 # -- driver ---------------------------------------------------------------------------------
@@ -401,6 +472,8 @@ def report(args: argparse.Namespace, http: dict[str, list[float]], inproc: dict[
     label = f"batch of {args.batch} (HTTP, parallel)"
     print(f"{label:<36}{med(http['batch']):>12,.0f}{'':>15}{med(http['batch']) / med(inproc['batch']):>15.0%}")
     print(f"{'  same, bus in-process (no HTTP)':<36}{med(inproc['batch']):>12,.0f}")
+    print(f"{'  in-memory bus (no HTTP, no storage)':<36}{med(inproc['memory_batch']):>12,.0f}"
+          f"{'':>15}{med(http['batch']) / med(inproc['memory_batch']):>15.0%}")
 
 
 if __name__ == "__main__":

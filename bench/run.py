@@ -10,7 +10,8 @@ Figures and baselines (see bench/README.md for the method and the latest results
   instance, same middlewares, same daemon and socket), interleaved rounds (bench/bench_bus.py).
   Under each, what bounds it: the same requests without bus or storage (echo routes), and the
   bus alone in-process; together they give the figure's ceiling.
-- A batch of N commands over HTTP vs the same batch through the in-process bus (no HTTP).
+- A batch of N commands over HTTP vs an in-memory bus dispatching the same handler (no HTTP, no
+  storage: the issue's baseline); under it the durable bus in-process, the batch's ceiling.
 - Fan-out (100 WebSocket subscribers at 1,000 events/s, every event to every subscriber,
   p50/p99 publish -> receipt) vs the same with 1 subscriber (bench/bench_streams.py).
 - Memory: the daemon's RSS idle, with 1,000 sessions, after the load, with 100 subscribers
@@ -176,9 +177,16 @@ def daemon_rows(args: argparse.Namespace, root: Path) -> tuple[list[Row], dict[s
         rows.append(Row(f"  {key}, in-process bus (no HTTP): CPU/op", f"{cpu_bus * 1e6:,.0f} us",
                         f"noop route {cpu_noop * 1e6:,.0f} us", f"{cpu_noop / cpu_bus:.0%}",
                         f"ceiling {cpu_noop / (cpu_echo + cpu_bus):.0%}"))
-    ratio = med(http["batch"]) / med(inproc["batch"])
-    rows.append(Row(f"batch of {args.batch:,} commands (HTTP)", f"{med(http['batch']):,.0f}/s",
-                    f"in-process bus {med(inproc['batch']):,.0f}/s", f"{ratio:.0%}", ">= 50%", ratio >= 0.5))
+    # The batch's baseline is the issue's: an in-memory bus dispatching the same handler, no
+    # HTTP and no storage. Under it, the durable bus in-process (same store, no HTTP): the
+    # most an HTTP batch can do, since it does all of that work too.
+    memory, durable, batch_http = med(inproc["memory_batch"]), med(inproc["batch"]), med(http["batch"])
+    ratio = batch_http / memory
+    rows.append(Row(f"batch of {args.batch:,} commands (HTTP)", f"{batch_http:,.0f}/s",
+                    f"in-memory bus {memory:,.0f}/s", f"{ratio:.0%}", ">= 50%", ratio >= 0.5))
+    rows.append(Row("  same, durable bus in-process (no HTTP)", f"{durable:,.0f}/s",
+                    f"in-memory bus {memory:,.0f}/s", f"{durable / memory:.0%}",
+                    f"ceiling {durable / memory:.0%} (HTTP: {batch_http / durable:.0%} of it)"))
     for label, value in (("daemon RSS idle", idle), ("daemon RSS, 1,000 sessions", with_sessions),
                          ("daemon RSS after the load above", after_load)):
         rows.append(Row(label, f"{value:.0f} MiB", f"bare aiohttp app {bare_rss:.0f} MiB",
@@ -235,7 +243,7 @@ def main() -> int:
         rows = cli_rows(args.cli_runs)
         daemon, extra = daemon_rows(args, root)
         fanout, memory = fanout_rows(args, extra["bare_rss"][0])
-        throughput = 6  # commands and events, three rows each; then batch and memory
+        throughput = 6  # commands and events, three rows each; then batch (two) and memory
         rows += daemon[:throughput] + fanout + daemon[throughput:] + memory
     finally:
         shutil.rmtree(root, ignore_errors=True)
