@@ -147,3 +147,35 @@ async def test_batch_idempotency(app_client):
     assert (await (await app_client.get(f"/api/sessions/{sid}/commands")).json())["total"] == 2
     _, body = await post_batch(app_client, sid, [cmd("a")], headers=headers, expect=422)
     assert_envelope(body, "IDEMPOTENCY_KEY_REUSED")
+
+
+async def test_waiting_for_a_large_batch(app_client):
+    """?wait on 2,000 commands: every one completed when the answer comes (the wait counts
+    them down; it used to re-register on all that were left after each one finished)."""
+    sid, _ = await session_with_engine(app_client)
+    _, body = await post_batch(app_client, sid, [cmd(f"p{i}") for i in range(2000)], wait=120, expect=200)
+    assert [c["status"] for c in body["commands"]] == ["completed"] * 2000
+
+
+async def test_a_wait_ends_when_the_daemon_drains(app_client):
+    """Shutdown begins while a request waits for a batch: the running command finishes, the
+    queued ones stay queued for the next start, and the request is answered then, not at the
+    end of its wait."""
+    import asyncio
+
+    from llmgine_daemon.api.keys import BUS
+
+    sid, _ = await session_with_engine(app_client)
+    waiting = asyncio.create_task(post_batch(app_client, sid, [cmd(f"p{i}", delay_ms=300) for i in range(3)],
+                                             wait=60, mode="sequential"))
+    runner = app_client.app[BUS].commands.runner
+
+    async def one_runs() -> bool:
+        return any(j.state == "running" for j in runner.jobs.values())
+
+    await until(one_runs)
+    runner.drain()
+    resp, body = await asyncio.wait_for(waiting, 10)  # not the 60 s of its wait
+    assert resp.status == 202  # not all finished
+    statuses = [c["status"] for c in body["commands"]]
+    assert statuses[0] == "completed" and statuses[1:] == ["queued", "queued"], statuses
