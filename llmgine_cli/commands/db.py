@@ -7,7 +7,7 @@ import typer
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render, resolve_format, size
 
-app = typer.Typer(help="Inspect and compact the daemon's database.", no_args_is_help=True)
+app = typer.Typer(help="Inspect and compact the daemon's databases (main and telemetry).", no_args_is_help=True)
 
 STATS_VIEW = View(
     columns=(
@@ -25,7 +25,7 @@ VACUUM_VIEW = View(fields=("before_bytes", "after_bytes", "reclaimed_bytes", "du
 
 @app.command("stats")
 def stats(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """Sizes and row counts per table (-o json adds files, pages and retention settings)."""
+    """Rows and sizes per table of the main and telemetry databases (-o json: files, pages, retention)."""
     app_ctx = state(ctx)
     result = app_ctx.client().db_stats()
     fmt = resolve_format(app_ctx.env, output)
@@ -46,7 +46,6 @@ def stats(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> No
 
 @app.command("vacuum")
 def vacuum(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """Rebuild the database files (main, then telemetry) to give free pages back to the disk
-    (writes wait meanwhile)."""
+    """Rebuild both database files to give free pages back to the disk (writes wait meanwhile)."""
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().db_vacuum(), VACUUM_VIEW, output, quiet)
