@@ -99,8 +99,10 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         # metrics are read needs no bookkeeping in the stream handlers.
         sockets = app[WEBSOCKETS]
         obs.registry.gauge_callback("ws_subscribers", lambda: [({}, float(len(sockets)))])
-        await obs.start()
+        # Stopped whatever happens from here, a failed start included (stop undoes what start
+        # got done: the log handler, the installed registry and tracer).
         stores.push_async_callback(obs.stop)
+        await obs.start()
         pool = sandbox_pool(settings)
         # The LLM runtime (provider clients) is shared: the bus rebuilds engines from their
         # stored records alone, so engine types get it from here.
