@@ -100,8 +100,6 @@ def add_echo_routes(app: Any) -> None:
     app.router.add_post("/bench/echo/{session_id}/commands", command)
 
 
-
-
 def serve(sock: str, home: str) -> None:
     from llmgine_daemon.app import create_app
     from llmgine_daemon.settings import load_settings
@@ -206,12 +204,17 @@ async def load_with_cpu(
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) process ``pid`` has used. CPU time rather than
-    wall time: another tenant's load on the machine (steal time) does not count in it."""
-    with open(f"/proc/{pid}/stat") as fh:
+def stat_cpu(path: str) -> float:
+    """User + system CPU seconds from a /proc ``stat`` file: a process's (all its threads) or
+    one thread's (``/proc/PID/task/TID/stat``). CPU time rather than wall time: another
+    tenant's load on the machine (steal time) does not count in it."""
+    with open(path) as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def process_cpu(pid: int) -> float:
+    return stat_cpu(f"/proc/{pid}/stat")
 
 
 Loads = dict[str, tuple[list[bytes], bytes | None]]
@@ -363,20 +366,16 @@ async def inprocess_phase(home: str, clients: int, seconds: float, batch: int, r
 
 
 class _MemoryExecution:
-    """What ``current()`` gives a handler, for ``memory_dispatch``: its events kept in a list."""
+    """What ``current()`` gives a handler, for ``memory_dispatch``: what it emits is recorded
+    by ``record(event_type, data, metadata, source)``."""
 
-    def __init__(self, command: Any, log: list[Any]) -> None:
+    def __init__(self, command: Any, record: Callable[..., None]) -> None:
         self.command = command
-        self._log = log
+        self._record = record
 
     def emit(self, event_type: str, data: dict[str, Any] | None = None, *,
              metadata: dict[str, Any] | None = None, source: str = "handler") -> None:
-        from llmgine_daemon.bus.codec import new_id
-        from llmgine_daemon.protocol import Event, now_iso
-
-        self._log.append(Event(event_id=new_id(), seq=len(self._log) + 1, session_id=self.command.session_id,
-                               event_type=event_type, data=data or {}, metadata=metadata or {},
-                               timestamp=now_iso(), source=source))
+        self._record(event_type, data or {}, metadata or {}, source)
 
 
 async def memory_dispatch(n: int) -> float:
@@ -398,23 +397,23 @@ async def memory_dispatch(n: int) -> float:
     handlers.register("DummyEngineCommand", engine.handle, session_id=sid)
     log: list[Any] = []
 
-    def bus_event(event_type: str, data: dict[str, Any]) -> None:
+    def record(event_type: str, data: dict[str, Any], metadata: dict[str, Any], source: str = "bus") -> None:
         log.append(Event(event_id=new_id(), seq=len(log) + 1, session_id=sid, event_type=event_type, data=data,
-                         metadata={}, timestamp=now_iso(), source="bus"))
+                         metadata=metadata, timestamp=now_iso(), source=source))
 
     t0 = time.perf_counter()
     for i in range(n):
         command = Command(command_id=new_id(), status="queued", created_at=now_iso(), session_id=sid,
                           command_type="DummyEngineCommand", parameters={"prompt": f"p{i}"}, metadata={})
         handler = handlers.require(sid, command.command_type).handler
-        bus_event("CommandStarted", {"command_id": command.command_id, "command_type": command.command_type})
-        token = CURRENT.set(_MemoryExecution(command, log))  # type: ignore[arg-type]
+        record("CommandStarted", {"command_id": command.command_id, "command_type": command.command_type}, {})
+        token = CURRENT.set(_MemoryExecution(command, record))  # type: ignore[arg-type]
         try:
             result = await handler(command)
         finally:
             CURRENT.reset(token)
         command.status, command.result = "completed", result
-        bus_event("CommandResult", {"command_id": command.command_id, "status": "completed", "result": result})
+        record("CommandResult", {"command_id": command.command_id, "status": "completed", "result": result}, {})
     elapsed = time.perf_counter() - t0
     assert len(log) == 4 * n
     return n / elapsed

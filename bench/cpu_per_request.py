@@ -25,24 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_bus  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
-
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """(main thread, whole process) CPU seconds of ``pid``."""
-    def ticks(path: str) -> int:
-        with open(path) as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-
-    main = ticks(f"/proc/{pid}/task/{pid}/stat")
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            total += ticks(f"/proc/{pid}/task/{tid}/stat")
-        except OSError:  # a thread that just ended
-            pass
-    return main / TICK, total / TICK
+    return bench_bus.stat_cpu(f"/proc/{pid}/task/{pid}/stat"), bench_bus.process_cpu(pid)
 
 
 async def measure(sock: str, pid: int, rounds: int, seconds: float, clients: int) -> None:
