@@ -10,9 +10,9 @@ of them (bench/README.md has the measurements).
 The file is named after the main one (llmgine.db -> llmgine-telemetry.db), with the same mode,
 synchronous setting and busy timeout. Its schema is the migrations numbered 40-49
 (obs_migrations.py). A main database from before the split still holds the two tables:
-``adopt_legacy`` copies their rows over, ids kept (log cursors stay valid), then drops them. It
-is idempotent: after a crash half-way it copies again, skipping the rows already there. The
-id counters come along too, so ids are never reused (log cursors stay valid).
+``adopt_legacy`` copies their rows over, then drops them. Ids and their AUTOINCREMENT counters
+come along, so ids are never reused (log cursors stay valid). It is idempotent: after a crash
+half-way it copies again, skipping the rows already there.
 """
 
 from __future__ import annotations

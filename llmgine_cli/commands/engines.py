@@ -53,7 +53,6 @@ MESSAGES_VIEW = View(
     items="messages",
     id_field="message_id",
 )
-RESET_VIEW = View(id_field="engine_id")
 
 EngineId = Annotated[str, typer.Argument(metavar="ID", help="The engine id.",
                                          autocompletion=completion.engine_ids)]
@@ -172,4 +171,4 @@ def messages(
 def reset(ctx: typer.Context, engine_id: EngineId, output: Output = None, quiet: Quiet = False) -> None:
     """Forget an LLM engine's conversation (it stays, with its configuration)."""
     app_ctx = state(ctx)
-    render(app_ctx.env, app_ctx.client().reset_engine(engine_id), RESET_VIEW, output, quiet)
+    render(app_ctx.env, app_ctx.client().reset_engine(engine_id), ENGINE_VIEW, output, quiet)
