@@ -58,14 +58,17 @@ def valid_id(value: str) -> bool:
     return bool(_ID.match(value)) and ".." not in value
 
 
+def _on_handler_route(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    return resource is not None and "/handlers/" in resource.canonical
+
+
 def check_identifiers(request: web.Request) -> None:
     """Every path parameter and every ``*_id`` query parameter, before any handler sees it."""
-    resource = request.match_info.route.resource if request.match_info.items() else None
-    handler_route = resource is not None and "/handlers/" in resource.canonical
     for name, value in request.match_info.items():
         # A handler type (DELETE .../handlers/events/{type}) is free text like the type it was
         # registered with ("*", "orders/paid"): api/handlers.py checks it the same way.
-        if name == "type" and handler_route:
+        if name == "type" and _on_handler_route(request):
             continue
         if not valid_id(value):
             raise validation_error(name, "not a valid identifier", value=value[:64])
