@@ -70,8 +70,12 @@ def sandbox_pool(settings: Settings) -> SandboxPool:
         max_output=settings["sandbox.max_output"],
         max_result=settings["sandbox.max_result"],
         max_depth=settings["sandbox.max_depth"],
+        max_timeout=min(settings["sandbox.max_timeout"], 3600.0),
+        session_share=settings["sandbox.session_share"],
+        tmp_bytes=settings["sandbox.tmp_mb"] * 2**20,
     )
-    return SandboxPool(settings.workers, limits, isolation=settings["sandbox.isolation"])
+    return SandboxPool(settings.workers, limits, isolation=settings["sandbox.isolation"],
+                       user=settings["sandbox.user"], group=settings["sandbox.group"] or "")
 
 
 def _store(settings: Settings, path: Path, *, telemetry: bool = False) -> Store:

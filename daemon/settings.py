@@ -290,11 +290,27 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds a tool or handler call may run before its worker is killed (a tool's "
             "timeout or a command's metadata.timeout overrides it)"),
     Setting("sandbox.isolation", "LLMGINE_SANDBOX_ISOLATION",
-            _choice("auto", "namespaces", "none"), "auto",
-            "auto: network/PID/mount namespaces when the machine allows, else rlimits only; "
-            "namespaces: refuse to run user code without them; none: rlimits only"),
+            _choice("auto", "bubblewrap", "namespaces", "none"), "auto",
+            "auto or bubblewrap: user code runs in a bubblewrap sandbox (its own filesystem "
+            "view, namespaces, an unprivileged uid), and is refused with 503 "
+            "SANDBOX_UNAVAILABLE where bubblewrap cannot run; none: no isolation, rlimits only "
+            "(warned at every start); namespaces: old name of bubblewrap"),
+    Setting("sandbox.user", "LLMGINE_SANDBOX_USER", _parse_str, "nobody",
+            "user (name or uid) sandbox workers run as when the daemon runs as root"),
+    Setting("sandbox.group", "LLMGINE_SANDBOX_GROUP", _parse_str, None,
+            "group (name or gid) of sandbox workers when the daemon runs as root (default: "
+            "sandbox.user's own group)"),
+    Setting("sandbox.max_timeout", "LLMGINE_SANDBOX_MAX_TIMEOUT", _positive_float, 300.0,
+            "the longest timeout, in seconds, a tool or handler may ask for (at most 3600)"),
+    Setting("sandbox.session_share", "LLMGINE_SANDBOX_SESSION_SHARE", _positive, 0,
+            "user-code calls one session may run at once; its others wait (0 = half the "
+            "workers, at least 1)"),
+    Setting("sandbox.tmp_mb", "LLMGINE_SANDBOX_TMP_MB", _positive, 64,
+            "size of each sandbox worker's private /tmp, in MiB (wiped after every call)"),
     Setting("sandbox.memory_mb", "LLMGINE_SANDBOX_MEMORY_MB", _positive, 1024,
-            "address space limit of a sandbox process, in MiB"),
+            "memory one call may use, in MiB, counting every process it starts (a memory "
+            "cgroup as root, else the sandbox's process tree is watched; plus an address space "
+            "limit per process)"),
     Setting("sandbox.max_processes", "LLMGINE_SANDBOX_MAX_PROCESSES", _positive, 32,
             "processes one call may start (pids cgroup as root, else RLIMIT_NPROC)"),
     Setting("sandbox.open_files", "LLMGINE_SANDBOX_OPEN_FILES", _positive, 256,

@@ -52,6 +52,11 @@ class Bus:
         return self.sandbox
 
     @property
+    def max_timeout(self) -> float:
+        """sandbox.max_timeout: the longest deadline a tool or handler may ask for."""
+        return self.sandbox.limits.max_timeout if self.sandbox is not None else 3600.0
+
+    @property
     def uptime(self) -> float:
         return round(time.monotonic() - self._started_monotonic, 3)
 

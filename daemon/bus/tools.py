@@ -63,18 +63,23 @@ def check_code(code: str, field: str) -> None:
                        {"field": field, "issue": f"at most {MAX_CODE} characters"})
 
 
-def check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not 0 < timeout <= 3600:
-        raise BusError(ErrorCode.VALIDATION_ERROR, "timeout must be from 0 to 3600 seconds",
-                       {"field": "timeout", "issue": "must be > 0 and <= 3600"})
+def check_timeout(timeout: float | None, maximum: float = 3600.0) -> None:
+    """``maximum``: sandbox.max_timeout, the longest any user-code call may run."""
+    if timeout is not None and not 0 < timeout <= maximum:
+        raise BusError(
+            ErrorCode.VALIDATION_ERROR,
+            f"timeout must be from 0 to {maximum:g} seconds (sandbox.max_timeout)",
+            {"field": "timeout", "issue": f"must be > 0 and <= {maximum:g}"},
+        )
 
 
 def code_rejected(outcome: CallOutcome, field: str) -> BusError:
     """A 422 saying why the worker could not load the code (line/column for syntax errors)."""
     error = outcome.error or {}
     code = error.get("code")
-    if code in (CallErrorCode.TIMEOUT, CallErrorCode.WORKER_CRASHED,
-                CallErrorCode.SANDBOX_UNAVAILABLE):
+    if code == CallErrorCode.SANDBOX_UNAVAILABLE:  # not the code's fault: 503 with the fix
+        return BusError(ErrorCode.SANDBOX_UNAVAILABLE, error.get("message", "no sandbox"))
+    if code in (CallErrorCode.TIMEOUT, CallErrorCode.WORKER_CRASHED):
         details = {"field": field, "issue": error.get("message", ""), "reason": code}
     else:
         details = {"field": field, "issue": error.get("message", ""), "reason": code,
@@ -95,7 +100,7 @@ class Tools:
         if name is not None:
             check_name(name)
         check_code(function_code, "function_code")
-        check_timeout(timeout)
+        check_timeout(timeout, self.bus.max_timeout)
         # Fail fast on a missing/closed session before spending a worker on the code.
         await self.bus.store.read(lambda c: require_active(c, session_id))
         outcome = await self.bus.sandbox_pool().inspect("tool", function_code, name)
@@ -174,7 +179,7 @@ class Tools:
     async def execute(self, session_id: str, name: str, arguments: dict[str, Any], *,
                       timeout: float | None = None, depth: int = 0,
                       source: str = "api") -> ToolResult:
-        check_timeout(timeout)
+        check_timeout(timeout, self.bus.max_timeout)
         tool = await self.get(session_id, name)
         try:
             jsonschema.validate(arguments, tool.parameters, "arguments")
@@ -192,6 +197,8 @@ class Tools:
             if not outcome.ok:
                 error = outcome.error or {}
                 span.fail(f"{error.get('code')}: {error.get('message')}")
+                if error.get("code") == CallErrorCode.SANDBOX_UNAVAILABLE:
+                    raise BusError(ErrorCode.SANDBOX_UNAVAILABLE, str(error.get("message")))
         result = ToolResult(
             call_id=context.call_id, tool_name=name, arguments=arguments,
             result=outcome.result if outcome.ok else None, error=outcome.error,

@@ -147,7 +147,7 @@ class UserHandlers:
             raise BusError(ErrorCode.VALIDATION_ERROR, "command handlers need an exact type",
                            {"field": field, "issue": "wildcards are for event handlers"})
         check_code(code, "handler_function")
-        check_timeout(timeout)
+        check_timeout(timeout, self.bus.max_timeout)
         if session_id is not None:
             await self.bus.store.read(lambda c: require_active(c, session_id))
         if kind == "command":

@@ -5,12 +5,17 @@ imports this module too, so it may import only msgspec and the standard library.
 
     pool   -> worker   Run            run one call (op "call") or validate code (op "inspect")
     worker -> pool     Ready          the worker booted; what isolation it ended up with
-    child  -> pool     Started        the per-call child's pid (the pool kills it on a deadline)
+    worker -> pool     Started        the per-call child's pid (the pool kills it on a deadline)
     child  -> pool     BusRequest     user code called bus.publish/execute/call_tool
     pool   -> child    BusReply       the answer to one BusRequest
     child  -> pool     Log            bus.log(level, message), fire and forget
     child  -> pool     Done           the call's outcome
     worker -> pool     Exited         the per-call child is gone (its wait status, described)
+
+Only the worker (the zygote) holds the pool's pipes. The child, which runs user code, talks to
+the zygote over a socket of its own for that one call; the zygote checks each frame (bus
+requests, logs, one Done with this call's id) before passing it on, so user code can neither
+forge the worker's frames nor read another call's.
 
 JSON payloads (arguments, results, bus values) travel as JSON text in ``bytes`` fields: the
 worker checks that a result really is JSON with the standard library's encoder, and the daemon
@@ -84,6 +89,7 @@ class Exited(msgspec.Struct, tag=True):
     call_id: str
     status: str  # "exit 0", "signal SIGSEGV", ...
     clean: bool
+    retire: bool = False  # the call left something behind: the pool replaces this worker
 
 
 Frame = Ready | Run | Started | BusRequest | BusReply | Log | Done | Exited

@@ -1,7 +1,26 @@
-"""What the machine lets us add on top of rlimits: namespaces (via util-linux ``unshare``) and a
-pids cgroup (the only process cap that also binds root, whom RLIMIT_NPROC exempts).
+"""What keeps user code away from the daemon: bubblewrap for the view and the identity, cgroups
+for memory and processes.
 
-Probed once when the pool starts; the result is reported in ``/api/status`` under ``sandbox``.
+Each worker runs inside its own ``bwrap`` sandbox (see docs/sandbox.md for the whole model):
+
+- **a filesystem of its own**: a read-only root holding only the Python installation (and the
+  shared libraries it loads), the worker's own code and msgspec (read-only, under
+  ``/opt/llmgine``), ``/dev/null``, ``/dev/zero``, ``/dev/urandom``, a ``/proc`` of its own PID
+  namespace and a private, size-capped ``/tmp``. No LLMGINE_HOME, no socket, no home, no
+  ``/etc``, no ``/sys``;
+- **namespaces**: PID (the worker's zygote is PID 1: user code can neither signal nor trace
+  it), network (no interface but a down loopback), IPC, UTS and cgroup;
+- **identity**: a daemon started as root runs workers as ``sandbox.user`` (default ``nobody``),
+  with no capabilities and ``no_new_privs``; a daemon started as a normal user runs them as
+  itself in a user namespace that may not create further ones (``--disable-userns``): the
+  filesystem view is what protects that user's files.
+
+``sandbox.isolation = "none"`` (an explicit choice, warned about at every start) runs workers
+without bubblewrap, with rlimits only. Without bubblewrap and without that choice, user code
+is refused with ``SANDBOX_UNAVAILABLE`` and a one-line fix: never a silent fallback.
+
+Probed once per process (the machine does not change); reported under ``sandbox`` in
+``/api/status``.
 """
 
 from __future__ import annotations
@@ -9,8 +28,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pwd
 import shutil
 import signal
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,124 +40,283 @@ from llmgine_daemon.aio import killpg, spawn
 
 log = logging.getLogger("llmgine.sandbox")
 
-# Strongest first. --kill-child: when the unshare process dies (we kill its process group on a
-# deadline) its child, PID 1 of the new namespace, dies too, and with it every process in it.
-# --mount-proc gives the namespace its own /proc, so user code cannot read other processes'
-# command lines or environments.
-_CANDIDATES: list[tuple[list[str], list[str]]] = [
-    (["--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc"],
-     ["net", "pid", "mount"]),
-    (["--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--mount",
-      "--mount-proc"], ["user", "net", "pid", "mount"]),
-    (["--net"], ["net"]),
-    (["--user", "--map-root-user", "--net"], ["user", "net"]),
+# Where the worker's own code is mounted inside the sandbox (on its sys.path, read-only).
+SITE = "/opt/llmgine"
+TMP = "/tmp"
+FIX_INSTALL = (
+    "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install "
+    "bubblewrap), or set sandbox.isolation = \"none\" to run user code without isolation"
+)
+COVERS = [
+    "filesystem: read-only Python installation, private /tmp, no host files",
+    "identity: unprivileged uid, no capabilities, no_new_privs",
+    "namespaces: pid, net, ipc, uts, cgroup",
+    "one call at a time per worker: fresh process, /tmp wiped, leftovers killed",
 ]
 
 
 @dataclass
 class Isolation:
-    prefix: list[str] = field(default_factory=list)  # argv before the interpreter
-    namespaces: list[str] = field(default_factory=list)
+    """The mechanism in use. ``mechanism``: bubblewrap | none | unavailable."""
+
+    mechanism: str = "none"
+    reason: str = ""  # unavailable: why, with the fix
+    bwrap: str = ""
+    uid: int | None = None  # the identity workers drop to (a daemon run as root)
+    gid: int | None = None
+    user_namespace: bool = False  # bwrap made a user namespace (a daemon not run as root)
+    python: str = ""  # the interpreter run inside the sandbox
+    covers: list[str] = field(default_factory=list)
 
     @property
-    def level(self) -> str:
-        return "namespaces" if self.namespaces else "rlimits"
+    def sandboxed(self) -> bool:
+        return self.mechanism == "bubblewrap"
+
+    def worker_argv(self, config: str, tmp_bytes: int) -> list[str]:
+        """argv that starts one worker (a zygote that forks a child per call)."""
+        if not self.sandboxed:
+            return [self.python, "-I", "-m", "llmgine_daemon.sandbox.worker", config]
+        return [*bwrap_args(self, tmp_bytes), self.python, "-I", "-S", "-c", _BOOT, config]
 
 
-async def _works(argv: list[str]) -> bool:
+# Inside the sandbox: no site-packages (-S), only the worker's own code on the path.
+_BOOT = (
+    f"import sys; sys.path.insert(0, {SITE!r}); "
+    "from llmgine_daemon.sandbox.worker import main; main()"
+)
+
+
+def _package_dir(name: str) -> Path:
+    module = __import__(name)
+    return Path(module.__file__).resolve().parent  # type: ignore[arg-type]
+
+
+def _python_paths(python: str) -> list[Path]:
+    """What the interpreter needs: its installation prefixes and the system library dirs."""
+    real = Path(os.path.realpath(python))
+    wanted = [Path(sys.base_prefix), Path(sys.base_exec_prefix), real.parent.parent]
+    for top in ("/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/libx32"):
+        wanted.append(Path(top))
+    found: list[Path] = []
+    for path in wanted:
+        path = Path(os.path.realpath(path))
+        if path.is_dir() and not any(path == p or p in path.parents for p in found):
+            found = [p for p in found if path not in p.parents]
+            found.append(path)
+    return found
+
+
+def bwrap_args(iso: Isolation, tmp_bytes: int) -> list[str]:
+    args = [
+        iso.bwrap, "--die-with-parent", "--new-session", "--as-pid-1",
+        "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+        "--unshare-cgroup-try", "--hostname", "sandbox", "--clearenv",
+    ]
+    if iso.user_namespace:
+        args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    else:
+        # Root: the worker needs exactly these two to become sandbox.user, then has none.
+        args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    made: set[str] = {"/"}
+
+    def parents(dest: str) -> None:
+        for parent in reversed(Path(dest).parents):
+            if str(parent) not in made:
+                args.extend(["--perms", "0755", "--dir", str(parent)])
+                made.add(str(parent))
+
+    def ro_bind(src: Path, dest: str) -> None:
+        parents(dest)
+        args.extend(["--ro-bind", str(src), dest])
+        made.add(dest)
+
+    for path in _python_paths(iso.python):
+        ro_bind(path, str(path))
+    for top in ("/lib", "/lib64", "/lib32", "/libx32", "/bin"):
+        if os.path.islink(top):
+            args.extend(["--symlink", os.readlink(top), top])
+        elif os.path.isdir(top) and top != "/bin":
+            ro_bind(Path(top), top)
+    ro_bind(_package_dir("llmgine_daemon"), f"{SITE}/llmgine_daemon")
+    ro_bind(_package_dir("msgspec"), f"{SITE}/msgspec")
+    parents("/dev/null")
+    for dev in ("null", "zero", "urandom"):
+        args.extend(["--dev-bind", f"/dev/{dev}", f"/dev/{dev}"])
+    args += [
+        "--mqueue", "/dev/mqueue",  # so the zygote can see (and refuse) queues left behind
+        "--proc", "/proc",
+        "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", TMP,
+        "--chdir", TMP,
+        "--remount-ro", "/",
+        "--",
+    ]
+    return args
+
+
+async def _run(argv: list[str]) -> tuple[int | None, str]:
     try:
         proc = await spawn(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, env={}, start_new_session=True,
+            stderr=asyncio.subprocess.PIPE, env={}, start_new_session=True,
         )
-    except OSError:
-        return False
+    except OSError as exc:
+        return None, str(exc)
     try:
-        return await asyncio.wait_for(proc.wait(), 10) == 0
+        _, err = await asyncio.wait_for(proc.communicate(), 10)
+        return proc.returncode, err.decode(errors="replace").strip()
     except TimeoutError:
-        return False
+        return None, "timed out"
     finally:
         if proc.returncode is None:  # too slow, or the daemon is stopping: leave nothing behind
             killpg(proc.pid)
 
 
-async def probe(mode: str, python: str) -> Isolation:
-    """The strongest isolation that works here. ``mode``: auto | namespaces | none."""
+def resolve_identity(user: str, group: str) -> tuple[int, int]:
+    """(uid, gid) of ``sandbox.user``/``sandbox.group`` (names or numbers)."""
+    try:
+        entry = pwd.getpwnam(user) if not user.isdigit() else None
+    except KeyError:
+        raise ValueError(f"sandbox.user {user!r} does not exist on this machine") from None
+    uid = entry.pw_uid if entry is not None else int(user)
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            import grp
+
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise ValueError(f"sandbox.group {group!r} does not exist") from None
+    else:
+        gid = entry.pw_gid if entry is not None else uid
+    if uid == 0 or gid == 0:
+        raise ValueError("sandbox.user and sandbox.group must not be root")
+    return uid, gid
+
+
+async def probe(mode: str, python: str, user: str = "nobody", group: str = "") -> Isolation:
+    """The isolation this machine gives user code. ``mode``: auto | bubblewrap | none."""
+    real_python = os.path.realpath(python)  # a venv's python is a link to the base one
     if mode == "none":
-        return Isolation()
-    unshare = shutil.which("unshare")
-    if unshare:
-        for flags, names in _CANDIDATES:
-            argv = [unshare, *flags]
-            if await _works([*argv, python, "-I", "-c", "pass"]):
-                return Isolation(argv, names)
-    if mode == "namespaces":
-        raise RuntimeError(
-            "sandbox.isolation = namespaces, but no network/PID namespace can be created here "
-            "(needs util-linux unshare and root or unprivileged user namespaces)"
-        )
-    log.warning("sandbox: namespaces unavailable; running user code with rlimits only")
-    return Isolation()
+        return Isolation("none", python=python)
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return Isolation("unavailable", f"bubblewrap (bwrap) is not installed: {FIX_INSTALL}",
+                         python=real_python)
+    iso = Isolation("bubblewrap", bwrap=bwrap, python=real_python, covers=list(COVERS))
+    if os.geteuid() == 0:
+        try:
+            iso.uid, iso.gid = resolve_identity(user, group)
+        except ValueError as exc:
+            return Isolation("unavailable", f"{exc}: set sandbox.user to an unprivileged user",
+                             python=real_python)
+    else:
+        iso.user_namespace = True
+    code, err = await _run([*bwrap_args(iso, 1 << 20), real_python, "-I", "-S", "-c", "pass"])
+    if code == 0:
+        return iso
+    why = err.splitlines()[-1] if err else f"exit status {code}"
+    fix = FIX_INSTALL
+    if "namespace" in why.lower() or "permission" in why.lower():
+        fix = ("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 "
+               "or user.max_user_namespaces > 0), run the daemon as root, or set "
+               "sandbox.isolation = \"none\"")
+    return Isolation("unavailable", f"bubblewrap cannot start a sandbox here ({why}): {fix}",
+                     python=real_python)
 
 
-class PidsCgroup:
-    """A pids cgroup per worker under one parent for this daemon; root only, v1 or v2."""
+# -- cgroups: memory and processes per worker (root only) ---------------------------------------
 
-    def __init__(self, parent: Path) -> None:
-        self.parent = parent
+_CONTROLLERS = ("pids", "memory")
+
+
+class Cgroups:
+    """A cgroup per worker under one parent per controller for this daemon; root only, v1 or v2.
+
+    pids caps the processes a call may run (RLIMIT_NPROC does not bind root, and counts a uid's
+    tasks host-wide); memory caps the whole worker: every process user code forks is counted.
+    """
+
+    def __init__(self, parents: dict[str, Path]) -> None:
+        self.parents = parents  # controller -> this daemon's parent cgroup
 
     @classmethod
-    async def create(cls) -> PidsCgroup | None:
+    async def create(cls) -> Cgroups | None:
         if os.geteuid() != 0:
             return None
         name = f"llmgine-sandbox-{os.getpid()}"
-        for base in _pids_hierarchies():
+        parents: dict[str, Path] = {}
+        for controller, base in _hierarchies():
+            if controller in parents:
+                continue
+            await remove_stale(base)
             parent = base / name
-            await cls.remove_stale(base)
             try:
                 parent.mkdir(exist_ok=True)
-                if not (parent / "pids.max").exists():
+                if (base / "cgroup.subtree_control").exists() and not _has(parent, controller):
                     # cgroup v2: the controller must be enabled for the parent's children.
-                    (parent / "cgroup.subtree_control").write_text("+pids")
+                    (parent / "cgroup.subtree_control").write_text(f"+{controller}")
                 probe = parent / "probe"
                 probe.mkdir(exist_ok=True)
-                ok = (probe / "pids.max").exists()
+                ok = _has(probe, controller)
                 probe.rmdir()
                 if ok:
-                    return cls(parent)
+                    parents[controller] = parent
+                    continue
                 parent.rmdir()
             except OSError:
+                _rmdir(parent)
+        return cls(parents) if parents else None
+
+    @property
+    def controllers(self) -> list[str]:
+        return sorted(self.parents)
+
+    def make(self, worker_name: str, max_pids: int, memory_bytes: int) -> list[Path]:
+        made: list[Path] = []
+        for controller, parent in self.parents.items():
+            path = parent / worker_name
+            try:
+                path.mkdir(exist_ok=True)
+                if controller == "pids":
+                    (path / "pids.max").write_text(str(max_pids))
+                elif (path / "memory.max").exists():  # v2
+                    (path / "memory.max").write_text(str(memory_bytes))
+                    _try_write(path / "memory.swap.max", "0")
+                    _try_write(path / "memory.oom.group", "1")
+                else:  # v1
+                    (path / "memory.limit_in_bytes").write_text(str(memory_bytes))
+                    _try_write(path / "memory.memsw.limit_in_bytes", str(memory_bytes))
+                made.append(path)
+            except OSError as exc:
+                log.warning("sandbox: cannot create cgroup %s: %s", path, exc)
+        return made
+
+    @staticmethod
+    def join(paths: list[Path], pid: int) -> bool:
+        ok = True
+        for path in paths:
+            try:
+                (path / "cgroup.procs").write_text(str(pid))
+            except OSError as exc:
+                log.warning("sandbox: cannot move pid %d into %s: %s", pid, path, exc)
+                ok = False
+        return ok
+
+    @staticmethod
+    def oom_kills(paths: list[Path]) -> int:
+        """How many processes the kernel killed for memory in these cgroups so far."""
+        for path in paths:
+            for name in ("memory.events", "memory.oom_control"):
                 try:
-                    parent.rmdir()
-                except OSError:
-                    pass
-        return None
-
-    @classmethod
-    async def remove_stale(cls, base: Path) -> None:
-        """Remove the cgroups of daemons that are gone (killed with SIGKILL: nothing of theirs
-        ran to remove them), with any process still in them."""
-        try:
-            candidates = list(base.glob("llmgine-sandbox-*"))
-        except OSError:
-            return
-        for parent in candidates:
-            pid = parent.name.rsplit("-", 1)[-1]
-            if not pid.isdigit() or Path(f"/proc/{pid}").exists():
-                continue  # a daemon that still runs (or a pid reused since: left alone)
-            await cls(parent).close()  # what that daemon would have done on its way out
-            if not parent.exists():
-                log.info("sandbox: removed the cgroup %s of a daemon that is gone", parent)
-
-    def make(self, worker_name: str, max_pids: int) -> Path | None:
-        path = self.parent / worker_name
-        try:
-            path.mkdir(exist_ok=True)
-            (path / "pids.max").write_text(str(max_pids))
-            return path
-        except OSError as exc:
-            log.warning("sandbox: cannot create cgroup %s: %s", path, exc)
-            return None
+                    for line in (path / name).read_text().splitlines():
+                        key, _, value = line.partition(" ")
+                        if key == "oom_kill":
+                            return int(value)
+                except (OSError, ValueError):
+                    continue
+        return 0
 
     @staticmethod
     def kill_all(path: Path) -> None:
@@ -150,35 +331,109 @@ class PidsCgroup:
             except (ProcessLookupError, ValueError, PermissionError):
                 pass
 
-    @staticmethod
-    def remove(path: Path) -> bool:
-        try:
-            path.rmdir()
-            return True
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False
-
     async def close(self) -> None:
-        for child in list(self.parent.glob("*")):
-            if child.is_dir():
-                await self.release(child)
-        self.remove(self.parent)
+        for parent in self.parents.values():
+            await close_parent(parent)
 
-    async def release(self, path: Path) -> None:
-        """Empty and remove one worker's cgroup; killed processes take a moment to go."""
-        for _ in range(50):
-            if self.remove(path):
-                return
-            self.kill_all(path)
-            await asyncio.sleep(0.02)
-        log.warning("sandbox: cgroup %s still busy; left behind", path)
+    async def release(self, paths: list[Path]) -> None:
+        for path in paths:
+            await release(path)
 
 
-def _pids_hierarchies() -> list[Path]:
-    """Where the pids controller is mounted, with our own cgroup path appended."""
-    found: list[Path] = []
+def _has(path: Path, controller: str) -> bool:
+    return (path / ("pids.max" if controller == "pids" else "memory.max")).exists() or (
+        controller == "memory" and (path / "memory.limit_in_bytes").exists())
+
+
+def _try_write(path: Path, value: str) -> None:
+    try:
+        path.write_text(value)
+    except OSError:
+        pass
+
+
+def _rmdir(path: Path) -> bool:
+    try:
+        path.rmdir()
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+async def release(path: Path) -> None:
+    """Empty and remove one worker's cgroup; killed processes take a moment to go."""
+    for _ in range(50):
+        if _rmdir(path):
+            return
+        Cgroups.kill_all(path)
+        await asyncio.sleep(0.02)
+    log.warning("sandbox: cgroup %s still busy; left behind", path)
+
+
+async def close_parent(parent: Path) -> None:
+    try:
+        children = [c for c in parent.iterdir() if c.is_dir()]
+    except OSError:
+        children = []
+    for child in children:
+        await release(child)
+    _rmdir(parent)
+
+
+def _gone(name: str) -> bool:
+    """Whether the daemon whose pid ends ``name`` (llmgine-sandbox-PID[-...]) is gone."""
+    parts = name.split("-")
+    pid = parts[2] if len(parts) > 2 else ""
+    return pid.isdigit() and not Path(f"/proc/{pid}").exists()
+
+
+async def remove_stale(base: Path) -> None:
+    """Remove the cgroups of daemons that are gone (killed with SIGKILL: nothing of theirs ran
+    to remove them), with any process still in them."""
+    try:
+        candidates = list(base.glob("llmgine-sandbox-*"))
+    except OSError:
+        return
+    for parent in candidates:
+        if _gone(parent.name):
+            await close_parent(parent)
+            if not parent.exists():
+                log.info("sandbox: removed the cgroup %s of a daemon that is gone", parent)
+
+
+def remove_stale_dirs(root: str | None = None) -> int:
+    """Remove the worker directories (``llmgine-sandbox-PID-w*``, isolation "none") of daemons
+    that are gone. Returns how many were removed."""
+    removed = 0
+    base = Path(root or tempfile.gettempdir())
+    try:
+        candidates = list(base.glob("llmgine-sandbox-*"))
+    except OSError:
+        return 0
+    for path in candidates:
+        if path.is_dir() and not path.is_symlink() and _gone(path.name):
+            _make_removable(path)
+            shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                removed += 1
+                log.info("sandbox: removed %s, left by a daemon that is gone", path)
+    return removed
+
+
+def _make_removable(path: Path) -> None:
+    for dirpath, dirnames, _ in os.walk(path):
+        for name in dirnames:
+            try:
+                os.chmod(os.path.join(dirpath, name), 0o700, follow_symlinks=False)
+            except OSError:
+                pass
+
+
+def _hierarchies() -> list[tuple[str, Path]]:
+    """(controller, our own cgroup in its hierarchy) for pids and memory, v1 or v2."""
+    found: list[tuple[str, Path]] = []
     own: dict[str, str] = {}
     try:
         for line in Path("/proc/self/cgroup").read_text().splitlines():
@@ -192,17 +447,30 @@ def _pids_hierarchies() -> list[Path]:
         left, _, right = line.partition(" - ")
         fstype, _, options = (right.split(" ") + ["", "", ""])[:3]
         mountpoint = Path(left.split(" ")[4])
-        if fstype == "cgroup" and "pids" in options.split(","):
-            found.append(mountpoint / own.get("pids", "/").lstrip("/"))
+        if fstype == "cgroup":
+            for controller in _CONTROLLERS:
+                if controller in options.split(","):
+                    found.append((controller, mountpoint / own.get(controller, "/").lstrip("/")))
         elif fstype == "cgroup2":
-            found.append(mountpoint / own.get("<v2>", "/").lstrip("/"))
+            path = mountpoint / own.get("<v2>", "/").lstrip("/")
+            try:
+                available = (path / "cgroup.controllers").read_text().split()
+            except OSError:
+                available = []
+            for controller in _CONTROLLERS:
+                if controller in available:
+                    found.append((controller, path))
     return found
 
 
 def count_tasks(uid: int) -> int:
     """Tasks (processes and threads) the uid runs now: RLIMIT_NPROC counts all of them."""
     total = 0
-    for entry in os.listdir("/proc"):
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for entry in entries:
         if entry.isdigit():
             try:
                 if os.stat(f"/proc/{entry}").st_uid == uid:
@@ -210,3 +478,26 @@ def count_tasks(uid: int) -> int:
             except OSError:
                 pass
     return total
+
+
+def child_pid(parent: int) -> int | None:
+    """The first child of ``parent`` (bwrap's: the worker, PID 1 of the sandbox)."""
+    try:
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        if children:
+            return int(children[0])
+    except (OSError, ValueError):
+        pass
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                    return int(entry)
+            except (OSError, ValueError, IndexError):
+                pass
+    return None

@@ -7,10 +7,14 @@
     pool.info()                        what /api/status reports under ``sandbox``
     pool.bus_handler                   answers ``bus.publish/execute/call_tool`` from user code
 
-Workers are started as ``python -I -m llmgine_daemon.sandbox.worker`` (a clean interpreter, not
-a fork of the daemon) in their own session and process group, with an empty environment, a
-private temporary directory as cwd and no inherited descriptors but the two pipes; see
-``worker.py`` for the fork-per-call design and ``isolation.py`` for namespaces and cgroups.
+Workers are clean interpreters (not forks of the daemon) started inside bubblewrap, in their
+own session and process group, with an empty environment and no inherited descriptors but the
+two pipes; see ``worker.py`` for the fork-per-call design and ``isolation.py`` for what the
+sandbox sees, the identity it runs as, and the cgroups that cap its memory and processes.
+
+Fair share: at depth 0 a session runs at most ``session_share`` calls at once (default half the
+pool, at least 1); its further calls wait on its own queue, so one session's spinning calls
+cannot take every worker.
 
 Every wait on a worker is an await on its pipe, so a spinning worker never blocks the event
 loop. A call past its deadline, a worker that dies or speaks garbage, and a cancelled call
@@ -42,7 +46,14 @@ from typing import Any
 from llmgine_daemon.aio import killpg, spawn, wait_discarded
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.sandbox import frames
-from llmgine_daemon.sandbox.isolation import Isolation, PidsCgroup, count_tasks, probe
+from llmgine_daemon.sandbox.isolation import (
+    Cgroups,
+    Isolation,
+    child_pid,
+    count_tasks,
+    probe,
+    remove_stale_dirs,
+)
 
 log = logging.getLogger("llmgine.sandbox")
 
@@ -52,7 +63,9 @@ SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"
 SPAWN_TIMEOUT = 15.0
 # sandbox_calls_total's outcome label for each failure code (anything else: "error").
 _OUTCOMES = {TIMEOUT: "timeout", WORKER_CRASHED: "crash", SANDBOX_UNAVAILABLE: "unavailable"}
-_PROBED: dict[tuple[str, str], Isolation] = {}
+_PROBED: dict[tuple[str, ...], Isolation] = {}
+# Memory the zygote itself needs inside the worker's memory cgroup, on top of the call's limit.
+ZYGOTE_MEMORY = 64 * 2**20
 
 
 @dataclass
@@ -65,6 +78,9 @@ class SandboxLimits:
     max_output: int = 64 * 1024  # characters of print() kept per call
     max_result: int = 1024 * 1024  # bytes of JSON a result may have
     max_depth: int = 8  # nested bus.execute / call_tool / handler-triggered-events
+    max_timeout: float = 300.0  # the longest deadline a tool or handler may ask for
+    session_share: int = 0  # concurrent depth-0 calls per session (0: half the pool, >= 1)
+    tmp_bytes: int = 64 * 2**20  # size of each worker's private /tmp
 
 
 @dataclass
@@ -98,12 +114,13 @@ class SandboxUnavailable(Exception):
 
 
 class _Worker:
-    def __init__(self, proc: asyncio.subprocess.Process, tmpdir: str, cgroup: Path | None,
-                 pidns: bool) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, tmpdir: str | None,
+                 cgroups: list[Path], pidns: bool) -> None:
         self.proc = proc
-        self.tmpdir = tmpdir
-        self.cgroup = cgroup
+        self.tmpdir = tmpdir  # isolation "none" only: bubblewrap gives /tmp of its own
+        self.cgroups = cgroups
         self.pidns = pidns
+        self.zygote: int | None = None  # host pid of the worker inside bwrap
         self.child_pid: int | None = None
         self.calls = 0
 
@@ -125,21 +142,31 @@ class _Worker:
         if self.child_pid is not None and not self.pidns:
             killpg(self.child_pid)
         killpg(self.proc.pid)
-        if self.cgroup is not None:
-            PidsCgroup.kill_all(self.cgroup)
+        if self.zygote is not None:  # PID 1 of the sandbox: its end ends the whole namespace
+            try:
+                os.kill(self.zygote, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for cgroup in self.cgroups:
+            Cgroups.kill_all(cgroup)
 
 
 class SandboxPool:
     def __init__(self, size: int, limits: SandboxLimits | None = None, *,
-                 isolation: str = "auto", python: str | None = None) -> None:
+                 isolation: str = "auto", python: str | None = None, user: str = "nobody",
+                 group: str = "") -> None:
         self.size = max(1, size)
         self.limits = limits or SandboxLimits()
-        self.isolation_mode = isolation
+        self.isolation_mode = "bubblewrap" if isolation == "namespaces" else isolation
         self.python = python or sys.executable
+        self.user = user
+        self.group = group
+        self.share = self.limits.session_share or max(1, self.size // 2)
+        self._sessions: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
         self.bus_handler: BusHandler | None = None
         self.log_handler: LogHandler | None = None
         self.isolation = Isolation()
-        self._cgroups: PidsCgroup | None = None
+        self._cgroups: Cgroups | None = None
         self._idle: list[_Worker] = []
         self._busy = 0
         self._sems: dict[int, asyncio.Semaphore] = {}
@@ -170,11 +197,18 @@ class SandboxPool:
         await asyncio.shield(self._boot_task)
 
     async def _boot(self) -> None:
-        key = (self.isolation_mode, self.python)
+        key = (self.isolation_mode, self.python, self.user, self.group)
         if key not in _PROBED:  # one probe per process: the machine does not change
-            _PROBED[key] = await probe(self.isolation_mode, self.python)
+            _PROBED[key] = await probe(self.isolation_mode, self.python, self.user, self.group)
         self.isolation = _PROBED[key]
-        self._cgroups = await PidsCgroup.create()
+        if self.isolation.mechanism == "unavailable":
+            log.error("sandbox: user code is disabled: %s", self.isolation.reason)
+            raise SandboxUnavailable(f"user code cannot run: {self.isolation.reason}")
+        if self.isolation.mechanism == "none":
+            log.warning("sandbox: sandbox.isolation = \"none\": user code runs WITHOUT "
+                        "isolation (rlimits only); it can read what this daemon's user can read")
+        await asyncio.to_thread(remove_stale_dirs)
+        self._cgroups = await Cgroups.create()
         self._started = True
         workers = await asyncio.gather(
             *(self._spawn() for _ in range(self.size)), return_exceptions=True
@@ -186,8 +220,9 @@ class SandboxPool:
                     raise w
                 raise SandboxUnavailable(f"cannot start a sandbox worker: {w}") from w
             self._release(w)
-        log.info("sandbox: %d workers, isolation %s %s, process cap %s", self.size,
-                 self.isolation.level, ",".join(self.isolation.namespaces), self._process_cap())
+        log.info("sandbox: %d workers, isolation %s, uid %s, cgroups %s", self.size,
+                 self.isolation.mechanism, self._uid,
+                 ",".join(self._cgroups.controllers) if self._cgroups else "none")
 
     async def stop(self) -> None:
         self._started = False
@@ -215,13 +250,20 @@ class SandboxPool:
             state = "starting"
         else:
             state = "failed" if boot.exception() is not None else "running"
+        iso = self.isolation
         return {
             "state": state,
-            "isolation": self.isolation.level,
-            "namespaces": list(self.isolation.namespaces),
+            "isolation": iso.mechanism,
+            "covers": list(iso.covers),
+            "reason": iso.reason or None,
+            "namespaces": ["pid", "net", "ipc", "uts", "cgroup"] + (
+                ["user"] if iso.user_namespace else []) if iso.sandboxed else [],
             "process_cap": self._process_cap(),
+            "memory_cap": "cgroup" if self._cgroups and "memory" in self._cgroups.parents
+            else ("process tree" if iso.sandboxed else "rlimit"),
             "uid": self._uid,
             "fresh_process_per_call": True,
+            "session_share": self.share,
             "workers": self.size,
             "idle": len(self._idle),
             "busy": self._busy,
@@ -236,9 +278,9 @@ class SandboxPool:
         return [({"state": "busy"}, float(self._busy)), ({"state": "idle"}, float(len(self._idle)))]
 
     def _process_cap(self) -> str:
-        if self._cgroups is not None:
+        if self._cgroups is not None and "pids" in self._cgroups.parents:
             return "cgroup"
-        if os.geteuid() != 0 or "user" in self.isolation.namespaces:
+        if os.geteuid() != 0:
             return "rlimit"
         return "none"
 
@@ -257,7 +299,8 @@ class SandboxPool:
         """Run one call. ``payload``: the arguments (tool) or the record (handlers)."""
         run = frames.Run(
             call_id=context.call_id, op="call", kind=kind, code=code, function=function,
-            payload=json.dumps(payload).encode(), deadline=deadline or self.limits.deadline,
+            payload=json.dumps(payload).encode(),
+            deadline=min(deadline or self.limits.deadline, self.limits.max_timeout),
             max_output=self.limits.max_output, max_result=self.limits.max_result,
         )
         self.stats["calls"] += 1
@@ -279,23 +322,54 @@ class SandboxPool:
             return CallOutcome(ok=False, error=_err(SANDBOX_UNAVAILABLE, "the sandbox is stopping"))
         depth = min(max(context.depth, 0), self.limits.max_depth)
         sem = self._sems.setdefault(depth, asyncio.Semaphore(self.size))
-        async with sem:
+        share = self._share(context) if depth == 0 else None
+        try:
+            if share is not None:
+                await share.acquire()
             try:
-                worker = await self._acquire()
-            except SandboxUnavailable as exc:
-                return CallOutcome(ok=False, error=_err(SANDBOX_UNAVAILABLE, str(exc)))
-            self._busy += 1
-            healthy = False
-            try:
-                outcome, healthy = await self._call(worker, run, context)
-                return outcome
+                async with sem:
+                    return await self._on_worker(run, context)
             finally:
-                self._busy -= 1
-                worker.child_pid = None
-                if healthy:
-                    self._release(worker)
-                else:
-                    self._discard(worker)
+                if share is not None:
+                    share.release()
+        finally:
+            if share is not None:
+                self._unshare(context)
+
+    def _share(self, context: CallContext) -> asyncio.Semaphore | None:
+        """The session's own queue: at most ``share`` of its top-level calls hold workers (nested
+        calls ride on their parent's place, or a parent would wait for its own children)."""
+        if context.session_id is None:
+            return None
+        sem, users = self._sessions.setdefault(
+            context.session_id, (asyncio.Semaphore(self.share), [0]))
+        users[0] += 1
+        return sem
+
+    def _unshare(self, context: CallContext) -> None:
+        assert context.session_id is not None
+        sem, users = self._sessions[context.session_id]
+        users[0] -= 1
+        if users[0] == 0:
+            del self._sessions[context.session_id]
+
+    async def _on_worker(self, run: frames.Run, context: CallContext) -> CallOutcome:
+        try:
+            worker = await self._acquire()
+        except SandboxUnavailable as exc:
+            return CallOutcome(ok=False, error=_err(SANDBOX_UNAVAILABLE, str(exc)))
+        self._busy += 1
+        healthy = False
+        try:
+            outcome, healthy = await self._call(worker, run, context)
+            return outcome
+        finally:
+            self._busy -= 1
+            worker.child_pid = None
+            if healthy:
+                self._release(worker)
+            else:
+                self._discard(worker)
 
     async def _call(self, worker: _Worker, run: frames.Run,
                     context: CallContext) -> tuple[CallOutcome, bool]:
@@ -303,6 +377,7 @@ class SandboxPool:
         done: frames.Done | None = None
         max_frame = self.limits.max_result + 4 * self.limits.max_output + 65536
         worker.calls += 1
+        ooms = Cgroups.oom_kills(worker.cgroups)
 
         def elapsed() -> float:
             return round((time.monotonic() - started) * 1000, 3)
@@ -345,22 +420,31 @@ class SandboxPool:
         except BaseException:  # cancelled (a command timeout): the child may still be running
             worker.kill()
             raise
+        healthy = not frame.retire
         if done is None:
             self.stats["crashes"] += 1
             metrics.inc("sandbox_worker_crashes_total")
+            if Cgroups.oom_kills(worker.cgroups) > ooms:
+                limit = self.limits.memory_bytes // 2**20
+                return CallOutcome(ok=False, duration_ms=elapsed(), error=_err(
+                    "EXECUTION_FAILED",
+                    f"MemoryError: the call used more than {limit} MiB (sandbox.memory_mb), "
+                    "counting every process it started; it was stopped",
+                    type="MemoryError", limit_mb=limit,
+                )), False
             # The zygote survived and reported how the child ended: the worker stays.
             return CallOutcome(ok=False, duration_ms=elapsed(), error=_err(
                 WORKER_CRASHED,
                 f"the process running the call died before answering ({frame.status})",
                 status=frame.status,
-            )), True
+            )), healthy
         outcome = CallOutcome(
             ok=done.ok, error=done.error, output=done.output,
             output_truncated=done.output_truncated, duration_ms=elapsed(),
         )
         if done.ok:
             outcome.result = json.loads(done.result)
-        return outcome, True
+        return outcome, healthy
 
     async def _answer(self, context: CallContext, request: frames.BusRequest) -> frames.BusReply:
         if self.bus_handler is None:
@@ -420,10 +504,11 @@ class SandboxPool:
     async def _spawn(self) -> _Worker:
         self._counter += 1
         name = f"w{self._counter}"
-        tmpdir = tempfile.mkdtemp(prefix=f"llmgine-sandbox-{os.getpid()}-{name}-")
-        cgroup = (
-            self._cgroups.make(name, self.limits.processes + 2)  # + the zygote and its child
-            if self._cgroups is not None else None
+        iso = self.isolation
+        cgroups = (
+            self._cgroups.make(name, self.limits.processes + 2,  # + the zygote and its child
+                               self.limits.memory_bytes + ZYGOTE_MEMORY)
+            if self._cgroups is not None else []
         )
         uid = os.geteuid()
         limits = {
@@ -432,26 +517,44 @@ class SandboxPool:
             "file_size_bytes": self.limits.file_size_bytes,
             "nproc": (count_tasks(uid) + self.limits.processes + 2) if uid != 0 else 0,
         }
-        config = json.dumps({"limits": limits, "cgroup": str(cgroup) if cgroup else ""})
-        argv = [*self.isolation.prefix, self.python, "-I", "-m",
-                "llmgine_daemon.sandbox.worker", config]
+        tmpdir: str | None = None
+        if iso.sandboxed:
+            config = {"daemon": os.getpid(), "limits": limits, "sandboxed": True,
+                      "identity": [iso.uid, iso.gid] if iso.uid is not None else None}
+            cwd = "/"
+        else:  # isolation "none": a host directory, removed with the worker (or at next start)
+            tmpdir = cwd = tempfile.mkdtemp(prefix=f"llmgine-sandbox-{os.getpid()}-{name}-")
+            pids = [c for c in cgroups if (c / "pids.max").exists()]
+            config = {"daemon": os.getpid(), "limits": limits,
+                      "cgroup": str(pids[0]) if pids else ""}
+        argv = iso.worker_argv(json.dumps(config), self.limits.tmp_bytes)
         try:
             proc = await spawn(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL, env={}, cwd=tmpdir, close_fds=True,
+                stderr=asyncio.subprocess.DEVNULL, env={}, cwd=cwd, close_fds=True,
                 start_new_session=True,
             )
         except BaseException as exc:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+            if tmpdir is not None:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+            if self._cgroups is not None:
+                await self._cgroups.release(cgroups)
             if isinstance(exc, OSError):
-                raise SandboxUnavailable(f"cannot start {self.python}: {exc}") from exc
+                raise SandboxUnavailable(f"cannot start {argv[0]}: {exc}") from exc
             raise
-        worker = _Worker(proc, tmpdir, cgroup, pidns="pid" in self.isolation.namespaces)
+        worker = _Worker(proc, tmpdir, cgroups, pidns=iso.sandboxed)
         self._all.add(worker)
         try:
             ready = await asyncio.wait_for(worker.read(65536), SPAWN_TIMEOUT)
             if not isinstance(ready, frames.Ready):
                 raise frames.FrameError(f"expected Ready, got {type(ready).__name__}")
+            if iso.sandboxed:
+                # The zygote has forked nothing yet: in its cgroups now, every process of every
+                # call is counted there.
+                worker.zygote = child_pid(proc.pid)
+                if worker.zygote is None:
+                    raise frames.FrameError("cannot find the worker inside bubblewrap")
+                Cgroups.join(cgroups, worker.zygote)
         except BaseException as exc:
             worker.kill()
             await self._reap(worker)
@@ -459,7 +562,7 @@ class SandboxPool:
                 raise
             raise SandboxUnavailable(f"worker did not start: {_describe(exc, None)}") from None
         self._python_version = ready.python
-        self._uid = ready.uid
+        self._uid = ready.uid if iso.uid is None else iso.uid
         return worker
 
     async def _reap(self, worker: _Worker) -> None:
@@ -470,12 +573,13 @@ class SandboxPool:
         except (TimeoutError, ProcessLookupError):
             pass
         self._forget(worker)
-        if worker.cgroup is not None and self._cgroups is not None:
-            await self._cgroups.release(worker.cgroup)
+        if self._cgroups is not None:
+            await self._cgroups.release(worker.cgroups)
 
     def _forget(self, worker: _Worker) -> None:
         self._all.discard(worker)
-        shutil.rmtree(worker.tmpdir, ignore_errors=True)
+        if worker.tmpdir is not None:
+            shutil.rmtree(worker.tmpdir, ignore_errors=True)
 
 
 async def _wait_briefly(proc: asyncio.subprocess.Process) -> int | None:

@@ -26,8 +26,10 @@ import linecache
 import math
 import os
 import resource
+import select
 import shutil
 import signal
+import socket
 import sys
 import traceback
 from typing import Any
@@ -42,6 +44,7 @@ FUNCTION_NOT_FOUND = "FUNCTION_NOT_FOUND"
 EXECUTION_FAILED = "EXECUTION_FAILED"
 INVALID_RESULT = "INVALID_RESULT"
 RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
+WORKER_CRASHED = "WORKER_CRASHED"
 
 _RFD = -1
 _WFD = -1
@@ -257,13 +260,19 @@ def run_in_child(run: frames.Run, output: CappedOutput) -> frames.Done:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
 
 
-def child_main(run: frames.Run) -> None:
-    """Runs in the forked child; never returns."""
+def child_main(run: frames.Run, channel: int) -> None:
+    """Runs in the forked child; never returns. ``channel``: its own socket to the zygote (the
+    pool's pipes are closed before this runs: user code never holds them)."""
+    global _RFD, _WFD
+    _RFD = _WFD = channel
     try:
         os.setpgid(0, 0)  # its own group: the zygote kills the group afterwards
-        # The pool needs the pid to kill this child on a deadline when there is no PID
-        # namespace; the child sends it (not the zygote) so only one process writes at a time.
-        frames.write_frame(_WFD, frames.Started(run.call_id, os.getpid()))
+        _set_dumpable(True)  # the zygote is not; user code's own processes may be
+        try:  # if memory runs out, the kernel picks user code, not the zygote
+            with open("/proc/self/oom_score_adj", "w") as fh:
+                fh.write("1000")
+        except OSError:
+            pass
         cpu = math.ceil(run.deadline) + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         output = CappedOutput(run.max_output)
@@ -293,28 +302,6 @@ def _describe_status(status: int) -> tuple[str, bool]:
     return f"exit status {code}", code == 0
 
 
-def _reap_leftovers(pgid: int) -> None:
-    """Kill whatever the call left running (user code may fork) and collect the zombies."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if os.getpid() == 1:
-        # PID 1 of our own PID namespace: -1 reaches exactly the processes in the namespace,
-        # including any that left the child's process group with setsid().
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 def _set_limits(limits: dict[str, int]) -> None:
     def cap(which: int, value: int) -> None:
         if value <= 0:
@@ -336,52 +323,333 @@ def _set_limits(limits: dict[str, int]) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
+def _set_dumpable(on: bool) -> None:
+    """PR_SET_DUMPABLE: a process that is not dumpable cannot be traced, nor its /proc files
+    (memory, descriptors) opened, by another process of the same uid (user code)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 1 if on else 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _drop_identity(identity: list[int] | None) -> None:
+    """A daemon run as root hands the worker uid/gid: become them for good, before anything
+    else (bwrap left this process CAP_SETUID and CAP_SETGID only; setresuid clears them)."""
+    if not identity:
+        return
+    uid, gid = identity
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+        raise SystemExit("could not drop privileges")
+    try:
+        os.setuid(0)
+    except PermissionError:
+        return
+    raise SystemExit("privileges could be regained")
+
+
+class _Channel:
+    """The zygote's end of one call's socket: frames in, bytes out, never blocking."""
+
+    def __init__(self, sock: socket.socket, max_frame: int) -> None:
+        self.sock = sock
+        self.max_frame = max_frame
+        self.inbox = bytearray()
+        self.outbox = bytearray()
+        self.closed = False
+
+    def receive(self) -> list[frames.Frame]:
+        try:
+            data = self.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            data = b""
+        if not data:
+            self.closed = True
+            return []
+        self.inbox += data
+        out: list[frames.Frame] = []
+        while len(self.inbox) >= frames.HEADER.size:
+            (size,) = frames.HEADER.unpack_from(self.inbox)
+            if size > self.max_frame:
+                raise frames.FrameError(f"a frame of {size} bytes is over the limit")
+            end = frames.HEADER.size + size
+            if len(self.inbox) < end:
+                break
+            out.append(frames.decode(bytes(self.inbox[frames.HEADER.size:end])))
+            del self.inbox[:end]
+        return out
+
+    def send(self, frame: frames.Frame) -> None:
+        self.outbox += frames.encode(frame)
+        self.flush()
+
+    def flush(self) -> None:
+        while self.outbox and not self.closed:
+            try:
+                sent = self.sock.send(self.outbox)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.outbox.clear()
+                return
+            del self.outbox[:sent]
+
+
+def _rss_of_others() -> int:
+    """Resident bytes of every process in our PID namespace but us (PID 1): the call's whole
+    process tree, however it forked."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and entry != "1":
+            try:
+                with open(f"/proc/{entry}/statm") as fh:
+                    total += int(fh.read().split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total * _PAGE
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _kill_everything(pid: int) -> bool:
+    """Kill whatever the call left running (user code may fork) and collect the zombies;
+    False if something survived (the worker is then retired)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    pid1 = os.getpid() == 1
+    for _ in range(500):
+        if pid1:
+            # PID 1 of our own PID namespace: -1 reaches exactly the processes in the
+            # namespace, including any that left the child's process group with setsid().
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while True:
+            try:
+                done, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return True
+            if done == 0:
+                break
+        if not pid1:
+            return True  # no namespace: what left the group is the pool's to kill
+        select.select([], [], [], 0.002)
+    return False
+
+
+def _wipe(path: str) -> bool:
+    """Empty ``path`` (the call's /tmp); False if anything is left."""
+    for dirpath, dirnames, _ in os.walk(path):
+        for name in dirnames:
+            try:
+                os.chmod(os.path.join(dirpath, name), 0o700, follow_symlinks=False)
+            except OSError:
+                pass
+    try:
+        entries = os.listdir(path)
+    except OSError:
+        return False
+    for name in entries:
+        full = os.path.join(path, name)
+        try:
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full)
+            else:
+                os.unlink(full)
+        except OSError:
+            pass
+    try:
+        return not os.listdir(path)
+    except OSError:
+        return False
+
+
+def _ipc_left() -> bool:
+    """SysV IPC objects or POSIX message queues the call created: they would outlive it."""
+    for name in ("shm", "sem", "msg"):
+        try:
+            with open(f"/proc/sysvipc/{name}") as fh:
+                if len(fh.read().splitlines()) > 1:
+                    return True
+        except OSError:
+            pass
+    try:
+        return bool(os.listdir("/dev/mqueue"))
+    except OSError:
+        return False
+
+
+class _Zygote:
+    def __init__(self, pool_r: int, pool_w: int, config: dict[str, Any]) -> None:
+        self.pool_r = pool_r
+        self.pool_w = pool_w
+        self.sandboxed = bool(config.get("sandboxed"))
+        self.memory = int(config["limits"].get("memory_bytes", 0))
+        self.workdir = os.getcwd() if self.sandboxed else os.path.join(os.getcwd(), "call")
+
+    def serve(self) -> None:
+        while True:
+            try:
+                run = frames.read_frame(self.pool_r)
+            except EOFError:
+                return
+            if not isinstance(run, frames.Run):
+                return
+            if not self.sandboxed:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                os.mkdir(self.workdir, 0o700)
+            retire = self.call(run)
+            if retire:
+                return  # the pool replaces a worker that ends
+
+    def call(self, run: frames.Run) -> bool:
+        """One call in a fresh child; True if this worker must not serve another call."""
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(self.pool_r)
+                os.close(self.pool_w)
+                ours.close()
+                os.chdir(self.workdir)
+                channel = theirs.detach()
+            except BaseException:  # noqa: BLE001
+                os._exit(70)
+            child_main(run, channel)
+        theirs.close()
+        ours.setblocking(False)
+        frames.write_frame(self.pool_w, frames.Started(run.call_id, pid))
+        max_frame = run.max_result + 4 * run.max_output + 65536
+        channel = _Channel(ours, max_frame)
+        failure, status = self.relay(run, pid, channel)
+        if status is None:
+            status = self.wait_child(pid, failure is None)
+        gone = _kill_everything(pid)
+        ours.close()
+        if failure is not None:
+            frames.write_frame(self.pool_w, frames.Done(run.call_id, ok=False, error=failure))
+        description, clean = _describe_status(status) if status is not None else ("killed", False)
+        dirty = not gone or not _wipe(self.workdir) or (self.sandboxed and _ipc_left())
+        frames.write_frame(self.pool_w, frames.Exited(run.call_id, description, clean, dirty))
+        return dirty
+
+    def relay(self, run: frames.Run, pid: int,
+              channel: _Channel) -> tuple[dict[str, Any] | None, int | None]:
+        """Pass the child's frames to the pool (checked: only bus requests, logs and one Done
+        for this call) and the pool's replies back, until Done or the child's end. Returns
+        the failure to report when the call did not end with a Done of its own, and the
+        child's wait status if it was collected."""
+        poller = select.poll()
+        poller.register(self.pool_r, select.POLLIN)
+        poller.register(channel.sock, select.POLLIN)
+        watching = self.sandboxed and self.memory > 0
+        while True:
+            if channel.outbox:
+                poller.modify(channel.sock, select.POLLIN | select.POLLOUT)
+            elif not channel.closed:
+                poller.modify(channel.sock, select.POLLIN)
+            for fd, events in poller.poll(50):
+                if fd == self.pool_r:
+                    reply = frames.read_frame(self.pool_r)
+                    if isinstance(reply, frames.BusReply):
+                        channel.send(reply)
+                    continue
+                if events & select.POLLOUT:
+                    channel.flush()
+                if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    try:
+                        received = channel.receive()
+                    except frames.FrameError as exc:
+                        return _error(WORKER_CRASHED,
+                                      f"the call broke the sandbox protocol: {exc}"), None
+                    for frame in received:
+                        if isinstance(frame, (frames.BusRequest, frames.Log)):
+                            frames.write_frame(self.pool_w, frame)
+                        elif isinstance(frame, frames.Done) and frame.call_id == run.call_id:
+                            frames.write_frame(self.pool_w, frame)
+                            return None, None
+                        else:
+                            return _error(WORKER_CRASHED, "the call broke the sandbox protocol: "
+                                          f"unexpected {type(frame).__name__} frame"), None
+                    if channel.closed:
+                        poller.unregister(channel.sock)
+            if watching and _rss_of_others() > self.memory:
+                limit = self.memory // 2**20
+                return _error(
+                    EXECUTION_FAILED,
+                    f"MemoryError: the call used more than {limit} MiB (sandbox.memory_mb), "
+                    "counting every process it started; it was stopped",
+                    type="MemoryError", limit_mb=limit,
+                ), None
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return None, status
+
+    def wait_child(self, pid: int, graceful: bool) -> int | None:
+        """The child's wait status: a child that sent Done gets a moment to exit by itself."""
+        if graceful:
+            try:  # wakes as soon as the child exits (it does right after Done)
+                fd = os.pidfd_open(pid)
+                try:
+                    select.select([fd], [], [], 0.2)
+                finally:
+                    os.close(fd)
+            except (AttributeError, OSError):
+                select.select([], [], [], 0.01)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return status
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            _, status = os.waitpid(pid, 0)
+            return status
+        except ChildProcessError:
+            return None
+
+
 def main() -> None:
-    global _RFD, _WFD
     config = json.loads(sys.argv[1])
-    _RFD, _WFD = os.dup(0), os.dup(1)
+    _drop_identity(config.get("identity"))
+    _set_dumpable(False)
+    # PID 1 of the sandbox: with the default action, signals from user code are not delivered.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    pool_r, pool_w = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
     cgroup = config.get("cgroup") or ""
-    if cgroup:
+    if cgroup:  # isolation "none" as root: the worker joins its pids cgroup itself
         try:
             with open(os.path.join(cgroup, "cgroup.procs"), "w") as fh:
-                fh.write("0")  # "0" = this process, whatever our PID namespace calls it
+                fh.write("0")
         except OSError:
             cgroup = ""
     _set_limits(config["limits"])
     # The pool passes an empty environment; the interpreter may still add LC_CTYPE (PEP 538).
     os.environ.clear()
+    zygote = _Zygote(pool_r, pool_w, config)
     # Everything imported so far is shared with every child: keep the collector off those
     # pages so forked children do not copy them.
     gc.freeze()
-    base = os.getcwd()
-    frames.write_frame(_WFD, frames.Ready(
+    frames.write_frame(pool_w, frames.Ready(
         pid=os.getpid(), uid=os.getuid(), pidns=os.getpid() == 1, cgroup=bool(cgroup),
         python=sys.version.split()[0],
     ))
-    while True:
-        try:
-            run = frames.read_frame(_RFD)
-        except EOFError:
-            return
-        if not isinstance(run, frames.Run):
-            return
-        # A fresh working directory per call, removed afterwards.
-        calldir = os.path.join(base, "call")
-        shutil.rmtree(calldir, ignore_errors=True)
-        os.mkdir(calldir, 0o700)
-        pid = os.fork()
-        if pid == 0:
-            os.chdir(calldir)
-            child_main(run)
-        _, status = os.waitpid(pid, 0)
-        description, clean = _describe_status(status)
-        _reap_leftovers(pid)
-        shutil.rmtree(calldir, ignore_errors=True)
-        frames.write_frame(_WFD, frames.Exited(run.call_id, description, clean))
+    zygote.serve()
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ async def test_environment_holds_no_secret(make_client, monkeypatch):
     assert out["result"]["environ"] == {}
     text = json.dumps(out)
     assert "secret" not in text
-    assert "llmgine-sandbox" in out["result"]["cwd"]
+    assert out["result"]["cwd"] == "/tmp"  # the sandbox's own, private /tmp
 
 
 async def test_printing_a_gigabyte_is_capped(sandbox):
@@ -193,7 +193,8 @@ async def test_no_network_in_the_namespace(sandbox):
 
 async def test_status_reports_isolation(sandbox):
     info = (await (await sandbox.client.get("/api/status")).json())["sandbox"]
-    assert info["isolation"] in ("namespaces", "rlimits")
+    assert info["isolation"] == "bubblewrap", info
+    assert info["uid"] != 0 and info["process_cap"] == "cgroup" and info["memory_cap"] == "cgroup"
     assert info["workers"] == 2 and info["fresh_process_per_call"] is True
     assert info["limits"]["max_output"] == 65536
     assert sandbox.client.server.app[BUS].sandbox is not None
