@@ -532,6 +532,7 @@ class _Zygote:
         max_frame = run.max_result + 4 * run.max_output + 65536
         channel = _Channel(ours, max_frame)
         failure, status = self.relay(run, pid, channel)
+        failure = failure or None  # {}: the child's own Done was passed on
         if status is None:
             status = self.wait_child(pid, failure is None)
         gone = _kill_everything(pid)
@@ -567,20 +568,9 @@ class _Zygote:
                 if events & select.POLLOUT:
                     channel.flush()
                 if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                    try:
-                        received = channel.receive()
-                    except frames.FrameError as exc:
-                        return _error(WORKER_CRASHED,
-                                      f"the call broke the sandbox protocol: {exc}"), None
-                    for frame in received:
-                        if isinstance(frame, (frames.BusRequest, frames.Log)):
-                            frames.write_frame(self.pool_w, frame)
-                        elif isinstance(frame, frames.Done) and frame.call_id == run.call_id:
-                            frames.write_frame(self.pool_w, frame)
-                            return None, None
-                        else:
-                            return _error(WORKER_CRASHED, "the call broke the sandbox protocol: "
-                                          f"unexpected {type(frame).__name__} frame"), None
+                    verdict = self.take(run, channel)
+                    if verdict is not None:
+                        return verdict, None
                     if channel.closed:
                         poller.unregister(channel.sock)
             if watching and _rss_of_others() > self.memory:
@@ -593,7 +583,33 @@ class _Zygote:
                 ), None
             done, status = os.waitpid(pid, os.WNOHANG)
             if done == pid:
+                # It may have written its last frames (its Done) just before it exited.
+                while not channel.closed:
+                    before = len(channel.inbox)
+                    verdict = self.take(run, channel)
+                    if verdict is not None:
+                        return verdict, status
+                    if len(channel.inbox) == before:
+                        break
                 return None, status
+
+    def take(self, run: frames.Run, channel: _Channel) -> dict[str, Any] | None:
+        """Pass on what the child sent. None: carry on; else the call is over (a Done frame,
+        passed on, is an empty dict; a failure is the error to report)."""
+        try:
+            received = channel.receive()
+        except frames.FrameError as exc:
+            return _error(WORKER_CRASHED, f"the call broke the sandbox protocol: {exc}")
+        for frame in received:
+            if isinstance(frame, (frames.BusRequest, frames.Log)):
+                frames.write_frame(self.pool_w, frame)
+            elif isinstance(frame, frames.Done) and frame.call_id == run.call_id:
+                frames.write_frame(self.pool_w, frame)
+                return {}
+            else:
+                return _error(WORKER_CRASHED, "the call broke the sandbox protocol: "
+                              f"unexpected {type(frame).__name__} frame")
+        return None
 
     def wait_child(self, pid: int, graceful: bool) -> int | None:
         """The child's wait status: a child that sent Done gets a moment to exit by itself."""

@@ -1,0 +1,390 @@
+"""User code attacks the daemon that runs it: a real llmgined (as root here, as CI runs it),
+real bubblewrap workers. Every attempt must fail and the daemon keep answering.
+
+Each tool gets what it would need to aim at the daemon (LLMGINE_HOME, the socket path, the TCP
+port, the daemon's pid) as arguments: hiding them would prove nothing.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llmgine_daemon.settings import get_paths
+
+from tests.clitools import free_port, short_home, start_daemon, stop_process
+
+pytestmark = pytest.mark.e2e
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("llmgine", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class Api:
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
+        conn = _UnixConnection(self.socket_path, timeout)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if data is not None else {}
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+        finally:
+            conn.close()
+
+    def session(self) -> str:
+        status, body = self.call("POST", "/api/sessions", {})
+        assert status == 201, body
+        return body["session_id"]
+
+    def tool(self, sid: str, code: str, arguments: dict[str, Any] | None = None, *,
+             name: str = "f", timeout: float = 20) -> dict[str, Any]:
+        status, body = self.call("POST", f"/api/sessions/{sid}/tools?replace=true", {
+            "name": name, "function_code": textwrap.dedent(code), "timeout": timeout})
+        assert status == 201, body
+        status, body = self.call("POST", f"/api/sessions/{sid}/tools/{name}/execute",
+                                 {"arguments": arguments or {}})
+        assert status == 200, body
+        return body
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    home = short_home()
+    port = free_port()
+    proc = None
+    try:
+        d = start_daemon(home, port=port, env={"API_WORKERS": "1",
+                                               "LLMGINE_SANDBOX_MAX_PROCESSES": "16"})
+        proc = d.proc
+        paths = get_paths({"LLMGINE_HOME": str(home)})
+        api = Api(str(paths.socket))
+        api.home = home  # type: ignore[attr-defined]
+        api.port = port  # type: ignore[attr-defined]
+        api.pid = proc.pid  # type: ignore[attr-defined]
+        yield api
+    finally:
+        if proc is not None:
+            stop_process(proc)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def healthy(api: Api) -> None:
+    status, body = api.call("GET", "/api/health")
+    assert status == 200 and body["status"] == "healthy"
+
+
+def test_the_daemons_files_socket_and_port_are_out_of_reach(daemon):
+    home = Path(daemon.home)
+    targets = [str(p) for p in home.rglob("*")] + [str(home)]
+    assert any(t.endswith("local.key") for t in targets)
+    out = daemon.tool(daemon.session(), """
+        import os, socket
+
+        def f(home, targets, socket_path, port, daemon_pid):
+            seen = {}
+            for path in targets + ["/etc/shadow", "/etc/passwd", "/proc/1/environ",
+                                   "/home", "/run", "/sys/fs/cgroup", "/var", "/work"]:
+                try:
+                    if os.path.isdir(path):
+                        seen[path] = os.listdir(path)
+                    else:
+                        with open(path, "rb") as fh:
+                            seen[path] = fh.read(100).hex()
+                except OSError as exc:
+                    pass
+            attempts = {}
+            try:
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(socket_path)
+                attempts["unix"] = "connected"
+            except OSError as exc:
+                attempts["unix"] = type(exc).__name__
+            for host in ("127.0.0.1", "::1"):
+                try:
+                    socket.create_connection((host, port), timeout=1)
+                    attempts[host] = "connected"
+                except OSError as exc:
+                    attempts[host] = type(exc).__name__
+            try:
+                os.kill(daemon_pid, 0)
+                attempts["signal"] = "delivered"
+            except OSError as exc:
+                attempts["signal"] = type(exc).__name__
+            return {"seen": seen, "attempts": attempts, "uid": os.getuid(), "gid": os.getgid(),
+                    "root": sorted(os.listdir("/"))}
+    """, {"home": str(home), "targets": targets, "socket_path": str(daemon.socket_path),
+          "port": daemon.port, "daemon_pid": daemon.pid})
+    assert out["error"] is None, out["error"]
+    result = out["result"]
+    assert result["seen"] == {}, result["seen"]
+    assert set(result["attempts"].values()) <= {
+        "FileNotFoundError", "ConnectionRefusedError", "OSError", "PermissionError",
+        "ProcessLookupError", "TimeoutError"}, result["attempts"]
+    assert "connected" not in result["attempts"].values()
+    assert result["attempts"]["signal"] == "ProcessLookupError"
+    assert result["uid"] != 0 and result["gid"] != 0
+    assert "etc" not in result["root"] and "home" not in result["root"] and "sys" not in result["root"]
+    healthy(daemon)
+
+
+def test_no_privilege_can_be_regained(daemon):
+    out = daemon.tool(daemon.session(), """
+        import ctypes, os
+
+        def f():
+            libc = ctypes.CDLL(None, use_errno=True)
+            status = {}
+            for line in open("/proc/self/status"):
+                key, _, value = line.partition(":")
+                if key in ("CapEff", "CapPrm", "NoNewPrivs"):
+                    status[key] = value.strip()
+            return {
+                "setuid": libc.setuid(0),
+                "setgid": libc.setgid(0),
+                "uid": os.getuid(),
+                "ptrace_pid1": libc.ptrace(16, 1, 0, 0),  # PTRACE_ATTACH the zygote
+                "umount_proc": libc.umount2(b"/proc", 2),
+                "status": status,
+            }
+    """)
+    result = out["result"]
+    assert result["setuid"] == -1 and result["setgid"] == -1 and result["uid"] != 0, result
+    assert result["ptrace_pid1"] == -1 and result["umount_proc"] == -1
+    assert result["status"] == {"CapEff": "0000000000000000", "CapPrm": "0000000000000000",
+                                "NoNewPrivs": "1"}, result
+    healthy(daemon)
+
+
+def test_a_write_to_the_hosts_tmp_does_not_reach_the_host(daemon):
+    name = f"llmgine-escape-{uuid.uuid4().hex}"
+    out = daemon.tool(daemon.session(), """
+        import os
+
+        def f(name):
+            with open("/tmp/" + name, "w") as fh:
+                fh.write("x")
+            with open("/tmp/" + name) as fh:  # its own /tmp works within the call
+                return fh.read()
+    """, {"name": name})
+    assert out["result"] == "x", out
+    assert not os.path.exists(f"/tmp/{name}")
+    second = daemon.tool(daemon.session(), """
+        import os
+
+        def f(name):
+            return os.path.exists("/tmp/" + name)
+    """, {"name": name})
+    assert second["result"] is False  # and the next call does not find it either
+
+
+def test_cgroup_files_are_absent(daemon):
+    out = daemon.tool(daemon.session(), """
+        import os
+
+        def f():
+            done = []
+            for path in ("/sys/fs/cgroup/pids/cgroup.procs", "/sys/fs/cgroup/cgroup.procs",
+                         "/sys/fs/cgroup/memory/cgroup.procs"):
+                try:
+                    with open(path, "w") as fh:
+                        fh.write("0")
+                    done.append(path)
+                except OSError:
+                    pass
+            return done
+    """)
+    assert out["result"] == [], out
+
+
+def test_forged_frames_and_a_lingering_process_reach_no_other_call(daemon):
+    attacker = daemon.session()
+    victim = daemon.session()
+    out = daemon.tool(attacker, """
+        import os, struct, time
+
+        def attack():
+            # Frames as the pool would read them: a Done and an Exited for any call, msgpack
+            # hand-made (fixmap {"type": "Done", ...}) to every descriptor this process holds.
+            def frame(payload):
+                return struct.pack(">I", len(payload)) + payload
+
+            forged = [
+                frame(b"\\x83\\xa4type\\xa4Done\\xa7call_id\\xa1x\\xa2ok\\xc3"),
+                frame(b"\\x84\\xa4type\\xa6Exited\\xa7call_id\\xa1x\\xa6status\\xa1x\\xa5clean\\xc3"),
+            ]
+            wrote = []
+            for fd in range(3, 256):
+                for data in forged:
+                    try:
+                        os.write(fd, data)
+                        wrote.append(fd)
+                    except OSError:
+                        pass
+            if os.fork() == 0:  # stay alive, reading whatever comes
+                os.setsid()
+                for fd in range(3, 256):
+                    try:
+                        os.set_blocking(fd, True)
+                    except OSError:
+                        pass
+                while True:
+                    for fd in range(0, 256):
+                        try:
+                            os.read(fd, 65536)
+                        except OSError:
+                            pass
+                    time.sleep(0.01)
+            return sorted(set(wrote))
+    """, name="attack")
+    # The forged frames broke the protocol of the attacker's own call, nothing else.
+    assert out["result"] is None and out["error"]["code"] == "WORKER_CRASHED", out
+    assert "protocol" in out["error"]["message"]
+    secret = uuid.uuid4().hex
+    result = daemon.tool(victim, """
+        def login(password):
+            return {"echo": password}
+    """, {"password": secret}, name="login")
+    assert result["error"] is None and result["result"] == {"echo": secret}, result
+    status, events = daemon.call("GET", f"/api/sessions/{victim}/events?limit=100")
+    assert status == 200
+    assert [e["event_type"] for e in events["events"]].count("ToolExecuted") == 1
+    status, events = daemon.call("GET", f"/api/sessions/{attacker}/events?limit=100")
+    assert secret not in json.dumps(events)
+    healthy(daemon)
+
+
+def test_umount_or_leftovers_of_one_call_do_not_reach_the_next(daemon):
+    first = daemon.tool(daemon.session(), """
+        import ctypes, os
+
+        def f():
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.umount2(b"/proc", 2)
+            os.mkdir("/tmp/trap")
+            with open("/tmp/trap/x", "w") as fh:
+                fh.write("x")
+            os.chmod("/tmp/trap", 0)
+            return True
+    """)
+    assert first["result"] is True, first
+    second = daemon.tool(daemon.session(), """
+        import os
+
+        def f():
+            return {"proc": os.path.exists("/proc/self/status"), "tmp": os.listdir("/tmp")}
+    """)
+    assert second["result"] == {"proc": True, "tmp": []}, second
+
+
+def test_three_children_over_the_memory_limit_are_stopped(daemon):
+    out = daemon.tool(daemon.session(), """
+        import os, time
+
+        def f():
+            for _ in range(3):
+                if os.fork() == 0:
+                    block = bytearray(600 * 2**20)
+                    for i in range(0, len(block), 4096):
+                        block[i] = 1
+                    time.sleep(30)
+                    os._exit(0)
+            time.sleep(30)
+            return "all three held 1.8 GB"
+    """, timeout=60)
+    assert out["result"] is None, out
+    assert out["error"]["details"].get("type") == "MemoryError", out["error"]
+    healthy(daemon)
+
+
+def test_a_handler_acts_only_in_its_own_session(daemon):
+    own = daemon.session()
+    other = daemon.session()
+    status, body = daemon.call("POST", f"/api/sessions/{own}/handlers/commands", {
+        "command_type": "Probe",
+        "handler_function": textwrap.dedent("""
+            async def probe(command):
+                other = command.parameters["other"]
+                tried = {}
+                try:
+                    await bus.execute("Noop", {}, session_id=other)
+                    tried["kwarg"] = "ran"
+                except TypeError:
+                    tried["kwarg"] = "refused"
+                event = await bus.publish("Probed", {}, metadata={"session_id": other})
+                tried["published_in"] = event["session_id"]
+                return tried
+        """)})
+    assert status == 201, body
+    status, body = daemon.call("POST", f"/api/sessions/{own}/commands?wait=20", {
+        "command_type": "Probe", "parameters": {"other": other}})
+    assert status in (200, 201), body
+    assert body["status"] == "completed", body
+    assert body["result"] == {"kwarg": "refused", "published_in": own}
+    status, events = daemon.call("GET", f"/api/sessions/{other}/events?limit=100")
+    assert "Probed" not in [e["event_type"] for e in events["events"]]
+
+
+def test_one_sessions_spinning_calls_leave_room_for_another(tmp_path):
+    """Session A fills its share of a two-worker pool with spinning calls and queues more;
+    session B's call still runs at once (it finishes while A's are still spinning)."""
+    home = short_home()
+    proc = None
+    try:
+        d = start_daemon(home, env={"API_WORKERS": "2", "LLMGINE_SHUTDOWN_TIMEOUT": "1"})
+        proc = d.proc
+        api = Api(str(get_paths({"LLMGINE_HOME": str(home)}).socket))
+        a, b = api.session(), api.session()
+        spin = "def spin():\n    while True:\n        pass\n"
+        status, _ = api.call("POST", f"/api/sessions/{a}/tools",
+                             {"name": "spin", "function_code": spin, "timeout": 30})
+        assert status == 201
+        finished: list[float] = []
+
+        def spin_call() -> None:
+            try:
+                api.call("POST", f"/api/sessions/{a}/tools/spin/execute", {"arguments": {}})
+            except OSError:  # the daemon stopped at the end of the test
+                return
+            finished.append(time.monotonic())
+
+        threads = [threading.Thread(target=spin_call, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # A's first call holds a worker
+            _, status_body = api.call("GET", "/api/status")
+            if status_body["sandbox"]["busy"] >= 1:
+                break
+            time.sleep(0.05)
+        out = api.tool(b, "def hello():\n    return 'hi'\n", name="hello")
+        assert out["result"] == "hi", out
+        assert finished == [], "session B waited for session A's spinning calls"
+        _, status_body = api.call("GET", "/api/status")
+        assert status_body["sandbox"]["busy"] == 1  # A's share: one worker of two
+    finally:
+        if proc is not None:
+            stop_process(proc)
+        shutil.rmtree(home, ignore_errors=True)
