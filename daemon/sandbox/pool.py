@@ -165,7 +165,7 @@ class SandboxPool:
         self._sessions: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
         self.bus_handler: BusHandler | None = None
         self.log_handler: LogHandler | None = None
-        self.isolation = Isolation()
+        self.isolation = Isolation("pending")  # until the probe has run
         self._cgroups: Cgroups | None = None
         self._idle: list[_Worker] = []
         self._busy = 0
@@ -244,12 +244,14 @@ class SandboxPool:
 
     def info(self) -> dict[str, Any]:
         boot = self._boot_task
-        if boot is None or boot.cancelled() or not (self._started or boot.done()):
+        if boot is None or boot.cancelled():
             state = "stopped"
         elif not boot.done():
-            state = "starting"
+            state = "starting"  # probing the isolation, then starting the workers
+        elif boot.exception() is not None:
+            state = "failed"
         else:
-            state = "failed" if boot.exception() is not None else "running"
+            state = "running" if self._started else "stopped"
         iso = self.isolation
         return {
             "state": state,

@@ -10,8 +10,11 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import pwd
 import shutil
 import socket
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -22,7 +25,9 @@ from typing import Any
 import pytest
 from llmgine_daemon.settings import get_paths
 
-from tests.clitools import free_port, short_home, start_daemon, stop_process
+from llmgine_cli.client import parse_url
+from llmgine_cli.daemonctl import probe
+from tests.clitools import cli_env, free_port, full_env, short_home, start_daemon, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -70,20 +75,85 @@ class Api:
         return body
 
 
-@pytest.fixture(scope="module")
-def daemon():
+TEST_USER = "llmgine-sbx-test"
+
+
+def _unprivileged_user(request: pytest.FixtureRequest) -> tuple[int, int]:
+    """A normal user to run the daemon as (created here if need be; removed at the end)."""
+    try:
+        entry = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        request.addfinalizer(lambda: subprocess.run(["userdel", TEST_USER], capture_output=True))
+        if shutil.which("useradd") is None:
+            pytest.skip("cannot create a user on this machine (no useradd): the daemon-as-a-"
+                        "normal-user variant needs one")
+        subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", TEST_USER], check=True,
+                       capture_output=True)
+        entry = pwd.getpwnam(TEST_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _as_user_prefix(uid: int, gid: int) -> list[str]:
+    """Run as uid/gid, with the interpreter and this checkout in reach: where they sit under a
+    directory the user cannot enter (root's home, 0700), that directory is replaced by an empty
+    traversable one holding just them (a bwrap mount namespace of the test's own)."""
+    needed = {Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parents[2]}
+    args = ["bwrap", "--dev-bind", "/", "/"]
+    covered: set[Path] = set()
+    for path in sorted(needed):
+        closed = next((a for a in reversed(path.parents) if a != Path("/") and
+                       not os.stat(a).st_mode & 0o001), None)
+        if closed is None:
+            continue
+        if closed not in covered:
+            args += ["--perms", "0755", "--tmpfs", str(closed)]
+            covered.add(closed)
+        top = path.relative_to(closed).parts[0]
+        args += ["--ro-bind", str(closed / top), str(closed / top)]
+    return [*args, "--", "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+
+
+@pytest.fixture(scope="module", params=["root", "user"], ids=["daemon-as-root",
+                                                                "daemon-as-a-normal-user"])
+def daemon(request):
+    as_root = os.geteuid() == 0
+    if request.param == "root" and not as_root:
+        pytest.skip("the tests do not run as root: the daemon-as-root variant needs it")
     home = short_home()
     port = free_port()
     proc = None
     try:
-        d = start_daemon(home, port=port, env={"API_WORKERS": "1",
-                                               "LLMGINE_SANDBOX_MAX_PROCESSES": "16"})
-        proc = d.proc
+        env = {"API_WORKERS": "1", "LLMGINE_SANDBOX_MAX_PROCESSES": "16"}
+        if request.param == "user" and as_root:
+            uid, gid = _unprivileged_user(request)
+            os.chown(home, uid, gid)
+            overrides = cli_env(home, **env)
+            argv = [*_as_user_prefix(uid, gid), sys.executable, "-m", "llmgine_daemon",
+                    "--port", str(port)]
+            with open(home / "daemon-under-test.log", "ab") as log:
+                proc = subprocess.Popen(argv, env=full_env(overrides), stdin=subprocess.DEVNULL,
+                                        stdout=log, stderr=log)
+            socket_path = get_paths({"LLMGINE_HOME": str(home)}).socket
+            deadline = time.monotonic() + 20
+            while probe(parse_url(f"unix://{socket_path}"), timeout=0.5) is None:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError((home / "daemon-under-test.log").read_text())
+                time.sleep(0.05)
+        else:
+            proc = start_daemon(home, port=port, env=env).proc
         paths = get_paths({"LLMGINE_HOME": str(home)})
         api = Api(str(paths.socket))
         api.home = home  # type: ignore[attr-defined]
         api.port = port  # type: ignore[attr-defined]
         api.pid = proc.pid  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 20
+        while True:  # the workers start in the background
+            _, status = api.call("GET", "/api/status")
+            if status["sandbox"]["state"] != "starting" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert status["sandbox"]["isolation"] == "bubblewrap", status["sandbox"]
+        api.sandbox = status["sandbox"]  # type: ignore[attr-defined]
         yield api
     finally:
         if proc is not None:
