@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from llmgine_daemon.sandbox.isolation import child_pid
 from llmgine_daemon.settings import get_paths
 
 from llmgine_cli.client import parse_url
@@ -98,7 +100,7 @@ def _as_user_prefix(uid: int, gid: int) -> list[str]:
     directory the user cannot enter (root's home, 0700), that directory is replaced by an empty
     traversable one holding just them (a bwrap mount namespace of the test's own)."""
     needed = {Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parents[2]}
-    args = ["bwrap", "--dev-bind", "/", "/"]
+    args = ["bwrap", "--die-with-parent", "--dev-bind", "/", "/"]
     covered: set[Path] = set()
     for path in sorted(needed):
         closed = next((a for a in reversed(path.parents) if a != Path("/") and
@@ -122,6 +124,7 @@ def daemon(request):
     home = short_home()
     port = free_port()
     proc = None
+    daemon_pid = None
     try:
         env = {"API_WORKERS": "1", "LLMGINE_SANDBOX_MAX_PROCESSES": "16"}
         if request.param == "user" and as_root:
@@ -139,13 +142,18 @@ def daemon(request):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError((home / "daemon-under-test.log").read_text())
                 time.sleep(0.05)
+            # bwrap forwards no signal: the daemon itself (its child) is stopped directly.
+            inner = child_pid(proc.pid)
+            assert inner is not None
+            daemon_pid = inner
         else:
             proc = start_daemon(home, port=port, env=env).proc
+            daemon_pid = proc.pid
         paths = get_paths({"LLMGINE_HOME": str(home)})
         api = Api(str(paths.socket))
         api.home = home  # type: ignore[attr-defined]
         api.port = port  # type: ignore[attr-defined]
-        api.pid = proc.pid  # type: ignore[attr-defined]
+        api.pid = daemon_pid  # type: ignore[attr-defined]
         deadline = time.monotonic() + 20
         while True:  # the workers start in the background
             _, status = api.call("GET", "/api/status")
@@ -156,8 +164,16 @@ def daemon(request):
         api.sandbox = status["sandbox"]  # type: ignore[attr-defined]
         yield api
     finally:
+        if daemon_pid is not None:
+            try:
+                os.kill(daemon_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         if proc is not None:
-            stop_process(proc)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                stop_process(proc)
         shutil.rmtree(home, ignore_errors=True)
 
 
