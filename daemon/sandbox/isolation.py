@@ -47,12 +47,9 @@ FIX_INSTALL = (
     "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install "
     "bubblewrap), or set sandbox.isolation = \"none\" to run user code without isolation"
 )
-COVERS = [
-    "filesystem: read-only Python installation, private /tmp, no host files",
-    "identity: unprivileged uid, no capabilities, no_new_privs",
-    "namespaces: pid, net, ipc, uts, cgroup",
-    "one call at a time per worker: fresh process, /tmp wiped, leftovers killed",
-]
+# What bubblewrap isolation covers, as /api/status reports it (docs/sandbox.md explains each).
+COVERS = ["filesystem", "identity", "capabilities", "no_new_privs", "processes", "network",
+          "ipc", "per-call cleanup"]
 
 
 @dataclass

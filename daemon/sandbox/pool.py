@@ -517,7 +517,7 @@ class SandboxPool:
             "memory_bytes": self.limits.memory_bytes,
             "open_files": self.limits.open_files,
             "file_size_bytes": self.limits.file_size_bytes,
-            "nproc": (count_tasks(uid) + self.limits.processes + 2) if uid != 0 else 0,
+            "nproc": self._nproc(uid),
         }
         tmpdir: str | None = None
         if iso.sandboxed:
@@ -566,6 +566,17 @@ class SandboxPool:
         self._python_version = ready.python
         self._uid = ready.uid if iso.uid is None else iso.uid
         return worker
+
+    def _nproc(self, uid: int) -> int:
+        """RLIMIT_NPROC for a worker (0: not set; root uses a pids cgroup). In bubblewrap's user
+        namespace the kernel counts only the namespace's own tasks: the zygote, its child and
+        the call's budget. Without one it counts every task of the uid, so the budget goes on
+        top of what the uid runs now."""
+        if uid == 0:
+            return 0
+        if self.isolation.user_namespace:
+            return self.limits.processes + 2
+        return count_tasks(uid) + self.limits.processes + 2
 
     async def _reap(self, worker: _Worker) -> None:
         try:

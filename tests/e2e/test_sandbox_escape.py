@@ -474,3 +474,27 @@ def test_one_sessions_spinning_calls_leave_room_for_another(tmp_path):
         if proc is not None:
             stop_process(proc)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_fork_loop_is_capped(daemon):
+    out = daemon.tool(daemon.session(), """
+        import os, time
+
+        def f():
+            forked = 0
+            for _ in range(2000):
+                try:
+                    pid = os.fork()
+                except OSError as exc:
+                    return {"forked": forked, "error": type(exc).__name__}
+                if pid == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                forked += 1
+            return {"forked": forked, "error": None}
+    """)
+    assert out["error"] is None, out
+    assert out["result"]["error"] == "BlockingIOError" and out["result"]["forked"] <= 16, out
+    healthy(daemon)
+    again = daemon.tool(daemon.session(), "def f():\n    return 1\n")
+    assert again["result"] == 1  # the next call is not short of processes
