@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmgine_daemon.aio import killpg, spawn
+from llmgine_daemon.sandbox.worker import make_removable
 
 log = logging.getLogger("llmgine.sandbox")
 
@@ -411,21 +412,12 @@ def remove_stale_dirs(root: str | None = None) -> int:
         return 0
     for path in candidates:
         if path.is_dir() and not path.is_symlink() and _gone(path.name):
-            _make_removable(path)
+            make_removable(str(path))
             shutil.rmtree(path, ignore_errors=True)
             if not path.exists():
                 removed += 1
                 log.info("sandbox: removed %s, left by a daemon that is gone", path)
     return removed
-
-
-def _make_removable(path: Path) -> None:
-    for dirpath, dirnames, _ in os.walk(path):
-        for name in dirnames:
-            try:
-                os.chmod(os.path.join(dirpath, name), 0o700, follow_symlinks=False)
-            except OSError:
-                pass
 
 
 def _hierarchies() -> list[tuple[str, Path]]:

@@ -447,14 +447,19 @@ def _kill_everything(pid: int) -> bool:
     return False
 
 
-def _wipe(path: str) -> bool:
-    """Empty ``path`` (the call's /tmp); False if anything is left."""
+def make_removable(path: str) -> None:
+    """Give the owner back every directory under ``path`` (user code may chmod them to 0)."""
     for dirpath, dirnames, _ in os.walk(path):
         for name in dirnames:
             try:
                 os.chmod(os.path.join(dirpath, name), 0o700, follow_symlinks=False)
             except OSError:
                 pass
+
+
+def _wipe(path: str) -> bool:
+    """Empty ``path`` (the call's /tmp); False if anything is left."""
+    make_removable(path)
     try:
         entries = os.listdir(path)
     except OSError:

@@ -87,29 +87,6 @@ async def test_ten_gib_allocation_fails_without_growing_the_daemon(sandbox):
     await still_works(sandbox)
 
 
-async def test_fork_loop_is_capped(sandbox):
-    out = await sandbox("""
-        import os, time
-
-        def f():
-            forked = 0
-            for _ in range(2000):
-                try:
-                    pid = os.fork()
-                except OSError as exc:
-                    return {"forked": forked, "error": type(exc).__name__}
-                if pid == 0:
-                    time.sleep(60)
-                    os._exit(0)
-                forked += 1
-            return {"forked": forked, "error": None}
-    """, timeout=10)
-    assert out["error"] is None, out
-    assert out["result"]["error"] == "BlockingIOError"
-    assert out["result"]["forked"] <= 16
-    await still_works(sandbox)
-
-
 async def test_opening_100k_files_is_capped(sandbox):
     out = await sandbox("""
         def f():
