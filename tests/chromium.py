@@ -162,6 +162,10 @@ class DevTools:
 
     async def close(self) -> None:
         self._reader.cancel()
+        try:
+            await self._reader
+        except asyncio.CancelledError:
+            pass
         await self._ws.close()
         await self._http.close()
 

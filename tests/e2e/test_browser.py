@@ -167,6 +167,38 @@ async def test_docs_page_renders_the_api(
     assert errors == [], page.errors
 
 
+async def test_redoc_asks_for_a_credential_and_takes_a_session_token(
+    page: Page, daemon: Daemon, api: aiohttp.ClientSession, screenshots: Path
+) -> None:
+    """Without #token= the page asks (docs.js's form); a wrong credential is refused and it
+    asks again; a session token opens the document (security.md: any valid credential)."""
+    async with api.post("/api/sessions", json={"name": "docs"}) as resp:
+        token = (await resp.json())["session_token"]
+    await page.goto(f"{daemon.tcp_url}/redoc")
+    await page.wait_for("!document.getElementById('llmgine-auth').hidden")
+    assert await page.evaluate(RENDERED_OPERATIONS["/redoc"]) == 0
+    submit = """((value) => {
+      const form = document.querySelector('#llmgine-auth form');
+      form.elements.token.value = value;
+      form.requestSubmit();
+      return true;
+    })(%s)"""
+    await page.evaluate(submit % json.dumps(token + "x"))
+    await page.wait_for("document.getElementById('llmgine-auth-error').textContent.includes('HTTP 401')")
+    assert await page.evaluate("sessionStorage.getItem('llmgine-docs-token')") is None
+    await page.screenshot(screenshots / "redoc-refused.png")
+    await page.evaluate(submit % json.dumps(token))
+    await page.wait_for(f"{RENDERED_OPERATIONS['/redoc']} > 40")
+    assert await page.evaluate("document.getElementById('llmgine-auth').hidden") is True
+    assert await page.evaluate("sessionStorage.getItem('llmgine-docs-token')") == token
+    await page.screenshot(screenshots / "redoc-session-token.png")
+    # The two refusals (no credential, a wrong one) are the page's only errors, and ReDoc's
+    # CDN logo blocked by the CSP.
+    refused = [e for e in page.errors if "/openapi.json" in e and "401" in e]
+    assert len(refused) == 2, page.errors
+    assert [e for e in page.errors if e not in refused and f"'{REDOC_LOGO}'" not in e] == []
+
+
 # -- live events in the browser, with a session token ------------------------------------
 
 EVENT_TYPE = "BrowserPing"
