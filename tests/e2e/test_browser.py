@@ -353,6 +353,10 @@ async def test_documented_browser_examples_receive_live_events(
     assert len(await page.evaluate("window.streams")) == 5  # and nobody reconnected
     await page.evaluate(RENDER)
     await page.screenshot(screenshots / "live-events.png")
+    # The token travelled in a subprotocol and a query string: the daemon logged neither.
+    log = (daemon.home / "daemon-under-test.log").read_text()
+    assert "listening on" in log  # it is the daemon's log
+    assert token.split("_", 2)[-1] not in log
     # The only error in the page: the handshake refused to the wrong token.
     assert len(page.errors) == 1, page.errors
     assert "WebSocket connection to" in page.errors[0] and "failed" in page.errors[0], page.errors
