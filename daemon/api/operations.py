@@ -214,7 +214,8 @@ def _handler_ops(scope: str) -> dict[tuple[str, str], Op]:
 
 STREAM_DESCRIPTION = """\
 Live events, in `seq` order, as **WebSocket** (send `Upgrade: websocket`; subprotocol
-`llmgine`, browsers may offer `llmgine.bearer.<TOKEN>` as a second one) or as **Server-Sent
+`llmgine.events.v1`, or the older `llmgine`; browsers pass their credential as a second one,
+`llmgine.bearer.<TOKEN>`) or as **Server-Sent
 Events** (a plain GET with `Accept: text/event-stream`). Query: `event_type` (repeatable or
 comma-separated, `Prefix*`), `source`, `since` (a seq, an ISO time or `now`). A client that
 reconnects with the last `seq` it saw (`since=SEQ`, or SSE's `Last-Event-ID`) misses nothing

@@ -44,11 +44,14 @@ routes = web.RouteTableDef()
 # Pings (WebSocket) and comments (SSE) keep idle connections open through proxies and find
 # dead peers; a WebSocket peer that misses a pong for this long is dropped.
 HEARTBEAT = 15.0
-# The application subprotocol. A browser that passes its credential as a subprotocol value
-# (``llmgine.bearer.<TOKEN>``) also offers this one, which the server selects: a browser drops
-# a handshake whose reply names none of the subprotocols it offered. The same value as the
-# security layer's protocol.WS_PROTOCOL.
-SUBPROTOCOL = WS_PROTOCOL  # the security layer selects it beside llmgine.bearer.<TOKEN>
+# The event streams' subprotocol (docs/streams.md, docs/security.md). A browser that passes its
+# credential as a subprotocol value (``llmgine.bearer.<TOKEN>``) offers this one beside it, and
+# the server must select one of its offers (never the token): a browser drops a handshake
+# whose reply names none of the subprotocols it offered. The generic protocol.WS_PROTOCOL
+# (``llmgine``), what the streams selected before, is still accepted; aiohttp selects the
+# first of the client's offers that is in SUBPROTOCOLS.
+SUBPROTOCOL = "llmgine.events.v1"
+SUBPROTOCOLS = (SUBPROTOCOL, WS_PROTOCOL)
 # SSE: how long a browser's EventSource waits before reconnecting (it then sends
 # Last-Event-ID, so nothing is lost).
 SSE_RETRY_MS = 2000
@@ -112,8 +115,7 @@ def _since(request: web.Request, sse: bool) -> int | Any | None:
             return parse_iso(raw)
         except ValueError:
             pass
-    raise validation_error(name, "must be a seq (a non-negative integer) or an ISO 8601 time",
-                           value=raw[:64])
+    raise validation_error(name, "must be a seq (a non-negative integer) or an ISO 8601 time", value=raw[:64])
 
 
 def _filter(request: web.Request) -> StreamFilter:
@@ -135,7 +137,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     # No permessage-deflate: compressing every frame once per subscriber costs more CPU than
     # fan-out can spare, and the daemon is local. Client messages are small (subscribe, ping).
     ws = web.WebSocketResponse(
-        timeout=CLOSE_TIMEOUT, heartbeat=HEARTBEAT, protocols=(SUBPROTOCOL,), compress=False,
+        timeout=CLOSE_TIMEOUT,
+        heartbeat=HEARTBEAT,
+        protocols=SUBPROTOCOLS,
+        compress=False,
         max_msg_size=64 * 1024,
     )
     upgrade = ws.can_prepare(request).ok
@@ -267,7 +272,7 @@ class _FrameSink:
     async def send(self, frames: list[bytes]) -> None:
         if not self.fast:
             for frame in frames:
-                await self.ws.send_frame(frame[_header_length(frame):], WSMsgType.TEXT)
+                await self.ws.send_frame(frame[_header_length(frame) :], WSMsgType.TEXT)
             return
         assert self.transport is not None and self.protocol is not None
         if self.transport.is_closing():
@@ -289,8 +294,7 @@ async def _ws_receiver(ws: web.WebSocketResponse, sub: Subscription) -> None:
             if msg.type == WSMsgType.TEXT:
                 _ws_command(sub, msg.data)
             elif msg.type == WSMsgType.BINARY:
-                sub.send_notice(_error_notice(ErrorCode.VALIDATION_ERROR,
-                                              "send JSON text messages, not binary"))
+                sub.send_notice(_error_notice(ErrorCode.VALIDATION_ERROR, "send JSON text messages, not binary"))
     finally:
         # The peer closed (or vanished): wake the sender so the handler can finish.
         sub.stop(End(1000, "closed by the client"))
@@ -315,10 +319,13 @@ def _ws_command(sub: Subscription, text: str) -> None:
         except BusError as exc:
             sub.send_notice(_error_notice(exc.code, exc.message, exc.details))
     else:
-        sub.send_notice(_error_notice(
-            ErrorCode.VALIDATION_ERROR, f"unknown message type {msg.type!r}",
-            {"field": "type", "issue": "must be subscribe or ping"},
-        ))
+        sub.send_notice(
+            _error_notice(
+                ErrorCode.VALIDATION_ERROR,
+                f"unknown message type {msg.type!r}",
+                {"field": "type", "issue": "must be subscribe or ping"},
+            )
+        )
 
 
 # -- Server-Sent Events ----------------------------------------------------------------------
@@ -354,9 +361,7 @@ async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) ->
     hello = _json.encode(_hello(hub, sub)).decode()
     # The hello carries the start cursor as its id, so a browser that reconnects before the
     # first event still resumes from the right place (it sends it back as Last-Event-ID).
-    await resp.write(
-        f"retry: {SSE_RETRY_MS}\nid: {sub.cursor}\nevent: stream.hello\ndata: {hello}\n\n".encode()
-    )
+    await resp.write(f"retry: {SSE_RETRY_MS}\nid: {sub.cursor}\nevent: stream.hello\ndata: {hello}\n\n".encode())
     try:
         while True:
             try:

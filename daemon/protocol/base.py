@@ -111,7 +111,8 @@ ERROR_STATUS: dict[str, int] = {
 }
 
 # Browsers cannot set headers on a WebSocket: they offer the credential as a subprotocol
-# ``llmgine.bearer.<TOKEN>`` next to ``llmgine``, which the daemon selects.
+# ``llmgine.bearer.<TOKEN>`` next to the endpoint's own (``llmgine.events.v1`` for event
+# streams, api/streams.py) or this generic one, and the daemon selects that one.
 WS_PROTOCOL = "llmgine"
 WS_TOKEN_PROTOCOL_PREFIX = "llmgine.bearer."
 SESSION_TOKEN_HEADER = "X-Session-Token"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Awaitable, Callable
+from importlib import resources
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -82,8 +85,12 @@ async def test_docs_pages_and_assets(make_client: Callable[..., Awaitable[TestCl
         assert resp.status == 200, name
         assert resp.content_type == content_type
         assert len(await resp.read()) > 100
-    resp = await client.get("/docs/static/README.md")
-    assert_envelope(await resp.json(), "NOT_FOUND")
+    # Not served: the README, and the source maps the bundles' sourceMappingURL comments name
+    # (browsers ask for them when their developer tools are open): a plain 404.
+    for name in ("README.md", "redoc.standalone.js.map", "swagger-ui.css.map"):
+        resp = await client.get(f"/docs/static/{name}")
+        assert resp.status == 404, name
+        assert_envelope(await resp.json(), "NOT_FOUND")
     resp = await client.get("/openapi.json")
     assert resp.status == 401
     assert_envelope(await resp.json(), "UNAUTHORIZED")
@@ -104,8 +111,15 @@ async def test_over_the_unix_socket(unix_client) -> None:  # type: ignore[no-unt
     assert (await unix_client.get("/docs")).status == 200
 
 
-@pytest.mark.parametrize("path", ["/api/engines/types", "/api/sessions/s1/commands/batch",
-                                  "/api/handlers/commands", "/api/sessions/s1/events/stream"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/engines/types",
+        "/api/sessions/s1/commands/batch",
+        "/api/handlers/commands",
+        "/api/sessions/s1/events/stream",
+    ],
+)
 async def test_literal_routes_are_not_ids(app_client: TestClient, path: str) -> None:
     """Found by fuzzing: a literal segment fell through to the {id} route beside it, so
     OPTIONS/DELETE advertised or reached the wrong handler."""
@@ -113,7 +127,28 @@ async def test_literal_routes_are_not_ids(app_client: TestClient, path: str) -> 
     assert resp.status == 405
     allowed = set(resp.headers["Allow"].split(", "))
     doc = await (await app_client.get("/openapi.json")).json()
-    canonical = {"/api/sessions/s1/commands/batch": "/api/sessions/{session_id}/commands/batch",
-                 "/api/sessions/s1/events/stream": "/api/sessions/{session_id}/events/stream"}
+    canonical = {
+        "/api/sessions/s1/commands/batch": "/api/sessions/{session_id}/commands/batch",
+        "/api/sessions/s1/events/stream": "/api/sessions/{session_id}/events/stream",
+    }
     documented = {m.upper() for m in doc["paths"][canonical.get(path, path)]}
     assert allowed - {"HEAD"} == documented
+
+
+def test_vendored_assets_are_the_released_files() -> None:
+    """static/README.md lists the sha256 of every vendored file as released on npm; an edited
+    bundle (the sourceMappingURL comment 'stripped' mid-string once left /redoc blank) fails."""
+    static = resources.files("llmgine_daemon.api") / "static"
+    readme = (static / "README.md").read_text()
+    sums = dict((name, digest) for digest, name in re.findall(r"^\| `([0-9a-f]{64})` \| `([^`]+)` \|", readme, re.M))
+    vendored = {name for name in ASSETS if name != "docs.js"}
+    vendored |= {
+        "redoc.LICENSE",
+        "redoc.standalone.js.LICENSE.txt",
+        "swagger-ui.LICENSE",
+        "swagger-ui.NOTICE",
+        "swagger-ui-bundle.js.LICENSE.txt",
+    }
+    assert set(sums) == vendored
+    for name, digest in sums.items():
+        assert hashlib.sha256((static / name).read_bytes()).hexdigest() == digest, name
