@@ -152,7 +152,8 @@ def build_document(app: web.Application) -> dict[str, Any]:
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, op)
     _, components = msgspec.json.schema_components(_models(), ref_template="#/components/schemas/{name}")
     bus = app.get(BUS)
-    apply_rules(components, [t.engine_type for t in bus.engines.describe_types()] if bus else [])
+    apply_rules(components, [t.engine_type for t in bus.engines.describe_types()] if bus else [],
+                bus.max_timeout if bus else 3600.0)
     return {
         "openapi": "3.1.0",
         "info": {

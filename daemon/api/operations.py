@@ -481,8 +481,13 @@ FIELD_RULES: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
-def apply_rules(components: dict[str, Any], engine_types: list[str]) -> None:
+def apply_rules(components: dict[str, Any], engine_types: list[str],
+                max_timeout: float = 3600.0) -> None:
+    """``max_timeout``: sandbox.max_timeout, the largest timeout this daemon accepts."""
     rules = dict(FIELD_RULES)
+    for key, keywords in FIELD_RULES.items():
+        if keywords is TIMEOUT:
+            rules[key] = {**TIMEOUT, "maximum": max_timeout}
     if engine_types:
         rules[("EngineCreate", "engine_type")] = {"enum": engine_types}
     for (model, name), keywords in rules.items():
