@@ -216,7 +216,11 @@ async def probe(mode: str, python: str, user: str = "nobody", group: str = "") -
         return iso
     why = err.splitlines()[-1] if err else f"exit status {code}"
     fix = FIX_INSTALL
-    if "namespace" in why.lower() or "permission" in why.lower():
+    if "/proc" in why:
+        fix = ("bubblewrap needs to read /proc/sys as this user: make /proc readable "
+               "(it is mode 0700 here), run the daemon as root, or set sandbox.isolation = "
+               "\"none\"")
+    elif "namespace" in why.lower() or "permission" in why.lower():
         fix = ("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 "
                "or user.max_user_namespaces > 0), run the daemon as root, or set "
                "sandbox.isolation = \"none\"")

@@ -550,9 +550,10 @@ class SandboxPool:
             ready = await asyncio.wait_for(worker.read(65536), SPAWN_TIMEOUT)
             if not isinstance(ready, frames.Ready):
                 raise frames.FrameError(f"expected Ready, got {type(ready).__name__}")
-            if iso.sandboxed:
+            if iso.sandboxed and cgroups:
                 # The zygote has forked nothing yet: in its cgroups now, every process of every
-                # call is counted there.
+                # call is counted there. (Without cgroups bubblewrap's --die-with-parent is
+                # enough to end it, and /proc may not even be listable by this user.)
                 worker.zygote = child_pid(proc.pid)
                 if worker.zygote is None:
                     raise frames.FrameError("cannot find the worker inside bubblewrap")

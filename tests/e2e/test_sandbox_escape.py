@@ -100,7 +100,11 @@ def _as_user_prefix(uid: int, gid: int) -> list[str]:
     directory the user cannot enter (root's home, 0700), that directory is replaced by an empty
     traversable one holding just them (a bwrap mount namespace of the test's own)."""
     needed = {Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parents[2]}
-    args = ["bwrap", "--die-with-parent", "--dev-bind", "/", "/"]
+    # A /proc of its own (in a PID namespace of its own) too: the host's may be mode 0700,
+    # which leaves a normal user no bubblewrap at all. (unshare mounts it plainly; bwrap's own
+    # --proc covers parts of it, and the kernel then refuses /proc to a nested sandbox.)
+    args = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc",
+            "bwrap", "--die-with-parent", "--dev-bind", "/", "/"]
     covered: set[Path] = set()
     for path in sorted(needed):
         closed = next((a for a in reversed(path.parents) if a != Path("/") and
@@ -142,10 +146,13 @@ def daemon(request):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError((home / "daemon-under-test.log").read_text())
                 time.sleep(0.05)
-            # bwrap forwards no signal: the daemon itself (its child) is stopped directly.
-            inner = child_pid(proc.pid)
-            assert inner is not None
-            daemon_pid = inner
+            # unshare and bwrap forward no signal: the daemon itself (their grandchild) is
+            # stopped directly.
+            daemon_pid = proc.pid
+            while b"llmgine_daemon" not in Path(f"/proc/{daemon_pid}/cmdline").read_bytes():
+                inner = child_pid(daemon_pid)
+                assert inner is not None, "the daemon is not under unshare and bwrap"
+                daemon_pid = inner
         else:
             proc = start_daemon(home, port=port, env=env).proc
             daemon_pid = proc.pid
@@ -160,7 +167,7 @@ def daemon(request):
             if status["sandbox"]["state"] != "starting" or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        assert status["sandbox"]["isolation"] == "bubblewrap", status["sandbox"]
+        assert status["sandbox"]["isolation"] == "bubblewrap", status["sandbox"].get("reason")
         api.sandbox = status["sandbox"]  # type: ignore[attr-defined]
         yield api
     finally:
