@@ -326,6 +326,11 @@ SETTINGS: tuple[Setting, ...] = (
             _positive, 100, "most tools registered in one session (0 = no limit)"),
     Setting("security.limits.max_websockets", "LLMGINE_MAX_WEBSOCKETS", _positive, 100,
             "most open WebSocket connections at once (0 = no limit)"),
+    # -- hardening (security issue #15) --
+    Setting("sandbox.session_token_registration", "LLMGINE_SANDBOX_SESSION_TOKEN_REGISTRATION",
+            _parse_bool, False,
+            "let session tokens register code (tools and handlers) in their session; API keys "
+            "and the socket owner always may, session tokens may still call existing tools"),
     Setting("observability.enable_metrics", "ENABLE_METRICS", _parse_bool, True,
             "collect metrics and serve /metrics"),
     Setting("observability.enable_tracing", "ENABLE_TRACING", _parse_bool, True,

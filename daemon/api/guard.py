@@ -16,7 +16,8 @@ for every route, present and future:
    (429 once it is empty). Only ``/api/health`` is open.
 4. Rate limits (api/ratelimit.py); WebSocket handshakes also take from the IP's websocket
    bucket and may not exceed ``max_websockets`` open at once.
-5. Path identifiers are validated; a session token must stay inside its session (403).
+5. Path identifiers are validated; a session token must stay inside its session (403), and
+   may register code (tools, handlers) only with ``sandbox.session_token_registration`` (403).
 6. The body is read within ``server.read_timeout``; capacity limits are checked (api/limits.py).
 
 Headers that belong on every response (RateLimit, CORS) are stamped in ``on_response_prepare``
@@ -43,6 +44,7 @@ from llmgine_daemon.api.keys import BUS, CREDENTIALS, SETTINGS, WEBSOCKETS
 from llmgine_daemon.api.limits import Capacity, check_identifiers, json_field, read_body
 from llmgine_daemon.api.origins import HostPolicy, OriginPolicy
 from llmgine_daemon.api.ratelimit import Decision, RateLimiter
+from llmgine_daemon.api.util import takes_code
 from llmgine_daemon.bus.auth import AuthFailure, Credentials, Principal
 from llmgine_daemon.observability.redact import install_filters
 from llmgine_daemon.protocol import (
@@ -327,6 +329,15 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise forbidden(
                 "this session token only opens its own session's endpoints and engines",
                 session_id=principal.session_id,
+            )
+        if principal.session_id is not None and takes_code(request.match_info.handler) \
+                and not settings["sandbox.session_token_registration"]:
+            # Session tokens are handed to browsers and other less trusted clients: running
+            # code of their own is the owner's call (calling existing tools stays allowed).
+            raise forbidden(
+                "a session token may not register code (tools, handlers); use an API key, or "
+                "set sandbox.session_token_registration = true to allow it",
+                setting="sandbox.session_token_registration",
             )
     await read_body(request, settings["server.read_timeout"])
     reservation = await guard.capacity.reserve(request)

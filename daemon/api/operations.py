@@ -191,7 +191,9 @@ def _handler_ops(scope: str) -> dict[tuple[str, str], Op]:
             errors=(*errors, ErrorCode.CONFLICT, ErrorCode.SANDBOX_UNAVAILABLE),
             description="`handler_function` is Python source defining one function "
                         "`(command) -> result`; it is checked and run in the sandbox, never in "
-                        "the daemon. One command handler per type and scope: 409 CONFLICT."),
+                        "the daemon. One command handler per type and scope: 409 CONFLICT. "
+                        "A session token gets 403 unless "
+                        "`sandbox.session_token_registration` is set."),
         ("POST", f"{prefix}/events"): Op(
             f"Register an event handler {where}", "handlers", {201: Handler}, EventHandlerCreate,
             errors=(*errors, ErrorCode.SANDBOX_UNAVAILABLE),
@@ -364,7 +366,8 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                 ErrorCode.SANDBOX_UNAVAILABLE),
         description="`function_code` is Python source defining the function `name`; its "
                     "schema is derived from the signature when `parameters` is omitted. The "
-                    "code is checked in the sandbox (422 when it does not compile)."),
+                    "code is checked in the sandbox (422 when it does not compile). A session "
+                    "token gets 403 unless `sandbox.session_token_registration` is set."),
     ("GET", "/api/sessions/{session_id}/tools"): Op(
         "List tools", "tools", {200: {"oneOf": [{"$ref": "#/components/schemas/ToolList"}, _openai_tools()]}},
         params=(Param("format", _enum("llmgine", "openai"),

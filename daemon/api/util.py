@@ -12,6 +12,7 @@ from llmgine_daemon.bus.idempotency import IdempotencyKey
 from llmgine_daemon.protocol import ErrorCode
 
 T = TypeVar("T")
+H = TypeVar("H")
 
 # SQLite's INTEGER: a larger offset or cursor would overflow in the driver (a 500, not a 422).
 MAX_SQL_INT = 2**63 - 1
@@ -24,6 +25,21 @@ _UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`")
 # A leading "_" is allowed: command and event types may start with one (DELETE of a handler
 # for "_Internal" must be able to name it).
 _ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:\-]{0,127}$")
+
+
+# Routes that take Python source (tools, handlers) carry this mark; the guard refuses them to
+# session tokens unless sandbox.session_token_registration allows it (api/guard.py).
+_REGISTERS_CODE = "llmgine_registers_code"
+
+
+def registers_code(handler: H) -> H:
+    """Mark a route handler as one that registers user code."""
+    setattr(handler, _REGISTERS_CODE, True)
+    return handler
+
+
+def takes_code(handler: Any) -> bool:
+    return bool(getattr(handler, _REGISTERS_CODE, False))
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
