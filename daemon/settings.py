@@ -99,14 +99,50 @@ def get_paths(env: Mapping[str, str] | None = None) -> Paths:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) with mode 0700; refuse one that another user owns."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise ConfigError(f"{path}: directory is owned by uid {st.st_uid}, not by you")
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        os.chmod(path, 0o700)
+    """Make sure ``path`` is a directory nobody else can put or replace files in.
+
+    Directories that do not exist yet are created (parents included), each with mode 0700:
+    only what the daemon creates is made private. A directory that exists is checked and never
+    changed (``--socket /tmp/x.sock`` must not chmod /tmp): ConfigError, one line, when another
+    user (other than root) owns it, or when others may write into it and it is not sticky (the
+    same goes for the existing directory new ones are created in). A
+    sticky directory such as /tmp is fine: others may add files there but not remove or rename
+    ours (and the socket itself is 0600, its peers' uid checked).
+    """
+    path = Path(path)
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    if missing:
+        check_dir_safe(probe)  # what we create there must not be replaceable either
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:  # created meanwhile by someone else: checked below like any
+            continue
+        os.chmod(directory, 0o700)  # whatever the umask
+    check_dir_safe(path)
     return path
+
+
+def check_dir_safe(path: Path) -> None:
+    """Refuse (ConfigError) a directory others could use to replace our files."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot use the directory: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{path}: not a directory")
+    if st.st_uid not in (os.getuid(), 0):
+        raise ConfigError(f"{path}: directory is owned by uid {st.st_uid}, not by you")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        raise ConfigError(
+            f"{path}: directory is writable by others (mode {mode:04o}) and not sticky; "
+            "refusing to use it (choose a private directory, or chmod go-w it yourself)"
+        )
 
 
 # -- the settings table ------------------------------------------------------------------
