@@ -349,7 +349,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("security.rate_limits.unauthenticated", "LLMGINE_RATE_LIMIT_UNAUTHENTICATED",
             _positive, 100, "requests per minute per IP without a valid credential (0 = no limit)"),
     Setting("security.rate_limits.authenticated", "LLMGINE_RATE_LIMIT_AUTHENTICATED",
-            _positive, 1000, "requests per minute per API key or session token (0 = no limit)"),
+            _positive, 1000, "requests per minute per API key, or per session for session tokens "
+            "(all tokens of a session share one bucket) (0 = no limit)"),
     Setting("security.rate_limits.websocket", "LLMGINE_RATE_LIMIT_WEBSOCKET", _positive, 10,
             "WebSocket connections per minute per IP (0 = no limit)"),
     Setting("security.rate_limits.unix_socket", "LLMGINE_RATE_LIMIT_UNIX_SOCKET", _parse_bool,
@@ -367,6 +368,10 @@ SETTINGS: tuple[Setting, ...] = (
             _parse_bool, False,
             "let session tokens register code (tools and handlers) in their session; API keys "
             "and the socket owner always may, session tokens may still call existing tools"),
+    Setting("security.limits.max_tokens_per_session", "LLMGINE_MAX_TOKENS_PER_SESSION", _positive, 10,
+            "most live session tokens one session may have, the one from its creation included "
+            "(POST /api/sessions/{id}/token past it: 409 LIMIT_REACHED; tokens end with their "
+            "session; 0 = no limit)"),
     Setting("observability.enable_metrics", "ENABLE_METRICS", _parse_bool, True,
             "collect metrics and serve /metrics"),
     Setting("observability.enable_tracing", "ENABLE_TRACING", _parse_bool, True,

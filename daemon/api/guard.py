@@ -277,8 +277,14 @@ async def _authenticate_tcp(request: web.Request, guard: Guard) -> Principal | N
         if exc.code == ErrorCode.UNAUTHORIZED:
             _take(request, guard, "anonymous", ip)
         raise
-    _take(request, guard, "key", principal.credential_id)
+    _take(request, guard, "key", rate_key(principal))
     return principal
+
+
+def rate_key(principal: Principal) -> str:
+    """The ``key`` bucket a principal takes from: its credential, except that all tokens of one
+    session share the session's bucket (minting more tokens must not buy more requests)."""
+    return f"session:{principal.session_id}" if principal.session_id is not None else principal.credential_id
 
 
 @web.middleware

@@ -273,8 +273,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="Ending cancels queued commands, stops engines, removes tools and handlers "
                     "and records `SessionEnded`; ending an ended session is harmless."),
     ("POST", "/api/sessions/{session_id}/token"): Op(
-        "Mint a session token", "auth", {201: SessionTokenCreated}, errors=WRITE_IN_SESSION,
-        description="Needs full access (not a session token)."),
+        "Mint a session token", "auth", {201: SessionTokenCreated},
+        errors=(*WRITE_IN_SESSION, ErrorCode.LIMIT_REACHED),
+        description="Another token for the same session (the session's own token may mint "
+                    "one too). At most `security.limits.max_tokens_per_session` live tokens "
+                    "per session (409 LIMIT_REACHED); tokens end with their session. All tokens "
+                    "of a session share one rate-limit bucket."),
     # -- commands --------------------------------------------------------------------------
     ("POST", "/api/sessions/{session_id}/commands"): Op(
         "Execute a command", "commands", {200: Command, 202: Command}, CommandCreate,
