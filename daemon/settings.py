@@ -305,8 +305,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database.synchronous", "LLMGINE_DB_SYNCHRONOUS", _choice("normal", "full"), "full",
             "SQLite synchronous mode: full also survives power loss; normal survives a crash"),
     Setting("database.busy_timeout", "LLMGINE_DB_BUSY_TIMEOUT", _positive_float, 5.0,
-            "seconds a request waits for a database locked by another process before 503 "
-            "STORAGE_BUSY"),
+            "seconds a write waits in all (from when it is queued) for a database locked by "
+            "another process before 503 STORAGE_BUSY"),
     Setting("database.event_retention_days", "LLMGINE_EVENT_RETENTION_DAYS", _positive, 0,
             "days events are kept; older ones are pruned in the background (0 = keep all)"),
     Setting("database.event_retention_rows", "LLMGINE_EVENT_RETENTION_ROWS", _positive, 0,
