@@ -1,6 +1,7 @@
 """Limits: sizes, timeouts, identifiers and capacities, each a clear 4xx (or close code).
 
     request body        server.max_body_size         413 PAYLOAD_TOO_LARGE (aiohttp)
+    JSON nesting        64 levels (api/util.py)      422 VALIDATION_ERROR (read_json)
     request line/header server.max_header_size       400 (aiohttp's parser; no body read)
     headers + body time server.read_timeout          idle/half-sent connections closed;
                                                      a body not complete in time: 408
