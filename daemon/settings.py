@@ -372,6 +372,11 @@ SETTINGS: tuple[Setting, ...] = (
             "most live session tokens one session may have, the one from its creation included "
             "(POST /api/sessions/{id}/token past it: 409 LIMIT_REACHED; tokens end with their "
             "session; 0 = no limit)"),
+    Setting("security.limits.max_websockets_per_credential", "LLMGINE_MAX_WEBSOCKETS_PER_CREDENTIAL",
+            _positive, 16,
+            "most open WebSocket connections per API key (or API_KEY_SECRET), and per session for "
+            "session tokens (all its tokens together); the socket owner has only "
+            "security.limits.max_websockets (0 = no limit)"),
     Setting("observability.enable_metrics", "ENABLE_METRICS", _parse_bool, True,
             "collect metrics and serve /metrics"),
     Setting("observability.enable_tracing", "ENABLE_TRACING", _parse_bool, True,

@@ -15,7 +15,8 @@ for every route, present and future:
    None or a bad one: 401 + ``WWW-Authenticate: Bearer``, counted against the IP's bucket
    (429 once it is empty). Only ``/api/health`` is open.
 4. Rate limits (api/ratelimit.py); WebSocket handshakes also take from the IP's websocket
-   bucket and may not exceed ``max_websockets`` open at once.
+   bucket and may not exceed ``max_websockets`` open at once, nor
+   ``max_websockets_per_credential`` per API key / per session (the socket owner: no cap).
 5. Path identifiers are validated; a session token must stay inside its session (403), and
    may register code (tools, handlers) only with ``sandbox.session_token_registration`` (403).
 6. The body is read within ``server.read_timeout``; capacity limits are checked (api/limits.py).
@@ -111,6 +112,8 @@ class Guard:
     capacity: Capacity
     sockets: SocketRegistry = field(default_factory=SocketRegistry)
     open_websockets: int = 0
+    # Open WebSockets per holder (see websocket_holder), for max_websockets_per_credential.
+    websockets_by_holder: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Guard:
@@ -281,6 +284,15 @@ async def _authenticate_tcp(request: web.Request, guard: Guard) -> Principal | N
     return principal
 
 
+def websocket_holder(principal: Principal | None) -> str | None:
+    """Whose share of max_websockets_per_credential a WebSocket takes: the API key's (or the
+    secret's), the session's for session tokens (all of them together), nobody's for the
+    owner on the Unix socket (the user themself; only max_websockets applies)."""
+    if principal is None or principal.kind == "owner":
+        return None
+    return rate_key(principal)
+
+
 def rate_key(principal: Principal) -> str:
     """The ``key`` bucket a principal takes from: its credential, except that all tokens of one
     session share the session's bucket (minting more tokens must not buy more requests)."""
@@ -358,13 +370,31 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
                 "(security.limits.max_websockets)",
                 {"limit": "max_websockets", "max": maximum},
             )
+        holder = websocket_holder(principal)
+        per_holder = settings["security.limits.max_websockets_per_credential"]
+        held = guard.websockets_by_holder.get(holder, 0) if holder is not None else 0
+        if holder is not None and per_holder and held >= per_holder:
+            raise ApiError(
+                ErrorCode.LIMIT_REACHED,
+                f"limit reached: at most {per_holder} open WebSockets per credential "
+                "(per session for session tokens) (security.limits.max_websockets_per_credential)",
+                {"limit": "max_websockets_per_credential", "max": per_holder},
+            )
         # A WebSocket handler runs as long as its connection: counting handlers in flight
         # counts open WebSockets, with no race between the check and the upgrade.
         guard.open_websockets += 1
+        if holder is not None:
+            guard.websockets_by_holder[holder] = held + 1
         try:
             return await handler(request)
         finally:
             guard.open_websockets -= 1
+            if holder is not None:
+                left = guard.websockets_by_holder.get(holder, 1) - 1
+                if left > 0:
+                    guard.websockets_by_holder[holder] = left
+                else:
+                    guard.websockets_by_holder.pop(holder, None)
     finally:
         guard.capacity.release(reservation)
 

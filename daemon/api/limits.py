@@ -10,6 +10,7 @@
     engines / session   security.limits.max_engines_per_session 409 LIMIT_REACHED
     tools / session     security.limits.max_tools_per_session   409 LIMIT_REACHED
     open WebSockets     security.limits.max_websockets          409 LIMIT_REACHED (handshake)
+    ... per credential  security.limits.max_websockets_per_credential  409 LIMIT_REACHED
     path identifiers    [A-Za-z0-9][A-Za-z0-9._:-]*, no "..", <= 128: 422 VALIDATION_ERROR
 
 Capacity checks count what is stored plus what is being created right now, so concurrent
