@@ -105,9 +105,9 @@ def ensure_private_dir(path: Path) -> Path:
     only what the daemon creates is made private. A directory that exists is checked and never
     changed (``--socket /tmp/x.sock`` must not chmod /tmp): ConfigError, one line, when another
     user (other than root) owns it, or when others may write into it and it is not sticky (the
-    same goes for the existing directory new ones are created in). A
-    sticky directory such as /tmp is fine: others may add files there but not remove or rename
-    ours (and the socket itself is 0600, its peers' uid checked).
+    same goes for the existing directory new ones are created in). A sticky directory such as
+    /tmp is fine: others may add files there but not remove or rename ours (and the socket
+    itself is 0600, its peers' uid checked).
     """
     path = Path(path)
     missing: list[Path] = []
