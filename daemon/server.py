@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sqlite3
+import stat
 import sys
 from pathlib import Path
 
@@ -196,13 +197,23 @@ def prepare_socket(path: Path) -> None:
         ensure_private_dir(path.parent)
     except OSError as exc:
         raise StartupError(f"server.socket {str(path)!r}: cannot create its directory: {exc.strerror}") from None
-    if not path.exists():
+    except ConfigError as exc:
+        raise StartupError(f"server.socket {str(path)!r}: {exc}") from None
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
         return
+    # Only ever remove a stale socket of our own, never a file someone pointed --socket at
+    # (nor another user's socket in a shared directory such as /tmp).
+    if not stat.S_ISSOCK(st.st_mode):
+        raise StartupError(f"server.socket {str(path)!r}: exists and is not a socket; refusing to replace it")
+    if st.st_uid != os.getuid():
+        raise StartupError(f"server.socket {str(path)!r}: the socket there belongs to uid {st.st_uid}")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))
     except OSError:
-        path.unlink()  # stale socket from a daemon that died
+        _remove(path)  # stale socket from a daemon that died
     else:
         raise StartupError(f"server.socket {str(path)!r}: another llmgined is already listening there")
     finally:
@@ -236,7 +247,12 @@ def bind_sockets(settings: Settings) -> tuple[list[socket.socket], list[str]]:
         if path is not None:
             unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sockets.append(unix)
-            unix.bind(str(path))
+            try:
+                unix.bind(str(path))
+            except OSError as exc:
+                sockets.remove(unix)  # nothing of ours to remove at that path
+                unix.close()
+                raise StartupError(f"server.socket {str(path)!r}: cannot listen: {exc.strerror}") from None
             os.chmod(path, 0o600)
             listeners.append(f"unix://{path}")
         if settings.tcp_enabled:
@@ -318,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             raise StartupError(
                 f"database.url: cannot create {str(settings.database_path.parent)!r}: {exc.strerror}"
             ) from None
+        except ConfigError as exc:
+            raise StartupError(f"database.url: {exc}") from None
         if settings.socket_path is not None:
             prepare_socket(settings.socket_path)
         asyncio.run(serve(settings))

@@ -99,14 +99,50 @@ def get_paths(env: Mapping[str, str] | None = None) -> Paths:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) with mode 0700; refuse one that another user owns."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise ConfigError(f"{path}: directory is owned by uid {st.st_uid}, not by you")
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        os.chmod(path, 0o700)
+    """Make sure ``path`` is a directory nobody else can put or replace files in.
+
+    Directories that do not exist yet are created (parents included), each with mode 0700:
+    only what the daemon creates is made private. A directory that exists is checked and never
+    changed (``--socket /tmp/x.sock`` must not chmod /tmp): ConfigError, one line, when another
+    user (other than root) owns it, or when others may write into it and it is not sticky (the
+    same goes for the existing directory new ones are created in). A sticky directory such as
+    /tmp is fine: others may add files there but not remove or rename ours (and the socket
+    itself is 0600, its peers' uid checked).
+    """
+    path = Path(path)
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    if missing:
+        check_dir_safe(probe)  # what we create there must not be replaceable either
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:  # created meanwhile by someone else: checked below like any
+            continue
+        os.chmod(directory, 0o700)  # whatever the umask
+    check_dir_safe(path)
     return path
+
+
+def check_dir_safe(path: Path) -> None:
+    """Refuse (ConfigError) a directory others could use to replace our files."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot use the directory: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{path}: not a directory")
+    if st.st_uid not in (os.getuid(), 0):
+        raise ConfigError(f"{path}: directory is owned by uid {st.st_uid}, not by you")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        raise ConfigError(
+            f"{path}: directory is writable by others (mode {mode:04o}) and not sticky; "
+            "refusing to use it (choose a private directory, or chmod go-w it yourself)"
+        )
 
 
 # -- the settings table ------------------------------------------------------------------
@@ -269,8 +305,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database.synchronous", "LLMGINE_DB_SYNCHRONOUS", _choice("normal", "full"), "full",
             "SQLite synchronous mode: full also survives power loss; normal survives a crash"),
     Setting("database.busy_timeout", "LLMGINE_DB_BUSY_TIMEOUT", _positive_float, 5.0,
-            "seconds a request waits for a database locked by another process before 503 "
-            "STORAGE_BUSY"),
+            "seconds a write waits in all (from when it is queued) for a database locked by "
+            "another process before 503 STORAGE_BUSY"),
     Setting("database.event_retention_days", "LLMGINE_EVENT_RETENTION_DAYS", _positive, 0,
             "days events are kept; older ones are pruned in the background (0 = keep all)"),
     Setting("database.event_retention_rows", "LLMGINE_EVENT_RETENTION_ROWS", _positive, 0,
@@ -329,7 +365,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("security.rate_limits.unauthenticated", "LLMGINE_RATE_LIMIT_UNAUTHENTICATED",
             _positive, 100, "requests per minute per IP without a valid credential (0 = no limit)"),
     Setting("security.rate_limits.authenticated", "LLMGINE_RATE_LIMIT_AUTHENTICATED",
-            _positive, 1000, "requests per minute per API key or session token (0 = no limit)"),
+            _positive, 1000, "requests per minute per API key, or per session for session tokens "
+            "(all tokens of a session share one bucket) (0 = no limit)"),
     Setting("security.rate_limits.websocket", "LLMGINE_RATE_LIMIT_WEBSOCKET", _positive, 10,
             "WebSocket connections per minute per IP (0 = no limit)"),
     Setting("security.rate_limits.unix_socket", "LLMGINE_RATE_LIMIT_UNIX_SOCKET", _parse_bool,
@@ -342,6 +379,20 @@ SETTINGS: tuple[Setting, ...] = (
             _positive, 100, "most tools registered in one session (0 = no limit)"),
     Setting("security.limits.max_websockets", "LLMGINE_MAX_WEBSOCKETS", _positive, 100,
             "most open WebSocket connections at once (0 = no limit)"),
+    # -- hardening (security issue #15) --
+    Setting("sandbox.session_token_registration", "LLMGINE_SANDBOX_SESSION_TOKEN_REGISTRATION",
+            _parse_bool, False,
+            "let session tokens register code (tools and handlers) in their session; API keys "
+            "and the socket owner always may, session tokens may still call existing tools"),
+    Setting("security.limits.max_tokens_per_session", "LLMGINE_MAX_TOKENS_PER_SESSION", _positive, 10,
+            "most live session tokens one session may have, the one from its creation included "
+            "(POST /api/sessions/{id}/token past it: 409 LIMIT_REACHED; tokens end with their "
+            "session; 0 = no limit)"),
+    Setting("security.limits.max_websockets_per_credential", "LLMGINE_MAX_WEBSOCKETS_PER_CREDENTIAL",
+            _positive, 16,
+            "most open WebSocket connections per API key (or API_KEY_SECRET), and per session for "
+            "session tokens (all its tokens together); the socket owner has only "
+            "security.limits.max_websockets (0 = no limit)"),
     Setting("observability.enable_metrics", "ENABLE_METRICS", _parse_bool, True,
             "collect metrics and serve /metrics"),
     Setting("observability.enable_tracing", "ENABLE_TRACING", _parse_bool, True,

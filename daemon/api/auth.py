@@ -17,7 +17,7 @@ import datetime as dt
 
 from aiohttp import web
 from llmgine_daemon.api.errors import validation_error
-from llmgine_daemon.api.keys import CREDENTIALS
+from llmgine_daemon.api.keys import CREDENTIALS, SETTINGS
 from llmgine_daemon.api.util import json_response, path_id, read_json
 from llmgine_daemon.bus.auth import KeyRecord
 from llmgine_daemon.protocol import (
@@ -112,7 +112,8 @@ async def revoke_key(request: web.Request) -> web.Response:
 @routes.post("/api/sessions/{session_id}/token")
 async def mint_session_token(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
-    record, token = await request.app[CREDENTIALS].mint_session_token(session_id)
+    maximum = request.app[SETTINGS]["security.limits.max_tokens_per_session"]
+    record, token = await request.app[CREDENTIALS].mint_session_token(session_id, maximum)
     return json_response(
         SessionTokenCreated(session_id=session_id, session_token=token,
                             created_at=record.created_at),

@@ -151,10 +151,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = _from_http_exception(request_id, exc)
     except StorageBusy as exc:
         log.warning("storage busy: %s (request %s)", exc, request_id)
+        details: dict[str, Any] = {}
+        if exc.busy_timeout is not None:  # gave up at its deadline (database.busy_timeout)
+            details = {"setting": "database.busy_timeout", "busy_timeout": exc.busy_timeout,
+                       "waited": exc.waited}
         response = error_response(
             request_id, ErrorCode.STORAGE_BUSY,
             "the database is busy (locked by another process); try again",
-            headers={"Retry-After": "1"},
+            details, headers={"Retry-After": "1"},
         )
     except StorageFull as exc:
         log.error("storage full: %s (request %s)", exc, request_id)

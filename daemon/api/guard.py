@@ -15,8 +15,10 @@ for every route, present and future:
    None or a bad one: 401 + ``WWW-Authenticate: Bearer``, counted against the IP's bucket
    (429 once it is empty). Only ``/api/health`` is open.
 4. Rate limits (api/ratelimit.py); WebSocket handshakes also take from the IP's websocket
-   bucket and may not exceed ``max_websockets`` open at once.
-5. Path identifiers are validated; a session token must stay inside its session (403).
+   bucket and may not exceed ``max_websockets`` open at once, nor
+   ``max_websockets_per_credential`` per API key / per session (the socket owner: no cap).
+5. Path identifiers are validated; a session token must stay inside its session (403), and
+   may register code (tools, handlers) only with ``sandbox.session_token_registration`` (403).
 6. The body is read within ``server.read_timeout``; capacity limits are checked (api/limits.py).
 
 Headers that belong on every response (RateLimit, CORS) are stamped in ``on_response_prepare``
@@ -43,6 +45,7 @@ from llmgine_daemon.api.keys import BUS, CREDENTIALS, SETTINGS, WEBSOCKETS
 from llmgine_daemon.api.limits import Capacity, check_identifiers, json_field, read_body
 from llmgine_daemon.api.origins import HostPolicy, OriginPolicy
 from llmgine_daemon.api.ratelimit import Decision, RateLimiter
+from llmgine_daemon.api.util import takes_code
 from llmgine_daemon.bus.auth import AuthFailure, Credentials, Principal
 from llmgine_daemon.observability.redact import install_filters
 from llmgine_daemon.protocol import (
@@ -109,6 +112,8 @@ class Guard:
     capacity: Capacity
     sockets: SocketRegistry = field(default_factory=SocketRegistry)
     open_websockets: int = 0
+    # Open WebSockets per holder (see websocket_holder), for max_websockets_per_credential.
+    websockets_by_holder: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Guard:
@@ -275,8 +280,23 @@ async def _authenticate_tcp(request: web.Request, guard: Guard) -> Principal | N
         if exc.code == ErrorCode.UNAUTHORIZED:
             _take(request, guard, "anonymous", ip)
         raise
-    _take(request, guard, "key", principal.credential_id)
+    _take(request, guard, "key", rate_key(principal))
     return principal
+
+
+def websocket_holder(principal: Principal | None) -> str | None:
+    """Whose share of max_websockets_per_credential a WebSocket takes: the API key's (or the
+    secret's), the session's for session tokens (all of them together), nobody's for the
+    owner on the Unix socket (the user themself; only max_websockets applies)."""
+    if principal is None or principal.kind == "owner":
+        return None
+    return rate_key(principal)
+
+
+def rate_key(principal: Principal) -> str:
+    """The ``key`` bucket a principal takes from: its credential, except that all tokens of one
+    session share the session's bucket (minting more tokens must not buy more requests)."""
+    return f"session:{principal.session_id}" if principal.session_id is not None else principal.credential_id
 
 
 @web.middleware
@@ -328,6 +348,15 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
                 "this session token only opens its own session's endpoints and engines",
                 session_id=principal.session_id,
             )
+        if principal.session_id is not None and takes_code(request.match_info.handler) \
+                and not settings["sandbox.session_token_registration"]:
+            # Session tokens are handed to browsers and other less trusted clients: running
+            # code of their own is the owner's call (calling existing tools stays allowed).
+            raise forbidden(
+                "a session token may not register code (tools, handlers); use an API key, or "
+                "set sandbox.session_token_registration = true to allow it",
+                setting="sandbox.session_token_registration",
+            )
     await read_body(request, settings["server.read_timeout"])
     reservation = await guard.capacity.reserve(request)
     try:
@@ -341,13 +370,31 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
                 "(security.limits.max_websockets)",
                 {"limit": "max_websockets", "max": maximum},
             )
+        holder = websocket_holder(principal)
+        per_holder = settings["security.limits.max_websockets_per_credential"]
+        held = guard.websockets_by_holder.get(holder, 0) if holder is not None else 0
+        if holder is not None and per_holder and held >= per_holder:
+            raise ApiError(
+                ErrorCode.LIMIT_REACHED,
+                f"limit reached: at most {per_holder} open WebSockets per credential "
+                "(per session for session tokens) (security.limits.max_websockets_per_credential)",
+                {"limit": "max_websockets_per_credential", "max": per_holder},
+            )
         # A WebSocket handler runs as long as its connection: counting handlers in flight
         # counts open WebSockets, with no race between the check and the upgrade.
         guard.open_websockets += 1
+        if holder is not None:
+            guard.websockets_by_holder[holder] = held + 1
         try:
             return await handler(request)
         finally:
             guard.open_websockets -= 1
+            if holder is not None:
+                left = guard.websockets_by_holder.get(holder, 1) - 1
+                if left > 0:
+                    guard.websockets_by_holder[holder] = left
+                else:
+                    guard.websockets_by_holder.pop(holder, None)
     finally:
         guard.capacity.release(reservation)
 

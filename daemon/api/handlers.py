@@ -9,7 +9,13 @@ from __future__ import annotations
 from aiohttp import web
 from llmgine_daemon.api.errors import validation_error
 from llmgine_daemon.api.keys import BUS
-from llmgine_daemon.api.util import json_response, path_id, query_choice, read_json
+from llmgine_daemon.api.util import (
+    json_response,
+    path_id,
+    query_choice,
+    read_json,
+    registers_code,
+)
 from llmgine_daemon.bus.user_handlers import TYPE_RULE, valid_handler_type
 from llmgine_daemon.protocol import CommandHandlerCreate, EventHandlerCreate, HandlerList
 
@@ -33,6 +39,7 @@ def _type(request: web.Request) -> str:
     return value
 
 
+@registers_code
 async def register_command(request: web.Request) -> web.Response:
     body = await read_json(request, CommandHandlerCreate)
     handler = await request.app[BUS].user_handlers.register(
@@ -42,6 +49,7 @@ async def register_command(request: web.Request) -> web.Response:
     return json_response(handler, status=201)
 
 
+@registers_code
 async def register_event(request: web.Request) -> web.Response:
     body = await read_json(request, EventHandlerCreate)
     handler = await request.app[BUS].user_handlers.register(

@@ -1,6 +1,7 @@
 """Limits: sizes, timeouts, identifiers and capacities, each a clear 4xx (or close code).
 
     request body        server.max_body_size         413 PAYLOAD_TOO_LARGE (aiohttp)
+    JSON nesting        64 levels (api/util.py)      422 VALIDATION_ERROR (read_json)
     request line/header server.max_header_size       400 (aiohttp's parser; no body read)
     headers + body time server.read_timeout          idle/half-sent connections closed;
                                                      a body not complete in time: 408
@@ -9,6 +10,7 @@
     engines / session   security.limits.max_engines_per_session 409 LIMIT_REACHED
     tools / session     security.limits.max_tools_per_session   409 LIMIT_REACHED
     open WebSockets     security.limits.max_websockets          409 LIMIT_REACHED (handshake)
+    ... per credential  security.limits.max_websockets_per_credential  409 LIMIT_REACHED
     path identifiers    [A-Za-z0-9][A-Za-z0-9._:-]*, no "..", <= 128: 422 VALIDATION_ERROR
 
 Capacity checks count what is stored plus what is being created right now, so concurrent

@@ -191,7 +191,9 @@ def _handler_ops(scope: str) -> dict[tuple[str, str], Op]:
             errors=(*errors, ErrorCode.CONFLICT, ErrorCode.SANDBOX_UNAVAILABLE),
             description="`handler_function` is Python source defining one function "
                         "`(command) -> result`; it is checked and run in the sandbox, never in "
-                        "the daemon. One command handler per type and scope: 409 CONFLICT."),
+                        "the daemon. One command handler per type and scope: 409 CONFLICT. "
+                        "A session token gets 403 unless "
+                        "`sandbox.session_token_registration` is set."),
         ("POST", f"{prefix}/events"): Op(
             f"Register an event handler {where}", "handlers", {201: Handler}, EventHandlerCreate,
             errors=(*errors, ErrorCode.SANDBOX_UNAVAILABLE),
@@ -272,8 +274,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="Ending cancels queued commands, stops engines, removes tools and handlers "
                     "and records `SessionEnded`; ending an ended session is harmless."),
     ("POST", "/api/sessions/{session_id}/token"): Op(
-        "Mint a session token", "auth", {201: SessionTokenCreated}, errors=WRITE_IN_SESSION,
-        description="Needs full access (not a session token)."),
+        "Mint a session token", "auth", {201: SessionTokenCreated},
+        errors=(*WRITE_IN_SESSION, ErrorCode.LIMIT_REACHED),
+        description="Another token for the same session (the session's own token may mint "
+                    "one too). At most `security.limits.max_tokens_per_session` live tokens "
+                    "per session (409 LIMIT_REACHED); tokens end with their session. All tokens "
+                    "of a session share one rate-limit bucket."),
     # -- commands --------------------------------------------------------------------------
     ("POST", "/api/sessions/{session_id}/commands"): Op(
         "Execute a command", "commands", {200: Command, 202: Command}, CommandCreate,
@@ -365,7 +371,8 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                 ErrorCode.SANDBOX_UNAVAILABLE),
         description="`function_code` is Python source defining the function `name`; its "
                     "schema is derived from the signature when `parameters` is omitted. The "
-                    "code is checked in the sandbox (422 when it does not compile)."),
+                    "code is checked in the sandbox (422 when it does not compile). A session "
+                    "token gets 403 unless `sandbox.session_token_registration` is set."),
     ("GET", "/api/sessions/{session_id}/tools"): Op(
         "List tools", "tools", {200: {"oneOf": [{"$ref": "#/components/schemas/ToolList"}, _openai_tools()]}},
         params=(Param("format", _enum("llmgine", "openai"),

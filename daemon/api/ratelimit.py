@@ -3,7 +3,8 @@
 Policies (requests per minute, each configurable under ``[security.rate_limits]``):
 
     anonymous   per client IP: requests without a valid credential, failed ones included
-    key         per credential (API key, API_KEY_SECRET, session token; uid on the Unix socket)
+    key         per credential (API key, API_KEY_SECRET; uid on the Unix socket), and per
+                session for session tokens (all tokens of a session share one bucket)
     websocket   per client IP: WebSocket connection attempts
 
 A bucket holds ``limit`` tokens and refills continuously at ``limit`` per 60 s, so a client

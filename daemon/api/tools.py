@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from aiohttp import web
 from llmgine_daemon.api.keys import BUS
-from llmgine_daemon.api.util import json_response, path_id, query_bool, query_choice, read_json
+from llmgine_daemon.api.util import (
+    json_response,
+    path_id,
+    query_bool,
+    query_choice,
+    read_json,
+    registers_code,
+)
 from llmgine_daemon.protocol import ToolCreate, ToolExecute, ToolList
 
 routes = web.RouteTableDef()
 
 
 @routes.post("/api/sessions/{session_id}/tools")
+@registers_code
 async def register_tool(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     replace = query_bool(request, "replace")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from itertools import accumulate
 from typing import Any, TypeVar
 
 import msgspec
@@ -12,6 +13,7 @@ from llmgine_daemon.bus.idempotency import IdempotencyKey
 from llmgine_daemon.protocol import ErrorCode
 
 T = TypeVar("T")
+H = TypeVar("H")
 
 # SQLite's INTEGER: a larger offset or cursor would overflow in the driver (a 500, not a 422).
 MAX_SQL_INT = 2**63 - 1
@@ -24,6 +26,53 @@ _UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`")
 # A leading "_" is allowed: command and event types may start with one (DELETE of a handler
 # for "_Internal" must be able to name it).
 _ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:\-]{0,127}$")
+
+
+# Routes that take Python source (tools, handlers) carry this mark; the guard refuses them to
+# session tokens unless sandbox.session_token_registration allows it (api/guard.py).
+_REGISTERS_CODE = "llmgine_registers_code"
+
+
+def registers_code(handler: H) -> H:
+    """Mark a route handler as one that registers user code."""
+    setattr(handler, _REGISTERS_CODE, True)
+    return handler
+
+
+def takes_code(handler: Any) -> bool:
+    return bool(getattr(handler, _REGISTERS_CODE, False))
+
+
+# Every JSON body nests at most this deep (objects and arrays; the body itself is level 1):
+# events' data and metadata, command parameters, tool arguments, session metadata... Deeper is
+# 422 VALIDATION_ERROR. Nothing legitimate comes close, and whatever reads the data later (the
+# CLI, a browser, user code, json in a sandbox) must not be handed a structure that blows its
+# recursion limit.
+MAX_JSON_DEPTH = 64
+# A JSON string, escapes included; what is left between them is structure.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]+|\\.)*"', re.S)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
+
+
+def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON text ``body`` nests objects/arrays more than ``limit`` deep.
+
+    For syntactically valid JSON (decode it first). Linear and in C: brackets outside strings,
+    as +1/-1 steps, and the highest running sum. An ordinary body has fewer brackets than the
+    limit in all and is answered by two counts.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    steps = _JSON_STRING.sub(b"", body).translate(_DEPTH_STEPS, _NOT_BRACKETS)
+    return max(accumulate(memoryview(steps).cast("b")), default=0) > limit
+
+
+def too_deep_error() -> ApiError:
+    return validation_error(
+        "body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels (objects and arrays)",
+        max_depth=MAX_JSON_DEPTH,
+    )
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -65,17 +114,22 @@ async def read_json(request: web.Request, model: type[T], *, empty_ok: bool = Fa
             f"expected Content-Type application/json, got {request.content_type}",
             {"content_type": request.content_type},
         )
+    # One rule for nesting, whatever the model: MAX_JSON_DEPTH (checked once the text is known
+    # to be JSON, so a malformed body is still INVALID_JSON).
     try:
-        return msgspec.json.decode(body, type=model)
+        value = msgspec.json.decode(body, type=model)
     except msgspec.ValidationError as exc:
+        if json_too_deep(body):
+            raise too_deep_error() from None
         field, issue = _field_from(str(exc))
         raise validation_error(field, issue) from None
     except msgspec.DecodeError as exc:
         raise ApiError(ErrorCode.INVALID_JSON, f"malformed JSON: {exc}", {"issue": str(exc)}) from None
-    except RecursionError:
-        raise ApiError(
-            ErrorCode.INVALID_JSON, "JSON nested too deeply", {"issue": "nesting limit exceeded"}
-        ) from None
+    except RecursionError:  # far deeper than the limit: the decoder gave up first
+        raise too_deep_error() from None
+    if json_too_deep(body):
+        raise too_deep_error()
+    return value
 
 
 def query_int(

@@ -289,11 +289,25 @@ class Credentials:
         """A token to write inside another transaction (session creation), then publish."""
         return PendingToken(self)
 
-    async def mint_session_token(self, session_id: str) -> tuple[TokenRecord, str]:
+    async def mint_session_token(self, session_id: str, max_tokens: int = 0) -> tuple[TokenRecord, str]:
+        """Another token for ``session_id``; at most ``max_tokens`` live ones (0: no limit),
+        counted in the write's transaction, so concurrent mints cannot overshoot."""
         pending = self.pending_session_token()
 
         def write(conn: sqlite3.Connection) -> None:
             require_active(conn, session_id)
+            if max_tokens > 0:
+                (live,) = conn.execute(
+                    "SELECT COUNT(*) FROM session_tokens WHERE session_id = ? AND revoked_at IS NULL",
+                    (session_id,),
+                ).fetchone()
+                if live >= max_tokens:
+                    raise BusError(
+                        ErrorCode.LIMIT_REACHED,
+                        f"limit reached: at most {max_tokens} live tokens in a session "
+                        "(security.limits.max_tokens_per_session); they end with the session",
+                        {"limit": "max_tokens_per_session", "max": max_tokens},
+                    )
             pending.write(conn, session_id)
 
         await self.store.write(write)

@@ -44,9 +44,12 @@ log = logging.getLogger("llmgine.store")
 
 T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
-# (write function, its caller's future, its caller's context): the writer runs each function in
-# its caller's contextvars, so code inside a write sees the caller's trace and session.
-QueueItem = tuple["WriteFn | _Alone | _Heavy", "asyncio.Future[Any]", contextvars.Context]
+# (write function, its caller's future, its caller's context, its deadline): the writer runs
+# each function in its caller's contextvars, so code inside a write sees the caller's trace and
+# session. The deadline (loop time) is taken when the write is queued: while another process
+# holds the database lock, a write waits at most busy_timeout IN ALL, however many batches
+# ahead of it wait for the lock too (see _lock).
+QueueItem = tuple["WriteFn | _Alone | _Heavy", "asyncio.Future[Any]", contextvars.Context, float]
 # Store.on_commit(contexts, batch size, wall-clock start, seconds taken, error or None): told
 # after every transaction, for metrics and storage-commit spans (observability sets it; the
 # store itself imports nothing of it).
@@ -71,7 +74,16 @@ class StorageError(Exception):
 
 
 class StorageBusy(StorageError):
-    """Another process holds the database lock longer than the busy timeout."""
+    """Another process holds the database lock longer than the busy timeout.
+
+    ``busy_timeout`` and ``waited`` (seconds, from when the write was queued) are set when a
+    write gave up at its deadline; the API reports them in the error's details."""
+
+    def __init__(self, message: str, *, busy_timeout: float | None = None,
+                 waited: float | None = None) -> None:
+        super().__init__(message)
+        self.busy_timeout = busy_timeout
+        self.waited = waited
 
 
 class StorageFull(StorageError):
@@ -105,6 +117,11 @@ class _Aborted(Exception):
         self.error = error
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
 def _classify(exc: sqlite3.Error) -> Exception:
     text = str(exc).lower()
     if "locked" in text or "busy" in text:
@@ -131,7 +148,9 @@ class Store:
         # The telemetry database (logs and spans) gets its own schema (store/telemetry.py).
         self.telemetry = telemetry
         self.synchronous = synchronous.upper()
-        # How long a statement waits for another process's lock before StorageBusy (503).
+        # How long a write waits for another process's lock before StorageBusy (503), counted
+        # from when it was queued.
+        self.busy_timeout = max(0.0, busy_timeout)
         self.busy_timeout_ms = max(0, int(busy_timeout * 1000))
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
@@ -244,9 +263,11 @@ class Store:
         """
         if self._task is None:
             raise StorageError("the store is closed")
+        loop = asyncio.get_running_loop()
         if future is None:
-            future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((_Heavy(fn) if heavy else fn, future, contextvars.copy_context()))
+            future = loop.create_future()
+        deadline = loop.time() + self.busy_timeout
+        self._queue.put_nowait((_Heavy(fn) if heavy else fn, future, contextvars.copy_context(), deadline))
         return future
 
     async def run_alone(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -254,8 +275,9 @@ class Store:
         (VACUUM, checkpoints: statements that cannot run inside a transaction)."""
         if self._task is None:
             raise StorageError("the store is closed")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((_Alone(fn), future, contextvars.copy_context()))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put_nowait((_Alone(fn), future, contextvars.copy_context(), loop.time() + self.busy_timeout))
         return await future
 
     async def _writer(self) -> None:
@@ -293,7 +315,7 @@ class Store:
             await self._commit_batch(batch, heavy)
 
     async def _run_alone(self, item: QueueItem) -> None:
-        alone, future, ctx = item
+        alone, future, ctx, _ = item
         assert isinstance(alone, _Alone)
         conn = self._writer_conn
         assert conn is not None
@@ -310,6 +332,9 @@ class Store:
         started_wall, started = time.time(), time.perf_counter()
         failure: BaseException | None = None
         try:
+            await self._lock(batch, started_wall, started)
+            if not batch:
+                return  # every write of it reached its deadline waiting for the lock
             if heavy:
                 outcomes = await self._writer_conn._execute(self._run_batch, batch)  # type: ignore[union-attr]
             else:
@@ -321,13 +346,18 @@ class Store:
             log.error("write transaction of %d failed: %s", len(batch), err)
             outcomes = [(False, err)] * len(batch)
             failure = err
+        self._settle(batch, outcomes, started_wall, started, failure)
+
+    def _settle(self, batch: list[QueueItem], outcomes: list[tuple[bool, Any]], started_wall: float,
+                started: float, failure: BaseException | None) -> None:
+        """Tell the commit hook, then resolve each caller's future."""
         if self.on_commit is not None:
             try:
-                self.on_commit([ctx for _, _, ctx in batch], len(batch), started_wall,
+                self.on_commit([item[2] for item in batch], len(batch), started_wall,
                                time.perf_counter() - started, failure)
             except Exception:  # observability must never fail a write
                 log.exception("commit hook failed")
-        for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, future, _, _), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
             if ok:
@@ -335,9 +365,67 @@ class Store:
             else:
                 future.set_exception(value)
 
+    async def _lock(self, batch: list[QueueItem], started_wall: float, started: float) -> None:
+        """Open the batch's transaction (BEGIN IMMEDIATE); writes that reached their deadline
+        meanwhile are failed and taken out of ``batch`` (in place).
+
+        Without another process holding the lock this is one statement on the loop. Otherwise
+        the wait goes to the connection's thread, bounded by the EARLIEST deadline of the batch;
+        when it runs out, the writes whose deadline passed fail with StorageBusy and the rest
+        wait on, up to the next deadline. So no write waits longer than busy_timeout from when
+        it was queued, however long the batches before it waited (a write queued behind a
+        failing batch used to wait out that batch's timeout, then its own).
+        """
+        aconn = self._writer_conn
+        assert aconn is not None
+        conn = self._raw(aconn)
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._begin_now(conn):
+                return
+            now = loop.time()
+            due = [item for item in batch if item[3] <= now]
+            if due:
+                batch[:] = [item for item in batch if item[3] > now]
+                error = StorageBusy(
+                    f"the database is locked by another process; gave up after "
+                    f"{self.busy_timeout:g}s (database.busy_timeout)",
+                    busy_timeout=self.busy_timeout,
+                )
+                log.warning("%d write(s) gave up waiting for the database lock (%gs)",
+                            len(due), self.busy_timeout)
+                outcomes: list[tuple[bool, Any]] = []
+                for item in due:
+                    waited = round(now - (item[3] - self.busy_timeout), 3)
+                    outcomes.append((False, StorageBusy(str(error), busy_timeout=self.busy_timeout,
+                                                        waited=waited)))
+                self._settle(due, outcomes, started_wall, started, error)
+            if not batch:
+                return
+            earliest = min(item[3] for item in batch)
+            try:
+                await aconn._execute(self._begin_within, conn, earliest - now)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                # Normally the earliest deadline has passed now: settle those, wait on for the
+                # rest. Should SQLite give up early, do not spin on it.
+                if loop.time() < earliest:
+                    await asyncio.sleep(min(0.05, earliest - loop.time()))
+                continue
+            return
+
+    def _begin_within(self, conn: sqlite3.Connection, seconds: float) -> None:
+        """BEGIN IMMEDIATE, waiting at most ``seconds`` for another process's lock (thread)."""
+        conn.execute(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+
     async def _run_batch_inline(self, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
-        """The batch's statements run right here on the event loop; only what can block - taking
-        the write lock from another process, and COMMIT's fsync - goes to the connection's thread.
+        """The batch's statements run right here on the event loop, in the transaction _lock
+        opened; only COMMIT, with its fsync, goes to the connection's thread.
 
         Why: every sqlite3 call releases the GIL, and a thread that wants it back waits for the
         event loop to let go (up to the 5 ms switch interval). A batch of a few hundred
@@ -347,8 +435,6 @@ class Store:
         aconn = self._writer_conn
         assert aconn is not None
         conn = self._raw(aconn)
-        if not self._begin_now(conn):  # another process holds the write lock: wait in the thread
-            await aconn._execute(conn.execute, "BEGIN IMMEDIATE")
         outcomes = self._apply_or_roll_back(conn, batch)
         try:
             await aconn._execute(conn.execute, "COMMIT")
@@ -364,7 +450,7 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+            if _is_busy(exc):
                 return False
             raise
         finally:
@@ -385,7 +471,7 @@ class Store:
     def _apply(self, conn: sqlite3.Connection, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
         """Run each write in its own savepoint inside the open transaction."""
         outcomes: list[tuple[bool, Any]] = []
-        for fn, _, ctx in batch:
+        for fn, _, ctx, _ in batch:
             if isinstance(fn, _Heavy):
                 fn = fn.fn
             conn.execute("SAVEPOINT w")
@@ -407,9 +493,9 @@ class Store:
         return outcomes
 
     def _run_batch(self, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
-        """The whole transaction in the connection's thread (a batch with a heavy write)."""
+        """The whole transaction, which _lock opened, in the connection's thread (a batch with
+        a heavy write)."""
         conn = self._raw(self._writer_conn)
-        conn.execute("BEGIN IMMEDIATE")
         outcomes = self._apply_or_roll_back(conn, batch)
         try:
             conn.execute("COMMIT")

@@ -65,8 +65,8 @@ async def test_absurdly_nested_json_is_rejected(app_client):
     depth = 100_000
     body = b'{"metadata": {"a": ' + b"[" * depth + b"]" * depth + b"}}"
     resp = await app_client.post("/api/sessions", data=body, headers={"Content-Type": "application/json"})
-    assert resp.status == 400
-    assert_envelope(await resp.json(), "INVALID_JSON")
+    assert resp.status == 422  # the one nesting rule (tests/api/test_json_depth.py)
+    assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["max_depth"] == 64
 
 
 async def test_request_id_echoed_or_generated(app_client):

@@ -1,0 +1,112 @@
+"""Open WebSockets per credential: an API key, or a session (all its tokens together), holds
+at most max_websockets_per_credential at once (409 LIMIT_REACHED naming the setting); the socket
+owner is not capped per credential (only max_websockets applies to it)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from aiohttp import web
+from llmgine_daemon.api.guard import GUARD
+from llmgine_daemon.app import create_app
+
+from tests.api.secutil import WS_PATH, bearer, new_key, new_session, start
+from tests.conftest import assert_envelope
+
+CAP = {"LLMGINE_MAX_WEBSOCKETS_PER_CREDENTIAL": "3", "LLMGINE_RATE_LIMIT_WEBSOCKET": "0"}
+
+
+async def refused(client, path: str, headers: dict[str, str]) -> None:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await client.ws_connect(path, headers=headers)
+    assert err.value.status == 409
+
+
+async def held(client, holder: str, count: int) -> None:
+    """Wait until the server counts ``count`` WebSockets for ``holder`` (it notices a close
+    when the handler ends)."""
+    by_holder = client.app[GUARD].websockets_by_holder
+    for _ in range(1000):
+        if by_holder.get(holder, 0) == count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError((holder, by_holder))
+
+
+async def test_a_session_holds_at_most_the_cap_whatever_token_it_uses(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings, **CAP)
+    s = await new_session(client, local)
+    sid = s["session_id"]
+    second = (await (await client.post(f"/api/sessions/{sid}/token", headers=bearer(local))).json())["session_token"]
+    path = WS_PATH.format(session_id=sid)
+    first_token, second_token = {"X-Session-Token": s["session_token"]}, {"X-Session-Token": second}
+    open_ = [await client.ws_connect(path, headers=h) for h in (first_token, second_token, first_token)]
+    for headers in (first_token, second_token):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await client.ws_connect(path, headers=headers)
+        assert err.value.status == 409
+    # The refusal is the one envelope, naming the setting.
+    resp = await client.get(
+        path,
+        headers={
+            **first_token,
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        },
+    )
+    assert resp.status == 409
+    error = assert_envelope(await resp.json(), "LIMIT_REACHED")
+    assert error["details"] == {"limit": "max_websockets_per_credential", "max": 3}
+    assert "security.limits.max_websockets_per_credential" in error["message"]
+
+    # Others are not affected: another session, an API key.
+    other = await new_session(client, local)
+    theirs = await client.ws_connect(
+        WS_PATH.format(session_id=other["session_id"]), headers={"X-Session-Token": other["session_token"]}
+    )
+    key = (await new_key(client, local))["key"]
+    by_key = [await client.ws_connect(path, headers=bearer(key)) for _ in range(3)]
+    await refused(client, path, bearer(key))
+
+    # Closing one frees a slot for the session.
+    await open_[0].close()
+    await held(client, f"session:{sid}", 2)
+    again = await client.ws_connect(path, headers=second_token)
+    for ws in (*open_[1:], again, theirs, *by_key):
+        await ws.close()
+    await held(client, f"session:{sid}", 0)
+    assert client.app[GUARD].websockets_by_holder == {}
+
+
+async def test_default_cap_is_sixteen(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_RATE_LIMIT_WEBSOCKET="0")
+    s = await new_session(client, local)
+    path = WS_PATH.format(session_id=s["session_id"])
+    token = {"X-Session-Token": s["session_token"]}
+    sockets = [await client.ws_connect(path, headers=token) for _ in range(16)]
+    await refused(client, path, token)
+    for ws in sockets:
+        await ws.close()
+
+
+async def test_the_socket_owner_is_not_capped_per_credential(make_settings, home):
+    app = create_app(make_settings(LLMGINE_MAX_WEBSOCKETS_PER_CREDENTIAL="2"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.UnixSite(runner, str(home / "w.sock"))
+    await site.start()
+    try:
+        async with aiohttp.ClientSession(
+            base_url="http://llmgine", connector=aiohttp.UnixConnector(path=str(home / "w.sock"))
+        ) as session:
+            sid = (await (await session.post("/api/sessions", json={})).json())["session_id"]
+            sockets = [await session.ws_connect(f"/api/sessions/{sid}/events/stream") for _ in range(5)]
+            assert len(sockets) == 5 and app[GUARD].open_websockets == 5
+            for ws in sockets:
+                await ws.close()
+    finally:
+        await runner.cleanup()
