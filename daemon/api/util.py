@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from itertools import accumulate
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 from llmgine_daemon.api.errors import ApiError, validation_error
 from llmgine_daemon.bus.idempotency import IdempotencyKey
-from llmgine_daemon.protocol import ErrorCode
+from llmgine_daemon.protocol import MAX_JSON_DEPTH, ErrorCode
+from llmgine_daemon.protocol.base import json_too_deep
 
 T = TypeVar("T")
 H = TypeVar("H")
@@ -41,31 +41,6 @@ def registers_code(handler: H) -> H:
 
 def takes_code(handler: Any) -> bool:
     return bool(getattr(handler, _REGISTERS_CODE, False))
-
-
-# Every JSON body nests at most this deep (objects and arrays; the body itself is level 1):
-# events' data and metadata, command parameters, tool arguments, session metadata... Deeper is
-# 422 VALIDATION_ERROR. Nothing legitimate comes close, and whatever reads the data later (the
-# CLI, a browser, user code, json in a sandbox) must not be handed a structure that blows its
-# recursion limit.
-MAX_JSON_DEPTH = 64
-# A JSON string, escapes included; what is left between them is structure.
-_JSON_STRING = re.compile(rb'"(?:[^"\\]+|\\.)*"', re.S)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_DEPTH_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
-
-
-def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether the JSON text ``body`` nests objects/arrays more than ``limit`` deep.
-
-    For syntactically valid JSON (decode it first). Linear and in C: brackets outside strings,
-    as +1/-1 steps, and the highest running sum. An ordinary body has fewer brackets than the
-    limit in all and is answered by two counts.
-    """
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return False
-    steps = _JSON_STRING.sub(b"", body).translate(_DEPTH_STEPS, _NOT_BRACKETS)
-    return max(accumulate(memoryview(steps).cast("b")), default=0) > limit
 
 
 def too_deep_error() -> ApiError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from llmgine_daemon.protocol.base import (  # noqa: F401
     ERROR_STATUS,
+    MAX_JSON_DEPTH,
     REQUEST_ID_HEADER,
     SESSION_TOKEN_HEADER,
     VERSION_HEADER,

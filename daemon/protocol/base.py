@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import time as _time
+from itertools import accumulate
 from typing import Any
 
 import msgspec
@@ -170,3 +172,28 @@ class ErrorEnvelope(msgspec.Struct):
     error: ErrorBody
     timestamp: str
     request_id: str
+
+
+# Every JSON body nests at most this deep (objects and arrays; the body itself is level 1):
+# events' data and metadata, command parameters, tool arguments, session metadata... Deeper is
+# 422 VALIDATION_ERROR. Nothing legitimate comes close, and whatever reads the data later (the
+# CLI, a browser, user code, json in a sandbox) must not be handed a structure that blows its
+# recursion limit.
+MAX_JSON_DEPTH = 64
+# A JSON string, escapes included; what is left between them is structure.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]+|\\.)*"', re.S)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
+
+
+def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON text ``body`` nests objects/arrays more than ``limit`` deep.
+
+    For syntactically valid JSON (decode it first). Linear and in C: brackets outside strings,
+    as +1/-1 steps, and the highest running sum. An ordinary body has fewer brackets than the
+    limit in all and is answered by two counts.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    steps = _JSON_STRING.sub(b"", body).translate(_DEPTH_STEPS, _NOT_BRACKETS)
+    return max(accumulate(memoryview(steps).cast("b")), default=0) > limit

@@ -45,6 +45,7 @@ from typing import Any
 
 from llmgine_daemon.aio import killpg, spawn, wait_discarded
 from llmgine_daemon.observability import metrics
+from llmgine_daemon.protocol.base import MAX_JSON_DEPTH, json_too_deep
 from llmgine_daemon.sandbox import frames
 from llmgine_daemon.sandbox.isolation import (
     Cgroups,
@@ -452,6 +453,8 @@ class SandboxPool:
         if self.bus_handler is None:
             return frames.BusReply(request.req_id, ok=False, error="no bus is attached")
         try:
+            if json_too_deep(request.args):
+                raise ValueError(f"arguments nest deeper than {MAX_JSON_DEPTH} levels")
             args = json.loads(request.args)
             if not isinstance(args, dict):
                 raise ValueError("arguments must be an object")

@@ -175,3 +175,27 @@ async def test_status_reports_isolation(sandbox):
     assert info["workers"] == 2 and info["fresh_process_per_call"] is True
     assert info["limits"]["max_output"] == 65536
     assert sandbox.client.server.app[BUS].sandbox is not None
+
+
+async def test_bus_publish_from_user_code_obeys_the_json_depth_limit(sandbox):
+    out = await sandbox("""
+        async def f(depth):
+            data = {}
+            for _ in range(depth):
+                data = {"a": data}
+            try:
+                await bus.publish("Deep", data)
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+            return "published"
+    """, arguments={"depth": 100})
+    assert out["result"].startswith("BusCallError") and "64 levels" in out["result"], out
+    ok = await sandbox("""
+        async def f(depth):
+            data = {}
+            for _ in range(depth):
+                data = {"a": data}
+            await bus.publish("Shallow", data)
+            return "published"
+    """, arguments={"depth": 10})
+    assert ok["result"] == "published", ok
