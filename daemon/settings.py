@@ -378,7 +378,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("security.limits.max_tools_per_session", "LLMGINE_MAX_TOOLS_PER_SESSION",
             _positive, 100, "most tools registered in one session (0 = no limit)"),
     Setting("security.limits.max_websockets", "LLMGINE_MAX_WEBSOCKETS", _positive, 100,
-            "most open WebSocket connections at once (0 = no limit)"),
+            "most open WebSocket connections and event streams (SSE) at once (0 = no limit)"),
     # -- hardening (security issue #15) --
     Setting("sandbox.session_token_registration", "LLMGINE_SANDBOX_SESSION_TOKEN_REGISTRATION",
             _parse_bool, False,
@@ -390,7 +390,8 @@ SETTINGS: tuple[Setting, ...] = (
             "session; 0 = no limit)"),
     Setting("security.limits.max_websockets_per_credential", "LLMGINE_MAX_WEBSOCKETS_PER_CREDENTIAL",
             _positive, 16,
-            "most open WebSocket connections per API key (or API_KEY_SECRET), and per session for "
+            "most open WebSocket connections and event streams (SSE) per API key (or "
+            "API_KEY_SECRET), and per session for "
             "session tokens (all its tokens together); the socket owner has only "
             "security.limits.max_websockets (0 = no limit)"),
     Setting("observability.enable_metrics", "ENABLE_METRICS", _parse_bool, True,

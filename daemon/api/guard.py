@@ -360,13 +360,15 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     await read_body(request, settings["server.read_timeout"])
     reservation = await guard.capacity.reserve(request)
     try:
-        if not websocket:
+        if not (websocket or _browser_stream(request)):
             return await handler(request)
+        # WebSockets and event streams (SSE) alike hold a connection for as long as they run:
+        # both count against the same caps.
         maximum = settings["security.limits.max_websockets"]
         if maximum and guard.open_websockets >= maximum:
             raise ApiError(
                 ErrorCode.LIMIT_REACHED,
-                f"limit reached: at most {maximum} open WebSockets "
+                f"limit reached: at most {maximum} open WebSockets and event streams "
                 "(security.limits.max_websockets)",
                 {"limit": "max_websockets", "max": maximum},
             )
@@ -376,7 +378,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
         if holder is not None and per_holder and held >= per_holder:
             raise ApiError(
                 ErrorCode.LIMIT_REACHED,
-                f"limit reached: at most {per_holder} open WebSockets per credential "
+                f"limit reached: at most {per_holder} open WebSockets and event streams per credential "
                 "(per session for session tokens) (security.limits.max_websockets_per_credential)",
                 {"limit": "max_websockets_per_credential", "max": per_holder},
             )

@@ -110,3 +110,27 @@ async def test_the_socket_owner_is_not_capped_per_credential(make_settings, home
                 await ws.close()
     finally:
         await runner.cleanup()
+
+
+async def test_event_streams_count_against_the_same_cap(aiohttp_client, make_settings):
+    """An EventSource (SSE) holds its connection as long as a WebSocket: one credential cannot
+    get around the cap by streaming over SSE instead."""
+    client, local = await start(aiohttp_client, make_settings, **CAP)
+    s = await new_session(client, local)
+    sid = s["session_id"]
+    path = f"/api/sessions/{sid}/events/stream"
+    token = {"X-Session-Token": s["session_token"], "Accept": "text/event-stream"}
+    streams = []
+    for _ in range(3):
+        resp = await client.get(path, headers=token)
+        assert resp.status == 200, await resp.text()
+        streams.append(resp)
+    await held(client, f"session:{sid}", 3)
+    resp = await client.get(path, headers=token)
+    assert resp.status == 409
+    error = assert_envelope(await resp.json(), "LIMIT_REACHED")
+    assert error["details"] == {"limit": "max_websockets_per_credential", "max": 3}
+    await refused(client, path, {"X-Session-Token": s["session_token"]})  # nor a WebSocket
+    for stream in streams:
+        stream.close()
+    await held(client, f"session:{sid}", 0)
