@@ -95,6 +95,11 @@ def _unprivileged_user(request: pytest.FixtureRequest) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+def _runs_python(pid: int) -> bool:
+    argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    return os.path.basename(argv0).startswith(b"python")
+
+
 def _as_user_prefix(uid: int, gid: int) -> list[str]:
     """Run as uid/gid, with the interpreter and this checkout in reach: where they sit under a
     directory the user cannot enter (root's home, 0700), that directory is replaced by an empty
@@ -149,7 +154,7 @@ def daemon(request):
             # unshare and bwrap forward no signal: the daemon itself (their grandchild) is
             # stopped directly.
             daemon_pid = proc.pid
-            while b"llmgine_daemon" not in Path(f"/proc/{daemon_pid}/cmdline").read_bytes():
+            while not _runs_python(daemon_pid):
                 inner = child_pid(daemon_pid)
                 assert inner is not None, "the daemon is not under unshare and bwrap"
                 daemon_pid = inner
@@ -505,3 +510,60 @@ def test_a_fork_loop_is_capped(daemon):
     healthy(daemon)
     again = daemon.tool(daemon.session(), "def f():\n    return 1\n")
     assert again["result"] == 1  # the next call is not short of processes
+
+
+def test_what_tools_may_do_still_works(daemon):
+    """The spec's get_weather, bus.publish, the standard library, its own /tmp within a call."""
+    sid = daemon.session()
+    weather = daemon.tool(sid, """
+        async def get_weather(location: str):
+            return {"location": location, "temperature_c": 21}
+    """, {"location": "Melbourne"}, name="get_weather")
+    assert weather["result"] == {"location": "Melbourne", "temperature_c": 21}, weather
+    out = daemon.tool(sid, """
+        import datetime, json, math, re
+
+        async def f():
+            with open("/tmp/scratch.json", "w") as fh:
+                json.dump({"pi": round(math.pi, 3)}, fh)
+            with open("/tmp/scratch.json") as fh:
+                saved = json.load(fh)
+            event = await bus.publish("Computed", saved)
+            return {"saved": saved, "match": bool(re.fullmatch(r"\\d+", "123")),
+                    "year": datetime.date(2026, 1, 1).year, "event": event["event_type"]}
+    """)
+    assert out["result"] == {"saved": {"pi": 3.142}, "match": True, "year": 2026,
+                             "event": "Computed"}, out
+    status, events = daemon.call("GET", f"/api/sessions/{sid}/events?limit=100")
+    assert "Computed" in [e["event_type"] for e in events["events"]]
+
+
+def test_leftovers_of_a_killed_daemon_go_at_the_next_start():
+    if os.geteuid() != 0:
+        pytest.skip("cgroups are the daemon's only as root")
+    home = short_home()
+    second = None
+    try:
+        first = start_daemon(home, env={"API_WORKERS": "1"})
+        api = Api(str(get_paths({"LLMGINE_HOME": str(home)}).socket))
+        assert api.tool(api.session(), "def f():\n    return 1\n")["result"] == 1
+        pid = first.proc.pid
+        cgroups = [p for p in Path("/sys/fs/cgroup").rglob(f"llmgine-sandbox-{pid}")
+                   if p.is_dir()]
+        assert cgroups, "a daemon as root keeps its workers in cgroups"
+        first.proc.kill()
+        first.proc.wait()
+        assert all(p.exists() for p in cgroups)  # nothing of it ran to remove them
+        second = start_daemon(home, env={"API_WORKERS": "1"})
+        assert api.tool(api.session(), "def f():\n    return 2\n")["result"] == 2
+        assert not any(p.exists() for p in cgroups)
+        for entry in Path("/proc").iterdir():  # and none of its workers outlived it
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            assert f'"daemon": {pid},'.encode() not in cmdline, entry
+    finally:
+        if second is not None:
+            stop_process(second.proc)
+        shutil.rmtree(home, ignore_errors=True)
