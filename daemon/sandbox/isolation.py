@@ -74,7 +74,11 @@ class Isolation:
         """argv that starts one worker (a zygote that forks a child per call)."""
         if not self.sandboxed:
             return [self.python, "-I", "-m", "llmgine_daemon.sandbox.worker", config]
-        return [*bwrap_args(self, tmp_bytes), self.python, "-I", "-S", "-c", _BOOT, config]
+        # The configuration goes in the environment, read and cleared at boot: inside the
+        # sandbox /proc/1/cmdline is readable by user code, /proc/1/environ is not.
+        args = bwrap_args(self, tmp_bytes)
+        return [*args[:-1], "--setenv", "LLMGINE_WORKER", config, "--",
+                self.python, "-I", "-S", "-c", _BOOT]
 
 
 # Inside the sandbox: no site-packages (-S), only the worker's own code on the path.

@@ -558,9 +558,11 @@ class SandboxPool:
                 # call is counted there. (Without cgroups bubblewrap's --die-with-parent is
                 # enough to end it, and /proc may not even be listable by this user.)
                 worker.zygote = child_pid(proc.pid)
-                if worker.zygote is None:
+                forker = child_pid(worker.zygote) if worker.zygote is not None else None
+                if worker.zygote is None or forker is None:
                     raise frames.FrameError("cannot find the worker inside bubblewrap")
-                Cgroups.join(cgroups, worker.zygote)
+                for pid in (worker.zygote, forker):  # every call is forked by the forker
+                    Cgroups.join(cgroups, pid)
         except BaseException as exc:
             worker.kill()
             await self._reap(worker)

@@ -30,7 +30,9 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -352,14 +354,51 @@ def _drop_identity(identity: list[int] | None) -> None:
     raise SystemExit("privileges could be regained")
 
 
+class _Outbox:
+    """Bytes for a non-blocking descriptor: written as far as it takes them, the rest kept (up
+    to ``cap``: past it the writer is flooding and the call is stopped)."""
+
+    def __init__(self, fd: int, cap: int) -> None:
+        self.fd = fd
+        self.cap = cap
+        self.data = bytearray()
+        self.broken = False
+
+    def put(self, frame: frames.Frame) -> bool:
+        """False when the outbox is over its cap (the frame is still queued)."""
+        self.data += frames.encode(frame)
+        self.flush()
+        return len(self.data) <= self.cap
+
+    def flush(self) -> None:
+        while self.data and not self.broken:
+            try:
+                written = os.write(self.fd, self.data)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.broken = True
+                self.data.clear()
+                return
+            del self.data[:written]
+
+    def drain(self) -> None:
+        """Write everything, blocking (between calls: the pool reads its pipe)."""
+        os.set_blocking(self.fd, True)
+        try:
+            self.flush()
+        finally:
+            os.set_blocking(self.fd, False)
+
+
 class _Channel:
-    """The zygote's end of one call's socket: frames in, bytes out, never blocking."""
+    """The zygote's end of one call's socket: frames in, frames out, never blocking."""
 
     def __init__(self, sock: socket.socket, max_frame: int) -> None:
         self.sock = sock
         self.max_frame = max_frame
         self.inbox = bytearray()
-        self.outbox = bytearray()
+        self.out = _Outbox(sock.fileno(), 1 << 30)  # the pool's replies: bounded by the pool
         self.closed = False
 
     def receive(self) -> list[frames.Frame]:
@@ -385,28 +424,17 @@ class _Channel:
             del self.inbox[:end]
         return out
 
-    def send(self, frame: frames.Frame) -> None:
-        self.outbox += frames.encode(frame)
-        self.flush()
 
-    def flush(self) -> None:
-        while self.outbox and not self.closed:
-            try:
-                sent = self.sock.send(self.outbox)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.outbox.clear()
-                return
-            del self.outbox[:sent]
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def _rss_of_others() -> int:
-    """Resident bytes of every process in our PID namespace but us (PID 1): the call's whole
-    process tree, however it forked."""
+def _rss_except(skip: set[int]) -> int:
+    """Resident bytes of every process in our PID namespace but ``skip`` (the zygote and the
+    forker): the call's whole process tree, however it forked. Cheap, but pages that forked
+    processes share are counted once per process."""
     total = 0
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and entry != "1":
+        if entry.isdigit() and int(entry) not in skip:
             try:
                 with open(f"/proc/{entry}/statm") as fh:
                     total += int(fh.read().split()[1])
@@ -415,21 +443,39 @@ def _rss_of_others() -> int:
     return total * _PAGE
 
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+def _pss_except(skip: set[int]) -> int:
+    """The same, with shared pages divided among their processes (PSS): what the call really
+    holds. Dearer to read: asked only when the resident sum is over the limit."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in skip:
+            try:
+                with open(f"/proc/{entry}/smaps_rollup") as fh:
+                    for line in fh:
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1]) * 1024
+                            break
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
 
 
-def _kill_everything(pid: int) -> bool:
+def _over(skip: set[int], limit: int) -> bool:
+    return _rss_except(skip) > limit and _pss_except(skip) > limit
+
+
+def _kill_everything(pid: int, namespace: bool) -> bool:
     """Kill whatever the call left running (user code may fork) and collect the zombies;
-    False if something survived (the worker is then retired)."""
+    False if something survived (the worker is then retired). Run by the forker, a subreaper:
+    orphans of the call are its children."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    pid1 = os.getpid() == 1
     for _ in range(500):
-        if pid1:
-            # PID 1 of our own PID namespace: -1 reaches exactly the processes in the
-            # namespace, including any that left the child's process group with setsid().
+        if namespace:
+            # In our own PID namespace, -1 reaches every process but us and PID 1 (the
+            # zygote), including any that left the child's process group with setsid().
             try:
                 os.kill(-1, signal.SIGKILL)
             except ProcessLookupError:
@@ -441,7 +487,7 @@ def _kill_everything(pid: int) -> bool:
                 return True
             if done == 0:
                 break
-        if not pid1:
+        if not namespace:
             return True  # no namespace: what left the group is the pool's to kill
         select.select([], [], [], 0.002)
     return False
@@ -494,111 +540,222 @@ def _ipc_left() -> bool:
         return False
 
 
+_REPORT = struct.Struct(">iB")  # the child's wait status, whether everything else is gone
+
+
+def _forker(ctrl: socket.socket, workdir: str, namespace: bool) -> None:
+    """The process every call's child is forked from: started at boot, before the worker has
+    handled any call, and never given a call's data, so a child's copy of its memory holds
+    nothing of other sessions. Asked for a child (one byte), it forks one with a socket of its
+    own, hands the other end to the zygote, waits for the child, kills what it left and
+    reports. Never returns."""
+    _set_dumpable(False)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+    while True:
+        try:
+            if not ctrl.recv(1):
+                os._exit(0)
+        except OSError:
+            os._exit(0)
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ctrl.close()
+                ours.close()
+                os.chdir(workdir)
+                channel = theirs.detach()
+                run = frames.read_frame(channel, 1 << 30)
+            except BaseException:  # noqa: BLE001
+                os._exit(70)
+            if not isinstance(run, frames.Run):
+                os._exit(70)
+            child_main(run, channel)
+        theirs.close()
+        socket.send_fds(ctrl, [str(pid).encode()], [ours.fileno()])
+        ours.close()
+        _, status = os.waitpid(pid, 0)
+        gone = _kill_everything(pid, namespace)
+        ctrl.sendall(_REPORT.pack(status, 1 if gone else 0))
+
+
 class _Zygote:
+    """PID 1 of the sandbox: relays frames between the pool and each call's child, watches the
+    call's memory, and cleans up after it. It handles every call's data, so it never forks a
+    call: the forker does (see ``_forker``)."""
+
     def __init__(self, pool_r: int, pool_w: int, config: dict[str, Any]) -> None:
         self.pool_r = pool_r
-        self.pool_w = pool_w
+        self.pool = _Outbox(pool_w, 8 << 20)
+        os.set_blocking(pool_w, False)
         self.sandboxed = bool(config.get("sandboxed"))
         self.memory = int(config["limits"].get("memory_bytes", 0))
         self.workdir = os.getcwd() if self.sandboxed else os.path.join(os.getcwd(), "call")
+        if not self.sandboxed:
+            os.makedirs(self.workdir, 0o700, exist_ok=True)
+        self.ctrl, theirs = socket.socketpair()
+        self.forker = os.fork()
+        if self.forker == 0:
+            self.ctrl.close()
+            os.close(pool_r)
+            os.close(pool_w)
+            _forker(theirs, self.workdir, namespace=os.getpid() != 1 and os.getppid() == 1)
+        theirs.close()
 
     def serve(self) -> None:
         while True:
+            self.pool.drain()
             try:
                 run = frames.read_frame(self.pool_r)
             except EOFError:
                 return
             if not isinstance(run, frames.Run):
                 return
-            if not self.sandboxed:
-                shutil.rmtree(self.workdir, ignore_errors=True)
-                os.mkdir(self.workdir, 0o700)
-            retire = self.call(run)
-            if retire:
+            if self.call(run):
+                self.pool.drain()
                 return  # the pool replaces a worker that ends
 
+    def _write(self, frame: frames.Frame) -> bool:
+        return self.pool.put(frame)
+
     def call(self, run: frames.Run) -> bool:
-        """One call in a fresh child; True if this worker must not serve another call."""
-        ours, theirs = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(self.pool_r)
-                os.close(self.pool_w)
-                ours.close()
-                os.chdir(self.workdir)
-                channel = theirs.detach()
-            except BaseException:  # noqa: BLE001
-                os._exit(70)
-            child_main(run, channel)
-        theirs.close()
-        ours.setblocking(False)
-        frames.write_frame(self.pool_w, frames.Started(run.call_id, pid))
-        max_frame = run.max_result + 4 * run.max_output + 65536
-        channel = _Channel(ours, max_frame)
-        failure, status = self.relay(run, pid, channel)
-        failure = failure or None  # {}: the child's own Done was passed on
-        if status is None:
-            status = self.wait_child(pid, failure is None)
-        gone = _kill_everything(pid)
-        ours.close()
-        if failure is not None:
-            frames.write_frame(self.pool_w, frames.Done(run.call_id, ok=False, error=failure))
+        """One call in a fresh child of the forker; True if this worker must not serve
+        another call."""
+        try:
+            self.ctrl.sendall(b"f")
+            msg, fds, _, _ = socket.recv_fds(self.ctrl, 32, 1)
+            pid = int(msg)
+            sock = socket.socket(fileno=fds[0])
+        except (OSError, ValueError, IndexError):
+            self._write(frames.Done(run.call_id, ok=False, error=_error(
+                WORKER_CRASHED, "the sandbox's forker is gone")))
+            self._write(frames.Exited(run.call_id, "lost", False, True))
+            return True
+        sock.setblocking(False)
+        self._write(frames.Started(run.call_id, pid))
+        channel = _Channel(sock, run.max_result + 4 * run.max_output + 65536)
+        channel.out.put(run)
+        failure, report = self.relay(run, pid, channel)
+        sock.close()
+        if report is None:  # the forker died (user code may kill it): nothing left is trusted
+            self._kill_all_but_self()
+            if failure is None:
+                failure = _error(WORKER_CRASHED, "the sandbox's forker was killed during the call")
+            status, gone = None, False
+        else:
+            status, gone = report
+        if failure:
+            self._write(frames.Done(run.call_id, ok=False, error=failure))
         description, clean = _describe_status(status) if status is not None else ("killed", False)
-        dirty = not gone or not _wipe(self.workdir) or (self.sandboxed and _ipc_left())
-        frames.write_frame(self.pool_w, frames.Exited(run.call_id, description, clean, dirty))
+        dirty = report is None or not gone or not _wipe(self.workdir) or (
+            self.sandboxed and _ipc_left())
+        self._write(frames.Exited(run.call_id, description, clean, dirty))
         return dirty
 
+    def _kill_all_but_self(self) -> None:
+        if os.getpid() == 1:
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def relay(self, run: frames.Run, pid: int,
-              channel: _Channel) -> tuple[dict[str, Any] | None, int | None]:
+              channel: _Channel) -> tuple[dict[str, Any] | None, tuple[int, bool] | None]:
         """Pass the child's frames to the pool (checked: only bus requests, logs and one Done
-        for this call) and the pool's replies back, until Done or the child's end. Returns
-        the failure to report when the call did not end with a Done of its own, and the
-        child's wait status if it was collected."""
+        for this call) and the pool's replies back, until the forker reports the child gone.
+        Returns the failure to report (None: the child's own Done was passed on, or it died
+        without one) and the forker's report (None if the forker is gone)."""
         poller = select.poll()
         poller.register(self.pool_r, select.POLLIN)
         poller.register(channel.sock, select.POLLIN)
+        poller.register(self.ctrl, select.POLLIN)
+        poller.register(self.pool.fd, 0)
         watching = self.sandboxed and self.memory > 0
+        skip = {os.getpid(), self.forker}
+        failure: dict[str, Any] | None = None
+        stop_at: float | None = None  # when the child is killed if it has not exited
+        finished = False  # Done passed on, or the call failed: nothing more goes to the pool
+
+        def end(why: dict[str, Any] | None, grace: float) -> None:
+            nonlocal failure, finished, stop_at
+            if not finished:
+                failure, finished = why, True
+            if stop_at is None:
+                stop_at = time.monotonic() + grace
+
         while True:
-            if channel.outbox:
-                poller.modify(channel.sock, select.POLLIN | select.POLLOUT)
-            elif not channel.closed:
-                poller.modify(channel.sock, select.POLLIN)
+            poller.modify(self.pool.fd, select.POLLOUT if self.pool.data else 0)
+            if not channel.closed:
+                poller.modify(channel.sock, select.POLLIN | (
+                    select.POLLOUT if channel.out.data else 0))
             for fd, events in poller.poll(50):
+                if fd == self.ctrl.fileno():
+                    return self._finish(run, channel, failure, finished)
+                if fd == self.pool.fd:
+                    self.pool.flush()
+                    continue
                 if fd == self.pool_r:
-                    reply = frames.read_frame(self.pool_r)
-                    if isinstance(reply, frames.BusReply):
-                        channel.send(reply)
+                    if events & select.POLLIN:
+                        reply = frames.read_frame(self.pool_r)
+                        if isinstance(reply, frames.BusReply) and not channel.closed:
+                            channel.out.put(reply)
                     continue
                 if events & select.POLLOUT:
-                    channel.flush()
+                    channel.out.flush()
                 if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                    verdict = self.take(run, channel)
+                    verdict = self._take(run, channel, finished)
                     if verdict is not None:
-                        return verdict, None
+                        end(verdict or None, 0.2 if not verdict else 0.0)
                     if channel.closed:
                         poller.unregister(channel.sock)
-            if watching and _rss_of_others() > self.memory:
+            self.pool.flush()
+            if len(self.pool.data) > self.pool.cap:
+                end(_error(WORKER_CRASHED, "the call sent more than the sandbox passes on "
+                           "while the daemon is busy (bus.log or forged frames)"), 0.0)
+            if watching and not finished and _over(skip, self.memory):
                 limit = self.memory // 2**20
-                return _error(
+                end(_error(
                     EXECUTION_FAILED,
                     f"MemoryError: the call used more than {limit} MiB (sandbox.memory_mb), "
                     "counting every process it started; it was stopped",
                     type="MemoryError", limit_mb=limit,
-                ), None
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done == pid:
-                # It may have written its last frames (its Done) just before it exited.
-                while not channel.closed:
-                    before = len(channel.inbox)
-                    verdict = self.take(run, channel)
-                    if verdict is not None:
-                        return verdict, status
-                    if len(channel.inbox) == before:
-                        break
-                return None, status
+                ), 0.0)
+            if stop_at is not None and time.monotonic() >= stop_at:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                stop_at = time.monotonic() + 1.0
 
-    def take(self, run: frames.Run, channel: _Channel) -> dict[str, Any] | None:
+    def _finish(self, run: frames.Run, channel: _Channel, failure: dict[str, Any] | None,
+                finished: bool) -> tuple[dict[str, Any] | None, tuple[int, bool] | None]:
+        """The forker reported (or is gone): take the child's last frames, then its report."""
+        while not finished and not channel.closed:
+            before = len(channel.inbox)
+            verdict = self._take(run, channel, finished)
+            if verdict is not None:
+                failure, finished = verdict or None, True
+            if len(channel.inbox) == before:
+                break
+        try:
+            data = self.ctrl.recv(_REPORT.size, socket.MSG_WAITALL)
+        except OSError:
+            data = b""
+        if len(data) != _REPORT.size:
+            return failure, None
+        status, gone = _REPORT.unpack(data)
+        return failure, (status, bool(gone))
+
+    def _take(self, run: frames.Run, channel: _Channel, finished: bool) -> dict[str, Any] | None:
         """Pass on what the child sent. None: carry on; else the call is over (a Done frame,
         passed on, is an empty dict; a failure is the error to report)."""
         try:
@@ -606,43 +763,21 @@ class _Zygote:
         except frames.FrameError as exc:
             return _error(WORKER_CRASHED, f"the call broke the sandbox protocol: {exc}")
         for frame in received:
+            if finished:
+                continue  # after its Done (or its failure) nothing of the call goes on
             if isinstance(frame, (frames.BusRequest, frames.Log)):
-                frames.write_frame(self.pool_w, frame)
+                self._write(frame)
             elif isinstance(frame, frames.Done) and frame.call_id == run.call_id:
-                frames.write_frame(self.pool_w, frame)
+                self._write(frame)
                 return {}
             else:
                 return _error(WORKER_CRASHED, "the call broke the sandbox protocol: "
                               f"unexpected {type(frame).__name__} frame")
         return None
 
-    def wait_child(self, pid: int, graceful: bool) -> int | None:
-        """The child's wait status: a child that sent Done gets a moment to exit by itself."""
-        if graceful:
-            try:  # wakes as soon as the child exits (it does right after Done)
-                fd = os.pidfd_open(pid)
-                try:
-                    select.select([fd], [], [], 0.2)
-                finally:
-                    os.close(fd)
-            except (AttributeError, OSError):
-                select.select([], [], [], 0.01)
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done == pid:
-                return status
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            _, status = os.waitpid(pid, 0)
-            return status
-        except ChildProcessError:
-            return None
-
 
 def main() -> None:
-    config = json.loads(sys.argv[1])
+    config = json.loads(os.environ.get("LLMGINE_WORKER", "") or sys.argv[1])
     _drop_identity(config.get("identity"))
     _set_dumpable(False)
     # PID 1 of the sandbox: with the default action, signals from user code are not delivered.
@@ -662,11 +797,11 @@ def main() -> None:
     _set_limits(config["limits"])
     # The pool passes an empty environment; the interpreter may still add LC_CTYPE (PEP 538).
     os.environ.clear()
-    zygote = _Zygote(pool_r, pool_w, config)
     # Everything imported so far is shared with every child: keep the collector off those
     # pages so forked children do not copy them.
     gc.freeze()
-    frames.write_frame(pool_w, frames.Ready(
+    zygote = _Zygote(pool_r, pool_w, config)  # forks the forker: before any call's data
+    zygote.pool.put(frames.Ready(
         pid=os.getpid(), uid=os.getuid(), pidns=os.getpid() == 1, cgroup=bool(cgroup),
         python=sys.version.split()[0],
     ))
