@@ -567,3 +567,64 @@ def test_leftovers_of_a_killed_daemon_go_at_the_next_start():
         if second is not None:
             stop_process(second.proc)
         shutil.rmtree(home, ignore_errors=True)
+
+
+SCANNER = """
+    import re
+
+    def scan(needles):
+        found = set()
+        patterns = [re.compile(re.escape(n.encode()) + rb"[-A-Za-z0-9_]{0,40}") for n in needles]
+        with open("/proc/self/mem", "rb", 0) as mem:
+            for line in open("/proc/self/maps").read().splitlines():
+                fields = line.split()
+                if fields[1][0] != "r":
+                    continue
+                low, high = (int(x, 16) for x in fields[0].split("-"))
+                if high - low > 200 * 2**20:
+                    continue
+                try:
+                    mem.seek(low)
+                    data = mem.read(high - low)
+                except (OSError, ValueError, OverflowError):
+                    continue
+                for pattern in patterns:
+                    for match in pattern.finditer(data):
+                        text = match.group().decode(errors="replace")
+                        if text not in needles:
+                            found.add(text)
+        return sorted(found)[:50]
+"""
+
+
+def test_a_later_call_finds_nothing_of_earlier_calls_in_its_memory(daemon):
+    """Code, arguments and events of one session's calls, at the sizes that stayed in a worker's
+    heap (about 130 KB), must not be readable by the next call of another session."""
+    victim, attacker = daemon.session(), daemon.session()
+    marks = [f"{kind}MARK{uuid.uuid4().hex[:12]}" for kind in ("CODE", "ARG", "EVT")]
+    padding = "#" + "p" * 130_000
+    code = f"""
+        API_KEY = "sk-live-{marks[0]}-0123456789"
+        {padding}
+        def lookup(customer, notes):
+            return len(customer) + len(notes)
+    """
+    out = daemon.tool(victim, code, {"customer": marks[1] + "-alice", "notes": "n" * 130_000},
+                      name="lookup")
+    assert out["error"] is None, out
+    status, _ = daemon.call("POST", f"/api/sessions/{victim}/events",
+                            {"event_type": "Paid", "data": {"card": marks[2], "pad": "q" * 130_000}})
+    assert status == 201
+    for _ in range(3):
+        found = daemon.tool(attacker, SCANNER, {"needles": marks}, name="scan")
+        assert found["error"] is None and found["result"] == [], found
+    # Nor at registration time, when the module's top level runs to be inspected.
+    status, body = daemon.call("POST", f"/api/sessions/{attacker}/tools", {
+        "name": "g", "function_code": textwrap.dedent(SCANNER) + textwrap.dedent(f"""
+            leaked = scan({marks!r})
+            if leaked:
+                raise RuntimeError(leaked)
+            def g():
+                return 1
+        """)})
+    assert status == 201, body
