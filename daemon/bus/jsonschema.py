@@ -59,7 +59,55 @@ def normalise(given: dict[str, Any] | None, derived: dict[str, Any]) -> dict[str
     return schema
 
 
+_NUMBER_KEYWORDS = ("minimum", "maximum")
+_COUNT_KEYWORDS = ("minLength", "maxLength")
+
+
+def _check_keywords(schema: Any, path: str) -> None:
+    """The keywords ``validate`` reads have the types it expects (a schema is user input: a
+    ``"minimum": "zzz"`` must be refused at registration, not fail every call)."""
+    if not isinstance(schema, dict):
+        raise SchemaError(path, "must be an object")
+    kind = schema.get("type")
+    if kind is not None and not (isinstance(kind, str) or (
+            isinstance(kind, list) and all(isinstance(k, str) for k in kind))):
+        raise SchemaError(f"{path}.type", "must be a type name or a list of them")
+    for key in _NUMBER_KEYWORDS:
+        value = schema.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise SchemaError(f"{path}.{key}", "must be a number")
+    for key in _COUNT_KEYWORDS:
+        value = schema.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise SchemaError(f"{path}.{key}", "must be a non-negative integer")
+    if "enum" in schema and not isinstance(schema["enum"], list):
+        raise SchemaError(f"{path}.enum", "must be a list")
+    required = schema.get("required")
+    if required is not None and not (isinstance(required, list) and all(
+            isinstance(r, str) for r in required)):
+        raise SchemaError(f"{path}.required", "must be a list of names")
+    extra = schema.get("additionalProperties")
+    if extra is not None and not isinstance(extra, (bool, dict)):
+        raise SchemaError(f"{path}.additionalProperties", "must be true, false or a schema")
+    if "anyOf" in schema:
+        if not isinstance(schema["anyOf"], list):
+            raise SchemaError(f"{path}.anyOf", "must be a list of schemas")
+        for i, option in enumerate(schema["anyOf"]):
+            _check_keywords(option, f"{path}.anyOf[{i}]")
+    if "items" in schema and not isinstance(schema["items"], (dict, bool)):
+        raise SchemaError(f"{path}.items", "must be a schema")
+    if isinstance(schema.get("items"), dict):
+        _check_keywords(schema["items"], f"{path}.items")
+    properties = schema.get("properties")
+    if properties is not None:
+        if not isinstance(properties, dict):
+            raise SchemaError(f"{path}.properties", "must be an object")
+        for name, spec in properties.items():
+            _check_keywords(spec, f"{path}.properties.{name}")
+
+
 def check_schema(schema: dict[str, Any]) -> None:
+    _check_keywords(schema, "parameters")
     if schema.get("type") != "object":
         raise SchemaError("parameters.type", "must be \"object\"")
     if not isinstance(schema.get("properties"), dict):

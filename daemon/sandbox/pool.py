@@ -295,7 +295,12 @@ class SandboxPool:
         run = frames.Run(call_id=context.call_id, op="inspect", kind=kind, code=code,
                          function=function, deadline=min(self.limits.deadline, 10.0),
                          max_output=self.limits.max_output, max_result=self.limits.max_result)
-        return await self._run(run, context)
+        outcome = await self._run(run, context)
+        if outcome.ok and not _is_description(outcome.result):
+            return CallOutcome(ok=False, duration_ms=outcome.duration_ms, error=_err(
+                "CODE_ERROR", "the code interfered with its worker: the description it sent "
+                "back is not one"))
+        return outcome
 
     async def run(self, kind: str, code: str, function: str | None, payload: Any, *,
                   context: CallContext, deadline: float | None = None) -> CallOutcome:
@@ -441,13 +446,33 @@ class SandboxPool:
                 f"the process running the call died before answering ({frame.status})",
                 status=frame.status,
             )), healthy
-        outcome = CallOutcome(
-            ok=done.ok, error=done.error, output=done.output,
-            output_truncated=done.output_truncated, duration_ms=elapsed(),
-        )
-        if done.ok:
-            outcome.result = json.loads(done.result)
-        return outcome, healthy
+        return self._checked(done, run, elapsed()), healthy
+
+    def _checked(self, done: frames.Done, run: frames.Run, duration_ms: float) -> CallOutcome:
+        """The outcome a call's Done frame reports, checked: it comes from the sandbox, where
+        user code can write frames of its own, so nothing in it is taken on trust."""
+        output = done.output if isinstance(done.output, str) else ""
+        truncated = bool(done.output_truncated) or len(output) > run.max_output
+        outcome = CallOutcome(ok=False, output=output[:run.max_output],
+                              output_truncated=truncated, duration_ms=duration_ms)
+        if not done.ok:
+            outcome.error = _clean_error(done.error)
+            return outcome
+        if len(done.result) > run.max_result:
+            outcome.error = _err(
+                "RESULT_TOO_LARGE",
+                f"the result is {len(done.result)} bytes of JSON, over the {run.max_result} "
+                "byte limit", size=len(done.result), limit=run.max_result)
+            return outcome
+        try:
+            if json_too_deep(done.result):
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            value = _utf8(json.loads(done.result))  # no lone surrogates: it must leave as UTF-8
+        except (ValueError, RecursionError, UnicodeError) as exc:
+            outcome.error = _err("INVALID_RESULT", f"the result is not valid JSON: {exc}"[:500])
+            return outcome
+        outcome.ok, outcome.result = True, value
+        return outcome
 
     async def _answer(self, context: CallContext, request: frames.BusRequest) -> frames.BusReply:
         if self.bus_handler is None:
@@ -601,6 +626,19 @@ class SandboxPool:
             shutil.rmtree(worker.tmpdir, ignore_errors=True)
 
 
+def _is_description(value: Any) -> bool:
+    """What introspect.describe_function returns (plus the function's name)."""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("function"), str) and value["function"].isidentifier()
+        and isinstance(value.get("description"), (str, type(None)))
+        and isinstance(value.get("parameters"), dict)
+        and isinstance(value.get("is_async"), bool)
+        and isinstance(value.get("positional"), int) and not isinstance(value["positional"], bool)
+        and isinstance(value.get("var_positional"), bool)
+    )
+
+
 async def _wait_briefly(proc: asyncio.subprocess.Process) -> int | None:
     try:
         return await asyncio.wait_for(proc.wait(), 1)
@@ -623,3 +661,32 @@ def _describe(exc: BaseException, returncode: int | None) -> str:
 
 def _err(code: str, message: str, **details: Any) -> dict[str, Any]:
     return {"code": code, "message": message, "details": details}
+
+
+_CALL_ERRORS = {"SYNTAX_ERROR", "CODE_ERROR", "FUNCTION_NOT_FOUND", "EXECUTION_FAILED",
+                "INVALID_RESULT", "RESULT_TOO_LARGE", TIMEOUT, WORKER_CRASHED, SANDBOX_UNAVAILABLE}
+
+
+def _clean_error(error: Any) -> dict[str, Any]:
+    """A failed call's error in the one shape: a known code, a message, JSON details."""
+    if not isinstance(error, dict):
+        return _err(WORKER_CRASHED, "the call reported a failure the sandbox cannot read")
+    code = error.get("code")
+    message = error.get("message")
+    details = error.get("details")
+    try:
+        details = json.loads(json.dumps(details)) if isinstance(details, dict) else {}
+        _utf8(details)
+    except (ValueError, TypeError, RecursionError, UnicodeError):
+        details = {}
+    return {
+        "code": code if code in _CALL_ERRORS else "EXECUTION_FAILED",
+        "message": _utf8(message)[:20000] if isinstance(message, str) else "the call failed",
+        "details": details,
+    }
+
+
+def _utf8(value: Any) -> Any:
+    """``value`` if every string in it encodes as UTF-8 (no lone surrogates), else raise."""
+    json.dumps(value, ensure_ascii=False).encode()
+    return value

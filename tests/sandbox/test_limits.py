@@ -199,3 +199,74 @@ async def test_bus_publish_from_user_code_obeys_the_json_depth_limit(sandbox):
             return "published"
     """, arguments={"depth": 10})
     assert ok["result"] == "published", ok
+
+
+FORGE = """
+    import os, sys
+    from llmgine_daemon.sandbox import frames, worker
+
+    def f(kind):
+        frame = sys._getframe()
+        while "run" not in frame.f_locals:
+            frame = frame.f_back
+        run = frame.f_locals["run"]
+        done = {
+            "bad-json": frames.Done(run.call_id, ok=True, result=b"not json"),
+            "too-large": frames.Done(run.call_id, ok=True, result=b'"' + b"x" * 1_100_000 + b'"'),
+            "deep": frames.Done(run.call_id, ok=True, result=b"[" * 5000 + b"]" * 5000),
+            "bad-error": frames.Done(run.call_id, ok=False,
+                                     error={"code": 5, "message": ["x"], "details": "y"}),
+            "long-output": frames.Done(run.call_id, ok=True, result=b"1", output="o" * 200_000),
+        }[kind]
+        frames.write_frame(worker._WFD, done)
+        os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("kind,code", [
+    ("bad-json", "INVALID_RESULT"), ("too-large", "RESULT_TOO_LARGE"), ("deep", "INVALID_RESULT"),
+    ("bad-error", "EXECUTION_FAILED"),
+])
+async def test_a_forged_result_is_checked_not_trusted(sandbox, kind, code):
+    out = await sandbox(FORGE, arguments={"kind": kind})
+    assert out["result"] is None and out["error"]["code"] == code, out
+    assert isinstance(out["error"]["message"], str) and isinstance(out["error"]["details"], dict)
+    await still_works(sandbox)
+
+
+async def test_forged_output_is_capped(sandbox):
+    out = await sandbox(FORGE, arguments={"kind": "long-output"})
+    assert out["result"] == 1 and len(out["output"]) == 65536 and out["output_truncated"], out
+
+
+async def test_a_lone_surrogate_in_a_result_is_an_invalid_result(sandbox):
+    out = await sandbox("def f():\n    return 'bad\\ud800x'\n")
+    assert out["error"]["code"] == "INVALID_RESULT", out
+
+
+async def test_a_forged_description_at_registration_is_refused(sandbox):
+    code = textwrap.dedent(FORGE).replace("def f(kind):", "def f(kind='x'):") + textwrap.dedent("""
+        frame = sys._getframe().f_back  # the worker's frames, above this module's
+        while frame is not None and not isinstance(frame.f_locals.get("run"), frames.Run):
+            frame = frame.f_back
+        if frame is not None:
+            forged = frames.Done(frame.f_locals["run"].call_id, ok=True, result=b"{}")
+            frames.write_frame(worker._WFD, forged)
+            os._exit(0)
+    """)
+    resp = await sandbox.client.post("/api/sessions", json={})
+    sid = (await resp.json())["session_id"]
+    resp = await sandbox.client.post(f"/api/sessions/{sid}/tools",
+                                     json={"name": "f", "function_code": code})
+    assert resp.status == 422, await resp.text()
+    assert "interfered" in (await resp.json())["error"]["message"]
+
+
+async def test_a_schema_with_keywords_of_the_wrong_type_is_refused(sandbox):
+    resp = await sandbox.client.post("/api/sessions", json={})
+    sid = (await resp.json())["session_id"]
+    resp = await sandbox.client.post(f"/api/sessions/{sid}/tools", json={
+        "name": "f", "function_code": "def f(n):\n    return n\n",
+        "parameters": {"type": "object", "properties": {"n": {"type": "integer", "minimum": "zzz"}}}})
+    assert resp.status == 422, await resp.text()
+    assert (await resp.json())["error"]["details"]["field"] == "parameters.properties.n.minimum"
