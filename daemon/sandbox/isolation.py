@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmgine_daemon.aio import killpg, spawn
+from llmgine_daemon.sandbox import seccomp
 from llmgine_daemon.sandbox.worker import make_removable
 
 log = logging.getLogger("llmgine.sandbox")
@@ -70,15 +71,32 @@ class Isolation:
     def sandboxed(self) -> bool:
         return self.mechanism == "bubblewrap"
 
-    def worker_argv(self, config: str, tmp_bytes: int) -> list[str]:
-        """argv that starts one worker (a zygote that forks a child per call)."""
+    def worker_argv(self, config: str, tmp_bytes: int, seccomp_fd: int | None = None) -> list[str]:
+        """argv that starts one worker (a zygote that forks a child per call). ``seccomp_fd``:
+        a descriptor the filter can be read from (``seccomp_pipe()``), passed to the child."""
         if not self.sandboxed:
             return [self.python, "-I", "-m", "llmgine_daemon.sandbox.worker", config]
         # The configuration goes in the environment, read and cleared at boot: inside the
         # sandbox /proc/1/cmdline is readable by user code, /proc/1/environ is not.
-        args = bwrap_args(self, tmp_bytes)
-        return [*args[:-1], "--setenv", "LLMGINE_WORKER", config, "--",
+        args = bwrap_args(self, tmp_bytes)[:-1]
+        if seccomp_fd is not None:
+            args += ["--seccomp", str(seccomp_fd)]
+        return [*args, "--setenv", "LLMGINE_WORKER", config, "--",
                 self.python, "-I", "-S", "-c", _BOOT]
+
+
+def seccomp_pipe() -> int | None:
+    """The read end of a pipe holding the seccomp filter (the caller closes it once the child
+    has it), or None where no filter exists for this architecture."""
+    if not seccomp.supported():
+        return None
+    data = seccomp.program()
+    read, write = os.pipe()
+    try:
+        os.write(write, data)  # a few hundred bytes: well within a pipe's buffer
+    finally:
+        os.close(write)
+    return read
 
 
 # Inside the sandbox: no site-packages (-S), only the worker's own code on the path.
@@ -155,11 +173,11 @@ def bwrap_args(iso: Isolation, tmp_bytes: int) -> list[str]:
     return args
 
 
-async def _run(argv: list[str]) -> tuple[int | None, str]:
+async def _run(argv: list[str], pass_fds: tuple[int, ...] = ()) -> tuple[int | None, str]:
     try:
         proc = await spawn(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, env={}, start_new_session=True,
+            stderr=asyncio.subprocess.PIPE, env={}, start_new_session=True, pass_fds=pass_fds,
         )
     except OSError as exc:
         return None, str(exc)
@@ -215,7 +233,16 @@ async def probe(mode: str, python: str, user: str = "nobody", group: str = "") -
                              python=real_python)
     else:
         iso.user_namespace = True
-    code, err = await _run([*bwrap_args(iso, 1 << 20), real_python, "-I", "-S", "-c", "pass"])
+    fd = seccomp_pipe()
+    try:
+        argv = iso.worker_argv("{}", 1 << 20, fd)
+        code, err = await _run([*argv[:argv.index("--") + 2], "-I", "-S", "-c", "pass"],
+                               pass_fds=(fd,) if fd is not None else ())
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if seccomp.supported():
+        iso.covers.append("seccomp")
     if code == 0:
         return iso
     why = err.splitlines()[-1] if err else f"exit status {code}"

@@ -54,6 +54,7 @@ from llmgine_daemon.sandbox.isolation import (
     count_tasks,
     probe,
     remove_stale_dirs,
+    seccomp_pipe,
 )
 
 log = logging.getLogger("llmgine.sandbox")
@@ -557,12 +558,13 @@ class SandboxPool:
             pids = [c for c in cgroups if (c / "pids.max").exists()]
             config = {"daemon": os.getpid(), "limits": limits,
                       "cgroup": str(pids[0]) if pids else ""}
-        argv = iso.worker_argv(json.dumps(config), self.limits.tmp_bytes)
+        seccomp_fd = seccomp_pipe() if iso.sandboxed else None
+        argv = iso.worker_argv(json.dumps(config), self.limits.tmp_bytes, seccomp_fd)
         try:
             proc = await spawn(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL, env={}, cwd=cwd, close_fds=True,
-                start_new_session=True,
+                start_new_session=True, pass_fds=(seccomp_fd,) if seccomp_fd is not None else (),
             )
         except BaseException as exc:
             if tmpdir is not None:
@@ -572,6 +574,9 @@ class SandboxPool:
             if isinstance(exc, OSError):
                 raise SandboxUnavailable(f"cannot start {argv[0]}: {exc}") from exc
             raise
+        finally:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
         worker = _Worker(proc, tmpdir, cgroups, pidns=iso.sandboxed)
         self._all.add(worker)
         try:

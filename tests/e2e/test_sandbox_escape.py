@@ -628,3 +628,45 @@ def test_a_later_call_finds_nothing_of_earlier_calls_in_its_memory(daemon):
                 return 1
         """)})
     assert status == 201, body
+
+
+def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
+    """Kernel keyrings are per uid, not per namespace (a key would outlive the call, shared by
+    every worker of the uid); memfd memory shows in no process's size; a namespace of its own
+    is kernel surface no tool needs. The seccomp filter refuses them all with EPERM."""
+    assert "seccomp" in daemon.sandbox["covers"], daemon.sandbox
+    out = daemon.tool(daemon.session(), """
+        import ctypes, errno, os, threading
+
+        def f():
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.syscall.restype = ctypes.c_long
+            seen = {}
+
+            def call(name, *args):
+                ctypes.set_errno(0)
+                seen[name] = (libc.syscall(*args), errno.errorcode.get(ctypes.get_errno()))
+
+            call("add_key", 248, b"user", b"covert", b"data", 4, -4)  # KEY_SPEC_USER_KEYRING
+            call("keyctl", 250, 0, -4, 0, 0, 0)  # KEYCTL_GET_KEYRING_ID
+            call("unshare", 272, 0x10000000)  # CLONE_NEWUSER
+            call("clone_newuser", 56, 0x10000000 | 17, 0, 0, 0, 0)
+            try:
+                os.memfd_create("hidden")
+                seen["memfd_create"] = "created"
+            except OSError as exc:
+                seen["memfd_create"] = errno.errorcode[exc.errno]
+            worker = threading.Thread(target=lambda: None)  # threads and fork still work
+            worker.start()
+            worker.join()
+            pid = os.fork()
+            if pid == 0:
+                os._exit(7)
+            seen["fork"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            return seen
+    """)
+    assert out["error"] is None, out["error"]
+    assert out["result"] == {
+        "add_key": [-1, "EPERM"], "keyctl": [-1, "EPERM"], "unshare": [-1, "EPERM"],
+        "clone_newuser": [-1, "EPERM"], "memfd_create": "EPERM", "fork": 7,
+    }, out["result"]

@@ -1,0 +1,103 @@
+"""The seccomp filter of sandbox workers, as a raw classic-BPF program (what bubblewrap's
+``--seccomp FD`` loads). It refuses the system calls that reach past the sandbox's namespaces
+or around its accounting, as Docker's and Flatpak's default profiles do:
+
+- kernel keyrings (``add_key``, ``request_key``, ``keyctl``): keys are kept per uid, not per
+  namespace, so they would outlive a call and be shared by every worker of the same uid;
+- ``memfd_create``/``memfd_secret``: memory no process's resident size shows, so the memory
+  watch (a daemon not run as root has no memory cgroup) could not see it;
+- new namespaces (``unshare``, ``setns``, ``clone`` with a ``CLONE_NEW*`` flag; ``clone3``,
+  whose flags a filter cannot read, answers ENOSYS so the C library falls back to ``clone``);
+- ``io_uring_*``, ``userfaultfd``, ``perf_event_open``, ``bpf``, ``syslog``: kernel attack
+  surface no tool needs;
+- every system call of another ABI (32-bit ``int 0x80`` on x86_64, x32).
+
+Refused calls fail with EPERM (ENOSYS for clone3 and other ABIs); nothing is killed.
+Only msgspec and the standard library: the filter is built in the daemon.
+"""
+
+from __future__ import annotations
+
+import platform
+import struct
+
+# struct sock_filter { __u16 code; __u8 jt; __u8 jf; __u32 k; }
+_INSN = struct.Struct("=HBBI")
+_LD_ABS_W = 0x20  # BPF_LD | BPF_W | BPF_ABS
+_JEQ = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+_JGE = 0x35  # BPF_JMP | BPF_JGE | BPF_K
+_JSET = 0x45  # BPF_JMP | BPF_JSET | BPF_K
+_RET = 0x06  # BPF_RET | BPF_K
+_ALLOW = 0x7FFF0000
+_ERRNO = 0x00050000
+_EPERM, _ENOSYS = 1, 38
+# struct seccomp_data: nr at 0, arch at 4, args[0] (low 32 bits, little-endian) at 16.
+_NR, _ARCH, _ARG0 = 0, 4, 16
+_CLONE_NEW = 0x7E020000  # NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+
+# name -> (x86_64, aarch64)
+_DENIED = {
+    "add_key": (248, 217), "request_key": (249, 218), "keyctl": (250, 219),
+    "memfd_create": (319, 279), "memfd_secret": (447, 447),
+    "unshare": (272, 97), "setns": (308, 268),
+    "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
+    "userfaultfd": (323, 282), "perf_event_open": (298, 241), "bpf": (321, 280),
+    "syslog": (103, 116),
+}
+_CLONE = (56, 220)
+_CLONE3 = (435, 435)
+_ARCHES = {"x86_64": (0xC000003E, 0), "amd64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1),
+           "arm64": (0xC00000B7, 1)}
+
+DENIED = sorted(_DENIED)
+
+
+def supported() -> bool:
+    return platform.machine().lower() in _ARCHES
+
+
+def program() -> bytes:
+    """The filter for this machine's architecture (``supported()`` must be true)."""
+    arch, column = _ARCHES[platform.machine().lower()]
+    denied = [nrs[column] for nrs in _DENIED.values()]
+    insns: list[tuple[int, int, int, int]] = []
+    # Jumps go to the returns at the end; their offsets are filled in once the length is known.
+    to_eperm: list[int] = []
+    to_enosys: list[int] = []
+
+    def emit(code: int, k: int) -> int:
+        insns.append((code, 0, 0, k))
+        return len(insns) - 1
+
+    to_enosys.append(emit(_LD_ABS_W, _ARCH) + 1)
+    emit(_JEQ, arch)  # jt: 1 (over the return below) - set after layout
+    enosys_now = emit(_RET, _ERRNO | _ENOSYS)
+    emit(_LD_ABS_W, _NR)
+    if column == 0:  # x86_64: the x32 ABI sets bit 30 of the number
+        to_enosys.append(emit(_JGE, 0x40000000))
+    for nr in denied:
+        to_eperm.append(emit(_JEQ, nr))
+    to_enosys.append(emit(_JEQ, _CLONE3[column]))
+    not_clone = emit(_JEQ, _CLONE[column])
+    emit(_LD_ABS_W, _ARG0)
+    to_eperm.append(emit(_JSET, _CLONE_NEW))
+    allow = emit(_RET, _ALLOW)
+    eperm = emit(_RET, _ERRNO | _EPERM)
+    enosys = emit(_RET, _ERRNO | _ENOSYS)
+
+    def jump(at: int, target: int) -> int:
+        offset = target - (at + 1)
+        assert 0 <= offset < 256
+        return offset
+
+    out = list(insns)
+    arch_check = to_enosys.pop(0)  # the JEQ on the architecture
+    out[arch_check] = (_JEQ, jump(arch_check, enosys_now + 1), 0, arch)
+    for at in to_enosys:
+        code, _, _, k = out[at]
+        out[at] = (code, jump(at, enosys), 0, k)
+    for at in to_eperm:
+        code, _, _, k = out[at]
+        out[at] = (code, jump(at, eperm), 0, k)
+    out[not_clone] = (_JEQ, 0, jump(not_clone, allow), _CLONE[column])
+    return b"".join(_INSN.pack(*insn) for insn in out)
