@@ -103,6 +103,8 @@ class SandboxBridge:
         # Called in the task that runs the call, so the command/request context (command_id,
         # trace, span) is already bound; the session is bound here for tools run over the API.
         metadata = {"kind": ctx.kind, "name": ctx.name, "call_id": ctx.call_id, **ctx.extra}
+        # One record is one line: user code cannot forge lines of the daemon's log.
+        message = message.replace("\r", "\\r").replace("\n", "\\n")
         with bind(session_id=ctx.session_id):
             logs.emit("warning" if level.lower() == "warn" else level, message, metadata,
                       source="tool" if ctx.kind == "tool" else "handler")

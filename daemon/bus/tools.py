@@ -103,7 +103,8 @@ class Tools:
         check_timeout(timeout, self.bus.max_timeout)
         # Fail fast on a missing/closed session before spending a worker on the code.
         await self.bus.store.read(lambda c: require_active(c, session_id))
-        outcome = await self.bus.sandbox_pool().inspect("tool", function_code, name)
+        outcome = await self.bus.sandbox_pool().inspect("tool", function_code, name,
+                                                          share=session_id)
         if not outcome.ok:
             raise code_rejected(outcome, "function_code")
         info = outcome.result

@@ -152,7 +152,7 @@ class UserHandlers:
             await self.bus.store.read(lambda c: require_active(c, session_id))
         if kind == "command":
             self._check_free(session_id, type_)
-        outcome = await self.bus.sandbox_pool().inspect(kind, code, None)
+        outcome = await self.bus.sandbox_pool().inspect(kind, code, None, share=session_id)
         if not outcome.ok:
             raise code_rejected(outcome, "handler_function")
         info = outcome.result

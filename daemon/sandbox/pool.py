@@ -83,6 +83,8 @@ class SandboxLimits:
     max_timeout: float = 300.0  # the longest deadline a tool or handler may ask for
     session_share: int = 0  # concurrent depth-0 calls per session (0: half the pool, >= 1)
     tmp_bytes: int = 64 * 2**20  # size of each worker's private /tmp
+    max_log_records: int = 1000  # bus.log records kept per call (the rest counted, dropped)
+    max_log_bytes: int = 1024 * 1024  # ... and characters of them
 
 
 @dataclass
@@ -94,6 +96,7 @@ class CallContext:
     name: str  # tool name, command type, event type
     depth: int = 0
     call_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    share: str | None = None  # whose fair share the call takes (default: its session's)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -282,17 +285,20 @@ class SandboxPool:
         return [({"state": "busy"}, float(self._busy)), ({"state": "idle"}, float(len(self._idle)))]
 
     def _process_cap(self) -> str:
-        if self._cgroups is not None and "pids" in self._cgroups.parents:
+        if self._has_pids_cgroup():
             return "cgroup"
-        if os.geteuid() != 0:
+        if os.geteuid() != 0 or self.isolation.uid is not None:
             return "rlimit"
         return "none"
 
     # -- calls -----------------------------------------------------------------------------
 
-    async def inspect(self, kind: str, code: str, function: str | None) -> CallOutcome:
-        """Compile and load ``code`` in a worker; the result describes the function."""
-        context = CallContext(session_id=None, kind=kind, name=function or "")
+    async def inspect(self, kind: str, code: str, function: str | None, *,
+                      share: str | None = None) -> CallOutcome:
+        """Compile and load ``code`` in a worker; the result describes the function. ``share``:
+        the session registering it (its module code runs: it takes that session's share; the
+        bus stays closed to it)."""
+        context = CallContext(session_id=None, kind=kind, name=function or "", share=share)
         run = frames.Run(call_id=context.call_id, op="inspect", kind=kind, code=code,
                          function=function, deadline=min(self.limits.deadline, 10.0),
                          max_output=self.limits.max_output, max_result=self.limits.max_result)
@@ -348,19 +354,20 @@ class SandboxPool:
     def _share(self, context: CallContext) -> asyncio.Semaphore | None:
         """The session's own queue: at most ``share`` of its top-level calls hold workers (nested
         calls ride on their parent's place, or a parent would wait for its own children)."""
-        if context.session_id is None:
+        key = context.share or context.session_id
+        if key is None:
             return None
-        sem, users = self._sessions.setdefault(
-            context.session_id, (asyncio.Semaphore(self.share), [0]))
+        sem, users = self._sessions.setdefault(key, (asyncio.Semaphore(self.share), [0]))
         users[0] += 1
         return sem
 
     def _unshare(self, context: CallContext) -> None:
-        assert context.session_id is not None
-        sem, users = self._sessions[context.session_id]
+        key = context.share or context.session_id
+        assert key is not None
+        sem, users = self._sessions[key]
         users[0] -= 1
         if users[0] == 0:
-            del self._sessions[context.session_id]
+            del self._sessions[key]
 
     async def _on_worker(self, run: frames.Run, context: CallContext) -> CallOutcome:
         try:
@@ -387,6 +394,7 @@ class SandboxPool:
         max_frame = self.limits.max_result + 4 * self.limits.max_output + 65536
         worker.calls += 1
         ooms = Cgroups.oom_kills(worker.cgroups)
+        logged = [0, 0, 0]  # records kept, characters kept, records dropped
 
         def elapsed() -> float:
             return round((time.monotonic() - started) * 1000, 3)
@@ -401,8 +409,7 @@ class SandboxPool:
                     elif isinstance(frame, frames.BusRequest):
                         worker.send(await self._answer(context, frame))
                     elif isinstance(frame, frames.Log):
-                        if self.log_handler is not None:
-                            self.log_handler(context, frame.level, frame.message)
+                        self._log(context, frame, logged)
                     elif isinstance(frame, frames.Done):
                         done = frame
                     elif isinstance(frame, frames.Exited):
@@ -475,6 +482,24 @@ class SandboxPool:
         outcome.ok, outcome.result = True, value
         return outcome
 
+    def _log(self, context: CallContext, frame: frames.Log, logged: list[int]) -> None:
+        """bus.log within the call's budget: past it records are counted, not written (a call
+        looping on bus.log would fill the disk and push everyone else's logs out)."""
+        if self.log_handler is None:
+            return
+        size = len(frame.message)
+        if logged[0] >= self.limits.max_log_records or logged[1] + size > self.limits.max_log_bytes:
+            logged[2] += 1
+            if logged[2] == 1:
+                self.log_handler(context, "warning", (
+                    f"bus.log: this call reached its budget ({self.limits.max_log_records} "
+                    f"records, {self.limits.max_log_bytes} characters); its further records "
+                    "are dropped"))
+            return
+        logged[0] += 1
+        logged[1] += size
+        self.log_handler(context, frame.level, frame.message)
+
     async def _answer(self, context: CallContext, request: frames.BusRequest) -> frames.BusReply:
         if self.bus_handler is None:
             return frames.BusReply(request.req_id, ok=False, error="no bus is attached")
@@ -537,7 +562,7 @@ class SandboxPool:
         name = f"w{self._counter}"
         iso = self.isolation
         cgroups = (
-            self._cgroups.make(name, self.limits.processes + 2,  # + the zygote and its child
+            self._cgroups.make(name, self.limits.processes + 3,  # + zygote, forker, child
                                self.limits.memory_bytes + ZYGOTE_MEMORY)
             if self._cgroups is not None else []
         )
@@ -608,11 +633,19 @@ class SandboxPool:
         namespace the kernel counts only the namespace's own tasks: the zygote, its child and
         the call's budget. Without one it counts every task of the uid, so the budget goes on
         top of what the uid runs now."""
+        budget = self.limits.processes + 3  # + the zygote, the forker and the call's child
         if uid == 0:
-            return 0
+            if self.isolation.uid is None or self._has_pids_cgroup():
+                return 0
+            # Root without a pids cgroup (a read-only /sys/fs/cgroup): workers run as
+            # sandbox.user, whom RLIMIT_NPROC binds, counted over all that user's tasks.
+            return count_tasks(self.isolation.uid) + budget
         if self.isolation.user_namespace:
-            return self.limits.processes + 2
-        return count_tasks(uid) + self.limits.processes + 2
+            return budget
+        return count_tasks(uid) + budget
+
+    def _has_pids_cgroup(self) -> bool:
+        return self._cgroups is not None and "pids" in self._cgroups.parents
 
     async def _reap(self, worker: _Worker) -> None:
         try:

@@ -211,3 +211,25 @@ async def test_llm_calls_are_traced_and_counted(llm_client: Any, fake: FakeProvi
         assert after.get(key, 0) - before.get(key, 0) == usage[f"{kind}_tokens"]
     count = ("llmgine_llm_call_duration_seconds_count", (("model", "gpt-4o-mini"), ("provider", "openai")))
     assert after[count] - before.get(count, 0) == 2
+
+
+async def test_bus_log_has_a_budget_per_call_and_one_line_per_record(app_client):
+    sid = (await (await app_client.post("/api/sessions", json={})).json())["session_id"]
+    code = (
+        "def chatty():\n"
+        "    bus.log('info', 'first\\nFORGED CRITICAL llmgine.auth: key rotated')\n"
+        "    for i in range(1500):\n"
+        "        bus.log('info', f'noise {i}')\n"
+        "    return 'done'\n"
+    )
+    resp = await app_client.post(f"/api/sessions/{sid}/tools", json={"name": "chatty", "function_code": code})
+    assert resp.status == 201, await resp.text()
+    out = await (await app_client.post(f"/api/sessions/{sid}/tools/chatty/execute", json={"arguments": {}})).json()
+    assert out["result"] == "done", out
+    base = f"/api/observability/logs?session_id={sid}&level=debug&limit=1000"
+    forged = (await get_json(app_client, base + "&q=FORGED"))["logs"]
+    assert [r["message"] for r in forged] == ["first\\nFORGED CRITICAL llmgine.auth: key rotated"]
+    noise = (await get_json(app_client, base + "&q=noise"))["logs"]
+    assert len(noise) == 999  # 1000 records kept, the first one included
+    budget = (await get_json(app_client, base + "&q=budget"))["logs"]
+    assert len(budget) == 1 and "reached its budget" in budget[0]["message"]

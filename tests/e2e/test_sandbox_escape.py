@@ -445,7 +445,8 @@ def test_a_handler_acts_only_in_its_own_session(daemon):
     assert "Probed" not in [e["event_type"] for e in events["events"]]
 
 
-def test_one_sessions_spinning_calls_leave_room_for_another(tmp_path):
+@pytest.mark.parametrize("how", ["calls", "registrations"])
+def test_one_sessions_spinning_calls_leave_room_for_another(tmp_path, how):
     """Session A fills its share of a two-worker pool with spinning calls and queues more;
     session B's call still runs at once (it finishes while A's are still spinning)."""
     home = short_home()
@@ -460,10 +461,18 @@ def test_one_sessions_spinning_calls_leave_room_for_another(tmp_path):
                              {"name": "spin", "function_code": spin, "timeout": 30})
         assert status == 201
         finished: list[float] = []
+        # A registration runs the module's top level too (to find the function): a session
+        # could spin there instead, and it takes the same share.
+        slow_module = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 8:\n" \
+                      "    pass\ndef g():\n    pass\n"
 
         def spin_call() -> None:
             try:
-                api.call("POST", f"/api/sessions/{a}/tools/spin/execute", {"arguments": {}})
+                if how == "calls":
+                    api.call("POST", f"/api/sessions/{a}/tools/spin/execute", {"arguments": {}})
+                else:
+                    api.call("POST", f"/api/sessions/{a}/tools?replace=true",
+                             {"name": "g", "function_code": slow_module})
             except OSError:  # the daemon stopped at the end of the test
                 return
             finished.append(time.monotonic())
