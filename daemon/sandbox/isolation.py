@@ -126,6 +126,26 @@ def _python_paths(python: str) -> list[Path]:
     return found
 
 
+def _site_dirs() -> list[Path]:
+    """Where third-party packages of the interpreter live (its own and a distribution's)."""
+    import sysconfig
+
+    found: set[Path] = set()
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}
+    for scheme in sysconfig.get_scheme_names():
+        if not scheme.startswith("posix"):
+            continue
+        try:
+            paths = sysconfig.get_paths(scheme, vars=base)
+        except KeyError:
+            continue
+        found.update(Path(paths[k]) for k in ("purelib", "platlib") if k in paths)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    found.update([Path("/usr/lib/python3/dist-packages"), Path(f"/usr/lib/{version}/dist-packages"),
+                  Path(f"/usr/local/lib/{version}/dist-packages")])
+    return sorted(p for p in found if not p.is_symlink())
+
+
 def bwrap_args(iso: Isolation, tmp_bytes: int) -> list[str]:
     args = [
         iso.bwrap, "--die-with-parent", "--new-session", "--as-pid-1",
@@ -145,10 +165,13 @@ def bwrap_args(iso: Isolation, tmp_bytes: int) -> list[str]:
                 args.extend(["--perms", "0755", "--dir", str(parent)])
                 made.add(str(parent))
 
+    bound: list[Path] = []
+
     def ro_bind(src: Path, dest: str) -> None:
         parents(dest)
         args.extend(["--ro-bind", str(src), dest])
         made.add(dest)
+        bound.append(Path(dest))
 
     for path in _python_paths(iso.python):
         ro_bind(path, str(path))
@@ -157,6 +180,11 @@ def bwrap_args(iso: Isolation, tmp_bytes: int) -> list[str]:
             args.extend(["--symlink", os.readlink(top), top])
         elif os.path.isdir(top) and top != "/bin":
             ro_bind(Path(top), top)
+    # Only the standard library: third-party packages beside it are hidden (an empty,
+    # read-only directory over each), so what user code can import is what the docs say.
+    for hidden in _site_dirs():
+        if hidden.is_dir() and any(hidden == b or b in hidden.parents for b in bound):
+            args.extend(["--tmpfs", str(hidden), "--remount-ro", str(hidden)])
     ro_bind(_package_dir("llmgine_daemon"), f"{SITE}/llmgine_daemon")
     ro_bind(_package_dir("msgspec"), f"{SITE}/msgspec")
     parents("/dev/null")
