@@ -1,10 +1,19 @@
 """How much slower is a CLI call than starting Python at all?
 
-Measures, in the same run, the median wall time of
-  `llmgine session list -o json`  (a full request/response against a running daemon)
-  `python -c pass`                (the interpreter's own start-up)
-and prints both and their ratio. The daemon runs in a temporary LLMGINE_HOME and is stopped
-at the end. Usage: python bench/cli_startup.py [--runs N]
+Measures, in the same run and interleaved (one run of each per round, so a busy moment on
+the machine hits every figure alike), the median wall time of the three calls shell scripts
+make in loops, against a running daemon:
+
+  llmgine session list -o json
+  llmgine command run DummyEngineCommand -S SID -p prompt=x -o json
+  llmgine event publish BenchEvent -S SID -q
+
+and of the baseline, ``python -c pass`` run by the same interpreter as the CLI's, in a clean
+virtualenv (made with ``python -m venv`` in a temporary folder: no site-packages, no .pth
+files). It prints measured / baseline / ratio / target for each. The daemon runs in a
+temporary LLMGINE_HOME and is stopped at the end.
+
+Usage: python bench/cli_startup.py [--runs N]   (with the python of the venv llmgine is in)
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+TARGET = 6.0  # issue #19: at most 6x `python -c pass`
+
 
 def llmgine_command() -> list[str]:
     # The installed console script is what users run; fall back to the module.
@@ -26,43 +37,66 @@ def llmgine_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "llmgine_cli"]
 
 
-def median_seconds(argv: list[str], env: dict[str, str], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def clean_python(where: str) -> str:
+    """``python`` of a fresh venv of this interpreter (venv uses the base interpreter)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", where], check=True)
+    python = Path(where) / "bin" / "python"
+    return str(python)
+
+
+def once(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    return time.perf_counter() - start
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
 
     home = tempfile.mkdtemp(prefix="lgb", dir="/tmp")
+    venv_dir = tempfile.mkdtemp(prefix="lgbvenv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMGINE_", "API_"))}
     env.update(LLMGINE_HOME=home, LLMGINE_NO_AUTOSTART="1")
     cli = llmgine_command()
     try:
-        subprocess.run([*cli, "daemon", "start", "-q"], env=env, check=True,
+        python = clean_python(venv_dir)
+        subprocess.run([*cli, "daemon", "start", "-q"], env=env, check=True, stdout=subprocess.DEVNULL)
+        sid = subprocess.run([*cli, "session", "create", "-q"], env=env, check=True, capture_output=True,
+                             text=True).stdout.strip()
+        subprocess.run([*cli, "engine", "create", "DummyEngine", "-S", sid, "-q"], env=env, check=True,
                        stdout=subprocess.DEVNULL)
-        subprocess.run([*cli, "session", "create", "-q"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        # Warm the page cache so neither side pays for the first read of its files.
-        median_seconds([*cli, "session", "list", "-o", "json"], env, 2)
-        median_seconds([sys.executable, "-c", "pass"], env, 2)
-
-        baseline = median_seconds([sys.executable, "-c", "pass"], env, args.runs)
-        measured = median_seconds([*cli, "session", "list", "-o", "json"], env, args.runs)
+        cases = {
+            "python -c pass (clean venv)": [python, "-c", "pass"],
+            "session list -o json": [*cli, "session", "list", "-o", "json"],
+            "command run ... -o json": [*cli, "command", "run", "DummyEngineCommand", "-S", sid,
+                                        "-p", "prompt=x", "-o", "json"],
+            "event publish -q": [*cli, "event", "publish", "BenchEvent", "-S", sid, "-q"],
+        }
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for name, argv in cases.items():  # warm the page cache: nobody pays for a first read
+            once(argv, env)
+            once(argv, env)
+        for _ in range(args.runs):
+            for name, argv in cases.items():
+                times[name].append(once(argv, env))
     finally:
         subprocess.run([*cli, "daemon", "stop"], check=False, env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(venv_dir, ignore_errors=True)
 
-    print(f"python -c pass                 median {baseline * 1000:7.1f} ms")
-    print(f"llmgine session list -o json   median {measured * 1000:7.1f} ms")
-    print(f"ratio                          {measured / baseline:7.2f}x  ({args.runs} runs each)")
+    baseline_name = next(iter(cases))
+    baseline = statistics.median(times[baseline_name])
+    print(f"{sys.version.split()[0]} ({sys.executable}); {args.runs} interleaved runs, medians")
+    print(f"{'command':<28} {'measured':>10} {'baseline':>10} {'ratio':>7} {'target':>7}")
+    for name in list(cases)[1:]:
+        measured = statistics.median(times[name])
+        ratio = measured / baseline
+        mark = "ok" if ratio <= TARGET else "MISSED"
+        print(f"{name:<28} {measured * 1000:8.1f}ms {baseline * 1000:8.1f}ms {ratio:6.1f}x "
+              f"{'<= ' + format(TARGET, 'g') + 'x':>7} {mark}")
     return 0
 
 

@@ -19,9 +19,6 @@ Exceptions: ``llmgine_cli.errors`` (re-exported here), one class per API error c
 
 from __future__ import annotations
 
-import inspect
-import textwrap
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -89,8 +86,8 @@ from llmgine_cli.transport import (  # noqa: F401  (re-exported)
     DEFAULT_TIMEOUT,
     USER_AGENT,
     HTTPTransport,
-    UnixHTTPConnection,
     error_from_response,
+    segment,
 )
 
 T = TypeVar("T")
@@ -428,6 +425,14 @@ class Client(HTTPTransport):
         return (item for item in stream if isinstance(item, Event))
 
 
+def __getattr__(name: str) -> Any:
+    if name == "UnixHTTPConnection":  # re-exported, imported (with http.client) only if used
+        from llmgine_cli.wire import UnixHTTPConnection
+
+        return UnixHTTPConnection
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 SessionRef = Any  # a session id, or anything with a ``session_id`` (Session, Command, ...)
 
 
@@ -443,6 +448,9 @@ def _source(function: Callable[..., Any] | str) -> str:
     """A function's own source (dedented), or the text as given."""
     if isinstance(function, str):
         return function
+    import inspect
+    import textwrap
+
     try:
         return textwrap.dedent(inspect.getsource(function))
     except (OSError, TypeError) as exc:
@@ -459,8 +467,4 @@ def _wait(seconds: float) -> dict[str, str]:
     return {"wait": f"{seconds:g}"} if seconds > 0 else {}
 
 
-def _seg(value: str) -> str:
-    """One path segment, so an id can never walk to another route ("." and ".." too, which
-    quote() leaves as they are and URL normalisation would remove)."""
-    quoted = urllib.parse.quote(value, safe="")
-    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+_seg = segment

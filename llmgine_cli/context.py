@@ -10,15 +10,14 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from llmgine_cli.client import (
-    DEFAULT_TIMEOUT,
-    Client,
-    DaemonUnreachable,
-    Target,
-    resolve_target,
-)
+from llmgine_cli.errors import DaemonUnreachable
+from llmgine_cli.target import Target, resolve_target
+from llmgine_cli.transport import DEFAULT_TIMEOUT
+
+if TYPE_CHECKING:
+    from llmgine_cli.client import Client
 
 
 @dataclass
@@ -77,18 +76,22 @@ class AppContext:
 
     def client(
         self, *, autostart: bool = True, target: Target | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None, cls: Any = None,
     ) -> Client:
         """A client for this invocation.
 
         ``autostart`` is for commands that need a daemon to do their job (sessions, ...);
         probes and daemon management (health, status, shutdown, daemon ...) pass False,
         because starting a daemon just to ask whether it runs, or to stop it, is absurd.
+        ``cls``: the class to build (default Client; the fast path passes the bare
+        HTTPTransport, which does not import the protocol models).
         """
+        if cls is None:
+            from llmgine_cli.client import Client as cls
         target = target or self.target()
         hook = self._autostart if autostart and target.is_default and self.autostart_enabled \
             else None
-        return Client(
+        return cls(
             target,
             api_key=self.api_key,
             env=self.env.environ,

@@ -14,11 +14,10 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import msgspec
-
-from llmgine_cli.context import Environment
+if TYPE_CHECKING:
+    from llmgine_cli.context import Environment
 
 Format = Literal["table", "plain", "json", "jsonl"]
 FORMATS: tuple[str, ...] = ("table", "plain", "json", "jsonl")
@@ -46,10 +45,28 @@ def resolve_format(env: Environment, fmt: str | Enum | None) -> str:
     return fmt or ("table" if env.stdout_isatty else "plain")
 
 
+def builtins(data: Any) -> Any:
+    """A protocol model as plain JSON values (dicts, lists, str, ...); plain values as they are."""
+    if data is None or isinstance(data, (dict, list, str, int, float)):
+        return data
+    import msgspec
+
+    return msgspec.to_builtins(data)
+
+
+def json_text(obj: Any, *, indent: bool) -> str:
+    """Plain JSON values as JSON text: pretty (two spaces) or one compact line."""
+    import json
+
+    if indent:
+        return json.dumps(obj, indent=2, ensure_ascii=False)
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
 def render(
     env: Environment, data: Any, view: View, fmt: str | Enum | None = None, quiet: bool = False
 ) -> None:
-    obj = msgspec.to_builtins(data)
+    obj = builtins(data)
     items: list[Any] | None = obj.get(view.items) if view.items and isinstance(obj, dict) else None
     if quiet:
         if view.id_field:
@@ -61,10 +78,10 @@ def render(
         return
     fmt = resolve_format(env, fmt)
     if fmt == "json":
-        env.out(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode())
+        env.out(json_text(obj, indent=True))
     elif fmt == "jsonl":
         for item in items if items is not None else [obj]:
-            env.out(msgspec.json.encode(item).decode())
+            env.out(json_text(item, indent=False))
     elif items is not None:
         headers = [c.header for c in view.columns]
         rows = [[_visible(_cell(c.key, _get(item, c.key), view), one_line=True) for c in view.columns]
@@ -239,10 +256,10 @@ def log_line(record: dict[str, Any]) -> str:
 
 def render_log_records(env: Environment, records: list[Any], fmt: str) -> None:
     """Log records as they arrive (also used by `logs -f`): coloured by level on a TTY."""
-    items = [msgspec.to_builtins(r) for r in records]
+    items = [builtins(r) for r in records]
     if fmt in ("json", "jsonl"):
         for item in items:
-            env.out(msgspec.json.encode(item).decode())
+            env.out(json_text(item, indent=False))
     elif fmt == "table" and env.stdout_isatty:
         from rich.console import Console
         from rich.text import Text
@@ -314,11 +331,10 @@ def render_metrics(
     Returns the rich renderable for table format when ``console`` is None and ``fmt`` is
     "table" and --watch drives a Live display; otherwise prints.
     """
-    data = msgspec.to_builtins(snapshot)
-    prev = msgspec.to_builtins(previous) if previous is not None else None
+    data = builtins(snapshot)
+    prev = builtins(previous) if previous is not None else None
     if fmt in ("json", "jsonl"):
-        env.out(msgspec.json.encode(data).decode() if fmt == "jsonl"
-                else msgspec.json.format(msgspec.json.encode(data), indent=2).decode())
+        env.out(json_text(data, indent=fmt == "json"))
         env.stdout.flush()
         return None
     rows = metric_rows(data, prev, interval)
@@ -360,10 +376,9 @@ def render_metrics(
 
 def render_trace(env: Environment, trace: Any, fmt: str) -> None:
     """A waterfall tree: name, offset from the trace start, duration, a bar; errors in red."""
-    data = msgspec.to_builtins(trace)
+    data = builtins(trace)
     if fmt in ("json", "jsonl"):
-        env.out(msgspec.json.encode(data).decode() if fmt == "jsonl"
-                else msgspec.json.format(msgspec.json.encode(data), indent=2).decode())
+        env.out(json_text(data, indent=fmt == "json"))
         env.stdout.flush()
         return
     total = data["duration_ms"] or 1.0

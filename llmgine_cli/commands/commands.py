@@ -11,12 +11,11 @@ import msgspec
 import typer
 from llmgine_daemon.protocol import Batch, Command
 
-from llmgine_cli import completion
+from llmgine_cli import completion, hot
 from llmgine_cli.commands.args import (
     LONG_POLL_S,
     SessionOpt,
     command_metadata,
-    finish,
     parse_object,
     parse_pairs,
     summary,
@@ -30,7 +29,7 @@ from llmgine_cli.status import ExitStatus
 app = typer.Typer(help="Run, inspect, list and cancel commands (and batches of them).",
                   no_args_is_help=True)
 
-COMMAND_VIEW = View(id_field="command_id")
+COMMAND_VIEW = hot.COMMAND_VIEW
 LIST_VIEW = View(
     columns=(
         Column("ID", "command_id"),
@@ -71,33 +70,12 @@ NoWait = Annotated[bool, typer.Option(
 )]
 
 
-def render_command(app_ctx: AppContext, record: Command, output: Any, quiet: bool) -> None:
-    """Print a command record; exit 1 unless it completed (or is still running, --no-wait)."""
-    data = msgspec.to_builtins(record)
-    if resolve_format(app_ctx.env, output) in ("table", "plain"):
-        data = text_view(data)
-    render(app_ctx.env, data, COMMAND_VIEW, output, quiet)
-    if record.status in ("queued", "executing", "completed"):
-        return
-    if record.error is not None:
-        app_ctx.env.err(f"error: command {record.command_id} {record.status}: "
-                        f"{record.error.code}: {record.error.message}")
-    else:
-        app_ctx.env.err(f"error: command {record.command_id} {record.status}")
-    raise typer.Exit(ExitStatus.ERROR)
-
-
-def wait_for(app_ctx: AppContext, record: Command) -> Command:
-    client = app_ctx.client()
-
-    def poll(current: Command) -> Command:
-        return client.get_command(current.session_id, current.command_id, wait=LONG_POLL_S)
-
-    def interrupted(current: Command) -> None:
-        app_ctx.env.err(f"interrupted: command {current.command_id} is still {current.status} "
-                        f"(llmgine command cancel {current.command_id} --session {current.session_id})")
-
-    return finish(record, poll, interrupted)
+def finish_command(app_ctx: AppContext, record: Any, *, no_wait: bool, output: Any, quiet: bool) -> None:
+    """Wait for it unless no_wait, print it; exit 1 unless it completed (hot.py), 130 on Ctrl-C."""
+    code = hot.finish_command(app_ctx, msgspec.to_builtins(record), no_wait=no_wait, output=output,
+                              quiet=quiet)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("run")
@@ -109,10 +87,12 @@ def run(
     param: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", metavar="KEY=VALUE",
-                     help="A parameter; VALUE is JSON if it parses (3, true, [1]), else a string. Repeatable."),
+                     help="A parameter: KEY=VALUE is a string, KEY:=JSON a JSON value (n:=3), "
+                          "KEY=@FILE a file's text. Repeatable."),
     ] = None,
     params: Annotated[
-        str | None, typer.Option("--params", metavar="JSON", help="All parameters as a JSON object.")
+        str | None,
+        typer.Option("--params", metavar="JSON", help="All parameters as a JSON object (or @FILE, - for stdin)."),
     ] = None,
     priority: Priority = None,
     timeout: Timeout = None,
@@ -130,22 +110,22 @@ def run(
     """Run a command in a session and print its result (exit 1 if it did not complete)."""
     app_ctx = state(ctx)
     parameters = {**parse_object(params, "--params"), **parse_pairs(param, "--param")}
-
-    def submit(wait: float) -> Command:
-        return app_ctx.client().submit_command(
-            session, command_type, parameters, command_metadata(priority, timeout),
-            wait=wait, idempotency_key=idempotency_key,
-        )
-
+    metadata = command_metadata(priority, timeout)
     if follow and not no_wait:
         from llmgine_cli.commands.event_tail import follow_command
 
-        record = follow_command(app_ctx, session, lambda: submit(0), output)
-    else:
-        record = submit(0 if no_wait else LONG_POLL_S)
-    if not no_wait:
-        record = wait_for(app_ctx, record)
-    render_command(app_ctx, record, output, quiet)
+        def submit() -> Command:
+            return app_ctx.client().submit_command(session, command_type, parameters, metadata,
+                                                   idempotency_key=idempotency_key)
+
+        record = follow_command(app_ctx, session, submit, output)
+        finish_command(app_ctx, record, no_wait=False, output=output, quiet=quiet)
+        return
+    code = hot.command_run(app_ctx, session=session, command_type=command_type, parameters=parameters,
+                           metadata=metadata, no_wait=no_wait, idempotency_key=idempotency_key,
+                           output=output, quiet=quiet)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("get")
@@ -164,7 +144,10 @@ def get(
     client = app_ctx.client()
     record = client.get_command(session, command_id, wait=LONG_POLL_S if wait else 0)
     if wait:
-        record = wait_for(app_ctx, record)
+        waited = hot.wait_for(app_ctx, msgspec.to_builtins(record))
+        if waited is None:
+            raise typer.Exit(ExitStatus.INTERRUPTED)
+        record = msgspec.convert(waited, Command)
     if trace:
         if record.trace_id is None:
             app_ctx.env.err(f"error: command {record.command_id} has no trace")
@@ -174,7 +157,7 @@ def get(
             return
         render_trace(app_ctx.env, client.trace(record.trace_id), resolve_format(app_ctx.env, output))
         return
-    render_command(app_ctx, record, output, quiet)
+    finish_command(app_ctx, record, no_wait=True, output=output, quiet=quiet)
 
 
 @app.command("list")

@@ -9,7 +9,7 @@ import typer
 
 from llmgine_cli import completion
 from llmgine_cli.commands.args import LONG_POLL_S, SessionOpt, command_metadata, parse_pairs
-from llmgine_cli.commands.commands import NoWait, Priority, Timeout, render_command, wait_for
+from llmgine_cli.commands.commands import NoWait, Priority, Timeout, finish_command
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render
 
@@ -136,9 +136,7 @@ def exec_(
     record = app_ctx.client().execute_engine(engine_id, prompt, parse_pairs(param, "--param"),
                                              command_metadata(priority, timeout),
                                              wait=0 if no_wait else LONG_POLL_S)
-    if not no_wait:
-        record = wait_for(app_ctx, record)
-    render_command(app_ctx, record, output, quiet)
+    finish_command(app_ctx, record, no_wait=no_wait, output=output, quiet=quiet)
 
 
 @app.command("delete")
