@@ -8,25 +8,33 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
 
-from llmgine_cli.errors import DaemonUnreachable
 from llmgine_cli.target import Target, resolve_target
 from llmgine_cli.transport import DEFAULT_TIMEOUT
 
+# Plain classes and no typing at run time: this module is on every call's path (hot.py).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, TextIO
+
     from llmgine_cli.client import Client
+    from llmgine_cli.errors import DaemonUnreachable
 
 
-@dataclass
 class Environment:
-    stdout: TextIO
-    stderr: TextIO
-    stdout_isatty: bool
-    stderr_isatty: bool
-    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    def __init__(
+        self, stdout: TextIO, stderr: TextIO, stdout_isatty: bool, stderr_isatty: bool,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+        self.stdout_isatty = stdout_isatty
+        self.stderr_isatty = stderr_isatty
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+
+    def __repr__(self) -> str:
+        return f"Environment(stdout_isatty={self.stdout_isatty}, stderr_isatty={self.stderr_isatty})"
 
     @classmethod
     def from_sys(cls) -> Environment:
@@ -48,14 +56,17 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-@dataclass
 class AppContext:
     """The root callback's result, stored in ``ctx.obj`` for every command."""
 
-    env: Environment
-    url: str | None = None
-    api_key: str | None = None
-    timeout: float | None = None
+    def __init__(
+        self, env: Environment, url: str | None = None, api_key: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.env = env
+        self.url = url
+        self.api_key = api_key
+        self.timeout = timeout
 
     def request_timeout(self) -> float:
         if self.timeout is not None:

@@ -37,9 +37,10 @@ daemon) becomes the group of its status, else plain ``ApiError``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # typing costs a few ms to import: annotations only
 if TYPE_CHECKING:
+    from typing import Any
+
     from llmgine_daemon.protocol import Command
 
 

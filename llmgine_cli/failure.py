@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from llmgine_cli.errors import (
     ApiError,
@@ -20,6 +19,7 @@ from llmgine_cli.errors import (
 )
 from llmgine_cli.status import ExitStatus, http_to_exit_status
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from llmgine_cli.context import AppContext
 

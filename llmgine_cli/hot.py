@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.inputs import InputError, command_metadata, parse_object, parse_pairs
 from llmgine_cli.render import Column, View, render, resolve_format
 from llmgine_cli.transport import HTTPTransport, segment
+
+TYPE_CHECKING = False  # typing costs a few ms to import: annotations only
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
 # Each long poll asks the daemon to hold the answer this long; the CLI polls again until done.
 LONG_POLL_S = 25.0

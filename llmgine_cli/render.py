@@ -11,38 +11,46 @@ A command describes its result with a ``View`` and calls ``render`` once:
 
 from __future__ import annotations
 
-import datetime as _dt
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Literal
-
+# No dataclasses or typing at run time: this module is on every call's path (hot.py).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from enum import Enum
+    from typing import Any
+
     from llmgine_cli.context import Environment
 
-Format = Literal["table", "plain", "json", "jsonl"]
 FORMATS: tuple[str, ...] = ("table", "plain", "json", "jsonl")
 
 
-@dataclass(frozen=True)
 class Column:
-    header: str
-    key: str  # dotted path into the item
+    __slots__ = ("header", "key")
+
+    def __init__(self, header: str, key: str) -> None:
+        self.header = header
+        self.key = key  # dotted path into the item
+
+    def __repr__(self) -> str:
+        return f"Column({self.header!r}, {self.key!r})"
 
 
-@dataclass(frozen=True)
 class View:
-    columns: tuple[Column, ...] = ()
-    items: str | None = None  # the list field of an envelope; None = one object
-    id_field: str | None = None  # what -q prints; None = -q prints nothing
-    fields: tuple[str, ...] = ()  # key/value view: these dotted keys, in order (default: all)
-    title: str | None = None
-    raw_keys: frozenset[str] = field(default_factory=frozenset)  # never humanise these
+    """How a result renders: a list envelope as rows of ``columns``, else key/value pairs."""
+
+    def __init__(
+        self, columns: tuple[Column, ...] = (), items: str | None = None, id_field: str | None = None,
+        fields: tuple[str, ...] = (), title: str | None = None, raw_keys: frozenset[str] = frozenset(),
+    ) -> None:
+        self.columns = columns
+        self.items = items  # the list field of an envelope; None = one object
+        self.id_field = id_field  # what -q prints; None = -q prints nothing
+        self.fields = fields  # key/value view: these dotted keys, in order (default: all)
+        self.title = title
+        self.raw_keys = raw_keys  # never humanise these
 
 
 def resolve_format(env: Environment, fmt: str | Enum | None) -> str:
-    if isinstance(fmt, Enum):
-        fmt = str(fmt.value)
-    return fmt or ("table" if env.stdout_isatty else "plain")
+    value = getattr(fmt, "value", fmt)  # an OutputFormat (a str Enum) or a str
+    return str(value) if value else ("table" if env.stdout_isatty else "plain")
 
 
 def builtins(data: Any) -> Any:
@@ -157,6 +165,8 @@ def _cell(key: str, value: Any, view: View) -> str:
 
 def short_time(text: str) -> str:
     """2024-01-01T00:00:00.123456Z -> 2024-01-01 00:00:00 (UTC, second precision)."""
+    import datetime as _dt
+
     try:
         value = _dt.datetime.fromisoformat(text)
     except ValueError:

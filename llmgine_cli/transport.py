@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon import __version__
 
@@ -26,8 +24,11 @@ from llmgine_cli.errors import (
 )
 from llmgine_cli.target import Target, resolve_target
 
+TYPE_CHECKING = False  # typing costs a few ms to import: annotations only
 if TYPE_CHECKING:
     import http.client
+    from collections.abc import Callable, Mapping
+    from typing import Any
 
 DEFAULT_TIMEOUT = 30.0
 USER_AGENT = f"llmgine-cli/{__version__}"

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import functools
 import socket
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -25,12 +27,12 @@ class BadResponse(Exception):
     """The bytes that came back are not an HTTP/1.1 answer (or it ended half-way)."""
 
 
-@dataclass
 class Answer:
-    status: int
-    reason: str
-    headers: dict[str, str] = field(default_factory=dict)  # names lower-cased
-    body: bytes = b""
+    def __init__(self, status: int, reason: str, headers: dict[str, str]) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # names lower-cased
+        self.body = b""
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
