@@ -33,7 +33,7 @@ SessionOpt = Annotated[str | None, typer.Option(
     help="Create the engine in this session (default: LLMGINE_SESSION, else a new session).")]
 Params = Annotated[list[str] | None, typer.Option(
     "--param", "-p", metavar="KEY=VALUE",
-    help="A per-call parameter (temperature, max_tokens, ...); VALUE is JSON if it parses. Repeatable.")]
+    help="A per-call parameter (temperature, max_tokens, ...); KEY=string or KEY:=JSON (temperature:=0). Repeatable.")]
 
 HELP_TEXT = "/reset forgets the conversation, /exit (or Ctrl-D) leaves, Ctrl-C stops an answer"
 

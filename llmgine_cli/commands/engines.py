@@ -78,7 +78,8 @@ def create(
     config: Annotated[
         list[str] | None,
         typer.Option("--config", "-c", metavar="KEY=VALUE",
-                     help="A configuration field (see `engine types`); VALUE is JSON if it parses. Repeatable."),
+                     help="A configuration field (see `engine types`): KEY=string or KEY:=JSON "
+                          "(temperature:=0.2). Repeatable."),
     ] = None,
     output: Output = None,
     quiet: Quiet = False,
@@ -123,7 +124,7 @@ def exec_(
     engine_id: EngineId,
     prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt.")],
     param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", metavar="KEY=VALUE", help="A parameter; repeatable.")
+        list[str] | None, typer.Option("--param", "-p", metavar="KEY=VALUE", help="A parameter: KEY=string or KEY:=JSON; repeatable.")
     ] = None,
     priority: Priority = None,
     timeout: Timeout = None,

@@ -132,8 +132,8 @@ def exec_(
     name: ToolName,
     session: SessionOpt,
     arg: Annotated[list[str] | None, typer.Option(
-        "--arg", "-a", metavar="KEY=VALUE", help="An argument; VALUE is JSON if it parses (3, true, [1]), "
-        "else a string. Repeatable.")] = None,
+        "--arg", "-a", metavar="KEY=VALUE", help="An argument: KEY=string, KEY:=JSON (days:=3), "
+        "KEY=@FILE. Repeatable.")] = None,
     args: Annotated[str | None, typer.Option("--args", metavar="JSON", help="All arguments as a JSON object.")]
     = None,
     timeout: Annotated[float | None, typer.Option(

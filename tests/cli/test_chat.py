@@ -19,6 +19,7 @@ from tests.api.llm_helpers import MODELS, provider_env
 from tests.clitools import (
     Daemon,
     cleanup_home,
+    default_signals,
     free_port,
     full_env,
     invoke,
@@ -138,7 +139,8 @@ def test_chat_in_a_terminal(llm_daemon: Daemon, fake: FakeProvider) -> None:
                          parameters={"location": {"type": "string", "description": "City name"}})
     env = full_env({**llm_daemon.env, "TERM": "xterm", "COLUMNS": "120", "LINES": "40"})
     child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "chat", "--tools", "--session", sid],
-                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 120))
+                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 120),
+                          preexec_fn=default_signals)
     try:
         child.expect("ToolChatEngine")
         child.expect("you> ")

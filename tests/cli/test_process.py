@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clitools import cli_env, full_env, run_cli
+from tests.clitools import cli_env, default_signals, full_env, run_cli
 
 PROBE = """\
 import json, sys
@@ -53,16 +53,46 @@ def test_table_output_imports_rich_but_not_aiohttp(daemon, tmp_path):
     assert report == {"code": 0, "loaded": ["rich"]}
 
 
-def test_importtime_of_session_list_json(daemon):
+# What a hot command must not load: the Typer app (typer, click), the protocol models
+# (msgspec), http.client (and email with it), rich, aiohttp. The fast path is hot.py.
+HEAVY = {"typer", "click", "msgspec", "rich", "aiohttp", "http", "email", "ssl", "dataclasses", "typing"}
+
+
+@pytest.mark.parametrize("args", [
+    ["session", "list", "-o", "json"],
+    ["command", "run", "DummyEngineCommand", "-p", "prompt=x", "-o", "json"],
+    ["event", "publish", "Hot", "-q", "--data", '{"n": 1}'],
+    ["--timeout", "5", "session", "list", "--limit=3", "-q"],
+])
+def test_hot_commands_import_only_what_they_use(daemon, args):
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "llmgine_cli", "session", "list", "-o", "json"],
-        env=full_env(daemon.env), capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "-X", "importtime", "-m", "llmgine_cli", *args],
+        env=full_env({**daemon.env, "LLMGINE_SESSION": sid}), capture_output=True, text=True, timeout=60,
+        check=False,
     )
-    assert proc.returncode == 0
+    assert proc.returncode == 0, proc.stderr
     modules = {line.rsplit("|", 1)[-1].strip().split(".")[0]
                for line in proc.stderr.splitlines() if line.startswith("import time:")}
-    assert "msgspec" in modules  # the report is real
-    assert "rich" not in modules and "aiohttp" not in modules
+    assert "llmgine_cli" in modules and "socket" in modules  # the report is real
+    assert not modules & HEAVY, sorted(modules & HEAVY)
+    assert "llmgine_cli.root" not in proc.stderr and "llmgine_daemon.settings" not in proc.stderr
+
+
+def test_a_cold_command_builds_only_its_own_group(daemon, tmp_path):
+    probe = ("import json, sys\nfrom llmgine_cli.app import main\ncode = main(sys.argv[2:])\n"
+             "mods = sorted(m for m in sys.modules if m.startswith('llmgine_cli.commands.'))\n"
+             "open(sys.argv[1], 'w').write(json.dumps({'code': code, 'modules': mods}))\n")
+    report = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-c", probe, str(report), "engine", "types", "-q"],
+                          env=full_env(daemon.env), capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(report.read_text())["modules"]
+    # engines.py imports commands.py (shared options) and args.py: nothing else is built.
+    assert "llmgine_cli.commands.engines" in loaded
+    assert not {"llmgine_cli.commands.tools", "llmgine_cli.commands.daemon", "llmgine_cli.commands.chat",
+                "llmgine_cli.commands.observability", "llmgine_cli.commands.config"} & set(loaded), loaded
 
 
 @pytest.mark.parametrize("args", [
@@ -113,7 +143,7 @@ def test_ctrl_c_exits_130_without_traceback(silent_server, cold_home):
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmgine_cli", "--url", silent_server, "session", "list"],
         env=full_env(cli_env(cold_home)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
+        text=True, preexec_fn=default_signals,
     )
     time.sleep(1.0)  # past the imports, waiting on the socket
     proc.send_signal(signal.SIGINT)
@@ -131,7 +161,8 @@ def test_a_terminal_gets_a_rich_table(daemon):
                              check=True)
     sid = created.stdout.strip()
     child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "session", "get", sid],
-                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 160))
+                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 160),
+                          preexec_fn=default_signals)
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
@@ -139,7 +170,8 @@ def test_a_terminal_gets_a_rich_table(daemon):
     assert "\x1b[" in text  # styled for a terminal
     assert sid in text and "on-a-tty" in text
     child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "session", "list"],
-                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 160))
+                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 160),
+                          preexec_fn=default_signals)
     child.expect(pexpect.EOF)
     child.close()
     assert "─" in child.before and "LAST ACTIVITY" in child.before

@@ -78,7 +78,7 @@ def test_tool_register_list_get_exec_delete(cli, tmp_path):
     plain = cli("tool", "exec", "get_weather", "-S", sid, "-a", "location=Perth")
     assert "result.location" in plain.stdout and "Perth" in plain.stdout
 
-    bad = cli("tool", "exec", "get_weather", "-S", sid, "--arg", "days=2")
+    bad = cli("tool", "exec", "get_weather", "-S", sid, "--arg", "days:=2")
     assert bad.exit_code == 1 and "arguments.location" in one_line(bad.stderr)
     boom = write(tmp_path, "boom.py", "def boom():\n    raise ValueError('nope')\n")
     assert cli("tool", "register", boom, "-S", sid, "-q").exit_code == 0

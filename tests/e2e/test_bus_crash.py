@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.clitools import cli_env, full_env
+from tests.clitools import cli_env, default_signals, full_env
 from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
 
 pytestmark = pytest.mark.e2e
@@ -233,7 +233,7 @@ class Tail:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llmgine_cli", "event", "tail", "--all", "--since", "all", "-o", "jsonl"],
             env=full_env(cli_env(home)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, preexec_fn=default_signals,
         )
         self.seqs: list[int] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
