@@ -55,6 +55,57 @@ def _transport(app_ctx: AppContext) -> HTTPTransport:
     return app_ctx.client(cls=HTTPTransport)
 
 
+# -- ids: a full id, a unique prefix, the short id, or (sessions) a name -------------------
+
+RESOLVE_LIMIT = 1000  # the API's largest page
+
+
+def _pages(transport: HTTPTransport, path: str, items: str, query: dict[str, Any] | None = None) -> list[Any]:
+    """Every item of a paged listing (offset paging, the API's largest pages)."""
+    out: list[Any] = []
+    while True:
+        page = transport._call_json("GET", path, query={**(query or {}), "limit": RESOLVE_LIMIT,
+                                                        "offset": len(out)})
+        out += page[items]
+        if not page[items] or len(out) >= page.get("total", 0):
+            return out
+
+
+def resolve_session(app_ctx: AppContext, given: str) -> str:
+    """The session ``given`` names (id, prefix, short id or name); active ones win a tie."""
+    from llmgine_cli import ids
+
+    if ids.is_full_id(given):
+        return given
+    sessions = _pages(_transport(app_ctx), "/api/sessions", "sessions")
+    found = ids.matches(given, ((s["session_id"], s.get("name")) for s in sessions))
+    active = {s["session_id"] for s in sessions if s.get("status") == "active"}
+    if len(found) > 1 and len([f for f in found if f[0] in active]) == 1:
+        found = [f for f in found if f[0] in active]
+    return ids.resolve("session", given, found)
+
+
+def resolve_id(app_ctx: AppContext, kind: str, given: str, path: str, items: str, key: str,
+               query: dict[str, Any] | None = None, name_key: str | None = None, paged: bool = True) -> str:
+    """The id of ``kind`` that ``given`` names among the items of a listing. Nothing matches:
+    NOT_FOUND (exit 4), as the daemon says for an id it does not know."""
+    from llmgine_cli import ids
+    from llmgine_cli.errors import api_error
+
+    if ids.is_full_id(given):
+        return given
+    transport = _transport(app_ctx)
+    if paged:
+        listed = _pages(transport, path, items, query)
+    else:
+        listed = transport._call_json("GET", path, query={**(query or {}), "limit": RESOLVE_LIMIT})[items]
+    found = ids.resolve(kind, given, ((i[key], i.get(name_key) if name_key else None) for i in listed))
+    if found == given:
+        raise api_error(404, f"{kind.upper()}_NOT_FOUND" if kind != "trace" else "NOT_FOUND",
+                        f"{kind} {given!r} not found")
+    return found
+
+
 # -- session list ------------------------------------------------------------------------
 
 
@@ -315,6 +366,14 @@ def fast_main(argv: Sequence[str]) -> int | None:
 
 def _dispatch(app_ctx: AppContext, group: str, command: str, v: dict[str, Any], output: Any,
               quiet: bool) -> int:
+    if "session" in v:
+        from llmgine_cli.ids import Ambiguous
+
+        try:
+            v["session"] = resolve_session(app_ctx, v["session"])
+        except Ambiguous as exc:
+            app_ctx.env.err(f"error: --session: {exc}")
+            return 2
     if (group, command) == ("session", "list"):
         return session_list(app_ctx, SESSION_LIST_VIEW, status=v.get("status"),
                             limit=v.get("limit", 50), offset=v.get("offset", 0),

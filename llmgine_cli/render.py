@@ -66,9 +66,66 @@ def json_text(obj: Any, *, indent: bool) -> str:
     """Plain JSON values as JSON text: pretty (two spaces) or one compact line."""
     import json
 
-    if indent:
-        return json.dumps(obj, indent=2, ensure_ascii=False)
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        if indent:
+            return json.dumps(obj, indent=2, ensure_ascii=False)
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:
+        # Data nested deeper than Python's recursion limit (anybody's event can be): msgspec
+        # has no such limit, and the text is the same JSON.
+        import msgspec
+
+        encoded = msgspec.json.encode(obj)
+        return (msgspec.json.format(encoded, indent=2) if indent else encoded).decode()
+
+
+MAX_DEPTH = 16  # nested deeper than this, a cell shows "…" (and key/value output stops flattening)
+CELL_WIDTH = 200
+
+
+def compact(value: Any, width: int = CELL_WIDTH) -> str:
+    """A value as compact JSON on one line, at most ``width`` characters (then "…"), at most
+    MAX_DEPTH levels deep: safe for anything, however big or deeply nested."""
+    import json
+
+    parts: list[str] = []
+    budget = width + 1
+
+    def emit(text: str) -> bool:
+        nonlocal budget
+        parts.append(text)
+        budget -= len(text)
+        return budget > 0
+
+    def walk(v: Any, depth: int) -> bool:
+        if isinstance(v, dict):
+            if depth >= MAX_DEPTH:
+                return emit("{…}")
+            if not emit("{"):
+                return False
+            for i, (k, x) in enumerate(v.items()):
+                if (i and not emit(",")) or not emit(json.dumps(str(k), ensure_ascii=False) + ":"):
+                    return False
+                if not walk(x, depth + 1):
+                    return False
+            return emit("}")
+        if isinstance(v, (list, tuple)):
+            if depth >= MAX_DEPTH:
+                return emit("[…]")
+            if not emit("["):
+                return False
+            for i, x in enumerate(v):
+                if (i and not emit(",")) or not walk(x, depth + 1):
+                    return False
+            return emit("]")
+        try:
+            return emit(json.dumps(v, ensure_ascii=False))
+        except (TypeError, ValueError):
+            return emit(json.dumps(str(v), ensure_ascii=False))
+
+    walk(value, 0)
+    text = "".join(parts)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def render(
@@ -92,7 +149,7 @@ def render(
             env.out(json_text(item, indent=False))
     elif items is not None:
         headers = [c.header for c in view.columns]
-        rows = [[_visible(_cell(c.key, _get(item, c.key), view), one_line=True) for c in view.columns]
+        rows = [[_visible(_list_cell(c.key, _get(item, c.key), view), one_line=True) for c in view.columns]
                 for item in items]
         _emit(env, fmt, headers, rows, view.title, kv=False)
     else:
@@ -120,11 +177,13 @@ def _get(obj: Any, path: str) -> Any:
     return obj
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+def _flatten(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
+    """Nested objects as dotted keys (``counts.events``), down to a few levels; what is
+    deeper stays one value (shown as compact JSON)."""
     flat: dict[str, Any] = {}
-    if isinstance(obj, dict) and (obj or not prefix):
+    if isinstance(obj, dict) and (obj or not prefix) and depth < 4:
         for key, value in obj.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(_flatten(value, f"{prefix}{key}.", depth + 1))
     else:
         flat[prefix[:-1]] = obj
     return flat
@@ -143,15 +202,27 @@ def _visible(text: str, *, one_line: bool) -> str:
     return text.translate(_CONTROLS if one_line else _CONTROLS_KEEP_LINES)
 
 
+def _list_cell(key: str, value: Any, view: View) -> str:
+    """A cell of a listing row: ids short (their random part: ids.py), the rest as _cell."""
+    leaf = key.rsplit(".", 1)[-1]
+    if isinstance(value, str) and (leaf.endswith("_id") or leaf == "id") and key not in view.raw_keys:
+        from llmgine_cli.ids import short_id
+
+        return short_id(value)
+    return _cell(key, value, view)
+
+
 def _cell(key: str, value: Any, view: View) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_cell(k, v, view)}" for k, v in value.items()) or "-"
-    if isinstance(value, list):
-        return ", ".join(_cell(key, v, view) for v in value) or "-"
+    if isinstance(value, (dict, list)):
+        if not value:
+            return "-"
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return ", ".join(value)  # listeners, tags: as a person writes them
+        return compact(value)
     leaf = key.rsplit(".", 1)[-1]
     if key not in view.raw_keys:
         if isinstance(value, str) and (leaf.endswith("_at") or leaf == "timestamp"):

@@ -14,11 +14,55 @@ from llmgine_cli import completion, inputs
 from llmgine_cli.hot import text_view  # noqa: F401  (re-exported)
 from llmgine_cli.inputs import InputError, command_metadata  # noqa: F401  (re-exported)
 
+
+def session_callback(ctx: typer.Context, param: Any, value: str | None) -> str | None:
+    """A session given by id, unique prefix, short id or name, as its id (hot.py)."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    from llmgine_cli.hot import resolve_session
+    from llmgine_cli.ids import Ambiguous
+    from llmgine_cli.options import state
+
+    try:
+        return resolve_session(state(ctx), value)
+    except Ambiguous as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def id_callback(kind: str, path: str, items: str, key: str, *, in_session: bool = False,
+                name_key: str | None = None, paged: bool = True) -> Any:
+    """An option/argument callback resolving an id prefix or short id of ``kind``;
+    ``in_session``: ``path`` has a ``{session}`` the command's --session fills."""
+
+    def callback(ctx: typer.Context, param: Any, value: str | None) -> str | None:
+        if value is None or ctx.resilient_parsing:
+            return value
+        from llmgine_cli.hot import resolve_id
+        from llmgine_cli.ids import Ambiguous, is_full_id
+        from llmgine_cli.options import state
+
+        if is_full_id(value):
+            return value
+        where = path
+        if in_session:
+            session = ctx.params.get("session")
+            if session is None:
+                return value  # resolved when --session is known (it is parsed first: is_eager)
+            where = path.format(session=session)
+        try:
+            return resolve_id(state(ctx), kind, value, where, items, key, name_key=name_key, paged=paged)
+        except Ambiguous as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    return callback
+
+
 SessionOpt = Annotated[
     str,
     typer.Option("--session", "-S", envvar="LLMGINE_SESSION", metavar="ID", show_default=False,
-                 autocompletion=completion.session_ids,
-                 help="The session (default: LLMGINE_SESSION)."),
+                 autocompletion=completion.session_ids, callback=session_callback, is_eager=True,
+                 help="The session: its id, a unique prefix, its short id or its name "
+                      "(default: LLMGINE_SESSION)."),
 ]
 
 # Each long poll asks the daemon to hold the answer this long; the CLI polls again until done.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ from llmgine_cli.commands.args import (
     LONG_POLL_S,
     SessionOpt,
     command_metadata,
+    id_callback,
     parse_object,
     parse_pairs,
     summary,
@@ -55,9 +57,19 @@ BATCH_VIEW = View(
     id_field="command_id",
 )
 
-CommandId = Annotated[str, typer.Argument(metavar="ID", help="The command id.")]
+CommandId = Annotated[str, typer.Argument(
+    metavar="ID", help="The command: its id, a unique prefix or its short id.",
+    callback=id_callback("command", "/api/sessions/{session}/commands", "commands", "command_id", in_session=True))]
+class PriorityLevel(StrEnum):
+    high = "high"
+    normal = "normal"
+    low = "low"
+
+
 Priority = Annotated[
-    str | None, typer.Option("--priority", help="high, normal or low (default normal).", show_default=False)
+    PriorityLevel | None,
+    typer.Option("--priority", help="high, normal or low (default normal).", show_default=False,
+                 case_sensitive=False),
 ]
 Timeout = Annotated[
     float | None,
@@ -110,7 +122,7 @@ def run(
     """Run a command in a session and print its result (exit 1 if it did not complete)."""
     app_ctx = state(ctx)
     parameters = {**parse_object(params, "--params"), **parse_pairs(param, "--param")}
-    metadata = command_metadata(priority, timeout)
+    metadata = command_metadata(priority.value if priority else None, timeout)
     if follow and not no_wait:
         from llmgine_cli.commands.event_tail import follow_command
 

@@ -8,7 +8,7 @@ import msgspec
 import typer
 
 from llmgine_cli import completion
-from llmgine_cli.commands.args import LONG_POLL_S, SessionOpt, command_metadata, parse_pairs
+from llmgine_cli.commands.args import LONG_POLL_S, SessionOpt, command_metadata, id_callback, parse_pairs
 from llmgine_cli.commands.commands import NoWait, Priority, Timeout, finish_command
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render
@@ -54,8 +54,9 @@ MESSAGES_VIEW = View(
     id_field="message_id",
 )
 
-EngineId = Annotated[str, typer.Argument(metavar="ID", help="The engine id.",
-                                         autocompletion=completion.engine_ids)]
+EngineId = Annotated[str, typer.Argument(
+    metavar="ID", help="The engine: its id, a unique prefix or its short id.", autocompletion=completion.engine_ids,
+    callback=id_callback("engine", "/api/engines", "engines", "engine_id"))]
 
 
 @app.command("types")
@@ -124,7 +125,8 @@ def exec_(
     engine_id: EngineId,
     prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt.")],
     param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", metavar="KEY=VALUE", help="A parameter: KEY=string or KEY:=JSON; repeatable.")
+        list[str] | None,
+        typer.Option("--param", "-p", metavar="KEY=VALUE", help="A parameter: KEY=string or KEY:=JSON; repeatable."),
     ] = None,
     priority: Priority = None,
     timeout: Timeout = None,
@@ -135,7 +137,7 @@ def exec_(
     """Run a prompt on an engine (a command in its session) and print the result."""
     app_ctx = state(ctx)
     record = app_ctx.client().execute_engine(engine_id, prompt, parse_pairs(param, "--param"),
-                                             command_metadata(priority, timeout),
+                                             command_metadata(priority.value if priority else None, timeout),
                                              wait=0 if no_wait else LONG_POLL_S)
     finish_command(app_ctx, record, no_wait=no_wait, output=output, quiet=quiet)
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from llmgine_cli.commands.args import id_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import (
     Column,
@@ -174,7 +175,9 @@ def metrics(
 @app.command("trace")
 def trace(
     ctx: typer.Context,
-    trace_id: Annotated[str, typer.Argument(metavar="ID", help="The trace id (32 hex digits).")],
+    trace_id: Annotated[str, typer.Argument(
+        metavar="ID", help="The trace: its id (32 hex digits), a unique prefix or its short id.",
+        callback=id_callback("trace", "/api/observability/traces", "traces", "trace_id", paged=False))],
     output: Output = None,
 ) -> None:
     """Draw one trace as a waterfall tree: spans, offsets, durations; errors in red."""

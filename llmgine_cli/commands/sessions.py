@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from llmgine_cli import completion, hot
+from llmgine_cli.commands.args import session_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render
 
@@ -16,8 +17,9 @@ LIST_VIEW = hot.SESSION_LIST_VIEW
 SESSION_VIEW = hot.SESSION_VIEW
 TOKEN_VIEW = View(id_field="session_token", raw_keys=frozenset({"session_token"}))
 
-SessionId = Annotated[str, typer.Argument(metavar="ID", help="The session id.",
-                                          autocompletion=completion.session_ids)]
+SessionId = Annotated[str, typer.Argument(
+    metavar="ID", help="The session: its id, a unique prefix, its short id or its name.",
+    autocompletion=completion.session_ids, callback=session_callback)]
 
 
 def parse_meta(pairs: list[str]) -> dict[str, Any]:

@@ -146,7 +146,7 @@ def test_control_characters_in_data_never_reach_the_terminal(cli):
     lines = listing.stdout.splitlines()
     assert len(lines) == 2  # the header and one row
     assert "\x1b" not in listing.stdout and "\x07" not in listing.stdout
-    assert "line one\\nline two\\x1b]0;pwned\\x07" in lines[1]
+    assert 'line one\\nline two\\u001b]0;pwned\\u0007' in lines[1]  # a cell is compact JSON
     # Key/value output keeps line breaks but not the escapes.
     one = cli("event", "get", json.loads(cli("event", "list", "-S", sid, "--type", "Note", "-o", "json").stdout)
               ["events"][0]["event_id"], "-S", sid)

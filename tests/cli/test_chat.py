@@ -89,6 +89,15 @@ def test_ask_reads_the_prompt_from_stdin_and_speaks_anthropic(llm_daemon: Daemon
     assert fake.requests[-1].api == "anthropic"
 
 
+def test_an_answer_ending_in_a_newline_prints_once(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    # `printf 'abc\n' | llmgine ask`: the echo ends with the newline it was given.
+    done = subprocess.run([sys.executable, "-m", "llmgine_cli", "ask", "--model", MODELS["anthropic"]],
+                          input="abc\n", env=full_env(llm_daemon.env), capture_output=True,
+                          text=True, timeout=60, check=False, preexec_fn=default_signals)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("echo: abc") == 1, done.stdout
+
+
 @pytest.mark.parametrize(("failure", "code"), [
     (Fail(401, "Incorrect API key provided"), "PROVIDER_AUTH_FAILED"),
     (Fail(500, "upstream exploded"), "PROVIDER_UNAVAILABLE"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
+from llmgine_cli.ids import short_id
 from tests.clitools import one_line, run_cli
 
 
@@ -74,7 +75,8 @@ def test_list_formats(cli):
     plain = cli("session", "list", "--limit", "200").stdout.splitlines()
     assert plain[0].split() == ["ID", "NAME", "STATUS", "CREATED", "LAST", "ACTIVITY"]
     ids = [line.split()[0] for line in plain[1:]]
-    assert ids.index(sids[2]) < ids.index(sids[1]) < ids.index(sids[0])  # newest first
+    short = [short_id(sid) for sid in sids]  # a person reads the random part of the id
+    assert ids.index(short[2]) < ids.index(short[1]) < ids.index(short[0])  # newest first
 
     quiet = cli("session", "list", "-q", "--limit", "200").stdout.split()
     assert set(sids) <= set(quiet)
@@ -137,7 +139,7 @@ def test_table_output_renders_a_table(cli):
     assert result.exit_code == 0
     assert "[bold]tbl[/bold]" in result.stdout  # data is never taken as markup
     listing = cli("session", "list", "-o", "table", "--limit", "200").stdout
-    assert "ID" in listing and "LAST ACTIVITY" in listing and sid in listing
+    assert "ID" in listing and "LAST ACTIVITY" in listing and short_id(sid) in listing
     assert "─" in listing  # rich's rule under the header
 
 
@@ -151,7 +153,7 @@ def test_piped_output_is_plain_text(daemon):
     assert "\x1b[" not in result.stdout and "─" not in result.stdout
     header, *rows = result.stdout.splitlines()
     assert header.startswith("ID ")
-    row = next(r for r in rows if r.startswith(sid))
+    row = next(r for r in rows if r.startswith(short_id(sid)))
     assert row.split()[1:3] == ["piped", "active"]
     # Columns are aligned: every row's NAME starts where the header's does.
     col = header.index("NAME")
