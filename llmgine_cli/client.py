@@ -94,6 +94,8 @@ T = TypeVar("T")
 
 # Each long poll asks the daemon to hold the answer this long (execute() polls until done).
 LONG_POLL_S = 25.0
+# The daemon's default sandbox.deadline, if its configuration cannot be read.
+SANDBOX_DEADLINE = 30.0
 
 
 # -- the client --------------------------------------------------------------------------
@@ -290,11 +292,26 @@ class Client(HTTPTransport):
     def execute_tool(
         self, session_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None,
     ) -> ToolResult:
+        """Run a tool; waits as long as the call may run in the sandbox (``timeout``, else the
+        tool's own, else the daemon's ``sandbox.deadline``) plus the client's own timeout, so
+        a call that overruns comes back as the daemon's TIMEOUT result, not a client timeout."""
         body: dict[str, Any] = {"arguments": arguments}
         if timeout is not None:
             body["timeout"] = timeout
+        deadline = timeout if timeout is not None else self.tool_deadline(session_id, name)
         return self._call("POST", f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}/execute",
-                          ToolResult, body=body, wait=timeout or 0)
+                          ToolResult, body=body, wait=deadline)
+
+    def tool_deadline(self, session_id: str, name: str) -> float:
+        """How long a call of the tool may run in the sandbox: its own timeout, else the
+        daemon's ``sandbox.deadline``."""
+        tool = self.get_tool(session_id, name)
+        if tool.timeout is not None:
+            return tool.timeout
+        for setting in self.config().settings:
+            if setting.key == "sandbox.deadline" and isinstance(setting.value, (int, float)):
+                return float(setting.value)
+        return SANDBOX_DEADLINE
 
     def delete_tool(self, session_id: str, name: str) -> None:
         self._call("DELETE", f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}", None)
