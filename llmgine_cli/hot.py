@@ -111,8 +111,11 @@ def resolve_id(app_ctx: AppContext, kind: str, given: str, path: str, items: str
 
 def session_list(
     app_ctx: AppContext, view: View = SESSION_LIST_VIEW, *, status: str | None, limit: int, offset: int, output: Any,
-    quiet: bool,
+    quiet: bool, all_sessions: bool = False,
 ) -> int:
+    """Sessions, newest first: the active ones unless --all or --status says otherwise."""
+    if status is None and not all_sessions:
+        status = "active"
     page = _transport(app_ctx)._call_json(
         "GET", "/api/sessions", query={"limit": limit, "offset": offset, "status": status}
     )
@@ -231,12 +234,13 @@ def text_view(record: dict[str, Any]) -> dict[str, Any]:
 # "format" (-o), "priority". Each mirrors the Typer command's declaration (the help text and
 # the error messages are Typer's); anything else falls back to Typer.
 _GLOBAL = {"--url": ("url", "str"), "--api-key": ("api_key", "str"),
-           "--timeout": ("global_timeout", "float:0.01")}
+           "--timeout": ("global_timeout", "float:0.01"), "--utc": ("utc", "flag")}
 _OUTPUT = {"-o": ("output", "format"), "--output": ("output", "format"),
            "-q": ("quiet", "flag"), "--quiet": ("quiet", "flag")}
 _SESSION = {"-S": ("session", "str"), "--session": ("session", "str")}
 _SPECS: dict[tuple[str, str], tuple[dict[str, tuple[str, str]], int]] = {
-    ("session", "list"): ({"--status": ("status", "str"), "-s": ("status", "str"),
+    ("session", "list"): ({"--status": ("status", "str"), "-s": ("status", "str"), "--all": ("all", "flag"),
+                           "-a": ("all", "flag"),
                            "--limit": ("limit", "int:1:1000"), "-l": ("limit", "int:1:1000"),
                            "--offset": ("offset", "int:0:"), **_OUTPUT}, 0),
     ("command", "run"): ({**_SESSION, "-p": ("param", "list"), "--param": ("param", "list"),
@@ -348,6 +352,10 @@ def fast_main(argv: Sequence[str]) -> int | None:
     app_ctx = AppContext(env, url=v.get("url"), api_key=v.get("api_key"),
                          timeout=v.get("global_timeout"))
     output, quiet = v.get("output"), v.get("quiet", False)
+    if v.get("utc"):
+        from llmgine_cli import render
+
+        render.USE_UTC = True
     try:
         return _dispatch(app_ctx, group, command, v, output, quiet)
     except InputError:
@@ -375,7 +383,7 @@ def _dispatch(app_ctx: AppContext, group: str, command: str, v: dict[str, Any], 
             app_ctx.env.err(f"error: --session: {exc}")
             return 2
     if (group, command) == ("session", "list"):
-        return session_list(app_ctx, SESSION_LIST_VIEW, status=v.get("status"),
+        return session_list(app_ctx, SESSION_LIST_VIEW, status=v.get("status"), all_sessions=v.get("all", False),
                             limit=v.get("limit", 50), offset=v.get("offset", 0),
                             output=output, quiet=quiet)
     if (group, command) == ("event", "publish"):

@@ -225,8 +225,10 @@ def _cell(key: str, value: Any, view: View) -> str:
         return compact(value)
     leaf = key.rsplit(".", 1)[-1]
     if key not in view.raw_keys:
-        if isinstance(value, str) and (leaf.endswith("_at") or leaf == "timestamp"):
+        if isinstance(value, str) and (leaf.endswith("_at") or leaf in ("timestamp", "start")):
             return short_time(value)
+        if leaf == "duration_ms" and isinstance(value, (int, float)):
+            return human_ms(value)
         if leaf == "uptime" and isinstance(value, (int, float)):
             return duration(value)
         if (leaf.endswith("_bytes") or key.startswith("file_bytes.")) and isinstance(value, int):
@@ -234,15 +236,33 @@ def _cell(key: str, value: Any, view: View) -> str:
     return str(value)
 
 
+# Times in table and plain output: local time with its zone, or UTC (`llmgine --utc`).
+USE_UTC = False
+
+
 def short_time(text: str) -> str:
-    """2024-01-01T00:00:00.123456Z -> 2024-01-01 00:00:00 (UTC, second precision)."""
+    """2024-01-01T00:00:00.123456Z -> 2024-01-01 10:00:00 AEST (local time, its zone,
+    second precision; UTC with --utc)."""
     import datetime as _dt
 
     try:
         value = _dt.datetime.fromisoformat(text)
     except ValueError:
         return text
-    return value.astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_dt.UTC)
+    local = value.astimezone(_dt.UTC) if USE_UTC else value.astimezone()
+    return local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or local.strftime("%z"))
+
+
+def human_ms(ms: float) -> str:
+    """A duration in milliseconds as a person reads it: 12ms, 1.5s, 2m 5s, 1h 2m."""
+    if ms < 1000:
+        return f"{ms:.0f}ms" if ms >= 10 else f"{ms:.1f}ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    return duration(seconds) if seconds >= 3600 else f"{int(seconds // 60)}m {int(seconds % 60)}s"
 
 
 def duration(seconds: float) -> str:
@@ -295,14 +315,63 @@ def _rich_table(
         table = Table(box=None, show_header=False, title=title, pad_edge=False)
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column(overflow="fold")
-    else:
-        table = Table(box=box.SIMPLE_HEAD, title=title, pad_edge=False)
-        for header in headers:
-            table.add_column(header, style="cyan" if header == "ID" else None,
-                             overflow="fold", no_wrap=header == "ID")
+        for row in rows:
+            table.add_row(*_escape(row))
+        console.print(table)
+        return
+    keep, limits = fit_columns(headers, rows, console.width)
+    table = Table(box=box.SIMPLE_HEAD, title=title, pad_edge=False)
+    for i in keep:
+        table.add_column(headers[i], style="cyan" if headers[i] in ("ID", "TRACE") else None,
+                         no_wrap=True, overflow="ellipsis", min_width=len(headers[i]), max_width=limits[i])
+    status = headers.index("STATUS") if "STATUS" in headers else None
     for row in rows:
-        table.add_row(*_escape(row))
+        cells = _escape([row[i] for i in keep])
+        style = STATUS_STYLES.get(row[status]) if status is not None else None
+        if style and status in keep:
+            at = keep.index(status)
+            cells[at] = f"[{style}]{cells[at]}[/]"
+        table.add_row(*cells)
     console.print(table)
+    if len(keep) < len(headers):
+        hidden = ", ".join(headers[i] for i in range(len(headers)) if i not in keep)
+        env.err(f"(not shown at this width: {hidden}; -o plain or -o json show every column)")
+
+
+STATUS_STYLES = {
+    "completed": "green", "active": "green", "ok": "green", "healthy": "green", "running": "green",
+    "failed": "red", "error": "red", "timed_out": "red",
+    "cancelled": "yellow", "interrupted": "yellow", "queued": "dim", "executing": "cyan", "closed": "dim",
+}
+_FLEX_MIN = 16  # a long column (data, names, descriptions) shrinks to no less, with "…"
+
+
+def fit_columns(headers: list[str], rows: list[list[str]], width: int) -> tuple[list[int], list[int | None]]:
+    """Which columns a table shows at ``width``, and the widest each may be.
+
+    Short columns (ids, times, statuses, counts) keep their width; long ones shrink to
+    _FLEX_MIN with "…" (widest first); when even that does not fit, columns are dropped from
+    the right (the first, the id, always stays). No header is ever narrower than itself, and
+    no cell wraps: every row stays one line.
+    """
+    natural = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    floor = [max(len(h), min(n, _FLEX_MIN)) for h, n in zip(headers, natural, strict=True)]
+    keep = list(range(len(headers)))
+
+    def need(widths: list[int]) -> int:  # cells plus a 3-wide gap between, 1 at each edge
+        return sum(widths[i] for i in keep) + 3 * (len(keep) - 1) + 2
+
+    while len(keep) > 1 and need(floor) > width:
+        keep.pop()
+    limits: list[int | None] = [None] * len(headers)
+    widths = list(natural)
+    while need(widths) > width:
+        widest = max(keep, key=lambda i: widths[i] - floor[i])
+        if widths[widest] <= floor[widest]:
+            break
+        widths[widest] = max(floor[widest], widths[widest] - (need(widths) - width))
+        limits[widest] = widths[widest]
+    return keep, limits
 
 
 def _escape(row: list[str]) -> list[str]:

@@ -195,12 +195,20 @@ def root(
         typer.Option("--timeout", metavar="SECONDS", min=0.01, show_default=False,
                      help="How long to wait for an answer (default: LLMGINE_TIMEOUT, else 30)."),
     ] = None,
+    utc: Annotated[
+        bool,
+        typer.Option("--utc", help="Show times in UTC (default: local time, with its zone)."),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True,
                      help="Print the CLI version and exit."),
     ] = False,
 ) -> None:
+    if utc:
+        from llmgine_cli import render
+
+        render.USE_UTC = True
     ctx.obj = AppContext(Environment.from_sys(), url=url, api_key=api_key, timeout=timeout)
 
 

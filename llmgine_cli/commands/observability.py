@@ -31,7 +31,7 @@ TRACES_VIEW = View(
         Column("TRACE", "trace_id"),
         Column("ROOT", "root"),
         Column("START", "start"),
-        Column("DURATION MS", "duration_ms"),
+        Column("TOOK", "duration_ms"),
         Column("SPANS", "span_count"),
         Column("STATUS", "status"),
         Column("SESSION", "session_id"),

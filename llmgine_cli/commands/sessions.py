@@ -54,16 +54,19 @@ def list_(
     ctx: typer.Context,
     status: Annotated[
         str | None,
-        typer.Option("--status", "-s", help="active or closed (default: both)."),
+        typer.Option("--status", "-s", help="active or closed (default: active)."),
     ] = None,
+    all_sessions: Annotated[
+        bool, typer.Option("--all", "-a", help="Closed sessions too.")
+    ] = False,
     limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many (1-1000).")] = 50,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """List sessions, newest first."""
+    """List the active sessions, newest first (--all: closed ones too)."""
     hot.session_list(state(ctx), LIST_VIEW, status=status, limit=limit, offset=offset, output=output,
-                     quiet=quiet)
+                     quiet=quiet, all_sessions=all_sessions)
 
 
 @app.command("get")

@@ -158,3 +158,29 @@ def test_piped_output_is_plain_text(daemon):
     # Columns are aligned: every row's NAME starts where the header's does.
     col = header.index("NAME")
     assert all(r[col - 2:col] == "  " for r in rows)
+
+
+def test_list_shows_active_sessions_unless_all(cli, daemon):
+    open_sid, closed_sid = create(cli), create(cli)
+    assert cli("session", "delete", closed_sid, "-q").exit_code == 0
+    for run in (lambda *a: cli(*a).stdout, lambda *a: run_cli(list(a), daemon.env).stdout):  # Typer, fast path
+        active = run("session", "list", "-q", "--limit", "1000").split()
+        assert open_sid in active and closed_sid not in active
+        everything = run("session", "list", "--all", "-q", "--limit", "1000").split()
+        assert {open_sid, closed_sid} <= set(everything)
+        closed = run("session", "list", "--status", "closed", "-q", "--limit", "1000").split()
+        assert closed_sid in closed and open_sid not in closed
+
+
+def test_sessions_by_name_prefix_and_short_id(cli):
+    sid = create(cli, "--name", f"named-{uuid.uuid4().hex[:6]}")
+    name = json.loads(cli("session", "get", sid, "-o", "json").stdout)["name"]
+    for given in (name, sid[:13], short_id(sid), sid):
+        got = cli("session", "get", given, "-q")
+        assert (got.exit_code, got.stdout.strip()) == (0, sid), given
+    twin = create(cli, "--name", name)
+    ambiguous = cli("session", "get", name)
+    assert ambiguous.exit_code == 2
+    line = one_line(ambiguous.stderr)
+    assert "ambiguous" in line and short_id(sid) in line and short_id(twin) in line
+    assert cli("event", "publish", "Hi", "-S", short_id(twin), "-q").exit_code == 0
