@@ -163,23 +163,52 @@ def submit_command(
 def command_run(
     app_ctx: AppContext, *, session: str, command_type: str, parameters: dict[str, Any],
     metadata: dict[str, Any], no_wait: bool, idempotency_key: str | None, output: Any,
-    quiet: bool,
+    quiet: bool, cancel_on_interrupt: bool = False,
 ) -> int:
-    record = submit_command(
-        app_ctx, session=session, command_type=command_type, parameters=parameters,
-        metadata=metadata, wait=0 if no_wait else LONG_POLL_S, idempotency_key=idempotency_key,
-    )
-    return finish_command(app_ctx, record, no_wait=no_wait, output=output, quiet=quiet)
+    # Every run carries an idempotency key: a Ctrl-C during the first long poll sends the
+    # same request again without waiting, which returns the command already submitted (never
+    # a second one), so its id can be shown, or it can be cancelled.
+    key = idempotency_key or os.urandom(16).hex()
+    submit = {"session": session, "command_type": command_type, "parameters": parameters,
+              "metadata": metadata, "idempotency_key": key}
+    try:
+        record = submit_command(app_ctx, **submit, wait=0 if no_wait else LONG_POLL_S)
+    except KeyboardInterrupt:
+        record = submit_command(app_ctx, **submit, wait=0)
+        if record["status"] not in TERMINAL_STATUSES:
+            return interrupted(app_ctx, record, cancel=cancel_on_interrupt)
+    return finish_command(app_ctx, record, no_wait=no_wait, output=output, quiet=quiet,
+                          cancel_on_interrupt=cancel_on_interrupt)
+
+
+def interrupted(app_ctx: AppContext, record: dict[str, Any], *, cancel: bool) -> int:
+    """Ctrl-C while waiting: say that the command goes on in the daemon and how to stop it,
+    or (--cancel-on-interrupt) cancel it. Exit 130 either way."""
+    cid, sid = record["command_id"], record["session_id"]
+    if cancel:
+        path = f"/api/sessions/{segment(sid)}/commands/{segment(cid)}/cancel"
+        try:
+            done = _transport(app_ctx)._call_json("POST", path, body={})
+            app_ctx.env.err(f"interrupted: command {cid} {done['status']}")
+        except Exception as exc:  # noqa: BLE001 - e.g. it finished meanwhile (409)
+            app_ctx.env.err(f"interrupted: command {cid} could not be cancelled: {exc}")
+        return 130
+    app_ctx.env.err(f"interrupted: command {cid} continues in the daemon "
+                    f"(stop it with: llmgine command cancel {cid} --session {sid})")
+    return 130
 
 
 def finish_command(
-    app_ctx: AppContext, record: dict[str, Any], *, no_wait: bool, output: Any, quiet: bool
+    app_ctx: AppContext, record: dict[str, Any], *, no_wait: bool, output: Any, quiet: bool,
+    cancel_on_interrupt: bool = False,
 ) -> int:
-    """Wait for the command (unless --no-wait), print it; exit 1 unless it completed."""
+    """Wait for the command (unless --no-wait), print it; exit 1 unless it completed, 130
+    when Ctrl-C stopped the waiting."""
     if not no_wait:
-        record = wait_for(app_ctx, record)
-        if record is None:
-            return 130
+        waited = wait_for(app_ctx, record)
+        if waited is None:
+            return interrupted(app_ctx, record, cancel=cancel_on_interrupt)
+        record = waited
     render_command(app_ctx, record, output, quiet)
     status = record["status"]
     if status in ("queued", "executing", "completed"):
@@ -204,10 +233,6 @@ def wait_for(app_ctx: AppContext, record: dict[str, Any]) -> dict[str, Any] | No
             record = transport._call_json("GET", path, query={"wait": f"{LONG_POLL_S:g}"},
                                           wait=LONG_POLL_S)
     except KeyboardInterrupt:
-        app_ctx.env.err(
-            f"interrupted: command {record['command_id']} is still {record['status']} "
-            f"(llmgine command cancel {record['command_id']} --session {record['session_id']})"
-        )
         return None
     return record
 
@@ -246,7 +271,8 @@ _SPECS: dict[tuple[str, str], tuple[dict[str, tuple[str, str]], int]] = {
     ("command", "run"): ({**_SESSION, "-p": ("param", "list"), "--param": ("param", "list"),
                           "--params": ("params", "str"), "--priority": ("priority", "priority"),
                           "--timeout": ("timeout", "float:0.001"), "--no-wait": ("no_wait", "flag"),
-                          "--idempotency-key": ("idempotency_key", "str"), **_OUTPUT}, 1),
+                          "--idempotency-key": ("idempotency_key", "str"),
+                          "--cancel-on-interrupt": ("cancel_on_interrupt", "flag"), **_OUTPUT}, 1),
     ("event", "publish"): ({**_SESSION, "-d": ("data", "str"), "--data": ("data", "str"),
                             "-m": ("meta", "list"), "--meta": ("meta", "list"), **_OUTPUT}, 1),
 }
@@ -397,7 +423,7 @@ def _dispatch(app_ctx: AppContext, group: str, command: str, v: dict[str, Any], 
         app_ctx, session=v["session"], command_type=v["positional"][0], parameters=parameters,
         metadata=command_metadata(v.get("priority"), v.get("timeout")),
         no_wait=v.get("no_wait", False), idempotency_key=v.get("idempotency_key"),
-        output=output, quiet=quiet,
+        output=output, quiet=quiet, cancel_on_interrupt=v.get("cancel_on_interrupt", False),
     )
 
 

@@ -82,10 +82,11 @@ NoWait = Annotated[bool, typer.Option(
 )]
 
 
-def finish_command(app_ctx: AppContext, record: Any, *, no_wait: bool, output: Any, quiet: bool) -> None:
+def finish_command(app_ctx: AppContext, record: Any, *, no_wait: bool, output: Any, quiet: bool,
+                   cancel_on_interrupt: bool = False) -> None:
     """Wait for it unless no_wait, print it; exit 1 unless it completed (hot.py), 130 on Ctrl-C."""
     code = hot.finish_command(app_ctx, msgspec.to_builtins(record), no_wait=no_wait, output=output,
-                              quiet=quiet)
+                              quiet=quiet, cancel_on_interrupt=cancel_on_interrupt)
     if code:
         raise typer.Exit(code)
 
@@ -116,6 +117,10 @@ def run(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Print the command's events live while it runs.")
     ] = False,
+    cancel_on_interrupt: Annotated[
+        bool, typer.Option("--cancel-on-interrupt",
+                           help="Ctrl-C cancels the command (default: it continues in the daemon).")
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -131,11 +136,12 @@ def run(
                                                    idempotency_key=idempotency_key)
 
         record = follow_command(app_ctx, session, submit, output)
-        finish_command(app_ctx, record, no_wait=False, output=output, quiet=quiet)
+        finish_command(app_ctx, record, no_wait=False, output=output, quiet=quiet,
+                       cancel_on_interrupt=cancel_on_interrupt)
         return
     code = hot.command_run(app_ctx, session=session, command_type=command_type, parameters=parameters,
                            metadata=metadata, no_wait=no_wait, idempotency_key=idempotency_key,
-                           output=output, quiet=quiet)
+                           output=output, quiet=quiet, cancel_on_interrupt=cancel_on_interrupt)
     if code:
         raise typer.Exit(code)
 
@@ -158,7 +164,7 @@ def get(
     if wait:
         waited = hot.wait_for(app_ctx, msgspec.to_builtins(record))
         if waited is None:
-            raise typer.Exit(ExitStatus.INTERRUPTED)
+            raise typer.Exit(hot.interrupted(app_ctx, msgspec.to_builtins(record), cancel=False))
         record = msgspec.convert(waited, Command)
     if trace:
         if record.trace_id is None:

@@ -114,7 +114,7 @@ def tail(
                     env.out(event_line(item))
                 env.stdout.flush()
     except KeyboardInterrupt:
-        pass  # Ctrl-C is how you stop a tail: a normal exit
+        raise typer.Exit(130) from None  # Ctrl-C ends a tail as it ends every wait: 130
     finally:
         stream.close()
 

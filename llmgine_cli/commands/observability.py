@@ -98,7 +98,7 @@ def logs(
                 render_log_records(env, page.logs, "jsonl" if fmt == "json" else fmt)
             cursor = page.next_after
     except KeyboardInterrupt:
-        pass  # Ctrl-C is how you stop following: a normal exit
+        raise typer.Exit(130) from None  # Ctrl-C: as every wait ends (exit 130)
 
 
 @app.command("log")
@@ -169,7 +169,7 @@ def metrics(
                     env.out("")
                 render_metrics(env, snapshot, fmt, previous=previous, interval=interval)
     except KeyboardInterrupt:
-        pass
+        raise typer.Exit(130) from None  # Ctrl-C: as every wait ends (exit 130)
 
 
 @app.command("trace")

@@ -187,3 +187,39 @@ def test_default_paths_without_xdg_runtime_dir_are_quiet(tmp_path):
     proc = run_cli(["session", "list"], env)
     assert proc.returncode == 3
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_ctrl_c_while_a_command_runs(daemon, cancel):
+    """On a terminal, Ctrl-C during `command run` says the command goes on in the daemon (and
+    how to cancel it), or with --cancel-on-interrupt cancels it; exit 130 either way."""
+    import pexpect
+
+    env = full_env(daemon.env)
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
+    args = ["-m", "llmgine_cli", "command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=slow",
+            "-p", "delay_ms:=600000", *(["--cancel-on-interrupt"] if cancel else [])]
+    child = pexpect.spawn(sys.executable, args, env=env, encoding="utf-8", timeout=30, dimensions=(40, 160),
+                          preexec_fn=default_signals)
+    try:
+        # Wait until the daemon has it (and so the CLI is waiting on it), then Ctrl-C.
+        deadline = time.monotonic() + 20
+        while "executing" not in run_cli(["command", "list", "-S", sid, "-o", "jsonl"], daemon.env).stdout:
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.1)
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130, child.before
+    assert "Traceback" not in child.before
+    record = json.loads(run_cli(["command", "list", "-S", sid, "-o", "jsonl"], daemon.env).stdout.splitlines()[0])
+    if cancel:
+        assert f"command {record['command_id']} cancelled" in child.before
+        assert record["status"] == "cancelled"
+    else:
+        assert f"command {record['command_id']} continues in the daemon" in child.before
+        assert f"llmgine command cancel {record['command_id']}" in child.before
+        assert record["status"] == "executing"
+        run_cli(["command", "cancel", record["command_id"], "-S", sid, "-q"], daemon.env)
