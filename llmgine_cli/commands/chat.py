@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from llmgine_daemon.protocol import Command
 
-from llmgine_cli.commands.args import parse_pairs
+from llmgine_cli.commands.args import parse_pairs, session_callback
 from llmgine_cli.context import Environment
+from llmgine_cli.ids import short_id
 from llmgine_cli.options import state
 from llmgine_cli.status import ExitStatus
 
@@ -29,8 +30,9 @@ EngineOpt = Annotated[str | None, typer.Option(
     "--engine", "-E", metavar="ID", show_default=False,
     help="Talk to this existing engine (SinglePassEngine or ToolChatEngine) and its memory.")]
 SessionOpt = Annotated[str | None, typer.Option(
-    "--session", "-S", envvar="LLMGINE_SESSION", metavar="ID", show_default=False,
-    help="Create the engine in this session (default: LLMGINE_SESSION, else a new session).")]
+    "--session", "-S", envvar="LLMGINE_SESSION", metavar="ID", show_default=False, callback=session_callback,
+    help="Create the engine in this session: id, prefix, short id or name (default: LLMGINE_SESSION, "
+         "else `ask`'s own session, or a new one for `chat`).")]
 Params = Annotated[list[str] | None, typer.Option(
     "--param", "-p", metavar="KEY=VALUE",
     help="A per-call parameter (temperature, max_tokens, ...); KEY=string or KEY:=JSON (temperature:=0). Repeatable.")]
@@ -103,6 +105,8 @@ def ask(
 
     conv = Conversation.open(app_ctx.client(), engine_id=engine, session_id=None if engine else session,
                              model=model)
+    if engine is None and session is None:
+        conv.reset()  # the shared "ask" session's engine: each question starts afresh
     turn = conv.send(prompt, parameters)
     try:
         record = play(turn, env)
@@ -115,6 +119,17 @@ def ask(
     if record.status != "completed":
         env.err(failure_line(record))
         raise typer.Exit(ExitStatus.ERROR)
+
+
+def default_model(client: Any) -> str:
+    """The model an engine made without one uses: the daemon's providers.default_model."""
+    try:
+        for setting in client.config().settings:
+            if setting.key == "providers.default_model" and setting.value:
+                return f"{setting.value} (the default model)"
+    except Exception:  # noqa: BLE001 - naming it is a courtesy; chat goes on
+        pass
+    return "(the default model)"
 
 
 def _history_file(environ: Any) -> Path | None:
@@ -181,8 +196,8 @@ def chat(
         configuration={"system_prompt": system} if system else None, reuse=False, session_name="chat",
     )
     e = conv.engine
-    env.err(f"{e.engine_type} {e.model_name or '(default model)'}: engine {e.engine_id} in session "
-            f"{e.session_id}. {HELP_TEXT}.")
+    env.err(f"{e.engine_type} {e.model_name or default_model(conv.client)}: engine {short_id(e.engine_id)} "
+            f"in session {short_id(e.session_id)}. {HELP_TEXT}.")
     interactive = sys.stdin.isatty()
     history = _readline(env.environ) if interactive else None
     prompt = "you> " if interactive else ""

@@ -238,3 +238,14 @@ def test_engine_messages_and_reset(llm_daemon: Daemon) -> None:
 
     missing = invoke(["engine", "messages", "nope"], env)
     assert missing.exit_code == 4 and "ENGINE_NOT_FOUND" in one_line(missing.stderr)
+
+
+def test_ask_without_a_session_keeps_one_ask_session(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    for prompt in ("first question", "second question"):
+        done = run_cli(["ask", "--model", MODELS["anthropic"], prompt], llm_daemon.env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"echo: {prompt}\n"  # nothing of the first question carried over
+    listed = json.loads(run_cli(["session", "list", "--all", "-o", "json", "--limit", "1000"],
+                                llm_daemon.env).stdout)["sessions"]
+    asks = [s for s in listed if s["name"] == "ask"]
+    assert [s["status"] for s in asks] == ["active"], asks
