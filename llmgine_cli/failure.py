@@ -60,10 +60,16 @@ def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, Exi
 
 def payload_hint(exc: ApiError) -> str:
     """What the limit is and which setting raises it (the daemon's details say the limit)."""
-    limit = (exc.details or {}).get("limit") or (exc.details or {}).get("max_body_size")
-    shown = f"{limit} bytes" if isinstance(limit, int) else "server.max_body_size"
-    return (f" (the daemon accepts bodies up to {shown}; raise it with "
-            "`llmgine config set server.max_body_size BYTES` and restart the daemon)")
+    import re
+
+    details = exc.details or {}
+    limit = details.get("limit")
+    if not isinstance(limit, int):
+        found = re.search(r"(\d{3,})", str(details.get("issue") or exc.message))
+        limit = int(found.group(1)) if found else None
+    shown = f"the limit is {limit} bytes ({limit / 1048576:.1f} MiB); " if limit else ""
+    return (f" ({shown}the setting server.max_body_size (LLMGINE_MAX_BODY_SIZE) raises it: "
+            "`llmgine config set server.max_body_size BYTES`, then `llmgine daemon restart`)")
 
 
 def _short(text: str, width: int = 200) -> str:

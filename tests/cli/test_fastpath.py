@@ -133,3 +133,12 @@ def test_what_the_fast_path_takes():
                       "priority": "high", "timeout": 0.5, "quiet": True, "session": "env-session"}
     assert hot.parse(["session", "list", "-l", "7", "-o", "JSON"], {})[2] == {
         "limit": 7, "output": "json", "positional": []}
+
+
+def test_payload_too_large_names_the_limit_and_the_setting(daemon, sid, tmp_path):
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"blob": "x" * (1024 * 1024 + 10)}))
+    proc = run_cli(["event", "publish", "Big", "-S", sid, "--data", f"@{big}"], daemon.env)
+    assert proc.returncode == 1
+    line = one_line(proc.stderr)
+    assert "PAYLOAD_TOO_LARGE" in line and "1048576 bytes" in line and "server.max_body_size" in line
