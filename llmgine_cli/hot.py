@@ -23,6 +23,7 @@ import sys
 
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.inputs import InputError, command_metadata, parse_object, parse_pairs
+from llmgine_cli.progress import spinner
 from llmgine_cli.render import Column, View, render, resolve_format
 from llmgine_cli.transport import HTTPTransport, segment
 
@@ -172,7 +173,11 @@ def command_run(
     submit = {"session": session, "command_type": command_type, "parameters": parameters,
               "metadata": metadata, "idempotency_key": key}
     try:
-        record = submit_command(app_ctx, **submit, wait=0 if no_wait else LONG_POLL_S)
+        if no_wait:
+            record = submit_command(app_ctx, **submit, wait=0)
+        else:
+            with spinner(app_ctx.env, f"{command_type}: waiting for it"):
+                record = submit_command(app_ctx, **submit, wait=LONG_POLL_S)
     except KeyboardInterrupt:
         record = submit_command(app_ctx, **submit, wait=0)
         if record["status"] not in TERMINAL_STATUSES:
@@ -226,14 +231,19 @@ def wait_for(app_ctx: AppContext, record: dict[str, Any]) -> dict[str, Any] | No
     """Long-poll until the command finished; None when Ctrl-C stopped the waiting (the
     command goes on in the daemon, and the message says how to cancel it)."""
     transport = _transport(app_ctx)
+    if record["status"] in TERMINAL_STATUSES:
+        return record
     try:
-        while record["status"] not in TERMINAL_STATUSES:
-            path = (f"/api/sessions/{segment(record['session_id'])}/commands/"
-                    f"{segment(record['command_id'])}")
-            record = transport._call_json("GET", path, query={"wait": f"{LONG_POLL_S:g}"},
-                                          wait=LONG_POLL_S)
+        with spinner(app_ctx.env, f"{record.get('command_type', 'command')} {record['status']}"):
+            return _poll(transport, record)
     except KeyboardInterrupt:
         return None
+
+
+def _poll(transport: HTTPTransport, record: dict[str, Any]) -> dict[str, Any]:
+    while record["status"] not in TERMINAL_STATUSES:
+        path = f"/api/sessions/{segment(record['session_id'])}/commands/{segment(record['command_id'])}"
+        record = transport._call_json("GET", path, query={"wait": f"{LONG_POLL_S:g}"}, wait=LONG_POLL_S)
     return record
 
 

@@ -47,9 +47,17 @@ def _view(env: Environment) -> PlainAnswer | RichAnswer:
 
 
 def play(turn: Turn, env: Environment) -> Command:
-    """Show one prompt's answer as it streams (tool calls as they happen); its final record."""
+    """Show one prompt's answer as it streams (tool calls as they happen); its final record.
+    Until the first word arrives, a spinner (on a terminal's stderr) shows the wait."""
+    import itertools
+
+    from llmgine_cli.progress import spinner
+
+    events = iter(turn)
+    with spinner(env, "waiting for the first words"):
+        first = list(itertools.islice(events, 1))
     with _view(env) as view:
-        for event in turn:
+        for event in itertools.chain(first, events):
             kind = event.event_type
             if kind == "EngineResponseDelta":
                 view.delta(str(event.data.get("text") or ""))

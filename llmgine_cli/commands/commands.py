@@ -266,11 +266,20 @@ def batch(
     app_ctx = state(ctx)
     commands = read_batch_file(file)
     client = app_ctx.client()
-    result = client.submit_batch(session, commands, mode="sequential" if sequential else "parallel",
-                                 stop_on_error=stop_on_error, wait=0 if no_wait else LONG_POLL_S)
+    from llmgine_cli.progress import Bar, enabled, spinner
+
+    # A big batch on a terminal: a progress bar (short polls to redraw it); else long polls.
+    show_bar = not no_wait and len(commands) > BAR_OVER and enabled(app_ctx.env)
+    poll = 1.0 if show_bar else LONG_POLL_S
+    with spinner(app_ctx.env, f"submitting {len(commands)} commands"):
+        result = client.submit_batch(session, commands, mode="sequential" if sequential else "parallel",
+                                     stop_on_error=stop_on_error, wait=0 if no_wait or show_bar else LONG_POLL_S)
     try:
-        while not no_wait and result.status != "finished":
-            result = client.get_batch(session, result.batch_id, wait=LONG_POLL_S)
+        with Bar(app_ctx.env, len(commands), "batch") as bar:
+            while not no_wait and result.status != "finished":
+                if show_bar:
+                    bar.update(sum(1 for c in result.commands if c.status in TERMINAL))
+                result = client.get_batch(session, result.batch_id, wait=poll)
     except KeyboardInterrupt:
         app_ctx.env.err(f"interrupted: batch {result.batch_id} keeps running "
                         f"(llmgine command list --session {session} --batch {result.batch_id})")
@@ -284,6 +293,10 @@ def batch(
                         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     if not no_wait and any(c.status != "completed" for c in result.commands):
         raise typer.Exit(ExitStatus.ERROR)
+
+
+BAR_OVER = 200  # a batch of more commands than this gets a progress bar (on a terminal)
+TERMINAL = frozenset({"completed", "failed", "timed_out", "cancelled", "interrupted"})
 
 
 def render_batch(app_ctx: AppContext, result: Batch, output: Any, quiet: bool) -> None:

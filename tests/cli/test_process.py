@@ -223,3 +223,24 @@ def test_ctrl_c_while_a_command_runs(daemon, cancel):
         assert f"llmgine command cancel {record['command_id']}" in child.before
         assert record["status"] == "executing"
         run_cli(["command", "cancel", record["command_id"], "-S", sid, "-q"], daemon.env)
+
+
+def test_a_spinner_on_a_terminal_and_none_when_piped(daemon):
+    import pexpect
+
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
+    args = ["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=slow", "-p", "delay_ms:=3000",
+            "-o", "json"]
+    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", *args], env=full_env(daemon.env),
+                          encoding="utf-8", timeout=30, dimensions=(40, 160), preexec_fn=default_signals)
+    try:
+        child.expect(r"DummyEngineCommand[^\r\n]*\d+\.\ds")  # the label and the elapsed time
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert '"status": "completed"' in child.before
+    piped = run_cli(args, daemon.env)
+    assert piped.returncode == 0 and piped.stderr == ""  # nothing drawn when it is not a terminal
+    assert json.loads(piped.stdout)["status"] == "completed"
