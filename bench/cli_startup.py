@@ -72,15 +72,27 @@ def main() -> int:
     try:
         python = clean_python(venv_dir)
         subprocess.run([*cli, "daemon", "start", "-q"], env=env, check=True, stdout=subprocess.DEVNULL)
-        sid = subprocess.run([*cli, "session", "create", "-q"], env=env, check=True, capture_output=True,
-                             text=True).stdout.strip()
-        subprocess.run([*cli, "engine", "create", "DummyEngine", "-S", sid, "-q"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        sid = subprocess.run(
+            [*cli, "session", "create", "-q"], env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        subprocess.run(
+            [*cli, "engine", "create", "DummyEngine", "-S", sid, "-q"], env=env, check=True, stdout=subprocess.DEVNULL
+        )
         cases = {
             "python -c pass (clean venv)": [python, "-c", "pass"],
             "session list -o json": [*cli, "session", "list", "-o", "json"],
-            "command run ... -o json": [*cli, "command", "run", "DummyEngineCommand", "-S", sid,
-                                        "-p", "prompt=x", "-o", "json"],
+            "command run ... -o json": [
+                *cli,
+                "command",
+                "run",
+                "DummyEngineCommand",
+                "-S",
+                sid,
+                "-p",
+                "prompt=x",
+                "-o",
+                "json",
+            ],
             "event publish -q": [*cli, "event", "publish", "BenchEvent", "-S", sid, "-q"],
         }
         times: dict[str, list[float]] = {name: [] for name in cases}
@@ -91,8 +103,9 @@ def main() -> int:
             for name, argv in cases.items():
                 times[name].append(once(argv, env))
     finally:
-        subprocess.run([*cli, "daemon", "stop"], check=False, env=env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [*cli, "daemon", "stop"], check=False, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(venv_dir, ignore_errors=True)
 
@@ -104,8 +117,10 @@ def main() -> int:
         measured = statistics.median(times[name])
         ratio = measured / baseline
         mark = "ok" if ratio <= TARGET else "MISSED"
-        print(f"{name:<28} {measured * 1000:8.1f}ms {baseline * 1000:8.1f}ms {ratio:6.1f}x "
-              f"{'<= ' + format(TARGET, 'g') + 'x':>7} {mark}")
+        print(
+            f"{name:<28} {measured * 1000:8.1f}ms {baseline * 1000:8.1f}ms {ratio:6.1f}x "
+            f"{'<= ' + format(TARGET, 'g') + 'x':>7} {mark}"
+        )
     return 0
 
 

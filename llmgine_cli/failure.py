@@ -53,8 +53,7 @@ def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, Exi
 
     if isinstance(exc, ConfigError):
         return f"error: {exc}", ExitStatus.ERROR
-    line = (f"error: internal error: {type(exc).__name__}: {_short(str(exc))} "
-            "(set LLMGINE_DEBUG=1 for a traceback)")
+    line = f"error: internal error: {type(exc).__name__}: {_short(str(exc))} (set LLMGINE_DEBUG=1 for a traceback)"
     return line, ExitStatus.ERROR
 
 
@@ -68,8 +67,10 @@ def payload_hint(exc: ApiError) -> str:
         found = re.search(r"(\d{3,})", str(details.get("issue") or exc.message))
         limit = int(found.group(1)) if found else None
     shown = f"the limit is {limit} bytes ({limit / 1048576:.1f} MiB); " if limit else ""
-    return (f" ({shown}the setting server.max_body_size (LLMGINE_MAX_BODY_SIZE) raises it: "
-            "`llmgine config set server.max_body_size BYTES`, then `llmgine daemon restart`)")
+    return (
+        f" ({shown}the setting server.max_body_size (LLMGINE_MAX_BODY_SIZE) raises it: "
+        "`llmgine config set server.max_body_size BYTES`, then `llmgine daemon restart`)"
+    )
 
 
 def _short(text: str, width: int = 200) -> str:

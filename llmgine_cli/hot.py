@@ -65,8 +65,7 @@ def _pages(transport: HTTPTransport, path: str, items: str, query: dict[str, Any
     """Every item of a paged listing (offset paging, the API's largest pages)."""
     out: list[Any] = []
     while True:
-        page = transport._call_json("GET", path, query={**(query or {}), "limit": RESOLVE_LIMIT,
-                                                        "offset": len(out)})
+        page = transport._call_json("GET", path, query={**(query or {}), "limit": RESOLVE_LIMIT, "offset": len(out)})
         out += page[items]
         if not page[items] or len(out) >= page.get("total", 0):
             return out
@@ -86,8 +85,17 @@ def resolve_session(app_ctx: AppContext, given: str) -> str:
     return ids.resolve("session", given, found)
 
 
-def resolve_id(app_ctx: AppContext, kind: str, given: str, path: str, items: str, key: str,
-               query: dict[str, Any] | None = None, name_key: str | None = None, paged: bool = True) -> str:
+def resolve_id(
+    app_ctx: AppContext,
+    kind: str,
+    given: str,
+    path: str,
+    items: str,
+    key: str,
+    query: dict[str, Any] | None = None,
+    name_key: str | None = None,
+    paged: bool = True,
+) -> str:
     """The id of ``kind`` that ``given`` names among the items of a listing. Nothing matches:
     NOT_FOUND (exit 4), as the daemon says for an id it does not know."""
     from llmgine_cli import ids
@@ -102,8 +110,9 @@ def resolve_id(app_ctx: AppContext, kind: str, given: str, path: str, items: str
         listed = transport._call_json("GET", path, query={**(query or {}), "limit": RESOLVE_LIMIT})[items]
     found = ids.resolve(kind, given, ((i[key], i.get(name_key) if name_key else None) for i in listed))
     if found == given:
-        raise api_error(404, f"{kind.upper()}_NOT_FOUND" if kind != "trace" else "NOT_FOUND",
-                        f"{kind} {given!r} not found")
+        raise api_error(
+            404, f"{kind.upper()}_NOT_FOUND" if kind != "trace" else "NOT_FOUND", f"{kind} {given!r} not found"
+        )
     return found
 
 
@@ -111,8 +120,15 @@ def resolve_id(app_ctx: AppContext, kind: str, given: str, path: str, items: str
 
 
 def session_list(
-    app_ctx: AppContext, view: View = SESSION_LIST_VIEW, *, status: str | None, limit: int, offset: int, output: Any,
-    quiet: bool, all_sessions: bool = False,
+    app_ctx: AppContext,
+    view: View = SESSION_LIST_VIEW,
+    *,
+    status: str | None,
+    limit: int,
+    offset: int,
+    output: Any,
+    quiet: bool,
+    all_sessions: bool = False,
 ) -> int:
     """Sessions, newest first: the active ones unless --all or --status says otherwise."""
     if status is None and not all_sessions:
@@ -122,8 +138,7 @@ def session_list(
     )
     render(app_ctx.env, page, view, output, quiet)
     shown = len(page["sessions"])
-    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain") \
-            and page["total"] > offset + shown:
+    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain") and page["total"] > offset + shown:
         app_ctx.env.err(
             f"showing {offset + 1 if shown else offset}-{offset + shown} of {page['total']} "
             f"(use --offset {offset + shown} for more)"
@@ -135,13 +150,17 @@ def session_list(
 
 
 def event_publish(
-    app_ctx: AppContext, *, session: str, event_type: str, data: dict[str, Any],
-    metadata: dict[str, Any], output: Any, quiet: bool,
+    app_ctx: AppContext,
+    *,
+    session: str,
+    event_type: str,
+    data: dict[str, Any],
+    metadata: dict[str, Any],
+    output: Any,
+    quiet: bool,
 ) -> int:
     body = {"event_type": event_type, "data": data, "metadata": metadata}
-    event = _transport(app_ctx)._call_json(
-        "POST", f"/api/sessions/{segment(session)}/events", body=body
-    )
+    event = _transport(app_ctx)._call_json("POST", f"/api/sessions/{segment(session)}/events", body=body)
     render(app_ctx.env, event, EVENT_VIEW, output, quiet)
     return 0
 
@@ -150,28 +169,51 @@ def event_publish(
 
 
 def submit_command(
-    app_ctx: AppContext, *, session: str, command_type: str, parameters: dict[str, Any],
-    metadata: dict[str, Any], wait: float, idempotency_key: str | None,
+    app_ctx: AppContext,
+    *,
+    session: str,
+    command_type: str,
+    parameters: dict[str, Any],
+    metadata: dict[str, Any],
+    wait: float,
+    idempotency_key: str | None,
 ) -> dict[str, Any]:
     body = {"command_type": command_type, "parameters": parameters, "metadata": metadata}
     query = {"wait": f"{wait:g}"} if wait > 0 else {}
     return _transport(app_ctx)._call_json(
-        "POST", f"/api/sessions/{segment(session)}/commands", body=body, query=query, wait=wait,
+        "POST",
+        f"/api/sessions/{segment(session)}/commands",
+        body=body,
+        query=query,
+        wait=wait,
         idempotency_key=idempotency_key,
     )
 
 
 def command_run(
-    app_ctx: AppContext, *, session: str, command_type: str, parameters: dict[str, Any],
-    metadata: dict[str, Any], no_wait: bool, idempotency_key: str | None, output: Any,
-    quiet: bool, cancel_on_interrupt: bool = False,
+    app_ctx: AppContext,
+    *,
+    session: str,
+    command_type: str,
+    parameters: dict[str, Any],
+    metadata: dict[str, Any],
+    no_wait: bool,
+    idempotency_key: str | None,
+    output: Any,
+    quiet: bool,
+    cancel_on_interrupt: bool = False,
 ) -> int:
     # Every run carries an idempotency key: a Ctrl-C during the first long poll sends the
     # same request again without waiting, which returns the command already submitted (never
     # a second one), so its id can be shown, or it can be cancelled.
     key = idempotency_key or os.urandom(16).hex()
-    submit = {"session": session, "command_type": command_type, "parameters": parameters,
-              "metadata": metadata, "idempotency_key": key}
+    submit = {
+        "session": session,
+        "command_type": command_type,
+        "parameters": parameters,
+        "metadata": metadata,
+        "idempotency_key": key,
+    }
     try:
         if no_wait:
             record = submit_command(app_ctx, **submit, wait=0)
@@ -182,8 +224,9 @@ def command_run(
         record = submit_command(app_ctx, **submit, wait=0)
         if record["status"] not in TERMINAL_STATUSES:
             return interrupted(app_ctx, record, cancel=cancel_on_interrupt)
-    return finish_command(app_ctx, record, no_wait=no_wait, output=output, quiet=quiet,
-                          cancel_on_interrupt=cancel_on_interrupt)
+    return finish_command(
+        app_ctx, record, no_wait=no_wait, output=output, quiet=quiet, cancel_on_interrupt=cancel_on_interrupt
+    )
 
 
 def interrupted(app_ctx: AppContext, record: dict[str, Any], *, cancel: bool) -> int:
@@ -198,13 +241,20 @@ def interrupted(app_ctx: AppContext, record: dict[str, Any], *, cancel: bool) ->
         except Exception as exc:  # noqa: BLE001 - e.g. it finished meanwhile (409)
             app_ctx.env.err(f"interrupted: command {cid} could not be cancelled: {exc}")
         return 130
-    app_ctx.env.err(f"interrupted: command {cid} continues in the daemon "
-                    f"(stop it with: llmgine command cancel {cid} --session {sid})")
+    app_ctx.env.err(
+        f"interrupted: command {cid} continues in the daemon "
+        f"(stop it with: llmgine command cancel {cid} --session {sid})"
+    )
     return 130
 
 
 def finish_command(
-    app_ctx: AppContext, record: dict[str, Any], *, no_wait: bool, output: Any, quiet: bool,
+    app_ctx: AppContext,
+    record: dict[str, Any],
+    *,
+    no_wait: bool,
+    output: Any,
+    quiet: bool,
     cancel_on_interrupt: bool = False,
 ) -> int:
     """Wait for the command (unless --no-wait), print it; exit 1 unless it completed, 130
@@ -220,8 +270,7 @@ def finish_command(
         return 0
     error = record.get("error")
     if error:
-        app_ctx.env.err(f"error: command {record['command_id']} {status}: "
-                        f"{error.get('code')}: {error.get('message')}")
+        app_ctx.env.err(f"error: command {record['command_id']} {status}: {error.get('code')}: {error.get('message')}")
     else:
         app_ctx.env.err(f"error: command {record['command_id']} {status}")
     return 1
@@ -268,23 +317,59 @@ def text_view(record: dict[str, Any]) -> dict[str, Any]:
 # "int:LO:HI" (an int in that range; HI may be empty), "float:LO" (at least LO), "list",
 # "format" (-o), "priority". Each mirrors the Typer command's declaration (the help text and
 # the error messages are Typer's); anything else falls back to Typer.
-_GLOBAL = {"--url": ("url", "str"), "--api-key": ("api_key", "str"),
-           "--timeout": ("global_timeout", "float:0.01"), "--utc": ("utc", "flag")}
-_OUTPUT = {"-o": ("output", "format"), "--output": ("output", "format"),
-           "-q": ("quiet", "flag"), "--quiet": ("quiet", "flag")}
+_GLOBAL = {
+    "--url": ("url", "str"),
+    "--api-key": ("api_key", "str"),
+    "--timeout": ("global_timeout", "float:0.01"),
+    "--utc": ("utc", "flag"),
+}
+_OUTPUT = {
+    "-o": ("output", "format"),
+    "--output": ("output", "format"),
+    "-q": ("quiet", "flag"),
+    "--quiet": ("quiet", "flag"),
+}
 _SESSION = {"-S": ("session", "str"), "--session": ("session", "str")}
 _SPECS: dict[tuple[str, str], tuple[dict[str, tuple[str, str]], int]] = {
-    ("session", "list"): ({"--status": ("status", "str"), "-s": ("status", "str"), "--all": ("all", "flag"),
-                           "-a": ("all", "flag"),
-                           "--limit": ("limit", "int:1:1000"), "-l": ("limit", "int:1:1000"),
-                           "--offset": ("offset", "int:0:"), **_OUTPUT}, 0),
-    ("command", "run"): ({**_SESSION, "-p": ("param", "list"), "--param": ("param", "list"),
-                          "--params": ("params", "str"), "--priority": ("priority", "priority"),
-                          "--timeout": ("timeout", "float:0.001"), "--no-wait": ("no_wait", "flag"),
-                          "--idempotency-key": ("idempotency_key", "str"),
-                          "--cancel-on-interrupt": ("cancel_on_interrupt", "flag"), **_OUTPUT}, 1),
-    ("event", "publish"): ({**_SESSION, "-d": ("data", "str"), "--data": ("data", "str"),
-                            "-m": ("meta", "list"), "--meta": ("meta", "list"), **_OUTPUT}, 1),
+    ("session", "list"): (
+        {
+            "--status": ("status", "str"),
+            "-s": ("status", "str"),
+            "--all": ("all", "flag"),
+            "-a": ("all", "flag"),
+            "--limit": ("limit", "int:1:1000"),
+            "-l": ("limit", "int:1:1000"),
+            "--offset": ("offset", "int:0:"),
+            **_OUTPUT,
+        },
+        0,
+    ),
+    ("command", "run"): (
+        {
+            **_SESSION,
+            "-p": ("param", "list"),
+            "--param": ("param", "list"),
+            "--params": ("params", "str"),
+            "--priority": ("priority", "priority"),
+            "--timeout": ("timeout", "float:0.001"),
+            "--no-wait": ("no_wait", "flag"),
+            "--idempotency-key": ("idempotency_key", "str"),
+            "--cancel-on-interrupt": ("cancel_on_interrupt", "flag"),
+            **_OUTPUT,
+        },
+        1,
+    ),
+    ("event", "publish"): (
+        {
+            **_SESSION,
+            "-d": ("data", "str"),
+            "--data": ("data", "str"),
+            "-m": ("meta", "list"),
+            "--meta": ("meta", "list"),
+            **_OUTPUT,
+        },
+        1,
+    ),
 }
 FORMATS = ("table", "plain", "json", "jsonl")
 PRIORITIES = ("high", "normal", "low")
@@ -385,8 +470,7 @@ def fast_main(argv: Sequence[str]) -> int | None:
     except _Fallback:
         return None
     env = Environment.from_sys()
-    app_ctx = AppContext(env, url=v.get("url"), api_key=v.get("api_key"),
-                         timeout=v.get("global_timeout"))
+    app_ctx = AppContext(env, url=v.get("url"), api_key=v.get("api_key"), timeout=v.get("global_timeout"))
     output, quiet = v.get("output"), v.get("quiet", False)
     if v.get("utc"):
         from llmgine_cli import render
@@ -408,8 +492,7 @@ def fast_main(argv: Sequence[str]) -> int | None:
         return report(exc, app_ctx)
 
 
-def _dispatch(app_ctx: AppContext, group: str, command: str, v: dict[str, Any], output: Any,
-              quiet: bool) -> int:
+def _dispatch(app_ctx: AppContext, group: str, command: str, v: dict[str, Any], output: Any, quiet: bool) -> int:
     if "session" in v:
         from llmgine_cli.ids import Ambiguous
 
@@ -419,21 +502,38 @@ def _dispatch(app_ctx: AppContext, group: str, command: str, v: dict[str, Any], 
             app_ctx.env.err(f"error: --session: {exc}")
             return 2
     if (group, command) == ("session", "list"):
-        return session_list(app_ctx, SESSION_LIST_VIEW, status=v.get("status"), all_sessions=v.get("all", False),
-                            limit=v.get("limit", 50), offset=v.get("offset", 0),
-                            output=output, quiet=quiet)
+        return session_list(
+            app_ctx,
+            SESSION_LIST_VIEW,
+            status=v.get("status"),
+            all_sessions=v.get("all", False),
+            limit=v.get("limit", 50),
+            offset=v.get("offset", 0),
+            output=output,
+            quiet=quiet,
+        )
     if (group, command) == ("event", "publish"):
         return event_publish(
-            app_ctx, session=v["session"], event_type=v["positional"][0],
-            data=parse_object(v.get("data"), "--data"), metadata=parse_pairs(v.get("meta"), "--meta"),
-            output=output, quiet=quiet,
+            app_ctx,
+            session=v["session"],
+            event_type=v["positional"][0],
+            data=parse_object(v.get("data"), "--data"),
+            metadata=parse_pairs(v.get("meta"), "--meta"),
+            output=output,
+            quiet=quiet,
         )
     parameters = {**parse_object(v.get("params"), "--params"), **parse_pairs(v.get("param"), "--param")}
     return command_run(
-        app_ctx, session=v["session"], command_type=v["positional"][0], parameters=parameters,
+        app_ctx,
+        session=v["session"],
+        command_type=v["positional"][0],
+        parameters=parameters,
         metadata=command_metadata(v.get("priority"), v.get("timeout")),
-        no_wait=v.get("no_wait", False), idempotency_key=v.get("idempotency_key"),
-        output=output, quiet=quiet, cancel_on_interrupt=v.get("cancel_on_interrupt", False),
+        no_wait=v.get("no_wait", False),
+        idempotency_key=v.get("idempotency_key"),
+        output=output,
+        quiet=quiet,
+        cancel_on_interrupt=v.get("cancel_on_interrupt", False),
     )
 
 
@@ -445,4 +545,3 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
-

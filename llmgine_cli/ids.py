@@ -59,8 +59,12 @@ def matches(given: str, candidates: Iterable[tuple[str, str | None]]) -> list[tu
         ident_bare = _bare(ident)
         if ident == given or ident_bare == bare:
             exact.append((ident, name))
-        elif bare and len(bare) >= 4 and set(bare) <= _HEX | {"-"} and (
-                ident_bare.startswith(bare) or ident_bare.endswith(bare)):
+        elif (
+            bare
+            and len(bare) >= 4
+            and set(bare) <= _HEX | {"-"}
+            and (ident_bare.startswith(bare) or ident_bare.endswith(bare))
+        ):
             by_id.append((ident, name))
         elif name is not None and name == given:
             by_name.append((ident, name))

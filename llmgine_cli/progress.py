@@ -91,8 +91,10 @@ class Bar:
         elapsed = time.monotonic() - self.started
         filled = int(self.WIDTH * min(done, self.total) / self.total)
         rate = done / elapsed if elapsed > 0 else 0.0
-        text = (f"{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{self.total} "
-                f"{100 * done // self.total}%  {rate:.0f}/s  {_elapsed(elapsed)}")
+        text = (
+            f"{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{self.total} "
+            f"{100 * done // self.total}%  {rate:.0f}/s  {_elapsed(elapsed)}"
+        )
         self.env.stderr.write(CLEAR + text)
         self.env.stderr.flush()
 
@@ -106,4 +108,3 @@ class Bar:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

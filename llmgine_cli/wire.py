@@ -55,7 +55,11 @@ def connect(socket_path: str | None, host: str | None, port: int | None, timeout
 
 
 def exchange(
-    sock: socket.socket, method: str, target: str, host: str, headers: Mapping[str, str],
+    sock: socket.socket,
+    method: str,
+    target: str,
+    host: str,
+    headers: Mapping[str, str],
     body: bytes | None,
 ) -> Answer:
     """Send one request on ``sock`` and read the whole answer."""
@@ -96,7 +100,7 @@ class _Reader:
         while True:
             end = self.buf.find(b"\r\n")
             if end >= 0:
-                line, self.buf = self.buf[:end], self.buf[end + 2:]
+                line, self.buf = self.buf[:end], self.buf[end + 2 :]
                 return line
             if len(self.buf) > MAX_HEADER_BYTES:
                 raise BadResponse("header line too long")

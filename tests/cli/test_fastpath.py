@@ -25,8 +25,12 @@ def sid(cli) -> str:
 
 
 def test_session_list_is_the_same_both_ways(cli, daemon, sid):
-    for args in (["session", "list", "-o", "json"], ["session", "list", "-q", "--limit", "3"],
-                 ["session", "list", "--status", "active", "-o", "jsonl"], ["session", "list"]):
+    for args in (
+        ["session", "list", "-o", "json"],
+        ["session", "list", "-q", "--limit", "3"],
+        ["session", "list", "--status", "active", "-o", "jsonl"],
+        ["session", "list"],
+    ):
         fast = run_cli(args, daemon.env)
         slow = cli(*args)
         assert (fast.returncode, fast.stdout) == (slow.exit_code, slow.stdout), args
@@ -58,9 +62,16 @@ def test_event_publish_data_from_a_file_and_stdin(daemon, sid, tmp_path):
     data.write_text('{"from": "file"}')
     quiet = run_cli(["event", "publish", "Filed", "-S", sid, "--data", f"@{data}", "-q"], daemon.env)
     assert quiet.returncode == 0 and len(quiet.stdout.split()) == 1
-    piped = subprocess.run([sys.executable, "-m", "llmgine_cli", "event", "publish", "Piped", "-S", sid,
-                            "--data", "-", "-o", "json"], input='{"from": "stdin"}', env=full_env(daemon.env),
-                           capture_output=True, text=True, timeout=60, check=False, preexec_fn=default_signals)
+    piped = subprocess.run(
+        [sys.executable, "-m", "llmgine_cli", "event", "publish", "Piped", "-S", sid, "--data", "-", "-o", "json"],
+        input='{"from": "stdin"}',
+        env=full_env(daemon.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=default_signals,
+    )
     assert piped.returncode == 0, piped.stderr
     assert json.loads(piped.stdout)["data"] == {"from": "stdin"}
     listed = json.loads(run_cli(["event", "list", "-S", sid, "--type", "Filed", "-o", "json"], daemon.env).stdout)
@@ -70,28 +81,32 @@ def test_event_publish_data_from_a_file_and_stdin(daemon, sid, tmp_path):
 def test_parameters_from_a_file(daemon, sid, tmp_path):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("from a file\n")
-    run = run_cli(["command", "run", "DummyEngineCommand", "-S", sid, "-p", f"prompt=@{prompt}", "-o", "json"],
-                  daemon.env)
+    run = run_cli(
+        ["command", "run", "DummyEngineCommand", "-S", sid, "-p", f"prompt=@{prompt}", "-o", "json"], daemon.env
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["result"]["response"] == "Dummy response to: from a file"
 
 
-@pytest.mark.parametrize(("args", "code", "words"), [
-    (["session", "list", "--limit", "0"], 2, "--limit"),
-    (["session", "list", "--limit", "5000"], 2, "--limit"),
-    (["session", "list", "-o", "yaml"], 2, "yaml"),
-    (["session", "list", "--bogus"], 2, "--bogus"),
-    (["command", "run", "X", "-S", "s", "--priority", "urgent"], 2, "--priority"),
-    (["command", "run", "X", "-S", "s", "-p", "novalue"], 2, "--param"),
-    (["command", "run", "X", "-S", "s", "-p", "n:=nope"], 2, "--param"),
-    (["event", "publish", "T", "-S", "s", "--data", "[1]"], 2, "--data"),
-    (["event", "publish", "T", "-S", "s", "--data", "@/no/such/file"], 2, "cannot read"),
-    (["event", "publish", "T"], 2, "--session"),
-    (["session", "get", "no-such-session"], 4, "SESSION_NOT_FOUND"),
-    (["event", "publish", "T", "-S", "no-such-session", "-q"], 4, "SESSION_NOT_FOUND"),
-    (["--url", "http://127.0.0.1:9", "session", "list", "-o", "json"], 3, "127.0.0.1:9"),
-    (["--url", "ftp://x", "session", "list", "-o", "json"], 2, "invalid URL"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["session", "list", "--limit", "0"], 2, "--limit"),
+        (["session", "list", "--limit", "5000"], 2, "--limit"),
+        (["session", "list", "-o", "yaml"], 2, "yaml"),
+        (["session", "list", "--bogus"], 2, "--bogus"),
+        (["command", "run", "X", "-S", "s", "--priority", "urgent"], 2, "--priority"),
+        (["command", "run", "X", "-S", "s", "-p", "novalue"], 2, "--param"),
+        (["command", "run", "X", "-S", "s", "-p", "n:=nope"], 2, "--param"),
+        (["event", "publish", "T", "-S", "s", "--data", "[1]"], 2, "--data"),
+        (["event", "publish", "T", "-S", "s", "--data", "@/no/such/file"], 2, "cannot read"),
+        (["event", "publish", "T"], 2, "--session"),
+        (["session", "get", "no-such-session"], 4, "SESSION_NOT_FOUND"),
+        (["event", "publish", "T", "-S", "no-such-session", "-q"], 4, "SESSION_NOT_FOUND"),
+        (["--url", "http://127.0.0.1:9", "session", "list", "-o", "json"], 3, "127.0.0.1:9"),
+        (["--url", "ftp://x", "session", "list", "-o", "json"], 2, "invalid URL"),
+    ],
+)
 def test_errors_are_one_line_with_the_documented_code(daemon, args, code, words):
     proc = run_cli(args, {**daemon.env, "LLMGINE_SESSION": None})
     assert proc.returncode == code, proc.stderr
@@ -106,19 +121,22 @@ def test_help_and_version_go_to_typer(daemon):
     assert run_cli(["--version"], daemon.env).stdout.startswith("llmgine ")
 
 
-@pytest.mark.parametrize("argv", [
-    ["session", "list", "--help"],
-    ["session", "list", "-qo", "json"],
-    ["session", "list", "-s"],
-    ["session", "list", "extra"],
-    ["--version"],
-    ["session", "get", "x"],
-    ["command", "run", "-S", "s"],
-    ["command", "run", "T", "-S", "s", "--follow"],
-    ["event", "publish", "T", "-S", "s", "--", "-x"],
-    ["--timeout", "0", "session", "list"],
-    ["session", "list", "--limit", "x"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["session", "list", "--help"],
+        ["session", "list", "-qo", "json"],
+        ["session", "list", "-s"],
+        ["session", "list", "extra"],
+        ["--version"],
+        ["session", "get", "x"],
+        ["command", "run", "-S", "s"],
+        ["command", "run", "T", "-S", "s", "--follow"],
+        ["event", "publish", "T", "-S", "s", "--", "-x"],
+        ["--timeout", "0", "session", "list"],
+        ["session", "list", "--limit", "x"],
+    ],
+)
 def test_what_the_fast_path_leaves_to_typer(argv):
     with pytest.raises(hot._Fallback):
         hot.parse(argv, {})
@@ -126,13 +144,40 @@ def test_what_the_fast_path_leaves_to_typer(argv):
 
 def test_what_the_fast_path_takes():
     group, command, values = hot.parse(
-        ["--url", "unix:///s", "--timeout=5", "command", "run", "T", "-p", "a=1", "--param=b:=2",
-         "--priority", "HIGH", "--timeout", "0.5", "-q"], {"LLMGINE_SESSION": "env-session"})
+        [
+            "--url",
+            "unix:///s",
+            "--timeout=5",
+            "command",
+            "run",
+            "T",
+            "-p",
+            "a=1",
+            "--param=b:=2",
+            "--priority",
+            "HIGH",
+            "--timeout",
+            "0.5",
+            "-q",
+        ],
+        {"LLMGINE_SESSION": "env-session"},
+    )
     assert (group, command) == ("command", "run")
-    assert values == {"url": "unix:///s", "global_timeout": 5.0, "positional": ["T"], "param": ["a=1", "b:=2"],
-                      "priority": "high", "timeout": 0.5, "quiet": True, "session": "env-session"}
+    assert values == {
+        "url": "unix:///s",
+        "global_timeout": 5.0,
+        "positional": ["T"],
+        "param": ["a=1", "b:=2"],
+        "priority": "high",
+        "timeout": 0.5,
+        "quiet": True,
+        "session": "env-session",
+    }
     assert hot.parse(["session", "list", "-l", "7", "-o", "JSON"], {})[2] == {
-        "limit": 7, "output": "json", "positional": []}
+        "limit": 7,
+        "output": "json",
+        "positional": [],
+    }
 
 
 def test_payload_too_large_names_the_limit_and_the_setting(daemon, sid, tmp_path):
