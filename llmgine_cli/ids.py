@@ -6,7 +6,7 @@ digits. The short form is therefore the LAST eight hex digits (the random part),
 and git show a short hash; `short_id` gives it, and tables and live views print it.
 
 Wherever a command takes an id it also takes a unique prefix of it, its short id (a unique
-suffix), or, for sessions, the session's name (`resolve`). Ambiguity is a usage error that
+suffix) or the start of the short id, or, for sessions, the session's name (`resolve`). Ambiguity is a usage error that
 lists the candidates (exit 2); no match leaves the text as it is, and the daemon answers
 NOT_FOUND (exit 4).
 """
@@ -63,7 +63,11 @@ def matches(given: str, candidates: Iterable[tuple[str, str | None]]) -> list[tu
             bare
             and len(bare) >= 4
             and set(bare) <= _HEX | {"-"}
-            and (ident_bare.startswith(bare) or ident_bare.endswith(bare))
+            and (
+                ident_bare.startswith(bare)
+                or ident_bare.endswith(bare)
+                or (len(ident_bare) >= 16 and ident_bare[-SHORT:].startswith(bare))
+            )
         ):
             by_id.append((ident, name))
         elif name is not None and name == given:

@@ -344,25 +344,32 @@ STATUS_STYLES = {
     "cancelled": "yellow", "interrupted": "yellow", "queued": "dim", "executing": "cyan", "closed": "dim",
 }
 _FLEX_MIN = 16  # a long column (data, names, descriptions) shrinks to no less, with "…"
+# Columns of free text: they shrink (with "…") before anything is left out, and go last.
+FLEX_HEADERS = frozenset({"DATA", "DESCRIPTION", "NAME", "RESULT", "ROOT", "MESSAGE", "PARAMETERS",
+                          "TYPE", "MODEL", "FUNCTION", "LABELS", "METRIC", "SCOPE"})
 
 
 def fit_columns(headers: list[str], rows: list[list[str]], width: int) -> tuple[list[int], list[int | None]]:
     """Which columns a table shows at ``width``, and the widest each may be.
 
-    Short columns (ids, times, statuses, counts) keep their width; long ones shrink to
-    _FLEX_MIN with "…" (widest first); when even that does not fit, columns are dropped from
-    the right (the first, the id, always stays). No header is ever narrower than itself, and
-    no cell wraps: every row stays one line.
+    Ids, times, statuses and counts keep their width; free-text columns (FLEX_HEADERS) shrink
+    to _FLEX_MIN with "…", widest first. When even that does not fit, the other columns are
+    left out from the right, then the free-text ones; the first column (the id) always stays.
+    No header is ever narrower than itself, and no cell wraps: every row stays one line.
     """
     natural = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    floor = [max(len(h), min(n, _FLEX_MIN)) for h, n in zip(headers, natural, strict=True)]
+    flex = [h in FLEX_HEADERS for h in headers]
+    floor = [max(len(h), min(n, _FLEX_MIN)) if f else n for h, n, f in zip(headers, natural, flex, strict=True)]
     keep = list(range(len(headers)))
 
     def need(widths: list[int]) -> int:  # cells plus a 3-wide gap between, 1 at each edge
         return sum(widths[i] for i in keep) + 3 * (len(keep) - 1) + 2
 
-    while len(keep) > 1 and need(floor) > width:
-        keep.pop()
+    drop_order = [i for i in reversed(keep[1:]) if not flex[i]] + [i for i in reversed(keep[1:]) if flex[i]]
+    for i in drop_order:
+        if need(floor) <= width:
+            break
+        keep.remove(i)
     limits: list[int | None] = [None] * len(headers)
     widths = list(natural)
     while need(widths) > width:

@@ -8,7 +8,14 @@ import msgspec
 import typer
 
 from llmgine_cli import completion
-from llmgine_cli.commands.args import LONG_POLL_S, SessionOpt, command_metadata, id_callback, parse_pairs
+from llmgine_cli.commands.args import (
+    LONG_POLL_S,
+    SessionOpt,
+    command_metadata,
+    id_callback,
+    parse_pairs,
+    session_callback,
+)
 from llmgine_cli.commands.commands import NoWait, Priority, Timeout, finish_command
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render
@@ -95,7 +102,8 @@ def create(
 def list_(
     ctx: typer.Context,
     session: Annotated[
-        str | None, typer.Option("--session", "-S", metavar="ID", help="Only this session's engines.",
+        str | None,
+        typer.Option("--session", "-S", callback=session_callback, metavar="ID", help="Only this session's engines.",
                             autocompletion=completion.session_ids)
     ] = None,
     status: Annotated[

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from llmgine_cli import completion
+from llmgine_cli.commands.args import session_callback
 from llmgine_cli.commands.tools import read_source
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render
@@ -46,7 +47,8 @@ class Kind(StrEnum):
 
 Session = Annotated[
     str | None,
-    typer.Option("--session", "-S", envvar="LLMGINE_SESSION", metavar="ID", show_default=False,
+    typer.Option("--session", "-S", callback=session_callback, envvar="LLMGINE_SESSION", metavar="ID",
+                 show_default=False,
                  autocompletion=completion.session_ids,
                  help="The session (default: LLMGINE_SESSION)."),
 ]

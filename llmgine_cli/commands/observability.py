@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmgine_cli.commands.args import id_callback
+from llmgine_cli.commands.args import id_callback, session_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import (
     Column,
@@ -57,7 +57,8 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
     level: Annotated[str | None, typer.Option(
         "--level", "-l", metavar="LEVEL", help="This level and above: debug|info|warning|error|critical.")] = None,
-    session: Annotated[str | None, typer.Option("--session", "-s", metavar="ID", help="Only this session.")] = None,
+    session: Annotated[str | None, typer.Option(
+        "--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")] = None,
     command: Annotated[str | None, typer.Option("--command", metavar="ID", help="Only this command.")] = None,
     trace: Annotated[str | None, typer.Option("--trace", metavar="ID", help="Only this trace.")] = None,
     since: Annotated[str | None, typer.Option(
@@ -107,7 +108,8 @@ def log(
     message: Annotated[str, typer.Argument(help="The message to record.")],
     level: Annotated[str, typer.Option("--level", "-l", metavar="LEVEL", help="debug|info|warning|error|critical.")]
     = "info",
-    session: Annotated[str | None, typer.Option("--session", "-s", metavar="ID", help="Attach it to a session.")]
+    session: Annotated[str | None, typer.Option(
+        "--session", "-s", callback=session_callback, metavar="ID", help="Attach it to a session.")]
     = None,
     meta: Annotated[list[str] | None, typer.Option(
         "--meta", "-m", metavar="KEY=VALUE", help="Metadata; repeatable.")] = None,
@@ -126,7 +128,8 @@ def log(
 @app.command("metrics")
 def metrics(
     ctx: typer.Context,
-    session: Annotated[str | None, typer.Option("--session", "-s", metavar="ID", help="Only this session.")] = None,
+    session: Annotated[str | None, typer.Option(
+        "--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option("--interval", "-i", min=0.2, help="Seconds between refreshes.")] = 2.0,
     count: Annotated[int, typer.Option("--count", min=0, hidden=True, help="Stop --watch after N refreshes.")] = 0,
@@ -188,7 +191,8 @@ def trace(
 @app.command("traces")
 def traces(
     ctx: typer.Context,
-    session: Annotated[str | None, typer.Option("--session", "-s", metavar="ID", help="Only this session.")] = None,
+    session: Annotated[str | None, typer.Option(
+        "--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")] = None,
     since: Annotated[str | None, typer.Option("--since", metavar="WHEN", help="ISO time or 15m, 1h, 2d.")] = None,
     status: Annotated[str | None, typer.Option("--status", metavar="STATUS", help="ok or error.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many.")] = 50,

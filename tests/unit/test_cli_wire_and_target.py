@@ -106,6 +106,7 @@ def test_short_ids_are_the_random_part():
     assert ids.short_id("get_weather") == "get_weather" and ids.short_id(None) == "-"
     candidates = [(a, "demo"), (b, "demo"), ("01a2499d-0000-7000-8000-123456789abc", "other")]
     assert ids.resolve("session", "9d2b4678", candidates) == a
+    assert ids.resolve("session", "9d2b", candidates) == a  # the start of the short id
     assert ids.resolve("session", "01a2499d", candidates) == candidates[2][0]
     assert ids.resolve("session", "other", candidates) == candidates[2][0]
     assert ids.resolve("session", "nothing", candidates) == "nothing"
