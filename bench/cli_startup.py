@@ -58,18 +58,44 @@ def once(argv: list[str], env: dict[str, str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument(
+        "--xdg",
+        action="store_true",
+        help="place the daemon with XDG_* directories instead of LLMGINE_HOME (as most users run: "
+        "the CLI then resolves the default socket through the settings module)",
+    )
     args = parser.parse_args()
 
     home = tempfile.mkdtemp(prefix="lgb", dir="/tmp")
     venv_dir = tempfile.mkdtemp(prefix="lgbvenv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMGINE_", "API_"))}
-    env.update(LLMGINE_HOME=home, LLMGINE_NO_AUTOSTART="1")
+    env.update(LLMGINE_NO_AUTOSTART="1")
+    if args.xdg:
+        for name in ("RUNTIME", "CONFIG", "DATA", "STATE"):
+            path = Path(home) / name.lower()
+            path.mkdir(mode=0o700)
+            env[f"XDG_{name}_{'DIR' if name == 'RUNTIME' else 'HOME'}"] = str(path)
+    else:
+        env["LLMGINE_HOME"] = home
     # As installed for a user: modules run from cached bytecode (the warm-up runs write it for
     # an editable install). With PYTHONDONTWRITEBYTECODE set, every call would compile the
     # package's sources again, which measures the compiler, not the CLI.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     cli = llmgine_command()
     try:
+        if args.xdg:
+            # The platform's rules may refuse a runtime dir under /tmp and fall back to a
+            # shared one (/tmp/llmgine-UID): never start a daemon there.
+            probe = "from llmgine_daemon.settings import get_paths; print(get_paths().socket)"
+            socket_path = subprocess.run(
+                [sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True
+            ).stdout.strip()
+            if not socket_path.startswith(home):
+                print(
+                    f"--xdg: the platform's rules put the socket at {socket_path}, outside this run's "
+                    f"folders (XDG_RUNTIME_DIR refused); not measured"
+                )
+                return 1
         python = clean_python(venv_dir)
         subprocess.run([*cli, "daemon", "start", "-q"], env=env, check=True, stdout=subprocess.DEVNULL)
         sid = subprocess.run(
@@ -111,7 +137,8 @@ def main() -> int:
 
     baseline_name = next(iter(cases))
     baseline = statistics.median(times[baseline_name])
-    print(f"{sys.version.split()[0]} ({sys.executable}); {args.runs} interleaved runs, medians")
+    where = "XDG_* directories" if args.xdg else "LLMGINE_HOME"
+    print(f"{sys.version.split()[0]} ({sys.executable}); {args.runs} interleaved runs, medians; daemon in {where}")
     print(f"{'command':<28} {'measured':>10} {'baseline':>10} {'ratio':>7} {'target':>7}")
     for name in list(cases)[1:]:
         measured = statistics.median(times[name])

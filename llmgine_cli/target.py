@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 DEFAULT_TCP_PORT = 8000
+APP_NAME = "llmgine"  # llmgine_daemon.settings.APP_NAME (a test checks they agree)
 
 
 class Target:
@@ -123,10 +124,37 @@ def _home_socket(env: Mapping[str, str]) -> str | None:
     return f"{root.rstrip('/')}/run/llmgined.sock"
 
 
+def _platform_socket(env: Mapping[str, str]) -> str | None:
+    """The default socket by the platform's rules (XDG on Linux), found the way
+    ``llmgine_daemon.settings.get_paths`` finds it (platformdirs), when nothing else can
+    decide it (no LLMGINE_HOME, no config file, none of _ADDRESS_VARIABLES); else None and
+    the settings decide. Saves importing the settings (and tomllib) on every call;
+    tests/unit/test_cli_wire_and_target.py compares the two.
+    """
+    if env is not os.environ:
+        return None  # platformdirs reads os.environ itself
+    if env.get("LLMGINE_HOME") or any(env.get(name) for name in _ADDRESS_VARIABLES):
+        return None
+    import warnings
+
+    import platformdirs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as get_paths: an unset XDG_RUNTIME_DIR is fine
+        runtime = platformdirs.user_runtime_dir(APP_NAME)
+        config_dir = platformdirs.user_config_dir(APP_NAME)
+    if os.path.lexists(os.path.join(config_dir, "config.toml")):
+        return None
+    parent = os.path.dirname(runtime.rstrip("/"))
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK) or "//" in runtime.lstrip("/"):
+        return None  # get_paths falls back to a temp dir here: let it
+    return f"{runtime.rstrip('/')}/llmgined.sock"
+
+
 def default_target(env: Mapping[str, str] | None = None) -> Target:
     """The daemon this user gets without --url: what a bare `llmgined` would listen on."""
     env = os.environ if env is None else env
-    fast = _home_socket(env)
+    fast = _home_socket(env) or _platform_socket(env)
     if fast is not None:
         return Target(f"unix://{fast}", socket_path=fast, is_default=True)
     from llmgine_daemon.settings import ConfigError, get_paths, load_settings

@@ -11,7 +11,7 @@ import pytest
 from llmgine_daemon.settings import load_settings
 
 from llmgine_cli import ids, transport, wire
-from llmgine_cli.target import _home_socket, default_target
+from llmgine_cli.target import _home_socket, _platform_socket, default_target
 
 
 @pytest.mark.parametrize("home", ["{tmp}", "{tmp}/", "{tmp}//a/./b", "{tmp}/a/../b", "rel/home", "./rel//x/"])
@@ -33,6 +33,30 @@ def test_anything_that_can_move_the_socket_leaves_it_to_the_settings(tmp_path):
     assert _home_socket(env) is None
     assert default_target(env).socket_path == "/tmp/elsewhere.sock"
     assert _home_socket({}) is None  # no LLMGINE_HOME: the platform's rules (settings) decide
+
+
+@pytest.mark.parametrize("private_runtime", [True, False])
+def test_the_platform_socket_is_the_settings_one(tmp_path, monkeypatch, private_runtime):
+    from llmgine_daemon.settings import APP_NAME
+
+    from llmgine_cli import target
+
+    assert target.APP_NAME == APP_NAME
+    for name in ("LLMGINE_HOME", "LLMGINE_CONFIG", "LLMGINE_SOCKET", "LLMGINE_NO_SOCKET"):
+        monkeypatch.delenv(name, raising=False)
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700 if private_runtime else 0o777)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fast = _platform_socket(os.environ)
+    slow = str(load_settings(env=os.environ).socket_path)
+    assert fast in (None, slow)
+    assert default_target(os.environ).socket_path == slow
+    (tmp_path / "cfg" / "llmgine").mkdir(parents=True)
+    (tmp_path / "cfg" / "llmgine" / "config.toml").write_text("")
+    assert _platform_socket(os.environ) is None  # a config file could say otherwise
+    assert _platform_socket({"XDG_RUNTIME_DIR": str(runtime)}) is None  # not os.environ: settings
 
 
 def test_protocol_names_agree_with_the_daemon():
