@@ -333,8 +333,8 @@ _SESSION = {"-S": ("session", "str"), "--session": ("session", "str")}
 _SPECS: dict[tuple[str, str], tuple[dict[str, tuple[str, str]], int]] = {
     ("session", "list"): (
         {
-            "--status": ("status", "str"),
-            "-s": ("status", "str"),
+            "--status": ("status", "choice:active,closed"),
+            "-s": ("status", "choice:active,closed"),
             "--all": ("all", "flag"),
             "-a": ("all", "flag"),
             "--limit": ("limit", "int:1:1000"),
@@ -381,6 +381,10 @@ class _Fallback(Exception):
 
 def _value(kind: str, text: str) -> Any:
     if kind in ("str", "list"):
+        return text
+    if kind.startswith("choice:"):
+        if text not in kind[7:].split(","):
+            raise _Fallback
         return text
     if kind in ("format", "priority"):
         if text.lower() not in (FORMATS if kind == "format" else PRIORITIES):

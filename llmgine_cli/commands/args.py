@@ -29,6 +29,22 @@ def session_callback(ctx: typer.Context, param: Any, value: str | None) -> str |
         raise typer.BadParameter(str(exc)) from None
 
 
+def choices(*allowed: str, several: bool = False) -> Any:
+    """An option callback: the value must be one of ``allowed`` (comma-separated ones with
+    ``several``), else a usage error (exit 2) instead of the daemon's 422 (exit 1)."""
+
+    def callback(ctx: typer.Context, param: Any, value: str | None) -> str | None:
+        if value is None or ctx.resilient_parsing:
+            return value
+        given = value.split(",") if several else [value]
+        bad = [v for v in given if v.strip() not in allowed]
+        if bad:
+            raise typer.BadParameter(f"{bad[0]!r} is not one of {', '.join(allowed)}")
+        return value
+
+    return callback
+
+
 def id_callback(kind: str, path: str, items: str, key: str, *, in_session: bool = False,
                 name_key: str | None = None, paged: bool = True) -> Any:
     """An option/argument callback resolving an id prefix or short id of ``kind``;

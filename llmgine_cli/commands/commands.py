@@ -16,6 +16,7 @@ from llmgine_cli import completion, hot
 from llmgine_cli.commands.args import (
     LONG_POLL_S,
     SessionOpt,
+    choices,
     command_metadata,
     id_callback,
     parse_object,
@@ -183,7 +184,9 @@ def list_(
     ctx: typer.Context,
     session: SessionOpt,
     status: Annotated[
-        str | None, typer.Option("--status", help="queued, executing, completed, failed, timed_out, "
+        str | None, typer.Option("--status", callback=choices("queued", "executing", "completed", "failed", "timed_out",
+                                                              "cancelled", "interrupted", several=True),
+                                 help="queued, executing, completed, failed, timed_out, "
                                  "cancelled or interrupted; comma-separated for several.")
     ] = None,
     command_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this command type.")] = None,

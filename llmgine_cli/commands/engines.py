@@ -11,6 +11,7 @@ from llmgine_cli import completion
 from llmgine_cli.commands.args import (
     LONG_POLL_S,
     SessionOpt,
+    choices,
     command_metadata,
     id_callback,
     parse_pairs,
@@ -107,7 +108,8 @@ def list_(
                             autocompletion=completion.session_ids)
     ] = None,
     status: Annotated[
-        str | None, typer.Option("--status", help="active (not stopped), initialized or stopped.")
+        str | None, typer.Option("--status", help="active (not stopped), initialized or stopped.",
+                                 callback=choices("active", "initialized", "stopped"))
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many.")] = 50,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmgine_cli.commands.args import id_callback, session_callback
+from llmgine_cli.commands.args import choices, id_callback, session_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import (
     Column,
@@ -194,7 +194,8 @@ def traces(
     session: Annotated[str | None, typer.Option(
         "--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")] = None,
     since: Annotated[str | None, typer.Option("--since", metavar="WHEN", help="ISO time or 15m, 1h, 2d.")] = None,
-    status: Annotated[str | None, typer.Option("--status", metavar="STATUS", help="ok or error.")] = None,
+    status: Annotated[str | None, typer.Option(
+        "--status", metavar="STATUS", help="ok or error.", callback=choices("ok", "error"))] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many.")] = 50,
     output: Output = None,
     quiet: Quiet = False,

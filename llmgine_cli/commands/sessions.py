@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from llmgine_cli import completion, hot
-from llmgine_cli.commands.args import session_callback
+from llmgine_cli.commands.args import choices, session_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render
 
@@ -54,7 +54,8 @@ def list_(
     ctx: typer.Context,
     status: Annotated[
         str | None,
-        typer.Option("--status", "-s", help="active or closed (default: active)."),
+        typer.Option("--status", "-s", help="active or closed (default: active).",
+                     callback=choices("active", "closed")),
     ] = None,
     all_sessions: Annotated[
         bool, typer.Option("--all", "-a", help="Closed sessions too.")

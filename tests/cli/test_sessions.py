@@ -110,10 +110,11 @@ def test_list_offset_and_status_filter(cli):
     assert len(first) == len(second) == 1 and first != second
 
 
-def test_list_rejects_bad_status_from_the_daemon(cli):
+def test_list_rejects_a_bad_status_as_a_usage_error(cli):
     result = cli("session", "list", "--status", "bogus")
-    assert result.exit_code == 1
-    assert one_line(result.stderr).startswith("error: VALIDATION_ERROR: ")
+    assert result.exit_code == 2  # a bad option value, as README's exit-code table says
+    line = one_line(result.stderr)
+    assert line.startswith("error: ") and "'bogus' is not one of active, closed" in line
 
 
 def test_list_limit_must_be_positive(cli):
