@@ -207,7 +207,7 @@ def command_run(
     # same request again without waiting, which returns the command already submitted (never
     # a second one), so its id can be shown, or it can be cancelled.
     key = idempotency_key or os.urandom(16).hex()
-    submit = {
+    submit: dict[str, Any] = {
         "session": session,
         "command_type": command_type,
         "parameters": parameters,

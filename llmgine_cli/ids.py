@@ -54,7 +54,9 @@ class Ambiguous(Exception):
 def matches(given: str, candidates: Iterable[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
     """The (id, name) candidates ``given`` names: by whole id, prefix, short id (suffix) or name."""
     bare = _bare(given)
-    exact, by_id, by_name = [], [], []
+    exact: list[tuple[str, str | None]] = []
+    by_id: list[tuple[str, str | None]] = []
+    by_name: list[tuple[str, str | None]] = []
     for ident, name in candidates:
         ident_bare = _bare(ident)
         if ident == given or ident_bare == bare:

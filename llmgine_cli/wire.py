@@ -38,7 +38,7 @@ class Answer:
         return self.headers.get(name.lower())
 
 
-def connect(socket_path: str | None, host: str | None, port: int | None, timeout: float) -> socket.socket:
+def connect(socket_path: str | None, host: str | None, port: int | None, timeout: float | None) -> socket.socket:
     """A connected socket with ``timeout`` on every operation (OSError/TimeoutError if not)."""
     if socket_path is not None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -143,7 +143,7 @@ def _read_head(reader: _Reader) -> Answer:
 
 
 def _read_chunked(reader: _Reader) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         size_text = reader.line().split(b";", 1)[0].strip()
         try:
