@@ -244,3 +244,47 @@ def test_a_spinner_on_a_terminal_and_none_when_piped(daemon):
     piped = run_cli(args, daemon.env)
     assert piped.returncode == 0 and piped.stderr == ""  # nothing drawn when it is not a terminal
     assert json.loads(piped.stdout)["status"] == "completed"
+
+
+def _on_a_terminal(args: list[str], env: dict, columns: int = 80) -> str:
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", *args], env=env, encoding="utf-8", timeout=30,
+                          dimensions=(50, columns), preexec_fn=default_signals)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    return child.before
+
+
+def test_tables_fit_80_columns_one_line_a_row(daemon):
+    import re
+
+    env = full_env({**daemon.env, "COLUMNS": None, "TERM": "xterm-256color", "NO_COLOR": None})
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    long_words = " ".join(["supercalifragilistic"] * 12)
+    for i in range(3):
+        data = json.dumps({"text": long_words, "nested": {"deep": [1, 2, {"x": i}]}})
+        assert run_cli(["event", "publish", "Wordy", "-S", sid, "-d", data, "-q"], daemon.env).returncode == 0
+    text = _on_a_terminal(["event", "list", "-S", sid, "--type", "Wordy"], env)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = [line for line in plain.splitlines() if line.strip()]
+    assert all(len(line) <= 80 for line in lines), lines
+    header = next(line for line in lines if "SEQ" in line)
+    assert header.split() == ["SEQ", "TYPE", "SOURCE", "TIME", "DATA"]  # no header squeezed
+    rows = [line for line in lines if "Wordy" in line]
+    assert len(rows) == 3  # each event one line: nothing wrapped onto a second
+    assert all(row.rstrip().endswith("…") for row in rows)  # the long data cut, with "…"
+    assert "a=" not in plain and '{"text":' in plain  # nested values as compact JSON
+
+
+def test_status_is_coloured_unless_no_color(daemon):
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
+    assert run_cli(["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-q"],
+                   daemon.env).returncode == 0
+    env = full_env({**daemon.env, "COLUMNS": None, "TERM": "xterm-256color", "NO_COLOR": None})
+    coloured = _on_a_terminal(["command", "list", "-S", sid], env)
+    assert "\x1b[32mcompleted" in coloured  # green
+    plain = _on_a_terminal(["command", "list", "-S", sid], {**env, "NO_COLOR": "1"})
+    assert "completed" in plain and "\x1b[32m" not in plain
