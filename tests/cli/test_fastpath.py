@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from llmgine_cli import hot
-from tests.clitools import default_signals, full_env, one_line, run_cli
+from tests.clitools import cli_env, default_signals, full_env, one_line, run_cli
 
 
 @pytest.fixture
@@ -192,3 +192,12 @@ def test_payload_too_large_names_the_limit_and_the_setting(daemon, sid, tmp_path
     assert proc.returncode == 1
     line = one_line(proc.stderr)
     assert "PAYLOAD_TOO_LARGE" in line and "1048576 bytes" in line and "server.max_body_size" in line
+
+
+def test_the_fast_path_auto_starts_the_daemon(cold_home):
+    proc = run_cli(["session", "list", "-o", "json"], cli_env(cold_home, LLMGINE_NO_AUTOSTART=None))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["sessions"] == []
+    assert "starting llmgined" in proc.stderr
+    off = run_cli(["event", "publish", "T", "-S", "s"], cli_env(cold_home))  # running now: no start
+    assert off.returncode == 4 and "starting" not in off.stderr
