@@ -92,6 +92,8 @@ def ask(
     engine: EngineOpt = None,
     session: SessionOpt = None,
     param: Params = None,
+    cancel_on_interrupt: Annotated[bool, typer.Option(
+        "--cancel-on-interrupt", help="Ctrl-C cancels the answer (default: it continues in the daemon).")] = False,
 ) -> None:
     """Ask one question and print the answer as it is written.
 
@@ -119,8 +121,14 @@ def ask(
     try:
         record = play(turn, env)
     except KeyboardInterrupt:
-        turn.cancel()
-        env.err(f"interrupted: command {turn.command_id} cancelled" if turn.command_id else "interrupted")
+        # As every wait of the CLI: the command goes on unless --cancel-on-interrupt.
+        if cancel_on_interrupt or turn.command_id is None:
+            turn.cancel()
+            env.err(f"interrupted: command {turn.command_id} cancelled" if turn.command_id else "interrupted")
+        else:
+            turn.close()
+            env.err(f"interrupted: command {turn.command_id} continues in the daemon (stop it with: "
+                    f"llmgine command cancel {turn.command_id} --session {conv.session_id})")
         raise typer.Exit(ExitStatus.INTERRUPTED) from None
     finally:
         conv.close()

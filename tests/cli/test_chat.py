@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
+import pexpect
 import pytest
 
 from llmgine_cli.client import Client
@@ -30,7 +32,7 @@ from tests.clitools import (
     start_daemon,
     stop_process,
 )
-from tests.fakes.provider import Fail, FakeProvider, FakeProviderThread, Reply
+from tests.fakes.provider import Fail, FakeProvider, FakeProviderThread, Reply, Stall
 
 WEATHER = '''
 def get_weather(location: str) -> dict:
@@ -249,3 +251,31 @@ def test_ask_without_a_session_keeps_one_ask_session(llm_daemon: Daemon, fake: F
                                 llm_daemon.env).stdout)["sessions"]
     asks = [s for s in listed if s["name"] == "ask"]
     assert [s["status"] for s in asks] == ["active"], asks
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_ctrl_c_in_ask_is_the_cli_wide_way(llm_daemon: Daemon, fake: FakeProvider, cancel: bool) -> None:
+    """Ctrl-C while `ask` waits: exit 130; the command goes on (the message says how to stop
+    it), or with --cancel-on-interrupt it is cancelled."""
+    fake.script(Stall(30))
+    sid = run_cli(["session", "create", "-q"], llm_daemon.env).stdout.strip()
+    args = ["-m", "llmgine_cli", "ask", "--model", MODELS["anthropic"], "-S", sid, "a slow question",
+            *(["--cancel-on-interrupt"] if cancel else [])]
+    child = pexpect.spawn(sys.executable, args, env=full_env(llm_daemon.env), encoding="utf-8", timeout=30,
+                          dimensions=(40, 120), preexec_fn=default_signals)
+    try:
+        deadline = time.monotonic() + 20
+        while "executing" not in run_cli(["command", "list", "-S", sid, "-o", "jsonl"], llm_daemon.env).stdout:
+            assert time.monotonic() < deadline, "the question never reached the engine"
+            time.sleep(0.1)
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130, child.before
+    record = json.loads(run_cli(["command", "list", "-S", sid, "-o", "jsonl"], llm_daemon.env).stdout.splitlines()[0])
+    if cancel:
+        assert "cancelled" in child.before
+    else:
+        assert "continues in the daemon" in child.before and record["status"] == "executing"
+        run_cli(["command", "cancel", record["command_id"], "-S", sid, "-q"], llm_daemon.env)
