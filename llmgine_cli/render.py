@@ -149,7 +149,9 @@ def render(
             env.out(json_text(item, indent=False))
     elif items is not None:
         headers = [c.header for c in view.columns]
-        rows = [[_visible(_list_cell(c.key, _get(item, c.key), view), one_line=True) for c in view.columns]
+        compact_times = fmt == "table"  # a terminal: today's times without the date
+        rows = [[_visible(_list_cell(c.key, _get(item, c.key), view, compact_times), one_line=True)
+                 for c in view.columns]
                 for item in items]
         _emit(env, fmt, headers, rows, view.title, kv=False)
     else:
@@ -202,13 +204,16 @@ def _visible(text: str, *, one_line: bool) -> str:
     return text.translate(_CONTROLS if one_line else _CONTROLS_KEEP_LINES)
 
 
-def _list_cell(key: str, value: Any, view: View) -> str:
+def _list_cell(key: str, value: Any, view: View, compact_times: bool = False) -> str:
     """A cell of a listing row: ids short (their random part: ids.py), the rest as _cell."""
     leaf = key.rsplit(".", 1)[-1]
     if isinstance(value, str) and (leaf.endswith("_id") or leaf == "id") and key not in view.raw_keys:
         from llmgine_cli.ids import short_id
 
         return short_id(value)
+    if compact_times and isinstance(value, str) and (leaf.endswith("_at") or leaf in ("timestamp", "start")) \
+            and key not in view.raw_keys:
+        return short_time(value, compact=True)
     return _cell(key, value, view)
 
 
@@ -240,9 +245,10 @@ def _cell(key: str, value: Any, view: View) -> str:
 USE_UTC = False
 
 
-def short_time(text: str) -> str:
+def short_time(text: str, *, compact: bool = False) -> str:
     """2024-01-01T00:00:00.123456Z -> 2024-01-01 10:00:00 AEST (local time, its zone,
-    second precision; UTC with --utc)."""
+    second precision; UTC with --utc). ``compact`` (table cells): a time of today without its
+    date, ``10:00:00 AEST``."""
     import datetime as _dt
 
     try:
@@ -252,7 +258,11 @@ def short_time(text: str) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=_dt.UTC)
     local = value.astimezone(_dt.UTC) if USE_UTC else value.astimezone()
-    return local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or local.strftime("%z"))
+    zone = local.tzname() or local.strftime("%z")
+    now = _dt.datetime.now(local.tzinfo)
+    if compact and local.date() == now.date():
+        return local.strftime("%H:%M:%S ") + zone
+    return local.strftime("%Y-%m-%d %H:%M:%S ") + zone
 
 
 def human_ms(ms: float) -> str:
