@@ -288,3 +288,25 @@ def test_status_is_coloured_unless_no_color(daemon):
     assert "\x1b[32mcompleted" in coloured  # green
     plain = _on_a_terminal(["command", "list", "-S", sid], {**env, "NO_COLOR": "1"})
     assert "completed" in plain and "\x1b[32m" not in plain
+
+
+def test_a_big_batch_shows_a_progress_bar_on_a_terminal(daemon, tmp_path):
+    import pexpect
+
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(json.dumps({"command_type": "DummyEngineCommand",
+                                         "parameters": {"prompt": f"p{i}", "delay_ms": 5}}) + "\n"
+                             for i in range(250)))
+    args = ["command", "batch", "-S", sid, "-f", str(batch), "--sequential", "-q"]
+    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", *args], env=full_env(daemon.env),
+                          encoding="utf-8", timeout=60, dimensions=(40, 160), preexec_fn=default_signals)
+    try:
+        child.expect(r"batch \[[#.]+\] \d+/250")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    piped = run_cli(args, daemon.env)
+    assert piped.returncode == 0 and "batch [" not in piped.stderr and len(piped.stdout.split()) == 250
