@@ -7,9 +7,10 @@ Imported lazily: `llmgine --help` must not pay for what it does not use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # typing costs a few ms to import: annotations only
 if TYPE_CHECKING:
+    from typing import Any
+
     from llmgine_cli.aclient import AsyncClient
     from llmgine_cli.client import Client
     from llmgine_cli.errors import ApiError, LlmgineError

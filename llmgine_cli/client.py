@@ -19,9 +19,6 @@ Exceptions: ``llmgine_cli.errors`` (re-exported here), one class per API error c
 
 from __future__ import annotations
 
-import inspect
-import textwrap
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -89,14 +86,16 @@ from llmgine_cli.transport import (  # noqa: F401  (re-exported)
     DEFAULT_TIMEOUT,
     USER_AGENT,
     HTTPTransport,
-    UnixHTTPConnection,
     error_from_response,
+    segment,
 )
 
 T = TypeVar("T")
 
 # Each long poll asks the daemon to hold the answer this long (execute() polls until done).
 LONG_POLL_S = 25.0
+# The daemon's default sandbox.deadline, if its configuration cannot be read.
+SANDBOX_DEADLINE = 30.0
 
 
 # -- the client --------------------------------------------------------------------------
@@ -293,11 +292,26 @@ class Client(HTTPTransport):
     def execute_tool(
         self, session_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None,
     ) -> ToolResult:
+        """Run a tool; waits as long as the call may run in the sandbox (``timeout``, else the
+        tool's own, else the daemon's ``sandbox.deadline``) plus the client's own timeout, so
+        a call that overruns comes back as the daemon's TIMEOUT result, not a client timeout."""
         body: dict[str, Any] = {"arguments": arguments}
         if timeout is not None:
             body["timeout"] = timeout
+        deadline = timeout if timeout is not None else self.tool_deadline(session_id, name)
         return self._call("POST", f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}/execute",
-                          ToolResult, body=body, wait=timeout or 0)
+                          ToolResult, body=body, wait=deadline)
+
+    def tool_deadline(self, session_id: str, name: str) -> float:
+        """How long a call of the tool may run in the sandbox: its own timeout, else the
+        daemon's ``sandbox.deadline``."""
+        tool = self.get_tool(session_id, name)
+        if tool.timeout is not None:
+            return tool.timeout
+        for setting in self.config().settings:
+            if setting.key == "sandbox.deadline" and isinstance(setting.value, (int, float)):
+                return float(setting.value)
+        return SANDBOX_DEADLINE
 
     def delete_tool(self, session_id: str, name: str) -> None:
         self._call("DELETE", f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}", None)
@@ -428,6 +442,14 @@ class Client(HTTPTransport):
         return (item for item in stream if isinstance(item, Event))
 
 
+def __getattr__(name: str) -> Any:
+    if name == "UnixHTTPConnection":  # re-exported, imported (with http.client) only if used
+        from llmgine_cli.wire import UnixHTTPConnection
+
+        return UnixHTTPConnection
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 SessionRef = Any  # a session id, or anything with a ``session_id`` (Session, Command, ...)
 
 
@@ -443,6 +465,9 @@ def _source(function: Callable[..., Any] | str) -> str:
     """A function's own source (dedented), or the text as given."""
     if isinstance(function, str):
         return function
+    import inspect
+    import textwrap
+
     try:
         return textwrap.dedent(inspect.getsource(function))
     except (OSError, TypeError) as exc:
@@ -459,8 +484,4 @@ def _wait(seconds: float) -> dict[str, str]:
     return {"wait": f"{seconds:g}"} if seconds > 0 else {}
 
 
-def _seg(value: str) -> str:
-    """One path segment, so an id can never walk to another route ("." and ".." too, which
-    quote() leaves as they are and URL normalisation would remove)."""
-    quoted = urllib.parse.quote(value, safe="")
-    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+_seg = segment

@@ -69,8 +69,19 @@ def _complete(fetch: Callable[[Any, typer.Context], Iterable[tuple[str, str]]]
 
 @_complete
 def session_ids(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
-    for s in client.list_sessions(limit=200, status="active").sessions:
+    """Active sessions: each id with its name beside it, and each name (every command takes a
+    session's name too) with its short id beside it."""
+    from llmgine_cli.ids import short_id
+
+    sessions = client.list_sessions(limit=200, status="active").sessions
+    for s in sessions:
         yield s.session_id, s.name or s.created_at
+    named: dict[str, list[str]] = {}
+    for s in sessions:
+        if s.name and not s.name.startswith("-") and " " not in s.name:
+            named.setdefault(s.name, []).append(short_id(s.session_id))
+    for name, shorts in named.items():
+        yield name, f"session {', '.join(shorts)}" + (" (ambiguous: use the id)" if len(shorts) > 1 else "")
 
 
 @_complete

@@ -8,26 +8,33 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TextIO
 
-from llmgine_cli.client import (
-    DEFAULT_TIMEOUT,
-    Client,
-    DaemonUnreachable,
-    Target,
-    resolve_target,
-)
+from llmgine_cli.target import Target, resolve_target
+from llmgine_cli.transport import DEFAULT_TIMEOUT
+
+# Plain classes and no typing at run time: this module is on every call's path (hot.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, TextIO
+
+    from llmgine_cli.client import Client
+    from llmgine_cli.errors import DaemonUnreachable
 
 
-@dataclass
 class Environment:
-    stdout: TextIO
-    stderr: TextIO
-    stdout_isatty: bool
-    stderr_isatty: bool
-    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    def __init__(
+        self, stdout: TextIO, stderr: TextIO, stdout_isatty: bool, stderr_isatty: bool,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+        self.stdout_isatty = stdout_isatty
+        self.stderr_isatty = stderr_isatty
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+
+    def __repr__(self) -> str:
+        return f"Environment(stdout_isatty={self.stdout_isatty}, stderr_isatty={self.stderr_isatty})"
 
     @classmethod
     def from_sys(cls) -> Environment:
@@ -49,14 +56,17 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-@dataclass
 class AppContext:
     """The root callback's result, stored in ``ctx.obj`` for every command."""
 
-    env: Environment
-    url: str | None = None
-    api_key: str | None = None
-    timeout: float | None = None
+    def __init__(
+        self, env: Environment, url: str | None = None, api_key: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.env = env
+        self.url = url
+        self.api_key = api_key
+        self.timeout = timeout
 
     def request_timeout(self) -> float:
         if self.timeout is not None:
@@ -77,18 +87,22 @@ class AppContext:
 
     def client(
         self, *, autostart: bool = True, target: Target | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None, cls: Any = None,
     ) -> Client:
         """A client for this invocation.
 
         ``autostart`` is for commands that need a daemon to do their job (sessions, ...);
         probes and daemon management (health, status, shutdown, daemon ...) pass False,
         because starting a daemon just to ask whether it runs, or to stop it, is absurd.
+        ``cls``: the class to build (default Client; the fast path passes the bare
+        HTTPTransport, which does not import the protocol models).
         """
+        if cls is None:
+            from llmgine_cli.client import Client as cls
         target = target or self.target()
         hook = self._autostart if autostart and target.is_default and self.autostart_enabled \
             else None
-        return Client(
+        return cls(
             target,
             api_key=self.api_key,
             env=self.env.environ,

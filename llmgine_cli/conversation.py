@@ -57,9 +57,23 @@ class Conversation:
         if engine_id is not None:
             return cls(client, client.get_engine(engine_id))
         created = False
+        if session_id is None and reuse and session_name == "ask":
+            # `ask` keeps one session for itself (the newest active one made by `ask`),
+            # instead of leaving a closed session behind per question. A session has one
+            # engine per type: one of another model makes way for the model asked for.
+            for session in client.list_sessions(status="active", limit=1000).sessions:
+                if session.name == session_name and (session.metadata or {}).get("cli") == session_name:
+                    for engine in client.list_engines(session_id=session.session_id, status="active",
+                                                      limit=100).engines:
+                        if engine.engine_type != engine_type:
+                            continue
+                        if model is None or engine.model_name == model:
+                            return cls(client, engine)
+                        client.delete_engine(engine.engine_id)
+                    return cls(client, client.create_engine(engine_type, session.session_id, model, {}))
         if session_id is None:
             session_id = client.create_session(name=session_name, metadata={"cli": session_name}).session_id
-            created = True
+            created = session_name != "ask"  # `ask` keeps its session for the next question
         elif reuse and not configuration:
             for engine in client.list_engines(session_id=session_id, status="active", limit=100).engines:
                 if engine.engine_type == engine_type and (model is None or engine.model_name == model):

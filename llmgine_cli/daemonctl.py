@@ -8,7 +8,6 @@ answers, and remembers the flags it used so `restart` can reuse them.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import json
 import os
@@ -131,8 +130,7 @@ def resolve(flags: DaemonFlags, env: Mapping[str, str]) -> Resolved:
     if path is not None:
         target = parse_url(f"unix://{path}")
     elif settings.tcp_enabled:
-        target = dataclasses.replace(
-            parse_url(f"http://{connect_host(settings.host)}:{settings.port}"),
+        target = parse_url(f"http://{connect_host(settings.host)}:{settings.port}").replace(
             local_key_file=str(settings.paths.local_key),
         )
     else:

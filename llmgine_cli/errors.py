@@ -37,11 +37,10 @@ daemon) becomes the group of its status, else plain ``ApiError``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from llmgine_daemon.protocol import ERROR_STATUS, ErrorCode
-
+TYPE_CHECKING = False  # typing costs a few ms to import: annotations only
 if TYPE_CHECKING:
+    from typing import Any
+
     from llmgine_daemon.protocol import Command
 
 
@@ -283,44 +282,43 @@ class ProviderBadRequest(ProviderError):
     pass
 
 
-E = ErrorCode
 BY_CODE: dict[str, type[ApiError]] = {
-    E.VALIDATION_ERROR: ValidationError,
-    E.INVALID_JSON: InvalidJson,
-    E.UNSUPPORTED_MEDIA_TYPE: UnsupportedMediaType,
-    E.PAYLOAD_TOO_LARGE: PayloadTooLarge,
-    E.METHOD_NOT_ALLOWED: MethodNotAllowed,
-    E.IDEMPOTENCY_KEY_REUSED: IdempotencyKeyReused,
-    E.REQUEST_TIMEOUT: RequestBodyTimeout,
-    E.UNAUTHORIZED: Unauthorized,
-    E.FORBIDDEN: Forbidden,
-    E.NOT_FOUND: NotFound,
-    E.SESSION_NOT_FOUND: SessionNotFound,
-    E.ENGINE_NOT_FOUND: EngineNotFound,
-    E.COMMAND_NOT_FOUND: CommandNotFound,
-    E.EVENT_NOT_FOUND: EventNotFound,
-    E.TOOL_NOT_FOUND: ToolNotFound,
-    E.HANDLER_NOT_FOUND: HandlerNotFound,
-    E.KEY_NOT_FOUND: KeyNotFound,
-    E.CONFLICT: Conflict,
-    E.SESSION_CLOSED: SessionClosed,
-    E.LIMIT_REACHED: LimitReached,
-    E.RATE_LIMITED: RateLimited,
-    E.INTERNAL_ERROR: InternalError,
-    E.SHUTTING_DOWN: ShuttingDown,
-    E.STORAGE_BUSY: StorageBusy,
-    E.INSUFFICIENT_STORAGE: InsufficientStorage,
-    E.SANDBOX_UNAVAILABLE: SandboxUnavailable,
-    E.COMMAND_EXECUTION_FAILED: CommandExecutionFailed,
-    E.COMMAND_TIMEOUT: CommandTimeout,
-    E.COMMAND_CANCELLED: CommandCancelled,
-    E.COMMAND_INTERRUPTED: CommandInterrupted,
-    E.PROVIDER_AUTH_FAILED: ProviderAuthFailed,
-    E.PROVIDER_RATE_LIMITED: ProviderRateLimited,
-    E.PROVIDER_UNAVAILABLE: ProviderUnavailable,
-    E.PROVIDER_TIMEOUT: ProviderTimeout,
-    E.PROVIDER_BAD_RESPONSE: ProviderBadResponse,
-    E.PROVIDER_BAD_REQUEST: ProviderBadRequest,
+    "VALIDATION_ERROR": ValidationError,
+    "INVALID_JSON": InvalidJson,
+    "UNSUPPORTED_MEDIA_TYPE": UnsupportedMediaType,
+    "PAYLOAD_TOO_LARGE": PayloadTooLarge,
+    "METHOD_NOT_ALLOWED": MethodNotAllowed,
+    "IDEMPOTENCY_KEY_REUSED": IdempotencyKeyReused,
+    "REQUEST_TIMEOUT": RequestBodyTimeout,
+    "UNAUTHORIZED": Unauthorized,
+    "FORBIDDEN": Forbidden,
+    "NOT_FOUND": NotFound,
+    "SESSION_NOT_FOUND": SessionNotFound,
+    "ENGINE_NOT_FOUND": EngineNotFound,
+    "COMMAND_NOT_FOUND": CommandNotFound,
+    "EVENT_NOT_FOUND": EventNotFound,
+    "TOOL_NOT_FOUND": ToolNotFound,
+    "HANDLER_NOT_FOUND": HandlerNotFound,
+    "KEY_NOT_FOUND": KeyNotFound,
+    "CONFLICT": Conflict,
+    "SESSION_CLOSED": SessionClosed,
+    "LIMIT_REACHED": LimitReached,
+    "RATE_LIMITED": RateLimited,
+    "INTERNAL_ERROR": InternalError,
+    "SHUTTING_DOWN": ShuttingDown,
+    "STORAGE_BUSY": StorageBusy,
+    "INSUFFICIENT_STORAGE": InsufficientStorage,
+    "SANDBOX_UNAVAILABLE": SandboxUnavailable,
+    "COMMAND_EXECUTION_FAILED": CommandExecutionFailed,
+    "COMMAND_TIMEOUT": CommandTimeout,
+    "COMMAND_CANCELLED": CommandCancelled,
+    "COMMAND_INTERRUPTED": CommandInterrupted,
+    "PROVIDER_AUTH_FAILED": ProviderAuthFailed,
+    "PROVIDER_RATE_LIMITED": ProviderRateLimited,
+    "PROVIDER_UNAVAILABLE": ProviderUnavailable,
+    "PROVIDER_TIMEOUT": ProviderTimeout,
+    "PROVIDER_BAD_RESPONSE": ProviderBadResponse,
+    "PROVIDER_BAD_REQUEST": ProviderBadRequest,
 }
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequest, 401: AuthError, 403: AuthError, 404: NotFound, 405: BadRequest,
@@ -341,11 +339,13 @@ def command_error(command: Command) -> ApiError:
     """The exception for a command that ended without a result (failed, timed out, ...)."""
     error = command.error
     code = error.code if error is not None else {
-        "timed_out": E.COMMAND_TIMEOUT, "cancelled": E.COMMAND_CANCELLED,
-        "interrupted": E.COMMAND_INTERRUPTED,
-    }.get(command.status, E.COMMAND_EXECUTION_FAILED)
+        "timed_out": "COMMAND_TIMEOUT", "cancelled": "COMMAND_CANCELLED",
+        "interrupted": "COMMAND_INTERRUPTED",
+    }.get(command.status, "COMMAND_EXECUTION_FAILED")
     message = error.message if error is not None else f"command {command.status}"
     details = error.details if error is not None else {}
     # A handler may fail with any code (TOOL_NOT_FOUND from a nested call, ...): the code's
     # own class is raised, with the command record attached.
+    from llmgine_daemon.protocol import ERROR_STATUS
+
     return api_error(ERROR_STATUS.get(code, 500), code, message, details, command=command)

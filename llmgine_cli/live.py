@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from llmgine_cli.context import Environment
+from llmgine_cli.ids import short_id
 from llmgine_cli.render import short_time
 
 _TYPE_STYLES = ("cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green",
@@ -23,7 +24,7 @@ def _compact(data: Any, width: int = 100) -> str:
 
 def event_line(event: Any) -> str:
     """One event as a plain line: seq, time, session, type, compact data."""
-    session = (event.session_id or "-")[:8]
+    session = short_id(event.session_id)
     return f"{event.seq}  {short_time(event.timestamp)}  {session}  {event.event_type}  " \
         f"{_compact(event.data)}".rstrip()
 
@@ -72,7 +73,7 @@ class LiveTail:
         line = Text()
         line.append(f"{short_time(event.timestamp)[11:]} ", style="dim")
         line.append(f"#{event.seq:<6} ", style="dim")
-        line.append(f"{(event.session_id or '-')[:8]} ", style="bold")
+        line.append(f"{short_id(event.session_id)} ", style="bold")
         line.append(f"{event.event_type:<24} ", style=self._style(event.event_type))
         line.append(_compact(event.data, 120))
         self.console.print(line)
@@ -134,6 +135,7 @@ class PlainAnswer:
     def __init__(self, env: Environment) -> None:
         self.env = env
         self.last = "\n"
+        self.streamed = False  # whether any text of this answer was written yet
 
     def __enter__(self) -> PlainAnswer:
         return self
@@ -146,6 +148,7 @@ class PlainAnswer:
             self.env.stdout.write(text)
             self.env.stdout.flush()
             self.last = text[-1]
+            self.streamed = True
 
     def tool_call(self, data: dict[str, Any]) -> None:
         self.env.err(f"tool: {tool_call_line(data)}")
@@ -154,8 +157,11 @@ class PlainAnswer:
         self.env.err(f"tool: {tool_result_line(data)}")
 
     def finish(self, text: str) -> None:
-        if self.last == "\n" and text:  # nothing was streamed: print the result's text
+        # The result repeats what was streamed; print it only if nothing was (an answer that
+        # ends with a newline must not come twice).
+        if not self.streamed and text:
             self.delta(text)
+        self.streamed = False  # the next answer (chat) starts afresh
 
     def end(self) -> None:
         if self.last != "\n":

@@ -11,45 +11,127 @@ A command describes its result with a ``View`` and calls ``render`` once:
 
 from __future__ import annotations
 
-import datetime as _dt
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, Literal
+# No dataclasses or typing at run time: this module is on every call's path (hot.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from enum import Enum
+    from typing import Any
 
-import msgspec
+    from llmgine_cli.context import Environment
 
-from llmgine_cli.context import Environment
-
-Format = Literal["table", "plain", "json", "jsonl"]
 FORMATS: tuple[str, ...] = ("table", "plain", "json", "jsonl")
 
 
-@dataclass(frozen=True)
 class Column:
-    header: str
-    key: str  # dotted path into the item
+    __slots__ = ("header", "key")
+
+    def __init__(self, header: str, key: str) -> None:
+        self.header = header
+        self.key = key  # dotted path into the item
+
+    def __repr__(self) -> str:
+        return f"Column({self.header!r}, {self.key!r})"
 
 
-@dataclass(frozen=True)
 class View:
-    columns: tuple[Column, ...] = ()
-    items: str | None = None  # the list field of an envelope; None = one object
-    id_field: str | None = None  # what -q prints; None = -q prints nothing
-    fields: tuple[str, ...] = ()  # key/value view: these dotted keys, in order (default: all)
-    title: str | None = None
-    raw_keys: frozenset[str] = field(default_factory=frozenset)  # never humanise these
+    """How a result renders: a list envelope as rows of ``columns``, else key/value pairs."""
+
+    def __init__(
+        self, columns: tuple[Column, ...] = (), items: str | None = None, id_field: str | None = None,
+        fields: tuple[str, ...] = (), title: str | None = None, raw_keys: frozenset[str] = frozenset(),
+    ) -> None:
+        self.columns = columns
+        self.items = items  # the list field of an envelope; None = one object
+        self.id_field = id_field  # what -q prints; None = -q prints nothing
+        self.fields = fields  # key/value view: these dotted keys, in order (default: all)
+        self.title = title
+        self.raw_keys = raw_keys  # never humanise these
 
 
 def resolve_format(env: Environment, fmt: str | Enum | None) -> str:
-    if isinstance(fmt, Enum):
-        fmt = str(fmt.value)
-    return fmt or ("table" if env.stdout_isatty else "plain")
+    value = getattr(fmt, "value", fmt)  # an OutputFormat (a str Enum) or a str
+    return str(value) if value else ("table" if env.stdout_isatty else "plain")
+
+
+def builtins(data: Any) -> Any:
+    """A protocol model as plain JSON values (dicts, lists, str, ...); plain values as they are."""
+    if data is None or isinstance(data, (dict, list, str, int, float)):
+        return data
+    import msgspec
+
+    return msgspec.to_builtins(data)
+
+
+def json_text(obj: Any, *, indent: bool) -> str:
+    """Plain JSON values as JSON text: pretty (two spaces) or one compact line."""
+    import json
+
+    try:
+        if indent:
+            return json.dumps(obj, indent=2, ensure_ascii=False)
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:
+        # Data nested deeper than Python's recursion limit (anybody's event can be): msgspec
+        # has no such limit, and the text is the same JSON.
+        import msgspec
+
+        encoded = msgspec.json.encode(obj)
+        return (msgspec.json.format(encoded, indent=2) if indent else encoded).decode()
+
+
+MAX_DEPTH = 16  # nested deeper than this, a cell shows "…" (and key/value output stops flattening)
+CELL_WIDTH = 200
+
+
+def compact(value: Any, width: int = CELL_WIDTH) -> str:
+    """A value as compact JSON on one line, at most ``width`` characters (then "…"), at most
+    MAX_DEPTH levels deep: safe for anything, however big or deeply nested."""
+    import json
+
+    parts: list[str] = []
+    budget = width + 1
+
+    def emit(text: str) -> bool:
+        nonlocal budget
+        parts.append(text)
+        budget -= len(text)
+        return budget > 0
+
+    def walk(v: Any, depth: int) -> bool:
+        if isinstance(v, dict):
+            if depth >= MAX_DEPTH:
+                return emit("{…}")
+            if not emit("{"):
+                return False
+            for i, (k, x) in enumerate(v.items()):
+                if (i and not emit(",")) or not emit(json.dumps(str(k), ensure_ascii=False) + ":"):
+                    return False
+                if not walk(x, depth + 1):
+                    return False
+            return emit("}")
+        if isinstance(v, (list, tuple)):
+            if depth >= MAX_DEPTH:
+                return emit("[…]")
+            if not emit("["):
+                return False
+            for i, x in enumerate(v):
+                if (i and not emit(",")) or not walk(x, depth + 1):
+                    return False
+            return emit("]")
+        try:
+            return emit(json.dumps(v, ensure_ascii=False))
+        except (TypeError, ValueError):
+            return emit(json.dumps(str(v), ensure_ascii=False))
+
+    walk(value, 0)
+    text = "".join(parts)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def render(
     env: Environment, data: Any, view: View, fmt: str | Enum | None = None, quiet: bool = False
 ) -> None:
-    obj = msgspec.to_builtins(data)
+    obj = builtins(data)
     items: list[Any] | None = obj.get(view.items) if view.items and isinstance(obj, dict) else None
     if quiet:
         if view.id_field:
@@ -61,13 +143,15 @@ def render(
         return
     fmt = resolve_format(env, fmt)
     if fmt == "json":
-        env.out(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode())
+        env.out(json_text(obj, indent=True))
     elif fmt == "jsonl":
         for item in items if items is not None else [obj]:
-            env.out(msgspec.json.encode(item).decode())
+            env.out(json_text(item, indent=False))
     elif items is not None:
         headers = [c.header for c in view.columns]
-        rows = [[_visible(_cell(c.key, _get(item, c.key), view), one_line=True) for c in view.columns]
+        compact_times = fmt == "table"  # a terminal: today's times without the date
+        rows = [[_visible(_list_cell(c.key, _get(item, c.key), view, compact_times), one_line=True)
+                 for c in view.columns]
                 for item in items]
         _emit(env, fmt, headers, rows, view.title, kv=False)
     else:
@@ -95,11 +179,13 @@ def _get(obj: Any, path: str) -> Any:
     return obj
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+def _flatten(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
+    """Nested objects as dotted keys (``counts.events``), down to a few levels; what is
+    deeper stays one value (shown as compact JSON)."""
     flat: dict[str, Any] = {}
-    if isinstance(obj, dict) and (obj or not prefix):
+    if isinstance(obj, dict) and (obj or not prefix) and depth < 4:
         for key, value in obj.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(_flatten(value, f"{prefix}{key}.", depth + 1))
     else:
         flat[prefix[:-1]] = obj
     return flat
@@ -118,19 +204,36 @@ def _visible(text: str, *, one_line: bool) -> str:
     return text.translate(_CONTROLS if one_line else _CONTROLS_KEEP_LINES)
 
 
+def _list_cell(key: str, value: Any, view: View, compact_times: bool = False) -> str:
+    """A cell of a listing row: ids short (their random part: ids.py), the rest as _cell."""
+    leaf = key.rsplit(".", 1)[-1]
+    if isinstance(value, str) and (leaf.endswith("_id") or leaf == "id") and key not in view.raw_keys:
+        from llmgine_cli.ids import short_id
+
+        return short_id(value)
+    if compact_times and isinstance(value, str) and (leaf.endswith("_at") or leaf in ("timestamp", "start")) \
+            and key not in view.raw_keys:
+        return short_time(value, compact=True)
+    return _cell(key, value, view)
+
+
 def _cell(key: str, value: Any, view: View) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_cell(k, v, view)}" for k, v in value.items()) or "-"
-    if isinstance(value, list):
-        return ", ".join(_cell(key, v, view) for v in value) or "-"
+    if isinstance(value, (dict, list)):
+        if not value:
+            return "-"
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return ", ".join(value)  # listeners, tags: as a person writes them
+        return compact(value)
     leaf = key.rsplit(".", 1)[-1]
     if key not in view.raw_keys:
-        if isinstance(value, str) and (leaf.endswith("_at") or leaf == "timestamp"):
+        if isinstance(value, str) and (leaf.endswith("_at") or leaf in ("timestamp", "start")):
             return short_time(value)
+        if leaf == "duration_ms" and isinstance(value, (int, float)):
+            return human_ms(value)
         if leaf == "uptime" and isinstance(value, (int, float)):
             return duration(value)
         if (leaf.endswith("_bytes") or key.startswith("file_bytes.")) and isinstance(value, int):
@@ -138,13 +241,38 @@ def _cell(key: str, value: Any, view: View) -> str:
     return str(value)
 
 
-def short_time(text: str) -> str:
-    """2024-01-01T00:00:00.123456Z -> 2024-01-01 00:00:00 (UTC, second precision)."""
+# Times in table and plain output: local time with its zone, or UTC (`llmgine --utc`).
+USE_UTC = False
+
+
+def short_time(text: str, *, compact: bool = False) -> str:
+    """2024-01-01T00:00:00.123456Z -> 2024-01-01 10:00:00 AEST (local time, its zone,
+    second precision; UTC with --utc). ``compact`` (table cells): a time of today without its
+    date, ``10:00:00 AEST``."""
+    import datetime as _dt
+
     try:
         value = _dt.datetime.fromisoformat(text)
     except ValueError:
         return text
-    return value.astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_dt.UTC)
+    local = value.astimezone(_dt.UTC) if USE_UTC else value.astimezone()
+    zone = local.tzname() or local.strftime("%z")
+    now = _dt.datetime.now(local.tzinfo)
+    if compact and local.date() == now.date():
+        return local.strftime("%H:%M:%S ") + zone
+    return local.strftime("%Y-%m-%d %H:%M:%S ") + zone
+
+
+def human_ms(ms: float) -> str:
+    """A duration in milliseconds as a person reads it: 12ms, 1.5s, 2m 5s, 1h 2m."""
+    if ms < 1000:
+        return f"{ms:.0f}ms" if ms >= 10 else f"{ms:.1f}ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    return duration(seconds) if seconds >= 3600 else f"{int(seconds // 60)}m {int(seconds % 60)}s"
 
 
 def duration(seconds: float) -> str:
@@ -197,14 +325,70 @@ def _rich_table(
         table = Table(box=None, show_header=False, title=title, pad_edge=False)
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column(overflow="fold")
-    else:
-        table = Table(box=box.SIMPLE_HEAD, title=title, pad_edge=False)
-        for header in headers:
-            table.add_column(header, style="cyan" if header == "ID" else None,
-                             overflow="fold", no_wrap=header == "ID")
+        for row in rows:
+            table.add_row(*_escape(row))
+        console.print(table)
+        return
+    keep, limits = fit_columns(headers, rows, console.width)
+    table = Table(box=box.SIMPLE_HEAD, title=title, pad_edge=False)
+    for i in keep:
+        table.add_column(headers[i], style="cyan" if headers[i] in ("ID", "TRACE") else None,
+                         no_wrap=True, overflow="ellipsis", min_width=len(headers[i]), max_width=limits[i])
+    status = headers.index("STATUS") if "STATUS" in headers else None
     for row in rows:
-        table.add_row(*_escape(row))
+        cells = _escape([row[i] for i in keep])
+        style = STATUS_STYLES.get(row[status]) if status is not None else None
+        if style and status in keep:
+            at = keep.index(status)
+            cells[at] = f"[{style}]{cells[at]}[/]"
+        table.add_row(*cells)
     console.print(table)
+    if len(keep) < len(headers):
+        hidden = ", ".join(headers[i] for i in range(len(headers)) if i not in keep)
+        env.err(f"(not shown at this width: {hidden}; -o plain or -o json show every column)")
+
+
+STATUS_STYLES = {
+    "completed": "green", "active": "green", "ok": "green", "healthy": "green", "running": "green",
+    "failed": "red", "error": "red", "timed_out": "red",
+    "cancelled": "yellow", "interrupted": "yellow", "queued": "dim", "executing": "cyan", "closed": "dim",
+}
+_FLEX_MIN = 16  # a long column (data, names, descriptions) shrinks to no less, with "…"
+# Columns of free text: they shrink (with "…") before anything is left out, and go last.
+FLEX_HEADERS = frozenset({"DATA", "DESCRIPTION", "NAME", "RESULT", "ROOT", "MESSAGE", "PARAMETERS",
+                          "TYPE", "MODEL", "FUNCTION", "LABELS", "METRIC", "SCOPE"})
+
+
+def fit_columns(headers: list[str], rows: list[list[str]], width: int) -> tuple[list[int], list[int | None]]:
+    """Which columns a table shows at ``width``, and the widest each may be.
+
+    Ids, times, statuses and counts keep their width; free-text columns (FLEX_HEADERS) shrink
+    to _FLEX_MIN with "…", widest first. When even that does not fit, the other columns are
+    left out from the right, then the free-text ones; the first column (the id) always stays.
+    No header is ever narrower than itself, and no cell wraps: every row stays one line.
+    """
+    natural = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    flex = [h in FLEX_HEADERS for h in headers]
+    floor = [max(len(h), min(n, _FLEX_MIN)) if f else n for h, n, f in zip(headers, natural, flex, strict=True)]
+    keep = list(range(len(headers)))
+
+    def need(widths: list[int]) -> int:  # cells plus a 3-wide gap between, 1 at each edge
+        return sum(widths[i] for i in keep) + 3 * (len(keep) - 1) + 2
+
+    drop_order = [i for i in reversed(keep[1:]) if not flex[i]] + [i for i in reversed(keep[1:]) if flex[i]]
+    for i in drop_order:
+        if need(floor) <= width:
+            break
+        keep.remove(i)
+    limits: list[int | None] = [None] * len(headers)
+    widths = list(natural)
+    while need(widths) > width:
+        widest = max(keep, key=lambda i: widths[i] - floor[i])
+        if widths[widest] <= floor[widest]:
+            break
+        widths[widest] = max(floor[widest], widths[widest] - (need(widths) - width))
+        limits[widest] = widths[widest]
+    return keep, limits
 
 
 def _escape(row: list[str]) -> list[str]:
@@ -239,10 +423,10 @@ def log_line(record: dict[str, Any]) -> str:
 
 def render_log_records(env: Environment, records: list[Any], fmt: str) -> None:
     """Log records as they arrive (also used by `logs -f`): coloured by level on a TTY."""
-    items = [msgspec.to_builtins(r) for r in records]
+    items = [builtins(r) for r in records]
     if fmt in ("json", "jsonl"):
         for item in items:
-            env.out(msgspec.json.encode(item).decode())
+            env.out(json_text(item, indent=False))
     elif fmt == "table" and env.stdout_isatty:
         from rich.console import Console
         from rich.text import Text
@@ -314,11 +498,10 @@ def render_metrics(
     Returns the rich renderable for table format when ``console`` is None and ``fmt`` is
     "table" and --watch drives a Live display; otherwise prints.
     """
-    data = msgspec.to_builtins(snapshot)
-    prev = msgspec.to_builtins(previous) if previous is not None else None
+    data = builtins(snapshot)
+    prev = builtins(previous) if previous is not None else None
     if fmt in ("json", "jsonl"):
-        env.out(msgspec.json.encode(data).decode() if fmt == "jsonl"
-                else msgspec.json.format(msgspec.json.encode(data), indent=2).decode())
+        env.out(json_text(data, indent=fmt == "json"))
         env.stdout.flush()
         return None
     rows = metric_rows(data, prev, interval)
@@ -360,10 +543,9 @@ def render_metrics(
 
 def render_trace(env: Environment, trace: Any, fmt: str) -> None:
     """A waterfall tree: name, offset from the trace start, duration, a bar; errors in red."""
-    data = msgspec.to_builtins(trace)
+    data = builtins(trace)
     if fmt in ("json", "jsonl"):
-        env.out(msgspec.json.encode(data).decode() if fmt == "jsonl"
-                else msgspec.json.format(msgspec.json.encode(data), indent=2).decode())
+        env.out(json_text(data, indent=fmt == "json"))
         env.stdout.flush()
         return
     total = data["duration_ms"] or 1.0

@@ -1,20 +1,20 @@
 """The wire under Client, AsyncClient and EventStream: where the daemon is, the connection
 (Unix socket or TCP), the headers and credential every request carries, and the one way an
-answer becomes a model or its typed exception. Client adds one method per endpoint."""
+answer becomes a model or its typed exception. Client adds one method per endpoint.
+
+Requests go through ``wire.py``, a small HTTP/1.1 client over a plain socket (http.client
+pulls in email and friends, a tenth of a CLI call); msgspec and the protocol models are
+imported only when an answer is decoded into a model, so ``-o json`` never pays for them.
+"""
 
 from __future__ import annotations
 
-import http.client
 import os
-import socket
 import urllib.parse
-from collections.abc import Callable, Mapping
-from typing import Any
 
-import msgspec
 from llmgine_daemon import __version__
-from llmgine_daemon.protocol import REQUEST_ID_HEADER, VERSION_HEADER, ErrorEnvelope
 
+from llmgine_cli import wire
 from llmgine_cli.errors import (
     ApiError,
     DaemonUnreachable,
@@ -22,41 +22,45 @@ from llmgine_cli.errors import (
     RequestTimeout,
     api_error,
 )
-from llmgine_cli.localkey import key_for, read_key
 from llmgine_cli.target import Target, resolve_target
+
+TYPE_CHECKING = False  # typing costs a few ms to import: annotations only
+if TYPE_CHECKING:
+    import http.client
+    from collections.abc import Callable, Mapping
+    from typing import Any
 
 DEFAULT_TIMEOUT = 30.0
 USER_AGENT = f"llmgine-cli/{__version__}"
+# llmgine_daemon.protocol's names for them (tests/unit checks they agree): importing the
+# protocol package costs msgspec, which a raw request does not need.
+VERSION_HEADER = "X-Llmgine-Version"
+REQUEST_ID_HEADER = "X-Request-ID"
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        # The Host header is required by HTTP/1.1 and meaningless on a socket.
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
+def __getattr__(name: str) -> Any:
+    if name == "UnixHTTPConnection":  # the http.client class the event stream uses
+        from llmgine_cli.wire import UnixHTTPConnection
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+        return UnixHTTPConnection
+    raise AttributeError(name)
 
 
 def error_from_response(status: int, reason: str, data: bytes, request_id: str | None = None) -> ApiError:
     """The typed exception of the error code (SessionNotFound, ...) in an error answer."""
+    import json
+
     try:
-        env = msgspec.json.decode(data, type=ErrorEnvelope)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        envelope = json.loads(data)
+        error = envelope["error"]
+        code, message = error["code"], error["message"]
+        details = error.get("details") or {}
+        if not (isinstance(code, str) and isinstance(message, str) and isinstance(details, dict)):
+            raise TypeError(code)
+    except (ValueError, TypeError, KeyError):
         # Not our envelope (a proxy, or something else on that port): keep what we know.
         return api_error(status, f"HTTP_{status}", reason or "error", {}, request_id)
-    return api_error(
-        status, env.error.code, env.error.message, env.error.details,
-        env.request_id or request_id,
-    )
+    return api_error(status, code, message, details, envelope.get("request_id") or request_id)
 
 
 class HTTPTransport:
@@ -107,6 +111,16 @@ class HTTPTransport:
                              idempotency_key=idempotency_key)
         return self._decode(method, path, type_, data)
 
+    def _call_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request; the answer as plain JSON values (dicts and lists), no model."""
+        import json
+
+        data = self._request(method, path, **kwargs)
+        try:
+            return json.loads(data) if data else None
+        except ValueError as exc:
+            raise ProtocolError(f"unexpected answer from {method} {path} at {self.url}: {exc}") from None
+
     def _decode(self, method: str, path: str, type_: Any, data: bytes) -> Any:
         if type_ is None:
             return None
@@ -114,6 +128,8 @@ class HTTPTransport:
             return data
         if type_ is str:
             return data.decode("utf-8", "replace")
+        import msgspec
+
         try:
             return msgspec.json.decode(data, type=type_)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -134,7 +150,7 @@ class HTTPTransport:
         extra = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         timeout = self.timeout + wait
         path = self._target_path(path, query)
-        payload = None if body is None else msgspec.json.encode(body)
+        payload = None if body is None else _encode(body)
         try:
             return self._send(method, path, payload, timeout, extra)
         except DaemonUnreachable as exc:
@@ -150,6 +166,11 @@ class HTTPTransport:
         return f"{path}?{urllib.parse.urlencode(pairs)}" if pairs else path
 
     def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
+        """An http.client connection (the event stream reads its answer incrementally)."""
+        import http.client
+
+        from llmgine_cli.wire import UnixHTTPConnection
+
         t = self.target
         timeout = self.timeout if timeout is None else timeout
         if t.socket_path is not None:
@@ -161,34 +182,33 @@ class HTTPTransport:
         extra_headers: Mapping[str, str] | None = None,
     ) -> bytes:
         headers = self._headers(payload, extra_headers)
-        conn = self._connection(timeout)
+        timeout = self.timeout if timeout is None else timeout
+        t = self.target
         try:
-            try:
-                conn.connect()
-            except TimeoutError:
-                raise RequestTimeout(f"connecting to {self.url} timed out", self.url) from None
-            except OSError as exc:
-                raise DaemonUnreachable(
-                    f"cannot connect to {self.url}: {exc.strerror or exc}", self.url,
-                    before_send=True,
-                ) from None
-            try:
-                conn.request(method, path, body=payload, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-            except TimeoutError:
-                raise RequestTimeout(
-                    f"no answer from {self.url} within {self.timeout:g}s", self.url
-                ) from None
-            except (OSError, http.client.HTTPException) as exc:
-                # The daemon went away mid-request (e.g. it is shutting down).
-                reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-                raise DaemonUnreachable(
-                    f"lost the connection to {self.url}: {reason}", self.url, before_send=False
-                ) from None
+            sock = wire.connect(t.socket_path, t.host, t.port, timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"connecting to {self.url} timed out", self.url) from None
+        except OSError as exc:
+            raise DaemonUnreachable(
+                f"cannot connect to {self.url}: {exc.strerror or exc}", self.url,
+                before_send=True,
+            ) from None
+        host = "localhost" if t.is_unix else t.url.split("://", 1)[1]
+        try:
+            answer = wire.exchange(sock, method, path, host, headers, payload)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"no answer from {self.url} within {timeout:g}s", self.url
+            ) from None
+        except (OSError, wire.BadResponse) as exc:
+            # The daemon went away mid-request (e.g. it is shutting down).
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise DaemonUnreachable(
+                f"lost the connection to {self.url}: {reason}", self.url, before_send=False
+            ) from None
         finally:
-            conn.close()
-        return self._finish(resp.status, resp.reason, resp.getheader, data)
+            sock.close()
+        return self._finish(answer.status, answer.reason, answer.header, answer.body)
 
     def _headers(self, payload: bytes | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(extra or {})}
@@ -211,6 +231,8 @@ class HTTPTransport:
         t = self.target
         if t.is_unix:
             return None  # over the socket the kernel vouches for us
+        from llmgine_cli.localkey import key_for, read_key
+
         if t.local_key_file is not None:
             return read_key(t.local_key_file)
         return key_for(t.host, t.port, self._env)
@@ -222,3 +244,24 @@ class HTTPTransport:
         if version != __version__ and not self._warned and self.on_version_mismatch:
             self._warned = True
             self.on_version_mismatch(version)
+
+
+def segment(value: str) -> str:
+    """One path segment, so an id can never walk to another route ("." and ".." too, which
+    quote() leaves as they are and URL normalisation would remove)."""
+    quoted = urllib.parse.quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
+def _encode(body: Any) -> bytes:
+    """A request body as JSON: plain values with the json module, models with msgspec."""
+    if isinstance(body, dict) and all(isinstance(k, str) for k in body):
+        import json
+
+        try:
+            return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError):
+            pass  # something json cannot spell (a model inside, a NaN): msgspec decides
+    import msgspec
+
+    return msgspec.json.encode(body)

@@ -36,6 +36,16 @@ SCRUBBED = (
 )
 
 
+def default_signals() -> None:
+    """``preexec_fn`` for every process a test starts: SIGINT back to its default.
+
+    A suite started with ``&`` from a script runs with SIGINT ignored, and an ignored signal
+    stays ignored across exec (Python then does not even install its KeyboardInterrupt
+    handler): the child would never see the Ctrl-C a test sends it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def short_home() -> Path:
     return Path(tempfile.mkdtemp(prefix="lg", dir="/tmp"))
 
@@ -72,7 +82,7 @@ def run_cli(
     return subprocess.run(
         [sys.executable, "-m", "llmgine_cli", *args],
         env=full_env(env), capture_output=True, text=True, timeout=timeout, check=False,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL, preexec_fn=default_signals,
     )
 
 
@@ -101,7 +111,7 @@ def start_daemon(home: Path, *args: str, env: Mapping[str, str | None] | None = 
         argv += ["--port", str(port)]
     with open(home / "daemon-under-test.log", "ab") as log:
         proc = subprocess.Popen(argv, env=full_env(overrides), stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=log)
+                                stdout=log, stderr=log, preexec_fn=default_signals)
     target = parse_url(f"http://127.0.0.1:{port}") if port and "--no-socket" in args else \
         parse_url(f"unix://{get_paths({'LLMGINE_HOME': str(home)}).socket}")
     deadline = time.monotonic() + 15

@@ -6,19 +6,79 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from llmgine_daemon.protocol import TERMINAL_STATUSES, Command
 
-from llmgine_cli import completion
+from llmgine_cli import completion, inputs
+from llmgine_cli.hot import text_view  # noqa: F401  (re-exported)
+from llmgine_cli.inputs import InputError, command_metadata  # noqa: F401  (re-exported)
+
+
+def session_callback(ctx: typer.Context, param: Any, value: str | None) -> str | None:
+    """A session given by id, unique prefix, short id or name, as its id (hot.py)."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    from llmgine_cli.hot import resolve_session
+    from llmgine_cli.ids import Ambiguous
+    from llmgine_cli.options import state
+
+    try:
+        return resolve_session(state(ctx), value)
+    except Ambiguous as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def choices(*allowed: str, several: bool = False) -> Any:
+    """An option callback: the value must be one of ``allowed`` (comma-separated ones with
+    ``several``), else a usage error (exit 2) instead of the daemon's 422 (exit 1)."""
+
+    def callback(ctx: typer.Context, param: Any, value: str | None) -> str | None:
+        if value is None or ctx.resilient_parsing:
+            return value
+        given = value.split(",") if several else [value]
+        bad = [v for v in given if v.strip() not in allowed]
+        if bad:
+            raise typer.BadParameter(f"{bad[0]!r} is not one of {', '.join(allowed)}")
+        return value
+
+    return callback
+
+
+def id_callback(kind: str, path: str, items: str, key: str, *, in_session: bool = False,
+                name_key: str | None = None, paged: bool = True) -> Any:
+    """An option/argument callback resolving an id prefix or short id of ``kind``;
+    ``in_session``: ``path`` has a ``{session}`` the command's --session fills."""
+
+    def callback(ctx: typer.Context, param: Any, value: str | None) -> str | None:
+        if value is None or ctx.resilient_parsing:
+            return value
+        from llmgine_cli.hot import resolve_id
+        from llmgine_cli.ids import Ambiguous, is_full_id
+        from llmgine_cli.options import state
+
+        if is_full_id(value):
+            return value
+        where = path
+        if in_session:
+            session = ctx.params.get("session")
+            if session is None:
+                return value  # resolved when --session is known (it is parsed first: is_eager)
+            where = path.format(session=session)
+        try:
+            return resolve_id(state(ctx), kind, value, where, items, key, name_key=name_key, paged=paged)
+        except Ambiguous as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    return callback
+
 
 SessionOpt = Annotated[
     str,
     typer.Option("--session", "-S", envvar="LLMGINE_SESSION", metavar="ID", show_default=False,
-                 autocompletion=completion.session_ids,
-                 help="The session (default: LLMGINE_SESSION)."),
+                 autocompletion=completion.session_ids, callback=session_callback, is_eager=True,
+                 help="The session: its id, a unique prefix, its short id or its name "
+                      "(default: LLMGINE_SESSION)."),
 ]
 
 # Each long poll asks the daemon to hold the answer this long; the CLI polls again until done.
@@ -27,35 +87,25 @@ _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def typed_value(text: str) -> Any:
-    """``3`` -> 3, ``true`` -> True, ``{"a": 1}`` -> a dict; anything that is not JSON stays
-    a string (quote it, ``'"3"'``, to force a string)."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+def usage(exc: InputError) -> typer.BadParameter:
+    """An input error as Typer's usage error (exit 2, with the option named)."""
+    return typer.BadParameter(str(exc), param_hint=exc.option)
 
 
 def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=option)
-        out[key] = typed_value(value)
-    return out
+    """KEY=VALUE (a string) and KEY:=JSON pairs (inputs.py)."""
+    try:
+        return inputs.parse_pairs(pairs, option)
+    except InputError as exc:
+        raise usage(exc) from None
 
 
 def parse_object(text: str | None, option: str) -> dict[str, Any]:
-    if text is None:
-        return {}
+    """A JSON object, inline, @file or - (stdin)."""
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise typer.BadParameter(f"not JSON: {exc}", param_hint=option) from None
-    if not isinstance(value, dict):
-        raise typer.BadParameter("must be a JSON object", param_hint=option)
-    return value
+        return inputs.parse_object(text, option)
+    except InputError as exc:
+        raise usage(exc) from None
 
 
 def parse_time(text: str | None, option: str) -> str | None:
@@ -71,35 +121,6 @@ def parse_time(text: str | None, option: str) -> str | None:
     except ValueError:
         raise typer.BadParameter("use 10m, 2h, 1d or an ISO 8601 time", param_hint=option) from None
     return text
-
-
-def command_metadata(priority: str | None, timeout: float | None) -> dict[str, Any]:
-    metadata: dict[str, Any] = {}
-    if priority:
-        metadata["priority"] = priority
-    if timeout is not None:
-        metadata["timeout"] = timeout
-    return metadata
-
-
-def finish(record: Command, poll: Callable[[Command], Command], on_interrupt: Callable[[Command], None]) -> Command:
-    """Long-poll until the command finished. Ctrl-C stops waiting, not the command."""
-    try:
-        while record.status not in TERMINAL_STATUSES:
-            record = poll(record)
-    except KeyboardInterrupt:
-        on_interrupt(record)
-        raise typer.Exit(130) from None
-    return record
-
-
-def text_view(record: dict[str, Any]) -> dict[str, Any]:
-    """A record for table/plain output: the traceback stays in -o json."""
-    error = record.get("error")
-    if isinstance(error, dict) and isinstance(error.get("details"), dict):
-        details = {k: v for k, v in error["details"].items() if k != "traceback"}
-        record = {**record, "error": {**error, "details": details}}
-    return record
 
 
 def summary(record: dict[str, Any], width: int = 60) -> str:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from llmgine_daemon.protocol import Command
 
-from llmgine_cli.commands.args import parse_pairs
+from llmgine_cli.commands.args import parse_pairs, session_callback
 from llmgine_cli.context import Environment
+from llmgine_cli.ids import short_id
 from llmgine_cli.options import state
 from llmgine_cli.status import ExitStatus
 
@@ -29,11 +30,12 @@ EngineOpt = Annotated[str | None, typer.Option(
     "--engine", "-E", metavar="ID", show_default=False,
     help="Talk to this existing engine (SinglePassEngine or ToolChatEngine) and its memory.")]
 SessionOpt = Annotated[str | None, typer.Option(
-    "--session", "-S", envvar="LLMGINE_SESSION", metavar="ID", show_default=False,
-    help="Create the engine in this session (default: LLMGINE_SESSION, else a new session).")]
+    "--session", "-S", envvar="LLMGINE_SESSION", metavar="ID", show_default=False, callback=session_callback,
+    help="Create the engine in this session: id, prefix, short id or name (default: LLMGINE_SESSION, "
+         "else `ask`'s own session, or a new one for `chat`).")]
 Params = Annotated[list[str] | None, typer.Option(
     "--param", "-p", metavar="KEY=VALUE",
-    help="A per-call parameter (temperature, max_tokens, ...); VALUE is JSON if it parses. Repeatable.")]
+    help="A per-call parameter (temperature, max_tokens, ...); KEY=string or KEY:=JSON (temperature:=0). Repeatable.")]
 
 HELP_TEXT = "/reset forgets the conversation, /exit (or Ctrl-D) leaves, Ctrl-C stops an answer"
 
@@ -45,9 +47,17 @@ def _view(env: Environment) -> PlainAnswer | RichAnswer:
 
 
 def play(turn: Turn, env: Environment) -> Command:
-    """Show one prompt's answer as it streams (tool calls as they happen); its final record."""
+    """Show one prompt's answer as it streams (tool calls as they happen); its final record.
+    Until the first word arrives, a spinner (on a terminal's stderr) shows the wait."""
+    import itertools
+
+    from llmgine_cli.progress import spinner
+
+    events = iter(turn)
+    with spinner(env, "waiting for the first words"):
+        first = list(itertools.islice(events, 1))
     with _view(env) as view:
-        for event in turn:
+        for event in itertools.chain(first, events):
             kind = event.event_type
             if kind == "EngineResponseDelta":
                 view.delta(str(event.data.get("text") or ""))
@@ -82,6 +92,8 @@ def ask(
     engine: EngineOpt = None,
     session: SessionOpt = None,
     param: Params = None,
+    cancel_on_interrupt: Annotated[bool, typer.Option(
+        "--cancel-on-interrupt", help="Ctrl-C cancels the answer (default: it continues in the daemon).")] = False,
 ) -> None:
     """Ask one question and print the answer as it is written.
 
@@ -103,18 +115,37 @@ def ask(
 
     conv = Conversation.open(app_ctx.client(), engine_id=engine, session_id=None if engine else session,
                              model=model)
+    if engine is None and session is None:
+        conv.reset()  # the shared "ask" session's engine: each question starts afresh
     turn = conv.send(prompt, parameters)
     try:
         record = play(turn, env)
     except KeyboardInterrupt:
-        turn.cancel()
-        env.err(f"interrupted: command {turn.command_id} cancelled" if turn.command_id else "interrupted")
+        # As every wait of the CLI: the command goes on unless --cancel-on-interrupt.
+        if cancel_on_interrupt or turn.command_id is None:
+            turn.cancel()
+            env.err(f"interrupted: command {turn.command_id} cancelled" if turn.command_id else "interrupted")
+        else:
+            turn.close()
+            env.err(f"interrupted: command {turn.command_id} continues in the daemon (stop it with: "
+                    f"llmgine command cancel {turn.command_id} --session {conv.session_id})")
         raise typer.Exit(ExitStatus.INTERRUPTED) from None
     finally:
         conv.close()
     if record.status != "completed":
         env.err(failure_line(record))
         raise typer.Exit(ExitStatus.ERROR)
+
+
+def default_model(client: Any) -> str:
+    """The model an engine made without one uses: the daemon's providers.default_model."""
+    try:
+        for setting in client.config().settings:
+            if setting.key == "providers.default_model" and setting.value:
+                return f"{setting.value} (the default model)"
+    except Exception:  # noqa: BLE001 - naming it is a courtesy; chat goes on
+        pass
+    return "(the default model)"
 
 
 def _history_file(environ: Any) -> Path | None:
@@ -181,8 +212,8 @@ def chat(
         configuration={"system_prompt": system} if system else None, reuse=False, session_name="chat",
     )
     e = conv.engine
-    env.err(f"{e.engine_type} {e.model_name or '(default model)'}: engine {e.engine_id} in session "
-            f"{e.session_id}. {HELP_TEXT}.")
+    env.err(f"{e.engine_type} {e.model_name or default_model(conv.client)}: engine {short_id(e.engine_id)} "
+            f"in session {short_id(e.session_id)}. {HELP_TEXT}.")
     interactive = sys.stdin.isatty()
     history = _readline(env.environ) if interactive else None
     prompt = "you> " if interactive else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,12 +12,13 @@ import msgspec
 import typer
 from llmgine_daemon.protocol import Batch, Command
 
-from llmgine_cli import completion
+from llmgine_cli import completion, hot
 from llmgine_cli.commands.args import (
     LONG_POLL_S,
     SessionOpt,
+    choices,
     command_metadata,
-    finish,
+    id_callback,
     parse_object,
     parse_pairs,
     summary,
@@ -30,7 +32,7 @@ from llmgine_cli.status import ExitStatus
 app = typer.Typer(help="Run, inspect, list and cancel commands (and batches of them).",
                   no_args_is_help=True)
 
-COMMAND_VIEW = View(id_field="command_id")
+COMMAND_VIEW = hot.COMMAND_VIEW
 LIST_VIEW = View(
     columns=(
         Column("ID", "command_id"),
@@ -38,7 +40,7 @@ LIST_VIEW = View(
         Column("STATUS", "status"),
         Column("PRIORITY", "priority"),
         Column("CREATED", "created_at"),
-        Column("MS", "duration_ms"),
+        Column("TOOK", "duration_ms"),
     ),
     items="commands",
     id_field="command_id",
@@ -49,16 +51,26 @@ BATCH_VIEW = View(
         Column("ID", "command_id"),
         Column("TYPE", "command_type"),
         Column("STATUS", "status"),
-        Column("MS", "duration_ms"),
+        Column("TOOK", "duration_ms"),
         Column("RESULT", "summary"),
     ),
     items="commands",
     id_field="command_id",
 )
 
-CommandId = Annotated[str, typer.Argument(metavar="ID", help="The command id.")]
+CommandId = Annotated[str, typer.Argument(
+    metavar="ID", help="The command: its id, a unique prefix or its short id.",
+    callback=id_callback("command", "/api/sessions/{session}/commands", "commands", "command_id", in_session=True))]
+class PriorityLevel(StrEnum):
+    high = "high"
+    normal = "normal"
+    low = "low"
+
+
 Priority = Annotated[
-    str | None, typer.Option("--priority", help="high, normal or low (default normal).", show_default=False)
+    PriorityLevel | None,
+    typer.Option("--priority", help="high, normal or low (default normal).", show_default=False,
+                 case_sensitive=False),
 ]
 Timeout = Annotated[
     float | None,
@@ -71,33 +83,13 @@ NoWait = Annotated[bool, typer.Option(
 )]
 
 
-def render_command(app_ctx: AppContext, record: Command, output: Any, quiet: bool) -> None:
-    """Print a command record; exit 1 unless it completed (or is still running, --no-wait)."""
-    data = msgspec.to_builtins(record)
-    if resolve_format(app_ctx.env, output) in ("table", "plain"):
-        data = text_view(data)
-    render(app_ctx.env, data, COMMAND_VIEW, output, quiet)
-    if record.status in ("queued", "executing", "completed"):
-        return
-    if record.error is not None:
-        app_ctx.env.err(f"error: command {record.command_id} {record.status}: "
-                        f"{record.error.code}: {record.error.message}")
-    else:
-        app_ctx.env.err(f"error: command {record.command_id} {record.status}")
-    raise typer.Exit(ExitStatus.ERROR)
-
-
-def wait_for(app_ctx: AppContext, record: Command) -> Command:
-    client = app_ctx.client()
-
-    def poll(current: Command) -> Command:
-        return client.get_command(current.session_id, current.command_id, wait=LONG_POLL_S)
-
-    def interrupted(current: Command) -> None:
-        app_ctx.env.err(f"interrupted: command {current.command_id} is still {current.status} "
-                        f"(llmgine command cancel {current.command_id} --session {current.session_id})")
-
-    return finish(record, poll, interrupted)
+def finish_command(app_ctx: AppContext, record: Any, *, no_wait: bool, output: Any, quiet: bool,
+                   cancel_on_interrupt: bool = False) -> None:
+    """Wait for it unless no_wait, print it; exit 1 unless it completed (hot.py), 130 on Ctrl-C."""
+    code = hot.finish_command(app_ctx, msgspec.to_builtins(record), no_wait=no_wait, output=output,
+                              quiet=quiet, cancel_on_interrupt=cancel_on_interrupt)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("run")
@@ -109,10 +101,12 @@ def run(
     param: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", metavar="KEY=VALUE",
-                     help="A parameter; VALUE is JSON if it parses (3, true, [1]), else a string. Repeatable."),
+                     help="A parameter: KEY=VALUE is a string, KEY:=JSON a JSON value (n:=3), "
+                          "KEY=@FILE a file's text. Repeatable."),
     ] = None,
     params: Annotated[
-        str | None, typer.Option("--params", metavar="JSON", help="All parameters as a JSON object.")
+        str | None,
+        typer.Option("--params", metavar="JSON", help="All parameters as a JSON object (or @FILE, - for stdin)."),
     ] = None,
     priority: Priority = None,
     timeout: Timeout = None,
@@ -124,28 +118,33 @@ def run(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Print the command's events live while it runs.")
     ] = False,
+    cancel_on_interrupt: Annotated[
+        bool, typer.Option("--cancel-on-interrupt",
+                           help="Ctrl-C cancels the command (default: it continues in the daemon).")
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """Run a command in a session and print its result (exit 1 if it did not complete)."""
     app_ctx = state(ctx)
     parameters = {**parse_object(params, "--params"), **parse_pairs(param, "--param")}
-
-    def submit(wait: float) -> Command:
-        return app_ctx.client().submit_command(
-            session, command_type, parameters, command_metadata(priority, timeout),
-            wait=wait, idempotency_key=idempotency_key,
-        )
-
+    metadata = command_metadata(priority.value if priority else None, timeout)
     if follow and not no_wait:
         from llmgine_cli.commands.event_tail import follow_command
 
-        record = follow_command(app_ctx, session, lambda: submit(0), output)
-    else:
-        record = submit(0 if no_wait else LONG_POLL_S)
-    if not no_wait:
-        record = wait_for(app_ctx, record)
-    render_command(app_ctx, record, output, quiet)
+        def submit() -> Command:
+            return app_ctx.client().submit_command(session, command_type, parameters, metadata,
+                                                   idempotency_key=idempotency_key)
+
+        record = follow_command(app_ctx, session, submit, output)
+        finish_command(app_ctx, record, no_wait=False, output=output, quiet=quiet,
+                       cancel_on_interrupt=cancel_on_interrupt)
+        return
+    code = hot.command_run(app_ctx, session=session, command_type=command_type, parameters=parameters,
+                           metadata=metadata, no_wait=no_wait, idempotency_key=idempotency_key,
+                           output=output, quiet=quiet, cancel_on_interrupt=cancel_on_interrupt)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("get")
@@ -164,7 +163,10 @@ def get(
     client = app_ctx.client()
     record = client.get_command(session, command_id, wait=LONG_POLL_S if wait else 0)
     if wait:
-        record = wait_for(app_ctx, record)
+        waited = hot.wait_for(app_ctx, msgspec.to_builtins(record))
+        if waited is None:
+            raise typer.Exit(hot.interrupted(app_ctx, msgspec.to_builtins(record), cancel=False))
+        record = msgspec.convert(waited, Command)
     if trace:
         if record.trace_id is None:
             app_ctx.env.err(f"error: command {record.command_id} has no trace")
@@ -174,7 +176,7 @@ def get(
             return
         render_trace(app_ctx.env, client.trace(record.trace_id), resolve_format(app_ctx.env, output))
         return
-    render_command(app_ctx, record, output, quiet)
+    finish_command(app_ctx, record, no_wait=True, output=output, quiet=quiet)
 
 
 @app.command("list")
@@ -182,7 +184,9 @@ def list_(
     ctx: typer.Context,
     session: SessionOpt,
     status: Annotated[
-        str | None, typer.Option("--status", help="queued, executing, completed, failed, timed_out, "
+        str | None, typer.Option("--status", callback=choices("queued", "executing", "completed", "failed", "timed_out",
+                                                              "cancelled", "interrupted", several=True),
+                                 help="queued, executing, completed, failed, timed_out, "
                                  "cancelled or interrupted; comma-separated for several.")
     ] = None,
     command_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this command type.")] = None,
@@ -265,11 +269,20 @@ def batch(
     app_ctx = state(ctx)
     commands = read_batch_file(file)
     client = app_ctx.client()
-    result = client.submit_batch(session, commands, mode="sequential" if sequential else "parallel",
-                                 stop_on_error=stop_on_error, wait=0 if no_wait else LONG_POLL_S)
+    from llmgine_cli.progress import Bar, enabled, spinner
+
+    # A big batch on a terminal: a progress bar (short polls to redraw it); else long polls.
+    show_bar = not no_wait and len(commands) > BAR_OVER and enabled(app_ctx.env)
+    poll = 1.0 if show_bar else LONG_POLL_S
+    with spinner(app_ctx.env, f"submitting {len(commands)} commands"):
+        result = client.submit_batch(session, commands, mode="sequential" if sequential else "parallel",
+                                     stop_on_error=stop_on_error, wait=0 if no_wait or show_bar else LONG_POLL_S)
     try:
-        while not no_wait and result.status != "finished":
-            result = client.get_batch(session, result.batch_id, wait=LONG_POLL_S)
+        with Bar(app_ctx.env, len(commands), "batch") as bar:
+            while not no_wait and result.status != "finished":
+                if show_bar:
+                    bar.update(sum(1 for c in result.commands if c.status in TERMINAL))
+                result = client.get_batch(session, result.batch_id, wait=poll)
     except KeyboardInterrupt:
         app_ctx.env.err(f"interrupted: batch {result.batch_id} keeps running "
                         f"(llmgine command list --session {session} --batch {result.batch_id})")
@@ -283,6 +296,10 @@ def batch(
                         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     if not no_wait and any(c.status != "completed" for c in result.commands):
         raise typer.Exit(ExitStatus.ERROR)
+
+
+BAR_OVER = 200  # a batch of more commands than this gets a progress bar (on a terminal)
+TERMINAL = frozenset({"completed", "failed", "timed_out", "cancelled", "interrupted"})
 
 
 def render_batch(app_ctx: AppContext, result: Batch, output: Any, quiet: bool) -> None:

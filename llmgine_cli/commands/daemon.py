@@ -190,7 +190,7 @@ def logs(
         try:
             _follow(env.stdout, path, position)
         except KeyboardInterrupt:
-            pass  # Ctrl-C is how you stop following: a normal exit, not an error
+            raise typer.Exit(130) from None  # Ctrl-C: as every wait ends (exit 130)
 
 
 def _follow(out: Any, path: Path, position: int) -> None:

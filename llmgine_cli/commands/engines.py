@@ -8,8 +8,16 @@ import msgspec
 import typer
 
 from llmgine_cli import completion
-from llmgine_cli.commands.args import LONG_POLL_S, SessionOpt, command_metadata, parse_pairs
-from llmgine_cli.commands.commands import NoWait, Priority, Timeout, render_command, wait_for
+from llmgine_cli.commands.args import (
+    LONG_POLL_S,
+    SessionOpt,
+    choices,
+    command_metadata,
+    id_callback,
+    parse_pairs,
+    session_callback,
+)
+from llmgine_cli.commands.commands import NoWait, Priority, Timeout, finish_command
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render
 
@@ -54,8 +62,9 @@ MESSAGES_VIEW = View(
     id_field="message_id",
 )
 
-EngineId = Annotated[str, typer.Argument(metavar="ID", help="The engine id.",
-                                         autocompletion=completion.engine_ids)]
+EngineId = Annotated[str, typer.Argument(
+    metavar="ID", help="The engine: its id, a unique prefix or its short id.", autocompletion=completion.engine_ids,
+    callback=id_callback("engine", "/api/engines", "engines", "engine_id"))]
 
 
 @app.command("types")
@@ -78,7 +87,8 @@ def create(
     config: Annotated[
         list[str] | None,
         typer.Option("--config", "-c", metavar="KEY=VALUE",
-                     help="A configuration field (see `engine types`); VALUE is JSON if it parses. Repeatable."),
+                     help="A configuration field (see `engine types`): KEY=string or KEY:=JSON "
+                          "(temperature:=0.2). Repeatable."),
     ] = None,
     output: Output = None,
     quiet: Quiet = False,
@@ -93,11 +103,13 @@ def create(
 def list_(
     ctx: typer.Context,
     session: Annotated[
-        str | None, typer.Option("--session", "-S", metavar="ID", help="Only this session's engines.",
+        str | None,
+        typer.Option("--session", "-S", callback=session_callback, metavar="ID", help="Only this session's engines.",
                             autocompletion=completion.session_ids)
     ] = None,
     status: Annotated[
-        str | None, typer.Option("--status", help="active (not stopped), initialized or stopped.")
+        str | None, typer.Option("--status", help="active (not stopped), initialized or stopped.",
+                                 callback=choices("active", "initialized", "stopped"))
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many.")] = 50,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
@@ -123,7 +135,8 @@ def exec_(
     engine_id: EngineId,
     prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt.")],
     param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", metavar="KEY=VALUE", help="A parameter; repeatable.")
+        list[str] | None,
+        typer.Option("--param", "-p", metavar="KEY=VALUE", help="A parameter: KEY=string or KEY:=JSON; repeatable."),
     ] = None,
     priority: Priority = None,
     timeout: Timeout = None,
@@ -134,11 +147,9 @@ def exec_(
     """Run a prompt on an engine (a command in its session) and print the result."""
     app_ctx = state(ctx)
     record = app_ctx.client().execute_engine(engine_id, prompt, parse_pairs(param, "--param"),
-                                             command_metadata(priority, timeout),
+                                             command_metadata(priority.value if priority else None, timeout),
                                              wait=0 if no_wait else LONG_POLL_S)
-    if not no_wait:
-        record = wait_for(app_ctx, record)
-    render_command(app_ctx, record, output, quiet)
+    finish_command(app_ctx, record, no_wait=no_wait, output=output, quiet=quiet)
 
 
 @app.command("delete")

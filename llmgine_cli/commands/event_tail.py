@@ -16,6 +16,7 @@ import typer
 from llmgine_daemon.protocol import Command, Event
 
 from llmgine_cli import completion
+from llmgine_cli.commands.args import session_callback
 from llmgine_cli.context import AppContext
 from llmgine_cli.options import Output, state
 from llmgine_cli.render import resolve_format
@@ -52,10 +53,10 @@ def tail(
     ctx: typer.Context,
     session: Annotated[str | None, typer.Argument(
         metavar="[SESSION]", help="The session to follow (or --all).", show_default=False,
-        autocompletion=completion.session_ids)] = None,
+        autocompletion=completion.session_ids, callback=session_callback)] = None,
     session_opt: Annotated[str | None, typer.Option(
         "--session", "-S", metavar="ID", help="The session to follow, like SESSION (as other commands take it).",
-        autocompletion=completion.session_ids, show_default=False)] = None,
+        autocompletion=completion.session_ids, show_default=False, callback=session_callback)] = None,
     all_sessions: Annotated[bool, typer.Option("--all", "-a", help="Follow every session.")] = False,
     event_type: Annotated[list[str] | None, typer.Option(
         "--type", "-t", metavar="TYPE", help="Only this type (Prefix* for a prefix); repeatable.",
@@ -114,7 +115,7 @@ def tail(
                     env.out(event_line(item))
                 env.stdout.flush()
     except KeyboardInterrupt:
-        pass  # Ctrl-C is how you stop a tail: a normal exit
+        raise typer.Exit(130) from None  # Ctrl-C ends a tail as it ends every wait: 130
     finally:
         stream.close()
 

@@ -6,14 +6,14 @@ from typing import Annotated
 
 import typer
 
-from llmgine_cli import completion
-from llmgine_cli.commands.args import SessionOpt, parse_object, parse_pairs, parse_time
+from llmgine_cli import completion, hot
+from llmgine_cli.commands.args import SessionOpt, id_callback, parse_object, parse_pairs, parse_time
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render, resolve_format
 
 app = typer.Typer(help="Publish, list and inspect a session's events.", no_args_is_help=True)
 
-EVENT_VIEW = View(id_field="event_id")
+EVENT_VIEW = hot.EVENT_VIEW
 LIST_VIEW = View(
     columns=(
         Column("SEQ", "seq"),
@@ -33,18 +33,21 @@ def publish(
     event_type: Annotated[str, typer.Argument(metavar="TYPE", help="The event type, e.g. StatusUpdate.",
                                              autocompletion=completion.event_types)],
     session: SessionOpt,
-    data: Annotated[str | None, typer.Option("--data", "-d", metavar="JSON", help="The data, a JSON object.")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "-d", metavar="JSON", help="The data: a JSON object, @FILE, or - (stdin)."),
+    ] = None,
     meta: Annotated[
-        list[str] | None, typer.Option("--meta", "-m", metavar="KEY=VALUE", help="Metadata; repeatable.")
+        list[str] | None,
+        typer.Option("--meta", "-m", metavar="KEY=VALUE", help="Metadata: KEY=string or KEY:=JSON; repeatable."),
     ] = None,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """Append an event to a session's log (`-q` prints its id)."""
-    app_ctx = state(ctx)
-    event = app_ctx.client().publish_event(session, event_type, parse_object(data, "--data"),
-                                           parse_pairs(meta, "--meta"))
-    render(app_ctx.env, event, EVENT_VIEW, output, quiet)
+    hot.event_publish(state(ctx), session=session, event_type=event_type,
+                      data=parse_object(data, "--data"), metadata=parse_pairs(meta, "--meta"),
+                      output=output, quiet=quiet)
 
 
 @app.command("list")
@@ -83,7 +86,9 @@ def list_(
 @app.command("get")
 def get(
     ctx: typer.Context,
-    event_id: Annotated[str, typer.Argument(metavar="ID", help="The event id.")],
+    event_id: Annotated[str, typer.Argument(
+        metavar="ID", help="The event: its id, a unique prefix or its short id.",
+        callback=id_callback("event", "/api/sessions/{session}/events", "events", "event_id", in_session=True))],
     session: SessionOpt,
     output: Output = None,
     quiet: Quiet = False,
@@ -91,3 +96,13 @@ def get(
     """Show one event."""
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().get_event(session, event_id), EVENT_VIEW, output, quiet)
+
+
+def _add_tail() -> None:
+    # `event tail` holds a stream open (llmgine_cli/stream.py), so it lives in its own module.
+    from llmgine_cli.commands.event_tail import tail
+
+    app.command("tail")(tail)
+
+
+_add_tail()

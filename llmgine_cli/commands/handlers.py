@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from llmgine_cli import completion
+from llmgine_cli.commands.args import session_callback
 from llmgine_cli.commands.tools import read_source
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render
@@ -46,7 +47,8 @@ class Kind(StrEnum):
 
 Session = Annotated[
     str | None,
-    typer.Option("--session", "-S", envvar="LLMGINE_SESSION", metavar="ID", show_default=False,
+    typer.Option("--session", "-S", callback=session_callback, envvar="LLMGINE_SESSION", metavar="ID",
+                 show_default=False,
                  autocompletion=completion.session_ids,
                  help="The session (default: LLMGINE_SESSION)."),
 ]
@@ -124,7 +126,9 @@ def list_(
 @app.command("get")
 def get(
     ctx: typer.Context,
-    handler_id: Annotated[str, typer.Argument(metavar="ID", help="The handler id.")],
+    handler_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The handler: its id, a unique prefix or its short id.")
+    ],
     session: Session = None,
     global_: Global = False,
     output: Output = None,
@@ -132,7 +136,16 @@ def get(
 ) -> None:
     """Show one handler with its source."""
     app_ctx = state(ctx)
-    handler = app_ctx.client().get_handler(scope(session, global_), handler_id)
+    where = scope(session, global_)
+    from llmgine_cli.hot import resolve_id
+    from llmgine_cli.ids import Ambiguous
+
+    path = "/api/handlers" if where is None else f"/api/sessions/{where}/handlers"
+    try:
+        handler_id = resolve_id(app_ctx, "handler", handler_id, path, "handlers", "handler_id", paged=False)
+    except Ambiguous as exc:
+        raise typer.BadParameter(str(exc), param_hint="ID") from None
+    handler = app_ctx.client().get_handler(where, handler_id)
     render(app_ctx.env, handler, HANDLER_VIEW, output, quiet)
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from llmgine_cli.commands.args import choices, id_callback, session_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import (
     Column,
@@ -30,7 +31,7 @@ TRACES_VIEW = View(
         Column("TRACE", "trace_id"),
         Column("ROOT", "root"),
         Column("START", "start"),
-        Column("DURATION MS", "duration_ms"),
+        Column("TOOK", "duration_ms"),
         Column("SPANS", "span_count"),
         Column("STATUS", "status"),
         Column("SESSION", "session_id"),
@@ -56,7 +57,8 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
     level: Annotated[str | None, typer.Option(
         "--level", "-l", metavar="LEVEL", help="This level and above: debug|info|warning|error|critical.")] = None,
-    session: Annotated[str | None, typer.Option("--session", "-s", metavar="ID", help="Only this session.")] = None,
+    session: Annotated[str | None, typer.Option(
+        "--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")] = None,
     command: Annotated[str | None, typer.Option("--command", metavar="ID", help="Only this command.")] = None,
     trace: Annotated[str | None, typer.Option("--trace", metavar="ID", help="Only this trace.")] = None,
     since: Annotated[str | None, typer.Option(
@@ -97,7 +99,7 @@ def logs(
                 render_log_records(env, page.logs, "jsonl" if fmt == "json" else fmt)
             cursor = page.next_after
     except KeyboardInterrupt:
-        pass  # Ctrl-C is how you stop following: a normal exit
+        raise typer.Exit(130) from None  # Ctrl-C: as every wait ends (exit 130)
 
 
 @app.command("log")
@@ -106,7 +108,8 @@ def log(
     message: Annotated[str, typer.Argument(help="The message to record.")],
     level: Annotated[str, typer.Option("--level", "-l", metavar="LEVEL", help="debug|info|warning|error|critical.")]
     = "info",
-    session: Annotated[str | None, typer.Option("--session", "-s", metavar="ID", help="Attach it to a session.")]
+    session: Annotated[str | None, typer.Option(
+        "--session", "-s", callback=session_callback, metavar="ID", help="Attach it to a session.")]
     = None,
     meta: Annotated[list[str] | None, typer.Option(
         "--meta", "-m", metavar="KEY=VALUE", help="Metadata; repeatable.")] = None,
@@ -125,7 +128,8 @@ def log(
 @app.command("metrics")
 def metrics(
     ctx: typer.Context,
-    session: Annotated[str | None, typer.Option("--session", "-s", metavar="ID", help="Only this session.")] = None,
+    session: Annotated[str | None, typer.Option(
+        "--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option("--interval", "-i", min=0.2, help="Seconds between refreshes.")] = 2.0,
     count: Annotated[int, typer.Option("--count", min=0, hidden=True, help="Stop --watch after N refreshes.")] = 0,
@@ -168,13 +172,15 @@ def metrics(
                     env.out("")
                 render_metrics(env, snapshot, fmt, previous=previous, interval=interval)
     except KeyboardInterrupt:
-        pass
+        raise typer.Exit(130) from None  # Ctrl-C: as every wait ends (exit 130)
 
 
 @app.command("trace")
 def trace(
     ctx: typer.Context,
-    trace_id: Annotated[str, typer.Argument(metavar="ID", help="The trace id (32 hex digits).")],
+    trace_id: Annotated[str, typer.Argument(
+        metavar="ID", help="The trace: its id (32 hex digits), a unique prefix or its short id.",
+        callback=id_callback("trace", "/api/observability/traces", "traces", "trace_id", paged=False))],
     output: Output = None,
 ) -> None:
     """Draw one trace as a waterfall tree: spans, offsets, durations; errors in red."""
@@ -185,9 +191,11 @@ def trace(
 @app.command("traces")
 def traces(
     ctx: typer.Context,
-    session: Annotated[str | None, typer.Option("--session", "-s", metavar="ID", help="Only this session.")] = None,
+    session: Annotated[str | None, typer.Option(
+        "--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")] = None,
     since: Annotated[str | None, typer.Option("--since", metavar="WHEN", help="ISO time or 15m, 1h, 2d.")] = None,
-    status: Annotated[str | None, typer.Option("--status", metavar="STATUS", help="ok or error.")] = None,
+    status: Annotated[str | None, typer.Option(
+        "--status", metavar="STATUS", help="ok or error.", callback=choices("ok", "error"))] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many.")] = 50,
     output: Output = None,
     quiet: Quiet = False,

@@ -6,28 +6,20 @@ from typing import Annotated, Any
 
 import typer
 
-from llmgine_cli import completion
+from llmgine_cli import completion, hot
+from llmgine_cli.commands.args import choices, session_callback
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.render import View, render
 
 app = typer.Typer(help="Create, list, inspect and end sessions.", no_args_is_help=True)
 
-LIST_VIEW = View(
-    columns=(
-        Column("ID", "session_id"),
-        Column("NAME", "name"),
-        Column("STATUS", "status"),
-        Column("CREATED", "created_at"),
-        Column("LAST ACTIVITY", "last_activity_at"),
-    ),
-    items="sessions",
-    id_field="session_id",
-)
-SESSION_VIEW = View(id_field="session_id")
+LIST_VIEW = hot.SESSION_LIST_VIEW
+SESSION_VIEW = hot.SESSION_VIEW
 TOKEN_VIEW = View(id_field="session_token", raw_keys=frozenset({"session_token"}))
 
-SessionId = Annotated[str, typer.Argument(metavar="ID", help="The session id.",
-                                          autocompletion=completion.session_ids)]
+SessionId = Annotated[str, typer.Argument(
+    metavar="ID", help="The session: its id, a unique prefix, its short id or its name.",
+    autocompletion=completion.session_ids, callback=session_callback)]
 
 
 def parse_meta(pairs: list[str]) -> dict[str, Any]:
@@ -62,24 +54,20 @@ def list_(
     ctx: typer.Context,
     status: Annotated[
         str | None,
-        typer.Option("--status", "-s", help="active or closed (default: both)."),
+        typer.Option("--status", "-s", help="active or closed (default: active).",
+                     callback=choices("active", "closed")),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-l", min=1, help="At most this many.")] = 50,
+    all_sessions: Annotated[
+        bool, typer.Option("--all", "-a", help="Closed sessions too.")
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many (1-1000).")] = 50,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """List sessions, newest first."""
-    app_ctx = state(ctx)
-    page = app_ctx.client().list_sessions(limit=limit, offset=offset, status=status)
-    render(app_ctx.env, page, LIST_VIEW, output, quiet)
-    shown = len(page.sessions)
-    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain") \
-            and page.total > offset + shown:
-        app_ctx.env.err(
-            f"showing {offset + 1 if shown else offset}-{offset + shown} of {page.total} "
-            f"(use --offset {offset + shown} for more)"
-        )
+    """List the active sessions, newest first (--all: closed ones too)."""
+    hot.session_list(state(ctx), LIST_VIEW, status=status, limit=limit, offset=offset, output=output,
+                     quiet=quiet, all_sessions=all_sessions)
 
 
 @app.command("get")

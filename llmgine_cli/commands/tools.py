@@ -132,8 +132,8 @@ def exec_(
     name: ToolName,
     session: SessionOpt,
     arg: Annotated[list[str] | None, typer.Option(
-        "--arg", "-a", metavar="KEY=VALUE", help="An argument; VALUE is JSON if it parses (3, true, [1]), "
-        "else a string. Repeatable.")] = None,
+        "--arg", "-a", metavar="KEY=VALUE", help="An argument: KEY=string, KEY:=JSON (days:=3), "
+        "KEY=@FILE. Repeatable.")] = None,
     args: Annotated[str | None, typer.Option("--args", metavar="JSON", help="All arguments as a JSON object.")]
     = None,
     timeout: Annotated[float | None, typer.Option(
@@ -144,7 +144,10 @@ def exec_(
     """Run a tool in the sandbox and print its result (exit 1 if it failed)."""
     app_ctx = state(ctx)
     arguments = {**parse_object(args, "--args"), **parse_pairs(arg, "--arg")}
-    result = app_ctx.client().execute_tool(session, name, arguments, timeout=timeout)
+    from llmgine_cli.progress import spinner
+
+    with spinner(app_ctx.env, f"{name} running in the sandbox"):
+        result = app_ctx.client().execute_tool(session, name, arguments, timeout=timeout)
     data = msgspec.to_builtins(result)
     if resolve_format(app_ctx.env, output) in ("table", "plain") and isinstance(data.get("error"), dict):
         details = data["error"].get("details") or {}

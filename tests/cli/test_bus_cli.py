@@ -38,11 +38,11 @@ def test_command_run_waits_and_prints_the_result(cli):
 
 def test_command_run_failure_and_timeout_exit_1(cli):
     sid, _ = session_with_engine(cli)
-    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "fail=true")
+    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "fail:=true")
     assert result.exit_code == 1
     assert "COMMAND_EXECUTION_FAILED" in one_line(result.stderr)
     assert "failed" in result.stdout and "Traceback" not in result.stdout
-    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "delay_ms=600000",
+    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "delay_ms:=600000",
                  "--timeout", "0.05", "-o", "json")
     assert result.exit_code == 1
     assert json.loads(result.stdout)["status"] == "timed_out"
@@ -50,7 +50,7 @@ def test_command_run_failure_and_timeout_exit_1(cli):
 
 def test_no_wait_list_and_cancel(cli):
     sid, _ = session_with_engine(cli)
-    slow = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=s", "-p", "delay_ms=600000",
+    slow = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=s", "-p", "delay_ms:=600000",
                "--no-wait", "-q")
     assert slow.exit_code == 0
     queued = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=q", "--no-wait", "-o", "json")
@@ -146,7 +146,7 @@ def test_control_characters_in_data_never_reach_the_terminal(cli):
     lines = listing.stdout.splitlines()
     assert len(lines) == 2  # the header and one row
     assert "\x1b" not in listing.stdout and "\x07" not in listing.stdout
-    assert "line one\\nline two\\x1b]0;pwned\\x07" in lines[1]
+    assert 'line one\\nline two\\u001b]0;pwned\\u0007' in lines[1]  # a cell is compact JSON
     # Key/value output keeps line breaks but not the escapes.
     one = cli("event", "get", json.loads(cli("event", "list", "-S", sid, "--type", "Note", "-o", "json").stdout)
               ["events"][0]["event_id"], "-S", sid)
@@ -159,7 +159,7 @@ def test_control_characters_in_data_never_reach_the_terminal(cli):
 def test_engines(cli):
     types = cli("engine", "types", "-q")
     assert "DummyEngine" in types.stdout.split()
-    sid, eid = session_with_engine(cli, "delay_ms=0", "temperature=0.5")
+    sid, eid = session_with_engine(cli, "delay_ms:=0", "temperature:=0.5")
     got = json.loads(cli("engine", "get", eid, "-o", "json").stdout)
     assert got["configuration"] == {"delay_ms": 0, "temperature": 0.5} and got["model_name"] == "gpt-4"
     assert eid in cli("engine", "list", "--session", sid, "--status", "active", "-q").stdout.split()

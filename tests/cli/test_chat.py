@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
+import pexpect
 import pytest
 
 from llmgine_cli.client import Client
@@ -19,6 +21,7 @@ from tests.api.llm_helpers import MODELS, provider_env
 from tests.clitools import (
     Daemon,
     cleanup_home,
+    default_signals,
     free_port,
     full_env,
     invoke,
@@ -29,7 +32,7 @@ from tests.clitools import (
     start_daemon,
     stop_process,
 )
-from tests.fakes.provider import Fail, FakeProvider, FakeProviderThread, Reply
+from tests.fakes.provider import Fail, FakeProvider, FakeProviderThread, Reply, Stall
 
 WEATHER = '''
 def get_weather(location: str) -> dict:
@@ -88,6 +91,15 @@ def test_ask_reads_the_prompt_from_stdin_and_speaks_anthropic(llm_daemon: Daemon
     assert fake.requests[-1].api == "anthropic"
 
 
+def test_an_answer_ending_in_a_newline_prints_once(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    # `printf 'abc\n' | llmgine ask`: the echo ends with the newline it was given.
+    done = subprocess.run([sys.executable, "-m", "llmgine_cli", "ask", "--model", MODELS["anthropic"]],
+                          input="abc\n", env=full_env(llm_daemon.env), capture_output=True,
+                          text=True, timeout=60, check=False, preexec_fn=default_signals)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("echo: abc") == 1, done.stdout
+
+
 @pytest.mark.parametrize(("failure", "code"), [
     (Fail(401, "Incorrect API key provided"), "PROVIDER_AUTH_FAILED"),
     (Fail(500, "upstream exploded"), "PROVIDER_UNAVAILABLE"),
@@ -138,7 +150,8 @@ def test_chat_in_a_terminal(llm_daemon: Daemon, fake: FakeProvider) -> None:
                          parameters={"location": {"type": "string", "description": "City name"}})
     env = full_env({**llm_daemon.env, "TERM": "xterm", "COLUMNS": "120", "LINES": "40"})
     child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "chat", "--tools", "--session", sid],
-                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 120))
+                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 120),
+                          preexec_fn=default_signals)
     try:
         child.expect("ToolChatEngine")
         child.expect("you> ")
@@ -227,3 +240,42 @@ def test_engine_messages_and_reset(llm_daemon: Daemon) -> None:
 
     missing = invoke(["engine", "messages", "nope"], env)
     assert missing.exit_code == 4 and "ENGINE_NOT_FOUND" in one_line(missing.stderr)
+
+
+def test_ask_without_a_session_keeps_one_ask_session(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    for prompt in ("first question", "second question"):
+        done = run_cli(["ask", "--model", MODELS["anthropic"], prompt], llm_daemon.env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"echo: {prompt}\n"  # nothing of the first question carried over
+    listed = json.loads(run_cli(["session", "list", "--all", "-o", "json", "--limit", "1000"],
+                                llm_daemon.env).stdout)["sessions"]
+    asks = [s for s in listed if s["name"] == "ask"]
+    assert [s["status"] for s in asks] == ["active"], asks
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_ctrl_c_in_ask_is_the_cli_wide_way(llm_daemon: Daemon, fake: FakeProvider, cancel: bool) -> None:
+    """Ctrl-C while `ask` waits: exit 130; the command goes on (the message says how to stop
+    it), or with --cancel-on-interrupt it is cancelled."""
+    fake.script(Stall(30))
+    sid = run_cli(["session", "create", "-q"], llm_daemon.env).stdout.strip()
+    args = ["-m", "llmgine_cli", "ask", "--model", MODELS["anthropic"], "-S", sid, "a slow question",
+            *(["--cancel-on-interrupt"] if cancel else [])]
+    child = pexpect.spawn(sys.executable, args, env=full_env(llm_daemon.env), encoding="utf-8", timeout=30,
+                          dimensions=(40, 120), preexec_fn=default_signals)
+    try:
+        deadline = time.monotonic() + 20
+        while "executing" not in run_cli(["command", "list", "-S", sid, "-o", "jsonl"], llm_daemon.env).stdout:
+            assert time.monotonic() < deadline, "the question never reached the engine"
+            time.sleep(0.1)
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130, child.before
+    record = json.loads(run_cli(["command", "list", "-S", sid, "-o", "jsonl"], llm_daemon.env).stdout.splitlines()[0])
+    if cancel:
+        assert "cancelled" in child.before
+    else:
+        assert "continues in the daemon" in child.before and record["status"] == "executing"
+        run_cli(["command", "cancel", record["command_id"], "-S", sid, "-q"], llm_daemon.env)

@@ -47,6 +47,8 @@ def test_ids_complete_from_the_running_daemon(daemon: Daemon, cli) -> None:  # t
     assert sid in offered
     offered, _, _ = complete(f"llmgine session get {sid[:6]}", daemon.env)
     assert sid in offered and all(o.startswith(sid[:6]) for o in offered)
+    offered, _, _ = complete("llmgine session get complet", daemon.env)  # names complete too
+    assert offered == ["completing"]
     offered, _, _ = complete("llmgine engine get ", daemon.env)
     assert eid in offered
     offered, _, _ = complete("llmgine event list --type Compl", {**daemon.env, "LLMGINE_SESSION": sid})

@@ -63,7 +63,7 @@ def test_command_run_follow_prints_its_events_then_the_result(cli):
     # Another command's events in the same session, before ours: not printed.
     assert cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=before").exit_code == 0
     result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=hi", "-p",
-                 "delay_ms=50", "--follow", "-o", "jsonl")
+                 "delay_ms:=50", "--follow", "-o", "jsonl")
     assert result.exit_code == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     events, record = lines[:-1], lines[-1]
@@ -79,7 +79,7 @@ def test_command_run_follow_prints_its_events_then_the_result(cli):
 def test_command_run_follow_failure_exits_1(cli):
     sid = cli("session", "create", "-q").stdout.strip()
     assert cli("engine", "create", "DummyEngine", "--session", sid, "-q").exit_code == 0
-    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "fail=true",
+    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "fail:=true",
                  "--follow", "-o", "plain")
     assert result.exit_code == 1
     assert "CommandResult" in result.stdout and "COMMAND_EXECUTION_FAILED" in result.stderr

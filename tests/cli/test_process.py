@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clitools import cli_env, full_env, run_cli
+from tests.clitools import cli_env, default_signals, full_env, run_cli
 
 PROBE = """\
 import json, sys
@@ -53,16 +53,46 @@ def test_table_output_imports_rich_but_not_aiohttp(daemon, tmp_path):
     assert report == {"code": 0, "loaded": ["rich"]}
 
 
-def test_importtime_of_session_list_json(daemon):
+# What a hot command must not load: the Typer app (typer, click), the protocol models
+# (msgspec), http.client (and email with it), rich, aiohttp. The fast path is hot.py.
+HEAVY = {"typer", "click", "msgspec", "rich", "aiohttp", "http", "email", "ssl", "dataclasses", "typing"}
+
+
+@pytest.mark.parametrize("args", [
+    ["session", "list", "-o", "json"],
+    ["command", "run", "DummyEngineCommand", "-p", "prompt=x", "-o", "json"],
+    ["event", "publish", "Hot", "-q", "--data", '{"n": 1}'],
+    ["--timeout", "5", "session", "list", "--limit=3", "-q"],
+])
+def test_hot_commands_import_only_what_they_use(daemon, args):
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "llmgine_cli", "session", "list", "-o", "json"],
-        env=full_env(daemon.env), capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "-X", "importtime", "-m", "llmgine_cli", *args],
+        env=full_env({**daemon.env, "LLMGINE_SESSION": sid}), capture_output=True, text=True, timeout=60,
+        check=False,
     )
-    assert proc.returncode == 0
+    assert proc.returncode == 0, proc.stderr
     modules = {line.rsplit("|", 1)[-1].strip().split(".")[0]
                for line in proc.stderr.splitlines() if line.startswith("import time:")}
-    assert "msgspec" in modules  # the report is real
-    assert "rich" not in modules and "aiohttp" not in modules
+    assert "llmgine_cli" in modules and "socket" in modules  # the report is real
+    assert not modules & HEAVY, sorted(modules & HEAVY)
+    assert "llmgine_cli.root" not in proc.stderr and "llmgine_daemon.settings" not in proc.stderr
+
+
+def test_a_cold_command_builds_only_its_own_group(daemon, tmp_path):
+    probe = ("import json, sys\nfrom llmgine_cli.app import main\ncode = main(sys.argv[2:])\n"
+             "mods = sorted(m for m in sys.modules if m.startswith('llmgine_cli.commands.'))\n"
+             "open(sys.argv[1], 'w').write(json.dumps({'code': code, 'modules': mods}))\n")
+    report = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-c", probe, str(report), "engine", "types", "-q"],
+                          env=full_env(daemon.env), capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(report.read_text())["modules"]
+    # engines.py imports commands.py (shared options) and args.py: nothing else is built.
+    assert "llmgine_cli.commands.engines" in loaded
+    assert not {"llmgine_cli.commands.tools", "llmgine_cli.commands.daemon", "llmgine_cli.commands.chat",
+                "llmgine_cli.commands.observability", "llmgine_cli.commands.config"} & set(loaded), loaded
 
 
 @pytest.mark.parametrize("args", [
@@ -113,7 +143,7 @@ def test_ctrl_c_exits_130_without_traceback(silent_server, cold_home):
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmgine_cli", "--url", silent_server, "session", "list"],
         env=full_env(cli_env(cold_home)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
+        text=True, preexec_fn=default_signals,
     )
     time.sleep(1.0)  # past the imports, waiting on the socket
     proc.send_signal(signal.SIGINT)
@@ -131,7 +161,8 @@ def test_a_terminal_gets_a_rich_table(daemon):
                              check=True)
     sid = created.stdout.strip()
     child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "session", "get", sid],
-                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 160))
+                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 160),
+                          preexec_fn=default_signals)
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
@@ -139,7 +170,8 @@ def test_a_terminal_gets_a_rich_table(daemon):
     assert "\x1b[" in text  # styled for a terminal
     assert sid in text and "on-a-tty" in text
     child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "session", "list"],
-                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 160))
+                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 160),
+                          preexec_fn=default_signals)
     child.expect(pexpect.EOF)
     child.close()
     assert "─" in child.before and "LAST ACTIVITY" in child.before
@@ -155,3 +187,126 @@ def test_default_paths_without_xdg_runtime_dir_are_quiet(tmp_path):
     proc = run_cli(["session", "list"], env)
     assert proc.returncode == 3
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_ctrl_c_while_a_command_runs(daemon, cancel):
+    """On a terminal, Ctrl-C during `command run` says the command goes on in the daemon (and
+    how to cancel it), or with --cancel-on-interrupt cancels it; exit 130 either way."""
+    import pexpect
+
+    env = full_env(daemon.env)
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
+    args = ["-m", "llmgine_cli", "command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=slow",
+            "-p", "delay_ms:=600000", *(["--cancel-on-interrupt"] if cancel else [])]
+    child = pexpect.spawn(sys.executable, args, env=env, encoding="utf-8", timeout=30, dimensions=(40, 160),
+                          preexec_fn=default_signals)
+    try:
+        # Wait until the daemon has it (and so the CLI is waiting on it), then Ctrl-C.
+        deadline = time.monotonic() + 20
+        while "executing" not in run_cli(["command", "list", "-S", sid, "-o", "jsonl"], daemon.env).stdout:
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.1)
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130, child.before
+    assert "Traceback" not in child.before
+    record = json.loads(run_cli(["command", "list", "-S", sid, "-o", "jsonl"], daemon.env).stdout.splitlines()[0])
+    if cancel:
+        assert f"command {record['command_id']} cancelled" in child.before
+        assert record["status"] == "cancelled"
+    else:
+        assert f"command {record['command_id']} continues in the daemon" in child.before
+        assert f"llmgine command cancel {record['command_id']}" in child.before
+        assert record["status"] == "executing"
+        run_cli(["command", "cancel", record["command_id"], "-S", sid, "-q"], daemon.env)
+
+
+def test_a_spinner_on_a_terminal_and_none_when_piped(daemon):
+    import pexpect
+
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
+    args = ["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=slow", "-p", "delay_ms:=3000",
+            "-o", "json"]
+    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", *args], env=full_env(daemon.env),
+                          encoding="utf-8", timeout=30, dimensions=(40, 160), preexec_fn=default_signals)
+    try:
+        child.expect(r"DummyEngineCommand[^\r\n]*\d+\.\ds")  # the label and the elapsed time
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert '"status": "completed"' in child.before
+    piped = run_cli(args, daemon.env)
+    assert piped.returncode == 0 and piped.stderr == ""  # nothing drawn when it is not a terminal
+    assert json.loads(piped.stdout)["status"] == "completed"
+
+
+def _on_a_terminal(args: list[str], env: dict, columns: int = 80) -> str:
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", *args], env=env, encoding="utf-8", timeout=30,
+                          dimensions=(50, columns), preexec_fn=default_signals)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    return child.before
+
+
+def test_tables_fit_80_columns_one_line_a_row(daemon):
+    import re
+
+    env = full_env({**daemon.env, "COLUMNS": None, "TERM": "xterm-256color", "NO_COLOR": None})
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    long_words = " ".join(["supercalifragilistic"] * 12)
+    for i in range(3):
+        data = json.dumps({"text": long_words, "nested": {"deep": [1, 2, {"x": i}]}})
+        assert run_cli(["event", "publish", "Wordy", "-S", sid, "-d", data, "-q"], daemon.env).returncode == 0
+    text = _on_a_terminal(["event", "list", "-S", sid, "--type", "Wordy"], env)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = [line for line in plain.splitlines() if line.strip()]
+    assert all(len(line) <= 80 for line in lines), lines
+    header = next(line for line in lines if "SEQ" in line)
+    assert header.split() == ["SEQ", "TYPE", "SOURCE", "TIME", "DATA"]  # no header squeezed
+    rows = [line for line in lines if "Wordy" in line]
+    assert len(rows) == 3  # each event one line: nothing wrapped onto a second
+    assert all(row.rstrip().endswith("…") for row in rows)  # the long data cut, with "…"
+    assert "a=" not in plain and '{"text":' in plain  # nested values as compact JSON
+
+
+def test_status_is_coloured_unless_no_color(daemon):
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
+    assert run_cli(["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-q"],
+                   daemon.env).returncode == 0
+    env = full_env({**daemon.env, "COLUMNS": None, "TERM": "xterm-256color", "NO_COLOR": None})
+    coloured = _on_a_terminal(["command", "list", "-S", sid], env)
+    assert "\x1b[32mcompleted" in coloured  # green
+    plain = _on_a_terminal(["command", "list", "-S", sid], {**env, "NO_COLOR": "1"})
+    assert "completed" in plain and "\x1b[32m" not in plain
+
+
+def test_a_big_batch_shows_a_progress_bar_on_a_terminal(daemon, tmp_path):
+    import pexpect
+
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(json.dumps({"command_type": "DummyEngineCommand",
+                                         "parameters": {"prompt": f"p{i}", "delay_ms": 5}}) + "\n"
+                             for i in range(250)))
+    args = ["command", "batch", "-S", sid, "-f", str(batch), "--sequential", "-q"]
+    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", *args], env=full_env(daemon.env),
+                          encoding="utf-8", timeout=60, dimensions=(40, 160), preexec_fn=default_signals)
+    try:
+        child.expect(r"batch \[[#.]+\] \d+/250")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    piped = run_cli(args, daemon.env)
+    assert piped.returncode == 0 and "batch [" not in piped.stderr and len(piped.stdout.split()) == 250

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
+from llmgine_cli.ids import short_id
 from tests.clitools import one_line, run_cli
 
 
@@ -74,7 +75,8 @@ def test_list_formats(cli):
     plain = cli("session", "list", "--limit", "200").stdout.splitlines()
     assert plain[0].split() == ["ID", "NAME", "STATUS", "CREATED", "LAST", "ACTIVITY"]
     ids = [line.split()[0] for line in plain[1:]]
-    assert ids.index(sids[2]) < ids.index(sids[1]) < ids.index(sids[0])  # newest first
+    short = [short_id(sid) for sid in sids]  # a person reads the random part of the id
+    assert ids.index(short[2]) < ids.index(short[1]) < ids.index(short[0])  # newest first
 
     quiet = cli("session", "list", "-q", "--limit", "200").stdout.split()
     assert set(sids) <= set(quiet)
@@ -108,10 +110,11 @@ def test_list_offset_and_status_filter(cli):
     assert len(first) == len(second) == 1 and first != second
 
 
-def test_list_rejects_bad_status_from_the_daemon(cli):
+def test_list_rejects_a_bad_status_as_a_usage_error(cli):
     result = cli("session", "list", "--status", "bogus")
-    assert result.exit_code == 1
-    assert one_line(result.stderr).startswith("error: VALIDATION_ERROR: ")
+    assert result.exit_code == 2  # a bad option value, as README's exit-code table says
+    line = one_line(result.stderr)
+    assert line.startswith("error: ") and "'bogus' is not one of active, closed" in line
 
 
 def test_list_limit_must_be_positive(cli):
@@ -137,7 +140,7 @@ def test_table_output_renders_a_table(cli):
     assert result.exit_code == 0
     assert "[bold]tbl[/bold]" in result.stdout  # data is never taken as markup
     listing = cli("session", "list", "-o", "table", "--limit", "200").stdout
-    assert "ID" in listing and "LAST ACTIVITY" in listing and sid in listing
+    assert "ID" in listing and "LAST ACTIVITY" in listing and short_id(sid) in listing
     assert "─" in listing  # rich's rule under the header
 
 
@@ -151,8 +154,34 @@ def test_piped_output_is_plain_text(daemon):
     assert "\x1b[" not in result.stdout and "─" not in result.stdout
     header, *rows = result.stdout.splitlines()
     assert header.startswith("ID ")
-    row = next(r for r in rows if r.startswith(sid))
+    row = next(r for r in rows if r.startswith(short_id(sid)))
     assert row.split()[1:3] == ["piped", "active"]
     # Columns are aligned: every row's NAME starts where the header's does.
     col = header.index("NAME")
     assert all(r[col - 2:col] == "  " for r in rows)
+
+
+def test_list_shows_active_sessions_unless_all(cli, daemon):
+    open_sid, closed_sid = create(cli), create(cli)
+    assert cli("session", "delete", closed_sid, "-q").exit_code == 0
+    for run in (lambda *a: cli(*a).stdout, lambda *a: run_cli(list(a), daemon.env).stdout):  # Typer, fast path
+        active = run("session", "list", "-q", "--limit", "1000").split()
+        assert open_sid in active and closed_sid not in active
+        everything = run("session", "list", "--all", "-q", "--limit", "1000").split()
+        assert {open_sid, closed_sid} <= set(everything)
+        closed = run("session", "list", "--status", "closed", "-q", "--limit", "1000").split()
+        assert closed_sid in closed and open_sid not in closed
+
+
+def test_sessions_by_name_prefix_and_short_id(cli):
+    sid = create(cli, "--name", f"named-{uuid.uuid4().hex[:6]}")
+    name = json.loads(cli("session", "get", sid, "-o", "json").stdout)["name"]
+    for given in (name, sid[:13], short_id(sid), sid):
+        got = cli("session", "get", given, "-q")
+        assert (got.exit_code, got.stdout.strip()) == (0, sid), given
+    twin = create(cli, "--name", name)
+    ambiguous = cli("session", "get", name)
+    assert ambiguous.exit_code == 2
+    line = one_line(ambiguous.stderr)
+    assert "ambiguous" in line and short_id(sid) in line and short_id(twin) in line
+    assert cli("event", "publish", "Hi", "-S", short_id(twin), "-q").exit_code == 0

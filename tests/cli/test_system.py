@@ -140,13 +140,16 @@ def test_shutdown_stops_the_daemon():
 # -- a stand-in for a daemon of another version (or not a daemon at all) ---------------------
 
 
+BUSY_SESSION = "0192f000-0000-7000-8000-00000000c0f1"  # a whole id: nothing to resolve first
+
+
 class _Foreign(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/api/health":
             body = json.dumps({"status": "healthy", "timestamp": "2024-01-01T00:00:00Z",
                                "version": "9.9.9", "uptime": 1}).encode()
             self._send(200, body, {"X-Llmgine-Version": "9.9.9"})
-        elif self.path.startswith("/api/sessions/conflict"):
+        elif self.path.startswith(f"/api/sessions/{BUSY_SESSION}"):
             body = json.dumps({"error": {"code": "CONFLICT", "message": "busy", "details": {}},
                                "timestamp": "t", "request_id": "r1"}).encode()
             self._send(409, body, {"X-Llmgine-Version": "9.9.9"})
@@ -186,7 +189,7 @@ def test_version_mismatch_warns_once_on_stderr(foreign_url, cold_home):
 
 
 def test_conflict_exits_6(foreign_url, cold_home):
-    result = invoke(["--url", foreign_url, "session", "get", "conflict"], cli_env(cold_home))
+    result = invoke(["--url", foreign_url, "session", "get", BUSY_SESSION], cli_env(cold_home))
     assert result.exit_code == 6
     assert "error: CONFLICT: busy" in result.stderr
 

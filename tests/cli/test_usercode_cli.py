@@ -78,7 +78,7 @@ def test_tool_register_list_get_exec_delete(cli, tmp_path):
     plain = cli("tool", "exec", "get_weather", "-S", sid, "-a", "location=Perth")
     assert "result.location" in plain.stdout and "Perth" in plain.stdout
 
-    bad = cli("tool", "exec", "get_weather", "-S", sid, "--arg", "days=2")
+    bad = cli("tool", "exec", "get_weather", "-S", sid, "--arg", "days:=2")
     assert bad.exit_code == 1 and "arguments.location" in one_line(bad.stderr)
     boom = write(tmp_path, "boom.py", "def boom():\n    raise ValueError('nope')\n")
     assert cli("tool", "register", boom, "-S", sid, "-q").exit_code == 0
@@ -175,3 +175,14 @@ def test_failing_handler_shows_the_users_error(cli, tmp_path):
     record = json.loads(cli("command", "list", "-S", sid, "-o", "json").stdout)["commands"][0]
     full = json.loads(cli("command", "get", record["command_id"], "-S", sid, "-o", "json").stdout)
     assert "raise KeyError('missing key')" in full["error"]["details"]["traceback"]
+
+
+def test_a_spinning_tool_ends_with_the_daemons_timeout_not_the_clients(cli, tmp_path):
+    """The client waits longer than the call may run in the sandbox (the tool's timeout here),
+    so the daemon's TIMEOUT answer arrives instead of the CLI's own exit 7."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    spin = write(tmp_path, "spin.py", "def spin():\n    while True:\n        pass\n")
+    assert cli("tool", "register", spin, "-S", sid, "--timeout", "1", "-q").exit_code == 0
+    ran = cli("--timeout", "0.5", "tool", "exec", "spin", "-S", sid)
+    assert ran.exit_code == 1, ran.stderr
+    assert "TIMEOUT" in one_line(ran.stderr)

@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.clitools import cli_env, full_env
+from tests.clitools import cli_env, default_signals, full_env
 from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
 
 pytestmark = pytest.mark.e2e
@@ -233,7 +233,7 @@ class Tail:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llmgine_cli", "event", "tail", "--all", "--since", "all", "-o", "jsonl"],
             env=full_env(cli_env(home)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, preexec_fn=default_signals,
         )
         self.seqs: list[int] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -258,7 +258,7 @@ class Tail:
         return expected
 
     def stop(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGINT)  # Ctrl-C: a normal exit
+        self.proc.send_signal(signal.SIGINT)  # Ctrl-C: exit 130, as every wait
         try:
             code = self.proc.wait(15)
         finally:
@@ -300,7 +300,7 @@ def test_kill_9_rounds_under_load(home):
             expected = tail.catch_up(home)
             assert tail.seqs == expected
         code, stderr = tail.stop()
-        assert code == 0, stderr
+        assert code == 130, stderr
         assert "Traceback" not in stderr, stderr
         assert stderr.count("reconnected to") >= rounds, stderr
         assert tail.seqs == expected  # every seq of the store once, in order, no gap

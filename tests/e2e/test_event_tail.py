@@ -18,7 +18,7 @@ import pytest
 from llmgine_daemon.settings import load_settings
 
 from llmgine_cli.client import Client, DaemonUnreachable, LlmgineError
-from tests.clitools import cleanup_home, cli_env, full_env, run_cli, short_home
+from tests.clitools import cleanup_home, cli_env, default_signals, full_env, run_cli, short_home
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,7 @@ def _tail(env, *args):
     return subprocess.Popen(
         [sys.executable, "-m", "llmgine_cli", "event", "tail", *args],
         env=full_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL, preexec_fn=default_signals,
     )
 
 
@@ -102,7 +102,7 @@ def test_tail_jsonl_survives_daemon_restart(tail_home):
             time.sleep(0.05)
     finally:
         stop.set()
-        tail.send_signal(signal.SIGINT)  # Ctrl-C: a normal exit
+        tail.send_signal(signal.SIGINT)  # Ctrl-C: exit 130, as every wait
         try:
             code = tail.wait(15)
         finally:
@@ -111,7 +111,7 @@ def test_tail_jsonl_survives_daemon_restart(tail_home):
         finished.wait(5)
         err_reader.join(5)
     stderr = "".join(said)
-    assert code == 0, stderr
+    assert code == 130, stderr
     assert "Traceback" not in stderr
     seqs = [line["seq"] for line in lines]
     assert seqs == expected  # no gap, no duplicate, in order
@@ -150,7 +150,8 @@ def test_tail_on_a_terminal_is_a_live_view(tail_home):
     assert run_cli(["daemon", "start"], env).returncode == 0
     sid = run_cli(["session", "create", "-q"], env).stdout.strip()
     child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "event", "tail", sid, "--since", "all"],
-                          env=full_env(env), encoding="utf-8", timeout=20, dimensions=(40, 160))
+                          env=full_env(env), encoding="utf-8", timeout=20, dimensions=(40, 160),
+                          preexec_fn=default_signals)
     try:
         child.expect("SessionStarted")
         child.expect("live")  # the footer: state and counters

@@ -14,6 +14,8 @@ import urllib.request
 
 import pytest
 
+from tests.clitools import default_signals
+
 pytestmark = pytest.mark.e2e
 
 
@@ -28,6 +30,7 @@ def run_daemon(home, *args, env=None):
     return subprocess.Popen(
         [sys.executable, "-m", "llmgine_daemon", *args],
         env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_signals,
     )
 
 

@@ -1,0 +1,89 @@
+"""An error as the one line a user sees on stderr, and its exit code (status.py).
+
+Shared by the Typer app (app.py) and the fast path (hot.py); imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from llmgine_cli.errors import (
+    ApiError,
+    DaemonError,
+    DaemonTimeout,
+    DaemonUnreachable,
+    InvalidURL,
+    LlmgineError,
+    RequestTimeout,
+)
+from llmgine_cli.status import ExitStatus, http_to_exit_status
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from llmgine_cli.context import AppContext
+
+
+def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, ExitStatus]:
+    """The one stderr line and the exit code for an error."""
+    if isinstance(exc, ApiError):
+        line = f"error: {exc}"  # code: message, and for a validation error the field and why
+        if exc.status >= 500 and exc.request_id:
+            line += f" (request id {exc.request_id})"
+        if exc.status == 401:
+            line += " (pass --api-key or set LLMGINE_API_KEY)"
+        if exc.code == "PAYLOAD_TOO_LARGE":
+            line += payload_hint(exc)
+        return line, http_to_exit_status(exc.status)
+    if isinstance(exc, DaemonUnreachable):
+        hint = ""
+        if exc.before_send and app_ctx is not None and app_ctx.target().is_default:
+            hint = "; start it with `llmgine daemon start`"
+            if not app_ctx.autostart_enabled:
+                hint += " (auto-start is off: LLMGINE_NO_AUTOSTART)"
+            return f"error: llmgined is not running ({exc}){hint}", ExitStatus.UNREACHABLE
+        return f"error: {exc}", ExitStatus.UNREACHABLE
+    if isinstance(exc, (RequestTimeout, DaemonTimeout)):
+        return f"error: {exc}", ExitStatus.TIMEOUT
+    if isinstance(exc, InvalidURL):
+        return f"error: {exc}", ExitStatus.USAGE
+    if isinstance(exc, (DaemonError, LlmgineError)):
+        return f"error: {exc}", ExitStatus.ERROR
+    from llmgine_daemon.settings import ConfigError
+
+    if isinstance(exc, ConfigError):
+        return f"error: {exc}", ExitStatus.ERROR
+    line = f"error: internal error: {type(exc).__name__}: {_short(str(exc))} (set LLMGINE_DEBUG=1 for a traceback)"
+    return line, ExitStatus.ERROR
+
+
+def payload_hint(exc: ApiError) -> str:
+    """What the limit is and which setting raises it (the daemon's details say the limit)."""
+    import re
+
+    details = exc.details or {}
+    limit = details.get("limit")
+    if not isinstance(limit, int):
+        found = re.search(r"(\d{3,})", str(details.get("issue") or exc.message))
+        limit = int(found.group(1)) if found else None
+    shown = f"the limit is {limit} bytes ({limit / 1048576:.1f} MiB); " if limit else ""
+    return (
+        f" ({shown}the setting server.max_body_size (LLMGINE_MAX_BODY_SIZE) raises it: "
+        "`llmgine config set server.max_body_size BYTES`, then `llmgine daemon restart`)"
+    )
+
+
+def _short(text: str, width: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def report(exc: BaseException, app_ctx: AppContext | None) -> int:
+    """Write the error's line to stderr and return its exit code (LLMGINE_DEBUG=1 re-raises
+    what is not one of ours, for its traceback)."""
+    if os.environ.get("LLMGINE_DEBUG") and not isinstance(exc, LlmgineError):
+        raise exc
+    line, code = error_line(exc, app_ctx)
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    return int(code)

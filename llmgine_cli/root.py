@@ -1,0 +1,223 @@
+"""The `llmgine` Typer app: global options, then one sub-app per resource (app.py runs it).
+
+Adding a resource = one module in commands/ (a Typer app whose commands parse, make one
+client call and render) + one line in COMMANDS below. Only the invoked command's module is
+imported and built; the hot commands (hot.py) do not even get here.
+
+Errors: every LlmgineError becomes one line on stderr and an exit code from status.py; an
+unexpected exception becomes one line too (LLMGINE_DEBUG=1 shows its traceback). Never a
+traceback by default.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Annotated, Any
+
+import typer
+from llmgine_daemon import __version__
+from typer.core import TyperGroup
+
+from llmgine_cli.context import AppContext, Environment
+from llmgine_cli.failure import error_line, report
+from llmgine_cli.status import describe
+
+EPILOG = "Exit codes:\n" + describe()
+
+__all__ = ["app", "error_line", "run"]
+
+# What `llmgine NAME` runs, in the order --help lists them: (module in commands/, attribute,
+# how). "group": the module's Typer app under NAME; "flat": the command NAME of a Typer app
+# whose commands are top-level; "function": a function made a command. A module is imported,
+# and its commands built, only when NAME is invoked (or --help lists them all).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "session": ("sessions", "app", "group"),
+    "auth": ("auth", "app", "group"),
+    "command": ("commands", "app", "group"),
+    "event": ("events", "app", "group"),
+    "engine": ("engines", "app", "group"),
+    "tool": ("tools", "app", "group"),
+    "handler": ("handlers", "app", "group"),
+    "config": ("config", "app", "group"),
+    "daemon": ("daemon", "app", "group"),
+    "db": ("db", "app", "group"),
+    "health": ("system", "app", "flat"),
+    "status": ("system", "app", "flat"),
+    "shutdown": ("system", "app", "flat"),
+    "logs": ("observability", "app", "flat"),
+    "log": ("observability", "app", "flat"),
+    "metrics": ("observability", "app", "flat"),
+    "trace": ("observability", "app", "flat"),
+    "traces": ("observability", "app", "flat"),
+    # Talking to an LLM engine (engines + event stream, llmgine_cli/conversation.py).
+    "ask": ("chat", "ask", "function"),
+    "chat": ("chat", "chat", "function"),
+    "completion": ("completion", "app", "flat"),
+}
+
+
+def _is_cli_control(exc: BaseException) -> bool:
+    """Exceptions click/Typer raise on purpose (usage errors, Exit, Abort): theirs to report.
+
+    They all carry ``exit_code`` except Abort; Typer >= 0.26 vendors click, so the classes
+    cannot be named portably.
+    """
+    return isinstance(exc, (typer.Exit, typer.Abort, BrokenPipeError)) or hasattr(
+        exc, "exit_code"
+    )
+
+
+def build_command(name: str) -> Any:
+    """The click command of ``llmgine NAME`` (importing its module now)."""
+    module_name, attr, how = COMMANDS[name]
+    module = importlib.import_module(f"llmgine_cli.commands.{module_name}")
+    target = getattr(module, attr)
+    if how == "function":
+        sub = typer.Typer()
+        sub.command(name)(target)
+        command = typer.main.get_command(sub)  # one command: the command itself
+        command.name = name
+        return command
+    command = typer.main.get_command(target)
+    if how == "group":
+        command.name = name
+        return command
+    return command.commands[name] if hasattr(command, "commands") else command
+
+
+class _LazyCommands(Mapping[str, Any]):
+    def __init__(self) -> None:
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in COMMANDS:
+            raise KeyError(name)
+        if name not in self._built:
+            self._built[name] = build_command(name)
+        return self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS)
+
+
+def usage_line(exc: Any) -> str:
+    """A click usage error as one line: what is wrong, and where the help is."""
+    message = " ".join(str(exc.format_message()).split())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and getattr(ctx, "command_path", None):
+        help_option = (ctx.help_option_names or ["--help"])[0]
+        message = f"{message.rstrip('.')} (see '{ctx.command_path} {help_option}')"
+    return f"error: {message}"
+
+
+class RootGroup(TyperGroup):
+    """Builds only the invoked command's group; wraps every command so errors are reported
+    the same way, whatever raised them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = _LazyCommands()  # type: ignore[assignment]
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def main(
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+        standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any,
+    ) -> Any:
+        """Typer's main, except that a usage error is one line on stderr (exit 2), not a box."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except Exception as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `llmgine session`: its help
+                exc.show()  # type: ignore[attr-defined]
+                sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+            if hasattr(exc, "exit_code") and hasattr(exc, "format_message"):  # a ClickException
+                sys.stderr.write(usage_line(exc) + "\n")
+                sys.stderr.flush()
+                sys.exit(exc.exit_code)
+            if isinstance(exc, typer.Abort) or type(exc).__name__ == "Abort":
+                sys.stderr.write("aborted\n")
+                sys.exit(1)
+            raise
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if _is_cli_control(exc):
+                raise
+            app_ctx = ctx.obj if isinstance(ctx.obj, AppContext) else None
+            code = report(exc, app_ctx)
+            raise typer.Exit(code) from None
+
+
+app = typer.Typer(
+    name="llmgine",
+    cls=RootGroup,
+    help="The LLMGine message bus from the command line (talks to the llmgined daemon).",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"llmgine {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", metavar="URL", show_default=False,
+                     help="The daemon: unix:///path or http://host:port "
+                          "(default: LLMGINE_URL, else the local socket)."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", metavar="KEY", show_default=False,
+                     help="API key for TCP (default: LLMGINE_API_KEY)."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", metavar="SECONDS", min=0.01, show_default=False,
+                     help="How long to wait for an answer (default: LLMGINE_TIMEOUT, else 30)."),
+    ] = None,
+    utc: Annotated[
+        bool,
+        typer.Option("--utc", help="Show times in UTC (default: local time, with its zone)."),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print the CLI version and exit."),
+    ] = False,
+) -> None:
+    if utc:
+        from llmgine_cli import render
+
+        render.USE_UTC = True
+    ctx.obj = AppContext(Environment.from_sys(), url=url, api_key=api_key, timeout=timeout)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The Typer app on ``argv``; its exit code."""
+    try:
+        app(args=argv, prog_name="llmgine")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0

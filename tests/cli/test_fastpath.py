@@ -1,0 +1,203 @@
+"""The fast path (hot.py) against the Typer app: same output, same exit codes, same errors.
+
+``run_cli`` runs the real `llmgine` process (main: the fast path first); ``cli`` runs the
+Typer app in-process (never the fast path). What the fast path does not recognise goes to
+Typer, so usage errors and help are Typer's whichever way a command line arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from llmgine_cli import hot
+from tests.clitools import cli_env, default_signals, full_env, one_line, run_cli
+
+
+@pytest.fixture
+def sid(cli) -> str:
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("engine", "create", "DummyEngine", "-S", sid, "-q").exit_code == 0
+    return sid
+
+
+def test_session_list_is_the_same_both_ways(cli, daemon, sid):
+    for args in (
+        ["session", "list", "-o", "json"],
+        ["session", "list", "-q", "--limit", "3"],
+        ["session", "list", "--status", "active", "-o", "jsonl"],
+        ["session", "list"],
+    ):
+        fast = run_cli(args, daemon.env)
+        slow = cli(*args)
+        assert (fast.returncode, fast.stdout) == (slow.exit_code, slow.stdout), args
+
+
+def test_command_run_is_the_same_both_ways(cli, daemon, sid):
+    args = ["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=123", "-p", "n:=3", "-o", "json"]
+    fast = run_cli(args, daemon.env)
+    slow = cli(*args)
+    assert fast.returncode == slow.exit_code == 0, fast.stderr
+    a, b = json.loads(fast.stdout), json.loads(slow.stdout)
+    assert a.keys() == b.keys()
+    # -p key=value is a string, -p key:=json a JSON value (as httpie).
+    assert a["parameters"] == b["parameters"] == {"prompt": "123", "n": 3}
+    assert a["result"]["response"] == "Dummy response to: 123"
+
+
+def test_a_failed_command_is_exit_1_both_ways(cli, daemon, sid):
+    args = ["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "fail:=true"]
+    fast = run_cli(args, daemon.env)
+    slow = cli(*args)
+    assert fast.returncode == slow.exit_code == 1
+    assert one_line(fast.stderr).split(":")[0] == one_line(slow.stderr).split(":")[0] == "error"
+    assert "COMMAND_EXECUTION_FAILED" in fast.stderr
+
+
+def test_event_publish_data_from_a_file_and_stdin(daemon, sid, tmp_path):
+    data = tmp_path / "data.json"
+    data.write_text('{"from": "file"}')
+    quiet = run_cli(["event", "publish", "Filed", "-S", sid, "--data", f"@{data}", "-q"], daemon.env)
+    assert quiet.returncode == 0 and len(quiet.stdout.split()) == 1
+    piped = subprocess.run(
+        [sys.executable, "-m", "llmgine_cli", "event", "publish", "Piped", "-S", sid, "--data", "-", "-o", "json"],
+        input='{"from": "stdin"}',
+        env=full_env(daemon.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=default_signals,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["data"] == {"from": "stdin"}
+    listed = json.loads(run_cli(["event", "list", "-S", sid, "--type", "Filed", "-o", "json"], daemon.env).stdout)
+    assert listed["events"][0]["data"] == {"from": "file"}
+
+
+def test_parameters_from_a_file(daemon, sid, tmp_path):
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("from a file\n")
+    run = run_cli(
+        ["command", "run", "DummyEngineCommand", "-S", sid, "-p", f"prompt=@{prompt}", "-o", "json"], daemon.env
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["result"]["response"] == "Dummy response to: from a file"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["session", "list", "--limit", "0"], 2, "--limit"),
+        (["session", "list", "--limit", "5000"], 2, "--limit"),
+        (["session", "list", "-o", "yaml"], 2, "yaml"),
+        (["session", "list", "--bogus"], 2, "--bogus"),
+        (["session", "list", "--status", "open"], 2, "--status"),
+        (["command", "list", "-S", "s", "--status", "done"], 2, "--status"),
+        (["engine", "list", "--status", "busy"], 2, "--status"),
+        (["traces", "--status", "fine"], 2, "--status"),
+        (["trace", "nope"], 4, "NOT_FOUND"),
+        (["command", "run", "X", "-S", "s", "--priority", "urgent"], 2, "--priority"),
+        (["command", "run", "X", "-S", "s", "-p", "novalue"], 2, "--param"),
+        (["command", "run", "X", "-S", "s", "-p", "n:=nope"], 2, "--param"),
+        (["event", "publish", "T", "-S", "s", "--data", "[1]"], 2, "--data"),
+        (["event", "publish", "T", "-S", "s", "--data", "@/no/such/file"], 2, "cannot read"),
+        (["event", "publish", "T"], 2, "--session"),
+        (["session", "get", "no-such-session"], 4, "SESSION_NOT_FOUND"),
+        (["event", "publish", "T", "-S", "no-such-session", "-q"], 4, "SESSION_NOT_FOUND"),
+        (["--url", "http://127.0.0.1:9", "session", "list", "-o", "json"], 3, "127.0.0.1:9"),
+        (["--url", "ftp://x", "session", "list", "-o", "json"], 2, "invalid URL"),
+    ],
+)
+def test_errors_are_one_line_with_the_documented_code(daemon, args, code, words):
+    proc = run_cli(args, {**daemon.env, "LLMGINE_SESSION": None})
+    assert proc.returncode == code, proc.stderr
+    line = one_line(proc.stderr)
+    assert line.startswith("error: ") and words in line, line
+    assert proc.stdout == ""
+
+
+def test_help_and_version_go_to_typer(daemon):
+    shown = run_cli(["session", "list", "--help"], daemon.env)
+    assert shown.returncode == 0 and "--limit" in shown.stdout and "Usage" in shown.stdout
+    assert run_cli(["--version"], daemon.env).stdout.startswith("llmgine ")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["session", "list", "--help"],
+        ["session", "list", "-qo", "json"],
+        ["session", "list", "-s"],
+        ["session", "list", "extra"],
+        ["--version"],
+        ["session", "get", "x"],
+        ["command", "run", "-S", "s"],
+        ["command", "run", "T", "-S", "s", "--follow"],
+        ["event", "publish", "T", "-S", "s", "--", "-x"],
+        ["--timeout", "0", "session", "list"],
+        ["session", "list", "--limit", "x"],
+    ],
+)
+def test_what_the_fast_path_leaves_to_typer(argv):
+    with pytest.raises(hot._Fallback):
+        hot.parse(argv, {})
+
+
+def test_what_the_fast_path_takes():
+    group, command, values = hot.parse(
+        [
+            "--url",
+            "unix:///s",
+            "--timeout=5",
+            "command",
+            "run",
+            "T",
+            "-p",
+            "a=1",
+            "--param=b:=2",
+            "--priority",
+            "HIGH",
+            "--timeout",
+            "0.5",
+            "-q",
+        ],
+        {"LLMGINE_SESSION": "env-session"},
+    )
+    assert (group, command) == ("command", "run")
+    assert values == {
+        "url": "unix:///s",
+        "global_timeout": 5.0,
+        "positional": ["T"],
+        "param": ["a=1", "b:=2"],
+        "priority": "high",
+        "timeout": 0.5,
+        "quiet": True,
+        "session": "env-session",
+    }
+    assert hot.parse(["session", "list", "-l", "7", "-o", "JSON"], {})[2] == {
+        "limit": 7,
+        "output": "json",
+        "positional": [],
+    }
+
+
+def test_payload_too_large_names_the_limit_and_the_setting(daemon, sid, tmp_path):
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"blob": "x" * (1024 * 1024 + 10)}))
+    proc = run_cli(["event", "publish", "Big", "-S", sid, "--data", f"@{big}"], daemon.env)
+    assert proc.returncode == 1
+    line = one_line(proc.stderr)
+    assert "PAYLOAD_TOO_LARGE" in line and "1048576 bytes" in line and "server.max_body_size" in line
+
+
+def test_the_fast_path_auto_starts_the_daemon(cold_home):
+    proc = run_cli(["session", "list", "-o", "json"], cli_env(cold_home, LLMGINE_NO_AUTOSTART=None))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["sessions"] == []
+    assert "starting llmgined" in proc.stderr
+    off = run_cli(["event", "publish", "T", "-S", "s"], cli_env(cold_home))  # running now: no start
+    assert off.returncode == 4 and "starting" not in off.stderr
