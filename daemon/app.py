@@ -30,15 +30,17 @@ from llmgine_daemon.api import (
 from llmgine_daemon.api.errors import error_middleware
 from llmgine_daemon.api.keys import (
     BUS,
+    DATABASE,
     LISTENERS,
     LLM,
     OBSERVABILITY,
-    RETENTION,
     SETTINGS,
     SHUTDOWN,
     WEBSOCKETS,
 )
+from llmgine_daemon.bus.capacity import Capacity
 from llmgine_daemon.bus.core import Bus
+from llmgine_daemon.bus.database import Database
 from llmgine_daemon.engines import ENGINE_TYPES
 from llmgine_daemon.engines.runtime import LLMRuntime
 from llmgine_daemon.observability.core import Observability
@@ -111,13 +113,19 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         # The LLM runtime (provider clients) is shared: the bus rebuilds engines from their
         # stored records alone, so engine types get it from here.
         llm = LLMRuntime(settings)
-        bus = Bus(store, engine_types={**ENGINE_TYPES, **llm.engine_types()}, sandbox=pool)
+        capacity = Capacity(
+            max_sessions=settings["security.limits.max_sessions"],
+            max_engines_per_session=settings["security.limits.max_engines_per_session"],
+            max_tools_per_session=settings["security.limits.max_tools_per_session"],
+        )
+        bus = Bus(store, engine_types={**ENGINE_TYPES, **llm.engine_types()}, sandbox=pool,
+                  capacity=capacity)
         llm.attach(bus)
         app[BUS] = bus
         app[LLM] = llm
         retention = Retention({"main": store, "telemetry": telemetry}, rules_from(settings),
                               settings["database.retention_interval"])
-        app[RETENTION] = retention
+        app[DATABASE] = Database(store, telemetry, retention)
         try:
             await pool.start()
             await bus.start()

@@ -145,6 +145,18 @@ def check_dir_safe(path: Path) -> None:
         )
 
 
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write a file only its owner may read (0600, whatever the umask), atomically: the data
+    goes to ``<name>.tmp`` beside it, which then replaces ``path`` (readers see the old file or
+    the new one, never half of one). A missing parent directory is created 0700."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
 # -- the settings table ------------------------------------------------------------------
 
 SOURCES = ("default", "file", "env", "flag")
@@ -638,12 +650,7 @@ def write_config_value(path: Path, key: str, value: Any | None) -> None:
                 del parent[table]
     else:
         node[name] = value
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        tomli_w.dump(doc, fh)
-    os.replace(tmp, path)
+    write_private(path, tomli_w.dumps(doc))
 
 
 def describe() -> str:

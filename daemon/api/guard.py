@@ -19,7 +19,8 @@ for every route, present and future:
    ``max_websockets_per_credential`` per API key / per session (the socket owner: no cap).
 5. Path identifiers are validated; a session token must stay inside its session (403), and
    may register code (tools, handlers) only with ``sandbox.session_token_registration`` (403).
-6. The body is read within ``server.read_timeout``; capacity limits are checked (api/limits.py).
+6. The body is read within ``server.read_timeout``. (Capacity limits are the bus's own:
+   bus/capacity.py.)
 
 Headers that belong on every response (RateLimit, CORS) are stamped in ``on_response_prepare``
 so error responses and WebSocket handshakes carry them too. WebSockets are tracked per
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 from aiohttp import WSCloseCode, hdrs, web
 from llmgine_daemon.api.errors import ApiError, Handler
 from llmgine_daemon.api.keys import BUS, CREDENTIALS, SETTINGS, WEBSOCKETS
-from llmgine_daemon.api.limits import Capacity, check_identifiers, json_field, read_body
+from llmgine_daemon.api.limits import check_identifiers, json_field, read_body
 from llmgine_daemon.api.origins import HostPolicy, OriginPolicy
 from llmgine_daemon.api.ratelimit import Decision, RateLimiter
 from llmgine_daemon.api.util import takes_code
@@ -109,7 +110,6 @@ class Guard:
     limiter: RateLimiter
     hosts: HostPolicy
     origins: OriginPolicy
-    capacity: Capacity
     sockets: SocketRegistry = field(default_factory=SocketRegistry)
     open_websockets: int = 0
     # Open WebSockets per holder (see websocket_holder), for max_websockets_per_credential.
@@ -122,8 +122,7 @@ class Guard:
             "key": settings["security.rate_limits.authenticated"],
             "websocket": settings["security.rate_limits.websocket"],
         }
-        return cls(settings, RateLimiter(limits), HostPolicy(settings), OriginPolicy(settings),
-                   Capacity(settings))
+        return cls(settings, RateLimiter(limits), HostPolicy(settings), OriginPolicy(settings))
 
 
 GUARD = web.AppKey("guard", Guard)
@@ -223,10 +222,7 @@ async def in_session_scope(request: web.Request, session_id: str) -> bool:
     if "session_id" in info:
         return info["session_id"] == session_id
     if "engine_id" in info:
-        row = await request.app[BUS].store.fetchone(
-            "SELECT session_id FROM engines WHERE engine_id = ?", (info["engine_id"],)
-        )
-        return row is not None and row[0] == session_id
+        return await request.app[BUS].engines.session_of(info["engine_id"]) == session_id
     resource = info.route.resource
     if resource is not None and resource.canonical == "/api/engines":
         if request.method == "GET":
@@ -358,47 +354,43 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
                 setting="sandbox.session_token_registration",
             )
     await read_body(request, settings["server.read_timeout"])
-    reservation = await guard.capacity.reserve(request)
+    if not (websocket or _browser_stream(request)):
+        return await handler(request)
+    # WebSockets and event streams (SSE) alike hold a connection for as long as they run:
+    # both count against the same caps.
+    maximum = settings["security.limits.max_websockets"]
+    if maximum and guard.open_websockets >= maximum:
+        raise ApiError(
+            ErrorCode.LIMIT_REACHED,
+            f"limit reached: at most {maximum} open WebSockets and event streams "
+            "(security.limits.max_websockets)",
+            {"limit": "max_websockets", "max": maximum},
+        )
+    holder = websocket_holder(principal)
+    per_holder = settings["security.limits.max_websockets_per_credential"]
+    held = guard.websockets_by_holder.get(holder, 0) if holder is not None else 0
+    if holder is not None and per_holder and held >= per_holder:
+        raise ApiError(
+            ErrorCode.LIMIT_REACHED,
+            f"limit reached: at most {per_holder} open WebSockets and event streams per credential "
+            "(per session for session tokens) (security.limits.max_websockets_per_credential)",
+            {"limit": "max_websockets_per_credential", "max": per_holder},
+        )
+    # A WebSocket handler runs as long as its connection: counting handlers in flight
+    # counts open WebSockets, with no race between the check and the upgrade.
+    guard.open_websockets += 1
+    if holder is not None:
+        guard.websockets_by_holder[holder] = held + 1
     try:
-        if not (websocket or _browser_stream(request)):
-            return await handler(request)
-        # WebSockets and event streams (SSE) alike hold a connection for as long as they run:
-        # both count against the same caps.
-        maximum = settings["security.limits.max_websockets"]
-        if maximum and guard.open_websockets >= maximum:
-            raise ApiError(
-                ErrorCode.LIMIT_REACHED,
-                f"limit reached: at most {maximum} open WebSockets and event streams "
-                "(security.limits.max_websockets)",
-                {"limit": "max_websockets", "max": maximum},
-            )
-        holder = websocket_holder(principal)
-        per_holder = settings["security.limits.max_websockets_per_credential"]
-        held = guard.websockets_by_holder.get(holder, 0) if holder is not None else 0
-        if holder is not None and per_holder and held >= per_holder:
-            raise ApiError(
-                ErrorCode.LIMIT_REACHED,
-                f"limit reached: at most {per_holder} open WebSockets and event streams per credential "
-                "(per session for session tokens) (security.limits.max_websockets_per_credential)",
-                {"limit": "max_websockets_per_credential", "max": per_holder},
-            )
-        # A WebSocket handler runs as long as its connection: counting handlers in flight
-        # counts open WebSockets, with no race between the check and the upgrade.
-        guard.open_websockets += 1
-        if holder is not None:
-            guard.websockets_by_holder[holder] = held + 1
-        try:
-            return await handler(request)
-        finally:
-            guard.open_websockets -= 1
-            if holder is not None:
-                left = guard.websockets_by_holder.get(holder, 1) - 1
-                if left > 0:
-                    guard.websockets_by_holder[holder] = left
-                else:
-                    guard.websockets_by_holder.pop(holder, None)
+        return await handler(request)
     finally:
-        guard.capacity.release(reservation)
+        guard.open_websockets -= 1
+        if holder is not None:
+            left = guard.websockets_by_holder.get(holder, 1) - 1
+            if left > 0:
+                guard.websockets_by_holder[holder] = left
+            else:
+                guard.websockets_by_holder.pop(holder, None)
 
 
 # -- every response ----------------------------------------------------------------------
