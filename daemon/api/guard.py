@@ -46,13 +46,15 @@ from llmgine_daemon.api.keys import BUS, CREDENTIALS, SETTINGS, WEBSOCKETS
 from llmgine_daemon.api.limits import check_identifiers, json_field, read_body
 from llmgine_daemon.api.origins import HostPolicy, OriginPolicy
 from llmgine_daemon.api.ratelimit import Decision, RateLimiter
-from llmgine_daemon.api.util import takes_code
+from llmgine_daemon.api.util import read_json, takes_code
 from llmgine_daemon.bus.auth import AuthFailure, Credentials, Principal
+from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.observability.redact import install_filters
 from llmgine_daemon.protocol import (
     SESSION_TOKEN_HEADER,
     WS_PROTOCOL,
     WS_TOKEN_PROTOCOL_PREFIX,
+    EngineCreate,
     ErrorCode,
     now_iso,
 )
@@ -228,7 +230,12 @@ async def in_session_scope(request: web.Request, session_id: str) -> bool:
         if request.method == "GET":
             return request.query.get("session_id") == session_id
         if request.method == "POST":
-            return json_field(await request.read(), "session_id") == session_id
+            try:  # decoded once: the handler gets this same value (api/util.read_json)
+                return (await read_json(request, EngineCreate)).session_id == session_id
+            except BusError:
+                # A body the handler will refuse anyway: judged by its session_id alone, as
+                # ever (a token of that session then hears from the handler what is wrong).
+                return json_field(await request.read(), "session_id") == session_id
     return False
 
 

@@ -20,6 +20,9 @@ H = TypeVar("H")
 MAX_SQL_INT = 2**63 - 1
 
 _encoder = msgspec.json.Encoder()
+# The body as decoded by read_json: (model, empty_ok, value). A request's body is decoded once,
+# whoever asks first (the guard's session scope check, then the handler, get the same value).
+_DECODED: web.RequestKey[tuple[type, bool, Any]] = web.RequestKey("decoded_body", tuple)
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`")
@@ -77,7 +80,18 @@ async def read_json(request: web.Request, model: type[T], *, empty_ok: bool = Fa
 
     Only ``application/json`` is accepted: besides being the contract, it keeps plain HTML
     forms (which cannot send JSON) from making state-changing requests.
+
+    Decoded once per request: a second call with the same model returns the first's value.
     """
+    cached = request.get(_DECODED)
+    if cached is not None and cached[0] is model and cached[1] == empty_ok:
+        return cached[2]
+    value = await _decode(request, model, empty_ok)
+    request[_DECODED] = (model, empty_ok, value)
+    return value
+
+
+async def _decode(request: web.Request, model: type[T], empty_ok: bool) -> T:
     body = await request.read()
     if not body.strip():
         if empty_ok:
