@@ -157,7 +157,7 @@ async def _close_websockets(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         # observability outermost: it times and traces everything, error responses included.
-        middlewares=[observability.observability_middleware, error_middleware, guard.guard_middleware],
+        middlewares=[observability.observability_middleware, error_middleware, *guard.MIDDLEWARES],
         client_max_size=settings["server.max_body_size"],
     )
     app[SETTINGS] = settings
