@@ -3,7 +3,7 @@ retention pruner (the work itself is in store/maintenance.py)."""
 
 from __future__ import annotations
 
-from llmgine_daemon.protocol import DbStats, VacuumResult
+from llmgine_daemon.protocol import DbStats, StorageInfo, VacuumResult
 from llmgine_daemon.store import maintenance
 from llmgine_daemon.store.db import Store
 from llmgine_daemon.store.maintenance import Retention
@@ -14,6 +14,11 @@ class Database:
         self.main = main
         self.telemetry = telemetry  # logs and spans (store/telemetry.py)
         self.retention = retention
+
+    def info(self) -> StorageInfo:
+        """For GET /api/status: where the database is, and both files' size together."""
+        return StorageInfo(backend="sqlite", path=str(self.main.path),
+                           size_bytes=self.main.size_bytes() + self.telemetry.size_bytes())
 
     async def stats(self) -> DbStats:
         return await maintenance.stats(self.main, self.telemetry, self.retention.describe())
