@@ -113,11 +113,10 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         # The LLM runtime (provider clients) is shared: the bus rebuilds engines from their
         # stored records alone, so engine types get it from here.
         llm = LLMRuntime(settings)
-        capacity = Capacity(
-            max_sessions=settings["security.limits.max_sessions"],
-            max_engines_per_session=settings["security.limits.max_engines_per_session"],
-            max_tools_per_session=settings["security.limits.max_tools_per_session"],
-        )
+        limits = settings.limits
+        capacity = Capacity(max_sessions=limits.max_sessions,
+                            max_engines_per_session=limits.max_engines_per_session,
+                            max_tools_per_session=limits.max_tools_per_session)
         bus = Bus(store, engine_types={**ENGINE_TYPES, **llm.engine_types()}, sandbox=pool,
                   capacity=capacity)
         llm.attach(bus)

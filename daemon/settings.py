@@ -441,6 +441,18 @@ BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
 # -- resolution --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """``security.limits.*``, typed (0 means no limit)."""
+
+    max_sessions: int
+    max_engines_per_session: int
+    max_tools_per_session: int
+    max_tokens_per_session: int
+    max_websockets: int
+    max_websockets_per_credential: int
+
+
 @dataclass
 class Settings:
     values: dict[str, Any]
@@ -450,6 +462,31 @@ class Settings:
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
+
+    # Typed views of the names read on every request (``settings["..."]`` is Any).
+    @property
+    def read_timeout(self) -> float:
+        """server.read_timeout: seconds for a request's headers and body."""
+        return float(self.values["server.read_timeout"])
+
+    @property
+    def max_ws_message_size(self) -> int:
+        return int(self.values["server.max_ws_message_size"])
+
+    @property
+    def rate_limit_unix_socket(self) -> bool:
+        """security.rate_limits.unix_socket: rate-limit the socket's owner too."""
+        return bool(self.values["security.rate_limits.unix_socket"])
+
+    @property
+    def session_token_registration(self) -> bool:
+        """sandbox.session_token_registration: session tokens may register code."""
+        return bool(self.values["sandbox.session_token_registration"])
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(**{name: int(self.values[f"security.limits.{name}"])
+                         for name in Limits.__dataclass_fields__})
 
     # Convenience views used across the daemon.
     @property

@@ -112,7 +112,7 @@ async def revoke_key(request: web.Request) -> web.Response:
 @routes.post("/api/sessions/{session_id}/token")
 async def mint_session_token(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
-    maximum = request.app[SETTINGS]["security.limits.max_tokens_per_session"]
+    maximum = request.app[SETTINGS].limits.max_tokens_per_session
     record, token = await request.app[CREDENTIALS].mint_session_token(session_id, maximum)
     return json_response(
         SessionTokenCreated(session_id=session_id, session_token=token,

@@ -349,7 +349,7 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
     tcp = peer_uid(request) is None
     if principal is None:
         charge(request, "anonymous", _ip(request))
-    elif tcp or request.app[GUARD].settings["security.rate_limits.unix_socket"]:
+    elif tcp or request.app[GUARD].settings.rate_limit_unix_socket:
         charge(request, "key", rate_key(principal))
     if tcp and is_websocket(request):
         charge(request, "websocket", _ip(request))
@@ -360,7 +360,7 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
 async def body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The body arrives within ``server.read_timeout`` (408) and within the size limit (413),
     before anything reads it; handlers then read it from memory."""
-    await read_body(request, request.app[GUARD].settings["server.read_timeout"])
+    await read_body(request, request.app[GUARD].settings.read_timeout)
     return await handler(request)
 
 
@@ -379,7 +379,7 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
             session_id=principal.session_id,
         )
     if takes_code(request.match_info.handler) \
-            and not request.app[GUARD].settings["sandbox.session_token_registration"]:
+            and not request.app[GUARD].settings.session_token_registration:
         # Session tokens are handed to browsers and other less trusted clients: running
         # code of their own is the owner's call (calling existing tools stays allowed).
         raise forbidden(
@@ -397,8 +397,8 @@ async def stream_caps_middleware(request: web.Request, handler: Handler) -> web.
     if not _browser_stream(request):
         return await handler(request)
     guard = request.app[GUARD]
-    settings = guard.settings
-    maximum = settings["security.limits.max_websockets"]
+    limits = guard.settings.limits
+    maximum = limits.max_websockets
     if maximum and guard.open_websockets >= maximum:
         raise ApiError(
             ErrorCode.LIMIT_REACHED,
@@ -407,7 +407,7 @@ async def stream_caps_middleware(request: web.Request, handler: Handler) -> web.
             {"limit": "max_websockets", "max": maximum},
         )
     holder = websocket_holder(request.get(PRINCIPAL))
-    per_holder = settings["security.limits.max_websockets_per_credential"]
+    per_holder = limits.max_websockets_per_credential
     held = guard.websockets_by_holder.get(holder, 0) if holder is not None else 0
     if holder is not None and per_holder and held >= per_holder:
         raise ApiError(
@@ -476,7 +476,7 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
         guard.sockets.track(principal, response)
     # Size limit for handlers that kept aiohttp's default; the reader is built after this hook.
     if getattr(response, "_max_msg_size", None) == _AIOHTTP_DEFAULT_MSG_SIZE:
-        response._max_msg_size = guard.settings["server.max_ws_message_size"]
+        response._max_msg_size = guard.settings.max_ws_message_size
     # A browser that offered a token subprotocol fails the handshake unless one of its
     # offers is selected: select the plain "llmgine" one, never echo the token.
     offered = [p.strip() for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")]

@@ -46,10 +46,10 @@ def runner_kwargs(settings: Settings) -> dict[str, Any]:
     return {
         # No access log: request lines can carry a WebSocket token in the query string.
         "access_log": None,
-        "keepalive_timeout": settings["server.read_timeout"],
+        "keepalive_timeout": settings.read_timeout,
         # After an early answer (401, 408, 413) aiohttp drains the unread body for this long
         # before closing; a slow client must not stretch that beyond the read timeout.
-        "lingering_time": min(10.0, settings["server.read_timeout"]),
+        "lingering_time": min(10.0, settings.read_timeout),
         "max_line_size": size,
         "max_field_size": size,
     }
