@@ -17,9 +17,10 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 APP_NAME = "llmgine"
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -453,6 +454,18 @@ class Limits:
     max_websockets_per_credential: int
 
 
+class _Typed(Generic[T]):
+    """One setting read as the type its name promises: ``settings.read_timeout`` is a float
+    where ``settings["server.read_timeout"]`` is Any. Reads the current value every time."""
+
+    def __init__(self, key: str, cast: Callable[[Any], T]) -> None:
+        self.key = key
+        self.cast = cast
+
+    def __get__(self, settings: Settings, owner: type | None = None) -> T:
+        return self.cast(settings.values[self.key])
+
+
 @dataclass
 class Settings:
     values: dict[str, Any]
@@ -463,25 +476,11 @@ class Settings:
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
 
-    # Typed views of the names read on every request (``settings["..."]`` is Any).
-    @property
-    def read_timeout(self) -> float:
-        """server.read_timeout: seconds for a request's headers and body."""
-        return float(self.values["server.read_timeout"])
-
-    @property
-    def max_ws_message_size(self) -> int:
-        return int(self.values["server.max_ws_message_size"])
-
-    @property
-    def rate_limit_unix_socket(self) -> bool:
-        """security.rate_limits.unix_socket: rate-limit the socket's owner too."""
-        return bool(self.values["security.rate_limits.unix_socket"])
-
-    @property
-    def session_token_registration(self) -> bool:
-        """sandbox.session_token_registration: session tokens may register code."""
-        return bool(self.values["sandbox.session_token_registration"])
+    # Typed views of the names read on every request (not dataclass fields: no annotation).
+    read_timeout = _Typed("server.read_timeout", float)
+    max_ws_message_size = _Typed("server.max_ws_message_size", int)
+    rate_limit_unix_socket = _Typed("security.rate_limits.unix_socket", bool)
+    session_token_registration = _Typed("sandbox.session_token_registration", bool)
 
     @property
     def limits(self) -> Limits:
