@@ -30,15 +30,17 @@ from llmgine_daemon.api import (
 from llmgine_daemon.api.errors import error_middleware
 from llmgine_daemon.api.keys import (
     BUS,
+    DATABASE,
     LISTENERS,
     LLM,
     OBSERVABILITY,
-    RETENTION,
     SETTINGS,
     SHUTDOWN,
     WEBSOCKETS,
 )
+from llmgine_daemon.bus.capacity import Capacity
 from llmgine_daemon.bus.core import Bus
+from llmgine_daemon.bus.database import Database
 from llmgine_daemon.engines import ENGINE_TYPES
 from llmgine_daemon.engines.runtime import LLMRuntime
 from llmgine_daemon.observability.core import Observability
@@ -111,13 +113,18 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         # The LLM runtime (provider clients) is shared: the bus rebuilds engines from their
         # stored records alone, so engine types get it from here.
         llm = LLMRuntime(settings)
-        bus = Bus(store, engine_types={**ENGINE_TYPES, **llm.engine_types()}, sandbox=pool)
+        limits = settings.limits
+        capacity = Capacity(max_sessions=limits.max_sessions,
+                            max_engines_per_session=limits.max_engines_per_session,
+                            max_tools_per_session=limits.max_tools_per_session)
+        bus = Bus(store, engine_types={**ENGINE_TYPES, **llm.engine_types()}, sandbox=pool,
+                  capacity=capacity)
         llm.attach(bus)
         app[BUS] = bus
         app[LLM] = llm
         retention = Retention({"main": store, "telemetry": telemetry}, rules_from(settings),
                               settings["database.retention_interval"])
-        app[RETENTION] = retention
+        app[DATABASE] = Database(store, telemetry, retention)
         try:
             await pool.start()
             await bus.start()
@@ -149,7 +156,7 @@ async def _close_websockets(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         # observability outermost: it times and traces everything, error responses included.
-        middlewares=[observability.observability_middleware, error_middleware, guard.guard_middleware],
+        middlewares=[observability.observability_middleware, error_middleware, *guard.MIDDLEWARES],
         client_max_size=settings["server.max_body_size"],
     )
     app[SETTINGS] = settings

@@ -36,6 +36,7 @@ from llmgine_daemon.settings import (
     describe,
     ensure_private_dir,
     load_settings,
+    write_private,
 )
 from llmgine_daemon.store.db import StorageError
 
@@ -221,12 +222,7 @@ def prepare_socket(path: Path) -> None:
 
 
 def _write_pidfile(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+    write_private(path, f"{os.getpid()}\n")
 
 
 def _remove(path: Path | None) -> None:

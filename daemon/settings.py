@@ -17,9 +17,10 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 APP_NAME = "llmgine"
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -143,6 +144,18 @@ def check_dir_safe(path: Path) -> None:
             f"{path}: directory is writable by others (mode {mode:04o}) and not sticky; "
             "refusing to use it (choose a private directory, or chmod go-w it yourself)"
         )
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write a file only its owner may read (0600, whatever the umask), atomically: the data
+    goes to ``<name>.tmp`` beside it, which then replaces ``path`` (readers see the old file or
+    the new one, never half of one). A missing parent directory is created 0700."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
 
 
 # -- the settings table ------------------------------------------------------------------
@@ -429,6 +442,30 @@ BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
 # -- resolution --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """``security.limits.*``, typed (0 means no limit)."""
+
+    max_sessions: int
+    max_engines_per_session: int
+    max_tools_per_session: int
+    max_tokens_per_session: int
+    max_websockets: int
+    max_websockets_per_credential: int
+
+
+class _Typed(Generic[T]):
+    """One setting read as the type its name promises: ``settings.read_timeout`` is a float
+    where ``settings["server.read_timeout"]`` is Any. Reads the current value every time."""
+
+    def __init__(self, key: str, cast: Callable[[Any], T]) -> None:
+        self.key = key
+        self.cast = cast
+
+    def __get__(self, settings: Settings, owner: type | None = None) -> T:
+        return self.cast(settings.values[self.key])
+
+
 @dataclass
 class Settings:
     values: dict[str, Any]
@@ -438,6 +475,17 @@ class Settings:
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
+
+    # Typed views of the names read on every request (not dataclass fields: no annotation).
+    read_timeout = _Typed("server.read_timeout", float)
+    max_ws_message_size = _Typed("server.max_ws_message_size", int)
+    rate_limit_unix_socket = _Typed("security.rate_limits.unix_socket", bool)
+    session_token_registration = _Typed("sandbox.session_token_registration", bool)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(**{name: int(self.values[f"security.limits.{name}"])
+                         for name in Limits.__dataclass_fields__})
 
     # Convenience views used across the daemon.
     @property
@@ -638,12 +686,7 @@ def write_config_value(path: Path, key: str, value: Any | None) -> None:
                 del parent[table]
     else:
         node[name] = value
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        tomli_w.dump(doc, fh)
-    os.replace(tmp, path)
+    write_private(path, tomli_w.dumps(doc))
 
 
 def describe() -> str:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import datetime as dt
 
 from aiohttp import web
-from llmgine_daemon.api.errors import validation_error
 from llmgine_daemon.api.keys import CREDENTIALS, SETTINGS
 from llmgine_daemon.api.util import json_response, path_id, read_json
 from llmgine_daemon.bus.auth import KeyRecord
+from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.protocol import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -54,21 +54,21 @@ def key_info(record: KeyRecord) -> ApiKeyInfo:
 
 def _expiry(body: ApiKeyCreate) -> str | None:
     if body.expires_in is not None and body.expires_at is not None:
-        raise validation_error("expires_in", "give expires_in or expires_at, not both")
+        raise invalid("expires_in", "give expires_in or expires_at, not both")
     now = dt.datetime.now(dt.UTC)
     if body.expires_in is not None:
         if not 0 < body.expires_in <= MAX_LIFETIME:
-            raise validation_error("expires_in", f"must be from 1 to {MAX_LIFETIME} seconds",
+            raise invalid("expires_in", f"must be from 1 to {MAX_LIFETIME} seconds",
                                    value=body.expires_in)
         return to_iso(now + dt.timedelta(seconds=body.expires_in))
     if body.expires_at is not None:
         try:
             when = parse_iso(body.expires_at)
         except ValueError:
-            raise validation_error("expires_at", "not an ISO 8601 time",
+            raise invalid("expires_at", "not an ISO 8601 time",
                                    value=body.expires_at[:64]) from None
         if when <= now:
-            raise validation_error("expires_at", "must be in the future", value=body.expires_at)
+            raise invalid("expires_at", "must be in the future", value=body.expires_at)
         return to_iso(when)
     return None
 
@@ -78,7 +78,7 @@ async def create_key(request: web.Request) -> web.Response:
     body = await read_json(request, ApiKeyCreate, empty_ok=True)
     name = body.name.strip() if body.name else None
     if name is not None and (len(name) > MAX_NAME or not name.isprintable()):
-        raise validation_error("name", f"must be printable and at most {MAX_NAME} characters")
+        raise invalid("name", f"must be printable and at most {MAX_NAME} characters")
     record, key = await request.app[CREDENTIALS].create_key(name or None, _expiry(body))
     return json_response(
         ApiKeyCreated(
@@ -112,7 +112,7 @@ async def revoke_key(request: web.Request) -> web.Response:
 @routes.post("/api/sessions/{session_id}/token")
 async def mint_session_token(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
-    maximum = request.app[SETTINGS]["security.limits.max_tokens_per_session"]
+    maximum = request.app[SETTINGS].limits.max_tokens_per_session
     record, token = await request.app[CREDENTIALS].mint_session_token(session_id, maximum)
     return json_response(
         SessionTokenCreated(session_id=session_id, session_token=token,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 
 from aiohttp import web
-from llmgine_daemon.api.errors import ApiError, validation_error
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.util import (
     idempotency_key,
@@ -22,6 +21,7 @@ from llmgine_daemon.api.util import (
     wait_seconds,
 )
 from llmgine_daemon.bus.commands import validate
+from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
     TERMINAL_STATUSES,
@@ -45,7 +45,7 @@ async def submit_batch(request: web.Request) -> web.Response:
     wait, prefer = wait_seconds(request)
     try:
         body = await read_json(request, BatchCreate)
-    except ApiError as exc:
+    except BusError as exc:
         # Name the offending member's index, not just its path.
         match = _MEMBER.match(str(exc.details.get("field", "")))
         if exc.code == ErrorCode.VALIDATION_ERROR and match:
@@ -97,7 +97,7 @@ async def list_commands(request: web.Request) -> web.Response:
         statuses = [s.strip() for s in raw.split(",") if s.strip()]
         bad = [s for s in statuses if s not in COMMAND_STATUSES]
         if bad:
-            raise validation_error(
+            raise invalid(
                 "status", f"must be one or more (comma-separated) of {', '.join(COMMAND_STATUSES)}",
                 value=raw[:64],
             )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from aiohttp import web
-from llmgine_daemon.api.errors import validation_error
 from llmgine_daemon.api.keys import BUS, LLM
 from llmgine_daemon.api.util import json_response, limit_offset, path_id
+from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.engines.llm import LLM_ENGINES
 from llmgine_daemon.protocol import Engine, EngineMessageList, EngineReset
 
@@ -17,7 +17,7 @@ WITH_MEMORY = frozenset(cls.engine_type for cls in LLM_ENGINES)
 async def _engine(request: web.Request) -> Engine:
     engine = await request.app[BUS].engines.get(path_id(request, "engine_id"))  # 404 ENGINE_NOT_FOUND
     if engine.engine_type not in WITH_MEMORY:
-        raise validation_error(
+        raise invalid(
             "engine_id", f"{engine.engine_type} keeps no conversation", engine_types=sorted(WITH_MEMORY)
         )
     return engine
@@ -34,6 +34,5 @@ async def messages(request: web.Request) -> web.Response:
 @routes.post("/api/engines/{engine_id}/reset")
 async def reset(request: web.Request) -> web.Response:
     engine = await _engine(request)
-    deleted, event = await request.app[LLM].memory.reset(engine.engine_id, engine.session_id)
-    request.app[BUS].events.notify([event])
+    deleted = await request.app[LLM].memory.reset(engine.engine_id, engine.session_id)
     return json_response(EngineReset(engine.engine_id, deleted))

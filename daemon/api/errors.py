@@ -20,7 +20,7 @@ import msgspec
 from aiohttp import web
 from llmgine_daemon import __version__
 from llmgine_daemon.bus.codec import new_id
-from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.errors import BusError, StorageBusy, StorageError, StorageFull
 from llmgine_daemon.observability.context import set_request_id
 from llmgine_daemon.protocol import (
     ERROR_STATUS,
@@ -31,7 +31,6 @@ from llmgine_daemon.protocol import (
     ErrorEnvelope,
     now_iso,
 )
-from llmgine_daemon.store.db import StorageBusy, StorageError, StorageFull
 
 log = logging.getLogger("llmgine.api")
 
@@ -68,14 +67,6 @@ class ApiError(BusError):
         super().__init__(code, message, details)
         self.status = status
         self.headers = headers or {}
-
-
-def validation_error(field: str, issue: str, **extra: Any) -> ApiError:
-    return ApiError(
-        ErrorCode.VALIDATION_ERROR,
-        "Invalid request parameters",
-        {"field": field, "issue": issue, **extra},
-    )
 
 
 def error_response(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 from aiohttp import web
-from llmgine_daemon.api.errors import validation_error
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.util import (
     idempotency_key,
@@ -18,6 +17,7 @@ from llmgine_daemon.api.util import (
     read_json,
     replay_headers,
 )
+from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.bus.events import PUBLISHER_SOURCES, EventFilter, check_event_type
 from llmgine_daemon.protocol import EVENT_SOURCES, EventCreate, parse_iso, to_iso
 
@@ -33,7 +33,7 @@ def _time(request: web.Request, name: str) -> str | None:
     try:
         return to_iso(parse_iso(raw))
     except ValueError:
-        raise validation_error(name, "must be an ISO 8601 time, e.g. 2024-01-01T00:00:00Z",
+        raise invalid(name, "must be an ISO 8601 time, e.g. 2024-01-01T00:00:00Z",
                                value=raw[:64]) from None
 
 
@@ -61,7 +61,7 @@ async def list_events(request: web.Request) -> web.Response:
         if event_type.endswith("*"):
             # A prefix may be any start of a type, including none at all ("*").
             if not _PREFIX.match(event_type[:-1]):
-                raise validation_error("event_type", "a prefix may contain only letters, digits and _ . : -")
+                raise invalid("event_type", "a prefix may contain only letters, digits and _ . : -")
         else:
             check_event_type(event_type)
     flt = EventFilter(

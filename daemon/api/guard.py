@@ -2,24 +2,30 @@
 the user (tools and handlers are Python source), so these checks are the security boundary;
 the sandbox only limits the damage.
 
-``guard_middleware`` runs inside ``error_middleware`` (so every refusal is the one envelope),
-for every route, present and future:
+The guard is six middlewares (``MIDDLEWARES``), in this order, inside ``error_middleware`` (so
+every refusal is the one envelope), for every route, present and future:
 
-1. Unix socket: the peer's uid (SO_PEERCRED) must be ours or root, else 403. The owner has
-   full access with no credential; rate limits apply only with ``rate_limits.unix_socket``.
-2. TCP: ``Host`` must be allowed (403), ``Origin`` (when sent) must be listed or our own (403);
-   CORS preflights are answered here, without credentials.
-3. The credential: ``Authorization: Bearer`` (API key, API_KEY_SECRET, or a session token),
+1. ``transport_middleware``: on the Unix socket the peer's uid (SO_PEERCRED) must be ours or
+   root, else 403. Over TCP ``Host`` must be allowed (403), ``Origin`` (when sent) must be
+   listed or our own (403); CORS preflights are answered here, without credentials.
+2. ``authentication_middleware``: the socket's owner needs no credential. Over TCP:
+   ``Authorization: Bearer`` (API key, API_KEY_SECRET, or a session token),
    ``X-Session-Token``; on WebSocket handshakes and event streams, which browsers cannot give
    headers, also a ``llmgine.bearer.<TOKEN>`` subprotocol or a ``token`` query parameter.
    None or a bad one: 401 + ``WWW-Authenticate: Bearer``, counted against the IP's bucket
-   (429 once it is empty). Only ``/api/health`` is open.
-4. Rate limits (api/ratelimit.py); WebSocket handshakes also take from the IP's websocket
-   bucket and may not exceed ``max_websockets`` open at once, nor
-   ``max_websockets_per_credential`` per API key / per session (the socket owner: no cap).
-5. Path identifiers are validated; a session token must stay inside its session (403), and
-   may register code (tools, handlers) only with ``sandbox.session_token_registration`` (403).
-6. The body is read within ``server.read_timeout``; capacity limits are checked (api/limits.py).
+   (429 once it is empty). Only ``/api/health`` and the docs pages are open.
+3. ``rate_limit_middleware`` (buckets in api/ratelimit.py): the principal's bucket (the
+   owner's only with ``rate_limits.unix_socket``), the IP's without a credential; TCP
+   WebSocket handshakes also take from the IP's websocket bucket.
+4. ``body_middleware``: the body is read within ``server.read_timeout`` (408).
+5. ``scope_middleware``: path identifiers are validated; a session token must stay inside its
+   session (403), and may register code (tools, handlers) only with
+   ``sandbox.session_token_registration`` (403).
+6. ``stream_caps_middleware``: WebSockets and event streams may not exceed ``max_websockets``
+   open at once, nor ``max_websockets_per_credential`` per API key / per session (the socket
+   owner: no per-credential cap).
+
+Capacity limits on sessions, engines and tools are the bus's own (bus/capacity.py).
 
 Headers that belong on every response (RateLimit, CORS) are stamped in ``on_response_prepare``
 so error responses and WebSocket handshakes carry them too. WebSockets are tracked per
@@ -42,16 +48,18 @@ from dataclasses import dataclass, field
 from aiohttp import WSCloseCode, hdrs, web
 from llmgine_daemon.api.errors import ApiError, Handler
 from llmgine_daemon.api.keys import BUS, CREDENTIALS, SETTINGS, WEBSOCKETS
-from llmgine_daemon.api.limits import Capacity, check_identifiers, json_field, read_body
+from llmgine_daemon.api.limits import check_identifiers, json_field, read_body
 from llmgine_daemon.api.origins import HostPolicy, OriginPolicy
 from llmgine_daemon.api.ratelimit import Decision, RateLimiter
-from llmgine_daemon.api.util import takes_code
+from llmgine_daemon.api.util import read_json, takes_code
 from llmgine_daemon.bus.auth import AuthFailure, Credentials, Principal
+from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.observability.redact import install_filters
 from llmgine_daemon.protocol import (
     SESSION_TOKEN_HEADER,
     WS_PROTOCOL,
     WS_TOKEN_PROTOCOL_PREFIX,
+    EngineCreate,
     ErrorCode,
     now_iso,
 )
@@ -109,7 +117,6 @@ class Guard:
     limiter: RateLimiter
     hosts: HostPolicy
     origins: OriginPolicy
-    capacity: Capacity
     sockets: SocketRegistry = field(default_factory=SocketRegistry)
     open_websockets: int = 0
     # Open WebSockets per holder (see websocket_holder), for max_websockets_per_credential.
@@ -122,8 +129,7 @@ class Guard:
             "key": settings["security.rate_limits.authenticated"],
             "websocket": settings["security.rate_limits.websocket"],
         }
-        return cls(settings, RateLimiter(limits), HostPolicy(settings), OriginPolicy(settings),
-                   Capacity(settings))
+        return cls(settings, RateLimiter(limits), HostPolicy(settings), OriginPolicy(settings))
 
 
 GUARD = web.AppKey("guard", Guard)
@@ -223,24 +229,33 @@ async def in_session_scope(request: web.Request, session_id: str) -> bool:
     if "session_id" in info:
         return info["session_id"] == session_id
     if "engine_id" in info:
-        row = await request.app[BUS].store.fetchone(
-            "SELECT session_id FROM engines WHERE engine_id = ?", (info["engine_id"],)
-        )
-        return row is not None and row[0] == session_id
+        return await request.app[BUS].engines.session_of(info["engine_id"]) == session_id
     resource = info.route.resource
     if resource is not None and resource.canonical == "/api/engines":
         if request.method == "GET":
             return request.query.get("session_id") == session_id
         if request.method == "POST":
-            return json_field(await request.read(), "session_id") == session_id
+            try:  # decoded once: the handler gets this same value (api/util.read_json)
+                return (await read_json(request, EngineCreate)).session_id == session_id
+            except BusError:
+                # A body the handler will refuse anyway: judged by its session_id alone, as
+                # ever (a token of that session then hears from the handler what is wrong).
+                return json_field(await request.read(), "session_id") == session_id
     return False
 
 
-# -- the middleware ----------------------------------------------------------------------
+# -- the middlewares ---------------------------------------------------------------------
+#
+# In this order (app.py), each one thing: transport -> authentication -> rate limit -> body ->
+# scope -> stream caps. A request one of them refuses never reaches the next.
 
 
-def _take(request: web.Request, guard: Guard, policy: str, key: str) -> None:
-    decision = guard.limiter.hit(policy, key)
+def charge(request: web.Request, policy: str, key: str) -> None:
+    """Take one from ``policy``'s bucket for ``key``; 429 when it is empty. The refusals that
+    cost the client's IP (a bad Origin, a preflight, failed authentication) charge where they
+    happen, since they end the request there; everything that passes is charged by
+    ``rate_limit_middleware``."""
+    decision = request.app[GUARD].limiter.hit(policy, key)
     if decision is None:
         return
     # The most specific policy's headers win: a WebSocket handshake shows its own bucket.
@@ -249,39 +264,173 @@ def _take(request: web.Request, guard: Guard, policy: str, key: str) -> None:
         raise rate_limited(decision)
 
 
-def _preflight(guard: Guard, origin: str) -> web.Response:
-    # Listing every method we serve is harmless: the actual request is checked again.
-    return web.Response(status=204, headers=guard.origins.preflight_headers(origin, PREFLIGHT_METHODS))
+def _ip(request: web.Request) -> str:
+    return request.remote or "unknown"
 
 
-async def _authenticate_tcp(request: web.Request, guard: Guard) -> Principal | None:
-    ip = request.remote or "unknown"
+@web.middleware
+async def transport_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Where the request comes from: a Unix socket peer of ours, or TCP with an allowed Host and
+    Origin. CORS preflights are answered here, without credentials."""
+    request[_HEADERS] = {}
+    uid = peer_uid(request)
+    if uid is not None:
+        if uid not in (os.getuid(), 0):
+            log.warning("refused a Unix socket peer with uid %s", uid)
+            raise forbidden("this daemon belongs to another user")
+        return await handler(request)
+    guard = request.app[GUARD]
+    host = request.headers.get(hdrs.HOST)
+    if not guard.hosts.allows(host):
+        raise forbidden(
+            "Host not allowed (add it to security.allowed_hosts if it is yours)",
+            host=(host or "")[:128],
+        )
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is not None:
+        if not guard.origins.allows(origin, host):
+            charge(request, "anonymous", _ip(request))
+            raise forbidden(
+                "Origin not allowed (add it to security.cors_origins if it is yours)",
+                origin=origin[:128],
+            )
+        if guard.origins.is_listed(origin):
+            request[_HEADERS].update(guard.origins.cors_headers(origin))
+        if request.method == "OPTIONS" and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
+            charge(request, "anonymous", _ip(request))
+            # Listing every method we serve is harmless: the actual request is checked again.
+            return web.Response(status=204, headers=guard.origins.preflight_headers(origin, PREFLIGHT_METHODS))
+    return await handler(request)
+
+
+def _authenticate_tcp(request: web.Request) -> Principal | None:
+    """The TCP request's principal; None on an open path without a (valid) credential."""
     try:
         presented = presented_credential(request)
         if presented is None:
             if is_open(request.path):
-                _take(request, guard, "anonymous", ip)
                 return None
             raise unauthorized(
                 "missing credential: send `Authorization: Bearer <key>` "
                 f"(or `{SESSION_TOKEN_HEADER}`)", invalid=False,
             )
         try:
-            principal = request.app[CREDENTIALS].verify(presented)
+            return request.app[CREDENTIALS].verify(presented)
         except AuthFailure as exc:
             if is_open(request.path):
                 # An open page needs no credential, so a wrong one is ignored rather than
                 # refused: a client holding another daemon's key can still see this one is up.
-                _take(request, guard, "anonymous", ip)
                 return None
             raise unauthorized(str(exc), invalid=True) from None
     except ApiError as exc:
         # Failed authentication costs the IP: brute force meets 429 soon.
         if exc.code == ErrorCode.UNAUTHORIZED:
-            _take(request, guard, "anonymous", ip)
+            charge(request, "anonymous", _ip(request))
         raise
-    _take(request, guard, "key", rate_key(principal))
-    return principal
+
+
+@web.middleware
+async def authentication_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Who is asking: the socket's owner on the Unix socket, else the credential presented
+    (request[PRINCIPAL]; absent for an open path reached without one)."""
+    uid = peer_uid(request)
+    principal = Principal("owner", f"uid:{uid}") if uid is not None else _authenticate_tcp(request)
+    if principal is not None:
+        request[PRINCIPAL] = principal
+    return await handler(request)
+
+
+@web.middleware
+async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Charge what passed: the principal's bucket (the owner's only with
+    ``rate_limits.unix_socket``), the IP's without one; a TCP WebSocket handshake also takes
+    from the IP's websocket bucket."""
+    principal = request.get(PRINCIPAL)
+    tcp = peer_uid(request) is None
+    if principal is None:
+        charge(request, "anonymous", _ip(request))
+    elif tcp or request.app[GUARD].settings.rate_limit_unix_socket:
+        charge(request, "key", rate_key(principal))
+    if tcp and is_websocket(request):
+        charge(request, "websocket", _ip(request))
+    return await handler(request)
+
+
+@web.middleware
+async def body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The body arrives within ``server.read_timeout`` (408) and within the size limit (413),
+    before anything reads it; handlers then read it from memory."""
+    await read_body(request, request.app[GUARD].settings.read_timeout)
+    return await handler(request)
+
+
+@web.middleware
+async def scope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Valid path identifiers; a session token stays inside its session and registers code only
+    with ``sandbox.session_token_registration``."""
+    check_identifiers(request)
+    principal = request.get(PRINCIPAL)
+    if principal is None or principal.session_id is None:
+        return await handler(request)
+    if request.path not in ANY_SCOPE_PATHS and not is_open(request.path) \
+            and not await in_session_scope(request, principal.session_id):
+        raise forbidden(
+            "this session token only opens its own session's endpoints and engines",
+            session_id=principal.session_id,
+        )
+    if takes_code(request.match_info.handler) \
+            and not request.app[GUARD].settings.session_token_registration:
+        # Session tokens are handed to browsers and other less trusted clients: running
+        # code of their own is the owner's call (calling existing tools stays allowed).
+        raise forbidden(
+            "a session token may not register code (tools, handlers); use an API key, or "
+            "set sandbox.session_token_registration = true to allow it",
+            setting="sandbox.session_token_registration",
+        )
+    return await handler(request)
+
+
+@web.middleware
+async def stream_caps_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """WebSockets and event streams (SSE) alike hold a connection for as long as they run: both
+    count against ``max_websockets`` and ``max_websockets_per_credential``."""
+    if not _browser_stream(request):
+        return await handler(request)
+    guard = request.app[GUARD]
+    limits = guard.settings.limits
+    maximum = limits.max_websockets
+    if maximum and guard.open_websockets >= maximum:
+        raise ApiError(
+            ErrorCode.LIMIT_REACHED,
+            f"limit reached: at most {maximum} open WebSockets and event streams "
+            "(security.limits.max_websockets)",
+            {"limit": "max_websockets", "max": maximum},
+        )
+    holder = websocket_holder(request.get(PRINCIPAL))
+    per_holder = limits.max_websockets_per_credential
+    held = guard.websockets_by_holder.get(holder, 0) if holder is not None else 0
+    if holder is not None and per_holder and held >= per_holder:
+        raise ApiError(
+            ErrorCode.LIMIT_REACHED,
+            f"limit reached: at most {per_holder} open WebSockets and event streams per credential "
+            "(per session for session tokens) (security.limits.max_websockets_per_credential)",
+            {"limit": "max_websockets_per_credential", "max": per_holder},
+        )
+    # A WebSocket handler runs as long as its connection: counting handlers in flight
+    # counts open WebSockets, with no race between the check and the upgrade.
+    guard.open_websockets += 1
+    if holder is not None:
+        guard.websockets_by_holder[holder] = held + 1
+    try:
+        return await handler(request)
+    finally:
+        guard.open_websockets -= 1
+        if holder is not None:
+            left = guard.websockets_by_holder.get(holder, 1) - 1
+            if left > 0:
+                guard.websockets_by_holder[holder] = left
+            else:
+                guard.websockets_by_holder.pop(holder, None)
 
 
 def websocket_holder(principal: Principal | None) -> str | None:
@@ -299,106 +448,15 @@ def rate_key(principal: Principal) -> str:
     return f"session:{principal.session_id}" if principal.session_id is not None else principal.credential_id
 
 
-@web.middleware
-async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    guard = request.app[GUARD]
-    settings = guard.settings
-    request[_HEADERS] = {}
-    uid = peer_uid(request)  # None: TCP
-    if uid is not None:
-        if uid not in (os.getuid(), 0):
-            log.warning("refused a Unix socket peer with uid %s", uid)
-            raise forbidden("this daemon belongs to another user")
-        principal: Principal | None = Principal("owner", f"uid:{uid}")
-        if settings["security.rate_limits.unix_socket"]:
-            _take(request, guard, "key", f"uid:{uid}")
-    else:
-        host = request.headers.get(hdrs.HOST)
-        if not guard.hosts.allows(host):
-            raise forbidden(
-                "Host not allowed (add it to security.allowed_hosts if it is yours)",
-                host=(host or "")[:128],
-            )
-        origin = request.headers.get(hdrs.ORIGIN)
-        if origin is not None:
-            if not guard.origins.allows(origin, host):
-                _take(request, guard, "anonymous", request.remote or "unknown")
-                raise forbidden(
-                    "Origin not allowed (add it to security.cors_origins if it is yours)",
-                    origin=origin[:128],
-                )
-            if guard.origins.is_listed(origin):
-                request[_HEADERS].update(guard.origins.cors_headers(origin))
-            if request.method == "OPTIONS" and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
-                _take(request, guard, "anonymous", request.remote or "unknown")
-                return _preflight(guard, origin)
-        principal = await _authenticate_tcp(request, guard)
-
-    websocket = is_websocket(request)
-    if websocket and uid is None:
-        _take(request, guard, "websocket", request.remote or "unknown")
-    check_identifiers(request)
-    if principal is not None:
-        request[PRINCIPAL] = principal
-        if principal.session_id is not None and request.path not in ANY_SCOPE_PATHS \
-                and not is_open(request.path) and not await in_session_scope(
-            request, principal.session_id
-        ):
-            raise forbidden(
-                "this session token only opens its own session's endpoints and engines",
-                session_id=principal.session_id,
-            )
-        if principal.session_id is not None and takes_code(request.match_info.handler) \
-                and not settings["sandbox.session_token_registration"]:
-            # Session tokens are handed to browsers and other less trusted clients: running
-            # code of their own is the owner's call (calling existing tools stays allowed).
-            raise forbidden(
-                "a session token may not register code (tools, handlers); use an API key, or "
-                "set sandbox.session_token_registration = true to allow it",
-                setting="sandbox.session_token_registration",
-            )
-    await read_body(request, settings["server.read_timeout"])
-    reservation = await guard.capacity.reserve(request)
-    try:
-        if not (websocket or _browser_stream(request)):
-            return await handler(request)
-        # WebSockets and event streams (SSE) alike hold a connection for as long as they run:
-        # both count against the same caps.
-        maximum = settings["security.limits.max_websockets"]
-        if maximum and guard.open_websockets >= maximum:
-            raise ApiError(
-                ErrorCode.LIMIT_REACHED,
-                f"limit reached: at most {maximum} open WebSockets and event streams "
-                "(security.limits.max_websockets)",
-                {"limit": "max_websockets", "max": maximum},
-            )
-        holder = websocket_holder(principal)
-        per_holder = settings["security.limits.max_websockets_per_credential"]
-        held = guard.websockets_by_holder.get(holder, 0) if holder is not None else 0
-        if holder is not None and per_holder and held >= per_holder:
-            raise ApiError(
-                ErrorCode.LIMIT_REACHED,
-                f"limit reached: at most {per_holder} open WebSockets and event streams per credential "
-                "(per session for session tokens) (security.limits.max_websockets_per_credential)",
-                {"limit": "max_websockets_per_credential", "max": per_holder},
-            )
-        # A WebSocket handler runs as long as its connection: counting handlers in flight
-        # counts open WebSockets, with no race between the check and the upgrade.
-        guard.open_websockets += 1
-        if holder is not None:
-            guard.websockets_by_holder[holder] = held + 1
-        try:
-            return await handler(request)
-        finally:
-            guard.open_websockets -= 1
-            if holder is not None:
-                left = guard.websockets_by_holder.get(holder, 1) - 1
-                if left > 0:
-                    guard.websockets_by_holder[holder] = left
-                else:
-                    guard.websockets_by_holder.pop(holder, None)
-    finally:
-        guard.capacity.release(reservation)
+# Outermost first; they run inside error_middleware, so every refusal is the one envelope.
+MIDDLEWARES = (
+    transport_middleware,
+    authentication_middleware,
+    rate_limit_middleware,
+    body_middleware,
+    scope_middleware,
+    stream_caps_middleware,
+)
 
 
 # -- every response ----------------------------------------------------------------------
@@ -418,7 +476,7 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
         guard.sockets.track(principal, response)
     # Size limit for handlers that kept aiohttp's default; the reader is built after this hook.
     if getattr(response, "_max_msg_size", None) == _AIOHTTP_DEFAULT_MSG_SIZE:
-        response._max_msg_size = guard.settings["server.max_ws_message_size"]
+        response._max_msg_size = guard.settings.max_ws_message_size
     # A browser that offered a token subprotocol fails the handshake unless one of its
     # offers is selected: select the plain "llmgine" one, never echo the token.
     offered = [p.strip() for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")]

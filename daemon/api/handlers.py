@@ -7,7 +7,6 @@ The same routes exist under ``/api/sessions/{id}/handlers`` (session scope) and
 from __future__ import annotations
 
 from aiohttp import web
-from llmgine_daemon.api.errors import validation_error
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.util import (
     json_response,
@@ -16,6 +15,7 @@ from llmgine_daemon.api.util import (
     read_json,
     registers_code,
 )
+from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.bus.user_handlers import TYPE_RULE, valid_handler_type
 from llmgine_daemon.protocol import CommandHandlerCreate, EventHandlerCreate, HandlerList
 
@@ -35,7 +35,7 @@ def _type(request: web.Request) -> str:
     types, never used as a path or in SQL text."""
     value = request.match_info["type"]
     if not valid_handler_type(value):
-        raise validation_error("type", TYPE_RULE, value=value[:64])
+        raise invalid("type", TYPE_RULE, value=value[:64])
     return value
 
 

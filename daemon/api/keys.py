@@ -8,11 +8,11 @@ import weakref
 from aiohttp import web
 from llmgine_daemon.bus.auth import Credentials
 from llmgine_daemon.bus.core import Bus
+from llmgine_daemon.bus.database import Database
 from llmgine_daemon.bus.streams import StreamHub
 from llmgine_daemon.engines.runtime import LLMRuntime
 from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.settings import Settings
-from llmgine_daemon.store.maintenance import Retention
 
 BUS = web.AppKey("bus", Bus)
 SETTINGS = web.AppKey("settings", Settings)
@@ -26,8 +26,9 @@ SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 # LLM engines' providers (HTTP connection pool) and conversation memory.
 LLM = web.AppKey("llm", LLMRuntime)
-# Background pruning of events, logs and spans (its settings and counters show in db stats).
-RETENTION = web.AppKey("retention", Retention)
+# Both database files, and the background pruning of events, logs and spans (its settings
+# and counters show in db stats).
+DATABASE = web.AppKey("database", Database)
 # API keys and session tokens (bus/auth.py); the guard's own state is api/guard.GUARD.
 CREDENTIALS = web.AppKey("credentials", Credentials)
 # Live event streams (api/streams.py): the subscriber registry, started after the bus.

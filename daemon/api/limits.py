@@ -6,28 +6,27 @@
     headers + body time server.read_timeout          idle/half-sent connections closed;
                                                      a body not complete in time: 408
     WebSocket message   server.max_ws_message_size   close 1009 (message too big)
-    active sessions     security.limits.max_sessions            409 LIMIT_REACHED
-    engines / session   security.limits.max_engines_per_session 409 LIMIT_REACHED
-    tools / session     security.limits.max_tools_per_session   409 LIMIT_REACHED
+    active sessions     security.limits.max_sessions            409 LIMIT_REACHED (bus)
+    engines / session   security.limits.max_engines_per_session 409 LIMIT_REACHED (bus)
+    tools / session     security.limits.max_tools_per_session   409 LIMIT_REACHED (bus)
     open WebSockets     security.limits.max_websockets          409 LIMIT_REACHED (handshake)
     ... per credential  security.limits.max_websockets_per_credential  409 LIMIT_REACHED
     path identifiers    [A-Za-z0-9][A-Za-z0-9._:-]*, no "..", <= 128: 422 VALIDATION_ERROR
 
-Capacity checks count what is stored plus what is being created right now, so concurrent
-creations cannot overshoot a maximum.
+Capacities are the bus's rules, checked inside the creating write (bus/capacity.py), so
+concurrent creations cannot overshoot a maximum.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 from typing import Any
 
 import msgspec
 from aiohttp import web
-from llmgine_daemon.api.errors import ApiError, validation_error
-from llmgine_daemon.api.keys import BUS
+from llmgine_daemon.api.errors import ApiError
+from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.protocol import ErrorCode
 from llmgine_daemon.settings import Settings
 
@@ -47,10 +46,10 @@ def runner_kwargs(settings: Settings) -> dict[str, Any]:
     return {
         # No access log: request lines can carry a WebSocket token in the query string.
         "access_log": None,
-        "keepalive_timeout": settings["server.read_timeout"],
+        "keepalive_timeout": settings.read_timeout,
         # After an early answer (401, 408, 413) aiohttp drains the unread body for this long
         # before closing; a slow client must not stretch that beyond the read timeout.
-        "lingering_time": min(10.0, settings["server.read_timeout"]),
+        "lingering_time": min(10.0, settings.read_timeout),
         "max_line_size": size,
         "max_field_size": size,
     }
@@ -73,10 +72,10 @@ def check_identifiers(request: web.Request) -> None:
         if name == "type" and _on_handler_route(request):
             continue
         if not valid_id(value):
-            raise validation_error(name, "not a valid identifier", value=value[:64])
+            raise invalid(name, "not a valid identifier", value=value[:64])
     for name, value in request.query.items():
         if name.endswith("_id") and value and not valid_id(value):
-            raise validation_error(name, "not a valid identifier", value=value[:64])
+            raise invalid(name, "not a valid identifier", value=value[:64])
 
 
 async def read_body(request: web.Request, timeout: float) -> None:
@@ -109,86 +108,3 @@ def json_field(body: bytes, name: str) -> Any:
     except (msgspec.DecodeError, RecursionError):
         return None
     return value.get(name) if isinstance(value, dict) else None
-
-
-def limit_reached(limit: str, maximum: int, what: str) -> ApiError:
-    return ApiError(
-        ErrorCode.LIMIT_REACHED,
-        f"limit reached: at most {maximum} {what} (security.limits.{limit})",
-        {"limit": limit, "max": maximum},
-    )
-
-
-class Capacity:
-    """Counts creations in flight per (limit, scope), so checks and inserts cannot race."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.in_flight: dict[tuple[str, str], int] = {}
-
-    async def reserve(self, request: web.Request) -> tuple[str, str] | None:
-        """Check the creation ``request`` would do; returns a reservation to release."""
-        route = request.match_info.route
-        resource = route.resource
-        path = resource.canonical if resource is not None else ""
-        method = request.method
-        if method != "POST":
-            return None
-        store = request.app[BUS].store
-        if path == "/api/sessions":
-            limit, scope, what = "max_sessions", "", "active sessions"
-
-            def count(conn: sqlite3.Connection) -> int:
-                return conn.execute(
-                    "SELECT COUNT(*) FROM sessions WHERE status = 'active'"
-                ).fetchone()[0]
-        elif path == "/api/engines":
-            limit, what = "max_engines_per_session", "engines in a session"
-            scope = json_field(await request.read(), "session_id")
-            if not isinstance(scope, str):
-                return None  # the handler reports the missing field
-
-            def count(conn: sqlite3.Connection) -> int:
-                return conn.execute(
-                    "SELECT COUNT(*) FROM engines WHERE session_id = ? AND status != 'stopped'",
-                    (scope,),
-                ).fetchone()[0]
-        elif path == "/api/sessions/{session_id}/tools":
-            limit, what = "max_tools_per_session", "tools in a session"
-            scope = request.match_info["session_id"]
-            name = json_field(await request.read(), "name")
-
-            def count(conn: sqlite3.Connection) -> int:
-                # Re-registering an existing name replaces it: it does not add one.
-                if conn.execute(
-                    "SELECT 1 FROM tools WHERE session_id = ? AND name = ?", (scope, name)
-                ).fetchone():
-                    return -1
-                return conn.execute(
-                    "SELECT COUNT(*) FROM tools WHERE session_id = ?", (scope,)
-                ).fetchone()[0]
-        else:
-            return None
-        maximum = self.settings[f"security.limits.{limit}"]
-        if maximum <= 0:
-            return None
-        key = (limit, scope)
-        self.in_flight[key] = self.in_flight.get(key, 0) + 1
-        try:
-            stored = await store.read(count)
-        except BaseException:
-            self.release(key)
-            raise
-        if stored >= 0 and stored + self.in_flight[key] - 1 >= maximum:
-            self.release(key)
-            raise limit_reached(limit, maximum, what)
-        return key
-
-    def release(self, key: tuple[str, str] | None) -> None:
-        if key is None:
-            return
-        left = self.in_flight.get(key, 1) - 1
-        if left > 0:
-            self.in_flight[key] = left
-        else:
-            self.in_flight.pop(key, None)

@@ -20,9 +20,10 @@ import re
 import time
 
 from aiohttp import web
-from llmgine_daemon.api.errors import ApiError, Handler, validation_error
+from llmgine_daemon.api.errors import ApiError, Handler
 from llmgine_daemon.api.keys import BUS, OBSERVABILITY
 from llmgine_daemon.api.util import json_response, path_id, query_choice, query_int, read_json
+from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.observability.context import CURRENT_SPAN, FIELDS, set_fields
 from llmgine_daemon.observability.logs import LEVELS, query_logs, scrub_metadata, scrub_text
 from llmgine_daemon.observability.metrics_view import prometheus_text, session_snapshot, snapshot
@@ -109,7 +110,7 @@ def query_time(request: web.Request, name: str) -> str | None:
     try:
         return to_iso(parse_iso(raw))
     except ValueError:
-        raise validation_error(name, "must be an ISO 8601 time or a duration like 15m, 1h, 2d",
+        raise invalid(name, "must be an ISO 8601 time or a duration like 15m, 1h, 2d",
                                value=raw[:64]) from None
 
 
@@ -118,7 +119,7 @@ def query_id(request: web.Request, name: str) -> str | None:
     if not raw:
         return None
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$", raw):
-        raise validation_error(name, "not a valid identifier", value=raw[:64])
+        raise invalid(name, "not a valid identifier", value=raw[:64])
     return raw
 
 
@@ -128,7 +129,7 @@ def query_level(request: web.Request) -> str | None:
         return None
     raw = {"warn": "warning", "fatal": "critical"}.get(raw, raw)
     if raw not in LEVELS:
-        raise validation_error("level", f"must be one of {', '.join(LEVELS)}", value=raw[:64])
+        raise invalid("level", f"must be one of {', '.join(LEVELS)}", value=raw[:64])
     return raw
 
 
@@ -165,7 +166,7 @@ async def post_log(request: web.Request) -> web.Response:
     obs = request.app[OBSERVABILITY]
     body = await read_json(request, LogCreate)
     if not body.message:
-        raise validation_error("message", "must not be empty")
+        raise invalid("message", "must not be empty")
     metadata = scrub_metadata(body.metadata)
     session_id = body.session_id or (
         metadata.get("session_id") if isinstance(metadata.get("session_id"), str) else None
@@ -235,7 +236,7 @@ async def get_trace(request: web.Request) -> web.Response:
     obs = request.app[OBSERVABILITY]
     trace_id = path_id(request, "trace_id").lower()
     if not TRACE_ID.match(trace_id):
-        raise validation_error("trace_id", "must be 32 hexadecimal digits", value=trace_id[:64])
+        raise invalid("trace_id", "must be 32 hexadecimal digits", value=trace_id[:64])
     await obs.flush()
     view = await obs.telemetry.read(lambda c: read_trace(c, trace_id))
     if view is None:

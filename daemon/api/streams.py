@@ -23,10 +23,10 @@ from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
-from llmgine_daemon.api.errors import ApiError, validation_error
+from llmgine_daemon.api.errors import ApiError
 from llmgine_daemon.api.keys import BUS, STREAMS, WEBSOCKETS
 from llmgine_daemon.api.util import path_id
-from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.streams import (
     CLOSE_GOING_AWAY,
     End,
@@ -115,7 +115,7 @@ def _since(request: web.Request, sse: bool) -> int | Any | None:
             return parse_iso(raw)
         except ValueError:
             pass
-    raise validation_error(name, "must be a seq (a non-negative integer) or an ISO 8601 time", value=raw[:64])
+    raise invalid(name, "must be a seq (a non-negative integer) or an ISO 8601 time", value=raw[:64])
 
 
 def _filter(request: web.Request) -> StreamFilter:

@@ -7,7 +7,7 @@ import os
 
 from aiohttp import web
 from llmgine_daemon import __version__
-from llmgine_daemon.api.keys import BUS, LISTENERS, OBSERVABILITY, SETTINGS, SHUTDOWN
+from llmgine_daemon.api.keys import BUS, DATABASE, LISTENERS, SETTINGS, SHUTDOWN
 from llmgine_daemon.api.util import json_response
 from llmgine_daemon.protocol import (
     ConfigValue,
@@ -15,7 +15,6 @@ from llmgine_daemon.protocol import (
     Health,
     ShutdownAccepted,
     Status,
-    StorageInfo,
     now_iso,
 )
 from llmgine_daemon.settings import SETTINGS as SETTING_TABLE
@@ -35,7 +34,6 @@ async def health(request: web.Request) -> web.Response:
 @routes.get("/api/status")
 async def status(request: web.Request) -> web.Response:
     bus = request.app[BUS]
-    store = bus.store
     return json_response(
         Status(
             status="shutting_down" if request.app[SHUTDOWN].is_set() else "running",
@@ -45,8 +43,7 @@ async def status(request: web.Request) -> web.Response:
             started_at=bus.started_at,
             listeners=request.app[LISTENERS],
             # Both files: the main database and the telemetry one (logs and spans) beside it.
-            storage=StorageInfo(backend="sqlite", path=str(store.path),
-                                size_bytes=store.size_bytes() + request.app[OBSERVABILITY].telemetry.size_bytes()),
+            storage=request.app[DATABASE].info(),
             counts=await bus.counts(),
             sandbox=bus.sandbox.info() if bus.sandbox is not None else {},
         )

@@ -7,7 +7,8 @@ from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
-from llmgine_daemon.api.errors import ApiError, validation_error
+from llmgine_daemon.api.errors import ApiError
+from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.bus.idempotency import IdempotencyKey
 from llmgine_daemon.protocol import MAX_JSON_DEPTH, ErrorCode
 from llmgine_daemon.protocol.base import json_too_deep
@@ -19,6 +20,9 @@ H = TypeVar("H")
 MAX_SQL_INT = 2**63 - 1
 
 _encoder = msgspec.json.Encoder()
+# The body as decoded by read_json: (model, empty_ok, value). A request's body is decoded once,
+# whoever asks first (the guard's session scope check, then the handler, get the same value).
+_DECODED: web.RequestKey[tuple[type, bool, Any]] = web.RequestKey("decoded_body", tuple)
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`")
@@ -44,7 +48,7 @@ def takes_code(handler: Any) -> bool:
 
 
 def too_deep_error() -> ApiError:
-    return validation_error(
+    return invalid(
         "body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels (objects and arrays)",
         max_depth=MAX_JSON_DEPTH,
     )
@@ -76,13 +80,24 @@ async def read_json(request: web.Request, model: type[T], *, empty_ok: bool = Fa
 
     Only ``application/json`` is accepted: besides being the contract, it keeps plain HTML
     forms (which cannot send JSON) from making state-changing requests.
+
+    Decoded once per request: a second call with the same model returns the first's value.
     """
+    cached = request.get(_DECODED)
+    if cached is not None and cached[0] is model and cached[1] == empty_ok:
+        return cached[2]
+    value = await _decode(request, model, empty_ok)
+    request[_DECODED] = (model, empty_ok, value)
+    return value
+
+
+async def _decode(request: web.Request, model: type[T], empty_ok: bool) -> T:
     body = await request.read()
     if not body.strip():
         if empty_ok:
             body = b"{}"
         else:
-            raise validation_error("body", "Request body is required")
+            raise invalid("body", "Request body is required")
     elif request.content_type not in ("application/json",) and not request.content_type.endswith("+json"):
         raise ApiError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
@@ -97,7 +112,7 @@ async def read_json(request: web.Request, model: type[T], *, empty_ok: bool = Fa
         if json_too_deep(body):
             raise too_deep_error() from None
         field, issue = _field_from(str(exc))
-        raise validation_error(field, issue) from None
+        raise invalid(field, issue) from None
     except msgspec.DecodeError as exc:
         raise ApiError(ErrorCode.INVALID_JSON, f"malformed JSON: {exc}", {"issue": str(exc)}) from None
     except RecursionError:  # far deeper than the limit: the decoder gave up first
@@ -118,10 +133,10 @@ def query_int(
     try:
         value = int(raw)
     except ValueError:
-        raise validation_error(name, "must be an integer", value=raw[:64]) from None
+        raise invalid(name, "must be an integer", value=raw[:64]) from None
     if value < minimum or value > maximum:
         bound = f"from {minimum} to {maximum}"
-        raise validation_error(name, f"must be {bound}", value=value)
+        raise invalid(name, f"must be {bound}", value=value)
     return value
 
 
@@ -134,7 +149,7 @@ def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
         return True
     if lowered in {"0", "false", "no", "off"}:
         return False
-    raise validation_error(name, "must be true or false", value=raw[:64])
+    raise invalid(name, "must be true or false", value=raw[:64])
 
 
 def query_choice(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
@@ -142,7 +157,7 @@ def query_choice(request: web.Request, name: str, choices: tuple[str, ...]) -> s
     if raw is None or raw == "":
         return None
     if raw not in choices:
-        raise validation_error(name, f"must be one of {', '.join(choices)}", value=raw[:64])
+        raise invalid(name, f"must be one of {', '.join(choices)}", value=raw[:64])
     return raw
 
 
@@ -150,7 +165,7 @@ def path_id(request: web.Request, name: str) -> str:
     """A path identifier, validated before it reaches the store (no NUL, ../ or lookalikes)."""
     value = request.match_info[name]
     if not _ID.match(value) or ".." in value:
-        raise validation_error(name, "not a valid identifier", value=value[:64])
+        raise invalid(name, "not a valid identifier", value=value[:64])
     return value
 
 
@@ -180,9 +195,9 @@ def wait_seconds(request: web.Request, default: float = 0.0) -> tuple[float, boo
     try:
         value = float(raw)
     except ValueError:
-        raise validation_error("wait", "must be a number of seconds", value=raw[:64]) from None
+        raise invalid("wait", "must be a number of seconds", value=raw[:64]) from None
     if not 0 <= value <= MAX_WAIT_S:
-        raise validation_error("wait", f"must be from 0 to {MAX_WAIT_S:g} seconds", value=value)
+        raise invalid("wait", f"must be from 0 to {MAX_WAIT_S:g} seconds", value=value)
     return value, from_prefer
 
 
@@ -193,7 +208,7 @@ def idempotency_key(request: web.Request, body: Any) -> IdempotencyKey | None:
         return None
     key = key.strip()
     if not 1 <= len(key) <= 255 or not key.isprintable():
-        raise validation_error("Idempotency-Key", "must be 1 to 255 printable characters")
+        raise invalid("Idempotency-Key", "must be 1 to 255 printable characters")
     return IdempotencyKey.of(f"{request.method} {request.path}", key, msgspec.to_builtins(body))
 
 

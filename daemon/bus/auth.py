@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.sessions import require_active
 from llmgine_daemon.protocol import ErrorCode, now_iso
+from llmgine_daemon.settings import write_private
 from llmgine_daemon.store.db import Store
 
 log = logging.getLogger("llmgine.auth")
@@ -239,8 +240,7 @@ class Credentials:
         ident = key_id[len(KEY_PREFIX):] if key_id.startswith(KEY_PREFIX) else key_id
         record = self.keys.get(ident)
         if record is None:
-            raise BusError(ErrorCode.KEY_NOT_FOUND, f"API key {key_id!r} not found",
-                           {"key_id": key_id})
+            raise not_found("key", key_id=key_id)
         return record
 
     async def revoke_key(self, key_id: str) -> KeyRecord:
@@ -276,12 +276,7 @@ class Credentials:
             if record.kind == "local" and record.revoked_at is None:
                 await self.revoke_key(record.key_id)
         _, key = await self.create_key(LOCAL_KEY_NAME, None, kind="local")
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key + "\n")
-        os.replace(tmp, path)
+        write_private(path, key + "\n")
 
     # -- session tokens ------------------------------------------------------------------
 

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from llmgine_daemon.bus.codec import dumps, loads, new_id
-from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.events import insert_event, insert_events
-from llmgine_daemon.bus.handlers import Execution, handler_not_found
+from llmgine_daemon.bus.handlers import Execution
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.bus.jobs import (
     PRIORITY_RANK,
@@ -94,20 +94,6 @@ def row_to_command(row: tuple[Any, ...]) -> Command:
         batch_id=row[13],
         duration_ms=row[14],
         trace_id=row[15],
-    )
-
-
-def command_not_found(session_id: str, command_id: str) -> BusError:
-    return BusError(
-        ErrorCode.COMMAND_NOT_FOUND,
-        f"command {command_id!r} not found in session {session_id!r}",
-        {"session_id": session_id, "command_id": command_id},
-    )
-
-
-def invalid(field: str, issue: str, **extra: Any) -> BusError:
-    return BusError(
-        ErrorCode.VALIDATION_ERROR, "Invalid request parameters", {"field": field, "issue": issue, **extra}
     )
 
 
@@ -183,7 +169,7 @@ def _command_row(conn: sqlite3.Connection, session_id: str, command_id: str) -> 
         (command_id, session_id),
     ).fetchone()
     if row is None:  # purged since the key was recorded
-        raise command_not_found(session_id, command_id)
+        raise not_found("command", command_id=command_id, session_id=session_id)
     return row
 
 
@@ -408,8 +394,7 @@ class Commands:
                 await self.runner.wait([job], MAX_TIMEOUT_S)
                 return job.record
             return rec
-        if self.bus.handlers.resolve(session_id, spec.command_type) is None:
-            raise handler_not_found(session_id, spec.command_type)
+        self.bus.handlers.require(session_id, spec.command_type)
         ts = now_iso()
         rec = _new_record(session_id, spec, ts)
         rec.status, rec.started_at = "executing", ts

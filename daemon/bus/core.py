@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from llmgine_daemon.bus.capacity import Capacity
 from llmgine_daemon.bus.commands import Commands
 from llmgine_daemon.bus.engines import EngineBase, Engines
 from llmgine_daemon.bus.errors import BusError
@@ -29,8 +30,11 @@ class Bus:
         store: Store,
         engine_types: dict[str, type[EngineBase]] | None = None,
         sandbox: SandboxPool | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
         self.store = store
+        # security.limits.max_*: checked inside the creating writes (bus/capacity.py).
+        self.capacity = capacity or Capacity()
         self.started_at = now_iso()
         self._started_monotonic = time.monotonic()
         self.events = EventLog(store)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.commands import CommandSpec, validate
-from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import require_active
 from llmgine_daemon.observability import tracing
@@ -131,25 +131,15 @@ class EngineBase:
         for name, value in configuration.items():
             fld = fields.get(name)
             if fld is None:
-                raise _invalid(
+                raise invalid(
                     f"configuration.{name}",
                     f"unknown configuration field for {cls.engine_type}",
                     available=sorted(fields),
                 )
             issue = fld.check(value)
             if issue is not None:
-                raise _invalid(f"configuration.{name}", issue)
+                raise invalid(f"configuration.{name}", issue)
         return configuration
-
-
-def _invalid(field: str, issue: str, **extra: Any) -> BusError:
-    return BusError(
-        ErrorCode.VALIDATION_ERROR, "Invalid request parameters", {"field": field, "issue": issue, **extra}
-    )
-
-
-def engine_not_found(engine_id: str) -> BusError:
-    return BusError(ErrorCode.ENGINE_NOT_FOUND, f"engine {engine_id!r} not found", {"engine_id": engine_id})
 
 
 def row_to_engine(row: tuple[Any, ...], command_type: str) -> Engine:
@@ -213,7 +203,7 @@ class Engines:
     ) -> Engine:
         cls = self.types.get(engine_type)
         if cls is None:
-            raise _invalid(
+            raise invalid(
                 "engine_type", f"unknown engine type {engine_type!r}", available=sorted(self.types)
             )
         cls.validate_config(configuration)
@@ -227,12 +217,15 @@ class Engines:
             created_at=now_iso(),
             command_type=cls.command_type,
         )
+        # A session at its maximum says so before a second engine of a type meets CONFLICT.
+        await self.store.read(lambda conn: self.bus.capacity.check_engines(conn, session_id))
         # Registered before the write, so two concurrent creates cannot both take the slot;
-        # undone if the write fails (no session, session closed).
+        # undone if the write fails (no session, session closed, at the maximum).
         self._activate(record)
 
         def write(conn: sqlite3.Connection) -> Any:
             require_active(conn, session_id)
+            self.bus.capacity.check_engines(conn, session_id)
             conn.execute(
                 f"INSERT INTO engines ({ENGINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (record.engine_id, session_id, engine_type, model_name, dumps(configuration),
@@ -253,13 +246,18 @@ class Engines:
         self.bus.events.notify([event])
         return record
 
+    async def session_of(self, engine_id: str) -> str | None:
+        """The session an engine belongs to; None for no such engine."""
+        row = await self.store.fetchone("SELECT session_id FROM engines WHERE engine_id = ?", (engine_id,))
+        return row[0] if row is not None else None
+
     async def get(self, engine_id: str) -> Engine:
         def read(conn: sqlite3.Connection) -> tuple[Any, ...]:
             row = conn.execute(
                 f"SELECT {ENGINE_COLUMNS} FROM engines WHERE engine_id = ?", (engine_id,)
             ).fetchone()
             if row is None:
-                raise engine_not_found(engine_id)
+                raise not_found("engine", engine_id=engine_id)
             return row
 
         row = await self.store.read(read)
@@ -299,7 +297,7 @@ class Engines:
                 f"SELECT {ENGINE_COLUMNS} FROM engines WHERE engine_id = ?", (engine_id,)
             ).fetchone()
             if row is None:
-                raise engine_not_found(engine_id)
+                raise not_found("engine", engine_id=engine_id)
             conn.execute("DELETE FROM engines WHERE engine_id = ?", (engine_id,))
             event = insert_event(
                 conn, row[1], "EngineDeleted", {"engine_id": engine_id, "engine_type": row[2], "status": "stopped"}

@@ -1,11 +1,24 @@
 """Domain errors. The bus raises these; the API turns them into the error envelope.
 
     BusError(code, message, details)   code is a protocol.ErrorCode; the HTTP status follows it
+    invalid(field, issue, **extra)     422 VALIDATION_ERROR "Invalid request parameters"
+    not_found(kind, **ids)             404 <KIND>_NOT_FOUND "<kind> 'id' not found [in session 's']"
+    handler_not_found(kind, type, session_id)  404 HANDLER_NOT_FOUND
+    StorageBusy / StorageFull / StorageError   the database could not take a write (store/db.py;
+                                       named here so the API handles them without the store)
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from llmgine_daemon.protocol import ErrorCode
+from llmgine_daemon.store.db import StorageBusy, StorageError, StorageFull
+
+__all__ = [
+    "BusError", "StorageBusy", "StorageError", "StorageFull", "UserCodeError",
+    "handler_not_found", "invalid", "not_found",
+]
 
 
 class BusError(Exception):
@@ -14,6 +27,52 @@ class BusError(Exception):
         self.code = code
         self.message = message
         self.details = details or {}
+
+
+def invalid(field: str, issue: str, **extra: Any) -> BusError:
+    """The request names a bad value: which ``field``, what is wrong with it (``issue``)."""
+    return BusError(ErrorCode.VALIDATION_ERROR, "Invalid request parameters",
+                    {"field": field, "issue": issue, **extra})
+
+
+# kind -> (error code, how the message names it)
+_NOT_FOUND: dict[str, tuple[str, str]] = {
+    "session": (ErrorCode.SESSION_NOT_FOUND, "session"),
+    "engine": (ErrorCode.ENGINE_NOT_FOUND, "engine"),
+    "command": (ErrorCode.COMMAND_NOT_FOUND, "command"),
+    "event": (ErrorCode.EVENT_NOT_FOUND, "event"),
+    "tool": (ErrorCode.TOOL_NOT_FOUND, "tool"),
+    "handler": (ErrorCode.HANDLER_NOT_FOUND, "handler"),
+    "key": (ErrorCode.KEY_NOT_FOUND, "API key"),
+}
+
+
+def not_found(kind: str, **ids: str | None) -> BusError:
+    """No such ``kind`` (a key of _NOT_FOUND). The first of ``ids`` is the thing's own; a
+    ``session_id`` after it says where it was looked for. All of them go in the details::
+
+        not_found("command", command_id="c1", session_id="s1")
+        -> COMMAND_NOT_FOUND "command 'c1' not found in session 's1'"
+    """
+    code, label = _NOT_FOUND[kind]
+    own = next(iter(ids.values()))
+    message = f"{label} {own!r} not found"
+    session_id = ids.get("session_id")
+    if kind != "session" and session_id is not None:
+        message += f" in session {session_id!r}"
+    return BusError(code, message, dict(ids))
+
+
+def handler_not_found(kind: str, type_: str, session_id: str | None, *, or_global: bool = False,
+                      **extra: Any) -> BusError:
+    """No ``kind`` ("command" or "event") handler for ``type_`` in the session (``or_global``:
+    nor a global one), or in the global scope when ``session_id`` is None."""
+    if session_id is None:
+        where = "the global scope"
+    else:
+        where = f"session {session_id!r}" + (" or the global scope" if or_global else "")
+    return BusError(ErrorCode.HANDLER_NOT_FOUND, f"no handler for {kind} {type_!r} in {where}",
+                    {"kind": kind, "type": type_, "session_id": session_id, **extra})
 
 
 class UserCodeError(Exception):

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.codec import dumps, loads, new_id
-from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.errors import invalid, not_found
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.observability.context import current_trace_id
-from llmgine_daemon.protocol import ErrorCode, Event, EventList, now_iso
+from llmgine_daemon.protocol import Event, EventList, now_iso
 
 if TYPE_CHECKING:
     from llmgine_daemon.store.db import Store
@@ -130,25 +130,10 @@ _EVENT_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$")
 PUBLISHER_SOURCES = ("api", "engine", "handler")
 
 
-def event_not_found(session_id: str, event_id: str) -> BusError:
-    return BusError(
-        ErrorCode.EVENT_NOT_FOUND,
-        f"event {event_id!r} not found in session {session_id!r}",
-        {"session_id": session_id, "event_id": event_id},
-    )
-
-
 def check_event_type(event_type: str, field: str = "event_type") -> None:
     if not _EVENT_TYPE.match(event_type):
-        raise BusError(
-            ErrorCode.VALIDATION_ERROR,
-            "Invalid request parameters",
-            {
-                "field": field,
-                "issue": "must start with a letter or _ and contain only letters, digits and"
-                " _ . : - (at most 128)",
-            },
-        )
+        raise invalid(field, "must start with a letter or _ and contain only letters, digits and"
+                      " _ . : - (at most 128)")
 
 
 @dataclass(slots=True)
@@ -281,5 +266,5 @@ def _get(conn: sqlite3.Connection, session_id: str, event_id: str) -> Event:
         from llmgine_daemon.bus.sessions import fetch_session
 
         fetch_session(conn, session_id)
-        raise event_not_found(session_id, event_id)
+        raise not_found("event", event_id=event_id, session_id=session_id)
     return row_to_event(row)

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.errors import BusError, handler_not_found
 from llmgine_daemon.protocol import Command, ErrorCode, Event
 
 if TYPE_CHECKING:
@@ -43,15 +43,6 @@ class Registration:
     # never suspends is stored, run and finished in one transaction (DummyEngine).
     eager: bool = False
     registration_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-
-def handler_not_found(session_id: str | None, command_type: str, **extra: Any) -> BusError:
-    return BusError(
-        ErrorCode.HANDLER_NOT_FOUND,
-        f"no handler registered for command type {command_type!r}"
-        + (f" in session {session_id!r} or globally" if session_id else " globally"),
-        {"command_type": command_type, "session_id": session_id, **extra},
-    )
 
 
 class HandlerRegistry:
@@ -114,7 +105,8 @@ class HandlerRegistry:
     def require(self, session_id: str, command_type: str, **extra: Any) -> Registration:
         reg = self.resolve(session_id, command_type)
         if reg is None:
-            raise handler_not_found(session_id, command_type, **extra)
+            raise handler_not_found("command", command_type, session_id, or_global=True,
+                                    command_type=command_type, **extra)
         return reg
 
     def list(self, session_id: str | None = None) -> list[Registration]:

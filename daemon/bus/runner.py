@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from llmgine_daemon.bus.batches import run_batch
 from llmgine_daemon.bus.codec import dumps
 from llmgine_daemon.bus.eager import invoke_eager, is_admitted, is_refused
+from llmgine_daemon.bus.errors import handler_not_found
 from llmgine_daemon.bus.events import insert_events
 from llmgine_daemon.bus.handlers import CURRENT, Execution
 from llmgine_daemon.bus.jobs import (
@@ -244,13 +245,10 @@ class Runner:
             return self._cancelled(job, 0.0)
         reg = self.handlers.resolve(rec.session_id, rec.command_type)
         if reg is None:
+            missing = handler_not_found("command", rec.command_type, rec.session_id, or_global=True,
+                                        command_type=rec.command_type)
             return Outcome(
-                "failed",
-                error=command_error(
-                    ErrorCode.HANDLER_NOT_FOUND,
-                    f"no handler registered for command type {rec.command_type!r}",
-                    command_type=rec.command_type,
-                ),
+                "failed", error=command_error(missing.code, missing.message, **missing.details),
                 duration_ms=0.0,
             )
         task = asyncio.current_task()

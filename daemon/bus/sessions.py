@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.codec import dumps, loads, new_id
-from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.protocol import ErrorCode, Session, SessionCounts, SessionList, now_iso
 
@@ -47,20 +47,12 @@ def row_to_session(row: tuple[Any, ...], counts: SessionCounts | None = None) ->
     )
 
 
-def not_found(session_id: str) -> BusError:
-    return BusError(
-        ErrorCode.SESSION_NOT_FOUND,
-        f"session {session_id!r} not found",
-        {"session_id": session_id},
-    )
-
-
 def fetch_session(conn: sqlite3.Connection, session_id: str) -> tuple[Any, ...]:
     row = conn.execute(
         f"SELECT {SESSION_SELECT} FROM sessions s WHERE s.session_id = ?", (session_id,)
     ).fetchone()
     if row is None:
-        raise not_found(session_id)
+        raise not_found("session", session_id=session_id)
     return row
 
 
@@ -68,7 +60,7 @@ def require_active(conn: sqlite3.Connection, session_id: str) -> None:
     """SESSION_NOT_FOUND / SESSION_CLOSED unless the session is open; for writes that need it."""
     row = conn.execute("SELECT status FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
     if row is None:
-        raise not_found(session_id)
+        raise not_found("session", session_id=session_id)
     if row[0] != "active":
         raise BusError(
             ErrorCode.SESSION_CLOSED,
@@ -109,6 +101,7 @@ class Sessions:
         session_id = new_id()
 
         def write(conn: sqlite3.Connection) -> tuple[Session, Any]:
+            self.bus.capacity.check_sessions(conn)
             ts = now_iso()
             conn.execute(
                 f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, 'active', ?, ?, NULL)",

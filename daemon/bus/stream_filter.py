@@ -5,20 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmgine_daemon.bus.errors import BusError
-from llmgine_daemon.protocol import ErrorCode, Event
+from llmgine_daemon.bus.errors import invalid
+from llmgine_daemon.protocol import Event
 
 MAX_PATTERNS = 32
 MAX_PATTERN_LENGTH = 200
 
 SESSION_ENDED = "SessionEnded"
-
-
-def validation_error(field_name: str, issue: str, value: Any = None) -> BusError:
-    details: dict[str, Any] = {"field": field_name, "issue": issue}
-    if value is not None:
-        details["value"] = value
-    return BusError(ErrorCode.VALIDATION_ERROR, "Invalid request parameters", details)
 
 
 class StreamFilter:
@@ -43,13 +36,13 @@ class StreamFilter:
         self.sources = tuple(dict.fromkeys(sources))
         for name, values in (("event_type", self.event_types), ("source", self.sources)):
             if len(values) > MAX_PATTERNS:
-                raise validation_error(name, f"at most {MAX_PATTERNS} values")
+                raise invalid(name, f"at most {MAX_PATTERNS} values")
             for value in values:
                 if not value or len(value) > MAX_PATTERN_LENGTH:
-                    raise validation_error(name, f"must be 1 to {MAX_PATTERN_LENGTH} characters")
+                    raise invalid(name, f"must be 1 to {MAX_PATTERN_LENGTH} characters")
         for pattern in self.event_types:
             if "*" in pattern[:-1]:
-                raise validation_error("event_type", "'*' is allowed only at the end", pattern)
+                raise invalid("event_type", "'*' is allowed only at the end", value=pattern)
         self._exact = frozenset(p for p in self.event_types if not p.endswith("*"))
         self._prefixes = tuple(p[:-1] for p in self.event_types if p.endswith("*"))
         self._all_types = not self.event_types or "" in self._prefixes

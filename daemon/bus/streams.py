@@ -34,9 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from llmgine_daemon.bus.errors import invalid, not_found
 from llmgine_daemon.bus.events import EVENT_COLUMNS, row_to_event
-from llmgine_daemon.bus.sessions import not_found
-from llmgine_daemon.bus.stream_filter import SESSION_ENDED, StreamFilter, validation_error
+from llmgine_daemon.bus.stream_filter import SESSION_ENDED, StreamFilter
 from llmgine_daemon.protocol import Event, to_iso
 
 if TYPE_CHECKING:
@@ -350,11 +350,11 @@ class StreamHub:
         session_id = sub.filter.session_id
         info = await self.bus.store.read(lambda c: _start_info(c, session_id, since))
         if session_id is not None and info["status"] is None:
-            raise not_found(session_id)
+            raise not_found("session", session_id=session_id)
         if isinstance(since, int):
             if since > info["last_seq"]:
-                raise validation_error(
-                    "since", f"is beyond the last seq of this log ({info['last_seq']})", since
+                raise invalid(
+                    "since", f"is beyond the last seq of this log ({info['last_seq']})", value=since
                 )
             sub.cursor = since
         elif since is not None:

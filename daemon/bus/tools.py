@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus import jsonschema
 from llmgine_daemon.bus.codec import dumps, loads
-from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.observability import tracing
@@ -37,13 +37,6 @@ def row_to_tool(row: tuple[Any, ...], with_code: bool = False) -> Tool:
         session_id=row[0], name=row[1], description=row[2], parameters=loads(row[3]),
         timeout=row[4], is_async=bool(row[5]), created_at=row[6],
         function_code=row[7] if with_code else None,
-    )
-
-
-def tool_not_found(session_id: str, name: str) -> BusError:
-    return BusError(
-        ErrorCode.TOOL_NOT_FOUND, f"no tool {name!r} in session {session_id!r}",
-        {"session_id": session_id, "tool_name": name},
     )
 
 
@@ -101,8 +94,15 @@ class Tools:
             check_name(name)
         check_code(function_code, "function_code")
         check_timeout(timeout, self.bus.max_timeout)
-        # Fail fast on a missing/closed session before spending a worker on the code.
-        await self.bus.store.read(lambda c: require_active(c, session_id))
+        capacity = self.bus.capacity
+
+        def ready(conn: sqlite3.Connection) -> None:
+            require_active(conn, session_id)
+            capacity.check_tools(conn, session_id, name)
+
+        # Fail fast on a missing/closed session, or one at its maximum, before spending a
+        # worker on the code; the write checks again (it is what decides).
+        await self.bus.store.read(ready)
         outcome = await self.bus.sandbox_pool().inspect("tool", function_code, name,
                                                           share=session_id)
         if not outcome.ok:
@@ -133,6 +133,8 @@ class Tools:
                 raise BusError(ErrorCode.CONFLICT,
                                f"tool {name!r} already exists in this session (use ?replace=true)",
                                {"session_id": session_id, "tool_name": name})
+            if not exists:
+                capacity.check_tools(conn, session_id, None)
             conn.execute(
                 f"INSERT OR REPLACE INTO tools ({TOOL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (session_id, name, tool.description, dumps(schema), timeout, int(tool.is_async),
@@ -161,7 +163,7 @@ class Tools:
                 (session_id, name),
             ).fetchone()
             if row is None:
-                raise tool_not_found(session_id, name)
+                raise not_found("tool", tool_name=name, session_id=session_id)
             return row_to_tool(row, with_code=True)
 
         return await self.bus.store.read(read)
@@ -173,7 +175,7 @@ class Tools:
                 "DELETE FROM tools WHERE session_id = ? AND name = ?", (session_id, name)
             ).rowcount
             if not deleted:
-                raise tool_not_found(session_id, name)
+                raise not_found("tool", tool_name=name, session_id=session_id)
 
         await self.bus.store.write(write)
 

@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.errors import BusError, UserCodeError
+from llmgine_daemon.bus.errors import BusError, UserCodeError, handler_not_found, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.handlers import CURRENT
 from llmgine_daemon.bus.sessions import fetch_session, require_active
@@ -73,13 +73,6 @@ class HandlerRow:
             function=self.function, priority=self.priority, timeout=self.timeout,
             created_at=self.created_at, handler_function=self.code if with_code else None,
         )
-
-
-def handler_not_found(session_id: str | None, kind: str, type_: str) -> BusError:
-    where = f"session {session_id!r}" if session_id else "the global scope"
-    return BusError(ErrorCode.HANDLER_NOT_FOUND,
-                    f"no {kind} handler for {type_!r} in {where}",
-                    {"kind": kind, "type": type_, "session_id": session_id})
 
 
 class UserHandlers:
@@ -214,8 +207,7 @@ class UserHandlers:
     async def get(self, session_id: str | None, handler_id: str) -> Handler:
         row = self._rows.get(handler_id)
         if row is None or row.session_id != session_id:
-            raise BusError(ErrorCode.HANDLER_NOT_FOUND, f"no handler {handler_id!r}",
-                           {"handler_id": handler_id, "session_id": session_id})
+            raise not_found("handler", handler_id=handler_id, session_id=session_id)
         return row.public(with_code=True)
 
     async def delete(self, session_id: str | None, kind: str, type_: str) -> int:
@@ -225,7 +217,7 @@ class UserHandlers:
         rows = [r for r in self._rows.values()
                 if r.session_id == session_id and r.kind == kind and r.type == type_]
         if not rows:
-            raise handler_not_found(session_id, kind, type_)
+            raise handler_not_found(kind, type_, session_id)
         ids = [r.handler_id for r in rows]
 
         def write(conn: sqlite3.Connection) -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmgine_daemon.bus.engines import ConfigField, EngineBase
-from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.handlers import Execution, current
 from llmgine_daemon.engines.memory import Bounds, Message
 from llmgine_daemon.engines.providers import (
@@ -44,7 +44,7 @@ from llmgine_daemon.engines.providers import (
     resolve_model,
 )
 from llmgine_daemon.observability import metrics, tracing
-from llmgine_daemon.protocol import Command, Engine, ErrorCode
+from llmgine_daemon.protocol import Command, Engine
 
 if TYPE_CHECKING:
     from llmgine_daemon.engines.runtime import LLMRuntime
@@ -96,10 +96,6 @@ MEMORY_FIELDS: tuple[ConfigField, ...] = (
 )
 TOOL_ROUNDS = ConfigField("max_tool_rounds", "integer", 8, "model -> tools -> model rounds per prompt",
                           minimum=1, maximum=100)
-
-
-def invalid(field: str, issue: str, **extra: Any) -> BusError:
-    return BusError(ErrorCode.VALIDATION_ERROR, "Invalid request parameters", {"field": field, "issue": issue, **extra})
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmgine_daemon.bus.codec import dumps, loads
-from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.events import EventLog, insert_event
 from llmgine_daemon.protocol import EngineMessage, Event, now_iso
 from llmgine_daemon.store.db import Store
 
@@ -76,8 +76,9 @@ def row_to_wire(row: tuple[Any, ...]) -> EngineMessage:
 
 
 class Memory:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, events: EventLog) -> None:
         self.store = store
+        self.events = events  # where reset publishes its EngineMemoryReset
 
     async def load(self, engine_id: str) -> list[Message]:
         rows = await self.store.fetchall(
@@ -130,8 +131,9 @@ class Memory:
 
         return await self.store.read(read)
 
-    async def reset(self, engine_id: str, session_id: str) -> tuple[int, Event]:
-        """Forget the conversation; recorded as an ``EngineMemoryReset`` event, atomically."""
+    async def reset(self, engine_id: str, session_id: str) -> int:
+        """Forget the conversation; recorded and published as an ``EngineMemoryReset`` event,
+        atomically. Returns how many messages were deleted."""
 
         def write(conn: sqlite3.Connection) -> tuple[int, Event]:
             deleted = conn.execute("DELETE FROM engine_messages WHERE engine_id = ?", (engine_id,)).rowcount
@@ -139,4 +141,6 @@ class Memory:
                                  source="engine")
             return deleted, event
 
-        return await self.store.write(write)
+        deleted, event = await self.store.write(write)
+        self.events.notify([event])
+        return deleted

@@ -23,7 +23,7 @@ class LLMRuntime:
     def attach(self, bus: Bus) -> None:
         """Called once the Bus exists (it is built with the engine types, so after them)."""
         self._bus = bus
-        self._memory = Memory(bus.store)
+        self._memory = Memory(bus.store, bus.events)
 
     @property
     def bus(self) -> Bus:

@@ -9,7 +9,7 @@ import sqlite3
 import time
 from typing import Any
 
-from llmgine_daemon.api.keys import BUS, OBSERVABILITY, RETENTION, SETTINGS
+from llmgine_daemon.api.keys import BUS, DATABASE, OBSERVABILITY, SETTINGS
 from llmgine_daemon.store.db import Store
 from llmgine_daemon.store.telemetry import telemetry_path
 
@@ -186,7 +186,7 @@ async def test_retention_by_age_prunes_old_events_logs_and_spans(make_client):
     await client.app[OBSERVABILITY].telemetry.write(backdate_telemetry)
     for n in range(3):
         await publish(client, sid, n)
-    deleted = await client.app[RETENTION].run_once()
+    deleted = await client.app[DATABASE].retention.run_once()
     assert deleted["events"] == 1200 and deleted["logs"] >= 1 and deleted["spans"] >= 1
     assert await stored_fill_events(client, sid) == {0, 1, 2}
     db = sqlite3.connect(telemetry_path(client.app[SETTINGS].database_path))

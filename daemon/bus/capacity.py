@@ -1,0 +1,63 @@
+"""Capacity limits (``security.limits.max_*``), checked by the write that would exceed them.
+
+    active sessions   max_sessions              Sessions.create
+    engines/session   max_engines_per_session   Engines.create
+    tools/session     max_tools_per_session     Tools.register (re-registering a name: no new one)
+
+Each check runs inside the creating write, in the same transaction as the INSERT. The store has
+one writer that runs writes one after another, so a check counts every creation committed or
+queued ahead of it: concurrent creations cannot both pass it, nor overshoot a maximum. 0 means
+no limit. Refusals are 409 LIMIT_REACHED, with ``details = {"limit", "max"}``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.protocol import ErrorCode
+
+
+def limit_reached(limit: str, maximum: int, what: str) -> BusError:
+    return BusError(
+        ErrorCode.LIMIT_REACHED,
+        f"limit reached: at most {maximum} {what} (security.limits.{limit})",
+        {"limit": limit, "max": maximum},
+    )
+
+
+def _check(conn: sqlite3.Connection, limit: str, maximum: int, what: str, sql: str,
+           params: tuple[Any, ...] = ()) -> None:
+    if maximum > 0 and conn.execute(sql, params).fetchone()[0] >= maximum:
+        raise limit_reached(limit, maximum, what)
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    max_sessions: int = 0
+    max_engines_per_session: int = 0
+    max_tools_per_session: int = 0
+
+    def check_sessions(self, conn: sqlite3.Connection) -> None:
+        """Room for one more active session."""
+        _check(conn, "max_sessions", self.max_sessions, "active sessions",
+               "SELECT COUNT(*) FROM sessions WHERE status = 'active'")
+
+    def check_engines(self, conn: sqlite3.Connection, session_id: str) -> None:
+        """Room for one more engine in ``session_id``."""
+        _check(conn, "max_engines_per_session", self.max_engines_per_session, "engines in a session",
+               "SELECT COUNT(*) FROM engines WHERE session_id = ? AND status != 'stopped'",
+               (session_id,))
+
+    def check_tools(self, conn: sqlite3.Connection, session_id: str, name: str | None) -> None:
+        """Room for tool ``name`` in ``session_id``: re-registering a name replaces it."""
+        if self.max_tools_per_session <= 0:
+            return
+        if name is not None and conn.execute(
+            "SELECT 1 FROM tools WHERE session_id = ? AND name = ?", (session_id, name)
+        ).fetchone():
+            return
+        _check(conn, "max_tools_per_session", self.max_tools_per_session, "tools in a session",
+               "SELECT COUNT(*) FROM tools WHERE session_id = ?", (session_id,))

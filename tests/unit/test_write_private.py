@@ -1,0 +1,36 @@
+"""write_private: the one way the daemon writes a private file (local key, pidfile, config)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from llmgine_daemon.settings import write_private
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_new_file_is_0600_whatever_the_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        target = tmp_path / "new" / "dir" / "key"
+        write_private(target, "secret\n")
+    finally:
+        os.umask(old)
+    assert target.read_text() == "secret\n"
+    assert mode(target) == 0o600
+    assert mode(target.parent) == 0o700
+    assert os.listdir(target.parent) == ["key"]  # no .tmp left behind
+
+
+def test_replaces_an_existing_file_and_its_mode(tmp_path):
+    target = tmp_path / "config.toml"
+    target.write_text("old")
+    os.chmod(target, 0o644)
+    before = os.stat(target).st_ino
+    write_private(target, b"new = 1\n")
+    assert target.read_bytes() == b"new = 1\n"
+    assert mode(target) == 0o600
+    assert os.stat(target).st_ino != before  # replaced by rename, never rewritten in place
