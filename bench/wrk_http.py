@@ -1,0 +1,213 @@
+"""HTTP throughput of a real llmgined against a bare aiohttp route, with wrk as the load
+generator (a C program: it outruns one Python process, which the report shows).
+
+    python bench/wrk_http.py [--seconds 4] [--rounds 3] [--connections 32] [--batch 10000]
+
+Both servers are separate processes started the same way (this interpreter, TCP on loopback):
+- baseline: a bare aiohttp app answering ``GET /`` with a small JSON body;
+- the daemon: ``python -m llmgine_daemon --port P`` with its default settings (tracing and
+  metrics on, ``synchronous=full``) except rate limits set to 0, authenticated with the local
+  key over TCP.
+
+Figures (wrk: 1 thread, ``--connections``, ``--seconds`` per round, rounds interleaved with the
+baseline, medians), each as measured / baseline / ratio / target (issue #18):
+- ``GET /api/sessions/{id}`` (bearer);
+- ``POST /api/sessions/{id}/events`` over 64 sessions, round-robin;
+- ``POST /api/sessions/{id}/commands?wait=30`` (DummyEngine) over 64 sessions;
+- a batch of ``--batch`` commands with ``?wait``: commands per second against the baseline's
+  requests per second (one request, timed, median of the rounds).
+The load generator's own ceiling is the baseline figure: it must be at least 3x the daemon's
+best figure for the ratios to mean anything; the report says whether it is.
+Needs wrk (Debian package ``wrk``; .ci/run installs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGETS = {"get_session": 0.45, "publish_event": 0.35, "run_command": 0.20, "batch": 0.40}
+LABELS = {
+    "get_session": "GET /api/sessions/{id}",
+    "publish_event": "POST .../events (64 sessions)",
+    "run_command": "POST .../commands?wait (64 sessions)",
+    "batch": "batch of N commands ?wait, commands/s",
+}
+BARE = """
+import sys
+from aiohttp import web
+async def root(request):
+    return web.json_response({"status": "ok", "n": 1})
+app = web.Application()
+app.router.add_get("/", root)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+ROTATE = """
+local bodies = {%(bodies)s}
+local paths = {%(paths)s}
+local i = 0
+request = function()
+  i = i %% #paths + 1
+  return wrk.format("%(method)s", paths[i], {["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer %(key)s"}, bodies[i])
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("server did not start")
+
+
+class Api:
+    def __init__(self, port: int, key: str) -> None:
+        self.port, self.key = port, key
+
+    def call(self, method: str, path: str, body: object = None, timeout: float = 600) -> dict:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
+            conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status >= 300:
+                raise SystemExit(f"{method} {path}: {resp.status} {data[:300]!r}")
+            return json.loads(data) if data else {}
+        finally:
+            conn.close()
+
+
+def wrk(url: str, seconds: float, connections: int, script: str | None = None) -> float:
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", url]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        if script:
+            fh.write(script)
+            args[1:1] = ["-s", fh.name]
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(fh.name)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"wrk saw {errors.group(1)} error responses:\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+def lua_list(items: list[str]) -> str:
+    return ", ".join(json.dumps(item) for item in items)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=10000)
+    opts = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    home = Path(tempfile.mkdtemp(prefix="lgw", dir="/tmp"))
+    bare_port, daemon_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMGINE_", "API_"))}
+    env.update(LLMGINE_HOME=str(home), LLMGINE_RATE_LIMIT_AUTHENTICATED="0",
+               LLMGINE_RATE_LIMIT_UNAUTHENTICATED="0", LLMGINE_RATE_LIMIT_WEBSOCKET="0")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, "-m", "llmgine_daemon", "--port", str(daemon_port)],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]
+    try:
+        wait_port(bare_port, procs[0])
+        wait_port(daemon_port, procs[1])
+        from llmgine_daemon.settings import get_paths, read_local_key
+
+        paths = get_paths({"LLMGINE_HOME": str(home)})
+        deadline = time.monotonic() + 20
+        while (key := read_local_key(paths)) is None:  # written once the daemon is up
+            if time.monotonic() > deadline:
+                raise SystemExit("the daemon wrote no local key")
+            time.sleep(0.05)
+        api = Api(daemon_port, key)
+        sessions = [api.call("POST", "/api/sessions", {})["session_id"] for _ in range(64)]
+        for sid in sessions:
+            api.call("POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})
+        base = f"http://127.0.0.1:{daemon_port}"
+        get_one = ROTATE % {"method": "GET", "key": key, "bodies": "",
+                            "paths": lua_list([f"/api/sessions/{sessions[0]}"])}
+        events = ROTATE % {"method": "POST", "key": key,
+                           "paths": lua_list([f"/api/sessions/{s}/events" for s in sessions]),
+                           "bodies": lua_list(['{"event_type":"Bench","data":{"n":1}}'] * 64)}
+        commands = ROTATE % {
+            "method": "POST", "key": key,
+            "paths": lua_list([f"/api/sessions/{s}/commands?wait=30" for s in sessions]),
+            "bodies": lua_list(['{"command_type":"DummyEngineCommand","parameters":{"prompt":"x"}}']
+                               * 64)}
+        runs: dict[str, list[float]] = {k: [] for k in ("bare", *TARGETS)}
+        batch = [{"command_type": "DummyEngineCommand", "parameters": {"prompt": str(i)}}
+                 for i in range(opts.batch)]
+        for _ in range(opts.rounds):
+            runs["bare"].append(wrk(f"http://127.0.0.1:{bare_port}/", opts.seconds, opts.connections))
+            runs["get_session"].append(wrk(base, opts.seconds, opts.connections, get_one))
+            runs["publish_event"].append(wrk(base, opts.seconds, opts.connections, events))
+            runs["run_command"].append(wrk(base, opts.seconds, opts.connections, commands))
+            started = time.perf_counter()
+            api.call("POST", f"/api/sessions/{sessions[0]}/commands/batch?wait=300",
+                     {"commands": batch})
+            runs["batch"].append(opts.batch / (time.perf_counter() - started))
+        report(runs, opts)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def report(runs: dict[str, list[float]], opts: argparse.Namespace) -> None:
+    bare = statistics.median(runs["bare"])
+    print(f"wrk -t1 -c{opts.connections} -d{opts.seconds:g}s, {opts.rounds} interleaved rounds, "
+          f"medians; {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print(f"{'figure':<40} {'measured':>9} {'baseline':>9} {'ratio':>6} {'target':>7}")
+    best = 0.0
+    for name, target in TARGETS.items():
+        value = statistics.median(runs[name])
+        best = max(best, value)
+        ratio = value / bare
+        label = LABELS[name].replace("N", str(opts.batch)) if name == "batch" else LABELS[name]
+        print(f"{label:<40} {value:>9.0f} {bare:>9.0f} {ratio:>6.2f} {target:>6.2f} "
+              f"{'PASS' if ratio >= target else 'FAIL'}")
+    print(f"load generator: {bare:.0f} req/s on the bare route = {bare / best:.1f}x the daemon's "
+          f"best figure ({'enough' if bare >= 3 * best else 'NOT enough: ratios are bounded by wrk'})")
+
+
+if __name__ == "__main__":
+    main()
