@@ -22,6 +22,7 @@ from llmgine_daemon.api import (
     handlers,
     observability,
     openapi,
+    secrets,
     sessions,
     streams,
     system,
@@ -58,7 +59,7 @@ log = logging.getLogger("llmgine.app")
 # {command_id} never "batch"), so the order does not decide what matches.
 ROUTE_MODULES = (
     events, commands, system, streams, sessions, engines, engine_memory, tools, handlers,
-    observability, auth, db, openapi, apidocs,
+    observability, auth, db, secrets, openapi, apidocs,
 )
 
 

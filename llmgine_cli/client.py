@@ -47,6 +47,9 @@ from llmgine_daemon.protocol import (
     LogList,
     LogRecord,
     MetricsSnapshot,
+    SecretInfo,
+    SecretList,
+    SecretSet,
     Session,
     SessionCreate,
     SessionList,
@@ -171,6 +174,17 @@ class Client(HTTPTransport):
 
     def revoke_key(self, key_id: str) -> ApiKeyInfo:
         return self._call("DELETE", f"/api/auth/keys/{_seg(key_id)}", ApiKeyInfo)
+
+    # -- secrets (api/secrets.py): values go in, never come back --------------------------------
+
+    def set_secret(self, name: str, value: str) -> SecretInfo:
+        return self._call("PUT", f"/api/secrets/{_seg(name)}", SecretInfo, body=SecretSet(value))
+
+    def list_secrets(self) -> SecretList:
+        return self._call("GET", "/api/secrets", SecretList)
+
+    def delete_secret(self, name: str) -> None:
+        self._call("DELETE", f"/api/secrets/{_seg(name)}", None)
 
     # -- commands (api/commands.py) ---------------------------------------------------------
     # ``wait`` holds the request up to that many seconds for the work to finish; the socket

@@ -35,6 +35,7 @@ __all__ = ["app", "error_line", "run"]
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "session": ("sessions", "app", "group"),
     "auth": ("auth", "app", "group"),
+    "secret": ("secrets", "app", "group"),
     "command": ("commands", "app", "group"),
     "event": ("events", "app", "group"),
     "engine": ("engines", "app", "group"),

@@ -44,6 +44,9 @@ from llmgine_daemon.protocol import (
     LogList,
     LogRecord,
     MetricsSnapshot,
+    SecretInfo,
+    SecretList,
+    SecretSet,
     Session,
     SessionCreate,
     SessionList,
@@ -428,6 +431,17 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("DELETE", "/api/auth/keys/{key_id}"): Op(
         "Revoke an API key (closes its WebSockets)", "auth", {200: ApiKeyInfo},
         errors=(ErrorCode.KEY_NOT_FOUND,)),
+    # -- secrets (daemon/secrets.py) ---------------------------------------------------------
+    ("PUT", "/api/secrets/{name}"): Op(
+        "Set a secret the daemon keeps for providers (e.g. OPENAI_API_KEY)", "auth",
+        {200: SecretInfo}, SecretSet, errors=(ErrorCode.LIMIT_REACHED,),
+        description="Stored 0600 in the config directory; never returned or logged. A provider "
+                    "whose key is in neither the daemon's environment nor the config file "
+                    "uses the secret named like its key variable (providers.X.api_key_env)."),
+    ("GET", "/api/secrets"): Op("List the secrets' names (never their values)", "auth",
+                                {200: SecretList}),
+    ("DELETE", "/api/secrets/{name}"): Op("Delete a secret", "auth", {204: None},
+                                          errors=(ErrorCode.NOT_FOUND,)),
 }
 
 TAGS = [

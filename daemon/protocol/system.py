@@ -244,3 +244,17 @@ class TraceSummary(msgspec.Struct):
 class TraceList(msgspec.Struct):
     traces: list[TraceSummary]
     limit: int
+
+
+class SecretSet(msgspec.Struct, forbid_unknown_fields=True):
+    value: str
+
+
+class SecretInfo(msgspec.Struct):
+    name: str
+    updated_at: str
+
+
+class SecretList(msgspec.Struct):
+    secrets: list[SecretInfo]
+    total: int

@@ -267,8 +267,25 @@ async def test_missing_key_is_auth_failed(make_client: Any, fake: FakeProvider) 
     engine = await create_llm_engine(client)
     record = await execute(client, engine["engine_id"], "hi")
     assert record["error"]["code"] == "PROVIDER_AUTH_FAILED"
-    assert "providers.openai.api_key_env" in record["error"]["message"]
+    # Which environment counts, and what to run.
+    assert "the daemon reads OPENAI_API_KEY from its own environment" in record["error"]["message"]
+    assert "llmgine secret set OPENAI_API_KEY" in record["error"]["message"]
     assert fake.requests == []
+
+
+async def test_a_secret_set_through_the_api_is_the_providers_key(make_client: Any, fake: FakeProvider) -> None:
+    client = await make_client(OPENAI_BASE_URL=fake.base_url)
+    resp = await client.put("/api/secrets/OPENAI_API_KEY", json={"value": "test-key"})
+    assert resp.status == 200, await resp.text()
+    engine = await create_llm_engine(client)
+    fake.script(Reply("with the secret"))
+    record = await execute(client, engine["engine_id"], "hi")
+    assert record["status"] == "completed" and record["result"]["text"] == "with the secret", record
+    # Replaced: the next call uses the new value (the fake refuses anything but its key).
+    resp = await client.put("/api/secrets/OPENAI_API_KEY", json={"value": "wrong"})
+    assert resp.status == 200
+    record = await execute(client, engine["engine_id"], "again")
+    assert record["error"]["code"] == "PROVIDER_AUTH_FAILED"
 
 
 # -- cancel and timeout mid-stream ------------------------------------------------------------

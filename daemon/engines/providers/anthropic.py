@@ -134,8 +134,9 @@ class AnthropicProvider(Provider):
             "Accept": "text/event-stream",
             "anthropic-version": self.config.api_version or DEFAULT_VERSION,
         }
-        if self.config.api_key:
-            headers["x-api-key"] = self.config.api_key
+        key = self.config.key()
+        if key:
+            headers["x-api-key"] = key
         try:
             async with asyncio.timeout(timeout):
                 resp = await self.http.post(

@@ -21,7 +21,7 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,6 +138,17 @@ class ProviderConfig:
     # details (better than holding a command for minutes).
     max_retry_after: float = 30.0
     require_key: bool = True
+    # Where else the key may be: the environment variable's name (providers.X.api_key_env),
+    # looked up in the daemon's secret store (`llmgine secret set NAME`) when api_key is unset.
+    api_key_env: str = ""
+    secrets: Callable[[str], str | None] | None = field(default=None, compare=False, repr=False)
+
+    def key(self) -> str | None:
+        if self.api_key:
+            return self.api_key
+        if self.secrets is not None and self.api_key_env:
+            return self.secrets(self.api_key_env)
+        return None
     api_version: str | None = None  # anthropic-version
 
     def __repr__(self) -> str:  # never print the key, even in a traceback's locals
@@ -270,12 +281,14 @@ class Provider:
         return random.uniform(ceiling / 2, ceiling)
 
     def check_key(self) -> None:
-        if self.config.require_key and not self.config.api_key:
+        if self.config.require_key and not self.config.key():
+            var = self.config.api_key_env or f"{self.name.upper()}_API_KEY"
             raise ProviderError(
                 ErrorCode.PROVIDER_AUTH_FAILED,
-                f"{self.name}: no API key configured (set the environment variable named by "
-                f"providers.{self.name}.api_key_env, or providers.{self.name}.api_key)",
-                {"provider": self.name},
+                f"{self.name}: no API key: the daemon reads {var} from its own environment, not "
+                f"your shell's; run `llmgine secret set {var}` (or set it where the daemon "
+                f"starts, or providers.{self.name}.api_key in its config file)",
+                {"provider": self.name, "variable": var},
             )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:

@@ -119,8 +119,9 @@ class OpenAIProvider(Provider):
     async def _attempt(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
         timeout = self.timeout_for(request)
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-        if self.config.api_key:
-            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        key = self.config.key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         url = self.url("/chat/completions")
         try:
             async with asyncio.timeout(timeout):

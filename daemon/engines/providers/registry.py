@@ -15,6 +15,7 @@ import aiohttp
 from llmgine_daemon.engines.providers.anthropic import AnthropicProvider
 from llmgine_daemon.engines.providers.base import Provider, ProviderConfig
 from llmgine_daemon.engines.providers.openai import OpenAIProvider
+from llmgine_daemon.secrets import SecretStore
 from llmgine_daemon.settings import PROVIDERS, Settings
 
 # Which wire format each provider speaks.
@@ -42,7 +43,8 @@ def resolve_model(model_name: str, default_provider: str = "openai") -> tuple[st
     return default_provider, name
 
 
-def provider_config(settings: Settings | dict[str, Any], name: str) -> ProviderConfig:
+def provider_config(settings: Settings | dict[str, Any], name: str,
+                    secrets: SecretStore | None = None) -> ProviderConfig:
     def get(key: str) -> Any:
         return settings[f"providers.{name}.{key}"]
 
@@ -54,6 +56,8 @@ def provider_config(settings: Settings | dict[str, Any], name: str) -> ProviderC
         timeout=float(get("timeout")),
         max_retries=int(get("max_retries")),
         require_key=name not in KEY_OPTIONAL,
+        api_key_env=get("api_key_env") or "",
+        secrets=secrets.get if secrets is not None else None,
     )
 
 
@@ -65,7 +69,9 @@ class Providers:
         self.settings = settings
         self.default_provider: str = settings["providers.default"]
         self.default_model: str = settings["providers.default_model"]
-        self.configs = {name: provider_config(settings, name) for name in PROVIDERS}
+        paths = getattr(settings, "paths", None)
+        self.secrets = SecretStore(paths.config_dir / "secrets.json") if paths is not None else None
+        self.configs = {name: provider_config(settings, name, self.secrets) for name in PROVIDERS}
         self._http: aiohttp.ClientSession | None = None
 
     def _session(self) -> aiohttp.ClientSession:

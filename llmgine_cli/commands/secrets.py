@@ -1,0 +1,71 @@
+"""`llmgine secret set|list|delete` ↔ daemon api/secrets.py (daemon/secrets.py).
+
+The daemon reads provider keys from its own environment, not the shell's you export them in;
+`llmgine secret set OPENAI_API_KEY` hands one to the daemon instead (stored 0600, never shown
+again, never logged).
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import sys
+from typing import Annotated
+
+import typer
+
+from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import Column, View, render
+
+app = typer.Typer(
+    help="Secrets the daemon keeps for providers (e.g. OPENAI_API_KEY): set, list, delete.",
+    no_args_is_help=True,
+)
+LIST_VIEW = View(columns=(Column("NAME", "name"), Column("UPDATED", "updated_at")),
+                 items="secrets", id_field="name")
+ONE_VIEW = View(id_field="name")
+_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")  # daemon/secrets.py NAME
+
+Name = Annotated[str, typer.Argument(
+    metavar="NAME", help="An environment variable's name, e.g. OPENAI_API_KEY, ANTHROPIC_API_KEY.")]
+
+
+@app.command("set")
+def set_(
+    ctx: typer.Context,
+    name: Name,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Set a secret. The value is asked for on a terminal (not echoed), else read from stdin: `printf %s "$KEY" | llmgine secret set OPENAI_API_KEY`. Never an argument, which other users and the shell history would see."""  # noqa: E501
+    if not _NAME.match(name):
+        raise typer.BadParameter(
+            "must be an environment variable's name (A-Z, 0-9, _; not starting with a digit)",
+            param_hint="NAME")
+    if sys.stdin.isatty():
+        value = getpass.getpass(f"{name}: ")
+    else:
+        value = sys.stdin.read()
+    value = value.rstrip("\r\n")
+    if not value:
+        raise typer.BadParameter("the value is empty", param_hint="stdin")
+    app_ctx = state(ctx)
+    render(app_ctx.env, app_ctx.client().set_secret(name, value), ONE_VIEW, output, quiet)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
+    """List the secrets' names and when they were set (never their values)."""
+    app_ctx = state(ctx)
+    render(app_ctx.env, app_ctx.client().list_secrets(), LIST_VIEW, output, quiet)
+
+
+@app.command("delete")
+def delete(ctx: typer.Context, name: Name, quiet: Quiet = False) -> None:
+    """Delete a secret (exit 4 if there is none)."""
+    app_ctx = state(ctx)
+    app_ctx.client().delete_secret(name)
+    if quiet:
+        app_ctx.env.out(name)
+    else:
+        app_ctx.env.err(f"deleted secret {name}")
