@@ -20,8 +20,11 @@ from pathlib import Path
 from llmgine_daemon.protocol import now_iso
 from llmgine_daemon.settings import write_private
 
-NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,63}$"
+NAME = re.compile(NAME_PATTERN)
 MAX_VALUE = 16 * 1024
+VALUE_PATTERN = r"^[^\x00-\x1f\x7f]{1,16384}$"  # one line of text, no control characters
+VALUE = re.compile(VALUE_PATTERN)
 MAX_SECRETS = 100
 
 

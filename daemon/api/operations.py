@@ -61,6 +61,7 @@ from llmgine_daemon.protocol import (
     TraceView,
     VacuumResult,
 )
+from llmgine_daemon.secrets import NAME_PATTERN, VALUE_PATTERN
 
 routes = web.RouteTableDef()
 
@@ -71,6 +72,8 @@ ID_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._:\-]{0,127}$"
 TYPE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$"  # command and event types
 EVENT_TYPE_FILTER = r"^([A-Za-z_][A-Za-z0-9_.:\-]{0,127}|[A-Za-z0-9_.:\-]{0,127}\*)$"
 TOOL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+SECRET_NAME_PATTERN = NAME_PATTERN
+SECRET_VALUE_PATTERN = VALUE_PATTERN
 MAX_INT = 2**63 - 1  # SQLite's INTEGER
 
 
@@ -140,6 +143,8 @@ PATH_SCHEMAS: dict[str, tuple[dict[str, Any], str]] = {
     "type": ({"type": "string", "pattern": r"^(\*|(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._:\-]{0,127})$"},
              "a command type or event type (`*`: the every-event handler)"),
     "trace_id": ({"type": "string", "pattern": r"^[0-9a-fA-F]{32}$"}, "32 hex digits"),
+    "secret": ({"type": "string", "pattern": SECRET_NAME_PATTERN},
+               "a secret's name: an environment variable's, e.g. OPENAI_API_KEY"),
     "asset": ({"type": "string", "enum": sorted(ASSETS)}, "a vendored file"),
 }
 
@@ -432,7 +437,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "Revoke an API key (closes its WebSockets)", "auth", {200: ApiKeyInfo},
         errors=(ErrorCode.KEY_NOT_FOUND,)),
     # -- secrets (daemon/secrets.py) ---------------------------------------------------------
-    ("PUT", "/api/secrets/{name}"): Op(
+    ("PUT", "/api/secrets/{secret}"): Op(
         "Set a secret the daemon keeps for providers (e.g. OPENAI_API_KEY)", "auth",
         {200: SecretInfo}, SecretSet, errors=(ErrorCode.LIMIT_REACHED,),
         description="Stored 0600 in the config directory; never returned or logged. A provider "
@@ -440,7 +445,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                     "uses the secret named like its key variable (providers.X.api_key_env)."),
     ("GET", "/api/secrets"): Op("List the secrets' names (never their values)", "auth",
                                 {200: SecretList}),
-    ("DELETE", "/api/secrets/{name}"): Op("Delete a secret", "auth", {204: None},
+    ("DELETE", "/api/secrets/{secret}"): Op("Delete a secret", "auth", {204: None},
                                           errors=(ErrorCode.NOT_FOUND,)),
 }
 
@@ -490,6 +495,7 @@ FIELD_RULES: dict[tuple[str, str], dict[str, Any]] = {
     ("EventHandlerCreate", "timeout"): TIMEOUT,
     ("EventHandlerCreate", "priority"): {"minimum": -(2**31), "maximum": 2**31 - 1},
     ("ToolCreate", "name"): {"pattern": TOOL_NAME_PATTERN},
+    ("SecretSet", "value"): {"pattern": SECRET_VALUE_PATTERN, "minLength": 1, "maxLength": 16384},
     ("ToolCreate", "function_code"): CODE,
     ("ToolCreate", "timeout"): TIMEOUT,
     ("ToolExecute", "timeout"): TIMEOUT,

@@ -1,8 +1,8 @@
 """Secrets the daemon keeps for providers (``llmgine secret``): set, list (names only), delete.
 
-    PUT    /api/secrets/{name}   {"value": "..."}   -> 200 {name, updated_at}
+    PUT    /api/secrets/{secret}   {"value": "..."}   -> 200 {name, updated_at}
     GET    /api/secrets                             -> {secrets: [{name, updated_at}], total}
-    DELETE /api/secrets/{name}                      -> 204
+    DELETE /api/secrets/{secret}                      -> 204
 
 A value is never returned, logged or echoed in an error. Only the socket owner and API keys
 reach these routes (a session token's scope is its session: 403 here). See daemon/secrets.py.
@@ -18,7 +18,7 @@ from llmgine_daemon.api.keys import SETTINGS
 from llmgine_daemon.api.util import json_response, read_json
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.protocol import ErrorCode, SecretInfo, SecretList, SecretSet
-from llmgine_daemon.secrets import MAX_SECRETS, MAX_VALUE, NAME, SecretStore
+from llmgine_daemon.secrets import MAX_SECRETS, MAX_VALUE, NAME, VALUE, SecretStore
 
 routes = web.RouteTableDef()
 _STORES: dict[Path, SecretStore] = {}
@@ -30,20 +30,20 @@ def _store(request: web.Request) -> SecretStore:
 
 
 def _name(request: web.Request) -> str:
-    name = request.match_info["name"]
+    name = request.match_info["secret"]
     if not NAME.match(name):
         raise invalid("name", "must be an environment variable's name: A-Z, 0-9 and _, "
                       "not starting with a digit, at most 64 characters")
     return name
 
 
-@routes.put("/api/secrets/{name}")
+@routes.put("/api/secrets/{secret}")
 async def set_secret(request: web.Request) -> web.Response:
-    name = _name(request)
     body = await read_json(request, SecretSet)
-    if not body.value or len(body.value) > MAX_VALUE or not body.value.isprintable():
+    name = _name(request)
+    if not VALUE.match(body.value):
         # The value itself is never part of an error.
-        raise invalid("value", f"must be 1 to {MAX_VALUE} printable characters")
+        raise invalid("value", f"must be 1 to {MAX_VALUE} characters, no control characters")
     store = _store(request)
     if name not in dict(store.names()) and len(store.names()) >= MAX_SECRETS:
         raise ApiError(ErrorCode.LIMIT_REACHED, f"limit reached: at most {MAX_SECRETS} secrets",
@@ -58,7 +58,7 @@ async def list_secrets(request: web.Request) -> web.Response:
     return json_response(SecretList(secrets=items, total=len(items)))
 
 
-@routes.delete("/api/secrets/{name}")
+@routes.delete("/api/secrets/{secret}")
 async def delete_secret(request: web.Request) -> web.Response:
     name = _name(request)
     if not _store(request).delete(name):

@@ -101,7 +101,7 @@ async def test_every_route_with_a_json_body_applies_the_rule(app_client):
     sid = (await create_session(app_client))["session_id"]
     resp = await app_client.post("/api/engines", json={"engine_type": "DummyEngine", "session_id": sid})
     engine_id = (await resp.json())["engine_id"]
-    ids = {"session_id": sid, "engine_id": engine_id, "name": "nope", "command_id": "nope"}
+    ids = {"session_id": sid, "engine_id": engine_id, "name": "nope", "command_id": "nope", "secret": "SOME_KEY"}
     checked = []
     for (method, path), op in OPERATIONS.items():
         if op.request is None or op.stream:

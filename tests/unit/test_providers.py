@@ -219,7 +219,7 @@ async def test_missing_key_fails_before_any_request(kind: str, fake: FakeProvide
                                                     http: aiohttp.ClientSession) -> None:
     error = await fail_with(make(kind, fake, http, api_key=None))
     assert error.code == ErrorCode.PROVIDER_AUTH_FAILED
-    assert f"providers.{kind}.api_key_env" in error.message
+    assert f"providers.{kind}.api_key" in error.message and "llmgine secret set" in error.message
     assert fake.requests == []
 
 
