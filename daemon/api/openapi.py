@@ -8,7 +8,10 @@ Nothing here is written by hand into the document. It is generated from three so
 - ``OPERATIONS`` (api/operations.py): per (method, path) the summary, tag, query/header parameters, request
   model, response models per status and the error codes the operation can return;
 - the protocol's msgspec models, turned into JSON Schema by ``msgspec.json.schema_components``
-  (the same types that decode requests and encode responses, so the schemas cannot drift).
+  (the same types that decode requests and encode responses, so the schemas cannot drift;
+  their validation rules are the annotated types of protocol/grammar.py). Two values are the
+  daemon's own and are filled in per app (``_this_daemon``): the engine types it has, and the
+  largest timeout it accepts (``sandbox.max_timeout``).
 
 Route modules carry no OpenAPI decorators: describing the API is this module's job alone.
 
@@ -36,7 +39,6 @@ from llmgine_daemon.api.operations import (
     TAGS,
     Op,
     Param,
-    apply_rules,
 )
 from llmgine_daemon.protocol import (
     ERROR_STATUS,
@@ -45,6 +47,7 @@ from llmgine_daemon.protocol import (
     ErrorEnvelope,
     ToolList,
 )
+from llmgine_daemon.protocol.grammar import DEFAULT_MAX_TIMEOUT, MAX_TIMEOUT_SETTING
 
 routes = web.RouteTableDef()
 log = logging.getLogger("llmgine.api")
@@ -128,6 +131,26 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
     return operation
 
 
+def _this_daemon(components: dict[str, Any], engine_types: list[str], max_timeout: float) -> None:
+    """This daemon's values in the generated schemas: every ``Timeout`` gets its maximum
+    (protocol.grammar marks it ``x-llmgine-maximum``), ``EngineCreate.engine_type`` its enum."""
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.pop("x-llmgine-maximum", None) == MAX_TIMEOUT_SETTING:
+                node["maximum"] = max_timeout
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(components)
+    engine_type = components.get("EngineCreate", {}).get("properties", {}).get("engine_type")
+    if engine_types and engine_type is not None:
+        engine_type["enum"] = engine_types
+
+
 def route_keys(app: web.Application) -> set[tuple[str, str]]:
     """Every (method, path) the app serves (HEAD is implied by GET)."""
     keys = set()
@@ -152,8 +175,8 @@ def build_document(app: web.Application) -> dict[str, Any]:
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, op)
     _, components = msgspec.json.schema_components(_models(), ref_template="#/components/schemas/{name}")
     bus = app.get(BUS)
-    apply_rules(components, [t.engine_type for t in bus.engines.describe_types()] if bus else [],
-                bus.max_timeout if bus else 3600.0)
+    _this_daemon(components, [t.engine_type for t in bus.engines.describe_types()] if bus else [],
+                 bus.max_timeout if bus else DEFAULT_MAX_TIMEOUT)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -1,13 +1,15 @@
 """The API's operations, described for ``GET /openapi.json`` (api/openapi.py generates the
 document from them, the route table and the protocol's models): per (method, path) the
-summary, tag, parameters, request and response models and error codes; plus the validation
-rules JSON Schema cannot read off the models."""
+summary, tag, parameters, request and response models and error codes. Validation rules are
+not written here: they are the protocol's annotated types (protocol/grammar.py), which the
+request models use and JSON Schema reads."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from aiohttp import web
 from llmgine_daemon.api.apidocs import ASSETS
 from llmgine_daemon.protocol import (
@@ -58,16 +60,18 @@ from llmgine_daemon.protocol import (
     TraceView,
     VacuumResult,
 )
+from llmgine_daemon.protocol.grammar import (
+    EVENT_TYPE_FILTER_PATTERN,
+    HANDLER_PATH_TYPE_PATTERN,
+    TRACE_ID_PATTERN,
+    Id,
+    ToolName,
+)
 
 routes = web.RouteTableDef()
 
 # -- the building blocks ---------------------------------------------------------------------
 
-# The identifier rule of api/limits.py (path ids and *_id query parameters).
-ID_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._:\-]{0,127}$"
-TYPE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$"  # command and event types
-EVENT_TYPE_FILTER = r"^([A-Za-z_][A-Za-z0-9_.:\-]{0,127}|[A-Za-z0-9_.:\-]{0,127}\*)$"
-TOOL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 MAX_INT = 2**63 - 1  # SQLite's INTEGER
 
 
@@ -103,7 +107,8 @@ def _enum(*values: str) -> dict[str, Any]:
     return {"type": "string", "enum": list(values)}
 
 
-ID = {"type": "string", "pattern": ID_PATTERN, "maxLength": 128}
+# The identifier rule (protocol.grammar.Id) of path ids and *_id query parameters.
+ID = msgspec.json.schema(Id)
 
 
 def _list_of(values: tuple[str, ...]) -> str:
@@ -133,10 +138,10 @@ PATH_SCHEMAS: dict[str, tuple[dict[str, Any], str]] = {
     "engine_id": (ID, "an engine id"),
     "handler_id": (ID, "a handler id"),
     "key_id": (ID, "an API key id (12 hex digits)"),
-    "name": ({"type": "string", "pattern": TOOL_NAME_PATTERN}, "a tool name"),
-    "type": ({"type": "string", "pattern": r"^(\*|(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._:\-]{0,127})$"},
+    "name": (msgspec.json.schema(ToolName), "a tool name"),
+    "type": ({"type": "string", "pattern": HANDLER_PATH_TYPE_PATTERN},
              "a command type or event type (`*`: the every-event handler)"),
-    "trace_id": ({"type": "string", "pattern": r"^[0-9a-fA-F]{32}$"}, "32 hex digits"),
+    "trace_id": ({"type": "string", "pattern": TRACE_ID_PATTERN}, "32 hex digits"),
     "asset": ({"type": "string", "enum": sorted(ASSETS)}, "a vendored file"),
 }
 
@@ -318,7 +323,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/api/sessions/{session_id}/events"): Op(
         "List events", "events", {200: EventList},
         params=(LIMIT, OFFSET,
-                Param("event_type", {"type": "string", "pattern": EVENT_TYPE_FILTER},
+                Param("event_type", {"type": "string", "pattern": EVENT_TYPE_FILTER_PATTERN},
                       "an exact type or a `Prefix*`"),
                 Param("after", _int(), "only events with a greater seq (a cursor: pass `next_after`)"),
                 Param("since", TIME), Param("until", TIME),
@@ -458,49 +463,3 @@ Over TCP every endpoint but `/api/health` (and the HTML of `/docs` and `/redoc`)
 **Waiting.** Commands and engine executions answer 202 at once unless asked to wait:
 `?wait=N` or `Prefer: wait=N` (N ≤ 300) holds the answer until the work finished (200).
 """
-
-
-# Rules the daemon checks beyond the models' types (bus/ and api/ validation), added to the
-# generated component schemas so clients and fuzzers know them. (model, field) -> keywords.
-TIMEOUT = {"exclusiveMinimum": 0, "maximum": 3600}
-CODE = {"pattern": r"\S", "maxLength": 256 * 1024}  # Python source: not blank
-FIELD_RULES: dict[tuple[str, str], dict[str, Any]] = {
-    ("CommandCreate", "command_type"): {"pattern": TYPE_PATTERN},
-    ("EventCreate", "event_type"): {"pattern": TYPE_PATTERN},
-    # bus/user_handlers.py: 1 to 128 characters without spaces; no wildcard for commands.
-    ("CommandHandlerCreate", "command_type"): {"pattern": r"^[^\s*]{1,128}$"},
-    ("CommandHandlerCreate", "handler_function"): CODE,
-    ("CommandHandlerCreate", "timeout"): TIMEOUT,
-    ("EventHandlerCreate", "event_type"): {"pattern": r"^\S{1,128}$"},
-    ("EventHandlerCreate", "handler_function"): CODE,
-    ("EventHandlerCreate", "timeout"): TIMEOUT,
-    ("EventHandlerCreate", "priority"): {"minimum": -(2**31), "maximum": 2**31 - 1},
-    ("ToolCreate", "name"): {"pattern": TOOL_NAME_PATTERN},
-    ("ToolCreate", "function_code"): CODE,
-    ("ToolCreate", "timeout"): TIMEOUT,
-    ("ToolExecute", "timeout"): TIMEOUT,
-    ("BatchCreate", "commands"): {"minItems": 1},
-    ("LogCreate", "message"): {"minLength": 1},
-    ("ApiKeyCreate", "name"): {"maxLength": 100},
-    ("ApiKeyCreate", "expires_in"): {"minimum": 1, "maximum": 10 * 366 * 86400},
-    ("ApiKeyCreate", "expires_at"): {"format": "date-time"},
-    ("EngineCreate", "session_id"): {"pattern": ID_PATTERN},
-}
-
-
-def apply_rules(components: dict[str, Any], engine_types: list[str],
-                max_timeout: float = 3600.0) -> None:
-    """``max_timeout``: sandbox.max_timeout, the largest timeout this daemon accepts."""
-    rules = dict(FIELD_RULES)
-    for key, keywords in FIELD_RULES.items():
-        if keywords is TIMEOUT:
-            rules[key] = {**TIMEOUT, "maximum": max_timeout}
-    if engine_types:
-        rules[("EngineCreate", "engine_type")] = {"enum": engine_types}
-    for (model, name), keywords in rules.items():
-        prop = components.get(model, {}).get("properties", {}).get(name)
-        if prop is None:
-            continue
-        # Optional fields are anyOf [T, null]: the rule belongs to the T branch.
-        target = next((b for b in prop.get("anyOf", ()) if b.get("type") != "null"), prop)
-        target.update(keywords)
