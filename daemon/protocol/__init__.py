@@ -2,8 +2,8 @@
 
 Only msgspec and the standard library may be imported here: the CLI imports this package on
 every invocation. One module per area (``base``: error codes, headers, timestamps;
-``grammar``: identifiers and types; ``bus``; ``system``; ``usercode``); import the names from
-the package.
+``grammar``: identifiers and types; ``bus``; ``streams``: the event streams' messages;
+``system``; ``usercode``); import the names from the package.
 
 Conventions:
 - Timestamps are ISO 8601 UTC strings with microseconds and a ``Z`` suffix; they sort as text.
@@ -72,6 +72,21 @@ from llmgine_daemon.protocol.grammar import (  # noqa: F401
     ToolName,
     TypeName,
     valid_id,
+)
+from llmgine_daemon.protocol.streams import (  # noqa: F401
+    ClientFrame,
+    End,
+    EventFrame,
+    Frame,
+    Hello,
+    Lagging,
+    Live,
+    Ping,
+    Pong,
+    ServerFrame,
+    StreamError,
+    Subscribe,
+    Subscribed,
 )
 from llmgine_daemon.protocol.system import (  # noqa: F401
     ApiKeyCreate,
