@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
-from llmgine_daemon.protocol.grammar import KeyLifetime, KeyName, LogMessage, Timestamp
+from llmgine_daemon.protocol.grammar import Id, KeyLifetime, KeyName, LogMessage, Timestamp
 
 # -- system ------------------------------------------------------------------------------
 
@@ -167,7 +167,7 @@ class LogCreate(msgspec.Struct, forbid_unknown_fields=True):
     level: LogLevel = "info"
     metadata: dict[str, Any] = {}
     # Extensions to the spec's body: attach the record to a session / name its logger.
-    session_id: str | None = None
+    session_id: Id | None = None
     logger: str | None = None
 
 

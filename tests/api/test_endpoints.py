@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from llmgine_daemon.api.openapi import OPERATIONS, build_document, route_keys
 from llmgine_daemon.protocol.endpoints import BY_KEY, BY_NAME, ENDPOINTS, Endpoint
 
+from llmgine_cli import hot
 from llmgine_cli.aclient import _Recorder, _Request
 from llmgine_cli.client import Client
 
@@ -120,3 +122,15 @@ def test_client_methods_agree_with_the_table() -> None:
 @pytest.mark.parametrize("endpoint", [e for e in ENDPOINTS if e.request is not None], ids=lambda e: e.name)
 def test_request_models_forbid_unknown_fields(endpoint: Endpoint) -> None:
     assert endpoint.request.__struct_config__.forbid_unknown_fields, endpoint.name
+
+
+def test_the_fast_path_spells_only_table_paths() -> None:
+    """llmgine_cli/hot.py may not import the protocol (start-up time), so it spells its few
+    paths itself: each must be a path of the table."""
+    source = Path(hot.__file__).read_text()
+    spelled = set(re.findall(r'f?"(/api/[^"?]*)"', source))
+    assert spelled, "no paths found in hot.py"
+    templates = [re.sub(r"\{[^}]+\}", "[^/]+", e.path) for e in ENDPOINTS]
+    for path in spelled:
+        concrete = re.sub(r"\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}", "x", path)  # f-string fields -> a value
+        assert any(re.fullmatch(t, concrete) for t in templates), path

@@ -191,6 +191,7 @@ async def test_grammar_is_checked_when_the_body_is_decoded(app_client):
          "Python identifier"),
         (f"/api/sessions/{sid}/tools", {"function_code": "  "}, "function_code", "Python source"),
         (f"/api/sessions/{sid}/tools", {"function_code": "def f(): pass", "timeout": 0}, "timeout", "> 0"),
+        ("/api/observability/logs", {"message": "m", "session_id": "../x"}, "session_id", "not a valid identifier"),
     ]
     for path, body, field, words in cases:
         resp = await app_client.post(path, json=body)
