@@ -18,13 +18,12 @@ import threading
 from pathlib import Path
 
 from llmgine_daemon.protocol import now_iso
+from llmgine_daemon.protocol.grammar import MAX_SECRET, SECRET_NAME_PATTERN, SECRET_VALUE_PATTERN
 from llmgine_daemon.settings import write_private
 
-NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,63}$"
-NAME = re.compile(NAME_PATTERN)
-MAX_VALUE = 16 * 1024
-VALUE_PATTERN = r"^[^\x00-\x1f\x7f]{1,16384}$"  # one line of text, no control characters
-VALUE = re.compile(VALUE_PATTERN)
+NAME = re.compile(SECRET_NAME_PATTERN)
+MAX_VALUE = MAX_SECRET
+VALUE = re.compile(SECRET_VALUE_PATTERN)  # one line of text, no control characters
 MAX_SECRETS = 100
 
 

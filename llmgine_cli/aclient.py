@@ -53,8 +53,8 @@ class _Recorder:
         return _Request(method, path, type_, query, body, wait, idempotency_key)
 
     def __getattr__(self, name: str) -> Any:
-        # Methods that delegate to another endpoint method (delete_event_handler ->
-        # delete_handlers) record that one's request.
+        # Methods that delegate to another endpoint method (delete_handlers ->
+        # delete_command_handler) record that one's request.
         attr = getattr(Client, name)
         if callable(attr):
             return functools.partial(attr, self)

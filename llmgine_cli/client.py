@@ -10,6 +10,11 @@ more than a whole request/response CLI call, so the CLI never pays for it.
     client.publish(session, "Greeted", name="Ann")              # -> the stored Event
     for event in client.events(session): ...                    # follows, resumes by seq
 
+Each endpoint method names its operation in the protocol's endpoint table
+(``llmgine_daemon.protocol.endpoints``): the HTTP method, the path and the answer's model come
+from there, and the body sent is the operation's request model (``CommandCreate``, ...), never
+a dict built here. tests/api/test_endpoints.py fails when a method and the table disagree.
+
 Where the daemon is: ``target.py`` (re-exported here). ``AsyncClient`` (aclient.py) has every
 method as a coroutine, generated from these.
 
@@ -19,7 +24,7 @@ Exceptions: ``llmgine_cli.errors`` (re-exported here), one class per API error c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from llmgine_daemon.protocol import (
@@ -29,21 +34,30 @@ from llmgine_daemon.protocol import (
     ApiKeyInfo,
     ApiKeyList,
     Batch,
+    BatchCreate,
+    BatchMode,
     Command,
+    CommandCreate,
+    CommandHandlerCreate,
     CommandList,
     ConfigView,
     DbStats,
     Engine,
+    EngineCreate,
+    EngineExecute,
     EngineList,
     EngineMessageList,
     EngineReset,
     EngineTypeList,
     Event,
+    EventCreate,
+    EventHandlerCreate,
     EventList,
     Handler,
     HandlerList,
     Health,
     LogCreate,
+    LogLevel,
     LogList,
     LogRecord,
     MetricsSnapshot,
@@ -57,12 +71,15 @@ from llmgine_daemon.protocol import (
     ShutdownAccepted,
     Status,
     Tool,
+    ToolCreate,
+    ToolExecute,
     ToolList,
     ToolResult,
     TraceList,
     TraceView,
     VacuumResult,
 )
+from llmgine_daemon.protocol.endpoints import BY_NAME as ENDPOINTS
 
 from llmgine_cli.errors import (  # noqa: F401  (re-exported: the client's public names)
     ApiError,
@@ -99,6 +116,7 @@ T = TypeVar("T")
 LONG_POLL_S = 25.0
 # The daemon's default sandbox.deadline, if its configuration cannot be read.
 SANDBOX_DEADLINE = 30.0
+_TABLE: Any = object()  # Client._op: decode as the endpoint table says
 
 
 # -- the client --------------------------------------------------------------------------
@@ -106,56 +124,66 @@ SANDBOX_DEADLINE = 30.0
 
 class Client(HTTPTransport):
     """One method per endpoint; each returns a protocol model or raises an LlmgineError.
-    Connection, credentials and error decoding are HTTPTransport's (transport.py)."""
+    Connection, credentials and error decoding are HTTPTransport's (transport.py).
+
+    Each method names its endpoint in the protocol's table (protocol/endpoints.py), which
+    gives the HTTP method, the path and the answer's model, and sends the endpoint's request
+    model; tests/api/test_endpoints.py holds every method to the table."""
+
+    def _op(
+        self, name: str, *, path: Mapping[str, str] | None = None, type_: Any = _TABLE, **kwargs: Any
+    ) -> Any:
+        """Call the endpoint ``name`` (its operationId) with ``path``'s values in its path;
+        the answer is decoded as the endpoint's model (or ``type_``)."""
+        endpoint = ENDPOINTS[name]
+        url = endpoint.url(**{k: _seg(v) for k, v in (path or {}).items()})
+        return self._call(endpoint.method, url, endpoint.response if type_ is _TABLE else type_, **kwargs)
 
     # -- system --------------------------------------------------------------------------
 
     def health(self) -> Health:
-        return self._call("GET", "/api/health", Health)
+        return self._op("getHealth")
 
     def status(self) -> Status:
-        return self._call("GET", "/api/status", Status)
+        return self._op("getStatus")
 
     def config(self) -> ConfigView:
-        return self._call("GET", "/api/config", ConfigView)
+        return self._op("getConfig")
 
     def shutdown(self) -> ShutdownAccepted:
-        return self._call("POST", "/api/shutdown", ShutdownAccepted, body={})
+        return self._op("shutdownDaemon")
 
     # -- db ------------------------------------------------------------------------------
 
     def db_stats(self) -> DbStats:
-        return self._call("GET", "/api/db/stats", DbStats)
+        return self._op("getDbStats")
 
     def db_vacuum(self) -> VacuumResult:
-        return self._call("POST", "/api/db/vacuum", VacuumResult, body={})
+        return self._op("vacuumDb")
 
     # -- sessions ------------------------------------------------------------------------
 
     def create_session(
         self, name: str | None = None, metadata: dict[str, Any] | None = None
     ) -> Session:
-        body = SessionCreate(name=name, metadata=metadata or {})
-        return self._call("POST", "/api/sessions", Session, body=body)
+        return self._op("createSession", body=SessionCreate(name=name, metadata=metadata or {}))
 
     def list_sessions(
         self, *, limit: int = 50, offset: int = 0, status: str | None = None
     ) -> SessionList:
-        query = {"limit": limit, "offset": offset, "status": status}
-        return self._call("GET", "/api/sessions", SessionList, query=query)
+        return self._op("listSessions", query={"limit": limit, "offset": offset, "status": status})
 
     def get_session(self, session_id: str) -> Session:
-        return self._call("GET", f"/api/sessions/{_sid(session_id)}", Session)
+        return self._op("getSession", path={"session_id": _id(session_id)})
 
     def delete_session(self, session_id: str, *, purge: bool = False) -> Session | None:
-        path = f"/api/sessions/{_sid(session_id)}"
-        if purge:
-            return self._call("DELETE", path, None, query={"purge": "true"})
-        return self._call("DELETE", path, Session)
+        path = {"session_id": _id(session_id)}
+        if purge:  # 204: no body
+            return self._op("deleteSession", path=path, type_=None, query={"purge": "true"})
+        return self._op("deleteSession", path=path)
 
     def create_session_token(self, session_id: str) -> SessionTokenCreated:
-        return self._call("POST", f"/api/sessions/{_sid(session_id)}/token", SessionTokenCreated,
-                          body={})
+        return self._op("createSessionToken", path={"session_id": _id(session_id)})
 
     # -- auth keys -----------------------------------------------------------------------
 
@@ -164,27 +192,27 @@ class Client(HTTPTransport):
         expires_at: str | None = None,
     ) -> ApiKeyCreated:
         body = ApiKeyCreate(name=name, expires_in=expires_in, expires_at=expires_at)
-        return self._call("POST", "/api/auth/keys", ApiKeyCreated, body=body)
+        return self._op("createApiKey", body=body)
 
     def list_keys(self) -> ApiKeyList:
-        return self._call("GET", "/api/auth/keys", ApiKeyList)
+        return self._op("listApiKeys")
 
     def get_key(self, key_id: str) -> ApiKeyInfo:
-        return self._call("GET", f"/api/auth/keys/{_seg(key_id)}", ApiKeyInfo)
+        return self._op("getApiKey", path={"key_id": key_id})
 
     def revoke_key(self, key_id: str) -> ApiKeyInfo:
-        return self._call("DELETE", f"/api/auth/keys/{_seg(key_id)}", ApiKeyInfo)
+        return self._op("revokeApiKey", path={"key_id": key_id})
 
     # -- secrets (api/secrets.py): values go in, never come back --------------------------------
 
     def set_secret(self, name: str, value: str) -> SecretInfo:
-        return self._call("PUT", f"/api/secrets/{_seg(name)}", SecretInfo, body=SecretSet(value))
+        return self._op("setSecret", path={"secret": name}, body=SecretSet(value))
 
     def list_secrets(self) -> SecretList:
-        return self._call("GET", "/api/secrets", SecretList)
+        return self._op("listSecrets")
 
     def delete_secret(self, name: str) -> None:
-        self._call("DELETE", f"/api/secrets/{_seg(name)}", None)
+        return self._op("deleteSecret", path={"secret": name})
 
     # -- commands (api/commands.py) ---------------------------------------------------------
     # ``wait`` holds the request up to that many seconds for the work to finish; the socket
@@ -194,13 +222,13 @@ class Client(HTTPTransport):
         self, session_id: str, command_type: str, parameters: dict[str, Any],
         metadata: dict[str, Any], *, wait: float = 0, idempotency_key: str | None = None,
     ) -> Command:
-        body = {"command_type": command_type, "parameters": parameters, "metadata": metadata}
-        return self._call("POST", f"/api/sessions/{_sid(session_id)}/commands", Command,
-                          body=body, query=_wait(wait), wait=wait, idempotency_key=idempotency_key)
+        body = CommandCreate(command_type=command_type, parameters=parameters, metadata=metadata)
+        return self._op("executeCommand", path={"session_id": _id(session_id)}, body=body,
+                        query=_wait(wait), wait=wait, idempotency_key=idempotency_key)
 
     def get_command(self, session_id: str, command_id: str, *, wait: float = 0) -> Command:
-        return self._call("GET", f"/api/sessions/{_sid(session_id)}/commands/{_seg(command_id)}",
-                          Command, query=_wait(wait), wait=wait)
+        return self._op("getCommand", path={"session_id": _id(session_id), "command_id": command_id},
+                        query=_wait(wait), wait=wait)
 
     def list_commands(
         self, session_id: str, *, status: str | None = None, command_type: str | None = None,
@@ -208,31 +236,35 @@ class Client(HTTPTransport):
     ) -> CommandList:
         query = {"status": status, "command_type": command_type, "batch_id": batch_id,
                  "limit": limit, "offset": offset}
-        return self._call("GET", f"/api/sessions/{_sid(session_id)}/commands", CommandList, query=query)
+        return self._op("listCommands", path={"session_id": _id(session_id)}, query=query)
 
     def cancel_command(self, session_id: str, command_id: str) -> Command:
-        path = f"/api/sessions/{_sid(session_id)}/commands/{_seg(command_id)}/cancel"
-        return self._call("POST", path, Command, body={})
+        return self._op("cancelCommand", path={"session_id": _id(session_id), "command_id": command_id})
 
     def submit_batch(
-        self, session_id: str, commands: list[dict[str, Any]], *, mode: str = "parallel",
-        stop_on_error: bool = False, wait: float = 0, idempotency_key: str | None = None,
+        self, session_id: str, commands: Sequence[CommandCreate | Mapping[str, Any]], *,
+        mode: BatchMode = "parallel", stop_on_error: bool = False, wait: float = 0,
+        idempotency_key: str | None = None,
     ) -> Batch:
-        body = {"commands": commands, "mode": mode, "stop_on_error": stop_on_error}
-        return self._call("POST", f"/api/sessions/{_sid(session_id)}/commands/batch", Batch,
-                          body=body, query=_wait(wait), wait=wait, idempotency_key=idempotency_key)
+        """``commands``: CommandCreate models, or {command_type, parameters, metadata} as read
+        from a file. Those are sent as given: the daemon checks every member and names the
+        bad one (``details.index``), which a check here could not do better."""
+        body = BatchCreate(commands=list(commands), mode=mode,  # type: ignore[arg-type]
+                           stop_on_error=stop_on_error)
+        return self._op("executeBatch", path={"session_id": _id(session_id)}, body=body,
+                        query=_wait(wait), wait=wait, idempotency_key=idempotency_key)
 
     def get_batch(self, session_id: str, batch_id: str, *, wait: float = 0) -> Batch:
-        return self._call("GET", f"/api/sessions/{_sid(session_id)}/batches/{_seg(batch_id)}",
-                          Batch, query=_wait(wait), wait=wait)
+        return self._op("getBatch", path={"session_id": _id(session_id), "batch_id": batch_id},
+                        query=_wait(wait), wait=wait)
 
     # -- events (api/events.py) --------------------------------------------------------------
 
     def publish_event(
         self, session_id: str, event_type: str, data: dict[str, Any], metadata: dict[str, Any]
     ) -> Event:
-        body = {"event_type": event_type, "data": data, "metadata": metadata}
-        return self._call("POST", f"/api/sessions/{_sid(session_id)}/events", Event, body=body)
+        body = EventCreate(event_type=event_type, data=data, metadata=metadata)
+        return self._op("publishEvent", path={"session_id": _id(session_id)}, body=body)
 
     def list_events(
         self, session_id: str, *, event_type: str | None = None, after: int | None = None,
@@ -241,45 +273,45 @@ class Client(HTTPTransport):
     ) -> EventList:
         query = {"event_type": event_type, "after": after, "since": since, "until": until,
                  "source": source, "limit": limit, "offset": offset}
-        return self._call("GET", f"/api/sessions/{_sid(session_id)}/events", EventList, query=query)
+        return self._op("listEvents", path={"session_id": _id(session_id)}, query=query)
 
     def get_event(self, session_id: str, event_id: str) -> Event:
-        return self._call("GET", f"/api/sessions/{_sid(session_id)}/events/{_seg(event_id)}", Event)
+        return self._op("getEvent", path={"session_id": _id(session_id), "event_id": event_id})
 
     # -- engines (api/engines.py) ------------------------------------------------------------
 
     def engine_types(self) -> EngineTypeList:
-        return self._call("GET", "/api/engines/types", EngineTypeList)
+        return self._op("listEngineTypes")
 
     def create_engine(
         self, engine_type: str, session_id: str, model_name: str | None, configuration: dict[str, Any]
     ) -> Engine:
-        body = {"engine_type": engine_type, "session_id": session_id, "model_name": model_name,
-                "configuration": configuration}
-        return self._call("POST", "/api/engines", Engine, body=body)
+        body = EngineCreate(engine_type=engine_type, session_id=_id(session_id), model_name=model_name,
+                            configuration=configuration)
+        return self._op("createEngine", body=body)
 
     def list_engines(
         self, *, session_id: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0
     ) -> EngineList:
         query = {"session_id": session_id, "status": status, "limit": limit, "offset": offset}
-        return self._call("GET", "/api/engines", EngineList, query=query)
+        return self._op("listEngines", query=query)
 
     def get_engine(self, engine_id: str) -> Engine:
-        return self._call("GET", f"/api/engines/{_seg(engine_id)}", Engine)
+        return self._op("getEngine", path={"engine_id": engine_id})
 
     def delete_engine(self, engine_id: str) -> Engine:
-        return self._call("DELETE", f"/api/engines/{_seg(engine_id)}", Engine)
+        return self._op("deleteEngine", path={"engine_id": engine_id})
 
     def execute_engine(
         self, engine_id: str, prompt: str, parameters: dict[str, Any], metadata: dict[str, Any],
         *, wait: float = 0,
     ) -> Command:
-        body = {"prompt": prompt, "parameters": parameters, "metadata": metadata}
-        return self._call("POST", f"/api/engines/{_seg(engine_id)}/execute", Command, body=body,
-                          query={"wait": f"{wait:g}"}, wait=wait)
+        body = EngineExecute(prompt=prompt, parameters=parameters, metadata=metadata)
+        return self._op("executeEngine", path={"engine_id": engine_id}, body=body,
+                        query={"wait": f"{wait:g}"}, wait=wait)
 
     def reset_engine(self, engine_id: str) -> EngineReset:
-        return self._call("POST", f"/api/engines/{_seg(engine_id)}/reset", EngineReset)
+        return self._op("resetEngine", path={"engine_id": engine_id})
 
     # -- tools (api/tools.py) ----------------------------------------------------------------
 
@@ -290,18 +322,16 @@ class Client(HTTPTransport):
         replace: bool = False,
     ) -> Tool:
         """``function_code``: Python source, or a function (its source is sent)."""
-        session_id = _sid(session_id)
-        body = {k: v for k, v in {"name": name, "description": description, "parameters": parameters,
-                                  "timeout": timeout}.items() if v is not None}
-        body["function_code"] = _source(function_code)
-        return self._call("POST", f"/api/sessions/{_sid(session_id)}/tools", Tool, body=body,
-                          query={"replace": "true" if replace else None})
+        body = ToolCreate(function_code=_source(function_code), name=name, description=description,
+                          parameters=parameters, timeout=timeout)
+        return self._op("registerTool", path={"session_id": _id(session_id)}, body=body,
+                        query={"replace": "true" if replace else None})
 
     def list_tools(self, session_id: str) -> ToolList:
-        return self._call("GET", f"/api/sessions/{_sid(session_id)}/tools", ToolList)
+        return self._op("listTools", path={"session_id": _id(session_id)})
 
     def get_tool(self, session_id: str, name: str) -> Tool:
-        return self._call("GET", f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}", Tool)
+        return self._op("getTool", path={"session_id": _id(session_id), "name": name})
 
     def execute_tool(
         self, session_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None,
@@ -309,12 +339,9 @@ class Client(HTTPTransport):
         """Run a tool; waits as long as the call may run in the sandbox (``timeout``, else the
         tool's own, else the daemon's ``sandbox.deadline``) plus the client's own timeout, so
         a call that overruns comes back as the daemon's TIMEOUT result, not a client timeout."""
-        body: dict[str, Any] = {"arguments": arguments}
-        if timeout is not None:
-            body["timeout"] = timeout
         deadline = timeout if timeout is not None else self.tool_deadline(session_id, name)
-        return self._call("POST", f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}/execute",
-                          ToolResult, body=body, wait=deadline)
+        return self._op("executeTool", path={"session_id": _id(session_id), "name": name},
+                        body=ToolExecute(arguments=arguments, timeout=timeout), wait=deadline)
 
     def tool_deadline(self, session_id: str, name: str) -> float:
         """How long a call of the tool may run in the sandbox: its own timeout, else the
@@ -328,7 +355,7 @@ class Client(HTTPTransport):
         return SANDBOX_DEADLINE
 
     def delete_tool(self, session_id: str, name: str) -> None:
-        self._call("DELETE", f"/api/sessions/{_sid(session_id)}/tools/{_seg(name)}", None)
+        return self._op("deleteTool", path={"session_id": _id(session_id), "name": name})
 
     # -- handlers (api/handlers.py); session_id None = the global scope ----------------------
 
@@ -338,30 +365,32 @@ class Client(HTTPTransport):
     ) -> Handler:
         """The bus's ``register_command_handler(CommandType, handler, session_id)`` over the
         API: a function's source is sent (inspect.getsource) and runs in the sandbox."""
-        body = {"command_type": command_type, "handler_function": _source(handler_function),
-                "timeout": timeout}
-        return self._call("POST", f"{_handlers(session_id)}/commands", Handler, body=body)
+        body = CommandHandlerCreate(command_type=command_type, handler_function=_source(handler_function),
+                                    timeout=timeout)
+        name, path = _scoped("registerCommandHandler", session_id)
+        return self._op(name, path=path, body=body)
 
     def register_event_handler(
         self, session_id: SessionRef | None, event_type: str,
         handler_function: Callable[..., Any] | str, *, priority: int = 100,
         timeout: float | None = None,
     ) -> Handler:
-        body = {"event_type": event_type, "handler_function": _source(handler_function),
-                "priority": priority,
-                "timeout": timeout}
-        return self._call("POST", f"{_handlers(session_id)}/events", Handler, body=body)
+        body = EventHandlerCreate(event_type=event_type, handler_function=_source(handler_function),
+                                  priority=priority, timeout=timeout)
+        name, path = _scoped("registerEventHandler", session_id)
+        return self._op(name, path=path, body=body)
 
     def list_handlers(self, session_id: str | None, *, kind: str | None = None) -> HandlerList:
-        return self._call("GET", _handlers(session_id), HandlerList, query={"kind": kind})
+        name, path = _scoped("listHandlers", session_id)
+        return self._op(name, path=path, query={"kind": kind})
 
     def get_handler(self, session_id: str | None, handler_id: str) -> Handler:
-        return self._call("GET", f"{_handlers(session_id)}/{_seg(handler_id)}", Handler)
+        name, path = _scoped("getHandler", session_id, handler_id=handler_id)
+        return self._op(name, path=path)
 
     def delete_handlers(self, session_id: str | None, kind: str, type_: str) -> None:
         """Remove the scope's handlers of that kind for that type (all event handlers of it)."""
-        plural = {"command": "commands", "event": "events"}[kind]
-        self._call("DELETE", f"{_handlers(session_id)}/{plural}/{_seg(type_)}", None)
+        {"command": self.delete_command_handler, "event": self.delete_event_handler}[kind](session_id, type_)
 
     # -- observability -------------------------------------------------------------------
 
@@ -373,49 +402,50 @@ class Client(HTTPTransport):
         query = {"level": level, "session_id": session_id, "command_id": command_id,
                  "trace_id": trace_id, "since": since, "until": until, "q": q, "after": after,
                  "limit": limit}
-        return self._call("GET", "/api/observability/logs", LogList, query=query)
+        return self._op("listLogs", query=query)
 
     def post_log(
-        self, message: str, *, level: str = "info", metadata: dict[str, Any] | None = None,
+        self, message: str, *, level: LogLevel = "info", metadata: dict[str, Any] | None = None,
         session_id: str | None = None,
     ) -> LogRecord:
-        body = LogCreate(message=message, level=level, metadata=metadata or {},  # type: ignore[arg-type]
-                         session_id=session_id)
-        return self._call("POST", "/api/observability/logs", LogRecord, body=body)
+        body = LogCreate(message=message, level=level, metadata=metadata or {}, session_id=session_id)
+        return self._op("createLog", body=body)
 
     def metrics(self, session_id: str | None = None) -> MetricsSnapshot:
-        return self._call("GET", "/api/observability/metrics", MetricsSnapshot,
-                          query={"session_id": session_id})
+        return self._op("getMetrics", query={"session_id": session_id})
 
     def trace(self, trace_id: str) -> TraceView:
-        return self._call("GET", f"/api/observability/traces/{_seg(trace_id)}", TraceView)
+        return self._op("getTrace", path={"trace_id": trace_id})
 
     def traces(
         self, *, session_id: str | None = None, since: str | None = None,
         status: str | None = None, limit: int = 50,
     ) -> TraceList:
         query = {"session_id": session_id, "since": since, "status": status, "limit": limit}
-        return self._call("GET", "/api/observability/traces", TraceList, query=query)
+        return self._op("listTraces", query=query)
 
     # -- engine conversations (api/engine_memory.py) -------------------------------------
 
     def engine_messages(self, engine_id: str, *, limit: int = 100, offset: int = 0) -> EngineMessageList:
-        return self._call("GET", f"/api/engines/{_seg(engine_id)}/messages", EngineMessageList,
-                          query={"limit": limit, "offset": offset})
+        return self._op("listEngineMessages", path={"engine_id": engine_id},
+                        query={"limit": limit, "offset": offset})
 
     def delete_command_handler(self, session_id: SessionRef | None, command_type: str) -> None:
-        self.delete_handlers(session_id, "command", command_type)
+        name, path = _scoped("deleteCommandHandler", session_id, type=command_type)
+        return self._op(name, path=path)
 
     def delete_event_handler(self, session_id: SessionRef | None, event_type: str) -> None:
-        self.delete_handlers(session_id, "event", event_type)
+        """Every event handler of the type in the scope."""
+        name, path = _scoped("deleteEventHandlers", session_id, type=event_type)
+        return self._op(name, path=path)
 
     # -- the API itself ----------------------------------------------------------------------
 
     def openapi(self) -> dict[str, Any]:
-        return self._call("GET", "/openapi.json", dict)
+        return self._op("getOpenApiDocument")
 
     def prometheus_metrics(self) -> str:
-        return self._call("GET", "/metrics", str)
+        return self._op("getPrometheusMetrics")
 
     # -- the message bus, the way bus.py spelled it --------------------------------------------
 
@@ -467,12 +497,22 @@ def __getattr__(name: str) -> Any:
 SessionRef = Any  # a session id, or anything with a ``session_id`` (Session, Command, ...)
 
 
-def _sid(session: SessionRef) -> str:
-    return _seg(session if isinstance(session, str) else session.session_id)
+def _id(session: SessionRef) -> str:
+    """The session id (as is: the path is %-encoded where it is built, Client._op)."""
+    return session if isinstance(session, str) else session.session_id
 
 
-def _handlers(session: SessionRef | None) -> str:
-    return "/api/handlers" if session is None else f"/api/sessions/{_sid(session)}/handlers"
+_sid = _id
+
+
+def _scoped(name: str, session: SessionRef | None, **path: str) -> tuple[str, dict[str, str]]:
+    """A handler endpoint in a session's scope, or its global twin (``registerGlobal...``),
+    with its path values."""
+    if session is None:
+        for verb in ("register", "list", "get", "delete"):
+            if name.startswith(verb):
+                return f"{verb}Global{name[len(verb):]}", path
+    return name, {"session_id": _id(session), **path}
 
 
 def _source(function: Callable[..., Any] | str) -> str:

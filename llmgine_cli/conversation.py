@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmgine_daemon.protocol import Command, Engine, Event
+from llmgine_daemon.protocol.streams import Hello
 
 from llmgine_cli.client import ApiError, Client
-from llmgine_cli.stream import EventStream, Notice
+from llmgine_cli.stream import EventStream
 
 # What a turn listens to: the command's brackets, the engine's events, the sandbox's tool runs.
 STREAM_TYPES = ("CommandStarted", "CommandResult", "Engine*", "ToolExecuted")
@@ -114,7 +115,7 @@ class Turn:
         items = iter(stream)
         try:
             for item in items:  # the hello: registered, so nothing after it can be missed
-                if isinstance(item, Notice) and item.type == "hello":
+                if isinstance(item, Hello):
                     break
             self.record = client.execute_engine(conv.engine.engine_id, self.prompt, self.parameters, {})
             cid = self.command_id = self.record.command_id

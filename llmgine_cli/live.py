@@ -8,6 +8,7 @@ import datetime as _dt
 from typing import Any
 
 import msgspec
+from llmgine_daemon.protocol.streams import Frame, Hello
 
 from llmgine_cli.context import Environment
 from llmgine_cli.ids import short_id
@@ -79,9 +80,11 @@ class LiveTail:
         self.console.print(line)
         self._live.update(self._footer())
 
-    def notice(self, kind: str, fields: dict[str, Any]) -> None:
-        if kind == "hello":
-            self.state = "replaying" if fields.get("replay") else "live"
+    def notice(self, frame: Frame) -> None:
+        """A stream frame (protocol/streams.py) other than an event."""
+        kind = frame.type
+        if isinstance(frame, Hello):
+            self.state = "replaying" if frame.replay else "live"
         elif kind == "live":
             self.state = "live"
         elif kind == "lagging":

@@ -8,7 +8,7 @@ handling to receive the same events, and importing aiohttp for it costs more tha
 request/response command.
 
     stream = EventStream(client, session_id=None, event_types=("Command*",), since=0)
-    for item in stream:          # protocol.Event, or a Notice (hello, live, lagging, ...)
+    for item in stream:          # protocol.Event, or a stream frame (Hello, Live, Lagging, End, ...)
         ...
 
 Resume: the cursor is the seq of the last event handed out (or the start point the server
@@ -25,11 +25,10 @@ import socket
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 from llmgine_daemon.protocol import Event
+from llmgine_daemon.protocol.streams import End, Frame, Hello, ServerFrame
 
 from llmgine_cli.client import Client, DaemonUnreachable
 from llmgine_cli.transport import error_from_response
@@ -41,15 +40,8 @@ BACKOFF_MAX = 3.0
 CLOSE_NORMAL = 1000
 
 _decode_event = msgspec.json.Decoder(Event).decode
-_decode_any = msgspec.json.Decoder().decode
-
-
-@dataclass
-class Notice:
-    """A control message from the server: hello, live, lagging, end."""
-
-    type: str
-    fields: dict[str, Any] = field(default_factory=dict)
+# The control messages are protocol/streams.py's frames, the daemon's own definition.
+_decode_frame = msgspec.json.Decoder(ServerFrame).decode
 
 
 class _Disconnected(Exception):
@@ -92,7 +84,7 @@ class EventStream:
             query.append(("since", str(self.since)))
         return f"{base}?{urllib.parse.urlencode(query)}" if query else base
 
-    def __iter__(self) -> Iterator[Event | Notice]:
+    def __iter__(self) -> Iterator[Event | Frame]:
         backoff = BACKOFF_START
         lost: str | None = None
         first = True
@@ -116,11 +108,11 @@ class EventStream:
             backoff = BACKOFF_START
             try:
                 for item in self._frames(resp):
-                    if isinstance(item, Notice) and item.type == "end":
-                        if item.fields.get("code") == CLOSE_NORMAL:
+                    if isinstance(item, End):
+                        if item.code == CLOSE_NORMAL:
                             yield item
                             return
-                        raise _Disconnected(str(item.fields.get("reason") or "stream ended"))
+                        raise _Disconnected(item.reason or "stream ended")
                     yield item
                 raise _Disconnected("the daemon closed the connection")
             except (_Disconnected, OSError, http.client.HTTPException) as exc:
@@ -183,7 +175,7 @@ class EventStream:
         self._conn = conn
         return resp
 
-    def _frames(self, resp: http.client.HTTPResponse) -> Iterator[Event | Notice]:
+    def _frames(self, resp: http.client.HTTPResponse) -> Iterator[Event | Frame]:
         fields: dict[str, str] = {}
         data: list[str] = []
         while True:
@@ -209,13 +201,15 @@ class EventStream:
             if item is not None:
                 yield item
 
-    def _item(self, kind: str, payload: str, event_id: str | None) -> Event | Notice | None:
+    def _item(self, kind: str, payload: str, event_id: str | None) -> Event | Frame | None:
         if kind.startswith("stream."):
-            body = _decode_any(payload)
-            notice = Notice(kind[len("stream."):], body if isinstance(body, dict) else {})
-            if notice.type == "hello" and event_id and self.cursor is None:
+            try:
+                frame = _decode_frame(payload)
+            except msgspec.ValidationError:
+                return None  # a message a newer daemon sends that this client does not know
+            if isinstance(frame, Hello) and event_id and self.cursor is None:
                 self.cursor = int(event_id)  # where the server started us: resume from there
-            return notice
+            return frame
         event = _decode_event(payload)
         if self.cursor is not None and event.seq <= self.cursor:
             return None  # never hand out an event twice, whatever the server does

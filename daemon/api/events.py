@@ -3,8 +3,6 @@ filters) and read events."""
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.util import (
@@ -20,11 +18,9 @@ from llmgine_daemon.api.util import (
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.bus.events import PUBLISHER_SOURCES, EventFilter, check_event_type
 from llmgine_daemon.protocol import EVENT_SOURCES, EventCreate, parse_iso, to_iso
+from llmgine_daemon.protocol.grammar import TYPE_PREFIX_RE
 
 routes = web.RouteTableDef()
-
-_PREFIX = re.compile(r"^[A-Za-z0-9_.:\-]{0,127}$")
-
 
 def _time(request: web.Request, name: str) -> str | None:
     raw = request.query.get(name)
@@ -60,7 +56,7 @@ async def list_events(request: web.Request) -> web.Response:
     if event_type:
         if event_type.endswith("*"):
             # A prefix may be any start of a type, including none at all ("*").
-            if not _PREFIX.match(event_type[:-1]):
+            if not TYPE_PREFIX_RE.match(event_type[:-1]):
                 raise invalid("event_type", "a prefix may contain only letters, digits and _ . : -")
         else:
             check_event_type(event_type)

@@ -11,7 +11,8 @@
     tools / session     security.limits.max_tools_per_session   409 LIMIT_REACHED (bus)
     open WebSockets     security.limits.max_websockets          409 LIMIT_REACHED (handshake)
     ... per credential  security.limits.max_websockets_per_credential  409 LIMIT_REACHED
-    path identifiers    [A-Za-z0-9][A-Za-z0-9._:-]*, no "..", <= 128: 422 VALIDATION_ERROR
+    identifiers         protocol.grammar.Id: [A-Za-z0-9_][A-Za-z0-9._:-]*, no "..", <= 128,
+                        in the path and in *_id query parameters: 422 VALIDATION_ERROR
 
 Capacities are the bus's rules, checked inside the creating write (bus/capacity.py), so
 concurrent creations cannot overshoot a maximum.
@@ -20,19 +21,14 @@ concurrent creations cannot overshoot a maximum.
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 import msgspec
 from aiohttp import web
 from llmgine_daemon.api.errors import ApiError
 from llmgine_daemon.bus.errors import invalid
-from llmgine_daemon.protocol import ErrorCode
+from llmgine_daemon.protocol import ErrorCode, valid_id
 from llmgine_daemon.settings import Settings
-
-# A leading "_" is allowed: command and event types may start with one (DELETE of a handler
-# for "_Internal" must be able to name it).
-_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:\-]{0,127}$")
 
 
 def runner_kwargs(settings: Settings) -> dict[str, Any]:
@@ -55,17 +51,14 @@ def runner_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
-def valid_id(value: str) -> bool:
-    return bool(_ID.match(value)) and ".." not in value
-
-
 def _on_handler_route(request: web.Request) -> bool:
     resource = request.match_info.route.resource
     return resource is not None and "/handlers/" in resource.canonical
 
 
 def check_identifiers(request: web.Request) -> None:
-    """Every path parameter and every ``*_id`` query parameter, before any handler sees it."""
+    """Every path parameter and every ``*_id`` query parameter, before any handler sees it:
+    the one place identifiers are checked (route handlers take them as they are)."""
     for name, value in request.match_info.items():
         # A handler type (DELETE .../handlers/events/{type}) is free text like the type it was
         # registered with ("*", "orders/paid"): api/handlers.py checks it the same way.

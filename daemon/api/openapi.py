@@ -1,14 +1,19 @@
 """The API description: ``GET /openapi.json`` (OpenAPI 3.1). The pages that render it,
 ``/docs`` (Swagger UI) and ``/redoc`` (ReDoc), are api/apidocs.py.
 
-Nothing here is written by hand into the document. It is generated from three sources:
+Nothing here is written by hand into the document. It is generated from four sources:
 
-- ``app.router``: which operations exist (a route missing from ``OPERATIONS`` fails the test
-  suite, so a new endpoint cannot ship undocumented);
-- ``OPERATIONS`` (api/operations.py): per (method, path) the summary, tag, query/header parameters, request
-  model, response models per status and the error codes the operation can return;
+- ``app.router``: which operations exist (a route missing from the endpoint table or from
+  ``OPERATIONS`` fails the test suite, so a new endpoint cannot ship undocumented);
+- the protocol's endpoint table (protocol/endpoints.py): per operation its operationId,
+  request model, response models per status and the error codes it can return;
+- ``OPERATIONS`` (api/operations.py): per (method, path) the summary, tag, query/header
+  parameters and description;
 - the protocol's msgspec models, turned into JSON Schema by ``msgspec.json.schema_components``
-  (the same types that decode requests and encode responses, so the schemas cannot drift).
+  (the same types that decode requests and encode responses, so the schemas cannot drift;
+  their validation rules are the annotated types of protocol/grammar.py). Two values are the
+  daemon's own and are filled in per app (``_this_daemon``): the engine types it has, and the
+  largest timeout it accepts (``sandbox.max_timeout``).
 
 Route modules carry no OpenAPI decorators: describing the API is this module's job alone.
 
@@ -36,7 +41,6 @@ from llmgine_daemon.api.operations import (
     TAGS,
     Op,
     Param,
-    apply_rules,
 )
 from llmgine_daemon.protocol import (
     ERROR_STATUS,
@@ -45,6 +49,8 @@ from llmgine_daemon.protocol import (
     ErrorEnvelope,
     ToolList,
 )
+from llmgine_daemon.protocol.endpoints import BY_KEY, ENDPOINTS, Endpoint
+from llmgine_daemon.protocol.grammar import DEFAULT_MAX_TIMEOUT, MAX_TIMEOUT_SETTING
 
 routes = web.RouteTableDef()
 log = logging.getLogger("llmgine.api")
@@ -54,24 +60,29 @@ log = logging.getLogger("llmgine.api")
 _PATH_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 
 
+_PLAIN = {str: {"type": "string"}, dict: {"type": "object"}}
+
+
 def _models() -> list[type]:
     found: dict[str, type] = {"ErrorEnvelope": ErrorEnvelope}
-    for op in OPERATIONS.values():
-        for value in (op.request, *op.responses.values()):
-            if isinstance(value, type):
+    for endpoint in ENDPOINTS:
+        for value in (endpoint.request, *endpoint.responses.values()):
+            if isinstance(value, type) and value not in _PLAIN:
                 found[value.__name__] = value
     found["ToolList"] = ToolList
     return list(found.values())
 
 
 def _schema_of(value: Any) -> dict[str, Any]:
+    if isinstance(value, type) and value in _PLAIN:
+        return dict(_PLAIN[value])
     if isinstance(value, type):
         return {"$ref": f"#/components/schemas/{value.__name__}"}
     return dict(value)
 
 
-def _errors_of(method: str, op: Op) -> dict[int, list[str]]:
-    codes = [*COMMON_ERRORS, *(BODY_ERRORS if method in ("POST", "PUT", "PATCH") else ()), *op.errors]
+def _errors_of(method: str, op: Op, endpoint: Endpoint) -> dict[int, list[str]]:
+    codes = [*COMMON_ERRORS, *(BODY_ERRORS if method in ("POST", "PUT", "PATCH") else ()), *endpoint.errors]
     if op.public:
         codes = [c for c in codes if c != ErrorCode.UNAUTHORIZED]
     by_status: dict[int, list[str]] = {}
@@ -80,7 +91,7 @@ def _errors_of(method: str, op: Op) -> dict[int, list[str]]:
     return by_status
 
 
-def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
+def _operation(method: str, path: str, op: Op, endpoint: Endpoint) -> dict[str, Any]:
     names = _PATH_PARAM.findall(path)
     params = []
     for name in names:
@@ -88,7 +99,8 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
         params.append(Param(name, schema, description, location="path").to_openapi())
     params += [p.to_openapi() for p in op.params]
     responses: dict[str, Any] = {}
-    for status, model in op.responses.items():
+    for status, model in endpoint.responses.items():
+        model = op.schemas.get(status, model)
         if status == 101:
             responses["101"] = {"description": "Switching Protocols (WebSocket)"}
             continue
@@ -102,13 +114,13 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
                 for ctype in ((op.content_type,) if isinstance(op.content_type, str) else op.content_type)
             },
         }
-    for status, codes in sorted(_errors_of(method, op).items()):
+    for status, codes in sorted(_errors_of(method, op, endpoint).items()):
         responses[str(status)] = {
             "description": " | ".join(codes),
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
         }
     operation: dict[str, Any] = {
-        "operationId": f"{method.lower()}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}",
+        "operationId": endpoint.name,
         "summary": op.summary,
         "tags": [op.tag],
         "parameters": params,
@@ -116,16 +128,36 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
     }
     if op.description:
         operation["description"] = op.description
-    if op.request is not None:
+    if endpoint.request is not None:
         operation["requestBody"] = {
-            "required": op.request_required,
-            "content": {"application/json": {"schema": _schema_of(op.request)}},
+            "required": endpoint.request_required,
+            "content": {"application/json": {"schema": _schema_of(endpoint.request)}},
         }
     if op.public:
         operation["security"] = []
     if op.stream:
         operation["x-llmgine-stream"] = True
     return operation
+
+
+def _this_daemon(components: dict[str, Any], engine_types: list[str], max_timeout: float) -> None:
+    """This daemon's values in the generated schemas: every ``Timeout`` gets its maximum
+    (protocol.grammar marks it ``x-llmgine-maximum``), ``EngineCreate.engine_type`` its enum."""
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.pop("x-llmgine-maximum", None) == MAX_TIMEOUT_SETTING:
+                node["maximum"] = max_timeout
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(components)
+    engine_type = components.get("EngineCreate", {}).get("properties", {}).get("engine_type")
+    if engine_types and engine_type is not None:
+        engine_type["enum"] = engine_types
 
 
 def route_keys(app: web.Application) -> set[tuple[str, str]]:
@@ -140,20 +172,23 @@ def route_keys(app: web.Application) -> set[tuple[str, str]]:
 
 
 def build_document(app: web.Application) -> dict[str, Any]:
-    """The OpenAPI document for the routes ``app`` serves, described by ``OPERATIONS``."""
+    """The OpenAPI document for the routes ``app`` serves: what each is from the protocol's
+    endpoint table, described by ``OPERATIONS``."""
     served = route_keys(app)
-    missing = sorted(served - OPERATIONS.keys())
+    missing = sorted(served - OPERATIONS.keys() | served - BY_KEY.keys())
     if missing:
-        # tests/api/test_openapi.py fails on this; a running daemon still serves a document.
-        log.warning("routes missing from api/operations.py OPERATIONS: %s", missing)
+        # tests/api/test_endpoints.py fails on this; a running daemon still serves a document.
+        log.warning("routes missing from protocol/endpoints.py or api/operations.py: %s", missing)
     paths: dict[str, dict[str, Any]] = {}
     for method, path in sorted(served, key=lambda k: (k[1], k[0])):
-        op = OPERATIONS.get((method, path)) or Op("(not described yet)", "system", {200: {}})
-        paths.setdefault(path, {})[method.lower()] = _operation(method, path, op)
+        op = OPERATIONS.get((method, path)) or Op("(not described yet)", "system")
+        endpoint = BY_KEY.get((method, path)) or Endpoint(
+            f"{method.lower()}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}", method, path, {200: dict})
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, op, endpoint)
     _, components = msgspec.json.schema_components(_models(), ref_template="#/components/schemas/{name}")
     bus = app.get(BUS)
-    apply_rules(components, [t.engine_type for t in bus.engines.describe_types()] if bus else [],
-                bus.max_timeout if bus else 3600.0)
+    _this_daemon(components, [t.engine_type for t in bus.engines.describe_types()] if bus else [],
+                 bus.max_timeout if bus else DEFAULT_MAX_TIMEOUT)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,13 +30,22 @@ from llmgine_daemon.api.util import path_id
 from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.streams import (
     CLOSE_GOING_AWAY,
-    End,
-    Notice,
     StreamFilter,
     StreamHub,
     Subscription,
 )
 from llmgine_daemon.protocol import WS_PROTOCOL, ErrorCode, Event, parse_iso
+from llmgine_daemon.protocol.streams import (
+    ClientFrame,
+    End,
+    Frame,
+    Hello,
+    Ping,
+    Pong,
+    StreamError,
+    Subscribe,
+    stream_error,
+)
 
 log = logging.getLogger("llmgine.streams")
 
@@ -61,12 +71,9 @@ CLOSE_TIMEOUT = 3.0
 SHUTDOWN_GRACE = 2.0
 
 _json = msgspec.json.Encoder()
-
-
-class ClientMessage(msgspec.Struct, forbid_unknown_fields=True):
-    type: str
-    event_types: list[str] | None = None
-    sources: list[str] | None = None
+_decode_client_frame = msgspec.json.Decoder(ClientFrame).decode
+# A message whose type is not a ClientFrame's: msgspec names the tag it refused.
+_UNKNOWN_TYPE = re.compile(r"^Invalid value (?P<value>.*) - at `\$\.type`$")
 
 
 # -- lifecycle -----------------------------------------------------------------------------
@@ -165,15 +172,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
         sub.close()
 
 
-def _hello(hub: StreamHub, sub: Subscription) -> dict[str, Any]:
-    return {
-        "type": "hello",
-        "last_seq": hub.head,
-        "since": sub.cursor,
-        "replay": sub.replaying,
-        **sub.filter.describe(),
-        "heartbeat": HEARTBEAT,
-    }
+def _hello(hub: StreamHub, sub: Subscription) -> Hello:
+    return Hello(last_seq=hub.head, since=sub.cursor, replay=sub.replaying,
+                 **sub.filter.describe(), heartbeat=HEARTBEAT)
 
 
 # -- WebSocket -----------------------------------------------------------------------------
@@ -222,7 +223,7 @@ async def _ws_send_loop(ws: web.WebSocketResponse, hub: StreamHub, sub: Subscrip
             if isinstance(item, Event):
                 frames.append(hub.encoded(item, "ws", _ws_event_frame))
             else:
-                frames.append(_ws_frame(_json.encode({"type": item.type, **item.fields})))
+                frames.append(_ws_frame(_json.encode(item)))
         if frames:
             await sink.send(frames)
         if end is not None:
@@ -294,38 +295,35 @@ async def _ws_receiver(ws: web.WebSocketResponse, sub: Subscription) -> None:
             if msg.type == WSMsgType.TEXT:
                 _ws_command(sub, msg.data)
             elif msg.type == WSMsgType.BINARY:
-                sub.send_notice(_error_notice(ErrorCode.VALIDATION_ERROR, "send JSON text messages, not binary"))
+                sub.send_notice(stream_error(ErrorCode.VALIDATION_ERROR, "send JSON text messages, not binary"))
     finally:
         # The peer closed (or vanished): wake the sender so the handler can finish.
-        sub.stop(End(1000, "closed by the client"))
-
-
-def _error_notice(code: str, message: str, details: dict[str, Any] | None = None) -> Notice:
-    return Notice("error", {"error": {"code": code, "message": message, "details": details or {}}})
+        sub.stop(End(code=1000, reason="closed by the client"))
 
 
 def _ws_command(sub: Subscription, text: str) -> None:
-    """Handle one client message; mistakes are answered with an error message, not a close."""
+    """Handle one client message (a protocol ClientFrame); mistakes are answered with an
+    error message, not a close."""
     try:
-        msg = msgspec.json.decode(text, type=ClientMessage)
+        msg = _decode_client_frame(text)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        sub.send_notice(_error_notice(ErrorCode.VALIDATION_ERROR, f"bad message: {exc}"))
+        sub.send_notice(_refused(str(exc)))
         return
-    if msg.type == "ping":
-        sub.send_notice(Notice("pong"))
-    elif msg.type == "subscribe":
+    if isinstance(msg, Ping):
+        sub.send_notice(Pong())
+    elif isinstance(msg, Subscribe):
         try:
             sub.change_filter(sub.filter.with_types(msg.event_types, msg.sources))
         except BusError as exc:
-            sub.send_notice(_error_notice(exc.code, exc.message, exc.details))
-    else:
-        sub.send_notice(
-            _error_notice(
-                ErrorCode.VALIDATION_ERROR,
-                f"unknown message type {msg.type!r}",
-                {"field": "type", "issue": "must be subscribe or ping"},
-            )
-        )
+            sub.send_notice(stream_error(exc.code, exc.message, exc.details))
+
+
+def _refused(issue: str) -> StreamError:
+    unknown = _UNKNOWN_TYPE.match(issue)
+    if unknown:
+        return stream_error(ErrorCode.VALIDATION_ERROR, f"unknown message type {unknown.group('value')}",
+                            {"field": "type", "issue": "must be subscribe or ping"})
+    return stream_error(ErrorCode.VALIDATION_ERROR, f"bad message: {issue}")
 
 
 # -- Server-Sent Events ----------------------------------------------------------------------
@@ -341,11 +339,10 @@ def _sse_event_frame(event: Event) -> bytes:
     return head + _json.encode(event) + b"\n\n"
 
 
-def _sse_frame(hub: StreamHub, item: Event | Notice) -> bytes:
+def _sse_frame(hub: StreamHub, item: Event | Frame) -> bytes:
     if isinstance(item, Event):
         return hub.encoded(item, "sse", _sse_event_frame)
-    data = _json.encode({"type": item.type, **item.fields})
-    return b"event: stream." + item.type.encode() + b"\ndata: " + data + b"\n\n"
+    return b"event: stream." + item.type.encode() + b"\ndata: " + _json.encode(item) + b"\n\n"
 
 
 async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) -> web.StreamResponse:
@@ -381,8 +378,7 @@ async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) ->
             if end is not None:
                 # SSE has no close code: say why it ends (1000 = nothing more will come,
                 # 1001 = the daemon is going away: reconnect with Last-Event-ID).
-                data = _json.encode({"type": "end", "code": end.code, "reason": end.reason})
-                await resp.write(b"event: stream.end\ndata: " + data + b"\n\n")
+                await resp.write(b"event: stream.end\ndata: " + _json.encode(end) + b"\n\n")
                 break
         await resp.write_eof()
     except (ConnectionError, RuntimeError) as exc:

@@ -12,6 +12,7 @@ from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.bus.idempotency import IdempotencyKey
 from llmgine_daemon.protocol import MAX_JSON_DEPTH, ErrorCode
 from llmgine_daemon.protocol.base import json_too_deep
+from llmgine_daemon.protocol.grammar import PATTERN_RULES
 
 T = TypeVar("T")
 H = TypeVar("H")
@@ -26,10 +27,9 @@ _DECODED: web.RequestKey[tuple[type, bool, Any]] = web.RequestKey("decoded_body"
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`")
-# Identifiers that reach SQL parameters or paths: UUIDs and names, nothing exotic.
-# A leading "_" is allowed: command and event types may start with one (DELETE of a handler
-# for "_Internal" must be able to name it).
-_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:\-]{0,127}$")
+_REGEX = re.compile(r"^Expected `str` matching regex '(?P<pattern>.*)'$")
+# msgspec quotes a pattern with its backslashes doubled.
+_RULES = {pattern.replace("\\", "\\\\"): rule for pattern, rule in PATTERN_RULES.items()}
 
 
 # Routes that take Python source (tools, handlers) carry this mark; the guard refuses them to
@@ -72,6 +72,9 @@ def _field_from(message: str) -> tuple[str, str]:
         if found:
             name = found.group("name")
             return (f"{path}.{name}" if path else name), issue
+    regex = _REGEX.match(message)
+    if regex and regex.group("pattern") in _RULES:
+        message = _RULES[regex.group("pattern")]
     return (path or "body"), message
 
 
@@ -162,11 +165,9 @@ def query_choice(request: web.Request, name: str, choices: tuple[str, ...]) -> s
 
 
 def path_id(request: web.Request, name: str) -> str:
-    """A path identifier, validated before it reaches the store (no NUL, ../ or lookalikes)."""
-    value = request.match_info[name]
-    if not _ID.match(value) or ".." in value:
-        raise invalid(name, "not a valid identifier", value=value[:64])
-    return value
+    """A path identifier. Already checked against the grammar's ``Id`` (no NUL, ../ or
+    lookalikes) by the guard's scope middleware (api/limits.py), before any handler runs."""
+    return request.match_info[name]
 
 
 def limit_offset(request: web.Request, default_limit: int = 50) -> tuple[int, int]:

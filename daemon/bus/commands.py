@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from llmgine_daemon.protocol import (
     Event,
     now_iso,
 )
+from llmgine_daemon.protocol.grammar import TYPE_RE, TYPE_RULE
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
@@ -67,7 +67,6 @@ MAX_BATCH = 10_000
 ACTIVE = "status IN ('queued', 'executing')"
 # A batch larger than this is stored off the event loop (Store.write heavy): thousands of rows.
 HEAVY_BATCH = 1000
-_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$")
 
 COMMAND_COLUMNS = (
     "command_id, session_id, command_type, parameters, metadata, priority, timeout, status,"
@@ -110,10 +109,10 @@ class CommandSpec:
 
 def validate(body: CommandCreate, prefix: str = "", **extra: Any) -> CommandSpec:
     """Check what msgspec's types cannot; ``prefix``/``extra`` name a batch member."""
-    if not _TYPE.match(body.command_type):
+    if not TYPE_RE.match(body.command_type):
         raise invalid(
             f"{prefix}command_type",
-            "must start with a letter or _ and contain only letters, digits and _ . : - (at most 128)",
+            TYPE_RULE,
             **extra,
         )
     priority = body.metadata.get("priority", "normal")

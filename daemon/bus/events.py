@@ -10,7 +10,6 @@ cursor, stable while the log grows). ``event_type`` ending in ``*`` is a prefix 
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.observability.context import current_trace_id
 from llmgine_daemon.protocol import Event, EventList, now_iso
+from llmgine_daemon.protocol.grammar import TYPE_RE, TYPE_RULE
 
 if TYPE_CHECKING:
     from llmgine_daemon.store.db import Store
@@ -125,15 +125,13 @@ def row_to_event(row: tuple[Any, ...]) -> Event:
     )
 
 
-_EVENT_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$")
 # Sources a client may claim when publishing; "bus" is reserved for what the daemon emits.
 PUBLISHER_SOURCES = ("api", "engine", "handler")
 
 
 def check_event_type(event_type: str, field: str = "event_type") -> None:
-    if not _EVENT_TYPE.match(event_type):
-        raise invalid(field, "must start with a letter or _ and contain only letters, digits and"
-                      " _ . : - (at most 128)")
+    if not TYPE_RE.match(event_type):
+        raise invalid(field, TYPE_RULE)
 
 
 @dataclass(slots=True)

@@ -31,13 +31,13 @@ import logging
 import sqlite3
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from llmgine_daemon.bus.errors import invalid, not_found
 from llmgine_daemon.bus.events import EVENT_COLUMNS, row_to_event
 from llmgine_daemon.bus.stream_filter import SESSION_ENDED, StreamFilter
 from llmgine_daemon.protocol import Event, to_iso
+from llmgine_daemon.protocol.streams import End, Frame, Lagging, Live, Subscribed
 
 if TYPE_CHECKING:
     import datetime as _dt
@@ -71,23 +71,8 @@ CLOSE_GOING_AWAY = 1001  # the daemon is shutting down: reconnect and resume
 # -- what a subscriber receives ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Notice:
-    """A control message for the client: ``{"type": type, **fields}``."""
-
-    type: str
-    fields: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class End:
-    """The stream is over; ``code`` is the WebSocket close code (1000 or 1001)."""
-
-    code: int
-    reason: str
-
-
-Item: TypeAlias = Event | Notice | End
+# Events, and the protocol's stream frames (protocol/streams.py); an ``End`` is the last.
+Item: TypeAlias = Event | Frame
 
 
 class Subscription:
@@ -111,7 +96,7 @@ class Subscription:
         # Bumped whenever the buffer is dropped: a replay that overlapped a drop cannot hand
         # over to live (events dispatched before the drop may be missing from its snapshot).
         self._epoch = 0
-        self._notices: list[Notice] = []
+        self._notices: list[Frame] = []
         self._new_filter: StreamFilter | None = None
         self._wake = asyncio.Event()
         self.closed = False
@@ -133,7 +118,7 @@ class Subscription:
             if not self.replaying:
                 self.replaying = True
                 self._notices.append(
-                    Notice("lagging", {"after_seq": self.cursor, "head_seq": self.hub.head})
+                    Lagging(after_seq=self.cursor, head_seq=self.hub.head)
                 )
             self._wake.set()
         else:
@@ -154,7 +139,7 @@ class Subscription:
 
     # -- consumer side ---------------------------------------------------------------
 
-    def send_notice(self, notice: Notice) -> None:
+    def send_notice(self, notice: Frame) -> None:
         """Queue a control message, delivered in order with the events (one writer)."""
         self._notices.append(notice)
         self._wake.set()
@@ -177,7 +162,7 @@ class Subscription:
             if self._new_filter is not None:
                 self.filter, self._new_filter = self._new_filter, None
                 self._go_replay()
-                return [Notice("subscribed", {**self.filter.describe(), "after_seq": self.cursor})]
+                return [Subscribed(**self.filter.describe(), after_seq=self.cursor)]
             if self._notices:
                 notices, self._notices = self._notices, []
                 return list(notices)
@@ -197,7 +182,7 @@ class Subscription:
                 ended = self.ended_event
                 if ended is not None and ended.seq > self.cursor:
                     tail.extend(self._deliver([ended]))
-                self._end = End(CLOSE_NORMAL, "session ended")
+                self._end = End(code=CLOSE_NORMAL, reason="session ended")
                 return [*tail, self._end]
             self._wake.clear()
             await self._wake.wait()
@@ -224,7 +209,7 @@ class Subscription:
                 items.extend(self._deliver(tail))
             if not self.ending:
                 # Tells the client its replay (or catch-up) is over: what follows is live.
-                items.append(Notice("live", {"seq": self.cursor}))
+                items.append(Live(seq=self.cursor))
         return items
 
     def _deliver(self, events: list[Event]) -> list[Item]:
@@ -307,7 +292,7 @@ class StreamHub:
 
     def close_all(self, code: int, reason: str) -> None:
         for sub in self.subscriptions():
-            sub._finish(End(code, reason))
+            sub._finish(End(code=code, reason=reason))
 
     async def wait_idle(self, timeout: float) -> None:
         """Wait (up to ``timeout``) until every subscription has been closed by its consumer."""

@@ -9,7 +9,6 @@ a worker and records a ``ToolExecuted`` event in the session.
 from __future__ import annotations
 
 import keyword
-import re
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
@@ -20,13 +19,12 @@ from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.observability import tracing
 from llmgine_daemon.protocol import CallErrorCode, ErrorCode, Tool, ToolResult, now_iso
+from llmgine_daemon.protocol.grammar import MAX_CODE, TOOL_NAME_RE
 from llmgine_daemon.sandbox.pool import CallContext, CallOutcome
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
 
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-MAX_CODE = 256 * 1024
 TOOL_COLUMNS = (
     "session_id, name, description, parameters, timeout, is_async, created_at, function_code"
 )
@@ -41,7 +39,7 @@ def row_to_tool(row: tuple[Any, ...], with_code: bool = False) -> Tool:
 
 
 def check_name(name: str) -> None:
-    if not NAME.match(name) or keyword.iskeyword(name):
+    if not TOOL_NAME_RE.match(name) or keyword.iskeyword(name):
         raise BusError(ErrorCode.VALIDATION_ERROR, f"invalid tool name {name[:80]!r}",
                        {"field": "name", "issue": "must be a Python identifier of at most 64 "
                         "characters"})

@@ -1,12 +1,14 @@
 """Wire models and error codes: the one definition, shared by the daemon and the client.
 
 Only msgspec and the standard library may be imported here: the CLI imports this package on
-every invocation. One module per area (``base``: error codes, headers, timestamps; ``bus``;
+every invocation. One module per area (``base``: error codes, headers, timestamps;
+``grammar``: identifiers and types; ``bus``; ``streams``: the event streams' messages;
 ``system``; ``usercode``); import the names from the package.
 
 Conventions:
 - Timestamps are ISO 8601 UTC strings with microseconds and a ``Z`` suffix; they sort as text.
-- Identifiers are UUID strings (version 7: time-ordered, see bus/codec.py).
+- Identifiers are UUID strings (version 7: time-ordered, see bus/codec.py); what any id or
+  type may look like is ``grammar`` (annotated types, used by the request models).
 - Request models use ``forbid_unknown_fields`` so a typo in a field name is a VALIDATION_ERROR,
   not a silently ignored value.
 """
@@ -59,6 +61,32 @@ from llmgine_daemon.protocol.bus import (  # noqa: F401
     SessionCreate,
     SessionList,
     SessionStatus,
+)
+from llmgine_daemon.protocol.grammar import (  # noqa: F401
+    ID_PATTERN,
+    TOOL_NAME_PATTERN,
+    TYPE_PATTERN,
+    Id,
+    SourceCode,
+    Timeout,
+    ToolName,
+    TypeName,
+    valid_id,
+)
+from llmgine_daemon.protocol.streams import (  # noqa: F401
+    ClientFrame,
+    End,
+    EventFrame,
+    Frame,
+    Hello,
+    Lagging,
+    Live,
+    Ping,
+    Pong,
+    ServerFrame,
+    StreamError,
+    Subscribe,
+    Subscribed,
 )
 from llmgine_daemon.protocol.system import (  # noqa: F401
     ApiKeyCreate,

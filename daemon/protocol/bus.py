@@ -3,10 +3,11 @@ conversations."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from llmgine_daemon.protocol.base import ErrorBody
+from llmgine_daemon.protocol.grammar import Id, TypeName
 
 # -- sessions ----------------------------------------------------------------------------
 
@@ -62,7 +63,7 @@ class Event(msgspec.Struct):
 
 
 class EventCreate(msgspec.Struct, forbid_unknown_fields=True):
-    event_type: str
+    event_type: TypeName
     data: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
 
@@ -92,7 +93,7 @@ PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
 
 
 class CommandCreate(msgspec.Struct, forbid_unknown_fields=True):
-    command_type: str
+    command_type: TypeName
     parameters: dict[str, Any] = {}
     # Open for the caller's own keys; ``priority`` (high|normal|low) and ``timeout`` (seconds)
     # are checked by the API.
@@ -130,7 +131,7 @@ BatchMode = Literal["parallel", "sequential"]
 
 
 class BatchCreate(msgspec.Struct, forbid_unknown_fields=True):
-    commands: list[CommandCreate]
+    commands: Annotated[list[CommandCreate], msgspec.Meta(min_length=1)]
     mode: BatchMode = "parallel"
     stop_on_error: bool = False
 
@@ -150,7 +151,7 @@ class Batch(msgspec.Struct):
 
 class EngineCreate(msgspec.Struct, forbid_unknown_fields=True):
     engine_type: str
-    session_id: str
+    session_id: Id
     model_name: str | None = None
     configuration: dict[str, Any] = {}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
+from llmgine_daemon.protocol.grammar import Id, KeyLifetime, KeyName, LogMessage, SecretValue, Timestamp
 
 # -- system ------------------------------------------------------------------------------
 
@@ -99,10 +100,10 @@ KeyState = Literal["active", "expired", "revoked"]
 
 
 class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: str | None = None
+    name: KeyName | None = None
     # Seconds from now, or an absolute ISO 8601 time; at most one of them.
-    expires_in: int | None = None
-    expires_at: str | None = None
+    expires_in: KeyLifetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class ApiKeyInfo(msgspec.Struct):
@@ -162,11 +163,11 @@ class LogRecord(msgspec.Struct):
 
 
 class LogCreate(msgspec.Struct, forbid_unknown_fields=True):
-    message: str
+    message: LogMessage
     level: LogLevel = "info"
     metadata: dict[str, Any] = {}
     # Extensions to the spec's body: attach the record to a session / name its logger.
-    session_id: str | None = None
+    session_id: Id | None = None
     logger: str | None = None
 
 
@@ -247,7 +248,7 @@ class TraceList(msgspec.Struct):
 
 
 class SecretSet(msgspec.Struct, forbid_unknown_fields=True):
-    value: str
+    value: SecretValue
 
 
 class SecretInfo(msgspec.Struct):

@@ -5,19 +5,27 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
+from llmgine_daemon.protocol.grammar import (
+    CommandHandlerType,
+    EventHandlerType,
+    HandlerPriority,
+    SourceCode,
+    Timeout,
+    ToolName,
+)
 
 # -- tools (spec section 5) ---------------------------------------------------------------
 
 
 class ToolCreate(msgspec.Struct, forbid_unknown_fields=True):
-    function_code: str
+    function_code: SourceCode
     # default: the last function the code defines (found by the sandbox, never by the daemon)
-    name: str | None = None
+    name: ToolName | None = None
     description: str | None = None  # default: the docstring's first paragraph
     # {param: {type, description}} as in the spec, or a full JSON Schema; default: derived
     # from the signature's type hints and the docstring.
     parameters: dict[str, Any] | None = None
-    timeout: float | None = None  # seconds; default sandbox.deadline
+    timeout: Timeout | None = None  # seconds; default sandbox.deadline
 
 
 class Tool(msgspec.Struct):
@@ -38,7 +46,7 @@ class ToolList(msgspec.Struct):
 
 class ToolExecute(msgspec.Struct, forbid_unknown_fields=True):
     arguments: dict[str, Any] = {}
-    timeout: float | None = None
+    timeout: Timeout | None = None
 
 
 class ToolResult(msgspec.Struct):
@@ -58,16 +66,16 @@ HandlerKind = Literal["command", "event"]
 
 
 class CommandHandlerCreate(msgspec.Struct, forbid_unknown_fields=True):
-    command_type: str
-    handler_function: str
-    timeout: float | None = None
+    command_type: CommandHandlerType
+    handler_function: SourceCode
+    timeout: Timeout | None = None
 
 
 class EventHandlerCreate(msgspec.Struct, forbid_unknown_fields=True):
-    event_type: str  # or "*" for every event
-    handler_function: str
-    priority: int = 100  # lower runs first
-    timeout: float | None = None
+    event_type: EventHandlerType  # or "*" for every event
+    handler_function: SourceCode
+    priority: HandlerPriority = 100  # lower runs first
+    timeout: Timeout | None = None
 
 
 class Handler(msgspec.Struct):

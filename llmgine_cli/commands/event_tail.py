@@ -87,7 +87,7 @@ def tail(
     if fmt == "plain" and output is None:
         fmt = "jsonl"  # piped by default: machine-readable lines
     from llmgine_cli.live import event_line  # only when tailing: off the start-up path
-    from llmgine_cli.stream import EventStream, Notice
+    from llmgine_cli.stream import EventStream
 
     stream = EventStream(
         app_ctx.client(), session, event_types=event_type or (), sources=source or (),
@@ -103,8 +103,8 @@ def tail(
                 for item in stream:
                     if isinstance(item, Event):
                         view.add(item)
-                    elif isinstance(item, Notice):
-                        view.notice(item.type, item.fields)
+                    else:
+                        view.notice(item)
         else:
             for item in stream:
                 if not isinstance(item, Event):
@@ -133,15 +133,17 @@ def follow_command(
     env = app_ctx.env
     fmt = resolve_format(env, output)
     client = app_ctx.client()
+    from llmgine_daemon.protocol.streams import Hello
+
     from llmgine_cli.live import event_line
-    from llmgine_cli.stream import EventStream, Notice
+    from llmgine_cli.stream import EventStream
 
     stream = EventStream(client, session_id,
                          on_status=lambda text: env.err(f"llmgine: {text}"))
     items = iter(stream)
     try:
         for item in items:  # the hello: the stream is registered
-            if isinstance(item, Notice) and item.type == "hello":
+            if isinstance(item, Hello):
                 break
         record = submit()
         inside = False

@@ -162,3 +162,39 @@ async def test_handler_types_in_the_path_are_checked_like_registered_types(app_c
         resp = await app_client.delete(URL(f"{base}/{bad}", encoded=True))
         assert resp.status == 422, bad
         assert_envelope(await resp.json(), "VALIDATION_ERROR")
+
+
+async def test_one_identifier_rule_everywhere(app_client):
+    """protocol.grammar.Id is the rule of every path id and *_id query parameter; a leading
+    "_" is allowed everywhere (the observability queries once refused it), "-" is not."""
+    for path in ("/api/sessions/_x", "/api/engines/_x", "/api/auth/keys/_x"):
+        assert (await app_client.get(path)).status == 404, path
+    for path in ("/api/observability/logs", "/api/observability/traces", "/api/engines"):
+        resp = await app_client.get(path, params={"session_id": "_x"})
+        assert resp.status == 200, path
+        resp = await app_client.get(path, params={"session_id": "-x"})
+        assert resp.status == 422, path
+        assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "session_id"
+
+
+async def test_grammar_is_checked_when_the_body_is_decoded(app_client):
+    """The request models' annotated types refuse a bad type or name with the rule in words."""
+    sid = (await create_session(app_client))["session_id"]
+    cases = [
+        (f"/api/sessions/{sid}/commands", {"command_type": "1x"}, "command_type", "must start with a letter"),
+        (f"/api/sessions/{sid}/events", {"event_type": "a b"}, "event_type", "must start with a letter"),
+        (f"/api/sessions/{sid}/commands/batch", {"commands": [{"command_type": "ok"}, {"command_type": "-"}]},
+         "commands[1].command_type", "must start with a letter"),
+        ("/api/engines", {"engine_type": "DummyEngine", "session_id": "../x"}, "session_id",
+         "not a valid identifier"),
+        (f"/api/sessions/{sid}/tools", {"function_code": "def f(): pass", "name": "1f"}, "name",
+         "Python identifier"),
+        (f"/api/sessions/{sid}/tools", {"function_code": "  "}, "function_code", "Python source"),
+        (f"/api/sessions/{sid}/tools", {"function_code": "def f(): pass", "timeout": 0}, "timeout", "> 0"),
+        ("/api/observability/logs", {"message": "m", "session_id": "../x"}, "session_id", "not a valid identifier"),
+    ]
+    for path, body, field, words in cases:
+        resp = await app_client.post(path, json=body)
+        assert resp.status == 422, (path, body)
+        details = assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]
+        assert details["field"] == field and words in details["issue"], (body, details)

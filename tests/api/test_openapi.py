@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from llmgine_daemon.api.apidocs import ASSETS
 from llmgine_daemon.api.openapi import OPERATIONS, build_document, route_keys
-from llmgine_daemon.protocol import ERROR_STATUS
+from llmgine_daemon.protocol import ERROR_STATUS, ID_PATTERN, TOOL_NAME_PATTERN, TYPE_PATTERN
 from openapi_spec_validator import validate
 
 from tests.conftest import assert_envelope
@@ -67,6 +67,27 @@ async def test_protocol_rules_reach_the_schemas(app_client: TestClient) -> None:
     assert "DummyEngine" in engine_type["enum"]
     assert schemas["BatchCreate"]["properties"]["commands"]["minItems"] == 1
     assert schemas["CommandCreate"]["additionalProperties"] is False
+
+
+async def test_grammar_reaches_the_schemas(
+    make_client: Callable[..., Awaitable[TestClient]],
+) -> None:
+    """The request models' annotated types are the document's rules; the timeout maximum is
+    this daemon's sandbox.max_timeout."""
+    client = await make_client(LLMGINE_SANDBOX_MAX_TIMEOUT="42")
+    doc = await (await client.get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    assert schemas["CommandCreate"]["properties"]["command_type"]["pattern"] == TYPE_PATTERN
+    assert schemas["EventCreate"]["properties"]["event_type"]["pattern"] == TYPE_PATTERN
+    assert schemas["EngineCreate"]["properties"]["session_id"]["pattern"] == ID_PATTERN
+    tool_name = schemas["ToolCreate"]["properties"]["name"]["anyOf"][0]
+    assert tool_name["pattern"] == TOOL_NAME_PATTERN and tool_name["maxLength"] == 64
+    for model in ("ToolCreate", "ToolExecute", "CommandHandlerCreate", "EventHandlerCreate"):
+        timeout = schemas[model]["properties"]["timeout"]["anyOf"][0]
+        assert timeout["maximum"] == 42 and timeout["exclusiveMinimum"] == 0, model
+    assert "x-llmgine-maximum" not in str(doc)
+    path_id = doc["paths"]["/api/sessions/{session_id}"]["get"]["parameters"][0]["schema"]
+    assert path_id["pattern"] == ID_PATTERN and path_id["maxLength"] == 128
 
 
 async def test_docs_pages_and_assets(make_client: Callable[..., Awaitable[TestClient]]) -> None:

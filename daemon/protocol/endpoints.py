@@ -1,0 +1,256 @@
+"""The endpoint table: every operation of the API, once.
+
+Per operation: its name (the OpenAPI ``operationId``: resource and verb, ``createSession``),
+method, path, response model per status, request model, the error codes it may answer
+beyond the ones every operation may (api/operations.py COMMON_ERRORS), and the ``Client``
+method that calls it (llmgine_cli/client.py).
+
+Who reads it: the OpenAPI document (api/openapi.py, with api/operations.py's prose and
+parameters), the ``Client`` (each method names its endpoint: the path, the method and the
+models come from here), and tests/api/test_endpoints.py, which fails when a route, an
+operation of the document and a client method disagree. The route handlers keep their
+aiohttp decorators (some paths carry a regex there, `{command_id:(?!batch$)...}`); the test
+holds them to this table.
+
+A response of ``str``/``dict`` is a body that is not a protocol model (HTML, Prometheus text,
+this document); ``None`` is no body (204; 101 for a WebSocket upgrade).
+
+Only msgspec and the standard library may be imported here (see the package docstring).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmgine_daemon.protocol.base import ErrorCode as E
+from llmgine_daemon.protocol.bus import (
+    Batch,
+    BatchCreate,
+    Command,
+    CommandCreate,
+    CommandList,
+    Engine,
+    EngineCreate,
+    EngineExecute,
+    EngineList,
+    EngineMessageList,
+    EngineReset,
+    EngineTypeList,
+    Event,
+    EventCreate,
+    EventList,
+    Session,
+    SessionCreate,
+    SessionList,
+)
+from llmgine_daemon.protocol.system import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyInfo,
+    ApiKeyList,
+    ConfigView,
+    DbStats,
+    Health,
+    LogCreate,
+    LogList,
+    LogRecord,
+    MetricsSnapshot,
+    SecretInfo,
+    SecretList,
+    SecretSet,
+    SessionTokenCreated,
+    ShutdownAccepted,
+    Status,
+    TraceList,
+    TraceView,
+    VacuumResult,
+)
+from llmgine_daemon.protocol.usercode import (
+    CommandHandlerCreate,
+    EventHandlerCreate,
+    Handler,
+    HandlerList,
+    Tool,
+    ToolCreate,
+    ToolExecute,
+    ToolList,
+    ToolResult,
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # the operationId
+    method: str
+    path: str  # with {placeholders}, as the document shows it
+    responses: Mapping[int, Any]  # status -> protocol model, str, dict, or None (no body)
+    request: type | None = None
+    request_required: bool = True
+    errors: tuple[str, ...] = ()
+    client: str | None = None  # the Client method (None: not a JSON call, or EventStream's)
+    params: tuple[str, ...] = field(init=False, default=())  # the path's placeholders
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", tuple(
+            part[1:-1] for part in self.path.split("/") if part.startswith("{")))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.method, self.path
+
+    @property
+    def response(self) -> Any:
+        """The model of the success answer (the first 2xx that has a body)."""
+        for status, model in sorted(self.responses.items()):
+            if 200 <= status < 300 and model is not None:
+                return model
+        return None
+
+    def url(self, **params: str) -> str:
+        """The path with its placeholders filled (each value already %-encoded)."""
+        return self.path.format(**params)
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    # -- system ------------------------------------------------------------------------------
+    Endpoint("getHealth", "GET", "/api/health", {200: Health}, client="health"),
+    Endpoint("getStatus", "GET", "/api/status", {200: Status}, client="status"),
+    Endpoint("getConfig", "GET", "/api/config", {200: ConfigView}, client="config"),
+    Endpoint("shutdownDaemon", "POST", "/api/shutdown", {202: ShutdownAccepted}, client="shutdown"),
+    Endpoint("getOpenApiDocument", "GET", "/openapi.json", {200: dict}, client="openapi"),
+    Endpoint("getSwaggerUi", "GET", "/docs", {200: str}),
+    Endpoint("getRedoc", "GET", "/redoc", {200: str}),
+    Endpoint("getDocsAsset", "GET", "/docs/static/{asset}", {200: str}, errors=(E.NOT_FOUND,)),
+    # -- sessions ----------------------------------------------------------------------------
+    Endpoint("createSession", "POST", "/api/sessions", {201: Session}, SessionCreate, request_required=False,
+             errors=(E.LIMIT_REACHED,), client="create_session"),
+    Endpoint("listSessions", "GET", "/api/sessions", {200: SessionList}, client="list_sessions"),
+    Endpoint("getSession", "GET", "/api/sessions/{session_id}", {200: Session},
+             errors=(E.SESSION_NOT_FOUND,), client="get_session"),
+    Endpoint("deleteSession", "DELETE", "/api/sessions/{session_id}", {200: Session, 204: None},
+             errors=(E.SESSION_NOT_FOUND,), client="delete_session"),
+    # -- auth --------------------------------------------------------------------------------
+    Endpoint("createSessionToken", "POST", "/api/sessions/{session_id}/token", {201: SessionTokenCreated},
+             errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.LIMIT_REACHED), client="create_session_token"),
+    # -- commands ----------------------------------------------------------------------------
+    Endpoint("executeCommand", "POST", "/api/sessions/{session_id}/commands", {200: Command, 202: Command},
+             CommandCreate,
+             errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.HANDLER_NOT_FOUND, E.IDEMPOTENCY_KEY_REUSED),
+             client="submit_command"),
+    Endpoint("listCommands", "GET", "/api/sessions/{session_id}/commands", {200: CommandList},
+             errors=(E.SESSION_NOT_FOUND,), client="list_commands"),
+    Endpoint("getCommand", "GET", "/api/sessions/{session_id}/commands/{command_id}", {200: Command},
+             errors=(E.SESSION_NOT_FOUND, E.COMMAND_NOT_FOUND), client="get_command"),
+    Endpoint("cancelCommand", "POST", "/api/sessions/{session_id}/commands/{command_id}/cancel",
+             {200: Command}, errors=(E.SESSION_NOT_FOUND, E.COMMAND_NOT_FOUND, E.CONFLICT),
+             client="cancel_command"),
+    Endpoint("executeBatch", "POST", "/api/sessions/{session_id}/commands/batch", {200: Batch, 202: Batch},
+             BatchCreate,
+             errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.HANDLER_NOT_FOUND, E.IDEMPOTENCY_KEY_REUSED),
+             client="submit_batch"),
+    Endpoint("getBatch", "GET", "/api/sessions/{session_id}/batches/{batch_id}", {200: Batch},
+             errors=(E.SESSION_NOT_FOUND, E.COMMAND_NOT_FOUND, E.NOT_FOUND), client="get_batch"),
+    # -- events ------------------------------------------------------------------------------
+    Endpoint("publishEvent", "POST", "/api/sessions/{session_id}/events", {201: Event}, EventCreate,
+             errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.IDEMPOTENCY_KEY_REUSED),
+             client="publish_event"),
+    Endpoint("listEvents", "GET", "/api/sessions/{session_id}/events", {200: EventList},
+             errors=(E.SESSION_NOT_FOUND,), client="list_events"),
+    Endpoint("getEvent", "GET", "/api/sessions/{session_id}/events/{event_id}", {200: Event},
+             errors=(E.SESSION_NOT_FOUND, E.EVENT_NOT_FOUND), client="get_event"),
+    # -- streams -----------------------------------------------------------------------------
+    Endpoint("streamSessionEvents", "GET", "/api/sessions/{session_id}/events/stream", {101: None, 200: str},
+             errors=(E.SESSION_NOT_FOUND, E.LIMIT_REACHED)),
+    Endpoint("streamEvents", "GET", "/api/events/stream", {101: None, 200: str}, errors=(E.LIMIT_REACHED,)),
+    # -- engines -----------------------------------------------------------------------------
+    Endpoint("listEngineTypes", "GET", "/api/engines/types", {200: EngineTypeList}, client="engine_types"),
+    Endpoint("createEngine", "POST", "/api/engines", {201: Engine}, EngineCreate,
+             errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.CONFLICT, E.LIMIT_REACHED),
+             client="create_engine"),
+    Endpoint("listEngines", "GET", "/api/engines", {200: EngineList}, client="list_engines"),
+    Endpoint("getEngine", "GET", "/api/engines/{engine_id}", {200: Engine}, errors=(E.ENGINE_NOT_FOUND,),
+             client="get_engine"),
+    Endpoint("deleteEngine", "DELETE", "/api/engines/{engine_id}", {200: Engine},
+             errors=(E.ENGINE_NOT_FOUND,), client="delete_engine"),
+    Endpoint("executeEngine", "POST", "/api/engines/{engine_id}/execute", {200: Command, 202: Command},
+             EngineExecute, errors=(E.ENGINE_NOT_FOUND, E.SESSION_CLOSED, E.CONFLICT),
+             client="execute_engine"),
+    Endpoint("listEngineMessages", "GET", "/api/engines/{engine_id}/messages", {200: EngineMessageList},
+             errors=(E.ENGINE_NOT_FOUND,), client="engine_messages"),
+    Endpoint("resetEngine", "POST", "/api/engines/{engine_id}/reset", {200: EngineReset},
+             errors=(E.ENGINE_NOT_FOUND,), client="reset_engine"),
+    # -- tools -------------------------------------------------------------------------------
+    Endpoint("registerTool", "POST", "/api/sessions/{session_id}/tools", {201: Tool}, ToolCreate,
+             errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.CONFLICT, E.LIMIT_REACHED, E.SANDBOX_UNAVAILABLE),
+             client="register_tool"),
+    Endpoint("listTools", "GET", "/api/sessions/{session_id}/tools", {200: ToolList},
+             errors=(E.SESSION_NOT_FOUND,), client="list_tools"),
+    Endpoint("getTool", "GET", "/api/sessions/{session_id}/tools/{name}", {200: Tool},
+             errors=(E.SESSION_NOT_FOUND, E.TOOL_NOT_FOUND), client="get_tool"),
+    Endpoint("deleteTool", "DELETE", "/api/sessions/{session_id}/tools/{name}", {204: None},
+             errors=(E.SESSION_NOT_FOUND, E.TOOL_NOT_FOUND), client="delete_tool"),
+    Endpoint("executeTool", "POST", "/api/sessions/{session_id}/tools/{name}/execute", {200: ToolResult},
+             ToolExecute, request_required=False,
+             errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.TOOL_NOT_FOUND, E.SANDBOX_UNAVAILABLE),
+             client="execute_tool"),
+    # -- handlers ----------------------------------------------------------------------------
+    Endpoint("registerCommandHandler", "POST", "/api/sessions/{session_id}/handlers/commands",
+             {201: Handler}, CommandHandlerCreate,
+             errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.CONFLICT, E.SANDBOX_UNAVAILABLE),
+             client="register_command_handler"),
+    Endpoint("registerEventHandler", "POST", "/api/sessions/{session_id}/handlers/events", {201: Handler},
+             EventHandlerCreate, errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.SANDBOX_UNAVAILABLE),
+             client="register_event_handler"),
+    Endpoint("listHandlers", "GET", "/api/sessions/{session_id}/handlers", {200: HandlerList},
+             errors=(E.SESSION_NOT_FOUND,), client="list_handlers"),
+    Endpoint("getHandler", "GET", "/api/sessions/{session_id}/handlers/{handler_id}", {200: Handler},
+             errors=(E.SESSION_NOT_FOUND, E.HANDLER_NOT_FOUND), client="get_handler"),
+    Endpoint("deleteCommandHandler", "DELETE", "/api/sessions/{session_id}/handlers/commands/{type}",
+             {204: None}, errors=(E.SESSION_NOT_FOUND, E.HANDLER_NOT_FOUND), client="delete_command_handler"),
+    Endpoint("deleteEventHandlers", "DELETE", "/api/sessions/{session_id}/handlers/events/{type}",
+             {204: None}, errors=(E.SESSION_NOT_FOUND, E.HANDLER_NOT_FOUND), client="delete_event_handler"),
+    Endpoint("registerGlobalCommandHandler", "POST", "/api/handlers/commands", {201: Handler},
+             CommandHandlerCreate, errors=(E.CONFLICT, E.SANDBOX_UNAVAILABLE),
+             client="register_command_handler"),
+    Endpoint("registerGlobalEventHandler", "POST", "/api/handlers/events", {201: Handler},
+             EventHandlerCreate, errors=(E.SANDBOX_UNAVAILABLE,), client="register_event_handler"),
+    Endpoint("listGlobalHandlers", "GET", "/api/handlers", {200: HandlerList}, client="list_handlers"),
+    Endpoint("getGlobalHandler", "GET", "/api/handlers/{handler_id}", {200: Handler},
+             errors=(E.HANDLER_NOT_FOUND,), client="get_handler"),
+    Endpoint("deleteGlobalCommandHandler", "DELETE", "/api/handlers/commands/{type}", {204: None},
+             errors=(E.HANDLER_NOT_FOUND,), client="delete_command_handler"),
+    Endpoint("deleteGlobalEventHandlers", "DELETE", "/api/handlers/events/{type}", {204: None},
+             errors=(E.HANDLER_NOT_FOUND,), client="delete_event_handler"),
+    # -- observability -----------------------------------------------------------------------
+    Endpoint("listLogs", "GET", "/api/observability/logs", {200: LogList}, client="logs"),
+    Endpoint("createLog", "POST", "/api/observability/logs", {201: LogRecord}, LogCreate, client="post_log"),
+    Endpoint("getMetrics", "GET", "/api/observability/metrics", {200: MetricsSnapshot},
+             errors=(E.SESSION_NOT_FOUND,), client="metrics"),
+    Endpoint("getPrometheusMetrics", "GET", "/metrics", {200: str}, errors=(E.NOT_FOUND,),
+             client="prometheus_metrics"),
+    Endpoint("listTraces", "GET", "/api/observability/traces", {200: TraceList}, client="traces"),
+    Endpoint("getTrace", "GET", "/api/observability/traces/{trace_id}", {200: TraceView},
+             errors=(E.NOT_FOUND,), client="trace"),
+    # -- system ------------------------------------------------------------------------------
+    Endpoint("getDbStats", "GET", "/api/db/stats", {200: DbStats}, client="db_stats"),
+    Endpoint("vacuumDb", "POST", "/api/db/vacuum", {200: VacuumResult}, client="db_vacuum"),
+    # -- auth --------------------------------------------------------------------------------
+    Endpoint("createApiKey", "POST", "/api/auth/keys", {201: ApiKeyCreated}, ApiKeyCreate,
+             request_required=False, client="create_key"),
+    Endpoint("listApiKeys", "GET", "/api/auth/keys", {200: ApiKeyList}, client="list_keys"),
+    Endpoint("getApiKey", "GET", "/api/auth/keys/{key_id}", {200: ApiKeyInfo}, errors=(E.KEY_NOT_FOUND,),
+             client="get_key"),
+    Endpoint("revokeApiKey", "DELETE", "/api/auth/keys/{key_id}", {200: ApiKeyInfo},
+             errors=(E.KEY_NOT_FOUND,), client="revoke_key"),
+    # -- secrets -----------------------------------------------------------------------------
+    Endpoint("setSecret", "PUT", "/api/secrets/{secret}", {200: SecretInfo}, SecretSet,
+             errors=(E.LIMIT_REACHED,), client="set_secret"),
+    Endpoint("listSecrets", "GET", "/api/secrets", {200: SecretList}, client="list_secrets"),
+    Endpoint("deleteSecret", "DELETE", "/api/secrets/{secret}", {204: None},
+             errors=(E.NOT_FOUND,), client="delete_secret"),
+)
+
+BY_NAME: dict[str, Endpoint] = {e.name: e for e in ENDPOINTS}
+BY_KEY: dict[tuple[str, str], Endpoint] = {e.key: e for e in ENDPOINTS}

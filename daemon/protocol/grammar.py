@@ -1,0 +1,109 @@
+"""The identifier and type grammar: one definition, as annotated msgspec types.
+
+The request models (bus.py, system.py, usercode.py) use these types, so a request is checked
+when it is decoded and the OpenAPI document shows the same rule (``msgspec.json.schema``
+reads pattern and length off the annotation). The daemon's own checks (path identifiers in
+api/limits.py, types published by user code in the bus) use the compiled patterns below, never
+a copy of their own.
+
+Identifiers (``Id``): what a path segment or an ``*_id`` query parameter may be. The daemon
+makes UUIDs (sessions, commands, events, engines, handlers) and 12 hex digits (API keys), but
+the spec leaves ids opaque strings, so the rule only keeps out what must never reach SQL or a
+path: 1 to 128 of ``A-Z a-z 0-9 _ . : -``, not starting with ``. : -``, and no ``..``. A
+leading ``_`` is allowed everywhere (query parameters included): command and event types
+may start with one, and a handler's type is named in its DELETE path.
+
+Only msgspec and the standard library may be imported here (see the package docstring).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import msgspec
+
+# -- the patterns (JSON Schema / Python ``re`` syntax: both read them the same way) ---------
+
+MAX_ID = 128
+ID_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._:\-]{0,127}$"
+# Command and event types: a letter or "_" first, then letters, digits and _ . : -
+MAX_TYPE = 128
+TYPE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$"
+TYPE_RULE = "must start with a letter or _ and contain only letters, digits and _ . : - (at most 128)"
+# A filter on event types: an exact type, or any start of one (TYPE_PREFIX) followed by "*".
+TYPE_PREFIX_PATTERN = r"^[A-Za-z0-9_.:\-]{0,127}$"
+EVENT_TYPE_FILTER_PATTERN = r"^([A-Za-z_][A-Za-z0-9_.:\-]{0,127}|[A-Za-z0-9_.:\-]{0,127}\*)$"
+# What a handler is registered for (bus/user_handlers.py checks printable too): no spaces,
+# and for command handlers no "*" (event handlers may use "*", every event).
+COMMAND_HANDLER_TYPE_PATTERN = r"^[^\s*]{1,128}$"
+EVENT_HANDLER_TYPE_PATTERN = r"^\S{1,128}$"
+# A handler type in a DELETE path: "*" or an identifier.
+HANDLER_PATH_TYPE_PATTERN = r"^(\*|(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._:\-]{0,127})$"
+# Tools are Python functions: a Python identifier (not a keyword: the bus checks that).
+MAX_TOOL_NAME = 64
+TOOL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+TRACE_ID_PATTERN = r"^[0-9a-fA-F]{32}$"
+# Python source sent to the sandbox (tools, handlers): not blank, at most 256 KiB.
+MAX_CODE = 256 * 1024
+CODE_PATTERN = r"\S"
+# A timeout in seconds. Its maximum is each daemon's sandbox.max_timeout: the document
+# takes the daemon's value (api/openapi.py replaces the default below), the bus checks it.
+DEFAULT_MAX_TIMEOUT = 3600.0
+MAX_TIMEOUT_SETTING = "sandbox.max_timeout"
+# API keys (api/auth.py)
+MAX_KEY_NAME = 100
+MAX_KEY_LIFETIME = 10 * 366 * 86400
+
+ID_RE = re.compile(ID_PATTERN)
+TYPE_RE = re.compile(TYPE_PATTERN)
+TOOL_NAME_RE = re.compile(TOOL_NAME_PATTERN)
+TYPE_PREFIX_RE = re.compile(TYPE_PREFIX_PATTERN)
+
+
+def valid_id(value: str) -> bool:
+    return ID_RE.match(value) is not None
+
+
+# -- the types ------------------------------------------------------------------------------
+
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, max_length=MAX_ID)]
+TypeName = Annotated[str, msgspec.Meta(pattern=TYPE_PATTERN, max_length=MAX_TYPE,
+                                       description="a command or event type")]
+CommandHandlerType = Annotated[str, msgspec.Meta(pattern=COMMAND_HANDLER_TYPE_PATTERN)]
+EventHandlerType = Annotated[str, msgspec.Meta(pattern=EVENT_HANDLER_TYPE_PATTERN,
+                                               description="an event type, or * (every event)")]
+ToolName = Annotated[str, msgspec.Meta(pattern=TOOL_NAME_PATTERN, max_length=MAX_TOOL_NAME)]
+SourceCode = Annotated[str, msgspec.Meta(pattern=CODE_PATTERN, max_length=MAX_CODE,
+                                         description="Python source")]
+# The bound of a timeout is the daemon's setting: checked by the bus, shown by the document.
+Timeout = Annotated[float, msgspec.Meta(
+    gt=0, description="seconds; at most the daemon's sandbox.max_timeout",
+    extra_json_schema={"maximum": DEFAULT_MAX_TIMEOUT, "x-llmgine-maximum": MAX_TIMEOUT_SETTING},
+)]
+# Documented only: the store keeps any integer the decoder accepts.
+HandlerPriority = Annotated[int, msgspec.Meta(
+    description="lower runs first", extra_json_schema={"minimum": -(2**31), "maximum": 2**31 - 1})]
+LogMessage = Annotated[str, msgspec.Meta(min_length=1)]
+KeyName = Annotated[str, msgspec.Meta(max_length=MAX_KEY_NAME)]
+KeyLifetime = Annotated[int, msgspec.Meta(ge=1, le=MAX_KEY_LIFETIME, description="seconds")]
+# Checked by api/auth.py (parse_iso accepts a little more than RFC 3339: a naive time is UTC).
+Timestamp = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+# Secrets the daemon keeps (daemon/secrets.py): environment-variable names; one line of text.
+SECRET_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,63}$"
+MAX_SECRET = 16 * 1024
+SECRET_VALUE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+SecretName = Annotated[str, msgspec.Meta(pattern=SECRET_NAME_PATTERN, max_length=64)]
+SecretValue = Annotated[str, msgspec.Meta(pattern=SECRET_VALUE_PATTERN, min_length=1,
+                                          max_length=MAX_SECRET)]
+
+# What a 422 says when a value does not match a pattern above (msgspec's own message quotes
+# the regex; api/util.py puts these words in its place).
+PATTERN_RULES: dict[str, str] = {
+    ID_PATTERN: "not a valid identifier",
+    TYPE_PATTERN: TYPE_RULE,
+    COMMAND_HANDLER_TYPE_PATTERN: "1 to 128 printable characters, no spaces, no *",
+    EVENT_HANDLER_TYPE_PATTERN: "1 to 128 printable characters, no spaces",
+    TOOL_NAME_PATTERN: "must be a Python identifier of at most 64 characters",
+    CODE_PATTERN: "must contain Python source",
+}
