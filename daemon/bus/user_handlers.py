@@ -25,9 +25,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmgine_daemon.bus.commands import CURRENT
 from llmgine_daemon.bus.errors import BusError, UserCodeError, handler_not_found, not_found
 from llmgine_daemon.bus.events import insert_event
-from llmgine_daemon.bus.handlers import CURRENT
 from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.bus.tools import check_code, check_timeout, code_rejected
 from llmgine_daemon.observability import metrics, tracing

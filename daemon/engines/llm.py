@@ -29,9 +29,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from llmgine_daemon.bus.commands import Execution, current
 from llmgine_daemon.bus.engines import ConfigField, EngineBase
 from llmgine_daemon.bus.errors import BusError, invalid
-from llmgine_daemon.bus.handlers import Execution, current
 from llmgine_daemon.engines.memory import Bounds, Message
 from llmgine_daemon.engines.providers import (
     ChatRequest,

@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.jobs import Job, Outcome
+from llmgine_daemon.bus.commands.jobs import Job, Outcome
 from llmgine_daemon.protocol import now_iso
 
 if TYPE_CHECKING:
-    from llmgine_daemon.bus.runner import Runner
+    from llmgine_daemon.bus.commands.runner import Runner
 
 
 async def invoke_eager(runner: Runner, job: Job, queue_write: Callable[[], Any], final: list[Any]) -> Outcome | None:
