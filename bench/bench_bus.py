@@ -386,7 +386,7 @@ async def memory_dispatch(n: int) -> float:
     baseline ("the in-process bus dispatching the same handler without HTTP or storage")."""
     from llmgine_daemon.bus.codec import new_id
     from llmgine_daemon.bus.commands import CURRENT
-    from llmgine_daemon.bus.handlers import HandlerRegistry
+    from llmgine_daemon.bus.handler_registry import HandlerRegistry
     from llmgine_daemon.engines.dummy import DummyEngine
     from llmgine_daemon.protocol import Command, Engine, Event, now_iso
 

@@ -467,7 +467,7 @@ CODE = {"pattern": r"\S", "maxLength": 256 * 1024}  # Python source: not blank
 FIELD_RULES: dict[tuple[str, str], dict[str, Any]] = {
     ("CommandCreate", "command_type"): {"pattern": TYPE_PATTERN},
     ("EventCreate", "event_type"): {"pattern": TYPE_PATTERN},
-    # bus/user_handlers.py: 1 to 128 characters without spaces; no wildcard for commands.
+    # bus/usercode_handlers.py: 1 to 128 characters without spaces; no wildcard for commands.
     ("CommandHandlerCreate", "command_type"): {"pattern": r"^[^\s*]{1,128}$"},
     ("CommandHandlerCreate", "handler_function"): CODE,
     ("CommandHandlerCreate", "timeout"): TIMEOUT,

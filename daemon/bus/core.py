@@ -11,14 +11,14 @@ import time
 
 from llmgine_daemon.bus.capacity import Capacity
 from llmgine_daemon.bus.commands import Commands
-from llmgine_daemon.bus.engines import EngineBase, Engines
+from llmgine_daemon.bus.engine_registry import EngineBase, Engines
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import EventLog
-from llmgine_daemon.bus.handlers import HandlerRegistry
-from llmgine_daemon.bus.sandbox import SandboxBridge
+from llmgine_daemon.bus.handler_registry import HandlerRegistry
 from llmgine_daemon.bus.sessions import Sessions
 from llmgine_daemon.bus.tools import Tools
-from llmgine_daemon.bus.user_handlers import UserHandlers
+from llmgine_daemon.bus.usercode_bridge import SandboxBridge
+from llmgine_daemon.bus.usercode_handlers import UserHandlers
 from llmgine_daemon.protocol import CallErrorCode, StatusCounts, now_iso
 from llmgine_daemon.sandbox.pool import SandboxPool
 from llmgine_daemon.store.db import Store

@@ -13,7 +13,7 @@ import hashlib
 from typing import Any
 
 from llmgine_daemon.bus.commands import current
-from llmgine_daemon.bus.engines import ConfigField, EngineBase
+from llmgine_daemon.bus.engine_registry import ConfigField, EngineBase
 from llmgine_daemon.protocol import Command
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmgine_daemon.bus.commands import Execution, current
-from llmgine_daemon.bus.engines import ConfigField, EngineBase
+from llmgine_daemon.bus.engine_registry import ConfigField, EngineBase
 from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.engines.memory import Bounds, Message
 from llmgine_daemon.engines.providers import (

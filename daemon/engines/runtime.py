@@ -10,7 +10,7 @@ from llmgine_daemon.engines.providers import Providers
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
-    from llmgine_daemon.bus.engines import EngineBase
+    from llmgine_daemon.bus.engine_registry import EngineBase
     from llmgine_daemon.settings import Settings
 
 

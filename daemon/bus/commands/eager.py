@@ -1,5 +1,5 @@
 """Eager commands: a command whose handler calls nothing outside the daemon
-(``handlers.Registration.eager``, e.g. DummyEngine) runs before its submission has committed.
+(``handler_registry.Registration.eager``, e.g. DummyEngine) runs before its submission has committed.
 
 ``Commands._submit_eager`` makes the submission's write and its future (``Job.admitted``);
 the session's runner task calls ``invoke_eager``, which queues that write and runs the handler

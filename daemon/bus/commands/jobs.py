@@ -29,7 +29,7 @@ class Job:
     # W3C traceparent of the submitting request: the run is traced as its child.
     traceparent: str | None = None
     queued_at: float = field(default_factory=time.monotonic)
-    # An eager command (handlers.Registration.eager) starts before its submission commits:
+    # An eager command (handler_registry.Registration.eager) starts before its submission commits:
     # this is that submission's write. Until it has succeeded the command does not exist for
     # anyone else; if it fails, the run is dropped and nothing of it is written.
     admitted: asyncio.Future[Any] | None = None

@@ -1,5 +1,5 @@
 """User-code handlers (spec section 6): Python functions registered over the API, run in the
-sandbox. (``bus/handlers.py`` is the in-process command handler registry they plug into;
+sandbox. (``bus/handler_registry.py`` is the in-process command handler registry they plug into;
 this module is the ``/api/.../handlers`` resource: persistence, dispatch, scopes.)
 
 - Command handlers: one per command type per scope (a session, or global = LLMGine's BUS

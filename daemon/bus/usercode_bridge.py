@@ -1,4 +1,5 @@
-"""The bus side of the sandbox: answers what user code asks through its global ``bus``.
+"""The bridge from user code to the bus: answers what code in the sandbox asks through its
+global ``bus`` (the sandbox itself is ``llmgine_daemon/sandbox/``).
 
     await bus.publish(event_type, data)        an event in the caller's session (source handler)
     await bus.execute(command_type, params)    a command in the caller's session -> its result

@@ -1,4 +1,5 @@
-"""Engines: create, list, read, execute on, delete; restore after a restart.
+"""The engine registry: engine records (create, list, read, execute on, delete; restore after
+a restart), and ``EngineBase``, the base class of engine types.
 
 An engine is a command handler with a record: creating one registers it as the handler of its
 engine type's command type in its session (so a second engine of a type in one session is a
@@ -82,7 +83,7 @@ class EngineBase:
     command_type: ClassVar[str]
     description: ClassVar[str]
     config_fields: ClassVar[tuple[ConfigField, ...]] = ()
-    # True for an engine that calls nothing outside the daemon (see handlers.Registration).
+    # True for an engine that calls nothing outside the daemon (see handler_registry.Registration).
     eager: ClassVar[bool] = False
 
     def __init__(self, record: Engine) -> None:
