@@ -393,7 +393,7 @@ async def memory_dispatch(n: int) -> float:
     sid = new_id()
     engine = DummyEngine(Engine(engine_id=new_id(), engine_type="DummyEngine", model_name=None,
                                 status="initialized", session_id=sid, created_at=now_iso(), configuration={},
-                                command_type="DummyEngineCommand"))
+                                command_type="DummyEngineCommand"), None)
     handlers = HandlerRegistry()
     handlers.register("DummyEngineCommand", engine.handle, session_id=sid)
     log: list[Any] = []
