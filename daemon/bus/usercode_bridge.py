@@ -25,7 +25,8 @@ from llmgine_daemon.bus.sessions import require_active
 from llmgine_daemon.observability import logs
 from llmgine_daemon.observability.context import bind
 from llmgine_daemon.protocol import ErrorCode, Event
-from llmgine_daemon.sandbox.pool import CallContext, SandboxPool
+from llmgine_daemon.sandbox.calls import CallContext
+from llmgine_daemon.sandbox.pool import SandboxPool
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus

@@ -32,7 +32,7 @@ from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.bus.tools import check_code, check_timeout, code_rejected
 from llmgine_daemon.observability import metrics, tracing
 from llmgine_daemon.protocol import Command, ErrorCode, Event, Handler, now_iso
-from llmgine_daemon.sandbox.pool import CallContext
+from llmgine_daemon.sandbox.calls import CallContext
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
