@@ -453,7 +453,7 @@ class _Zygote:
             self.pool.flush()
             if len(self.pool.data) > self.pool.cap:
                 end(call_error(WORKER_CRASHED, "the call sent more than the sandbox passes on "
-                           "while the daemon is busy (bus.log or forged frames)"), 0.0)
+                               "while the daemon is busy (bus.log or forged frames)"), 0.0)
             if watching and not finished and _over(skip, self.memory):
                 limit = self.memory // 2**20
                 end(call_error(
@@ -509,7 +509,7 @@ class _Zygote:
                 return {}
             else:
                 return call_error(WORKER_CRASHED, "the call broke the sandbox protocol: "
-                              f"unexpected {type(frame).__name__} frame")
+                                  f"unexpected {type(frame).__name__} frame")
         return None
 
 
