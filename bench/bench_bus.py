@@ -385,14 +385,15 @@ async def memory_dispatch(n: int) -> float:
     CommandResult recorded in a list. No HTTP, no storage, no tracing: the issue's batch
     baseline ("the in-process bus dispatching the same handler without HTTP or storage")."""
     from llmgine_daemon.bus.codec import new_id
-    from llmgine_daemon.bus.handlers import CURRENT, HandlerRegistry
+    from llmgine_daemon.bus.commands import CURRENT
+    from llmgine_daemon.bus.handler_registry import HandlerRegistry
     from llmgine_daemon.engines.dummy import DummyEngine
     from llmgine_daemon.protocol import Command, Engine, Event, now_iso
 
     sid = new_id()
     engine = DummyEngine(Engine(engine_id=new_id(), engine_type="DummyEngine", model_name=None,
                                 status="initialized", session_id=sid, created_at=now_iso(), configuration={},
-                                command_type="DummyEngineCommand"))
+                                command_type="DummyEngineCommand"), None)
     handlers = HandlerRegistry()
     handlers.register("DummyEngineCommand", engine.handle, session_id=sid)
     log: list[Any] = []

@@ -43,7 +43,8 @@ from llmgine_daemon.bus.capacity import Capacity
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.database import Database
 from llmgine_daemon.engines import ENGINE_TYPES
-from llmgine_daemon.engines.runtime import LLMRuntime
+from llmgine_daemon.engines.context import EngineContext
+from llmgine_daemon.engines.providers import Providers
 from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.sandbox.pool import SandboxLimits, SandboxPool
 from llmgine_daemon.settings import Settings
@@ -111,18 +112,17 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         stores.push_async_callback(obs.stop)
         await obs.start()
         pool = sandbox_pool(settings)
-        # The LLM runtime (provider clients) is shared: the bus rebuilds engines from their
-        # stored records alone, so engine types get it from here.
-        llm = LLMRuntime(settings)
+        # The LLM providers (their HTTP connection pool) are shared by all engines: the Bus
+        # passes every engine it builds an EngineContext with them (engines/context.py).
+        providers = Providers(settings)
         limits = settings.limits
         capacity = Capacity(max_sessions=limits.max_sessions,
                             max_engines_per_session=limits.max_engines_per_session,
                             max_tools_per_session=limits.max_tools_per_session)
-        bus = Bus(store, engine_types={**ENGINE_TYPES, **llm.engine_types()}, sandbox=pool,
-                  capacity=capacity)
-        llm.attach(bus)
+        bus = Bus(store, engine_types=ENGINE_TYPES, sandbox=pool, capacity=capacity,
+                  engine_context=EngineContext.factory(providers))
         app[BUS] = bus
-        app[LLM] = llm
+        app[LLM] = bus.engines.context
         retention = Retention({"main": store, "telemetry": telemetry}, rules_from(settings),
                               settings["database.retention_interval"])
         app[DATABASE] = Database(store, telemetry, retention)
@@ -134,7 +134,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         finally:
             await retention.stop()
             await bus.stop()
-            await llm.close()
+            await providers.close()
             await pool.stop()
 
 

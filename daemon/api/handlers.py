@@ -16,7 +16,7 @@ from llmgine_daemon.api.util import (
     registers_code,
 )
 from llmgine_daemon.bus.errors import invalid
-from llmgine_daemon.bus.user_handlers import TYPE_RULE, valid_handler_type
+from llmgine_daemon.bus.usercode_handlers import TYPE_RULE, valid_handler_type
 from llmgine_daemon.protocol import CommandHandlerCreate, EventHandlerCreate, HandlerList
 
 routes = web.RouteTableDef()

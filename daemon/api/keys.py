@@ -10,7 +10,7 @@ from llmgine_daemon.bus.auth import Credentials
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.database import Database
 from llmgine_daemon.bus.streams import StreamHub
-from llmgine_daemon.engines.runtime import LLMRuntime
+from llmgine_daemon.engines.context import EngineContext
 from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.settings import Settings
 
@@ -24,8 +24,8 @@ LISTENERS = web.AppKey("listeners", list[str])
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
 # Open WebSockets, closed with 1001 on shutdown.
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
-# LLM engines' providers (HTTP connection pool) and conversation memory.
-LLM = web.AppKey("llm", LLMRuntime)
+# LLM engines' providers (HTTP connection pool) and conversation memory: their EngineContext.
+LLM = web.AppKey("llm", EngineContext)
 # Both database files, and the background pruning of events, logs and spans (its settings
 # and counters show in db stats).
 DATABASE = web.AppKey("database", Database)

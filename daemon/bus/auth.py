@@ -31,8 +31,8 @@ from typing import Literal
 
 from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.sessions import require_active
+from llmgine_daemon.paths import write_private
 from llmgine_daemon.protocol import ErrorCode, now_iso
-from llmgine_daemon.settings import write_private
 from llmgine_daemon.store.db import Store
 
 log = logging.getLogger("llmgine.auth")

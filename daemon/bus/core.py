@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
+from typing import Any
 
 from llmgine_daemon.bus.capacity import Capacity
 from llmgine_daemon.bus.commands import Commands
-from llmgine_daemon.bus.engines import EngineBase, Engines
+from llmgine_daemon.bus.engine_registry import EngineBase, Engines
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import EventLog
-from llmgine_daemon.bus.handlers import HandlerRegistry
-from llmgine_daemon.bus.sandbox import SandboxBridge
+from llmgine_daemon.bus.handler_registry import HandlerRegistry
 from llmgine_daemon.bus.sessions import Sessions
 from llmgine_daemon.bus.tools import Tools
-from llmgine_daemon.bus.user_handlers import UserHandlers
+from llmgine_daemon.bus.usercode_bridge import SandboxBridge
+from llmgine_daemon.bus.usercode_handlers import UserHandlers
 from llmgine_daemon.protocol import CallErrorCode, StatusCounts, now_iso
 from llmgine_daemon.sandbox.pool import SandboxPool
 from llmgine_daemon.store.db import Store
@@ -31,7 +33,10 @@ class Bus:
         engine_types: dict[str, type[EngineBase]] | None = None,
         sandbox: SandboxPool | None = None,
         capacity: Capacity | None = None,
+        engine_context: Callable[[Bus], Any] | None = None,
     ) -> None:
+        """``engine_context`` builds, from this Bus, what every engine's constructor gets
+        beside its record (engines/context.py); it is called once the Bus's other parts exist."""
         self.store = store
         # security.limits.max_*: checked inside the creating writes (bus/capacity.py).
         self.capacity = capacity or Capacity()
@@ -41,14 +46,16 @@ class Bus:
         self.sessions = Sessions(self)
         self.handlers = HandlerRegistry()
         self.commands = Commands(self)
-        self.engines = Engines(self, engine_types or {})
         self.sessions.hooks.append(self.commands.on_session_end)
-        self.sessions.hooks.append(self.engines.on_session_end)
         # User code (tools, handlers) runs in the sandbox pool; the app starts and stops it.
         self.sandbox = sandbox
         self.sandbox_bridge = SandboxBridge(self, sandbox) if sandbox is not None else None
         self.tools = Tools(self)
         self.user_handlers = UserHandlers(self)
+        # Last: the engines' context may use any other part (the tools, the store, events).
+        context = engine_context(self) if engine_context is not None else None
+        self.engines = Engines(self, engine_types or {}, context)
+        self.sessions.hooks.append(self.engines.on_session_end)
 
     def sandbox_pool(self) -> SandboxPool:
         if self.sandbox is None:

@@ -20,7 +20,7 @@ from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.observability import tracing
 from llmgine_daemon.protocol import CallErrorCode, ErrorCode, Tool, ToolResult, now_iso
 from llmgine_daemon.protocol.grammar import MAX_CODE, TOOL_NAME_RE
-from llmgine_daemon.sandbox.pool import CallContext, CallOutcome
+from llmgine_daemon.sandbox.calls import CallContext, CallOutcome
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus

@@ -12,8 +12,8 @@ import asyncio
 import hashlib
 from typing import Any
 
-from llmgine_daemon.bus.engines import ConfigField, EngineBase
-from llmgine_daemon.bus.handlers import current
+from llmgine_daemon.bus.commands import current
+from llmgine_daemon.bus.engine_registry import ConfigField, EngineBase
 from llmgine_daemon.protocol import Command
 
 

@@ -15,8 +15,8 @@ Both handle one prompt as one *turn* of a stored conversation (engines/memory.py
 A provider failure fails the command with the provider's code (PROVIDER_*); a cancel or a
 timeout stops the stream where it is and stores what had arrived (marked partial).
 
-Engine classes are bound to an ``LLMRuntime`` (providers, memory, the bus) by
-``bind_engine_types``: the bus instantiates engines from their record alone.
+An engine gets the daemon's providers, conversation memory and session tools from the
+``EngineContext`` (engines/context.py) the bus passes to its constructor.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmgine_daemon.bus.engines import ConfigField, EngineBase
+from llmgine_daemon.bus.commands import Execution, current
+from llmgine_daemon.bus.engine_registry import ConfigField, EngineBase
 from llmgine_daemon.bus.errors import BusError, invalid
-from llmgine_daemon.bus.handlers import Execution, current
 from llmgine_daemon.engines.memory import Bounds, Message
 from llmgine_daemon.engines.providers import (
     ChatRequest,
@@ -47,7 +47,7 @@ from llmgine_daemon.observability import metrics, tracing
 from llmgine_daemon.protocol import Command, Engine
 
 if TYPE_CHECKING:
-    from llmgine_daemon.engines.runtime import LLMRuntime
+    from llmgine_daemon.engines.context import EngineContext
 
 # A tool result longer than this is cut before it goes back to the model (and into memory).
 MAX_TOOL_RESULT_CHARS = 20_000
@@ -150,16 +150,16 @@ def llm_call(provider: str, model: str, round_: int) -> Iterator[tracing.Span]:
 
 
 class LLMEngine(EngineBase):
-    runtime: ClassVar[LLMRuntime]
+    context: EngineContext
     offers_tools: ClassVar[bool] = False
     config_fields = CALL_FIELDS + MEMORY_FIELDS
 
-    def __init__(self, record: Engine) -> None:
-        super().__init__(record)
+    def __init__(self, record: Engine, context: EngineContext) -> None:
+        super().__init__(record, context)
         # Checked here so a bad model name is a 422 at creation, not a failure at first use.
         try:
             self.provider_name, self.model = resolve_model(
-                record.model_name or self.runtime.providers.default_model, self.runtime.providers.default_provider
+                record.model_name or context.providers.default_model, context.providers.default_provider
             )
         except UnknownModel as exc:
             raise invalid("model_name", str(exc)) from None
@@ -208,10 +208,10 @@ class LLMEngine(EngineBase):
     # -- tools --------------------------------------------------------------------------
 
     async def tool_specs(self) -> list[ToolSpec]:
-        tools = getattr(self.runtime.bus, "tools", None)
-        if not self.offers_tools or tools is None:
+        if not self.offers_tools:
             return []
-        return [ToolSpec(t.name, t.description, t.parameters) for t in await tools.list(self.record.session_id)]
+        tools = await self.context.tools.list(self.record.session_id)
+        return [ToolSpec(t.name, t.description, t.parameters) for t in tools]
 
     async def run_tool(self, ctx: Execution, call: ToolCall, base: dict[str, Any]) -> Message:
         ctx.emit("EngineToolCall", {**base, "call_id": call.id, "tool_name": call.name, "arguments": call.arguments},
@@ -220,7 +220,7 @@ class LLMEngine(EngineBase):
             return tool_message(call, json.dumps({"error": "the arguments were not a JSON object",
                                                   "received": call.invalid_arguments[:500]}), True)
         try:
-            result = await self.runtime.bus.tools.execute(
+            result = await self.context.tools.execute(
                 self.record.session_id, call.name, call.arguments, source="engine"
             )
         except BusError as exc:  # unknown tool, arguments that do not fit its schema
@@ -246,8 +246,8 @@ class LLMEngine(EngineBase):
 
         status("processing")
         t0 = time.monotonic()
-        provider, model = self.runtime.providers.resolve(self.record.model_name)
-        history = await self.runtime.memory.load(engine_id)
+        provider, model = self.context.providers.resolve(self.record.model_name)
+        history = await self.context.memory.load(engine_id)
         tools = await self.tool_specs()
         system: list[Message] = [{"role": "system", "content": opts.system_prompt}] if opts.system_prompt else []
         turn: list[Message] = [{"role": "user", "content": prompt}]
@@ -321,7 +321,7 @@ class LLMEngine(EngineBase):
             if text:
                 kept = [*kept, {"role": "assistant", "content": text}]
             try:
-                await self.runtime.memory.append(engine_id, kept, self.bounds(), command_id=command.command_id,
+                await self.context.memory.append(engine_id, kept, self.bounds(), command_id=command.command_id,
                                                  partial_last=bool(text))
             finally:
                 ctx.emit("EngineResponse", summary(text, "cancelled"), source="engine")
@@ -330,7 +330,7 @@ class LLMEngine(EngineBase):
         except ProviderError as exc:
             status("failed", error={"code": exc.code, "message": exc.message})
             raise BusError(exc.code, exc.message, {**exc.details, "model": f"{provider.name}/{model}"}) from None
-        await self.runtime.memory.append(engine_id, turn, self.bounds(), command_id=command.command_id)
+        await self.context.memory.append(engine_id, turn, self.bounds(), command_id=command.command_id)
         result = summary(turn[-1]["content"], finish)
         ctx.emit("EngineResponse", result, source="engine")
         status("completed")
@@ -354,7 +354,5 @@ class ToolChatEngine(LLMEngine):
 
 LLM_ENGINES: tuple[type[LLMEngine], ...] = (SinglePassEngine, ToolChatEngine)
 
-
-def bind_engine_types(runtime: LLMRuntime) -> dict[str, type[EngineBase]]:
-    """Engine classes that know this daemon's runtime (one set per app: tests run several)."""
-    return {cls.engine_type: type(cls.__name__, (cls,), {"runtime": runtime}) for cls in LLM_ENGINES}
+# What the app hands the Bus (beside engines.ENGINE_TYPES' DummyEngine).
+LLM_ENGINE_TYPES: dict[str, type[EngineBase]] = {cls.engine_type: cls for cls in LLM_ENGINES}

@@ -24,7 +24,7 @@ from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.observability import metrics, tracing
 from llmgine_daemon.observability.context import CURRENT_SPAN
 from llmgine_daemon.observability.logs import LEVELS, StoreHandler, insert_logs
-from llmgine_daemon.observability.traces import insert_spans
+from llmgine_daemon.observability.trace_store import insert_spans
 from llmgine_daemon.observability.tracing import Span, Tracer
 from llmgine_daemon.protocol import LogRecord
 from llmgine_daemon.settings import Settings

@@ -1,4 +1,5 @@
-"""Traces: spans with W3C trace context, kept in a bounded buffer until stored.
+"""Tracing, the spans API: spans with W3C trace context, kept in a bounded buffer until stored
+(``trace_store.py`` writes them to SQLite and reads traces back).
 
     with tracing.span("tool.call", tool=name) as sp:
         ...

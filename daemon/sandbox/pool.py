@@ -11,6 +11,8 @@ Workers are clean interpreters (not forks of the daemon) started inside bubblewr
 own session and process group, with an empty environment and no inherited descriptors but the
 two pipes; see ``worker.py`` for the fork-per-call design and ``isolation.py`` for what the
 sandbox sees, the identity it runs as, and the cgroups that cap its memory and processes.
+``calls.py`` holds what a call is (limits, context, outcome) and checks what a worker sends
+back; ``worker_process.py`` is the handle on one worker process.
 
 Fair share: at depth 0 a session runs at most ``session_share`` calls at once (default half the
 pool, at least 1); its further calls wait on its own queue, so one session's spinning calls
@@ -33,20 +35,31 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Awaitable
+from dataclasses import asdict
 from typing import Any
 
-from llmgine_daemon.aio import killpg, spawn, wait_discarded
+from llmgine_daemon.aio import spawn, wait_discarded
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.protocol.base import MAX_JSON_DEPTH, json_too_deep
 from llmgine_daemon.sandbox import frames
+from llmgine_daemon.sandbox.calls import (
+    SANDBOX_UNAVAILABLE,
+    TIMEOUT,
+    WORKER_CRASHED,
+    BusHandler,
+    CallContext,
+    CallOutcome,
+    LogHandler,
+    SandboxLimits,
+    SandboxUnavailable,
+    call_error,
+    checked_outcome,
+    is_description,
+)
 from llmgine_daemon.sandbox.isolation import (
     Cgroups,
     Isolation,
@@ -56,104 +69,16 @@ from llmgine_daemon.sandbox.isolation import (
     remove_stale_dirs,
     seccomp_pipe,
 )
+from llmgine_daemon.sandbox.worker_process import WorkerProcess, describe_failure, wait_briefly
 
 log = logging.getLogger("llmgine.sandbox")
 
-TIMEOUT = "TIMEOUT"
-WORKER_CRASHED = "WORKER_CRASHED"
-SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"
 SPAWN_TIMEOUT = 15.0
 # sandbox_calls_total's outcome label for each failure code (anything else: "error").
 _OUTCOMES = {TIMEOUT: "timeout", WORKER_CRASHED: "crash", SANDBOX_UNAVAILABLE: "unavailable"}
 _PROBED: dict[tuple[str, ...], Isolation] = {}
 # Memory the zygote itself needs inside the worker's memory cgroup, on top of the call's limit.
 ZYGOTE_MEMORY = 64 * 2**20
-
-
-@dataclass
-class SandboxLimits:
-    deadline: float = 30.0  # seconds of wall time per call (a call may ask for another)
-    memory_bytes: int = 1024 * 2**20  # RLIMIT_AS per process
-    open_files: int = 256
-    processes: int = 32  # processes a call may run at once (cgroup, or RLIMIT_NPROC budget)
-    file_size_bytes: int = 64 * 2**20
-    max_output: int = 64 * 1024  # characters of print() kept per call
-    max_result: int = 1024 * 1024  # bytes of JSON a result may have
-    max_depth: int = 8  # nested bus.execute / call_tool / handler-triggered-events
-    max_timeout: float = 300.0  # the longest deadline a tool or handler may ask for
-    session_share: int = 0  # concurrent depth-0 calls per session (0: half the pool, >= 1)
-    tmp_bytes: int = 64 * 2**20  # size of each worker's private /tmp
-    max_log_records: int = 1000  # bus.log records kept per call (the rest counted, dropped)
-    max_log_bytes: int = 1024 * 1024  # ... and characters of them
-
-
-@dataclass
-class CallContext:
-    """Who is calling: passed back with every bus request the call makes."""
-
-    session_id: str | None
-    kind: str  # tool | command | event
-    name: str  # tool name, command type, event type
-    depth: int = 0
-    call_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    share: str | None = None  # whose fair share the call takes (default: its session's)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class CallOutcome:
-    ok: bool
-    result: Any = None
-    error: dict[str, Any] | None = None  # {code, message, details}
-    output: str = ""
-    output_truncated: bool = False
-    duration_ms: float = 0.0
-
-
-BusHandler = Callable[[CallContext, str, dict[str, Any]], Awaitable[Any]]
-LogHandler = Callable[[CallContext, str, str], None]
-
-
-class SandboxUnavailable(Exception):
-    """No worker could be started."""
-
-
-class _Worker:
-    def __init__(self, proc: asyncio.subprocess.Process, tmpdir: str | None,
-                 cgroups: list[Path], pidns: bool) -> None:
-        self.proc = proc
-        self.tmpdir = tmpdir  # isolation "none" only: bubblewrap gives /tmp of its own
-        self.cgroups = cgroups
-        self.pidns = pidns
-        self.zygote: int | None = None  # host pid of the worker inside bwrap
-        self.child_pid: int | None = None
-        self.calls = 0
-
-    async def read(self, max_size: int) -> frames.Frame:
-        assert self.proc.stdout is not None
-        header = await self.proc.stdout.readexactly(frames.HEADER.size)
-        (size,) = frames.HEADER.unpack(header)
-        if size > max_size:
-            raise frames.FrameError(f"frame of {size} bytes is over the {max_size} byte limit")
-        return frames.decode(await self.proc.stdout.readexactly(size))
-
-    def send(self, frame: frames.Frame) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(frames.encode(frame))
-
-    def kill(self) -> None:
-        """SIGKILL the whole worker: its process group, the running child's group (which it
-        left with setpgid), and everything in its cgroup. Safe to call twice."""
-        if self.child_pid is not None and not self.pidns:
-            killpg(self.child_pid)
-        killpg(self.proc.pid)
-        if self.zygote is not None:  # PID 1 of the sandbox: its end ends the whole namespace
-            try:
-                os.kill(self.zygote, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        for cgroup in self.cgroups:
-            Cgroups.kill_all(cgroup)
 
 
 class SandboxPool:
@@ -172,12 +97,12 @@ class SandboxPool:
         self.log_handler: LogHandler | None = None
         self.isolation = Isolation("pending")  # until the probe has run
         self._cgroups: Cgroups | None = None
-        self._idle: list[_Worker] = []
+        self._idle: list[WorkerProcess] = []
         self._busy = 0
         self._sems: dict[int, asyncio.Semaphore] = {}
         self._spawning: set[asyncio.Task[None]] = set()  # background spawns and reaps
         self._pending = 0  # replacement workers being started
-        self._all: set[_Worker] = set()
+        self._all: set[WorkerProcess] = set()
         self._started = False
         self._boot_task: asyncio.Future[None] | None = None
         self._python_version = ""
@@ -303,8 +228,8 @@ class SandboxPool:
                          function=function, deadline=min(self.limits.deadline, 10.0),
                          max_output=self.limits.max_output, max_result=self.limits.max_result)
         outcome = await self._run(run, context)
-        if outcome.ok and not _is_description(outcome.result):
-            return CallOutcome(ok=False, duration_ms=outcome.duration_ms, error=_err(
+        if outcome.ok and not is_description(outcome.result):
+            return CallOutcome(ok=False, duration_ms=outcome.duration_ms, error=call_error(
                 "CODE_ERROR", "the code interfered with its worker: the description it sent "
                 "back is not one"))
         return outcome
@@ -332,9 +257,9 @@ class SandboxPool:
         try:
             await self.wait_ready()
         except SandboxUnavailable as exc:
-            return CallOutcome(ok=False, error=_err(SANDBOX_UNAVAILABLE, str(exc)))
+            return CallOutcome(ok=False, error=call_error(SANDBOX_UNAVAILABLE, str(exc)))
         if not self._started:
-            return CallOutcome(ok=False, error=_err(SANDBOX_UNAVAILABLE, "the sandbox is stopping"))
+            return CallOutcome(ok=False, error=call_error(SANDBOX_UNAVAILABLE, "the sandbox is stopping"))
         depth = min(max(context.depth, 0), self.limits.max_depth)
         sem = self._sems.setdefault(depth, asyncio.Semaphore(self.size))
         share = self._share(context) if depth == 0 else None
@@ -373,7 +298,7 @@ class SandboxPool:
         try:
             worker = await self._acquire()
         except SandboxUnavailable as exc:
-            return CallOutcome(ok=False, error=_err(SANDBOX_UNAVAILABLE, str(exc)))
+            return CallOutcome(ok=False, error=call_error(SANDBOX_UNAVAILABLE, str(exc)))
         self._busy += 1
         healthy = False
         try:
@@ -387,7 +312,7 @@ class SandboxPool:
             else:
                 self._discard(worker)
 
-    async def _call(self, worker: _Worker, run: frames.Run,
+    async def _call(self, worker: WorkerProcess, run: frames.Run,
                     context: CallContext) -> tuple[CallOutcome, bool]:
         started = time.monotonic()
         done: frames.Done | None = None
@@ -419,7 +344,7 @@ class SandboxPool:
         except TimeoutError:
             self.stats["timeouts"] += 1
             worker.kill()
-            return CallOutcome(ok=False, duration_ms=elapsed(), error=_err(
+            return CallOutcome(ok=False, duration_ms=elapsed(), error=call_error(
                 TIMEOUT,
                 f"the call did not finish within {run.deadline:g} s; its worker was killed "
                 "and replaced",
@@ -429,9 +354,9 @@ class SandboxPool:
             self.stats["crashes"] += 1
             metrics.inc("sandbox_worker_crashes_total")
             worker.kill()
-            returncode = await _wait_briefly(worker.proc)
-            return CallOutcome(ok=False, duration_ms=elapsed(), error=_err(
-                WORKER_CRASHED, f"the worker failed during the call: {_describe(exc, returncode)}",
+            returncode = await wait_briefly(worker.proc)
+            return CallOutcome(ok=False, duration_ms=elapsed(), error=call_error(
+                WORKER_CRASHED, f"the worker failed during the call: {describe_failure(exc, returncode)}",
             )), False
         except BaseException:  # cancelled (a command timeout): the child may still be running
             worker.kill()
@@ -442,45 +367,19 @@ class SandboxPool:
             metrics.inc("sandbox_worker_crashes_total")
             if Cgroups.oom_kills(worker.cgroups) > ooms:
                 limit = self.limits.memory_bytes // 2**20
-                return CallOutcome(ok=False, duration_ms=elapsed(), error=_err(
+                return CallOutcome(ok=False, duration_ms=elapsed(), error=call_error(
                     "EXECUTION_FAILED",
                     f"MemoryError: the call used more than {limit} MiB (sandbox.memory_mb), "
                     "counting every process it started; it was stopped",
                     type="MemoryError", limit_mb=limit,
                 )), False
             # The zygote survived and reported how the child ended: the worker stays.
-            return CallOutcome(ok=False, duration_ms=elapsed(), error=_err(
+            return CallOutcome(ok=False, duration_ms=elapsed(), error=call_error(
                 WORKER_CRASHED,
                 f"the process running the call died before answering ({frame.status})",
                 status=frame.status,
             )), healthy
-        return self._checked(done, run, elapsed()), healthy
-
-    def _checked(self, done: frames.Done, run: frames.Run, duration_ms: float) -> CallOutcome:
-        """The outcome a call's Done frame reports, checked: it comes from the sandbox, where
-        user code can write frames of its own, so nothing in it is taken on trust."""
-        output = done.output if isinstance(done.output, str) else ""
-        truncated = bool(done.output_truncated) or len(output) > run.max_output
-        outcome = CallOutcome(ok=False, output=output[:run.max_output],
-                              output_truncated=truncated, duration_ms=duration_ms)
-        if not done.ok:
-            outcome.error = _clean_error(done.error)
-            return outcome
-        if len(done.result) > run.max_result:
-            outcome.error = _err(
-                "RESULT_TOO_LARGE",
-                f"the result is {len(done.result)} bytes of JSON, over the {run.max_result} "
-                "byte limit", size=len(done.result), limit=run.max_result)
-            return outcome
-        try:
-            if json_too_deep(done.result):
-                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-            value = _utf8(json.loads(done.result))  # no lone surrogates: it must leave as UTF-8
-        except (ValueError, RecursionError, UnicodeError) as exc:
-            outcome.error = _err("INVALID_RESULT", f"the result is not valid JSON: {exc}"[:500])
-            return outcome
-        outcome.ok, outcome.result = True, value
-        return outcome
+        return checked_outcome(done, run, elapsed()), healthy
 
     def _log(self, context: CallContext, frame: frames.Log, logged: list[int]) -> None:
         """bus.log within the call's budget: past it records are counted, not written (a call
@@ -519,7 +418,7 @@ class SandboxPool:
 
     # -- workers ---------------------------------------------------------------------------
 
-    async def _acquire(self) -> _Worker:
+    async def _acquire(self) -> WorkerProcess:
         while self._idle:
             worker = self._idle.pop()
             if worker.proc.returncode is None:
@@ -527,14 +426,14 @@ class SandboxPool:
             self._schedule(self._reap(worker))
         return await self._spawn()
 
-    def _release(self, worker: _Worker) -> None:
+    def _release(self, worker: WorkerProcess) -> None:
         if self._started and len(self._idle) < self.size:
             self._idle.append(worker)
         else:
             worker.kill()
             self._schedule(self._reap(worker))
 
-    def _discard(self, worker: _Worker) -> None:
+    def _discard(self, worker: WorkerProcess) -> None:
         self.stats["replaced"] += 1
         worker.kill()
         self._schedule(self._reap(worker))
@@ -557,7 +456,7 @@ class SandboxPool:
         self._spawning.add(task)
         task.add_done_callback(self._spawning.discard)
 
-    async def _spawn(self) -> _Worker:
+    async def _spawn(self) -> WorkerProcess:
         self._counter += 1
         name = f"w{self._counter}"
         iso = self.isolation
@@ -602,7 +501,7 @@ class SandboxPool:
         finally:
             if seccomp_fd is not None:
                 os.close(seccomp_fd)
-        worker = _Worker(proc, tmpdir, cgroups, pidns=iso.sandboxed)
+        worker = WorkerProcess(proc, tmpdir, cgroups, pidns=iso.sandboxed)
         self._all.add(worker)
         try:
             ready = await asyncio.wait_for(worker.read(65536), SPAWN_TIMEOUT)
@@ -623,7 +522,7 @@ class SandboxPool:
             await self._reap(worker)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise SandboxUnavailable(f"worker did not start: {_describe(exc, None)}") from None
+            raise SandboxUnavailable(f"worker did not start: {describe_failure(exc, None)}") from None
         self._python_version = ready.python
         self._uid = ready.uid if iso.uid is None else iso.uid
         return worker
@@ -647,7 +546,7 @@ class SandboxPool:
     def _has_pids_cgroup(self) -> bool:
         return self._cgroups is not None and "pids" in self._cgroups.parents
 
-    async def _reap(self, worker: _Worker) -> None:
+    async def _reap(self, worker: WorkerProcess) -> None:
         try:
             if worker.proc.stdin is not None:
                 worker.proc.stdin.close()
@@ -658,73 +557,7 @@ class SandboxPool:
         if self._cgroups is not None:
             await self._cgroups.release(worker.cgroups)
 
-    def _forget(self, worker: _Worker) -> None:
+    def _forget(self, worker: WorkerProcess) -> None:
         self._all.discard(worker)
         if worker.tmpdir is not None:
             shutil.rmtree(worker.tmpdir, ignore_errors=True)
-
-
-def _is_description(value: Any) -> bool:
-    """What introspect.describe_function returns (plus the function's name)."""
-    return (
-        isinstance(value, dict)
-        and isinstance(value.get("function"), str) and value["function"].isidentifier()
-        and isinstance(value.get("description"), (str, type(None)))
-        and isinstance(value.get("parameters"), dict)
-        and isinstance(value.get("is_async"), bool)
-        and isinstance(value.get("positional"), int) and not isinstance(value["positional"], bool)
-        and isinstance(value.get("var_positional"), bool)
-    )
-
-
-async def _wait_briefly(proc: asyncio.subprocess.Process) -> int | None:
-    try:
-        return await asyncio.wait_for(proc.wait(), 1)
-    except TimeoutError:
-        return None
-
-
-def _describe(exc: BaseException, returncode: int | None) -> str:
-    if isinstance(exc, asyncio.IncompleteReadError):
-        what = "it closed its pipe"
-    else:
-        what = str(exc) or type(exc).__name__
-    if returncode is not None and returncode < 0:
-        try:
-            return f"{what} (killed by signal {signal.Signals(-returncode).name})"
-        except ValueError:
-            pass
-    return what
-
-
-def _err(code: str, message: str, **details: Any) -> dict[str, Any]:
-    return {"code": code, "message": message, "details": details}
-
-
-_CALL_ERRORS = {"SYNTAX_ERROR", "CODE_ERROR", "FUNCTION_NOT_FOUND", "EXECUTION_FAILED",
-                "INVALID_RESULT", "RESULT_TOO_LARGE", TIMEOUT, WORKER_CRASHED, SANDBOX_UNAVAILABLE}
-
-
-def _clean_error(error: Any) -> dict[str, Any]:
-    """A failed call's error in the one shape: a known code, a message, JSON details."""
-    if not isinstance(error, dict):
-        return _err(WORKER_CRASHED, "the call reported a failure the sandbox cannot read")
-    code = error.get("code")
-    message = error.get("message")
-    details = error.get("details")
-    try:
-        details = json.loads(json.dumps(details)) if isinstance(details, dict) else {}
-        _utf8(details)
-    except (ValueError, TypeError, RecursionError, UnicodeError):
-        details = {}
-    return {
-        "code": code if code in _CALL_ERRORS else "EXECUTION_FAILED",
-        "message": _utf8(message)[:20000] if isinstance(message, str) else "the call failed",
-        "details": details,
-    }
-
-
-def _utf8(value: Any) -> Any:
-    """``value`` if every string in it encodes as UTF-8 (no lone surrogates), else raise."""
-    json.dumps(value, ensure_ascii=False).encode()
-    return value

@@ -7,7 +7,8 @@ For every Run it forks a child; the child compiles and runs the user code, talks
 over the same pipes (bus requests), writes Done and exits. The zygote waits for the child,
 kills anything it left behind and reports Exited. So every call starts from the same clean
 state (one session's code cannot leave traps in builtins for another's), and a crash costs
-one child, not the worker.
+one child, not the worker. What runs in the child is ``child.py``; this module is the zygote
+and the forker.
 
 Only msgspec and the standard library may be imported here (and the sandbox's own modules,
 which obey the same rule).
@@ -15,15 +16,8 @@ which obey the same rule).
 
 from __future__ import annotations
 
-import ast
-import asyncio
-import builtins
 import gc
-import inspect
-import io
 import json
-import linecache
-import math
 import os
 import resource
 import select
@@ -33,262 +27,16 @@ import socket
 import struct
 import sys
 import time
-import traceback
 from typing import Any
 
 from llmgine_daemon.sandbox import frames
-from llmgine_daemon.sandbox.introspect import describe_function
-
-# Call error codes (mirrored in protocol.CallErrorCode for the wire).
-SYNTAX_ERROR = "SYNTAX_ERROR"
-CODE_ERROR = "CODE_ERROR"
-FUNCTION_NOT_FOUND = "FUNCTION_NOT_FOUND"
-EXECUTION_FAILED = "EXECUTION_FAILED"
-INVALID_RESULT = "INVALID_RESULT"
-RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
-WORKER_CRASHED = "WORKER_CRASHED"
-
-_RFD = -1
-_WFD = -1
-
-
-def _error(code: str, message: str, /, **details: Any) -> dict[str, Any]:
-    return {"code": code, "message": message, "details": details}
-
-
-# -- what user code sees ------------------------------------------------------------------
-
-
-class BusCallError(Exception):
-    """The daemon refused or failed a bus request made by user code."""
-
-
-class Record(dict):  # type: ignore[type-arg]
-    """A command or event as a dict that also allows ``command.parameters``."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-class SandboxBus:
-    """The global ``bus`` in user code: each method is one request to the daemon.
-
-    Requests are synchronous round trips on the call's pipe (the child runs one call, so
-    nothing else can be waiting on it); the methods are ``async`` to match LLMGine's bus.
-    """
-
-    def __init__(self) -> None:
-        self._next_id = 0
-
-    def _request(self, op: str, args: dict[str, Any]) -> Any:
-        try:
-            payload = json.dumps(args).encode()
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"bus.{op}: arguments must be JSON-serialisable: {exc}") from None
-        self._next_id += 1
-        frames.write_frame(_WFD, frames.BusRequest(req_id=self._next_id, op=op, args=payload))
-        reply = frames.read_frame(_RFD)
-        if not isinstance(reply, frames.BusReply) or reply.req_id != self._next_id:
-            raise BusCallError(f"bus.{op}: unexpected reply from the daemon")
-        if not reply.ok:
-            raise BusCallError(reply.error)
-        return json.loads(reply.value)
-
-    async def publish(
-        self, event_type: str, data: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Any:
-        """Publish an event in this session; returns the stored event."""
-        return Record(self._request(
-            "publish", {"event_type": event_type, "data": data or {}, "metadata": metadata or {}}
-        ))
-
-    async def execute(
-        self, command_type: str, parameters: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Any:
-        """Run a command in this session and return its result (raises if it failed)."""
-        return self._request(
-            "execute",
-            {"command_type": command_type, "parameters": parameters or {},
-             "metadata": metadata or {}},
-        )
-
-    async def call_tool(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
-        """Run one of this session's tools and return its result (raises if it failed)."""
-        return self._request("call_tool", {"name": name, "arguments": arguments or {}})
-
-    def log(self, level: str, message: str) -> None:
-        frames.write_frame(_WFD, frames.Log(level=str(level), message=str(message)[:8192]))
-
-
-class CappedOutput(io.TextIOBase):
-    """stdout and stderr of user code: the first ``cap`` characters are kept, the rest counted
-    and dropped, so printing a gigabyte costs time but no memory."""
-
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.parts: list[str] = []
-        self.size = 0
-        self.truncated = False
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:  # type: ignore[override]
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        room = self.cap - self.size
-        if room > 0:
-            piece = text[:room]
-            self.parts.append(piece)
-            self.size += len(piece)
-        if len(text) > max(room, 0):
-            self.truncated = True
-        return len(text)
-
-    def value(self) -> str:
-        return "".join(self.parts)
-
-
-# -- one call, in the child ---------------------------------------------------------------
-
-
-def _last_function(tree: ast.Module) -> str | None:
-    names = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-    return names[-1] if names else None
-
-
-def _user_traceback(exc: BaseException, filename: str) -> str:
-    """The traceback from the first frame of user code on (the worker's frames are noise)."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
-
-
-def _failure(exc: BaseException, filename: str) -> dict[str, Any]:
-    kind = type(exc).__name__
-    message = str(exc)
-    return _error(
-        EXECUTION_FAILED, f"{kind}: {message}" if message else kind,
-        type=kind, message=message, traceback=_user_traceback(exc, filename)[-20000:],
-    )
-
-
-def _load(run: frames.Run, filename: str) -> tuple[Any, str] | dict[str, Any]:
-    """Compile and execute the module, find the function: (function, name) or an error."""
-    linecache.cache[filename] = (len(run.code), None, run.code.splitlines(True), filename)
-    try:
-        tree = ast.parse(run.code, filename)
-        code = compile(tree, filename, "exec")
-    except SyntaxError as exc:
-        return _error(
-            SYNTAX_ERROR, f"syntax error at line {exc.lineno}, column {exc.offset}: {exc.msg}",
-            line=exc.lineno, column=exc.offset, text=(exc.text or "").rstrip("\n"),
-        )
-    except (ValueError, RecursionError, MemoryError) as exc:
-        return _error(SYNTAX_ERROR, f"cannot compile: {type(exc).__name__}: {exc}")
-    name = run.function or _last_function(tree)
-    if name is None:
-        return _error(FUNCTION_NOT_FOUND, "the code defines no function")
-    namespace: dict[str, Any] = {
-        "__name__": "__sandbox__", "__builtins__": builtins, "bus": SandboxBus(),
-    }
-    try:
-        exec(code, namespace)
-    except BaseException as exc:  # noqa: BLE001 - user code may raise anything, SystemExit too
-        error = _failure(exc, filename)
-        error["code"] = CODE_ERROR
-        error["message"] = f"running the module failed: {error['message']}"
-        return error
-    fn = namespace.get(name)
-    if not inspect.isfunction(fn):
-        return _error(
-            FUNCTION_NOT_FOUND,
-            f"the code defines no function named {name!r}"
-            if fn is None else f"{name!r} is a {type(fn).__name__}, not a function",
-            function=name,
-        )
-    return fn, name
-
-
-async def _await(value: Any) -> Any:
-    return await value
-
-
-def _call(run: frames.Run, fn: Any) -> Any:
-    payload = json.loads(run.payload)
-    result = fn(**payload) if run.kind == "tool" else fn(Record(payload))
-    if inspect.isawaitable(result):
-        result = asyncio.run(_await(result))
-    return result
-
-
-def run_in_child(run: frames.Run, output: CappedOutput) -> frames.Done:
-    filename = f"<{run.kind}:{run.function or 'handler'}>"
-    sys.stdout = sys.stderr = output  # type: ignore[assignment]
-    try:
-        loaded = _load(run, filename)
-        if isinstance(loaded, dict):
-            return frames.Done(run.call_id, ok=False, error=loaded)
-        fn, name = loaded
-        if run.op == "inspect":
-            value: Any = describe_function(fn)
-            value["function"] = name
-        else:
-            try:
-                value = _call(run, fn)
-            except BaseException as exc:  # noqa: BLE001 - SystemExit and MemoryError fail the call
-                return frames.Done(run.call_id, ok=False, error=_failure(exc, filename))
-        try:
-            text = json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError, RecursionError) as exc:
-            return frames.Done(run.call_id, ok=False, error=_error(
-                INVALID_RESULT, f"the result is not JSON-serialisable: {exc}",
-                type=type(value).__name__,
-            ))
-        if len(text) > run.max_result:
-            return frames.Done(run.call_id, ok=False, error=_error(
-                RESULT_TOO_LARGE,
-                f"the result is {len(text)} bytes of JSON, over the {run.max_result} byte limit",
-                size=len(text), limit=run.max_result,
-            ))
-        return frames.Done(run.call_id, ok=True, result=text.encode())
-    finally:
-        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-
-
-def child_main(run: frames.Run, channel: int) -> None:
-    """Runs in the forked child; never returns. ``channel``: its own socket to the zygote (the
-    pool's pipes are closed before this runs: user code never holds them)."""
-    global _RFD, _WFD
-    _RFD = _WFD = channel
-    try:
-        os.setpgid(0, 0)  # its own group: the zygote kills the group afterwards
-        _set_dumpable(True)  # the zygote is not; user code's own processes may be
-        try:  # if memory runs out, the kernel picks user code, not the zygote
-            with open("/proc/self/oom_score_adj", "w") as fh:
-                fh.write("1000")
-        except OSError:
-            pass
-        cpu = math.ceil(run.deadline) + 1
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        output = CappedOutput(run.max_output)
-        done = run_in_child(run, output)
-        done.output, done.output_truncated = output.value(), output.truncated
-        frames.write_frame(_WFD, done)
-    except BaseException as exc:  # noqa: BLE001 - a bug here, or no memory left to report
-        try:
-            frames.write_frame(_WFD, frames.Done(run.call_id, ok=False, error=_error(
-                "WORKER_CRASHED", f"the sandbox failed: {type(exc).__name__}: {exc}")))
-        finally:
-            os._exit(70)
-    os._exit(0)
-
+from llmgine_daemon.sandbox.child import (
+    EXECUTION_FAILED,
+    WORKER_CRASHED,
+    call_error,
+    child_main,
+    set_dumpable,
+)
 
 # -- the zygote -----------------------------------------------------------------------------
 
@@ -323,17 +71,6 @@ def _set_limits(limits: dict[str, int]) -> None:
         cap(resource.RLIMIT_NPROC, limits["nproc"])
     # Writing past FSIZE then raises OSError(EFBIG) instead of killing the process.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-
-def _set_dumpable(on: bool) -> None:
-    """PR_SET_DUMPABLE: a process that is not dumpable cannot be traced, nor its /proc files
-    (memory, descriptors) opened, by another process of the same uid (user code)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(4, 1 if on else 0, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _drop_identity(identity: list[int] | None) -> None:
@@ -549,7 +286,7 @@ def _forker(ctrl: socket.socket, workdir: str, namespace: bool) -> None:
     nothing of other sessions. Asked for a child (one byte), it forks one with a socket of its
     own, hands the other end to the zygote, waits for the child, kills what it left and
     reports. Never returns."""
-    _set_dumpable(False)
+    set_dumpable(False)
     try:
         import ctypes
 
@@ -632,7 +369,7 @@ class _Zygote:
             pid = int(msg)
             sock = socket.socket(fileno=fds[0])
         except (OSError, ValueError, IndexError):
-            self._write(frames.Done(run.call_id, ok=False, error=_error(
+            self._write(frames.Done(run.call_id, ok=False, error=call_error(
                 WORKER_CRASHED, "the sandbox's forker is gone")))
             self._write(frames.Exited(run.call_id, "lost", False, True))
             return True
@@ -645,7 +382,7 @@ class _Zygote:
         if report is None:  # the forker died (user code may kill it): nothing left is trusted
             self._kill_all_but_self()
             if failure is None:
-                failure = _error(WORKER_CRASHED, "the sandbox's forker was killed during the call")
+                failure = call_error(WORKER_CRASHED, "the sandbox's forker was killed during the call")
             status, gone = None, False
         else:
             status, gone = report
@@ -715,11 +452,11 @@ class _Zygote:
                         poller.unregister(channel.sock)
             self.pool.flush()
             if len(self.pool.data) > self.pool.cap:
-                end(_error(WORKER_CRASHED, "the call sent more than the sandbox passes on "
-                           "while the daemon is busy (bus.log or forged frames)"), 0.0)
+                end(call_error(WORKER_CRASHED, "the call sent more than the sandbox passes on "
+                               "while the daemon is busy (bus.log or forged frames)"), 0.0)
             if watching and not finished and _over(skip, self.memory):
                 limit = self.memory // 2**20
-                end(_error(
+                end(call_error(
                     EXECUTION_FAILED,
                     f"MemoryError: the call used more than {limit} MiB (sandbox.memory_mb), "
                     "counting every process it started; it was stopped",
@@ -761,7 +498,7 @@ class _Zygote:
         try:
             received = channel.receive()
         except frames.FrameError as exc:
-            return _error(WORKER_CRASHED, f"the call broke the sandbox protocol: {exc}")
+            return call_error(WORKER_CRASHED, f"the call broke the sandbox protocol: {exc}")
         for frame in received:
             if finished:
                 continue  # after its Done (or its failure) nothing of the call goes on
@@ -771,15 +508,15 @@ class _Zygote:
                 self._write(frame)
                 return {}
             else:
-                return _error(WORKER_CRASHED, "the call broke the sandbox protocol: "
-                              f"unexpected {type(frame).__name__} frame")
+                return call_error(WORKER_CRASHED, "the call broke the sandbox protocol: "
+                                  f"unexpected {type(frame).__name__} frame")
         return None
 
 
 def main() -> None:
     config = json.loads(os.environ.get("LLMGINE_WORKER", "") or sys.argv[1])
     _drop_identity(config.get("identity"))
-    _set_dumpable(False)
+    set_dumpable(False)
     # PID 1 of the sandbox: with the default action, signals from user code are not delivered.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     pool_r, pool_w = os.dup(0), os.dup(1)

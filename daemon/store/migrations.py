@@ -211,7 +211,7 @@ def m004_partial_command_indexes(conn: sqlite3.Connection) -> None:
     # queued/executing ones are ever looked up by status (at start-up: recovery) and only
     # batched ones by batch. Partial indexes: a finished, unbatched command (nearly all of
     # them) writes two B-trees fewer. Queries must repeat the index's WHERE term to use it
-    # (ACTIVE in bus/commands.py); `batch_id = ?` implies `batch_id IS NOT NULL` by itself.
+    # (ACTIVE in bus/commands/records.py); `batch_id = ?` implies `batch_id IS NOT NULL` by itself.
     run_script(
         conn,
         """

@@ -182,6 +182,7 @@ async def test_exceptions_and_bad_results_are_results(app_client):
     assert out["error"]["details"]["message"] == "no such city"
     assert 'raise ValueError("no such city")' in out["error"]["details"]["traceback"]
     assert "sandbox/worker.py" not in out["error"]["details"]["traceback"]
+    assert "sandbox/child.py" not in out["error"]["details"]["traceback"]
     out = await (await app_client.post(url, json={"arguments": {"kind": "exit"}})).json()
     assert out["error"]["details"]["type"] == "SystemExit"
     out = await (await app_client.post(url, json={"arguments": {"kind": "set"}})).json()

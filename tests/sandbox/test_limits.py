@@ -203,7 +203,7 @@ async def test_bus_publish_from_user_code_obeys_the_json_depth_limit(sandbox):
 
 FORGE = """
     import os, sys
-    from llmgine_daemon.sandbox import frames, worker
+    from llmgine_daemon.sandbox import child, frames
 
     def f(kind):
         frame = sys._getframe()
@@ -218,7 +218,7 @@ FORGE = """
                                      error={"code": 5, "message": ["x"], "details": "y"}),
             "long-output": frames.Done(run.call_id, ok=True, result=b"1", output="o" * 200_000),
         }[kind]
-        frames.write_frame(worker._WFD, done)
+        frames.write_frame(child._WFD, done)
         os._exit(0)
 """
 
@@ -251,7 +251,7 @@ async def test_a_forged_description_at_registration_is_refused(sandbox):
             frame = frame.f_back
         if frame is not None:
             forged = frames.Done(frame.f_locals["run"].call_id, ok=True, result=b"{}")
-            frames.write_frame(worker._WFD, forged)
+            frames.write_frame(child._WFD, forged)
             os._exit(0)
     """)
     resp = await sandbox.client.post("/api/sessions", json={})

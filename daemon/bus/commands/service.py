@@ -2,7 +2,8 @@
 
 The rules (DESIGN.md decision 5): a command is handled by exactly one handler, the session's
 or else a global one; with none, the submission is refused (HANDLER_NOT_FOUND) and nothing is
-stored. A 202 means the command row has committed. Execution itself lives in ``runner.py``.
+stored. A 202 means the command row has committed. Execution itself lives in ``runner.py``;
+the rows in ``records.py``.
 
 A batch is one entry in its session's queue (ranked by its most urgent command): ``parallel``
 runs its commands concurrently with each other, ``sequential`` one after another in the given
@@ -17,185 +18,53 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-from llmgine_daemon.bus.codec import dumps, loads, new_id
-from llmgine_daemon.bus.errors import BusError, invalid, not_found
-from llmgine_daemon.bus.events import insert_event, insert_events
-from llmgine_daemon.bus.handlers import Execution
-from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
-from llmgine_daemon.bus.jobs import (
+from llmgine_daemon.bus.codec import new_id
+from llmgine_daemon.bus.commands.execution import Execution
+from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, command_error
+from llmgine_daemon.bus.commands.records import (
+    ACTIVE,
+    COMMAND_COLUMNS,
+    MAX_TIMEOUT_S,
     PRIORITY_RANK,
-    BatchJob,
-    Job,
-    Outcome,
-    command_error,
+    CommandSpec,
+    batch_rows,
+    batch_status,
+    command_row,
     finish_row,
+    insert_command,
+    new_record,
     result_data,
+    row_to_command,
     started_data,
+    validate,
 )
-from llmgine_daemon.bus.runner import Runner
+from llmgine_daemon.bus.commands.runner import Runner
+from llmgine_daemon.bus.errors import BusError, invalid
+from llmgine_daemon.bus.events import insert_event, insert_events
+from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.observability import tracing
-from llmgine_daemon.observability.context import current_trace_id
 from llmgine_daemon.protocol import (
-    PRIORITIES,
     TERMINAL_STATUSES,
     Batch,
     Command,
     CommandCreate,
     CommandList,
-    ErrorBody,
     ErrorCode,
     Event,
     now_iso,
 )
-from llmgine_daemon.protocol.grammar import TYPE_RE, TYPE_RULE
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
 
 log = logging.getLogger("llmgine.commands")
 
-RANK_PRIORITY = {rank: name for name, rank in PRIORITY_RANK.items()}
-MAX_TIMEOUT_S = 7 * 24 * 3600.0
 MAX_BATCH = 10_000
-# The WHERE term of the partial index commands_active (migration 4): a query by status uses
-# that index only when it repeats the term word for word.
-ACTIVE = "status IN ('queued', 'executing')"
 # A batch larger than this is stored off the event loop (Store.write heavy): thousands of rows.
 HEAVY_BATCH = 1000
-
-COMMAND_COLUMNS = (
-    "command_id, session_id, command_type, parameters, metadata, priority, timeout, status,"
-    " result, error, created_at, started_at, finished_at, batch_id, duration_ms, trace_id"
-)
-
-
-def row_to_command(row: tuple[Any, ...]) -> Command:
-    error = loads(row[9])
-    return Command(
-        command_id=row[0],
-        session_id=row[1],
-        command_type=row[2],
-        parameters=loads(row[3]),
-        metadata=loads(row[4]),
-        priority=RANK_PRIORITY.get(row[5], "normal"),
-        timeout=row[6],
-        status=row[7],
-        result=loads(row[8]),
-        error=msgspec.convert(error, ErrorBody) if error is not None else None,
-        created_at=row[10],
-        started_at=row[11],
-        finished_at=row[12],
-        batch_id=row[13],
-        duration_ms=row[14],
-        trace_id=row[15],
-    )
-
-
-@dataclass(slots=True)
-class CommandSpec:
-    """A validated submission."""
-
-    command_type: str
-    parameters: dict[str, Any]
-    metadata: dict[str, Any]
-    priority: str
-    timeout: float | None
-
-
-def validate(body: CommandCreate, prefix: str = "", **extra: Any) -> CommandSpec:
-    """Check what msgspec's types cannot; ``prefix``/``extra`` name a batch member."""
-    if not TYPE_RE.match(body.command_type):
-        raise invalid(
-            f"{prefix}command_type",
-            TYPE_RULE,
-            **extra,
-        )
-    priority = body.metadata.get("priority", "normal")
-    if priority is None:
-        priority = "normal"
-    if priority not in PRIORITIES:
-        raise invalid(f"{prefix}metadata.priority", f"must be one of {', '.join(PRIORITIES)}", **extra)
-    timeout = body.metadata.get("timeout")
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise invalid(f"{prefix}metadata.timeout", "must be a number of seconds", **extra)
-        if not 0 < timeout <= MAX_TIMEOUT_S:
-            raise invalid(f"{prefix}metadata.timeout", f"must be > 0 and at most {MAX_TIMEOUT_S:g}", **extra)
-        timeout = float(timeout)
-    return CommandSpec(body.command_type, body.parameters, body.metadata, priority, timeout)
-
-
-def _insert(
-    conn: sqlite3.Connection, rec: Command, outcome: Outcome | None = None, finished_at: str | None = None
-) -> None:
-    """Store a new command; with ``outcome``, already finished (an eager command)."""
-    status, result, error, duration = rec.status, None, None, None
-    if outcome is not None:
-        status, result, duration = outcome.status, outcome.result_text, outcome.duration_ms
-        error = dumps(outcome.error) if outcome.error is not None else None
-    conn.execute(
-        f"INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (rec.command_id, rec.session_id, rec.command_type, dumps(rec.parameters), dumps(rec.metadata),
-         PRIORITY_RANK[rec.priority], rec.timeout, status, result, error, rec.created_at, rec.started_at,
-         finished_at, rec.batch_id, duration, rec.trace_id),
-    )
-
-
-def _new_record(session_id: str, spec: CommandSpec, ts: str, batch_id: str | None = None) -> Command:
-    return Command(
-        command_id=new_id(),
-        status="queued",
-        created_at=ts,
-        session_id=session_id,
-        command_type=spec.command_type,
-        parameters=spec.parameters,
-        metadata=spec.metadata,
-        priority=spec.priority,
-        timeout=spec.timeout,
-        batch_id=batch_id,
-        trace_id=current_trace_id(),
-    )
-
-
-def _command_row(conn: sqlite3.Connection, session_id: str, command_id: str) -> tuple[Any, ...]:
-    row = conn.execute(
-        f"SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id = ? AND session_id = ?",
-        (command_id, session_id),
-    ).fetchone()
-    if row is None:  # purged since the key was recorded
-        raise not_found("command", command_id=command_id, session_id=session_id)
-    return row
-
-
-def _batch_rows(conn: sqlite3.Connection, session_id: str, batch_id: str) -> tuple[Any, ...]:
-    info = conn.execute(
-        "SELECT mode, stop_on_error, created_at FROM batches WHERE batch_id = ? AND session_id = ?",
-        (batch_id, session_id),
-    ).fetchone()
-    if info is None:
-        fetch_session(conn, session_id)
-        raise BusError(
-            ErrorCode.NOT_FOUND,
-            f"batch {batch_id!r} not found in session {session_id!r}",
-            {"session_id": session_id, "batch_id": batch_id},
-        )
-    rows = conn.execute(
-        f"SELECT {COMMAND_COLUMNS} FROM commands WHERE batch_id = ? ORDER BY rowid", (batch_id,)
-    ).fetchall()
-    return batch_id, info, rows
-
-
-def batch_status(commands: list[Command]) -> str:
-    if all(c.status in TERMINAL_STATUSES for c in commands):
-        return "finished"
-    if any(c.status != "queued" for c in commands):
-        return "executing"
-    return "queued"
 
 
 class Commands:
@@ -222,7 +91,7 @@ class Commands:
             await self._refuse_unhandled(session_id, spec.command_type)
         runner = self.runner
         ts = now_iso()
-        rec = _new_record(session_id, spec, ts)
+        rec = new_record(session_id, spec, ts)
         claimed = runner.try_claim(session_id)
         if claimed:
             rec.status, rec.started_at = "executing", ts
@@ -234,9 +103,9 @@ class Commands:
         def write(conn: sqlite3.Connection) -> tuple[tuple[Any, ...] | None, list[Event]]:
             prior = lookup(conn, idem)
             if prior is not None:
-                return _command_row(conn, session_id, prior[1]), []
+                return command_row(conn, session_id, prior[1]), []
             require_active(conn, session_id)
-            _insert(conn, rec)
+            insert_command(conn, rec)
             record(conn, idem, "command", rec.command_id, session_id)
             if claimed:
                 return None, [insert_event(conn, session_id, "CommandStarted", started_data(rec), timestamp=ts)]
@@ -269,11 +138,11 @@ class Commands:
         def write(conn: sqlite3.Connection) -> tuple[None, list[Event]]:
             require_active(conn, session_id)
             if not final:
-                _insert(conn, rec)
+                insert_command(conn, rec)
                 return None, [insert_event(conn, session_id, "CommandStarted", started_data(rec), timestamp=ts,
                                            trace_id=rec.trace_id)]
             outcome, pending, end = final[0]
-            _insert(conn, rec, outcome, end)
+            insert_command(conn, rec, outcome, end)
             items = [("CommandStarted", started_data(rec), {}, "bus"), *pending,
                      ("CommandResult", result_data(rec, outcome), {}, "bus")]
             stamps = [ts] + [end] * (len(items) - 1)
@@ -303,7 +172,7 @@ class Commands:
         events = future.result()[1]
         if final:  # stored finished: only the memory and the listeners are left
             runner.queue_waited(job)
-            runner._apply_end(job, final[0][0], final[0][2])
+            runner.apply_end(job, final[0][0], final[0][2])
             self.bus.events.notify(events)
             return
         runner.track(job)
@@ -315,7 +184,7 @@ class Commands:
         if job.admitted is None:
             runner.run_claimed(job)
         elif job.pending and job.state == "running":
-            runner._flush(job)  # what it emitted while not yet admitted
+            runner.flush(job)  # what it emitted while not yet admitted
 
     def _current(self, row: tuple[Any, ...]) -> Command:
         """The record of a stored row, or the live one (same state, or newer) if it runs.
@@ -343,12 +212,12 @@ class Commands:
                 await self._refuse_unhandled(session_id, spec.command_type, index=index)
         ts = now_iso()
         batch_id = new_id()
-        records = [_new_record(session_id, spec, ts, batch_id) for spec in specs]
+        records = [new_record(session_id, spec, ts, batch_id) for spec in specs]
 
         def write(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
             prior = lookup(conn, idem)
             if prior is not None:
-                return _batch_rows(conn, session_id, prior[1])
+                return batch_rows(conn, session_id, prior[1])
             require_active(conn, session_id)
             conn.execute(
                 "INSERT INTO batches (batch_id, session_id, mode, stop_on_error, created_at)"
@@ -356,7 +225,7 @@ class Commands:
                 (batch_id, session_id, mode, int(stop_on_error), ts),
             )
             for rec in records:
-                _insert(conn, rec)
+                insert_command(conn, rec)
             record(conn, idem, "batch", batch_id, session_id)
             return None
 
@@ -395,12 +264,12 @@ class Commands:
             return rec
         self.bus.handlers.require(session_id, spec.command_type)
         ts = now_iso()
-        rec = _new_record(session_id, spec, ts)
+        rec = new_record(session_id, spec, ts)
         rec.status, rec.started_at = "executing", ts
 
         def write(conn: sqlite3.Connection) -> Event:
             require_active(conn, session_id)
-            _insert(conn, rec)
+            insert_command(conn, rec)
             return insert_event(conn, session_id, "CommandStarted", started_data(rec), timestamp=ts,
                                 trace_id=rec.trace_id)
 
@@ -429,7 +298,7 @@ class Commands:
 
         def read(conn: sqlite3.Connection) -> tuple[Any, ...]:
             fetch_session(conn, session_id)
-            return _command_row(conn, session_id, command_id)
+            return command_row(conn, session_id, command_id)
 
         return self._current(await self.store.read(read))
 
@@ -471,7 +340,7 @@ class Commands:
         return Batch(batch_id, session_id, info[0], bool(info[1]), batch_status(commands), info[2], commands)
 
     async def get_batch(self, session_id: str, batch_id: str) -> Batch:
-        _, info, rows = await self.store.read(lambda conn: _batch_rows(conn, session_id, batch_id))
+        _, info, rows = await self.store.read(lambda conn: batch_rows(conn, session_id, batch_id))
         return self._assemble(session_id, batch_id, info, rows)
 
     # -- wait and cancel ----------------------------------------------------------------

@@ -14,19 +14,13 @@ CONFLICT, never a silent replacement.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llmgine_daemon.bus.errors import BusError, handler_not_found
-from llmgine_daemon.protocol import Command, ErrorCode, Event
-
-if TYPE_CHECKING:
-    from llmgine_daemon.bus.jobs import Job
-    from llmgine_daemon.bus.runner import Runner
+from llmgine_daemon.protocol import Command, ErrorCode
 
 CommandHandler = Callable[[Command], Awaitable[Any]]
 
@@ -111,71 +105,3 @@ class HandlerRegistry:
 
     def list(self, session_id: str | None = None) -> list[Registration]:
         return [r for (scope, _), r in self._by_scope.items() if session_id is None or scope == session_id]
-
-
-# -- the running handler's context ------------------------------------------------------
-
-
-class Execution:
-    """What a running handler can reach through ``current()``: its command, and events."""
-
-    __slots__ = ("_runner", "_job")
-
-    def __init__(self, runner: Runner, job: Job) -> None:
-        self._runner = runner
-        self._job = job
-
-    @property
-    def command(self) -> Command:
-        return self._job.record
-
-    @property
-    def running(self) -> bool:
-        return self._job.state == "running"
-
-    @property
-    def cancel_reason(self) -> str | None:
-        return self._job.cancel_reason
-
-    def emit(
-        self,
-        event_type: str,
-        data: dict[str, Any] | None = None,
-        *,
-        metadata: dict[str, Any] | None = None,
-        source: str = "handler",
-    ) -> None:
-        """Record an event in the command's session. It is written at the handler's next
-        suspension point, or with its result; either way before CommandResult."""
-        job = self._job
-        job.pending.append((event_type, data or {}, metadata or {}, source))
-        if not job.flush_scheduled:
-            job.flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._runner._flush, job)
-
-    async def publish(
-        self,
-        event_type: str,
-        data: dict[str, Any] | None = None,
-        *,
-        metadata: dict[str, Any] | None = None,
-        source: str = "handler",
-    ) -> Event:
-        """Like ``emit``, but returns the stored event once it has committed."""
-        admitted = self._job.admitted
-        if admitted is not None and not admitted.done():
-            # An eager command's events are written only once its submission has committed.
-            await asyncio.wait([admitted])
-        self.emit(event_type, data, metadata=metadata, source=source)
-        events = await self._runner._flush(self._job)
-        if not events:
-            raise BusError(ErrorCode.CONFLICT, "the command was not stored; its events are not written")
-        return events[-1]
-
-
-CURRENT: contextvars.ContextVar[Execution] = contextvars.ContextVar("llmgine_execution")
-
-
-def current() -> Execution:
-    """The execution context of the command handler that is running (LookupError outside)."""
-    return CURRENT.get()

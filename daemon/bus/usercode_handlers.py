@@ -1,5 +1,5 @@
 """User-code handlers (spec section 6): Python functions registered over the API, run in the
-sandbox. (``bus/handlers.py`` is the in-process command handler registry they plug into;
+sandbox. (``bus/handler_registry.py`` is the in-process command handler registry they plug into;
 this module is the ``/api/.../handlers`` resource: persistence, dispatch, scopes.)
 
 - Command handlers: one per command type per scope (a session, or global = LLMGine's BUS
@@ -25,14 +25,14 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmgine_daemon.bus.commands import CURRENT
 from llmgine_daemon.bus.errors import BusError, UserCodeError, handler_not_found, not_found
 from llmgine_daemon.bus.events import insert_event
-from llmgine_daemon.bus.handlers import CURRENT
 from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.bus.tools import check_code, check_timeout, code_rejected
 from llmgine_daemon.observability import metrics, tracing
 from llmgine_daemon.protocol import Command, ErrorCode, Event, Handler, now_iso
-from llmgine_daemon.sandbox.pool import CallContext
+from llmgine_daemon.sandbox.calls import CallContext
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus

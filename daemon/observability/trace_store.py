@@ -1,4 +1,5 @@
-"""Stored spans: insert with bounded retention, read back as a tree or a list of traces."""
+"""Stored spans: insert with bounded retention, read back as a tree or a list of traces.
+(``tracing.py`` is the API that makes the spans.)"""
 
 from __future__ import annotations
 

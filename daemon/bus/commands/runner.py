@@ -14,7 +14,7 @@ Round trips are what cost, so the runner saves them where it can:
 - an eager handler's command is run before its submission commits, and stored finished in
   that one write when the handler never suspends (``eager.py``).
 
-Batches run in ``batches.py``.
+Batches run in ``batches.py``; the rows each step writes are in ``records.py``.
 
 Cancellation is explicit: a running job is cancelled only after ``cancel_reason`` was set
 (cancel, session ended, batch stopped, timeout, shutdown), so the runner never swallows a
@@ -32,24 +32,24 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from llmgine_daemon.bus.batches import run_batch
 from llmgine_daemon.bus.codec import dumps
-from llmgine_daemon.bus.eager import invoke_eager, is_admitted, is_refused
-from llmgine_daemon.bus.errors import handler_not_found
-from llmgine_daemon.bus.events import insert_events
-from llmgine_daemon.bus.handlers import CURRENT, Execution
-from llmgine_daemon.bus.jobs import (
+from llmgine_daemon.bus.commands.batches import run_batch
+from llmgine_daemon.bus.commands.eager import invoke_eager, is_admitted, is_refused
+from llmgine_daemon.bus.commands.execution import CURRENT, Execution
+from llmgine_daemon.bus.commands.jobs import (
     BatchJob,
     Entry,
     Job,
     NotAdmitted,
     Outcome,
     SessionQueue,
+    cancelled_outcome,
     command_error,
     failed_outcome,
-    finish_row,
-    start_rows,
 )
+from llmgine_daemon.bus.commands.records import finish_row, start_rows
+from llmgine_daemon.bus.errors import handler_not_found
+from llmgine_daemon.bus.events import insert_events
 from llmgine_daemon.observability import metrics, tracing
 from llmgine_daemon.observability.context import CURRENT_SPAN, FIELDS, reset_fields, set_fields
 from llmgine_daemon.protocol import Command, ErrorCode, Event, now_iso
@@ -242,7 +242,7 @@ class Runner:
     async def invoke(self, job: Job) -> Outcome:
         rec = job.record
         if job.cancel_reason is not None:
-            return self._cancelled(job, 0.0)
+            return cancelled_outcome(job.cancel_reason, 0.0)
         reg = self.handlers.resolve(rec.session_id, rec.command_type)
         if reg is None:
             missing = handler_not_found("command", rec.command_type, rec.session_id, or_global=True,
@@ -284,7 +284,7 @@ class Runner:
             if job.cancel_reason is None:
                 raise  # not ours: let it propagate
             task.uncancel()
-            return self._cancelled(job, _ms(t0))
+            return cancelled_outcome(job.cancel_reason, _ms(t0))
         except TimeoutError as exc:
             if cm is not None and cm.expired():
                 return Outcome(
@@ -325,24 +325,6 @@ class Runner:
         await self.finish(job, outcome)
         return job.record
 
-    def _cancelled(self, job: Job, duration: float) -> Outcome:
-        reason = job.cancel_reason
-        if reason == "shutdown":
-            return Outcome(
-                "interrupted",
-                error=command_error(ErrorCode.COMMAND_INTERRUPTED, "the daemon shut down while it ran"),
-                duration_ms=duration,
-            )
-        message = {
-            "cancel": "cancelled by request",
-            "session": "session ended",
-            "batch": "cancelled: an earlier command of the batch failed (stop_on_error)",
-            "parent": "cancelled: the handler that ran it (bus.execute) ended first",
-        }.get(reason or "", "cancelled")
-        return Outcome(
-            "cancelled", error=command_error(ErrorCode.COMMAND_CANCELLED, message), duration_ms=duration
-        )
-
     async def finish(self, job: Job, outcome: Outcome, *, start: list[Job] | None = None) -> list[Job]:
         """Record the outcome (with the handler's buffered events) and start ``start`` in the
         same transaction; returns the jobs that did start."""
@@ -379,7 +361,7 @@ class Runner:
         except Exception:
             log.exception("could not record the result of command %s", rec.command_id)
             emitted, result_event, started = [], None, []
-        self._apply_end(job, outcome, ts)
+        self.apply_end(job, outcome, ts)
         ok = {id(j) for j, _ in started}
         for nxt in start:
             if id(nxt) in ok:
@@ -415,7 +397,7 @@ class Runner:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _apply_end(self, job: Job, outcome: Outcome, ts: str) -> None:
+    def apply_end(self, job: Job, outcome: Outcome, ts: str) -> None:
         rec = job.record
         rec.status = outcome.status
         rec.result = outcome.result
@@ -446,11 +428,11 @@ class Runner:
         """A command that never started and was ended in the store by someone else (session
         end): bring the memory in line and answer its waiters."""
         job.cancel_reason = job.cancel_reason or reason
-        outcome = self._cancelled(job, 0.0)
+        outcome = cancelled_outcome(job.cancel_reason, 0.0)
         outcome.duration_ms = None
-        self._apply_end(job, outcome, ts)
+        self.apply_end(job, outcome, ts)
 
-    def _flush(self, job: Job) -> asyncio.Future[list[Event]]:
+    def flush(self, job: Job) -> asyncio.Future[list[Event]]:
         """Write a running handler's buffered events (called soon after ``emit``)."""
         job.flush_scheduled = False
         loop = asyncio.get_running_loop()
@@ -500,7 +482,7 @@ class Runner:
             job.state = "cancelled"
             job.cancel_reason = reason
         ts = now_iso()
-        outcomes = [self._cancelled(j, 0.0) for j in jobs]
+        outcomes = [cancelled_outcome(j.cancel_reason, 0.0) for j in jobs]
         for o in outcomes:
             o.duration_ms = None
 
@@ -516,7 +498,7 @@ class Runner:
                 job.cancel_reason = None
             raise
         for job, outcome in zip(jobs, outcomes, strict=True):
-            self._apply_end(job, outcome, ts)
+            self.apply_end(job, outcome, ts)
         self.bus.events.notify([e for e in events if e is not None])
 
     async def wait(self, jobs: list[Job], timeout: float) -> bool:

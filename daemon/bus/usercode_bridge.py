@@ -1,4 +1,5 @@
-"""The bus side of the sandbox: answers what user code asks through its global ``bus``.
+"""The bridge from user code to the bus: answers what code in the sandbox asks through its
+global ``bus`` (the sandbox itself is ``llmgine_daemon/sandbox/``).
 
     await bus.publish(event_type, data)        an event in the caller's session (source handler)
     await bus.execute(command_type, params)    a command in the caller's session -> its result
@@ -24,7 +25,8 @@ from llmgine_daemon.bus.sessions import require_active
 from llmgine_daemon.observability import logs
 from llmgine_daemon.observability.context import bind
 from llmgine_daemon.protocol import ErrorCode, Event
-from llmgine_daemon.sandbox.pool import CallContext, SandboxPool
+from llmgine_daemon.sandbox.calls import CallContext
+from llmgine_daemon.sandbox.pool import SandboxPool
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus

@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from llmgine_daemon.bus.jobs import BatchJob, Job
+from llmgine_daemon.bus.commands.jobs import BatchJob, Job
 
 if TYPE_CHECKING:
-    from llmgine_daemon.bus.runner import Runner
+    from llmgine_daemon.bus.commands.runner import Runner
 
 # How many commands of a parallel batch run at once: enough for the group-commit writer to
 # fill its transactions, few enough that a batch of real LLM calls does not open 10,000

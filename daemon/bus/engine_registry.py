@@ -1,4 +1,5 @@
-"""Engines: create, list, read, execute on, delete; restore after a restart.
+"""The engine registry: engine records (create, list, read, execute on, delete; restore after
+a restart), and ``EngineBase``, the base class of engine types.
 
 An engine is a command handler with a record: creating one registers it as the handler of its
 engine type's command type in its session (so a second engine of a type in one session is a
@@ -6,7 +7,8 @@ CONFLICT), deleting it unregisters it. Engines persist; ``start`` re-creates and
 them before queued commands resume.
 
 The engine types themselves live in ``llmgine_daemon/engines/`` and are handed to the Bus by
-the app (bus/ does not import them: they import the bus's handler context).
+the app with the context their constructors get (bus/ does not import them: they import the
+bus's handler context).
 """
 
 from __future__ import annotations
@@ -76,17 +78,22 @@ class ConfigField:
 
 class EngineBase:
     """One engine type. Subclasses set the class variables and implement ``handle``: the
-    command handler (an async callable taking the command record, returning a JSON result)."""
+    command handler (an async callable taking the command record, returning a JSON result).
+
+    The bus builds an engine as ``cls(record, context)``: its stored record, and the context
+    the app gave the Bus (``Bus(engine_context=...)``; engines/context.py), which holds what
+    the engine uses besides its record. bus/ never looks inside it."""
 
     engine_type: ClassVar[str]
     command_type: ClassVar[str]
     description: ClassVar[str]
     config_fields: ClassVar[tuple[ConfigField, ...]] = ()
-    # True for an engine that calls nothing outside the daemon (see handlers.Registration).
+    # True for an engine that calls nothing outside the daemon (see handler_registry.Registration).
     eager: ClassVar[bool] = False
 
-    def __init__(self, record: Engine) -> None:
+    def __init__(self, record: Engine, context: Any) -> None:
         self.record = record
+        self.context = context
 
     @classmethod
     def _fields(cls) -> dict[str, ConfigField]:
@@ -156,10 +163,12 @@ def row_to_engine(row: tuple[Any, ...], command_type: str) -> Engine:
 
 
 class Engines:
-    def __init__(self, bus: Bus, types: dict[str, type[EngineBase]]) -> None:
+    def __init__(self, bus: Bus, types: dict[str, type[EngineBase]], context: Any = None) -> None:
         self.bus = bus
         self.store = bus.store
         self.types = types
+        # Passed to every engine's constructor (see EngineBase).
+        self.context = context
         self.running: dict[str, EngineBase] = {}
 
     def _owner(self, engine_id: str) -> str:
@@ -175,7 +184,7 @@ class Engines:
     def _activate(self, record: Engine) -> EngineBase:
         """Instantiate and register as its session's handler (CONFLICT if the slot is taken)."""
         cls = self.types[record.engine_type]
-        engine = cls(record)
+        engine = cls(record, self.context)
 
         async def run(command: Command) -> Any:
             with bind(engine_id=record.engine_id), \

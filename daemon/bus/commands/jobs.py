@@ -1,22 +1,17 @@
-"""What the command runner works with: a live command (``Job``), a batch, the outcome of a
-run, a session's queue, and the rows that record a command starting and finishing (written
-inside the runner's transactions)."""
+"""What the command runner keeps in memory: a live command (``Job``), a batch, the outcome of
+a run and how one is made, a session's queue. (The rows that record them are in
+``records.py``.)"""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmgine_daemon.bus.codec import dumps
 from llmgine_daemon.bus.errors import BusError, UserCodeError
-from llmgine_daemon.bus.events import insert_event
-from llmgine_daemon.protocol import Command, ErrorBody, ErrorCode, Event
-
-PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
+from llmgine_daemon.protocol import Command, ErrorBody, ErrorCode
 
 
 @dataclass(eq=False, slots=True)
@@ -34,7 +29,7 @@ class Job:
     # W3C traceparent of the submitting request: the run is traced as its child.
     traceparent: str | None = None
     queued_at: float = field(default_factory=time.monotonic)
-    # An eager command (handlers.Registration.eager) starts before its submission commits:
+    # An eager command (handler_registry.Registration.eager) starts before its submission commits:
     # this is that submission's write. Until it has succeeded the command does not exist for
     # anyone else; if it fails, the run is dropped and nothing of it is written.
     admitted: asyncio.Future[Any] | None = None
@@ -80,71 +75,23 @@ def command_error(code: str, message: str, **details: Any) -> ErrorBody:
     return ErrorBody(code=code, message=message, details=details)
 
 
-def started_data(rec: Command) -> dict[str, Any]:
-    return {
-        "command_id": rec.command_id,
-        "command_type": rec.command_type,
-        "priority": rec.priority,
-        "batch_id": rec.batch_id,
-    }
-
-
-def start_rows(
-    conn: sqlite3.Connection, jobs: list[Job], ts: str
-) -> list[tuple[Job, Event]]:
-    """Mark queued commands executing (inside a write). A command that is no longer queued in
-    the store (its session ended meanwhile) is left out."""
-    started = []
-    for job in jobs:
-        rec = job.record
-        cur = conn.execute(
-            "UPDATE commands SET status = 'executing', started_at = ?"
-            " WHERE command_id = ? AND status = 'queued'",
-            (ts, rec.command_id),
+def cancelled_outcome(reason: str | None, duration: float) -> Outcome:
+    """The outcome of a command ended by ``Job.cancel_reason`` (shutdown: interrupted)."""
+    if reason == "shutdown":
+        return Outcome(
+            "interrupted",
+            error=command_error(ErrorCode.COMMAND_INTERRUPTED, "the daemon shut down while it ran"),
+            duration_ms=duration,
         )
-        if cur.rowcount:
-            event = insert_event(
-                conn, rec.session_id, "CommandStarted", started_data(rec), timestamp=ts,
-                trace_id=rec.trace_id,
-            )
-            started.append((job, event))
-    return started
-
-
-def finish_row(
-    conn: sqlite3.Connection, rec: Command, outcome: Outcome, ts: str, *, from_status: str,
-    strict: bool = False,
-) -> Event | None:
-    """Record a command's end. A command no longer in ``from_status`` is left alone (None), or
-    with ``strict`` raises NotAdmitted (rolling the caller's write back)."""
-    error_text = dumps(outcome.error) if outcome.error is not None else None
-    cur = conn.execute(
-        "UPDATE commands SET status = ?, result = ?, error = ?, finished_at = ?, duration_ms = ?"
-        " WHERE command_id = ? AND status = ?",
-        (outcome.status, outcome.result_text, error_text, ts, outcome.duration_ms,
-         rec.command_id, from_status),
+    message = {
+        "cancel": "cancelled by request",
+        "session": "session ended",
+        "batch": "cancelled: an earlier command of the batch failed (stop_on_error)",
+        "parent": "cancelled: the handler that ran it (bus.execute) ended first",
+    }.get(reason or "", "cancelled")
+    return Outcome(
+        "cancelled", error=command_error(ErrorCode.COMMAND_CANCELLED, message), duration_ms=duration
     )
-    if not cur.rowcount:
-        if strict:
-            raise NotAdmitted(rec.command_id)
-        return None
-    return insert_event(
-        conn, rec.session_id, "CommandResult", result_data(rec, outcome), timestamp=ts,
-        trace_id=rec.trace_id,
-    )
-
-
-def result_data(rec: Command, outcome: Outcome) -> dict[str, Any]:
-    """The data of a command's CommandResult event."""
-    return {
-        "command_id": rec.command_id,
-        "command_type": rec.command_type,
-        "status": outcome.status,
-        "result": outcome.result,
-        "error": outcome.error,
-        "duration_ms": outcome.duration_ms,
-        "batch_id": rec.batch_id,
-    }
 
 
 def failed_outcome(exc: BaseException, duration: float) -> Outcome:

@@ -1,5 +1,5 @@
 """Eager commands: a command whose handler calls nothing outside the daemon
-(``handlers.Registration.eager``, e.g. DummyEngine) runs before its submission has committed.
+(``handler_registry.Registration.eager``, e.g. DummyEngine) runs before its submission has committed.
 
 ``Commands._submit_eager`` makes the submission's write and its future (``Job.admitted``);
 the session's runner task calls ``invoke_eager``, which queues that write and runs the handler
@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.jobs import Job, Outcome
+from llmgine_daemon.bus.commands.jobs import Job, Outcome
 from llmgine_daemon.protocol import now_iso
 
 if TYPE_CHECKING:
-    from llmgine_daemon.bus.runner import Runner
+    from llmgine_daemon.bus.commands.runner import Runner
 
 
 async def invoke_eager(runner: Runner, job: Job, queue_write: Callable[[], Any], final: list[Any]) -> Outcome | None:

@@ -1,0 +1,40 @@
+"""The command lifecycle: a command submitted, queued, run by its handler, finished, read back.
+
+What each module owns (the arrows are the only imports between them):
+
+``service.py``  ``Commands``, what the rest of the bus and the API call: submit (one, a batch,
+                an eager command), nested ``bus.execute``, get/list, wait, cancel; recovery of
+                the queue after a restart (``start``), shutdown (``stop``), a session's end.
+                -> runner, records, jobs, execution
+``runner.py``   ``Runner``: per-session priority queues, one command at a time per session,
+                running a handler (``invoke``), recording its end (``finish``), buffered events
+                (``flush``), cancellation and waiting. -> batches, eager, records, jobs, execution
+``batches.py``  ``run_batch``: a batch's members, sequential or parallel (calls the Runner).
+``eager.py``    ``invoke_eager``, ``is_admitted``, ``is_refused``: a command run before its
+                submission has committed.
+``execution.py`` ``Execution``, ``CURRENT``, ``current()``: the running handler's context
+                (what engines and user code use to publish events).
+``records.py``  the store side: ``CommandSpec`` and ``validate``, the ``commands`` rows
+                (``insert_command``, ``start_rows``, ``finish_row``, ``row_to_command``,
+                ``command_row``, ``batch_rows``) and event data. Runs in the store's
+                transactions; touches no memory.
+``jobs.py``     the in-memory types: ``Job``, ``BatchJob``, ``Outcome``, ``SessionQueue``,
+                ``NotAdmitted`` and the outcome builders (``command_error``,
+                ``cancelled_outcome``, ``failed_outcome``).
+
+The internal API between modules is the public names above and these ``Runner`` methods and
+attributes: ``jobs``, ``queues``, ``stopping``; ``try_claim``, ``release_claim``, ``track``,
+``push``, ``run_claimed``, ``run_eager``, ``queue_waited``; ``start_jobs``, ``invoke``,
+``run_inline``, ``finish``, ``apply_end``, ``end_unstarted``, ``flush``, ``durable_write``;
+``cancel_running``, ``cancel_queued``, ``wait``, ``drain``, ``stop``. A name with a leading
+underscore is private to its module: no other module calls it.
+
+Outside this package, import from here (``llmgine_daemon.bus.commands``), not from the
+modules: that is the package's API to the rest of the daemon.
+"""
+
+from llmgine_daemon.bus.commands.execution import CURRENT, Execution, current
+from llmgine_daemon.bus.commands.records import ACTIVE, MAX_TIMEOUT_S, CommandSpec, validate
+from llmgine_daemon.bus.commands.service import Commands
+
+__all__ = ["ACTIVE", "CURRENT", "MAX_TIMEOUT_S", "CommandSpec", "Commands", "Execution", "current", "validate"]

@@ -1,0 +1,233 @@
+"""The store side of commands: validating a submission, the ``commands`` rows and how each
+step of a command's life is written (inserted, started, finished, read back).
+
+Everything here runs inside the store's transactions (write and read functions, in the
+store's threads) or is pure: nothing touches the runner's memory.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from llmgine_daemon.bus.codec import dumps, loads, new_id
+from llmgine_daemon.bus.commands.jobs import Job, NotAdmitted, Outcome
+from llmgine_daemon.bus.errors import BusError, invalid, not_found
+from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.sessions import fetch_session
+from llmgine_daemon.observability.context import current_trace_id
+from llmgine_daemon.protocol import (
+    PRIORITIES,
+    TERMINAL_STATUSES,
+    Command,
+    CommandCreate,
+    ErrorBody,
+    ErrorCode,
+    Event,
+)
+from llmgine_daemon.protocol.grammar import TYPE_RE, TYPE_RULE
+
+PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
+RANK_PRIORITY = {rank: name for name, rank in PRIORITY_RANK.items()}
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+# The WHERE term of the partial index commands_active (migration 4): a query by status uses
+# that index only when it repeats the term word for word.
+ACTIVE = "status IN ('queued', 'executing')"
+
+COMMAND_COLUMNS = (
+    "command_id, session_id, command_type, parameters, metadata, priority, timeout, status,"
+    " result, error, created_at, started_at, finished_at, batch_id, duration_ms, trace_id"
+)
+
+
+def row_to_command(row: tuple[Any, ...]) -> Command:
+    error = loads(row[9])
+    return Command(
+        command_id=row[0],
+        session_id=row[1],
+        command_type=row[2],
+        parameters=loads(row[3]),
+        metadata=loads(row[4]),
+        priority=RANK_PRIORITY.get(row[5], "normal"),
+        timeout=row[6],
+        status=row[7],
+        result=loads(row[8]),
+        error=msgspec.convert(error, ErrorBody) if error is not None else None,
+        created_at=row[10],
+        started_at=row[11],
+        finished_at=row[12],
+        batch_id=row[13],
+        duration_ms=row[14],
+        trace_id=row[15],
+    )
+
+
+@dataclass(slots=True)
+class CommandSpec:
+    """A validated submission."""
+
+    command_type: str
+    parameters: dict[str, Any]
+    metadata: dict[str, Any]
+    priority: str
+    timeout: float | None
+
+
+def validate(body: CommandCreate, prefix: str = "", **extra: Any) -> CommandSpec:
+    """Check what msgspec's types cannot; ``prefix``/``extra`` name a batch member."""
+    if not TYPE_RE.match(body.command_type):
+        raise invalid(
+            f"{prefix}command_type",
+            TYPE_RULE,
+            **extra,
+        )
+    priority = body.metadata.get("priority", "normal")
+    if priority is None:
+        priority = "normal"
+    if priority not in PRIORITIES:
+        raise invalid(f"{prefix}metadata.priority", f"must be one of {', '.join(PRIORITIES)}", **extra)
+    timeout = body.metadata.get("timeout")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise invalid(f"{prefix}metadata.timeout", "must be a number of seconds", **extra)
+        if not 0 < timeout <= MAX_TIMEOUT_S:
+            raise invalid(f"{prefix}metadata.timeout", f"must be > 0 and at most {MAX_TIMEOUT_S:g}", **extra)
+        timeout = float(timeout)
+    return CommandSpec(body.command_type, body.parameters, body.metadata, priority, timeout)
+
+
+def insert_command(
+    conn: sqlite3.Connection, rec: Command, outcome: Outcome | None = None, finished_at: str | None = None
+) -> None:
+    """Store a new command; with ``outcome``, already finished (an eager command)."""
+    status, result, error, duration = rec.status, None, None, None
+    if outcome is not None:
+        status, result, duration = outcome.status, outcome.result_text, outcome.duration_ms
+        error = dumps(outcome.error) if outcome.error is not None else None
+    conn.execute(
+        f"INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (rec.command_id, rec.session_id, rec.command_type, dumps(rec.parameters), dumps(rec.metadata),
+         PRIORITY_RANK[rec.priority], rec.timeout, status, result, error, rec.created_at, rec.started_at,
+         finished_at, rec.batch_id, duration, rec.trace_id),
+    )
+
+
+def new_record(session_id: str, spec: CommandSpec, ts: str, batch_id: str | None = None) -> Command:
+    return Command(
+        command_id=new_id(),
+        status="queued",
+        created_at=ts,
+        session_id=session_id,
+        command_type=spec.command_type,
+        parameters=spec.parameters,
+        metadata=spec.metadata,
+        priority=spec.priority,
+        timeout=spec.timeout,
+        batch_id=batch_id,
+        trace_id=current_trace_id(),
+    )
+
+
+def command_row(conn: sqlite3.Connection, session_id: str, command_id: str) -> tuple[Any, ...]:
+    row = conn.execute(
+        f"SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id = ? AND session_id = ?",
+        (command_id, session_id),
+    ).fetchone()
+    if row is None:  # purged since the key was recorded
+        raise not_found("command", command_id=command_id, session_id=session_id)
+    return row
+
+
+def batch_rows(conn: sqlite3.Connection, session_id: str, batch_id: str) -> tuple[Any, ...]:
+    info = conn.execute(
+        "SELECT mode, stop_on_error, created_at FROM batches WHERE batch_id = ? AND session_id = ?",
+        (batch_id, session_id),
+    ).fetchone()
+    if info is None:
+        fetch_session(conn, session_id)
+        raise BusError(
+            ErrorCode.NOT_FOUND,
+            f"batch {batch_id!r} not found in session {session_id!r}",
+            {"session_id": session_id, "batch_id": batch_id},
+        )
+    rows = conn.execute(
+        f"SELECT {COMMAND_COLUMNS} FROM commands WHERE batch_id = ? ORDER BY rowid", (batch_id,)
+    ).fetchall()
+    return batch_id, info, rows
+
+
+def batch_status(commands: list[Command]) -> str:
+    if all(c.status in TERMINAL_STATUSES for c in commands):
+        return "finished"
+    if any(c.status != "queued" for c in commands):
+        return "executing"
+    return "queued"
+
+
+def started_data(rec: Command) -> dict[str, Any]:
+    return {
+        "command_id": rec.command_id,
+        "command_type": rec.command_type,
+        "priority": rec.priority,
+        "batch_id": rec.batch_id,
+    }
+
+
+def start_rows(
+    conn: sqlite3.Connection, jobs: list[Job], ts: str
+) -> list[tuple[Job, Event]]:
+    """Mark queued commands executing (inside a write). A command that is no longer queued in
+    the store (its session ended meanwhile) is left out."""
+    started = []
+    for job in jobs:
+        rec = job.record
+        cur = conn.execute(
+            "UPDATE commands SET status = 'executing', started_at = ?"
+            " WHERE command_id = ? AND status = 'queued'",
+            (ts, rec.command_id),
+        )
+        if cur.rowcount:
+            event = insert_event(
+                conn, rec.session_id, "CommandStarted", started_data(rec), timestamp=ts,
+                trace_id=rec.trace_id,
+            )
+            started.append((job, event))
+    return started
+
+
+def finish_row(
+    conn: sqlite3.Connection, rec: Command, outcome: Outcome, ts: str, *, from_status: str,
+    strict: bool = False,
+) -> Event | None:
+    """Record a command's end. A command no longer in ``from_status`` is left alone (None), or
+    with ``strict`` raises NotAdmitted (rolling the caller's write back)."""
+    error_text = dumps(outcome.error) if outcome.error is not None else None
+    cur = conn.execute(
+        "UPDATE commands SET status = ?, result = ?, error = ?, finished_at = ?, duration_ms = ?"
+        " WHERE command_id = ? AND status = ?",
+        (outcome.status, outcome.result_text, error_text, ts, outcome.duration_ms,
+         rec.command_id, from_status),
+    )
+    if not cur.rowcount:
+        if strict:
+            raise NotAdmitted(rec.command_id)
+        return None
+    return insert_event(
+        conn, rec.session_id, "CommandResult", result_data(rec, outcome), timestamp=ts,
+        trace_id=rec.trace_id,
+    )
+
+
+def result_data(rec: Command, outcome: Outcome) -> dict[str, Any]:
+    """The data of a command's CommandResult event."""
+    return {
+        "command_id": rec.command_id,
+        "command_type": rec.command_type,
+        "status": outcome.status,
+        "result": outcome.result,
+        "error": outcome.error,
+        "duration_ms": outcome.duration_ms,
+        "batch_id": rec.batch_id,
+    }

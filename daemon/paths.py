@@ -1,0 +1,149 @@
+"""Where llmgine's files live (``Paths``, ``get_paths``) and how the daemon keeps them private:
+directories nobody else can put or replace files in (``ensure_private_dir``), files only their
+owner may read (``write_private``). A path that is not safe is a ``ConfigError``.
+
+Like settings.py (which re-exports these names), it imports only the standard library and
+platformdirs: the CLI uses it without starting the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+APP_NAME = "llmgine"
+
+
+class ConfigError(Exception):
+    """Bad configuration; the message is the one line llmgined prints before exiting."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    config_dir: Path
+    data_dir: Path
+    runtime_dir: Path
+    state_dir: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime_dir / "llmgined.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.runtime_dir / "llmgined.pid"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.state_dir / "llmgined.log"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "llmgine.db"
+
+    @property
+    def local_key(self) -> Path:
+        """The key the daemon mints for the local CLI (0600; jupyter's token file)."""
+        return self.config_dir / "local.key"
+
+
+def _fallback_runtime_dir() -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"llmgine-{os.getuid()}"
+
+
+def get_paths(env: Mapping[str, str] | None = None) -> Paths:
+    """Where config, data, runtime and state files live.
+
+    ``LLMGINE_HOME`` puts all of them under one folder (tests use it); otherwise the
+    platform's conventions (XDG on Linux) apply.
+    """
+    env = os.environ if env is None else env
+    home = env.get("LLMGINE_HOME")
+    if home:
+        root = Path(home).expanduser().absolute()
+        return Paths(root / "config", root / "data", root / "run", root / "state")
+    import warnings
+
+    import platformdirs
+
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, containers); we fall back below.
+        warnings.simplefilter("ignore")
+        runtime = Path(platformdirs.user_runtime_dir(APP_NAME))
+    # /run/user/<uid> exists only under a login session; without one use a private temp dir.
+    if not runtime.parent.is_dir() or not os.access(runtime.parent, os.W_OK):
+        runtime = _fallback_runtime_dir()
+    return Paths(
+        Path(platformdirs.user_config_dir(APP_NAME)),
+        Path(platformdirs.user_data_dir(APP_NAME)),
+        runtime,
+        Path(platformdirs.user_state_dir(APP_NAME)),
+    )
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Make sure ``path`` is a directory nobody else can put or replace files in.
+
+    Directories that do not exist yet are created (parents included), each with mode 0700:
+    only what the daemon creates is made private. A directory that exists is checked and never
+    changed (``--socket /tmp/x.sock`` must not chmod /tmp): ConfigError, one line, when another
+    user (other than root) owns it, or when others may write into it and it is not sticky (the
+    same goes for the existing directory new ones are created in). A sticky directory such as
+    /tmp is fine: others may add files there but not remove or rename ours (and the socket
+    itself is 0600, its peers' uid checked).
+    """
+    path = Path(path)
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    if missing:
+        check_dir_safe(probe)  # what we create there must not be replaceable either
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:  # created meanwhile by someone else: checked below like any
+            continue
+        os.chmod(directory, 0o700)  # whatever the umask
+    check_dir_safe(path)
+    return path
+
+
+def check_dir_safe(path: Path) -> None:
+    """Refuse (ConfigError) a directory others could use to replace our files."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot use the directory: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{path}: not a directory")
+    if st.st_uid not in (os.getuid(), 0):
+        raise ConfigError(f"{path}: directory is owned by uid {st.st_uid}, not by you")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        raise ConfigError(
+            f"{path}: directory is writable by others (mode {mode:04o}) and not sticky; "
+            "refusing to use it (choose a private directory, or chmod go-w it yourself)"
+        )
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write a file only its owner may read (0600, whatever the umask), atomically: the data
+    goes to ``<name>.tmp`` beside it, which then replaces ``path`` (readers see the old file or
+    the new one, never half of one). A missing parent directory is created 0700."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)

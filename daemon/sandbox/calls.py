@@ -1,0 +1,142 @@
+"""A call to user code as the pool's callers see it - its limits (``SandboxLimits``), who makes
+it (``CallContext``), what comes back (``CallOutcome``) and the failure codes - and how what
+a worker sends back is checked: it comes from the sandbox, where user code can write frames
+of its own, so nothing in it is taken on trust (``checked_outcome``, ``clean_error``,
+``is_description``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmgine_daemon.protocol.base import MAX_JSON_DEPTH, json_too_deep
+from llmgine_daemon.sandbox import frames
+
+TIMEOUT = "TIMEOUT"
+WORKER_CRASHED = "WORKER_CRASHED"
+SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"
+
+
+@dataclass
+class SandboxLimits:
+    deadline: float = 30.0  # seconds of wall time per call (a call may ask for another)
+    memory_bytes: int = 1024 * 2**20  # RLIMIT_AS per process
+    open_files: int = 256
+    processes: int = 32  # processes a call may run at once (cgroup, or RLIMIT_NPROC budget)
+    file_size_bytes: int = 64 * 2**20
+    max_output: int = 64 * 1024  # characters of print() kept per call
+    max_result: int = 1024 * 1024  # bytes of JSON a result may have
+    max_depth: int = 8  # nested bus.execute / call_tool / handler-triggered-events
+    max_timeout: float = 300.0  # the longest deadline a tool or handler may ask for
+    session_share: int = 0  # concurrent depth-0 calls per session (0: half the pool, >= 1)
+    tmp_bytes: int = 64 * 2**20  # size of each worker's private /tmp
+    max_log_records: int = 1000  # bus.log records kept per call (the rest counted, dropped)
+    max_log_bytes: int = 1024 * 1024  # ... and characters of them
+
+
+@dataclass
+class CallContext:
+    """Who is calling: passed back with every bus request the call makes."""
+
+    session_id: str | None
+    kind: str  # tool | command | event
+    name: str  # tool name, command type, event type
+    depth: int = 0
+    call_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    share: str | None = None  # whose fair share the call takes (default: its session's)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CallOutcome:
+    ok: bool
+    result: Any = None
+    error: dict[str, Any] | None = None  # {code, message, details}
+    output: str = ""
+    output_truncated: bool = False
+    duration_ms: float = 0.0
+
+
+BusHandler = Callable[[CallContext, str, dict[str, Any]], Awaitable[Any]]
+LogHandler = Callable[[CallContext, str, str], None]
+
+
+class SandboxUnavailable(Exception):
+    """No worker could be started."""
+
+
+def checked_outcome(done: frames.Done, run: frames.Run, duration_ms: float) -> CallOutcome:
+    """The outcome a call's Done frame reports, checked: it comes from the sandbox, where
+    user code can write frames of its own, so nothing in it is taken on trust."""
+    output = done.output if isinstance(done.output, str) else ""
+    truncated = bool(done.output_truncated) or len(output) > run.max_output
+    outcome = CallOutcome(ok=False, output=output[:run.max_output],
+                          output_truncated=truncated, duration_ms=duration_ms)
+    if not done.ok:
+        outcome.error = clean_error(done.error)
+        return outcome
+    if len(done.result) > run.max_result:
+        outcome.error = call_error(
+            "RESULT_TOO_LARGE",
+            f"the result is {len(done.result)} bytes of JSON, over the {run.max_result} "
+            "byte limit", size=len(done.result), limit=run.max_result)
+        return outcome
+    try:
+        if json_too_deep(done.result):
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        value = _utf8(json.loads(done.result))  # no lone surrogates: it must leave as UTF-8
+    except (ValueError, RecursionError, UnicodeError) as exc:
+        outcome.error = call_error("INVALID_RESULT", f"the result is not valid JSON: {exc}"[:500])
+        return outcome
+    outcome.ok, outcome.result = True, value
+    return outcome
+
+
+def is_description(value: Any) -> bool:
+    """What introspect.describe_function returns (plus the function's name)."""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("function"), str) and value["function"].isidentifier()
+        and isinstance(value.get("description"), (str, type(None)))
+        and isinstance(value.get("parameters"), dict)
+        and isinstance(value.get("is_async"), bool)
+        and isinstance(value.get("positional"), int) and not isinstance(value["positional"], bool)
+        and isinstance(value.get("var_positional"), bool)
+    )
+
+
+def call_error(code: str, message: str, **details: Any) -> dict[str, Any]:
+    return {"code": code, "message": message, "details": details}
+
+
+_CALL_ERRORS = {"SYNTAX_ERROR", "CODE_ERROR", "FUNCTION_NOT_FOUND", "EXECUTION_FAILED",
+                "INVALID_RESULT", "RESULT_TOO_LARGE", TIMEOUT, WORKER_CRASHED, SANDBOX_UNAVAILABLE}
+
+
+def clean_error(error: Any) -> dict[str, Any]:
+    """A failed call's error in the one shape: a known code, a message, JSON details."""
+    if not isinstance(error, dict):
+        return call_error(WORKER_CRASHED, "the call reported a failure the sandbox cannot read")
+    code = error.get("code")
+    message = error.get("message")
+    details = error.get("details")
+    try:
+        details = json.loads(json.dumps(details)) if isinstance(details, dict) else {}
+        _utf8(details)
+    except (ValueError, TypeError, RecursionError, UnicodeError):
+        details = {}
+    return {
+        "code": code if code in _CALL_ERRORS else "EXECUTION_FAILED",
+        "message": _utf8(message)[:20000] if isinstance(message, str) else "the call failed",
+        "details": details,
+    }
+
+
+def _utf8(value: Any) -> Any:
+    """``value`` if every string in it encodes as UTF-8 (no lone surrogates), else raise."""
+    json.dumps(value, ensure_ascii=False).encode()
+    return value
