@@ -324,6 +324,20 @@ class SandboxPool:
         def elapsed() -> float:
             return round((time.monotonic() - started) * 1000, 3)
 
+        def over_memory() -> CallOutcome | None:
+            if Cgroups.oom_kills(worker.cgroups) <= ooms:
+                return None
+            limit = self.limits.memory_bytes // 2**20
+            return CallOutcome(ok=False, duration_ms=elapsed(), error=call_error(
+                "EXECUTION_FAILED",
+                f"MemoryError: the call used more than {limit} MiB (sandbox.memory_mb), "
+                "counting every process it started; it was stopped",
+                type="MemoryError", limit_mb=limit,
+            ))
+
+        # The kernel's memory cgroup kills one process at a time, and the call may go on with
+        # the rest: when it kills any, the whole worker goes (the call is over its limit).
+        oom_watch = asyncio.ensure_future(self._watch_oom(worker, ooms)) if worker.cgroups else None
         try:
             async with asyncio.timeout(run.deadline):
                 worker.send(run)
@@ -351,9 +365,12 @@ class SandboxPool:
                 deadline_s=run.deadline,
             )), False
         except (asyncio.IncompleteReadError, ConnectionError, frames.FrameError) as exc:
+            worker.kill()
+            memory = over_memory()
+            if memory is not None:
+                return memory, False
             self.stats["crashes"] += 1
             metrics.inc("sandbox_worker_crashes_total")
-            worker.kill()
             returncode = await wait_briefly(worker.proc)
             return CallOutcome(ok=False, duration_ms=elapsed(), error=call_error(
                 WORKER_CRASHED, f"the worker failed during the call: {describe_failure(exc, returncode)}",
@@ -361,18 +378,16 @@ class SandboxPool:
         except BaseException:  # cancelled (a command timeout): the child may still be running
             worker.kill()
             raise
+        finally:
+            if oom_watch is not None:
+                oom_watch.cancel()
         healthy = not frame.retire
+        memory = over_memory()  # whatever the call answered (the zygote's watch may have missed
+        if memory is not None:  # a fast allocation that crossed both limits between two looks)
+            return memory, False
         if done is None:
             self.stats["crashes"] += 1
             metrics.inc("sandbox_worker_crashes_total")
-            if Cgroups.oom_kills(worker.cgroups) > ooms:
-                limit = self.limits.memory_bytes // 2**20
-                return CallOutcome(ok=False, duration_ms=elapsed(), error=call_error(
-                    "EXECUTION_FAILED",
-                    f"MemoryError: the call used more than {limit} MiB (sandbox.memory_mb), "
-                    "counting every process it started; it was stopped",
-                    type="MemoryError", limit_mb=limit,
-                )), False
             # The zygote survived and reported how the child ended: the worker stays.
             return CallOutcome(ok=False, duration_ms=elapsed(), error=call_error(
                 WORKER_CRASHED,
@@ -380,6 +395,12 @@ class SandboxPool:
                 status=frame.status,
             )), healthy
         return checked_outcome(done, run, elapsed()), healthy
+
+    @staticmethod
+    async def _watch_oom(worker: WorkerProcess, ooms: int) -> None:
+        while Cgroups.oom_kills(worker.cgroups) <= ooms:
+            await asyncio.sleep(0.1)
+        worker.kill()
 
     def _log(self, context: CallContext, frame: frames.Log, logged: list[int]) -> None:
         """bus.log within the call's budget: past it records are counted, not written (a call
