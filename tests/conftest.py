@@ -8,9 +8,8 @@ same app on a real Unix socket.
 
 from __future__ import annotations
 
-import logging
-import os
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -23,6 +22,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.app import create_app
 from llmgine_daemon.settings import Settings, load_settings, read_local_key
+
+# Started with SIGINT ignored (a background job of a non-interactive shell, some CI runners),
+# pytest would hand that on to every process it starts, xdist workers included: the daemons
+# and CLIs under test would then ignore the Ctrl-C the tests send them. A handler that does
+# nothing keeps this process as deaf to SIGINT as it was started, while exec() gives children
+# the default disposition again (a caught signal is reset on exec; an ignored one is not).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
 
 
 @pytest.fixture
@@ -128,22 +135,10 @@ def assert_envelope(payload: dict[str, Any], code: str) -> dict[str, Any]:
     return error
 
 
-# -- every log line of the whole run, for tests/zz_last/test_no_secrets_in_logs.py ----------
+# -- the test that logs a secret fails (tests/secret_logs.py) --------------------------------
 
-LOG_CAPTURE = Path(tempfile.gettempdir()) / f"llmgine-test-log-{os.getpid()}.txt"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def capture_all_logs() -> Any:
-    """Every record that reaches the root logger during the run, with tracebacks. The root's
-    level is left alone (changing it would change what other tests see); llmgine's loggers
-    run at the configured level (info in tests), third-party ones at WARNING and up."""
-    handler = logging.FileHandler(LOG_CAPTURE, mode="w", encoding="utf-8")
-    handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    yield LOG_CAPTURE
-    root.removeHandler(handler)
-    handler.close()
-    LOG_CAPTURE.unlink(missing_ok=True) if not os.environ.get("KEEP_TEST_LOG") else None
+from tests.secret_logs import (  # noqa: E402, F401 - pytest finds hooks by name in a conftest
+    pytest_runtest_makereport,
+    pytest_sessionfinish,
+    pytest_sessionstart,
+)

@@ -1,1 +1,2 @@
-"""See DESIGN.md for what lives here."""
+"""The HTTP + WebSocket edge (aiohttp): one route module per resource, the middlewares (guard,
+errors, observability) and the OpenAPI document. Calls the bus; see docs/architecture.md."""

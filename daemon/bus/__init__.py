@@ -1,1 +1,2 @@
-"""See DESIGN.md for what lives here."""
+"""The domain: sessions, commands, events, streams, engines, tools, handlers and credentials
+(``core.Bus`` owns them). Never imports aiohttp or the API; see docs/architecture.md."""

@@ -1,1 +1,2 @@
-"""See DESIGN.md for what lives here."""
+"""SQLite storage: one writer with group commit (``db.Store``), migrations, telemetry and
+retention. Imports only ``protocol`` and ``aio``; see docs/architecture.md."""

@@ -513,9 +513,10 @@ class Store:
         if conn is None:
             raise StorageError("the store is closed")
         try:
-            return await conn._execute(fn, self._raw(conn))
+            result: T = await conn._execute(fn, self._raw(conn))
         except sqlite3.Error as exc:
             raise _classify(exc) from exc
+        return result
 
     async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return await self.read(lambda c: c.execute(sql, params).fetchall())

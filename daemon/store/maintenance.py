@@ -17,6 +17,7 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -229,7 +230,7 @@ class Retention:
                     cutoff = _iso(cutoff)
                 n += await self._repeat(store, lambda conn, rule=rule, cutoff=cutoff: _prune_old(conn, rule, cutoff))
             if rule.rows > 0:
-                keep_from = await store.read(lambda conn, rule=rule: _keep_from(conn, rule))
+                keep_from = await store.read(partial(_keep_from, rule=rule))
                 if keep_from is not None:
                     n += await self._repeat(
                         store, lambda conn, rule=rule, keep=keep_from: _prune_below(conn, rule, keep)
@@ -245,7 +246,7 @@ class Retention:
     async def _repeat(store: Store, fn: Any) -> int:
         total = 0
         while True:
-            n = await store.write(fn, heavy=True)
+            n: int = await store.write(fn, heavy=True)
             total += n
             if n < PRUNE_BATCH:
                 return total

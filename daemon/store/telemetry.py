@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,8 @@ async def _adopt(main: Store, telemetry: Store) -> int:
     log.info("moving %d log and span row(s) from %s to %s", total, main.path, telemetry.path)
     moved = 0
     for table in legacy:
-        theirs = await main.read(lambda conn, t=table: _columns(conn, t))
-        ours = await telemetry.read(lambda conn, t=table: _columns(conn, t))
+        theirs = await main.read(partial(_columns, table=table))
+        ours = await telemetry.read(partial(_columns, table=table))
         names = [c for c in theirs if c in ours]  # "id" first: both tables start with it
         select = f"SELECT {', '.join(names)} FROM {table} WHERE id > ? ORDER BY id LIMIT {COPY_BATCH}"
         # Only a row already copied (a move cut short by a crash) is skipped; any other
@@ -70,23 +71,31 @@ async def _adopt(main: Store, telemetry: Store) -> int:
                   " ON CONFLICT (id) DO NOTHING")
         after = -1
         while True:
-            rows = await main.read(lambda conn, a=after, q=select: conn.execute(q, (a,)).fetchall())
+            rows = await main.read(partial(_rows_after, sql=select, after=after))
             if not rows:
                 break
-            moved += await telemetry.write(lambda conn, r=rows, q=insert: _changes(conn, q, r), heavy=True)
+            moved += await telemetry.write(partial(_changes, sql=insert, rows=rows), heavy=True)
             after = rows[-1][0]
         # Ids are never reused, not even those of rows pruned long ago (a client's ?after=
         # cursor stays valid): the new table's AUTOINCREMENT counter starts where the old
         # one was.
-        counter = await main.read(lambda conn, t=table: conn.execute(
-            "SELECT seq FROM sqlite_sequence WHERE name = ?", (t,)).fetchone())
+        counter = await main.read(partial(_counter, table=table))
         if counter is not None:
-            await telemetry.write(lambda conn, t=table, n=counter[0]: _raise_counter(conn, t, n))
+            await telemetry.write(partial(_raise_counter, table=table, value=counter[0]))
     # The copies on disk before the originals go: with synchronous=normal a COMMIT is not.
     await telemetry.run_alone(lambda conn: conn.execute("PRAGMA wal_checkpoint(FULL)").fetchall())
     await main.write(lambda conn: _drop(conn, legacy), heavy=True)
     log.info("moved %d log and span row(s) to %s", moved, telemetry.path)
     return moved
+
+
+def _rows_after(conn: sqlite3.Connection, sql: str, after: int) -> list[Any]:
+    return conn.execute(sql, (after,)).fetchall()
+
+
+def _counter(conn: sqlite3.Connection, table: str) -> tuple[int] | None:
+    row: tuple[int] | None = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+    return row
 
 
 def _changes(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> int:

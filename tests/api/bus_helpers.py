@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.conftest import create_session
@@ -74,15 +72,6 @@ async def events(client: Any, sid: str, **params: Any) -> list[dict[str, Any]]:
     resp = await client.get(f"/api/sessions/{sid}/events", params={"limit": 1000, **params})
     assert resp.status == 200, await resp.text()
     return (await resp.json())["events"]
-
-
-async def until(predicate: Callable[[], Awaitable[bool]], tries: int = 1000) -> None:
-    """Poll a condition a bounded number of times (a liveness bound, not a timing assert)."""
-    for _ in range(tries):
-        if await predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition never became true")
 
 
 async def status_of(client: Any, sid: str, cid: str) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.api.bus_helpers import BLOCK_MS, DUMMY, events, session_with_engine, until
+from tests.api.bus_helpers import BLOCK_MS, DUMMY, events, session_with_engine
 from tests.conftest import assert_envelope, create_session
+from tests.eventually import eventually
 
 
 def cmd(prompt: str, **params: Any) -> dict[str, Any]:
@@ -49,7 +50,7 @@ async def test_parallel_means_concurrently_and_sequential_one_by_one(app_client)
     async def all_executing() -> bool:
         return await count(app_client, sid, "executing") == 3
 
-    await until(all_executing)
+    await eventually(all_executing)
     for c in batch["commands"]:
         await app_client.post(f"/api/sessions/{sid}/commands/{c['command_id']}/cancel")
 
@@ -62,7 +63,7 @@ async def test_parallel_means_concurrently_and_sequential_one_by_one(app_client)
             rec = await (await app_client.get(f"/api/sessions/{sid2}/commands/{cid}")).json()
             return rec["status"] == "executing"
 
-        await until(running)
+        await eventually(running)
         assert await count(app_client, sid2, "executing") == 1
         await app_client.post(f"/api/sessions/{sid2}/commands/{cid}/cancel")
     started = [e["data"]["command_id"] for e in await events(app_client, sid2, event_type="CommandStarted")]
@@ -173,7 +174,7 @@ async def test_a_wait_ends_when_the_daemon_drains(app_client):
     async def one_runs() -> bool:
         return any(j.state == "running" for j in runner.jobs.values())
 
-    await until(one_runs)
+    await eventually(one_runs)
     runner.drain()
     resp, body = await asyncio.wait_for(waiting, 10)  # not the 60 s of its wait
     assert resp.status == 202  # not all finished

@@ -5,13 +5,13 @@ Real worker processes and the real command runner; nothing of ours is mocked.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import textwrap
 
 from llmgine_daemon.api.keys import BUS
 
 from tests.conftest import assert_envelope, create_session
+from tests.eventually import eventually
 
 GREET = textwrap.dedent('''
     async def handle_greet(command):
@@ -213,11 +213,10 @@ async def test_bus_execute_from_an_event_handler_queues_the_command(app_client):
     resp = await app_client.post(f"/api/sessions/{sid}/events", json={
         "event_type": "Arrived", "data": {"who": "Grace"}})
     assert resp.status == 201
-    for _ in range(200):
-        greeted = [d for t, d, _ in await events_of(app_client, sid) if t == "Greeted"]
-        if greeted:
-            break
-        await asyncio.sleep(0.05)
+    async def greetings():
+        return [d for t, d, _ in await events_of(app_client, sid) if t == "Greeted"]
+
+    greeted = await eventually(greetings, interval=0.05)
     assert greeted and greeted[0]["hello"] == "Grace"
     inner = await commands_of(app_client, sid, "Greet")
     assert inner[0]["status"] == "completed" and "parent_command_id" not in inner[0]["metadata"]

@@ -15,6 +15,7 @@ from llmgine_daemon.store.telemetry import telemetry_path
 
 from tests.api.bus_helpers import get_command, session_with_engine, submit
 from tests.conftest import assert_envelope, create_session
+from tests.eventually import eventually
 
 
 async def set_page_limit(store: Store, extra_pages: int | None) -> None:
@@ -145,15 +146,16 @@ async def count(client: Any, table: str) -> int:
     return {t["name"]: t["rows"] for t in (await resp.json())["tables"]}[table]
 
 
+async def count_at_most(client: Any, table: str, n: int) -> bool:
+    return await count(client, table) <= n
+
+
 async def test_event_retention_by_count_in_the_background(make_client):
     client = await make_client(LLMGINE_EVENT_RETENTION_ROWS="5", LLMGINE_RETENTION_INTERVAL="0.05")
     sid = (await create_session(client))["session_id"]
     for n in range(30):
         assert (await publish(client, sid, n)).status == 201
-    for _ in range(200):
-        if await count(client, "events") <= 5:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: count_at_most(client, "events", 5), interval=0.05)
     assert await stored_fill_events(client, sid) == {25, 26, 27, 28, 29}
     stats = await (await client.get("/api/db/stats")).json()
     assert stats["retention"]["rules"]["events"] == {"days": 0, "rows": 5}

@@ -6,13 +6,13 @@ sandbox; command handlers are tested with the command bus.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import textwrap
 
 from llmgine_daemon.api.keys import BUS
 
 from tests.conftest import assert_envelope, create_session
+from tests.eventually import eventually
 
 PUBLISH = textwrap.dedent('''
     async def publish(event_type: str, data: dict = {}):
@@ -30,12 +30,18 @@ async def events_of(client, sid, prefix=""):
 
 
 async def wait_for(client, sid, prefix, count, timeout=10.0):
-    for _ in range(int(timeout / 0.05)):
+    async def enough():
         found = await events_of(client, sid, prefix)
-        if len(found) >= count:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"expected {count} {prefix!r} events, got {found}")
+        return found if len(found) >= count else None
+
+    return await eventually(enough, timeout, interval=0.05, message=f"{count} {prefix!r} events")
+
+
+async def handlers_idle(client, sid):
+    """Every event of ``sid`` stored so far has been through its event handlers (whatever they
+    published included): the session's dispatcher has nothing left."""
+    dispatchers = client.server.app[BUS].user_handlers._tasks
+    await eventually(lambda: sid not in dispatchers, message=f"handlers of {sid} idle")
 
 
 async def setup(client):
@@ -132,7 +138,7 @@ async def test_wildcard_and_global_handlers(app_client):
     assert (await wait_for(app_client, other, "SeenGlobally", 1))[0][1]["session"] == other
     seen = await wait_for(app_client, sid, "SeenBySession", 2)
     assert {d["type"] for _, d, _ in seen} >= {"Ping", "ToolExecuted"}
-    await asyncio.sleep(0.3)
+    await handlers_idle(app_client, other)
     assert await events_of(app_client, other, "SeenBySession") == []
 
     listing = await (await app_client.get("/api/handlers")).json()
@@ -153,7 +159,7 @@ async def test_self_triggering_handler_stops_at_the_depth_limit(make_client):
     await publish(client, sid, "Echo", {"n": 0})
     failed = await wait_for(client, sid, "EventHandlerFailed", 1)
     assert "depth limit" in failed[0][1]["error"]["message"]
-    await asyncio.sleep(0.3)
+    await handlers_idle(client, sid)
     echoes = await events_of(client, sid, "Echo")
     # The tool (depth 0) publishes at depth 1, each handler one deeper; the third is refused.
     assert [d["n"] for _, d, _ in echoes] == [0, 1, 2]

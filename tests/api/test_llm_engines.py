@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from llmgine_daemon.api.keys import BUS
 
-from tests.api.bus_helpers import cancel, finished, until
+from tests.api.bus_helpers import cancel, finished
 from tests.api.llm_helpers import MODELS, create_llm_engine, engine_events, execute, messages
 from tests.conftest import assert_envelope, create_session
+from tests.eventually import eventually
 from tests.fakes.provider import Fail, FakeProvider, Raw, Reply, Stall
 
 KINDS = ["openai", "anthropic"]
@@ -296,7 +297,7 @@ async def _wait_for_deltas(client: Any, sid: str, cid: str, count: int) -> None:
         seen = await engine_events(client, sid, cid)
         return sum(1 for t, _ in seen if t == "EngineResponseDelta") >= count
 
-    await until(arrived)
+    await eventually(arrived)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sqlite3
 
 import pytest
 from aiohttp import web
-from llmgine_daemon.api.keys import OBSERVABILITY, SETTINGS
+from llmgine_daemon.api.keys import BUS, OBSERVABILITY, SETTINGS
+from llmgine_daemon.sandbox.pool import SandboxUnavailable
 from llmgine_daemon.store.telemetry import telemetry_path
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,7 +39,12 @@ def route_client(aiohttp_client, make_settings):
     async def make(**env):
         app = create_app(make_settings(**env))
         app.router.add_get("/api/sessions/{session_id}/test-log", handler)
-        return authorize(await aiohttp_client(app))
+        client = authorize(await aiohttp_client(app))
+        # The sandbox pool logs once its workers are up, in the background: let that line be
+        # written before the test's own, or it lands among them (under load, after a cursor).
+        with contextlib.suppress(SandboxUnavailable):
+            await app[BUS].sandbox_pool().wait_ready()
+        return client
 
     return make
 

@@ -3,13 +3,13 @@ tools, event handlers and LLM calls, with real worker processes."""
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
 from typing import Any
 
 from tests.api.llm_helpers import create_llm_engine, execute
 from tests.api.test_observability import get_json, scrape
 from tests.conftest import create_session
+from tests.eventually import eventually
 from tests.fakes.provider import FakeProvider, Reply
 
 LOOKUP = textwrap.dedent('''
@@ -146,11 +146,11 @@ async def test_sandbox_and_event_handler_metrics_move(app_client):
                                        json={"arguments": {}, "timeout": 0.3})).json()
     assert out["error"]["code"] == "TIMEOUT"
     key = ("llmgine_event_handler_runs_total", (("outcome", "error"), ("type", "Ping")))
-    for _ in range(200):
-        after = await scrape(app_client)
-        if after.get(key):
-            break
-        await asyncio.sleep(0.05)
+    async def scraped():
+        metrics = await scrape(app_client)
+        return metrics if metrics.get(key) else None
+
+    after = await eventually(scraped, interval=0.05, message=str(key))
 
     def moved(name: str, **labels: str) -> float:
         k = (name, tuple(sorted(labels.items())))

@@ -4,8 +4,6 @@ owner is not capped per credential (only max_websockets applies to it)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 import pytest
 from aiohttp import web
@@ -14,6 +12,7 @@ from llmgine_daemon.app import create_app
 
 from tests.api.secutil import WS_PATH, bearer, new_key, new_session, start
 from tests.conftest import assert_envelope
+from tests.eventually import eventually
 
 CAP = {"LLMGINE_MAX_WEBSOCKETS_PER_CREDENTIAL": "3", "LLMGINE_RATE_LIMIT_WEBSOCKET": "0"}
 
@@ -28,11 +27,7 @@ async def held(client, holder: str, count: int) -> None:
     """Wait until the server counts ``count`` WebSockets for ``holder`` (it notices a close
     when the handler ends)."""
     by_holder = client.app[GUARD].websockets_by_holder
-    for _ in range(1000):
-        if by_holder.get(holder, 0) == count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError((holder, by_holder))
+    await eventually(lambda: by_holder.get(holder, 0) == count, message=f"{count} for {holder}: {by_holder}")
 
 
 async def test_a_session_holds_at_most_the_cap_whatever_token_it_uses(aiohttp_client, make_settings):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.clitools import cli_env, default_signals, full_env, run_cli
+from tests.eventually import eventually_blocking, tcp_connected
 
 PROBE = """\
 import json, sys
@@ -154,7 +155,8 @@ def test_ctrl_c_exits_130_without_traceback(silent_server, cold_home):
         env=full_env(cli_env(cold_home)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, preexec_fn=default_signals,
     )
-    time.sleep(1.0)  # past the imports, waiting on the socket
+    # Past the imports, waiting on the socket (a fixed sleep was too short on a loaded machine).
+    eventually_blocking(lambda: tcp_connected(proc.pid, int(silent_server.rsplit(":", 1)[1])), timeout=30)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130

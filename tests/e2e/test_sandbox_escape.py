@@ -31,7 +31,9 @@ from llmgine_cli.client import parse_url
 from llmgine_cli.daemonctl import probe
 from tests.clitools import cli_env, free_port, full_env, short_home, start_daemon, stop_process
 
-pytestmark = pytest.mark.e2e
+# One xdist worker runs them all: the daemon-as-a-normal-user variant creates a system user
+# (and removes it at the end), which two workers must not do at once.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("unprivileged-user")]
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -89,9 +91,12 @@ def _unprivileged_user(request: pytest.FixtureRequest) -> tuple[int, int]:
         if shutil.which("useradd") is None:
             pytest.skip("cannot create a user on this machine (no useradd): the daemon-as-a-"
                         "normal-user variant needs one")
-        subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", TEST_USER], check=True,
-                       capture_output=True)
-        entry = pwd.getpwnam(TEST_USER)
+        made = subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", TEST_USER],
+                              capture_output=True, text=True)
+        try:  # another run on this machine may have created it meanwhile
+            entry = pwd.getpwnam(TEST_USER)
+        except KeyError:
+            raise AssertionError(f"useradd {TEST_USER}: {made.stderr.strip()}") from None
     return entry.pw_uid, entry.pw_gid
 
 
@@ -153,6 +158,8 @@ def daemon(request):
                 time.sleep(0.05)
             # unshare and bwrap forward no signal: the daemon itself (their grandchild) is
             # stopped directly.
+            # (unshare's own command line names llmgine_daemon too: look for the interpreter.
+            # Signalled instead, unshare - which blocks SIGTERM - outlived every wait.)
             daemon_pid = proc.pid
             while not _runs_python(daemon_pid):
                 inner = child_pid(daemon_pid)

@@ -6,7 +6,6 @@ Events are published the way the bus does it (``insert_event`` inside ``Store.wr
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -89,15 +88,6 @@ async def sse_frames(resp: aiohttp.ClientResponse):
             continue
         name, _, value = text.partition(":")
         fields[name or ":"] = value[1:] if value.startswith(" ") else value
-
-
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import stat
 import pytest
 from llmgine_daemon.store.db import Store
 
+from tests.eventually import eventually
+
 
 @pytest.fixture
 async def store(home):
@@ -117,11 +119,8 @@ async def test_the_checkpointer_copies_the_wal_outside_commits(store):
     writer_setting = store._raw(store._writer_conn).execute("PRAGMA wal_autocheckpoint").fetchone()[0]
     assert writer_setting == 0  # never inside a COMMIT
     await asyncio.gather(*(store.write(insert(i)) for i in range(50)))
-    for _ in range(200):  # bounded wait: the checkpointer runs every CHECKPOINT_INTERVAL_S
-        if store._ckpt_done == store.transactions:
-            break
-        await asyncio.sleep(0.05)
-    assert store._ckpt_done == store.transactions
+    # The checkpointer runs every CHECKPOINT_INTERVAL_S.
+    await eventually(lambda: store._ckpt_done == store.transactions, interval=0.05)
     # Every committed frame is in the database file now: a new checkpoint has nothing left.
     busy, log_frames, done = await store.read(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
     assert busy == 0 and log_frames == done

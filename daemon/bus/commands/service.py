@@ -1,6 +1,6 @@
 """Commands: submit (one or a batch), read, list, cancel, wait; queue recovery on restart.
 
-The rules (DESIGN.md decision 5): a command is handled by exactly one handler, the session's
+The rules (docs/architecture.md, "Invariants"): a command is handled by exactly one handler, the session's
 or else a global one; with none, the submission is refused (HANDLER_NOT_FOUND) and nothing is
 stored. A 202 means the command row has committed. Execution itself lives in ``runner.py``;
 the rows in ``records.py``.
