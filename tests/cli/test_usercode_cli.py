@@ -182,7 +182,10 @@ def test_a_spinning_tool_ends_with_the_daemons_timeout_not_the_clients(cli, tmp_
     so the daemon's TIMEOUT answer arrives instead of the CLI's own exit 7."""
     sid = cli("session", "create", "-q").stdout.strip()
     spin = write(tmp_path, "spin.py", "def spin():\n    while True:\n        pass\n")
-    assert cli("tool", "register", spin, "-S", sid, "--timeout", "1", "-q").exit_code == 0
-    ran = cli("--timeout", "0.5", "tool", "exec", "spin", "-S", sid)
+    # The client's own timeout (2 s) is shorter than the tool's (3 s): without waiting for the
+    # call's deadline it would give up first; with it, it has 2 s of slack for the answer (a
+    # loaded machine needs some: 0.5 s was flaky).
+    assert cli("tool", "register", spin, "-S", sid, "--timeout", "3", "-q").exit_code == 0
+    ran = cli("--timeout", "2", "tool", "exec", "spin", "-S", sid)
     assert ran.exit_code == 1, ran.stderr
     assert "TIMEOUT" in one_line(ran.stderr)
