@@ -42,8 +42,11 @@ def bench_env(home: str) -> dict[str, str]:
     ENABLE_TRACING/ENABLE_METRICS (to measure what observability costs)."""
     # The active-session cap (security.limits.max_sessions) is a capacity guard, not what is
     # measured: run.py holds 1,000 sessions open for its memory figure on top of the clients'.
-    return {"LLMGINE_HOME": home, "LLMGINE_MAX_SESSIONS": "100000",
-            **{k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV)}}
+    return {
+        "LLMGINE_HOME": home,
+        "LLMGINE_MAX_SESSIONS": "100000",
+        **{k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV)},
+    }
 
 
 # -- the daemon child -----------------------------------------------------------------------
@@ -79,22 +82,47 @@ def add_echo_routes(app: Any) -> None:
 
     async def event(request: Any) -> Any:
         body = await read_json(request, EventCreate)
-        return json_response(Event(
-            event_id=new_id(), seq=1, session_id=request.match_info["session_id"], event_type=body.event_type,
-            data=body.data, metadata=body.metadata, timestamp=now_iso(), source="api", trace_id=new_id(),
-        ), status=201)
+        return json_response(
+            Event(
+                event_id=new_id(),
+                seq=1,
+                session_id=request.match_info["session_id"],
+                event_type=body.event_type,
+                data=body.data,
+                metadata=body.metadata,
+                timestamp=now_iso(),
+                source="api",
+                trace_id=new_id(),
+            ),
+            status=201,
+        )
 
     async def command(request: Any) -> Any:
         body = await read_json(request, CommandCreate)
         now = now_iso()
-        return json_response(Command(
-            command_id=new_id(), status="completed", created_at=now, session_id=request.match_info["session_id"],
-            command_type=body.command_type, parameters=body.parameters, metadata=body.metadata,
-            started_at=now, finished_at=now, duration_ms=0.1, trace_id=new_id(),
-            result={"response": "Dummy response to: hello world", "engine_id": new_id(), "model_name": None,
-                    "temperature": 0.7, "prompt_sha256": "0123456789abcdef",
-                    "usage": {"prompt_tokens": 2, "completion_tokens": 5}},
-        ))
+        return json_response(
+            Command(
+                command_id=new_id(),
+                status="completed",
+                created_at=now,
+                session_id=request.match_info["session_id"],
+                command_type=body.command_type,
+                parameters=body.parameters,
+                metadata=body.metadata,
+                started_at=now,
+                finished_at=now,
+                duration_ms=0.1,
+                trace_id=new_id(),
+                result={
+                    "response": "Dummy response to: hello world",
+                    "engine_id": new_id(),
+                    "model_name": None,
+                    "temperature": 0.7,
+                    "prompt_sha256": "0123456789abcdef",
+                    "usage": {"prompt_tokens": 2, "completion_tokens": 5},
+                },
+            )
+        )
 
     app.router.add_post("/bench/echo/{session_id}/events", event)
     app.router.add_post("/bench/echo/{session_id}/commands", command)
@@ -135,12 +163,12 @@ class Conn(asyncio.Protocol):
             return
         head = bytes(self.buf[:end]).lower()
         i = head.find(b"content-length:")
-        length = int(head[i + 15:head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
+        length = int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
         total = end + 4 + length
         if len(self.buf) < total:
             return
         status = int(self.buf[9:12])
-        body = bytes(self.buf[end + 4:total])
+        body = bytes(self.buf[end + 4 : total])
         del self.buf[:total]
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result((status, body))
@@ -177,7 +205,11 @@ async def load(conns: list[Conn], requests: list[bytes], seconds: float, ok: byt
 
 
 async def load_with_cpu(
-    conns: list[Conn], requests: list[bytes], seconds: float, ok: bytes | None, cpu: Callable[[], float] | None,
+    conns: list[Conn],
+    requests: list[bytes],
+    seconds: float,
+    ok: bytes | None,
+    cpu: Callable[[], float] | None,
 ) -> tuple[float, float]:
     """``load``, plus the CPU seconds per successful request that ``cpu()`` (a CPU-time clock,
     e.g. the daemon's) counted over the same window (0.0 without one)."""
@@ -231,17 +263,40 @@ async def prepare_loads(sock: str, clients: int) -> tuple[list[Conn], list[str],
         sids.append(sid)
     loads: Loads = {
         "noop": ([build("GET", "/bench/noop")] * clients, None),
-        "commands": ([build("POST", f"/api/sessions/{sid}/commands?wait=30",
-                            {"command_type": "DummyEngineCommand", "parameters": {"prompt": "hello world"}})
-                      for sid in sids], b'"status":"completed"'),
-        "events": ([build("POST", f"/api/sessions/{sid}/events", {"event_type": "BenchTick", "data": {"n": 1}})
-                    for sid in sids], None),
+        "commands": (
+            [
+                build(
+                    "POST",
+                    f"/api/sessions/{sid}/commands?wait=30",
+                    {"command_type": "DummyEngineCommand", "parameters": {"prompt": "hello world"}},
+                )
+                for sid in sids
+            ],
+            b'"status":"completed"',
+        ),
+        "events": (
+            [
+                build("POST", f"/api/sessions/{sid}/events", {"event_type": "BenchTick", "data": {"n": 1}})
+                for sid in sids
+            ],
+            None,
+        ),
         # The same two requests without the bus (add_echo_routes).
-        "echo_commands": ([build("POST", f"/bench/echo/{sid}/commands?wait=30",
-                                 {"command_type": "DummyEngineCommand", "parameters": {"prompt": "hello world"}})
-                           for sid in sids], b'"status":"completed"'),
-        "echo_events": ([build("POST", f"/bench/echo/{sid}/events", {"event_type": "BenchTick", "data": {"n": 1}})
-                         for sid in sids], None),
+        "echo_commands": (
+            [
+                build(
+                    "POST",
+                    f"/bench/echo/{sid}/commands?wait=30",
+                    {"command_type": "DummyEngineCommand", "parameters": {"prompt": "hello world"}},
+                )
+                for sid in sids
+            ],
+            b'"status":"completed"',
+        ),
+        "echo_events": (
+            [build("POST", f"/bench/echo/{sid}/events", {"event_type": "BenchTick", "data": {"n": 1}}) for sid in sids],
+            None,
+        ),
     }
     return conns, sids, loads
 
@@ -261,7 +316,12 @@ def stop_child(child: subprocess.Popen[str]) -> None:
 
 
 async def http_phase(
-    sock: str, clients: int, seconds: float, batch: int, rounds: int, pid: int,
+    sock: str,
+    clients: int,
+    seconds: float,
+    batch: int,
+    rounds: int,
+    pid: int,
 ) -> dict[str, list[float]]:
     """Figures are measured in interleaved rounds (noop, commands, events, noop, ...) so a
     change of machine load hits all of them alike; "cpu_<load>": the daemon's (``pid``) CPU
@@ -273,8 +333,9 @@ async def http_phase(
             rate, cpu = await load_with_cpu(conns, requests, seconds, ok, lambda: process_cpu(pid))
             out[key].append(rate)
             out[f"cpu_{key}"].append(cpu)
-    body = {"commands": [{"command_type": "DummyEngineCommand", "parameters": {"prompt": f"p{i}"}}
-                         for i in range(batch)]}
+    body = {
+        "commands": [{"command_type": "DummyEngineCommand", "parameters": {"prompt": f"p{i}"}} for i in range(batch)]
+    }
     t0 = time.perf_counter()
     result = await call(conns[0], "POST", f"/api/sessions/{sids[0]}/commands/batch?wait=300", body)
     elapsed = time.perf_counter() - t0
@@ -305,8 +366,9 @@ async def inprocess_phase(home: str, clients: int, seconds: float, batch: int, r
     await store.open()
     # Observability as the daemon has it (spans, metrics, telemetry flushes): the bus's work
     # includes them there too.
-    telemetry = Store(telemetry_path(settings.database_path), synchronous=settings["database.synchronous"],
-                      telemetry=True)
+    telemetry = Store(
+        telemetry_path(settings.database_path), synchronous=settings["database.synchronous"], telemetry=True
+    )
     await telemetry.open()
     obs = Observability(settings, store, telemetry)
     await obs.start()
@@ -373,8 +435,14 @@ class _MemoryExecution:
         self.command = command
         self._record = record
 
-    def emit(self, event_type: str, data: dict[str, Any] | None = None, *,
-             metadata: dict[str, Any] | None = None, source: str = "handler") -> None:
+    def emit(
+        self,
+        event_type: str,
+        data: dict[str, Any] | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        source: str = "handler",
+    ) -> None:
         self._record(event_type, data or {}, metadata or {}, source)
 
 
@@ -391,21 +459,48 @@ async def memory_dispatch(n: int) -> float:
     from llmgine_daemon.protocol import Command, Engine, Event, now_iso
 
     sid = new_id()
-    engine = DummyEngine(Engine(engine_id=new_id(), engine_type="DummyEngine", model_name=None,
-                                status="initialized", session_id=sid, created_at=now_iso(), configuration={},
-                                command_type="DummyEngineCommand"), None)
+    engine = DummyEngine(
+        Engine(
+            engine_id=new_id(),
+            engine_type="DummyEngine",
+            model_name=None,
+            status="initialized",
+            session_id=sid,
+            created_at=now_iso(),
+            configuration={},
+            command_type="DummyEngineCommand",
+        ),
+        None,
+    )
     handlers = HandlerRegistry()
     handlers.register("DummyEngineCommand", engine.handle, session_id=sid)
     log: list[Any] = []
 
     def record(event_type: str, data: dict[str, Any], metadata: dict[str, Any], source: str = "bus") -> None:
-        log.append(Event(event_id=new_id(), seq=len(log) + 1, session_id=sid, event_type=event_type, data=data,
-                         metadata=metadata, timestamp=now_iso(), source=source))
+        log.append(
+            Event(
+                event_id=new_id(),
+                seq=len(log) + 1,
+                session_id=sid,
+                event_type=event_type,
+                data=data,
+                metadata=metadata,
+                timestamp=now_iso(),
+                source=source,
+            )
+        )
 
     t0 = time.perf_counter()
     for i in range(n):
-        command = Command(command_id=new_id(), status="queued", created_at=now_iso(), session_id=sid,
-                          command_type="DummyEngineCommand", parameters={"prompt": f"p{i}"}, metadata={})
+        command = Command(
+            command_id=new_id(),
+            status="queued",
+            created_at=now_iso(),
+            session_id=sid,
+            command_type="DummyEngineCommand",
+            parameters={"prompt": f"p{i}"},
+            metadata={},
+        )
         handler = handlers.require(sid, command.command_type).handler
         record("CommandStarted", {"command_id": command.command_id, "command_type": command.command_type}, {})
         token = CURRENT.set(_MemoryExecution(command, record))  # type: ignore[arg-type]
@@ -443,8 +538,7 @@ def main() -> None:
             http = asyncio.run(http_phase(sock, args.clients, args.seconds, args.batch, args.rounds, child.pid))
         finally:
             stop_child(child)
-        inproc = asyncio.run(inprocess_phase(str(root / "inproc"), args.clients, args.seconds, args.batch,
-                                             args.rounds))
+        inproc = asyncio.run(inprocess_phase(str(root / "inproc"), args.clients, args.seconds, args.batch, args.rounds))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -454,9 +548,11 @@ def main() -> None:
 def report(args: argparse.Namespace, http: dict[str, list[float]], inproc: dict[str, list[float]]) -> None:
     med = statistics.median
     noop = http["noop"]
-    print(f"llmgine bus benchmark: {args.clients} clients over a Unix socket, median of {args.rounds} interleaved"
-          f" rounds of {args.seconds:g} s, durable (synchronous={os.environ.get('LLMGINE_DB_SYNCHRONOUS', 'full')}),"
-          f" {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print(
+        f"llmgine bus benchmark: {args.clients} clients over a Unix socket, median of {args.rounds} interleaved"
+        f" rounds of {args.seconds:g} s, durable (synchronous={os.environ.get('LLMGINE_DB_SYNCHRONOUS', 'full')}),"
+        f" {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+    )
     print("load generator: lean asyncio HTTP/1.1 client in its own process (keep-alive, one connection per client)")
     print()
     print(f"{'figure':<36}{'per second':>12}{'vs noop route':>15}{'vs in-process':>15}")
@@ -466,14 +562,18 @@ def report(args: argparse.Namespace, http: dict[str, list[float]], inproc: dict[
         vs_noop = med(h / n for h, n in zip(http[key], noop, strict=True))
         print(f"{label:<36}{med(http[key]):>12,.0f}{vs_noop:>15.0%}{med(http[key]) / med(inproc[key]):>15.0%}")
         echo = http[f"echo_{key}"]
-        print(f"{'  same, no bus or storage (echo)':<36}{med(echo):>12,.0f}"
-              f"{med(h / n for h, n in zip(echo, noop, strict=True)):>15.0%}")
+        print(
+            f"{'  same, no bus or storage (echo)':<36}{med(echo):>12,.0f}"
+            f"{med(h / n for h, n in zip(echo, noop, strict=True)):>15.0%}"
+        )
         print(f"{'  same, bus in-process (no HTTP)':<36}{med(inproc[key]):>12,.0f}")
     label = f"batch of {args.batch} (HTTP, parallel)"
     print(f"{label:<36}{med(http['batch']):>12,.0f}{'':>15}{med(http['batch']) / med(inproc['batch']):>15.0%}")
     print(f"{'  same, bus in-process (no HTTP)':<36}{med(inproc['batch']):>12,.0f}")
-    print(f"{'  in-memory bus (no HTTP, no storage)':<36}{med(inproc['memory_batch']):>12,.0f}"
-          f"{'':>15}{med(http['batch']) / med(inproc['memory_batch']):>15.0%}")
+    print(
+        f"{'  in-memory bus (no HTTP, no storage)':<36}{med(inproc['memory_batch']):>12,.0f}"
+        f"{'':>15}{med(http['batch']) / med(inproc['memory_batch']):>15.0%}"
+    )
 
 
 if __name__ == "__main__":

@@ -67,15 +67,20 @@ async def via_daemon(sock: str, prompt: str, calls: int) -> tuple[list[float], l
     conn = aiohttp.UnixConnector(path=sock)
     async with aiohttp.ClientSession(base_url="http://llmgine", connector=conn) as http:
         sid = (await (await http.post("/api/sessions", json={})).json())["session_id"]
-        resp = await http.post("/api/engines", json={
-            "engine_type": "SinglePassEngine", "session_id": sid, "model_name": "openai/bench",
-            # Two messages: every call sends the same request size (no growing history).
-            "configuration": {"memory_max_messages": 2}})
+        resp = await http.post(
+            "/api/engines",
+            json={
+                "engine_type": "SinglePassEngine",
+                "session_id": sid,
+                "model_name": "openai/bench",
+                # Two messages: every call sends the same request size (no growing history).
+                "configuration": {"memory_max_messages": 2},
+            },
+        )
         engine_id = (await resp.json())["engine_id"]
         for n in range(calls + WARMUP):
             t0 = time.perf_counter()
-            resp = await http.post(f"/api/engines/{engine_id}/execute", params={"wait": "30"},
-                                   json={"prompt": prompt})
+            resp = await http.post(f"/api/engines/{engine_id}/execute", params={"wait": "30"}, json={"prompt": prompt})
             record = await resp.json()
             elapsed = (time.perf_counter() - t0) * 1000
             assert record["status"] == "completed", record
@@ -85,8 +90,9 @@ async def via_daemon(sock: str, prompt: str, calls: int) -> tuple[list[float], l
                 # Before the handler started + the handler's own time to first delta.
                 queued = max(0.0, elapsed - result["latency_ms"] - finishing_ms(record))
                 ttfd.append(queued + result["first_delta_ms"])
-        events = await (await http.get(f"/api/sessions/{sid}/events",
-                                       params={"event_type": "EngineResponseDelta", "limit": 1})).json()
+        events = await (
+            await http.get(f"/api/sessions/{sid}/events", params={"event_type": "EngineResponseDelta", "limit": 1})
+        ).json()
         deltas = events["total"]
     return ttfd, total, deltas
 
@@ -97,16 +103,20 @@ def finishing_ms(record: dict) -> float:
 
 
 def start_fake() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.provider"], cwd=ROOT, stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.provider"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
 
 
 def start_daemon(home: str, base_url: str) -> tuple[subprocess.Popen[bytes], str]:
     sock = os.path.join(home, "d.sock")
-    env = {**os.environ, "LLMGINE_HOME": home, "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "test-key",
-           "LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "LLMGINE_HOME": home,
+        "OPENAI_BASE_URL": base_url,
+        "OPENAI_API_KEY": "test-key",
+        "LOG_LEVEL": "warning",
+    }
     llmgined = shutil.which("llmgined", path=os.path.dirname(sys.executable)) or "llmgined"
     proc = subprocess.Popen([llmgined, "--socket", sock], env=env)
     for _ in range(500):
@@ -138,11 +148,17 @@ def main() -> None:
         fake.wait(10)
         shutil.rmtree(home, ignore_errors=True)
     chunks = len(f"echo: {prompt}") // 4 + 1
-    print(f"engine call, {args.calls} sequential calls, answer of {chunks} streamed chunks "
-          f"({deltas // (args.calls + WARMUP)} EngineResponseDelta events per call)")
+    print(
+        f"engine call, {args.calls} sequential calls, answer of {chunks} streamed chunks "
+        f"({deltas // (args.calls + WARMUP)} EngineResponseDelta events per call)"
+    )
     print(f"{'':24}{'median ms':>12}{'p90 ms':>10}")
-    rows = [("direct  first delta", d_ttfd), ("daemon  first delta", e_ttfd),
-            ("direct  total", d_total), ("daemon  total", e_total)]
+    rows = [
+        ("direct  first delta", d_ttfd),
+        ("daemon  first delta", e_ttfd),
+        ("direct  total", d_total),
+        ("daemon  total", e_total),
+    ]
     for name, values in rows:
         print(f"{name:<24}{statistics.median(values):>12.2f}{q(values, 0.9):>10.2f}")
     for label, a, b in (("first delta", d_ttfd, e_ttfd), ("total", d_total, e_total)):

@@ -63,8 +63,7 @@ class _LeanSubscriber(asyncio.Protocol):
     chunk in one call, with no task switch per message, so the load generator costs about a
     microsecond per message and the figures measure the daemon, not the client."""
 
-    def __init__(self, path: str, lat: list[float], ready: asyncio.Future[None],
-                 done: asyncio.Future[int]) -> None:
+    def __init__(self, path: str, lat: list[float], ready: asyncio.Future[None], done: asyncio.Future[int]) -> None:
         self.path = path
         self.lat = lat
         self.ready = ready
@@ -104,14 +103,14 @@ class _LeanSubscriber(asyncio.Protocol):
             if n == 126:
                 if size - pos < 4:
                     break
-                n, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+                n, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
             elif n == 127:
                 if size - pos < 10:
                     break
-                n, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+                n, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
             if size - pos < head + n:
                 break
-            payload = bytes(buf[pos + head:pos + head + n])
+            payload = bytes(buf[pos + head : pos + head + n])
             pos += head + n
             if opcode == 1:
                 self._message(payload, now)
@@ -159,9 +158,13 @@ async def _subscribers_main(socket_path: str, count: int, path: str) -> None:
     last = time.monotonic()
     lat.sort()
     summary = {
-        "counts": counts, "elapsed": last - first, "cpu": time.process_time(),
-        "cpu_run": time.process_time() - cpu_ready, "p50": statistics.median(lat),
-        "p99": lat[max(0, int(len(lat) * 0.99) - 1)], "max": lat[-1],
+        "counts": counts,
+        "elapsed": last - first,
+        "cpu": time.process_time(),
+        "cpu_run": time.process_time() - cpu_ready,
+        "p50": statistics.median(lat),
+        "p99": lat[max(0, int(len(lat) * 0.99) - 1)],
+        "max": lat[-1],
     }
     print(json.dumps(summary), flush=True)
 
@@ -169,15 +172,24 @@ async def _subscribers_main(socket_path: str, count: int, path: str) -> None:
 # -- the daemon side ------------------------------------------------------------------------
 
 
-async def _run_case(socket_path: str, app: Any, sid: str, subscribers: int, rate: int,
-                    seconds: float) -> dict[str, Any]:
+async def _run_case(
+    socket_path: str, app: Any, sid: str, subscribers: int, rate: int, seconds: float
+) -> dict[str, Any]:
     from llmgine_daemon.api.keys import BUS
     from llmgine_daemon.bus.events import insert_event
 
     bus = app[BUS]
     child = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--role", "subscribers", "--socket", socket_path,
-        "--subscribers", str(subscribers), "--path", f"/api/sessions/{sid}/events/stream",
+        sys.executable,
+        __file__,
+        "--role",
+        "subscribers",
+        "--socket",
+        socket_path,
+        "--subscribers",
+        str(subscribers),
+        "--path",
+        f"/api/sessions/{sid}/events/stream",
         stdout=subprocess.PIPE,
     )
     assert child.stdout is not None
@@ -261,8 +273,7 @@ def _system_busy() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(rate: int, seconds: float, subscribers: int,
-                  synchronous: str | None = None) -> dict[str, Any]:
+async def measure(rate: int, seconds: float, subscribers: int, synchronous: str | None = None) -> dict[str, Any]:
     """Both cases (1 subscriber, then ``subscribers``) on one daemon: {"cases", "overflows",
     "synchronous"}. The daemon app runs in this process, so run it in a fresh one (``--json``)
     when its RSS matters."""
@@ -300,8 +311,17 @@ def run_rows(row: Any, quick: bool = False, bare_rss: float | None = None) -> tu
     runs in a fresh child process (``--json``) so its RSS is the daemon's alone."""
     rate, subscribers = 1000, 100
     seconds = 2.0 if quick else 5.0
-    argv = [sys.executable, __file__, "--json", "--rate", str(rate), "--seconds", str(seconds),
-            "--subscribers", str(subscribers)]
+    argv = [
+        sys.executable,
+        __file__,
+        "--json",
+        "--rate",
+        str(rate),
+        "--seconds",
+        str(seconds),
+        "--subscribers",
+        str(subscribers),
+    ]
     if os.environ.get("LLMGINE_DB_SYNCHRONOUS"):  # as for the other figures
         argv += ["--synchronous", os.environ["LLMGINE_DB_SYNCHRONOUS"]]
     out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True, timeout=600).stdout
@@ -309,21 +329,48 @@ def run_rows(row: Any, quick: bool = False, bare_rss: float | None = None) -> tu
     label = f"fan-out {subscribers} WS subscribers, {rate:,} events/s"
     ok = fan["p99_ms"] < 50 and fan["complete"]
     fanout = [
-        row(f"{label}: p99", f"{fan['p99_ms']:.1f} ms", f"1 subscriber {base['p99_ms']:.1f} ms",
-            f"{fan['p99_ms'] / base['p99_ms']:.1f}x", "p99 < 50 ms", ok),
-        row("  p50 publish -> receipt", f"{fan['p50_ms']:.1f} ms", f"1 subscriber {base['p50_ms']:.1f} ms",
-            f"{fan['p50_ms'] / base['p50_ms']:.1f}x"),
-        row("  delivered (every event to every subscriber)", f"{fan['delivered']:,}",
-            f"{fan['published']:,} x {subscribers}", f"{fan['delivered'] / (fan['published'] * subscribers):.0%}",
-            "all", fan["complete"]),
+        row(
+            f"{label}: p99",
+            f"{fan['p99_ms']:.1f} ms",
+            f"1 subscriber {base['p99_ms']:.1f} ms",
+            f"{fan['p99_ms'] / base['p99_ms']:.1f}x",
+            "p99 < 50 ms",
+            ok,
+        ),
+        row(
+            "  p50 publish -> receipt",
+            f"{fan['p50_ms']:.1f} ms",
+            f"1 subscriber {base['p50_ms']:.1f} ms",
+            f"{fan['p50_ms'] / base['p50_ms']:.1f}x",
+        ),
+        row(
+            "  delivered (every event to every subscriber)",
+            f"{fan['delivered']:,}",
+            f"{fan['published']:,} x {subscribers}",
+            f"{fan['delivered'] / (fan['published'] * subscribers):.0%}",
+            "all",
+            fan["complete"],
+        ),
     ]
     rss, baseline = fan["rss_mib"], base["rss_mib"]
     if bare_rss:
-        memory = [row(f"daemon RSS, {subscribers} subscribers", f"{rss:.0f} MiB",
-                      f"bare aiohttp app {bare_rss:.0f} MiB", f"{rss / bare_rss:.1f}x")]
+        memory = [
+            row(
+                f"daemon RSS, {subscribers} subscribers",
+                f"{rss:.0f} MiB",
+                f"bare aiohttp app {bare_rss:.0f} MiB",
+                f"{rss / bare_rss:.1f}x",
+            )
+        ]
     else:
-        memory = [row(f"daemon RSS, {subscribers} subscribers", f"{rss:.0f} MiB",
-                      f"1 subscriber {baseline:.0f} MiB", f"{rss / baseline:.1f}x")]
+        memory = [
+            row(
+                f"daemon RSS, {subscribers} subscribers",
+                f"{rss:.0f} MiB",
+                f"1 subscriber {baseline:.0f} MiB",
+                f"{rss / baseline:.1f}x",
+            )
+        ]
     return fanout, memory
 
 
@@ -333,9 +380,11 @@ async def _daemon_main(args: argparse.Namespace) -> None:
         print(json.dumps(result), flush=True)
         return
     base, fan = result["cases"]
-    print(f"fan-out over a Unix socket: {args.rate} events/s for {args.seconds:g} s, "
-          f"durable (synchronous={result['synchronous']}), "
-          f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    print(
+        f"fan-out over a Unix socket: {args.rate} events/s for {args.seconds:g} s, "
+        f"durable (synchronous={result['synchronous']}), "
+        f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}"
+    )
     many = f"{fan['subscribers']} subscribers"
     header = f"{'':28}{'1 subscriber':>16}{many:>18}{'ratio':>10}"
     print(header)
@@ -359,8 +408,10 @@ async def _daemon_main(args: argparse.Namespace) -> None:
     print(f"{'every event to every sub':28}{str(base['complete']):>16}{str(fan['complete']):>18}")
     print(f"queue overflows (switches to replay): {result['overflows']}")
     if fan["others_cpu"] > 0.2:
-        print(f"warning: other processes kept {fan['others_cpu']:.1f} of {os.cpu_count()} cores "
-              "busy during the run: latencies are inflated; CPU per delivery is not")
+        print(
+            f"warning: other processes kept {fan['others_cpu']:.1f} of {os.cpu_count()} cores "
+            "busy during the run: latencies are inflated; CPU per delivery is not"
+        )
     target = "met" if fan["p99_ms"] < 50 and fan["complete"] else "NOT met"
     print(f"target (p99 < 50 ms, all delivered, {fan['subscribers']} subscribers): {target}")
 
@@ -370,8 +421,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--subscribers", type=int, default=100)
-    parser.add_argument("--synchronous", choices=("normal", "full"),
-                        help="SQLite synchronous mode (default: the daemon's default)")
+    parser.add_argument(
+        "--synchronous", choices=("normal", "full"), help="SQLite synchronous mode (default: the daemon's default)"
+    )
     parser.add_argument("--json", action="store_true", help="print the raw figures as one JSON line")
     parser.add_argument("--role", default="daemon", choices=("daemon", "subscribers"))
     parser.add_argument("--socket")

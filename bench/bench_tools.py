@@ -38,8 +38,10 @@ async def get_weather(location: str) -> dict:
 
 def line(label: str, total: float, calls: int, base_per_call: float) -> None:
     per = total / calls
-    print(f"{label:<34} {per * 1e6:>10.1f} us/call {calls / total:>10.0f} calls/s"
-          f"   x{per / base_per_call:>9.0f} the in-process time")
+    print(
+        f"{label:<34} {per * 1e6:>10.1f} us/call {calls / total:>10.0f} calls/s"
+        f"   x{per / base_per_call:>9.0f} the in-process time"
+    )
 
 
 async def main(calls: int, concurrency: int) -> None:
@@ -60,8 +62,7 @@ async def main(calls: int, concurrency: int) -> None:
             base_url="http://llmgine", connector=aiohttp.UnixConnector(path=str(sock))
         ) as http:
             sid = (await (await http.post("/api/sessions", json={})).json())["session_id"]
-            resp = await http.post(f"/api/sessions/{sid}/tools",
-                                   json={"name": "get_weather", "function_code": CODE})
+            resp = await http.post(f"/api/sessions/{sid}/tools", json={"name": "get_weather", "function_code": CODE})
             assert resp.status == 201, await resp.text()
             url = f"/api/sessions/{sid}/tools/get_weather/execute"
             body = {"arguments": {"location": "Melbourne"}}
@@ -77,8 +78,13 @@ async def main(calls: int, concurrency: int) -> None:
 
             t0 = time.perf_counter()
             for _ in range(calls):
-                await bus.sandbox.run("tool", CODE, "get_weather", {"location": "Melbourne"},
-                                      context=CallContext(sid, "tool", "get_weather"))
+                await bus.sandbox.run(
+                    "tool",
+                    CODE,
+                    "get_weather",
+                    {"location": "Melbourne"},
+                    context=CallContext(sid, "tool", "get_weather"),
+                )
             pool_total = time.perf_counter() - t0
 
             latencies = []
@@ -100,16 +106,21 @@ async def main(calls: int, concurrency: int) -> None:
             conc_calls = (calls // concurrency) * concurrency
 
         info = bus.sandbox.info()
-        print(f"sandbox: {info['workers']} workers, isolation {info['isolation']} "
-              f"{'+'.join(info['namespaces'])}, process cap {info['process_cap']}")
-        print(f"{'in-process await get_weather()':<34} {base * 1e6:>10.2f} us/call "
-              f"{1 / base:>10.0f} calls/s   (baseline)")
+        print(
+            f"sandbox: {info['workers']} workers, isolation {info['isolation']} "
+            f"{'+'.join(info['namespaces'])}, process cap {info['process_cap']}"
+        )
+        print(
+            f"{'in-process await get_weather()':<34} {base * 1e6:>10.2f} us/call {1 / base:>10.0f} calls/s   (baseline)"
+        )
         line("sandbox pool.run (no HTTP)", pool_total, calls, base)
         line("HTTP execute, sequential", http_total, calls, base)
         line(f"HTTP execute, {concurrency} concurrent", conc_total, conc_calls, base)
         lat = sorted(latencies)
-        print(f"HTTP round trip: p50 {statistics.median(lat) * 1000:.2f} ms, "
-              f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.2f} ms")
+        print(
+            f"HTTP round trip: p50 {statistics.median(lat) * 1000:.2f} ms, "
+            f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.2f} ms"
+        )
         await runner.cleanup()
     finally:
         shutil.rmtree(home, ignore_errors=True)

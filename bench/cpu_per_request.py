@@ -48,15 +48,19 @@ async def measure(sock: str, pid: int, rounds: int, seconds: float, clients: int
     med = statistics.median
     noop_rate = med(r for r, _, _ in results["noop"])
     noop_cpu = med(m / r for r, m, _ in results["noop"])
-    print(f"{'load':<10}{'per second':>11}{'vs noop':>9}{'loop busy':>11}{'process':>9}"
-          f"{'loop us/request':>17}{'vs noop (CPU)':>15}")
+    print(
+        f"{'load':<10}{'per second':>11}{'vs noop':>9}{'loop busy':>11}{'process':>9}"
+        f"{'loop us/request':>17}{'vs noop (CPU)':>15}"
+    )
     for name, runs in results.items():
         rate = med(r for r, _, _ in runs)
         busy = med(m for _, m, _ in runs)
         process = med(t for _, _, t in runs)
         per = med(m / r for r, m, _ in runs)
-        print(f"{name:<10}{rate:>11,.0f}{rate / noop_rate:>9.0%}{busy:>11.0%}{process:>9.0%}"
-              f"{per * 1e6:>17,.0f}{noop_cpu / per:>15.0%}")
+        print(
+            f"{name:<10}{rate:>11,.0f}{rate / noop_rate:>9.0%}{busy:>11.0%}{process:>9.0%}"
+            f"{per * 1e6:>17,.0f}{noop_cpu / per:>15.0%}"
+        )
 
 
 def main() -> None:

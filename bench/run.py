@@ -112,9 +112,16 @@ def cli_rows(runs: int) -> list[Row]:
     rows = []
     for name, seconds in measured.items():
         ratio = seconds / baseline
-        rows.append(Row(f"CLI `{name}` (median wall)", f"{seconds * 1000:.0f} ms",
-                        f"`python -c pass` (clean venv) {baseline * 1000:.0f} ms", f"{ratio:.1f}x",
-                        f"<= {cli_startup.TARGET:g}x", ratio <= cli_startup.TARGET))
+        rows.append(
+            Row(
+                f"CLI `{name}` (median wall)",
+                f"{seconds * 1000:.0f} ms",
+                f"`python -c pass` (clean venv) {baseline * 1000:.0f} ms",
+                f"{ratio:.1f}x",
+                f"<= {cli_startup.TARGET:g}x",
+                ratio <= cli_startup.TARGET,
+            )
+        )
     return rows
 
 
@@ -133,13 +140,13 @@ def daemon_rows(args: argparse.Namespace, root: Path) -> tuple[list[Row], dict[s
         asyncio.run(settle(sock))
         idle = rss_mib(child.pid)
         with_sessions = asyncio.run(sessions_phase(sock, child.pid, 1000))
-        http = asyncio.run(bench_bus.http_phase(sock, args.clients, args.seconds, args.batch, args.rounds,
-                                                child.pid))
+        http = asyncio.run(bench_bus.http_phase(sock, args.clients, args.seconds, args.batch, args.rounds, child.pid))
         after_load = rss_mib(child.pid)
     finally:
         bench_bus.stop_child(child)
-    inproc = asyncio.run(bench_bus.inprocess_phase(str(root / "inproc"), args.clients, args.seconds, args.batch,
-                                                   args.rounds))
+    inproc = asyncio.run(
+        bench_bus.inprocess_phase(str(root / "inproc"), args.clients, args.seconds, args.batch, args.rounds)
+    )
 
     med = statistics.median
     noop = http["noop"]
@@ -150,33 +157,70 @@ def daemon_rows(args: argparse.Namespace, root: Path) -> tuple[list[Row], dict[s
     # (one event loop; the GIL), so its figure is at most noop / (echo + bus) counted in CPU
     # time per request - CPU time, not rates: the in-process phase runs at another moment, and
     # a neighbour's load on the machine changes rates but not CPU time.
-    for key, label, target in (("commands", "commands completed/s (HTTP, ?wait)", 0.40),
-                               ("events", "events published/s (HTTP)", 0.60)):
+    for key, label, target in (
+        ("commands", "commands completed/s (HTTP, ?wait)", 0.40),
+        ("events", "events published/s (HTTP)", 0.60),
+    ):
         ratio = med(h / n for h, n in zip(http[key], noop, strict=True))
-        rows.append(Row(label, f"{med(http[key]):,.0f}/s", f"noop route {med(noop):,.0f}/s", f"{ratio:.0%}",
-                        f">= {target:.0%}", ratio >= target))
+        rows.append(
+            Row(
+                label,
+                f"{med(http[key]):,.0f}/s",
+                f"noop route {med(noop):,.0f}/s",
+                f"{ratio:.0%}",
+                f">= {target:.0%}",
+                ratio >= target,
+            )
+        )
         echo = med(h / n for h, n in zip(http[f"echo_{key}"], noop, strict=True))
-        rows.append(Row("  same requests, no bus or storage (echo)", f"{med(http[f'echo_{key}']):,.0f}/s",
-                        f"noop route {med(noop):,.0f}/s", f"{echo:.0%}"))
-        cpu_noop, cpu_echo, cpu_bus = (med(http["cpu_noop"]), med(http[f"cpu_echo_{key}"]),
-                                       med(inproc[f"cpu_{key}"]))
-        rows.append(Row(f"  {key}, in-process bus (no HTTP): CPU/op", f"{cpu_bus * 1e6:,.0f} us",
-                        f"noop route {cpu_noop * 1e6:,.0f} us", f"{cpu_noop / cpu_bus:.0%}",
-                        f"ceiling {cpu_noop / (cpu_echo + cpu_bus):.0%}"))
+        rows.append(
+            Row(
+                "  same requests, no bus or storage (echo)",
+                f"{med(http[f'echo_{key}']):,.0f}/s",
+                f"noop route {med(noop):,.0f}/s",
+                f"{echo:.0%}",
+            )
+        )
+        cpu_noop, cpu_echo, cpu_bus = (med(http["cpu_noop"]), med(http[f"cpu_echo_{key}"]), med(inproc[f"cpu_{key}"]))
+        rows.append(
+            Row(
+                f"  {key}, in-process bus (no HTTP): CPU/op",
+                f"{cpu_bus * 1e6:,.0f} us",
+                f"noop route {cpu_noop * 1e6:,.0f} us",
+                f"{cpu_noop / cpu_bus:.0%}",
+                f"ceiling {cpu_noop / (cpu_echo + cpu_bus):.0%}",
+            )
+        )
     # The batch's baseline is the issue's: an in-memory bus dispatching the same handler, no
     # HTTP and no storage. Under it, the durable bus in-process (same store, no HTTP): the
     # most an HTTP batch can do, since it does all of that work too.
     memory, durable, batch_http = med(inproc["memory_batch"]), med(inproc["batch"]), med(http["batch"])
     ratio = batch_http / memory
-    rows.append(Row(f"batch of {args.batch:,} commands (HTTP)", f"{batch_http:,.0f}/s",
-                    f"in-memory bus {memory:,.0f}/s", f"{ratio:.0%}", ">= 50%", ratio >= 0.5))
-    rows.append(Row("  same, durable bus in-process (no HTTP)", f"{durable:,.0f}/s",
-                    f"in-memory bus {memory:,.0f}/s", f"{durable / memory:.0%}",
-                    f"ceiling {durable / memory:.0%} (HTTP: {batch_http / durable:.0%} of it)"))
-    for label, value in (("daemon RSS idle", idle), ("daemon RSS, 1,000 sessions", with_sessions),
-                         ("daemon RSS after the load above", after_load)):
-        rows.append(Row(label, f"{value:.0f} MiB", f"bare aiohttp app {bare_rss:.0f} MiB",
-                        f"{value / bare_rss:.1f}x"))
+    rows.append(
+        Row(
+            f"batch of {args.batch:,} commands (HTTP)",
+            f"{batch_http:,.0f}/s",
+            f"in-memory bus {memory:,.0f}/s",
+            f"{ratio:.0%}",
+            ">= 50%",
+            ratio >= 0.5,
+        )
+    )
+    rows.append(
+        Row(
+            "  same, durable bus in-process (no HTTP)",
+            f"{durable:,.0f}/s",
+            f"in-memory bus {memory:,.0f}/s",
+            f"{durable / memory:.0%}",
+            f"ceiling {durable / memory:.0%} (HTTP: {batch_http / durable:.0%} of it)",
+        )
+    )
+    for label, value in (
+        ("daemon RSS idle", idle),
+        ("daemon RSS, 1,000 sessions", with_sessions),
+        ("daemon RSS after the load above", after_load),
+    ):
+        rows.append(Row(label, f"{value:.0f} MiB", f"bare aiohttp app {bare_rss:.0f} MiB", f"{value / bare_rss:.1f}x"))
     return rows, {"noop": noop, "bare_rss": [bare_rss], **{f"inproc_{k}": v for k, v in inproc.items()}}
 
 
@@ -189,16 +233,20 @@ def fanout_rows(args: argparse.Namespace, bare_rss: float) -> tuple[list[Row], l
 
 def print_table(rows: list[Row], args: argparse.Namespace) -> None:
     sync = os.environ.get("LLMGINE_DB_SYNCHRONOUS", "full")
-    print(f"llmgine benchmarks: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs,"
-          f" {platform.system()} {platform.release()}, Python {platform.python_version()},"
-          f" load average {os.getloadavg()[0]:.1f} at the end")
-    print(f"durable (synchronous={sync}); {args.clients} clients; lean asyncio HTTP/1.1 load generator over the"
-          f" Unix socket (no rate limits there); median of {args.rounds} interleaved rounds of {args.seconds:g} s")
+    print(
+        f"llmgine benchmarks: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs,"
+        f" {platform.system()} {platform.release()}, Python {platform.python_version()},"
+        f" load average {os.getloadavg()[0]:.1f} at the end"
+    )
+    print(
+        f"durable (synchronous={sync}); {args.clients} clients; lean asyncio HTTP/1.1 load generator over the"
+        f" Unix socket (no rate limits there); median of {args.rounds} interleaved rounds of {args.seconds:g} s"
+    )
     print()
     headers = ("figure", "measured", "baseline (same run)", "ratio", "target", "result")
     table = [headers] + [
-        (r.figure, r.measured, r.baseline, r.ratio, r.target,
-         "" if r.ok is None else ("PASS" if r.ok else "FAIL")) for r in rows
+        (r.figure, r.measured, r.baseline, r.ratio, r.target, "" if r.ok is None else ("PASS" if r.ok else "FAIL"))
+        for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     for i, row in enumerate(table):

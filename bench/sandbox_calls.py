@@ -56,19 +56,23 @@ async def measure(calls: int, fairness: bool) -> dict[str, float]:
     await pool.start()
     await pool.wait_ready()
     try:
+
         def ctx(session: str = "a") -> CallContext:
             return CallContext(session, "tool", "f")
 
         for _ in range(20):  # warm up
             await _timed(pool, ctx, CODE, "get_weather", {"location": "Melbourne"})
-        trips = [await _timed(pool, ctx, CODE, "get_weather", {"location": "Melbourne"})
-                 for _ in range(calls)]
-        out = {"round_trip_ms": statistics.median(trips),
-               "round_trip_p99_ms": sorted(trips)[int(len(trips) * 0.99) - 1]}
+        trips = [await _timed(pool, ctx, CODE, "get_weather", {"location": "Melbourne"}) for _ in range(calls)]
+        out = {
+            "round_trip_ms": statistics.median(trips),
+            "round_trip_p99_ms": sorted(trips)[int(len(trips) * 0.99) - 1],
+        }
         if fairness:
             idle = [await _timed(pool, lambda: ctx("b"), HELLO, "hello", {}) for _ in range(100)]
-            spinners = [asyncio.ensure_future(pool.run(
-                "tool", SPIN, "spin", {}, context=ctx("a"), deadline=30)) for _ in range(4)]
+            spinners = [
+                asyncio.ensure_future(pool.run("tool", SPIN, "spin", {}, context=ctx("a"), deadline=30))
+                for _ in range(4)
+            ]
             await asyncio.sleep(0.5)
             busy = [await _timed(pool, lambda: ctx("b"), HELLO, "hello", {}) for _ in range(100)]
             for task in spinners:
@@ -86,13 +90,15 @@ def _baseline_env(ref: str, root: Path) -> tuple[Path, str]:
     """A worktree of ``ref`` and a venv (this interpreter, these packages) with it installed."""
     tree = root / "tree"
     repo = Path(__file__).resolve().parent.parent
-    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), ref],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), ref], check=True, capture_output=True
+    )
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "-e", str(tree)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--no-deps", "-e", str(tree)], check=True, capture_output=True
+    )
     return tree, python
 
 
@@ -129,22 +135,30 @@ def main() -> None:
             if baseline is not None:
                 theirs.append(_run(baseline[0], here, opts.calls, False, baseline[1]))
         med = {k: statistics.median(r[k] for r in ours) for k in ours[0] if k != "isolation"}
-        print(f"isolation: {ours[0]['isolation']}" + (
-            f" (baseline {opts.baseline_ref}: {theirs[0]['isolation']})" if theirs else ""))
+        print(
+            f"isolation: {ours[0]['isolation']}"
+            + (f" (baseline {opts.baseline_ref}: {theirs[0]['isolation']})" if theirs else "")
+        )
         print(f"{'figure':<44} {'measured':>9} {'baseline':>9} {'ratio':>6}  target")
         if theirs:
             base = statistics.median(r["round_trip_ms"] for r in theirs)
-            print(f"{'tool-call round trip, median (ms)':<44} {med['round_trip_ms']:>9.2f} "
-                  f"{base:>9.2f} {med['round_trip_ms'] / base:>6.2f}  <= 1.5")
+            print(
+                f"{'tool-call round trip, median (ms)':<44} {med['round_trip_ms']:>9.2f} "
+                f"{base:>9.2f} {med['round_trip_ms'] / base:>6.2f}  <= 1.5"
+            )
         else:
             print(f"{'tool-call round trip, median (ms)':<44} {med['round_trip_ms']:>9.2f}")
-        print(f"{'B while A saturates its share, median (ms)':<44} "
-              f"{med['b_while_a_spins_ms']:>9.2f} {med['b_idle_ms']:>9.2f} "
-              f"{med['b_while_a_spins_ms'] / med['b_idle_ms']:>6.2f}  <= 2.0  (baseline: B idle)")
+        print(
+            f"{'B while A saturates its share, median (ms)':<44} "
+            f"{med['b_while_a_spins_ms']:>9.2f} {med['b_idle_ms']:>9.2f} "
+            f"{med['b_while_a_spins_ms'] / med['b_idle_ms']:>6.2f}  <= 2.0  (baseline: B idle)"
+        )
     finally:
         if opts.baseline_ref:
-            subprocess.run(["git", "-C", str(here.parent.parent), "worktree", "remove", "--force",
-                            str(root / "tree")], capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(here.parent.parent), "worktree", "remove", "--force", str(root / "tree")],
+                capture_output=True,
+            )
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -134,13 +134,22 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="lgw", dir="/tmp"))
     bare_port, daemon_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMGINE_", "API_"))}
-    env.update(LLMGINE_HOME=str(home), LLMGINE_RATE_LIMIT_AUTHENTICATED="0",
-               LLMGINE_RATE_LIMIT_UNAUTHENTICATED="0", LLMGINE_RATE_LIMIT_WEBSOCKET="0")
+    env.update(
+        LLMGINE_HOME=str(home),
+        LLMGINE_RATE_LIMIT_AUTHENTICATED="0",
+        LLMGINE_RATE_LIMIT_UNAUTHENTICATED="0",
+        LLMGINE_RATE_LIMIT_WEBSOCKET="0",
+    )
     procs = [
-        subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen([sys.executable, "-m", "llmgine_daemon", "--port", str(daemon_port)],
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(
+            [sys.executable, "-c", BARE, str(bare_port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "llmgine_daemon", "--port", str(daemon_port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
     ]
     try:
         wait_port(bare_port, procs[0])
@@ -158,27 +167,33 @@ def main() -> None:
         for sid in sessions:
             api.call("POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})
         base = f"http://127.0.0.1:{daemon_port}"
-        get_one = ROTATE % {"method": "GET", "key": key, "bodies": "",
-                            "paths": lua_list([f"/api/sessions/{sessions[0]}"])}
-        events = ROTATE % {"method": "POST", "key": key,
-                           "paths": lua_list([f"/api/sessions/{s}/events" for s in sessions]),
-                           "bodies": lua_list(['{"event_type":"Bench","data":{"n":1}}'] * 64)}
+        get_one = ROTATE % {
+            "method": "GET",
+            "key": key,
+            "bodies": "",
+            "paths": lua_list([f"/api/sessions/{sessions[0]}"]),
+        }
+        events = ROTATE % {
+            "method": "POST",
+            "key": key,
+            "paths": lua_list([f"/api/sessions/{s}/events" for s in sessions]),
+            "bodies": lua_list(['{"event_type":"Bench","data":{"n":1}}'] * 64),
+        }
         commands = ROTATE % {
-            "method": "POST", "key": key,
+            "method": "POST",
+            "key": key,
             "paths": lua_list([f"/api/sessions/{s}/commands?wait=30" for s in sessions]),
-            "bodies": lua_list(['{"command_type":"DummyEngineCommand","parameters":{"prompt":"x"}}']
-                               * 64)}
+            "bodies": lua_list(['{"command_type":"DummyEngineCommand","parameters":{"prompt":"x"}}'] * 64),
+        }
         runs: dict[str, list[float]] = {k: [] for k in ("bare", *TARGETS)}
-        batch = [{"command_type": "DummyEngineCommand", "parameters": {"prompt": str(i)}}
-                 for i in range(opts.batch)]
+        batch = [{"command_type": "DummyEngineCommand", "parameters": {"prompt": str(i)}} for i in range(opts.batch)]
         for _ in range(opts.rounds):
             runs["bare"].append(wrk(f"http://127.0.0.1:{bare_port}/", opts.seconds, opts.connections))
             runs["get_session"].append(wrk(base, opts.seconds, opts.connections, get_one))
             runs["publish_event"].append(wrk(base, opts.seconds, opts.connections, events))
             runs["run_command"].append(wrk(base, opts.seconds, opts.connections, commands))
             started = time.perf_counter()
-            api.call("POST", f"/api/sessions/{sessions[0]}/commands/batch?wait=300",
-                     {"commands": batch})
+            api.call("POST", f"/api/sessions/{sessions[0]}/commands/batch?wait=300", {"commands": batch})
             runs["batch"].append(opts.batch / (time.perf_counter() - started))
         report(runs, opts)
     finally:
@@ -194,8 +209,10 @@ def main() -> None:
 
 def report(runs: dict[str, list[float]], opts: argparse.Namespace) -> None:
     bare = statistics.median(runs["bare"])
-    print(f"wrk -t1 -c{opts.connections} -d{opts.seconds:g}s, {opts.rounds} interleaved rounds, "
-          f"medians; {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print(
+        f"wrk -t1 -c{opts.connections} -d{opts.seconds:g}s, {opts.rounds} interleaved rounds, "
+        f"medians; {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+    )
     print(f"{'figure':<40} {'measured':>9} {'baseline':>9} {'ratio':>6} {'target':>7}")
     best = 0.0
     for name, target in TARGETS.items():
@@ -203,10 +220,14 @@ def report(runs: dict[str, list[float]], opts: argparse.Namespace) -> None:
         best = max(best, value)
         ratio = value / bare
         label = LABELS[name].replace("N", str(opts.batch)) if name == "batch" else LABELS[name]
-        print(f"{label:<40} {value:>9.0f} {bare:>9.0f} {ratio:>6.2f} {target:>6.2f} "
-              f"{'PASS' if ratio >= target else 'FAIL'}")
-    print(f"load generator: {bare:.0f} req/s on the bare route = {bare / best:.1f}x the daemon's "
-          f"best figure ({'enough' if bare >= 3 * best else 'NOT enough: ratios are bounded by wrk'})")
+        print(
+            f"{label:<40} {value:>9.0f} {bare:>9.0f} {ratio:>6.2f} {target:>6.2f} "
+            f"{'PASS' if ratio >= target else 'FAIL'}"
+        )
+    print(
+        f"load generator: {bare:.0f} req/s on the bare route = {bare / best:.1f}x the daemon's "
+        f"best figure ({'enough' if bare >= 3 * best else 'NOT enough: ratios are bounded by wrk'})"
+    )
 
 
 if __name__ == "__main__":

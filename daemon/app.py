@@ -59,8 +59,21 @@ log = logging.getLogger("llmgine.app")
 # path ids that could take a fixed segment refuse it by pattern ({event_id} is never "stream",
 # {command_id} never "batch"), so the order does not decide what matches.
 ROUTE_MODULES = (
-    events, commands, system, streams, sessions, engines, engine_memory, tools, handlers,
-    observability, auth, db, secrets, openapi, apidocs,
+    events,
+    commands,
+    system,
+    streams,
+    sessions,
+    engines,
+    engine_memory,
+    tools,
+    handlers,
+    observability,
+    auth,
+    db,
+    secrets,
+    openapi,
+    apidocs,
 )
 
 
@@ -78,13 +91,22 @@ def sandbox_pool(settings: Settings) -> SandboxPool:
         session_share=settings["sandbox.session_share"],
         tmp_bytes=settings["sandbox.tmp_mb"] * 2**20,
     )
-    return SandboxPool(settings.workers, limits, isolation=settings["sandbox.isolation"],
-                       user=settings["sandbox.user"], group=settings["sandbox.group"] or "")
+    return SandboxPool(
+        settings.workers,
+        limits,
+        isolation=settings["sandbox.isolation"],
+        user=settings["sandbox.user"],
+        group=settings["sandbox.group"] or "",
+    )
 
 
 def _store(settings: Settings, path: Path, *, telemetry: bool = False) -> Store:
-    return Store(path, synchronous=settings["database.synchronous"],
-                 busy_timeout=settings["database.busy_timeout"], telemetry=telemetry)
+    return Store(
+        path,
+        synchronous=settings["database.synchronous"],
+        busy_timeout=settings["database.busy_timeout"],
+        telemetry=telemetry,
+    )
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -116,15 +138,23 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         # passes every engine it builds an EngineContext with them (engines/context.py).
         providers = Providers(settings)
         limits = settings.limits
-        capacity = Capacity(max_sessions=limits.max_sessions,
-                            max_engines_per_session=limits.max_engines_per_session,
-                            max_tools_per_session=limits.max_tools_per_session)
-        bus = Bus(store, engine_types=ENGINE_TYPES, sandbox=pool, capacity=capacity,
-                  engine_context=EngineContext.factory(providers))
+        capacity = Capacity(
+            max_sessions=limits.max_sessions,
+            max_engines_per_session=limits.max_engines_per_session,
+            max_tools_per_session=limits.max_tools_per_session,
+        )
+        bus = Bus(
+            store,
+            engine_types=ENGINE_TYPES,
+            sandbox=pool,
+            capacity=capacity,
+            engine_context=EngineContext.factory(providers),
+        )
         app[BUS] = bus
         app[LLM] = bus.engines.context
-        retention = Retention({"main": store, "telemetry": telemetry}, rules_from(settings),
-                              settings["database.retention_interval"])
+        retention = Retention(
+            {"main": store, "telemetry": telemetry}, rules_from(settings), settings["database.retention_interval"]
+        )
         app[DATABASE] = Database(store, telemetry, retention)
         try:
             await pool.start()

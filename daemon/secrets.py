@@ -45,8 +45,9 @@ class SecretStore:
             data = json.loads(self.path.read_text("utf-8"))
         except (OSError, ValueError):
             data = {}
-        entries = {k: v for k, v in data.items() if isinstance(v, dict) and NAME.match(k)} \
-            if isinstance(data, dict) else {}
+        entries = (
+            {k: v for k, v in data.items() if isinstance(v, dict) and NAME.match(k)} if isinstance(data, dict) else {}
+        )
         self._cache = (mtime, entries)
         return entries
 

@@ -150,162 +150,426 @@ def _provider_settings(name: str) -> tuple[Setting, ...]:
     base_url, key_env, url_env, timeout = _PROVIDER_DEFAULTS[name]
     upper = name.upper()
     return (
-        Setting(f"providers.{name}.base_url", url_env, _url, base_url,
-                f"{name} API base URL (any server speaking its wire format)"),
-        Setting(f"providers.{name}.api_key", key_env, _parse_str, None,
-                f"{name} API key (prefer the environment variable over the config file)",
-                secret=True),
-        Setting(f"providers.{name}.api_key_env", f"LLMGINE_{upper}_API_KEY_ENV", _env_name, key_env,
-                f"environment variable the {name} API key is read from"),
-        Setting(f"providers.{name}.timeout", f"LLMGINE_{upper}_TIMEOUT", _positive_float, timeout,
-                f"seconds to wait for {name} to start answering, and between streamed chunks"),
-        Setting(f"providers.{name}.max_retries", f"LLMGINE_{upper}_MAX_RETRIES", _positive, 2,
-                f"retries of a {name} call after 429/5xx/connection errors (backoff, Retry-After)"),
+        Setting(
+            f"providers.{name}.base_url",
+            url_env,
+            _url,
+            base_url,
+            f"{name} API base URL (any server speaking its wire format)",
+        ),
+        Setting(
+            f"providers.{name}.api_key",
+            key_env,
+            _parse_str,
+            None,
+            f"{name} API key (prefer the environment variable over the config file)",
+            secret=True,
+        ),
+        Setting(
+            f"providers.{name}.api_key_env",
+            f"LLMGINE_{upper}_API_KEY_ENV",
+            _env_name,
+            key_env,
+            f"environment variable the {name} API key is read from",
+        ),
+        Setting(
+            f"providers.{name}.timeout",
+            f"LLMGINE_{upper}_TIMEOUT",
+            _positive_float,
+            timeout,
+            f"seconds to wait for {name} to start answering, and between streamed chunks",
+        ),
+        Setting(
+            f"providers.{name}.max_retries",
+            f"LLMGINE_{upper}_MAX_RETRIES",
+            _positive,
+            2,
+            f"retries of a {name} call after 429/5xx/connection errors (backoff, Retry-After)",
+        ),
     )
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("server.host", "API_HOST", _parse_str, None,
-            "TCP address to listen on; setting it (or server.port) enables TCP (default host "
-            "127.0.0.1)"),
-    Setting("server.port", "API_PORT", _port, None,
-            "TCP port; setting it (or server.host) enables TCP (default port 8000)"),
-    Setting("server.workers", "API_WORKERS", _positive, 0,
-            "sandbox worker processes for user code (0 = number of CPUs)"),
-    Setting("server.socket", "LLMGINE_SOCKET", _parse_str, None,
-            "Unix socket path (default: llmgined.sock in the runtime directory)"),
-    Setting("server.no_socket", "LLMGINE_NO_SOCKET", _parse_bool, False,
-            "do not listen on the Unix socket (TCP only)"),
-    Setting("server.shutdown_timeout", "LLMGINE_SHUTDOWN_TIMEOUT", _positive, 10,
-            "seconds in-flight requests get to finish on shutdown"),
-    Setting("server.max_body_size", "LLMGINE_MAX_BODY_SIZE", _positive, 1024 * 1024,
-            "largest accepted request body, in bytes"),
-    Setting("server.max_header_size", "LLMGINE_MAX_HEADER_SIZE", _positive, 8190,
-            "longest accepted request line or header field, in bytes"),
-    Setting("server.max_ws_message_size", "LLMGINE_MAX_WS_MESSAGE_SIZE", _positive, 1024 * 1024,
-            "largest accepted WebSocket message, in bytes (larger: closed with 1009)"),
-    Setting("server.read_timeout", "LLMGINE_READ_TIMEOUT", _positive_float, 30.0,
-            "seconds a client gets to send a request's headers and body (slow clients are "
-            "dropped); idle keep-alive connections close after it too"),
-    Setting("database.url", "DATABASE_URL", _parse_str, None,
-            "sqlite:///PATH (default: llmgine.db in the data directory)"),
-    Setting("database.synchronous", "LLMGINE_DB_SYNCHRONOUS", _choice("normal", "full"), "full",
-            "SQLite synchronous mode: full also survives power loss; normal survives a crash"),
-    Setting("database.busy_timeout", "LLMGINE_DB_BUSY_TIMEOUT", _positive_float, 5.0,
-            "seconds a write waits in all (from when it is queued) for a database locked by "
-            "another process before 503 STORAGE_BUSY"),
-    Setting("database.event_retention_days", "LLMGINE_EVENT_RETENTION_DAYS", _positive, 0,
-            "days events are kept; older ones are pruned in the background (0 = keep all)"),
-    Setting("database.event_retention_rows", "LLMGINE_EVENT_RETENTION_ROWS", _positive, 0,
-            "events kept; the oldest beyond it are pruned in the background (0 = no limit)"),
-    Setting("database.retention_interval", "LLMGINE_RETENTION_INTERVAL", _positive_float, 60.0,
-            "seconds between background retention passes (events, logs, spans)"),
-    Setting("logging.level", "LOG_LEVEL",
-            _choice("debug", "info", "warning", "error", "critical"), "info",
-            "log level"),
-    Setting("logging.file", "LOG_FILE", _parse_str, None,
-            "log file (default: stderr; `llmgine daemon start` sends stderr to its log file)"),
-    Setting("security.api_key_secret", "API_KEY_SECRET", _parse_str, None,
-            "API key accepted over TCP as `Authorization: Bearer KEY`", secret=True),
-    Setting("security.cors_origins", "CORS_ORIGINS", _parse_list, [],
-            "browser origins allowed to call the API (comma-separated in the environment)"),
-    Setting("sandbox.deadline", "LLMGINE_SANDBOX_DEADLINE", _positive_float, 30.0,
-            "seconds a tool or handler call may run before its worker is killed (a tool's "
-            "timeout or a command's metadata.timeout overrides it)"),
-    Setting("sandbox.isolation", "LLMGINE_SANDBOX_ISOLATION",
-            _choice("auto", "bubblewrap", "namespaces", "none"), "auto",
-            "auto or bubblewrap: user code runs in a bubblewrap sandbox (its own filesystem "
-            "view, namespaces, an unprivileged uid), and is refused with 503 "
-            "SANDBOX_UNAVAILABLE where bubblewrap cannot run; none: no isolation, rlimits only "
-            "(warned at every start); namespaces: old name of bubblewrap"),
-    Setting("sandbox.user", "LLMGINE_SANDBOX_USER", _parse_str, "nobody",
-            "user (name or uid) sandbox workers run as when the daemon runs as root"),
-    Setting("sandbox.group", "LLMGINE_SANDBOX_GROUP", _parse_str, None,
-            "group (name or gid) of sandbox workers when the daemon runs as root (default: "
-            "sandbox.user's own group)"),
-    Setting("sandbox.max_timeout", "LLMGINE_SANDBOX_MAX_TIMEOUT", _positive_float, 300.0,
-            "the longest timeout, in seconds, a tool or handler may ask for (at most 3600)"),
-    Setting("sandbox.session_share", "LLMGINE_SANDBOX_SESSION_SHARE", _positive, 0,
-            "user-code calls one session may run at once; its others wait (0 = half the "
-            "workers, at least 1)"),
-    Setting("sandbox.tmp_mb", "LLMGINE_SANDBOX_TMP_MB", _positive, 64,
-            "size of each sandbox worker's private /tmp, in MiB (wiped after every call)"),
-    Setting("sandbox.memory_mb", "LLMGINE_SANDBOX_MEMORY_MB", _positive, 1024,
-            "memory one call may use, in MiB, counting every process it starts (a memory "
-            "cgroup as root, else the sandbox's process tree is watched; plus an address space "
-            "limit per process)"),
-    Setting("sandbox.max_processes", "LLMGINE_SANDBOX_MAX_PROCESSES", _positive, 32,
-            "processes one call may start (pids cgroup as root, else RLIMIT_NPROC)"),
-    Setting("sandbox.open_files", "LLMGINE_SANDBOX_OPEN_FILES", _positive, 256,
-            "open file descriptors per sandbox process"),
-    Setting("sandbox.file_size_mb", "LLMGINE_SANDBOX_FILE_SIZE_MB", _positive, 64,
-            "largest file user code may write, in MiB"),
-    Setting("sandbox.max_output", "LLMGINE_SANDBOX_MAX_OUTPUT", _positive, 65536,
-            "characters of print() output kept per call (the rest is dropped)"),
-    Setting("sandbox.max_result", "LLMGINE_SANDBOX_MAX_RESULT", _positive, 1024 * 1024,
-            "largest result (JSON bytes) a call may return"),
-    Setting("sandbox.max_depth", "LLMGINE_SANDBOX_MAX_DEPTH", _positive, 8,
-            "how deep user code may nest bus.execute/call_tool/publish->handler chains"),
-    Setting("security.allowed_hosts", "LLMGINE_ALLOWED_HOSTS", _parse_list, [],
-            "extra Host names accepted over TCP besides localhost, loopback addresses and the "
-            "bound address (DNS-rebinding guard; \"*\" turns the check off)"),
-    Setting("security.rate_limits.unauthenticated", "LLMGINE_RATE_LIMIT_UNAUTHENTICATED",
-            _positive, 100, "requests per minute per IP without a valid credential (0 = no limit)"),
-    Setting("security.rate_limits.authenticated", "LLMGINE_RATE_LIMIT_AUTHENTICATED",
-            _positive, 1000, "requests per minute per API key, or per session for session tokens "
-            "(all tokens of a session share one bucket) (0 = no limit)"),
-    Setting("security.rate_limits.websocket", "LLMGINE_RATE_LIMIT_WEBSOCKET", _positive, 10,
-            "WebSocket connections per minute per IP (0 = no limit)"),
-    Setting("security.rate_limits.unix_socket", "LLMGINE_RATE_LIMIT_UNIX_SOCKET", _parse_bool,
-            False, "also limit Unix socket clients (keyed by uid, at the authenticated rate)"),
-    Setting("security.limits.max_sessions", "LLMGINE_MAX_SESSIONS", _positive, 1000,
-            "most active sessions at once (0 = no limit)"),
-    Setting("security.limits.max_engines_per_session", "LLMGINE_MAX_ENGINES_PER_SESSION",
-            _positive, 32, "most running engines in one session (0 = no limit)"),
-    Setting("security.limits.max_tools_per_session", "LLMGINE_MAX_TOOLS_PER_SESSION",
-            _positive, 100, "most tools registered in one session (0 = no limit)"),
-    Setting("security.limits.max_websockets", "LLMGINE_MAX_WEBSOCKETS", _positive, 100,
-            "most open WebSocket connections and event streams (SSE) at once (0 = no limit)"),
+    Setting(
+        "server.host",
+        "API_HOST",
+        _parse_str,
+        None,
+        "TCP address to listen on; setting it (or server.port) enables TCP (default host 127.0.0.1)",
+    ),
+    Setting(
+        "server.port", "API_PORT", _port, None, "TCP port; setting it (or server.host) enables TCP (default port 8000)"
+    ),
+    Setting(
+        "server.workers", "API_WORKERS", _positive, 0, "sandbox worker processes for user code (0 = number of CPUs)"
+    ),
+    Setting(
+        "server.socket",
+        "LLMGINE_SOCKET",
+        _parse_str,
+        None,
+        "Unix socket path (default: llmgined.sock in the runtime directory)",
+    ),
+    Setting("server.no_socket", "LLMGINE_NO_SOCKET", _parse_bool, False, "do not listen on the Unix socket (TCP only)"),
+    Setting(
+        "server.shutdown_timeout",
+        "LLMGINE_SHUTDOWN_TIMEOUT",
+        _positive,
+        10,
+        "seconds in-flight requests get to finish on shutdown",
+    ),
+    Setting(
+        "server.max_body_size",
+        "LLMGINE_MAX_BODY_SIZE",
+        _positive,
+        1024 * 1024,
+        "largest accepted request body, in bytes",
+    ),
+    Setting(
+        "server.max_header_size",
+        "LLMGINE_MAX_HEADER_SIZE",
+        _positive,
+        8190,
+        "longest accepted request line or header field, in bytes",
+    ),
+    Setting(
+        "server.max_ws_message_size",
+        "LLMGINE_MAX_WS_MESSAGE_SIZE",
+        _positive,
+        1024 * 1024,
+        "largest accepted WebSocket message, in bytes (larger: closed with 1009)",
+    ),
+    Setting(
+        "server.read_timeout",
+        "LLMGINE_READ_TIMEOUT",
+        _positive_float,
+        30.0,
+        "seconds a client gets to send a request's headers and body (slow clients are "
+        "dropped); idle keep-alive connections close after it too",
+    ),
+    Setting(
+        "database.url", "DATABASE_URL", _parse_str, None, "sqlite:///PATH (default: llmgine.db in the data directory)"
+    ),
+    Setting(
+        "database.synchronous",
+        "LLMGINE_DB_SYNCHRONOUS",
+        _choice("normal", "full"),
+        "full",
+        "SQLite synchronous mode: full also survives power loss; normal survives a crash",
+    ),
+    Setting(
+        "database.busy_timeout",
+        "LLMGINE_DB_BUSY_TIMEOUT",
+        _positive_float,
+        5.0,
+        "seconds a write waits in all (from when it is queued) for a database locked by "
+        "another process before 503 STORAGE_BUSY",
+    ),
+    Setting(
+        "database.event_retention_days",
+        "LLMGINE_EVENT_RETENTION_DAYS",
+        _positive,
+        0,
+        "days events are kept; older ones are pruned in the background (0 = keep all)",
+    ),
+    Setting(
+        "database.event_retention_rows",
+        "LLMGINE_EVENT_RETENTION_ROWS",
+        _positive,
+        0,
+        "events kept; the oldest beyond it are pruned in the background (0 = no limit)",
+    ),
+    Setting(
+        "database.retention_interval",
+        "LLMGINE_RETENTION_INTERVAL",
+        _positive_float,
+        60.0,
+        "seconds between background retention passes (events, logs, spans)",
+    ),
+    Setting(
+        "logging.level", "LOG_LEVEL", _choice("debug", "info", "warning", "error", "critical"), "info", "log level"
+    ),
+    Setting(
+        "logging.file",
+        "LOG_FILE",
+        _parse_str,
+        None,
+        "log file (default: stderr; `llmgine daemon start` sends stderr to its log file)",
+    ),
+    Setting(
+        "security.api_key_secret",
+        "API_KEY_SECRET",
+        _parse_str,
+        None,
+        "API key accepted over TCP as `Authorization: Bearer KEY`",
+        secret=True,
+    ),
+    Setting(
+        "security.cors_origins",
+        "CORS_ORIGINS",
+        _parse_list,
+        [],
+        "browser origins allowed to call the API (comma-separated in the environment)",
+    ),
+    Setting(
+        "sandbox.deadline",
+        "LLMGINE_SANDBOX_DEADLINE",
+        _positive_float,
+        30.0,
+        "seconds a tool or handler call may run before its worker is killed (a tool's "
+        "timeout or a command's metadata.timeout overrides it)",
+    ),
+    Setting(
+        "sandbox.isolation",
+        "LLMGINE_SANDBOX_ISOLATION",
+        _choice("auto", "bubblewrap", "namespaces", "none"),
+        "auto",
+        "auto or bubblewrap: user code runs in a bubblewrap sandbox (its own filesystem "
+        "view, namespaces, an unprivileged uid), and is refused with 503 "
+        "SANDBOX_UNAVAILABLE where bubblewrap cannot run; none: no isolation, rlimits only "
+        "(warned at every start); namespaces: old name of bubblewrap",
+    ),
+    Setting(
+        "sandbox.user",
+        "LLMGINE_SANDBOX_USER",
+        _parse_str,
+        "nobody",
+        "user (name or uid) sandbox workers run as when the daemon runs as root",
+    ),
+    Setting(
+        "sandbox.group",
+        "LLMGINE_SANDBOX_GROUP",
+        _parse_str,
+        None,
+        "group (name or gid) of sandbox workers when the daemon runs as root (default: sandbox.user's own group)",
+    ),
+    Setting(
+        "sandbox.max_timeout",
+        "LLMGINE_SANDBOX_MAX_TIMEOUT",
+        _positive_float,
+        300.0,
+        "the longest timeout, in seconds, a tool or handler may ask for (at most 3600)",
+    ),
+    Setting(
+        "sandbox.session_share",
+        "LLMGINE_SANDBOX_SESSION_SHARE",
+        _positive,
+        0,
+        "user-code calls one session may run at once; its others wait (0 = half the workers, at least 1)",
+    ),
+    Setting(
+        "sandbox.tmp_mb",
+        "LLMGINE_SANDBOX_TMP_MB",
+        _positive,
+        64,
+        "size of each sandbox worker's private /tmp, in MiB (wiped after every call)",
+    ),
+    Setting(
+        "sandbox.memory_mb",
+        "LLMGINE_SANDBOX_MEMORY_MB",
+        _positive,
+        1024,
+        "memory one call may use, in MiB, counting every process it starts (a memory "
+        "cgroup as root, else the sandbox's process tree is watched; plus an address space "
+        "limit per process)",
+    ),
+    Setting(
+        "sandbox.max_processes",
+        "LLMGINE_SANDBOX_MAX_PROCESSES",
+        _positive,
+        32,
+        "processes one call may start (pids cgroup as root, else RLIMIT_NPROC)",
+    ),
+    Setting(
+        "sandbox.open_files", "LLMGINE_SANDBOX_OPEN_FILES", _positive, 256, "open file descriptors per sandbox process"
+    ),
+    Setting(
+        "sandbox.file_size_mb",
+        "LLMGINE_SANDBOX_FILE_SIZE_MB",
+        _positive,
+        64,
+        "largest file user code may write, in MiB",
+    ),
+    Setting(
+        "sandbox.max_output",
+        "LLMGINE_SANDBOX_MAX_OUTPUT",
+        _positive,
+        65536,
+        "characters of print() output kept per call (the rest is dropped)",
+    ),
+    Setting(
+        "sandbox.max_result",
+        "LLMGINE_SANDBOX_MAX_RESULT",
+        _positive,
+        1024 * 1024,
+        "largest result (JSON bytes) a call may return",
+    ),
+    Setting(
+        "sandbox.max_depth",
+        "LLMGINE_SANDBOX_MAX_DEPTH",
+        _positive,
+        8,
+        "how deep user code may nest bus.execute/call_tool/publish->handler chains",
+    ),
+    Setting(
+        "security.allowed_hosts",
+        "LLMGINE_ALLOWED_HOSTS",
+        _parse_list,
+        [],
+        "extra Host names accepted over TCP besides localhost, loopback addresses and the "
+        'bound address (DNS-rebinding guard; "*" turns the check off)',
+    ),
+    Setting(
+        "security.rate_limits.unauthenticated",
+        "LLMGINE_RATE_LIMIT_UNAUTHENTICATED",
+        _positive,
+        100,
+        "requests per minute per IP without a valid credential (0 = no limit)",
+    ),
+    Setting(
+        "security.rate_limits.authenticated",
+        "LLMGINE_RATE_LIMIT_AUTHENTICATED",
+        _positive,
+        1000,
+        "requests per minute per API key, or per session for session tokens "
+        "(all tokens of a session share one bucket) (0 = no limit)",
+    ),
+    Setting(
+        "security.rate_limits.websocket",
+        "LLMGINE_RATE_LIMIT_WEBSOCKET",
+        _positive,
+        10,
+        "WebSocket connections per minute per IP (0 = no limit)",
+    ),
+    Setting(
+        "security.rate_limits.unix_socket",
+        "LLMGINE_RATE_LIMIT_UNIX_SOCKET",
+        _parse_bool,
+        False,
+        "also limit Unix socket clients (keyed by uid, at the authenticated rate)",
+    ),
+    Setting(
+        "security.limits.max_sessions",
+        "LLMGINE_MAX_SESSIONS",
+        _positive,
+        1000,
+        "most active sessions at once (0 = no limit)",
+    ),
+    Setting(
+        "security.limits.max_engines_per_session",
+        "LLMGINE_MAX_ENGINES_PER_SESSION",
+        _positive,
+        32,
+        "most running engines in one session (0 = no limit)",
+    ),
+    Setting(
+        "security.limits.max_tools_per_session",
+        "LLMGINE_MAX_TOOLS_PER_SESSION",
+        _positive,
+        100,
+        "most tools registered in one session (0 = no limit)",
+    ),
+    Setting(
+        "security.limits.max_websockets",
+        "LLMGINE_MAX_WEBSOCKETS",
+        _positive,
+        100,
+        "most open WebSocket connections and event streams (SSE) at once (0 = no limit)",
+    ),
     # -- hardening (security issue #15) --
-    Setting("sandbox.session_token_registration", "LLMGINE_SANDBOX_SESSION_TOKEN_REGISTRATION",
-            _parse_bool, False,
-            "let session tokens register code (tools and handlers) in their session; API keys "
-            "and the socket owner always may, session tokens may still call existing tools"),
-    Setting("security.limits.max_tokens_per_session", "LLMGINE_MAX_TOKENS_PER_SESSION", _positive, 10,
-            "most live session tokens one session may have, the one from its creation included "
-            "(POST /api/sessions/{id}/token past it: 409 LIMIT_REACHED; tokens end with their "
-            "session; 0 = no limit)"),
-    Setting("security.limits.max_websockets_per_credential", "LLMGINE_MAX_WEBSOCKETS_PER_CREDENTIAL",
-            _positive, 16,
-            "most open WebSocket connections and event streams (SSE) per API key (or "
-            "API_KEY_SECRET), and per session for "
-            "session tokens (all its tokens together); the socket owner has only "
-            "security.limits.max_websockets (0 = no limit)"),
-    Setting("observability.enable_metrics", "ENABLE_METRICS", _parse_bool, True,
-            "collect metrics and serve /metrics"),
-    Setting("observability.enable_tracing", "ENABLE_TRACING", _parse_bool, True,
-            "record traces"),
-    Setting("logging.format", "LOG_FORMAT", _choice("auto", "json", "text"), "auto",
-            "log line format: json (one object per line), text, or auto (json in logging.file, "
-            "text on stderr)"),
-    Setting("logging.max_bytes", "LOG_MAX_BYTES", _positive, 10 * 2**20,
-            "rotate logging.file at this size, in bytes (0 = never)"),
-    Setting("logging.backup_count", "LOG_BACKUP_COUNT", _positive, 3,
-            "rotated log files kept"),
-    Setting("observability.log_retention_rows", "LLMGINE_LOG_RETENTION_ROWS", _positive, 100_000,
-            "log records kept in the database for `llmgine logs` (0 = no limit)"),
-    Setting("observability.log_retention_days", "LLMGINE_LOG_RETENTION_DAYS", _positive, 7,
-            "days log records are kept in the database (0 = no limit)"),
-    Setting("observability.trace_retention_spans", "LLMGINE_TRACE_RETENTION_SPANS", _positive, 100_000,
-            "spans kept in the database (0 = no limit)"),
-    Setting("observability.trace_retention_days", "LLMGINE_TRACE_RETENTION_DAYS", _positive, 7,
-            "days spans are kept in the database (0 = no limit)"),
-    Setting("observability.otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", _parse_str, None,
-            "also export spans over OTLP/HTTP to this collector (needs the otel extra)"),
-    Setting("providers.default", "LLMGINE_DEFAULT_PROVIDER", _choice(*PROVIDERS), "openai",
-            "provider for a bare model name such as gpt-4 (claude-* names go to anthropic)"),
-    Setting("providers.default_model", "LLMGINE_DEFAULT_MODEL", _parse_str, "openai/gpt-4o-mini",
-            "model of an engine created without model_name, and of `llmgine ask`/`chat`"),
+    Setting(
+        "sandbox.session_token_registration",
+        "LLMGINE_SANDBOX_SESSION_TOKEN_REGISTRATION",
+        _parse_bool,
+        False,
+        "let session tokens register code (tools and handlers) in their session; API keys "
+        "and the socket owner always may, session tokens may still call existing tools",
+    ),
+    Setting(
+        "security.limits.max_tokens_per_session",
+        "LLMGINE_MAX_TOKENS_PER_SESSION",
+        _positive,
+        10,
+        "most live session tokens one session may have, the one from its creation included "
+        "(POST /api/sessions/{id}/token past it: 409 LIMIT_REACHED; tokens end with their "
+        "session; 0 = no limit)",
+    ),
+    Setting(
+        "security.limits.max_websockets_per_credential",
+        "LLMGINE_MAX_WEBSOCKETS_PER_CREDENTIAL",
+        _positive,
+        16,
+        "most open WebSocket connections and event streams (SSE) per API key (or "
+        "API_KEY_SECRET), and per session for "
+        "session tokens (all its tokens together); the socket owner has only "
+        "security.limits.max_websockets (0 = no limit)",
+    ),
+    Setting("observability.enable_metrics", "ENABLE_METRICS", _parse_bool, True, "collect metrics and serve /metrics"),
+    Setting("observability.enable_tracing", "ENABLE_TRACING", _parse_bool, True, "record traces"),
+    Setting(
+        "logging.format",
+        "LOG_FORMAT",
+        _choice("auto", "json", "text"),
+        "auto",
+        "log line format: json (one object per line), text, or auto (json in logging.file, text on stderr)",
+    ),
+    Setting(
+        "logging.max_bytes",
+        "LOG_MAX_BYTES",
+        _positive,
+        10 * 2**20,
+        "rotate logging.file at this size, in bytes (0 = never)",
+    ),
+    Setting("logging.backup_count", "LOG_BACKUP_COUNT", _positive, 3, "rotated log files kept"),
+    Setting(
+        "observability.log_retention_rows",
+        "LLMGINE_LOG_RETENTION_ROWS",
+        _positive,
+        100_000,
+        "log records kept in the database for `llmgine logs` (0 = no limit)",
+    ),
+    Setting(
+        "observability.log_retention_days",
+        "LLMGINE_LOG_RETENTION_DAYS",
+        _positive,
+        7,
+        "days log records are kept in the database (0 = no limit)",
+    ),
+    Setting(
+        "observability.trace_retention_spans",
+        "LLMGINE_TRACE_RETENTION_SPANS",
+        _positive,
+        100_000,
+        "spans kept in the database (0 = no limit)",
+    ),
+    Setting(
+        "observability.trace_retention_days",
+        "LLMGINE_TRACE_RETENTION_DAYS",
+        _positive,
+        7,
+        "days spans are kept in the database (0 = no limit)",
+    ),
+    Setting(
+        "observability.otlp_endpoint",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        _parse_str,
+        None,
+        "also export spans over OTLP/HTTP to this collector (needs the otel extra)",
+    ),
+    Setting(
+        "providers.default",
+        "LLMGINE_DEFAULT_PROVIDER",
+        _choice(*PROVIDERS),
+        "openai",
+        "provider for a bare model name such as gpt-4 (claude-* names go to anthropic)",
+    ),
+    Setting(
+        "providers.default_model",
+        "LLMGINE_DEFAULT_MODEL",
+        _parse_str,
+        "openai/gpt-4o-mini",
+        "model of an engine created without model_name, and of `llmgine ask`/`chat`",
+    ),
     *(setting for name in PROVIDERS for setting in _provider_settings(name)),
 )
 
@@ -358,8 +622,7 @@ class Settings:
 
     @property
     def limits(self) -> Limits:
-        return Limits(**{name: int(self.values[f"security.limits.{name}"])
-                         for name in Limits.__dataclass_fields__})
+        return Limits(**{name: int(self.values[f"security.limits.{name}"]) for name in Limits.__dataclass_fields__})
 
     # Convenience views used across the daemon.
     @property
@@ -403,11 +666,8 @@ def database_path(url: str | None, paths: Paths) -> Path:
     prefix = "sqlite:///"
     if not url.startswith(prefix):
         scheme = url.split(":", 1)[0] if ":" in url else url
-        raise ConfigError(
-            f"database.url {url!r}: the {scheme!r} backend is not supported yet "
-            "(use sqlite:///PATH)"
-        )
-    rest = url[len(prefix):]
+        raise ConfigError(f"database.url {url!r}: the {scheme!r} backend is not supported yet (use sqlite:///PATH)")
+    rest = url[len(prefix) :]
     if not rest or rest == ":memory:":
         raise ConfigError(f"database.url {url!r}: needs a file path (sqlite:///PATH)")
     return Path(rest).expanduser().absolute()
@@ -512,10 +772,7 @@ def check_config_file_mode(path: Path) -> None:
         raise ConfigError(f"{path}: config file is owned by uid {st.st_uid}, not by you")
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o022:
-        raise ConfigError(
-            f"{path}: config file is writable by others (mode {mode:04o}); "
-            f"run `chmod 600 {path}`"
-        )
+        raise ConfigError(f"{path}: config file is writable by others (mode {mode:04o}); run `chmod 600 {path}`")
 
 
 def read_local_key(paths: Paths) -> str | None:

@@ -48,8 +48,17 @@ class _Recorder:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def _call(self, method: str, path: str, type_: Any, *, query: Mapping[str, Any] | None = None,
-              body: Any = None, wait: float = 0, idempotency_key: str | None = None) -> _Request:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        type_: Any,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        wait: float = 0,
+        idempotency_key: str | None = None,
+    ) -> _Request:
         return _Request(method, path, type_, query, body, wait, idempotency_key)
 
     def __getattr__(self, name: str) -> Any:
@@ -86,6 +95,7 @@ class AsyncClient:
         return None
 
     if TYPE_CHECKING:  # generated below, from Client; named here for the type checker
+
         async def submit_command(self, *args: Any, **kwargs: Any) -> Command: ...
         async def get_command(self, *args: Any, **kwargs: Any) -> Command: ...
 
@@ -93,20 +103,25 @@ class AsyncClient:
 
     async def execute(self, session_id: SessionRef, command_type: str, /, **parameters: Any) -> Any:
         """As ``Client.execute``: run the command, return its result or raise its error."""
-        record: Command = await self.submit_command(_sid(session_id), command_type, parameters, {},
-                                                    wait=LONG_POLL_S)
+        record: Command = await self.submit_command(_sid(session_id), command_type, parameters, {}, wait=LONG_POLL_S)
         while record.status not in TERMINAL_STATUSES:
             record = await self.get_command(record.session_id, record.command_id, wait=LONG_POLL_S)
         return _outcome(record)
 
     async def events(
-        self, session_id: SessionRef | None = None, *, event_types: Sequence[str] = (),
-        sources: Sequence[str] = (), since: int | str | None = None, reconnect: bool = True,
+        self,
+        session_id: SessionRef | None = None,
+        *,
+        event_types: Sequence[str] = (),
+        sources: Sequence[str] = (),
+        since: int | str | None = None,
+        reconnect: bool = True,
     ) -> AsyncIterator[Event]:
         """As ``Client.events``: the synchronous iterator, driven from a worker thread so the
         event loop is never blocked while it waits for the next event."""
-        iterator = self._sync.events(session_id, event_types=event_types, sources=sources,
-                                     since=since, reconnect=reconnect)
+        iterator = self._sync.events(
+            session_id, event_types=event_types, sources=sources, since=since, reconnect=reconnect
+        )
         done = object()
         while True:
             event = await asyncio.to_thread(next, iterator, done)
@@ -126,14 +141,17 @@ class AsyncClient:
         extra = {"Idempotency-Key": request.idempotency_key} if request.idempotency_key else {}
         headers = client._headers(payload, extra)
         timeout = client.timeout + request.wait
-        status, reason, answer_headers, data = await self._exchange(
-            request.method, path, headers, payload, timeout
-        )
+        status, reason, answer_headers, data = await self._exchange(request.method, path, headers, payload, timeout)
         data = client._finish(status, reason, lambda name: answer_headers.get(name.lower()), data)
         return client._decode(request.method, request.path, request.type_, data)
 
     async def _exchange(
-        self, method: str, path: str, headers: dict[str, str], payload: bytes | None, timeout: float,
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        payload: bytes | None,
+        timeout: float,
     ) -> tuple[int, str, dict[str, str], bytes]:
         target = self._sync.target
         url = self._sync.url
@@ -145,19 +163,23 @@ class AsyncClient:
                     else:
                         reader, writer = await asyncio.open_connection(target.host, target.port)
                 except OSError as exc:
-                    raise DaemonUnreachable(f"cannot connect to {url}: {exc.strerror or exc}", url,
-                                            before_send=True) from None
+                    raise DaemonUnreachable(
+                        f"cannot connect to {url}: {exc.strerror or exc}", url, before_send=True
+                    ) from None
                 try:
                     host = "localhost" if target.socket_path else f"{target.host}:{target.port}"
-                    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close",
-                             f"Content-Length: {len(payload or b'')}"]
+                    lines = [
+                        f"{method} {path} HTTP/1.1",
+                        f"Host: {host}",
+                        "Connection: close",
+                        f"Content-Length: {len(payload or b'')}",
+                    ]
                     lines += [f"{k}: {v}" for k, v in headers.items()]
                     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (payload or b""))
                     await writer.drain()
                     return await _read_response(reader)
                 except (OSError, asyncio.IncompleteReadError) as exc:
-                    raise DaemonUnreachable(f"lost the connection to {url}: {exc}", url,
-                                            before_send=False) from None
+                    raise DaemonUnreachable(f"lost the connection to {url}: {exc}", url, before_send=False) from None
                 finally:
                     writer.close()
         except TimeoutError:
@@ -170,12 +192,12 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, str, dict[s
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
         raise ProtocolError(f"not an HTTP answer: {status_line[:80]!r}")
     headers: dict[str, str] = {}
-    while (line := (await reader.readline()).decode("latin-1").rstrip("\r\n")):
+    while line := (await reader.readline()).decode("latin-1").rstrip("\r\n"):
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     if headers.get("transfer-encoding", "").lower() == "chunked":
         chunks = []
-        while (size := int((await reader.readline()).split(b";")[0].strip() or b"0", 16)):
+        while size := int((await reader.readline()).split(b";")[0].strip() or b"0", 16):
             chunks.append(await reader.readexactly(size))
             await reader.readline()
         body = b"".join(chunks)
@@ -200,7 +222,8 @@ def _coroutine_of(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
 def _endpoint_methods() -> dict[str, Callable[..., Any]]:
     own = {name for name, _ in inspect.getmembers(AsyncClient) if not name.startswith("_")}
     return {
-        name: fn for name, fn in inspect.getmembers(Client, inspect.isfunction)
+        name: fn
+        for name, fn in inspect.getmembers(Client, inspect.isfunction)
         if not name.startswith("_") and name not in own
     }
 

@@ -130,9 +130,7 @@ class Client(HTTPTransport):
     gives the HTTP method, the path and the answer's model, and sends the endpoint's request
     model; tests/api/test_endpoints.py holds every method to the table."""
 
-    def _op(
-        self, name: str, *, path: Mapping[str, str] | None = None, type_: Any = _TABLE, **kwargs: Any
-    ) -> Any:
+    def _op(self, name: str, *, path: Mapping[str, str] | None = None, type_: Any = _TABLE, **kwargs: Any) -> Any:
         """Call the endpoint ``name`` (its operationId) with ``path``'s values in its path;
         the answer is decoded as the endpoint's model (or ``type_``)."""
         endpoint = ENDPOINTS[name]
@@ -163,14 +161,10 @@ class Client(HTTPTransport):
 
     # -- sessions ------------------------------------------------------------------------
 
-    def create_session(
-        self, name: str | None = None, metadata: dict[str, Any] | None = None
-    ) -> Session:
+    def create_session(self, name: str | None = None, metadata: dict[str, Any] | None = None) -> Session:
         return self._op("createSession", body=SessionCreate(name=name, metadata=metadata or {}))
 
-    def list_sessions(
-        self, *, limit: int = 50, offset: int = 0, status: str | None = None
-    ) -> SessionList:
+    def list_sessions(self, *, limit: int = 50, offset: int = 0, status: str | None = None) -> SessionList:
         return self._op("listSessions", query={"limit": limit, "offset": offset, "status": status})
 
     def get_session(self, session_id: str) -> Session:
@@ -188,7 +182,10 @@ class Client(HTTPTransport):
     # -- auth keys -----------------------------------------------------------------------
 
     def create_key(
-        self, name: str | None = None, *, expires_in: int | None = None,
+        self,
+        name: str | None = None,
+        *,
+        expires_in: int | None = None,
         expires_at: str | None = None,
     ) -> ApiKeyCreated:
         body = ApiKeyCreate(name=name, expires_in=expires_in, expires_at=expires_at)
@@ -219,60 +216,105 @@ class Client(HTTPTransport):
     # timeout is stretched by as much, so a long poll is never mistaken for a dead daemon.
 
     def submit_command(
-        self, session_id: str, command_type: str, parameters: dict[str, Any],
-        metadata: dict[str, Any], *, wait: float = 0, idempotency_key: str | None = None,
+        self,
+        session_id: str,
+        command_type: str,
+        parameters: dict[str, Any],
+        metadata: dict[str, Any],
+        *,
+        wait: float = 0,
+        idempotency_key: str | None = None,
     ) -> Command:
         body = CommandCreate(command_type=command_type, parameters=parameters, metadata=metadata)
-        return self._op("executeCommand", path={"session_id": _id(session_id)}, body=body,
-                        query=_wait(wait), wait=wait, idempotency_key=idempotency_key)
+        return self._op(
+            "executeCommand",
+            path={"session_id": _id(session_id)},
+            body=body,
+            query=_wait(wait),
+            wait=wait,
+            idempotency_key=idempotency_key,
+        )
 
     def get_command(self, session_id: str, command_id: str, *, wait: float = 0) -> Command:
-        return self._op("getCommand", path={"session_id": _id(session_id), "command_id": command_id},
-                        query=_wait(wait), wait=wait)
+        return self._op(
+            "getCommand", path={"session_id": _id(session_id), "command_id": command_id}, query=_wait(wait), wait=wait
+        )
 
     def list_commands(
-        self, session_id: str, *, status: str | None = None, command_type: str | None = None,
-        batch_id: str | None = None, limit: int = 50, offset: int = 0,
+        self,
+        session_id: str,
+        *,
+        status: str | None = None,
+        command_type: str | None = None,
+        batch_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> CommandList:
-        query = {"status": status, "command_type": command_type, "batch_id": batch_id,
-                 "limit": limit, "offset": offset}
+        query = {"status": status, "command_type": command_type, "batch_id": batch_id, "limit": limit, "offset": offset}
         return self._op("listCommands", path={"session_id": _id(session_id)}, query=query)
 
     def cancel_command(self, session_id: str, command_id: str) -> Command:
         return self._op("cancelCommand", path={"session_id": _id(session_id), "command_id": command_id})
 
     def submit_batch(
-        self, session_id: str, commands: Sequence[CommandCreate | Mapping[str, Any]], *,
-        mode: BatchMode = "parallel", stop_on_error: bool = False, wait: float = 0,
+        self,
+        session_id: str,
+        commands: Sequence[CommandCreate | Mapping[str, Any]],
+        *,
+        mode: BatchMode = "parallel",
+        stop_on_error: bool = False,
+        wait: float = 0,
         idempotency_key: str | None = None,
     ) -> Batch:
         """``commands``: CommandCreate models, or {command_type, parameters, metadata} as read
         from a file. Those are sent as given: the daemon checks every member and names the
         bad one (``details.index``), which a check here could not do better."""
-        body = BatchCreate(commands=list(commands), mode=mode,  # type: ignore[arg-type]
-                           stop_on_error=stop_on_error)
-        return self._op("executeBatch", path={"session_id": _id(session_id)}, body=body,
-                        query=_wait(wait), wait=wait, idempotency_key=idempotency_key)
+        body = BatchCreate(
+            commands=list(commands),
+            mode=mode,  # type: ignore[arg-type]
+            stop_on_error=stop_on_error,
+        )
+        return self._op(
+            "executeBatch",
+            path={"session_id": _id(session_id)},
+            body=body,
+            query=_wait(wait),
+            wait=wait,
+            idempotency_key=idempotency_key,
+        )
 
     def get_batch(self, session_id: str, batch_id: str, *, wait: float = 0) -> Batch:
-        return self._op("getBatch", path={"session_id": _id(session_id), "batch_id": batch_id},
-                        query=_wait(wait), wait=wait)
+        return self._op(
+            "getBatch", path={"session_id": _id(session_id), "batch_id": batch_id}, query=_wait(wait), wait=wait
+        )
 
     # -- events (api/events.py) --------------------------------------------------------------
 
-    def publish_event(
-        self, session_id: str, event_type: str, data: dict[str, Any], metadata: dict[str, Any]
-    ) -> Event:
+    def publish_event(self, session_id: str, event_type: str, data: dict[str, Any], metadata: dict[str, Any]) -> Event:
         body = EventCreate(event_type=event_type, data=data, metadata=metadata)
         return self._op("publishEvent", path={"session_id": _id(session_id)}, body=body)
 
     def list_events(
-        self, session_id: str, *, event_type: str | None = None, after: int | None = None,
-        since: str | None = None, until: str | None = None, source: str | None = None,
-        limit: int = 50, offset: int = 0,
+        self,
+        session_id: str,
+        *,
+        event_type: str | None = None,
+        after: int | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> EventList:
-        query = {"event_type": event_type, "after": after, "since": since, "until": until,
-                 "source": source, "limit": limit, "offset": offset}
+        query = {
+            "event_type": event_type,
+            "after": after,
+            "since": since,
+            "until": until,
+            "source": source,
+            "limit": limit,
+            "offset": offset,
+        }
         return self._op("listEvents", path={"session_id": _id(session_id)}, query=query)
 
     def get_event(self, session_id: str, event_id: str) -> Event:
@@ -286,8 +328,9 @@ class Client(HTTPTransport):
     def create_engine(
         self, engine_type: str, session_id: str, model_name: str | None, configuration: dict[str, Any]
     ) -> Engine:
-        body = EngineCreate(engine_type=engine_type, session_id=_id(session_id), model_name=model_name,
-                            configuration=configuration)
+        body = EngineCreate(
+            engine_type=engine_type, session_id=_id(session_id), model_name=model_name, configuration=configuration
+        )
         return self._op("createEngine", body=body)
 
     def list_engines(
@@ -303,12 +346,18 @@ class Client(HTTPTransport):
         return self._op("deleteEngine", path={"engine_id": engine_id})
 
     def execute_engine(
-        self, engine_id: str, prompt: str, parameters: dict[str, Any], metadata: dict[str, Any],
-        *, wait: float = 0,
+        self,
+        engine_id: str,
+        prompt: str,
+        parameters: dict[str, Any],
+        metadata: dict[str, Any],
+        *,
+        wait: float = 0,
     ) -> Command:
         body = EngineExecute(prompt=prompt, parameters=parameters, metadata=metadata)
-        return self._op("executeEngine", path={"engine_id": engine_id}, body=body,
-                        query={"wait": f"{wait:g}"}, wait=wait)
+        return self._op(
+            "executeEngine", path={"engine_id": engine_id}, body=body, query={"wait": f"{wait:g}"}, wait=wait
+        )
 
     def reset_engine(self, engine_id: str) -> EngineReset:
         return self._op("resetEngine", path={"engine_id": engine_id})
@@ -316,16 +365,30 @@ class Client(HTTPTransport):
     # -- tools (api/tools.py) ----------------------------------------------------------------
 
     def register_tool(
-        self, session_id: SessionRef, function_code: Callable[..., Any] | str, *,
-        name: str | None = None, description: str | None = None,
-        parameters: dict[str, Any] | None = None, timeout: float | None = None,
+        self,
+        session_id: SessionRef,
+        function_code: Callable[..., Any] | str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        timeout: float | None = None,
         replace: bool = False,
     ) -> Tool:
         """``function_code``: Python source, or a function (its source is sent)."""
-        body = ToolCreate(function_code=_source(function_code), name=name, description=description,
-                          parameters=parameters, timeout=timeout)
-        return self._op("registerTool", path={"session_id": _id(session_id)}, body=body,
-                        query={"replace": "true" if replace else None})
+        body = ToolCreate(
+            function_code=_source(function_code),
+            name=name,
+            description=description,
+            parameters=parameters,
+            timeout=timeout,
+        )
+        return self._op(
+            "registerTool",
+            path={"session_id": _id(session_id)},
+            body=body,
+            query={"replace": "true" if replace else None},
+        )
 
     def list_tools(self, session_id: str) -> ToolList:
         return self._op("listTools", path={"session_id": _id(session_id)})
@@ -334,14 +397,23 @@ class Client(HTTPTransport):
         return self._op("getTool", path={"session_id": _id(session_id), "name": name})
 
     def execute_tool(
-        self, session_id: str, name: str, arguments: dict[str, Any], *, timeout: float | None = None,
+        self,
+        session_id: str,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        timeout: float | None = None,
     ) -> ToolResult:
         """Run a tool; waits as long as the call may run in the sandbox (``timeout``, else the
         tool's own, else the daemon's ``sandbox.deadline``) plus the client's own timeout, so
         a call that overruns comes back as the daemon's TIMEOUT result, not a client timeout."""
         deadline = timeout if timeout is not None else self.tool_deadline(session_id, name)
-        return self._op("executeTool", path={"session_id": _id(session_id), "name": name},
-                        body=ToolExecute(arguments=arguments, timeout=timeout), wait=deadline)
+        return self._op(
+            "executeTool",
+            path={"session_id": _id(session_id), "name": name},
+            body=ToolExecute(arguments=arguments, timeout=timeout),
+            wait=deadline,
+        )
 
     def tool_deadline(self, session_id: str, name: str) -> float:
         """How long a call of the tool may run in the sandbox: its own timeout, else the
@@ -360,23 +432,33 @@ class Client(HTTPTransport):
     # -- handlers (api/handlers.py); session_id None = the global scope ----------------------
 
     def register_command_handler(
-        self, session_id: SessionRef | None, command_type: str,
-        handler_function: Callable[..., Any] | str, *, timeout: float | None = None,
+        self,
+        session_id: SessionRef | None,
+        command_type: str,
+        handler_function: Callable[..., Any] | str,
+        *,
+        timeout: float | None = None,
     ) -> Handler:
         """The bus's ``register_command_handler(CommandType, handler, session_id)`` over the
         API: a function's source is sent (inspect.getsource) and runs in the sandbox."""
-        body = CommandHandlerCreate(command_type=command_type, handler_function=_source(handler_function),
-                                    timeout=timeout)
+        body = CommandHandlerCreate(
+            command_type=command_type, handler_function=_source(handler_function), timeout=timeout
+        )
         name, path = _scoped("registerCommandHandler", session_id)
         return self._op(name, path=path, body=body)
 
     def register_event_handler(
-        self, session_id: SessionRef | None, event_type: str,
-        handler_function: Callable[..., Any] | str, *, priority: int = 100,
+        self,
+        session_id: SessionRef | None,
+        event_type: str,
+        handler_function: Callable[..., Any] | str,
+        *,
+        priority: int = 100,
         timeout: float | None = None,
     ) -> Handler:
-        body = EventHandlerCreate(event_type=event_type, handler_function=_source(handler_function),
-                                  priority=priority, timeout=timeout)
+        body = EventHandlerCreate(
+            event_type=event_type, handler_function=_source(handler_function), priority=priority, timeout=timeout
+        )
         name, path = _scoped("registerEventHandler", session_id)
         return self._op(name, path=path, body=body)
 
@@ -395,17 +477,37 @@ class Client(HTTPTransport):
     # -- observability -------------------------------------------------------------------
 
     def logs(
-        self, *, level: str | None = None, session_id: str | None = None,
-        command_id: str | None = None, trace_id: str | None = None, since: str | None = None,
-        until: str | None = None, q: str | None = None, after: int | None = None, limit: int = 100,
+        self,
+        *,
+        level: str | None = None,
+        session_id: str | None = None,
+        command_id: str | None = None,
+        trace_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        q: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
     ) -> LogList:
-        query = {"level": level, "session_id": session_id, "command_id": command_id,
-                 "trace_id": trace_id, "since": since, "until": until, "q": q, "after": after,
-                 "limit": limit}
+        query = {
+            "level": level,
+            "session_id": session_id,
+            "command_id": command_id,
+            "trace_id": trace_id,
+            "since": since,
+            "until": until,
+            "q": q,
+            "after": after,
+            "limit": limit,
+        }
         return self._op("listLogs", query=query)
 
     def post_log(
-        self, message: str, *, level: LogLevel = "info", metadata: dict[str, Any] | None = None,
+        self,
+        message: str,
+        *,
+        level: LogLevel = "info",
+        metadata: dict[str, Any] | None = None,
         session_id: str | None = None,
     ) -> LogRecord:
         body = LogCreate(message=message, level=level, metadata=metadata or {}, session_id=session_id)
@@ -418,8 +520,12 @@ class Client(HTTPTransport):
         return self._op("getTrace", path={"trace_id": trace_id})
 
     def traces(
-        self, *, session_id: str | None = None, since: str | None = None,
-        status: str | None = None, limit: int = 50,
+        self,
+        *,
+        session_id: str | None = None,
+        since: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
     ) -> TraceList:
         query = {"session_id": session_id, "since": since, "status": status, "limit": limit}
         return self._op("listTraces", query=query)
@@ -427,8 +533,7 @@ class Client(HTTPTransport):
     # -- engine conversations (api/engine_memory.py) -------------------------------------
 
     def engine_messages(self, engine_id: str, *, limit: int = 100, offset: int = 0) -> EngineMessageList:
-        return self._op("listEngineMessages", path={"engine_id": engine_id},
-                        query={"limit": limit, "offset": offset})
+        return self._op("listEngineMessages", path={"engine_id": engine_id}, query={"limit": limit, "offset": offset})
 
     def delete_command_handler(self, session_id: SessionRef | None, command_type: str) -> None:
         name, path = _scoped("deleteCommandHandler", session_id, type=command_type)
@@ -467,8 +572,13 @@ class Client(HTTPTransport):
         return _outcome(record)
 
     def events(
-        self, session_id: SessionRef | None = None, *, event_types: Sequence[str] = (),
-        sources: Sequence[str] = (), since: int | str | None = None, reconnect: bool = True,
+        self,
+        session_id: SessionRef | None = None,
+        *,
+        event_types: Sequence[str] = (),
+        sources: Sequence[str] = (),
+        since: int | str | None = None,
+        reconnect: bool = True,
     ) -> Iterator[Event]:
         """Events as they happen, in seq order (one session, or every session with None),
         until the session ends; break out of the loop to stop earlier.
@@ -480,9 +590,14 @@ class Client(HTTPTransport):
         """
         from llmgine_cli.stream import EventStream
 
-        stream = EventStream(self, None if session_id is None else _sid(session_id),
-                             event_types=event_types, sources=sources, since=since,
-                             reconnect=reconnect)
+        stream = EventStream(
+            self,
+            None if session_id is None else _sid(session_id),
+            event_types=event_types,
+            sources=sources,
+            since=since,
+            reconnect=reconnect,
+        )
         return (item for item in stream if isinstance(item, Event))
 
 
@@ -511,7 +626,7 @@ def _scoped(name: str, session: SessionRef | None, **path: str) -> tuple[str, di
     if session is None:
         for verb in ("register", "list", "get", "delete"):
             if name.startswith(verb):
-                return f"{verb}Global{name[len(verb):]}", path
+                return f"{verb}Global{name[len(verb) :]}", path
     return name, {"session_id": _id(session), **path}
 
 

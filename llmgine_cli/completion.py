@@ -51,15 +51,15 @@ def _session(ctx: typer.Context) -> str | None:
     return os.environ.get("LLMGINE_SESSION") or None
 
 
-def _complete(fetch: Callable[[Any, typer.Context], Iterable[tuple[str, str]]]
-              ) -> Callable[[typer.Context, str], list[tuple[str, str]]]:
+def _complete(
+    fetch: Callable[[Any, typer.Context], Iterable[tuple[str, str]]],
+) -> Callable[[typer.Context, str], list[tuple[str, str]]]:
     def complete(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
         try:
             client = _client(ctx)
             if client is None:
                 return []
-            return [(value, help_) for value, help_ in fetch(client, ctx)
-                    if value.startswith(incomplete)]
+            return [(value, help_) for value, help_ in fetch(client, ctx) if value.startswith(incomplete)]
         except Exception:  # a completer must never print or fail
             return []
 

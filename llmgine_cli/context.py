@@ -24,7 +24,11 @@ if TYPE_CHECKING:
 
 class Environment:
     def __init__(
-        self, stdout: TextIO, stderr: TextIO, stdout_isatty: bool, stderr_isatty: bool,
+        self,
+        stdout: TextIO,
+        stderr: TextIO,
+        stdout_isatty: bool,
+        stderr_isatty: bool,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.stdout = stdout
@@ -60,7 +64,10 @@ class AppContext:
     """The root callback's result, stored in ``ctx.obj`` for every command."""
 
     def __init__(
-        self, env: Environment, url: str | None = None, api_key: str | None = None,
+        self,
+        env: Environment,
+        url: str | None = None,
+        api_key: str | None = None,
         timeout: float | None = None,
     ) -> None:
         self.env = env
@@ -82,12 +89,19 @@ class AppContext:
     @property
     def autostart_enabled(self) -> bool:
         return self.env.environ.get("LLMGINE_NO_AUTOSTART", "").strip().lower() not in (
-            "1", "true", "yes", "on",
+            "1",
+            "true",
+            "yes",
+            "on",
         )
 
     def client(
-        self, *, autostart: bool = True, target: Target | None = None,
-        timeout: float | None = None, cls: Any = None,
+        self,
+        *,
+        autostart: bool = True,
+        target: Target | None = None,
+        timeout: float | None = None,
+        cls: Any = None,
     ) -> Client:
         """A client for this invocation.
 
@@ -100,8 +114,7 @@ class AppContext:
         if cls is None:
             from llmgine_cli.client import Client as cls
         target = target or self.target()
-        hook = self._autostart if autostart and target.is_default and self.autostart_enabled \
-            else None
+        hook = self._autostart if autostart and target.is_default and self.autostart_enabled else None
         return cls(
             target,
             api_key=self.api_key,

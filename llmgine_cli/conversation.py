@@ -64,8 +64,9 @@ class Conversation:
             # engine per type: one of another model makes way for the model asked for.
             for session in client.list_sessions(status="active", limit=1000).sessions:
                 if session.name == session_name and (session.metadata or {}).get("cli") == session_name:
-                    for engine in client.list_engines(session_id=session.session_id, status="active",
-                                                      limit=100).engines:
+                    for engine in client.list_engines(
+                        session_id=session.session_id, status="active", limit=100
+                    ).engines:
                         if engine.engine_type != engine_type:
                             continue
                         if model is None or engine.model_name == model:
@@ -110,8 +111,7 @@ class Turn:
     def __iter__(self) -> Iterator[Event]:
         conv = self.conversation
         client = conv.client
-        stream = self._stream = EventStream(client, conv.session_id, event_types=STREAM_TYPES,
-                                            reconnect=False)
+        stream = self._stream = EventStream(client, conv.session_id, event_types=STREAM_TYPES, reconnect=False)
         items = iter(stream)
         try:
             for item in items:  # the hello: registered, so nothing after it can be missed

@@ -136,8 +136,9 @@ def resolve(flags: DaemonFlags, env: Mapping[str, str]) -> Resolved:
     else:
         raise DaemonError("the daemon would listen nowhere: --no-socket needs --host or --port")
     log = settings["logging.file"]
-    return Resolved(target, settings["security.api_key_secret"],
-                    Path(log).expanduser() if log else settings.paths.daemon_log)
+    return Resolved(
+        target, settings["security.api_key_secret"], Path(log).expanduser() if log else settings.paths.daemon_log
+    )
 
 
 # -- pids --------------------------------------------------------------------------------
@@ -177,8 +178,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def save_args(paths: Paths, flags: DaemonFlags, pid: int, url: str) -> None:
-    record = {"flags": asdict(flags), "argv": flags.argv(), "pid": pid, "url": url,
-              "started_at": now_iso()}
+    record = {"flags": asdict(flags), "argv": flags.argv(), "pid": pid, "url": url, "started_at": now_iso()}
     path = paths.runtime_dir / ARGS_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -230,9 +230,7 @@ def _last_log_line(log: Path, offset: int) -> str:
 # -- start -------------------------------------------------------------------------------
 
 
-def start(
-    flags: DaemonFlags, env: Mapping[str, str] | None = None, *, timeout: float = START_TIMEOUT
-) -> Started:
+def start(flags: DaemonFlags, env: Mapping[str, str] | None = None, *, timeout: float = START_TIMEOUT) -> Started:
     env = dict(os.environ if env is None else env)
     resolved = resolve(flags, env)
     target = resolved.target
@@ -263,9 +261,14 @@ def _start_locked(
 ) -> Started:
     health = probe(target)
     if health is not None:
-        return Started(read_pid(paths), health.version, target.url,
-                       _listeners(target, resolved.api_key), str(resolved.log_file),
-                       already_running=True)
+        return Started(
+            read_pid(paths),
+            health.version,
+            target.url,
+            _listeners(target, resolved.api_key),
+            str(resolved.log_file),
+            already_running=True,
+        )
 
     old = read_pid(paths)
     if old is not None and pid_alive(old):
@@ -317,15 +320,11 @@ def _start_locked(
             raise DaemonError(f"llmgined exited with status {code}: {line} (log: {log})")
         if time.monotonic() > deadline:
             _terminate(proc)
-            raise DaemonTimeout(
-                f"llmgined did not answer at {target.url} within {timeout:g}s; stopped it "
-                f"(log: {log})"
-            )
+            raise DaemonTimeout(f"llmgined did not answer at {target.url} within {timeout:g}s; stopped it (log: {log})")
         time.sleep(0.05)
 
     save_args(paths, flags, proc.pid, target.url)
-    return Started(proc.pid, health.version, target.url, _listeners(target, resolved.api_key),
-                   str(resolved.log_file))
+    return Started(proc.pid, health.version, target.url, _listeners(target, resolved.api_key), str(resolved.log_file))
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
@@ -376,10 +375,7 @@ def stop(
     deadline = time.monotonic() + timeout
     while pid_alive(pid):
         if time.monotonic() > deadline:
-            raise DaemonTimeout(
-                f"llmgined (pid {pid}) is still running after {timeout:g}s "
-                f"(kill it with: kill {pid})"
-            )
+            raise DaemonTimeout(f"llmgined (pid {pid}) is still running after {timeout:g}s (kill it with: kill {pid})")
         time.sleep(0.05)
     return Stopped(pid, target.url, was_running=True, signalled=signalled)
 

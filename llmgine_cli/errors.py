@@ -321,15 +321,28 @@ BY_CODE: dict[str, type[ApiError]] = {
     "PROVIDER_BAD_REQUEST": ProviderBadRequest,
 }
 _BY_STATUS: dict[int, type[ApiError]] = {
-    400: BadRequest, 401: AuthError, 403: AuthError, 404: NotFound, 405: BadRequest,
-    408: BadRequest, 409: Conflict, 413: BadRequest, 415: BadRequest, 422: BadRequest,
+    400: BadRequest,
+    401: AuthError,
+    403: AuthError,
+    404: NotFound,
+    405: BadRequest,
+    408: BadRequest,
+    409: Conflict,
+    413: BadRequest,
+    415: BadRequest,
+    422: BadRequest,
     429: RateLimited,
 }
 
 
 def api_error(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None,
-    request_id: str | None = None, *, command: Command | None = None,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    request_id: str | None = None,
+    *,
+    command: Command | None = None,
 ) -> ApiError:
     cls = BY_CODE.get(code) or _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
     return cls(status, code, message, details, request_id, command=command)
@@ -338,10 +351,15 @@ def api_error(
 def command_error(command: Command) -> ApiError:
     """The exception for a command that ended without a result (failed, timed out, ...)."""
     error = command.error
-    code = error.code if error is not None else {
-        "timed_out": "COMMAND_TIMEOUT", "cancelled": "COMMAND_CANCELLED",
-        "interrupted": "COMMAND_INTERRUPTED",
-    }.get(command.status, "COMMAND_EXECUTION_FAILED")
+    code = (
+        error.code
+        if error is not None
+        else {
+            "timed_out": "COMMAND_TIMEOUT",
+            "cancelled": "COMMAND_CANCELLED",
+            "interrupted": "COMMAND_INTERRUPTED",
+        }.get(command.status, "COMMAND_EXECUTION_FAILED")
+    )
     message = error.message if error is not None else f"command {command.status}"
     details = error.details if error is not None else {}
     # A handler may fail with any code (TOOL_NOT_FOUND from a nested call, ...): the code's

@@ -14,8 +14,18 @@ from llmgine_cli.context import Environment
 from llmgine_cli.ids import short_id
 from llmgine_cli.render import short_time
 
-_TYPE_STYLES = ("cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green",
-                "bright_magenta", "bright_blue", "bright_yellow")
+_TYPE_STYLES = (
+    "cyan",
+    "green",
+    "magenta",
+    "yellow",
+    "blue",
+    "bright_cyan",
+    "bright_green",
+    "bright_magenta",
+    "bright_blue",
+    "bright_yellow",
+)
 
 
 def _compact(data: Any, width: int = 100) -> str:
@@ -26,8 +36,7 @@ def _compact(data: Any, width: int = 100) -> str:
 def event_line(event: Any) -> str:
     """One event as a plain line: seq, time, session, type, compact data."""
     session = short_id(event.session_id)
-    return f"{event.seq}  {short_time(event.timestamp)}  {session}  {event.event_type}  " \
-        f"{_compact(event.data)}".rstrip()
+    return f"{event.seq}  {short_time(event.timestamp)}  {session}  {event.event_type}  {_compact(event.data)}".rstrip()
 
 
 class LiveTail:
@@ -51,8 +60,7 @@ class LiveTail:
     def __enter__(self) -> LiveTail:
         from rich.live import Live
 
-        self._live = Live(self._footer(), console=self.console, refresh_per_second=4,
-                          transient=True)
+        self._live = Live(self._footer(), console=self.console, refresh_per_second=4, transient=True)
         self._live.__enter__()
         return self
 
@@ -188,8 +196,7 @@ class RichAnswer:
         from rich.live import Live
         from rich.text import Text
 
-        self._live = Live(Text(""), console=self.console, refresh_per_second=12,
-                          vertical_overflow="visible")
+        self._live = Live(Text(""), console=self.console, refresh_per_second=12, vertical_overflow="visible")
         self._live.__enter__()
         return self
 

@@ -21,7 +21,8 @@ class OutputFormat(StrEnum):
 Output = Annotated[
     OutputFormat | None,
     typer.Option(
-        "-o", "--output",
+        "-o",
+        "--output",
         metavar="FORMAT",
         case_sensitive=False,
         help="table|plain|json|jsonl (default: a table on a terminal, plain text when piped)",

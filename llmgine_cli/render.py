@@ -37,8 +37,13 @@ class View:
     """How a result renders: a list envelope as rows of ``columns``, else key/value pairs."""
 
     def __init__(
-        self, columns: tuple[Column, ...] = (), items: str | None = None, id_field: str | None = None,
-        fields: tuple[str, ...] = (), title: str | None = None, raw_keys: frozenset[str] = frozenset(),
+        self,
+        columns: tuple[Column, ...] = (),
+        items: str | None = None,
+        id_field: str | None = None,
+        fields: tuple[str, ...] = (),
+        title: str | None = None,
+        raw_keys: frozenset[str] = frozenset(),
     ) -> None:
         self.columns = columns
         self.items = items  # the list field of an envelope; None = one object
@@ -128,9 +133,7 @@ def compact(value: Any, width: int = CELL_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def render(
-    env: Environment, data: Any, view: View, fmt: str | Enum | None = None, quiet: bool = False
-) -> None:
+def render(env: Environment, data: Any, view: View, fmt: str | Enum | None = None, quiet: bool = False) -> None:
     obj = builtins(data)
     items: list[Any] | None = obj.get(view.items) if view.items and isinstance(obj, dict) else None
     if quiet:
@@ -150,9 +153,10 @@ def render(
     elif items is not None:
         headers = [c.header for c in view.columns]
         compact_times = fmt == "table"  # a terminal: today's times without the date
-        rows = [[_visible(_list_cell(c.key, _get(item, c.key), view, compact_times), one_line=True)
-                 for c in view.columns]
-                for item in items]
+        rows = [
+            [_visible(_list_cell(c.key, _get(item, c.key), view, compact_times), one_line=True) for c in view.columns]
+            for item in items
+        ]
         _emit(env, fmt, headers, rows, view.title, kv=False)
     else:
         flat = _flatten(obj)
@@ -211,8 +215,12 @@ def _list_cell(key: str, value: Any, view: View, compact_times: bool = False) ->
         from llmgine_cli.ids import short_id
 
         return short_id(value)
-    if compact_times and isinstance(value, str) and (leaf.endswith("_at") or leaf in ("timestamp", "start")) \
-            and key not in view.raw_keys:
+    if (
+        compact_times
+        and isinstance(value, str)
+        and (leaf.endswith("_at") or leaf in ("timestamp", "start"))
+        and key not in view.raw_keys
+    ):
         return short_time(value, compact=True)
     return _cell(key, value, view)
 
@@ -280,8 +288,7 @@ def duration(seconds: float) -> str:
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
-    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "",
-             f"{minutes}m" if minutes else "", f"{secs}s"]
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s"]
     return " ".join(p for p in parts if p)
 
 
@@ -295,8 +302,13 @@ def size(num: int) -> str:
 
 
 def _emit(
-    env: Environment, fmt: str, headers: list[str], rows: list[list[str]], title: str | None,
-    *, kv: bool,
+    env: Environment,
+    fmt: str,
+    headers: list[str],
+    rows: list[list[str]],
+    title: str | None,
+    *,
+    kv: bool,
 ) -> None:
     if fmt == "table":
         _rich_table(env, headers, rows, title, kv=kv)
@@ -312,15 +324,12 @@ def _emit(
         env.out(line.rstrip())
 
 
-def _rich_table(
-    env: Environment, headers: list[str], rows: list[list[str]], title: str | None, *, kv: bool
-) -> None:
+def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], title: str | None, *, kv: bool) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=env.stdout, force_terminal=env.stdout_isatty or None,
-                      highlight=False, soft_wrap=False)
+    console = Console(file=env.stdout, force_terminal=env.stdout_isatty or None, highlight=False, soft_wrap=False)
     if kv:
         table = Table(box=None, show_header=False, title=title, pad_edge=False)
         table.add_column(style="bold cyan", no_wrap=True)
@@ -332,8 +341,14 @@ def _rich_table(
     keep, limits = fit_columns(headers, rows, console.width)
     table = Table(box=box.SIMPLE_HEAD, title=title, pad_edge=False)
     for i in keep:
-        table.add_column(headers[i], style="cyan" if headers[i] in ("ID", "TRACE") else None,
-                         no_wrap=True, overflow="ellipsis", min_width=len(headers[i]), max_width=limits[i])
+        table.add_column(
+            headers[i],
+            style="cyan" if headers[i] in ("ID", "TRACE") else None,
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=len(headers[i]),
+            max_width=limits[i],
+        )
     status = headers.index("STATUS") if "STATUS" in headers else None
     for row in rows:
         cells = _escape([row[i] for i in keep])
@@ -349,14 +364,39 @@ def _rich_table(
 
 
 STATUS_STYLES = {
-    "completed": "green", "active": "green", "ok": "green", "healthy": "green", "running": "green",
-    "failed": "red", "error": "red", "timed_out": "red",
-    "cancelled": "yellow", "interrupted": "yellow", "queued": "dim", "executing": "cyan", "closed": "dim",
+    "completed": "green",
+    "active": "green",
+    "ok": "green",
+    "healthy": "green",
+    "running": "green",
+    "failed": "red",
+    "error": "red",
+    "timed_out": "red",
+    "cancelled": "yellow",
+    "interrupted": "yellow",
+    "queued": "dim",
+    "executing": "cyan",
+    "closed": "dim",
 }
 _FLEX_MIN = 16  # a long column (data, names, descriptions) shrinks to no less, with "…"
 # Columns of free text: they shrink (with "…") before anything is left out, and go last.
-FLEX_HEADERS = frozenset({"DATA", "DESCRIPTION", "NAME", "RESULT", "ROOT", "MESSAGE", "PARAMETERS",
-                          "TYPE", "MODEL", "FUNCTION", "LABELS", "METRIC", "SCOPE"})
+FLEX_HEADERS = frozenset(
+    {
+        "DATA",
+        "DESCRIPTION",
+        "NAME",
+        "RESULT",
+        "ROOT",
+        "MESSAGE",
+        "PARAMETERS",
+        "TYPE",
+        "MODEL",
+        "FUNCTION",
+        "LABELS",
+        "METRIC",
+        "SCOPE",
+    }
+)
 
 
 def fit_columns(headers: list[str], rows: list[list[str]], width: int) -> tuple[list[int], list[int | None]]:
@@ -406,10 +446,14 @@ LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "red",
 def log_line(record: dict[str, Any]) -> str:
     """One record as text: time, level, logger, message, then the known context."""
     extras = [
-        f"{name}={record[key]}" for name, key in (
-            ("session", "session_id"), ("command", "command_id"), ("engine", "engine_id"),
+        f"{name}={record[key]}"
+        for name, key in (
+            ("session", "session_id"),
+            ("command", "command_id"),
+            ("engine", "engine_id"),
             ("trace", "trace_id"),
-        ) if record.get(key)
+        )
+        if record.get(key)
     ]
     meta = record.get("metadata") or {}
     extras += [f"{k}={v}" for k, v in meta.items() if k != "exception"]
@@ -449,12 +493,17 @@ def _ms(seconds: float | None) -> str:
 
 def _is_error(labels: dict[str, str]) -> bool:
     status = labels.get("status", "")
-    return (status.isdigit() and int(status) >= 500) or status in ("failed", "timed_out") \
+    return (
+        (status.isdigit() and int(status) >= 500)
+        or status in ("failed", "timed_out")
         or labels.get("outcome") in ("error", "timeout", "crash")
+    )
 
 
 def metric_rows(
-    snapshot: dict[str, Any], previous: dict[str, Any] | None, interval: float | None,
+    snapshot: dict[str, Any],
+    previous: dict[str, Any] | None,
+    interval: float | None,
 ) -> list[tuple[str, str, str, str, str, str, str, bool]]:
     """(metric, labels, value/count, rate/s, p50, p95, p99, is_error) for every series.
 
@@ -480,8 +529,18 @@ def metric_rows(
             shown = "-" if total is None else (str(int(total)) if float(total).is_integer() else f"{total:.3f}")
             seconds = fam["name"].endswith("_seconds")
             pick = _ms if seconds else (lambda v: "-" if v is None else f"{v:g}")
-            rows.append((fam["name"], labels, shown, rate, pick(s.get("p50")), pick(s.get("p95")),
-                         pick(s.get("p99")), _is_error(s.get("labels", {}))))
+            rows.append(
+                (
+                    fam["name"],
+                    labels,
+                    shown,
+                    rate,
+                    pick(s.get("p50")),
+                    pick(s.get("p95")),
+                    pick(s.get("p99")),
+                    _is_error(s.get("labels", {})),
+                )
+            )
     return rows
 
 
@@ -490,7 +549,12 @@ def _labels(series: dict[str, Any]) -> str:
 
 
 def render_metrics(
-    env: Environment, snapshot: Any, fmt: str, *, previous: Any = None, interval: float | None = None,
+    env: Environment,
+    snapshot: Any,
+    fmt: str,
+    *,
+    previous: Any = None,
+    interval: float | None = None,
     console: Any = None,
 ) -> Any:
     """The dashboard (table), aligned text (plain) or the snapshot (json/jsonl).
@@ -563,8 +627,10 @@ def render_trace(env: Environment, trace: Any, fmt: str) -> None:
             text += f"  error: {node['error']}"
         return text
 
-    header = (f"trace {data['trace_id']}  {data['root']}  {data['duration_ms']:.1f}ms  "
-              f"{data['span_count']} spans  {data['status']}")
+    header = (
+        f"trace {data['trace_id']}  {data['root']}  {data['duration_ms']:.1f}ms  "
+        f"{data['span_count']} spans  {data['status']}"
+    )
     if fmt == "table" and env.stdout_isatty:
         from rich.console import Console
         from rich.text import Text

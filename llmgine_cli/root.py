@@ -65,9 +65,7 @@ def _is_cli_control(exc: BaseException) -> bool:
     They all carry ``exit_code`` except Abort; Typer >= 0.26 vendors click, so the classes
     cannot be named portably.
     """
-    return isinstance(exc, (typer.Exit, typer.Abort, BrokenPipeError)) or hasattr(
-        exc, "exit_code"
-    )
+    return isinstance(exc, (typer.Exit, typer.Abort, BrokenPipeError)) or hasattr(exc, "exit_code")
 
 
 def build_command(name: str) -> Any:
@@ -128,8 +126,13 @@ class RootGroup(TyperGroup):
         return list(COMMANDS)
 
     def main(
-        self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
-        standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any,
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
     ) -> Any:
         """Typer's main, except that a usage error is one line on stderr (exit 2), not a box."""
         if not standalone_mode:
@@ -184,19 +187,28 @@ def root(
     ctx: typer.Context,
     url: Annotated[
         str | None,
-        typer.Option("--url", metavar="URL", show_default=False,
-                     help="The daemon: unix:///path or http://host:port "
-                          "(default: LLMGINE_URL, else the local socket)."),
+        typer.Option(
+            "--url",
+            metavar="URL",
+            show_default=False,
+            help="The daemon: unix:///path or http://host:port (default: LLMGINE_URL, else the local socket).",
+        ),
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option("--api-key", metavar="KEY", show_default=False,
-                     help="API key for TCP (default: LLMGINE_API_KEY)."),
+        typer.Option(
+            "--api-key", metavar="KEY", show_default=False, help="API key for TCP (default: LLMGINE_API_KEY)."
+        ),
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", metavar="SECONDS", min=0.01, show_default=False,
-                     help="How long to wait for an answer (default: LLMGINE_TIMEOUT, else 30)."),
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            min=0.01,
+            show_default=False,
+            help="How long to wait for an answer (default: LLMGINE_TIMEOUT, else 30).",
+        ),
     ] = None,
     utc: Annotated[
         bool,
@@ -204,8 +216,7 @@ def root(
     ] = False,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True,
-                     help="Print the CLI version and exit."),
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the CLI version and exit."),
     ] = False,
 ) -> None:
     if utc:

@@ -46,8 +46,11 @@ def _carried(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def _systemd_quote(arg: str) -> str:
-    return arg if arg and all(c.isalnum() or c in "/._-=:@+" for c in arg) else '"' + arg.replace(
-        "\\", "\\\\").replace('"', '\\"') + '"'
+    return (
+        arg
+        if arg and all(c.isalnum() or c in "/._-=:@+" for c in arg)
+        else '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    )
 
 
 def systemd(env: Mapping[str, str]) -> Service:
@@ -73,9 +76,14 @@ def systemd(env: Mapping[str, str]) -> Service:
         "",
     ]
     return Service(
-        "systemd", path, "\n".join(lines),
-        enable=["systemctl --user daemon-reload", "systemctl --user enable --now llmgined",
-                "loginctl enable-linger \"$USER\"   # optional: keep it running after logout"],
+        "systemd",
+        path,
+        "\n".join(lines),
+        enable=[
+            "systemctl --user daemon-reload",
+            "systemctl --user enable --now llmgined",
+            'loginctl enable-linger "$USER"   # optional: keep it running after logout',
+        ],
         disable=["systemctl --user disable --now llmgined", "systemctl --user daemon-reload"],
     )
 
@@ -95,7 +103,9 @@ def launchd(env: Mapping[str, str]) -> Service:
     }
     text = plistlib.dumps(agent, sort_keys=False).decode()
     return Service(
-        "launchd", path, text,
+        "launchd",
+        path,
+        text,
         enable=[f"launchctl bootstrap gui/$(id -u) {path}"],
         disable=[f"launchctl bootout gui/$(id -u)/{AGENT_LABEL}"],
     )

@@ -76,8 +76,11 @@ class EventStream:
 
     @property
     def path(self) -> str:
-        base = (f"/api/sessions/{urllib.parse.quote(self.session_id, safe='')}/events/stream"
-                if self.session_id else "/api/events/stream")
+        base = (
+            f"/api/sessions/{urllib.parse.quote(self.session_id, safe='')}/events/stream"
+            if self.session_id
+            else "/api/events/stream"
+        )
         query: list[tuple[str, str]] = [("event_type", t) for t in self.event_types]
         query += [("source", s) for s in self.sources]
         if self.cursor is None and self.since is not None:
@@ -121,12 +124,15 @@ class EventStream:
                     reason = f"no data for {self.read_timeout:g}s"
                 if not self.reconnect:
                     raise DaemonUnreachable(
-                        f"lost the stream from {self.client.url}: {reason}", self.client.url,
+                        f"lost the stream from {self.client.url}: {reason}",
+                        self.client.url,
                         before_send=False,
                     ) from None
                 lost = reason
-                self.on_status(f"lost the stream from {self.client.url} ({reason}); "
-                               f"reconnecting to resume after seq {self.cursor} ...")
+                self.on_status(
+                    f"lost the stream from {self.client.url} ({reason}); "
+                    f"reconnecting to resume after seq {self.cursor} ..."
+                )
             finally:
                 self.close()
 
@@ -149,9 +155,7 @@ class EventStream:
             conn.connect()
         except OSError as exc:
             conn.close()
-            unreachable = DaemonUnreachable(
-                f"cannot connect to {url}: {exc.strerror or exc}", url, before_send=True
-            )
+            unreachable = DaemonUnreachable(f"cannot connect to {url}: {exc.strerror or exc}", url, before_send=True)
             hook = self.client.on_unreachable
             if not first or hook is None:
                 raise unreachable from None
@@ -163,8 +167,7 @@ class EventStream:
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise DaemonUnreachable(f"lost the connection to {url}: {exc}", url,
-                                    before_send=False) from None
+            raise DaemonUnreachable(f"lost the connection to {url}: {exc}", url, before_send=False) from None
         if resp.status != 200:
             body = resp.read()
             conn.close()

@@ -44,8 +44,14 @@ class Target:
     local_key_file: str | None
 
     def __init__(
-        self, url: str, socket_path: str | None = None, host: str | None = None, port: int | None = None,
-        is_default: bool = False, config_api_key: str | None = None, local_key_file: str | None = None,
+        self,
+        url: str,
+        socket_path: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        is_default: bool = False,
+        config_api_key: str | None = None,
+        local_key_file: str | None = None,
     ) -> None:
         values = (url, socket_path, host, port, is_default, config_api_key, local_key_file)
         for name, value in zip(self._FIELDS, values, strict=True):
@@ -80,7 +86,7 @@ class Target:
 def parse_url(url: str, *, is_default: bool = False) -> Target:
     text = url.strip()
     if text.startswith("unix://"):
-        path = text[len("unix://"):]
+        path = text[len("unix://") :]
         if not path.startswith("/"):
             raise InvalidURL(f"invalid URL {url!r}: use unix:///absolute/path")
         return Target(f"unix://{path}", socket_path=path, is_default=is_default)
@@ -164,16 +170,20 @@ def default_target(env: Mapping[str, str] | None = None) -> Target:
     except ConfigError:
         # A broken config must not stop `llmgine config set` from fixing it, nor hide the
         # daemon's own error message (auto-start shows it).
-        return Target(f"unix://{get_paths(env).socket}", socket_path=str(get_paths(env).socket),
-                      is_default=True)
+        return Target(f"unix://{get_paths(env).socket}", socket_path=str(get_paths(env).socket), is_default=True)
     path = settings.socket_path
     if path is not None:
         return Target(f"unix://{path}", socket_path=str(path), is_default=True)
     host = connect_host(settings.host)
     target = parse_url(f"http://{host}:{settings.port}", is_default=True)
-    return Target(target.url, host=target.host, port=target.port, is_default=True,
-                  config_api_key=settings["security.api_key_secret"],
-                  local_key_file=str(settings.paths.local_key))
+    return Target(
+        target.url,
+        host=target.host,
+        port=target.port,
+        is_default=True,
+        config_api_key=settings["security.api_key_secret"],
+        local_key_file=str(settings.paths.local_key),
+    )
 
 
 def connect_host(bind_host: str) -> str:
@@ -192,5 +202,3 @@ def resolve_target(url: str | None = None, env: Mapping[str, str] | None = None)
     if env.get("LLMGINE_URL"):
         return parse_url(env["LLMGINE_URL"])
     return default_target(env)
-
-

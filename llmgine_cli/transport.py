@@ -107,8 +107,7 @@ class HTTPTransport:
         idempotency_key: str | None = None,
     ) -> Any:
         """One request; the answer decoded as ``type_`` (None: no body, bytes: as is)."""
-        data = self._request(method, path, query=query, body=body, wait=wait,
-                             idempotency_key=idempotency_key)
+        data = self._request(method, path, query=query, body=body, wait=wait, idempotency_key=idempotency_key)
         return self._decode(method, path, type_, data)
 
     def _call_json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -133,9 +132,7 @@ class HTTPTransport:
         try:
             return msgspec.json.decode(data, type=type_)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise ProtocolError(
-                f"unexpected answer from {method} {path} at {self.url}: {exc}"
-            ) from None
+            raise ProtocolError(f"unexpected answer from {method} {path} at {self.url}: {exc}") from None
 
     def _request(
         self,
@@ -178,7 +175,11 @@ class HTTPTransport:
         return http.client.HTTPConnection(t.host or "127.0.0.1", t.port, timeout=timeout)
 
     def _send(
-        self, method: str, path: str, payload: bytes | None, timeout: float | None = None,
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        timeout: float | None = None,
         extra_headers: Mapping[str, str] | None = None,
     ) -> bytes:
         headers = self._headers(payload, extra_headers)
@@ -190,16 +191,15 @@ class HTTPTransport:
             raise RequestTimeout(f"connecting to {self.url} timed out", self.url) from None
         except OSError as exc:
             raise DaemonUnreachable(
-                f"cannot connect to {self.url}: {exc.strerror or exc}", self.url,
+                f"cannot connect to {self.url}: {exc.strerror or exc}",
+                self.url,
                 before_send=True,
             ) from None
         host = "localhost" if t.is_unix else t.url.split("://", 1)[1]
         try:
             answer = wire.exchange(sock, method, path, host, headers, payload)
         except TimeoutError:
-            raise RequestTimeout(
-                f"no answer from {self.url} within {timeout:g}s", self.url
-            ) from None
+            raise RequestTimeout(f"no answer from {self.url} within {timeout:g}s", self.url) from None
         except (OSError, wire.BadResponse) as exc:
             # The daemon went away mid-request (e.g. it is shutting down).
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

@@ -31,7 +31,11 @@ from llmgine_cli.daemonctl import pid_alive, probe, read_pid
 # Variables of the person running the tests that must not leak into them.
 # The client's own variables plus every setting's (derived, so new settings are covered).
 SCRUBBED = (
-    "LLMGINE_URL", "LLMGINE_API_KEY", "LLMGINE_CONFIG", "LLMGINE_NO_AUTOSTART", "LLMGINE_DEBUG",
+    "LLMGINE_URL",
+    "LLMGINE_API_KEY",
+    "LLMGINE_CONFIG",
+    "LLMGINE_NO_AUTOSTART",
+    "LLMGINE_DEBUG",
     *sorted({s.env for s in SETTING_TABLE}),
 )
 
@@ -81,8 +85,13 @@ def run_cli(
     """The CLI as a real process: stdout is a pipe, as in `llmgine ... | grep`."""
     return subprocess.run(
         [sys.executable, "-m", "llmgine_cli", *args],
-        env=full_env(env), capture_output=True, text=True, timeout=timeout, check=False,
-        stdin=subprocess.DEVNULL, preexec_fn=default_signals,
+        env=full_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=default_signals,
     )
 
 
@@ -102,18 +111,23 @@ class Daemon:
         return f"http://127.0.0.1:{self.port}"
 
 
-def start_daemon(home: Path, *args: str, env: Mapping[str, str | None] | None = None,
-                 port: int | None = None) -> Daemon:
+def start_daemon(
+    home: Path, *args: str, env: Mapping[str, str | None] | None = None, port: int | None = None
+) -> Daemon:
     """llmgined in the foreground as our child (not through the CLI under test)."""
     overrides = cli_env(home, **(env or {}))
     argv = [sys.executable, "-m", "llmgine_daemon", *args]
     if port is not None:
         argv += ["--port", str(port)]
     with open(home / "daemon-under-test.log", "ab") as log:
-        proc = subprocess.Popen(argv, env=full_env(overrides), stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=log, preexec_fn=default_signals)
-    target = parse_url(f"http://127.0.0.1:{port}") if port and "--no-socket" in args else \
-        parse_url(f"unix://{get_paths({'LLMGINE_HOME': str(home)}).socket}")
+        proc = subprocess.Popen(
+            argv, env=full_env(overrides), stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=default_signals
+        )
+    target = (
+        parse_url(f"http://127.0.0.1:{port}")
+        if port and "--no-socket" in args
+        else parse_url(f"unix://{get_paths({'LLMGINE_HOME': str(home)}).socket}")
+    )
     deadline = time.monotonic() + 15
     while probe(target, timeout=0.5) is None:
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -98,9 +98,7 @@ async def app_client(make_client: Callable[..., Awaitable[TestClient]]) -> TestC
 
 
 @pytest.fixture
-async def unix_client(
-    home: Path, make_settings: Callable[..., Settings]
-) -> AsyncIterator[aiohttp.ClientSession]:
+async def unix_client(home: Path, make_settings: Callable[..., Settings]) -> AsyncIterator[aiohttp.ClientSession]:
     """The app on a real Unix socket; requests go to http://llmgine/..."""
     app = create_app(make_settings())
     runner = web.AppRunner(app)
@@ -108,9 +106,7 @@ async def unix_client(
     path = home / "t.sock"
     site = web.UnixSite(runner, str(path))
     await site.start()
-    session = aiohttp.ClientSession(
-        base_url="http://llmgine", connector=aiohttp.UnixConnector(path=str(path))
-    )
+    session = aiohttp.ClientSession(base_url="http://llmgine", connector=aiohttp.UnixConnector(path=str(path)))
     try:
         yield session
     finally:

@@ -30,7 +30,9 @@ TIMEOUT = 10.0
 
 
 async def eventually(
-    predicate: Callable[[], T | Awaitable[T]], timeout: float = TIMEOUT, interval: float = 0.01,
+    predicate: Callable[[], T | Awaitable[T]],
+    timeout: float = TIMEOUT,
+    interval: float = 0.01,
     message: str | None = None,
 ) -> T:
     loop = asyncio.get_running_loop()
@@ -47,7 +49,9 @@ async def eventually(
 
 
 def eventually_blocking(
-    predicate: Callable[[], T], timeout: float = TIMEOUT, interval: float = 0.05,
+    predicate: Callable[[], T],
+    timeout: float = TIMEOUT,
+    interval: float = 0.05,
     message: str | None = None,
 ) -> T:
     deadline = time.monotonic() + timeout

@@ -51,7 +51,7 @@ def _asset(name: str) -> bytes:
 
 
 def _page(viewer: str, title: str) -> str:
-    head = ('<link rel="stylesheet" href="/docs/static/swagger-ui.css">' if viewer == "swagger" else "")
+    head = '<link rel="stylesheet" href="/docs/static/swagger-ui.css">' if viewer == "swagger" else ""
     script = "swagger-ui-bundle.js" if viewer == "swagger" else "redoc.standalone.js"
     return f"""<!doctype html>
 <html lang="en">
@@ -80,14 +80,14 @@ def _page(viewer: str, title: str) -> str:
 
 @routes.get("/docs")
 async def swagger_ui(request: web.Request) -> web.Response:
-    return web.Response(text=_page("swagger", "API reference"), content_type="text/html",
-                        headers=page_headers("swagger"))
+    return web.Response(
+        text=_page("swagger", "API reference"), content_type="text/html", headers=page_headers("swagger")
+    )
 
 
 @routes.get("/redoc")
 async def redoc(request: web.Request) -> web.Response:
-    return web.Response(text=_page("redoc", "API reference"), content_type="text/html",
-                        headers=page_headers("redoc"))
+    return web.Response(text=_page("redoc", "API reference"), content_type="text/html", headers=page_headers("redoc"))
 
 
 @routes.get("/docs/static/{asset}")
@@ -97,9 +97,11 @@ async def static_asset(request: web.Request) -> web.Response:
     if content_type is None:
         raise web.HTTPNotFound()
     return web.Response(
-        body=_asset(name), content_type=content_type,
-        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff",
-                 "ETag": f'"{__version__}-{name}"'},
+        body=_asset(name),
+        content_type=content_type,
+        headers={
+            "Cache-Control": "public, max-age=86400",
+            "X-Content-Type-Options": "nosniff",
+            "ETag": f'"{__version__}-{name}"',
+        },
     )
-
-

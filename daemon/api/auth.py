@@ -58,15 +58,13 @@ def _expiry(body: ApiKeyCreate) -> str | None:
     now = dt.datetime.now(dt.UTC)
     if body.expires_in is not None:
         if not 0 < body.expires_in <= MAX_LIFETIME:
-            raise invalid("expires_in", f"must be from 1 to {MAX_LIFETIME} seconds",
-                                   value=body.expires_in)
+            raise invalid("expires_in", f"must be from 1 to {MAX_LIFETIME} seconds", value=body.expires_in)
         return to_iso(now + dt.timedelta(seconds=body.expires_in))
     if body.expires_at is not None:
         try:
             when = parse_iso(body.expires_at)
         except ValueError:
-            raise invalid("expires_at", "not an ISO 8601 time",
-                                   value=body.expires_at[:64]) from None
+            raise invalid("expires_at", "not an ISO 8601 time", value=body.expires_at[:64]) from None
         if when <= now:
             raise invalid("expires_at", "must be in the future", value=body.expires_at)
         return to_iso(when)
@@ -82,8 +80,12 @@ async def create_key(request: web.Request) -> web.Response:
     record, key = await request.app[CREDENTIALS].create_key(name or None, _expiry(body))
     return json_response(
         ApiKeyCreated(
-            key_id=record.key_id, name=record.name, prefix=record.prefix,
-            created_at=record.created_at, expires_at=record.expires_at, key=key,
+            key_id=record.key_id,
+            name=record.name,
+            prefix=record.prefix,
+            created_at=record.created_at,
+            expires_at=record.expires_at,
+            key=key,
         ),
         status=201,
         # The one response that carries a key must not be stored anywhere on the way.
@@ -115,8 +117,7 @@ async def mint_session_token(request: web.Request) -> web.Response:
     maximum = request.app[SETTINGS].limits.max_tokens_per_session
     record, token = await request.app[CREDENTIALS].mint_session_token(session_id, maximum)
     return json_response(
-        SessionTokenCreated(session_id=session_id, session_token=token,
-                            created_at=record.created_at),
+        SessionTokenCreated(session_id=session_id, session_token=token, created_at=record.created_at),
         status=201,
         headers={"Cache-Control": "no-store"},
     )

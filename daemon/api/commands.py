@@ -51,9 +51,7 @@ async def submit_batch(request: web.Request) -> web.Response:
         if exc.code == ErrorCode.VALIDATION_ERROR and match:
             exc.details["index"] = int(match.group(1))
         raise
-    specs = [
-        validate(cmd, prefix=f"commands[{i}].", index=i) for i, cmd in enumerate(body.commands)
-    ]
+    specs = [validate(cmd, prefix=f"commands[{i}].", index=i) for i, cmd in enumerate(body.commands)]
     commands = request.app[BUS].commands
     batch, replayed = await commands.submit_batch(
         session_id, specs, body.mode, body.stop_on_error, idempotency_key(request, body)
@@ -98,15 +96,20 @@ async def list_commands(request: web.Request) -> web.Response:
         bad = [s for s in statuses if s not in COMMAND_STATUSES]
         if bad:
             raise invalid(
-                "status", f"must be one or more (comma-separated) of {', '.join(COMMAND_STATUSES)}",
+                "status",
+                f"must be one or more (comma-separated) of {', '.join(COMMAND_STATUSES)}",
                 value=raw[:64],
             )
     command_type = request.query.get("command_type") or None
     batch_id = request.query.get("batch_id") or None
     return json_response(
         await request.app[BUS].commands.list(
-            session_id, statuses=statuses, command_type=command_type, batch_id=batch_id,
-            limit=limit, offset=offset,
+            session_id,
+            statuses=statuses,
+            command_type=command_type,
+            batch_id=batch_id,
+            limit=limit,
+            offset=offset,
         )
     )
 

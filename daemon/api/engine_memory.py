@@ -17,9 +17,7 @@ WITH_MEMORY = frozenset(cls.engine_type for cls in LLM_ENGINES)
 async def _engine(request: web.Request) -> Engine:
     engine = await request.app[BUS].engines.get(path_id(request, "engine_id"))  # 404 ENGINE_NOT_FOUND
     if engine.engine_type not in WITH_MEMORY:
-        raise invalid(
-            "engine_id", f"{engine.engine_type} keeps no conversation", engine_types=sorted(WITH_MEMORY)
-        )
+        raise invalid("engine_id", f"{engine.engine_type} keeps no conversation", engine_types=sorted(WITH_MEMORY))
     return engine
 
 

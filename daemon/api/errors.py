@@ -144,17 +144,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.warning("storage busy: %s (request %s)", exc, request_id)
         details: dict[str, Any] = {}
         if exc.busy_timeout is not None:  # gave up at its deadline (database.busy_timeout)
-            details = {"setting": "database.busy_timeout", "busy_timeout": exc.busy_timeout,
-                       "waited": exc.waited}
+            details = {"setting": "database.busy_timeout", "busy_timeout": exc.busy_timeout, "waited": exc.waited}
         response = error_response(
-            request_id, ErrorCode.STORAGE_BUSY,
+            request_id,
+            ErrorCode.STORAGE_BUSY,
             "the database is busy (locked by another process); try again",
-            details, headers={"Retry-After": "1"},
+            details,
+            headers={"Retry-After": "1"},
         )
     except StorageFull as exc:
         log.error("storage full: %s (request %s)", exc, request_id)
         response = error_response(
-            request_id, ErrorCode.INSUFFICIENT_STORAGE,
+            request_id,
+            ErrorCode.INSUFFICIENT_STORAGE,
             "the database cannot grow (disk full); nothing was written",
         )
     except StorageError as exc:
@@ -163,7 +165,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request_id)
         response = error_response(
-            request_id, ErrorCode.INTERNAL_ERROR,
+            request_id,
+            ErrorCode.INTERNAL_ERROR,
             f"internal error; see the daemon log for request {request_id}",
         )
     if not response.prepared:

@@ -22,6 +22,7 @@ from llmgine_daemon.protocol.grammar import TYPE_PREFIX_RE
 
 routes = web.RouteTableDef()
 
+
 def _time(request: web.Request, name: str) -> str | None:
     raw = request.query.get(name)
     if not raw:
@@ -29,8 +30,7 @@ def _time(request: web.Request, name: str) -> str | None:
     try:
         return to_iso(parse_iso(raw))
     except ValueError:
-        raise invalid(name, "must be an ISO 8601 time, e.g. 2024-01-01T00:00:00Z",
-                               value=raw[:64]) from None
+        raise invalid(name, "must be an ISO 8601 time, e.g. 2024-01-01T00:00:00Z", value=raw[:64]) from None
 
 
 @routes.post("/api/sessions/{session_id}/events")
@@ -42,7 +42,11 @@ async def publish_event(request: web.Request) -> web.Response:
     claimed = body.metadata.get("source")
     source = claimed if claimed in PUBLISHER_SOURCES else "api"
     event, replayed = await request.app[BUS].events.publish(
-        session_id, body.event_type, body.data, body.metadata, source=source,
+        session_id,
+        body.event_type,
+        body.data,
+        body.metadata,
+        source=source,
         idem=idempotency_key(request, body),
     )
     return json_response(event, status=201, headers=replay_headers(replayed, False, 0))

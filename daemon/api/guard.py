@@ -77,6 +77,8 @@ ANY_SCOPE_PATHS = frozenset({"/openapi.json", *OPEN_PATHS})
 
 def is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
 PREFLIGHT_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 _UCRED = struct.Struct("3i")
 # How often open WebSockets are checked for keys that expired while they were open.
@@ -162,10 +164,7 @@ def peer_uid(request: web.Request) -> int | None:
 
 
 def is_websocket(request: web.Request) -> bool:
-    return (
-        request.method == "GET"
-        and request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
-    )
+    return request.method == "GET" and request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
 
 
 def _browser_stream(request: web.Request) -> bool:
@@ -192,8 +191,7 @@ def rate_limited(decision: Decision) -> ApiError:
         ErrorCode.RATE_LIMITED,
         f"rate limit exceeded ({decision.limit} per minute, policy {decision.policy}); "
         f"retry in {decision.retry_after}s",
-        {"policy": decision.policy, "limit": decision.limit, "window": 60,
-         "retry_after": decision.retry_after},
+        {"policy": decision.policy, "limit": decision.limit, "window": 60, "retry_after": decision.retry_after},
         headers=decision.headers(),
     )
 
@@ -216,7 +214,7 @@ def presented_credential(request: web.Request) -> str | None:
         for offered in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(","):
             offered = offered.strip()
             if offered.startswith(WS_TOKEN_PROTOCOL_PREFIX):
-                return offered[len(WS_TOKEN_PROTOCOL_PREFIX):]
+                return offered[len(WS_TOKEN_PROTOCOL_PREFIX) :]
         if "token" in request.query:
             return request.query["token"]
     return None
@@ -311,8 +309,8 @@ def _authenticate_tcp(request: web.Request) -> Principal | None:
             if is_open(request.path):
                 return None
             raise unauthorized(
-                "missing credential: send `Authorization: Bearer <key>` "
-                f"(or `{SESSION_TOKEN_HEADER}`)", invalid=False,
+                f"missing credential: send `Authorization: Bearer <key>` (or `{SESSION_TOKEN_HEADER}`)",
+                invalid=False,
             )
         try:
             return request.app[CREDENTIALS].verify(presented)
@@ -372,14 +370,16 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
     principal = request.get(PRINCIPAL)
     if principal is None or principal.session_id is None:
         return await handler(request)
-    if request.path not in ANY_SCOPE_PATHS and not is_open(request.path) \
-            and not await in_session_scope(request, principal.session_id):
+    if (
+        request.path not in ANY_SCOPE_PATHS
+        and not is_open(request.path)
+        and not await in_session_scope(request, principal.session_id)
+    ):
         raise forbidden(
             "this session token only opens its own session's endpoints and engines",
             session_id=principal.session_id,
         )
-    if takes_code(request.match_info.handler) \
-            and not request.app[GUARD].settings.session_token_registration:
+    if takes_code(request.match_info.handler) and not request.app[GUARD].settings.session_token_registration:
         # Session tokens are handed to browsers and other less trusted clients: running
         # code of their own is the owner's call (calling existing tools stays allowed).
         raise forbidden(
@@ -402,8 +402,7 @@ async def stream_caps_middleware(request: web.Request, handler: Handler) -> web.
     if maximum and guard.open_websockets >= maximum:
         raise ApiError(
             ErrorCode.LIMIT_REACHED,
-            f"limit reached: at most {maximum} open WebSockets and event streams "
-            "(security.limits.max_websockets)",
+            f"limit reached: at most {maximum} open WebSockets and event streams (security.limits.max_websockets)",
             {"limit": "max_websockets", "max": maximum},
         )
     holder = websocket_holder(request.get(PRINCIPAL))
@@ -490,8 +489,7 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
 def close_expired(credentials: Credentials, sockets: SocketRegistry) -> list[str]:
     """Close WebSockets whose key expired while they were open; returns those key ids."""
     now = now_iso()
-    expired = [c for c in sockets.credentials()
-               if c in credentials.keys and credentials.keys[c].state(now) != "active"]
+    expired = [c for c in sockets.credentials() if c in credentials.keys and credentials.keys[c].state(now) != "active"]
     sockets.close_for(expired, "credential expired")
     return expired
 

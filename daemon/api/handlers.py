@@ -43,7 +43,10 @@ def _type(request: web.Request) -> str:
 async def register_command(request: web.Request) -> web.Response:
     body = await read_json(request, CommandHandlerCreate)
     handler = await request.app[BUS].user_handlers.register(
-        _scope(request), "command", body.command_type, body.handler_function,
+        _scope(request),
+        "command",
+        body.command_type,
+        body.handler_function,
         timeout=body.timeout,
     )
     return json_response(handler, status=201)
@@ -53,8 +56,12 @@ async def register_command(request: web.Request) -> web.Response:
 async def register_event(request: web.Request) -> web.Response:
     body = await read_json(request, EventHandlerCreate)
     handler = await request.app[BUS].user_handlers.register(
-        _scope(request), "event", body.event_type, body.handler_function,
-        priority=body.priority, timeout=body.timeout,
+        _scope(request),
+        "event",
+        body.event_type,
+        body.handler_function,
+        priority=body.priority,
+        timeout=body.timeout,
     )
     return json_response(handler, status=201)
 

@@ -110,8 +110,7 @@ def query_time(request: web.Request, name: str) -> str | None:
     try:
         return to_iso(parse_iso(raw))
     except ValueError:
-        raise invalid(name, "must be an ISO 8601 time or a duration like 15m, 1h, 2d",
-                               value=raw[:64]) from None
+        raise invalid(name, "must be an ISO 8601 time or a duration like 15m, 1h, 2d", value=raw[:64]) from None
 
 
 def query_id(request: web.Request, name: str) -> str | None:
@@ -169,15 +168,24 @@ async def post_log(request: web.Request) -> web.Response:
     )
     span = request[SPAN]
     record = LogRecord(
-        id=0, timestamp=now_iso(), level=body.level,
-        logger=(body.logger or "client")[:128], message=scrub_text(body.message)[:16_384],
-        source="client", session_id=session_id, request_id=FIELDS.get().get("request_id"),
-        trace_id=span.trace_id, span_id=span.span_id, metadata=metadata,
+        id=0,
+        timestamp=now_iso(),
+        level=body.level,
+        logger=(body.logger or "client")[:128],
+        message=scrub_text(body.message)[:16_384],
+        source="client",
+        session_id=session_id,
+        request_id=FIELDS.get().get("request_id"),
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        metadata=metadata,
     )
     record.id = await obs.store_log(record)
     # Also to the log file / stderr; lg_stored keeps the store handler from saving it twice.
     client_log.log(
-        LEVELS[body.level], "%s", record.message,
+        LEVELS[body.level],
+        "%s",
+        record.message,
         extra={"lg_stored": True, "source": "client", "metadata": metadata, "session_id": session_id},
     )
     return json_response(record, status=201)
@@ -201,8 +209,9 @@ async def get_metrics(request: web.Request) -> web.Response:
 async def prometheus(request: web.Request) -> web.Response:
     obs = request.app[OBSERVABILITY]
     if not obs.registry.enabled:
-        raise ApiError(ErrorCode.NOT_FOUND, "metrics are disabled (observability.enable_metrics / "
-                       "ENABLE_METRICS is false)")
+        raise ApiError(
+            ErrorCode.NOT_FOUND, "metrics are disabled (observability.enable_metrics / ENABLE_METRICS is false)"
+        )
     body, content_type = prometheus_text(obs.registry)
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
@@ -239,4 +248,3 @@ async def get_trace(request: web.Request) -> web.Response:
         detail = "" if obs.tracing_enabled else " (tracing is disabled: ENABLE_TRACING is false)"
         raise ApiError(ErrorCode.NOT_FOUND, f"trace {trace_id!r} not found{detail}", {"trace_id": trace_id})
     return json_response(view)
-

@@ -183,12 +183,16 @@ def build_document(app: web.Application) -> dict[str, Any]:
     for method, path in sorted(served, key=lambda k: (k[1], k[0])):
         op = OPERATIONS.get((method, path)) or Op("(not described yet)", "system")
         endpoint = BY_KEY.get((method, path)) or Endpoint(
-            f"{method.lower()}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}", method, path, {200: dict})
+            f"{method.lower()}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}", method, path, {200: dict}
+        )
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, op, endpoint)
     _, components = msgspec.json.schema_components(_models(), ref_template="#/components/schemas/{name}")
     bus = app.get(BUS)
-    _this_daemon(components, [t.engine_type for t in bus.engines.describe_types()] if bus else [],
-                 bus.max_timeout if bus else DEFAULT_MAX_TIMEOUT)
+    _this_daemon(
+        components,
+        [t.engine_type for t in bus.engines.describe_types()] if bus else [],
+        bus.max_timeout if bus else DEFAULT_MAX_TIMEOUT,
+    )
     return {
         "openapi": "3.1.0",
         "info": {
@@ -204,13 +208,20 @@ def build_document(app: web.Application) -> dict[str, Any]:
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "API_KEY_SECRET, a key from `llmgine auth key create`, or a "
-                                          "session token. Not needed on the Unix socket (the peer's "
-                                          "uid is checked instead)."},
-                "sessionToken": {"type": "apiKey", "in": "header", "name": SESSION_TOKEN_HEADER,
-                                 "description": "A session's token: opens only that session's "
-                                                "endpoints and engines (403 elsewhere)."},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "API_KEY_SECRET, a key from `llmgine auth key create`, or a "
+                    "session token. Not needed on the Unix socket (the peer's "
+                    "uid is checked instead).",
+                },
+                "sessionToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": SESSION_TOKEN_HEADER,
+                    "description": "A session's token: opens only that session's "
+                    "endpoints and engines (403 elsewhere).",
+                },
             },
         },
         "security": [{"bearer": []}, {"sessionToken": []}],
@@ -233,5 +244,3 @@ async def openapi_json(request: web.Request) -> web.Response:
 def document_json(app: web.Application) -> bytes:
     """The document as served (for tools and tests that have an app but no server)."""
     return msgspec.json.encode(build_document(app))
-
-

@@ -74,14 +74,19 @@ def _list_of(values: tuple[str, ...]) -> str:
     one = "|".join(values)
     return rf"^\s*({one})\s*(,\s*({one})\s*)*,?\s*$"
 
+
 LIMIT = Param("limit", _int(1, 1000, 50), "page size")
 OFFSET = Param("offset", _int(0, MAX_INT, 0), "items to skip")
-WAIT = Param("wait", {"type": "number", "minimum": 0, "maximum": 300},
-             "hold the answer up to this many seconds for the work to finish (or `Prefer: wait=N`)")
+WAIT = Param(
+    "wait",
+    {"type": "number", "minimum": 0, "maximum": 300},
+    "hold the answer up to this many seconds for the work to finish (or `Prefer: wait=N`)",
+)
 # Preferences the server does not know are ignored (RFC 7240), so any value is acceptable.
 PREFER = Param("Prefer", {"type": "string"}, "RFC 7240 `wait=N`: as `?wait=N`", location="header")
 IDEMPOTENCY_KEY = Param(
-    "Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[ -~]+$"},
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[ -~]+$"},
     "a retry with the same key, method, path and body returns the first answer "
     "(`Idempotent-Replayed: true`); with another body: 422 IDEMPOTENCY_KEY_REUSED",
     location="header",
@@ -98,24 +103,32 @@ PATH_SCHEMAS: dict[str, tuple[dict[str, Any], str]] = {
     "handler_id": (ID, "a handler id"),
     "key_id": (ID, "an API key id (12 hex digits)"),
     "name": (msgspec.json.schema(ToolName), "a tool name"),
-    "type": ({"type": "string", "pattern": HANDLER_PATH_TYPE_PATTERN},
-             "a command type or event type (`*`: the every-event handler)"),
+    "type": (
+        {"type": "string", "pattern": HANDLER_PATH_TYPE_PATTERN},
+        "a command type or event type (`*`: the every-event handler)",
+    ),
     "trace_id": ({"type": "string", "pattern": TRACE_ID_PATTERN}, "32 hex digits"),
-    "secret": (msgspec.json.schema(SecretName),
-               "a secret's name: an environment variable's, e.g. OPENAI_API_KEY"),
+    "secret": (msgspec.json.schema(SecretName), "a secret's name: an environment variable's, e.g. OPENAI_API_KEY"),
     "asset": ({"type": "string", "enum": sorted(ASSETS)}, "a vendored file"),
 }
 
 # Every operation may answer these (the guard, the error middleware, the store).
 COMMON_ERRORS = (
-    ErrorCode.VALIDATION_ERROR, ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN,
-    ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL_ERROR, ErrorCode.SHUTTING_DOWN,
+    ErrorCode.VALIDATION_ERROR,
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.FORBIDDEN,
+    ErrorCode.RATE_LIMITED,
+    ErrorCode.INTERNAL_ERROR,
+    ErrorCode.SHUTTING_DOWN,
     ErrorCode.STORAGE_BUSY,
 )
 # ... and those with a body these.
 BODY_ERRORS = (
-    ErrorCode.INVALID_JSON, ErrorCode.UNSUPPORTED_MEDIA_TYPE, ErrorCode.PAYLOAD_TOO_LARGE,
-    ErrorCode.REQUEST_TIMEOUT, ErrorCode.INSUFFICIENT_STORAGE,
+    ErrorCode.INVALID_JSON,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    ErrorCode.PAYLOAD_TOO_LARGE,
+    ErrorCode.REQUEST_TIMEOUT,
+    ErrorCode.INSUFFICIENT_STORAGE,
 )
 
 
@@ -136,29 +149,47 @@ class Op:
 
 
 def _openai_tools() -> dict[str, Any]:
-    return {"type": "array", "items": {
-        "type": "object", "required": ["type", "function"],
-        "properties": {"type": {"const": "function"}, "function": {
-            "type": "object", "required": ["name", "description", "parameters"],
-            "properties": {"name": {"type": "string"}, "description": {"type": "string"},
-                           "parameters": {"type": "object"}}}}}}
+    return {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["type", "function"],
+            "properties": {
+                "type": {"const": "function"},
+                "function": {
+                    "type": "object",
+                    "required": ["name", "description", "parameters"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "description": {"type": "string"},
+                        "parameters": {"type": "object"},
+                    },
+                },
+            },
+        },
+    }
 
 
 def _handler_ops(scope: str) -> dict[tuple[str, str], Op]:
     prefix = "/api/sessions/{session_id}/handlers" if scope == "session" else "/api/handlers"
     where = "in this session" if scope == "session" else "for every session (a session's own wins)"
     return {
-        ("POST", f"{prefix}/commands"): Op(f"Register a command handler {where}", "handlers",
+        ("POST", f"{prefix}/commands"): Op(
+            f"Register a command handler {where}",
+            "handlers",
             description="`handler_function` is Python source defining one function "
-                        "`(command) -> result`; it is checked and run in the sandbox, never in "
-                        "the daemon. One command handler per type and scope: 409 CONFLICT. "
-                        "A session token gets 403 unless "
-                        "`sandbox.session_token_registration` is set."),
-        ("POST", f"{prefix}/events"): Op(f"Register an event handler {where}", "handlers",
+            "`(command) -> result`; it is checked and run in the sandbox, never in "
+            "the daemon. One command handler per type and scope: 409 CONFLICT. "
+            "A session token gets 403 unless "
+            "`sandbox.session_token_registration` is set.",
+        ),
+        ("POST", f"{prefix}/events"): Op(
+            f"Register an event handler {where}",
+            "handlers",
             description="`event_type` may be `*` (every event). Handlers run by `priority` "
-                        "(lower first); a failing one becomes an `EventHandlerFailed` event."),
-        ("GET", prefix): Op(f"List handlers {where}", "handlers",
-            params=(Param("kind", _enum("command", "event")),)),
+            "(lower first); a failing one becomes an `EventHandlerFailed` event.",
+        ),
+        ("GET", prefix): Op(f"List handlers {where}", "handlers", params=(Param("kind", _enum("command", "event")),)),
         ("GET", f"{prefix}/{{handler_id}}"): Op("Get one handler, with its source", "handlers"),
         ("DELETE", f"{prefix}/commands/{{type}}"): Op("Unregister a command handler", "handlers"),
         ("DELETE", f"{prefix}/events/{{type}}"): Op("Unregister the event handlers of a type", "handlers"),
@@ -179,152 +210,232 @@ and sees nothing twice. Messages: `hello` (the start point), `event` (an Event),
 STREAM_PARAMS = (
     Param("event_type", {"type": "string"}, "event types, comma-separated or repeated; `Prefix*`"),
     Param("source", {"type": "string"}, "event sources, comma-separated or repeated"),
-    Param("since", {"type": "string", "pattern": r"^(now|[0-9]+|\d{4}-\d\d-\d\d.*)$"},
-          "a seq (resume after it), an ISO 8601 time, or `now` (default)"),
-    Param("Last-Event-ID", {"type": "string", "pattern": r"^[0-9]+$"},
-          "SSE resume: the last seq seen", location="header"),
+    Param(
+        "since",
+        {"type": "string", "pattern": r"^(now|[0-9]+|\d{4}-\d\d-\d\d.*)$"},
+        "a seq (resume after it), an ISO 8601 time, or `now` (default)",
+    ),
+    Param(
+        "Last-Event-ID", {"type": "string", "pattern": r"^[0-9]+$"}, "SSE resume: the last seq seen", location="header"
+    ),
 )
 
 OPERATIONS: dict[tuple[str, str], Op] = {
     # -- system ----------------------------------------------------------------------------
-    ("GET", "/api/health"): Op("Health check", "system",
-                               public=True,
-                               description="Never needs a credential."),
+    ("GET", "/api/health"): Op("Health check", "system", public=True, description="Never needs a credential."),
     ("GET", "/api/status"): Op("Daemon status: version, uptime, listeners, storage, counts", "system"),
-    ("GET", "/api/config"): Op("The effective configuration, each value with its source", "system",
-                               description="Secrets are shown as `********`."),
-    ("POST", "/api/shutdown"): Op("Graceful shutdown", "system",
-                                  description="Answers 202, then stops accepting connections, "
-                                              "lets in-flight requests finish and exits."),
+    ("GET", "/api/config"): Op(
+        "The effective configuration, each value with its source",
+        "system",
+        description="Secrets are shown as `********`.",
+    ),
+    ("POST", "/api/shutdown"): Op(
+        "Graceful shutdown",
+        "system",
+        description="Answers 202, then stops accepting connections, lets in-flight requests finish and exits.",
+    ),
     ("GET", "/openapi.json"): Op("This document (OpenAPI 3.1)", "system"),
-    ("GET", "/docs"): Op("Swagger UI", "system",
-                         public=True,
-                         content_type="text/html"),
-    ("GET", "/redoc"): Op("ReDoc", "system",
-                          public=True,
-                          content_type="text/html"),
+    ("GET", "/docs"): Op("Swagger UI", "system", public=True, content_type="text/html"),
+    ("GET", "/redoc"): Op("ReDoc", "system", public=True, content_type="text/html"),
     ("GET", "/docs/static/{asset}"): Op(
-        "The documentation pages' scripts and styles (vendored, served offline)", "system",
+        "The documentation pages' scripts and styles (vendored, served offline)",
+        "system",
         public=True,
-        content_type=("application/javascript", "text/css", "image/png")),
+        content_type=("application/javascript", "text/css", "image/png"),
+    ),
     # -- sessions --------------------------------------------------------------------------
-    ("POST", "/api/sessions"): Op("Create a session", "sessions",
+    ("POST", "/api/sessions"): Op(
+        "Create a session",
+        "sessions",
         description="An empty body is fine. The answer carries `session_token` (once): a "
-                    "credential that opens only this session."),
-    ("GET", "/api/sessions"): Op("List sessions, newest first", "sessions",
-                                 params=(LIMIT, OFFSET, Param("status", _enum("active", "closed")))),
+        "credential that opens only this session.",
+    ),
+    ("GET", "/api/sessions"): Op(
+        "List sessions, newest first", "sessions", params=(LIMIT, OFFSET, Param("status", _enum("active", "closed")))
+    ),
     ("GET", "/api/sessions/{session_id}"): Op("Get a session with its counts", "sessions"),
-    ("DELETE", "/api/sessions/{session_id}"): Op("End a session (or delete it with `purge=true`)", "sessions",
-        params=(Param("purge", {"type": "boolean", "default": False},
-                      "delete the session and everything in it"),),
+    ("DELETE", "/api/sessions/{session_id}"): Op(
+        "End a session (or delete it with `purge=true`)",
+        "sessions",
+        params=(Param("purge", {"type": "boolean", "default": False}, "delete the session and everything in it"),),
         description="Ending cancels queued commands, stops engines, removes tools and handlers "
-                    "and records `SessionEnded`; ending an ended session is harmless."),
-    ("POST", "/api/sessions/{session_id}/token"): Op("Mint a session token", "auth",
+        "and records `SessionEnded`; ending an ended session is harmless.",
+    ),
+    ("POST", "/api/sessions/{session_id}/token"): Op(
+        "Mint a session token",
+        "auth",
         description="Another token for the same session (the session's own token may mint "
-                    "one too). At most `security.limits.max_tokens_per_session` live tokens "
-                    "per session (409 LIMIT_REACHED); tokens end with their session. All tokens "
-                    "of a session share one rate-limit bucket."),
+        "one too). At most `security.limits.max_tokens_per_session` live tokens "
+        "per session (409 LIMIT_REACHED); tokens end with their session. All tokens "
+        "of a session share one rate-limit bucket.",
+    ),
     # -- commands --------------------------------------------------------------------------
-    ("POST", "/api/sessions/{session_id}/commands"): Op("Execute a command", "commands",
+    ("POST", "/api/sessions/{session_id}/commands"): Op(
+        "Execute a command",
+        "commands",
         params=(WAIT, PREFER, IDEMPOTENCY_KEY),
         description="202 while queued or executing; 200 with the finished record when `wait` "
-                    "was given and it finished in time. No handler: 404 HANDLER_NOT_FOUND and "
-                    "nothing is queued. `metadata.priority` (high|normal|low) and "
-                    "`metadata.timeout` (seconds) are honoured."),
-    ("GET", "/api/sessions/{session_id}/commands"): Op("List commands", "commands",
-        params=(LIMIT, OFFSET,
-                Param("status", {"type": "string", "pattern": _list_of(COMMAND_STATUSES)},
-                      "comma-separated statuses"),
-                Param("command_type", {"type": "string"}),
-                Param("batch_id", ID))),
-    ("GET", "/api/sessions/{session_id}/commands/{command_id}"): Op("Get a command", "commands",
-        params=(WAIT, PREFER)),
+        "was given and it finished in time. No handler: 404 HANDLER_NOT_FOUND and "
+        "nothing is queued. `metadata.priority` (high|normal|low) and "
+        "`metadata.timeout` (seconds) are honoured.",
+    ),
+    ("GET", "/api/sessions/{session_id}/commands"): Op(
+        "List commands",
+        "commands",
+        params=(
+            LIMIT,
+            OFFSET,
+            Param("status", {"type": "string", "pattern": _list_of(COMMAND_STATUSES)}, "comma-separated statuses"),
+            Param("command_type", {"type": "string"}),
+            Param("batch_id", ID),
+        ),
+    ),
+    ("GET", "/api/sessions/{session_id}/commands/{command_id}"): Op("Get a command", "commands", params=(WAIT, PREFER)),
     ("POST", "/api/sessions/{session_id}/commands/{command_id}/cancel"): Op(
-        "Cancel a queued or executing command", "commands"),
-    ("POST", "/api/sessions/{session_id}/commands/batch"): Op("Execute a batch of commands", "commands",
+        "Cancel a queued or executing command", "commands"
+    ),
+    ("POST", "/api/sessions/{session_id}/commands/batch"): Op(
+        "Execute a batch of commands",
+        "commands",
         params=(WAIT, PREFER, IDEMPOTENCY_KEY),
-        description="Validated all-or-nothing (`details.index` names the bad member)."),
-    ("GET", "/api/sessions/{session_id}/batches/{batch_id}"): Op("Get a batch", "commands",
-        params=(WAIT, PREFER)),
+        description="Validated all-or-nothing (`details.index` names the bad member).",
+    ),
+    ("GET", "/api/sessions/{session_id}/batches/{batch_id}"): Op("Get a batch", "commands", params=(WAIT, PREFER)),
     # -- events ----------------------------------------------------------------------------
-    ("POST", "/api/sessions/{session_id}/events"): Op("Publish an event", "events",
-        params=(IDEMPOTENCY_KEY,)),
-    ("GET", "/api/sessions/{session_id}/events"): Op("List events", "events",
-        params=(LIMIT, OFFSET,
-                Param("event_type", {"type": "string", "pattern": EVENT_TYPE_FILTER_PATTERN},
-                      "an exact type or a `Prefix*`"),
-                Param("after", _int(), "only events with a greater seq (a cursor: pass `next_after`)"),
-                Param("since", TIME), Param("until", TIME),
-                Param("source", _enum("api", "engine", "handler", "bus")))),
+    ("POST", "/api/sessions/{session_id}/events"): Op("Publish an event", "events", params=(IDEMPOTENCY_KEY,)),
+    ("GET", "/api/sessions/{session_id}/events"): Op(
+        "List events",
+        "events",
+        params=(
+            LIMIT,
+            OFFSET,
+            Param(
+                "event_type", {"type": "string", "pattern": EVENT_TYPE_FILTER_PATTERN}, "an exact type or a `Prefix*`"
+            ),
+            Param("after", _int(), "only events with a greater seq (a cursor: pass `next_after`)"),
+            Param("since", TIME),
+            Param("until", TIME),
+            Param("source", _enum("api", "engine", "handler", "bus")),
+        ),
+    ),
     ("GET", "/api/sessions/{session_id}/events/{event_id}"): Op("Get an event", "events"),
-    ("GET", "/api/sessions/{session_id}/events/stream"): Op("Stream a session's events (WebSocket or SSE)", "streams",
+    ("GET", "/api/sessions/{session_id}/events/stream"): Op(
+        "Stream a session's events (WebSocket or SSE)",
+        "streams",
         params=STREAM_PARAMS,
         description=STREAM_DESCRIPTION,
         content_type="text/event-stream",
-        stream=True),
-    ("GET", "/api/events/stream"): Op("Stream every session's events (WebSocket or SSE)", "streams",
+        stream=True,
+    ),
+    ("GET", "/api/events/stream"): Op(
+        "Stream every session's events (WebSocket or SSE)",
+        "streams",
         params=STREAM_PARAMS,
         description=STREAM_DESCRIPTION,
         content_type="text/event-stream",
-        stream=True),
+        stream=True,
+    ),
     # -- engines ---------------------------------------------------------------------------
     ("GET", "/api/engines/types"): Op("Engine types and their configuration", "engines"),
-    ("POST", "/api/engines"): Op("Create an engine", "engines",
-        description="The engine handles its type's command (`DummyEngine` → "
-                    "`DummyEngineCommand`) in its session."),
-    ("GET", "/api/engines"): Op("List engines", "engines",
-        params=(LIMIT, OFFSET, Param("session_id", ID),
-                Param("status", _enum("active", "initialized", "stopped"),
-                      "`active`: every engine that is not stopped"))),
+    ("POST", "/api/engines"): Op(
+        "Create an engine",
+        "engines",
+        description="The engine handles its type's command (`DummyEngine` → `DummyEngineCommand`) in its session.",
+    ),
+    ("GET", "/api/engines"): Op(
+        "List engines",
+        "engines",
+        params=(
+            LIMIT,
+            OFFSET,
+            Param("session_id", ID),
+            Param("status", _enum("active", "initialized", "stopped"), "`active`: every engine that is not stopped"),
+        ),
+    ),
     ("GET", "/api/engines/{engine_id}"): Op("Get an engine", "engines"),
     ("DELETE", "/api/engines/{engine_id}"): Op("Stop and delete an engine", "engines"),
-    ("POST", "/api/engines/{engine_id}/execute"): Op("Execute a prompt on an engine", "engines",
-        params=(Param("wait", {"type": "number", "minimum": 0, "maximum": 300, "default": 60},
-                      "seconds to hold the answer (default 60; 0 answers 202 at once)"), PREFER),
-        description="Runs as a command in the engine's session."),
-    ("GET", "/api/engines/{engine_id}/messages"): Op("An LLM engine's conversation", "engines",
-        params=(Param("limit", _int(1, 1000, 100)), OFFSET)),
+    ("POST", "/api/engines/{engine_id}/execute"): Op(
+        "Execute a prompt on an engine",
+        "engines",
+        params=(
+            Param(
+                "wait",
+                {"type": "number", "minimum": 0, "maximum": 300, "default": 60},
+                "seconds to hold the answer (default 60; 0 answers 202 at once)",
+            ),
+            PREFER,
+        ),
+        description="Runs as a command in the engine's session.",
+    ),
+    ("GET", "/api/engines/{engine_id}/messages"): Op(
+        "An LLM engine's conversation", "engines", params=(Param("limit", _int(1, 1000, 100)), OFFSET)
+    ),
     ("POST", "/api/engines/{engine_id}/reset"): Op("Forget an LLM engine's conversation", "engines"),
     # -- tools -----------------------------------------------------------------------------
-    ("POST", "/api/sessions/{session_id}/tools"): Op("Register a tool", "tools",
+    ("POST", "/api/sessions/{session_id}/tools"): Op(
+        "Register a tool",
+        "tools",
         params=(Param("replace", {"type": "boolean", "default": False}, "replace a tool of that name"),),
         description="`function_code` is Python source defining the function `name`; its "
-                    "schema is derived from the signature when `parameters` is omitted. The "
-                    "code is checked in the sandbox (422 when it does not compile). A session "
-                    "token gets 403 unless `sandbox.session_token_registration` is set."),
-    ("GET", "/api/sessions/{session_id}/tools"): Op("List tools", "tools",
-        params=(Param("format", _enum("llmgine", "openai"),
-                      "`openai`: the list in OpenAI's `tools` format"),),
-        schemas={200: {"oneOf": [{"$ref": "#/components/schemas/ToolList"}, _openai_tools()]}}),
+        "schema is derived from the signature when `parameters` is omitted. The "
+        "code is checked in the sandbox (422 when it does not compile). A session "
+        "token gets 403 unless `sandbox.session_token_registration` is set.",
+    ),
+    ("GET", "/api/sessions/{session_id}/tools"): Op(
+        "List tools",
+        "tools",
+        params=(Param("format", _enum("llmgine", "openai"), "`openai`: the list in OpenAI's `tools` format"),),
+        schemas={200: {"oneOf": [{"$ref": "#/components/schemas/ToolList"}, _openai_tools()]}},
+    ),
     ("GET", "/api/sessions/{session_id}/tools/{name}"): Op("Get a tool, with its source", "tools"),
     ("DELETE", "/api/sessions/{session_id}/tools/{name}"): Op("Unregister a tool", "tools"),
-    ("POST", "/api/sessions/{session_id}/tools/{name}/execute"): Op("Execute a tool", "tools",
-        description="A tool that raises is still a 200: `error` says how it failed."),
+    ("POST", "/api/sessions/{session_id}/tools/{name}/execute"): Op(
+        "Execute a tool", "tools", description="A tool that raises is still a 200: `error` says how it failed."
+    ),
     # -- handlers --------------------------------------------------------------------------
     **_handler_ops("session"),
     **_handler_ops("global"),
     # -- observability ---------------------------------------------------------------------
-    ("GET", "/api/observability/logs"): Op("Query logs", "observability",
-        params=(Param("limit", _int(1, 1000, 100)),
-                Param("level", _enum("debug", "info", "warning", "warn", "error", "critical", "fatal"),
-                      "this level and above"),
-                Param("session_id", ID), Param("command_id", ID), Param("trace_id", ID),
-                Param("since", RELATIVE_TIME, "ISO 8601 or a duration ago (15m, 1h, 2d)"),
-                Param("until", RELATIVE_TIME), Param("q", {"type": "string"}, "text search"),
-                Param("after", _int(), "only records with a greater id (`next_after`)"))),
+    ("GET", "/api/observability/logs"): Op(
+        "Query logs",
+        "observability",
+        params=(
+            Param("limit", _int(1, 1000, 100)),
+            Param(
+                "level", _enum("debug", "info", "warning", "warn", "error", "critical", "fatal"), "this level and above"
+            ),
+            Param("session_id", ID),
+            Param("command_id", ID),
+            Param("trace_id", ID),
+            Param("since", RELATIVE_TIME, "ISO 8601 or a duration ago (15m, 1h, 2d)"),
+            Param("until", RELATIVE_TIME),
+            Param("q", {"type": "string"}, "text search"),
+            Param("after", _int(), "only records with a greater id (`next_after`)"),
+        ),
+    ),
     ("POST", "/api/observability/logs"): Op("Write a log record", "observability"),
-    ("GET", "/api/observability/metrics"): Op("Metrics (counts, p50/p95/p99)", "observability",
-        params=(Param("session_id", ID),)),
-    ("GET", "/metrics"): Op("Prometheus metrics", "observability",
-                            content_type="text/plain"),
-    ("GET", "/api/observability/traces"): Op("Recent traces", "observability",
-        params=(Param("session_id", ID), Param("since", RELATIVE_TIME),
-                Param("status", _enum("ok", "error")), Param("limit", _int(1, 1000, 50)))),
+    ("GET", "/api/observability/metrics"): Op(
+        "Metrics (counts, p50/p95/p99)", "observability", params=(Param("session_id", ID),)
+    ),
+    ("GET", "/metrics"): Op("Prometheus metrics", "observability", content_type="text/plain"),
+    ("GET", "/api/observability/traces"): Op(
+        "Recent traces",
+        "observability",
+        params=(
+            Param("session_id", ID),
+            Param("since", RELATIVE_TIME),
+            Param("status", _enum("ok", "error")),
+            Param("limit", _int(1, 1000, 50)),
+        ),
+    ),
     ("GET", "/api/observability/traces/{trace_id}"): Op("A trace as a span tree", "observability"),
     # -- the database ----------------------------------------------------------------------
     ("GET", "/api/db/stats"): Op("Database size, tables, row counts and retention", "system"),
-    ("POST", "/api/db/vacuum"): Op("VACUUM the database (reclaims the space of deleted rows)", "system",
-        description="Rewrites the file: writes wait while it runs."),
+    ("POST", "/api/db/vacuum"): Op(
+        "VACUUM the database (reclaims the space of deleted rows)",
+        "system",
+        description="Rewrites the file: writes wait while it runs.",
+    ),
     # -- credentials -----------------------------------------------------------------------
     ("POST", "/api/auth/keys"): Op("Create an API key (shown once)", "auth"),
     ("GET", "/api/auth/keys"): Op("List API keys (never the keys)", "auth"),
@@ -332,10 +443,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("DELETE", "/api/auth/keys/{key_id}"): Op("Revoke an API key (closes its WebSockets)", "auth"),
     # -- secrets (daemon/secrets.py) ---------------------------------------------------------
     ("PUT", "/api/secrets/{secret}"): Op(
-        "Set a secret the daemon keeps for providers (e.g. OPENAI_API_KEY)", "auth",
+        "Set a secret the daemon keeps for providers (e.g. OPENAI_API_KEY)",
+        "auth",
         description="Stored 0600 in the config directory; never returned or logged. A provider "
-                    "whose key is in neither the daemon's environment nor the config file "
-                    "uses the secret named like its key variable (providers.X.api_key_env)."),
+        "whose key is in neither the daemon's environment nor the config file "
+        "uses the secret named like its key variable (providers.X.api_key_env).",
+    ),
     ("GET", "/api/secrets"): Op("List the secrets' names (never their values)", "auth"),
     ("DELETE", "/api/secrets/{secret}"): Op("Delete a secret", "auth"),
 }

@@ -23,12 +23,9 @@ from llmgine_daemon.settings import Settings
 LOOPBACK_NAMES = frozenset({"localhost"})
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 
-CORS_ALLOW_HEADERS = ", ".join(
-    ("Authorization", "Content-Type", SESSION_TOKEN_HEADER, REQUEST_ID_HEADER)
-)
+CORS_ALLOW_HEADERS = ", ".join(("Authorization", "Content-Type", SESSION_TOKEN_HEADER, REQUEST_ID_HEADER))
 CORS_EXPOSE_HEADERS = ", ".join(
-    (REQUEST_ID_HEADER, VERSION_HEADER, "RateLimit", "RateLimit-Policy", "Retry-After",
-     "WWW-Authenticate", "Allow")
+    (REQUEST_ID_HEADER, VERSION_HEADER, "RateLimit", "RateLimit-Policy", "Retry-After", "WWW-Authenticate", "Allow")
 )
 CORS_MAX_AGE = "600"
 
@@ -43,7 +40,7 @@ def split_host(value: str) -> tuple[str, int | None] | None:
         end = value.find("]")
         if end < 0:
             return None
-        name, rest = value[1:end], value[end + 1:]
+        name, rest = value[1:end], value[end + 1 :]
         if rest:
             if not rest.startswith(":"):
                 return None
@@ -115,8 +112,7 @@ class OriginPolicy:
     def __init__(self, settings: Settings) -> None:
         # "*" is never honoured: it would let any web page drive a code-running API.
         self.listed = {
-            o for o in (normalize_origin(x) for x in settings["security.cors_origins"] if x != "*")
-            if o is not None
+            o for o in (normalize_origin(x) for x in settings["security.cors_origins"] if x != "*") if o is not None
         }
 
     def is_listed(self, origin: str) -> bool:

@@ -32,8 +32,10 @@ def _store(request: web.Request) -> SecretStore:
 def _name(request: web.Request) -> str:
     name = request.match_info["secret"]
     if not NAME.match(name):
-        raise invalid("name", "must be an environment variable's name: A-Z, 0-9 and _, "
-                      "not starting with a digit, at most 64 characters")
+        raise invalid(
+            "name",
+            "must be an environment variable's name: A-Z, 0-9 and _, not starting with a digit, at most 64 characters",
+        )
     return name
 
 
@@ -46,8 +48,11 @@ async def set_secret(request: web.Request) -> web.Response:
         raise invalid("value", f"must be 1 to {MAX_VALUE} characters, no control characters")
     store = _store(request)
     if name not in dict(store.names()) and len(store.names()) >= MAX_SECRETS:
-        raise ApiError(ErrorCode.LIMIT_REACHED, f"limit reached: at most {MAX_SECRETS} secrets",
-                       {"limit": "secrets", "max": MAX_SECRETS})
+        raise ApiError(
+            ErrorCode.LIMIT_REACHED,
+            f"limit reached: at most {MAX_SECRETS} secrets",
+            {"limit": "secrets", "max": MAX_SECRETS},
+        )
     updated_at = store.set(name, body.value)
     return json_response(SecretInfo(name=name, updated_at=updated_at))
 

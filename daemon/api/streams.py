@@ -173,8 +173,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 
 def _hello(hub: StreamHub, sub: Subscription) -> Hello:
-    return Hello(last_seq=hub.head, since=sub.cursor, replay=sub.replaying,
-                 **sub.filter.describe(), heartbeat=HEARTBEAT)
+    return Hello(
+        last_seq=hub.head, since=sub.cursor, replay=sub.replaying, **sub.filter.describe(), heartbeat=HEARTBEAT
+    )
 
 
 # -- WebSocket -----------------------------------------------------------------------------
@@ -321,8 +322,11 @@ def _ws_command(sub: Subscription, text: str) -> None:
 def _refused(issue: str) -> StreamError:
     unknown = _UNKNOWN_TYPE.match(issue)
     if unknown:
-        return stream_error(ErrorCode.VALIDATION_ERROR, f"unknown message type {unknown.group('value')}",
-                            {"field": "type", "issue": "must be subscribe or ping"})
+        return stream_error(
+            ErrorCode.VALIDATION_ERROR,
+            f"unknown message type {unknown.group('value')}",
+            {"field": "type", "issue": "must be subscribe or ping"},
+        )
     return stream_error(ErrorCode.VALIDATION_ERROR, f"bad message: {issue}")
 
 

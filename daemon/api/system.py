@@ -26,9 +26,7 @@ routes = web.RouteTableDef()
 async def health(request: web.Request) -> web.Response:
     bus = request.app[BUS]
     status = "shutting_down" if request.app[SHUTDOWN].is_set() else "healthy"
-    return json_response(
-        Health(status=status, timestamp=now_iso(), version=__version__, uptime=bus.uptime)
-    )
+    return json_response(Health(status=status, timestamp=now_iso(), version=__version__, uptime=bus.uptime))
 
 
 @routes.get("/api/status")
@@ -57,9 +55,7 @@ async def config(request: web.Request) -> web.Response:
         ConfigView(
             config_file=str(settings.config_file),
             settings=[
-                ConfigValue(
-                    key=s.key, env=s.env, value=settings.redacted(s.key), source=settings.sources[s.key]
-                )
+                ConfigValue(key=s.key, env=s.env, value=settings.redacted(s.key), source=settings.sources[s.key])
                 for s in SETTING_TABLE
             ],
         )
@@ -70,6 +66,4 @@ async def config(request: web.Request) -> web.Response:
 async def shutdown(request: web.Request) -> web.Response:
     # Answer first, then stop: the event is set after this response has been sent.
     asyncio.get_running_loop().call_later(0.05, request.app[SHUTDOWN].set)
-    return json_response(
-        ShutdownAccepted(status="shutting_down", message="llmgined is shutting down"), status=202
-    )
+    return json_response(ShutdownAccepted(status="shutting_down", message="llmgined is shutting down"), status=202)

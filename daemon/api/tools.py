@@ -24,8 +24,13 @@ async def register_tool(request: web.Request) -> web.Response:
     replace = query_bool(request, "replace")
     body = await read_json(request, ToolCreate)
     tool = await request.app[BUS].tools.register(
-        session_id, body.name, body.function_code, body.description, body.parameters,
-        body.timeout, replace=replace,
+        session_id,
+        body.name,
+        body.function_code,
+        body.description,
+        body.parameters,
+        body.timeout,
+        replace=replace,
     )
     return json_response(tool, status=201)
 
@@ -36,11 +41,15 @@ async def list_tools(request: web.Request) -> web.Response:
     fmt = query_choice(request, "format", ("llmgine", "openai"))
     tools = await request.app[BUS].tools.list(session_id)
     if fmt == "openai":
-        return json_response([
-            {"type": "function", "function": {
-                "name": t.name, "description": t.description, "parameters": t.parameters}}
-            for t in tools
-        ])
+        return json_response(
+            [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in tools
+            ]
+        )
     return json_response(ToolList(tools=tools, total=len(tools)))
 
 
@@ -62,7 +71,5 @@ async def execute_tool(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     name = path_id(request, "name")
     body = await read_json(request, ToolExecute, empty_ok=True)
-    result = await request.app[BUS].tools.execute(
-        session_id, name, body.arguments, timeout=body.timeout
-    )
+    result = await request.app[BUS].tools.execute(session_id, name, body.arguments, timeout=body.timeout)
     return json_response(result)

@@ -49,15 +49,14 @@ def takes_code(handler: Any) -> bool:
 
 def too_deep_error() -> ApiError:
     return invalid(
-        "body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels (objects and arrays)",
+        "body",
+        f"JSON nested deeper than {MAX_JSON_DEPTH} levels (objects and arrays)",
         max_depth=MAX_JSON_DEPTH,
     )
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=_encoder.encode(value), status=status, content_type="application/json", headers=headers
-    )
+    return web.Response(body=_encoder.encode(value), status=status, content_type="application/json", headers=headers)
 
 
 def _field_from(message: str) -> tuple[str, str]:
@@ -125,9 +124,7 @@ async def _decode(request: web.Request, model: type[T], empty_ok: bool) -> T:
     return value
 
 
-def query_int(
-    request: web.Request, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
-) -> int:
+def query_int(request: web.Request, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default

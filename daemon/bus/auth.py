@@ -110,7 +110,7 @@ class TokenRecord:
 def _split(text: str, prefix: str) -> tuple[str, str] | None:
     if not text.startswith(prefix):
         return None
-    ident, sep, secret = text[len(prefix):].partition("_")
+    ident, sep, secret = text[len(prefix) :].partition("_")
     if not sep or not _ID.match(ident) or not secret:
         return None
     return ident, secret
@@ -134,8 +134,7 @@ class Credentials:
     async def load(self) -> None:
         def read(conn: sqlite3.Connection) -> tuple[list[tuple], list[tuple]]:
             keys = conn.execute(
-                "SELECT key_id, name, kind, digest, created_at, expires_at, last_used_at,"
-                " revoked_at FROM api_keys"
+                "SELECT key_id, name, kind, digest, created_at, expires_at, last_used_at, revoked_at FROM api_keys"
             ).fetchall()
             # Tokens of sessions that ended while nobody was listening are dead too.
             tokens = conn.execute(
@@ -201,9 +200,7 @@ class Credentials:
         async def persist() -> None:
             try:
                 await self.store.write(
-                    lambda c: c.execute(
-                        "UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (now, key_id)
-                    )
+                    lambda c: c.execute("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (now, key_id))
                 )
             except Exception as exc:  # informational only; never fail a request for it
                 log.warning("could not record last use of key %s: %s", key_id, exc)
@@ -215,16 +212,13 @@ class Credentials:
 
     # -- API keys ------------------------------------------------------------------------
 
-    async def create_key(
-        self, name: str | None, expires_at: str | None, kind: str = "user"
-    ) -> tuple[KeyRecord, str]:
+    async def create_key(self, name: str | None, expires_at: str | None, kind: str = "user") -> tuple[KeyRecord, str]:
         key_id, secret = _new_secret()
         record = KeyRecord(key_id, name, kind, digest(secret), now_iso(), expires_at)
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO api_keys (key_id, name, kind, digest, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO api_keys (key_id, name, kind, digest, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (key_id, name, kind, record.digest, record.created_at, expires_at),
             )
 
@@ -237,7 +231,7 @@ class Credentials:
         return sorted(self.keys.values(), key=lambda r: (r.created_at, r.key_id), reverse=True)
 
     def get_key(self, key_id: str) -> KeyRecord:
-        ident = key_id[len(KEY_PREFIX):] if key_id.startswith(KEY_PREFIX) else key_id
+        ident = key_id[len(KEY_PREFIX) :] if key_id.startswith(KEY_PREFIX) else key_id
         record = self.keys.get(ident)
         if record is None:
             raise not_found("key", key_id=key_id)
@@ -249,9 +243,7 @@ class Credentials:
         if record.revoked_at is None:
             ts = now_iso()
             await self.store.write(
-                lambda c: c.execute(
-                    "UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", (ts, record.key_id)
-                )
+                lambda c: c.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", (ts, record.key_id))
             )
             record.revoked_at = ts
             log.info("revoked API key %s", record.prefix)
@@ -320,8 +312,7 @@ class Credentials:
                 conn.execute("DELETE FROM session_tokens WHERE session_id = ?", (session_id,))
             else:
                 conn.execute(
-                    "UPDATE session_tokens SET revoked_at = ? WHERE session_id = ?"
-                    " AND revoked_at IS NULL",
+                    "UPDATE session_tokens SET revoked_at = ? WHERE session_id = ? AND revoked_at IS NULL",
                     (ts, session_id),
                 )
 
@@ -341,8 +332,7 @@ class PendingToken:
     def write(self, conn: sqlite3.Connection, session_id: str) -> None:
         record = TokenRecord(self._token_id, session_id, digest(self._secret), now_iso())
         conn.execute(
-            "INSERT INTO session_tokens (token_id, session_id, digest, created_at)"
-            " VALUES (?, ?, ?, ?)",
+            "INSERT INTO session_tokens (token_id, session_id, digest, created_at) VALUES (?, ?, ?, ?)",
             (record.token_id, session_id, record.digest, record.created_at),
         )
         self.record = record

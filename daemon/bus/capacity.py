@@ -28,8 +28,9 @@ def limit_reached(limit: str, maximum: int, what: str) -> BusError:
     )
 
 
-def _check(conn: sqlite3.Connection, limit: str, maximum: int, what: str, sql: str,
-           params: tuple[Any, ...] = ()) -> None:
+def _check(
+    conn: sqlite3.Connection, limit: str, maximum: int, what: str, sql: str, params: tuple[Any, ...] = ()
+) -> None:
     if maximum > 0 and conn.execute(sql, params).fetchone()[0] >= maximum:
         raise limit_reached(limit, maximum, what)
 
@@ -42,22 +43,39 @@ class Capacity:
 
     def check_sessions(self, conn: sqlite3.Connection) -> None:
         """Room for one more active session."""
-        _check(conn, "max_sessions", self.max_sessions, "active sessions",
-               "SELECT COUNT(*) FROM sessions WHERE status = 'active'")
+        _check(
+            conn,
+            "max_sessions",
+            self.max_sessions,
+            "active sessions",
+            "SELECT COUNT(*) FROM sessions WHERE status = 'active'",
+        )
 
     def check_engines(self, conn: sqlite3.Connection, session_id: str) -> None:
         """Room for one more engine in ``session_id``."""
-        _check(conn, "max_engines_per_session", self.max_engines_per_session, "engines in a session",
-               "SELECT COUNT(*) FROM engines WHERE session_id = ? AND status != 'stopped'",
-               (session_id,))
+        _check(
+            conn,
+            "max_engines_per_session",
+            self.max_engines_per_session,
+            "engines in a session",
+            "SELECT COUNT(*) FROM engines WHERE session_id = ? AND status != 'stopped'",
+            (session_id,),
+        )
 
     def check_tools(self, conn: sqlite3.Connection, session_id: str, name: str | None) -> None:
         """Room for tool ``name`` in ``session_id``: re-registering a name replaces it."""
         if self.max_tools_per_session <= 0:
             return
-        if name is not None and conn.execute(
-            "SELECT 1 FROM tools WHERE session_id = ? AND name = ?", (session_id, name)
-        ).fetchone():
+        if (
+            name is not None
+            and conn.execute("SELECT 1 FROM tools WHERE session_id = ? AND name = ?", (session_id, name)).fetchone()
+        ):
             return
-        _check(conn, "max_tools_per_session", self.max_tools_per_session, "tools in a session",
-               "SELECT COUNT(*) FROM tools WHERE session_id = ?", (session_id,))
+        _check(
+            conn,
+            "max_tools_per_session",
+            self.max_tools_per_session,
+            "tools in a session",
+            "SELECT COUNT(*) FROM tools WHERE session_id = ?",
+            (session_id,),
+        )

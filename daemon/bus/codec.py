@@ -41,7 +41,7 @@ def new_id() -> str:
     with _pool_lock:
         if _pos + 10 > len(_pool):
             _pool, _pos = os.urandom(_POOL_BYTES), 0
-        rand = _pool[_pos:_pos + 10]
+        rand = _pool[_pos : _pos + 10]
         _pos += 10
     h = ((time.time_ns() // 1_000_000).to_bytes(6, "big") + rand).hex()
     return f"{h[:8]}-{h[8:12]}-7{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"

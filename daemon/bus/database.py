@@ -17,8 +17,9 @@ class Database:
 
     def info(self) -> StorageInfo:
         """For GET /api/status: where the database is, and both files' size together."""
-        return StorageInfo(backend="sqlite", path=str(self.main.path),
-                           size_bytes=self.main.size_bytes() + self.telemetry.size_bytes())
+        return StorageInfo(
+            backend="sqlite", path=str(self.main.path), size_bytes=self.main.size_bytes() + self.telemetry.size_bytes()
+        )
 
     async def stats(self) -> DbStats:
         return await maintenance.stats(self.main, self.telemetry, self.retention.describe())

@@ -127,9 +127,7 @@ class EngineBase:
             engine_type=cls.engine_type,
             command_type=cls.command_type,
             description=cls.description,
-            configuration=[
-                EngineConfigField(f.name, f.type, f.default, f.description) for f in cls.config_fields
-            ],
+            configuration=[EngineConfigField(f.name, f.type, f.default, f.description) for f in cls.config_fields],
         )
 
     @classmethod
@@ -187,12 +185,17 @@ class Engines:
         engine = cls(record, self.context)
 
         async def run(command: Command) -> Any:
-            with bind(engine_id=record.engine_id), \
-                    tracing.span("engine.run", engine_type=record.engine_type, model=record.model_name):
+            with (
+                bind(engine_id=record.engine_id),
+                tracing.span("engine.run", engine_type=record.engine_type, model=record.model_name),
+            ):
                 return await engine.handle(command)
 
         self.bus.handlers.register(
-            cls.command_type, run, session_id=record.session_id, owner=self._owner(record.engine_id),
+            cls.command_type,
+            run,
+            session_id=record.session_id,
+            owner=self._owner(record.engine_id),
             eager=cls.eager,
         )
         self.running[record.engine_id] = engine
@@ -212,9 +215,7 @@ class Engines:
     ) -> Engine:
         cls = self.types.get(engine_type)
         if cls is None:
-            raise invalid(
-                "engine_type", f"unknown engine type {engine_type!r}", available=sorted(self.types)
-            )
+            raise invalid("engine_type", f"unknown engine type {engine_type!r}", available=sorted(self.types))
         cls.validate_config(configuration)
         record = Engine(
             engine_id=new_id(),
@@ -237,13 +238,26 @@ class Engines:
             self.bus.capacity.check_engines(conn, session_id)
             conn.execute(
                 f"INSERT INTO engines ({ENGINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (record.engine_id, session_id, engine_type, model_name, dumps(configuration),
-                 record.status, record.created_at),
+                (
+                    record.engine_id,
+                    session_id,
+                    engine_type,
+                    model_name,
+                    dumps(configuration),
+                    record.status,
+                    record.created_at,
+                ),
             )
             return insert_event(
-                conn, session_id, "EngineCreated",
-                {"engine_id": record.engine_id, "engine_type": engine_type, "model_name": model_name,
-                 "status": record.status},
+                conn,
+                session_id,
+                "EngineCreated",
+                {
+                    "engine_id": record.engine_id,
+                    "engine_type": engine_type,
+                    "model_name": model_name,
+                    "status": record.status,
+                },
                 timestamp=record.created_at,
             )
 
@@ -262,9 +276,7 @@ class Engines:
 
     async def get(self, engine_id: str) -> Engine:
         def read(conn: sqlite3.Connection) -> tuple[Any, ...]:
-            row = conn.execute(
-                f"SELECT {ENGINE_COLUMNS} FROM engines WHERE engine_id = ?", (engine_id,)
-            ).fetchone()
+            row = conn.execute(f"SELECT {ENGINE_COLUMNS} FROM engines WHERE engine_id = ?", (engine_id,)).fetchone()
             if row is None:
                 raise not_found("engine", engine_id=engine_id)
             return row
@@ -272,9 +284,7 @@ class Engines:
         row = await self.store.read(read)
         return row_to_engine(row, self._command_type(row[2]))
 
-    async def list(
-        self, session_id: str | None, status: str | None, limit: int, offset: int
-    ) -> EngineList:
+    async def list(self, session_id: str | None, status: str | None, limit: int, offset: int) -> EngineList:
         def read(conn: sqlite3.Connection) -> EngineList:
             where, params = [], []
             if session_id:
@@ -288,13 +298,10 @@ class Engines:
             clause = f"WHERE {' AND '.join(where)}" if where else ""
             total = conn.execute(f"SELECT COUNT(*) FROM engines {clause}", params).fetchone()[0]
             rows = conn.execute(
-                f"SELECT {ENGINE_COLUMNS} FROM engines {clause}"
-                " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                f"SELECT {ENGINE_COLUMNS} FROM engines {clause} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
                 (*params, limit, offset),
             ).fetchall()
-            return EngineList(
-                [row_to_engine(r, self._command_type(r[2])) for r in rows], total, limit, offset
-            )
+            return EngineList([row_to_engine(r, self._command_type(r[2])) for r in rows], total, limit, offset)
 
         return await self.store.read(read)
 
@@ -302,9 +309,7 @@ class Engines:
         """Stop the engine, unregister its handler and delete its record."""
 
         def write(conn: sqlite3.Connection) -> tuple[tuple[Any, ...], Any]:
-            row = conn.execute(
-                f"SELECT {ENGINE_COLUMNS} FROM engines WHERE engine_id = ?", (engine_id,)
-            ).fetchone()
+            row = conn.execute(f"SELECT {ENGINE_COLUMNS} FROM engines WHERE engine_id = ?", (engine_id,)).fetchone()
             if row is None:
                 raise not_found("engine", engine_id=engine_id)
             conn.execute("DELETE FROM engines WHERE engine_id = ?", (engine_id,))

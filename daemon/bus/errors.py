@@ -1,11 +1,11 @@
 """Domain errors. The bus raises these; the API turns them into the error envelope.
 
-    BusError(code, message, details)   code is a protocol.ErrorCode; the HTTP status follows it
-    invalid(field, issue, **extra)     422 VALIDATION_ERROR "Invalid request parameters"
-    not_found(kind, **ids)             404 <KIND>_NOT_FOUND "<kind> 'id' not found [in session 's']"
-    handler_not_found(kind, type, session_id)  404 HANDLER_NOT_FOUND
-    StorageBusy / StorageFull / StorageError   the database could not take a write (store/db.py;
-                                       named here so the API handles them without the store)
+BusError(code, message, details)   code is a protocol.ErrorCode; the HTTP status follows it
+invalid(field, issue, **extra)     422 VALIDATION_ERROR "Invalid request parameters"
+not_found(kind, **ids)             404 <KIND>_NOT_FOUND "<kind> 'id' not found [in session 's']"
+handler_not_found(kind, type, session_id)  404 HANDLER_NOT_FOUND
+StorageBusy / StorageFull / StorageError   the database could not take a write (store/db.py;
+                                   named here so the API handles them without the store)
 """
 
 from __future__ import annotations
@@ -16,8 +16,14 @@ from llmgine_daemon.protocol import ErrorCode
 from llmgine_daemon.store.db import StorageBusy, StorageError, StorageFull
 
 __all__ = [
-    "BusError", "StorageBusy", "StorageError", "StorageFull", "UserCodeError",
-    "handler_not_found", "invalid", "not_found",
+    "BusError",
+    "StorageBusy",
+    "StorageError",
+    "StorageFull",
+    "UserCodeError",
+    "handler_not_found",
+    "invalid",
+    "not_found",
 ]
 
 
@@ -31,8 +37,7 @@ class BusError(Exception):
 
 def invalid(field: str, issue: str, **extra: Any) -> BusError:
     """The request names a bad value: which ``field``, what is wrong with it (``issue``)."""
-    return BusError(ErrorCode.VALIDATION_ERROR, "Invalid request parameters",
-                    {"field": field, "issue": issue, **extra})
+    return BusError(ErrorCode.VALIDATION_ERROR, "Invalid request parameters", {"field": field, "issue": issue, **extra})
 
 
 # kind -> (error code, how the message names it)
@@ -63,16 +68,20 @@ def not_found(kind: str, **ids: str | None) -> BusError:
     return BusError(code, message, dict(ids))
 
 
-def handler_not_found(kind: str, type_: str, session_id: str | None, *, or_global: bool = False,
-                      **extra: Any) -> BusError:
+def handler_not_found(
+    kind: str, type_: str, session_id: str | None, *, or_global: bool = False, **extra: Any
+) -> BusError:
     """No ``kind`` ("command" or "event") handler for ``type_`` in the session (``or_global``:
     nor a global one), or in the global scope when ``session_id`` is None."""
     if session_id is None:
         where = "the global scope"
     else:
         where = f"session {session_id!r}" + (" or the global scope" if or_global else "")
-    return BusError(ErrorCode.HANDLER_NOT_FOUND, f"no handler for {kind} {type_!r} in {where}",
-                    {"kind": kind, "type": type_, "session_id": session_id, **extra})
+    return BusError(
+        ErrorCode.HANDLER_NOT_FOUND,
+        f"no handler for {kind} {type_!r} in {where}",
+        {"kind": kind, "type": type_, "session_id": session_id, **extra},
+    )
 
 
 class UserCodeError(Exception):
@@ -99,8 +108,9 @@ class UserCodeError(Exception):
 
     def details(self) -> dict[str, Any]:
         """``error.details`` of the failed command."""
-        extra = {k: v for k, v in (self.error.get("details") or {}).items()
-                 if k not in ("type", "message", "traceback")}
+        extra = {
+            k: v for k, v in (self.error.get("details") or {}).items() if k not in ("type", "message", "traceback")
+        }
         out: dict[str, Any] = {
             "exception_type": self.exception_type,
             "message": self.user_message,

@@ -26,9 +26,7 @@ from llmgine_daemon.protocol.grammar import TYPE_RE, TYPE_RULE
 if TYPE_CHECKING:
     from llmgine_daemon.store.db import Store
 
-EVENT_COLUMNS = (
-    "event_id, seq, session_id, event_type, data, metadata, timestamp, source, trace_id"
-)
+EVENT_COLUMNS = "event_id, seq, session_id, event_type, data, metadata, timestamp, source, trace_id"
 
 Listener = Callable[[Event], None]
 
@@ -93,20 +91,31 @@ def insert_events(
     stamps = [timestamp] * len(items) if isinstance(timestamp, str) else timestamp
     if len(items) == 1:
         t, d, m, s = items[0]
-        return [insert_event(conn, session_id, t, d, metadata=m, source=s, timestamp=stamps[0],
-                             trace_id=trace_id)]
+        return [insert_event(conn, session_id, t, d, metadata=m, source=s, timestamp=stamps[0], trace_id=trace_id)]
     trace_id = trace_id or current_trace_id()
     ids = [new_id() for _ in items]
-    conn.executemany(_INSERT_MANY, [
-        (event_id, session_id, t, dumps(d), dumps(m), s, ts, trace_id)
-        for event_id, (t, d, m, s), ts in zip(ids, items, stamps, strict=True)
-    ])
+    conn.executemany(
+        _INSERT_MANY,
+        [
+            (event_id, session_id, t, dumps(d), dumps(m), s, ts, trace_id)
+            for event_id, (t, d, m, s), ts in zip(ids, items, stamps, strict=True)
+        ],
+    )
     # One statement on the one writer connection: its rows got consecutive seqs.
     last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
     first = last - len(items) + 1
     return [
-        Event(event_id=event_id, seq=first + i, session_id=session_id, event_type=t, data=d, metadata=m,
-              timestamp=ts, source=s, trace_id=trace_id)
+        Event(
+            event_id=event_id,
+            seq=first + i,
+            session_id=session_id,
+            event_type=t,
+            data=d,
+            metadata=m,
+            timestamp=ts,
+            source=s,
+            trace_id=trace_id,
+        )
         for i, (event_id, (t, d, m, s), ts) in enumerate(zip(ids, items, stamps, strict=True))
     ]
 

@@ -99,8 +99,9 @@ class HandlerRegistry:
     def require(self, session_id: str, command_type: str, **extra: Any) -> Registration:
         reg = self.resolve(session_id, command_type)
         if reg is None:
-            raise handler_not_found("command", command_type, session_id, or_global=True,
-                                    command_type=command_type, **extra)
+            raise handler_not_found(
+                "command", command_type, session_id, or_global=True, command_type=command_type, **extra
+            )
         return reg
 
     def list(self, session_id: str | None = None) -> list[Registration]:

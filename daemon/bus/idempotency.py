@@ -51,9 +51,7 @@ def lookup(conn: sqlite3.Connection, idem: IdempotencyKey | None) -> tuple[str, 
     return row[1], row[2]
 
 
-def record(
-    conn: sqlite3.Connection, idem: IdempotencyKey | None, kind: str, ref: str, session_id: str | None
-) -> None:
+def record(conn: sqlite3.Connection, idem: IdempotencyKey | None, kind: str, ref: str, session_id: str | None) -> None:
     if idem is None:
         return
     conn.execute(

@@ -46,7 +46,7 @@ def normalise(given: dict[str, Any] | None, derived: dict[str, Any]) -> dict[str
     derived_props = derived.get("properties", {})
     for name, spec in given.items():
         if not isinstance(spec, dict):
-            raise SchemaError(f"parameters.{name}", "must be an object like {\"type\": \"string\"}")
+            raise SchemaError(f"parameters.{name}", 'must be an object like {"type": "string"}')
         properties[name] = {**derived_props.get(name, {}), **spec}
     for name, spec in derived_props.items():
         properties.setdefault(name, spec)
@@ -69,8 +69,9 @@ def _check_keywords(schema: Any, path: str) -> None:
     if not isinstance(schema, dict):
         raise SchemaError(path, "must be an object")
     kind = schema.get("type")
-    if kind is not None and not (isinstance(kind, str) or (
-            isinstance(kind, list) and all(isinstance(k, str) for k in kind))):
+    if kind is not None and not (
+        isinstance(kind, str) or (isinstance(kind, list) and all(isinstance(k, str) for k in kind))
+    ):
         raise SchemaError(f"{path}.type", "must be a type name or a list of them")
     for key in _NUMBER_KEYWORDS:
         value = schema.get(key)
@@ -83,8 +84,7 @@ def _check_keywords(schema: Any, path: str) -> None:
     if "enum" in schema and not isinstance(schema["enum"], list):
         raise SchemaError(f"{path}.enum", "must be a list")
     required = schema.get("required")
-    if required is not None and not (isinstance(required, list) and all(
-            isinstance(r, str) for r in required)):
+    if required is not None and not (isinstance(required, list) and all(isinstance(r, str) for r in required)):
         raise SchemaError(f"{path}.required", "must be a list of names")
     extra = schema.get("additionalProperties")
     if extra is not None and not isinstance(extra, (bool, dict)):
@@ -109,7 +109,7 @@ def _check_keywords(schema: Any, path: str) -> None:
 def check_schema(schema: dict[str, Any]) -> None:
     _check_keywords(schema, "parameters")
     if schema.get("type") != "object":
-        raise SchemaError("parameters.type", "must be \"object\"")
+        raise SchemaError("parameters.type", 'must be "object"')
     if not isinstance(schema.get("properties"), dict):
         raise SchemaError("parameters.properties", "must be an object")
     for name, spec in schema["properties"].items():

@@ -48,9 +48,7 @@ def row_to_session(row: tuple[Any, ...], counts: SessionCounts | None = None) ->
 
 
 def fetch_session(conn: sqlite3.Connection, session_id: str) -> tuple[Any, ...]:
-    row = conn.execute(
-        f"SELECT {SESSION_SELECT} FROM sessions s WHERE s.session_id = ?", (session_id,)
-    ).fetchone()
+    row = conn.execute(f"SELECT {SESSION_SELECT} FROM sessions s WHERE s.session_id = ?", (session_id,)).fetchone()
     if row is None:
         raise not_found("session", session_id=session_id)
     return row
@@ -76,9 +74,7 @@ def count_session(conn: sqlite3.Connection, session_id: str) -> SessionCounts:
     return SessionCounts(
         commands=count("SELECT COUNT(*) FROM commands WHERE session_id = ?"),
         events=count("SELECT COUNT(*) FROM events WHERE session_id = ?"),
-        engines=count(
-            "SELECT COUNT(*) FROM engines WHERE session_id = ? AND status != 'stopped'"
-        ),
+        engines=count("SELECT COUNT(*) FROM engines WHERE session_id = ? AND status != 'stopped'"),
         tools=count("SELECT COUNT(*) FROM tools WHERE session_id = ?"),
         handlers=count("SELECT COUNT(*) FROM handlers WHERE session_id = ?"),
     )
@@ -108,12 +104,20 @@ class Sessions:
                 (session_id, name, dumps(metadata), ts, ts),
             )
             event = insert_event(
-                conn, session_id, "SessionStarted", {"name": name, "metadata": metadata},
+                conn,
+                session_id,
+                "SessionStarted",
+                {"name": name, "metadata": metadata},
                 timestamp=ts,
             )
             session = Session(
-                session_id=session_id, name=name, metadata=metadata, status="active",
-                created_at=ts, last_activity_at=ts, counts=SessionCounts(events=1),
+                session_id=session_id,
+                name=name,
+                metadata=metadata,
+                status="active",
+                created_at=ts,
+                last_activity_at=ts,
+                counts=SessionCounts(events=1),
             )
             if also is not None:
                 also(conn, session_id)
@@ -153,21 +157,24 @@ class Sessions:
             cancelled = conn.execute(
                 "UPDATE commands SET status = 'cancelled', finished_at = ?,"
                 " error = ? WHERE session_id = ? AND status = 'queued'",
-                (ts, dumps({"code": ErrorCode.COMMAND_CANCELLED, "message": "session ended", "details": {}}),
-                 session_id),
+                (
+                    ts,
+                    dumps({"code": ErrorCode.COMMAND_CANCELLED, "message": "session ended", "details": {}}),
+                    session_id,
+                ),
             ).rowcount
-            conn.execute(
-                "UPDATE engines SET status = 'stopped' WHERE session_id = ?", (session_id,)
-            )
+            conn.execute("UPDATE engines SET status = 'stopped' WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM tools WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM handlers WHERE session_id = ?", (session_id,))
             event = insert_event(
-                conn, session_id, "SessionEnded",
-                {"reason": "deleted", "cancelled_commands": cancelled}, timestamp=ts,
+                conn,
+                session_id,
+                "SessionEnded",
+                {"reason": "deleted", "cancelled_commands": cancelled},
+                timestamp=ts,
             )
             conn.execute(
-                "UPDATE sessions SET status = 'closed', ended_at = ?, last_activity_at = ?"
-                " WHERE session_id = ?",
+                "UPDATE sessions SET status = 'closed', ended_at = ?, last_activity_at = ? WHERE session_id = ?",
                 (ts, ts, session_id),
             )
             return row_to_session(fetch_session(conn, session_id), count_session(conn, session_id)), event
@@ -183,8 +190,16 @@ class Sessions:
 
         def write(conn: sqlite3.Connection) -> None:
             fetch_session(conn, session_id)
-            for table in ("events", "commands", "batches", "idempotency_keys", "engines", "tools",
-                          "handlers", "sessions"):
+            for table in (
+                "events",
+                "commands",
+                "batches",
+                "idempotency_keys",
+                "engines",
+                "tools",
+                "handlers",
+                "sessions",
+            ):
                 conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
 
         await self.bus.store.write(write, heavy=True)  # a long session: many thousand rows

@@ -47,9 +47,7 @@ class StreamFilter:
         self._prefixes = tuple(p[:-1] for p in self.event_types if p.endswith("*"))
         self._all_types = not self.event_types or "" in self._prefixes
 
-    def with_types(
-        self, event_types: list[str] | None, sources: list[str] | None
-    ) -> StreamFilter:
+    def with_types(self, event_types: list[str] | None, sources: list[str] | None) -> StreamFilter:
         return StreamFilter(
             self.session_id,
             self.event_types if event_types is None else event_types,

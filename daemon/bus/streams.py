@@ -117,9 +117,7 @@ class Subscription:
             self.hub.overflows += 1
             if not self.replaying:
                 self.replaying = True
-                self._notices.append(
-                    Lagging(after_seq=self.cursor, head_seq=self.hub.head)
-                )
+                self._notices.append(Lagging(after_seq=self.cursor, head_seq=self.hub.head))
             self._wake.set()
         else:
             self._buffer.append(event)
@@ -338,9 +336,7 @@ class StreamHub:
             raise not_found("session", session_id=session_id)
         if isinstance(since, int):
             if since > info["last_seq"]:
-                raise invalid(
-                    "since", f"is beyond the last seq of this log ({info['last_seq']})", value=since
-                )
+                raise invalid("since", f"is beyond the last seq of this log ({info['last_seq']})", value=since)
             sub.cursor = since
         elif since is not None:
             sub.cursor = info["time_seq"]
@@ -373,10 +369,7 @@ class StreamHub:
 
     async def read_after(self, cursor: int, flt: StreamFilter, limit: int) -> list[Event]:
         where, params = flt.sql()
-        sql = (
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? AND {where}"
-            " ORDER BY seq LIMIT ?"
-        )
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? AND {where} ORDER BY seq LIMIT ?"
         args = (cursor, *params, limit)
         rows = await self.bus.store.read(lambda c: c.execute(sql, args).fetchall())
         return [row_to_event(r) for r in rows]
@@ -390,8 +383,9 @@ class StreamHub:
             data = encode(event)
             self._encoded[key] = data
             self._encoded_bytes += len(data)
-            while self._encoded and (len(self._encoded) > ENCODED_CACHE_SIZE
-                                     or self._encoded_bytes > ENCODED_CACHE_BYTES):
+            while self._encoded and (
+                len(self._encoded) > ENCODED_CACHE_SIZE or self._encoded_bytes > ENCODED_CACHE_BYTES
+            ):
                 self._encoded_bytes -= len(self._encoded.popitem(last=False)[1])
         return data
 
@@ -539,20 +533,15 @@ def _last_seq(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
-def _start_info(
-    conn: sqlite3.Connection, session_id: str | None, since: int | _dt.datetime | None
-) -> dict[str, Any]:
+def _start_info(conn: sqlite3.Connection, session_id: str | None, since: int | _dt.datetime | None) -> dict[str, Any]:
     info: dict[str, Any] = {"status": None, "ended": None, "time_seq": 0}
     info["last_seq"] = _last_seq(conn)
     if session_id is not None:
-        row = conn.execute(
-            "SELECT status FROM sessions WHERE session_id = ?", (session_id,)
-        ).fetchone()
+        row = conn.execute("SELECT status FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
         info["status"] = row[0] if row else None
         if row is not None and row[0] != "active":
             ended = conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? AND event_type = ?"
-                " ORDER BY seq DESC LIMIT 1",
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? AND event_type = ? ORDER BY seq DESC LIMIT 1",
                 (session_id, SESSION_ENDED),
             ).fetchone()
             info["ended"] = row_to_event(ended) if ended else None

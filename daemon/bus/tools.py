@@ -25,33 +25,42 @@ from llmgine_daemon.sandbox.calls import CallContext, CallOutcome
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
 
-TOOL_COLUMNS = (
-    "session_id, name, description, parameters, timeout, is_async, created_at, function_code"
-)
+TOOL_COLUMNS = "session_id, name, description, parameters, timeout, is_async, created_at, function_code"
 
 
 def row_to_tool(row: tuple[Any, ...], with_code: bool = False) -> Tool:
     return Tool(
-        session_id=row[0], name=row[1], description=row[2], parameters=loads(row[3]),
-        timeout=row[4], is_async=bool(row[5]), created_at=row[6],
+        session_id=row[0],
+        name=row[1],
+        description=row[2],
+        parameters=loads(row[3]),
+        timeout=row[4],
+        is_async=bool(row[5]),
+        created_at=row[6],
         function_code=row[7] if with_code else None,
     )
 
 
 def check_name(name: str) -> None:
     if not TOOL_NAME_RE.match(name) or keyword.iskeyword(name):
-        raise BusError(ErrorCode.VALIDATION_ERROR, f"invalid tool name {name[:80]!r}",
-                       {"field": "name", "issue": "must be a Python identifier of at most 64 "
-                        "characters"})
+        raise BusError(
+            ErrorCode.VALIDATION_ERROR,
+            f"invalid tool name {name[:80]!r}",
+            {"field": "name", "issue": "must be a Python identifier of at most 64 characters"},
+        )
 
 
 def check_code(code: str, field: str) -> None:
     if not code.strip():
-        raise BusError(ErrorCode.VALIDATION_ERROR, f"{field} is empty",
-                       {"field": field, "issue": "must contain Python source"})
+        raise BusError(
+            ErrorCode.VALIDATION_ERROR, f"{field} is empty", {"field": field, "issue": "must contain Python source"}
+        )
     if len(code) > MAX_CODE:
-        raise BusError(ErrorCode.VALIDATION_ERROR, f"{field} is too long",
-                       {"field": field, "issue": f"at most {MAX_CODE} characters"})
+        raise BusError(
+            ErrorCode.VALIDATION_ERROR,
+            f"{field} is too long",
+            {"field": field, "issue": f"at most {MAX_CODE} characters"},
+        )
 
 
 def check_timeout(timeout: float | None, maximum: float = 3600.0) -> None:
@@ -73,19 +82,29 @@ def code_rejected(outcome: CallOutcome, field: str) -> BusError:
     if code in (CallErrorCode.TIMEOUT, CallErrorCode.WORKER_CRASHED):
         details = {"field": field, "issue": error.get("message", ""), "reason": code}
     else:
-        details = {"field": field, "issue": error.get("message", ""), "reason": code,
-                   **{k: v for k, v in (error.get("details") or {}).items() if k != "traceback"}}
-    return BusError(ErrorCode.VALIDATION_ERROR, f"{field}: {error.get('message', 'rejected')}",
-                    details)
+        details = {
+            "field": field,
+            "issue": error.get("message", ""),
+            "reason": code,
+            **{k: v for k, v in (error.get("details") or {}).items() if k != "traceback"},
+        }
+    return BusError(ErrorCode.VALIDATION_ERROR, f"{field}: {error.get('message', 'rejected')}", details)
 
 
 class Tools:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    async def register(self, session_id: str, name: str | None, function_code: str,
-                       description: str | None, parameters: dict[str, Any] | None,
-                       timeout: float | None, replace: bool = False) -> Tool:
+    async def register(
+        self,
+        session_id: str,
+        name: str | None,
+        function_code: str,
+        description: str | None,
+        parameters: dict[str, Any] | None,
+        timeout: float | None,
+        replace: bool = False,
+    ) -> Tool:
         """Without ``name`` the tool is the last function the code defines (the sandbox finds
         it: the daemon never parses user code)."""
         if name is not None:
@@ -101,8 +120,7 @@ class Tools:
         # Fail fast on a missing/closed session, or one at its maximum, before spending a
         # worker on the code; the write checks again (it is what decides).
         await self.bus.store.read(ready)
-        outcome = await self.bus.sandbox_pool().inspect("tool", function_code, name,
-                                                          share=session_id)
+        outcome = await self.bus.sandbox_pool().inspect("tool", function_code, name, share=session_id)
         if not outcome.ok:
             raise code_rejected(outcome, "function_code")
         info = outcome.result
@@ -113,13 +131,16 @@ class Tools:
             schema = jsonschema.normalise(parameters, info["parameters"])
             jsonschema.check_schema(schema)
         except jsonschema.SchemaError as exc:
-            raise BusError(ErrorCode.VALIDATION_ERROR, str(exc),
-                           {"field": exc.field, "issue": exc.issue}) from None
+            raise BusError(ErrorCode.VALIDATION_ERROR, str(exc), {"field": exc.field, "issue": exc.issue}) from None
         tool = Tool(
-            name=name, session_id=session_id,
+            name=name,
+            session_id=session_id,
             description=description if description is not None else info["description"],
-            parameters=schema, is_async=bool(info["is_async"]), timeout=timeout,
-            created_at=now_iso(), function_code=function_code,
+            parameters=schema,
+            is_async=bool(info["is_async"]),
+            timeout=timeout,
+            created_at=now_iso(),
+            function_code=function_code,
         )
 
         def write(conn: sqlite3.Connection) -> None:
@@ -128,15 +149,25 @@ class Tools:
                 "SELECT 1 FROM tools WHERE session_id = ? AND name = ?", (session_id, name)
             ).fetchone()
             if exists and not replace:
-                raise BusError(ErrorCode.CONFLICT,
-                               f"tool {name!r} already exists in this session (use ?replace=true)",
-                               {"session_id": session_id, "tool_name": name})
+                raise BusError(
+                    ErrorCode.CONFLICT,
+                    f"tool {name!r} already exists in this session (use ?replace=true)",
+                    {"session_id": session_id, "tool_name": name},
+                )
             if not exists:
                 capacity.check_tools(conn, session_id, None)
             conn.execute(
                 f"INSERT OR REPLACE INTO tools ({TOOL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (session_id, name, tool.description, dumps(schema), timeout, int(tool.is_async),
-                 tool.created_at, function_code),
+                (
+                    session_id,
+                    name,
+                    tool.description,
+                    dumps(schema),
+                    timeout,
+                    int(tool.is_async),
+                    tool.created_at,
+                    function_code,
+                ),
             )
 
         await self.bus.store.write(write)
@@ -169,30 +200,41 @@ class Tools:
     async def delete(self, session_id: str, name: str) -> None:
         def write(conn: sqlite3.Connection) -> None:
             fetch_session(conn, session_id)
-            deleted = conn.execute(
-                "DELETE FROM tools WHERE session_id = ? AND name = ?", (session_id, name)
-            ).rowcount
+            deleted = conn.execute("DELETE FROM tools WHERE session_id = ? AND name = ?", (session_id, name)).rowcount
             if not deleted:
                 raise not_found("tool", tool_name=name, session_id=session_id)
 
         await self.bus.store.write(write)
 
-    async def execute(self, session_id: str, name: str, arguments: dict[str, Any], *,
-                      timeout: float | None = None, depth: int = 0,
-                      source: str = "api") -> ToolResult:
+    async def execute(
+        self,
+        session_id: str,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        depth: int = 0,
+        source: str = "api",
+    ) -> ToolResult:
         check_timeout(timeout, self.bus.max_timeout)
         tool = await self.get(session_id, name)
         try:
             jsonschema.validate(arguments, tool.parameters, "arguments")
         except jsonschema.SchemaError as exc:
-            raise BusError(ErrorCode.VALIDATION_ERROR, f"invalid arguments: {exc}",
-                           {"field": exc.field, "issue": exc.issue}) from None
+            raise BusError(
+                ErrorCode.VALIDATION_ERROR, f"invalid arguments: {exc}", {"field": exc.field, "issue": exc.issue}
+            ) from None
         context = CallContext(session_id=session_id, kind="tool", name=name, depth=depth)
         assert tool.function_code is not None
-        with tracing.span("tool.call", session_id=session_id, tool=name, call_id=context.call_id,
-                          source=source, depth=depth) as span:
+        with tracing.span(
+            "tool.call", session_id=session_id, tool=name, call_id=context.call_id, source=source, depth=depth
+        ) as span:
             outcome = await self.bus.sandbox_pool().run(
-                "tool", tool.function_code, name, arguments, context=context,
+                "tool",
+                tool.function_code,
+                name,
+                arguments,
+                context=context,
                 deadline=timeout or tool.timeout,
             )
             if not outcome.ok:
@@ -201,17 +243,24 @@ class Tools:
                 if error.get("code") == CallErrorCode.SANDBOX_UNAVAILABLE:
                     raise BusError(ErrorCode.SANDBOX_UNAVAILABLE, str(error.get("message")))
         result = ToolResult(
-            call_id=context.call_id, tool_name=name, arguments=arguments,
-            result=outcome.result if outcome.ok else None, error=outcome.error,
-            duration_ms=outcome.duration_ms, output=outcome.output,
+            call_id=context.call_id,
+            tool_name=name,
+            arguments=arguments,
+            result=outcome.result if outcome.ok else None,
+            error=outcome.error,
+            duration_ms=outcome.duration_ms,
+            output=outcome.output,
             output_truncated=outcome.output_truncated,
         )
 
         def write(conn: sqlite3.Connection) -> Any:
             fetch_session(conn, session_id)
             data = {
-                "call_id": result.call_id, "tool_name": name, "arguments": arguments,
-                "result": result.result, "error": result.error,
+                "call_id": result.call_id,
+                "tool_name": name,
+                "arguments": arguments,
+                "result": result.result,
+                "error": result.error,
                 "duration_ms": result.duration_ms,
             }
             return insert_event(conn, session_id, "ToolExecuted", data, source=source)

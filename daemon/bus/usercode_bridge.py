@@ -33,8 +33,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmgine.usercode")
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "warn": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 
 
 class UserCodeFailed(Exception):
@@ -61,13 +67,17 @@ class SandboxBridge:
         if ctx.session_id is None:
             raise BusError(ErrorCode.VALIDATION_ERROR, f"bus.{op} needs a session")
         if op == "publish":
-            event = await self.publish(ctx.session_id, _str(args, "event_type"),
-                                       _dict(args, "data"), _dict(args, "metadata"), depth)
+            event = await self.publish(
+                ctx.session_id, _str(args, "event_type"), _dict(args, "data"), _dict(args, "metadata"), depth
+            )
             return {f: getattr(event, f) for f in event.__struct_fields__}
         if op == "call_tool":
             result = await self.bus.tools.execute(
-                ctx.session_id, _str(args, "name"), _dict(args, "arguments"),
-                depth=depth, source="handler",
+                ctx.session_id,
+                _str(args, "name"),
+                _dict(args, "arguments"),
+                depth=depth,
+                source="handler",
             )
             if result.error is not None:
                 raise UserCodeFailed(f"tool {result.tool_name!r} failed: {result.error['message']}")
@@ -75,25 +85,28 @@ class SandboxBridge:
         if op == "execute":
             command_type = _str(args, "command_type")
             record = await self.bus.user_handlers.execute_nested(
-                ctx, command_type, _dict(args, "parameters"), _dict(args, "metadata"), depth,
+                ctx,
+                command_type,
+                _dict(args, "parameters"),
+                _dict(args, "metadata"),
+                depth,
             )
             if record.status != "completed":
                 error = record.error
                 why = f": {error.code}: {error.message}" if error is not None else ""
-                raise UserCodeFailed(
-                    f"command {command_type!r} ({record.command_id}) {record.status}{why}"[:4000])
+                raise UserCodeFailed(f"command {command_type!r} ({record.command_id}) {record.status}{why}"[:4000])
             return record.result
         raise BusError(ErrorCode.VALIDATION_ERROR, f"unknown bus operation {op!r}")
 
-    async def publish(self, session_id: str, event_type: str, data: dict[str, Any],
-                      metadata: dict[str, Any], depth: int) -> Event:
+    async def publish(
+        self, session_id: str, event_type: str, data: dict[str, Any], metadata: dict[str, Any], depth: int
+    ) -> Event:
         if not event_type or len(event_type) > 128:
             raise BusError(ErrorCode.VALIDATION_ERROR, "event_type must be 1 to 128 characters")
 
         def write(conn: sqlite3.Connection) -> Event:
             require_active(conn, session_id)
-            return insert_event(conn, session_id, event_type, data, metadata=metadata,
-                                source="handler")
+            return insert_event(conn, session_id, event_type, data, metadata=metadata, source="handler")
 
         event = await self.bus.store.write(write)
         # Handlers of this event run one level deeper than its publisher.
@@ -108,8 +121,12 @@ class SandboxBridge:
         # One record is one line: user code cannot forge lines of the daemon's log.
         message = message.replace("\r", "\\r").replace("\n", "\\n")
         with bind(session_id=ctx.session_id):
-            logs.emit("warning" if level.lower() == "warn" else level, message, metadata,
-                      source="tool" if ctx.kind == "tool" else "handler")
+            logs.emit(
+                "warning" if level.lower() == "warn" else level,
+                message,
+                metadata,
+                source="tool" if ctx.kind == "tool" else "handler",
+            )
 
 
 def _str(args: dict[str, Any], name: str) -> str:

@@ -68,10 +68,16 @@ class HandlerRow:
 
     def public(self, with_code: bool = False) -> Handler:
         return Handler(
-            handler_id=self.handler_id, kind=self.kind, type=self.type,
-            scope="session" if self.session_id else "global", session_id=self.session_id,
-            function=self.function, priority=self.priority, timeout=self.timeout,
-            created_at=self.created_at, handler_function=self.code if with_code else None,
+            handler_id=self.handler_id,
+            kind=self.kind,
+            type=self.type,
+            scope="session" if self.session_id else "global",
+            session_id=self.session_id,
+            function=self.function,
+            priority=self.priority,
+            timeout=self.timeout,
+            created_at=self.created_at,
+            handler_function=self.code if with_code else None,
         )
 
 
@@ -91,9 +97,7 @@ class UserHandlers:
 
     async def start(self) -> None:
         def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            return conn.execute(
-                f"SELECT {HANDLER_COLUMNS} FROM handlers ORDER BY created_at, rowid"
-            ).fetchall()
+            return conn.execute(f"SELECT {HANDLER_COLUMNS} FROM handlers ORDER BY created_at, rowid").fetchall()
 
         for row in await self.bus.store.read(read):
             self._activate(HandlerRow(*row))
@@ -118,7 +122,9 @@ class UserHandlers:
             registry = getattr(self.bus, "handlers", None)
             if registry is not None:
                 self._registrations[row.handler_id] = registry.register(
-                    row.type, self._command_callable(row), session_id=row.session_id,
+                    row.type,
+                    self._command_callable(row),
+                    session_id=row.session_id,
                     owner=f"handler:{row.handler_id}",
                 )
 
@@ -130,15 +136,24 @@ class UserHandlers:
 
     # -- registration ----------------------------------------------------------------------
 
-    async def register(self, session_id: str | None, kind: str, type_: str, code: str,
-                       priority: int = 100, timeout: float | None = None) -> Handler:
+    async def register(
+        self,
+        session_id: str | None,
+        kind: str,
+        type_: str,
+        code: str,
+        priority: int = 100,
+        timeout: float | None = None,
+    ) -> Handler:
         field = "command_type" if kind == "command" else "event_type"
         if not valid_handler_type(type_):
-            raise BusError(ErrorCode.VALIDATION_ERROR, f"invalid {field}",
-                           {"field": field, "issue": TYPE_RULE})
+            raise BusError(ErrorCode.VALIDATION_ERROR, f"invalid {field}", {"field": field, "issue": TYPE_RULE})
         if kind == "command" and "*" in type_:
-            raise BusError(ErrorCode.VALIDATION_ERROR, "command handlers need an exact type",
-                           {"field": field, "issue": "wildcards are for event handlers"})
+            raise BusError(
+                ErrorCode.VALIDATION_ERROR,
+                "command handlers need an exact type",
+                {"field": field, "issue": "wildcards are for event handlers"},
+            )
         check_code(code, "handler_function")
         check_timeout(timeout, self.bus.max_timeout)
         if session_id is not None:
@@ -155,23 +170,23 @@ class UserHandlers:
                 f"handler_function: {info['function']}() must take the {kind} as its argument",
                 {"field": "handler_function", "issue": "needs one positional parameter"},
             )
-        row = HandlerRow(str(uuid.uuid4()), session_id, kind, type_, info["function"],
-                         priority, timeout, now_iso(), code)
+        row = HandlerRow(
+            str(uuid.uuid4()), session_id, kind, type_, info["function"], priority, timeout, now_iso(), code
+        )
 
         def write(conn: sqlite3.Connection) -> None:
             if session_id is not None:
                 require_active(conn, session_id)
             if kind == "command":
                 taken = conn.execute(
-                    "SELECT 1 FROM handlers WHERE kind = 'command' AND type = ? AND "
-                    "session_id IS ?", (type_, session_id),
+                    "SELECT 1 FROM handlers WHERE kind = 'command' AND type = ? AND session_id IS ?",
+                    (type_, session_id),
                 ).fetchone()
                 if taken:
                     raise self._conflict(session_id, type_)
             conn.execute(
                 f"INSERT INTO handlers ({HANDLER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (row.handler_id, session_id, kind, type_, row.function, priority, timeout,
-                 row.created_at, code),
+                (row.handler_id, session_id, kind, type_, row.function, priority, timeout, row.created_at, code),
             )
 
         if kind == "command":
@@ -184,23 +199,23 @@ class UserHandlers:
         registry = getattr(self.bus, "handlers", None)
         if registry is not None:
             registry.check_free(type_, session_id)
-        elif any(r.kind == "command" and r.type == type_ and r.session_id == session_id
-                 for r in self._rows.values()):
+        elif any(r.kind == "command" and r.type == type_ and r.session_id == session_id for r in self._rows.values()):
             raise self._conflict(session_id, type_)
 
     @staticmethod
     def _conflict(session_id: str | None, type_: str) -> BusError:
         scope = f"session {session_id!r}" if session_id else "the global scope"
-        return BusError(ErrorCode.CONFLICT,
-                        f"a handler for {type_!r} is already registered in {scope}",
-                        {"command_type": type_, "session_id": session_id})
+        return BusError(
+            ErrorCode.CONFLICT,
+            f"a handler for {type_!r} is already registered in {scope}",
+            {"command_type": type_, "session_id": session_id},
+        )
 
     async def list(self, session_id: str | None, kind: str | None = None) -> list[Handler]:
         """A session's handlers (session_id) or the global ones (None)."""
         if session_id is not None:
             await self.bus.store.read(lambda c: fetch_session(c, session_id))
-        rows = [r for r in self._rows.values() if r.session_id == session_id
-                and (kind is None or r.kind == kind)]
+        rows = [r for r in self._rows.values() if r.session_id == session_id and (kind is None or r.kind == kind)]
         rows.sort(key=lambda r: (r.kind, r.type, r.priority, r.created_at))
         return [r.public() for r in rows]
 
@@ -214,8 +229,7 @@ class UserHandlers:
         """Remove the scope's handlers of that kind and type; 404 when there are none."""
         if session_id is not None:
             await self.bus.store.read(lambda c: fetch_session(c, session_id))
-        rows = [r for r in self._rows.values()
-                if r.session_id == session_id and r.kind == kind and r.type == type_]
+        rows = [r for r in self._rows.values() if r.session_id == session_id and r.kind == kind and r.type == type_]
         if not rows:
             raise handler_not_found(kind, type_, session_id)
         ids = [r.handler_id for r in rows]
@@ -237,27 +251,39 @@ class UserHandlers:
             timeout = getattr(command, "timeout", None)
             # The bus cancels us at the command's timeout; the sandbox deadline is a backstop.
             deadline = row.timeout or (timeout + 1 if timeout else None)
-            with tracing.span("handler.run", handler_id=row.handler_id, function=row.function,
-                              command_type=row.type, scope="session" if row.session_id else "global",
-                              depth=depth) as span:
+            with tracing.span(
+                "handler.run",
+                handler_id=row.handler_id,
+                function=row.function,
+                command_type=row.type,
+                scope="session" if row.session_id else "global",
+                depth=depth,
+            ) as span:
                 outcome = await self.bus.sandbox_pool().run(
-                    "command", row.code, row.function, record, deadline=deadline,
-                    context=CallContext(command.session_id, "command", row.type, depth,
-                                        extra={"handler_id": row.handler_id,
-                                               "command_id": command.command_id}),
+                    "command",
+                    row.code,
+                    row.function,
+                    record,
+                    deadline=deadline,
+                    context=CallContext(
+                        command.session_id,
+                        "command",
+                        row.type,
+                        depth,
+                        extra={"handler_id": row.handler_id, "command_id": command.command_id},
+                    ),
                 )
                 if not outcome.ok:
                     error = outcome.error or {}
                     span.fail(f"{error.get('code')}: {error.get('message')}")
-                    raise HandlerFailed(error, output=outcome.output, handler_id=row.handler_id,
-                                        function=row.function)
+                    raise HandlerFailed(error, output=outcome.output, handler_id=row.handler_id, function=row.function)
             return outcome.result
 
         return handle
 
-    async def execute_nested(self, ctx: CallContext, command_type: str,
-                             parameters: dict[str, Any], metadata: dict[str, Any],
-                             depth: int) -> Command:
+    async def execute_nested(
+        self, ctx: CallContext, command_type: str, parameters: dict[str, Any], metadata: dict[str, Any], depth: int
+    ) -> Command:
         """``bus.execute`` from user code: a command in the caller's session, one level deeper.
         Inside a running command of that session (a command handler, or a tool it called),
         it runs at once instead of queueing behind the command that waits for it."""
@@ -270,7 +296,11 @@ class UserHandlers:
         if parent is not None:
             meta.setdefault("parent_command_id", parent.command.command_id)
         return await self.bus.commands.execute_nested(
-            ctx.session_id, command_type, parameters, meta, parent=parent,
+            ctx.session_id,
+            command_type,
+            parameters,
+            meta,
+            parent=parent,
         )
 
     # -- event handlers --------------------------------------------------------------------
@@ -280,8 +310,10 @@ class UserHandlers:
 
     def _matching(self, event: Event) -> builtins.list[HandlerRow]:
         rows = [
-            r for r in self._rows.values()
-            if r.kind == "event" and (r.type == event.event_type or r.type == "*")
+            r
+            for r in self._rows.values()
+            if r.kind == "event"
+            and (r.type == event.event_type or r.type == "*")
             and (r.session_id is None or r.session_id == event.session_id)
         ]
         rows.sort(key=lambda r: (r.priority, r.created_at))
@@ -294,8 +326,7 @@ class UserHandlers:
         if not self._matching(event):
             return
         if depth > self.bus.sandbox_pool().limits.max_depth:
-            log.warning("not running handlers of %s %s: nesting depth limit reached",
-                        event.event_type, event.event_id)
+            log.warning("not running handlers of %s %s: nesting depth limit reached", event.event_type, event.event_id)
             return
         self._depths[event.event_id] = depth
         key = event.session_id
@@ -303,8 +334,7 @@ class UserHandlers:
         if key not in self._tasks:
             # A fresh context: the dispatcher outlives whichever command or request published
             # first, and must not run (or trace, or bus.execute) as part of it.
-            self._tasks[key] = asyncio.get_running_loop().create_task(
-                self._drain(key), context=contextvars.Context())
+            self._tasks[key] = asyncio.get_running_loop().create_task(self._drain(key), context=contextvars.Context())
 
     async def _drain(self, key: str | None) -> None:
         queue = self._queues[key]
@@ -320,37 +350,59 @@ class UserHandlers:
             if not queue:
                 self._queues.pop(key, None)
 
-    async def _run_event_handler(self, row: HandlerRow, event: Event, depth: int,
-                                 traceparent: str | None = None) -> None:
+    async def _run_event_handler(
+        self, row: HandlerRow, event: Event, depth: int, traceparent: str | None = None
+    ) -> None:
         record = {f: getattr(event, f) for f in event.__struct_fields__}
-        ctx = CallContext(event.session_id, "event", event.event_type, depth,
-                          extra={"handler_id": row.handler_id, "event_id": event.event_id})
-        with tracing.span("event_handler.run", parent=tracing.parse_traceparent(traceparent),
-                          session_id=event.session_id, event_type=event.event_type,
-                          event_id=event.event_id, handler_id=row.handler_id,
-                          function=row.function, depth=depth) as span:
+        ctx = CallContext(
+            event.session_id,
+            "event",
+            event.event_type,
+            depth,
+            extra={"handler_id": row.handler_id, "event_id": event.event_id},
+        )
+        with tracing.span(
+            "event_handler.run",
+            parent=tracing.parse_traceparent(traceparent),
+            session_id=event.session_id,
+            event_type=event.event_type,
+            event_id=event.event_id,
+            handler_id=row.handler_id,
+            function=row.function,
+            depth=depth,
+        ) as span:
             try:
                 outcome = await self.bus.sandbox_pool().run(
-                    "event", row.code, row.function, record, context=ctx, deadline=row.timeout,
+                    "event",
+                    row.code,
+                    row.function,
+                    record,
+                    context=ctx,
+                    deadline=row.timeout,
                 )
             except BusError as exc:
                 outcome_error: dict[str, Any] | None = {"code": exc.code, "message": exc.message}
             else:
                 outcome_error = None if outcome.ok else outcome.error
-            metrics.inc("event_handler_runs_total", type=event.event_type,
-                        outcome="ok" if outcome_error is None else "error")
+            metrics.inc(
+                "event_handler_runs_total", type=event.event_type, outcome="ok" if outcome_error is None else "error"
+            )
             if outcome_error is not None:
                 span.fail(f"{outcome_error.get('code')}: {outcome_error.get('message')}")
         if outcome_error is None:
             return
-        data = {"handler_id": row.handler_id, "function": row.function,
-                "event_id": event.event_id, "event_type": event.event_type,
-                "scope": "session" if row.session_id else "global", "error": outcome_error}
+        data = {
+            "handler_id": row.handler_id,
+            "function": row.function,
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "scope": "session" if row.session_id else "global",
+            "error": outcome_error,
+        }
 
         def write(conn: sqlite3.Connection) -> Event | None:
             if event.session_id is not None:
-                found = conn.execute("SELECT status FROM sessions WHERE session_id = ?",
-                                     (event.session_id,)).fetchone()
+                found = conn.execute("SELECT status FROM sessions WHERE session_id = ?", (event.session_id,)).fetchone()
                 if found is None:
                     return None
             return insert_event(conn, event.session_id, "EventHandlerFailed", data, source="bus")

@@ -27,13 +27,16 @@ class DummyEngine(EngineBase):
     description = "Echoes the prompt deterministically; simulates latency and failure."
     eager = True  # nothing outside the daemon: a command may start before it is stored
     config_fields = (
-        ConfigField("delay_ms", "integer", 0, "simulated latency per command, in milliseconds",
-                    minimum=0, maximum=3_600_000),
+        ConfigField(
+            "delay_ms", "integer", 0, "simulated latency per command, in milliseconds", minimum=0, maximum=3_600_000
+        ),
         ConfigField("fail", "boolean", False, "make every command fail (COMMAND_EXECUTION_FAILED)"),
-        ConfigField("temperature", "number", 0.7, "accepted for compatibility; echoed in the result",
-                    minimum=0, maximum=2),
-        ConfigField("max_tokens", "integer", 1000, "truncates the response to this many words",
-                    minimum=1, maximum=1_000_000),
+        ConfigField(
+            "temperature", "number", 0.7, "accepted for compatibility; echoed in the result", minimum=0, maximum=2
+        ),
+        ConfigField(
+            "max_tokens", "integer", 1000, "truncates the response to this many words", minimum=1, maximum=1_000_000
+        ),
     )
 
     async def handle(self, command: Command) -> Any:

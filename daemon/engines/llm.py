@@ -77,25 +77,38 @@ class PositiveNumber(ConfigField):
 
 
 CALL_FIELDS: tuple[ConfigField, ...] = (
-    ConfigField("temperature", "number", None, "sampling temperature (provider default when unset)",
-                minimum=0, maximum=2),
-    ConfigField("max_tokens", "integer", None, "most tokens in one answer (Anthropic: 1024 when unset)",
-                minimum=1, maximum=1_000_000),
+    ConfigField(
+        "temperature", "number", None, "sampling temperature (provider default when unset)", minimum=0, maximum=2
+    ),
+    ConfigField(
+        "max_tokens",
+        "integer",
+        None,
+        "most tokens in one answer (Anthropic: 1024 when unset)",
+        minimum=1,
+        maximum=1_000_000,
+    ),
     ConfigField("top_p", "number", None, "nucleus sampling", minimum=0, maximum=1),
     StopField("stop", "string", None, "stop sequence: a string or a list of up to 4"),
     ConfigField("system_prompt", "string", None, "system prompt sent before the conversation"),
-    PositiveNumber("timeout", "number", None,
-                   "seconds to wait for the model to start answering and between streamed chunks "
-                   "(default: providers.<name>.timeout)", maximum=3600),
+    PositiveNumber(
+        "timeout",
+        "number",
+        None,
+        "seconds to wait for the model to start answering and between streamed chunks "
+        "(default: providers.<name>.timeout)",
+        maximum=3600,
+    ),
 )
 MEMORY_FIELDS: tuple[ConfigField, ...] = (
-    ConfigField("memory_max_messages", "integer", 100, "messages kept in the conversation",
-                minimum=2, maximum=100_000),
-    ConfigField("memory_max_chars", "integer", 200_000, "characters kept in the conversation",
-                minimum=100, maximum=100_000_000),
+    ConfigField("memory_max_messages", "integer", 100, "messages kept in the conversation", minimum=2, maximum=100_000),
+    ConfigField(
+        "memory_max_chars", "integer", 200_000, "characters kept in the conversation", minimum=100, maximum=100_000_000
+    ),
 )
-TOOL_ROUNDS = ConfigField("max_tool_rounds", "integer", 8, "model -> tools -> model rounds per prompt",
-                          minimum=1, maximum=100)
+TOOL_ROUNDS = ConfigField(
+    "max_tool_rounds", "integer", 8, "model -> tools -> model rounds per prompt", minimum=1, maximum=100
+)
 
 
 @dataclass(frozen=True)
@@ -124,7 +137,7 @@ def complete_rounds(turn: list[Message]) -> list[Message]:
     for i in range(len(turn) - 1, -1, -1):
         msg = turn[i]
         if msg["role"] == "assistant" and msg.get("tool_calls"):
-            answered = {m.get("tool_call_id") for m in turn[i + 1:] if m["role"] == "tool"}
+            answered = {m.get("tool_call_id") for m in turn[i + 1 :] if m["role"] == "tool"}
             if not {c["id"] for c in msg["tool_calls"]} <= answered:
                 return turn[:i]
             break
@@ -181,8 +194,11 @@ class LLMEngine(EngineBase):
                 continue
             fld = fields.get(name)
             if fld is None:
-                raise invalid(f"parameters.{name}", f"unknown parameter for {self.engine_type}",
-                              available=sorted(["prompt", *fields]))
+                raise invalid(
+                    f"parameters.{name}",
+                    f"unknown parameter for {self.engine_type}",
+                    available=sorted(["prompt", *fields]),
+                )
             issue = fld.check(value)
             if issue is not None:
                 raise invalid(f"parameters.{name}", issue)
@@ -196,9 +212,13 @@ class LLMEngine(EngineBase):
 
         stop = get("stop")
         return Options(
-            temperature=get("temperature"), max_tokens=get("max_tokens"), top_p=get("top_p"),
-            stop=[stop] if isinstance(stop, str) else stop, system_prompt=get("system_prompt"),
-            timeout=get("timeout"), max_tool_rounds=get("max_tool_rounds") if self.offers_tools else 0,
+            temperature=get("temperature"),
+            max_tokens=get("max_tokens"),
+            top_p=get("top_p"),
+            stop=[stop] if isinstance(stop, str) else stop,
+            system_prompt=get("system_prompt"),
+            timeout=get("timeout"),
+            max_tool_rounds=get("max_tool_rounds") if self.offers_tools else 0,
         )
 
     def bounds(self) -> Bounds:
@@ -214,11 +234,17 @@ class LLMEngine(EngineBase):
         return [ToolSpec(t.name, t.description, t.parameters) for t in tools]
 
     async def run_tool(self, ctx: Execution, call: ToolCall, base: dict[str, Any]) -> Message:
-        ctx.emit("EngineToolCall", {**base, "call_id": call.id, "tool_name": call.name, "arguments": call.arguments},
-                 source="engine")
+        ctx.emit(
+            "EngineToolCall",
+            {**base, "call_id": call.id, "tool_name": call.name, "arguments": call.arguments},
+            source="engine",
+        )
         if call.invalid_arguments is not None:
-            return tool_message(call, json.dumps({"error": "the arguments were not a JSON object",
-                                                  "received": call.invalid_arguments[:500]}), True)
+            return tool_message(
+                call,
+                json.dumps({"error": "the arguments were not a JSON object", "received": call.invalid_arguments[:500]}),
+                True,
+            )
         try:
             result = await self.context.tools.execute(
                 self.record.session_id, call.name, call.arguments, source="engine"
@@ -259,19 +285,30 @@ class LLMEngine(EngineBase):
 
         def summary(text: str, finish_reason: str) -> dict[str, Any]:
             return {
-                **base, "response": text, "text": text, "finish_reason": finish_reason,
+                **base,
+                "response": text,
+                "text": text,
+                "finish_reason": finish_reason,
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
                 "latency_ms": round((time.monotonic() - t0) * 1000, 3),
-                "first_delta_ms": first_delta_ms, "model": f"{provider.name}/{model}",
-                "tool_rounds": rounds, "tool_calls": calls_made,
+                "first_delta_ms": first_delta_ms,
+                "model": f"{provider.name}/{model}",
+                "tool_rounds": rounds,
+                "tool_calls": calls_made,
             }
 
         try:
             while True:
                 status("calling_llm", round=rounds)
                 request = ChatRequest(
-                    model, system + history + turn, tools, opts.temperature, opts.max_tokens, opts.top_p,
-                    opts.stop, opts.timeout,
+                    model,
+                    system + history + turn,
+                    tools,
+                    opts.temperature,
+                    opts.max_tokens,
+                    opts.top_p,
+                    opts.stop,
+                    opts.timeout,
                 )
                 parts = []
                 completion: Completion | None = None
@@ -285,12 +322,16 @@ class LLMEngine(EngineBase):
                         elif isinstance(item, Completion):
                             completion = item
                     assert completion is not None  # Provider.stream always ends with one
-                    span.set(finish_reason=completion.finish_reason,
-                             prompt_tokens=completion.usage.prompt_tokens,
-                             completion_tokens=completion.usage.completion_tokens,
-                             tool_calls=len(completion.tool_calls))
-                    for kind, count in (("prompt", completion.usage.prompt_tokens),
-                                        ("completion", completion.usage.completion_tokens)):
+                    span.set(
+                        finish_reason=completion.finish_reason,
+                        prompt_tokens=completion.usage.prompt_tokens,
+                        completion_tokens=completion.usage.completion_tokens,
+                        tool_calls=len(completion.tool_calls),
+                    )
+                    for kind, count in (
+                        ("prompt", completion.usage.prompt_tokens),
+                        ("completion", completion.usage.completion_tokens),
+                    ):
                         if count:
                             metrics.inc("llm_tokens_total", count, provider=provider.name, model=model, kind=kind)
                 prompt_tokens += completion.usage.prompt_tokens
@@ -305,14 +346,25 @@ class LLMEngine(EngineBase):
                     turn.append({"role": "assistant", "content": completion.text})
                     finish = "max_tool_rounds"
                     break
-                turn.append({"role": "assistant", "content": completion.text,
-                             "tool_calls": [c.as_message_part() for c in completion.tool_calls]})
+                turn.append(
+                    {
+                        "role": "assistant",
+                        "content": completion.text,
+                        "tool_calls": [c.as_message_part() for c in completion.tool_calls],
+                    }
+                )
                 status("executing_tools", tools=[c.name for c in completion.tool_calls])
                 for call in completion.tool_calls:
                     msg = await self.run_tool(ctx, call, base)
                     turn.append(msg)
-                    calls_made.append({"call_id": call.id, "tool_name": call.name, "arguments": call.arguments,
-                                       "is_error": bool(msg.get("is_error"))})
+                    calls_made.append(
+                        {
+                            "call_id": call.id,
+                            "tool_name": call.name,
+                            "arguments": call.arguments,
+                            "is_error": bool(msg.get("is_error")),
+                        }
+                    )
                 rounds += 1
         except asyncio.CancelledError:
             # Cancelled or timed out: keep what arrived, then let the runner record why.
@@ -321,8 +373,9 @@ class LLMEngine(EngineBase):
             if text:
                 kept = [*kept, {"role": "assistant", "content": text}]
             try:
-                await self.context.memory.append(engine_id, kept, self.bounds(), command_id=command.command_id,
-                                                 partial_last=bool(text))
+                await self.context.memory.append(
+                    engine_id, kept, self.bounds(), command_id=command.command_id, partial_last=bool(text)
+                )
             finally:
                 ctx.emit("EngineResponse", summary(text, "cancelled"), source="engine")
                 status("cancelled")
@@ -346,8 +399,10 @@ class SinglePassEngine(LLMEngine):
 class ToolChatEngine(LLMEngine):
     engine_type = "ToolChatEngine"
     command_type = "ToolChatEngineCommand"
-    description = ("The model calls the session's tools (run in the sandbox) until it answers, "
-                   "at most max_tool_rounds rounds; streamed; keeps the conversation.")
+    description = (
+        "The model calls the session's tools (run in the sandbox) until it answers, "
+        "at most max_tool_rounds rounds; streamed; keeps the conversation."
+    )
     offers_tools = True
     config_fields = CALL_FIELDS + (TOOL_ROUNDS,) + MEMORY_FIELDS
 

@@ -69,9 +69,16 @@ def row_to_message(row: tuple[Any, ...]) -> Message:
 
 def row_to_wire(row: tuple[Any, ...]) -> EngineMessage:
     return EngineMessage(
-        message_id=row[0], role=row[1], content=row[2], tool_calls=loads(row[3]) if row[3] else None,
-        tool_call_id=row[4], name=row[5], partial=bool(row[6]), is_error=bool(row[7]),
-        command_id=row[8], created_at=row[9],
+        message_id=row[0],
+        role=row[1],
+        content=row[2],
+        tool_calls=loads(row[3]) if row[3] else None,
+        tool_call_id=row[4],
+        name=row[5],
+        partial=bool(row[6]),
+        is_error=bool(row[7]),
+        command_id=row[8],
+        created_at=row[9],
     )
 
 
@@ -87,7 +94,12 @@ class Memory:
         return [row_to_message(r) for r in rows]
 
     async def append(
-        self, engine_id: str, messages: list[Message], bounds: Bounds, *, command_id: str | None = None,
+        self,
+        engine_id: str,
+        messages: list[Message],
+        bounds: Bounds,
+        *,
+        command_id: str | None = None,
         partial_last: bool = False,
     ) -> int:
         """Add a turn's messages and trim, in one transaction; returns how many were dropped."""
@@ -98,11 +110,18 @@ class Memory:
                 conn.execute(
                     "INSERT INTO engine_messages (engine_id, role, content, tool_calls, tool_call_id, name,"
                     " partial, is_error, command_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (engine_id, msg["role"], msg.get("content") or "",
-                     dumps(msg["tool_calls"]) if msg.get("tool_calls") else None,
-                     msg.get("tool_call_id"), msg.get("name"),
-                     int(partial_last and i == len(messages) - 1), int(bool(msg.get("is_error"))),
-                     command_id, ts),
+                    (
+                        engine_id,
+                        msg["role"],
+                        msg.get("content") or "",
+                        dumps(msg["tool_calls"]) if msg.get("tool_calls") else None,
+                        msg.get("tool_call_id"),
+                        msg.get("name"),
+                        int(partial_last and i == len(messages) - 1),
+                        int(bool(msg.get("is_error"))),
+                        command_id,
+                        ts,
+                    ),
                 )
             rows = conn.execute(
                 "SELECT message_id, role, length(content) + coalesce(length(tool_calls), 0)"
@@ -120,9 +139,7 @@ class Memory:
 
     async def list(self, engine_id: str, limit: int, offset: int) -> tuple[list[EngineMessage], int]:
         def read(conn: sqlite3.Connection) -> tuple[list[EngineMessage], int]:
-            total = conn.execute(
-                "SELECT COUNT(*) FROM engine_messages WHERE engine_id = ?", (engine_id,)
-            ).fetchone()[0]
+            total = conn.execute("SELECT COUNT(*) FROM engine_messages WHERE engine_id = ?", (engine_id,)).fetchone()[0]
             rows = conn.execute(
                 f"SELECT {COLUMNS} FROM engine_messages WHERE engine_id = ? ORDER BY message_id LIMIT ? OFFSET ?",
                 (engine_id, limit, offset),
@@ -137,8 +154,9 @@ class Memory:
 
         def write(conn: sqlite3.Connection) -> tuple[int, Event]:
             deleted = conn.execute("DELETE FROM engine_messages WHERE engine_id = ?", (engine_id,)).rowcount
-            event = insert_event(conn, session_id, "EngineMemoryReset", {"engine_id": engine_id, "deleted": deleted},
-                                 source="engine")
+            event = insert_event(
+                conn, session_id, "EngineMemoryReset", {"engine_id": engine_id, "deleted": deleted}, source="engine"
+            )
             return deleted, event
 
         deleted, event = await self.store.write(write)

@@ -147,7 +147,11 @@ class Observability:
     # -- storage hook ------------------------------------------------------------------------
 
     def _on_commit(
-        self, contexts: list[contextvars.Context], size: int, start: float, seconds: float,
+        self,
+        contexts: list[contextvars.Context],
+        size: int,
+        start: float,
+        seconds: float,
         error: BaseException | None,
     ) -> None:
         registry = self.registry
@@ -166,6 +170,10 @@ class Observability:
                 continue
             seen.add(parent.span_id)
             self.tracer.record(
-                "store.commit", parent, start, seconds * 1000,
-                error=str(error) if error else None, batch_size=size,
+                "store.commit",
+                parent,
+                start,
+                seconds * 1000,
+                error=str(error) if error else None,
+                batch_size=size,
             )

@@ -94,8 +94,7 @@ def to_record(record: logging.LogRecord) -> LogRecord:
         meta["exception"] = scrub_text(logging.Formatter().formatException(record.exc_info))[-MAX_MESSAGE:]
     return LogRecord(
         id=0,
-        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        + f".{int(record.msecs * 1000):06d}Z",
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs * 1000):06d}Z",
         level=level_name(record.levelno),
         logger=record.name,
         message=scrub_text(message)[:MAX_MESSAGE],
@@ -125,10 +124,15 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         rec = to_record(record)
         extras = [
-            f"{name}={value}" for name, value in (
-                ("session", rec.session_id), ("command", rec.command_id), ("engine", rec.engine_id),
-                ("trace", rec.trace_id), ("request", rec.request_id),
-            ) if value
+            f"{name}={value}"
+            for name, value in (
+                ("session", rec.session_id),
+                ("command", rec.command_id),
+                ("engine", rec.engine_id),
+                ("trace", rec.trace_id),
+                ("request", rec.request_id),
+            )
+            if value
         ]
         line = f"{rec.timestamp} {rec.level.upper():<8} {rec.logger}: {rec.message}"
         if extras:
@@ -185,9 +189,21 @@ def insert_logs(conn: sqlite3.Connection, records: list[LogRecord], max_rows: in
             "INSERT INTO logs (timestamp, level, levelno, logger, message, source, session_id,"
             " command_id, engine_id, request_id, trace_id, span_id, metadata)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (r.timestamp, r.level, LEVELS[r.level], r.logger, r.message, r.source, r.session_id,
-             r.command_id, r.engine_id, r.request_id, r.trace_id, r.span_id,
-             _encoder.encode(r.metadata).decode() if r.metadata else "{}"),
+            (
+                r.timestamp,
+                r.level,
+                LEVELS[r.level],
+                r.logger,
+                r.message,
+                r.source,
+                r.session_id,
+                r.command_id,
+                r.engine_id,
+                r.request_id,
+                r.trace_id,
+                r.span_id,
+                _encoder.encode(r.metadata).decode() if r.metadata else "{}",
+            ),
         )
         assert cur.lastrowid is not None
         ids.append(cur.lastrowid)
@@ -203,9 +219,19 @@ def prune_logs_before(conn: sqlite3.Connection, cutoff_iso: str) -> int:
 
 def row_to_log(row: tuple[Any, ...]) -> LogRecord:
     return LogRecord(
-        id=row[0], timestamp=row[1], level=row[2], logger=row[3], message=row[4], source=row[5],
-        session_id=row[6], command_id=row[7], engine_id=row[8], request_id=row[9],
-        trace_id=row[10], span_id=row[11], metadata=_decoder.decode(row[12]) if row[12] else {},
+        id=row[0],
+        timestamp=row[1],
+        level=row[2],
+        logger=row[3],
+        message=row[4],
+        source=row[5],
+        session_id=row[6],
+        command_id=row[7],
+        engine_id=row[8],
+        request_id=row[9],
+        trace_id=row[10],
+        span_id=row[11],
+        metadata=_decoder.decode(row[12]) if row[12] else {},
     )
 
 
@@ -258,10 +284,17 @@ def query_logs(
 _user_log = logging.getLogger("llmgine.user")
 
 
-def emit(level: str, message: str, metadata: dict[str, Any] | None = None, *, source: str = "handler",
-         logger: logging.Logger | None = None) -> None:
+def emit(
+    level: str,
+    message: str,
+    metadata: dict[str, Any] | None = None,
+    *,
+    source: str = "handler",
+    logger: logging.Logger | None = None,
+) -> None:
     """Log on behalf of user code (``bus.log`` in handlers and tools): it lands in the log
     file and the ``logs`` table with the session/command bound around the call."""
     levelno = LEVELS.get(level.lower(), logging.INFO)
-    (logger or _user_log).log(levelno, "%s", message[:MAX_MESSAGE],
-                              extra={"source": source, "metadata": metadata or {}})
+    (logger or _user_log).log(
+        levelno, "%s", message[:MAX_MESSAGE], extra={"source": source, "metadata": metadata or {}}
+    )

@@ -32,8 +32,24 @@ OTHER = "_other"
 
 # Seconds: from a fast SQLite commit to a slow LLM call.
 LATENCY_BUCKETS: tuple[float, ...] = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
 )
 SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -80,8 +96,11 @@ CATALOG: tuple[MetricDef, ...] = (
     _c("event_handler_runs_total", ("type", "outcome"), "event handler invocations by event type and outcome"),
     # sandbox
     _g("sandbox_workers", ("state",), "sandbox worker processes by state (busy, idle)"),
-    _c("sandbox_calls_total", ("kind", "outcome"), "calls into the sandbox (tool, handler) by outcome "
-       "(ok, error, timeout, crash, unavailable)"),
+    _c(
+        "sandbox_calls_total",
+        ("kind", "outcome"),
+        "calls into the sandbox (tool, handler) by outcome (ok, error, timeout, crash, unavailable)",
+    ),
     _h("sandbox_call_duration_seconds", ("kind",), "sandbox call latency"),
     _c("sandbox_worker_crashes_total", (), "sandbox worker processes that died"),
     # LLM engines
@@ -235,8 +254,9 @@ class Registry:
                 for key, value in self._values[metric.name].items():
                     labels = dict(zip(metric.labels, key, strict=True))
                     if isinstance(value, Histogram):
-                        value = Histogram(value.buckets, list(value.counts), value.count, value.sum,
-                                          value.min, value.max)
+                        value = Histogram(
+                            value.buckets, list(value.counts), value.count, value.sum, value.min, value.max
+                        )
                     rows.append((labels, value))
                 rows.extend(computed.get(metric.name, []))
                 out.append((metric, rows))

@@ -31,9 +31,14 @@ def _r(value: float | None) -> float | None:
 
 def histogram_series(labels: dict[str, str], hist: Histogram) -> MetricSeries:
     return MetricSeries(
-        labels=labels, count=hist.count, sum=_r(hist.sum),
-        min=_r(hist.min) if hist.count else None, max=_r(hist.max) if hist.count else None,
-        p50=_r(hist.quantile(0.5)), p95=_r(hist.quantile(0.95)), p99=_r(hist.quantile(0.99)),
+        labels=labels,
+        count=hist.count,
+        sum=_r(hist.sum),
+        min=_r(hist.min) if hist.count else None,
+        max=_r(hist.max) if hist.count else None,
+        p50=_r(hist.quantile(0.5)),
+        p95=_r(hist.quantile(0.95)),
+        p99=_r(hist.quantile(0.99)),
     )
 
 
@@ -41,13 +46,15 @@ def snapshot(registry: Registry, uptime: float) -> MetricsSnapshot:
     families = []
     for metric, rows in registry.collect():
         series = [
-            histogram_series(labels, value) if isinstance(value, Histogram)
+            histogram_series(labels, value)
+            if isinstance(value, Histogram)
             else MetricSeries(labels=labels, value=_r(float(value)))
             for labels, value in rows
         ]
         families.append(MetricFamily(name=metric.name, type=metric.kind, help=metric.help, series=series))
-    return MetricsSnapshot(timestamp=now_iso(), enabled=registry.enabled, uptime=uptime, session_id=None,
-                           metrics=families)
+    return MetricsSnapshot(
+        timestamp=now_iso(), enabled=registry.enabled, uptime=uptime, session_id=None, metrics=families
+    )
 
 
 # -- per session, from the store ---------------------------------------------------------------
@@ -64,8 +71,13 @@ def _seconds_between(a: str | None, b: str | None) -> float | None:
 
 def _exact_series(labels: dict[str, str], values: list[float]) -> MetricSeries:
     return MetricSeries(
-        labels=labels, count=len(values), sum=_r(sum(values)), min=_r(min(values)), max=_r(max(values)),
-        p50=_r(quantile_exact(values, 0.5)), p95=_r(quantile_exact(values, 0.95)),
+        labels=labels,
+        count=len(values),
+        sum=_r(sum(values)),
+        min=_r(min(values)),
+        max=_r(max(values)),
+        p50=_r(quantile_exact(values, 0.5)),
+        p95=_r(quantile_exact(values, 0.95)),
         p99=_r(quantile_exact(values, 0.99)),
     )
 
@@ -100,22 +112,21 @@ def read_session_metrics(conn: sqlite3.Connection, session_id: str) -> list[Metr
         "SELECT event_type, COUNT(*) FROM events WHERE session_id = ? GROUP BY 1 ORDER BY 1", (session_id,)
     ).fetchall()
     return [
-        _family("commands_total", [
-            MetricSeries(labels={"type": t, "status": s}, value=float(n)) for t, s, n in commands
-        ]),
+        _family(
+            "commands_total", [MetricSeries(labels={"type": t, "status": s}, value=float(n)) for t, s, n in commands]
+        ),
         _family("command_queue_wait_seconds", [_exact_series({"type": t}, v) for t, v in sorted(waits.items())]),
         _family("command_run_seconds", [_exact_series({"type": t}, v) for t, v in sorted(runs.items())]),
         _family("command_queue_depth", [MetricSeries(labels={"session_id": session_id}, value=float(queued))]),
-        _family("events_published_total", [
-            MetricSeries(labels={"type": t}, value=float(n)) for t, n in events
-        ]),
+        _family("events_published_total", [MetricSeries(labels={"type": t}, value=float(n)) for t, n in events]),
     ]
 
 
 async def session_snapshot(obs: Observability, session_id: str, uptime: float) -> MetricsSnapshot:
     families = await obs.store.read(lambda c: read_session_metrics(c, session_id))
-    return MetricsSnapshot(timestamp=now_iso(), enabled=obs.registry.enabled, uptime=uptime,
-                           session_id=session_id, metrics=families)
+    return MetricsSnapshot(
+        timestamp=now_iso(), enabled=obs.registry.enabled, uptime=uptime, session_id=session_id, metrics=families
+    )
 
 
 # -- Prometheus --------------------------------------------------------------------------------

@@ -15,8 +15,13 @@ from llmgine_daemon.observability.tracing import Span
 
 log = logging.getLogger("llmgine.observability.otel")
 
-_KINDS = {"server": "SERVER", "client": "CLIENT", "internal": "INTERNAL", "producer": "PRODUCER",
-          "consumer": "CONSUMER"}
+_KINDS = {
+    "server": "SERVER",
+    "client": "CLIENT",
+    "internal": "INTERNAL",
+    "producer": "PRODUCER",
+    "consumer": "CONSUMER",
+}
 
 
 class OtlpExporter:
@@ -30,11 +35,13 @@ class OtlpExporter:
         context = trace_api.SpanContext(int(span.trace_id, 16), int(span.span_id, 16), False, flags)
         parent = (
             trace_api.SpanContext(int(span.trace_id, 16), int(span.parent_id, 16), span.local_root, flags)
-            if span.parent_id else None
+            if span.parent_id
+            else None
         )
         status = (
             trace_api.Status(trace_api.StatusCode.ERROR, span.error)
-            if span.status == "error" else trace_api.Status(trace_api.StatusCode.OK)
+            if span.status == "error"
+            else trace_api.Status(trace_api.StatusCode.OK)
         )
         start_ns = int(span.start * 1e9)
         return sdk_trace.ReadableSpan(

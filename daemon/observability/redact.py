@@ -63,8 +63,7 @@ class RedactingFilter(logging.Filter):
 
 
 _FILTER = RedactingFilter()
-THIRD_PARTY_LOGGERS = ("aiohttp.websocket", "aiohttp.server", "aiohttp.access", "aiohttp.web",
-                       "aiohttp.client")
+THIRD_PARTY_LOGGERS = ("aiohttp.websocket", "aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.client")
 
 
 def install_filters() -> None:

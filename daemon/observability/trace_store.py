@@ -46,12 +46,26 @@ _INSERT = (
 def insert_spans(conn: sqlite3.Connection, spans: list[Span], max_rows: int) -> None:
     if not spans:
         return
-    rows = _encoder.encode([
-        (sp.trace_id, sp.span_id, sp.parent_id, sp.name, sp.kind, iso_from_unix(sp.start),
-         sp.start, sp.duration_ms or 0.0, sp.status, sp.error, sp.attributes, sp.session_id,
-         int(sp.local_root))
-        for sp in spans
-    ])
+    rows = _encoder.encode(
+        [
+            (
+                sp.trace_id,
+                sp.span_id,
+                sp.parent_id,
+                sp.name,
+                sp.kind,
+                iso_from_unix(sp.start),
+                sp.start,
+                sp.duration_ms or 0.0,
+                sp.status,
+                sp.error,
+                sp.attributes,
+                sp.session_id,
+                int(sp.local_root),
+            )
+            for sp in spans
+        ]
+    )
     conn.execute(_INSERT, (rows.decode(),))
     if max_rows > 0:
         last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
@@ -74,9 +88,17 @@ def read_trace(conn: sqlite3.Connection, trace_id: str) -> TraceView | None:
     order: list[SpanNode] = []
     for r in rows:
         node = SpanNode(
-            span_id=r[1], parent_id=r[2], name=r[3], kind=r[4], start=r[5],
-            offset_ms=round((r[6] - t0) * 1000, 3), duration_ms=round(r[7], 3), status=r[8],
-            error=r[9], attributes=_decoder.decode(r[10]) if r[10] else {}, children=[],
+            span_id=r[1],
+            parent_id=r[2],
+            name=r[3],
+            kind=r[4],
+            start=r[5],
+            offset_ms=round((r[6] - t0) * 1000, 3),
+            duration_ms=round(r[7], 3),
+            status=r[8],
+            error=r[9],
+            attributes=_decoder.decode(r[10]) if r[10] else {},
+            children=[],
         )
         nodes[node.span_id] = node
         order.append(node)
@@ -99,8 +121,12 @@ def read_trace(conn: sqlite3.Connection, trace_id: str) -> TraceView | None:
 
 
 def list_traces(
-    conn: sqlite3.Connection, *, session_id: str | None, since_unix: float | None,
-    status: str | None, limit: int,
+    conn: sqlite3.Connection,
+    *,
+    session_id: str | None,
+    since_unix: float | None,
+    status: str | None,
+    limit: int,
 ) -> TraceList:
     """Recent traces, newest first, each summarised by its first local root span."""
     where = ["local_root = 1"]
@@ -126,11 +152,17 @@ def list_traces(
         trace_status = "error" if errors else "ok"
         if status and trace_status != status:
             continue
-        traces.append(TraceSummary(
-            trace_id=trace_id, root=name, start=iso_from_unix(t0),
-            duration_ms=round(t1 - t0 * 1000, 3), status=trace_status, span_count=count,
-            session_id=root_session or any_session,
-        ))
+        traces.append(
+            TraceSummary(
+                trace_id=trace_id,
+                root=name,
+                start=iso_from_unix(t0),
+                duration_ms=round(t1 - t0 * 1000, 3),
+                status=trace_status,
+                span_count=count,
+                session_id=root_session or any_session,
+            )
+        )
         if len(traces) >= limit:
             break
     return TraceList(traces=traces, limit=limit)

@@ -52,7 +52,7 @@ def _random_hex(n: int) -> str:
     with _pool_lock:
         if _pos + n > len(_pool):
             _pool, _pos = os.urandom(_POOL_BYTES), 0
-        raw = _pool[_pos:_pos + n]
+        raw = _pool[_pos : _pos + n]
         _pos += n
     return raw.hex()
 
@@ -115,8 +115,21 @@ def clean_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
 
 class Span:
     __slots__ = (
-        "trace_id", "span_id", "parent_id", "name", "kind", "start", "_t0", "duration_ms",
-        "status", "error", "attributes", "local_root", "recording", "sampled", "_tracer",
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "name",
+        "kind",
+        "start",
+        "_t0",
+        "duration_ms",
+        "status",
+        "error",
+        "attributes",
+        "local_root",
+        "recording",
+        "sampled",
+        "_tracer",
     )
 
     def __init__(
@@ -212,8 +225,15 @@ class Tracer:
             trace_id, parent_id, local_root, sampled = parent.trace_id, parent.span_id, False, parent.sampled
             record = record and parent.recording
         return Span(
-            name, trace_id, parent_id, kind=kind, attributes=attrs, local_root=local_root,
-            recording=self.enabled and record, sampled=sampled, tracer=self,
+            name,
+            trace_id,
+            parent_id,
+            kind=kind,
+            attributes=attrs,
+            local_root=local_root,
+            recording=self.enabled and record,
+            sampled=sampled,
+            tracer=self,
         )
 
     def finished(self, span: Span) -> None:
@@ -235,23 +255,29 @@ class Tracer:
         return spans
 
     def record(
-        self, name: str, parent: Span | Remote, start: float, duration_ms: float, *,
-        error: str | None = None, **attributes: Any,
+        self,
+        name: str,
+        parent: Span | Remote,
+        start: float,
+        duration_ms: float,
+        *,
+        error: str | None = None,
+        **attributes: Any,
     ) -> None:
         """Record a span measured elsewhere (the storage commit, timed by the writer task; a
         command's wait in its queue, known only when it starts)."""
         if not (self.enabled and getattr(parent, "recording", True)):
             return
-        span = Span(name, parent.trace_id, parent.span_id, attributes=attributes, tracer=self,
-                    sampled=parent.sampled)
+        span = Span(name, parent.trace_id, parent.span_id, attributes=attributes, tracer=self, sampled=parent.sampled)
         span.start = start
         if error:
             span.fail(error)
         span.end(duration_ms=duration_ms)
 
     @contextlib.contextmanager
-    def span(self, name: str, *, kind: str = "internal", parent: Span | Remote | None = None,
-             **attributes: Any) -> Iterator[Span]:
+    def span(
+        self, name: str, *, kind: str = "internal", parent: Span | Remote | None = None, **attributes: Any
+    ) -> Iterator[Span]:
         sp = self.start(name, parent=parent, kind=kind, **attributes)
         token = CURRENT_SPAN.set(sp)
         try:
@@ -285,8 +311,9 @@ def current() -> Tracer:
     return _current
 
 
-def span(name: str, *, kind: str = "internal", parent: Span | Remote | None = None,
-         **attributes: Any) -> contextlib.AbstractContextManager[Span]:
+def span(
+    name: str, *, kind: str = "internal", parent: Span | Remote | None = None, **attributes: Any
+) -> contextlib.AbstractContextManager[Span]:
     """``with tracing.span("llm.call", provider=p, model=m) as sp:`` - see the module docstring."""
     return _current.span(name, kind=kind, parent=parent, **attributes)
 

@@ -82,11 +82,15 @@ EVENT_SOURCES = ("api", "engine", "handler", "bus")
 
 # -- commands ----------------------------------------------------------------------------
 
-CommandStatus = Literal[
-    "queued", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted"
-]
+CommandStatus = Literal["queued", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted"]
 COMMAND_STATUSES: tuple[str, ...] = (
-    "queued", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted"
+    "queued",
+    "executing",
+    "completed",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "interrupted",
 )
 TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled", "interrupted"})
 PRIORITIES: tuple[str, ...] = ("high", "normal", "low")

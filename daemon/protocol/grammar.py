@@ -68,22 +68,28 @@ def valid_id(value: str) -> bool:
 # -- the types ------------------------------------------------------------------------------
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, max_length=MAX_ID)]
-TypeName = Annotated[str, msgspec.Meta(pattern=TYPE_PATTERN, max_length=MAX_TYPE,
-                                       description="a command or event type")]
+TypeName = Annotated[
+    str, msgspec.Meta(pattern=TYPE_PATTERN, max_length=MAX_TYPE, description="a command or event type")
+]
 CommandHandlerType = Annotated[str, msgspec.Meta(pattern=COMMAND_HANDLER_TYPE_PATTERN)]
-EventHandlerType = Annotated[str, msgspec.Meta(pattern=EVENT_HANDLER_TYPE_PATTERN,
-                                               description="an event type, or * (every event)")]
+EventHandlerType = Annotated[
+    str, msgspec.Meta(pattern=EVENT_HANDLER_TYPE_PATTERN, description="an event type, or * (every event)")
+]
 ToolName = Annotated[str, msgspec.Meta(pattern=TOOL_NAME_PATTERN, max_length=MAX_TOOL_NAME)]
-SourceCode = Annotated[str, msgspec.Meta(pattern=CODE_PATTERN, max_length=MAX_CODE,
-                                         description="Python source")]
+SourceCode = Annotated[str, msgspec.Meta(pattern=CODE_PATTERN, max_length=MAX_CODE, description="Python source")]
 # The bound of a timeout is the daemon's setting: checked by the bus, shown by the document.
-Timeout = Annotated[float, msgspec.Meta(
-    gt=0, description="seconds; at most the daemon's sandbox.max_timeout",
-    extra_json_schema={"maximum": DEFAULT_MAX_TIMEOUT, "x-llmgine-maximum": MAX_TIMEOUT_SETTING},
-)]
+Timeout = Annotated[
+    float,
+    msgspec.Meta(
+        gt=0,
+        description="seconds; at most the daemon's sandbox.max_timeout",
+        extra_json_schema={"maximum": DEFAULT_MAX_TIMEOUT, "x-llmgine-maximum": MAX_TIMEOUT_SETTING},
+    ),
+]
 # Documented only: the store keeps any integer the decoder accepts.
-HandlerPriority = Annotated[int, msgspec.Meta(
-    description="lower runs first", extra_json_schema={"minimum": -(2**31), "maximum": 2**31 - 1})]
+HandlerPriority = Annotated[
+    int, msgspec.Meta(description="lower runs first", extra_json_schema={"minimum": -(2**31), "maximum": 2**31 - 1})
+]
 LogMessage = Annotated[str, msgspec.Meta(min_length=1)]
 KeyName = Annotated[str, msgspec.Meta(max_length=MAX_KEY_NAME)]
 KeyLifetime = Annotated[int, msgspec.Meta(ge=1, le=MAX_KEY_LIFETIME, description="seconds")]
@@ -94,8 +100,7 @@ SECRET_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,63}$"
 MAX_SECRET = 16 * 1024
 SECRET_VALUE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 SecretName = Annotated[str, msgspec.Meta(pattern=SECRET_NAME_PATTERN, max_length=64)]
-SecretValue = Annotated[str, msgspec.Meta(pattern=SECRET_VALUE_PATTERN, min_length=1,
-                                          max_length=MAX_SECRET)]
+SecretValue = Annotated[str, msgspec.Meta(pattern=SECRET_VALUE_PATTERN, min_length=1, max_length=MAX_SECRET)]
 
 # What a 422 says when a value does not match a pattern above (msgspec's own message quotes
 # the regex; api/util.py puts these words in its place).

@@ -74,16 +74,19 @@ def checked_outcome(done: frames.Done, run: frames.Run, duration_ms: float) -> C
     user code can write frames of its own, so nothing in it is taken on trust."""
     output = done.output if isinstance(done.output, str) else ""
     truncated = bool(done.output_truncated) or len(output) > run.max_output
-    outcome = CallOutcome(ok=False, output=output[:run.max_output],
-                          output_truncated=truncated, duration_ms=duration_ms)
+    outcome = CallOutcome(
+        ok=False, output=output[: run.max_output], output_truncated=truncated, duration_ms=duration_ms
+    )
     if not done.ok:
         outcome.error = clean_error(done.error)
         return outcome
     if len(done.result) > run.max_result:
         outcome.error = call_error(
             "RESULT_TOO_LARGE",
-            f"the result is {len(done.result)} bytes of JSON, over the {run.max_result} "
-            "byte limit", size=len(done.result), limit=run.max_result)
+            f"the result is {len(done.result)} bytes of JSON, over the {run.max_result} byte limit",
+            size=len(done.result),
+            limit=run.max_result,
+        )
         return outcome
     try:
         if json_too_deep(done.result):
@@ -100,11 +103,13 @@ def is_description(value: Any) -> bool:
     """What introspect.describe_function returns (plus the function's name)."""
     return (
         isinstance(value, dict)
-        and isinstance(value.get("function"), str) and value["function"].isidentifier()
+        and isinstance(value.get("function"), str)
+        and value["function"].isidentifier()
         and isinstance(value.get("description"), (str, type(None)))
         and isinstance(value.get("parameters"), dict)
         and isinstance(value.get("is_async"), bool)
-        and isinstance(value.get("positional"), int) and not isinstance(value["positional"], bool)
+        and isinstance(value.get("positional"), int)
+        and not isinstance(value["positional"], bool)
         and isinstance(value.get("var_positional"), bool)
     )
 
@@ -113,8 +118,17 @@ def call_error(code: str, message: str, **details: Any) -> dict[str, Any]:
     return {"code": code, "message": message, "details": details}
 
 
-_CALL_ERRORS = {"SYNTAX_ERROR", "CODE_ERROR", "FUNCTION_NOT_FOUND", "EXECUTION_FAILED",
-                "INVALID_RESULT", "RESULT_TOO_LARGE", TIMEOUT, WORKER_CRASHED, SANDBOX_UNAVAILABLE}
+_CALL_ERRORS = {
+    "SYNTAX_ERROR",
+    "CODE_ERROR",
+    "FUNCTION_NOT_FOUND",
+    "EXECUTION_FAILED",
+    "INVALID_RESULT",
+    "RESULT_TOO_LARGE",
+    TIMEOUT,
+    WORKER_CRASHED,
+    SANDBOX_UNAVAILABLE,
+}
 
 
 def clean_error(error: Any) -> dict[str, Any]:

@@ -84,23 +84,26 @@ class SandboxBus:
         return json.loads(reply.value)
 
     async def publish(
-        self, event_type: str, data: dict[str, Any] | None = None,
+        self,
+        event_type: str,
+        data: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Any:
         """Publish an event in this session; returns the stored event."""
-        return Record(self._request(
-            "publish", {"event_type": event_type, "data": data or {}, "metadata": metadata or {}}
-        ))
+        return Record(
+            self._request("publish", {"event_type": event_type, "data": data or {}, "metadata": metadata or {}})
+        )
 
     async def execute(
-        self, command_type: str, parameters: dict[str, Any] | None = None,
+        self,
+        command_type: str,
+        parameters: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Any:
         """Run a command in this session and return its result (raises if it failed)."""
         return self._request(
             "execute",
-            {"command_type": command_type, "parameters": parameters or {},
-             "metadata": metadata or {}},
+            {"command_type": command_type, "parameters": parameters or {}, "metadata": metadata or {}},
         )
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
@@ -160,8 +163,11 @@ def _failure(exc: BaseException, filename: str) -> dict[str, Any]:
     kind = type(exc).__name__
     message = str(exc)
     return call_error(
-        EXECUTION_FAILED, f"{kind}: {message}" if message else kind,
-        type=kind, message=message, traceback=_user_traceback(exc, filename)[-20000:],
+        EXECUTION_FAILED,
+        f"{kind}: {message}" if message else kind,
+        type=kind,
+        message=message,
+        traceback=_user_traceback(exc, filename)[-20000:],
     )
 
 
@@ -173,8 +179,11 @@ def _load(run: frames.Run, filename: str) -> tuple[Any, str] | dict[str, Any]:
         code = compile(tree, filename, "exec")
     except SyntaxError as exc:
         return call_error(
-            SYNTAX_ERROR, f"syntax error at line {exc.lineno}, column {exc.offset}: {exc.msg}",
-            line=exc.lineno, column=exc.offset, text=(exc.text or "").rstrip("\n"),
+            SYNTAX_ERROR,
+            f"syntax error at line {exc.lineno}, column {exc.offset}: {exc.msg}",
+            line=exc.lineno,
+            column=exc.offset,
+            text=(exc.text or "").rstrip("\n"),
         )
     except (ValueError, RecursionError, MemoryError) as exc:
         return call_error(SYNTAX_ERROR, f"cannot compile: {type(exc).__name__}: {exc}")
@@ -182,7 +191,9 @@ def _load(run: frames.Run, filename: str) -> tuple[Any, str] | dict[str, Any]:
     if name is None:
         return call_error(FUNCTION_NOT_FOUND, "the code defines no function")
     namespace: dict[str, Any] = {
-        "__name__": "__sandbox__", "__builtins__": builtins, "bus": SandboxBus(),
+        "__name__": "__sandbox__",
+        "__builtins__": builtins,
+        "bus": SandboxBus(),
     }
     try:
         exec(code, namespace)
@@ -196,7 +207,8 @@ def _load(run: frames.Run, filename: str) -> tuple[Any, str] | dict[str, Any]:
         return call_error(
             FUNCTION_NOT_FOUND,
             f"the code defines no function named {name!r}"
-            if fn is None else f"{name!r} is a {type(fn).__name__}, not a function",
+            if fn is None
+            else f"{name!r} is a {type(fn).__name__}, not a function",
             function=name,
         )
     return fn, name
@@ -233,16 +245,26 @@ def run_in_child(run: frames.Run, output: CappedOutput) -> frames.Done:
         try:
             text = json.dumps(value, allow_nan=False)
         except (TypeError, ValueError, RecursionError) as exc:
-            return frames.Done(run.call_id, ok=False, error=call_error(
-                INVALID_RESULT, f"the result is not JSON-serialisable: {exc}",
-                type=type(value).__name__,
-            ))
+            return frames.Done(
+                run.call_id,
+                ok=False,
+                error=call_error(
+                    INVALID_RESULT,
+                    f"the result is not JSON-serialisable: {exc}",
+                    type=type(value).__name__,
+                ),
+            )
         if len(text) > run.max_result:
-            return frames.Done(run.call_id, ok=False, error=call_error(
-                RESULT_TOO_LARGE,
-                f"the result is {len(text)} bytes of JSON, over the {run.max_result} byte limit",
-                size=len(text), limit=run.max_result,
-            ))
+            return frames.Done(
+                run.call_id,
+                ok=False,
+                error=call_error(
+                    RESULT_TOO_LARGE,
+                    f"the result is {len(text)} bytes of JSON, over the {run.max_result} byte limit",
+                    size=len(text),
+                    limit=run.max_result,
+                ),
+            )
         return frames.Done(run.call_id, ok=True, result=text.encode())
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
@@ -269,8 +291,14 @@ def child_main(run: frames.Run, channel: int) -> None:
         frames.write_frame(_WFD, done)
     except BaseException as exc:  # noqa: BLE001 - a bug here, or no memory left to report
         try:
-            frames.write_frame(_WFD, frames.Done(run.call_id, ok=False, error=call_error(
-                "WORKER_CRASHED", f"the sandbox failed: {type(exc).__name__}: {exc}")))
+            frames.write_frame(
+                _WFD,
+                frames.Done(
+                    run.call_id,
+                    ok=False,
+                    error=call_error("WORKER_CRASHED", f"the sandbox failed: {type(exc).__name__}: {exc}"),
+                ),
+            )
         finally:
             os._exit(70)
     os._exit(0)

@@ -28,8 +28,10 @@ _JSON_TYPES: dict[Any, str] = {
 }
 
 _ARG_LINE = re.compile(r"^\s*\*{0,2}(?P<name>\w+)\s*(\([^)]*\))?\s*:\s*(?P<text>.*)$")
-_SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Params|Returns|Return|Raises|Yields|"
-                      r"Examples?|Notes?)\s*:\s*$")
+_SECTION = re.compile(
+    r"^\s*(Args|Arguments|Parameters|Params|Returns|Return|Raises|Yields|"
+    r"Examples?|Notes?)\s*:\s*$"
+)
 
 
 def type_schema(hint: Any) -> dict[str, Any]:
@@ -147,7 +149,5 @@ def describe_function(fn: Callable[..., Any]) -> dict[str, Any]:
         "parameters": parameters,
         "is_async": inspect.iscoroutinefunction(fn),
         "positional": positional,
-        "var_positional": any(
-            p.kind is inspect.Parameter.VAR_POSITIONAL for p in signature.parameters.values()
-        ),
+        "var_positional": any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in signature.parameters.values()),
     }

@@ -47,11 +47,10 @@ SITE = "/opt/llmgine"
 TMP = "/tmp"
 FIX_INSTALL = (
     "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install "
-    "bubblewrap), or set sandbox.isolation = \"none\" to run user code without isolation"
+    'bubblewrap), or set sandbox.isolation = "none" to run user code without isolation'
 )
 # What bubblewrap isolation covers, as /api/status reports it (docs/sandbox.md explains each).
-COVERS = ["filesystem", "identity", "capabilities", "no_new_privs", "processes", "network",
-          "ipc", "per-call cleanup"]
+COVERS = ["filesystem", "identity", "capabilities", "no_new_privs", "processes", "network", "ipc", "per-call cleanup"]
 
 
 @dataclass
@@ -81,8 +80,7 @@ class Isolation:
         args = bwrap_args(self, tmp_bytes)[:-1]
         if seccomp_fd is not None:
             args += ["--seccomp", str(seccomp_fd)]
-        return [*args, "--setenv", "LLMGINE_WORKER", config, "--",
-                self.python, "-I", "-S", "-c", _BOOT]
+        return [*args, "--setenv", "LLMGINE_WORKER", config, "--", self.python, "-I", "-S", "-c", _BOOT]
 
 
 def seccomp_pipe() -> int | None:
@@ -100,10 +98,7 @@ def seccomp_pipe() -> int | None:
 
 
 # Inside the sandbox: no site-packages (-S), only the worker's own code on the path.
-_BOOT = (
-    f"import sys; sys.path.insert(0, {SITE!r}); "
-    "from llmgine_daemon.sandbox.worker import main; main()"
-)
+_BOOT = f"import sys; sys.path.insert(0, {SITE!r}); from llmgine_daemon.sandbox.worker import main; main()"
 
 
 def _package_dir(name: str) -> Path:
@@ -141,16 +136,30 @@ def _site_dirs() -> list[Path]:
             continue
         found.update(Path(paths[k]) for k in ("purelib", "platlib") if k in paths)
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    found.update([Path("/usr/lib/python3/dist-packages"), Path(f"/usr/lib/{version}/dist-packages"),
-                  Path(f"/usr/local/lib/{version}/dist-packages")])
+    found.update(
+        [
+            Path("/usr/lib/python3/dist-packages"),
+            Path(f"/usr/lib/{version}/dist-packages"),
+            Path(f"/usr/local/lib/{version}/dist-packages"),
+        ]
+    )
     return sorted(p for p in found if not p.is_symlink())
 
 
 def bwrap_args(iso: Isolation, tmp_bytes: int) -> list[str]:
     args = [
-        iso.bwrap, "--die-with-parent", "--new-session", "--as-pid-1",
-        "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-        "--unshare-cgroup-try", "--hostname", "sandbox", "--clearenv",
+        iso.bwrap,
+        "--die-with-parent",
+        "--new-session",
+        "--as-pid-1",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--hostname",
+        "sandbox",
+        "--clearenv",
     ]
     if iso.user_namespace:
         args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
@@ -191,11 +200,20 @@ def bwrap_args(iso: Isolation, tmp_bytes: int) -> list[str]:
     for dev in ("null", "zero", "urandom"):
         args.extend(["--dev-bind", f"/dev/{dev}", f"/dev/{dev}"])
     args += [
-        "--mqueue", "/dev/mqueue",  # so the zygote can see (and refuse) queues left behind
-        "--proc", "/proc",
-        "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", TMP,
-        "--chdir", TMP,
-        "--remount-ro", "/",
+        "--mqueue",
+        "/dev/mqueue",  # so the zygote can see (and refuse) queues left behind
+        "--proc",
+        "/proc",
+        "--perms",
+        "1777",
+        "--size",
+        str(tmp_bytes),
+        "--tmpfs",
+        TMP,
+        "--chdir",
+        TMP,
+        "--remount-ro",
+        "/",
         "--",
     ]
     return args
@@ -204,8 +222,13 @@ def bwrap_args(iso: Isolation, tmp_bytes: int) -> list[str]:
 async def _run(argv: list[str], pass_fds: tuple[int, ...] = ()) -> tuple[int | None, str]:
     try:
         proc = await spawn(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, env={}, start_new_session=True, pass_fds=pass_fds,
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={},
+            start_new_session=True,
+            pass_fds=pass_fds,
         )
     except OSError as exc:
         return None, str(exc)
@@ -250,22 +273,21 @@ async def probe(mode: str, python: str, user: str = "nobody", group: str = "") -
         return Isolation("none", python=python)
     bwrap = shutil.which("bwrap")
     if bwrap is None:
-        return Isolation("unavailable", f"bubblewrap (bwrap) is not installed: {FIX_INSTALL}",
-                         python=real_python)
+        return Isolation("unavailable", f"bubblewrap (bwrap) is not installed: {FIX_INSTALL}", python=real_python)
     iso = Isolation("bubblewrap", bwrap=bwrap, python=real_python, covers=list(COVERS))
     if os.geteuid() == 0:
         try:
             iso.uid, iso.gid = resolve_identity(user, group)
         except ValueError as exc:
-            return Isolation("unavailable", f"{exc}: set sandbox.user to an unprivileged user",
-                             python=real_python)
+            return Isolation("unavailable", f"{exc}: set sandbox.user to an unprivileged user", python=real_python)
     else:
         iso.user_namespace = True
     fd = seccomp_pipe()
     try:
         argv = iso.worker_argv("{}", 1 << 20, fd)
-        code, err = await _run([*argv[:argv.index("--") + 2], "-I", "-S", "-c", "pass"],
-                               pass_fds=(fd,) if fd is not None else ())
+        code, err = await _run(
+            [*argv[: argv.index("--") + 2], "-I", "-S", "-c", "pass"], pass_fds=(fd,) if fd is not None else ()
+        )
     finally:
         if fd is not None:
             os.close(fd)
@@ -276,15 +298,18 @@ async def probe(mode: str, python: str, user: str = "nobody", group: str = "") -
     why = err.splitlines()[-1] if err else f"exit status {code}"
     fix = FIX_INSTALL
     if "/proc" in why:
-        fix = ("bubblewrap needs to read /proc/sys as this user: make /proc readable "
-               "(it is mode 0700 here), run the daemon as root, or set sandbox.isolation = "
-               "\"none\"")
+        fix = (
+            "bubblewrap needs to read /proc/sys as this user: make /proc readable "
+            "(it is mode 0700 here), run the daemon as root, or set sandbox.isolation = "
+            '"none"'
+        )
     elif "namespace" in why.lower() or "permission" in why.lower():
-        fix = ("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 "
-               "or user.max_user_namespaces > 0), run the daemon as root, or set "
-               "sandbox.isolation = \"none\"")
-    return Isolation("unavailable", f"bubblewrap cannot start a sandbox here ({why}): {fix}",
-                     python=real_python)
+        fix = (
+            "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 "
+            "or user.max_user_namespaces > 0), run the daemon as root, or set "
+            'sandbox.isolation = "none"'
+        )
+    return Isolation("unavailable", f"bubblewrap cannot start a sandbox here ({why}): {fix}", python=real_python)
 
 
 # -- cgroups: memory and processes per worker (root only) ---------------------------------------
@@ -403,7 +428,8 @@ class Cgroups:
 
 def _has(path: Path, controller: str) -> bool:
     return (path / ("pids.max" if controller == "pids" else "memory.max")).exists() or (
-        controller == "memory" and (path / "memory.limit_in_bytes").exists())
+        controller == "memory" and (path / "memory.limit_in_bytes").exists()
+    )
 
 
 def _try_write(path: Path, value: str) -> None:

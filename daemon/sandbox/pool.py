@@ -82,9 +82,16 @@ ZYGOTE_MEMORY = 64 * 2**20
 
 
 class SandboxPool:
-    def __init__(self, size: int, limits: SandboxLimits | None = None, *,
-                 isolation: str = "auto", python: str | None = None, user: str = "nobody",
-                 group: str = "") -> None:
+    def __init__(
+        self,
+        size: int,
+        limits: SandboxLimits | None = None,
+        *,
+        isolation: str = "auto",
+        python: str | None = None,
+        user: str = "nobody",
+        group: str = "",
+    ) -> None:
         self.size = max(1, size)
         self.limits = limits or SandboxLimits()
         self.isolation_mode = "bubblewrap" if isolation == "namespaces" else isolation
@@ -135,14 +142,14 @@ class SandboxPool:
             log.error("sandbox: user code is disabled: %s", self.isolation.reason)
             raise SandboxUnavailable(f"user code cannot run: {self.isolation.reason}")
         if self.isolation.mechanism == "none":
-            log.warning("sandbox: sandbox.isolation = \"none\": user code runs WITHOUT "
-                        "isolation (rlimits only); it can read what this daemon's user can read")
+            log.warning(
+                'sandbox: sandbox.isolation = "none": user code runs WITHOUT '
+                "isolation (rlimits only); it can read what this daemon's user can read"
+            )
         await asyncio.to_thread(remove_stale_dirs)
         self._cgroups = await Cgroups.create()
         self._started = True
-        workers = await asyncio.gather(
-            *(self._spawn() for _ in range(self.size)), return_exceptions=True
-        )
+        workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
         for w in workers:
             if isinstance(w, BaseException):
                 log.error("sandbox: cannot start a worker: %s", w)
@@ -150,9 +157,13 @@ class SandboxPool:
                     raise w
                 raise SandboxUnavailable(f"cannot start a sandbox worker: {w}") from w
             self._release(w)
-        log.info("sandbox: %d workers, isolation %s, uid %s, cgroups %s", self.size,
-                 self.isolation.mechanism, self._uid,
-                 ",".join(self._cgroups.controllers) if self._cgroups else "none")
+        log.info(
+            "sandbox: %d workers, isolation %s, uid %s, cgroups %s",
+            self.size,
+            self.isolation.mechanism,
+            self._uid,
+            ",".join(self._cgroups.controllers) if self._cgroups else "none",
+        )
 
     async def stop(self) -> None:
         self._started = False
@@ -188,10 +199,12 @@ class SandboxPool:
             "isolation": iso.mechanism,
             "covers": list(iso.covers),
             "reason": iso.reason or None,
-            "namespaces": ["pid", "net", "ipc", "uts", "cgroup"] + (
-                ["user"] if iso.user_namespace else []) if iso.sandboxed else [],
+            "namespaces": ["pid", "net", "ipc", "uts", "cgroup"] + (["user"] if iso.user_namespace else [])
+            if iso.sandboxed
+            else [],
             "process_cap": self._process_cap(),
-            "memory_cap": "cgroup" if self._cgroups and "memory" in self._cgroups.parents
+            "memory_cap": "cgroup"
+            if self._cgroups and "memory" in self._cgroups.parents
             else ("process tree" if iso.sandboxed else "rlimit"),
             "uid": self._uid,
             "fresh_process_per_call": True,
@@ -218,38 +231,62 @@ class SandboxPool:
 
     # -- calls -----------------------------------------------------------------------------
 
-    async def inspect(self, kind: str, code: str, function: str | None, *,
-                      share: str | None = None) -> CallOutcome:
+    async def inspect(self, kind: str, code: str, function: str | None, *, share: str | None = None) -> CallOutcome:
         """Compile and load ``code`` in a worker; the result describes the function. ``share``:
         the session registering it (its module code runs: it takes that session's share; the
         bus stays closed to it)."""
         context = CallContext(session_id=None, kind=kind, name=function or "", share=share)
-        run = frames.Run(call_id=context.call_id, op="inspect", kind=kind, code=code,
-                         function=function, deadline=min(self.limits.deadline, 10.0),
-                         max_output=self.limits.max_output, max_result=self.limits.max_result)
+        run = frames.Run(
+            call_id=context.call_id,
+            op="inspect",
+            kind=kind,
+            code=code,
+            function=function,
+            deadline=min(self.limits.deadline, 10.0),
+            max_output=self.limits.max_output,
+            max_result=self.limits.max_result,
+        )
         outcome = await self._run(run, context)
         if outcome.ok and not is_description(outcome.result):
-            return CallOutcome(ok=False, duration_ms=outcome.duration_ms, error=call_error(
-                "CODE_ERROR", "the code interfered with its worker: the description it sent "
-                "back is not one"))
+            return CallOutcome(
+                ok=False,
+                duration_ms=outcome.duration_ms,
+                error=call_error(
+                    "CODE_ERROR", "the code interfered with its worker: the description it sent back is not one"
+                ),
+            )
         return outcome
 
-    async def run(self, kind: str, code: str, function: str | None, payload: Any, *,
-                  context: CallContext, deadline: float | None = None) -> CallOutcome:
+    async def run(
+        self,
+        kind: str,
+        code: str,
+        function: str | None,
+        payload: Any,
+        *,
+        context: CallContext,
+        deadline: float | None = None,
+    ) -> CallOutcome:
         """Run one call. ``payload``: the arguments (tool) or the record (handlers)."""
         run = frames.Run(
-            call_id=context.call_id, op="call", kind=kind, code=code, function=function,
+            call_id=context.call_id,
+            op="call",
+            kind=kind,
+            code=code,
+            function=function,
             payload=json.dumps(payload).encode(),
             deadline=min(deadline or self.limits.deadline, self.limits.max_timeout),
-            max_output=self.limits.max_output, max_result=self.limits.max_result,
+            max_output=self.limits.max_output,
+            max_result=self.limits.max_result,
         )
         self.stats["calls"] += 1
         outcome = await self._run(run, context)
         if not outcome.ok:
             self.stats["failed"] += 1
         failure = (outcome.error or {}).get("code")
-        metrics.inc("sandbox_calls_total", kind=kind,
-                    outcome="ok" if outcome.ok else _OUTCOMES.get(str(failure), "error"))
+        metrics.inc(
+            "sandbox_calls_total", kind=kind, outcome="ok" if outcome.ok else _OUTCOMES.get(str(failure), "error")
+        )
         metrics.observe("sandbox_call_duration_seconds", outcome.duration_ms / 1000.0, kind=kind)
         return outcome
 
@@ -312,8 +349,7 @@ class SandboxPool:
             else:
                 self._discard(worker)
 
-    async def _call(self, worker: WorkerProcess, run: frames.Run,
-                    context: CallContext) -> tuple[CallOutcome, bool]:
+    async def _call(self, worker: WorkerProcess, run: frames.Run, context: CallContext) -> tuple[CallOutcome, bool]:
         started = time.monotonic()
         done: frames.Done | None = None
         max_frame = self.limits.max_result + 4 * self.limits.max_output + 65536
@@ -328,12 +364,17 @@ class SandboxPool:
             if Cgroups.oom_kills(worker.cgroups) <= ooms:
                 return None
             limit = self.limits.memory_bytes // 2**20
-            return CallOutcome(ok=False, duration_ms=elapsed(), error=call_error(
-                "EXECUTION_FAILED",
-                f"MemoryError: the call used more than {limit} MiB (sandbox.memory_mb), "
-                "counting every process it started; it was stopped",
-                type="MemoryError", limit_mb=limit,
-            ))
+            return CallOutcome(
+                ok=False,
+                duration_ms=elapsed(),
+                error=call_error(
+                    "EXECUTION_FAILED",
+                    f"MemoryError: the call used more than {limit} MiB (sandbox.memory_mb), "
+                    "counting every process it started; it was stopped",
+                    type="MemoryError",
+                    limit_mb=limit,
+                ),
+            )
 
         # The kernel's memory cgroup kills one process at a time, and the call may go on with
         # the rest: when it kills any, the whole worker goes (the call is over its limit).
@@ -358,12 +399,15 @@ class SandboxPool:
         except TimeoutError:
             self.stats["timeouts"] += 1
             worker.kill()
-            return CallOutcome(ok=False, duration_ms=elapsed(), error=call_error(
-                TIMEOUT,
-                f"the call did not finish within {run.deadline:g} s; its worker was killed "
-                "and replaced",
-                deadline_s=run.deadline,
-            )), False
+            return CallOutcome(
+                ok=False,
+                duration_ms=elapsed(),
+                error=call_error(
+                    TIMEOUT,
+                    f"the call did not finish within {run.deadline:g} s; its worker was killed and replaced",
+                    deadline_s=run.deadline,
+                ),
+            ), False
         except (asyncio.IncompleteReadError, ConnectionError, frames.FrameError) as exc:
             worker.kill()
             memory = over_memory()
@@ -372,9 +416,14 @@ class SandboxPool:
             self.stats["crashes"] += 1
             metrics.inc("sandbox_worker_crashes_total")
             returncode = await wait_briefly(worker.proc)
-            return CallOutcome(ok=False, duration_ms=elapsed(), error=call_error(
-                WORKER_CRASHED, f"the worker failed during the call: {describe_failure(exc, returncode)}",
-            )), False
+            return CallOutcome(
+                ok=False,
+                duration_ms=elapsed(),
+                error=call_error(
+                    WORKER_CRASHED,
+                    f"the worker failed during the call: {describe_failure(exc, returncode)}",
+                ),
+            ), False
         except BaseException:  # cancelled (a command timeout): the child may still be running
             worker.kill()
             raise
@@ -389,11 +438,15 @@ class SandboxPool:
             self.stats["crashes"] += 1
             metrics.inc("sandbox_worker_crashes_total")
             # The zygote survived and reported how the child ended: the worker stays.
-            return CallOutcome(ok=False, duration_ms=elapsed(), error=call_error(
-                WORKER_CRASHED,
-                f"the process running the call died before answering ({frame.status})",
-                status=frame.status,
-            )), healthy
+            return CallOutcome(
+                ok=False,
+                duration_ms=elapsed(),
+                error=call_error(
+                    WORKER_CRASHED,
+                    f"the process running the call died before answering ({frame.status})",
+                    status=frame.status,
+                ),
+            ), healthy
         return checked_outcome(done, run, elapsed()), healthy
 
     @staticmethod
@@ -411,10 +464,15 @@ class SandboxPool:
         if logged[0] >= self.limits.max_log_records or logged[1] + size > self.limits.max_log_bytes:
             logged[2] += 1
             if logged[2] == 1:
-                self.log_handler(context, "warning", (
-                    f"bus.log: this call reached its budget ({self.limits.max_log_records} "
-                    f"records, {self.limits.max_log_bytes} characters); its further records "
-                    "are dropped"))
+                self.log_handler(
+                    context,
+                    "warning",
+                    (
+                        f"bus.log: this call reached its budget ({self.limits.max_log_records} "
+                        f"records, {self.limits.max_log_bytes} characters); its further records "
+                        "are dropped"
+                    ),
+                )
             return
         logged[0] += 1
         logged[1] += size
@@ -482,9 +540,13 @@ class SandboxPool:
         name = f"w{self._counter}"
         iso = self.isolation
         cgroups = (
-            self._cgroups.make(name, self.limits.processes + 3,  # + zygote, forker, child
-                               self.limits.memory_bytes + ZYGOTE_MEMORY)
-            if self._cgroups is not None else []
+            self._cgroups.make(
+                name,
+                self.limits.processes + 3,  # + zygote, forker, child
+                self.limits.memory_bytes + ZYGOTE_MEMORY,
+            )
+            if self._cgroups is not None
+            else []
         )
         uid = os.geteuid()
         limits = {
@@ -495,21 +557,30 @@ class SandboxPool:
         }
         tmpdir: str | None = None
         if iso.sandboxed:
-            config = {"daemon": os.getpid(), "limits": limits, "sandboxed": True,
-                      "identity": [iso.uid, iso.gid] if iso.uid is not None else None}
+            config = {
+                "daemon": os.getpid(),
+                "limits": limits,
+                "sandboxed": True,
+                "identity": [iso.uid, iso.gid] if iso.uid is not None else None,
+            }
             cwd = "/"
         else:  # isolation "none": a host directory, removed with the worker (or at next start)
             tmpdir = cwd = tempfile.mkdtemp(prefix=f"llmgine-sandbox-{os.getpid()}-{name}-")
             pids = [c for c in cgroups if (c / "pids.max").exists()]
-            config = {"daemon": os.getpid(), "limits": limits,
-                      "cgroup": str(pids[0]) if pids else ""}
+            config = {"daemon": os.getpid(), "limits": limits, "cgroup": str(pids[0]) if pids else ""}
         seccomp_fd = seccomp_pipe() if iso.sandboxed else None
         argv = iso.worker_argv(json.dumps(config), self.limits.tmp_bytes, seccomp_fd)
         try:
             proc = await spawn(
-                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL, env={}, cwd=cwd, close_fds=True,
-                start_new_session=True, pass_fds=(seccomp_fd,) if seccomp_fd is not None else (),
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                env={},
+                cwd=cwd,
+                close_fds=True,
+                start_new_session=True,
+                pass_fds=(seccomp_fd,) if seccomp_fd is not None else (),
             )
         except BaseException as exc:
             if tmpdir is not None:

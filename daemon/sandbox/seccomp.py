@@ -37,17 +37,24 @@ _CLONE_NEW = 0x7E020000  # NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPI
 
 # name -> (x86_64, aarch64)
 _DENIED = {
-    "add_key": (248, 217), "request_key": (249, 218), "keyctl": (250, 219),
-    "memfd_create": (319, 279), "memfd_secret": (447, 447),
-    "unshare": (272, 97), "setns": (308, 268),
-    "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
-    "userfaultfd": (323, 282), "perf_event_open": (298, 241), "bpf": (321, 280),
+    "add_key": (248, 217),
+    "request_key": (249, 218),
+    "keyctl": (250, 219),
+    "memfd_create": (319, 279),
+    "memfd_secret": (447, 447),
+    "unshare": (272, 97),
+    "setns": (308, 268),
+    "io_uring_setup": (425, 425),
+    "io_uring_enter": (426, 426),
+    "io_uring_register": (427, 427),
+    "userfaultfd": (323, 282),
+    "perf_event_open": (298, 241),
+    "bpf": (321, 280),
     "syslog": (103, 116),
 }
 _CLONE = (56, 220)
 _CLONE3 = (435, 435)
-_ARCHES = {"x86_64": (0xC000003E, 0), "amd64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1),
-           "arm64": (0xC00000B7, 1)}
+_ARCHES = {"x86_64": (0xC000003E, 0), "amd64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1), "arm64": (0xC00000B7, 1)}
 
 DENIED = sorted(_DENIED)
 

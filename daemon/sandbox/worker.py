@@ -157,7 +157,7 @@ class _Channel:
             end = frames.HEADER.size + size
             if len(self.inbox) < end:
                 break
-            out.append(frames.decode(bytes(self.inbox[frames.HEADER.size:end])))
+            out.append(frames.decode(bytes(self.inbox[frames.HEADER.size : end])))
             del self.inbox[:end]
         return out
 
@@ -369,8 +369,9 @@ class _Zygote:
             pid = int(msg)
             sock = socket.socket(fileno=fds[0])
         except (OSError, ValueError, IndexError):
-            self._write(frames.Done(run.call_id, ok=False, error=call_error(
-                WORKER_CRASHED, "the sandbox's forker is gone")))
+            self._write(
+                frames.Done(run.call_id, ok=False, error=call_error(WORKER_CRASHED, "the sandbox's forker is gone"))
+            )
             self._write(frames.Exited(run.call_id, "lost", False, True))
             return True
         sock.setblocking(False)
@@ -389,8 +390,7 @@ class _Zygote:
         if failure:
             self._write(frames.Done(run.call_id, ok=False, error=failure))
         description, clean = _describe_status(status) if status is not None else ("killed", False)
-        dirty = report is None or not gone or not _wipe(self.workdir) or (
-            self.sandboxed and _ipc_left())
+        dirty = report is None or not gone or not _wipe(self.workdir) or (self.sandboxed and _ipc_left())
         self._write(frames.Exited(run.call_id, description, clean, dirty))
         return dirty
 
@@ -401,8 +401,9 @@ class _Zygote:
             except ProcessLookupError:
                 pass
 
-    def relay(self, run: frames.Run, pid: int,
-              channel: _Channel) -> tuple[dict[str, Any] | None, tuple[int, bool] | None]:
+    def relay(
+        self, run: frames.Run, pid: int, channel: _Channel
+    ) -> tuple[dict[str, Any] | None, tuple[int, bool] | None]:
         """Pass the child's frames to the pool (checked: only bus requests, logs and one Done
         for this call) and the pool's replies back, until the forker reports the child gone.
         Returns the failure to report (None: the child's own Done was passed on, or it died
@@ -428,8 +429,7 @@ class _Zygote:
         while True:
             poller.modify(self.pool.fd, select.POLLOUT if self.pool.data else 0)
             if not channel.closed:
-                poller.modify(channel.sock, select.POLLIN | (
-                    select.POLLOUT if channel.out.data else 0))
+                poller.modify(channel.sock, select.POLLIN | (select.POLLOUT if channel.out.data else 0))
             for fd, events in poller.poll(50):
                 if fd == self.ctrl.fileno():
                     return self._finish(run, channel, failure, finished)
@@ -452,16 +452,26 @@ class _Zygote:
                         poller.unregister(channel.sock)
             self.pool.flush()
             if len(self.pool.data) > self.pool.cap:
-                end(call_error(WORKER_CRASHED, "the call sent more than the sandbox passes on "
-                               "while the daemon is busy (bus.log or forged frames)"), 0.0)
+                end(
+                    call_error(
+                        WORKER_CRASHED,
+                        "the call sent more than the sandbox passes on "
+                        "while the daemon is busy (bus.log or forged frames)",
+                    ),
+                    0.0,
+                )
             if watching and not finished and _over(skip, self.memory):
                 limit = self.memory // 2**20
-                end(call_error(
-                    EXECUTION_FAILED,
-                    f"MemoryError: the call used more than {limit} MiB (sandbox.memory_mb), "
-                    "counting every process it started; it was stopped",
-                    type="MemoryError", limit_mb=limit,
-                ), 0.0)
+                end(
+                    call_error(
+                        EXECUTION_FAILED,
+                        f"MemoryError: the call used more than {limit} MiB (sandbox.memory_mb), "
+                        "counting every process it started; it was stopped",
+                        type="MemoryError",
+                        limit_mb=limit,
+                    ),
+                    0.0,
+                )
             if stop_at is not None and time.monotonic() >= stop_at:
                 try:
                     os.killpg(pid, signal.SIGKILL)
@@ -473,8 +483,9 @@ class _Zygote:
                     pass
                 stop_at = time.monotonic() + 1.0
 
-    def _finish(self, run: frames.Run, channel: _Channel, failure: dict[str, Any] | None,
-                finished: bool) -> tuple[dict[str, Any] | None, tuple[int, bool] | None]:
+    def _finish(
+        self, run: frames.Run, channel: _Channel, failure: dict[str, Any] | None, finished: bool
+    ) -> tuple[dict[str, Any] | None, tuple[int, bool] | None]:
         """The forker reported (or is gone): take the child's last frames, then its report."""
         while not finished and not channel.closed:
             before = len(channel.inbox)
@@ -508,8 +519,9 @@ class _Zygote:
                 self._write(frame)
                 return {}
             else:
-                return call_error(WORKER_CRASHED, "the call broke the sandbox protocol: "
-                                  f"unexpected {type(frame).__name__} frame")
+                return call_error(
+                    WORKER_CRASHED, f"the call broke the sandbox protocol: unexpected {type(frame).__name__} frame"
+                )
         return None
 
 
@@ -538,10 +550,15 @@ def main() -> None:
     # pages so forked children do not copy them.
     gc.freeze()
     zygote = _Zygote(pool_r, pool_w, config)  # forks the forker: before any call's data
-    zygote.pool.put(frames.Ready(
-        pid=os.getpid(), uid=os.getuid(), pidns=os.getpid() == 1, cgroup=bool(cgroup),
-        python=sys.version.split()[0],
-    ))
+    zygote.pool.put(
+        frames.Ready(
+            pid=os.getpid(),
+            uid=os.getuid(),
+            pidns=os.getpid() == 1,
+            cgroup=bool(cgroup),
+            python=sys.version.split()[0],
+        )
+    )
     zygote.serve()
 
 

@@ -16,8 +16,7 @@ from llmgine_daemon.sandbox.isolation import Cgroups
 
 
 class WorkerProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, tmpdir: str | None,
-                 cgroups: list[Path], pidns: bool) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, tmpdir: str | None, cgroups: list[Path], pidns: bool) -> None:
         self.proc = proc
         self.tmpdir = tmpdir  # isolation "none" only: bubblewrap gives /tmp of its own
         self.cgroups = cgroups

@@ -79,8 +79,7 @@ class StorageBusy(StorageError):
     ``busy_timeout`` and ``waited`` (seconds, from when the write was queued) are set when a
     write gave up at its deadline; the API reports them in the error's details."""
 
-    def __init__(self, message: str, *, busy_timeout: float | None = None,
-                 waited: float | None = None) -> None:
+    def __init__(self, message: str, *, busy_timeout: float | None = None, waited: float | None = None) -> None:
         super().__init__(message)
         self.busy_timeout = busy_timeout
         self.waited = waited
@@ -141,7 +140,11 @@ def _touch_private(path: Path) -> None:
 
 class Store:
     def __init__(
-        self, path: Path, synchronous: str = "full", busy_timeout: float = BUSY_TIMEOUT_S, *,
+        self,
+        path: Path,
+        synchronous: str = "full",
+        busy_timeout: float = BUSY_TIMEOUT_S,
+        *,
         telemetry: bool = False,
     ) -> None:
         self.path = path
@@ -171,13 +174,9 @@ class Store:
             sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         try:
             _touch_private(self.path)
-            self._writer_conn = await aiosqlite.connect(
-                self.path, isolation_level=None, check_same_thread=False
-            )
+            self._writer_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
             await self._writer_conn._execute(self._setup_writer)
-            self._reader_conn = await aiosqlite.connect(
-                self.path, isolation_level=None, check_same_thread=False
-            )
+            self._reader_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
             await self._reader_conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
             await self._reader_conn.execute("PRAGMA query_only = ON")
             self._ckpt_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -252,7 +251,10 @@ class Store:
         return await self.submit(fn, heavy=heavy)
 
     def submit(
-        self, fn: Callable[[sqlite3.Connection], T], *, heavy: bool = False,
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        heavy: bool = False,
         future: asyncio.Future[T] | None = None,
     ) -> asyncio.Future[T]:
         """Queue ``fn`` without waiting: the future resolves after its COMMIT.
@@ -348,13 +350,20 @@ class Store:
             failure = err
         self._settle(batch, outcomes, started_wall, started, failure)
 
-    def _settle(self, batch: list[QueueItem], outcomes: list[tuple[bool, Any]], started_wall: float,
-                started: float, failure: BaseException | None) -> None:
+    def _settle(
+        self,
+        batch: list[QueueItem],
+        outcomes: list[tuple[bool, Any]],
+        started_wall: float,
+        started: float,
+        failure: BaseException | None,
+    ) -> None:
         """Tell the commit hook, then resolve each caller's future."""
         if self.on_commit is not None:
             try:
-                self.on_commit([item[2] for item in batch], len(batch), started_wall,
-                               time.perf_counter() - started, failure)
+                self.on_commit(
+                    [item[2] for item in batch], len(batch), started_wall, time.perf_counter() - started, failure
+                )
             except Exception:  # observability must never fail a write
                 log.exception("commit hook failed")
         for (_, future, _, _), (ok, value) in zip(batch, outcomes, strict=True):
@@ -392,13 +401,11 @@ class Store:
                     f"{self.busy_timeout:g}s (database.busy_timeout)",
                     busy_timeout=self.busy_timeout,
                 )
-                log.warning("%d write(s) gave up waiting for the database lock (%gs)",
-                            len(due), self.busy_timeout)
+                log.warning("%d write(s) gave up waiting for the database lock (%gs)", len(due), self.busy_timeout)
                 outcomes: list[tuple[bool, Any]] = []
                 for item in due:
                     waited = round(now - (item[3] - self.busy_timeout), 3)
-                    outcomes.append((False, StorageBusy(str(error), busy_timeout=self.busy_timeout,
-                                                        waited=waited)))
+                    outcomes.append((False, StorageBusy(str(error), busy_timeout=self.busy_timeout, waited=waited)))
                 self._settle(due, outcomes, started_wall, started, error)
             if not batch:
                 return

@@ -114,8 +114,9 @@ async def vacuum(*stores: Store) -> VacuumResult:
         await store.run_alone(_vacuum)
     duration = round((time.perf_counter() - t0) * 1000.0, 3)
     after = sum(store.size_bytes() for store in stores)
-    return VacuumResult(before_bytes=before, after_bytes=after, reclaimed_bytes=max(0, before - after),
-                        duration_ms=duration)
+    return VacuumResult(
+        before_bytes=before, after_bytes=after, reclaimed_bytes=max(0, before - after), duration_ms=duration
+    )
 
 
 # -- retention ------------------------------------------------------------------------------
@@ -198,8 +199,7 @@ class Retention:
         if self.rules and self._task is None:
             # A fresh context: retention's writes are the daemon's own and must not join the
             # trace (or carry the request id) of whatever started the daemon.
-            self._task = asyncio.create_task(self._loop(), name="llmgine-retention",
-                                             context=contextvars.Context())
+            self._task = asyncio.create_task(self._loop(), name="llmgine-retention", context=contextvars.Context())
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -255,10 +255,28 @@ class Retention:
 
 def rules_from(settings: Any) -> list[Rule]:
     return [
-        Rule("events", "seq", "timestamp", settings["database.event_retention_days"],
-             settings["database.event_retention_rows"]),
-        Rule("logs", "id", "timestamp", settings["observability.log_retention_days"],
-             settings["observability.log_retention_rows"], database="telemetry"),
-        Rule("spans", "id", "start_unix", settings["observability.trace_retention_days"],
-             settings["observability.trace_retention_spans"], cutoff_iso=False, database="telemetry"),
+        Rule(
+            "events",
+            "seq",
+            "timestamp",
+            settings["database.event_retention_days"],
+            settings["database.event_retention_rows"],
+        ),
+        Rule(
+            "logs",
+            "id",
+            "timestamp",
+            settings["observability.log_retention_days"],
+            settings["observability.log_retention_rows"],
+            database="telemetry",
+        ),
+        Rule(
+            "spans",
+            "id",
+            "start_unix",
+            settings["observability.trace_retention_days"],
+            settings["observability.trace_retention_spans"],
+            cutoff_iso=False,
+            database="telemetry",
+        ),
     ]

@@ -148,7 +148,7 @@ def m001_core(conn: sqlite3.Connection) -> None:
             created_at TEXT NOT NULL
         );
         CREATE INDEX handlers_scope ON handlers (session_id, kind, type);
-        """
+        """,
     )
 
 
@@ -187,7 +187,7 @@ def m002_command_queue(conn: sqlite3.Connection) -> None:
             PRIMARY KEY (scope, key)
         );
         CREATE INDEX idempotency_keys_session ON idempotency_keys (session_id);
-        """
+        """,
     )
 
 
@@ -201,7 +201,7 @@ def m003_user_code(conn: sqlite3.Connection) -> None:
         ALTER TABLE handlers ADD COLUMN function TEXT NOT NULL DEFAULT '';
         ALTER TABLE handlers ADD COLUMN timeout REAL;
         CREATE INDEX handlers_kind_type ON handlers (kind, type)
-        """
+        """,
     )
 
 
@@ -219,7 +219,7 @@ def m004_partial_command_indexes(conn: sqlite3.Connection) -> None:
         CREATE INDEX commands_active ON commands (status) WHERE status IN ('queued', 'executing');
         DROP INDEX commands_batch;
         CREATE INDEX commands_batch ON commands (batch_id) WHERE batch_id IS NOT NULL
-        """
+        """,
     )
 
 
@@ -245,7 +245,7 @@ def m060_engine_memory(conn: sqlite3.Connection) -> None:
             created_at TEXT NOT NULL
         );
         CREATE INDEX engine_messages_engine ON engine_messages (engine_id, message_id);
-        """
+        """,
     )
     # An engine's memory goes with it, however it is deleted (DELETE /api/engines/{id}, or its
     # session purged), without the engines code knowing about memory. (Not in run_script: the
@@ -284,5 +284,5 @@ def m030_credentials(conn: sqlite3.Connection) -> None:
             revoked_at TEXT
         );
         CREATE INDEX session_tokens_session ON session_tokens (session_id);
-        """
+        """,
     )

@@ -54,5 +54,5 @@ def m040_logs_spans(conn: sqlite3.Connection) -> None:
         CREATE INDEX spans_trace ON spans (trace_id);
         CREATE INDEX spans_roots ON spans (start_unix) WHERE local_root = 1;
         CREATE INDEX spans_session ON spans (session_id, start_unix);
-        """
+        """,
     )

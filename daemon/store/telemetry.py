@@ -50,14 +50,15 @@ async def adopt_legacy(main: Store, telemetry: Store) -> int:
 
 
 async def _adopt(main: Store, telemetry: Store) -> int:
-    legacy = await main.read(lambda conn: [
-        row[0] for row in conn.execute(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN (?, ?)", TABLES)
-    ])
+    legacy = await main.read(
+        lambda conn: [
+            row[0]
+            for row in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN (?, ?)", TABLES)
+        ]
+    )
     if not legacy:
         return 0
-    total = await main.read(lambda conn: sum(
-        conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in legacy))
+    total = await main.read(lambda conn: sum(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in legacy))
     log.info("moving %d log and span row(s) from %s to %s", total, main.path, telemetry.path)
     moved = 0
     for table in legacy:
@@ -67,8 +68,10 @@ async def _adopt(main: Store, telemetry: Store) -> int:
         select = f"SELECT {', '.join(names)} FROM {table} WHERE id > ? ORDER BY id LIMIT {COPY_BATCH}"
         # Only a row already copied (a move cut short by a crash) is skipped; any other
         # constraint failure stops the move, before anything is dropped.
-        insert = (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-                  " ON CONFLICT (id) DO NOTHING")
+        insert = (
+            f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+            " ON CONFLICT (id) DO NOTHING"
+        )
         after = -1
         while True:
             rows = await main.read(partial(_rows_after, sql=select, after=after))
@@ -117,5 +120,7 @@ def _drop(conn: sqlite3.Connection, tables: list[str]) -> None:
         conn.execute(f"DROP TABLE {table}")
     # Forget the telemetry migrations here too: a daemon from before the split, opened on this
     # file again, then creates the tables anew instead of failing on every flush.
-    conn.execute("DELETE FROM schema_migrations WHERE version >= ? AND version < ?",
-                 (TELEMETRY_VERSIONS.start, TELEMETRY_VERSIONS.stop))
+    conn.execute(
+        "DELETE FROM schema_migrations WHERE version >= ? AND version < ?",
+        (TELEMETRY_VERSIONS.start, TELEMETRY_VERSIONS.stop),
+    )

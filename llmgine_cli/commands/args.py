@@ -45,8 +45,16 @@ def choices(*allowed: str, several: bool = False) -> Any:
     return callback
 
 
-def id_callback(kind: str, path: str, items: str, key: str, *, in_session: bool = False,
-                name_key: str | None = None, paged: bool = True) -> Any:
+def id_callback(
+    kind: str,
+    path: str,
+    items: str,
+    key: str,
+    *,
+    in_session: bool = False,
+    name_key: str | None = None,
+    paged: bool = True,
+) -> Any:
     """An option/argument callback resolving an id prefix or short id of ``kind``;
     ``in_session``: ``path`` has a ``{session}`` the command's --session fills."""
 
@@ -75,10 +83,17 @@ def id_callback(kind: str, path: str, items: str, key: str, *, in_session: bool 
 
 SessionOpt = Annotated[
     str,
-    typer.Option("--session", "-S", envvar="LLMGINE_SESSION", metavar="ID", show_default=False,
-                 autocompletion=completion.session_ids, callback=session_callback, is_eager=True,
-                 help="The session: its id, a unique prefix, its short id or its name "
-                      "(default: LLMGINE_SESSION)."),
+    typer.Option(
+        "--session",
+        "-S",
+        envvar="LLMGINE_SESSION",
+        metavar="ID",
+        show_default=False,
+        autocompletion=completion.session_ids,
+        callback=session_callback,
+        is_eager=True,
+        help="The session: its id, a unique prefix, its short id or its name (default: LLMGINE_SESSION).",
+    ),
 ]
 
 # Each long poll asks the daemon to hold the answer this long; the CLI polls again until done.

@@ -48,9 +48,7 @@ def parse_expiry(text: str) -> tuple[int | None, str | None]:
         return seconds, None
     if re.match(r"^\d{4}-\d{2}-\d{2}", text.strip()):
         return None, text.strip()
-    raise typer.BadParameter(
-        f"{text!r} is not a duration (30d, 12h, 90m, 2w) or an ISO date", param_hint="--expires"
-    )
+    raise typer.BadParameter(f"{text!r} is not a duration (30d, 12h, 90m, 2w) or an ISO date", param_hint="--expires")
 
 
 @key_app.command("create")
@@ -59,8 +57,9 @@ def create(
     name: Annotated[str | None, typer.Option("--name", "-n", help="A name to recognise it by.")] = None,
     expires: Annotated[
         str | None,
-        typer.Option("--expires", "-e", metavar="WHEN",
-                     help="Expiry: a duration (30d, 12h, 2w) or an ISO date (default: never)."),
+        typer.Option(
+            "--expires", "-e", metavar="WHEN", help="Expiry: a duration (30d, 12h, 2w) or an ISO date (default: never)."
+        ),
     ] = None,
     output: Output = None,
     quiet: Quiet = False,

@@ -23,19 +23,48 @@ if TYPE_CHECKING:  # imported where used: the stream machinery stays off other c
     from llmgine_cli.conversation import Turn
     from llmgine_cli.live import PlainAnswer, RichAnswer
 
-Model = Annotated[str | None, typer.Option(
-    "--model", "-M", show_default=False,
-    help="The model of a new engine, e.g. openai/gpt-4o-mini (default: the daemon's default model).")]
-EngineOpt = Annotated[str | None, typer.Option(
-    "--engine", "-E", metavar="ID", show_default=False,
-    help="Talk to this existing engine (SinglePassEngine or ToolChatEngine) and its memory.")]
-SessionOpt = Annotated[str | None, typer.Option(
-    "--session", "-S", envvar="LLMGINE_SESSION", metavar="ID", show_default=False, callback=session_callback,
-    help="Create the engine in this session: id, prefix, short id or name (default: LLMGINE_SESSION, "
-         "else `ask`'s own session, or a new one for `chat`).")]
-Params = Annotated[list[str] | None, typer.Option(
-    "--param", "-p", metavar="KEY=VALUE",
-    help="A per-call parameter (temperature, max_tokens, ...); KEY=string or KEY:=JSON (temperature:=0). Repeatable.")]
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-M",
+        show_default=False,
+        help="The model of a new engine, e.g. openai/gpt-4o-mini (default: the daemon's default model).",
+    ),
+]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        "-E",
+        metavar="ID",
+        show_default=False,
+        help="Talk to this existing engine (SinglePassEngine or ToolChatEngine) and its memory.",
+    ),
+]
+SessionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--session",
+        "-S",
+        envvar="LLMGINE_SESSION",
+        metavar="ID",
+        show_default=False,
+        callback=session_callback,
+        help="Create the engine in this session: id, prefix, short id or name (default: LLMGINE_SESSION, "
+        "else `ask`'s own session, or a new one for `chat`).",
+    ),
+]
+Params = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        "-p",
+        metavar="KEY=VALUE",
+        help="A per-call parameter (temperature, max_tokens, ...); KEY=string or KEY:=JSON "
+        "(temperature:=0). Repeatable.",
+    ),
+]
 
 HELP_TEXT = "/reset forgets the conversation, /exit (or Ctrl-D) leaves, Ctrl-C stops an answer"
 
@@ -80,20 +109,25 @@ def failure_line(record: Command) -> str:
 def _check_engine_flags(engine: str | None, **others: Any) -> None:
     given = [f"--{name}" for name, value in others.items() if value]
     if engine and given:
-        raise typer.BadParameter(f"--engine talks to an existing engine: drop {', '.join(given)}",
-                                 param_hint="--engine")
+        raise typer.BadParameter(
+            f"--engine talks to an existing engine: drop {', '.join(given)}", param_hint="--engine"
+        )
 
 
 def ask(
     ctx: typer.Context,
-    prompt: Annotated[str | None, typer.Argument(
-        metavar="[PROMPT]", show_default=False, help="The prompt (- or none: read it from stdin).")] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Argument(metavar="[PROMPT]", show_default=False, help="The prompt (- or none: read it from stdin)."),
+    ] = None,
     model: Model = None,
     engine: EngineOpt = None,
     session: SessionOpt = None,
     param: Params = None,
-    cancel_on_interrupt: Annotated[bool, typer.Option(
-        "--cancel-on-interrupt", help="Ctrl-C cancels the answer (default: it continues in the daemon).")] = False,
+    cancel_on_interrupt: Annotated[
+        bool,
+        typer.Option("--cancel-on-interrupt", help="Ctrl-C cancels the answer (default: it continues in the daemon)."),
+    ] = False,
 ) -> None:
     """Ask one question and print the answer as it is written.
 
@@ -113,8 +147,7 @@ def ask(
     env = app_ctx.env
     from llmgine_cli.conversation import Conversation
 
-    conv = Conversation.open(app_ctx.client(), engine_id=engine, session_id=None if engine else session,
-                             model=model)
+    conv = Conversation.open(app_ctx.client(), engine_id=engine, session_id=None if engine else session, model=model)
     if engine is None and session is None:
         conv.reset()  # the shared "ask" session's engine: each question starts afresh
     turn = conv.send(prompt, parameters)
@@ -127,8 +160,10 @@ def ask(
             env.err(f"interrupted: command {turn.command_id} cancelled" if turn.command_id else "interrupted")
         else:
             turn.close()
-            env.err(f"interrupted: command {turn.command_id} continues in the daemon (stop it with: "
-                    f"llmgine command cancel {turn.command_id} --session {conv.session_id})")
+            env.err(
+                f"interrupted: command {turn.command_id} continues in the daemon (stop it with: "
+                f"llmgine command cancel {turn.command_id} --session {conv.session_id})"
+            )
         raise typer.Exit(ExitStatus.INTERRUPTED) from None
     finally:
         conv.close()
@@ -190,10 +225,14 @@ def chat(
     ctx: typer.Context,
     engine: EngineOpt = None,
     model: Model = None,
-    system: Annotated[str | None, typer.Option(
-        "--system", metavar="TEXT", show_default=False, help="The system prompt of the new engine.")] = None,
-    tools: Annotated[bool, typer.Option(
-        "--tools", help="A ToolChatEngine: the model may call the session's tools (run in the sandbox).")] = False,
+    system: Annotated[
+        str | None,
+        typer.Option("--system", metavar="TEXT", show_default=False, help="The system prompt of the new engine."),
+    ] = None,
+    tools: Annotated[
+        bool,
+        typer.Option("--tools", help="A ToolChatEngine: the model may call the session's tools (run in the sandbox)."),
+    ] = False,
     session: SessionOpt = None,
 ) -> None:
     """Chat with a model in the terminal; answers stream in as they are written.
@@ -207,13 +246,20 @@ def chat(
     from llmgine_cli.conversation import Conversation
 
     conv = Conversation.open(
-        app_ctx.client(), engine_id=engine, session_id=None if engine else session, model=model,
+        app_ctx.client(),
+        engine_id=engine,
+        session_id=None if engine else session,
+        model=model,
         engine_type="ToolChatEngine" if tools else "SinglePassEngine",
-        configuration={"system_prompt": system} if system else None, reuse=False, session_name="chat",
+        configuration={"system_prompt": system} if system else None,
+        reuse=False,
+        session_name="chat",
     )
     e = conv.engine
-    env.err(f"{e.engine_type} {e.model_name or default_model(conv.client)}: engine {short_id(e.engine_id)} "
-            f"in session {short_id(e.session_id)}. {HELP_TEXT}.")
+    env.err(
+        f"{e.engine_type} {e.model_name or default_model(conv.client)}: engine {short_id(e.engine_id)} "
+        f"in session {short_id(e.session_id)}. {HELP_TEXT}."
+    )
     interactive = sys.stdin.isatty()
     history = _readline(env.environ) if interactive else None
     prompt = "you> " if interactive else ""

@@ -29,8 +29,7 @@ from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render, render_trace, resolve_format
 from llmgine_cli.status import ExitStatus
 
-app = typer.Typer(help="Run, inspect, list and cancel commands (and batches of them).",
-                  no_args_is_help=True)
+app = typer.Typer(help="Run, inspect, list and cancel commands (and batches of them).", no_args_is_help=True)
 
 COMMAND_VIEW = hot.COMMAND_VIEW
 LIST_VIEW = View(
@@ -58,9 +57,16 @@ BATCH_VIEW = View(
     id_field="command_id",
 )
 
-CommandId = Annotated[str, typer.Argument(
-    metavar="ID", help="The command: its id, a unique prefix or its short id.",
-    callback=id_callback("command", "/api/sessions/{session}/commands", "commands", "command_id", in_session=True))]
+CommandId = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID",
+        help="The command: its id, a unique prefix or its short id.",
+        callback=id_callback("command", "/api/sessions/{session}/commands", "commands", "command_id", in_session=True),
+    ),
+]
+
+
 class PriorityLevel(StrEnum):
     high = "high"
     normal = "normal"
@@ -69,25 +75,39 @@ class PriorityLevel(StrEnum):
 
 Priority = Annotated[
     PriorityLevel | None,
-    typer.Option("--priority", help="high, normal or low (default normal).", show_default=False,
-                 case_sensitive=False),
+    typer.Option("--priority", help="high, normal or low (default normal).", show_default=False, case_sensitive=False),
 ]
 Timeout = Annotated[
     float | None,
-    typer.Option("--timeout", metavar="SECONDS", min=0.001, show_default=False,
-                 help="Cancel the command (status timed_out) if it runs longer."),
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        min=0.001,
+        show_default=False,
+        help="Cancel the command (status timed_out) if it runs longer.",
+    ),
 ]
-NoWait = Annotated[bool, typer.Option(
-    "--no-wait",
-    help="Return once it is stored; do not wait for it to finish (one that finished at once comes back finished).",
-)]
+NoWait = Annotated[
+    bool,
+    typer.Option(
+        "--no-wait",
+        help="Return once it is stored; do not wait for it to finish (one that finished at once comes back finished).",
+    ),
+]
 
 
-def finish_command(app_ctx: AppContext, record: Any, *, no_wait: bool, output: Any, quiet: bool,
-                   cancel_on_interrupt: bool = False) -> None:
+def finish_command(
+    app_ctx: AppContext, record: Any, *, no_wait: bool, output: Any, quiet: bool, cancel_on_interrupt: bool = False
+) -> None:
     """Wait for it unless no_wait, print it; exit 1 unless it completed (hot.py), 130 on Ctrl-C."""
-    code = hot.finish_command(app_ctx, msgspec.to_builtins(record), no_wait=no_wait, output=output,
-                              quiet=quiet, cancel_on_interrupt=cancel_on_interrupt)
+    code = hot.finish_command(
+        app_ctx,
+        msgspec.to_builtins(record),
+        no_wait=no_wait,
+        output=output,
+        quiet=quiet,
+        cancel_on_interrupt=cancel_on_interrupt,
+    )
     if code:
         raise typer.Exit(code)
 
@@ -95,14 +115,22 @@ def finish_command(app_ctx: AppContext, record: Any, *, no_wait: bool, output: A
 @app.command("run")
 def run(
     ctx: typer.Context,
-    command_type: Annotated[str, typer.Argument(metavar="TYPE", help="The command type, e.g. DummyEngineCommand.",
-                                               autocompletion=completion.command_types)],
+    command_type: Annotated[
+        str,
+        typer.Argument(
+            metavar="TYPE", help="The command type, e.g. DummyEngineCommand.", autocompletion=completion.command_types
+        ),
+    ],
     session: SessionOpt,
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", "-p", metavar="KEY=VALUE",
-                     help="A parameter: KEY=VALUE is a string, KEY:=JSON a JSON value (n:=3), "
-                          "KEY=@FILE a file's text. Repeatable."),
+        typer.Option(
+            "--param",
+            "-p",
+            metavar="KEY=VALUE",
+            help="A parameter: KEY=VALUE is a string, KEY:=JSON a JSON value (n:=3), "
+            "KEY=@FILE a file's text. Repeatable.",
+        ),
     ] = None,
     params: Annotated[
         str | None,
@@ -112,15 +140,17 @@ def run(
     timeout: Timeout = None,
     no_wait: NoWait = False,
     idempotency_key: Annotated[
-        str | None, typer.Option("--idempotency-key", metavar="KEY",
-                                 help="Retrying with the same key never runs the command twice.")
+        str | None,
+        typer.Option(
+            "--idempotency-key", metavar="KEY", help="Retrying with the same key never runs the command twice."
+        ),
     ] = None,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Print the command's events live while it runs.")
     ] = False,
     cancel_on_interrupt: Annotated[
-        bool, typer.Option("--cancel-on-interrupt",
-                           help="Ctrl-C cancels the command (default: it continues in the daemon).")
+        bool,
+        typer.Option("--cancel-on-interrupt", help="Ctrl-C cancels the command (default: it continues in the daemon)."),
     ] = False,
     output: Output = None,
     quiet: Quiet = False,
@@ -133,16 +163,27 @@ def run(
         from llmgine_cli.commands.event_tail import follow_command
 
         def submit() -> Command:
-            return app_ctx.client().submit_command(session, command_type, parameters, metadata,
-                                                   idempotency_key=idempotency_key)
+            return app_ctx.client().submit_command(
+                session, command_type, parameters, metadata, idempotency_key=idempotency_key
+            )
 
         record = follow_command(app_ctx, session, submit, output)
-        finish_command(app_ctx, record, no_wait=False, output=output, quiet=quiet,
-                       cancel_on_interrupt=cancel_on_interrupt)
+        finish_command(
+            app_ctx, record, no_wait=False, output=output, quiet=quiet, cancel_on_interrupt=cancel_on_interrupt
+        )
         return
-    code = hot.command_run(app_ctx, session=session, command_type=command_type, parameters=parameters,
-                           metadata=metadata, no_wait=no_wait, idempotency_key=idempotency_key,
-                           output=output, quiet=quiet, cancel_on_interrupt=cancel_on_interrupt)
+    code = hot.command_run(
+        app_ctx,
+        session=session,
+        command_type=command_type,
+        parameters=parameters,
+        metadata=metadata,
+        no_wait=no_wait,
+        idempotency_key=idempotency_key,
+        output=output,
+        quiet=quiet,
+        cancel_on_interrupt=cancel_on_interrupt,
+    )
     if code:
         raise typer.Exit(code)
 
@@ -153,8 +194,9 @@ def get(
     command_id: CommandId,
     session: SessionOpt,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait until it finished.")] = False,
-    trace: Annotated[bool, typer.Option(
-        "--trace", help="Draw the command's trace as a waterfall (as `llmgine trace`) instead.")] = False,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Draw the command's trace as a waterfall (as `llmgine trace`) instead.")
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -184,10 +226,15 @@ def list_(
     ctx: typer.Context,
     session: SessionOpt,
     status: Annotated[
-        str | None, typer.Option("--status", callback=choices("queued", "executing", "completed", "failed", "timed_out",
-                                                              "cancelled", "interrupted", several=True),
-                                 help="queued, executing, completed, failed, timed_out, "
-                                 "cancelled or interrupted; comma-separated for several.")
+        str | None,
+        typer.Option(
+            "--status",
+            callback=choices(
+                "queued", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted", several=True
+            ),
+            help="queued, executing, completed, failed, timed_out, "
+            "cancelled or interrupted; comma-separated for several.",
+        ),
     ] = None,
     command_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this command type.")] = None,
     batch: Annotated[str | None, typer.Option("--batch", metavar="ID", help="Only this batch.")] = None,
@@ -198,13 +245,16 @@ def list_(
 ) -> None:
     """List a session's commands, newest first."""
     app_ctx = state(ctx)
-    page = app_ctx.client().list_commands(session, status=status, command_type=command_type,
-                                          batch_id=batch, limit=limit, offset=offset)
+    page = app_ctx.client().list_commands(
+        session, status=status, command_type=command_type, batch_id=batch, limit=limit, offset=offset
+    )
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
     shown = len(page.commands)
     if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain") and page.total > offset + shown:
-        app_ctx.env.err(f"showing {offset + 1 if shown else offset}-{offset + shown} of {page.total} "
-                        f"(use --offset {offset + shown} for more)")
+        app_ctx.env.err(
+            f"showing {offset + 1 if shown else offset}-{offset + shown} of {page.total} "
+            f"(use --offset {offset + shown} for more)"
+        )
 
 
 @app.command("cancel")
@@ -252,8 +302,13 @@ def batch(
     ctx: typer.Context,
     session: SessionOpt,
     file: Annotated[
-        str, typer.Option("--file", "-f", metavar="FILE",
-                          help="JSON Lines or a JSON array of {command_type, parameters, metadata}; - for stdin.")
+        str,
+        typer.Option(
+            "--file",
+            "-f",
+            metavar="FILE",
+            help="JSON Lines or a JSON array of {command_type, parameters, metadata}; - for stdin.",
+        ),
     ],
     sequential: Annotated[
         bool, typer.Option("--sequential", help="One after another in file order (default: in parallel).")
@@ -275,8 +330,13 @@ def batch(
     show_bar = not no_wait and len(commands) > BAR_OVER and enabled(app_ctx.env)
     poll = 1.0 if show_bar else LONG_POLL_S
     with spinner(app_ctx.env, f"submitting {len(commands)} commands"):
-        result = client.submit_batch(session, commands, mode="sequential" if sequential else "parallel",
-                                     stop_on_error=stop_on_error, wait=0 if no_wait or show_bar else LONG_POLL_S)
+        result = client.submit_batch(
+            session,
+            commands,
+            mode="sequential" if sequential else "parallel",
+            stop_on_error=stop_on_error,
+            wait=0 if no_wait or show_bar else LONG_POLL_S,
+        )
     try:
         with Bar(app_ctx.env, len(commands), "batch") as bar:
             while not no_wait and result.status != "finished":
@@ -284,16 +344,20 @@ def batch(
                     bar.update(sum(1 for c in result.commands if c.status in TERMINAL))
                 result = client.get_batch(session, result.batch_id, wait=poll)
     except KeyboardInterrupt:
-        app_ctx.env.err(f"interrupted: batch {result.batch_id} keeps running "
-                        f"(llmgine command list --session {session} --batch {result.batch_id})")
+        app_ctx.env.err(
+            f"interrupted: batch {result.batch_id} keeps running "
+            f"(llmgine command list --session {session} --batch {result.batch_id})"
+        )
         raise typer.Exit(130) from None
     render_batch(app_ctx, result, output, quiet)
     counts: dict[str, int] = {}
     for c in result.commands:
         counts[c.status] = counts.get(c.status, 0) + 1
     if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain"):
-        app_ctx.env.err(f"batch {result.batch_id}: {len(result.commands)} commands, "
-                        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        app_ctx.env.err(
+            f"batch {result.batch_id}: {len(result.commands)} commands, "
+            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        )
     if not no_wait and any(c.status != "completed" for c in result.commands):
         raise typer.Exit(ExitStatus.ERROR)
 

@@ -31,8 +31,7 @@ from llmgine_cli.render import Column, View, render, render_text, resolve_format
 app = typer.Typer(help="Show and edit the configuration (config.toml).", no_args_is_help=True)
 
 SHOW_VIEW = View(
-    columns=(Column("KEY", "key"), Column("ENV", "env"), Column("VALUE", "value"),
-             Column("SOURCE", "source")),
+    columns=(Column("KEY", "key"), Column("ENV", "env"), Column("VALUE", "value"), Column("SOURCE", "source")),
     items="settings",
     id_field="key",
 )
@@ -40,11 +39,11 @@ VALUE_VIEW = View(id_field="value", raw_keys=frozenset({"value"}))
 
 Local = Annotated[
     bool,
-    typer.Option("--local", help="Resolve here (defaults < file < env) instead of asking "
-                                 "the running daemon."),
+    typer.Option("--local", help="Resolve here (defaults < file < env) instead of asking the running daemon."),
 ]
-Key = Annotated[str, typer.Argument(metavar="KEY", help="A dotted key (server.port) or its "
-                                                       "environment name (API_PORT).")]
+Key = Annotated[
+    str, typer.Argument(metavar="KEY", help="A dotted key (server.port) or its environment name (API_PORT).")
+]
 
 
 def config_path(env: Mapping[str, str]) -> Path:
@@ -56,8 +55,7 @@ def local_view(env: Mapping[str, str]) -> ConfigView:
     settings = load_settings(env=env)
     return ConfigView(
         config_file=str(settings.config_file),
-        settings=[ConfigValue(s.key, s.env, settings.redacted(s.key), settings.sources[s.key])
-                  for s in SETTINGS],
+        settings=[ConfigValue(s.key, s.env, settings.redacted(s.key), settings.sources[s.key]) for s in SETTINGS],
     )
 
 
@@ -66,8 +64,7 @@ def canonical_key(key: str) -> str:
         return key
     if key.upper() in BY_ENV:
         return BY_ENV[key.upper()].key
-    raise typer.BadParameter(f"unknown key {key!r} (see `llmgine config show --local`)",
-                             param_hint="KEY")
+    raise typer.BadParameter(f"unknown key {key!r} (see `llmgine config show --local`)", param_hint="KEY")
 
 
 def value_text(value: Any) -> str:
@@ -92,8 +89,7 @@ def path(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> Non
 
 
 @app.command("show")
-def show(ctx: typer.Context, local: Local = False, output: Output = None,
-         quiet: Quiet = False) -> None:
+def show(ctx: typer.Context, local: Local = False, output: Output = None, quiet: Quiet = False) -> None:
     """Show every setting with its value and source (default, file, env, flag)."""
     app_ctx = state(ctx)
     view = local_view(app_ctx.env.environ) if local else app_ctx.client(autostart=False).config()
@@ -101,8 +97,7 @@ def show(ctx: typer.Context, local: Local = False, output: Output = None,
 
 
 @app.command("get")
-def get(ctx: typer.Context, key: Key, local: Local = False, output: Output = None,
-        quiet: Quiet = False) -> None:
+def get(ctx: typer.Context, key: Key, local: Local = False, output: Output = None, quiet: Quiet = False) -> None:
     """Print one setting's value (empty when unset)."""
     app_ctx = state(ctx)
     key = canonical_key(key)
@@ -131,8 +126,7 @@ def set_(
         raise typer.BadParameter(str(exc), param_hint="VALUE") from None
     where = config_path(app_ctx.env.environ)
     write_config_value(where, key, parsed)
-    app_ctx.env.err(f"set {key} in {where}; restart the daemon to apply it: "
-                    "llmgine daemon restart")
+    app_ctx.env.err(f"set {key} in {where}; restart the daemon to apply it: llmgine daemon restart")
 
 
 @app.command("unset")
@@ -145,6 +139,4 @@ def unset(ctx: typer.Context, key: Key) -> None:
         app_ctx.env.err(f"{key} is not set ({where} does not exist)")
         return
     write_config_value(where, key, None)
-    app_ctx.env.err(f"unset {key} in {where}; restart the daemon to apply it: "
-                    "llmgine daemon restart")
-
+    app_ctx.env.err(f"unset {key} in {where}; restart the daemon to apply it: llmgine daemon restart")

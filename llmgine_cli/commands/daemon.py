@@ -21,41 +21,47 @@ from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.status import ExitStatus
 
-app = typer.Typer(help="Run llmgined in the background: start, stop, restart, status, logs; "
-                       "install/uninstall it as a user service.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Run llmgined in the background: start, stop, restart, status, logs; install/uninstall it as a user service.",
+    no_args_is_help=True,
+)
 
 STARTED_VIEW = View(id_field="pid")
 STOPPED_VIEW = View(id_field="pid")
-STATUS_VIEW = View(id_field="pid", fields=("pid", "version", "uptime", "started_at",
-                                           "listeners"))
+STATUS_VIEW = View(id_field="pid", fields=("pid", "version", "uptime", "started_at", "listeners"))
 
 Host = Annotated[str | None, typer.Option("--host", help="Also listen on TCP at this host.")]
-Port = Annotated[int | None, typer.Option("--port", min=0, max=65535,
-                                             help="Also listen on TCP at this port.")]
+Port = Annotated[int | None, typer.Option("--port", min=0, max=65535, help="Also listen on TCP at this port.")]
 Sock = Annotated[str | None, typer.Option("--socket", help="Unix socket path.")]
 NoSock = Annotated[bool, typer.Option("--no-socket", help="TCP only.")]
 ConfigFile = Annotated[str | None, typer.Option("--config", help="Another config file.")]
-LogLevel = Annotated[str | None, typer.Option("--log-level",
-                                                 help="debug|info|warning|error|critical")]
-LogFile = Annotated[str | None, typer.Option("--log-file",
-                                                help="Log here instead of the daemon log.")]
-Timeout = Annotated[float, typer.Option("--timeout", min=0.1,
-                                        help="Seconds to wait for it to answer.")]
+LogLevel = Annotated[str | None, typer.Option("--log-level", help="debug|info|warning|error|critical")]
+LogFile = Annotated[str | None, typer.Option("--log-file", help="Log here instead of the daemon log.")]
+Timeout = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for it to answer.")]
 
 
 def _path(value: str | None) -> str | None:
     return str(Path(value).expanduser().absolute()) if value else None
 
 
-def _flags(host: str | None, port: int | None, socket: str | None, no_socket: bool,
-           config: str | None, log_level: str | None,
-           log_file: str | None) -> daemonctl.DaemonFlags:
+def _flags(
+    host: str | None,
+    port: int | None,
+    socket: str | None,
+    no_socket: bool,
+    config: str | None,
+    log_level: str | None,
+    log_file: str | None,
+) -> daemonctl.DaemonFlags:
     # Absolute paths: the daemon must find them whatever directory a later restart runs in.
     return daemonctl.DaemonFlags(
-        host=host, port=port,
-        socket=_path(socket), no_socket=no_socket, config=_path(config),
-        log_level=log_level, log_file=_path(log_file),
+        host=host,
+        port=port,
+        socket=_path(socket),
+        no_socket=no_socket,
+        config=_path(config),
+        log_level=log_level,
+        log_file=_path(log_file),
     )
 
 
@@ -74,15 +80,13 @@ def managed_target(app_ctx: AppContext) -> tuple[Target, str | None]:
     return app_ctx.target(), app_ctx.api_key
 
 
-def _say_started(app_ctx: AppContext, started: daemonctl.Started, output: str | None,
-                 quiet: bool) -> None:
+def _say_started(app_ctx: AppContext, started: daemonctl.Started, output: str | None, quiet: bool) -> None:
     if quiet or resolve_format(app_ctx.env, output) in ("json", "jsonl"):
         render(app_ctx.env, asdict(started), STARTED_VIEW, output, quiet)
         return
     verb = "is already running" if started.already_running else "started"
     pid = f"pid {started.pid}" if started.pid else "pid unknown"
-    app_ctx.env.out(f"llmgined {started.version} {verb} ({pid}), listening on "
-                    f"{', '.join(started.listeners)}")
+    app_ctx.env.out(f"llmgined {started.version} {verb} ({pid}), listening on {', '.join(started.listeners)}")
 
 
 @app.command("start")
@@ -107,8 +111,9 @@ def start(
 
 
 @app.command("stop")
-def stop(ctx: typer.Context, timeout: Timeout = daemonctl.STOP_TIMEOUT, output: Output = None,
-         quiet: Quiet = False) -> None:
+def stop(
+    ctx: typer.Context, timeout: Timeout = daemonctl.STOP_TIMEOUT, output: Output = None, quiet: Quiet = False
+) -> None:
     """Shut llmgined down gracefully and wait for it to exit."""
     app_ctx = state(ctx)
     target, api_key = managed_target(app_ctx)
@@ -163,10 +168,8 @@ def status(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> N
 @app.command("logs")
 def logs(
     ctx: typer.Context,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines "
-                                                                "until Ctrl-C.")] = False,
-    lines: Annotated[int | None, typer.Option("--lines", "-n", min=0,
-                                                 help="Only the last N lines.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
+    lines: Annotated[int | None, typer.Option("--lines", "-n", min=0, help="Only the last N lines.")] = None,
 ) -> None:
     """Print the daemon log (LOG_FILE if configured, else the `daemon start` log)."""
     app_ctx = state(ctx)
@@ -214,12 +217,12 @@ def _follow(out: Any, path: Path, position: int) -> None:
             time.sleep(0.2)
 
 
-
 # -- service install ---------------------------------------------------------------------
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print what would be written; write nothing.")]
-Platform = Annotated[str | None, typer.Option("--platform", hidden=True,
-                                              help="linux or darwin (default: this machine's).")]
+Platform = Annotated[
+    str | None, typer.Option("--platform", hidden=True, help="linux or darwin (default: this machine's).")
+]
 
 
 @app.command("install")

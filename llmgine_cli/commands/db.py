@@ -37,8 +37,9 @@ def stats(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> No
         def described(files: dict[str, int]) -> str:
             return f"{size(sum(files.values()))} ({', '.join(f'{name} {size(n)}' for name, n in files.items())})"
 
-        app_ctx.env.err(f"{result.path}: {described(main)},"
-                        f" {result.freelist_pages} free page(s) of {result.page_count}")
+        app_ctx.env.err(
+            f"{result.path}: {described(main)}, {result.freelist_pages} free page(s) of {result.page_count}"
+        )
         if result.telemetry_path:
             app_ctx.env.err(f"{result.telemetry_path}: {described(tel)}, logs and spans")
     render(app_ctx.env, result, STATS_VIEW, output, quiet)

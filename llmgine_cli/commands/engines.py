@@ -62,9 +62,15 @@ MESSAGES_VIEW = View(
     id_field="message_id",
 )
 
-EngineId = Annotated[str, typer.Argument(
-    metavar="ID", help="The engine: its id, a unique prefix or its short id.", autocompletion=completion.engine_ids,
-    callback=id_callback("engine", "/api/engines", "engines", "engine_id"))]
+EngineId = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID",
+        help="The engine: its id, a unique prefix or its short id.",
+        autocompletion=completion.engine_ids,
+        callback=id_callback("engine", "/api/engines", "engines", "engine_id"),
+    ),
+]
 
 
 @app.command("types")
@@ -80,15 +86,22 @@ def types(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> No
 @app.command("create")
 def create(
     ctx: typer.Context,
-    engine_type: Annotated[str, typer.Argument(metavar="TYPE", help="The engine type, e.g. DummyEngine.",
-                                              autocompletion=completion.engine_types)],
+    engine_type: Annotated[
+        str,
+        typer.Argument(
+            metavar="TYPE", help="The engine type, e.g. DummyEngine.", autocompletion=completion.engine_types
+        ),
+    ],
     session: SessionOpt,
     model: Annotated[str | None, typer.Option("--model", "-M", help="The model name.")] = None,
     config: Annotated[
         list[str] | None,
-        typer.Option("--config", "-c", metavar="KEY=VALUE",
-                     help="A configuration field (see `engine types`): KEY=string or KEY:=JSON "
-                          "(temperature:=0.2). Repeatable."),
+        typer.Option(
+            "--config",
+            "-c",
+            metavar="KEY=VALUE",
+            help="A configuration field (see `engine types`): KEY=string or KEY:=JSON (temperature:=0.2). Repeatable.",
+        ),
     ] = None,
     output: Output = None,
     quiet: Quiet = False,
@@ -104,12 +117,22 @@ def list_(
     ctx: typer.Context,
     session: Annotated[
         str | None,
-        typer.Option("--session", "-S", callback=session_callback, metavar="ID", help="Only this session's engines.",
-                            autocompletion=completion.session_ids)
+        typer.Option(
+            "--session",
+            "-S",
+            callback=session_callback,
+            metavar="ID",
+            help="Only this session's engines.",
+            autocompletion=completion.session_ids,
+        ),
     ] = None,
     status: Annotated[
-        str | None, typer.Option("--status", help="active (not stopped), initialized or stopped.",
-                                 callback=choices("active", "initialized", "stopped"))
+        str | None,
+        typer.Option(
+            "--status",
+            help="active (not stopped), initialized or stopped.",
+            callback=choices("active", "initialized", "stopped"),
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many.")] = 50,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
@@ -146,9 +169,13 @@ def exec_(
 ) -> None:
     """Run a prompt on an engine (a command in its session) and print the result."""
     app_ctx = state(ctx)
-    record = app_ctx.client().execute_engine(engine_id, prompt, parse_pairs(param, "--param"),
-                                             command_metadata(priority.value if priority else None, timeout),
-                                             wait=0 if no_wait else LONG_POLL_S)
+    record = app_ctx.client().execute_engine(
+        engine_id,
+        prompt,
+        parse_pairs(param, "--param"),
+        command_metadata(priority.value if priority else None, timeout),
+        wait=0 if no_wait else LONG_POLL_S,
+    )
     finish_command(app_ctx, record, no_wait=no_wait, output=output, quiet=quiet)
 
 

@@ -51,24 +51,54 @@ def parse_since(value: str | None) -> int | str | None:
 
 def tail(
     ctx: typer.Context,
-    session: Annotated[str | None, typer.Argument(
-        metavar="[SESSION]", help="The session to follow (or --all).", show_default=False,
-        autocompletion=completion.session_ids, callback=session_callback)] = None,
-    session_opt: Annotated[str | None, typer.Option(
-        "--session", "-S", metavar="ID", help="The session to follow, like SESSION (as other commands take it).",
-        autocompletion=completion.session_ids, show_default=False, callback=session_callback)] = None,
+    session: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[SESSION]",
+            help="The session to follow (or --all).",
+            show_default=False,
+            autocompletion=completion.session_ids,
+            callback=session_callback,
+        ),
+    ] = None,
+    session_opt: Annotated[
+        str | None,
+        typer.Option(
+            "--session",
+            "-S",
+            metavar="ID",
+            help="The session to follow, like SESSION (as other commands take it).",
+            autocompletion=completion.session_ids,
+            show_default=False,
+            callback=session_callback,
+        ),
+    ] = None,
     all_sessions: Annotated[bool, typer.Option("--all", "-a", help="Follow every session.")] = False,
-    event_type: Annotated[list[str] | None, typer.Option(
-        "--type", "-t", metavar="TYPE", help="Only this type (Prefix* for a prefix); repeatable.",
-        autocompletion=completion.event_types)] = None,
-    source: Annotated[list[str] | None, typer.Option(
-        "--source", metavar="SOURCE", help="Only this source (api, engine, handler, bus); repeatable.")] = None,
-    since: Annotated[str | None, typer.Option(
-        "--since", metavar="SEQ|10m|all",
-        help="Start after this seq, this long ago, at an ISO time, or with all history "
-             "(default: new events only).")] = None,
-    no_reconnect: Annotated[bool, typer.Option(
-        "--no-reconnect", help="Exit 3 when the daemon goes away instead of reconnecting.")] = False,
+    event_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type",
+            "-t",
+            metavar="TYPE",
+            help="Only this type (Prefix* for a prefix); repeatable.",
+            autocompletion=completion.event_types,
+        ),
+    ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", metavar="SOURCE", help="Only this source (api, engine, handler, bus); repeatable."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="SEQ|10m|all",
+            help="Start after this seq, this long ago, at an ISO time, or with all history (default: new events only).",
+        ),
+    ] = None,
+    no_reconnect: Annotated[
+        bool, typer.Option("--no-reconnect", help="Exit 3 when the daemon goes away instead of reconnecting.")
+    ] = False,
     output: Output = None,
 ) -> None:
     """Print events as they happen (Ctrl-C stops). Resumes across daemon restarts.
@@ -90,8 +120,12 @@ def tail(
     from llmgine_cli.stream import EventStream
 
     stream = EventStream(
-        app_ctx.client(), session, event_types=event_type or (), sources=source or (),
-        since=parse_since(since), reconnect=not no_reconnect,
+        app_ctx.client(),
+        session,
+        event_types=event_type or (),
+        sources=source or (),
+        since=parse_since(since),
+        reconnect=not no_reconnect,
         on_status=lambda text: env.err(f"llmgine: {text}"),
     )
     try:
@@ -120,10 +154,7 @@ def tail(
         stream.close()
 
 
-
-def follow_command(
-    app_ctx: AppContext, session_id: str, submit: Callable[[], Command], output: Any
-) -> Command:
+def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Command], output: Any) -> Command:
     """`command run --follow`: print the command's events live, then return its final record.
 
     The stream is opened (and the server has said where it starts) BEFORE the command is
@@ -138,8 +169,7 @@ def follow_command(
     from llmgine_cli.live import event_line
     from llmgine_cli.stream import EventStream
 
-    stream = EventStream(client, session_id,
-                         on_status=lambda text: env.err(f"llmgine: {text}"))
+    stream = EventStream(client, session_id, on_status=lambda text: env.err(f"llmgine: {text}"))
     items = iter(stream)
     try:
         for item in items:  # the hello: the stream is registered

@@ -30,8 +30,12 @@ LIST_VIEW = View(
 @app.command("publish")
 def publish(
     ctx: typer.Context,
-    event_type: Annotated[str, typer.Argument(metavar="TYPE", help="The event type, e.g. StatusUpdate.",
-                                             autocompletion=completion.event_types)],
+    event_type: Annotated[
+        str,
+        typer.Argument(
+            metavar="TYPE", help="The event type, e.g. StatusUpdate.", autocompletion=completion.event_types
+        ),
+    ],
     session: SessionOpt,
     data: Annotated[
         str | None,
@@ -45,9 +49,15 @@ def publish(
     quiet: Quiet = False,
 ) -> None:
     """Append an event to a session's log (`-q` prints its id)."""
-    hot.event_publish(state(ctx), session=session, event_type=event_type,
-                      data=parse_object(data, "--data"), metadata=parse_pairs(meta, "--meta"),
-                      output=output, quiet=quiet)
+    hot.event_publish(
+        state(ctx),
+        session=session,
+        event_type=event_type,
+        data=parse_object(data, "--data"),
+        metadata=parse_pairs(meta, "--meta"),
+        output=output,
+        quiet=quiet,
+    )
 
 
 @app.command("list")
@@ -55,8 +65,14 @@ def list_(
     ctx: typer.Context,
     session: SessionOpt,
     event_type: Annotated[
-        str | None, typer.Option("--type", "-t", metavar="TYPE", help="Only this type; Prefix* for a prefix.",
-                            autocompletion=completion.event_types)
+        str | None,
+        typer.Option(
+            "--type",
+            "-t",
+            metavar="TYPE",
+            help="Only this type; Prefix* for a prefix.",
+            autocompletion=completion.event_types,
+        ),
     ] = None,
     after: Annotated[
         int | None, typer.Option("--after", metavar="SEQ", min=0, help="Only events after this seq (a cursor).")
@@ -74,8 +90,14 @@ def list_(
     """List a session's events in log (seq) order."""
     app_ctx = state(ctx)
     page = app_ctx.client().list_events(
-        session, event_type=event_type, after=after, since=parse_time(since, "--since"),
-        until=parse_time(until, "--until"), source=source, limit=limit, offset=offset,
+        session,
+        event_type=event_type,
+        after=after,
+        since=parse_time(since, "--since"),
+        until=parse_time(until, "--until"),
+        source=source,
+        limit=limit,
+        offset=offset,
     )
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
     shown = len(page.events)
@@ -86,9 +108,14 @@ def list_(
 @app.command("get")
 def get(
     ctx: typer.Context,
-    event_id: Annotated[str, typer.Argument(
-        metavar="ID", help="The event: its id, a unique prefix or its short id.",
-        callback=id_callback("event", "/api/sessions/{session}/events", "events", "event_id", in_session=True))],
+    event_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID",
+            help="The event: its id, a unique prefix or its short id.",
+            callback=id_callback("event", "/api/sessions/{session}/events", "events", "event_id", in_session=True),
+        ),
+    ],
     session: SessionOpt,
     output: Output = None,
     quiet: Quiet = False,

@@ -18,8 +18,7 @@ from llmgine_cli.commands.tools import read_source
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render
 
-app = typer.Typer(help="Add, list and delete command and event handlers written in Python.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Add, list and delete command and event handlers written in Python.", no_args_is_help=True)
 add_app = typer.Typer(help="Add a command or an event handler from a Python file.", no_args_is_help=True)
 app.add_typer(add_app, name="add")
 
@@ -47,17 +46,30 @@ class Kind(StrEnum):
 
 Session = Annotated[
     str | None,
-    typer.Option("--session", "-S", callback=session_callback, envvar="LLMGINE_SESSION", metavar="ID",
-                 show_default=False,
-                 autocompletion=completion.session_ids,
-                 help="The session (default: LLMGINE_SESSION)."),
+    typer.Option(
+        "--session",
+        "-S",
+        callback=session_callback,
+        envvar="LLMGINE_SESSION",
+        metavar="ID",
+        show_default=False,
+        autocompletion=completion.session_ids,
+        help="The session (default: LLMGINE_SESSION).",
+    ),
 ]
 Global = Annotated[bool, typer.Option("--global", "-g", help="The global scope instead of a session.")]
-File = Annotated[str, typer.Argument(metavar="FILE.py", help="Python source; its last function is the "
-                                     "handler; - for stdin.")]
-Timeout = Annotated[float | None, typer.Option(
-    "--timeout", metavar="SECONDS", min=0.001, help="Deadline per run (default: the command's timeout, "
-    "else sandbox.deadline).")]
+File = Annotated[
+    str, typer.Argument(metavar="FILE.py", help="Python source; its last function is the handler; - for stdin.")
+]
+Timeout = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        min=0.001,
+        help="Deadline per run (default: the command's timeout, else sandbox.deadline).",
+    ),
+]
 
 
 def scope(session: str | None, global_: bool) -> str | None:
@@ -84,15 +96,20 @@ def add_command(
     (exit 6 if the scope already has a handler for TYPE)."""
     app_ctx = state(ctx)
     handler = app_ctx.client().register_command_handler(
-        scope(session, global_), command_type, read_source(file), timeout=timeout)
+        scope(session, global_), command_type, read_source(file), timeout=timeout
+    )
     render(app_ctx.env, handler, HANDLER_VIEW, output, quiet)
 
 
 @add_app.command("event")
 def add_event(
     ctx: typer.Context,
-    event_type: Annotated[str, typer.Argument(metavar="TYPE", help="The event type, or '*' for every event.",
-                                             autocompletion=completion.event_types)],
+    event_type: Annotated[
+        str,
+        typer.Argument(
+            metavar="TYPE", help="The event type, or '*' for every event.", autocompletion=completion.event_types
+        ),
+    ],
     file: File,
     session: Session = None,
     global_: Global = False,
@@ -104,7 +121,8 @@ def add_event(
     """Run a Python function after each event of TYPE is stored."""
     app_ctx = state(ctx)
     handler = app_ctx.client().register_event_handler(
-        scope(session, global_), event_type, read_source(file), priority=priority, timeout=timeout)
+        scope(session, global_), event_type, read_source(file), priority=priority, timeout=timeout
+    )
     render(app_ctx.env, handler, HANDLER_VIEW, output, quiet)
 
 
@@ -164,5 +182,16 @@ def delete(
     app_ctx = state(ctx)
     where = scope(session, global_)
     app_ctx.client().delete_handlers(where, kind.value, type_)
-    render(app_ctx.env, {"kind": kind.value, "type": type_, "scope": "global" if where is None else "session",
-                         "session_id": where, "deleted": True}, View(id_field="type"), output, quiet)
+    render(
+        app_ctx.env,
+        {
+            "kind": kind.value,
+            "type": type_,
+            "scope": "global" if where is None else "session",
+            "session_id": where,
+            "deleted": True,
+        },
+        View(id_field="type"),
+        output,
+        quiet,
+    )

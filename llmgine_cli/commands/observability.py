@@ -55,17 +55,23 @@ def _level(value: str | None) -> str | None:
 def logs(
     ctx: typer.Context,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
-    level: Annotated[str | None, typer.Option(
-        "--level", "-l", metavar="LEVEL", help="This level and above: debug|info|warning|error|critical.")] = None,
-    session: Annotated[str | None, typer.Option(
-        "--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")] = None,
+    level: Annotated[
+        str | None,
+        typer.Option("--level", "-l", metavar="LEVEL", help="This level and above: debug|info|warning|error|critical."),
+    ] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")
+    ] = None,
     command: Annotated[str | None, typer.Option("--command", metavar="ID", help="Only this command.")] = None,
     trace: Annotated[str | None, typer.Option("--trace", metavar="ID", help="Only this trace.")] = None,
-    since: Annotated[str | None, typer.Option(
-        "--since", metavar="WHEN", help="ISO time or a duration ago: 90s, 15m, 1h, 2d.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", metavar="WHEN", help="ISO time or a duration ago: 90s, 15m, 1h, 2d.")
+    ] = None,
     until: Annotated[str | None, typer.Option("--until", metavar="WHEN", help="ISO time or a duration ago.")] = None,
-    grep: Annotated[str | None, typer.Option(
-        "--grep", "-g", metavar="TEXT", help="Only records whose message contains TEXT (any case).")] = None,
+    grep: Annotated[
+        str | None,
+        typer.Option("--grep", "-g", metavar="TEXT", help="Only records whose message contains TEXT (any case)."),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="The newest N records.")] = 100,
     interval: Annotated[float, typer.Option("--interval", min=0.1, hidden=True)] = 1.0,
     polls: Annotated[int, typer.Option("--polls", min=0, hidden=True, help="Stop -f after N polls (tests).")] = 0,
@@ -76,8 +82,9 @@ def logs(
     app_ctx = state(ctx)
     env = app_ctx.env
     client = app_ctx.client()
-    query: dict[str, Any] = dict(level=_level(level), session_id=session, command_id=command,
-                                 trace_id=trace, since=since, until=until, q=grep)
+    query: dict[str, Any] = dict(
+        level=_level(level), session_id=session, command_id=command, trace_id=trace, since=since, until=until, q=grep
+    )
     page = client.logs(limit=limit, **query)
     fmt = resolve_format(env, output)
     if quiet:
@@ -106,13 +113,16 @@ def logs(
 def log(
     ctx: typer.Context,
     message: Annotated[str, typer.Argument(help="The message to record.")],
-    level: Annotated[str, typer.Option("--level", "-l", metavar="LEVEL", help="debug|info|warning|error|critical.")]
-    = "info",
-    session: Annotated[str | None, typer.Option(
-        "--session", "-s", callback=session_callback, metavar="ID", help="Attach it to a session.")]
-    = None,
-    meta: Annotated[list[str] | None, typer.Option(
-        "--meta", "-m", metavar="KEY=VALUE", help="Metadata; repeatable.")] = None,
+    level: Annotated[
+        str, typer.Option("--level", "-l", metavar="LEVEL", help="debug|info|warning|error|critical.")
+    ] = "info",
+    session: Annotated[
+        str | None,
+        typer.Option("--session", "-s", callback=session_callback, metavar="ID", help="Attach it to a session."),
+    ] = None,
+    meta: Annotated[
+        list[str] | None, typer.Option("--meta", "-m", metavar="KEY=VALUE", help="Metadata; repeatable.")
+    ] = None,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -120,16 +130,18 @@ def log(
     from llmgine_cli.commands.sessions import parse_meta
 
     app_ctx = state(ctx)
-    record = app_ctx.client().post_log(message, level=_level(level) or "info",
-                                       metadata=parse_meta(meta or []), session_id=session)
+    record = app_ctx.client().post_log(
+        message, level=_level(level) or "info", metadata=parse_meta(meta or []), session_id=session
+    )
     render(app_ctx.env, record, LOG_VIEW, output, quiet)
 
 
 @app.command("metrics")
 def metrics(
     ctx: typer.Context,
-    session: Annotated[str | None, typer.Option(
-        "--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")
+    ] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option("--interval", "-i", min=0.2, help="Seconds between refreshes.")] = 2.0,
     count: Annotated[int, typer.Option("--count", min=0, hidden=True, help="Stop --watch after N refreshes.")] = 0,
@@ -154,14 +166,15 @@ def metrics(
             from rich.live import Live
 
             console = Console(file=env.stdout, force_terminal=True)
-            with Live(render_metrics(env, snapshot, fmt, console=console), console=console,
-                      auto_refresh=False) as live:
+            with Live(render_metrics(env, snapshot, fmt, console=console), console=console, auto_refresh=False) as live:
                 while not count or done < count:
                     time.sleep(interval)
                     done += 1
                     previous, snapshot = snapshot, client.metrics(session)
-                    live.update(render_metrics(env, snapshot, fmt, previous=previous, interval=interval,
-                                               console=console), refresh=True)
+                    live.update(
+                        render_metrics(env, snapshot, fmt, previous=previous, interval=interval, console=console),
+                        refresh=True,
+                    )
         else:
             render_metrics(env, snapshot, fmt)
             while not count or done < count:
@@ -178,9 +191,14 @@ def metrics(
 @app.command("trace")
 def trace(
     ctx: typer.Context,
-    trace_id: Annotated[str, typer.Argument(
-        metavar="ID", help="The trace: its id (32 hex digits), a unique prefix or its short id.",
-        callback=id_callback("trace", "/api/observability/traces", "traces", "trace_id", paged=False))],
+    trace_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID",
+            help="The trace: its id (32 hex digits), a unique prefix or its short id.",
+            callback=id_callback("trace", "/api/observability/traces", "traces", "trace_id", paged=False),
+        ),
+    ],
     output: Output = None,
 ) -> None:
     """Draw one trace as a waterfall tree: spans, offsets, durations; errors in red."""
@@ -191,11 +209,13 @@ def trace(
 @app.command("traces")
 def traces(
     ctx: typer.Context,
-    session: Annotated[str | None, typer.Option(
-        "--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")
+    ] = None,
     since: Annotated[str | None, typer.Option("--since", metavar="WHEN", help="ISO time or 15m, 1h, 2d.")] = None,
-    status: Annotated[str | None, typer.Option(
-        "--status", metavar="STATUS", help="ok or error.", callback=choices("ok", "error"))] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", metavar="STATUS", help="ok or error.", callback=choices("ok", "error"))
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many.")] = 50,
     output: Output = None,
     quiet: Quiet = False,

@@ -21,13 +21,13 @@ app = typer.Typer(
     help="Secrets the daemon keeps for providers (e.g. OPENAI_API_KEY): set, list, delete.",
     no_args_is_help=True,
 )
-LIST_VIEW = View(columns=(Column("NAME", "name"), Column("UPDATED", "updated_at")),
-                 items="secrets", id_field="name")
+LIST_VIEW = View(columns=(Column("NAME", "name"), Column("UPDATED", "updated_at")), items="secrets", id_field="name")
 ONE_VIEW = View(id_field="name")
 _NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")  # daemon/secrets.py NAME
 
-Name = Annotated[str, typer.Argument(
-    metavar="NAME", help="An environment variable's name, e.g. OPENAI_API_KEY, ANTHROPIC_API_KEY.")]
+Name = Annotated[
+    str, typer.Argument(metavar="NAME", help="An environment variable's name, e.g. OPENAI_API_KEY, ANTHROPIC_API_KEY.")
+]
 
 
 @app.command("set")
@@ -40,8 +40,8 @@ def set_(
     """Set a secret. The value is asked for on a terminal (not echoed), else read from stdin: `printf %s "$KEY" | llmgine secret set OPENAI_API_KEY`. Never an argument, which other users and the shell history would see."""  # noqa: E501
     if not _NAME.match(name):
         raise typer.BadParameter(
-            "must be an environment variable's name (A-Z, 0-9, _; not starting with a digit)",
-            param_hint="NAME")
+            "must be an environment variable's name (A-Z, 0-9, _; not starting with a digit)", param_hint="NAME"
+        )
     if sys.stdin.isatty():
         value = getpass.getpass(f"{name}: ")
     else:

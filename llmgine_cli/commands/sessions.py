@@ -17,9 +17,15 @@ LIST_VIEW = hot.SESSION_LIST_VIEW
 SESSION_VIEW = hot.SESSION_VIEW
 TOKEN_VIEW = View(id_field="session_token", raw_keys=frozenset({"session_token"}))
 
-SessionId = Annotated[str, typer.Argument(
-    metavar="ID", help="The session: its id, a unique prefix, its short id or its name.",
-    autocompletion=completion.session_ids, callback=session_callback)]
+SessionId = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID",
+        help="The session: its id, a unique prefix, its short id or its name.",
+        autocompletion=completion.session_ids,
+        callback=session_callback,
+    ),
+]
 
 
 def parse_meta(pairs: list[str]) -> dict[str, Any]:
@@ -54,25 +60,31 @@ def list_(
     ctx: typer.Context,
     status: Annotated[
         str | None,
-        typer.Option("--status", "-s", help="active or closed (default: active).",
-                     callback=choices("active", "closed")),
+        typer.Option(
+            "--status", "-s", help="active or closed (default: active).", callback=choices("active", "closed")
+        ),
     ] = None,
-    all_sessions: Annotated[
-        bool, typer.Option("--all", "-a", help="Closed sessions too.")
-    ] = False,
+    all_sessions: Annotated[bool, typer.Option("--all", "-a", help="Closed sessions too.")] = False,
     limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many (1-1000).")] = 50,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """List the active sessions, newest first (--all: closed ones too)."""
-    hot.session_list(state(ctx), LIST_VIEW, status=status, limit=limit, offset=offset, output=output,
-                     quiet=quiet, all_sessions=all_sessions)
+    hot.session_list(
+        state(ctx),
+        LIST_VIEW,
+        status=status,
+        limit=limit,
+        offset=offset,
+        output=output,
+        quiet=quiet,
+        all_sessions=all_sessions,
+    )
 
 
 @app.command("get")
-def get(ctx: typer.Context, session_id: SessionId, output: Output = None,
-        quiet: Quiet = False) -> None:
+def get(ctx: typer.Context, session_id: SessionId, output: Output = None, quiet: Quiet = False) -> None:
     """Show one session, with counts of what is in it."""
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().get_session(session_id), SESSION_VIEW, output, quiet)
@@ -82,23 +94,19 @@ def get(ctx: typer.Context, session_id: SessionId, output: Output = None,
 def delete(
     ctx: typer.Context,
     session_id: SessionId,
-    purge: Annotated[
-        bool, typer.Option("--purge", help="Delete it and its history instead of closing it.")
-    ] = False,
+    purge: Annotated[bool, typer.Option("--purge", help="Delete it and its history instead of closing it.")] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """End a session (it stays readable), or with --purge delete it and everything in it."""
     app_ctx = state(ctx)
     session = app_ctx.client().delete_session(session_id, purge=purge)
-    result: Any = session if session is not None else {"session_id": session_id,
-                                                        "status": "purged"}
+    result: Any = session if session is not None else {"session_id": session_id, "status": "purged"}
     render(app_ctx.env, result, SESSION_VIEW, output, quiet)
 
 
 @app.command("token")
-def token(ctx: typer.Context, session_id: SessionId, output: Output = None,
-          quiet: Quiet = False) -> None:
+def token(ctx: typer.Context, session_id: SessionId, output: Output = None, quiet: Quiet = False) -> None:
     """Mint a session token: it opens only this session (hand it to a browser page; `-q`
     prints only the token). It ends with the session."""
     app_ctx = state(ctx)

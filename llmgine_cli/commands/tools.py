@@ -20,8 +20,7 @@ from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import Column, View, render, resolve_format
 from llmgine_cli.status import ExitStatus
 
-app = typer.Typer(help="Register Python functions as a session's tools, run them, remove them.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Register Python functions as a session's tools, run them, remove them.", no_args_is_help=True)
 
 TOOL_VIEW = View(id_field="name", raw_keys=frozenset({"function_code"}))
 LIST_VIEW = View(
@@ -38,8 +37,7 @@ LIST_VIEW = View(
 )
 RESULT_VIEW = View(id_field="call_id")
 
-ToolName = Annotated[str, typer.Argument(metavar="NAME", help="The tool's name.",
-                                         autocompletion=completion.tool_names)]
+ToolName = Annotated[str, typer.Argument(metavar="NAME", help="The tool's name.", autocompletion=completion.tool_names)]
 
 
 def read_source(path: str, param: str = "FILE") -> str:
@@ -69,16 +67,30 @@ def register(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(metavar="FILE.py", help="Python source defining the function; - for stdin.")],
     session: SessionOpt,
-    name: Annotated[str | None, typer.Option(
-        "--name", "-n", help="The function to register, and the tool's name (default: the last function "
-        "in the file).")] = None,
-    description: Annotated[str | None, typer.Option(
-        "--description", "-d", help="Default: the docstring's first paragraph.")] = None,
-    params: Annotated[str | None, typer.Option(
-        "--params", metavar="JSON", help="Parameters as {name: {type, description}} or a JSON Schema "
-        "(default: from the type hints and the docstring).")] = None,
-    timeout: Annotated[float | None, typer.Option(
-        "--timeout", metavar="SECONDS", min=0.001, help="Deadline per call (default: sandbox.deadline).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            "-n",
+            help="The function to register, and the tool's name (default: the last function in the file).",
+        ),
+    ] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", "-d", help="Default: the docstring's first paragraph.")
+    ] = None,
+    params: Annotated[
+        str | None,
+        typer.Option(
+            "--params",
+            metavar="JSON",
+            help="Parameters as {name: {type, description}} or a JSON Schema "
+            "(default: from the type hints and the docstring).",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", metavar="SECONDS", min=0.001, help="Deadline per call (default: sandbox.deadline)."),
+    ] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace a tool of the same name.")] = False,
     output: Output = None,
     quiet: Quiet = False,
@@ -87,8 +99,9 @@ def register(
     app_ctx = state(ctx)
     source = read_source(file)
     parameters = parse_object(params, "--params") if params is not None else None
-    tool = app_ctx.client().register_tool(session, source, name=name, description=description,
-                                          parameters=parameters, timeout=timeout, replace=replace)
+    tool = app_ctx.client().register_tool(
+        session, source, name=name, description=description, parameters=parameters, timeout=timeout, replace=replace
+    )
     data = msgspec.to_builtins(tool)
     if resolve_format(app_ctx.env, output) in ("table", "plain"):
         data.pop("function_code", None)  # the file just sent; `tool get` shows it
@@ -131,13 +144,19 @@ def exec_(
     ctx: typer.Context,
     name: ToolName,
     session: SessionOpt,
-    arg: Annotated[list[str] | None, typer.Option(
-        "--arg", "-a", metavar="KEY=VALUE", help="An argument: KEY=string, KEY:=JSON (days:=3), "
-        "KEY=@FILE. Repeatable.")] = None,
-    args: Annotated[str | None, typer.Option("--args", metavar="JSON", help="All arguments as a JSON object.")]
-    = None,
-    timeout: Annotated[float | None, typer.Option(
-        "--timeout", metavar="SECONDS", min=0.001, help="Deadline for this call.")] = None,
+    arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--arg",
+            "-a",
+            metavar="KEY=VALUE",
+            help="An argument: KEY=string, KEY:=JSON (days:=3), KEY=@FILE. Repeatable.",
+        ),
+    ] = None,
+    args: Annotated[str | None, typer.Option("--args", metavar="JSON", help="All arguments as a JSON object.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", metavar="SECONDS", min=0.001, help="Deadline for this call.")
+    ] = None,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -159,8 +178,9 @@ def exec_(
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: ToolName, session: SessionOpt, output: Output = None,
-           quiet: Quiet = False) -> None:
+def delete(
+    ctx: typer.Context, name: ToolName, session: SessionOpt, output: Output = None, quiet: Quiet = False
+) -> None:
     """Remove a tool from the session (exit 4 if there is none)."""
     app_ctx = state(ctx)
     app_ctx.client().delete_tool(session, name)

@@ -20,17 +20,23 @@ async def session_with_engine(client: Any, **configuration: Any) -> tuple[str, s
 async def create_engine(client: Any, sid: str, **configuration: Any) -> dict[str, Any]:
     resp = await client.post(
         "/api/engines",
-        json={"engine_type": "DummyEngine", "session_id": sid, "model_name": "gpt-4",
-              "configuration": configuration},
+        json={"engine_type": "DummyEngine", "session_id": sid, "model_name": "gpt-4", "configuration": configuration},
     )
     assert resp.status == 201, await resp.text()
     return await resp.json()
 
 
 async def submit(
-    client: Any, sid: str, prompt: str = "hi", *, wait: float | None = None,
-    priority: str | None = None, timeout: float | None = None, expect: int | None = None,
-    headers: dict[str, str] | None = None, **params: Any,
+    client: Any,
+    sid: str,
+    prompt: str = "hi",
+    *,
+    wait: float | None = None,
+    priority: str | None = None,
+    timeout: float | None = None,
+    expect: int | None = None,
+    headers: dict[str, str] | None = None,
+    **params: Any,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
     if priority:
@@ -39,7 +45,9 @@ async def submit(
         metadata["timeout"] = timeout
     query = {"wait": str(wait)} if wait is not None else {}
     resp = await client.post(
-        f"/api/sessions/{sid}/commands", params=query, headers=headers,
+        f"/api/sessions/{sid}/commands",
+        params=query,
+        headers=headers,
         json={"command_type": DUMMY, "parameters": {"prompt": prompt, **params}, "metadata": metadata},
     )
     if expect is not None:

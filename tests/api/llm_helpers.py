@@ -13,17 +13,25 @@ MODELS = {"openai": "openai/gpt-4o-mini", "anthropic": "anthropic/claude-3-5-hai
 
 def provider_env(fake: FakeProvider, **extra: str) -> dict[str, str]:
     return {
-        "OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "test-key",
-        "ANTHROPIC_BASE_URL": fake.base_url, "ANTHROPIC_API_KEY": "test-key",
+        "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "ANTHROPIC_BASE_URL": fake.base_url,
+        "ANTHROPIC_API_KEY": "test-key",
         # Retries are tested with Retry-After: 0; keep the budget small everywhere else.
-        "LLMGINE_OPENAI_MAX_RETRIES": "2", "LLMGINE_ANTHROPIC_MAX_RETRIES": "2",
+        "LLMGINE_OPENAI_MAX_RETRIES": "2",
+        "LLMGINE_ANTHROPIC_MAX_RETRIES": "2",
         **extra,
     }
 
 
 async def create_llm_engine(
-    client: Any, sid: str | None = None, *, engine_type: str = "SinglePassEngine",
-    model: str | None = MODELS["openai"], expect: int = 201, **configuration: Any,
+    client: Any,
+    sid: str | None = None,
+    *,
+    engine_type: str = "SinglePassEngine",
+    model: str | None = MODELS["openai"],
+    expect: int = 201,
+    **configuration: Any,
 ) -> dict[str, Any]:
     if sid is None:
         sid = (await create_session(client))["session_id"]
@@ -35,10 +43,18 @@ async def create_llm_engine(
     return await resp.json()
 
 
-async def execute(client: Any, engine_id: str, prompt: str, *, wait: float = 30, metadata: dict[str, Any] | None = None,
-                  **parameters: Any) -> dict[str, Any]:
+async def execute(
+    client: Any,
+    engine_id: str,
+    prompt: str,
+    *,
+    wait: float = 30,
+    metadata: dict[str, Any] | None = None,
+    **parameters: Any,
+) -> dict[str, Any]:
     resp = await client.post(
-        f"/api/engines/{engine_id}/execute", params={"wait": str(wait)},
+        f"/api/engines/{engine_id}/execute",
+        params={"wait": str(wait)},
         json={"prompt": prompt, "parameters": parameters, "metadata": metadata or {}},
     )
     assert resp.status in (200, 202), await resp.text()

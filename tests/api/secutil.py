@@ -27,8 +27,9 @@ async def echo(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def start(aiohttp_client: Callable[..., Any], make_settings: Callable[..., Any],
-                **env: str) -> tuple[TestClient, str]:
+async def start(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Any], **env: str
+) -> tuple[TestClient, str]:
     """A client with no default credential, and the local CLI key."""
     settings = make_settings(**env)
     app = create_app(settings)

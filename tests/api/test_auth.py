@@ -32,8 +32,7 @@ async def test_key_lifecycle(aiohttp_client, make_settings, home):
     assert listing["total"] == 2  # the local CLI key is listed too
     mine = shown[created["key_id"]]
     assert mine["state"] == "active" and mine["kind"] == "user" and mine["last_used_at"]
-    assert "key" not in mine and key not in await (await client.get(
-        "/api/auth/keys", headers=bearer(local))).text()
+    assert "key" not in mine and key not in await (await client.get("/api/auth/keys", headers=bearer(local))).text()
     assert any(k["kind"] == "local" and k["name"] == "local-cli" for k in listing["keys"])
 
     # Only the hash is stored.
@@ -72,14 +71,17 @@ async def test_expired_key_is_refused(aiohttp_client, make_settings):
     assert info["state"] == "expired"
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"expires_in": 0}, "expires_in"),
-    ({"expires_in": 10, "expires_at": "2999-01-01T00:00:00Z"}, "expires_in"),
-    ({"expires_at": "2000-01-01T00:00:00Z"}, "expires_at"),
-    ({"expires_at": "soon"}, "expires_at"),
-    ({"name": "x" * 101}, "name"),
-    ({"scopes": ["all"]}, "scopes"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"expires_in": 0}, "expires_in"),
+        ({"expires_in": 10, "expires_at": "2999-01-01T00:00:00Z"}, "expires_in"),
+        ({"expires_at": "2000-01-01T00:00:00Z"}, "expires_at"),
+        ({"expires_at": "soon"}, "expires_at"),
+        ({"name": "x" * 101}, "name"),
+        ({"scopes": ["all"]}, "scopes"),
+    ],
+)
 async def test_key_create_validation(aiohttp_client, make_settings, body, field):
     client, local = await start(aiohttp_client, make_settings)
     resp = await client.post("/api/auth/keys", json=body, headers=bearer(local))
@@ -94,13 +96,19 @@ async def test_session_token_scope(aiohttp_client, make_settings):
     token = {"X-Session-Token": a["session_token"]}
     assert (await client.get(f"/api/sessions/{a['session_id']}", headers=token)).status == 200
     # Bearer works too: the prefix says what it is.
-    assert (await client.get(f"/api/sessions/{a['session_id']}",
-                             headers=bearer(a["session_token"]))).status == 200
-    for method, path in [("GET", f"/api/sessions/{b['session_id']}"), ("GET", "/api/sessions"),
-                         ("POST", "/api/sessions"), ("GET", "/api/status"),
-                         ("GET", "/api/config"), ("POST", "/api/shutdown"),
-                         ("GET", "/api/auth/keys"), ("POST", "/api/auth/keys"),
-                         ("GET", "/api/engines"), ("GET", "/api/nope")]:
+    assert (await client.get(f"/api/sessions/{a['session_id']}", headers=bearer(a["session_token"]))).status == 200
+    for method, path in [
+        ("GET", f"/api/sessions/{b['session_id']}"),
+        ("GET", "/api/sessions"),
+        ("POST", "/api/sessions"),
+        ("GET", "/api/status"),
+        ("GET", "/api/config"),
+        ("POST", "/api/shutdown"),
+        ("GET", "/api/auth/keys"),
+        ("POST", "/api/auth/keys"),
+        ("GET", "/api/engines"),
+        ("GET", "/api/nope"),
+    ]:
         resp = await client.request(method, path, headers=token)
         assert resp.status == 403, (method, path)
         assert_envelope(await resp.json(), "FORBIDDEN")
@@ -111,8 +119,7 @@ async def test_session_token_scope(aiohttp_client, make_settings):
     resp = await client.post(f"/api/sessions/{a['session_id']}/token", headers=bearer(local))
     assert resp.status == 201 and resp.headers["Cache-Control"] == "no-store"
     second = (await resp.json())["session_token"]
-    assert (await client.get(f"/api/sessions/{a['session_id']}",
-                             headers={"X-Session-Token": second})).status == 200
+    assert (await client.get(f"/api/sessions/{a['session_id']}", headers={"X-Session-Token": second})).status == 200
     assert (await client.delete(f"/api/sessions/{a['session_id']}", headers=token)).status == 200
     for t in (a["session_token"], second):
         resp = await client.get(f"/api/sessions/{a['session_id']}", headers={"X-Session-Token": t})
@@ -172,14 +179,12 @@ async def test_api_key_secret_and_malformed_headers(aiohttp_client, make_setting
 
 
 def concrete(path: str, session_id: str) -> str:
-    return re.sub(r"\{session_id[^}]*\}", session_id, re.sub(r"\{(?!session_id)[^}]+\}",
-                                                              "abc123", path))
+    return re.sub(r"\{session_id[^}]*\}", session_id, re.sub(r"\{(?!session_id)[^}]+\}", "abc123", path))
 
 
 async def test_every_route_refuses_bad_credentials(aiohttp_client, make_settings):
     """Every route the app has (new ones included, automatically) is walked."""
-    client, local = await start(aiohttp_client, make_settings,
-                                LLMGINE_RATE_LIMIT_UNAUTHENTICATED="0")
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_RATE_LIMIT_UNAUTHENTICATED="0")
     a, b = await new_session(client, local), await new_session(client, local)
     revoked = await new_key(client, local)
     await client.delete(f"/api/auth/keys/{revoked['key_id']}", headers=bearer(local))
@@ -211,8 +216,12 @@ async def test_every_route_refuses_bad_credentials(aiohttp_client, make_settings
             assert resp.headers["WWW-Authenticate"].startswith("Bearer"), (method, path)
             assert_envelope(await resp.json(), "UNAUTHORIZED")
         if path not in ANY_SCOPE_PATHS and not is_open(path):  # /openapi.json: any credential
-            resp = await client.request(method, path, headers={"X-Session-Token": b["session_token"]},
-                                        json={} if method in ("POST", "PUT", "PATCH") else None)
+            resp = await client.request(
+                method,
+                path,
+                headers={"X-Session-Token": b["session_token"]},
+                json={} if method in ("POST", "PUT", "PATCH") else None,
+            )
             assert resp.status == 403, (method, path, "other session's token", resp.status)
             assert_envelope(await resp.json(), "FORBIDDEN")
         walked += 1
@@ -224,8 +233,11 @@ async def test_walk_over_websocket(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings)
     a, b = await new_session(client, local), await new_session(client, local)
     path = WS_PATH.format(session_id=a["session_id"])
-    for kwargs, status in [({}, 401), ({"headers": bearer("nope")}, 401),
-                           ({"headers": {"X-Session-Token": b["session_token"]}}, 403)]:
+    for kwargs, status in [
+        ({}, 401),
+        ({"headers": bearer("nope")}, 401),
+        ({"headers": {"X-Session-Token": b["session_token"]}}, 403),
+    ]:
         with pytest.raises(aiohttp.WSServerHandshakeError) as err:
             await client.ws_connect(path, **kwargs)
         assert err.value.status == status

@@ -13,11 +13,20 @@ def cmd(prompt: str, **params: Any) -> dict[str, Any]:
     return {"command_type": DUMMY, "parameters": {"prompt": prompt, **params}}
 
 
-async def post_batch(client: Any, sid: str, commands: list[dict[str, Any]], *, wait: float | None = 30,
-                     expect: int | None = None, headers: dict[str, str] | None = None, **options: Any):
+async def post_batch(
+    client: Any,
+    sid: str,
+    commands: list[dict[str, Any]],
+    *,
+    wait: float | None = 30,
+    expect: int | None = None,
+    headers: dict[str, str] | None = None,
+    **options: Any,
+):
     params = {"wait": str(wait)} if wait is not None else {}
-    resp = await client.post(f"/api/sessions/{sid}/commands/batch", params=params, headers=headers,
-                             json={"commands": commands, **options})
+    resp = await client.post(
+        f"/api/sessions/{sid}/commands/batch", params=params, headers=headers, json={"commands": commands, **options}
+    )
     if expect is not None:
         assert resp.status == expect, await resp.text()
     return resp, await resp.json()
@@ -55,10 +64,12 @@ async def test_parallel_means_concurrently_and_sequential_one_by_one(app_client)
         await app_client.post(f"/api/sessions/{sid}/commands/{c['command_id']}/cancel")
 
     sid2, _ = await session_with_engine(app_client)
-    _, seq = await post_batch(app_client, sid2, [cmd(f"q{i}", delay_ms=BLOCK_MS) for i in range(3)],
-                              wait=None, mode="sequential")
+    _, seq = await post_batch(
+        app_client, sid2, [cmd(f"q{i}", delay_ms=BLOCK_MS) for i in range(3)], wait=None, mode="sequential"
+    )
     ids = [c["command_id"] for c in seq["commands"]]
     for cid in ids:
+
         async def running(cid: str = cid) -> bool:
             rec = await (await app_client.get(f"/api/sessions/{sid2}/commands/{cid}")).json()
             return rec["status"] == "executing"
@@ -167,8 +178,9 @@ async def test_a_wait_ends_when_the_daemon_drains(app_client):
     from llmgine_daemon.api.keys import BUS
 
     sid, _ = await session_with_engine(app_client)
-    waiting = asyncio.create_task(post_batch(app_client, sid, [cmd(f"p{i}", delay_ms=300) for i in range(3)],
-                                             wait=60, mode="sequential"))
+    waiting = asyncio.create_task(
+        post_batch(app_client, sid, [cmd(f"p{i}", delay_ms=300) for i in range(3)], wait=60, mode="sequential")
+    )
     runner = app_client.app[BUS].commands.runner
 
     async def one_runs() -> bool:

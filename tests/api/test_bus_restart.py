@@ -45,8 +45,9 @@ async def test_executing_is_interrupted_and_queued_resumes(make_client):
     # Priority still applies to the resumed queue.
     started = [e["data"]["command_id"] for e in log if e["event_type"] == "CommandStarted"]
     assert started[1:] == [queued[1]["command_id"], queued[0]["command_id"]]
-    resp = await second.post(f"/api/sessions/{sid}/commands?wait=30", json={"command_type": DUMMY,
-                                                                            "parameters": {"prompt": "new"}})
+    resp = await second.post(
+        f"/api/sessions/{sid}/commands?wait=30", json={"command_type": DUMMY, "parameters": {"prompt": "new"}}
+    )
     assert (await resp.json())["status"] == "completed"
 
 
@@ -54,11 +55,16 @@ async def test_a_queued_batch_resumes_in_its_mode(make_client):
     first = await make_client()
     sid, _ = await session_with_engine(first)
     blocker = await submit(first, sid, "block", delay_ms=BLOCK_MS)
-    resp = await first.post(f"/api/sessions/{sid}/commands/batch", json={
-        "mode": "sequential", "stop_on_error": True,
-        "commands": [{"command_type": DUMMY, "parameters": {"prompt": p, "fail": p == "bad"}}
-                     for p in ("ok", "bad", "never")],
-    })
+    resp = await first.post(
+        f"/api/sessions/{sid}/commands/batch",
+        json={
+            "mode": "sequential",
+            "stop_on_error": True,
+            "commands": [
+                {"command_type": DUMMY, "parameters": {"prompt": p, "fail": p == "bad"}} for p in ("ok", "bad", "never")
+            ],
+        },
+    )
     batch = await resp.json()
     assert blocker["status"] == "executing"
     await first.close()

@@ -16,13 +16,11 @@ async def statuses_and_refusals(results) -> tuple[list[int], list[dict]]:
 
 async def test_concurrent_sessions_stop_exactly_at_the_maximum(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_SESSIONS="4")
-    results = await asyncio.gather(*(client.post("/api/sessions", json={}, headers=bearer(local))
-                                     for _ in range(12)))
+    results = await asyncio.gather(*(client.post("/api/sessions", json={}, headers=bearer(local)) for _ in range(12)))
     statuses, refusals = await statuses_and_refusals(results)
     assert sorted(statuses) == [201] * 4 + [409] * 8
     assert all(e["details"] == {"limit": "max_sessions", "max": 4} for e in refusals)
-    assert refusals[0]["message"] == \
-        "limit reached: at most 4 active sessions (security.limits.max_sessions)"
+    assert refusals[0]["message"] == "limit reached: at most 4 active sessions (security.limits.max_sessions)"
     listed = await (await client.get("/api/sessions?status=active", headers=bearer(local))).json()
     assert listed["total"] == 4
 
@@ -33,22 +31,26 @@ async def test_concurrent_engines_stop_exactly_at_the_maximum(aiohttp_client, ma
     types = await (await client.get("/api/engines/types", headers=bearer(local))).json()
     names = [t["engine_type"] for t in types["types"]]
     assert len(names) >= 3  # one engine per type in a session: three types to race
-    results = await asyncio.gather(*(
-        client.post("/api/engines", json={"engine_type": name, "session_id": s["session_id"]},
-                    headers=bearer(local))
-        for name in names))
+    results = await asyncio.gather(
+        *(
+            client.post(
+                "/api/engines", json={"engine_type": name, "session_id": s["session_id"]}, headers=bearer(local)
+            )
+            for name in names
+        )
+    )
     statuses, refusals = await statuses_and_refusals(results)
     assert statuses.count(201) == 2 and statuses.count(409) == len(names) - 2, statuses
     assert all(e["details"] == {"limit": "max_engines_per_session", "max": 2} for e in refusals)
-    listed = await (await client.get(f"/api/engines?session_id={s['session_id']}",
-                                     headers=bearer(local))).json()
+    listed = await (await client.get(f"/api/engines?session_id={s['session_id']}", headers=bearer(local))).json()
     assert listed["total"] == 2
     # Deleting one makes room again.
     engine_id = listed["engines"][0]["engine_id"]
     assert (await client.delete(f"/api/engines/{engine_id}", headers=bearer(local))).status == 200
     again = next(n for n in names if n not in {e["engine_type"] for e in listed["engines"][1:]})
-    resp = await client.post("/api/engines", json={"engine_type": again, "session_id": s["session_id"]},
-                             headers=bearer(local))
+    resp = await client.post(
+        "/api/engines", json={"engine_type": again, "session_id": s["session_id"]}, headers=bearer(local)
+    )
     assert resp.status == 201, await resp.text()
 
 
@@ -60,8 +62,7 @@ async def test_concurrent_tools_stop_exactly_at_the_maximum(aiohttp_client, make
     def tool(name: str) -> dict:
         return {"name": name, "function_code": f"def {name}():\n    return 1\n"}
 
-    results = await asyncio.gather(*(client.post(path, json=tool(f"t{i}"), headers=bearer(local))
-                                     for i in range(8)))
+    results = await asyncio.gather(*(client.post(path, json=tool(f"t{i}"), headers=bearer(local)) for i in range(8)))
     statuses, refusals = await statuses_and_refusals(results)
     assert sorted(statuses) == [201] * 3 + [409] * 5, statuses
     assert all(e["details"] == {"limit": "max_tools_per_session", "max": 3} for e in refusals)

@@ -13,37 +13,40 @@ from llmgine_daemon.api.keys import BUS
 from tests.conftest import assert_envelope, create_session
 from tests.eventually import eventually
 
-GREET = textwrap.dedent('''
+GREET = textwrap.dedent("""
     async def handle_greet(command):
         await bus.publish("Greeting", {"to": command.parameters["name"]})
         return {"hello": command.parameters["name"], "command_id": command.command_id}
-''')
+""")
 
 
 async def add_command_handler(client, sid, command_type, code, *, scope="session", status=201):
     base = f"/api/sessions/{sid}/handlers" if scope == "session" else "/api/handlers"
-    resp = await client.post(f"{base}/commands", json={
-        "command_type": command_type, "handler_function": textwrap.dedent(code)})
+    resp = await client.post(
+        f"{base}/commands", json={"command_type": command_type, "handler_function": textwrap.dedent(code)}
+    )
     assert resp.status == status, await resp.text()
     return await resp.json()
 
 
 async def run(client, sid, command_type, parameters=None, metadata=None, status=200):
-    resp = await client.post(f"/api/sessions/{sid}/commands?wait=60", json={
-        "command_type": command_type, "parameters": parameters or {}, "metadata": metadata or {}})
+    resp = await client.post(
+        f"/api/sessions/{sid}/commands?wait=60",
+        json={"command_type": command_type, "parameters": parameters or {}, "metadata": metadata or {}},
+    )
     assert resp.status == status, await resp.text()
     return await resp.json()
 
 
 async def events_of(client, sid):
     rows = await client.server.app[BUS].store.fetchall(
-        "SELECT event_type, data, source FROM events WHERE session_id = ? ORDER BY seq", (sid,))
+        "SELECT event_type, data, source FROM events WHERE session_id = ? ORDER BY seq", (sid,)
+    )
     return [(r[0], json.loads(r[1]), r[2]) for r in rows]
 
 
 async def commands_of(client, sid, command_type):
-    out = await (await client.get(f"/api/sessions/{sid}/commands?command_type={command_type}"
-                                  "&limit=100")).json()
+    out = await (await client.get(f"/api/sessions/{sid}/commands?command_type={command_type}&limit=100")).json()
     return out["commands"]
 
 
@@ -60,14 +63,19 @@ async def test_command_handler_answers_a_command(app_client):
 
 async def test_failure_carries_the_users_exception(app_client):
     sid = (await create_session(app_client))["session_id"]
-    await add_command_handler(app_client, sid, "Divide", '''
+    await add_command_handler(
+        app_client,
+        sid,
+        "Divide",
+        """
         def helper(x):
             return 1 / x
 
         def divide(command):
             print("dividing by", command.parameters["by"])
             return helper(command.parameters["by"])
-    ''')
+    """,
+    )
     record = await run(app_client, sid, "Divide", {"by": 0})
     assert record["status"] == "failed"
     error = record["error"]
@@ -99,8 +107,7 @@ async def test_timeout_kills_a_spinning_handler(app_client):
 async def test_session_handler_overrides_global_and_409(app_client):
     sid = (await create_session(app_client))["session_id"]
     other = (await create_session(app_client))["session_id"]
-    await add_command_handler(app_client, sid, "Who", "def g(command):\n    return 'global'\n",
-                              scope="global")
+    await add_command_handler(app_client, sid, "Who", "def g(command):\n    return 'global'\n", scope="global")
     await add_command_handler(app_client, sid, "Who", "def s(command):\n    return 'session'\n")
     assert (await run(app_client, sid, "Who"))["result"] == "session"
     assert (await run(app_client, other, "Who"))["result"] == "global"
@@ -108,7 +115,8 @@ async def test_session_handler_overrides_global_and_409(app_client):
     for scope in ("session", "global"):
         resp = await app_client.post(
             f"/api/sessions/{sid}/handlers/commands" if scope == "session" else "/api/handlers/commands",
-            json={"command_type": "Who", "handler_function": "def x(command):\n    return 1\n"})
+            json={"command_type": "Who", "handler_function": "def x(command):\n    return 1\n"},
+        )
         assert resp.status == 409
         assert_envelope(await resp.json(), "CONFLICT")
 
@@ -139,7 +147,11 @@ async def test_command_handlers_survive_restart(make_client):
 async def test_bus_execute_runs_a_nested_command_in_the_same_session(app_client):
     sid = (await create_session(app_client))["session_id"]
     await add_command_handler(app_client, sid, "Greet", GREET)
-    await add_command_handler(app_client, sid, "Outer", '''
+    await add_command_handler(
+        app_client,
+        sid,
+        "Outer",
+        """
         async def outer(command):
             first = await bus.execute("Greet", {"name": "inner"})
             try:
@@ -147,7 +159,8 @@ async def test_bus_execute_runs_a_nested_command_in_the_same_session(app_client)
             except Exception as exc:
                 missing = f"{type(exc).__name__}: {exc}"
             return {"inner": first["hello"], "missing": missing}
-    ''')
+    """,
+    )
     record = await run(app_client, sid, "Outer")
     assert record["status"] == "completed", record
     assert record["result"]["inner"] == "inner"
@@ -159,20 +172,30 @@ async def test_bus_execute_runs_a_nested_command_in_the_same_session(app_client)
     assert inner[0]["metadata"]["parent_command_id"] == record["command_id"]
     assert inner[0]["trace_id"] == record["trace_id"]
     # The nested command is bracketed by its own events, inside the outer command's.
-    started = [(t, d["command_id"]) for t, d, _ in await events_of(app_client, sid)
-               if t in ("CommandStarted", "CommandResult")]
+    started = [
+        (t, d["command_id"]) for t, d, _ in await events_of(app_client, sid) if t in ("CommandStarted", "CommandResult")
+    ]
     outer_id, inner_id = record["command_id"], inner[0]["command_id"]
-    assert started == [("CommandStarted", outer_id), ("CommandStarted", inner_id),
-                       ("CommandResult", inner_id), ("CommandResult", outer_id)]
+    assert started == [
+        ("CommandStarted", outer_id),
+        ("CommandStarted", inner_id),
+        ("CommandResult", inner_id),
+        ("CommandResult", outer_id),
+    ]
 
 
 async def test_nested_failure_reaches_the_caller(app_client):
     sid = (await create_session(app_client))["session_id"]
     await add_command_handler(app_client, sid, "Fail", "def f(c):\n    raise RuntimeError('inner broke')\n")
-    await add_command_handler(app_client, sid, "Outer", '''
+    await add_command_handler(
+        app_client,
+        sid,
+        "Outer",
+        """
         async def outer(command):
             return await bus.execute("Fail", {})
-    ''')
+    """,
+    )
     record = await run(app_client, sid, "Outer")
     assert record["status"] == "failed"
     assert record["error"]["details"]["exception_type"] == "BusCallError"
@@ -184,10 +207,15 @@ async def test_nested_failure_reaches_the_caller(app_client):
 async def test_depth_limit_stops_a_handler_that_executes_itself(make_client):
     client = await make_client(LLMGINE_SANDBOX_MAX_DEPTH="3")
     sid = (await create_session(client))["session_id"]
-    await add_command_handler(client, sid, "Loop", '''
+    await add_command_handler(
+        client,
+        sid,
+        "Loop",
+        """
         async def loop(command):
             return await bus.execute("Loop", {"n": command.parameters.get("n", 0) + 1})
-    ''')
+    """,
+    )
     record = await run(client, sid, "Loop", {"n": 0})
     assert record["status"] == "failed"
     assert "depth limit" in record["error"]["message"]
@@ -203,16 +231,23 @@ async def test_depth_limit_stops_a_handler_that_executes_itself(make_client):
 async def test_bus_execute_from_an_event_handler_queues_the_command(app_client):
     sid = (await create_session(app_client))["session_id"]
     await add_command_handler(app_client, sid, "Greet", GREET)
-    resp = await app_client.post(f"/api/sessions/{sid}/handlers/events", json={
-        "event_type": "Arrived", "handler_function": textwrap.dedent('''
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/handlers/events",
+        json={
+            "event_type": "Arrived",
+            "handler_function": textwrap.dedent("""
             async def on_arrival(event):
                 result = await bus.execute("Greet", {"name": event.data["who"]})
                 await bus.publish("Greeted", result)
-        ''')})
+        """),
+        },
+    )
     assert resp.status == 201, await resp.text()
-    resp = await app_client.post(f"/api/sessions/{sid}/events", json={
-        "event_type": "Arrived", "data": {"who": "Grace"}})
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/events", json={"event_type": "Arrived", "data": {"who": "Grace"}}
+    )
     assert resp.status == 201
+
     async def greetings():
         return [d for t, d, _ in await events_of(app_client, sid) if t == "Greeted"]
 
@@ -227,18 +262,28 @@ async def test_bus_execute_from_a_tool_called_by_a_handler(app_client):
     runs inline rather than waiting behind it (which would deadlock)."""
     sid = (await create_session(app_client))["session_id"]
     await add_command_handler(app_client, sid, "Greet", GREET)
-    resp = await app_client.post(f"/api/sessions/{sid}/tools", json={
-        "name": "greet_twice", "function_code": textwrap.dedent('''
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/tools",
+        json={
+            "name": "greet_twice",
+            "function_code": textwrap.dedent("""
             async def greet_twice(name: str):
                 a = await bus.execute("Greet", {"name": name})
                 b = await bus.execute("Greet", {"name": name + "!"})
                 return [a["hello"], b["hello"]]
-        ''')})
+        """),
+        },
+    )
     assert resp.status == 201, await resp.text()
-    await add_command_handler(app_client, sid, "Outer", '''
+    await add_command_handler(
+        app_client,
+        sid,
+        "Outer",
+        """
         async def outer(command):
             return await bus.call_tool("greet_twice", {"name": "Lin"})
-    ''')
+    """,
+    )
     record = await run(app_client, sid, "Outer")
     assert record["status"] == "completed", record
     assert record["result"] == ["Lin", "Lin!"]
@@ -247,10 +292,15 @@ async def test_bus_execute_from_a_tool_called_by_a_handler(app_client):
 async def test_a_nested_command_ends_with_its_parent(app_client):
     sid = (await create_session(app_client))["session_id"]
     await add_command_handler(app_client, sid, "Spin", "def spin(c):\n    while True:\n        pass\n")
-    await add_command_handler(app_client, sid, "Outer", '''
+    await add_command_handler(
+        app_client,
+        sid,
+        "Outer",
+        """
         async def outer(command):
             return await bus.execute("Spin", {})
-    ''')
+    """,
+    )
     record = await run(app_client, sid, "Outer", metadata={"timeout": 0.5})
     assert record["status"] == "timed_out", record
     [inner] = await commands_of(app_client, sid, "Spin")

@@ -23,9 +23,22 @@ from tests.api.bus_helpers import (
 from tests.conftest import assert_envelope, create_session
 
 RECORD_FIELDS = {
-    "command_id", "status", "result", "error", "created_at", "session_id", "command_type",
-    "parameters", "metadata", "priority", "timeout", "started_at", "finished_at", "duration_ms",
-    "batch_id", "trace_id",
+    "command_id",
+    "status",
+    "result",
+    "error",
+    "created_at",
+    "session_id",
+    "command_type",
+    "parameters",
+    "metadata",
+    "priority",
+    "timeout",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "batch_id",
+    "trace_id",
 }
 
 
@@ -33,8 +46,11 @@ async def test_submit_is_202_then_the_full_record(app_client):
     sid, _ = await session_with_engine(app_client)
     resp = await app_client.post(
         f"/api/sessions/{sid}/commands",
-        json={"command_type": DUMMY, "parameters": {"prompt": "Hello, world!", "delay_ms": 50},
-              "metadata": {"priority": "high", "timeout": 30}},
+        json={
+            "command_type": DUMMY,
+            "parameters": {"prompt": "Hello, world!", "delay_ms": 50},
+            "metadata": {"priority": "high", "timeout": 30},
+        },
     )
     assert resp.status == 202
     body = await resp.json()
@@ -60,8 +76,9 @@ async def test_a_command_that_finishes_at_once_is_stored_finished_in_one_write(a
     sid, _ = await session_with_engine(app_client)
     store = app_client.server.app[BUS].store
     before = store.writes
-    resp = await app_client.post(f"/api/sessions/{sid}/commands",
-                                 json={"command_type": DUMMY, "parameters": {"prompt": "now"}})
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/commands", json={"command_type": DUMMY, "parameters": {"prompt": "now"}}
+    )
     assert resp.status == 200
     body = await resp.json()
     assert body["status"] == "completed" and body["result"]["response"] == "Dummy response to: now"
@@ -69,10 +86,15 @@ async def test_a_command_that_finishes_at_once_is_stored_finished_in_one_write(a
     assert store.writes - before == 1
     stored = await get_command(app_client, sid, body["command_id"])
     assert {k: stored[k] for k in ("status", "result", "started_at", "finished_at", "duration_ms")} == {
-        k: body[k] for k in ("status", "result", "started_at", "finished_at", "duration_ms")}
+        k: body[k] for k in ("status", "result", "started_at", "finished_at", "duration_ms")
+    }
     mine = [e for e in await events(app_client, sid) if e["data"].get("command_id") == body["command_id"]]
     assert [e["event_type"] for e in mine] == [
-        "CommandStarted", "DummyEngineStatusUpdate", "DummyEngineStatusUpdate", "CommandResult"]
+        "CommandStarted",
+        "DummyEngineStatusUpdate",
+        "DummyEngineStatusUpdate",
+        "CommandResult",
+    ]
     assert [e["data"].get("status") for e in mine[1:]] == ["processing", "completed", "completed"]
     assert [e["seq"] for e in mine] == sorted(e["seq"] for e in mine)
 
@@ -86,8 +108,9 @@ async def test_an_eager_command_refused_by_its_session_leaves_nothing(app_client
     # End the session in the store only, so the daemon still has its engine registered and
     # the submission is refused inside its write (the race a concurrent DELETE would make).
     await bus.store.write(lambda c: c.execute("UPDATE sessions SET status = 'closed' WHERE session_id = ?", (sid,)))
-    resp = await app_client.post(f"/api/sessions/{sid}/commands",
-                                 json={"command_type": DUMMY, "parameters": {"prompt": "late"}})
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/commands", json={"command_type": DUMMY, "parameters": {"prompt": "late"}}
+    )
     assert resp.status == 409, await resp.text()
     assert (await resp.json())["error"]["code"] == "SESSION_CLOSED"
     rows = await bus.store.fetchall("SELECT COUNT(*) FROM commands WHERE session_id = ?", (sid,))
@@ -98,8 +121,9 @@ async def test_an_eager_command_refused_by_its_session_leaves_nothing(app_client
 
 async def test_an_eager_command_that_suspends_is_stored_before_its_events(app_client):
     sid, _ = await session_with_engine(app_client)
-    resp = await app_client.post(f"/api/sessions/{sid}/commands",
-                                 json={"command_type": DUMMY, "parameters": {"prompt": "p", "delay_ms": 300}})
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/commands", json={"command_type": DUMMY, "parameters": {"prompt": "p", "delay_ms": 300}}
+    )
     assert resp.status == 202
     body = await resp.json()
     assert body["status"] == "executing"
@@ -124,7 +148,8 @@ async def test_wait_returns_the_finished_record_with_200(app_client):
     assert (await resp.json())["status"] == "completed"
 
     resp = await app_client.post(
-        f"/api/sessions/{sid}/commands", headers={"Prefer": "wait=30"},
+        f"/api/sessions/{sid}/commands",
+        headers={"Prefer": "wait=30"},
         json={"command_type": DUMMY, "parameters": {"prompt": "x"}},
     )
     assert resp.status == 200
@@ -239,8 +264,10 @@ async def test_one_at_a_time_within_a_session(app_client):
     assert (await finished(app_client, sid, second["command_id"]))["status"] == "completed"
     log = [(e["event_type"], e["data"].get("command_id")) for e in await events(app_client, sid, event_type="Command*")]
     assert log == [
-        ("CommandStarted", first["command_id"]), ("CommandResult", first["command_id"]),
-        ("CommandStarted", second["command_id"]), ("CommandResult", second["command_id"]),
+        ("CommandStarted", first["command_id"]),
+        ("CommandResult", first["command_id"]),
+        ("CommandStarted", second["command_id"]),
+        ("CommandResult", second["command_id"]),
     ]
 
 
@@ -373,9 +400,7 @@ async def test_handler_resolution_session_over_global(app_client):
 
 async def test_duplicate_handler_in_a_scope_is_409(app_client):
     sid, _ = await session_with_engine(app_client)
-    resp = await app_client.post(
-        "/api/engines", json={"engine_type": "DummyEngine", "session_id": sid}
-    )
+    resp = await app_client.post("/api/engines", json={"engine_type": "DummyEngine", "session_id": sid})
     assert resp.status == 409
     error = assert_envelope(await resp.json(), "CONFLICT")
     assert error["details"]["command_type"] == DUMMY
@@ -418,7 +443,8 @@ async def test_commands_are_traced_and_counted(app_client):
     sid, _ = await session_with_engine(app_client)
     trace, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     resp = await app_client.post(
-        f"/api/sessions/{sid}/commands?wait=30", headers={"traceparent": f"00-{trace}-{parent}-01"},
+        f"/api/sessions/{sid}/commands?wait=30",
+        headers={"traceparent": f"00-{trace}-{parent}-01"},
         json={"command_type": DUMMY, "parameters": {"prompt": "t"}},
     )
     record = await resp.json()

@@ -20,8 +20,9 @@ async def probe(request: web.Request) -> web.Response:
     again = await read_json(request, SessionCreate, empty_ok=True)
     # Another model is another reading of the bytes, not the cached value.
     other = await read_json(request, EngineCreate) if request.query.get("engine") else None
-    return json_response({"same": first is again, "name": first.name,
-                          "other": other.session_id if other is not None else None})
+    return json_response(
+        {"same": first is again, "name": first.name, "other": other.session_id if other is not None else None}
+    )
 
 
 async def start(aiohttp_client, make_settings):
@@ -43,8 +44,7 @@ async def test_second_read_returns_the_first_value(aiohttp_client, make_settings
 
 async def test_errors_are_not_cached_away(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings)
-    resp = await client.post(PROBE, data=b"{nope", headers={**bearer(local),
-                                                            "Content-Type": "application/json"})
+    resp = await client.post(PROBE, data=b"{nope", headers={**bearer(local), "Content-Type": "application/json"})
     assert_envelope(await resp.json(), "INVALID_JSON")
 
 

@@ -32,8 +32,9 @@ async def set_page_limit(store: Store, extra_pages: int | None) -> None:
 
 
 async def publish(client: Any, sid: str, n: int, size: int = 0) -> Any:
-    return await client.post(f"/api/sessions/{sid}/events",
-                             json={"event_type": "Fill", "data": {"n": n, "pad": "x" * size}})
+    return await client.post(
+        f"/api/sessions/{sid}/events", json={"event_type": "Fill", "data": {"n": n, "pad": "x" * size}}
+    )
 
 
 async def stored_fill_events(client: Any, sid: str) -> set[int]:
@@ -123,8 +124,7 @@ async def test_command_finishing_on_a_full_disk_is_recorded_once_space_returns(m
         record = await get_command(client, sid, running["command_id"])
         # Never reported as finished while its result is not stored (it is not, on this disk).
         db = sqlite3.connect(client.app[SETTINGS].database_path)
-        stored = db.execute("SELECT status FROM commands WHERE command_id = ?",
-                            (running["command_id"],)).fetchone()[0]
+        stored = db.execute("SELECT status FROM commands WHERE command_id = ?", (running["command_id"],)).fetchone()[0]
         db.close()
         assert record["status"] == stored == "executing"
     finally:
@@ -177,10 +177,16 @@ async def test_retention_by_age_prunes_old_events_logs_and_spans(make_client):
         )
 
     def backdate_telemetry(conn: sqlite3.Connection) -> None:  # in the telemetry database
-        conn.execute("INSERT INTO logs (timestamp, level, levelno, logger, message, source)"
-                     " VALUES (?, 'info', 20, 't', 'old', 'daemon')", (old_iso,))
-        conn.execute("INSERT INTO spans (trace_id, span_id, name, kind, start, start_unix, duration_ms, status)"
-                     " VALUES ('t', 's', 'old', 'internal', ?, 1577836800, 1, 'ok')", (old_iso,))
+        conn.execute(
+            "INSERT INTO logs (timestamp, level, levelno, logger, message, source)"
+            " VALUES (?, 'info', 20, 't', 'old', 'daemon')",
+            (old_iso,),
+        )
+        conn.execute(
+            "INSERT INTO spans (trace_id, span_id, name, kind, start, start_unix, duration_ms, status)"
+            " VALUES ('t', 's', 'old', 'internal', ?, 1577836800, 1, 'ok')",
+            (old_iso,),
+        )
 
     # Written before the new ones, as a real history would be (seq follows time).
     await store.write(lambda conn: conn.execute("DELETE FROM events"))
@@ -249,14 +255,18 @@ def _old_database(path, logs: int, spans: bool = True, pruned_newest: int = 0) -
     m040_logs_spans(old)
     old.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (40, 'observability', '')")
     now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())  # young: retention keeps them
-    old.executemany("INSERT INTO logs (id, timestamp, level, levelno, logger, message, source)"
-                    " VALUES (?, ?, 'info', 20, 't', ?, 'client')",
-                    [(i, now, f"old log {i}") for i in range(1, logs + 1)])
+    old.executemany(
+        "INSERT INTO logs (id, timestamp, level, levelno, logger, message, source)"
+        " VALUES (?, ?, 'info', 20, 't', ?, 'client')",
+        [(i, now, f"old log {i}") for i in range(1, logs + 1)],
+    )
     old.execute("DELETE FROM logs WHERE id > ?", (logs - pruned_newest,))
     if spans:
-        old.execute("INSERT INTO spans (trace_id, span_id, name, kind, start, start_unix, duration_ms, status)"
-                    " VALUES ('a' || hex(randomblob(15)), 'b', 'old span', 'internal', ?, ?, 1, 'ok')",
-                    (now, time.time()))
+        old.execute(
+            "INSERT INTO spans (trace_id, span_id, name, kind, start, start_unix, duration_ms, status)"
+            " VALUES ('a' || hex(randomblob(15)), 'b', 'old span', 'internal', ?, ?, 1, 'ok')",
+            (now, time.time()),
+        )
     else:
         old.execute("DROP TABLE spans")
     old.execute("COMMIT")
@@ -316,8 +326,9 @@ async def test_a_move_cut_short_is_finished_at_the_next_start(make_client, make_
     tel = sqlite3.connect(telemetry_path(path), isolation_level=None)  # the first 1,000 already copied
     tel.execute("BEGIN")
     m040_logs_spans(tel)
-    tel.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                " applied_at TEXT NOT NULL)")
+    tel.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
     tel.execute("INSERT INTO schema_migrations VALUES (40, 'observability', '')")
     tel.execute(f"ATTACH '{path}' AS old")
     tel.execute("INSERT INTO logs SELECT * FROM old.logs WHERE id <= 1000")
@@ -328,8 +339,9 @@ async def test_a_move_cut_short_is_finished_at_the_next_start(make_client, make_
     client = await make_client()
     assert not {"logs", "spans"} & _tables(path)
     tel = sqlite3.connect(telemetry_path(path))
-    assert tel.execute("SELECT COUNT(*), COUNT(DISTINCT message) FROM logs WHERE message LIKE 'old log %'"
-                       ).fetchone() == (3000, 3000)
+    assert tel.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT message) FROM logs WHERE message LIKE 'old log %'"
+    ).fetchone() == (3000, 3000)
     tel.close()
     assert (await client.get("/api/health")).status == 200
 

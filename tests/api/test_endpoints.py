@@ -21,28 +21,50 @@ from llmgine_cli.client import Client
 COMPOSITE = {"execute", "publish", "events", "tool_deadline", "delete_handlers"}
 # Placeholder values for a method's required arguments, by name.
 ARGUMENTS: dict[str, Any] = {
-    "session_id": "s-1", "command_id": "c-1", "batch_id": "b-1", "event_id": "e-1",
-    "engine_id": "g-1", "key_id": "k-1", "handler_id": "h-1", "trace_id": "0" * 32, "name": "tool",
-    "type_": "Some.Type", "command_type": "Some.Type", "event_type": "Some.Type", "prompt": "hi",
-    "message": "hello", "engine_type": "DummyEngine", "model_name": None,
-    "function_code": "def tool():\n    return 1\n", "handler_function": "def handle(c):\n    return 1\n",
-    "parameters": {}, "metadata": {}, "data": {}, "configuration": {}, "arguments": {},
-    "commands": [{"command_type": "Some.Type"}], "value": "secret-value",
+    "session_id": "s-1",
+    "command_id": "c-1",
+    "batch_id": "b-1",
+    "event_id": "e-1",
+    "engine_id": "g-1",
+    "key_id": "k-1",
+    "handler_id": "h-1",
+    "trace_id": "0" * 32,
+    "name": "tool",
+    "type_": "Some.Type",
+    "command_type": "Some.Type",
+    "event_type": "Some.Type",
+    "prompt": "hi",
+    "message": "hello",
+    "engine_type": "DummyEngine",
+    "model_name": None,
+    "function_code": "def tool():\n    return 1\n",
+    "handler_function": "def handle(c):\n    return 1\n",
+    "parameters": {},
+    "metadata": {},
+    "data": {},
+    "configuration": {},
+    "arguments": {},
+    "commands": [{"command_type": "Some.Type"}],
+    "value": "secret-value",
 }
 
 
 def test_operation_ids_are_unique_and_name_resource_and_verb() -> None:
     assert len(BY_NAME) == len(ENDPOINTS) == len(BY_KEY)
     for endpoint in ENDPOINTS:
-        assert re.fullmatch(r"(get|list|create|delete|execute|publish|register|cancel|reset|revoke|"
-                            r"stream|shutdown|vacuum|set)[A-Z][A-Za-z]*", endpoint.name), endpoint.name
+        assert re.fullmatch(
+            r"(get|list|create|delete|execute|publish|register|cancel|reset|revoke|"
+            r"stream|shutdown|vacuum|set)[A-Z][A-Za-z]*",
+            endpoint.name,
+        ), endpoint.name
 
 
 async def test_routes_document_and_table_agree(app_client: TestClient) -> None:
     served = route_keys(app_client.app)
     assert served == BY_KEY.keys(), (
         f"routes not in protocol/endpoints.py: {sorted(served - BY_KEY.keys())}; "
-        f"endpoints without a route: {sorted(BY_KEY.keys() - served)}")
+        f"endpoints without a route: {sorted(BY_KEY.keys() - served)}"
+    )
     assert served == OPERATIONS.keys(), "describe every route in api/operations.py OPERATIONS"
     doc = build_document(app_client.app)
     seen = set()
@@ -56,17 +78,26 @@ async def test_routes_document_and_table_agree(app_client: TestClient) -> None:
                 assert body is None, endpoint.name
             else:
                 assert body["content"]["application/json"]["schema"] == {
-                    "$ref": f"#/components/schemas/{endpoint.request.__name__}"}, endpoint.name
+                    "$ref": f"#/components/schemas/{endpoint.request.__name__}"
+                }, endpoint.name
                 assert body["required"] == endpoint.request_required
             success = {int(s) for s in operation["responses"] if int(s) < 400}
             assert success == set(endpoint.responses), endpoint.name
             model = endpoint.response
             if isinstance(model, type) and hasattr(model, "__struct_fields__"):
-                schemas = [c["schema"] for s, r in operation["responses"].items() if int(s) < 300
-                           for c in r.get("content", {}).values()]
+                schemas = [
+                    c["schema"]
+                    for s, r in operation["responses"].items()
+                    if int(s) < 300
+                    for c in r.get("content", {}).values()
+                ]
                 assert any(f"#/components/schemas/{model.__name__}" in str(s) for s in schemas), endpoint.name
-            errors = {code for s, r in operation["responses"].items() if int(s) >= 400
-                      for code in r["description"].split(" | ")}
+            errors = {
+                code
+                for s, r in operation["responses"].items()
+                if int(s) >= 400
+                for code in r["description"].split(" | ")
+            }
             assert set(endpoint.errors) <= errors, endpoint.name
             assert [p["name"] for p in operation["parameters"] if p["in"] == "path"] == list(endpoint.params)
     assert seen == BY_NAME.keys()
@@ -77,8 +108,11 @@ def _calls(method_name: str) -> list[_Request]:
     recorder = _Recorder(Client("http://127.0.0.1:1"))
     function = getattr(Client, method_name)
     signature = inspect.signature(function)
-    required = {name: ARGUMENTS[name] for name, p in signature.parameters.items()
-                if name != "self" and p.default is inspect.Parameter.empty}
+    required = {
+        name: ARGUMENTS[name]
+        for name, p in signature.parameters.items()
+        if name != "self" and p.default is inspect.Parameter.empty
+    }
     variants = [required]
     if "session_id" in required and "None" in str(signature.parameters["session_id"].annotation):
         variants.append({**required, "session_id": None})  # the global scope (handlers)
@@ -90,18 +124,26 @@ def _calls(method_name: str) -> list[_Request]:
 
 
 def _endpoint_of(request: _Request) -> Endpoint:
-    found = [e for e in ENDPOINTS if e.method == request.method
-             and re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", e.path), request.path)]
+    found = [
+        e
+        for e in ENDPOINTS
+        if e.method == request.method and re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", e.path), request.path)
+    ]
     assert found, (request.method, request.path)
     return min(found, key=lambda e: len(e.params))  # /api/engines/types before /{engine_id}
 
 
 def test_client_methods_agree_with_the_table() -> None:
-    methods = {name for name, value in vars(Client).items()
-               if inspect.isfunction(value) and not name.startswith("_") and name not in COMPOSITE}
+    methods = {
+        name
+        for name, value in vars(Client).items()
+        if inspect.isfunction(value) and not name.startswith("_") and name not in COMPOSITE
+    }
     named = {e.client for e in ENDPOINTS if e.client}
-    assert methods == named, (f"Client methods not in the table: {sorted(methods - named)}; "
-                              f"in the table, not on Client: {sorted(named - methods)}")
+    assert methods == named, (
+        f"Client methods not in the table: {sorted(methods - named)}; "
+        f"in the table, not on Client: {sorted(named - methods)}"
+    )
     reached = set()
     for name in sorted(methods):
         for request in _calls(name):

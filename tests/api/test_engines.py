@@ -5,8 +5,16 @@ from __future__ import annotations
 from tests.api.bus_helpers import BLOCK_MS, DUMMY, cancel, create_engine, events, finished, session_with_engine, submit
 from tests.conftest import assert_envelope, create_session
 
-ENGINE_FIELDS = {"engine_id", "engine_type", "model_name", "status", "session_id", "configuration",
-                 "created_at", "command_type"}
+ENGINE_FIELDS = {
+    "engine_id",
+    "engine_type",
+    "model_name",
+    "status",
+    "session_id",
+    "configuration",
+    "created_at",
+    "command_type",
+}
 
 
 async def test_types(app_client):
@@ -22,10 +30,15 @@ async def test_types(app_client):
 
 async def test_create_as_in_the_spec(app_client):
     sid = (await create_session(app_client))["session_id"]
-    resp = await app_client.post("/api/engines", json={
-        "engine_type": "DummyEngine", "model_name": "gpt-4", "session_id": sid,
-        "configuration": {"temperature": 0.7, "max_tokens": 1000},
-    })
+    resp = await app_client.post(
+        "/api/engines",
+        json={
+            "engine_type": "DummyEngine",
+            "model_name": "gpt-4",
+            "session_id": sid,
+            "configuration": {"temperature": 0.7, "max_tokens": 1000},
+        },
+    )
     assert resp.status == 201
     engine = await resp.json()
     assert set(engine) == ENGINE_FIELDS
@@ -47,11 +60,16 @@ async def test_create_errors(app_client):
     resp = await app_client.post("/api/engines", json={"engine_type": "DummyEngine", "session_id": "nope"})
     assert resp.status == 404
     assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
-    bad_configs = (({"delay_ms": "slow"}, "configuration.delay_ms"), ({"delay_ms": -1}, "configuration.delay_ms"),
-                   ({"fail": 1}, "configuration.fail"), ({"dleay_ms": 5}, "configuration.dleay_ms"))
+    bad_configs = (
+        ({"delay_ms": "slow"}, "configuration.delay_ms"),
+        ({"delay_ms": -1}, "configuration.delay_ms"),
+        ({"fail": 1}, "configuration.fail"),
+        ({"dleay_ms": 5}, "configuration.dleay_ms"),
+    )
     for config, field in bad_configs:
-        resp = await app_client.post("/api/engines", json={"engine_type": "DummyEngine", "session_id": sid,
-                                                           "configuration": config})
+        resp = await app_client.post(
+            "/api/engines", json={"engine_type": "DummyEngine", "session_id": sid, "configuration": config}
+        )
         assert resp.status == 422, config
         assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == field
     resp = await app_client.post("/api/engines", json={"session_id": sid})
@@ -86,8 +104,9 @@ async def test_list_filters(app_client):
 
 async def test_execute(app_client):
     sid, eid = await session_with_engine(app_client)
-    resp = await app_client.post(f"/api/engines/{eid}/execute",
-                                 json={"prompt": "Hello, world!", "parameters": {"temperature": 0.2}})
+    resp = await app_client.post(
+        f"/api/engines/{eid}/execute", json={"prompt": "Hello, world!", "parameters": {"temperature": 0.2}}
+    )
     assert resp.status == 200
     record = await resp.json()
     assert record["status"] == "completed" and record["command_type"] == DUMMY
@@ -101,8 +120,9 @@ async def test_execute(app_client):
     assert updates == ["processing", "completed"]
 
     # (DummyEngine finishes at once unless told to take its time.)
-    resp = await app_client.post(f"/api/engines/{eid}/execute?wait=0",
-                                 json={"prompt": "later", "parameters": {"delay_ms": 50}})
+    resp = await app_client.post(
+        f"/api/engines/{eid}/execute?wait=0", json={"prompt": "later", "parameters": {"delay_ms": 50}}
+    )
     assert resp.status == 202
     later = await resp.json()
     assert later["command_id"] and later["status"] in ("queued", "executing")

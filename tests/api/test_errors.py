@@ -27,18 +27,14 @@ async def test_wrong_method_is_405_with_allow(app_client):
 
 
 async def test_malformed_json_is_400(app_client):
-    resp = await app_client.post(
-        "/api/sessions", data=b'{"name": ', headers={"Content-Type": "application/json"}
-    )
+    resp = await app_client.post("/api/sessions", data=b'{"name": ', headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert_envelope(await resp.json(), "INVALID_JSON")
 
 
 async def test_non_object_body_is_validation_error(app_client):
     for body in (b"[1, 2]", b'"text"', b"42", b"null"):
-        resp = await app_client.post(
-            "/api/sessions", data=body, headers={"Content-Type": "application/json"}
-        )
+        resp = await app_client.post("/api/sessions", data=body, headers={"Content-Type": "application/json"})
         assert resp.status == 422, body
         assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "body"
 
@@ -54,7 +50,8 @@ async def test_wrong_content_type_is_415(app_client):
 async def test_oversized_body_is_413(make_client):
     client = await make_client(LLMGINE_MAX_BODY_SIZE="2048")
     resp = await client.post(
-        "/api/sessions", data=b'{"name": "' + b"x" * 4096 + b'"}',
+        "/api/sessions",
+        data=b'{"name": "' + b"x" * 4096 + b'"}',
         headers={"Content-Type": "application/json"},
     )
     assert resp.status == 413

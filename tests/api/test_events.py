@@ -23,11 +23,23 @@ async def page(client: Any, sid: str, **params: Any) -> dict[str, Any]:
 async def test_publish_and_get(app_client):
     sid = (await create_session(app_client))["session_id"]
     event = await publish(
-        app_client, sid, "DummyEngineStatusUpdate", data={"status": "processing"},
+        app_client,
+        sid,
+        "DummyEngineStatusUpdate",
+        data={"status": "processing"},
         metadata={"source": "engine", "priority": "normal"},
     )
-    assert set(event) == {"event_id", "seq", "session_id", "event_type", "data", "metadata", "timestamp",
-                          "source", "trace_id"}
+    assert set(event) == {
+        "event_id",
+        "seq",
+        "session_id",
+        "event_type",
+        "data",
+        "metadata",
+        "timestamp",
+        "source",
+        "trace_id",
+    }
     assert event["session_id"] == sid and event["source"] == "engine"
     assert event["data"] == {"status": "processing"} and event["timestamp"].endswith("Z")
     plain = await publish(app_client, sid, "Note", data={"n": 1})
@@ -51,8 +63,12 @@ async def test_publish_errors(app_client):
     assert resp.status == 404
     assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
     sid = (await create_session(app_client))["session_id"]
-    for body, field in (({}, "event_type"), ({"event_type": ""}, "event_type"),
-                        ({"event_type": "X", "data": []}, "data"), ({"event_type": "X", "extra": 1}, "extra")):
+    for body, field in (
+        ({}, "event_type"),
+        ({"event_type": ""}, "event_type"),
+        ({"event_type": "X", "data": []}, "data"),
+        ({"event_type": "X", "extra": 1}, "extra"),
+    ):
         resp = await app_client.post(f"/api/sessions/{sid}/events", json=body)
         assert resp.status == 422
         assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == field
@@ -126,9 +142,13 @@ async def test_filters(app_client):
     both = await page(app_client, sid, since=a["timestamp"], event_type="Dummy*", source="api")
     assert both["total"] == 1
 
-    for params, field in (({"after": "x"}, "after"), ({"since": "yesterday"}, "since"),
-                          ({"source": "mars"}, "source"), ({"limit": 0}, "limit"),
-                          ({"event_type": "bad type"}, "event_type")):
+    for params, field in (
+        ({"after": "x"}, "after"),
+        ({"since": "yesterday"}, "since"),
+        ({"source": "mars"}, "source"),
+        ({"limit": 0}, "limit"),
+        ({"event_type": "bad type"}, "event_type"),
+    ):
         resp = await app_client.get(f"/api/sessions/{sid}/events", params=params)
         assert resp.status == 422, params
         assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == field

@@ -13,10 +13,21 @@ from tests.conftest import assert_envelope
 LISTED = "http://localhost:3000"
 
 
-@pytest.mark.parametrize("host", [
-    "evil.example", "evil.example:8000", "localhost.evil.example", "127.0.0.1.nip.io",
-    "", "   ", "[::1", "a b", "user@127.0.0.1", "10.0.0.1",
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:8000",
+        "localhost.evil.example",
+        "127.0.0.1.nip.io",
+        "",
+        "   ",
+        "[::1",
+        "a b",
+        "user@127.0.0.1",
+        "10.0.0.1",
+    ],
+)
 async def test_foreign_host_is_403(aiohttp_client, make_settings, host):
     client, local = await start(aiohttp_client, make_settings)
     for path in ("/api/health", "/api/sessions"):
@@ -26,10 +37,16 @@ async def test_foreign_host_is_403(aiohttp_client, make_settings, host):
 
 
 async def test_allowed_hosts(aiohttp_client, make_settings):
-    client, local = await start(aiohttp_client, make_settings,
-                                LLMGINE_ALLOWED_HOSTS="myhost.lan,.corp.example")
-    for host in ("localhost", "localhost:8000", "127.0.0.1:1", "[::1]:8000", "LOCALHOST.",
-                 "myhost.lan", "api.corp.example:9"):
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_ALLOWED_HOSTS="myhost.lan,.corp.example")
+    for host in (
+        "localhost",
+        "localhost:8000",
+        "127.0.0.1:1",
+        "[::1]:8000",
+        "LOCALHOST.",
+        "myhost.lan",
+        "api.corp.example:9",
+    ):
         resp = await client.get("/api/status", headers={"Host": host, **bearer(local)})
         assert resp.status == 200, host
     resp = await client.get("/api/status", headers={"Host": "corp.example.evil", **bearer(local)})
@@ -51,43 +68,59 @@ async def test_websocket_with_foreign_host_is_403(aiohttp_client, make_settings)
     client, local = await start(aiohttp_client, make_settings)
     s = await new_session(client, local)
     with pytest.raises(aiohttp.WSServerHandshakeError) as err:
-        await client.ws_connect(WS_PATH.format(session_id=s["session_id"]),
-                                headers={"Host": "evil.example", **bearer(local)})
+        await client.ws_connect(
+            WS_PATH.format(session_id=s["session_id"]), headers={"Host": "evil.example", **bearer(local)}
+        )
     assert err.value.status == 403
 
 
-@pytest.mark.parametrize("origin", [
-    "http://evil.example", "null", "http://localhost:3000.evil.example",
-    "https://localhost:3000", "http://localhost:3001", "file://", "http://localhost:3000/x",
-])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://evil.example",
+        "null",
+        "http://localhost:3000.evil.example",
+        "https://localhost:3000",
+        "http://localhost:3001",
+        "file://",
+        "http://localhost:3000/x",
+    ],
+)
 async def test_foreign_origin_is_403_and_never_echoed(aiohttp_client, make_settings, origin):
     client, local = await start(aiohttp_client, make_settings, CORS_ORIGINS=LISTED)
     s = await new_session(client, local)
-    for method, path in (("POST", "/api/sessions"), ("GET", "/api/sessions"),
-                         ("DELETE", f"/api/sessions/{s['session_id']}")):
+    for method, path in (
+        ("POST", "/api/sessions"),
+        ("GET", "/api/sessions"),
+        ("DELETE", f"/api/sessions/{s['session_id']}"),
+    ):
         resp = await client.request(method, path, headers={"Origin": origin, **bearer(local)})
         assert resp.status == 403, (origin, method)
         assert "Access-Control-Allow-Origin" not in resp.headers
         assert_envelope(await resp.json(), "FORBIDDEN")
     # Preflight: refused, nothing allowed.
-    resp = await client.options("/api/sessions", headers={
-        "Origin": origin, "Access-Control-Request-Method": "POST"})
+    resp = await client.options("/api/sessions", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
     assert resp.status == 403 and "Access-Control-Allow-Origin" not in resp.headers
     # WebSocket hijacking: the handshake is refused even with a valid credential.
     with pytest.raises(aiohttp.WSServerHandshakeError) as err:
-        await client.ws_connect(WS_PATH.format(session_id=s["session_id"]),
-                                headers={"Origin": origin, **bearer(local)})
+        await client.ws_connect(WS_PATH.format(session_id=s["session_id"]), headers={"Origin": origin, **bearer(local)})
     assert err.value.status == 403
     # The session is untouched.
-    assert (await (await client.get(f"/api/sessions/{s['session_id']}",
-                                    headers=bearer(local))).json())["status"] == "active"
+    assert (await (await client.get(f"/api/sessions/{s['session_id']}", headers=bearer(local))).json())[
+        "status"
+    ] == "active"
 
 
 async def test_listed_origin_cors(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings, CORS_ORIGINS=f"{LISTED},https://app.example")
-    resp = await client.options("/api/sessions", headers={
-        "Origin": LISTED, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization, content-type"})
+    resp = await client.options(
+        "/api/sessions",
+        headers={
+            "Origin": LISTED,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
     assert resp.status == 204
     assert resp.headers["Access-Control-Allow-Origin"] == LISTED
     assert "POST" in resp.headers["Access-Control-Allow-Methods"]
@@ -95,8 +128,9 @@ async def test_listed_origin_cors(aiohttp_client, make_settings):
     assert "X-Session-Token" in resp.headers["Access-Control-Allow-Headers"]
     assert "Origin" in resp.headers["Vary"]
     # Preflight of a path with a parameter works too (no OPTIONS route anywhere).
-    resp = await client.options("/api/sessions/abc", headers={
-        "Origin": "https://app.example", "Access-Control-Request-Method": "DELETE"})
+    resp = await client.options(
+        "/api/sessions/abc", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "DELETE"}
+    )
     assert resp.status == 204 and resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
     # The actual request: echoed exactly, never "*"; error responses carry it too.
     resp = await client.post("/api/sessions", json={}, headers={"Origin": LISTED, **bearer(local)})
@@ -108,8 +142,10 @@ async def test_listed_origin_cors(aiohttp_client, make_settings):
     # A browser WebSocket from a listed origin with a token subprotocol.
     s = await new_session(client, local)
     ws = await client.ws_connect(
-        WS_PATH.format(session_id=s["session_id"]), origin=LISTED,
-        protocols=("llmgine", f"llmgine.bearer.{s['session_token']}"))
+        WS_PATH.format(session_id=s["session_id"]),
+        origin=LISTED,
+        protocols=("llmgine", f"llmgine.bearer.{s['session_token']}"),
+    )
     await ws.send_str("ok")
     assert (await ws.receive()).data == "ok"
     await ws.close()

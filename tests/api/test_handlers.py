@@ -14,17 +14,17 @@ from llmgine_daemon.api.keys import BUS
 from tests.conftest import assert_envelope, create_session
 from tests.eventually import eventually
 
-PUBLISH = textwrap.dedent('''
+PUBLISH = textwrap.dedent("""
     async def publish(event_type: str, data: dict = {}):
         event = await bus.publish(event_type, data)
         return event["seq"]
-''')
+""")
 
 
 async def events_of(client, sid, prefix=""):
     rows = await client.server.app[BUS].store.fetchall(
-        "SELECT event_type, data, source FROM events WHERE session_id = ? AND event_type LIKE ?"
-        " ORDER BY seq", (sid, prefix + "%"),
+        "SELECT event_type, data, source FROM events WHERE session_id = ? AND event_type LIKE ? ORDER BY seq",
+        (sid, prefix + "%"),
     )
     return [(r[0], json.loads(r[1]), r[2]) for r in rows]
 
@@ -46,36 +46,44 @@ async def handlers_idle(client, sid):
 
 async def setup(client):
     sid = (await create_session(client))["session_id"]
-    resp = await client.post(f"/api/sessions/{sid}/tools",
-                             json={"name": "publish", "function_code": PUBLISH})
+    resp = await client.post(f"/api/sessions/{sid}/tools", json={"name": "publish", "function_code": PUBLISH})
     assert resp.status == 201, await resp.text()
     return sid
 
 
 async def publish(client, sid, event_type, data=None):
-    out = await (await client.post(f"/api/sessions/{sid}/tools/publish/execute",
-                                   json={"arguments": {"event_type": event_type,
-                                                       "data": data or {}}})).json()
+    out = await (
+        await client.post(
+            f"/api/sessions/{sid}/tools/publish/execute",
+            json={"arguments": {"event_type": event_type, "data": data or {}}},
+        )
+    ).json()
     assert out["error"] is None, out
     return out
 
 
 async def add_event_handler(client, sid, event_type, code, priority=100, scope=None):
     base = f"/api/sessions/{sid}/handlers" if scope is None else "/api/handlers"
-    resp = await client.post(f"{base}/events", json={
-        "event_type": event_type, "handler_function": textwrap.dedent(code),
-        "priority": priority})
+    resp = await client.post(
+        f"{base}/events",
+        json={"event_type": event_type, "handler_function": textwrap.dedent(code), "priority": priority},
+    )
     assert resp.status == 201, await resp.text()
     return await resp.json()
 
 
 async def test_event_handler_publishes_another_event(app_client):
     sid = await setup(app_client)
-    handler = await add_event_handler(app_client, sid, "OrderPlaced", '''
+    handler = await add_event_handler(
+        app_client,
+        sid,
+        "OrderPlaced",
+        """
         async def on_order(event):
             await bus.publish("OrderConfirmed", {"order": event.data["order"],
                                                  "seen_seq": event.seq})
-    ''')
+    """,
+    )
     assert handler["function"] == "on_order" and handler["scope"] == "session"
     await publish(app_client, sid, "OrderPlaced", {"order": 7})
     confirmed = await wait_for(app_client, sid, "OrderConfirmed", 1)
@@ -87,10 +95,16 @@ async def test_event_handler_publishes_another_event(app_client):
 async def test_priorities_lowest_first(app_client):
     sid = await setup(app_client)
     for priority in (50, 10, 30):
-        await add_event_handler(app_client, sid, "Tick", f'''
+        await add_event_handler(
+            app_client,
+            sid,
+            "Tick",
+            f"""
             async def h(event):
                 await bus.publish("Ran", {{"priority": {priority}}})
-        ''', priority=priority)
+        """,
+            priority=priority,
+        )
     await publish(app_client, sid, "Tick")
     ran = await wait_for(app_client, sid, "Ran", 3)
     assert [d["priority"] for _, d, _ in ran] == [10, 30, 50]
@@ -98,14 +112,25 @@ async def test_priorities_lowest_first(app_client):
 
 async def test_failing_handler_records_event_handler_failed(app_client):
     sid = await setup(app_client)
-    handler = await add_event_handler(app_client, sid, "Boom", '''
+    handler = await add_event_handler(
+        app_client,
+        sid,
+        "Boom",
+        """
         def explode(event):
             raise ValueError("handler broke on " + event["event_type"])
-    ''')
-    await add_event_handler(app_client, sid, "Boom", '''
+    """,
+    )
+    await add_event_handler(
+        app_client,
+        sid,
+        "Boom",
+        """
         async def after(event):
             await bus.publish("StillRan", {})
-    ''', priority=200)
+    """,
+        priority=200,
+    )
     out = await publish(app_client, sid, "Boom")
     assert out["error"] is None  # the publisher never fails
     failed = await wait_for(app_client, sid, "EventHandlerFailed", 1)
@@ -119,18 +144,28 @@ async def test_failing_handler_records_event_handler_failed(app_client):
 async def test_wildcard_and_global_handlers(app_client):
     sid = await setup(app_client)
     other = (await create_session(app_client))["session_id"]
-    await app_client.post(f"/api/sessions/{other}/tools",
-                          json={"name": "publish", "function_code": PUBLISH})
-    await add_event_handler(app_client, sid, "*", '''
+    await app_client.post(f"/api/sessions/{other}/tools", json={"name": "publish", "function_code": PUBLISH})
+    await add_event_handler(
+        app_client,
+        sid,
+        "*",
+        """
         async def every(event):
             if event.event_type.startswith("Seen"):
                 return
             await bus.publish("SeenBySession", {"type": event.event_type})
-    ''')
-    glob = await add_event_handler(app_client, sid, "Ping", '''
+    """,
+    )
+    glob = await add_event_handler(
+        app_client,
+        sid,
+        "Ping",
+        """
         async def everywhere(event):
             await bus.publish("SeenGlobally", {"session": event.session_id})
-    ''', scope="global")
+    """,
+        scope="global",
+    )
     assert glob["scope"] == "global" and glob["session_id"] is None
     await publish(app_client, sid, "Ping")
     await publish(app_client, other, "Ping")
@@ -152,10 +187,15 @@ async def test_wildcard_and_global_handlers(app_client):
 async def test_self_triggering_handler_stops_at_the_depth_limit(make_client):
     client = await make_client(LLMGINE_SANDBOX_MAX_DEPTH="3")
     sid = await setup(client)
-    await add_event_handler(client, sid, "Echo", '''
+    await add_event_handler(
+        client,
+        sid,
+        "Echo",
+        """
         async def echo(event):
             await bus.publish("Echo", {"n": event.data.get("n", 0) + 1})
-    ''')
+    """,
+    )
     await publish(client, sid, "Echo", {"n": 0})
     failed = await wait_for(client, sid, "EventHandlerFailed", 1)
     assert "depth limit" in failed[0][1]["error"]["message"]
@@ -173,15 +213,12 @@ async def test_list_get_delete_and_validation(app_client):
     assert listing["total"] == 1 and listing["handlers"][0]["kind"] == "event"
     one = await (await app_client.get(f"{base}/{ev['handler_id']}")).json()
     assert one["handler_function"] == "def h(event):\n    pass\n"
-    resp = await app_client.post(f"{base}/events", json={
-        "event_type": "A", "handler_function": "def h(:\n  pass"})
+    resp = await app_client.post(f"{base}/events", json={"event_type": "A", "handler_function": "def h(:\n  pass"})
     assert resp.status == 422
     assert (await resp.json())["error"]["details"]["line"] == 1
-    resp = await app_client.post(f"{base}/events", json={
-        "event_type": "A", "handler_function": "def h():\n  pass"})
+    resp = await app_client.post(f"{base}/events", json={"event_type": "A", "handler_function": "def h():\n  pass"})
     assert resp.status == 422
-    resp = await app_client.post(f"{base}/events", json={
-        "event_type": "A", "handler_function": "x = 1\n"})
+    resp = await app_client.post(f"{base}/events", json={"event_type": "A", "handler_function": "x = 1\n"})
     assert resp.status == 422
     assert (await app_client.delete(f"{base}/events/A")).status == 204
     resp = await app_client.delete(f"{base}/events/A")
@@ -194,10 +231,15 @@ async def test_list_get_delete_and_validation(app_client):
 async def test_handlers_survive_restart(make_client):
     client = await make_client()
     sid = await setup(client)
-    await add_event_handler(client, sid, "Later", '''
+    await add_event_handler(
+        client,
+        sid,
+        "Later",
+        """
         async def h(event):
             await bus.publish("Handled", {})
-    ''')
+    """,
+    )
     await client.close()
     client = await make_client()
     listing = await (await client.get(f"/api/sessions/{sid}/handlers")).json()
@@ -224,7 +266,9 @@ async def test_a_type_with_control_characters_is_refused_at_registration(app_cli
     that exists can be deleted (and no escape sequence reaches a terminal listing them)."""
     sid = await setup(app_client)
     for bad in ("a\x01b", "x\x1b[31m", "two words"):
-        resp = await app_client.post(f"/api/sessions/{sid}/handlers/events", json={
-            "event_type": bad, "handler_function": "def h(event):\n    pass\n"})
+        resp = await app_client.post(
+            f"/api/sessions/{sid}/handlers/events",
+            json={"event_type": bad, "handler_function": "def h(event):\n    pass\n"},
+        )
         assert resp.status == 422, bad
         assert (await resp.json())["error"]["details"]["field"] == "event_type"

@@ -22,8 +22,11 @@ async def raw(client, data: bytes) -> tuple[asyncio.StreamReader, asyncio.Stream
 
 async def test_body_too_large_is_413(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_BODY_SIZE="1024")
-    resp = await client.post("/api/sessions", data=b'{"name": "' + b"x" * 2000 + b'"}',
-                             headers={"Content-Type": "application/json", **bearer(local)})
+    resp = await client.post(
+        "/api/sessions",
+        data=b'{"name": "' + b"x" * 2000 + b'"}',
+        headers={"Content-Type": "application/json", **bearer(local)},
+    )
     assert resp.status == 413
     assert_envelope(await resp.json(), "PAYLOAD_TOO_LARGE")
     # Unauthenticated bodies are refused before they are read.
@@ -54,11 +57,9 @@ async def test_websocket_message_too_big_closes_1009(aiohttp_client, make_settin
 
 async def test_slow_drip_headers_do_not_block_others_and_are_dropped(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings, LLMGINE_READ_TIMEOUT="0.5")
-    drips = [await raw(client, b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: ")
-             for _ in range(20)]
+    drips = [await raw(client, b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: ") for _ in range(20)]
     # Everyone else is served while the dripping connections hang there.
-    results = await asyncio.gather(*(client.get("/api/status", headers=bearer(local))
-                                     for _ in range(20)))
+    results = await asyncio.gather(*(client.get("/api/status", headers=bearer(local)) for _ in range(20)))
     assert [r.status for r in results] == [200] * 20
     # The dripping connections are closed without a request ever being handled.
     for reader, writer in drips:
@@ -68,8 +69,10 @@ async def test_slow_drip_headers_do_not_block_others_and_are_dropped(aiohttp_cli
 
 async def test_slow_drip_body_gets_408(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings, LLMGINE_READ_TIMEOUT="0.5")
-    head = (f"POST /api/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {local}\r\n"
-            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{").encode()
+    head = (
+        f"POST /api/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {local}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    ).encode()
     reader, writer = await raw(client, head)
     assert (await client.get("/api/status", headers=bearer(local))).status == 200
     answer = await asyncio.wait_for(reader.read(), 30)
@@ -82,8 +85,7 @@ async def test_slow_drip_body_gets_408(aiohttp_client, make_settings):
 async def test_max_sessions(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_SESSIONS="3")
     sessions = [await new_session(client, local) for _ in range(3)]
-    results = await asyncio.gather(*(client.post("/api/sessions", json={}, headers=bearer(local))
-                                     for _ in range(5)))
+    results = await asyncio.gather(*(client.post("/api/sessions", json={}, headers=bearer(local)) for _ in range(5)))
     assert {r.status for r in results} == {409}
     error = assert_envelope(await results[0].json(), "LIMIT_REACHED")
     assert error["details"] == {"limit": "max_sessions", "max": 3}
@@ -94,8 +96,7 @@ async def test_max_sessions(aiohttp_client, make_settings):
 
 async def test_concurrent_creations_cannot_overshoot(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_SESSIONS="5")
-    results = await asyncio.gather(*(client.post("/api/sessions", json={}, headers=bearer(local))
-                                     for _ in range(20)))
+    results = await asyncio.gather(*(client.post("/api/sessions", json={}, headers=bearer(local)) for _ in range(20)))
     created = sum(r.status == 201 for r in results)
     assert 1 <= created <= 5
     assert all(r.status in (201, 409) for r in results)
@@ -120,14 +121,24 @@ async def test_max_websockets(aiohttp_client, make_settings):
     await second.close()
 
 
-@pytest.mark.parametrize("segment", [
-    "..", "a..b", "%2e%2e", "x%00y", "%E2%80%A8", "sessi%D0%BEn", "-leading", "a" * 129,
-    "semi;colon", "sp%20ace",
-])
+@pytest.mark.parametrize(
+    "segment",
+    [
+        "..",
+        "a..b",
+        "%2e%2e",
+        "x%00y",
+        "%E2%80%A8",
+        "sessi%D0%BEn",
+        "-leading",
+        "a" * 129,
+        "semi;colon",
+        "sp%20ace",
+    ],
+)
 async def test_bad_identifiers_are_422(aiohttp_client, make_settings, segment):
     client, local = await start(aiohttp_client, make_settings)
-    for path in (f"/api/sessions/{segment}", f"/api/auth/keys/{segment}",
-                 f"/api/sessions/{segment}/token"):
+    for path in (f"/api/sessions/{segment}", f"/api/auth/keys/{segment}", f"/api/sessions/{segment}/token"):
         resp = await client.request("GET" if "token" not in path else "POST", path, headers=bearer(local))
         assert resp.status in (404, 422), (path, resp.status)
         if resp.status == 422:
@@ -136,7 +147,6 @@ async def test_bad_identifiers_are_422(aiohttp_client, make_settings, segment):
     assert resp.status in (404, 422)
     resp = await client.get("/api/sessions", params={"session_id": "../x"}, headers=bearer(local))
     assert resp.status == 422
-
 
 
 async def test_identifier_check_refuses_anything_but_identifiers(app_client):
@@ -183,12 +193,14 @@ async def test_grammar_is_checked_when_the_body_is_decoded(app_client):
     cases = [
         (f"/api/sessions/{sid}/commands", {"command_type": "1x"}, "command_type", "must start with a letter"),
         (f"/api/sessions/{sid}/events", {"event_type": "a b"}, "event_type", "must start with a letter"),
-        (f"/api/sessions/{sid}/commands/batch", {"commands": [{"command_type": "ok"}, {"command_type": "-"}]},
-         "commands[1].command_type", "must start with a letter"),
-        ("/api/engines", {"engine_type": "DummyEngine", "session_id": "../x"}, "session_id",
-         "not a valid identifier"),
-        (f"/api/sessions/{sid}/tools", {"function_code": "def f(): pass", "name": "1f"}, "name",
-         "Python identifier"),
+        (
+            f"/api/sessions/{sid}/commands/batch",
+            {"commands": [{"command_type": "ok"}, {"command_type": "-"}]},
+            "commands[1].command_type",
+            "must start with a letter",
+        ),
+        ("/api/engines", {"engine_type": "DummyEngine", "session_id": "../x"}, "session_id", "not a valid identifier"),
+        (f"/api/sessions/{sid}/tools", {"function_code": "def f(): pass", "name": "1f"}, "name", "Python identifier"),
         (f"/api/sessions/{sid}/tools", {"function_code": "  "}, "function_code", "Python source"),
         (f"/api/sessions/{sid}/tools", {"function_code": "def f(): pass", "timeout": 0}, "timeout", "> 0"),
         ("/api/observability/logs", {"message": "m", "session_id": "../x"}, "session_id", "not a valid identifier"),

@@ -32,26 +32,31 @@ async def test_types_are_listed_with_their_configuration(llm_client: Any) -> Non
     assert "max_tool_rounds" in {f["name"] for f in types["ToolChatEngine"]["configuration"]}
 
 
-@pytest.mark.parametrize("engine_type, model, configuration, field", [
-    ("SinglePassEngine", MODELS["openai"], {"temperature": 3}, "configuration.temperature"),
-    ("SinglePassEngine", MODELS["openai"], {"temperature": "hot"}, "configuration.temperature"),
-    ("SinglePassEngine", MODELS["openai"], {"top_p": 1.5}, "configuration.top_p"),
-    ("SinglePassEngine", MODELS["openai"], {"max_tokens": 0}, "configuration.max_tokens"),
-    ("SinglePassEngine", MODELS["openai"], {"stop": [1, 2]}, "configuration.stop"),
-    ("SinglePassEngine", MODELS["openai"], {"stop": ["a", "b", "c", "d", "e"]}, "configuration.stop"),
-    ("SinglePassEngine", MODELS["openai"], {"timeout": 0}, "configuration.timeout"),
-    ("SinglePassEngine", MODELS["openai"], {"system_prompt": 5}, "configuration.system_prompt"),
-    ("SinglePassEngine", MODELS["openai"], {"max_tool_rounds": 3}, "configuration.max_tool_rounds"),
-    ("ToolChatEngine", MODELS["openai"], {"max_tool_rounds": 0}, "configuration.max_tool_rounds"),
-    ("SinglePassEngine", "openai/", {}, "model_name"),
-])
+@pytest.mark.parametrize(
+    "engine_type, model, configuration, field",
+    [
+        ("SinglePassEngine", MODELS["openai"], {"temperature": 3}, "configuration.temperature"),
+        ("SinglePassEngine", MODELS["openai"], {"temperature": "hot"}, "configuration.temperature"),
+        ("SinglePassEngine", MODELS["openai"], {"top_p": 1.5}, "configuration.top_p"),
+        ("SinglePassEngine", MODELS["openai"], {"max_tokens": 0}, "configuration.max_tokens"),
+        ("SinglePassEngine", MODELS["openai"], {"stop": [1, 2]}, "configuration.stop"),
+        ("SinglePassEngine", MODELS["openai"], {"stop": ["a", "b", "c", "d", "e"]}, "configuration.stop"),
+        ("SinglePassEngine", MODELS["openai"], {"timeout": 0}, "configuration.timeout"),
+        ("SinglePassEngine", MODELS["openai"], {"system_prompt": 5}, "configuration.system_prompt"),
+        ("SinglePassEngine", MODELS["openai"], {"max_tool_rounds": 3}, "configuration.max_tool_rounds"),
+        ("ToolChatEngine", MODELS["openai"], {"max_tool_rounds": 0}, "configuration.max_tool_rounds"),
+        ("SinglePassEngine", "openai/", {}, "model_name"),
+    ],
+)
 async def test_invalid_configuration_is_422_at_creation(
     llm_client: Any, engine_type: str, model: str, configuration: dict[str, Any], field: str
 ) -> None:
     client = await llm_client()
     sid = (await create_session(client))["session_id"]
-    resp = await client.post("/api/engines", json={
-        "engine_type": engine_type, "session_id": sid, "model_name": model, "configuration": configuration})
+    resp = await client.post(
+        "/api/engines",
+        json={"engine_type": engine_type, "session_id": sid, "model_name": model, "configuration": configuration},
+    )
     assert resp.status == 422
     assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == field
     # Nothing was registered: a valid engine of that type can still take the slot.
@@ -60,8 +65,15 @@ async def test_invalid_configuration_is_422_at_creation(
 
 async def test_valid_configuration_is_kept(llm_client: Any) -> None:
     client = await llm_client()
-    conf = {"temperature": 0.2, "max_tokens": 50, "top_p": 0.5, "stop": ["END"], "system_prompt": "be terse",
-            "timeout": 10, "max_tool_rounds": 3}
+    conf = {
+        "temperature": 0.2,
+        "max_tokens": 50,
+        "top_p": 0.5,
+        "stop": ["END"],
+        "system_prompt": "be terse",
+        "timeout": 10,
+        "max_tool_rounds": 3,
+    }
     engine = await create_llm_engine(client, engine_type="ToolChatEngine", **conf)
     assert engine["configuration"] == conf and engine["status"] == "initialized"
 
@@ -126,13 +138,17 @@ async def test_per_call_parameters_override_configuration(llm_client: Any, fake:
     assert sent["messages"][0] == {"role": "system", "content": "pirate"}
 
 
-@pytest.mark.parametrize("parameters, field", [
-    ({"temperature": 9}, "parameters.temperature"),
-    ({"temprature": 0.1}, "parameters.temprature"),
-    ({"memory_max_messages": 3}, "parameters.memory_max_messages"),
-])
-async def test_invalid_call_parameters_fail_the_command(llm_client: Any, fake: FakeProvider,
-                                                        parameters: dict[str, Any], field: str) -> None:
+@pytest.mark.parametrize(
+    "parameters, field",
+    [
+        ({"temperature": 9}, "parameters.temperature"),
+        ({"temprature": 0.1}, "parameters.temprature"),
+        ({"memory_max_messages": 3}, "parameters.memory_max_messages"),
+    ],
+)
+async def test_invalid_call_parameters_fail_the_command(
+    llm_client: Any, fake: FakeProvider, parameters: dict[str, Any], field: str
+) -> None:
     client = await llm_client()
     engine = await create_llm_engine(client)
     record = await execute(client, engine["engine_id"], "a", **parameters)
@@ -153,8 +169,11 @@ async def test_memory_across_calls_and_restart(llm_client: Any, fake: FakeProvid
     await execute(client, eid, "What is my name?")
     stored = await messages(client, eid)
     assert [(m["role"], m["content"]) for m in stored] == [
-        ("user", "My name is Ada."), ("assistant", "echo: My name is Ada."),
-        ("user", "What is my name?"), ("assistant", "echo: What is my name?")]
+        ("user", "My name is Ada."),
+        ("assistant", "echo: My name is Ada."),
+        ("user", "What is my name?"),
+        ("assistant", "echo: What is my name?"),
+    ]
     assert all(not m["partial"] for m in stored)
     sent = fake.requests[-1].body
     assert "My name is Ada." in str(sent["messages"]) and "echo: My name is Ada." in str(sent["messages"])
@@ -226,14 +245,17 @@ async def test_deleting_the_engine_deletes_its_memory(llm_client: Any, fake: Fak
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("script, code", [
-    ([Fail(401, "Incorrect API key provided")], "PROVIDER_AUTH_FAILED"),
-    ([Fail(429, "Rate limit reached", retry_after="0")] * 3, "PROVIDER_RATE_LIMITED"),
-    ([Fail(500, "boom", retry_after="0")] * 3, "PROVIDER_UNAVAILABLE"),
-    ([Stall(60)], "PROVIDER_TIMEOUT"),
-    ([Raw(b"data: {oops\n\n")], "PROVIDER_BAD_RESPONSE"),
-    ([Fail(400, "context_length_exceeded")], "PROVIDER_BAD_REQUEST"),
-])
+@pytest.mark.parametrize(
+    "script, code",
+    [
+        ([Fail(401, "Incorrect API key provided")], "PROVIDER_AUTH_FAILED"),
+        ([Fail(429, "Rate limit reached", retry_after="0")] * 3, "PROVIDER_RATE_LIMITED"),
+        ([Fail(500, "boom", retry_after="0")] * 3, "PROVIDER_UNAVAILABLE"),
+        ([Stall(60)], "PROVIDER_TIMEOUT"),
+        ([Raw(b"data: {oops\n\n")], "PROVIDER_BAD_RESPONSE"),
+        ([Fail(400, "context_length_exceeded")], "PROVIDER_BAD_REQUEST"),
+    ],
+)
 async def test_provider_failures_fail_the_command_with_their_code(
     llm_client: Any, fake: FakeProvider, kind: str, script: list[Any], code: str
 ) -> None:
@@ -314,7 +336,9 @@ async def test_cancel_mid_stream_records_what_arrived(llm_client: Any, fake: Fak
     assert record["status"] == "cancelled"
     stored = await messages(client, eid)
     assert [(m["role"], m["content"], m["partial"]) for m in stored] == [
-        ("user", "tell me a story", False), ("assistant", "Once upon ", True)]
+        ("user", "tell me a story", False),
+        ("assistant", "Once upon ", True),
+    ]
     seen = await engine_events(client, sid, cid)
     response = dict(seen)["EngineResponse"]
     assert response["text"] == "Once upon " and response["finish_reason"] == "cancelled"

@@ -25,10 +25,15 @@ async def tool_engine(client: Any, kind: str, **configuration: Any) -> dict[str,
     if not hasattr(client.app[BUS], "tools"):
         pytest.skip("the tools API (sandbox) is not merged yet")
     engine = await create_llm_engine(client, engine_type="ToolChatEngine", model=MODELS[kind], **configuration)
-    resp = await client.post(f"/api/sessions/{engine['session_id']}/tools", json={
-        "name": "get_weather", "description": "Get weather information for a location",
-        "parameters": {"location": {"type": "string", "description": "City name"}},
-        "function_code": WEATHER})
+    resp = await client.post(
+        f"/api/sessions/{engine['session_id']}/tools",
+        json={
+            "name": "get_weather",
+            "description": "Get weather information for a location",
+            "parameters": {"location": {"type": "string", "description": "City name"}},
+            "function_code": WEATHER,
+        },
+    )
     assert resp.status == 201, await resp.text()
     return engine
 

@@ -150,7 +150,9 @@ async def post_log(client, status=201, **body):
 async def test_manual_logging(app_client):
     session = await create_session(app_client)
     record = await post_log(
-        app_client, level="warning", message="User action completed",
+        app_client,
+        level="warning",
+        message="User action completed",
         metadata={"user_id": "user123", "api_key": "sk-live-123456789abcdef", "session_id": session["session_id"]},
     )
     assert record["id"] > 0 and record["source"] == "client" and record["level"] == "warning"
@@ -166,8 +168,12 @@ async def test_manual_logging(app_client):
 
 
 async def test_manual_logging_validation(app_client):
-    for body, field in (({"level": "loud", "message": "x"}, "level"), ({"level": "info"}, "message"),
-                        ({"message": "x", "extra": 1}, "extra"), ({"message": ""}, "message")):
+    for body, field in (
+        ({"level": "loud", "message": "x"}, "level"),
+        ({"level": "info"}, "message"),
+        ({"message": "x", "extra": 1}, "extra"),
+        ({"message": ""}, "message"),
+    ):
         payload = await post_log(app_client, status=422, **body)
         assert assert_envelope(payload, "VALIDATION_ERROR")["details"]["field"] == field
 
@@ -183,8 +189,10 @@ async def test_logs_filtered_by_level_session_time_text(route_client):
     await post_log(client, level="critical", message="Disk on fire", metadata={"session_id": s2})
 
     mine = await get_json(client, f"/api/observability/logs?session_id={s1}")
-    assert [(r["level"], r["message"]) for r in mine["logs"]] == [("info", f"hello from {s1}"),
-                                                                   ("error", f"hello from {s1}")]
+    assert [(r["level"], r["message"]) for r in mine["logs"]] == [
+        ("info", f"hello from {s1}"),
+        ("error", f"hello from {s1}"),
+    ]
     # records logged deep inside a request carry its session, request and trace
     first = mine["logs"][0]
     assert first["logger"] == "llmgine.test" and first["source"] == "daemon"
@@ -297,13 +305,16 @@ async def test_prometheus_parses_and_counters_move(app_client):
     assert after[("llmgine_storage_transactions_total", (("outcome", "ok"),))] >= 3
     assert after[("llmgine_storage_batch_size_count", ())] >= 3
     count = ("llmgine_http_request_duration_seconds_count", (("method", "POST"), ("route", "/api/sessions")))
-    inf = ("llmgine_http_request_duration_seconds_bucket",
-           (("le", "+Inf"), ("method", "POST"), ("route", "/api/sessions")))
+    inf = (
+        "llmgine_http_request_duration_seconds_bucket",
+        (("le", "+Inf"), ("method", "POST"), ("route", "/api/sessions")),
+    )
     assert after[count] == 3 and after[inf] == 3
     assert after[("llmgine_ws_subscribers", ())] == 0
     # routes are templates, never raw ids
-    assert not any("/api/sessions/" in dict(labels).get("route", "{") and "{" not in dict(labels)["route"]
-                   for _, labels in after)
+    assert not any(
+        "/api/sessions/" in dict(labels).get("route", "{") and "{" not in dict(labels)["route"] for _, labels in after
+    )
 
 
 async def test_metrics_json(app_client):
@@ -315,8 +326,11 @@ async def test_metrics_json(app_client):
     assert families["http_requests_total"]["type"] == "counter"
     statuses = {s["labels"]["status"] for s in families["http_requests_total"]["series"]}
     assert {"201", "404"} <= statuses
-    [latency] = [s for s in families["http_request_duration_seconds"]["series"]
-                 if s["labels"] == {"route": "/api/sessions", "method": "POST"}]
+    [latency] = [
+        s
+        for s in families["http_request_duration_seconds"]["series"]
+        if s["labels"] == {"route": "/api/sessions", "method": "POST"}
+    ]
     assert latency["count"] == 1 and latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
 
     per_session = await get_json(app_client, f"/api/observability/metrics?session_id={session['session_id']}")

@@ -55,8 +55,7 @@ async def test_spans_exported_over_otlp(make_settings, aiohttp_client, collector
     assert resp.status == 201
     await client.close()  # app cleanup shuts the exporter down, which flushes it
     spans = [
-        span for request in received for rs in request.resource_spans
-        for ss in rs.scope_spans for span in ss.spans
+        span for request in received for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans
     ]
     names = {span.name for span in spans if span.trace_id.hex() == CLIENT_TRACE}
     assert {"POST /api/sessions", "store.commit"} <= names

@@ -79,13 +79,11 @@ async def test_authenticated_1000_per_minute_per_key(aiohttp_client, make_settin
 
 async def test_limits_are_configurable(aiohttp_client, make_settings, home):
     (home / "config").mkdir(parents=True, exist_ok=True)
-    (home / "config" / "config.toml").write_text(
-        "[security.rate_limits]\nunauthenticated = 3\nauthenticated = 5\n")
+    (home / "config" / "config.toml").write_text("[security.rate_limits]\nunauthenticated = 3\nauthenticated = 5\n")
     client, local = await start(aiohttp_client, make_settings)
     freeze(client)
     assert [(await client.get("/api/health")).status for _ in range(4)] == [200] * 3 + [429]
-    assert [(await client.get("/api/status", headers=bearer(local))).status
-            for _ in range(6)] == [200] * 5 + [429]
+    assert [(await client.get("/api/status", headers=bearer(local))).status for _ in range(6)] == [200] * 5 + [429]
 
 
 async def test_eleventh_websocket_in_a_minute(aiohttp_client, make_settings):
@@ -120,17 +118,14 @@ async def test_unix_socket_limited_by_uid_when_asked(make_settings, home):
     from llmgine_daemon.api.guard import GUARD
     from llmgine_daemon.app import create_app
 
-    app = create_app(make_settings(LLMGINE_RATE_LIMIT_UNIX_SOCKET="true",
-                                   LLMGINE_RATE_LIMIT_AUTHENTICATED="5"))
+    app = create_app(make_settings(LLMGINE_RATE_LIMIT_UNIX_SOCKET="true", LLMGINE_RATE_LIMIT_AUTHENTICATED="5"))
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.UnixSite(runner, str(home / "r.sock"))
     await site.start()
     app[GUARD].limiter.clock = lambda: 5.0
     try:
-        async with aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=str(home / "r.sock"))
-        ) as session:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(home / "r.sock"))) as session:
             statuses = []
             for _ in range(6):
                 async with session.get("http://llmgine/api/health") as resp:

@@ -10,8 +10,10 @@ from tests.conftest import assert_envelope
 
 
 def has_route(client, method: str, canonical: str) -> bool:
-    return any(r.method == method and r.resource is not None and r.resource.canonical == canonical
-               for r in client.app.router.routes())
+    return any(
+        r.method == method and r.resource is not None and r.resource.canonical == canonical
+        for r in client.app.router.routes()
+    )
 
 
 async def test_session_token_reaches_its_engines_only(aiohttp_client, make_settings):
@@ -42,12 +44,10 @@ async def test_max_engines_per_session(aiohttp_client, make_settings):
     body = {"engine_type": "DummyEngine", "session_id": s["session_id"]}
     assert (await client.post("/api/engines", json=body, headers=bearer(local))).status == 201
     resp = await client.post("/api/engines", json=body, headers=bearer(local))
-    assert assert_envelope(await resp.json(), "LIMIT_REACHED")["details"]["limit"] == \
-        "max_engines_per_session"
+    assert assert_envelope(await resp.json(), "LIMIT_REACHED")["details"]["limit"] == "max_engines_per_session"
     # Another session has its own allowance.
     other = await new_session(client, local)
-    resp = await client.post("/api/engines", json={**body, "session_id": other["session_id"]},
-                             headers=bearer(local))
+    resp = await client.post("/api/engines", json={**body, "session_id": other["session_id"]}, headers=bearer(local))
     assert resp.status == 201
 
 
@@ -59,9 +59,7 @@ async def test_max_tools_per_session(aiohttp_client, make_settings):
     path = f"/api/sessions/{s['session_id']}/tools"
 
     def tool(name: str) -> dict:
-        return {"name": name, "description": "d", "parameters": {},
-                "function_code": f"def {name}():\n    return 1\n"}
+        return {"name": name, "description": "d", "parameters": {}, "function_code": f"def {name}():\n    return 1\n"}
 
-    statuses = [(await client.post(path, json=tool(n), headers=bearer(local))).status
-                for n in ("t1", "t2", "t3")]
+    statuses = [(await client.post(path, json=tool(n), headers=bearer(local))).status for n in ("t1", "t2", "t3")]
     assert statuses[:2] in ([201, 201], [200, 200]) and statuses[2] == 409

@@ -46,8 +46,10 @@ async def test_a_session_token_cannot_reach_secrets(make_client):
     session = await create_session(client)
     token = {"X-Session-Token": session["session_token"]}
     client.session.headers.pop("Authorization", None)
-    for method, path, body in (("GET", "/api/secrets", None),
-                               ("PUT", "/api/secrets/OPENAI_API_KEY", {"value": "x"}),
-                               ("DELETE", "/api/secrets/OPENAI_API_KEY", None)):
+    for method, path, body in (
+        ("GET", "/api/secrets", None),
+        ("PUT", "/api/secrets/OPENAI_API_KEY", {"value": "x"}),
+        ("DELETE", "/api/secrets/OPENAI_API_KEY", None),
+    ):
         resp = await client.request(method, path, json=body, headers=token)
         assert resp.status == 403, (method, path, await resp.text())

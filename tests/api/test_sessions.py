@@ -57,8 +57,7 @@ async def test_delete_ends_session_keeps_history(app_client, home):
     again = await (await app_client.get(f"/api/sessions/{sid}")).json()
     assert again["status"] == "closed" and again["counts"]["events"] == 2
     with sqlite3.connect(home / "data" / "llmgine.db") as conn:
-        types = [r[0] for r in conn.execute(
-            "SELECT event_type FROM events WHERE session_id = ? ORDER BY seq", (sid,))]
+        types = [r[0] for r in conn.execute("SELECT event_type FROM events WHERE session_id = ? ORDER BY seq", (sid,))]
     assert types == ["SessionStarted", "SessionEnded"]
     # Ending it again is harmless and returns the same record.
     assert (await (await app_client.delete(f"/api/sessions/{sid}")).json())["ended_at"] == ended["ended_at"]
@@ -69,10 +68,14 @@ async def test_delete_cancels_queued_commands_and_releases(app_client, home):
     with sqlite3.connect(home / "data" / "llmgine.db") as conn:
         conn.execute(
             "INSERT INTO commands (command_id, session_id, command_type, status, created_at)"
-            " VALUES ('c1', ?, 'T', 'queued', '2024-01-01T00:00:00Z')", (sid,))
+            " VALUES ('c1', ?, 'T', 'queued', '2024-01-01T00:00:00Z')",
+            (sid,),
+        )
         conn.execute(
             "INSERT INTO tools (session_id, name, function_code, created_at)"
-            " VALUES (?, 't', 'def t(): pass', '2024-01-01T00:00:00Z')", (sid,))
+            " VALUES (?, 't', 'def t(): pass', '2024-01-01T00:00:00Z')",
+            (sid,),
+        )
     await app_client.delete(f"/api/sessions/{sid}")
     with sqlite3.connect(home / "data" / "llmgine.db") as conn:
         assert conn.execute("SELECT status FROM commands WHERE command_id = 'c1'").fetchone()[0] == "cancelled"
@@ -128,8 +131,12 @@ async def test_validation_errors_name_the_field(app_client):
 
 
 async def test_list_query_validation(app_client):
-    for params, field in (({"limit": "x"}, "limit"), ({"limit": "0"}, "limit"),
-                          ({"offset": "-1"}, "offset"), ({"status": "weird"}, "status")):
+    for params, field in (
+        ({"limit": "x"}, "limit"),
+        ({"limit": "0"}, "limit"),
+        ({"offset": "-1"}, "offset"),
+        ({"status": "weird"}, "status"),
+    ):
         resp = await app_client.get("/api/sessions", params=params)
         assert resp.status == 422
         assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == field

@@ -42,10 +42,22 @@ async def test_config_sources_and_redaction(make_client, home):
     assert by_key["observability.enable_metrics"]["source"] == "env"
     assert by_key["server.port"]["source"] == "default"
     assert by_key["security.api_key_secret"]["value"] == "********"
-    assert "do-not-show" not in await (await client.get(
-        "/api/config", headers={"Authorization": "Bearer do-not-show"})).text()
-    for env in ("API_HOST", "API_PORT", "API_WORKERS", "DATABASE_URL", "LOG_LEVEL", "LOG_FILE",
-                "API_KEY_SECRET", "CORS_ORIGINS", "ENABLE_METRICS", "ENABLE_TRACING"):
+    assert (
+        "do-not-show"
+        not in await (await client.get("/api/config", headers={"Authorization": "Bearer do-not-show"})).text()
+    )
+    for env in (
+        "API_HOST",
+        "API_PORT",
+        "API_WORKERS",
+        "DATABASE_URL",
+        "LOG_LEVEL",
+        "LOG_FILE",
+        "API_KEY_SECRET",
+        "CORS_ORIGINS",
+        "ENABLE_METRICS",
+        "ENABLE_TRACING",
+    ):
         assert env in {s["env"] for s in body["settings"]}
 
 

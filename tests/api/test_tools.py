@@ -33,7 +33,10 @@ async def events_of(client, sid, event_type):
 async def test_get_weather_end_to_end(app_client):
     sid = (await create_session(app_client))["session_id"]
     resp = await register(
-        app_client, sid, name="get_weather", description="Get weather information for a location",
+        app_client,
+        sid,
+        name="get_weather",
+        description="Get weather information for a location",
         parameters={"location": {"type": "string", "description": "City name"}},
         function_code=GET_WEATHER,
     )
@@ -42,7 +45,8 @@ async def test_get_weather_end_to_end(app_client):
     assert tool["parameters"] == {
         "type": "object",
         "properties": {"location": {"type": "string", "description": "City name"}},
-        "required": ["location"], "additionalProperties": False,
+        "required": ["location"],
+        "additionalProperties": False,
     }
     assert tool["is_async"] is True
 
@@ -50,14 +54,22 @@ async def test_get_weather_end_to_end(app_client):
     assert listing["total"] == 1 and listing["tools"][0]["name"] == "get_weather"
     assert listing["tools"][0]["function_code"] is None
     openai = await (await app_client.get(f"/api/sessions/{sid}/tools?format=openai")).json()
-    assert openai == [{"type": "function", "function": {
-        "name": "get_weather", "description": "Get weather information for a location",
-        "parameters": tool["parameters"]}}]
+    assert openai == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Get weather information for a location",
+                "parameters": tool["parameters"],
+            },
+        }
+    ]
     one = await (await app_client.get(f"/api/sessions/{sid}/tools/get_weather")).json()
     assert one["function_code"] == GET_WEATHER
 
-    resp = await app_client.post(f"/api/sessions/{sid}/tools/get_weather/execute",
-                                 json={"arguments": {"location": "Melbourne"}})
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/tools/get_weather/execute", json={"arguments": {"location": "Melbourne"}}
+    )
     assert resp.status == 200, await resp.text()
     result = await resp.json()
     assert result["result"] == {"location": "Melbourne", "temperature_c": 21, "conditions": "sunny"}
@@ -70,8 +82,9 @@ async def test_get_weather_end_to_end(app_client):
 
     resp = await app_client.delete(f"/api/sessions/{sid}/tools/get_weather")
     assert resp.status == 204
-    resp = await app_client.post(f"/api/sessions/{sid}/tools/get_weather/execute",
-                                 json={"arguments": {"location": "Melbourne"}})
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/tools/get_weather/execute", json={"arguments": {"location": "Melbourne"}}
+    )
     assert resp.status == 404
     assert_envelope(await resp.json(), "TOOL_NOT_FOUND")
 
@@ -97,12 +110,14 @@ async def test_schema_derived_from_signature_and_docstring(app_client):
     assert tool["is_async"] is False
     props = tool["parameters"]["properties"]
     assert props["amount"] == {"type": "number", "description": "the value to convert"}
-    assert props["unit"] == {"enum": ["c", "f"], "type": "string", "description": "target unit",
-                             "default": "c"}
+    assert props["unit"] == {"enum": ["c", "f"], "type": "string", "description": "target unit", "default": "c"}
     assert props["tags"] == {"type": ["array", "null"], "items": {"type": "string"}, "default": None}
     assert tool["parameters"]["required"] == ["amount"]
-    result = await (await app_client.post(f"/api/sessions/{sid}/tools/convert/execute",
-                                          json={"arguments": {"amount": 100, "unit": "f"}})).json()
+    result = await (
+        await app_client.post(
+            f"/api/sessions/{sid}/tools/convert/execute", json={"arguments": {"amount": 100, "unit": "f"}}
+        )
+    ).json()
     assert result["result"] == 212
 
 
@@ -124,8 +139,9 @@ async def test_registration_errors(app_client):
     resp = await register(app_client, sid, name="not-ident", function_code="def f(): pass")
     assert resp.status == 422
 
-    resp = await register(app_client, sid, name="boom",
-                          function_code="raise RuntimeError('at import')\ndef boom(): pass\n")
+    resp = await register(
+        app_client, sid, name="boom", function_code="raise RuntimeError('at import')\ndef boom(): pass\n"
+    )
     assert resp.status == 422
     assert (await resp.json())["error"]["details"]["reason"] == "CODE_ERROR"
 
@@ -134,8 +150,9 @@ async def test_registration_errors(app_client):
     resp = await register(app_client, sid, name="dup", function_code=ok)
     assert resp.status == 409
     assert_envelope(await resp.json(), "CONFLICT")
-    resp = await app_client.post(f"/api/sessions/{sid}/tools?replace=true",
-                                 json={"name": "dup", "function_code": "def dup():\n    return 2\n"})
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/tools?replace=true", json={"name": "dup", "function_code": "def dup():\n    return 2\n"}
+    )
     assert resp.status == 201
     result = await (await app_client.post(f"/api/sessions/{sid}/tools/dup/execute", json={})).json()
     assert result["result"] == 2
@@ -163,7 +180,7 @@ async def test_arguments_validated_before_running(app_client):
 
 async def test_exceptions_and_bad_results_are_results(app_client):
     sid = (await create_session(app_client))["session_id"]
-    code = textwrap.dedent('''
+    code = textwrap.dedent("""
         def fails(kind: str):
             if kind == "raise":
                 raise ValueError("no such city")
@@ -172,7 +189,7 @@ async def test_exceptions_and_bad_results_are_results(app_client):
             if kind == "set":
                 return {1, 2}
             return float("nan")
-    ''')
+    """)
     await register(app_client, sid, name="fails", function_code=code)
     url = f"/api/sessions/{sid}/tools/fails/execute"
     out = await (await app_client.post(url, json={"arguments": {"kind": "raise"}})).json()
@@ -201,8 +218,9 @@ async def test_tools_survive_restart(make_client):
     client = await make_client()
     tool = await (await client.get(f"/api/sessions/{sid}/tools/get_weather")).json()
     assert tool["timeout"] == 5 and tool["parameters"]["required"] == ["location"]
-    out = await (await client.post(f"/api/sessions/{sid}/tools/get_weather/execute",
-                                   json={"arguments": {"location": "Hobart"}})).json()
+    out = await (
+        await client.post(f"/api/sessions/{sid}/tools/get_weather/execute", json={"arguments": {"location": "Hobart"}})
+    ).json()
     assert out["result"]["location"] == "Hobart"
 
 

@@ -18,12 +18,12 @@ LOOKUP = textwrap.dedent('''
         bus.log("info", f"looking up {key}")
         return {"key": key, "value": len(key)}
 ''')
-HANDLER = textwrap.dedent('''
+HANDLER = textwrap.dedent("""
     async def handle(command):
         bus.log("warning", "handler calling the tool")
         found = await bus.call_tool("lookup", {"key": command.parameters["key"]})
         return {"found": found}
-''')
+""")
 
 
 def shape(nodes: list[dict[str, Any]]) -> list[Any]:
@@ -44,30 +44,41 @@ async def setup(client) -> str:
     sid = (await create_session(client))["session_id"]
     resp = await client.post(f"/api/sessions/{sid}/tools", json={"name": "lookup", "function_code": LOOKUP})
     assert resp.status == 201, await resp.text()
-    resp = await client.post(f"/api/sessions/{sid}/handlers/commands",
-                             json={"command_type": "Lookup", "handler_function": HANDLER})
+    resp = await client.post(
+        f"/api/sessions/{sid}/handlers/commands", json={"command_type": "Lookup", "handler_function": HANDLER}
+    )
     assert resp.status == 201, await resp.text()
     return sid
 
 
 async def test_one_command_through_a_handler_and_a_tool_is_one_trace(app_client):
     sid = await setup(app_client)
-    resp = await app_client.post(f"/api/sessions/{sid}/commands?wait=30",
-                                 json={"command_type": "Lookup", "parameters": {"key": "abc"}})
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/commands?wait=30", json={"command_type": "Lookup", "parameters": {"key": "abc"}}
+    )
     record = await resp.json()
     assert record["status"] == "completed", record
     assert record["result"] == {"found": {"key": "abc", "value": 3}}
 
     trace = await get_json(app_client, f"/api/observability/traces/{record['trace_id']}")
     assert shape(trace["spans"]) == [
-        ("POST /api/sessions/{session_id}/commands", [
-            ("command.queue_wait", []),
-            ("command.run", [
-                ("handler.run", [
-                    ("tool.call", []),
-                ]),
-            ]),
-        ]),
+        (
+            "POST /api/sessions/{session_id}/commands",
+            [
+                ("command.queue_wait", []),
+                (
+                    "command.run",
+                    [
+                        (
+                            "handler.run",
+                            [
+                                ("tool.call", []),
+                            ],
+                        ),
+                    ],
+                ),
+            ],
+        ),
     ]
     # Storage commits are leaves wherever they hang.
     assert all(not s["children"] for s in spans(trace["spans"]) if s["name"] == "store.commit")
@@ -88,11 +99,14 @@ async def test_one_command_through_a_handler_and_a_tool_is_one_trace(app_client)
 
 async def test_failures_mark_their_spans(app_client):
     sid = (await create_session(app_client))["session_id"]
-    resp = await app_client.post(f"/api/sessions/{sid}/handlers/commands", json={
-        "command_type": "Boom", "handler_function": "def boom(c):\n    raise ValueError('no')\n"})
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/handlers/commands",
+        json={"command_type": "Boom", "handler_function": "def boom(c):\n    raise ValueError('no')\n"},
+    )
     assert resp.status == 201
-    record = await (await app_client.post(f"/api/sessions/{sid}/commands?wait=30",
-                                          json={"command_type": "Boom"})).json()
+    record = await (
+        await app_client.post(f"/api/sessions/{sid}/commands?wait=30", json={"command_type": "Boom"})
+    ).json()
     assert record["status"] == "failed"
     trace = await get_json(app_client, f"/api/observability/traces/{record['trace_id']}")
     by_name = {s["name"]: s for s in spans(trace["spans"])}
@@ -103,12 +117,16 @@ async def test_failures_mark_their_spans(app_client):
 
 async def test_bus_log_lands_in_the_logs_with_its_session(app_client):
     sid = await setup(app_client)
-    record = await (await app_client.post(f"/api/sessions/{sid}/commands?wait=30",
-                                          json={"command_type": "Lookup", "parameters": {"key": "k"}})).json()
+    record = await (
+        await app_client.post(
+            f"/api/sessions/{sid}/commands?wait=30", json={"command_type": "Lookup", "parameters": {"key": "k"}}
+        )
+    ).json()
     assert record["status"] == "completed"
     # A tool run over the API, outside any command, logs with its session too.
-    out = await (await app_client.post(f"/api/sessions/{sid}/tools/lookup/execute",
-                                       json={"arguments": {"key": "direct"}})).json()
+    out = await (
+        await app_client.post(f"/api/sessions/{sid}/tools/lookup/execute", json={"arguments": {"key": "direct"}})
+    ).json()
     assert out["error"] is None
     logs = (await get_json(app_client, f"/api/observability/logs?session_id={sid}&level=debug"))["logs"]
     mine = {r["message"]: r for r in logs if r["source"] in ("handler", "tool")}
@@ -129,23 +147,35 @@ async def test_bus_log_lands_in_the_logs_with_its_session(app_client):
 async def test_sandbox_and_event_handler_metrics_move(app_client):
     sid = await setup(app_client)
     before = await scrape(app_client)
-    resp = await app_client.post(f"/api/sessions/{sid}/handlers/events", json={
-        "event_type": "Ping", "handler_function": "def on_ping(event):\n    pass\n"})
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/handlers/events",
+        json={"event_type": "Ping", "handler_function": "def on_ping(event):\n    pass\n"},
+    )
     assert resp.status == 201
-    resp = await app_client.post(f"/api/sessions/{sid}/handlers/events", json={
-        "event_type": "Ping", "handler_function": "def broken(event):\n    raise KeyError(1)\n"})
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/handlers/events",
+        json={"event_type": "Ping", "handler_function": "def broken(event):\n    raise KeyError(1)\n"},
+    )
     assert resp.status == 201
-    published = await (await app_client.post(f"/api/sessions/{sid}/events",
-                                             json={"event_type": "Ping", "data": {}})).json()
-    record = await (await app_client.post(f"/api/sessions/{sid}/commands?wait=30",
-                                          json={"command_type": "Lookup", "parameters": {"key": "m"}})).json()
+    published = await (
+        await app_client.post(f"/api/sessions/{sid}/events", json={"event_type": "Ping", "data": {}})
+    ).json()
+    record = await (
+        await app_client.post(
+            f"/api/sessions/{sid}/commands?wait=30", json={"command_type": "Lookup", "parameters": {"key": "m"}}
+        )
+    ).json()
     assert record["status"] == "completed"
-    await app_client.post(f"/api/sessions/{sid}/tools", json={
-        "name": "spin", "function_code": "def spin():\n    while True:\n        pass\n"})
-    out = await (await app_client.post(f"/api/sessions/{sid}/tools/spin/execute",
-                                       json={"arguments": {}, "timeout": 0.3})).json()
+    await app_client.post(
+        f"/api/sessions/{sid}/tools",
+        json={"name": "spin", "function_code": "def spin():\n    while True:\n        pass\n"},
+    )
+    out = await (
+        await app_client.post(f"/api/sessions/{sid}/tools/spin/execute", json={"arguments": {}, "timeout": 0.3})
+    ).json()
     assert out["error"]["code"] == "TIMEOUT"
     key = ("llmgine_event_handler_runs_total", (("outcome", "error"), ("type", "Ping")))
+
     async def scraped():
         metrics = await scrape(app_client)
         return metrics if metrics.get(key) else None
@@ -185,16 +215,25 @@ async def test_llm_calls_are_traced_and_counted(llm_client: Any, fake: FakeProvi
     assert record["status"] == "completed", record
     trace = await get_json(client, f"/api/observability/traces/{record['trace_id']}")
     assert shape(trace["spans"]) == [
-        ("POST /api/engines/{engine_id}/execute", [
-            ("command.queue_wait", []),
-            ("command.run", [
-                ("engine.run", [
-                    ("llm.call", []),
-                    ("tool.call", []),
-                    ("llm.call", []),
-                ]),
-            ]),
-        ]),
+        (
+            "POST /api/engines/{engine_id}/execute",
+            [
+                ("command.queue_wait", []),
+                (
+                    "command.run",
+                    [
+                        (
+                            "engine.run",
+                            [
+                                ("llm.call", []),
+                                ("tool.call", []),
+                                ("llm.call", []),
+                            ],
+                        ),
+                    ],
+                ),
+            ],
+        ),
     ]
     calls = [s for s in spans(trace["spans"]) if s["name"] == "llm.call"]
     assert [c["attributes"]["round"] for c in calls] == [0, 1]

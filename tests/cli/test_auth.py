@@ -62,10 +62,17 @@ def test_bad_expiry_is_a_usage_error(cli):
     assert result.exit_code == 2 and "--expires" in result.output
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("30d", (30 * 86400, None)), ("12h", (43200, None)), ("90m", (5400, None)),
-    ("2w", (14 * 86400, None)), ("3600", (3600, None)), ("2030-01-31", (None, "2030-01-31")),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("30d", (30 * 86400, None)),
+        ("12h", (43200, None)),
+        ("90m", (5400, None)),
+        ("2w", (14 * 86400, None)),
+        ("3600", (3600, None)),
+        ("2030-01-31", (None, "2030-01-31")),
+    ],
+)
 def test_parse_expiry(text, expected):
     assert parse_expiry(text) == expected
 

@@ -21,16 +21,28 @@ def session_with_engine(cli, *config: str) -> tuple[str, str]:
 
 def test_command_run_waits_and_prints_the_result(cli):
     sid, _ = session_with_engine(cli)
-    result = cli("command", "run", "DummyEngineCommand", "--session", sid, "-p", "prompt=Hello",
-                 "--priority", "high", "--timeout", "30", "-o", "json")
+    result = cli(
+        "command",
+        "run",
+        "DummyEngineCommand",
+        "--session",
+        sid,
+        "-p",
+        "prompt=Hello",
+        "--priority",
+        "high",
+        "--timeout",
+        "30",
+        "-o",
+        "json",
+    )
     assert result.exit_code == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["status"] == "completed"
     assert record["result"]["response"] == "Dummy response to: Hello"
     assert record["metadata"] == {"priority": "high", "timeout": 30.0}
     # -q: only the id; LLMGINE_SESSION stands in for --session.
-    result = cli("command", "run", "DummyEngineCommand", "--params", '{"prompt": "x"}', "-q",
-                 LLMGINE_SESSION=sid)
+    result = cli("command", "run", "DummyEngineCommand", "--params", '{"prompt": "x"}', "-q", LLMGINE_SESSION=sid)
     assert result.exit_code == 0 and len(result.stdout.split()) == 1
     got = cli("command", "get", result.stdout.strip(), "--session", sid, "-o", "json")
     assert json.loads(got.stdout)["parameters"] == {"prompt": "x"}
@@ -42,16 +54,30 @@ def test_command_run_failure_and_timeout_exit_1(cli):
     assert result.exit_code == 1
     assert "COMMAND_EXECUTION_FAILED" in one_line(result.stderr)
     assert "failed" in result.stdout and "Traceback" not in result.stdout
-    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "delay_ms:=600000",
-                 "--timeout", "0.05", "-o", "json")
+    result = cli(
+        "command",
+        "run",
+        "DummyEngineCommand",
+        "-S",
+        sid,
+        "-p",
+        "prompt=x",
+        "-p",
+        "delay_ms:=600000",
+        "--timeout",
+        "0.05",
+        "-o",
+        "json",
+    )
     assert result.exit_code == 1
     assert json.loads(result.stdout)["status"] == "timed_out"
 
 
 def test_no_wait_list_and_cancel(cli):
     sid, _ = session_with_engine(cli)
-    slow = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=s", "-p", "delay_ms:=600000",
-               "--no-wait", "-q")
+    slow = cli(
+        "command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=s", "-p", "delay_ms:=600000", "--no-wait", "-q"
+    )
     assert slow.exit_code == 0
     queued = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=q", "--no-wait", "-o", "json")
     assert json.loads(queued.stdout)["status"] == "queued"
@@ -96,8 +122,13 @@ def test_batch_jsonl_file_and_stdin(cli, tmp_path: Path, daemon):
     # A JSON array on stdin; one failure: exit 1, a summary on stderr.
     lines[1]["parameters"]["fail"] = True
     runner = CliRunner()
-    result = runner.invoke(app, ["command", "batch", "-S", sid, "-f", "-", "--stop-on-error", "--sequential"],
-                           input=json.dumps(lines), env=dict(daemon.env), catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        ["command", "batch", "-S", sid, "-f", "-", "--stop-on-error", "--sequential"],
+        input=json.dumps(lines),
+        env=dict(daemon.env),
+        catch_exceptions=False,
+    )
     assert result.exit_code == 1
     assert "1 cancelled, 1 completed, 1 failed" in result.stderr
     rows = result.stdout.splitlines()
@@ -123,8 +154,9 @@ def test_events(cli):
     assert got["data"] == {"status": "processing"} and got["source"] == "api"
     page = json.loads(cli("event", "list", "-S", sid, "--type", "Tick", "--limit", "2", "-o", "json").stdout)
     assert page["total"] == 3 and [e["data"]["i"] for e in page["events"]] == [0, 1]
-    rest = json.loads(cli("event", "list", "-S", sid, "--type", "Tick", "--after", str(page["next_after"]),
-                          "-o", "json").stdout)
+    rest = json.loads(
+        cli("event", "list", "-S", sid, "--type", "Tick", "--after", str(page["next_after"]), "-o", "json").stdout
+    )
     assert [e["data"]["i"] for e in rest["events"]] == [2]
     recent = cli("event", "list", "-S", sid, "--since", "10m", "--source", "engine", "-o", "jsonl")
     assert len(recent.stdout.splitlines()) == 3
@@ -146,10 +178,15 @@ def test_control_characters_in_data_never_reach_the_terminal(cli):
     lines = listing.stdout.splitlines()
     assert len(lines) == 2  # the header and one row
     assert "\x1b" not in listing.stdout and "\x07" not in listing.stdout
-    assert 'line one\\nline two\\u001b]0;pwned\\u0007' in lines[1]  # a cell is compact JSON
+    assert "line one\\nline two\\u001b]0;pwned\\u0007" in lines[1]  # a cell is compact JSON
     # Key/value output keeps line breaks but not the escapes.
-    one = cli("event", "get", json.loads(cli("event", "list", "-S", sid, "--type", "Note", "-o", "json").stdout)
-              ["events"][0]["event_id"], "-S", sid)
+    one = cli(
+        "event",
+        "get",
+        json.loads(cli("event", "list", "-S", sid, "--type", "Note", "-o", "json").stdout)["events"][0]["event_id"],
+        "-S",
+        sid,
+    )
     assert "\x1b" not in one.stdout and "line one\nline two" in one.stdout
     # JSON is unchanged data.
     page = json.loads(cli("event", "list", "-S", sid, "--type", "Note", "-o", "json").stdout)

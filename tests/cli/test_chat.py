@@ -83,9 +83,15 @@ def test_ask_piped_prints_exactly_the_streamed_text(llm_daemon: Daemon, fake: Fa
 
 
 def test_ask_reads_the_prompt_from_stdin_and_speaks_anthropic(llm_daemon: Daemon, fake: FakeProvider) -> None:
-    done = subprocess.run([sys.executable, "-m", "llmgine_cli", "ask", "--model", MODELS["anthropic"]],
-                          input="what is up", env=full_env(llm_daemon.env), capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "llmgine_cli", "ask", "--model", MODELS["anthropic"]],
+        input="what is up",
+        env=full_env(llm_daemon.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "echo: what is up\n"
     assert fake.requests[-1].api == "anthropic"
@@ -93,20 +99,31 @@ def test_ask_reads_the_prompt_from_stdin_and_speaks_anthropic(llm_daemon: Daemon
 
 def test_an_answer_ending_in_a_newline_prints_once(llm_daemon: Daemon, fake: FakeProvider) -> None:
     # `printf 'abc\n' | llmgine ask`: the echo ends with the newline it was given.
-    done = subprocess.run([sys.executable, "-m", "llmgine_cli", "ask", "--model", MODELS["anthropic"]],
-                          input="abc\n", env=full_env(llm_daemon.env), capture_output=True,
-                          text=True, timeout=60, check=False, preexec_fn=default_signals)
+    done = subprocess.run(
+        [sys.executable, "-m", "llmgine_cli", "ask", "--model", MODELS["anthropic"]],
+        input="abc\n",
+        env=full_env(llm_daemon.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=default_signals,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("echo: abc") == 1, done.stdout
 
 
-@pytest.mark.parametrize(("failure", "code"), [
-    (Fail(401, "Incorrect API key provided"), "PROVIDER_AUTH_FAILED"),
-    (Fail(500, "upstream exploded"), "PROVIDER_UNAVAILABLE"),
-    (Fail(400, "model does not exist"), "PROVIDER_BAD_REQUEST"),
-])
-def test_ask_failed_command_exits_1_with_its_code(llm_daemon: Daemon, fake: FakeProvider,
-                                                  failure: Fail, code: str) -> None:
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        (Fail(401, "Incorrect API key provided"), "PROVIDER_AUTH_FAILED"),
+        (Fail(500, "upstream exploded"), "PROVIDER_UNAVAILABLE"),
+        (Fail(400, "model does not exist"), "PROVIDER_BAD_REQUEST"),
+    ],
+)
+def test_ask_failed_command_exits_1_with_its_code(
+    llm_daemon: Daemon, fake: FakeProvider, failure: Fail, code: str
+) -> None:
     fake.script(failure)
     result = invoke(["ask", "hello"], llm_daemon.env)
     assert result.exit_code == 1
@@ -146,12 +163,23 @@ def test_chat_in_a_terminal(llm_daemon: Daemon, fake: FakeProvider) -> None:
     pexpect = pytest.importorskip("pexpect")
     client = client_of(llm_daemon)
     sid = client.create_session(name="chat-test").session_id
-    client.register_tool(sid, WEATHER, name="get_weather", description="Weather for a city",
-                         parameters={"location": {"type": "string", "description": "City name"}})
+    client.register_tool(
+        sid,
+        WEATHER,
+        name="get_weather",
+        description="Weather for a city",
+        parameters={"location": {"type": "string", "description": "City name"}},
+    )
     env = full_env({**llm_daemon.env, "TERM": "xterm", "COLUMNS": "120", "LINES": "40"})
-    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "chat", "--tools", "--session", sid],
-                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 120),
-                          preexec_fn=default_signals)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", "chat", "--tools", "--session", sid],
+        env=env,
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(40, 120),
+        preexec_fn=default_signals,
+    )
     try:
         child.expect("ToolChatEngine")
         child.expect("you> ")
@@ -201,8 +229,12 @@ def test_chat_in_a_terminal(llm_daemon: Daemon, fake: FakeProvider) -> None:
 def test_chat_piped_with_a_system_prompt(llm_daemon: Daemon, fake: FakeProvider) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "llmgine_cli", "chat", "--model", MODELS["anthropic"], "--system", "Be brief."],
-        input="first\n/nope\n/reset\nsecond\n/exit\nnever sent\n", env=full_env(llm_daemon.env),
-        capture_output=True, text=True, timeout=60, check=False,
+        input="first\n/nope\n/reset\nsecond\n/exit\nnever sent\n",
+        env=full_env(llm_daemon.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "echo: first\necho: second\n"
@@ -227,7 +259,11 @@ def test_engine_messages_and_reset(llm_daemon: Daemon) -> None:
     page = json.loads(shown.stdout)
     assert page["total"] == 4
     assert [(m["role"], m["content"]) for m in page["messages"]] == [
-        ("user", "first"), ("assistant", "echo: first"), ("user", "second"), ("assistant", "echo: second")]
+        ("user", "first"),
+        ("assistant", "echo: first"),
+        ("user", "second"),
+        ("assistant", "echo: second"),
+    ]
     plain = invoke(["engine", "messages", engine_id, "--offset", "3"], env)  # piped: plain rows
     assert plain.exit_code == 0 and "echo: second" in plain.stdout and "echo: first" not in plain.stdout
     ids = invoke(["engine", "messages", engine_id, "-q"], env).stdout.split()
@@ -247,8 +283,9 @@ def test_ask_without_a_session_keeps_one_ask_session(llm_daemon: Daemon, fake: F
         done = run_cli(["ask", "--model", MODELS["anthropic"], prompt], llm_daemon.env)
         assert done.returncode == 0, done.stderr
         assert done.stdout == f"echo: {prompt}\n"  # nothing of the first question carried over
-    listed = json.loads(run_cli(["session", "list", "--all", "-o", "json", "--limit", "1000"],
-                                llm_daemon.env).stdout)["sessions"]
+    listed = json.loads(run_cli(["session", "list", "--all", "-o", "json", "--limit", "1000"], llm_daemon.env).stdout)[
+        "sessions"
+    ]
     asks = [s for s in listed if s["name"] == "ask"]
     assert [s["status"] for s in asks] == ["active"], asks
 
@@ -259,10 +296,26 @@ def test_ctrl_c_in_ask_is_the_cli_wide_way(llm_daemon: Daemon, fake: FakeProvide
     it), or with --cancel-on-interrupt it is cancelled."""
     fake.script(Stall(30))
     sid = run_cli(["session", "create", "-q"], llm_daemon.env).stdout.strip()
-    args = ["-m", "llmgine_cli", "ask", "--model", MODELS["anthropic"], "-S", sid, "a slow question",
-            *(["--cancel-on-interrupt"] if cancel else [])]
-    child = pexpect.spawn(sys.executable, args, env=full_env(llm_daemon.env), encoding="utf-8", timeout=30,
-                          dimensions=(40, 120), preexec_fn=default_signals)
+    args = [
+        "-m",
+        "llmgine_cli",
+        "ask",
+        "--model",
+        MODELS["anthropic"],
+        "-S",
+        sid,
+        "a slow question",
+        *(["--cancel-on-interrupt"] if cancel else []),
+    ]
+    child = pexpect.spawn(
+        sys.executable,
+        args,
+        env=full_env(llm_daemon.env),
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(40, 120),
+        preexec_fn=default_signals,
+    )
     try:
         deadline = time.monotonic() + 20
         while "executing" not in run_cli(["command", "list", "-S", sid, "-o", "jsonl"], llm_daemon.env).stdout:

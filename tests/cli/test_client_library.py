@@ -94,9 +94,9 @@ def test_async_client(url: str, daemon: Daemon) -> None:
             session, health = await asyncio.gather(client.create_session(name="a"), client.health())
             assert health.status == "healthy"
             await client.register_command_handler(session, "DummyEngineCommand", handle_command)
-            results = await asyncio.gather(*(
-                client.execute(session, "DummyEngineCommand", prompt=p) for p in ("a", "b")
-            ))
+            results = await asyncio.gather(
+                *(client.execute(session, "DummyEngineCommand", prompt=p) for p in ("a", "b"))
+            )
             with pytest.raises(E.SessionNotFound):
                 await client.get_session("nope")
             await client.publish(session, "Tock", n=1)
@@ -110,8 +110,10 @@ def test_async_client(url: str, daemon: Daemon) -> None:
 
 
 def test_the_cli_never_imports_aiohttp() -> None:
-    code = ("import sys, llmgine_cli.app, llmgine_cli; llmgine_cli.AsyncClient; llmgine_cli.Client;"
-            "print('aiohttp' in sys.modules)")
+    code = (
+        "import sys, llmgine_cli.app, llmgine_cli; llmgine_cli.AsyncClient; llmgine_cli.Client;"
+        "print('aiohttp' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

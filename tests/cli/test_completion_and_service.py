@@ -31,9 +31,11 @@ def complete(words: str, env: dict[str, str | None]) -> tuple[list[str], str, fl
     cword = len(words.split()) - (0 if words.endswith(" ") else 1)
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "llmgine_cli"], capture_output=True, text=True, timeout=30,
-        env=full_env({**env, "_LLMGINE_COMPLETE": "complete_bash", "COMP_WORDS": words,
-                      "COMP_CWORD": str(cword)}),
+        [sys.executable, "-m", "llmgine_cli"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=full_env({**env, "_LLMGINE_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}),
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split(), proc.stderr, time.monotonic() - started

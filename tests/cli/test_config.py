@@ -26,7 +26,8 @@ def test_path(cold_cli, cold_home):
     assert result.exit_code == 0
     assert result.stdout == f"{cold_home}/config/config.toml\n"
     assert json.loads(cold_cli("config", "path", "-o", "json").stdout) == {
-        "config_file": f"{cold_home}/config/config.toml"}
+        "config_file": f"{cold_home}/config/config.toml"
+    }
     moved = cold_cli("config", "path", LLMGINE_CONFIG=str(cold_home / "other.toml"))
     assert moved.stdout.strip() == str(cold_home / "other.toml")
 
@@ -35,8 +36,7 @@ def test_show_asks_the_daemon(cli, daemon):
     view = json.loads(cli("config", "show", "-o", "json").stdout)
     by_key = {s["key"]: s for s in view["settings"]}
     # The shared daemon was started with --port: only the daemon knows that came from a flag.
-    assert by_key["server.port"] == {"key": "server.port", "env": "API_PORT",
-                                     "value": daemon.port, "source": "flag"}
+    assert by_key["server.port"] == {"key": "server.port", "env": "API_PORT", "value": daemon.port, "source": "flag"}
     plain = cli("config", "show").stdout.splitlines()
     assert plain[0].split() == ["KEY", "ENV", "VALUE", "SOURCE"]
     assert "server.port" in cli("config", "show", "-q").stdout.split()
@@ -52,8 +52,7 @@ def test_get_from_daemon_and_by_env_name(cli, daemon):
 
 def test_show_without_daemon_exits_3_and_local_works(cold_cli, cold_home):
     assert cold_cli("config", "show").exit_code == 3
-    result = cold_cli("config", "show", "--local", "-o", "json", API_PORT="9123",
-                      API_KEY_SECRET="hush")
+    result = cold_cli("config", "show", "--local", "-o", "json", API_PORT="9123", API_KEY_SECRET="hush")
     assert result.exit_code == 0
     view = json.loads(result.stdout)
     by_key = {s["key"]: s for s in view["settings"]}
@@ -71,8 +70,7 @@ def test_set_and_unset_keep_every_other_key(cold_cli, cold_home):
     result = cold_cli("config", "set", "server.port", "9001")
     assert result.exit_code == 0 and result.stdout == ""
     assert "restart" in one_line(result.stderr)
-    assert cold_cli("config", "set", "CORS_ORIGINS", "http://c.example,http://d.example") \
-        .exit_code == 0
+    assert cold_cli("config", "set", "CORS_ORIGINS", "http://c.example,http://d.example").exit_code == 0
     assert cold_cli("config", "set", "observability.enable_metrics", "false").exit_code == 0
     doc = tomllib.loads(path.read_text())
     assert doc == {
@@ -82,8 +80,7 @@ def test_set_and_unset_keep_every_other_key(cold_cli, cold_home):
         "observability": {"enable_metrics": False},
     }
     local = cold_cli("config", "get", "server.port", "--local", "-o", "json").stdout
-    assert json.loads(local) == {"key": "server.port", "env": "API_PORT", "value": 9001,
-                                 "source": "file"}
+    assert json.loads(local) == {"key": "server.port", "env": "API_PORT", "value": 9001, "source": "file"}
 
     assert cold_cli("config", "unset", "server.port").exit_code == 0
     assert cold_cli("config", "unset", "observability.enable_metrics").exit_code == 0
@@ -101,9 +98,13 @@ def test_set_creates_the_file_private(cold_cli, cold_home):
 
 
 def test_bad_keys_and_values_are_usage_errors(cold_cli, cold_home):
-    for args in (("set", "server.prot", "1"), ("set", "server.port", "http"),
-                 ("set", "logging.level", "loud"), ("get", "nope", "--local"),
-                 ("unset", "nope")):
+    for args in (
+        ("set", "server.prot", "1"),
+        ("set", "server.port", "http"),
+        ("set", "logging.level", "loud"),
+        ("get", "nope", "--local"),
+        ("unset", "nope"),
+    ):
         result = cold_cli("config", *args)
         assert result.exit_code == 2, args
         assert "Traceback" not in result.output

@@ -114,8 +114,11 @@ def test_logs_follow_until_ctrl_c(cold_cli, cold_home):
     assert cold_cli("daemon", "start").exit_code == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmgine_cli", "daemon", "logs", "-f", "-n", "1"],
-        env=full_env(cli_env(cold_home)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, preexec_fn=default_signals,
+        env=full_env(cli_env(cold_home)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_signals,
     )
     try:
         # -n 1: exactly the last line so far (start-up messages race, so not which one).
@@ -142,8 +145,7 @@ def test_logs_follow_until_ctrl_c(cold_cli, cold_home):
 def test_tcp_only_daemon_with_its_own_log_file(cold_cli, cold_home):
     port = free_port()
     log = cold_home / "custom.log"
-    started = cold_cli("daemon", "start", "--no-socket", "--port", str(port),
-                       "--log-file", str(log), "-o", "json")
+    started = cold_cli("daemon", "start", "--no-socket", "--port", str(port), "--log-file", str(log), "-o", "json")
     assert started.exit_code == 0, started.stderr
     pid = json.loads(started.stdout)["pid"]
     assert json.loads(started.stdout)["listeners"] == [f"http://127.0.0.1:{port}"]

@@ -37,7 +37,10 @@ def test_command_run_follow_of_a_command_that_finishes_at_once(cli):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[-1]["status"] == "completed"
     assert [e["event_type"] for e in lines[:-1]] == [
-        "CommandStarted", "DummyEngineStatusUpdate", "DummyEngineStatusUpdate", "CommandResult"
+        "CommandStarted",
+        "DummyEngineStatusUpdate",
+        "DummyEngineStatusUpdate",
+        "CommandResult",
     ]
 
 
@@ -62,14 +65,29 @@ def test_command_run_follow_prints_its_events_then_the_result(cli):
     assert cli("engine", "create", "DummyEngine", "--session", sid, "-q").exit_code == 0
     # Another command's events in the same session, before ours: not printed.
     assert cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=before").exit_code == 0
-    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=hi", "-p",
-                 "delay_ms:=50", "--follow", "-o", "jsonl")
+    result = cli(
+        "command",
+        "run",
+        "DummyEngineCommand",
+        "-S",
+        sid,
+        "-p",
+        "prompt=hi",
+        "-p",
+        "delay_ms:=50",
+        "--follow",
+        "-o",
+        "jsonl",
+    )
     assert result.exit_code == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     events, record = lines[:-1], lines[-1]
     assert record["status"] == "completed"
     assert [e["event_type"] for e in events] == [
-        "CommandStarted", "DummyEngineStatusUpdate", "DummyEngineStatusUpdate", "CommandResult"
+        "CommandStarted",
+        "DummyEngineStatusUpdate",
+        "DummyEngineStatusUpdate",
+        "CommandResult",
     ]
     assert {e["data"]["command_id"] for e in events} == {record["command_id"]}
     seqs = [e["seq"] for e in events]
@@ -79,7 +97,19 @@ def test_command_run_follow_prints_its_events_then_the_result(cli):
 def test_command_run_follow_failure_exits_1(cli):
     sid = cli("session", "create", "-q").stdout.strip()
     assert cli("engine", "create", "DummyEngine", "--session", sid, "-q").exit_code == 0
-    result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "fail:=true",
-                 "--follow", "-o", "plain")
+    result = cli(
+        "command",
+        "run",
+        "DummyEngineCommand",
+        "-S",
+        sid,
+        "-p",
+        "prompt=x",
+        "-p",
+        "fail:=true",
+        "--follow",
+        "-o",
+        "plain",
+    )
     assert result.exit_code == 1
     assert "CommandResult" in result.stdout and "COMMAND_EXECUTION_FAILED" in result.stderr

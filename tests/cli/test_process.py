@@ -26,29 +26,41 @@ open(sys.argv[1], "w").write(json.dumps({"code": code, "loaded": loaded}))
 
 def imports_of(args: list[str], env: dict, tmp_path: Path) -> dict:
     report = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(report), *args], check=False,
-                          env=full_env(env), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(report), *args],
+        check=False,
+        env=full_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     return json.loads(report.read_text())
 
 
 def _imported(importtime_report: str) -> set[str]:
-    return {line.rsplit("|", 1)[-1].strip().split(".")[0]
-            for line in importtime_report.splitlines() if line.startswith("import time:")}
+    return {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in importtime_report.splitlines()
+        if line.startswith("import time:")
+    }
 
 
-@pytest.mark.parametrize("args", [
-    ["session", "list", "-o", "json"],
-    ["session", "list"],  # piped: plain text
-    ["session", "create", "-q"],
-    ["session", "get", "missing", "-o", "jsonl"],
-    ["health", "-o", "json"],
-    ["status", "-o", "json"],
-    ["config", "show", "-o", "json"],
-    ["config", "show", "--local"],
-    ["config", "get", "server.port"],
-    ["daemon", "status", "-o", "json"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["session", "list", "-o", "json"],
+        ["session", "list"],  # piped: plain text
+        ["session", "create", "-q"],
+        ["session", "get", "missing", "-o", "jsonl"],
+        ["health", "-o", "json"],
+        ["status", "-o", "json"],
+        ["config", "show", "-o", "json"],
+        ["config", "show", "--local"],
+        ["config", "get", "server.port"],
+        ["daemon", "status", "-o", "json"],
+    ],
+)
 def test_json_and_plain_output_import_neither_rich_nor_aiohttp(daemon, tmp_path, args):
     report = imports_of(args, daemon.env, tmp_path)
     assert report["loaded"] == [], (args, report)
@@ -64,26 +76,37 @@ def test_table_output_imports_rich_but_not_aiohttp(daemon, tmp_path):
 HEAVY = {"typer", "click", "msgspec", "rich", "aiohttp", "http", "email", "ssl", "dataclasses", "typing"}
 
 
-@pytest.mark.parametrize("args", [
-    ["session", "list", "-o", "json"],
-    ["command", "run", "DummyEngineCommand", "-p", "prompt=x", "-o", "json"],
-    ["event", "publish", "Hot", "-q", "--data", '{"n": 1}'],
-    ["--timeout", "5", "session", "list", "--limit=3", "-q"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["session", "list", "-o", "json"],
+        ["command", "run", "DummyEngineCommand", "-p", "prompt=x", "-o", "json"],
+        ["event", "publish", "Hot", "-q", "--data", '{"n": 1}'],
+        ["--timeout", "5", "session", "list", "--limit=3", "-q"],
+    ],
+)
 def test_hot_commands_import_only_what_they_use(daemon, args):
     sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
     assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "llmgine_cli", *args],
-        env=full_env({**daemon.env, "LLMGINE_SESSION": sid}), capture_output=True, text=True, timeout=60,
+        env=full_env({**daemon.env, "LLMGINE_SESSION": sid}),
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
     # What the interpreter itself loads at start-up (site, .pth files of this installation) is
     # not the command's doing: only what comes on top of `python -c pass` counts.
-    startup = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"],
-                             env=full_env(daemon.env), capture_output=True, text=True, timeout=60,
-                             check=False)
+    startup = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "pass"],
+        env=full_env(daemon.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     modules = _imported(proc.stderr) - _imported(startup.stderr)
     assert "llmgine_cli" in modules and "socket" in modules  # the report is real
     assert not modules & HEAVY, sorted(modules & HEAVY)
@@ -91,30 +114,46 @@ def test_hot_commands_import_only_what_they_use(daemon, args):
 
 
 def test_a_cold_command_builds_only_its_own_group(daemon, tmp_path):
-    probe = ("import json, sys\nfrom llmgine_cli.app import main\ncode = main(sys.argv[2:])\n"
-             "mods = sorted(m for m in sys.modules if m.startswith('llmgine_cli.commands.'))\n"
-             "open(sys.argv[1], 'w').write(json.dumps({'code': code, 'modules': mods}))\n")
+    probe = (
+        "import json, sys\nfrom llmgine_cli.app import main\ncode = main(sys.argv[2:])\n"
+        "mods = sorted(m for m in sys.modules if m.startswith('llmgine_cli.commands.'))\n"
+        "open(sys.argv[1], 'w').write(json.dumps({'code': code, 'modules': mods}))\n"
+    )
     report = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, "-c", probe, str(report), "engine", "types", "-q"],
-                          env=full_env(daemon.env), capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(report), "engine", "types", "-q"],
+        env=full_env(daemon.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     loaded = json.loads(report.read_text())["modules"]
     # engines.py imports commands.py (shared options) and args.py: nothing else is built.
     assert "llmgine_cli.commands.engines" in loaded
-    assert not {"llmgine_cli.commands.tools", "llmgine_cli.commands.daemon", "llmgine_cli.commands.chat",
-                "llmgine_cli.commands.observability", "llmgine_cli.commands.config"} & set(loaded), loaded
+    assert not {
+        "llmgine_cli.commands.tools",
+        "llmgine_cli.commands.daemon",
+        "llmgine_cli.commands.chat",
+        "llmgine_cli.commands.observability",
+        "llmgine_cli.commands.config",
+    } & set(loaded), loaded
 
 
-@pytest.mark.parametrize("args", [
-    ["no-such-command"],
-    ["session", "list", "--limit", "x"],
-    ["session", "get", "missing"],
-    ["--url", "ftp://nowhere", "health"],
-    ["--url", "http://127.0.0.1:9", "session", "list"],
-    ["config", "set", "server.port", "not-a-port"],
-    ["config", "get", "no.such.key", "--local"],
-    ["daemon", "logs", "--lines", "-1"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["no-such-command"],
+        ["session", "list", "--limit", "x"],
+        ["session", "get", "missing"],
+        ["--url", "ftp://nowhere", "health"],
+        ["--url", "http://127.0.0.1:9", "session", "list"],
+        ["config", "set", "server.port", "not-a-port"],
+        ["config", "get", "no.such.key", "--local"],
+        ["daemon", "logs", "--lines", "-1"],
+    ],
+)
 def test_errors_are_short_and_never_tracebacks(daemon, args):
     proc = run_cli(args, daemon.env)
     assert proc.returncode not in (0, None)
@@ -124,8 +163,7 @@ def test_errors_are_short_and_never_tracebacks(daemon, args):
 
 def test_errors_without_a_daemon(cold_home):
     env = cli_env(cold_home)
-    for args, code in ((["session", "list"], 3), (["daemon", "status"], 3),
-                       (["daemon", "logs"], 1), (["shutdown"], 3)):
+    for args, code in ((["session", "list"], 3), (["daemon", "status"], 3), (["daemon", "logs"], 1), (["shutdown"], 3)):
         proc = run_cli(args, env)
         assert proc.returncode == code, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
@@ -143,8 +181,7 @@ def silent_server():
 
 
 def test_no_answer_in_time_exits_7(silent_server, cold_home):
-    proc = run_cli(["--url", silent_server, "--timeout", "0.3", "session", "list"],
-                   cli_env(cold_home))
+    proc = run_cli(["--url", silent_server, "--timeout", "0.3", "session", "list"], cli_env(cold_home))
     assert proc.returncode == 7
     assert "no answer" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -152,8 +189,11 @@ def test_no_answer_in_time_exits_7(silent_server, cold_home):
 def test_ctrl_c_exits_130_without_traceback(silent_server, cold_home):
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmgine_cli", "--url", silent_server, "session", "list"],
-        env=full_env(cli_env(cold_home)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, preexec_fn=default_signals,
+        env=full_env(cli_env(cold_home)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_signals,
     )
     # Past the imports, waiting on the socket (a fixed sleep was too short on a loaded machine).
     eventually_blocking(lambda: tcp_connected(proc.pid, int(silent_server.rsplit(":", 1)[1])), timeout=30)
@@ -167,22 +207,38 @@ def test_a_terminal_gets_a_rich_table(daemon):
     import pexpect
 
     env = full_env({**daemon.env, "COLUMNS": "160", "TERM": "xterm"})
-    created = subprocess.run([sys.executable, "-m", "llmgine_cli", "session", "create", "-q",
-                              "--name", "on-a-tty"], env=env, capture_output=True, text=True,
-                             check=True)
+    created = subprocess.run(
+        [sys.executable, "-m", "llmgine_cli", "session", "create", "-q", "--name", "on-a-tty"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     sid = created.stdout.strip()
-    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "session", "get", sid],
-                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 160),
-                          preexec_fn=default_signals)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", "session", "get", sid],
+        env=env,
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(40, 160),
+        preexec_fn=default_signals,
+    )
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
     text = child.before
     assert "\x1b[" in text  # styled for a terminal
     assert sid in text and "on-a-tty" in text
-    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "session", "list"],
-                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 160),
-                          preexec_fn=default_signals)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", "session", "list"],
+        env=env,
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(40, 160),
+        preexec_fn=default_signals,
+    )
     child.expect(pexpect.EOF)
     child.close()
     assert "─" in child.before and "LAST ACTIVITY" in child.before
@@ -190,8 +246,15 @@ def test_a_terminal_gets_a_rich_table(daemon):
 
 def test_default_paths_without_xdg_runtime_dir_are_quiet(tmp_path):
     """No LLMGINE_HOME, no XDG_RUNTIME_DIR (a cron job, a container): stderr stays clean."""
-    env = cli_env(tmp_path, LLMGINE_HOME=None, HOME=str(tmp_path), XDG_RUNTIME_DIR=None,
-                  XDG_CONFIG_HOME=None, XDG_DATA_HOME=None, XDG_STATE_HOME=None)
+    env = cli_env(
+        tmp_path,
+        LLMGINE_HOME=None,
+        HOME=str(tmp_path),
+        XDG_RUNTIME_DIR=None,
+        XDG_CONFIG_HOME=None,
+        XDG_DATA_HOME=None,
+        XDG_STATE_HOME=None,
+    )
     proc = run_cli(["config", "path"], env)
     assert proc.returncode == 0 and proc.stderr == ""
     assert proc.stdout.startswith(str(tmp_path))
@@ -209,10 +272,23 @@ def test_ctrl_c_while_a_command_runs(daemon, cancel):
     env = full_env(daemon.env)
     sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
     assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
-    args = ["-m", "llmgine_cli", "command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=slow",
-            "-p", "delay_ms:=600000", *(["--cancel-on-interrupt"] if cancel else [])]
-    child = pexpect.spawn(sys.executable, args, env=env, encoding="utf-8", timeout=30, dimensions=(40, 160),
-                          preexec_fn=default_signals)
+    args = [
+        "-m",
+        "llmgine_cli",
+        "command",
+        "run",
+        "DummyEngineCommand",
+        "-S",
+        sid,
+        "-p",
+        "prompt=slow",
+        "-p",
+        "delay_ms:=600000",
+        *(["--cancel-on-interrupt"] if cancel else []),
+    ]
+    child = pexpect.spawn(
+        sys.executable, args, env=env, encoding="utf-8", timeout=30, dimensions=(40, 160), preexec_fn=default_signals
+    )
     try:
         # Wait until the daemon has it (and so the CLI is waiting on it), then Ctrl-C.
         deadline = time.monotonic() + 20
@@ -241,10 +317,28 @@ def test_a_spinner_on_a_terminal_and_none_when_piped(daemon):
 
     sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
     assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
-    args = ["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=slow", "-p", "delay_ms:=3000",
-            "-o", "json"]
-    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", *args], env=full_env(daemon.env),
-                          encoding="utf-8", timeout=30, dimensions=(40, 160), preexec_fn=default_signals)
+    args = [
+        "command",
+        "run",
+        "DummyEngineCommand",
+        "-S",
+        sid,
+        "-p",
+        "prompt=slow",
+        "-p",
+        "delay_ms:=3000",
+        "-o",
+        "json",
+    ]
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", *args],
+        env=full_env(daemon.env),
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(40, 160),
+        preexec_fn=default_signals,
+    )
     try:
         child.expect(r"DummyEngineCommand[^\r\n]*\d+\.\ds")  # the label and the elapsed time
         child.expect(pexpect.EOF)
@@ -260,8 +354,15 @@ def test_a_spinner_on_a_terminal_and_none_when_piped(daemon):
 def _on_a_terminal(args: list[str], env: dict, columns: int = 80) -> str:
     import pexpect
 
-    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", *args], env=env, encoding="utf-8", timeout=30,
-                          dimensions=(50, columns), preexec_fn=default_signals)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", *args],
+        env=env,
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(50, columns),
+        preexec_fn=default_signals,
+    )
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0, child.before
@@ -292,8 +393,9 @@ def test_tables_fit_80_columns_one_line_a_row(daemon):
 def test_status_is_coloured_unless_no_color(daemon):
     sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
     assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
-    assert run_cli(["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-q"],
-                   daemon.env).returncode == 0
+    assert (
+        run_cli(["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-q"], daemon.env).returncode == 0
+    )
     env = full_env({**daemon.env, "COLUMNS": None, "TERM": "xterm-256color", "NO_COLOR": None})
     coloured = _on_a_terminal(["command", "list", "-S", sid], env)
     assert "\x1b[32mcompleted" in coloured  # green
@@ -307,12 +409,22 @@ def test_a_big_batch_shows_a_progress_bar_on_a_terminal(daemon, tmp_path):
     sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
     assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
     batch = tmp_path / "batch.jsonl"
-    batch.write_text("".join(json.dumps({"command_type": "DummyEngineCommand",
-                                         "parameters": {"prompt": f"p{i}", "delay_ms": 5}}) + "\n"
-                             for i in range(250)))
+    batch.write_text(
+        "".join(
+            json.dumps({"command_type": "DummyEngineCommand", "parameters": {"prompt": f"p{i}", "delay_ms": 5}}) + "\n"
+            for i in range(250)
+        )
+    )
     args = ["command", "batch", "-S", sid, "-f", str(batch), "--sequential", "-q"]
-    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", *args], env=full_env(daemon.env),
-                          encoding="utf-8", timeout=60, dimensions=(40, 160), preexec_fn=default_signals)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", *args],
+        env=full_env(daemon.env),
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 160),
+        preexec_fn=default_signals,
+    )
     try:
         child.expect(r"batch \[[#.]+\] \d+/250")
         child.expect(pexpect.EOF)

@@ -14,9 +14,15 @@ from tests.clitools import full_env, run_cli
 
 
 def cli(daemon, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "llmgine_cli", *args], input=stdin or "",
-                          env=full_env(daemon.env), capture_output=True, text=True, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "llmgine_cli", *args],
+        input=stdin or "",
+        env=full_env(daemon.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_set_list_delete_and_the_value_never_shows(daemon):
@@ -43,8 +49,13 @@ def test_bad_input_is_a_usage_error(daemon):
 
 def test_on_a_terminal_the_value_is_asked_for_and_not_echoed(daemon):
     value = f"sk-{uuid.uuid4().hex}"
-    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "secret", "set", "TTY_SECRET"],
-                          env=full_env(daemon.env), encoding="utf-8", timeout=30)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", "secret", "set", "TTY_SECRET"],
+        env=full_env(daemon.env),
+        encoding="utf-8",
+        timeout=30,
+    )
     try:
         child.expect("TTY_SECRET: ")
         child.sendline(value)

@@ -25,8 +25,7 @@ def test_create_quiet_prints_only_the_id(cli):
 
 
 def test_create_with_name_and_meta_json(cli):
-    result = cli("session", "create", "--name", "demo", "--meta", "user=ann", "-m", "x=a=b",
-                 "-o", "json")
+    result = cli("session", "create", "--name", "demo", "--meta", "user=ann", "-m", "x=a=b", "-o", "json")
     assert result.exit_code == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["name"] == "demo"
@@ -86,8 +85,7 @@ def test_list_formats(cli):
     assert page["limit"] == 2 and len(page["sessions"]) == 2
 
     lines = cli("session", "list", "-o", "jsonl", "--limit", "2").stdout.splitlines()
-    assert [json.loads(line)["session_id"] for line in lines] == \
-        [s["session_id"] for s in page["sessions"]]
+    assert [json.loads(line)["session_id"] for line in lines] == [s["session_id"] for s in page["sessions"]]
 
 
 def test_list_more_pages_note_goes_to_stderr(cli):
@@ -158,7 +156,7 @@ def test_piped_output_is_plain_text(daemon):
     assert row.split()[1:3] == ["piped", "active"]
     # Columns are aligned: every row's NAME starts where the header's does.
     col = header.index("NAME")
-    assert all(r[col - 2:col] == "  " for r in rows)
+    assert all(r[col - 2 : col] == "  " for r in rows)
 
 
 def test_list_shows_active_sessions_unless_all(cli, daemon):

@@ -80,8 +80,7 @@ def test_not_running_exits_3(cold_cli):
 
 
 def test_explicit_url_is_never_autostarted(cold_cli, cold_home):
-    result = cold_cli("--url", f"unix://{cold_home}/other.sock", "session", "list",
-                      LLMGINE_NO_AUTOSTART=None)
+    result = cold_cli("--url", f"unix://{cold_home}/other.sock", "session", "list", LLMGINE_NO_AUTOSTART=None)
     assert result.exit_code == 3
     assert "cannot connect" in one_line(result.stderr)
     assert not (cold_home / "run" / "llmgined.pid").exists()
@@ -146,12 +145,14 @@ BUSY_SESSION = "0192f000-0000-7000-8000-00000000c0f1"  # a whole id: nothing to 
 class _Foreign(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/api/health":
-            body = json.dumps({"status": "healthy", "timestamp": "2024-01-01T00:00:00Z",
-                               "version": "9.9.9", "uptime": 1}).encode()
+            body = json.dumps(
+                {"status": "healthy", "timestamp": "2024-01-01T00:00:00Z", "version": "9.9.9", "uptime": 1}
+            ).encode()
             self._send(200, body, {"X-Llmgine-Version": "9.9.9"})
         elif self.path.startswith(f"/api/sessions/{BUSY_SESSION}"):
-            body = json.dumps({"error": {"code": "CONFLICT", "message": "busy", "details": {}},
-                               "timestamp": "t", "request_id": "r1"}).encode()
+            body = json.dumps(
+                {"error": {"code": "CONFLICT", "message": "busy", "details": {}}, "timestamp": "t", "request_id": "r1"}
+            ).encode()
             self._send(409, body, {"X-Llmgine-Version": "9.9.9"})
         elif self.path == "/api/status":
             self._send(200, b'{"not": "a status"}', {})

@@ -22,11 +22,11 @@ WEATHER = textwrap.dedent('''
         bus.log("info", "weather for " + location)
         return {"location": location, "days": days, "temperature_c": _round(21.04)}
 ''')
-GREET = textwrap.dedent('''
+GREET = textwrap.dedent("""
     async def greet(command):
         weather = await bus.call_tool("get_weather", {"location": command.parameters["name"]})
         return {"hello": command.parameters["name"], "weather": weather}
-''')
+""")
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:
@@ -70,8 +70,9 @@ def test_tool_register_list_get_exec_delete(cli, tmp_path):
     assert "async def get_weather(location: str, days: int = 1) -> dict:" in shown.stdout
     assert json.loads(cli("tool", "get", "get_weather", "-S", sid, "-o", "json").stdout)["function_code"] == WEATHER
 
-    run = cli("tool", "exec", "get_weather", "-S", sid, "--arg", "location=Hobart", "--args", '{"days": 3}',
-              "-o", "json")
+    run = cli(
+        "tool", "exec", "get_weather", "-S", sid, "--arg", "location=Hobart", "--args", '{"days": 3}', "-o", "json"
+    )
     assert run.exit_code == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["result"] == {"location": "Hobart", "days": 3, "temperature_c": 21.0} and out["error"] is None
@@ -123,20 +124,33 @@ def test_handlers_session_and_global(cli, tmp_path):
     body = "\n".join(lines[1:])
     for name in ("POST /api/sessions/{session_id}/commands", "command.run", "handler.run", "tool.call"):
         assert name in body, drawn.stdout
-    indent = {n: next(line.index(n) for line in lines[1:] if n in line)
-              for n in ("command.run", "handler.run", "tool.call")}
+    indent = {
+        n: next(line.index(n) for line in lines[1:] if n in line) for n in ("command.run", "handler.run", "tool.call")
+    }
     assert indent["command.run"] < indent["handler.run"] < indent["tool.call"], (names, drawn.stdout)
     as_json = json.loads(cli("command", "get", record["command_id"], "-S", sid, "--trace", "-o", "json").stdout)
     assert as_json["trace_id"] == record["trace_id"]
 
-    event_file = write(tmp_path, "on_tick.py", textwrap.dedent('''
+    event_file = write(
+        tmp_path,
+        "on_tick.py",
+        textwrap.dedent("""
         async def on_tick(event):
             await bus.publish("Tocked", {"n": event.data.get("n")})
-    '''))
+    """),
+    )
     ev = cli("handler", "add", "event", "Tick", event_file, "-S", sid, "--priority", "5", "-q")
     assert ev.exit_code == 0, ev.stderr
-    glob = cli("handler", "add", "command", "Shout", write(tmp_path, "shout.py",
-               "def shout(command):\n    return command.parameters['text'].upper()\n"), "--global", "-o", "json")
+    glob = cli(
+        "handler",
+        "add",
+        "command",
+        "Shout",
+        write(tmp_path, "shout.py", "def shout(command):\n    return command.parameters['text'].upper()\n"),
+        "--global",
+        "-o",
+        "json",
+    )
     assert glob.exit_code == 0, glob.stderr
     assert json.loads(glob.stdout)["scope"] == "global"
     assert json.loads(cli("command", "run", "Shout", "-S", sid, "-p", "text=hi", "-o", "json").stdout)["result"] == "HI"

@@ -42,9 +42,12 @@ def call(port: int, method: str, path: str, body: Any = None, *, home: Any) -> t
     data = json.dumps(body).encode() if body is not None else None
     # Over TCP: the key llmgined wrote for the local CLI (docs/security.md).
     key = (home / "config" / "local.key").read_text().strip()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json",
-                                          "Authorization": f"Bearer {key}"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return resp.status, json.load(resp)
@@ -61,12 +64,20 @@ def test_kill_9_then_restart(home):
         sid = session["session_id"]
         _, engine = call(port, "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid}, home=home)
         cmd = {"command_type": "DummyEngineCommand"}
-        status, running = call(port, "POST", f"/api/sessions/{sid}/commands",
-                               {**cmd, "parameters": {"prompt": "r", "delay_ms": 600_000}}, home=home)
+        status, running = call(
+            port,
+            "POST",
+            f"/api/sessions/{sid}/commands",
+            {**cmd, "parameters": {"prompt": "r", "delay_ms": 600_000}},
+            home=home,
+        )
         assert status == 202 and running["status"] == "executing"
-        queued = [call(port, "POST", f"/api/sessions/{sid}/commands", {**cmd, "parameters": {"prompt": f"q{i}"}},
-                        home=home)[1]
-                  for i in range(3)]
+        queued = [
+            call(port, "POST", f"/api/sessions/{sid}/commands", {**cmd, "parameters": {"prompt": f"q{i}"}}, home=home)[
+                1
+            ]
+            for i in range(3)
+        ]
         assert [q["status"] for q in queued] == ["queued"] * 3
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -110,7 +121,8 @@ class Acked:
 
 def unix_session(home: Path) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
-        base_url="http://llmgine", connector=aiohttp.UnixConnector(path=str(home / "run" / "llmgined.sock")),
+        base_url="http://llmgine",
+        connector=aiohttp.UnixConnector(path=str(home / "run" / "llmgined.sock")),
         timeout=aiohttp.ClientTimeout(total=30),
     )
 
@@ -140,14 +152,18 @@ async def load_then_kill(home: Path, proc: Any, sids: list[str], acked: Acked, r
         status, blocker_sid = await post(http, "/api/sessions", {})
         blocker_sid = blocker_sid["session_id"]
         await post(http, "/api/engines", {"engine_type": "DummyEngine", "session_id": blocker_sid})
-        status, running = await post(http, f"/api/sessions/{blocker_sid}/commands",
-                                     {**DUMMY, "parameters": {"prompt": "block", "delay_ms": 600_000}})
+        status, running = await post(
+            http,
+            f"/api/sessions/{blocker_sid}/commands",
+            {**DUMMY, "parameters": {"prompt": "block", "delay_ms": 600_000}},
+        )
         assert status == 202 and running["status"] == "executing"
         acked.blockers.add(running["command_id"])
         acked.commands.add(running["command_id"])
         for i in range(2):
-            status, queued = await post(http, f"/api/sessions/{blocker_sid}/commands",
-                                        {**DUMMY, "parameters": {"prompt": f"behind {i}"}})
+            status, queued = await post(
+                http, f"/api/sessions/{blocker_sid}/commands", {**DUMMY, "parameters": {"prompt": f"behind {i}"}}
+            )
             assert status == 202
             acked.commands.add(queued["command_id"])
 
@@ -160,14 +176,17 @@ async def load_then_kill(home: Path, proc: Any, sids: list[str], acked: Acked, r
                 what = local.random()
                 try:
                     if what < 0.45:
-                        status, body = await post(http, f"/api/sessions/{sid}/commands",
-                                                  {**DUMMY, "parameters": {"prompt": f"c{n}",
-                                                                           "delay_ms": local.choice((0, 0, 5))}})
+                        status, body = await post(
+                            http,
+                            f"/api/sessions/{sid}/commands",
+                            {**DUMMY, "parameters": {"prompt": f"c{n}", "delay_ms": local.choice((0, 0, 5))}},
+                        )
                         if status == 202:
                             acked.commands.add(body["command_id"])
                     elif what < 0.95:
-                        status, body = await post(http, f"/api/sessions/{sid}/events",
-                                                  {"event_type": "Crash", "data": {"n": n}})
+                        status, body = await post(
+                            http, f"/api/sessions/{sid}/events", {"event_type": "Crash", "data": {"n": n}}
+                        )
                         if status == 201:
                             acked.events[body["event_id"]] = body["seq"]
                     else:
@@ -232,8 +251,12 @@ class Tail:
     def __init__(self, home: Path) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llmgine_cli", "event", "tail", "--all", "--since", "all", "-o", "jsonl"],
-            env=full_env(cli_env(home)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            stdin=subprocess.DEVNULL, preexec_fn=default_signals,
+            env=full_env(cli_env(home)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=default_signals,
         )
         self.seqs: list[int] = []
         self.reader = threading.Thread(target=self._read, daemon=True)

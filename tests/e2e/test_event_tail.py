@@ -33,8 +33,12 @@ def tail_home():
 def _tail(env, *args):
     return subprocess.Popen(
         [sys.executable, "-m", "llmgine_cli", "event", "tail", *args],
-        env=full_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        stdin=subprocess.DEVNULL, preexec_fn=default_signals,
+        env=full_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=default_signals,
     )
 
 
@@ -149,9 +153,15 @@ def test_tail_on_a_terminal_is_a_live_view(tail_home):
     env = cli_env(tail_home)
     assert run_cli(["daemon", "start"], env).returncode == 0
     sid = run_cli(["session", "create", "-q"], env).stdout.strip()
-    child = pexpect.spawn(sys.executable, ["-m", "llmgine_cli", "event", "tail", sid, "--since", "all"],
-                          env=full_env(env), encoding="utf-8", timeout=20, dimensions=(40, 160),
-                          preexec_fn=default_signals)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", "event", "tail", sid, "--since", "all"],
+        env=full_env(env),
+        encoding="utf-8",
+        timeout=20,
+        dimensions=(40, 160),
+        preexec_fn=default_signals,
+    )
     try:
         child.expect("SessionStarted")
         child.expect("live")  # the footer: state and counters

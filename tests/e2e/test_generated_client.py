@@ -43,9 +43,11 @@ def _generate(document: bytes, where: Path) -> Any:
     generator = Path(sys.executable).with_name("openapi-python-client")
     command = [str(generator)] if generator.exists() else [sys.executable, "-m", "openapi_python_client"]
     done = subprocess.run(
-        [*command, "generate", "--path", str(spec), "--meta", "none", "--output-path",
-         str(where / PACKAGE)],
-        capture_output=True, text=True, timeout=300, cwd=where,
+        [*command, "generate", "--path", str(spec), "--meta", "none", "--output-path", str(where / PACKAGE)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=where,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Warning" not in done.stdout + done.stderr, done.stdout + done.stderr  # every operation generated
@@ -54,8 +56,7 @@ def _generate(document: bytes, where: Path) -> Any:
 
 
 def test_generated_client_drives_the_core_flow(daemon: Daemon, tmp_path: Path) -> None:
-    request = urllib.request.Request(f"{daemon.tcp_url}/openapi.json",
-                                     headers={"Authorization": f"Bearer {SECRET}"})
+    request = urllib.request.Request(f"{daemon.tcp_url}/openapi.json", headers={"Authorization": f"Bearer {SECRET}"})
     with urllib.request.urlopen(request, timeout=30) as resp:
         document = resp.read()
     assert json.loads(document)["paths"]["/api/sessions"]["post"]["operationId"] == "createSession"
@@ -82,23 +83,34 @@ def test_generated_client_drives_the_core_flow(daemon: Daemon, tmp_path: Path) -
             SessionCreate,
         )
 
-        with AuthenticatedClient(base_url=daemon.tcp_url, token=SECRET, raise_on_unexpected_status=True,
-                                 timeout=30) as client:
+        with AuthenticatedClient(
+            base_url=daemon.tcp_url, token=SECRET, raise_on_unexpected_status=True, timeout=30
+        ) as client:
             session = create_session.sync(client=client, body=SessionCreate(name="generated"))
             assert isinstance(session, Session), session
             assert session.name == "generated" and session.session_token
             sid = session.session_id
 
-            event = publish_event.sync(sid, client=client, body=EventCreate(
-                event_type="Greeted", data=EventCreateData.from_dict({"who": "Ann"})))
+            event = publish_event.sync(
+                sid,
+                client=client,
+                body=EventCreate(event_type="Greeted", data=EventCreateData.from_dict({"who": "Ann"})),
+            )
             assert isinstance(event, Event), event
             assert event.data.to_dict() == {"who": "Ann"}
 
-            engine = create_engine.sync(client=client, body=EngineCreate(
-                engine_type=EngineCreateEngineType("DummyEngine"), session_id=sid))
+            engine = create_engine.sync(
+                client=client, body=EngineCreate(engine_type=EngineCreateEngineType("DummyEngine"), session_id=sid)
+            )
             assert isinstance(engine, Engine), engine
-            command = execute_command.sync(sid, client=client, wait=30, body=CommandCreate(
-                command_type=engine.command_type, parameters=CommandCreateParameters.from_dict({"prompt": "Hi"})))
+            command = execute_command.sync(
+                sid,
+                client=client,
+                wait=30,
+                body=CommandCreate(
+                    command_type=engine.command_type, parameters=CommandCreateParameters.from_dict({"prompt": "Hi"})
+                ),
+            )
             assert isinstance(command, Command), command
             assert command.status == "completed", command
 

@@ -29,7 +29,10 @@ def run_daemon(home, *args, env=None):
     full_env = {**os.environ, "LLMGINE_HOME": str(home), **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "llmgine_daemon", *args],
-        env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=default_signals,
     )
 
@@ -101,8 +104,9 @@ def test_shutdown_endpoint_exits_zero(daemon_home):
         wait_for_http(port, proc)
         # Over TCP the local CLI's key (minted by the daemon into the config dir) is needed.
         key = (daemon_home / "config" / "local.key").read_text().strip()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/shutdown", method="POST",
-                                     headers={"Authorization": f"Bearer {key}"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/shutdown", method="POST", headers={"Authorization": f"Bearer {key}"}
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert resp.status == 202
         assert exit_code(proc) == 0

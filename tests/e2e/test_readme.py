@@ -75,8 +75,13 @@ def matches(expected: list[str], actual: list[str]) -> bool:
 class Shell:
     def __init__(self, env: dict[str, str], cwd: Path) -> None:
         self.proc = subprocess.Popen(
-            ["bash", "--noprofile", "--norc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
+            ["bash", "--noprofile", "--norc"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=cwd,
         )
         self.send("exec 2>&1")
 
@@ -102,8 +107,12 @@ class Shell:
 def test_readme_console_blocks(tmp_path: Path) -> None:
     home = short_home()
     bindir = Path(sys.executable).parent
-    env = full_env({**cli_env(home, LLMGINE_NO_AUTOSTART=None, COLUMNS="120"),
-                    "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"})
+    env = full_env(
+        {
+            **cli_env(home, LLMGINE_NO_AUTOSTART=None, COLUMNS="120"),
+            "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
     assert shutil.which("llmgine", path=env["PATH"]), "llmgine is not installed next to python"
     shell = Shell(env, tmp_path)
     ran = 0
@@ -115,8 +124,10 @@ def test_readme_console_blocks(tmp_path: Path) -> None:
                 assert rc == 0, f"{where}\nexit {rc}\n" + "\n".join(out)
                 if step.expected:
                     assert matches(step.expected, out), (
-                        f"{where}\n--- README shows ---\n" + "\n".join(step.expected)
-                        + "\n--- it printed ---\n" + "\n".join(out)
+                        f"{where}\n--- README shows ---\n"
+                        + "\n".join(step.expected)
+                        + "\n--- it printed ---\n"
+                        + "\n".join(out)
                     )
                 ran += 1
         assert ran >= 30

@@ -68,13 +68,16 @@ class Api:
         assert status == 201, body
         return body["session_id"]
 
-    def tool(self, sid: str, code: str, arguments: dict[str, Any] | None = None, *,
-             name: str = "f", timeout: float = 20) -> dict[str, Any]:
-        status, body = self.call("POST", f"/api/sessions/{sid}/tools?replace=true", {
-            "name": name, "function_code": textwrap.dedent(code), "timeout": timeout})
+    def tool(
+        self, sid: str, code: str, arguments: dict[str, Any] | None = None, *, name: str = "f", timeout: float = 20
+    ) -> dict[str, Any]:
+        status, body = self.call(
+            "POST",
+            f"/api/sessions/{sid}/tools?replace=true",
+            {"name": name, "function_code": textwrap.dedent(code), "timeout": timeout},
+        )
         assert status == 201, body
-        status, body = self.call("POST", f"/api/sessions/{sid}/tools/{name}/execute",
-                                 {"arguments": arguments or {}})
+        status, body = self.call("POST", f"/api/sessions/{sid}/tools/{name}/execute", {"arguments": arguments or {}})
         assert status == 200, body
         return body
 
@@ -89,10 +92,10 @@ def _unprivileged_user(request: pytest.FixtureRequest) -> tuple[int, int]:
     except KeyError:
         request.addfinalizer(lambda: subprocess.run(["userdel", TEST_USER], capture_output=True))
         if shutil.which("useradd") is None:
-            pytest.skip("cannot create a user on this machine (no useradd): the daemon-as-a-"
-                        "normal-user variant needs one")
-        made = subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", TEST_USER],
-                              capture_output=True, text=True)
+            pytest.skip(
+                "cannot create a user on this machine (no useradd): the daemon-as-a-normal-user variant needs one"
+            )
+        made = subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", TEST_USER], capture_output=True, text=True)
         try:  # another run on this machine may have created it meanwhile
             entry = pwd.getpwnam(TEST_USER)
         except KeyError:
@@ -113,12 +116,22 @@ def _as_user_prefix(uid: int, gid: int) -> list[str]:
     # A /proc of its own (in a PID namespace of its own) too: the host's may be mode 0700,
     # which leaves a normal user no bubblewrap at all. (unshare mounts it plainly; bwrap's own
     # --proc covers parts of it, and the kernel then refuses /proc to a nested sandbox.)
-    args = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc",
-            "bwrap", "--die-with-parent", "--dev-bind", "/", "/"]
+    args = [
+        "unshare",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount",
+        "--mount-proc",
+        "bwrap",
+        "--die-with-parent",
+        "--dev-bind",
+        "/",
+        "/",
+    ]
     covered: set[Path] = set()
     for path in sorted(needed):
-        closed = next((a for a in reversed(path.parents) if a != Path("/") and
-                       not os.stat(a).st_mode & 0o001), None)
+        closed = next((a for a in reversed(path.parents) if a != Path("/") and not os.stat(a).st_mode & 0o001), None)
         if closed is None:
             continue
         if closed not in covered:
@@ -129,8 +142,7 @@ def _as_user_prefix(uid: int, gid: int) -> list[str]:
     return [*args, "--", "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
 
 
-@pytest.fixture(scope="module", params=["root", "user"], ids=["daemon-as-root",
-                                                                "daemon-as-a-normal-user"])
+@pytest.fixture(scope="module", params=["root", "user"], ids=["daemon-as-root", "daemon-as-a-normal-user"])
 def daemon(request):
     as_root = os.geteuid() == 0
     if request.param == "root" and not as_root:
@@ -145,11 +157,9 @@ def daemon(request):
             uid, gid = _unprivileged_user(request)
             os.chown(home, uid, gid)
             overrides = cli_env(home, **env)
-            argv = [*_as_user_prefix(uid, gid), sys.executable, "-m", "llmgine_daemon",
-                    "--port", str(port)]
+            argv = [*_as_user_prefix(uid, gid), sys.executable, "-m", "llmgine_daemon", "--port", str(port)]
             with open(home / "daemon-under-test.log", "ab") as log:
-                proc = subprocess.Popen(argv, env=full_env(overrides), stdin=subprocess.DEVNULL,
-                                        stdout=log, stderr=log)
+                proc = subprocess.Popen(argv, env=full_env(overrides), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
             socket_path = get_paths({"LLMGINE_HOME": str(home)}).socket
             deadline = time.monotonic() + 20
             while probe(parse_url(f"unix://{socket_path}"), timeout=0.5) is None:
@@ -205,7 +215,9 @@ def test_the_daemons_files_socket_and_port_are_out_of_reach(daemon):
     home = Path(daemon.home)
     targets = [str(p) for p in home.rglob("*")] + [str(home)]
     assert any(t.endswith("local.key") for t in targets)
-    out = daemon.tool(daemon.session(), """
+    out = daemon.tool(
+        daemon.session(),
+        """
         import os, socket
 
         def f(home, targets, socket_path, port, daemon_pid):
@@ -240,14 +252,26 @@ def test_the_daemons_files_socket_and_port_are_out_of_reach(daemon):
                 attempts["signal"] = type(exc).__name__
             return {"seen": seen, "attempts": attempts, "uid": os.getuid(), "gid": os.getgid(),
                     "root": sorted(os.listdir("/"))}
-    """, {"home": str(home), "targets": targets, "socket_path": str(daemon.socket_path),
-          "port": daemon.port, "daemon_pid": daemon.pid})
+    """,
+        {
+            "home": str(home),
+            "targets": targets,
+            "socket_path": str(daemon.socket_path),
+            "port": daemon.port,
+            "daemon_pid": daemon.pid,
+        },
+    )
     assert out["error"] is None, out["error"]
     result = out["result"]
     assert result["seen"] == {}, result["seen"]
     assert set(result["attempts"].values()) <= {
-        "FileNotFoundError", "ConnectionRefusedError", "OSError", "PermissionError",
-        "ProcessLookupError", "TimeoutError"}, result["attempts"]
+        "FileNotFoundError",
+        "ConnectionRefusedError",
+        "OSError",
+        "PermissionError",
+        "ProcessLookupError",
+        "TimeoutError",
+    }, result["attempts"]
     assert "connected" not in result["attempts"].values()
     assert result["attempts"]["signal"] == "ProcessLookupError"
     assert result["uid"] != 0 and result["gid"] != 0
@@ -256,7 +280,9 @@ def test_the_daemons_files_socket_and_port_are_out_of_reach(daemon):
 
 
 def test_no_privilege_can_be_regained(daemon):
-    out = daemon.tool(daemon.session(), """
+    out = daemon.tool(
+        daemon.session(),
+        """
         import ctypes, os
 
         def f():
@@ -274,18 +300,20 @@ def test_no_privilege_can_be_regained(daemon):
                 "umount_proc": libc.umount2(b"/proc", 2),
                 "status": status,
             }
-    """)
+    """,
+    )
     result = out["result"]
     assert result["setuid"] == -1 and result["setgid"] == -1 and result["uid"] != 0, result
     assert result["ptrace_pid1"] == -1 and result["umount_proc"] == -1
-    assert result["status"] == {"CapEff": "0000000000000000", "CapPrm": "0000000000000000",
-                                "NoNewPrivs": "1"}, result
+    assert result["status"] == {"CapEff": "0000000000000000", "CapPrm": "0000000000000000", "NoNewPrivs": "1"}, result
     healthy(daemon)
 
 
 def test_a_write_to_the_hosts_tmp_does_not_reach_the_host(daemon):
     name = f"llmgine-escape-{uuid.uuid4().hex}"
-    out = daemon.tool(daemon.session(), """
+    out = daemon.tool(
+        daemon.session(),
+        """
         import os
 
         def f(name):
@@ -293,20 +321,28 @@ def test_a_write_to_the_hosts_tmp_does_not_reach_the_host(daemon):
                 fh.write("x")
             with open("/tmp/" + name) as fh:  # its own /tmp works within the call
                 return fh.read()
-    """, {"name": name})
+    """,
+        {"name": name},
+    )
     assert out["result"] == "x", out
     assert not os.path.exists(f"/tmp/{name}")
-    second = daemon.tool(daemon.session(), """
+    second = daemon.tool(
+        daemon.session(),
+        """
         import os
 
         def f(name):
             return os.path.exists("/tmp/" + name)
-    """, {"name": name})
+    """,
+        {"name": name},
+    )
     assert second["result"] is False  # and the next call does not find it either
 
 
 def test_cgroup_files_are_absent(daemon):
-    out = daemon.tool(daemon.session(), """
+    out = daemon.tool(
+        daemon.session(),
+        """
         import os
 
         def f():
@@ -320,14 +356,17 @@ def test_cgroup_files_are_absent(daemon):
                 except OSError:
                     pass
             return done
-    """)
+    """,
+    )
     assert out["result"] == [], out
 
 
 def test_forged_frames_and_a_lingering_process_reach_no_other_call(daemon):
     attacker = daemon.session()
     victim = daemon.session()
-    out = daemon.tool(attacker, """
+    out = daemon.tool(
+        attacker,
+        """
         import os, struct, time
 
         def attack():
@@ -363,15 +402,22 @@ def test_forged_frames_and_a_lingering_process_reach_no_other_call(daemon):
                             pass
                     time.sleep(0.01)
             return sorted(set(wrote))
-    """, name="attack")
+    """,
+        name="attack",
+    )
     # The forged frames broke the protocol of the attacker's own call, nothing else.
     assert out["result"] is None and out["error"]["code"] == "WORKER_CRASHED", out
     assert "protocol" in out["error"]["message"]
     secret = uuid.uuid4().hex
-    result = daemon.tool(victim, """
+    result = daemon.tool(
+        victim,
+        """
         def login(password):
             return {"echo": password}
-    """, {"password": secret}, name="login")
+    """,
+        {"password": secret},
+        name="login",
+    )
     assert result["error"] is None and result["result"] == {"echo": secret}, result
     status, events = daemon.call("GET", f"/api/sessions/{victim}/events?limit=100")
     assert status == 200
@@ -382,7 +428,9 @@ def test_forged_frames_and_a_lingering_process_reach_no_other_call(daemon):
 
 
 def test_umount_or_leftovers_of_one_call_do_not_reach_the_next(daemon):
-    first = daemon.tool(daemon.session(), """
+    first = daemon.tool(
+        daemon.session(),
+        """
         import ctypes, os
 
         def f():
@@ -393,19 +441,25 @@ def test_umount_or_leftovers_of_one_call_do_not_reach_the_next(daemon):
                 fh.write("x")
             os.chmod("/tmp/trap", 0)
             return True
-    """)
+    """,
+    )
     assert first["result"] is True, first
-    second = daemon.tool(daemon.session(), """
+    second = daemon.tool(
+        daemon.session(),
+        """
         import os
 
         def f():
             return {"proc": os.path.exists("/proc/self/status"), "tmp": os.listdir("/tmp")}
-    """)
+    """,
+    )
     assert second["result"] == {"proc": True, "tmp": []}, second
 
 
 def test_three_children_over_the_memory_limit_are_stopped(daemon):
-    out = daemon.tool(daemon.session(), """
+    out = daemon.tool(
+        daemon.session(),
+        """
         import os, time
 
         def f():
@@ -418,7 +472,9 @@ def test_three_children_over_the_memory_limit_are_stopped(daemon):
                     os._exit(0)
             time.sleep(30)
             return "all three held 1.8 GB"
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert out["result"] is None, out
     assert out["error"]["details"].get("type") == "MemoryError", out["error"]
     healthy(daemon)
@@ -427,9 +483,12 @@ def test_three_children_over_the_memory_limit_are_stopped(daemon):
 def test_a_handler_acts_only_in_its_own_session(daemon):
     own = daemon.session()
     other = daemon.session()
-    status, body = daemon.call("POST", f"/api/sessions/{own}/handlers/commands", {
-        "command_type": "Probe",
-        "handler_function": textwrap.dedent("""
+    status, body = daemon.call(
+        "POST",
+        f"/api/sessions/{own}/handlers/commands",
+        {
+            "command_type": "Probe",
+            "handler_function": textwrap.dedent("""
             async def probe(command):
                 other = command.parameters["other"]
                 tried = {}
@@ -441,10 +500,13 @@ def test_a_handler_acts_only_in_its_own_session(daemon):
                 event = await bus.publish("Probed", {}, metadata={"session_id": other})
                 tried["published_in"] = event["session_id"]
                 return tried
-        """)})
+        """),
+        },
+    )
     assert status == 201, body
-    status, body = daemon.call("POST", f"/api/sessions/{own}/commands?wait=20", {
-        "command_type": "Probe", "parameters": {"other": other}})
+    status, body = daemon.call(
+        "POST", f"/api/sessions/{own}/commands?wait=20", {"command_type": "Probe", "parameters": {"other": other}}
+    )
     assert status in (200, 201), body
     assert body["status"] == "completed", body
     assert body["result"] == {"kwarg": "refused", "published_in": own}
@@ -464,22 +526,23 @@ def test_one_sessions_spinning_calls_leave_room_for_another(tmp_path, how):
         api = Api(str(get_paths({"LLMGINE_HOME": str(home)}).socket))
         a, b = api.session(), api.session()
         spin = "def spin():\n    while True:\n        pass\n"
-        status, _ = api.call("POST", f"/api/sessions/{a}/tools",
-                             {"name": "spin", "function_code": spin, "timeout": 30})
+        status, _ = api.call("POST", f"/api/sessions/{a}/tools", {"name": "spin", "function_code": spin, "timeout": 30})
         assert status == 201
         finished: list[float] = []
         # A registration runs the module's top level too (to find the function): a session
         # could spin there instead, and it takes the same share.
-        slow_module = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 8:\n" \
-                      "    pass\ndef g():\n    pass\n"
+        slow_module = (
+            "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 8:\n    pass\ndef g():\n    pass\n"
+        )
 
         def spin_call() -> None:
             try:
                 if how == "calls":
                     api.call("POST", f"/api/sessions/{a}/tools/spin/execute", {"arguments": {}})
                 else:
-                    api.call("POST", f"/api/sessions/{a}/tools?replace=true",
-                             {"name": "g", "function_code": slow_module})
+                    api.call(
+                        "POST", f"/api/sessions/{a}/tools?replace=true", {"name": "g", "function_code": slow_module}
+                    )
             except OSError:  # the daemon stopped at the end of the test
                 return
             finished.append(time.monotonic())
@@ -505,7 +568,9 @@ def test_one_sessions_spinning_calls_leave_room_for_another(tmp_path, how):
 
 
 def test_a_fork_loop_is_capped(daemon):
-    out = daemon.tool(daemon.session(), """
+    out = daemon.tool(
+        daemon.session(),
+        """
         import os, time
 
         def f():
@@ -520,7 +585,8 @@ def test_a_fork_loop_is_capped(daemon):
                     os._exit(0)
                 forked += 1
             return {"forked": forked, "error": None}
-    """)
+    """,
+    )
     assert out["error"] is None, out
     assert out["result"]["error"] == "BlockingIOError" and out["result"]["forked"] <= 16, out
     healthy(daemon)
@@ -531,12 +597,19 @@ def test_a_fork_loop_is_capped(daemon):
 def test_what_tools_may_do_still_works(daemon):
     """The spec's get_weather, bus.publish, the standard library, its own /tmp within a call."""
     sid = daemon.session()
-    weather = daemon.tool(sid, """
+    weather = daemon.tool(
+        sid,
+        """
         async def get_weather(location: str):
             return {"location": location, "temperature_c": 21}
-    """, {"location": "Melbourne"}, name="get_weather")
+    """,
+        {"location": "Melbourne"},
+        name="get_weather",
+    )
     assert weather["result"] == {"location": "Melbourne", "temperature_c": 21}, weather
-    out = daemon.tool(sid, """
+    out = daemon.tool(
+        sid,
+        """
         import datetime, json, math, re
 
         async def f():
@@ -547,9 +620,9 @@ def test_what_tools_may_do_still_works(daemon):
             event = await bus.publish("Computed", saved)
             return {"saved": saved, "match": bool(re.fullmatch(r"\\d+", "123")),
                     "year": datetime.date(2026, 1, 1).year, "event": event["event_type"]}
-    """)
-    assert out["result"] == {"saved": {"pi": 3.142}, "match": True, "year": 2026,
-                             "event": "Computed"}, out
+    """,
+    )
+    assert out["result"] == {"saved": {"pi": 3.142}, "match": True, "year": 2026, "event": "Computed"}, out
     status, events = daemon.call("GET", f"/api/sessions/{sid}/events?limit=100")
     assert "Computed" in [e["event_type"] for e in events["events"]]
 
@@ -564,8 +637,7 @@ def test_leftovers_of_a_killed_daemon_go_at_the_next_start():
         api = Api(str(get_paths({"LLMGINE_HOME": str(home)}).socket))
         assert api.tool(api.session(), "def f():\n    return 1\n")["result"] == 1
         pid = first.proc.pid
-        cgroups = [p for p in Path("/sys/fs/cgroup").rglob(f"llmgine-sandbox-{pid}")
-                   if p.is_dir()]
+        cgroups = [p for p in Path("/sys/fs/cgroup").rglob(f"llmgine-sandbox-{pid}") if p.is_dir()]
         assert cgroups, "a daemon as root keeps its workers in cgroups"
         first.proc.kill()
         first.proc.wait()
@@ -625,24 +697,33 @@ def test_a_later_call_finds_nothing_of_earlier_calls_in_its_memory(daemon):
         def lookup(customer, notes):
             return len(customer) + len(notes)
     """
-    out = daemon.tool(victim, code, {"customer": marks[1] + "-alice", "notes": "n" * 130_000},
-                      name="lookup")
+    out = daemon.tool(victim, code, {"customer": marks[1] + "-alice", "notes": "n" * 130_000}, name="lookup")
     assert out["error"] is None, out
-    status, _ = daemon.call("POST", f"/api/sessions/{victim}/events",
-                            {"event_type": "Paid", "data": {"card": marks[2], "pad": "q" * 130_000}})
+    status, _ = daemon.call(
+        "POST",
+        f"/api/sessions/{victim}/events",
+        {"event_type": "Paid", "data": {"card": marks[2], "pad": "q" * 130_000}},
+    )
     assert status == 201
     for _ in range(3):
         found = daemon.tool(attacker, SCANNER, {"needles": marks}, name="scan")
         assert found["error"] is None and found["result"] == [], found
     # Nor at registration time, when the module's top level runs to be inspected.
-    status, body = daemon.call("POST", f"/api/sessions/{attacker}/tools", {
-        "name": "g", "function_code": textwrap.dedent(SCANNER) + textwrap.dedent(f"""
+    status, body = daemon.call(
+        "POST",
+        f"/api/sessions/{attacker}/tools",
+        {
+            "name": "g",
+            "function_code": textwrap.dedent(SCANNER)
+            + textwrap.dedent(f"""
             leaked = scan({marks!r})
             if leaked:
                 raise RuntimeError(leaked)
             def g():
                 return 1
-        """)})
+        """),
+        },
+    )
     assert status == 201, body
 
 
@@ -651,7 +732,9 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
     every worker of the uid); memfd memory shows in no process's size; a namespace of its own
     is kernel surface no tool needs. The seccomp filter refuses them all with EPERM."""
     assert "seccomp" in daemon.sandbox["covers"], daemon.sandbox
-    out = daemon.tool(daemon.session(), """
+    out = daemon.tool(
+        daemon.session(),
+        """
         import ctypes, errno, os, threading
 
         def f():
@@ -680,9 +763,14 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
                 os._exit(7)
             seen["fork"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
             return seen
-    """)
+    """,
+    )
     assert out["error"] is None, out["error"]
     assert out["result"] == {
-        "add_key": [-1, "EPERM"], "keyctl": [-1, "EPERM"], "unshare": [-1, "EPERM"],
-        "clone_newuser": [-1, "EPERM"], "memfd_create": "EPERM", "fork": 7,
+        "add_key": [-1, "EPERM"],
+        "keyctl": [-1, "EPERM"],
+        "unshare": [-1, "EPERM"],
+        "clone_newuser": [-1, "EPERM"],
+        "memfd_create": "EPERM",
+        "fork": 7,
     }, out["result"]

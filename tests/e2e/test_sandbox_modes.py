@@ -56,8 +56,11 @@ def test_without_bubblewrap_user_code_is_refused_with_the_fix(home):
         assert body["error"]["code"] == "SANDBOX_UNAVAILABLE"
         assert "install bubblewrap" in body["error"]["message"]
         assert "\n" not in body["error"]["message"]
-        status, body = api.call("POST", f"/api/sessions/{sid}/handlers/commands", {
-            "command_type": "X", "handler_function": "def h(command):\n    return 1\n"})
+        status, body = api.call(
+            "POST",
+            f"/api/sessions/{sid}/handlers/commands",
+            {"command_type": "X", "handler_function": "def h(command):\n    return 1\n"},
+        )
         assert status == 503 and body["error"]["code"] == "SANDBOX_UNAVAILABLE", body
         log = (home / "daemon-under-test.log").read_text()
         assert "user code is disabled" in log
@@ -73,16 +76,20 @@ def test_isolation_none_is_explicit_and_warned_at_start(home):
     (stale / "call" / "locked").mkdir(parents=True)
     (stale / "call" / "locked" / "secret.txt").write_text("left by user code")
     (stale / "call" / "locked").chmod(0)
-    d = start_daemon(home, env={"LLMGINE_SANDBOX_ISOLATION": "none", "TMPDIR": str(tmp),
-                                "PATH": str(home / "no-such-dir")})
+    d = start_daemon(
+        home, env={"LLMGINE_SANDBOX_ISOLATION": "none", "TMPDIR": str(tmp), "PATH": str(home / "no-such-dir")}
+    )
     try:
         api = Api(str(get_paths({"LLMGINE_HOME": str(home)}).socket))
         sandbox = _settled_status(api)
         assert sandbox["isolation"] == "none" and sandbox["state"] == "running", sandbox
-        out = api.tool(api.session(), textwrap.dedent("""
+        out = api.tool(
+            api.session(),
+            textwrap.dedent("""
             def f():
                 return 42
-        """))
+        """),
+        )
         assert out["result"] == 42, out
         assert not stale.exists()
         log = (home / "daemon-under-test.log").read_text()

@@ -25,8 +25,7 @@ def request(port: int, path: str, key: str | None, method: str = "GET", body: by
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
-                                 headers=headers)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.load(resp) if resp.status != 204 else None
@@ -46,8 +45,9 @@ def stop(proc: subprocess.Popen) -> None:
 def test_file_modes_and_no_secret_in_the_log(home):
     port = free_port()
     log = home / "state" / "llmgined.log"
-    proc = run_daemon(home, "--port", str(port), "--log-level", "debug", "--log-file", str(log),
-                      env={"API_KEY_SECRET": SECRET})
+    proc = run_daemon(
+        home, "--port", str(port), "--log-level", "debug", "--log-file", str(log), env={"API_KEY_SECRET": SECRET}
+    )
     try:
         wait_for_http(port, proc)
         local = (home / "config" / "local.key").read_text().strip()
@@ -61,8 +61,13 @@ def test_file_modes_and_no_secret_in_the_log(home):
         assert request(port, f"/api/auth/keys/{created['key_id']}", local, "DELETE")[0] == 200
         for path in ("config", "data", "run", "state"):
             assert stat.S_IMODE((home / path).stat().st_mode) == 0o700, path
-        for path in ("config/local.key", "data/llmgine.db", "run/llmgined.pid", "run/llmgined.sock",
-                     "state/llmgined.log"):
+        for path in (
+            "config/local.key",
+            "data/llmgine.db",
+            "run/llmgined.pid",
+            "run/llmgined.sock",
+            "state/llmgined.log",
+        ):
             assert stat.S_IMODE((home / path).stat().st_mode) == 0o600, path
     finally:
         stop(proc)
@@ -111,8 +116,7 @@ def test_non_loopback_bind_needs_a_deliberate_credential(home):
     try:
         wait_for_http(port, proc)
         # Bound to every address: IP literals are fine, a rebinding name is not.
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/health",
-                                     headers={"Host": "rebind.example"})
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/health", headers={"Host": "rebind.example"})
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(req, timeout=10)
         assert err.value.code == 403
@@ -160,15 +164,17 @@ def test_non_owner_uid_is_refused_on_the_socket(home):
                 raise AssertionError(proc.stderr.read())
             subprocess.run(["sleep", "0.05"])
         # As shipped (0600 socket, 0700 directory) another user cannot even connect.
-        out = subprocess.run([*prefix, sys.executable, "-c", PROBE, str(sock)],
-                             capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(
+            [*prefix, sys.executable, "-c", PROBE, str(sock)], capture_output=True, text=True, timeout=30
+        ).stdout
         assert out.startswith("CONNECT"), out
         # With the file permissions opened up, SO_PEERCRED still refuses them: 403.
         os.chmod(home, 0o711)
         os.chmod(home / "run", 0o711)
         os.chmod(sock, 0o666)
-        out = subprocess.run([*prefix, sys.executable, "-c", PROBE, str(sock)],
-                             capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(
+            [*prefix, sys.executable, "-c", PROBE, str(sock)], capture_output=True, text=True, timeout=30
+        ).stdout
         assert "403" in out and "FORBIDDEN" in out, out
     finally:
         os.chmod(home, 0o700)

@@ -67,22 +67,29 @@ def test_sigterm_under_load(home):
             for _ in range(3):
                 _, session = await post(http, "/api/sessions", {})
                 sid = session["session_id"]
-                await post(http, "/api/engines", {"engine_type": "DummyEngine", "session_id": sid,
-                                                  "configuration": {"delay_ms": 500}})
+                await post(
+                    http,
+                    "/api/engines",
+                    {"engine_type": "DummyEngine", "session_id": sid, "configuration": {"delay_ms": 500}},
+                )
                 sids.append(sid)
 
             # One waiting request per session: its command executes while the daemon is told to stop.
-            inflight = [asyncio.create_task(post(http, f"/api/sessions/{sid}/commands?wait=30",
-                                                 {**DUMMY, "parameters": {"prompt": "inflight"}}))
-                        for sid in sids]
+            inflight = [
+                asyncio.create_task(
+                    post(http, f"/api/sessions/{sid}/commands?wait=30", {**DUMMY, "parameters": {"prompt": "inflight"}})
+                )
+                for sid in sids
+            ]
             for _ in range(400):
                 if list(stored_statuses(home).values()).count("executing") == len(sids):
                     break
                 await asyncio.sleep(0.02)
             for sid in sids:
                 for i in range(2):
-                    status, rec = await post(http, f"/api/sessions/{sid}/commands",
-                                             {**DUMMY, "parameters": {"prompt": f"queued {i}"}})
+                    status, rec = await post(
+                        http, f"/api/sessions/{sid}/commands", {**DUMMY, "parameters": {"prompt": f"queued {i}"}}
+                    )
                     assert status == 202 and rec["status"] == "queued"
                     queued.append(rec["command_id"])
 
@@ -92,8 +99,9 @@ def test_sigterm_under_load(home):
             async def publisher() -> None:
                 while not stop:
                     try:
-                        status, body = await post(http, f"/api/sessions/{sids[0]}/events",
-                                                  {"event_type": "Load", "data": {}})
+                        status, body = await post(
+                            http, f"/api/sessions/{sids[0]}/events", {"event_type": "Load", "data": {}}
+                        )
                     except (TimeoutError, aiohttp.ClientError):
                         return
                     if status == 201:
@@ -134,6 +142,7 @@ def test_sigterm_under_load(home):
     # The next start runs what stayed queued.
     proc = run_daemon(home)
     try:
+
         async def resumed() -> None:
             await wait_ready(home, proc)
             for _ in range(600):

@@ -198,11 +198,19 @@ class FakeProvider:
     def _error(api: str, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
         if api == "openai":
             kind = "invalid_request_error" if status < 500 else "server_error"
-            payload = {"error": {"message": message, "type": kind, "param": None,
-                                 "code": "invalid_api_key" if status == 401 else None}}
+            payload = {
+                "error": {
+                    "message": message,
+                    "type": kind,
+                    "param": None,
+                    "code": "invalid_api_key" if status == 401 else None,
+                }
+            }
         else:
-            payload = {"type": "error", "error": {"type": ANTHROPIC_ERROR_TYPES.get(status, "api_error"),
-                                                  "message": message}}
+            payload = {
+                "type": "error",
+                "error": {"type": ANTHROPIC_ERROR_TYPES.get(status, "api_error"), "message": message},
+            }
         return web.json_response(payload, status=status, headers=headers)
 
     @staticmethod
@@ -225,8 +233,13 @@ class FakeProvider:
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
 
         if isinstance(item, StreamError):
             resp = await self._open_stream(request)
@@ -243,13 +256,23 @@ class FakeProvider:
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": item.text or None}
             if calls:
-                message["tool_calls"] = [{"id": i, "type": "function", "function": {"name": n, "arguments": a}}
-                                         for i, n, a in calls]
-            return web.json_response({
-                "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                "usage": {"prompt_tokens": item.usage[0], "completion_tokens": item.usage[1],
-                          "total_tokens": sum(item.usage)}})
+                message["tool_calls"] = [
+                    {"id": i, "type": "function", "function": {"name": n, "arguments": a}} for i, n, a in calls
+                ]
+            return web.json_response(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                    "usage": {
+                        "prompt_tokens": item.usage[0],
+                        "completion_tokens": item.usage[1],
+                        "total_tokens": sum(item.usage),
+                    },
+                }
+            )
         resp = await self._open_stream(request)
         await self._sse(resp, chunk({"role": "assistant", "content": ""}))
         for n, piece in enumerate(_chunks(item.text, item.chunk)):
@@ -259,16 +282,40 @@ class FakeProvider:
             if item.delay:
                 await asyncio.sleep(item.delay)
         for index, (call_id, name, arguments) in enumerate(calls):
-            await self._sse(resp, chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function",
-                                                          "function": {"name": name, "arguments": ""}}]}))
+            await self._sse(
+                resp,
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": call_id,
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ]
+                    }
+                ),
+            )
             for piece in _chunks(arguments, 5):  # JSON cut mid-token, as real servers do
                 await self._sse(resp, chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
         await self._sse(resp, chunk({}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):
-            await self._sse(resp, {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
-                                   "model": model, "choices": [],
-                                   "usage": {"prompt_tokens": item.usage[0], "completion_tokens": item.usage[1],
-                                             "total_tokens": sum(item.usage)}})
+            await self._sse(
+                resp,
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": item.usage[0],
+                        "completion_tokens": item.usage[1],
+                        "total_tokens": sum(item.usage),
+                    },
+                },
+            )
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
@@ -282,24 +329,47 @@ class FakeProvider:
             return self._error("anthropic", 400, "max_tokens: Field required")
         model = body.get("model", "fake")
         mid = f"msg_{uuid.uuid4().hex[:12]}"
-        start = {"type": "message_start", "message": {
-            "id": mid, "type": "message", "role": "assistant", "content": [], "model": model,
-            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 1}}}
+        start = {
+            "type": "message_start",
+            "message": {
+                "id": mid,
+                "type": "message",
+                "role": "assistant",
+                "content": [],
+                "model": model,
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 0, "output_tokens": 1},
+            },
+        }
         if isinstance(item, StreamError):
             resp = await self._open_stream(request)
             await self._sse(resp, start, "message_start")
-            await self._sse(resp, {"type": "content_block_start", "index": 0,
-                                   "content_block": {"type": "text", "text": ""}}, "content_block_start")
+            await self._sse(
+                resp,
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                "content_block_start",
+            )
             for piece in _chunks(item.text, 4)[: item.after]:
-                await self._sse(resp, {"type": "content_block_delta", "index": 0,
-                                       "delta": {"type": "text_delta", "text": piece}}, "content_block_delta")
-            await self._sse(resp, {"type": "error", "error": {
-                "type": ANTHROPIC_ERROR_TYPES.get(item.status, "api_error"), "message": item.message}}, "error")
+                await self._sse(
+                    resp,
+                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+                    "content_block_delta",
+                )
+            await self._sse(
+                resp,
+                {
+                    "type": "error",
+                    "error": {"type": ANTHROPIC_ERROR_TYPES.get(item.status, "api_error"), "message": item.message},
+                },
+                "error",
+            )
             return resp
         assert isinstance(item, Reply)
         reasons = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
         stop_reason = reasons.get(item.finish_reason or "", item.finish_reason) or (
-            "tool_use" if item.tool_calls else "end_turn")
+            "tool_use" if item.tool_calls else "end_turn"
+        )
         calls = [(f"toolu_{uuid.uuid4().hex[:8]}", name, json.dumps(args)) for name, args in item.tool_calls]
         if calls and item.raw_arguments is not None:
             calls[0] = (calls[0][0], calls[0][1], item.raw_arguments)
@@ -307,37 +377,71 @@ class FakeProvider:
         if not body.get("stream"):
             content: list[dict[str, Any]] = [{"type": "text", "text": item.text}] if item.text else []
             content += [{"type": "tool_use", "id": i, "name": n, "input": json.loads(a)} for i, n, a in calls]
-            return web.json_response({
-                "id": mid, "type": "message", "role": "assistant", "model": model, "content": content,
-                "stop_reason": stop_reason, "stop_sequence": None,
-                "usage": {"input_tokens": item.usage[0], "output_tokens": item.usage[1]}})
+            return web.json_response(
+                {
+                    "id": mid,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": content,
+                    "stop_reason": stop_reason,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": item.usage[0], "output_tokens": item.usage[1]},
+                }
+            )
         resp = await self._open_stream(request)
         await self._sse(resp, start, "message_start")
         index = 0
         if item.text or not calls:
-            await self._sse(resp, {"type": "content_block_start", "index": 0,
-                                   "content_block": {"type": "text", "text": ""}}, "content_block_start")
+            await self._sse(
+                resp,
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                "content_block_start",
+            )
             await self._sse(resp, {"type": "ping"}, "ping")
             for n, piece in enumerate(_chunks(item.text, item.chunk)):
                 if item.stall_after is not None and n == item.stall_after:
                     await asyncio.sleep(item.stall)
-                await self._sse(resp, {"type": "content_block_delta", "index": 0,
-                                       "delta": {"type": "text_delta", "text": piece}}, "content_block_delta")
+                await self._sse(
+                    resp,
+                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+                    "content_block_delta",
+                )
                 if item.delay:
                     await asyncio.sleep(item.delay)
             await self._sse(resp, {"type": "content_block_stop", "index": 0}, "content_block_stop")
             index = 1
         for offset, (call_id, name, arguments) in enumerate(calls):
             i = index + offset
-            await self._sse(resp, {"type": "content_block_start", "index": i, "content_block": {
-                "type": "tool_use", "id": call_id, "name": name, "input": {}}}, "content_block_start")
+            await self._sse(
+                resp,
+                {
+                    "type": "content_block_start",
+                    "index": i,
+                    "content_block": {"type": "tool_use", "id": call_id, "name": name, "input": {}},
+                },
+                "content_block_start",
+            )
             for piece in _chunks(arguments, 5):
-                await self._sse(resp, {"type": "content_block_delta", "index": i,
-                                       "delta": {"type": "input_json_delta", "partial_json": piece}},
-                                "content_block_delta")
+                await self._sse(
+                    resp,
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": piece},
+                    },
+                    "content_block_delta",
+                )
             await self._sse(resp, {"type": "content_block_stop", "index": i}, "content_block_stop")
-        await self._sse(resp, {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                               "usage": {"output_tokens": item.usage[1]}}, "message_delta")
+        await self._sse(
+            resp,
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": item.usage[1]},
+            },
+            "message_delta",
+        )
         await self._sse(resp, {"type": "message_stop"}, "message_stop")
         return resp
 

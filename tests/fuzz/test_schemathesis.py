@@ -55,16 +55,32 @@ def test_schemathesis_finds_nothing(fuzzed: Daemon, tmp_path: Path) -> None:
     examples = os.environ.get("LLMGINE_FUZZ_EXAMPLES", "8")
     seed = os.environ.get("LLMGINE_FUZZ_SEED", "20240101")
     argv = [
-        sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG),
-        "run", f"{fuzzed.tcp_url}/openapi.json",
-        "--header", f"Authorization: Bearer {KEY}",
-        "--max-examples", examples, "--seed", seed, "--workers", "1",
-        "--exclude-path-regex", r"(/stream$|^/api/shutdown$)",
-        "--generation-database", "none", "--no-color",
-        "--request-timeout", "20",
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{fuzzed.tcp_url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {KEY}",
+        "--max-examples",
+        examples,
+        "--seed",
+        seed,
+        "--workers",
+        "1",
+        "--exclude-path-regex",
+        r"(/stream$|^/api/shutdown$)",
+        "--generation-database",
+        "none",
+        "--no-color",
+        "--request-timeout",
+        "20",
     ]
-    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=380,
-                          check=False, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        argv, cwd=tmp_path, capture_output=True, text=True, timeout=380, check=False, stdin=subprocess.DEVNULL
+    )
     log = (fuzzed.home / "daemon-under-test.log").read_text(errors="replace")
     assert proc.returncode == 0, proc.stdout[-20000:] + proc.stderr[-5000:] + "\n--- daemon log ---\n" + log[-5000:]
     # Our error middleware logs "unhandled error" for every 500; there must be none.

@@ -27,13 +27,13 @@ async def sandbox(make_client):
     client = await make_client(API_WORKERS="2", LLMGINE_SANDBOX_MAX_PROCESSES="16")
     sid = (await create_session(client))["session_id"]
 
-    async def run(code: str, name: str = "f", arguments: dict | None = None,
-                  timeout: float = DEADLINE) -> dict:
-        resp = await client.post(f"/api/sessions/{sid}/tools?replace=true", json={
-            "name": name, "function_code": textwrap.dedent(code), "timeout": timeout})
+    async def run(code: str, name: str = "f", arguments: dict | None = None, timeout: float = DEADLINE) -> dict:
+        resp = await client.post(
+            f"/api/sessions/{sid}/tools?replace=true",
+            json={"name": name, "function_code": textwrap.dedent(code), "timeout": timeout},
+        )
         assert resp.status == 201, await resp.text()
-        resp = await client.post(f"/api/sessions/{sid}/tools/{name}/execute",
-                                 json={"arguments": arguments or {}})
+        resp = await client.post(f"/api/sessions/{sid}/tools/{name}/execute", json={"arguments": arguments or {}})
         assert resp.status == 200, await resp.text()
         return await resp.json()
 
@@ -57,11 +57,15 @@ async def poll_health(client, stop: asyncio.Event) -> list[float]:
     return latencies
 
 
-@pytest.mark.parametrize("code", [
-    "def f():\n    while True:\n        pass\n",
-    "async def f():\n    while True:\n        pass\n",
-    "import asyncio\nasync def f():\n    await asyncio.sleep(3600)\n",
-], ids=["sync", "async", "sleep"])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "def f():\n    while True:\n        pass\n",
+        "async def f():\n    while True:\n        pass\n",
+        "import asyncio\nasync def f():\n    await asyncio.sleep(3600)\n",
+    ],
+    ids=["sync", "async", "sleep"],
+)
 async def test_infinite_loop_times_out_and_daemon_answers(sandbox, code):
     client = sandbox.client
     stop = asyncio.Event()
@@ -88,7 +92,8 @@ async def test_ten_gib_allocation_fails_without_growing_the_daemon(sandbox):
 
 
 async def test_opening_100k_files_is_capped(sandbox):
-    out = await sandbox("""
+    out = await sandbox(
+        """
         def f():
             handles = []
             try:
@@ -97,14 +102,20 @@ async def test_opening_100k_files_is_capped(sandbox):
             except OSError as exc:
                 return {"opened": len(handles), "errno": exc.errno}
             return {"opened": len(handles), "errno": None}
-    """, timeout=10)
+    """,
+        timeout=10,
+    )
     assert out["result"]["errno"] == 24 and out["result"]["opened"] < 300, out
 
 
-@pytest.mark.parametrize("code,status", [
-    ("import os\ndef f():\n    os._exit(7)\n", "exit status 7"),
-    ("import ctypes\ndef f():\n    ctypes.string_at(0)\n", "SIGSEGV"),
-], ids=["os._exit", "segfault"])
+@pytest.mark.parametrize(
+    "code,status",
+    [
+        ("import os\ndef f():\n    os._exit(7)\n", "exit status 7"),
+        ("import ctypes\ndef f():\n    ctypes.string_at(0)\n", "SIGSEGV"),
+    ],
+    ids=["os._exit", "segfault"],
+)
 async def test_crash_fails_the_call_and_the_pool_recovers(sandbox, code, status):
     out = await sandbox(code)
     assert out["error"]["code"] == "WORKER_CRASHED", out
@@ -123,11 +134,9 @@ async def test_environment_holds_no_secret(make_client, monkeypatch):
         def f():
             return {"environ": dict(os.environ), "cwd": os.getcwd()}
     """)
-    resp = await client.post(f"/api/sessions/{sid}/tools", headers=auth,
-                             json={"name": "f", "function_code": code})
+    resp = await client.post(f"/api/sessions/{sid}/tools", headers=auth, json={"name": "f", "function_code": code})
     assert resp.status == 201
-    out = await (await client.post(f"/api/sessions/{sid}/tools/f/execute", json={},
-                                   headers=auth)).json()
+    out = await (await client.post(f"/api/sessions/{sid}/tools/f/execute", json={}, headers=auth)).json()
     assert out["result"]["environ"] == {}
     text = json.dumps(out)
     assert "secret" not in text
@@ -135,13 +144,16 @@ async def test_environment_holds_no_secret(make_client, monkeypatch):
 
 
 async def test_printing_a_gigabyte_is_capped(sandbox):
-    out = await sandbox("""
+    out = await sandbox(
+        """
         def f():
             line = "x" * (1024 * 1024 - 1)
             for _ in range(1024):
                 print(line)
             return "done"
-    """, timeout=20)
+    """,
+        timeout=20,
+    )
     assert out["result"] == "done", out["error"]
     assert out["output_truncated"] is True
     assert len(out["output"]) == 65536
@@ -178,7 +190,8 @@ async def test_status_reports_isolation(sandbox):
 
 
 async def test_bus_publish_from_user_code_obeys_the_json_depth_limit(sandbox):
-    out = await sandbox("""
+    out = await sandbox(
+        """
         async def f(depth):
             data = {}
             for _ in range(depth):
@@ -188,16 +201,21 @@ async def test_bus_publish_from_user_code_obeys_the_json_depth_limit(sandbox):
             except Exception as exc:
                 return f"{type(exc).__name__}: {exc}"
             return "published"
-    """, arguments={"depth": 100})
+    """,
+        arguments={"depth": 100},
+    )
     assert out["result"].startswith("BusCallError") and "64 levels" in out["result"], out
-    ok = await sandbox("""
+    ok = await sandbox(
+        """
         async def f(depth):
             data = {}
             for _ in range(depth):
                 data = {"a": data}
             await bus.publish("Shallow", data)
             return "published"
-    """, arguments={"depth": 10})
+    """,
+        arguments={"depth": 10},
+    )
     assert ok["result"] == "published", ok
 
 
@@ -223,10 +241,15 @@ FORGE = """
 """
 
 
-@pytest.mark.parametrize("kind,code", [
-    ("bad-json", "INVALID_RESULT"), ("too-large", "RESULT_TOO_LARGE"), ("deep", "INVALID_RESULT"),
-    ("bad-error", "EXECUTION_FAILED"),
-])
+@pytest.mark.parametrize(
+    "kind,code",
+    [
+        ("bad-json", "INVALID_RESULT"),
+        ("too-large", "RESULT_TOO_LARGE"),
+        ("deep", "INVALID_RESULT"),
+        ("bad-error", "EXECUTION_FAILED"),
+    ],
+)
 async def test_a_forged_result_is_checked_not_trusted(sandbox, kind, code):
     out = await sandbox(FORGE, arguments={"kind": kind})
     assert out["result"] is None and out["error"]["code"] == code, out
@@ -256,8 +279,7 @@ async def test_a_forged_description_at_registration_is_refused(sandbox):
     """)
     resp = await sandbox.client.post("/api/sessions", json={})
     sid = (await resp.json())["session_id"]
-    resp = await sandbox.client.post(f"/api/sessions/{sid}/tools",
-                                     json={"name": "f", "function_code": code})
+    resp = await sandbox.client.post(f"/api/sessions/{sid}/tools", json={"name": "f", "function_code": code})
     assert resp.status == 422, await resp.text()
     assert "interfered" in (await resp.json())["error"]["message"]
 
@@ -265,8 +287,13 @@ async def test_a_forged_description_at_registration_is_refused(sandbox):
 async def test_a_schema_with_keywords_of_the_wrong_type_is_refused(sandbox):
     resp = await sandbox.client.post("/api/sessions", json={})
     sid = (await resp.json())["session_id"]
-    resp = await sandbox.client.post(f"/api/sessions/{sid}/tools", json={
-        "name": "f", "function_code": "def f(n):\n    return n\n",
-        "parameters": {"type": "object", "properties": {"n": {"type": "integer", "minimum": "zzz"}}}})
+    resp = await sandbox.client.post(
+        f"/api/sessions/{sid}/tools",
+        json={
+            "name": "f",
+            "function_code": "def f(n):\n    return n\n",
+            "parameters": {"type": "object", "properties": {"n": {"type": "integer", "minimum": "zzz"}}},
+        },
+    )
     assert resp.status == 422, await resp.text()
     assert (await resp.json())["error"]["details"]["field"] == "parameters.properties.n.minimum"

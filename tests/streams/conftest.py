@@ -45,8 +45,7 @@ async def publish(
 
     def write(conn: Any) -> list[Event]:
         return [
-            insert_event(conn, session_id, event_type, {"i": i, **(data or {})}, source=source)
-            for i in range(count)
+            insert_event(conn, session_id, event_type, {"i": i, **(data or {})}, source=source) for i in range(count)
         ]
 
     events = await bus.store.write(write)
@@ -61,9 +60,7 @@ async def ws_read(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) ->
     return json.loads(msg.data)
 
 
-async def ws_events(
-    ws: aiohttp.ClientWebSocketResponse, count: int, timeout: float = 10.0
-) -> list[dict[str, Any]]:
+async def ws_events(ws: aiohttp.ClientWebSocketResponse, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
     """The next ``count`` events, skipping control messages."""
     out: list[dict[str, Any]] = []
     while len(out) < count:
@@ -99,9 +96,7 @@ async def unix_app(home, make_settings):
     await runner.setup()
     path = str(home / "u.sock")
     await web.UnixSite(runner, path).start()
-    http = aiohttp.ClientSession(
-        base_url="http://llmgine", connector=aiohttp.UnixConnector(path=path)
-    )
+    http = aiohttp.ClientSession(base_url="http://llmgine", connector=aiohttp.UnixConnector(path=path))
     try:
         yield app, http
     finally:

@@ -51,8 +51,9 @@ async def test_every_websocket_message_is_a_server_frame(app_client):
 
 async def test_every_sse_control_message_is_a_server_frame(app_client):
     sid = (await create_session(app_client))["session_id"]
-    resp = await app_client.get(f"/api/sessions/{sid}/events/stream", params={"since": "0"},
-                                headers={"Accept": "text/event-stream"})
+    resp = await app_client.get(
+        f"/api/sessions/{sid}/events/stream", params={"since": "0"}, headers={"Accept": "text/event-stream"}
+    )
     await app_client.delete(f"/api/sessions/{sid}")
     text = (await resp.read()).decode()
     frames = []

@@ -58,16 +58,15 @@ async def test_concurrent_publishers_and_resuming_subscribers(app_client):
         left = PER_PUBLISHER
         while left:
             n = min(left, rng.randint(1, 8))
-            groups = await asyncio.gather(*(
-                bus.store.write(lambda c: [insert_event(c, sid, "Rev", {})]) for _ in range(n)
-            ))
+            groups = await asyncio.gather(
+                *(bus.store.write(lambda c: [insert_event(c, sid, "Rev", {})]) for _ in range(n))
+            )
             for events in reversed(groups):
                 bus.events.notify(events)
             left -= n
 
     async def publishers() -> None:
-        await asyncio.gather(batches(sids[0]), late_notifier(sids[1]), reversed_groups(sids[2]),
-                             batches(sids[1]))
+        await asyncio.gather(batches(sids[0]), late_notifier(sids[1]), reversed_groups(sids[2]), batches(sids[1]))
 
         # One sentinel per session, in one transaction, so every subscriber's last expected
         # seq is known before any of them can see it.
@@ -109,9 +108,7 @@ async def test_concurrent_publishers_and_resuming_subscribers(app_client):
         path = f"/api/sessions/{session_id}/events/stream" if session_id else "/api/events/stream"
         while not done(session_id, cursor):
             budget = rng.randint(1, 400)
-            resp = await app_client.get(
-                path, headers={"Accept": "text/event-stream", "Last-Event-ID": str(cursor)}
-            )
+            resp = await app_client.get(path, headers={"Accept": "text/event-stream", "Last-Event-ID": str(cursor)})
             assert resp.status == 200
             async for frame in sse_frames(resp):
                 if frame.get("event", "").startswith("stream."):
@@ -123,13 +120,22 @@ async def test_concurrent_publishers_and_resuming_subscribers(app_client):
                     break
             resp.close()
 
-    plan = [(ws_resumer, None), (ws_resumer, None), (ws_resumer, sids[1]),
-            (ws_resumer, sids[2]), (sse_resumer, None), (sse_resumer, sids[0])]
+    plan = [
+        (ws_resumer, None),
+        (ws_resumer, None),
+        (ws_resumer, sids[1]),
+        (ws_resumer, sids[2]),
+        (sse_resumer, None),
+        (sse_resumer, sids[0]),
+    ]
     logs: list[tuple[str | None, list[int], list[int]]] = [(sid, [], []) for _, sid in plan]
-    await asyncio.wait_for(asyncio.gather(
-        publishers(),
-        *(fn(sid, seen, start) for (fn, sid), (_, seen, start) in zip(plan, logs, strict=True)),
-    ), timeout=120)
+    await asyncio.wait_for(
+        asyncio.gather(
+            publishers(),
+            *(fn(sid, seen, start) for (fn, sid), (_, seen, start) in zip(plan, logs, strict=True)),
+        ),
+        timeout=120,
+    )
 
     for session_id, seen, start in logs:
         assert seen == await _expected(app, start[0], session_id), (session_id, start)

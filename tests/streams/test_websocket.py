@@ -31,8 +31,15 @@ async def test_session_stream_hello_then_live_events(app_client):
     assert first["event_type"] == "Ping" and first["data"] == {"i": 0, "x": 1}
     assert first["session_id"] == sid and first["source"] == "api"
     assert set(first) == {
-        "event_id", "seq", "session_id", "event_type", "data", "metadata", "timestamp",
-        "source", "trace_id",
+        "event_id",
+        "seq",
+        "session_id",
+        "event_type",
+        "data",
+        "metadata",
+        "timestamp",
+        "source",
+        "trace_id",
     }
 
 
@@ -42,18 +49,14 @@ async def test_global_stream_sees_every_session(app_client):
         a = (await create_session(app_client))["session_id"]
         b = (await create_session(app_client))["session_id"]
         got = await ws_events(ws, 2)
-    assert [(e["event_type"], e["session_id"]) for e in got] == [
-        ("SessionStarted", a), ("SessionStarted", b)
-    ]
+    assert [(e["event_type"], e["session_id"]) for e in got] == [("SessionStarted", a), ("SessionStarted", b)]
 
 
 async def test_since_replays_then_switches_to_live(app_client):
     sid = (await create_session(app_client))["session_id"]
     app = app_client.app
     await publish(app, sid, "Old", 10)  # seqs 2..11
-    async with app_client.ws_connect(
-        f"/api/sessions/{sid}/events/stream", params={"since": "5"}
-    ) as ws:
+    async with app_client.ws_connect(f"/api/sessions/{sid}/events/stream", params={"since": "5"}) as ws:
         hello = await ws_read(ws)
         assert hello["since"] == 5 and hello["last_seq"] == 11 and hello["replay"] is True
         replayed = [await ws_read(ws) for _ in range(6)]
@@ -66,9 +69,7 @@ async def test_since_replays_then_switches_to_live(app_client):
 async def test_since_zero_and_since_time(app_client):
     sid = (await create_session(app_client))["session_id"]
     await publish(app_client.app, sid, "E", 2)
-    async with app_client.ws_connect(
-        f"/api/sessions/{sid}/events/stream", params={"since": "0"}
-    ) as ws:
+    async with app_client.ws_connect(f"/api/sessions/{sid}/events/stream", params={"since": "0"}) as ws:
         assert [e["seq"] for e in await ws_events(ws, 3)] == [1, 2, 3]
     async with app_client.ws_connect(
         f"/api/sessions/{sid}/events/stream", params={"since": "2000-01-01T00:00:00Z"}
@@ -153,8 +154,7 @@ async def test_unknown_session_refuses_handshake_with_envelope(app_client):
 
 @pytest.mark.parametrize(
     "query, field",
-    [("since=-1", "since"), ("since=yesterday", "since"), ("since=99", "since"),
-     ("event_type=a*b", "event_type")],
+    [("since=-1", "since"), ("since=yesterday", "since"), ("since=99", "since"), ("event_type=a*b", "event_type")],
 )
 async def test_bad_parameters_are_422(app_client, query, field):
     resp = await app_client.get(f"/api/events/stream?{query}", headers=WS_HEADERS)
@@ -224,9 +224,7 @@ async def test_shutdown_closes_streams_with_1001(make_settings, home):
     conn = aiohttp.UnixConnector(path=path)
     async with aiohttp.ClientSession(connector=conn) as http:
         ws = await http.ws_connect("http://llmgine/api/events/stream")
-        sse = await http.get(
-            "http://llmgine/api/events/stream", headers={"Accept": "text/event-stream"}
-        )
+        sse = await http.get("http://llmgine/api/events/stream", headers={"Accept": "text/event-stream"})
         assert (await ws_read(ws))["type"] == "hello"
         # A real client is always reading; the close handshake needs its reply.
         receiving = asyncio.create_task(ws.receive(timeout=10))

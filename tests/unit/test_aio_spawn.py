@@ -30,9 +30,7 @@ async def test_cancel_at_every_step_of_the_start():
     asyncio.create_subprocess_exec = recording_exec  # type: ignore[assignment]
     try:
         for turns in range(12):
-            task = asyncio.ensure_future(
-                spawn(*SLEEPER, stdin=PIPE, stdout=PIPE, start_new_session=True)
-            )
+            task = asyncio.ensure_future(spawn(*SLEEPER, stdin=PIPE, stdout=PIPE, start_new_session=True))
             for _ in range(turns):
                 await asyncio.sleep(0)
             if task.done():  # started before the cancel: the caller owns the child

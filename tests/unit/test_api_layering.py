@@ -24,8 +24,11 @@ def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def store_imports(source: str) -> list[tuple[int, str]]:
-    return [(line, name) for line, name in imported_modules(ast.parse(source))
-            if name == FORBIDDEN or name.startswith(FORBIDDEN + ".")]
+    return [
+        (line, name)
+        for line, name in imported_modules(ast.parse(source))
+        if name == FORBIDDEN or name.startswith(FORBIDDEN + ".")
+    ]
 
 
 def test_the_walk_finds_store_imports():
@@ -42,6 +45,5 @@ def test_the_walk_finds_store_imports():
 def test_no_api_module_imports_the_store():
     modules = sorted(API_DIR.glob("*.py"))
     assert len(modules) > 10, API_DIR  # the walk looks where the modules are
-    offenders = [f"{path.name}:{line}: {name}" for path in modules
-                 for line, name in store_imports(path.read_text())]
+    offenders = [f"{path.name}:{line}: {name}" for path in modules for line, name in store_imports(path.read_text())]
     assert offenders == [], "daemon/api must reach the store through the bus:\n" + "\n".join(offenders)

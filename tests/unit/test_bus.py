@@ -94,8 +94,9 @@ async def test_one_command_at_a_time_per_session_and_sessions_in_parallel(bus: B
 
     for sid in (a, b):
         bus.handlers.register("Work", handler, session_id=sid)
-    submitted = await asyncio.gather(*(bus.commands.submit(sid, command("Work", n=n))
-                                       for n in range(5) for sid in (a, b)))
+    submitted = await asyncio.gather(
+        *(bus.commands.submit(sid, command("Work", n=n)) for n in range(5) for sid in (a, b))
+    )
     records = [rec for rec, _ in submitted]
     assert await bus.commands.wait(records, 30)
     finished = [await bus.commands.get(rec.session_id, rec.command_id) for rec in records]
@@ -126,8 +127,10 @@ async def test_ending_a_session_cancels_what_it_runs_and_what_it_queued(bus: Bus
     assert await bus.commands.wait(records, 10)
     statuses = [(await bus.commands.get(sid, rec.command_id)).status for rec in records]
     assert statuses == ["cancelled", "cancelled", "cancelled"]
-    kinds = [r[0] for r in await bus.store.fetchall(
-        "SELECT event_type FROM events WHERE session_id = ? ORDER BY seq", (sid,))]
+    kinds = [
+        r[0]
+        for r in await bus.store.fetchall("SELECT event_type FROM events WHERE session_id = ? ORDER BY seq", (sid,))
+    ]
     # Only the first ever started; its result is recorded once its handler has been cancelled,
     # which may be after SessionEnded.
     assert kinds[0] == "SessionStarted" and kinds.count("SessionEnded") == 1

@@ -28,7 +28,9 @@ RANK = {
     "store": 2,
     "secrets": 1.7,  # provider keys: uses settings (write_private) and protocol
     "settings": 1.5,  # uses paths
-    "protocol": 1, "paths": 1, "aio": 1,
+    "protocol": 1,
+    "paths": 1,
+    "aio": 1,
 }
 # What the CLI may use of the daemon's package (it imports them on every invocation).
 CLI_ALLOWED = {"protocol", "settings", "__version__"}

@@ -25,18 +25,26 @@ def restore_root_logging():
 
 def test_log_file_json_lines_rotated(tmp_path, restore_root_logging):
     path = tmp_path / "logs" / "api.log"
-    settings = load_settings(env={
-        "LLMGINE_HOME": str(tmp_path), "LOG_FILE": str(path), "LOG_LEVEL": "debug",
-        "LOG_MAX_BYTES": "2000", "LOG_BACKUP_COUNT": "2",
-    })
+    settings = load_settings(
+        env={
+            "LLMGINE_HOME": str(tmp_path),
+            "LOG_FILE": str(path),
+            "LOG_LEVEL": "debug",
+            "LOG_MAX_BYTES": "2000",
+            "LOG_BACKUP_COUNT": "2",
+        }
+    )
     setup_logging(settings)
     log = logging.getLogger("llmgine.unit")
     with bind(session_id="s-1", command_id="c-1"):
         log.debug("first %d", 1)
     for i in range(100):
         log.info("filler line %d with some padding to make the file rotate soon", i)
-    first = json.loads(path.with_name("api.log.2").read_text().splitlines()[0]) \
-        if path.with_name("api.log.2").exists() else None
+    first = (
+        json.loads(path.with_name("api.log.2").read_text().splitlines()[0])
+        if path.with_name("api.log.2").exists()
+        else None
+    )
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines and all({"timestamp", "level", "logger", "message"} <= set(line) for line in lines)
     assert path.stat().st_size <= 2000

@@ -15,9 +15,12 @@ def _tracked() -> list[Path]:
         out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
         names = [n for n in out.decode().split("\0") if n]
     except (OSError, subprocess.CalledProcessError):  # not a git checkout (an sdist): every file
-        names = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*")
-                 if p.is_file() and not any(part.startswith(".") or part == "site-packages"
-                                            for part in p.relative_to(ROOT).parts)]
+        names = [
+            str(p.relative_to(ROOT))
+            for p in ROOT.rglob("*")
+            if p.is_file()
+            and not any(part.startswith(".") or part == "site-packages" for part in p.relative_to(ROOT).parts)
+        ]
     return [ROOT / n for n in names if n.endswith((".py", ".md", ".toml", ".txt", ".rst"))]
 
 

@@ -68,9 +68,13 @@ def test_traceparent_parsing():
     assert parse_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-00").sampled is False
     # future versions may append fields; version 00 may not; ff is invalid
     assert parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra") is not None
-    for bad in ("", "00-xyz", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"):
+    for bad in (
+        "",
+        "00-xyz",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+    ):
         assert parse_traceparent(bad) is None
 
 
@@ -79,6 +83,7 @@ async def test_spans_nest_across_tasks_and_record_errors():
     tracing.install(tracer)
     try:
         with bind(session_id="s1", command_id="c1"), tracing.span("command.run", command_type="Echo") as outer:
+
             async def child() -> None:
                 with tracing.span("tool.call", tool="t"):
                     assert current_trace_id() == outer.trace_id

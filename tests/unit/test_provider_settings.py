@@ -55,15 +55,18 @@ def test_api_key_env_names_the_variable(home: Path) -> None:
     assert "k1" not in repr(providers.configs["anthropic"])
 
 
-@pytest.mark.parametrize("config, issue", [
-    ('[providers.openai]\ntimeout = 0\n', "positive"),
-    ('[providers.openai]\nbase_url = "ftp://x"\n', "http"),
-    ('[providers.openai]\nmax_retries = -1\n', "non-negative"),
-    ('[providers]\ndefault = "mistral"\n', "one of"),
-    ('[providers.openai]\napi_key_env = "NOT A NAME"\n', "environment variable"),
-    ('[providers.openai]\nbogus = 1\n', "unknown key"),
-    ('[providers.mistral]\nbase_url = "http://x"\n', "unknown"),
-])
+@pytest.mark.parametrize(
+    "config, issue",
+    [
+        ("[providers.openai]\ntimeout = 0\n", "positive"),
+        ('[providers.openai]\nbase_url = "ftp://x"\n', "http"),
+        ("[providers.openai]\nmax_retries = -1\n", "non-negative"),
+        ('[providers]\ndefault = "mistral"\n', "one of"),
+        ('[providers.openai]\napi_key_env = "NOT A NAME"\n', "environment variable"),
+        ("[providers.openai]\nbogus = 1\n", "unknown key"),
+        ('[providers.mistral]\nbase_url = "http://x"\n', "unknown"),
+    ],
+)
 def test_invalid_values_are_refused(home: Path, config: str, issue: str) -> None:
     with pytest.raises(ConfigError, match=issue):
         settings_for(home, config)

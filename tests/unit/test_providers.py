@@ -52,16 +52,23 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 def make(kind: str, fake: FakeProvider, http: aiohttp.ClientSession, **changes: Any) -> Provider:
     config = ProviderConfig(
-        name=kind, kind=kind, base_url=fake.base_url, api_key="test-key", timeout=5.0,
-        max_retries=2, backoff_base=0.01, backoff_cap=0.05,
+        name=kind,
+        kind=kind,
+        base_url=fake.base_url,
+        api_key="test-key",
+        timeout=5.0,
+        max_retries=2,
+        backoff_base=0.01,
+        backoff_cap=0.05,
     )
     config = ProviderConfig(**{**config.__dict__, **changes})
     return (OpenAIProvider if kind == "openai" else AnthropicProvider)(config, http)
 
 
 def ask(text: str, **kw: Any) -> ChatRequest:
-    return ChatRequest(model="m-1", messages=[{"role": "system", "content": "be brief"},
-                                              {"role": "user", "content": text}], **kw)
+    return ChatRequest(
+        model="m-1", messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": text}], **kw
+    )
 
 
 async def collect(provider: Provider, request: ChatRequest) -> tuple[list[Any], Completion]:
@@ -86,17 +93,26 @@ async def test_streams_text_deltas_in_order(kind: str, fake: FakeProvider, http:
 
 
 async def test_openai_request_on_the_wire(fake: FakeProvider, http: aiohttp.ClientSession) -> None:
-    await collect(make("openai", fake, http), ask("hi", temperature=0.3, top_p=0.9, max_tokens=20, stop=["END"],
-                                                   tools=[WEATHER]))
+    await collect(
+        make("openai", fake, http), ask("hi", temperature=0.3, top_p=0.9, max_tokens=20, stop=["END"], tools=[WEATHER])
+    )
     sent = fake.requests[-1]
     assert sent.headers["Authorization"] == "Bearer test-key"
     assert sent.body["model"] == "m-1"
     assert sent.body["stream"] is True and sent.body["stream_options"] == {"include_usage": True}
     assert sent.body["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     assert (sent.body["temperature"], sent.body["top_p"], sent.body["max_tokens"], sent.body["stop"]) == (
-        0.3, 0.9, 20, ["END"])
-    assert sent.body["tools"] == [{"type": "function", "function": {
-        "name": "get_weather", "description": "Get the weather", "parameters": WEATHER.parameters}}]
+        0.3,
+        0.9,
+        20,
+        ["END"],
+    )
+    assert sent.body["tools"] == [
+        {
+            "type": "function",
+            "function": {"name": "get_weather", "description": "Get the weather", "parameters": WEATHER.parameters},
+        }
+    ]
 
 
 async def test_anthropic_request_on_the_wire(fake: FakeProvider, http: aiohttp.ClientSession) -> None:
@@ -109,8 +125,9 @@ async def test_anthropic_request_on_the_wire(fake: FakeProvider, http: aiohttp.C
     assert sent.body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
     assert sent.body["max_tokens"] == 1024  # required by the API: a default is always sent
     assert sent.body["stop_sequences"] == ["END"]
-    assert sent.body["tools"] == [{"name": "get_weather", "description": "Get the weather",
-                                   "input_schema": WEATHER.parameters}]
+    assert sent.body["tools"] == [
+        {"name": "get_weather", "description": "Get the weather", "input_schema": WEATHER.parameters}
+    ]
 
 
 async def test_openai_non_streaming_server_is_understood(fake: FakeProvider, http: aiohttp.ClientSession) -> None:
@@ -130,8 +147,9 @@ async def test_openai_non_streaming_server_is_understood(fake: FakeProvider, htt
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_streamed_tool_call_arguments_are_joined(kind: str, fake: FakeProvider,
-                                                       http: aiohttp.ClientSession) -> None:
+async def test_streamed_tool_call_arguments_are_joined(
+    kind: str, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
     args = {"location": "Melbourne, Australia", "units": "metric", "days": [1, 2, 3]}
     fake.script(Reply("Let me check.", tool_calls=[("get_weather", args), ("get_time", {})]))
     items, done = await collect(make(kind, fake, http), ask("weather?", tools=[WEATHER]))
@@ -145,8 +163,9 @@ async def test_streamed_tool_call_arguments_are_joined(kind: str, fake: FakeProv
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_malformed_tool_arguments_are_kept_raw(kind: str, fake: FakeProvider,
-                                                     http: aiohttp.ClientSession) -> None:
+async def test_malformed_tool_arguments_are_kept_raw(
+    kind: str, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
     fake.script(Reply(tool_calls=[("get_weather", {})], raw_arguments='{"location": "Par'))
     _, done = await collect(make(kind, fake, http), ask("weather?", tools=[WEATHER]))
     assert done.tool_calls[0].arguments == {}
@@ -156,9 +175,14 @@ async def test_malformed_tool_arguments_are_kept_raw(kind: str, fake: FakeProvid
 HISTORY = [
     {"role": "system", "content": "sys"},
     {"role": "user", "content": "weather in Oslo and Rome?"},
-    {"role": "assistant", "content": "Checking.", "tool_calls": [
-        {"id": "c1", "name": "get_weather", "arguments": {"location": "Oslo"}},
-        {"id": "c2", "name": "get_weather", "arguments": {"location": "Rome"}}]},
+    {
+        "role": "assistant",
+        "content": "Checking.",
+        "tool_calls": [
+            {"id": "c1", "name": "get_weather", "arguments": {"location": "Oslo"}},
+            {"id": "c2", "name": "get_weather", "arguments": {"location": "Rome"}},
+        ],
+    },
     {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "cold"},
     {"role": "tool", "tool_call_id": "c2", "name": "get_weather", "content": "warm"},
 ]
@@ -168,11 +192,18 @@ async def test_openai_tool_round_trip_messages(fake: FakeProvider, http: aiohttp
     _, done = await collect(make("openai", fake, http), ChatRequest("m", HISTORY, tools=[WEATHER]))
     assert done.text == "tool said: warm"
     wire = fake.requests[-1].body["messages"]
-    assert wire[2] == {"role": "assistant", "content": "Checking.", "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Oslo"}'}},
-        {"id": "c2", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Rome"}'}}]}
-    assert wire[3:] == [{"role": "tool", "tool_call_id": "c1", "content": "cold"},
-                        {"role": "tool", "tool_call_id": "c2", "content": "warm"}]
+    assert wire[2] == {
+        "role": "assistant",
+        "content": "Checking.",
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Oslo"}'}},
+            {"id": "c2", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Rome"}'}},
+        ],
+    }
+    assert wire[3:] == [
+        {"role": "tool", "tool_call_id": "c1", "content": "cold"},
+        {"role": "tool", "tool_call_id": "c2", "content": "warm"},
+    ]
 
 
 async def test_anthropic_tool_round_trip_messages(fake: FakeProvider, http: aiohttp.ClientSession) -> None:
@@ -185,10 +216,12 @@ async def test_anthropic_tool_round_trip_messages(fake: FakeProvider, http: aioh
     assert body["messages"][1]["content"] == [
         {"type": "text", "text": "Checking."},
         {"type": "tool_use", "id": "c1", "name": "get_weather", "input": {"location": "Oslo"}},
-        {"type": "tool_use", "id": "c2", "name": "get_weather", "input": {"location": "Rome"}}]
+        {"type": "tool_use", "id": "c2", "name": "get_weather", "input": {"location": "Rome"}},
+    ]
     assert body["messages"][2]["content"] == [
         {"type": "tool_result", "tool_use_id": "c1", "content": "cold"},
-        {"type": "tool_result", "tool_use_id": "c2", "content": "warm"}]
+        {"type": "tool_result", "tool_use_id": "c2", "content": "warm"},
+    ]
 
 
 # -- errors and retries ---------------------------------------------------------------------
@@ -203,8 +236,9 @@ async def fail_with(provider: Provider, request: ChatRequest | None = None) -> P
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_bad_key_is_auth_failed_and_not_retried(kind: str, fake: FakeProvider,
-                                                      http: aiohttp.ClientSession) -> None:
+async def test_bad_key_is_auth_failed_and_not_retried(
+    kind: str, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
     provider = make(kind, fake, http, api_key="wrong")
     error = await fail_with(provider)
     assert error.code == ErrorCode.PROVIDER_AUTH_FAILED
@@ -215,8 +249,7 @@ async def test_bad_key_is_auth_failed_and_not_retried(kind: str, fake: FakeProvi
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_missing_key_fails_before_any_request(kind: str, fake: FakeProvider,
-                                                    http: aiohttp.ClientSession) -> None:
+async def test_missing_key_fails_before_any_request(kind: str, fake: FakeProvider, http: aiohttp.ClientSession) -> None:
     error = await fail_with(make(kind, fake, http, api_key=None))
     assert error.code == ErrorCode.PROVIDER_AUTH_FAILED
     assert f"providers.{kind}.api_key" in error.message and "llmgine secret set" in error.message
@@ -231,8 +264,7 @@ async def test_key_optional_provider_sends_no_auth(fake: FakeProvider, http: aio
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_429_is_retried_honouring_retry_after(kind: str, fake: FakeProvider,
-                                                    http: aiohttp.ClientSession) -> None:
+async def test_429_is_retried_honouring_retry_after(kind: str, fake: FakeProvider, http: aiohttp.ClientSession) -> None:
     fake.script(Fail(429, "slow down", retry_after="0"), Fail(429, "slow down", retry_after_ms="20"), Reply("ok"))
     provider = make(kind, fake, http)
     _, done = await collect(provider, ask("hi"))
@@ -241,8 +273,9 @@ async def test_429_is_retried_honouring_retry_after(kind: str, fake: FakeProvide
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_429_past_the_retry_budget_is_rate_limited(kind: str, fake: FakeProvider,
-                                                         http: aiohttp.ClientSession) -> None:
+async def test_429_past_the_retry_budget_is_rate_limited(
+    kind: str, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
     fake.script(*[Fail(429, "Rate limit reached for requests", retry_after="0")] * 3, Reply("never"))
     error = await fail_with(make(kind, fake, http))
     assert error.code == ErrorCode.PROVIDER_RATE_LIMITED
@@ -272,8 +305,9 @@ async def test_5xx_is_retried_then_unavailable(kind: str, fake: FakeProvider, ht
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_4xx_is_bad_request_with_the_providers_message(kind: str, fake: FakeProvider,
-                                                            http: aiohttp.ClientSession) -> None:
+async def test_4xx_is_bad_request_with_the_providers_message(
+    kind: str, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
     fake.script(Fail(404, "The model `m-1` does not exist"))
     error = await fail_with(make(kind, fake, http))
     assert error.code == ErrorCode.PROVIDER_BAD_REQUEST
@@ -323,13 +357,17 @@ async def test_error_inside_the_stream(kind: str, fake: FakeProvider, http: aioh
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("body, issue", [
-    (b"data: {not json\n\n", "not JSON"),
-    (b"data: [1, 2]\n\n", "not an object"),
-    (b": just a comment\n\n", "ended"),
-])
-async def test_garbage_stream_is_bad_response(kind: str, body: bytes, issue: str, fake: FakeProvider,
-                                              http: aiohttp.ClientSession) -> None:
+@pytest.mark.parametrize(
+    "body, issue",
+    [
+        (b"data: {not json\n\n", "not JSON"),
+        (b"data: [1, 2]\n\n", "not an object"),
+        (b": just a comment\n\n", "ended"),
+    ],
+)
+async def test_garbage_stream_is_bad_response(
+    kind: str, body: bytes, issue: str, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
     fake.script(Raw(body))
     error = await fail_with(make(kind, fake, http))
     assert error.code == ErrorCode.PROVIDER_BAD_RESPONSE and issue in error.message
@@ -337,8 +375,9 @@ async def test_garbage_stream_is_bad_response(kind: str, body: bytes, issue: str
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_cancelling_the_consumer_closes_the_stream(kind: str, fake: FakeProvider,
-                                                         http: aiohttp.ClientSession) -> None:
+async def test_cancelling_the_consumer_closes_the_stream(
+    kind: str, fake: FakeProvider, http: aiohttp.ClientSession
+) -> None:
     fake.script(Reply("a b c d e f", chunk=2, stall_after=2, stall=60))
     provider = make(kind, fake, http)
     got: list[str] = []

@@ -37,7 +37,8 @@ def test_the_catcher_is_installed_and_sees_tracebacks():
 
 
 def test_only_the_test_that_logged_a_secret_fails(tmp_path: Path):
-    (tmp_path / "test_inner.py").write_text(textwrap.dedent("""
+    (tmp_path / "test_inner.py").write_text(
+        textwrap.dedent("""
         import logging
         log = logging.getLogger("llmgine.inner")
 
@@ -49,11 +50,31 @@ def test_only_the_test_that_logged_a_secret_fails(tmp_path: Path):
 
         def test_clean_after():
             log.warning("nothing to see either")
-    """))
+    """)
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.secret_logs", "-p", "no:cacheprovider",
-         "-p", "no:xdist", "-p", "no:logging", "-o", "addopts=", "-rA", "-q", str(tmp_path / "test_inner.py")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests.secret_logs",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "-p",
+            "no:logging",
+            "-o",
+            "addopts=",
+            "-rA",
+            "-q",
+            str(tmp_path / "test_inner.py"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         # Only the plugin under test: loading every installed one (hypothesis, schemathesis...)
         # took most of this test's time.
         env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
@@ -61,8 +82,11 @@ def test_only_the_test_that_logged_a_secret_fails(tmp_path: Path):
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     # "FAILED path::test_leaks - reason": with CI set, pytest prints the reason in full.
-    outcomes = {line.split("::", 1)[1].split(" - ", 1)[0].strip(): line.split()[0]
-                for line in out.splitlines() if line.startswith(("PASSED", "FAILED")) and "::test_" in line}
+    outcomes = {
+        line.split("::", 1)[1].split(" - ", 1)[0].strip(): line.split()[0]
+        for line in out.splitlines()
+        if line.startswith(("PASSED", "FAILED")) and "::test_" in line
+    }
     assert outcomes == {"test_clean": "PASSED", "test_leaks": "FAILED", "test_clean_after": "PASSED"}, out
     assert "1 failed, 2 passed" in out, out
     assert "secrets in the log during call" in out, out

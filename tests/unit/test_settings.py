@@ -42,7 +42,9 @@ def test_precedence_file_env_flag(home):
 
 
 def test_spec_yaml_sections_as_toml_tables(home):
-    write(home, """
+    write(
+        home,
+        """
 [server]
 host = "127.0.0.1"
 port = 8000
@@ -58,7 +60,8 @@ cors_origins = ["http://localhost:3000", "https://yourdomain.com"]
 [observability]
 enable_metrics = true
 enable_tracing = true
-""")
+""",
+    )
     s = load_settings(env={"LLMGINE_HOME": str(home)})
     assert s["security.cors_origins"] == ["http://localhost:3000", "https://yourdomain.com"]
     assert s.workers == 4

@@ -21,14 +21,16 @@ def test_defaults_are_typed(tmp_path):
 
 
 def test_views_follow_the_environment(tmp_path):
-    settings = load_settings(env={
-        "LLMGINE_HOME": str(tmp_path),
-        "LLMGINE_READ_TIMEOUT": "2",
-        "LLMGINE_RATE_LIMIT_UNIX_SOCKET": "true",
-        "LLMGINE_SANDBOX_SESSION_TOKEN_REGISTRATION": "1",
-        "LLMGINE_MAX_SESSIONS": "7",
-        "LLMGINE_MAX_WEBSOCKETS_PER_CREDENTIAL": "0",
-    })
+    settings = load_settings(
+        env={
+            "LLMGINE_HOME": str(tmp_path),
+            "LLMGINE_READ_TIMEOUT": "2",
+            "LLMGINE_RATE_LIMIT_UNIX_SOCKET": "true",
+            "LLMGINE_SANDBOX_SESSION_TOKEN_REGISTRATION": "1",
+            "LLMGINE_MAX_SESSIONS": "7",
+            "LLMGINE_MAX_WEBSOCKETS_PER_CREDENTIAL": "0",
+        }
+    )
     assert settings.read_timeout == 2.0 and isinstance(settings.read_timeout, float)
     assert settings.rate_limit_unix_socket is True
     assert settings.session_token_registration is True

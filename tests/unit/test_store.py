@@ -22,9 +22,13 @@ async def store(home):
 
 async def test_concurrent_writes_share_transactions(store):
     def insert(i):
-        return lambda c: c.execute(
-            "INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
-            " VALUES (?, 'active', 'x', 'x')", (f"s{i}",)).lastrowid
+        return lambda c: (
+            c.execute(
+                "INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
+                " VALUES (?, 'active', 'x', 'x')",
+                (f"s{i}",),
+            ).lastrowid
+        )
 
     results = await asyncio.gather(*(store.write(insert(i)) for i in range(200)))
     assert len(set(results)) == 200
@@ -37,25 +41,28 @@ async def test_concurrent_writes_share_transactions(store):
 async def test_a_failing_write_fails_alone(store):
     def good(i):
         return lambda c: c.execute(
-            "INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
-            " VALUES (?, 'active', 'x', 'x')", (f"g{i}",))
+            "INSERT INTO sessions (session_id, status, created_at, last_activity_at) VALUES (?, 'active', 'x', 'x')",
+            (f"g{i}",),
+        )
 
     def bad(c):
-        c.execute("INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
-                  " VALUES ('b', 'active', 'x', 'x')")
+        c.execute(
+            "INSERT INTO sessions (session_id, status, created_at, last_activity_at) VALUES ('b', 'active', 'x', 'x')"
+        )
         raise ValueError("nope")
 
-    results = await asyncio.gather(store.write(good(1)), store.write(bad), store.write(good(2)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(store.write(good(1)), store.write(bad), store.write(good(2)), return_exceptions=True)
     assert isinstance(results[1], ValueError)
     rows = await store.fetchall("SELECT session_id FROM sessions ORDER BY session_id")
     assert rows == [("g1",), ("g2",)]  # the failed write's own insert was rolled back
 
 
 async def test_committed_when_acknowledged(store, home):
-    await store.write(lambda c: c.execute(
-        "INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
-        " VALUES ('ack', 'active', 'x', 'x')"))
+    await store.write(
+        lambda c: c.execute(
+            "INSERT INTO sessions (session_id, status, created_at, last_activity_at) VALUES ('ack', 'active', 'x', 'x')"
+        )
+    )
     # Another connection (another process, as far as SQLite knows) sees it at once.
     with sqlite3.connect(home / "data" / "t.db") as other:
         assert other.execute("SELECT COUNT(*) FROM sessions WHERE session_id='ack'").fetchone() == (1,)
@@ -76,9 +83,18 @@ async def test_wal_mode_file_modes_and_migrations(store, home):
 async def test_close_flushes_queued_writes(home):
     s = Store(home / "data" / "f.db")
     await s.open()
-    futures = [asyncio.ensure_future(s.write(lambda c, i=i: c.execute(
-        "INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
-        " VALUES (?, 'active', 'x', 'x')", (f"f{i}",)))) for i in range(50)]
+    futures = [
+        asyncio.ensure_future(
+            s.write(
+                lambda c, i=i: c.execute(
+                    "INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
+                    " VALUES (?, 'active', 'x', 'x')",
+                    (f"f{i}",),
+                )
+            )
+        )
+        for i in range(50)
+    ]
     await asyncio.sleep(0)
     await s.close()
     await asyncio.gather(*futures)
@@ -97,11 +113,13 @@ async def test_statements_run_on_the_loop_and_heavy_writes_in_the_thread(store):
         def fn(c):
             seen[name] = threading.get_ident()
             return c.execute("SELECT 1").fetchone()[0]
+
         return fn
 
     before = store.transactions
     light, heavy, light2 = await asyncio.gather(
-        store.write(mark("light")), store.write(mark("heavy"), heavy=True), store.write(mark("light2")))
+        store.write(mark("light")), store.write(mark("heavy"), heavy=True), store.write(mark("light2"))
+    )
     assert light == heavy == light2 == 1
     loop_thread = threading.get_ident()
     assert seen["light"] == seen["light2"] == loop_thread
@@ -112,8 +130,9 @@ async def test_statements_run_on_the_loop_and_heavy_writes_in_the_thread(store):
 async def test_the_checkpointer_copies_the_wal_outside_commits(store):
     def insert(i):
         return lambda c: c.execute(
-            "INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
-            " VALUES (?, 'active', 'x', 'x')", (f"c{i}",))
+            "INSERT INTO sessions (session_id, status, created_at, last_activity_at) VALUES (?, 'active', 'x', 'x')",
+            (f"c{i}",),
+        )
 
     assert await store.read(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 1000
     writer_setting = store._raw(store._writer_conn).execute("PRAGMA wal_autocheckpoint").fetchone()[0]
@@ -143,11 +162,14 @@ def test_recovery_queries_use_the_partial_indexes(tmp_path):
         plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
         assert f"USING INDEX {index}" in plan, (sql, plan)
     # Only active commands have an entry: a finished one costs no write in the index.
-    conn.execute("INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
-                 " VALUES ('s', 'active', 'x', 'x')")
+    conn.execute(
+        "INSERT INTO sessions (session_id, status, created_at, last_activity_at) VALUES ('s', 'active', 'x', 'x')"
+    )
     for i, status in enumerate(("completed", "queued", "failed")):
-        conn.execute("INSERT INTO commands (command_id, session_id, command_type, status, created_at)"
-                     " VALUES (?, 's', 'T', ?, 'x')", (f"c{i}", status))
-    assert conn.execute("SELECT COUNT(*) FROM commands INDEXED BY commands_active"
-                        f" WHERE {ACTIVE}").fetchone()[0] == 1
+        conn.execute(
+            "INSERT INTO commands (command_id, session_id, command_type, status, created_at)"
+            " VALUES (?, 's', 'T', ?, 'x')",
+            (f"c{i}", status),
+        )
+    assert conn.execute(f"SELECT COUNT(*) FROM commands INDEXED BY commands_active WHERE {ACTIVE}").fetchone()[0] == 1
     conn.close()

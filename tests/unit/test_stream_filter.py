@@ -10,8 +10,18 @@ from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.stream_filter import StreamFilter
 from llmgine_daemon.protocol import Event
 
-TYPES = ["CommandStarted", "CommandResult", "Command", "command", "Engine_x", "EngineX",
-         "SessionEnded", "SessionStarted", "A%B", "A_B"]
+TYPES = [
+    "CommandStarted",
+    "CommandResult",
+    "Command",
+    "command",
+    "Engine_x",
+    "EngineX",
+    "SessionEnded",
+    "SessionStarted",
+    "A%B",
+    "A_B",
+]
 SOURCES = ["api", "bus", "engine", "handler"]
 SESSIONS = ["s1", "s2", None]
 PATTERNS = ["Command*", "Command", "Engine_*", "A%*", "A_B", "*", "Session*", "Nope"]
@@ -20,16 +30,21 @@ PATTERNS = ["Command*", "Command", "Engine_*", "A%*", "A_B", "*", "Session*", "N
 def test_python_and_sql_agree_on_random_filters():
     rng = random.Random(3)
     conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, session_id TEXT, event_type TEXT,"
-                 " source TEXT)")
+    conn.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, session_id TEXT, event_type TEXT, source TEXT)")
     events = []
     for seq in range(1, 400):
-        e = Event(event_id=str(seq), seq=seq, session_id=rng.choice(SESSIONS),
-                  event_type=rng.choice(TYPES), data={}, metadata={}, timestamp="t",
-                  source=rng.choice(SOURCES))
+        e = Event(
+            event_id=str(seq),
+            seq=seq,
+            session_id=rng.choice(SESSIONS),
+            event_type=rng.choice(TYPES),
+            data={},
+            metadata={},
+            timestamp="t",
+            source=rng.choice(SOURCES),
+        )
         events.append(e)
-        conn.execute("INSERT INTO events VALUES (?, ?, ?, ?)",
-                     (e.seq, e.session_id, e.event_type, e.source))
+        conn.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (e.seq, e.session_id, e.event_type, e.source))
     for _ in range(200):
         flt = StreamFilter(
             rng.choice(SESSIONS),

@@ -16,8 +16,10 @@ async def test_legacy_logs_and_spans_move_with_their_ids_and_counters(home):
     # A main database from before the split: the telemetry tables, same schema, with rows (ids
     # 1-3 and 10; the counter at 12, as after pruning).
     schema = sqlite3.connect(telemetry.path)
-    ddl = [row[0] for row in schema.execute(
-        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name IN ('logs', 'spans')")]
+    ddl = [
+        row[0]
+        for row in schema.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name IN ('logs', 'spans')")
+    ]
     columns = {t: [r[1] for r in schema.execute(f"PRAGMA table_info({t})")] for t in ("logs", "spans")}
     schema.close()
     old = sqlite3.connect(main_path)
@@ -25,8 +27,9 @@ async def test_legacy_logs_and_spans_move_with_their_ids_and_counters(home):
         old.execute(statement)
     for ident in (1, 2, 3, 10):
         values = {c: (ident if c == "id" else f"{c}-{ident}") for c in columns["logs"]}
-        old.execute(f"INSERT INTO logs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-                    list(values.values()))
+        old.execute(
+            f"INSERT INTO logs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})", list(values.values())
+        )
     old.execute("UPDATE sqlite_sequence SET seq = 12 WHERE name = 'logs'")
     old.commit()
     old.close()
@@ -39,8 +42,7 @@ async def test_legacy_logs_and_spans_move_with_their_ids_and_counters(home):
         assert await adopt_legacy(main, telemetry) == 0  # done: the old tables are gone
         assert await telemetry.fetchall("SELECT id FROM logs ORDER BY id") == [(1,), (2,), (3,), (10,)]
         assert await telemetry.fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'logs'") == [(12,)]
-        assert await main.fetchall(
-            "SELECT name FROM sqlite_schema WHERE name IN ('logs', 'spans')") == []
+        assert await main.fetchall("SELECT name FROM sqlite_schema WHERE name IN ('logs', 'spans')") == []
     finally:
         await main.close()
         await telemetry.close()

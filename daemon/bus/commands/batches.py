@@ -39,12 +39,12 @@ async def _run_sequential(runner: Runner, batch: BatchJob) -> None:
         failed = outcome.status in ("failed", "timed_out")
         nxt = None
         if not (batch.stop_on_error and failed) and not runner.stopping:
-            nxt = next((j for j in queued[i + 1:] if j.state == "queued"), None)
+            nxt = next((j for j in queued[i + 1 :] if j.state == "queued"), None)
         started_now = await runner.finish(job, outcome, start=[nxt] if nxt else [])
         started = nxt if nxt is not None and nxt in started_now else None
         if batch.stop_on_error and failed:
             batch.stopped = True
-            await runner.cancel_queued([j for j in queued[i + 1:] if j.state == "queued"], "batch")
+            await runner.cancel_queued([j for j in queued[i + 1 :] if j.state == "queued"], "batch")
 
 
 async def _run_parallel(runner: Runner, batch: BatchJob) -> None:
@@ -52,7 +52,7 @@ async def _run_parallel(runner: Runner, batch: BatchJob) -> None:
     for i in range(0, len(queued), BATCH_PARALLELISM):
         if runner.stopping or batch.stopped:
             break
-        chunk = await runner.start_jobs(queued[i:i + BATCH_PARALLELISM])
+        chunk = await runner.start_jobs(queued[i : i + BATCH_PARALLELISM])
         if chunk:
             await asyncio.gather(*(_run_member(runner, batch, job) for job in chunk))
     if batch.stopped:

@@ -89,9 +89,7 @@ def cancelled_outcome(reason: str | None, duration: float) -> Outcome:
         "batch": "cancelled: an earlier command of the batch failed (stop_on_error)",
         "parent": "cancelled: the handler that ran it (bus.execute) ended first",
     }.get(reason or "", "cancelled")
-    return Outcome(
-        "cancelled", error=command_error(ErrorCode.COMMAND_CANCELLED, message), duration_ms=duration
-    )
+    return Outcome("cancelled", error=command_error(ErrorCode.COMMAND_CANCELLED, message), duration_ms=duration)
 
 
 def failed_outcome(exc: BaseException, duration: float) -> Outcome:

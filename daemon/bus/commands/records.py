@@ -108,9 +108,24 @@ def insert_command(
         error = dumps(outcome.error) if outcome.error is not None else None
     conn.execute(
         f"INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (rec.command_id, rec.session_id, rec.command_type, dumps(rec.parameters), dumps(rec.metadata),
-         PRIORITY_RANK[rec.priority], rec.timeout, status, result, error, rec.created_at, rec.started_at,
-         finished_at, rec.batch_id, duration, rec.trace_id),
+        (
+            rec.command_id,
+            rec.session_id,
+            rec.command_type,
+            dumps(rec.parameters),
+            dumps(rec.metadata),
+            PRIORITY_RANK[rec.priority],
+            rec.timeout,
+            status,
+            result,
+            error,
+            rec.created_at,
+            rec.started_at,
+            finished_at,
+            rec.batch_id,
+            duration,
+            rec.trace_id,
+        ),
     )
 
 
@@ -175,22 +190,23 @@ def started_data(rec: Command) -> dict[str, Any]:
     }
 
 
-def start_rows(
-    conn: sqlite3.Connection, jobs: list[Job], ts: str
-) -> list[tuple[Job, Event]]:
+def start_rows(conn: sqlite3.Connection, jobs: list[Job], ts: str) -> list[tuple[Job, Event]]:
     """Mark queued commands executing (inside a write). A command that is no longer queued in
     the store (its session ended meanwhile) is left out."""
     started = []
     for job in jobs:
         rec = job.record
         cur = conn.execute(
-            "UPDATE commands SET status = 'executing', started_at = ?"
-            " WHERE command_id = ? AND status = 'queued'",
+            "UPDATE commands SET status = 'executing', started_at = ? WHERE command_id = ? AND status = 'queued'",
             (ts, rec.command_id),
         )
         if cur.rowcount:
             event = insert_event(
-                conn, rec.session_id, "CommandStarted", started_data(rec), timestamp=ts,
+                conn,
+                rec.session_id,
+                "CommandStarted",
+                started_data(rec),
+                timestamp=ts,
                 trace_id=rec.trace_id,
             )
             started.append((job, event))
@@ -198,7 +214,12 @@ def start_rows(
 
 
 def finish_row(
-    conn: sqlite3.Connection, rec: Command, outcome: Outcome, ts: str, *, from_status: str,
+    conn: sqlite3.Connection,
+    rec: Command,
+    outcome: Outcome,
+    ts: str,
+    *,
+    from_status: str,
     strict: bool = False,
 ) -> Event | None:
     """Record a command's end. A command no longer in ``from_status`` is left alone (None), or
@@ -207,15 +228,18 @@ def finish_row(
     cur = conn.execute(
         "UPDATE commands SET status = ?, result = ?, error = ?, finished_at = ?, duration_ms = ?"
         " WHERE command_id = ? AND status = ?",
-        (outcome.status, outcome.result_text, error_text, ts, outcome.duration_ms,
-         rec.command_id, from_status),
+        (outcome.status, outcome.result_text, error_text, ts, outcome.duration_ms, rec.command_id, from_status),
     )
     if not cur.rowcount:
         if strict:
             raise NotAdmitted(rec.command_id)
         return None
     return insert_event(
-        conn, rec.session_id, "CommandResult", result_data(rec, outcome), timestamp=ts,
+        conn,
+        rec.session_id,
+        "CommandResult",
+        result_data(rec, outcome),
+        timestamp=ts,
         trace_id=rec.trace_id,
     )
 

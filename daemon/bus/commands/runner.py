@@ -88,8 +88,7 @@ class Runner:
 
     @staticmethod
     def queue_waited(job: Job) -> None:
-        metrics.observe("command_queue_wait_seconds", time.monotonic() - job.queued_at,
-                        type=job.record.command_type)
+        metrics.observe("command_queue_wait_seconds", time.monotonic() - job.queued_at, type=job.record.command_type)
 
     # -- queueing ---------------------------------------------------------------------
 
@@ -161,7 +160,10 @@ class Runner:
         return None
 
     async def _drain(
-        self, session_id: str, q: SessionQueue, first: Job | None,
+        self,
+        session_id: str,
+        q: SessionQueue,
+        first: Job | None,
         eager: tuple[Callable[[], Any], list[Any]] | None = None,
     ) -> None:
         # This task copied the context of whichever request started it; each command is traced
@@ -245,10 +247,12 @@ class Runner:
             return cancelled_outcome(job.cancel_reason, 0.0)
         reg = self.handlers.resolve(rec.session_id, rec.command_type)
         if reg is None:
-            missing = handler_not_found("command", rec.command_type, rec.session_id, or_global=True,
-                                        command_type=rec.command_type)
+            missing = handler_not_found(
+                "command", rec.command_type, rec.session_id, or_global=True, command_type=rec.command_type
+            )
             return Outcome(
-                "failed", error=command_error(missing.code, missing.message, **missing.details),
+                "failed",
+                error=command_error(missing.code, missing.message, **missing.details),
                 duration_ms=0.0,
             )
         task = asyncio.current_task()
@@ -266,12 +270,16 @@ class Runner:
                     # The wait is only known now: record it as a finished sibling of the run.
                     waited = max(0.0, t0 - job.queued_at)
                     tracing.current().record(
-                        "command.queue_wait", parent, time.time() - waited, waited * 1000,
-                        command_type=rec.command_type, priority=rec.priority,
-                        session_id=rec.session_id, command_id=rec.command_id,
+                        "command.queue_wait",
+                        parent,
+                        time.time() - waited,
+                        waited * 1000,
+                        command_type=rec.command_type,
+                        priority=rec.priority,
+                        session_id=rec.session_id,
+                        command_id=rec.command_id,
                     )
-                with tracing.span("command.run", parent=parent,
-                                  command_type=rec.command_type, priority=rec.priority):
+                with tracing.span("command.run", parent=parent, command_type=rec.command_type, priority=rec.priority):
                     if rec.timeout is None:  # most commands: no Timeout object, no timer
                         result = await reg.handler(rec)
                     else:
@@ -444,6 +452,7 @@ class Runner:
         pending, job.pending = job.pending, []
         sid, trace_id = job.record.session_id, job.record.trace_id
         ts = now_iso()
+
         def write(conn: sqlite3.Connection) -> list[Event]:
             return insert_events(conn, sid, pending, timestamp=ts, trace_id=trace_id)
 

@@ -139,12 +139,18 @@ class Commands:
             require_active(conn, session_id)
             if not final:
                 insert_command(conn, rec)
-                return None, [insert_event(conn, session_id, "CommandStarted", started_data(rec), timestamp=ts,
-                                           trace_id=rec.trace_id)]
+                return None, [
+                    insert_event(
+                        conn, session_id, "CommandStarted", started_data(rec), timestamp=ts, trace_id=rec.trace_id
+                    )
+                ]
             outcome, pending, end = final[0]
             insert_command(conn, rec, outcome, end)
-            items = [("CommandStarted", started_data(rec), {}, "bus"), *pending,
-                     ("CommandResult", result_data(rec, outcome), {}, "bus")]
+            items = [
+                ("CommandStarted", started_data(rec), {}, "bus"),
+                *pending,
+                ("CommandResult", result_data(rec, outcome), {}, "bus"),
+            ]
             stamps = [ts] + [end] * (len(items) - 1)
             return None, insert_events(conn, session_id, items, timestamp=stamps, trace_id=rec.trace_id)
 
@@ -156,7 +162,10 @@ class Commands:
         return rec, False
 
     def _admitted(
-        self, future: asyncio.Future[Any], job: Job, claimed: bool,
+        self,
+        future: asyncio.Future[Any],
+        job: Job,
+        claimed: bool,
         final: list[tuple[Outcome, list[Any], str]] | None = None,
     ) -> None:
         """A submission's write finished: queue or start the command, or undo the claim."""
@@ -220,8 +229,7 @@ class Commands:
                 return batch_rows(conn, session_id, prior[1])
             require_active(conn, session_id)
             conn.execute(
-                "INSERT INTO batches (batch_id, session_id, mode, stop_on_error, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO batches (batch_id, session_id, mode, stop_on_error, created_at) VALUES (?, ?, ?, ?, ?)",
                 (batch_id, session_id, mode, int(stop_on_error), ts),
             )
             for rec in records:
@@ -244,8 +252,13 @@ class Commands:
     # -- nested: bus.execute from user code ---------------------------------------------
 
     async def execute_nested(
-        self, session_id: str, command_type: str, parameters: dict[str, Any],
-        metadata: dict[str, Any], *, parent: Execution | None = None,
+        self,
+        session_id: str,
+        command_type: str,
+        parameters: dict[str, Any],
+        metadata: dict[str, Any],
+        *,
+        parent: Execution | None = None,
     ) -> Command:
         """Run a command for user code and return its finished record.
 
@@ -270,8 +283,9 @@ class Commands:
         def write(conn: sqlite3.Connection) -> Event:
             require_active(conn, session_id)
             insert_command(conn, rec)
-            return insert_event(conn, session_id, "CommandStarted", started_data(rec), timestamp=ts,
-                                trace_id=rec.trace_id)
+            return insert_event(
+                conn, session_id, "CommandStarted", started_data(rec), timestamp=ts, trace_id=rec.trace_id
+            )
 
         event = await self.store.write(write)
         job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent())
@@ -327,8 +341,7 @@ class Commands:
             clause = " AND ".join(where)
             total = conn.execute(f"SELECT COUNT(*) FROM commands WHERE {clause}", params).fetchone()[0]
             rows = conn.execute(
-                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {clause}"
-                " ORDER BY rowid DESC LIMIT ? OFFSET ?",
+                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {clause} ORDER BY rowid DESC LIMIT ? OFFSET ?",
                 (*params, limit, offset),
             ).fetchall()
             return CommandList([row_to_command(r) for r in rows], total, limit, offset)
@@ -364,7 +377,8 @@ class Commands:
                     {"command_id": command_id, "status": rec.status},
                 )
             raise BusError(  # pragma: no cover - a live command is always tracked
-                ErrorCode.CONFLICT, f"command {command_id!r} is not running in this daemon",
+                ErrorCode.CONFLICT,
+                f"command {command_id!r} is not running in this daemon",
                 {"command_id": command_id, "status": rec.status},
             )
         if job.state == "queued":

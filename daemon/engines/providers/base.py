@@ -149,6 +149,7 @@ class ProviderConfig:
         if self.secrets is not None and self.api_key_env:
             return self.secrets(self.api_key_env)
         return None
+
     api_version: str | None = None  # anthropic-version
 
     def __repr__(self) -> str:  # never print the key, even in a traceback's locals
@@ -195,13 +196,9 @@ def error_for_status(
     if status in (401, 403):
         return ProviderError(ErrorCode.PROVIDER_AUTH_FAILED, text, details)
     if status == 429:
-        return ProviderError(
-            ErrorCode.PROVIDER_RATE_LIMITED, text, details, retryable=True, retry_after=retry_after
-        )
+        return ProviderError(ErrorCode.PROVIDER_RATE_LIMITED, text, details, retryable=True, retry_after=retry_after)
     if status in RETRYABLE_STATUSES or status >= 500:
-        return ProviderError(
-            ErrorCode.PROVIDER_UNAVAILABLE, text, details, retryable=True, retry_after=retry_after
-        )
+        return ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, text, details, retryable=True, retry_after=retry_after)
     # 400/404/422...: the provider refused what we sent (unknown model, context too long).
     return ProviderError(ErrorCode.PROVIDER_BAD_REQUEST, text, details)
 
@@ -231,9 +228,7 @@ async def read_error(provider: str, resp: aiohttp.ClientResponse) -> ProviderErr
 
 
 def bad_response(provider: str, what: str, **details: Any) -> ProviderError:
-    return ProviderError(
-        ErrorCode.PROVIDER_BAD_RESPONSE, f"{provider}: {what}", {"provider": provider, **details}
-    )
+    return ProviderError(ErrorCode.PROVIDER_BAD_RESPONSE, f"{provider}: {what}", {"provider": provider, **details})
 
 
 def timeout_error(provider: str, timeout: float, stage: str) -> ProviderError:

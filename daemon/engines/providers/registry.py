@@ -43,8 +43,9 @@ def resolve_model(model_name: str, default_provider: str = "openai") -> tuple[st
     return default_provider, name
 
 
-def provider_config(settings: Settings | dict[str, Any], name: str,
-                    secrets: SecretStore | None = None) -> ProviderConfig:
+def provider_config(
+    settings: Settings | dict[str, Any], name: str, secrets: SecretStore | None = None
+) -> ProviderConfig:
     def get(key: str) -> Any:
         return settings[f"providers.{name}.{key}"]
 
