@@ -16,6 +16,10 @@ do nothing.
 Memory is bounded: each histogram is a fixed array of bucket counts, and each metric keeps at
 most ``MAX_SERIES`` label sets; past that, new label sets are folded into one series whose
 labels are all ``_other`` (and ``series_overflow_total`` counts the folds).
+
+On hot paths (every HTTP request, every commit) the label lookup is done once: a *bound child*
+(``Registry.counter(name, **labels)``, ``Registry.histogram(...)``) holds the series' key (or its
+histogram) and only adds under the lock; callers keep children in a dict of their own.
 """
 
 from __future__ import annotations
@@ -237,6 +241,30 @@ class Registry:
                 hist = series[key] = Histogram(metric.buckets)
             hist.observe(value)
 
+    def counter(self, name: str, **labels: Any) -> BoundCounter:
+        """A counter series, looked up once: ``child.inc()`` per event."""
+        return BoundCounter(self, self._bind(_lookup(name, "counter"), labels))
+
+    def histogram(self, name: str, **labels: Any) -> BoundHistogram:
+        """A histogram series, looked up once: ``child.observe(value)`` per event."""
+        metric = _lookup(name, "histogram")
+        name, key = self._bind(metric, labels)
+        if not self.enabled:
+            return BoundHistogram(self, None)
+        with self._lock:
+            series = self._values[name]
+            hist = series.get(key)
+            if hist is None:
+                hist = series[key] = Histogram(metric.buckets)
+        return BoundHistogram(self, hist)
+
+    def _bind(self, metric: MetricDef, labels: dict[str, Any]) -> tuple[str, LabelKey]:
+        key = self._key(metric, labels)
+        if self.enabled:
+            with self._lock:
+                key = self._slot(metric, key)
+        return metric.name, key
+
     def collect(self) -> list[tuple[MetricDef, list[tuple[dict[str, str], Any]]]]:
         """A consistent copy of every metric: [(def, [(labels, value or Histogram)])]."""
         out: list[tuple[MetricDef, list[tuple[dict[str, str], Any]]]] = []
@@ -261,6 +289,36 @@ class Registry:
                 rows.extend(computed.get(metric.name, []))
                 out.append((metric, rows))
         return out
+
+
+class BoundCounter:
+    __slots__ = ("_registry", "_series", "_key")
+
+    def __init__(self, registry: Registry, bound: tuple[str, LabelKey]) -> None:
+        self._registry = registry
+        self._series: dict[LabelKey, Any] = registry._values[bound[0]]
+        self._key = bound[1]
+
+    def inc(self, amount: float = 1) -> None:
+        registry = self._registry
+        if not registry.enabled:
+            return
+        with registry._lock:
+            self._series[self._key] = self._series.get(self._key, 0) + amount
+
+
+class BoundHistogram:
+    __slots__ = ("_registry", "_hist")
+
+    def __init__(self, registry: Registry, hist: Histogram | None) -> None:
+        self._registry = registry
+        self._hist = hist
+
+    def observe(self, value: float) -> None:
+        if self._hist is None:
+            return
+        with self._registry._lock:
+            self._hist.observe(value)
 
 
 def _lookup(name: str, kind: str) -> MetricDef:
