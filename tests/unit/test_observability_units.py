@@ -265,3 +265,33 @@ def test_bound_children_count_like_label_calls():
     off.counter("storage_writes_total").inc()
     off.histogram("storage_batch_size").observe(3)
     assert off.collect() == []
+
+
+def test_remembered_label_sets_count_the_same_and_keep_the_bound():
+    registry = Registry()
+    for _ in range(3):
+        registry.inc("commands_total", type="Echo", status="completed")
+        registry.inc("commands_total", status="completed", type="Echo")  # another order
+        registry.observe("command_run_seconds", 0.01, type="Echo")
+    registry.inc("commands_total", 2, type="Echo", status=7)
+    registry.inc("commands_total", type="Echo", status="7")
+    values = {m.name: rows for m, rows in registry.collect()}
+    assert sorted(values["commands_total"], key=lambda r: r[0]["status"]) == [
+        ({"type": "Echo", "status": "7"}, 3),
+        ({"type": "Echo", "status": "completed"}, 6),
+    ]
+    [(_, hist)] = values["command_run_seconds"]
+    assert hist.count == 3
+    with pytest.raises(ValueError):
+        registry.inc("commands_total", type="Echo")  # still checked, also after a hit
+    with pytest.raises(TypeError):
+        registry.observe("commands_total", 1.0, type="Echo", status="completed")
+    registry.inc("events_published_total", type=["unhashable"])  # str()-ed, as before
+    assert registry._values["events_published_total"] == {("['unhashable']",): 1}
+    # Folded label sets keep being counted as folds on every call.
+    for i in range(MAX_SERIES + 10):
+        registry.inc("llm_calls_total", provider="p", model=f"m{i}", outcome="ok")
+    for i in range(MAX_SERIES, MAX_SERIES + 10):
+        registry.inc("llm_calls_total", provider="p", model=f"m{i}", outcome="ok")
+    assert len(registry._values["llm_calls_total"]) == MAX_SERIES + 1
+    assert registry._values["series_overflow_total"][("llm_calls_total",)] == 20
