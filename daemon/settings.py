@@ -110,6 +110,35 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _fraction(value: Any) -> float:
+    """A share between 0 and 1 (``0.01``), or a percentage (``1%``)."""
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, bool):
+        raise ValueError("expected a number between 0 and 1")
+    scale = 1.0
+    if isinstance(text, str) and text.endswith("%"):
+        text, scale = text[:-1].strip(), 0.01
+    try:
+        number = float(text) * scale
+    except (TypeError, ValueError):
+        raise ValueError("expected a number between 0 and 1, or a percentage such as 1%") from None
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("expected a number between 0 and 1, or a percentage such as 1%")
+    return number
+
+
+def _milliseconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number of milliseconds")
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of milliseconds") from None
+    if not 0.0 <= number < float("inf"):
+        raise ValueError("expected a non-negative number of milliseconds")
+    return number
+
+
 def _url(value: Any) -> str:
     text = _parse_str(value).strip()
     if not text.startswith(("http://", "https://")):
@@ -506,6 +535,23 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("observability.enable_metrics", "ENABLE_METRICS", _parse_bool, True, "collect metrics and serve /metrics"),
     Setting("observability.enable_tracing", "ENABLE_TRACING", _parse_bool, True, "record traces"),
+    Setting(
+        "observability.trace_sample_rate",
+        "LLMGINE_TRACE_SAMPLE_RATE",
+        _fraction,
+        0.01,
+        "share of traces whose spans are stored (0 to 1, or 1%), decided from the trace id at its "
+        "root; a client traceparent with the sampled flag is always stored; every trace id still "
+        "reaches logs, events and responses (docs/observability.md, Sampling)",
+    ),
+    Setting(
+        "observability.slow_span_ms",
+        "LLMGINE_SLOW_SPAN_MS",
+        _milliseconds,
+        250.0,
+        "a span that took longer than this many milliseconds is stored even in an unsampled "
+        "trace, as is every failed span (0 = failed spans only)",
+    ),
     Setting(
         "logging.format",
         "LOG_FORMAT",

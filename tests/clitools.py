@@ -63,7 +63,9 @@ def free_port() -> int:
 def cli_env(home: Path, **extra: str | None) -> dict[str, str | None]:
     """Overrides for a CLI run: this home, auto-start off unless a test turns it on."""
     env: dict[str, str | None] = {name: None for name in SCRUBBED}
-    env.update(LLMGINE_HOME=str(home), LLMGINE_NO_AUTOSTART="1", COLUMNS="200")
+    # LLMGINE_TRACE_SAMPLE_RATE: every trace stored (the default keeps 1%), for the tests that
+    # read back the spans of what they ran; a test of sampling overrides it.
+    env.update(LLMGINE_HOME=str(home), LLMGINE_NO_AUTOSTART="1", COLUMNS="200", LLMGINE_TRACE_SAMPLE_RATE="1")
     env.update(extra)
     return env
 

@@ -42,6 +42,9 @@ def home() -> Any:
 @pytest.fixture
 def make_settings(home: Path) -> Callable[..., Settings]:
     def make(**env: str) -> Settings:
+        # Every trace stored (the default keeps 1%): the tests read back the spans of the
+        # requests they make. The sampling tests set their own rate.
+        env.setdefault("LLMGINE_TRACE_SAMPLE_RATE", "1")
         return load_settings(env={"LLMGINE_HOME": str(home), **env})
 
     return make

@@ -78,8 +78,10 @@ async def observability_middleware(request: web.Request, handler: Handler) -> we
         elapsed = time.perf_counter() - started
         CURRENT_SPAN.reset(span_token)
         FIELDS.reset(fields_token)  # also drops the request id the error middleware bound
-        obs.registry.inc("http_requests_total", route=route, method=request.method, status=status)
-        obs.registry.observe("http_request_duration_seconds", elapsed, route=route, method=request.method)
+        if obs.metrics_enabled:
+            requests, duration = obs.http_metrics(route, request.method, status)
+            requests.inc()
+            duration.observe(elapsed)
         span.set(**{"http.status_code": status})
         if status >= 500:
             span.fail(f"HTTP {status}")
@@ -245,6 +247,13 @@ async def get_trace(request: web.Request) -> web.Response:
     await obs.flush()
     view = await obs.telemetry.read(lambda c: read_trace(c, trace_id))
     if view is None:
+        unsampled = obs.not_sampled_message(trace_id)
+        if unsampled is not None:
+            raise ApiError(
+                ErrorCode.NOT_FOUND,
+                unsampled,
+                {"trace_id": trace_id, "sampled": False, "sample_rate": obs.sample_rate},
+            )
         detail = "" if obs.tracing_enabled else " (tracing is disabled: ENABLE_TRACING is false)"
         raise ApiError(ErrorCode.NOT_FOUND, f"trace {trace_id!r} not found{detail}", {"trace_id": trace_id})
     return json_response(view)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import sqlite3
 from typing import Any
 
@@ -46,7 +47,20 @@ class Observability:
         self.span_rows: int = settings["observability.trace_retention_spans"]
         self.level = LEVELS[settings["logging.level"]]
         self.registry = metrics.Registry(enabled=self.metrics_enabled)
-        self.tracer = Tracer(enabled=self.tracing_enabled)
+        self.sample_rate: float = settings["observability.trace_sample_rate"]
+        self.slow_span_ms: float = settings["observability.slow_span_ms"]
+        self.tracer = Tracer(
+            enabled=self.tracing_enabled,
+            sample_rate=self.sample_rate,
+            slow_span_ms=self.slow_span_ms or math.inf,  # 0: failed spans only
+        )
+        # Metric children bound once (metrics.py): per request and per commit, no label lookup.
+        self._http: dict[tuple[str, str, int], tuple[metrics.BoundCounter, metrics.BoundHistogram]] = {}
+        self._commit_ok = self.registry.counter("storage_transactions_total", outcome="ok")
+        self._commit_error = self.registry.counter("storage_transactions_total", outcome="error")
+        self._writes = self.registry.counter("storage_writes_total")
+        self._batch_size = self.registry.histogram("storage_batch_size")
+        self._commit_seconds = self.registry.histogram("storage_commit_duration_seconds")
         self.handler = StoreHandler(self.level)
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
@@ -144,6 +158,31 @@ class Observability:
         finally:
             CURRENT_SPAN.reset(token)
 
+    def http_metrics(self, route: str, method: str, status: int) -> tuple[metrics.BoundCounter, metrics.BoundHistogram]:
+        """The request counter and latency histogram of one route, method and status, bound on
+        first use (routes are templates, so there are few of them; the registry's series bound
+        still applies)."""
+        key = (route, method, status)
+        children = self._http.get(key)
+        if children is None:
+            children = self._http[key] = (
+                self.registry.counter("http_requests_total", route=route, method=method, status=status),
+                self.registry.histogram("http_request_duration_seconds", route=route, method=method),
+            )
+        return children
+
+    def not_sampled_message(self, trace_id: str) -> str | None:
+        """Why ``trace_id`` has no stored spans, when the reason is sampling (else None)."""
+        if not self.tracing_enabled or self.tracer.sampled(trace_id):
+            return None
+        slow = f"slower than {self.slow_span_ms:g} ms" if self.slow_span_ms else ""
+        kept = "failed spans" + (f" and spans {slow}" if slow else "")
+        return (
+            f"trace {trace_id} was not sampled: spans are stored for {self.sample_rate * 100:g}% of traces"
+            f" (observability.trace_sample_rate, LLMGINE_TRACE_SAMPLE_RATE=1 stores every trace),"
+            f" plus {kept} (observability.slow_span_ms), and this trace had none"
+        )
+
     # -- storage hook ------------------------------------------------------------------------
 
     def _on_commit(
@@ -154,19 +193,22 @@ class Observability:
         seconds: float,
         error: BaseException | None,
     ) -> None:
-        registry = self.registry
-        if registry.enabled:
-            registry.inc("storage_transactions_total", outcome="error" if error else "ok")
-            registry.inc("storage_writes_total", size)
-            registry.observe("storage_batch_size", size)
-            registry.observe("storage_commit_duration_seconds", seconds)
+        if self.metrics_enabled:
+            (self._commit_error if error else self._commit_ok).inc()
+            self._writes.inc(size)
+            self._batch_size.observe(size)
+            self._commit_seconds.observe(seconds)
         if not self.tracing_enabled:
             return
-        # One span per traced caller in the batch, under the span that asked for the write.
+        # One span per traced caller in the batch, under the span that asked for the write
+        # (for a caller in an unsampled trace, only when the commit failed or was slow).
+        keep_all = error is not None or seconds * 1000 >= self.tracer.slow_span_ms
         seen: set[str] = set()
         for ctx in contexts:
             parent: Span | None = ctx.get(CURRENT_SPAN)
             if parent is None or not parent.recording or parent.span_id in seen:
+                continue
+            if not (parent.sampled or keep_all):
                 continue
             seen.add(parent.span_id)
             self.tracer.record(

@@ -16,6 +16,12 @@ do nothing.
 Memory is bounded: each histogram is a fixed array of bucket counts, and each metric keeps at
 most ``MAX_SERIES`` label sets; past that, new label sets are folded into one series whose
 labels are all ``_other`` (and ``series_overflow_total`` counts the folds).
+
+On hot paths (every HTTP request, every commit) the label lookup is done once: a *bound child*
+(``Registry.counter(name, **labels)``, ``Registry.histogram(...)``) holds the series' key (or its
+histogram) and only adds under the lock; callers keep children in a dict of their own. The
+plain ``inc``/``observe`` calls remember the label sets they have seen too (checked against the
+catalog the first time only).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_SERIES = 500
+MAX_CACHED = 4096  # label sets remembered by inc/observe per kind (series are bounded anyway)
 OTHER = "_other"
 
 # Seconds: from a fast SQLite commit to a slow LLM call.
@@ -172,6 +179,10 @@ class Registry:
         self.enabled = enabled
         self._lock = threading.Lock()
         self._values: dict[str, dict[LabelKey, Any]] = {m.name: {} for m in CATALOG}
+        # (name, *label items) -> the series key of a counter / the Histogram: ``inc`` and
+        # ``observe`` with label sets seen before skip the catalog check and key building.
+        self._counter_keys: dict[tuple[Any, ...], LabelKey] = {}
+        self._histograms: dict[tuple[Any, ...], Histogram] = {}
         # Gauges computed when read (queue depth, workers) rather than kept up to date.
         self._gauge_fns: dict[str, Callable[[], Iterable[tuple[dict[str, str], float]]]] = {}
 
@@ -190,17 +201,34 @@ class Registry:
         return tuple(OTHER for _ in metric.labels)
 
     def inc(self, name: str, amount: float = 1, **labels: Any) -> None:
-        self._add(name, "counter", amount, labels)
+        if not self.enabled:
+            _lookup(name, "counter")  # a typo still raises with metrics off
+            return
+        try:
+            ck = (name, *labels.items())
+            key = self._counter_keys.get(ck)
+        except TypeError:  # an unhashable label value: the long way (it is str()-ed there)
+            ck, key = None, None
+        if key is not None:
+            with self._lock:
+                series = self._values[name]
+                series[key] = series.get(key, 0) + amount
+            return
+        self._add(name, "counter", amount, labels, ck)
 
-    def _add(self, name: str, kind: str, amount: float, labels: dict[str, Any]) -> None:
+    def _add(self, name: str, kind: str, amount: float, labels: dict[str, Any], ck: Any = None) -> None:
         metric = _lookup(name, kind)
         if not self.enabled:
             return
         key = self._key(metric, labels)
         with self._lock:
-            key = self._slot(metric, key)
+            slot = self._slot(metric, key)
             series = self._values[name]
-            series[key] = series.get(key, 0) + amount
+            series[slot] = series.get(slot, 0) + amount
+            # Remembered once the series exists (so the MAX_SERIES bound holds); folded label
+            # sets are not, so each fold is still counted in series_overflow_total.
+            if ck is not None and slot is key and len(self._counter_keys) < MAX_CACHED:
+                self._counter_keys[ck] = key
 
     def gauge_set(self, name: str, value: float, **labels: Any) -> None:
         metric = _lookup(name, "gauge")
@@ -225,17 +253,53 @@ class Registry:
         self._gauge_fns[name] = fn
 
     def observe(self, name: str, value: float, **labels: Any) -> None:
-        metric = _lookup(name, "histogram")
         if not self.enabled:
+            _lookup(name, "histogram")
             return
+        try:
+            ck = (name, *labels.items())
+            hist = self._histograms.get(ck)
+        except TypeError:
+            ck, hist = None, None
+        if hist is not None:
+            with self._lock:
+                hist.observe(value)
+            return
+        metric = _lookup(name, "histogram")
         key = self._key(metric, labels)
         with self._lock:
-            key = self._slot(metric, key)
+            slot = self._slot(metric, key)
+            series = self._values[name]
+            hist = series.get(slot)
+            if hist is None:
+                hist = series[slot] = Histogram(metric.buckets)
+            hist.observe(value)
+            if ck is not None and slot is key and len(self._histograms) < MAX_CACHED:
+                self._histograms[ck] = hist
+
+    def counter(self, name: str, **labels: Any) -> BoundCounter:
+        """A counter series, looked up once: ``child.inc()`` per event."""
+        return BoundCounter(self, self._bind(_lookup(name, "counter"), labels))
+
+    def histogram(self, name: str, **labels: Any) -> BoundHistogram:
+        """A histogram series, looked up once: ``child.observe(value)`` per event."""
+        metric = _lookup(name, "histogram")
+        name, key = self._bind(metric, labels)
+        if not self.enabled:
+            return BoundHistogram(self, None)
+        with self._lock:
             series = self._values[name]
             hist = series.get(key)
             if hist is None:
                 hist = series[key] = Histogram(metric.buckets)
-            hist.observe(value)
+        return BoundHistogram(self, hist)
+
+    def _bind(self, metric: MetricDef, labels: dict[str, Any]) -> tuple[str, LabelKey]:
+        key = self._key(metric, labels)
+        if self.enabled:
+            with self._lock:
+                key = self._slot(metric, key)
+        return metric.name, key
 
     def collect(self) -> list[tuple[MetricDef, list[tuple[dict[str, str], Any]]]]:
         """A consistent copy of every metric: [(def, [(labels, value or Histogram)])]."""
@@ -261,6 +325,36 @@ class Registry:
                 rows.extend(computed.get(metric.name, []))
                 out.append((metric, rows))
         return out
+
+
+class BoundCounter:
+    __slots__ = ("_registry", "_series", "_key")
+
+    def __init__(self, registry: Registry, bound: tuple[str, LabelKey]) -> None:
+        self._registry = registry
+        self._series: dict[LabelKey, Any] = registry._values[bound[0]]
+        self._key = bound[1]
+
+    def inc(self, amount: float = 1) -> None:
+        registry = self._registry
+        if not registry.enabled:
+            return
+        with registry._lock:
+            self._series[self._key] = self._series.get(self._key, 0) + amount
+
+
+class BoundHistogram:
+    __slots__ = ("_registry", "_hist")
+
+    def __init__(self, registry: Registry, hist: Histogram | None) -> None:
+        self._registry = registry
+        self._hist = hist
+
+    def observe(self, value: float) -> None:
+        if self._hist is None:
+            return
+        with self._registry._lock:
+            self._hist.observe(value)
 
 
 def _lookup(name: str, kind: str) -> MetricDef:

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import msgspec
-from llmgine_daemon.observability.tracing import Span
+from llmgine_daemon.observability.tracing import SpanRow
 from llmgine_daemon.protocol import SpanNode, TraceList, TraceSummary, TraceView
 
 _encoder = msgspec.json.Encoder()
@@ -43,27 +43,15 @@ _INSERT = (
 )
 
 
-def insert_spans(conn: sqlite3.Connection, spans: list[Span], max_rows: int) -> None:
+def insert_spans(conn: sqlite3.Connection, spans: list[SpanRow], max_rows: int) -> None:
+    """``spans`` are the tracer's buffered tuples (``tracing.SpanRow``); the ISO start and the
+    JSON are made here, in the telemetry writer's thread, not on the event loop."""
     if not spans:
         return
     rows = _encoder.encode(
         [
-            (
-                sp.trace_id,
-                sp.span_id,
-                sp.parent_id,
-                sp.name,
-                sp.kind,
-                iso_from_unix(sp.start),
-                sp.start,
-                sp.duration_ms or 0.0,
-                sp.status,
-                sp.error,
-                sp.attributes,
-                sp.session_id,
-                int(sp.local_root),
-            )
-            for sp in spans
+            (tid, sid, pid, name, kind, iso_from_unix(start), start, dur, status, err, attrs, session, root)
+            for tid, sid, pid, name, kind, start, dur, status, err, attrs, session, root in spans
         ]
     )
     conn.execute(_INSERT, (rows.decode(),))

@@ -10,8 +10,18 @@ child; the first span of a request continues the client's ``traceparent`` when o
 Spans are always given ids, so trace ids reach logs, events and responses even with
 ENABLE_TRACING off; only recording (buffering, storing, exporting) is switched off.
 
-Finished spans go to the installed ``Tracer``'s buffer; ``Observability`` flushes it to SQLite
-(and to OTLP when configured). A full buffer drops the newest spans and counts them.
+Sampling (issue #18): the trace id goes on every record, but spans are *stored* only for a
+sampled fraction of traces (``observability.trace_sample_rate``, default 1%), decided once at
+the trace's root from the trace id itself (``sampled_by_rate``: deterministic, so every span of a
+sampled trace is kept, whichever task or queued command ends it), or by the client's
+``traceparent`` when its sampled flag is set. A span that fails, or takes longer than
+``observability.slow_span_ms``, is stored even in an unsampled trace (with ``sampled: false``
+among its attributes, so a reader knows the trace around it is partial).
+
+A stored span goes into the ``Tracer``'s buffer as a plain tuple (the row ``trace_store`` writes);
+``Observability`` flushes the buffer from the telemetry writer's thread (and hands stored spans
+to OTLP when configured). A full buffer drops the newest spans and counts them. An unsampled,
+fast, successful span costs its ids and two clock reads: no attribute cleaning, no buffering.
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ TRACEPARENT = "traceparent"
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_BUFFER = 20_000
+DEFAULT_SAMPLE_RATE = 0.01
+DEFAULT_SLOW_SPAN_MS = 250.0
 # Attribute values are clipped: a span is a summary, not a copy of the payload.
 MAX_ATTR_CHARS = 512
 # Keys whose values are never recorded, whoever passes them.
@@ -66,6 +78,20 @@ def new_trace_id() -> str:
 
 def new_span_id() -> str:
     return _random_hex(8)
+
+
+_SCALE = 1 << 32
+
+
+def sampled_by_rate(trace_id: str, rate: float) -> bool:
+    """Whether a trace is in the sampled fraction ``rate``: read from the id's last 8 hex digits
+    (random in our ids, and W3C asks the rightmost 7 bytes of any trace id to be random), so
+    the same id gives the same answer anywhere, at any time - also when it is looked up."""
+    if rate >= 1.0:
+        return True
+    if rate <= 0.0:
+        return False
+    return int(trace_id[-8:], 16) < rate * _SCALE
 
 
 class Remote:
@@ -155,7 +181,8 @@ class Span:
         self.duration_ms: float | None = None
         self.status = "ok"
         self.error: str | None = None
-        self.attributes = clean_attributes(attributes or {})
+        # Raw until the span is stored (cleaned then, in ``Tracer.finished``): most spans are not.
+        self.attributes: dict[str, Any] = attributes if attributes is not None else {}
         self.local_root = local_root
         self.recording = recording
         self.sampled = sampled
@@ -166,7 +193,7 @@ class Span:
         return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
 
     def set(self, **attributes: Any) -> None:
-        self.attributes.update(clean_attributes(attributes))
+        self.attributes.update(attributes)
 
     def fail(self, error: BaseException | str) -> None:
         self.status = "error"
@@ -190,17 +217,51 @@ class Span:
         value = self.attributes.get("session_id")
         return str(value) if value is not None else None
 
+    def row(self) -> SpanRow:
+        """The stored form (``trace_store.insert_spans`` writes it); attributes cleaned here."""
+        return (
+            self.trace_id,
+            self.span_id,
+            self.parent_id,
+            self.name,
+            self.kind,
+            self.start,
+            self.duration_ms or 0.0,
+            self.status,
+            self.error,
+            self.attributes,
+            self.session_id,
+            int(self.local_root),
+        )
+
+
+# trace_id, span_id, parent_id, name, kind, start (unix seconds), duration_ms, status, error,
+# attributes (cleaned), session_id, local_root (0/1): what the buffer holds and SQLite gets.
+SpanRow = tuple[str, str, str | None, str, str, float, float, str, str | None, dict[str, Any], str | None, int]
+
 
 class Tracer:
     """Buffers finished spans of one daemon; ``drain()`` hands them to the flusher."""
 
-    def __init__(self, enabled: bool = True, max_buffer: int = MAX_BUFFER) -> None:
+    def __init__(
+        self,
+        enabled: bool = True,
+        max_buffer: int = MAX_BUFFER,
+        *,
+        sample_rate: float = DEFAULT_SAMPLE_RATE,
+        slow_span_ms: float = DEFAULT_SLOW_SPAN_MS,
+    ) -> None:
         self.enabled = enabled
         self.max_buffer = max_buffer
-        self._buffer: deque[Span] = deque()
+        self.sample_rate = sample_rate
+        self.slow_span_ms = slow_span_ms
+        self._buffer: deque[SpanRow] = deque()
         self._lock = threading.Lock()
-        # Called with each finished span (the OTLP exporter), after buffering.
+        # Called with each stored span (the OTLP exporter), after buffering.
         self.exporters: list[Callable[[Span], None]] = []
+
+    def sampled(self, trace_id: str) -> bool:
+        return sampled_by_rate(trace_id, self.sample_rate)
 
     def start(
         self,
@@ -218,9 +279,13 @@ class Tracer:
         attrs = {k: bound[k] for k in FIELD_NAMES if k in bound and k != "request_id"}
         attrs.update(attributes)
         if parent is None:
-            trace_id, parent_id, local_root, sampled = new_trace_id(), None, True, True
+            trace_id = new_trace_id()
+            parent_id, local_root, sampled = None, True, sampled_by_rate(trace_id, self.sample_rate)
         elif isinstance(parent, Remote):
-            trace_id, parent_id, local_root, sampled = parent.trace_id, parent.span_id, True, parent.sampled
+            # The client's sampled flag is honoured; without it, the trace id decides (the
+            # same answer our own traceparent carried, when a queued command continues it).
+            trace_id, parent_id, local_root = parent.trace_id, parent.span_id, True
+            sampled = parent.sampled or sampled_by_rate(trace_id, self.sample_rate)
         else:
             trace_id, parent_id, local_root, sampled = parent.trace_id, parent.span_id, False, parent.sampled
             record = record and parent.recording
@@ -237,18 +302,25 @@ class Tracer:
         )
 
     def finished(self, span: Span) -> None:
+        if not span.sampled:
+            # Kept anyway when it failed or was slow, marked so the partial trace is explained.
+            if span.status != "error" and (span.duration_ms or 0.0) < self.slow_span_ms:
+                return
+            span.attributes["sampled"] = False
+        span.attributes = clean_attributes(span.attributes)
+        row = span.row()
         with self._lock:
             if len(self._buffer) >= self.max_buffer:
                 metrics.inc("telemetry_dropped_total", kind="span")
                 return
-            self._buffer.append(span)
+            self._buffer.append(row)
         for export in self.exporters:
             try:
                 export(span)
             except Exception:  # an exporter problem never fails the traced work
                 pass
 
-    def drain(self) -> list[Span]:
+    def drain(self) -> list[SpanRow]:
         with self._lock:
             spans = list(self._buffer)
             self._buffer.clear()
@@ -268,6 +340,8 @@ class Tracer:
         command's wait in its queue, known only when it starts)."""
         if not (self.enabled and getattr(parent, "recording", True)):
             return
+        if not (parent.sampled or error or duration_ms >= self.slow_span_ms):
+            return  # not stored: no Span built at all
         span = Span(name, parent.trace_id, parent.span_id, attributes=attributes, tracer=self, sampled=parent.sampled)
         span.start = start
         if error:

@@ -62,3 +62,25 @@ def test_trace_waterfall(cli):
     assert cli("traces", "-q").stdout.split()[0]
     missing = cli("trace", "a" * 32)
     assert missing.exit_code != 0 and "NOT_FOUND" in missing.stderr
+
+
+def test_trace_of_an_unsampled_trace_says_so_in_one_line():
+    from tests.clitools import cleanup_home, free_port, invoke, short_home, start_daemon, stop_process
+
+    home = short_home()
+    try:
+        daemon = start_daemon(home, port=free_port(), env={"LLMGINE_TRACE_SAMPLE_RATE": "0.5"})
+        try:
+            unsampled = "4bf92f3577b34da6a3ce9291ffffffff"  # past 50% by its last 8 digits
+            result = invoke(["trace", unsampled], daemon.env)
+            assert result.exit_code != 0 and result.stdout == ""
+            [line] = result.stderr.splitlines()
+            assert line.startswith(f"error: NOT_FOUND: trace {unsampled} was not sampled")
+            assert "50%" in line and "LLMGINE_TRACE_SAMPLE_RATE=1" in line
+            # A trace id the rate keeps, but never made: the plain "not found".
+            missing = invoke(["trace", "4bf92f3577b34da6a3ce929100000000"], daemon.env)
+            assert missing.exit_code != 0 and "not sampled" not in missing.stderr and "NOT_FOUND" in missing.stderr
+        finally:
+            stop_process(daemon.proc)
+    finally:
+        cleanup_home(home)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any, NamedTuple
 
 import pytest
 from llmgine_daemon.observability import metrics, tracing
@@ -79,7 +80,7 @@ def test_traceparent_parsing():
 
 
 async def test_spans_nest_across_tasks_and_record_errors():
-    tracer = Tracer()
+    tracer = Tracer(sample_rate=1.0)
     tracing.install(tracer)
     try:
         with bind(session_id="s1", command_id="c1"), tracing.span("command.run", command_type="Echo") as outer:
@@ -93,7 +94,7 @@ async def test_spans_nest_across_tasks_and_record_errors():
                 raise RuntimeError("boom")
     finally:
         tracing.uninstall(tracer)
-    spans = {s.name: s for s in tracer.drain()}
+    spans = {s.name: s for s in (Row(*row) for row in tracer.drain())}
     assert set(spans) == {"command.run", "tool.call", "handler.run"}
     assert spans["tool.call"].parent_id == spans["handler.run"].parent_id == outer.span_id
     assert spans["handler.run"].status == "error" and "boom" in spans["handler.run"].error
@@ -113,10 +114,36 @@ def test_disabled_tracer_propagates_ids_but_records_nothing():
 
 
 def test_span_attributes_never_hold_secrets():
-    tracer = Tracer()
+    # Attributes are cleaned when a span is stored (most spans are not): what is buffered for
+    # the database, and what an exporter is handed, never holds them.
+    tracer = Tracer(sample_rate=1.0)
+    exported: list[tracing.Span] = []
+    tracer.exporters.append(exported.append)
     span = tracer.start("x", api_key="sk-123", headers_authorization="Bearer abc", n=1, long="y" * 5000)
-    assert span.attributes["api_key"] == "[redacted]" and span.attributes["headers_authorization"] == "[redacted]"
-    assert span.attributes["n"] == 1 and len(span.attributes["long"]) <= tracing.MAX_ATTR_CHARS
+    span.set(password="hunter2")
+    span.end()
+    [row] = tracer.drain()
+    for attributes in (Row(*row).attributes, exported[0].attributes):
+        assert attributes["api_key"] == "[redacted]" and attributes["headers_authorization"] == "[redacted]"
+        assert attributes["password"] == "[redacted]"
+        assert attributes["n"] == 1 and len(attributes["long"]) <= tracing.MAX_ATTR_CHARS
+
+
+class Row(NamedTuple):
+    """A buffered span (tracing.SpanRow) with its fields named."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    start: float
+    duration_ms: float
+    status: str
+    error: str | None
+    attributes: dict[str, Any]
+    session_id: str | None
+    local_root: int
 
 
 def _record(message: str, **extra) -> logging.LogRecord:
@@ -160,3 +187,111 @@ def test_emit_for_user_code(caplog):
     record = to_record(raw)
     assert (record.level, record.source, record.session_id, record.command_id) == ("warning", "tool", "s9", "c9")
     assert record.metadata == {"k": "v", "secret": "[redacted]"}
+
+
+# -- sampling (issue 18) -------------------------------------------------------------------------
+
+
+def test_sampling_is_decided_by_the_trace_id():
+    low, high = "a" * 24 + "00000000", "a" * 24 + "ffffffff"
+    middle = "a" * 24 + "80000000"
+    assert tracing.sampled_by_rate(low, 0.01) and not tracing.sampled_by_rate(high, 0.99)
+    assert tracing.sampled_by_rate(high, 1.0) and not tracing.sampled_by_rate(low, 0.0)
+    assert not tracing.sampled_by_rate(middle, 0.5) and tracing.sampled_by_rate(middle, 0.51)
+    # About the rate over many fresh ids (ids are random in their last bytes).
+    ids = [tracing.new_trace_id() for _ in range(20_000)]
+    share = sum(tracing.sampled_by_rate(t, 0.1) for t in ids) / len(ids)
+    assert 0.08 < share < 0.12
+
+
+def test_unsampled_trace_buffers_only_failed_and_slow_spans():
+    tracer = Tracer(sample_rate=0.0, slow_span_ms=250.0)
+    exported: list[tracing.Span] = []
+    tracer.exporters.append(exported.append)
+    tracing.install(tracer)
+    try:
+        with tracing.span("root") as root:
+            assert not root.sampled and root.traceparent.endswith("-00")
+            with tracing.span("fast") as fast:
+                assert fast.trace_id == root.trace_id and not fast.sampled
+            with pytest.raises(ValueError), tracing.span("boom"):
+                raise ValueError("no")
+            slow = tracer.start("slow")
+            slow.end(duration_ms=251.0)
+            tracer.record("store.commit", root, 0.0, 1.0, batch_size=1)  # fast, unsampled: dropped
+            tracer.record("store.commit", root, 0.0, 1.0, error="disk full", batch_size=1)
+    finally:
+        tracing.uninstall(tracer)
+    rows = {r.name: r for r in (Row(*row) for row in tracer.drain())}
+    assert set(rows) == {"boom", "slow", "store.commit"}
+    assert rows["boom"].status == "error" and rows["store.commit"].error == "disk full"
+    assert all(r.attributes["sampled"] is False and r.trace_id == root.trace_id for r in rows.values())
+    # What is exported is what is stored.
+    assert sorted(s.name for s in exported) == sorted(rows)
+
+
+def test_sampled_trace_buffers_every_span_and_children_follow_the_root():
+    tracer = Tracer(sample_rate=1.0)
+    tracing.install(tracer)
+    try:
+        with tracing.span("root") as root, tracing.span("child") as child:
+            assert root.sampled and child.sampled and root.traceparent.endswith("-01")
+        # A client's sampled flag wins over a rate of 0, and is kept by the children.
+        tracer.sample_rate = 0.0
+        remote = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        with tracing.span("continued", parent=remote) as continued, tracing.span("below") as below:
+            assert continued.sampled and below.sampled
+    finally:
+        tracing.uninstall(tracer)
+    assert sorted(Row(*row).name for row in tracer.drain()) == ["below", "child", "continued", "root"]
+
+
+def test_bound_children_count_like_label_calls():
+    registry = Registry()
+    registry.inc("http_requests_total", route="/a", method="GET", status=200)
+    child = registry.counter("http_requests_total", route="/a", method="GET", status=200)
+    child.inc()
+    child.inc(2)
+    hist = registry.histogram("http_request_duration_seconds", route="/a", method="GET")
+    hist.observe(0.003)
+    registry.observe("http_request_duration_seconds", 0.5, route="/a", method="GET")
+    values = {m.name: rows for m, rows in registry.collect()}
+    assert values["http_requests_total"] == [({"route": "/a", "method": "GET", "status": "200"}, 4)]
+    [(labels, h)] = values["http_request_duration_seconds"]
+    assert labels == {"route": "/a", "method": "GET"} and h.count == 2 and h.max == 0.5
+    with pytest.raises(ValueError):
+        registry.counter("http_requests_total", route="/a")  # the label set is still checked
+    off = Registry(enabled=False)
+    off.counter("storage_writes_total").inc()
+    off.histogram("storage_batch_size").observe(3)
+    assert off.collect() == []
+
+
+def test_remembered_label_sets_count_the_same_and_keep_the_bound():
+    registry = Registry()
+    for _ in range(3):
+        registry.inc("commands_total", type="Echo", status="completed")
+        registry.inc("commands_total", status="completed", type="Echo")  # another order
+        registry.observe("command_run_seconds", 0.01, type="Echo")
+    registry.inc("commands_total", 2, type="Echo", status=7)
+    registry.inc("commands_total", type="Echo", status="7")
+    values = {m.name: rows for m, rows in registry.collect()}
+    assert sorted(values["commands_total"], key=lambda r: r[0]["status"]) == [
+        ({"type": "Echo", "status": "7"}, 3),
+        ({"type": "Echo", "status": "completed"}, 6),
+    ]
+    [(_, hist)] = values["command_run_seconds"]
+    assert hist.count == 3
+    with pytest.raises(ValueError):
+        registry.inc("commands_total", type="Echo")  # still checked, also after a hit
+    with pytest.raises(TypeError):
+        registry.observe("commands_total", 1.0, type="Echo", status="completed")
+    registry.inc("events_published_total", type=["unhashable"])  # str()-ed, as before
+    assert registry._values["events_published_total"] == {("['unhashable']",): 1}
+    # Folded label sets keep being counted as folds on every call.
+    for i in range(MAX_SERIES + 10):
+        registry.inc("llm_calls_total", provider="p", model=f"m{i}", outcome="ok")
+    for i in range(MAX_SERIES, MAX_SERIES + 10):
+        registry.inc("llm_calls_total", provider="p", model=f"m{i}", outcome="ok")
+    assert len(registry._values["llm_calls_total"]) == MAX_SERIES + 1
+    assert registry._values["series_overflow_total"][("llm_calls_total",)] == 20
