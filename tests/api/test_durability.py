@@ -195,7 +195,9 @@ async def test_retention_by_age_prunes_old_events_logs_and_spans(make_client):
     for n in range(3):
         await publish(client, sid, n)
     deleted = await client.app[DATABASE].retention.run_once()
-    assert deleted["events"] == 1200 and deleted["logs"] >= 1 and deleted["spans"] >= 1
+    assert deleted["events"] == 1200
+    # The old log and span are gone (below). Which pass removed them is not asserted: the
+    # background pass of start-up can meet them first on a loaded machine (seen once, -n 4).
     assert await stored_fill_events(client, sid) == {0, 1, 2}
     db = sqlite3.connect(telemetry_path(client.app[SETTINGS].database_path))
     assert db.execute("SELECT COUNT(*) FROM logs WHERE message = 'old'").fetchone()[0] == 0
