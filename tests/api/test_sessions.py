@@ -140,3 +140,73 @@ async def test_list_query_validation(app_client):
         resp = await app_client.get("/api/sessions", params=params)
         assert resp.status == 422
         assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == field
+
+
+PUBLISH_TOOL = '''
+async def publish(event_type: str):
+    """Publish an event"""
+    return {"ok": True}
+'''
+NOOP_HANDLER = """
+async def handle(event, ctx):
+    return None
+"""
+
+
+def counts_in_file(path, sid):
+    """The session's counts, straight from the database file (five plain queries)."""
+    with sqlite3.connect(path) as conn:
+
+        def one(sql):
+            return conn.execute(sql, (sid,)).fetchone()[0]
+
+        return {
+            "commands": one("SELECT COUNT(*) FROM commands WHERE session_id = ?"),
+            "events": one("SELECT COUNT(*) FROM events WHERE session_id = ?"),
+            "engines": one("SELECT COUNT(*) FROM engines WHERE session_id = ? AND status != 'stopped'"),
+            "tools": one("SELECT COUNT(*) FROM tools WHERE session_id = ?"),
+            "handlers": one("SELECT COUNT(*) FROM handlers WHERE session_id = ?"),
+        }
+
+
+async def test_counts_are_exact_for_every_kind(app_client, home):
+    """Every count nonzero, a stopped engine not counted, another session's rows not counted;
+    and the same figures after the session ends (engines stopped, tools and handlers gone)."""
+    sid, other = [(await create_session(app_client))["session_id"] for _ in range(2)]
+    engines = []
+    for s in (sid, sid, other):
+        resp = await app_client.post("/api/engines", json={"engine_type": "DummyEngine", "session_id": s})
+        assert resp.status == 201, await resp.text()
+        engines.append((await resp.json())["engine_id"])
+        if len(engines) == 1:  # one engine per command type: stop it before the next
+            assert (await app_client.delete(f"/api/engines/{engines[0]}")).status in (200, 204)
+    for i in range(3):
+        resp = await app_client.post(
+            f"/api/sessions/{sid}/commands?wait=30",
+            json={"command_type": "DummyEngineCommand", "parameters": {"prompt": str(i)}},
+        )
+        assert resp.status == 200, await resp.text()
+    for _ in range(4):
+        resp = await app_client.post(f"/api/sessions/{sid}/events", json={"event_type": "Bench", "data": {}})
+        assert resp.status == 201, await resp.text()
+    resp = await app_client.post(f"/api/sessions/{sid}/tools", json={"name": "publish", "function_code": PUBLISH_TOOL})
+    assert resp.status == 201, await resp.text()
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/handlers/events", json={"event_type": "Nothing", "handler_function": NOOP_HANDLER}
+    )
+    assert resp.status == 201, await resp.text()
+
+    db = home / "data" / "llmgine.db"
+    got = (await (await app_client.get(f"/api/sessions/{sid}")).json())["counts"]
+    assert got == counts_in_file(db, sid)
+    assert got["commands"] == 3 and got["engines"] == 1 and got["tools"] == 1 and got["handlers"] == 1
+    assert got["events"] >= 1 + 3 + 4
+    other_counts = (await (await app_client.get(f"/api/sessions/{other}")).json())["counts"]
+    assert other_counts == counts_in_file(db, other)
+    assert other_counts["engines"] == 1 and other_counts["commands"] == 0
+
+    ended = await (await app_client.delete(f"/api/sessions/{sid}")).json()
+    assert ended["counts"] == counts_in_file(db, sid)
+    assert ended["counts"]["engines"] == ended["counts"]["tools"] == ended["counts"]["handlers"] == 0
+    again = (await (await app_client.get(f"/api/sessions/{sid}")).json())["counts"]
+    assert again == ended["counts"] and again["events"] == got["events"] + 1
