@@ -133,7 +133,8 @@ class Sessions:
         def read(conn: sqlite3.Connection) -> Session:
             return row_to_session(fetch_session(conn, session_id), count_session(conn, session_id))
 
-        return await self.bus.store.read(read)
+        # Three index lookups: on the event loop (store.read_point).
+        return await self.bus.store.read_point(read)
 
     async def list(self, status: str | None, limit: int, offset: int) -> SessionList:
         def read(conn: sqlite3.Connection) -> SessionList:

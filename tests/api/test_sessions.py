@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from llmgine_daemon.api.keys import BUS
+
 from tests.conftest import assert_envelope, create_session
 
 
@@ -210,3 +212,39 @@ async def test_counts_are_exact_for_every_kind(app_client, home):
     assert ended["counts"]["engines"] == ended["counts"]["tools"] == ended["counts"]["handlers"] == 0
     again = (await (await app_client.get(f"/api/sessions/{sid}")).json())["counts"]
     assert again == ended["counts"] and again["events"] == got["events"] + 1
+
+
+async def test_a_long_session_reads_right_on_and_off_the_loop(app_client, home):
+    """30,000 events: the session's counts are one lookup (on the loop); counting them for a page
+    of the listing is a scan, which leaves the loop for the reader's thread - same answers."""
+    sid = (await create_session(app_client))["session_id"]
+    store = app_client.server.app[BUS].store
+    await store.write(
+        lambda c: c.executemany(
+            "INSERT INTO events (event_id, session_id, event_type, source, timestamp) VALUES (?, ?, 'Bulk', 't', 'x')",
+            [(f"bulk-{i}", sid) for i in range(30_000)],
+        ),
+        heavy=True,
+    )
+    on_loop, moved = store.loop_reads, store.loop_reads_moved
+    got = await (await app_client.get(f"/api/sessions/{sid}")).json()
+    assert got["counts"]["events"] == 30_001
+    assert store.loop_reads == on_loop + 1 and store.loop_reads_moved == moved
+
+    resp = await app_client.get(f"/api/sessions/{sid}/events", params={"limit": 3, "offset": 29_999})
+    assert resp.status == 200, await resp.text()
+    page = await resp.json()
+    assert page["total"] == 30_001
+    assert [e["event_id"] for e in page["events"]] == ["bulk-29998", "bulk-29999"]
+    assert store.loop_reads_moved == moved + 1
+
+    # A short session's page stays on the loop.
+    small = (await create_session(app_client))["session_id"]
+    page = await (await app_client.get(f"/api/sessions/{small}/events")).json()
+    assert page["total"] == 1 and page["events"][0]["event_type"] == "SessionStarted"
+    assert store.loop_reads_moved == moved + 1
+
+    # Missing ones are a 404 either way, never a 500.
+    for path in ("/api/sessions/nope", "/api/sessions/nope/events", f"/api/sessions/{sid}/events/nope"):
+        resp = await app_client.get(path)
+        assert resp.status == 404, (path, await resp.text())
