@@ -248,3 +248,17 @@ async def test_a_long_session_reads_right_on_and_off_the_loop(app_client, home):
     for path in ("/api/sessions/nope", "/api/sessions/nope/events", f"/api/sessions/{sid}/events/nope"):
         resp = await app_client.get(path)
         assert resp.status == 404, (path, await resp.text())
+
+
+async def test_counts_without_their_row_are_counted(app_client, home):
+    """Should a session have no session_counts row (every session gets one from a trigger), its
+    GET counts the rows instead of failing or reporting nothing."""
+    sid = (await create_session(app_client))["session_id"]
+    resp = await app_client.post(f"/api/sessions/{sid}/events", json={"event_type": "X", "data": {}})
+    assert resp.status == 201
+    await app_client.server.app[BUS].store.write(
+        lambda c: c.execute("DELETE FROM session_counts WHERE session_id = ?", (sid,))
+    )
+    got = await (await app_client.get(f"/api/sessions/{sid}")).json()
+    assert got["counts"] == counts_in_file(home / "data" / "llmgine.db", sid)
+    assert got["counts"]["events"] == 2
