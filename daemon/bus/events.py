@@ -257,11 +257,13 @@ class EventLog:
             next_after = events[-1].seq if events else flt.after
             return EventList(events, total, limit, offset, next_after)
 
-        return await self.store.read(read)
+        # On the loop while the page and its count are short; a long session's count (a scan)
+        # runs past the store's budget and the read goes to the reader's thread.
+        return await self.store.read_point(read)
 
     async def get(self, session_id: str, event_id: str) -> Event:
         assert self.store is not None
-        return await self.store.read(lambda conn: _get(conn, session_id, event_id))
+        return await self.store.read_point(lambda conn: _get(conn, session_id, event_id))
 
 
 def _get(conn: sqlite3.Connection, session_id: str, event_id: str) -> Event:

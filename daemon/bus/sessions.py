@@ -15,6 +15,7 @@ from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.protocol import ErrorCode, Session, SessionCounts, SessionList, now_iso
+from llmgine_daemon.store.migrations import SESSION_COUNTS_RECOUNT
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
@@ -67,17 +68,18 @@ def require_active(conn: sqlite3.Connection, session_id: str) -> None:
         )
 
 
-def count_session(conn: sqlite3.Connection, session_id: str) -> SessionCounts:
-    def count(sql: str) -> int:
-        return conn.execute(sql, (session_id,)).fetchone()[0]
+# A session's counts are kept by triggers in session_counts, in the transaction of each write
+# that changes them (store/migrations.py, migration 5): one primary-key lookup, however long
+# the session. Counting instead is a scan of the session's index entries per GET.
+COUNTS_SQL = "SELECT commands, events, engines, tools, handlers FROM session_counts WHERE session_id = ?"
 
-    return SessionCounts(
-        commands=count("SELECT COUNT(*) FROM commands WHERE session_id = ?"),
-        events=count("SELECT COUNT(*) FROM events WHERE session_id = ?"),
-        engines=count("SELECT COUNT(*) FROM engines WHERE session_id = ? AND status != 'stopped'"),
-        tools=count("SELECT COUNT(*) FROM tools WHERE session_id = ?"),
-        handlers=count("SELECT COUNT(*) FROM handlers WHERE session_id = ?"),
-    )
+
+def count_session(conn: sqlite3.Connection, session_id: str) -> SessionCounts:
+    row = conn.execute(COUNTS_SQL, (session_id,)).fetchone()
+    if row is None:  # every session has its row (a trigger adds it); should one not, count
+        row = conn.execute(f"SELECT {SESSION_COUNTS_RECOUNT.format(sid='?1')}", (session_id,)).fetchone()
+    commands, events, engines, tools, handlers = row
+    return SessionCounts(commands=commands, events=events, engines=engines, tools=tools, handlers=handlers)
 
 
 class Sessions:
@@ -131,7 +133,8 @@ class Sessions:
         def read(conn: sqlite3.Connection) -> Session:
             return row_to_session(fetch_session(conn, session_id), count_session(conn, session_id))
 
-        return await self.bus.store.read(read)
+        # Three index lookups: on the event loop (store.read_point).
+        return await self.bus.store.read_point(read)
 
     async def list(self, status: str | None, limit: int, offset: int) -> SessionList:
         def read(conn: sqlite3.Connection) -> SessionList:

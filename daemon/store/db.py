@@ -14,7 +14,14 @@ sqlite3 call releases the GIL, and a thread that wants it back waits until the e
 go - under load the writer thread spent most of a batch waiting for the GIL rather than in
 SQLite (bench/README.md). On the loop, a statement costs its few microseconds.
 
-Reads run on a second connection (WAL lets them proceed while the writer commits).
+Reads run on a second connection (WAL lets them proceed while the writer commits), in its
+thread. Point reads (a session, a command, a page of events) run on a third, read-only
+connection right on the event loop (``Store.read_point``): they take microseconds, less than the
+thread hop and the GIL hand-over they would otherwise wait for. Two bounds keep them from
+stalling the loop: that connection never waits for a lock (busy_timeout 0), and a progress
+handler interrupts any statement past LOOP_READ_STEPS virtual-machine instructions (a few
+hundred microseconds). Either way the read starts over in the reader's thread, so a long scan
+(a session of 100,000 events counted for a listing) costs the loop at most that budget once.
 
 Why ``Connection._execute``: aiosqlite's public API costs a thread hop per statement; a batch
 of hundreds of statements would pay hundreds of hops. ``_execute(fn)`` runs one function in
@@ -67,6 +74,10 @@ CHECKPOINT_INTERVAL_S = 0.25
 # waiting, nobody is interrupted: the loop pays nothing otherwise.
 GIL_SWITCH_INTERVAL_S = 0.0005
 BUSY_TIMEOUT_S = 5.0
+# How many SQLite VM instructions one statement of a point read may take on the event loop
+# before it is interrupted and the read goes to the reader's thread: counting 20,000 index
+# entries takes about 60,000; a page of 50 events about 1,000.
+LOOP_READ_STEPS = 20_000
 
 
 class StorageError(Exception):
@@ -157,6 +168,12 @@ class Store:
         self.busy_timeout_ms = max(0, int(busy_timeout * 1000))
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
+        self._loop_conn: sqlite3.Connection | None = None  # point reads, on the event loop
+        self.loop_read_steps = LOOP_READ_STEPS
+        # Figures for tests and the benchmarks: point reads served on the loop, and those that
+        # went to the reader's thread (too long, or the database was busy).
+        self.loop_reads = 0
+        self.loop_reads_moved = 0
         self._ckpt_conn: aiosqlite.Connection | None = None
         self._ckpt_task: asyncio.Task[None] | None = None
         self._ckpt_done = 0  # self.transactions at the last checkpoint
@@ -179,6 +196,7 @@ class Store:
             self._reader_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
             await self._reader_conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
             await self._reader_conn.execute("PRAGMA query_only = ON")
+            self._loop_conn = self._open_loop_reader()
             self._ckpt_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
             await self._ckpt_conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
         except (OSError, sqlite3.Error) as exc:
@@ -202,6 +220,25 @@ class Store:
         if applied:
             log.info("applied migrations %s to %s", applied, self.path)
 
+    def _open_loop_reader(self) -> sqlite3.Connection:
+        """The read-only connection point reads use on the event loop (after the writer made the
+        file WAL, so opening it takes microseconds)."""
+        uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")  # never wait on the loop: go to the thread
+            conn.execute("PRAGMA query_only = ON")
+            conn.set_progress_handler(self._stop_long_read, max(1, self.loop_read_steps))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _stop_long_read() -> int:
+        # Called once a statement has run loop_read_steps instructions: interrupt it.
+        return 1
+
     async def close(self) -> None:
         """Flush every queued write, then close the connections (the last one to close copies
         the WAL into the database)."""
@@ -211,6 +248,9 @@ class Store:
             await self._queue.put(None)
             await self._task
             self._task = None
+        if self._loop_conn is not None:
+            self._loop_conn.close()
+            self._loop_conn = None
         for conn in (self._ckpt_conn, self._reader_conn, self._writer_conn):
             if conn is not None:
                 try:
@@ -524,6 +564,28 @@ class Store:
         except sqlite3.Error as exc:
             raise _classify(exc) from exc
         return result
+
+    async def read_point(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a short read-only ``fn`` on the event loop, on the read-only connection; if a
+        statement runs past ``loop_read_steps`` instructions, or the database is busy, run it
+        again in the reader's thread (``read``). For reads of a few rows by key: each statement
+        should be an index lookup or a bounded range."""
+        conn = self._loop_conn
+        if conn is None:
+            raise StorageError("the store is closed")
+        try:
+            result = fn(conn)
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if "interrupted" not in text and not _is_busy(exc):
+                raise _classify(exc) from exc
+        except sqlite3.Error as exc:
+            raise _classify(exc) from exc
+        else:
+            self.loop_reads += 1
+            return result
+        self.loop_reads_moved += 1
+        return await self.read(fn)
 
     async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return await self.read(lambda c: c.execute(sql, params).fetchall())

@@ -223,6 +223,95 @@ def m004_partial_command_indexes(conn: sqlite3.Connection) -> None:
     )
 
 
+# A session's counts, as GET /api/sessions/{id} reports them; SESSION_COUNTS_RECOUNT computes
+# them from the tables (migration 5 fills session_counts with it, a new session starts with it).
+SESSION_COUNTS_RECOUNT = (
+    "(SELECT COUNT(*) FROM commands WHERE session_id = {sid}),"
+    " (SELECT COUNT(*) FROM events WHERE session_id = {sid}),"
+    " (SELECT COUNT(*) FROM engines WHERE session_id = {sid} AND status != 'stopped'),"
+    " (SELECT COUNT(*) FROM tools WHERE session_id = {sid}),"
+    " (SELECT COUNT(*) FROM handlers WHERE session_id = {sid})"
+)
+
+
+def _recount(column: str, table: str, sid: str, extra: str = "") -> str:
+    return (
+        f"UPDATE session_counts SET {column} = (SELECT COUNT(*) FROM {table} WHERE session_id = {sid}{extra})"
+        f" WHERE session_id = {sid}"
+    )
+
+
+@migration(5, "session counts kept by triggers")
+def m005_session_counts(conn: sqlite3.Connection) -> None:
+    """Counting a session's commands and events on every GET is a scan of its index entries:
+    0.5 ms at a few thousand, and it grows with the session. The counts are kept instead, by
+    triggers, in the same transaction as the write that changes them (so they are exact
+    whatever writes: the bus, retention, a purge, a migration).
+
+    Commands and events are counted up and down by one (a recount would be that same scan).
+    Engines, tools and handlers are few per session, and their writes are rare and varied
+    (``INSERT OR REPLACE`` into tools fires no delete trigger; an engine's status changes):
+    each of those writes recounts the session's rows of that table."""
+    conn.execute(
+        "CREATE TABLE session_counts ("
+        " session_id TEXT PRIMARY KEY,"
+        " commands INTEGER NOT NULL, events INTEGER NOT NULL, engines INTEGER NOT NULL,"
+        " tools INTEGER NOT NULL, handlers INTEGER NOT NULL"
+        ") WITHOUT ROWID"
+    )
+    conn.execute(
+        "INSERT INTO session_counts (session_id, commands, events, engines, tools, handlers)"
+        f" SELECT s.session_id, {SESSION_COUNTS_RECOUNT.format(sid='s.session_id')} FROM sessions s"
+    )
+    triggers = {
+        "session_counts_new": (
+            "AFTER INSERT ON sessions",
+            "INSERT OR REPLACE INTO session_counts (session_id, commands, events, engines, tools, handlers)"
+            f" VALUES (NEW.session_id, {SESSION_COUNTS_RECOUNT.format(sid='NEW.session_id')})",
+        ),
+        "session_counts_gone": (
+            "AFTER DELETE ON sessions",
+            "DELETE FROM session_counts WHERE session_id = OLD.session_id",
+        ),
+        "session_counts_event_in": (
+            "AFTER INSERT ON events",
+            "UPDATE session_counts SET events = events + 1 WHERE session_id = NEW.session_id",
+        ),
+        "session_counts_event_out": (
+            "AFTER DELETE ON events",
+            "UPDATE session_counts SET events = events - 1 WHERE session_id = OLD.session_id",
+        ),
+        "session_counts_command_in": (
+            "AFTER INSERT ON commands",
+            "UPDATE session_counts SET commands = commands + 1 WHERE session_id = NEW.session_id",
+        ),
+        "session_counts_command_out": (
+            "AFTER DELETE ON commands",
+            "UPDATE session_counts SET commands = commands - 1 WHERE session_id = OLD.session_id",
+        ),
+    }
+    live = " AND status != 'stopped'"
+    for table, extra, columns in (
+        ("engines", live, "status, session_id"),
+        ("tools", "", "session_id"),
+        ("handlers", "", "session_id"),
+    ):
+        new, old = _recount(table, table, "NEW.session_id", extra), _recount(table, table, "OLD.session_id", extra)
+        triggers[f"session_counts_{table}_in"] = (f"AFTER INSERT ON {table}", new)
+        triggers[f"session_counts_{table}_out"] = (f"AFTER DELETE ON {table}", old)
+        # An engine's status changes (stopped); a row could move to another session.
+        triggers[f"session_counts_{table}_changed"] = (f"AFTER UPDATE OF {columns} ON {table}", f"{old}; {new}")
+    # Events and commands never change session, but should one, the counts follow.
+    for table, column in (("events", "events"), ("commands", "commands")):
+        triggers[f"session_counts_{table}_moved"] = (
+            f"AFTER UPDATE OF session_id ON {table}",
+            f"UPDATE session_counts SET {column} = {column} - 1 WHERE session_id = OLD.session_id;"
+            f" UPDATE session_counts SET {column} = {column} + 1 WHERE session_id = NEW.session_id",
+        )
+    for name, (when, body) in triggers.items():
+        conn.execute(f"CREATE TRIGGER {name} {when} FOR EACH ROW BEGIN {body}; END")
+
+
 @migration(60, "engine conversation memory")
 def m060_engine_memory(conn: sqlite3.Connection) -> None:
     run_script(

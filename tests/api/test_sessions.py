@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from llmgine_daemon.api.keys import BUS
+
 from tests.conftest import assert_envelope, create_session
 
 
@@ -140,3 +142,123 @@ async def test_list_query_validation(app_client):
         resp = await app_client.get("/api/sessions", params=params)
         assert resp.status == 422
         assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == field
+
+
+PUBLISH_TOOL = '''
+async def publish(event_type: str):
+    """Publish an event"""
+    return {"ok": True}
+'''
+NOOP_HANDLER = """
+async def handle(event, ctx):
+    return None
+"""
+
+
+def counts_in_file(path, sid):
+    """The session's counts, straight from the database file (five plain queries)."""
+    with sqlite3.connect(path) as conn:
+
+        def one(sql):
+            return conn.execute(sql, (sid,)).fetchone()[0]
+
+        return {
+            "commands": one("SELECT COUNT(*) FROM commands WHERE session_id = ?"),
+            "events": one("SELECT COUNT(*) FROM events WHERE session_id = ?"),
+            "engines": one("SELECT COUNT(*) FROM engines WHERE session_id = ? AND status != 'stopped'"),
+            "tools": one("SELECT COUNT(*) FROM tools WHERE session_id = ?"),
+            "handlers": one("SELECT COUNT(*) FROM handlers WHERE session_id = ?"),
+        }
+
+
+async def test_counts_are_exact_for_every_kind(app_client, home):
+    """Every count nonzero, a stopped engine not counted, another session's rows not counted;
+    and the same figures after the session ends (engines stopped, tools and handlers gone)."""
+    sid, other = [(await create_session(app_client))["session_id"] for _ in range(2)]
+    engines = []
+    for s in (sid, sid, other):
+        resp = await app_client.post("/api/engines", json={"engine_type": "DummyEngine", "session_id": s})
+        assert resp.status == 201, await resp.text()
+        engines.append((await resp.json())["engine_id"])
+        if len(engines) == 1:  # one engine per command type: stop it before the next
+            assert (await app_client.delete(f"/api/engines/{engines[0]}")).status in (200, 204)
+    for i in range(3):
+        resp = await app_client.post(
+            f"/api/sessions/{sid}/commands?wait=30",
+            json={"command_type": "DummyEngineCommand", "parameters": {"prompt": str(i)}},
+        )
+        assert resp.status == 200, await resp.text()
+    for _ in range(4):
+        resp = await app_client.post(f"/api/sessions/{sid}/events", json={"event_type": "Bench", "data": {}})
+        assert resp.status == 201, await resp.text()
+    resp = await app_client.post(f"/api/sessions/{sid}/tools", json={"name": "publish", "function_code": PUBLISH_TOOL})
+    assert resp.status == 201, await resp.text()
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/handlers/events", json={"event_type": "Nothing", "handler_function": NOOP_HANDLER}
+    )
+    assert resp.status == 201, await resp.text()
+
+    db = home / "data" / "llmgine.db"
+    got = (await (await app_client.get(f"/api/sessions/{sid}")).json())["counts"]
+    assert got == counts_in_file(db, sid)
+    assert got["commands"] == 3 and got["engines"] == 1 and got["tools"] == 1 and got["handlers"] == 1
+    assert got["events"] >= 1 + 3 + 4
+    other_counts = (await (await app_client.get(f"/api/sessions/{other}")).json())["counts"]
+    assert other_counts == counts_in_file(db, other)
+    assert other_counts["engines"] == 1 and other_counts["commands"] == 0
+
+    ended = await (await app_client.delete(f"/api/sessions/{sid}")).json()
+    assert ended["counts"] == counts_in_file(db, sid)
+    assert ended["counts"]["engines"] == ended["counts"]["tools"] == ended["counts"]["handlers"] == 0
+    again = (await (await app_client.get(f"/api/sessions/{sid}")).json())["counts"]
+    assert again == ended["counts"] and again["events"] == got["events"] + 1
+
+
+async def test_a_long_session_reads_right_on_and_off_the_loop(app_client, home):
+    """30,000 events: the session's counts are one lookup (on the loop); counting them for a page
+    of the listing is a scan, which leaves the loop for the reader's thread - same answers."""
+    sid = (await create_session(app_client))["session_id"]
+    store = app_client.server.app[BUS].store
+    await store.write(
+        lambda c: c.executemany(
+            "INSERT INTO events (event_id, session_id, event_type, source, timestamp) VALUES (?, ?, 'Bulk', 't', 'x')",
+            [(f"bulk-{i}", sid) for i in range(30_000)],
+        ),
+        heavy=True,
+    )
+    on_loop, moved = store.loop_reads, store.loop_reads_moved
+    got = await (await app_client.get(f"/api/sessions/{sid}")).json()
+    assert got["counts"]["events"] == 30_001
+    assert store.loop_reads == on_loop + 1 and store.loop_reads_moved == moved
+
+    resp = await app_client.get(f"/api/sessions/{sid}/events", params={"limit": 3, "offset": 29_999})
+    assert resp.status == 200, await resp.text()
+    page = await resp.json()
+    assert page["total"] == 30_001
+    assert [e["event_id"] for e in page["events"]] == ["bulk-29998", "bulk-29999"]
+    assert store.loop_reads_moved == moved + 1
+
+    # A short session's page stays on the loop.
+    small = (await create_session(app_client))["session_id"]
+    page = await (await app_client.get(f"/api/sessions/{small}/events")).json()
+    assert page["total"] == 1 and page["events"][0]["event_type"] == "SessionStarted"
+    assert store.loop_reads_moved == moved + 1
+
+    # Missing ones are a 404 either way, never a 500.
+    for path in ("/api/sessions/nope", "/api/sessions/nope/events", f"/api/sessions/{sid}/events/nope"):
+        resp = await app_client.get(path)
+        assert resp.status == 404, (path, await resp.text())
+
+
+async def test_counts_without_their_row_are_counted(app_client, home):
+    """Should a session have no session_counts row (every session gets one from a trigger), its
+    GET counts the rows instead of failing or reporting nothing."""
+    sid = (await create_session(app_client))["session_id"]
+    resp = await app_client.post(f"/api/sessions/{sid}/events", json={"event_type": "X", "data": {}})
+    assert resp.status == 201
+    await app_client.server.app[BUS].store.write(
+        lambda c: c.execute("DELETE FROM session_counts WHERE session_id = ?", (sid,))
+    )
+    got = await (await app_client.get(f"/api/sessions/{sid}")).json()
+    assert got["counts"] == counts_in_file(home / "data" / "llmgine.db", sid)
+    assert got["counts"]["events"] == 2

@@ -173,3 +173,56 @@ def test_recovery_queries_use_the_partial_indexes(tmp_path):
         )
     assert conn.execute(f"SELECT COUNT(*) FROM commands INDEXED BY commands_active WHERE {ACTIVE}").fetchone()[0] == 1
     conn.close()
+
+
+async def test_point_reads_on_the_loop_see_every_acknowledged_write(store):
+    """A point read runs on the loop's read-only connection and sees what was committed before
+    it: each acknowledged write, at once."""
+    for i in range(20):
+        await store.write(
+            lambda c, i=i: c.execute(
+                "INSERT INTO sessions (session_id, status, created_at, last_activity_at)"
+                " VALUES (?, 'active', 'x', 'x')",
+                (f"p{i}",),
+            )
+        )
+        got = await store.read_point(lambda c, i=i: c.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
+        assert got == i + 1
+    assert store.loop_reads == 20 and store.loop_reads_moved == 0
+    # Read-only: a write through it fails as a write to a read-only database would.
+    with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
+        await store.read_point(lambda c: c.execute("DELETE FROM sessions"))
+    assert (await store.fetchone("SELECT COUNT(*) FROM sessions"))[0] == 20
+
+
+async def test_a_long_point_read_moves_to_the_reader_thread(store):
+    """Past the budget of VM instructions the statement is interrupted on the loop and the read
+    runs again in the reader's thread: same answer, and the loop was held only for the budget."""
+    await store.write(
+        lambda c: c.executemany(
+            "INSERT INTO events (event_id, session_id, event_type, source, timestamp) VALUES (?, 'big', 'E', 't', 'x')",
+            [(f"e{i}",) for i in range(30_000)],
+        ),
+        heavy=True,
+    )
+    count = "SELECT COUNT(*) FROM events WHERE session_id = 'big'"
+    assert await store.read_point(lambda c: c.execute(count).fetchone()[0]) == 30_000
+    assert store.loop_reads_moved == 1 and store.loop_reads == 0
+    # A short one right after stays on the loop (the interrupted statement left nothing open).
+    one = "SELECT event_type FROM events WHERE event_id = 'e7'"
+    assert await store.read_point(lambda c: c.execute(one).fetchone()[0]) == "E"
+    assert store.loop_reads == 1
+    # An error that is not about time or locks is the read's own: raised, not retried.
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        await store.read_point(lambda c: c.execute("SELECT * FROM nowhere").fetchall())
+    assert store.loop_reads_moved == 1
+
+
+async def test_point_reads_after_close_fail_cleanly(home):
+    from llmgine_daemon.store.db import StorageError
+
+    s = Store(home / "data" / "closed.db")
+    await s.open()
+    await s.close()
+    with pytest.raises(StorageError, match="closed"):
+        await s.read_point(lambda c: c.execute("SELECT 1").fetchone())

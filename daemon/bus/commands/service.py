@@ -314,7 +314,7 @@ class Commands:
             fetch_session(conn, session_id)
             return command_row(conn, session_id, command_id)
 
-        return self._current(await self.store.read(read))
+        return self._current(await self.store.read_point(read))  # two lookups: on the loop
 
     async def list(
         self,

@@ -1,0 +1,122 @@
+"""Session counts kept by triggers (migration 5): exact after every kind of write, and filled
+in for a database that had sessions before the migration."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from llmgine_daemon.store.migrations import SESSION_COUNTS_RECOUNT, apply_migrations
+
+
+def kept(conn):
+    return {r[0]: r[1:] for r in conn.execute("SELECT * FROM session_counts ORDER BY session_id")}
+
+
+def counted(conn):
+    sql = f"SELECT s.session_id, {SESSION_COUNTS_RECOUNT.format(sid='s.session_id')} FROM sessions s"
+    return {r[0]: r[1:] for r in conn.execute(sql + " ORDER BY s.session_id")}
+
+
+def session(conn, sid):
+    conn.execute(
+        "INSERT INTO sessions (session_id, status, created_at, last_activity_at) VALUES (?, 'active', 'x', 'x')",
+        (sid,),
+    )
+
+
+def event(conn, sid, n):
+    conn.execute(
+        "INSERT INTO events (event_id, session_id, event_type, source, timestamp) VALUES (?, ?, 'E', 'test', 'x')",
+        (f"{sid}-e{n}", sid),
+    )
+
+
+def command(conn, sid, n):
+    conn.execute(
+        "INSERT INTO commands (command_id, session_id, command_type, status, created_at)"
+        " VALUES (?, ?, 'C', 'completed', 'x')",
+        (f"{sid}-c{n}", sid),
+    )
+
+
+def engine(conn, sid, n, status="active"):
+    conn.execute(
+        "INSERT INTO engines (engine_id, session_id, engine_type, status, created_at) VALUES (?, ?, 'T', ?, 'x')",
+        (f"{sid}-g{n}", sid, status),
+    )
+
+
+def tool(conn, sid, name):
+    conn.execute(
+        "INSERT OR REPLACE INTO tools (session_id, name, function_code, created_at) VALUES (?, ?, 'code', 'x')",
+        (sid, name),
+    )
+
+
+def handler(conn, sid, n):
+    conn.execute(
+        "INSERT INTO handlers (handler_id, session_id, kind, type, code, created_at)"
+        " VALUES (?, ?, 'event', 'E', 'code', 'x')",
+        (f"{sid}-h{n}", sid),
+    )
+
+
+def test_every_write_keeps_counts_exact(tmp_path):
+    conn = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    apply_migrations(conn)
+    steps = [
+        lambda: session(conn, "a"),
+        lambda: session(conn, "b"),
+        lambda: [event(conn, s, i) for s in "ab" for i in range(5)],
+        lambda: conn.executemany(
+            "INSERT INTO events (event_id, session_id, event_type, source, timestamp) VALUES (?, 'a', 'E', 't', 'x')",
+            [(f"many{i}",) for i in range(7)],
+        ),
+        lambda: [command(conn, "a", i) for i in range(3)],
+        lambda: [engine(conn, "a", i) for i in range(3)] + [engine(conn, "b", 0, "stopped")],
+        lambda: conn.execute("UPDATE engines SET status = 'stopped' WHERE engine_id = 'a-g0'"),
+        lambda: conn.execute("UPDATE engines SET status = 'active' WHERE engine_id = 'b-g0'"),
+        lambda: conn.execute("DELETE FROM engines WHERE engine_id = 'a-g1'"),
+        lambda: [tool(conn, "a", "t1"), tool(conn, "a", "t2"), tool(conn, "a", "t1")],  # a replace
+        lambda: [handler(conn, "a", i) for i in range(2)] + [handler(conn, None, 9)],  # one global
+        lambda: conn.execute("UPDATE handlers SET session_id = 'b' WHERE handler_id = 'a-h1'"),
+        lambda: conn.execute("UPDATE events SET session_id = 'b' WHERE event_id = 'a-e0'"),
+        lambda: event(conn, "nosession", 0),  # an event outside any stored session
+        lambda: conn.execute("DELETE FROM events WHERE session_id = 'a' AND seq % 2 = 0"),  # like retention
+        lambda: conn.execute("DELETE FROM commands WHERE command_id = 'a-c1'"),
+        lambda: conn.execute("DELETE FROM tools WHERE session_id = 'a' AND name = 't2'"),
+        lambda: [conn.execute(f"DELETE FROM {t} WHERE session_id = 'b'") for t in ("events", "engines", "handlers")],
+        lambda: conn.execute("DELETE FROM sessions WHERE session_id = 'b'"),  # a purge's last step
+        lambda: session(conn, "nosession"),  # counts what it already has
+    ]
+    for i, step in enumerate(steps):
+        conn.execute("BEGIN IMMEDIATE")
+        step()
+        conn.execute("COMMIT")
+        assert kept(conn) == counted(conn), f"after step {i}"
+    assert kept(conn)["a"] == (2, 6, 1, 1, 1)  # 12 events, 1 moved, 5 of 11 deleted
+    assert kept(conn)["nosession"] == (0, 1, 0, 0, 0)
+    assert "b" not in kept(conn)
+
+
+def test_migration_fills_counts_of_existing_sessions(tmp_path):
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    apply_migrations(conn)
+    # Back to a database from before migration 5, with history in it.
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("DROP TABLE session_counts")
+    conn.execute("DELETE FROM schema_migrations WHERE version = 5")
+    for sid in ("a", "b", "c"):
+        session(conn, sid)
+    for i in range(4):
+        event(conn, "a", i)
+        command(conn, "b", i)
+    engine(conn, "a", 0)
+    engine(conn, "a", 1, "stopped")
+    tool(conn, "c", "t")
+    handler(conn, "c", 0)
+
+    assert apply_migrations(conn) == [5]
+    assert kept(conn) == counted(conn)
+    assert kept(conn) == {"a": (0, 4, 1, 0, 0), "b": (4, 0, 0, 0, 0), "c": (0, 0, 0, 1, 1)}
