@@ -7,14 +7,17 @@ of its own, so nothing in it is taken on trust (``checked_outcome``, ``clean_err
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmgine_daemon.protocol.base import MAX_JSON_DEPTH, json_too_deep
 from llmgine_daemon.sandbox import frames
+from llmgine_daemon.sandbox.frames import call_error
 
 TIMEOUT = "TIMEOUT"
 WORKER_CRASHED = "WORKER_CRASHED"
@@ -114,8 +117,29 @@ def is_description(value: Any) -> bool:
     )
 
 
-def call_error(code: str, message: str, **details: Any) -> dict[str, Any]:
-    return {"code": code, "message": message, "details": details}
+class SessionShares:
+    """Fair share: one queue per session, so at most ``share`` of its calls hold workers at once
+    and its further calls wait behind each other, not in front of other sessions."""
+
+    def __init__(self, share: int) -> None:
+        self.share = share
+        self._queues: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str | None) -> AsyncIterator[None]:
+        """A place in ``key``'s queue for the block (``None``: no queue)."""
+        if key is None:
+            yield
+            return
+        sem, users = self._queues.setdefault(key, (asyncio.Semaphore(self.share), [0]))
+        users[0] += 1
+        try:
+            async with sem:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._queues[key]
 
 
 _CALL_ERRORS = {

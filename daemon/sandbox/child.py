@@ -23,6 +23,7 @@ import traceback
 from typing import Any
 
 from llmgine_daemon.sandbox import frames
+from llmgine_daemon.sandbox.frames import call_error as call_error
 from llmgine_daemon.sandbox.introspect import describe_function
 
 # Call error codes (mirrored in protocol.CallErrorCode for the wire).
@@ -36,10 +37,6 @@ WORKER_CRASHED = "WORKER_CRASHED"
 
 _RFD = -1
 _WFD = -1
-
-
-def call_error(code: str, message: str, /, **details: Any) -> dict[str, Any]:
-    return {"code": code, "message": message, "details": details}
 
 
 # -- what user code sees ------------------------------------------------------------------

@@ -98,6 +98,11 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Frame)
 
 
+def call_error(code: str, message: str, /, **details: Any) -> dict[str, Any]:
+    """A failed call's ``error``: the one shape on both sides of the pipes."""
+    return {"code": code, "message": message, "details": details}
+
+
 class FrameError(Exception):
     """The other side sent something that is not a frame: the worker is not trusted further."""
 

@@ -36,13 +36,12 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable
 from dataclasses import asdict
 from typing import Any
 
-from llmgine_daemon.aio import spawn, wait_discarded
+from llmgine_daemon.aio import wait_discarded
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.protocol.base import MAX_JSON_DEPTH, json_too_deep
 from llmgine_daemon.sandbox import frames
@@ -56,6 +55,7 @@ from llmgine_daemon.sandbox.calls import (
     LogHandler,
     SandboxLimits,
     SandboxUnavailable,
+    SessionShares,
     call_error,
     checked_outcome,
     is_description,
@@ -63,13 +63,19 @@ from llmgine_daemon.sandbox.calls import (
 from llmgine_daemon.sandbox.isolation import (
     Cgroups,
     Isolation,
-    child_pid,
-    count_tasks,
     probe,
     remove_stale_dirs,
-    seccomp_pipe,
 )
-from llmgine_daemon.sandbox.worker_process import WorkerProcess, describe_failure, wait_briefly
+from llmgine_daemon.sandbox.worker_process import (
+    OVERHEAD_PROCESSES,
+    WorkerProcess,
+    adopt,
+    describe_failure,
+    launch,
+    nproc_limit,
+    wait_briefly,
+    worker_config,
+)
 
 log = logging.getLogger("llmgine.sandbox")
 
@@ -99,7 +105,7 @@ class SandboxPool:
         self.user = user
         self.group = group
         self.share = self.limits.session_share or max(1, self.size // 2)
-        self._sessions: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+        self._shares = SessionShares(self.share)
         self.bus_handler: BusHandler | None = None
         self.log_handler: LogHandler | None = None
         self.isolation = Isolation("pending")  # until the probe has run
@@ -299,37 +305,11 @@ class SandboxPool:
             return CallOutcome(ok=False, error=call_error(SANDBOX_UNAVAILABLE, "the sandbox is stopping"))
         depth = min(max(context.depth, 0), self.limits.max_depth)
         sem = self._sems.setdefault(depth, asyncio.Semaphore(self.size))
-        share = self._share(context) if depth == 0 else None
-        try:
-            if share is not None:
-                await share.acquire()
-            try:
-                async with sem:
-                    return await self._on_worker(run, context)
-            finally:
-                if share is not None:
-                    share.release()
-        finally:
-            if share is not None:
-                self._unshare(context)
-
-    def _share(self, context: CallContext) -> asyncio.Semaphore | None:
-        """The session's own queue: at most ``share`` of its top-level calls hold workers (nested
-        calls ride on their parent's place, or a parent would wait for its own children)."""
-        key = context.share or context.session_id
-        if key is None:
-            return None
-        sem, users = self._sessions.setdefault(key, (asyncio.Semaphore(self.share), [0]))
-        users[0] += 1
-        return sem
-
-    def _unshare(self, context: CallContext) -> None:
-        key = context.share or context.session_id
-        assert key is not None
-        sem, users = self._sessions[key]
-        users[0] -= 1
-        if users[0] == 0:
-            del self._sessions[key]
+        # Nested calls ride on their parent's place in its session's queue (or a parent would
+        # wait for its own children): only top-level calls take one.
+        key = (context.share or context.session_id) if depth == 0 else None
+        async with self._shares.hold(key), sem:
+            return await self._on_worker(run, context)
 
     async def _on_worker(self, run: frames.Run, context: CallContext) -> CallOutcome:
         try:
@@ -541,58 +521,23 @@ class SandboxPool:
         iso = self.isolation
         cgroups = (
             self._cgroups.make(
-                name,
-                self.limits.processes + 3,  # + zygote, forker, child
-                self.limits.memory_bytes + ZYGOTE_MEMORY,
+                name, self.limits.processes + OVERHEAD_PROCESSES, self.limits.memory_bytes + ZYGOTE_MEMORY
             )
             if self._cgroups is not None
             else []
         )
-        uid = os.geteuid()
-        limits = {
-            "memory_bytes": self.limits.memory_bytes,
-            "open_files": self.limits.open_files,
-            "file_size_bytes": self.limits.file_size_bytes,
-            "nproc": self._nproc(uid),
-        }
-        tmpdir: str | None = None
-        if iso.sandboxed:
-            config = {
-                "daemon": os.getpid(),
-                "limits": limits,
-                "sandboxed": True,
-                "identity": [iso.uid, iso.gid] if iso.uid is not None else None,
-            }
-            cwd = "/"
-        else:  # isolation "none": a host directory, removed with the worker (or at next start)
-            tmpdir = cwd = tempfile.mkdtemp(prefix=f"llmgine-sandbox-{os.getpid()}-{name}-")
-            pids = [c for c in cgroups if (c / "pids.max").exists()]
-            config = {"daemon": os.getpid(), "limits": limits, "cgroup": str(pids[0]) if pids else ""}
-        seccomp_fd = seccomp_pipe() if iso.sandboxed else None
-        argv = iso.worker_argv(json.dumps(config), self.limits.tmp_bytes, seccomp_fd)
+        nproc = nproc_limit(iso, self.limits, self._has_pids_cgroup())
+        config, cwd, tmpdir = worker_config(iso, self.limits, cgroups, name, nproc)
         try:
-            proc = await spawn(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-                env={},
-                cwd=cwd,
-                close_fds=True,
-                start_new_session=True,
-                pass_fds=(seccomp_fd,) if seccomp_fd is not None else (),
-            )
+            proc = await launch(iso, self.limits, config, cwd)
         except BaseException as exc:
             if tmpdir is not None:
                 shutil.rmtree(tmpdir, ignore_errors=True)
             if self._cgroups is not None:
                 await self._cgroups.release(cgroups)
             if isinstance(exc, OSError):
-                raise SandboxUnavailable(f"cannot start {argv[0]}: {exc}") from exc
+                raise SandboxUnavailable(f"cannot start a sandbox worker: {exc}") from exc
             raise
-        finally:
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
         worker = WorkerProcess(proc, tmpdir, cgroups, pidns=iso.sandboxed)
         self._all.add(worker)
         try:
@@ -600,15 +545,7 @@ class SandboxPool:
             if not isinstance(ready, frames.Ready):
                 raise frames.FrameError(f"expected Ready, got {type(ready).__name__}")
             if iso.sandboxed and cgroups:
-                # The zygote has forked nothing yet: in its cgroups now, every process of every
-                # call is counted there. (Without cgroups bubblewrap's --die-with-parent is
-                # enough to end it, and /proc may not even be listable by this user.)
-                worker.zygote = child_pid(proc.pid)
-                forker = child_pid(worker.zygote) if worker.zygote is not None else None
-                if worker.zygote is None or forker is None:
-                    raise frames.FrameError("cannot find the worker inside bubblewrap")
-                for pid in (worker.zygote, forker):  # every call is forked by the forker
-                    Cgroups.join(cgroups, pid)
+                adopt(worker, cgroups)
         except BaseException as exc:
             worker.kill()
             await self._reap(worker)
@@ -618,22 +555,6 @@ class SandboxPool:
         self._python_version = ready.python
         self._uid = ready.uid if iso.uid is None else iso.uid
         return worker
-
-    def _nproc(self, uid: int) -> int:
-        """RLIMIT_NPROC for a worker (0: not set; root uses a pids cgroup). In bubblewrap's user
-        namespace the kernel counts only the namespace's own tasks: the zygote, its child and
-        the call's budget. Without one it counts every task of the uid, so the budget goes on
-        top of what the uid runs now."""
-        budget = self.limits.processes + 3  # + the zygote, the forker and the call's child
-        if uid == 0:
-            if self.isolation.uid is None or self._has_pids_cgroup():
-                return 0
-            # Root without a pids cgroup (a read-only /sys/fs/cgroup): workers run as
-            # sandbox.user, whom RLIMIT_NPROC binds, counted over all that user's tasks.
-            return count_tasks(self.isolation.uid) + budget
-        if self.isolation.user_namespace:
-            return budget
-        return count_tasks(uid) + budget
 
     def _has_pids_cgroup(self) -> bool:
         return self._cgroups is not None and "pids" in self._cgroups.parents

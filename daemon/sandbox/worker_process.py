@@ -1,18 +1,23 @@
-"""The daemon's handle on one worker process (``WorkerProcess``): frames read from and written
-to its pipes, and killing it whole - its process group, the running call's child, the
-sandbox's PID 1 and its cgroups. The pool (``pool.py``) decides when.
+"""The daemon's handle on one worker process (``WorkerProcess``): what it is started with
+(``worker_config``, ``launch``, ``adopt``), frames read from and written to its pipes, and
+killing it whole - its process group, the running call's child, the sandbox's PID 1 and its
+cgroups. The pool (``pool.py``) decides when.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import tempfile
 from pathlib import Path
+from typing import Any
 
-from llmgine_daemon.aio import killpg
+from llmgine_daemon.aio import killpg, spawn
 from llmgine_daemon.sandbox import frames
-from llmgine_daemon.sandbox.isolation import Cgroups
+from llmgine_daemon.sandbox.calls import SandboxLimits
+from llmgine_daemon.sandbox.isolation import Cgroups, Isolation, child_pid, count_tasks, seccomp_pipe
 
 
 class WorkerProcess:
@@ -70,3 +75,81 @@ def describe_failure(exc: BaseException, returncode: int | None) -> str:
         except ValueError:
             pass
     return what
+
+
+# Processes of a worker besides the call's own: the zygote, the forker and the call's child.
+OVERHEAD_PROCESSES = 3
+
+
+def nproc_limit(iso: Isolation, limits: SandboxLimits, pids_cgroup: bool) -> int:
+    """RLIMIT_NPROC for a worker (0: not set; root uses a pids cgroup). In bubblewrap's user
+    namespace the kernel counts only the namespace's own tasks: the worker's and the call's
+    budget. Without one it counts every task of the uid, so the budget goes on top of what the
+    uid runs now."""
+    budget = limits.processes + OVERHEAD_PROCESSES
+    uid = os.geteuid()
+    if uid == 0:
+        if iso.uid is None or pids_cgroup:
+            return 0
+        # Root without a pids cgroup (a read-only /sys/fs/cgroup): workers run as
+        # sandbox.user, whom RLIMIT_NPROC binds, counted over all that user's tasks.
+        return count_tasks(iso.uid) + budget
+    if iso.user_namespace:
+        return budget
+    return count_tasks(uid) + budget
+
+
+def worker_config(
+    iso: Isolation, limits: SandboxLimits, cgroups: list[Path], name: str, nproc: int
+) -> tuple[dict[str, Any], str, str | None]:
+    """(configuration, working directory, host directory to remove with the worker or None)."""
+    rlimits = {
+        "memory_bytes": limits.memory_bytes,
+        "open_files": limits.open_files,
+        "file_size_bytes": limits.file_size_bytes,
+        "nproc": nproc,
+    }
+    if iso.sandboxed:
+        identity = [iso.uid, iso.gid] if iso.uid is not None else None
+        config = {"daemon": os.getpid(), "limits": rlimits, "sandboxed": True, "identity": identity}
+        return config, "/", None
+    # isolation "none": a host directory, removed with the worker (or at the next start)
+    tmpdir = tempfile.mkdtemp(prefix=f"llmgine-sandbox-{os.getpid()}-{name}-")
+    pids = [c for c in cgroups if (c / "pids.max").exists()]
+    config = {"daemon": os.getpid(), "limits": rlimits, "cgroup": str(pids[0]) if pids else ""}
+    return config, tmpdir, tmpdir
+
+
+async def launch(iso: Isolation, limits: SandboxLimits, config: dict[str, Any], cwd: str) -> asyncio.subprocess.Process:
+    """Start the worker process (bubblewrap around it, with the seccomp filter, when
+    sandboxed). Raises OSError if it cannot be started."""
+    seccomp_fd = seccomp_pipe() if iso.sandboxed else None
+    argv = iso.worker_argv(json.dumps(config), limits.tmp_bytes, seccomp_fd)
+    try:
+        return await spawn(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={},
+            cwd=cwd,
+            close_fds=True,
+            start_new_session=True,
+            pass_fds=(seccomp_fd,) if seccomp_fd is not None else (),
+        )
+    finally:
+        if seccomp_fd is not None:
+            os.close(seccomp_fd)
+
+
+def adopt(worker: WorkerProcess, cgroups: list[Path]) -> None:
+    """Move a sandboxed worker that just said Ready into its cgroups: the zygote has forked
+    nothing but the forker yet, so from now on every process of every call is counted there.
+    (Without cgroups bubblewrap's --die-with-parent is enough to end it, and /proc may not even
+    be listable by this user, so nothing is looked up.)"""
+    worker.zygote = child_pid(worker.proc.pid)
+    forker = child_pid(worker.zygote) if worker.zygote is not None else None
+    if worker.zygote is None or forker is None:
+        raise frames.FrameError("cannot find the worker inside bubblewrap")
+    for pid in (worker.zygote, forker):  # every call is forked by the forker
+        Cgroups.join(cgroups, pid)

@@ -54,13 +54,17 @@ async def test_cgroups_of_a_killed_daemon_are_removed_at_the_next_start():
         pytest.skip("no pids cgroup here (needs root and a pids controller)")
     base = probe.parents["pids"].parent
     await probe.close()
-    stale = base / f"llmgine-sandbox-{_dead_pid()}"
-    stale.mkdir()
-    (stale / "w1").mkdir()
-    (stale / "w2").mkdir()
+    # Built under a name no daemon looks for, then renamed at once: a daemon starting in a
+    # parallel test must not find it half-made (any daemon that starts may remove it).
+    building = base / f"test-stale-{os.getpid()}"
+    building.mkdir()
+    (building / "w1").mkdir()
+    (building / "w2").mkdir()
     # A worker that outlived its daemon, still in its cgroup.
     survivor = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
-    (stale / "w2" / "cgroup.procs").write_text(str(survivor.pid))
+    (building / "w2" / "cgroup.procs").write_text(str(survivor.pid))
+    stale = base / f"llmgine-sandbox-{_dead_pid()}"
+    building.rename(stale)
     cgroup = await Cgroups.create()
     assert cgroup is not None
     try:
@@ -72,5 +76,7 @@ async def test_cgroups_of_a_killed_daemon_are_removed_at_the_next_start():
             survivor.kill()
             await survivor.wait()
         for path in (stale / "w1", stale / "w2", stale):
-            if path.exists():
+            try:
                 path.rmdir()
+            except FileNotFoundError:  # removed (by this daemon start or a parallel one)
+                pass
