@@ -27,7 +27,9 @@ RANK = {
     "observability": 3,
     "store": 2,
     "secrets": 1.7,  # provider keys: uses settings (write_private) and protocol
-    "settings": 1.5,  # uses paths
+    "settings": 1.5,  # uses paths and its table
+    "settings_table": 1.3,  # uses its parsers
+    "settings_parsers": 1.1,
     "protocol": 1,
     "paths": 1,
     "aio": 1,

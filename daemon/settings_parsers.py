@@ -1,0 +1,126 @@
+"""The parsers settings' values go through (from TOML, the environment or a flag): each takes
+what was given and returns the typed value, or raises ValueError saying what was expected.
+
+Only the standard library: the CLI imports it through ``settings.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected a boolean (true/false)")
+
+
+def parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ValueError("expected an integer")
+
+
+def parse_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError("expected a string")
+
+
+def parse_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise ValueError("expected a list of strings (or a comma-separated string)")
+
+
+def choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = parse_str(value)
+        if text.lower() not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text.lower()
+
+    return parse
+
+
+def port(value: Any) -> int:
+    number = parse_int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("expected a port number from 0 to 65535")
+    return number
+
+
+def positive(value: Any) -> int:
+    number = parse_int(value)
+    if number < 0:
+        raise ValueError("expected a non-negative integer")
+    return number
+
+
+def positive_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number of seconds")
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of seconds") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError("expected a positive number of seconds")
+    return number
+
+
+def fraction(value: Any) -> float:
+    """A share between 0 and 1 (``0.01``), or a percentage (``1%``)."""
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, bool):
+        raise ValueError("expected a number between 0 and 1")
+    scale = 1.0
+    if isinstance(text, str) and text.endswith("%"):
+        text, scale = text[:-1].strip(), 0.01
+    try:
+        number = float(text) * scale
+    except (TypeError, ValueError):
+        raise ValueError("expected a number between 0 and 1, or a percentage such as 1%") from None
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("expected a number between 0 and 1, or a percentage such as 1%")
+    return number
+
+
+def milliseconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number of milliseconds")
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of milliseconds") from None
+    if not 0.0 <= number < float("inf"):
+        raise ValueError("expected a non-negative number of milliseconds")
+    return number
+
+
+def url(value: Any) -> str:
+    text = parse_str(value).strip()
+    if not text.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return text.rstrip("/")
+
+
+def env_name(value: Any) -> str:
+    text = parse_str(value).strip()
+    if not text or not all(c.isalnum() or c == "_" for c in text):
+        raise ValueError("expected an environment variable name")
+    return text
