@@ -45,6 +45,10 @@ from typing import Any, TypeVar
 import aiosqlite
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.store import obs_migrations  # noqa: F401 - registers migrations 40-49
+from llmgine_daemon.store.errors import StorageBusy as StorageBusy
+from llmgine_daemon.store.errors import StorageError as StorageError
+from llmgine_daemon.store.errors import StorageFull as StorageFull
+from llmgine_daemon.store.errors import classify, is_busy
 from llmgine_daemon.store.migrations import apply_migrations
 
 log = logging.getLogger("llmgine.store")
@@ -80,26 +84,6 @@ BUSY_TIMEOUT_S = 5.0
 LOOP_READ_STEPS = 20_000
 
 
-class StorageError(Exception):
-    """The database could not do what was asked (not a bug in the caller)."""
-
-
-class StorageBusy(StorageError):
-    """Another process holds the database lock longer than the busy timeout.
-
-    ``busy_timeout`` and ``waited`` (seconds, from when the write was queued) are set when a
-    write gave up at its deadline; the API reports them in the error's details."""
-
-    def __init__(self, message: str, *, busy_timeout: float | None = None, waited: float | None = None) -> None:
-        super().__init__(message)
-        self.busy_timeout = busy_timeout
-        self.waited = waited
-
-
-class StorageFull(StorageError):
-    """The disk (or the database's page limit) is full."""
-
-
 class _Alone:
     """Marks a queued function that runs outside a transaction (``Store.run_alone``)."""
 
@@ -125,20 +109,6 @@ class _Aborted(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
-def _classify(exc: sqlite3.Error) -> Exception:
-    text = str(exc).lower()
-    if "locked" in text or "busy" in text:
-        return StorageBusy(str(exc))
-    if "full" in text:
-        return StorageFull(str(exc))
-    return exc
 
 
 def _touch_private(path: Path) -> None:
@@ -365,7 +335,7 @@ class Store:
             value = await conn._execute(ctx.run, alone.fn, self._raw(conn))
         except Exception as exc:
             if not future.done():
-                future.set_exception(_classify(exc) if isinstance(exc, sqlite3.Error) else exc)
+                future.set_exception(classify(exc) if isinstance(exc, sqlite3.Error) else exc)
         else:
             if not future.done():
                 future.set_result(value)
@@ -384,7 +354,7 @@ class Store:
             self.transactions += 1
             self.writes += len(batch)
         except Exception as exc:  # the whole transaction failed (e.g. COMMIT on a full disk)
-            err = _classify(exc) if isinstance(exc, sqlite3.Error) else exc
+            err = classify(exc) if isinstance(exc, sqlite3.Error) else exc
             log.error("write transaction of %d failed: %s", len(batch), err)
             outcomes = [(False, err)] * len(batch)
             failure = err
@@ -453,7 +423,7 @@ class Store:
             try:
                 await aconn._execute(self._begin_within, conn, earliest - now)
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
+                if not is_busy(exc):
                     raise
                 # Normally the earliest deadline has passed now: settle those, wait on for the
                 # rest. Should SQLite give up early, do not spin on it.
@@ -497,7 +467,7 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
+            if is_busy(exc):
                 return False
             raise
         finally:
@@ -525,7 +495,7 @@ class Store:
             try:
                 value = ctx.run(fn, conn)  # type: ignore[arg-type]  # never an _Alone here
             except Exception as exc:
-                err = _classify(exc) if isinstance(exc, sqlite3.Error) else exc
+                err = classify(exc) if isinstance(exc, sqlite3.Error) else exc
                 if not conn.in_transaction:
                     # SQLite rolled the whole transaction back by itself (it does for some
                     # SQLITE_FULL and I/O errors): the writes before this one are gone too,
@@ -562,7 +532,7 @@ class Store:
         try:
             result: T = await conn._execute(fn, self._raw(conn))
         except sqlite3.Error as exc:
-            raise _classify(exc) from exc
+            raise classify(exc) from exc
         return result
 
     async def read_point(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -577,10 +547,10 @@ class Store:
             result = fn(conn)
         except sqlite3.OperationalError as exc:
             text = str(exc).lower()
-            if "interrupted" not in text and not _is_busy(exc):
-                raise _classify(exc) from exc
+            if "interrupted" not in text and not is_busy(exc):
+                raise classify(exc) from exc
         except sqlite3.Error as exc:
-            raise _classify(exc) from exc
+            raise classify(exc) from exc
         else:
             self.loop_reads += 1
             return result
