@@ -157,12 +157,12 @@ def render(env: Environment, data: Any, view: View, fmt: str | Enum | None = Non
             [_visible(_list_cell(c.key, _get(item, c.key), view, compact_times), one_line=True) for c in view.columns]
             for item in items
         ]
-        _emit(env, fmt, headers, rows, view.title, kv=False)
+        emit(env, fmt, headers, rows, view.title, kv=False)
     else:
         flat = _flatten(obj)
         keys = list(view.fields) if view.fields else list(flat)
         rows = [[key, _visible(_cell(key, flat.get(key), view), one_line=False)] for key in keys]
-        _emit(env, fmt, ["KEY", "VALUE"], rows, view.title, kv=True)
+        emit(env, fmt, ["KEY", "VALUE"], rows, view.title, kv=True)
     env.stdout.flush()
 
 
@@ -301,7 +301,7 @@ def size(num: int) -> str:
     return f"{num} B"  # pragma: no cover
 
 
-def _emit(
+def emit(
     env: Environment,
     fmt: str,
     headers: list[str],
@@ -335,7 +335,7 @@ def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], tit
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column(overflow="fold")
         for row in rows:
-            table.add_row(*_escape(row))
+            table.add_row(*escape_markup(row))
         console.print(table)
         return
     keep, limits = fit_columns(headers, rows, console.width)
@@ -351,7 +351,7 @@ def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], tit
         )
     status = headers.index("STATUS") if "STATUS" in headers else None
     for row in rows:
-        cells = _escape([row[i] for i in keep])
+        cells = escape_markup([row[i] for i in keep])
         style = STATUS_STYLES.get(row[status]) if status is not None else None
         if style and status in keep:
             at = keep.index(status)
@@ -431,232 +431,8 @@ def fit_columns(headers: list[str], rows: list[list[str]], width: int) -> tuple[
     return keep, limits
 
 
-def _escape(row: list[str]) -> list[str]:
+def escape_markup(row: list[str]) -> list[str]:
     # Values are data, never markup: "[bold]" in a session name must print as typed.
     from rich.markup import escape
 
     return [escape(cell) for cell in row]
-
-
-# -- observability views (logs, metrics dashboard, trace waterfall) ---------------------------
-
-LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "red", "critical": "bold red"}
-
-
-def log_line(record: dict[str, Any]) -> str:
-    """One record as text: time, level, logger, message, then the known context."""
-    extras = [
-        f"{name}={record[key]}"
-        for name, key in (
-            ("session", "session_id"),
-            ("command", "command_id"),
-            ("engine", "engine_id"),
-            ("trace", "trace_id"),
-        )
-        if record.get(key)
-    ]
-    meta = record.get("metadata") or {}
-    extras += [f"{k}={v}" for k, v in meta.items() if k != "exception"]
-    line = f"{record['timestamp']} {record['level'].upper():<8} {record['logger']}: {record['message']}"
-    if extras:
-        line += "  " + " ".join(extras)
-    if meta.get("exception"):
-        line += "\n" + str(meta["exception"])
-    return line
-
-
-def render_log_records(env: Environment, records: list[Any], fmt: str) -> None:
-    """Log records as they arrive (also used by `logs -f`): coloured by level on a TTY."""
-    items = [builtins(r) for r in records]
-    if fmt in ("json", "jsonl"):
-        for item in items:
-            env.out(json_text(item, indent=False))
-    elif fmt == "table" and env.stdout_isatty:
-        from rich.console import Console
-        from rich.text import Text
-
-        console = Console(file=env.stdout, force_terminal=True, highlight=False, soft_wrap=True)
-        for item in items:
-            console.print(Text(log_line(item), style=LEVEL_STYLES.get(item["level"], "")))
-    else:
-        for item in items:
-            env.out(log_line(item))
-    env.stdout.flush()
-
-
-def _ms(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    ms = seconds * 1000
-    return f"{ms:.1f}ms" if ms < 1000 else f"{seconds:.2f}s"
-
-
-def _is_error(labels: dict[str, str]) -> bool:
-    status = labels.get("status", "")
-    return (
-        (status.isdigit() and int(status) >= 500)
-        or status in ("failed", "timed_out")
-        or labels.get("outcome") in ("error", "timeout", "crash")
-    )
-
-
-def metric_rows(
-    snapshot: dict[str, Any],
-    previous: dict[str, Any] | None,
-    interval: float | None,
-) -> list[tuple[str, str, str, str, str, str, str, bool]]:
-    """(metric, labels, value/count, rate/s, p50, p95, p99, is_error) for every series.
-
-    Rates: the change since the previous snapshot (with --watch), else the average since the
-    daemon started.
-    """
-    before: dict[tuple[str, str], float] = {}
-    if previous:
-        for fam in previous["metrics"]:
-            for s in fam["series"]:
-                before[(fam["name"], _labels(s))] = s.get("value", s.get("count", 0)) or 0
-    rows = []
-    for fam in snapshot["metrics"]:
-        for s in fam["series"]:
-            labels = _labels(s)
-            total = s.get("value") if fam["type"] != "histogram" else s.get("count")
-            rate = ""
-            if fam["type"] != "gauge" and total is not None:
-                if previous is not None and interval:
-                    rate = f"{(total - before.get((fam['name'], labels), 0)) / interval:.2f}"
-                elif snapshot.get("uptime"):
-                    rate = f"{total / snapshot['uptime']:.2f}"
-            shown = "-" if total is None else (str(int(total)) if float(total).is_integer() else f"{total:.3f}")
-            seconds = fam["name"].endswith("_seconds")
-            pick = _ms if seconds else (lambda v: "-" if v is None else f"{v:g}")
-            rows.append(
-                (
-                    fam["name"],
-                    labels,
-                    shown,
-                    rate,
-                    pick(s.get("p50")),
-                    pick(s.get("p95")),
-                    pick(s.get("p99")),
-                    _is_error(s.get("labels", {})),
-                )
-            )
-    return rows
-
-
-def _labels(series: dict[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(series.get("labels", {}).items()))
-
-
-def render_metrics(
-    env: Environment,
-    snapshot: Any,
-    fmt: str,
-    *,
-    previous: Any = None,
-    interval: float | None = None,
-    console: Any = None,
-) -> Any:
-    """The dashboard (table), aligned text (plain) or the snapshot (json/jsonl).
-
-    Returns the rich renderable for table format when ``console`` is None and ``fmt`` is
-    "table" and --watch drives a Live display; otherwise prints.
-    """
-    data = builtins(snapshot)
-    prev = builtins(previous) if previous is not None else None
-    if fmt in ("json", "jsonl"):
-        env.out(json_text(data, indent=fmt == "json"))
-        env.stdout.flush()
-        return None
-    rows = metric_rows(data, prev, interval)
-    headers = ["METRIC", "LABELS", "COUNT", "RATE/S", "P50", "P95", "P99"]
-    if fmt != "table":
-        _emit(env, "plain", headers, [list(r[:7]) for r in rows if r[2] != "0"], None, kv=False)
-        env.stdout.flush()
-        return None
-    from rich import box
-    from rich.table import Table
-
-    scope = f"session {data['session_id']}" if data.get("session_id") else "daemon"
-    title = f"llmgine metrics - {scope} - {data['timestamp']}"
-    if not data.get("enabled", True):
-        title += " (metrics disabled: ENABLE_METRICS=false)"
-    table = Table(box=box.SIMPLE_HEAD, title=title, pad_edge=False)
-    for header in headers:
-        if header in ("METRIC", "LABELS"):
-            table.add_column(header, overflow="fold")  # names and labels are what you read: never cut
-        else:
-            table.add_column(header, justify="right", no_wrap=True)
-    group = None
-    for row in rows:
-        if row[2] == "0":
-            continue
-        section = row[0].split("_", 1)[0]
-        if group is not None and section != group:
-            table.add_section()
-        group = section
-        table.add_row(*_escape(list(row[:7])), style="red" if row[7] else None)
-    if console is not None:
-        return table
-    from rich.console import Console
-
-    Console(file=env.stdout, force_terminal=env.stdout_isatty or None, highlight=False).print(table)
-    env.stdout.flush()
-    return None
-
-
-def render_trace(env: Environment, trace: Any, fmt: str) -> None:
-    """A waterfall tree: name, offset from the trace start, duration, a bar; errors in red."""
-    data = builtins(trace)
-    if fmt in ("json", "jsonl"):
-        env.out(json_text(data, indent=fmt == "json"))
-        env.stdout.flush()
-        return
-    total = data["duration_ms"] or 1.0
-    width = 30
-
-    def bar(node: dict[str, Any]) -> str:
-        start = int(node["offset_ms"] / total * width)
-        length = max(1, round(node["duration_ms"] / total * width))
-        start = min(start, width - 1)
-        return " " * start + "█" * min(length, width - start)
-
-    def label(node: dict[str, Any]) -> str:
-        text = f"{node['name']}  +{node['offset_ms']:.1f}ms  {node['duration_ms']:.1f}ms"
-        if node.get("error"):
-            text += f"  error: {node['error']}"
-        return text
-
-    header = (
-        f"trace {data['trace_id']}  {data['root']}  {data['duration_ms']:.1f}ms  "
-        f"{data['span_count']} spans  {data['status']}"
-    )
-    if fmt == "table" and env.stdout_isatty:
-        from rich.console import Console
-        from rich.text import Text
-        from rich.tree import Tree
-
-        tree = Tree(Text(header, style="bold red" if data["status"] == "error" else "bold"))
-
-        def add(parent: Any, node: dict[str, Any]) -> None:
-            style = "red" if node["status"] == "error" else ""
-            line = Text(f"{bar(node):<{width}} ", style="cyan")
-            line.append(label(node), style=style)
-            branch = parent.add(line)
-            for child in node["children"]:
-                add(branch, child)
-
-        for root in data["spans"]:
-            add(tree, root)
-        Console(file=env.stdout, force_terminal=True, highlight=False).print(tree)
-    else:
-        env.out(header)
-
-        def walk(node: dict[str, Any], depth: int) -> None:
-            env.out(f"{bar(node):<{width}} {'  ' * depth}{label(node)}")
-            for child in node["children"]:
-                walk(child, depth + 1)
-
-        for root in data["spans"]:
-            walk(root, 0)
-    env.stdout.flush()

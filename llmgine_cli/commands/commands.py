@@ -26,7 +26,8 @@ from llmgine_cli.commands.args import (
 )
 from llmgine_cli.context import AppContext
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render, render_trace, resolve_format
+from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.render_observability import render_trace
 from llmgine_cli.status import ExitStatus
 
 app = typer.Typer(help="Run, inspect, list and cancel commands (and batches of them).", no_args_is_help=True)

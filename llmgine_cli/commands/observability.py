@@ -13,15 +13,8 @@ import typer
 
 from llmgine_cli.commands.args import choices, id_callback, session_callback
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import (
-    Column,
-    View,
-    render,
-    render_log_records,
-    render_metrics,
-    render_trace,
-    resolve_format,
-)
+from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.render_observability import render_log_records, render_metrics, render_trace
 
 app = typer.Typer()
 
