@@ -6,9 +6,9 @@ saturates its share.
     python bench/sandbox_calls.py --baseline-ref REF   # and REF (e.g. the commit before the
                                                        # bubblewrap sandbox), interleaved
 
-The baseline is REF checked out in a temporary git worktree and installed (no dependencies)
-into a temporary virtualenv of the same interpreter that sees this interpreter's packages;
-the two are run alternately, ``--rounds`` times each, and the medians compared.
+This tree and the baseline (REF checked out in a temporary git worktree) are each installed
+into a clean virtualenv of this interpreter; the two are run alternately, ``--rounds`` times
+each, and the medians compared.
 
 Figures, each as measured / baseline / ratio / target:
 - round trip: ``pool.run`` of the spec's ``get_weather`` (fork per call, frames, the result),
@@ -86,20 +86,23 @@ async def measure(calls: int, fairness: bool) -> dict[str, float]:
         await pool.stop()
 
 
-def _baseline_env(ref: str, root: Path) -> tuple[Path, str]:
-    """A worktree of ``ref`` and a venv (this interpreter, these packages) with it installed."""
+def _clean_venv(tree: Path, venv: Path) -> str:
+    """A clean virtualenv of this interpreter (no site-packages of its own beyond what ``tree``
+    needs) with ``tree`` installed; its python."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", str(tree)], check=True, capture_output=True)
+    return python
+
+
+def _baseline_tree(ref: str, root: Path) -> Path:
+    """A worktree of ``ref``."""
     tree = root / "tree"
     repo = Path(__file__).resolve().parent.parent
     subprocess.run(
         ["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), ref], check=True, capture_output=True
     )
-    venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
-    subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--no-deps", "-e", str(tree)], check=True, capture_output=True
-    )
-    return tree, python
+    return tree
 
 
 def _run(python: str, script: Path, calls: int, fairness: bool, cwd: Path) -> dict:
@@ -124,14 +127,16 @@ def main() -> None:
     here = Path(__file__).resolve()
     root = Path(tempfile.mkdtemp(prefix="lgbench"))
     try:
+        # Both sides: this interpreter, each in a clean virtualenv of its own, run alternately.
+        our_python = _clean_venv(here.parent.parent, root / "venv-ours")
         baseline = None
         if opts.baseline_ref:
-            tree, python = _baseline_env(opts.baseline_ref, root)
-            baseline = (python, tree)
+            tree = _baseline_tree(opts.baseline_ref, root)
+            baseline = (_clean_venv(tree, root / "venv-baseline"), tree)
         ours: list[dict] = []
         theirs: list[dict] = []
         for _ in range(opts.rounds):
-            ours.append(_run(sys.executable, here, opts.calls, True, here.parent))
+            ours.append(_run(our_python, here, opts.calls, True, root))
             if baseline is not None:
                 theirs.append(_run(baseline[0], here, opts.calls, False, baseline[1]))
         med = {k: statistics.median(r[k] for r in ours) for k in ours[0] if k != "isolation"}
