@@ -5,13 +5,15 @@ from __future__ import annotations
 import http.server
 import threading
 
+# The otel extra is in the test extra: a missing package fails here, it is not skipped.
+import opentelemetry.exporter.otlp.proto.http  # noqa: E402, F401
+import opentelemetry.sdk  # noqa: E402, F401
 import pytest
-
-pytest.importorskip("opentelemetry.sdk")
-pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
     ExportTraceServiceRequest,
 )
+
+from tests.conftest import authorize  # noqa: E402
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -48,7 +50,8 @@ async def test_spans_exported_over_otlp(make_settings, aiohttp_client, collector
     from llmgine_daemon.app import create_app
 
     url, received = collector
-    client = await aiohttp_client(create_app(make_settings(OTEL_EXPORTER_OTLP_ENDPOINT=url)))
+    # Over TCP, with the local CLI's key like every other request (authorize).
+    client = authorize(await aiohttp_client(create_app(make_settings(OTEL_EXPORTER_OTLP_ENDPOINT=url))))
     resp = await client.post(
         "/api/sessions", json={}, headers={"traceparent": f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01"}
     )
