@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "auth": ("auth", "app", "group"),
     "secret": ("secrets", "app", "group"),
     "command": ("commands", "app", "group"),
+    "batch": ("batches", "app", "group"),
     "event": ("events", "app", "group"),
     "engine": ("engines", "app", "group"),
     "tool": ("tools", "app", "group"),

@@ -301,6 +301,15 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="Validated all-or-nothing (`details.index` names the bad member).",
     ),
     ("GET", "/api/sessions/{session_id}/batches/{batch_id}"): Op("Get a batch", "commands", params=(WAIT, PREFER)),
+    ("POST", "/api/commands/wait"): Op(
+        "Wait for commands of any session",
+        "commands",
+        description="One long request: answers once all the commands (`any`: one of them) "
+        "reached one of the `status` values (default: any terminal status) or finished "
+        "without, or when `timeout` seconds passed (`done: false`). `batch_id` adds a batch's "
+        "commands. A session token may wait only for its own session's commands (others: "
+        "404 COMMAND_NOT_FOUND).",
+    ),
     # -- events ----------------------------------------------------------------------------
     ("POST", "/api/sessions/{session_id}/events"): Op("Publish an event", "events", params=(IDEMPOTENCY_KEY,)),
     ("GET", "/api/sessions/{session_id}/events"): Op(

@@ -45,6 +45,7 @@ from llmgine_daemon.protocol.bus import (
     SessionCreate,
     SessionList,
 )
+from llmgine_daemon.protocol.lifecycle import CommandWait, CommandWaitResult
 from llmgine_daemon.protocol.system import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -209,6 +210,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {200: Batch},
         errors=(E.SESSION_NOT_FOUND, E.COMMAND_NOT_FOUND, E.NOT_FOUND),
         client="get_batch",
+    ),
+    Endpoint(
+        "waitCommands",
+        "POST",
+        "/api/commands/wait",
+        {200: CommandWaitResult},
+        CommandWait,
+        errors=(E.COMMAND_NOT_FOUND, E.NOT_FOUND),
+        client="wait_commands",
     ),
     # -- events ------------------------------------------------------------------------------
     Endpoint(

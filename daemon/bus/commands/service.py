@@ -41,6 +41,7 @@ from llmgine_daemon.bus.commands.records import (
     validate,
 )
 from llmgine_daemon.bus.commands.runner import Runner
+from llmgine_daemon.bus.commands.waiting import CommandWaits
 from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.events import insert_event, insert_events
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
@@ -72,6 +73,7 @@ class Commands:
         self.bus = bus
         self.store = bus.store
         self.runner = Runner(bus)
+        self.waits = CommandWaits(self)
 
     # -- submit -----------------------------------------------------------------------
 
