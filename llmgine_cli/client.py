@@ -62,6 +62,7 @@ from llmgine_daemon.protocol import (
     LogList,
     LogRecord,
     MetricsSnapshot,
+    QueueView,
     SecretInfo,
     SecretList,
     SecretSet,
@@ -319,6 +320,11 @@ class Client(BusVerbs, HTTPTransport):
             timeout=timeout,
         )
         return self._op("waitCommands", body=body, wait=timeout)
+
+    def queue(self, *, status: str | None = None, limit: int = 100, session_id: str | None = None) -> QueueView:
+        """Unfinished commands of every session (a session token: its own), with positions."""
+        query = {"status": status, "limit": limit, "session_id": session_id}
+        return self._op("listQueue", query=query)
 
     # -- events (api/events.py) --------------------------------------------------------------
 

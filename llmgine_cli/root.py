@@ -53,6 +53,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "metrics": ("observability", "app", "flat"),
     "trace": ("observability", "app", "flat"),
     "traces": ("observability", "app", "flat"),
+    "ps": ("queue", "app", "flat"),
+    "top": ("queue", "app", "flat"),
     # Talking to an LLM engine (engines + event stream, llmgine_cli/conversation.py).
     "ask": ("chat", "ask", "function"),
     "chat": ("chat", "chat", "function"),

@@ -45,7 +45,7 @@ from llmgine_daemon.protocol.bus import (
     SessionCreate,
     SessionList,
 )
-from llmgine_daemon.protocol.lifecycle import CommandWait, CommandWaitResult
+from llmgine_daemon.protocol.lifecycle import CommandWait, CommandWaitResult, QueueView
 from llmgine_daemon.protocol.system import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -220,6 +220,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=(E.COMMAND_NOT_FOUND, E.NOT_FOUND),
         client="wait_commands",
     ),
+    Endpoint("listQueue", "GET", "/api/commands", {200: QueueView}, client="queue"),
     # -- events ------------------------------------------------------------------------------
     Endpoint(
         "publishEvent",

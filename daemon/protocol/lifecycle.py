@@ -68,3 +68,6 @@ class QueueView(msgspec.Struct):
     counts: dict[str, int]
     # Commands that finished in the last 60 seconds, per final status.
     finished_last_minute: dict[str, int]
+    # The sandbox pool's workers running user code now, and its size (keys only; else null).
+    sandbox_busy: int | None = None
+    sandbox_workers: int | None = None

@@ -26,7 +26,7 @@ WAITABLE = ("queued", "blocked", "executing", "completed", "failed", "timed_out"
 WAIT_VIEW = View(
     columns=(
         Column("ID", "command_id"),
-        Column("SESSION", "session"),
+        Column("SESSION", "session_id"),
         Column("TYPE", "command_type"),
         Column("STATUS", "status"),
         Column("TOOK", "duration_ms"),
@@ -89,7 +89,6 @@ def wait_and_report(
     if resolve_format(app_ctx.env, output) not in ("json", "jsonl"):
         for item in data["commands"]:
             item["summary"] = summary(item, 20)
-            item["session"] = item["session_id"][-8:]
     render(app_ctx.env, data, WAIT_VIEW, output, quiet)
     if not result.done:
         if not quiet:

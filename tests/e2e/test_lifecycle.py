@@ -2,17 +2,20 @@
 
 - `command wait` on mixed outcomes and its exit codes (0 all completed, 1 one failed,
   7 timed out), `--any`, `batch wait`.
+- `ps` across sessions (80 columns), a session token's `ps` shows only its session; `top`
+  piped, and on a terminal (pexpect) quitting with q (exit 0) and Ctrl-C (exit 130).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.clitools import Daemon, cleanup_home, run_cli, short_home, start_daemon, stop_process
+from tests.clitools import Daemon, cleanup_home, free_port, run_cli, short_home, start_daemon, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -22,6 +25,18 @@ def d() -> Iterator[Daemon]:
     home = short_home()
     try:
         daemon = start_daemon(home)
+        yield daemon
+        stop_process(daemon.proc)
+    finally:
+        cleanup_home(home)
+
+
+@pytest.fixture(scope="module")
+def tcp() -> Iterator[Daemon]:
+    """A daemon on the socket and on TCP (session tokens count only over TCP)."""
+    home = short_home()
+    try:
+        daemon = start_daemon(home, port=free_port())
         yield daemon
         stop_process(daemon.proc)
     finally:
@@ -81,3 +96,52 @@ def test_batch_wait(d: Daemon, tmp_path: Path) -> None:
     batch = json.loads(llmgine(d, "command", "batch", "--session", sid, "-f", str(path), "--no-wait", "-o", "json"))
     out = llmgine(d, "batch", "wait", batch["batch_id"], "-o", "json")
     assert [c["status"] for c in json.loads(out)["commands"]] == ["completed"] * 3
+
+
+def test_ps_across_sessions_and_a_session_token_sees_its_own(tcp: Daemon) -> None:
+    env = {**tcp.env, "LLMGINE_URL": tcp.tcp_url}
+    created = json.loads(run_cli(["session", "create", "-o", "json"], env).stdout)
+    mine, token = created["session_id"], created["session_token"]
+    llmgine(tcp, "engine", "create", "DummyEngine", "--session", mine, "-q")
+    other = session_with_engine(tcp)
+    a = submit(tcp, mine, "-p", "prompt=a", "-p", "delay_ms:=600000")
+    b = submit(tcp, other, "-p", "prompt=b", "-p", "delay_ms:=600000")
+    queued = submit(tcp, other, "-p", "prompt=c")
+    try:
+        out = llmgine(tcp, "ps", "-o", "json")
+        by_id = {c["command_id"]: c for c in json.loads(out)["commands"]}
+        assert {a, b, queued} <= set(by_id)
+        assert by_id[queued]["status"] == "queued" and by_id[queued]["position"] == 1
+        table = run_cli(["ps"], {**tcp.env, "COLUMNS": "80"})
+        assert table.returncode == 0 and all(len(line) <= 80 for line in table.stdout.splitlines()), table.stdout
+        assert "1 queued" in table.stderr and "2 executing" in table.stderr
+        # Over TCP with the session's token: its own command only.
+        as_token = run_cli(["ps", "-q"], {**env, "LLMGINE_API_KEY": token})
+        assert as_token.returncode == 0, as_token.stderr
+        assert as_token.stdout.split() == [a]
+        # `top` piped: plain frames; --count ends it.
+        frames = run_cli(["top", "--count", "2", "--interval", "0.2"], tcp.env)
+        assert frames.returncode == 0 and frames.stdout.count("finished in the last minute") == 2
+    finally:
+        llmgine(tcp, "command", "cancel", a, "--session", mine, "-q")
+        llmgine(tcp, "command", "cancel", b, "--session", other, "-q")
+    llmgine(tcp, "command", "wait", queued, "-q")
+
+
+def test_top_quits_on_q_and_on_ctrl_c(tcp: Daemon) -> None:
+    import pexpect
+
+    from tests.clitools import full_env
+
+    env = full_env({**tcp.env, "COLUMNS": "80", "LINES": "30"})
+    for key, code in (("q", 0), ("\x03", 130)):
+        child = pexpect.spawn(
+            sys.executable, ["-m", "llmgine_cli", "top", "--interval", "0.2"], env=env, timeout=20, encoding="utf-8"
+        )
+        try:
+            child.expect("q or Ctrl-C quits")
+            child.send(key)
+            child.expect(pexpect.EOF)
+        finally:
+            child.close()
+        assert child.exitstatus == code, (key, child.exitstatus, child.signalstatus)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from llmgine_daemon.bus.codec import new_id
 from llmgine_daemon.bus.commands.execution import Execution
 from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, command_error
+from llmgine_daemon.bus.commands.queueview import QueueWatch
 from llmgine_daemon.bus.commands.records import (
     ACTIVE,
     COMMAND_COLUMNS,
@@ -74,6 +75,7 @@ class Commands:
         self.store = bus.store
         self.runner = Runner(bus)
         self.waits = CommandWaits(self)
+        self.queue = QueueWatch(self)
 
     # -- submit -----------------------------------------------------------------------
 
