@@ -20,6 +20,7 @@ from llmgine_daemon.api import (
     events,
     guard,
     handlers,
+    lifecycle,
     observability,
     openapi,
     secrets,
@@ -61,6 +62,7 @@ log = logging.getLogger("llmgine.app")
 ROUTE_MODULES = (
     events,
     commands,
+    lifecycle,
     system,
     streams,
     sessions,

@@ -39,6 +39,8 @@ from llmgine_daemon.protocol import (
     CommandCreate,
     CommandHandlerCreate,
     CommandList,
+    CommandWait,
+    CommandWaitResult,
     ConfigView,
     DbStats,
     Engine,
@@ -60,6 +62,7 @@ from llmgine_daemon.protocol import (
     LogList,
     LogRecord,
     MetricsSnapshot,
+    QueueView,
     SecretInfo,
     SecretList,
     SecretSet,
@@ -295,6 +298,33 @@ class Client(BusVerbs, HTTPTransport):
         return self._op(
             "getBatch", path={"session_id": _id(session_id), "batch_id": batch_id}, query=_wait(wait), wait=wait
         )
+
+    # -- across sessions (api/lifecycle.py) ---------------------------------------------------
+
+    def wait_commands(
+        self,
+        command_ids: Sequence[str] = (),
+        *,
+        batch_id: str | None = None,
+        any: bool = False,
+        status: Sequence[str] | None = None,
+        timeout: float = LONG_POLL_S,
+    ) -> CommandWaitResult:
+        """Hold one request until the commands (of any session) reached ``status`` (default:
+        finished), or ``timeout`` seconds passed (``done`` false)."""
+        body = CommandWait(
+            command_ids=list(command_ids),
+            batch_id=batch_id,
+            any=any,
+            status=list(status) if status else None,
+            timeout=timeout,
+        )
+        return self._op("waitCommands", body=body, wait=timeout)
+
+    def queue(self, *, status: str | None = None, limit: int = 100, session_id: str | None = None) -> QueueView:
+        """Unfinished commands of every session (a session token: its own), with positions."""
+        query = {"status": status, "limit": limit, "session_id": session_id}
+        return self._op("listQueue", query=query)
 
     # -- events (api/events.py) --------------------------------------------------------------
 

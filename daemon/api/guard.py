@@ -74,6 +74,8 @@ OPEN_PATHS = frozenset({"/api/health", "/docs", "/redoc"})
 # a session token included: it describes the API, not anyone's data).
 OPEN_PREFIXES = ("/docs/static/",)
 ANY_SCOPE_PATHS = frozenset({"/openapi.json", *OPEN_PATHS})
+# Collections across sessions that a session token may read, narrowed to its own session.
+SESSION_FILTERED = frozenset({"/api/commands", "/api/commands/wait"})
 
 
 def is_open(path: str) -> bool:
@@ -230,6 +232,8 @@ async def in_session_scope(request: web.Request, session_id: str) -> bool:
     if "engine_id" in info:
         return await request.app[BUS].engines.session_of(info["engine_id"]) == session_id
     resource = info.route.resource
+    if resource is not None and resource.canonical in SESSION_FILTERED:
+        return True  # the route narrows what it shows to the token's session (api/lifecycle.py)
     if resource is not None and resource.canonical == "/api/engines":
         if request.method == "GET":
             return request.query.get("session_id") == session_id
