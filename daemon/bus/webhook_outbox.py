@@ -52,7 +52,7 @@ Sender = Callable[[str, dict[str, str], bytes, float], Awaitable[tuple[int | Non
 ROUND = 256  # events read per deriving round
 CLAIM = 16  # deliveries claimed (and sent concurrently) at once
 IDLE_S = 5.0  # how long an idle loop sleeps before it looks again (another daemon's rows)
-LEASE_MARGIN_S = 30.0
+LEASE_MARGIN_S = 5.0  # a lease is twice the attempt's timeout and this
 
 
 class _Lost(Exception):
@@ -229,7 +229,7 @@ class Outbox:
             return IDLE_S
         if nxt[0] > now:
             return (parse_iso(nxt[0]) - parse_iso(now)).total_seconds()
-        lease = _later(self.config.timeout + LEASE_MARGIN_S)
+        lease = _later(2 * self.config.timeout + LEASE_MARGIN_S)
         owner = self.owner
 
         def claim(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
