@@ -52,7 +52,7 @@ from llmgine_daemon.api.keys import BUS, CREDENTIALS, SETTINGS, WEBSOCKETS
 from llmgine_daemon.api.limits import check_identifiers, json_field, read_body
 from llmgine_daemon.api.origins import HostPolicy, OriginPolicy
 from llmgine_daemon.api.ratelimit import Decision, RateLimiter
-from llmgine_daemon.api.util import read_json, takes_code
+from llmgine_daemon.api.util import checks_own_scope, read_json, takes_code
 from llmgine_daemon.bus.auth import AuthFailure, Credentials, Principal
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.observability.redact import install_filters
@@ -227,6 +227,8 @@ async def in_session_scope(request: web.Request, session_id: str) -> bool:
     """Whether a request with a token for ``session_id`` stays inside that session:
     its own paths, its engines, and the engine collection filtered/created for it."""
     info = request.match_info
+    if checks_own_scope(info.handler):
+        return True  # webhooks, schedules: the bus checks the rows' session (bus/scoping.py)
     if "session_id" in info:
         return info["session_id"] == session_id
     if "engine_id" in info:
