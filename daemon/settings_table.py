@@ -47,7 +47,9 @@ PROVIDERS = ("openai", "anthropic", "ollama")
 _PROVIDER_DEFAULTS = {
     # name: (base_url, key env var, base_url env var, timeout)
     "openai": ("https://api.openai.com/v1", "OPENAI_API_KEY", "OPENAI_BASE_URL", 60.0),
-    "anthropic": ("https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", 60.0),
+    # As the providers' SDKs define them: OpenAI's base URL includes /v1, Anthropic's does not
+    # (engines/providers/urls.py; the other form works, with a warning at start-up).
+    "anthropic": ("https://api.anthropic.com", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", 60.0),
     # A local model may need minutes to load into memory on the first call.
     "ollama": ("http://127.0.0.1:11434/v1", "OLLAMA_API_KEY", "LLMGINE_OLLAMA_BASE_URL", 300.0),
 }
@@ -62,7 +64,9 @@ def _provider_settings(name: str) -> tuple[Setting, ...]:
             url_env,
             url,
             base_url,
-            f"{name} API base URL (any server speaking its wire format)",
+            f"{name} API base URL (any server speaking its wire format; "
+            + ("without /v1, as in the Anthropic SDK" if name == "anthropic" else "with /v1, as in the OpenAI SDK")
+            + ")",
         ),
         Setting(
             f"providers.{name}.api_key",

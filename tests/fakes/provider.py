@@ -132,7 +132,10 @@ class FakeProvider:
         self.app.router.add_post("/v1/chat/completions", self._openai)
         self.app.router.add_post("/v1/messages", self._anthropic)
         self._runner: web.AppRunner | None = None
+        # As the SDKs want them: OpenAI's base URL includes /v1 (base_url), Anthropic's is the
+        # server's root (root_url).
         self.base_url = ""
+        self.root_url = ""
 
     # -- control ---------------------------------------------------------------------
 
@@ -154,7 +157,8 @@ class FakeProvider:
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         sockets = site._server.sockets  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/v1"
+        self.root_url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        self.base_url = self.root_url + "/v1"
         return self.base_url
 
     async def stop(self) -> None:

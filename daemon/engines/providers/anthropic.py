@@ -1,4 +1,5 @@
-"""Anthropic Messages (``POST {base_url}/messages``), streamed.
+"""Anthropic Messages (``POST {base_url}/v1/messages``, the base URL without ``/v1`` as in the
+Anthropic SDK: providers/urls.py), streamed.
 
 Differences from OpenAI that this module absorbs:
 - the system prompt is a top-level ``system`` field, not a message;
@@ -36,6 +37,7 @@ from llmgine_daemon.engines.providers.base import (
 )
 from llmgine_daemon.engines.providers.openai import parse_arguments
 from llmgine_daemon.engines.providers.sse import iter_sse
+from llmgine_daemon.engines.providers.urls import endpoint
 from llmgine_daemon.protocol import ErrorCode
 
 DEFAULT_VERSION = "2023-06-01"
@@ -140,7 +142,10 @@ class AnthropicProvider(Provider):
         try:
             async with asyncio.timeout(timeout):
                 resp = await self.http.post(
-                    self.url("/messages"), json=build_body(request), headers=headers, read_bufsize=2**20
+                    endpoint("anthropic", self.config.base_url),
+                    json=build_body(request),
+                    headers=headers,
+                    read_bufsize=2**20,
                 )
         except TimeoutError:
             raise timeout_error(self.name, timeout, "response") from None

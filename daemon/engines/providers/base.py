@@ -316,6 +316,3 @@ class Provider:
 
     def timeout_for(self, request: ChatRequest) -> float:
         return request.timeout if request.timeout is not None else self.config.timeout
-
-    def url(self, path: str) -> str:
-        return self.config.base_url.rstrip("/") + path

@@ -1,4 +1,5 @@
-"""OpenAI Chat Completions (``POST {base_url}/chat/completions``), streamed.
+"""OpenAI Chat Completions (``POST {base_url}/chat/completions``, the base URL including ``/v1``
+as in the OpenAI SDK: providers/urls.py), streamed.
 
 Speaks the wire format OpenAI documents, which Ollama, vLLM, llama.cpp server, LM Studio and
 OpenRouter also serve, so one client covers them all (``base_url`` differs).
@@ -34,6 +35,7 @@ from llmgine_daemon.engines.providers.base import (
     timeout_error,
 )
 from llmgine_daemon.engines.providers.sse import iter_sse
+from llmgine_daemon.engines.providers.urls import endpoint
 from llmgine_daemon.protocol import ErrorCode
 
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
@@ -122,7 +124,7 @@ class OpenAIProvider(Provider):
         key = self.config.key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        url = self.url("/chat/completions")
+        url = endpoint("openai", self.config.base_url)
         try:
             async with asyncio.timeout(timeout):
                 resp = await self.http.post(url, json=build_body(request), headers=headers, read_bufsize=2**20)
