@@ -27,6 +27,7 @@ from llmgine_daemon.api import (
     streams,
     system,
     tools,
+    usage,
 )
 from llmgine_daemon.api.errors import error_middleware
 from llmgine_daemon.api.keys import (
@@ -74,6 +75,7 @@ ROUTE_MODULES = (
     secrets,
     openapi,
     apidocs,
+    usage,
 )
 
 
@@ -149,6 +151,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             sandbox=pool,
             capacity=capacity,
             engine_context=EngineContext.factory(providers),
+            prices=settings["usage.prices"],
         )
         app[BUS] = bus
         app[LLM] = bus.engines.context

@@ -11,6 +11,7 @@ import re
 
 from aiohttp import web
 from llmgine_daemon.api.keys import BUS
+from llmgine_daemon.bus.usage import add_usage
 from llmgine_daemon.api.util import (
     idempotency_key,
     json_response,
@@ -59,6 +60,7 @@ async def submit_batch(request: web.Request) -> web.Response:
     done = await commands.wait(batch.commands, wait)
     if done:
         batch.status = "finished"
+        batch.usage = add_usage(c.usage for c in batch.commands)
     return json_response(batch, status=_finished_status(done), headers=replay_headers(replayed, prefer, wait))
 
 

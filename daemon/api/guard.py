@@ -229,6 +229,8 @@ async def in_session_scope(request: web.Request, session_id: str) -> bool:
     if "engine_id" in info:
         return await request.app[BUS].engines.session_of(info["engine_id"]) == session_id
     resource = info.route.resource
+    if resource is not None and resource.canonical == "/api/usage":
+        return request.query.get("session_id") == session_id
     if resource is not None and resource.canonical == "/api/engines":
         if request.method == "GET":
             return request.query.get("session_id") == session_id

@@ -301,6 +301,21 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="Validated all-or-nothing (`details.index` names the bad member).",
     ),
     ("GET", "/api/sessions/{session_id}/batches/{batch_id}"): Op("Get a batch", "commands", params=(WAIT, PREFER)),
+    # -- usage -----------------------------------------------------------------------------
+    ("GET", "/api/usage"): Op(
+        "Token usage and estimated cost, summed",
+        "usage",
+        params=(
+            Param("session_id", ID, "only this session's commands (a session token: required, its own)"),
+            Param("since", RELATIVE_TIME, "commands created since: ISO 8601 or a duration ago (15m, 1h, 2d)"),
+            Param("by", _enum("model", "engine", "session"), "one group per model, engine or session"),
+        ),
+        description="Sums of the tokens (prompt, completion, cached) of the model calls engines "
+        "made, over commands, with an estimated cost from the price table (`usage.prices` over "
+        "the built-in one, docs/agents.md); calls to models without a price count in "
+        "`unpriced_tokens`, not in `cost_usd`. A command's, batch's, engine's and session's own "
+        "sums are the `usage` of their records.",
+    ),
     # -- events ----------------------------------------------------------------------------
     ("POST", "/api/sessions/{session_id}/events"): Op("Publish an event", "events", params=(IDEMPOTENCY_KEY,)),
     ("GET", "/api/sessions/{session_id}/events"): Op(
@@ -464,6 +479,7 @@ TAGS = [
     ("handlers", "Command and event handlers: Python functions run in the sandbox"),
     ("observability", "Logs, metrics and traces"),
     ("auth", "API keys and session tokens"),
+    ("usage", "Token usage and estimated cost of the model calls engines made"),
 ]
 
 DESCRIPTION = f"""\

@@ -19,6 +19,7 @@ from llmgine_daemon.bus.events import EventLog
 from llmgine_daemon.bus.handler_registry import HandlerRegistry
 from llmgine_daemon.bus.sessions import Sessions
 from llmgine_daemon.bus.tools import Tools
+from llmgine_daemon.bus.usage import Prices, UsageBook
 from llmgine_daemon.bus.usercode_bridge import SandboxBridge
 from llmgine_daemon.bus.usercode_handlers import UserHandlers
 from llmgine_daemon.protocol import CallErrorCode, StatusCounts, now_iso
@@ -34,6 +35,7 @@ class Bus:
         sandbox: SandboxPool | None = None,
         capacity: Capacity | None = None,
         engine_context: Callable[[Bus], Any] | None = None,
+        prices: dict[str, list[float]] | None = None,
     ) -> None:
         """``engine_context`` builds, from this Bus, what every engine's constructor gets
         beside its record (engines/context.py); it is called once the Bus's other parts exist."""
@@ -43,6 +45,8 @@ class Bus:
         self.started_at = now_iso()
         self._started_monotonic = time.monotonic()
         self.events = EventLog(store)
+        # Token usage and cost per command (usage.prices over the built-in table).
+        self.usage = UsageBook(store, Prices(prices))
         self.sessions = Sessions(self)
         self.handlers = HandlerRegistry()
         self.commands = Commands(self)

@@ -42,7 +42,8 @@ class Reply:
     finish_reason: str | None = None
     stall_after: int | None = None  # go silent after this many text chunks...
     stall: float = 3600.0  # ...for this long
-    usage: tuple[int, int] = (11, 7)
+    usage: tuple[int, int] = (11, 7)  # (prompt, completion), the cached part included
+    cached: int = 0  # of usage[0], from the prompt cache
     raw_arguments: str | None = None  # send this (e.g. broken JSON) as the first call's arguments
 
 
@@ -95,6 +96,17 @@ class Recorded:
     headers: dict[str, str]
     body: dict[str, Any]
     at: float
+
+
+def _openai_usage(item: Reply) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": item.usage[0],
+        "completion_tokens": item.usage[1],
+        "total_tokens": sum(item.usage),
+    }
+    if item.cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": item.cached}
+    return usage
 
 
 def _chunks(text: str, size: int) -> list[str]:
@@ -270,11 +282,7 @@ class FakeProvider:
                     "created": int(time.time()),
                     "model": model,
                     "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                    "usage": {
-                        "prompt_tokens": item.usage[0],
-                        "completion_tokens": item.usage[1],
-                        "total_tokens": sum(item.usage),
-                    },
+                    "usage": _openai_usage(item),
                 }
             )
         resp = await self._open_stream(request)
@@ -313,11 +321,7 @@ class FakeProvider:
                     "created": int(time.time()),
                     "model": model,
                     "choices": [],
-                    "usage": {
-                        "prompt_tokens": item.usage[0],
-                        "completion_tokens": item.usage[1],
-                        "total_tokens": sum(item.usage),
-                    },
+                    "usage": _openai_usage(item),
                 },
             )
         await resp.write(b"data: [DONE]\n\n")
@@ -377,7 +381,8 @@ class FakeProvider:
         calls = [(f"toolu_{uuid.uuid4().hex[:8]}", name, json.dumps(args)) for name, args in item.tool_calls]
         if calls and item.raw_arguments is not None:
             calls[0] = (calls[0][0], calls[0][1], item.raw_arguments)
-        start["message"]["usage"]["input_tokens"] = item.usage[0]  # type: ignore[index]
+        start["message"]["usage"]["input_tokens"] = item.usage[0] - item.cached  # type: ignore[index]
+        start["message"]["usage"]["cache_read_input_tokens"] = item.cached  # type: ignore[index]
         if not body.get("stream"):
             content: list[dict[str, Any]] = [{"type": "text", "text": item.text}] if item.text else []
             content += [{"type": "tool_use", "id": i, "name": n, "input": json.loads(a)} for i, n, a in calls]
@@ -390,7 +395,11 @@ class FakeProvider:
                     "content": content,
                     "stop_reason": stop_reason,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": item.usage[0], "output_tokens": item.usage[1]},
+                    "usage": {
+                        "input_tokens": item.usage[0] - item.cached,
+                        "cache_read_input_tokens": item.cached,
+                        "output_tokens": item.usage[1],
+                    },
                 }
             )
         resp = await self._open_stream(request)

@@ -31,6 +31,7 @@ from llmgine_daemon.engines.providers.base import (
     bad_response,
     connection_error,
     error_for_status,
+    openai_usage,
     read_error,
     timeout_error,
 )
@@ -164,11 +165,8 @@ class OpenAIProvider(Provider):
                 if "error" in chunk:
                     raise self._stream_error(chunk["error"])
                 model = chunk.get("model") or model
-                if chunk.get("usage"):
-                    usage = Usage(
-                        int(chunk["usage"].get("prompt_tokens") or 0),
-                        int(chunk["usage"].get("completion_tokens") or 0),
-                    )
+                if isinstance(chunk.get("usage"), dict):
+                    usage = openai_usage(chunk["usage"])
                 for choice in chunk.get("choices") or []:
                     if choice.get("index", 0) != 0:
                         continue
@@ -226,8 +224,8 @@ class OpenAIProvider(Provider):
             call.id = raw.get("id", "")
             call.name = (raw.get("function") or {}).get("name", "")
             call.arguments.append((raw.get("function") or {}).get("arguments") or "")
-        raw_usage = body.get("usage") or {}
-        usage = Usage(int(raw_usage.get("prompt_tokens") or 0), int(raw_usage.get("completion_tokens") or 0))
+        raw_usage = body.get("usage")
+        usage = openai_usage(raw_usage) if isinstance(raw_usage, dict) else Usage()
         yield self._completion(content, calls, choice.get("finish_reason"), usage, body.get("model", ""))
 
     def _completion(
