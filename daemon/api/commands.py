@@ -11,7 +11,6 @@ import re
 
 from aiohttp import web
 from llmgine_daemon.api.keys import BUS
-from llmgine_daemon.bus.usage import add_usage
 from llmgine_daemon.api.util import (
     idempotency_key,
     json_response,
@@ -23,6 +22,7 @@ from llmgine_daemon.api.util import (
 )
 from llmgine_daemon.bus.commands import validate
 from llmgine_daemon.bus.errors import BusError, invalid
+from llmgine_daemon.bus.usage import add_usage
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
     TERMINAL_STATUSES,
