@@ -29,6 +29,7 @@ from llmgine_daemon.api import (
     streams,
     system,
     tools,
+    usage,
     webhooks,
 )
 from llmgine_daemon.api.errors import error_middleware
@@ -83,6 +84,7 @@ ROUTE_MODULES = (
     schedules,
     openapi,
     apidocs,
+    usage,
 )
 
 
@@ -175,6 +177,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             webhooks=hooks,
             webhook_sender=sender,
             schedule_limits=(settings["schedules.max_per_session"], settings["schedules.max_total"]),
+            prices=settings["usage.prices"],
         )
         app[BUS] = bus
         app[LLM] = bus.engines.context

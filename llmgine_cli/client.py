@@ -79,6 +79,7 @@ from llmgine_daemon.protocol import (
     ToolResult,
     TraceList,
     TraceView,
+    UsageReport,
     VacuumResult,
     hooks,
 )
@@ -383,6 +384,9 @@ class Client(BusVerbs, HTTPTransport):
 
     def delete_engine(self, engine_id: str) -> Engine:
         return self._op("deleteEngine", path={"engine_id": engine_id})
+
+    def usage(self, *, session_id: str | None = None, since: str | None = None, by: str | None = None) -> UsageReport:
+        return self._op("getUsage", query={"session_id": session_id, "since": since, "by": by})
 
     def execute_engine(
         self,

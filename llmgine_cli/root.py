@@ -61,6 +61,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ask": ("chat", "ask", "function"),
     "chat": ("chat", "chat", "function"),
     "completion": ("completion", "app", "flat"),
+    "usage": ("usage", "usage", "function"),
 }
 
 

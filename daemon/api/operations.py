@@ -329,6 +329,21 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "oldest first, with their position in their session's queue, how long they waited "
         "and how long they have run; counts per status and what finished in the last minute.",
     ),
+    # -- usage -----------------------------------------------------------------------------
+    ("GET", "/api/usage"): Op(
+        "Token usage and estimated cost, summed",
+        "usage",
+        params=(
+            Param("session_id", ID, "only this session's commands (a session token: required, its own)"),
+            Param("since", RELATIVE_TIME, "commands created since: ISO 8601 or a duration ago (15m, 1h, 2d)"),
+            Param("by", _enum("model", "engine", "session"), "one group per model, engine or session"),
+        ),
+        description="Sums of the tokens (prompt, completion, cached) of the model calls engines "
+        "made, over commands, with an estimated cost from the price table (`usage.prices` over "
+        "the built-in one, docs/agents.md); calls to models without a price count in "
+        "`unpriced_tokens`, not in `cost_usd`. A command's, batch's, engine's and session's own "
+        "sums are the `usage` of their records.",
+    ),
     # -- events ----------------------------------------------------------------------------
     ("POST", "/api/sessions/{session_id}/events"): Op("Publish an event", "events", params=(IDEMPOTENCY_KEY,)),
     ("GET", "/api/sessions/{session_id}/events"): Op(
@@ -528,6 +543,7 @@ TAGS = [
     ("observability", "Logs, metrics and traces"),
     ("auth", "API keys and session tokens"),
     ("callbacks", "Webhooks and schedules"),
+    ("usage", "Token usage and estimated cost of the model calls engines made"),
 ]
 
 DESCRIPTION = f"""\

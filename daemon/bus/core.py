@@ -20,6 +20,7 @@ from llmgine_daemon.bus.handler_registry import HandlerRegistry
 from llmgine_daemon.bus.schedules import Schedules
 from llmgine_daemon.bus.sessions import Sessions
 from llmgine_daemon.bus.tools import Tools
+from llmgine_daemon.bus.usage import Prices, UsageBook
 from llmgine_daemon.bus.usercode_bridge import SandboxBridge
 from llmgine_daemon.bus.usercode_handlers import UserHandlers
 from llmgine_daemon.bus.webhook_outbox import Sender
@@ -40,6 +41,7 @@ class Bus:
         webhooks: WebhookConfig | None = None,
         webhook_sender: Sender | None = None,
         schedule_limits: tuple[int, int] = (50, 1000),
+        prices: dict[str, list[float]] | None = None,
     ) -> None:
         """``engine_context`` builds, from this Bus, what every engine's constructor gets
         beside its record (engines/context.py); it is called once the Bus's other parts exist.
@@ -51,6 +53,8 @@ class Bus:
         self.started_at = now_iso()
         self._started_monotonic = time.monotonic()
         self.events = EventLog(store)
+        # Token usage and cost per command (usage.prices over the built-in table).
+        self.usage = UsageBook(store, Prices(prices))
         self.sessions = Sessions(self)
         self.handlers = HandlerRegistry()
         self.commands = Commands(self)

@@ -62,6 +62,9 @@ from llmgine_daemon.protocol.bus import (  # noqa: F401
     SessionCreate,
     SessionList,
     SessionStatus,
+    Usage,
+    UsageGroup,
+    UsageReport,
 )
 from llmgine_daemon.protocol.grammar import (  # noqa: F401
     ID_PATTERN,

@@ -44,6 +44,7 @@ from llmgine_daemon.protocol.bus import (
     Session,
     SessionCreate,
     SessionList,
+    UsageReport,
 )
 from llmgine_daemon.protocol.hooks import (
     Schedule,
@@ -277,6 +278,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         client="create_engine",
     ),
     Endpoint("listEngines", "GET", "/api/engines", {200: EngineList}, client="list_engines"),
+    # -- usage -------------------------------------------------------------------------------
+    Endpoint("getUsage", "GET", "/api/usage", {200: UsageReport}, client="usage"),
     Endpoint(
         "getEngine", "GET", "/api/engines/{engine_id}", {200: Engine}, errors=(E.ENGINE_NOT_FOUND,), client="get_engine"
     ),
