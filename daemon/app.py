@@ -20,6 +20,7 @@ from llmgine_daemon.api import (
     events,
     guard,
     handlers,
+    mcp,
     observability,
     openapi,
     secrets,
@@ -42,11 +43,13 @@ from llmgine_daemon.api.keys import (
 from llmgine_daemon.bus.capacity import Capacity
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.database import Database
+from llmgine_daemon.bus.mcp_servers import McpPolicy
 from llmgine_daemon.engines import ENGINE_TYPES
 from llmgine_daemon.engines.context import EngineContext
 from llmgine_daemon.engines.providers import Providers
 from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.sandbox.pool import SandboxLimits, SandboxPool
+from llmgine_daemon.secrets import SecretStore
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import Store
 from llmgine_daemon.store.maintenance import Retention, rules_from
@@ -68,6 +71,7 @@ ROUTE_MODULES = (
     engine_memory,
     tools,
     handlers,
+    mcp,
     observability,
     auth,
     db,
@@ -149,6 +153,13 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             sandbox=pool,
             capacity=capacity,
             engine_context=EngineContext.factory(providers),
+            mcp=McpPolicy(
+                allowed_hosts=tuple(settings["mcp.allowed_hosts"]),
+                session_token_stdio=settings["mcp.session_token_stdio"],
+                call_timeout=settings["mcp.call_timeout"],
+                start_timeout=settings["mcp.start_timeout"],
+            ),
+            secrets=SecretStore(settings.paths.config_dir / "secrets.json").get,
         )
         app[BUS] = bus
         app[LLM] = bus.engines.context

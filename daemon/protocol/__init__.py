@@ -3,7 +3,7 @@
 Only msgspec and the standard library may be imported here: the CLI imports this package on
 every invocation. One module per area (``base``: error codes, headers, timestamps;
 ``grammar``: identifiers and types; ``bus``; ``streams``: the event streams' messages;
-``system``; ``usercode``); import the names from the package.
+``system``; ``usercode``; ``mcp``); import the names from the package.
 
 Conventions:
 - Timestamps are ISO 8601 UTC strings with microseconds and a ``Z`` suffix; they sort as text.
@@ -72,6 +72,11 @@ from llmgine_daemon.protocol.grammar import (  # noqa: F401
     ToolName,
     TypeName,
     valid_id,
+)
+from llmgine_daemon.protocol.mcp import (  # noqa: F401
+    McpServer,
+    McpServerCreate,
+    McpServerList,
 )
 from llmgine_daemon.protocol.streams import (  # noqa: F401
     ClientFrame,
