@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "event": ("events", "app", "group"),
     "engine": ("engines", "app", "group"),
     "tool": ("tools", "app", "group"),
+    "mcp": ("mcp", "app", "group"),
     "handler": ("handlers", "app", "group"),
     "config": ("config", "app", "group"),
     "daemon": ("daemon", "app", "group"),

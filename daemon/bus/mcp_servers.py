@@ -306,7 +306,7 @@ class McpServers:
                     description=info.description,
                     parameters=info.parameters,
                     is_async=False,
-                    timeout=reg.spec.get("timeout"),
+                    timeout=reg.spec.get("timeout") or self.policy.call_timeout,
                     created_at=reg.created_at,
                     server=reg.name,
                 )
