@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.clitools import cleanup_home, run_cli, short_home, start_daemon, stop_process
-from tests.e2e.test_shutdown import descendants
+from tests.e2e.test_shutdown import alive, descendants
 from tests.eventually import eventually_blocking
 
 pytestmark = pytest.mark.e2e
@@ -36,14 +36,6 @@ def cli(daemon: Any, *args: str) -> Any:
     result = run_cli(args, daemon.env)
     assert result.returncode == 0, (args, result.stdout, result.stderr)
     return json.loads(result.stdout) if "json" in args else result.stdout
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 def test_mcp_add_list_tools_exec_restart_remove(home: Path) -> None:
