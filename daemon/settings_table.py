@@ -416,6 +416,36 @@ SETTINGS: tuple[Setting, ...] = (
         "let session tokens register code (tools and handlers) in their session; API keys "
         "and the socket owner always may, session tokens may still call existing tools",
     ),
+    # -- MCP tool servers (bus/mcp_servers.py) --
+    Setting(
+        "mcp.allowed_hosts",
+        "LLMGINE_MCP_ALLOWED_HOSTS",
+        parse_list,
+        ["127.0.0.1", "::1", "localhost"],
+        "hosts an MCP server URL (mcp add --url) may name; loopback by default",
+    ),
+    Setting(
+        "mcp.session_token_stdio",
+        "LLMGINE_MCP_SESSION_TOKEN_STDIO",
+        parse_bool,
+        False,
+        "let session tokens register stdio MCP servers (sandboxed, no extra mounts) in their "
+        "session; trusted servers always need an API key or the socket owner",
+    ),
+    Setting(
+        "mcp.call_timeout",
+        "LLMGINE_MCP_CALL_TIMEOUT",
+        positive_float,
+        60.0,
+        "seconds an MCP tool call may take (a server's own timeout wins)",
+    ),
+    Setting(
+        "mcp.start_timeout",
+        "LLMGINE_MCP_START_TIMEOUT",
+        positive_float,
+        15.0,
+        "seconds a registration waits for a new server's first connection before it answers",
+    ),
     Setting(
         "security.limits.max_tokens_per_session",
         "LLMGINE_MAX_TOKENS_PER_SESSION",

@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "event": ("events", "app", "group"),
     "engine": ("engines", "app", "group"),
     "tool": ("tools", "app", "group"),
+    "mcp": ("mcp", "app", "group"),
     "handler": ("handlers", "app", "group"),
     "webhook": ("webhooks", "app", "group"),
     "schedule": ("schedules", "app", "group"),
