@@ -34,7 +34,7 @@ async def test_key_lifecycle(aiohttp_client, make_settings, home):
     mine = shown[created["key_id"]]
     assert mine["state"] == "active" and mine["kind"] == "user" and mine["last_used_at"]
     assert "key" not in mine and key not in await (await client.get("/api/auth/keys", headers=bearer(local))).text()
-    assert any(k["kind"] == "local" and k["name"] == "local-cli" for k in listing["keys"])
+    assert any(k["kind"] == "local" and k["name"].startswith("local-cli@") for k in listing["keys"])
 
     # Only the hash is stored.
     db = (home / "data" / "llmgine.db").read_bytes()
