@@ -58,7 +58,7 @@ from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.sandbox.pool import SandboxLimits, SandboxPool
 from llmgine_daemon.secrets import SecretStore
 from llmgine_daemon.settings import Settings
-from llmgine_daemon.store.db import Store
+from llmgine_daemon.store.db import StorageError, Store
 from llmgine_daemon.store.maintenance import Retention, rules_from
 from llmgine_daemon.store.telemetry import adopt_legacy, telemetry_path
 
@@ -128,6 +128,19 @@ def webhook_config(settings: Settings) -> WebhookConfig:
 
 
 def _store(settings: Settings, path: Path, *, telemetry: bool = False) -> Store:
+    url = settings.postgres_url
+    if url is not None:
+        # Imported only here: the SQLite path never loads the driver. Logs and spans are in the
+        # same database, in a store (a writer connection) of their own (store/postgres.py).
+        try:
+            from llmgine_daemon.store.postgres import PgStore
+        except ImportError as exc:
+            raise StorageError(
+                f"PostgreSQL needs its driver, which is not installed ({exc.name}): pip install 'llmgine[postgres]'"
+            ) from None
+
+        store: Store = PgStore(url, settings["database.busy_timeout"], telemetry=telemetry)  # type: ignore[assignment]
+        return store
     return Store(
         path,
         synchronous=settings["database.synchronous"],

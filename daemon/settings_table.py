@@ -181,7 +181,12 @@ SETTINGS: tuple[Setting, ...] = (
         "dropped); idle keep-alive connections close after it too",
     ),
     Setting(
-        "database.url", "DATABASE_URL", parse_str, None, "sqlite:///PATH (default: llmgine.db in the data directory)"
+        "database.url",
+        "DATABASE_URL",
+        parse_str,
+        None,
+        "where the bus is stored: sqlite:///PATH (default: llmgine.db in the data directory) or "
+        "postgresql://USER[:PASSWORD]@HOST:PORT/DB (needs the postgres extra; README 'PostgreSQL')",
     ),
     Setting(
         "database.synchronous",
