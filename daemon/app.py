@@ -40,6 +40,7 @@ from llmgine_daemon.api.keys import (
     WEBSOCKETS,
 )
 from llmgine_daemon.bus.capacity import Capacity
+from llmgine_daemon.bus.cluster import LocalCluster
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.database import Database
 from llmgine_daemon.engines import ENGINE_TYPES
@@ -109,6 +110,17 @@ def _store(settings: Settings, path: Path, *, telemetry: bool = False) -> Store:
     )
 
 
+def _cluster(settings: Settings) -> LocalCluster:
+    """The other daemons this one shares its bus with: on a PostgreSQL database any number
+    (bus/cluster_shared.py, imported only then), on SQLite none."""
+    url = settings["database.url"] or ""
+    if url.startswith(("postgresql://", "postgres://")):
+        from llmgine_daemon.bus.cluster_shared import SharedCluster
+
+        return SharedCluster(url, lease_timeout=settings["cluster.lease_timeout"])
+    return LocalCluster(lease_timeout=settings["cluster.lease_timeout"])
+
+
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with contextlib.AsyncExitStack() as stores:
@@ -138,10 +150,12 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         # passes every engine it builds an EngineContext with them (engines/context.py).
         providers = Providers(settings)
         limits = settings.limits
+        cluster = _cluster(settings)
         capacity = Capacity(
             max_sessions=limits.max_sessions,
             max_engines_per_session=limits.max_engines_per_session,
             max_tools_per_session=limits.max_tools_per_session,
+            serialize=cluster.serialize,
         )
         bus = Bus(
             store,
@@ -149,6 +163,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             sandbox=pool,
             capacity=capacity,
             engine_context=EngineContext.factory(providers),
+            cluster=cluster,
         )
         app[BUS] = bus
         app[LLM] = bus.engines.context

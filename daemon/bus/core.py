@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmgine_daemon.bus.capacity import Capacity
+from llmgine_daemon.bus.cluster import LocalCluster
 from llmgine_daemon.bus.commands import Commands
 from llmgine_daemon.bus.engine_registry import EngineBase, Engines
 from llmgine_daemon.bus.errors import BusError
@@ -34,10 +35,13 @@ class Bus:
         sandbox: SandboxPool | None = None,
         capacity: Capacity | None = None,
         engine_context: Callable[[Bus], Any] | None = None,
+        cluster: LocalCluster | None = None,
     ) -> None:
         """``engine_context`` builds, from this Bus, what every engine's constructor gets
         beside its record (engines/context.py); it is called once the Bus's other parts exist."""
         self.store = store
+        # The other daemons sharing the database, if any (bus/cluster.py; SQLite: none).
+        self.cluster = cluster or LocalCluster()
         # security.limits.max_*: checked inside the creating writes (bus/capacity.py).
         self.capacity = capacity or Capacity()
         self.started_at = now_iso()
@@ -75,6 +79,7 @@ class Bus:
         """Bring runtime state back after a restart: engines and user-code handlers (and
         their command handlers) first, then the command queue (executing -> interrupted,
         queued -> resumed), so that resumed commands find their handlers."""
+        await self.cluster.start(self)
         await self.engines.start()
         await self.user_handlers.start()
         await self.commands.start()
@@ -84,6 +89,7 @@ class Bus:
         await self.commands.stop()
         await self.user_handlers.stop()
         await self.engines.stop()
+        await self.cluster.stop()
 
     async def counts(self) -> StatusCounts:
         def read(conn: sqlite3.Connection) -> StatusCounts:

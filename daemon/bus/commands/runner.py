@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from llmgine_daemon.bus.cluster import LeaseLost
 from llmgine_daemon.bus.codec import dumps
 from llmgine_daemon.bus.commands.batches import run_batch
 from llmgine_daemon.bus.commands.eager import invoke_eager, is_admitted, is_refused
@@ -100,6 +101,8 @@ class Runner:
 
     def try_claim(self, session_id: str) -> bool:
         """Reserve an idle session's slot for a command about to be written as executing."""
+        if not self.bus.cluster.claims_at_submit:
+            return False
         q = self.queue(session_id)
         if q.busy or q.heap or self.stopping:
             return False
@@ -220,8 +223,17 @@ class Runner:
         for job in jobs:
             job.state = "starting"
         ts = now_iso()
+        sid, cluster = jobs[0].record.session_id, self.bus.cluster
+
+        def write(conn: sqlite3.Connection) -> list[tuple[Job, Event]]:
+            cluster.fence(conn, sid)
+            return start_rows(conn, jobs, ts)
+
         try:
-            started = await self.durable_write(lambda conn: start_rows(conn, jobs, ts))
+            started = await self.durable_write(write)
+        except LeaseLost:
+            self.lose_jobs(jobs)
+            return []
         except StorageError as exc:  # only while stopping: they stay queued for the next start
             log.warning("could not start %d command(s): %s", len(jobs), exc)
             for job in jobs:
@@ -246,6 +258,8 @@ class Runner:
         if job.cancel_reason is not None:
             return cancelled_outcome(job.cancel_reason, 0.0)
         reg = self.handlers.resolve(rec.session_id, rec.command_type)
+        if reg is None and await self.bus.engines.restore(rec.session_id):  # made on another node
+            reg = self.handlers.resolve(rec.session_id, rec.command_type)
         if reg is None:
             missing = handler_not_found(
                 "command", rec.command_type, rec.session_id, or_global=True, command_type=rec.command_type
@@ -345,8 +359,10 @@ class Runner:
         for nxt in start:
             nxt.state = "starting"
         ts = now_iso()
+        cluster = self.bus.cluster
 
         def write(conn: sqlite3.Connection) -> tuple[list[Event], Event | None, list[tuple[Job, Event]]]:
+            cluster.fence(conn, rec.session_id)
             emitted = insert_events(conn, rec.session_id, pending, timestamp=ts, trace_id=rec.trace_id)
             result_event = finish_row(conn, rec, outcome, ts, from_status="executing", strict=strict)
             started = start_rows(conn, start, ts)
@@ -358,6 +374,11 @@ class Runner:
             for nxt in start:
                 nxt.state = "queued"
             return self._drop_refused(job, start)
+        except LeaseLost:
+            # Another node took the session over (we stalled past the lease timeout): it has
+            # recorded this command interrupted and runs the queue now.
+            self.lose_jobs([job, *start])
+            return []
         except StorageError as exc:
             # Only while stopping: nothing is told a result that did not commit. The store still
             # says executing, so the next start records it as interrupted.
@@ -431,6 +452,35 @@ class Runner:
             if nxt.state == "queued":
                 self.push(nxt.record.session_id, nxt)
         return []
+
+    def has_work(self, session_id: str) -> bool:
+        """Does this node run, or hold queued, anything of the session?"""
+        q = self.queues.get(session_id)
+        if q is not None and (q.busy or q.heap or q.task is not None):
+            return True
+        return any(j.record.session_id == session_id for j in self.jobs.values())
+
+    def lose_session(self, session_id: str) -> None:
+        """Another node took the session over: forget its queue, stop what runs (its end
+        cannot be recorded from here: ``finish`` meets LeaseLost and drops it)."""
+        q = self.queues.get(session_id)
+        if q is not None:
+            q.heap.clear()
+        jobs = [j for j in self.jobs.values() if j.record.session_id == session_id]
+        self.lose_jobs([j for j in jobs if j.state == "queued"])
+        for job in jobs:
+            if job.state in ("starting", "running"):
+                self.cancel_running(job, "lease")
+
+    def lose_jobs(self, jobs: list[Job]) -> None:
+        """Commands now another node's: out of this node's memory; whoever waits on them here
+        follows them in the store (``Commands.wait``)."""
+        for job in jobs:
+            job.state = "done"
+            job.pending = []
+            self.jobs.pop(job.record.command_id, None)
+            if job.waiter is not None and not job.waiter.done():
+                job.waiter.set_result(job.record)
 
     def end_unstarted(self, job: Job, reason: str, ts: str) -> None:
         """A command that never started and was ended in the store by someone else (session
