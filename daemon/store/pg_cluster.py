@@ -6,7 +6,8 @@ sequence order is not commit order, so a reader resuming at seq N could skip an 
 commits later. Here seq is allocated inside the writing transaction from one row,
 ``event_head`` (a BEFORE INSERT trigger: ``UPDATE event_head SET seq = seq + 1``): the row stays
 locked until COMMIT, so transactions that write events commit in seq order, and a reader that
-sees seq N sees every seq below it. A statement trigger sends ``NOTIFY llmgine_events`` with an
+sees seq N sees every seq below it (the trigger also moves the column's own sequence to that
+seq, so ``lastval()`` - the store's ``cursor.lastrowid`` - answers it). A statement trigger sends ``NOTIFY llmgine_events`` with an
 empty payload; PostgreSQL folds identical notifications of one transaction into one, so each
 group commit wakes every listening node once (each then reads ``seq > its head``).
 
@@ -39,6 +40,8 @@ INSERT INTO event_head (id, seq) SELECT 1, COALESCE(MAX(seq), 0) FROM events ON 
 CREATE OR REPLACE FUNCTION llmgine_event_seq() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   UPDATE event_head SET seq = seq + 1 WHERE id = 1 RETURNING seq INTO NEW.seq;
+  -- So lastval() (the store's cursor.lastrowid, last_insert_rowid()) is this seq.
+  PERFORM setval(pg_get_serial_sequence('events', 'seq'), NEW.seq);
   RETURN NEW;
 END $$;
 CREATE OR REPLACE FUNCTION llmgine_event_notify() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -51,6 +54,12 @@ CREATE TRIGGER llmgine_events_seq BEFORE INSERT ON events FOR EACH ROW EXECUTE F
 DROP TRIGGER IF EXISTS llmgine_events_notify ON events;
 CREATE TRIGGER llmgine_events_notify AFTER INSERT ON events
   FOR EACH STATEMENT EXECUTE FUNCTION llmgine_event_notify();
+DO $$ BEGIN
+  IF to_regclass('sqlite_sequence') IS NULL THEN
+    -- Where the bus reads the log's end (bus/streams.py), as on SQLite; survives purges.
+    CREATE VIEW sqlite_sequence AS SELECT 'events'::text AS name, seq FROM event_head;
+  END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS cluster_nodes (
   node_id TEXT PRIMARY KEY,
   host TEXT NOT NULL,

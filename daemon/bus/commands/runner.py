@@ -135,7 +135,10 @@ class Runner:
 
     def push(self, session_id: str, entry: Entry) -> None:
         q = self.queue(session_id)
-        heapq.heappush(q.heap, (entry.rank, next(self._order), entry))
+        # Within a priority, in the order they were queued (created_at: also across nodes and
+        # restarts, when commands come from the store), then the order they reached this queue.
+        created = entry.record.created_at if isinstance(entry, Job) else entry.created_at
+        heapq.heappush(q.heap, (entry.rank, created, next(self._order), entry))
         self._kick(session_id, q)
 
     def _kick(self, session_id: str, q: SessionQueue) -> None:
@@ -152,7 +155,7 @@ class Runner:
 
     def _pop(self, q: SessionQueue, *, single_only: bool = False) -> Entry | None:
         while q.heap:
-            entry = q.heap[0][2]
+            entry = q.heap[0][-1]
             if not self._live(entry):
                 heapq.heappop(q.heap)
                 continue
