@@ -7,9 +7,10 @@ commits later. Here seq is allocated inside the writing transaction from one row
 ``event_head`` (a BEFORE INSERT trigger: ``UPDATE event_head SET seq = seq + 1``): the row stays
 locked until COMMIT, so transactions that write events commit in seq order, and a reader that
 sees seq N sees every seq below it (the trigger also moves the column's own sequence to that
-seq, so ``lastval()`` - the store's ``cursor.lastrowid`` - answers it). A statement trigger sends ``NOTIFY llmgine_events`` with an
-empty payload; PostgreSQL folds identical notifications of one transaction into one, so each
-group commit wakes every listening node once (each then reads ``seq > its head``).
+seq, so ``lastval()`` - the store's ``cursor.lastrowid`` - answers it). A statement trigger
+sends ``NOTIFY llmgine_events`` with an empty payload; PostgreSQL folds identical notifications
+of one transaction into one, so each group commit wakes every listening node once (each then
+reads ``seq > its head``).
 
 Leases: a ``session_leases`` row per session being run: the node that holds it, an expiry
 (the database's clock, seconds since the epoch) and a fencing ``epoch`` bumped whenever the

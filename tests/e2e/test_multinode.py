@@ -28,7 +28,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
-from tests.eventually import eventually, eventually_blocking
+from tests.eventually import eventually_blocking
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -171,10 +171,9 @@ def test_commands_of_a_session_never_overlap_and_keep_priority_order(cluster):
     for i, cmd in enumerate(submitted):
         node = (b, a)[i % 2]
         eventually_blocking(
-            lambda node=node, cmd=cmd: node.call("GET", f"/api/sessions/{sid}/commands/{cmd['command_id']}?wait=5")[
-                "status"
-            ]
-            == "completed",
+            lambda node=node, cmd=cmd: (
+                node.call("GET", f"/api/sessions/{sid}/commands/{cmd['command_id']}?wait=5")["status"] == "completed"
+            ),
             timeout=60,
         )
     events = [e for e in session_events(b, sid) if e["event_type"] in ("CommandStarted", "CommandResult")]

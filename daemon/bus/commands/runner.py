@@ -49,6 +49,7 @@ from llmgine_daemon.bus.commands.jobs import (
     failed_outcome,
 )
 from llmgine_daemon.bus.commands.records import finish_row, start_rows
+from llmgine_daemon.bus.commands.waiting import Waiting
 from llmgine_daemon.bus.errors import handler_not_found
 from llmgine_daemon.bus.events import insert_events
 from llmgine_daemon.observability import metrics, tracing
@@ -68,7 +69,7 @@ STOP_GRACE_S = 10.0
 STOP_RETRY_S = 2.0
 
 
-class Runner:
+class Runner(Waiting):
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.store = bus.store
@@ -456,35 +457,6 @@ class Runner:
                 self.push(nxt.record.session_id, nxt)
         return []
 
-    def has_work(self, session_id: str) -> bool:
-        """Does this node run, or hold queued, anything of the session?"""
-        q = self.queues.get(session_id)
-        if q is not None and (q.busy or q.heap or q.task is not None):
-            return True
-        return any(j.record.session_id == session_id for j in self.jobs.values())
-
-    def lose_session(self, session_id: str) -> None:
-        """Another node took the session over: forget its queue, stop what runs (its end
-        cannot be recorded from here: ``finish`` meets LeaseLost and drops it)."""
-        q = self.queues.get(session_id)
-        if q is not None:
-            q.heap.clear()
-        jobs = [j for j in self.jobs.values() if j.record.session_id == session_id]
-        self.lose_jobs([j for j in jobs if j.state == "queued"])
-        for job in jobs:
-            if job.state in ("starting", "running"):
-                self.cancel_running(job, "lease")
-
-    def lose_jobs(self, jobs: list[Job]) -> None:
-        """Commands now another node's: out of this node's memory; whoever waits on them here
-        follows them in the store (``Commands.wait``)."""
-        for job in jobs:
-            job.state = "done"
-            job.pending = []
-            self.jobs.pop(job.record.command_id, None)
-            if job.waiter is not None and not job.waiter.done():
-                job.waiter.set_result(job.record)
-
     def end_unstarted(self, job: Job, reason: str, ts: str) -> None:
         """A command that never started and was ended in the store by someone else (session
         end): bring the memory in line and answer its waiters."""
@@ -562,60 +534,6 @@ class Runner:
         for job, outcome in zip(jobs, outcomes, strict=True):
             self.apply_end(job, outcome, ts)
         self.bus.events.notify([e for e in events if e is not None])
-
-    async def wait(self, jobs: list[Job], timeout: float) -> bool:
-        """Wait until every job is finished or ``timeout`` passed; True if all finished.
-
-        While the daemon drains for shutdown a queued command will not start here (it stays
-        queued for the next start), so waiting stops as soon as the running ones finished.
-        """
-        loop = asyncio.get_running_loop()
-        waiters: dict[asyncio.Future[Command], Job] = {}
-        for job in jobs:
-            if job.state in ("done", "cancelled") and job.record.status not in ("queued", "executing"):
-                continue
-            if job.waiter is None:
-                job.waiter = loop.create_future()
-            waiters[job.waiter] = job
-        if not waiters:
-            return True
-        if timeout <= 0:
-            return False
-        deadline = loop.time() + timeout
-        # gather: one callback per job. Waiting for "the first of those left" again after each
-        # completion re-registered on all of them: O(n^2) for a batch of 10,000.
-        all_done = asyncio.gather(*waiters, return_exceptions=True)
-        while not all_done.done():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            watch: list[asyncio.Future[Any]] = [all_done]
-            if self.stopping:
-                left = [f for f in waiters if not f.done()]
-                if any(waiters[f].state == "queued" for f in left):
-                    running = [f for f in left if waiters[f].state != "queued"]
-                    if running:
-                        await asyncio.wait(running, timeout=remaining)
-                    return False
-            else:
-                watch.append(self._draining())
-            await asyncio.wait(watch, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        return True
-
-    def _draining(self) -> asyncio.Future[None]:
-        if self._drain_signal is None:
-            self._drain_signal = asyncio.get_running_loop().create_future()
-            if self.stopping:
-                self._drain_signal.set_result(None)
-        return self._drain_signal
-
-    def drain(self) -> None:
-        """Shutdown begins: start nothing more (queued commands stay queued for the next start),
-        let what runs finish while in-flight requests are answered; ``stop`` interrupts the rest."""
-        self.stopping = True
-        signal = self._draining()
-        if not signal.done():
-            signal.set_result(None)
 
     # -- lifecycle --------------------------------------------------------------------
 

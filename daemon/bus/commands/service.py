@@ -482,7 +482,8 @@ class Commands:
         if ids:
             marks = ", ".join("?" * len(ids))
             for r in conn.execute(
-                f"SELECT batch_id, session_id, mode, stop_on_error, created_at FROM batches WHERE batch_id IN ({marks})",
+                "SELECT batch_id, session_id, mode, stop_on_error, created_at FROM batches"
+                f" WHERE batch_id IN ({marks})",
                 ids,
             ).fetchall():
                 batches[r[0]] = r
