@@ -97,8 +97,9 @@ class LocalCluster:
         """``wake()`` when another node committed events (never: there is none)."""
         return lambda: None
 
-    async def request_cancel(self, session_id: str, command_id: str) -> bool:
-        """Ask the node running ``command_id`` to cancel it; False if no other node could."""
+    async def request_cancel(self, session_id: str, command_id: str | None, reason: str = "cancel") -> bool:
+        """Ask the node running ``command_id`` (None: every executing command of the session) to
+        cancel it (``reason``: cancel, session); False if no other node could be running it."""
         return False
 
     def held(self) -> int:

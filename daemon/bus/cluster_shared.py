@@ -133,9 +133,9 @@ class SharedCluster(LocalCluster):
         free (the holder, if any, heard ``announce``)."""
         self._want(session_id)
 
-    async def request_cancel(self, session_id: str, command_id: str) -> bool:
+    async def request_cancel(self, session_id: str, command_id: str | None, reason: str = "cancel") -> bool:
         assert self.bus is not None
-        return bool(await self.bus.store.write(lambda c: sql.request_cancel(c, session_id, command_id)))
+        return bool(await self.bus.store.write(lambda c: sql.request_cancel(c, session_id, command_id, reason)))
 
     def watch_events(self, wake: Callable[[], None]) -> Callable[[], None]:
         self._event_watchers.append(wake)
@@ -269,17 +269,17 @@ class SharedCluster(LocalCluster):
         for sid in idle:
             if sid in self.leases and sid not in released:
                 await self._refresh(sid)  # not released: work was queued for it
-        for cid in cancels:
-            self._cancel_local(cid)
+        for cid, reason in cancels:
+            self._cancel_local(cid, reason)
         await self._take([], scan=True)
 
-    def _cancel_local(self, command_id: str) -> None:
+    def _cancel_local(self, command_id: str, reason: str) -> None:
         commands = self.commands
         if commands is None:
             return
         job = commands.runner.jobs.get(command_id)
         if job is not None and job.state in ("starting", "running"):
-            commands.runner.cancel_running(job, "cancel")
+            commands.runner.cancel_running(job, reason if reason in ("cancel", "session") else "cancel")
 
     # -- LISTEN -------------------------------------------------------------------------
 
@@ -313,7 +313,8 @@ class SharedCluster(LocalCluster):
             if payload in self.leases:
                 asyncio.create_task(self._refresh(payload))
         elif channel == sql.CHANNEL_CANCEL:
-            self._cancel_local(payload)
+            reason, _, command_id = payload.partition(":")
+            self._cancel_local(command_id, reason)
 
     def _wake_events(self) -> None:
         for wake in list(self._event_watchers):

@@ -28,7 +28,7 @@ from typing import Any
 
 CHANNEL_EVENTS = "llmgine_events"  # payload '': new events committed
 CHANNEL_WORK = "llmgine_work"  # payload: a session id with queued work
-CHANNEL_CANCEL = "llmgine_cancel"  # payload: a command id to cancel
+CHANNEL_CANCEL = "llmgine_cancel"  # payload: "reason:command_id" (cancel, session)
 
 # The database's clock, so that nodes with skewed clocks agree on when a lease expires.
 NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
@@ -79,6 +79,7 @@ CREATE INDEX IF NOT EXISTS session_leases_expires ON session_leases (expires);
 CREATE TABLE IF NOT EXISTS command_cancels (
   command_id TEXT PRIMARY KEY,
   session_id TEXT NOT NULL,
+  reason TEXT NOT NULL,
   requested DOUBLE PRECISION NOT NULL
 );
 """
@@ -216,30 +217,35 @@ def serialize(conn: Any, name: str) -> None:
 # -- cancels -------------------------------------------------------------------------------
 
 
-def request_cancel(conn: Any, session_id: str, command_id: str) -> bool:
-    """Record a cancel request for an executing command (its node polls these too, in case the
-    notification is lost); False if the command is not executing."""
-    row = conn.execute(
-        "SELECT 1 FROM commands WHERE command_id = ? AND session_id = ? AND status = 'executing'",
-        (command_id, session_id),
-    ).fetchone()
-    if row is None:
-        return False
-    conn.execute(
-        f"INSERT INTO command_cancels (command_id, session_id, requested) VALUES (?, ?, {NOW})"
-        " ON CONFLICT (command_id) DO NOTHING",
-        (command_id, session_id),
-    )
-    notify(conn, CHANNEL_CANCEL, command_id)
-    return True
+def request_cancel(conn: Any, session_id: str, command_id: str | None, reason: str) -> int:
+    """Ask the node running ``command_id`` (None: every executing command of the session) to
+    cancel it; recorded too, as its node re-reads pending requests in case the notification
+    is lost. Returns how many executing commands were asked."""
+    if command_id is None:
+        rows = conn.execute(
+            "SELECT command_id FROM commands WHERE session_id = ? AND status = 'executing'", (session_id,)
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT command_id FROM commands WHERE command_id = ? AND session_id = ? AND status = 'executing'",
+            (command_id, session_id),
+        ).fetchall()
+    for (cid,) in rows:
+        conn.execute(
+            f"INSERT INTO command_cancels (command_id, session_id, reason, requested) VALUES (?, ?, ?, {NOW})"
+            " ON CONFLICT (command_id) DO NOTHING",
+            (cid, session_id, reason),
+        )
+        notify(conn, CHANNEL_CANCEL, f"{reason}:{cid}")
+    return len(rows)
 
 
-def pending_cancels(conn: Any, node_id: str) -> list[str]:
-    """Cancel requests for commands of sessions this node holds; old ones are dropped."""
+def pending_cancels(conn: Any, node_id: str) -> list[tuple[str, str]]:
+    """(command id, reason) of cancel requests for sessions this node holds; old ones go."""
     conn.execute(f"DELETE FROM command_cancels WHERE requested < {NOW} - 3600")
     rows = conn.execute(
-        "SELECT c.command_id FROM command_cancels c JOIN session_leases l ON l.session_id = c.session_id"
+        "SELECT c.command_id, c.reason FROM command_cancels c JOIN session_leases l ON l.session_id = c.session_id"
         " WHERE l.node_id = ?",
         (node_id,),
     ).fetchall()
-    return [r[0] for r in rows]
+    return [(r[0], r[1]) for r in rows]

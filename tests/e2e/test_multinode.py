@@ -312,3 +312,32 @@ def _lease_holder(node: Node, sid: str) -> str:
         row = conn.execute("SELECT node_id FROM session_leases WHERE session_id = %s", (sid,)).fetchone()
     assert row is not None
     return str(row[0])
+
+
+def test_tool_registered_on_one_node_runs_on_another(cluster):
+    a, b, _ = cluster
+    sid = a.call("POST", "/api/sessions", {})["session_id"]
+    code = "def double(n: int):\n    return {'twice': n * 2}\n"
+    a.call("POST", f"/api/sessions/{sid}/tools", {"name": "double", "function_code": code})
+    result = b.call("POST", f"/api/sessions/{sid}/tools/double/execute", {"arguments": {"n": 21}})
+    assert result["result"] == {"twice": 42}
+
+
+def test_ending_a_session_on_one_node_cancels_its_command_running_on_another(cluster):
+    a, b, _ = cluster
+    sid = session_with_engine(a)
+    cid = a.submit(sid, "long", delay_ms=600_000)["command_id"]
+    holder = eventually_blocking(lambda: _executing_on(a, sid, cid), timeout=30)
+    other = next(n for n in (a, b) if _node_id(n) != holder)
+    other.call("DELETE", f"/api/sessions/{sid}")
+    done = eventually_blocking(
+        lambda: (c := a.call("GET", f"/api/sessions/{sid}/commands/{cid}"))["status"] != "executing" and c,
+        timeout=30,
+    )
+    assert done["status"] == "cancelled" and done["error"]["message"] == "session ended"
+
+
+def _executing_on(node: Node, sid: str, cid: str) -> str | None:
+    if node.call("GET", f"/api/sessions/{sid}/commands/{cid}")["status"] != "executing":
+        return None
+    return _lease_holder(node, sid)

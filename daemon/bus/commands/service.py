@@ -544,3 +544,6 @@ class Commands:
                 self.runner.end_unstarted(job, "session", ts)
             elif job.state in ("starting", "running"):
                 self.runner.cancel_running(job, "session")
+        if not purged and not self.bus.cluster.owns(session_id):
+            # Another node may be running one of its commands: it stops it too.
+            await self.bus.cluster.request_cancel(session_id, None, "session")
