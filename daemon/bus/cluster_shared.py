@@ -77,7 +77,7 @@ class SharedCluster(LocalCluster):
         self._own_pids.add(
             await bus.store.write(
                 lambda c: (
-                    sql.heartbeat(c, self.node_id, host, pid, self.started_at),
+                    sql.heartbeat(c, self.node_id, host, pid, self.started_at, self.lease_timeout),
                     c.execute("SELECT pg_backend_pid()").fetchone()[0],
                 )[1]
             )
@@ -146,7 +146,7 @@ class SharedCluster(LocalCluster):
 
     async def info(self) -> ClusterInfo:
         assert self.bus is not None
-        rows = await self.bus.store.write(lambda c: sql.live_nodes(c, self.lease_timeout))
+        rows = await self.bus.store.read(lambda c: sql.live_nodes(c, self.lease_timeout))
         nodes = [
             ClusterNode(
                 node_id=r[0],
@@ -250,15 +250,16 @@ class SharedCluster(LocalCluster):
         held = dict(self.leases)
 
         def write(conn: Any) -> tuple[dict[str, int], list[str], list[str]]:
-            sql.heartbeat(conn, node, host, pid, self.started_at)
+            sql.heartbeat(conn, node, host, pid, self.started_at, timeout)
             renewed = sql.renew(conn, node, timeout)
             released = [s for s in idle if s in renewed and sql.release(conn, s, node, renewed[s])]
             return renewed, released, sql.pending_cancels(conn, node)
 
         renewed, released, cancels = await self.bus.store.write(write)
         for sid in released:
-            if not runner.has_work(sid):
-                self.leases.pop(sid, None)
+            self.leases.pop(sid, None)
+            if runner.has_work(sid):  # work came in meanwhile: take the session again
+                self._want(sid)
         for sid, epoch in held.items():
             if renewed.get(sid) != epoch and self.leases.get(sid) == epoch:
                 # Taken over by another node (we stalled past the timeout): what still runs

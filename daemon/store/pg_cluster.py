@@ -99,7 +99,9 @@ def install(url: str) -> None:
 # -- nodes ---------------------------------------------------------------------------------
 
 
-def heartbeat(conn: Any, node_id: str, host: str, pid: int, started_at: str) -> None:
+def heartbeat(conn: Any, node_id: str, host: str, pid: int, started_at: str, timeout: float) -> None:
+    """This node is alive; nodes silent for ten lease timeouts are forgotten."""
+    conn.execute(f"DELETE FROM cluster_nodes WHERE heartbeat < {NOW} - ?", (timeout * 10,))
     conn.execute(
         "INSERT INTO cluster_nodes (node_id, host, pid, started_at, heartbeat)"
         f" VALUES (?, ?, ?, ?, {NOW}) ON CONFLICT (node_id) DO UPDATE SET heartbeat = EXCLUDED.heartbeat",
@@ -115,8 +117,7 @@ def leave(conn: Any, node_id: str) -> None:
 
 def live_nodes(conn: Any, timeout: float) -> list[tuple[Any, ...]]:
     """(node_id, host, pid, started_at, heartbeat as epoch seconds, leases held) of every node
-    heard from within ``timeout``; nodes silent for ten times as long are forgotten."""
-    conn.execute(f"DELETE FROM cluster_nodes WHERE heartbeat < {NOW} - ?", (timeout * 10,))
+    heard from within ``timeout``."""
     return list(
         conn.execute(
             "SELECT n.node_id, n.host, n.pid, n.started_at, n.heartbeat,"
@@ -211,7 +212,7 @@ def notify(conn: Any, channel: str, payload: str) -> None:
 def serialize(conn: Any, name: str) -> None:
     """Make the rest of the caller's transaction run one at a time across every node, for all
     callers passing ``name`` (a transaction-scoped advisory lock)."""
-    conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (INSTALL_LOCK & 0x7FFFFFFF, name))
+    conn.execute("SELECT pg_advisory_xact_lock(?::integer, hashtext(?))", (INSTALL_LOCK & 0x7FFFFFFF, name))
 
 
 # -- cancels -------------------------------------------------------------------------------

@@ -33,6 +33,9 @@ from tests.eventually import eventually_blocking
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 LEASE_TIMEOUT = "2"
+# Low enough to reach in a test, high enough for every other test of a cluster (a fresh
+# database each).
+MAX_SESSIONS = 30
 CMD = "DummyEngineCommand"
 
 
@@ -77,7 +80,7 @@ class Node:
 def cluster(pg_url: str, tmp_path: Path) -> Iterator[list[Node]]:
     """Three nodes on one fresh database (the third for failover)."""
     nodes: list[Node] = []
-    env = {"DATABASE_URL": pg_url, "LLMGINE_LEASE_TIMEOUT": LEASE_TIMEOUT}
+    env = {"DATABASE_URL": pg_url, "LLMGINE_LEASE_TIMEOUT": LEASE_TIMEOUT, "LLMGINE_MAX_SESSIONS": str(MAX_SESSIONS)}
     try:
         procs = []
         for i in range(3):
@@ -341,3 +344,28 @@ def _executing_on(node: Node, sid: str, cid: str) -> str | None:
     if node.call("GET", f"/api/sessions/{sid}/commands/{cid}")["status"] != "executing":
         return None
     return _lease_holder(node, sid)
+
+
+def test_the_session_limit_holds_for_the_cluster(cluster):
+    """At the limit, one slot is freed and every node (several threads each) races to take it:
+    exactly one creation succeeds per round, whichever node's writer gets there first."""
+    a = cluster[0]
+    made = [a.call("POST", "/api/sessions", {})["session_id"] for _ in range(MAX_SESSIONS)]
+    assert a.request("POST", "/api/sessions", {})[0] == 409
+    for _ in range(8):
+        a.call("DELETE", f"/api/sessions/{made.pop()}")
+        barrier = threading.Barrier(3 * len(cluster))
+        results: list[tuple[int, Any]] = []
+
+        def create(node: Node, barrier: threading.Barrier = barrier, results: list[Any] = results) -> None:
+            barrier.wait()
+            results.append(node.request("POST", "/api/sessions", {}))
+
+        threads = [threading.Thread(target=create, args=(n,)) for n in cluster for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        codes = sorted(code for code, _ in results)
+        assert codes == [201] + [409] * (len(codes) - 1), codes
+        made.append(next(body["session_id"] for code, body in results if code == 201))
