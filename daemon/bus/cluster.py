@@ -11,11 +11,14 @@ The contract, method by method:
 - ``owns(session_id)``: may this node start commands of the session now? (Locally: always. In
   a cluster: while it holds the session's lease.) A command submitted for a session this node
   does not own is stored queued and ``forward``-ed to whoever owns it.
-- ``claims_at_submit``: may an idle session's command be stored already executing in the
-  transaction that queues it (``Runner.try_claim``, eager commands)? Only when no other node
-  could have queued something for that session meanwhile: locally.
-- ``fence(conn, session_id)``: inside a write that starts or finishes a command: raise
-  ``LeaseLost`` (rolling that write back) if this node no longer holds the session's lease.
+- ``may_claim(session_id)``: may an idle session's command be stored already executing in the
+  transaction that queues it (``Runner.try_claim``, eager commands)? Locally always; in a
+  cluster while this node holds the lease.
+- ``fence(conn, session_id, claim=False)``: inside a write that starts or finishes a command:
+  raise ``LeaseLost`` (rolling that write back) if this node no longer holds the session's
+  lease; with ``claim``, ``ClaimRefused`` also when the store holds queued or executing
+  commands of the session (queued on another node, not loaded here yet): the submission is
+  then made again, queued.
 - ``serialize(conn, name)``: inside a write that checks a capacity limit: make concurrent
   checks of ``name`` on every node run one after another (bus/capacity.py).
 - ``recover(commands)``: at start, bring the command queue back (locally: what was executing is
@@ -51,6 +54,11 @@ class LeaseLost(Exception):
         self.session_id = session_id
 
 
+class ClaimRefused(LeaseLost):
+    """An idle session's command may not start in the write that queues it: the lease is gone,
+    or another node queued work for the session that this node has not loaded yet."""
+
+
 def new_node_id() -> str:
     """This process's node id: the host's short name and a random part (new at every start)."""
     host = socket.gethostname().split(".")[0][:24] or "node"
@@ -61,7 +69,6 @@ class LocalCluster:
     """One process owns the whole bus (the SQLite backend)."""
 
     backend = "sqlite"
-    claims_at_submit = True
 
     def __init__(self, node_id: str | None = None, lease_timeout: float = 15.0) -> None:
         self.node_id = node_id or new_node_id()
@@ -77,7 +84,10 @@ class LocalCluster:
     def owns(self, session_id: str) -> bool:
         return True
 
-    def fence(self, conn: sqlite3.Connection, session_id: str) -> None:
+    def may_claim(self, session_id: str) -> bool:
+        return True
+
+    def fence(self, conn: sqlite3.Connection, session_id: str, *, claim: bool = False) -> None:
         return None
 
     def serialize(self, conn: sqlite3.Connection, name: str) -> None:

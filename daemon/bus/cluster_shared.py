@@ -31,7 +31,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.cluster import LeaseLost, LocalCluster
+from llmgine_daemon.bus.cluster import ClaimRefused, LeaseLost, LocalCluster
 from llmgine_daemon.protocol import ClusterInfo, ClusterNode
 from llmgine_daemon.store import pg_cluster as sql
 
@@ -48,7 +48,6 @@ LISTEN_RETRY_S = 1.0
 
 class SharedCluster(LocalCluster):
     backend = "postgresql"
-    claims_at_submit = False
 
     def __init__(self, url: str, node_id: str | None = None, lease_timeout: float = 15.0) -> None:
         super().__init__(node_id, lease_timeout)
@@ -115,10 +114,15 @@ class SharedCluster(LocalCluster):
     def owns(self, session_id: str) -> bool:
         return session_id in self.leases
 
-    def fence(self, conn: Any, session_id: str) -> None:
+    def may_claim(self, session_id: str) -> bool:
+        return session_id in self.leases
+
+    def fence(self, conn: Any, session_id: str, *, claim: bool = False) -> None:
         epoch = self.leases.get(session_id)
+        if claim and (epoch is None or sql.busy(conn, session_id)):
+            raise ClaimRefused(session_id)
         if epoch is None or not sql.fence(conn, session_id, self.node_id, epoch):
-            raise LeaseLost(session_id)
+            raise ClaimRefused(session_id) if claim else LeaseLost(session_id)
 
     def serialize(self, conn: Any, name: str) -> None:
         sql.serialize(conn, name)

@@ -168,6 +168,14 @@ def fence(conn: Any, session_id: str, node_id: str, epoch: int) -> bool:
     return row is not None
 
 
+def busy(conn: Any, session_id: str) -> bool:
+    """Has the session queued or executing commands in the store?"""
+    row = conn.execute(
+        "SELECT 1 FROM commands WHERE session_id = ? AND status IN ('queued', 'executing') LIMIT 1", (session_id,)
+    ).fetchone()
+    return row is not None
+
+
 def renew(conn: Any, node_id: str, timeout: float) -> dict[str, int]:
     """Push back the expiry of every lease this node holds; returns them (session -> epoch)."""
     rows = conn.execute(

@@ -102,7 +102,7 @@ class Runner(Waiting):
 
     def try_claim(self, session_id: str) -> bool:
         """Reserve an idle session's slot for a command about to be written as executing."""
-        if not self.bus.cluster.claims_at_submit:
+        if not self.bus.cluster.may_claim(session_id):
             return False
         q = self.queue(session_id)
         if q.busy or q.heap or self.stopping:

@@ -20,6 +20,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from llmgine_daemon.bus.cluster import ClaimRefused
 from llmgine_daemon.bus.codec import new_id
 from llmgine_daemon.bus.commands.execution import Execution
 from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, cancelled_outcome, command_error
@@ -40,8 +41,8 @@ from llmgine_daemon.bus.commands.records import (
     started_data,
     validate,
 )
+from llmgine_daemon.bus.commands.remote import Changes, wait_in_store
 from llmgine_daemon.bus.commands.remote import copy_record as _copy_record
-from llmgine_daemon.bus.commands.remote import wait_in_store
 from llmgine_daemon.bus.commands.runner import Runner
 from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.events import insert_event, insert_events
@@ -78,6 +79,10 @@ class Commands:
         self.bus = bus
         self.store = bus.store
         self.runner = Runner(bus)
+        # Wakes who follows a command another node runs (wait, cancel): commands/remote.py.
+        self.changes = Changes()
+        bus.events.subscribe(self.changes.on_event)
+        bus.cluster.watch_events(self.changes.changed)
 
     # -- submit -----------------------------------------------------------------------
 
@@ -87,18 +92,27 @@ class Commands:
         self.bus.handlers.require(session_id, command_type, **extra)
 
     async def submit(
-        self, session_id: str, spec: CommandSpec, idem: IdempotencyKey | None = None
+        self, session_id: str, spec: CommandSpec, idem: IdempotencyKey | None = None, *, claim: bool = True
     ) -> tuple[Command, bool]:
         """Queue one command; returns (record, replayed). The record may already be executing:
         an idle session's command starts in the transaction that stores it, and an eager
-        handler's command (``Registration.eager``) may even have finished in it."""
+        handler's command (``Registration.eager``) may even have finished in it. (On several
+        nodes that claim can be refused in the write, ``ClaimRefused``: then it is queued.)"""
+        try:
+            return await self._submit(session_id, spec, idem, claim)
+        except ClaimRefused:
+            return await self._submit(session_id, spec, idem, False)
+
+    async def _submit(
+        self, session_id: str, spec: CommandSpec, idem: IdempotencyKey | None, claim: bool
+    ) -> tuple[Command, bool]:
         reg = await self.resolve(session_id, spec.command_type)
         if reg is None:
             await self._refuse_unhandled(session_id, spec.command_type)
         runner, cluster = self.runner, self.bus.cluster
         ts = now_iso()
         rec = new_record(session_id, spec, ts)
-        claimed = runner.try_claim(session_id)
+        claimed = claim and runner.try_claim(session_id)
         if claimed:
             rec.status, rec.started_at = "executing", ts
         job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent())
@@ -111,10 +125,11 @@ class Commands:
             if prior is not None:
                 return command_row(conn, session_id, prior[1]), []
             require_active(conn, session_id)
+            if claimed:
+                cluster.fence(conn, session_id, claim=True)
             insert_command(conn, rec)
             record(conn, idem, "command", rec.command_id, session_id)
             if claimed:
-                cluster.fence(conn, session_id)
                 return None, [insert_event(conn, session_id, "CommandStarted", started_data(rec), timestamp=ts)]
             cluster.announce(conn, session_id)
             return None, []
@@ -145,6 +160,7 @@ class Commands:
 
         def write(conn: sqlite3.Connection) -> tuple[None, list[Event]]:
             require_active(conn, session_id)
+            self.bus.cluster.fence(conn, session_id, claim=True)
             if not final:
                 insert_command(conn, rec)
                 return None, [
@@ -396,7 +412,7 @@ class Commands:
             live = next((r for r in records if r.command_id == job.record.command_id), None)
             if live is not None and live is not job.record:
                 _copy_record(job.record, live)
-        return await wait_in_store(self.store, records, deadline)
+        return await wait_in_store(self.store, records, deadline, self.changes)
 
     async def cancel(self, session_id: str, command_id: str) -> Command:
         """Cancel a queued or executing command; CONFLICT if it already finished."""
@@ -524,7 +540,7 @@ class Commands:
             if event is not None:
                 self.bus.events.notify([event])
         elif await self.bus.cluster.request_cancel(rec.session_id, rec.command_id):
-            await wait_in_store(self.store, [rec], asyncio.get_running_loop().time() + CANCEL_WAIT_S)
+            await wait_in_store(self.store, [rec], asyncio.get_running_loop().time() + CANCEL_WAIT_S, self.changes)
             return rec
         return await self.get(rec.session_id, rec.command_id)
 
