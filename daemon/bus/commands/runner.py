@@ -49,7 +49,7 @@ from llmgine_daemon.bus.commands.jobs import (
     failed_outcome,
 )
 from llmgine_daemon.bus.commands.records import finish_row, start_rows
-from llmgine_daemon.bus.commands.waiting import Waiting
+from llmgine_daemon.bus.commands.runner_waits import Waiting
 from llmgine_daemon.bus.errors import handler_not_found
 from llmgine_daemon.bus.events import insert_events
 from llmgine_daemon.observability import metrics, tracing

@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.cluster import ClaimRefused
 from llmgine_daemon.bus.codec import new_id
 from llmgine_daemon.bus.commands.execution import Execution
 from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, cancelled_outcome, command_error
+from llmgine_daemon.bus.commands.queueview import QueueWatch
 from llmgine_daemon.bus.commands.records import (
     ACTIVE,
     COMMAND_COLUMNS,
@@ -44,10 +45,12 @@ from llmgine_daemon.bus.commands.records import (
 from llmgine_daemon.bus.commands.remote import Changes, wait_in_store
 from llmgine_daemon.bus.commands.remote import copy_record as _copy_record
 from llmgine_daemon.bus.commands.runner import Runner
+from llmgine_daemon.bus.commands.waiting import CommandWaits
 from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.events import insert_event, insert_events
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.bus.sessions import fetch_session, require_active
+from llmgine_daemon.bus.usage import add_usage
 from llmgine_daemon.observability import tracing
 from llmgine_daemon.protocol import (
     TERMINAL_STATUSES,
@@ -79,6 +82,8 @@ class Commands:
         self.bus = bus
         self.store = bus.store
         self.runner = Runner(bus)
+        self.waits = CommandWaits(self)
+        self.queue = QueueWatch(self)
         # Wakes who follows a command another node runs (wait, cancel): commands/remote.py.
         self.changes = Changes()
         bus.events.subscribe(self.changes.on_event)
@@ -92,19 +97,32 @@ class Commands:
         self.bus.handlers.require(session_id, command_type, **extra)
 
     async def submit(
-        self, session_id: str, spec: CommandSpec, idem: IdempotencyKey | None = None, *, claim: bool = True
+        self,
+        session_id: str,
+        spec: CommandSpec,
+        idem: IdempotencyKey | None = None,
+        *,
+        claim: Callable[[sqlite3.Connection, str], None] | None = None,
     ) -> tuple[Command, bool]:
         """Queue one command; returns (record, replayed). The record may already be executing:
         an idle session's command starts in the transaction that stores it, and an eager
         handler's command (``Registration.eager``) may even have finished in it. (On several
-        nodes that claim can be refused in the write, ``ClaimRefused``: then it is queued.)"""
+        nodes that start can be refused in the write, ``ClaimRefused``: then it is queued.)
+
+        ``claim(conn, command_id)`` runs first in the transaction that stores the command; if it
+        raises, nothing is stored (a schedule's firing claims its due time this way: bus/schedules.py)."""
         try:
-            return await self._submit(session_id, spec, idem, claim)
+            return await self._submit(session_id, spec, idem, claim, True)
         except ClaimRefused:
-            return await self._submit(session_id, spec, idem, False)
+            return await self._submit(session_id, spec, idem, claim, False)
 
     async def _submit(
-        self, session_id: str, spec: CommandSpec, idem: IdempotencyKey | None, claim: bool
+        self,
+        session_id: str,
+        spec: CommandSpec,
+        idem: IdempotencyKey | None,
+        claim: Callable[[sqlite3.Connection, str], None] | None,
+        start_now: bool,
     ) -> tuple[Command, bool]:
         reg = await self.resolve(session_id, spec.command_type)
         if reg is None:
@@ -112,12 +130,12 @@ class Commands:
         runner, cluster = self.runner, self.bus.cluster
         ts = now_iso()
         rec = new_record(session_id, spec, ts)
-        claimed = claim and runner.try_claim(session_id)
+        claimed = start_now and runner.try_claim(session_id)
         if claimed:
             rec.status, rec.started_at = "executing", ts
         job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent())
         # A replayed key must not run anything again, so a keyed submission is never eager.
-        if claimed and idem is None and reg is not None and reg.eager:
+        if claimed and idem is None and claim is None and reg is not None and reg.eager:
             return await self._submit_eager(job, ts)
 
         def write(conn: sqlite3.Connection) -> tuple[tuple[Any, ...] | None, list[Event]]:
@@ -125,6 +143,8 @@ class Commands:
             if prior is not None:
                 return command_row(conn, session_id, prior[1]), []
             require_active(conn, session_id)
+            if claim is not None:
+                claim(conn, rec.command_id)
             if claimed:
                 cluster.fence(conn, session_id, claim=True)
             insert_command(conn, rec)
@@ -392,7 +412,16 @@ class Commands:
 
     def _assemble(self, session_id: str, batch_id: str, info: tuple[Any, ...], rows: Sequence[Any]) -> Batch:
         commands = [self._current(r) for r in rows]
-        return Batch(batch_id, session_id, info[0], bool(info[1]), batch_status(commands), info[2], commands)
+        return Batch(
+            batch_id,
+            session_id,
+            info[0],
+            bool(info[1]),
+            batch_status(commands),
+            info[2],
+            commands,
+            usage=add_usage(c.usage for c in commands),
+        )
 
     async def get_batch(self, session_id: str, batch_id: str) -> Batch:
         _, info, rows = await self.store.read(lambda conn: batch_rows(conn, session_id, batch_id))
