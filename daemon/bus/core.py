@@ -112,6 +112,13 @@ class Bus:
         self.schedules.start()
         await self.webhooks.start(self._webhook_sender)
 
+    async def restore_handlers(self, session_id: str) -> bool:
+        """A command found no handler: load the session's engines and user-code handlers that
+        another node sharing the database registered (bus/cluster.py). True if any was new."""
+        engines = await self.engines.restore(session_id)
+        handlers = await self.user_handlers.restore(session_id)
+        return engines or handlers
+
     async def stop(self) -> None:
         """Stop runtime work; queued work stays queued in the store for the next start."""
         await self.schedules.stop()

@@ -262,7 +262,7 @@ class Runner(Waiting):
         if job.cancel_reason is not None:
             return cancelled_outcome(job.cancel_reason, 0.0)
         reg = self.handlers.resolve(rec.session_id, rec.command_type)
-        if reg is None and await self.bus.engines.restore(rec.session_id):  # made on another node
+        if reg is None and await self.bus.restore_handlers(rec.session_id):  # from another node
             reg = self.handlers.resolve(rec.session_id, rec.command_type)
         if reg is None:
             missing = handler_not_found(

@@ -250,10 +250,10 @@ class Commands:
         self.runner.push(session_id, entry)
 
     async def resolve(self, session_id: str, command_type: str) -> Registration | None:
-        """The command's handler; on a miss, engines created on another node sharing the
-        database are looked for first (their handlers live in the memory of each node)."""
+        """The command's handler; on a miss, engines and handlers registered on another node
+        sharing the database are looked for first (each node keeps them in its memory)."""
         reg = self.bus.handlers.resolve(session_id, command_type)
-        if reg is None and await self.bus.engines.restore(session_id):
+        if reg is None and await self.bus.restore_handlers(session_id):
             reg = self.bus.handlers.resolve(session_id, command_type)
         return reg
 
