@@ -46,6 +46,7 @@ from llmgine_daemon.api.keys import (
 )
 from llmgine_daemon.api.webhook_sender import HttpSender
 from llmgine_daemon.bus.capacity import Capacity
+from llmgine_daemon.bus.cluster import LocalCluster
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.database import Database
 from llmgine_daemon.bus.mcp_servers import McpPolicy
@@ -149,6 +150,17 @@ def _store(settings: Settings, path: Path, *, telemetry: bool = False) -> Store:
     )
 
 
+def _cluster(settings: Settings) -> LocalCluster:
+    """The other daemons this one shares its bus with: on a PostgreSQL database any number
+    (bus/cluster_shared.py, imported only then), on SQLite none."""
+    url = settings["database.url"] or ""
+    if url.startswith(("postgresql://", "postgres://")):
+        from llmgine_daemon.bus.cluster_shared import SharedCluster
+
+        return SharedCluster(url, lease_timeout=settings["cluster.lease_timeout"])
+    return LocalCluster(lease_timeout=settings["cluster.lease_timeout"])
+
+
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with contextlib.AsyncExitStack() as stores:
@@ -178,10 +190,12 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         # passes every engine it builds an EngineContext with them (engines/context.py).
         providers = Providers(settings)
         limits = settings.limits
+        cluster = _cluster(settings)
         capacity = Capacity(
             max_sessions=limits.max_sessions,
             max_engines_per_session=limits.max_engines_per_session,
             max_tools_per_session=limits.max_tools_per_session,
+            serialize=cluster.serialize,
         )
         hooks = webhook_config(settings)
         sender = HttpSender(hooks.policy)
@@ -202,6 +216,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
                 start_timeout=settings["mcp.start_timeout"],
             ),
             secrets=SecretStore(settings.paths.config_dir / "secrets.json").get,
+            cluster=cluster,
         )
         app[BUS] = bus
         app[LLM] = bus.engines.context

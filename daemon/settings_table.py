@@ -224,6 +224,14 @@ SETTINGS: tuple[Setting, ...] = (
         60.0,
         "seconds between background retention passes (events, logs, spans)",
     ),
+    Setting(
+        "cluster.lease_timeout",
+        "LLMGINE_LEASE_TIMEOUT",
+        positive_float,
+        15.0,
+        "several daemons on one PostgreSQL database: seconds after which the sessions of a node "
+        "that stopped renewing its leases (it died, or is cut off) are taken over by another",
+    ),
     Setting("logging.level", "LOG_LEVEL", choice("debug", "info", "warning", "error", "critical"), "info", "log level"),
     Setting(
         "logging.file",

@@ -122,6 +122,8 @@ from llmgine_daemon.protocol.system import (  # noqa: F401
     ApiKeyCreated,
     ApiKeyInfo,
     ApiKeyList,
+    ClusterInfo,
+    ClusterNode,
     ConfigValue,
     ConfigView,
     DbStats,
