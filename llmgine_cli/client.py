@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from llmgine_daemon.protocol import (
+    AfterPolicy,
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyInfo,
@@ -235,8 +236,17 @@ class Client(BusVerbs, HTTPTransport):
         *,
         wait: float = 0,
         idempotency_key: str | None = None,
+        after: Sequence[str] = (),
+        after_policy: AfterPolicy = "completed",
     ) -> Command:
-        body = CommandCreate(command_type=command_type, parameters=parameters, metadata=metadata)
+        """``after``: run only once these commands ended (``blocked`` until then)."""
+        body = CommandCreate(
+            command_type=command_type,
+            parameters=parameters,
+            metadata=metadata,
+            after=list(after),
+            after_policy=after_policy,
+        )
         return self._op(
             "executeCommand",
             path={"session_id": _id(session_id)},

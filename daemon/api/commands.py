@@ -11,6 +11,7 @@ import re
 
 from aiohttp import web
 from llmgine_daemon.api.keys import BUS
+from llmgine_daemon.api.lifecycle import token_session
 from llmgine_daemon.api.util import (
     idempotency_key,
     json_response,
@@ -81,7 +82,9 @@ async def submit_command(request: web.Request) -> web.Response:
     wait, prefer = wait_seconds(request)
     body = await read_json(request, CommandCreate)
     commands = request.app[BUS].commands
-    record, replayed = await commands.submit(session_id, validate(body), idempotency_key(request, body))
+    spec = validate(body)
+    spec.after_scope = token_session(request)  # a session token names its own session's commands only
+    record, replayed = await commands.submit(session_id, spec, idempotency_key(request, body))
     done = await commands.wait([record], wait) if wait else record.status in TERMINAL_STATUSES
     return json_response(record, status=_finished_status(done), headers=replay_headers(replayed, prefer, wait))
 

@@ -278,7 +278,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="202 while queued or executing; 200 with the finished record when `wait` "
         "was given and it finished in time. No handler: 404 HANDLER_NOT_FOUND and "
         "nothing is queued. `metadata.priority` (high|normal|low) and "
-        "`metadata.timeout` (seconds) are honoured.",
+        "`metadata.timeout` (seconds) are honoured. With `after` (command ids of any session "
+        "the caller may see) it is stored `blocked` until they ended (404 COMMAND_NOT_FOUND "
+        "for an unknown one, 400 DEPENDENCY_CYCLE for a cycle).",
     ),
     ("GET", "/api/sessions/{session_id}/commands"): Op(
         "List commands",

@@ -34,9 +34,11 @@ from llmgine_daemon.protocol.base import (  # noqa: F401
 from llmgine_daemon.protocol.bus import (  # noqa: F401
     COMMAND_STATUSES,
     EVENT_SOURCES,
+    MAX_AFTER,
     PRIORITIES,
     TERMINAL_STATUSES,
     UNFINISHED_STATUSES,
+    AfterPolicy,
     Batch,
     BatchCreate,
     BatchMode,

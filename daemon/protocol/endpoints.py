@@ -167,7 +167,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/commands",
         {200: Command, 202: Command},
         CommandCreate,
-        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.HANDLER_NOT_FOUND, E.IDEMPOTENCY_KEY_REUSED),
+        errors=(
+            E.SESSION_NOT_FOUND,
+            E.SESSION_CLOSED,
+            E.HANDLER_NOT_FOUND,
+            E.IDEMPOTENCY_KEY_REUSED,
+            E.COMMAND_NOT_FOUND,
+            E.DEPENDENCY_CYCLE,
+        ),
         client="submit_command",
     ),
     Endpoint(

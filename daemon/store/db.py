@@ -44,7 +44,10 @@ from typing import Any, TypeVar
 
 import aiosqlite
 from llmgine_daemon.aio import cancel_and_wait
-from llmgine_daemon.store import obs_migrations  # noqa: F401 - registers migrations 40-49
+from llmgine_daemon.store import (
+    lifecycle_migrations,  # noqa: F401 - registers migrations 80-89
+    obs_migrations,  # noqa: F401 - registers migrations 40-49
+)
 from llmgine_daemon.store.errors import StorageBusy as StorageBusy
 from llmgine_daemon.store.errors import StorageError as StorageError
 from llmgine_daemon.store.errors import StorageFull as StorageFull

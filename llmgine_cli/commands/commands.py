@@ -154,6 +154,24 @@ def run(
         bool,
         typer.Option("--cancel-on-interrupt", help="Ctrl-C cancels the command (default: it continues in the daemon)."),
     ] = False,
+    after: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--after",
+            metavar="ID",
+            help="Run only after this command (full id, any session you may see) ended; it stays "
+            "blocked until then. Repeatable.",
+        ),
+    ] = None,
+    after_policy: Annotated[
+        str | None,
+        typer.Option(
+            "--after-policy",
+            metavar="POLICY",
+            callback=choices("completed", "always"),
+            help="completed (default): cancelled if one of --after did not complete; always: runs anyway.",
+        ),
+    ] = None,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -166,7 +184,13 @@ def run(
 
         def submit() -> Command:
             return app_ctx.client().submit_command(
-                session, command_type, parameters, metadata, idempotency_key=idempotency_key
+                session,
+                command_type,
+                parameters,
+                metadata,
+                idempotency_key=idempotency_key,
+                after=after or (),
+                after_policy="always" if after_policy == "always" else "completed",
             )
 
         record = follow_command(app_ctx, session, submit, output)
@@ -185,6 +209,8 @@ def run(
         output=output,
         quiet=quiet,
         cancel_on_interrupt=cancel_on_interrupt,
+        after=after,
+        after_policy=after_policy,
     )
     if code:
         raise typer.Exit(code)
@@ -232,9 +258,17 @@ def list_(
         typer.Option(
             "--status",
             callback=choices(
-                "queued", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted", several=True
+                "queued",
+                "blocked",
+                "executing",
+                "completed",
+                "failed",
+                "timed_out",
+                "cancelled",
+                "interrupted",
+                several=True,
             ),
-            help="queued, executing, completed, failed, timed_out, "
+            help="queued, blocked, executing, completed, failed, timed_out, "
             "cancelled or interrupted; comma-separated for several.",
         ),
     ] = None,

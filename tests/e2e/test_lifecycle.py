@@ -4,6 +4,8 @@
   7 timed out), `--any`, `batch wait`.
 - `ps` across sessions (80 columns), a session token's `ps` shows only its session; `top`
   piped, and on a terminal (pexpect) quitting with q (exit 0) and Ctrl-C (exit 130).
+- dependencies (`--after`) across sessions, a failure cancelling the chain, `--after-policy
+  always`, and blocked commands across a daemon restart.
 """
 
 from __future__ import annotations
@@ -145,3 +147,43 @@ def test_top_quits_on_q_and_on_ctrl_c(tcp: Daemon) -> None:
         finally:
             child.close()
         assert child.exitstatus == code, (key, child.exitstatus, child.signalstatus)
+
+
+def test_dependencies_across_sessions_failure_and_a_restart_while_blocked() -> None:
+    home = short_home()
+    try:
+        d = start_daemon(home)
+        a, b = session_with_engine(d), session_with_engine(d)
+        first = submit(d, a, "-p", "prompt=first", "-p", "delay_ms:=1500")
+        shown = llmgine(d, "command", "run", "DummyEngineCommand", "-S", b, "-p", "prompt=then", "--after", first,
+                        "--no-wait", "-o", "json")  # fmt: skip
+        then = json.loads(shown)["command_id"]
+        assert json.loads(shown)["status"] == "blocked"
+        assert llmgine(d, "command", "wait", then, "-q") == then  # first completed, then ran: exit 0
+        # A failure travels down the chain; --after-policy always runs anyway.
+        bad = submit(d, a, "-p", "prompt=bad", "-p", "fail:=true", "-p", "delay_ms:=2500")
+        child = submit(d, b, "-p", "prompt=child", "--after", bad)
+        grandchild = submit(d, a, "-p", "prompt=gc", "--after", child)
+        anyway = submit(d, b, "-p", "prompt=anyway", "--after", bad, "--after-policy", "always")
+        out = llmgine(d, "command", "wait", child, grandchild, anyway, "-o", "jsonl", code=1)
+        records = [json.loads(line) for line in out.splitlines()]
+        assert [r["status"] for r in records] == ["cancelled", "cancelled", "completed"]
+        assert records[0]["error"]["details"]["reason"] == "dependency_failed"
+        # An unknown dependency: 4, one line.
+        done = run_cli(["command", "run", "DummyEngineCommand", "-S", a, "-p", "prompt=x", "--after", "nope"], d.env)
+        assert done.returncode == 4 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        # Restart while blocked: the dependency is still queued behind a long command.
+        long = submit(d, a, "-p", "prompt=long", "-p", "delay_ms:=600000")
+        queued = submit(d, a, "-p", "prompt=queued")
+        blocked = submit(d, b, "-p", "prompt=blocked", "--after", queued)
+        strict = submit(d, b, "-p", "prompt=strict", "--after", long)
+        assert json.loads(llmgine(d, "ps", "--status", "blocked", "-o", "json"))["total"] == 2
+        stop_process(d.proc)
+        d = start_daemon(home)
+        # long: interrupted by the stop; queued: resumed and completed; so blocked runs, strict
+        # is cancelled.
+        out = llmgine(d, "command", "wait", blocked, strict, "-o", "jsonl", code=1)
+        assert [json.loads(line)["status"] for line in out.splitlines()] == ["completed", "cancelled"]
+        stop_process(d.proc)
+    finally:
+        cleanup_home(home)

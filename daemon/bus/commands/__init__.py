@@ -5,13 +5,19 @@ What each module owns (the arrows are the only imports between them):
 ``service.py``  ``Commands``, what the rest of the bus and the API call: submit (one, a batch,
                 an eager command), nested ``bus.execute``, get/list, wait, cancel; recovery of
                 the queue after a restart (``start``), shutdown (``stop``), a session's end.
-                -> runner, records, jobs, execution, waiting
+                -> runner, records, jobs, execution, waiting, queueview, deps
 ``runner.py``   ``Runner``: per-session priority queues, one command at a time per session,
                 running a handler (``invoke``), recording its end (``finish``), buffered events
                 (``flush``), cancellation and waiting. -> batches, eager, records, jobs, execution
 ``waiting.py``  ``CommandWaits``: waiting for commands of any session until they reach a
                 status (``POST /api/commands/wait``), woken by the runner and the event log.
                 -> records
+``queueview.py`` ``QueueWatch``: the live queue across sessions (``GET /api/commands``), from
+                the runner's memory and the ``sources`` the modules below register.
+``deps.py``     ``Dependencies``: commands submitted with ``after`` are stored ``blocked`` and
+                kept here (never in the runner) until their dependencies ended, then queued or
+                cancelled (``dependency_failed``). -> records, jobs (and the runner's ``track``,
+                ``push``, ``durable_write``)
 ``batches.py``  ``run_batch``: a batch's members, sequential or parallel (calls the Runner).
 ``eager.py``    ``invoke_eager``, ``is_admitted``, ``is_refused``: a command run before its
                 submission has committed.

@@ -8,7 +8,7 @@ store's threads) or is pure: nothing touches the runner's memory.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -73,6 +73,11 @@ class CommandSpec:
     metadata: dict[str, Any]
     priority: str
     timeout: float | None
+    # Dependencies (deps.py): run after these commands; ``after_scope`` is the session a
+    # session token limits them to (None: any session).
+    after: list[str] = field(default_factory=list)
+    after_policy: str = "completed"
+    after_scope: str | None = None
 
 
 def validate(body: CommandCreate, prefix: str = "", **extra: Any) -> CommandSpec:
@@ -95,7 +100,10 @@ def validate(body: CommandCreate, prefix: str = "", **extra: Any) -> CommandSpec
         if not 0 < timeout <= MAX_TIMEOUT_S:
             raise invalid(f"{prefix}metadata.timeout", f"must be > 0 and at most {MAX_TIMEOUT_S:g}", **extra)
         timeout = float(timeout)
-    return CommandSpec(body.command_type, body.parameters, body.metadata, priority, timeout)
+    if body.after and prefix:
+        raise invalid(f"{prefix}after", "dependencies are for single commands, not batch members", **extra)
+    after = list(dict.fromkeys(body.after)) if body.after else []
+    return CommandSpec(body.command_type, body.parameters, body.metadata, priority, timeout, after, body.after_policy)
 
 
 def insert_command(

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.codec import new_id
+from llmgine_daemon.bus.commands.deps import Dependencies
 from llmgine_daemon.bus.commands.execution import Execution
 from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, command_error
 from llmgine_daemon.bus.commands.queueview import QueueWatch
@@ -76,6 +77,7 @@ class Commands:
         self.runner = Runner(bus)
         self.waits = CommandWaits(self)
         self.queue = QueueWatch(self)
+        self.deps = Dependencies(self)
 
     # -- submit -----------------------------------------------------------------------
 
@@ -93,6 +95,8 @@ class Commands:
         reg = self.bus.handlers.resolve(session_id, spec.command_type)
         if reg is None:
             await self._refuse_unhandled(session_id, spec.command_type)
+        if spec.after:  # waits for other commands first: deps.py, off the runner's path
+            return await self.deps.submit(session_id, spec, idem)
         runner = self.runner
         ts = now_iso()
         rec = new_record(session_id, spec, ts)
@@ -204,7 +208,10 @@ class Commands:
         Called on the event loop: write and read functions run in the store's threads and
         must not touch the runner."""
         live = self.runner.jobs.get(row[0])
-        return live.record if live is not None else row_to_command(row)
+        if live is not None:
+            return live.record
+        blocked = self.deps.blocked.get(row[0]) if self.deps.blocked else None
+        return blocked.record if blocked is not None else row_to_command(row)
 
     async def submit_batch(
         self,
@@ -364,13 +371,20 @@ class Commands:
 
     async def wait(self, records: Sequence[Command], timeout: float) -> bool:
         """Wait up to ``timeout`` s for the commands to finish; True if they all did."""
+        if self.deps.blocked and any(r.command_id in self.deps.blocked for r in records):
+            return (await self.waits.wait({r.command_id: r for r in records}, timeout=timeout)).done
         jobs = [j for j in (self.runner.jobs.get(r.command_id) for r in records) if j is not None]
         if not jobs:
             return all(r.status in TERMINAL_STATUSES for r in records)
         return await self.runner.wait(jobs, timeout)
 
     async def cancel(self, session_id: str, command_id: str) -> Command:
-        """Cancel a queued or executing command; CONFLICT if it already finished."""
+        """Cancel a queued, blocked or executing command; CONFLICT if it already finished."""
+        blocked = self.deps.blocked.get(command_id)
+        if blocked is not None and blocked.record.session_id == session_id:
+            rec = await self.deps.cancel(command_id)
+            if rec is not None:
+                return rec
         job = self.runner.jobs.get(command_id)
         if job is None or job.record.session_id != session_id:
             rec = await self.get(session_id, command_id)
@@ -449,8 +463,10 @@ class Commands:
             self.runner.push(batch.session_id, batch)
         if queued:
             log.info("resumed %d queued command(s)", len(queued))
+        await self.deps.start()
 
     async def stop(self) -> None:
+        await self.deps.stop()
         await self.runner.stop()
 
     async def on_session_end(self, session_id: str, purged: bool) -> None:
@@ -466,3 +482,4 @@ class Commands:
                 self.runner.end_unstarted(job, "session", ts)
             elif job.state in ("starting", "running"):
                 self.runner.cancel_running(job, "session")
+        await self.deps.on_session_end(session_id)

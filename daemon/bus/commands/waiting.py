@@ -83,7 +83,10 @@ class CommandWaits:
 
     def _current(self, row: tuple[Any, ...]) -> Command:
         live = self.commands.runner.jobs.get(row[0])
-        return live.record if live is not None else row_to_command(row)
+        if live is not None:
+            return live.record
+        blocked = self.commands.deps.blocked.get(row[0])
+        return blocked.record if blocked is not None else row_to_command(row)
 
     async def _refresh(self, records: dict[str, Command]) -> None:
         jobs = self.commands.runner.jobs
