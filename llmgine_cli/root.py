@@ -42,6 +42,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "engine": ("engines", "app", "group"),
     "tool": ("tools", "app", "group"),
     "handler": ("handlers", "app", "group"),
+    "webhook": ("webhooks", "app", "group"),
+    "schedule": ("schedules", "app", "group"),
     "config": ("config", "app", "group"),
     "daemon": ("daemon", "app", "group"),
     "db": ("db", "app", "group"),

@@ -47,6 +47,21 @@ def takes_code(handler: Any) -> bool:
     return bool(getattr(handler, _REGISTERS_CODE, False))
 
 
+# Routes whose resources name their session in a row, not in the path (webhooks, schedules):
+# the guard lets a session token through and the bus holds it to its own session's rows.
+_OWN_SCOPE = "llmgine_scopes_itself"
+
+
+def scopes_itself(handler: H) -> H:
+    """Mark a route handler whose bus call checks a session token's scope itself."""
+    setattr(handler, _OWN_SCOPE, True)
+    return handler
+
+
+def checks_own_scope(handler: Any) -> bool:
+    return bool(getattr(handler, _OWN_SCOPE, False))
+
+
 def too_deep_error() -> ApiError:
     return invalid(
         "body",

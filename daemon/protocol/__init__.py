@@ -3,7 +3,7 @@
 Only msgspec and the standard library may be imported here: the CLI imports this package on
 every invocation. One module per area (``base``: error codes, headers, timestamps;
 ``grammar``: identifiers and types; ``bus``; ``streams``: the event streams' messages;
-``system``; ``usercode``); import the names from the package.
+``system``; ``usercode``; ``hooks``: webhooks and schedules); import the names from the package.
 
 Conventions:
 - Timestamps are ISO 8601 UTC strings with microseconds and a ``Z`` suffix; they sort as text.
@@ -75,6 +75,17 @@ from llmgine_daemon.protocol.grammar import (  # noqa: F401
     ToolName,
     TypeName,
     valid_id,
+)
+from llmgine_daemon.protocol.hooks import (  # noqa: F401
+    Schedule,
+    ScheduleCreate,
+    ScheduleList,
+    Webhook,
+    WebhookAttempt,
+    WebhookCreate,
+    WebhookDelivery,
+    WebhookDeliveryList,
+    WebhookList,
 )
 from llmgine_daemon.protocol.lifecycle import (  # noqa: F401
     MAX_WAIT_IDS,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -113,8 +113,15 @@ class Dependencies:
 
     # -- submit -------------------------------------------------------------------------
 
-    async def submit(self, session_id: str, spec: CommandSpec, idem: IdempotencyKey | None) -> tuple[Command, bool]:
-        """Store a command that waits for ``spec.after`` (handler already resolved)."""
+    async def submit(
+        self,
+        session_id: str,
+        spec: CommandSpec,
+        idem: IdempotencyKey | None,
+        claim: Callable[[sqlite3.Connection, str], None] | None = None,
+    ) -> tuple[Command, bool]:
+        """Store a command that waits for ``spec.after`` (handler already resolved; ``claim``
+        as in ``Commands.submit``)."""
         ts = now_iso()
         rec = new_record(session_id, spec, ts)
         rec.status = "blocked"
@@ -130,6 +137,8 @@ class Dependencies:
             if prior is not None:
                 return command_row(conn, session_id, prior[1]), None, {}
             require_active(conn, session_id)
+            if claim is not None:
+                claim(conn, rec.command_id)
             states = _states(conn, spec.after)
             missing = [a for a in spec.after if a not in states or spec.after_scope not in (None, states[a][0])]
             if missing:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.codec import new_id
@@ -87,16 +87,24 @@ class Commands:
         self.bus.handlers.require(session_id, command_type, **extra)
 
     async def submit(
-        self, session_id: str, spec: CommandSpec, idem: IdempotencyKey | None = None
+        self,
+        session_id: str,
+        spec: CommandSpec,
+        idem: IdempotencyKey | None = None,
+        *,
+        claim: Callable[[sqlite3.Connection, str], None] | None = None,
     ) -> tuple[Command, bool]:
         """Queue one command; returns (record, replayed). The record may already be executing:
         an idle session's command starts in the transaction that stores it, and an eager
-        handler's command (``Registration.eager``) may even have finished in it."""
+        handler's command (``Registration.eager``) may even have finished in it.
+
+        ``claim(conn, command_id)`` runs first in the transaction that stores the command; if it
+        raises, nothing is stored (a schedule's firing claims its due time this way: bus/schedules.py)."""
         reg = self.bus.handlers.resolve(session_id, spec.command_type)
         if reg is None:
             await self._refuse_unhandled(session_id, spec.command_type)
         if spec.after:  # waits for other commands first: deps.py, off the runner's path
-            return await self.deps.submit(session_id, spec, idem)
+            return await self.deps.submit(session_id, spec, idem, claim)
         runner = self.runner
         ts = now_iso()
         rec = new_record(session_id, spec, ts)
@@ -105,7 +113,7 @@ class Commands:
             rec.status, rec.started_at = "executing", ts
         job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent())
         # A replayed key must not run anything again, so a keyed submission is never eager.
-        if claimed and idem is None and reg is not None and reg.eager:
+        if claimed and idem is None and claim is None and reg is not None and reg.eager:
             return await self._submit_eager(job, ts)
 
         def write(conn: sqlite3.Connection) -> tuple[tuple[Any, ...] | None, list[Event]]:
@@ -113,6 +121,8 @@ class Commands:
             if prior is not None:
                 return command_row(conn, session_id, prior[1]), []
             require_active(conn, session_id)
+            if claim is not None:
+                claim(conn, rec.command_id)
             insert_command(conn, rec)
             record(conn, idem, "command", rec.command_id, session_id)
             if claimed:
