@@ -40,6 +40,7 @@ from llmgine_daemon.protocol import (
     CommandCreate,
     CommandHandlerCreate,
     CommandList,
+    CommandRetry,
     CommandWait,
     CommandWaitResult,
     ConfigView,
@@ -271,9 +272,25 @@ class Client(BusVerbs, HTTPTransport):
         batch_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        dead: bool = False,
     ) -> CommandList:
-        query = {"status": status, "command_type": command_type, "batch_id": batch_id, "limit": limit, "offset": offset}
+        query = {
+            "status": status,
+            "command_type": command_type,
+            "batch_id": batch_id,
+            "limit": limit,
+            "offset": offset,
+            "dead": "true" if dead else None,
+        }
         return self._op("listCommands", path={"session_id": _id(session_id)}, query=query)
+
+    def retry_commands(
+        self, session_id: str, command_ids: Sequence[str] = (), *, failed: bool = False, dead: bool = False
+    ) -> CommandList:
+        """Run finished commands again (same ids, attempt + 1): those named, or every failed
+        (``failed``) or dead-letter (``dead``) one of the session."""
+        body = CommandRetry(command_ids=list(command_ids), failed=failed, dead=dead)
+        return self._op("retryCommands", path={"session_id": _id(session_id)}, body=body)
 
     def cancel_command(self, session_id: str, command_id: str) -> Command:
         return self._op("cancelCommand", path={"session_id": _id(session_id), "command_id": command_id})

@@ -17,18 +17,20 @@ from llmgine_daemon.api.util import (
     json_response,
     limit_offset,
     path_id,
+    query_bool,
     query_statuses,
     read_json,
     replay_headers,
     wait_seconds,
 )
 from llmgine_daemon.bus.commands import validate
-from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
     TERMINAL_STATUSES,
     BatchCreate,
     CommandCreate,
+    CommandRetry,
     ErrorCode,
 )
 
@@ -102,14 +104,15 @@ async def list_commands(request: web.Request) -> web.Response:
             statuses=statuses,
             command_type=command_type,
             batch_id=batch_id,
+            dead=query_bool(request, "dead"),
             limit=limit,
             offset=offset,
         )
     )
 
 
-# "batch" is the batch route, not a command id (GET .../commands/batch is 405, not a lookup).
-@routes.get("/api/sessions/{session_id}/commands/{command_id:(?!batch$)[^{}/]+}")
+# "batch" and "retry" are routes, not command ids (GET .../commands/batch is 405, not a lookup).
+@routes.get("/api/sessions/{session_id}/commands/{command_id:(?!batch$|retry$)[^{}/]+}")
 async def get_command(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     command_id = path_id(request, "command_id")
@@ -126,3 +129,13 @@ async def cancel_command(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     command_id = path_id(request, "command_id")
     return json_response(await request.app[BUS].commands.cancel(session_id, command_id))
+
+
+@routes.post("/api/sessions/{session_id}/commands/retry")
+async def retry_commands(request: web.Request) -> web.Response:
+    session_id = path_id(request, "session_id")
+    body = await read_json(request, CommandRetry)
+    if not body.command_ids and not (body.failed or body.dead):
+        raise invalid("command_ids", "name the commands, or ask for all failed (failed) or dead (dead) ones")
+    retries = request.app[BUS].commands.retries
+    return json_response(await retries.rerun(session_id, body.command_ids, failed=body.failed, dead=body.dead))

@@ -90,6 +90,7 @@ from llmgine_daemon.protocol.hooks import (  # noqa: F401
 from llmgine_daemon.protocol.lifecycle import (  # noqa: F401
     MAX_WAIT_IDS,
     MAX_WAIT_TIMEOUT_S,
+    CommandRetry,
     CommandWait,
     CommandWaitResult,
     QueueItem,

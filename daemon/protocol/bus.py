@@ -137,6 +137,8 @@ class Command(msgspec.Struct, kw_only=True):
     batch_id: str | None = None
     # The trace of the request that submitted it (GET /api/observability/traces/{trace_id}).
     trace_id: str | None = None
+    # 1 for the first run, one more per retry (``metadata.retries``, ``command retry``).
+    attempt: int = 1
 
 
 class CommandList(msgspec.Struct):

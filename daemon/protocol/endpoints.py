@@ -54,7 +54,7 @@ from llmgine_daemon.protocol.hooks import (
     WebhookDeliveryList,
     WebhookList,
 )
-from llmgine_daemon.protocol.lifecycle import CommandWait, CommandWaitResult, QueueView
+from llmgine_daemon.protocol.lifecycle import CommandRetry, CommandWait, CommandWaitResult, QueueView
 from llmgine_daemon.protocol.system import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -209,6 +209,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {200: Command},
         errors=(E.SESSION_NOT_FOUND, E.COMMAND_NOT_FOUND, E.CONFLICT),
         client="cancel_command",
+    ),
+    Endpoint(
+        "retryCommands",
+        "POST",
+        "/api/sessions/{session_id}/commands/retry",
+        {200: CommandList},
+        CommandRetry,
+        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.COMMAND_NOT_FOUND, E.CONFLICT),
+        client="retry_commands",
     ),
     Endpoint(
         "executeBatch",

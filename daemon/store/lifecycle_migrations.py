@@ -26,3 +26,16 @@ def m080_command_after(conn: sqlite3.Connection) -> None:
         CREATE INDEX commands_blocked ON commands (status) WHERE status = 'blocked'
         """,
     )
+
+
+@migration(81, "commands: attempts and retries")
+def m081_command_retries(conn: sqlite3.Connection) -> None:
+    run_script(
+        conn,
+        """
+        -- attempt: 1 for the first run, one more per retry (automatic or `command retry`).
+        -- retry_at: when a queued command that failed may run again (a restart keeps the delay).
+        ALTER TABLE commands ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE commands ADD COLUMN retry_at TEXT
+        """,
+    )

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.api.bus_helpers import BLOCK_MS, DUMMY, cancel, events, finished, session_with_engine, submit
+from tests.api.bus_helpers import (
+    BLOCK_MS,
+    DUMMY,
+    cancel,
+    events,
+    finished,
+    session_with_engine,
+    submit,
+    token_session_with_engine,
+)
 from tests.conftest import assert_envelope
 
 
@@ -102,17 +111,10 @@ async def test_cancel_a_blocked_command_and_session_end(app_client):
 
 
 async def test_a_session_token_may_name_only_its_own_commands(app_client):
-    resp = await app_client.post("/api/sessions", json={})
-    session = await resp.json()
-    sid, token = session["session_id"], session["session_token"]
-    resp = await app_client.post(
-        "/api/engines", json={"engine_type": "DummyEngine", "session_id": sid, "model_name": "m", "configuration": {}}
-    )
-    assert resp.status == 201
+    sid, as_token = await token_session_with_engine(app_client)
     other, _ = await session_with_engine(app_client)
     foreign = await submit(app_client, other, "theirs")
     own = await submit(app_client, sid, "mine")
-    as_token = {"Authorization": f"Bearer {token}"}
     body = await submit_after(app_client, sid, [foreign["command_id"]], expect=404, headers=as_token)
     assert_envelope(body, "COMMAND_NOT_FOUND")
     ok = await submit_after(app_client, sid, [own["command_id"]], headers=as_token)

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.commands.jobs import Job, NotAdmitted, Outcome
+from llmgine_daemon.bus.commands.retry_policy import has_policy, parse_policy
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import fetch_session
@@ -38,7 +39,7 @@ ACTIVE = "status IN ('queued', 'executing')"
 
 COMMAND_COLUMNS = (
     "command_id, session_id, command_type, parameters, metadata, priority, timeout, status,"
-    " result, error, created_at, started_at, finished_at, batch_id, duration_ms, trace_id"
+    " result, error, created_at, started_at, finished_at, batch_id, duration_ms, trace_id, attempt"
 )
 
 
@@ -61,6 +62,7 @@ def row_to_command(row: tuple[Any, ...]) -> Command:
         batch_id=row[13],
         duration_ms=row[14],
         trace_id=row[15],
+        attempt=row[16],
     )
 
 
@@ -100,6 +102,8 @@ def validate(body: CommandCreate, prefix: str = "", **extra: Any) -> CommandSpec
         if not 0 < timeout <= MAX_TIMEOUT_S:
             raise invalid(f"{prefix}metadata.timeout", f"must be > 0 and at most {MAX_TIMEOUT_S:g}", **extra)
         timeout = float(timeout)
+    if has_policy(body.metadata):
+        parse_policy(body.metadata, f"{prefix}metadata.")
     if body.after and prefix:
         raise invalid(f"{prefix}after", "dependencies are for single commands, not batch members", **extra)
     after = list(dict.fromkeys(body.after)) if body.after else []
@@ -115,7 +119,7 @@ def insert_command(
         status, result, duration = outcome.status, outcome.result_text, outcome.duration_ms
         error = dumps(outcome.error) if outcome.error is not None else None
     conn.execute(
-        f"INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             rec.command_id,
             rec.session_id,
@@ -133,6 +137,7 @@ def insert_command(
             rec.batch_id,
             duration,
             rec.trace_id,
+            rec.attempt,
         ),
     )
 
@@ -195,6 +200,7 @@ def started_data(rec: Command) -> dict[str, Any]:
         "command_type": rec.command_type,
         "priority": rec.priority,
         "batch_id": rec.batch_id,
+        "attempt": rec.attempt,
     }
 
 
@@ -262,4 +268,5 @@ def result_data(rec: Command, outcome: Outcome) -> dict[str, Any]:
         "error": outcome.error,
         "duration_ms": outcome.duration_ms,
         "batch_id": rec.batch_id,
+        "attempt": rec.attempt,
     }

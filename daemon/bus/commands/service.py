@@ -42,6 +42,7 @@ from llmgine_daemon.bus.commands.records import (
     started_data,
     validate,
 )
+from llmgine_daemon.bus.commands.retries import DEAD, Retries
 from llmgine_daemon.bus.commands.runner import Runner
 from llmgine_daemon.bus.commands.waiting import CommandWaits
 from llmgine_daemon.bus.errors import BusError, invalid
@@ -78,6 +79,7 @@ class Commands:
         self.waits = CommandWaits(self)
         self.queue = QueueWatch(self)
         self.deps = Dependencies(self)
+        self.retries = Retries(self)
 
     # -- submit -----------------------------------------------------------------------
 
@@ -113,7 +115,14 @@ class Commands:
             rec.status, rec.started_at = "executing", ts
         job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent())
         # A replayed key must not run anything again, so a keyed submission is never eager.
-        if claimed and idem is None and claim is None and reg is not None and reg.eager:
+        if (
+            claimed
+            and idem is None
+            and claim is None
+            and reg is not None
+            and reg.eager
+            and not self.retries.applies(spec)
+        ):
             return await self._submit_eager(job, ts)
 
         def write(conn: sqlite3.Connection) -> tuple[tuple[Any, ...] | None, list[Event]]:
@@ -344,6 +353,7 @@ class Commands:
         statuses: list[str] | None = None,
         command_type: str | None = None,
         batch_id: str | None = None,
+        dead: bool = False,
         limit: int = 50,
         offset: int = 0,
     ) -> CommandList:
@@ -359,6 +369,8 @@ class Commands:
             if batch_id:
                 where.append("batch_id = ?")
                 params.append(batch_id)
+            if dead:  # dead letters: failed after being retried (retries.py)
+                where.append(DEAD)
             clause = " AND ".join(where)
             total = conn.execute(f"SELECT COUNT(*) FROM commands WHERE {clause}", params).fetchone()[0]
             rows = conn.execute(
@@ -451,6 +463,7 @@ class Commands:
             return events, queued, batches
 
         events, queued, batches = await self.store.write(write, heavy=True)
+        due = await self.retries.load_due() if queued else {}
         if events:
             log.info("marked %d command(s) interrupted by the last shutdown", len(events))
         self.bus.events.notify(events)
@@ -459,6 +472,9 @@ class Commands:
             rec = row_to_command(row)
             job = Job(rec, PRIORITY_RANK[rec.priority])
             self.runner.track(job)
+            if rec.command_id in due:  # waits for its next attempt: the delay is kept
+                self.retries.schedule(job, due[rec.command_id])
+                continue
             info = batches.get(rec.batch_id) if rec.batch_id else None
             if info is None:
                 self.runner.push(rec.session_id, job)
@@ -476,6 +492,7 @@ class Commands:
         await self.deps.start()
 
     async def stop(self) -> None:
+        self.retries.stop()
         await self.deps.stop()
         await self.runner.stop()
 
