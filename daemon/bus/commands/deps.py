@@ -177,10 +177,10 @@ class Dependencies:
     # -- deciding -----------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
-        if event.event_type != "CommandResult" or event.data.get("retrying"):
-            return
+        if not self.waiting_on or event.event_type != "CommandResult":
+            return  # nothing blocked (nearly always): one test per event
         after_id = event.data.get("command_id")
-        if not self.waiting_on or after_id not in self.waiting_on:
+        if after_id not in self.waiting_on:
             return
         self._spawn(self._decide_for(after_id, str(event.data.get("status"))))
 

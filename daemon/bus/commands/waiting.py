@@ -40,7 +40,7 @@ class CommandWaits:
         commands.bus.events.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
-        if event.event_type not in WAKE_EVENTS or not self._watch:
+        if not self._watch or event.event_type not in WAKE_EVENTS:
             return
         for future in self._watch.get(event.data.get("command_id") or "", ()):
             if not future.done():
