@@ -219,6 +219,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             cluster=cluster,
         )
         app[BUS] = bus
+        bus.commands.retries.set_defaults(settings["commands.retry_defaults"])
         app[LLM] = bus.engines.context
         retention = Retention(
             {"main": store, "telemetry": telemetry}, rules_from(settings), settings["database.retention_interval"]

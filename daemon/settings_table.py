@@ -16,6 +16,7 @@ from llmgine_daemon.settings_parsers import (
     choice,
     env_name,
     fraction,
+    json_object,
     milliseconds,
     parse_bool,
     parse_list,
@@ -580,6 +581,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("webhooks.max_total", "LLMGINE_WEBHOOK_MAX_TOTAL", positive, 200, "webhooks in all"),
     Setting("schedules.max_per_session", "LLMGINE_SCHEDULE_MAX_PER_SESSION", positive, 50, "schedules per session"),
     Setting("schedules.max_total", "LLMGINE_SCHEDULE_MAX_TOTAL", positive, 1000, "schedules in all"),
+    Setting(
+        "commands.retry_defaults",
+        "LLMGINE_RETRY_DEFAULTS",
+        json_object,
+        {},
+        "retry policy per command type (an engine's or a handler's) for commands that give none: "
+        '{"SinglePassEngineCommand": {"retries": 3, "backoff": {"type": "exponential", "base": 1, '
+        '"cap": 60}, "retry_on": ["PROVIDER_RATE_LIMITED"]}}' + " (README: Retries)",
+    ),
     Setting(
         "providers.default",
         "LLMGINE_DEFAULT_PROVIDER",

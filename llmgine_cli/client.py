@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from llmgine_daemon.protocol import (
+    AfterPolicy,
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyInfo,
@@ -39,6 +40,7 @@ from llmgine_daemon.protocol import (
     CommandCreate,
     CommandHandlerCreate,
     CommandList,
+    CommandRetry,
     CommandWait,
     CommandWaitResult,
     ConfigView,
@@ -240,8 +242,17 @@ class Client(BusVerbs, HTTPTransport):
         *,
         wait: float = 0,
         idempotency_key: str | None = None,
+        after: Sequence[str] = (),
+        after_policy: AfterPolicy = "completed",
     ) -> Command:
-        body = CommandCreate(command_type=command_type, parameters=parameters, metadata=metadata)
+        """``after``: run only once these commands ended (``blocked`` until then)."""
+        body = CommandCreate(
+            command_type=command_type,
+            parameters=parameters,
+            metadata=metadata,
+            after=list(after),
+            after_policy=after_policy,
+        )
         return self._op(
             "executeCommand",
             path={"session_id": _id(session_id)},
@@ -265,9 +276,25 @@ class Client(BusVerbs, HTTPTransport):
         batch_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        dead: bool = False,
     ) -> CommandList:
-        query = {"status": status, "command_type": command_type, "batch_id": batch_id, "limit": limit, "offset": offset}
+        query = {
+            "status": status,
+            "command_type": command_type,
+            "batch_id": batch_id,
+            "limit": limit,
+            "offset": offset,
+            "dead": "true" if dead else None,
+        }
         return self._op("listCommands", path={"session_id": _id(session_id)}, query=query)
+
+    def retry_commands(
+        self, session_id: str, command_ids: Sequence[str] = (), *, failed: bool = False, dead: bool = False
+    ) -> CommandList:
+        """Run finished commands again (same ids, attempt + 1): those named, or every failed
+        (``failed``) or dead-letter (``dead``) one of the session."""
+        body = CommandRetry(command_ids=list(command_ids), failed=failed, dead=dead)
+        return self._op("retryCommands", path={"session_id": _id(session_id)}, body=body)
 
     def cancel_command(self, session_id: str, command_id: str) -> Command:
         return self._op("cancelCommand", path={"session_id": _id(session_id), "command_id": command_id})

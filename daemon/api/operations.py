@@ -301,7 +301,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="202 while queued or executing; 200 with the finished record when `wait` "
         "was given and it finished in time. No handler: 404 HANDLER_NOT_FOUND and "
         "nothing is queued. `metadata.priority` (high|normal|low) and "
-        "`metadata.timeout` (seconds) are honoured.",
+        "`metadata.timeout` (seconds) are honoured; `metadata.retries`, `metadata.backoff` and "
+        "`metadata.retry_on` retry a failed attempt after a delay. With `after` (command ids of any session "
+        "the caller may see) it is stored `blocked` until they ended (404 COMMAND_NOT_FOUND "
+        "for an unknown one, 400 DEPENDENCY_CYCLE for a cycle).",
     ),
     ("GET", "/api/sessions/{session_id}/commands"): Op(
         "List commands",
@@ -312,7 +315,16 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             Param("status", {"type": "string", "pattern": _list_of(COMMAND_STATUSES)}, "comma-separated statuses"),
             Param("command_type", {"type": "string"}),
             Param("batch_id", ID),
+            Param("dead", {"type": "boolean"}, "only dead letters: failed or timed out after being retried"),
         ),
+    ),
+    ("POST", "/api/sessions/{session_id}/commands/retry"): Op(
+        "Run finished commands again",
+        "commands",
+        description="The commands named (`command_ids`), or every `failed`/`timed_out` one of "
+        "the session (`failed: true`), or its dead letters (`dead: true`), are queued again with "
+        "the same id and `attempt` + 1 (a `CommandRetrying` event each). A command that is not "
+        "finished, or completed: 409 CONFLICT.",
     ),
     ("GET", "/api/sessions/{session_id}/commands/{command_id}"): Op("Get a command", "commands", params=(WAIT, PREFER)),
     ("POST", "/api/sessions/{session_id}/commands/{command_id}/cancel"): Op(

@@ -35,9 +35,11 @@ from llmgine_daemon.protocol.base import (  # noqa: F401
 from llmgine_daemon.protocol.bus import (  # noqa: F401
     COMMAND_STATUSES,
     EVENT_SOURCES,
+    MAX_AFTER,
     PRIORITIES,
     TERMINAL_STATUSES,
     UNFINISHED_STATUSES,
+    AfterPolicy,
     Batch,
     BatchCreate,
     BatchMode,
@@ -92,6 +94,7 @@ from llmgine_daemon.protocol.hooks import (  # noqa: F401
 from llmgine_daemon.protocol.lifecycle import (  # noqa: F401
     MAX_WAIT_IDS,
     MAX_WAIT_TIMEOUT_S,
+    CommandRetry,
     CommandWait,
     CommandWaitResult,
     QueueItem,

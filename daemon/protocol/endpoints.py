@@ -55,7 +55,7 @@ from llmgine_daemon.protocol.hooks import (
     WebhookDeliveryList,
     WebhookList,
 )
-from llmgine_daemon.protocol.lifecycle import CommandWait, CommandWaitResult, QueueView
+from llmgine_daemon.protocol.lifecycle import CommandRetry, CommandWait, CommandWaitResult, QueueView
 from llmgine_daemon.protocol.mcp import McpServer, McpServerCreate, McpServerList
 from llmgine_daemon.protocol.system import (
     ApiKeyCreate,
@@ -178,7 +178,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/commands",
         {200: Command, 202: Command},
         CommandCreate,
-        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.HANDLER_NOT_FOUND, E.IDEMPOTENCY_KEY_REUSED),
+        errors=(
+            E.SESSION_NOT_FOUND,
+            E.SESSION_CLOSED,
+            E.HANDLER_NOT_FOUND,
+            E.IDEMPOTENCY_KEY_REUSED,
+            E.COMMAND_NOT_FOUND,
+            E.DEPENDENCY_CYCLE,
+        ),
         client="submit_command",
     ),
     Endpoint(
@@ -204,6 +211,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {200: Command},
         errors=(E.SESSION_NOT_FOUND, E.COMMAND_NOT_FOUND, E.CONFLICT),
         client="cancel_command",
+    ),
+    Endpoint(
+        "retryCommands",
+        "POST",
+        "/api/sessions/{session_id}/commands/retry",
+        {200: CommandList},
+        CommandRetry,
+        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.COMMAND_NOT_FOUND, E.CONFLICT),
+        client="retry_commands",
     ),
     Endpoint(
         "executeBatch",

@@ -15,13 +15,14 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
+from llmgine_daemon.protocol import COMMAND_STATUSES
 
 from llmgine_cli.commands.args import LONG_POLL_S, choices, summary
 from llmgine_cli.context import AppContext
 from llmgine_cli.render import Column, View, render, resolve_format
 from llmgine_cli.status import ExitStatus
 
-WAITABLE = ("queued", "blocked", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted")
+WAITABLE = COMMAND_STATUSES
 
 WAIT_VIEW = View(
     columns=(
