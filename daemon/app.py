@@ -20,6 +20,7 @@ from llmgine_daemon.api import (
     events,
     guard,
     handlers,
+    lifecycle,
     observability,
     openapi,
     schedules,
@@ -66,6 +67,7 @@ log = logging.getLogger("llmgine.app")
 ROUTE_MODULES = (
     events,
     commands,
+    lifecycle,
     system,
     streams,
     sessions,

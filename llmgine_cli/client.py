@@ -15,8 +15,9 @@ Each endpoint method names its operation in the protocol's endpoint table
 from there, and the body sent is the operation's request model (``CommandCreate``, ...), never
 a dict built here. tests/api/test_endpoints.py fails when a method and the table disagree.
 
-Where the daemon is: ``target.py`` (re-exported here). ``AsyncClient`` (aclient.py) has every
-method as a coroutine, generated from these.
+The endpoint methods of webhooks and schedules are in ``client_hooks.py`` (``HookEndpoints``,
+inherited by Client), the same way. Where the daemon is: ``target.py`` (re-exported here).
+``AsyncClient`` (aclient.py) has every method as a coroutine, generated from these.
 
 Exceptions: ``llmgine_cli.errors`` (re-exported here), one class per API error code under
 ``ApiError``, all under ``LlmgineError``; the tree is drawn in that module's docstring.
@@ -39,6 +40,8 @@ from llmgine_daemon.protocol import (
     CommandCreate,
     CommandHandlerCreate,
     CommandList,
+    CommandWait,
+    CommandWaitResult,
     ConfigView,
     DbStats,
     Engine,
@@ -60,6 +63,7 @@ from llmgine_daemon.protocol import (
     LogList,
     LogRecord,
     MetricsSnapshot,
+    QueueView,
     SecretInfo,
     SecretList,
     SecretSet,
@@ -77,10 +81,10 @@ from llmgine_daemon.protocol import (
     TraceList,
     TraceView,
     VacuumResult,
-    hooks,
 )
 from llmgine_daemon.protocol.endpoints import BY_NAME as ENDPOINTS
 
+from llmgine_cli.client_hooks import HookEndpoints
 from llmgine_cli.client_verbs import (  # noqa: F401  (LONG_POLL_S, SessionRef: re-exported)
     LONG_POLL_S,
     SANDBOX_DEADLINE,
@@ -131,7 +135,7 @@ _TABLE: Any = object()  # Client._op: decode as the endpoint table says
 # -- the client --------------------------------------------------------------------------
 
 
-class Client(BusVerbs, HTTPTransport):
+class Client(BusVerbs, HookEndpoints, HTTPTransport):
     """One method per endpoint; each returns a protocol model or raises an LlmgineError.
     Connection, credentials and error decoding are HTTPTransport's (transport.py).
 
@@ -296,6 +300,33 @@ class Client(BusVerbs, HTTPTransport):
         return self._op(
             "getBatch", path={"session_id": _id(session_id), "batch_id": batch_id}, query=_wait(wait), wait=wait
         )
+
+    # -- across sessions (api/lifecycle.py) ---------------------------------------------------
+
+    def wait_commands(
+        self,
+        command_ids: Sequence[str] = (),
+        *,
+        batch_id: str | None = None,
+        any: bool = False,
+        status: Sequence[str] | None = None,
+        timeout: float = LONG_POLL_S,
+    ) -> CommandWaitResult:
+        """Hold one request until the commands (of any session) reached ``status`` (default:
+        finished), or ``timeout`` seconds passed (``done`` false)."""
+        body = CommandWait(
+            command_ids=list(command_ids),
+            batch_id=batch_id,
+            any=any,
+            status=list(status) if status else None,
+            timeout=timeout,
+        )
+        return self._op("waitCommands", body=body, wait=timeout)
+
+    def queue(self, *, status: str | None = None, limit: int = 100, session_id: str | None = None) -> QueueView:
+        """Unfinished commands of every session (a session token: its own), with positions."""
+        query = {"status": status, "limit": limit, "session_id": session_id}
+        return self._op("listQueue", query=query)
 
     # -- events (api/events.py) --------------------------------------------------------------
 
@@ -537,49 +568,6 @@ class Client(BusVerbs, HTTPTransport):
         """Every event handler of the type in the scope."""
         name, path = _scoped("deleteEventHandlers", session_id, type=event_type)
         return self._op(name, path=path)
-
-    # -- webhooks and schedules (api/webhooks.py, api/schedules.py) -------------------------
-
-    def create_webhook(
-        self, url: str, *, events: Sequence[str] = ("*",), session_id: str | None = None, secret: str | None = None
-    ) -> hooks.Webhook:
-        return self._op("createWebhook", body=hooks.WebhookCreate(url, list(events), session_id, secret))
-
-    def list_webhooks(self, session_id: str | None = None) -> hooks.WebhookList:
-        return self._op("listWebhooks", query={"session_id": session_id})
-
-    def get_webhook(self, webhook_id: str) -> hooks.Webhook:
-        return self._op("getWebhook", path={"webhook_id": webhook_id})
-
-    def delete_webhook(self, webhook_id: str) -> None:
-        return self._op("deleteWebhook", path={"webhook_id": webhook_id})
-
-    def webhook_deliveries(
-        self, webhook_id: str, *, status: str | None = None, limit: int = 50, offset: int = 0
-    ) -> hooks.WebhookDeliveryList:
-        query = {"status": status, "limit": limit, "offset": offset}
-        return self._op("listWebhookDeliveries", path={"webhook_id": webhook_id}, query=query)
-
-    def create_schedule(self, session_id: str, command: CommandCreate, **when: Any) -> hooks.Schedule:
-        """``when``: one of cron=, every=, at=, and timezone=, missed= (hooks.ScheduleCreate)."""
-        return self._op(
-            "createSchedule", body=hooks.ScheduleCreate(session_id=_id(session_id), command=command, **when)
-        )
-
-    def list_schedules(self, session_id: str | None = None) -> hooks.ScheduleList:
-        return self._op("listSchedules", query={"session_id": session_id})
-
-    def get_schedule(self, schedule_id: str) -> hooks.Schedule:
-        return self._op("getSchedule", path={"schedule_id": schedule_id})
-
-    def pause_schedule(self, schedule_id: str) -> hooks.Schedule:
-        return self._op("pauseSchedule", path={"schedule_id": schedule_id})
-
-    def resume_schedule(self, schedule_id: str) -> hooks.Schedule:
-        return self._op("resumeSchedule", path={"schedule_id": schedule_id})
-
-    def delete_schedule(self, schedule_id: str) -> None:
-        return self._op("deleteSchedule", path={"schedule_id": schedule_id})
 
     # -- the API itself ----------------------------------------------------------------------
 

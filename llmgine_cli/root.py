@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "auth": ("auth", "app", "group"),
     "secret": ("secrets", "app", "group"),
     "command": ("commands", "app", "group"),
+    "batch": ("batches", "app", "group"),
     "event": ("events", "app", "group"),
     "engine": ("engines", "app", "group"),
     "tool": ("tools", "app", "group"),
@@ -54,6 +55,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "metrics": ("observability", "app", "flat"),
     "trace": ("observability", "app", "flat"),
     "traces": ("observability", "app", "flat"),
+    "ps": ("queue", "app", "flat"),
+    "top": ("queue", "app", "flat"),
     # Talking to an LLM engine (engines + event stream, llmgine_cli/conversation.py).
     "ask": ("chat", "ask", "function"),
     "chat": ("chat", "chat", "function"),

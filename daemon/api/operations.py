@@ -16,6 +16,7 @@ from llmgine_daemon.api.apidocs import ASSETS
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
     SESSION_TOKEN_HEADER,
+    UNFINISHED_STATUSES,
     ErrorCode,
 )
 from llmgine_daemon.protocol.grammar import (
@@ -303,6 +304,31 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="Validated all-or-nothing (`details.index` names the bad member).",
     ),
     ("GET", "/api/sessions/{session_id}/batches/{batch_id}"): Op("Get a batch", "commands", params=(WAIT, PREFER)),
+    ("POST", "/api/commands/wait"): Op(
+        "Wait for commands of any session",
+        "commands",
+        description="One long request: answers once all the commands (`any`: one of them) "
+        "reached one of the `status` values (default: any terminal status) or finished "
+        "without, or when `timeout` seconds passed (`done: false`). `batch_id` adds a batch's "
+        "commands. A session token may wait only for its own session's commands (others: "
+        "404 COMMAND_NOT_FOUND).",
+    ),
+    ("GET", "/api/commands"): Op(
+        "The live queue across sessions",
+        "commands",
+        params=(
+            Param("limit", _int(1, 1000, 100), "page size"),
+            Param(
+                "status",
+                {"type": "string", "pattern": _list_of(UNFINISHED_STATUSES)},
+                "comma-separated unfinished statuses (default: all of them)",
+            ),
+            Param("session_id", ID, "only this session"),
+        ),
+        description="Unfinished commands of every session (a session token: its own), "
+        "oldest first, with their position in their session's queue, how long they waited "
+        "and how long they have run; counts per status and what finished in the last minute.",
+    ),
     # -- events ----------------------------------------------------------------------------
     ("POST", "/api/sessions/{session_id}/events"): Op("Publish an event", "events", params=(IDEMPOTENCY_KEY,)),
     ("GET", "/api/sessions/{session_id}/events"): Op(

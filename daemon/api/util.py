@@ -182,6 +182,21 @@ def path_id(request: web.Request, name: str) -> str:
     return request.match_info[name]
 
 
+def query_statuses(request: web.Request, allowed: tuple[str, ...]) -> list[str] | None:
+    """``?status=a,b``: the statuses asked for (None: not given), each one of ``allowed``."""
+    raw = request.query.get("status")
+    if not raw:
+        return None
+    statuses = [s.strip() for s in raw.split(",") if s.strip()]
+    if any(s not in allowed for s in statuses):
+        raise invalid(
+            "status",
+            f"must be one or more (comma-separated) of {', '.join(allowed)}",
+            value=raw[:64],
+        )
+    return statuses or None
+
+
 def limit_offset(request: web.Request, default_limit: int = 50) -> tuple[int, int]:
     return (
         query_int(request, "limit", default_limit, minimum=1, maximum=1000),

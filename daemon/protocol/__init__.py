@@ -36,6 +36,7 @@ from llmgine_daemon.protocol.bus import (  # noqa: F401
     EVENT_SOURCES,
     PRIORITIES,
     TERMINAL_STATUSES,
+    UNFINISHED_STATUSES,
     Batch,
     BatchCreate,
     BatchMode,
@@ -83,6 +84,14 @@ from llmgine_daemon.protocol.hooks import (  # noqa: F401
     WebhookDelivery,
     WebhookDeliveryList,
     WebhookList,
+)
+from llmgine_daemon.protocol.lifecycle import (  # noqa: F401
+    MAX_WAIT_IDS,
+    MAX_WAIT_TIMEOUT_S,
+    CommandWait,
+    CommandWaitResult,
+    QueueItem,
+    QueueView,
 )
 from llmgine_daemon.protocol.streams import (  # noqa: F401
     ClientFrame,

@@ -54,6 +54,7 @@ from llmgine_daemon.protocol.hooks import (
     WebhookDeliveryList,
     WebhookList,
 )
+from llmgine_daemon.protocol.lifecycle import CommandWait, CommandWaitResult, QueueView
 from llmgine_daemon.protocol.system import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -219,6 +220,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=(E.SESSION_NOT_FOUND, E.COMMAND_NOT_FOUND, E.NOT_FOUND),
         client="get_batch",
     ),
+    Endpoint(
+        "waitCommands",
+        "POST",
+        "/api/commands/wait",
+        {200: CommandWaitResult},
+        CommandWait,
+        errors=(E.COMMAND_NOT_FOUND, E.NOT_FOUND),
+        client="wait_commands",
+    ),
+    Endpoint("listQueue", "GET", "/api/commands", {200: QueueView}, client="queue"),
     # -- events ------------------------------------------------------------------------------
     Endpoint(
         "publishEvent",

@@ -13,6 +13,7 @@ import typer
 from llmgine_daemon.protocol import Batch, Command
 
 from llmgine_cli import completion, hot
+from llmgine_cli.commands import waiting
 from llmgine_cli.commands.args import (
     LONG_POLL_S,
     SessionOpt,
@@ -286,6 +287,23 @@ def list_(
             f"showing {offset + 1 if shown else offset}-{offset + shown} of {page.total} "
             f"(use --offset {offset + shown} for more)"
         )
+
+
+@app.command("wait")
+def wait(
+    ctx: typer.Context,
+    command_ids: Annotated[
+        list[str], typer.Argument(metavar="ID...", help="The commands' full ids (of any session you may see).")
+    ],
+    any_: waiting.Any_ = False,
+    status: waiting.Status = None,
+    timeout: waiting.WaitTimeout = None,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Wait until the commands finished (or reached --status) and print them: exit 0 if all
+    completed, 1 if one did not, 7 on --timeout."""
+    waiting.wait_command(state(ctx), command_ids, any_, status, timeout, output, quiet)
 
 
 @app.command("cancel")

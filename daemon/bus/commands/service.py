@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from llmgine_daemon.bus.codec import new_id
 from llmgine_daemon.bus.commands.execution import Execution
 from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, command_error
+from llmgine_daemon.bus.commands.queueview import QueueWatch
 from llmgine_daemon.bus.commands.records import (
     ACTIVE,
     COMMAND_COLUMNS,
@@ -41,6 +42,7 @@ from llmgine_daemon.bus.commands.records import (
     validate,
 )
 from llmgine_daemon.bus.commands.runner import Runner
+from llmgine_daemon.bus.commands.waiting import CommandWaits
 from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.events import insert_event, insert_events
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
@@ -72,6 +74,8 @@ class Commands:
         self.bus = bus
         self.store = bus.store
         self.runner = Runner(bus)
+        self.waits = CommandWaits(self)
+        self.queue = QueueWatch(self)
 
     # -- submit -----------------------------------------------------------------------
 
