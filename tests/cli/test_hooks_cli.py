@@ -165,3 +165,19 @@ def test_on_done_runs_in_the_cli_with_the_outcome(daemon: Daemon, session: str, 
         ["command", "run", "DummyEngineCommand", "-S", session, "--no-wait", "--on-done", "true"], daemon.env
     )
     assert done.returncode == 2 and "--on-done" in done.stderr
+
+
+def test_on_done_on_command_wait_runs_once_per_command(daemon: Daemon, session: str, tmp_path: Path) -> None:
+    ids = [
+        llmgine(
+            daemon, "command", "run", "DummyEngineCommand", "-S", session, "-p", "prompt=x", "--no-wait", "-q"
+        ).strip()
+        for _ in range(2)
+    ]
+    out = tmp_path / "hooks.txt"
+    done = run_cli(
+        ["command", "wait", *ids, "--on-done", f'echo "$LLMGINE_COMMAND_ID $LLMGINE_STATUS" >> {out}', "-q"],
+        daemon.env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(out.read_text().splitlines()) == sorted(f"{i} completed" for i in ids)
