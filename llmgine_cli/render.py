@@ -395,6 +395,10 @@ FLEX_HEADERS = frozenset(
         "LABELS",
         "METRIC",
         "SCOPE",
+        "URL",
+        "EVENTS",
+        "ERROR",
+        "WHEN",
     }
 )
 

@@ -19,6 +19,10 @@ recorded in ``webhook_attempts`` (status code, error, duration); a failure is re
 ``retry_base * 2**(attempt-1)`` seconds (at most ``retry_cap``) until ``retry_for`` seconds
 after the delivery was made, then the delivery is ``failed``. A 2xx answer is ``delivered``.
 
+On PostgreSQL (not yet a backend), sequence values can commit out of order: a cursor moved
+past seq N could miss a seq below N that commits later. The backend must then read only up to
+the oldest seq still in flight (what its ``events`` log streams must do as well).
+
 The HTTP request itself is the ``Sender`` that app.py hands down (api/webhook_sender.py): the
 bus does not import aiohttp.
 """
@@ -167,7 +171,7 @@ class Outbox:
                 body = body or payload(event)
                 rows.append(
                     (
-                        "msg_" + new_id().replace("-", ""),
+                        new_id(),
                         webhook_id,
                         event.seq,
                         event.event_type,
@@ -185,15 +189,18 @@ class Outbox:
             ).rowcount
             if moved != 1:
                 raise _Lost()
+            alive: dict[str, bool] = {}  # a webhook deleted since the read gets no rows
             for row in rows:
-                conn.execute(
-                    "INSERT INTO webhook_deliveries (delivery_id, webhook_id, event_seq, event_type, session_id,"
-                    " payload, status, next_attempt_at, created_at)"
-                    " SELECT ?, ?, ?, ?, ?, ?, 'pending', ?, ? WHERE EXISTS"
-                    " (SELECT 1 FROM webhooks WHERE webhook_id = ?)"
-                    " ON CONFLICT (webhook_id, event_seq) DO NOTHING",
-                    (*row, row[1]),
-                )
+                if row[1] not in alive:
+                    found = conn.execute("SELECT 1 FROM webhooks WHERE webhook_id = ?", (row[1],)).fetchone()
+                    alive[row[1]] = found is not None
+                if alive[row[1]]:
+                    conn.execute(
+                        "INSERT INTO webhook_deliveries (delivery_id, webhook_id, event_seq, event_type, session_id,"
+                        " payload, status, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)"
+                        " ON CONFLICT (webhook_id, event_seq) DO NOTHING",
+                        row,
+                    )
 
         try:
             await self.store.write(write)
