@@ -307,11 +307,12 @@ class Outbox:
         next_at = _later(delay) if state == "pending" else now
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, error, duration_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id, attempt) DO NOTHING",
-                (delivery_id, attempt, started, status, error, duration_ms),
-            )
+            if conn.execute("SELECT 1 FROM webhook_deliveries WHERE delivery_id = ?", (delivery_id,)).fetchone():
+                conn.execute(  # (a webhook deleted meanwhile took its deliveries with it)
+                    "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, error, duration_ms)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id, attempt) DO NOTHING",
+                    (delivery_id, attempt, started, status, error, duration_ms),
+                )
             conn.execute(
                 "UPDATE webhook_deliveries SET status = ?, attempts = ?, next_attempt_at = ?, last_status_code = ?,"
                 " last_error = ?, finished_at = ?, lease_until = NULL, lease_owner = NULL"
