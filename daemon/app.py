@@ -21,6 +21,7 @@ from llmgine_daemon.api import (
     guard,
     handlers,
     lifecycle,
+    mcp,
     observability,
     openapi,
     schedules,
@@ -29,6 +30,7 @@ from llmgine_daemon.api import (
     streams,
     system,
     tools,
+    usage,
     webhooks,
 )
 from llmgine_daemon.api.errors import error_middleware
@@ -46,6 +48,7 @@ from llmgine_daemon.api.webhook_sender import HttpSender
 from llmgine_daemon.bus.capacity import Capacity
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.database import Database
+from llmgine_daemon.bus.mcp_servers import McpPolicy
 from llmgine_daemon.bus.webhook_policy import HostPolicy
 from llmgine_daemon.bus.webhooks import WebhookConfig
 from llmgine_daemon.engines import ENGINE_TYPES
@@ -53,6 +56,7 @@ from llmgine_daemon.engines.context import EngineContext
 from llmgine_daemon.engines.providers import Providers
 from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.sandbox.pool import SandboxLimits, SandboxPool
+from llmgine_daemon.secrets import SecretStore
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import Store
 from llmgine_daemon.store.maintenance import Retention, rules_from
@@ -75,6 +79,7 @@ ROUTE_MODULES = (
     engine_memory,
     tools,
     handlers,
+    mcp,
     observability,
     auth,
     db,
@@ -83,6 +88,7 @@ ROUTE_MODULES = (
     schedules,
     openapi,
     apidocs,
+    usage,
 )
 
 
@@ -175,6 +181,14 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             webhooks=hooks,
             webhook_sender=sender,
             schedule_limits=(settings["schedules.max_per_session"], settings["schedules.max_total"]),
+            prices=settings["usage.prices"],
+            mcp=McpPolicy(
+                allowed_hosts=tuple(settings["mcp.allowed_hosts"]),
+                session_token_stdio=settings["mcp.session_token_stdio"],
+                call_timeout=settings["mcp.call_timeout"],
+                start_timeout=settings["mcp.start_timeout"],
+            ),
+            secrets=SecretStore(settings.paths.config_dir / "secrets.json").get,
         )
         app[BUS] = bus
         app[LLM] = bus.engines.context

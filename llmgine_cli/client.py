@@ -62,6 +62,9 @@ from llmgine_daemon.protocol import (
     LogLevel,
     LogList,
     LogRecord,
+    McpServer,
+    McpServerCreate,
+    McpServerList,
     MetricsSnapshot,
     QueueView,
     SecretInfo,
@@ -80,6 +83,7 @@ from llmgine_daemon.protocol import (
     ToolResult,
     TraceList,
     TraceView,
+    UsageReport,
     VacuumResult,
 )
 from llmgine_daemon.protocol.endpoints import BY_NAME as ENDPOINTS
@@ -385,6 +389,9 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
     def delete_engine(self, engine_id: str) -> Engine:
         return self._op("deleteEngine", path={"engine_id": engine_id})
 
+    def usage(self, *, session_id: str | None = None, since: str | None = None, by: str | None = None) -> UsageReport:
+        return self._op("getUsage", query={"session_id": session_id, "since": since, "by": by})
+
     def execute_engine(
         self,
         engine_id: str,
@@ -498,6 +505,43 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
     def get_handler(self, session_id: str | None, handler_id: str) -> Handler:
         name, path = _scoped("getHandler", session_id, handler_id=handler_id)
         return self._op(name, path=path)
+
+    # -- MCP servers (api/mcp.py); session_id None = the global scope -----------------------
+
+    def register_mcp_server(
+        self,
+        session_id: SessionRef | None,
+        name: str,
+        *,
+        command: str | None = None,
+        args: Sequence[str] = (),
+        url: str | None = None,
+        env: Mapping[str, str] | None = None,
+        trusted: bool = False,
+        mounts: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> McpServer:
+        """``command`` + ``args`` (stdio) or ``url`` (streamable HTTP); ``env`` values may be
+        ``secret:NAME``. Answers once the server's first connection succeeded or failed."""
+        body = McpServerCreate(name, command, list(args), url, dict(env or {}), trusted, list(mounts), timeout)
+        op, path = _scoped("registerMcpServer", session_id)
+        return self._op(op, path=path, body=body, wait=60)
+
+    def list_mcp_servers(self, session_id: SessionRef | None) -> McpServerList:
+        op, path = _scoped("listMcpServers", session_id)
+        return self._op(op, path=path)
+
+    def get_mcp_server(self, session_id: SessionRef | None, name: str) -> McpServer:
+        op, path = _scoped("getMcpServer", session_id, name=name)
+        return self._op(op, path=path)
+
+    def delete_mcp_server(self, session_id: SessionRef | None, name: str) -> None:
+        op, path = _scoped("deleteMcpServer", session_id, name=name)
+        return self._op(op, path=path)
+
+    def mcp_server_tools(self, session_id: SessionRef | None, name: str) -> ToolList:
+        op, path = _scoped("listMcpServerTools", session_id, name=name)
+        return self._op(op, path=path)
 
     # -- observability -------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "event": ("events", "app", "group"),
     "engine": ("engines", "app", "group"),
     "tool": ("tools", "app", "group"),
+    "mcp": ("mcp", "app", "group"),
     "handler": ("handlers", "app", "group"),
     "webhook": ("webhooks", "app", "group"),
     "schedule": ("schedules", "app", "group"),
@@ -61,6 +62,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ask": ("chat", "ask", "function"),
     "chat": ("chat", "chat", "function"),
     "completion": ("completion", "app", "flat"),
+    "usage": ("usage", "usage", "function"),
 }
 
 

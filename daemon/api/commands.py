@@ -23,6 +23,7 @@ from llmgine_daemon.api.util import (
 )
 from llmgine_daemon.bus.commands import validate
 from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.usage import add_usage
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
     TERMINAL_STATUSES,
@@ -60,6 +61,7 @@ async def submit_batch(request: web.Request) -> web.Response:
     done = await commands.wait(batch.commands, wait)
     if done:
         batch.status = "finished"
+        batch.usage = add_usage(c.usage for c in batch.commands)
     return json_response(batch, status=_finished_status(done), headers=replay_headers(replayed, prefer, wait))
 
 

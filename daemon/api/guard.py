@@ -236,6 +236,8 @@ async def in_session_scope(request: web.Request, session_id: str) -> bool:
     resource = info.route.resource
     if resource is not None and resource.canonical in SESSION_FILTERED:
         return True  # the route narrows what it shows to the token's session (api/lifecycle.py)
+    if resource is not None and resource.canonical == "/api/usage":
+        return request.query.get("session_id") == session_id
     if resource is not None and resource.canonical == "/api/engines":
         if request.method == "GET":
             return request.query.get("session_id") == session_id

@@ -25,7 +25,6 @@ from llmgine_daemon.protocol.grammar import (
     TRACE_ID_PATTERN,
     Id,
     SecretName,
-    ToolName,
 )
 
 routes = web.RouteTableDef()
@@ -103,7 +102,7 @@ PATH_SCHEMAS: dict[str, tuple[dict[str, Any], str]] = {
     "engine_id": (ID, "an engine id"),
     "handler_id": (ID, "a handler id"),
     "key_id": (ID, "an API key id (12 hex digits)"),
-    "name": (msgspec.json.schema(ToolName), "a tool name"),
+    "name": (ID, "a tool's name (an MCP server's tools: SERVER.tool), or an MCP server's"),
     "type": (
         {"type": "string", "pattern": HANDLER_PATH_TYPE_PATTERN},
         "a command type or event type (`*`: the every-event handler)",
@@ -170,6 +169,28 @@ def _openai_tools() -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+def _mcp_ops(scope: str) -> dict[tuple[str, str], Op]:
+    prefix = "/api/sessions/{session_id}/mcp-servers" if scope == "session" else "/api/mcp-servers"
+    where = "in a session" if scope == "session" else "for every session (global)"
+    return {
+        ("POST", prefix): Op(
+            f"Register an MCP tool server {where}",
+            "tools",
+            description="`command` (+ `args`): a stdio server the daemon starts, supervises "
+            "(restarted with backoff) and stops with its scope, in the sandbox unless `trusted`; "
+            "`url`: a streamable-HTTP server on a host of `mcp.allowed_hosts`. `env` values may "
+            "be `secret:NAME` (a secret of `llmgine secret`). Its tools become the session's "
+            "tools `NAME.tool`. Answers once the first connection succeeded or failed "
+            "(`mcp.start_timeout`). A session token may register HTTP servers, stdio ones only "
+            "with `mcp.session_token_stdio`, trusted ones never.",
+        ),
+        ("GET", prefix): Op(f"List MCP servers {where}", "tools"),
+        ("GET", f"{prefix}/{{name}}"): Op("Get an MCP server: status, restarts, tools", "tools"),
+        ("DELETE", f"{prefix}/{{name}}"): Op("Remove an MCP server (its process is stopped)", "tools"),
+        ("GET", f"{prefix}/{{name}}/tools"): Op("List an MCP server's tools", "tools"),
     }
 
 
@@ -329,6 +350,21 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "oldest first, with their position in their session's queue, how long they waited "
         "and how long they have run; counts per status and what finished in the last minute.",
     ),
+    # -- usage -----------------------------------------------------------------------------
+    ("GET", "/api/usage"): Op(
+        "Token usage and estimated cost, summed",
+        "usage",
+        params=(
+            Param("session_id", ID, "only this session's commands (a session token: required, its own)"),
+            Param("since", RELATIVE_TIME, "commands created since: ISO 8601 or a duration ago (15m, 1h, 2d)"),
+            Param("by", _enum("model", "engine", "session"), "one group per model, engine or session"),
+        ),
+        description="Sums of the tokens (prompt, completion, cached) of the model calls engines "
+        "made, over commands, with an estimated cost from the price table (`usage.prices` over "
+        "the built-in one, docs/agents.md); calls to models without a price count in "
+        "`unpriced_tokens`, not in `cost_usd`. A command's, batch's, engine's and session's own "
+        "sums are the `usage` of their records.",
+    ),
     # -- events ----------------------------------------------------------------------------
     ("POST", "/api/sessions/{session_id}/events"): Op("Publish an event", "events", params=(IDEMPOTENCY_KEY,)),
     ("GET", "/api/sessions/{session_id}/events"): Op(
@@ -423,6 +459,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     # -- handlers --------------------------------------------------------------------------
     **_handler_ops("session"),
     **_handler_ops("global"),
+    # -- MCP servers -----------------------------------------------------------------------
+    **_mcp_ops("session"),
+    **_mcp_ops("global"),
     # -- observability ---------------------------------------------------------------------
     ("GET", "/api/observability/logs"): Op(
         "Query logs",
@@ -523,11 +562,12 @@ TAGS = [
     ("events", "Events: one append-only log with a global `seq`"),
     ("streams", "Live event streams: WebSocket and Server-Sent Events"),
     ("engines", "Engines: DummyEngine and the LLM engines"),
-    ("tools", "Tools: Python functions run in the sandbox"),
+    ("tools", "Tools: Python functions run in the sandbox, and MCP tool servers' tools"),
     ("handlers", "Command and event handlers: Python functions run in the sandbox"),
     ("observability", "Logs, metrics and traces"),
     ("auth", "API keys and session tokens"),
     ("callbacks", "Webhooks and schedules"),
+    ("usage", "Token usage and estimated cost of the model calls engines made"),
 ]
 
 DESCRIPTION = f"""\

@@ -44,6 +44,7 @@ from llmgine_daemon.protocol.bus import (
     Session,
     SessionCreate,
     SessionList,
+    UsageReport,
 )
 from llmgine_daemon.protocol.hooks import (
     Schedule,
@@ -55,6 +56,7 @@ from llmgine_daemon.protocol.hooks import (
     WebhookList,
 )
 from llmgine_daemon.protocol.lifecycle import CommandWait, CommandWaitResult, QueueView
+from llmgine_daemon.protocol.mcp import McpServer, McpServerCreate, McpServerList
 from llmgine_daemon.protocol.system import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -277,6 +279,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         client="create_engine",
     ),
     Endpoint("listEngines", "GET", "/api/engines", {200: EngineList}, client="list_engines"),
+    # -- usage -------------------------------------------------------------------------------
+    Endpoint("getUsage", "GET", "/api/usage", {200: UsageReport}, client="usage"),
     Endpoint(
         "getEngine", "GET", "/api/engines/{engine_id}", {200: Engine}, errors=(E.ENGINE_NOT_FOUND,), client="get_engine"
     ),
@@ -450,6 +454,54 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {204: None},
         errors=(E.HANDLER_NOT_FOUND,),
         client="delete_event_handler",
+    ),
+    # -- MCP servers (api/mcp.py) -------------------------------------------------------------
+    *(
+        endpoint
+        for prefix, scope, extra in (
+            ("/api/sessions/{session_id}/mcp-servers", "", (E.SESSION_NOT_FOUND,)),
+            ("/api/mcp-servers", "Global", ()),
+        )
+        for endpoint in (
+            Endpoint(
+                f"register{scope}McpServer",
+                "POST",
+                prefix,
+                {201: McpServer},
+                McpServerCreate,
+                errors=(*extra, E.SESSION_CLOSED, E.CONFLICT, E.LIMIT_REACHED)
+                if extra
+                else (E.CONFLICT, E.LIMIT_REACHED),
+                client="register_mcp_server",
+            ),
+            Endpoint(
+                f"list{scope}McpServers", "GET", prefix, {200: McpServerList}, errors=extra, client="list_mcp_servers"
+            ),
+            Endpoint(
+                f"get{scope}McpServer",
+                "GET",
+                f"{prefix}/{{name}}",
+                {200: McpServer},
+                errors=(*extra, E.NOT_FOUND),
+                client="get_mcp_server",
+            ),
+            Endpoint(
+                f"delete{scope}McpServer",
+                "DELETE",
+                f"{prefix}/{{name}}",
+                {204: None},
+                errors=(*extra, E.NOT_FOUND),
+                client="delete_mcp_server",
+            ),
+            Endpoint(
+                f"list{scope}McpServerTools",
+                "GET",
+                f"{prefix}/{{name}}/tools",
+                {200: ToolList},
+                errors=(*extra, E.NOT_FOUND),
+                client="mcp_server_tools",
+            ),
+        )
     ),
     # -- observability -----------------------------------------------------------------------
     Endpoint("listLogs", "GET", "/api/observability/logs", {200: LogList}, client="logs"),

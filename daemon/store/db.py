@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 import aiosqlite
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.store import (
+    agent_migrations,  # noqa: F401 - registers migrations 100-109
     hook_migrations,  # noqa: F401 - registers migrations 90-99
     obs_migrations,  # noqa: F401 - registers migrations 40-49
 )

@@ -47,6 +47,7 @@ from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.events import insert_event, insert_events
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.bus.sessions import fetch_session, require_active
+from llmgine_daemon.bus.usage import add_usage
 from llmgine_daemon.observability import tracing
 from llmgine_daemon.protocol import (
     TERMINAL_STATUSES,
@@ -364,7 +365,16 @@ class Commands:
 
     def _assemble(self, session_id: str, batch_id: str, info: tuple[Any, ...], rows: Sequence[Any]) -> Batch:
         commands = [self._current(r) for r in rows]
-        return Batch(batch_id, session_id, info[0], bool(info[1]), batch_status(commands), info[2], commands)
+        return Batch(
+            batch_id,
+            session_id,
+            info[0],
+            bool(info[1]),
+            batch_status(commands),
+            info[2],
+            commands,
+            usage=add_usage(c.usage for c in commands),
+        )
 
     async def get_batch(self, session_id: str, batch_id: str) -> Batch:
         _, info, rows = await self.store.read(lambda conn: batch_rows(conn, session_id, batch_id))
