@@ -125,6 +125,7 @@ def webhook_config(settings: Settings) -> WebhookConfig:
         retry_cap=settings["webhooks.retry_cap"],
         max_per_session=settings["webhooks.max_per_session"],
         max_total=settings["webhooks.max_total"],
+        keep_for=settings["webhooks.keep_days"] * 86400.0,
     )
 
 

@@ -572,11 +572,12 @@ SETTINGS: tuple[Setting, ...] = (
         "LLMGINE_WEBHOOK_RETRY_BASE",
         positive_float,
         1.0,
-        "seconds before the first retry; each next one waits twice as long",
+        "seconds before the first retry, doubled for each next one",
     ),
     Setting(
         "webhooks.retry_cap", "LLMGINE_WEBHOOK_RETRY_CAP", positive_float, 600.0, "longest wait between two attempts"
     ),
+    Setting("webhooks.keep_days", "LLMGINE_WEBHOOK_KEEP_DAYS", positive_float, 7.0, "days an ended delivery is kept"),
     Setting("webhooks.max_per_session", "LLMGINE_WEBHOOK_MAX_PER_SESSION", positive, 20, "webhooks per session"),
     Setting("webhooks.max_total", "LLMGINE_WEBHOOK_MAX_TOTAL", positive, 200, "webhooks in all"),
     Setting("schedules.max_per_session", "LLMGINE_SCHEDULE_MAX_PER_SESSION", positive, 50, "schedules per session"),

@@ -15,8 +15,9 @@ Each endpoint method names its operation in the protocol's endpoint table
 from there, and the body sent is the operation's request model (``CommandCreate``, ...), never
 a dict built here. tests/api/test_endpoints.py fails when a method and the table disagree.
 
-Where the daemon is: ``target.py`` (re-exported here). ``AsyncClient`` (aclient.py) has every
-method as a coroutine, generated from these.
+The endpoint methods of webhooks and schedules are in ``client_hooks.py`` (``HookEndpoints``,
+inherited by Client), the same way. Where the daemon is: ``target.py`` (re-exported here).
+``AsyncClient`` (aclient.py) has every method as a coroutine, generated from these.
 
 Exceptions: ``llmgine_cli.errors`` (re-exported here), one class per API error code under
 ``ApiError``, all under ``LlmgineError``; the tree is drawn in that module's docstring.
@@ -86,10 +87,10 @@ from llmgine_daemon.protocol import (
     TraceView,
     UsageReport,
     VacuumResult,
-    hooks,
 )
 from llmgine_daemon.protocol.endpoints import BY_NAME as ENDPOINTS
 
+from llmgine_cli.client_hooks import HookEndpoints
 from llmgine_cli.client_verbs import (  # noqa: F401  (LONG_POLL_S, SessionRef: re-exported)
     LONG_POLL_S,
     SANDBOX_DEADLINE,
@@ -140,7 +141,7 @@ _TABLE: Any = object()  # Client._op: decode as the endpoint table says
 # -- the client --------------------------------------------------------------------------
 
 
-class Client(BusVerbs, HTTPTransport):
+class Client(BusVerbs, HookEndpoints, HTTPTransport):
     """One method per endpoint; each returns a protocol model or raises an LlmgineError.
     Connection, credentials and error decoding are HTTPTransport's (transport.py).
 
@@ -638,49 +639,6 @@ class Client(BusVerbs, HTTPTransport):
         """Every event handler of the type in the scope."""
         name, path = _scoped("deleteEventHandlers", session_id, type=event_type)
         return self._op(name, path=path)
-
-    # -- webhooks and schedules (api/webhooks.py, api/schedules.py) -------------------------
-
-    def create_webhook(
-        self, url: str, *, events: Sequence[str] = ("*",), session_id: str | None = None, secret: str | None = None
-    ) -> hooks.Webhook:
-        return self._op("createWebhook", body=hooks.WebhookCreate(url, list(events), session_id, secret))
-
-    def list_webhooks(self, session_id: str | None = None) -> hooks.WebhookList:
-        return self._op("listWebhooks", query={"session_id": session_id})
-
-    def get_webhook(self, webhook_id: str) -> hooks.Webhook:
-        return self._op("getWebhook", path={"webhook_id": webhook_id})
-
-    def delete_webhook(self, webhook_id: str) -> None:
-        return self._op("deleteWebhook", path={"webhook_id": webhook_id})
-
-    def webhook_deliveries(
-        self, webhook_id: str, *, status: str | None = None, limit: int = 50, offset: int = 0
-    ) -> hooks.WebhookDeliveryList:
-        query = {"status": status, "limit": limit, "offset": offset}
-        return self._op("listWebhookDeliveries", path={"webhook_id": webhook_id}, query=query)
-
-    def create_schedule(self, session_id: str, command: CommandCreate, **when: Any) -> hooks.Schedule:
-        """``when``: one of cron=, every=, at=, and timezone=, missed= (hooks.ScheduleCreate)."""
-        return self._op(
-            "createSchedule", body=hooks.ScheduleCreate(session_id=_id(session_id), command=command, **when)
-        )
-
-    def list_schedules(self, session_id: str | None = None) -> hooks.ScheduleList:
-        return self._op("listSchedules", query={"session_id": session_id})
-
-    def get_schedule(self, schedule_id: str) -> hooks.Schedule:
-        return self._op("getSchedule", path={"schedule_id": schedule_id})
-
-    def pause_schedule(self, schedule_id: str) -> hooks.Schedule:
-        return self._op("pauseSchedule", path={"schedule_id": schedule_id})
-
-    def resume_schedule(self, schedule_id: str) -> hooks.Schedule:
-        return self._op("resumeSchedule", path={"schedule_id": schedule_id})
-
-    def delete_schedule(self, schedule_id: str) -> None:
-        return self._op("deleteSchedule", path={"schedule_id": schedule_id})
 
     # -- the API itself ----------------------------------------------------------------------
 

@@ -396,6 +396,10 @@ FLEX_HEADERS = frozenset(
         "LABELS",
         "METRIC",
         "SCOPE",
+        "URL",
+        "EVENTS",
+        "ERROR",
+        "WHEN",
     }
 )
 

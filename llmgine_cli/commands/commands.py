@@ -364,12 +364,13 @@ def wait(
     any_: waiting.Any_ = False,
     status: waiting.Status = None,
     timeout: waiting.WaitTimeout = None,
+    on_done: OnDone = None,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """Wait until the commands finished (or reached --status) and print them: exit 0 if all
-    completed, 1 if one did not, 7 on --timeout."""
-    waiting.wait_command(state(ctx), command_ids, any_, status, timeout, output, quiet)
+    completed, 1 if one did not, 7 on --timeout. --on-done runs once per command that ended."""
+    waiting.wait_command(state(ctx), command_ids, any_, status, timeout, output, quiet, on_done)
 
 
 @app.command("retry")
