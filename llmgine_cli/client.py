@@ -52,6 +52,7 @@ from llmgine_daemon.protocol import (
     EventCreate,
     EventHandlerCreate,
     EventList,
+    Fork,
     Handler,
     HandlerList,
     Health,
@@ -65,6 +66,7 @@ from llmgine_daemon.protocol import (
     SecretSet,
     Session,
     SessionCreate,
+    SessionFork,
     SessionList,
     SessionTokenCreated,
     ShutdownAccepted,
@@ -178,6 +180,9 @@ class Client(BusVerbs, HTTPTransport):
 
     def get_session(self, session_id: str) -> Session:
         return self._op("getSession", path={"session_id": _id(session_id)})
+
+    def fork_session(self, session_id: str, *, at_seq: int | None = None, name: str | None = None) -> Fork:
+        return self._op("forkSession", path={"session_id": _id(session_id)}, body=SessionFork(at_seq, name))
 
     def delete_session(self, session_id: str, *, purge: bool = False) -> Session | None:
         path = {"session_id": _id(session_id)}

@@ -261,6 +261,16 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="Ending cancels queued commands, stops engines, removes tools and handlers "
         "and records `SessionEnded`; ending an ended session is harmless.",
     ),
+    ("POST", "/api/sessions/{session_id}/fork"): Op(
+        "Fork a session at an event seq",
+        "sessions",
+        description="A new session with the original's engines (same type, model and "
+        "configuration; new ids), their conversation memory as it stood right after event "
+        "`at_seq` (default: now), and its tools and handlers. Its first event is "
+        "`SessionForked` {from_session_id, at_seq, engines: {original id: new id}, tools, "
+        "handlers}; the original is not touched. The answer carries the new session's "
+        "`session_token` (once). A session token may not fork (403). docs/agents.md.",
+    ),
     ("POST", "/api/sessions/{session_id}/token"): Op(
         "Mint a session token",
         "auth",

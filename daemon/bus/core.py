@@ -16,6 +16,7 @@ from llmgine_daemon.bus.commands import Commands
 from llmgine_daemon.bus.engine_registry import EngineBase, Engines
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import EventLog
+from llmgine_daemon.bus.fork import Forks
 from llmgine_daemon.bus.handler_registry import HandlerRegistry
 from llmgine_daemon.bus.sessions import Sessions
 from llmgine_daemon.bus.tools import Tools
@@ -59,6 +60,7 @@ class Bus:
         # Last: the engines' context may use any other part (the tools, the store, events).
         context = engine_context(self) if engine_context is not None else None
         self.engines = Engines(self, engine_types or {}, context)
+        self.forks = Forks(self)
         self.sessions.hooks.append(self.engines.on_session_end)
 
     def sandbox_pool(self) -> SandboxPool:

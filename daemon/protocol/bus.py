@@ -72,6 +72,25 @@ class Session(msgspec.Struct):
     session_token: str | None = None
 
 
+class SessionFork(msgspec.Struct, forbid_unknown_fields=True):
+    # The event seq to fork at (the session's state as it stood right after that event);
+    # none: now.
+    at_seq: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    name: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+
+
+class Fork(msgspec.Struct, kw_only=True):
+    """``POST /api/sessions/{id}/fork``: the new session (with its session token, once), where
+    it came from, and which new engine continues each engine of the original."""
+
+    session: Session
+    from_session_id: str
+    at_seq: int
+    engines: dict[str, str]  # original engine id -> the fork's
+    tools: list[str]
+    handlers: int
+
+
 class SessionList(msgspec.Struct):
     sessions: list[Session]
     total: int

@@ -41,8 +41,10 @@ from llmgine_daemon.protocol.bus import (
     Event,
     EventCreate,
     EventList,
+    Fork,
     Session,
     SessionCreate,
+    SessionFork,
     SessionList,
     UsageReport,
 )
@@ -150,6 +152,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {200: Session, 204: None},
         errors=(E.SESSION_NOT_FOUND,),
         client="delete_session",
+    ),
+    Endpoint(
+        "forkSession",
+        "POST",
+        "/api/sessions/{session_id}/fork",
+        {201: Fork},
+        SessionFork,
+        request_required=False,
+        errors=(E.SESSION_NOT_FOUND, E.LIMIT_REACHED),
+        client="fork_session",
     ),
     # -- auth --------------------------------------------------------------------------------
     Endpoint(

@@ -30,3 +30,18 @@ def m100_command_usage(conn: sqlite3.Connection) -> None:
         CREATE INDEX commands_engine ON commands (engine_id) WHERE engine_id IS NOT NULL
         """,
     )
+
+
+@migration(101, "engine memory rows carry the seq they were added and dropped at")
+def m101_memory_seq(conn: sqlite3.Connection) -> None:
+    # added_seq: the highest event seq when the row was written; dropped_seq: the same when a
+    # trim or a reset took it out of the conversation (rows are no longer deleted, so a fork
+    # can rebuild memory as it stood at any seq: bus/fork.py). Rows from before this migration
+    # have added_seq NULL: a fork at any seq sees them while they are current (docs/agents.md).
+    run_script(
+        conn,
+        """
+        ALTER TABLE engine_messages ADD COLUMN added_seq INTEGER;
+        ALTER TABLE engine_messages ADD COLUMN dropped_seq INTEGER
+        """,
+    )

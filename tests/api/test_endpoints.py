@@ -54,7 +54,7 @@ def test_operation_ids_are_unique_and_name_resource_and_verb() -> None:
     for endpoint in ENDPOINTS:
         assert re.fullmatch(
             r"(get|list|create|delete|execute|publish|register|cancel|reset|revoke|"
-            r"stream|shutdown|vacuum|set)[A-Z][A-Za-z]*",
+            r"stream|shutdown|vacuum|set|fork|decide)[A-Z][A-Za-z]*",
             endpoint.name,
         ), endpoint.name
 
