@@ -416,6 +416,36 @@ SETTINGS: tuple[Setting, ...] = (
         "let session tokens register code (tools and handlers) in their session; API keys "
         "and the socket owner always may, session tokens may still call existing tools",
     ),
+    # -- MCP tool servers (bus/mcp_servers.py) --
+    Setting(
+        "mcp.allowed_hosts",
+        "LLMGINE_MCP_ALLOWED_HOSTS",
+        parse_list,
+        ["127.0.0.1", "::1", "localhost"],
+        "hosts an MCP server URL (mcp add --url) may name; loopback by default",
+    ),
+    Setting(
+        "mcp.session_token_stdio",
+        "LLMGINE_MCP_SESSION_TOKEN_STDIO",
+        parse_bool,
+        False,
+        "let session tokens register stdio MCP servers (sandboxed, no extra mounts) in their "
+        "session; trusted servers always need an API key or the socket owner",
+    ),
+    Setting(
+        "mcp.call_timeout",
+        "LLMGINE_MCP_CALL_TIMEOUT",
+        positive_float,
+        60.0,
+        "seconds an MCP tool call may take (a server's own timeout wins)",
+    ),
+    Setting(
+        "mcp.start_timeout",
+        "LLMGINE_MCP_START_TIMEOUT",
+        positive_float,
+        15.0,
+        "seconds a registration waits for a new server's first connection before it answers",
+    ),
     Setting(
         "security.limits.max_tokens_per_session",
         "LLMGINE_MAX_TOKENS_PER_SESSION",
@@ -504,6 +534,39 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "also export spans over OTLP/HTTP to this collector (needs the otel extra)",
     ),
+    # -- webhooks and schedules (bus/webhooks.py, bus/schedules.py) --
+    Setting(
+        "webhooks.allowed_hosts",
+        "LLMGINE_WEBHOOK_ALLOWED_HOSTS",
+        parse_list,
+        ["127.0.0.0/8", "::1", "localhost"],
+        "where webhooks may call: IP networks/addresses, and host names a URL may use (a name's "
+        'addresses must be in the networks too; "*" allows any host)',
+    ),
+    Setting(
+        "webhooks.timeout", "LLMGINE_WEBHOOK_TIMEOUT", positive_float, 10.0, "seconds one delivery attempt may take"
+    ),
+    Setting(
+        "webhooks.retry_for",
+        "LLMGINE_WEBHOOK_RETRY_FOR",
+        positive_float,
+        86400.0,
+        "seconds a delivery is retried (exponential backoff) before it is marked failed",
+    ),
+    Setting(
+        "webhooks.retry_base",
+        "LLMGINE_WEBHOOK_RETRY_BASE",
+        positive_float,
+        1.0,
+        "seconds before the first retry; each next one waits twice as long",
+    ),
+    Setting(
+        "webhooks.retry_cap", "LLMGINE_WEBHOOK_RETRY_CAP", positive_float, 600.0, "longest wait between two attempts"
+    ),
+    Setting("webhooks.max_per_session", "LLMGINE_WEBHOOK_MAX_PER_SESSION", positive, 20, "webhooks per session"),
+    Setting("webhooks.max_total", "LLMGINE_WEBHOOK_MAX_TOTAL", positive, 200, "webhooks in all"),
+    Setting("schedules.max_per_session", "LLMGINE_SCHEDULE_MAX_PER_SESSION", positive, 50, "schedules per session"),
+    Setting("schedules.max_total", "LLMGINE_SCHEDULE_MAX_TOTAL", positive, 1000, "schedules in all"),
     Setting(
         "providers.default",
         "LLMGINE_DEFAULT_PROVIDER",

@@ -12,6 +12,7 @@ from llmgine_daemon.api.util import (
     read_json,
     registers_code,
 )
+from llmgine_daemon.bus.mcp_servers import provider_tool_name
 from llmgine_daemon.protocol import ToolCreate, ToolExecute, ToolList
 
 routes = web.RouteTableDef()
@@ -45,7 +46,11 @@ async def list_tools(request: web.Request) -> web.Response:
             [
                 {
                     "type": "function",
-                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                    "function": {
+                        "name": provider_tool_name(t.name),
+                        "description": t.description,
+                        "parameters": t.parameters,
+                    },
                 }
                 for t in tools
             ]

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from llmgine_daemon.bus.commands import Execution, current
 from llmgine_daemon.bus.engine_registry import ConfigField, EngineBase
 from llmgine_daemon.bus.errors import BusError, invalid
+from llmgine_daemon.bus.mcp_servers import provider_tool_name
 from llmgine_daemon.engines.memory import Bounds, Message
 from llmgine_daemon.engines.providers import (
     ChatRequest,
@@ -174,6 +175,7 @@ class LLMEngine(EngineBase):
 
     def __init__(self, record: Engine, context: EngineContext) -> None:
         super().__init__(record, context)
+        self.tool_names: dict[str, str] = {}  # as offered to the model -> the tool's name
         # Checked here so a bad model name is a 422 at creation, not a failure at first use.
         try:
             self.provider_name, self.model = resolve_model(
@@ -233,15 +235,20 @@ class LLMEngine(EngineBase):
     # -- tools --------------------------------------------------------------------------
 
     async def tool_specs(self) -> list[ToolSpec]:
+        """The session's tools as the model is offered them. An MCP server's ``server.tool``
+        goes by ``server-tool`` (providers allow no "." in a function name); ``tool_names``
+        maps the names back."""
         if not self.offers_tools:
             return []
         tools = await self.context.tools.list(self.record.session_id)
-        return [ToolSpec(t.name, t.description, t.parameters) for t in tools]
+        self.tool_names = {provider_tool_name(t.name): t.name for t in tools}
+        return [ToolSpec(provider_tool_name(t.name), t.description, t.parameters) for t in tools]
 
     async def run_tool(self, ctx: Execution, call: ToolCall, base: dict[str, Any]) -> Message:
+        name = self.tool_names.get(call.name, call.name)
         ctx.emit(
             "EngineToolCall",
-            {**base, "call_id": call.id, "tool_name": call.name, "arguments": call.arguments},
+            {**base, "call_id": call.id, "tool_name": name, "arguments": call.arguments},
             source="engine",
         )
         if call.invalid_arguments is not None:
@@ -251,9 +258,7 @@ class LLMEngine(EngineBase):
                 True,
             )
         try:
-            result = await self.context.tools.execute(
-                self.record.session_id, call.name, call.arguments, source="engine"
-            )
+            result = await self.context.tools.execute(self.record.session_id, name, call.arguments, source="engine")
         except BusError as exc:  # unknown tool, arguments that do not fit its schema
             return tool_message(call, json.dumps({"error": exc.message, "code": exc.code}), True)
         if result.error:
@@ -388,7 +393,7 @@ class LLMEngine(EngineBase):
                     calls_made.append(
                         {
                             "call_id": call.id,
-                            "tool_name": call.name,
+                            "tool_name": self.tool_names.get(call.name, call.name),
                             "arguments": call.arguments,
                             "is_error": bool(msg.get("is_error")),
                         }

@@ -72,6 +72,7 @@ class CallErrorCode:
     TIMEOUT = "TIMEOUT"
     WORKER_CRASHED = "WORKER_CRASHED"
     SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"
+    SERVER_UNAVAILABLE = "SERVER_UNAVAILABLE"  # an MCP tool server is not running (restarting)
 
 
 ERROR_STATUS: dict[str, int] = {

@@ -144,6 +144,8 @@ COMMAND_STATUSES: tuple[str, ...] = (
     "interrupted",
 )
 TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled", "interrupted"})
+# Not finished yet: what the live queue view (GET /api/commands) shows.
+UNFINISHED_STATUSES: tuple[str, ...] = tuple(s for s in COMMAND_STATUSES if s not in TERMINAL_STATUSES)
 PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
 
 

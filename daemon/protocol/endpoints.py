@@ -48,6 +48,17 @@ from llmgine_daemon.protocol.bus import (
     SessionList,
     UsageReport,
 )
+from llmgine_daemon.protocol.hooks import (
+    Schedule,
+    ScheduleCreate,
+    ScheduleList,
+    Webhook,
+    WebhookCreate,
+    WebhookDeliveryList,
+    WebhookList,
+)
+from llmgine_daemon.protocol.lifecycle import CommandWait, CommandWaitResult, QueueView
+from llmgine_daemon.protocol.mcp import McpServer, McpServerCreate, McpServerList
 from llmgine_daemon.protocol.system import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -223,6 +234,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=(E.SESSION_NOT_FOUND, E.COMMAND_NOT_FOUND, E.NOT_FOUND),
         client="get_batch",
     ),
+    Endpoint(
+        "waitCommands",
+        "POST",
+        "/api/commands/wait",
+        {200: CommandWaitResult},
+        CommandWait,
+        errors=(E.COMMAND_NOT_FOUND, E.NOT_FOUND),
+        client="wait_commands",
+    ),
+    Endpoint("listQueue", "GET", "/api/commands", {200: QueueView}, client="queue"),
     # -- events ------------------------------------------------------------------------------
     Endpoint(
         "publishEvent",
@@ -446,6 +467,54 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=(E.HANDLER_NOT_FOUND,),
         client="delete_event_handler",
     ),
+    # -- MCP servers (api/mcp.py) -------------------------------------------------------------
+    *(
+        endpoint
+        for prefix, scope, extra in (
+            ("/api/sessions/{session_id}/mcp-servers", "", (E.SESSION_NOT_FOUND,)),
+            ("/api/mcp-servers", "Global", ()),
+        )
+        for endpoint in (
+            Endpoint(
+                f"register{scope}McpServer",
+                "POST",
+                prefix,
+                {201: McpServer},
+                McpServerCreate,
+                errors=(*extra, E.SESSION_CLOSED, E.CONFLICT, E.LIMIT_REACHED)
+                if extra
+                else (E.CONFLICT, E.LIMIT_REACHED),
+                client="register_mcp_server",
+            ),
+            Endpoint(
+                f"list{scope}McpServers", "GET", prefix, {200: McpServerList}, errors=extra, client="list_mcp_servers"
+            ),
+            Endpoint(
+                f"get{scope}McpServer",
+                "GET",
+                f"{prefix}/{{name}}",
+                {200: McpServer},
+                errors=(*extra, E.NOT_FOUND),
+                client="get_mcp_server",
+            ),
+            Endpoint(
+                f"delete{scope}McpServer",
+                "DELETE",
+                f"{prefix}/{{name}}",
+                {204: None},
+                errors=(*extra, E.NOT_FOUND),
+                client="delete_mcp_server",
+            ),
+            Endpoint(
+                f"list{scope}McpServerTools",
+                "GET",
+                f"{prefix}/{{name}}/tools",
+                {200: ToolList},
+                errors=(*extra, E.NOT_FOUND),
+                client="mcp_server_tools",
+            ),
+        )
+    ),
     # -- observability -----------------------------------------------------------------------
     Endpoint("listLogs", "GET", "/api/observability/logs", {200: LogList}, client="logs"),
     Endpoint("createLog", "POST", "/api/observability/logs", {201: LogRecord}, LogCreate, client="post_log"),
@@ -505,6 +574,61 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("listSecrets", "GET", "/api/secrets", {200: SecretList}, client="list_secrets"),
     Endpoint(
         "deleteSecret", "DELETE", "/api/secrets/{secret}", {204: None}, errors=(E.NOT_FOUND,), client="delete_secret"
+    ),
+)
+
+# -- webhooks and schedules --------------------------------------------------------------------
+_NF = (E.NOT_FOUND,)
+ENDPOINTS += (
+    Endpoint(
+        "createWebhook",
+        "POST",
+        "/api/webhooks",
+        {201: Webhook},
+        WebhookCreate,
+        errors=(E.SESSION_NOT_FOUND, E.LIMIT_REACHED),
+        client="create_webhook",
+    ),
+    Endpoint("listWebhooks", "GET", "/api/webhooks", {200: WebhookList}, client="list_webhooks"),
+    Endpoint("getWebhook", "GET", "/api/webhooks/{webhook_id}", {200: Webhook}, errors=_NF, client="get_webhook"),
+    Endpoint("deleteWebhook", "DELETE", "/api/webhooks/{webhook_id}", {204: None}, errors=_NF, client="delete_webhook"),
+    Endpoint(
+        "listWebhookDeliveries",
+        "GET",
+        "/api/webhooks/{webhook_id}/deliveries",
+        {200: WebhookDeliveryList},
+        errors=_NF,
+        client="webhook_deliveries",
+    ),
+    Endpoint(
+        "createSchedule",
+        "POST",
+        "/api/schedules",
+        {201: Schedule},
+        ScheduleCreate,
+        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.LIMIT_REACHED),
+        client="create_schedule",
+    ),
+    Endpoint("listSchedules", "GET", "/api/schedules", {200: ScheduleList}, client="list_schedules"),
+    Endpoint("getSchedule", "GET", "/api/schedules/{schedule_id}", {200: Schedule}, errors=_NF, client="get_schedule"),
+    Endpoint(
+        "pauseSchedule",
+        "POST",
+        "/api/schedules/{schedule_id}/pause",
+        {200: Schedule},
+        errors=(E.NOT_FOUND, E.CONFLICT),
+        client="pause_schedule",
+    ),
+    Endpoint(
+        "resumeSchedule",
+        "POST",
+        "/api/schedules/{schedule_id}/resume",
+        {200: Schedule},
+        errors=(E.NOT_FOUND, E.CONFLICT),
+        client="resume_schedule",
+    ),
+    Endpoint(
+        "deleteSchedule", "DELETE", "/api/schedules/{schedule_id}", {204: None}, errors=_NF, client="delete_schedule"
     ),
 )
 

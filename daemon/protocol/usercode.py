@@ -37,6 +37,7 @@ class Tool(msgspec.Struct):
     timeout: float | None
     created_at: str
     function_code: str | None = None  # only when one tool is read
+    server: str | None = None  # an MCP server's tool (named SERVER.tool): the server's name
 
 
 class ToolList(msgspec.Struct):
