@@ -32,6 +32,9 @@ from llmgine_daemon.protocol import (
     ApiKeyCreated,
     ApiKeyInfo,
     ApiKeyList,
+    Approval,
+    ApprovalDecision,
+    ApprovalList,
     Batch,
     BatchCreate,
     BatchMode,
@@ -187,6 +190,21 @@ class Client(BusVerbs, HTTPTransport):
 
     def get_session(self, session_id: str) -> Session:
         return self._op("getSession", path={"session_id": _id(session_id)})
+
+    def list_approvals(self, session_id: str, *, status: str | None = None) -> ApprovalList:
+        return self._op("listApprovals", path={"session_id": _id(session_id)}, query={"status": status})
+
+    def decide_approval(
+        self,
+        session_id: str,
+        approval_id: str,
+        decision: str,
+        *,
+        reason: str | None = None,
+        arguments: dict[str, Any] | None = None,
+    ) -> Approval:
+        path = {"session_id": _id(session_id), "approval_id": _id(approval_id)}
+        return self._op("decideApproval", path=path, body=ApprovalDecision(decision, reason, arguments))  # type: ignore[arg-type]
 
     def fork_session(self, session_id: str, *, at_seq: int | None = None, name: str | None = None) -> Fork:
         return self._op("forkSession", path={"session_id": _id(session_id)}, body=SessionFork(at_seq, name))

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from llmgine_daemon.bus.approvals import ApprovalPolicy, Approvals
 from llmgine_daemon.bus.capacity import Capacity
 from llmgine_daemon.bus.commands import Commands
 from llmgine_daemon.bus.engine_registry import EngineBase, Engines
@@ -44,6 +45,7 @@ class Bus:
         webhook_sender: Sender | None = None,
         schedule_limits: tuple[int, int] = (50, 1000),
         prices: dict[str, list[float]] | None = None,
+        approval_policy: ApprovalPolicy | None = None,
         mcp: McpPolicy | None = None,
         secrets: Callable[[str], str | None] | None = None,
     ) -> None:
@@ -61,6 +63,8 @@ class Bus:
         self.events = EventLog(store)
         # Token usage and cost per command (usage.prices over the built-in table).
         self.usage = UsageBook(store, Prices(prices))
+        # Approval before a tool runs (tools.require_approval, tools.approval_timeout).
+        self.approvals = Approvals(self, approval_policy)
         self.sessions = Sessions(self)
         self.handlers = HandlerRegistry()
         self.commands = Commands(self)
@@ -104,6 +108,7 @@ class Bus:
         await self.engines.start()
         await self.user_handlers.start()
         await self.mcp.start()
+        await self.approvals.start()  # commands that waited for a decision: queued again
         await self.commands.start()
         # Then what submits work or reads the log on its own: schedules and webhooks.
         self.schedules.start()

@@ -33,11 +33,15 @@ from llmgine_daemon.protocol.base import (  # noqa: F401
     to_iso,
 )
 from llmgine_daemon.protocol.bus import (  # noqa: F401
+    APPROVAL_STATUSES,
     COMMAND_STATUSES,
     EVENT_SOURCES,
     PRIORITIES,
     TERMINAL_STATUSES,
     UNFINISHED_STATUSES,
+    Approval,
+    ApprovalDecision,
+    ApprovalList,
     Batch,
     BatchCreate,
     BatchMode,

@@ -133,10 +133,14 @@ EVENT_SOURCES = ("api", "engine", "handler", "bus")
 
 # -- commands ----------------------------------------------------------------------------
 
-CommandStatus = Literal["queued", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted"]
+CommandStatus = Literal[
+    "queued", "executing", "waiting_approval", "completed", "failed", "timed_out", "cancelled", "interrupted"
+]
 COMMAND_STATUSES: tuple[str, ...] = (
     "queued",
     "executing",
+    # A ToolChat engine asked to run a tool that needs a person's approval (bus/approvals.py).
+    "waiting_approval",
     "completed",
     "failed",
     "timed_out",
@@ -287,3 +291,39 @@ class EngineMessageList(msgspec.Struct):
 class EngineReset(msgspec.Struct):
     engine_id: str
     deleted: int
+
+
+# -- approvals (bus/approvals.py) --------------------------------------------------------------
+
+APPROVAL_STATUSES: tuple[str, ...] = ("pending", "approved", "denied", "expired", "cancelled")
+
+
+class Approval(msgspec.Struct, kw_only=True):
+    """A tool call a ToolChat engine wants to make, waiting for (or given) a decision."""
+
+    approval_id: str
+    session_id: str
+    command_id: str
+    engine_id: str | None
+    call_id: str
+    tool_name: str
+    arguments: dict[str, Any]  # what the model asked for
+    status: str  # pending | approved | denied | expired | cancelled
+    requested_at: str
+    expires_at: str
+    decided_at: str | None = None
+    decided_by: str | None = None  # the credential: key id, "local", "session-token", "daemon"
+    reason: str | None = None
+    final_arguments: dict[str, Any] | None = None  # what ran (edited when approving), if it ran
+
+
+class ApprovalList(msgspec.Struct):
+    approvals: list[Approval]
+    total: int
+
+
+class ApprovalDecision(msgspec.Struct, forbid_unknown_fields=True):
+    decision: Literal["approve", "deny"]
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    # Approving with other arguments (the model's, edited); checked against the tool's schema.
+    arguments: dict[str, Any] | None = None

@@ -25,6 +25,8 @@ ARGUMENTS: dict[str, Any] = {
     "session_id": "s-1",
     "command_id": "c-1",
     "batch_id": "b-1",
+    "approval_id": "a-1",
+    "decision": "approve",
     "event_id": "e-1",
     "engine_id": "g-1",
     "key_id": "k-1",
