@@ -443,6 +443,7 @@ class Client(BusVerbs, HTTPTransport):
         parameters: dict[str, Any] | None = None,
         timeout: float | None = None,
         replace: bool = False,
+        requires_approval: bool = False,
     ) -> Tool:
         """``function_code``: Python source, or a function (its source is sent)."""
         body = ToolCreate(
@@ -451,6 +452,7 @@ class Client(BusVerbs, HTTPTransport):
             description=description,
             parameters=parameters,
             timeout=timeout,
+            requires_approval=requires_approval,
         )
         return self._op(
             "registerTool",

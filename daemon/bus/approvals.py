@@ -185,6 +185,20 @@ class Approvals:
         self.bus.events.notify([event])
         return approval
 
+    async def resume(self, approval: Approval) -> None:
+        """A command run again after a restart waits again for its pending approval: its
+        status goes back to ``waiting_approval`` (no new request, no new event)."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE commands SET status = 'waiting_approval' WHERE command_id = ? AND status = 'executing'"
+                " AND EXISTS (SELECT 1 FROM approvals WHERE approval_id = ? AND status = 'pending')",
+                (approval.command_id, approval.approval_id),
+            ).rowcount
+
+        if await self.bus.store.write(write):
+            self._set_live_status(approval.command_id, "executing", "waiting_approval")
+
     async def wait(self, approval: Approval) -> Approval:
         """Until the approval is decided (or expires: decided so here). A cancelled wait is
         the caller's to handle (``cancel``, or nothing at shutdown)."""

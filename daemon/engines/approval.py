@@ -115,7 +115,9 @@ async def ask(
     approvals = context.approvals
     command = ctx.command
     approval = state.waiting if state.waiting is not None and state.waiting.call_id == call.id else None
-    if approval is None:
+    if approval is not None:
+        await approvals.resume(approval)
+    else:
         # Publish (not emit): what the engine emitted so far is written before the request.
         await ctx.publish(
             "EngineStatusUpdate", {**base, "status": "waiting_approval", "tool": call.name}, source="engine"
