@@ -131,3 +131,69 @@ def test_a_waiting_command_survives_a_restart(home: Path, fake: FakeProvider, ho
         assert [m.role for m in history] == ["user", "assistant", "tool", "assistant"]
     finally:
         stop_process(daemon.proc)
+
+
+def test_chat_asks_inline(home: Path, fake: FakeProvider) -> None:
+    """`llmgine chat --tools` on a terminal: y runs the call, e runs it with typed arguments,
+    Enter denies it (the model hears so)."""
+    import sys
+
+    import pexpect
+
+    from tests.clitools import default_signals
+
+    daemon = start(home, fake, free_port())
+    try:
+        client = Client(env=full_env(daemon.env), timeout=10)
+        sid = client.create_session(name="inline").session_id
+        client.register_tool(sid, WEATHER, requires_approval=True)
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "llmgine_cli", "chat", "--tools", "--model", MODELS["openai"], "--session", sid],
+            env={k: v for k, v in full_env(daemon.env).items() if v is not None},
+            encoding="utf-8",
+            timeout=30,
+            dimensions=(40, 120),
+            preexec_fn=default_signals,
+        )
+        try:
+            child.expect("you> ")
+            fake.script(Reply("Let me look.", tool_calls=[("get_weather", {"location": "Melbourne"})]))
+            child.sendline("weather in Melbourne?")
+            child.expect_exact('Run get_weather(location="Melbourne")? [y/N/e(dit)]')
+            child.sendline("y")
+            child.expect("temp_c")  # the sandbox ran it
+            child.expect("tool said:")
+            child.expect("you> ")
+
+            fake.script(Reply(tool_calls=[("get_weather", {"location": "Melbourne"})]))
+            child.sendline("and in Sydney?")
+            child.expect_exact('Run get_weather(location="Melbourne")? [y/N/e(dit)]')
+            child.sendline("e")
+            child.expect_exact("arguments (JSON object)")
+            child.sendline('{"location": "Sydney"}')
+            child.expect("Sydney")
+            child.expect("tool said:")
+            child.expect("you> ")
+
+            fake.script(Reply(tool_calls=[("get_weather", {"location": "Oslo"})]))
+            child.sendline("and Oslo?")
+            child.expect_exact('Run get_weather(location="Oslo")? [y/N/e(dit)]')
+            child.sendline("")
+            child.expect("denied")
+            child.expect("you> ")
+            child.sendeof()
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
+        decided = client.list_approvals(sid, status="all").approvals
+        assert [(a.status, a.final_arguments) for a in decided] == [
+            ("approved", {"location": "Melbourne"}),
+            ("approved", {"location": "Sydney"}),
+            ("denied", None),
+        ]
+        assert decided[-1].reason == "denied at the prompt"
+        executed = [e for e in client.list_events(sid, limit=1000).events if e.event_type == "ToolExecuted"]
+        assert [e.data["result"]["location"] for e in executed] == ["Melbourne", "Sydney"]
+    finally:
+        stop_process(daemon.proc)
