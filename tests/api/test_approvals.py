@@ -7,28 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 from tests.api.bus_helpers import events
-from tests.api.llm_helpers import MODELS, create_llm_engine, execute
+from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, execute
 from tests.conftest import assert_envelope
 from tests.eventually import eventually
 from tests.fakes.provider import FakeProvider, Reply
 
-WEATHER = 'def get_weather(location: str) -> dict:\n    return {"location": location, "temp_c": 21}\n'
-
 
 async def setup(client: Any, kind: str = "openai", flag: bool = True, **configuration: Any) -> dict[str, Any]:
     engine = await create_llm_engine(client, engine_type="ToolChatEngine", model=MODELS[kind], **configuration)
-    resp = await client.post(
-        f"/api/sessions/{engine['session_id']}/tools",
-        json={
-            "name": "get_weather",
-            "description": "Weather",
-            "parameters": {"location": {"type": "string"}},
-            "function_code": WEATHER,
-            "requires_approval": flag,
-        },
-    )
-    assert resp.status == 201, await resp.text()
-    assert (await resp.json())["requires_approval"] is flag
+    tool = await add_weather_tool(client, engine["session_id"], requires_approval=flag)
+    assert tool["requires_approval"] is flag
     return engine
 
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from tests.api.bus_helpers import events
-from tests.api.llm_helpers import MODELS, create_llm_engine, execute, messages
+from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, execute, messages
 from tests.conftest import assert_envelope
 from tests.fakes.provider import FakeProvider
-
-TOOL = 'def get_weather(location: str) -> dict:\n    return {"temp_c": 21}\n'
 
 
 async def fork(client: Any, sid: str, expect: int = 201, **body: Any) -> dict[str, Any]:
@@ -27,11 +25,7 @@ async def test_a_fork_at_an_earlier_seq_continues_with_different_memory(llm_clie
     client = await llm_client()
     engine = await create_llm_engine(client, model=MODELS["openai"], system_prompt="be brief")
     sid, eid = engine["session_id"], engine["engine_id"]
-    resp = await client.post(
-        f"/api/sessions/{sid}/tools",
-        json={"name": "get_weather", "description": "w", "parameters": {}, "function_code": TOOL},
-    )
-    assert resp.status == 201, await resp.text()
+    await add_weather_tool(client, sid)
     resp = await client.post(
         f"/api/sessions/{sid}/handlers/events",
         json={"event_type": "Ping", "handler_function": "def h(event):\n    pass\n"},
