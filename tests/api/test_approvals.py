@@ -139,6 +139,12 @@ async def test_cancelled_while_waiting(llm_client: Any, fake: FakeProvider) -> N
     every = await (await client.get(f"/api/sessions/{sid}/approvals", params={"status": "all"})).json()
     assert every["approvals"][0]["status"] == "cancelled"
     assert_envelope(await decide(client, sid, approval["approval_id"], 409, decision="approve"), "CONFLICT")
+    unknown = "0190a000-0000-7000-8000-000000000000"
+    assert_envelope(await decide(client, sid, unknown, 404, decision="approve"), "NOT_FOUND")
+    assert_envelope(await decide(client, unknown, unknown, 404, decision="deny"), "SESSION_NOT_FOUND")
+    assert_envelope(await decide(client, sid, approval["approval_id"], 422, decision="maybe"), "VALIDATION_ERROR")
+    resp = await client.get(f"/api/sessions/{sid}/approvals", params={"status": "odd"})
+    assert resp.status == 422
     # The session goes on: the next command runs.
     fake.script(Reply("fine"))
     assert (await execute(client, engine["engine_id"], "hello"))["status"] == "completed"

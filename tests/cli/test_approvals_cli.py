@@ -93,7 +93,7 @@ def test_approve_and_deny_from_the_cli(home: Path, fake: FakeProvider) -> None:
         done = client.get_command(sid, cid, wait=20)
         assert done.status == "completed" and "denied" in done.result["text"]
         missing = run_cli(["approval", "approve", "0" * 8, "-S", sid], daemon.env)
-        assert missing.returncode != 0 and "Traceback" not in missing.stderr
+        assert missing.returncode == 4 and "not found" in missing.stderr and "Traceback" not in missing.stderr
     finally:
         stop_process(daemon.proc)
 
