@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 from llmgine_daemon.api import (
     apidocs,
+    approvals,
     auth,
     commands,
     db,
@@ -45,6 +46,7 @@ from llmgine_daemon.api.keys import (
     WEBSOCKETS,
 )
 from llmgine_daemon.api.webhook_sender import HttpSender
+from llmgine_daemon.bus.approvals import ApprovalPolicy
 from llmgine_daemon.bus.capacity import Capacity
 from llmgine_daemon.bus.cluster import LocalCluster
 from llmgine_daemon.bus.core import Bus
@@ -70,6 +72,7 @@ log = logging.getLogger("llmgine.app")
 # path ids that could take a fixed segment refuse it by pattern ({event_id} is never "stream",
 # {command_id} never "batch"), so the order does not decide what matches.
 ROUTE_MODULES = (
+    approvals,
     events,
     commands,
     lifecycle,
@@ -210,6 +213,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             webhook_sender=sender,
             schedule_limits=(settings["schedules.max_per_session"], settings["schedules.max_total"]),
             prices=settings["usage.prices"],
+            approval_policy=ApprovalPolicy(settings["tools.require_approval"], settings["tools.approval_timeout"]),
             mcp=McpPolicy(
                 allowed_hosts=tuple(settings["mcp.allowed_hosts"]),
                 session_token_stdio=settings["mcp.session_token_stdio"],

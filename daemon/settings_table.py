@@ -607,6 +607,21 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     *(setting for name in PROVIDERS for setting in _provider_settings(name)),
     Setting(
+        "tools.require_approval",
+        "LLMGINE_TOOLS_REQUIRE_APPROVAL",
+        parse_bool,
+        False,
+        "a ToolChat engine asks a person before every tool call (else: tools registered with "
+        "requires_approval, engines configured with require_approval)",
+    ),
+    Setting(
+        "tools.approval_timeout",
+        "LLMGINE_APPROVAL_TIMEOUT",
+        positive_float,
+        600.0,
+        "seconds an approval request waits for a decision; then it counts as denied (expired)",
+    ),
+    Setting(
         "usage.prices",
         "LLMGINE_PRICES",
         prices,

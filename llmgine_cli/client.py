@@ -34,6 +34,9 @@ from llmgine_daemon.protocol import (
     ApiKeyCreated,
     ApiKeyInfo,
     ApiKeyList,
+    Approval,
+    ApprovalDecision,
+    ApprovalList,
     Batch,
     BatchCreate,
     BatchMode,
@@ -57,6 +60,7 @@ from llmgine_daemon.protocol import (
     EventCreate,
     EventHandlerCreate,
     EventList,
+    Fork,
     Handler,
     HandlerList,
     Health,
@@ -74,6 +78,7 @@ from llmgine_daemon.protocol import (
     SecretSet,
     Session,
     SessionCreate,
+    SessionFork,
     SessionList,
     SessionTokenCreated,
     ShutdownAccepted,
@@ -188,6 +193,24 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
 
     def get_session(self, session_id: str) -> Session:
         return self._op("getSession", path={"session_id": _id(session_id)})
+
+    def list_approvals(self, session_id: str, *, status: str | None = None) -> ApprovalList:
+        return self._op("listApprovals", path={"session_id": _id(session_id)}, query={"status": status})
+
+    def decide_approval(
+        self,
+        session_id: str,
+        approval_id: str,
+        decision: str,
+        *,
+        reason: str | None = None,
+        arguments: dict[str, Any] | None = None,
+    ) -> Approval:
+        path = {"session_id": _id(session_id), "approval_id": _id(approval_id)}
+        return self._op("decideApproval", path=path, body=ApprovalDecision(decision, reason, arguments))  # type: ignore[arg-type]
+
+    def fork_session(self, session_id: str, *, at_seq: int | None = None, name: str | None = None) -> Fork:
+        return self._op("forkSession", path={"session_id": _id(session_id)}, body=SessionFork(at_seq, name))
 
     def delete_session(self, session_id: str, *, purge: bool = False) -> Session | None:
         path = {"session_id": _id(session_id)}
@@ -448,6 +471,7 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
         parameters: dict[str, Any] | None = None,
         timeout: float | None = None,
         replace: bool = False,
+        requires_approval: bool = False,
     ) -> Tool:
         """``function_code``: Python source, or a function (its source is sent)."""
         body = ToolCreate(
@@ -456,6 +480,7 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
             description=description,
             parameters=parameters,
             timeout=timeout,
+            requires_approval=requires_approval,
         )
         return self._op(
             "registerTool",

@@ -98,6 +98,7 @@ PATH_SCHEMAS: dict[str, tuple[dict[str, Any], str]] = {
     "session_id": (ID, "a session id"),
     "command_id": (ID, "a command id"),
     "batch_id": (ID, "a batch id"),
+    "approval_id": (ID, "an approval id (ApprovalRequested's approval_id)"),
     "event_id": (ID, "an event id"),
     "engine_id": (ID, "an engine id"),
     "handler_id": (ID, "a handler id"),
@@ -284,6 +285,34 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         params=(Param("purge", {"type": "boolean", "default": False}, "delete the session and everything in it"),),
         description="Ending cancels queued commands, stops engines, removes tools and handlers "
         "and records `SessionEnded`; ending an ended session is harmless.",
+    ),
+    ("POST", "/api/sessions/{session_id}/fork"): Op(
+        "Fork a session at an event seq",
+        "sessions",
+        description="A new session with the original's engines (same type, model and "
+        "configuration; new ids), their conversation memory as it stood right after event "
+        "`at_seq` (default: now), and its tools and handlers. Its first event is "
+        "`SessionForked` {from_session_id, at_seq, engines: {original id: new id}, tools, "
+        "handlers}; the original is not touched. The answer carries the new session's "
+        "`session_token` (once). A session token may not fork (403). docs/agents.md.",
+    ),
+    ("GET", "/api/sessions/{session_id}/approvals"): Op(
+        "List tool calls waiting for approval",
+        "approvals",
+        params=(
+            Param("status", _enum("pending", "approved", "denied", "expired", "cancelled", "all"), "default pending"),
+        ),
+        description="A ToolChat engine that wants to run a tool needing approval records an "
+        "`ApprovalRequested` event and its command waits (`waiting_approval`) for a decision. "
+        "docs/agents.md.",
+    ),
+    ("POST", "/api/sessions/{session_id}/approvals/{approval_id}"): Op(
+        "Approve or deny a tool call",
+        "approvals",
+        description="`{decision: approve|deny, reason?, arguments?}`: approving may replace the "
+        "arguments (checked against the tool's schema). A denial goes back to the model as the "
+        "tool's result, with the reason. Recorded as an `ApprovalDecided` event (who, when, "
+        "what). Already decided (or expired): 409 CONFLICT.",
     ),
     ("POST", "/api/sessions/{session_id}/token"): Op(
         "Mint a session token",
@@ -580,6 +609,7 @@ TAGS = [
     ("auth", "API keys and session tokens"),
     ("callbacks", "Webhooks and schedules"),
     ("usage", "Token usage and estimated cost of the model calls engines made"),
+    ("approvals", "Approval before a tool runs: pending requests and decisions"),
 ]
 
 DESCRIPTION = f"""\

@@ -26,6 +26,9 @@ from typing import Any
 
 from llmgine_daemon.protocol.base import ErrorCode as E
 from llmgine_daemon.protocol.bus import (
+    Approval,
+    ApprovalDecision,
+    ApprovalList,
     Batch,
     BatchCreate,
     Command,
@@ -41,8 +44,10 @@ from llmgine_daemon.protocol.bus import (
     Event,
     EventCreate,
     EventList,
+    Fork,
     Session,
     SessionCreate,
+    SessionFork,
     SessionList,
     UsageReport,
 )
@@ -161,6 +166,34 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {200: Session, 204: None},
         errors=(E.SESSION_NOT_FOUND,),
         client="delete_session",
+    ),
+    Endpoint(
+        "forkSession",
+        "POST",
+        "/api/sessions/{session_id}/fork",
+        {201: Fork},
+        SessionFork,
+        request_required=False,
+        errors=(E.SESSION_NOT_FOUND, E.LIMIT_REACHED),
+        client="fork_session",
+    ),
+    # -- approvals ---------------------------------------------------------------------------
+    Endpoint(
+        "listApprovals",
+        "GET",
+        "/api/sessions/{session_id}/approvals",
+        {200: ApprovalList},
+        errors=(E.SESSION_NOT_FOUND,),
+        client="list_approvals",
+    ),
+    Endpoint(
+        "decideApproval",
+        "POST",
+        "/api/sessions/{session_id}/approvals/{approval_id}",
+        {200: Approval},
+        ApprovalDecision,
+        errors=(E.SESSION_NOT_FOUND, E.NOT_FOUND, E.CONFLICT),
+        client="decide_approval",
     ),
     # -- auth --------------------------------------------------------------------------------
     Endpoint(
