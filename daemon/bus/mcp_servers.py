@@ -133,6 +133,10 @@ class McpServers:
             return {**spec, "url": body.url}
         if by_session_token:
             self._check_session_token_stdio(body)
+        try:
+            resolve_command(body.command or "")
+        except LaunchError as exc:
+            raise invalid("command", str(exc)) from None
         for key, value in body.env.items():
             if value.startswith(SECRET_PREFIX):
                 secret = value[len(SECRET_PREFIX) :]
@@ -352,6 +356,7 @@ class McpServers:
         assert reg.connection is not None
         deadline = timeout or tool.timeout or self.policy.call_timeout
         outcome = await reg.connection.call(name[len(reg.name) + 1 :], arguments, deadline)
+        reg.connection.count(reg.name, outcome)
         return tool, outcome
 
     # -- removal and life ---------------------------------------------------------------

@@ -117,6 +117,9 @@ async def test_stdio_server_tools_are_the_sessions_tools(app_client: Any, home: 
     assert executed[0]["tool_name"] == "fake.add" and executed[0]["result"] == {"result": 42}
     traces = (await (await app_client.get("/api/observability/traces", params={"session_id": sid})).json())["traces"]
     assert traces
+    exposition = await (await app_client.get("/metrics")).text()
+    counted = [line for line in exposition.splitlines() if line.startswith("llmgine_mcp_tool_calls_total{")]
+    assert any('server="fake"' in line and 'outcome="ok"' in line for line in counted), counted
 
 
 async def test_a_crashed_server_is_restarted(app_client: Any) -> None:
@@ -186,6 +189,8 @@ async def test_hosts_outside_the_allowed_list_are_refused(app_client: Any) -> No
     assert_envelope(error, "VALIDATION_ERROR")
     error = await add_server(app_client, None, expect=422, name="bad.name", **STDIO)
     assert_envelope(error, "VALIDATION_ERROR")
+    error = await add_server(app_client, None, expect=422, name="missing", command="/no/such/program")
+    assert "not found" in assert_envelope(error, "VALIDATION_ERROR")["details"]["issue"]
 
 
 async def test_session_tokens_cannot_run_host_commands(make_client: Any, http_server: str) -> None:
