@@ -20,14 +20,18 @@ from llmgine_daemon.api import (
     events,
     guard,
     handlers,
+    lifecycle,
     mcp,
     observability,
     openapi,
+    schedules,
     secrets,
     sessions,
     streams,
     system,
     tools,
+    usage,
+    webhooks,
 )
 from llmgine_daemon.api.errors import error_middleware
 from llmgine_daemon.api.keys import (
@@ -40,10 +44,13 @@ from llmgine_daemon.api.keys import (
     SHUTDOWN,
     WEBSOCKETS,
 )
+from llmgine_daemon.api.webhook_sender import HttpSender
 from llmgine_daemon.bus.capacity import Capacity
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.database import Database
 from llmgine_daemon.bus.mcp_servers import McpPolicy
+from llmgine_daemon.bus.webhook_policy import HostPolicy
+from llmgine_daemon.bus.webhooks import WebhookConfig
 from llmgine_daemon.engines import ENGINE_TYPES
 from llmgine_daemon.engines.context import EngineContext
 from llmgine_daemon.engines.providers import Providers
@@ -64,6 +71,7 @@ log = logging.getLogger("llmgine.app")
 ROUTE_MODULES = (
     events,
     commands,
+    lifecycle,
     system,
     streams,
     sessions,
@@ -76,8 +84,11 @@ ROUTE_MODULES = (
     auth,
     db,
     secrets,
+    webhooks,
+    schedules,
     openapi,
     apidocs,
+    usage,
 )
 
 
@@ -101,6 +112,18 @@ def sandbox_pool(settings: Settings) -> SandboxPool:
         isolation=settings["sandbox.isolation"],
         user=settings["sandbox.user"],
         group=settings["sandbox.group"] or "",
+    )
+
+
+def webhook_config(settings: Settings) -> WebhookConfig:
+    return WebhookConfig(
+        policy=HostPolicy.parse(settings["webhooks.allowed_hosts"]),
+        timeout=settings["webhooks.timeout"],
+        retry_for=settings["webhooks.retry_for"],
+        retry_base=settings["webhooks.retry_base"],
+        retry_cap=settings["webhooks.retry_cap"],
+        max_per_session=settings["webhooks.max_per_session"],
+        max_total=settings["webhooks.max_total"],
     )
 
 
@@ -147,12 +170,18 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             max_engines_per_session=limits.max_engines_per_session,
             max_tools_per_session=limits.max_tools_per_session,
         )
+        hooks = webhook_config(settings)
+        sender = HttpSender(hooks.policy)
         bus = Bus(
             store,
             engine_types=ENGINE_TYPES,
             sandbox=pool,
             capacity=capacity,
             engine_context=EngineContext.factory(providers),
+            webhooks=hooks,
+            webhook_sender=sender,
+            schedule_limits=(settings["schedules.max_per_session"], settings["schedules.max_total"]),
+            prices=settings["usage.prices"],
             mcp=McpPolicy(
                 allowed_hosts=tuple(settings["mcp.allowed_hosts"]),
                 session_token_stdio=settings["mcp.session_token_stdio"],
@@ -175,6 +204,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         finally:
             await retention.stop()
             await bus.stop()
+            await sender.close()
             await providers.close()
             await pool.stop()
 

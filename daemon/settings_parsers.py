@@ -124,3 +124,28 @@ def env_name(value: Any) -> str:
     if not text or not all(c.isalnum() or c == "_" for c in text):
         raise ValueError("expected an environment variable name")
     return text
+
+
+def prices(value: Any) -> dict[str, list[float]]:
+    """Model prices in USD per million tokens: a TOML table (or, in the environment, a JSON
+    object) of ``model = [input, output]`` or ``[input, output, cached_input]``."""
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise ValueError('expected a JSON object such as {"gpt-4o": [2.5, 10, 1.25]}') from None
+    if not isinstance(value, dict):
+        raise ValueError("expected a table of model = [input, output, cached_input] (USD per million tokens)")
+    table: dict[str, list[float]] = {}
+    for model, price in value.items():
+        ok = (
+            isinstance(price, list)
+            and len(price) in (2, 3)
+            and all(isinstance(p, (int, float)) and not isinstance(p, bool) and p >= 0 for p in price)
+        )
+        if not ok or not model:
+            raise ValueError(f"{model!r}: expected [input, output] or [input, output, cached_input], non-negative")
+        table[str(model)] = [float(p) for p in price]
+    return table

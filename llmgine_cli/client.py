@@ -39,6 +39,8 @@ from llmgine_daemon.protocol import (
     CommandCreate,
     CommandHandlerCreate,
     CommandList,
+    CommandWait,
+    CommandWaitResult,
     ConfigView,
     DbStats,
     Engine,
@@ -63,6 +65,7 @@ from llmgine_daemon.protocol import (
     McpServerCreate,
     McpServerList,
     MetricsSnapshot,
+    QueueView,
     SecretInfo,
     SecretList,
     SecretSet,
@@ -79,7 +82,9 @@ from llmgine_daemon.protocol import (
     ToolResult,
     TraceList,
     TraceView,
+    UsageReport,
     VacuumResult,
+    hooks,
 )
 from llmgine_daemon.protocol.endpoints import BY_NAME as ENDPOINTS
 
@@ -299,6 +304,33 @@ class Client(BusVerbs, HTTPTransport):
             "getBatch", path={"session_id": _id(session_id), "batch_id": batch_id}, query=_wait(wait), wait=wait
         )
 
+    # -- across sessions (api/lifecycle.py) ---------------------------------------------------
+
+    def wait_commands(
+        self,
+        command_ids: Sequence[str] = (),
+        *,
+        batch_id: str | None = None,
+        any: bool = False,
+        status: Sequence[str] | None = None,
+        timeout: float = LONG_POLL_S,
+    ) -> CommandWaitResult:
+        """Hold one request until the commands (of any session) reached ``status`` (default:
+        finished), or ``timeout`` seconds passed (``done`` false)."""
+        body = CommandWait(
+            command_ids=list(command_ids),
+            batch_id=batch_id,
+            any=any,
+            status=list(status) if status else None,
+            timeout=timeout,
+        )
+        return self._op("waitCommands", body=body, wait=timeout)
+
+    def queue(self, *, status: str | None = None, limit: int = 100, session_id: str | None = None) -> QueueView:
+        """Unfinished commands of every session (a session token: its own), with positions."""
+        query = {"status": status, "limit": limit, "session_id": session_id}
+        return self._op("listQueue", query=query)
+
     # -- events (api/events.py) --------------------------------------------------------------
 
     def publish_event(self, session_id: str, event_type: str, data: dict[str, Any], metadata: dict[str, Any]) -> Event:
@@ -355,6 +387,9 @@ class Client(BusVerbs, HTTPTransport):
 
     def delete_engine(self, engine_id: str) -> Engine:
         return self._op("deleteEngine", path={"engine_id": engine_id})
+
+    def usage(self, *, session_id: str | None = None, since: str | None = None, by: str | None = None) -> UsageReport:
+        return self._op("getUsage", query={"session_id": session_id, "since": since, "by": by})
 
     def execute_engine(
         self,
@@ -576,6 +611,49 @@ class Client(BusVerbs, HTTPTransport):
         """Every event handler of the type in the scope."""
         name, path = _scoped("deleteEventHandlers", session_id, type=event_type)
         return self._op(name, path=path)
+
+    # -- webhooks and schedules (api/webhooks.py, api/schedules.py) -------------------------
+
+    def create_webhook(
+        self, url: str, *, events: Sequence[str] = ("*",), session_id: str | None = None, secret: str | None = None
+    ) -> hooks.Webhook:
+        return self._op("createWebhook", body=hooks.WebhookCreate(url, list(events), session_id, secret))
+
+    def list_webhooks(self, session_id: str | None = None) -> hooks.WebhookList:
+        return self._op("listWebhooks", query={"session_id": session_id})
+
+    def get_webhook(self, webhook_id: str) -> hooks.Webhook:
+        return self._op("getWebhook", path={"webhook_id": webhook_id})
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        return self._op("deleteWebhook", path={"webhook_id": webhook_id})
+
+    def webhook_deliveries(
+        self, webhook_id: str, *, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> hooks.WebhookDeliveryList:
+        query = {"status": status, "limit": limit, "offset": offset}
+        return self._op("listWebhookDeliveries", path={"webhook_id": webhook_id}, query=query)
+
+    def create_schedule(self, session_id: str, command: CommandCreate, **when: Any) -> hooks.Schedule:
+        """``when``: one of cron=, every=, at=, and timezone=, missed= (hooks.ScheduleCreate)."""
+        return self._op(
+            "createSchedule", body=hooks.ScheduleCreate(session_id=_id(session_id), command=command, **when)
+        )
+
+    def list_schedules(self, session_id: str | None = None) -> hooks.ScheduleList:
+        return self._op("listSchedules", query={"session_id": session_id})
+
+    def get_schedule(self, schedule_id: str) -> hooks.Schedule:
+        return self._op("getSchedule", path={"schedule_id": schedule_id})
+
+    def pause_schedule(self, schedule_id: str) -> hooks.Schedule:
+        return self._op("pauseSchedule", path={"schedule_id": schedule_id})
+
+    def resume_schedule(self, schedule_id: str) -> hooks.Schedule:
+        return self._op("resumeSchedule", path={"schedule_id": schedule_id})
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        return self._op("deleteSchedule", path={"schedule_id": schedule_id})
 
     # -- the API itself ----------------------------------------------------------------------
 

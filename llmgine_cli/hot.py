@@ -202,6 +202,7 @@ def command_run(
     output: Any,
     quiet: bool,
     cancel_on_interrupt: bool = False,
+    on_done: str | None = None,
 ) -> int:
     # Every run carries an idempotency key: a Ctrl-C during the first long poll sends the
     # same request again without waiting, which returns the command already submitted (never
@@ -225,7 +226,13 @@ def command_run(
         if record["status"] not in TERMINAL_STATUSES:
             return interrupted(app_ctx, record, cancel=cancel_on_interrupt)
     return finish_command(
-        app_ctx, record, no_wait=no_wait, output=output, quiet=quiet, cancel_on_interrupt=cancel_on_interrupt
+        app_ctx,
+        record,
+        no_wait=no_wait,
+        output=output,
+        quiet=quiet,
+        cancel_on_interrupt=cancel_on_interrupt,
+        on_done=on_done,
     )
 
 
@@ -256,9 +263,10 @@ def finish_command(
     output: Any,
     quiet: bool,
     cancel_on_interrupt: bool = False,
+    on_done: str | None = None,
 ) -> int:
-    """Wait for the command (unless --no-wait), print it; exit 1 unless it completed, 130
-    when Ctrl-C stopped the waiting."""
+    """Wait for the command (unless --no-wait), print it, run the --on-done hook (on_done.py)
+    if it ended; exit 1 unless it completed, 130 when Ctrl-C stopped the waiting."""
     if not no_wait:
         waited = wait_for(app_ctx, record)
         if waited is None:
@@ -266,6 +274,10 @@ def finish_command(
         record = waited
     render_command(app_ctx, record, output, quiet)
     status = record["status"]
+    if on_done and status in TERMINAL_STATUSES:
+        from llmgine_cli.on_done import run_hook
+
+        run_hook(app_ctx.env, on_done, record)
     if status in ("queued", "executing", "completed"):
         return 0
     error = record.get("error")

@@ -134,9 +134,12 @@ def assert_envelope(payload: dict[str, Any], code: str) -> dict[str, Any]:
     return error
 
 
-# -- the test that logs a secret fails (tests/secret_logs.py) --------------------------------
+# -- fixtures and hooks from their own modules (pytest finds them by name in a conftest) -------
+# tests/postgres.py: a throwaway PostgreSQL server per test process, a fresh database per test.
+# tests/secret_logs.py: the test that logs a secret fails.
 
-from tests.secret_logs import (  # noqa: E402, F401 - pytest finds hooks by name in a conftest
+from tests.postgres import make_pg_url, pg_server, pg_url  # noqa: E402, F401
+from tests.secret_logs import (  # noqa: E402, F401
     pytest_runtest_makereport,
     pytest_sessionfinish,
     pytest_sessionstart,

@@ -16,12 +16,14 @@ from llmgine_daemon.api.util import (
     json_response,
     limit_offset,
     path_id,
+    query_statuses,
     read_json,
     replay_headers,
     wait_seconds,
 )
 from llmgine_daemon.bus.commands import validate
-from llmgine_daemon.bus.errors import BusError, invalid
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.usage import add_usage
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
     TERMINAL_STATUSES,
@@ -59,6 +61,7 @@ async def submit_batch(request: web.Request) -> web.Response:
     done = await commands.wait(batch.commands, wait)
     if done:
         batch.status = "finished"
+        batch.usage = add_usage(c.usage for c in batch.commands)
     return json_response(batch, status=_finished_status(done), headers=replay_headers(replayed, prefer, wait))
 
 
@@ -89,17 +92,7 @@ async def submit_command(request: web.Request) -> web.Response:
 async def list_commands(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     limit, offset = limit_offset(request)
-    statuses = None
-    raw = request.query.get("status")
-    if raw:
-        statuses = [s.strip() for s in raw.split(",") if s.strip()]
-        bad = [s for s in statuses if s not in COMMAND_STATUSES]
-        if bad:
-            raise invalid(
-                "status",
-                f"must be one or more (comma-separated) of {', '.join(COMMAND_STATUSES)}",
-                value=raw[:64],
-            )
+    statuses = query_statuses(request, COMMAND_STATUSES)
     command_type = request.query.get("command_type") or None
     batch_id = request.query.get("batch_id") or None
     return json_response(

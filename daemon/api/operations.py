@@ -16,6 +16,7 @@ from llmgine_daemon.api.apidocs import ASSETS
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
     SESSION_TOKEN_HEADER,
+    UNFINISHED_STATUSES,
     ErrorCode,
 )
 from llmgine_daemon.protocol.grammar import (
@@ -107,6 +108,8 @@ PATH_SCHEMAS: dict[str, tuple[dict[str, Any], str]] = {
         "a command type or event type (`*`: the every-event handler)",
     ),
     "trace_id": ({"type": "string", "pattern": TRACE_ID_PATTERN}, "32 hex digits"),
+    "webhook_id": (ID, "a webhook id"),
+    "schedule_id": (ID, "a schedule id"),
     "secret": (msgspec.json.schema(SecretName), "a secret's name: an environment variable's, e.g. OPENAI_API_KEY"),
     "asset": ({"type": "string", "enum": sorted(ASSETS)}, "a vendored file"),
 }
@@ -322,6 +325,46 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="Validated all-or-nothing (`details.index` names the bad member).",
     ),
     ("GET", "/api/sessions/{session_id}/batches/{batch_id}"): Op("Get a batch", "commands", params=(WAIT, PREFER)),
+    ("POST", "/api/commands/wait"): Op(
+        "Wait for commands of any session",
+        "commands",
+        description="One long request: answers once all the commands (`any`: one of them) "
+        "reached one of the `status` values (default: any terminal status) or finished "
+        "without, or when `timeout` seconds passed (`done: false`). `batch_id` adds a batch's "
+        "commands. A session token may wait only for its own session's commands (others: "
+        "404 COMMAND_NOT_FOUND).",
+    ),
+    ("GET", "/api/commands"): Op(
+        "The live queue across sessions",
+        "commands",
+        params=(
+            Param("limit", _int(1, 1000, 100), "page size"),
+            Param(
+                "status",
+                {"type": "string", "pattern": _list_of(UNFINISHED_STATUSES)},
+                "comma-separated unfinished statuses (default: all of them)",
+            ),
+            Param("session_id", ID, "only this session"),
+        ),
+        description="Unfinished commands of every session (a session token: its own), "
+        "oldest first, with their position in their session's queue, how long they waited "
+        "and how long they have run; counts per status and what finished in the last minute.",
+    ),
+    # -- usage -----------------------------------------------------------------------------
+    ("GET", "/api/usage"): Op(
+        "Token usage and estimated cost, summed",
+        "usage",
+        params=(
+            Param("session_id", ID, "only this session's commands (a session token: required, its own)"),
+            Param("since", RELATIVE_TIME, "commands created since: ISO 8601 or a duration ago (15m, 1h, 2d)"),
+            Param("by", _enum("model", "engine", "session"), "one group per model, engine or session"),
+        ),
+        description="Sums of the tokens (prompt, completion, cached) of the model calls engines "
+        "made, over commands, with an estimated cost from the price table (`usage.prices` over "
+        "the built-in one, docs/agents.md); calls to models without a price count in "
+        "`unpriced_tokens`, not in `cost_usd`. A command's, batch's, engine's and session's own "
+        "sums are the `usage` of their records.",
+    ),
     # -- events ----------------------------------------------------------------------------
     ("POST", "/api/sessions/{session_id}/events"): Op("Publish an event", "events", params=(IDEMPOTENCY_KEY,)),
     ("GET", "/api/sessions/{session_id}/events"): Op(
@@ -475,6 +518,41 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     ("GET", "/api/secrets"): Op("List the secrets' names (never their values)", "auth"),
     ("DELETE", "/api/secrets/{secret}"): Op("Delete a secret", "auth"),
+    # -- webhooks and schedules (bus/webhooks.py, bus/schedules.py) ----------------------------
+    ("POST", "/api/webhooks"): Op(
+        "Register a webhook: matching events are POSTed to the URL, signed",
+        "callbacks",
+        description="Standard Webhooks signing (`webhook-id`, `webhook-timestamp`, `webhook-signature: "
+        "v1,<base64 HMAC-SHA256>`) with the `whsec_` secret, which this answer alone shows (one is generated "
+        "when not given). Only hosts `webhooks.allowed_hosts` allows (default: loopback): 403 otherwise. "
+        "A session token registers for its own session only. Deliveries are durable and retried with "
+        "exponential backoff for `webhooks.retry_for` seconds.",
+    ),
+    ("GET", "/api/webhooks"): Op("List webhooks", "callbacks", params=(Param("session_id", ID),)),
+    ("GET", "/api/webhooks/{webhook_id}"): Op("Get a webhook (never its secret)", "callbacks"),
+    ("DELETE", "/api/webhooks/{webhook_id}"): Op("Delete a webhook and its pending deliveries", "callbacks"),
+    ("GET", "/api/webhooks/{webhook_id}/deliveries"): Op(
+        "List a webhook's deliveries, newest first, with every attempt (status code, error, duration)",
+        "callbacks",
+        params=(LIMIT, OFFSET, Param("status", _enum("pending", "delivered", "failed"))),
+    ),
+    ("POST", "/api/schedules"): Op(
+        "Create a schedule: a command submitted on a cron expression, every N seconds, or once",
+        "callbacks",
+        description="Exactly one of `cron` (5 fields, in `timezone`), `every` (seconds, or `90s`, `5m`, `2h`, "
+        "`1d`) and `at` (ISO 8601). Each firing submits the command once, with `schedule_id` and "
+        "`schedule_due` in its metadata, even across restarts. Firings missed while the daemon was down: "
+        "`missed: skip` (default) or `run_once`.",
+    ),
+    ("GET", "/api/schedules"): Op(
+        "List schedules with their next firing times", "callbacks", params=(Param("session_id", ID),)
+    ),
+    ("GET", "/api/schedules/{schedule_id}"): Op("Get a schedule", "callbacks"),
+    ("POST", "/api/schedules/{schedule_id}/pause"): Op("Pause a schedule", "callbacks"),
+    ("POST", "/api/schedules/{schedule_id}/resume"): Op(
+        "Resume a schedule (from its next firing after now)", "callbacks"
+    ),
+    ("DELETE", "/api/schedules/{schedule_id}"): Op("Delete a schedule", "callbacks"),
 }
 
 TAGS = [
@@ -488,6 +566,8 @@ TAGS = [
     ("handlers", "Command and event handlers: Python functions run in the sandbox"),
     ("observability", "Logs, metrics and traces"),
     ("auth", "API keys and session tokens"),
+    ("callbacks", "Webhooks and schedules"),
+    ("usage", "Token usage and estimated cost of the model calls engines made"),
 ]
 
 DESCRIPTION = f"""\

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -24,6 +25,7 @@ import os
 import re
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ from typing import Literal
 from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.sessions import require_active
 from llmgine_daemon.paths import write_private
-from llmgine_daemon.protocol import ErrorCode, now_iso
+from llmgine_daemon.protocol import ErrorCode, now_iso, to_iso
 from llmgine_daemon.store.db import Store
 
 log = logging.getLogger("llmgine.auth")
@@ -86,6 +88,14 @@ class KeyRecord:
     last_used_at: str | None = None
     revoked_at: str | None = None
     persisted_used: float = 0.0  # monotonic time of the last last_used_at write
+    used_at: float = 0.0  # wall-clock time of the last use in this process (0: none yet)
+
+    @property
+    def last_used(self) -> str | None:
+        """When the key was last used: this process's latest use, else the stored one."""
+        if self.used_at:
+            return to_iso(dt.datetime.fromtimestamp(self.used_at, dt.UTC))
+        return self.last_used_at
 
     @property
     def prefix(self) -> str:
@@ -165,17 +175,17 @@ class Credentials:
 
     def verify(self, presented: str) -> Principal:
         """The principal for a presented credential, or AuthFailure. In memory, no I/O."""
-        now = now_iso()
         key = _split(presented, KEY_PREFIX)
         if key is not None:
             record = self.keys.get(key[0])
             ok = hmac.compare_digest(digest(key[1]), record.digest if record else _DUMMY)
             if record is None or not ok:
                 raise AuthFailure("invalid API key")
-            state = record.state(now)
-            if state != "active":
-                raise AuthFailure(f"API key {record.prefix} is {state}")
-            self._touch(record, now)
+            if record.revoked_at is not None or record.expires_at is not None:  # else active
+                state = record.state(now_iso())
+                if state != "active":
+                    raise AuthFailure(f"API key {record.prefix} is {state}")
+            self._touch(record)
             return Principal("key", record.key_id)
         token = _split(presented, TOKEN_PREFIX)
         if token is not None:
@@ -189,13 +199,16 @@ class Credentials:
             return Principal("secret", "api_key_secret")
         raise AuthFailure("invalid API key")
 
-    def _touch(self, record: KeyRecord, now: str) -> None:
-        record.last_used_at = now
-        loop = asyncio.get_running_loop()
-        if loop.time() - record.persisted_used < LAST_USED_EVERY:
+    def _touch(self, record: KeyRecord) -> None:
+        """Note the use (a float per request); store it at most every LAST_USED_EVERY."""
+        record.used_at = time.time()
+        mono = time.monotonic()
+        if mono - record.persisted_used < LAST_USED_EVERY:
             return
-        record.persisted_used = loop.time()
+        record.persisted_used = mono
+        now = record.last_used_at = now_iso()
         key_id = record.key_id
+        loop = asyncio.get_running_loop()
 
         async def persist() -> None:
             try:

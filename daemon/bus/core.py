@@ -18,10 +18,14 @@ from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import EventLog
 from llmgine_daemon.bus.handler_registry import HandlerRegistry
 from llmgine_daemon.bus.mcp_servers import McpPolicy, McpServers
+from llmgine_daemon.bus.schedules import Schedules
 from llmgine_daemon.bus.sessions import Sessions
 from llmgine_daemon.bus.tools import Tools
+from llmgine_daemon.bus.usage import Prices, UsageBook
 from llmgine_daemon.bus.usercode_bridge import SandboxBridge
 from llmgine_daemon.bus.usercode_handlers import UserHandlers
+from llmgine_daemon.bus.webhook_outbox import Sender
+from llmgine_daemon.bus.webhooks import WebhookConfig, Webhooks
 from llmgine_daemon.protocol import CallErrorCode, StatusCounts, now_iso
 from llmgine_daemon.sandbox.pool import SandboxPool
 from llmgine_daemon.store.db import Store
@@ -35,19 +39,27 @@ class Bus:
         sandbox: SandboxPool | None = None,
         capacity: Capacity | None = None,
         engine_context: Callable[[Bus], Any] | None = None,
+        webhooks: WebhookConfig | None = None,
+        webhook_sender: Sender | None = None,
+        schedule_limits: tuple[int, int] = (50, 1000),
+        prices: dict[str, list[float]] | None = None,
         mcp: McpPolicy | None = None,
         secrets: Callable[[str], str | None] | None = None,
     ) -> None:
         """``engine_context`` builds, from this Bus, what every engine's constructor gets
         beside its record (engines/context.py); it is called once the Bus's other parts exist.
-        ``mcp``: the rules for MCP servers (settings mcp.*); ``secrets``: looks up a secret of
-        ``llmgine secret`` by name (MCP servers' ``secret:NAME`` environment values)."""
+        ``webhook_sender`` makes the HTTP requests of webhook deliveries (api/webhook_sender.py;
+        without one, deliveries are derived and kept but not sent). ``mcp``: the rules for MCP
+        servers (settings mcp.*); ``secrets``: looks up a secret of ``llmgine secret`` by name
+        (MCP servers' ``secret:NAME`` environment values)."""
         self.store = store
         # security.limits.max_*: checked inside the creating writes (bus/capacity.py).
         self.capacity = capacity or Capacity()
         self.started_at = now_iso()
         self._started_monotonic = time.monotonic()
         self.events = EventLog(store)
+        # Token usage and cost per command (usage.prices over the built-in table).
+        self.usage = UsageBook(store, Prices(prices))
         self.sessions = Sessions(self)
         self.handlers = HandlerRegistry()
         self.commands = Commands(self)
@@ -63,6 +75,11 @@ class Bus:
         context = engine_context(self) if engine_context is not None else None
         self.engines = Engines(self, engine_types or {}, context)
         self.sessions.hooks.append(self.engines.on_session_end)
+        self.webhooks = Webhooks(self, webhooks)
+        self._webhook_sender = webhook_sender
+        self.schedules = Schedules(self, *schedule_limits)
+        self.sessions.hooks.append(self.webhooks.on_session_end)
+        self.sessions.hooks.append(self.schedules.on_session_end)
 
     def sandbox_pool(self) -> SandboxPool:
         if self.sandbox is None:
@@ -86,9 +103,14 @@ class Bus:
         await self.user_handlers.start()
         await self.mcp.start()
         await self.commands.start()
+        # Then what submits work or reads the log on its own: schedules and webhooks.
+        self.schedules.start()
+        await self.webhooks.start(self._webhook_sender)
 
     async def stop(self) -> None:
         """Stop runtime work; queued work stays queued in the store for the next start."""
+        await self.schedules.stop()
+        await self.webhooks.stop()
         await self.commands.stop()
         await self.user_handlers.stop()
         await self.engines.stop()

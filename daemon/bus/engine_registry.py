@@ -23,6 +23,7 @@ from llmgine_daemon.bus.commands import CommandSpec, validate
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import require_active
+from llmgine_daemon.bus.usage import UsageBook
 from llmgine_daemon.observability import tracing
 from llmgine_daemon.observability.context import bind
 from llmgine_daemon.protocol import (
@@ -33,6 +34,7 @@ from llmgine_daemon.protocol import (
     EngineList,
     EngineType,
     ErrorCode,
+    Usage,
     now_iso,
 )
 
@@ -226,6 +228,7 @@ class Engines:
             configuration=configuration,
             created_at=now_iso(),
             command_type=cls.command_type,
+            usage=Usage(),  # none yet: as GET /api/engines/{id} would say
         )
         # A session at its maximum says so before a second engine of a type meets CONFLICT.
         await self.store.read(lambda conn: self.bus.capacity.check_engines(conn, session_id))
@@ -275,14 +278,20 @@ class Engines:
         return row[0] if row is not None else None
 
     async def get(self, engine_id: str) -> Engine:
-        def read(conn: sqlite3.Connection) -> tuple[Any, ...]:
+        """The engine with its usage (the sum over its commands: bus/usage.py)."""
+        return await self._get(engine_id, with_usage=True)
+
+    async def _get(self, engine_id: str, *, with_usage: bool = False) -> Engine:
+        def read(conn: sqlite3.Connection) -> tuple[tuple[Any, ...], Usage | None]:
             row = conn.execute(f"SELECT {ENGINE_COLUMNS} FROM engines WHERE engine_id = ?", (engine_id,)).fetchone()
             if row is None:
                 raise not_found("engine", engine_id=engine_id)
-            return row
+            return row, UsageBook.sums(conn, "engine_id", engine_id) if with_usage else None
 
-        row = await self.store.read(read)
-        return row_to_engine(row, self._command_type(row[2]))
+        row, usage = await self.store.read(read)
+        engine = row_to_engine(row, self._command_type(row[2]))
+        engine.usage = usage
+        return engine
 
     async def list(self, session_id: str | None, status: str | None, limit: int, offset: int) -> EngineList:
         def read(conn: sqlite3.Connection) -> EngineList:
@@ -329,7 +338,7 @@ class Engines:
         self, engine_id: str, prompt: str, parameters: dict[str, Any], metadata: dict[str, Any]
     ) -> Command:
         """Run a prompt as a command of the engine's type in the engine's session."""
-        engine = await self.get(engine_id)
+        engine = await self._get(engine_id)
         if engine_id not in self.running:
             # A stopped engine (its session ended) is not registered: say why, plainly.
             raise BusError(

@@ -131,9 +131,13 @@ class Sessions:
 
     async def get(self, session_id: str) -> Session:
         def read(conn: sqlite3.Connection) -> Session:
-            return row_to_session(fetch_session(conn, session_id), count_session(conn, session_id))
+            session = row_to_session(fetch_session(conn, session_id), count_session(conn, session_id))
+            # A sum over the session's commands (bus/usage.py).
+            session.usage = self.bus.usage.sums(conn, "session_id", session_id)
+            return session
 
-        # Three index lookups: on the event loop (store.read_point).
+        # Index lookups (and a sum over the session's commands): on the event loop unless
+        # they run long (store.read_point moves them to the reader's thread then).
         return await self.bus.store.read_point(read)
 
     async def list(self, status: str | None, limit: int, offset: int) -> SessionList:

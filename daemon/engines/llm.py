@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,13 +43,17 @@ from llmgine_daemon.engines.providers import (
     ToolCall,
     ToolSpec,
     UnknownModel,
+    Usage,
     resolve_model,
 )
 from llmgine_daemon.observability import metrics, tracing
 from llmgine_daemon.protocol import Command, Engine
+from llmgine_daemon.store.db import StorageError
 
 if TYPE_CHECKING:
     from llmgine_daemon.engines.context import EngineContext
+
+log = logging.getLogger("llmgine.engines")
 
 # A tool result longer than this is cut before it goes back to the model (and into memory).
 MAX_TOOL_RESULT_CHARS = 20_000
@@ -261,6 +266,27 @@ class LLMEngine(EngineBase):
         value = result.result
         return tool_message(call, value if isinstance(value, str) else json.dumps(value), False)
 
+    # -- usage --------------------------------------------------------------------------
+
+    async def record_usage(self, ctx: Execution, provider: str, model: str, usage: Usage) -> None:
+        """One model call's tokens onto the command's row (bus/usage.py), as soon as the call
+        ended: what was spent is counted even if the command is cancelled later."""
+        command = ctx.command
+        try:
+            total = await self.context.usage.record(
+                command.command_id,
+                self.record.engine_id,
+                provider,
+                model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+            )
+        except StorageError as exc:  # the answer matters more than its bookkeeping
+            log.warning("could not record the usage of command %s: %s", command.command_id, exc)
+            return
+        command.usage = total  # after the commit, like every change to a live record
+
     # -- the turn -----------------------------------------------------------------------
 
     async def handle(self, command: Command) -> Any:
@@ -283,7 +309,7 @@ class LLMEngine(EngineBase):
         system: list[Message] = [{"role": "system", "content": opts.system_prompt}] if opts.system_prompt else []
         turn: list[Message] = [{"role": "user", "content": prompt}]
         parts: list[str] = []
-        prompt_tokens = completion_tokens = 0
+        prompt_tokens = completion_tokens = cached_tokens = 0
         rounds = 0
         first_delta_ms: float | None = None
         calls_made: list[dict[str, Any]] = []
@@ -294,7 +320,12 @@ class LLMEngine(EngineBase):
                 "response": text,
                 "text": text,
                 "finish_reason": finish_reason,
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "cached_tokens": cached_tokens,
+                    "cost_usd": ctx.command.usage.cost_usd if ctx.command.usage is not None else None,
+                },
                 "latency_ms": round((time.monotonic() - t0) * 1000, 3),
                 "first_delta_ms": first_delta_ms,
                 "model": f"{provider.name}/{model}",
@@ -331,16 +362,13 @@ class LLMEngine(EngineBase):
                         finish_reason=completion.finish_reason,
                         prompt_tokens=completion.usage.prompt_tokens,
                         completion_tokens=completion.usage.completion_tokens,
+                        cached_tokens=completion.usage.cached_tokens,
                         tool_calls=len(completion.tool_calls),
                     )
-                    for kind, count in (
-                        ("prompt", completion.usage.prompt_tokens),
-                        ("completion", completion.usage.completion_tokens),
-                    ):
-                        if count:
-                            metrics.inc("llm_tokens_total", count, provider=provider.name, model=model, kind=kind)
                 prompt_tokens += completion.usage.prompt_tokens
                 completion_tokens += completion.usage.completion_tokens
+                cached_tokens += completion.usage.cached_tokens
+                await self.record_usage(ctx, provider.name, model, completion.usage)
                 if not (completion.tool_calls and tools):
                     turn.append({"role": "assistant", "content": completion.text})
                     finish = completion.finish_reason

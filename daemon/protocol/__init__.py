@@ -3,7 +3,8 @@
 Only msgspec and the standard library may be imported here: the CLI imports this package on
 every invocation. One module per area (``base``: error codes, headers, timestamps;
 ``grammar``: identifiers and types; ``bus``; ``streams``: the event streams' messages;
-``system``; ``usercode``; ``mcp``); import the names from the package.
+``system``; ``usercode``; ``hooks``: webhooks and schedules; ``lifecycle``: waiting and the
+queue view; ``mcp``); import the names from the package.
 
 Conventions:
 - Timestamps are ISO 8601 UTC strings with microseconds and a ``Z`` suffix; they sort as text.
@@ -36,6 +37,7 @@ from llmgine_daemon.protocol.bus import (  # noqa: F401
     EVENT_SOURCES,
     PRIORITIES,
     TERMINAL_STATUSES,
+    UNFINISHED_STATUSES,
     Batch,
     BatchCreate,
     BatchMode,
@@ -61,6 +63,9 @@ from llmgine_daemon.protocol.bus import (  # noqa: F401
     SessionCreate,
     SessionList,
     SessionStatus,
+    Usage,
+    UsageGroup,
+    UsageReport,
 )
 from llmgine_daemon.protocol.grammar import (  # noqa: F401
     ID_PATTERN,
@@ -72,6 +77,25 @@ from llmgine_daemon.protocol.grammar import (  # noqa: F401
     ToolName,
     TypeName,
     valid_id,
+)
+from llmgine_daemon.protocol.hooks import (  # noqa: F401
+    Schedule,
+    ScheduleCreate,
+    ScheduleList,
+    Webhook,
+    WebhookAttempt,
+    WebhookCreate,
+    WebhookDelivery,
+    WebhookDeliveryList,
+    WebhookList,
+)
+from llmgine_daemon.protocol.lifecycle import (  # noqa: F401
+    MAX_WAIT_IDS,
+    MAX_WAIT_TIMEOUT_S,
+    CommandWait,
+    CommandWaitResult,
+    QueueItem,
+    QueueView,
 )
 from llmgine_daemon.protocol.mcp import (  # noqa: F401
     McpServer,

@@ -9,6 +9,37 @@ import msgspec
 from llmgine_daemon.protocol.base import ErrorBody
 from llmgine_daemon.protocol.grammar import Id, TypeName
 
+# -- usage -------------------------------------------------------------------------------
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    """Tokens of the model calls of a command, summed per batch, engine, session or report row
+    (bus/usage.py). ``cost_usd`` is an estimate from the price table (``usage.prices``) at the
+    time of each call; None when no call had a known price. ``unpriced_tokens``: tokens of
+    calls to models without a price (left out of the cost)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, served from the provider's prompt cache
+    total_tokens: int = 0
+    cost_usd: float | None = None
+    unpriced_tokens: int = 0
+    commands: int = 0  # commands that called a model
+
+
+class UsageGroup(msgspec.Struct, kw_only=True):
+    key: str | None  # the model, engine id or session id (None without ``by``)
+    usage: Usage
+
+
+class UsageReport(msgspec.Struct, kw_only=True):
+    by: str | None
+    session_id: str | None
+    since: str | None
+    groups: list[UsageGroup]
+    total: Usage
+
+
 # -- sessions ----------------------------------------------------------------------------
 
 SessionStatus = Literal["active", "closed"]
@@ -36,6 +67,7 @@ class Session(msgspec.Struct):
     last_activity_at: str
     ended_at: str | None = None
     counts: SessionCounts | None = None
+    usage: Usage | None = None  # GET /api/sessions/{id} only
     # Returned once, by the request that created the session (see the security model).
     session_token: str | None = None
 
@@ -93,6 +125,8 @@ COMMAND_STATUSES: tuple[str, ...] = (
     "interrupted",
 )
 TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled", "interrupted"})
+# Not finished yet: what the live queue view (GET /api/commands) shows.
+UNFINISHED_STATUSES: tuple[str, ...] = tuple(s for s in COMMAND_STATUSES if s not in TERMINAL_STATUSES)
 PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
 
 
@@ -122,6 +156,8 @@ class Command(msgspec.Struct, kw_only=True):
     batch_id: str | None = None
     # The trace of the request that submitted it (GET /api/observability/traces/{trace_id}).
     trace_id: str | None = None
+    # Model calls an engine made for it (None: it called none).
+    usage: Usage | None = None
 
 
 class CommandList(msgspec.Struct):
@@ -148,6 +184,7 @@ class Batch(msgspec.Struct):
     status: str  # queued | executing | finished
     created_at: str
     commands: list[Command]
+    usage: Usage | None = None  # its commands' usage, summed
 
 
 # -- engines -----------------------------------------------------------------------------
@@ -169,6 +206,7 @@ class Engine(msgspec.Struct, kw_only=True):
     configuration: dict[str, Any]
     created_at: str
     command_type: str
+    usage: Usage | None = None  # GET /api/engines/{id} only
 
 
 class EngineList(msgspec.Struct):

@@ -44,7 +44,18 @@ from llmgine_daemon.protocol.bus import (
     Session,
     SessionCreate,
     SessionList,
+    UsageReport,
 )
+from llmgine_daemon.protocol.hooks import (
+    Schedule,
+    ScheduleCreate,
+    ScheduleList,
+    Webhook,
+    WebhookCreate,
+    WebhookDeliveryList,
+    WebhookList,
+)
+from llmgine_daemon.protocol.lifecycle import CommandWait, CommandWaitResult, QueueView
 from llmgine_daemon.protocol.mcp import McpServer, McpServerCreate, McpServerList
 from llmgine_daemon.protocol.system import (
     ApiKeyCreate,
@@ -211,6 +222,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=(E.SESSION_NOT_FOUND, E.COMMAND_NOT_FOUND, E.NOT_FOUND),
         client="get_batch",
     ),
+    Endpoint(
+        "waitCommands",
+        "POST",
+        "/api/commands/wait",
+        {200: CommandWaitResult},
+        CommandWait,
+        errors=(E.COMMAND_NOT_FOUND, E.NOT_FOUND),
+        client="wait_commands",
+    ),
+    Endpoint("listQueue", "GET", "/api/commands", {200: QueueView}, client="queue"),
     # -- events ------------------------------------------------------------------------------
     Endpoint(
         "publishEvent",
@@ -258,6 +279,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         client="create_engine",
     ),
     Endpoint("listEngines", "GET", "/api/engines", {200: EngineList}, client="list_engines"),
+    # -- usage -------------------------------------------------------------------------------
+    Endpoint("getUsage", "GET", "/api/usage", {200: UsageReport}, client="usage"),
     Endpoint(
         "getEngine", "GET", "/api/engines/{engine_id}", {200: Engine}, errors=(E.ENGINE_NOT_FOUND,), client="get_engine"
     ),
@@ -539,6 +562,61 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("listSecrets", "GET", "/api/secrets", {200: SecretList}, client="list_secrets"),
     Endpoint(
         "deleteSecret", "DELETE", "/api/secrets/{secret}", {204: None}, errors=(E.NOT_FOUND,), client="delete_secret"
+    ),
+)
+
+# -- webhooks and schedules --------------------------------------------------------------------
+_NF = (E.NOT_FOUND,)
+ENDPOINTS += (
+    Endpoint(
+        "createWebhook",
+        "POST",
+        "/api/webhooks",
+        {201: Webhook},
+        WebhookCreate,
+        errors=(E.SESSION_NOT_FOUND, E.LIMIT_REACHED),
+        client="create_webhook",
+    ),
+    Endpoint("listWebhooks", "GET", "/api/webhooks", {200: WebhookList}, client="list_webhooks"),
+    Endpoint("getWebhook", "GET", "/api/webhooks/{webhook_id}", {200: Webhook}, errors=_NF, client="get_webhook"),
+    Endpoint("deleteWebhook", "DELETE", "/api/webhooks/{webhook_id}", {204: None}, errors=_NF, client="delete_webhook"),
+    Endpoint(
+        "listWebhookDeliveries",
+        "GET",
+        "/api/webhooks/{webhook_id}/deliveries",
+        {200: WebhookDeliveryList},
+        errors=_NF,
+        client="webhook_deliveries",
+    ),
+    Endpoint(
+        "createSchedule",
+        "POST",
+        "/api/schedules",
+        {201: Schedule},
+        ScheduleCreate,
+        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.LIMIT_REACHED),
+        client="create_schedule",
+    ),
+    Endpoint("listSchedules", "GET", "/api/schedules", {200: ScheduleList}, client="list_schedules"),
+    Endpoint("getSchedule", "GET", "/api/schedules/{schedule_id}", {200: Schedule}, errors=_NF, client="get_schedule"),
+    Endpoint(
+        "pauseSchedule",
+        "POST",
+        "/api/schedules/{schedule_id}/pause",
+        {200: Schedule},
+        errors=(E.NOT_FOUND, E.CONFLICT),
+        client="pause_schedule",
+    ),
+    Endpoint(
+        "resumeSchedule",
+        "POST",
+        "/api/schedules/{schedule_id}/resume",
+        {200: Schedule},
+        errors=(E.NOT_FOUND, E.CONFLICT),
+        client="resume_schedule",
+    ),
+    Endpoint(
+        "deleteSchedule", "DELETE", "/api/schedules/{schedule_id}", {204: None}, errors=_NF, client="delete_schedule"
     ),
 )
 

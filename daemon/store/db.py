@@ -44,7 +44,11 @@ from typing import Any, TypeVar
 
 import aiosqlite
 from llmgine_daemon.aio import cancel_and_wait
-from llmgine_daemon.store import obs_migrations  # noqa: F401 - registers migrations 40-49
+from llmgine_daemon.store import (
+    agent_migrations,  # noqa: F401 - registers migrations 100-109
+    hook_migrations,  # noqa: F401 - registers migrations 90-99
+    obs_migrations,  # noqa: F401 - registers migrations 40-49
+)
 from llmgine_daemon.store.errors import StorageBusy as StorageBusy
 from llmgine_daemon.store.errors import StorageError as StorageError
 from llmgine_daemon.store.errors import StorageFull as StorageFull

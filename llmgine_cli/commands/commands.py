@@ -13,6 +13,7 @@ import typer
 from llmgine_daemon.protocol import Batch, Command
 
 from llmgine_cli import completion, hot
+from llmgine_cli.commands import waiting
 from llmgine_cli.commands.args import (
     LONG_POLL_S,
     SessionOpt,
@@ -88,6 +89,17 @@ Timeout = Annotated[
         help="Cancel the command (status timed_out) if it runs longer.",
     ),
 ]
+OnDone = Annotated[
+    str | None,
+    typer.Option(
+        "--on-done",
+        metavar="SHELL",
+        show_default=False,
+        help="When the command has ended, run this shell command here (not in the daemon), with "
+        "LLMGINE_STATUS, LLMGINE_COMMAND_ID, LLMGINE_SESSION_ID and LLMGINE_COMMAND_TYPE set; "
+        "its output goes to stderr.",
+    ),
+]
 NoWait = Annotated[
     bool,
     typer.Option(
@@ -98,9 +110,17 @@ NoWait = Annotated[
 
 
 def finish_command(
-    app_ctx: AppContext, record: Any, *, no_wait: bool, output: Any, quiet: bool, cancel_on_interrupt: bool = False
+    app_ctx: AppContext,
+    record: Any,
+    *,
+    no_wait: bool,
+    output: Any,
+    quiet: bool,
+    cancel_on_interrupt: bool = False,
+    on_done: str | None = None,
 ) -> None:
-    """Wait for it unless no_wait, print it; exit 1 unless it completed (hot.py), 130 on Ctrl-C."""
+    """Wait for it unless no_wait, print it, run --on-done; exit 1 unless it completed
+    (hot.py), 130 on Ctrl-C."""
     code = hot.finish_command(
         app_ctx,
         msgspec.to_builtins(record),
@@ -108,6 +128,7 @@ def finish_command(
         output=output,
         quiet=quiet,
         cancel_on_interrupt=cancel_on_interrupt,
+        on_done=on_done,
     )
     if code:
         raise typer.Exit(code)
@@ -153,11 +174,14 @@ def run(
         bool,
         typer.Option("--cancel-on-interrupt", help="Ctrl-C cancels the command (default: it continues in the daemon)."),
     ] = False,
+    on_done: OnDone = None,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """Run a command in a session and print its result (exit 1 if it did not complete)."""
     app_ctx = state(ctx)
+    if on_done and no_wait:
+        raise typer.BadParameter("--on-done runs when the command ends: it needs the waiting --no-wait skips")
     parameters = {**parse_object(params, "--params"), **parse_pairs(param, "--param")}
     metadata = command_metadata(priority.value if priority else None, timeout)
     if follow and not no_wait:
@@ -170,7 +194,13 @@ def run(
 
         record = follow_command(app_ctx, session, submit, output)
         finish_command(
-            app_ctx, record, no_wait=False, output=output, quiet=quiet, cancel_on_interrupt=cancel_on_interrupt
+            app_ctx,
+            record,
+            no_wait=False,
+            output=output,
+            quiet=quiet,
+            cancel_on_interrupt=cancel_on_interrupt,
+            on_done=on_done,
         )
         return
     code = hot.command_run(
@@ -184,6 +214,7 @@ def run(
         output=output,
         quiet=quiet,
         cancel_on_interrupt=cancel_on_interrupt,
+        on_done=on_done,
     )
     if code:
         raise typer.Exit(code)
@@ -256,6 +287,23 @@ def list_(
             f"showing {offset + 1 if shown else offset}-{offset + shown} of {page.total} "
             f"(use --offset {offset + shown} for more)"
         )
+
+
+@app.command("wait")
+def wait(
+    ctx: typer.Context,
+    command_ids: Annotated[
+        list[str], typer.Argument(metavar="ID...", help="The commands' full ids (of any session you may see).")
+    ],
+    any_: waiting.Any_ = False,
+    status: waiting.Status = None,
+    timeout: waiting.WaitTimeout = None,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Wait until the commands finished (or reached --status) and print them: exit 0 if all
+    completed, 1 if one did not, 7 on --timeout."""
+    waiting.wait_command(state(ctx), command_ids, any_, status, timeout, output, quiet)
 
 
 @app.command("cancel")

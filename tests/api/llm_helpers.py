@@ -15,7 +15,7 @@ def provider_env(fake: FakeProvider, **extra: str) -> dict[str, str]:
     return {
         "OPENAI_BASE_URL": fake.base_url,
         "OPENAI_API_KEY": "test-key",
-        "ANTHROPIC_BASE_URL": fake.base_url,
+        "ANTHROPIC_BASE_URL": fake.root_url,  # the Anthropic SDK's convention: no /v1
         "ANTHROPIC_API_KEY": "test-key",
         # Retries are tested with Retry-After: 0; keep the budget small everywhere else.
         "LLMGINE_OPENAI_MAX_RETRIES": "2",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from llmgine_daemon.api.openapi import OPERATIONS, build_document, route_keys
+from llmgine_daemon.protocol import CommandCreate
 from llmgine_daemon.protocol.endpoints import BY_KEY, BY_NAME, ENDPOINTS, Endpoint
 
 from llmgine_cli import hot
@@ -46,6 +47,10 @@ ARGUMENTS: dict[str, Any] = {
     "arguments": {},
     "commands": [{"command_type": "Some.Type"}],
     "value": "secret-value",
+    "url": "http://127.0.0.1:9/hook",
+    "webhook_id": "w-1",
+    "schedule_id": "sch-1",
+    "command": CommandCreate(command_type="Some.Type"),
 }
 
 
@@ -54,7 +59,7 @@ def test_operation_ids_are_unique_and_name_resource_and_verb() -> None:
     for endpoint in ENDPOINTS:
         assert re.fullmatch(
             r"(get|list|create|delete|execute|publish|register|cancel|reset|revoke|"
-            r"stream|shutdown|vacuum|set)[A-Z][A-Za-z]*",
+            r"stream|shutdown|vacuum|set|wait|retry|pause|resume)[A-Z][A-Za-z]*",
             endpoint.name,
         ), endpoint.name
 
@@ -111,7 +116,7 @@ def _calls(method_name: str) -> list[_Request]:
     required = {
         name: ARGUMENTS[name]
         for name, p in signature.parameters.items()
-        if name != "self" and p.default is inspect.Parameter.empty
+        if name != "self" and p.default is inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD
     }
     variants = [required]
     if "session_id" in required and "None" in str(signature.parameters["session_id"].annotation):

@@ -54,7 +54,7 @@ def make(kind: str, fake: FakeProvider, http: aiohttp.ClientSession, **changes: 
     config = ProviderConfig(
         name=kind,
         kind=kind,
-        base_url=fake.base_url,
+        base_url=fake.root_url if kind == "anthropic" else fake.base_url,
         api_key="test-key",
         timeout=5.0,
         max_retries=2,

@@ -17,6 +17,7 @@ from llmgine_daemon.bus.commands.jobs import Job, NotAdmitted, Outcome
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import fetch_session
+from llmgine_daemon.bus.usage import USAGE_COLUMNS, usage_from_row
 from llmgine_daemon.observability.context import current_trace_id
 from llmgine_daemon.protocol import (
     PRIORITIES,
@@ -36,10 +37,12 @@ MAX_TIMEOUT_S = 7 * 24 * 3600.0
 # that index only when it repeats the term word for word.
 ACTIVE = "status IN ('queued', 'executing')"
 
-COMMAND_COLUMNS = (
+INSERT_COLUMNS = (
     "command_id, session_id, command_type, parameters, metadata, priority, timeout, status,"
     " result, error, created_at, started_at, finished_at, batch_id, duration_ms, trace_id"
 )
+# Read back with every row: the usage an engine recorded (bus/usage.py, migration 100).
+COMMAND_COLUMNS = INSERT_COLUMNS + ", " + USAGE_COLUMNS
 
 
 def row_to_command(row: tuple[Any, ...]) -> Command:
@@ -61,6 +64,7 @@ def row_to_command(row: tuple[Any, ...]) -> Command:
         batch_id=row[13],
         duration_ms=row[14],
         trace_id=row[15],
+        usage=usage_from_row(row[16:]),
     )
 
 
@@ -107,7 +111,7 @@ def insert_command(
         status, result, duration = outcome.status, outcome.result_text, outcome.duration_ms
         error = dumps(outcome.error) if outcome.error is not None else None
     conn.execute(
-        f"INSERT INTO commands ({COMMAND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO commands ({INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             rec.command_id,
             rec.session_id,

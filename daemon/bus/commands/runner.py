@@ -549,6 +549,10 @@ class Runner:
             await asyncio.wait(watch, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         return True
 
+    def draining(self) -> asyncio.Future[None]:
+        """Done once shutdown begins (``drain``): long waits answer then."""
+        return self._draining()
+
     def _draining(self) -> asyncio.Future[None]:
         if self._drain_signal is None:
             self._drain_signal = asyncio.get_running_loop().create_future()

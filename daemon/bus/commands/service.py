@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.codec import new_id
 from llmgine_daemon.bus.commands.execution import Execution
 from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, command_error
+from llmgine_daemon.bus.commands.queueview import QueueWatch
 from llmgine_daemon.bus.commands.records import (
     ACTIVE,
     COMMAND_COLUMNS,
@@ -41,10 +42,12 @@ from llmgine_daemon.bus.commands.records import (
     validate,
 )
 from llmgine_daemon.bus.commands.runner import Runner
+from llmgine_daemon.bus.commands.waiting import CommandWaits
 from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.events import insert_event, insert_events
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.bus.sessions import fetch_session, require_active
+from llmgine_daemon.bus.usage import add_usage
 from llmgine_daemon.observability import tracing
 from llmgine_daemon.protocol import (
     TERMINAL_STATUSES,
@@ -72,6 +75,8 @@ class Commands:
         self.bus = bus
         self.store = bus.store
         self.runner = Runner(bus)
+        self.waits = CommandWaits(self)
+        self.queue = QueueWatch(self)
 
     # -- submit -----------------------------------------------------------------------
 
@@ -81,11 +86,19 @@ class Commands:
         self.bus.handlers.require(session_id, command_type, **extra)
 
     async def submit(
-        self, session_id: str, spec: CommandSpec, idem: IdempotencyKey | None = None
+        self,
+        session_id: str,
+        spec: CommandSpec,
+        idem: IdempotencyKey | None = None,
+        *,
+        claim: Callable[[sqlite3.Connection, str], None] | None = None,
     ) -> tuple[Command, bool]:
         """Queue one command; returns (record, replayed). The record may already be executing:
         an idle session's command starts in the transaction that stores it, and an eager
-        handler's command (``Registration.eager``) may even have finished in it."""
+        handler's command (``Registration.eager``) may even have finished in it.
+
+        ``claim(conn, command_id)`` runs first in the transaction that stores the command; if it
+        raises, nothing is stored (a schedule's firing claims its due time this way: bus/schedules.py)."""
         reg = self.bus.handlers.resolve(session_id, spec.command_type)
         if reg is None:
             await self._refuse_unhandled(session_id, spec.command_type)
@@ -97,7 +110,7 @@ class Commands:
             rec.status, rec.started_at = "executing", ts
         job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent())
         # A replayed key must not run anything again, so a keyed submission is never eager.
-        if claimed and idem is None and reg is not None and reg.eager:
+        if claimed and idem is None and claim is None and reg is not None and reg.eager:
             return await self._submit_eager(job, ts)
 
         def write(conn: sqlite3.Connection) -> tuple[tuple[Any, ...] | None, list[Event]]:
@@ -105,6 +118,8 @@ class Commands:
             if prior is not None:
                 return command_row(conn, session_id, prior[1]), []
             require_active(conn, session_id)
+            if claim is not None:
+                claim(conn, rec.command_id)
             insert_command(conn, rec)
             record(conn, idem, "command", rec.command_id, session_id)
             if claimed:
@@ -350,7 +365,16 @@ class Commands:
 
     def _assemble(self, session_id: str, batch_id: str, info: tuple[Any, ...], rows: Sequence[Any]) -> Batch:
         commands = [self._current(r) for r in rows]
-        return Batch(batch_id, session_id, info[0], bool(info[1]), batch_status(commands), info[2], commands)
+        return Batch(
+            batch_id,
+            session_id,
+            info[0],
+            bool(info[1]),
+            batch_status(commands),
+            info[2],
+            commands,
+            usage=add_usage(c.usage for c in commands),
+        )
 
     async def get_batch(self, session_id: str, batch_id: str) -> Batch:
         _, info, rows = await self.store.read(lambda conn: batch_rows(conn, session_id, batch_id))
