@@ -183,7 +183,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             schedule_limits=(settings["schedules.max_per_session"], settings["schedules.max_total"]),
             prices=settings["usage.prices"],
             mcp=McpPolicy(
-                allowed_hosts=tuple(settings["mcp.allowed_hosts"]),
+                hosts=HostPolicy.parse(settings["mcp.allowed_hosts"], "mcp.allowed_hosts"),
                 session_token_stdio=settings["mcp.session_token_stdio"],
                 call_timeout=settings["mcp.call_timeout"],
                 start_timeout=settings["mcp.start_timeout"],

@@ -51,6 +51,8 @@ class ServerConfig:
     launch: launch.Launch | None = None  # stdio
     url: str | None = None  # streamable HTTP
     secrets: list[str] = field(default_factory=list)  # values to keep out of the log
+    # HTTP: run before each connection; raises LaunchError to refuse it (the host's addresses)
+    before_connect: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,8 @@ class Connection:
             from mcp.client.streamable_http import streamable_http_client
 
             assert self.config.url is not None
+            if self.config.before_connect is not None:
+                await self.config.before_connect()
             async with streamable_http_client(self.config.url) as streams:
                 await self._serve(streams, None)
 

@@ -191,6 +191,18 @@ async def test_hosts_outside_the_allowed_list_are_refused(app_client: Any) -> No
     assert_envelope(error, "VALIDATION_ERROR")
     error = await add_server(app_client, None, expect=422, name="missing", command="/no/such/program")
     assert "not found" in assert_envelope(error, "VALIDATION_ERROR")["details"]["issue"]
+    error = await add_server(app_client, None, expect=422, name="creds", url="http://u:p@127.0.0.1:1/mcp")
+    assert_envelope(error, "VALIDATION_ERROR")
+
+
+async def test_a_names_addresses_are_checked_before_connecting(make_client: Any, http_server: str) -> None:
+    """A name may be allowed while the addresses it resolves to are not (DNS rebinding): the
+    registration passes, the connection is refused."""
+    client = await make_client(LLMGINE_MCP_ALLOWED_HOSTS="localhost")
+    server = await add_server(client, None, name="web", url=http_server.replace("127.0.0.1", "localhost"))
+    assert server["status"] == "failed" and "resolves to" in server["last_error"], server
+    error = await add_server(client, None, expect=403, name="direct", url=http_server)
+    assert assert_envelope(error, "FORBIDDEN")["details"]["setting"] == "mcp.allowed_hosts"
 
 
 async def test_session_tokens_cannot_run_host_commands(make_client: Any, http_server: str) -> None:
