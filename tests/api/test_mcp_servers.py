@@ -100,6 +100,8 @@ async def test_stdio_server_tools_are_the_sessions_tools(app_client: Any, home: 
         assert add["parameters"]["required"] == ["a", "b"]
         one = await (await app_client.get(f"/api/sessions/{sid}/tools/fake.add")).json()
         assert one["name"] == "fake.add"
+        openai = await (await app_client.get(f"/api/sessions/{sid}/tools", params={"format": "openai"})).json()
+        assert "fake-add" in [t["function"]["name"] for t in openai]  # a name providers accept
 
         result = await execute_tool(app_client, sid, "fake.add", a=2, b=40)
         assert result["error"] is None and result["result"] == {"result": 42}
