@@ -215,7 +215,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             prices=settings["usage.prices"],
             approval_policy=ApprovalPolicy(settings["tools.require_approval"], settings["tools.approval_timeout"]),
             mcp=McpPolicy(
-                allowed_hosts=tuple(settings["mcp.allowed_hosts"]),
+                hosts=HostPolicy.parse(settings["mcp.allowed_hosts"], "mcp.allowed_hosts"),
                 session_token_stdio=settings["mcp.session_token_stdio"],
                 call_timeout=settings["mcp.call_timeout"],
                 start_timeout=settings["mcp.start_timeout"],

@@ -435,8 +435,9 @@ SETTINGS: tuple[Setting, ...] = (
         "mcp.allowed_hosts",
         "LLMGINE_MCP_ALLOWED_HOSTS",
         parse_list,
-        ["127.0.0.1", "::1", "localhost"],
-        "hosts an MCP server URL (mcp add --url) may name; loopback by default",
+        ["127.0.0.0/8", "::1", "localhost"],
+        "where MCP servers (mcp add --url) may be reached: IP networks/addresses, and host names a "
+        'URL may use (a name\'s addresses must be in the networks too; "*" allows any host)',
     ),
     Setting(
         "mcp.session_token_stdio",
