@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 from llmgine_daemon.api import (
     apidocs,
+    approvals,
     auth,
     commands,
     db,
@@ -20,13 +21,18 @@ from llmgine_daemon.api import (
     events,
     guard,
     handlers,
+    lifecycle,
+    mcp,
     observability,
     openapi,
+    schedules,
     secrets,
     sessions,
     streams,
     system,
     tools,
+    usage,
+    webhooks,
 )
 from llmgine_daemon.api.errors import error_middleware
 from llmgine_daemon.api.keys import (
@@ -39,14 +45,21 @@ from llmgine_daemon.api.keys import (
     SHUTDOWN,
     WEBSOCKETS,
 )
+from llmgine_daemon.api.webhook_sender import HttpSender
+from llmgine_daemon.bus.approvals import ApprovalPolicy
 from llmgine_daemon.bus.capacity import Capacity
+from llmgine_daemon.bus.cluster import LocalCluster
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.database import Database
+from llmgine_daemon.bus.mcp_servers import McpPolicy
+from llmgine_daemon.bus.webhook_policy import HostPolicy
+from llmgine_daemon.bus.webhooks import WebhookConfig
 from llmgine_daemon.engines import ENGINE_TYPES
 from llmgine_daemon.engines.context import EngineContext
 from llmgine_daemon.engines.providers import Providers
 from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.sandbox.pool import SandboxLimits, SandboxPool
+from llmgine_daemon.secrets import SecretStore
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import StorageError, Store
 from llmgine_daemon.store.maintenance import Retention, rules_from
@@ -59,8 +72,10 @@ log = logging.getLogger("llmgine.app")
 # path ids that could take a fixed segment refuse it by pattern ({event_id} is never "stream",
 # {command_id} never "batch"), so the order does not decide what matches.
 ROUTE_MODULES = (
+    approvals,
     events,
     commands,
+    lifecycle,
     system,
     streams,
     sessions,
@@ -68,12 +83,16 @@ ROUTE_MODULES = (
     engine_memory,
     tools,
     handlers,
+    mcp,
     observability,
     auth,
     db,
     secrets,
+    webhooks,
+    schedules,
     openapi,
     apidocs,
+    usage,
 )
 
 
@@ -100,6 +119,19 @@ def sandbox_pool(settings: Settings) -> SandboxPool:
     )
 
 
+def webhook_config(settings: Settings) -> WebhookConfig:
+    return WebhookConfig(
+        policy=HostPolicy.parse(settings["webhooks.allowed_hosts"]),
+        timeout=settings["webhooks.timeout"],
+        retry_for=settings["webhooks.retry_for"],
+        retry_base=settings["webhooks.retry_base"],
+        retry_cap=settings["webhooks.retry_cap"],
+        max_per_session=settings["webhooks.max_per_session"],
+        max_total=settings["webhooks.max_total"],
+        keep_for=settings["webhooks.keep_days"] * 86400.0,
+    )
+
+
 def _store(settings: Settings, path: Path, *, telemetry: bool = False) -> Store:
     url = settings.postgres_url
     if url is not None:
@@ -120,6 +152,17 @@ def _store(settings: Settings, path: Path, *, telemetry: bool = False) -> Store:
         busy_timeout=settings["database.busy_timeout"],
         telemetry=telemetry,
     )
+
+
+def _cluster(settings: Settings) -> LocalCluster:
+    """The other daemons this one shares its bus with: on a PostgreSQL database any number
+    (bus/cluster_shared.py, imported only then), on SQLite none."""
+    url = settings["database.url"] or ""
+    if url.startswith(("postgresql://", "postgres://")):
+        from llmgine_daemon.bus.cluster_shared import SharedCluster
+
+        return SharedCluster(url, lease_timeout=settings["cluster.lease_timeout"])
+    return LocalCluster(lease_timeout=settings["cluster.lease_timeout"])
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -151,19 +194,37 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         # passes every engine it builds an EngineContext with them (engines/context.py).
         providers = Providers(settings)
         limits = settings.limits
+        cluster = _cluster(settings)
         capacity = Capacity(
             max_sessions=limits.max_sessions,
             max_engines_per_session=limits.max_engines_per_session,
             max_tools_per_session=limits.max_tools_per_session,
+            serialize=cluster.serialize,
         )
+        hooks = webhook_config(settings)
+        sender = HttpSender(hooks.policy)
         bus = Bus(
             store,
             engine_types=ENGINE_TYPES,
             sandbox=pool,
             capacity=capacity,
             engine_context=EngineContext.factory(providers),
+            webhooks=hooks,
+            webhook_sender=sender,
+            schedule_limits=(settings["schedules.max_per_session"], settings["schedules.max_total"]),
+            prices=settings["usage.prices"],
+            approval_policy=ApprovalPolicy(settings["tools.require_approval"], settings["tools.approval_timeout"]),
+            mcp=McpPolicy(
+                hosts=HostPolicy.parse(settings["mcp.allowed_hosts"], "mcp.allowed_hosts"),
+                session_token_stdio=settings["mcp.session_token_stdio"],
+                call_timeout=settings["mcp.call_timeout"],
+                start_timeout=settings["mcp.start_timeout"],
+            ),
+            secrets=SecretStore(settings.paths.config_dir / "secrets.json").get,
+            cluster=cluster,
         )
         app[BUS] = bus
+        bus.commands.retries.set_defaults(settings["commands.retry_defaults"])
         app[LLM] = bus.engines.context
         retention = Retention(
             {"main": store, "telemetry": telemetry}, rules_from(settings), settings["database.retention_interval"]
@@ -177,6 +238,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         finally:
             await retention.stop()
             await bus.stop()
+            await sender.close()
             await providers.close()
             await pool.stop()
 

@@ -20,6 +20,20 @@ def parse_bool(value: Any) -> bool:
     raise ValueError("expected a boolean (true/false)")
 
 
+def json_object(value: Any) -> dict[str, Any]:
+    """A table (config file) or a JSON object (environment) whose values are objects."""
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError as exc:
+            raise ValueError(f"expected a JSON object: {exc}") from None
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items()):
+        return dict(value)
+    raise ValueError("expected an object of objects ({name: {...}})")
+
+
 def parse_int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected an integer")
@@ -124,3 +138,28 @@ def env_name(value: Any) -> str:
     if not text or not all(c.isalnum() or c == "_" for c in text):
         raise ValueError("expected an environment variable name")
     return text
+
+
+def prices(value: Any) -> dict[str, list[float]]:
+    """Model prices in USD per million tokens: a TOML table (or, in the environment, a JSON
+    object) of ``model = [input, output]`` or ``[input, output, cached_input]``."""
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise ValueError('expected a JSON object such as {"gpt-4o": [2.5, 10, 1.25]}') from None
+    if not isinstance(value, dict):
+        raise ValueError("expected a table of model = [input, output, cached_input] (USD per million tokens)")
+    table: dict[str, list[float]] = {}
+    for model, price in value.items():
+        ok = (
+            isinstance(price, list)
+            and len(price) in (2, 3)
+            and all(isinstance(p, (int, float)) and not isinstance(p, bool) and p >= 0 for p in price)
+        )
+        if not ok or not model:
+            raise ValueError(f"{model!r}: expected [input, output] or [input, output, cached_input], non-negative")
+        table[str(model)] = [float(p) for p in price]
+    return table

@@ -29,14 +29,14 @@ def _id(session: SessionRef) -> str:
 _sid = _id
 
 
-def _scoped(name: str, session: SessionRef | None, **path: str) -> tuple[str, dict[str, str]]:
-    """A handler endpoint in a session's scope, or its global twin (``registerGlobal...``),
-    with its path values."""
+def _scoped(operation: str, session: SessionRef | None, /, **path: str) -> tuple[str, dict[str, str]]:
+    """A handler (or MCP server) endpoint in a session's scope, or its global twin
+    (``registerGlobal...``), with its path values."""
     if session is None:
         for verb in ("register", "list", "get", "delete"):
-            if name.startswith(verb):
-                return f"{verb}Global{name[len(verb) :]}", path
-    return name, {"session_id": _id(session), **path}
+            if operation.startswith(verb):
+                return f"{verb}Global{operation[len(verb) :]}", path
+    return operation, {"session_id": _id(session), **path}
 
 
 def _source(function: Callable[..., Any] | str) -> str:

@@ -177,8 +177,14 @@ def submit_command(
     metadata: dict[str, Any],
     wait: float,
     idempotency_key: str | None,
+    after: list[str] | None = None,
+    after_policy: str | None = None,
 ) -> dict[str, Any]:
-    body = {"command_type": command_type, "parameters": parameters, "metadata": metadata}
+    body: dict[str, Any] = {"command_type": command_type, "parameters": parameters, "metadata": metadata}
+    if after:
+        body["after"] = after
+    if after_policy:
+        body["after_policy"] = after_policy
     query = {"wait": f"{wait:g}"} if wait > 0 else {}
     return _transport(app_ctx)._call_json(
         "POST",
@@ -202,6 +208,9 @@ def command_run(
     output: Any,
     quiet: bool,
     cancel_on_interrupt: bool = False,
+    on_done: str | None = None,
+    after: list[str] | None = None,
+    after_policy: str | None = None,
 ) -> int:
     # Every run carries an idempotency key: a Ctrl-C during the first long poll sends the
     # same request again without waiting, which returns the command already submitted (never
@@ -213,6 +222,8 @@ def command_run(
         "parameters": parameters,
         "metadata": metadata,
         "idempotency_key": key,
+        "after": after,
+        "after_policy": after_policy,
     }
     try:
         if no_wait:
@@ -225,7 +236,13 @@ def command_run(
         if record["status"] not in TERMINAL_STATUSES:
             return interrupted(app_ctx, record, cancel=cancel_on_interrupt)
     return finish_command(
-        app_ctx, record, no_wait=no_wait, output=output, quiet=quiet, cancel_on_interrupt=cancel_on_interrupt
+        app_ctx,
+        record,
+        no_wait=no_wait,
+        output=output,
+        quiet=quiet,
+        cancel_on_interrupt=cancel_on_interrupt,
+        on_done=on_done,
     )
 
 
@@ -256,9 +273,10 @@ def finish_command(
     output: Any,
     quiet: bool,
     cancel_on_interrupt: bool = False,
+    on_done: str | None = None,
 ) -> int:
-    """Wait for the command (unless --no-wait), print it; exit 1 unless it completed, 130
-    when Ctrl-C stopped the waiting."""
+    """Wait for the command (unless --no-wait), print it, run the --on-done hook (on_done.py)
+    if it ended; exit 1 unless it completed, 130 when Ctrl-C stopped the waiting."""
     if not no_wait:
         waited = wait_for(app_ctx, record)
         if waited is None:
@@ -266,7 +284,11 @@ def finish_command(
         record = waited
     render_command(app_ctx, record, output, quiet)
     status = record["status"]
-    if status in ("queued", "executing", "completed"):
+    if on_done and status in TERMINAL_STATUSES:
+        from llmgine_cli.on_done import run_hook
+
+        run_hook(app_ctx.env, on_done, record)
+    if status in ("queued", "blocked", "executing", "completed"):
         return 0
     error = record.get("error")
     if error:

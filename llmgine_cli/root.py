@@ -37,10 +37,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "auth": ("auth", "app", "group"),
     "secret": ("secrets", "app", "group"),
     "command": ("commands", "app", "group"),
+    "batch": ("batches", "app", "group"),
     "event": ("events", "app", "group"),
     "engine": ("engines", "app", "group"),
     "tool": ("tools", "app", "group"),
+    "mcp": ("mcp", "app", "group"),
     "handler": ("handlers", "app", "group"),
+    "webhook": ("webhooks", "app", "group"),
+    "schedule": ("schedules", "app", "group"),
     "config": ("config", "app", "group"),
     "daemon": ("daemon", "app", "group"),
     "db": ("db", "app", "group"),
@@ -52,10 +56,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "metrics": ("observability", "app", "flat"),
     "trace": ("observability", "app", "flat"),
     "traces": ("observability", "app", "flat"),
+    "ps": ("queue", "app", "flat"),
+    "top": ("queue", "app", "flat"),
     # Talking to an LLM engine (engines + event stream, llmgine_cli/conversation.py).
     "ask": ("chat", "ask", "function"),
     "chat": ("chat", "chat", "function"),
     "completion": ("completion", "app", "flat"),
+    "usage": ("usage", "usage", "function"),
+    "approval": ("approvals", "app", "group"),
 }
 
 

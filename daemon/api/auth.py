@@ -46,7 +46,7 @@ def key_info(record: KeyRecord) -> ApiKeyInfo:
         kind=record.kind,
         state=record.state(now_iso()),
         created_at=record.created_at,
-        last_used_at=record.last_used_at,
+        last_used_at=record.last_used,
         expires_at=record.expires_at,
         revoked_at=record.revoked_at,
     )

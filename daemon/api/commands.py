@@ -11,22 +11,27 @@ import re
 
 from aiohttp import web
 from llmgine_daemon.api.keys import BUS
+from llmgine_daemon.api.lifecycle import token_session
 from llmgine_daemon.api.util import (
     idempotency_key,
     json_response,
     limit_offset,
     path_id,
+    query_bool,
+    query_statuses,
     read_json,
     replay_headers,
     wait_seconds,
 )
 from llmgine_daemon.bus.commands import validate
 from llmgine_daemon.bus.errors import BusError, invalid
+from llmgine_daemon.bus.usage import add_usage
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
     TERMINAL_STATUSES,
     BatchCreate,
     CommandCreate,
+    CommandRetry,
     ErrorCode,
 )
 
@@ -59,6 +64,7 @@ async def submit_batch(request: web.Request) -> web.Response:
     done = await commands.wait(batch.commands, wait)
     if done:
         batch.status = "finished"
+        batch.usage = add_usage(c.usage for c in batch.commands)
     return json_response(batch, status=_finished_status(done), headers=replay_headers(replayed, prefer, wait))
 
 
@@ -80,7 +86,9 @@ async def submit_command(request: web.Request) -> web.Response:
     wait, prefer = wait_seconds(request)
     body = await read_json(request, CommandCreate)
     commands = request.app[BUS].commands
-    record, replayed = await commands.submit(session_id, validate(body), idempotency_key(request, body))
+    spec = validate(body)
+    spec.after_scope = token_session(request)  # a session token names its own session's commands only
+    record, replayed = await commands.submit(session_id, spec, idempotency_key(request, body))
     done = await commands.wait([record], wait) if wait else record.status in TERMINAL_STATUSES
     return json_response(record, status=_finished_status(done), headers=replay_headers(replayed, prefer, wait))
 
@@ -89,17 +97,7 @@ async def submit_command(request: web.Request) -> web.Response:
 async def list_commands(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     limit, offset = limit_offset(request)
-    statuses = None
-    raw = request.query.get("status")
-    if raw:
-        statuses = [s.strip() for s in raw.split(",") if s.strip()]
-        bad = [s for s in statuses if s not in COMMAND_STATUSES]
-        if bad:
-            raise invalid(
-                "status",
-                f"must be one or more (comma-separated) of {', '.join(COMMAND_STATUSES)}",
-                value=raw[:64],
-            )
+    statuses = query_statuses(request, COMMAND_STATUSES)
     command_type = request.query.get("command_type") or None
     batch_id = request.query.get("batch_id") or None
     return json_response(
@@ -108,14 +106,15 @@ async def list_commands(request: web.Request) -> web.Response:
             statuses=statuses,
             command_type=command_type,
             batch_id=batch_id,
+            dead=query_bool(request, "dead"),
             limit=limit,
             offset=offset,
         )
     )
 
 
-# "batch" is the batch route, not a command id (GET .../commands/batch is 405, not a lookup).
-@routes.get("/api/sessions/{session_id}/commands/{command_id:(?!batch$)[^{}/]+}")
+# "batch" and "retry" are routes, not command ids (GET .../commands/batch is 405, not a lookup).
+@routes.get("/api/sessions/{session_id}/commands/{command_id:(?!batch$|retry$)[^{}/]+}")
 async def get_command(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     command_id = path_id(request, "command_id")
@@ -132,3 +131,13 @@ async def cancel_command(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     command_id = path_id(request, "command_id")
     return json_response(await request.app[BUS].commands.cancel(session_id, command_id))
+
+
+@routes.post("/api/sessions/{session_id}/commands/retry")
+async def retry_commands(request: web.Request) -> web.Response:
+    session_id = path_id(request, "session_id")
+    body = await read_json(request, CommandRetry)
+    if not body.command_ids and not (body.failed or body.dead):
+        raise invalid("command_ids", "name the commands, or ask for all failed (failed) or dead (dead) ones")
+    retries = request.app[BUS].commands.retries
+    return json_response(await retries.rerun(session_id, body.command_ids, failed=body.failed, dead=body.dead))

@@ -2,26 +2,27 @@
 the user (tools and handlers are Python source), so these checks are the security boundary;
 the sandbox only limits the damage.
 
-The guard is six middlewares (``MIDDLEWARES``), in this order, inside ``error_middleware`` (so
-every refusal is the one envelope), for every route, present and future:
+The guard is one middleware (``guard_middleware``, inside ``error_middleware`` so every
+refusal is the one envelope) for every route, present and future, running six steps in this
+order, each a function of its own:
 
-1. ``transport_middleware``: on the Unix socket the peer's uid (SO_PEERCRED) must be ours or
+1. ``check_transport``: on the Unix socket the peer's uid (SO_PEERCRED) must be ours or
    root, else 403. Over TCP ``Host`` must be allowed (403), ``Origin`` (when sent) must be
    listed or our own (403); CORS preflights are answered here, without credentials.
-2. ``authentication_middleware``: the socket's owner needs no credential. Over TCP:
+2. ``authenticate``: the socket's owner needs no credential. Over TCP:
    ``Authorization: Bearer`` (API key, API_KEY_SECRET, or a session token),
    ``X-Session-Token``; on WebSocket handshakes and event streams, which browsers cannot give
    headers, also a ``llmgine.bearer.<TOKEN>`` subprotocol or a ``token`` query parameter.
    None or a bad one: 401 + ``WWW-Authenticate: Bearer``, counted against the IP's bucket
    (429 once it is empty). Only ``/api/health`` and the docs pages are open.
-3. ``rate_limit_middleware`` (buckets in api/ratelimit.py): the principal's bucket (the
+3. ``charge_request`` (buckets in api/ratelimit.py): the principal's bucket (the
    owner's only with ``rate_limits.unix_socket``), the IP's without a credential; TCP
    WebSocket handshakes also take from the IP's websocket bucket.
-4. ``body_middleware``: the body is read within ``server.read_timeout`` (408).
-5. ``scope_middleware``: path identifiers are validated; a session token must stay inside its
+4. ``read_body`` (api/limits.py): the body is read within ``server.read_timeout`` (408).
+5. ``check_scope``: path identifiers are validated; a session token must stay inside its
    session (403), and may register code (tools, handlers) only with
    ``sandbox.session_token_registration`` (403).
-6. ``stream_caps_middleware``: WebSockets and event streams may not exceed ``max_websockets``
+6. ``with_stream_caps``: WebSockets and event streams may not exceed ``max_websockets``
    open at once, nor ``max_websockets_per_credential`` per API key / per session (the socket
    owner: no per-credential cap).
 
@@ -51,8 +52,8 @@ from llmgine_daemon.api.keys import BUS, CREDENTIALS, SETTINGS, WEBSOCKETS
 from llmgine_daemon.api.limits import check_identifiers, json_field, read_body
 from llmgine_daemon.api.origins import HostPolicy, OriginPolicy
 from llmgine_daemon.api.ratelimit import Decision, RateLimiter
-from llmgine_daemon.api.util import read_json, takes_code
-from llmgine_daemon.bus.auth import AuthFailure, Credentials, Principal
+from llmgine_daemon.api.util import checks_own_scope, read_json, takes_code
+from llmgine_daemon.bus.auth import SYNC_EVERY, AuthFailure, Credentials, Principal
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.observability.redact import install_filters
 from llmgine_daemon.protocol import (
@@ -73,6 +74,8 @@ OPEN_PATHS = frozenset({"/api/health", "/docs", "/redoc"})
 # a session token included: it describes the API, not anyone's data).
 OPEN_PREFIXES = ("/docs/static/",)
 ANY_SCOPE_PATHS = frozenset({"/openapi.json", *OPEN_PATHS})
+# Collections across sessions that a session token may read, narrowed to its own session.
+SESSION_FILTERED = frozenset({"/api/commands", "/api/commands/wait"})
 
 
 def is_open(path: str) -> bool:
@@ -224,11 +227,17 @@ async def in_session_scope(request: web.Request, session_id: str) -> bool:
     """Whether a request with a token for ``session_id`` stays inside that session:
     its own paths, its engines, and the engine collection filtered/created for it."""
     info = request.match_info
+    if checks_own_scope(info.handler):
+        return True  # webhooks, schedules: the bus checks the rows' session (bus/scoping.py)
     if "session_id" in info:
         return info["session_id"] == session_id
     if "engine_id" in info:
         return await request.app[BUS].engines.session_of(info["engine_id"]) == session_id
     resource = info.route.resource
+    if resource is not None and resource.canonical in SESSION_FILTERED:
+        return True  # the route narrows what it shows to the token's session (api/lifecycle.py)
+    if resource is not None and resource.canonical == "/api/usage":
+        return request.query.get("session_id") == session_id
     if resource is not None and resource.canonical == "/api/engines":
         if request.method == "GET":
             return request.query.get("session_id") == session_id
@@ -242,17 +251,11 @@ async def in_session_scope(request: web.Request, session_id: str) -> bool:
     return False
 
 
-# -- the middlewares ---------------------------------------------------------------------
-#
-# In this order (app.py), each one thing: transport -> authentication -> rate limit -> body ->
-# scope -> stream caps. A request one of them refuses never reaches the next.
-
-
 def charge(request: web.Request, policy: str, key: str) -> None:
     """Take one from ``policy``'s bucket for ``key``; 429 when it is empty. The refusals that
     cost the client's IP (a bad Origin, a preflight, failed authentication) charge where they
     happen, since they end the request there; everything that passes is charged by
-    ``rate_limit_middleware``."""
+    ``charge_request``."""
     decision = request.app[GUARD].limiter.hit(policy, key)
     if decision is None:
         return
@@ -262,21 +265,49 @@ def charge(request: web.Request, policy: str, key: str) -> None:
         raise rate_limited(decision)
 
 
-def _ip(request: web.Request) -> str:
-    return request.remote or "unknown"
+# -- the steps ---------------------------------------------------------------------------
+#
+# One middleware (``guard_middleware``) runs them in this order, each one thing: transport ->
+# authentication -> rate limit -> body -> scope -> stream caps. A request one of them refuses
+# never reaches the next. One middleware rather than six: each aiohttp middleware layer is a
+# coroutine frame and a partial per request, and these steps are microseconds each
+# (bench/README.md, "One pass through the guard").
 
 
-@web.middleware
-async def transport_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Where the request comes from: a Unix socket peer of ours, or TCP with an allowed Host and
-    Origin. CORS preflights are answered here, without credentials."""
-    request[_HEADERS] = {}
+class _Peer:
+    """What a connection's peer is, worked out once per connection: the uid at the other end
+    of a Unix socket (None over TCP), and the IP rate limits charge."""
+
+    __slots__ = ("uid", "ip", "owner")
+
+    def __init__(self, uid: int | None, ip: str) -> None:
+        self.uid = uid
+        self.ip = ip
+        self.owner = Principal("owner", f"uid:{uid}") if uid is not None else None
+
+
+_PEERS: weakref.WeakKeyDictionary[asyncio.BaseTransport, _Peer] = weakref.WeakKeyDictionary()
+
+
+def _peer(request: web.Request) -> _Peer:
+    transport = request.transport
+    if transport is not None and (known := _PEERS.get(transport)) is not None:
+        return known
     uid = peer_uid(request)
-    if uid is not None:
-        if uid not in (os.getuid(), 0):
-            log.warning("refused a Unix socket peer with uid %s", uid)
+    peer = _Peer(uid, request.remote or "unknown")
+    if transport is not None:
+        _PEERS[transport] = peer
+    return peer
+
+
+def check_transport(request: web.Request, peer: _Peer) -> web.StreamResponse | None:
+    """Where the request comes from: a Unix socket peer of ours, or TCP with an allowed Host and
+    Origin. A CORS preflight is answered here (returned), without credentials."""
+    if peer.uid is not None:
+        if peer.uid not in (os.getuid(), 0):
+            log.warning("refused a Unix socket peer with uid %s", peer.uid)
             raise forbidden("this daemon belongs to another user")
-        return await handler(request)
+        return None
     guard = request.app[GUARD]
     host = request.headers.get(hdrs.HOST)
     if not guard.hosts.allows(host):
@@ -285,23 +316,24 @@ async def transport_middleware(request: web.Request, handler: Handler) -> web.St
             host=(host or "")[:128],
         )
     origin = request.headers.get(hdrs.ORIGIN)
-    if origin is not None:
-        if not guard.origins.allows(origin, host):
-            charge(request, "anonymous", _ip(request))
-            raise forbidden(
-                "Origin not allowed (add it to security.cors_origins if it is yours)",
-                origin=origin[:128],
-            )
-        if guard.origins.is_listed(origin):
-            request[_HEADERS].update(guard.origins.cors_headers(origin))
-        if request.method == "OPTIONS" and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
-            charge(request, "anonymous", _ip(request))
-            # Listing every method we serve is harmless: the actual request is checked again.
-            return web.Response(status=204, headers=guard.origins.preflight_headers(origin, PREFLIGHT_METHODS))
-    return await handler(request)
+    if origin is None:
+        return None
+    if not guard.origins.allows(origin, host):
+        charge(request, "anonymous", peer.ip)
+        raise forbidden(
+            "Origin not allowed (add it to security.cors_origins if it is yours)",
+            origin=origin[:128],
+        )
+    if guard.origins.is_listed(origin):
+        request[_HEADERS].update(guard.origins.cors_headers(origin))
+    if request.method == "OPTIONS" and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
+        charge(request, "anonymous", peer.ip)
+        # Listing every method we serve is harmless: the actual request is checked again.
+        return web.Response(status=204, headers=guard.origins.preflight_headers(origin, PREFLIGHT_METHODS))
+    return None
 
 
-def _authenticate_tcp(request: web.Request) -> Principal | None:
+async def _authenticate_tcp(request: web.Request, peer: _Peer) -> Principal | None:
     """The TCP request's principal; None on an open path without a (valid) credential."""
     try:
         presented = presented_credential(request)
@@ -312,64 +344,57 @@ def _authenticate_tcp(request: web.Request) -> Principal | None:
                 f"missing credential: send `Authorization: Bearer <key>` (or `{SESSION_TOKEN_HEADER}`)",
                 invalid=False,
             )
+        credentials = request.app[CREDENTIALS]
         try:
-            return request.app[CREDENTIALS].verify(presented)
+            return credentials.verify(presented)
         except AuthFailure as exc:
-            if is_open(request.path):
-                # An open page needs no credential, so a wrong one is ignored rather than
-                # refused: a client holding another daemon's key can still see this one is up.
-                return None
-            raise unauthorized(str(exc), invalid=True) from None
+            failure = exc
+        # In a cluster the credential may be one another node made a moment ago.
+        if await credentials.sync_on_miss(presented):
+            try:
+                return credentials.verify(presented)
+            except AuthFailure as exc:
+                failure = exc
+        if is_open(request.path):
+            # An open page needs no credential, so a wrong one is ignored rather than refused:
+            # a client holding another daemon's key can still see this one is up.
+            return None
+        raise unauthorized(str(failure), invalid=True) from None
     except ApiError as exc:
         # Failed authentication costs the IP: brute force meets 429 soon.
         if exc.code == ErrorCode.UNAUTHORIZED:
-            charge(request, "anonymous", _ip(request))
+            charge(request, "anonymous", peer.ip)
         raise
 
 
-@web.middleware
-async def authentication_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def authenticate(request: web.Request, peer: _Peer) -> Principal | None:
     """Who is asking: the socket's owner on the Unix socket, else the credential presented
-    (request[PRINCIPAL]; absent for an open path reached without one)."""
-    uid = peer_uid(request)
-    principal = Principal("owner", f"uid:{uid}") if uid is not None else _authenticate_tcp(request)
+    (also kept as request[PRINCIPAL]; None for an open path reached without one)."""
+    principal = peer.owner if peer.owner is not None else await _authenticate_tcp(request, peer)
     if principal is not None:
         request[PRINCIPAL] = principal
-    return await handler(request)
+    return principal
 
 
-@web.middleware
-async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def charge_request(request: web.Request, principal: Principal | None, peer: _Peer) -> None:
     """Charge what passed: the principal's bucket (the owner's only with
     ``rate_limits.unix_socket``), the IP's without one; a TCP WebSocket handshake also takes
     from the IP's websocket bucket."""
-    principal = request.get(PRINCIPAL)
-    tcp = peer_uid(request) is None
+    tcp = peer.uid is None
     if principal is None:
-        charge(request, "anonymous", _ip(request))
+        charge(request, "anonymous", peer.ip)
     elif tcp or request.app[GUARD].settings.rate_limit_unix_socket:
         charge(request, "key", rate_key(principal))
     if tcp and is_websocket(request):
-        charge(request, "websocket", _ip(request))
-    return await handler(request)
+        charge(request, "websocket", peer.ip)
 
 
-@web.middleware
-async def body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The body arrives within ``server.read_timeout`` (408) and within the size limit (413),
-    before anything reads it; handlers then read it from memory."""
-    await read_body(request, request.app[GUARD].settings.read_timeout)
-    return await handler(request)
-
-
-@web.middleware
-async def scope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def check_scope(request: web.Request, principal: Principal | None) -> None:
     """Valid path identifiers; a session token stays inside its session and registers code only
     with ``sandbox.session_token_registration``."""
     check_identifiers(request)
-    principal = request.get(PRINCIPAL)
     if principal is None or principal.session_id is None:
-        return await handler(request)
+        return
     if (
         request.path not in ANY_SCOPE_PATHS
         and not is_open(request.path)
@@ -387,15 +412,11 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
             "set sandbox.session_token_registration = true to allow it",
             setting="sandbox.session_token_registration",
         )
-    return await handler(request)
 
 
-@web.middleware
-async def stream_caps_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def with_stream_caps(request: web.Request, principal: Principal | None, handler: Handler) -> web.StreamResponse:
     """WebSockets and event streams (SSE) alike hold a connection for as long as they run: both
     count against ``max_websockets`` and ``max_websockets_per_credential``."""
-    if not _browser_stream(request):
-        return await handler(request)
     guard = request.app[GUARD]
     limits = guard.settings.limits
     maximum = limits.max_websockets
@@ -405,7 +426,7 @@ async def stream_caps_middleware(request: web.Request, handler: Handler) -> web.
             f"limit reached: at most {maximum} open WebSockets and event streams (security.limits.max_websockets)",
             {"limit": "max_websockets", "max": maximum},
         )
-    holder = websocket_holder(request.get(PRINCIPAL))
+    holder = websocket_holder(principal)
     per_holder = limits.max_websockets_per_credential
     held = guard.websockets_by_holder.get(holder, 0) if holder is not None else 0
     if holder is not None and per_holder and held >= per_holder:
@@ -432,6 +453,26 @@ async def stream_caps_middleware(request: web.Request, handler: Handler) -> web.
                 guard.websockets_by_holder.pop(holder, None)
 
 
+@web.middleware
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The guard's steps in one pass (see above and the module docstring)."""
+    request[_HEADERS] = {}
+    peer = _peer(request)
+    preflight = check_transport(request, peer)
+    if preflight is not None:
+        return preflight
+    principal = await authenticate(request, peer)
+    charge_request(request, principal, peer)
+    # The body arrives within ``server.read_timeout`` (408) and within the size limit (413),
+    # before anything reads it; handlers then read it from memory.
+    if request.body_exists:
+        await read_body(request, request.app[GUARD].settings.read_timeout)
+    await check_scope(request, principal)
+    if _browser_stream(request):
+        return await with_stream_caps(request, principal, handler)
+    return await handler(request)
+
+
 def websocket_holder(principal: Principal | None) -> str | None:
     """Whose share of max_websockets_per_credential a WebSocket takes: the API key's (or the
     secret's), the session's for session tokens (all of them together), nobody's for the
@@ -447,15 +488,8 @@ def rate_key(principal: Principal) -> str:
     return f"session:{principal.session_id}" if principal.session_id is not None else principal.credential_id
 
 
-# Outermost first; they run inside error_middleware, so every refusal is the one envelope.
-MIDDLEWARES = (
-    transport_middleware,
-    authentication_middleware,
-    rate_limit_middleware,
-    body_middleware,
-    scope_middleware,
-    stream_caps_middleware,
-)
+# Inside error_middleware, so every refusal is the one envelope.
+MIDDLEWARES = (guard_middleware,)
 
 
 # -- every response ----------------------------------------------------------------------
@@ -511,11 +545,23 @@ async def security_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
             close_expired(credentials, guard.sockets)
 
-    sweeper = asyncio.create_task(sweep_expired(), name="llmgine-expiry-sweep")
+    async def follow_cluster() -> None:
+        """Other nodes sharing the database make and revoke keys and end sessions too."""
+        while True:
+            await asyncio.sleep(SYNC_EVERY)
+            try:
+                await credentials.sync()
+            except Exception as exc:  # the database away for a moment: try again next time
+                log.warning("could not re-read keys and tokens: %s", exc)
+
+    tasks = [asyncio.create_task(sweep_expired(), name="llmgine-expiry-sweep")]
+    if credentials.shared:
+        tasks.append(asyncio.create_task(follow_cluster(), name="llmgine-credentials-sync"))
     try:
         yield
     finally:
-        sweeper.cancel()
+        for task in tasks:
+            task.cancel()
         await credentials.flush()
 
 

@@ -16,6 +16,7 @@ from llmgine_daemon.api.apidocs import ASSETS
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
     SESSION_TOKEN_HEADER,
+    UNFINISHED_STATUSES,
     ErrorCode,
 )
 from llmgine_daemon.protocol.grammar import (
@@ -24,7 +25,6 @@ from llmgine_daemon.protocol.grammar import (
     TRACE_ID_PATTERN,
     Id,
     SecretName,
-    ToolName,
 )
 
 routes = web.RouteTableDef()
@@ -98,16 +98,19 @@ PATH_SCHEMAS: dict[str, tuple[dict[str, Any], str]] = {
     "session_id": (ID, "a session id"),
     "command_id": (ID, "a command id"),
     "batch_id": (ID, "a batch id"),
+    "approval_id": (ID, "an approval id (ApprovalRequested's approval_id)"),
     "event_id": (ID, "an event id"),
     "engine_id": (ID, "an engine id"),
     "handler_id": (ID, "a handler id"),
     "key_id": (ID, "an API key id (12 hex digits)"),
-    "name": (msgspec.json.schema(ToolName), "a tool name"),
+    "name": (ID, "a tool's name (an MCP server's tools: SERVER.tool), or an MCP server's"),
     "type": (
         {"type": "string", "pattern": HANDLER_PATH_TYPE_PATTERN},
         "a command type or event type (`*`: the every-event handler)",
     ),
     "trace_id": ({"type": "string", "pattern": TRACE_ID_PATTERN}, "32 hex digits"),
+    "webhook_id": (ID, "a webhook id"),
+    "schedule_id": (ID, "a schedule id"),
     "secret": (msgspec.json.schema(SecretName), "a secret's name: an environment variable's, e.g. OPENAI_API_KEY"),
     "asset": ({"type": "string", "enum": sorted(ASSETS)}, "a vendored file"),
 }
@@ -167,6 +170,28 @@ def _openai_tools() -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+def _mcp_ops(scope: str) -> dict[tuple[str, str], Op]:
+    prefix = "/api/sessions/{session_id}/mcp-servers" if scope == "session" else "/api/mcp-servers"
+    where = "in a session" if scope == "session" else "for every session (global)"
+    return {
+        ("POST", prefix): Op(
+            f"Register an MCP tool server {where}",
+            "tools",
+            description="`command` (+ `args`): a stdio server the daemon starts, supervises "
+            "(restarted with backoff) and stops with its scope, in the sandbox unless `trusted`; "
+            "`url`: a streamable-HTTP server on a host of `mcp.allowed_hosts`. `env` values may "
+            "be `secret:NAME` (a secret of `llmgine secret`). Its tools become the session's "
+            "tools `NAME.tool`. Answers once the first connection succeeded or failed "
+            "(`mcp.start_timeout`). A session token may register HTTP servers, stdio ones only "
+            "with `mcp.session_token_stdio`, trusted ones never.",
+        ),
+        ("GET", prefix): Op(f"List MCP servers {where}", "tools"),
+        ("GET", f"{prefix}/{{name}}"): Op("Get an MCP server: status, restarts, tools", "tools"),
+        ("DELETE", f"{prefix}/{{name}}"): Op("Remove an MCP server (its process is stopped)", "tools"),
+        ("GET", f"{prefix}/{{name}}/tools"): Op("List an MCP server's tools", "tools"),
     }
 
 
@@ -261,6 +286,34 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="Ending cancels queued commands, stops engines, removes tools and handlers "
         "and records `SessionEnded`; ending an ended session is harmless.",
     ),
+    ("POST", "/api/sessions/{session_id}/fork"): Op(
+        "Fork a session at an event seq",
+        "sessions",
+        description="A new session with the original's engines (same type, model and "
+        "configuration; new ids), their conversation memory as it stood right after event "
+        "`at_seq` (default: now), and its tools and handlers. Its first event is "
+        "`SessionForked` {from_session_id, at_seq, engines: {original id: new id}, tools, "
+        "handlers}; the original is not touched. The answer carries the new session's "
+        "`session_token` (once). A session token may not fork (403). docs/agents.md.",
+    ),
+    ("GET", "/api/sessions/{session_id}/approvals"): Op(
+        "List tool calls waiting for approval",
+        "approvals",
+        params=(
+            Param("status", _enum("pending", "approved", "denied", "expired", "cancelled", "all"), "default pending"),
+        ),
+        description="A ToolChat engine that wants to run a tool needing approval records an "
+        "`ApprovalRequested` event and its command waits (`waiting_approval`) for a decision. "
+        "docs/agents.md.",
+    ),
+    ("POST", "/api/sessions/{session_id}/approvals/{approval_id}"): Op(
+        "Approve or deny a tool call",
+        "approvals",
+        description="`{decision: approve|deny, reason?, arguments?}`: approving may replace the "
+        "arguments (checked against the tool's schema). A denial goes back to the model as the "
+        "tool's result, with the reason. Recorded as an `ApprovalDecided` event (who, when, "
+        "what). Already decided (or expired): 409 CONFLICT.",
+    ),
     ("POST", "/api/sessions/{session_id}/token"): Op(
         "Mint a session token",
         "auth",
@@ -277,7 +330,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="202 while queued or executing; 200 with the finished record when `wait` "
         "was given and it finished in time. No handler: 404 HANDLER_NOT_FOUND and "
         "nothing is queued. `metadata.priority` (high|normal|low) and "
-        "`metadata.timeout` (seconds) are honoured.",
+        "`metadata.timeout` (seconds) are honoured; `metadata.retries`, `metadata.backoff` and "
+        "`metadata.retry_on` retry a failed attempt after a delay. With `after` (command ids of any session "
+        "the caller may see) it is stored `blocked` until they ended (404 COMMAND_NOT_FOUND "
+        "for an unknown one, 400 DEPENDENCY_CYCLE for a cycle).",
     ),
     ("GET", "/api/sessions/{session_id}/commands"): Op(
         "List commands",
@@ -288,7 +344,16 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             Param("status", {"type": "string", "pattern": _list_of(COMMAND_STATUSES)}, "comma-separated statuses"),
             Param("command_type", {"type": "string"}),
             Param("batch_id", ID),
+            Param("dead", {"type": "boolean"}, "only dead letters: failed or timed out after being retried"),
         ),
+    ),
+    ("POST", "/api/sessions/{session_id}/commands/retry"): Op(
+        "Run finished commands again",
+        "commands",
+        description="The commands named (`command_ids`), or every `failed`/`timed_out` one of "
+        "the session (`failed: true`), or its dead letters (`dead: true`), are queued again with "
+        "the same id and `attempt` + 1 (a `CommandRetrying` event each). A command that is not "
+        "finished, or completed: 409 CONFLICT.",
     ),
     ("GET", "/api/sessions/{session_id}/commands/{command_id}"): Op("Get a command", "commands", params=(WAIT, PREFER)),
     ("POST", "/api/sessions/{session_id}/commands/{command_id}/cancel"): Op(
@@ -301,6 +366,46 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="Validated all-or-nothing (`details.index` names the bad member).",
     ),
     ("GET", "/api/sessions/{session_id}/batches/{batch_id}"): Op("Get a batch", "commands", params=(WAIT, PREFER)),
+    ("POST", "/api/commands/wait"): Op(
+        "Wait for commands of any session",
+        "commands",
+        description="One long request: answers once all the commands (`any`: one of them) "
+        "reached one of the `status` values (default: any terminal status) or finished "
+        "without, or when `timeout` seconds passed (`done: false`). `batch_id` adds a batch's "
+        "commands. A session token may wait only for its own session's commands (others: "
+        "404 COMMAND_NOT_FOUND).",
+    ),
+    ("GET", "/api/commands"): Op(
+        "The live queue across sessions",
+        "commands",
+        params=(
+            Param("limit", _int(1, 1000, 100), "page size"),
+            Param(
+                "status",
+                {"type": "string", "pattern": _list_of(UNFINISHED_STATUSES)},
+                "comma-separated unfinished statuses (default: all of them)",
+            ),
+            Param("session_id", ID, "only this session"),
+        ),
+        description="Unfinished commands of every session (a session token: its own), "
+        "oldest first, with their position in their session's queue, how long they waited "
+        "and how long they have run; counts per status and what finished in the last minute.",
+    ),
+    # -- usage -----------------------------------------------------------------------------
+    ("GET", "/api/usage"): Op(
+        "Token usage and estimated cost, summed",
+        "usage",
+        params=(
+            Param("session_id", ID, "only this session's commands (a session token: required, its own)"),
+            Param("since", RELATIVE_TIME, "commands created since: ISO 8601 or a duration ago (15m, 1h, 2d)"),
+            Param("by", _enum("model", "engine", "session"), "one group per model, engine or session"),
+        ),
+        description="Sums of the tokens (prompt, completion, cached) of the model calls engines "
+        "made, over commands, with an estimated cost from the price table (`usage.prices` over "
+        "the built-in one, docs/agents.md); calls to models without a price count in "
+        "`unpriced_tokens`, not in `cost_usd`. A command's, batch's, engine's and session's own "
+        "sums are the `usage` of their records.",
+    ),
     # -- events ----------------------------------------------------------------------------
     ("POST", "/api/sessions/{session_id}/events"): Op("Publish an event", "events", params=(IDEMPOTENCY_KEY,)),
     ("GET", "/api/sessions/{session_id}/events"): Op(
@@ -395,6 +500,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     # -- handlers --------------------------------------------------------------------------
     **_handler_ops("session"),
     **_handler_ops("global"),
+    # -- MCP servers -----------------------------------------------------------------------
+    **_mcp_ops("session"),
+    **_mcp_ops("global"),
     # -- observability ---------------------------------------------------------------------
     ("GET", "/api/observability/logs"): Op(
         "Query logs",
@@ -451,6 +559,41 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     ("GET", "/api/secrets"): Op("List the secrets' names (never their values)", "auth"),
     ("DELETE", "/api/secrets/{secret}"): Op("Delete a secret", "auth"),
+    # -- webhooks and schedules (bus/webhooks.py, bus/schedules.py) ----------------------------
+    ("POST", "/api/webhooks"): Op(
+        "Register a webhook: matching events are POSTed to the URL, signed",
+        "callbacks",
+        description="Standard Webhooks signing (`webhook-id`, `webhook-timestamp`, `webhook-signature: "
+        "v1,<base64 HMAC-SHA256>`) with the `whsec_` secret, which this answer alone shows (one is generated "
+        "when not given). Only hosts `webhooks.allowed_hosts` allows (default: loopback): 403 otherwise. "
+        "A session token registers for its own session only. Deliveries are durable and retried with "
+        "exponential backoff for `webhooks.retry_for` seconds.",
+    ),
+    ("GET", "/api/webhooks"): Op("List webhooks", "callbacks", params=(Param("session_id", ID),)),
+    ("GET", "/api/webhooks/{webhook_id}"): Op("Get a webhook (never its secret)", "callbacks"),
+    ("DELETE", "/api/webhooks/{webhook_id}"): Op("Delete a webhook and its pending deliveries", "callbacks"),
+    ("GET", "/api/webhooks/{webhook_id}/deliveries"): Op(
+        "List a webhook's deliveries, newest first, with every attempt (status code, error, duration)",
+        "callbacks",
+        params=(LIMIT, OFFSET, Param("status", _enum("pending", "delivered", "failed"))),
+    ),
+    ("POST", "/api/schedules"): Op(
+        "Create a schedule: a command submitted on a cron expression, every N seconds, or once",
+        "callbacks",
+        description="Exactly one of `cron` (5 fields, in `timezone`), `every` (seconds, or `90s`, `5m`, `2h`, "
+        "`1d`) and `at` (ISO 8601). Each firing submits the command once, with `schedule_id` and "
+        "`schedule_due` in its metadata, even across restarts. Firings missed while the daemon was down: "
+        "`missed: skip` (default) or `run_once`.",
+    ),
+    ("GET", "/api/schedules"): Op(
+        "List schedules with their next firing times", "callbacks", params=(Param("session_id", ID),)
+    ),
+    ("GET", "/api/schedules/{schedule_id}"): Op("Get a schedule", "callbacks"),
+    ("POST", "/api/schedules/{schedule_id}/pause"): Op("Pause a schedule", "callbacks"),
+    ("POST", "/api/schedules/{schedule_id}/resume"): Op(
+        "Resume a schedule (from its next firing after now)", "callbacks"
+    ),
+    ("DELETE", "/api/schedules/{schedule_id}"): Op("Delete a schedule", "callbacks"),
 }
 
 TAGS = [
@@ -460,10 +603,13 @@ TAGS = [
     ("events", "Events: one append-only log with a global `seq`"),
     ("streams", "Live event streams: WebSocket and Server-Sent Events"),
     ("engines", "Engines: DummyEngine and the LLM engines"),
-    ("tools", "Tools: Python functions run in the sandbox"),
+    ("tools", "Tools: Python functions run in the sandbox, and MCP tool servers' tools"),
     ("handlers", "Command and event handlers: Python functions run in the sandbox"),
     ("observability", "Logs, metrics and traces"),
     ("auth", "API keys and session tokens"),
+    ("callbacks", "Webhooks and schedules"),
+    ("usage", "Token usage and estimated cost of the model calls engines made"),
+    ("approvals", "Approval before a tool runs: pending requests and decisions"),
 ]
 
 DESCRIPTION = f"""\

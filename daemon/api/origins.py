@@ -60,6 +60,10 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     return (name, port) if name else None
 
 
+# How many distinct Host values HostPolicy remembers its answer for (then it starts over).
+HOST_MEMO = 256
+
+
 class HostPolicy:
     def __init__(self, settings: Settings) -> None:
         bound = settings.host.strip("[]").lower()
@@ -71,10 +75,22 @@ class HostPolicy:
         self.names |= LOOPBACK_NAMES
         if not self.wildcard_bind:
             self.names.add(bound)
+        self._seen: dict[str | None, bool] = {}
 
     def allows(self, header: str | None) -> bool:
+        """Whether ``header`` names this daemon; remembered per distinct header value (a
+        client sends the same Host on every request, so this parses it once)."""
         if self.any_host:
             return True
+        known = self._seen.get(header)
+        if known is None:
+            known = self._judge(header)
+            if len(self._seen) >= HOST_MEMO:
+                self._seen.clear()
+            self._seen[header] = known
+        return known
+
+    def _judge(self, header: str | None) -> bool:
         parsed = split_host(header or "")
         if parsed is None:
             return False  # an empty or malformed Host included

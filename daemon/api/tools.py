@@ -12,6 +12,7 @@ from llmgine_daemon.api.util import (
     read_json,
     registers_code,
 )
+from llmgine_daemon.bus.mcp_servers import provider_tool_name
 from llmgine_daemon.protocol import ToolCreate, ToolExecute, ToolList
 
 routes = web.RouteTableDef()
@@ -31,6 +32,7 @@ async def register_tool(request: web.Request) -> web.Response:
         body.parameters,
         body.timeout,
         replace=replace,
+        requires_approval=body.requires_approval,
     )
     return json_response(tool, status=201)
 
@@ -45,7 +47,11 @@ async def list_tools(request: web.Request) -> web.Response:
             [
                 {
                     "type": "function",
-                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                    "function": {
+                        "name": provider_tool_name(t.name),
+                        "description": t.description,
+                        "parameters": t.parameters,
+                    },
                 }
                 for t in tools
             ]

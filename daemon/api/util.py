@@ -47,6 +47,21 @@ def takes_code(handler: Any) -> bool:
     return bool(getattr(handler, _REGISTERS_CODE, False))
 
 
+# Routes whose resources name their session in a row, not in the path (webhooks, schedules):
+# the guard lets a session token through and the bus holds it to its own session's rows.
+_OWN_SCOPE = "llmgine_scopes_itself"
+
+
+def scopes_itself(handler: H) -> H:
+    """Mark a route handler whose bus call checks a session token's scope itself."""
+    setattr(handler, _OWN_SCOPE, True)
+    return handler
+
+
+def checks_own_scope(handler: Any) -> bool:
+    return bool(getattr(handler, _OWN_SCOPE, False))
+
+
 def too_deep_error() -> ApiError:
     return invalid(
         "body",
@@ -165,6 +180,21 @@ def path_id(request: web.Request, name: str) -> str:
     """A path identifier. Already checked against the grammar's ``Id`` (no NUL, ../ or
     lookalikes) by the guard's scope middleware (api/limits.py), before any handler runs."""
     return request.match_info[name]
+
+
+def query_statuses(request: web.Request, allowed: tuple[str, ...]) -> list[str] | None:
+    """``?status=a,b``: the statuses asked for (None: not given), each one of ``allowed``."""
+    raw = request.query.get("status")
+    if not raw:
+        return None
+    statuses = [s.strip() for s in raw.split(",") if s.strip()]
+    if any(s not in allowed for s in statuses):
+        raise invalid(
+            "status",
+            f"must be one or more (comma-separated) of {', '.join(allowed)}",
+            value=raw[:64],
+        )
+    return statuses or None
 
 
 def limit_offset(request: web.Request, default_limit: int = 50) -> tuple[int, int]:

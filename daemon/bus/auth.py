@@ -17,22 +17,25 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import hashlib
 import hmac
 import logging
 import os
 import re
 import secrets
+import socket
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.sessions import require_active
 from llmgine_daemon.paths import write_private
-from llmgine_daemon.protocol import ErrorCode, now_iso
+from llmgine_daemon.protocol import ErrorCode, now_iso, to_iso
 from llmgine_daemon.store.db import Store
 
 log = logging.getLogger("llmgine.auth")
@@ -43,6 +46,11 @@ LOCAL_KEY_NAME = "local-cli"
 # Persist last_used_at at most this often per key: it is informational, not worth a write
 # per request.
 LAST_USED_EVERY = 60.0
+# In a cluster (several nodes on one database): how often a node re-reads keys and tokens (a key
+# revoked on another node stops working here within this), and how often at most an unknown
+# credential makes it re-read them at once (a key made on another node works here at once).
+SYNC_EVERY = 1.0
+MISS_SYNC_EVERY = 0.2
 _ID = re.compile(r"^[0-9a-f]{12}$")
 
 PrincipalKind = Literal["owner", "secret", "key", "session"]
@@ -86,6 +94,14 @@ class KeyRecord:
     last_used_at: str | None = None
     revoked_at: str | None = None
     persisted_used: float = 0.0  # monotonic time of the last last_used_at write
+    used_at: float = 0.0  # wall-clock time of the last use in this process (0: none yet)
+
+    @property
+    def last_used(self) -> str | None:
+        """When the key was last used: this process's latest use, else the stored one."""
+        if self.used_at:
+            return to_iso(dt.datetime.fromtimestamp(self.used_at, dt.UTC))
+        return self.last_used_at
 
     @property
     def prefix(self) -> str:
@@ -116,6 +132,34 @@ def _split(text: str, prefix: str) -> tuple[str, str] | None:
     return ident, secret
 
 
+def local_key_name(path: Path) -> str:
+    """The name of the local CLI key kept in ``path`` on this host."""
+    where = hashlib.sha256(str(path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{LOCAL_KEY_NAME}@{socket.gethostname()[:64]}/{where}"
+
+
+def _ident(presented: str) -> str | None:
+    """The id part of a key or token (``lgk_<id>_...``), None for anything else."""
+    for prefix in (KEY_PREFIX, TOKEN_PREFIX):
+        split = _split(presented, prefix)
+        if split is not None:
+            return split[0]
+    return None
+
+
+def _read_credentials(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    keys = conn.execute(
+        "SELECT key_id, name, kind, digest, created_at, expires_at, last_used_at, revoked_at FROM api_keys"
+    ).fetchall()
+    # Tokens of sessions that ended while nobody was listening are dead too.
+    tokens = conn.execute(
+        "SELECT t.token_id, t.session_id, t.digest, t.created_at FROM session_tokens t"
+        " JOIN sessions s ON s.session_id = t.session_id"
+        " WHERE t.revoked_at IS NULL AND s.status = 'active'"
+    ).fetchall()
+    return keys, tokens
+
+
 def _new_secret() -> tuple[str, str]:
     return secrets.token_hex(6), secrets.token_urlsafe(32)
 
@@ -128,25 +172,54 @@ class Credentials:
         self.tokens: dict[str, TokenRecord] = {}
         self._listeners: list[RevokedListener] = []
         self._pending: set[asyncio.Task[None]] = set()
+        # Several nodes on one database (a cluster): keys and tokens also change elsewhere, and
+        # this node catches up with sync() (every SYNC_EVERY seconds, and on an unknown id).
+        self.shared = False
+        self.synced_at = 0.0
+        self._sync_lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def load(self) -> None:
-        def read(conn: sqlite3.Connection) -> tuple[list[tuple], list[tuple]]:
-            keys = conn.execute(
-                "SELECT key_id, name, kind, digest, created_at, expires_at, last_used_at, revoked_at FROM api_keys"
-            ).fetchall()
-            # Tokens of sessions that ended while nobody was listening are dead too.
-            tokens = conn.execute(
-                "SELECT t.token_id, t.session_id, t.digest, t.created_at FROM session_tokens t"
-                " JOIN sessions s ON s.session_id = t.session_id"
-                " WHERE t.revoked_at IS NULL AND s.status = 'active'"
-            ).fetchall()
-            return keys, tokens
-
-        keys, tokens = await self.store.read(read)
+        keys, tokens = await self.store.read(_read_credentials)
         self.keys = {row[0]: KeyRecord(*row) for row in keys}
         self.tokens = {row[0]: TokenRecord(*row) for row in tokens}
+
+    async def sync(self) -> None:
+        """Catch up with keys and tokens other nodes sharing the database made, revoked or ended
+        (a cluster on PostgreSQL; one node alone changes them only through this object). What
+        stopped being valid is told to the revocation listeners (its WebSockets close)."""
+        keys, tokens = await self.store.read(_read_credentials)
+        gone: list[str] = []
+        fresh: dict[str, KeyRecord] = {}
+        for row in keys:
+            record = KeyRecord(*row)
+            known = self.keys.get(record.key_id)
+            if known is not None:  # keep this process's bookkeeping of its use
+                record.used_at, record.persisted_used = known.used_at, known.persisted_used
+                if known.revoked_at is None and record.revoked_at is not None:
+                    gone.append(record.key_id)
+            fresh[record.key_id] = record
+        gone += [key_id for key_id in self.keys if key_id not in fresh]
+        new_tokens = {row[0]: TokenRecord(*row) for row in tokens}
+        gone += [token_id for token_id in self.tokens if token_id not in new_tokens]
+        self.keys, self.tokens = fresh, new_tokens
+        self.synced_at = time.monotonic()
+        self._revoked(gone)
+
+    async def sync_on_miss(self, presented: str) -> bool:
+        """A credential this node does not know may be one another node just made: sync (at most
+        every MISS_SYNC_EVERY seconds, one at a time) and say whether it is known now."""
+        ident = _ident(presented)
+        if not self.shared or ident is None:
+            return False
+        async with self._sync_lock:
+            if ident in self.keys or ident in self.tokens:
+                return True  # a sync that ran while this one waited brought it
+            if time.monotonic() - self.synced_at < MISS_SYNC_EVERY:
+                return False
+            await self.sync()
+        return ident in self.keys or ident in self.tokens
 
     async def flush(self) -> None:
         """Wait for pending last-used writes (called on shutdown)."""
@@ -165,17 +238,17 @@ class Credentials:
 
     def verify(self, presented: str) -> Principal:
         """The principal for a presented credential, or AuthFailure. In memory, no I/O."""
-        now = now_iso()
         key = _split(presented, KEY_PREFIX)
         if key is not None:
             record = self.keys.get(key[0])
             ok = hmac.compare_digest(digest(key[1]), record.digest if record else _DUMMY)
             if record is None or not ok:
                 raise AuthFailure("invalid API key")
-            state = record.state(now)
-            if state != "active":
-                raise AuthFailure(f"API key {record.prefix} is {state}")
-            self._touch(record, now)
+            if record.revoked_at is not None or record.expires_at is not None:  # else active
+                state = record.state(now_iso())
+                if state != "active":
+                    raise AuthFailure(f"API key {record.prefix} is {state}")
+            self._touch(record)
             return Principal("key", record.key_id)
         token = _split(presented, TOKEN_PREFIX)
         if token is not None:
@@ -189,13 +262,16 @@ class Credentials:
             return Principal("secret", "api_key_secret")
         raise AuthFailure("invalid API key")
 
-    def _touch(self, record: KeyRecord, now: str) -> None:
-        record.last_used_at = now
-        loop = asyncio.get_running_loop()
-        if loop.time() - record.persisted_used < LAST_USED_EVERY:
+    def _touch(self, record: KeyRecord) -> None:
+        """Note the use (a float per request); store it at most every LAST_USED_EVERY."""
+        record.used_at = time.time()
+        mono = time.monotonic()
+        if mono - record.persisted_used < LAST_USED_EVERY:
             return
-        record.persisted_used = loop.time()
+        record.persisted_used = mono
+        now = record.last_used_at = now_iso()
         key_id = record.key_id
+        loop = asyncio.get_running_loop()
 
         async def persist() -> None:
             try:
@@ -255,7 +331,11 @@ class Credentials:
         return any(r.kind == "user" and r.state(now) == "active" for r in self.keys.values())
 
     async def ensure_local_key(self, path: Path) -> None:
-        """Make sure ``path`` holds a valid local-CLI key; mint (and rotate) one if not."""
+        """Make sure ``path`` holds a valid local-CLI key; mint (and rotate) one if not.
+
+        The key is named after this host and key file (``local-cli@host/<hash>``), and only the
+        keys of that name are rotated: several nodes sharing one database each keep their own
+        (before clusters there was one, named ``local-cli``: rotated too when alone)."""
         try:
             self.verify(path.read_text("ascii").strip())
             current = _split(path.read_text("ascii").strip(), KEY_PREFIX)
@@ -264,10 +344,12 @@ class Credentials:
                 return
         except (OSError, UnicodeDecodeError, AuthFailure, KeyError):
             pass
+        name = local_key_name(path)
+        mine = {name} if self.shared else {name, LOCAL_KEY_NAME}
         for record in list(self.keys.values()):
-            if record.kind == "local" and record.revoked_at is None:
+            if record.kind == "local" and record.revoked_at is None and record.name in mine:
                 await self.revoke_key(record.key_id)
-        _, key = await self.create_key(LOCAL_KEY_NAME, None, kind="local")
+        _, key = await self.create_key(name, None, kind="local")
         write_private(path, key + "\n")
 
     # -- session tokens ------------------------------------------------------------------

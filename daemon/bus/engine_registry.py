@@ -23,6 +23,7 @@ from llmgine_daemon.bus.commands import CommandSpec, validate
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import require_active
+from llmgine_daemon.bus.usage import UsageBook
 from llmgine_daemon.observability import tracing
 from llmgine_daemon.observability.context import bind
 from llmgine_daemon.protocol import (
@@ -33,6 +34,7 @@ from llmgine_daemon.protocol import (
     EngineList,
     EngineType,
     ErrorCode,
+    Usage,
     now_iso,
 )
 
@@ -226,6 +228,7 @@ class Engines:
             configuration=configuration,
             created_at=now_iso(),
             command_type=cls.command_type,
+            usage=Usage(),  # none yet: as GET /api/engines/{id} would say
         )
         # A session at its maximum says so before a second engine of a type meets CONFLICT.
         await self.store.read(lambda conn: self.bus.capacity.check_engines(conn, session_id))
@@ -269,20 +272,34 @@ class Engines:
         self.bus.events.notify([event])
         return record
 
+    def adopt(self, rows: list[tuple[Any, ...]]) -> list[Engine]:
+        """Run engines whose rows another write stored (a fork's copies, bus/fork.py), as a
+        restart would; returns their records."""
+        records = [row_to_engine(row, self._command_type(row[2])) for row in rows]
+        for record in records:
+            self._activate(record)
+        return records
+
     async def session_of(self, engine_id: str) -> str | None:
         """The session an engine belongs to; None for no such engine."""
         row = await self.store.fetchone("SELECT session_id FROM engines WHERE engine_id = ?", (engine_id,))
         return row[0] if row is not None else None
 
     async def get(self, engine_id: str) -> Engine:
-        def read(conn: sqlite3.Connection) -> tuple[Any, ...]:
+        """The engine with its usage (the sum over its commands: bus/usage.py)."""
+        return await self._get(engine_id, with_usage=True)
+
+    async def _get(self, engine_id: str, *, with_usage: bool = False) -> Engine:
+        def read(conn: sqlite3.Connection) -> tuple[tuple[Any, ...], Usage | None]:
             row = conn.execute(f"SELECT {ENGINE_COLUMNS} FROM engines WHERE engine_id = ?", (engine_id,)).fetchone()
             if row is None:
                 raise not_found("engine", engine_id=engine_id)
-            return row
+            return row, UsageBook.sums(conn, "engine_id", engine_id) if with_usage else None
 
-        row = await self.store.read(read)
-        return row_to_engine(row, self._command_type(row[2]))
+        row, usage = await self.store.read(read)
+        engine = row_to_engine(row, self._command_type(row[2]))
+        engine.usage = usage
+        return engine
 
     async def list(self, session_id: str | None, status: str | None, limit: int, offset: int) -> EngineList:
         def read(conn: sqlite3.Connection) -> EngineList:
@@ -329,7 +346,7 @@ class Engines:
         self, engine_id: str, prompt: str, parameters: dict[str, Any], metadata: dict[str, Any]
     ) -> Command:
         """Run a prompt as a command of the engine's type in the engine's session."""
-        engine = await self.get(engine_id)
+        engine = await self._get(engine_id)
         if engine_id not in self.running:
             # A stopped engine (its session ended) is not registered: say why, plainly.
             raise BusError(
@@ -362,6 +379,26 @@ class Engines:
                 log.warning("engine %s not restored: %s", row[0], exc.message)
         if restored:
             log.info("restored %d engine(s)", restored)
+
+    async def restore(self, session_id: str) -> bool:
+        """Register the session's engines this node does not run yet (created by another node
+        sharing the database: each node keeps its engines' handlers in memory). True if any."""
+        rows = await self.store.read(
+            lambda conn: conn.execute(
+                f"SELECT {ENGINE_COLUMNS} FROM engines WHERE session_id = ? AND status != 'stopped' ORDER BY rowid",
+                (session_id,),
+            ).fetchall()
+        )
+        added = False
+        for row in rows:
+            if row[0] in self.running or row[2] not in self.types:
+                continue
+            try:
+                self._activate(row_to_engine(row, self._command_type(row[2])))
+                added = True
+            except BusError as exc:
+                log.warning("engine %s not restored: %s", row[0], exc.message)
+        return added
 
     async def stop(self) -> None:
         for engine_id in list(self.running):

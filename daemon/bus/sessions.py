@@ -93,9 +93,11 @@ class Sessions:
         metadata: dict[str, Any],
         *,
         also: Callable[[sqlite3.Connection, str], None] | None = None,
+        first_event: tuple[str, dict[str, Any]] | None = None,
     ) -> Session:
         """``also(conn, session_id)`` runs in the same transaction (the session token is
-        written there, so a session never exists without it)."""
+        written there, so a session never exists without it; a fork copies into it there).
+        ``first_event`` replaces ``SessionStarted`` (a fork's ``SessionForked``, bus/fork.py)."""
         session_id = new_id()
 
         def write(conn: sqlite3.Connection) -> tuple[Session, Any]:
@@ -105,13 +107,10 @@ class Sessions:
                 f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, 'active', ?, ?, NULL)",
                 (session_id, name, dumps(metadata), ts, ts),
             )
-            event = insert_event(
-                conn,
-                session_id,
-                "SessionStarted",
-                {"name": name, "metadata": metadata},
-                timestamp=ts,
-            )
+            if also is not None:  # before the first event: a fork fills in that event's data
+                also(conn, session_id)
+            event_type, data = first_event or ("SessionStarted", {"name": name, "metadata": metadata})
+            event = insert_event(conn, session_id, event_type, data, timestamp=ts)
             session = Session(
                 session_id=session_id,
                 name=name,
@@ -121,8 +120,6 @@ class Sessions:
                 last_activity_at=ts,
                 counts=SessionCounts(events=1),
             )
-            if also is not None:
-                also(conn, session_id)
             return session, event
 
         session, event = await self.bus.store.write(write)
@@ -131,9 +128,13 @@ class Sessions:
 
     async def get(self, session_id: str) -> Session:
         def read(conn: sqlite3.Connection) -> Session:
-            return row_to_session(fetch_session(conn, session_id), count_session(conn, session_id))
+            session = row_to_session(fetch_session(conn, session_id), count_session(conn, session_id))
+            # A sum over the session's commands (bus/usage.py).
+            session.usage = self.bus.usage.sums(conn, "session_id", session_id)
+            return session
 
-        # Three index lookups: on the event loop (store.read_point).
+        # Index lookups (and a sum over the session's commands): on the event loop unless
+        # they run long (store.read_point moves them to the reader's thread then).
         return await self.bus.store.read_point(read)
 
     async def list(self, status: str | None, limit: int, offset: int) -> SessionList:

@@ -1,5 +1,8 @@
 """Tools (spec section 5): user functions registered per session, run in the sandbox.
 
+MCP servers' tools (``SERVER.tool``, bus/mcp_servers.py) are listed, read and executed here
+too, and record the same event and span.
+
 Registration validates the code in a worker (syntax with line and column, a function with the
 tool's name, its signature -> JSON Schema) before anything is stored; the daemon itself never
 compiles it. Each execution validates the arguments against the schema, runs the function in
@@ -16,6 +19,7 @@ from llmgine_daemon.bus import jsonschema
 from llmgine_daemon.bus.codec import dumps, loads
 from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.mcp_servers import SEPARATOR
 from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.observability import tracing
 from llmgine_daemon.protocol import CallErrorCode, ErrorCode, Tool, ToolResult, now_iso
@@ -25,7 +29,10 @@ from llmgine_daemon.sandbox.calls import CallContext, CallOutcome
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
 
-TOOL_COLUMNS = "session_id, name, description, parameters, timeout, is_async, created_at, function_code"
+# requires_approval: migration 102 (bus/approvals.py).
+TOOL_COLUMNS = (
+    "session_id, name, description, parameters, timeout, is_async, created_at, function_code, requires_approval"
+)
 # ?replace=true: the new definition over the old (an upsert, portable to PostgreSQL).
 _REPLACE = ", ".join(f"{c} = excluded.{c}" for c in TOOL_COLUMNS.split(", ")[2:])
 
@@ -40,6 +47,7 @@ def row_to_tool(row: tuple[Any, ...], with_code: bool = False) -> Tool:
         is_async=bool(row[5]),
         created_at=row[6],
         function_code=row[7] if with_code else None,
+        requires_approval=bool(row[8]),
     )
 
 
@@ -106,6 +114,7 @@ class Tools:
         parameters: dict[str, Any] | None,
         timeout: float | None,
         replace: bool = False,
+        requires_approval: bool = False,
     ) -> Tool:
         """Without ``name`` the tool is the last function the code defines (the sandbox finds
         it: the daemon never parses user code)."""
@@ -143,6 +152,7 @@ class Tools:
             timeout=timeout,
             created_at=now_iso(),
             function_code=function_code,
+            requires_approval=requires_approval,
         )
 
         def write(conn: sqlite3.Connection) -> None:
@@ -159,7 +169,7 @@ class Tools:
             if not exists:
                 capacity.check_tools(conn, session_id, None)
             conn.execute(
-                f"INSERT INTO tools ({TOOL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO tools ({TOOL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 f" ON CONFLICT (session_id, name) DO UPDATE SET {_REPLACE}",
                 (
                     session_id,
@@ -170,6 +180,7 @@ class Tools:
                     int(tool.is_async),
                     tool.created_at,
                     function_code,
+                    int(requires_approval),
                 ),
             )
 
@@ -185,9 +196,13 @@ class Tools:
             ).fetchall()
             return [row_to_tool(r) for r in rows]
 
-        return await self.bus.store.read(read)
+        return [*await self.bus.store.read(read), *await self.bus.mcp.tools_for(session_id)]
 
     async def get(self, session_id: str, name: str) -> Tool:
+        if SEPARATOR in name:  # an MCP server's tool (bus/mcp_servers.py)
+            await self.bus.store.read(lambda conn: fetch_session(conn, session_id))
+            return await self.bus.mcp.tool(session_id, name)
+
         def read(conn: sqlite3.Connection) -> Tool:
             fetch_session(conn, session_id)
             row = conn.execute(
@@ -220,6 +235,38 @@ class Tools:
         source: str = "api",
     ) -> ToolResult:
         check_timeout(timeout, self.bus.max_timeout)
+        if SEPARATOR in name:
+            result = await self._call_mcp(session_id, name, arguments, timeout, source, depth)
+        else:
+            result = await self._run(session_id, name, arguments, timeout, source, depth)
+        await self._record(session_id, result, source)
+        return result
+
+    async def _call_mcp(
+        self, session_id: str, name: str, arguments: dict[str, Any], timeout: float | None, source: str, depth: int
+    ) -> ToolResult:
+        """An MCP server's tool: the server checks the arguments against its own schema."""
+        context = CallContext(session_id=session_id, kind="tool", name=name, depth=depth)
+        server = name.partition(SEPARATOR)[0]
+        with tracing.span(
+            "tool.call", session_id=session_id, tool=name, call_id=context.call_id, source=source, depth=depth
+        ) as span:
+            span.set(mcp_server=server)
+            _, outcome = await self.bus.mcp.call(session_id, name, arguments, timeout)
+            if outcome.error is not None:
+                span.fail(f"{outcome.error.get('code')}: {outcome.error.get('message')}")
+        return ToolResult(
+            call_id=context.call_id,
+            tool_name=name,
+            arguments=arguments,
+            result=outcome.result,
+            error=outcome.error,
+            duration_ms=outcome.duration_ms,
+        )
+
+    async def _run(
+        self, session_id: str, name: str, arguments: dict[str, Any], timeout: float | None, source: str, depth: int
+    ) -> ToolResult:
         tool = await self.get(session_id, name)
         try:
             jsonschema.validate(arguments, tool.parameters, "arguments")
@@ -245,7 +292,7 @@ class Tools:
                 span.fail(f"{error.get('code')}: {error.get('message')}")
                 if error.get("code") == CallErrorCode.SANDBOX_UNAVAILABLE:
                     raise BusError(ErrorCode.SANDBOX_UNAVAILABLE, str(error.get("message")))
-        result = ToolResult(
+        return ToolResult(
             call_id=context.call_id,
             tool_name=name,
             arguments=arguments,
@@ -256,12 +303,15 @@ class Tools:
             output_truncated=outcome.output_truncated,
         )
 
+    async def _record(self, session_id: str, result: ToolResult, source: str) -> None:
+        """The call's ``ToolExecuted`` event (registered and MCP tools alike)."""
+
         def write(conn: sqlite3.Connection) -> Any:
             fetch_session(conn, session_id)
             data = {
                 "call_id": result.call_id,
-                "tool_name": name,
-                "arguments": arguments,
+                "tool_name": result.tool_name,
+                "arguments": result.arguments,
                 "result": result.result,
                 "error": result.error,
                 "duration_ms": result.duration_ms,
@@ -270,4 +320,3 @@ class Tools:
 
         event = await self.bus.store.write(write)
         self.bus.events.notify([event])
-        return result

@@ -3,7 +3,8 @@
 Only msgspec and the standard library may be imported here: the CLI imports this package on
 every invocation. One module per area (``base``: error codes, headers, timestamps;
 ``grammar``: identifiers and types; ``bus``; ``streams``: the event streams' messages;
-``system``; ``usercode``); import the names from the package.
+``system``; ``usercode``; ``hooks``: webhooks and schedules; ``lifecycle``: waiting and the
+queue view; ``mcp``); import the names from the package.
 
 Conventions:
 - Timestamps are ISO 8601 UTC strings with microseconds and a ``Z`` suffix; they sort as text.
@@ -32,10 +33,17 @@ from llmgine_daemon.protocol.base import (  # noqa: F401
     to_iso,
 )
 from llmgine_daemon.protocol.bus import (  # noqa: F401
+    APPROVAL_STATUSES,
     COMMAND_STATUSES,
     EVENT_SOURCES,
+    MAX_AFTER,
     PRIORITIES,
     TERMINAL_STATUSES,
+    UNFINISHED_STATUSES,
+    AfterPolicy,
+    Approval,
+    ApprovalDecision,
+    ApprovalList,
     Batch,
     BatchCreate,
     BatchMode,
@@ -56,11 +64,16 @@ from llmgine_daemon.protocol.bus import (  # noqa: F401
     Event,
     EventCreate,
     EventList,
+    Fork,
     Session,
     SessionCounts,
     SessionCreate,
+    SessionFork,
     SessionList,
     SessionStatus,
+    Usage,
+    UsageGroup,
+    UsageReport,
 )
 from llmgine_daemon.protocol.grammar import (  # noqa: F401
     ID_PATTERN,
@@ -72,6 +85,31 @@ from llmgine_daemon.protocol.grammar import (  # noqa: F401
     ToolName,
     TypeName,
     valid_id,
+)
+from llmgine_daemon.protocol.hooks import (  # noqa: F401
+    Schedule,
+    ScheduleCreate,
+    ScheduleList,
+    Webhook,
+    WebhookAttempt,
+    WebhookCreate,
+    WebhookDelivery,
+    WebhookDeliveryList,
+    WebhookList,
+)
+from llmgine_daemon.protocol.lifecycle import (  # noqa: F401
+    MAX_WAIT_IDS,
+    MAX_WAIT_TIMEOUT_S,
+    CommandRetry,
+    CommandWait,
+    CommandWaitResult,
+    QueueItem,
+    QueueView,
+)
+from llmgine_daemon.protocol.mcp import (  # noqa: F401
+    McpServer,
+    McpServerCreate,
+    McpServerList,
 )
 from llmgine_daemon.protocol.streams import (  # noqa: F401
     ClientFrame,
@@ -93,6 +131,8 @@ from llmgine_daemon.protocol.system import (  # noqa: F401
     ApiKeyCreated,
     ApiKeyInfo,
     ApiKeyList,
+    ClusterInfo,
+    ClusterNode,
     ConfigValue,
     ConfigView,
     DbStats,

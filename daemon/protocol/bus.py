@@ -9,6 +9,37 @@ import msgspec
 from llmgine_daemon.protocol.base import ErrorBody
 from llmgine_daemon.protocol.grammar import Id, TypeName
 
+# -- usage -------------------------------------------------------------------------------
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    """Tokens of the model calls of a command, summed per batch, engine, session or report row
+    (bus/usage.py). ``cost_usd`` is an estimate from the price table (``usage.prices``) at the
+    time of each call; None when no call had a known price. ``unpriced_tokens``: tokens of
+    calls to models without a price (left out of the cost)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, served from the provider's prompt cache
+    total_tokens: int = 0
+    cost_usd: float | None = None
+    unpriced_tokens: int = 0
+    commands: int = 0  # commands that called a model
+
+
+class UsageGroup(msgspec.Struct, kw_only=True):
+    key: str | None  # the model, engine id or session id (None without ``by``)
+    usage: Usage
+
+
+class UsageReport(msgspec.Struct, kw_only=True):
+    by: str | None
+    session_id: str | None
+    since: str | None
+    groups: list[UsageGroup]
+    total: Usage
+
+
 # -- sessions ----------------------------------------------------------------------------
 
 SessionStatus = Literal["active", "closed"]
@@ -36,8 +67,28 @@ class Session(msgspec.Struct):
     last_activity_at: str
     ended_at: str | None = None
     counts: SessionCounts | None = None
+    usage: Usage | None = None  # GET /api/sessions/{id} only
     # Returned once, by the request that created the session (see the security model).
     session_token: str | None = None
+
+
+class SessionFork(msgspec.Struct, forbid_unknown_fields=True):
+    # The event seq to fork at (the session's state as it stood right after that event);
+    # none: now.
+    at_seq: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    name: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+
+
+class Fork(msgspec.Struct, kw_only=True):
+    """``POST /api/sessions/{id}/fork``: the new session (with its session token, once), where
+    it came from, and which new engine continues each engine of the original."""
+
+    session: Session
+    from_session_id: str
+    at_seq: int
+    engines: dict[str, str]  # original engine id -> the fork's
+    tools: list[str]
+    handlers: int
 
 
 class SessionList(msgspec.Struct):
@@ -82,10 +133,25 @@ EVENT_SOURCES = ("api", "engine", "handler", "bus")
 
 # -- commands ----------------------------------------------------------------------------
 
-CommandStatus = Literal["queued", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted"]
+# blocked: waiting for the commands named in ``after`` (bus/commands/deps.py); waiting_approval:
+# a ToolChat engine asked to run a tool that needs a person's approval (bus/approvals.py).
+CommandStatus = Literal[
+    "queued",
+    "blocked",
+    "executing",
+    "waiting_approval",
+    "completed",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "interrupted",
+]
 COMMAND_STATUSES: tuple[str, ...] = (
     "queued",
+    "blocked",
     "executing",
+    # A ToolChat engine asked to run a tool that needs a person's approval (bus/approvals.py).
+    "waiting_approval",
     "completed",
     "failed",
     "timed_out",
@@ -93,7 +159,13 @@ COMMAND_STATUSES: tuple[str, ...] = (
     "interrupted",
 )
 TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled", "interrupted"})
+# Not finished yet: what the live queue view (GET /api/commands) shows.
+UNFINISHED_STATUSES: tuple[str, ...] = tuple(s for s in COMMAND_STATUSES if s not in TERMINAL_STATUSES)
 PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
+
+
+MAX_AFTER = 100
+AfterPolicy = Literal["completed", "always"]
 
 
 class CommandCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -102,6 +174,11 @@ class CommandCreate(msgspec.Struct, forbid_unknown_fields=True):
     # Open for the caller's own keys; ``priority`` (high|normal|low) and ``timeout`` (seconds)
     # are checked by the API.
     metadata: dict[str, Any] = {}
+    # Commands (of any session the caller may see) that must end first: until then this one is
+    # ``blocked``. ``after_policy`` completed: it runs once all completed, and is cancelled
+    # (``details.reason: dependency_failed``) if one ends otherwise; always: it runs once all ended.
+    after: Annotated[list[Id], msgspec.Meta(max_length=MAX_AFTER)] = []
+    after_policy: AfterPolicy = "completed"
 
 
 class Command(msgspec.Struct, kw_only=True):
@@ -122,6 +199,10 @@ class Command(msgspec.Struct, kw_only=True):
     batch_id: str | None = None
     # The trace of the request that submitted it (GET /api/observability/traces/{trace_id}).
     trace_id: str | None = None
+    # Model calls an engine made for it (None: it called none).
+    usage: Usage | None = None
+    # 1 for the first run, one more per retry (``metadata.retries``, ``command retry``).
+    attempt: int = 1
 
 
 class CommandList(msgspec.Struct):
@@ -148,6 +229,7 @@ class Batch(msgspec.Struct):
     status: str  # queued | executing | finished
     created_at: str
     commands: list[Command]
+    usage: Usage | None = None  # its commands' usage, summed
 
 
 # -- engines -----------------------------------------------------------------------------
@@ -169,6 +251,7 @@ class Engine(msgspec.Struct, kw_only=True):
     configuration: dict[str, Any]
     created_at: str
     command_type: str
+    usage: Usage | None = None  # GET /api/engines/{id} only
 
 
 class EngineList(msgspec.Struct):
@@ -230,3 +313,39 @@ class EngineMessageList(msgspec.Struct):
 class EngineReset(msgspec.Struct):
     engine_id: str
     deleted: int
+
+
+# -- approvals (bus/approvals.py) --------------------------------------------------------------
+
+APPROVAL_STATUSES: tuple[str, ...] = ("pending", "approved", "denied", "expired", "cancelled")
+
+
+class Approval(msgspec.Struct, kw_only=True):
+    """A tool call a ToolChat engine wants to make, waiting for (or given) a decision."""
+
+    approval_id: str
+    session_id: str
+    command_id: str
+    engine_id: str | None
+    call_id: str
+    tool_name: str
+    arguments: dict[str, Any]  # what the model asked for
+    status: str  # pending | approved | denied | expired | cancelled
+    requested_at: str
+    expires_at: str
+    decided_at: str | None = None
+    decided_by: str | None = None  # the credential: key id, "local", "session-token", "daemon"
+    reason: str | None = None
+    final_arguments: dict[str, Any] | None = None  # what ran (edited when approving), if it ran
+
+
+class ApprovalList(msgspec.Struct):
+    approvals: list[Approval]
+    total: int
+
+
+class ApprovalDecision(msgspec.Struct, forbid_unknown_fields=True):
+    decision: Literal["approve", "deny"]
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    # Approving with other arguments (the model's, edited); checked against the tool's schema.
+    arguments: dict[str, Any] | None = None

@@ -26,6 +26,9 @@ from typing import Any
 
 from llmgine_daemon.protocol.base import ErrorCode as E
 from llmgine_daemon.protocol.bus import (
+    Approval,
+    ApprovalDecision,
+    ApprovalList,
     Batch,
     BatchCreate,
     Command,
@@ -41,10 +44,24 @@ from llmgine_daemon.protocol.bus import (
     Event,
     EventCreate,
     EventList,
+    Fork,
     Session,
     SessionCreate,
+    SessionFork,
     SessionList,
+    UsageReport,
 )
+from llmgine_daemon.protocol.hooks import (
+    Schedule,
+    ScheduleCreate,
+    ScheduleList,
+    Webhook,
+    WebhookCreate,
+    WebhookDeliveryList,
+    WebhookList,
+)
+from llmgine_daemon.protocol.lifecycle import CommandRetry, CommandWait, CommandWaitResult, QueueView
+from llmgine_daemon.protocol.mcp import McpServer, McpServerCreate, McpServerList
 from llmgine_daemon.protocol.system import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -150,6 +167,34 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=(E.SESSION_NOT_FOUND,),
         client="delete_session",
     ),
+    Endpoint(
+        "forkSession",
+        "POST",
+        "/api/sessions/{session_id}/fork",
+        {201: Fork},
+        SessionFork,
+        request_required=False,
+        errors=(E.SESSION_NOT_FOUND, E.LIMIT_REACHED),
+        client="fork_session",
+    ),
+    # -- approvals ---------------------------------------------------------------------------
+    Endpoint(
+        "listApprovals",
+        "GET",
+        "/api/sessions/{session_id}/approvals",
+        {200: ApprovalList},
+        errors=(E.SESSION_NOT_FOUND,),
+        client="list_approvals",
+    ),
+    Endpoint(
+        "decideApproval",
+        "POST",
+        "/api/sessions/{session_id}/approvals/{approval_id}",
+        {200: Approval},
+        ApprovalDecision,
+        errors=(E.SESSION_NOT_FOUND, E.NOT_FOUND, E.CONFLICT),
+        client="decide_approval",
+    ),
     # -- auth --------------------------------------------------------------------------------
     Endpoint(
         "createSessionToken",
@@ -166,7 +211,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/commands",
         {200: Command, 202: Command},
         CommandCreate,
-        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.HANDLER_NOT_FOUND, E.IDEMPOTENCY_KEY_REUSED),
+        errors=(
+            E.SESSION_NOT_FOUND,
+            E.SESSION_CLOSED,
+            E.HANDLER_NOT_FOUND,
+            E.IDEMPOTENCY_KEY_REUSED,
+            E.COMMAND_NOT_FOUND,
+            E.DEPENDENCY_CYCLE,
+        ),
         client="submit_command",
     ),
     Endpoint(
@@ -194,6 +246,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         client="cancel_command",
     ),
     Endpoint(
+        "retryCommands",
+        "POST",
+        "/api/sessions/{session_id}/commands/retry",
+        {200: CommandList},
+        CommandRetry,
+        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.COMMAND_NOT_FOUND, E.CONFLICT),
+        client="retry_commands",
+    ),
+    Endpoint(
         "executeBatch",
         "POST",
         "/api/sessions/{session_id}/commands/batch",
@@ -210,6 +271,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=(E.SESSION_NOT_FOUND, E.COMMAND_NOT_FOUND, E.NOT_FOUND),
         client="get_batch",
     ),
+    Endpoint(
+        "waitCommands",
+        "POST",
+        "/api/commands/wait",
+        {200: CommandWaitResult},
+        CommandWait,
+        errors=(E.COMMAND_NOT_FOUND, E.NOT_FOUND),
+        client="wait_commands",
+    ),
+    Endpoint("listQueue", "GET", "/api/commands", {200: QueueView}, client="queue"),
     # -- events ------------------------------------------------------------------------------
     Endpoint(
         "publishEvent",
@@ -257,6 +328,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         client="create_engine",
     ),
     Endpoint("listEngines", "GET", "/api/engines", {200: EngineList}, client="list_engines"),
+    # -- usage -------------------------------------------------------------------------------
+    Endpoint("getUsage", "GET", "/api/usage", {200: UsageReport}, client="usage"),
     Endpoint(
         "getEngine", "GET", "/api/engines/{engine_id}", {200: Engine}, errors=(E.ENGINE_NOT_FOUND,), client="get_engine"
     ),
@@ -431,6 +504,54 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=(E.HANDLER_NOT_FOUND,),
         client="delete_event_handler",
     ),
+    # -- MCP servers (api/mcp.py) -------------------------------------------------------------
+    *(
+        endpoint
+        for prefix, scope, extra in (
+            ("/api/sessions/{session_id}/mcp-servers", "", (E.SESSION_NOT_FOUND,)),
+            ("/api/mcp-servers", "Global", ()),
+        )
+        for endpoint in (
+            Endpoint(
+                f"register{scope}McpServer",
+                "POST",
+                prefix,
+                {201: McpServer},
+                McpServerCreate,
+                errors=(*extra, E.SESSION_CLOSED, E.CONFLICT, E.LIMIT_REACHED)
+                if extra
+                else (E.CONFLICT, E.LIMIT_REACHED),
+                client="register_mcp_server",
+            ),
+            Endpoint(
+                f"list{scope}McpServers", "GET", prefix, {200: McpServerList}, errors=extra, client="list_mcp_servers"
+            ),
+            Endpoint(
+                f"get{scope}McpServer",
+                "GET",
+                f"{prefix}/{{name}}",
+                {200: McpServer},
+                errors=(*extra, E.NOT_FOUND),
+                client="get_mcp_server",
+            ),
+            Endpoint(
+                f"delete{scope}McpServer",
+                "DELETE",
+                f"{prefix}/{{name}}",
+                {204: None},
+                errors=(*extra, E.NOT_FOUND),
+                client="delete_mcp_server",
+            ),
+            Endpoint(
+                f"list{scope}McpServerTools",
+                "GET",
+                f"{prefix}/{{name}}/tools",
+                {200: ToolList},
+                errors=(*extra, E.NOT_FOUND),
+                client="mcp_server_tools",
+            ),
+        )
+    ),
     # -- observability -----------------------------------------------------------------------
     Endpoint("listLogs", "GET", "/api/observability/logs", {200: LogList}, client="logs"),
     Endpoint("createLog", "POST", "/api/observability/logs", {201: LogRecord}, LogCreate, client="post_log"),
@@ -490,6 +611,61 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("listSecrets", "GET", "/api/secrets", {200: SecretList}, client="list_secrets"),
     Endpoint(
         "deleteSecret", "DELETE", "/api/secrets/{secret}", {204: None}, errors=(E.NOT_FOUND,), client="delete_secret"
+    ),
+)
+
+# -- webhooks and schedules --------------------------------------------------------------------
+_NF = (E.NOT_FOUND,)
+ENDPOINTS += (
+    Endpoint(
+        "createWebhook",
+        "POST",
+        "/api/webhooks",
+        {201: Webhook},
+        WebhookCreate,
+        errors=(E.SESSION_NOT_FOUND, E.LIMIT_REACHED),
+        client="create_webhook",
+    ),
+    Endpoint("listWebhooks", "GET", "/api/webhooks", {200: WebhookList}, client="list_webhooks"),
+    Endpoint("getWebhook", "GET", "/api/webhooks/{webhook_id}", {200: Webhook}, errors=_NF, client="get_webhook"),
+    Endpoint("deleteWebhook", "DELETE", "/api/webhooks/{webhook_id}", {204: None}, errors=_NF, client="delete_webhook"),
+    Endpoint(
+        "listWebhookDeliveries",
+        "GET",
+        "/api/webhooks/{webhook_id}/deliveries",
+        {200: WebhookDeliveryList},
+        errors=_NF,
+        client="webhook_deliveries",
+    ),
+    Endpoint(
+        "createSchedule",
+        "POST",
+        "/api/schedules",
+        {201: Schedule},
+        ScheduleCreate,
+        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.LIMIT_REACHED),
+        client="create_schedule",
+    ),
+    Endpoint("listSchedules", "GET", "/api/schedules", {200: ScheduleList}, client="list_schedules"),
+    Endpoint("getSchedule", "GET", "/api/schedules/{schedule_id}", {200: Schedule}, errors=_NF, client="get_schedule"),
+    Endpoint(
+        "pauseSchedule",
+        "POST",
+        "/api/schedules/{schedule_id}/pause",
+        {200: Schedule},
+        errors=(E.NOT_FOUND, E.CONFLICT),
+        client="pause_schedule",
+    ),
+    Endpoint(
+        "resumeSchedule",
+        "POST",
+        "/api/schedules/{schedule_id}/resume",
+        {200: Schedule},
+        errors=(E.NOT_FOUND, E.CONFLICT),
+        client="resume_schedule",
+    ),
+    Endpoint(
+        "deleteSchedule", "DELETE", "/api/schedules/{schedule_id}", {204: None}, errors=_NF, client="delete_schedule"
     ),
 )
 

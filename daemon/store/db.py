@@ -43,7 +43,12 @@ from typing import Any
 
 import aiosqlite
 from llmgine_daemon.aio import cancel_and_wait
-from llmgine_daemon.store import obs_migrations  # noqa: F401 - registers migrations 40-49
+from llmgine_daemon.store import (
+    agent_migrations,  # noqa: F401 - registers migrations 100-109
+    hook_migrations,  # noqa: F401 - registers migrations 90-99
+    lifecycle_migrations,  # noqa: F401 - registers migrations 80-89
+    obs_migrations,  # noqa: F401 - registers migrations 40-49
+)
 from llmgine_daemon.store.base import BaseStore as BaseStore
 from llmgine_daemon.store.base import QueueItem, T, _Alone, _Heavy
 from llmgine_daemon.store.errors import StorageBusy as StorageBusy

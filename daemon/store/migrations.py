@@ -389,3 +389,25 @@ def m030_credentials(conn: sqlite3.Connection) -> None:
         CREATE INDEX session_tokens_session ON session_tokens (session_id);
         """,
     )
+
+
+# -- 110-119: MCP tool servers (bus/mcp_servers.py) ---------------------------------------
+
+
+@migration(110, "mcp tool servers")
+def m110_mcp_servers(conn: sqlite3.Connection) -> None:
+    # scope: the session id, or '' for a global server. spec: the registration as JSON
+    # (command, args, url, env, trusted, mounts, timeout); env values that name a secret
+    # (secret:NAME) are resolved when the server starts, never stored resolved.
+    run_script(
+        conn,
+        """
+        CREATE TABLE mcp_servers (
+            scope TEXT NOT NULL,
+            name TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (scope, name)
+        );
+        """,
+    )

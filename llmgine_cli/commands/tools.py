@@ -92,6 +92,12 @@ def register(
         typer.Option("--timeout", metavar="SECONDS", min=0.001, help="Deadline per call (default: sandbox.deadline)."),
     ] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace a tool of the same name.")] = False,
+    requires_approval: Annotated[
+        bool,
+        typer.Option(
+            "--requires-approval", help="A ToolChat engine asks a person before each call (`llmgine approval`)."
+        ),
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -100,7 +106,14 @@ def register(
     source = read_source(file)
     parameters = parse_object(params, "--params") if params is not None else None
     tool = app_ctx.client().register_tool(
-        session, source, name=name, description=description, parameters=parameters, timeout=timeout, replace=replace
+        session,
+        source,
+        name=name,
+        description=description,
+        parameters=parameters,
+        timeout=timeout,
+        replace=replace,
+        requires_approval=requires_approval,
     )
     data = msgspec.to_builtins(tool)
     if resolve_format(app_ctx.env, output) in ("table", "plain"):
@@ -110,16 +123,20 @@ def register(
 
 @app.command("list")
 def list_(ctx: typer.Context, session: SessionOpt, output: Output = None, quiet: Quiet = False) -> None:
-    """List the session's tools with their parameters."""
+    """List the session's tools with their parameters (MCP servers' tools too: NAME.tool)."""
     app_ctx = state(ctx)
-    page = app_ctx.client().list_tools(session)
-    if resolve_format(app_ctx.env, output) in ("table", "plain") and not quiet:
+    render_tools(app_ctx.env, app_ctx.client().list_tools(session), output, quiet)
+
+
+def render_tools(env: Any, page: Any, output: Any, quiet: bool) -> None:
+    """A ToolList: in a table, each tool's parameters as a signature (`tool list`, `mcp tools`)."""
+    if resolve_format(env, output) in ("table", "plain") and not quiet:
         data = msgspec.to_builtins(page)
         for tool in data["tools"]:
             tool["params"] = _signature(tool["parameters"])
-        render(app_ctx.env, data, LIST_VIEW, output, quiet)
+        render(env, data, LIST_VIEW, output, quiet)
         return
-    render(app_ctx.env, page, LIST_VIEW, output, quiet)
+    render(env, page, LIST_VIEW, output, quiet)
 
 
 @app.command("get")

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from llmgine_daemon.api.openapi import OPERATIONS, build_document, route_keys
+from llmgine_daemon.protocol import CommandCreate
 from llmgine_daemon.protocol.endpoints import BY_KEY, BY_NAME, ENDPOINTS, Endpoint
 
 from llmgine_cli import hot
 from llmgine_cli.aclient import _Recorder, _Request
 from llmgine_cli.client import Client
+from llmgine_cli.client_hooks import HookEndpoints
 
 # Client methods that are more than one request (they call the ones checked here) or stream.
 COMPOSITE = {"execute", "publish", "events", "tool_deadline", "delete_handlers"}
@@ -24,6 +26,8 @@ ARGUMENTS: dict[str, Any] = {
     "session_id": "s-1",
     "command_id": "c-1",
     "batch_id": "b-1",
+    "approval_id": "a-1",
+    "decision": "approve",
     "event_id": "e-1",
     "engine_id": "g-1",
     "key_id": "k-1",
@@ -46,6 +50,10 @@ ARGUMENTS: dict[str, Any] = {
     "arguments": {},
     "commands": [{"command_type": "Some.Type"}],
     "value": "secret-value",
+    "url": "http://127.0.0.1:9/hook",
+    "webhook_id": "w-1",
+    "schedule_id": "sch-1",
+    "command": CommandCreate(command_type="Some.Type"),
 }
 
 
@@ -54,7 +62,7 @@ def test_operation_ids_are_unique_and_name_resource_and_verb() -> None:
     for endpoint in ENDPOINTS:
         assert re.fullmatch(
             r"(get|list|create|delete|execute|publish|register|cancel|reset|revoke|"
-            r"stream|shutdown|vacuum|set)[A-Z][A-Za-z]*",
+            r"stream|shutdown|vacuum|set|wait|retry|pause|resume|fork|decide)[A-Z][A-Za-z]*",
             endpoint.name,
         ), endpoint.name
 
@@ -111,7 +119,7 @@ def _calls(method_name: str) -> list[_Request]:
     required = {
         name: ARGUMENTS[name]
         for name, p in signature.parameters.items()
-        if name != "self" and p.default is inspect.Parameter.empty
+        if name != "self" and p.default is inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD
     }
     variants = [required]
     if "session_id" in required and "None" in str(signature.parameters["session_id"].annotation):
@@ -136,7 +144,7 @@ def _endpoint_of(request: _Request) -> Endpoint:
 def test_client_methods_agree_with_the_table() -> None:
     methods = {
         name
-        for name, value in vars(Client).items()
+        for name, value in (vars(Client) | vars(HookEndpoints)).items()
         if inspect.isfunction(value) and not name.startswith("_") and name not in COMPOSITE
     }
     named = {e.client for e in ENDPOINTS if e.client}

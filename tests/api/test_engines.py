@@ -6,6 +6,7 @@ from tests.api.bus_helpers import BLOCK_MS, DUMMY, cancel, create_engine, events
 from tests.conftest import assert_envelope, create_session
 
 ENGINE_FIELDS = {
+    "usage",  # null but in GET /api/engines/{id} (bus/usage.py)
     "engine_id",
     "engine_type",
     "model_name",

@@ -91,7 +91,12 @@ async def test_execute_streams_deltas_then_the_response(llm_client: Any, fake: F
     result = record["result"]
     assert result["text"] == result["response"] == "Hello there, how are you?"
     assert result["finish_reason"] == "stop"
-    assert result["usage"] == {"prompt_tokens": 12, "completion_tokens": 6}
+    assert {k: result["usage"][k] for k in ("prompt_tokens", "completion_tokens", "cached_tokens")} == {
+        "prompt_tokens": 12,
+        "completion_tokens": 6,
+        "cached_tokens": 0,
+    }
+    assert result["usage"]["cost_usd"] == record["usage"]["cost_usd"] > 0  # both models have a default price
     assert result["latency_ms"] >= 0 and result["model"] == MODELS[kind]
     sent = fake.requests[-1].body
     assert sent["temperature"] == 0.1

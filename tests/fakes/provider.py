@@ -42,7 +42,8 @@ class Reply:
     finish_reason: str | None = None
     stall_after: int | None = None  # go silent after this many text chunks...
     stall: float = 3600.0  # ...for this long
-    usage: tuple[int, int] = (11, 7)
+    usage: tuple[int, int] = (11, 7)  # (prompt, completion), the cached part included
+    cached: int = 0  # of usage[0], from the prompt cache
     raw_arguments: str | None = None  # send this (e.g. broken JSON) as the first call's arguments
 
 
@@ -97,6 +98,17 @@ class Recorded:
     at: float
 
 
+def _openai_usage(item: Reply) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": item.usage[0],
+        "completion_tokens": item.usage[1],
+        "total_tokens": sum(item.usage),
+    }
+    if item.cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": item.cached}
+    return usage
+
+
 def _chunks(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)] if text else []
 
@@ -132,7 +144,10 @@ class FakeProvider:
         self.app.router.add_post("/v1/chat/completions", self._openai)
         self.app.router.add_post("/v1/messages", self._anthropic)
         self._runner: web.AppRunner | None = None
+        # As the SDKs want them: OpenAI's base URL includes /v1 (base_url), Anthropic's is the
+        # server's root (root_url).
         self.base_url = ""
+        self.root_url = ""
 
     # -- control ---------------------------------------------------------------------
 
@@ -154,7 +169,8 @@ class FakeProvider:
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         sockets = site._server.sockets  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/v1"
+        self.root_url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        self.base_url = self.root_url + "/v1"
         return self.base_url
 
     async def stop(self) -> None:
@@ -266,11 +282,7 @@ class FakeProvider:
                     "created": int(time.time()),
                     "model": model,
                     "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                    "usage": {
-                        "prompt_tokens": item.usage[0],
-                        "completion_tokens": item.usage[1],
-                        "total_tokens": sum(item.usage),
-                    },
+                    "usage": _openai_usage(item),
                 }
             )
         resp = await self._open_stream(request)
@@ -309,11 +321,7 @@ class FakeProvider:
                     "created": int(time.time()),
                     "model": model,
                     "choices": [],
-                    "usage": {
-                        "prompt_tokens": item.usage[0],
-                        "completion_tokens": item.usage[1],
-                        "total_tokens": sum(item.usage),
-                    },
+                    "usage": _openai_usage(item),
                 },
             )
         await resp.write(b"data: [DONE]\n\n")
@@ -373,7 +381,8 @@ class FakeProvider:
         calls = [(f"toolu_{uuid.uuid4().hex[:8]}", name, json.dumps(args)) for name, args in item.tool_calls]
         if calls and item.raw_arguments is not None:
             calls[0] = (calls[0][0], calls[0][1], item.raw_arguments)
-        start["message"]["usage"]["input_tokens"] = item.usage[0]  # type: ignore[index]
+        start["message"]["usage"]["input_tokens"] = item.usage[0] - item.cached  # type: ignore[index]
+        start["message"]["usage"]["cache_read_input_tokens"] = item.cached  # type: ignore[index]
         if not body.get("stream"):
             content: list[dict[str, Any]] = [{"type": "text", "text": item.text}] if item.text else []
             content += [{"type": "tool_use", "id": i, "name": n, "input": json.loads(a)} for i, n, a in calls]
@@ -386,7 +395,11 @@ class FakeProvider:
                     "content": content,
                     "stop_reason": stop_reason,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": item.usage[0], "output_tokens": item.usage[1]},
+                    "usage": {
+                        "input_tokens": item.usage[0] - item.cached,
+                        "cache_read_input_tokens": item.cached,
+                        "output_tokens": item.usage[1],
+                    },
                 }
             )
         resp = await self._open_stream(request)

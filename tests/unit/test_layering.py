@@ -1,6 +1,6 @@
 """The layering of docs/architecture.md, checked against the imports of every module.
 
-server → app → api → engines → bus → sandbox → observability → store → protocol/settings/aio:
+server → app → api → engines → bus → mcp → sandbox → observability → store → protocol/settings/aio:
 a module imports from its own layer or from a layer below, never above. Imports inside
 functions count too (a lazy import is still a dependency).
 """
@@ -23,6 +23,7 @@ RANK = {
     "api": 7,
     "engines": 6,
     "bus": 5,
+    "mcp": 4.5,  # MCP servers at run time: the bus calls it, it uses the sandbox's bubblewrap
     "sandbox": 4,
     "observability": 3,
     "store": 2,

@@ -19,7 +19,7 @@ def test_defaults(home: Path) -> None:
     s = settings_for(home)
     assert s["providers.default"] == "openai"
     assert s["providers.openai.base_url"] == "https://api.openai.com/v1"
-    assert s["providers.anthropic.base_url"] == "https://api.anthropic.com/v1"
+    assert s["providers.anthropic.base_url"] == "https://api.anthropic.com"
     assert s["providers.ollama.base_url"] == "http://127.0.0.1:11434/v1"
     assert s["providers.openai.api_key"] is None
     assert s["providers.openai.api_key_env"] == "OPENAI_API_KEY"

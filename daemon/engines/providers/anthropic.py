@@ -1,4 +1,5 @@
-"""Anthropic Messages (``POST {base_url}/messages``), streamed.
+"""Anthropic Messages (``POST {base_url}/v1/messages``, the base URL without ``/v1`` as in the
+Anthropic SDK: providers/urls.py), streamed.
 
 Differences from OpenAI that this module absorbs:
 - the system prompt is a top-level ``system`` field, not a message;
@@ -36,6 +37,7 @@ from llmgine_daemon.engines.providers.base import (
 )
 from llmgine_daemon.engines.providers.openai import parse_arguments
 from llmgine_daemon.engines.providers.sse import iter_sse
+from llmgine_daemon.engines.providers.urls import endpoint
 from llmgine_daemon.protocol import ErrorCode
 
 DEFAULT_VERSION = "2023-06-01"
@@ -140,7 +142,10 @@ class AnthropicProvider(Provider):
         try:
             async with asyncio.timeout(timeout):
                 resp = await self.http.post(
-                    self.url("/messages"), json=build_body(request), headers=headers, read_bufsize=2**20
+                    endpoint("anthropic", self.config.base_url),
+                    json=build_body(request),
+                    headers=headers,
+                    read_bufsize=2**20,
                 )
         except TimeoutError:
             raise timeout_error(self.name, timeout, "response") from None
@@ -155,7 +160,9 @@ class AnthropicProvider(Provider):
     async def _from_stream(self, resp: aiohttp.ClientResponse, timeout: float) -> AsyncIterator[StreamItem]:
         blocks: dict[int, _Block] = {}
         stop_reason: str | None = None
-        prompt_tokens = completion_tokens = 0
+        # Anthropic counts cache reads and writes apart from input_tokens; prompt_tokens is
+        # their sum (what OpenAI's prompt_tokens means), cached_tokens the reads.
+        prompt_tokens = completion_tokens = cached_tokens = 0
         model = ""
         finished = False
         tool_index = 0
@@ -172,7 +179,12 @@ class AnthropicProvider(Provider):
                     message = event.get("message") or {}
                     model = message.get("model", "")
                     usage = message.get("usage") or {}
-                    prompt_tokens = int(usage.get("input_tokens") or 0)
+                    cached_tokens = int(usage.get("cache_read_input_tokens") or 0)
+                    prompt_tokens = (
+                        int(usage.get("input_tokens") or 0)
+                        + cached_tokens
+                        + int(usage.get("cache_creation_input_tokens") or 0)
+                    )
                     completion_tokens = int(usage.get("output_tokens") or 0)
                 elif kind == "content_block_start":
                     raw = event.get("content_block") or {}
@@ -202,7 +214,12 @@ class AnthropicProvider(Provider):
                     if usage.get("output_tokens") is not None:
                         completion_tokens = int(usage["output_tokens"])
                     if usage.get("input_tokens"):
-                        prompt_tokens = int(usage["input_tokens"])
+                        cached_tokens = int(usage.get("cache_read_input_tokens") or cached_tokens)
+                        prompt_tokens = (
+                            int(usage["input_tokens"])
+                            + cached_tokens
+                            + int(usage.get("cache_creation_input_tokens") or 0)
+                        )
                 elif kind == "message_stop":
                     finished = True
                     break
@@ -226,7 +243,7 @@ class AnthropicProvider(Provider):
                 arguments, invalid = parse_arguments("".join(block.parts))
                 calls.append(ToolCall(block.id, block.name, arguments, invalid))
         reason = STOP_REASONS.get(stop_reason or "end_turn", "other")
-        yield Completion(text, calls, reason, Usage(prompt_tokens, completion_tokens), model)
+        yield Completion(text, calls, reason, Usage(prompt_tokens, completion_tokens, cached_tokens), model)
 
     def _stream_error(self, error: dict[str, Any]) -> ProviderError:
         kind = str(error.get("type") or "api_error")

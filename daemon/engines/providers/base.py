@@ -73,11 +73,26 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class Usage:
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # all input tokens, cached ones included
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
 
     def as_dict(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+        }
+
+
+def openai_usage(raw: dict[str, Any]) -> Usage:
+    """OpenAI's ``usage`` (cached tokens in ``prompt_tokens_details``)."""
+    details = raw.get("prompt_tokens_details") or {}
+    return Usage(
+        int(raw.get("prompt_tokens") or 0),
+        int(raw.get("completion_tokens") or 0),
+        int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
+    )
 
 
 @dataclass(frozen=True)
@@ -316,6 +331,3 @@ class Provider:
 
     def timeout_for(self, request: ChatRequest) -> float:
         return request.timeout if request.timeout is not None else self.config.timeout
-
-    def url(self, path: str) -> str:
-        return self.config.base_url.rstrip("/") + path

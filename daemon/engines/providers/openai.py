@@ -1,4 +1,5 @@
-"""OpenAI Chat Completions (``POST {base_url}/chat/completions``), streamed.
+"""OpenAI Chat Completions (``POST {base_url}/chat/completions``, the base URL including ``/v1``
+as in the OpenAI SDK: providers/urls.py), streamed.
 
 Speaks the wire format OpenAI documents, which Ollama, vLLM, llama.cpp server, LM Studio and
 OpenRouter also serve, so one client covers them all (``base_url`` differs).
@@ -30,10 +31,12 @@ from llmgine_daemon.engines.providers.base import (
     bad_response,
     connection_error,
     error_for_status,
+    openai_usage,
     read_error,
     timeout_error,
 )
 from llmgine_daemon.engines.providers.sse import iter_sse
+from llmgine_daemon.engines.providers.urls import endpoint
 from llmgine_daemon.protocol import ErrorCode
 
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
@@ -122,7 +125,7 @@ class OpenAIProvider(Provider):
         key = self.config.key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        url = self.url("/chat/completions")
+        url = endpoint("openai", self.config.base_url)
         try:
             async with asyncio.timeout(timeout):
                 resp = await self.http.post(url, json=build_body(request), headers=headers, read_bufsize=2**20)
@@ -162,11 +165,8 @@ class OpenAIProvider(Provider):
                 if "error" in chunk:
                     raise self._stream_error(chunk["error"])
                 model = chunk.get("model") or model
-                if chunk.get("usage"):
-                    usage = Usage(
-                        int(chunk["usage"].get("prompt_tokens") or 0),
-                        int(chunk["usage"].get("completion_tokens") or 0),
-                    )
+                if isinstance(chunk.get("usage"), dict):
+                    usage = openai_usage(chunk["usage"])
                 for choice in chunk.get("choices") or []:
                     if choice.get("index", 0) != 0:
                         continue
@@ -224,8 +224,8 @@ class OpenAIProvider(Provider):
             call.id = raw.get("id", "")
             call.name = (raw.get("function") or {}).get("name", "")
             call.arguments.append((raw.get("function") or {}).get("arguments") or "")
-        raw_usage = body.get("usage") or {}
-        usage = Usage(int(raw_usage.get("prompt_tokens") or 0), int(raw_usage.get("completion_tokens") or 0))
+        raw_usage = body.get("usage")
+        usage = openai_usage(raw_usage) if isinstance(raw_usage, dict) else Usage()
         yield self._completion(content, calls, choice.get("finish_reason"), usage, body.get("model", ""))
 
     def _completion(

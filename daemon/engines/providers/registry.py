@@ -9,14 +9,18 @@ provider prefix is split off.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import aiohttp
 from llmgine_daemon.engines.providers.anthropic import AnthropicProvider
 from llmgine_daemon.engines.providers.base import Provider, ProviderConfig
 from llmgine_daemon.engines.providers.openai import OpenAIProvider
+from llmgine_daemon.engines.providers.urls import base_url_warning
 from llmgine_daemon.secrets import SecretStore
-from llmgine_daemon.settings import PROVIDERS, Settings
+from llmgine_daemon.settings import BY_KEY, PROVIDERS, Settings
+
+log = logging.getLogger("llmgine.providers")
 
 # Which wire format each provider speaks.
 KINDS = {"openai": "openai", "anthropic": "anthropic", "ollama": "openai"}
@@ -73,6 +77,12 @@ class Providers:
         paths = getattr(settings, "paths", None)
         self.secrets = SecretStore(paths.config_dir / "secrets.json") if paths is not None else None
         self.configs = {name: provider_config(settings, name, self.secrets) for name in PROVIDERS}
+        # Once per daemon: a base URL in the other SDK's form works, but says so.
+        for name, config in self.configs.items():
+            key = f"providers.{name}.base_url"
+            warning = base_url_warning(name, config.kind, config.base_url, f"{BY_KEY[key].env} ({key})")
+            if warning is not None:
+                log.warning("%s", warning)
         self._http: aiohttp.ClientSession | None = None
 
     def _session(self) -> aiohttp.ClientSession:

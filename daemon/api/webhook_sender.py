@@ -1,0 +1,92 @@
+"""The HTTP side of webhook deliveries: the ``Sender`` app.py hands to the bus
+(bus/webhook_outbox.py), on one aiohttp client session.
+
+Only hosts ``webhooks.allowed_hosts`` allows are called (bus/webhook_policy.py): the URL is
+checked again at every attempt (the setting may have changed since registration), and the
+client's resolver resolves names itself and refuses a name when ANY of its addresses is not in
+an allowed network; the connection then goes only to the addresses it checked (no DNS cache, so
+every attempt resolves again). Redirects are never followed (a 3xx is a failed attempt), and no
+proxy from the environment is used. Errors say what went wrong, never the secret or the body.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.webhook_policy import HostPolicy
+
+MAX_ERROR = 300
+
+
+class _PolicyResolver(AbstractResolver):
+    def __init__(self, policy: HostPolicy) -> None:
+        self.policy = policy
+        self._inner = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        try:
+            self.policy.check_resolved(host, [r["host"] for r in found])
+        except BusError as exc:
+            raise OSError(exc.message) from None
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class HttpSender:
+    """``await sender(url, headers, body, timeout)`` -> (status, error)."""
+
+    def __init__(self, policy: HostPolicy) -> None:
+        self.policy = policy
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(resolver=_PolicyResolver(self.policy), use_dns_cache=False, limit=32)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        return self._session
+
+    async def __call__(
+        self, url: str, headers: dict[str, str], body: bytes, timeout: float
+    ) -> tuple[int | None, str | None]:
+        try:
+            self.policy.check_url(url)
+        except BusError as exc:
+            return None, exc.message
+        try:
+            async with self._client().post(
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                await response.read()
+                status = response.status
+                if 300 <= status < 400:
+                    return status, f"redirect not followed (HTTP {status})"
+                return status, None
+        except TimeoutError:
+            return None, f"timed out after {timeout:g} s"
+        except (aiohttp.ClientError, OSError) as exc:
+            return None, _describe(exc)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _describe(exc: Any) -> str:
+    cause = getattr(exc, "os_error", None) or exc.__cause__ or exc
+    text = f"{type(exc).__name__}: {cause}"
+    return text[:MAX_ERROR]

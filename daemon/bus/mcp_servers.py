@@ -1,0 +1,400 @@
+"""MCP tool servers: registrations (per session or global), their rules, and their tools as
+the session's tools.
+
+A registration is a row of ``mcp_servers`` (migration 110: scope = the session id, or '' for
+a global server) and, in memory, a ``Connection`` (mcp/connection.py) that supervises the
+server. Rows come back when the daemon starts; a session's servers end with the session.
+
+A server ``NAME``'s tool ``t`` is the tool ``NAME.t`` of every session that sees the server:
+its own servers, and the global ones (a session's server hides a global one of the same name).
+``Tools`` (bus/tools.py) lists, reads and executes them beside registered tools; an execution
+records the same ``ToolExecuted`` event and ``tool.call`` span.
+
+Who may register what (``principal`` in ``register``) - a session token is handed to less
+trusted clients, so it must not get the daemon to run host commands:
+
+- HTTP servers: any credential whose scope includes the path, to hosts of ``mcp.allowed_hosts``
+  only (loopback by default; read as webhooks.allowed_hosts is, bus/webhook_policy.py: the
+  addresses a name resolves to are checked again before each connection), never with an
+  environment;
+- stdio servers, sandboxed: API keys and the socket owner; a session token only with
+  ``mcp.session_token_stdio``, and then only a command under /usr or /bin, with no mounts,
+  no argument directories and no secret references;
+- trusted (no sandbox, network): API keys and the socket owner only, never a session token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import re
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from llmgine_daemon.bus.errors import BusError, invalid, not_found
+from llmgine_daemon.bus.sessions import fetch_session, require_active
+from llmgine_daemon.bus.webhook_policy import HostPolicy
+from llmgine_daemon.mcp.connection import Connection, ServerConfig
+from llmgine_daemon.mcp.launch import Launch, LaunchError, resolve_command
+from llmgine_daemon.protocol import ErrorCode, McpServer, McpServerCreate, Tool, now_iso
+from llmgine_daemon.protocol.grammar import SECRET_NAME_PATTERN, valid_id
+from llmgine_daemon.sandbox.calls import SandboxUnavailable
+from llmgine_daemon.sandbox.isolation import Isolation
+
+if TYPE_CHECKING:
+    from llmgine_daemon.bus.core import Bus
+    from llmgine_daemon.mcp.connection import CallResult
+
+log = logging.getLogger("llmgine.mcp")
+
+DEFAULT_HOSTS = ["127.0.0.0/8", "::1", "localhost"]
+SEPARATOR = "."
+SECRET_PREFIX = "secret:"
+MAX_SERVERS = 20  # per scope (a session, or the global scope)
+SECRET_RE = re.compile(SECRET_NAME_PATTERN)
+# Where a session token's stdio command may live: directories already in the sandbox's view.
+SESSION_TOKEN_COMMAND_DIRS = ("/usr/", "/bin/")
+# What a provider accepts as a function name (OpenAI and Anthropic: ^[a-zA-Z0-9_-]{1,64}$).
+_PROVIDER_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def provider_tool_name(name: str) -> str:
+    """The name a tool is offered to a model under: ``server.tool`` -> ``server-tool`` (a
+    registered tool's name is a Python identifier, which has no "-")."""
+    return _PROVIDER_UNSAFE.sub("_", name.replace(SEPARATOR, "-", 1))[:64]
+
+
+@dataclass(frozen=True)
+class McpPolicy:
+    # mcp.allowed_hosts, read as webhooks.allowed_hosts is (bus/webhook_policy.py)
+    hosts: HostPolicy = field(default_factory=lambda: HostPolicy.parse(DEFAULT_HOSTS, "mcp.allowed_hosts"))
+    session_token_stdio: bool = False
+    call_timeout: float = 60.0
+    start_timeout: float = 15.0
+
+
+@dataclass
+class Registration:
+    scope: str  # session id, or "" (global)
+    name: str
+    spec: dict[str, Any]
+    created_at: str
+    connection: Connection | None = field(default=None, repr=False)
+
+    @property
+    def session_id(self) -> str | None:
+        return self.scope or None
+
+
+class McpServers:
+    def __init__(
+        self, bus: Bus, policy: McpPolicy | None = None, secrets: Callable[[str], str | None] | None = None
+    ) -> None:
+        self.bus = bus
+        self.policy = policy or McpPolicy()
+        self.secrets = secrets or (lambda name: None)
+        self.servers: dict[tuple[str, str], Registration] = {}
+
+    # -- registration -------------------------------------------------------------------
+
+    def check(self, body: McpServerCreate, by_session_token: bool) -> dict[str, Any]:
+        """The registration's spec, or a 422/403 saying what is wrong or not allowed."""
+        if (body.command is None) == (body.url is None):
+            raise invalid("command", "give either a command (stdio) or a url (streamable HTTP)")
+        spec: dict[str, Any] = {"timeout": body.timeout}
+        if body.url is not None:
+            if body.env or body.trusted or body.mounts or body.args:
+                raise invalid("url", "env, args, mounts and trusted apply to stdio servers only")
+            self.policy.hosts.check_url(body.url)
+            return {**spec, "url": body.url}
+        if by_session_token:
+            self._check_session_token_stdio(body)
+        try:
+            resolve_command(body.command or "")
+        except LaunchError as exc:
+            raise invalid("command", str(exc)) from None
+        for key, value in body.env.items():
+            if value.startswith(SECRET_PREFIX):
+                secret = value[len(SECRET_PREFIX) :]
+                if not SECRET_RE.match(secret):
+                    raise invalid(f"env.{key}", "secret:NAME must name a secret (A-Z, 0-9 and _)")
+                if self.secrets(secret) is None:
+                    raise invalid(f"env.{key}", f"no secret {secret!r} (llmgine secret set {secret})")
+        for mount in body.mounts:
+            if not os.path.isabs(mount) or not os.path.exists(mount):
+                raise invalid("mounts", f"{mount[:200]!r} is not an existing absolute path")
+        return {
+            **spec,
+            "command": body.command,
+            "args": list(body.args),
+            "env": dict(body.env),
+            "trusted": body.trusted,
+            "mounts": list(body.mounts),
+            "auto_mounts": not by_session_token,
+        }
+
+    def _check_session_token_stdio(self, body: McpServerCreate) -> None:
+        def forbidden(message: str) -> BusError:
+            return BusError(ErrorCode.FORBIDDEN, message, {"setting": "mcp.session_token_stdio"})
+
+        if body.trusted:
+            raise BusError(ErrorCode.FORBIDDEN, "a session token may not register a trusted MCP server")
+        if not self.policy.session_token_stdio:
+            raise forbidden(
+                "a session token may not register stdio MCP servers; use an API key, or set "
+                "mcp.session_token_stdio = true to allow sandboxed ones"
+            )
+        if body.mounts or any(v.startswith(SECRET_PREFIX) for v in body.env.values()):
+            raise forbidden("a session token may not give an MCP server mounts or secrets")
+        try:
+            path = resolve_command(body.command or "")
+        except LaunchError as exc:
+            raise invalid("command", str(exc)) from None
+        if not os.path.realpath(path).startswith(SESSION_TOKEN_COMMAND_DIRS):
+            raise forbidden("a session token's MCP server command must be a program under /usr or /bin")
+
+    async def register(self, session_id: str | None, body: McpServerCreate, *, by_session_token: bool) -> McpServer:
+        spec = self.check(body, by_session_token)
+        scope = session_id or ""
+        created_at = now_iso()
+
+        def write(conn: sqlite3.Connection) -> None:
+            if session_id is not None:
+                require_active(conn, session_id)
+            exists = conn.execute(
+                "SELECT 1 FROM mcp_servers WHERE scope = ? AND name = ?", (scope, body.name)
+            ).fetchone()
+            if exists:
+                raise BusError(
+                    ErrorCode.CONFLICT,
+                    f"MCP server {body.name!r} already exists here (remove it first)",
+                    {"name": body.name, "session_id": session_id},
+                )
+            count = conn.execute("SELECT COUNT(*) FROM mcp_servers WHERE scope = ?", (scope,)).fetchone()[0]
+            if count >= MAX_SERVERS:
+                raise BusError(
+                    ErrorCode.LIMIT_REACHED,
+                    f"limit reached: at most {MAX_SERVERS} MCP servers per session and globally",
+                    {"limit": "mcp_servers", "max": MAX_SERVERS},
+                )
+            conn.execute(
+                "INSERT INTO mcp_servers (scope, name, spec, created_at) VALUES (?, ?, ?, ?)",
+                (scope, body.name, json.dumps(spec), created_at),
+            )
+
+        await self.bus.store.write(write)
+        reg = Registration(scope, body.name, spec, created_at)
+        self.servers[(scope, body.name)] = reg
+        self._connect(reg)
+        assert reg.connection is not None
+        await reg.connection.wait_settled(self.policy.start_timeout)
+        return self.view(reg)
+
+    def _connect(self, reg: Registration) -> None:
+        spec = reg.spec
+        label = reg.name if not reg.scope else f"{reg.name}@{reg.scope[:8]}"
+        config = ServerConfig(label=label, url=spec.get("url"))
+        if config.url is not None:
+            config.before_connect = functools.partial(self._check_resolved, config.url)
+        if spec.get("command"):
+            env: dict[str, str] = {}
+            for key, value in spec.get("env", {}).items():
+                if value.startswith(SECRET_PREFIX):
+                    resolved = self.secrets(value[len(SECRET_PREFIX) :])
+                    if resolved is None:
+                        log.warning("mcp server %s: secret %s is gone; %s left unset", label, value, key)
+                        continue
+                    config.secrets.append(resolved)
+                    value = resolved
+                env[key] = value
+            config.launch = Launch(
+                spec["command"],
+                spec.get("args", []),
+                env,
+                bool(spec.get("trusted")),
+                spec.get("mounts", []),
+                bool(spec.get("auto_mounts", True)),
+            )
+        reg.connection = Connection(config, self._isolation)
+        reg.connection.start()
+
+    async def _check_resolved(self, url: str) -> None:
+        """Before each connection: every address the URL's host resolves to must be allowed
+        (a name allowed at registration cannot be pointed elsewhere later)."""
+        host = urlsplit(url).hostname or ""
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+        except OSError as exc:
+            raise LaunchError(f"cannot resolve {host!r}: {exc}") from None
+        try:
+            self.policy.hosts.check_resolved(host, [str(info[4][0]) for info in infos])
+        except BusError as exc:
+            raise LaunchError(exc.message) from None
+
+    async def _isolation(self) -> Isolation | None:
+        sandbox = self.bus.sandbox
+        if sandbox is None:
+            return None
+        with contextlib.suppress(SandboxUnavailable):
+            await sandbox.wait_ready()  # the pool probes the machine as it starts
+        return sandbox.isolation
+
+    # -- reading ------------------------------------------------------------------------
+
+    def view(self, reg: Registration) -> McpServer:
+        spec = reg.spec
+        conn = reg.connection
+        return McpServer(
+            name=reg.name,
+            scope="session" if reg.scope else "global",
+            session_id=reg.session_id,
+            transport="http" if spec.get("url") else "stdio",
+            command=spec.get("command"),
+            args=list(spec.get("args", [])),
+            url=spec.get("url"),
+            env_keys=sorted(spec.get("env", {})),
+            trusted=bool(spec.get("trusted")),
+            mounts=list(spec.get("mounts", [])),
+            timeout=spec.get("timeout"),
+            created_at=reg.created_at,
+            status=conn.status if conn is not None else "stopped",  # type: ignore[arg-type]
+            restarts=conn.restarts if conn is not None else 0,
+            last_error=conn.last_error if conn is not None else None,
+            pid=conn.pid if conn is not None else None,
+            tools=[f"{reg.name}{SEPARATOR}{t.name}" for t in (conn.tools if conn is not None else [])],
+        )
+
+    async def _check_session(self, session_id: str | None) -> None:
+        if session_id is not None:
+            await self.bus.store.read(lambda conn: fetch_session(conn, session_id))
+
+    async def list(self, session_id: str | None) -> list[McpServer]:
+        await self._check_session(session_id)
+        scope = session_id or ""
+        return [self.view(r) for (s, _), r in sorted(self.servers.items()) if s == scope]
+
+    def _find(self, session_id: str | None, name: str) -> Registration:
+        reg = self.servers.get((session_id or "", name))
+        if reg is None:
+            raise not_found("mcp_server", name=name, session_id=session_id)
+        return reg
+
+    async def get(self, session_id: str | None, name: str) -> McpServer:
+        await self._check_session(session_id)
+        return self.view(self._find(session_id, name))
+
+    async def server_tools(self, session_id: str | None, name: str) -> list[Tool]:
+        await self._check_session(session_id)
+        return self._tools_of(self._find(session_id, name), session_id or "")
+
+    def _tools_of(self, reg: Registration, session_id: str) -> list[Tool]:
+        conn = reg.connection
+        tools = []
+        for info in conn.tools if conn is not None else []:
+            full = f"{reg.name}{SEPARATOR}{info.name}"
+            if not valid_id(full):
+                continue  # not callable through a path: /api/sessions/{id}/tools/{name}/execute
+            tools.append(
+                Tool(
+                    name=full,
+                    session_id=session_id,
+                    description=info.description,
+                    parameters=info.parameters,
+                    is_async=False,
+                    timeout=reg.spec.get("timeout") or self.policy.call_timeout,
+                    created_at=reg.created_at,
+                    server=reg.name,
+                )
+            )
+        return tools
+
+    def visible(self, session_id: str) -> dict[str, Registration]:
+        """The servers a session sees, by name: its own over the global ones."""
+        seen = {name: r for (scope, name), r in self.servers.items() if scope == ""}
+        seen.update({name: r for (scope, name), r in self.servers.items() if scope == session_id})
+        return seen
+
+    async def _settled(self, regs: list[Registration]) -> None:
+        """Wait (at most mcp.start_timeout) for servers still making their first connection:
+        after a daemon restart their tools are known only once they answered."""
+        waiting = [r.connection.wait_settled(self.policy.start_timeout) for r in regs if r.connection is not None]
+        if waiting:
+            await asyncio.gather(*waiting)
+
+    async def tools_for(self, session_id: str) -> list[Tool]:
+        regs = [reg for _, reg in sorted(self.visible(session_id).items())]
+        await self._settled(regs)
+        return [t for reg in regs for t in self._tools_of(reg, session_id)]
+
+    async def tool(self, session_id: str, name: str) -> Tool:
+        server, _, _ = name.partition(SEPARATOR)
+        reg = self.visible(session_id).get(server)
+        if reg is not None:
+            await self._settled([reg])
+        for tool in self._tools_of(reg, session_id) if reg is not None else []:
+            if tool.name == name:
+                return tool
+        raise not_found("tool", tool_name=name, session_id=session_id)
+
+    # -- calling ------------------------------------------------------------------------
+
+    async def call(
+        self, session_id: str, name: str, arguments: dict[str, Any], timeout: float | None
+    ) -> tuple[Tool, CallResult]:
+        await self.bus.store.read(lambda conn: require_active(conn, session_id))
+        tool = await self.tool(session_id, name)
+        reg = self.visible(session_id)[tool.server or ""]
+        assert reg.connection is not None
+        deadline = timeout or tool.timeout or self.policy.call_timeout
+        outcome = await reg.connection.call(name[len(reg.name) + 1 :], arguments, deadline)
+        reg.connection.count(reg.name, outcome)
+        return tool, outcome
+
+    # -- removal and life ---------------------------------------------------------------
+
+    async def delete(self, session_id: str | None, name: str) -> None:
+        await self._check_session(session_id)
+        scope = session_id or ""
+
+        def write(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM mcp_servers WHERE scope = ? AND name = ?", (scope, name)).rowcount
+
+        if not await self.bus.store.write(write):
+            raise not_found("mcp_server", name=name, session_id=session_id)
+        reg = self.servers.pop((scope, name), None)
+        if reg is not None and reg.connection is not None:
+            await reg.connection.stop()
+
+    async def on_session_end(self, session_id: str, purged: bool) -> None:
+        await self.bus.store.write(lambda conn: conn.execute("DELETE FROM mcp_servers WHERE scope = ?", (session_id,)))
+        for key in [k for k in self.servers if k[0] == session_id]:
+            reg = self.servers.pop(key)
+            if reg.connection is not None:
+                await reg.connection.stop()
+
+    async def start(self) -> None:
+        """Bring the registrations back (those of sessions that ended meanwhile are removed)."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            conn.execute(
+                "DELETE FROM mcp_servers WHERE scope != '' AND scope NOT IN"
+                " (SELECT session_id FROM sessions WHERE status = 'active')"
+            )
+            return conn.execute("SELECT scope, name, spec, created_at FROM mcp_servers ORDER BY scope, name").fetchall()
+
+        for scope, name, spec, created_at in await self.bus.store.write(read):
+            reg = Registration(scope, name, json.loads(spec), created_at)
+            self.servers[(scope, name)] = reg
+            self._connect(reg)
+
+    async def stop(self) -> None:
+        connections = [r.connection for r in self.servers.values() if r.connection is not None]
+        self.servers.clear()
+        await asyncio.gather(*(c.stop() for c in connections), return_exceptions=True)

@@ -1,0 +1,296 @@
+"""Schedules: a command submitted on a cron expression, every N seconds, or once at a time.
+
+Each firing submits a normal command (``Commands.submit``) whose metadata carries
+``schedule_id`` and ``schedule_due`` (the firing's due time). Exactly once, across restarts and
+across schedulers sharing a database: the firing is claimed by ``UPDATE schedules SET next_due
+= <following> ... WHERE schedule_id = ? AND next_due = <due> AND status = 'active'`` inside the
+transaction that inserts the command (``Commands.submit(claim=...)``); when that matches no
+row, someone else fired it and the transaction - command included - is rolled back.
+
+Firing times (bus/schedule_times.py): a firing that comes due while the daemon runs fires once,
+even if late; firings the loop fell behind on are coalesced into it. Firings that came due
+while the daemon was down (due before this scheduler started) follow the schedule's ``missed``
+policy: ``skip`` (the default) moves on to the next firing after now, ``run_once`` fires one
+command now for all of them.
+
+A firing that cannot submit (no handler for the type, say) is recorded in ``last_error`` and
+the schedule moves on; one whose session ended or is gone ends the schedule (``done``), as a
+one-time (``at``) schedule does after its firing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from llmgine_daemon.aio import cancel_and_wait
+from llmgine_daemon.bus.codec import dumps, loads, new_id
+from llmgine_daemon.bus.commands import validate
+from llmgine_daemon.bus.errors import BusError, invalid
+from llmgine_daemon.bus.schedule_times import When, parse, zone
+from llmgine_daemon.bus.scoping import check_limits, missing, require_scope, visible
+from llmgine_daemon.bus.sessions import require_active
+from llmgine_daemon.protocol import (
+    CommandCreate,
+    ErrorCode,
+    Schedule,
+    ScheduleCreate,
+    ScheduleList,
+    now_iso,
+    parse_iso,
+    to_iso,
+)
+
+if TYPE_CHECKING:
+    from llmgine_daemon.bus.core import Bus
+
+log = logging.getLogger("llmgine.schedules")
+
+COLUMNS = (
+    "schedule_id, session_id, kind, spec, timezone, missed, command, status, next_due, created_at,"
+    " fire_count, last_fired_at, last_command_id, last_error"
+)
+IDLE_S = 30.0  # the longest the loop sleeps without looking (another scheduler's new rows)
+ENDS_SCHEDULE = (ErrorCode.SESSION_CLOSED, ErrorCode.SESSION_NOT_FOUND)
+
+
+class _Taken(Exception):
+    """The firing was claimed by another scheduler (or the schedule changed meanwhile)."""
+
+
+def _when(row: tuple[Any, ...]) -> When:
+    return When(row[2], row[3], zone(row[4]))
+
+
+def _dt(text: str | None) -> dt.datetime | None:
+    return parse_iso(text) if text else None
+
+
+def row_to_schedule(row: tuple[Any, ...]) -> Schedule:
+    upcoming = _when(row).upcoming(_dt(row[8])) if row[7] == "active" else []
+    return Schedule(
+        schedule_id=row[0],
+        session_id=row[1],
+        kind=row[2],
+        spec=row[3],
+        timezone=row[4],
+        missed=row[5],
+        command=loads(row[6]),
+        status=row[7],
+        next_due=row[8],
+        created_at=row[9],
+        fire_count=row[10],
+        last_fired_at=row[11],
+        last_command_id=row[12],
+        last_error=row[13],
+        upcoming=[to_iso(t) for t in upcoming],
+    )
+
+
+def _fetch(conn: sqlite3.Connection, schedule_id: str, scope: str | None) -> tuple[Any, ...]:
+    row = conn.execute(f"SELECT {COLUMNS} FROM schedules WHERE schedule_id = ?", (schedule_id,)).fetchone()
+    if row is None or not visible(scope, row[1]):
+        raise missing("schedule", schedule_id)
+    return row
+
+
+class Schedules:
+    def __init__(self, bus: Bus, max_per_session: int = 50, max_total: int = 1000) -> None:
+        self.bus = bus
+        self.store = bus.store
+        self.limits = (("schedules.max_per_session", max_per_session), ("schedules.max_total", max_total))
+        self.started_at = dt.datetime.now(dt.UTC)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the API --------------------------------------------------------------------------
+
+    async def create(self, body: ScheduleCreate, scope: str | None) -> Schedule:
+        require_scope(scope, body.session_id, "schedules")
+        when = parse(body.cron, body.every, body.at, body.timezone)
+        validate(body.command, prefix="command.")  # 422 now, not at every firing
+        if "schedule_id" in body.command.metadata:
+            raise invalid("command.metadata.schedule_id", "is set by the schedule")
+        now = dt.datetime.now(dt.UTC)
+        first = when.first(now)
+        if first is None:
+            raise invalid("at", "is in the past")
+        ts, schedule_id = now_iso(), new_id()
+        row = (
+            schedule_id,
+            body.session_id,
+            when.kind,
+            when.spec,
+            body.timezone,
+            body.missed,
+            dumps(msgspec.to_builtins(body.command)),
+            "active",
+            to_iso(first),
+            ts,
+            0,
+            None,
+            None,
+            None,
+        )
+
+        def write(conn: sqlite3.Connection) -> None:
+            require_active(conn, body.session_id)
+            check_limits(conn, "schedules", body.session_id, *self.limits)
+            conn.execute(f"INSERT INTO schedules ({COLUMNS}) VALUES ({', '.join('?' * len(row))})", row)
+
+        await self.store.write(write)
+        self._wake.set()
+        return row_to_schedule(row)
+
+    async def list(self, scope: str | None, session_id: str | None = None) -> ScheduleList:
+        wanted = scope if scope is not None else session_id
+        where, params = (" WHERE session_id = ?", (wanted,)) if wanted is not None else ("", ())
+        rows = await self.store.fetchall(f"SELECT {COLUMNS} FROM schedules{where} ORDER BY created_at", params)
+        return ScheduleList([row_to_schedule(r) for r in rows], len(rows))
+
+    async def get(self, schedule_id: str, scope: str | None) -> Schedule:
+        return row_to_schedule(await self.store.read(lambda conn: _fetch(conn, schedule_id, scope)))
+
+    async def delete(self, schedule_id: str, scope: str | None) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            _fetch(conn, schedule_id, scope)
+            conn.execute("DELETE FROM schedules WHERE schedule_id = ?", (schedule_id,))
+
+        await self.store.write(write)
+
+    async def set_paused(self, schedule_id: str, scope: str | None, paused: bool) -> Schedule:
+        """Pause (no firing until resumed) or resume (from the next firing after now: what
+        came due while paused is not caught up). A finished schedule cannot be resumed."""
+
+        def write(conn: sqlite3.Connection) -> tuple[Any, ...]:
+            row = _fetch(conn, schedule_id, scope)
+            if row[7] == "done":
+                raise BusError(
+                    ErrorCode.CONFLICT,
+                    f"schedule {schedule_id!r} is done; nothing to {'pause' if paused else 'resume'}",
+                    {"schedule_id": schedule_id, "status": "done"},
+                )
+            if paused:
+                conn.execute(
+                    "UPDATE schedules SET status = 'paused', next_due = NULL WHERE schedule_id = ?", (schedule_id,)
+                )
+            elif row[7] == "paused":
+                nxt = _when(row).first(dt.datetime.now(dt.UTC))
+                status = "active" if nxt is not None else "done"
+                conn.execute(
+                    "UPDATE schedules SET status = ?, next_due = ? WHERE schedule_id = ?",
+                    (status, to_iso(nxt) if nxt else None, schedule_id),
+                )
+            return _fetch(conn, schedule_id, scope)
+
+        row = await self.store.write(write)
+        self._wake.set()
+        return row_to_schedule(row)
+
+    async def on_session_end(self, session_id: str, purged: bool) -> None:
+        """An ended session's schedules are done; a purged one's are deleted."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            if purged:
+                conn.execute("DELETE FROM schedules WHERE session_id = ?", (session_id,))
+            else:
+                conn.execute(
+                    "UPDATE schedules SET status = 'done', next_due = NULL, last_error = ?"
+                    " WHERE session_id = ? AND status != 'done'",
+                    ("the session ended", session_id),
+                )
+
+        await self.store.write(write)
+
+    # -- the scheduler --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.started_at = dt.datetime.now(dt.UTC)
+        self._task = asyncio.create_task(self._loop(), name="scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                wait = await self.run_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the store busy, say: look again shortly
+                log.exception("scheduler round failed")
+                wait = 1.0
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, min(wait, IDLE_S)))
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def run_due(self) -> float:
+        """Fire what is due; seconds until the next firing."""
+        now = dt.datetime.now(dt.UTC)
+        rows = await self.store.fetchall(
+            f"SELECT {COLUMNS} FROM schedules WHERE status = 'active' AND next_due <= ? ORDER BY next_due",
+            (to_iso(now),),
+        )
+        for row in rows:
+            await self._fire(row, now)
+        nxt = await self.store.fetchone("SELECT MIN(next_due) FROM schedules WHERE status = 'active'")
+        if nxt is None or nxt[0] is None:
+            return IDLE_S
+        return (parse_iso(nxt[0]) - dt.datetime.now(dt.UTC)).total_seconds()
+
+    def _claim(self, row: tuple[Any, ...], following: dt.datetime | None, **sets: Any) -> Callable[..., None]:
+        """The conditional UPDATE that takes the firing due at ``row``'s next_due."""
+        values = {"next_due": to_iso(following) if following else None, **sets}
+        if following is None:
+            values["status"] = "done"
+        assignments = ", ".join(f"{k} = ?" for k in values)
+
+        def claim(conn: sqlite3.Connection, command_id: str | None = None) -> None:
+            extra = {"last_command_id": command_id} if command_id else {}
+            sql = assignments + "".join(f", {k} = ?" for k in extra)
+            if command_id:
+                sql += ", fire_count = fire_count + 1"
+            taken = conn.execute(
+                f"UPDATE schedules SET {sql} WHERE schedule_id = ? AND next_due = ? AND status = 'active'",
+                (*values.values(), *extra.values(), row[0], row[8]),
+            ).rowcount
+            if taken != 1:
+                raise _Taken()
+
+        return claim
+
+    async def _fire(self, row: tuple[Any, ...], now: dt.datetime) -> None:
+        due = parse_iso(row[8])
+        when = _when(row)
+        following = when.following(due, now)
+        if due < self.started_at and row[5] == "skip":
+            try:  # missed while the daemon was down: move on without a command
+                await self.store.write(self._claim(row, following))
+            except _Taken:
+                pass
+            log.info("schedule %s: skipped the firing(s) missed while down (due %s)", row[0], row[8])
+            return
+        command = loads(row[6])
+        metadata = {**command.get("metadata", {}), "schedule_id": row[0], "schedule_due": row[8]}
+        spec = validate(CommandCreate(command["command_type"], command.get("parameters", {}), metadata))
+        claim = self._claim(row, following, last_fired_at=now_iso(), last_error=None)
+        try:
+            await self.bus.commands.submit(row[1], spec, claim=claim)
+        except _Taken:
+            return
+        except BusError as exc:
+            ends = exc.code in ENDS_SCHEDULE
+            log.warning("schedule %s: the firing due %s was not submitted: %s", row[0], row[8], exc.message)
+            try:
+                await self.store.write(self._claim(row, None if ends else following, last_error=exc.message))
+            except _Taken:
+                pass

@@ -1,0 +1,370 @@
+"""One MCP server as the daemon holds it: a supervisor task that connects (starting the process
+for stdio, launch.py), lists the server's tools, keeps the session for tool calls, and
+reconnects with exponential backoff when the process exits or the connection breaks.
+
+The official ``mcp`` SDK speaks the protocol (``ClientSession``; ``streamable_http_client``
+for HTTP). For stdio the daemon starts the process itself (the sandbox, the process group,
+the environment are its business, not the SDK's) and bridges the process's pipes to the
+session's streams (``_process_streams``). The SDK and anyio are imported when a connection
+starts, never when this module is imported.
+
+A server's stderr goes to the daemon's log (logger ``llmgine.mcp``), a line at most
+``MAX_STDERR_LINE`` characters, at most ``STDERR_LINES_PER_MINUTE`` lines a minute per server
+(the rest counted), the values of its secret environment variables replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmgine_daemon.aio import cancel_and_wait, killpg
+from llmgine_daemon.mcp import launch
+from llmgine_daemon.observability import metrics
+from llmgine_daemon.protocol import CallErrorCode
+from llmgine_daemon.sandbox.isolation import Isolation
+
+log = logging.getLogger("llmgine.mcp")
+
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 30.0  # a connection that lived this long restarts from the shortest backoff
+INIT_TIMEOUT = 20.0
+MAX_TOOLS = 500
+MAX_RESULT = 1024 * 1024  # characters of a tool's result as JSON
+MAX_STDERR_LINE = 2000
+STDERR_LINES_PER_MINUTE = 200
+# How long a call waits for a server that is (re)starting.
+READY_WAIT = 10.0
+CONNECTION_CLOSED = -32000  # the JSON-RPC error the SDK answers pending calls with (mcp_types.jsonrpc)
+
+
+@dataclass
+class ServerConfig:
+    label: str  # for logs: "name" or "name@session"
+    launch: launch.Launch | None = None  # stdio
+    url: str | None = None  # streamable HTTP
+    secrets: list[str] = field(default_factory=list)  # values to keep out of the log
+    # HTTP: run before each connection; raises LaunchError to refuse it (the host's addresses)
+    before_connect: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass(frozen=True)
+class ToolInfo:
+    name: str  # the server's own name for it
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass
+class CallResult:
+    result: Any = None
+    error: dict[str, Any] | None = None
+    duration_ms: float = 0.0
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    text = str(exc) or type(exc).__name__
+    return text[:500]
+
+
+class Connection:
+    def __init__(self, config: ServerConfig, isolation: Callable[[], Awaitable[Isolation | None]]) -> None:
+        """``isolation``: the sandbox's isolation once it is known (the pool probes it when it
+        starts), None without a sandbox."""
+        self.config = config
+        self.isolation = isolation
+        self.status = "starting"
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.pid: int | None = None
+        self.tools: list[ToolInfo] = []
+        self._session: Any = None
+        self._ready = asyncio.Event()
+        self._settled = asyncio.Event()  # the first attempt succeeded or failed
+        self._stop = asyncio.Event()
+        self._broken = asyncio.Event()  # a call saw the connection fail: reconnect
+        self._task: asyncio.Task[None] | None = None
+        self._connected = False  # the current attempt got as far as a session
+
+    # -- life -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"mcp:{self.config.label}")
+
+    async def wait_settled(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 5)
+        except (TimeoutError, asyncio.CancelledError):
+            await cancel_and_wait(task)
+        except Exception:  # the supervisor logs its own failures
+            pass
+        self.status = "stopped"
+
+    async def _supervise(self) -> None:
+        backoff = BACKOFF_MIN
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                await self._run_once()
+            except launch.LaunchError as exc:
+                self.last_error = str(exc)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a server's failure never ends the daemon
+                self.last_error = _describe(exc)
+            finally:
+                self._session = None
+                self._ready.clear()
+                self.pid = None
+                self._settled.set()
+            if self._stop.is_set():
+                break
+            if time.monotonic() - began > STABLE_AFTER:
+                backoff = BACKOFF_MIN
+            # failed: it could not start or connect; restarting: it ran, then ended.
+            self.status = "restarting" if self._connected else "failed"
+            self.restarts += 1
+            metrics.inc("mcp_server_restarts_total", server=self.config.label.partition("@")[0])
+            log.warning(
+                "mcp server %s: connection ended (%s); restarting in %.1f s",
+                self.config.label,
+                self.last_error or "exited",
+                backoff,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+        self.status = "stopped"
+
+    async def _run_once(self) -> None:
+        self._broken.clear()
+        self._connected = False
+        if self.config.launch is not None:
+            proc = await launch.start(await self.isolation(), self.config.launch)
+            self.pid = proc.pid
+            errors = asyncio.get_running_loop().create_task(self._pump_stderr(proc))
+            try:
+                async with _process_streams(proc) as streams:
+                    await self._serve(streams, proc)
+                if proc.returncode is not None:
+                    self.last_error = f"the process exited with status {proc.returncode}"
+            finally:
+                await _end_process(proc)
+                await cancel_and_wait(errors)
+        else:
+            from mcp.client.streamable_http import streamable_http_client
+
+            assert self.config.url is not None
+            if self.config.before_connect is not None:
+                await self.config.before_connect()
+            async with streamable_http_client(self.config.url) as streams:
+                await self._serve(streams, None)
+
+    async def _serve(self, streams: Any, proc: asyncio.subprocess.Process | None) -> None:
+        import anyio
+        from mcp.client.session import ClientSession
+
+        read, write = streams
+        async with ClientSession(read, write) as session:
+            with anyio.fail_after(INIT_TIMEOUT):
+                await session.initialize()
+                self.tools = await _list_tools(session)
+            self._session = session
+            self._connected = True
+            self.status = "running"
+            self.last_error = None
+            self._ready.set()
+            self._settled.set()
+            log.info("mcp server %s: connected, %d tools", self.config.label, len(self.tools))
+            waits = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self._broken.wait())]
+            if proc is not None:
+                waits.append(asyncio.ensure_future(proc.wait()))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
+                self._ready.clear()
+                self._session = None
+
+    # -- calls ----------------------------------------------------------------------------
+
+    async def call(self, tool: str, arguments: dict[str, Any], timeout: float) -> CallResult:
+        t0 = time.monotonic()
+
+        def done(result: Any = None, error: dict[str, Any] | None = None) -> CallResult:
+            return CallResult(result, error, round((time.monotonic() - t0) * 1000, 3))
+
+        if not self._ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), min(timeout, READY_WAIT))
+        session = self._session
+        if session is None:
+            return done(error=self._unavailable())
+        try:
+            async with asyncio.timeout(timeout):
+                outcome = await session.call_tool(tool, arguments)
+        except TimeoutError:
+            return done(error={"code": CallErrorCode.TIMEOUT, "message": f"no answer within {timeout:g} s"})
+        except Exception as exc:
+            from mcp.shared.exceptions import MCPError
+
+            if isinstance(exc, MCPError) and exc.code != CONNECTION_CLOSED:
+                return done(error={"code": CallErrorCode.EXECUTION_FAILED, "message": exc.error.message[:2000]})
+            self._broken.set()
+            return done(error={"code": CallErrorCode.SERVER_UNAVAILABLE, "message": _describe(exc)})
+        result, error = convert(outcome)
+        return done(result, error)
+
+    def count(self, server: str, outcome: CallResult) -> None:
+        """The call in the metrics: ``mcp_tool_calls_total`` by outcome and its duration."""
+        code = outcome.error.get("code", "error") if outcome.error else "ok"
+        metrics.inc("mcp_tool_calls_total", server=server, outcome=code)
+        metrics.observe("mcp_tool_call_duration_seconds", outcome.duration_ms / 1000, server=server)
+
+    def _unavailable(self) -> dict[str, Any]:
+        why = f": {self.last_error}" if self.last_error else ""
+        return {
+            "code": CallErrorCode.SERVER_UNAVAILABLE,
+            "message": f"MCP server {self.config.label} is {self.status}{why}",
+        }
+
+    # -- stderr ---------------------------------------------------------------------------
+
+    async def _pump_stderr(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stderr is not None
+        window, lines, dropped = time.monotonic(), 0, 0
+        while True:
+            try:
+                raw = await proc.stderr.readline()
+            except (ValueError, asyncio.LimitOverrunError):  # a line over the limit
+                raw = b"[a line too long to read]\n"
+            if not raw:
+                break
+            now = time.monotonic()
+            if now - window >= 60:
+                if dropped:
+                    log.warning("mcp server %s: %d stderr lines not logged", self.config.label, dropped)
+                window, lines, dropped = now, 0, 0
+            if lines >= STDERR_LINES_PER_MINUTE:
+                dropped += 1
+                continue
+            lines += 1
+            text = raw.decode("utf-8", "replace").rstrip()
+            for secret in self.config.secrets:
+                if secret:
+                    text = text.replace(secret, "[redacted]")
+            log.info("mcp server %s: %s", self.config.label, text[:MAX_STDERR_LINE])
+
+
+def convert(outcome: Any) -> tuple[Any, dict[str, Any] | None]:
+    """A CallToolResult as (result, error): the structured content when there is one, else the
+    text (one text block), else the content blocks as JSON."""
+    texts = [block.text for block in outcome.content if getattr(block, "type", "") == "text"]
+    if outcome.is_error:
+        message = "\n".join(texts)[:2000] or "the tool reported an error"
+        return None, {"code": CallErrorCode.EXECUTION_FAILED, "message": message}
+    if outcome.structured_content is not None:
+        value: Any = outcome.structured_content
+    elif len(texts) == len(outcome.content) == 1:
+        value = texts[0]
+    else:
+        value = [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in outcome.content]
+    if len(json.dumps(value, default=str)) > MAX_RESULT:
+        return None, {"code": CallErrorCode.RESULT_TOO_LARGE, "message": f"over {MAX_RESULT} characters"}
+    return value, None
+
+
+async def _list_tools(session: Any) -> list[ToolInfo]:
+    import mcp_types
+
+    found: list[ToolInfo] = []
+    cursor: str | None = None
+    while len(found) < MAX_TOOLS:
+        params = mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None
+        page = await session.list_tools(params=params)
+        for tool in page.tools:
+            found.append(ToolInfo(tool.name, tool.description or "", dict(tool.input_schema or {"type": "object"})))
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return found[:MAX_TOOLS]
+
+
+@contextlib.asynccontextmanager
+async def _process_streams(proc: asyncio.subprocess.Process) -> AsyncIterator[Any]:
+    """The process's stdout (one JSON-RPC message a line) and stdin as the session's streams."""
+    import anyio
+    import mcp_types
+    from mcp.shared.message import SessionMessage
+
+    read_send, read_receive = anyio.create_memory_object_stream[Any](0)
+    write_send, write_receive = anyio.create_memory_object_stream[Any](0)
+    assert proc.stdout is not None and proc.stdin is not None
+    stdout, stdin = proc.stdout, proc.stdin
+
+    async def reader() -> None:
+        async with read_send:
+            while True:
+                try:
+                    line = await stdout.readline()
+                except (ValueError, asyncio.LimitOverrunError) as exc:
+                    await read_send.send(ValueError(f"a message over {launch.MAX_LINE} bytes: {exc}"))
+                    return
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                try:
+                    message: Any = SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False))
+                except ValueError as exc:
+                    message = exc
+                await read_send.send(message)
+
+    async def writer() -> None:
+        async with write_receive:
+            async for item in write_receive:
+                data = item.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n"
+                try:
+                    stdin.write(data.encode())
+                    await stdin.drain()
+                except (ConnectionError, OSError):
+                    return
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(reader)
+        group.start_soon(writer)
+        try:
+            yield read_receive, write_send
+        finally:
+            group.cancel_scope.cancel()
+
+
+async def _end_process(proc: asyncio.subprocess.Process) -> None:
+    """Close its stdin, give it a moment to exit, then kill its whole process group."""
+    if proc.stdin is not None:
+        with contextlib.suppress(Exception):
+            proc.stdin.close()
+    if proc.returncode is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 1.0)
+    killpg(proc.pid)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), 5.0)

@@ -1,0 +1,140 @@
+"""How a stdio MCP server's process is started.
+
+Untrusted (the default): under bubblewrap, with the view of a sandbox worker
+(sandbox/isolation.py ``bwrap_args``: a read-only root holding the Python installation and
+system libraries, no LLMGINE_HOME, no home, a private /tmp, PID/IPC/UTS namespaces, the
+seccomp filter) and no network, in a user namespace with no capabilities, as the daemon's
+user. Only these are added, read-only: the directory of the command (the root of its
+virtualenv when it is in one), and for registrations made with an API key or by the socket
+owner the directories of the arguments that are existing absolute paths and the
+registration's ``mounts``. ``--die-with-parent`` ends the sandbox (the whole PID namespace)
+when the daemon dies, even by SIGKILL.
+
+Trusted: a plain child of the daemon, in a process group of its own (killed whole), with
+``PR_SET_PDEATHSIG`` so it dies with the daemon; only the socket owner and API keys may ask
+for it (bus/mcp_servers.py).
+
+The environment is passed to the process in its environment, never on a command line
+(``/proc/PID/cmdline`` is readable by every user): bubblewrap runs without ``--clearenv`` and
+is given only a minimal environment and the registration's variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmgine_daemon.aio import spawn
+from llmgine_daemon.sandbox.isolation import Isolation, bwrap_args, seccomp_pipe
+
+# The largest JSON-RPC message (one line) read from a server.
+MAX_LINE = 16 * 2**20
+# /tmp inside the sandbox.
+TMP_BYTES = 64 * 2**20
+BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
+_PR_SET_PDEATHSIG = 1
+
+
+class LaunchError(Exception):
+    """The server cannot be started (no sandbox, no such command): not worth retrying soon."""
+
+
+@dataclass
+class Launch:
+    command: str
+    args: list[str]
+    env: dict[str, str]
+    trusted: bool
+    mounts: list[str] = field(default_factory=list)  # read-only, besides the command's own
+    auto_mounts: bool = True  # the arguments' directories (not for session-token registrations)
+
+
+def resolve_command(command: str) -> str:
+    found = shutil.which(command) if "/" not in command else command
+    if found is None or not os.path.isfile(found) or not os.access(found, os.X_OK):
+        raise LaunchError(f"command {command!r} not found or not executable")
+    return os.path.abspath(found)
+
+
+def readable_dirs(launch: Launch, executable: str) -> list[str]:
+    """What the sandbox binds read-only for this server."""
+    wanted: list[Path] = []
+    home = Path(executable).parent
+    # A virtualenv's bin/: the whole environment (its site-packages, pyvenv.cfg).
+    wanted.append(home.parent if (home.parent / "pyvenv.cfg").exists() else home)
+    wanted.append(Path(os.path.realpath(home)))
+    if launch.auto_mounts:
+        for arg in launch.args:
+            if arg.startswith("/") and os.path.isfile(arg):
+                wanted.append(Path(arg).parent)
+        wanted.extend(Path(m) for m in launch.mounts)
+    found: list[Path] = []
+    for path in wanted:
+        path = Path(os.path.abspath(path))
+        if path == Path("/") or not path.exists():
+            continue
+        if not any(path == p or p in path.parents for p in found):
+            found = [p for p in found if path not in p.parents]
+            found.append(path)
+    return [str(p) for p in found]
+
+
+def sandbox_argv(iso: Isolation, launch: Launch, executable: str, seccomp_fd: int | None) -> list[str]:
+    sandboxed = Isolation(
+        "bubblewrap", bwrap=iso.bwrap, python=iso.python, user_namespace=True, covers=list(iso.covers)
+    )
+    args = bwrap_args(sandboxed, TMP_BYTES)[:-1]  # without the final "--"
+    args.remove("--clearenv")  # the environment is the process's own (see the docstring)
+    # After /tmp's tmpfs (a mount under /tmp would be hidden by it), before / goes read-only.
+    at = len(args) - 1 - args[::-1].index("--remount-ro")
+    extra: list[str] = []
+    for directory in readable_dirs(launch, executable):
+        for parent in reversed(Path(directory).parents):
+            if str(parent) != "/":
+                extra += ["--dir", str(parent)]
+        extra += ["--ro-bind", directory, directory]
+    args = args[:at] + extra + args[at:]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
+    return [*args, "--", executable, *launch.args]
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+async def start(iso: Isolation | None, launch: Launch) -> asyncio.subprocess.Process:
+    """Start the server with pipes for stdin, stdout and stderr; raises LaunchError."""
+    executable = resolve_command(launch.command)
+    env = {**BASE_ENV, **launch.env}
+    common = {
+        "stdin": asyncio.subprocess.PIPE,
+        "stdout": asyncio.subprocess.PIPE,
+        "stderr": asyncio.subprocess.PIPE,
+        "env": env,
+        "start_new_session": True,
+        "limit": MAX_LINE,
+        "close_fds": True,
+    }
+    if launch.trusted or (iso is not None and iso.mechanism == "none"):
+        try:
+            return await spawn(executable, *launch.args, preexec_fn=_die_with_parent, **common)
+        except OSError as exc:
+            raise LaunchError(f"cannot start {launch.command!r}: {exc}") from None
+    if iso is None or not iso.sandboxed:
+        why = iso.reason if iso is not None and iso.reason else "the sandbox is not available"
+        raise LaunchError(f"an untrusted stdio server runs in the sandbox: {why}")
+    fd = seccomp_pipe()
+    try:
+        argv = sandbox_argv(iso, launch, executable, fd)
+        return await spawn(*argv, pass_fds=(fd,) if fd is not None else (), cwd="/", **common)
+    except OSError as exc:
+        raise LaunchError(f"cannot start bubblewrap for {launch.command!r}: {exc}") from None
+    finally:
+        if fd is not None:
+            os.close(fd)

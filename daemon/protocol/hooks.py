@@ -1,0 +1,139 @@
+"""Webhooks (signed HTTP callbacks for events) and schedules (commands submitted on a cron,
+an interval or once) on the wire.
+
+Only msgspec and the standard library may be imported here (see the package docstring).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from llmgine_daemon.protocol.bus import CommandCreate
+from llmgine_daemon.protocol.grammar import EVENT_TYPE_FILTER_PATTERN, Id
+
+# -- webhooks ------------------------------------------------------------------------------
+
+MAX_WEBHOOK_URL = 2048
+MAX_WEBHOOK_EVENTS = 64
+WebhookUrl = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://", min_length=8, max_length=MAX_WEBHOOK_URL, description="an http(s) URL"
+    ),
+]
+EventTypeFilter = Annotated[
+    str,
+    msgspec.Meta(pattern=EVENT_TYPE_FILTER_PATTERN, description="an event type, a prefix ending in *, or * (every)"),
+]
+WebhookSecret = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^whsec_[A-Za-z0-9+/=]{32,128}$",
+        description="whsec_ and the base64 of 24 to 64 random bytes (Standard Webhooks)",
+    ),
+]
+
+
+class WebhookCreate(msgspec.Struct, forbid_unknown_fields=True):
+    url: WebhookUrl
+    events: Annotated[list[EventTypeFilter], msgspec.Meta(min_length=1, max_length=MAX_WEBHOOK_EVENTS)] = msgspec.field(
+        default_factory=lambda: ["*"]
+    )
+    # Only this session's events (a session token may register only for its own session).
+    session_id: Id | None = None
+    # Generated when not given; returned only by the request that created the webhook.
+    secret: WebhookSecret | None = None
+
+
+class Webhook(msgspec.Struct, kw_only=True):
+    webhook_id: str
+    url: str
+    events: list[str]
+    session_id: str | None
+    created_at: str
+    pending: int = 0
+    delivered: int = 0
+    failed: int = 0
+    # Only in the answer to POST /api/webhooks.
+    secret: str | None = None
+
+
+class WebhookList(msgspec.Struct):
+    webhooks: list[Webhook]
+    total: int
+
+
+class WebhookAttempt(msgspec.Struct):
+    attempt: int
+    started_at: str
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
+
+
+class WebhookDelivery(msgspec.Struct, kw_only=True):
+    delivery_id: str  # the webhook-id header: the same on every attempt
+    webhook_id: str
+    event_seq: int
+    event_type: str
+    session_id: str | None
+    status: str
+    attempts: int
+    next_attempt_at: str | None
+    created_at: str
+    finished_at: str | None = None
+    history: list[WebhookAttempt] = []
+
+
+class WebhookDeliveryList(msgspec.Struct):
+    deliveries: list[WebhookDelivery]
+    total: int
+    limit: int
+    offset: int
+
+
+# -- schedules -----------------------------------------------------------------------------
+
+MissedPolicy = Literal["skip", "run_once"]
+SCHEDULE_STATUSES = ("active", "paused", "done")
+
+
+class ScheduleCreate(msgspec.Struct, forbid_unknown_fields=True):
+    session_id: Id
+    command: CommandCreate
+    # Exactly one of cron ("*/5 * * * *", five or six fields), every (seconds, or "90s",
+    # "5m", "2h", "1d") and at (an ISO 8601 time; naive = in ``timezone``).
+    cron: str | None = None
+    every: float | str | None = None
+    at: str | None = None
+    timezone: Annotated[str, msgspec.Meta(max_length=64, description="an IANA zone, e.g. Europe/Berlin")] = "UTC"
+    missed: MissedPolicy = "skip"
+
+
+class Schedule(msgspec.Struct, kw_only=True):
+    schedule_id: str
+    session_id: str
+    kind: str  # cron | every | at
+    spec: str
+    timezone: str
+    missed: str
+    command: dict[str, Any]
+    status: str  # active | paused | done
+    next_due: str | None
+    created_at: str
+    fire_count: int = 0
+    last_fired_at: str | None = None
+    last_command_id: str | None = None
+    last_error: str | None = None
+    # The next few firing times (ISO UTC), from next_due on.
+    upcoming: list[str] = []
+
+
+class ScheduleList(msgspec.Struct):
+    schedules: list[Schedule]
+    total: int

@@ -1,0 +1,63 @@
+"""MCP tool servers on the wire (``/api/mcp-servers``, ``/api/sessions/{id}/mcp-servers``).
+
+A registration names a server and says how to reach it: a ``command`` (stdio: the daemon
+starts and supervises the process) or a ``url`` (streamable HTTP). Its tools are the session's
+tools as ``NAME.tool`` (bus/mcp_servers.py). Environment values may name a secret of
+``llmgine secret`` (``secret:NAME``); a server as read back shows only the variables' names.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from llmgine_daemon.protocol.grammar import Timeout
+
+MCP_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
+MCP_NAME_RULE = "a letter, then letters, digits and _ (at most 32 characters)"
+McpServerName = Annotated[str, msgspec.Meta(pattern=MCP_NAME_PATTERN, description=MCP_NAME_RULE)]
+MAX_ARG = 4096
+McpArg = Annotated[str, msgspec.Meta(max_length=MAX_ARG)]
+McpEnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+McpEnvValue = Annotated[
+    str, msgspec.Meta(max_length=MAX_ARG, description="a value, or secret:NAME (a secret of `llmgine secret`)")
+]
+McpStatus = Literal["starting", "running", "restarting", "failed", "stopped"]
+
+
+class McpServerCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: McpServerName
+    command: McpArg | None = None  # stdio: the program (a path, or a name looked up on PATH)
+    args: Annotated[list[McpArg], msgspec.Meta(max_length=64)] = []
+    url: McpArg | None = None  # streamable HTTP: the endpoint (hosts: mcp.allowed_hosts)
+    env: Annotated[dict[McpEnvName, McpEnvValue], msgspec.Meta(max_length=64)] = {}
+    # stdio only: run without the sandbox, with the network (API keys and the owner only).
+    trusted: bool = False
+    # stdio, sandboxed: more paths the server may read (read-only), besides its command's own.
+    mounts: Annotated[list[McpArg], msgspec.Meta(max_length=16)] = []
+    timeout: Timeout | None = None  # seconds per tool call; default mcp.call_timeout
+
+
+class McpServer(msgspec.Struct):
+    name: str
+    scope: str  # session | global
+    session_id: str | None
+    transport: str  # stdio | http
+    command: str | None
+    args: list[str]
+    url: str | None
+    env_keys: list[str]  # the values (and the secrets they name) are never returned
+    trusted: bool
+    mounts: list[str]
+    timeout: float | None
+    created_at: str
+    status: McpStatus
+    restarts: int = 0
+    last_error: str | None = None
+    pid: int | None = None  # stdio: the process the daemon started (bubblewrap's, when sandboxed)
+    tools: list[str] = []  # NAME.tool, as offered now
+
+
+class McpServerList(msgspec.Struct):
+    servers: list[McpServer]
+    total: int

@@ -1,0 +1,160 @@
+"""`llmgine mcp add|list|get|remove|tools` ↔ daemon api/mcp.py (bus/mcp_servers.py).
+
+An MCP tool server belongs to a session (``--session``) or, without one, to every session
+(global). Its tools are the session's tools ``NAME.tool``: `llmgine tool list|exec` and
+ToolChat engines use them like registered tools.
+
+    llmgine mcp add files -- npx -y @modelcontextprotocol/server-filesystem /srv/docs
+    llmgine mcp add web --url http://127.0.0.1:8000/mcp --session S
+    llmgine mcp add gh --env GITHUB_TOKEN=secret:GITHUB_TOKEN -- /opt/gh-mcp/bin/server
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+import typer
+
+from llmgine_cli import completion
+from llmgine_cli.commands.args import session_callback
+from llmgine_cli.commands.tools import render_tools
+from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import Column, View, render, resolve_format
+
+app = typer.Typer(
+    help="MCP tool servers: their tools become a session's tools (NAME.tool). Add, list, remove.",
+    no_args_is_help=True,
+)
+SERVER_VIEW = View(id_field="name")
+LIST_VIEW = View(
+    columns=(
+        Column("NAME", "name"),
+        Column("SCOPE", "scope"),
+        Column("TRANSPORT", "transport"),
+        Column("STATUS", "status"),
+        Column("RESTARTS", "restarts"),
+        Column("TOOLS", "tool_count"),
+        Column("ERROR", "last_error"),
+    ),
+    items="servers",
+    id_field="name",
+)
+
+Name = Annotated[str, typer.Argument(metavar="NAME", help="The server's name: a letter, then letters, digits, _.")]
+Session = Annotated[
+    str | None,
+    typer.Option(
+        "--session",
+        "-S",
+        callback=session_callback,
+        metavar="ID",
+        show_default=False,
+        autocompletion=completion.session_ids,
+        help="The session the server belongs to (default: global, every session sees it).",
+    ),
+]
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Name,
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[-- COMMAND ARGS...]", help="A stdio server: the program and its arguments."),
+    ] = None,
+    url: Annotated[str | None, typer.Option("--url", help="A streamable-HTTP server's endpoint.")] = None,
+    session: Session = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env",
+            "-e",
+            metavar="KEY=VALUE",
+            help="An environment variable of the server; VALUE may be secret:NAME (llmgine secret). Repeatable.",
+        ),
+    ] = None,
+    trusted: Annotated[
+        bool, typer.Option("--trusted", help="Run it outside the sandbox, with the network (API keys only).")
+    ] = False,
+    mount: Annotated[
+        list[str] | None,
+        typer.Option("--mount", metavar="PATH", help="A path the sandboxed server may read. Repeatable."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", metavar="SECONDS", min=0.001, help="Deadline per tool call (mcp.call_timeout)."),
+    ] = None,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Add an MCP server: `-- COMMAND ARGS...` (stdio) or --url (streamable HTTP).
+
+    A stdio server runs in the sandbox (unless --trusted) and is restarted if it exits. The
+    answer comes once it is connected, or says why not (status, last_error); exit 6 if the
+    name is taken. Put `--` before the command so its own options are not read as ours."""
+    if bool(command) == bool(url):
+        raise typer.BadParameter("give either -- COMMAND ARGS... or --url URL", param_hint="COMMAND")
+    variables: dict[str, str] = {}
+    for pair in env or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--env")
+        variables[key] = value
+    app_ctx = state(ctx)
+    from llmgine_cli.progress import spinner
+
+    with spinner(app_ctx.env, f"starting MCP server {name}"):
+        server = app_ctx.client().register_mcp_server(
+            session,
+            name,
+            command=command[0] if command else None,
+            args=command[1:] if command else (),
+            url=url,
+            env=variables,
+            trusted=trusted,
+            mounts=mount or (),
+            timeout=timeout,
+        )
+    render(app_ctx.env, server, SERVER_VIEW, output, quiet)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, session: Session = None, output: Output = None, quiet: Quiet = False) -> None:
+    """List the global MCP servers, or a session's (--session)."""
+    app_ctx = state(ctx)
+    page = app_ctx.client().list_mcp_servers(session)
+    if resolve_format(app_ctx.env, output) in ("table", "plain") and not quiet:
+        data = msgspec.to_builtins(page)
+        for server in data["servers"]:
+            server["tool_count"] = len(server["tools"])
+            server["last_error"] = (server["last_error"] or "")[:40]
+        render(app_ctx.env, data, LIST_VIEW, output, quiet)
+        return
+    render(app_ctx.env, page, LIST_VIEW, output, quiet)
+
+
+@app.command("get")
+def get(ctx: typer.Context, name: Name, session: Session = None, output: Output = None, quiet: Quiet = False) -> None:
+    """Show one server: how it runs, its status, restarts, last error and tools."""
+    app_ctx = state(ctx)
+    render(app_ctx.env, app_ctx.client().get_mcp_server(session, name), SERVER_VIEW, output, quiet)
+
+
+@app.command("tools")
+def tools(ctx: typer.Context, name: Name, session: Session = None, output: Output = None, quiet: Quiet = False) -> None:
+    """List a server's tools (call them with `llmgine tool exec NAME.tool`)."""
+    app_ctx = state(ctx)
+    render_tools(app_ctx.env, app_ctx.client().mcp_server_tools(session, name), output, quiet)
+
+
+@app.command("remove")
+def remove(ctx: typer.Context, name: Name, session: Session = None, quiet: Quiet = False) -> None:
+    """Remove a server and stop its process (exit 4 if there is none)."""
+    app_ctx = state(ctx)
+    app_ctx.client().delete_mcp_server(session, name)
+    if quiet:
+        app_ctx.env.out(name)
+    else:
+        app_ctx.env.err(f"removed MCP server {name}")

@@ -1,0 +1,151 @@
+"""`llmgine schedule add|list|get|pause|resume|delete` ↔ daemon api/schedules.py.
+
+A schedule submits a command on a cron expression (in a time zone), every N seconds, or once
+at a time; each firing is a normal command with schedule_id in its metadata (`llmgine command
+list` shows them). The listing shows the next firing times.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from llmgine_daemon.protocol import CommandCreate
+
+from llmgine_cli import completion
+from llmgine_cli.commands.args import SessionOpt, choices, command_metadata, id_callback, parse_object, parse_pairs
+from llmgine_cli.commands.webhooks import OptionalSession
+from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import Column, View, render
+
+app = typer.Typer(
+    help="Schedules: a command submitted on a cron expression, every N seconds, or once at a time.",
+    no_args_is_help=True,
+)
+
+LIST_VIEW = View(
+    columns=(
+        Column("ID", "schedule_id"),
+        Column("TYPE", "command.command_type"),
+        Column("WHEN", "when"),
+        Column("STATUS", "status"),
+        Column("NEXT", "next_due"),
+        Column("FIRED", "fire_count"),
+    ),
+    items="schedules",
+    id_field="schedule_id",
+)
+ONE_VIEW = View(id_field="schedule_id")
+
+ScheduleId = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID",
+        help="The schedule: its id, a unique prefix or its short id.",
+        callback=id_callback("schedule", "/api/schedules", "schedules", "schedule_id", paged=False),
+    ),
+]
+
+
+def _when(item: dict[str, Any]) -> str:
+    spec = item["spec"]
+    if item["kind"] == "every":
+        return f"every {float(spec):g}s"
+    if item["kind"] == "cron":
+        return spec if item["timezone"] == "UTC" else f"{spec} {item['timezone']}"
+    return f"at {spec}"
+
+
+def _show(ctx: typer.Context, data: Any, view: View, output: Any, quiet: bool) -> None:
+    obj = msgspec.to_builtins(data)
+    for item in obj.get("schedules", [obj]):
+        item["when"] = _when(item)
+    render(state(ctx).env, obj, view, output, quiet)
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    command_type: Annotated[
+        str, typer.Argument(metavar="TYPE", help="The command type to submit.", autocompletion=completion.command_types)
+    ],
+    session: SessionOpt,
+    cron: Annotated[
+        str | None, typer.Option("--cron", metavar="EXPR", help='A cron expression, e.g. "*/5 * * * *".')
+    ] = None,
+    every: Annotated[
+        str | None, typer.Option("--every", metavar="INTERVAL", help="Seconds, or 90s, 5m, 2h, 1d (at least 1s).")
+    ] = None,
+    at: Annotated[str | None, typer.Option("--at", metavar="TIME", help="Once, at an ISO 8601 time.")] = None,
+    tz: Annotated[
+        str, typer.Option("--tz", metavar="ZONE", help="The time zone of --cron and of a --at without one.")
+    ] = "UTC",
+    missed: Annotated[
+        str,
+        typer.Option(
+            "--missed",
+            callback=choices("skip", "run_once"),
+            help="Firings due while the daemon was down: skip them, or run_once now.",
+        ),
+    ] = "skip",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", metavar="KEY=VALUE", help="A parameter (as `command run`). Repeatable."),
+    ] = None,
+    params: Annotated[str | None, typer.Option("--params", metavar="JSON", help="All parameters as JSON.")] = None,
+    priority: Annotated[str | None, typer.Option("--priority", callback=choices("high", "normal", "low"))] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", metavar="SECONDS", min=0.001, help="Each command's timeout.")
+    ] = None,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Schedule a command (exactly one of --cron, --every, --at) and print its next firing times."""
+    if sum(v is not None for v in (cron, every, at)) != 1:
+        raise typer.BadParameter("give exactly one of --cron, --every and --at", param_hint="--cron/--every/--at")
+    command = CommandCreate(
+        command_type=command_type,
+        parameters={**parse_object(params, "--params"), **parse_pairs(param, "--param")},
+        metadata=command_metadata(priority, timeout),
+    )
+    when: dict[str, Any] = {"cron": cron, "at": at, "timezone": tz, "missed": missed}
+    if every is not None:
+        when["every"] = float(every) if every.replace(".", "", 1).isdigit() else every
+    created = state(ctx).client().create_schedule(session, command, **when)
+    _show(ctx, created, ONE_VIEW, output, quiet)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, session: OptionalSession = None, output: Output = None, quiet: Quiet = False) -> None:
+    """List schedules with their next firing time and how often they fired."""
+    _show(ctx, state(ctx).client().list_schedules(session), LIST_VIEW, output, quiet)
+
+
+@app.command("get")
+def get(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
+    """Show one schedule with its next three firing times (upcoming)."""
+    _show(ctx, state(ctx).client().get_schedule(schedule_id), ONE_VIEW, output, quiet)
+
+
+@app.command("pause")
+def pause(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
+    """Pause a schedule: nothing fires until it is resumed (exit 6 if it is done)."""
+    _show(ctx, state(ctx).client().pause_schedule(schedule_id), ONE_VIEW, output, quiet)
+
+
+@app.command("resume")
+def resume(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
+    """Resume a schedule from its next firing after now (what came due while paused is not made up)."""
+    _show(ctx, state(ctx).client().resume_schedule(schedule_id), ONE_VIEW, output, quiet)
+
+
+@app.command("delete")
+def delete(ctx: typer.Context, schedule_id: ScheduleId, quiet: Quiet = False) -> None:
+    """Delete a schedule (commands it submitted stay)."""
+    app_ctx = state(ctx)
+    app_ctx.client().delete_schedule(schedule_id)
+    if quiet:
+        app_ctx.env.out(schedule_id)
+    else:
+        app_ctx.env.err(f"deleted schedule {schedule_id}")

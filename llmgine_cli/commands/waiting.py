@@ -1,0 +1,129 @@
+"""`llmgine command wait ID...` and `llmgine batch wait BATCH_ID` ↔ POST /api/commands/wait.
+
+The daemon holds each request until the commands reach the state asked for (api/lifecycle.py),
+so this is a few long requests (one per ``LONG_POLL_S``), never a poll loop.
+
+Exit codes (status.py): 0 when every command (``--any``: one that ended the wait) is
+``completed`` (or, with ``--status``, in one of the statuses named); 1 when one finished
+otherwise; 7 when ``--timeout`` passed first; 130 on Ctrl-C (the commands go on).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from llmgine_daemon.protocol import COMMAND_STATUSES
+from llmgine_daemon.protocol import TERMINAL_STATUSES as TERMINAL
+
+from llmgine_cli.commands.args import LONG_POLL_S, choices, summary
+from llmgine_cli.context import AppContext
+from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.status import ExitStatus
+
+WAITABLE = COMMAND_STATUSES
+
+WAIT_VIEW = View(
+    columns=(
+        Column("ID", "command_id"),
+        Column("SESSION", "session_id"),
+        Column("TYPE", "command_type"),
+        Column("STATUS", "status"),
+        Column("TOOK", "duration_ms"),
+        Column("RESULT", "summary"),
+    ),
+    items="commands",
+    id_field="command_id",
+)
+
+Any_ = Annotated[
+    bool, typer.Option("--any", help="Return as soon as one of them reached the state (default: all of them).")
+]
+Status = Annotated[
+    str | None,
+    typer.Option(
+        "--status",
+        metavar="STATUS[,STATUS]",
+        callback=choices(*WAITABLE, several=True),
+        help="Wait for these statuses (" + ", ".join(WAITABLE) + "; default: any final one). "
+        "Exit 0 only if the commands are in one of them.",
+    ),
+]
+WaitTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        min=0,
+        show_default=False,
+        help="Give up after this long (exit 7); default: wait as long as it takes.",
+    ),
+]
+
+
+def wait_and_report(
+    app_ctx: AppContext,
+    command_ids: list[str],
+    *,
+    batch_id: str | None = None,
+    any_: bool = False,
+    status: str | None = None,
+    timeout: float | None = None,
+    output: Any = None,
+    quiet: bool = False,
+    on_done: str | None = None,
+) -> int:
+    """Wait (in long requests), print the commands, run ``on_done`` once per command that
+    ended (llmgine_cli/on_done.py), return the exit code."""
+    statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
+    client = app_ctx.client()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while True:
+            left = LONG_POLL_S if deadline is None else max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
+            result = client.wait_commands(command_ids, batch_id=batch_id, any=any_, status=statuses, timeout=left)
+            if result.done or (deadline is not None and time.monotonic() >= deadline):
+                break
+    except KeyboardInterrupt:
+        app_ctx.env.err("interrupted: the commands keep running in the daemon")
+        return ExitStatus.INTERRUPTED
+    data = msgspec.to_builtins(result)
+    if resolve_format(app_ctx.env, output) not in ("json", "jsonl"):
+        for item in data["commands"]:
+            item["summary"] = summary(item, 20)
+    render(app_ctx.env, data, WAIT_VIEW, output, quiet)
+    if not result.done:
+        if not quiet:
+            pending = len(result.commands) - len(result.reached)
+            app_ctx.env.err(f"timed out: {pending} of {len(result.commands)} command(s) not there yet")
+        return ExitStatus.TIMEOUT
+    ok = set(statuses) if statuses else {"completed"}
+    by_id = {c.command_id: c for c in result.commands}
+    judged = [by_id[i] for i in result.reached] if any_ else result.commands
+    if on_done:
+        from llmgine_cli.on_done import run_hook
+
+        for c in judged:
+            if c.status in TERMINAL:
+                run_hook(app_ctx.env, on_done, msgspec.to_builtins(c))
+    good = any(c.status in ok for c in judged) if any_ else all(c.status in ok for c in judged)
+    return ExitStatus.OK if good else ExitStatus.ERROR
+
+
+def wait_command(
+    app_ctx: AppContext,
+    command_ids: list[str],
+    any_: bool,
+    status: str | None,
+    timeout: float | None,
+    output: Any,
+    quiet: bool,
+    on_done: str | None = None,
+) -> None:
+    code = wait_and_report(
+        app_ctx, command_ids, any_=any_, status=status, timeout=timeout, output=output, quiet=quiet, on_done=on_done
+    )
+    if code:
+        raise typer.Exit(code)

@@ -1,0 +1,164 @@
+"""`llmgine webhook add|list|get|delete|deliveries` ↔ daemon api/webhooks.py.
+
+A webhook POSTs every matching event to a URL, signed the Standard Webhooks way; the secret
+that verifies the signatures is printed once, by `add`. Only hosts the daemon's
+webhooks.allowed_hosts allows can be called (default: this machine).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import msgspec
+import typer
+
+from llmgine_cli.commands.args import choices, id_callback, session_callback
+from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import Column, View, render, resolve_format
+
+app = typer.Typer(
+    help="Webhooks: events POSTed to a URL, signed (Standard Webhooks), retried, each attempt recorded.",
+    no_args_is_help=True,
+)
+
+LIST_VIEW = View(
+    columns=(
+        Column("ID", "webhook_id"),
+        Column("URL", "url"),
+        Column("EVENTS", "events"),
+        Column("SESSION", "session_id"),
+        Column("PENDING", "pending"),
+        Column("OK", "delivered"),
+        Column("FAILED", "failed"),
+    ),
+    items="webhooks",
+    id_field="webhook_id",
+)
+ONE_VIEW = View(id_field="webhook_id")
+ATTEMPTS_VIEW = View(
+    columns=(
+        Column("DELIVERY", "delivery_id"),
+        Column("EVENT", "event_type"),
+        Column("STATUS", "status"),
+        Column("TRY", "attempt"),
+        Column("CODE", "status_code"),
+        Column("TOOK", "duration_ms"),
+        Column("ERROR", "error"),
+    ),
+    items="attempts",
+    id_field="delivery_id",
+)
+
+WebhookId = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID",
+        help="The webhook: its id, a unique prefix or its short id.",
+        callback=id_callback("webhook", "/api/webhooks", "webhooks", "webhook_id", paged=False),
+    ),
+]
+OptionalSession = Annotated[
+    str | None,
+    typer.Option(
+        "--session",
+        "-S",
+        metavar="ID",
+        show_default=False,
+        callback=session_callback,
+        help="Only this session's (its id, a unique prefix, its short id or its name).",
+    ),
+]
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Argument(metavar="URL", help="Where to POST: http(s)://host[:port]/path.")],
+    event: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--event", "-e", metavar="TYPE", help="An event type, a prefix ending in *, or * (default). Repeatable."
+        ),
+    ] = None,
+    session: OptionalSession = None,
+    secret_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--secret-stdin", help="Read the signing secret (whsec_...) from stdin instead of generating one."
+        ),
+    ] = False,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Register a webhook and print it with its secret (shown this once: keep it to verify
+    signatures; -q prints only the id, -o json the secret too)."""
+    app_ctx = state(ctx)
+    secret = sys.stdin.read().strip() if secret_stdin else None
+    hook = app_ctx.client().create_webhook(url, events=event or ["*"], session_id=session, secret=secret)
+    render(app_ctx.env, hook, ONE_VIEW, output, quiet)
+    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain"):
+        app_ctx.env.err("the secret is shown only now: webhook-signature is its HMAC-SHA256 (Standard Webhooks)")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, session: OptionalSession = None, output: Output = None, quiet: Quiet = False) -> None:
+    """List webhooks with their pending, delivered and failed deliveries."""
+    app_ctx = state(ctx)
+    render(app_ctx.env, app_ctx.client().list_webhooks(session), LIST_VIEW, output, quiet)
+
+
+@app.command("get")
+def get(ctx: typer.Context, webhook_id: WebhookId, output: Output = None, quiet: Quiet = False) -> None:
+    """Show one webhook (never its secret)."""
+    app_ctx = state(ctx)
+    render(app_ctx.env, app_ctx.client().get_webhook(webhook_id), ONE_VIEW, output, quiet)
+
+
+@app.command("delete")
+def delete(ctx: typer.Context, webhook_id: WebhookId, quiet: Quiet = False) -> None:
+    """Delete a webhook; what it had not delivered yet is dropped (exit 4 if there is none)."""
+    app_ctx = state(ctx)
+    app_ctx.client().delete_webhook(webhook_id)
+    if quiet:
+        app_ctx.env.out(webhook_id)
+    else:
+        app_ctx.env.err(f"deleted webhook {webhook_id}")
+
+
+def attempt_rows(page: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per attempt (a delivery not attempted yet: one row without one)."""
+    rows = []
+    for d in page["deliveries"]:
+        base = {"delivery_id": d["delivery_id"], "event_type": d["event_type"], "status": d["status"]}
+        for a in d["history"] or [{"attempt": None}]:
+            rows.append({**base, **a})
+    return rows
+
+
+@app.command("deliveries")
+def deliveries(
+    ctx: typer.Context,
+    webhook_id: WebhookId,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            callback=choices("pending", "delivered", "failed"),
+            help="pending, delivered or failed.",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many deliveries.")] = 50,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """A webhook's deliveries, newest first: every attempt with its HTTP status, error and duration.
+
+    -o json/jsonl print the deliveries (each with its attempts in "history")."""
+    app_ctx = state(ctx)
+    page = app_ctx.client().webhook_deliveries(webhook_id, status=status, limit=limit)
+    if quiet or resolve_format(app_ctx.env, output) in ("json", "jsonl"):
+        render(app_ctx.env, page, View(items="deliveries", id_field="delivery_id"), output, quiet)
+        return
+    render(app_ctx.env, {"attempts": attempt_rows(msgspec.to_builtins(page))}, ATTEMPTS_VIEW, output, quiet)

@@ -1,0 +1,63 @@
+"""GET /api/commands: the live queue across sessions, with positions, waits and run times."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.api.bus_helpers import BLOCK_MS, cancel, session_with_engine, submit, token_session_with_engine
+from tests.conftest import assert_envelope
+
+
+async def queue(client: Any, expect: int = 200, headers: dict[str, str] | None = None, **params: Any) -> dict[str, Any]:
+    resp = await client.get("/api/commands", params=params, headers=headers)
+    assert resp.status == expect, await resp.text()
+    return await resp.json()
+
+
+async def test_queue_across_sessions_with_positions(app_client):
+    a, _ = await session_with_engine(app_client)
+    b, _ = await session_with_engine(app_client)
+    run_a = await submit(app_client, a, "a0", delay_ms=BLOCK_MS)
+    low = await submit(app_client, a, "a-low", delay_ms=BLOCK_MS, priority="low")
+    high = await submit(app_client, a, "a-high", delay_ms=BLOCK_MS, priority="high")
+    run_b = await submit(app_client, b, "b0", delay_ms=BLOCK_MS)
+    view = await queue(app_client)
+    by_id = {c["command_id"]: c for c in view["commands"]}
+    assert set(by_id) == {run_a["command_id"], low["command_id"], high["command_id"], run_b["command_id"]}
+    assert view["total"] == 4 and view["counts"] == {"executing": 2, "queued": 2}
+    # The high-priority one starts next in its session, though submitted last.
+    assert by_id[high["command_id"]]["position"] == 1 and by_id[low["command_id"]]["position"] == 2
+    assert by_id[run_a["command_id"]]["position"] is None and by_id[run_a["command_id"]]["run_s"] >= 0
+    assert by_id[low["command_id"]]["run_s"] is None and by_id[low["command_id"]]["wait_s"] >= 0
+    # Oldest first; a status filter and a limit.
+    assert [c["command_id"] for c in view["commands"]][0] == run_a["command_id"]
+    only = await queue(app_client, status="queued", limit=1)
+    assert only["total"] == 2 and len(only["commands"]) == 1 and only["commands"][0]["status"] == "queued"
+    mine = await queue(app_client, session_id=b)
+    assert [c["command_id"] for c in mine["commands"]] == [run_b["command_id"]]
+    for sid, cid in ((a, high), (a, low), (a, run_a), (b, run_b)):
+        await cancel(app_client, sid, cid["command_id"])
+    view = await queue(app_client)
+    assert view["commands"] == [] and view["finished_last_minute"].get("cancelled", 0) >= 4
+
+
+async def test_a_session_token_sees_only_its_session(app_client):
+    sid, as_token = await token_session_with_engine(app_client)
+    other, _ = await session_with_engine(app_client)
+    own = await submit(app_client, sid, "mine", delay_ms=BLOCK_MS)
+    foreign = await submit(app_client, other, "theirs", delay_ms=BLOCK_MS)
+    view = await queue(app_client, headers=as_token)
+    assert [c["command_id"] for c in view["commands"]] == [own["command_id"]]
+    assert view["counts"] == {"executing": 1} and view["sandbox_busy"] is None
+    # Asking for another session does not widen it.
+    view = await queue(app_client, headers=as_token, session_id=other)
+    assert [c["command_id"] for c in view["commands"]] == [own["command_id"]]
+    everyone = await queue(app_client)
+    assert {c["command_id"] for c in everyone["commands"]} >= {own["command_id"], foreign["command_id"]}
+    await cancel(app_client, sid, own["command_id"])
+    await cancel(app_client, other, foreign["command_id"])
+
+
+async def test_bad_filters_are_refused(app_client):
+    assert_envelope(await queue(app_client, 422, status="completed"), "VALIDATION_ERROR")
+    assert_envelope(await queue(app_client, 422, limit=0), "VALIDATION_ERROR")

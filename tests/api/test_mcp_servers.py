@@ -1,0 +1,275 @@
+"""MCP tool servers through the API, against real servers built with the official SDK
+(tests/fakes/mcp_server.py): a stdio one the daemon starts (sandboxed, and trusted) and a
+streamable-HTTP one. Tool calls from `tools/{name}/execute` and from a ToolChatEngine on the
+fake provider, a crash and the restart, removal, persistence over a restart, session tokens'
+limits, and secrets kept out of bodies and logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.api.llm_helpers import MODELS, create_llm_engine, engine_events, execute
+from tests.clitools import free_port
+from tests.conftest import assert_envelope, create_session
+from tests.eventually import eventually
+from tests.fakes.provider import FakeProvider, Reply
+
+SERVER = str(Path(__file__).resolve().parents[1] / "fakes" / "mcp_server.py")
+STDIO = {"command": sys.executable, "args": [SERVER]}
+
+
+@pytest.fixture
+async def http_server() -> AsyncIterator[str]:
+    """The fake MCP server over streamable HTTP, as a process; yields its URL."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        SERVER,
+        "--http",
+        str(port),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        await eventually(listening, timeout=30)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+async def add_server(client: Any, sid: str | None, expect: int = 201, headers: Any = None, **body: Any) -> Any:
+    path = f"/api/sessions/{sid}/mcp-servers" if sid else "/api/mcp-servers"
+    resp = await client.post(path, json=body, headers=headers or {})
+    assert resp.status == expect, await resp.text()
+    return await resp.json()
+
+
+async def execute_tool(client: Any, sid: str, name: str, **arguments: Any) -> dict[str, Any]:
+    resp = await client.post(f"/api/sessions/{sid}/tools/{name}/execute", json={"arguments": arguments})
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["sandboxed", "trusted"])
+async def test_stdio_server_tools_are_the_sessions_tools(app_client: Any, home: Path, trusted: bool) -> None:
+    sid = (await create_session(app_client))["session_id"]
+    probe = free_port()
+    listener = socket.create_server(("127.0.0.1", probe))
+    try:
+        server = await add_server(
+            app_client,
+            sid,
+            name="fake",
+            trusted=trusted,
+            env={"PROBE_PATH": str(home), "PROBE_PORT": str(probe)},
+            **STDIO,
+        )
+        assert server["status"] == "running", (server["status"], server["last_error"])
+        assert server["transport"] == "stdio" and server["scope"] == "session"
+        assert {"fake.add", "fake.whoami", "fake.crash", "fake.fail"} <= set(server["tools"])
+
+        tools = (await (await app_client.get(f"/api/sessions/{sid}/tools")).json())["tools"]
+        add = next(t for t in tools if t["name"] == "fake.add")
+        assert add["server"] == "fake" and add["description"] == "Add two integers."
+        assert add["parameters"]["required"] == ["a", "b"]
+        one = await (await app_client.get(f"/api/sessions/{sid}/tools/fake.add")).json()
+        assert one["name"] == "fake.add"
+        openai = await (await app_client.get(f"/api/sessions/{sid}/tools", params={"format": "openai"})).json()
+        assert "fake-add" in [t["function"]["name"] for t in openai]  # a name providers accept
+
+        result = await execute_tool(app_client, sid, "fake.add", a=2, b=40)
+        assert result["error"] is None and result["result"] == {"result": 42}
+        view = (await execute_tool(app_client, sid, "fake.whoami"))["result"]
+        # Sandboxed: none of LLMGINE_HOME, no network; trusted: the host's view.
+        assert view["path_visible"] is trusted and view["reaches_port"] is trusted
+        failed = await execute_tool(app_client, sid, "fake.fail", message="nope")
+        assert failed["error"]["code"] == "EXECUTION_FAILED" and "nope" in failed["error"]["message"]
+    finally:
+        listener.close()
+
+    # The same ToolExecuted event and tool.call span as a registered tool.
+    events = (await (await app_client.get(f"/api/sessions/{sid}/events")).json())["events"]
+    executed = [e["data"] for e in events if e["event_type"] == "ToolExecuted"]
+    assert executed[0]["tool_name"] == "fake.add" and executed[0]["result"] == {"result": 42}
+    traces = (await (await app_client.get("/api/observability/traces", params={"session_id": sid})).json())["traces"]
+    assert traces
+    exposition = await (await app_client.get("/metrics")).text()
+    counted = [line for line in exposition.splitlines() if line.startswith("llmgine_mcp_tool_calls_total{")]
+    assert any('server="fake"' in line and 'outcome="ok"' in line for line in counted), counted
+
+
+async def test_a_crashed_server_is_restarted(app_client: Any) -> None:
+    sid = (await create_session(app_client))["session_id"]
+    server = await add_server(app_client, sid, name="fake", **STDIO)
+    first_pid = server["pid"]
+    crashed = await execute_tool(app_client, sid, "fake.crash")
+    assert crashed["error"]["code"] == "SERVER_UNAVAILABLE", crashed
+
+    async def restarted() -> Any:
+        got = await (await app_client.get(f"/api/sessions/{sid}/mcp-servers/fake")).json()
+        return got if got["restarts"] >= 1 and got["status"] == "running" else None
+
+    server = await eventually(restarted, timeout=30)
+    assert server["pid"] != first_pid and not alive(first_pid)
+    # A call waits for a server that is restarting; this one is back.
+    assert (await execute_tool(app_client, sid, "fake.add", a=1, b=1))["result"] == {"result": 2}
+
+
+async def test_removal_stops_the_server_and_its_tools_go(app_client: Any) -> None:
+    sid = (await create_session(app_client))["session_id"]
+    server = await add_server(app_client, sid, name="fake", **STDIO)
+    assert alive(server["pid"])
+    resp = await app_client.delete(f"/api/sessions/{sid}/mcp-servers/fake")
+    assert resp.status == 204
+    assert not alive(server["pid"])
+    names = [t["name"] for t in (await (await app_client.get(f"/api/sessions/{sid}/tools")).json())["tools"]]
+    assert not any(n.startswith("fake.") for n in names)
+    resp = await app_client.post(f"/api/sessions/{sid}/tools/fake.add/execute", json={"arguments": {"a": 1, "b": 2}})
+    assert_envelope(await resp.json(), "TOOL_NOT_FOUND")
+    resp = await app_client.get(f"/api/sessions/{sid}/mcp-servers/fake")
+    assert resp.status == 404
+    assert_envelope(await resp.json(), "NOT_FOUND")
+
+    # Ending a session stops its servers.
+    server = await add_server(app_client, sid, name="again", **STDIO)
+    assert (await app_client.delete(f"/api/sessions/{sid}")).status == 200
+    assert not alive(server["pid"])
+
+
+async def test_http_server_global_and_persisted(make_client: Any, http_server: str) -> None:
+    client = await make_client()
+    server = await add_server(client, None, name="web", url=http_server)
+    assert server["status"] == "running" and server["scope"] == "global" and server["transport"] == "http"
+    listed = await (await client.get("/api/mcp-servers/web/tools")).json()
+    assert "web.add" in [t["name"] for t in listed["tools"]]
+    sid = (await create_session(client))["session_id"]
+    # Every session sees a global server's tools.
+    assert (await execute_tool(client, sid, "web.add", a=3, b=4))["result"] == {"result": 7}
+    conflict = await add_server(client, None, expect=409, name="web", url=http_server)
+    assert_envelope(conflict, "CONFLICT")
+    await client.close()
+
+    # A restarted daemon brings the registration back.
+    client = await make_client()
+    servers = (await (await client.get("/api/mcp-servers")).json())["servers"]
+    assert [s["name"] for s in servers] == ["web"]
+    assert (await execute_tool(client, sid, "web.add", a=5, b=5))["result"] == {"result": 10}
+    assert (await client.delete("/api/mcp-servers/web")).status == 204
+    assert (await (await client.get("/api/mcp-servers")).json())["total"] == 0
+
+
+async def test_hosts_outside_the_allowed_list_are_refused(app_client: Any) -> None:
+    error = await add_server(app_client, None, expect=403, name="far", url="http://10.1.2.3:8000/mcp")
+    assert assert_envelope(error, "FORBIDDEN")["details"]["setting"] == "mcp.allowed_hosts"
+    error = await add_server(app_client, None, expect=422, name="both", url="http://127.0.0.1:1/mcp", **STDIO)
+    assert_envelope(error, "VALIDATION_ERROR")
+    error = await add_server(app_client, None, expect=422, name="bad.name", **STDIO)
+    assert_envelope(error, "VALIDATION_ERROR")
+    error = await add_server(app_client, None, expect=422, name="missing", command="/no/such/program")
+    assert "not found" in assert_envelope(error, "VALIDATION_ERROR")["details"]["issue"]
+    error = await add_server(app_client, None, expect=422, name="creds", url="http://u:p@127.0.0.1:1/mcp")
+    assert_envelope(error, "VALIDATION_ERROR")
+
+
+async def test_a_names_addresses_are_checked_before_connecting(make_client: Any, http_server: str) -> None:
+    """A name may be allowed while the addresses it resolves to are not (DNS rebinding): the
+    registration passes, the connection is refused."""
+    client = await make_client(LLMGINE_MCP_ALLOWED_HOSTS="localhost")
+    server = await add_server(client, None, name="web", url=http_server.replace("127.0.0.1", "localhost"))
+    assert server["status"] == "failed" and "resolves to" in server["last_error"], server
+    error = await add_server(client, None, expect=403, name="direct", url=http_server)
+    assert assert_envelope(error, "FORBIDDEN")["details"]["setting"] == "mcp.allowed_hosts"
+
+
+async def test_session_tokens_cannot_run_host_commands(make_client: Any, http_server: str) -> None:
+    client = await make_client()
+    session = await create_session(client)
+    sid, token = session["session_id"], {"X-Session-Token": session["session_token"]}
+    client.session.headers.pop("Authorization")
+    # No stdio server, sandboxed or trusted, and nothing global.
+    for body in (STDIO, {**STDIO, "trusted": True}, {"command": "/usr/bin/env", "args": []}):
+        error = await add_server(client, sid, expect=403, headers=token, name="x", **body)
+        assert_envelope(error, "FORBIDDEN")
+    error = await add_server(client, None, expect=403, headers=token, name="x", url=http_server)
+    assert_envelope(error, "FORBIDDEN")
+    # An HTTP server on an allowed host, in its own session, is fine.
+    server = await add_server(client, sid, headers=token, name="web", url=http_server)
+    assert server["status"] == "running"
+    await client.close()
+
+    # With mcp.session_token_stdio: sandboxed commands under /usr or /bin only, nothing trusted,
+    # no mounts, no secrets.
+    client = await make_client(LLMGINE_MCP_SESSION_TOKEN_STDIO="true")
+    client.session.headers.pop("Authorization")
+    for body in (
+        {**STDIO, "trusted": True},
+        {"command": sys.executable, "args": [SERVER]},
+        {"command": "/usr/bin/env", "args": [], "mounts": ["/etc"]},
+        {"command": "/usr/bin/env", "args": [], "env": {"K": "secret:OPENAI_API_KEY"}},
+    ):
+        error = await add_server(client, sid, expect=403, headers=token, name="x", **body)
+        assert_envelope(error, "FORBIDDEN")
+
+
+async def test_secrets_reach_the_server_not_bodies_or_logs(app_client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    value = "mcp-" + os.urandom(8).hex()
+    resp = await app_client.put("/api/secrets/MCP_TOKEN", json={"value": value})
+    assert resp.status == 200, await resp.text()
+    sid = (await create_session(app_client))["session_id"]
+    caplog.set_level(logging.INFO, logger="llmgine.mcp")
+    server = await add_server(app_client, sid, name="fake", env={"TOKEN": "secret:MCP_TOKEN"}, **STDIO)
+    assert server["env_keys"] == ["TOKEN"] and value not in str(server)
+    assert (await execute_tool(app_client, sid, "fake.whoami"))["result"]["token"] == value
+    listed = await (await app_client.get(f"/api/sessions/{sid}/mcp-servers")).text()
+    assert value not in listed and "MCP_TOKEN" not in listed
+    # The server's stderr reached the log, the secret replaced.
+    await eventually(lambda: any("fake mcp server starting" in r.getMessage() for r in caplog.records))
+    assert not any(value in r.getMessage() for r in caplog.records)
+    error = await add_server(app_client, sid, expect=422, name="other", env={"T": "secret:NO_SUCH"}, **STDIO)
+    assert "NO_SUCH" in error["error"]["message"] or "NO_SUCH" in str(error["error"]["details"])
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_a_toolchat_engine_calls_mcp_tools(llm_client: Any, fake: FakeProvider, kind: str) -> None:
+    client = await llm_client()
+    engine = await create_llm_engine(client, engine_type="ToolChatEngine", model=MODELS[kind])
+    sid = engine["session_id"]
+    await add_server(client, sid, name="fake", **STDIO)
+    # Providers allow no "." in a function name: the model is offered fake-add.
+    fake.script(Reply("Adding.", tool_calls=[("fake-add", {"a": 20, "b": 22})]))
+    record = await execute(client, engine["engine_id"], "What is 20 + 22?")
+    assert record["status"] == "completed", record
+    assert record["result"]["tool_calls"][0]["tool_name"] == "fake.add"
+    assert "42" in record["result"]["text"]
+    assert "fake-add" in str(fake.requests[0].body["tools"])
+    seen = await engine_events(client, sid)
+    calls = [d for t, d in seen if t == "EngineToolCall"]
+    executed = [d for t, d in seen if t == "ToolExecuted"]
+    assert calls[0]["tool_name"] == "fake.add" and executed[0]["result"] == {"result": 42}
+    assert executed[0]["call_id"]

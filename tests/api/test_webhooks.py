@@ -1,0 +1,250 @@
+"""Webhooks on the real app, delivering to a real local aiohttp receiver.
+
+The signature is checked here with the Standard Webhooks algorithm written out independently
+of the daemon's code: HMAC-SHA256 over "{webhook-id}.{webhook-timestamp}.{body}", keyed with
+the base64-decoded part of the whsec_ secret, base64-encoded, prefixed "v1,".
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.conftest import assert_envelope, create_session
+from tests.eventually import eventually
+
+
+@dataclass
+class Receiver:
+    url: str
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    fail_first: int = 0  # answer 500 to this many requests first
+    seen: int = 0
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    box: list[Receiver] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        rec = box[0]
+        rec.seen += 1
+        if rec.seen <= rec.fail_first:
+            return web.Response(status=500, text="not yet")
+        rec.requests.append((dict(request.headers), await request.read()))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    box.append(Receiver(f"http://127.0.0.1:{port}/hook"))
+    try:
+        yield box[0]
+    finally:
+        await runner.cleanup()
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    key = base64.b64decode(secret.split("_", 1)[1])
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    offered = [s.split(",", 1)[1] for s in headers["webhook-signature"].split() if s.startswith("v1,")]
+    return any(hmac.compare_digest(expected, s) for s in offered)
+
+
+async def register(client: Any, **body: Any) -> dict[str, Any]:
+    resp = await client.post("/api/webhooks", json=body)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def deliveries(client: Any, webhook_id: str) -> list[dict[str, Any]]:
+    resp = await client.get(f"/api/webhooks/{webhook_id}/deliveries")
+    assert resp.status == 200, await resp.text()
+    return (await resp.json())["deliveries"]
+
+
+async def test_matching_events_are_delivered_signed(make_client, receiver):
+    client = await make_client()
+    s = await create_session(client)
+    hook = await register(client, url=receiver.url, events=["Test.*"], session_id=s["session_id"])
+    assert hook["secret"].startswith("whsec_")
+    other = await create_session(client)
+    for sid, event_type in (
+        (s["session_id"], "Other"),
+        (other["session_id"], "Test.Ping"),
+        (s["session_id"], "Test.Ping"),
+    ):
+        resp = await client.post(f"/api/sessions/{sid}/events", json={"event_type": event_type, "data": {"n": 1}})
+        assert resp.status == 201
+    await eventually(lambda: receiver.requests, message="a delivery")
+    headers, body = receiver.requests[0]
+    assert verify(hook["secret"], headers, body)
+    assert not verify("whsec_" + base64.b64encode(b"x" * 32).decode(), headers, body)
+    payload = json.loads(body)
+    assert payload["type"] == "Test.Ping"
+    assert payload["data"]["session_id"] == s["session_id"] and payload["data"]["data"] == {"n": 1}
+    assert headers["Content-Type"] == "application/json"
+    # The later event was the one delivered: the two before it were judged already.
+    rows = await eventually(lambda: deliveries(client, hook["webhook_id"]))
+    assert [(d["event_type"], d["status"]) for d in rows] == [("Test.Ping", "delivered")]
+    assert rows[0]["delivery_id"] == headers["webhook-id"]
+    assert [(a["attempt"], a["status_code"], a["error"]) for a in rows[0]["history"]] == [(1, 204, None)]
+    # The secret is shown once: never by GET.
+    got = await (await client.get(f"/api/webhooks/{hook['webhook_id']}")).json()
+    assert got["secret"] is None and got["delivered"] == 1
+    listed = await (await client.get("/api/webhooks")).json()
+    assert [w["webhook_id"] for w in listed["webhooks"]] == [hook["webhook_id"]]
+    assert (await client.delete(f"/api/webhooks/{hook['webhook_id']}")).status == 204
+    resp = await client.get(f"/api/webhooks/{hook['webhook_id']}")
+    assert_envelope(await resp.json(), "NOT_FOUND")
+
+
+async def test_a_given_secret_is_used_and_500s_are_retried_with_backoff(make_client, receiver):
+    client = await make_client(LLMGINE_WEBHOOK_RETRY_BASE="0.2")
+    receiver.fail_first = 2
+    secret = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+    s = await create_session(client)
+    hook = await register(client, url=receiver.url, events=["Ping"], secret=secret)
+    await client.post(f"/api/sessions/{s['session_id']}/events", json={"event_type": "Ping"})
+    await eventually(lambda: receiver.requests, message="the third attempt")
+    headers, body = receiver.requests[0]
+    assert verify(secret, headers, body)
+
+    async def done() -> list[dict[str, Any]]:
+        rows = await deliveries(client, hook["webhook_id"])
+        return rows if rows and rows[0]["status"] == "delivered" else []
+
+    (row,) = await eventually(done)
+    history = row["history"]
+    assert [(a["attempt"], a["status_code"]) for a in history] == [(1, 500), (2, 500), (3, 204)]
+    assert history[0]["error"] == "HTTP 500" and history[2]["error"] is None
+    assert row["attempts"] == 3
+    # Exponential backoff: at least 0.2 s, then at least 0.4 s between attempts.
+    from llmgine_daemon.protocol import parse_iso
+
+    starts = [parse_iso(a["started_at"]) for a in history]
+    assert (starts[1] - starts[0]).total_seconds() >= 0.2
+    assert (starts[2] - starts[1]).total_seconds() >= 0.4
+
+
+async def test_a_delivery_that_keeps_failing_is_failed_after_retry_for(make_client, receiver):
+    client = await make_client(LLMGINE_WEBHOOK_RETRY_BASE="0.1", LLMGINE_WEBHOOK_RETRY_FOR="0.5")
+    receiver.fail_first = 10**6
+    s = await create_session(client)
+    hook = await register(client, url=receiver.url, session_id=s["session_id"])
+    await client.post(f"/api/sessions/{s['session_id']}/events", json={"event_type": "Ping"})
+
+    async def failed() -> list[dict[str, Any]]:
+        rows = [d for d in await deliveries(client, hook["webhook_id"]) if d["event_type"] == "Ping"]
+        return rows if rows and rows[0]["status"] == "failed" else []
+
+    (row,) = await eventually(failed)
+    assert row["attempts"] >= 2 and row["finished_at"] and row["next_attempt_at"] is None
+    assert all(a["status_code"] == 500 for a in row["history"])
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("http://10.1.2.3/hook", "FORBIDDEN"),
+        ("http://example.com/hook", "FORBIDDEN"),
+        ("https://[2001:db8::1]/hook", "FORBIDDEN"),
+        ("ftp://127.0.0.1/hook", "VALIDATION_ERROR"),
+        ("http://user:pw@127.0.0.1/hook", "VALIDATION_ERROR"),
+        ("http:///nohost", "VALIDATION_ERROR"),
+        ("http://127.0.0.1/" + "x" * 2100, "VALIDATION_ERROR"),
+    ],
+)
+async def test_hosts_not_allowed_are_refused_at_registration(app_client, url, code):
+    resp = await app_client.post("/api/webhooks", json={"url": url})
+    assert_envelope(await resp.json(), code)
+    assert (await (await app_client.get("/api/webhooks")).json())["total"] == 0
+
+
+async def test_a_name_resolving_to_an_address_not_allowed_is_refused_at_delivery(make_client, receiver):
+    # "localhost" may be named, but 127.0.0.1 (what it resolves to) is in no allowed network.
+    client = await make_client(LLMGINE_WEBHOOK_ALLOWED_HOSTS="localhost,::1", LLMGINE_WEBHOOK_RETRY_BASE="60")
+    refused = await client.post("/api/webhooks", json={"url": receiver.url})  # the address itself: no
+    assert_envelope(await refused.json(), "FORBIDDEN")
+    s = await create_session(client)
+    hook = await register(client, url=receiver.url.replace("127.0.0.1", "localhost"), session_id=s["session_id"])
+    await client.post(f"/api/sessions/{s['session_id']}/events", json={"event_type": "Ping"})
+
+    async def attempted() -> list[dict[str, Any]]:
+        return [d for d in await deliveries(client, hook["webhook_id"]) if d["attempts"]]
+
+    rows = await eventually(attempted)
+    error = rows[0]["history"][0]["error"]
+    assert "not allowed" in error and "127.0.0.1" in error and rows[0]["history"][0]["status_code"] is None
+    assert receiver.seen == 0
+
+
+async def test_session_tokens_manage_their_own_sessions_webhooks_only(make_client, receiver):
+    client = await make_client(authenticated=False)
+    from tests.conftest import authorize
+
+    mine, theirs = await create_session(authorize(client)), await create_session(client)
+    client.session.headers.pop("Authorization")
+    token = {"X-Session-Token": mine["session_token"]}
+    own = await client.post(
+        "/api/webhooks", json={"url": receiver.url, "session_id": mine["session_id"]}, headers=token
+    )
+    assert own.status == 201
+    own_id = (await own.json())["webhook_id"]
+    for body in ({"url": receiver.url, "session_id": theirs["session_id"]}, {"url": receiver.url}):
+        resp = await client.post("/api/webhooks", json=body, headers=token)
+        assert_envelope(await resp.json(), "FORBIDDEN")
+    authorize(client)
+    global_hook = await register(client, url=receiver.url)
+    client.session.headers.pop("Authorization")
+    listed = await (await client.get("/api/webhooks", headers=token)).json()
+    assert [w["webhook_id"] for w in listed["webhooks"]] == [own_id]
+    for path in (f"/api/webhooks/{global_hook['webhook_id']}", f"/api/webhooks/{global_hook['webhook_id']}/deliveries"):
+        assert_envelope(await (await client.get(path, headers=token)).json(), "NOT_FOUND")
+    resp = await client.delete(f"/api/webhooks/{global_hook['webhook_id']}", headers=token)
+    assert_envelope(await resp.json(), "NOT_FOUND")
+    assert (await client.delete(f"/api/webhooks/{own_id}", headers=token)).status == 204
+
+
+async def test_limits_per_session_and_in_all(make_client, receiver):
+    client = await make_client(LLMGINE_WEBHOOK_MAX_PER_SESSION="1", LLMGINE_WEBHOOK_MAX_TOTAL="2")
+    a, b = await create_session(client), await create_session(client)
+    await register(client, url=receiver.url, session_id=a["session_id"])
+    resp = await client.post("/api/webhooks", json={"url": receiver.url, "session_id": a["session_id"]})
+    assert assert_envelope(await resp.json(), "LIMIT_REACHED")["details"]["limit"] == "webhooks.max_per_session"
+    await register(client, url=receiver.url, session_id=b["session_id"])
+    resp = await client.post("/api/webhooks", json={"url": receiver.url})
+    assert assert_envelope(await resp.json(), "LIMIT_REACHED")["details"]["limit"] == "webhooks.max_total"
+    resp = await client.post("/api/webhooks", json={"url": receiver.url, "session_id": "no-such-session"})
+    assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
+    resp = await client.post("/api/webhooks", json={"url": receiver.url, "secret": "whsec_short"})
+    assert_envelope(await resp.json(), "VALIDATION_ERROR")
+
+
+async def test_ended_deliveries_are_forgotten_after_keep_days(make_client, receiver):
+    client = await make_client(LLMGINE_WEBHOOK_KEEP_DAYS="0.00001")  # under a second
+    s = await create_session(client)
+    hook = await register(client, url=receiver.url, events=["Ping"], session_id=s["session_id"])
+    await client.post(f"/api/sessions/{s['session_id']}/events", json={"event_type": "Ping"})
+    await eventually(lambda: receiver.requests, message="a delivery")
+
+    async def forgotten() -> bool:
+        page = await (await client.get(f"/api/webhooks/{hook['webhook_id']}/deliveries")).json()
+        return page["total"] == 0
+
+    await eventually(forgotten, timeout=20)
+    got = await (await client.get(f"/api/webhooks/{hook['webhook_id']}")).json()
+    assert (got["pending"], got["delivered"], got["failed"]) == (0, 0, 0)

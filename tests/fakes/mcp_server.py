@@ -1,0 +1,62 @@
+"""A real MCP server built with the official SDK (``mcp.server.mcpserver.MCPServer``), for the
+MCP tests: ``python mcp_server.py`` speaks stdio, ``python mcp_server.py --http PORT`` serves
+streamable HTTP on 127.0.0.1:PORT/mcp.
+
+Tools: ``add(a, b)``, ``whoami()`` (the process's view: pid, env var TOKEN, whether it can
+read PROBE_PATH and reach 127.0.0.1:PROBE_PORT), ``fail(message)`` (a tool error) and
+``crash()`` (the process exits).
+At start it writes one line to stderr holding $TOKEN (the daemon must redact it in its log).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+app = MCPServer("fake")
+
+
+@app.tool()
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@app.tool()
+def whoami() -> dict[str, object]:
+    """What this process sees of the machine."""
+    try:  # a port the test listens on, on the host's loopback
+        socket.create_connection(("127.0.0.1", int(os.environ.get("PROBE_PORT", "9"))), timeout=2).close()
+        network = True
+    except OSError:
+        network = False
+    return {
+        "pid": os.getpid(),
+        "token": os.environ.get("TOKEN"),
+        "path_visible": os.path.exists(os.environ.get("PROBE_PATH", "/nonexistent")),
+        "reaches_port": network,
+    }
+
+
+@app.tool()
+def fail(message: str) -> str:
+    """Always fails, with this message."""
+    raise ToolError(message)
+
+
+@app.tool()
+def crash() -> str:
+    """Ends the server's process."""
+    os._exit(3)
+
+
+if __name__ == "__main__":
+    print(f"fake mcp server starting, token={os.environ.get('TOKEN')}", file=sys.stderr, flush=True)
+    if len(sys.argv) > 2 and sys.argv[1] == "--http":
+        app.run("streamable-http", port=int(sys.argv[2]))
+    else:
+        app.run()
