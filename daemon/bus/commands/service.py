@@ -501,6 +501,7 @@ class Commands:
         """After a restart: what was executing is interrupted; what was queued runs again
         (on several nodes, only what ran on a node that is gone: bus/cluster.py)."""
         await self.bus.cluster.recover(self)
+        await self.deps.start()  # blocked commands: released, cancelled or waited on again
 
     async def recover_all(self) -> None:
         """This daemon is the whole bus: every executing command was its own (interrupted by the
@@ -587,7 +588,6 @@ class Commands:
             self.runner.push(batch.session_id, batch)
         if queued:
             log.info("resumed %d queued command(s)", len(queued))
-        await self.deps.start()
 
     async def _cancel_elsewhere(self, rec: Command) -> Command:
         """Cancel a command this node does not run: a queued one in the store (its runner, if
