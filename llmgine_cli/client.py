@@ -29,10 +29,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from llmgine_daemon.protocol import (
+    AfterPolicy,
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyInfo,
     ApiKeyList,
+    Approval,
+    ApprovalDecision,
+    ApprovalList,
     Batch,
     BatchCreate,
     BatchMode,
@@ -40,6 +44,7 @@ from llmgine_daemon.protocol import (
     CommandCreate,
     CommandHandlerCreate,
     CommandList,
+    CommandRetry,
     CommandWait,
     CommandWaitResult,
     ConfigView,
@@ -55,6 +60,7 @@ from llmgine_daemon.protocol import (
     EventCreate,
     EventHandlerCreate,
     EventList,
+    Fork,
     Handler,
     HandlerList,
     Health,
@@ -72,6 +78,7 @@ from llmgine_daemon.protocol import (
     SecretSet,
     Session,
     SessionCreate,
+    SessionFork,
     SessionList,
     SessionTokenCreated,
     ShutdownAccepted,
@@ -187,6 +194,24 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
     def get_session(self, session_id: str) -> Session:
         return self._op("getSession", path={"session_id": _id(session_id)})
 
+    def list_approvals(self, session_id: str, *, status: str | None = None) -> ApprovalList:
+        return self._op("listApprovals", path={"session_id": _id(session_id)}, query={"status": status})
+
+    def decide_approval(
+        self,
+        session_id: str,
+        approval_id: str,
+        decision: str,
+        *,
+        reason: str | None = None,
+        arguments: dict[str, Any] | None = None,
+    ) -> Approval:
+        path = {"session_id": _id(session_id), "approval_id": _id(approval_id)}
+        return self._op("decideApproval", path=path, body=ApprovalDecision(decision, reason, arguments))  # type: ignore[arg-type]
+
+    def fork_session(self, session_id: str, *, at_seq: int | None = None, name: str | None = None) -> Fork:
+        return self._op("forkSession", path={"session_id": _id(session_id)}, body=SessionFork(at_seq, name))
+
     def delete_session(self, session_id: str, *, purge: bool = False) -> Session | None:
         path = {"session_id": _id(session_id)}
         if purge:  # 204: no body
@@ -241,8 +266,17 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
         *,
         wait: float = 0,
         idempotency_key: str | None = None,
+        after: Sequence[str] = (),
+        after_policy: AfterPolicy = "completed",
     ) -> Command:
-        body = CommandCreate(command_type=command_type, parameters=parameters, metadata=metadata)
+        """``after``: run only once these commands ended (``blocked`` until then)."""
+        body = CommandCreate(
+            command_type=command_type,
+            parameters=parameters,
+            metadata=metadata,
+            after=list(after),
+            after_policy=after_policy,
+        )
         return self._op(
             "executeCommand",
             path={"session_id": _id(session_id)},
@@ -266,9 +300,25 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
         batch_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        dead: bool = False,
     ) -> CommandList:
-        query = {"status": status, "command_type": command_type, "batch_id": batch_id, "limit": limit, "offset": offset}
+        query = {
+            "status": status,
+            "command_type": command_type,
+            "batch_id": batch_id,
+            "limit": limit,
+            "offset": offset,
+            "dead": "true" if dead else None,
+        }
         return self._op("listCommands", path={"session_id": _id(session_id)}, query=query)
+
+    def retry_commands(
+        self, session_id: str, command_ids: Sequence[str] = (), *, failed: bool = False, dead: bool = False
+    ) -> CommandList:
+        """Run finished commands again (same ids, attempt + 1): those named, or every failed
+        (``failed``) or dead-letter (``dead``) one of the session."""
+        body = CommandRetry(command_ids=list(command_ids), failed=failed, dead=dead)
+        return self._op("retryCommands", path={"session_id": _id(session_id)}, body=body)
 
     def cancel_command(self, session_id: str, command_id: str) -> Command:
         return self._op("cancelCommand", path={"session_id": _id(session_id), "command_id": command_id})
@@ -421,6 +471,7 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
         parameters: dict[str, Any] | None = None,
         timeout: float | None = None,
         replace: bool = False,
+        requires_approval: bool = False,
     ) -> Tool:
         """``function_code``: Python source, or a function (its source is sent)."""
         body = ToolCreate(
@@ -429,6 +480,7 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
             description=description,
             parameters=parameters,
             timeout=timeout,
+            requires_approval=requires_approval,
         )
         return self._op(
             "registerTool",

@@ -375,6 +375,7 @@ STATUS_STYLES = {
     "cancelled": "yellow",
     "interrupted": "yellow",
     "queued": "dim",
+    "blocked": "dim",
     "executing": "cyan",
     "closed": "dim",
 }

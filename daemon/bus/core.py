@@ -11,11 +11,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from llmgine_daemon.bus.approvals import ApprovalPolicy, Approvals
 from llmgine_daemon.bus.capacity import Capacity
+from llmgine_daemon.bus.cluster import LocalCluster
 from llmgine_daemon.bus.commands import Commands
 from llmgine_daemon.bus.engine_registry import EngineBase, Engines
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import EventLog
+from llmgine_daemon.bus.fork import Forks
 from llmgine_daemon.bus.handler_registry import HandlerRegistry
 from llmgine_daemon.bus.mcp_servers import McpPolicy, McpServers
 from llmgine_daemon.bus.schedules import Schedules
@@ -43,8 +46,10 @@ class Bus:
         webhook_sender: Sender | None = None,
         schedule_limits: tuple[int, int] = (50, 1000),
         prices: dict[str, list[float]] | None = None,
+        approval_policy: ApprovalPolicy | None = None,
         mcp: McpPolicy | None = None,
         secrets: Callable[[str], str | None] | None = None,
+        cluster: LocalCluster | None = None,
     ) -> None:
         """``engine_context`` builds, from this Bus, what every engine's constructor gets
         beside its record (engines/context.py); it is called once the Bus's other parts exist.
@@ -53,6 +58,8 @@ class Bus:
         servers (settings mcp.*); ``secrets``: looks up a secret of ``llmgine secret`` by name
         (MCP servers' ``secret:NAME`` environment values)."""
         self.store = store
+        # The other daemons sharing the database, if any (bus/cluster.py; SQLite: none).
+        self.cluster = cluster or LocalCluster()
         # security.limits.max_*: checked inside the creating writes (bus/capacity.py).
         self.capacity = capacity or Capacity()
         self.started_at = now_iso()
@@ -60,6 +67,8 @@ class Bus:
         self.events = EventLog(store)
         # Token usage and cost per command (usage.prices over the built-in table).
         self.usage = UsageBook(store, Prices(prices))
+        # Approval before a tool runs (tools.require_approval, tools.approval_timeout).
+        self.approvals = Approvals(self, approval_policy)
         self.sessions = Sessions(self)
         self.handlers = HandlerRegistry()
         self.commands = Commands(self)
@@ -74,6 +83,7 @@ class Bus:
         # Last: the engines' context may use any other part (the tools, the store, events).
         context = engine_context(self) if engine_context is not None else None
         self.engines = Engines(self, engine_types or {}, context)
+        self.forks = Forks(self)
         self.sessions.hooks.append(self.engines.on_session_end)
         self.webhooks = Webhooks(self, webhooks)
         self._webhook_sender = webhook_sender
@@ -99,13 +109,22 @@ class Bus:
         """Bring runtime state back after a restart: engines, user-code handlers (and
         their command handlers) and MCP servers first, then the command queue (executing -> interrupted,
         queued -> resumed), so that resumed commands find their handlers."""
+        await self.cluster.start(self)
         await self.engines.start()
         await self.user_handlers.start()
         await self.mcp.start()
+        await self.approvals.start()  # commands that waited for a decision: queued again
         await self.commands.start()
         # Then what submits work or reads the log on its own: schedules and webhooks.
         self.schedules.start()
         await self.webhooks.start(self._webhook_sender)
+
+    async def restore_handlers(self, session_id: str) -> bool:
+        """A command found no handler: load the session's engines and user-code handlers that
+        another node sharing the database registered (bus/cluster.py). True if any was new."""
+        engines = await self.engines.restore(session_id)
+        handlers = await self.user_handlers.restore(session_id)
+        return engines or handlers
 
     async def stop(self) -> None:
         """Stop runtime work; queued work stays queued in the store for the next start."""
@@ -115,6 +134,7 @@ class Bus:
         await self.user_handlers.stop()
         await self.engines.stop()
         await self.mcp.stop()
+        await self.cluster.stop()
 
     async def counts(self) -> StatusCounts:
         def read(conn: sqlite3.Connection) -> StatusCounts:

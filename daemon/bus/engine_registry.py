@@ -272,6 +272,14 @@ class Engines:
         self.bus.events.notify([event])
         return record
 
+    def adopt(self, rows: list[tuple[Any, ...]]) -> list[Engine]:
+        """Run engines whose rows another write stored (a fork's copies, bus/fork.py), as a
+        restart would; returns their records."""
+        records = [row_to_engine(row, self._command_type(row[2])) for row in rows]
+        for record in records:
+            self._activate(record)
+        return records
+
     async def session_of(self, engine_id: str) -> str | None:
         """The session an engine belongs to; None for no such engine."""
         row = await self.store.fetchone("SELECT session_id FROM engines WHERE engine_id = ?", (engine_id,))
@@ -371,6 +379,26 @@ class Engines:
                 log.warning("engine %s not restored: %s", row[0], exc.message)
         if restored:
             log.info("restored %d engine(s)", restored)
+
+    async def restore(self, session_id: str) -> bool:
+        """Register the session's engines this node does not run yet (created by another node
+        sharing the database: each node keeps its engines' handlers in memory). True if any."""
+        rows = await self.store.read(
+            lambda conn: conn.execute(
+                f"SELECT {ENGINE_COLUMNS} FROM engines WHERE session_id = ? AND status != 'stopped' ORDER BY rowid",
+                (session_id,),
+            ).fetchall()
+        )
+        added = False
+        for row in rows:
+            if row[0] in self.running or row[2] not in self.types:
+                continue
+            try:
+                self._activate(row_to_engine(row, self._command_type(row[2])))
+                added = True
+            except BusError as exc:
+                log.warning("engine %s not restored: %s", row[0], exc.message)
+        return added
 
     async def stop(self) -> None:
         for engine_id in list(self.running):

@@ -238,6 +238,9 @@ class StreamHub:
         self._fill_task: asyncio.Task[None] | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self._unsubscribe: Any = None
+        self._unwatch: Any = None
+        # Set when a wake-up came while a fill ran: that fill reads once more before it ends.
+        self._again = False
         self._by_session: dict[str, set[Subscription]] = {}
         self._global: set[Subscription] = set()
         self._ended: OrderedDict[str, Event] = OrderedDict()
@@ -259,6 +262,8 @@ class StreamHub:
         # Listen first, then read where the log ends: an event committed in between is both
         # heard and possibly below the head read; the head check drops it once.
         self._unsubscribe = self.bus.events.subscribe(self._on_event)
+        # Events other nodes sharing the database committed (bus/cluster.py): read from the store.
+        self._unwatch = self.bus.cluster.watch_events(self.wake)
         self.bus.sessions.hooks.append(self._on_session_end)
         self.head = await self.bus.store.read(_last_seq)
         self._notified_max = max(self._notified_max, self.head)
@@ -274,6 +279,9 @@ class StreamHub:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         if self._on_session_end in self.bus.sessions.hooks:
             self.bus.sessions.hooks.remove(self._on_session_end)
         for task in (self._poll_task, self._fill_task):
@@ -448,6 +456,13 @@ class StreamHub:
         while self.head + 1 in self._pending:
             self._dispatch(self._pending.pop(self.head + 1))
 
+    def wake(self) -> None:
+        """Events were committed that nobody notified here (another node's): read them."""
+        if self._filling:
+            self._again = True
+        else:
+            self._schedule_fill()
+
     def _schedule_fill(self) -> None:
         if not self._filling and self._started:
             self._filling = True
@@ -475,6 +490,9 @@ class StreamHub:
                 # snapshot; a notified event missing from it was deleted (purged) since.
                 self.head = max(self.head, mark)
                 self._drain_pending()
+                if self._again:
+                    self._again = False
+                    continue
                 if not self._pending:
                     return
         except asyncio.CancelledError:

@@ -15,14 +15,15 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
+from llmgine_daemon.protocol import COMMAND_STATUSES
+from llmgine_daemon.protocol import TERMINAL_STATUSES as TERMINAL
 
 from llmgine_cli.commands.args import LONG_POLL_S, choices, summary
 from llmgine_cli.context import AppContext
 from llmgine_cli.render import Column, View, render, resolve_format
 from llmgine_cli.status import ExitStatus
 
-TERMINAL = frozenset({"completed", "failed", "timed_out", "cancelled", "interrupted"})
-WAITABLE = ("queued", "blocked", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted")
+WAITABLE = COMMAND_STATUSES
 
 WAIT_VIEW = View(
     columns=(

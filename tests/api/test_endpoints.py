@@ -26,6 +26,8 @@ ARGUMENTS: dict[str, Any] = {
     "session_id": "s-1",
     "command_id": "c-1",
     "batch_id": "b-1",
+    "approval_id": "a-1",
+    "decision": "approve",
     "event_id": "e-1",
     "engine_id": "g-1",
     "key_id": "k-1",
@@ -60,7 +62,7 @@ def test_operation_ids_are_unique_and_name_resource_and_verb() -> None:
     for endpoint in ENDPOINTS:
         assert re.fullmatch(
             r"(get|list|create|delete|execute|publish|register|cancel|reset|revoke|"
-            r"stream|shutdown|vacuum|set|wait|retry|pause|resume)[A-Z][A-Za-z]*",
+            r"stream|shutdown|vacuum|set|wait|retry|pause|resume|fork|decide)[A-Z][A-Za-z]*",
             endpoint.name,
         ), endpoint.name
 
