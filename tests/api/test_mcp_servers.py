@@ -261,6 +261,11 @@ async def test_a_toolchat_engine_calls_mcp_tools(llm_client: Any, fake: FakeProv
     engine = await create_llm_engine(client, engine_type="ToolChatEngine", model=MODELS[kind])
     sid = engine["session_id"]
     await add_server(client, sid, name="fake", **STDIO)
+    gated = await add_server(client, sid, name="gated", requires_approval=True, **STDIO)
+    assert gated["requires_approval"] is True
+    listed = (await (await client.get(f"/api/sessions/{sid}/tools")).json())["tools"]
+    assert {t["name"]: t["requires_approval"] for t in listed if t["server"]}["gated.add"] is True
+    assert {t["name"]: t["requires_approval"] for t in listed if t["server"]}["fake.add"] is False
     # Providers allow no "." in a function name: the model is offered fake-add.
     fake.script(Reply("Adding.", tool_calls=[("fake-add", {"a": 20, "b": 22})]))
     record = await execute(client, engine["engine_id"], "What is 20 + 22?")
