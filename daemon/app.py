@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 from llmgine_daemon.api import (
     apidocs,
+    approvals,
     auth,
     commands,
     db,
@@ -45,6 +46,7 @@ from llmgine_daemon.api.keys import (
     WEBSOCKETS,
 )
 from llmgine_daemon.api.webhook_sender import HttpSender
+from llmgine_daemon.bus.approvals import ApprovalPolicy
 from llmgine_daemon.bus.capacity import Capacity
 from llmgine_daemon.bus.cluster import LocalCluster
 from llmgine_daemon.bus.core import Bus
@@ -59,7 +61,7 @@ from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.sandbox.pool import SandboxLimits, SandboxPool
 from llmgine_daemon.secrets import SecretStore
 from llmgine_daemon.settings import Settings
-from llmgine_daemon.store.db import Store
+from llmgine_daemon.store.db import StorageError, Store
 from llmgine_daemon.store.maintenance import Retention, rules_from
 from llmgine_daemon.store.telemetry import adopt_legacy, telemetry_path
 
@@ -70,6 +72,7 @@ log = logging.getLogger("llmgine.app")
 # path ids that could take a fixed segment refuse it by pattern ({event_id} is never "stream",
 # {command_id} never "batch"), so the order does not decide what matches.
 ROUTE_MODULES = (
+    approvals,
     events,
     commands,
     lifecycle,
@@ -125,10 +128,24 @@ def webhook_config(settings: Settings) -> WebhookConfig:
         retry_cap=settings["webhooks.retry_cap"],
         max_per_session=settings["webhooks.max_per_session"],
         max_total=settings["webhooks.max_total"],
+        keep_for=settings["webhooks.keep_days"] * 86400.0,
     )
 
 
 def _store(settings: Settings, path: Path, *, telemetry: bool = False) -> Store:
+    url = settings.postgres_url
+    if url is not None:
+        # Imported only here: the SQLite path never loads the driver. Logs and spans are in the
+        # same database, in a store (a writer connection) of their own (store/postgres.py).
+        try:
+            from llmgine_daemon.store.postgres import PgStore
+        except ImportError as exc:
+            raise StorageError(
+                f"PostgreSQL needs its driver, which is not installed ({exc.name}): pip install 'llmgine[postgres]'"
+            ) from None
+
+        store: Store = PgStore(url, settings["database.busy_timeout"], telemetry=telemetry)  # type: ignore[assignment]
+        return store
     return Store(
         path,
         synchronous=settings["database.synchronous"],
@@ -196,8 +213,9 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             webhook_sender=sender,
             schedule_limits=(settings["schedules.max_per_session"], settings["schedules.max_total"]),
             prices=settings["usage.prices"],
+            approval_policy=ApprovalPolicy(settings["tools.require_approval"], settings["tools.approval_timeout"]),
             mcp=McpPolicy(
-                allowed_hosts=tuple(settings["mcp.allowed_hosts"]),
+                hosts=HostPolicy.parse(settings["mcp.allowed_hosts"], "mcp.allowed_hosts"),
                 session_token_stdio=settings["mcp.session_token_stdio"],
                 call_timeout=settings["mcp.call_timeout"],
                 start_timeout=settings["mcp.start_timeout"],
@@ -206,6 +224,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             cluster=cluster,
         )
         app[BUS] = bus
+        bus.commands.retries.set_defaults(settings["commands.retry_defaults"])
         app[LLM] = bus.engines.context
         retention = Retention(
             {"main": store, "telemetry": telemetry}, rules_from(settings), settings["database.retention_interval"]

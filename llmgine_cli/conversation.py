@@ -25,7 +25,7 @@ from llmgine_cli.client import ApiError, Client
 from llmgine_cli.stream import EventStream
 
 # What a turn listens to: the command's brackets, the engine's events, the sandbox's tool runs.
-STREAM_TYPES = ("CommandStarted", "CommandResult", "Engine*", "ToolExecuted")
+STREAM_TYPES = ("CommandStarted", "CommandResult", "Engine*", "ToolExecuted", "Approval*")
 LLM_ENGINES = ("SinglePassEngine", "ToolChatEngine")
 
 

@@ -4,7 +4,9 @@ rich is imported inside the functions that draw, as in ``render.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -167,6 +169,10 @@ class PlainAnswer:
     def tool_result(self, data: dict[str, Any]) -> None:
         self.env.err(f"tool: {tool_result_line(data)}")
 
+    def paused(self) -> contextlib.AbstractContextManager[None]:
+        """Nothing to pause: a question asked meanwhile goes to stderr."""
+        return contextlib.nullcontext()
+
     def finish(self, text: str) -> None:
         # The result repeats what was streamed; print it only if nothing was (an answer that
         # ends with a newline must not come twice).
@@ -221,6 +227,15 @@ class RichAnswer:
 
         style = "red" if data.get("error") else "dim"
         self.console.print(Text(f"  {tool_result_line(data)}", style=style))
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The live display stopped while a question is asked on the terminal."""
+        self._live.stop()
+        try:
+            yield
+        finally:
+            self._live.start()
 
     def finish(self, text: str) -> None:
         from rich.markdown import Markdown

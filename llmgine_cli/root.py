@@ -63,6 +63,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "chat": ("chat", "chat", "function"),
     "completion": ("completion", "app", "flat"),
     "usage": ("usage", "usage", "function"),
+    "approval": ("approvals", "app", "group"),
 }
 
 

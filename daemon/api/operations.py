@@ -98,6 +98,7 @@ PATH_SCHEMAS: dict[str, tuple[dict[str, Any], str]] = {
     "session_id": (ID, "a session id"),
     "command_id": (ID, "a command id"),
     "batch_id": (ID, "a batch id"),
+    "approval_id": (ID, "an approval id (ApprovalRequested's approval_id)"),
     "event_id": (ID, "an event id"),
     "engine_id": (ID, "an engine id"),
     "handler_id": (ID, "a handler id"),
@@ -285,6 +286,34 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="Ending cancels queued commands, stops engines, removes tools and handlers "
         "and records `SessionEnded`; ending an ended session is harmless.",
     ),
+    ("POST", "/api/sessions/{session_id}/fork"): Op(
+        "Fork a session at an event seq",
+        "sessions",
+        description="A new session with the original's engines (same type, model and "
+        "configuration; new ids), their conversation memory as it stood right after event "
+        "`at_seq` (default: now), and its tools and handlers. Its first event is "
+        "`SessionForked` {from_session_id, at_seq, engines: {original id: new id}, tools, "
+        "handlers}; the original is not touched. The answer carries the new session's "
+        "`session_token` (once). A session token may not fork (403). docs/agents.md.",
+    ),
+    ("GET", "/api/sessions/{session_id}/approvals"): Op(
+        "List tool calls waiting for approval",
+        "approvals",
+        params=(
+            Param("status", _enum("pending", "approved", "denied", "expired", "cancelled", "all"), "default pending"),
+        ),
+        description="A ToolChat engine that wants to run a tool needing approval records an "
+        "`ApprovalRequested` event and its command waits (`waiting_approval`) for a decision. "
+        "docs/agents.md.",
+    ),
+    ("POST", "/api/sessions/{session_id}/approvals/{approval_id}"): Op(
+        "Approve or deny a tool call",
+        "approvals",
+        description="`{decision: approve|deny, reason?, arguments?}`: approving may replace the "
+        "arguments (checked against the tool's schema). A denial goes back to the model as the "
+        "tool's result, with the reason. Recorded as an `ApprovalDecided` event (who, when, "
+        "what). Already decided (or expired): 409 CONFLICT.",
+    ),
     ("POST", "/api/sessions/{session_id}/token"): Op(
         "Mint a session token",
         "auth",
@@ -301,7 +330,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="202 while queued or executing; 200 with the finished record when `wait` "
         "was given and it finished in time. No handler: 404 HANDLER_NOT_FOUND and "
         "nothing is queued. `metadata.priority` (high|normal|low) and "
-        "`metadata.timeout` (seconds) are honoured.",
+        "`metadata.timeout` (seconds) are honoured; `metadata.retries`, `metadata.backoff` and "
+        "`metadata.retry_on` retry a failed attempt after a delay. With `after` (command ids of any session "
+        "the caller may see) it is stored `blocked` until they ended (404 COMMAND_NOT_FOUND "
+        "for an unknown one, 400 DEPENDENCY_CYCLE for a cycle).",
     ),
     ("GET", "/api/sessions/{session_id}/commands"): Op(
         "List commands",
@@ -312,7 +344,16 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             Param("status", {"type": "string", "pattern": _list_of(COMMAND_STATUSES)}, "comma-separated statuses"),
             Param("command_type", {"type": "string"}),
             Param("batch_id", ID),
+            Param("dead", {"type": "boolean"}, "only dead letters: failed or timed out after being retried"),
         ),
+    ),
+    ("POST", "/api/sessions/{session_id}/commands/retry"): Op(
+        "Run finished commands again",
+        "commands",
+        description="The commands named (`command_ids`), or every `failed`/`timed_out` one of "
+        "the session (`failed: true`), or its dead letters (`dead: true`), are queued again with "
+        "the same id and `attempt` + 1 (a `CommandRetrying` event each). A command that is not "
+        "finished, or completed: 409 CONFLICT.",
     ),
     ("GET", "/api/sessions/{session_id}/commands/{command_id}"): Op("Get a command", "commands", params=(WAIT, PREFER)),
     ("POST", "/api/sessions/{session_id}/commands/{command_id}/cancel"): Op(
@@ -568,6 +609,7 @@ TAGS = [
     ("auth", "API keys and session tokens"),
     ("callbacks", "Webhooks and schedules"),
     ("usage", "Token usage and estimated cost of the model calls engines made"),
+    ("approvals", "Approval before a tool runs: pending requests and decisions"),
 ]
 
 DESCRIPTION = f"""\

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from llmgine_daemon.api.guard import PRINCIPAL, forbidden
 from llmgine_daemon.api.keys import BUS, CREDENTIALS
 from llmgine_daemon.api.observability import SPAN
 from llmgine_daemon.api.util import (
@@ -13,7 +14,7 @@ from llmgine_daemon.api.util import (
     query_choice,
     read_json,
 )
-from llmgine_daemon.protocol import SessionCreate
+from llmgine_daemon.protocol import SessionCreate, SessionFork
 
 routes = web.RouteTableDef()
 
@@ -53,3 +54,19 @@ async def delete_session(request: web.Request) -> web.StreamResponse:
         await sessions.purge(session_id)
         return web.Response(status=204)
     return json_response(await sessions.close(session_id))
+
+
+@routes.post("/api/sessions/{session_id}/fork")
+async def fork_session(request: web.Request) -> web.Response:
+    """A new session where this one stood at ``at_seq`` (bus/fork.py). Not for session tokens:
+    the fork is another session, outside the token's reach."""
+    session_id = path_id(request, "session_id")
+    principal = request.get(PRINCIPAL)
+    if principal is not None and principal.session_id is not None:
+        raise forbidden("a session token may not fork its session; use an API key", session_id=session_id)
+    body = await read_json(request, SessionFork, empty_ok=True)
+    token = request.app[CREDENTIALS].pending_session_token()
+    fork = await request.app[BUS].forks.fork(session_id, body.at_seq, body.name, also=token.write)
+    request[SPAN].set(forked_session_id=fork.session.session_id)
+    fork.session.session_token = token.publish()
+    return json_response(fork, status=201, headers={"Cache-Control": "no-store"})

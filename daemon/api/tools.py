@@ -32,6 +32,7 @@ async def register_tool(request: web.Request) -> web.Response:
         body.parameters,
         body.timeout,
         replace=replace,
+        requires_approval=body.requires_approval,
     )
     return json_response(tool, status=201)
 

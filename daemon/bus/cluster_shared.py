@@ -213,7 +213,7 @@ class SharedCluster(LocalCluster):
                 log.info("session %s: %d command(s) of a lost node marked interrupted", sid, len(interrupted))
                 assert self.bus is not None
                 self.bus.events.notify(interrupted)
-            commands.resume(*queued)
+            commands.resume(*queued, await commands.retries.load_due() if queued[0] else {})
 
     def _running_ids(self, session_id: str) -> set[str]:
         assert self.commands is not None
@@ -233,7 +233,7 @@ class SharedCluster(LocalCluster):
         except Exception:
             log.exception("cluster: reading the queue of session %s failed", session_id)
             return
-        commands.resume(*queued)
+        commands.resume(*queued, await commands.retries.load_due() if queued[0] else {})
 
     # -- the tick: heartbeat, renewals, releases, takeovers, cancels ----------------------
 

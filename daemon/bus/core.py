@@ -11,12 +11,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from llmgine_daemon.bus.approvals import ApprovalPolicy, Approvals
 from llmgine_daemon.bus.capacity import Capacity
 from llmgine_daemon.bus.cluster import LocalCluster
 from llmgine_daemon.bus.commands import Commands
 from llmgine_daemon.bus.engine_registry import EngineBase, Engines
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.events import EventLog
+from llmgine_daemon.bus.fork import Forks
 from llmgine_daemon.bus.handler_registry import HandlerRegistry
 from llmgine_daemon.bus.mcp_servers import McpPolicy, McpServers
 from llmgine_daemon.bus.schedules import Schedules
@@ -44,6 +46,7 @@ class Bus:
         webhook_sender: Sender | None = None,
         schedule_limits: tuple[int, int] = (50, 1000),
         prices: dict[str, list[float]] | None = None,
+        approval_policy: ApprovalPolicy | None = None,
         mcp: McpPolicy | None = None,
         secrets: Callable[[str], str | None] | None = None,
         cluster: LocalCluster | None = None,
@@ -64,6 +67,8 @@ class Bus:
         self.events = EventLog(store)
         # Token usage and cost per command (usage.prices over the built-in table).
         self.usage = UsageBook(store, Prices(prices))
+        # Approval before a tool runs (tools.require_approval, tools.approval_timeout).
+        self.approvals = Approvals(self, approval_policy)
         self.sessions = Sessions(self)
         self.handlers = HandlerRegistry()
         self.commands = Commands(self)
@@ -78,6 +83,7 @@ class Bus:
         # Last: the engines' context may use any other part (the tools, the store, events).
         context = engine_context(self) if engine_context is not None else None
         self.engines = Engines(self, engine_types or {}, context)
+        self.forks = Forks(self)
         self.sessions.hooks.append(self.engines.on_session_end)
         self.webhooks = Webhooks(self, webhooks)
         self._webhook_sender = webhook_sender
@@ -107,6 +113,7 @@ class Bus:
         await self.engines.start()
         await self.user_handlers.start()
         await self.mcp.start()
+        await self.approvals.start()  # commands that waited for a decision: queued again
         await self.commands.start()
         # Then what submits work or reads the log on its own: schedules and webhooks.
         self.schedules.start()

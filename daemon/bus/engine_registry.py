@@ -272,6 +272,14 @@ class Engines:
         self.bus.events.notify([event])
         return record
 
+    def adopt(self, rows: list[tuple[Any, ...]]) -> list[Engine]:
+        """Run engines whose rows another write stored (a fork's copies, bus/fork.py), as a
+        restart would; returns their records."""
+        records = [row_to_engine(row, self._command_type(row[2])) for row in rows]
+        for record in records:
+            self._activate(record)
+        return records
+
     async def session_of(self, engine_id: str) -> str | None:
         """The session an engine belongs to; None for no such engine."""
         row = await self.store.fetchone("SELECT session_id FROM engines WHERE engine_id = ?", (engine_id,))

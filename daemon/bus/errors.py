@@ -50,6 +50,7 @@ _NOT_FOUND: dict[str, tuple[str, str]] = {
     "handler": (ErrorCode.HANDLER_NOT_FOUND, "handler"),
     "key": (ErrorCode.KEY_NOT_FOUND, "API key"),
     "mcp_server": (ErrorCode.NOT_FOUND, "MCP server"),
+    "approval": (ErrorCode.NOT_FOUND, "approval"),
 }
 
 

@@ -93,9 +93,11 @@ class Sessions:
         metadata: dict[str, Any],
         *,
         also: Callable[[sqlite3.Connection, str], None] | None = None,
+        first_event: tuple[str, dict[str, Any]] | None = None,
     ) -> Session:
         """``also(conn, session_id)`` runs in the same transaction (the session token is
-        written there, so a session never exists without it)."""
+        written there, so a session never exists without it; a fork copies into it there).
+        ``first_event`` replaces ``SessionStarted`` (a fork's ``SessionForked``, bus/fork.py)."""
         session_id = new_id()
 
         def write(conn: sqlite3.Connection) -> tuple[Session, Any]:
@@ -105,13 +107,10 @@ class Sessions:
                 f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, 'active', ?, ?, NULL)",
                 (session_id, name, dumps(metadata), ts, ts),
             )
-            event = insert_event(
-                conn,
-                session_id,
-                "SessionStarted",
-                {"name": name, "metadata": metadata},
-                timestamp=ts,
-            )
+            if also is not None:  # before the first event: a fork fills in that event's data
+                also(conn, session_id)
+            event_type, data = first_event or ("SessionStarted", {"name": name, "metadata": metadata})
+            event = insert_event(conn, session_id, event_type, data, timestamp=ts)
             session = Session(
                 session_id=session_id,
                 name=name,
@@ -121,8 +120,6 @@ class Sessions:
                 last_activity_at=ts,
                 counts=SessionCounts(events=1),
             )
-            if also is not None:
-                also(conn, session_id)
             return session, event
 
         session, event = await self.bus.store.write(write)

@@ -29,7 +29,12 @@ from llmgine_daemon.sandbox.calls import CallContext, CallOutcome
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
 
-TOOL_COLUMNS = "session_id, name, description, parameters, timeout, is_async, created_at, function_code"
+# requires_approval: migration 102 (bus/approvals.py).
+TOOL_COLUMNS = (
+    "session_id, name, description, parameters, timeout, is_async, created_at, function_code, requires_approval"
+)
+# ?replace=true: the new definition over the old (an upsert, portable to PostgreSQL).
+_REPLACE = ", ".join(f"{c} = excluded.{c}" for c in TOOL_COLUMNS.split(", ")[2:])
 
 
 def row_to_tool(row: tuple[Any, ...], with_code: bool = False) -> Tool:
@@ -42,6 +47,7 @@ def row_to_tool(row: tuple[Any, ...], with_code: bool = False) -> Tool:
         is_async=bool(row[5]),
         created_at=row[6],
         function_code=row[7] if with_code else None,
+        requires_approval=bool(row[8]),
     )
 
 
@@ -108,6 +114,7 @@ class Tools:
         parameters: dict[str, Any] | None,
         timeout: float | None,
         replace: bool = False,
+        requires_approval: bool = False,
     ) -> Tool:
         """Without ``name`` the tool is the last function the code defines (the sandbox finds
         it: the daemon never parses user code)."""
@@ -145,6 +152,7 @@ class Tools:
             timeout=timeout,
             created_at=now_iso(),
             function_code=function_code,
+            requires_approval=requires_approval,
         )
 
         def write(conn: sqlite3.Connection) -> None:
@@ -161,7 +169,8 @@ class Tools:
             if not exists:
                 capacity.check_tools(conn, session_id, None)
             conn.execute(
-                f"INSERT OR REPLACE INTO tools ({TOOL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO tools ({TOOL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f" ON CONFLICT (session_id, name) DO UPDATE SET {_REPLACE}",
                 (
                     session_id,
                     name,
@@ -171,6 +180,7 @@ class Tools:
                     int(tool.is_async),
                     tool.created_at,
                     function_code,
+                    int(requires_approval),
                 ),
             )
 

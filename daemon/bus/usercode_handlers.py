@@ -146,6 +146,11 @@ class UserHandlers:
                     owner=f"handler:{row.handler_id}",
                 )
 
+    def adopt(self, rows: list[tuple[Any, ...]]) -> None:
+        """Register handlers whose rows another write stored (a fork's copies, bus/fork.py)."""
+        for row in rows:
+            self._activate(HandlerRow(*row))
+
     def _deactivate(self, row: HandlerRow) -> None:
         self._rows.pop(row.handler_id, None)
         reg = self._registrations.pop(row.handler_id, None)

@@ -19,6 +19,7 @@ from llmgine_daemon.engines.memory import Memory
 from llmgine_daemon.engines.providers import Providers
 
 if TYPE_CHECKING:
+    from llmgine_daemon.bus.approvals import Approvals
     from llmgine_daemon.bus.core import Bus
     from llmgine_daemon.bus.tools import Tools
     from llmgine_daemon.bus.usage import UsageBook
@@ -30,10 +31,17 @@ class EngineContext:
     memory: Memory
     tools: Tools
     usage: UsageBook
+    approvals: Approvals
 
     @classmethod
     def for_bus(cls, providers: Providers, bus: Bus) -> EngineContext:
-        return cls(providers=providers, memory=Memory(bus.store, bus.events), tools=bus.tools, usage=bus.usage)
+        return cls(
+            providers=providers,
+            memory=Memory(bus.store, bus.events),
+            tools=bus.tools,
+            usage=bus.usage,
+            approvals=bus.approvals,
+        )
 
     @classmethod
     def factory(cls, providers: Providers) -> Callable[[Bus], EngineContext]:

@@ -34,6 +34,15 @@ from llmgine_daemon.bus.commands import Execution, current
 from llmgine_daemon.bus.engine_registry import ConfigField, EngineBase
 from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.mcp_servers import provider_tool_name
+from llmgine_daemon.engines.approval import (
+    REQUIRE_APPROVAL,
+    TurnState,
+    as_pending,
+    ask,
+    needs_approval,
+    pending_call,
+    resume,
+)
 from llmgine_daemon.engines.memory import Bounds, Message
 from llmgine_daemon.engines.providers import (
     ChatRequest,
@@ -176,6 +185,7 @@ class LLMEngine(EngineBase):
     def __init__(self, record: Engine, context: EngineContext) -> None:
         super().__init__(record, context)
         self.tool_names: dict[str, str] = {}  # as offered to the model -> the tool's name
+        self.approval_tools: set[str] = set()  # registered with requires_approval
         # Checked here so a bad model name is a 422 at creation, not a failure at first use.
         try:
             self.provider_name, self.model = resolve_model(
@@ -242,21 +252,50 @@ class LLMEngine(EngineBase):
             return []
         tools = await self.context.tools.list(self.record.session_id)
         self.tool_names = {provider_tool_name(t.name): t.name for t in tools}
+        self.approval_tools = {t.name for t in tools if t.requires_approval}
         return [ToolSpec(provider_tool_name(t.name), t.description, t.parameters) for t in tools]
 
-    async def run_tool(self, ctx: Execution, call: ToolCall, base: dict[str, Any]) -> Message:
-        name = self.tool_names.get(call.name, call.name)
-        ctx.emit(
-            "EngineToolCall",
-            {**base, "call_id": call.id, "tool_name": name, "arguments": call.arguments},
-            source="engine",
-        )
-        if call.invalid_arguments is not None:
-            return tool_message(
-                call,
-                json.dumps({"error": "the arguments were not a JSON object", "received": call.invalid_arguments[:500]}),
-                True,
+    async def run_round(self, ctx: Execution, state: TurnState, base: dict[str, Any]) -> None:
+        """Run the calls of a round not run yet (all of them, or, resumed after a restart,
+        those from the one that waited for approval on)."""
+        while state.pending:
+            call = pending_call(state.pending[0])
+            msg, ran = await self.run_tool(ctx, call, base, state)
+            state.pending.pop(0)
+            state.turn.append(msg)
+            state.calls_made.append(
+                {
+                    "call_id": call.id,
+                    "tool_name": self.tool_names.get(call.name, call.name),
+                    "arguments": ran.arguments,
+                    "is_error": bool(msg.get("is_error")),
+                }
             )
+        state.rounds += 1
+
+    async def run_tool(
+        self, ctx: Execution, call: ToolCall, base: dict[str, Any], state: TurnState
+    ) -> tuple[Message, ToolCall]:
+        """The call's result message, and the call as it ran (arguments edited on approval)."""
+        name = self.tool_names.get(call.name, call.name)
+        if state.waiting is None or state.waiting.call_id != call.id:  # a resumed call said so already
+            ctx.emit(
+                "EngineToolCall",
+                {**base, "call_id": call.id, "tool_name": name, "arguments": call.arguments},
+                source="engine",
+            )
+        if call.invalid_arguments is not None:
+            error = {"error": "the arguments were not a JSON object", "received": call.invalid_arguments[:500]}
+            return tool_message(call, json.dumps(error), True), call
+        configured = self.record.configuration.get("require_approval")
+        if needs_approval(self.context, configured, name, name in self.approval_tools):
+            approved, refusal = await ask(self.context, ctx, call, state, base)
+            if approved is None:
+                return tool_message(call, refusal, True), call
+            call = approved
+        return await self.execute_tool(name, call), call
+
+    async def execute_tool(self, name: str, call: ToolCall) -> Message:
         try:
             result = await self.context.tools.execute(self.record.session_id, name, call.arguments, source="engine")
         except BusError as exc:  # unknown tool, arguments that do not fit its schema
@@ -307,12 +346,10 @@ class LLMEngine(EngineBase):
         history = await self.context.memory.load(engine_id)
         tools = await self.tool_specs()
         system: list[Message] = [{"role": "system", "content": opts.system_prompt}] if opts.system_prompt else []
-        turn: list[Message] = [{"role": "user", "content": prompt}]
+        state = await resume(self.context, command.command_id) if self.offers_tools else None
+        if state is None:
+            state = TurnState(turn=[{"role": "user", "content": prompt}])
         parts: list[str] = []
-        prompt_tokens = completion_tokens = cached_tokens = 0
-        rounds = 0
-        first_delta_ms: float | None = None
-        calls_made: list[dict[str, Any]] = []
 
         def summary(text: str, finish_reason: str) -> dict[str, Any]:
             return {
@@ -321,24 +358,27 @@ class LLMEngine(EngineBase):
                 "text": text,
                 "finish_reason": finish_reason,
                 "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "cached_tokens": cached_tokens,
+                    "prompt_tokens": state.prompt_tokens,
+                    "completion_tokens": state.completion_tokens,
+                    "cached_tokens": state.cached_tokens,
                     "cost_usd": ctx.command.usage.cost_usd if ctx.command.usage is not None else None,
                 },
                 "latency_ms": round((time.monotonic() - t0) * 1000, 3),
-                "first_delta_ms": first_delta_ms,
+                "first_delta_ms": state.first_delta_ms,
                 "model": f"{provider.name}/{model}",
-                "tool_rounds": rounds,
-                "tool_calls": calls_made,
+                "tool_rounds": state.rounds,
+                "tool_calls": state.calls_made,
             }
 
         try:
+            if state.pending:  # resumed after a restart, in the middle of a round
+                status("executing_tools", tools=[c["name"] for c in state.pending])
+                await self.run_round(ctx, state, base)
             while True:
-                status("calling_llm", round=rounds)
+                status("calling_llm", round=state.rounds)
                 request = ChatRequest(
                     model,
-                    system + history + turn,
+                    system + history + state.turn,
                     tools,
                     opts.temperature,
                     opts.max_tokens,
@@ -348,11 +388,11 @@ class LLMEngine(EngineBase):
                 )
                 parts = []
                 completion: Completion | None = None
-                with llm_call(provider.name, model, rounds) as span:
+                with llm_call(provider.name, model, state.rounds) as span:
                     async for item in provider.stream(request):
                         if isinstance(item, TextDelta):
-                            if first_delta_ms is None:
-                                first_delta_ms = round((time.monotonic() - t0) * 1000, 3)
+                            if state.first_delta_ms is None:
+                                state.first_delta_ms = round((time.monotonic() - t0) * 1000, 3)
                             parts.append(item.text)
                             ctx.emit("EngineResponseDelta", {**base, "text": item.text}, source="engine")
                         elif isinstance(item, Completion):
@@ -365,44 +405,36 @@ class LLMEngine(EngineBase):
                         cached_tokens=completion.usage.cached_tokens,
                         tool_calls=len(completion.tool_calls),
                     )
-                prompt_tokens += completion.usage.prompt_tokens
-                completion_tokens += completion.usage.completion_tokens
-                cached_tokens += completion.usage.cached_tokens
+                state.prompt_tokens += completion.usage.prompt_tokens
+                state.completion_tokens += completion.usage.completion_tokens
+                state.cached_tokens += completion.usage.cached_tokens
                 await self.record_usage(ctx, provider.name, model, completion.usage)
                 if not (completion.tool_calls and tools):
-                    turn.append({"role": "assistant", "content": completion.text})
+                    state.turn.append({"role": "assistant", "content": completion.text})
                     finish = completion.finish_reason
                     break
-                if rounds >= opts.max_tool_rounds:
+                if state.rounds >= opts.max_tool_rounds:
                     # The calls the model still wants are not run (nor stored: a call without
                     # its result would break the next request).
-                    turn.append({"role": "assistant", "content": completion.text})
+                    state.turn.append({"role": "assistant", "content": completion.text})
                     finish = "max_tool_rounds"
                     break
-                turn.append(
+                state.turn.append(
                     {
                         "role": "assistant",
                         "content": completion.text,
                         "tool_calls": [c.as_message_part() for c in completion.tool_calls],
                     }
                 )
+                state.pending = [as_pending(c) for c in completion.tool_calls]
                 status("executing_tools", tools=[c.name for c in completion.tool_calls])
-                for call in completion.tool_calls:
-                    msg = await self.run_tool(ctx, call, base)
-                    turn.append(msg)
-                    calls_made.append(
-                        {
-                            "call_id": call.id,
-                            "tool_name": self.tool_names.get(call.name, call.name),
-                            "arguments": call.arguments,
-                            "is_error": bool(msg.get("is_error")),
-                        }
-                    )
-                rounds += 1
+                await self.run_round(ctx, state, base)
         except asyncio.CancelledError:
+            if state.suspended:  # shutdown while waiting for approval: resumed at the next start
+                raise
             # Cancelled or timed out: keep what arrived, then let the runner record why.
             text = "".join(parts)
-            kept = complete_rounds(turn)
+            kept = complete_rounds(state.turn)
             if text:
                 kept = [*kept, {"role": "assistant", "content": text}]
             try:
@@ -416,8 +448,8 @@ class LLMEngine(EngineBase):
         except ProviderError as exc:
             status("failed", error={"code": exc.code, "message": exc.message})
             raise BusError(exc.code, exc.message, {**exc.details, "model": f"{provider.name}/{model}"}) from None
-        await self.context.memory.append(engine_id, turn, self.bounds(), command_id=command.command_id)
-        result = summary(turn[-1]["content"], finish)
+        await self.context.memory.append(engine_id, state.turn, self.bounds(), command_id=command.command_id)
+        result = summary(state.turn[-1]["content"], finish)
         ctx.emit("EngineResponse", result, source="engine")
         status("completed")
         return result
@@ -437,7 +469,7 @@ class ToolChatEngine(LLMEngine):
         "at most max_tool_rounds rounds; streamed; keeps the conversation."
     )
     offers_tools = True
-    config_fields = CALL_FIELDS + (TOOL_ROUNDS,) + MEMORY_FIELDS
+    config_fields = CALL_FIELDS + (TOOL_ROUNDS, REQUIRE_APPROVAL) + MEMORY_FIELDS
 
 
 LLM_ENGINES: tuple[type[LLMEngine], ...] = (SinglePassEngine, ToolChatEngine)

@@ -4,6 +4,12 @@ The store is the only copy: a turn reads the history when it starts and appends 
 when it ends (commands of a session run one at a time, so two turns of one engine never
 overlap). Nothing is cached, so ``reset`` needs no coordination with a running engine.
 
+History: trimming and ``reset`` do not delete rows, they mark them dropped (``dropped_seq``),
+and every row carries the event seq it was added at (``added_seq``, migration 101), so the
+conversation as it stood at any seq can be rebuilt (forking a session: bus/fork.py). Only
+current rows (``dropped_seq IS NULL``) are loaded, listed and counted; deleting the engine
+deletes them all.
+
 Bounds: at most ``max_messages`` messages and ``max_chars`` characters (content plus tool-call
 arguments). Trimming drops the oldest messages and then keeps dropping until the memory starts
 at a user message: an exchange goes whole, so a tool result never outlives the assistant
@@ -21,6 +27,10 @@ from llmgine_daemon.bus.codec import dumps, loads
 from llmgine_daemon.bus.events import EventLog, insert_event
 from llmgine_daemon.protocol import EngineMessage, Event, now_iso
 from llmgine_daemon.store.db import Store
+
+# The highest event seq when a row is written or dropped (portable SQL: no sqlite_sequence).
+NOW_SEQ = "(SELECT COALESCE(MAX(seq), 0) FROM events)"
+CURRENT = "dropped_seq IS NULL"
 
 COLUMNS = "message_id, role, content, tool_calls, tool_call_id, name, partial, is_error, command_id, created_at"
 
@@ -89,7 +99,8 @@ class Memory:
 
     async def load(self, engine_id: str) -> list[Message]:
         rows = await self.store.fetchall(
-            f"SELECT {COLUMNS} FROM engine_messages WHERE engine_id = ? ORDER BY message_id", (engine_id,)
+            f"SELECT {COLUMNS} FROM engine_messages WHERE engine_id = ? AND {CURRENT} ORDER BY message_id",
+            (engine_id,),
         )
         return [row_to_message(r) for r in rows]
 
@@ -109,7 +120,8 @@ class Memory:
             for i, msg in enumerate(messages):
                 conn.execute(
                     "INSERT INTO engine_messages (engine_id, role, content, tool_calls, tool_call_id, name,"
-                    " partial, is_error, command_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f" partial, is_error, command_id, created_at, added_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                    f" {NOW_SEQ})",
                     (
                         engine_id,
                         msg["role"],
@@ -125,13 +137,15 @@ class Memory:
                 )
             rows = conn.execute(
                 "SELECT message_id, role, length(content) + coalesce(length(tool_calls), 0)"
-                " FROM engine_messages WHERE engine_id = ? ORDER BY message_id",
+                f" FROM engine_messages WHERE engine_id = ? AND {CURRENT} ORDER BY message_id",
                 (engine_id,),
             ).fetchall()
             drop = plan_trim(rows, bounds)
             if drop:
                 conn.execute(
-                    "DELETE FROM engine_messages WHERE engine_id = ? AND message_id <= ?", (engine_id, drop[-1])
+                    f"UPDATE engine_messages SET dropped_seq = {NOW_SEQ}"
+                    f" WHERE engine_id = ? AND message_id <= ? AND {CURRENT}",
+                    (engine_id, drop[-1]),
                 )
             return len(drop)
 
@@ -139,9 +153,12 @@ class Memory:
 
     async def list(self, engine_id: str, limit: int, offset: int) -> tuple[list[EngineMessage], int]:
         def read(conn: sqlite3.Connection) -> tuple[list[EngineMessage], int]:
-            total = conn.execute("SELECT COUNT(*) FROM engine_messages WHERE engine_id = ?", (engine_id,)).fetchone()[0]
+            total = conn.execute(
+                f"SELECT COUNT(*) FROM engine_messages WHERE engine_id = ? AND {CURRENT}", (engine_id,)
+            ).fetchone()[0]
             rows = conn.execute(
-                f"SELECT {COLUMNS} FROM engine_messages WHERE engine_id = ? ORDER BY message_id LIMIT ? OFFSET ?",
+                f"SELECT {COLUMNS} FROM engine_messages WHERE engine_id = ? AND {CURRENT}"
+                " ORDER BY message_id LIMIT ? OFFSET ?",
                 (engine_id, limit, offset),
             ).fetchall()
             return [row_to_wire(r) for r in rows], total
@@ -153,9 +170,16 @@ class Memory:
         atomically. Returns how many messages were deleted."""
 
         def write(conn: sqlite3.Connection) -> tuple[int, Event]:
-            deleted = conn.execute("DELETE FROM engine_messages WHERE engine_id = ?", (engine_id,)).rowcount
+            deleted = conn.execute(
+                f"SELECT COUNT(*) FROM engine_messages WHERE engine_id = ? AND {CURRENT}", (engine_id,)
+            ).fetchone()[0]
             event = insert_event(
                 conn, session_id, "EngineMemoryReset", {"engine_id": engine_id, "deleted": deleted}, source="engine"
+            )
+            # Dropped as of the reset's own event: a fork at an earlier seq still has them.
+            conn.execute(
+                f"UPDATE engine_messages SET dropped_seq = ? WHERE engine_id = ? AND {CURRENT}",
+                (event.seq, engine_id),
             )
             return deleted, event
 

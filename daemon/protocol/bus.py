@@ -72,6 +72,25 @@ class Session(msgspec.Struct):
     session_token: str | None = None
 
 
+class SessionFork(msgspec.Struct, forbid_unknown_fields=True):
+    # The event seq to fork at (the session's state as it stood right after that event);
+    # none: now.
+    at_seq: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    name: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+
+
+class Fork(msgspec.Struct, kw_only=True):
+    """``POST /api/sessions/{id}/fork``: the new session (with its session token, once), where
+    it came from, and which new engine continues each engine of the original."""
+
+    session: Session
+    from_session_id: str
+    at_seq: int
+    engines: dict[str, str]  # original engine id -> the fork's
+    tools: list[str]
+    handlers: int
+
+
 class SessionList(msgspec.Struct):
     sessions: list[Session]
     total: int
@@ -114,10 +133,25 @@ EVENT_SOURCES = ("api", "engine", "handler", "bus")
 
 # -- commands ----------------------------------------------------------------------------
 
-CommandStatus = Literal["queued", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted"]
+# blocked: waiting for the commands named in ``after`` (bus/commands/deps.py); waiting_approval:
+# a ToolChat engine asked to run a tool that needs a person's approval (bus/approvals.py).
+CommandStatus = Literal[
+    "queued",
+    "blocked",
+    "executing",
+    "waiting_approval",
+    "completed",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "interrupted",
+]
 COMMAND_STATUSES: tuple[str, ...] = (
     "queued",
+    "blocked",
     "executing",
+    # A ToolChat engine asked to run a tool that needs a person's approval (bus/approvals.py).
+    "waiting_approval",
     "completed",
     "failed",
     "timed_out",
@@ -130,12 +164,21 @@ UNFINISHED_STATUSES: tuple[str, ...] = tuple(s for s in COMMAND_STATUSES if s no
 PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
 
 
+MAX_AFTER = 100
+AfterPolicy = Literal["completed", "always"]
+
+
 class CommandCreate(msgspec.Struct, forbid_unknown_fields=True):
     command_type: TypeName
     parameters: dict[str, Any] = {}
     # Open for the caller's own keys; ``priority`` (high|normal|low) and ``timeout`` (seconds)
     # are checked by the API.
     metadata: dict[str, Any] = {}
+    # Commands (of any session the caller may see) that must end first: until then this one is
+    # ``blocked``. ``after_policy`` completed: it runs once all completed, and is cancelled
+    # (``details.reason: dependency_failed``) if one ends otherwise; always: it runs once all ended.
+    after: Annotated[list[Id], msgspec.Meta(max_length=MAX_AFTER)] = []
+    after_policy: AfterPolicy = "completed"
 
 
 class Command(msgspec.Struct, kw_only=True):
@@ -158,6 +201,8 @@ class Command(msgspec.Struct, kw_only=True):
     trace_id: str | None = None
     # Model calls an engine made for it (None: it called none).
     usage: Usage | None = None
+    # 1 for the first run, one more per retry (``metadata.retries``, ``command retry``).
+    attempt: int = 1
 
 
 class CommandList(msgspec.Struct):
@@ -268,3 +313,39 @@ class EngineMessageList(msgspec.Struct):
 class EngineReset(msgspec.Struct):
     engine_id: str
     deleted: int
+
+
+# -- approvals (bus/approvals.py) --------------------------------------------------------------
+
+APPROVAL_STATUSES: tuple[str, ...] = ("pending", "approved", "denied", "expired", "cancelled")
+
+
+class Approval(msgspec.Struct, kw_only=True):
+    """A tool call a ToolChat engine wants to make, waiting for (or given) a decision."""
+
+    approval_id: str
+    session_id: str
+    command_id: str
+    engine_id: str | None
+    call_id: str
+    tool_name: str
+    arguments: dict[str, Any]  # what the model asked for
+    status: str  # pending | approved | denied | expired | cancelled
+    requested_at: str
+    expires_at: str
+    decided_at: str | None = None
+    decided_by: str | None = None  # the credential: key id, "local", "session-token", "daemon"
+    reason: str | None = None
+    final_arguments: dict[str, Any] | None = None  # what ran (edited when approving), if it ran
+
+
+class ApprovalList(msgspec.Struct):
+    approvals: list[Approval]
+    total: int
+
+
+class ApprovalDecision(msgspec.Struct, forbid_unknown_fields=True):
+    decision: Literal["approve", "deny"]
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    # Approving with other arguments (the model's, edited); checked against the tool's schema.
+    arguments: dict[str, Any] | None = None

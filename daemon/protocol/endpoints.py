@@ -26,6 +26,9 @@ from typing import Any
 
 from llmgine_daemon.protocol.base import ErrorCode as E
 from llmgine_daemon.protocol.bus import (
+    Approval,
+    ApprovalDecision,
+    ApprovalList,
     Batch,
     BatchCreate,
     Command,
@@ -41,8 +44,10 @@ from llmgine_daemon.protocol.bus import (
     Event,
     EventCreate,
     EventList,
+    Fork,
     Session,
     SessionCreate,
+    SessionFork,
     SessionList,
     UsageReport,
 )
@@ -55,7 +60,7 @@ from llmgine_daemon.protocol.hooks import (
     WebhookDeliveryList,
     WebhookList,
 )
-from llmgine_daemon.protocol.lifecycle import CommandWait, CommandWaitResult, QueueView
+from llmgine_daemon.protocol.lifecycle import CommandRetry, CommandWait, CommandWaitResult, QueueView
 from llmgine_daemon.protocol.mcp import McpServer, McpServerCreate, McpServerList
 from llmgine_daemon.protocol.system import (
     ApiKeyCreate,
@@ -162,6 +167,34 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=(E.SESSION_NOT_FOUND,),
         client="delete_session",
     ),
+    Endpoint(
+        "forkSession",
+        "POST",
+        "/api/sessions/{session_id}/fork",
+        {201: Fork},
+        SessionFork,
+        request_required=False,
+        errors=(E.SESSION_NOT_FOUND, E.LIMIT_REACHED),
+        client="fork_session",
+    ),
+    # -- approvals ---------------------------------------------------------------------------
+    Endpoint(
+        "listApprovals",
+        "GET",
+        "/api/sessions/{session_id}/approvals",
+        {200: ApprovalList},
+        errors=(E.SESSION_NOT_FOUND,),
+        client="list_approvals",
+    ),
+    Endpoint(
+        "decideApproval",
+        "POST",
+        "/api/sessions/{session_id}/approvals/{approval_id}",
+        {200: Approval},
+        ApprovalDecision,
+        errors=(E.SESSION_NOT_FOUND, E.NOT_FOUND, E.CONFLICT),
+        client="decide_approval",
+    ),
     # -- auth --------------------------------------------------------------------------------
     Endpoint(
         "createSessionToken",
@@ -178,7 +211,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/commands",
         {200: Command, 202: Command},
         CommandCreate,
-        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.HANDLER_NOT_FOUND, E.IDEMPOTENCY_KEY_REUSED),
+        errors=(
+            E.SESSION_NOT_FOUND,
+            E.SESSION_CLOSED,
+            E.HANDLER_NOT_FOUND,
+            E.IDEMPOTENCY_KEY_REUSED,
+            E.COMMAND_NOT_FOUND,
+            E.DEPENDENCY_CYCLE,
+        ),
         client="submit_command",
     ),
     Endpoint(
@@ -204,6 +244,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {200: Command},
         errors=(E.SESSION_NOT_FOUND, E.COMMAND_NOT_FOUND, E.CONFLICT),
         client="cancel_command",
+    ),
+    Endpoint(
+        "retryCommands",
+        "POST",
+        "/api/sessions/{session_id}/commands/retry",
+        {200: CommandList},
+        CommandRetry,
+        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.COMMAND_NOT_FOUND, E.CONFLICT),
+        client="retry_commands",
     ),
     Endpoint(
         "executeBatch",

@@ -26,6 +26,8 @@ class ToolCreate(msgspec.Struct, forbid_unknown_fields=True):
     # from the signature's type hints and the docstring.
     parameters: dict[str, Any] | None = None
     timeout: Timeout | None = None  # seconds; default sandbox.deadline
+    # A ToolChat engine asks a person before each call (bus/approvals.py).
+    requires_approval: bool = False
 
 
 class Tool(msgspec.Struct):
@@ -38,6 +40,7 @@ class Tool(msgspec.Struct):
     created_at: str
     function_code: str | None = None  # only when one tool is read
     server: str | None = None  # an MCP server's tool (named SERVER.tool): the server's name
+    requires_approval: bool = False
 
 
 class ToolList(msgspec.Struct):

@@ -94,6 +94,11 @@ def play(turn: Turn, env: Environment) -> Command:
                 view.tool_call(event.data)
             elif kind == "ToolExecuted":
                 view.tool_result(event.data)
+            elif kind == "ApprovalRequested":  # a person decides, here (approve_inline.py)
+                from llmgine_cli.approve_inline import decide_inline
+
+                with view.paused():
+                    decide_inline(env, turn.conversation.client, turn.conversation.session_id, event.data)
         assert turn.record is not None
         if turn.record.status == "completed":
             view.finish(turn.answer)

@@ -111,3 +111,26 @@ def token(ctx: typer.Context, session_id: SessionId, output: Output = None, quie
     prints only the token). It ends with the session."""
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().create_session_token(session_id), TOKEN_VIEW, output, quiet)
+
+
+FORK_VIEW = View(id_field="session.session_id", raw_keys=frozenset({"session.session_token"}))
+
+
+@app.command("fork")
+def fork(
+    ctx: typer.Context,
+    session_id: SessionId,
+    at: Annotated[
+        int | None,
+        typer.Option("--at", metavar="SEQ", min=0, help="The event seq to fork at (default: now); see `event list`."),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="A name for the fork.")] = None,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Fork a session: a new one with the same engines, tools and handlers, and the engines'
+    conversations as they stood right after event SEQ (default: now). The original is not
+    touched; `engines` maps each original engine to its copy. `-q` prints the new session id
+    (`NEW=$(llmgine session fork ID --at 42 -q)`)."""
+    app_ctx = state(ctx)
+    render(app_ctx.env, app_ctx.client().fork_session(session_id, at_seq=at, name=name), FORK_VIEW, output, quiet)

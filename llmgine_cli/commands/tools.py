@@ -92,6 +92,12 @@ def register(
         typer.Option("--timeout", metavar="SECONDS", min=0.001, help="Deadline per call (default: sandbox.deadline)."),
     ] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace a tool of the same name.")] = False,
+    requires_approval: Annotated[
+        bool,
+        typer.Option(
+            "--requires-approval", help="A ToolChat engine asks a person before each call (`llmgine approval`)."
+        ),
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -100,7 +106,14 @@ def register(
     source = read_source(file)
     parameters = parse_object(params, "--params") if params is not None else None
     tool = app_ctx.client().register_tool(
-        session, source, name=name, description=description, parameters=parameters, timeout=timeout, replace=replace
+        session,
+        source,
+        name=name,
+        description=description,
+        parameters=parameters,
+        timeout=timeout,
+        replace=replace,
+        requires_approval=requires_approval,
     )
     data = msgspec.to_builtins(tool)
     if resolve_format(app_ctx.env, output) in ("table", "plain"):

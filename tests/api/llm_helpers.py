@@ -76,3 +76,23 @@ async def engine_events(client: Any, sid: str, command_id: str | None = None) ->
             continue
         found.append((event["event_type"], data))
     return found
+
+
+WEATHER_TOOL = 'def get_weather(location: str) -> dict:\n    return {"location": location, "temp_c": 21}\n'
+
+
+async def add_weather_tool(client: Any, sid: str, **extra: Any) -> dict[str, Any]:
+    """get_weather(location) -> {location, temp_c: 21} in the session (``extra``: more fields
+    of the registration, e.g. requires_approval)."""
+    resp = await client.post(
+        f"/api/sessions/{sid}/tools",
+        json={
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"location": {"type": "string"}},
+            "function_code": WEATHER_TOOL,
+            **extra,
+        },
+    )
+    assert resp.status == 201, await resp.text()
+    return await resp.json()

@@ -17,6 +17,7 @@ from llmgine_daemon.protocol.endpoints import BY_KEY, BY_NAME, ENDPOINTS, Endpoi
 from llmgine_cli import hot
 from llmgine_cli.aclient import _Recorder, _Request
 from llmgine_cli.client import Client
+from llmgine_cli.client_hooks import HookEndpoints
 
 # Client methods that are more than one request (they call the ones checked here) or stream.
 COMPOSITE = {"execute", "publish", "events", "tool_deadline", "delete_handlers"}
@@ -25,6 +26,8 @@ ARGUMENTS: dict[str, Any] = {
     "session_id": "s-1",
     "command_id": "c-1",
     "batch_id": "b-1",
+    "approval_id": "a-1",
+    "decision": "approve",
     "event_id": "e-1",
     "engine_id": "g-1",
     "key_id": "k-1",
@@ -59,7 +62,7 @@ def test_operation_ids_are_unique_and_name_resource_and_verb() -> None:
     for endpoint in ENDPOINTS:
         assert re.fullmatch(
             r"(get|list|create|delete|execute|publish|register|cancel|reset|revoke|"
-            r"stream|shutdown|vacuum|set|wait|retry|pause|resume)[A-Z][A-Za-z]*",
+            r"stream|shutdown|vacuum|set|wait|retry|pause|resume|fork|decide)[A-Z][A-Za-z]*",
             endpoint.name,
         ), endpoint.name
 
@@ -141,7 +144,7 @@ def _endpoint_of(request: _Request) -> Endpoint:
 def test_client_methods_agree_with_the_table() -> None:
     methods = {
         name
-        for name, value in vars(Client).items()
+        for name, value in (vars(Client) | vars(HookEndpoints)).items()
         if inspect.isfunction(value) and not name.startswith("_") and name not in COMPOSITE
     }
     named = {e.client for e in ENDPOINTS if e.client}

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from llmgine_daemon.engines.providers.urls import base_url_warning, endpoint
 
-from tests.api.llm_helpers import MODELS, create_llm_engine, execute
+from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, execute
 from tests.fakes.fakellm import FakeLLM
 from tests.fakes.provider import FakeProvider, Reply
 
@@ -64,16 +64,7 @@ async def ask_in_each_form(
             client, engine_type="ToolChatEngine" if tool_loop else "SinglePassEngine", model=MODELS[kind]
         )
         if tool_loop:
-            resp = await client.post(
-                f"/api/sessions/{engine['session_id']}/tools",
-                json={
-                    "name": "get_weather",
-                    "description": "Weather for a city",
-                    "parameters": {"location": {"type": "string"}},
-                    "function_code": 'def get_weather(location: str) -> dict:\n    return {"temp_c": 21}\n',
-                },
-            )
-            assert resp.status == 201, await resp.text()
+            await add_weather_tool(client, engine["session_id"])
         record = await execute(client, engine["engine_id"], f"What is the weather in Melbourne? (run {n})")
         assert record["status"] == "completed", (var, value, record)
         results.append(record["result"])

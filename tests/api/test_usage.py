@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.api.llm_helpers import MODELS, create_llm_engine, execute
+from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, execute
 from tests.fakes.provider import FakeProvider, Reply
 
-WEATHER = 'def get_weather(location: str) -> dict:\n    return {"location": location, "temp_c": 21}\n'
 # USD per million tokens: input, output, cached input (large, so sums are easy to read).
 PRICES = {"gpt-4o-mini": [1000.0, 2000.0, 100.0]}
 
@@ -24,19 +23,11 @@ async def priced_client(llm_client: Any) -> Any:
     return await llm_client(LLMGINE_PRICES=json.dumps(PRICES))
 
 
-async def add_tool(client: Any, sid: str) -> None:
-    resp = await client.post(
-        f"/api/sessions/{sid}/tools",
-        json={"name": "get_weather", "description": "Weather", "parameters": {}, "function_code": WEATHER},
-    )
-    assert resp.status == 201, await resp.text()
-
-
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
 async def test_a_toolchat_conversation_sums_its_calls(llm_client: Any, fake: FakeProvider, kind: str) -> None:
     client = await priced_client(llm_client)
     engine = await create_llm_engine(client, engine_type="ToolChatEngine", model=MODELS[kind])
-    await add_tool(client, engine["session_id"])
+    await add_weather_tool(client, engine["session_id"])
     fake.script(
         Reply("checking", tool_calls=[("get_weather", {"location": "Oslo"})], usage=(100, 10), cached=40),
         Reply("21 degrees", usage=(150, 20), cached=100),
@@ -62,7 +53,7 @@ async def test_batch_engine_session_and_report_totals(llm_client: Any, fake: Fak
     priced = await create_llm_engine(client, engine_type="ToolChatEngine", model=MODELS["openai"])
     sid = priced["session_id"]
     unpriced = await create_llm_engine(client, sid, model="openai/no-such-price-model")
-    await add_tool(client, sid)
+    await add_weather_tool(client, sid)
     fake.script(
         Reply("a", usage=(10, 1)),
         Reply("b", usage=(20, 2), cached=10),

@@ -232,3 +232,19 @@ async def test_limits_per_session_and_in_all(make_client, receiver):
     assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
     resp = await client.post("/api/webhooks", json={"url": receiver.url, "secret": "whsec_short"})
     assert_envelope(await resp.json(), "VALIDATION_ERROR")
+
+
+async def test_ended_deliveries_are_forgotten_after_keep_days(make_client, receiver):
+    client = await make_client(LLMGINE_WEBHOOK_KEEP_DAYS="0.00001")  # under a second
+    s = await create_session(client)
+    hook = await register(client, url=receiver.url, events=["Ping"], session_id=s["session_id"])
+    await client.post(f"/api/sessions/{s['session_id']}/events", json={"event_type": "Ping"})
+    await eventually(lambda: receiver.requests, message="a delivery")
+
+    async def forgotten() -> bool:
+        page = await (await client.get(f"/api/webhooks/{hook['webhook_id']}/deliveries")).json()
+        return page["total"] == 0
+
+    await eventually(forgotten, timeout=20)
+    got = await (await client.get(f"/api/webhooks/{hook['webhook_id']}")).json()
+    assert (got["pending"], got["delivered"], got["failed"]) == (0, 0, 0)

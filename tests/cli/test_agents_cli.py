@@ -64,3 +64,28 @@ def test_usage_report_and_records(daemon: Daemon, fake: FakeProvider) -> None:
 
     bad = run_cli(["usage", "--by", "day"], daemon.env)
     assert bad.returncode == 2 and "day" in bad.stderr
+
+
+def test_session_fork(daemon: Daemon, fake: FakeProvider) -> None:
+    sid = cli(daemon, "session", "create", "-q", "--name", "fork-test").strip()
+    engine = json.loads(
+        cli(daemon, "engine", "create", "SinglePassEngine", "--session", sid, "--model", MODELS["openai"], "-o", "json")
+    )
+    first = json.loads(cli(daemon, "engine", "exec", engine["engine_id"], "first", "-o", "json"))
+    cli(daemon, "engine", "exec", engine["engine_id"], "second", "-o", "json")
+    events = json.loads(cli(daemon, "event", "list", "--session", sid, "-o", "json"))["events"]
+    at = next(
+        e["seq"]
+        for e in events
+        if e["event_type"] == "CommandResult" and e["data"]["command_id"] == first["command_id"]
+    )
+    new_sid = cli(daemon, "session", "fork", "fork-test", "--at", str(at), "-q").strip()
+    assert new_sid and new_sid != sid
+    engines = json.loads(cli(daemon, "engine", "list", "--session", new_sid, "-o", "json"))["engines"]
+    assert len(engines) == 1
+    history = json.loads(cli(daemon, "engine", "messages", engines[0]["engine_id"], "-o", "json"))["messages"]
+    assert [m["content"] for m in history] == ["first", "echo: first"]
+    shown = cli(daemon, "session", "fork", sid)
+    assert "from_session_id" in shown and "engines." in shown
+    bad = run_cli(["session", "fork", sid, "--at", "99999999"], daemon.env)
+    assert bad.returncode == 1 and "at_seq" in bad.stderr and "Traceback" not in bad.stderr

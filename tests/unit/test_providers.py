@@ -83,12 +83,13 @@ async def collect(provider: Provider, request: ChatRequest) -> tuple[list[Any], 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_streams_text_deltas_in_order(kind: str, fake: FakeProvider, http: aiohttp.ClientSession) -> None:
-    fake.script(Reply("The quick brown fox jumps", chunk=3, usage=(21, 9)))
+    fake.script(Reply("The quick brown fox jumps", chunk=3, usage=(21, 9), cached=5))
     deltas, done = await collect(make(kind, fake, http), ask("hi", temperature=0.2, max_tokens=50))
     assert [d.text for d in deltas] == ["The", " qu", "ick", " br", "own", " fo", "x j", "ump", "s"]
     assert done.text == "The quick brown fox jumps"
     assert done.finish_reason == "stop"
-    assert done.usage.as_dict() == {"prompt_tokens": 21, "completion_tokens": 9}
+    # Cached tokens: OpenAI's prompt_tokens_details, Anthropic's cache_read_input_tokens.
+    assert done.usage.as_dict() == {"prompt_tokens": 21, "completion_tokens": 9, "cached_tokens": 5}
     assert done.tool_calls == []
 
 

@@ -58,6 +58,7 @@ from llmgine_daemon.protocol import Command, ErrorCode, Event, now_iso
 from llmgine_daemon.store.db import StorageError
 
 if TYPE_CHECKING:
+    from llmgine_daemon.bus.commands.retries import Retries
     from llmgine_daemon.bus.core import Bus
 
 log = logging.getLogger("llmgine.commands")
@@ -67,6 +68,7 @@ T = TypeVar("T")
 STOP_GRACE_S = 10.0
 # How long a stopping runner keeps retrying a write the store refuses (disk full, locked).
 STOP_RETRY_S = 2.0
+RETRYABLE = frozenset({"failed", "timed_out"})
 
 
 class Runner(Waiting):
@@ -79,6 +81,8 @@ class Runner(Waiting):
         self._order = itertools.count()
         self.stopping = False
         self._drain_signal: asyncio.Future[None] | None = None
+        # retries.py (set by it): asked whether a failed single command runs again.
+        self.retry: Retries | None = None
         metrics.gauge_callback("command_queue_depth", self._queue_depth)
 
     def _queue_depth(self) -> list[tuple[dict[str, str], float]]:
@@ -357,6 +361,12 @@ class Runner(Waiting):
         rec = job.record
         if is_refused(job):
             return self._drop_refused(job, start or [])
+        # A failed attempt of a single command from the queue (not a batch member, not inline)
+        # may be retried: retries.py records it and schedules the next attempt.
+        if self.retry is not None and start is not None and job.batch is None and outcome.status in RETRYABLE:
+            delay = self.retry.plan(job, outcome)
+            if delay is not None:
+                return await self.retry.reschedule(job, outcome, delay, start)
         strict = job.admitted is not None  # its submission may still fail: write nothing then
         pending, job.pending = job.pending, []
         start = [j for j in start or () if j.state == "queued"]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.cluster import ClaimRefused
 from llmgine_daemon.bus.codec import new_id
+from llmgine_daemon.bus.commands.deps import Dependencies
 from llmgine_daemon.bus.commands.execution import Execution
 from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, cancelled_outcome, command_error
 from llmgine_daemon.bus.commands.queueview import QueueWatch
@@ -44,6 +45,7 @@ from llmgine_daemon.bus.commands.records import (
 )
 from llmgine_daemon.bus.commands.remote import Changes, wait_in_store
 from llmgine_daemon.bus.commands.remote import copy_record as _copy_record
+from llmgine_daemon.bus.commands.retries import DEAD, Retries
 from llmgine_daemon.bus.commands.runner import Runner
 from llmgine_daemon.bus.commands.waiting import CommandWaits
 from llmgine_daemon.bus.errors import BusError, invalid
@@ -88,6 +90,8 @@ class Commands:
         self.changes = Changes()
         bus.events.subscribe(self.changes.on_event)
         bus.cluster.watch_events(self.changes.changed)
+        self.deps = Dependencies(self)
+        self.retries = Retries(self)
 
     # -- submit -----------------------------------------------------------------------
 
@@ -127,6 +131,8 @@ class Commands:
         reg = await self.resolve(session_id, spec.command_type)
         if reg is None:
             await self._refuse_unhandled(session_id, spec.command_type)
+        if spec.after:  # waits for other commands first: deps.py, off the runner's path
+            return await self.deps.submit(session_id, spec, idem, claim)
         runner, cluster = self.runner, self.bus.cluster
         ts = now_iso()
         rec = new_record(session_id, spec, ts)
@@ -135,7 +141,14 @@ class Commands:
             rec.status, rec.started_at = "executing", ts
         job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent())
         # A replayed key must not run anything again, so a keyed submission is never eager.
-        if claimed and idem is None and claim is None and reg is not None and reg.eager:
+        if (
+            claimed
+            and idem is None
+            and claim is None
+            and reg is not None
+            and reg.eager
+            and not self.retries.applies(spec)
+        ):
             return await self._submit_eager(job, ts)
 
         def write(conn: sqlite3.Connection) -> tuple[tuple[Any, ...] | None, list[Event]]:
@@ -262,7 +275,10 @@ class Commands:
         Called on the event loop: write and read functions run in the store's threads and
         must not touch the runner."""
         live = self.runner.jobs.get(row[0])
-        return live.record if live is not None else row_to_command(row)
+        if live is not None:
+            return live.record
+        blocked = self.deps.blocked.get(row[0]) if self.deps.blocked else None
+        return blocked.record if blocked is not None else row_to_command(row)
 
     async def submit_batch(
         self,
@@ -385,6 +401,7 @@ class Commands:
         statuses: list[str] | None = None,
         command_type: str | None = None,
         batch_id: str | None = None,
+        dead: bool = False,
         limit: int = 50,
         offset: int = 0,
     ) -> CommandList:
@@ -400,6 +417,8 @@ class Commands:
             if batch_id:
                 where.append("batch_id = ?")
                 params.append(batch_id)
+            if dead:  # dead letters: failed after being retried (retries.py)
+                where.append(DEAD)
             clause = " AND ".join(where)
             total = conn.execute(f"SELECT COUNT(*) FROM commands WHERE {clause}", params).fetchone()[0]
             rows = conn.execute(
@@ -432,6 +451,8 @@ class Commands:
     async def wait(self, records: Sequence[Command], timeout: float) -> bool:
         """Wait up to ``timeout`` s for the commands to finish; True if they all did. A command
         another node runs (bus/cluster.py) is followed in the store, and its record updated."""
+        if self.deps.blocked and any(r.command_id in self.deps.blocked for r in records):
+            return (await self.waits.wait({r.command_id: r for r in records}, timeout=timeout)).done
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         jobs = [j for j in (self.runner.jobs.get(r.command_id) for r in records) if j is not None]
@@ -444,7 +465,12 @@ class Commands:
         return await wait_in_store(self.store, records, deadline, self.changes)
 
     async def cancel(self, session_id: str, command_id: str) -> Command:
-        """Cancel a queued or executing command; CONFLICT if it already finished."""
+        """Cancel a queued, blocked or executing command; CONFLICT if it already finished."""
+        blocked = self.deps.blocked.get(command_id)
+        if blocked is not None and blocked.record.session_id == session_id:
+            rec = await self.deps.cancel(command_id)
+            if rec is not None:
+                return rec
         job = self.runner.jobs.get(command_id)
         if job is None or job.record.session_id != session_id:
             rec = await self.get(session_id, command_id)
@@ -475,6 +501,7 @@ class Commands:
         """After a restart: what was executing is interrupted; what was queued runs again
         (on several nodes, only what ran on a node that is gone: bus/cluster.py)."""
         await self.bus.cluster.recover(self)
+        await self.deps.start()  # blocked commands: released, cancelled or waited on again
 
     async def recover_all(self) -> None:
         """This daemon is the whole bus: every executing command was its own (interrupted by the
@@ -487,7 +514,7 @@ class Commands:
         if events:
             log.info("marked %d command(s) interrupted by the last shutdown", len(events))
         self.bus.events.notify(events)
-        self.resume(*queued)
+        self.resume(*queued, await self.retries.load_due() if queued[0] else {})
 
     def interrupt_executing(
         self, conn: sqlite3.Connection, session_id: str | None, exclude: set[str] | None = None
@@ -534,15 +561,19 @@ class Commands:
                 batches[r[0]] = r
         return queued, batches
 
-    def resume(self, queued: list[tuple[Any, ...]], batches: dict[str, tuple[Any, ...]]) -> None:
+    def resume(self, queued: list[tuple[Any, ...]], batches: dict[str, tuple[Any, ...]], due: dict[str, str]) -> None:
         """Queue stored commands this node does not hold in memory yet (after a restart, or a
-        session taken over from another node)."""
+        session taken over from another node); those in ``due`` wait for their next attempt
+        (commands/retries.py) until then."""
         queued = [row for row in queued if row[0] not in self.runner.jobs]
         grouped: dict[str, BatchJob] = {}
         for row in queued:
             rec = row_to_command(row)
             job = Job(rec, PRIORITY_RANK[rec.priority])
             self.runner.track(job)
+            if rec.command_id in due:  # waits for its next attempt: the delay is kept
+                self.retries.schedule(job, due[rec.command_id])
+                continue
             info = batches.get(rec.batch_id) if rec.batch_id else None
             if info is None:
                 self.runner.push(rec.session_id, job)
@@ -574,6 +605,8 @@ class Commands:
         return await self.get(rec.session_id, rec.command_id)
 
     async def stop(self) -> None:
+        self.retries.stop()
+        await self.deps.stop()
         await self.runner.stop()
 
     async def on_session_end(self, session_id: str, purged: bool) -> None:
@@ -592,3 +625,4 @@ class Commands:
         if not purged and not self.bus.cluster.owns(session_id):
             # Another node may be running one of its commands: it stops it too.
             await self.bus.cluster.request_cancel(session_id, None, "session")
+        await self.deps.on_session_end(session_id)

@@ -1,0 +1,363 @@
+"""Approval before a tool runs: a person says yes (maybe with edited arguments) or no.
+
+A ToolChat engine that wants to call a tool needing approval (engines/approval.py decides
+which) asks here, and its command waits:
+
+    request  one write: the ``approvals`` row (with the engine's tool-loop checkpoint), the
+             command's status ``executing -> waiting_approval``, an ``ApprovalRequested`` event
+             {approval_id, command_id, engine_id, call_id, tool_name, arguments, expires_at}
+    decide   ``POST /api/sessions/{id}/approvals/{approval_id}`` {decision, reason?,
+             arguments?}: one write: the row's decision, the command back to ``executing``, an
+             ``ApprovalDecided`` event {approval_id, command_id, tool_name, decision, reason,
+             arguments, decided_by, decided_at}; then the waiting engine is woken
+    expire   at ``expires_at`` (``tools.approval_timeout`` after the request) the engine
+             decides it itself: ``expired``, which the model hears as a denial
+    cancel   the command cancelled, timed out or its session ended while waiting: the request
+             is ``cancelled`` and the command back to ``executing`` so the runner records its end
+
+The store is the truth; an in-memory future per approval only wakes the waiting engine.
+
+**Restart.** A daemon that stops (or dies) while a command waits leaves the row ``pending``
+and the command ``waiting_approval``: shutdown does not finish such a command (its result
+write expects ``executing``, so it leaves the row alone), and the engine does not write its
+turn to memory. At the next start, before the command queue is recovered, ``start`` puts
+those commands back to ``queued``; the queue starts them again (a second ``CommandStarted``)
+and the engine, finding the checkpoint of its command's latest approval, resumes its tool loop
+from there: it waits again for the same approval (no new ``ApprovalRequested``), or goes on at
+once if it was decided meanwhile. What the model was asked before the checkpoint is not asked
+again (its tokens were counted then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llmgine_daemon.bus import jsonschema
+from llmgine_daemon.bus.codec import dumps, loads, new_id
+from llmgine_daemon.bus.errors import BusError, not_found
+from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.sessions import fetch_session
+from llmgine_daemon.protocol import Approval, ApprovalList, ErrorCode, Event, now_iso, parse_iso, to_iso
+
+if TYPE_CHECKING:
+    from llmgine_daemon.bus.core import Bus
+
+APPROVAL_COLUMNS = (
+    "approval_id, session_id, command_id, engine_id, call_id, tool_name, arguments, status, requested_at,"
+    " expires_at, decided_at, decided_by, reason, final_arguments"
+)
+DECISIONS = {"approve": "approved", "deny": "denied"}
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    """``tools.require_approval`` (every tool) and ``tools.approval_timeout`` (seconds)."""
+
+    require_all: bool = False
+    timeout: float = 600.0
+
+
+def row_to_approval(row: tuple[Any, ...]) -> Approval:
+    return Approval(
+        approval_id=row[0],
+        session_id=row[1],
+        command_id=row[2],
+        engine_id=row[3],
+        call_id=row[4],
+        tool_name=row[5],
+        arguments=loads(row[6]),
+        status=row[7],
+        requested_at=row[8],
+        expires_at=row[9],
+        decided_at=row[10],
+        decided_by=row[11],
+        reason=row[12],
+        final_arguments=loads(row[13]) if row[13] is not None else None,
+    )
+
+
+def decided_data(approval: Approval) -> dict[str, Any]:
+    return {
+        "approval_id": approval.approval_id,
+        "command_id": approval.command_id,
+        "tool_name": approval.tool_name,
+        "decision": approval.status,
+        "reason": approval.reason,
+        "arguments": approval.final_arguments,
+        "decided_by": approval.decided_by,
+        "decided_at": approval.decided_at,
+    }
+
+
+class Approvals:
+    def __init__(self, bus: Bus, policy: ApprovalPolicy | None = None) -> None:
+        self.bus = bus
+        self.policy = policy or ApprovalPolicy()
+        self._woken: dict[str, asyncio.Event] = {}
+
+    # -- the engine's side ----------------------------------------------------------------
+
+    async def checkpoint(self, command_id: str) -> tuple[Approval, dict[str, Any]] | None:
+        """The latest approval of a command and the tool-loop state it saved, if any: a
+        command run again after a restart resumes from it (engines/approval.py)."""
+
+        def read(conn: sqlite3.Connection) -> tuple[Approval, dict[str, Any]] | None:
+            row = conn.execute(
+                f"SELECT {APPROVAL_COLUMNS}, state FROM approvals WHERE command_id = ?"
+                " ORDER BY requested_at DESC, approval_id DESC LIMIT 1",
+                (command_id,),
+            ).fetchone()
+            if row is None or row[14] is None:
+                return None
+            return row_to_approval(row[:14]), loads(row[14])
+
+        return await self.bus.store.read(read)
+
+    async def request(
+        self,
+        command_id: str,
+        session_id: str,
+        engine_id: str | None,
+        call_id: str,
+        tool_name: str,
+        arguments: dict[str, Any],
+        state: dict[str, Any],
+    ) -> Approval:
+        ts = now_iso()
+        expires = to_iso(parse_iso(ts) + dt.timedelta(seconds=self.policy.timeout))
+        approval = Approval(
+            approval_id=new_id(),
+            session_id=session_id,
+            command_id=command_id,
+            engine_id=engine_id,
+            call_id=call_id,
+            tool_name=tool_name,
+            arguments=arguments,
+            status="pending",
+            requested_at=ts,
+            expires_at=expires,
+        )
+
+        def write(conn: sqlite3.Connection) -> Event:
+            conn.execute(
+                f"INSERT INTO approvals ({APPROVAL_COLUMNS}, state)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, NULL, NULL, NULL, NULL, ?)",
+                (
+                    approval.approval_id,
+                    session_id,
+                    command_id,
+                    engine_id,
+                    call_id,
+                    tool_name,
+                    dumps(arguments),
+                    ts,
+                    expires,
+                    dumps(state),
+                ),
+            )
+            conn.execute(
+                "UPDATE commands SET status = 'waiting_approval' WHERE command_id = ? AND status = 'executing'",
+                (command_id,),
+            )
+            return insert_event(
+                conn,
+                session_id,
+                "ApprovalRequested",
+                {
+                    "approval_id": approval.approval_id,
+                    "command_id": command_id,
+                    "engine_id": engine_id,
+                    "call_id": call_id,
+                    "tool_name": tool_name,
+                    "arguments": arguments,
+                    "expires_at": expires,
+                },
+                source="engine",
+                timestamp=ts,
+            )
+
+        event = await self.bus.store.write(write)
+        self._set_live_status(command_id, "executing", "waiting_approval")
+        self.bus.events.notify([event])
+        return approval
+
+    async def resume(self, approval: Approval) -> None:
+        """A command run again after a restart waits again for its pending approval: its
+        status goes back to ``waiting_approval`` (no new request, no new event)."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE commands SET status = 'waiting_approval' WHERE command_id = ? AND status = 'executing'"
+                " AND EXISTS (SELECT 1 FROM approvals WHERE approval_id = ? AND status = 'pending')",
+                (approval.command_id, approval.approval_id),
+            ).rowcount
+
+        if await self.bus.store.write(write):
+            self._set_live_status(approval.command_id, "executing", "waiting_approval")
+
+    async def wait(self, approval: Approval) -> Approval:
+        """Until the approval is decided (or expires: decided so here). A cancelled wait is
+        the caller's to handle (``cancel``, or nothing at shutdown)."""
+        woken = self._woken.setdefault(approval.approval_id, asyncio.Event())
+        try:
+            while True:
+                current = await self.get(approval.session_id, approval.approval_id)
+                if current.status != "pending":
+                    return current
+                left = (parse_iso(current.expires_at) - dt.datetime.now(dt.UTC)).total_seconds()
+                if left <= 0:
+                    try:
+                        return await self._decide(current, "expired", "no decision in time", None, "daemon")
+                    except BusError:  # decided meanwhile
+                        continue
+                woken.clear()
+                try:
+                    await asyncio.wait_for(woken.wait(), timeout=left)
+                except TimeoutError:
+                    pass
+        finally:
+            self._woken.pop(approval.approval_id, None)
+
+    async def consume(self, approval_id: str) -> None:
+        """The engine went on after the decision: its saved state is no longer needed (and a
+        later run of the same command, a retry, must not resume from it)."""
+        await self.bus.store.write(
+            lambda conn: conn.execute("UPDATE approvals SET state = NULL WHERE approval_id = ?", (approval_id,))
+        )
+
+    async def cancel(self, approval: Approval, reason: str) -> None:
+        """The waiting command ends another way: the request is cancelled and the command
+        is ``executing`` again, so the runner can record how it ended."""
+        try:
+            await self._decide(approval, "cancelled", reason, None, "daemon")
+        except BusError:  # decided meanwhile: put the command back all the same
+            await self.bus.store.write(
+                lambda conn: conn.execute(
+                    "UPDATE commands SET status = 'executing' WHERE command_id = ? AND status = 'waiting_approval'",
+                    (approval.command_id,),
+                )
+            )
+
+    # -- the API's side -------------------------------------------------------------------
+
+    async def decide(
+        self,
+        session_id: str,
+        approval_id: str,
+        decision: str,
+        reason: str | None,
+        arguments: dict[str, Any] | None,
+        who: str,
+    ) -> Approval:
+        approval = await self.get(session_id, approval_id)
+        if arguments is not None and decision == "approve":
+            await self._check_arguments(session_id, approval.tool_name, arguments)
+        return await self._decide(approval, DECISIONS[decision], reason, arguments, who)
+
+    async def get(self, session_id: str, approval_id: str) -> Approval:
+        def read(conn: sqlite3.Connection) -> Approval:
+            row = conn.execute(
+                f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE approval_id = ? AND session_id = ?",
+                (approval_id, session_id),
+            ).fetchone()
+            if row is None:
+                fetch_session(conn, session_id)
+                raise not_found("approval", approval_id=approval_id, session_id=session_id)
+            return row_to_approval(row)
+
+        return await self.bus.store.read(read)
+
+    async def list(self, session_id: str, status: str | None = "pending") -> ApprovalList:
+        def read(conn: sqlite3.Connection) -> ApprovalList:
+            fetch_session(conn, session_id)
+            where, params = "session_id = ?", [session_id]
+            if status:
+                where += " AND status = ?"
+                params.append(status)
+            rows = conn.execute(
+                f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE {where} ORDER BY requested_at, approval_id",
+                params,
+            ).fetchall()
+            return ApprovalList([row_to_approval(r) for r in rows], len(rows))
+
+        return await self.bus.store.read(read)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Before the command queue is recovered: commands that were waiting for a decision
+        when the daemon stopped are queued again, to resume waiting (see the module doc)."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            ids = [r[0] for r in conn.execute("SELECT DISTINCT command_id FROM approvals WHERE status = 'pending'")]
+            resumed = 0
+            for command_id in ids:
+                resumed += conn.execute(
+                    "UPDATE commands SET status = 'queued' WHERE command_id = ? AND status = 'waiting_approval'",
+                    (command_id,),
+                ).rowcount
+            return resumed
+
+        return await self.bus.store.write(write)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def _check_arguments(self, session_id: str, tool_name: str, arguments: dict[str, Any]) -> None:
+        tool = await self.bus.tools.get(session_id, tool_name)
+        try:
+            jsonschema.validate(arguments, tool.parameters, "arguments")
+        except jsonschema.SchemaError as exc:
+            raise BusError(ErrorCode.VALIDATION_ERROR, str(exc), {"field": exc.field, "issue": exc.issue}) from None
+
+    async def _decide(
+        self, approval: Approval, status: str, reason: str | None, arguments: dict[str, Any] | None, who: str
+    ) -> Approval:
+        ts = now_iso()
+        final = (arguments if arguments is not None else approval.arguments) if status == "approved" else None
+        decided = Approval(
+            **{
+                **{f: getattr(approval, f) for f in approval.__struct_fields__},
+                "status": status,
+                "decided_at": ts,
+                "decided_by": who,
+                "reason": reason,
+                "final_arguments": final,
+            }
+        )
+
+        def write(conn: sqlite3.Connection) -> Event:
+            changed = conn.execute(
+                "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ?, final_arguments = ?"
+                " WHERE approval_id = ? AND status = 'pending'",
+                (status, ts, who, reason, dumps(final) if final is not None else None, approval.approval_id),
+            ).rowcount
+            if not changed:
+                row = conn.execute("SELECT status FROM approvals WHERE approval_id = ?", (approval.approval_id,))
+                raise BusError(
+                    ErrorCode.CONFLICT,
+                    f"approval {approval.approval_id!r} was already decided ({row.fetchone()[0]})",
+                    {"approval_id": approval.approval_id},
+                )
+            conn.execute(
+                "UPDATE commands SET status = 'executing' WHERE command_id = ? AND status = 'waiting_approval'",
+                (approval.command_id,),
+            )
+            return insert_event(conn, approval.session_id, "ApprovalDecided", decided_data(decided), timestamp=ts)
+
+        event = await self.bus.store.write(write)
+        self._set_live_status(approval.command_id, "waiting_approval", "executing")
+        self.bus.events.notify([event])
+        woken = self._woken.get(approval.approval_id)
+        if woken is not None:
+            woken.set()
+        return decided
+
+    def _set_live_status(self, command_id: str, old: str, new: str) -> None:
+        """The runner's record of a live command follows the store (after the commit)."""
+        job = self.bus.commands.runner.jobs.get(command_id)
+        if job is not None and job.record.status == old:
+            job.record.status = new

@@ -1,0 +1,142 @@
+"""Forking a session: a new session that starts where another stood at an event seq.
+
+``POST /api/sessions/{id}/fork`` ``{at_seq?, name?}``. In one transaction (``Sessions.create``
+with its ``also`` hook):
+
+- the new session, whose first event is ``SessionForked`` {from_session_id, at_seq, engines
+  (original id -> new id), tools, handlers} instead of ``SessionStarted``;
+- its engines: each engine of the original that existed at ``at_seq`` (its ``EngineCreated``
+  event is at or before it; an engine whose event was pruned counts as existing), with a new
+  id, the same type, model and configuration, running;
+- their conversation memory as it stood at ``at_seq``: the rows added at or before it and not
+  dropped (trimmed, reset) by then (``added_seq``/``dropped_seq``, migration 101; rows from
+  before that migration have no ``added_seq`` and are copied while current);
+- the original's tools and handlers as they are now (they have no history).
+
+The original is not touched: nothing is written to it, not even an event. Commands, events and
+batches are not copied; the fork's own history starts at its ``SessionForked``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from llmgine_daemon.bus.codec import loads, new_id
+from llmgine_daemon.bus.engine_registry import ENGINE_COLUMNS
+from llmgine_daemon.bus.errors import invalid
+from llmgine_daemon.bus.sessions import fetch_session, row_to_session
+from llmgine_daemon.bus.tools import TOOL_COLUMNS
+from llmgine_daemon.bus.usercode_handlers import HANDLER_COLUMNS
+from llmgine_daemon.protocol import Fork, now_iso
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from llmgine_daemon.bus.core import Bus
+
+MEMORY_COPY = (
+    "INSERT INTO engine_messages (engine_id, role, content, tool_calls, tool_call_id, name, partial,"
+    " is_error, command_id, created_at, added_seq)"
+    " SELECT ?, role, content, tool_calls, tool_call_id, name, partial, is_error, command_id, created_at, ?"
+    " FROM engine_messages WHERE engine_id = ? AND COALESCE(added_seq, 0) <= ?"
+    " AND (dropped_seq IS NULL OR dropped_seq > ?) ORDER BY message_id"
+)
+
+
+def _resolve(conn: sqlite3.Connection, session_id: str, at_seq: int | None) -> tuple[Any, int]:
+    """The original's row and the seq to fork at (now, if not given), checked."""
+    row = fetch_session(conn, session_id)
+    first, last = conn.execute("SELECT MIN(seq), MAX(seq) FROM events WHERE session_id = ?", (session_id,)).fetchone()
+    now = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+    if at_seq is None:
+        return row, now
+    if first is not None and at_seq < first:
+        raise invalid("at_seq", f"is before the session began (its first event is seq {first})", first_seq=first)
+    if at_seq > now:
+        raise invalid("at_seq", f"is after the newest event (seq {now})", last_seq=now)
+    return row, at_seq
+
+
+def _engines_at(conn: sqlite3.Connection, session_id: str, at_seq: int) -> list[tuple[Any, ...]]:
+    created: dict[str, int] = {}
+    for seq, data in conn.execute(
+        "SELECT seq, data FROM events WHERE session_id = ? AND event_type = 'EngineCreated'", (session_id,)
+    ):
+        engine_id = loads(data).get("engine_id")
+        if isinstance(engine_id, str):
+            created[engine_id] = seq
+    rows = conn.execute(
+        f"SELECT {ENGINE_COLUMNS} FROM engines WHERE session_id = ? ORDER BY rowid", (session_id,)
+    ).fetchall()
+    return [r for r in rows if created.get(r[0], 0) <= at_seq]
+
+
+class Forks:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def fork(
+        self,
+        session_id: str,
+        at_seq: int | None,
+        name: str | None,
+        also: Callable[[sqlite3.Connection, str], None] | None = None,
+    ) -> Fork:
+        """Fork ``session_id`` at ``at_seq``; ``also`` as in ``Sessions.create`` (the token)."""
+        source, seq = await self.bus.store.read(lambda conn: _resolve(conn, session_id, at_seq))
+        original = row_to_session(source)
+        name = name if name is not None else f"{original.name or session_id[-8:]} (fork at {seq})"
+        copied: dict[str, Any] = {}
+
+        def copy(conn: sqlite3.Connection, new_sid: str) -> None:
+            if also is not None:
+                also(conn, new_sid)
+            ts = now_iso()
+            engines, mapping = [], {}
+            for row in _engines_at(conn, session_id, seq):
+                new_engine = new_id()
+                mapping[row[0]] = new_engine
+                engine_row = (new_engine, new_sid, row[2], row[3], row[4], "initialized", ts)
+                conn.execute(f"INSERT INTO engines ({ENGINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", engine_row)
+                # added_seq 0: in the fork's memory from its start.
+                conn.execute(MEMORY_COPY, (new_engine, 0, row[0], seq, seq))
+                engines.append(engine_row)
+            rest = TOOL_COLUMNS.split(", ", 1)[1]  # every column but session_id
+            conn.execute(
+                f"INSERT INTO tools ({TOOL_COLUMNS}) SELECT ?, {rest} FROM tools WHERE session_id = ?",
+                (new_sid, session_id),
+            )
+            tools = [
+                r[0] for r in conn.execute("SELECT name FROM tools WHERE session_id = ? ORDER BY name", (new_sid,))
+            ]
+            handlers = []
+            for row in conn.execute(
+                f"SELECT {HANDLER_COLUMNS} FROM handlers WHERE session_id = ? ORDER BY created_at", (session_id,)
+            ).fetchall():
+                handler_row = (new_id(), new_sid, *row[2:])
+                conn.execute(
+                    f"INSERT INTO handlers ({HANDLER_COLUMNS}) VALUES ({', '.join('?' * len(handler_row))})",
+                    handler_row,
+                )
+                handlers.append(handler_row)
+            # The first event (written next, by Sessions.create) says all of it.
+            origin.update(engines=mapping, tools=tools, handlers=len(handlers))
+            copied.update(engines=engines, mapping=mapping, tools=tools, handlers=handlers)
+
+        origin: dict[str, Any] = {"from_session_id": session_id, "at_seq": seq, "name": name}
+        created = await self.bus.sessions.create(
+            name, original.metadata, also=copy, first_event=("SessionForked", origin)
+        )
+        self.bus.engines.adopt(copied["engines"])
+        self.bus.user_handlers.adopt(copied["handlers"])
+        session = await self.bus.sessions.get(created.session_id)
+        session.session_token = created.session_token
+        return Fork(
+            session=session,
+            from_session_id=session_id,
+            at_seq=seq,
+            engines=copied["mapping"],
+            tools=copied["tools"],
+            handlers=len(copied["handlers"]),
+        )
