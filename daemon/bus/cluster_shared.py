@@ -145,6 +145,9 @@ class SharedCluster(LocalCluster):
         self._event_watchers.append(wake)
         return lambda: self._event_watchers.remove(wake) if wake in self._event_watchers else None
 
+    def log_head(self, conn: Any) -> int | None:
+        return sql.log_head(conn)
+
     def held(self) -> int:
         return len(self.leases)
 

@@ -228,17 +228,28 @@ async def test_events_from_two_nodes_reach_both_in_one_order(cluster):
     ]
     await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30)
 
+    failures: list[Any] = []
+
     def publish(node: Node, tag: str) -> None:
         for i in range(per_node):
-            node.call("POST", f"/api/sessions/{sid}/events", {"event_type": "Tick", "data": {"n": i, "from": tag}})
+            status, body = node.request(
+                "POST", f"/api/sessions/{sid}/events", {"event_type": "Tick", "data": {"n": i, "from": tag}}
+            )
+            if status != 201:
+                failures.append((status, body))
 
     threads = [threading.Thread(target=publish, args=(n, t)) for n, t in ((a, "a"), (b, "b"))]
     for t in threads:
         t.start()
     for t in threads:
         await asyncio.to_thread(t.join)
-    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    assert not failures
     stored = [e["seq"] for e in await asyncio.to_thread(session_events, a, sid) if e["event_type"] == "Tick"]
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    except TimeoutError:
+        missing = {name: sorted(set(stored) - set(got)) for name, got in seen.items()}
+        raise AssertionError(f"not delivered: {missing}; stored {stored[0]}..{stored[-1]}") from None
     assert len(stored) == 2 * per_node
     assert seen["a"] == stored and seen["b"] == stored  # one order, no gap, no duplicate
     # A resume on the other node from the middle gives the rest, in the same order.
