@@ -7,7 +7,7 @@ CONTRIBUTING.md). On PostgreSQL every statement passes through ``translate`` onc
   becomes ``%%``; text in quotes is left alone;
 - ``IS ?`` / ``IS NOT ?`` (null-safe comparisons) become ``IS [NOT] DISTINCT FROM``;
 - scalar ``MAX(a, b)`` / ``MIN(a, b)`` become ``GREATEST`` / ``LEAST``;
-- ``SELECT seq FROM sqlite_sequence WHERE name = 'T'`` reads T's identity sequence;
+- ``SELECT seq FROM sqlite_sequence WHERE name = 'events'`` is the newest committed seq;
 - ``last_insert_rowid()`` becomes ``lastval()`` (the last identity value this connection
   took: the store's writer is one connection), ``instr(`` becomes ``strpos(`` (same
   arguments);
@@ -35,13 +35,13 @@ _REWRITES = (
     (re.compile(r"\bIS\s+NOT\s+\?", re.I), "IS DISTINCT FROM ?"),
     (re.compile(r"\bIS\s+\?", re.I), "IS NOT DISTINCT FROM ?"),
     (re.compile(r"\bFROM\s+json_each\(\?\)", re.I), "FROM json_array_elements(?::json) AS value"),
-    # The last id an AUTOINCREMENT table handed out (kept across deletes): its identity
-    # sequence's (no row before the first insert, as in SQLite).
+    # The last id an AUTOINCREMENT table handed out: on PostgreSQL the newest COMMITTED row's.
+    # (Not the identity sequence's last_value: it moves at insert time, before the commit,
+    # and a reader must never see a seq whose row it cannot read yet. Unlike sqlite_sequence it
+    # goes back when the newest rows are deleted.)
     (
-        re.compile(r"\bSELECT\s+seq\s+FROM\s+sqlite_sequence\s+WHERE\s+name\s*=\s*'(\w+)'", re.I),
-        r"SELECT last_value FROM pg_sequences WHERE schemaname = current_schema()"
-        r" AND sequencename = '\1_' || (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = '\1'::regclass"
-        r" AND a.attidentity != '' LIMIT 1) || '_seq' AND last_value IS NOT NULL",
+        re.compile(r"\bSELECT\s+seq\s+FROM\s+sqlite_sequence\s+WHERE\s+name\s*=\s*'events'", re.I),
+        "SELECT MAX(seq) FROM events",
     ),
 )
 _INSERT_SELECT = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s*\(([^)]*)\)\s*SELECT\b", re.I | re.S)

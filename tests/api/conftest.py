@@ -8,24 +8,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.api.llm_helpers import provider_env
+from tests.backends import database_url, pytest_generate_tests  # noqa: F401 - both backends
 from tests.fakes.provider import FakeProvider
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every API test that makes an app runs twice: on SQLite (in its home) and on a fresh
-    PostgreSQL database (tests/postgres.py). A test that is SQLite-only by nature (database
-    files, WAL, file locks) is marked ``@pytest.mark.sqlite_only(reason=...)`` and runs once."""
-    if "database_url" in metafunc.fixturenames:
-        only = metafunc.definition.get_closest_marker("sqlite_only")
-        metafunc.parametrize("database_url", ["sqlite"] if only else ["sqlite", "postgresql"], indirect=True)
-
-
-@pytest.fixture
-def database_url(request: pytest.FixtureRequest) -> str | None:
-    if request.param == "sqlite":
-        return None
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 @pytest.fixture
