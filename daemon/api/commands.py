@@ -24,13 +24,14 @@ from llmgine_daemon.api.util import (
     wait_seconds,
 )
 from llmgine_daemon.bus.commands import validate
-from llmgine_daemon.bus.errors import BusError, invalid
+from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.usage import add_usage
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
     TERMINAL_STATUSES,
     BatchCreate,
     CommandCreate,
+    CommandList,
     CommandRetry,
     ErrorCode,
 )
@@ -138,6 +139,6 @@ async def retry_commands(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     body = await read_json(request, CommandRetry)
     if not body.command_ids and not (body.failed or body.dead):
-        raise invalid("command_ids", "name the commands, or ask for all failed (failed) or dead (dead) ones")
+        return json_response(CommandList([], 0, 0, 0))  # nothing asked for: nothing runs again
     retries = request.app[BUS].commands.retries
     return json_response(await retries.rerun(session_id, body.command_ids, failed=body.failed, dead=body.dead))

@@ -74,7 +74,7 @@ async def test_a_batch_by_id(app_client):
 async def test_unknown_ids_and_bad_bodies_are_refused(app_client):
     error = assert_envelope(await wait(app_client, 404, command_ids=["nope"]), "COMMAND_NOT_FOUND")
     assert error["details"]["command_ids"] == ["nope"]
-    assert_envelope(await wait(app_client, 422), "VALIDATION_ERROR")
+    assert await wait(app_client) == {"commands": [], "done": True, "reached": []}  # nothing to wait for
     assert_envelope(await wait(app_client, 422, command_ids=["x"], timeout=301), "VALIDATION_ERROR")
     assert_envelope(await wait(app_client, 422, command_ids=["x"], status=["done"]), "VALIDATION_ERROR")
     assert_envelope(await wait(app_client, 404, batch_id="nope"), "NOT_FOUND")

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.commands.records import COMMAND_COLUMNS, row_to_command
-from llmgine_daemon.bus.errors import BusError, invalid
+from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.protocol import TERMINAL_STATUSES, Command, CommandWaitResult, ErrorCode, Event
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class CommandWaits:
         """The commands by id, in the order given (then the batch's, in its order).
         ``scope``: a session token's session; commands of other sessions are not found."""
         if not command_ids and batch_id is None:
-            raise invalid("command_ids", "give at least one command id, or a batch_id")
+            return {}  # nothing to wait for: done at once
         ids = list(dict.fromkeys(command_ids))
 
         def read(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]] | None]:
