@@ -111,6 +111,8 @@ class CommandWaits:
         statuses: Iterable[str] | None = None,
         timeout: float = 0.0,
     ) -> CommandWaitResult:
+        if not records:
+            return CommandWaitResult([], True, [])  # nothing to wait for (``any`` included)
         targets = frozenset(statuses or ()) or TERMINAL_STATUSES
         runner = self.commands.runner
         loop = asyncio.get_running_loop()
