@@ -48,6 +48,7 @@ from llmgine_daemon.api.keys import (
 from llmgine_daemon.api.webhook_sender import HttpSender
 from llmgine_daemon.bus.approvals import ApprovalPolicy
 from llmgine_daemon.bus.capacity import Capacity
+from llmgine_daemon.bus.cluster import LocalCluster
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.database import Database
 from llmgine_daemon.bus.mcp_servers import McpPolicy
@@ -60,7 +61,7 @@ from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.sandbox.pool import SandboxLimits, SandboxPool
 from llmgine_daemon.secrets import SecretStore
 from llmgine_daemon.settings import Settings
-from llmgine_daemon.store.db import Store
+from llmgine_daemon.store.db import StorageError, Store
 from llmgine_daemon.store.maintenance import Retention, rules_from
 from llmgine_daemon.store.telemetry import adopt_legacy, telemetry_path
 
@@ -127,16 +128,41 @@ def webhook_config(settings: Settings) -> WebhookConfig:
         retry_cap=settings["webhooks.retry_cap"],
         max_per_session=settings["webhooks.max_per_session"],
         max_total=settings["webhooks.max_total"],
+        keep_for=settings["webhooks.keep_days"] * 86400.0,
     )
 
 
 def _store(settings: Settings, path: Path, *, telemetry: bool = False) -> Store:
+    url = settings.postgres_url
+    if url is not None:
+        # Imported only here: the SQLite path never loads the driver. Logs and spans are in the
+        # same database, in a store (a writer connection) of their own (store/postgres.py).
+        try:
+            from llmgine_daemon.store.postgres import PgStore
+        except ImportError as exc:
+            raise StorageError(
+                f"PostgreSQL needs its driver, which is not installed ({exc.name}): pip install 'llmgine[postgres]'"
+            ) from None
+
+        store: Store = PgStore(url, settings["database.busy_timeout"], telemetry=telemetry)  # type: ignore[assignment]
+        return store
     return Store(
         path,
         synchronous=settings["database.synchronous"],
         busy_timeout=settings["database.busy_timeout"],
         telemetry=telemetry,
     )
+
+
+def _cluster(settings: Settings) -> LocalCluster:
+    """The other daemons this one shares its bus with: on a PostgreSQL database any number
+    (bus/cluster_shared.py, imported only then), on SQLite none."""
+    url = settings["database.url"] or ""
+    if url.startswith(("postgresql://", "postgres://")):
+        from llmgine_daemon.bus.cluster_shared import SharedCluster
+
+        return SharedCluster(url, lease_timeout=settings["cluster.lease_timeout"])
+    return LocalCluster(lease_timeout=settings["cluster.lease_timeout"])
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -168,10 +194,12 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         # passes every engine it builds an EngineContext with them (engines/context.py).
         providers = Providers(settings)
         limits = settings.limits
+        cluster = _cluster(settings)
         capacity = Capacity(
             max_sessions=limits.max_sessions,
             max_engines_per_session=limits.max_engines_per_session,
             max_tools_per_session=limits.max_tools_per_session,
+            serialize=cluster.serialize,
         )
         hooks = webhook_config(settings)
         sender = HttpSender(hooks.policy)
@@ -187,14 +215,16 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             prices=settings["usage.prices"],
             approval_policy=ApprovalPolicy(settings["tools.require_approval"], settings["tools.approval_timeout"]),
             mcp=McpPolicy(
-                allowed_hosts=tuple(settings["mcp.allowed_hosts"]),
+                hosts=HostPolicy.parse(settings["mcp.allowed_hosts"], "mcp.allowed_hosts"),
                 session_token_stdio=settings["mcp.session_token_stdio"],
                 call_timeout=settings["mcp.call_timeout"],
                 start_timeout=settings["mcp.start_timeout"],
             ),
             secrets=SecretStore(settings.paths.config_dir / "secrets.json").get,
+            cluster=cluster,
         )
         app[BUS] = bus
+        bus.commands.retries.set_defaults(settings["commands.retry_defaults"])
         app[LLM] = bus.engines.context
         retention = Retention(
             {"main": store, "telemetry": telemetry}, rules_from(settings), settings["database.retention_interval"]

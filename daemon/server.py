@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="config file (default: config.toml in the config directory)")
     parser.add_argument("--log-level", help="debug, info, warning, error or critical")
     parser.add_argument("--log-file", help="write logs to this file instead of stderr")
+    parser.add_argument(
+        "--database-url",
+        help="sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST:PORT/DB (default: SQLite in the data directory)",
+    )
     parser.add_argument("--version", action="version", version=f"llmgined {__version__}")
     return parser
 
@@ -78,6 +82,7 @@ FLAGS = {
     "server.no_socket": "--no-socket",
     "logging.level": "--log-level",
     "logging.file": "--log-file",
+    "database.url": "--database-url",
 }
 
 

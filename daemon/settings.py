@@ -111,6 +111,12 @@ class Settings:
         return database_path(self.values["database.url"], self.paths)
 
     @property
+    def postgres_url(self) -> str | None:
+        """The PostgreSQL URL when database.url names one (store/postgres.py), else None."""
+        url = self.values["database.url"]
+        return url if url is not None and is_postgres_url(url) else None
+
+    @property
     def workers(self) -> int:
         return self.values["server.workers"] or (os.cpu_count() or 1)
 
@@ -118,19 +124,57 @@ class Settings:
         value = self.values[key]
         if BY_KEY[key].secret and value:
             return "********"
+        if key == "database.url" and value:
+            return redact_url(value)  # a PostgreSQL URL may carry a password
         return value
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(POSTGRES_SCHEMES)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``********``, for messages."""
+    head, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{head}://{userinfo.split(':', 1)[0]}:********@{hostpart}"
+
+
+def _check_postgres_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigError(f"database.url {redact_url(url)!r}: the port is not a number") from None
+    if not parts.path.strip("/"):
+        raise ConfigError(f"database.url {redact_url(url)!r}: needs a database name (postgresql://USER@HOST:PORT/DB)")
+
+
 def database_path(url: str | None, paths: Paths) -> Path:
+    """The SQLite file: database.url's (sqlite:///PATH), or the default one (also with a
+    PostgreSQL URL: nothing of the bus is kept there then)."""
     if url is None:
+        return paths.database
+    if is_postgres_url(url):
+        _check_postgres_url(url)
         return paths.database
     prefix = "sqlite:///"
     if not url.startswith(prefix):
         scheme = url.split(":", 1)[0] if ":" in url else url
-        raise ConfigError(f"database.url {url!r}: the {scheme!r} backend is not supported yet (use sqlite:///PATH)")
+        raise ConfigError(
+            f"database.url {redact_url(url)!r}: the {scheme!r} backend is not supported"
+            " (use sqlite:///PATH or postgresql://USER@HOST:PORT/DB)"
+        )
     rest = url[len(prefix) :]
     if not rest or rest == ":memory:":
-        raise ConfigError(f"database.url {url!r}: needs a file path (sqlite:///PATH)")
+        raise ConfigError(f"database.url {redact_url(url)!r}: needs a file path (sqlite:///PATH)")
     return Path(rest).expanduser().absolute()
 
 

@@ -20,6 +20,20 @@ def parse_bool(value: Any) -> bool:
     raise ValueError("expected a boolean (true/false)")
 
 
+def json_object(value: Any) -> dict[str, Any]:
+    """A table (config file) or a JSON object (environment) whose values are objects."""
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError as exc:
+            raise ValueError(f"expected a JSON object: {exc}") from None
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items()):
+        return dict(value)
+    raise ValueError("expected an object of objects ({name: {...}})")
+
+
 def parse_int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected an integer")

@@ -16,6 +16,7 @@ from llmgine_daemon.settings_parsers import (
     choice,
     env_name,
     fraction,
+    json_object,
     milliseconds,
     parse_bool,
     parse_list,
@@ -181,7 +182,12 @@ SETTINGS: tuple[Setting, ...] = (
         "dropped); idle keep-alive connections close after it too",
     ),
     Setting(
-        "database.url", "DATABASE_URL", parse_str, None, "sqlite:///PATH (default: llmgine.db in the data directory)"
+        "database.url",
+        "DATABASE_URL",
+        parse_str,
+        None,
+        "where the bus is stored: sqlite:///PATH (default: llmgine.db in the data directory) or "
+        "postgresql://USER[:PASSWORD]@HOST:PORT/DB (needs the postgres extra; README 'PostgreSQL')",
     ),
     Setting(
         "database.synchronous",
@@ -218,6 +224,14 @@ SETTINGS: tuple[Setting, ...] = (
         positive_float,
         60.0,
         "seconds between background retention passes (events, logs, spans)",
+    ),
+    Setting(
+        "cluster.lease_timeout",
+        "LLMGINE_LEASE_TIMEOUT",
+        positive_float,
+        15.0,
+        "several daemons on one PostgreSQL database: seconds after which the sessions of a node "
+        "that stopped renewing its leases (it died, or is cut off) are taken over by another",
     ),
     Setting("logging.level", "LOG_LEVEL", choice("debug", "info", "warning", "error", "critical"), "info", "log level"),
     Setting(
@@ -421,8 +435,9 @@ SETTINGS: tuple[Setting, ...] = (
         "mcp.allowed_hosts",
         "LLMGINE_MCP_ALLOWED_HOSTS",
         parse_list,
-        ["127.0.0.1", "::1", "localhost"],
-        "hosts an MCP server URL (mcp add --url) may name; loopback by default",
+        ["127.0.0.0/8", "::1", "localhost"],
+        "where MCP servers (mcp add --url) may be reached: IP networks/addresses, and host names a "
+        'URL may use (a name\'s addresses must be in the networks too; "*" allows any host)',
     ),
     Setting(
         "mcp.session_token_stdio",
@@ -558,15 +573,25 @@ SETTINGS: tuple[Setting, ...] = (
         "LLMGINE_WEBHOOK_RETRY_BASE",
         positive_float,
         1.0,
-        "seconds before the first retry; each next one waits twice as long",
+        "seconds before the first retry, doubled for each next one",
     ),
     Setting(
         "webhooks.retry_cap", "LLMGINE_WEBHOOK_RETRY_CAP", positive_float, 600.0, "longest wait between two attempts"
     ),
+    Setting("webhooks.keep_days", "LLMGINE_WEBHOOK_KEEP_DAYS", positive_float, 7.0, "days an ended delivery is kept"),
     Setting("webhooks.max_per_session", "LLMGINE_WEBHOOK_MAX_PER_SESSION", positive, 20, "webhooks per session"),
     Setting("webhooks.max_total", "LLMGINE_WEBHOOK_MAX_TOTAL", positive, 200, "webhooks in all"),
     Setting("schedules.max_per_session", "LLMGINE_SCHEDULE_MAX_PER_SESSION", positive, 50, "schedules per session"),
     Setting("schedules.max_total", "LLMGINE_SCHEDULE_MAX_TOTAL", positive, 1000, "schedules in all"),
+    Setting(
+        "commands.retry_defaults",
+        "LLMGINE_RETRY_DEFAULTS",
+        json_object,
+        {},
+        "retry policy per command type (an engine's or a handler's) for commands that give none: "
+        '{"SinglePassEngineCommand": {"retries": 3, "backoff": {"type": "exponential", "base": 1, '
+        '"cap": 60}, "retry_on": ["PROVIDER_RATE_LIMITED"]}}' + " (README: Retries)",
+    ),
     Setting(
         "providers.default",
         "LLMGINE_DEFAULT_PROVIDER",

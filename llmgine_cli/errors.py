@@ -15,7 +15,7 @@ daemon answered with the error envelope; there is one class per ``error.code``
      └── ApiError                    the daemon answered 4xx/5xx (status, code, message, details)
           ├── BadRequest             ValidationError, InvalidJson, UnsupportedMediaType,
           │                          PayloadTooLarge, MethodNotAllowed, IdempotencyKeyReused,
-          │                          RequestBodyTimeout
+          │                          DependencyCycle, RequestBodyTimeout
           ├── AuthError              Unauthorized, Forbidden
           ├── NotFound               (NOT_FOUND: no such endpoint) SessionNotFound,
           │                          EngineNotFound, CommandNotFound, EventNotFound,
@@ -174,6 +174,10 @@ class IdempotencyKeyReused(BadRequest):
     pass
 
 
+class DependencyCycle(BadRequest):
+    pass
+
+
 class RequestBodyTimeout(BadRequest):
     """408 REQUEST_TIMEOUT: the daemon did not receive the request body in time."""
 
@@ -289,6 +293,7 @@ BY_CODE: dict[str, type[ApiError]] = {
     "PAYLOAD_TOO_LARGE": PayloadTooLarge,
     "METHOD_NOT_ALLOWED": MethodNotAllowed,
     "IDEMPOTENCY_KEY_REUSED": IdempotencyKeyReused,
+    "DEPENDENCY_CYCLE": DependencyCycle,
     "REQUEST_TIMEOUT": RequestBodyTimeout,
     "UNAUTHORIZED": Unauthorized,
     "FORBIDDEN": Forbidden,

@@ -177,8 +177,14 @@ def submit_command(
     metadata: dict[str, Any],
     wait: float,
     idempotency_key: str | None,
+    after: list[str] | None = None,
+    after_policy: str | None = None,
 ) -> dict[str, Any]:
-    body = {"command_type": command_type, "parameters": parameters, "metadata": metadata}
+    body: dict[str, Any] = {"command_type": command_type, "parameters": parameters, "metadata": metadata}
+    if after:
+        body["after"] = after
+    if after_policy:
+        body["after_policy"] = after_policy
     query = {"wait": f"{wait:g}"} if wait > 0 else {}
     return _transport(app_ctx)._call_json(
         "POST",
@@ -203,6 +209,8 @@ def command_run(
     quiet: bool,
     cancel_on_interrupt: bool = False,
     on_done: str | None = None,
+    after: list[str] | None = None,
+    after_policy: str | None = None,
 ) -> int:
     # Every run carries an idempotency key: a Ctrl-C during the first long poll sends the
     # same request again without waiting, which returns the command already submitted (never
@@ -214,6 +222,8 @@ def command_run(
         "parameters": parameters,
         "metadata": metadata,
         "idempotency_key": key,
+        "after": after,
+        "after_policy": after_policy,
     }
     try:
         if no_wait:
@@ -278,7 +288,7 @@ def finish_command(
         from llmgine_cli.on_done import run_hook
 
         run_hook(app_ctx.env, on_done, record)
-    if status in ("queued", "executing", "completed"):
+    if status in ("queued", "blocked", "executing", "completed"):
         return 0
     error = record.get("error")
     if error:

@@ -375,6 +375,7 @@ STATUS_STYLES = {
     "cancelled": "yellow",
     "interrupted": "yellow",
     "queued": "dim",
+    "blocked": "dim",
     "executing": "cyan",
     "closed": "dim",
 }
@@ -395,6 +396,10 @@ FLEX_HEADERS = frozenset(
         "LABELS",
         "METRIC",
         "SCOPE",
+        "URL",
+        "EVENTS",
+        "ERROR",
+        "WHEN",
     }
 )
 

@@ -40,11 +40,20 @@ def home() -> Any:
 
 
 @pytest.fixture
-def make_settings(home: Path) -> Callable[..., Settings]:
+def database_url() -> str | None:
+    """DATABASE_URL for the apps a test makes: None (SQLite in ``home``). tests/api/conftest.py
+    parametrizes it, so the API suite runs on SQLite and on PostgreSQL."""
+    return None
+
+
+@pytest.fixture
+def make_settings(home: Path, database_url: str | None) -> Callable[..., Settings]:
     def make(**env: str) -> Settings:
         # Every trace stored (the default keeps 1%): the tests read back the spans of the
         # requests they make. The sampling tests set their own rate.
         env.setdefault("LLMGINE_TRACE_SAMPLE_RATE", "1")
+        if database_url is not None:
+            env.setdefault("DATABASE_URL", database_url)
         return load_settings(env={"LLMGINE_HOME": str(home), **env})
 
     return make
@@ -75,7 +84,7 @@ def authorize(client: TestClient) -> TestClient:
 
 @pytest.fixture
 def make_client(
-    aiohttp_client: Callable[..., Awaitable[TestClient]], make_settings: Callable[..., Settings]
+    make_settings: Callable[..., Settings], aiohttp_client: Callable[..., Awaitable[TestClient]]
 ) -> Callable[..., Awaitable[TestClient]]:
     """``await make_client(**env)``: a new app on the same home (call again to 'restart').
 
@@ -83,6 +92,7 @@ def make_client(
     Like the real CLI, the client sends the key llmgined minted for the local CLI, so tests
     of other features need no credentials; ``authenticated=False`` sends none. The per-key and
     WebSocket rate limits are off unless a test sets them (the security tests do).
+    (make_settings first: its database, if any, is dropped only after the apps are closed.)
     """
 
     async def make(*, authenticated: bool = True, **env: str) -> TestClient:

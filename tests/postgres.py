@@ -15,8 +15,8 @@ With ``LLMGINE_TEST_DATABASE_URL`` set (a role allowed to CREATE DATABASE), that
 used instead and nothing is started; every database made on it is dropped at the end.
 
 Databases: ``new_database()`` makes one with ``CREATE DATABASE ... TEMPLATE`` of a template
-made once per process (``prepare_template`` runs on it first: the llmgine schema once the store
-can migrate one), which is much faster than migrating each. URLs carry a password (host
+made once per process and migrated (``migrate``: the llmgine schema, main and telemetry), which
+is much faster than migrating each; ``new_database(empty=True)`` makes an empty one. URLs carry a password (host
 connections use scram-sha-256): the tests that check a password is never printed have one.
 
 Fixtures (registered in tests/conftest.py): ``pg_server`` (the server, session scope),
@@ -100,8 +100,8 @@ class PgServer:
         self._template: str | None = None
         self._made: set[str] = set()
         self._lock = threading.Lock()
-        # Set by the store once it can migrate: fn(url) run once on the template.
-        self.prepare_template: Callable[[str], None] | None = None
+        # fn(url), run once on the template: the llmgine schema (main and telemetry).
+        self.prepare_template: Callable[[str], None] | None = migrate
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -254,6 +254,20 @@ class PgServer:
         self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         with self._lock:
             self._made.discard(name)
+
+
+def migrate(url: str) -> None:
+    """Apply the llmgine schema (as llmgined does at start-up) to the database at ``url``."""
+    from llmgine_daemon.store import pg_schema
+    from llmgine_daemon.store.postgres import connect
+
+    conn = connect(url, autocommit=False)
+    try:
+        for telemetry in (False, True):
+            pg_schema.apply(conn, telemetry=telemetry)
+            conn.commit()
+    finally:
+        conn.close()
 
 
 _server: PgServer | None = None

@@ -27,6 +27,7 @@ SHAPES = (
     re.compile(r"(?i)bearer\s+(?!\*{8}|realm|\[redacted\])[^\s,'\"]{8,}"),
     re.compile(r"[?&]token=(?!\*{8})[^&\s'\"]{8,}"),
     re.compile(r"llmgine\.bearer\.(?!\*{8})\S{8,}"),
+    re.compile(r"whsec_(?!\*{8})[A-Za-z0-9+/=]{16,}"),  # a webhook's secret
 )
 
 

@@ -11,24 +11,27 @@ import re
 
 from aiohttp import web
 from llmgine_daemon.api.keys import BUS
+from llmgine_daemon.api.lifecycle import token_session
 from llmgine_daemon.api.util import (
     idempotency_key,
     json_response,
     limit_offset,
     path_id,
+    query_bool,
     query_statuses,
     read_json,
     replay_headers,
     wait_seconds,
 )
 from llmgine_daemon.bus.commands import validate
-from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.usage import add_usage
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
     TERMINAL_STATUSES,
     BatchCreate,
     CommandCreate,
+    CommandRetry,
     ErrorCode,
 )
 
@@ -83,7 +86,9 @@ async def submit_command(request: web.Request) -> web.Response:
     wait, prefer = wait_seconds(request)
     body = await read_json(request, CommandCreate)
     commands = request.app[BUS].commands
-    record, replayed = await commands.submit(session_id, validate(body), idempotency_key(request, body))
+    spec = validate(body)
+    spec.after_scope = token_session(request)  # a session token names its own session's commands only
+    record, replayed = await commands.submit(session_id, spec, idempotency_key(request, body))
     done = await commands.wait([record], wait) if wait else record.status in TERMINAL_STATUSES
     return json_response(record, status=_finished_status(done), headers=replay_headers(replayed, prefer, wait))
 
@@ -101,14 +106,15 @@ async def list_commands(request: web.Request) -> web.Response:
             statuses=statuses,
             command_type=command_type,
             batch_id=batch_id,
+            dead=query_bool(request, "dead"),
             limit=limit,
             offset=offset,
         )
     )
 
 
-# "batch" is the batch route, not a command id (GET .../commands/batch is 405, not a lookup).
-@routes.get("/api/sessions/{session_id}/commands/{command_id:(?!batch$)[^{}/]+}")
+# "batch" and "retry" are routes, not command ids (GET .../commands/batch is 405, not a lookup).
+@routes.get("/api/sessions/{session_id}/commands/{command_id:(?!batch$|retry$)[^{}/]+}")
 async def get_command(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     command_id = path_id(request, "command_id")
@@ -125,3 +131,13 @@ async def cancel_command(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     command_id = path_id(request, "command_id")
     return json_response(await request.app[BUS].commands.cancel(session_id, command_id))
+
+
+@routes.post("/api/sessions/{session_id}/commands/retry")
+async def retry_commands(request: web.Request) -> web.Response:
+    session_id = path_id(request, "session_id")
+    body = await read_json(request, CommandRetry)
+    if not body.command_ids and not (body.failed or body.dead):
+        raise invalid("command_ids", "name the commands, or ask for all failed (failed) or dead (dead) ones")
+    retries = request.app[BUS].commands.retries
+    return json_response(await retries.rerun(session_id, body.command_ids, failed=body.failed, dead=body.dead))

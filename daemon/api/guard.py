@@ -53,7 +53,7 @@ from llmgine_daemon.api.limits import check_identifiers, json_field, read_body
 from llmgine_daemon.api.origins import HostPolicy, OriginPolicy
 from llmgine_daemon.api.ratelimit import Decision, RateLimiter
 from llmgine_daemon.api.util import checks_own_scope, read_json, takes_code
-from llmgine_daemon.bus.auth import AuthFailure, Credentials, Principal
+from llmgine_daemon.bus.auth import SYNC_EVERY, AuthFailure, Credentials, Principal
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.observability.redact import install_filters
 from llmgine_daemon.protocol import (
@@ -333,7 +333,7 @@ def check_transport(request: web.Request, peer: _Peer) -> web.StreamResponse | N
     return None
 
 
-def _authenticate_tcp(request: web.Request, peer: _Peer) -> Principal | None:
+async def _authenticate_tcp(request: web.Request, peer: _Peer) -> Principal | None:
     """The TCP request's principal; None on an open path without a (valid) credential."""
     try:
         presented = presented_credential(request)
@@ -344,14 +344,22 @@ def _authenticate_tcp(request: web.Request, peer: _Peer) -> Principal | None:
                 f"missing credential: send `Authorization: Bearer <key>` (or `{SESSION_TOKEN_HEADER}`)",
                 invalid=False,
             )
+        credentials = request.app[CREDENTIALS]
         try:
-            return request.app[CREDENTIALS].verify(presented)
+            return credentials.verify(presented)
         except AuthFailure as exc:
-            if is_open(request.path):
-                # An open page needs no credential, so a wrong one is ignored rather than
-                # refused: a client holding another daemon's key can still see this one is up.
-                return None
-            raise unauthorized(str(exc), invalid=True) from None
+            failure = exc
+        # In a cluster the credential may be one another node made a moment ago.
+        if await credentials.sync_on_miss(presented):
+            try:
+                return credentials.verify(presented)
+            except AuthFailure as exc:
+                failure = exc
+        if is_open(request.path):
+            # An open page needs no credential, so a wrong one is ignored rather than refused:
+            # a client holding another daemon's key can still see this one is up.
+            return None
+        raise unauthorized(str(failure), invalid=True) from None
     except ApiError as exc:
         # Failed authentication costs the IP: brute force meets 429 soon.
         if exc.code == ErrorCode.UNAUTHORIZED:
@@ -359,10 +367,10 @@ def _authenticate_tcp(request: web.Request, peer: _Peer) -> Principal | None:
         raise
 
 
-def authenticate(request: web.Request, peer: _Peer) -> Principal | None:
+async def authenticate(request: web.Request, peer: _Peer) -> Principal | None:
     """Who is asking: the socket's owner on the Unix socket, else the credential presented
     (also kept as request[PRINCIPAL]; None for an open path reached without one)."""
-    principal = peer.owner if peer.owner is not None else _authenticate_tcp(request, peer)
+    principal = peer.owner if peer.owner is not None else await _authenticate_tcp(request, peer)
     if principal is not None:
         request[PRINCIPAL] = principal
     return principal
@@ -453,7 +461,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     preflight = check_transport(request, peer)
     if preflight is not None:
         return preflight
-    principal = authenticate(request, peer)
+    principal = await authenticate(request, peer)
     charge_request(request, principal, peer)
     # The body arrives within ``server.read_timeout`` (408) and within the size limit (413),
     # before anything reads it; handlers then read it from memory.
@@ -526,6 +534,7 @@ async def security_ctx(app: web.Application) -> AsyncIterator[None]:
     bus = app[BUS]
     guard = app[GUARD]
     credentials = Credentials(bus.store, settings["security.api_key_secret"])
+    credentials.shared = bus.cluster.shared  # other nodes make and revoke keys too
     await credentials.load()
     await credentials.ensure_local_key(settings.paths.local_key)
     credentials.on_revoked(guard.sockets.close_for)
@@ -537,11 +546,23 @@ async def security_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
             close_expired(credentials, guard.sockets)
 
-    sweeper = asyncio.create_task(sweep_expired(), name="llmgine-expiry-sweep")
+    async def follow_cluster() -> None:
+        """Other nodes sharing the database make and revoke keys and end sessions too."""
+        while True:
+            await asyncio.sleep(SYNC_EVERY)
+            try:
+                await credentials.sync()
+            except Exception as exc:  # the database away for a moment: try again next time
+                log.warning("could not re-read keys and tokens: %s", exc)
+
+    tasks = [asyncio.create_task(sweep_expired(), name="llmgine-expiry-sweep")]
+    if credentials.shared:
+        tasks.append(asyncio.create_task(follow_cluster(), name="llmgine-credentials-sync"))
     try:
         yield
     finally:
-        sweeper.cancel()
+        for task in tasks:
+            task.cancel()
         await credentials.flush()
 
 

@@ -330,7 +330,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="202 while queued or executing; 200 with the finished record when `wait` "
         "was given and it finished in time. No handler: 404 HANDLER_NOT_FOUND and "
         "nothing is queued. `metadata.priority` (high|normal|low) and "
-        "`metadata.timeout` (seconds) are honoured.",
+        "`metadata.timeout` (seconds) are honoured; `metadata.retries`, `metadata.backoff` and "
+        "`metadata.retry_on` retry a failed attempt after a delay. With `after` (command ids of any session "
+        "the caller may see) it is stored `blocked` until they ended (404 COMMAND_NOT_FOUND "
+        "for an unknown one, 400 DEPENDENCY_CYCLE for a cycle).",
     ),
     ("GET", "/api/sessions/{session_id}/commands"): Op(
         "List commands",
@@ -341,7 +344,16 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             Param("status", {"type": "string", "pattern": _list_of(COMMAND_STATUSES)}, "comma-separated statuses"),
             Param("command_type", {"type": "string"}),
             Param("batch_id", ID),
+            Param("dead", {"type": "boolean"}, "only dead letters: failed or timed out after being retried"),
         ),
+    ),
+    ("POST", "/api/sessions/{session_id}/commands/retry"): Op(
+        "Run finished commands again",
+        "commands",
+        description="The commands named (`command_ids`), or every `failed`/`timed_out` one of "
+        "the session (`failed: true`), or its dead letters (`dead: true`), are queued again with "
+        "the same id and `attempt` + 1 (a `CommandRetrying` event each). A command that is not "
+        "finished, or completed: 409 CONFLICT.",
     ),
     ("GET", "/api/sessions/{session_id}/commands/{command_id}"): Op("Get a command", "commands", params=(WAIT, PREFER)),
     ("POST", "/api/sessions/{session_id}/commands/{command_id}/cancel"): Op(
@@ -547,41 +559,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     ("GET", "/api/secrets"): Op("List the secrets' names (never their values)", "auth"),
     ("DELETE", "/api/secrets/{secret}"): Op("Delete a secret", "auth"),
-    # -- webhooks and schedules (bus/webhooks.py, bus/schedules.py) ----------------------------
-    ("POST", "/api/webhooks"): Op(
-        "Register a webhook: matching events are POSTed to the URL, signed",
-        "callbacks",
-        description="Standard Webhooks signing (`webhook-id`, `webhook-timestamp`, `webhook-signature: "
-        "v1,<base64 HMAC-SHA256>`) with the `whsec_` secret, which this answer alone shows (one is generated "
-        "when not given). Only hosts `webhooks.allowed_hosts` allows (default: loopback): 403 otherwise. "
-        "A session token registers for its own session only. Deliveries are durable and retried with "
-        "exponential backoff for `webhooks.retry_for` seconds.",
-    ),
-    ("GET", "/api/webhooks"): Op("List webhooks", "callbacks", params=(Param("session_id", ID),)),
-    ("GET", "/api/webhooks/{webhook_id}"): Op("Get a webhook (never its secret)", "callbacks"),
-    ("DELETE", "/api/webhooks/{webhook_id}"): Op("Delete a webhook and its pending deliveries", "callbacks"),
-    ("GET", "/api/webhooks/{webhook_id}/deliveries"): Op(
-        "List a webhook's deliveries, newest first, with every attempt (status code, error, duration)",
-        "callbacks",
-        params=(LIMIT, OFFSET, Param("status", _enum("pending", "delivered", "failed"))),
-    ),
-    ("POST", "/api/schedules"): Op(
-        "Create a schedule: a command submitted on a cron expression, every N seconds, or once",
-        "callbacks",
-        description="Exactly one of `cron` (5 fields, in `timezone`), `every` (seconds, or `90s`, `5m`, `2h`, "
-        "`1d`) and `at` (ISO 8601). Each firing submits the command once, with `schedule_id` and "
-        "`schedule_due` in its metadata, even across restarts. Firings missed while the daemon was down: "
-        "`missed: skip` (default) or `run_once`.",
-    ),
-    ("GET", "/api/schedules"): Op(
-        "List schedules with their next firing times", "callbacks", params=(Param("session_id", ID),)
-    ),
-    ("GET", "/api/schedules/{schedule_id}"): Op("Get a schedule", "callbacks"),
-    ("POST", "/api/schedules/{schedule_id}/pause"): Op("Pause a schedule", "callbacks"),
-    ("POST", "/api/schedules/{schedule_id}/resume"): Op(
-        "Resume a schedule (from its next firing after now)", "callbacks"
-    ),
-    ("DELETE", "/api/schedules/{schedule_id}"): Op("Delete a schedule", "callbacks"),
+    # webhooks and schedules: api/operations_hooks.py (HOOK_OPERATIONS, merged by api/openapi.py)
 }
 
 TAGS = [

@@ -44,6 +44,7 @@ async def status(request: web.Request) -> web.Response:
             storage=request.app[DATABASE].info(),
             counts=await bus.counts(),
             sandbox=bus.sandbox.info() if bus.sandbox is not None else {},
+            cluster=await bus.cluster.info(),
         )
     )
 

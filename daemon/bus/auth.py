@@ -24,12 +24,13 @@ import logging
 import os
 import re
 import secrets
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.sessions import require_active
@@ -45,6 +46,11 @@ LOCAL_KEY_NAME = "local-cli"
 # Persist last_used_at at most this often per key: it is informational, not worth a write
 # per request.
 LAST_USED_EVERY = 60.0
+# In a cluster (several nodes on one database): how often a node re-reads keys and tokens (a key
+# revoked on another node stops working here within this), and how often at most an unknown
+# credential makes it re-read them at once (a key made on another node works here at once).
+SYNC_EVERY = 1.0
+MISS_SYNC_EVERY = 0.2
 _ID = re.compile(r"^[0-9a-f]{12}$")
 
 PrincipalKind = Literal["owner", "secret", "key", "session"]
@@ -126,6 +132,34 @@ def _split(text: str, prefix: str) -> tuple[str, str] | None:
     return ident, secret
 
 
+def local_key_name(path: Path) -> str:
+    """The name of the local CLI key kept in ``path`` on this host."""
+    where = hashlib.sha256(str(path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{LOCAL_KEY_NAME}@{socket.gethostname()[:64]}/{where}"
+
+
+def _ident(presented: str) -> str | None:
+    """The id part of a key or token (``lgk_<id>_...``), None for anything else."""
+    for prefix in (KEY_PREFIX, TOKEN_PREFIX):
+        split = _split(presented, prefix)
+        if split is not None:
+            return split[0]
+    return None
+
+
+def _read_credentials(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    keys = conn.execute(
+        "SELECT key_id, name, kind, digest, created_at, expires_at, last_used_at, revoked_at FROM api_keys"
+    ).fetchall()
+    # Tokens of sessions that ended while nobody was listening are dead too.
+    tokens = conn.execute(
+        "SELECT t.token_id, t.session_id, t.digest, t.created_at FROM session_tokens t"
+        " JOIN sessions s ON s.session_id = t.session_id"
+        " WHERE t.revoked_at IS NULL AND s.status = 'active'"
+    ).fetchall()
+    return keys, tokens
+
+
 def _new_secret() -> tuple[str, str]:
     return secrets.token_hex(6), secrets.token_urlsafe(32)
 
@@ -138,25 +172,54 @@ class Credentials:
         self.tokens: dict[str, TokenRecord] = {}
         self._listeners: list[RevokedListener] = []
         self._pending: set[asyncio.Task[None]] = set()
+        # Several nodes on one database (a cluster): keys and tokens also change elsewhere, and
+        # this node catches up with sync() (every SYNC_EVERY seconds, and on an unknown id).
+        self.shared = False
+        self.synced_at = 0.0
+        self._sync_lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def load(self) -> None:
-        def read(conn: sqlite3.Connection) -> tuple[list[tuple], list[tuple]]:
-            keys = conn.execute(
-                "SELECT key_id, name, kind, digest, created_at, expires_at, last_used_at, revoked_at FROM api_keys"
-            ).fetchall()
-            # Tokens of sessions that ended while nobody was listening are dead too.
-            tokens = conn.execute(
-                "SELECT t.token_id, t.session_id, t.digest, t.created_at FROM session_tokens t"
-                " JOIN sessions s ON s.session_id = t.session_id"
-                " WHERE t.revoked_at IS NULL AND s.status = 'active'"
-            ).fetchall()
-            return keys, tokens
-
-        keys, tokens = await self.store.read(read)
+        keys, tokens = await self.store.read(_read_credentials)
         self.keys = {row[0]: KeyRecord(*row) for row in keys}
         self.tokens = {row[0]: TokenRecord(*row) for row in tokens}
+
+    async def sync(self) -> None:
+        """Catch up with keys and tokens other nodes sharing the database made, revoked or ended
+        (a cluster on PostgreSQL; one node alone changes them only through this object). What
+        stopped being valid is told to the revocation listeners (its WebSockets close)."""
+        keys, tokens = await self.store.read(_read_credentials)
+        gone: list[str] = []
+        fresh: dict[str, KeyRecord] = {}
+        for row in keys:
+            record = KeyRecord(*row)
+            known = self.keys.get(record.key_id)
+            if known is not None:  # keep this process's bookkeeping of its use
+                record.used_at, record.persisted_used = known.used_at, known.persisted_used
+                if known.revoked_at is None and record.revoked_at is not None:
+                    gone.append(record.key_id)
+            fresh[record.key_id] = record
+        gone += [key_id for key_id in self.keys if key_id not in fresh]
+        new_tokens = {row[0]: TokenRecord(*row) for row in tokens}
+        gone += [token_id for token_id in self.tokens if token_id not in new_tokens]
+        self.keys, self.tokens = fresh, new_tokens
+        self.synced_at = time.monotonic()
+        self._revoked(gone)
+
+    async def sync_on_miss(self, presented: str) -> bool:
+        """A credential this node does not know may be one another node just made: sync (at most
+        every MISS_SYNC_EVERY seconds, one at a time) and say whether it is known now."""
+        ident = _ident(presented)
+        if not self.shared or ident is None:
+            return False
+        async with self._sync_lock:
+            if ident in self.keys or ident in self.tokens:
+                return True  # a sync that ran while this one waited brought it
+            if time.monotonic() - self.synced_at < MISS_SYNC_EVERY:
+                return False
+            await self.sync()
+        return ident in self.keys or ident in self.tokens
 
     async def flush(self) -> None:
         """Wait for pending last-used writes (called on shutdown)."""
@@ -268,7 +331,11 @@ class Credentials:
         return any(r.kind == "user" and r.state(now) == "active" for r in self.keys.values())
 
     async def ensure_local_key(self, path: Path) -> None:
-        """Make sure ``path`` holds a valid local-CLI key; mint (and rotate) one if not."""
+        """Make sure ``path`` holds a valid local-CLI key; mint (and rotate) one if not.
+
+        The key is named after this host and key file (``local-cli@host/<hash>``), and only the
+        keys of that name are rotated: several nodes sharing one database each keep their own
+        (before clusters there was one, named ``local-cli``: rotated too when alone)."""
         try:
             self.verify(path.read_text("ascii").strip())
             current = _split(path.read_text("ascii").strip(), KEY_PREFIX)
@@ -277,10 +344,12 @@ class Credentials:
                 return
         except (OSError, UnicodeDecodeError, AuthFailure, KeyError):
             pass
+        name = local_key_name(path)
+        mine = {name} if self.shared else {name, LOCAL_KEY_NAME}
         for record in list(self.keys.values()):
-            if record.kind == "local" and record.revoked_at is None:
+            if record.kind == "local" and record.revoked_at is None and record.name in mine:
                 await self.revoke_key(record.key_id)
-        _, key = await self.create_key(LOCAL_KEY_NAME, None, kind="local")
+        _, key = await self.create_key(name, None, kind="local")
         write_private(path, key + "\n")
 
     # -- session tokens ------------------------------------------------------------------

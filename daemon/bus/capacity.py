@@ -6,13 +6,16 @@
 
 Each check runs inside the creating write, in the same transaction as the INSERT. The store has
 one writer that runs writes one after another, so a check counts every creation committed or
-queued ahead of it: concurrent creations cannot both pass it, nor overshoot a maximum. 0 means
+queued ahead of it: concurrent creations cannot both pass it, nor overshoot a maximum. Several
+nodes on one PostgreSQL database have one writer each: there ``serialize`` (the cluster's) takes
+a transaction-scoped lock per limit first, so the limits hold for the whole cluster. 0 means
 no limit. Refusals are 409 LIMIT_REACHED, with ``details = {"limit", "max"}``.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +32,19 @@ def limit_reached(limit: str, maximum: int, what: str) -> BusError:
 
 
 def _check(
-    conn: sqlite3.Connection, limit: str, maximum: int, what: str, sql: str, params: tuple[Any, ...] = ()
+    capacity: Capacity,
+    conn: sqlite3.Connection,
+    limit: str,
+    maximum: int,
+    what: str,
+    sql: str,
+    params: tuple[Any, ...] = (),
 ) -> None:
-    if maximum > 0 and conn.execute(sql, params).fetchone()[0] >= maximum:
+    if maximum <= 0:
+        return
+    if capacity.serialize is not None:
+        capacity.serialize(conn, limit)
+    if conn.execute(sql, params).fetchone()[0] >= maximum:
         raise limit_reached(limit, maximum, what)
 
 
@@ -40,10 +53,14 @@ class Capacity:
     max_sessions: int = 0
     max_engines_per_session: int = 0
     max_tools_per_session: int = 0
+    # Several nodes on one database (bus/cluster.py): makes the checks of one limit run one at
+    # a time across nodes (their writers are not one writer), held until the write commits.
+    serialize: Callable[[Any, str], None] | None = None
 
     def check_sessions(self, conn: sqlite3.Connection) -> None:
         """Room for one more active session."""
         _check(
+            self,
             conn,
             "max_sessions",
             self.max_sessions,
@@ -54,6 +71,7 @@ class Capacity:
     def check_engines(self, conn: sqlite3.Connection, session_id: str) -> None:
         """Room for one more engine in ``session_id``."""
         _check(
+            self,
             conn,
             "max_engines_per_session",
             self.max_engines_per_session,
@@ -72,6 +90,7 @@ class Capacity:
         ):
             return
         _check(
+            self,
             conn,
             "max_tools_per_session",
             self.max_tools_per_session,

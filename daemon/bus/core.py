@@ -13,6 +13,7 @@ from typing import Any
 
 from llmgine_daemon.bus.approvals import ApprovalPolicy, Approvals
 from llmgine_daemon.bus.capacity import Capacity
+from llmgine_daemon.bus.cluster import LocalCluster
 from llmgine_daemon.bus.commands import Commands
 from llmgine_daemon.bus.engine_registry import EngineBase, Engines
 from llmgine_daemon.bus.errors import BusError
@@ -48,6 +49,7 @@ class Bus:
         approval_policy: ApprovalPolicy | None = None,
         mcp: McpPolicy | None = None,
         secrets: Callable[[str], str | None] | None = None,
+        cluster: LocalCluster | None = None,
     ) -> None:
         """``engine_context`` builds, from this Bus, what every engine's constructor gets
         beside its record (engines/context.py); it is called once the Bus's other parts exist.
@@ -56,6 +58,8 @@ class Bus:
         servers (settings mcp.*); ``secrets``: looks up a secret of ``llmgine secret`` by name
         (MCP servers' ``secret:NAME`` environment values)."""
         self.store = store
+        # The other daemons sharing the database, if any (bus/cluster.py; SQLite: none).
+        self.cluster = cluster or LocalCluster()
         # security.limits.max_*: checked inside the creating writes (bus/capacity.py).
         self.capacity = capacity or Capacity()
         self.started_at = now_iso()
@@ -105,6 +109,7 @@ class Bus:
         """Bring runtime state back after a restart: engines, user-code handlers (and
         their command handlers) and MCP servers first, then the command queue (executing -> interrupted,
         queued -> resumed), so that resumed commands find their handlers."""
+        await self.cluster.start(self)
         await self.engines.start()
         await self.user_handlers.start()
         await self.mcp.start()
@@ -114,6 +119,13 @@ class Bus:
         self.schedules.start()
         await self.webhooks.start(self._webhook_sender)
 
+    async def restore_handlers(self, session_id: str) -> bool:
+        """A command found no handler: load the session's engines and user-code handlers that
+        another node sharing the database registered (bus/cluster.py). True if any was new."""
+        engines = await self.engines.restore(session_id)
+        handlers = await self.user_handlers.restore(session_id)
+        return engines or handlers
+
     async def stop(self) -> None:
         """Stop runtime work; queued work stays queued in the store for the next start."""
         await self.schedules.stop()
@@ -122,6 +134,7 @@ class Bus:
         await self.user_handlers.stop()
         await self.engines.stop()
         await self.mcp.stop()
+        await self.cluster.stop()
 
     async def counts(self) -> StatusCounts:
         def read(conn: sqlite3.Connection) -> StatusCounts:

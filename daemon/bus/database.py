@@ -16,9 +16,12 @@ class Database:
         self.retention = retention
 
     def info(self) -> StorageInfo:
-        """For GET /api/status: where the database is, and both files' size together."""
+        """For GET /api/status: the backend, where the database is (a PostgreSQL URL without
+        its password), and its size (both SQLite files together)."""
         return StorageInfo(
-            backend="sqlite", path=str(self.main.path), size_bytes=self.main.size_bytes() + self.telemetry.size_bytes()
+            backend=self.main.backend,
+            path=self.main.describe(),
+            size_bytes=self.main.size_bytes() + self.telemetry.size_bytes(),
         )
 
     async def stats(self) -> DbStats:

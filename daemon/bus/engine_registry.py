@@ -380,6 +380,26 @@ class Engines:
         if restored:
             log.info("restored %d engine(s)", restored)
 
+    async def restore(self, session_id: str) -> bool:
+        """Register the session's engines this node does not run yet (created by another node
+        sharing the database: each node keeps its engines' handlers in memory). True if any."""
+        rows = await self.store.read(
+            lambda conn: conn.execute(
+                f"SELECT {ENGINE_COLUMNS} FROM engines WHERE session_id = ? AND status != 'stopped' ORDER BY rowid",
+                (session_id,),
+            ).fetchall()
+        )
+        added = False
+        for row in rows:
+            if row[0] in self.running or row[2] not in self.types:
+                continue
+            try:
+                self._activate(row_to_engine(row, self._command_type(row[2])))
+                added = True
+            except BusError as exc:
+                log.warning("engine %s not restored: %s", row[0], exc.message)
+        return added
+
     async def stop(self) -> None:
         for engine_id in list(self.running):
             await self._deactivate(engine_id)

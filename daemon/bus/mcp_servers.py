@@ -14,7 +14,9 @@ Who may register what (``principal`` in ``register``) - a session token is hande
 trusted clients, so it must not get the daemon to run host commands:
 
 - HTTP servers: any credential whose scope includes the path, to hosts of ``mcp.allowed_hosts``
-  only (loopback by default), never with an environment;
+  only (loopback by default; read as webhooks.allowed_hosts is, bus/webhook_policy.py: the
+  addresses a name resolves to are checked again before each connection), never with an
+  environment;
 - stdio servers, sandboxed: API keys and the socket owner; a session token only with
   ``mcp.session_token_stdio``, and then only a command under /usr or /bin, with no mounts,
   no argument directories and no secret references;
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
+import functools
 import json
 import logging
 import os
@@ -38,6 +40,7 @@ from urllib.parse import urlsplit
 
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.sessions import fetch_session, require_active
+from llmgine_daemon.bus.webhook_policy import HostPolicy
 from llmgine_daemon.mcp.connection import Connection, ServerConfig
 from llmgine_daemon.mcp.launch import Launch, LaunchError, resolve_command
 from llmgine_daemon.protocol import ErrorCode, McpServer, McpServerCreate, Tool, now_iso
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmgine.mcp")
 
+DEFAULT_HOSTS = ["127.0.0.0/8", "::1", "localhost"]
 SEPARATOR = "."
 SECRET_PREFIX = "secret:"
 MAX_SERVERS = 20  # per scope (a session, or the global scope)
@@ -69,7 +73,8 @@ def provider_tool_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class McpPolicy:
-    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "::1", "localhost")
+    # mcp.allowed_hosts, read as webhooks.allowed_hosts is (bus/webhook_policy.py)
+    hosts: HostPolicy = field(default_factory=lambda: HostPolicy.parse(DEFAULT_HOSTS, "mcp.allowed_hosts"))
     session_token_stdio: bool = False
     call_timeout: float = 60.0
     start_timeout: float = 15.0
@@ -88,20 +93,6 @@ class Registration:
         return self.scope or None
 
 
-def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
-    host = host.lower().strip("[]")
-    for entry in allowed:
-        entry = entry.lower().strip("[]")
-        if entry == "*" or entry == host:
-            return True
-        try:
-            if ipaddress.ip_address(entry) == ipaddress.ip_address(host):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
 class McpServers:
     def __init__(
         self, bus: Bus, policy: McpPolicy | None = None, secrets: Callable[[str], str | None] | None = None
@@ -117,22 +108,18 @@ class McpServers:
         """The registration's spec, or a 422/403 saying what is wrong or not allowed."""
         if (body.command is None) == (body.url is None):
             raise invalid("command", "give either a command (stdio) or a url (streamable HTTP)")
-        spec: dict[str, Any] = {"timeout": body.timeout}
+        spec: dict[str, Any] = {"timeout": body.timeout, "requires_approval": body.requires_approval}
         if body.url is not None:
             if body.env or body.trusted or body.mounts or body.args:
                 raise invalid("url", "env, args, mounts and trusted apply to stdio servers only")
-            parts = urlsplit(body.url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise invalid("url", "must be an http:// or https:// URL")
-            if not _host_allowed(parts.hostname, self.policy.allowed_hosts):
-                raise BusError(
-                    ErrorCode.FORBIDDEN,
-                    f"host {parts.hostname!r} is not in mcp.allowed_hosts",
-                    {"setting": "mcp.allowed_hosts", "host": parts.hostname},
-                )
+            self.policy.hosts.check_url(body.url)
             return {**spec, "url": body.url}
         if by_session_token:
             self._check_session_token_stdio(body)
+        try:
+            resolve_command(body.command or "")
+        except LaunchError as exc:
+            raise invalid("command", str(exc)) from None
         for key, value in body.env.items():
             if value.startswith(SECRET_PREFIX):
                 secret = value[len(SECRET_PREFIX) :]
@@ -214,6 +201,8 @@ class McpServers:
         spec = reg.spec
         label = reg.name if not reg.scope else f"{reg.name}@{reg.scope[:8]}"
         config = ServerConfig(label=label, url=spec.get("url"))
+        if config.url is not None:
+            config.before_connect = functools.partial(self._check_resolved, config.url)
         if spec.get("command"):
             env: dict[str, str] = {}
             for key, value in spec.get("env", {}).items():
@@ -235,6 +224,19 @@ class McpServers:
             )
         reg.connection = Connection(config, self._isolation)
         reg.connection.start()
+
+    async def _check_resolved(self, url: str) -> None:
+        """Before each connection: every address the URL's host resolves to must be allowed
+        (a name allowed at registration cannot be pointed elsewhere later)."""
+        host = urlsplit(url).hostname or ""
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+        except OSError as exc:
+            raise LaunchError(f"cannot resolve {host!r}: {exc}") from None
+        try:
+            self.policy.hosts.check_resolved(host, [str(info[4][0]) for info in infos])
+        except BusError as exc:
+            raise LaunchError(exc.message) from None
 
     async def _isolation(self) -> Isolation | None:
         sandbox = self.bus.sandbox
@@ -267,6 +269,7 @@ class McpServers:
             last_error=conn.last_error if conn is not None else None,
             pid=conn.pid if conn is not None else None,
             tools=[f"{reg.name}{SEPARATOR}{t.name}" for t in (conn.tools if conn is not None else [])],
+            requires_approval=bool(spec.get("requires_approval")),
         )
 
     async def _check_session(self, session_id: str | None) -> None:
@@ -309,6 +312,7 @@ class McpServers:
                     timeout=reg.spec.get("timeout") or self.policy.call_timeout,
                     created_at=reg.created_at,
                     server=reg.name,
+                    requires_approval=bool(reg.spec.get("requires_approval")),
                 )
             )
         return tools
@@ -352,6 +356,7 @@ class McpServers:
         assert reg.connection is not None
         deadline = timeout or tool.timeout or self.policy.call_timeout
         outcome = await reg.connection.call(name[len(reg.name) + 1 :], arguments, deadline)
+        reg.connection.count(reg.name, outcome)
         return tool, outcome
 
     # -- removal and life ---------------------------------------------------------------

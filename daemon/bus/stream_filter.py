@@ -90,7 +90,7 @@ class StreamFilter:
                 ors.append("substr(event_type, 1, ?) = ?")
                 params.extend((len(prefix), prefix))
             clauses.append(f"({' OR '.join(ors)})")
-        where = " AND ".join(clauses) if clauses else "1"
+        where = " AND ".join(clauses) if clauses else "1 = 1"  # (a boolean on PostgreSQL too)
         if self.session_id is not None:
             where = f"session_id = ? AND ({where} OR event_type = ?)"
             params = [self.session_id, *params, SESSION_ENDED]

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 TOOL_COLUMNS = (
     "session_id, name, description, parameters, timeout, is_async, created_at, function_code, requires_approval"
 )
+# ?replace=true: the new definition over the old (an upsert, portable to PostgreSQL).
+_REPLACE = ", ".join(f"{c} = excluded.{c}" for c in TOOL_COLUMNS.split(", ")[2:])
 
 
 def row_to_tool(row: tuple[Any, ...], with_code: bool = False) -> Tool:
@@ -167,7 +169,8 @@ class Tools:
             if not exists:
                 capacity.check_tools(conn, session_id, None)
             conn.execute(
-                f"INSERT OR REPLACE INTO tools ({TOOL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO tools ({TOOL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f" ON CONFLICT (session_id, name) DO UPDATE SET {_REPLACE}",
                 (
                     session_id,
                     name,

@@ -104,6 +104,24 @@ class UserHandlers:
         self._unsubscribe = self.bus.events.subscribe(self._on_event)
         self.bus.sessions.hooks.append(self._on_session_end)
 
+    async def restore(self, session_id: str) -> bool:
+        """Activate the handlers of ``session_id`` (and global ones) this node does not know: they
+        were registered on another node sharing the database. True if any."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                f"SELECT {HANDLER_COLUMNS} FROM handlers WHERE session_id = ? OR session_id IS NULL"
+                " ORDER BY created_at, rowid",
+                (session_id,),
+            ).fetchall()
+
+        added = False
+        for row in await self.bus.store.read(read):
+            if row[0] not in self._rows:
+                self._activate(HandlerRow(*row))
+                added = True
+        return added
+
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()

@@ -18,6 +18,11 @@ is sent again (at least once: receivers de-duplicate by ``webhook-id``). Each at
 recorded in ``webhook_attempts`` (status code, error, duration); a failure is retried after
 ``retry_base * 2**(attempt-1)`` seconds (at most ``retry_cap``) until ``retry_for`` seconds
 after the delivery was made, then the delivery is ``failed``. A 2xx answer is ``delivered``.
+Ended deliveries are forgotten ``keep_for`` seconds later (``webhooks.keep_days``).
+
+A cursor over seq is sound because events commit in seq order on both backends: SQLite has
+one writer, and on PostgreSQL seq is taken from a row locked until COMMIT (store/pg_cluster.py),
+so a reader that sees seq N sees every seq below it.
 
 The HTTP request itself is the ``Sender`` that app.py hands down (api/webhook_sender.py): the
 bus does not import aiohttp.
@@ -53,6 +58,7 @@ ROUND = 256  # events read per deriving round
 CLAIM = 16  # deliveries claimed (and sent concurrently) at once
 IDLE_S = 5.0  # how long an idle loop sleeps before it looks again (another daemon's rows)
 LEASE_MARGIN_S = 5.0  # a lease is twice the attempt's timeout and this
+PRUNE_EVERY_S = 600.0  # how often ended deliveries older than keep_for are forgotten
 
 
 class _Lost(Exception):
@@ -167,7 +173,7 @@ class Outbox:
                 body = body or payload(event)
                 rows.append(
                     (
-                        "msg_" + new_id().replace("-", ""),
+                        new_id(),
                         webhook_id,
                         event.seq,
                         event.event_type,
@@ -185,15 +191,18 @@ class Outbox:
             ).rowcount
             if moved != 1:
                 raise _Lost()
+            alive: dict[str, bool] = {}  # a webhook deleted since the read gets no rows
             for row in rows:
-                conn.execute(
-                    "INSERT INTO webhook_deliveries (delivery_id, webhook_id, event_seq, event_type, session_id,"
-                    " payload, status, next_attempt_at, created_at)"
-                    " SELECT ?, ?, ?, ?, ?, ?, 'pending', ?, ? WHERE EXISTS"
-                    " (SELECT 1 FROM webhooks WHERE webhook_id = ?)"
-                    " ON CONFLICT (webhook_id, event_seq) DO NOTHING",
-                    (*row, row[1]),
-                )
+                if row[1] not in alive:
+                    found = conn.execute("SELECT 1 FROM webhooks WHERE webhook_id = ?", (row[1],)).fetchone()
+                    alive[row[1]] = found is not None
+                if alive[row[1]]:
+                    conn.execute(
+                        "INSERT INTO webhook_deliveries (delivery_id, webhook_id, event_seq, event_type, session_id,"
+                        " payload, status, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)"
+                        " ON CONFLICT (webhook_id, event_seq) DO NOTHING",
+                        row,
+                    )
 
         try:
             await self.store.write(write)
@@ -206,8 +215,12 @@ class Outbox:
     # -- sending ------------------------------------------------------------------------
 
     async def _send_loop(self, sender: Sender) -> None:
+        pruned = 0.0
         while True:
             try:
+                if time.monotonic() - pruned >= min(PRUNE_EVERY_S, self.config.keep_for):
+                    pruned = time.monotonic()
+                    await self.prune()
                 wait = await self.send_due(sender)
             except asyncio.CancelledError:
                 raise
@@ -216,6 +229,22 @@ class Outbox:
                 wait = 1.0
             if wait > 0:
                 await self._nap(self._send_wake, min(wait, IDLE_S))
+
+    async def prune(self) -> int:
+        """Forget deliveries that ended (delivered or failed) more than ``keep_for`` seconds
+        ago, with their attempts; returns how many."""
+        cutoff = _later(-self.config.keep_for)
+
+        def write(conn: sqlite3.Connection) -> int:
+            ended = "status != 'pending' AND finished_at < ?"
+            conn.execute(
+                f"DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT delivery_id FROM webhook_deliveries"
+                f" WHERE {ended})",
+                (cutoff,),
+            )
+            return conn.execute(f"DELETE FROM webhook_deliveries WHERE {ended}", (cutoff,)).rowcount
+
+        return await self.store.write(write)
 
     async def send_due(self, sender: Sender) -> float:
         """Claim and send what is due; how long until something may be due again."""
@@ -300,11 +329,12 @@ class Outbox:
         next_at = _later(delay) if state == "pending" else now
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, error, duration_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id, attempt) DO NOTHING",
-                (delivery_id, attempt, started, status, error, duration_ms),
-            )
+            if conn.execute("SELECT 1 FROM webhook_deliveries WHERE delivery_id = ?", (delivery_id,)).fetchone():
+                conn.execute(  # (a webhook deleted meanwhile took its deliveries with it)
+                    "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, error, duration_ms)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id, attempt) DO NOTHING",
+                    (delivery_id, attempt, started, status, error, duration_ms),
+                )
             conn.execute(
                 "UPDATE webhook_deliveries SET status = ?, attempts = ?, next_attempt_at = ?, last_status_code = ?,"
                 " last_error = ?, finished_at = ?, lease_until = NULL, lease_owner = NULL"

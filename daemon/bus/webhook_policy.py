@@ -59,33 +59,38 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
-def forbidden_host(host: str, why: str) -> BusError:
+def forbidden_host(host: str, why: str, setting: str = "webhooks.allowed_hosts") -> BusError:
+    what = setting.partition(".")[0].removesuffix("s")  # webhook, mcp
     return BusError(
         ErrorCode.FORBIDDEN,
-        f"webhook host {host!r} is not allowed: {why} (setting webhooks.allowed_hosts)",
-        {"host": host, "setting": "webhooks.allowed_hosts"},
+        f"{what} host {host!r} is not allowed: {why} (setting {setting})",
+        {"host": host, "setting": setting},
     )
 
 
 @dataclass(frozen=True)
 class HostPolicy:
+    """Also where MCP servers may be reached (``mcp.allowed_hosts``, bus/mcp_servers.py):
+    ``setting`` names the one the policy comes from."""
+
     networks: tuple[Network, ...]
     names: frozenset[str]
     any_host: bool = False
+    setting: str = "webhooks.allowed_hosts"
 
     @classmethod
-    def parse(cls, entries: list[str]) -> HostPolicy:
+    def parse(cls, entries: list[str], setting: str = "webhooks.allowed_hosts") -> HostPolicy:
         networks: list[Network] = []
         names: set[str] = set()
         for entry in entries:
             entry = entry.strip().lower()
             if entry == "*":
-                return cls((), frozenset(), True)
+                return cls((), frozenset(), True, setting)
             try:
                 networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
             except ValueError:
                 names.add(entry.rstrip("."))
-        return cls(tuple(networks), frozenset(names))
+        return cls(tuple(networks), frozenset(names), setting=setting)
 
     def address_allowed(self, address: str) -> bool:
         if self.any_host:
@@ -120,14 +125,14 @@ class HostPolicy:
             ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
             if host.lower() not in self.names:
-                raise forbidden_host(host, "the name is not listed") from None
+                raise forbidden_host(host, "the name is not listed", self.setting) from None
             return host
         if not self.address_allowed(host):
-            raise forbidden_host(host, "the address is in no allowed network")
+            raise forbidden_host(host, "the address is in no allowed network", self.setting)
         return host
 
     def check_resolved(self, host: str, addresses: list[str]) -> None:
         """At delivery: every address ``host`` resolved to must be allowed."""
         bad = [a for a in addresses if not self.address_allowed(a)]
         if bad or not addresses:
-            raise forbidden_host(host, f"it resolves to {', '.join(bad) or 'nothing'}")
+            raise forbidden_host(host, f"it resolves to {', '.join(bad) or 'nothing'}", self.setting)

@@ -55,6 +55,7 @@ class WebhookConfig:
     retry_cap: float = 600.0
     max_per_session: int = 20
     max_total: int = 200
+    keep_for: float = 7 * 86400.0  # seconds an ended delivery (and its attempts) stays listed
 
 
 def _row_to_webhook(row: tuple[Any, ...]) -> Webhook:

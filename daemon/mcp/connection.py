@@ -26,6 +26,7 @@ from typing import Any
 
 from llmgine_daemon.aio import cancel_and_wait, killpg
 from llmgine_daemon.mcp import launch
+from llmgine_daemon.observability import metrics
 from llmgine_daemon.protocol import CallErrorCode
 from llmgine_daemon.sandbox.isolation import Isolation
 
@@ -50,6 +51,8 @@ class ServerConfig:
     launch: launch.Launch | None = None  # stdio
     url: str | None = None  # streamable HTTP
     secrets: list[str] = field(default_factory=list)  # values to keep out of the log
+    # HTTP: run before each connection; raises LaunchError to refuse it (the host's addresses)
+    before_connect: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class Connection:
         self._stop = asyncio.Event()
         self._broken = asyncio.Event()  # a call saw the connection fail: reconnect
         self._task: asyncio.Task[None] | None = None
+        self._connected = False  # the current attempt got as far as a session
 
     # -- life -----------------------------------------------------------------------------
 
@@ -134,8 +138,10 @@ class Connection:
                 break
             if time.monotonic() - began > STABLE_AFTER:
                 backoff = BACKOFF_MIN
-            self.status = "restarting"
+            # failed: it could not start or connect; restarting: it ran, then ended.
+            self.status = "restarting" if self._connected else "failed"
             self.restarts += 1
+            metrics.inc("mcp_server_restarts_total", server=self.config.label.partition("@")[0])
             log.warning(
                 "mcp server %s: connection ended (%s); restarting in %.1f s",
                 self.config.label,
@@ -149,6 +155,7 @@ class Connection:
 
     async def _run_once(self) -> None:
         self._broken.clear()
+        self._connected = False
         if self.config.launch is not None:
             proc = await launch.start(await self.isolation(), self.config.launch)
             self.pid = proc.pid
@@ -165,6 +172,8 @@ class Connection:
             from mcp.client.streamable_http import streamable_http_client
 
             assert self.config.url is not None
+            if self.config.before_connect is not None:
+                await self.config.before_connect()
             async with streamable_http_client(self.config.url) as streams:
                 await self._serve(streams, None)
 
@@ -178,6 +187,7 @@ class Connection:
                 await session.initialize()
                 self.tools = await _list_tools(session)
             self._session = session
+            self._connected = True
             self.status = "running"
             self.last_error = None
             self._ready.set()
@@ -222,6 +232,12 @@ class Connection:
             return done(error={"code": CallErrorCode.SERVER_UNAVAILABLE, "message": _describe(exc)})
         result, error = convert(outcome)
         return done(result, error)
+
+    def count(self, server: str, outcome: CallResult) -> None:
+        """The call in the metrics: ``mcp_tool_calls_total`` by outcome and its duration."""
+        code = outcome.error.get("code", "error") if outcome.error else "ok"
+        metrics.inc("mcp_tool_calls_total", server=server, outcome=code)
+        metrics.observe("mcp_tool_call_duration_seconds", outcome.duration_ms / 1000, server=server)
 
     def _unavailable(self) -> dict[str, Any]:
         why = f": {self.last_error}" if self.last_error else ""

@@ -110,6 +110,10 @@ CATALOG: tuple[MetricDef, ...] = (
     ),
     _h("sandbox_call_duration_seconds", ("kind",), "sandbox call latency"),
     _c("sandbox_worker_crashes_total", (), "sandbox worker processes that died"),
+    # MCP tool servers (mcp/connection.py)
+    _c("mcp_tool_calls_total", ("server", "outcome"), "MCP tool calls by server and outcome (ok or the error code)"),
+    _h("mcp_tool_call_duration_seconds", ("server",), "MCP tool call latency"),
+    _c("mcp_server_restarts_total", ("server",), "MCP server connections that ended and were started again"),
     # LLM engines
     _c("llm_calls_total", ("provider", "model", "outcome"), "LLM calls by provider, model and outcome"),
     _c("llm_tokens_total", ("provider", "model", "kind"), "LLM tokens by kind (prompt, completion, cached)"),

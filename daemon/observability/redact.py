@@ -7,6 +7,7 @@ traceback alike), so a credential that slipped into an exception or a URL is mas
     Bearer <anything>                       masked
     token=<anything> in a query string      masked
     llmgine.bearer.<token> (WS subprotocol) masked
+    whsec_<base64> (a webhook's secret)     masked
     configured secrets (API_KEY_SECRET)     masked wherever they appear
 """
 
@@ -23,6 +24,7 @@ _PATTERNS = (
     re.compile(r"([?&]token=)[^&\s'\"]+"),
     re.compile(r"(llmgine\.bearer\.)[^\s,'\"]+"),
     re.compile(r"((?i:x-session-token)['\"]?[:=]\s*['\"]?)[^\s,'\"]+"),
+    re.compile(r"(whsec_)(?!\*{8})[A-Za-z0-9+/=]+"),
 )
 
 

@@ -125,16 +125,23 @@ def list_traces(
     if session_id:
         where.append("trace_id IN (SELECT trace_id FROM spans WHERE session_id = ?)")
         params.append(session_id)
+    # Each trace's first local root span (portable SQL: no bare columns beside an aggregate).
     roots = conn.execute(
-        f"SELECT trace_id, name, session_id, MIN(start_unix) AS first FROM spans"
-        f" WHERE {' AND '.join(where)} GROUP BY trace_id ORDER BY first DESC",
+        "SELECT s.trace_id, s.name, s.session_id, s.start_unix FROM spans s JOIN"
+        f" (SELECT trace_id, MIN(start_unix) AS first FROM spans WHERE {' AND '.join(where)} GROUP BY trace_id) f"
+        " ON s.trace_id = f.trace_id AND s.start_unix = f.first AND s.local_root = 1"
+        " ORDER BY f.first DESC, s.id",
         params,
     )
     traces: list[TraceSummary] = []
+    seen: set[str] = set()
     for trace_id, name, root_session, _ in roots:
+        if trace_id in seen:  # two roots started in the same microsecond
+            continue
+        seen.add(trace_id)
         count, t0, t1, errors, any_session = conn.execute(
             "SELECT COUNT(*), MIN(start_unix), MAX(start_unix * 1000.0 + duration_ms),"
-            " MAX(status = 'error'), MAX(session_id) FROM spans WHERE trace_id = ?",
+            " MAX(CASE WHEN status = 'error' THEN 1 ELSE 0 END), MAX(session_id) FROM spans WHERE trace_id = ?",
             (trace_id,),
         ).fetchone()
         trace_status = "error" if errors else "ok"

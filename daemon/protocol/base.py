@@ -42,6 +42,8 @@ class ErrorCode:
     INSUFFICIENT_STORAGE = "INSUFFICIENT_STORAGE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    # ``after`` would make commands wait for each other in a circle (bus/commands/deps.py).
+    DEPENDENCY_CYCLE = "DEPENDENCY_CYCLE"
     # These three only ever appear in a command record's ``error`` (a result, not a transport
     # error), so they have no HTTP status of their own.
     COMMAND_TIMEOUT = "COMMAND_TIMEOUT"
@@ -104,6 +106,7 @@ ERROR_STATUS: dict[str, int] = {
     ErrorCode.INSUFFICIENT_STORAGE: 507,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
+    ErrorCode.DEPENDENCY_CYCLE: 400,
     ErrorCode.SANDBOX_UNAVAILABLE: 503,
     ErrorCode.PROVIDER_AUTH_FAILED: 502,
     ErrorCode.PROVIDER_RATE_LIMITED: 429,

@@ -136,11 +136,22 @@ EVENT_SOURCES = ("api", "engine", "handler", "bus")
 
 # -- commands ----------------------------------------------------------------------------
 
+# blocked: waiting for the commands named in ``after`` (bus/commands/deps.py); waiting_approval:
+# a ToolChat engine asked to run a tool that needs a person's approval (bus/approvals.py).
 CommandStatus = Literal[
-    "queued", "executing", "waiting_approval", "completed", "failed", "timed_out", "cancelled", "interrupted"
+    "queued",
+    "blocked",
+    "executing",
+    "waiting_approval",
+    "completed",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "interrupted",
 ]
 COMMAND_STATUSES: tuple[str, ...] = (
     "queued",
+    "blocked",
     "executing",
     # A ToolChat engine asked to run a tool that needs a person's approval (bus/approvals.py).
     "waiting_approval",
@@ -156,12 +167,21 @@ UNFINISHED_STATUSES: tuple[str, ...] = tuple(s for s in COMMAND_STATUSES if s no
 PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
 
 
+MAX_AFTER = 100
+AfterPolicy = Literal["completed", "always"]
+
+
 class CommandCreate(msgspec.Struct, forbid_unknown_fields=True):
     command_type: TypeName
     parameters: dict[str, Any] = {}
     # Open for the caller's own keys; ``priority`` (high|normal|low) and ``timeout`` (seconds)
     # are checked by the API.
     metadata: dict[str, Any] = {}
+    # Commands (of any session the caller may see) that must end first: until then this one is
+    # ``blocked``. ``after_policy`` completed: it runs once all completed, and is cancelled
+    # (``details.reason: dependency_failed``) if one ends otherwise; always: it runs once all ended.
+    after: Annotated[list[Id], msgspec.Meta(max_length=MAX_AFTER)] = []
+    after_policy: AfterPolicy = "completed"
 
 
 class Command(msgspec.Struct, kw_only=True):
@@ -184,6 +204,8 @@ class Command(msgspec.Struct, kw_only=True):
     trace_id: str | None = None
     # Model calls an engine made for it (None: it called none).
     usage: Usage | None = None
+    # 1 for the first run, one more per retry (``metadata.retries``, ``command retry``).
+    attempt: int = 1
 
 
 class CommandList(msgspec.Struct):

@@ -16,7 +16,12 @@ from llmgine_daemon.protocol.grammar import EVENT_TYPE_FILTER_PATTERN, Id
 
 MAX_WEBHOOK_URL = 2048
 MAX_WEBHOOK_EVENTS = 64
-WebhookUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_WEBHOOK_URL, description="an http(s) URL")]
+WebhookUrl = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://", min_length=8, max_length=MAX_WEBHOOK_URL, description="an http(s) URL"
+    ),
+]
 EventTypeFilter = Annotated[
     str,
     msgspec.Meta(pattern=EVENT_TYPE_FILTER_PATTERN, description="an event type, a prefix ending in *, or * (every)"),

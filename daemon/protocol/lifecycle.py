@@ -57,6 +57,18 @@ class QueueItem(msgspec.Struct, kw_only=True):
     # Seconds it has been executing (executing only).
     run_s: float | None = None
     batch_id: str | None = None
+    attempt: int = 1
+    # A queued command waiting for its next attempt (retries): when it is due.
+    retry_at: str | None = None
+
+
+class CommandRetry(msgspec.Struct, forbid_unknown_fields=True):
+    """Run finished commands of a session again (same id, ``attempt`` + 1): those named, or
+    all its failed (``failed``) or dead-letter (``dead``) ones."""
+
+    command_ids: Annotated[list[Id], msgspec.Meta(max_length=MAX_WAIT_IDS)] = []
+    failed: bool = False
+    dead: bool = False
 
 
 class QueueView(msgspec.Struct):

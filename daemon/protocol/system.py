@@ -65,6 +65,27 @@ class StatusCounts(msgspec.Struct):
     engines: int
 
 
+class ClusterNode(msgspec.Struct):
+    """A daemon sharing the database (``cluster_nodes``); ``leases``: sessions it runs now."""
+
+    node_id: str
+    host: str
+    pid: int
+    started_at: str
+    # Its last heartbeat (ISO time); None on the one-node (SQLite) backend, which has none.
+    heartbeat_at: str | None
+    leases: int
+
+
+class ClusterInfo(msgspec.Struct):
+    """The nodes that share this daemon's bus: only this one on SQLite."""
+
+    backend: str
+    node_id: str
+    lease_timeout: float
+    nodes: list[ClusterNode]
+
+
 class Status(msgspec.Struct):
     status: str
     version: str
@@ -75,6 +96,7 @@ class Status(msgspec.Struct):
     storage: StorageInfo
     counts: StatusCounts
     sandbox: dict[str, Any] = {}
+    cluster: ClusterInfo | None = None
 
 
 class ConfigValue(msgspec.Struct):

@@ -32,7 +32,6 @@ pyproject pins aiosqlite below the next minor release for that reason.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import os
 import sqlite3
@@ -40,15 +39,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.store import (
     agent_migrations,  # noqa: F401 - registers migrations 100-109
     hook_migrations,  # noqa: F401 - registers migrations 90-99
+    lifecycle_migrations,  # noqa: F401 - registers migrations 80-89
     obs_migrations,  # noqa: F401 - registers migrations 40-49
 )
+from llmgine_daemon.store.base import BaseStore as BaseStore
+from llmgine_daemon.store.base import QueueItem, T, _Alone, _Heavy
 from llmgine_daemon.store.errors import StorageBusy as StorageBusy
 from llmgine_daemon.store.errors import StorageError as StorageError
 from llmgine_daemon.store.errors import StorageFull as StorageFull
@@ -57,21 +59,6 @@ from llmgine_daemon.store.migrations import apply_migrations
 
 log = logging.getLogger("llmgine.store")
 
-T = TypeVar("T")
-WriteFn = Callable[[sqlite3.Connection], Any]
-# (write function, its caller's future, its caller's context, its deadline): the writer runs
-# each function in its caller's contextvars, so code inside a write sees the caller's trace and
-# session. The deadline (loop time) is taken when the write is queued: while another process
-# holds the database lock, a write waits at most busy_timeout IN ALL, however many batches
-# ahead of it wait for the lock too (see _lock).
-QueueItem = tuple["WriteFn | _Alone | _Heavy", "asyncio.Future[Any]", contextvars.Context, float]
-# Store.on_commit(contexts, batch size, wall-clock start, seconds taken, error or None): told
-# after every transaction, for metrics and storage-commit spans (observability sets it; the
-# store itself imports nothing of it).
-CommitHook = Callable[[list[contextvars.Context], int, float, float, BaseException | None], None]
-
-MAX_BATCH = 1024
-GATHER_TURNS = 2
 # The WAL is copied back into the database by a checkpointer of its own (a third connection),
 # at most this often, never inside a COMMIT: SQLite's automatic checkpoint would make every
 # thousandth-page COMMIT copy and fsync megabytes while the whole write queue waits on it.
@@ -86,25 +73,6 @@ BUSY_TIMEOUT_S = 5.0
 # before it is interrupted and the read goes to the reader's thread: counting 20,000 index
 # entries takes about 60,000; a page of 50 events about 1,000.
 LOOP_READ_STEPS = 20_000
-
-
-class _Alone:
-    """Marks a queued function that runs outside a transaction (``Store.run_alone``)."""
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: WriteFn) -> None:
-        self.fn = fn
-
-
-class _Heavy:
-    """Marks a queued write that may take long (retention, a purge, a batch of thousands): its
-    transaction runs in the connection's thread so the event loop keeps serving meanwhile."""
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: WriteFn) -> None:
-        self.fn = fn
 
 
 class _Aborted(Exception):
@@ -123,7 +91,9 @@ def _touch_private(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-class Store:
+class Store(BaseStore):
+    backend = "sqlite"
+
     def __init__(
         self,
         path: Path,
@@ -132,13 +102,9 @@ class Store:
         *,
         telemetry: bool = False,
     ) -> None:
+        super().__init__(busy_timeout, telemetry=telemetry)
         self.path = path
-        # The telemetry database (logs and spans) gets its own schema (store/telemetry.py).
-        self.telemetry = telemetry
         self.synchronous = synchronous.upper()
-        # How long a write waits for another process's lock before StorageBusy (503), counted
-        # from when it was queued.
-        self.busy_timeout = max(0.0, busy_timeout)
         self.busy_timeout_ms = max(0, int(busy_timeout * 1000))
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
@@ -151,12 +117,9 @@ class Store:
         self._ckpt_conn: aiosqlite.Connection | None = None
         self._ckpt_task: asyncio.Task[None] | None = None
         self._ckpt_done = 0  # self.transactions at the last checkpoint
-        self._queue: asyncio.Queue[QueueItem | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        # Figures for observability and the benchmarks.
-        self.transactions = 0
-        self.writes = 0
-        self.on_commit: CommitHook | None = None
+
+    def describe(self) -> str:
+        return str(self.path)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -176,7 +139,7 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             await self.close()
             raise StorageError(f"{self.path}: cannot open database: {exc}") from None
-        self._task = asyncio.create_task(self._writer(), name="llmgine-store-writer")
+        self._task = asyncio.create_task(self._write_loop(), name="llmgine-store-writer")
         self._ckpt_task = asyncio.create_task(self._checkpointer(), name="llmgine-store-checkpoint")
 
     def _setup_writer(self) -> None:
@@ -255,80 +218,7 @@ class Store:
         assert conn is not None, "store is not open"
         return conn._conn
 
-    # -- writes ----------------------------------------------------------------------
-
-    async def write(self, fn: Callable[[sqlite3.Connection], T], *, heavy: bool = False) -> T:
-        """Run ``fn`` in a transaction; returns once that transaction has committed.
-
-        ``heavy``: the write may take long (thousands of rows); its transaction then runs off
-        the event loop."""
-        return await self.submit(fn, heavy=heavy)
-
-    def submit(
-        self,
-        fn: Callable[[sqlite3.Connection], T],
-        *,
-        heavy: bool = False,
-        future: asyncio.Future[T] | None = None,
-    ) -> asyncio.Future[T]:
-        """Queue ``fn`` without waiting: the future resolves after its COMMIT.
-
-        Writes are applied in submission order, so a caller can queue several (an event, then
-        the result it belongs to) and await only the last one. ``future``: resolve this one
-        (made by a caller that needed it before the write was queued).
-        """
-        if self._task is None:
-            raise StorageError("the store is closed")
-        loop = asyncio.get_running_loop()
-        if future is None:
-            future = loop.create_future()
-        deadline = loop.time() + self.busy_timeout
-        self._queue.put_nowait((_Heavy(fn) if heavy else fn, future, contextvars.copy_context(), deadline))
-        return future
-
-    async def run_alone(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on the writer connection outside any transaction, between two batches
-        (VACUUM, checkpoints: statements that cannot run inside a transaction)."""
-        if self._task is None:
-            raise StorageError("the store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put_nowait((_Alone(fn), future, contextvars.copy_context(), loop.time() + self.busy_timeout))
-        return await future
-
-    async def _writer(self) -> None:
-        stopping = False
-        carry: QueueItem | None = None
-        while not stopping or carry is not None:
-            if carry is not None:
-                item, carry = carry, None
-            else:
-                got = await self._queue.get()
-                if got is None:
-                    break
-                item = got
-                # The first write of a wave woke us: let the loop go round twice more, so the
-                # requests that arrived with it (and the tasks they start) queue their writes
-                # too, and they share this transaction rather than wait for the next one.
-                for _ in range(GATHER_TURNS):
-                    await asyncio.sleep(0)
-            if isinstance(item[0], _Alone):
-                await self._run_alone(item)
-                continue
-            # A heavy write's transaction runs in the thread; it takes only heavy writes along,
-            # so the others never wait for the GIL there (see the module docstring).
-            heavy = isinstance(item[0], _Heavy)
-            batch = [item]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stopping = True
-                    break
-                if isinstance(nxt[0], _Alone) or isinstance(nxt[0], _Heavy) != heavy:
-                    carry = nxt
-                    break
-                batch.append(nxt)
-            await self._commit_batch(batch, heavy)
+    # -- writes: write/submit/run_alone and the batching loop are BaseStore's ------------
 
     async def _run_alone(self, item: QueueItem) -> None:
         alone, future, ctx, _ = item
@@ -363,30 +253,6 @@ class Store:
             outcomes = [(False, err)] * len(batch)
             failure = err
         self._settle(batch, outcomes, started_wall, started, failure)
-
-    def _settle(
-        self,
-        batch: list[QueueItem],
-        outcomes: list[tuple[bool, Any]],
-        started_wall: float,
-        started: float,
-        failure: BaseException | None,
-    ) -> None:
-        """Tell the commit hook, then resolve each caller's future."""
-        if self.on_commit is not None:
-            try:
-                self.on_commit(
-                    [item[2] for item in batch], len(batch), started_wall, time.perf_counter() - started, failure
-                )
-            except Exception:  # observability must never fail a write
-                log.exception("commit hook failed")
-        for (_, future, _, _), (ok, value) in zip(batch, outcomes, strict=True):
-            if future.done():
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
 
     async def _lock(self, batch: list[QueueItem], started_wall: float, started: float) -> None:
         """Open the batch's transaction (BEGIN IMMEDIATE); writes that reached their deadline
@@ -560,12 +426,6 @@ class Store:
             return result
         self.loop_reads_moved += 1
         return await self.read(fn)
-
-    async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        return await self.read(lambda c: c.execute(sql, params).fetchall())
-
-    async def fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
-        return await self.read(lambda c: c.execute(sql, params).fetchone())
 
     def file_sizes(self) -> dict[str, int]:
         sizes = {}

@@ -26,6 +26,11 @@ class StorageFull(StorageError):
     """The disk (or the database's page limit) is full."""
 
 
+class SchemaTooNew(StorageError):
+    """The database has migrations this code does not know: a newer llmgined migrated it.
+    Start-up refuses (running old code on a newer schema could corrupt it)."""
+
+
 def is_busy(exc: sqlite3.Error) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text

@@ -64,9 +64,51 @@ def _stats(conn: sqlite3.Connection) -> tuple[list[DbTable], int, int, int, str]
     return out, page_size, page_count, freelist, journal
 
 
+def _pg_stats(conn: Any, *, telemetry: bool) -> tuple[list[DbTable], int]:
+    """PostgreSQL: the tables of one store (logs and spans are the telemetry store's) with
+    pg_table_size / pg_indexes_size, and the database's size."""
+    from llmgine_daemon.store.obs_migrations import TELEMETRY_TABLES
+
+    out = []
+    for name, size, index_bytes in conn.execute(
+        "SELECT c.relname, pg_table_size(c.oid), pg_indexes_size(c.oid) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = current_schema() AND c.relkind = 'r' ORDER BY c.relname"
+    ).fetchall():
+        if (name in TELEMETRY_TABLES) != telemetry:
+            continue
+        rows = conn.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0]
+        db = "telemetry" if telemetry else "main"
+        out.append(DbTable(name=name, rows=rows, size_bytes=size, index_bytes=index_bytes, database=db))
+    total = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    return out, total
+
+
+async def _stats_pg(store: Store, telemetry: Store, retention: dict[str, Any] | None) -> DbStats:
+    tables, total = await store.read(partial(_pg_stats, telemetry=False))
+    tables += (await telemetry.read(partial(_pg_stats, telemetry=True)))[0]
+    return DbStats(
+        backend=store.backend,
+        path=store.describe(),
+        size_bytes=total,
+        file_bytes={"db": total},
+        page_size=8192,
+        page_count=total // 8192,
+        freelist_pages=0,
+        journal_mode="wal",
+        synchronous="on",
+        tables=tables,
+        retention=retention or {},
+        telemetry_path=telemetry.describe(),
+    )
+
+
 async def stats(store: Store, telemetry: Store, retention: dict[str, Any] | None = None) -> DbStats:
     """Sizes and row counts per table of both databases (main and telemetry), read on their
-    reader connections (never blocks writes). Pages and modes are the main database's."""
+    reader connections (never blocks writes). Pages and modes are the main database's. On
+    PostgreSQL: one database holds both; sizes from pg_table_size and pg_database_size."""
+    if store.backend == "postgresql":
+        return await _stats_pg(store, telemetry, retention)
     tables, page_size, page_count, freelist, journal = await store.read(_stats)
     tables += [msgspec.structs.replace(t, database="telemetry") for t in (await telemetry.read(_stats))[0]]
     files = store.file_sizes() | {f"telemetry_{k}": n for k, n in telemetry.file_sizes().items()}
@@ -105,13 +147,18 @@ def _vacuum(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
 
 
+def _vacuum_pg(conn: Any) -> None:
+    conn.execute("VACUUM (ANALYZE)")
+
+
 async def vacuum(*stores: Store) -> VacuumResult:
     """Rebuild the database files, one after the other (each between two of its write batches:
     its writes wait meanwhile)."""
     before = sum(store.size_bytes() for store in stores)
     t0 = time.perf_counter()
     for store in stores:
-        await store.run_alone(_vacuum)
+        # PostgreSQL: a plain VACUUM (space for reuse, not handed back; autovacuum does it too).
+        await store.run_alone(_vacuum if store.backend == "sqlite" else _vacuum_pg)
     duration = round((time.perf_counter() - t0) * 1000.0, 3)
     after = sum(store.size_bytes() for store in stores)
     return VacuumResult(
@@ -161,7 +208,7 @@ def _prune_below(conn: sqlite3.Connection, rule: Rule, keep_from: int) -> int:
     """Delete up to PRUNE_BATCH of the rows whose key is below ``keep_from``."""
     row = conn.execute(
         f"SELECT MAX({rule.key}) FROM (SELECT {rule.key} FROM {rule.table} WHERE {rule.key} < ?"
-        f" ORDER BY {rule.key} LIMIT ?)",
+        f" ORDER BY {rule.key} LIMIT ?) AS batch",
         (keep_from, PRUNE_BATCH),
     ).fetchone()
     if row is None or row[0] is None:

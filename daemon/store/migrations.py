@@ -10,7 +10,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from llmgine_daemon import __version__
 from llmgine_daemon.protocol import now_iso
+from llmgine_daemon.store.errors import SchemaTooNew
 
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[tuple[int, str, Migration]] = []
@@ -37,14 +39,26 @@ def run_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(statement)
 
 
+def check_known(done: set[int]) -> None:
+    """Refuse a database migrated by newer code (versions this code does not have)."""
+    unknown = sorted(done - {version for version, _, _ in MIGRATIONS})
+    if unknown:
+        raise SchemaTooNew(
+            f"the database schema is newer than this llmgined (it has migration(s) {', '.join(map(str, unknown))}"
+            f" this version {__version__} does not know); upgrade llmgined"
+        )
+
+
 def apply_migrations(conn: sqlite3.Connection, *, telemetry: bool = False) -> list[int]:
     """Run the migrations this database (the main one, or ``telemetry``) has not seen; returns
-    the versions applied."""
+    the versions applied. A database with migrations this code does not know is refused
+    (``SchemaTooNew``)."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
     done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    check_known(done)
     applied = []
     for version, name, fn in MIGRATIONS:
         if version in done or (version in TELEMETRY_VERSIONS) != telemetry:

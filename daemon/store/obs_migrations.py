@@ -7,6 +7,9 @@ import sqlite3
 
 from llmgine_daemon.store.migrations import migration, run_script
 
+# The telemetry store's tables (on PostgreSQL they share the database with the rest).
+TELEMETRY_TABLES = ("logs", "spans")
+
 
 @migration(40, "observability: logs and spans")
 def m040_logs_spans(conn: sqlite3.Connection) -> None:

@@ -43,6 +43,8 @@ def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
 async def adopt_legacy(main: Store, telemetry: Store) -> int:
     """Move the logs and spans a main database from before the split still holds; returns how
     many rows were copied."""
+    if main.backend != "sqlite":  # on PostgreSQL they were never in the main store
+        return 0
     try:
         return await _adopt(main, telemetry)
     except sqlite3.Error as exc:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
-from llmgine_daemon.protocol import Batch, Command
+from llmgine_daemon.protocol import COMMAND_STATUSES, Batch, Command
 
 from llmgine_cli import completion, hot
 from llmgine_cli.commands import waiting
@@ -109,6 +109,25 @@ NoWait = Annotated[
 ]
 
 
+def retry_metadata(retries: int | None, backoff: str | None, retry_on: list[str] | None) -> dict[str, Any]:
+    """--retries/--backoff/--retry-on as metadata.retries/backoff/retry_on."""
+    metadata: dict[str, Any] = {}
+    if retries is not None:
+        metadata["retries"] = retries
+    if backoff:
+        kind, *rest = backoff.split(":")
+        if kind not in ("fixed", "exponential") or len(rest) > 2:
+            raise typer.BadParameter("use fixed or exponential, then :BASE and :CAP seconds", param_hint="--backoff")
+        try:
+            numbers = [float(x) for x in rest]
+        except ValueError:
+            raise typer.BadParameter("BASE and CAP are seconds", param_hint="--backoff") from None
+        metadata["backoff"] = {"type": kind, **dict(zip(("base", "cap"), numbers, strict=False))}
+    if retry_on:
+        metadata["retry_on"] = retry_on
+    return metadata
+
+
 def finish_command(
     app_ctx: AppContext,
     record: Any,
@@ -175,6 +194,43 @@ def run(
         typer.Option("--cancel-on-interrupt", help="Ctrl-C cancels the command (default: it continues in the daemon)."),
     ] = False,
     on_done: OnDone = None,
+    after: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--after",
+            metavar="ID",
+            help="Run only after this command (full id, any session you may see) ended; it stays "
+            "blocked until then. Repeatable.",
+        ),
+    ] = None,
+    after_policy: Annotated[
+        str | None,
+        typer.Option(
+            "--after-policy",
+            metavar="POLICY",
+            callback=choices("completed", "always"),
+            help="completed (default): cancelled if one of --after did not complete; always: runs anyway.",
+        ),
+    ] = None,
+    retries: Annotated[
+        int | None,
+        typer.Option(
+            "--retries", min=0, max=100, help="Try a failed attempt again up to this many times (metadata.retries)."
+        ),
+    ] = None,
+    backoff: Annotated[
+        str | None,
+        typer.Option(
+            "--backoff",
+            metavar="TYPE[:BASE[:CAP]]",
+            help="Delay between attempts: exponential (default, base 1 s, cap 300 s) or fixed, "
+            "e.g. exponential:2:60 or fixed:5.",
+        ),
+    ] = None,
+    retry_on: Annotated[
+        list[str] | None,
+        typer.Option("--retry-on", metavar="CODE", help="Retry only on this error code. Repeatable."),
+    ] = None,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -184,12 +240,19 @@ def run(
         raise typer.BadParameter("--on-done runs when the command ends: it needs the waiting --no-wait skips")
     parameters = {**parse_object(params, "--params"), **parse_pairs(param, "--param")}
     metadata = command_metadata(priority.value if priority else None, timeout)
+    metadata.update(retry_metadata(retries, backoff, retry_on))
     if follow and not no_wait:
         from llmgine_cli.commands.event_tail import follow_command
 
         def submit() -> Command:
             return app_ctx.client().submit_command(
-                session, command_type, parameters, metadata, idempotency_key=idempotency_key
+                session,
+                command_type,
+                parameters,
+                metadata,
+                idempotency_key=idempotency_key,
+                after=after or (),
+                after_policy="always" if after_policy == "always" else "completed",
             )
 
         record = follow_command(app_ctx, session, submit, output)
@@ -215,6 +278,8 @@ def run(
         quiet=quiet,
         cancel_on_interrupt=cancel_on_interrupt,
         on_done=on_done,
+        after=after,
+        after_policy=after_policy,
     )
     if code:
         raise typer.Exit(code)
@@ -261,15 +326,16 @@ def list_(
         str | None,
         typer.Option(
             "--status",
-            callback=choices(
-                "queued", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted", several=True
-            ),
-            help="queued, executing, completed, failed, timed_out, "
+            callback=choices(*COMMAND_STATUSES, several=True),
+            help="queued, blocked, executing, completed, failed, timed_out, "
             "cancelled or interrupted; comma-separated for several.",
         ),
     ] = None,
     command_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this command type.")] = None,
     batch: Annotated[str | None, typer.Option("--batch", metavar="ID", help="Only this batch.")] = None,
+    dead: Annotated[
+        bool, typer.Option("--dead", help="Only dead letters: failed or timed out after being retried.")
+    ] = False,
     limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many.")] = 50,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
     output: Output = None,
@@ -278,7 +344,7 @@ def list_(
     """List a session's commands, newest first."""
     app_ctx = state(ctx)
     page = app_ctx.client().list_commands(
-        session, status=status, command_type=command_type, batch_id=batch, limit=limit, offset=offset
+        session, status=status, command_type=command_type, batch_id=batch, limit=limit, offset=offset, dead=dead
     )
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
     shown = len(page.commands)
@@ -298,12 +364,36 @@ def wait(
     any_: waiting.Any_ = False,
     status: waiting.Status = None,
     timeout: waiting.WaitTimeout = None,
+    on_done: OnDone = None,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """Wait until the commands finished (or reached --status) and print them: exit 0 if all
-    completed, 1 if one did not, 7 on --timeout."""
-    waiting.wait_command(state(ctx), command_ids, any_, status, timeout, output, quiet)
+    completed, 1 if one did not, 7 on --timeout. --on-done runs once per command that ended."""
+    waiting.wait_command(state(ctx), command_ids, any_, status, timeout, output, quiet, on_done)
+
+
+@app.command("retry")
+def retry(
+    ctx: typer.Context,
+    session: SessionOpt,
+    command_ids: Annotated[
+        list[str] | None, typer.Argument(metavar="[ID]...", help="The commands' full ids (of --session).")
+    ] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Every failed or timed-out command of the session.")] = False,
+    dead: Annotated[bool, typer.Option("--dead", help="Every dead letter of the session.")] = False,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run finished commands again (same ids, attempt + 1): those named, or --failed, or --dead.
+    Exit 6 if one has not finished or completed; `llmgine command wait ID...` waits for them."""
+    if not command_ids and not (failed or dead):
+        raise typer.BadParameter("name the commands, or give --failed or --dead", param_hint="ID")
+    app_ctx = state(ctx)
+    page = app_ctx.client().retry_commands(session, command_ids or [], failed=failed, dead=dead)
+    render(app_ctx.env, page, LIST_VIEW, output, quiet)
+    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain"):
+        app_ctx.env.err(f"{len(page.commands)} command(s) queued again")
 
 
 @app.command("cancel")

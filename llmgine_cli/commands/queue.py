@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
+from llmgine_daemon.protocol import UNFINISHED_STATUSES
 
 from llmgine_cli.commands.args import choices
 from llmgine_cli.options import Output, Quiet, state
@@ -21,7 +22,7 @@ from llmgine_cli.render import Column, View, human_ms, render, resolve_format
 
 app = typer.Typer()
 
-UNFINISHED = ("queued", "blocked", "executing")
+UNFINISHED = UNFINISHED_STATUSES
 PS_VIEW = View(
     columns=(
         Column("ID", "command_id"),

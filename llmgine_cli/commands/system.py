@@ -6,10 +6,12 @@ auto-starts the daemon: starting one just to probe or stop it would be absurd.
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render
+from llmgine_cli.render import View, builtins, render, resolve_format
 from llmgine_cli.status import ExitStatus
 
 app = typer.Typer()
@@ -31,9 +33,23 @@ def health(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> N
 
 @app.command("status")
 def status(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """Show the daemon's version, uptime, listeners, storage and counts (-q: its pid)."""
+    """Show the daemon's version, uptime, listeners, storage, counts and the nodes sharing its
+    database with their leases (-q: its pid)."""
     app_ctx = state(ctx)
-    render(app_ctx.env, app_ctx.client(autostart=False).status(), STATUS_VIEW, output, quiet)
+    render_status(app_ctx.env, app_ctx.client(autostart=False).status(), output, quiet)
+
+
+def render_status(env: Any, status: Any, output: Output, quiet: bool) -> None:
+    """A status; in a table, the cluster's nodes one line each (id, pid, leases held)."""
+    data = builtins(status)
+    cluster = data.get("cluster") if isinstance(data, dict) else None
+    if isinstance(cluster, dict) and resolve_format(env, output) not in ("json", "jsonl"):
+        cluster["nodes"] = "\n".join(
+            f"{n['node_id']}  pid {n['pid']}  {n['leases']} lease{'s' if n['leases'] != 1 else ''}"
+            + ("  (this node)" if n["node_id"] == cluster["node_id"] else "")
+            for n in cluster.get("nodes") or []
+        )
+    render(env, data, STATUS_VIEW, output, quiet)
 
 
 @app.command("shutdown")

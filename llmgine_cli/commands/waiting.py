@@ -15,13 +15,15 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
+from llmgine_daemon.protocol import COMMAND_STATUSES
+from llmgine_daemon.protocol import TERMINAL_STATUSES as TERMINAL
 
 from llmgine_cli.commands.args import LONG_POLL_S, choices, summary
 from llmgine_cli.context import AppContext
 from llmgine_cli.render import Column, View, render, resolve_format
 from llmgine_cli.status import ExitStatus
 
-WAITABLE = ("queued", "blocked", "executing", "completed", "failed", "timed_out", "cancelled", "interrupted")
+WAITABLE = COMMAND_STATUSES
 
 WAIT_VIEW = View(
     columns=(
@@ -71,8 +73,10 @@ def wait_and_report(
     timeout: float | None = None,
     output: Any = None,
     quiet: bool = False,
+    on_done: str | None = None,
 ) -> int:
-    """Wait (in long requests), print the commands, return the exit code."""
+    """Wait (in long requests), print the commands, run ``on_done`` once per command that
+    ended (llmgine_cli/on_done.py), return the exit code."""
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
     client = app_ctx.client()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -98,6 +102,12 @@ def wait_and_report(
     ok = set(statuses) if statuses else {"completed"}
     by_id = {c.command_id: c for c in result.commands}
     judged = [by_id[i] for i in result.reached] if any_ else result.commands
+    if on_done:
+        from llmgine_cli.on_done import run_hook
+
+        for c in judged:
+            if c.status in TERMINAL:
+                run_hook(app_ctx.env, on_done, msgspec.to_builtins(c))
     good = any(c.status in ok for c in judged) if any_ else all(c.status in ok for c in judged)
     return ExitStatus.OK if good else ExitStatus.ERROR
 
@@ -110,7 +120,10 @@ def wait_command(
     timeout: float | None,
     output: Any,
     quiet: bool,
+    on_done: str | None = None,
 ) -> None:
-    code = wait_and_report(app_ctx, command_ids, any_=any_, status=status, timeout=timeout, output=output, quiet=quiet)
+    code = wait_and_report(
+        app_ctx, command_ids, any_=any_, status=status, timeout=timeout, output=output, quiet=quiet, on_done=on_done
+    )
     if code:
         raise typer.Exit(code)

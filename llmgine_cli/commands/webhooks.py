@@ -91,7 +91,8 @@ def add(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Register a webhook and print it with its secret (shown this once: keep it to verify signatures)."""
+    """Register a webhook and print it with its secret (shown this once: keep it to verify
+    signatures; -q prints only the id, -o json the secret too)."""
     app_ctx = state(ctx)
     secret = sys.stdin.read().strip() if secret_stdin else None
     hook = app_ctx.client().create_webhook(url, events=event or ["*"], session_id=session, secret=secret)

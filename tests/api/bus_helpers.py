@@ -17,6 +17,13 @@ async def session_with_engine(client: Any, **configuration: Any) -> tuple[str, s
     return sid, engine["engine_id"]
 
 
+async def token_session_with_engine(client: Any) -> tuple[str, dict[str, str]]:
+    """A session with a DummyEngine, and headers that authenticate as its session token."""
+    session = await create_session(client)
+    await create_engine(client, session["session_id"])
+    return session["session_id"], {"Authorization": f"Bearer {session['session_token']}"}
+
+
 async def create_engine(client: Any, sid: str, **configuration: Any) -> dict[str, Any]:
     resp = await client.post(
         "/api/engines",

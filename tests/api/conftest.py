@@ -8,6 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.api.llm_helpers import provider_env
+from tests.backends import database_url, pytest_generate_tests  # noqa: F401 - both backends
 from tests.fakes.provider import FakeProvider
 
 

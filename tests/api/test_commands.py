@@ -40,6 +40,7 @@ RECORD_FIELDS = {
     "duration_ms",
     "batch_id",
     "trace_id",
+    "attempt",
 }
 
 

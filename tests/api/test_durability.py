@@ -9,12 +9,14 @@ import sqlite3
 import time
 from typing import Any
 
+import pytest
 from llmgine_daemon.api.keys import BUS, DATABASE, OBSERVABILITY, SETTINGS
 from llmgine_daemon.store.db import Store
 from llmgine_daemon.store.telemetry import telemetry_path
 
 from tests.api.bus_helpers import get_command, session_with_engine, submit
 from tests.conftest import assert_envelope, create_session
+from tests.dbtools import open_db
 from tests.eventually import eventually
 
 
@@ -46,6 +48,7 @@ async def stored_fill_events(client: Any, sid: str) -> set[int]:
 # -- database locked by another process ---------------------------------------------------------
 
 
+@pytest.mark.sqlite_only(reason="another process holding SQLite's file lock")
 async def test_locked_database_answers_503_and_reads_keep_working(make_client):
     client = await make_client(LLMGINE_DB_BUSY_TIMEOUT="0.3")
     sid = (await create_session(client))["session_id"]
@@ -74,6 +77,7 @@ async def test_locked_database_answers_503_and_reads_keep_working(make_client):
 # -- disk full ------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only(reason="a full disk is SQLite's page limit here")
 async def test_disk_full_507_reads_work_and_recovers(make_client):
     client = await make_client()
     store = client.app[BUS].store
@@ -109,6 +113,7 @@ async def test_disk_full_507_reads_work_and_recovers(make_client):
     integrity.close()
 
 
+@pytest.mark.sqlite_only(reason="a full disk is SQLite's page limit here")
 async def test_command_finishing_on_a_full_disk_is_recorded_once_space_returns(make_client):
     client = await make_client()
     store = client.app[BUS].store
@@ -177,6 +182,9 @@ async def test_retention_by_age_prunes_old_events_logs_and_spans(make_client):
         )
 
     def backdate_telemetry(conn: sqlite3.Connection) -> None:  # in the telemetry database
+        # Before what start-up logged and traced (ids follow time), so the old rows are first.
+        conn.execute("DELETE FROM logs")
+        conn.execute("DELETE FROM spans")
         conn.execute(
             "INSERT INTO logs (timestamp, level, levelno, logger, message, source)"
             " VALUES (?, 'info', 20, 't', 'old', 'daemon')",
@@ -199,15 +207,15 @@ async def test_retention_by_age_prunes_old_events_logs_and_spans(make_client):
     # The old log and span are gone (below). Which pass removed them is not asserted: the
     # background pass of start-up can meet them first on a loaded machine (seen once, -n 4).
     assert await stored_fill_events(client, sid) == {0, 1, 2}
-    db = sqlite3.connect(telemetry_path(client.app[SETTINGS].database_path))
-    assert db.execute("SELECT COUNT(*) FROM logs WHERE message = 'old'").fetchone()[0] == 0
-    assert db.execute("SELECT COUNT(*) FROM spans WHERE name = 'old'").fetchone()[0] == 0
-    db.close()
+    with open_db(client, telemetry=True) as db:
+        assert db.execute("SELECT COUNT(*) FROM logs WHERE message = 'old'").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM spans WHERE name = 'old'").fetchone()[0] == 0
 
 
 # -- db stats and vacuum -----------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only(reason="the database files' sizes and WAL (PostgreSQL: tests/e2e/test_postgres.py)")
 async def test_db_stats_and_vacuum(make_client):
     client = await make_client()
     sid = (await create_session(client))["session_id"]
@@ -283,6 +291,7 @@ def _tables(path) -> set[str]:
         db.close()
 
 
+@pytest.mark.sqlite_only(reason="moving logs and spans out of an old SQLite file")
 async def test_logs_and_spans_of_a_database_from_before_the_split_are_moved(make_client, make_settings):
     path = make_settings().database_path
     _old_database(path, 6000)  # more than one copy batch
@@ -305,6 +314,7 @@ async def test_logs_and_spans_of_a_database_from_before_the_split_are_moved(make
     assert (await resp.json())["id"] > 6000
 
 
+@pytest.mark.sqlite_only(reason="moving logs and spans out of an old SQLite file")
 async def test_moved_logs_never_reuse_the_ids_of_pruned_ones(make_client, make_settings):
     """The newest 5 of 10 were pruned before the move: the next ids are above 10, not from 6
     on, so a client that had seen id 10 (``?after=10``) sees the records after it."""
@@ -318,6 +328,7 @@ async def test_moved_logs_never_reuse_the_ids_of_pruned_ones(make_client, make_s
     assert all(r["id"] > 10 for r in after["logs"])
 
 
+@pytest.mark.sqlite_only(reason="moving logs and spans out of an old SQLite file")
 async def test_a_move_cut_short_is_finished_at_the_next_start(make_client, make_settings):
     """A crash after some rows were copied and before the old tables were dropped: the next
     start copies the rest, skipping what is there, and nothing is doubled."""

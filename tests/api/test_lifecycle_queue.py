@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.api.bus_helpers import BLOCK_MS, cancel, session_with_engine, submit
+from tests.api.bus_helpers import BLOCK_MS, cancel, session_with_engine, submit, token_session_with_engine
 from tests.conftest import assert_envelope
 
 
@@ -42,17 +42,10 @@ async def test_queue_across_sessions_with_positions(app_client):
 
 
 async def test_a_session_token_sees_only_its_session(app_client):
-    resp = await app_client.post("/api/sessions", json={})
-    session = await resp.json()
-    sid, token = session["session_id"], session["session_token"]
-    resp = await app_client.post(
-        "/api/engines", json={"engine_type": "DummyEngine", "session_id": sid, "model_name": "m", "configuration": {}}
-    )
-    assert resp.status == 201
+    sid, as_token = await token_session_with_engine(app_client)
     other, _ = await session_with_engine(app_client)
     own = await submit(app_client, sid, "mine", delay_ms=BLOCK_MS)
     foreign = await submit(app_client, other, "theirs", delay_ms=BLOCK_MS)
-    as_token = {"Authorization": f"Bearer {token}"}
     view = await queue(app_client, headers=as_token)
     assert [c["command_id"] for c in view["commands"]] == [own["command_id"]]
     assert view["counts"] == {"executing": 1} and view["sandbox_busy"] is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.api.bus_helpers import BLOCK_MS, cancel, session_with_engine, submit
+from tests.api.bus_helpers import BLOCK_MS, cancel, session_with_engine, submit, token_session_with_engine
 from tests.conftest import assert_envelope
 
 
@@ -81,17 +81,10 @@ async def test_unknown_ids_and_bad_bodies_are_refused(app_client):
 
 
 async def test_a_session_token_waits_only_for_its_own_session(app_client):
-    resp = await app_client.post("/api/sessions", json={})
-    session = await resp.json()
-    sid, token = session["session_id"], session["session_token"]
+    sid, as_token = await token_session_with_engine(app_client)
     other, _ = await session_with_engine(app_client)
-    resp = await app_client.post(
-        "/api/engines", json={"engine_type": "DummyEngine", "session_id": sid, "model_name": "m", "configuration": {}}
-    )
-    assert resp.status == 201
     own = await submit(app_client, sid, "mine")
     foreign = await submit(app_client, other, "theirs")
-    as_token = {"Authorization": f"Bearer {token}"}
     answer = await wait(app_client, headers=as_token, command_ids=[own["command_id"]], timeout=30)
     assert answer["commands"][0]["status"] == "completed"
     body = await wait(app_client, 404, headers=as_token, command_ids=[foreign["command_id"]], timeout=1)

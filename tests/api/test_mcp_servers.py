@@ -100,6 +100,8 @@ async def test_stdio_server_tools_are_the_sessions_tools(app_client: Any, home: 
         assert add["parameters"]["required"] == ["a", "b"]
         one = await (await app_client.get(f"/api/sessions/{sid}/tools/fake.add")).json()
         assert one["name"] == "fake.add"
+        openai = await (await app_client.get(f"/api/sessions/{sid}/tools", params={"format": "openai"})).json()
+        assert "fake-add" in [t["function"]["name"] for t in openai]  # a name providers accept
 
         result = await execute_tool(app_client, sid, "fake.add", a=2, b=40)
         assert result["error"] is None and result["result"] == {"result": 42}
@@ -117,6 +119,9 @@ async def test_stdio_server_tools_are_the_sessions_tools(app_client: Any, home: 
     assert executed[0]["tool_name"] == "fake.add" and executed[0]["result"] == {"result": 42}
     traces = (await (await app_client.get("/api/observability/traces", params={"session_id": sid})).json())["traces"]
     assert traces
+    exposition = await (await app_client.get("/metrics")).text()
+    counted = [line for line in exposition.splitlines() if line.startswith("llmgine_mcp_tool_calls_total{")]
+    assert any('server="fake"' in line and 'outcome="ok"' in line for line in counted), counted
 
 
 async def test_a_crashed_server_is_restarted(app_client: Any) -> None:
@@ -186,6 +191,20 @@ async def test_hosts_outside_the_allowed_list_are_refused(app_client: Any) -> No
     assert_envelope(error, "VALIDATION_ERROR")
     error = await add_server(app_client, None, expect=422, name="bad.name", **STDIO)
     assert_envelope(error, "VALIDATION_ERROR")
+    error = await add_server(app_client, None, expect=422, name="missing", command="/no/such/program")
+    assert "not found" in assert_envelope(error, "VALIDATION_ERROR")["details"]["issue"]
+    error = await add_server(app_client, None, expect=422, name="creds", url="http://u:p@127.0.0.1:1/mcp")
+    assert_envelope(error, "VALIDATION_ERROR")
+
+
+async def test_a_names_addresses_are_checked_before_connecting(make_client: Any, http_server: str) -> None:
+    """A name may be allowed while the addresses it resolves to are not (DNS rebinding): the
+    registration passes, the connection is refused."""
+    client = await make_client(LLMGINE_MCP_ALLOWED_HOSTS="localhost")
+    server = await add_server(client, None, name="web", url=http_server.replace("127.0.0.1", "localhost"))
+    assert server["status"] == "failed" and "resolves to" in server["last_error"], server
+    error = await add_server(client, None, expect=403, name="direct", url=http_server)
+    assert assert_envelope(error, "FORBIDDEN")["details"]["setting"] == "mcp.allowed_hosts"
 
 
 async def test_session_tokens_cannot_run_host_commands(make_client: Any, http_server: str) -> None:
@@ -242,6 +261,11 @@ async def test_a_toolchat_engine_calls_mcp_tools(llm_client: Any, fake: FakeProv
     engine = await create_llm_engine(client, engine_type="ToolChatEngine", model=MODELS[kind])
     sid = engine["session_id"]
     await add_server(client, sid, name="fake", **STDIO)
+    gated = await add_server(client, sid, name="gated", requires_approval=True, **STDIO)
+    assert gated["requires_approval"] is True
+    listed = (await (await client.get(f"/api/sessions/{sid}/tools")).json())["tools"]
+    assert {t["name"]: t["requires_approval"] for t in listed if t["server"]}["gated.add"] is True
+    assert {t["name"]: t["requires_approval"] for t in listed if t["server"]}["fake.add"] is False
     # Providers allow no "." in a function name: the model is offered fake-add.
     fake.script(Reply("Adding.", tool_calls=[("fake-add", {"a": 20, "b": 22})]))
     record = await execute(client, engine["engine_id"], "What is 20 + 22?")
@@ -254,3 +278,20 @@ async def test_a_toolchat_engine_calls_mcp_tools(llm_client: Any, fake: FakeProv
     executed = [d for t, d in seen if t == "ToolExecuted"]
     assert calls[0]["tool_name"] == "fake.add" and executed[0]["result"] == {"result": 42}
     assert executed[0]["call_id"]
+
+
+async def test_an_mcp_servers_tools_can_wait_for_approval(llm_client: Any, fake: FakeProvider) -> None:
+    from tests.api.test_approvals import command, decide, pending
+
+    client = await llm_client()
+    engine = await create_llm_engine(client, engine_type="ToolChatEngine", model=MODELS["openai"])
+    sid = engine["session_id"]
+    await add_server(client, sid, name="gated", requires_approval=True, **STDIO)
+    fake.script(Reply(tool_calls=[("gated-add", {"a": 1, "b": 2})]))
+    record = await execute(client, engine["engine_id"], "1 + 2?", wait=0)
+    approval = await pending(client, sid)
+    assert approval["tool_name"] == "gated.add" and approval["arguments"] == {"a": 1, "b": 2}
+    assert (await command(client, sid, record["command_id"]))["status"] == "waiting_approval"
+    await decide(client, sid, approval["approval_id"], decision="approve", arguments={"a": 40, "b": 2})
+    done = await command(client, sid, record["command_id"], wait=20)
+    assert done["status"] == "completed" and "42" in done["result"]["text"], done

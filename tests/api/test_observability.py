@@ -5,16 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import sqlite3
 
 import pytest
 from aiohttp import web
-from llmgine_daemon.api.keys import BUS, OBSERVABILITY, SETTINGS
+from llmgine_daemon.api.keys import BUS, OBSERVABILITY
 from llmgine_daemon.sandbox.pool import SandboxUnavailable
-from llmgine_daemon.store.telemetry import telemetry_path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import assert_envelope, create_session
+from tests.dbtools import dump_all, open_db
 
 TP = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]$")
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -83,9 +82,8 @@ async def test_traceparent_continued_and_returned(app_client):
 
     # the event recorded by that request carries its trace id
     session = await resp.json()
-    db = sqlite3.connect(app_client.app[SETTINGS].database_path)
-    [(event_trace,)] = db.execute("SELECT trace_id FROM events WHERE session_id = ?", (session["session_id"],))
-    db.close()
+    with open_db(app_client) as db:
+        [(event_trace,)] = db.execute("SELECT trace_id FROM events WHERE session_id = ?", (session["session_id"],))
     assert event_trace == CLIENT_TRACE
 
 
@@ -133,9 +131,8 @@ async def test_tracing_disabled_records_nothing(make_client):
     assert (await get_json(client, "/api/observability/traces"))["traces"] == []
     body = await get_json(client, f"/api/observability/traces/{CLIENT_TRACE}", status=404)
     assert "disabled" in body["error"]["message"]
-    db = sqlite3.connect(telemetry_path(client.app[SETTINGS].database_path))
-    assert db.execute("SELECT COUNT(*) FROM spans").fetchone()[0] == 0
-    db.close()
+    with open_db(client, telemetry=True) as db:
+        assert db.execute("SELECT COUNT(*) FROM spans").fetchone()[0] == 0
 
 
 # -- logs ----------------------------------------------------------------------------------------
@@ -245,12 +242,7 @@ async def test_secrets_never_logged_or_traced(route_client):
     await client.get(f"/api/sessions/{sid}/test-log", headers=auth)
     await post_log_auth(client, auth, message="token is Bearer abcdefghijkl", metadata={"password": "pw"})
     await get_json(client, "/api/observability/logs", headers=auth)  # flush
-    path = client.app[SETTINGS].database_path
-    dump = ""
-    for file in (path, telemetry_path(path)):  # every row of both databases
-        db = sqlite3.connect(file)
-        dump += "\n".join(db.iterdump())
-        db.close()
+    dump = dump_all(client)  # every row of both databases
     assert "s3cret-key-value" not in dump and "abcdefghijkl" not in dump and "'pw'" not in dump
     assert "Bearer [redacted]" in dump
 
@@ -268,11 +260,10 @@ async def test_log_retention_bound(make_client):
     kept = await get_json(client, "/api/observability/logs?limit=1000")
     assert len(kept["logs"]) <= 10
     assert kept["logs"][-1]["message"] in ("m29",) or kept["logs"][-1]["id"] > ids[-1]
-    db = sqlite3.connect(telemetry_path(client.app[SETTINGS].database_path))
     await get_json(client, "/api/observability/traces")  # flush spans
-    assert db.execute("SELECT COUNT(*) FROM logs").fetchone()[0] <= 10
-    assert db.execute("SELECT COUNT(*) FROM spans").fetchone()[0] <= 15
-    db.close()
+    with open_db(client, telemetry=True) as db:
+        assert db.execute("SELECT COUNT(*) FROM logs").fetchone()[0] <= 10
+        assert db.execute("SELECT COUNT(*) FROM spans").fetchone()[0] <= 15
 
 
 # -- metrics -------------------------------------------------------------------------------------

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
-
+import pytest
 from llmgine_daemon.api.keys import BUS
 
 from tests.conftest import assert_envelope, create_session
+from tests.dbtools import open_db
 
 
 async def test_create_minimal_and_full(app_client):
@@ -58,7 +58,7 @@ async def test_delete_ends_session_keeps_history(app_client, home):
     # History stays readable, with SessionStarted and SessionEnded in the log.
     again = await (await app_client.get(f"/api/sessions/{sid}")).json()
     assert again["status"] == "closed" and again["counts"]["events"] == 2
-    with sqlite3.connect(home / "data" / "llmgine.db") as conn:
+    with open_db(app_client) as conn:
         types = [r[0] for r in conn.execute("SELECT event_type FROM events WHERE session_id = ? ORDER BY seq", (sid,))]
     assert types == ["SessionStarted", "SessionEnded"]
     # Ending it again is harmless and returns the same record.
@@ -67,7 +67,7 @@ async def test_delete_ends_session_keeps_history(app_client, home):
 
 async def test_delete_cancels_queued_commands_and_releases(app_client, home):
     sid = (await create_session(app_client))["session_id"]
-    with sqlite3.connect(home / "data" / "llmgine.db") as conn:
+    with open_db(app_client) as conn:
         conn.execute(
             "INSERT INTO commands (command_id, session_id, command_type, status, created_at)"
             " VALUES ('c1', ?, 'T', 'queued', '2024-01-01T00:00:00Z')",
@@ -79,7 +79,7 @@ async def test_delete_cancels_queued_commands_and_releases(app_client, home):
             (sid,),
         )
     await app_client.delete(f"/api/sessions/{sid}")
-    with sqlite3.connect(home / "data" / "llmgine.db") as conn:
+    with open_db(app_client) as conn:
         assert conn.execute("SELECT status FROM commands WHERE command_id = 'c1'").fetchone()[0] == "cancelled"
         assert conn.execute("SELECT COUNT(*) FROM tools WHERE session_id = ?", (sid,)).fetchone()[0] == 0
 
@@ -91,7 +91,7 @@ async def test_purge_removes_everything(app_client, home):
     resp = await app_client.get(f"/api/sessions/{sid}")
     assert resp.status == 404
     assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
-    with sqlite3.connect(home / "data" / "llmgine.db") as conn:
+    with open_db(app_client) as conn:
         assert conn.execute("SELECT COUNT(*) FROM events WHERE session_id = ?", (sid,)).fetchone()[0] == 0
 
 
@@ -155,9 +155,9 @@ async def handle(event, ctx):
 """
 
 
-def counts_in_file(path, sid):
-    """The session's counts, straight from the database file (five plain queries)."""
-    with sqlite3.connect(path) as conn:
+def counts_in_file(client, sid):
+    """The session's counts, straight from the database (five plain queries)."""
+    with open_db(client) as conn:
 
         def one(sql):
             return conn.execute(sql, (sid,)).fetchone()[0]
@@ -198,7 +198,7 @@ async def test_counts_are_exact_for_every_kind(app_client, home):
     )
     assert resp.status == 201, await resp.text()
 
-    db = home / "data" / "llmgine.db"
+    db = app_client
     got = (await (await app_client.get(f"/api/sessions/{sid}")).json())["counts"]
     assert got == counts_in_file(db, sid)
     assert got["commands"] == 3 and got["engines"] == 1 and got["tools"] == 1 and got["handlers"] == 1
@@ -214,6 +214,7 @@ async def test_counts_are_exact_for_every_kind(app_client, home):
     assert again == ended["counts"] and again["events"] == got["events"] + 1
 
 
+@pytest.mark.sqlite_only(reason="point reads on the event loop (and moved off it) are the SQLite store's")
 async def test_a_long_session_reads_right_on_and_off_the_loop(app_client, home):
     """30,000 events: the session's counts are one lookup (on the loop); counting them for a page
     of the listing is a scan, which leaves the loop for the reader's thread - same answers."""
@@ -260,5 +261,5 @@ async def test_counts_without_their_row_are_counted(app_client, home):
         lambda c: c.execute("DELETE FROM session_counts WHERE session_id = ?", (sid,))
     )
     got = await (await app_client.get(f"/api/sessions/{sid}")).json()
-    assert got["counts"] == counts_in_file(home / "data" / "llmgine.db", sid)
+    assert got["counts"] == counts_in_file(app_client, sid)
     assert got["counts"]["events"] == 2

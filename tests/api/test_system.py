@@ -19,15 +19,24 @@ async def test_health(app_client):
     assert resp.headers["X-Llmgine-Version"] == __version__
 
 
-async def test_status_counts_storage(app_client, home):
+async def test_status_counts_storage(app_client, home, database_url):
     await create_session(app_client)
     body = await (await app_client.get("/api/status")).json()
     assert body["version"] == __version__ and body["pid"] == os.getpid()
-    assert body["storage"]["backend"] == "sqlite"
-    assert body["storage"]["path"] == str(home / "data" / "llmgine.db")
+    if database_url is None:
+        assert body["storage"]["backend"] == "sqlite"
+        assert body["storage"]["path"] == str(home / "data" / "llmgine.db")
+    else:  # the URL without its password
+        assert body["storage"]["backend"] == "postgresql"
+        user, _, rest = database_url.removeprefix("postgresql://").partition(":")
+        assert body["storage"]["path"] == f"postgresql://{user}@{rest.split('@', 1)[1]}"
     assert body["storage"]["size_bytes"] > 0
     assert body["counts"]["sessions"] == 1 and body["counts"]["events"] == 1
     assert isinstance(body["listeners"], list)
+    # One node, the whole bus: no leases, no heartbeat (bus/cluster.py's LocalCluster).
+    cluster = body["cluster"]
+    assert cluster["backend"] == "sqlite" and cluster["lease_timeout"] == 15.0
+    assert [(n["node_id"], n["pid"], n["leases"]) for n in cluster["nodes"]] == [(cluster["node_id"], os.getpid(), 0)]
 
 
 async def test_config_sources_and_redaction(make_client, home):

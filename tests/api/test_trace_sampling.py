@@ -9,15 +9,13 @@ in any fraction above 0 and one ending in ``ffffffff`` in none below 1.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
-
-from llmgine_daemon.api.keys import SETTINGS
 
 from tests.api.bus_helpers import DUMMY, session_with_engine
 from tests.api.test_observability import TP, get_json, scrape
 from tests.api.test_usercode_observability import spans
 from tests.conftest import assert_envelope, create_session
+from tests.dbtools import open_db
 
 SAMPLED = "4bf92f3577b34da6a3ce9290" + "00000000"
 UNSAMPLED = "4bf92f3577b34da6a3ce9291" + "ffffffff"
@@ -64,11 +62,8 @@ async def test_unsampled_trace_keeps_its_id_and_says_it_was_not_sampled(make_cli
     assert resp.status == 200
     trace_id, _ = TP.match(resp.headers["traceparent"]).groups()
     assert trace_id == UNSAMPLED and resp.headers["traceparent"].endswith("-00")
-    db = sqlite3.connect(client.app[SETTINGS].database_path)
-    try:
+    with open_db(client) as db:
         event_traces = {t for (t,) in db.execute("SELECT trace_id FROM events WHERE session_id = ?", (sid,))}
-    finally:
-        db.close()
     assert record["trace_id"] in event_traces
 
     answer = await get_json(client, f"/api/observability/traces/{UNSAMPLED}", status=404)

@@ -97,8 +97,14 @@ async def test_matching_events_are_delivered_signed(make_client, receiver):
     assert payload["type"] == "Test.Ping"
     assert payload["data"]["session_id"] == s["session_id"] and payload["data"]["data"] == {"n": 1}
     assert headers["Content-Type"] == "application/json"
-    # The later event was the one delivered: the two before it were judged already.
-    rows = await eventually(lambda: deliveries(client, hook["webhook_id"]))
+    # The later event was the one delivered: the two before it were judged already. (The
+    # receiver answers before the daemon records the attempt: wait for the record.)
+
+    async def recorded() -> list[dict[str, Any]]:
+        rows = await deliveries(client, hook["webhook_id"])
+        return rows if rows and rows[0]["status"] != "pending" else []
+
+    rows = await eventually(recorded)
     assert [(d["event_type"], d["status"]) for d in rows] == [("Test.Ping", "delivered")]
     assert rows[0]["delivery_id"] == headers["webhook-id"]
     assert [(a["attempt"], a["status_code"], a["error"]) for a in rows[0]["history"]] == [(1, 204, None)]
@@ -232,3 +238,19 @@ async def test_limits_per_session_and_in_all(make_client, receiver):
     assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
     resp = await client.post("/api/webhooks", json={"url": receiver.url, "secret": "whsec_short"})
     assert_envelope(await resp.json(), "VALIDATION_ERROR")
+
+
+async def test_ended_deliveries_are_forgotten_after_keep_days(make_client, receiver):
+    client = await make_client(LLMGINE_WEBHOOK_KEEP_DAYS="0.00001")  # under a second
+    s = await create_session(client)
+    hook = await register(client, url=receiver.url, events=["Ping"], session_id=s["session_id"])
+    await client.post(f"/api/sessions/{s['session_id']}/events", json={"event_type": "Ping"})
+    await eventually(lambda: receiver.requests, message="a delivery")
+
+    async def forgotten() -> bool:
+        page = await (await client.get(f"/api/webhooks/{hook['webhook_id']}/deliveries")).json()
+        return page["total"] == 0
+
+    await eventually(forgotten, timeout=20)
+    got = await (await client.get(f"/api/webhooks/{hook['webhook_id']}")).json()
+    assert (got["pending"], got["delivered"], got["failed"]) == (0, 0, 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
+import pytest
 from llmgine_daemon.api.keys import SETTINGS
 
 from tests.conftest import assert_envelope, create_session
@@ -14,6 +15,7 @@ from tests.conftest import assert_envelope, create_session
 TIMEOUT = 1.0
 
 
+@pytest.mark.sqlite_only(reason="another process holding SQLite's file lock")
 async def test_queued_requests_give_up_at_their_own_deadline(make_client):
     client = await make_client(LLMGINE_DB_BUSY_TIMEOUT=str(TIMEOUT))
     sid = (await create_session(client))["session_id"]

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from llmgine_cli.app import app
-from tests.clitools import one_line
+from tests.clitools import Daemon, cleanup_home, free_port, one_line, short_home, start_daemon, stop_process
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def daemon(request: pytest.FixtureRequest) -> Iterator[Daemon]:
+    """This module runs twice: against a daemon on SQLite and one on PostgreSQL (a database of
+    its own on the tests' server, tests/postgres.py)."""
+    env, url, server = {}, None, None
+    if request.param == "postgresql":
+        server = request.getfixturevalue("pg_server")
+        url = server.new_database()
+        env["DATABASE_URL"] = url
+    home = short_home()
+    try:
+        d = start_daemon(home, port=free_port(), env=env)
+        yield d
+        stop_process(d.proc)
+    finally:
+        cleanup_home(home)
+        if server is not None and url is not None:
+            server.drop_database(url)
 
 
 def session_with_engine(cli, *config: str) -> tuple[str, str]:

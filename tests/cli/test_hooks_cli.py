@@ -165,3 +165,49 @@ def test_on_done_runs_in_the_cli_with_the_outcome(daemon: Daemon, session: str, 
         ["command", "run", "DummyEngineCommand", "-S", session, "--no-wait", "--on-done", "true"], daemon.env
     )
     assert done.returncode == 2 and "--on-done" in done.stderr
+
+
+def test_on_done_on_command_wait_runs_once_per_command(daemon: Daemon, session: str, tmp_path: Path) -> None:
+    ids = [
+        llmgine(
+            daemon, "command", "run", "DummyEngineCommand", "-S", session, "-p", "prompt=x", "--no-wait", "-q"
+        ).strip()
+        for _ in range(2)
+    ]
+    out = tmp_path / "hooks.txt"
+    done = run_cli(
+        ["command", "wait", *ids, "--on-done", f'echo "$LLMGINE_COMMAND_ID $LLMGINE_STATUS" >> {out}', "-q"],
+        daemon.env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(out.read_text().splitlines()) == sorted(f"{i} completed" for i in ids)
+
+
+def test_webhook_and_schedule_tables_fit_80_columns(daemon: Daemon, session: str) -> None:
+    import re
+
+    from tests.cli.test_process import _on_a_terminal
+    from tests.clitools import full_env
+
+    long_url = "http://127.0.0.1:9/" + "a-very-long-path/" * 8 + "hook"
+    hook_id = llmgine(daemon, "webhook", "add", long_url, "-e", "Wide.*", "-S", session, "-q").strip()
+    llmgine(daemon, "event", "publish", "Wide.One", "-S", session, "-q")  # port 9: refused, recorded
+
+    def attempted() -> bool:
+        page = json.loads(llmgine(daemon, "webhook", "deliveries", hook_id, "-o", "json"))
+        return any(d["attempts"] for d in page["deliveries"])
+
+    eventually_blocking(attempted, timeout=30)
+    sched = llmgine(daemon, "schedule", "add", "DummyEngineCommand", "-S", session, "--cron", "0 9 * * 1-5",
+                    "--tz", "America/Argentina/Buenos_Aires", "-q").strip()  # fmt: skip
+    env = full_env({**daemon.env, "COLUMNS": None, "TERM": "xterm-256color", "NO_COLOR": "1"})
+    for args in (
+        ["webhook", "list", "-S", session],
+        ["webhook", "deliveries", hook_id],
+        ["schedule", "list", "-S", session],
+    ):
+        text = re.sub(r"\x1b\[[0-9;]*m", "", _on_a_terminal(args, env))
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert lines and all(len(line) <= 80 for line in lines), lines
+    llmgine(daemon, "webhook", "delete", hook_id)
+    llmgine(daemon, "schedule", "delete", sched)

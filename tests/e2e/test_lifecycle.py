@@ -4,6 +4,10 @@
   7 timed out), `--any`, `batch wait`.
 - `ps` across sessions (80 columns), a session token's `ps` shows only its session; `top`
   piped, and on a terminal (pexpect) quitting with q (exit 0) and Ctrl-C (exit 130).
+- dependencies (`--after`) across sessions, a failure cancelling the chain, `--after-policy
+  always`, and blocked commands across a daemon restart.
+- retries: a handler that fails twice then succeeds, its exponential delays recorded, a
+  restart in the middle of a delay, dead letters listed and run again (`command retry`).
 """
 
 from __future__ import annotations
@@ -145,3 +149,98 @@ def test_top_quits_on_q_and_on_ctrl_c(tcp: Daemon) -> None:
         finally:
             child.close()
         assert child.exitstatus == code, (key, child.exitstatus, child.signalstatus)
+
+
+def test_dependencies_across_sessions_failure_and_a_restart_while_blocked() -> None:
+    home = short_home()
+    try:
+        d = start_daemon(home)
+        a, b = session_with_engine(d), session_with_engine(d)
+        first = submit(d, a, "-p", "prompt=first", "-p", "delay_ms:=1500")
+        shown = llmgine(d, "command", "run", "DummyEngineCommand", "-S", b, "-p", "prompt=then", "--after", first,
+                        "--no-wait", "-o", "json")  # fmt: skip
+        then = json.loads(shown)["command_id"]
+        assert json.loads(shown)["status"] == "blocked"
+        assert llmgine(d, "command", "wait", then, "-q") == then  # first completed, then ran: exit 0
+        # A failure travels down the chain; --after-policy always runs anyway.
+        bad = submit(d, a, "-p", "prompt=bad", "-p", "fail:=true", "-p", "delay_ms:=2500")
+        child = submit(d, b, "-p", "prompt=child", "--after", bad)
+        grandchild = submit(d, a, "-p", "prompt=gc", "--after", child)
+        anyway = submit(d, b, "-p", "prompt=anyway", "--after", bad, "--after-policy", "always")
+        out = llmgine(d, "command", "wait", child, grandchild, anyway, "-o", "jsonl", code=1)
+        records = [json.loads(line) for line in out.splitlines()]
+        assert [r["status"] for r in records] == ["cancelled", "cancelled", "completed"]
+        assert records[0]["error"]["details"]["reason"] == "dependency_failed"
+        # An unknown dependency: 4, one line.
+        done = run_cli(["command", "run", "DummyEngineCommand", "-S", a, "-p", "prompt=x", "--after", "nope"], d.env)
+        assert done.returncode == 4 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        # Restart while blocked: the dependency is still queued behind a long command.
+        long = submit(d, a, "-p", "prompt=long", "-p", "delay_ms:=600000")
+        queued = submit(d, a, "-p", "prompt=queued")
+        blocked = submit(d, b, "-p", "prompt=blocked", "--after", queued)
+        strict = submit(d, b, "-p", "prompt=strict", "--after", long)
+        assert json.loads(llmgine(d, "ps", "--status", "blocked", "-o", "json"))["total"] == 2
+        stop_process(d.proc)
+        d = start_daemon(home)
+        # long: interrupted by the stop; queued: resumed and completed; so blocked runs, strict
+        # is cancelled.
+        out = llmgine(d, "command", "wait", blocked, strict, "-o", "jsonl", code=1)
+        assert [json.loads(line)["status"] for line in out.splitlines()] == ["completed", "cancelled"]
+        stop_process(d.proc)
+    finally:
+        cleanup_home(home)
+
+
+FLAKY = """
+def flaky(command):
+    if command.attempt < 3:
+        raise RuntimeError(f"attempt {command.attempt} fails")
+    return {"attempt": command.attempt}
+"""
+
+
+def test_retries_a_restart_mid_delay_and_dead_letters(tmp_path: Path) -> None:
+    home = short_home()
+    try:
+        d = start_daemon(home)
+        sid = llmgine(d, "session", "create", "-q")
+        code = tmp_path / "flaky.py"
+        code.write_text(FLAKY)
+        llmgine(d, "handler", "add", "command", "Flaky", str(code), "--session", sid, "-q")
+        # Fails twice then succeeds, exponential delays (0.2 s, 0.4 s) recorded in the events.
+        quick = llmgine(d, "command", "run", "Flaky", "-S", sid, "--retries", "3", "--backoff", "exponential:0.2:10",
+                        "-o", "json")  # fmt: skip
+        assert json.loads(quick)["attempt"] == 3 and json.loads(quick)["result"] == {"attempt": 3}
+        out = llmgine(d, "event", "list", "-S", sid, "--type", "CommandRetrying", "-o", "jsonl")
+        delays = [json.loads(line)["data"]["delay_s"] for line in out.splitlines()]
+        assert delays == [0.2, 0.4]
+        # A restart in the middle of a 3 s delay: the next attempt still comes, not before it is due.
+        slow = submit_type(d, sid, "Flaky", "--retries", "2", "--backoff", "fixed:3")
+        out = llmgine(d, "command", "wait", slow, "--status", "queued", "--timeout", "60", "-o", "json")
+        assert json.loads(out)["commands"][0]["attempt"] == 2
+        stop_process(d.proc)
+        d = start_daemon(home)
+        out = llmgine(d, "command", "wait", slow, "-o", "json")
+        assert json.loads(out)["commands"][0]["attempt"] == 3
+        events = [json.loads(x) for x in llmgine(d, "event", "list", "-S", sid, "-o", "jsonl").splitlines()]
+        mine = [e for e in events if e["data"].get("command_id") == slow]
+        due = next(e["data"]["retry_at"] for e in mine if e["event_type"] == "CommandRetrying")
+        second = [e for e in mine if e["event_type"] == "CommandStarted"][1]
+        assert second["timestamp"] >= due
+        # Dead letters: listed by --dead, run again by id and by --failed.
+        dead = submit_type(d, sid, "Flaky", "--retries", "1", "--backoff", "fixed:0.05")
+        assert llmgine(d, "command", "wait", dead, "-q", code=1) == dead
+        assert llmgine(d, "command", "list", "-S", sid, "--dead", "-q") == dead
+        assert llmgine(d, "command", "retry", dead, "-S", sid, "-q") == dead
+        assert llmgine(d, "command", "wait", dead, "-o", "jsonl").count('"completed"') == 1  # attempt 3
+        assert llmgine(d, "command", "list", "-S", sid, "--dead", "-q") == ""
+        plain = submit_type(d, sid, "Flaky")
+        llmgine(d, "command", "wait", plain, "-q", code=1)
+        assert llmgine(d, "command", "retry", "--failed", "-S", sid, "-q") == plain
+        stop_process(d.proc)
+    finally:
+        cleanup_home(home)
+
+
+def submit_type(d: Daemon, sid: str, command_type: str, *args: str) -> str:
+    return llmgine(d, "command", "run", command_type, "--session", sid, "--no-wait", "-q", *args)

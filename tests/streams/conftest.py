@@ -18,6 +18,8 @@ from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.streams import StreamHub
 from llmgine_daemon.protocol import Event
 
+from tests.backends import database_url, pytest_generate_tests  # noqa: F401 - both backends
+
 WS_HEADERS = {
     "Upgrade": "websocket",
     "Connection": "Upgrade",

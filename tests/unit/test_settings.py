@@ -96,8 +96,16 @@ def test_bad_env_names_variable(home):
 def test_database_urls(home):
     paths = get_paths({"LLMGINE_HOME": str(home)})
     assert database_path("sqlite:////tmp/x.db", paths).as_posix() == "/tmp/x.db"
-    with pytest.raises(ConfigError, match="not supported yet"):
-        database_path("postgresql://user:pass@db/llmgine", paths)
+    # PostgreSQL: the bus is in the database; the SQLite path stays the default one (unused).
+    assert database_path("postgresql://user:pass@db/llmgine", paths) == paths.database
+    with pytest.raises(ConfigError, match="not supported") as err:
+        database_path("mysql://user:pass@db/llmgine", paths)
+    assert "pass" not in str(err.value) and "********" in str(err.value)
+    with pytest.raises(ConfigError, match="port is not a number") as err:
+        database_path("postgresql://user:s3cret@db:x/llmgine", paths)
+    assert "s3cret" not in str(err.value)
+    with pytest.raises(ConfigError, match="needs a database name"):
+        database_path("postgresql://user@db:5432", paths)
 
 
 def test_missing_explicit_config_file(home):

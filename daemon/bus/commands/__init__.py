@@ -5,13 +5,23 @@ What each module owns (the arrows are the only imports between them):
 ``service.py``  ``Commands``, what the rest of the bus and the API call: submit (one, a batch,
                 an eager command), nested ``bus.execute``, get/list, wait, cancel; recovery of
                 the queue after a restart (``start``), shutdown (``stop``), a session's end.
-                -> runner, records, jobs, execution, waiting
+                -> runner, records, jobs, execution, waiting, queueview, deps, retries
 ``runner.py``   ``Runner``: per-session priority queues, one command at a time per session,
                 running a handler (``invoke``), recording its end (``finish``), buffered events
                 (``flush``), cancellation and waiting. -> batches, eager, records, jobs, execution
 ``waiting.py``  ``CommandWaits``: waiting for commands of any session until they reach a
                 status (``POST /api/commands/wait``), woken by the runner and the event log.
                 -> records
+``queueview.py`` ``QueueWatch``: the live queue across sessions (``GET /api/commands``), from
+                the runner's memory and the ``sources`` the modules below register.
+``deps.py``     ``Dependencies``: commands submitted with ``after`` are stored ``blocked`` and
+                kept here (never in the runner) until their dependencies ended, then queued or
+                cancelled (``dependency_failed``). -> records, jobs (and the runner's ``track``,
+                ``push``, ``durable_write``)
+``retries.py``  ``Retries``: a failed attempt of a single command retried after a delay (the
+                runner's one hook, ``Runner.retry``), the due time stored; dead letters and
+                running finished commands again (``rerun``). -> retry_policy, records, jobs
+``retry_policy.py`` ``RetryPolicy``, ``parse_policy``: ``metadata.retries/backoff/retry_on``.
 ``batches.py``  ``run_batch``: a batch's members, sequential or parallel (calls the Runner).
 ``eager.py``    ``invoke_eager``, ``is_admitted``, ``is_refused``: a command run before its
                 submission has committed.
@@ -29,7 +39,7 @@ The internal API between modules is the public names above and these ``Runner`` 
 attributes: ``jobs``, ``queues``, ``stopping``; ``try_claim``, ``release_claim``, ``track``,
 ``push``, ``run_claimed``, ``run_eager``, ``queue_waited``; ``start_jobs``, ``invoke``,
 ``run_inline``, ``finish``, ``apply_end``, ``end_unstarted``, ``flush``, ``durable_write``;
-``cancel_running``, ``cancel_queued``, ``wait``, ``draining``, ``drain``, ``stop``. A name with a leading
+``cancel_running``, ``cancel_queued``, ``wait``, ``draining``, ``drain``, ``stop``; ``retry``. A name with a leading
 underscore is private to its module: no other module calls it.
 
 Outside this package, import from here (``llmgine_daemon.bus.commands``), not from the

@@ -65,7 +65,7 @@ class NotAdmitted(Exception):
 
 @dataclass(eq=False, slots=True)
 class SessionQueue:
-    heap: list[tuple[int, int, Entry]] = field(default_factory=list)
+    heap: list[tuple[int, str, int, Entry]] = field(default_factory=list)
     # True from the moment a command is claimed or a drain task is started until it ends.
     busy: bool = False
     task: asyncio.Task[None] | None = None

@@ -74,7 +74,8 @@ class QueueWatch:
         chosen.sort(key=lambda r: (r.created_at, r.command_id))
         places = self._positions()
         now = time.time()
-        items = [_item(rec, places.get(rec.command_id), now) for rec in chosen[:limit]]
+        due = self.commands.retries.due
+        items = [_item(rec, places.get(rec.command_id), now, due.get(rec.command_id)) for rec in chosen[:limit]]
         self._trim(time.monotonic())
         finished: dict[str, int] = {}
         for _, status in self._finished:
@@ -97,7 +98,7 @@ def _seconds(since: str, until: str | None, now: float) -> float:
     return round(max(0.0, end - parse_iso(since).timestamp()), 3)
 
 
-def _item(rec: Command, position: int | None, now: float) -> QueueItem:
+def _item(rec: Command, position: int | None, now: float, retry_at: str | None) -> QueueItem:
     return QueueItem(
         command_id=rec.command_id,
         session_id=rec.session_id,
@@ -110,4 +111,6 @@ def _item(rec: Command, position: int | None, now: float) -> QueueItem:
         wait_s=_seconds(rec.created_at, rec.started_at, now),
         run_s=_seconds(rec.started_at, None, now) if rec.status == "executing" and rec.started_at else None,
         batch_id=rec.batch_id,
+        attempt=rec.attempt,
+        retry_at=retry_at,
     )

@@ -8,12 +8,13 @@ store's threads) or is pure: nothing touches the runner's memory.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.commands.jobs import Job, NotAdmitted, Outcome
+from llmgine_daemon.bus.commands.retry_policy import has_policy, parse_policy
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import fetch_session
@@ -39,7 +40,7 @@ ACTIVE = "status IN ('queued', 'executing')"
 
 INSERT_COLUMNS = (
     "command_id, session_id, command_type, parameters, metadata, priority, timeout, status,"
-    " result, error, created_at, started_at, finished_at, batch_id, duration_ms, trace_id"
+    " result, error, created_at, started_at, finished_at, batch_id, duration_ms, trace_id, attempt"
 )
 # Read back with every row: the usage an engine recorded (bus/usage.py, migration 100).
 COMMAND_COLUMNS = INSERT_COLUMNS + ", " + USAGE_COLUMNS
@@ -64,7 +65,8 @@ def row_to_command(row: tuple[Any, ...]) -> Command:
         batch_id=row[13],
         duration_ms=row[14],
         trace_id=row[15],
-        usage=usage_from_row(row[16:]),
+        attempt=row[16],
+        usage=usage_from_row(row[17:]),
     )
 
 
@@ -77,6 +79,11 @@ class CommandSpec:
     metadata: dict[str, Any]
     priority: str
     timeout: float | None
+    # Dependencies (deps.py): run after these commands; ``after_scope`` is the session a
+    # session token limits them to (None: any session).
+    after: list[str] = field(default_factory=list)
+    after_policy: str = "completed"
+    after_scope: str | None = None
 
 
 def validate(body: CommandCreate, prefix: str = "", **extra: Any) -> CommandSpec:
@@ -99,7 +106,12 @@ def validate(body: CommandCreate, prefix: str = "", **extra: Any) -> CommandSpec
         if not 0 < timeout <= MAX_TIMEOUT_S:
             raise invalid(f"{prefix}metadata.timeout", f"must be > 0 and at most {MAX_TIMEOUT_S:g}", **extra)
         timeout = float(timeout)
-    return CommandSpec(body.command_type, body.parameters, body.metadata, priority, timeout)
+    if has_policy(body.metadata):
+        parse_policy(body.metadata, f"{prefix}metadata.")
+    if body.after and prefix:
+        raise invalid(f"{prefix}after", "dependencies are for single commands, not batch members", **extra)
+    after = list(dict.fromkeys(body.after)) if body.after else []
+    return CommandSpec(body.command_type, body.parameters, body.metadata, priority, timeout, after, body.after_policy)
 
 
 def insert_command(
@@ -111,7 +123,7 @@ def insert_command(
         status, result, duration = outcome.status, outcome.result_text, outcome.duration_ms
         error = dumps(outcome.error) if outcome.error is not None else None
     conn.execute(
-        f"INSERT INTO commands ({INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO commands ({INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             rec.command_id,
             rec.session_id,
@@ -129,6 +141,7 @@ def insert_command(
             rec.batch_id,
             duration,
             rec.trace_id,
+            rec.attempt,
         ),
     )
 
@@ -191,6 +204,7 @@ def started_data(rec: Command) -> dict[str, Any]:
         "command_type": rec.command_type,
         "priority": rec.priority,
         "batch_id": rec.batch_id,
+        "attempt": rec.attempt,
     }
 
 
@@ -258,4 +272,5 @@ def result_data(rec: Command, outcome: Outcome) -> dict[str, Any]:
         "error": outcome.error,
         "duration_ms": outcome.duration_ms,
         "batch_id": rec.batch_id,
+        "attempt": rec.attempt,
     }

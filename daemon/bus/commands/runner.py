@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from llmgine_daemon.bus.cluster import LeaseLost
 from llmgine_daemon.bus.codec import dumps
 from llmgine_daemon.bus.commands.batches import run_batch
 from llmgine_daemon.bus.commands.eager import invoke_eager, is_admitted, is_refused
@@ -48,6 +49,7 @@ from llmgine_daemon.bus.commands.jobs import (
     failed_outcome,
 )
 from llmgine_daemon.bus.commands.records import finish_row, start_rows
+from llmgine_daemon.bus.commands.runner_waits import Waiting
 from llmgine_daemon.bus.errors import handler_not_found
 from llmgine_daemon.bus.events import insert_events
 from llmgine_daemon.observability import metrics, tracing
@@ -56,6 +58,7 @@ from llmgine_daemon.protocol import Command, ErrorCode, Event, now_iso
 from llmgine_daemon.store.db import StorageError
 
 if TYPE_CHECKING:
+    from llmgine_daemon.bus.commands.retries import Retries
     from llmgine_daemon.bus.core import Bus
 
 log = logging.getLogger("llmgine.commands")
@@ -65,9 +68,10 @@ T = TypeVar("T")
 STOP_GRACE_S = 10.0
 # How long a stopping runner keeps retrying a write the store refuses (disk full, locked).
 STOP_RETRY_S = 2.0
+RETRYABLE = frozenset({"failed", "timed_out"})
 
 
-class Runner:
+class Runner(Waiting):
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.store = bus.store
@@ -77,6 +81,8 @@ class Runner:
         self._order = itertools.count()
         self.stopping = False
         self._drain_signal: asyncio.Future[None] | None = None
+        # retries.py (set by it): asked whether a failed single command runs again.
+        self.retry: Retries | None = None
         metrics.gauge_callback("command_queue_depth", self._queue_depth)
 
     def _queue_depth(self) -> list[tuple[dict[str, str], float]]:
@@ -100,6 +106,8 @@ class Runner:
 
     def try_claim(self, session_id: str) -> bool:
         """Reserve an idle session's slot for a command about to be written as executing."""
+        if not self.bus.cluster.may_claim(session_id):
+            return False
         q = self.queue(session_id)
         if q.busy or q.heap or self.stopping:
             return False
@@ -132,7 +140,10 @@ class Runner:
 
     def push(self, session_id: str, entry: Entry) -> None:
         q = self.queue(session_id)
-        heapq.heappush(q.heap, (entry.rank, next(self._order), entry))
+        # Within a priority, in the order they were queued (created_at: also across nodes and
+        # restarts, when commands come from the store), then the order they reached this queue.
+        created = entry.record.created_at if isinstance(entry, Job) else entry.created_at
+        heapq.heappush(q.heap, (entry.rank, created, next(self._order), entry))
         self._kick(session_id, q)
 
     def _kick(self, session_id: str, q: SessionQueue) -> None:
@@ -149,7 +160,7 @@ class Runner:
 
     def _pop(self, q: SessionQueue, *, single_only: bool = False) -> Entry | None:
         while q.heap:
-            entry = q.heap[0][2]
+            entry = q.heap[0][-1]
             if not self._live(entry):
                 heapq.heappop(q.heap)
                 continue
@@ -220,8 +231,17 @@ class Runner:
         for job in jobs:
             job.state = "starting"
         ts = now_iso()
+        sid, cluster = jobs[0].record.session_id, self.bus.cluster
+
+        def write(conn: sqlite3.Connection) -> list[tuple[Job, Event]]:
+            cluster.fence(conn, sid)
+            return start_rows(conn, jobs, ts)
+
         try:
-            started = await self.durable_write(lambda conn: start_rows(conn, jobs, ts))
+            started = await self.durable_write(write)
+        except LeaseLost:
+            self.lose_jobs(jobs)
+            return []
         except StorageError as exc:  # only while stopping: they stay queued for the next start
             log.warning("could not start %d command(s): %s", len(jobs), exc)
             for job in jobs:
@@ -246,6 +266,8 @@ class Runner:
         if job.cancel_reason is not None:
             return cancelled_outcome(job.cancel_reason, 0.0)
         reg = self.handlers.resolve(rec.session_id, rec.command_type)
+        if reg is None and await self.bus.restore_handlers(rec.session_id):  # from another node
+            reg = self.handlers.resolve(rec.session_id, rec.command_type)
         if reg is None:
             missing = handler_not_found(
                 "command", rec.command_type, rec.session_id, or_global=True, command_type=rec.command_type
@@ -339,14 +361,22 @@ class Runner:
         rec = job.record
         if is_refused(job):
             return self._drop_refused(job, start or [])
+        # A failed attempt of a single command from the queue (not a batch member, not inline)
+        # may be retried: retries.py records it and schedules the next attempt.
+        if self.retry is not None and start is not None and job.batch is None and outcome.status in RETRYABLE:
+            delay = self.retry.plan(job, outcome)
+            if delay is not None:
+                return await self.retry.reschedule(job, outcome, delay, start)
         strict = job.admitted is not None  # its submission may still fail: write nothing then
         pending, job.pending = job.pending, []
         start = [j for j in start or () if j.state == "queued"]
         for nxt in start:
             nxt.state = "starting"
         ts = now_iso()
+        cluster = self.bus.cluster
 
         def write(conn: sqlite3.Connection) -> tuple[list[Event], Event | None, list[tuple[Job, Event]]]:
+            cluster.fence(conn, rec.session_id)
             emitted = insert_events(conn, rec.session_id, pending, timestamp=ts, trace_id=rec.trace_id)
             result_event = finish_row(conn, rec, outcome, ts, from_status="executing", strict=strict)
             started = start_rows(conn, start, ts)
@@ -358,6 +388,11 @@ class Runner:
             for nxt in start:
                 nxt.state = "queued"
             return self._drop_refused(job, start)
+        except LeaseLost:
+            # Another node took the session over (we stalled past the lease timeout): it has
+            # recorded this command interrupted and runs the queue now.
+            self.lose_jobs([job, *start])
+            return []
         except StorageError as exc:
             # Only while stopping: nothing is told a result that did not commit. The store still
             # says executing, so the next start records it as interrupted.
@@ -509,64 +544,6 @@ class Runner:
         for job, outcome in zip(jobs, outcomes, strict=True):
             self.apply_end(job, outcome, ts)
         self.bus.events.notify([e for e in events if e is not None])
-
-    async def wait(self, jobs: list[Job], timeout: float) -> bool:
-        """Wait until every job is finished or ``timeout`` passed; True if all finished.
-
-        While the daemon drains for shutdown a queued command will not start here (it stays
-        queued for the next start), so waiting stops as soon as the running ones finished.
-        """
-        loop = asyncio.get_running_loop()
-        waiters: dict[asyncio.Future[Command], Job] = {}
-        for job in jobs:
-            if job.state in ("done", "cancelled") and job.record.status not in ("queued", "executing"):
-                continue
-            if job.waiter is None:
-                job.waiter = loop.create_future()
-            waiters[job.waiter] = job
-        if not waiters:
-            return True
-        if timeout <= 0:
-            return False
-        deadline = loop.time() + timeout
-        # gather: one callback per job. Waiting for "the first of those left" again after each
-        # completion re-registered on all of them: O(n^2) for a batch of 10,000.
-        all_done = asyncio.gather(*waiters, return_exceptions=True)
-        while not all_done.done():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            watch: list[asyncio.Future[Any]] = [all_done]
-            if self.stopping:
-                left = [f for f in waiters if not f.done()]
-                if any(waiters[f].state == "queued" for f in left):
-                    running = [f for f in left if waiters[f].state != "queued"]
-                    if running:
-                        await asyncio.wait(running, timeout=remaining)
-                    return False
-            else:
-                watch.append(self._draining())
-            await asyncio.wait(watch, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        return True
-
-    def draining(self) -> asyncio.Future[None]:
-        """Done once shutdown begins (``drain``): long waits answer then."""
-        return self._draining()
-
-    def _draining(self) -> asyncio.Future[None]:
-        if self._drain_signal is None:
-            self._drain_signal = asyncio.get_running_loop().create_future()
-            if self.stopping:
-                self._drain_signal.set_result(None)
-        return self._drain_signal
-
-    def drain(self) -> None:
-        """Shutdown begins: start nothing more (queued commands stay queued for the next start),
-        let what runs finish while in-flight requests are answered; ``stop`` interrupts the rest."""
-        self.stopping = True
-        signal = self._draining()
-        if not signal.done():
-            signal.set_result(None)
 
     # -- lifecycle --------------------------------------------------------------------
 

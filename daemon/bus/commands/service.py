@@ -20,9 +20,11 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from llmgine_daemon.bus.cluster import ClaimRefused
 from llmgine_daemon.bus.codec import new_id
+from llmgine_daemon.bus.commands.deps import Dependencies
 from llmgine_daemon.bus.commands.execution import Execution
-from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, command_error
+from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, cancelled_outcome, command_error
 from llmgine_daemon.bus.commands.queueview import QueueWatch
 from llmgine_daemon.bus.commands.records import (
     ACTIVE,
@@ -41,6 +43,9 @@ from llmgine_daemon.bus.commands.records import (
     started_data,
     validate,
 )
+from llmgine_daemon.bus.commands.remote import Changes, wait_in_store
+from llmgine_daemon.bus.commands.remote import copy_record as _copy_record
+from llmgine_daemon.bus.commands.retries import DEAD, Retries
 from llmgine_daemon.bus.commands.runner import Runner
 from llmgine_daemon.bus.commands.waiting import CommandWaits
 from llmgine_daemon.bus.errors import BusError, invalid
@@ -62,9 +67,13 @@ from llmgine_daemon.protocol import (
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
+    from llmgine_daemon.bus.handler_registry import Registration
 
 log = logging.getLogger("llmgine.commands")
 
+QueuedRows = tuple[list[tuple[Any, ...]], dict[str, tuple[Any, ...]]]
+# How long a cancel of a command running on another node waits for that node to record it.
+CANCEL_WAIT_S = 30.0
 MAX_BATCH = 10_000
 # A batch larger than this is stored off the event loop (Store.write heavy): thousands of rows.
 HEAVY_BATCH = 1000
@@ -77,6 +86,12 @@ class Commands:
         self.runner = Runner(bus)
         self.waits = CommandWaits(self)
         self.queue = QueueWatch(self)
+        # Wakes who follows a command another node runs (wait, cancel): commands/remote.py.
+        self.changes = Changes()
+        bus.events.subscribe(self.changes.on_event)
+        bus.cluster.watch_events(self.changes.changed)
+        self.deps = Dependencies(self)
+        self.retries = Retries(self)
 
     # -- submit -----------------------------------------------------------------------
 
@@ -95,22 +110,45 @@ class Commands:
     ) -> tuple[Command, bool]:
         """Queue one command; returns (record, replayed). The record may already be executing:
         an idle session's command starts in the transaction that stores it, and an eager
-        handler's command (``Registration.eager``) may even have finished in it.
+        handler's command (``Registration.eager``) may even have finished in it. (On several
+        nodes that start can be refused in the write, ``ClaimRefused``: then it is queued.)
 
         ``claim(conn, command_id)`` runs first in the transaction that stores the command; if it
         raises, nothing is stored (a schedule's firing claims its due time this way: bus/schedules.py)."""
-        reg = self.bus.handlers.resolve(session_id, spec.command_type)
+        try:
+            return await self._submit(session_id, spec, idem, claim, True)
+        except ClaimRefused:
+            return await self._submit(session_id, spec, idem, claim, False)
+
+    async def _submit(
+        self,
+        session_id: str,
+        spec: CommandSpec,
+        idem: IdempotencyKey | None,
+        claim: Callable[[sqlite3.Connection, str], None] | None,
+        start_now: bool,
+    ) -> tuple[Command, bool]:
+        reg = await self.resolve(session_id, spec.command_type)
         if reg is None:
             await self._refuse_unhandled(session_id, spec.command_type)
-        runner = self.runner
+        if spec.after:  # waits for other commands first: deps.py, off the runner's path
+            return await self.deps.submit(session_id, spec, idem, claim)
+        runner, cluster = self.runner, self.bus.cluster
         ts = now_iso()
         rec = new_record(session_id, spec, ts)
-        claimed = runner.try_claim(session_id)
+        claimed = start_now and runner.try_claim(session_id)
         if claimed:
             rec.status, rec.started_at = "executing", ts
         job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent())
         # A replayed key must not run anything again, so a keyed submission is never eager.
-        if claimed and idem is None and claim is None and reg is not None and reg.eager:
+        if (
+            claimed
+            and idem is None
+            and claim is None
+            and reg is not None
+            and reg.eager
+            and not self.retries.applies(spec)
+        ):
             return await self._submit_eager(job, ts)
 
         def write(conn: sqlite3.Connection) -> tuple[tuple[Any, ...] | None, list[Event]]:
@@ -120,10 +158,13 @@ class Commands:
             require_active(conn, session_id)
             if claim is not None:
                 claim(conn, rec.command_id)
+            if claimed:
+                cluster.fence(conn, session_id, claim=True)
             insert_command(conn, rec)
             record(conn, idem, "command", rec.command_id, session_id)
             if claimed:
                 return None, [insert_event(conn, session_id, "CommandStarted", started_data(rec), timestamp=ts)]
+            cluster.announce(conn, session_id)
             return None, []
 
         future = self.store.submit(write)
@@ -152,6 +193,7 @@ class Commands:
 
         def write(conn: sqlite3.Connection) -> tuple[None, list[Event]]:
             require_active(conn, session_id)
+            self.bus.cluster.fence(conn, session_id, claim=True)
             if not final:
                 insert_command(conn, rec)
                 return None, [
@@ -199,10 +241,10 @@ class Commands:
             runner.apply_end(job, final[0][0], final[0][2])
             self.bus.events.notify(events)
             return
-        runner.track(job)
         if not claimed:
-            runner.push(session_id, job)
+            self._enqueue(session_id, job)
             return
+        runner.track(job)
         runner.queue_waited(job)
         self.bus.events.notify(events)
         if job.admitted is None:
@@ -210,12 +252,33 @@ class Commands:
         elif job.pending and job.state == "running":
             runner.flush(job)  # what it emitted while not yet admitted
 
+    def _enqueue(self, session_id: str, entry: Job | BatchJob) -> None:
+        """A committed, queued command or batch: into this node's queue if it runs the session,
+        else to the node that does (bus/cluster.py)."""
+        if not self.bus.cluster.owns(session_id):
+            self.bus.cluster.forward(session_id)
+            return
+        for job in entry.jobs if isinstance(entry, BatchJob) else [entry]:
+            self.runner.track(job)
+        self.runner.push(session_id, entry)
+
+    async def resolve(self, session_id: str, command_type: str) -> Registration | None:
+        """The command's handler; on a miss, engines and handlers registered on another node
+        sharing the database are looked for first (each node keeps them in its memory)."""
+        reg = self.bus.handlers.resolve(session_id, command_type)
+        if reg is None and await self.bus.restore_handlers(session_id):
+            reg = self.bus.handlers.resolve(session_id, command_type)
+        return reg
+
     def _current(self, row: tuple[Any, ...]) -> Command:
         """The record of a stored row, or the live one (same state, or newer) if it runs.
         Called on the event loop: write and read functions run in the store's threads and
         must not touch the runner."""
         live = self.runner.jobs.get(row[0])
-        return live.record if live is not None else row_to_command(row)
+        if live is not None:
+            return live.record
+        blocked = self.deps.blocked.get(row[0]) if self.deps.blocked else None
+        return blocked.record if blocked is not None else row_to_command(row)
 
     async def submit_batch(
         self,
@@ -232,7 +295,10 @@ class Commands:
             raise invalid("commands", f"at most {MAX_BATCH} commands per batch", count=len(specs))
         handlers = self.bus.handlers
         for index, spec in enumerate(specs):
-            if handlers.resolve(session_id, spec.command_type) is None:
+            if (
+                handlers.resolve(session_id, spec.command_type) is None
+                and await self.resolve(session_id, spec.command_type) is None
+            ):
                 await self._refuse_unhandled(session_id, spec.command_type, index=index)
         ts = now_iso()
         batch_id = new_id()
@@ -250,6 +316,7 @@ class Commands:
             for rec in records:
                 insert_command(conn, rec)
             record(conn, idem, "batch", batch_id, session_id)
+            self.bus.cluster.announce(conn, session_id)
             return None
 
         replay = await self.store.write(write, heavy=len(records) > HEAVY_BATCH)
@@ -260,8 +327,7 @@ class Commands:
         batch = BatchJob(batch_id, session_id, mode, stop_on_error, ts, jobs, min(j.rank for j in jobs))
         for job in jobs:
             job.batch = batch
-            self.runner.track(job)
-        self.runner.push(session_id, batch)
+        self._enqueue(session_id, batch)
         return Batch(batch_id, session_id, mode, stop_on_error, "queued", ts, records), False
 
     # -- nested: bus.execute from user code ---------------------------------------------
@@ -285,10 +351,7 @@ class Commands:
         spec = validate(CommandCreate(command_type=command_type, parameters=parameters, metadata=metadata))
         if parent is None:
             rec, _ = await self.submit(session_id, spec)
-            job = self.runner.jobs.get(rec.command_id)
-            if job is not None:
-                await self.runner.wait([job], MAX_TIMEOUT_S)
-                return job.record
+            await self.wait([rec], MAX_TIMEOUT_S)
             return rec
         self.bus.handlers.require(session_id, spec.command_type)
         ts = now_iso()
@@ -338,6 +401,7 @@ class Commands:
         statuses: list[str] | None = None,
         command_type: str | None = None,
         batch_id: str | None = None,
+        dead: bool = False,
         limit: int = 50,
         offset: int = 0,
     ) -> CommandList:
@@ -353,6 +417,8 @@ class Commands:
             if batch_id:
                 where.append("batch_id = ?")
                 params.append(batch_id)
+            if dead:  # dead letters: failed after being retried (retries.py)
+                where.append(DEAD)
             clause = " AND ".join(where)
             total = conn.execute(f"SELECT COUNT(*) FROM commands WHERE {clause}", params).fetchone()[0]
             rows = conn.execute(
@@ -383,14 +449,28 @@ class Commands:
     # -- wait and cancel ----------------------------------------------------------------
 
     async def wait(self, records: Sequence[Command], timeout: float) -> bool:
-        """Wait up to ``timeout`` s for the commands to finish; True if they all did."""
+        """Wait up to ``timeout`` s for the commands to finish; True if they all did. A command
+        another node runs (bus/cluster.py) is followed in the store, and its record updated."""
+        if self.deps.blocked and any(r.command_id in self.deps.blocked for r in records):
+            return (await self.waits.wait({r.command_id: r for r in records}, timeout=timeout)).done
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         jobs = [j for j in (self.runner.jobs.get(r.command_id) for r in records) if j is not None]
-        if not jobs:
-            return all(r.status in TERMINAL_STATUSES for r in records)
-        return await self.runner.wait(jobs, timeout)
+        if jobs and not await self.runner.wait(jobs, timeout):
+            return False
+        for job in jobs:
+            live = next((r for r in records if r.command_id == job.record.command_id), None)
+            if live is not None and live is not job.record:
+                _copy_record(job.record, live)
+        return await wait_in_store(self.store, records, deadline, self.changes)
 
     async def cancel(self, session_id: str, command_id: str) -> Command:
-        """Cancel a queued or executing command; CONFLICT if it already finished."""
+        """Cancel a queued, blocked or executing command; CONFLICT if it already finished."""
+        blocked = self.deps.blocked.get(command_id)
+        if blocked is not None and blocked.record.session_id == session_id:
+            rec = await self.deps.cancel(command_id)
+            if rec is not None:
+                return rec
         job = self.runner.jobs.get(command_id)
         if job is None or job.record.session_id != session_id:
             rec = await self.get(session_id, command_id)
@@ -400,9 +480,12 @@ class Commands:
                     f"command {command_id!r} already finished ({rec.status}); nothing to cancel",
                     {"command_id": command_id, "status": rec.status},
                 )
-            raise BusError(  # pragma: no cover - a live command is always tracked
+            rec = await self._cancel_elsewhere(rec)  # another node runs it (bus/cluster.py)
+            if rec.status in TERMINAL_STATUSES:
+                return rec
+            raise BusError(
                 ErrorCode.CONFLICT,
-                f"command {command_id!r} is not running in this daemon",
+                f"command {command_id!r} runs on another node, which did not cancel it in time",
                 {"command_id": command_id, "status": rec.status},
             )
         if job.state == "queued":
@@ -415,46 +498,82 @@ class Commands:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """After a restart: what was executing is interrupted; what was queued runs again."""
-        ts = now_iso()
+        """After a restart: what was executing is interrupted; what was queued runs again
+        (on several nodes, only what ran on a node that is gone: bus/cluster.py)."""
+        await self.bus.cluster.recover(self)
+        await self.deps.start()  # blocked commands: after the queue, whose ends they wait for
 
-        def write(conn: sqlite3.Connection) -> tuple[list[Event], list[tuple[Any, ...]], dict[str, tuple[Any, ...]]]:
-            events = []
-            rows = conn.execute(
-                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {ACTIVE} AND status = 'executing'"
-            ).fetchall()
-            for row in rows:
-                rec = row_to_command(row)
-                outcome = Outcome(
-                    "interrupted",
-                    error=command_error(
-                        ErrorCode.COMMAND_INTERRUPTED, "the daemon stopped while the command was executing"
-                    ),
-                )
-                event = finish_row(conn, rec, outcome, ts, from_status="executing")
-                if event is not None:
-                    events.append(event)
-            queued = conn.execute(
-                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {ACTIVE} AND status = 'queued' ORDER BY rowid"
-            ).fetchall()
-            batches = {
-                r[0]: r
-                for r in conn.execute(
-                    "SELECT batch_id, session_id, mode, stop_on_error, created_at FROM batches"
-                    f" WHERE batch_id IN (SELECT DISTINCT batch_id FROM commands WHERE {ACTIVE} AND status = 'queued')"
-                )
-            }
-            return events, queued, batches
+    async def recover_all(self) -> None:
+        """This daemon is the whole bus: every executing command was its own (interrupted by the
+        last shutdown), every queued one is its to run."""
 
-        events, queued, batches = await self.store.write(write, heavy=True)
+        def write(conn: sqlite3.Connection) -> tuple[list[Event], QueuedRows]:
+            return self.interrupt_executing(conn, None), self.queued_rows(conn, None)
+
+        events, queued = await self.store.write(write, heavy=True)
         if events:
             log.info("marked %d command(s) interrupted by the last shutdown", len(events))
         self.bus.events.notify(events)
+        self.resume(*queued, await self.retries.load_due() if queued[0] else {})
+
+    def interrupt_executing(
+        self, conn: sqlite3.Connection, session_id: str | None, exclude: set[str] | None = None
+    ) -> list[Event]:
+        """Inside a write: mark the executing commands (of one session, or all) interrupted,
+        but those in ``exclude`` (running here)."""
+        ts = now_iso()
+        where, params = (" AND session_id = ?", (session_id,)) if session_id is not None else ("", ())
+        rows = conn.execute(
+            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {ACTIVE} AND status = 'executing'{where}", params
+        ).fetchall()
+        events = []
+        for row in rows:
+            if exclude and row[0] in exclude:
+                continue
+            outcome = Outcome(
+                "interrupted",
+                error=command_error(
+                    ErrorCode.COMMAND_INTERRUPTED, "the daemon running it stopped while the command was executing"
+                ),
+            )
+            event = finish_row(conn, row_to_command(row), outcome, ts, from_status="executing")
+            if event is not None:
+                events.append(event)
+        return events
+
+    def queued_rows(self, conn: sqlite3.Connection, session_id: str | None) -> QueuedRows:
+        """Inside a read or write: the queued commands (of one session, or all) in the order they
+        were queued, and their batches."""
+        where, params = (" AND session_id = ?", (session_id,)) if session_id is not None else ("", ())
+        queued = conn.execute(
+            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {ACTIVE} AND status = 'queued'{where} ORDER BY rowid",
+            params,
+        ).fetchall()
+        ids = sorted({r[13] for r in queued if r[13]})
+        batches: dict[str, tuple[Any, ...]] = {}
+        if ids:
+            marks = ", ".join("?" * len(ids))
+            for r in conn.execute(
+                "SELECT batch_id, session_id, mode, stop_on_error, created_at FROM batches"
+                f" WHERE batch_id IN ({marks})",
+                ids,
+            ).fetchall():
+                batches[r[0]] = r
+        return queued, batches
+
+    def resume(self, queued: list[tuple[Any, ...]], batches: dict[str, tuple[Any, ...]], due: dict[str, str]) -> None:
+        """Queue stored commands this node does not hold in memory yet (after a restart, or a
+        session taken over from another node); those in ``due`` wait for their next attempt
+        (commands/retries.py) until then."""
+        queued = [row for row in queued if row[0] not in self.runner.jobs]
         grouped: dict[str, BatchJob] = {}
         for row in queued:
             rec = row_to_command(row)
             job = Job(rec, PRIORITY_RANK[rec.priority])
             self.runner.track(job)
+            if rec.command_id in due:  # waits for its next attempt: the delay is kept
+                self.retries.schedule(job, due[rec.command_id])
+                continue
             info = batches.get(rec.batch_id) if rec.batch_id else None
             if info is None:
                 self.runner.push(rec.session_id, job)
@@ -470,7 +589,24 @@ class Commands:
         if queued:
             log.info("resumed %d queued command(s)", len(queued))
 
+    async def _cancel_elsewhere(self, rec: Command) -> Command:
+        """Cancel a command this node does not run: a queued one in the store (its runner, if
+        any, finds it gone when it would start it), an executing one by asking its node."""
+        if rec.status == "queued":
+            outcome = cancelled_outcome("cancel", 0.0)
+            outcome.duration_ms = None
+            ts = now_iso()
+            event = await self.store.write(lambda c: finish_row(c, rec, outcome, ts, from_status="queued"))
+            if event is not None:
+                self.bus.events.notify([event])
+        elif await self.bus.cluster.request_cancel(rec.session_id, rec.command_id):
+            await wait_in_store(self.store, [rec], asyncio.get_running_loop().time() + CANCEL_WAIT_S, self.changes)
+            return rec
+        return await self.get(rec.session_id, rec.command_id)
+
     async def stop(self) -> None:
+        self.retries.stop()
+        await self.deps.stop()
         await self.runner.stop()
 
     async def on_session_end(self, session_id: str, purged: bool) -> None:
@@ -486,3 +622,7 @@ class Commands:
                 self.runner.end_unstarted(job, "session", ts)
             elif job.state in ("starting", "running"):
                 self.runner.cancel_running(job, "session")
+        if not purged and not self.bus.cluster.owns(session_id):
+            # Another node may be running one of its commands: it stops it too.
+            await self.bus.cluster.request_cancel(session_id, None, "session")
+        await self.deps.on_session_end(session_id)

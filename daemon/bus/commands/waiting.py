@@ -40,7 +40,7 @@ class CommandWaits:
         commands.bus.events.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
-        if event.event_type not in WAKE_EVENTS or not self._watch:
+        if not self._watch or event.event_type not in WAKE_EVENTS:
             return
         for future in self._watch.get(event.data.get("command_id") or "", ()):
             if not future.done():
@@ -83,7 +83,10 @@ class CommandWaits:
 
     def _current(self, row: tuple[Any, ...]) -> Command:
         live = self.commands.runner.jobs.get(row[0])
-        return live.record if live is not None else row_to_command(row)
+        if live is not None:
+            return live.record
+        blocked = self.commands.deps.blocked.get(row[0])
+        return blocked.record if blocked is not None else row_to_command(row)
 
     async def _refresh(self, records: dict[str, Command]) -> None:
         jobs = self.commands.runner.jobs

@@ -1,0 +1,333 @@
+"""Several daemons on one PostgreSQL database: session leases, cross-node wake-ups, failover.
+
+The contract is ``bus/cluster.py``'s; the statements are in ``store/pg_cluster.py``. What this
+node does:
+
+- **Leases.** It runs a session's commands only while it holds the session's lease. A command
+  submitted for a session it does not hold is stored queued, with ``NOTIFY llmgine_work`` to the
+  holder (which loads the session's queued commands from the store into its queue); if nobody
+  holds it, the submitting node takes it. Every write that starts or finishes a command checks
+  the lease and its epoch in the same transaction (``fence``), so a node that lost its lease
+  cannot record anything. A lease is renewed every ``tick`` while held; an idle session's lease
+  is given back (unless work was queued for it meanwhile).
+- **Failover.** Each tick (at most a second apart) also takes over sessions whose lease expired
+  (``cluster.lease_timeout``: the node died or stalled), or that have queued or executing
+  commands and no lease: what was executing there becomes ``interrupted`` (the rule of a
+  restart), what was queued runs here.
+- **Events.** One ``LISTEN`` connection: a notification of another node's commit wakes the
+  stream hub, which reads ``seq > head`` from the store (bus/streams.py); the hub's own poll
+  covers a lost notification. Cancel requests (``llmgine_cancel``) reach the node running the
+  command the same way, and a tick re-reads pending ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from llmgine_daemon.bus.cluster import ClaimRefused, LeaseLost, LocalCluster
+from llmgine_daemon.protocol import ClusterInfo, ClusterNode
+from llmgine_daemon.store import pg_cluster as sql
+
+if TYPE_CHECKING:
+    from llmgine_daemon.bus.commands.service import Commands
+    from llmgine_daemon.bus.core import Bus
+
+log = logging.getLogger("llmgine.cluster")
+
+# Sessions taken over per tick (each a few statements in one transaction).
+TAKEOVER_BATCH = 20
+LISTEN_RETRY_S = 1.0
+
+
+class SharedCluster(LocalCluster):
+    backend = "postgresql"
+    shared = True
+
+    def __init__(self, url: str, node_id: str | None = None, lease_timeout: float = 15.0) -> None:
+        super().__init__(node_id, lease_timeout)
+        self.url = url
+        self.tick_interval = max(0.05, min(1.0, lease_timeout / 3))
+        self.leases: dict[str, int] = {}  # session -> epoch, the leases this node holds
+        self.bus: Bus | None = None
+        self.commands: Commands | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wanting: set[str] = set()
+        self._own_pids: set[int] = set()
+        self._event_watchers: list[Callable[[], None]] = []
+        self._stopping = False
+        # Figures for tests and the benchmark.
+        self.takeovers = 0
+        self.notifications = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, bus: Bus) -> None:
+        await super().start(bus)
+        self.bus = bus
+        await asyncio.to_thread(sql.install, self.url)
+        host, pid = socket.gethostname(), os.getpid()
+        # The writer's backend pid: notifications it sent are our own commits, already heard.
+        self._own_pids.add(
+            await bus.store.write(
+                lambda c: (
+                    sql.heartbeat(c, self.node_id, host, pid, self.started_at, self.lease_timeout),
+                    c.execute("SELECT pg_backend_pid()").fetchone()[0],
+                )[1]
+            )
+        )
+        listening = asyncio.get_running_loop().create_future()
+        self._tasks.append(asyncio.create_task(self._listen(listening), name="llmgine-cluster-listen"))
+        await asyncio.wait([listening], timeout=10.0)
+
+    async def recover(self, commands: Commands) -> None:
+        """Nothing to recover by ourselves: other nodes may be running. Sessions whose node
+        died are taken over by the tick, once their lease expired."""
+        self.commands = commands
+        await self._tick()
+        self._tasks.append(asyncio.create_task(self._ticker(), name="llmgine-cluster-tick"))
+
+    async def stop(self) -> None:
+        """After the runner stopped (what ran is recorded interrupted): give every lease back,
+        so queued work moves to the other nodes at their next tick, not after the timeout."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.bus is not None:
+            try:
+                await self.bus.store.write(lambda c: sql.leave(c, self.node_id))
+            except Exception as exc:
+                log.warning("could not give the leases back (they expire by themselves): %s", exc)
+        self.leases.clear()
+
+    # -- the bus's questions ------------------------------------------------------------
+
+    def owns(self, session_id: str) -> bool:
+        return session_id in self.leases
+
+    def may_claim(self, session_id: str) -> bool:
+        return session_id in self.leases
+
+    def fence(self, conn: Any, session_id: str, *, claim: bool = False) -> None:
+        epoch = self.leases.get(session_id)
+        if claim and (epoch is None or sql.busy(conn, session_id)):
+            raise ClaimRefused(session_id)
+        if epoch is None or not sql.fence(conn, session_id, self.node_id, epoch):
+            raise ClaimRefused(session_id) if claim else LeaseLost(session_id)
+
+    def serialize(self, conn: Any, name: str) -> None:
+        sql.serialize(conn, name)
+
+    def announce(self, conn: Any, session_id: str) -> None:
+        """Inside the write that queues a command this node will not run: wake the holder."""
+        if session_id not in self.leases:
+            sql.notify(conn, sql.CHANNEL_WORK, session_id)
+
+    def forward(self, session_id: str) -> None:
+        """A command was queued for a session this node does not hold: take the lease if it is
+        free (the holder, if any, heard ``announce``)."""
+        self._want(session_id)
+
+    async def request_cancel(self, session_id: str, command_id: str | None, reason: str = "cancel") -> bool:
+        assert self.bus is not None
+        return bool(await self.bus.store.write(lambda c: sql.request_cancel(c, session_id, command_id, reason)))
+
+    def watch_events(self, wake: Callable[[], None]) -> Callable[[], None]:
+        self._event_watchers.append(wake)
+        return lambda: self._event_watchers.remove(wake) if wake in self._event_watchers else None
+
+    def log_head(self, conn: Any) -> int | None:
+        return sql.log_head(conn)
+
+    def held(self) -> int:
+        return len(self.leases)
+
+    async def info(self) -> ClusterInfo:
+        assert self.bus is not None
+        rows = await self.bus.store.read(lambda c: sql.live_nodes(c, self.lease_timeout))
+        nodes = [
+            ClusterNode(
+                node_id=r[0],
+                host=r[1],
+                pid=int(r[2]),
+                started_at=r[3],
+                heartbeat_at=datetime.fromtimestamp(float(r[4]), UTC).isoformat(timespec="milliseconds"),
+                leases=int(r[5]),
+            )
+            for r in rows
+        ]
+        return ClusterInfo(backend=self.backend, node_id=self.node_id, lease_timeout=self.lease_timeout, nodes=nodes)
+
+    # -- taking sessions ----------------------------------------------------------------
+
+    def _want(self, session_id: str) -> None:
+        if session_id in self._wanting or self._stopping:
+            return
+        self._wanting.add(session_id)
+        task = asyncio.create_task(self._take([session_id], scan=False))
+        task.add_done_callback(lambda _: self._wanting.discard(session_id))
+
+    async def _take(self, session_ids: list[str], *, scan: bool) -> None:
+        """Acquire the sessions' leases (``scan``: look for orphaned sessions too) and run their
+        queued commands here; executing commands of a session taken over are interrupted."""
+        commands = self.commands
+        if commands is None or self._stopping:
+            return
+        node, timeout = self.node_id, self.lease_timeout
+
+        def write(conn: Any) -> list[tuple[str, int, Any]]:
+            wanted = list(session_ids)
+            if scan:
+                wanted += [s for s in sql.orphans(conn, TAKEOVER_BATCH) if s not in self.leases]
+            got = []
+            for sid in dict.fromkeys(wanted):
+                lease = sql.acquire(conn, sid, node, timeout)
+                if lease is None:
+                    continue
+                epoch, _ = lease
+                # A session taken from another node, or found without a lease: whatever is
+                # still executing there ran on a node that is gone.
+                interrupted = commands.interrupt_executing(conn, sid, exclude=self._running_ids(sid))
+                got.append((sid, epoch, (interrupted, commands.queued_rows(conn, sid))))
+            return got
+
+        try:
+            taken = await commands.runner.durable_write(write)
+        except Exception:
+            log.exception("cluster: taking sessions %s failed", session_ids or "(scan)")
+            return
+        for sid, epoch, (interrupted, queued) in taken:
+            if sid not in self.leases and (interrupted or scan):
+                self.takeovers += 1
+            self.leases[sid] = epoch
+            if interrupted:
+                log.info("session %s: %d command(s) of a lost node marked interrupted", sid, len(interrupted))
+                assert self.bus is not None
+                self.bus.events.notify(interrupted)
+            commands.resume(*queued, await commands.retries.load_due() if queued[0] else {})
+
+    def _running_ids(self, session_id: str) -> set[str]:
+        assert self.commands is not None
+        return {
+            cid
+            for cid, job in self.commands.runner.jobs.items()
+            if job.record.session_id == session_id and job.state != "queued"
+        }
+
+    async def _refresh(self, session_id: str) -> None:
+        """Work was queued elsewhere for a session we hold: load what we do not know yet."""
+        commands = self.commands
+        if commands is None or session_id not in self.leases:
+            return
+        try:
+            queued = await commands.store.read(lambda c: commands.queued_rows(c, session_id))
+        except Exception:
+            log.exception("cluster: reading the queue of session %s failed", session_id)
+            return
+        commands.resume(*queued, await commands.retries.load_due() if queued[0] else {})
+
+    # -- the tick: heartbeat, renewals, releases, takeovers, cancels ----------------------
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cluster: tick failed")
+
+    async def _tick(self) -> None:
+        commands = self.commands
+        assert self.bus is not None and commands is not None
+        runner = commands.runner
+        idle = [s for s in self.leases if not runner.has_work(s)]
+        node, timeout = self.node_id, self.lease_timeout
+        host, pid = socket.gethostname(), os.getpid()
+        held = dict(self.leases)
+
+        def write(conn: Any) -> tuple[dict[str, int], list[str], list[str]]:
+            sql.heartbeat(conn, node, host, pid, self.started_at, timeout)
+            renewed = sql.renew(conn, node, timeout)
+            released = [s for s in idle if s in renewed and sql.release(conn, s, node, renewed[s])]
+            return renewed, released, sql.pending_cancels(conn, node)
+
+        renewed, released, cancels = await self.bus.store.write(write)
+        for sid in released:
+            self.leases.pop(sid, None)
+            if runner.has_work(sid):  # work came in meanwhile: take the session again
+                self._want(sid)
+        for sid, epoch in held.items():
+            if renewed.get(sid) != epoch and self.leases.get(sid) == epoch:
+                # Taken over by another node (we stalled past the timeout): what still runs
+                # here can no longer be recorded; stop it.
+                log.warning("cluster: lost the lease of session %s", sid)
+                self.leases.pop(sid, None)
+                runner.lose_session(sid)
+        for sid in idle:
+            if sid in self.leases and sid not in released:
+                await self._refresh(sid)  # not released: work was queued for it
+        for cid, reason in cancels:
+            self._cancel_local(cid, reason)
+        await self._take([], scan=True)
+
+    def _cancel_local(self, command_id: str, reason: str) -> None:
+        commands = self.commands
+        if commands is None:
+            return
+        job = commands.runner.jobs.get(command_id)
+        if job is not None and job.state in ("starting", "running"):
+            commands.runner.cancel_running(job, reason if reason in ("cancel", "session") else "cancel")
+
+    # -- LISTEN -------------------------------------------------------------------------
+
+    async def _listen(self, listening: asyncio.Future[None]) -> None:
+        import psycopg
+
+        while not self._stopping:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    for channel in (sql.CHANNEL_EVENTS, sql.CHANNEL_WORK, sql.CHANNEL_CANCEL):
+                        await conn.execute(f"LISTEN {channel}")
+                    if not listening.done():
+                        listening.set_result(None)
+                    self._wake_events()  # what was committed while we were not listening
+                    async for note in conn.notifies():
+                        self.notifications += 1
+                        self._on_notify(note.channel, note.payload, note.pid)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cluster: LISTEN connection lost (%s); reconnecting", exc)
+                if not listening.done():
+                    listening.set_result(None)
+                await asyncio.sleep(LISTEN_RETRY_S)
+
+    def _on_notify(self, channel: str, payload: str, pid: int) -> None:
+        if channel == sql.CHANNEL_EVENTS:
+            if pid not in self._own_pids:
+                self._wake_events()
+        elif channel == sql.CHANNEL_WORK:
+            if payload in self.leases:
+                asyncio.create_task(self._refresh(payload))
+        elif channel == sql.CHANNEL_CANCEL:
+            reason, _, command_id = payload.partition(":")
+            self._cancel_local(command_id, reason)
+
+    def _wake_events(self) -> None:
+        for wake in list(self._event_watchers):
+            try:
+                wake()
+            except Exception:
+                log.exception("cluster: an event watcher failed")

@@ -1,0 +1,267 @@
+"""The PostgreSQL side of several daemons on one database: the schema and the statements
+``bus/cluster_shared.py`` runs (session leases, node heartbeats, cancel requests).
+
+Events: one global order, gap-free, on every node. A sequence (``BIGSERIAL``) is not enough:
+sequence order is not commit order, so a reader resuming at seq N could skip an N-1 that
+commits later. Here seq is allocated inside the writing transaction from one row,
+``event_head`` (a BEFORE INSERT trigger: ``UPDATE event_head SET seq = seq + 1``): the row stays
+locked until COMMIT, so transactions that write events commit in seq order, and a reader that
+sees seq N sees every seq below it (the trigger also moves the column's own sequence to that
+seq, so ``lastval()`` - the store's ``cursor.lastrowid`` - answers it). A statement trigger
+sends ``NOTIFY llmgine_events`` with an empty payload; PostgreSQL folds identical notifications
+of one transaction into one, so each group commit wakes every listening node once (each then
+reads ``seq > its head``).
+
+Leases: a ``session_leases`` row per session being run: the node that holds it, an expiry
+(the database's clock, seconds since the epoch) and a fencing ``epoch`` bumped whenever the
+lease changes hands. Only the holder starts the session's commands, and every write that starts
+or finishes one checks, in its own transaction and with the row locked (FOR SHARE), that the
+lease is still its own with the same epoch, so a node that lost its lease cannot write results.
+
+The statements use ``?`` placeholders (the store's connection turns them into the driver's);
+the DDL (dollar-quoted function bodies) runs on a connection of its own (``install``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CHANNEL_EVENTS = "llmgine_events"  # payload '': new events committed
+CHANNEL_WORK = "llmgine_work"  # payload: a session id with queued work
+CHANNEL_CANCEL = "llmgine_cancel"  # payload: "reason:command_id" (cancel, session)
+
+# The database's clock, so that nodes with skewed clocks agree on when a lease expires.
+NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
+# Serializes installs and the first start of several nodes (any constant of our own).
+INSTALL_LOCK = 0x6C6C6D67696E65
+
+DDL = """
+CREATE TABLE IF NOT EXISTS event_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL);
+INSERT INTO event_head (id, seq) SELECT 1, COALESCE(MAX(seq), 0) FROM events ON CONFLICT (id) DO NOTHING;
+CREATE OR REPLACE FUNCTION llmgine_event_seq() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE event_head SET seq = seq + 1 WHERE id = 1 RETURNING seq INTO NEW.seq;
+  -- So lastval() (the store's cursor.lastrowid, last_insert_rowid()) is this seq.
+  PERFORM setval(pg_get_serial_sequence('events', 'seq'), NEW.seq);
+  RETURN NEW;
+END $$;
+CREATE OR REPLACE FUNCTION llmgine_event_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('llmgine_events', '');
+  RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS llmgine_events_seq ON events;
+CREATE TRIGGER llmgine_events_seq BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION llmgine_event_seq();
+DROP TRIGGER IF EXISTS llmgine_events_notify ON events;
+CREATE TRIGGER llmgine_events_notify AFTER INSERT ON events
+  FOR EACH STATEMENT EXECUTE FUNCTION llmgine_event_notify();
+DO $$ BEGIN
+  IF to_regclass('sqlite_sequence') IS NULL THEN
+    -- Where the bus reads the log's end (bus/streams.py), as on SQLite; survives purges.
+    CREATE VIEW sqlite_sequence AS SELECT 'events'::text AS name, seq FROM event_head;
+  END IF;
+END $$;
+CREATE TABLE IF NOT EXISTS cluster_nodes (
+  node_id TEXT PRIMARY KEY,
+  host TEXT NOT NULL,
+  pid INTEGER NOT NULL,
+  started_at TEXT NOT NULL,
+  heartbeat DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS session_leases (
+  session_id TEXT PRIMARY KEY,
+  node_id TEXT NOT NULL,
+  epoch BIGINT NOT NULL,
+  expires DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS session_leases_node ON session_leases (node_id);
+CREATE INDEX IF NOT EXISTS session_leases_expires ON session_leases (expires);
+CREATE TABLE IF NOT EXISTS command_cancels (
+  command_id TEXT PRIMARY KEY,
+  session_id TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  requested DOUBLE PRECISION NOT NULL
+);
+"""
+
+
+def install(url: str) -> None:
+    """Create (or update) the cluster's tables and triggers; idempotent, safe to run from
+    several nodes at once (an advisory lock). Blocking: run it in a thread."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (INSTALL_LOCK,))
+            conn.execute(DDL)
+
+
+# -- nodes ---------------------------------------------------------------------------------
+
+
+def heartbeat(conn: Any, node_id: str, host: str, pid: int, started_at: str, timeout: float) -> None:
+    """This node is alive; nodes silent for ten lease timeouts are forgotten."""
+    conn.execute(f"DELETE FROM cluster_nodes WHERE heartbeat < {NOW} - ?", (timeout * 10,))
+    conn.execute(
+        "INSERT INTO cluster_nodes (node_id, host, pid, started_at, heartbeat)"
+        f" VALUES (?, ?, ?, ?, {NOW}) ON CONFLICT (node_id) DO UPDATE SET heartbeat = EXCLUDED.heartbeat",
+        (node_id, host, pid, started_at),
+    )
+
+
+def leave(conn: Any, node_id: str) -> None:
+    """A clean shutdown: the node's leases and row go (queued work is taken by the others)."""
+    conn.execute("DELETE FROM session_leases WHERE node_id = ?", (node_id,))
+    conn.execute("DELETE FROM cluster_nodes WHERE node_id = ?", (node_id,))
+
+
+def live_nodes(conn: Any, timeout: float) -> list[tuple[Any, ...]]:
+    """(node_id, host, pid, started_at, heartbeat as epoch seconds, leases held) of every node
+    heard from within ``timeout``."""
+    return list(
+        conn.execute(
+            "SELECT n.node_id, n.host, n.pid, n.started_at, n.heartbeat,"
+            " (SELECT COUNT(*) FROM session_leases l WHERE l.node_id = n.node_id)"
+            f" FROM cluster_nodes n WHERE n.heartbeat >= {NOW} - ? ORDER BY n.started_at",
+            (timeout,),
+        ).fetchall()
+    )
+
+
+# -- leases --------------------------------------------------------------------------------
+
+
+def acquire(conn: Any, session_id: str, node_id: str, timeout: float) -> tuple[int, bool] | None:
+    """Take or renew the session's lease: (epoch, taken over from another node whose lease had
+    expired), or None while another node holds it."""
+    row = conn.execute(
+        f"SELECT node_id, epoch, expires < {NOW} FROM session_leases WHERE session_id = ? FOR UPDATE",
+        (session_id,),
+    ).fetchone()
+    if row is None:
+        got = conn.execute(
+            f"INSERT INTO session_leases (session_id, node_id, epoch, expires) VALUES (?, ?, 1, {NOW} + ?)"
+            " ON CONFLICT (session_id) DO NOTHING RETURNING epoch",
+            (session_id, node_id, timeout),
+        ).fetchone()
+        return (int(got[0]), False) if got is not None else None
+    holder, epoch, expired = row
+    if holder == node_id:
+        conn.execute(f"UPDATE session_leases SET expires = {NOW} + ? WHERE session_id = ?", (timeout, session_id))
+        return int(epoch), False
+    if not expired:
+        return None
+    conn.execute(
+        f"UPDATE session_leases SET node_id = ?, epoch = ?, expires = {NOW} + ? WHERE session_id = ?",
+        (node_id, epoch + 1, timeout, session_id),
+    )
+    return int(epoch) + 1, True
+
+
+def fence(conn: Any, session_id: str, node_id: str, epoch: int) -> bool:
+    """True if the lease is still this node's, at ``epoch``; the row stays locked (shared) until
+    the caller's transaction ends, so nobody takes it over before this write commits."""
+    row = conn.execute(
+        "SELECT 1 FROM session_leases WHERE session_id = ? AND node_id = ? AND epoch = ? FOR SHARE",
+        (session_id, node_id, epoch),
+    ).fetchone()
+    return row is not None
+
+
+def busy(conn: Any, session_id: str) -> bool:
+    """Has the session queued or executing commands in the store?"""
+    row = conn.execute(
+        "SELECT 1 FROM commands WHERE session_id = ? AND status IN ('queued', 'executing') LIMIT 1", (session_id,)
+    ).fetchone()
+    return row is not None
+
+
+def renew(conn: Any, node_id: str, timeout: float) -> dict[str, int]:
+    """Push back the expiry of every lease this node holds; returns them (session -> epoch)."""
+    rows = conn.execute(
+        f"UPDATE session_leases SET expires = {NOW} + ? WHERE node_id = ? RETURNING session_id, epoch",
+        (timeout, node_id),
+    ).fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def release(conn: Any, session_id: str, node_id: str, epoch: int) -> bool:
+    """Give an idle session's lease up, unless work was queued for it meanwhile (then the
+    caller keeps it and runs that work). True if released."""
+    cur = conn.execute(
+        "DELETE FROM session_leases WHERE session_id = ? AND node_id = ? AND epoch = ? AND NOT EXISTS"
+        " (SELECT 1 FROM commands WHERE session_id = ? AND status IN ('queued', 'executing'))",
+        (session_id, node_id, epoch, session_id),
+    )
+    return bool(cur.rowcount)
+
+
+def orphans(conn: Any, limit: int) -> list[str]:
+    """Sessions nobody runs that need a node: a lease that expired (its node died or stalled),
+    or queued or executing commands and no lease at all. Leases another node is taking over
+    right now are skipped (SKIP LOCKED)."""
+    expired = conn.execute(
+        f"SELECT session_id FROM session_leases WHERE expires < {NOW} LIMIT ? FOR UPDATE SKIP LOCKED",
+        (limit,),
+    ).fetchall()
+    unleased = conn.execute(
+        "SELECT DISTINCT c.session_id FROM commands c WHERE c.status IN ('queued', 'executing')"
+        " AND NOT EXISTS (SELECT 1 FROM session_leases l WHERE l.session_id = c.session_id) LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [r[0] for r in expired] + [r[0] for r in unleased]
+
+
+def log_head(conn: Any) -> int:
+    """The last committed seq: ``event_head`` is written in the transaction of the events it
+    counts (a sequence's value is not: it includes transactions not yet committed)."""
+    row = conn.execute("SELECT seq FROM event_head WHERE id = 1").fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def notify(conn: Any, channel: str, payload: str) -> None:
+    """Sent when the caller's transaction commits (and only then)."""
+    conn.execute("SELECT pg_notify(?, ?)", (channel, payload))
+
+
+def serialize(conn: Any, name: str) -> None:
+    """Make the rest of the caller's transaction run one at a time across every node, for all
+    callers passing ``name`` (a transaction-scoped advisory lock)."""
+    conn.execute("SELECT pg_advisory_xact_lock(?::integer, hashtext(?))", (INSTALL_LOCK & 0x7FFFFFFF, name))
+
+
+# -- cancels -------------------------------------------------------------------------------
+
+
+def request_cancel(conn: Any, session_id: str, command_id: str | None, reason: str) -> int:
+    """Ask the node running ``command_id`` (None: every executing command of the session) to
+    cancel it; recorded too, as its node re-reads pending requests in case the notification
+    is lost. Returns how many executing commands were asked."""
+    if command_id is None:
+        rows = conn.execute(
+            "SELECT command_id FROM commands WHERE session_id = ? AND status = 'executing'", (session_id,)
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT command_id FROM commands WHERE command_id = ? AND session_id = ? AND status = 'executing'",
+            (command_id, session_id),
+        ).fetchall()
+    for (cid,) in rows:
+        conn.execute(
+            f"INSERT INTO command_cancels (command_id, session_id, reason, requested) VALUES (?, ?, ?, {NOW})"
+            " ON CONFLICT (command_id) DO NOTHING",
+            (cid, session_id, reason),
+        )
+        notify(conn, CHANNEL_CANCEL, f"{reason}:{cid}")
+    return len(rows)
+
+
+def pending_cancels(conn: Any, node_id: str) -> list[tuple[str, str]]:
+    """(command id, reason) of cancel requests for sessions this node holds; old ones go."""
+    conn.execute(f"DELETE FROM command_cancels WHERE requested < {NOW} - 3600")
+    rows = conn.execute(
+        "SELECT c.command_id, c.reason FROM command_cancels c JOIN session_leases l ON l.session_id = c.session_id"
+        " WHERE l.node_id = ?",
+        (node_id,),
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]

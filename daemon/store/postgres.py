@@ -1,0 +1,435 @@
+"""PostgreSQL storage (``DATABASE_URL=postgresql://...``): the same interface as store/db.py's
+SQLite store, so the bus's write and read functions run unchanged on either.
+
+The driver is psycopg 3, its synchronous connection, imported only when such a URL is given
+(the SQLite path never loads it). Why not asyncpg: the bus's writes are plain functions
+``fn(conn)`` making several ``conn.execute(sql, params)`` calls and reading cursors, run by the
+store's writer inside a group-commit transaction. psycopg's ``Connection.execute`` returns a
+cursor with ``fetchone``/``fetchall``/``rowcount`` like sqlite3's, so those functions run as they
+are, in one worker thread, one thread hop per batch; with asyncpg every one of them would be a
+coroutine (bench/pg_driver.py measured both: docs/architecture.md has the figures).
+
+- Writes: one writer connection and one thread. A batch runs in ONE transaction, each write in
+  its own SAVEPOINT (a failing write is rolled back alone), and the callers' futures resolve
+  after COMMIT returned: acknowledged = committed, as on SQLite. ``lock_timeout`` is the
+  busy timeout: a write that waits longer for a row lock fails with StorageBusy (503).
+- Reads: a few connections in autocommit, each used by one thread at a time; ``read_point`` is
+  ``read`` (there is no in-process fast path over a network).
+- The statements: ``PgConnection`` hands the bus a connection that translates SQLite's dialect
+  (``?`` placeholders and the few other points: store/dialect.py), offers ``executemany`` and
+  ``cursor.lastrowid``, stores Python booleans as 0/1 and reads NUMERIC (SUM, AVG) as int or
+  float, as SQLite gives them.
+- Errors: unique violations and other constraint failures, serialization failures and lock
+  timeouts, a full disk, a lost connection map to store/errors.py's classes, so the API
+  answers the same codes on both backends. A lost connection is opened again on next use.
+- Schema: store/pg_schema.py, applied at ``open`` under an advisory lock.
+- Telemetry (logs and spans) lives in the same database, in a store of its own (its own
+  writer connection and thread), as on SQLite it has a file of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from llmgine_daemon.aio import cancel_and_wait
+from llmgine_daemon.store import db as _db  # noqa: F401 - registers every migration module db.py does
+from llmgine_daemon.store import pg_schema
+from llmgine_daemon.store.base import BaseStore, QueueItem, T, _Alone, _Heavy
+from llmgine_daemon.store.dialect import numbered, translate
+from llmgine_daemon.store.errors import StorageBusy, StorageError, StorageFull
+from psycopg import errors as pgerrors
+from psycopg.adapt import Dumper, Loader
+from psycopg.pq import TransactionStatus
+
+log = logging.getLogger("llmgine.store")
+
+READERS = 4
+CONNECT_TIMEOUT_S = 10
+SIZE_REFRESH_S = 10.0
+
+
+def redact(url: str) -> str:
+    """``postgresql://user@host:port/db``: the URL without its password (or query)."""
+    parts = urlsplit(url)
+    user = f"{unquote(parts.username)}@" if parts.username else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{user}{parts.hostname or ''}{port}{parts.path}"
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        port = 5432
+    return f"{parts.hostname or 'localhost'}:{port}"
+
+
+# -- adaptation -----------------------------------------------------------------------------
+
+
+class _BoolAsInt(Dumper):
+    """Booleans are INTEGER 0/1 in the schema (as SQLite stores them)."""
+
+    oid = psycopg.postgres.types["int8"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"1" if obj else b"0"
+
+
+class _NumericAsNumber(Loader):
+    """NUMERIC (SUM of BIGINT, AVG) as int or float, as SQLite returns them, not Decimal."""
+
+    def load(self, data: Any) -> Any:
+        text = bytes(data).decode()
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+
+
+class PgCursor:
+    """A psycopg cursor with sqlite3's ``lastrowid`` (the identity value the insert took)."""
+
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self._cur = cur
+
+    @property
+    def lastrowid(self) -> int | None:
+        row = self._cur.connection.execute("SELECT lastval()").fetchone()
+        return None if row is None else int(row[0])
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+    @property
+    def description(self) -> Any:
+        return self._cur.description
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone() if self._cur.description is not None else None
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall() if self._cur.description is not None else []
+
+    def fetchmany(self, size: int = 1) -> list[Any]:
+        return self._cur.fetchmany(size)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cur) if self._cur.description is not None else iter(())
+
+
+class PgConnection:
+    """What the bus's functions get on PostgreSQL (see the module docstring)."""
+
+    def __init__(self, raw: psycopg.Connection[Any], column_types: Callable[[str], dict[str, str]]) -> None:
+        self.raw = raw
+        self._types = column_types
+        self._cache: dict[tuple[str, bool], str] = {}
+
+    def _sql(self, sql: str, params: bool) -> str:
+        key = (sql, params)
+        text = self._cache.get(key)
+        if text is None:
+            text = self._cache[key] = translate(sql, params=params, column_types=self._types)
+        return text
+
+    def execute(self, sql: str, params: Any = ()) -> PgCursor:
+        if params:
+            text = self._sql(sql, True)
+            if numbered(text) and not isinstance(params, dict):
+                params = {f"p{i}": value for i, value in enumerate(params, 1)}
+            return PgCursor(self.raw.execute(text, params))
+        return PgCursor(self.raw.execute(self._sql(sql, False)))
+
+    def executemany(self, sql: str, rows: Any) -> PgCursor:
+        cur = self.raw.cursor()
+        cur.executemany(self._sql(sql, True), list(rows))
+        return PgCursor(cur)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+_BUSY = (
+    pgerrors.SerializationFailure,
+    pgerrors.DeadlockDetected,
+    pgerrors.LockNotAvailable,
+    pgerrors.QueryCanceled,
+    pgerrors.TooManyConnections,
+    pgerrors.AdminShutdown,
+    pgerrors.CannotConnectNow,
+)
+_FULL = (pgerrors.DiskFull, pgerrors.OutOfMemory, pgerrors.ProgramLimitExceeded)
+
+
+def classify(exc: BaseException) -> BaseException:
+    """A psycopg error as the store's (store/errors.py); anything else as it is."""
+    if not isinstance(exc, psycopg.Error):
+        return exc
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, _BUSY):
+        return StorageBusy(text)
+    if isinstance(exc, _FULL):
+        return StorageFull(text)
+    if isinstance(exc, psycopg.OperationalError):
+        return StorageBusy(f"the database connection failed: {text}")
+    return StorageError(text)
+
+
+def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+    """A connection with our adaptations; StorageError naming the host and the reason (never
+    the password) if it cannot be made."""
+    try:
+        conn = psycopg.connect(
+            url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S, application_name="llmgined"
+        )
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot connect to PostgreSQL at {_where(url)}: {_reason(exc, url)}") from None
+    except Exception as exc:  # a malformed URL (psycopg.ProgrammingError is a psycopg.Error)
+        raise StorageError(f"{redact(url)}: not a usable PostgreSQL URL: {exc}") from None
+    conn.adapters.register_dumper(bool, _BoolAsInt)
+    conn.adapters.register_loader("numeric", _NumericAsNumber)
+    return conn
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """libpq's reason, one line: its last non-empty line says it best."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    for line in lines:
+        if "FATAL:" in line or "failed:" in line:
+            text = line.split("FATAL:", 1)[-1].strip() if "FATAL:" in line else line
+    password = urlsplit(url).password
+    if password:
+        text = text.replace(password, "********")
+    return text
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
+class PgStore(BaseStore):
+    backend = "postgresql"
+
+    def __init__(self, url: str, busy_timeout: float = 5.0, *, telemetry: bool = False, readers: int = READERS) -> None:
+        super().__init__(busy_timeout, telemetry=telemetry)
+        self.url = url
+        self.path = redact(url)  # what messages and the status show
+        self.readers = max(1, readers)
+        self._writer_exec: ThreadPoolExecutor | None = None
+        self._reader_exec: ThreadPoolExecutor | None = None
+        self._writer: PgConnection | None = None
+        self._idle: queue.SimpleQueue[PgConnection] = queue.SimpleQueue()
+        self._slots: asyncio.Semaphore | None = None
+        self._columns: dict[str, dict[str, str]] = {}
+        self._columns_lock = threading.Lock()
+        self._size = 0
+        self._size_task: asyncio.Task[None] | None = None
+
+    def describe(self) -> str:
+        return self.path
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._writer_exec = ThreadPoolExecutor(1, thread_name_prefix="llmgine-pg-writer")
+        self._reader_exec = ThreadPoolExecutor(self.readers, thread_name_prefix="llmgine-pg-reader")
+        try:
+            await loop.run_in_executor(self._writer_exec, self._open_writer)
+        except BaseException:
+            await self.close()
+            raise
+        self._slots = asyncio.Semaphore(self.readers)
+        self._task = asyncio.create_task(self._write_loop(), name="llmgine-store-writer")
+        if not self.telemetry:
+            self._size_task = asyncio.create_task(self._size_loop(), name="llmgine-store-size")
+
+    def _open_writer(self) -> None:
+        raw = connect(self.url, autocommit=False)
+        try:
+            applied = pg_schema.apply(raw, telemetry=self.telemetry)
+            raw.commit()
+            raw.autocommit = True
+            raw.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, int(self.busy_timeout * 1000))}ms",))
+        except psycopg.Error as exc:
+            raw.close()
+            raise StorageError(f"{self.path}: preparing the schema: {classify(exc)}") from None
+        except BaseException:
+            raw.close()
+            raise
+        if applied:
+            log.info("applied migrations %s to %s", applied, self.path)
+        self._size = raw.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
+        self._writer = PgConnection(raw, self._column_types)
+
+    async def close(self) -> None:
+        await cancel_and_wait(self._size_task)
+        self._size_task = None
+        if self._task is not None:
+            await self._queue.put(None)
+            await self._task
+            self._task = None
+        for ex in (self._writer_exec, self._reader_exec):
+            if ex is not None:
+                ex.shutdown(wait=True)
+        self._writer_exec = self._reader_exec = None
+        conns = [self._writer] if self._writer is not None else []
+        while not self._idle.empty():
+            conns.append(self._idle.get_nowait())
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.raw.close()
+        self._writer = None
+
+    def _column_types(self, table: str) -> dict[str, str]:
+        """``{column: type}`` of a table, read once (dialect.py casts JSON items with them)."""
+        with self._columns_lock:
+            if table not in self._columns:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                    rows = conn.execute(
+                        "SELECT column_name, data_type FROM information_schema.columns"
+                        " WHERE table_schema = current_schema() AND table_name = %s",
+                        (table,),
+                    ).fetchall()
+                self._columns[table] = {name: kind for name, kind in rows}
+            return self._columns[table]
+
+    # -- writes ------------------------------------------------------------------------
+
+    def _writer_conn(self) -> PgConnection:
+        """The writer connection; made again if it was lost."""
+        conn = self._writer
+        if conn is None or conn.raw.closed or conn.raw.broken:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.raw.close()
+            raw = connect(self.url)
+            raw.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, int(self.busy_timeout * 1000))}ms",))
+            conn = self._writer = PgConnection(raw, self._column_types)
+        return conn
+
+    async def _commit_batch(self, batch: list[QueueItem], heavy: bool) -> None:
+        started_wall, started = time.time(), time.perf_counter()
+        failure: BaseException | None = None
+        loop = asyncio.get_running_loop()
+        try:
+            outcomes = await loop.run_in_executor(self._writer_exec, self._transaction, batch)
+            self.transactions += 1
+            self.writes += len(batch)
+        except Exception as exc:  # the whole transaction failed (COMMIT, a lost connection)
+            err = classify(exc)
+            log.error("write transaction of %d failed: %s", len(batch), err)
+            outcomes = [(False, err)] * len(batch)
+            failure = err
+        self._settle(batch, outcomes, started_wall, started, failure)
+
+    def _transaction(self, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
+        """The batch in one transaction, a savepoint per write (writer thread)."""
+        conn = self._writer_conn()
+        raw = conn.raw
+        raw.execute("BEGIN")
+        try:
+            outcomes: list[tuple[bool, Any]] = []
+            for fn, _, ctx, _ in batch:
+                if isinstance(fn, _Heavy):
+                    fn = fn.fn
+                raw.execute("SAVEPOINT w")
+                try:
+                    value = ctx.run(fn, conn)  # type: ignore[arg-type]  # never an _Alone here
+                except Exception as exc:
+                    if raw.broken or raw.closed:
+                        raise
+                    raw.execute("ROLLBACK TO SAVEPOINT w")
+                    raw.execute("RELEASE SAVEPOINT w")
+                    outcomes.append((False, classify(exc)))
+                else:
+                    raw.execute("RELEASE SAVEPOINT w")
+                    outcomes.append((True, value))
+            raw.execute("COMMIT")
+        except BaseException:
+            if not raw.broken and not raw.closed:
+                with contextlib.suppress(psycopg.Error):
+                    raw.execute("ROLLBACK")
+            raise
+        return outcomes
+
+    async def _run_alone(self, item: QueueItem) -> None:
+        alone, future, ctx, _ = item
+        assert isinstance(alone, _Alone)
+        loop = asyncio.get_running_loop()
+        try:
+            value = await loop.run_in_executor(self._writer_exec, lambda: ctx.run(alone.fn, self._writer_conn()))
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(classify(exc))
+        else:
+            if not future.done():
+                future.set_result(value)
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def read(self, fn: Callable[[Any], T]) -> T:
+        """Run a read-only ``fn`` on one of the reader connections (in autocommit)."""
+        if self._slots is None or self._reader_exec is None:
+            raise StorageError("the store is closed")
+        async with self._slots:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._reader_exec, self._read, fn)
+
+    def _read(self, fn: Callable[[Any], T]) -> T:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = PgConnection(connect(self.url), self._column_types)
+        try:
+            return fn(conn)
+        except psycopg.Error as exc:
+            raise classify(exc) from exc
+        finally:
+            if conn.raw.closed or conn.raw.broken:
+                with contextlib.suppress(Exception):
+                    conn.raw.close()
+            else:
+                self._idle.put(conn)
+
+    async def read_point(self, fn: Callable[[Any], T]) -> T:
+        return await self.read(fn)
+
+    # -- sizes -------------------------------------------------------------------------
+
+    async def _size_loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self._size = await self.read(
+                    lambda c: c.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+                )
+            await asyncio.sleep(SIZE_REFRESH_S)
+
+    def file_sizes(self) -> dict[str, int]:
+        return {"db": self._size}
+
+    def size_bytes(self) -> int:
+        """The database's size (refreshed every few seconds); the telemetry store shares the
+        database and reports 0, so the two add up right."""
+        return 0 if self.telemetry else self._size

@@ -1,0 +1,57 @@
+"""The Client's endpoint methods for webhooks and schedules (api/webhooks.py, api/schedules.py):
+one method per endpoint, as in client.py, which inherits them (``Client(..., HookEndpoints, ...)``);
+tests/api/test_endpoints.py holds them to the endpoint table like the others."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from llmgine_daemon.protocol import CommandCreate, hooks
+
+from llmgine_cli.client_verbs import _id
+
+
+class HookEndpoints:
+    _op: Any  # Client._op
+
+    def create_webhook(
+        self, url: str, *, events: Sequence[str] = ("*",), session_id: str | None = None, secret: str | None = None
+    ) -> hooks.Webhook:
+        return self._op("createWebhook", body=hooks.WebhookCreate(url, list(events), session_id, secret))
+
+    def list_webhooks(self, session_id: str | None = None) -> hooks.WebhookList:
+        return self._op("listWebhooks", query={"session_id": session_id})
+
+    def get_webhook(self, webhook_id: str) -> hooks.Webhook:
+        return self._op("getWebhook", path={"webhook_id": webhook_id})
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        return self._op("deleteWebhook", path={"webhook_id": webhook_id})
+
+    def webhook_deliveries(
+        self, webhook_id: str, *, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> hooks.WebhookDeliveryList:
+        query = {"status": status, "limit": limit, "offset": offset}
+        return self._op("listWebhookDeliveries", path={"webhook_id": webhook_id}, query=query)
+
+    def create_schedule(self, session_id: str, command: CommandCreate, **when: Any) -> hooks.Schedule:
+        """``when``: one of cron=, every=, at=, and timezone=, missed= (hooks.ScheduleCreate)."""
+        return self._op(
+            "createSchedule", body=hooks.ScheduleCreate(session_id=_id(session_id), command=command, **when)
+        )
+
+    def list_schedules(self, session_id: str | None = None) -> hooks.ScheduleList:
+        return self._op("listSchedules", query={"session_id": session_id})
+
+    def get_schedule(self, schedule_id: str) -> hooks.Schedule:
+        return self._op("getSchedule", path={"schedule_id": schedule_id})
+
+    def pause_schedule(self, schedule_id: str) -> hooks.Schedule:
+        return self._op("pauseSchedule", path={"schedule_id": schedule_id})
+
+    def resume_schedule(self, schedule_id: str) -> hooks.Schedule:
+        return self._op("resumeSchedule", path={"schedule_id": schedule_id})
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        return self._op("deleteSchedule", path={"schedule_id": schedule_id})

@@ -1,0 +1,128 @@
+"""llmgined on PostgreSQL, as a real process: start-up failures are one line naming the host and
+the reason (never the password), and a daemon on a database works through the real CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.clitools import (
+    Daemon,
+    cleanup_home,
+    cli_env,
+    free_port,
+    full_env,
+    no_traceback,
+    one_line,
+    run_cli,
+    short_home,
+    start_daemon,
+    stop_process,
+)
+from tests.postgres import PASSWORD, PgServer, with_database
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    path = short_home()
+    try:
+        yield path
+    finally:
+        cleanup_home(path)
+
+
+def start_failure(home: Path, url: str) -> tuple[int, str]:
+    """llmgined with DATABASE_URL=url, which must not start: (exit code, stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmgine_daemon", "--no-socket", "--port", str(free_port())],
+        env=full_env(cli_env(home, DATABASE_URL=url)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert proc.returncode != 0, proc.stderr
+    assert PASSWORD not in proc.stderr + proc.stdout
+    return proc.returncode, one_line(proc.stderr)
+
+
+def test_unreachable_server_is_one_line_naming_the_host(home: Path) -> None:
+    port = free_port()  # nothing listens there
+    _, line = start_failure(home, f"postgresql://llmgine_test:{PASSWORD}@127.0.0.1:{port}/llmgine")
+    assert f"127.0.0.1:{port}" in line and "refused" in line.lower(), line
+
+
+def test_wrong_password_and_missing_database(home: Path, pg_server: PgServer, pg_url: str) -> None:
+    if pg_server.proc is None:
+        pytest.skip("an existing server (LLMGINE_TEST_DATABASE_URL) has its own authentication")
+    parts = urlsplit(pg_url)
+    wrong = pg_url.replace(f":{PASSWORD}@", ":not-the-password@")
+    _, line = start_failure(home, wrong)
+    assert f"{parts.hostname}:{parts.port}" in line and "password authentication failed" in line, line
+    assert "not-the-password" not in line
+    _, line = start_failure(home, with_database(pg_url, "no_such_database"))
+    assert 'database "no_such_database" does not exist' in line, line
+
+
+def test_a_malformed_url_is_a_configuration_error(home: Path) -> None:
+    _, line = start_failure(home, f"postgresql://u:{PASSWORD}@127.0.0.1:notaport/db")
+    assert "port is not a number" in line and "********" in line, line
+
+
+@pytest.fixture
+def pg_daemon(home: Path, pg_url: str) -> Iterator[Daemon]:
+    d = start_daemon(home, env={"DATABASE_URL": pg_url})
+    yield d
+    stop_process(d.proc)
+
+
+def cli_json(d: Daemon, *args: str) -> dict:
+    out = run_cli([*args, "-o", "json"], d.env)
+    no_traceback(out.stderr)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_daemon_on_postgresql_status_stats_and_a_restart(home: Path, pg_url: str, pg_daemon: Daemon) -> None:
+    status = cli_json(pg_daemon, "status")
+    assert status["storage"]["backend"] == "postgresql"
+    assert PASSWORD not in json.dumps(status)
+    assert status["storage"]["path"].endswith(urlsplit(pg_url).path)
+    session = cli_json(pg_daemon, "session", "create", "--name", "on-pg")
+    sid = session["session_id"]
+    out = run_cli(["event", "publish", "Tick", "-S", sid, "--data", '{"i": 1}', "-q"], pg_daemon.env)
+    assert out.returncode == 0, out.stderr
+    stats = cli_json(pg_daemon, "db", "stats")
+    assert stats["backend"] == "postgresql" and stats["size_bytes"] > 0
+    tables = {t["name"]: t for t in stats["tables"]}
+    assert tables["sessions"]["rows"] == 1 and tables["spans"]["database"] == "telemetry"
+    # Everything is in the database, not the home: a new daemon (another home) sees it.
+    stop_process(pg_daemon.proc)
+    other = short_home()
+    try:
+        d2 = start_daemon(other, env={"DATABASE_URL": pg_url})
+        try:
+            assert cli_json(d2, "session", "get", sid)["name"] == "on-pg"
+        finally:
+            stop_process(d2.proc)
+    finally:
+        cleanup_home(other)
+
+
+def test_a_database_migrated_by_newer_code_is_refused(home: Path, pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'future', 'now')")
+    _, line = start_failure(home, pg_url)
+    assert "newer than this llmgined" in line and "9999" in line, line

@@ -1,0 +1,121 @@
+"""Keys and tokens across nodes sharing one database: two ``Credentials`` over one real store
+stand for two nodes (what each knows is in its memory; the database is the truth).
+
+A key made on one node works on the other at once (an unknown id makes it re-read); a key
+revoked, or a session ended, on one node stops working on the other at its next sync, and
+its WebSockets are told; each node keeps its own local CLI key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from llmgine_daemon.bus.auth import AuthFailure, Credentials, local_key_name
+from llmgine_daemon.bus.core import Bus
+from llmgine_daemon.store.db import Store
+
+
+@pytest.fixture
+async def bus(home: Path) -> AsyncIterator[Bus]:
+    store = Store(home / "data" / "bus.db")
+    await store.open()
+    bus = Bus(store)
+    await bus.start()
+    try:
+        yield bus
+    finally:
+        await bus.stop()
+        await store.close()
+
+
+async def node(bus: Bus, *, shared: bool = True) -> Credentials:
+    credentials = Credentials(bus.store)
+    credentials.shared = shared
+    await credentials.load()
+    return credentials
+
+
+async def test_a_key_made_on_one_node_works_on_the_other_at_once(bus: Bus):
+    a, b = await node(bus), await node(bus)
+    record, key = await a.create_key("ci", None)
+    with pytest.raises(AuthFailure):
+        b.verify(key)  # b has not seen it yet
+    assert await b.sync_on_miss(key)
+    assert b.verify(key).credential_id == record.key_id
+
+
+async def test_unknown_credentials_do_not_make_a_node_reread_more_than_its_pace(bus: Bus):
+    b = await node(bus)
+    assert not await b.sync_on_miss("lgk_0123456789ab_" + "x" * 43)
+    first = b.synced_at
+    assert first > 0
+    # Right after a sync, another miss does not read again (a flood of made-up ids costs at
+    # most one read per MISS_SYNC_EVERY).
+    assert not await b.sync_on_miss("lgk_ba9876543210_" + "y" * 43)
+    assert b.synced_at == first
+    assert not await b.sync_on_miss("not-a-credential")
+
+
+async def test_one_node_alone_never_rereads(bus: Bus):
+    a = await node(bus, shared=False)
+    assert not await a.sync_on_miss("lgk_0123456789ab_" + "x" * 43)
+    assert a.synced_at == 0.0
+
+
+async def test_a_key_revoked_on_one_node_stops_working_on_the_other_and_its_sockets_are_told(bus: Bus):
+    a, b = await node(bus), await node(bus)
+    record, key = await a.create_key("ci", None)
+    await b.sync()
+    assert b.verify(key)
+    told: list[list[str]] = []
+    b.on_revoked(told.append)
+    await a.revoke_key(record.key_id)
+    assert b.verify(key)  # until b catches up
+    await b.sync()
+    with pytest.raises(AuthFailure, match="revoked"):
+        b.verify(key)
+    assert told == [[record.key_id]]
+
+
+async def test_a_session_ended_on_one_node_ends_its_tokens_on_the_other(bus: Bus):
+    a, b = await node(bus), await node(bus)
+    sid = (await bus.sessions.create(None, {})).session_id
+    token_record, token = await a.mint_session_token(sid)
+    assert await b.sync_on_miss(token)
+    assert b.verify(token).session_id == sid
+    told: list[list[str]] = []
+    b.on_revoked(told.append)
+    bus.sessions.hooks.append(a.session_ended)  # the session ends on node a
+    await bus.sessions.close(sid)
+    await b.sync()
+    with pytest.raises(AuthFailure):
+        b.verify(token)
+    assert told == [[token_record.token_id]]
+
+
+async def test_each_node_keeps_its_own_local_key(bus: Bus, tmp_path: Path):
+    a, b = await node(bus), await node(bus)
+    path_a, path_b = tmp_path / "a" / "local.key", tmp_path / "b" / "local.key"
+    path_a.parent.mkdir()
+    path_b.parent.mkdir()
+    assert local_key_name(path_a) != local_key_name(path_b)
+    await a.ensure_local_key(path_a)
+    await b.sync()
+    await b.ensure_local_key(path_b)
+    await a.sync()
+    # Neither start revoked the other's key.
+    assert a.verify(path_a.read_text().strip()).kind == "key"
+    assert a.verify(path_b.read_text().strip()).kind == "key"
+    # Restarting a keeps its key (the file still holds a valid one).
+    again = await node(bus)
+    await again.ensure_local_key(path_a)
+    assert again.verify(path_a.read_text().strip())
+    # A lost key file: a new key for that file, the old one of that name revoked, b's kept.
+    old = path_a.read_text().strip()
+    path_a.unlink()
+    await again.ensure_local_key(path_a)
+    with pytest.raises(AuthFailure, match="revoked"):
+        again.verify(old)
+    assert again.verify(path_b.read_text().strip())
