@@ -102,27 +102,6 @@ def _provider_settings(name: str) -> tuple[Setting, ...]:
     )
 
 
-# Estimated prices, USD per million tokens: [input, output, cached input]. Looked up by the
-# model's name with and without its provider prefix, then by the longest known prefix
-# ("claude-3-5-haiku" prices "claude-3-5-haiku-20241022"). usage.prices adds to and overrides
-# these (bus/usage.py). Published list prices as of late 2024 / 2025; check your provider's.
-DEFAULT_PRICES: dict[str, list[float]] = {
-    "gpt-4o": [2.50, 10.00, 1.25],
-    "gpt-4o-mini": [0.15, 0.60, 0.075],
-    "gpt-4.1": [2.00, 8.00, 0.50],
-    "gpt-4.1-mini": [0.40, 1.60, 0.10],
-    "gpt-4.1-nano": [0.10, 0.40, 0.025],
-    "o3-mini": [1.10, 4.40, 0.55],
-    "o4-mini": [1.10, 4.40, 0.275],
-    "claude-3-5-haiku": [0.80, 4.00, 0.08],
-    "claude-3-haiku": [0.25, 1.25, 0.03],
-    "claude-3-5-sonnet": [3.00, 15.00, 0.30],
-    "claude-3-7-sonnet": [3.00, 15.00, 0.30],
-    "claude-sonnet-4": [3.00, 15.00, 0.30],
-    "claude-3-opus": [15.00, 75.00, 1.50],
-    "claude-opus-4": [15.00, 75.00, 1.50],
-}
-
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "server.host",
