@@ -170,16 +170,17 @@ class UsageBook:
             metrics.inc("llm_cost_usd_total", cost, provider=provider, model=model)
 
         def write(conn: sqlite3.Connection) -> Usage | None:
+            # No "? IS NULL" on a parameter: PostgreSQL cannot type a NULL one. Without a
+            # price, the cost column is left as it is.
+            priced = " usage_cost_usd = COALESCE(usage_cost_usd, 0) + ?," if cost is not None else ""
             conn.execute(
                 "UPDATE commands SET"
                 " usage_prompt_tokens = COALESCE(usage_prompt_tokens, 0) + ?,"
                 " usage_completion_tokens = COALESCE(usage_completion_tokens, 0) + ?,"
                 " usage_cached_tokens = COALESCE(usage_cached_tokens, 0) + ?,"
-                " usage_cost_usd = CASE WHEN ? IS NULL THEN usage_cost_usd"
-                " ELSE COALESCE(usage_cost_usd, 0) + ? END,"
-                " usage_model = ?, engine_id = COALESCE(engine_id, ?)"
+                f"{priced} usage_model = ?, engine_id = COALESCE(engine_id, ?)"
                 " WHERE command_id = ?",
-                (prompt, completion, cached, cost, cost, full, engine_id, command_id),
+                (prompt, completion, cached, *([cost] if cost is not None else []), full, engine_id, command_id),
             )
             row = conn.execute(f"SELECT {USAGE_COLUMNS} FROM commands WHERE command_id = ?", (command_id,)).fetchone()
             return usage_from_row(row) if row is not None else None
