@@ -48,7 +48,8 @@ class QueueWatch:
         places: dict[str, int] = {}
         for q in self.commands.runner.queues.values():
             n = 0
-            for _, _, entry in sorted(q.heap, key=lambda item: (item[0], item[1])):
+            # Heap items are (rank, created, order, entry): sorted as the runner pops them.
+            for *_, entry in sorted(q.heap, key=lambda item: item[:-1]):
                 for job in entry.jobs if isinstance(entry, BatchJob) else [entry]:
                     if isinstance(job, Job) and job.state == "queued":
                         n += 1
