@@ -27,7 +27,7 @@ The contract, method by method:
   (after it committed), ``request_cancel(session_id, command_id)``: tell the node that runs the
   session about new work or a cancel.
 - ``watch_events(wake)``: call ``wake()`` when another node committed events (the stream hub
-  then reads them from the store).
+  then reads them from the store); ``log_head(conn)``: the last committed seq.
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ class LocalCluster:
     """One process owns the whole bus (the SQLite backend)."""
 
     backend = "sqlite"
+    # Whether other processes change the same database (keys and tokens included): a cluster.
+    shared = False
 
     def __init__(self, node_id: str | None = None, lease_timeout: float = 15.0) -> None:
         self.node_id = node_id or new_node_id()
@@ -101,6 +103,10 @@ class LocalCluster:
         return None
 
     def forward(self, session_id: str) -> None:  # pragma: no cover - every session is owned here
+        return None
+
+    def log_head(self, conn: sqlite3.Connection) -> int | None:
+        """The last committed seq, if the cluster keeps it (None: the store's own answer)."""
         return None
 
     def watch_events(self, wake: Callable[[], None]) -> Callable[[], None]:

@@ -48,6 +48,7 @@ LISTEN_RETRY_S = 1.0
 
 class SharedCluster(LocalCluster):
     backend = "postgresql"
+    shared = True
 
     def __init__(self, url: str, node_id: str | None = None, lease_timeout: float = 15.0) -> None:
         super().__init__(node_id, lease_timeout)
@@ -144,6 +145,9 @@ class SharedCluster(LocalCluster):
     def watch_events(self, wake: Callable[[], None]) -> Callable[[], None]:
         self._event_watchers.append(wake)
         return lambda: self._event_watchers.remove(wake) if wake in self._event_watchers else None
+
+    def log_head(self, conn: Any) -> int | None:
+        return sql.log_head(conn)
 
     def held(self) -> int:
         return len(self.leases)

@@ -265,7 +265,7 @@ class StreamHub:
         # Events other nodes sharing the database committed (bus/cluster.py): read from the store.
         self._unwatch = self.bus.cluster.watch_events(self.wake)
         self.bus.sessions.hooks.append(self._on_session_end)
-        self.head = await self.bus.store.read(_last_seq)
+        self.head = await self.bus.store.read(self._last_seq)
         self._notified_max = max(self._notified_max, self.head)
         self._started = True
         self._drain_pending()
@@ -339,7 +339,7 @@ class StreamHub:
 
     async def _position(self, sub: Subscription, since: int | _dt.datetime | None) -> None:
         session_id = sub.filter.session_id
-        info = await self.bus.store.read(lambda c: _start_info(c, session_id, since))
+        info = await self.bus.store.read(lambda c: _start_info(c, session_id, since, self._last_seq(c)))
         if session_id is not None and info["status"] is None:
             raise not_found("session", session_id=session_id)
         if isinstance(since, int):
@@ -511,7 +511,7 @@ class StreamHub:
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             try:
-                last = await self.bus.store.read(_last_seq)
+                last = await self.bus.store.read(self._last_seq)
             except Exception:
                 log.warning("streams: cannot read the event log head", exc_info=True)
                 continue
@@ -519,6 +519,13 @@ class StreamHub:
                 # Committed events nobody announced (or announced late): read them.
                 self._notified_max = max(self._notified_max, last)
                 self._schedule_fill()
+
+    def _last_seq(self, conn: sqlite3.Connection) -> int:
+        """The last committed seq. Several nodes (bus/cluster.py) keep it in a row of their own:
+        a database sequence's value would run ahead of what is committed, and a head read ahead
+        of the log would make the hub skip the events in between."""
+        head = self.bus.cluster.log_head(conn)
+        return _last_seq(conn) if head is None else head
 
     async def settle(self, timeout: float = 2.0) -> None:
         """Wait until everything notified so far has been dispatched."""
@@ -551,9 +558,11 @@ def _last_seq(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
-def _start_info(conn: sqlite3.Connection, session_id: str | None, since: int | _dt.datetime | None) -> dict[str, Any]:
+def _start_info(
+    conn: sqlite3.Connection, session_id: str | None, since: int | _dt.datetime | None, last_seq: int
+) -> dict[str, Any]:
     info: dict[str, Any] = {"status": None, "ended": None, "time_seq": 0}
-    info["last_seq"] = _last_seq(conn)
+    info["last_seq"] = last_seq
     if session_id is not None:
         row = conn.execute("SELECT status FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
         info["status"] = row[0] if row else None

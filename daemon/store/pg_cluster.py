@@ -212,6 +212,13 @@ def orphans(conn: Any, limit: int) -> list[str]:
     return [r[0] for r in expired] + [r[0] for r in unleased]
 
 
+def log_head(conn: Any) -> int:
+    """The last committed seq: ``event_head`` is written in the transaction of the events it
+    counts (a sequence's value is not: it includes transactions not yet committed)."""
+    row = conn.execute("SELECT seq FROM event_head WHERE id = 1").fetchone()
+    return int(row[0]) if row is not None else 0
+
+
 def notify(conn: Any, channel: str, payload: str) -> None:
     """Sent when the caller's transaction commits (and only then)."""
     conn.execute("SELECT pg_notify(?, ?)", (channel, payload))

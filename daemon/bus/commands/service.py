@@ -501,7 +501,7 @@ class Commands:
         """After a restart: what was executing is interrupted; what was queued runs again
         (on several nodes, only what ran on a node that is gone: bus/cluster.py)."""
         await self.bus.cluster.recover(self)
-        await self.deps.start()  # blocked commands: released, cancelled or waited on again
+        await self.deps.start()  # blocked commands: after the queue, whose ends they wait for
 
     async def recover_all(self) -> None:
         """This daemon is the whole bus: every executing command was its own (interrupted by the
