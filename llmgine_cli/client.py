@@ -572,10 +572,13 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
         trusted: bool = False,
         mounts: Sequence[str] = (),
         timeout: float | None = None,
+        requires_approval: bool = False,
     ) -> McpServer:
         """``command`` + ``args`` (stdio) or ``url`` (streamable HTTP); ``env`` values may be
         ``secret:NAME``. Answers once the server's first connection succeeded or failed."""
-        body = McpServerCreate(name, command, list(args), url, dict(env or {}), trusted, list(mounts), timeout)
+        body = McpServerCreate(
+            name, command, list(args), url, dict(env or {}), trusted, list(mounts), timeout, requires_approval
+        )
         op, path = _scoped("registerMcpServer", session_id)
         return self._op(op, path=path, body=body, wait=60)
 

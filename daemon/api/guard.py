@@ -534,6 +534,7 @@ async def security_ctx(app: web.Application) -> AsyncIterator[None]:
     bus = app[BUS]
     guard = app[GUARD]
     credentials = Credentials(bus.store, settings["security.api_key_secret"])
+    credentials.shared = bus.cluster.shared  # other nodes make and revoke keys too
     await credentials.load()
     await credentials.ensure_local_key(settings.paths.local_key)
     credentials.on_revoked(guard.sockets.close_for)

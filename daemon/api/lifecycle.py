@@ -44,4 +44,6 @@ async def list_queue(request: web.Request) -> web.Response:
     scope = token_session(request)
     if scope is not None:
         session_id = scope
-    return json_response(request.app[BUS].commands.queue.view(statuses=statuses, limit=limit, session_id=session_id))
+    return json_response(
+        await request.app[BUS].commands.queue.view(statuses=statuses, limit=limit, session_id=session_id)
+    )

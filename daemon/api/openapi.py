@@ -36,12 +36,13 @@ from llmgine_daemon.api.operations import (
     BODY_ERRORS,
     COMMON_ERRORS,
     DESCRIPTION,
-    OPERATIONS,
     PATH_SCHEMAS,
     TAGS,
     Op,
     Param,
 )
+from llmgine_daemon.api.operations import OPERATIONS as _OPERATIONS
+from llmgine_daemon.api.operations_hooks import HOOK_OPERATIONS
 from llmgine_daemon.protocol import (
     ERROR_STATUS,
     SESSION_TOKEN_HEADER,
@@ -51,6 +52,10 @@ from llmgine_daemon.protocol import (
 )
 from llmgine_daemon.protocol.endpoints import BY_KEY, ENDPOINTS, Endpoint
 from llmgine_daemon.protocol.grammar import DEFAULT_MAX_TIMEOUT, MAX_TIMEOUT_SETTING
+
+# Every operation's description: api/operations.py, and api/operations_hooks.py for webhooks
+# and schedules.
+OPERATIONS = {**_OPERATIONS, **HOOK_OPERATIONS}
 
 routes = web.RouteTableDef()
 log = logging.getLogger("llmgine.api")

@@ -69,6 +69,8 @@ class LocalCluster:
     """One process owns the whole bus (the SQLite backend)."""
 
     backend = "sqlite"
+    # Whether other processes change the same database (keys and tokens included): a cluster.
+    shared = False
 
     def __init__(self, node_id: str | None = None, lease_timeout: float = 15.0) -> None:
         self.node_id = node_id or new_node_id()

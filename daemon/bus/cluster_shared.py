@@ -52,6 +52,7 @@ LISTEN_RETRY_S = 1.0
 
 class SharedCluster(LocalCluster):
     backend = "postgresql"
+    shared = True
 
     def __init__(self, url: str, node_id: str | None = None, lease_timeout: float = 15.0) -> None:
         super().__init__(node_id, lease_timeout)

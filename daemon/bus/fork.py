@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.codec import loads, new_id
 from llmgine_daemon.bus.engine_registry import ENGINE_COLUMNS
-from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.bus.sessions import fetch_session, row_to_session
 from llmgine_daemon.bus.tools import TOOL_COLUMNS
 from llmgine_daemon.bus.usercode_handlers import HANDLER_COLUMNS
@@ -45,17 +44,12 @@ MEMORY_COPY = (
 
 
 def _resolve(conn: sqlite3.Connection, session_id: str, at_seq: int | None) -> tuple[Any, int]:
-    """The original's row and the seq to fork at (now, if not given), checked."""
+    """The original's row and the seq to fork at: now when not given, or when given past the
+    newest event (the state after it is the state now). A seq before the session began forks
+    its beginning: no engine existed yet."""
     row = fetch_session(conn, session_id)
-    first, last = conn.execute("SELECT MIN(seq), MAX(seq) FROM events WHERE session_id = ?", (session_id,)).fetchone()
     now = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
-    if at_seq is None:
-        return row, now
-    if first is not None and at_seq < first:
-        raise invalid("at_seq", f"is before the session began (its first event is seq {first})", first_seq=first)
-    if at_seq > now:
-        raise invalid("at_seq", f"is after the newest event (seq {now})", last_seq=now)
-    return row, at_seq
+    return row, now if at_seq is None else min(at_seq, now)
 
 
 def _engines_at(conn: sqlite3.Connection, session_id: str, at_seq: int) -> list[tuple[Any, ...]]:

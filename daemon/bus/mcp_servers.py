@@ -108,7 +108,7 @@ class McpServers:
         """The registration's spec, or a 422/403 saying what is wrong or not allowed."""
         if (body.command is None) == (body.url is None):
             raise invalid("command", "give either a command (stdio) or a url (streamable HTTP)")
-        spec: dict[str, Any] = {"timeout": body.timeout}
+        spec: dict[str, Any] = {"timeout": body.timeout, "requires_approval": body.requires_approval}
         if body.url is not None:
             if body.env or body.trusted or body.mounts or body.args:
                 raise invalid("url", "env, args, mounts and trusted apply to stdio servers only")
@@ -269,6 +269,7 @@ class McpServers:
             last_error=conn.last_error if conn is not None else None,
             pid=conn.pid if conn is not None else None,
             tools=[f"{reg.name}{SEPARATOR}{t.name}" for t in (conn.tools if conn is not None else [])],
+            requires_approval=bool(spec.get("requires_approval")),
         )
 
     async def _check_session(self, session_id: str | None) -> None:
@@ -311,6 +312,7 @@ class McpServers:
                     timeout=reg.spec.get("timeout") or self.policy.call_timeout,
                     created_at=reg.created_at,
                     server=reg.name,
+                    requires_approval=bool(reg.spec.get("requires_approval")),
                 )
             )
         return tools

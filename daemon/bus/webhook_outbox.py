@@ -20,9 +20,9 @@ recorded in ``webhook_attempts`` (status code, error, duration); a failure is re
 after the delivery was made, then the delivery is ``failed``. A 2xx answer is ``delivered``.
 Ended deliveries are forgotten ``keep_for`` seconds later (``webhooks.keep_days``).
 
-On PostgreSQL (not yet a backend), sequence values can commit out of order: a cursor moved
-past seq N could miss a seq below N that commits later. The backend must then read only up to
-the oldest seq still in flight (what its ``events`` log streams must do as well).
+A cursor over seq is sound because events commit in seq order on both backends: SQLite has
+one writer, and on PostgreSQL seq is taken from a row locked until COMMIT (store/pg_cluster.py),
+so a reader that sees seq N sees every seq below it.
 
 The HTTP request itself is the ``Sender`` that app.py hands down (api/webhook_sender.py): the
 bus does not import aiohttp.

@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmgine_daemon.bus.commands import Execution, current
@@ -204,7 +204,8 @@ class LLMEngine(EngineBase):
     def options(self, command: Command) -> Options:
         """Configuration, with per-call overrides from the command's parameters (validated:
         a typo in a parameter name fails the call instead of being ignored)."""
-        fields = {f.name: f for f in self.config_fields if f not in MEMORY_FIELDS}
+        # Not per call: memory bounds, and require_approval (a command must not lift it).
+        fields = {f.name: f for f in self.config_fields if f not in MEMORY_FIELDS and f is not REQUIRE_APPROVAL}
         values: dict[str, Any] = {}
         for name, value in command.parameters.items():
             if name == "prompt":
@@ -289,10 +290,11 @@ class LLMEngine(EngineBase):
             return tool_message(call, json.dumps(error), True), call
         configured = self.record.configuration.get("require_approval")
         if needs_approval(self.context, configured, name, name in self.approval_tools):
-            approved, refusal = await ask(self.context, ctx, call, state, base)
+            # Asked under the tool's own name (an MCP tool's server.tool, not server-tool).
+            approved, refusal = await ask(self.context, ctx, replace(call, name=name), state, base)
             if approved is None:
                 return tool_message(call, refusal, True), call
-            call = approved
+            call = replace(approved, name=call.name)
         return await self.execute_tool(name, call), call
 
     async def execute_tool(self, name: str, call: ToolCall) -> Message:

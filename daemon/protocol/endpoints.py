@@ -12,6 +12,9 @@ operation of the document and a client method disagree. The route handlers keep 
 aiohttp decorators (some paths carry a regex there, `{command_id:(?!batch$)...}`); the test
 holds them to this table.
 
+The row type is ``Endpoint`` (endpoint.py, re-exported here); the rows of webhooks and
+schedules are in endpoints_hooks.py and appended to ``ENDPOINTS`` below.
+
 A response of ``str``/``dict`` is a body that is not a protocol model (HTML, Prometheus text,
 this document); ``None`` is no body (204; 101 for a WebSocket upgrade).
 
@@ -19,10 +22,6 @@ Only msgspec and the standard library may be imported here (see the package docs
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from llmgine_daemon.protocol.base import ErrorCode as E
 from llmgine_daemon.protocol.bus import (
@@ -51,15 +50,8 @@ from llmgine_daemon.protocol.bus import (
     SessionList,
     UsageReport,
 )
-from llmgine_daemon.protocol.hooks import (
-    Schedule,
-    ScheduleCreate,
-    ScheduleList,
-    Webhook,
-    WebhookCreate,
-    WebhookDeliveryList,
-    WebhookList,
-)
+from llmgine_daemon.protocol.endpoint import Endpoint as Endpoint
+from llmgine_daemon.protocol.endpoints_hooks import HOOK_ENDPOINTS
 from llmgine_daemon.protocol.lifecycle import CommandRetry, CommandWait, CommandWaitResult, QueueView
 from llmgine_daemon.protocol.mcp import McpServer, McpServerCreate, McpServerList
 from llmgine_daemon.protocol.system import (
@@ -95,39 +87,6 @@ from llmgine_daemon.protocol.usercode import (
     ToolList,
     ToolResult,
 )
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str  # the operationId
-    method: str
-    path: str  # with {placeholders}, as the document shows it
-    responses: Mapping[int, Any]  # status -> protocol model, str, dict, or None (no body)
-    request: type | None = None
-    request_required: bool = True
-    errors: tuple[str, ...] = ()
-    client: str | None = None  # the Client method (None: not a JSON call, or EventStream's)
-    params: tuple[str, ...] = field(init=False, default=())  # the path's placeholders
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "params", tuple(part[1:-1] for part in self.path.split("/") if part.startswith("{")))
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.method, self.path
-
-    @property
-    def response(self) -> Any:
-        """The model of the success answer (the first 2xx that has a body)."""
-        for status, model in sorted(self.responses.items()):
-            if 200 <= status < 300 and model is not None:
-                return model
-        return None
-
-    def url(self, **params: str) -> str:
-        """The path with its placeholders filled (each value already %-encoded)."""
-        return self.path.format(**params)
-
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     # -- system ------------------------------------------------------------------------------
@@ -614,60 +573,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
 )
 
-# -- webhooks and schedules --------------------------------------------------------------------
-_NF = (E.NOT_FOUND,)
-ENDPOINTS += (
-    Endpoint(
-        "createWebhook",
-        "POST",
-        "/api/webhooks",
-        {201: Webhook},
-        WebhookCreate,
-        errors=(E.SESSION_NOT_FOUND, E.LIMIT_REACHED),
-        client="create_webhook",
-    ),
-    Endpoint("listWebhooks", "GET", "/api/webhooks", {200: WebhookList}, client="list_webhooks"),
-    Endpoint("getWebhook", "GET", "/api/webhooks/{webhook_id}", {200: Webhook}, errors=_NF, client="get_webhook"),
-    Endpoint("deleteWebhook", "DELETE", "/api/webhooks/{webhook_id}", {204: None}, errors=_NF, client="delete_webhook"),
-    Endpoint(
-        "listWebhookDeliveries",
-        "GET",
-        "/api/webhooks/{webhook_id}/deliveries",
-        {200: WebhookDeliveryList},
-        errors=_NF,
-        client="webhook_deliveries",
-    ),
-    Endpoint(
-        "createSchedule",
-        "POST",
-        "/api/schedules",
-        {201: Schedule},
-        ScheduleCreate,
-        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.LIMIT_REACHED),
-        client="create_schedule",
-    ),
-    Endpoint("listSchedules", "GET", "/api/schedules", {200: ScheduleList}, client="list_schedules"),
-    Endpoint("getSchedule", "GET", "/api/schedules/{schedule_id}", {200: Schedule}, errors=_NF, client="get_schedule"),
-    Endpoint(
-        "pauseSchedule",
-        "POST",
-        "/api/schedules/{schedule_id}/pause",
-        {200: Schedule},
-        errors=(E.NOT_FOUND, E.CONFLICT),
-        client="pause_schedule",
-    ),
-    Endpoint(
-        "resumeSchedule",
-        "POST",
-        "/api/schedules/{schedule_id}/resume",
-        {200: Schedule},
-        errors=(E.NOT_FOUND, E.CONFLICT),
-        client="resume_schedule",
-    ),
-    Endpoint(
-        "deleteSchedule", "DELETE", "/api/schedules/{schedule_id}", {204: None}, errors=_NF, client="delete_schedule"
-    ),
-)
+# Webhooks and schedules: their operations are in endpoints_hooks.py.
+ENDPOINTS += HOOK_ENDPOINTS
 
 BY_NAME: dict[str, Endpoint] = {e.name: e for e in ENDPOINTS}
 BY_KEY: dict[tuple[str, str], Endpoint] = {e.key: e for e in ENDPOINTS}

@@ -36,6 +36,8 @@ class McpServerCreate(msgspec.Struct, forbid_unknown_fields=True):
     # stdio, sandboxed: more paths the server may read (read-only), besides its command's own.
     mounts: Annotated[list[McpArg], msgspec.Meta(max_length=16)] = []
     timeout: Timeout | None = None  # seconds per tool call; default mcp.call_timeout
+    # Its tools ask a person before a ToolChat engine runs them (engines/approval.py).
+    requires_approval: bool = False
 
 
 class McpServer(msgspec.Struct):
@@ -56,6 +58,7 @@ class McpServer(msgspec.Struct):
     last_error: str | None = None
     pid: int | None = None  # stdio: the process the daemon started (bubblewrap's, when sandboxed)
     tools: list[str] = []  # NAME.tool, as offered now
+    requires_approval: bool = False
 
 
 class McpServerList(msgspec.Struct):

@@ -86,6 +86,10 @@ def add(
         float | None,
         typer.Option("--timeout", metavar="SECONDS", min=0.001, help="Deadline per tool call (mcp.call_timeout)."),
     ] = None,
+    requires_approval: Annotated[
+        bool,
+        typer.Option("--requires-approval", help="A ToolChat engine asks a person before running its tools."),
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -116,6 +120,7 @@ def add(
             trusted=trusted,
             mounts=mount or (),
             timeout=timeout,
+            requires_approval=requires_approval,
         )
     render(app_ctx.env, server, SERVER_VIEW, output, quiet)
 

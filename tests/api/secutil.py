@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from llmgine_daemon.api.guard import GUARD
-from llmgine_daemon.api.keys import CREDENTIALS
+from llmgine_daemon.api.keys import BUS, CREDENTIALS
 from llmgine_daemon.app import create_app
 from llmgine_daemon.settings import read_local_key
 
@@ -61,6 +61,11 @@ async def new_key(client: TestClient, key: str, **body: Any) -> dict[str, Any]:
     return await resp.json()
 
 
-def expire(client: TestClient, key_id: str) -> None:
-    """Move a key's expiry into the past (as if its time had come)."""
-    client.app[CREDENTIALS].keys[key_id].expires_at = "2000-01-01T00:00:00.000000Z"
+async def expire(client: TestClient, key_id: str) -> None:
+    """Move a key's expiry into the past (as if its time had come): in the database too, where
+    a node sharing it (PostgreSQL) re-reads keys from every second."""
+    past = "2000-01-01T00:00:00.000000Z"
+    await client.app[BUS].store.write(
+        lambda c: c.execute("UPDATE api_keys SET expires_at = ? WHERE key_id = ?", (past, key_id))
+    )
+    client.app[CREDENTIALS].keys[key_id].expires_at = past

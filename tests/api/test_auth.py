@@ -64,7 +64,7 @@ async def test_keys_survive_a_restart_hashed(aiohttp_client, make_settings):
 async def test_expired_key_is_refused(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings)
     created = await new_key(client, local, expires_in=3600)
-    expire(client, created["key_id"])
+    await expire(client, created["key_id"])
     resp = await client.get("/api/status", headers=bearer(created["key"]))
     assert resp.status == 401
     assert "expired" in assert_envelope(await resp.json(), "UNAUTHORIZED")["message"]
@@ -190,7 +190,7 @@ async def test_every_route_refuses_bad_credentials(aiohttp_client, make_settings
     revoked = await new_key(client, local)
     await client.delete(f"/api/auth/keys/{revoked['key_id']}", headers=bearer(local))
     expired = await new_key(client, local, expires_in=60)
-    expire(client, expired["key_id"])
+    await expire(client, expired["key_id"])
     cases = {
         "none": {},
         "bad": bearer("lgk_0123456789ab_" + "x" * 43),
@@ -292,7 +292,7 @@ async def test_key_expiring_while_a_websocket_is_open(aiohttp_client, make_setti
     ws = await client.ws_connect(WS_PATH.format(session_id=s["session_id"]), headers=bearer(key["key"]))
     app = client.app
     assert close_expired(app[CREDENTIALS], app[GUARD].sockets) == []
-    expire(client, key["key_id"])
+    await expire(client, key["key_id"])
     assert close_expired(app[CREDENTIALS], app[GUARD].sockets) == [key["key_id"]]
     msg = await ws.receive(timeout=10)
     assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008

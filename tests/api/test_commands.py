@@ -24,6 +24,7 @@ from tests.conftest import assert_envelope, create_session
 
 RECORD_FIELDS = {
     "command_id",
+    "usage",  # null unless an engine made model calls (bus/usage.py)
     "status",
     "result",
     "error",

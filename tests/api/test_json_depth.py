@@ -101,7 +101,14 @@ async def test_every_route_with_a_json_body_applies_the_rule(app_client):
     sid = (await create_session(app_client))["session_id"]
     resp = await app_client.post("/api/engines", json={"engine_type": "DummyEngine", "session_id": sid})
     engine_id = (await resp.json())["engine_id"]
-    ids = {"session_id": sid, "engine_id": engine_id, "name": "nope", "command_id": "nope", "secret": "SOME_KEY"}
+    ids = {
+        "session_id": sid,
+        "engine_id": engine_id,
+        "name": "nope",
+        "command_id": "nope",
+        "secret": "SOME_KEY",
+        "approval_id": "nope",
+    }
     checked = []
     for endpoint in ENDPOINTS:
         if endpoint.request is None:

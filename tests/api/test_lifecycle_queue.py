@@ -6,6 +6,7 @@ from typing import Any
 
 from tests.api.bus_helpers import BLOCK_MS, cancel, session_with_engine, submit, token_session_with_engine
 from tests.conftest import assert_envelope
+from tests.eventually import eventually
 
 
 async def queue(client: Any, expect: int = 200, headers: dict[str, str] | None = None, **params: Any) -> dict[str, Any]:
@@ -14,14 +15,22 @@ async def queue(client: Any, expect: int = 200, headers: dict[str, str] | None =
     return await resp.json()
 
 
+async def running(client: Any, n: int) -> dict[str, Any] | None:
+    view = await queue(client)
+    return view if view["counts"].get("executing") == n else None
+
+
 async def test_queue_across_sessions_with_positions(app_client):
     a, _ = await session_with_engine(app_client)
     b, _ = await session_with_engine(app_client)
+    # On a shared database (PostgreSQL) a session's first command starts once its node holds
+    # the session: each is waited for until it runs.
     run_a = await submit(app_client, a, "a0", delay_ms=BLOCK_MS)
+    await eventually(lambda: running(app_client, 1))
     low = await submit(app_client, a, "a-low", delay_ms=BLOCK_MS, priority="low")
     high = await submit(app_client, a, "a-high", delay_ms=BLOCK_MS, priority="high")
     run_b = await submit(app_client, b, "b0", delay_ms=BLOCK_MS)
-    view = await queue(app_client)
+    view = await eventually(lambda: running(app_client, 2))
     by_id = {c["command_id"]: c for c in view["commands"]}
     assert set(by_id) == {run_a["command_id"], low["command_id"], high["command_id"], run_b["command_id"]}
     assert view["total"] == 4 and view["counts"] == {"executing": 2, "queued": 2}
@@ -46,6 +55,7 @@ async def test_a_session_token_sees_only_its_session(app_client):
     other, _ = await session_with_engine(app_client)
     own = await submit(app_client, sid, "mine", delay_ms=BLOCK_MS)
     foreign = await submit(app_client, other, "theirs", delay_ms=BLOCK_MS)
+    await eventually(lambda: running(app_client, 2))
     view = await queue(app_client, headers=as_token)
     assert [c["command_id"] for c in view["commands"]] == [own["command_id"]]
     assert view["counts"] == {"executing": 1} and view["sandbox_busy"] is None

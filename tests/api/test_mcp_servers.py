@@ -261,6 +261,11 @@ async def test_a_toolchat_engine_calls_mcp_tools(llm_client: Any, fake: FakeProv
     engine = await create_llm_engine(client, engine_type="ToolChatEngine", model=MODELS[kind])
     sid = engine["session_id"]
     await add_server(client, sid, name="fake", **STDIO)
+    gated = await add_server(client, sid, name="gated", requires_approval=True, **STDIO)
+    assert gated["requires_approval"] is True
+    listed = (await (await client.get(f"/api/sessions/{sid}/tools")).json())["tools"]
+    assert {t["name"]: t["requires_approval"] for t in listed if t["server"]}["gated.add"] is True
+    assert {t["name"]: t["requires_approval"] for t in listed if t["server"]}["fake.add"] is False
     # Providers allow no "." in a function name: the model is offered fake-add.
     fake.script(Reply("Adding.", tool_calls=[("fake-add", {"a": 20, "b": 22})]))
     record = await execute(client, engine["engine_id"], "What is 20 + 22?")
@@ -273,3 +278,20 @@ async def test_a_toolchat_engine_calls_mcp_tools(llm_client: Any, fake: FakeProv
     executed = [d for t, d in seen if t == "ToolExecuted"]
     assert calls[0]["tool_name"] == "fake.add" and executed[0]["result"] == {"result": 42}
     assert executed[0]["call_id"]
+
+
+async def test_an_mcp_servers_tools_can_wait_for_approval(llm_client: Any, fake: FakeProvider) -> None:
+    from tests.api.test_approvals import command, decide, pending
+
+    client = await llm_client()
+    engine = await create_llm_engine(client, engine_type="ToolChatEngine", model=MODELS["openai"])
+    sid = engine["session_id"]
+    await add_server(client, sid, name="gated", requires_approval=True, **STDIO)
+    fake.script(Reply(tool_calls=[("gated-add", {"a": 1, "b": 2})]))
+    record = await execute(client, engine["engine_id"], "1 + 2?", wait=0)
+    approval = await pending(client, sid)
+    assert approval["tool_name"] == "gated.add" and approval["arguments"] == {"a": 1, "b": 2}
+    assert (await command(client, sid, record["command_id"]))["status"] == "waiting_approval"
+    await decide(client, sid, approval["approval_id"], decision="approve", arguments={"a": 40, "b": 2})
+    done = await command(client, sid, record["command_id"], wait=20)
+    assert done["status"] == "completed" and "42" in done["result"]["text"], done

@@ -97,8 +97,14 @@ async def test_matching_events_are_delivered_signed(make_client, receiver):
     assert payload["type"] == "Test.Ping"
     assert payload["data"]["session_id"] == s["session_id"] and payload["data"]["data"] == {"n": 1}
     assert headers["Content-Type"] == "application/json"
-    # The later event was the one delivered: the two before it were judged already.
-    rows = await eventually(lambda: deliveries(client, hook["webhook_id"]))
+    # The later event was the one delivered: the two before it were judged already. (The
+    # receiver answers before the daemon records the attempt: wait for the record.)
+
+    async def recorded() -> list[dict[str, Any]]:
+        rows = await deliveries(client, hook["webhook_id"])
+        return rows if rows and rows[0]["status"] != "pending" else []
+
+    rows = await eventually(recorded)
     assert [(d["event_type"], d["status"]) for d in rows] == [("Test.Ping", "delivered")]
     assert rows[0]["delivery_id"] == headers["webhook-id"]
     assert [(a["attempt"], a["status_code"], a["error"]) for a in rows[0]["history"]] == [(1, 204, None)]

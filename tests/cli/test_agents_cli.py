@@ -87,5 +87,5 @@ def test_session_fork(daemon: Daemon, fake: FakeProvider) -> None:
     assert [m["content"] for m in history] == ["first", "echo: first"]
     shown = cli(daemon, "session", "fork", sid)
     assert "from_session_id" in shown and "engines." in shown
-    bad = run_cli(["session", "fork", sid, "--at", "99999999"], daemon.env)
-    assert bad.returncode == 1 and "at_seq" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_cli(["session", "fork", "0190a000-0000-7000-8000-000000000000"], daemon.env)
+    assert bad.returncode == 4 and "not found" in bad.stderr and "Traceback" not in bad.stderr

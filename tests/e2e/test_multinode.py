@@ -380,3 +380,25 @@ def test_the_session_limit_holds_for_the_cluster(cluster):
         codes = sorted(code for code, _ in results)
         assert codes == [201] + [409] * (len(codes) - 1), codes
         made.append(next(body["session_id"] for code, body in results if code == 201))
+
+
+def test_keys_and_tokens_are_the_same_on_every_node(cluster):
+    """A key made on one node works on another at once; revoked there, it stops working on the
+    other within a second or so (each node re-reads keys and tokens: bus/auth.py); a session
+    token likewise ends with its session whichever node ends it. Each node's own local key
+    survived the others' starts."""
+    a, b, c = cluster
+    for node in (a, b, c):
+        assert node.request("GET", "/api/status")[0] == 200  # every local key still valid
+    made = a.call("POST", "/api/auth/keys", {"name": "ci"})
+    key = {"Authorization": f"Bearer {made['key']}"}
+    assert b.request("GET", "/api/sessions", headers=key)[0] == 200
+    a.call("DELETE", f"/api/auth/keys/{made['key_id']}")
+    eventually_blocking(lambda: b.request("GET", "/api/sessions", headers=key)[0] == 401, timeout=10)
+    session = b.call("POST", "/api/sessions", {})
+    token = {"Authorization": f"Bearer {session['session_token']}"}
+    assert c.request("GET", f"/api/sessions/{session['session_id']}", headers=token)[0] == 200
+    a.call("DELETE", f"/api/sessions/{session['session_id']}")
+    eventually_blocking(
+        lambda: c.request("GET", f"/api/sessions/{session['session_id']}", headers=token)[0] == 401, timeout=10
+    )

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.commands.jobs import Job, Outcome, command_error
 from llmgine_daemon.bus.commands.records import (
+    BLOCKED,
     COMMAND_COLUMNS,
     PRIORITY_RANK,
     CommandSpec,
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmgine.commands")
 
-BLOCKED = "status = 'blocked'"  # the WHERE term of the partial index commands_blocked
 # A dependency that is no longer stored (its session was purged) counts as ended this way.
 GONE = "gone"
 

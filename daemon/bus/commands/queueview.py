@@ -1,22 +1,24 @@
-"""The live queue view (``GET /api/commands``): every unfinished command of this daemon, with
-its place in its session's queue, how long it waited and how long it has run.
+"""The live queue view (``GET /api/commands``): every unfinished command, with its place in
+its session's queue, how long it waited and how long it has run.
 
-It reads the runner's memory, never the store: what is queued or executing is exactly the
-runner's ``jobs`` (every live command is tracked there), and the order a session's commands
-will start in is its queue's heap order (priority, then submission; a batch is one entry).
-Commands held elsewhere (blocked on dependencies, waiting for a retry) come from the
-``sources`` other modules register. Throughput is the ``CommandResult`` events of the last
-minute, counted as the event log hands them out.
+One read of the unfinished commands from the store (the partial indexes ``commands_active``
+and ``commands_blocked``: every node's, on a shared database), with this node's live records
+over them (the runner's ``jobs``, and the ``sources`` other modules register: blocked ones,
+deps.py). A session's queued commands start in priority, then submission order (the runner's
+heap order; a batch is one entry there, ranked by its most urgent command); one waiting for a
+retry (retries.py) has no place until it is due. Throughput is the ``CommandResult`` events
+of the last minute, counted as this node's event log hands them out.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.commands.jobs import BatchJob, Job
+from llmgine_daemon.bus.commands.records import ACTIVE, BLOCKED, COMMAND_COLUMNS, PRIORITY_RANK, row_to_command
 from llmgine_daemon.protocol import UNFINISHED_STATUSES, Command, Event, QueueItem, QueueView, parse_iso
 
 if TYPE_CHECKING:
@@ -43,38 +45,51 @@ class QueueWatch:
         while self._finished and self._finished[0][0] < now - WINDOW_S:
             self._finished.popleft()
 
-    def _positions(self) -> dict[str, int]:
-        """Each queued command's place in its session's queue (1 = starts next)."""
+    @staticmethod
+    def _positions(queued: list[Command], due: dict[str, str]) -> dict[str, int]:
+        """Each queued command's place in its session's queue (1 = starts next): the runner's
+        order, priority then submission. One waiting for a retry has none until it is due."""
         places: dict[str, int] = {}
-        for q in self.commands.runner.queues.values():
-            n = 0
-            for _, _, entry in sorted(q.heap, key=lambda item: (item[0], item[1])):
-                for job in entry.jobs if isinstance(entry, BatchJob) else [entry]:
-                    if isinstance(job, Job) and job.state == "queued":
-                        n += 1
-                        places[job.record.command_id] = n
+        counters: dict[str, int] = {}
+        for rec in sorted(queued, key=lambda r: (PRIORITY_RANK[r.priority], r.created_at, r.command_id)):
+            if rec.command_id in due:
+                continue
+            counters[rec.session_id] = n = counters.get(rec.session_id, 0) + 1
+            places[rec.command_id] = n
         return places
 
-    def view(
+    async def view(
         self, *, statuses: Iterable[str] | None = None, limit: int = 100, session_id: str | None = None
     ) -> QueueView:
         wanted = frozenset(statuses or UNFINISHED_STATUSES)
-        records: dict[str, Command] = {j.record.command_id: j.record for j in self.commands.runner.jobs.values()}
+
+        def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            where, params = f"({ACTIVE} OR {BLOCKED})", []
+            if session_id is not None:
+                where, params = f"{where} AND session_id = ?", [session_id]
+            return conn.execute(f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {where}", params).fetchall()
+
+        # The store has every node's commands; this node's memory is fresher for its own.
+        records = {row[0]: row_to_command(row) for row in await self.commands.store.read(read)}
+        for job in self.commands.runner.jobs.values():
+            if job.record.command_id in records:
+                records[job.record.command_id] = job.record
         for source in self.sources:
             for rec in source():
-                records.setdefault(rec.command_id, rec)
+                if rec.command_id in records:
+                    records[rec.command_id] = rec
         counts: dict[str, int] = {}
         chosen = []
         for rec in records.values():
-            if rec.status not in UNFINISHED_STATUSES or (session_id is not None and rec.session_id != session_id):
+            if rec.status not in UNFINISHED_STATUSES:
                 continue
             counts[rec.status] = counts.get(rec.status, 0) + 1
             if rec.status in wanted:
                 chosen.append(rec)
         chosen.sort(key=lambda r: (r.created_at, r.command_id))
-        places = self._positions()
-        now = time.time()
         due = self.commands.retries.due
+        places = self._positions([r for r in records.values() if r.status == "queued"], due)
+        now = time.time()
         items = [_item(rec, places.get(rec.command_id), now, due.get(rec.command_id)) for rec in chosen[:limit]]
         self._trim(time.monotonic())
         finished: dict[str, int] = {}

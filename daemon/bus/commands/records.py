@@ -37,6 +37,8 @@ MAX_TIMEOUT_S = 7 * 24 * 3600.0
 # The WHERE term of the partial index commands_active (migration 4): a query by status uses
 # that index only when it repeats the term word for word.
 ACTIVE = "status IN ('queued', 'executing')"
+# The same for commands_blocked (migration 80): blocked on dependencies (deps.py).
+BLOCKED = "status = 'blocked'"
 
 INSERT_COLUMNS = (
     "command_id, session_id, command_type, parameters, metadata, priority, timeout, status,"

@@ -511,7 +511,7 @@ class Commands(Recovery):
         """After a restart: what was executing is interrupted; what was queued runs again
         (on several nodes, only what ran on a node that is gone: bus/cluster.py)."""
         await self.bus.cluster.recover(self)
-        await self.deps.start()  # blocked commands: released, cancelled or waited on again
+        await self.deps.start()  # blocked commands: after the queue, whose ends they wait for
 
     async def _cancel_elsewhere(self, rec: Command) -> Command:
         """Cancel a command this node does not run: a queued one in the store (its runner, if
