@@ -178,6 +178,11 @@ def database_path(url: str | None, paths: Paths) -> Path:
     return Path(rest).expanduser().absolute()
 
 
+# Other names a config file may give a setting: ``[storage] url`` (the name deployments of the
+# API use for the database) is ``database.url``.
+ALIASES = {"storage.url": "database.url"}
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The config file as a flat {dotted key: raw value} dict; missing file = empty."""
     try:
@@ -194,9 +199,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
     def walk(prefix: str, table: dict[str, Any]) -> None:
         for name, value in table.items():
-            key = f"{prefix}{name}"
+            key = ALIASES.get(f"{prefix}{name}", f"{prefix}{name}")
             if isinstance(value, dict) and key not in BY_KEY:
-                if not any(k.startswith(key + ".") for k in BY_KEY):
+                if not any(k.startswith(key + ".") for k in (*BY_KEY, *ALIASES)):
                     raise ConfigError(f"{path}: unknown table [{key}]")
                 walk(key + ".", value)
             else:

@@ -1,5 +1,6 @@
-"""The parsers settings' values go through (from TOML, the environment or a flag): each takes
-what was given and returns the typed value, or raises ValueError saying what was expected.
+"""A setting's record (``Setting``), and the parsers settings' values go through (from TOML,
+the environment or a flag): each takes what was given and returns the typed value, or raises
+ValueError saying what was expected.
 
 Only the standard library: the CLI imports it through ``settings.py``.
 """
@@ -7,7 +8,21 @@ Only the standard library: the CLI imports it through ``settings.py``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+# Where a value came from, weakest first.
+SOURCES = ("default", "file", "env", "flag")
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    env: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    secret: bool = False
 
 
 def parse_bool(value: Any) -> bool:

@@ -8,15 +8,13 @@ Only the standard library: the CLI imports it through ``settings.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
+from llmgine_daemon.settings_features import FEATURE_SETTINGS
+from llmgine_daemon.settings_parsers import SOURCES as SOURCES
+from llmgine_daemon.settings_parsers import Setting as Setting
 from llmgine_daemon.settings_parsers import (
     choice,
     env_name,
     fraction,
-    json_object,
     milliseconds,
     parse_bool,
     parse_list,
@@ -24,23 +22,10 @@ from llmgine_daemon.settings_parsers import (
     port,
     positive,
     positive_float,
-    prices,
     url,
 )
 
 # -- the settings table ------------------------------------------------------------------
-
-SOURCES = ("default", "file", "env", "flag")
-
-
-@dataclass(frozen=True)
-class Setting:
-    key: str
-    env: str
-    parse: Callable[[Any], Any]
-    default: Any
-    help: str
-    secret: bool = False
 
 
 # LLM providers: model names "openai/...", "anthropic/...", "ollama/..." pick one. Keys are
@@ -101,27 +86,6 @@ def _provider_settings(name: str) -> tuple[Setting, ...]:
         ),
     )
 
-
-# Estimated prices, USD per million tokens: [input, output, cached input]. Looked up by the
-# model's name with and without its provider prefix, then by the longest known prefix
-# ("claude-3-5-haiku" prices "claude-3-5-haiku-20241022"). usage.prices adds to and overrides
-# these (bus/usage.py). Published list prices as of late 2024 / 2025; check your provider's.
-DEFAULT_PRICES: dict[str, list[float]] = {
-    "gpt-4o": [2.50, 10.00, 1.25],
-    "gpt-4o-mini": [0.15, 0.60, 0.075],
-    "gpt-4.1": [2.00, 8.00, 0.50],
-    "gpt-4.1-mini": [0.40, 1.60, 0.10],
-    "gpt-4.1-nano": [0.10, 0.40, 0.025],
-    "o3-mini": [1.10, 4.40, 0.55],
-    "o4-mini": [1.10, 4.40, 0.275],
-    "claude-3-5-haiku": [0.80, 4.00, 0.08],
-    "claude-3-haiku": [0.25, 1.25, 0.03],
-    "claude-3-5-sonnet": [3.00, 15.00, 0.30],
-    "claude-3-7-sonnet": [3.00, 15.00, 0.30],
-    "claude-sonnet-4": [3.00, 15.00, 0.30],
-    "claude-3-opus": [15.00, 75.00, 1.50],
-    "claude-opus-4": [15.00, 75.00, 1.50],
-}
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -430,37 +394,6 @@ SETTINGS: tuple[Setting, ...] = (
         "let session tokens register code (tools and handlers) in their session; API keys "
         "and the socket owner always may, session tokens may still call existing tools",
     ),
-    # -- MCP tool servers (bus/mcp_servers.py) --
-    Setting(
-        "mcp.allowed_hosts",
-        "LLMGINE_MCP_ALLOWED_HOSTS",
-        parse_list,
-        ["127.0.0.0/8", "::1", "localhost"],
-        "where MCP servers (mcp add --url) may be reached: IP networks/addresses, and host names a "
-        'URL may use (a name\'s addresses must be in the networks too; "*" allows any host)',
-    ),
-    Setting(
-        "mcp.session_token_stdio",
-        "LLMGINE_MCP_SESSION_TOKEN_STDIO",
-        parse_bool,
-        False,
-        "let session tokens register stdio MCP servers (sandboxed, no extra mounts) in their "
-        "session; trusted servers always need an API key or the socket owner",
-    ),
-    Setting(
-        "mcp.call_timeout",
-        "LLMGINE_MCP_CALL_TIMEOUT",
-        positive_float,
-        60.0,
-        "seconds an MCP tool call may take (a server's own timeout wins)",
-    ),
-    Setting(
-        "mcp.start_timeout",
-        "LLMGINE_MCP_START_TIMEOUT",
-        positive_float,
-        15.0,
-        "seconds a registration waits for a new server's first connection before it answers",
-    ),
     Setting(
         "security.limits.max_tokens_per_session",
         "LLMGINE_MAX_TOKENS_PER_SESSION",
@@ -549,49 +482,6 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "also export spans over OTLP/HTTP to this collector (needs the otel extra)",
     ),
-    # -- webhooks and schedules (bus/webhooks.py, bus/schedules.py) --
-    Setting(
-        "webhooks.allowed_hosts",
-        "LLMGINE_WEBHOOK_ALLOWED_HOSTS",
-        parse_list,
-        ["127.0.0.0/8", "::1", "localhost"],
-        "where webhooks may call: IP networks/addresses, and host names a URL may use (a name's "
-        'addresses must be in the networks too; "*" allows any host)',
-    ),
-    Setting(
-        "webhooks.timeout", "LLMGINE_WEBHOOK_TIMEOUT", positive_float, 10.0, "seconds one delivery attempt may take"
-    ),
-    Setting(
-        "webhooks.retry_for",
-        "LLMGINE_WEBHOOK_RETRY_FOR",
-        positive_float,
-        86400.0,
-        "seconds a delivery is retried (exponential backoff) before it is marked failed",
-    ),
-    Setting(
-        "webhooks.retry_base",
-        "LLMGINE_WEBHOOK_RETRY_BASE",
-        positive_float,
-        1.0,
-        "seconds before the first retry, doubled for each next one",
-    ),
-    Setting(
-        "webhooks.retry_cap", "LLMGINE_WEBHOOK_RETRY_CAP", positive_float, 600.0, "longest wait between two attempts"
-    ),
-    Setting("webhooks.keep_days", "LLMGINE_WEBHOOK_KEEP_DAYS", positive_float, 7.0, "days an ended delivery is kept"),
-    Setting("webhooks.max_per_session", "LLMGINE_WEBHOOK_MAX_PER_SESSION", positive, 20, "webhooks per session"),
-    Setting("webhooks.max_total", "LLMGINE_WEBHOOK_MAX_TOTAL", positive, 200, "webhooks in all"),
-    Setting("schedules.max_per_session", "LLMGINE_SCHEDULE_MAX_PER_SESSION", positive, 50, "schedules per session"),
-    Setting("schedules.max_total", "LLMGINE_SCHEDULE_MAX_TOTAL", positive, 1000, "schedules in all"),
-    Setting(
-        "commands.retry_defaults",
-        "LLMGINE_RETRY_DEFAULTS",
-        json_object,
-        {},
-        "retry policy per command type (an engine's or a handler's) for commands that give none: "
-        '{"SinglePassEngineCommand": {"retries": 3, "backoff": {"type": "exponential", "base": 1, '
-        '"cap": 60}, "retry_on": ["PROVIDER_RATE_LIMITED"]}}' + " (README: Retries)",
-    ),
     Setting(
         "providers.default",
         "LLMGINE_DEFAULT_PROVIDER",
@@ -607,29 +497,7 @@ SETTINGS: tuple[Setting, ...] = (
         "model of an engine created without model_name, and of `llmgine ask`/`chat`",
     ),
     *(setting for name in PROVIDERS for setting in _provider_settings(name)),
-    Setting(
-        "tools.require_approval",
-        "LLMGINE_TOOLS_REQUIRE_APPROVAL",
-        parse_bool,
-        False,
-        "a ToolChat engine asks a person before every tool call (else: tools registered with "
-        "requires_approval, engines configured with require_approval)",
-    ),
-    Setting(
-        "tools.approval_timeout",
-        "LLMGINE_APPROVAL_TIMEOUT",
-        positive_float,
-        600.0,
-        "seconds an approval request waits for a decision; then it counts as denied (expired)",
-    ),
-    Setting(
-        "usage.prices",
-        "LLMGINE_PRICES",
-        prices,
-        {},
-        "model prices, USD per million tokens, added to and overriding the built-in table "
-        "(docs/agents.md): model = [input, output, cached_input] (JSON object in the environment)",
-    ),
+    *FEATURE_SETTINGS,
 )
 
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

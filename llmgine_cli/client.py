@@ -34,9 +34,6 @@ from llmgine_daemon.protocol import (
     ApiKeyCreated,
     ApiKeyInfo,
     ApiKeyList,
-    Approval,
-    ApprovalDecision,
-    ApprovalList,
     Batch,
     BatchCreate,
     BatchMode,
@@ -44,9 +41,6 @@ from llmgine_daemon.protocol import (
     CommandCreate,
     CommandHandlerCreate,
     CommandList,
-    CommandRetry,
-    CommandWait,
-    CommandWaitResult,
     ConfigView,
     DbStats,
     Engine,
@@ -60,7 +54,6 @@ from llmgine_daemon.protocol import (
     EventCreate,
     EventHandlerCreate,
     EventList,
-    Fork,
     Handler,
     HandlerList,
     Health,
@@ -68,17 +61,12 @@ from llmgine_daemon.protocol import (
     LogLevel,
     LogList,
     LogRecord,
-    McpServer,
-    McpServerCreate,
-    McpServerList,
     MetricsSnapshot,
-    QueueView,
     SecretInfo,
     SecretList,
     SecretSet,
     Session,
     SessionCreate,
-    SessionFork,
     SessionList,
     SessionTokenCreated,
     ShutdownAccepted,
@@ -90,11 +78,11 @@ from llmgine_daemon.protocol import (
     ToolResult,
     TraceList,
     TraceView,
-    UsageReport,
     VacuumResult,
 )
 from llmgine_daemon.protocol.endpoints import BY_NAME as ENDPOINTS
 
+from llmgine_cli.client_agents import AgentEndpoints
 from llmgine_cli.client_hooks import HookEndpoints
 from llmgine_cli.client_verbs import (  # noqa: F401  (LONG_POLL_S, SessionRef: re-exported)
     LONG_POLL_S,
@@ -146,7 +134,7 @@ _TABLE: Any = object()  # Client._op: decode as the endpoint table says
 # -- the client --------------------------------------------------------------------------
 
 
-class Client(BusVerbs, HookEndpoints, HTTPTransport):
+class Client(BusVerbs, HookEndpoints, AgentEndpoints, HTTPTransport):
     """One method per endpoint; each returns a protocol model or raises an LlmgineError.
     Connection, credentials and error decoding are HTTPTransport's (transport.py).
 
@@ -193,24 +181,6 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
 
     def get_session(self, session_id: str) -> Session:
         return self._op("getSession", path={"session_id": _id(session_id)})
-
-    def list_approvals(self, session_id: str, *, status: str | None = None) -> ApprovalList:
-        return self._op("listApprovals", path={"session_id": _id(session_id)}, query={"status": status})
-
-    def decide_approval(
-        self,
-        session_id: str,
-        approval_id: str,
-        decision: str,
-        *,
-        reason: str | None = None,
-        arguments: dict[str, Any] | None = None,
-    ) -> Approval:
-        path = {"session_id": _id(session_id), "approval_id": _id(approval_id)}
-        return self._op("decideApproval", path=path, body=ApprovalDecision(decision, reason, arguments))  # type: ignore[arg-type]
-
-    def fork_session(self, session_id: str, *, at_seq: int | None = None, name: str | None = None) -> Fork:
-        return self._op("forkSession", path={"session_id": _id(session_id)}, body=SessionFork(at_seq, name))
 
     def delete_session(self, session_id: str, *, purge: bool = False) -> Session | None:
         path = {"session_id": _id(session_id)}
@@ -312,14 +282,6 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
         }
         return self._op("listCommands", path={"session_id": _id(session_id)}, query=query)
 
-    def retry_commands(
-        self, session_id: str, command_ids: Sequence[str] = (), *, failed: bool = False, dead: bool = False
-    ) -> CommandList:
-        """Run finished commands again (same ids, attempt + 1): those named, or every failed
-        (``failed``) or dead-letter (``dead``) one of the session."""
-        body = CommandRetry(command_ids=list(command_ids), failed=failed, dead=dead)
-        return self._op("retryCommands", path={"session_id": _id(session_id)}, body=body)
-
     def cancel_command(self, session_id: str, command_id: str) -> Command:
         return self._op("cancelCommand", path={"session_id": _id(session_id), "command_id": command_id})
 
@@ -354,33 +316,6 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
         return self._op(
             "getBatch", path={"session_id": _id(session_id), "batch_id": batch_id}, query=_wait(wait), wait=wait
         )
-
-    # -- across sessions (api/lifecycle.py) ---------------------------------------------------
-
-    def wait_commands(
-        self,
-        command_ids: Sequence[str] = (),
-        *,
-        batch_id: str | None = None,
-        any: bool = False,
-        status: Sequence[str] | None = None,
-        timeout: float = LONG_POLL_S,
-    ) -> CommandWaitResult:
-        """Hold one request until the commands (of any session) reached ``status`` (default:
-        finished), or ``timeout`` seconds passed (``done`` false)."""
-        body = CommandWait(
-            command_ids=list(command_ids),
-            batch_id=batch_id,
-            any=any,
-            status=list(status) if status else None,
-            timeout=timeout,
-        )
-        return self._op("waitCommands", body=body, wait=timeout)
-
-    def queue(self, *, status: str | None = None, limit: int = 100, session_id: str | None = None) -> QueueView:
-        """Unfinished commands of every session (a session token: its own), with positions."""
-        query = {"status": status, "limit": limit, "session_id": session_id}
-        return self._op("listQueue", query=query)
 
     # -- events (api/events.py) --------------------------------------------------------------
 
@@ -438,9 +373,6 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
 
     def delete_engine(self, engine_id: str) -> Engine:
         return self._op("deleteEngine", path={"engine_id": engine_id})
-
-    def usage(self, *, session_id: str | None = None, since: str | None = None, by: str | None = None) -> UsageReport:
-        return self._op("getUsage", query={"session_id": session_id, "since": since, "by": by})
 
     def execute_engine(
         self,
@@ -557,46 +489,6 @@ class Client(BusVerbs, HookEndpoints, HTTPTransport):
     def get_handler(self, session_id: str | None, handler_id: str) -> Handler:
         name, path = _scoped("getHandler", session_id, handler_id=handler_id)
         return self._op(name, path=path)
-
-    # -- MCP servers (api/mcp.py); session_id None = the global scope -----------------------
-
-    def register_mcp_server(
-        self,
-        session_id: SessionRef | None,
-        name: str,
-        *,
-        command: str | None = None,
-        args: Sequence[str] = (),
-        url: str | None = None,
-        env: Mapping[str, str] | None = None,
-        trusted: bool = False,
-        mounts: Sequence[str] = (),
-        timeout: float | None = None,
-        requires_approval: bool = False,
-    ) -> McpServer:
-        """``command`` + ``args`` (stdio) or ``url`` (streamable HTTP); ``env`` values may be
-        ``secret:NAME``. Answers once the server's first connection succeeded or failed."""
-        body = McpServerCreate(
-            name, command, list(args), url, dict(env or {}), trusted, list(mounts), timeout, requires_approval
-        )
-        op, path = _scoped("registerMcpServer", session_id)
-        return self._op(op, path=path, body=body, wait=60)
-
-    def list_mcp_servers(self, session_id: SessionRef | None) -> McpServerList:
-        op, path = _scoped("listMcpServers", session_id)
-        return self._op(op, path=path)
-
-    def get_mcp_server(self, session_id: SessionRef | None, name: str) -> McpServer:
-        op, path = _scoped("getMcpServer", session_id, name=name)
-        return self._op(op, path=path)
-
-    def delete_mcp_server(self, session_id: SessionRef | None, name: str) -> None:
-        op, path = _scoped("deleteMcpServer", session_id, name=name)
-        return self._op(op, path=path)
-
-    def mcp_server_tools(self, session_id: SessionRef | None, name: str) -> ToolList:
-        op, path = _scoped("listMcpServerTools", session_id, name=name)
-        return self._op(op, path=path)
 
     # -- observability -------------------------------------------------------------------
 

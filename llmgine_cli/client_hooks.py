@@ -1,19 +1,64 @@
-"""The Client's endpoint methods for webhooks and schedules (api/webhooks.py, api/schedules.py):
-one method per endpoint, as in client.py, which inherits them (``Client(..., HookEndpoints, ...)``);
-tests/api/test_endpoints.py holds them to the endpoint table like the others."""
+"""The Client's endpoint methods for scripts and operators: waiting for commands, the queue
+across sessions and retries (api/lifecycle.py, api/commands.py), webhooks and schedules
+(api/webhooks.py, api/schedules.py): one method per endpoint, as in client.py, which inherits
+them (``Client(..., HookEndpoints, ...)``); tests/api/test_endpoints.py holds them to the
+endpoint table like the others."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from llmgine_daemon.protocol import CommandCreate, hooks
+from llmgine_daemon.protocol import (
+    CommandCreate,
+    CommandList,
+    CommandRetry,
+    CommandWait,
+    CommandWaitResult,
+    QueueView,
+    hooks,
+)
 
-from llmgine_cli.client_verbs import _id
+from llmgine_cli.client_verbs import LONG_POLL_S, _id
 
 
 class HookEndpoints:
     _op: Any  # Client._op
+
+    # -- across sessions (api/lifecycle.py) ---------------------------------------------------
+
+    def wait_commands(
+        self,
+        command_ids: Sequence[str] = (),
+        *,
+        batch_id: str | None = None,
+        any: bool = False,
+        status: Sequence[str] | None = None,
+        timeout: float = LONG_POLL_S,
+    ) -> CommandWaitResult:
+        """Hold one request until the commands (of any session) reached ``status`` (default:
+        finished), or ``timeout`` seconds passed (``done`` false)."""
+        body = CommandWait(
+            command_ids=list(command_ids),
+            batch_id=batch_id,
+            any=any,
+            status=list(status) if status else None,
+            timeout=timeout,
+        )
+        return self._op("waitCommands", body=body, wait=timeout)
+
+    def queue(self, *, status: str | None = None, limit: int = 100, session_id: str | None = None) -> QueueView:
+        """Unfinished commands of every session (a session token: its own), with positions."""
+        query = {"status": status, "limit": limit, "session_id": session_id}
+        return self._op("listQueue", query=query)
+
+    def retry_commands(
+        self, session_id: str, command_ids: Sequence[str] = (), *, failed: bool = False, dead: bool = False
+    ) -> CommandList:
+        """Run finished commands again (same ids, attempt + 1): those named, or every failed
+        (``failed``) or dead-letter (``dead``) one of the session."""
+        body = CommandRetry(command_ids=list(command_ids), failed=failed, dead=dead)
+        return self._op("retryCommands", path={"session_id": _id(session_id)}, body=body)
 
     def create_webhook(
         self, url: str, *, events: Sequence[str] = ("*",), session_id: str | None = None, secret: str | None = None

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,9 @@ log = logging.getLogger("llmgine.cluster")
 
 # Sessions taken over per tick (each a few statements in one transaction).
 TAKEOVER_BATCH = 20
+# How long after finding a session's lease held by another node a submission here stops trying
+# to take it in its own write (and queues the command for that node at once).
+CLAIM_BACKOFF_S = 2.0
 LISTEN_RETRY_S = 1.0
 
 
@@ -59,6 +63,7 @@ class SharedCluster(LocalCluster):
         self.commands: Commands | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wanting: set[str] = set()
+        self._refused: dict[str, float] = {}  # session -> when a claim found it held elsewhere
         self._own_pids: set[int] = set()
         self._event_watchers: list[Callable[[], None]] = []
         self._stopping = False
@@ -116,14 +121,31 @@ class SharedCluster(LocalCluster):
         return session_id in self.leases
 
     def may_claim(self, session_id: str) -> bool:
-        return session_id in self.leases
+        """Held here, or not seen held by another node lately (then ``fence`` takes it)."""
+        if session_id in self.leases:
+            return True
+        refused = self._refused.get(session_id)
+        return refused is None or time.monotonic() - refused > CLAIM_BACKOFF_S
 
     def fence(self, conn: Any, session_id: str, *, claim: bool = False) -> None:
         epoch = self.leases.get(session_id)
-        if claim and (epoch is None or sql.busy(conn, session_id)):
-            raise ClaimRefused(session_id)
+        if claim:
+            # An idle session's command about to be stored executing: take a free lease in the
+            # same transaction (this runs in the store's writer, so the lease is only noted once
+            # every check passed; a transaction lost after that is noticed by the next fence).
+            if epoch is None:
+                got = sql.acquire(conn, session_id, self.node_id, self.lease_timeout)
+                if got is None or got[1]:  # held elsewhere, or a dead node's: the tick takes those
+                    self._refused[session_id] = time.monotonic()
+                    raise ClaimRefused(session_id)
+                epoch = got[0]
+            if sql.busy(conn, session_id) or not sql.fence(conn, session_id, self.node_id, epoch):
+                raise ClaimRefused(session_id)
+            self._refused.pop(session_id, None)
+            self.leases[session_id] = epoch
+            return
         if epoch is None or not sql.fence(conn, session_id, self.node_id, epoch):
-            raise ClaimRefused(session_id) if claim else LeaseLost(session_id)
+            raise LeaseLost(session_id)
 
     def serialize(self, conn: Any, name: str) -> None:
         sql.serialize(conn, name)
@@ -252,10 +274,10 @@ class SharedCluster(LocalCluster):
         commands = self.commands
         assert self.bus is not None and commands is not None
         runner = commands.runner
-        idle = [s for s in self.leases if not runner.has_work(s)]
+        idle = [s for s in list(self.leases) if not runner.has_work(s)]
         node, timeout = self.node_id, self.lease_timeout
         host, pid = socket.gethostname(), os.getpid()
-        held = dict(self.leases)
+        held = dict(list(self.leases.items()))
 
         def write(conn: Any) -> tuple[dict[str, int], list[str], list[str]]:
             sql.heartbeat(conn, node, host, pid, self.started_at, timeout)
@@ -264,6 +286,10 @@ class SharedCluster(LocalCluster):
             return renewed, released, sql.pending_cancels(conn, node)
 
         renewed, released, cancels = await self.bus.store.write(write)
+        now = time.monotonic()
+        for sid, when in list(self._refused.items()):
+            if now - when > CLAIM_BACKOFF_S:
+                self._refused.pop(sid, None)
         for sid in released:
             self.leases.pop(sid, None)
             if runner.has_work(sid):  # work came in meanwhile: take the session again

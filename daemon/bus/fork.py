@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 MEMORY_COPY = (
     "INSERT INTO engine_messages (engine_id, role, content, tool_calls, tool_call_id, name, partial,"
     " is_error, command_id, created_at, added_seq)"
-    " SELECT ?, role, content, tool_calls, tool_call_id, name, partial, is_error, command_id, created_at, ?"
+    # added_seq 0: in the fork's memory from its start (a literal: PostgreSQL would take a
+    # parameter in a SELECT list for text).
+    " SELECT ?, role, content, tool_calls, tool_call_id, name, partial, is_error, command_id, created_at, 0"
     " FROM engine_messages WHERE engine_id = ? AND COALESCE(added_seq, 0) <= ?"
     " AND (dropped_seq IS NULL OR dropped_seq > ?) ORDER BY message_id"
 )
@@ -93,8 +95,7 @@ class Forks:
                 mapping[row[0]] = new_engine
                 engine_row = (new_engine, new_sid, row[2], row[3], row[4], "initialized", ts)
                 conn.execute(f"INSERT INTO engines ({ENGINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", engine_row)
-                # added_seq 0: in the fork's memory from its start.
-                conn.execute(MEMORY_COPY, (new_engine, 0, row[0], seq, seq))
+                conn.execute(MEMORY_COPY, (new_engine, row[0], seq, seq))
                 engines.append(engine_row)
             rest = TOOL_COLUMNS.split(", ", 1)[1]  # every column but session_id
             conn.execute(

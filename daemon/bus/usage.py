@@ -8,7 +8,7 @@ asked: ``GET /api/sessions/{id}``, ``GET /api/engines/{id}``, ``GET /api/usage``
 its commands' records.
 
 Costs are estimates: the price of the model (USD per million tokens, ``usage.prices`` over
-settings_table.DEFAULT_PRICES) at the time of the call, stored with it. A model without a
+DEFAULT_PRICES, below) at the time of the call, stored with it. A model without a
 price adds its tokens to ``unpriced_tokens`` instead of to the cost.
 """
 
@@ -22,8 +22,28 @@ from typing import Any
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.protocol import Usage, UsageGroup, UsageReport
-from llmgine_daemon.settings_table import DEFAULT_PRICES
 from llmgine_daemon.store.db import Store
+
+# Estimated prices, USD per million tokens: [input, output, cached input]. Looked up by the
+# model's name with and without its provider prefix, then by the longest known prefix
+# ("claude-3-5-haiku" prices "claude-3-5-haiku-20241022"). usage.prices adds to and overrides
+# these (Prices, below). Published list prices as of late 2024 / 2025; check your provider's.
+DEFAULT_PRICES: dict[str, list[float]] = {
+    "gpt-4o": [2.50, 10.00, 1.25],
+    "gpt-4o-mini": [0.15, 0.60, 0.075],
+    "gpt-4.1": [2.00, 8.00, 0.50],
+    "gpt-4.1-mini": [0.40, 1.60, 0.10],
+    "gpt-4.1-nano": [0.10, 0.40, 0.025],
+    "o3-mini": [1.10, 4.40, 0.55],
+    "o4-mini": [1.10, 4.40, 0.275],
+    "claude-3-5-haiku": [0.80, 4.00, 0.08],
+    "claude-3-haiku": [0.25, 1.25, 0.03],
+    "claude-3-5-sonnet": [3.00, 15.00, 0.30],
+    "claude-3-7-sonnet": [3.00, 15.00, 0.30],
+    "claude-sonnet-4": [3.00, 15.00, 0.30],
+    "claude-3-opus": [15.00, 75.00, 1.50],
+    "claude-opus-4": [15.00, 75.00, 1.50],
+}
 
 # The columns row_to_command reads after the rest (bus/commands/records.py).
 USAGE_COLUMNS = "usage_prompt_tokens, usage_completion_tokens, usage_cached_tokens, usage_cost_usd"
@@ -150,16 +170,17 @@ class UsageBook:
             metrics.inc("llm_cost_usd_total", cost, provider=provider, model=model)
 
         def write(conn: sqlite3.Connection) -> Usage | None:
+            # No "? IS NULL" on a parameter: PostgreSQL cannot type a NULL one. Without a
+            # price, the cost column is left as it is.
+            priced = " usage_cost_usd = COALESCE(usage_cost_usd, 0) + ?," if cost is not None else ""
             conn.execute(
                 "UPDATE commands SET"
                 " usage_prompt_tokens = COALESCE(usage_prompt_tokens, 0) + ?,"
                 " usage_completion_tokens = COALESCE(usage_completion_tokens, 0) + ?,"
                 " usage_cached_tokens = COALESCE(usage_cached_tokens, 0) + ?,"
-                " usage_cost_usd = CASE WHEN ? IS NULL THEN usage_cost_usd"
-                " ELSE COALESCE(usage_cost_usd, 0) + ? END,"
-                " usage_model = ?, engine_id = COALESCE(engine_id, ?)"
+                f"{priced} usage_model = ?, engine_id = COALESCE(engine_id, ?)"
                 " WHERE command_id = ?",
-                (prompt, completion, cached, cost, cost, full, engine_id, command_id),
+                (prompt, completion, cached, *([cost] if cost is not None else []), full, engine_id, command_id),
             )
             row = conn.execute(f"SELECT {USAGE_COLUMNS} FROM commands WHERE command_id = ?", (command_id,)).fetchone()
             return usage_from_row(row) if row is not None else None

@@ -204,7 +204,8 @@ class LLMEngine(EngineBase):
     def options(self, command: Command) -> Options:
         """Configuration, with per-call overrides from the command's parameters (validated:
         a typo in a parameter name fails the call instead of being ignored)."""
-        fields = {f.name: f for f in self.config_fields if f not in MEMORY_FIELDS}
+        # Not per call: memory bounds, and require_approval (a command must not lift it).
+        fields = {f.name: f for f in self.config_fields if f not in MEMORY_FIELDS and f is not REQUIRE_APPROVAL}
         values: dict[str, Any] = {}
         for name, value in command.parameters.items():
             if name == "prompt":

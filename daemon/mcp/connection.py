@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -156,6 +158,7 @@ class Connection:
     async def _run_once(self) -> None:
         self._broken.clear()
         self._connected = False
+        await load_sdk()
         if self.config.launch is not None:
             proc = await launch.start(await self.isolation(), self.config.launch)
             self.pid = proc.pid
@@ -272,6 +275,23 @@ class Connection:
                 if secret:
                     text = text.replace(secret, "[redacted]")
             log.info("mcp server %s: %s", self.config.label, text[:MAX_STDERR_LINE])
+
+
+# The SDK's modules this file uses: imported in a thread the first time a server connects
+# (over a second of imports that would otherwise hold the event loop).
+SDK_MODULES = (
+    "anyio",
+    "mcp_types",
+    "mcp.client.session",
+    "mcp.client.streamable_http",
+    "mcp.shared.message",
+    "mcp.shared.exceptions",
+)
+
+
+async def load_sdk() -> None:
+    if not all(name in sys.modules for name in SDK_MODULES):
+        await asyncio.to_thread(lambda: [importlib.import_module(name) for name in SDK_MODULES])
 
 
 def convert(outcome: Any) -> tuple[Any, dict[str, Any] | None]:

@@ -75,7 +75,10 @@ class Session(msgspec.Struct):
 class SessionFork(msgspec.Struct, forbid_unknown_fields=True):
     # The event seq to fork at (the session's state as it stood right after that event);
     # none: now.
-    at_seq: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    # Declared an integer; decoded as a number so that an integral one written as 42.0 (valid
+    # JSON Schema "integer") is accepted too (api/sessions.py checks it is integral). At most
+    # 2**53 - 1: every integer up to it is exact as a float (and no seq gets near it).
+    at_seq: Annotated[float, msgspec.Meta(ge=0, le=2**53 - 1, extra_json_schema={"type": "integer"})] | None = None
     name: Annotated[str, msgspec.Meta(max_length=256)] | None = None
 
 

@@ -82,6 +82,9 @@ async def test_denied_goes_back_to_the_model(llm_client: Any, fake: FakeProvider
     # Not marked at registration: the engine's configuration asks for it.
     engine = await setup(client, "anthropic", flag=False, require_approval=["get_weather"])
     sid = engine["session_id"]
+    # A command cannot lift it: not a per-call parameter.
+    refused = await execute(client, engine["engine_id"], "hi", require_approval=False)
+    assert refused["status"] == "failed" and refused["error"]["code"] == "VALIDATION_ERROR"
     fake.script(Reply(tool_calls=[("get_weather", {"location": "Oslo"})]))
     record = await execute(client, engine["engine_id"], "Weather in Oslo?", wait=0)
     approval = await pending(client, sid)

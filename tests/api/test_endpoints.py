@@ -17,6 +17,7 @@ from llmgine_daemon.protocol.endpoints import BY_KEY, BY_NAME, ENDPOINTS, Endpoi
 from llmgine_cli import hot
 from llmgine_cli.aclient import _Recorder, _Request
 from llmgine_cli.client import Client
+from llmgine_cli.client_agents import AgentEndpoints
 from llmgine_cli.client_hooks import HookEndpoints
 
 # Client methods that are more than one request (they call the ones checked here) or stream.
@@ -144,7 +145,7 @@ def _endpoint_of(request: _Request) -> Endpoint:
 def test_client_methods_agree_with_the_table() -> None:
     methods = {
         name
-        for name, value in (vars(Client) | vars(HookEndpoints)).items()
+        for name, value in (vars(Client) | vars(HookEndpoints) | vars(AgentEndpoints)).items()
         if inspect.isfunction(value) and not name.startswith("_") and name not in COMPOSITE
     }
     named = {e.client for e in ENDPOINTS if e.client}

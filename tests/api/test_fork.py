@@ -110,6 +110,10 @@ async def test_fork_refusals(llm_client: Any) -> None:
     assert past["at_seq"] < 10**12 and len(past["engines"]) == 1
     first = (await events(client, sid))[0]["seq"]
     assert (await fork(client, sid, at_seq=first - 1))["engines"] == {}
+    assert (await fork(client, sid, at_seq=float(first)))["at_seq"] == first  # 42.0 is an integer
+    assert_envelope(await fork(client, sid, 422, at_seq=first + 0.5), "VALIDATION_ERROR")
+    assert_envelope(await fork(client, sid, 422, at_seq="7"), "VALIDATION_ERROR")
+    assert_envelope(await fork(client, sid, 422, at_seq=2**63), "VALIDATION_ERROR")
     assert_envelope(await fork(client, "0190a000-0000-7000-8000-000000000000", 404), "SESSION_NOT_FOUND")
     assert_envelope(await fork(client, sid, 422, bogus=1), "VALIDATION_ERROR")
     token = (await (await client.post(f"/api/sessions/{sid}/token")).json())["session_token"]

@@ -33,10 +33,13 @@ async def test_status_counts_storage(app_client, home, database_url):
     assert body["storage"]["size_bytes"] > 0
     assert body["counts"]["sessions"] == 1 and body["counts"]["events"] == 1
     assert isinstance(body["listeners"], list)
-    # One node, the whole bus: no leases, no heartbeat (bus/cluster.py's LocalCluster).
     cluster = body["cluster"]
-    assert cluster["backend"] == "sqlite" and cluster["lease_timeout"] == 15.0
-    assert [(n["node_id"], n["pid"], n["leases"]) for n in cluster["nodes"]] == [(cluster["node_id"], os.getpid(), 0)]
+    assert cluster["backend"] == body["storage"]["backend"] and cluster["lease_timeout"] == 15.0
+    if database_url is None:  # one node, the whole bus: no leases, no heartbeat (bus/cluster.py's LocalCluster)
+        nodes = [(n["node_id"], n["pid"], n["leases"]) for n in cluster["nodes"]]
+        assert nodes == [(cluster["node_id"], os.getpid(), 0)]
+    else:  # this node, registered in the database (bus/cluster_shared.py)
+        assert [n["pid"] for n in cluster["nodes"]] == [os.getpid()]
 
 
 async def test_config_sources_and_redaction(make_client, home):

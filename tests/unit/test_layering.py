@@ -29,7 +29,8 @@ RANK = {
     "store": 2,
     "secrets": 1.7,  # provider keys: uses settings (write_private) and protocol
     "settings": 1.5,  # uses paths and its table
-    "settings_table": 1.3,  # uses its parsers
+    "settings_table": 1.3,  # uses its parsers and the features' settings
+    "settings_features": 1.2,  # uses the parsers
     "settings_parsers": 1.1,
     "protocol": 1,
     "paths": 1,

@@ -41,6 +41,15 @@ def test_precedence_file_env_flag(home):
     assert s.tcp_enabled
 
 
+def test_storage_url_is_another_name_for_the_database_url(home):
+    write(home, "[storage]\nurl = 'postgresql://llmgine@db.example:5432/bus'\n")
+    s = load_settings(env={"LLMGINE_HOME": str(home)})
+    assert (s["database.url"], s.sources["database.url"]) == ("postgresql://llmgine@db.example:5432/bus", "file")
+    write(home, "[storage]\nurll = 'x'\n")
+    with pytest.raises(ConfigError, match="storage.urll"):
+        load_settings(env={"LLMGINE_HOME": str(home)})
+
+
 def test_spec_yaml_sections_as_toml_tables(home):
     write(
         home,

@@ -5,10 +5,16 @@ What each module owns (the arrows are the only imports between them):
 ``service.py``  ``Commands``, what the rest of the bus and the API call: submit (one, a batch,
                 an eager command), nested ``bus.execute``, get/list, wait, cancel; recovery of
                 the queue after a restart (``start``), shutdown (``stop``), a session's end.
-                -> runner, records, jobs, execution, waiting, queueview, deps, retries
+                -> runner, records, jobs, execution, waiting, queueview, deps, retries,
+                recovery, remote
+``recovery.py`` ``Recovery`` (a mixin of ``Commands``): the queue back from the store after a
+                restart, or for a session taken over from another node (bus/cluster.py).
+``remote.py``   ``wait_in_store``, ``Changes``: following a command another node runs.
 ``runner.py``   ``Runner``: per-session priority queues, one command at a time per session,
                 running a handler (``invoke``), recording its end (``finish``), buffered events
-                (``flush``), cancellation and waiting. -> batches, eager, records, jobs, execution
+                (``flush``), cancellation. -> batches, eager, records, jobs, execution, runner_waits
+``runner_waits.py`` ``Waiting`` (a mixin of ``Runner``): waiting for its jobs, the shutdown
+                drain, giving up the commands of a session another node took over.
 ``waiting.py``  ``CommandWaits``: waiting for commands of any session until they reach a
                 status (``POST /api/commands/wait``), woken by the runner and the event log.
                 -> records

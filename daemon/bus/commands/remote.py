@@ -51,11 +51,16 @@ class Changes:
 
 
 async def wait_in_store(
-    store: Store, records: Sequence[Command], deadline: float, changes: Changes | None = None
+    store: Store,
+    records: Sequence[Command],
+    deadline: float,
+    changes: Changes | None = None,
+    stop: asyncio.Future[None] | None = None,
 ) -> bool:
     """Poll the unfinished ``records`` in the store until all have finished (their objects are
     updated in place) or the loop's clock passes ``deadline``; True if all finished. With
-    ``changes``, a change wakes the poll at once (else it backs off up to POLL_MAX_S)."""
+    ``changes``, a change wakes the poll at once (else it backs off up to POLL_MAX_S); ``stop``
+    done (shutdown begins) ends the wait with what there is."""
     loop = asyncio.get_running_loop()
     delay = POLL_FIRST_S
     while True:
@@ -77,10 +82,11 @@ async def wait_in_store(
         if all(r.status in TERMINAL_STATUSES for r in records):
             return True
         remaining = deadline - loop.time()
-        if remaining <= 0:
+        if remaining <= 0 or (stop is not None and stop.done()):
             return False
-        if changes is None:
-            await asyncio.sleep(min(delay, remaining))
+        wake: list[asyncio.Future[Any]] = [f for f in (changes.next() if changes else None, stop) if f is not None]
+        if wake:
+            await asyncio.wait(wake, timeout=min(delay, remaining), return_when=asyncio.FIRST_COMPLETED)
         else:
-            await asyncio.wait([changes.next()], timeout=min(delay, remaining))
+            await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, POLL_MAX_S)

@@ -24,10 +24,9 @@ from llmgine_daemon.bus.cluster import ClaimRefused
 from llmgine_daemon.bus.codec import new_id
 from llmgine_daemon.bus.commands.deps import Dependencies
 from llmgine_daemon.bus.commands.execution import Execution
-from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, cancelled_outcome, command_error
+from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, cancelled_outcome
 from llmgine_daemon.bus.commands.queueview import QueueWatch
 from llmgine_daemon.bus.commands.records import (
-    ACTIVE,
     COMMAND_COLUMNS,
     MAX_TIMEOUT_S,
     PRIORITY_RANK,
@@ -43,6 +42,7 @@ from llmgine_daemon.bus.commands.records import (
     started_data,
     validate,
 )
+from llmgine_daemon.bus.commands.recovery import Recovery
 from llmgine_daemon.bus.commands.remote import Changes, wait_in_store
 from llmgine_daemon.bus.commands.remote import copy_record as _copy_record
 from llmgine_daemon.bus.commands.retries import DEAD, Retries
@@ -71,7 +71,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmgine.commands")
 
-QueuedRows = tuple[list[tuple[Any, ...]], dict[str, tuple[Any, ...]]]
 # How long a cancel of a command running on another node waits for that node to record it.
 CANCEL_WAIT_S = 30.0
 MAX_BATCH = 10_000
@@ -79,7 +78,7 @@ MAX_BATCH = 10_000
 HEAVY_BATCH = 1000
 
 
-class Commands:
+class Commands(Recovery):
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.store = bus.store
@@ -455,14 +454,25 @@ class Commands:
             return (await self.waits.wait({r.command_id: r for r in records}, timeout=timeout)).done
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        jobs = [j for j in (self.runner.jobs.get(r.command_id) for r in records) if j is not None]
-        if jobs and not await self.runner.wait(jobs, timeout):
+        if not await self._wait_here(records, timeout):
             return False
+        if await wait_in_store(self.store, records, deadline, self.changes, self.runner.draining()):
+            return True
+        # Shutdown began: what moved to this node meanwhile (a session it took) ends as the
+        # runner lets it (running commands finish, queued ones stay queued).
+        await self._wait_here(records, max(0.0, deadline - loop.time()))
+        return all(r.status in TERMINAL_STATUSES for r in records)
+
+    async def _wait_here(self, records: Sequence[Command], timeout: float) -> bool:
+        """The runner's wait for those of ``records`` this node runs; their records updated."""
+        jobs = [j for j in (self.runner.jobs.get(r.command_id) for r in records) if j is not None]
+        done = not jobs or await self.runner.wait(jobs, timeout)
+        by_id = {r.command_id: r for r in records}
         for job in jobs:
-            live = next((r for r in records if r.command_id == job.record.command_id), None)
+            live = by_id.get(job.record.command_id)
             if live is not None and live is not job.record:
                 _copy_record(job.record, live)
-        return await wait_in_store(self.store, records, deadline, self.changes)
+        return done
 
     async def cancel(self, session_id: str, command_id: str) -> Command:
         """Cancel a queued, blocked or executing command; CONFLICT if it already finished."""
@@ -502,92 +512,6 @@ class Commands:
         (on several nodes, only what ran on a node that is gone: bus/cluster.py)."""
         await self.bus.cluster.recover(self)
         await self.deps.start()  # blocked commands: after the queue, whose ends they wait for
-
-    async def recover_all(self) -> None:
-        """This daemon is the whole bus: every executing command was its own (interrupted by the
-        last shutdown), every queued one is its to run."""
-
-        def write(conn: sqlite3.Connection) -> tuple[list[Event], QueuedRows]:
-            return self.interrupt_executing(conn, None), self.queued_rows(conn, None)
-
-        events, queued = await self.store.write(write, heavy=True)
-        if events:
-            log.info("marked %d command(s) interrupted by the last shutdown", len(events))
-        self.bus.events.notify(events)
-        self.resume(*queued, await self.retries.load_due() if queued[0] else {})
-
-    def interrupt_executing(
-        self, conn: sqlite3.Connection, session_id: str | None, exclude: set[str] | None = None
-    ) -> list[Event]:
-        """Inside a write: mark the executing commands (of one session, or all) interrupted,
-        but those in ``exclude`` (running here)."""
-        ts = now_iso()
-        where, params = (" AND session_id = ?", (session_id,)) if session_id is not None else ("", ())
-        rows = conn.execute(
-            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {ACTIVE} AND status = 'executing'{where}", params
-        ).fetchall()
-        events = []
-        for row in rows:
-            if exclude and row[0] in exclude:
-                continue
-            outcome = Outcome(
-                "interrupted",
-                error=command_error(
-                    ErrorCode.COMMAND_INTERRUPTED, "the daemon running it stopped while the command was executing"
-                ),
-            )
-            event = finish_row(conn, row_to_command(row), outcome, ts, from_status="executing")
-            if event is not None:
-                events.append(event)
-        return events
-
-    def queued_rows(self, conn: sqlite3.Connection, session_id: str | None) -> QueuedRows:
-        """Inside a read or write: the queued commands (of one session, or all) in the order they
-        were queued, and their batches."""
-        where, params = (" AND session_id = ?", (session_id,)) if session_id is not None else ("", ())
-        queued = conn.execute(
-            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {ACTIVE} AND status = 'queued'{where} ORDER BY rowid",
-            params,
-        ).fetchall()
-        ids = sorted({r[13] for r in queued if r[13]})
-        batches: dict[str, tuple[Any, ...]] = {}
-        if ids:
-            marks = ", ".join("?" * len(ids))
-            for r in conn.execute(
-                "SELECT batch_id, session_id, mode, stop_on_error, created_at FROM batches"
-                f" WHERE batch_id IN ({marks})",
-                ids,
-            ).fetchall():
-                batches[r[0]] = r
-        return queued, batches
-
-    def resume(self, queued: list[tuple[Any, ...]], batches: dict[str, tuple[Any, ...]], due: dict[str, str]) -> None:
-        """Queue stored commands this node does not hold in memory yet (after a restart, or a
-        session taken over from another node); those in ``due`` wait for their next attempt
-        (commands/retries.py) until then."""
-        queued = [row for row in queued if row[0] not in self.runner.jobs]
-        grouped: dict[str, BatchJob] = {}
-        for row in queued:
-            rec = row_to_command(row)
-            job = Job(rec, PRIORITY_RANK[rec.priority])
-            self.runner.track(job)
-            if rec.command_id in due:  # waits for its next attempt: the delay is kept
-                self.retries.schedule(job, due[rec.command_id])
-                continue
-            info = batches.get(rec.batch_id) if rec.batch_id else None
-            if info is None:
-                self.runner.push(rec.session_id, job)
-                continue
-            batch = grouped.get(info[0])
-            if batch is None:
-                batch = grouped[info[0]] = BatchJob(info[0], info[1], info[2], bool(info[3]), info[4], [], job.rank)
-            batch.rank = min(batch.rank, job.rank)
-            job.batch = batch
-            batch.jobs.append(job)
-        for batch in grouped.values():
-            self.runner.push(batch.session_id, batch)
-        if queued:
-            log.info("resumed %d queued command(s)", len(queued))
 
     async def _cancel_elsewhere(self, rec: Command) -> Command:
         """Cancel a command this node does not run: a queued one in the store (its runner, if

@@ -1,0 +1,118 @@
+"""The settings of the features built on the bus for scripts, operators and agents: MCP tool
+servers, webhooks and schedules, command retries, tool approvals and prices (README:
+Configuration). Part of the settings table (settings_table.py adds them to ``SETTINGS``).
+
+Only the standard library: the CLI imports it through ``settings.py``.
+"""
+
+from __future__ import annotations
+
+from llmgine_daemon.settings_parsers import (
+    Setting,
+    json_object,
+    parse_bool,
+    parse_list,
+    positive,
+    positive_float,
+    prices,
+)
+
+FEATURE_SETTINGS: tuple[Setting, ...] = (
+    # -- MCP tool servers (bus/mcp_servers.py) --
+    Setting(
+        "mcp.allowed_hosts",
+        "LLMGINE_MCP_ALLOWED_HOSTS",
+        parse_list,
+        ["127.0.0.0/8", "::1", "localhost"],
+        "where MCP servers (mcp add --url) may be reached: IP networks/addresses, and host names a "
+        'URL may use (a name\'s addresses must be in the networks too; "*" allows any host)',
+    ),
+    Setting(
+        "mcp.session_token_stdio",
+        "LLMGINE_MCP_SESSION_TOKEN_STDIO",
+        parse_bool,
+        False,
+        "let session tokens register stdio MCP servers (sandboxed, no extra mounts) in their "
+        "session; trusted servers always need an API key or the socket owner",
+    ),
+    Setting(
+        "mcp.call_timeout",
+        "LLMGINE_MCP_CALL_TIMEOUT",
+        positive_float,
+        60.0,
+        "seconds an MCP tool call may take (a server's own timeout wins)",
+    ),
+    Setting(
+        "mcp.start_timeout",
+        "LLMGINE_MCP_START_TIMEOUT",
+        positive_float,
+        15.0,
+        "seconds a registration waits for a new server's first connection before it answers",
+    ),
+    # -- webhooks and schedules (bus/webhooks.py, bus/schedules.py) --
+    Setting(
+        "webhooks.allowed_hosts",
+        "LLMGINE_WEBHOOK_ALLOWED_HOSTS",
+        parse_list,
+        ["127.0.0.0/8", "::1", "localhost"],
+        "where webhooks may call: IP networks/addresses, and host names a URL may use (a name's "
+        'addresses must be in the networks too; "*" allows any host)',
+    ),
+    Setting(
+        "webhooks.timeout", "LLMGINE_WEBHOOK_TIMEOUT", positive_float, 10.0, "seconds one delivery attempt may take"
+    ),
+    Setting(
+        "webhooks.retry_for",
+        "LLMGINE_WEBHOOK_RETRY_FOR",
+        positive_float,
+        86400.0,
+        "seconds a delivery is retried (exponential backoff) before it is marked failed",
+    ),
+    Setting(
+        "webhooks.retry_base",
+        "LLMGINE_WEBHOOK_RETRY_BASE",
+        positive_float,
+        1.0,
+        "seconds before the first retry, doubled for each next one",
+    ),
+    Setting(
+        "webhooks.retry_cap", "LLMGINE_WEBHOOK_RETRY_CAP", positive_float, 600.0, "longest wait between two attempts"
+    ),
+    Setting("webhooks.keep_days", "LLMGINE_WEBHOOK_KEEP_DAYS", positive_float, 7.0, "days an ended delivery is kept"),
+    Setting("webhooks.max_per_session", "LLMGINE_WEBHOOK_MAX_PER_SESSION", positive, 20, "webhooks per session"),
+    Setting("webhooks.max_total", "LLMGINE_WEBHOOK_MAX_TOTAL", positive, 200, "webhooks in all"),
+    Setting("schedules.max_per_session", "LLMGINE_SCHEDULE_MAX_PER_SESSION", positive, 50, "schedules per session"),
+    Setting("schedules.max_total", "LLMGINE_SCHEDULE_MAX_TOTAL", positive, 1000, "schedules in all"),
+    Setting(
+        "commands.retry_defaults",
+        "LLMGINE_RETRY_DEFAULTS",
+        json_object,
+        {},
+        "retry policy per command type (an engine's or a handler's) for commands that give none: "
+        '{"SinglePassEngineCommand": {"retries": 3, "backoff": {"type": "exponential", "base": 1, '
+        '"cap": 60}, "retry_on": ["PROVIDER_RATE_LIMITED"]}}' + " (README: Retries)",
+    ),
+    Setting(
+        "tools.require_approval",
+        "LLMGINE_TOOLS_REQUIRE_APPROVAL",
+        parse_bool,
+        False,
+        "a ToolChat engine asks a person before every tool call (else: tools registered with "
+        "requires_approval, engines configured with require_approval)",
+    ),
+    Setting(
+        "tools.approval_timeout",
+        "LLMGINE_APPROVAL_TIMEOUT",
+        positive_float,
+        600.0,
+        "seconds an approval request waits for a decision; then it counts as denied (expired)",
+    ),
+    Setting(
+        "usage.prices",
+        "LLMGINE_PRICES",
+        prices,
+        {},
+        "model prices, USD per million tokens, added to and overriding the built-in table "
+        "(docs/agents.md): model = [input, output, cached_input] (JSON object in the environment)",
+    ),
+)
