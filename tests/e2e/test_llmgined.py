@@ -133,8 +133,13 @@ def test_bad_config_file(daemon_home):
 
 
 def test_unsupported_database(daemon_home):
-    line = fails_with(daemon_home, env={"DATABASE_URL": "postgresql://u:p@db/x"})
-    assert "not supported yet" in line
+    line = fails_with(daemon_home, env={"DATABASE_URL": "mysql://u:p@db/x"})
+    assert "'mysql' backend is not supported" in line and ":p@" not in line
+
+
+def test_unreachable_postgresql_names_the_host_not_the_password(daemon_home):
+    line = fails_with(daemon_home, env={"DATABASE_URL": "postgresql://u:hunter2@db.invalid/x"})
+    assert "db.invalid" in line and "hunter2" not in line
 
 
 def test_unwritable_data_dir(daemon_home):
