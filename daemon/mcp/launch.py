@@ -5,7 +5,8 @@ Untrusted (the default): under bubblewrap, with the view of a sandbox worker
 system libraries, no LLMGINE_HOME, no home, a private /tmp, PID/IPC/UTS namespaces, the
 seccomp filter) and no network, in a user namespace with no capabilities, as the daemon's
 user. Only these are added, read-only: the directory of the command (the root of its
-virtualenv when it is in one), and for registrations made with an API key or by the socket
+virtualenv when it is in one), the interpreter's site-packages (hidden from sandbox workers;
+a Python server needs them), and for registrations made with an API key or by the socket
 owner the directories of the arguments that are existing absolute paths and the
 registration's ``mounts``. ``--die-with-parent`` ends the sandbox (the whole PID namespace)
 when the daemon dies, even by SIGKILL.
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmgine_daemon.aio import spawn
-from llmgine_daemon.sandbox.isolation import Isolation, bwrap_args, seccomp_pipe
+from llmgine_daemon.sandbox.isolation import Isolation, bwrap_args, seccomp_pipe, site_dirs
 
 # The largest JSON-RPC message (one line) read from a server.
 MAX_LINE = 16 * 2**20
@@ -68,6 +69,9 @@ def readable_dirs(launch: Launch, executable: str) -> list[str]:
     # A virtualenv's bin/: the whole environment (its site-packages, pyvenv.cfg).
     wanted.append(home.parent if (home.parent / "pyvenv.cfg").exists() else home)
     wanted.append(Path(os.path.realpath(home)))
+    # The interpreter's third-party packages, which a sandbox worker does not see: a server
+    # written in Python (with the SDK) installed there needs them. Code, no data of anyone's.
+    wanted.extend(site_dirs())
     if launch.auto_mounts:
         for arg in launch.args:
             if arg.startswith("/") and os.path.isfile(arg):

@@ -121,7 +121,7 @@ def _python_paths(python: str) -> list[Path]:
     return found
 
 
-def _site_dirs() -> list[Path]:
+def site_dirs() -> list[Path]:
     """Where third-party packages of the interpreter live (its own and a distribution's)."""
     import sysconfig
 
@@ -191,7 +191,7 @@ def bwrap_args(iso: Isolation, tmp_bytes: int) -> list[str]:
             ro_bind(Path(top), top)
     # Only the standard library: third-party packages beside it are hidden (an empty,
     # read-only directory over each), so what user code can import is what the docs say.
-    for hidden in _site_dirs():
+    for hidden in site_dirs():
         if hidden.is_dir() and any(hidden == b or b in hidden.parents for b in bound):
             args.extend(["--tmpfs", str(hidden), "--remount-ro", str(hidden)])
     ro_bind(_package_dir("llmgine_daemon"), f"{SITE}/llmgine_daemon")
