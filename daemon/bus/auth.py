@@ -176,6 +176,7 @@ class Credentials:
         # this node catches up with sync() (every SYNC_EVERY seconds, and on an unknown id).
         self.shared = False
         self.synced_at = 0.0
+        self._sync_started = float("-inf")
         self._sync_lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -189,6 +190,7 @@ class Credentials:
         """Catch up with keys and tokens other nodes sharing the database made, revoked or ended
         (a cluster on PostgreSQL; one node alone changes them only through this object). What
         stopped being valid is told to the revocation listeners (its WebSockets close)."""
+        self._sync_started = time.monotonic()
         keys, tokens = await self.store.read(_read_credentials)
         gone: list[str] = []
         fresh: dict[str, KeyRecord] = {}
@@ -208,16 +210,22 @@ class Credentials:
         self._revoked(gone)
 
     async def sync_on_miss(self, presented: str) -> bool:
-        """A credential this node does not know may be one another node just made: sync (at most
-        every MISS_SYNC_EVERY seconds, one at a time) and say whether it is known now."""
+        """A credential this node does not know may be one another node just made: re-read (one
+        at a time, at most every MISS_SYNC_EVERY seconds: a miss right after a re-read waits for
+        the next) and say whether it is known now. A re-read that began after this request
+        asked answers it without another."""
         ident = _ident(presented)
         if not self.shared or ident is None:
             return False
+        asked = time.monotonic()
         async with self._sync_lock:
             if ident in self.keys or ident in self.tokens:
                 return True  # a sync that ran while this one waited brought it
-            if time.monotonic() - self.synced_at < MISS_SYNC_EVERY:
-                return False
+            if self._sync_started >= asked:
+                return False  # that sync began after we asked and did not find it
+            wait = MISS_SYNC_EVERY - (time.monotonic() - self._sync_started)
+            if wait > 0:
+                await asyncio.sleep(wait)
             await self.sync()
         return ident in self.keys or ident in self.tokens
 
