@@ -7,6 +7,8 @@ from pathlib import Path
 
 import llmgine_daemon.api
 
+from tests.astparse import parse
+
 API_DIR = Path(llmgine_daemon.api.__file__).parent
 FORBIDDEN = "llmgine_daemon.store"
 
@@ -26,7 +28,7 @@ def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
 def store_imports(source: str) -> list[tuple[int, str]]:
     return [
         (line, name)
-        for line, name in imported_modules(ast.parse(source))
+        for line, name in imported_modules(parse(source))
         if name == FORBIDDEN or name.startswith(FORBIDDEN + ".")
     ]
 

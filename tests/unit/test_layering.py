@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.astparse import parse
+
 ROOT = Path(__file__).resolve().parents[2]
 DAEMON = ROOT / "daemon"
 
@@ -48,7 +50,7 @@ def _layer(path: Path) -> str:
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, imported module or name) for every llmgine_daemon import in ``path``."""
     found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
             assert node.level == 0, f"{path}:{node.lineno}: relative import"
             module = node.module or ""
@@ -87,7 +89,7 @@ def test_no_import_runs_back_up(path: Path):
 
 def test_bus_never_imports_aiohttp():
     for path in (DAEMON / "bus").rglob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom):
