@@ -68,7 +68,10 @@ async def test_sse_curl_style_accept_any_and_filters(app_client):
     await publish(app_client.app, sid, "Drop")
     await publish(app_client.app, sid, "KeepMe")
     frames = await _frames(resp, 3)
-    assert [f["event"] for f in frames] == ["stream.hello", "stream.live", "KeepMe"]
+    # KeepMe comes after stream.live, or before it when it committed while the replay from
+    # since=0 was still being read (a slower store: PostgreSQL); Drop never comes.
+    names = [f["event"] for f in frames]
+    assert names[0] == "stream.hello" and sorted(names[1:]) == ["KeepMe", "stream.live"], names
     resp.close()
 
 
