@@ -3,7 +3,7 @@ conversations."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from llmgine_daemon.protocol.base import ErrorBody
@@ -149,18 +149,7 @@ CommandStatus = Literal[
     "cancelled",
     "interrupted",
 ]
-COMMAND_STATUSES: tuple[str, ...] = (
-    "queued",
-    "blocked",
-    "executing",
-    # A ToolChat engine asked to run a tool that needs a person's approval (bus/approvals.py).
-    "waiting_approval",
-    "completed",
-    "failed",
-    "timed_out",
-    "cancelled",
-    "interrupted",
-)
+COMMAND_STATUSES: tuple[str, ...] = get_args(CommandStatus)
 TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled", "interrupted"})
 # Not finished yet: what the live queue view (GET /api/commands) shows.
 UNFINISHED_STATUSES: tuple[str, ...] = tuple(s for s in COMMAND_STATUSES if s not in TERMINAL_STATUSES)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,22 +18,8 @@ from llmgine_daemon.bus.commands import validate
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.protocol import Command, CommandCreate, Event
-from llmgine_daemon.store.db import Store
 
 from tests.eventually import eventually
-
-
-@pytest.fixture
-async def bus(home: Path) -> AsyncIterator[Bus]:
-    store = Store(home / "data" / "bus.db")
-    await store.open()
-    bus = Bus(store)
-    await bus.start()
-    try:
-        yield bus
-    finally:
-        await bus.stop()
-        await store.close()
 
 
 async def session(bus: Bus) -> str:

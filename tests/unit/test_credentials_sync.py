@@ -8,26 +8,11 @@ its WebSockets are told; each node keeps its own local CLI key.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from llmgine_daemon.bus.auth import MISS_SYNC_EVERY, AuthFailure, Credentials, local_key_name
 from llmgine_daemon.bus.core import Bus
-from llmgine_daemon.store.db import Store
-
-
-@pytest.fixture
-async def bus(home: Path) -> AsyncIterator[Bus]:
-    store = Store(home / "data" / "bus.db")
-    await store.open()
-    bus = Bus(store)
-    await bus.start()
-    try:
-        yield bus
-    finally:
-        await bus.stop()
-        await store.close()
 
 
 async def node(bus: Bus, *, shared: bool = True) -> Credentials:

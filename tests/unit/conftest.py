@@ -1,0 +1,23 @@
+"""Fixtures of the unit tests: a ``Bus`` over a real ``Store`` in a temp dir, no app, no HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from llmgine_daemon.bus.core import Bus
+from llmgine_daemon.store.db import Store
+
+
+@pytest.fixture
+async def bus(home: Path) -> AsyncIterator[Bus]:
+    store = Store(home / "data" / "bus.db")
+    await store.open()
+    bus = Bus(store)
+    await bus.start()
+    try:
+        yield bus
+    finally:
+        await bus.stop()
+        await store.close()
