@@ -77,6 +77,7 @@ class SharedCluster(LocalCluster):
         await super().start(bus)
         self.bus = bus
         await asyncio.to_thread(sql.install, self.url)
+        bus.store.first_statements = (sql.LOCK_FIRST,)  # one lock order on every node
         host, pid = socket.gethostname(), os.getpid()
         # The writer's backend pid: notifications it sent are our own commits, already heard.
         self._own_pids.add(

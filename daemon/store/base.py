@@ -77,6 +77,10 @@ class BaseStore:
         # Figures for observability and the benchmarks.
         self.transactions = 0
         self.writes = 0
+        # Statements every write transaction runs first (PostgreSQL; SQLite's BEGIN IMMEDIATE
+        # already takes its one lock): several nodes lock shared rows in one order, so their
+        # group commits never deadlock (store/pg_cluster.py LOCK_FIRST).
+        self.first_statements: tuple[str, ...] = ()
         self.on_commit: CommitHook | None = None
 
     def describe(self) -> str:

@@ -85,6 +85,14 @@ CREATE TABLE IF NOT EXISTS command_cancels (
 """
 
 
+# Run first in every write transaction of a node (store/base.py ``first_statements``): a group
+# commit holds many writes, so one transaction could lock a session's lease row and then wait
+# for event_head (an event of another write) while another node's holds event_head and waits for
+# that lease - a deadlock PostgreSQL breaks only after deadlock_timeout (1 s: seen as one command
+# in eight taking a second on two nodes). Taking event_head first puts every lock after it.
+LOCK_FIRST = "SELECT seq FROM event_head WHERE id = 1 FOR UPDATE"
+
+
 def install(url: str) -> None:
     """Create (or update) the cluster's tables and triggers; idempotent, safe to run from
     several nodes at once (an advisory lock). Blocking: run it in a thread."""

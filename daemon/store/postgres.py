@@ -350,6 +350,8 @@ class PgStore(BaseStore):
         raw = conn.raw
         raw.execute("BEGIN")
         try:
+            for statement in self.first_statements:
+                raw.execute(statement)
             outcomes: list[tuple[bool, Any]] = []
             for fn, _, ctx, _ in batch:
                 if isinstance(fn, _Heavy):
