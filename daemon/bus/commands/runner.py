@@ -379,7 +379,9 @@ class Runner(Waiting):
             cluster.fence(conn, rec.session_id)
             emitted = insert_events(conn, rec.session_id, pending, timestamp=ts, trace_id=rec.trace_id)
             result_event = finish_row(conn, rec, outcome, ts, from_status="executing", strict=strict)
-            started = start_rows(conn, start, ts)
+            # Shutdown began while this write waited for the writer: start nothing more (the
+            # next command stays queued for the next start, as drain promises).
+            started = start_rows(conn, start, ts) if not self.stopping else []
             return emitted, result_event, started
 
         try:
@@ -411,6 +413,8 @@ class Runner(Waiting):
                 nxt.record.status = "executing"
                 nxt.record.started_at = ts
                 self.queue_waited(nxt)
+            elif self.stopping:
+                nxt.state = "queued"  # still queued in the store
             else:
                 self.end_unstarted(nxt, "session", ts)
         self.bus.events.notify(emitted + ([result_event] if result_event else []) + [e for _, e in started])
