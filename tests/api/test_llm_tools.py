@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from llmgine_daemon.api.keys import BUS
 
 from tests.api.llm_helpers import MODELS, create_llm_engine, engine_events, execute, messages
 from tests.fakes.provider import FakeProvider, Reply
@@ -22,8 +21,6 @@ def get_weather(location: str) -> dict:
 
 
 async def tool_engine(client: Any, kind: str, **configuration: Any) -> dict[str, Any]:
-    if not hasattr(client.app[BUS], "tools"):
-        pytest.skip("the tools API (sandbox) is not merged yet")
     engine = await create_llm_engine(client, engine_type="ToolChatEngine", model=MODELS[kind], **configuration)
     resp = await client.post(
         f"/api/sessions/{engine['session_id']}/tools",

@@ -160,7 +160,8 @@ def test_ask_usage_and_not_found(llm_daemon: Daemon) -> None:
 
 def test_chat_in_a_terminal(llm_daemon: Daemon, fake: FakeProvider) -> None:
     """A question, a streamed answer, a tool call, /reset, Ctrl-C mid-answer, Ctrl-D."""
-    pexpect = pytest.importorskip("pexpect")
+    import pexpect
+
     client = client_of(llm_daemon)
     sid = client.create_session(name="chat-test").session_id
     client.register_tool(
