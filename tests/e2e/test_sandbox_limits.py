@@ -1,6 +1,7 @@
-"""User code against the sandbox's limits, with the daemons of test_sandbox_escape.py (tests/e2e/sandbox_harness.py): memory
-and process caps, a fair share per session, one session's handler kept in it, what tools may
-still do, and leftovers of a killed daemon removed at the next start."""
+"""User code against the sandbox's limits, on the daemons test_sandbox_escape.py uses
+(tests/e2e/sandbox_harness.py): memory and process caps, a fair share per session, one
+session's handler kept in it, what tools may still do, and leftovers of a killed daemon
+removed at the next start."""
 
 from __future__ import annotations
 
