@@ -13,7 +13,7 @@ import pytest
 from llmgine_daemon.settings import get_paths
 
 from tests.clitools import short_home, start_daemon, stop_process
-from tests.e2e.test_sandbox_escape import Api
+from tests.e2e.sandbox_harness import Api
 
 pytestmark = pytest.mark.e2e
 
