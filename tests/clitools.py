@@ -1,6 +1,6 @@
 """Helpers for tests that run the real `llmgine` against a real `llmgined`.
 
-Homes are short folders under /tmp (AF_UNIX paths max out at 107 bytes). Every daemon a test
+Homes are short folders under tests/scratch.py's SCRATCH (AF_UNIX paths max out at 107 bytes). Every daemon a test
 starts, directly or through `llmgine daemon start`, is found by its pidfile and stopped in
 teardown, so a failing test leaves no process behind.
 """
@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typer.testing import CliRunner, Result
 from llmgine_cli.app import app
 from llmgine_cli.client import parse_url
 from llmgine_cli.daemonctl import pid_alive, probe, read_pid
+from tests.scratch import scratch_dir
 
 # Variables of the person running the tests that must not leak into them.
 # The client's own variables plus every setting's (derived, so new settings are covered).
@@ -51,7 +51,7 @@ def default_signals() -> None:
 
 
 def short_home() -> Path:
-    return Path(tempfile.mkdtemp(prefix="lg", dir="/tmp"))
+    return scratch_dir()
 
 
 def free_port() -> int:

@@ -1,16 +1,15 @@
 """Shared fixtures: the real app, in-process, on a real SQLite file in a temp dir.
 
 ``home`` is a short temp folder used as LLMGINE_HOME (AF_UNIX paths max out at 107 bytes, so
-pytest's long tmp_path is not used for it). ``make_app`` builds the app for that home; an
-``app_client`` is the aiohttp test client over TCP on 127.0.0.1; ``unix_client`` serves the
-same app on a real Unix socket.
+pytest's long tmp_path is not used for it), in memory where the machine allows
+(tests/scratch.py). ``make_app`` builds the app for that home; an ``app_client`` is the aiohttp
+test client over TCP on 127.0.0.1; ``unix_client`` serves the same app on a real Unix socket.
 """
 
 from __future__ import annotations
 
 import shutil
 import signal
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.app import create_app
 from llmgine_daemon.settings import Settings, load_settings, read_local_key
 
+from tests.scratch import scratch_dir
+
 # Started with SIGINT ignored (a background job of a non-interactive shell, some CI runners),
 # pytest would hand that on to every process it starts, xdist workers included: the daemons
 # and CLIs under test would then ignore the Ctrl-C the tests send them. A handler that does
@@ -34,7 +35,7 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 @pytest.fixture
 def home() -> Any:
-    path = Path(tempfile.mkdtemp(prefix="lg", dir="/tmp"))
+    path = scratch_dir()
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -52,6 +53,10 @@ def make_settings(home: Path, database_url: str | None) -> Callable[..., Setting
         # Every trace stored (the default keeps 1%): the tests read back the spans of the
         # requests they make. The sampling tests set their own rate.
         env.setdefault("LLMGINE_TRACE_SAMPLE_RATE", "1")
+        # One sandbox worker, not one per CPU (the default, so a test cannot count on more):
+        # every app starts its workers at once, and most tests never run user code. Workers
+        # were about a third of the CPU of the API tests; tests of the pool set their own.
+        env.setdefault("API_WORKERS", "1")
         if database_url is not None:
             env.setdefault("DATABASE_URL", database_url)
         return load_settings(env={"LLMGINE_HOME": str(home), **env})
@@ -147,7 +152,9 @@ def assert_envelope(payload: dict[str, Any], code: str) -> dict[str, Any]:
 # -- fixtures and hooks from their own modules (pytest finds them by name in a conftest) -------
 # tests/postgres.py: a throwaway PostgreSQL server per test process, a fresh database per test.
 # tests/secret_logs.py: the test that logs a secret fails.
+# tests/bytecode.py: modules compiled once per run, even under PYTHONDONTWRITEBYTECODE.
 
+from tests.bytecode import pytest_configure, pytest_unconfigure  # noqa: E402, F401
 from tests.postgres import make_pg_url, pg_server, pg_url  # noqa: E402, F401
 from tests.secret_logs import (  # noqa: E402, F401
     pytest_runtest_makereport,

@@ -2,9 +2,10 @@
 
 Each pytest process (each xdist worker) starts, on first use, its own server: Debian's
 binaries (``initdb`` and ``postgres`` from ``pg_ctl``'s folder: on the PATH, or the newest
-/usr/lib/postgresql/*/bin), a data folder under a private temp dir, TCP on 127.0.0.1 at a free
-port and a Unix socket in that temp dir. It is stopped, and its folder removed, when the
-session ends. As root, the server runs as the ``postgres`` user (it refuses to run as root).
+/usr/lib/postgresql/*/bin), a data folder under a private temp dir (in memory where the machine
+allows: tests/scratch.py), TCP on 127.0.0.1 at a free port and a Unix socket in that temp dir.
+It is stopped, and its folder removed, when the session ends. As root, the server runs as the
+``postgres`` user (it refuses to run as root).
 
 The server is our direct child (not daemonized by ``pg_ctl start``) with a parent-death
 signal, so a worker that is killed takes its server with it; it runs in its own session, so a
@@ -16,8 +17,10 @@ used instead and nothing is started; every database made on it is dropped at the
 
 Databases: ``new_database()`` makes one with ``CREATE DATABASE ... TEMPLATE`` of a template
 made once per process and migrated (``migrate``: the llmgine schema, main and telemetry), which
-is much faster than migrating each; ``new_database(empty=True)`` makes an empty one. URLs carry a password (host
-connections use scram-sha-256): the tests that check a password is never printed have one.
+is much faster than migrating each (and copied file by file, ``STRATEGY FILE_COPY``, rather
+than through the WAL: the cheaper of the two for a small database); ``new_database(empty=True)``
+makes an empty one. URLs carry a password (host connections use scram-sha-256): the tests that
+check a password is never printed have one.
 
 Fixtures (registered in tests/conftest.py): ``pg_server`` (the server, session scope),
 ``pg_url`` (a fresh database's URL; dropped after the test), ``make_pg_url`` (``make_pg_url()``
@@ -27,15 +30,17 @@ another fresh database, as many as a test needs).
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import ctypes
 import glob
+import hashlib
+import hmac
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -46,10 +51,16 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
+from tests.scratch import scratch_dir
+
 ENV_URL = "LLMGINE_TEST_DATABASE_URL"
 USER = "llmgine_test"
 PASSWORD = "pg-test-secret-4b1d"  # noqa: S105 - a throwaway server's; the tests grep for it
 PR_SET_PDEATHSIG = 1
+# PBKDF2 rounds of the test role's password (PostgreSQL's own default is 4096). Every connection
+# runs them on both sides, and the suite makes tens of thousands (about ten per app): at 4096
+# they were a tenth of the CPU of a test on PostgreSQL. The password is still checked the same.
+SCRAM_ITERATIONS = 16
 
 
 def pg_bindir() -> Path:
@@ -83,6 +94,18 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGQUIT, 0, 0, 0)
 
 
+def scram_verifier(password: str, iterations: int = SCRAM_ITERATIONS) -> str:
+    """The password as PostgreSQL stores it for scram-sha-256 (RFC 5802/7677), hashed here with
+    ``iterations`` rounds; initdb and ALTER ROLE store a string of this form as it is."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    salt_b64, stored_b64, server_b64 = (base64.b64encode(raw).decode() for raw in (salt, stored_key, server_key))
+    return f"SCRAM-SHA-256${iterations}:{salt_b64}${stored_b64}:{server_b64}"
+
+
 def with_database(url: str, dbname: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + quote(dbname), parts.query, parts.fragment))
@@ -98,6 +121,7 @@ class PgServer:
         self.prefix = f"lgt_{uuid.uuid4().hex[:10]}"
         self._count = 0
         self._template: str | None = None
+        self._strategy = ""  # " STRATEGY FILE_COPY" on PostgreSQL 15 and later
         self._made: set[str] = set()
         self._lock = threading.Lock()
         # fn(url), run once on the template: the llmgine schema (main and telemetry).
@@ -111,13 +135,13 @@ class PgServer:
         if existing:
             return cls(existing)
         bindir = pg_bindir()
-        tmp = Path(tempfile.mkdtemp(prefix="lgpg", dir="/tmp"))
+        tmp = scratch_dir("lgpg")
         try:
             run_as = _run_as()
             if run_as:
                 shutil.chown(tmp, "postgres", "postgres")
             pwfile = tmp / "pw"
-            pwfile.write_text(PASSWORD + "\n")
+            pwfile.write_text(scram_verifier(PASSWORD) + "\n")
             if run_as:
                 shutil.chown(pwfile, "postgres", "postgres")
             data = tmp / "data"
@@ -167,6 +191,9 @@ class PgServer:
             "synchronous_commit": "off",
             "full_page_writes": "off",
             "logging_collector": "off",
+            # A small WAL (in memory, see tests/scratch.py): checkpoints cost nothing here.
+            "min_wal_size": "32MB",
+            "max_wal_size": "64MB",
         }
         args = [str(bindir / "postgres"), "-D", str(data)]
         for key, value in settings.items():
@@ -223,17 +250,20 @@ class PgServer:
 
     # -- databases ------------------------------------------------------------------------
 
-    def _admin(self, sql: str) -> None:
+    def _admin(self, sql: str) -> int:
+        """Run ``sql`` on the server's maintenance database; the server's version number."""
         import psycopg
 
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(sql)  # type: ignore[arg-type]  # names made here, quoted
+            return conn.info.server_version
 
     def template(self) -> str:
         with self._lock:
             if self._template is None:
                 name = f"{self.prefix}_tmpl"
-                self._admin(f'CREATE DATABASE "{name}"')
+                if self._admin(f'CREATE DATABASE "{name}"') >= 150000:
+                    self._strategy = " STRATEGY FILE_COPY"
                 if self.prepare_template is not None:
                     self.prepare_template(with_database(self.admin_url, name))
                 self._template = name
@@ -246,7 +276,7 @@ class PgServer:
             self._count += 1
             name = f"{self.prefix}_{self._count}"
             self._made.add(name)
-        self._admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        self._admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"{self._strategy}' if template else ""))
         return with_database(self.admin_url, name)
 
     def drop_database(self, url: str) -> None:
