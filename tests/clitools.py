@@ -40,6 +40,13 @@ SCRUBBED = (
 )
 
 
+# What a daemon a test starts gets unless the test says otherwise (tests/e2e/test_llmgined.py's
+# run_daemon too): one sandbox worker, not one per CPU. Each daemon starts its workers at once
+# and most tests never run user code; tests of the pool set their own (a second call that finds
+# no idle worker starts another one anyway).
+DAEMON_DEFAULTS = {"API_WORKERS": "1"}
+
+
 def default_signals() -> None:
     """``preexec_fn`` for every process a test starts: SIGINT back to its default.
 
@@ -121,9 +128,11 @@ def start_daemon(
     argv = [sys.executable, "-m", "llmgine_daemon", *args]
     if port is not None:
         argv += ["--port", str(port)]
+    given = env or {}
+    daemon_env = full_env({**overrides, **{k: v for k, v in DAEMON_DEFAULTS.items() if k not in given}})
     with open(home / "daemon-under-test.log", "ab") as log:
         proc = subprocess.Popen(
-            argv, env=full_env(overrides), stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=default_signals
+            argv, env=daemon_env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=default_signals
         )
     target = (
         parse_url(f"http://127.0.0.1:{port}")

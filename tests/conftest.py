@@ -153,9 +153,11 @@ def assert_envelope(payload: dict[str, Any], code: str) -> dict[str, Any]:
 # tests/postgres.py: a throwaway PostgreSQL server per test process, a fresh database per test.
 # tests/secret_logs.py: the test that logs a secret fails.
 # tests/bytecode.py: modules compiled once per run, even under PYTHONDONTWRITEBYTECODE.
+# tests/scheduling.py: the tests of a module with shared fixtures on one xdist worker.
 
 from tests.bytecode import pytest_configure, pytest_unconfigure  # noqa: E402, F401
 from tests.postgres import make_pg_url, pg_server, pg_url  # noqa: E402, F401
+from tests.scheduling import pytest_collection_modifyitems  # noqa: E402, F401
 from tests.secret_logs import (  # noqa: E402, F401
     pytest_runtest_makereport,
     pytest_sessionfinish,

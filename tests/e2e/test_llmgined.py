@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.clitools import default_signals
+from tests.clitools import DAEMON_DEFAULTS, default_signals
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ def free_port() -> int:
 
 
 def run_daemon(home, *args, env=None):
-    full_env = {**os.environ, "LLMGINE_HOME": str(home), **(env or {})}
+    full_env = {**DAEMON_DEFAULTS, **os.environ, "LLMGINE_HOME": str(home), **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "llmgine_daemon", *args],
         env=full_env,
