@@ -1,17 +1,17 @@
 """How the tests are dealt to xdist's workers (``--dist loadgroup``, pyproject.toml).
 
-loadgroup deals single tests to whichever worker is free next, so the tests of one module end up
-on every worker, interleaved with other modules'. For a test that uses a module-scoped fixture
-(a daemon, a browser, a PostgreSQL database shared by the module) that meant one fixture per
-worker, and worse: pytest tears a module's fixtures down as soon as a worker runs a test of
-another module, and builds them again for the next one. Such tests are put in an
-``xdist_group`` named after their module, so one worker runs the module and sets its fixtures up
-once (tests already in a group keep it). The tests of a module still run in pytest's order, and
-each test still gets its own home (tests/conftest.py).
+loadgroup hands out the groups (``xdist_group``), largest first, then single tests to whichever
+worker is free next. So the long tests go first here (those marked ``e2e``: real daemons, a
+browser, the fuzzer): started last, one of them would run on alone while the other workers sit
+idle.
 
-Then the long tests go first (those marked ``e2e``: real daemons, a browser, the fuzzer): started
-last, one of them would run on alone while the other workers sit idle. (loadgroup hands out
-groups, largest first, before single tests.)
+Groups, by convention: a module whose many short tests share an expensive module-scoped
+fixture (a daemon, a browser) is one ``xdist_group`` named after the module
+(``tests/cli/test_bus_cli.py``). Dealt test by test, its tests would land on every worker,
+interleaved with other modules', and pytest tears a module's fixtures down as soon as a worker
+runs a test of another module, then builds them again for the next one: a daemon per test, not
+per module. A module of a few long tests is better spread over the workers (one fixture each)
+than run in a row on one.
 
 Registered in tests/conftest.py.
 """
@@ -20,21 +20,6 @@ from __future__ import annotations
 
 import pytest
 
-SHARED_SCOPES = frozenset({"class", "module", "package"})
 
-
-def shares_fixtures(item: pytest.Item) -> bool:
-    """Does the test use a fixture set up once for several tests (but not for the session)?"""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    return any(defs and defs[-1].scope in SHARED_SCOPES for defs in info.name2fixturedefs.values())
-
-
-# Before xdist's own hook (it reads the xdist_group marks to name each test's group).
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None and shares_fixtures(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable: e2e first

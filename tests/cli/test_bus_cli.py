@@ -12,6 +12,10 @@ from typer.testing import CliRunner
 from llmgine_cli.app import app
 from tests.clitools import Daemon, cleanup_home, free_port, one_line, short_home, start_daemon, stop_process
 
+# One worker runs this module: its module-scoped daemons (SQLite, PostgreSQL) are set up once,
+# not once per test (tests/scheduling.py).
+pytestmark = pytest.mark.xdist_group("tests/cli/test_bus_cli.py")
+
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def daemon(request: pytest.FixtureRequest) -> Iterator[Daemon]:

@@ -34,6 +34,10 @@ from tests.clitools import (
 )
 from tests.fakes.provider import Fail, FakeProvider, FakeProviderThread, Reply, Stall
 
+# One worker runs this module: its module-scoped daemon and fake provider are set up once,
+# not once per test (tests/scheduling.py).
+pytestmark = pytest.mark.xdist_group("tests/cli/test_chat.py")
+
 WEATHER = '''
 def get_weather(location: str) -> dict:
     """Weather for a city."""

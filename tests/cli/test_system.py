@@ -13,6 +13,10 @@ from llmgine_daemon import __version__
 from tests.cli.conftest import API_KEY
 from tests.clitools import cleanup_home, cli_env, invoke, one_line, short_home, start_daemon
 
+# One worker runs this module: its module-scoped daemons and servers are set up once,
+# not once per test (tests/scheduling.py).
+pytestmark = pytest.mark.xdist_group("tests/cli/test_system.py")
+
 
 def test_version(cold_cli):
     result = cold_cli("--version")

@@ -23,7 +23,9 @@ import pytest
 from tests.chromium import Chromium, DevTools, Page
 from tests.clitools import Daemon, cleanup_home, free_port, short_home, start_daemon, stop_process
 
-pytestmark = pytest.mark.e2e
+# One worker runs this module, so its browser and daemon are started once, not once per test
+# (tests/scheduling.py).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tests/e2e/test_browser.py")]
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
