@@ -2,9 +2,10 @@
 bus/cluster.py): its record is read from the store until it finishes.
 
 A node keeps in memory only the commands it runs itself; a client may wait on, or cancel, any
-command from any node. The node it asked then polls the command's row (a primary-key lookup),
-woken by every commit of another node and every command finished here, and a few
-milliseconds apart at first, then less often, in case a wake-up is missed.
+command from any node. The node it asked then reads the command's row (a primary-key lookup)
+when its ``CommandResult`` arrives: committed here, or by another node and read back by the
+stream hub (``EventLog.subscribe_read_back``), which follows every commit of the others. A
+slow poll (POLL_FIRST_S, backing off to POLL_MAX_S) covers a wake-up that never comes.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from llmgine_daemon.protocol import TERMINAL_STATUSES, Command, Event
 if TYPE_CHECKING:
     from llmgine_daemon.store.db import Store
 
-POLL_FIRST_S = 0.01
-POLL_MAX_S = 0.25
+POLL_FIRST_S = 0.05
+POLL_MAX_S = 1.0
 
 
 def copy_record(src: Command, dst: Command) -> None:
@@ -29,25 +30,39 @@ def copy_record(src: Command, dst: Command) -> None:
 
 
 class Changes:
-    """Wakes whoever follows commands in the store when something may have changed: another
-    node committed events (bus/cluster.py's ``watch_events``), or a command finished here."""
+    """Wakes whoever follows commands in the store when one of them may have finished: its
+    ``CommandResult`` was committed here or read back from another node's commit."""
 
     def __init__(self) -> None:
-        self._next: asyncio.Future[None] | None = None
-
-    def changed(self) -> None:
-        fut, self._next = self._next, None
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        self._watch: dict[str, set[asyncio.Future[None]]] = {}
 
     def on_event(self, event: Event) -> None:
-        if self._next is not None and event.event_type == "CommandResult":
-            self.changed()
+        if not self._watch:
+            return
+        if event.event_type == "CommandResult":
+            woken = self._watch.pop(event.data.get("command_id") or "", set())
+        elif event.event_type == "SessionEnded":  # its queued commands ended without a result
+            woken = {fut for futures in self._watch.values() for fut in futures}
+        else:
+            return
+        for fut in woken:
+            if not fut.done():
+                fut.set_result(None)
 
-    def next(self) -> asyncio.Future[None]:
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        return self._next
+    def next(self, command_ids: Sequence[str]) -> asyncio.Future[None]:
+        """Done when one of these commands' results arrives (``forget`` it after)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for cid in command_ids:
+            self._watch.setdefault(cid, set()).add(fut)
+        return fut
+
+    def forget(self, command_ids: Sequence[str], fut: asyncio.Future[None]) -> None:
+        for cid in command_ids:
+            futures = self._watch.get(cid)
+            if futures is not None:
+                futures.discard(fut)
+                if not futures:
+                    del self._watch[cid]
 
 
 async def wait_in_store(
@@ -84,9 +99,14 @@ async def wait_in_store(
         remaining = deadline - loop.time()
         if remaining <= 0 or (stop is not None and stop.done()):
             return False
-        wake: list[asyncio.Future[Any]] = [f for f in (changes.next() if changes else None, stop) if f is not None]
-        if wake:
-            await asyncio.wait(wake, timeout=min(delay, remaining), return_when=asyncio.FIRST_COMPLETED)
-        else:
-            await asyncio.sleep(min(delay, remaining))
+        changed = changes.next(ids) if changes is not None else None
+        wake: list[asyncio.Future[Any]] = [f for f in (changed, stop) if f is not None]
+        try:
+            if wake:
+                await asyncio.wait(wake, timeout=min(delay, remaining), return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(min(delay, remaining))
+        finally:
+            if changes is not None and changed is not None:
+                changes.forget(ids, changed)
         delay = min(delay * 2, POLL_MAX_S)
