@@ -29,40 +29,72 @@ def copy_record(src: Command, dst: Command) -> None:
         setattr(dst, name, getattr(src, name))
 
 
+class Follower:
+    """What one ``wait_in_store`` has heard: the ids whose results arrived since it last read,
+    or ``everything`` (re-read them all: a session ended, its queued commands without events)."""
+
+    def __init__(self) -> None:
+        self.ready: set[str] = set()
+        self.everything = False
+        self.signal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def arrived(self, command_id: str | None) -> None:
+        if command_id is None:
+            self.everything = True
+        else:
+            self.ready.add(command_id)
+        if not self.signal.done():
+            self.signal.set_result(None)
+
+    def take(self) -> tuple[set[str], bool]:
+        ready, everything = self.ready, self.everything
+        self.ready, self.everything = set(), False
+        if self.signal.done():
+            self.signal = asyncio.get_running_loop().create_future()
+        return ready, everything
+
+
 class Changes:
     """Wakes whoever follows commands in the store when one of them may have finished: its
     ``CommandResult`` was committed here or read back from another node's commit."""
 
     def __init__(self) -> None:
-        self._watch: dict[str, set[asyncio.Future[None]]] = {}
+        self._watch: dict[str, set[Follower]] = {}
 
     def on_event(self, event: Event) -> None:
         if not self._watch:
             return
         if event.event_type == "CommandResult":
-            woken = self._watch.pop(event.data.get("command_id") or "", set())
+            cid = event.data.get("command_id") or ""
+            for follower in self._watch.get(cid, ()):
+                follower.arrived(cid)
         elif event.event_type == "SessionEnded":  # its queued commands ended without a result
-            woken = {fut for futures in self._watch.values() for fut in futures}
-        else:
-            return
-        for fut in woken:
-            if not fut.done():
-                fut.set_result(None)
+            for follower in {f for followers in self._watch.values() for f in followers}:
+                follower.arrived(None)
 
-    def next(self, command_ids: Sequence[str]) -> asyncio.Future[None]:
-        """Done when one of these commands' results arrives (``forget`` it after)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def follow(self, command_ids: Sequence[str]) -> Follower:
+        """A follower of these commands' results (``forget`` it after)."""
+        follower = Follower()
         for cid in command_ids:
-            self._watch.setdefault(cid, set()).add(fut)
-        return fut
+            self._watch.setdefault(cid, set()).add(follower)
+        return follower
 
-    def forget(self, command_ids: Sequence[str], fut: asyncio.Future[None]) -> None:
+    def forget(self, command_ids: Sequence[str], follower: Follower) -> None:
         for cid in command_ids:
-            futures = self._watch.get(cid)
-            if futures is not None:
-                futures.discard(fut)
-                if not futures:
+            followers = self._watch.get(cid)
+            if followers is not None:
+                followers.discard(follower)
+                if not followers:
                     del self._watch[cid]
+
+
+def _read_rows(conn: Any, ids: list[str]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        rows += conn.execute(f"SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id IN ({marks})", chunk).fetchall()
+    return rows
 
 
 async def wait_in_store(
@@ -72,41 +104,48 @@ async def wait_in_store(
     changes: Changes | None = None,
     stop: asyncio.Future[None] | None = None,
 ) -> bool:
-    """Poll the unfinished ``records`` in the store until all have finished (their objects are
-    updated in place) or the loop's clock passes ``deadline``; True if all finished. With
-    ``changes``, a change wakes the poll at once (else it backs off up to POLL_MAX_S); ``stop``
-    done (shutdown begins) ends the wait with what there is."""
+    """Follow the unfinished ``records`` in the store until all have finished (their objects
+    are updated in place) or the loop's clock passes ``deadline``; True if all finished. With
+    ``changes``, a command's result wakes the wait at once and only the commands heard of are
+    read again (a batch of thousands costs one read per result, not one of all per result);
+    a slow poll (backing off up to POLL_MAX_S) re-reads them all. ``stop`` done (shutdown
+    begins) ends the wait with what there is."""
     loop = asyncio.get_running_loop()
     delay = POLL_FIRST_S
-    while True:
-        left = [r for r in records if r.status not in TERMINAL_STATUSES]
-        if not left:
-            return True
-        ids = [r.command_id for r in left]
-        marks = ", ".join("?" * len(ids))
-
-        def read(conn: Any, ids: list[str] = ids, marks: str = marks) -> list[tuple[Any, ...]]:
-            sql = f"SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id IN ({marks})"
-            return list(conn.execute(sql, ids).fetchall())
-
-        for row in await store.read(read):
-            fresh = row_to_command(row)
-            for rec in left:
-                if rec.command_id == fresh.command_id:
-                    copy_record(fresh, rec)
-        if all(r.status in TERMINAL_STATUSES for r in records):
-            return True
-        remaining = deadline - loop.time()
-        if remaining <= 0 or (stop is not None and stop.done()):
-            return False
-        changed = changes.next(ids) if changes is not None else None
-        wake: list[asyncio.Future[Any]] = [f for f in (changed, stop) if f is not None]
-        try:
-            if wake:
-                await asyncio.wait(wake, timeout=min(delay, remaining), return_when=asyncio.FIRST_COMPLETED)
-            else:
+    by_id: dict[str, list[Command]] = {}
+    for rec in records:
+        by_id.setdefault(rec.command_id, []).append(rec)
+    pending = {cid for cid, recs in by_id.items() if recs[0].status not in TERMINAL_STATUSES}
+    follower = changes.follow(list(pending)) if changes is not None else None
+    try:
+        to_read = list(pending)
+        while True:
+            if to_read:
+                for row in await store.read(lambda conn, ids=to_read: _read_rows(conn, ids)):
+                    fresh = row_to_command(row)
+                    for rec in by_id.get(fresh.command_id, ()):
+                        copy_record(fresh, rec)
+                    if fresh.status in TERMINAL_STATUSES:
+                        pending.discard(fresh.command_id)
+            if not pending:
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0 or (stop is not None and stop.done()):
+                return False
+            if follower is None:
                 await asyncio.sleep(min(delay, remaining))
-        finally:
-            if changes is not None and changed is not None:
-                changes.forget(ids, changed)
-        delay = min(delay * 2, POLL_MAX_S)
+                ready, everything = set(), True
+            else:
+                if not follower.ready and not follower.everything:
+                    wake = [f for f in (follower.signal, stop) if f is not None]
+                    await asyncio.wait(wake, timeout=min(delay, remaining), return_when=asyncio.FIRST_COMPLETED)
+                ready, everything = follower.take()
+                everything = everything or not ready  # woken by the clock: a slow poll of all
+            if everything:
+                to_read = list(pending)
+                delay = min(delay * 2, POLL_MAX_S)
+            else:
+                to_read = [cid for cid in ready if cid in pending]
+    finally:
+        if changes is not None and follower is not None:
+            changes.forget(list(by_id), follower)
