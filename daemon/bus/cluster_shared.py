@@ -90,6 +90,7 @@ class SharedCluster(LocalCluster):
         await super().start(bus)
         self.bus = bus
         bus.store.first_statements = (sql.LOCK_FIRST,)  # one lock order on every node
+        bus.store.last_statements = (sql.SAVE_HEAD,)
         host, pid = socket.gethostname(), os.getpid()
 
         def first(conn: Any) -> tuple[int, int]:

@@ -24,3 +24,8 @@ def m120_cluster(conn: sqlite3.Connection) -> None:
 @migration(121, "cluster: registry changes")
 def m121_registry_changes(conn: sqlite3.Connection) -> None:
     """PostgreSQL: store/pg_cluster.py ``m121_registry_changes``; SQLite: nothing."""
+
+
+@migration(122, "cluster: event seq counted in the transaction")
+def m122_event_seq_in_transaction(conn: sqlite3.Connection) -> None:
+    """PostgreSQL: store/pg_cluster.py ``m122_event_seq_in_transaction``; SQLite: nothing."""

@@ -107,7 +107,35 @@ REGISTRY_KEEP_S = 3600
 # for event_head (an event of another write) while another node's holds event_head and waits for
 # that lease - a deadlock PostgreSQL breaks only after deadlock_timeout (1 s: seen as one command
 # in eight taking a second on two nodes). Taking event_head first puts every lock after it.
-LOCK_FIRST = "SELECT seq FROM event_head WHERE id = 1 FOR UPDATE"
+# Holding it, the transaction counts its events' seqs in a transaction-local setting
+# (``llmgine.seq``: the event trigger of migration 122 takes the next from it; a write rolled back
+# to its savepoint gives its numbers back with it) and writes the head once, last
+# (``SAVE_HEAD``, store/base.py ``last_statements``), instead of updating the row per event: a
+# row updated N times in one transaction leaves a chain of N versions each update walks.
+LOCK_FIRST = "SELECT set_config('llmgine.seq', seq::text, true) FROM event_head WHERE id = 1 FOR UPDATE"
+SAVE_HEAD = (
+    "UPDATE event_head SET seq = current_setting('llmgine.seq')::bigint"
+    " WHERE id = 1 AND seq < current_setting('llmgine.seq')::bigint"
+)
+
+# Migration 122: the seq of an event inserted in a transaction that took LOCK_FIRST comes from
+# ``llmgine.seq``; elsewhere (a statement outside a node's group commit) from the row, as before.
+EVENT_SEQ_DDL = """
+CREATE OR REPLACE FUNCTION llmgine_event_seq() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  head text := current_setting('llmgine.seq', true);
+BEGIN
+  IF head IS NULL OR head = '' THEN
+    UPDATE event_head SET seq = seq + 1 WHERE id = 1 RETURNING seq INTO NEW.seq;
+  ELSE
+    NEW.seq := head::bigint + 1;
+    PERFORM set_config('llmgine.seq', NEW.seq::text, true);
+  END IF;
+  -- So lastval() (the store's cursor.lastrowid, last_insert_rowid()) is this seq.
+  PERFORM setval(pg_get_serial_sequence('events', 'seq'), NEW.seq);
+  RETURN NEW;
+END $$;
+"""
 
 
 def m120_cluster(conn: Any) -> None:
@@ -119,6 +147,11 @@ def m120_cluster(conn: Any) -> None:
 def m121_registry_changes(conn: Any) -> None:
     """Migration 121 on PostgreSQL: the registry's change log (``registry_changed``)."""
     conn.execute(REGISTRY_DDL)
+
+
+def m122_event_seq_in_transaction(conn: Any) -> None:
+    """Migration 122 on PostgreSQL: event seqs counted in the transaction (``LOCK_FIRST``)."""
+    conn.execute(EVENT_SEQ_DDL)
 
 
 # -- nodes ---------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ PG_VERSIONS: dict[int, PgMigration] = {
     # The cluster's tables (store/cluster_migrations.py: nothing on SQLite).
     120: pg_cluster.m120_cluster,
     121: pg_cluster.m121_registry_changes,
+    122: pg_cluster.m122_event_seq_in_transaction,
 }
 
 

@@ -1,4 +1,4 @@
-"""The cluster's schema is numbered migrations 120-121 (store/cluster_migrations.py; before,
+"""The cluster's schema is numbered migrations 120-122 (store/cluster_migrations.py; before,
 each node installed the tables at start). A database made by that older code - every migration
 up to 119 recorded, the cluster's tables there with their rows, no registry log - upgrades
 cleanly: a node starts on it, applies 120 and 121, keeps the event log's order and serves.
@@ -19,7 +19,7 @@ from tests.e2e.test_multinode import Node
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-CLUSTER_VERSIONS = (120, 121)
+CLUSTER_VERSIONS = (120, 121, 122)
 
 
 def _start(home: Path, env: dict[str, str]) -> Node:
