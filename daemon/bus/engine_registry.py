@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmgine_daemon.bus.codec import dumps, loads, new_id
-from llmgine_daemon.bus.commands import CommandSpec, validate
+from llmgine_daemon.bus.commands import CURRENT, CommandSpec, validate
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import require_active
@@ -187,11 +187,12 @@ class Engines:
         engine = cls(record, self.context)
 
         async def run(command: Command) -> Any:
-            with (
-                bind(engine_id=record.engine_id),
-                tracing.span("engine.run", engine_type=record.engine_type, model=record.model_name),
-            ):
-                return await engine.handle(command)
+            with bind(engine_id=record.engine_id):
+                execution = CURRENT.get(None)
+                if execution is not None and not execution.traced:  # the batch has the span
+                    return await engine.handle(command)
+                with tracing.span("engine.run", engine_type=record.engine_type, model=record.model_name):
+                    return await engine.handle(command)
 
         self.bus.handlers.register(
             cls.command_type,

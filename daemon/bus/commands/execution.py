@@ -38,6 +38,11 @@ class Execution:
         return self._job.state == "running"
 
     @property
+    def traced(self) -> bool:
+        """Whether the run makes spans of its own (not in a set-based batch: batchset.py)."""
+        return self._job.traced
+
+    @property
     def cancel_reason(self) -> str | None:
         return self._job.cancel_reason
 

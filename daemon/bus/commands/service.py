@@ -36,6 +36,7 @@ from llmgine_daemon.bus.commands.records import (
     command_row,
     finish_row,
     insert_command,
+    insert_commands,
     new_record,
     result_data,
     row_to_command,
@@ -312,8 +313,7 @@ class Commands(Recovery):
                 "INSERT INTO batches (batch_id, session_id, mode, stop_on_error, created_at) VALUES (?, ?, ?, ?, ?)",
                 (batch_id, session_id, mode, int(stop_on_error), ts),
             )
-            for rec in records:
-                insert_command(conn, rec)
+            insert_commands(conn, records)
             record(conn, idem, "batch", batch_id, session_id)
             self.bus.cluster.announce(conn, session_id)
             return None
