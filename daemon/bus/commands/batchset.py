@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -91,7 +92,7 @@ async def run_set(runner: Runner, batch: BatchJob, rest: Callable[[], Coroutine[
             commit = asyncio.ensure_future(_commit(runner, batch.session_id, members, [job]))
             admitted = asyncio.get_running_loop().create_future()
             job.admitted = admitted
-            commit.add_done_callback(lambda f, job=job: _admitted(runner, members, job, admitted, f))
+            commit.add_done_callback(functools.partial(_admitted, runner, members, job, admitted))
             others = None
             if batch.mode != "sequential":
                 others = asyncio.create_task(rest(), context=clean)
