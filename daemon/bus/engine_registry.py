@@ -25,7 +25,7 @@ from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import require_active
 from llmgine_daemon.bus.usage import UsageBook
 from llmgine_daemon.observability import tracing
-from llmgine_daemon.observability.context import bind
+from llmgine_daemon.observability.context import reset_fields, set_fields
 from llmgine_daemon.protocol import (
     Command,
     CommandCreate,
@@ -187,12 +187,15 @@ class Engines:
         engine = cls(record, self.context)
 
         async def run(command: Command) -> Any:
-            with bind(engine_id=record.engine_id):
+            token = set_fields(engine_id=record.engine_id)
+            try:
                 execution = CURRENT.get(None)
                 if execution is not None and not execution.traced:  # the batch has the span
                     return await engine.handle(command)
                 with tracing.span("engine.run", engine_type=record.engine_type, model=record.model_name):
                     return await engine.handle(command)
+            finally:
+                reset_fields(token)
 
         self.bus.handlers.register(
             cls.command_type,

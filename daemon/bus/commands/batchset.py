@@ -117,7 +117,8 @@ def _run_chunk(
         i += 1
         if job.state != "queued":
             continue
-        job.state, job.traced = "starting", False
+        # No spans of its own; and no flush scheduled by its events: they go with its end.
+        job.state, job.traced, job.flush_scheduled = "starting", False, True
         coro = runner.invoke(job)
         try:
             step = coro.send(None)
@@ -194,6 +195,7 @@ def _admitted(
     anyone else hears of the commit)."""
     written: Written = ("failed",) if commit.cancelled() or commit.exception() else commit.result()
     _committed(runner, members, written)
+    job.flush_scheduled = False  # its events are flushed as any command's from now on
     if written[0] == "ok" and any(j is job for j, _ in written[3]):
         admitted.set_result((None, []))
         if job.pending and job.state == "running":
