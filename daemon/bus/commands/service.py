@@ -128,7 +128,9 @@ class Commands(Recovery):
         claim: Callable[[sqlite3.Connection, str], None] | None,
         start_now: bool,
     ) -> tuple[Command, bool]:
-        reg = await self.resolve(session_id, spec.command_type)
+        reg = self.bus.handlers.resolve(session_id, spec.command_type) or await self.resolve(
+            session_id, spec.command_type
+        )
         if reg is None:
             await self._refuse_unhandled(session_id, spec.command_type)
         if spec.after:  # waits for other commands first: deps.py, off the runner's path
@@ -450,6 +452,8 @@ class Commands(Recovery):
     async def wait(self, records: Sequence[Command], timeout: float) -> bool:
         """Wait up to ``timeout`` s for the commands to finish; True if they all did. A command
         another node runs (bus/cluster.py) is followed in the store, and its record updated."""
+        if all(r.status in TERMINAL_STATUSES for r in records):
+            return True  # an eager command finished in its submission's write: nothing to wait for
         if self.deps.blocked and any(r.command_id in self.deps.blocked for r in records):
             return (await self.waits.wait({r.command_id: r for r in records}, timeout=timeout)).done
         loop = asyncio.get_running_loop()
