@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmgine_daemon.bus.codec import dumps, loads, new_id
-from llmgine_daemon.bus.commands import CommandSpec, validate
+from llmgine_daemon.bus.commands import CURRENT, CommandSpec, validate
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import require_active
 from llmgine_daemon.bus.usage import UsageBook
 from llmgine_daemon.observability import tracing
-from llmgine_daemon.observability.context import bind
+from llmgine_daemon.observability.context import reset_fields, set_fields
 from llmgine_daemon.protocol import (
     Command,
     CommandCreate,
@@ -198,11 +198,15 @@ class Engines:
         engine = cls(record, self.context)
 
         async def run(command: Command) -> Any:
-            with (
-                bind(engine_id=record.engine_id),
-                tracing.span("engine.run", engine_type=record.engine_type, model=record.model_name),
-            ):
-                return await engine.handle(command)
+            token = set_fields(engine_id=record.engine_id)
+            try:
+                execution = CURRENT.get(None)
+                if execution is not None and not execution.traced:  # the batch has the span
+                    return await engine.handle(command)
+                with tracing.span("engine.run", engine_type=record.engine_type, model=record.model_name):
+                    return await engine.handle(command)
+            finally:
+                reset_fields(token)
 
         self.bus.handlers.register(
             cls.command_type,
