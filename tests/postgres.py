@@ -50,6 +50,9 @@ ENV_URL = "LLMGINE_TEST_DATABASE_URL"
 USER = "llmgine_test"
 PASSWORD = "pg-test-secret-4b1d"  # noqa: S105 - a throwaway server's; the tests grep for it
 PR_SET_PDEATHSIG = 1
+# Server settings over the tests' (durability off): the benchmarks turn it back on
+# (bench/pg_cluster.py --durable) to measure what a deployment pays.
+DURABILITY: dict[str, str] = {}
 
 
 def pg_bindir() -> Path:
@@ -167,6 +170,7 @@ class PgServer:
             "synchronous_commit": "off",
             "full_page_writes": "off",
             "logging_collector": "off",
+            **DURABILITY,
         }
         args = [str(bindir / "postgres"), "-D", str(data)]
         for key, value in settings.items():

@@ -184,7 +184,20 @@ class EventLog:
 
     def __init__(self, store: Store | None = None) -> None:
         self._listeners: list[Listener] = []
+        self._read_back: list[Listener] = []
         self.store = store
+
+    def subscribe_read_back(self, listener: Listener) -> Callable[[], None]:
+        """``listener(event)`` for the events the stream hub read back from the store
+        (bus/streams.py ``StreamHub._fill``): those another node sharing the database committed
+        (bus/cluster.py), in seq order, and now and then one of ours notified already. For
+        wake-ups that may repeat (a wait across nodes: bus/commands/waiting.py, remote.py)."""
+        self._read_back.append(listener)
+        return lambda: self._read_back.remove(listener) if listener in self._read_back else None
+
+    def read_back(self, event: Event) -> None:
+        for listener in self._read_back:
+            listener(event)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)

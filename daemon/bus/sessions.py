@@ -167,9 +167,11 @@ class Sessions:
                     session_id,
                 ),
             ).rowcount
-            conn.execute("UPDATE engines SET status = 'stopped' WHERE session_id = ?", (session_id,))
+            stopped = conn.execute("UPDATE engines SET status = 'stopped' WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM tools WHERE session_id = ?", (session_id,))
-            conn.execute("DELETE FROM handlers WHERE session_id = ?", (session_id,))
+            removed = conn.execute("DELETE FROM handlers WHERE session_id = ?", (session_id,))
+            if stopped.rowcount or removed.rowcount:  # other nodes drop them too (bus/cluster.py)
+                self.bus.cluster.registry_changed(conn, session_id)
             event = insert_event(
                 conn,
                 session_id,
@@ -204,7 +206,9 @@ class Sessions:
                 "handlers",
                 "sessions",
             ):
-                conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+                gone = conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,)).rowcount
+                if gone and table in ("engines", "handlers"):
+                    self.bus.cluster.registry_changed(conn, session_id)
 
         await self.bus.store.write(write, heavy=True)  # a long session: many thousand rows
         await self._run_hooks(session_id, purged=True)

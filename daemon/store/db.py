@@ -45,6 +45,7 @@ import aiosqlite
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.store import (
     agent_migrations,  # noqa: F401 - registers migrations 100-109
+    cluster_migrations,  # noqa: F401 - registers migrations 120-129
     hook_migrations,  # noqa: F401 - registers migrations 90-99
     lifecycle_migrations,  # noqa: F401 - registers migrations 80-89
     obs_migrations,  # noqa: F401 - registers migrations 40-49

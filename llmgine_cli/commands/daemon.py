@@ -89,25 +89,44 @@ def _say_started(app_ctx: AppContext, started: daemonctl.Started, output: str | 
     app_ctx.env.out(f"llmgined {started.version} {verb} ({pid}), listening on {', '.join(started.listeners)}")
 
 
-@app.command("start")
-def start(
-    ctx: typer.Context,
-    host: Host = None,
-    port: Port = None,
-    socket: Sock = None,
-    no_socket: NoSock = False,
-    config: ConfigFile = None,
-    log_level: LogLevel = None,
-    log_file: LogFile = None,
-    timeout: Timeout = daemonctl.START_TIMEOUT,
-    output: Output = None,
-    quiet: Quiet = False,
-) -> None:
-    """Start llmgined in the background and wait until it answers."""
-    app_ctx = state(ctx)
-    flags = _flags(host, port, socket, no_socket, config, log_level, log_file)
-    started = daemonctl.start(flags, app_ctx.env.environ, timeout=timeout)
-    _say_started(app_ctx, started, output, quiet)
+def _launcher(restarting: bool) -> Any:
+    """`daemon start` and `daemon restart`: the same flags, one body."""
+
+    def command(
+        ctx: typer.Context,
+        host: Host = None,
+        port: Port = None,
+        socket: Sock = None,
+        no_socket: NoSock = False,
+        config: ConfigFile = None,
+        log_level: LogLevel = None,
+        log_file: LogFile = None,
+        timeout: Timeout = daemonctl.START_TIMEOUT,
+        output: Output = None,
+        quiet: Quiet = False,
+    ) -> None:
+        app_ctx = state(ctx)
+        env = app_ctx.env.environ
+        flags = _flags(host, port, socket, no_socket, config, log_level, log_file)
+        if restarting:
+            given: dict[str, Any] = {k: v for k, v in asdict(flags).items() if v not in (None, False)}
+            flags = replace(daemonctl.load_flags(get_paths(env)) or daemonctl.DaemonFlags(), **given)
+            target, api_key = managed_target(app_ctx)
+            stopped = daemonctl.stop(target, env, api_key=api_key)
+            if stopped.was_running and not quiet:
+                app_ctx.env.err(f"llmgined stopped (pid {stopped.pid})")
+        started = daemonctl.start(flags, env, timeout=timeout)
+        _say_started(app_ctx, started, output, quiet)
+
+    command.__doc__ = (
+        "Stop and start again with the flags of the last start (flags given here override)."
+        if restarting
+        else "Start llmgined in the background and wait until it answers."
+    )
+    return command
+
+
+app.command("start")(_launcher(restarting=False))
 
 
 @app.command("stop")
@@ -126,33 +145,7 @@ def stop(
         app_ctx.env.err(f"llmgined is not running (nothing at {stopped.url})")
 
 
-@app.command("restart")
-def restart(
-    ctx: typer.Context,
-    host: Host = None,
-    port: Port = None,
-    socket: Sock = None,
-    no_socket: NoSock = False,
-    config: ConfigFile = None,
-    log_level: LogLevel = None,
-    log_file: LogFile = None,
-    timeout: Timeout = daemonctl.START_TIMEOUT,
-    output: Output = None,
-    quiet: Quiet = False,
-) -> None:
-    """Stop and start again with the flags of the last start (flags given here override)."""
-    app_ctx = state(ctx)
-    env = app_ctx.env.environ
-    given = _flags(host, port, socket, no_socket, config, log_level, log_file)
-    flags = daemonctl.load_flags(get_paths(env)) or daemonctl.DaemonFlags()
-    overrides: dict[str, Any] = {k: v for k, v in asdict(given).items() if v not in (None, False)}
-    flags = replace(flags, **overrides)
-    target, api_key = managed_target(app_ctx)
-    stopped = daemonctl.stop(target, env, api_key=api_key)
-    if stopped.was_running and not quiet:
-        app_ctx.env.err(f"llmgined stopped (pid {stopped.pid})")
-    started = daemonctl.start(flags, env, timeout=timeout)
-    _say_started(app_ctx, started, output, quiet)
+app.command("restart")(_launcher(restarting=True))
 
 
 @app.command("status")

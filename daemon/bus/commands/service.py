@@ -89,7 +89,7 @@ class Commands(Recovery):
         # Wakes who follows a command another node runs (wait, cancel): commands/remote.py.
         self.changes = Changes()
         bus.events.subscribe(self.changes.on_event)
-        bus.cluster.watch_events(self.changes.changed)
+        bus.events.subscribe_read_back(self.changes.on_event)
         self.deps = Dependencies(self)
         self.retries = Retries(self)
 
