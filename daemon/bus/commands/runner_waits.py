@@ -45,11 +45,11 @@ class Waiting:
         # each completion re-registered on all of them: O(n^2) for a batch of 10,000; gather
         # wraps each future again and keeps its results: a third of this for nothing.)
         all_done: asyncio.Future[None] = loop.create_future()
-        left = [len(waiters)]
+        countdown = [len(waiters)]
 
         def one_done(_: asyncio.Future[Command]) -> None:
-            left[0] -= 1
-            if not left[0] and not all_done.done():
+            countdown[0] -= 1
+            if not countdown[0] and not all_done.done():
                 all_done.set_result(None)
 
         for waiter in waiters:
