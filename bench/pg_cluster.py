@@ -1,12 +1,15 @@
-"""Several nodes on one PostgreSQL database: cross-node fan-out latency, and commands/s with one
-and with two nodes, each against its baseline in the same run.
+"""PostgreSQL against SQLite, and several nodes on one PostgreSQL database: events/s and a batch of
+10,000 commands on one node of each, cross-node fan-out latency, and commands/s with one and
+with two nodes, each against its baseline in the same run.
 
-    python bench/pg_cluster.py [--rate 1000] [--seconds 5] [--clients 32] [--url postgresql://...]
+    python bench/pg_cluster.py [--rate 1000] [--seconds 5] [--clients 32] [--batch 10000]
+                               [--url postgresql://...] [--only single|fanout|commands] [--durable]
 
 Real ``llmgined`` processes (this checkout), each with its own home, talked to over its Unix
 socket (no rate limits there, as bench/README.md's other figures). Without ``--url`` (or
 LLMGINE_TEST_DATABASE_URL) a throwaway PostgreSQL server is started as the tests do
-(tests/postgres.py); every database is new.
+(tests/postgres.py: fsync and synchronous_commit off; ``--durable`` turns them on, as SQLite's
+side is: a commit is on disk before it is acknowledged); every database is new.
 
 - **Fan-out**: two nodes A and B; one WebSocket subscriber on each, on the same session; events
   published on A at ``--rate`` per second for ``--seconds`` (paced, not awaited in turn).
@@ -14,6 +17,10 @@ LLMGINE_TEST_DATABASE_URL) a throwaway PostgreSQL server is started as the tests
   clock); it includes the HTTP request, the durable commit and, for B, the NOTIFY and the
   read from the store. The subscriber on A is the baseline: same events, same run, no hop
   between nodes. Target (issue 16): B's p99 under 50 ms at 1,000 events/s.
+- **One node each: events/s and a batch.** ``--clients`` clients publish events (``POST
+  .../events``, each to its own session) in a loop for ``--seconds``; then one
+  ``POST .../commands/batch?wait=300`` of ``--batch`` DummyEngine commands (parallel), timed
+  to its answer. On one SQLite node (the baseline) and one PostgreSQL node, in turn.
 - **Commands/s**: ``--clients`` clients, each with its own session and DummyEngine (no delay),
   ``POST .../commands?wait=30`` in a loop for ``--seconds``, counting ``completed`` answers:
   on one SQLite node (the baseline), on one PostgreSQL node, and on two PostgreSQL nodes
@@ -162,6 +169,75 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] * 1000
 
 
+# -- one node of each backend: events/s, a batch ------------------------------------------------
+
+
+async def _sessions(http: aiohttp.ClientSession, n: int, engine: bool) -> list[str]:
+    sids = []
+    for _ in range(n):
+        async with http.post("http://localhost/api/sessions", json={}) as resp:
+            sid = (await resp.json())["session_id"]
+        if engine:
+            body = {"engine_type": "DummyEngine", "session_id": sid}
+            async with http.post("http://localhost/api/engines", json=body) as resp:
+                await resp.read()
+        sids.append(sid)
+    return sids
+
+
+async def events_per_second(node: Node, clients: int, seconds: float) -> float:
+    async with node.session() as http:
+        sids = await _sessions(http, clients, engine=False)
+        done = 0
+        stop_at = time.monotonic() + seconds
+
+        async def client(sid: str) -> None:
+            nonlocal done
+            while time.monotonic() < stop_at:
+                body = {"event_type": "Tick", "data": {"t": time.time()}}
+                async with http.post(f"http://localhost/api/sessions/{sid}/events", json=body) as resp:
+                    await resp.read()
+                    if resp.status == 201:
+                        done += 1
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(client(sid) for sid in sids))
+        return done / (time.monotonic() - t0)
+
+
+async def batch_per_second(node: Node, n: int) -> float:
+    async with node.session() as http:
+        (sid,) = await _sessions(http, 1, engine=True)
+        body = {
+            "mode": "parallel",
+            "commands": [{"command_type": "DummyEngineCommand", "parameters": {"prompt": f"p{i}"}} for i in range(n)],
+        }
+        t0 = time.perf_counter()
+        async with http.post(f"http://localhost/api/sessions/{sid}/commands/batch?wait=300", json=body) as resp:
+            result = await resp.json()
+        elapsed = time.perf_counter() - t0
+        assert all(c["status"] == "completed" for c in result["commands"]), str(result)[:500]
+        return n / elapsed
+
+
+def single_node(tmp: Path, server: Any, args: argparse.Namespace) -> None:
+    rows: dict[str, dict[str, float]] = {}
+    for name, env in (("SQLite", {}), ("PostgreSQL", {"DATABASE_URL": server.new_database(empty=True)})):
+        node = start(tmp, f"single-{name.lower()}", env)
+        try:
+            rows[name] = {
+                "events": asyncio.run(events_per_second(node, args.clients, args.seconds)),
+                "batch": asyncio.run(batch_per_second(node, args.batch)),
+            }
+        finally:
+            node.stop()
+    print(f"one node, {args.clients} clients, {args.seconds:g} s; batch of {args.batch:,} (parallel, ?wait)")
+    print(f"  {'figure':<34} {'PostgreSQL':>12} {'SQLite (base)':>14} {'ratio':>7}")
+    for key, label in (("events", "events published/s (HTTP)"), ("batch", f"batch of {args.batch:,}: commands/s")):
+        pg, lite = rows["PostgreSQL"][key], rows["SQLite"][key]
+        print(f"  {label:<34} {pg:>10,.0f}/s {lite:>12,.0f}/s {pg / lite:>7.2f}")
+
+
 # -- commands/s -----------------------------------------------------------------------------
 
 
@@ -210,61 +286,79 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--url", default=os.environ.get("LLMGINE_TEST_DATABASE_URL"))
+    parser.add_argument(
+        "--durable", action="store_true", help="our throwaway server with fsync and synchronous_commit on"
+    )
+    parser.add_argument("--only", choices=("single", "fanout", "commands"), help="one part of the run")
     args = parser.parse_args()
 
+    import tests.postgres
     from tests.postgres import PgServer
 
+    if args.durable:  # as a deployment runs: every commit flushed before it is acknowledged
+        tests.postgres.DURABILITY.update(fsync="on", synchronous_commit="on", full_page_writes="on")
     server = PgServer(args.url) if args.url else PgServer.start()
     tmp = Path(tempfile.mkdtemp(prefix="lgbench"))
     nodes: list[Node] = []
     try:
-        url = server.new_database(empty=True)
-        pg = {"DATABASE_URL": url}
-        a, b = start(tmp, "a", pg), start(tmp, "b", pg)
-        nodes += [a, b]
-        lat = asyncio.run(fanout(a, b, args.rate, args.seconds))
-        print(f"fan-out, {args.rate} events/s for {args.seconds:g} s, one subscriber per node")
-        print(f"  {'subscriber':<16} {'events':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-        for name, values in lat.items():
-            print(
-                f"  {name:<16} {len(values):>7} {pct(values, 0.5):>8.1f} {pct(values, 0.99):>8.1f}"
-                f" {max(values) * 1000:>8.1f}"
-            )
-        p99 = pct(lat["other node (B)"], 0.99)
-        hop = pct(lat["hop B - A"], 0.99)
-        print(
-            f"  cross-node p99 {p99:.1f} ms: {'PASS' if p99 < 50 else 'FAIL'} (target < 50 ms);"
-            f" the hop alone (B - A): p99 {hop:.1f} ms"
-        )
-        for n in nodes:
-            n.stop()
-        nodes.clear()
-
-        rows = []
-        lite = start(tmp, "sqlite", {})
-        nodes.append(lite)
-        rows.append(
-            ("SQLite, one node (baseline)", asyncio.run(commands_per_second([lite], args.clients, args.seconds)))
-        )
-        lite.stop()
-        nodes.clear()
-        url2 = server.new_database(empty=True)
-        one = start(tmp, "pg1", {"DATABASE_URL": url2})
-        nodes.append(one)
-        rows.append(("PostgreSQL, one node", asyncio.run(commands_per_second([one], args.clients, args.seconds))))
-        two = start(tmp, "pg2", {"DATABASE_URL": url2})
-        nodes.append(two)
-        rows.append(("PostgreSQL, two nodes", asyncio.run(commands_per_second([one, two], args.clients, args.seconds))))
-        base = rows[0][1]
-        print(f"\ncommands/s, {args.clients} clients, DummyEngine, ?wait=30, {args.seconds:g} s")
-        for name, rate in rows:
-            print(f"  {name:<30} {rate:>8.0f}/s  {rate / base:>5.2f}x baseline")
+        if args.only in (None, "single"):
+            single_node(tmp, server, args)
+        if args.only in (None, "fanout"):
+            fanout_part(tmp, server, args, nodes)
+        if args.only in (None, "commands"):
+            commands_part(tmp, server, args, nodes)
     finally:
         for n in nodes:
             n.stop()
         shutil.rmtree(tmp, ignore_errors=True)
         server.stop()  # ours: stopped and removed; a given one: our databases dropped
+
+
+def fanout_part(tmp: Path, server: Any, args: argparse.Namespace, nodes: list[Node]) -> None:
+    url = server.new_database(empty=True)
+    pg = {"DATABASE_URL": url}
+    a, b = start(tmp, "a", pg), start(tmp, "b", pg)
+    nodes += [a, b]
+    lat = asyncio.run(fanout(a, b, args.rate, args.seconds))
+    print(f"fan-out, {args.rate} events/s for {args.seconds:g} s, one subscriber per node")
+    print(f"  {'subscriber':<16} {'events':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for name, values in lat.items():
+        print(
+            f"  {name:<16} {len(values):>7} {pct(values, 0.5):>8.1f} {pct(values, 0.99):>8.1f}"
+            f" {max(values) * 1000:>8.1f}"
+        )
+    p99 = pct(lat["other node (B)"], 0.99)
+    hop = pct(lat["hop B - A"], 0.99)
+    print(
+        f"  cross-node p99 {p99:.1f} ms: {'PASS' if p99 < 50 else 'FAIL'} (target < 50 ms);"
+        f" the hop alone (B - A): p99 {hop:.1f} ms"
+    )
+    for n in nodes:
+        n.stop()
+    nodes.clear()
+
+
+def commands_part(tmp: Path, server: Any, args: argparse.Namespace, nodes: list[Node]) -> None:
+    rows = []
+    lite = start(tmp, "sqlite", {})
+    nodes.append(lite)
+    rows.append(("SQLite, one node (baseline)", asyncio.run(commands_per_second([lite], args.clients, args.seconds))))
+    lite.stop()
+    nodes.clear()
+    url2 = server.new_database(empty=True)
+    one = start(tmp, "pg1", {"DATABASE_URL": url2})
+    nodes.append(one)
+    rows.append(("PostgreSQL, one node", asyncio.run(commands_per_second([one], args.clients, args.seconds))))
+    two = start(tmp, "pg2", {"DATABASE_URL": url2})
+    nodes.append(two)
+    rows.append(("PostgreSQL, two nodes", asyncio.run(commands_per_second([one, two], args.clients, args.seconds))))
+    base = rows[0][1]
+    print(f"\ncommands/s, {args.clients} clients, DummyEngine, ?wait=30, {args.seconds:g} s")
+    for name, rate in rows:
+        print(f"  {name:<30} {rate:>8.0f}/s  {rate / base:>5.2f}x baseline")
+    print()
 
 
 if __name__ == "__main__":

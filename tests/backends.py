@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-# NOT DONE (issue #16, the multi-node half): tests that still fail on PostgreSQL run on SQLite
-# only; remove a name here when its test passes there (`pytest tests/api -k postgresql`). Since
-# a node takes a free session lease in the write that queues an idle session's command
-# (bus/cluster_shared.py), only this one is left: the usage totals of a batch on PostgreSQL (not
-# looked into).
-PENDING_ON_POSTGRESQL = frozenset({"test_batch_engine_session_and_report_totals"})
+# Tests that still fail on PostgreSQL run on SQLite only; remove a name here when its test
+# passes there (`pytest tests/api -k postgresql`). None left.
+PENDING_ON_POSTGRESQL: frozenset[str] = frozenset()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

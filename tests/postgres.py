@@ -41,6 +41,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -61,6 +62,9 @@ PR_SET_PDEATHSIG = 1
 # runs them on both sides, and the suite makes tens of thousands (about ten per app): at 4096
 # they were a tenth of the CPU of a test on PostgreSQL. The password is still checked the same.
 SCRAM_ITERATIONS = 16
+# Server settings over the tests' (durability off): the benchmarks turn it back on
+# (bench/pg_cluster.py --durable) to measure what a deployment pays.
+DURABILITY: dict[str, str] = {}
 
 
 def pg_bindir() -> Path:
@@ -135,7 +139,8 @@ class PgServer:
         if existing:
             return cls(existing)
         bindir = pg_bindir()
-        tmp = scratch_dir("lgpg")
+        # On a disk when durability is measured (fsync costs nothing in memory).
+        tmp = Path(tempfile.mkdtemp(prefix="lgpg", dir="/tmp")) if DURABILITY else scratch_dir("lgpg")
         try:
             run_as = _run_as()
             if run_as:
@@ -194,6 +199,7 @@ class PgServer:
             # A small WAL (in memory, see tests/scratch.py): checkpoints cost nothing here.
             "min_wal_size": "32MB",
             "max_wal_size": "64MB",
+            **DURABILITY,
         }
         args = [str(bindir / "postgres"), "-D", str(data)]
         for key, value in settings.items():

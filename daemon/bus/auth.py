@@ -51,6 +51,8 @@ LAST_USED_EVERY = 60.0
 # credential makes it re-read them at once (a key made on another node works here at once).
 SYNC_EVERY = 1.0
 MISS_SYNC_EVERY = 0.2
+# How many verified credentials Credentials.verify remembers (cleared when full).
+VERIFIED_MAX = 256
 _ID = re.compile(r"^[0-9a-f]{12}$")
 
 PrincipalKind = Literal["owner", "secret", "key", "session"]
@@ -172,6 +174,12 @@ class Credentials:
         self.tokens: dict[str, TokenRecord] = {}
         self._listeners: list[RevokedListener] = []
         self._pending: set[asyncio.Task[None]] = set()
+        # Credentials verified before, by the text presented: a request with one skips the
+        # parse and the SHA-256 (bench/README.md, issue #18). An entry holds only while its
+        # record is still the one in keys/tokens (a re-read or an ended session replaces or
+        # drops it) and a key's state is checked every time, so revocation and expiry apply
+        # at once. Only verified credentials get in; it is cleared when full.
+        self._verified: dict[str, tuple[KeyRecord | TokenRecord, Principal]] = {}
         # Several nodes on one database (a cluster): keys and tokens also change elsewhere, and
         # this node catches up with sync() (every SYNC_EVERY seconds, and on an unknown id).
         self.shared = False
@@ -246,29 +254,50 @@ class Credentials:
 
     def verify(self, presented: str) -> Principal:
         """The principal for a presented credential, or AuthFailure. In memory, no I/O."""
+        known = self._verified.get(presented)
+        if known is not None:
+            record, principal = known
+            if isinstance(record, KeyRecord):
+                if self.keys.get(record.key_id) is record:
+                    self._use_key(record)
+                    return principal
+            elif self.tokens.get(record.token_id) is record:
+                return principal
+            del self._verified[presented]  # re-read, or gone: verified afresh below
         key = _split(presented, KEY_PREFIX)
         if key is not None:
             record = self.keys.get(key[0])
             ok = hmac.compare_digest(digest(key[1]), record.digest if record else _DUMMY)
             if record is None or not ok:
                 raise AuthFailure("invalid API key")
-            if record.revoked_at is not None or record.expires_at is not None:  # else active
-                state = record.state(now_iso())
-                if state != "active":
-                    raise AuthFailure(f"API key {record.prefix} is {state}")
-            self._touch(record)
-            return Principal("key", record.key_id)
+            self._use_key(record)
+            return self._remember(presented, record, Principal("key", record.key_id))
         token = _split(presented, TOKEN_PREFIX)
         if token is not None:
             trecord = self.tokens.get(token[0])
             ok = hmac.compare_digest(digest(token[1]), trecord.digest if trecord else _DUMMY)
             if trecord is None or not ok:
                 raise AuthFailure("invalid or expired session token (tokens end with their session)")
-            return Principal("session", trecord.token_id, trecord.session_id)
+            return self._remember(presented, trecord, Principal("session", trecord.token_id, trecord.session_id))
         secret = self.api_key_secret
         if secret and hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), secret.encode()):
             return Principal("secret", "api_key_secret")
         raise AuthFailure("invalid API key")
+
+    def _use_key(self, record: KeyRecord) -> None:
+        """AuthFailure unless the key is active (revoked and expiring keys are checked on every
+        use); else note the use."""
+        if record.revoked_at is not None or record.expires_at is not None:  # else active
+            state = record.state(now_iso())
+            if state != "active":
+                raise AuthFailure(f"API key {record.prefix} is {state}")
+        self._touch(record)
+
+    def _remember(self, presented: str, record: KeyRecord | TokenRecord, principal: Principal) -> Principal:
+        if len(self._verified) >= VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[presented] = (record, principal)
+        return principal
 
     def _touch(self, record: KeyRecord) -> None:
         """Note the use (a float per request); store it at most every LAST_USED_EVERY."""

@@ -28,6 +28,11 @@ The contract, method by method:
   session about new work or a cancel.
 - ``watch_events(wake)``: call ``wake()`` when another node committed events (the stream hub
   then reads them from the store); ``log_head(conn)``: the last committed seq.
+- ``registry_changed(conn, scope)`` (inside a write that adds, changes or removes engines or
+  user-code handlers of ``scope``: a session id, None for the global scope) and
+  ``watch_registry(sync)``: ``await sync(scopes)`` when another node changed those scopes
+  (``None``: re-read everything); each node keeps them in memory for dispatch (bus/core.py
+  ``Bus.sync_registry``). Locally: nothing to tell, nobody to hear.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import os
 import socket
 import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.protocol import ClusterInfo, ClusterNode
@@ -44,6 +49,11 @@ from llmgine_daemon.protocol import ClusterInfo, ClusterNode
 if TYPE_CHECKING:
     from llmgine_daemon.bus.commands.service import Commands
     from llmgine_daemon.bus.core import Bus
+
+
+# ``await sync(scopes)``: re-read the engines and handlers of these scopes (session ids, None for
+# the global scope) from the store; ``sync(None)``: all of them.
+RegistrySync = Callable[[set[str | None] | None], Awaitable[None]]
 
 
 class LeaseLost(Exception):
@@ -112,6 +122,13 @@ class LocalCluster:
     def watch_events(self, wake: Callable[[], None]) -> Callable[[], None]:
         """``wake()`` when another node committed events (never: there is none)."""
         return lambda: None
+
+    def registry_changed(self, conn: sqlite3.Connection, scope: str | None) -> None:
+        return None
+
+    def watch_registry(self, sync: RegistrySync) -> None:
+        """``await sync(scopes)`` when another node changed engines or handlers (never)."""
+        return None
 
     async def request_cancel(self, session_id: str, command_id: str | None, reason: str = "cancel") -> bool:
         """Ask the node running ``command_id`` (None: every executing command of the session) to

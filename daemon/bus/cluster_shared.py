@@ -18,6 +18,11 @@ node does:
   stream hub, which reads ``seq > head`` from the store (bus/streams.py); the hub's own poll
   covers a lost notification. Cancel requests (``llmgine_cancel``) reach the node running the
   command the same way, and a tick re-reads pending ones.
+- **Registries.** A write that changes engines or user-code handlers logs the scope it changed
+  (``registry_changes``, a dense version from one locked row) and notifies
+  ``llmgine_registry``; each node then reads the changes after the version it has seen and
+  re-reads those scopes from the store (``Bus.sync_registry``). The tick compares the head
+  version too, so a lost notification costs at most a tick.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.cluster import ClaimRefused, LeaseLost, LocalCluster
+from llmgine_daemon.bus.cluster import ClaimRefused, LeaseLost, LocalCluster, RegistrySync
 from llmgine_daemon.protocol import ClusterInfo, ClusterNode
 from llmgine_daemon.store import pg_cluster as sql
 
@@ -48,6 +53,8 @@ TAKEOVER_BATCH = 20
 # to take it in its own write (and queues the command for that node at once).
 CLAIM_BACKOFF_S = 2.0
 LISTEN_RETRY_S = 1.0
+# The registry's old changes are pruned every this many ticks.
+PRUNE_EVERY_TICKS = 60
 
 
 class SharedCluster(LocalCluster):
@@ -67,6 +74,12 @@ class SharedCluster(LocalCluster):
         self._own_pids: set[int] = set()
         self._event_watchers: list[Callable[[], None]] = []
         self._stopping = False
+        # Registries: the last change applied here, who re-reads them, the task doing it.
+        self._registry_seen = 0
+        self._registry_sync: RegistrySync | None = None
+        self._registry_task: asyncio.Task[None] | None = None
+        self._registry_again = False
+        self._ticks = 0
         # Figures for tests and the benchmark.
         self.takeovers = 0
         self.notifications = 0
@@ -76,18 +89,18 @@ class SharedCluster(LocalCluster):
     async def start(self, bus: Bus) -> None:
         await super().start(bus)
         self.bus = bus
-        await asyncio.to_thread(sql.install, self.url)
         bus.store.first_statements = (sql.LOCK_FIRST,)  # one lock order on every node
+        bus.store.last_statements = (sql.SAVE_HEAD,)
         host, pid = socket.gethostname(), os.getpid()
+
+        def first(conn: Any) -> tuple[int, int]:
+            sql.heartbeat(conn, self.node_id, host, pid, self.started_at, self.lease_timeout)
+            # Read before the bus loads its engines and handlers: later changes are applied.
+            return conn.execute("SELECT pg_backend_pid()").fetchone()[0], sql.registry_head(conn)
+
         # The writer's backend pid: notifications it sent are our own commits, already heard.
-        self._own_pids.add(
-            await bus.store.write(
-                lambda c: (
-                    sql.heartbeat(c, self.node_id, host, pid, self.started_at, self.lease_timeout),
-                    c.execute("SELECT pg_backend_pid()").fetchone()[0],
-                )[1]
-            )
-        )
+        own_pid, self._registry_seen = await bus.store.write(first)
+        self._own_pids.add(own_pid)
         listening = asyncio.get_running_loop().create_future()
         self._tasks.append(asyncio.create_task(self._listen(listening), name="llmgine-cluster-listen"))
         await asyncio.wait([listening], timeout=10.0)
@@ -103,9 +116,10 @@ class SharedCluster(LocalCluster):
         """After the runner stopped (what ran is recorded interrupted): give every lease back,
         so queued work moves to the other nodes at their next tick, not after the timeout."""
         self._stopping = True
-        for task in self._tasks:
+        tasks = self._tasks + ([self._registry_task] if self._registry_task is not None else [])
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
@@ -171,6 +185,42 @@ class SharedCluster(LocalCluster):
 
     def log_head(self, conn: Any) -> int | None:
         return sql.log_head(conn)
+
+    def registry_changed(self, conn: Any, scope: str | None) -> None:
+        sql.registry_changed(conn, scope)
+
+    def watch_registry(self, sync: RegistrySync) -> None:
+        self._registry_sync = sync
+
+    def _sync_registry(self) -> None:
+        """Apply the registry changes committed since the last one applied here (one task at a
+        time; a request while it runs makes it run once more)."""
+        if self._registry_sync is None or self._stopping or self.bus is None:
+            return
+        if self._registry_task is not None and not self._registry_task.done():
+            self._registry_again = True
+            return
+        self._registry_task = asyncio.create_task(self._registry_loop(), name="llmgine-cluster-registry")
+
+    async def _registry_loop(self) -> None:
+        assert self.bus is not None and self._registry_sync is not None
+        again = True
+        while again:
+            self._registry_again = False
+            seen = self._registry_seen
+            try:
+                changes = await self.bus.store.read(lambda c, seen=seen: sql.registry_changes(c, seen))
+                if changes:
+                    # A gap: the changes in it were pruned (a node long cut off): re-read all.
+                    scopes = None if changes[0][0] != seen + 1 else {scope for _, scope in changes}
+                    await self._registry_sync(scopes)
+                    self._registry_seen = changes[-1][0]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cluster: applying registry changes failed (the next tick retries)")
+                return
+            again = self._registry_again
 
     def held(self) -> int:
         return len(self.leases)
@@ -279,14 +329,20 @@ class SharedCluster(LocalCluster):
         node, timeout = self.node_id, self.lease_timeout
         host, pid = socket.gethostname(), os.getpid()
         held = dict(list(self.leases.items()))
+        self._ticks += 1
+        prune = self._ticks % PRUNE_EVERY_TICKS == 1
 
-        def write(conn: Any) -> tuple[dict[str, int], list[str], list[str]]:
+        def write(conn: Any) -> tuple[dict[str, int], list[str], list[tuple[str, str]], int]:
             sql.heartbeat(conn, node, host, pid, self.started_at, timeout)
             renewed = sql.renew(conn, node, timeout)
             released = [s for s in idle if s in renewed and sql.release(conn, s, node, renewed[s])]
-            return renewed, released, sql.pending_cancels(conn, node)
+            if prune:
+                sql.prune_registry_changes(conn)
+            return renewed, released, sql.pending_cancels(conn, node), sql.registry_head(conn)
 
-        renewed, released, cancels = await self.bus.store.write(write)
+        renewed, released, cancels, registry = await self.bus.store.write(write)
+        if registry > self._registry_seen:  # a change whose notification did not come (yet)
+            self._sync_registry()
         now = time.monotonic()
         for sid, when in list(self._refused.items()):
             if now - when > CLAIM_BACKOFF_S:
@@ -325,11 +381,12 @@ class SharedCluster(LocalCluster):
         while not self._stopping:
             try:
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-                    for channel in (sql.CHANNEL_EVENTS, sql.CHANNEL_WORK, sql.CHANNEL_CANCEL):
+                    for channel in (sql.CHANNEL_EVENTS, sql.CHANNEL_WORK, sql.CHANNEL_CANCEL, sql.CHANNEL_REGISTRY):
                         await conn.execute(f"LISTEN {channel}")
                     if not listening.done():
                         listening.set_result(None)
                     self._wake_events()  # what was committed while we were not listening
+                    self._sync_registry()
                     async for note in conn.notifies():
                         self.notifications += 1
                         self._on_notify(note.channel, note.payload, note.pid)
@@ -348,6 +405,8 @@ class SharedCluster(LocalCluster):
         elif channel == sql.CHANNEL_WORK:
             if payload in self.leases:
                 asyncio.create_task(self._refresh(payload))
+        elif channel == sql.CHANNEL_REGISTRY:
+            self._sync_registry()  # our own changes too: they are in the log like any other
         elif channel == sql.CHANNEL_CANCEL:
             reason, _, command_id = payload.partition(":")
             self._cancel_local(command_id, reason)

@@ -30,18 +30,23 @@ def loads(text: str | None) -> Any:
 # append to the right edge of the indexes instead. The random bits come from a pooled
 # os.urandom read (uuid.uuid4() makes one getrandom syscall per id).
 _POOL_BYTES = 4096
-_pool = b""
-_pos = _POOL_BYTES
+_pool = ""  # random hex digits, drawn from os.urandom a pool at a time
+_pos = 0
 _pool_lock = threading.Lock()  # ids are made on the event loop and in the store's writer thread
-_VARIANT = "89ab"  # the variant bits are 10: the 17th hex digit is one of these
+# The variant bits are 10: the 17th hex digit is one of 89ab (chosen by two random bits).
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+_stamp = (-1, "")  # (millisecond, its 12 hex digits as "xxxxxxxx-xxxx")
 
 
 def new_id() -> str:
-    global _pool, _pos
+    global _pool, _pos, _stamp
     with _pool_lock:
-        if _pos + 10 > len(_pool):
-            _pool, _pos = os.urandom(_POOL_BYTES), 0
-        rand = _pool[_pos : _pos + 10]
-        _pos += 10
-    h = ((time.time_ns() // 1_000_000).to_bytes(6, "big") + rand).hex()
-    return f"{h[:8]}-{h[8:12]}-7{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+        if _pos + 19 > len(_pool):
+            _pool, _pos = os.urandom(_POOL_BYTES).hex(), 0
+        r = _pool[_pos : _pos + 19]
+        _pos += 19
+    ms = time.time_ns() // 1_000_000
+    if ms != _stamp[0]:
+        h = ms.to_bytes(6, "big").hex()
+        _stamp = (ms, f"{h[:8]}-{h[8:]}")
+    return f"{_stamp[1]}-7{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:]}"

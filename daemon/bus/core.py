@@ -90,6 +90,8 @@ class Bus:
         self.schedules = Schedules(self, *schedule_limits)
         self.sessions.hooks.append(self.webhooks.on_session_end)
         self.sessions.hooks.append(self.schedules.on_session_end)
+        # Engines and handlers changed by another node sharing the database (bus/cluster.py).
+        self.cluster.watch_registry(self.sync_registry)
 
     def sandbox_pool(self) -> SandboxPool:
         if self.sandbox is None:
@@ -125,6 +127,12 @@ class Bus:
         engines = await self.engines.restore(session_id)
         handlers = await self.user_handlers.restore(session_id)
         return engines or handlers
+
+    async def sync_registry(self, scopes: set[str | None] | None) -> None:
+        """Another node changed the engines or user-code handlers of these scopes (session ids,
+        None for the global scope; ``scopes`` None: any): run here what the store now holds."""
+        await self.engines.reconcile(None if scopes is None else {s for s in scopes if s is not None})
+        await self.user_handlers.reconcile(scopes)
 
     async def stop(self) -> None:
         """Stop runtime work; queued work stays queued in the store for the next start."""

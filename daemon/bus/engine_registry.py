@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmgine_daemon.bus.codec import dumps, loads, new_id
-from llmgine_daemon.bus.commands import CommandSpec, validate
+from llmgine_daemon.bus.commands import CURRENT, CommandSpec, validate
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import require_active
 from llmgine_daemon.bus.usage import UsageBook
 from llmgine_daemon.observability import tracing
-from llmgine_daemon.observability.context import bind
+from llmgine_daemon.observability.context import reset_fields, set_fields
 from llmgine_daemon.protocol import (
     Command,
     CommandCreate,
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmgine.engines")
 
+# How many engine ids deleted here a re-read of the store may still see for a moment.
+GONE_REMEMBERED = 1024
 ENGINE_COLUMNS = "engine_id, session_id, engine_type, model_name, configuration, status, created_at"
 _PY_TYPES: dict[str, Any] = {
     "integer": (int,),
@@ -170,6 +173,10 @@ class Engines:
         # Passed to every engine's constructor (see EngineBase).
         self.context = context
         self.running: dict[str, EngineBase] = {}
+        # Engines being created here (registered before their write commits) and ids deleted
+        # here lately: a re-read of the store racing with either must not undo it (reconcile).
+        self._creating: set[str] = set()
+        self._gone: deque[str] = deque(maxlen=GONE_REMEMBERED)
 
     def _owner(self, engine_id: str) -> str:
         return f"engine:{engine_id}"
@@ -182,16 +189,24 @@ class Engines:
         return [cls.describe() for cls in self.types.values()]
 
     def _activate(self, record: Engine) -> EngineBase:
-        """Instantiate and register as its session's handler (CONFLICT if the slot is taken)."""
+        """Instantiate and register as its session's handler (CONFLICT if the slot is taken);
+        an engine running already (a re-read of the store came first) is left as it is."""
+        running = self.running.get(record.engine_id)
+        if running is not None:
+            return running
         cls = self.types[record.engine_type]
         engine = cls(record, self.context)
 
         async def run(command: Command) -> Any:
-            with (
-                bind(engine_id=record.engine_id),
-                tracing.span("engine.run", engine_type=record.engine_type, model=record.model_name),
-            ):
-                return await engine.handle(command)
+            token = set_fields(engine_id=record.engine_id)
+            try:
+                execution = CURRENT.get(None)
+                if execution is not None and not execution.traced:  # the batch has the span
+                    return await engine.handle(command)
+                with tracing.span("engine.run", engine_type=record.engine_type, model=record.model_name):
+                    return await engine.handle(command)
+            finally:
+                reset_fields(token)
 
         self.bus.handlers.register(
             cls.command_type,
@@ -235,10 +250,12 @@ class Engines:
         # Registered before the write, so two concurrent creates cannot both take the slot;
         # undone if the write fails (no session, session closed, at the maximum).
         self._activate(record)
+        self._creating.add(record.engine_id)
 
         def write(conn: sqlite3.Connection) -> Any:
             require_active(conn, session_id)
             self.bus.capacity.check_engines(conn, session_id)
+            self.bus.cluster.registry_changed(conn, session_id)
             conn.execute(
                 f"INSERT INTO engines ({ENGINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -269,6 +286,8 @@ class Engines:
         except BaseException:
             await self._deactivate(record.engine_id)
             raise
+        finally:
+            self._creating.discard(record.engine_id)
         self.bus.events.notify([event])
         return record
 
@@ -330,12 +349,14 @@ class Engines:
             if row is None:
                 raise not_found("engine", engine_id=engine_id)
             conn.execute("DELETE FROM engines WHERE engine_id = ?", (engine_id,))
+            self.bus.cluster.registry_changed(conn, row[1])
             event = insert_event(
                 conn, row[1], "EngineDeleted", {"engine_id": engine_id, "engine_type": row[2], "status": "stopped"}
             )
             return row, event
 
         row, event = await self.store.write(write)
+        self._gone.append(engine_id)
         await self._deactivate(engine_id)
         self.bus.events.notify([event])
         engine = row_to_engine(row, self._command_type(row[2]))
@@ -400,6 +421,37 @@ class Engines:
                 log.warning("engine %s not restored: %s", row[0], exc.message)
         return added
 
+    async def reconcile(self, session_ids: set[str] | None) -> None:
+        """Make the engines run here those the store has for these sessions (None: all), after
+        another node created or deleted some, or ended their session (bus/cluster.py)."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            where = "status != 'stopped'"
+            if session_ids is None:
+                return conn.execute(f"SELECT {ENGINE_COLUMNS} FROM engines WHERE {where} ORDER BY rowid").fetchall()
+            return [
+                row
+                for sid in sorted(session_ids)
+                for row in conn.execute(
+                    f"SELECT {ENGINE_COLUMNS} FROM engines WHERE session_id = ? AND {where} ORDER BY rowid", (sid,)
+                ).fetchall()
+            ]
+
+        rows = await self.store.read(read)
+        stored = {row[0] for row in rows}
+        for engine_id, engine in list(self.running.items()):
+            in_scope = session_ids is None or engine.record.session_id in session_ids
+            if in_scope and engine_id not in stored and engine_id not in self._creating:
+                self._gone.append(engine_id)
+                await self._deactivate(engine_id)
+        for row in rows:
+            if row[0] in self.running or row[0] in self._gone or row[2] not in self.types:
+                continue
+            try:
+                self._activate(row_to_engine(row, self._command_type(row[2])))
+            except BusError as exc:
+                log.warning("engine %s not loaded: %s", row[0], exc.message)
+
     async def stop(self) -> None:
         for engine_id in list(self.running):
             await self._deactivate(engine_id)
@@ -408,4 +460,5 @@ class Engines:
         # Sessions.close already marked them stopped in the store.
         for engine_id, engine in list(self.running.items()):
             if engine.record.session_id == session_id:
+                self._gone.append(engine_id)
                 await self._deactivate(engine_id)

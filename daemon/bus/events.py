@@ -42,19 +42,61 @@ def insert_event(
     trace_id: str | None = None,
     timestamp: str | None = None,
 ) -> Event:
+    event = _insert_event(conn, session_id, event_type, data, metadata, source, trace_id, timestamp)
+    assert event is not None  # always written without if_active
+    return event
+
+
+def insert_event_if_active(
+    conn: sqlite3.Connection,
+    session_id: str,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    metadata: dict[str, Any],
+    source: str,
+) -> Event | None:
+    """``insert_event`` if the session is active (in the same statement); None if it is not."""
+    return _insert_event(conn, session_id, event_type, data, metadata, source, None, None, if_active=True)
+
+
+_INSERT_COLUMNS = "events (event_id, session_id, event_type, data, metadata, source, timestamp, trace_id)"
+_INSERT_ONE = f"INSERT INTO {_INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_IF_ACTIVE = (
+    f"INSERT INTO {_INSERT_COLUMNS} SELECT ?, ?, ?, ?, ?, ?, ?, ?"
+    " FROM sessions WHERE session_id = ? AND status = 'active'"
+)
+
+
+def _insert_event(
+    conn: sqlite3.Connection,
+    session_id: str | None,
+    event_type: str,
+    data: dict[str, Any] | None,
+    metadata: dict[str, Any] | None,
+    source: str,
+    trace_id: str | None,
+    timestamp: str | None,
+    *,
+    if_active: bool = False,
+) -> Event | None:
     """Append one event. (A session's last activity is its newest event's time, read with the
-    session: appending does not also update the session row.)"""
+    session: appending does not also update the session row.) With ``if_active`` the event is
+    written only if its session is active - one statement instead of a lookup and an insert -
+    and None means it was not (``require_active`` then says why)."""
     event_id = new_id()
     ts = timestamp or now_iso()
     # Store.write runs this in the caller's context, so the event joins the caller's trace.
     trace_id = trace_id or current_trace_id()
     data = data or {}
     metadata = metadata or {}
-    cur = conn.execute(
-        "INSERT INTO events (event_id, session_id, event_type, data, metadata, source,"
-        " timestamp, trace_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (event_id, session_id, event_type, dumps(data), dumps(metadata), source, ts, trace_id),
-    )
+    row = (event_id, session_id, event_type, dumps(data), dumps(metadata), source, ts, trace_id)
+    if if_active:
+        cur = conn.execute(_INSERT_IF_ACTIVE, (*row, session_id))
+        if cur.rowcount != 1:
+            return None
+    else:
+        cur = conn.execute(_INSERT_ONE, row)
     seq = cur.lastrowid
     assert seq is not None
     return Event(
@@ -184,7 +226,20 @@ class EventLog:
 
     def __init__(self, store: Store | None = None) -> None:
         self._listeners: list[Listener] = []
+        self._read_back: list[Listener] = []
         self.store = store
+
+    def subscribe_read_back(self, listener: Listener) -> Callable[[], None]:
+        """``listener(event)`` for the events the stream hub read back from the store
+        (bus/streams.py ``StreamHub._fill``): those another node sharing the database committed
+        (bus/cluster.py), in seq order, and now and then one of ours notified already. For
+        wake-ups that may repeat (a wait across nodes: bus/commands/waiting.py, remote.py)."""
+        self._read_back.append(listener)
+        return lambda: self._read_back.remove(listener) if listener in self._read_back else None
+
+    def read_back(self, event: Event) -> None:
+        for listener in self._read_back:
+            listener(event)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
@@ -231,8 +286,10 @@ class EventLog:
             prior = lookup(conn, idem)
             if prior is not None:
                 return _get(conn, session_id, prior[1]), True
-            require_active(conn, session_id)
-            event = insert_event(conn, session_id, event_type, data, metadata=metadata, source=source)
+            event = insert_event_if_active(conn, session_id, event_type, data, metadata=metadata, source=source)
+            if event is None:
+                require_active(conn, session_id)  # not found, or closed: raises which
+                raise RuntimeError(f"session {session_id!r} is active yet took no event")
             record(conn, idem, "event", event.event_id, session_id)
             return event, False
 

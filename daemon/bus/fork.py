@@ -115,6 +115,8 @@ class Forks:
                     handler_row,
                 )
                 handlers.append(handler_row)
+            if engines or handlers:  # other nodes load them too (bus/cluster.py)
+                self.bus.cluster.registry_changed(conn, new_sid)
             # The first event (written next, by Sessions.create) says all of it.
             origin.update(engines=mapping, tools=tools, handlers=len(handlers))
             copied.update(engines=engines, mapping=mapping, tools=tools, handlers=handlers)

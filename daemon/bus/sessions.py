@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.usage import SUMS, usage_from_sums
 from llmgine_daemon.protocol import ErrorCode, Session, SessionCounts, SessionList, now_iso
 from llmgine_daemon.store.migrations import SESSION_COUNTS_RECOUNT
 
@@ -82,6 +83,17 @@ def count_session(conn: sqlite3.Connection, session_id: str) -> SessionCounts:
     return SessionCounts(commands=commands, events=events, engines=engines, tools=tools, handlers=handlers)
 
 
+# GET /api/sessions/{id} in one statement: the row, its kept counts (NULLs if the counts row is
+# missing: count_session recounts) and its usage sums (bus/usage.py): each statement costs the
+# loop a few microseconds of its own (a read transaction begun and ended, a row built).
+_GET_SQL = (
+    f"SELECT {SESSION_SELECT}, c.commands, c.events, c.engines, c.tools, c.handlers, u.*"
+    " FROM sessions s LEFT JOIN session_counts c ON c.session_id = s.session_id"
+    f" CROSS JOIN (SELECT {SUMS} FROM commands WHERE session_id = ? AND usage_prompt_tokens IS NOT NULL) u"
+    " WHERE s.session_id = ?"
+)
+
+
 class Sessions:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
@@ -128,9 +140,19 @@ class Sessions:
 
     async def get(self, session_id: str) -> Session:
         def read(conn: sqlite3.Connection) -> Session:
-            session = row_to_session(fetch_session(conn, session_id), count_session(conn, session_id))
-            # A sum over the session's commands (bus/usage.py).
-            session.usage = self.bus.usage.sums(conn, "session_id", session_id)
+            row = conn.execute(_GET_SQL, (session_id, session_id)).fetchone()
+            if row is None:
+                raise not_found("session", session_id=session_id)
+            kept = row[7:12]
+            if kept[0] is None:
+                counts = count_session(conn, session_id)
+            else:
+                commands, events, engines, tools, handlers = kept
+                counts = SessionCounts(
+                    commands=commands, events=events, engines=engines, tools=tools, handlers=handlers
+                )
+            session = row_to_session(row, counts)
+            session.usage = usage_from_sums(row[12:])
             return session
 
         # Index lookups (and a sum over the session's commands): on the event loop unless
@@ -167,9 +189,11 @@ class Sessions:
                     session_id,
                 ),
             ).rowcount
-            conn.execute("UPDATE engines SET status = 'stopped' WHERE session_id = ?", (session_id,))
+            stopped = conn.execute("UPDATE engines SET status = 'stopped' WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM tools WHERE session_id = ?", (session_id,))
-            conn.execute("DELETE FROM handlers WHERE session_id = ?", (session_id,))
+            removed = conn.execute("DELETE FROM handlers WHERE session_id = ?", (session_id,))
+            if stopped.rowcount or removed.rowcount:  # other nodes drop them too (bus/cluster.py)
+                self.bus.cluster.registry_changed(conn, session_id)
             event = insert_event(
                 conn,
                 session_id,
@@ -204,7 +228,9 @@ class Sessions:
                 "handlers",
                 "sessions",
             ):
-                conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+                gone = conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,)).rowcount
+                if gone and table in ("engines", "handlers"):
+                    self.bus.cluster.registry_changed(conn, session_id)
 
         await self.bus.store.write(write, heavy=True)  # a long session: many thousand rows
         await self._run_hooks(session_id, purged=True)

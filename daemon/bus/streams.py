@@ -483,7 +483,9 @@ class StreamHub:
                 )
                 for row in rows:
                     if row[1] > self.head:
-                        self._dispatch(row_to_event(row))
+                        event = row_to_event(row)
+                        self._dispatch(event)
+                        self.bus.events.read_back(event)  # another node's: wakes waits here
                 if len(rows) == REPLAY_PAGE:
                     continue
                 # Seqs are assigned in commit order, so everything up to ``mark`` was in the

@@ -10,7 +10,10 @@ this module is the ``/api/.../handlers`` resource: persistence, dispatch, scopes
   lowest ``priority`` first, after the event is stored. They never fail the publisher: a
   failing one records an ``EventHandlerFailed`` event. Events are dispatched in seq order per
   session; sessions proceed independently.
-- Stored with their session (rows in ``handlers``) and restored on start.
+- Stored with their session (rows in ``handlers``) and restored on start. The rows are the
+  truth (list, get and delete read them); the registrations in memory are what dispatch uses,
+  brought up to date when another node sharing the database changes them (``reconcile``,
+  bus/cluster.py).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ log = logging.getLogger("llmgine.handlers")
 
 HANDLER_COLUMNS = "handler_id, session_id, kind, type, function, priority, timeout, created_at, code"
 MAX_TYPE = 128
+GONE_REMEMBERED = 1024
 TYPE_RULE = f"1 to {MAX_TYPE} printable characters, no spaces"
 
 
@@ -92,6 +96,9 @@ class UserHandlers:
         self._queues: dict[str | None, deque[tuple[Event, str | None]]] = {}
         self._tasks: dict[str | None, asyncio.Task[None]] = {}
         self._unsubscribe: Any = None
+        # Ids deleted here lately: a re-read of the store racing with the delete must not bring
+        # them back (reconcile).
+        self._gone: deque[str] = deque(maxlen=GONE_REMEMBERED)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -122,6 +129,36 @@ class UserHandlers:
                 added = True
         return added
 
+    async def reconcile(self, scopes: set[str | None] | None) -> None:
+        """Make the handlers registered here those the store has for these scopes (session ids,
+        None for the global scope; ``scopes`` None: all), after another node registered or
+        deleted some, or ended their session (bus/cluster.py)."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            order = "ORDER BY created_at, rowid"
+            if scopes is None:
+                return conn.execute(f"SELECT {HANDLER_COLUMNS} FROM handlers {order}").fetchall()
+            rows = []
+            for scope in scopes:
+                where = "session_id IS NULL" if scope is None else "session_id = ?"
+                params = () if scope is None else (scope,)
+                rows += conn.execute(f"SELECT {HANDLER_COLUMNS} FROM handlers WHERE {where} {order}", params).fetchall()
+            return rows
+
+        rows = [HandlerRow(*row) for row in await self.bus.store.read(read)]
+        stored = {row.handler_id for row in rows}
+        for row in list(self._rows.values()):
+            if (scopes is None or row.session_id in scopes) and row.handler_id not in stored:
+                self._gone.append(row.handler_id)
+                self._deactivate(row)
+        for row in sorted(rows, key=lambda r: r.created_at):
+            if row.handler_id in self._rows or row.handler_id in self._gone:
+                continue
+            try:
+                self._activate(row)
+            except BusError as exc:
+                log.warning("handler %s not loaded: %s", row.handler_id, exc.message)
+
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -135,7 +172,8 @@ class UserHandlers:
             self._deactivate(row)
 
     def _activate(self, row: HandlerRow) -> None:
-        self._rows[row.handler_id] = row
+        if row.handler_id in self._rows:  # loaded already (a re-read came first)
+            return
         if row.kind == "command":
             registry = getattr(self.bus, "handlers", None)
             if registry is not None:
@@ -145,6 +183,7 @@ class UserHandlers:
                     session_id=row.session_id,
                     owner=f"handler:{row.handler_id}",
                 )
+        self._rows[row.handler_id] = row
 
     def adopt(self, rows: list[tuple[Any, ...]]) -> None:
         """Register handlers whose rows another write stored (a fork's copies, bus/fork.py)."""
@@ -211,6 +250,7 @@ class UserHandlers:
                 f"INSERT INTO handlers ({HANDLER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.handler_id, session_id, kind, type_, row.function, priority, timeout, row.created_at, code),
             )
+            self.bus.cluster.registry_changed(conn, session_id)
 
         if kind == "command":
             self._check_free(session_id, type_)
@@ -234,36 +274,57 @@ class UserHandlers:
             {"command_type": type_, "session_id": session_id},
         )
 
+    async def _stored(self, session_id: str | None, where: str = "", params: tuple[Any, ...] = ()) -> list[HandlerRow]:
+        """The scope's handlers as stored (every node's), after checking the session exists."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            if session_id is not None:
+                fetch_session(conn, session_id)
+            return conn.execute(
+                f"SELECT {HANDLER_COLUMNS} FROM handlers WHERE session_id IS ?{where} ORDER BY created_at, rowid",
+                (session_id, *params),
+            ).fetchall()
+
+        return [HandlerRow(*row) for row in await self.bus.store.read(read)]
+
     async def list(self, session_id: str | None, kind: str | None = None) -> list[Handler]:
         """A session's handlers (session_id) or the global ones (None)."""
-        if session_id is not None:
-            await self.bus.store.read(lambda c: fetch_session(c, session_id))
-        rows = [r for r in self._rows.values() if r.session_id == session_id and (kind is None or r.kind == kind)]
+        rows = await self._stored(session_id, *((" AND kind = ?", (kind,)) if kind is not None else ()))
         rows.sort(key=lambda r: (r.kind, r.type, r.priority, r.created_at))
         return [r.public() for r in rows]
 
     async def get(self, session_id: str | None, handler_id: str) -> Handler:
-        row = self._rows.get(handler_id)
-        if row is None or row.session_id != session_id:
+        rows = await self._stored(session_id, " AND handler_id = ?", (handler_id,))
+        if not rows:
             raise not_found("handler", handler_id=handler_id, session_id=session_id)
-        return row.public(with_code=True)
+        return rows[0].public(with_code=True)
 
     async def delete(self, session_id: str | None, kind: str, type_: str) -> int:
         """Remove the scope's handlers of that kind and type; 404 when there are none."""
-        if session_id is not None:
-            await self.bus.store.read(lambda c: fetch_session(c, session_id))
-        rows = [r for r in self._rows.values() if r.session_id == session_id and r.kind == kind and r.type == type_]
-        if not rows:
-            raise handler_not_found(kind, type_, session_id)
-        ids = [r.handler_id for r in rows]
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> list[str]:
+            if session_id is not None:
+                fetch_session(conn, session_id)
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT handler_id FROM handlers WHERE session_id IS ? AND kind = ? AND type = ?",
+                    (session_id, kind, type_),
+                ).fetchall()
+            ]
+            if not ids:
+                raise handler_not_found(kind, type_, session_id)
             conn.executemany("DELETE FROM handlers WHERE handler_id = ?", [(i,) for i in ids])
+            self.bus.cluster.registry_changed(conn, session_id)
+            return ids
 
-        await self.bus.store.write(write)
-        for row in rows:
-            self._deactivate(row)
-        return len(rows)
+        ids = await self.bus.store.write(write)
+        for handler_id in ids:
+            self._gone.append(handler_id)
+            row = self._rows.get(handler_id)
+            if row is not None:
+                self._deactivate(row)
+        return len(ids)
 
     # -- command handlers ------------------------------------------------------------------
 

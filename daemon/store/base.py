@@ -81,6 +81,8 @@ class BaseStore:
         # already takes its one lock): several nodes lock shared rows in one order, so their
         # group commits never deadlock (store/pg_cluster.py LOCK_FIRST).
         self.first_statements: tuple[str, ...] = ()
+        # And last, before COMMIT (store/pg_cluster.py SAVE_HEAD).
+        self.last_statements: tuple[str, ...] = ()
         self.on_commit: CommitHook | None = None
 
     def describe(self) -> str:

@@ -19,9 +19,13 @@ thread. Point reads (a session, a command, a page of events) run on a third, rea
 connection right on the event loop (``Store.read_point``): they take microseconds, less than the
 thread hop and the GIL hand-over they would otherwise wait for. Two bounds keep them from
 stalling the loop: that connection never waits for a lock (busy_timeout 0), and a progress
-handler interrupts any statement past LOOP_READ_STEPS virtual-machine instructions (a few
-hundred microseconds). Either way the read starts over in the reader's thread, so a long scan
-(a session of 100,000 events counted for a listing) costs the loop at most that budget once.
+handler interrupts a read past LOOP_READ_STEPS virtual-machine instructions (a few hundred
+microseconds). Either way the read starts over in the reader's thread, so a long scan (a
+session of 100,000 events counted for a listing) costs the loop at most that budget once.
+SQLite counts a cached statement's steps across all its runs, so the budget is counted per read
+(the handler is called every PROGRESS_EVERY steps and counts down), and after an interrupted or
+busy read the connection is replaced: Python 3.11's sqlite3 leaves a statement whose reset
+reported the error marked in use, and prepares that SQL afresh on every later run (~15 us).
 
 Why ``Connection._execute``: aiosqlite's public API costs a thread hop per statement; a batch
 of hundreds of statements would pay hundreds of hops. ``_execute(fn)`` runs one function in
@@ -45,6 +49,7 @@ import aiosqlite
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.store import (
     agent_migrations,  # noqa: F401 - registers migrations 100-109
+    cluster_migrations,  # noqa: F401 - registers migrations 120-129
     hook_migrations,  # noqa: F401 - registers migrations 90-99
     lifecycle_migrations,  # noqa: F401 - registers migrations 80-89
     obs_migrations,  # noqa: F401 - registers migrations 40-49
@@ -73,6 +78,9 @@ BUSY_TIMEOUT_S = 5.0
 # before it is interrupted and the read goes to the reader's thread: counting 20,000 index
 # entries takes about 60,000; a page of 50 events about 1,000.
 LOOP_READ_STEPS = 20_000
+# The progress handler runs every this many VM instructions (of a statement, counted over all its
+# runs): a point read of ~100 instructions calls it about once in ten reads.
+PROGRESS_EVERY = 1_000
 
 
 class _Aborted(Exception):
@@ -110,6 +118,7 @@ class Store(BaseStore):
         self._reader_conn: aiosqlite.Connection | None = None
         self._loop_conn: sqlite3.Connection | None = None  # point reads, on the event loop
         self.loop_read_steps = LOOP_READ_STEPS
+        self._progress_left = 0  # calls of the progress handler the current point read may take
         # Figures for tests and the benchmarks: point reads served on the loop, and those that
         # went to the reader's thread (too long, or the database was busy).
         self.loop_reads = 0
@@ -165,16 +174,16 @@ class Store(BaseStore):
         try:
             conn.execute("PRAGMA busy_timeout = 0")  # never wait on the loop: go to the thread
             conn.execute("PRAGMA query_only = ON")
-            conn.set_progress_handler(self._stop_long_read, max(1, self.loop_read_steps))
+            conn.set_progress_handler(self._stop_long_read, min(PROGRESS_EVERY, max(1, self.loop_read_steps)))
         except BaseException:
             conn.close()
             raise
         return conn
 
-    @staticmethod
-    def _stop_long_read() -> int:
-        # Called once a statement has run loop_read_steps instructions: interrupt it.
-        return 1
+    def _stop_long_read(self) -> int:
+        # Called every PROGRESS_EVERY instructions; past the read's budget: interrupt it.
+        self._progress_left -= 1
+        return 1 if self._progress_left <= 0 else 0
 
     async def close(self) -> None:
         """Flush every queued write, then close the connections (the last one to close copies
@@ -413,6 +422,8 @@ class Store(BaseStore):
         conn = self._loop_conn
         if conn is None:
             raise StorageError("the store is closed")
+        steps = max(1, self.loop_read_steps)
+        self._progress_left = steps // min(PROGRESS_EVERY, steps)
         try:
             result = fn(conn)
         except sqlite3.OperationalError as exc:
@@ -425,6 +436,14 @@ class Store(BaseStore):
             self.loop_reads += 1
             return result
         self.loop_reads_moved += 1
+        # The failed statement stays marked in use in sqlite3's cache (see the module docstring):
+        # a fresh connection (microseconds: the file is WAL already) keeps its SQL cached.
+        try:
+            self._loop_conn = self._open_loop_reader()
+        except sqlite3.Error:  # keep the old one: slower, still right
+            log.warning("could not reopen the loop's read connection", exc_info=True)
+        else:
+            conn.close()
         return await self.read(fn)
 
     def file_sizes(self) -> dict[str, int]:

@@ -19,7 +19,8 @@ or finishes one checks, in its own transaction and with the row locked (FOR SHAR
 lease is still its own with the same epoch, so a node that lost its lease cannot write results.
 
 The statements use ``?`` placeholders (the store's connection turns them into the driver's);
-the DDL (dollar-quoted function bodies) runs on a connection of its own (``install``).
+the DDL (dollar-quoted function bodies) is migrations 120-121 (store/cluster_migrations.py), run
+on the raw connection by store/pg_schema.py.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from typing import Any
 CHANNEL_EVENTS = "llmgine_events"  # payload '': new events committed
 CHANNEL_WORK = "llmgine_work"  # payload: a session id with queued work
 CHANNEL_CANCEL = "llmgine_cancel"  # payload: "reason:command_id" (cancel, session)
+CHANNEL_REGISTRY = "llmgine_registry"  # payload '': engines or handlers changed (registry_changes)
 
 # The database's clock, so that nodes with skewed clocks agree on when a lease expires.
 NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
-# Serializes installs and the first start of several nodes (any constant of our own).
+# The key of the advisory locks of ``serialize`` (any constant of our own).
 INSTALL_LOCK = 0x6C6C6D67696E65
 
 DDL = """
@@ -84,24 +86,72 @@ CREATE TABLE IF NOT EXISTS command_cancels (
 );
 """
 
+# Registries (engines, user-code handlers) are kept in each node's memory for dispatch; every
+# write that changes them adds a row here with the next ``version`` (taken from one locked row,
+# as event seq: commit order is version order, so a node reading ``version > seen`` misses
+# nothing) naming the scope it changed (a session id, NULL for the global handlers). The other
+# nodes re-read that scope from the store (bus/cluster_shared.py). Rows older than an hour go.
+REGISTRY_DDL = """
+CREATE TABLE IF NOT EXISTS registry_head (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+INSERT INTO registry_head (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS registry_changes (
+  version BIGINT PRIMARY KEY,
+  scope TEXT,
+  changed DOUBLE PRECISION NOT NULL
+);
+"""
+REGISTRY_KEEP_S = 3600
 
 # Run first in every write transaction of a node (store/base.py ``first_statements``): a group
 # commit holds many writes, so one transaction could lock a session's lease row and then wait
 # for event_head (an event of another write) while another node's holds event_head and waits for
 # that lease - a deadlock PostgreSQL breaks only after deadlock_timeout (1 s: seen as one command
 # in eight taking a second on two nodes). Taking event_head first puts every lock after it.
-LOCK_FIRST = "SELECT seq FROM event_head WHERE id = 1 FOR UPDATE"
+# Holding it, the transaction counts its events' seqs in a transaction-local setting
+# (``llmgine.seq``: the event trigger of migration 122 takes the next from it; a write rolled back
+# to its savepoint gives its numbers back with it) and writes the head once, last
+# (``SAVE_HEAD``, store/base.py ``last_statements``), instead of updating the row per event: a
+# row updated N times in one transaction leaves a chain of N versions each update walks.
+LOCK_FIRST = "SELECT set_config('llmgine.seq', seq::text, true) FROM event_head WHERE id = 1 FOR UPDATE"
+SAVE_HEAD = (
+    "UPDATE event_head SET seq = current_setting('llmgine.seq')::bigint"
+    " WHERE id = 1 AND seq < current_setting('llmgine.seq')::bigint"
+)
+
+# Migration 122: the seq of an event inserted in a transaction that took LOCK_FIRST comes from
+# ``llmgine.seq``; elsewhere (a statement outside a node's group commit) from the row, as before.
+EVENT_SEQ_DDL = """
+CREATE OR REPLACE FUNCTION llmgine_event_seq() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  head text := current_setting('llmgine.seq', true);
+BEGIN
+  IF head IS NULL OR head = '' THEN
+    UPDATE event_head SET seq = seq + 1 WHERE id = 1 RETURNING seq INTO NEW.seq;
+  ELSE
+    NEW.seq := head::bigint + 1;
+    PERFORM set_config('llmgine.seq', NEW.seq::text, true);
+  END IF;
+  -- So lastval() (the store's cursor.lastrowid, last_insert_rowid()) is this seq.
+  PERFORM setval(pg_get_serial_sequence('events', 'seq'), NEW.seq);
+  RETURN NEW;
+END $$;
+"""
 
 
-def install(url: str) -> None:
-    """Create (or update) the cluster's tables and triggers; idempotent, safe to run from
-    several nodes at once (an advisory lock). Blocking: run it in a thread."""
-    import psycopg
+def m120_cluster(conn: Any) -> None:
+    """Migration 120 (store/cluster_migrations.py) on PostgreSQL: the tables and triggers above.
+    Idempotent: a database whose nodes installed them at start (before 120) keeps its rows."""
+    conn.execute(DDL)
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (INSTALL_LOCK,))
-            conn.execute(DDL)
+
+def m121_registry_changes(conn: Any) -> None:
+    """Migration 121 on PostgreSQL: the registry's change log (``registry_changed``)."""
+    conn.execute(REGISTRY_DDL)
+
+
+def m122_event_seq_in_transaction(conn: Any) -> None:
+    """Migration 122 on PostgreSQL: event seqs counted in the transaction (``LOCK_FIRST``)."""
+    conn.execute(EVENT_SEQ_DDL)
 
 
 # -- nodes ---------------------------------------------------------------------------------
@@ -236,6 +286,38 @@ def serialize(conn: Any, name: str) -> None:
     """Make the rest of the caller's transaction run one at a time across every node, for all
     callers passing ``name`` (a transaction-scoped advisory lock)."""
     conn.execute("SELECT pg_advisory_xact_lock(?::integer, hashtext(?))", (INSTALL_LOCK & 0x7FFFFFFF, name))
+
+
+# -- registries ----------------------------------------------------------------------------
+
+
+def registry_changed(conn: Any, scope: str | None) -> None:
+    """Inside a write that changes engines or handlers of ``scope``: log it, wake the others."""
+    version = conn.execute("UPDATE registry_head SET version = version + 1 WHERE id = 1 RETURNING version").fetchone()
+    conn.execute(
+        f"INSERT INTO registry_changes (version, scope, changed) VALUES (?, ?, {NOW})", (int(version[0]), scope)
+    )
+    notify(conn, CHANNEL_REGISTRY, "")
+
+
+def registry_head(conn: Any) -> int:
+    """The last committed registry version."""
+    row = conn.execute("SELECT version FROM registry_head WHERE id = 1").fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def prune_registry_changes(conn: Any) -> None:
+    conn.execute(f"DELETE FROM registry_changes WHERE changed < {NOW} - ?", (REGISTRY_KEEP_S,))
+
+
+def registry_changes(conn: Any, since: int) -> list[tuple[int, str | None]]:
+    """(version, scope) of the changes after ``since``, in order. Versions are dense (a write
+    rolled back gives its number back), so a first version above ``since + 1`` means the ones
+    between were pruned: the caller then re-reads everything."""
+    rows = conn.execute(
+        "SELECT version, scope FROM registry_changes WHERE version > ? ORDER BY version", (since,)
+    ).fetchall()
+    return [(int(r[0]), r[1]) for r in rows]
 
 
 # -- cancels -------------------------------------------------------------------------------

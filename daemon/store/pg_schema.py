@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmgine_daemon.protocol import now_iso
+from llmgine_daemon.store import pg_cluster
 from llmgine_daemon.store.dialect import translate_ddl
 from llmgine_daemon.store.migrations import MIGRATIONS, SESSION_COUNTS_RECOUNT, TELEMETRY_VERSIONS, check_known
 
@@ -26,7 +27,12 @@ log = logging.getLogger("llmgine.store")
 LOCK_KEY = (0x6C6C6D67, 1)
 
 PgMigration = Callable[[Any], None]
-PG_VERSIONS: dict[int, PgMigration] = {}
+PG_VERSIONS: dict[int, PgMigration] = {
+    # The cluster's tables (store/cluster_migrations.py: nothing on SQLite).
+    120: pg_cluster.m120_cluster,
+    121: pg_cluster.m121_registry_changes,
+    122: pg_cluster.m122_event_seq_in_transaction,
+}
 
 
 def pg_version(version: int) -> Callable[[PgMigration], PgMigration]:

@@ -102,16 +102,22 @@ class _NumericAsNumber(Loader):
 
 
 class PgCursor:
-    """A psycopg cursor with sqlite3's ``lastrowid`` (the identity value the insert took)."""
+    """A psycopg cursor with sqlite3's ``lastrowid`` (the identity value the insert took: the
+    row its ``RETURNING`` gave, for an insert of an event, else ``lastval()``)."""
 
-    __slots__ = ("_cur",)
+    __slots__ = ("_cur", "_returned")
 
-    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+    def __init__(self, cur: psycopg.Cursor[Any], returned: bool = False) -> None:
         self._cur = cur
+        self._returned = returned
 
     @property
     def lastrowid(self) -> int | None:
-        row = self._cur.connection.execute("SELECT lastval()").fetchone()
+        if self._returned:
+            row = self._cur.fetchone()
+            self._returned = False
+        else:
+            row = self._cur.connection.execute("SELECT lastval()").fetchone()
         return None if row is None else int(row[0])
 
     @property
@@ -135,6 +141,9 @@ class PgCursor:
         return iter(self._cur) if self._cur.description is not None else iter(())
 
 
+_EVENT_INSERT = "INSERT INTO events ("
+
+
 class PgConnection:
     """What the bus's functions get on PostgreSQL (see the module docstring)."""
 
@@ -155,6 +164,9 @@ class PgConnection:
             text = self._sql(sql, True)
             if numbered(text) and not isinstance(params, dict):
                 params = {f"p{i}": value for i, value in enumerate(params, 1)}
+            if text.startswith(_EVENT_INSERT) and "RETURNING" not in text:
+                # Its seq comes back with it: no ``SELECT lastval()`` after (one round trip).
+                return PgCursor(self.raw.execute(text + " RETURNING seq", params), returned=True)
             return PgCursor(self.raw.execute(text, params))
         return PgCursor(self.raw.execute(self._sql(sql, False)))
 
@@ -345,30 +357,33 @@ class PgStore(BaseStore):
         self._settle(batch, outcomes, started_wall, started, failure)
 
     def _transaction(self, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
-        """The batch in one transaction, a savepoint per write (writer thread)."""
+        """The batch in one transaction, a savepoint per write (writer thread). The statements
+        between two writes go in one round trip (no parameters: the simple protocol takes
+        several): ``BEGIN`` with the first statements and the first savepoint, then per write
+        its release with the next savepoint (or the last statements and ``COMMIT``)."""
         conn = self._writer_conn()
         raw = conn.raw
-        raw.execute("BEGIN")
+        finish = "; ".join(("RELEASE SAVEPOINT w", *self.last_statements, "COMMIT"))
         try:
-            for statement in self.first_statements:
-                raw.execute(statement)
+            raw.execute("; ".join(("BEGIN", *self.first_statements, "SAVEPOINT w")))
             outcomes: list[tuple[bool, Any]] = []
-            for fn, _, ctx, _ in batch:
+            last = len(batch) - 1
+            for i, (fn, _, ctx, _) in enumerate(batch):
                 if isinstance(fn, _Heavy):
                     fn = fn.fn
-                raw.execute("SAVEPOINT w")
+                after = finish if i == last else "RELEASE SAVEPOINT w; SAVEPOINT w"
                 try:
                     value = ctx.run(fn, conn)  # type: ignore[arg-type]  # never an _Alone here
                 except Exception as exc:
                     if raw.broken or raw.closed:
                         raise
-                    raw.execute("ROLLBACK TO SAVEPOINT w")
-                    raw.execute("RELEASE SAVEPOINT w")
                     outcomes.append((False, classify(exc)))
+                    after = "ROLLBACK TO SAVEPOINT w; " + after
                 else:
-                    raw.execute("RELEASE SAVEPOINT w")
                     outcomes.append((True, value))
-            raw.execute("COMMIT")
+                raw.execute(after)
+            if not batch:
+                raw.execute(finish)
         except BaseException:
             if not raw.broken and not raw.closed:
                 with contextlib.suppress(psycopg.Error):

@@ -111,3 +111,41 @@ async def test_each_node_keeps_its_own_local_key(bus: Bus, tmp_path: Path):
     with pytest.raises(AuthFailure, match="revoked"):
         again.verify(old)
     assert again.verify(path_b.read_text().strip())
+
+
+async def test_a_verified_credential_remembered_still_meets_revocation_expiry_and_session_end(bus: Bus):
+    """verify() remembers what it verified (no SHA-256 per request), yet a revoked key, an
+    expired key, an ended session's token and a record replaced by a re-read are each judged
+    afresh on their next use."""
+    a = await node(bus, shared=False)
+    record, key = await a.create_key("ci", None)
+    assert a.verify(key) == a.verify(key)  # the second from memory
+    await a.revoke_key(record.key_id)
+    with pytest.raises(AuthFailure, match="revoked"):
+        a.verify(key)
+
+    record, key = await a.create_key("ci", None)
+    a.verify(key)
+    record.expires_at = "2000-01-01T00:00:00Z"
+    with pytest.raises(AuthFailure, match="expired"):
+        a.verify(key)
+
+    session = await bus.sessions.create(None, {})
+    token = a.pending_session_token()
+    await bus.store.write(lambda c: token.write(c, session.session_id))
+    presented = token.publish()
+    assert a.verify(presented).session_id == session.session_id
+    await a.session_ended(session.session_id, False)
+    with pytest.raises(AuthFailure):
+        a.verify(presented)
+
+    record, key = await a.create_key("ci", None)
+    a.verify(key)
+    await a.sync()  # records replaced by fresh ones read from the database
+    assert a.verify(key).credential_id == record.key_id
+    await bus.store.write(
+        lambda c: c.execute("UPDATE api_keys SET revoked_at = 'x' WHERE key_id = ?", (record.key_id,))
+    )
+    await a.sync()
+    with pytest.raises(AuthFailure, match="revoked"):
+        a.verify(key)

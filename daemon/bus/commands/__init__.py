@@ -29,6 +29,9 @@ What each module owns (the arrows are the only imports between them):
                 running finished commands again (``rerun``). -> retry_policy, records, jobs
 ``retry_policy.py`` ``RetryPolicy``, ``parse_policy``: ``metadata.retries/backoff/retry_on``.
 ``batches.py``  ``run_batch``: a batch's members, sequential or parallel (calls the Runner).
+                -> batchset
+``batchset.py`` ``run_set``: a batch whose handlers are all eager, run in a tight loop and
+                stored in chunks (one statement per table, one transaction each).
 ``eager.py``    ``invoke_eager``, ``is_admitted``, ``is_refused``: a command run before its
                 submission has committed.
 ``execution.py`` ``Execution``, ``CURRENT``, ``current()``: the running handler's context

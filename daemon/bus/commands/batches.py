@@ -1,6 +1,7 @@
 """Running a batch of commands (``BatchJob``): ``sequential`` runs them one after another in
 the given order, ``parallel`` many at once; ``stop_on_error`` cancels what has not finished
-once one fails or times out. The session's runner task calls this with the session's slot
+once one fails or times out; a batch whose handlers are all eager runs set by set
+(batchset.py). The session's runner task calls this with the session's slot
 held, so nothing else of the session runs in between (see ``runner.py``)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from llmgine_daemon.bus.commands.batchset import all_eager, run_set
 from llmgine_daemon.bus.commands.jobs import BatchJob, Job
 
 if TYPE_CHECKING:
@@ -20,8 +22,11 @@ BATCH_PARALLELISM = 128
 
 
 async def run_batch(runner: Runner, batch: BatchJob) -> None:
-    """Run a batch: its commands one after another, or many at once (``mode``)."""
-    if batch.mode == "sequential":
+    """Run a batch: its commands one after another, or many at once (``mode``); set by set
+    when every handler is eager (batchset.py)."""
+    if all_eager(runner, batch):
+        await run_set(runner, batch, lambda: _run_parallel(runner, batch))
+    elif batch.mode == "sequential":
         await _run_sequential(runner, batch)
     else:
         await _run_parallel(runner, batch)

@@ -14,6 +14,14 @@ stored the command and its registration here) and when a session ends (its queue
 are cancelled without events). Blocked commands survive a restart: ``start`` loads them and
 decides at once for those whose dependencies ended meanwhile.
 
+Several nodes on one database (bus/cluster.py): every node follows every blocked command - its
+own, those it finds at start, and those other nodes block, as the stream hub reads their
+``CommandBlocked`` back from the store - and hears of ends on any node the same way. Whichever
+decides first writes the release or the cancel, guarded by ``status = 'blocked'``, so it happens
+once in the cluster; a released command goes to the node holding its session's lease (as a
+submission does: ``Commands._enqueue``), and the others forget it when its ``CommandQueued``
+or ``CommandResult`` comes back.
+
 Cycles: ids are made by the daemon at submission and ``after`` must name stored commands, so
 a new command cannot be named by an older one; the walk in ``_check_cycle`` refuses one
 anyway (DEPENDENCY_CYCLE), should a path ever arise (it bounds the walk to blocked commands).
@@ -109,6 +117,7 @@ class Dependencies:
         self.waiting_on: dict[str, set[str]] = {}  # a dependency's id -> blocked ids
         self._tasks: set[asyncio.Task[Any]] = set()
         commands.bus.events.subscribe(self._on_event)
+        commands.bus.events.subscribe_read_back(self._on_read_back)
         commands.queue.sources.append(lambda: [b.record for b in self.blocked.values()])
 
     # -- submit -------------------------------------------------------------------------
@@ -184,6 +193,40 @@ class Dependencies:
             return
         self._spawn(self._decide_for(after_id, str(event.data.get("status"))))
 
+    def _on_read_back(self, event: Event) -> None:
+        """Another node's commit (or one of ours, again): see the module docstring."""
+        kind = event.event_type
+        if kind not in ("CommandResult", "CommandQueued", "CommandBlocked"):
+            return
+        cid = str(event.data.get("command_id") or "")
+        b = self.blocked.get(cid)
+        if kind == "CommandBlocked":
+            if b is None:
+                self._spawn(self._adopt(cid))
+            return
+        if b is not None and not b.settling:  # released or cancelled by another node
+            self._forget(b)
+        self._on_event(event)
+
+    async def _adopt(self, command_id: str) -> None:
+        """Follow a command another node stored blocked."""
+
+        def read(conn: sqlite3.Connection) -> tuple[tuple[Any, ...] | None, list[tuple[Any, ...]]]:
+            row = conn.execute(
+                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id = ? AND {BLOCKED}", (command_id,)
+            ).fetchone()
+            edges = conn.execute(
+                "SELECT after_id, policy FROM command_after WHERE command_id = ?", (command_id,)
+            ).fetchall()
+            return row, edges
+
+        row, edges = await self.store.read(read)
+        if row is None or command_id in self.blocked:
+            return
+        policy = edges[0][1] if edges else "completed"
+        self._register(Blocked(row_to_command(row), policy, {e[0] for e in edges}))
+        await self.recheck([command_id])
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -241,17 +284,15 @@ class Dependencies:
             )
             if not cur.rowcount:
                 return None
+            self.commands.bus.cluster.announce(conn, rec.session_id)  # wake its lease's holder
             return insert_event(conn, rec.session_id, "CommandQueued", data, timestamp=ts, trace_id=rec.trace_id)
 
         event = await self.commands.runner.durable_write(write)
         self._forget(b)
-        if event is None:  # ended meanwhile (its session closed)
+        if event is None:  # ended meanwhile (its session closed), or released by another node
             return
         rec.status = "queued"
-        job = Job(rec, PRIORITY_RANK[rec.priority])
-        runner = self.commands.runner
-        runner.track(job)
-        runner.push(rec.session_id, job)
+        self.commands._enqueue(rec.session_id, Job(rec, PRIORITY_RANK[rec.priority]))
         self.commands.bus.events.notify([event])
 
     async def _cancel(self, b: Blocked, reason: str, after_id: str | None = None, status: str | None = None) -> None:

@@ -38,6 +38,11 @@ class Execution:
         return self._job.state == "running"
 
     @property
+    def traced(self) -> bool:
+        """Whether the run makes spans of its own (not in a set-based batch: batchset.py)."""
+        return self._job.traced
+
+    @property
     def cancel_reason(self) -> str | None:
         return self._job.cancel_reason
 
@@ -53,9 +58,13 @@ class Execution:
         suspension point, or with its result; either way before CommandResult."""
         job = self._job
         job.pending.append((event_type, data or {}, metadata or {}, source))
-        if not job.flush_scheduled:
-            job.flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._runner.flush, job)
+        if job.flush_scheduled:
+            return
+        admitted = job.admitted
+        if admitted is not None and not admitted.done():
+            return  # an eager command not yet admitted: flushed once it is (or stored with it)
+        job.flush_scheduled = True
+        asyncio.get_running_loop().call_soon(self._runner.flush, job)
 
     async def publish(
         self,

@@ -33,6 +33,9 @@ class Job:
     # this is that submission's write. Until it has succeeded the command does not exist for
     # anyone else; if it fails, the run is dropped and nothing of it is written.
     admitted: asyncio.Future[Any] | None = None
+    # False for a member of a set-based batch (batchset.py): its run has no spans of its own,
+    # the batch has one.
+    traced: bool = True
 
 
 @dataclass(eq=False, slots=True)

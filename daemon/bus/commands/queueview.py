@@ -7,7 +7,9 @@ over them (the runner's ``jobs``, and the ``sources`` other modules register: bl
 deps.py). A session's queued commands start in priority, then submission order (the runner's
 heap order; a batch is one entry there, ranked by its most urgent command); one waiting for a
 retry (retries.py) has no place until it is due. Throughput is the ``CommandResult`` events
-of the last minute, counted as this node's event log hands them out.
+of the last minute: this node's as its event log hands them out, other nodes' as the stream
+hub reads them back from the store (``EventLog.subscribe_read_back``), so on a shared
+database it is the cluster's; each counted once (by seq).
 """
 
 from __future__ import annotations
@@ -32,18 +34,21 @@ class QueueWatch:
         self.commands = commands
         # Unfinished commands the runner does not hold (deps.py: blocked; retries.py: delayed).
         self.sources: list[Callable[[], Iterable[Command]]] = []
-        self._finished: deque[tuple[float, str]] = deque()
+        self._finished: deque[tuple[float, str, int]] = deque()
+        self._counted: set[int] = set()  # the seqs in _finished (an event may come twice)
         commands.bus.events.subscribe(self._on_event)
+        commands.bus.events.subscribe_read_back(self._on_event)
 
     def _on_event(self, event: Event) -> None:
-        if event.event_type == "CommandResult":
+        if event.event_type == "CommandResult" and event.seq not in self._counted:
             now = time.monotonic()
-            self._finished.append((now, str(event.data.get("status"))))
+            self._counted.add(event.seq)
+            self._finished.append((now, str(event.data.get("status")), event.seq))
             self._trim(now)
 
     def _trim(self, now: float) -> None:
         while self._finished and self._finished[0][0] < now - WINDOW_S:
-            self._finished.popleft()
+            self._counted.discard(self._finished.popleft()[2])
 
     @staticmethod
     def _positions(queued: list[Command], due: dict[str, str]) -> dict[str, int]:
@@ -93,7 +98,7 @@ class QueueWatch:
         items = [_item(rec, places.get(rec.command_id), now, due.get(rec.command_id)) for rec in chosen[:limit]]
         self._trim(time.monotonic())
         finished: dict[str, int] = {}
-        for _, status in self._finished:
+        for _, status, _ in self._finished:
             finished[status] = finished.get(status, 0) + 1
         sandbox = self.commands.bus.sandbox
         info = sandbox.info() if sandbox is not None and session_id is None else None

@@ -16,7 +16,7 @@ from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.commands.jobs import Job, NotAdmitted, Outcome
 from llmgine_daemon.bus.commands.retry_policy import has_policy, parse_policy
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
-from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.events import insert_event, insert_events
 from llmgine_daemon.bus.sessions import fetch_session
 from llmgine_daemon.bus.usage import USAGE_COLUMNS, usage_from_row
 from llmgine_daemon.observability.context import current_trace_id
@@ -120,31 +120,40 @@ def insert_command(
     conn: sqlite3.Connection, rec: Command, outcome: Outcome | None = None, finished_at: str | None = None
 ) -> None:
     """Store a new command; with ``outcome``, already finished (an eager command)."""
+    conn.execute(_INSERT_COMMAND, _command_values(rec, outcome, finished_at))
+
+
+def insert_commands(conn: sqlite3.Connection, recs: list[Command]) -> None:
+    """Store new commands (a batch's) with one ``executemany``."""
+    conn.executemany(_INSERT_COMMAND, [_command_values(rec, None, None) for rec in recs])
+
+
+_INSERT_COMMAND = f"INSERT INTO commands ({INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _command_values(rec: Command, outcome: Outcome | None, finished_at: str | None) -> tuple[Any, ...]:
     status, result, error, duration = rec.status, None, None, None
     if outcome is not None:
         status, result, duration = outcome.status, outcome.result_text, outcome.duration_ms
         error = dumps(outcome.error) if outcome.error is not None else None
-    conn.execute(
-        f"INSERT INTO commands ({INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            rec.command_id,
-            rec.session_id,
-            rec.command_type,
-            dumps(rec.parameters),
-            dumps(rec.metadata),
-            PRIORITY_RANK[rec.priority],
-            rec.timeout,
-            status,
-            result,
-            error,
-            rec.created_at,
-            rec.started_at,
-            finished_at,
-            rec.batch_id,
-            duration,
-            rec.trace_id,
-            rec.attempt,
-        ),
+    return (
+        rec.command_id,
+        rec.session_id,
+        rec.command_type,
+        dumps(rec.parameters),
+        dumps(rec.metadata),
+        PRIORITY_RANK[rec.priority],
+        rec.timeout,
+        status,
+        result,
+        error,
+        rec.created_at,
+        rec.started_at,
+        finished_at,
+        rec.batch_id,
+        duration,
+        rec.trace_id,
+        rec.attempt,
     )
 
 
@@ -276,3 +285,60 @@ def result_data(rec: Command, outcome: Outcome) -> dict[str, Any]:
         "batch_id": rec.batch_id,
         "attempt": rec.attempt,
     }
+
+
+class SetChanged(Exception):
+    """A set-based write found a command no longer queued (ended meanwhile): the caller writes
+    that set again row by row (``finish_set(..., by_row=True)``)."""
+
+
+_FINISH_QUEUED = (
+    "UPDATE commands SET status = ?, started_at = ?, result = ?, error = ?, finished_at = ?, duration_ms = ?"
+    " WHERE command_id = ? AND status = 'queued'"
+)
+
+
+def finish_set(
+    conn: sqlite3.Connection, members: list[tuple[Job, Outcome, list[Any], str]], *, by_row: bool = False
+) -> tuple[list[tuple[Job, Outcome, list[Any], str]], list[Event]]:
+    """Record queued commands that ran to their end at once (a set-based batch, batchset.py):
+    each (job, outcome, its handler's events, time) is stored started and finished with one
+    ``executemany``, its events (CommandStarted, the handler's, CommandResult) with another.
+    Returns the members written and their events. A command no longer
+    queued in the store is left out: ``by_row`` finds which (one statement each); without it
+    such a command raises SetChanged (rolling the write back)."""
+    rows = [
+        (
+            o.status,
+            ts,
+            o.result_text,
+            dumps(o.error) if o.error is not None else None,
+            ts,
+            o.duration_ms,
+            j.record.command_id,
+        )
+        for j, o, _, ts in members
+    ]
+    if by_row:
+        kept = [m for m, row in zip(members, rows, strict=True) if conn.execute(_FINISH_QUEUED, row).rowcount]
+    else:
+        if conn.executemany(_FINISH_QUEUED, rows).rowcount != len(rows):
+            raise SetChanged
+        kept = members
+    events: list[Event] = []
+    group: list[tuple[str, dict[str, Any], dict[str, Any], str]] = []
+    stamps: list[str] = []
+    trace: str | None = None
+    for job, outcome, pending, ts in kept:
+        rec = job.record
+        if group and rec.trace_id != trace:  # one statement per run of the same trace
+            events += insert_events(conn, rec.session_id, group, timestamp=stamps, trace_id=trace)
+            group, stamps = [], []
+        trace = rec.trace_id
+        group.append(("CommandStarted", started_data(rec), {}, "bus"))
+        group.extend(pending)
+        group.append(("CommandResult", result_data(rec, outcome), {}, "bus"))
+        stamps.extend([ts] * (len(pending) + 2))
+    if group:
+        events += insert_events(conn, kept[0][0].record.session_id, group, timestamp=stamps, trace_id=trace)
+    return kept, events

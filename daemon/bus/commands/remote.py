@@ -2,9 +2,10 @@
 bus/cluster.py): its record is read from the store until it finishes.
 
 A node keeps in memory only the commands it runs itself; a client may wait on, or cancel, any
-command from any node. The node it asked then polls the command's row (a primary-key lookup),
-woken by every commit of another node and every command finished here, and a few
-milliseconds apart at first, then less often, in case a wake-up is missed.
+command from any node. The node it asked then reads the command's row (a primary-key lookup)
+when its ``CommandResult`` arrives: committed here, or by another node and read back by the
+stream hub (``EventLog.subscribe_read_back``), which follows every commit of the others. A
+slow poll (POLL_FIRST_S, backing off to POLL_MAX_S) covers a wake-up that never comes.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from llmgine_daemon.protocol import TERMINAL_STATUSES, Command, Event
 if TYPE_CHECKING:
     from llmgine_daemon.store.db import Store
 
-POLL_FIRST_S = 0.01
-POLL_MAX_S = 0.25
+POLL_FIRST_S = 0.05
+POLL_MAX_S = 1.0
 
 
 def copy_record(src: Command, dst: Command) -> None:
@@ -28,26 +29,72 @@ def copy_record(src: Command, dst: Command) -> None:
         setattr(dst, name, getattr(src, name))
 
 
-class Changes:
-    """Wakes whoever follows commands in the store when something may have changed: another
-    node committed events (bus/cluster.py's ``watch_events``), or a command finished here."""
+class Follower:
+    """What one ``wait_in_store`` has heard: the ids whose results arrived since it last read,
+    or ``everything`` (re-read them all: a session ended, its queued commands without events)."""
 
     def __init__(self) -> None:
-        self._next: asyncio.Future[None] | None = None
+        self.ready: set[str] = set()
+        self.everything = False
+        self.signal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def changed(self) -> None:
-        fut, self._next = self._next, None
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+    def arrived(self, command_id: str | None) -> None:
+        if command_id is None:
+            self.everything = True
+        else:
+            self.ready.add(command_id)
+        if not self.signal.done():
+            self.signal.set_result(None)
+
+    def take(self) -> tuple[set[str], bool]:
+        ready, everything = self.ready, self.everything
+        self.ready, self.everything = set(), False
+        if self.signal.done():
+            self.signal = asyncio.get_running_loop().create_future()
+        return ready, everything
+
+
+class Changes:
+    """Wakes whoever follows commands in the store when one of them may have finished: its
+    ``CommandResult`` was committed here or read back from another node's commit."""
+
+    def __init__(self) -> None:
+        self._watch: dict[str, set[Follower]] = {}
 
     def on_event(self, event: Event) -> None:
-        if self._next is not None and event.event_type == "CommandResult":
-            self.changed()
+        if not self._watch:
+            return
+        if event.event_type == "CommandResult":
+            cid = event.data.get("command_id") or ""
+            for follower in self._watch.get(cid, ()):
+                follower.arrived(cid)
+        elif event.event_type == "SessionEnded":  # its queued commands ended without a result
+            for follower in {f for followers in self._watch.values() for f in followers}:
+                follower.arrived(None)
 
-    def next(self) -> asyncio.Future[None]:
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        return self._next
+    def follow(self, command_ids: Sequence[str]) -> Follower:
+        """A follower of these commands' results (``forget`` it after)."""
+        follower = Follower()
+        for cid in command_ids:
+            self._watch.setdefault(cid, set()).add(follower)
+        return follower
+
+    def forget(self, command_ids: Sequence[str], follower: Follower) -> None:
+        for cid in command_ids:
+            followers = self._watch.get(cid)
+            if followers is not None:
+                followers.discard(follower)
+                if not followers:
+                    del self._watch[cid]
+
+
+def _read_rows(conn: Any, ids: list[str]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        rows += conn.execute(f"SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id IN ({marks})", chunk).fetchall()
+    return rows
 
 
 async def wait_in_store(
@@ -57,36 +104,48 @@ async def wait_in_store(
     changes: Changes | None = None,
     stop: asyncio.Future[None] | None = None,
 ) -> bool:
-    """Poll the unfinished ``records`` in the store until all have finished (their objects are
-    updated in place) or the loop's clock passes ``deadline``; True if all finished. With
-    ``changes``, a change wakes the poll at once (else it backs off up to POLL_MAX_S); ``stop``
-    done (shutdown begins) ends the wait with what there is."""
+    """Follow the unfinished ``records`` in the store until all have finished (their objects
+    are updated in place) or the loop's clock passes ``deadline``; True if all finished. With
+    ``changes``, a command's result wakes the wait at once and only the commands heard of are
+    read again (a batch of thousands costs one read per result, not one of all per result);
+    a slow poll (backing off up to POLL_MAX_S) re-reads them all. ``stop`` done (shutdown
+    begins) ends the wait with what there is."""
     loop = asyncio.get_running_loop()
     delay = POLL_FIRST_S
-    while True:
-        left = [r for r in records if r.status not in TERMINAL_STATUSES]
-        if not left:
-            return True
-        ids = [r.command_id for r in left]
-        marks = ", ".join("?" * len(ids))
-
-        def read(conn: Any, ids: list[str] = ids, marks: str = marks) -> list[tuple[Any, ...]]:
-            sql = f"SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id IN ({marks})"
-            return list(conn.execute(sql, ids).fetchall())
-
-        for row in await store.read(read):
-            fresh = row_to_command(row)
-            for rec in left:
-                if rec.command_id == fresh.command_id:
-                    copy_record(fresh, rec)
-        if all(r.status in TERMINAL_STATUSES for r in records):
-            return True
-        remaining = deadline - loop.time()
-        if remaining <= 0 or (stop is not None and stop.done()):
-            return False
-        wake: list[asyncio.Future[Any]] = [f for f in (changes.next() if changes else None, stop) if f is not None]
-        if wake:
-            await asyncio.wait(wake, timeout=min(delay, remaining), return_when=asyncio.FIRST_COMPLETED)
-        else:
-            await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 2, POLL_MAX_S)
+    by_id: dict[str, list[Command]] = {}
+    for rec in records:
+        by_id.setdefault(rec.command_id, []).append(rec)
+    pending = {cid for cid, recs in by_id.items() if recs[0].status not in TERMINAL_STATUSES}
+    follower = changes.follow(list(pending)) if changes is not None else None
+    try:
+        to_read = list(pending)
+        while True:
+            if to_read:
+                for row in await store.read(lambda conn, ids=to_read: _read_rows(conn, ids)):
+                    fresh = row_to_command(row)
+                    for rec in by_id.get(fresh.command_id, ()):
+                        copy_record(fresh, rec)
+                    if fresh.status in TERMINAL_STATUSES:
+                        pending.discard(fresh.command_id)
+            if not pending:
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0 or (stop is not None and stop.done()):
+                return False
+            if follower is None:
+                await asyncio.sleep(min(delay, remaining))
+                ready, everything = set(), True
+            else:
+                if not follower.ready and not follower.everything:
+                    wake = [f for f in (follower.signal, stop) if f is not None]
+                    await asyncio.wait(wake, timeout=min(delay, remaining), return_when=asyncio.FIRST_COMPLETED)
+                ready, everything = follower.take()
+                everything = everything or not ready  # woken by the clock: a slow poll of all
+            if everything:
+                to_read = list(pending)
+                delay = min(delay * 2, POLL_MAX_S)
+            else:
+                to_read = [cid for cid in ready if cid in pending]
+    finally:
+        if changes is not None and follower is not None:
+            changes.forget(list(by_id), follower)

@@ -24,6 +24,7 @@ cancellation it did not ask for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -262,7 +263,9 @@ class Runner(Waiting):
         return [j for j, _ in started]
 
     async def invoke(self, job: Job) -> Outcome:
-        rec = job.record
+        """Run the job's handler; its outcome. Not ``job.traced``: no spans of its own (a
+        set-based batch's member: the batch has one, batchset.py)."""
+        rec, traced = job.record, job.traced
         if job.cancel_reason is not None:
             return cancelled_outcome(job.cancel_reason, 0.0)
         reg = self.handlers.resolve(rec.session_id, rec.command_type)
@@ -287,7 +290,7 @@ class Runner(Waiting):
         job.state = "running"
         try:
             try:
-                parent = tracing.parse_traceparent(job.traceparent)
+                parent = tracing.parse_traceparent(job.traceparent) if traced else None
                 if parent is not None:
                     # The wait is only known now: record it as a finished sibling of the run.
                     waited = max(0.0, t0 - job.queued_at)
@@ -301,7 +304,11 @@ class Runner(Waiting):
                         session_id=rec.session_id,
                         command_id=rec.command_id,
                     )
-                with tracing.span("command.run", parent=parent, command_type=rec.command_type, priority=rec.priority):
+                with (
+                    tracing.span("command.run", parent=parent, command_type=rec.command_type, priority=rec.priority)
+                    if traced
+                    else contextlib.nullcontext()
+                ):
                     if rec.timeout is None:  # most commands: no Timeout object, no timer
                         result = await reg.handler(rec)
                     else:

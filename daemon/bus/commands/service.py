@@ -36,6 +36,7 @@ from llmgine_daemon.bus.commands.records import (
     command_row,
     finish_row,
     insert_command,
+    insert_commands,
     new_record,
     result_data,
     row_to_command,
@@ -88,7 +89,7 @@ class Commands(Recovery):
         # Wakes who follows a command another node runs (wait, cancel): commands/remote.py.
         self.changes = Changes()
         bus.events.subscribe(self.changes.on_event)
-        bus.cluster.watch_events(self.changes.changed)
+        bus.events.subscribe_read_back(self.changes.on_event)
         self.deps = Dependencies(self)
         self.retries = Retries(self)
 
@@ -127,7 +128,9 @@ class Commands(Recovery):
         claim: Callable[[sqlite3.Connection, str], None] | None,
         start_now: bool,
     ) -> tuple[Command, bool]:
-        reg = await self.resolve(session_id, spec.command_type)
+        reg = self.bus.handlers.resolve(session_id, spec.command_type) or await self.resolve(
+            session_id, spec.command_type
+        )
         if reg is None:
             await self._refuse_unhandled(session_id, spec.command_type)
         if spec.after:  # waits for other commands first: deps.py, off the runner's path
@@ -312,8 +315,7 @@ class Commands(Recovery):
                 "INSERT INTO batches (batch_id, session_id, mode, stop_on_error, created_at) VALUES (?, ?, ?, ?, ?)",
                 (batch_id, session_id, mode, int(stop_on_error), ts),
             )
-            for rec in records:
-                insert_command(conn, rec)
+            insert_commands(conn, records)
             record(conn, idem, "batch", batch_id, session_id)
             self.bus.cluster.announce(conn, session_id)
             return None
@@ -450,6 +452,8 @@ class Commands(Recovery):
     async def wait(self, records: Sequence[Command], timeout: float) -> bool:
         """Wait up to ``timeout`` s for the commands to finish; True if they all did. A command
         another node runs (bus/cluster.py) is followed in the store, and its record updated."""
+        if all(r.status in TERMINAL_STATUSES for r in records):
+            return True  # an eager command finished in its submission's write: nothing to wait for
         if self.deps.blocked and any(r.command_id in self.deps.blocked for r in records):
             return (await self.waits.wait({r.command_id: r for r in records}, timeout=timeout)).done
         loop = asyncio.get_running_loop()

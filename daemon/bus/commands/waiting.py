@@ -7,7 +7,9 @@ between. Two things wake it:
   no event describes included, such as a queued command cancelled by its session's end);
 - a change that does not end a command is a committed event (``CommandStarted``,
   ``CommandQueued``, ``CommandRetrying``, ...) that ``EventLog.notify`` hands to
-  ``CommandWaits._on_event``; that is how a wait for ``executing`` hears of a start.
+  ``CommandWaits._on_event``; that is how a wait for ``executing`` hears of a start. A command
+  another node runs (bus/cluster.py) is heard of the same way, from its events as the stream
+  hub reads them back from the store (``EventLog.subscribe_read_back``).
 
 Woken, it reads the states again (live records from the runner, the rest from the store) and
 answers once the condition holds: all of the commands (or one, ``any``) reached one of the
@@ -29,6 +31,8 @@ from llmgine_daemon.protocol import TERMINAL_STATUSES, Command, CommandWaitResul
 if TYPE_CHECKING:
     from llmgine_daemon.bus.commands.service import Commands
 
+# How often a wait re-reads, from the store, commands that are not live on this node.
+RECHECK_S = 1.0
 WAKE_EVENTS = frozenset({"CommandStarted", "CommandResult", "CommandQueued", "CommandBlocked", "CommandRetrying"})
 
 
@@ -38,6 +42,8 @@ class CommandWaits:
         self.store = commands.store
         self._watch: dict[str, set[asyncio.Future[None]]] = {}
         commands.bus.events.subscribe(self._on_event)
+        # Commands another node runs: their events as the stream hub reads them back.
+        commands.bus.events.subscribe_read_back(self._on_event)
 
     def _on_event(self, event: Event) -> None:
         if not self._watch or event.event_type not in WAKE_EVENTS:
@@ -132,13 +138,19 @@ class CommandWaits:
                 if done or remaining <= 0 or runner.stopping:
                     return CommandWaitResult(list(records.values()), done, reached)
                 watch: list[asyncio.Future[Any]] = [signal, runner.draining()]
+                elsewhere = False  # a command not live here: blocked, or another node's
                 for cid in records:
                     job = runner.jobs.get(cid)
                     if job is not None and job.state != "done":
                         if job.waiter is None:
                             job.waiter = loop.create_future()
                         watch.append(job.waiter)
-                await asyncio.wait(watch, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                    elif job is None and records[cid].status not in TERMINAL_STATUSES:
+                        elsewhere = True
+                # An end no event describes (a queued command cancelled by its session's end on
+                # another node) is read at the next recheck.
+                wait_s = min(remaining, RECHECK_S) if elsewhere else remaining
+                await asyncio.wait(watch, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for cid in records:
                     futures = self._watch.get(cid)
