@@ -6,7 +6,8 @@ databases; on a disk every one of them costs file creation and fsyncs (a Postgre
 ``CREATE DATABASE`` from the template cost about 7x the CPU on ext4 than on tmpfs, SQLite's
 migrations and commits about a third more: CONTRIBUTING.md, "Suite timings"). What the tests
 check does not depend on it: they kill processes, never the machine, and nothing asserts a
-file system type. ``LLMGINE_TEST_TMPDIR`` picks another folder (``/tmp`` to test on a disk).
+file system type. ``LLMGINE_TEST_TMPDIR`` picks another folder (``/tmp`` to test on a disk),
+and so does ``TMPDIR`` when it is set: the suite writes only where temp files are meant to go.
 
 Paths stay short (AF_UNIX paths max out at 107 bytes): ``/dev/shm/lgXXXXXXXX``.
 
@@ -39,10 +40,10 @@ def _usable(path: Path) -> bool:
 
 
 def _pick() -> Path:
-    chosen = os.environ.get(ENV)
+    chosen = os.environ.get(ENV) or os.environ.get("TMPDIR")
     if chosen:
         return Path(chosen)
-    return MEMORY if _usable(MEMORY) else Path("/tmp")
+    return MEMORY if _usable(MEMORY) else Path(tempfile.gettempdir())
 
 
 SCRATCH = _pick()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import plistlib
+import shutil
 import subprocess
 import sys
 import time
@@ -61,10 +62,13 @@ def test_ids_complete_from_the_running_daemon(daemon: Daemon, cli) -> None:  # t
 
 def test_completion_is_silent_without_a_daemon() -> None:
     home = short_home()
-    env = cli_env(home, LLMGINE_NO_AUTOSTART=None)  # even with auto-start allowed
-    offered, stderr, _ = complete("llmgine session get ", env)
-    assert offered == [] and stderr == ""
-    assert not list(home.rglob("*.sock")) and not list(home.rglob("*.pid"))  # nothing started
+    try:
+        env = cli_env(home, LLMGINE_NO_AUTOSTART=None)  # even with auto-start allowed
+        offered, stderr, _ = complete("llmgine session get ", env)
+        assert offered == [] and stderr == ""
+        assert not list(home.rglob("*.sock")) and not list(home.rglob("*.pid"))  # nothing started
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_install_dry_run_writes_nothing(tmp_path: Path) -> None:
