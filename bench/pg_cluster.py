@@ -46,6 +46,12 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench_bus  # noqa: E402
+
+# Keep-alive connections the fan-out's publisher sends over (requests wait for a free one).
+PUBLISH_CONNECTIONS = 16
 
 
 class Node:
@@ -142,12 +148,23 @@ async def fanout(a: Node, b: Node, rate: int, seconds: float) -> dict[str, list[
             for node, got, ready in zip((a, b), lat.values(), readies, strict=True)
         ]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30)
-        url = f"http://localhost/api/sessions/{sid}/events"
+        # The publisher: a pool of lean keep-alive connections (bench_bus.Conn, no HTTP library)
+        # to A's socket, so the load generator's own CPU does not delay the sends it times;
+        # "t" is taken as the request is written.
+        path = f"/api/sessions/{sid}/events"
+        idle: asyncio.Queue[bench_bus.Conn] = asyncio.Queue()
+        for _ in range(PUBLISH_CONNECTIONS):
+            idle.put_nowait(await bench_bus.connect(str(a.socket)))
         pending: set[asyncio.Task[Any]] = set()
 
         async def publish(i: int) -> None:
-            async with http.post(url, json={"event_type": "Tick", "data": {"i": i, "t": time.time()}}) as resp:
-                await resp.read()
+            conn = await idle.get()
+            try:
+                raw = bench_bus.build("POST", path, {"event_type": "Tick", "data": {"i": i, "t": time.time()}})
+                status, body = await conn.request(raw)
+                assert status == 201, (status, body[:200])
+            finally:
+                idle.put_nowait(conn)
 
         start_t = time.monotonic()
         for i in range(n):

@@ -265,7 +265,10 @@ async def test_provider_failures_fail_the_command_with_their_code(
     llm_client: Any, fake: FakeProvider, kind: str, script: list[Any], code: str
 ) -> None:
     client = await llm_client()
-    engine = await create_llm_engine(client, model=MODELS[kind], timeout=0.3)
+    # A short timeout only where the stall is the point: under load a real answer can take
+    # longer than 0.3 s, and would then fail as a timeout too.
+    timeout = 0.3 if code == "PROVIDER_TIMEOUT" else 15
+    engine = await create_llm_engine(client, model=MODELS[kind], timeout=timeout)
     fake.script(*script)
     record = await execute(client, engine["engine_id"], "hi")
     assert record["status"] == "failed"
