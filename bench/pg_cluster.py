@@ -17,10 +17,11 @@ side is: a commit is on disk before it is acknowledged); every database is new.
   clock); it includes the HTTP request, the durable commit and, for B, the NOTIFY and the
   read from the store. The subscriber on A is the baseline: same events, same run, no hop
   between nodes. Target (issue 16): B's p99 under 50 ms at 1,000 events/s.
-- **One node each: events/s and a batch.** ``--clients`` clients publish events (``POST
+- **Events/s and a batch, one node and two.** ``--clients`` clients publish events (``POST
   .../events``, each to its own session) in a loop for ``--seconds``; then one
-  ``POST .../commands/batch?wait=300`` of ``--batch`` DummyEngine commands (parallel), timed
-  to its answer. On one SQLite node (the baseline) and one PostgreSQL node, in turn.
+  ``POST .../commands/batch?wait=300`` of ``--batch`` DummyEngine commands (parallel) per
+  node, at once, timed to the last answer. On one SQLite node (the baseline), one PostgreSQL
+  node, and two PostgreSQL nodes on one database (clients spread over both), in turn.
 - **Commands/s**: ``--clients`` clients, each with its own session and DummyEngine (no delay),
   ``POST .../commands?wait=30`` in a loop for ``--seconds``, counting ``completed`` answers:
   on one SQLite node (the baseline), on one PostgreSQL node, and on two PostgreSQL nodes
@@ -204,57 +205,81 @@ async def _sessions(http: aiohttp.ClientSession, n: int, engine: bool) -> list[s
     return sids
 
 
-async def events_per_second(node: Node, clients: int, seconds: float) -> float:
-    async with node.session() as http:
-        sids = await _sessions(http, clients, engine=False)
+async def events_per_second(nodes: list[Node], clients: int, seconds: float) -> float:
+    """``clients`` clients, each publishing in its own session on one of ``nodes`` in turn."""
+    https = [n.session() for n in nodes]
+    try:
+        sids = [(await _sessions(https[i % len(nodes)], 1, engine=False))[0] for i in range(clients)]
         done = 0
         stop_at = time.monotonic() + seconds
 
-        async def client(sid: str) -> None:
+        async def client(i: int) -> None:
             nonlocal done
+            http = https[i % len(nodes)]
             while time.monotonic() < stop_at:
                 body = {"event_type": "Tick", "data": {"t": time.time()}}
-                async with http.post(f"http://localhost/api/sessions/{sid}/events", json=body) as resp:
+                async with http.post(f"http://localhost/api/sessions/{sids[i]}/events", json=body) as resp:
                     await resp.read()
                     if resp.status == 201:
                         done += 1
 
         t0 = time.monotonic()
-        await asyncio.gather(*(client(sid) for sid in sids))
+        await asyncio.gather(*(client(i) for i in range(clients)))
         return done / (time.monotonic() - t0)
+    finally:
+        for h in https:
+            await h.close()
 
 
-async def batch_per_second(node: Node, n: int) -> float:
-    async with node.session() as http:
-        (sid,) = await _sessions(http, 1, engine=True)
-        body = {
-            "mode": "parallel",
-            "commands": [{"command_type": "DummyEngineCommand", "parameters": {"prompt": f"p{i}"}} for i in range(n)],
-        }
-        t0 = time.perf_counter()
-        async with http.post(f"http://localhost/api/sessions/{sid}/commands/batch?wait=300", json=body) as resp:
-            result = await resp.json()
-        elapsed = time.perf_counter() - t0
-        assert all(c["status"] == "completed" for c in result["commands"]), str(result)[:500]
-        return n / elapsed
+async def batch_per_second(nodes: list[Node], n: int) -> float:
+    """One batch of ``n`` commands (parallel, ?wait) on each of ``nodes`` at once, each in a
+    session of its own: commands completed per second, all batches together."""
+
+    async def one(node: Node) -> int:
+        async with node.session() as http:
+            (sid,) = await _sessions(http, 1, engine=True)
+            body = {
+                "mode": "parallel",
+                "commands": [
+                    {"command_type": "DummyEngineCommand", "parameters": {"prompt": f"p{i}"}} for i in range(n)
+                ],
+            }
+            async with http.post(f"http://localhost/api/sessions/{sid}/commands/batch?wait=300", json=body) as resp:
+                result = await resp.json()
+            assert all(c["status"] == "completed" for c in result["commands"]), str(result)[:500]
+            return n
+
+    t0 = time.perf_counter()
+    total = sum(await asyncio.gather(*(one(node) for node in nodes)))
+    return total / (time.perf_counter() - t0)
 
 
 def single_node(tmp: Path, server: Any, args: argparse.Namespace) -> None:
     rows: dict[str, dict[str, float]] = {}
-    for name, env in (("SQLite", {}), ("PostgreSQL", {"DATABASE_URL": server.new_database(empty=True)})):
-        node = start(tmp, f"single-{name.lower()}", env)
+    pg_two = server.new_database(empty=True)
+    setups: tuple[tuple[str, list[dict[str, str]]], ...] = (
+        ("SQLite", [{}]),
+        ("PostgreSQL", [{"DATABASE_URL": server.new_database(empty=True)}]),
+        ("PostgreSQL x2", [{"DATABASE_URL": pg_two}, {"DATABASE_URL": pg_two}]),
+    )
+    for name, envs in setups:
+        nodes = [start(tmp, f"single-{name.lower().replace(' ', '')}-{i}", env) for i, env in enumerate(envs)]
         try:
             rows[name] = {
-                "events": asyncio.run(events_per_second(node, args.clients, args.seconds)),
-                "batch": asyncio.run(batch_per_second(node, args.batch)),
+                "events": asyncio.run(events_per_second(nodes, args.clients, args.seconds)),
+                "batch": asyncio.run(batch_per_second(nodes, args.batch)),
             }
         finally:
-            node.stop()
-    print(f"one node, {args.clients} clients, {args.seconds:g} s; batch of {args.batch:,} (parallel, ?wait)")
-    print(f"  {'figure':<34} {'PostgreSQL':>12} {'SQLite (base)':>14} {'ratio':>7}")
+            for node in nodes:
+                node.stop()
+    print(
+        f"one node and two, {args.clients} clients, {args.seconds:g} s; batch of {args.batch:,}"
+        " (parallel, ?wait; one per node at once)"
+    )
+    print(f"  {'figure':<34} {'PG, 1 node':>11} {'PG, 2 nodes':>12} {'SQLite (base)':>14} {'ratios':>12}")
     for key, label in (("events", "events published/s (HTTP)"), ("batch", f"batch of {args.batch:,}: commands/s")):
-        pg, lite = rows["PostgreSQL"][key], rows["SQLite"][key]
-        print(f"  {label:<34} {pg:>10,.0f}/s {lite:>12,.0f}/s {pg / lite:>7.2f}")
+        pg, two, lite = rows["PostgreSQL"][key], rows["PostgreSQL x2"][key], rows["SQLite"][key]
+        print(f"  {label:<34} {pg:>9,.0f}/s {two:>10,.0f}/s {lite:>12,.0f}/s {pg / lite:>5.2f} {two / lite:>5.2f}")
 
 
 # -- commands/s -----------------------------------------------------------------------------

@@ -226,7 +226,7 @@ def _list_cell(key: str, value: Any, view: View, compact_times: bool = False) ->
 
 
 def _cell(key: str, value: Any, view: View) -> str:
-    if value is None:
+    if value is None or value == "":  # an empty cell would shift `KEY VALUE` lines for scripts
         return "-"
     if isinstance(value, bool):
         return "true" if value else "false"
