@@ -46,7 +46,8 @@ def new_id() -> str:
         r = _pool[_pos : _pos + 19]
         _pos += 19
     ms = time.time_ns() // 1_000_000
-    if ms != _stamp[0]:
+    stamp = _stamp  # one read: another thread may replace it meanwhile
+    if ms != stamp[0]:
         h = ms.to_bytes(6, "big").hex()
-        _stamp = (ms, f"{h[:8]}-{h[8:]}")
-    return f"{_stamp[1]}-7{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:]}"
+        stamp = _stamp = (ms, f"{h[:8]}-{h[8:]}")
+    return f"{stamp[1]}-7{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:]}"
