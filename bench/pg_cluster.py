@@ -254,8 +254,24 @@ async def batch_per_second(nodes: list[Node], n: int) -> float:
     return total / (time.perf_counter() - t0)
 
 
+def client_run(coro: Any, busy: list[float]) -> Any:
+    """``asyncio.run(coro)``, noting in ``busy`` the share of one core this load generator used
+    meanwhile: near 1.0 means the figure is the client's limit, not the daemon's."""
+    wall, cpu = time.monotonic(), time.process_time()
+    result = asyncio.run(coro)
+    busy.append((time.process_time() - cpu) / max(time.monotonic() - wall, 1e-9))
+    return result
+
+
+def say_client(busy: list[float]) -> None:
+    top = max(busy)
+    verdict = "not the limit" if top < 0.8 else "near its limit: the figures above may be the client's"
+    print(f"  load generator (this process): at most {top:.0%} of one core, {verdict}")
+
+
 def single_node(tmp: Path, server: Any, args: argparse.Namespace) -> None:
     rows: dict[str, dict[str, float]] = {}
+    busy: list[float] = []
     pg_two = server.new_database(empty=True)
     setups: tuple[tuple[str, list[dict[str, str]]], ...] = (
         ("SQLite", [{}]),
@@ -266,8 +282,8 @@ def single_node(tmp: Path, server: Any, args: argparse.Namespace) -> None:
         nodes = [start(tmp, f"single-{name.lower().replace(' ', '')}-{i}", env) for i, env in enumerate(envs)]
         try:
             rows[name] = {
-                "events": asyncio.run(events_per_second(nodes, args.clients, args.seconds)),
-                "batch": asyncio.run(batch_per_second(nodes, args.batch)),
+                "events": client_run(events_per_second(nodes, args.clients, args.seconds), busy),
+                "batch": client_run(batch_per_second(nodes, args.batch), busy),
             }
         finally:
             for node in nodes:
@@ -280,6 +296,7 @@ def single_node(tmp: Path, server: Any, args: argparse.Namespace) -> None:
     for key, label in (("events", "events published/s (HTTP)"), ("batch", f"batch of {args.batch:,}: commands/s")):
         pg, two, lite = rows["PostgreSQL"][key], rows["PostgreSQL x2"][key], rows["SQLite"][key]
         print(f"  {label:<34} {pg:>9,.0f}/s {two:>10,.0f}/s {lite:>12,.0f}/s {pg / lite:>5.2f} {two / lite:>5.2f}")
+    say_client(busy)
 
 
 # -- commands/s -----------------------------------------------------------------------------
@@ -365,7 +382,8 @@ def fanout_part(tmp: Path, server: Any, args: argparse.Namespace, nodes: list[No
     pg = {"DATABASE_URL": url}
     a, b = start(tmp, "a", pg), start(tmp, "b", pg)
     nodes += [a, b]
-    lat = asyncio.run(fanout(a, b, args.rate, args.seconds))
+    busy: list[float] = []
+    lat = client_run(fanout(a, b, args.rate, args.seconds), busy)
     print(f"fan-out, {args.rate} events/s for {args.seconds:g} s, one subscriber per node")
     print(f"  {'subscriber':<16} {'events':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for name, values in lat.items():
@@ -379,6 +397,7 @@ def fanout_part(tmp: Path, server: Any, args: argparse.Namespace, nodes: list[No
         f"  cross-node p99 {p99:.1f} ms: {'PASS' if p99 < 50 else 'FAIL'} (target < 50 ms);"
         f" the hop alone (B - A): p99 {hop:.1f} ms"
     )
+    say_client(busy)
     for n in nodes:
         n.stop()
     nodes.clear()
