@@ -143,14 +143,8 @@ class Sessions:
             row = conn.execute(_GET_SQL, (session_id, session_id)).fetchone()
             if row is None:
                 raise not_found("session", session_id=session_id)
-            kept = row[7:12]
-            if kept[0] is None:
-                counts = count_session(conn, session_id)
-            else:
-                commands, events, engines, tools, handlers = kept
-                counts = SessionCounts(
-                    commands=commands, events=events, engines=engines, tools=tools, handlers=handlers
-                )
+            kept = row[7:12]  # commands, events, engines, tools, handlers: SessionCounts' order
+            counts = count_session(conn, session_id) if kept[0] is None else SessionCounts(*kept)
             session = row_to_session(row, counts)
             session.usage = usage_from_sums(row[12:])
             return session
