@@ -39,6 +39,11 @@ async def run_command(client: Any, sid: str, trace_id: str, flags: str = "00") -
     return record
 
 
+# No span counts as slow: under load a request can pass the default 250 ms, and a slow span is
+# stored even in an unsampled trace (test_slow_spans_are_stored_in_an_unsampled_trace).
+NEVER_SLOW = "600000"
+
+
 async def test_sampled_trace_keeps_all_its_spans_across_the_queue(make_client):
     client = await make_client(LLMGINE_TRACE_SAMPLE_RATE="0.5")
     sid, _ = await session_with_engine(client)
@@ -52,7 +57,7 @@ async def test_sampled_trace_keeps_all_its_spans_across_the_queue(make_client):
 
 
 async def test_unsampled_trace_keeps_its_id_and_says_it_was_not_sampled(make_client):
-    client = await make_client(LLMGINE_TRACE_SAMPLE_RATE="0.5")
+    client = await make_client(LLMGINE_TRACE_SAMPLE_RATE="0.5", LLMGINE_SLOW_SPAN_MS=NEVER_SLOW)
     sid, _ = await session_with_engine(client)
     before = await scrape(client)
     record = await run_command(client, sid, UNSAMPLED)
@@ -86,7 +91,7 @@ async def test_unsampled_trace_keeps_its_id_and_says_it_was_not_sampled(make_cli
 
 
 async def test_client_sampled_flag_is_honoured(make_client):
-    client = await make_client(LLMGINE_TRACE_SAMPLE_RATE="0")
+    client = await make_client(LLMGINE_TRACE_SAMPLE_RATE="0", LLMGINE_SLOW_SPAN_MS=NEVER_SLOW)
     resp = await client.post("/api/sessions", json={}, headers=traceparent(UNSAMPLED, "01"))
     assert resp.status == 201 and resp.headers["traceparent"].endswith("-01")
     trace = await get_json(client, f"/api/observability/traces/{UNSAMPLED}")
