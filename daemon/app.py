@@ -16,6 +16,7 @@ from llmgine_daemon.api import (
     auth,
     commands,
     db,
+    edge,
     engine_memory,
     engines,
     events,
@@ -34,7 +35,6 @@ from llmgine_daemon.api import (
     usage,
     webhooks,
 )
-from llmgine_daemon.api.errors import error_middleware
 from llmgine_daemon.api.keys import (
     BUS,
     DATABASE,
@@ -262,8 +262,8 @@ async def _close_websockets(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        # observability outermost: it times and traces everything, error responses included.
-        middlewares=[observability.observability_middleware, error_middleware, *guard.MIDDLEWARES],
+        # One pass: request id, span, guard, handler, error envelope, metrics (api/edge.py).
+        middlewares=edge.MIDDLEWARES,
         client_max_size=settings["server.max_body_size"],
     )
     app[SETTINGS] = settings
@@ -278,7 +278,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(streams.streams_ctx)
     app.on_shutdown.append(streams.close_streams)
     app.on_shutdown.append(_close_websockets)
-    app.on_response_prepare.append(observability.stamp_traceparent)
+    app.on_response_prepare.append(edge.prepare_response)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
     return app

@@ -2,7 +2,8 @@
 
     {"error": {"code", "message", "details"}, "timestamp", "request_id"}
 
-Sources of errors, all handled by ``error_middleware``:
+Sources of errors, all turned into it by ``envelope_for`` (the edge, api/edge.py, calls it for
+whatever a request raised):
 - BusError            raised by the domain (bus/), carries a protocol.ErrorCode
 - web.HTTPException   raised by aiohttp itself: unknown route, wrong method, body too large
 - StorageBusy/Full    the database could not take the write (503 / 507)
@@ -21,7 +22,6 @@ from aiohttp import web
 from llmgine_daemon import __version__
 from llmgine_daemon.bus.codec import new_id
 from llmgine_daemon.bus.errors import BusError, StorageBusy, StorageError, StorageFull
-from llmgine_daemon.observability.context import set_request_id
 from llmgine_daemon.protocol import (
     ERROR_STATUS,
     REQUEST_ID_HEADER,
@@ -120,56 +120,61 @@ def _from_http_exception(request_id: str, exc: web.HTTPException) -> web.Respons
     return error_response(request_id, code, message, details, status=status, headers=headers)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    supplied = request.headers.get(REQUEST_ID_HEADER, "")
+def settle_request_id(request: web.Request) -> str:
+    """The request's id: the client's ``X-Request-ID`` when it is a sane token, else a new one;
+    kept as request[REQUEST_ID] and put on the response by ``stamp_response``."""
+    supplied = request.headers.get(REQUEST_ID_HEADER)
     # new_id: a pooled random read, not uuid4's getrandom syscall per request (bench/README.md).
-    request_id = supplied if _REQUEST_ID_OK.match(supplied) else new_id()
+    request_id = supplied if supplied and _REQUEST_ID_OK.match(supplied) else new_id()
     request[REQUEST_ID] = request_id
-    set_request_id(request_id)  # every log record of this request carries it
-    response: web.StreamResponse
-    try:
-        response = await handler(request)
-    except ApiError as exc:
-        response = error_response(
-            request_id, exc.code, exc.message, exc.details, status=exc.status, headers=exc.headers
-        )
-    except BusError as exc:
-        response = error_response(request_id, exc.code, exc.message, exc.details)
-    except web.HTTPException as exc:
+    return request_id
+
+
+def envelope_for(request: web.Request, request_id: str, exc: Exception) -> web.Response:
+    """The one error envelope for whatever a request raised (see the module docstring). A
+    redirect (an HTTPException below 400) is not an error: it is raised on."""
+    if isinstance(exc, ApiError):
+        return error_response(request_id, exc.code, exc.message, exc.details, status=exc.status, headers=exc.headers)
+    if isinstance(exc, BusError):
+        return error_response(request_id, exc.code, exc.message, exc.details)
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
-        response = _from_http_exception(request_id, exc)
-    except StorageBusy as exc:
+            raise exc
+        return _from_http_exception(request_id, exc)
+    if isinstance(exc, StorageBusy):
         log.warning("storage busy: %s (request %s)", exc, request_id)
         details: dict[str, Any] = {}
         if exc.busy_timeout is not None:  # gave up at its deadline (database.busy_timeout)
             details = {"setting": "database.busy_timeout", "busy_timeout": exc.busy_timeout, "waited": exc.waited}
-        response = error_response(
+        return error_response(
             request_id,
             ErrorCode.STORAGE_BUSY,
             "the database is busy (locked by another process); try again",
             details,
             headers={"Retry-After": "1"},
         )
-    except StorageFull as exc:
+    if isinstance(exc, StorageFull):
         log.error("storage full: %s (request %s)", exc, request_id)
-        response = error_response(
+        return error_response(
             request_id,
             ErrorCode.INSUFFICIENT_STORAGE,
             "the database cannot grow (disk full); nothing was written",
         )
-    except StorageError as exc:
+    if isinstance(exc, StorageError):
         log.error("storage error: %s (request %s)", exc, request_id)
-        response = error_response(request_id, ErrorCode.INTERNAL_ERROR, "storage error")
-    except Exception:
-        log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request_id)
-        response = error_response(
-            request_id,
-            ErrorCode.INTERNAL_ERROR,
-            f"internal error; see the daemon log for request {request_id}",
-        )
+        return error_response(request_id, ErrorCode.INTERNAL_ERROR, "storage error")
+    log.error("unhandled error in %s %s (request %s)", request.method, request.path, request_id, exc_info=exc)
+    return error_response(
+        request_id,
+        ErrorCode.INTERNAL_ERROR,
+        f"internal error; see the daemon log for request {request_id}",
+    )
+
+
+def stamp_response(response: web.StreamResponse, request_id: str) -> None:
+    """The request id and the daemon's version on every answer not already sent (a WebSocket
+    handshake or an event stream went out when its handler prepared it)."""
     if not response.prepared:
-        response.headers[REQUEST_ID_HEADER] = request_id
-        response.headers[VERSION_HEADER] = __version__
-    return response
+        headers = response.headers
+        headers[REQUEST_ID_HEADER] = request_id
+        headers[VERSION_HEADER] = __version__

@@ -2,9 +2,9 @@
 the user (tools and handlers are Python source), so these checks are the security boundary;
 the sandbox only limits the damage.
 
-The guard is one middleware (``guard_middleware``, inside ``error_middleware`` so every
-refusal is the one envelope) for every route, present and future, running six steps in this
-order, each a function of its own:
+The guard is one pass (``guarded``, called by the edge in api/edge.py inside its error handling,
+so every refusal is the one envelope) for every route, present and future, running six steps in
+this order, each a function of its own:
 
 1. ``check_transport``: on the Unix socket the peer's uid (SO_PEERCRED) must be ours or
    root, else 403. Over TCP ``Host`` must be allowed (403), ``Origin`` (when sent) must be
@@ -28,8 +28,8 @@ order, each a function of its own:
 
 Capacity limits on sessions, engines and tools are the bus's own (bus/capacity.py).
 
-Headers that belong on every response (RateLimit, CORS) are stamped in ``on_response_prepare``
-so error responses and WebSocket handshakes carry them too. WebSockets are tracked per
+Headers that belong on every response (RateLimit, CORS) are stamped by ``prepare_response``
+(the edge's prepare hook) so error responses and WebSocket handshakes carry them too. WebSockets are tracked per
 credential: revoking a key or ending a session closes them with 1008.
 
 Credentials are never logged: log lines name a key by its prefix (``lgk_<id>``) only.
@@ -251,6 +251,15 @@ async def in_session_scope(request: web.Request, session_id: str) -> bool:
     return False
 
 
+def response_headers(request: web.Request) -> dict[str, str]:
+    """Headers the guard puts on this request's response, whatever it is (``prepare_response``);
+    made on first use (most requests carry none: no CORS, rate limits off)."""
+    extra = request.get(_HEADERS)
+    if extra is None:
+        extra = request[_HEADERS] = {}
+    return extra
+
+
 def charge(request: web.Request, policy: str, key: str) -> None:
     """Take one from ``policy``'s bucket for ``key``; 429 when it is empty. The refusals that
     cost the client's IP (a bad Origin, a preflight, failed authentication) charge where they
@@ -260,18 +269,18 @@ def charge(request: web.Request, policy: str, key: str) -> None:
     if decision is None:
         return
     # The most specific policy's headers win: a WebSocket handshake shows its own bucket.
-    request[_HEADERS].update(decision.headers())
+    response_headers(request).update(decision.headers())
     if not decision.allowed:
         raise rate_limited(decision)
 
 
 # -- the steps ---------------------------------------------------------------------------
 #
-# One middleware (``guard_middleware``) runs them in this order, each one thing: transport ->
-# authentication -> rate limit -> body -> scope -> stream caps. A request one of them refuses
-# never reaches the next. One middleware rather than six: each aiohttp middleware layer is a
-# coroutine frame and a partial per request, and these steps are microseconds each
-# (bench/README.md, "One pass through the guard").
+# ``guarded`` runs them in this order, each one thing: transport -> authentication -> rate
+# limit -> body -> scope -> stream caps. A request one of them refuses never reaches the next.
+# One pass rather than six middlewares: each aiohttp middleware layer is a coroutine frame and
+# a partial per request, and these steps are microseconds each (bench/README.md, "One pass
+# through the guard").
 
 
 class _Peer:
@@ -325,7 +334,7 @@ def check_transport(request: web.Request, peer: _Peer) -> web.StreamResponse | N
             origin=origin[:128],
         )
     if guard.origins.is_listed(origin):
-        request[_HEADERS].update(guard.origins.cors_headers(origin))
+        response_headers(request).update(guard.origins.cors_headers(origin))
     if request.method == "OPTIONS" and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
         charge(request, "anonymous", peer.ip)
         # Listing every method we serve is harmless: the actual request is checked again.
@@ -453,10 +462,8 @@ async def with_stream_caps(request: web.Request, principal: Principal | None, ha
                 guard.websockets_by_holder.pop(holder, None)
 
 
-@web.middleware
-async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The guard's steps in one pass (see above and the module docstring)."""
-    request[_HEADERS] = {}
+async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The guard's steps in one pass (see above and the module docstring), then the handler."""
     peer = _peer(request)
     preflight = check_transport(request, peer)
     if preflight is not None:
@@ -488,17 +495,17 @@ def rate_key(principal: Principal) -> str:
     return f"session:{principal.session_id}" if principal.session_id is not None else principal.credential_id
 
 
-# Inside error_middleware, so every refusal is the one envelope.
-MIDDLEWARES = (guard_middleware,)
-
-
 # -- every response ----------------------------------------------------------------------
 
 
-async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    for name, value in request.get(_HEADERS, {}).items():
-        if name not in response.headers or name == "Vary":
-            response.headers[name] = value
+def prepare_response(request: web.Request, response: web.StreamResponse) -> None:
+    """Before any response goes out (api/edge.py's prepare hook): the guard's headers, and a
+    WebSocket's tracking, size limit and subprotocol."""
+    extra = request.get(_HEADERS)
+    if extra:
+        for name, value in extra.items():
+            if name not in response.headers or name == "Vary":
+                response.headers[name] = value
     if not isinstance(response, web.WebSocketResponse):
         return
     app = request.app
@@ -567,7 +574,7 @@ async def security_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def install(app: web.Application, settings: Settings) -> None:
+    """The guard's state and start-up; its steps run from the edge (api/edge.py)."""
     install_filters()
     app[GUARD] = Guard.from_settings(settings)
     app.cleanup_ctx.append(security_ctx)
-    app.on_response_prepare.append(on_response_prepare)

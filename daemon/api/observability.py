@@ -1,10 +1,11 @@
 """Spec section 7: logs, metrics and traces; plus the HTTP middleware that feeds them.
 
-``observability_middleware`` is the outermost middleware: it continues the client's W3C
-``traceparent`` (or starts a trace), opens the request span, binds the session id from the
-path so everything below logs with it, and counts the request by route template (never the
-raw path: ids would make every request its own series). ``_stamp_traceparent`` puts the
-span's ``traceparent`` on every response, WebSocket handshakes included, before it is sent.
+The edge (api/edge.py) calls ``begin_request`` first and ``end_request`` last for every
+request: the request span continues the client's W3C ``traceparent`` (or starts a trace), the
+session id from the path is bound so everything below logs with it, and the request is counted
+by route template (never the raw path: ids would make every request its own series).
+``stamp_traceparent`` puts the span's ``traceparent`` on every response, WebSocket handshakes
+included, before it is sent.
 
 Telemetry about telemetry is left out of the trace store: GETs of the observability routes,
 ``/metrics`` and ``/api/health`` (pollers such as ``llmgine logs -f`` would otherwise fill it);
@@ -13,18 +14,19 @@ they are still counted in metrics and still get a ``traceparent``.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import re
 import time
+from contextvars import Token
 
 from aiohttp import web
-from llmgine_daemon.api.errors import ApiError, Handler
+from llmgine_daemon.api.errors import ApiError
 from llmgine_daemon.api.keys import BUS, OBSERVABILITY
 from llmgine_daemon.api.util import json_response, path_id, query_choice, query_int, read_json
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.observability.context import CURRENT_SPAN, FIELDS, set_fields
+from llmgine_daemon.observability.core import Observability
 from llmgine_daemon.observability.logs import LEVELS, query_logs, scrub_metadata, scrub_text
 from llmgine_daemon.observability.metrics_view import prometheus_text, session_snapshot, snapshot
 from llmgine_daemon.observability.trace_store import list_traces, read_trace
@@ -46,49 +48,62 @@ def route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-@web.middleware
-async def observability_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+class Observed:
+    """One request's telemetry while it runs: begun by ``begin_request``, ended by
+    ``end_request`` with the status the client got."""
+
+    __slots__ = ("obs", "span", "route", "method", "fields_token", "span_token", "started")
+
+    def __init__(
+        self, obs: Observability, span: Span, route: str, method: str, fields_token: Token[dict[str, str]]
+    ) -> None:
+        self.obs = obs
+        self.span = span
+        self.route = route
+        self.method = method
+        self.fields_token = fields_token
+        self.span_token = CURRENT_SPAN.set(span)
+        self.started = time.perf_counter()
+
+
+def begin_request(request: web.Request, request_id: str) -> Observed:
+    """Continue the client's ``traceparent`` (or start a trace) with the request span, and bind
+    the path's session id and the request id so everything below logs with them."""
     obs = request.app[OBSERVABILITY]
+    method = request.method
     route = route_label(request)
-    record = not (request.method == "GET" and request.path.startswith(UNTRACED_PREFIXES))
+    record = not (method == "GET" and request.path.startswith(UNTRACED_PREFIXES))
     session_id = request.match_info.get("session_id")
     span = obs.tracer.start(
-        f"{request.method} {route}",
+        f"{method} {route}",
         parent=parse_traceparent(request.headers.get(TRACEPARENT)),
         kind="server",
         record=record,
-        **{"http.method": request.method, "http.route": route, "session_id": session_id},
+        **{"http.method": method, "http.route": route, "session_id": session_id},
     )
     request[SPAN] = span
-    fields_token = set_fields(session_id=session_id)
-    span_token = CURRENT_SPAN.set(span)
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:  # redirects (error_middleware handles every error status)
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        status = 499  # the client went away
-        raise
-    finally:
-        elapsed = time.perf_counter() - started
-        CURRENT_SPAN.reset(span_token)
-        FIELDS.reset(fields_token)  # also drops the request id the error middleware bound
-        if obs.metrics_enabled:
-            requests, duration = obs.http_metrics(route, request.method, status)
-            requests.inc()
-            duration.observe(elapsed)
-        span.set(**{"http.status_code": status})
-        if status >= 500:
-            span.fail(f"HTTP {status}")
-        span.end()
+    return Observed(obs, span, route, method, set_fields(session_id=session_id, request_id=request_id))
 
 
-async def stamp_traceparent(request: web.Request, response: web.StreamResponse) -> None:
+def end_request(observed: Observed, status: int) -> None:
+    """Restore the context, count and time the request by route template, end its span."""
+    elapsed = time.perf_counter() - observed.started
+    CURRENT_SPAN.reset(observed.span_token)
+    FIELDS.reset(observed.fields_token)
+    obs = observed.obs
+    if obs.metrics_enabled:
+        requests, duration = obs.http_metrics(observed.route, observed.method, status)
+        requests.inc()
+        duration.observe(elapsed)
+    span = observed.span
+    span.attributes["http.status_code"] = status
+    if status >= 500:
+        span.fail(f"HTTP {status}")
+    span.end()
+
+
+def stamp_traceparent(request: web.Request, response: web.StreamResponse) -> None:
+    """The request span's ``traceparent`` on its response, WebSocket handshakes included."""
     span = request.get(SPAN)
     if span is not None:
         response.headers[TRACEPARENT] = span.traceparent
