@@ -203,6 +203,9 @@ async def main_async(opts: argparse.Namespace) -> None:
         if opts.serve:
             await serve_rounds(loads, opts.connections)
             return
+        if opts.profile:
+            await profile(loads[opts.profile], opts)
+            return
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in wanted}
         for _ in range(opts.rounds):
             for name in wanted:
@@ -224,6 +227,24 @@ async def main_async(opts: argparse.Namespace) -> None:
     finally:
         await runner.cleanup()
         await bare_runner.cleanup()
+
+
+async def profile(load: tuple[Any, list[bytes]], opts: argparse.Namespace) -> None:
+    """One warm-up round, then one under cProfile: Python function calls per request (a count:
+    the same on a busy machine) and the functions with the most time of their own."""
+    import cProfile
+    import pstats
+
+    srv, reqs = load
+    await drive(srv, reqs, opts.requests, opts.connections)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await drive(srv, reqs, opts.requests, opts.connections)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    calls = sum(nc for _, nc, _, _, _ in stats.stats.values())  # type: ignore[attr-defined]
+    print(f"{opts.profile}: {calls / opts.requests:.1f} Python function calls per request")
+    stats.sort_stats("tottime").print_stats(30)
 
 
 async def serve_rounds(loads: dict[str, tuple[Any, list[bytes]]], connections: int) -> None:
@@ -289,6 +310,7 @@ def main() -> None:
     parser.add_argument("--loads", default=",".join(LOADS))
     parser.add_argument("--ab", nargs="+", metavar="NAME=DIR", help="alternate trees (see above)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", choices=LOADS, help="profile one load (cProfile) instead")
     opts = parser.parse_args()
     if opts.ab:
         ab(opts)

@@ -26,6 +26,7 @@ from llmgine_daemon.api import (
     mcp,
     observability,
     openapi,
+    routing,
     schedules,
     secrets,
     sessions,
@@ -281,4 +282,5 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(edge.prepare_response)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
+    routing.install(app)  # aiohttp's answers, found by the path's shape (api/routing.py)
     return app

@@ -66,6 +66,8 @@ def check_identifiers(request: web.Request) -> None:
             continue
         if not valid_id(value):
             raise invalid(name, "not a valid identifier", value=value[:64])
+    if not request.query_string:
+        return
     for name, value in request.query.items():
         if name.endswith("_id") and value and not valid_id(value):
             raise invalid(name, "not a valid identifier", value=value[:64])
