@@ -27,6 +27,7 @@ import asyncio
 import gc
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -227,6 +228,7 @@ async def main_async(opts: argparse.Namespace) -> None:
     finally:
         await runner.cleanup()
         await bare_runner.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 async def profile(load: tuple[Any, list[bytes]], opts: argparse.Namespace) -> None:

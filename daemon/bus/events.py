@@ -280,7 +280,6 @@ class EventLog:
         """Append an event to an active session's log; returns (event, replayed)."""
         assert self.store is not None
         check_event_type(event_type)
-        from llmgine_daemon.bus.sessions import require_active  # sessions imports this module
 
         def write(conn: sqlite3.Connection) -> tuple[Event, bool]:
             prior = lookup(conn, idem)
@@ -288,6 +287,9 @@ class EventLog:
                 return _get(conn, session_id, prior[1]), True
             event = insert_event_if_active(conn, session_id, event_type, data, metadata=metadata, source=source)
             if event is None:
+                # Imported here, on the refusal path only: sessions imports this module.
+                from llmgine_daemon.bus.sessions import require_active
+
                 require_active(conn, session_id)  # not found, or closed: raises which
                 raise RuntimeError(f"session {session_id!r} is active yet took no event")
             record(conn, idem, "event", event.event_id, session_id)
