@@ -162,7 +162,8 @@ def _cluster(settings: Settings) -> LocalCluster:
     if url.startswith(("postgresql://", "postgres://")):
         from llmgine_daemon.bus.cluster_shared import SharedCluster
 
-        return SharedCluster(url, lease_timeout=settings["cluster.lease_timeout"])
+        node_file = settings.paths.state_dir / "cluster-node"
+        return SharedCluster(url, lease_timeout=settings["cluster.lease_timeout"], node_file=node_file)
     return LocalCluster(lease_timeout=settings["cluster.lease_timeout"])
 
 

@@ -30,7 +30,11 @@ import pytest
 from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
 from tests.eventually import eventually_blocking
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(300),
+    pytest.mark.own_database(reason="its nodes share a PostgreSQL database of their own"),
+]
 
 LEASE_TIMEOUT = "2"
 # Low enough to reach in a test, high enough for every other test of a cluster (a fresh
@@ -312,6 +316,41 @@ def test_kill_9_of_a_node_hands_its_sessions_to_the_survivors(cluster):
         lambda: (n := s.call("GET", "/api/status")["cluster"]["nodes"]) and len(n) == 2 and n, timeout=30
     )
     assert holder not in {n["node_id"] for n in nodes}
+
+
+def test_a_restart_takes_its_own_sessions_back_at_once_but_a_copied_home_takes_nothing(pg_url, tmp_path):
+    """A daemon restarted in its home takes over what it held at once, not after the lease
+    timeout (ten minutes here); a copy of its home, node file included, started beside it
+    while it lives takes nothing from it."""
+    env = {"DATABASE_URL": pg_url, "LLMGINE_LEASE_TIMEOUT": "600"}
+
+    def start(home: Path, port: int) -> Node:
+        proc = run_daemon(home, "--port", str(port), env=env)
+        wait_for_http(port, proc, timeout=60)
+        return Node(home, port, proc, pg_url)
+
+    (tmp_path / "a").mkdir()
+    a = start(tmp_path / "a", free_port())
+    copy: Node | None = None
+    try:
+        sid = session_with_engine(a)
+        cid = a.submit(sid, "long", delay_ms=600_000)["command_id"]
+        status = f"/api/sessions/{sid}/commands/{cid}"
+        eventually_blocking(lambda: a.call("GET", status)["status"] == "executing", timeout=30)
+        (tmp_path / "copy" / "state").mkdir(parents=True)
+        (tmp_path / "copy" / "state" / "cluster-node").write_bytes((a.home / "state" / "cluster-node").read_bytes())
+        copy = start(tmp_path / "copy", free_port())  # its start and first tick are behind it
+        assert _lease_holder(a, sid) == _node_id(a)
+        assert copy.call("GET", status)["status"] == "executing"
+        a.kill()
+        a = start(a.home, a.port)
+        record = eventually_blocking(lambda: (r := a.call("GET", status))["status"] != "executing" and r, timeout=20)
+        assert record["status"] == "interrupted"
+    finally:
+        for node in (a, copy):
+            if node is not None and node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGTERM)
+                node.proc.wait(timeout=30)
 
 
 def _node_id(node: Node) -> str:
