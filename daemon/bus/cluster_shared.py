@@ -129,7 +129,7 @@ class SharedCluster(LocalCluster):
             if predecessor is not None and _dead(sql.node_process(conn, predecessor), host):
                 taken = sql.forget(conn, predecessor)
                 if taken:
-                    log.info("taking over %d sessions of %s, which ran in this home before", taken, predecessor)
+                    log.info("taking over %d session(s) of %s, which ran in this home before", taken, predecessor)
             sql.heartbeat(conn, self.node_id, host, pid, self.started_at, self.lease_timeout)
             # Read before the bus loads its engines and handlers: later changes are applied.
             return conn.execute("SELECT pg_backend_pid()").fetchone()[0], sql.registry_head(conn)
