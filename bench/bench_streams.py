@@ -43,6 +43,9 @@ from typing import Any
 
 import msgspec
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_bus import paced  # noqa: E402
+
 # -- the subscriber process -----------------------------------------------------------------
 
 
@@ -209,10 +212,13 @@ async def _run_case(
     assert line.strip() == b"ready", line
 
     total = int(rate * seconds)
-    interval = 1.0 / rate
-    pending: set[asyncio.Task[Any]] = set()
+    rss = 0.0
 
-    async def one(final: bool) -> None:
+    async def one(i: int) -> None:
+        nonlocal rss
+        final = i == total - 1
+        if final:  # every subscriber still connected, all but one event delivered
+            rss = _rss_mib()
         t = time.monotonic()
         events = await bus.store.write(
             lambda c: [insert_event(c, sid, "BenchTick", {"t": t, "final": final}, source="api")]
@@ -231,37 +237,13 @@ async def _run_case(
         if rec.status == "completed":
             command_lat.append(time.monotonic() - t)
 
-    async def commands_alongside() -> None:
-        """``command_rate`` commands/s, paced like the events, each submitted and awaited."""
-        running: set[asyncio.Task[None]] = set()
-        n, begin = 0, time.monotonic()
-        while not published.is_set():
-            delay = begin + n / command_rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(command(n))
-            running.add(task)
-            task.add_done_callback(running.discard)
-            n += 1
-        await asyncio.gather(*running)
-
     published = asyncio.Event()
-    alongside = asyncio.create_task(commands_alongside()) if command_rate else None
+    # ``command_rate`` commands/s, paced like the events, each submitted and awaited.
+    alongside = asyncio.create_task(paced(command_rate, command, until=published)) if command_rate else None
     cpu0 = time.process_time()
     sys0 = _system_busy()
     start = time.monotonic()
-    rss = 0.0
-    for i in range(total):
-        # Pace against the clock, not by sleeping a fixed interval (sleep overshoots).
-        delay = start + i * interval - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if i == total - 1:  # every subscriber still connected, all but one event delivered
-            rss = _rss_mib()
-        task = asyncio.create_task(one(i == total - 1))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    await asyncio.gather(*pending)
+    await paced(rate, one, count=total)
     publish_elapsed = time.monotonic() - start
     published.set()
     if alongside is not None:
