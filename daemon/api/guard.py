@@ -50,7 +50,7 @@ from aiohttp import WSCloseCode, hdrs, web
 from llmgine_daemon.api.errors import ApiError, Handler
 from llmgine_daemon.api.keys import BUS, CREDENTIALS, SETTINGS, WEBSOCKETS
 from llmgine_daemon.api.limits import check_identifiers, json_field, read_body
-from llmgine_daemon.api.origins import HostPolicy, OriginPolicy, check_bind
+from llmgine_daemon.api.origins import HostPolicy, OriginPolicy
 from llmgine_daemon.api.ratelimit import Decision, RateLimiter
 from llmgine_daemon.api.util import checks_own_scope, read_json, takes_code
 from llmgine_daemon.bus.auth import SYNC_EVERY, AuthFailure, Credentials, Principal
@@ -536,7 +536,6 @@ async def security_ctx(app: web.Application) -> AsyncIterator[None]:
     credentials = Credentials(bus.store, settings["security.api_key_secret"])
     credentials.shared = bus.cluster.shared  # other nodes make and revoke keys too
     await credentials.load()
-    check_bind(settings, credentials.has_user_keys)  # before anything else is written
     await credentials.ensure_local_key(settings.paths.local_key)
     credentials.on_revoked(guard.sockets.close_for)
     bus.sessions.hooks.append(credentials.session_ended)
