@@ -1,4 +1,4 @@
-"""create_app(settings): app keys, cleanup contexts, middlewares and routes."""
+"""create_app(settings): app keys, cleanup contexts, the edge middleware and routes."""
 
 from __future__ import annotations
 

@@ -1,2 +1,3 @@
-"""The HTTP + WebSocket edge (aiohttp): one route module per resource, the middlewares (guard,
-errors, observability) and the OpenAPI document. Calls the bus; see docs/architecture.md."""
+"""The HTTP + WebSocket edge (aiohttp): one route module per resource, the edge (api/edge.py:
+guard, errors, observability in one middleware; routing by shape) and the OpenAPI document.
+Calls the bus; see docs/architecture.md."""

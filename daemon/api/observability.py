@@ -1,4 +1,4 @@
-"""Spec section 7: logs, metrics and traces; plus the HTTP middleware that feeds them.
+"""Spec section 7: logs, metrics and traces; plus the steps of the HTTP edge that feed them.
 
 The edge (api/edge.py) calls ``begin_request`` first and ``end_request`` last for every
 request: the request span continues the client's W3C ``traceparent`` (or starts a trace), the

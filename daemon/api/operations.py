@@ -115,7 +115,7 @@ PATH_SCHEMAS: dict[str, tuple[dict[str, Any], str]] = {
     "asset": ({"type": "string", "enum": sorted(ASSETS)}, "a vendored file"),
 }
 
-# Every operation may answer these (the guard, the error middleware, the store).
+# Every operation may answer these (the guard, the error envelope, the store).
 COMMON_ERRORS = (
     ErrorCode.VALIDATION_ERROR,
     ErrorCode.UNAUTHORIZED,

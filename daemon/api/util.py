@@ -178,7 +178,7 @@ def query_choice(request: web.Request, name: str, choices: tuple[str, ...]) -> s
 
 def path_id(request: web.Request, name: str) -> str:
     """A path identifier. Already checked against the grammar's ``Id`` (no NUL, ../ or
-    lookalikes) by the guard's scope middleware (api/limits.py), before any handler runs."""
+    lookalikes) by the guard's scope step (api/limits.py), before any handler runs."""
     return request.match_info[name]
 
 

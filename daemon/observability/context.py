@@ -62,15 +62,6 @@ def bind(**values: Any) -> Iterator[None]:
         FIELDS.reset(token)
 
 
-def set_request_id(request_id: str) -> None:
-    """Called by the error middleware once it has settled the request id.
-
-    Not reset here: the observability middleware around it restores the whole context when
-    the request ends (keep-alive requests share one task, hence one context).
-    """
-    set_fields(request_id=request_id)
-
-
 def current_trace_id() -> str | None:
     span = CURRENT_SPAN.get()
     return span.trace_id if span is not None else None

@@ -83,7 +83,7 @@ def _h(name: str, labels: tuple[str, ...], help: str, buckets: tuple[float, ...]
 
 
 CATALOG: tuple[MetricDef, ...] = (
-    # HTTP edge (api/observability.py middleware)
+    # HTTP edge (api/observability.py end_request, run by api/edge.py)
     _c("http_requests_total", ("route", "method", "status"), "HTTP requests by route template, method and status"),
     _h("http_request_duration_seconds", ("route", "method"), "HTTP request latency"),
     # storage (store/db.py group commit, via Store.on_commit)
