@@ -7,7 +7,8 @@ The real app (``create_app``, started by an ``AppRunner`` with the daemon's serv
 SQLite database in a temp dir, default settings but rate limits 0) is fed HTTP/1.1 requests as
 bytes through in-memory transports: ``--connections`` keep-alive connections each send their
 next request as soon as the previous response is written, as wrk does. A bare aiohttp route
-runs the same way (``bare``). Printed per load: CPU µs per request of the whole process
+runs the same way (``bare``); ``health`` is ``GET /api/health`` with the key, the edge around a
+handler that reads nothing. Printed per load: CPU µs per request of the whole process
 (``time.process_time``: the event loop and the store's threads; the median of the rounds and
 the lowest, which other load on the machine can only raise), and of the loop's thread alone.
 Without sockets there is no syscall and no load generator: the figures are the parsing,
@@ -37,7 +38,7 @@ from typing import Any
 
 from aiohttp import web
 
-LOADS = ("bare", "get", "events", "commands")
+LOADS = ("bare", "health", "get", "events", "commands")
 
 
 class Transport(asyncio.Transport):
@@ -165,6 +166,8 @@ async def main_async(opts: argparse.Namespace) -> None:
 
     home = tempfile.mkdtemp(prefix="lgin", dir="/tmp")
     env = {
+        # Settings from this environment reach the app (ENABLE_TRACING=0, LLMGINE_DB_...).
+        **{k: v for k, v in os.environ.items() if k.startswith(("LLMGINE_", "ENABLE_", "DATABASE_"))},
         "LLMGINE_HOME": home,
         "LLMGINE_RATE_LIMIT_AUTHENTICATED": "0",
         "LLMGINE_RATE_LIMIT_UNAUTHENTICATED": "0",
@@ -192,6 +195,9 @@ async def main_async(opts: argparse.Namespace) -> None:
         command = b'{"command_type":"DummyEngineCommand","parameters":{"prompt":"x"}}'
         loads = {
             "bare": (bare_runner.server, [request_bytes("GET", "/", None)]),
+            # The whole edge (request id, span, guard with the bearer key, envelope, metrics) around
+            # a handler that reads nothing: the edge's cost apart from any route's own work.
+            "health": (server, [request_bytes("GET", "/api/health", key)]),
             "get": (server, [request_bytes("GET", f"/api/sessions/{sessions[0]}", key)]),
             "events": (server, [request_bytes("POST", f"/api/sessions/{s}/events", key, event) for s in sessions]),
             "commands": (

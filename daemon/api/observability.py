@@ -74,12 +74,12 @@ def begin_request(request: web.Request, request_id: str) -> Observed:
     route = route_label(request)
     record = not (method == "GET" and request.path.startswith(UNTRACED_PREFIXES))
     session_id = request.match_info.get("session_id")
-    span = obs.tracer.start(
+    span = obs.tracer.start_with(
         f"{method} {route}",
+        {"http.method": method, "http.route": route, "session_id": session_id},
         parent=parse_traceparent(request.headers.get(TRACEPARENT)),
         kind="server",
         record=record,
-        **{"http.method": method, "http.route": route, "session_id": session_id},
     )
     request[SPAN] = span
     return Observed(obs, span, route, method, set_fields(session_id=session_id, request_id=request_id))

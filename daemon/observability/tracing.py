@@ -273,11 +273,27 @@ class Tracer:
         **attributes: Any,
     ) -> Span:
         """A new span under ``parent`` (default: the current span). Does not make it current."""
+        return self.start_with(name, attributes, parent=parent, kind=kind, record=record)
+
+    def start_with(
+        self,
+        name: str,
+        attributes: dict[str, Any],
+        *,
+        parent: Span | Remote | None = None,
+        kind: str = "internal",
+        record: bool = True,
+    ) -> Span:
+        """``start`` with the attributes as a dict the span then owns (the request span's: no
+        keyword arguments packed and unpacked per request)."""
         if parent is None:
             parent = CURRENT_SPAN.get()
         bound = FIELDS.get()
-        attrs = {k: bound[k] for k in FIELD_NAMES if k in bound and k != "request_id"}
-        attrs.update(attributes)
+        if bound:  # the fields bound around it come first; its own attributes win
+            attrs = {k: bound[k] for k in FIELD_NAMES if k in bound and k != "request_id"}
+            attrs.update(attributes)
+        else:
+            attrs = attributes
         if parent is None:
             trace_id = new_trace_id()
             parent_id, local_root, sampled = None, True, sampled_by_rate(trace_id, self.sample_rate)
