@@ -28,17 +28,19 @@ import asyncio
 from aiohttp import web
 from llmgine_daemon.api import guard, observability
 from llmgine_daemon.api.errors import Handler, envelope_for, settle_request_id, stamp_response
+from llmgine_daemon.api.keys import OBSERVABILITY
 
 
 @web.middleware
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The steps of the module docstring, in its order."""
+    app = request.app  # a property: its per-app parts are looked up once, here
     request_id = settle_request_id(request)
-    observed = observability.begin_request(request, request_id)
+    observed = observability.begin_request(request, request_id, app[OBSERVABILITY])
     status = 500
     try:
         try:
-            response = await guard.guarded(request, handler)
+            response = await guard.guarded(request, handler, app[guard.GUARD])
         except Exception as exc:
             response = envelope_for(request, request_id, exc)  # a redirect is raised on
         stamp_response(response, request_id)

@@ -126,6 +126,8 @@ class Guard:
     open_websockets: int = 0
     # Open WebSockets per holder (see websocket_holder), for max_websockets_per_credential.
     websockets_by_holder: dict[str, int] = field(default_factory=dict)
+    # The app's keys and tokens (app[CREDENTIALS]), once security_ctx has loaded them.
+    credentials: Credentials | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Guard:
@@ -260,12 +262,12 @@ def response_headers(request: web.Request) -> dict[str, str]:
     return extra
 
 
-def charge(request: web.Request, policy: str, key: str) -> None:
+def charge(request: web.Request, guard: Guard, policy: str, key: str) -> None:
     """Take one from ``policy``'s bucket for ``key``; 429 when it is empty. The refusals that
     cost the client's IP (a bad Origin, a preflight, failed authentication) charge where they
     happen, since they end the request there; everything that passes is charged by
     ``charge_request``."""
-    decision = request.app[GUARD].limiter.hit(policy, key)
+    decision = guard.limiter.hit(policy, key)
     if decision is None:
         return
     # The most specific policy's headers win: a WebSocket handshake shows its own bucket.
@@ -309,7 +311,7 @@ def _peer(request: web.Request) -> _Peer:
     return peer
 
 
-def check_transport(request: web.Request, peer: _Peer) -> web.StreamResponse | None:
+def check_transport(request: web.Request, peer: _Peer, guard: Guard) -> web.StreamResponse | None:
     """Where the request comes from: a Unix socket peer of ours, or TCP with an allowed Host and
     Origin. A CORS preflight is answered here (returned), without credentials."""
     if peer.uid is not None:
@@ -317,7 +319,6 @@ def check_transport(request: web.Request, peer: _Peer) -> web.StreamResponse | N
             log.warning("refused a Unix socket peer with uid %s", peer.uid)
             raise forbidden("this daemon belongs to another user")
         return None
-    guard = request.app[GUARD]
     host = request.headers.get(hdrs.HOST)
     if not guard.hosts.allows(host):
         raise forbidden(
@@ -328,7 +329,7 @@ def check_transport(request: web.Request, peer: _Peer) -> web.StreamResponse | N
     if origin is None:
         return None
     if not guard.origins.allows(origin, host):
-        charge(request, "anonymous", peer.ip)
+        charge(request, guard, "anonymous", peer.ip)
         raise forbidden(
             "Origin not allowed (add it to security.cors_origins if it is yours)",
             origin=origin[:128],
@@ -336,13 +337,13 @@ def check_transport(request: web.Request, peer: _Peer) -> web.StreamResponse | N
     if guard.origins.is_listed(origin):
         response_headers(request).update(guard.origins.cors_headers(origin))
     if request.method == "OPTIONS" and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
-        charge(request, "anonymous", peer.ip)
+        charge(request, guard, "anonymous", peer.ip)
         # Listing every method we serve is harmless: the actual request is checked again.
         return web.Response(status=204, headers=guard.origins.preflight_headers(origin, PREFLIGHT_METHODS))
     return None
 
 
-async def _authenticate_tcp(request: web.Request, peer: _Peer) -> Principal | None:
+async def _authenticate_tcp(request: web.Request, peer: _Peer, guard: Guard) -> Principal | None:
     """The TCP request's principal; None on an open path without a (valid) credential."""
     try:
         presented = presented_credential(request)
@@ -353,7 +354,8 @@ async def _authenticate_tcp(request: web.Request, peer: _Peer) -> Principal | No
                 f"missing credential: send `Authorization: Bearer <key>` (or `{SESSION_TOKEN_HEADER}`)",
                 invalid=False,
             )
-        credentials = request.app[CREDENTIALS]
+        credentials = guard.credentials
+        assert credentials is not None, "security_ctx has not run"
         try:
             return credentials.verify(presented)
         except AuthFailure as exc:
@@ -372,30 +374,30 @@ async def _authenticate_tcp(request: web.Request, peer: _Peer) -> Principal | No
     except ApiError as exc:
         # Failed authentication costs the IP: brute force meets 429 soon.
         if exc.code == ErrorCode.UNAUTHORIZED:
-            charge(request, "anonymous", peer.ip)
+            charge(request, guard, "anonymous", peer.ip)
         raise
 
 
-async def authenticate(request: web.Request, peer: _Peer) -> Principal | None:
+async def authenticate(request: web.Request, peer: _Peer, guard: Guard) -> Principal | None:
     """Who is asking: the socket's owner on the Unix socket, else the credential presented
     (also kept as request[PRINCIPAL]; None for an open path reached without one)."""
-    principal = peer.owner if peer.owner is not None else await _authenticate_tcp(request, peer)
+    principal = peer.owner if peer.owner is not None else await _authenticate_tcp(request, peer, guard)
     if principal is not None:
         request[PRINCIPAL] = principal
     return principal
 
 
-def charge_request(request: web.Request, principal: Principal | None, peer: _Peer) -> None:
+def charge_request(request: web.Request, principal: Principal | None, peer: _Peer, guard: Guard) -> None:
     """Charge what passed: the principal's bucket (the owner's only with
     ``rate_limits.unix_socket``), the IP's without one; a TCP WebSocket handshake also takes
     from the IP's websocket bucket."""
     tcp = peer.uid is None
     if principal is None:
-        charge(request, "anonymous", peer.ip)
-    elif tcp or request.app[GUARD].settings.rate_limit_unix_socket:
-        charge(request, "key", rate_key(principal))
+        charge(request, guard, "anonymous", peer.ip)
+    elif tcp or guard.settings.rate_limit_unix_socket:
+        charge(request, guard, "key", rate_key(principal))
     if tcp and is_websocket(request):
-        charge(request, "websocket", peer.ip)
+        charge(request, guard, "websocket", peer.ip)
 
 
 async def check_scope(request: web.Request, principal: Principal | None) -> None:
@@ -462,18 +464,19 @@ async def with_stream_caps(request: web.Request, principal: Principal | None, ha
                 guard.websockets_by_holder.pop(holder, None)
 
 
-async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The guard's steps in one pass (see above and the module docstring), then the handler."""
+async def guarded(request: web.Request, handler: Handler, guard: Guard) -> web.StreamResponse:
+    """The guard's steps in one pass (see above and the module docstring), then the handler.
+    ``guard`` is the app's (request.app[GUARD]: the edge looks it up once per request)."""
     peer = _peer(request)
-    preflight = check_transport(request, peer)
+    preflight = check_transport(request, peer, guard)
     if preflight is not None:
         return preflight
-    principal = await authenticate(request, peer)
-    charge_request(request, principal, peer)
+    principal = await authenticate(request, peer, guard)
+    charge_request(request, principal, peer, guard)
     # The body arrives within ``server.read_timeout`` (408) and within the size limit (413),
     # before anything reads it; handlers then read it from memory.
     if request.body_exists:
-        await read_body(request, request.app[GUARD].settings.read_timeout)
+        await read_body(request, guard.settings.read_timeout)
     await check_scope(request, principal)
     if _browser_stream(request):
         return await with_stream_caps(request, principal, handler)
@@ -547,6 +550,7 @@ async def security_ctx(app: web.Application) -> AsyncIterator[None]:
     credentials.on_revoked(guard.sockets.close_for)
     bus.sessions.hooks.append(credentials.session_ended)
     app[CREDENTIALS] = credentials
+    guard.credentials = credentials
 
     async def sweep_expired() -> None:
         while True:

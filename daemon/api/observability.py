@@ -66,10 +66,10 @@ class Observed:
         self.started = time.perf_counter()
 
 
-def begin_request(request: web.Request, request_id: str) -> Observed:
+def begin_request(request: web.Request, request_id: str, obs: Observability) -> Observed:
     """Continue the client's ``traceparent`` (or start a trace) with the request span, and bind
-    the path's session id and the request id so everything below logs with them."""
-    obs = request.app[OBSERVABILITY]
+    the path's session id and the request id so everything below logs with them. ``obs`` is
+    the app's (request.app[OBSERVABILITY])."""
     method = request.method
     route = route_label(request)
     record = not (method == "GET" and request.path.startswith(UNTRACED_PREFIXES))
