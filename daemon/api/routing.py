@@ -93,7 +93,7 @@ class ShapeIndex:
             self.build()
         path = request.rel_url.path_safe
         literals = self.literals
-        shape = tuple(s if s in literals else None for s in path.split("/"))
+        shape = tuple([s if s in literals else None for s in path.split("/")])  # a list: no generator
         try:
             candidates = self.shapes[shape]
         except KeyError:
