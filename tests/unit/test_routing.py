@@ -43,6 +43,7 @@ def paths(app: Any) -> set[str]:
 async def test_shape_index_answers_as_aiohttp(make_settings: Callable[..., Settings]) -> None:
     app = create_app(make_settings())
     router = app.router
+    assert isinstance(getattr(router.resolve, "__self__", None), ShapeIndex)  # create_app installed it
     index = ShapeIndex(router)
     index.fallback = type(router).resolve.__get__(router)  # aiohttp's own, not the installed one
     checked = 0
