@@ -2,9 +2,12 @@
 
     python bench/bench_streams.py [--rate 1000] [--seconds 5] [--subscribers 100]
 
-One run measures two cases on the same daemon, back to back, and prints them side by side:
-a single subscriber (the baseline) and N subscribers (issue 10's target: 100 subscribers,
-1,000 events/s, every event delivered to every subscriber, p99 under 50 ms).
+One run measures three cases on the same daemon, back to back, and prints them side by side:
+a single subscriber (the baseline), N subscribers (issue 10's target: 100 subscribers, 1,000
+events/s, every event delivered to every subscriber, p99 under 50 ms), and N subscribers
+while commands run in other sessions (``--command-rate``, default 200 DummyEngine commands/s
+over 16 sessions, submitted and awaited through the bus in this process: the runner, its
+writes and its events share the loop and the writer with the fan-out; issue #18).
 
 Setup, and why:
 - The daemon app runs in this process on a Unix socket (real SQLite file, durable commits,
@@ -39,6 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_bus import paced  # noqa: E402
 
 # -- the subscriber process -----------------------------------------------------------------
 
@@ -173,10 +179,19 @@ async def _subscribers_main(socket_path: str, count: int, path: str) -> None:
 
 
 async def _run_case(
-    socket_path: str, app: Any, sid: str, subscribers: int, rate: int, seconds: float
+    socket_path: str,
+    app: Any,
+    sid: str,
+    subscribers: int,
+    rate: int,
+    seconds: float,
+    command_rate: int = 0,
+    command_sids: list[str] | None = None,
 ) -> dict[str, Any]:
     from llmgine_daemon.api.keys import BUS
+    from llmgine_daemon.bus.commands import validate
     from llmgine_daemon.bus.events import insert_event
+    from llmgine_daemon.protocol import CommandCreate
 
     bus = app[BUS]
     child = await asyncio.create_subprocess_exec(
@@ -197,10 +212,13 @@ async def _run_case(
     assert line.strip() == b"ready", line
 
     total = int(rate * seconds)
-    interval = 1.0 / rate
-    pending: set[asyncio.Task[Any]] = set()
+    rss = 0.0
 
-    async def one(final: bool) -> None:
+    async def one(i: int) -> None:
+        nonlocal rss
+        final = i == total - 1
+        if final:  # every subscriber still connected, all but one event delivered
+            rss = _rss_mib()
         t = time.monotonic()
         events = await bus.store.write(
             lambda c: [insert_event(c, sid, "BenchTick", {"t": t, "final": final}, source="api")]
@@ -209,22 +227,27 @@ async def _run_case(
         bus.events.notify(events)
 
     commit_lat: list[float] = []
+    command_lat: list[float] = []
+    spec = validate(CommandCreate("DummyEngineCommand", {"prompt": "alongside"}))
+
+    async def command(n: int) -> None:
+        t = time.monotonic()
+        rec, _ = await bus.commands.submit((command_sids or [sid])[n % len(command_sids or [sid])], spec)
+        await bus.commands.wait([rec], 60)
+        if rec.status == "completed":
+            command_lat.append(time.monotonic() - t)
+
+    published = asyncio.Event()
+    # ``command_rate`` commands/s, paced like the events, each submitted and awaited.
+    alongside = asyncio.create_task(paced(command_rate, command, until=published)) if command_rate else None
     cpu0 = time.process_time()
     sys0 = _system_busy()
     start = time.monotonic()
-    rss = 0.0
-    for i in range(total):
-        # Pace against the clock, not by sleeping a fixed interval (sleep overshoots).
-        delay = start + i * interval - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if i == total - 1:  # every subscriber still connected, all but one event delivered
-            rss = _rss_mib()
-        task = asyncio.create_task(one(i == total - 1))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    await asyncio.gather(*pending)
+    await paced(rate, one, count=total)
     publish_elapsed = time.monotonic() - start
+    published.set()
+    if alongside is not None:
+        await alongside
     out, _ = await asyncio.wait_for(child.communicate(), 300)
     result = json.loads(out.decode().strip().splitlines()[-1])
     daemon_cpu = time.process_time() - cpu0
@@ -249,6 +272,8 @@ async def _run_case(
         "client_us": result["cpu"] / delivered * 1e6,
         "client_cpu": result["cpu"] / result["elapsed"],
         "rss_mib": rss,
+        "commands_per_s": len(command_lat) / publish_elapsed,
+        "command_p99_ms": sorted(command_lat)[int(len(command_lat) * 0.99) - 1] * 1000 if command_lat else 0.0,
     }
 
 
@@ -273,10 +298,12 @@ def _system_busy() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(rate: int, seconds: float, subscribers: int, synchronous: str | None = None) -> dict[str, Any]:
-    """Both cases (1 subscriber, then ``subscribers``) on one daemon: {"cases", "overflows",
-    "synchronous"}. The daemon app runs in this process, so run it in a fresh one (``--json``)
-    when its RSS matters."""
+async def measure(
+    rate: int, seconds: float, subscribers: int, synchronous: str | None = None, command_rate: int = 200
+) -> dict[str, Any]:
+    """The three cases (1 subscriber, ``subscribers``, ``subscribers`` with ``command_rate``
+    commands/s in 16 other sessions) on one daemon: {"cases", "overflows", "synchronous"}. The
+    daemon app runs in this process, so run it in a fresh one (``--json``) when its RSS matters."""
     from aiohttp import web
     from llmgine_daemon.api.keys import BUS, STREAMS
     from llmgine_daemon.app import create_app
@@ -293,10 +320,16 @@ async def measure(rate: int, seconds: float, subscribers: int, synchronous: str 
         await runner.setup()
         sock = str(home / "b.sock")
         await web.UnixSite(runner, sock).start()
-        sid = (await app[BUS].sessions.create("bench", {})).session_id
+        bus = app[BUS]
+        sid = (await bus.sessions.create("bench", {})).session_id
         cases = []
         for subs in (1, subscribers):
             cases.append(await _run_case(sock, app, sid, subs, rate, seconds))
+        if command_rate:
+            others = [(await bus.sessions.create(None, {})).session_id for _ in range(16)]
+            for other in others:
+                await bus.engines.create("DummyEngine", other, None, {})
+            cases.append(await _run_case(sock, app, sid, subscribers, rate, seconds, command_rate, others))
         overflows = app[STREAMS].overflows
         await runner.cleanup()
     finally:
@@ -325,7 +358,7 @@ def run_rows(row: Any, quick: bool = False, bare_rss: float | None = None) -> tu
     if os.environ.get("LLMGINE_DB_SYNCHRONOUS"):  # as for the other figures
         argv += ["--synchronous", os.environ["LLMGINE_DB_SYNCHRONOUS"]]
     out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True, timeout=600).stdout
-    base, fan = json.loads(out.strip().splitlines()[-1])["cases"]
+    base, fan, busy = json.loads(out.strip().splitlines()[-1])["cases"]
     label = f"fan-out {subscribers} WS subscribers, {rate:,} events/s"
     ok = fan["p99_ms"] < 50 and fan["complete"]
     fanout = [
@@ -351,6 +384,14 @@ def run_rows(row: Any, quick: bool = False, bare_rss: float | None = None) -> tu
             "all",
             fan["complete"],
         ),
+        row(
+            f"  p99 with {busy['commands_per_s']:,.0f} commands/s in other sessions",
+            f"{busy['p99_ms']:.1f} ms",
+            f"without {fan['p99_ms']:.1f} ms",
+            f"{busy['p99_ms'] / fan['p99_ms']:.1f}x",
+            "p99 < 50 ms",
+            busy["p99_ms"] < 50 and busy["complete"],
+        ),
     ]
     rss, baseline = fan["rss_mib"], base["rss_mib"]
     if bare_rss:
@@ -375,11 +416,11 @@ def run_rows(row: Any, quick: bool = False, bare_rss: float | None = None) -> tu
 
 
 async def _daemon_main(args: argparse.Namespace) -> None:
-    result = await measure(args.rate, args.seconds, args.subscribers, args.synchronous)
+    result = await measure(args.rate, args.seconds, args.subscribers, args.synchronous, args.command_rate)
     if args.json:
         print(json.dumps(result), flush=True)
         return
-    base, fan = result["cases"]
+    base, fan, *alongside = result["cases"]
     print(
         f"fan-out over a Unix socket: {args.rate} events/s for {args.seconds:g} s, "
         f"durable (synchronous={result['synchronous']}), "
@@ -414,6 +455,14 @@ async def _daemon_main(args: argparse.Namespace) -> None:
         )
     target = "met" if fan["p99_ms"] < 50 and fan["complete"] else "NOT met"
     print(f"target (p99 < 50 ms, all delivered, {fan['subscribers']} subscribers): {target}")
+    for busy in alongside:
+        target = "met" if busy["p99_ms"] < 50 and busy["complete"] else "NOT met"
+        print(
+            f"with {busy['commands_per_s']:,.0f} commands/s in 16 other sessions (p99 of a command"
+            f" {busy['command_p99_ms']:.1f} ms): p99 publish->receipt {busy['p99_ms']:.1f} ms, p50"
+            f" {busy['p50_ms']:.1f} ms, every event to every subscriber {busy['complete']},"
+            f" daemon CPU {busy['daemon_cpu']:.2f} cores; target (p99 < 50 ms): {target}"
+        )
 
 
 def main() -> None:
@@ -423,6 +472,12 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument(
         "--synchronous", choices=("normal", "full"), help="SQLite synchronous mode (default: the daemon's default)"
+    )
+    parser.add_argument(
+        "--command-rate",
+        type=int,
+        default=200,
+        help="commands/s run in other sessions during the third case (0: no third case)",
     )
     parser.add_argument("--json", action="store_true", help="print the raw figures as one JSON line")
     parser.add_argument("--role", default="daemon", choices=("daemon", "subscribers"))

@@ -157,7 +157,6 @@ async def fanout(a: Node, b: Node, rate: int, seconds: float) -> dict[str, list[
         idle: asyncio.Queue[bench_bus.Conn] = asyncio.Queue()
         for _ in range(PUBLISH_CONNECTIONS):
             idle.put_nowait(await bench_bus.connect(str(a.socket)))
-        pending: set[asyncio.Task[Any]] = set()
 
         async def publish(i: int) -> None:
             sent = time.time()  # before waiting for a free connection: that wait counts too
@@ -169,15 +168,7 @@ async def fanout(a: Node, b: Node, rate: int, seconds: float) -> dict[str, list[
             finally:
                 idle.put_nowait(conn)
 
-        start_t = time.monotonic()
-        for i in range(n):
-            delay = start_t + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(publish(i))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-        await asyncio.gather(*list(pending))
+        await bench_bus.paced(rate, publish, count=n)
         await asyncio.wait_for(asyncio.gather(*subs), 60)
     # The hop alone: when B's subscriber had an event minus when A's had it.
     lat["hop B - A"] = [t[b.home.name] - t[a.home.name] for t in arrived.values() if len(t) == 2]

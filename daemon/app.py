@@ -45,8 +45,10 @@ from llmgine_daemon.api.keys import (
     SHUTDOWN,
     WEBSOCKETS,
 )
+from llmgine_daemon.api.origins import check_bind
 from llmgine_daemon.api.webhook_sender import HttpSender
 from llmgine_daemon.bus.approvals import ApprovalPolicy
+from llmgine_daemon.bus.auth import Credentials
 from llmgine_daemon.bus.capacity import Capacity
 from llmgine_daemon.bus.cluster import LocalCluster
 from llmgine_daemon.bus.core import Bus
@@ -162,8 +164,17 @@ def _cluster(settings: Settings) -> LocalCluster:
     if url.startswith(("postgresql://", "postgres://")):
         from llmgine_daemon.bus.cluster_shared import SharedCluster
 
-        return SharedCluster(url, lease_timeout=settings["cluster.lease_timeout"])
+        node_file = settings.paths.state_dir / "cluster-node"
+        return SharedCluster(url, lease_timeout=settings["cluster.lease_timeout"], node_file=node_file)
     return LocalCluster(lease_timeout=settings["cluster.lease_timeout"])
+
+
+async def _check_bind(settings: Settings, store: Store) -> None:
+    """A non-loopback listener needs a credential made on purpose: asked of the keys in the
+    database in use (on PostgreSQL, the cluster's), before anything else starts or logs."""
+    credentials = Credentials(store, settings["security.api_key_secret"])
+    await credentials.load()
+    check_bind(settings, credentials.has_user_keys)
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -172,6 +183,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         store = _store(settings, settings.database_path)
         await store.open()
         stores.push_async_callback(store.close)
+        await _check_bind(settings, store)
         # Logs and spans go to a file of their own, so a telemetry flush never holds the
         # writer that requests' writes wait for (store/telemetry.py).
         telemetry = _store(settings, telemetry_path(settings.database_path), telemetry=True)

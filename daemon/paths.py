@@ -21,6 +21,10 @@ class ConfigError(Exception):
     """Bad configuration; the message is the one line llmgined prints before exiting."""
 
 
+class StartupError(Exception):
+    """The daemon cannot start; the message is the one line printed."""
+
+
 @dataclass(frozen=True)
 class Paths:
     config_dir: Path

@@ -12,13 +12,11 @@ import argparse
 import asyncio
 import errno
 import gc
-import ipaddress
 import logging
 import logging.handlers
 import os
 import signal
 import socket
-import sqlite3
 import stat
 import sys
 from pathlib import Path
@@ -27,9 +25,10 @@ from aiohttp import web
 from llmgine_daemon import __version__
 from llmgine_daemon.api.keys import LISTENERS, SHUTDOWN
 from llmgine_daemon.api.limits import runner_kwargs
+from llmgine_daemon.api.origins import check_bind
 from llmgine_daemon.app import create_app
 from llmgine_daemon.observability.redact import RedactingFormatter
-from llmgine_daemon.protocol import now_iso
+from llmgine_daemon.paths import StartupError
 from llmgine_daemon.settings import (
     ConfigError,
     Settings,
@@ -45,10 +44,6 @@ log = logging.getLogger("llmgine.server")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the NUL
-
-
-class StartupError(Exception):
-    """The daemon cannot start; the message is the one line printed."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,45 +138,6 @@ def setup_logging(settings: Settings) -> None:
     # aiosqlite logs every statement at DEBUG; with LOG_LEVEL=debug that drowns our own
     # records (and each telemetry flush would log itself).
     logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
-
-
-def _user_keys_exist(database: Path) -> bool:
-    """Whether `llmgine auth key create` minted a key that is still good (read-only peek;
-    the local CLI's key does not count: it was not configured on purpose)."""
-    if not database.exists():
-        return False
-    try:
-        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)
-        try:
-            row = conn.execute(
-                "SELECT COUNT(*) FROM api_keys WHERE kind = 'user' AND revoked_at IS NULL"
-                " AND (expires_at IS NULL OR expires_at > ?)",
-                (now_iso(),),
-            ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return False  # no table yet (never migrated): no keys
-    return bool(row and row[0])
-
-
-def check_bind(settings: Settings) -> None:
-    if not settings.tcp_enabled:
-        return
-    host = settings.host
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback or settings["security.api_key_secret"]:
-        return
-    if _user_keys_exist(settings.database_path):
-        return
-    raise StartupError(
-        f"server.host {host!r}: refusing to listen on a non-loopback address without a "
-        "credential; set security.api_key_secret (API_KEY_SECRET) or create a key with "
-        "`llmgine auth key create` first"
-    )
 
 
 def check_security_settings(settings: Settings) -> None:
@@ -343,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args)
         check_security_settings(settings)
         setup_logging(settings)
-        check_bind(settings)
+        if settings.postgres_url is None and not settings.database_path.exists():
+            # A database not made yet holds no keys: refuse before making it (the check with
+            # the keys of the backend in use comes once they are loaded: api/guard.py).
+            check_bind(settings, lambda: False)
         try:
             ensure_private_dir(settings.database_path.parent)
         except OSError as exc:

@@ -46,6 +46,11 @@ SCRUBBED = (
 # no idle worker starts another one anyway).
 DAEMON_DEFAULTS = {"API_WORKERS": "1"}
 
+# The storage of the daemons a test starts (and of the CLI beside them): empty for SQLite in the
+# home, or {"DATABASE_URL": ...} of a fresh PostgreSQL database. tests/e2e/conftest.py sets it
+# for each test, so the e2e suites run on both backends; an ``env`` a test passes wins.
+BACKEND_ENV: dict[str, str] = {}
+
 
 def default_signals() -> None:
     """``preexec_fn`` for every process a test starts: SIGINT back to its default.
@@ -73,6 +78,7 @@ def cli_env(home: Path, **extra: str | None) -> dict[str, str | None]:
     # LLMGINE_TRACE_SAMPLE_RATE: every trace stored (the default keeps 1%), for the tests that
     # read back the spans of what they ran; a test of sampling overrides it.
     env.update(LLMGINE_HOME=str(home), LLMGINE_NO_AUTOSTART="1", COLUMNS="200", LLMGINE_TRACE_SAMPLE_RATE="1")
+    env.update(BACKEND_ENV)
     env.update(extra)
     return env
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from llmgine_daemon.api.keys import SETTINGS
-from llmgine_daemon.settings import Settings
+from llmgine_daemon.settings import Settings, load_settings
 from llmgine_daemon.store.telemetry import telemetry_path
 
 
@@ -26,7 +27,22 @@ def settings_of(client: Any) -> Settings:
 
 @contextmanager
 def open_db(client: Any, *, telemetry: bool = False) -> Iterator[Any]:
-    settings = settings_of(client)
+    with open_settings_db(settings_of(client), telemetry=telemetry) as conn:
+        yield conn
+
+
+@contextmanager
+def open_home_db(home: Path, *, telemetry: bool = False) -> Iterator[Any]:
+    """The database of the daemon a test started in ``home`` (tests/e2e: on this test's backend)."""
+    from tests import clitools
+
+    settings = load_settings(env={"LLMGINE_HOME": str(home), **clitools.BACKEND_ENV})
+    with open_settings_db(settings, telemetry=telemetry) as conn:
+        yield conn
+
+
+@contextmanager
+def open_settings_db(settings: Settings, *, telemetry: bool = False) -> Iterator[Any]:
     url = settings.postgres_url
     if url is not None:
         from llmgine_daemon.store.postgres import PgConnection, connect

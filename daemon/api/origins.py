@@ -10,13 +10,18 @@ Origin: browsers send it on every cross-origin request and on every WebSocket ha
 Allowed are the configured CORS_ORIGINS and the daemon's own origin (same Host). Anything
 else is refused with 403 before authentication, and ``Access-Control-Allow-Origin`` only ever
 echoes a listed origin, never ``*``.
+
+Binding: a non-loopback TCP listener needs a credential configured on purpose (``check_bind``,
+asked at start once the keys of the backend in use are loaded).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import urllib.parse
+from collections.abc import Callable
 
+from llmgine_daemon.paths import StartupError
 from llmgine_daemon.protocol import REQUEST_ID_HEADER, SESSION_TOKEN_HEADER, VERSION_HEADER
 from llmgine_daemon.settings import Settings
 
@@ -159,3 +164,24 @@ class OriginPolicy:
             "Access-Control-Max-Age": CORS_MAX_AGE,
             "Vary": "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
         }
+
+
+def check_bind(settings: Settings, has_user_keys: Callable[[], bool]) -> None:
+    """Refuse a non-loopback TCP listener unless a credential was configured on purpose: the
+    API key secret, or a key from `llmgine auth key create` that is still good (the local CLI's
+    key does not count). Asked once the store is open, so the keys are those of the backend in
+    use (on PostgreSQL, the cluster's)."""
+    if not settings.tcp_enabled:
+        return
+    host = settings.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback or settings["security.api_key_secret"] or has_user_keys():
+        return
+    raise StartupError(
+        f"server.host {host!r}: refusing to listen on a non-loopback address without a "
+        "credential; set security.api_key_secret (API_KEY_SECRET) or create a key with "
+        "`llmgine auth key create` first"
+    )

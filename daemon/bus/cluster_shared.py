@@ -14,6 +14,12 @@ node does:
   (``cluster.lease_timeout``: the node died or stalled), or that have queued or executing
   commands and no lease: what was executing there becomes ``interrupted`` (the rule of a
   restart), what was queued runs here.
+- **Restart.** A daemon restarted in the same home does not wait for the timeout: the home
+  keeps the id of the node that last ran there (``state/cluster-node``), and at start that
+  node's leases expire at once, so the first tick takes its sessions over as SQLite's restart
+  would. Only when that node is known dead: one daemon per home (its socket is exclusive), and
+  the node's last report names this host and a process that no longer runs (or this one, as
+  in a container whose daemon is always pid 1).
 - **Events.** One ``LISTEN`` connection: a notification of another node's commit wakes the
   stream hub, which reads ``seq > head`` from the store (bus/streams.py); the hub's own poll
   covers a lost notification. Cancel requests (``llmgine_cancel``) reach the node running the
@@ -35,9 +41,11 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.cluster import ClaimRefused, LeaseLost, LocalCluster, RegistrySync
+from llmgine_daemon.paths import write_private
 from llmgine_daemon.protocol import ClusterInfo, ClusterNode
 from llmgine_daemon.store import pg_cluster as sql
 
@@ -46,6 +54,26 @@ if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
 
 log = logging.getLogger("llmgine.cluster")
+
+
+def _dead(process: tuple[str, int] | None, host: str) -> bool:
+    """Is the node that last reported ``process`` (host, pid) gone? Unknown (forgotten or left
+    cleanly): yes. Another host: not ours to judge. This host: its pid no longer runs, or is ours."""
+    if process is None:
+        return True
+    its_host, its_pid = process
+    if its_host != host:
+        return False
+    if its_pid == os.getpid():
+        return True
+    try:
+        os.kill(its_pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
 
 # Sessions taken over per tick (each a few statements in one transaction).
 TAKEOVER_BATCH = 20
@@ -61,9 +89,12 @@ class SharedCluster(LocalCluster):
     backend = "postgresql"
     shared = True
 
-    def __init__(self, url: str, node_id: str | None = None, lease_timeout: float = 15.0) -> None:
+    def __init__(
+        self, url: str, node_id: str | None = None, lease_timeout: float = 15.0, node_file: Path | None = None
+    ) -> None:
         super().__init__(node_id, lease_timeout)
         self.url = url
+        self.node_file = node_file  # where the home keeps the id of the node that last ran there
         self.tick_interval = max(0.05, min(1.0, lease_timeout / 3))
         self.leases: dict[str, int] = {}  # session -> epoch, the leases this node holds
         self.bus: Bus | None = None
@@ -92,8 +123,13 @@ class SharedCluster(LocalCluster):
         bus.store.first_statements = (sql.LOCK_FIRST,)  # one lock order on every node
         bus.store.last_statements = (sql.SAVE_HEAD,)
         host, pid = socket.gethostname(), os.getpid()
+        predecessor = self._predecessor()
 
         def first(conn: Any) -> tuple[int, int]:
+            if predecessor is not None and _dead(sql.node_process(conn, predecessor), host):
+                taken = sql.forget(conn, predecessor)
+                if taken:
+                    log.info("taking over %d session(s) of %s, which ran in this home before", taken, predecessor)
             sql.heartbeat(conn, self.node_id, host, pid, self.started_at, self.lease_timeout)
             # Read before the bus loads its engines and handlers: later changes are applied.
             return conn.execute("SELECT pg_backend_pid()").fetchone()[0], sql.registry_head(conn)
@@ -101,6 +137,8 @@ class SharedCluster(LocalCluster):
         # The writer's backend pid: notifications it sent are our own commits, already heard.
         own_pid, self._registry_seen = await bus.store.write(first)
         self._own_pids.add(own_pid)
+        if self.node_file is not None:
+            write_private(self.node_file, self.node_id + "\n")
         listening = asyncio.get_running_loop().create_future()
         self._tasks.append(asyncio.create_task(self._listen(listening), name="llmgine-cluster-listen"))
         await asyncio.wait([listening], timeout=10.0)
@@ -129,6 +167,16 @@ class SharedCluster(LocalCluster):
             except Exception as exc:
                 log.warning("could not give the leases back (they expire by themselves): %s", exc)
         self.leases.clear()
+
+    def _predecessor(self) -> str | None:
+        """The id of the node that ran in this home before, if it left one."""
+        if self.node_file is None:
+            return None
+        try:
+            text = self.node_file.read_text().strip()
+        except OSError:
+            return None
+        return text if text and text != self.node_id else None
 
     # -- the bus's questions ------------------------------------------------------------
 

@@ -26,6 +26,7 @@ Probed once per process (the machine does not change); reported under ``sandbox`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pwd
@@ -240,6 +241,10 @@ async def _run(argv: list[str], pass_fds: tuple[int, ...] = ()) -> tuple[int | N
     finally:
         if proc.returncode is None:  # too slow, or the daemon is stopping: leave nothing behind
             killpg(proc.pid)
+            # ...and reap it, so its pipes close on this loop (a transport left for the garbage
+            # collector prints a traceback once the loop is closed: a start-up that failed).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5)
 
 
 def resolve_identity(user: str, group: str) -> tuple[int, int]:

@@ -173,6 +173,20 @@ def leave(conn: Any, node_id: str) -> None:
     conn.execute("DELETE FROM cluster_nodes WHERE node_id = ?", (node_id,))
 
 
+def node_process(conn: Any, node_id: str) -> tuple[str, int] | None:
+    """(host, pid) a node last reported, or None if it is not (or no longer) known."""
+    row = conn.execute("SELECT host, pid FROM cluster_nodes WHERE node_id = ?", (node_id,)).fetchone()
+    return (str(row[0]), int(row[1])) if row is not None else None
+
+
+def forget(conn: Any, node_id: str) -> int:
+    """A node known to be dead: its leases expire now (the next tick takes its sessions over:
+    what it was executing becomes interrupted) and its row goes. Returns the leases it held."""
+    cur = conn.execute(f"UPDATE session_leases SET expires = {NOW} - 1 WHERE node_id = ?", (node_id,))
+    conn.execute("DELETE FROM cluster_nodes WHERE node_id = ?", (node_id,))
+    return int(cur.rowcount)
+
+
 def live_nodes(conn: Any, timeout: float) -> list[tuple[Any, ...]]:
     """(node_id, host, pid, started_at, heartbeat as epoch seconds, leases held) of every node
     heard from within ``timeout``."""

@@ -61,9 +61,12 @@ async def test_blocked_until_a_command_of_another_session_completes(app_client):
 
 async def test_runs_once_all_completed_and_failure_travels_down_the_chain(app_client):
     sid, _ = await session_with_engine(app_client)
-    one = await submit(app_client, sid, "one", delay_ms=100)
+    # "one" runs long enough that "three" is surely stored blocked (at 100 ms, a loaded
+    # machine had both dependencies done before it was submitted: no CommandBlocked).
+    one = await submit(app_client, sid, "one", delay_ms=1000)
     two = await submit(app_client, sid, "two", delay_ms=100)
     three = await submit_after(app_client, sid, [one["command_id"], two["command_id"]])
+    assert three["status"] == "blocked", three
     done = await finished(app_client, sid, three["command_id"])
     assert done["status"] == "completed"
     types = [e["event_type"] for e in await events(app_client, sid, event_type="Command*")]

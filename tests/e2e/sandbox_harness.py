@@ -133,7 +133,7 @@ def _as_user_prefix(uid: int, gid: int) -> list[str]:
 
 
 @pytest.fixture(scope="module", params=["root", "user"], ids=["daemon-as-root", "daemon-as-a-normal-user"])
-def daemon(request):
+def daemon(request, module_backend_env):
     as_root = os.geteuid() == 0
     if request.param == "root" and not as_root:
         pytest.skip("the tests do not run as root: the daemon-as-root variant needs it")
@@ -142,7 +142,7 @@ def daemon(request):
     proc = None
     daemon_pid = None
     try:
-        env = {"API_WORKERS": "1", "LLMGINE_SANDBOX_MAX_PROCESSES": "16"}
+        env = {"API_WORKERS": "1", "LLMGINE_SANDBOX_MAX_PROCESSES": "16", **module_backend_env()}
         if request.param == "user" and as_root:
             uid, gid = _unprivileged_user(request)
             os.chown(home, uid, gid)
@@ -151,7 +151,7 @@ def daemon(request):
             with open(home / "daemon-under-test.log", "ab") as log:
                 proc = subprocess.Popen(argv, env=full_env(overrides), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
             socket_path = get_paths({"LLMGINE_HOME": str(home)}).socket
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60  # a loaded machine (the suite runs in parallel)
             while probe(parse_url(f"unix://{socket_path}"), timeout=0.5) is None:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError((home / "daemon-under-test.log").read_text())
@@ -173,6 +173,7 @@ def daemon(request):
         api.home = home  # type: ignore[attr-defined]
         api.port = port  # type: ignore[attr-defined]
         api.pid = daemon_pid  # type: ignore[attr-defined]
+        api.database_url = env.get("DATABASE_URL")  # type: ignore[attr-defined]
         deadline = time.monotonic() + 20
         while True:  # the workers start in the background
             _, status = api.call("GET", "/api/status")

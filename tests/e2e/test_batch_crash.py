@@ -8,12 +8,11 @@ left executing, and the events' seqs are strictly increasing.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import time
 
 import pytest
-from llmgine_daemon.settings import database_path, get_paths
 
+from tests.dbtools import open_home_db
 from tests.e2e.test_bus_crash import call
 from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
 
@@ -47,11 +46,8 @@ def test_kill_9_during_a_set_based_batch(home):
             proc.wait()
 
     # What the kill left: chunks stored whole (finished, never left executing) or still queued.
-    db = sqlite3.connect(database_path(None, get_paths({"LLMGINE_HOME": str(home)})))
-    try:
+    with open_home_db(home) as db:
         counts = dict(db.execute("SELECT status, COUNT(*) FROM commands GROUP BY status").fetchall())
-    finally:
-        db.close()
     assert set(counts) <= {"completed", "queued"}, counts
 
     proc = run_daemon(home, "--port", str(port))

@@ -25,7 +25,11 @@ from tests.clitools import Daemon, cleanup_home, free_port, short_home, start_da
 
 # One worker runs this module, so its browser and daemon are started once, not once per test
 # (tests/scheduling.py).
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tests/e2e/test_browser.py")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.xdist_group("tests/e2e/test_browser.py"),
+    pytest.mark.sqlite_only(reason="the pages and their live events; storage is the API and stream suites'"),
+]
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

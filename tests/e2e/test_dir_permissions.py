@@ -15,7 +15,10 @@ import pytest
 
 from tests.e2e.test_llmgined import exit_code, fails_with, free_port, run_daemon, wait_for_http
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.sqlite_only(reason="the modes of the home, its data folder and the database file"),
+]
 
 
 def mode(path: Path) -> int:

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
-from llmgine_daemon.settings import load_settings
 
 from llmgine_cli.client import Client, DaemonUnreachable, LlmgineError
 from tests.clitools import cleanup_home, cli_env, default_signals, full_env, run_cli, short_home
+from tests.dbtools import open_home_db
 
 pytestmark = pytest.mark.e2e
 
@@ -98,8 +97,7 @@ def test_tail_jsonl_survives_daemon_restart(tail_home):
         stop.set()
         pub.join(10)
         # Everything in the log has been printed once the tail reaches the last seq.
-        db = load_settings(env={"LLMGINE_HOME": str(tail_home)}).database_path
-        with sqlite3.connect(db) as conn:
+        with open_home_db(tail_home) as conn:
             expected = [r[0] for r in conn.execute("SELECT seq FROM events ORDER BY seq")]
         deadline = time.monotonic() + 20
         while (not lines or lines[-1]["seq"] < expected[-1]) and time.monotonic() < deadline:

@@ -18,7 +18,10 @@ import pytest
 
 from tests.clitools import Daemon, cleanup_home, free_port, short_home, start_daemon, stop_process
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.sqlite_only(reason="a client generated from the OpenAPI document; storage plays no part"),
+]
 
 SECRET = "generated-client-secret-0123456789"
 PACKAGE = "llmgine_generated_api"

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.dbtools import open_home_db
 from tests.e2e.test_bus_crash import call
 from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
 from tests.eventually import eventually_blocking
@@ -164,12 +165,7 @@ def test_a_schedule_every_second_fires_each_tick_once_across_a_kill(home):
 
 
 def _scheduled_offline(home: Any, schedule_id: str) -> list[str]:
-    """The scheduled commands in the database file while the daemon is down."""
-    import sqlite3
-
-    conn = sqlite3.connect(home / "data" / "llmgine.db")
-    try:
+    """The scheduled commands in the database while the daemon is down."""
+    with open_home_db(home) as conn:
         rows = conn.execute("SELECT metadata FROM commands").fetchall()
-    finally:
-        conn.close()
     return [m for (m,) in rows if schedule_id in m]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,10 +25,10 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def d() -> Iterator[Daemon]:
+def d(module_backend_env: Callable[[], dict[str, str]]) -> Iterator[Daemon]:
     home = short_home()
     try:
-        daemon = start_daemon(home)
+        daemon = start_daemon(home, env=module_backend_env())
         yield daemon
         stop_process(daemon.proc)
     finally:
@@ -36,11 +36,11 @@ def d() -> Iterator[Daemon]:
 
 
 @pytest.fixture(scope="module")
-def tcp() -> Iterator[Daemon]:
+def tcp(module_backend_env: Callable[[], dict[str, str]]) -> Iterator[Daemon]:
     """A daemon on the socket and on TCP (session tokens count only over TCP)."""
     home = short_home()
     try:
-        daemon = start_daemon(home, port=free_port())
+        daemon = start_daemon(home, port=free_port(), env=module_backend_env())
         yield daemon
         stop_process(daemon.proc)
     finally:

@@ -14,6 +14,7 @@ import urllib.request
 
 import pytest
 
+from tests import clitools
 from tests.clitools import DAEMON_DEFAULTS, default_signals
 
 pytestmark = pytest.mark.e2e
@@ -26,7 +27,7 @@ def free_port() -> int:
 
 
 def run_daemon(home, *args, env=None):
-    full_env = {**DAEMON_DEFAULTS, **os.environ, "LLMGINE_HOME": str(home), **(env or {})}
+    full_env = {**DAEMON_DEFAULTS, **os.environ, **clitools.BACKEND_ENV, "LLMGINE_HOME": str(home), **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "llmgine_daemon", *args],
         env=full_env,
@@ -94,7 +95,10 @@ def test_sigterm_is_graceful_and_cleans_up(daemon_home):
             proc.wait()
     assert not (daemon_home / "run" / "llmgined.sock").exists()
     assert not (daemon_home / "run" / "llmgined.pid").exists()
-    assert stat.S_IMODE((daemon_home / "data" / "llmgine.db").stat().st_mode) == 0o600
+    if clitools.BACKEND_ENV:  # on PostgreSQL the data lives in the server, not in the home
+        assert not (daemon_home / "data" / "llmgine.db").exists()
+    else:
+        assert stat.S_IMODE((daemon_home / "data" / "llmgine.db").stat().st_mode) == 0o600
 
 
 def test_shutdown_endpoint_exits_zero(daemon_home):
@@ -132,16 +136,19 @@ def test_bad_config_file(daemon_home):
     assert "config.toml" in line and "server.port" in line and "'x'" in line
 
 
+@pytest.mark.own_database(reason="sets its own DATABASE_URL")
 def test_unsupported_database(daemon_home):
     line = fails_with(daemon_home, env={"DATABASE_URL": "mysql://u:p@db/x"})
     assert "'mysql' backend is not supported" in line and ":p@" not in line
 
 
+@pytest.mark.own_database(reason="sets its own DATABASE_URL")
 def test_unreachable_postgresql_names_the_host_not_the_password(daemon_home):
     line = fails_with(daemon_home, env={"DATABASE_URL": "postgresql://u:hunter2@db.invalid/x"})
     assert "db.invalid" in line and "hunter2" not in line
 
 
+@pytest.mark.own_database(reason="sets its own DATABASE_URL")
 def test_unwritable_data_dir(daemon_home):
     if os.geteuid() == 0:
         target = "/proc/llmgine.db"  # not writable even for root

@@ -14,6 +14,7 @@ command running on another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -30,7 +31,11 @@ import pytest
 from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
 from tests.eventually import eventually_blocking
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(300),
+    pytest.mark.own_database(reason="its nodes share a PostgreSQL database of their own"),
+]
 
 LEASE_TIMEOUT = "2"
 # Low enough to reach in a test, high enough for every other test of a cluster (a fresh
@@ -76,15 +81,15 @@ class Node:
             self.proc.wait()
 
 
-@pytest.fixture
-def cluster(pg_url: str, tmp_path: Path) -> Iterator[list[Node]]:
-    """Three nodes on one fresh database (the third for failover)."""
+@contextlib.contextmanager
+def three_nodes(pg_url: str, base: Path) -> Iterator[list[Node]]:
+    """Three nodes on the database of ``pg_url``, homes under ``base`` (the third for failover)."""
     nodes: list[Node] = []
     env = {"DATABASE_URL": pg_url, "LLMGINE_LEASE_TIMEOUT": LEASE_TIMEOUT, "LLMGINE_MAX_SESSIONS": str(MAX_SESSIONS)}
+    procs = []
     try:
-        procs = []
         for i in range(3):
-            home, port = tmp_path / f"node{i}", free_port()
+            home, port = base / f"node{i}", free_port()
             home.mkdir()
             procs.append((home, port, run_daemon(home, "--port", str(port), env=env)))
         for home, port, proc in procs:
@@ -101,6 +106,30 @@ def cluster(pg_url: str, tmp_path: Path) -> Iterator[list[Node]]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+def cluster(pg_url: str, tmp_path: Path) -> Iterator[list[Node]]:
+    """Three nodes of a test's own, on a fresh database: for a test that kills a node or
+    counts what the cluster holds."""
+    with three_nodes(pg_url, tmp_path) as nodes:
+        yield nodes
+
+
+@pytest.fixture(scope="module")
+def shared(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Node]]:
+    """Three nodes the module's tests share (each works in sessions of its own, and leaves every
+    node running): starting three daemons is most of such a test's time. Those tests are one
+    xdist group, so one worker runs them in a row with one cluster."""
+    url = pg_server.new_database()
+    try:
+        with three_nodes(url, tmp_path_factory.mktemp("cluster")) as nodes:
+            yield nodes
+    finally:
+        pg_server.drop_database(url)
+
+
+SHARED = pytest.mark.xdist_group("tests/e2e/test_multinode.py::shared")
 
 
 def session_with_engine(node: Node) -> str:
@@ -120,8 +149,9 @@ def session_events(node: Node, sid: str) -> list[dict[str, Any]]:
         after = page["events"][-1]["seq"]
 
 
-def test_status_lists_every_node(cluster):
-    a, b, c = cluster
+@SHARED
+def test_status_lists_every_node(shared):
+    a, b, c = shared
     status = eventually_blocking(
         lambda: (s := a.call("GET", "/api/status"))["cluster"] and len(s["cluster"]["nodes"]) == 3 and s,
         timeout=30,
@@ -134,8 +164,9 @@ def test_status_lists_every_node(cluster):
     assert len({a.call("GET", "/api/status")["cluster"]["node_id"], info["node_id"]}) == 1
 
 
-def test_session_made_on_one_node_is_read_listed_and_ended_on_another(cluster):
-    a, b, _ = cluster
+@SHARED
+def test_session_made_on_one_node_is_read_listed_and_ended_on_another(shared):
+    a, b, _ = shared
     sid = a.call("POST", "/api/sessions", {"name": "shared"})["session_id"]
     assert b.call("GET", f"/api/sessions/{sid}")["name"] == "shared"
     assert sid in {s["session_id"] for s in b.call("GET", "/api/sessions?limit=100")["sessions"]}
@@ -143,8 +174,9 @@ def test_session_made_on_one_node_is_read_listed_and_ended_on_another(cluster):
     assert a.call("GET", f"/api/sessions/{sid}")["status"] == "closed"
 
 
-def test_idempotency_key_gives_one_command_across_nodes(cluster):
-    a, b, _ = cluster
+@SHARED
+def test_idempotency_key_gives_one_command_across_nodes(shared):
+    a, b, _ = shared
     sid = session_with_engine(a)
     headers = {"Idempotency-Key": "multi-node-1"}
     first = a.submit(sid, "once", headers=headers)
@@ -159,8 +191,9 @@ def test_idempotency_key_gives_one_command_across_nodes(cluster):
     assert listed["total"] == 1
 
 
-def test_commands_of_a_session_never_overlap_and_keep_priority_order(cluster):
-    a, b, _ = cluster
+@SHARED
+def test_commands_of_a_session_never_overlap_and_keep_priority_order(shared):
+    a, b, _ = shared
     sid = session_with_engine(a)
     # A long first command holds the session while the others queue up on both nodes.
     blocker = a.submit(sid, "blocker", delay_ms=1500)
@@ -215,8 +248,9 @@ async def _collect(node: Node, sid: str, until: int, out: list[int], ready: asyn
                         return
 
 
-async def test_events_from_two_nodes_reach_both_in_one_order(cluster):
-    a, b, _ = cluster
+@SHARED
+async def test_events_from_two_nodes_reach_both_in_one_order(shared):
+    a, b, _ = shared
     sid = await asyncio.to_thread(a.call, "POST", "/api/sessions", {})
     sid = sid["session_id"]
     per_node = 60
@@ -269,8 +303,9 @@ async def test_events_from_two_nodes_reach_both_in_one_order(cluster):
     assert resumed == stored[per_node:]
 
 
-def test_cancel_on_one_node_reaches_a_command_running_on_another(cluster):
-    a, b, _ = cluster
+@SHARED
+def test_cancel_on_one_node_reaches_a_command_running_on_another(shared):
+    a, b, _ = shared
     sid = session_with_engine(a)
     running = a.submit(sid, "long", delay_ms=600_000)
     cid = running["command_id"]
@@ -314,6 +349,41 @@ def test_kill_9_of_a_node_hands_its_sessions_to_the_survivors(cluster):
     assert holder not in {n["node_id"] for n in nodes}
 
 
+def test_a_restart_takes_its_own_sessions_back_at_once_but_a_copied_home_takes_nothing(pg_url, tmp_path):
+    """A daemon restarted in its home takes over what it held at once, not after the lease
+    timeout (ten minutes here); a copy of its home, node file included, started beside it
+    while it lives takes nothing from it."""
+    env = {"DATABASE_URL": pg_url, "LLMGINE_LEASE_TIMEOUT": "600"}
+
+    def start(home: Path, port: int) -> Node:
+        proc = run_daemon(home, "--port", str(port), env=env)
+        wait_for_http(port, proc, timeout=60)
+        return Node(home, port, proc, pg_url)
+
+    (tmp_path / "a").mkdir()
+    a = start(tmp_path / "a", free_port())
+    copy: Node | None = None
+    try:
+        sid = session_with_engine(a)
+        cid = a.submit(sid, "long", delay_ms=600_000)["command_id"]
+        status = f"/api/sessions/{sid}/commands/{cid}"
+        eventually_blocking(lambda: a.call("GET", status)["status"] == "executing", timeout=30)
+        (tmp_path / "copy" / "state").mkdir(parents=True)
+        (tmp_path / "copy" / "state" / "cluster-node").write_bytes((a.home / "state" / "cluster-node").read_bytes())
+        copy = start(tmp_path / "copy", free_port())  # its start and first tick are behind it
+        assert _lease_holder(a, sid) == _node_id(a)
+        assert copy.call("GET", status)["status"] == "executing"
+        a.kill()
+        a = start(a.home, a.port)
+        record = eventually_blocking(lambda: (r := a.call("GET", status))["status"] != "executing" and r, timeout=20)
+        assert record["status"] == "interrupted"
+    finally:
+        for node in (a, copy):
+            if node is not None and node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGTERM)
+                node.proc.wait(timeout=30)
+
+
 def _node_id(node: Node) -> str:
     return str(node.call("GET", "/api/status")["cluster"]["node_id"])
 
@@ -328,8 +398,9 @@ def _lease_holder(node: Node, sid: str) -> str:
     return str(row[0])
 
 
-def test_tool_registered_on_one_node_runs_on_another(cluster):
-    a, b, _ = cluster
+@SHARED
+def test_tool_registered_on_one_node_runs_on_another(shared):
+    a, b, _ = shared
     sid = a.call("POST", "/api/sessions", {})["session_id"]
     code = "def double(n: int):\n    return {'twice': n * 2}\n"
     a.call("POST", f"/api/sessions/{sid}/tools", {"name": "double", "function_code": code})
@@ -337,8 +408,9 @@ def test_tool_registered_on_one_node_runs_on_another(cluster):
     assert result["result"] == {"twice": 42}
 
 
-def test_ending_a_session_on_one_node_cancels_its_command_running_on_another(cluster):
-    a, b, _ = cluster
+@SHARED
+def test_ending_a_session_on_one_node_cancels_its_command_running_on_another(shared):
+    a, b, _ = shared
     sid = session_with_engine(a)
     cid = a.submit(sid, "long", delay_ms=600_000)["command_id"]
     holder = eventually_blocking(lambda: _executing_on(a, sid, cid), timeout=30)
@@ -382,12 +454,13 @@ def test_the_session_limit_holds_for_the_cluster(cluster):
         made.append(next(body["session_id"] for code, body in results if code == 201))
 
 
-def test_keys_and_tokens_are_the_same_on_every_node(cluster):
+@SHARED
+def test_keys_and_tokens_are_the_same_on_every_node(shared):
     """A key made on one node works on another at once; revoked there, it stops working on the
     other within a second or so (each node re-reads keys and tokens: bus/auth.py); a session
     token likewise ends with its session whichever node ends it. Each node's own local key
     survived the others' starts."""
-    a, b, c = cluster
+    a, b, c = shared
     for node in (a, b, c):
         assert node.request("GET", "/api/status")[0] == 200  # every local key still valid
     made = a.call("POST", "/api/auth/keys", {"name": "ci"})

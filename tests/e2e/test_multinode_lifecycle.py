@@ -16,7 +16,11 @@ from tests.e2e import test_multinode
 from tests.e2e.test_multinode import CMD, Node, session_events, session_with_engine
 from tests.eventually import eventually_blocking
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(300),
+    pytest.mark.own_database(reason="its nodes share a PostgreSQL database of their own"),
+]
 
 # Three real nodes on one fresh database (a fixture, by its name here).
 cluster = test_multinode.cluster

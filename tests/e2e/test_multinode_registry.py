@@ -18,7 +18,11 @@ from tests.eventually import eventually_blocking
 # Three real nodes on one fresh database (a fixture, by its name here).
 cluster = test_multinode.cluster
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(300),
+    pytest.mark.own_database(reason="its nodes share a PostgreSQL database of their own"),
+]
 
 RAISE = "def on_ping(event):\n    raise RuntimeError('{tag}')\n"
 

@@ -17,7 +17,11 @@ import pytest
 from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
 from tests.e2e.test_multinode import Node
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(300),
+    pytest.mark.own_database(reason="its nodes share a PostgreSQL database of their own"),
+]
 
 CLUSTER_VERSIONS = (120, 121, 122)
 

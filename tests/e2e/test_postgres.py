@@ -28,7 +28,7 @@ from tests.clitools import (
 )
 from tests.postgres import PASSWORD, PgServer, with_database
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.own_database(reason="makes its own PostgreSQL databases")]
 
 
 @pytest.fixture

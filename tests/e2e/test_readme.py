@@ -23,7 +23,10 @@ import pytest
 
 from tests.clitools import cleanup_home, cli_env, full_env, short_home
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.sqlite_only(reason="the README's commands as written: the embedded SQLite default"),
+]
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SENTINEL = "__readme_rc__"

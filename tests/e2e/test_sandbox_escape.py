@@ -12,6 +12,7 @@ import os
 import textwrap
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -32,12 +33,16 @@ def test_the_daemons_files_socket_and_port_are_out_of_reach(daemon):
     home = Path(daemon.home)
     targets = [str(p) for p in home.rglob("*")] + [str(home)]
     assert any(t.endswith("local.key") for t in targets)
+    ports = [daemon.port]
+    if daemon.database_url:  # on PostgreSQL: its server's port, and its socket's folder
+        ports.append(urlsplit(daemon.database_url).port)
+        targets += [f"/proc/{daemon.pid}/environ", f"/proc/{daemon.pid}/cmdline"]
     out = daemon.tool(
         daemon.session(),
         """
         import os, socket
 
-        def f(home, targets, socket_path, port, daemon_pid):
+        def f(home, targets, socket_path, ports, daemon_pid):
             seen = {}
             for path in targets + ["/etc/shadow", "/etc/passwd", "/proc/1/environ",
                                    "/home", "/run", "/sys/fs/cgroup", "/var", "/work"]:
@@ -57,11 +62,12 @@ def test_the_daemons_files_socket_and_port_are_out_of_reach(daemon):
             except OSError as exc:
                 attempts["unix"] = type(exc).__name__
             for host in ("127.0.0.1", "::1"):
-                try:
-                    socket.create_connection((host, port), timeout=1)
-                    attempts[host] = "connected"
-                except OSError as exc:
-                    attempts[host] = type(exc).__name__
+                for port in ports:
+                    try:
+                        socket.create_connection((host, port), timeout=1)
+                        attempts[f"{host}:{port}"] = "connected"
+                    except OSError as exc:
+                        attempts[f"{host}:{port}"] = type(exc).__name__
             try:
                 os.kill(daemon_pid, 0)
                 attempts["signal"] = "delivered"
@@ -74,13 +80,14 @@ def test_the_daemons_files_socket_and_port_are_out_of_reach(daemon):
             "home": str(home),
             "targets": targets,
             "socket_path": str(daemon.socket_path),
-            "port": daemon.port,
+            "ports": ports,
             "daemon_pid": daemon.pid,
         },
     )
     assert out["error"] is None, out["error"]
     result = out["result"]
     assert result["seen"] == {}, result["seen"]
+    assert len(result["attempts"]) == 2 * len(ports) + 2
     assert set(result["attempts"].values()) <= {
         "FileNotFoundError",
         "ConnectionRefusedError",

@@ -15,7 +15,7 @@ from llmgine_daemon.settings import get_paths
 from tests.clitools import short_home, start_daemon, stop_process
 from tests.e2e.sandbox_harness import Api
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.sqlite_only(reason="whether bubblewrap is there; storage plays no part")]
 
 TOOL = {"name": "f", "function_code": "def f():\n    return 42\n"}
 

@@ -11,9 +11,11 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
 
 import pytest
 
+from tests import clitools
 from tests.e2e.test_llmgined import fails_with, free_port, run_daemon, wait_for_http
 
 pytestmark = pytest.mark.e2e
@@ -61,13 +63,10 @@ def test_file_modes_and_no_secret_in_the_log(home):
         assert request(port, f"/api/auth/keys/{created['key_id']}", local, "DELETE")[0] == 200
         for path in ("config", "data", "run", "state"):
             assert stat.S_IMODE((home / path).stat().st_mode) == 0o700, path
-        for path in (
-            "config/local.key",
-            "data/llmgine.db",
-            "run/llmgined.pid",
-            "run/llmgined.sock",
-            "state/llmgined.log",
-        ):
+        files = ["config/local.key", "run/llmgined.pid", "run/llmgined.sock", "state/llmgined.log"]
+        if not clitools.BACKEND_ENV:  # on PostgreSQL the data lives in the server
+            files.append("data/llmgine.db")
+        for path in files:
             assert stat.S_IMODE((home / path).stat().st_mode) == 0o600, path
     finally:
         stop(proc)
@@ -76,6 +75,9 @@ def test_file_modes_and_no_secret_in_the_log(home):
     for secret in (SECRET, local, created["key"], session["session_token"]):
         assert secret not in text
         assert secret.split("_", 2)[-1] not in text
+    if clitools.BACKEND_ENV:  # the database's password, from DATABASE_URL
+        password = urlsplit(clitools.BACKEND_ENV["DATABASE_URL"]).password
+        assert password and password not in text
 
 
 def test_config_file_writable_by_others_is_refused(home):

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.dbtools import open_home_db
 from tests.e2e.test_bus_crash import DUMMY, integrity_ok, post, unix_session, wait_ready
 from tests.e2e.test_llmgined import run_daemon
 
@@ -49,11 +49,8 @@ def alive(pid: int) -> bool:
 
 
 def stored_statuses(home: Path) -> dict[str, str]:
-    db = sqlite3.connect(home / "data" / "llmgine.db")
-    try:
+    with open_home_db(home) as db:
         return dict(db.execute("SELECT command_id, status FROM commands").fetchall())
-    finally:
-        db.close()
 
 
 def test_sigterm_under_load(home):
@@ -134,9 +131,8 @@ def test_sigterm_under_load(home):
     assert not (home / "run" / "llmgined.sock").exists()
     assert not (home / "run" / "llmgined.pid").exists()
     integrity_ok(home)
-    db = sqlite3.connect(home / "data" / "llmgine.db")
-    stored = {r[0] for r in db.execute("SELECT event_id FROM events WHERE event_type = 'Load'")}
-    db.close()
+    with open_home_db(home) as db:
+        stored = {r[0] for r in db.execute("SELECT event_id FROM events WHERE event_type = 'Load'")}
     assert state["acked"] <= stored
 
     # The next start runs what stayed queued.
