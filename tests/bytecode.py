@@ -125,9 +125,9 @@ def _rewrite_tests(config: pytest.Config) -> None:
             pyc = get_cache_dir(fn) / (fn.name[:-3] + PYC_TAIL)
             if _read_pyc(fn, pyc, state.trace) is not None:
                 continue  # rewritten already, from this very source (pytest checks its hash)
-            source_hash, co = _rewrite_test(fn, config)
+            checked, co = _rewrite_test(fn, config)  # the source's hash or stat, by version
             pyc.parent.mkdir(parents=True, exist_ok=True)
-            _write_pyc(state, co, source_hash, pyc)
+            _write_pyc(state, co, checked, pyc)
         except Exception:  # noqa: S112 - a module that does not compile fails where it is imported
             continue
 
