@@ -3,8 +3,10 @@ the walk of every route with every kind of bad credential."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import stat
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,6 +20,8 @@ from tests.dbtools import dump_all
 
 KEY_RE = re.compile(r"^lgk_[0-9a-f]{12}_[A-Za-z0-9_\-]{40,}$")
 TOKEN_RE = re.compile(r"^lgs_[0-9a-f]{12}_[A-Za-z0-9_\-]{40,}$")
+# Requests of the walk in flight at once (test_every_route_refuses_bad_credentials).
+WALK_AT_ONCE = 100
 
 
 async def test_key_lifecycle(aiohttp_client, make_settings, home):
@@ -184,7 +188,12 @@ def concrete(path: str, session_id: str) -> str:
 
 
 async def test_every_route_refuses_bad_credentials(aiohttp_client, make_settings):
-    """Every route the app has (new ones included, automatically) is walked."""
+    """Every route the app has (new ones included, automatically) is walked.
+
+    The requests go out together (at most WALK_AT_ONCE at a time): a credential that a
+    PostgreSQL-backed daemon does not know makes it re-read the credentials, at most every
+    MISS_SYNC_EVERY (bus/auth.py), and one by one that paced the ~700 requests to 37 s. Sent
+    together they share the re-reads; each answer is still checked on its own."""
     client, local = await start(aiohttp_client, make_settings, LLMGINE_RATE_LIMIT_UNAUTHENTICATED="0")
     a, b = await new_session(client, local), await new_session(client, local)
     revoked = await new_key(client, local)
@@ -199,6 +208,21 @@ async def test_every_route_refuses_bad_credentials(aiohttp_client, make_settings
         "expired": bearer(expired["key"]),
         "bad token": {"X-Session-Token": "lgs_0123456789ab_" + "y" * 43},
     }
+    other_token = {"X-Session-Token": b["session_token"]}
+    at_once = asyncio.Semaphore(WALK_AT_ONCE)
+
+    async def send(method: str, path: str, headers: dict[str, str]) -> tuple[int, str, Any]:
+        async with at_once:
+            body = {} if method in ("POST", "PUT", "PATCH") else None
+            resp = await client.request(method, path, headers=headers, json=body)
+            if resp.status in (401, 403):
+                return resp.status, resp.headers.get("WWW-Authenticate", ""), await resp.json()
+            await resp.read()
+            return resp.status, "", None
+
+    # (method, path, what was sent, what must come back: "open", 401 or 403)
+    walk: list[tuple[str, str, str, str | int]] = []
+    sends = []
     walked = 0
     for route in client.app.router.routes():
         if route.method == "HEAD" or route.resource is None:
@@ -206,31 +230,31 @@ async def test_every_route_refuses_bad_credentials(aiohttp_client, make_settings
         path = concrete(route.resource.canonical, a["session_id"])
         method = "GET" if route.method == "*" else route.method
         for name, headers in cases.items():
-            body = {} if method in ("POST", "PUT", "PATCH") else None
-            resp = await client.request(method, path, headers=headers, json=body)
-            if is_open(path):
-                # /api/health and the documentation pages' HTML and assets (api/openapi.py):
-                # no credential needed, and a wrong one (another daemon's key) is ignored.
-                assert resp.status != 401, (method, path, name)
-                continue
-            assert resp.status == 401, (method, path, name, resp.status)
-            assert resp.headers["WWW-Authenticate"].startswith("Bearer"), (method, path)
-            assert_envelope(await resp.json(), "UNAUTHORIZED")
+            walk.append((method, path, name, "open" if is_open(path) else 401))
+            sends.append(send(method, path, headers))
         # /openapi.json: any credential. The cross-session views (the queue, waiting) answer a
         # session token with its own session's commands only (tests/api/test_lifecycle*.py);
         # webhooks and schedules check the session of the rows they touch
         # (tests/api/test_webhooks.py, test_schedules.py).
         narrowed = route.resource.canonical in SESSION_FILTERED or checks_own_scope(route.handler)
         if path not in ANY_SCOPE_PATHS and not is_open(path) and not narrowed:
-            resp = await client.request(
-                method,
-                path,
-                headers={"X-Session-Token": b["session_token"]},
-                json={} if method in ("POST", "PUT", "PATCH") else None,
-            )
-            assert resp.status == 403, (method, path, "other session's token", resp.status)
-            assert_envelope(await resp.json(), "FORBIDDEN")
+            walk.append((method, path, "other session's token", 403))
+            sends.append(send(method, path, other_token))
         walked += 1
+    for (method, path, name, expect), (status, challenge, payload) in zip(
+        walk, await asyncio.gather(*sends), strict=True
+    ):
+        if expect == "open":
+            # /api/health and the documentation pages' HTML and assets (api/openapi.py):
+            # no credential needed, and a wrong one (another daemon's key) is ignored.
+            assert status != 401, (method, path, name)
+        elif expect == 401:
+            assert status == 401, (method, path, name, status)
+            assert challenge.startswith("Bearer"), (method, path)
+            assert_envelope(payload, "UNAUTHORIZED")
+        else:
+            assert status == 403, (method, path, name, status)
+            assert_envelope(payload, "FORBIDDEN")
     assert walked >= 10
     assert any(r.resource.canonical == WS_PATH for r in client.app.router.routes() if r.resource)
 
