@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wrk_http import ROTATE, Api, Round, free_port, lua_list, wait_port  # noqa: E402
+from wrk_http import Api, Round, free_port, scripts, wait_port  # noqa: E402
 
 LOADS = ("get", "events", "commands", "batch")
 
@@ -68,24 +68,8 @@ class Daemon:
             self.api.call("POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})
         self.sessions = sessions
         self.url = f"http://127.0.0.1:{self.port}"
-        self.scripts = {
-            "get": ROTATE
-            % {"method": "GET", "key": key, "bodies": "", "paths": lua_list([f"/api/sessions/{sessions[0]}"])},
-            "events": ROTATE
-            % {
-                "method": "POST",
-                "key": key,
-                "paths": lua_list([f"/api/sessions/{s}/events" for s in sessions]),
-                "bodies": lua_list(['{"event_type":"Bench","data":{"n":1}}'] * 64),
-            },
-            "commands": ROTATE
-            % {
-                "method": "POST",
-                "key": key,
-                "paths": lua_list([f"/api/sessions/{s}/commands?wait=30" for s in sessions]),
-                "bodies": lua_list(['{"command_type":"DummyEngineCommand","parameters":{"prompt":"x"}}'] * 64),
-            },
-        }
+
+        self.scripts = scripts(key, sessions)
         self.round = Round(self.proc.pid)
 
     def run(self, load: str, seconds: float, connections: int, batch: int) -> tuple[float, float]:

@@ -144,6 +144,25 @@ def lua_list(items: list[str]) -> str:
     return ", ".join(json.dumps(item) for item in items)
 
 
+EVENT = '{"event_type":"Bench","data":{"n":1}}'
+COMMAND = '{"command_type":"DummyEngineCommand","parameters":{"prompt":"x"}}'
+
+
+def scripts(key: str, sessions: list[str]) -> dict[str, str]:
+    """The wrk scripts of the loads: one session's GET, then events and commands over all."""
+
+    def rotate(method: str, paths: list[str], body: str | None = None) -> str:
+        """``method`` to each of ``paths`` in turn (with ``body``), as ``key``'s bearer."""
+        bodies = lua_list([body] * len(paths)) if body is not None else ""
+        return ROTATE % {"method": method, "key": key, "paths": lua_list(paths), "bodies": bodies}
+
+    return {
+        "get": rotate("GET", [f"/api/sessions/{sessions[0]}"]),
+        "events": rotate("POST", [f"/api/sessions/{s}/events" for s in sessions], EVENT),
+        "commands": rotate("POST", [f"/api/sessions/{s}/commands?wait=30" for s in sessions], COMMAND),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4)
@@ -189,24 +208,8 @@ def main() -> None:
         for sid in sessions:
             api.call("POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})
         base = f"http://127.0.0.1:{daemon_port}"
-        get_one = ROTATE % {
-            "method": "GET",
-            "key": key,
-            "bodies": "",
-            "paths": lua_list([f"/api/sessions/{sessions[0]}"]),
-        }
-        events = ROTATE % {
-            "method": "POST",
-            "key": key,
-            "paths": lua_list([f"/api/sessions/{s}/events" for s in sessions]),
-            "bodies": lua_list(['{"event_type":"Bench","data":{"n":1}}'] * 64),
-        }
-        commands = ROTATE % {
-            "method": "POST",
-            "key": key,
-            "paths": lua_list([f"/api/sessions/{s}/commands?wait=30" for s in sessions]),
-            "bodies": lua_list(['{"command_type":"DummyEngineCommand","parameters":{"prompt":"x"}}'] * 64),
-        }
+        loads = scripts(key, sessions)
+        get_one, events, commands = loads["get"], loads["events"], loads["commands"]
         runs: dict[str, list[float]] = {k: [] for k in ("bare", *TARGETS)}
         cpu: dict[str, list[float]] = {k: [] for k in ("bare", *TARGETS) if k != "batch"}
         bare_round, daemon_round = Round(procs[0].pid), Round(procs[1].pid)
