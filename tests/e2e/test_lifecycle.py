@@ -230,7 +230,8 @@ def test_retries_a_restart_mid_delay_and_dead_letters(tmp_path: Path) -> None:
         assert second["timestamp"] >= due
         # Dead letters: listed by --dead, run again by id and by --failed.
         dead = submit_type(d, sid, "Flaky", "--retries", "1", "--backoff", "fixed:0.05")
-        assert llmgine(d, "command", "wait", dead, "-q", code=1) == dead
+        ended = json.loads(llmgine(d, "command", "wait", dead, "-o", "json", code=1))["commands"][0]
+        assert (ended["status"], ended["attempt"]) == ("failed", 2), ended
         assert llmgine(d, "command", "list", "-S", sid, "--dead", "-q") == dead
         assert llmgine(d, "command", "retry", dead, "-S", sid, "-q") == dead
         assert llmgine(d, "command", "wait", dead, "-o", "jsonl").count('"completed"') == 1  # attempt 3

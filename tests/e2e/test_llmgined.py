@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,7 @@ def free_port() -> int:
 
 def run_daemon(home, *args, env=None):
     full_env = {**DAEMON_DEFAULTS, **os.environ, **clitools.BACKEND_ENV, "LLMGINE_HOME": str(home), **(env or {})}
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "llmgine_daemon", *args],
         env=full_env,
         stdout=subprocess.PIPE,
@@ -36,19 +37,35 @@ def run_daemon(home, *args, env=None):
         text=True,
         preexec_fn=default_signals,
     )
+    proc.pidfile = Path(home) / "run" / "llmgined.pid"  # wait_for_http checks who answers
+    return proc
 
 
 def wait_for_http(port, proc, timeout=10.0):
+    """The daemon ``proc`` answers on ``port``. Its own: a port chosen free may be bound by
+    another test's daemon before this one starts (this one then exits, and the other answers),
+    so its pid file must name it too."""
     deadline = time.monotonic() + timeout
+    pidfile = getattr(proc, "pidfile", None)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"daemon exited: {proc.stderr.read()}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1) as r:
-                return json.load(r)
+                health = json.load(r)
+            if pidfile is None or _names(pidfile, proc.pid):
+                return health
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     raise AssertionError("daemon did not answer")
+
+
+def _names(pidfile, pid):
+    try:
+        return pidfile.read_text().strip() == str(pid)
+    except FileNotFoundError:
+        return False
 
 
 def exit_code(proc, timeout=15.0):

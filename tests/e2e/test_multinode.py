@@ -81,19 +81,35 @@ class Node:
             self.proc.wait()
 
 
+def start_on_a_free_port(home: Path, env: dict[str, str], tries: int = 3) -> tuple[int, subprocess.Popen[str]]:
+    """A node on a port that was free: another test's daemon may bind it between the choice and
+    this node's start (this one then exits: wait_for_http sees that), so it is tried again on
+    another port."""
+    for attempt in range(tries):
+        port = free_port()
+        proc = run_daemon(home, "--port", str(port), env=env)
+        try:
+            wait_for_http(port, proc, timeout=60)
+        except AssertionError:
+            if proc.poll() is None or attempt == tries - 1:
+                raise
+            continue
+        return port, proc
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def three_nodes(pg_url: str, base: Path) -> Iterator[list[Node]]:
     """Three nodes on the database of ``pg_url``, homes under ``base`` (the third for failover)."""
     nodes: list[Node] = []
     env = {"DATABASE_URL": pg_url, "LLMGINE_LEASE_TIMEOUT": LEASE_TIMEOUT, "LLMGINE_MAX_SESSIONS": str(MAX_SESSIONS)}
-    procs = []
+    procs: list[tuple[Path, int, subprocess.Popen[str]]] = []
     try:
         for i in range(3):
-            home, port = base / f"node{i}", free_port()
+            home = base / f"node{i}"
             home.mkdir()
-            procs.append((home, port, run_daemon(home, "--port", str(port), env=env)))
+            procs.append((home, *start_on_a_free_port(home, env)))
         for home, port, proc in procs:
-            wait_for_http(port, proc, timeout=60)
             nodes.append(Node(home, port, proc, pg_url))
         yield nodes
     finally:
