@@ -30,6 +30,7 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
+from llmgine_daemon.bus.cluster import LeaseLost
 from llmgine_daemon.bus.commands.jobs import Job, Outcome
 from llmgine_daemon.bus.commands.records import (
     COMMAND_COLUMNS,
@@ -114,7 +115,10 @@ class Retries:
             "next_attempt": rec.attempt + 1,
         }
 
+        cluster = self.commands.bus.cluster
+
         def write(conn: sqlite3.Connection) -> tuple[list[Event], bool]:
+            cluster.fence(conn, rec.session_id)  # as every write that ends an attempt
             events = insert_events(conn, rec.session_id, pending, timestamp=ts, trace_id=rec.trace_id)
             cur = conn.execute(
                 "UPDATE commands SET status = 'queued', attempt = ?, retry_at = ?, error = NULL, started_at = NULL,"
@@ -130,6 +134,9 @@ class Retries:
 
         try:
             events, ok = await self.runner.durable_write(write)
+        except LeaseLost:  # another node took the session over: it recorded this attempt interrupted
+            self.runner.lose_jobs([job, *start])
+            return []
         except StorageError:  # only while stopping: still executing in the store (interrupted at start)
             job.pending[:0] = pending
             return []
