@@ -198,7 +198,7 @@ class SharedCluster(LocalCluster):
             # every check passed; a transaction lost after that is noticed by the next fence).
             if epoch is None:
                 got = sql.acquire(conn, session_id, self.node_id, self.lease_timeout)
-                if got is None or got[1]:  # held elsewhere, or a dead node's: the tick takes those
+                if got is None or got[1] == "expired":  # held elsewhere, or a dead node's: the tick takes those
                     self._refused[session_id] = time.monotonic()
                     raise ClaimRefused(session_id)
                 epoch = got[0]
@@ -315,10 +315,14 @@ class SharedCluster(LocalCluster):
                 lease = sql.acquire(conn, sid, node, timeout)
                 if lease is None:
                     continue
-                epoch, _ = lease
+                epoch, how = lease
                 # A session taken from another node, or found without a lease: whatever is
-                # still executing there ran on a node that is gone.
-                interrupted = commands.interrupt_executing(conn, sid, exclude=self._running_ids(sid))
+                # still executing there ran on a node that is gone. One whose lease was this
+                # node's already (a second take racing the first, a forward and a tick) runs
+                # only what this node started: nothing to interrupt.
+                interrupted = (
+                    [] if how == "held" else commands.interrupt_executing(conn, sid, exclude=self._running_ids(sid))
+                )
                 got.append((sid, epoch, (interrupted, commands.queued_rows(conn, sid))))
             return got
 

@@ -203,9 +203,10 @@ def live_nodes(conn: Any, timeout: float) -> list[tuple[Any, ...]]:
 # -- leases --------------------------------------------------------------------------------
 
 
-def acquire(conn: Any, session_id: str, node_id: str, timeout: float) -> tuple[int, bool] | None:
-    """Take or renew the session's lease: (epoch, taken over from another node whose lease had
-    expired), or None while another node holds it."""
+def acquire(conn: Any, session_id: str, node_id: str, timeout: float) -> tuple[int, str] | None:
+    """Take or renew the session's lease: (epoch, how) - ``held`` (it was this node's already),
+    ``free`` (nobody held it) or ``expired`` (taken over from a node whose lease had expired) -
+    or None while another node holds it."""
     row = conn.execute(
         f"SELECT node_id, epoch, expires < {NOW} FROM session_leases WHERE session_id = ? FOR UPDATE",
         (session_id,),
@@ -216,18 +217,18 @@ def acquire(conn: Any, session_id: str, node_id: str, timeout: float) -> tuple[i
             " ON CONFLICT (session_id) DO NOTHING RETURNING epoch",
             (session_id, node_id, timeout),
         ).fetchone()
-        return (int(got[0]), False) if got is not None else None
+        return (int(got[0]), "free") if got is not None else None
     holder, epoch, expired = row
     if holder == node_id:
         conn.execute(f"UPDATE session_leases SET expires = {NOW} + ? WHERE session_id = ?", (timeout, session_id))
-        return int(epoch), False
+        return int(epoch), "held"
     if not expired:
         return None
     conn.execute(
         f"UPDATE session_leases SET node_id = ?, epoch = ?, expires = {NOW} + ? WHERE session_id = ?",
         (node_id, epoch + 1, timeout, session_id),
     )
-    return int(epoch) + 1, True
+    return int(epoch) + 1, "expired"
 
 
 def fence(conn: Any, session_id: str, node_id: str, epoch: int) -> bool:
