@@ -38,6 +38,7 @@ from llmgine_daemon.api import (
 )
 from llmgine_daemon.api.keys import (
     BUS,
+    CREDENTIALS,
     DATABASE,
     LISTENERS,
     LLM,
@@ -170,12 +171,15 @@ def _cluster(settings: Settings) -> LocalCluster:
     return LocalCluster(lease_timeout=settings["cluster.lease_timeout"])
 
 
-async def _check_bind(settings: Settings, store: Store) -> None:
-    """A non-loopback listener needs a credential made on purpose: asked of the keys in the
-    database in use (on PostgreSQL, the cluster's), before anything else starts or logs."""
+async def _credentials(settings: Settings, store: Store) -> Credentials:
+    """The keys and tokens, loaded once (api/guard.py's ``security_ctx`` takes them over), and
+    the bind checked against them: a non-loopback listener needs a credential made on purpose,
+    asked of the database in use (on PostgreSQL, the cluster's) before anything else starts or
+    logs."""
     credentials = Credentials(store, settings["security.api_key_secret"])
     await credentials.load()
     check_bind(settings, credentials.has_user_keys)
+    return credentials
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -184,7 +188,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         store = _store(settings, settings.database_path)
         await store.open()
         stores.push_async_callback(store.close)
-        await _check_bind(settings, store)
+        app[CREDENTIALS] = await _credentials(settings, store)
         # Logs and spans go to a file of their own, so a telemetry flush never holds the
         # writer that requests' writes wait for (store/telemetry.py).
         telemetry = _store(settings, telemetry_path(settings.database_path), telemetry=True)

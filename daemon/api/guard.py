@@ -539,17 +539,16 @@ def close_expired(credentials: Credentials, sockets: SocketRegistry) -> list[str
 
 
 async def security_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Load credentials, mint the local CLI key, wire revocation to open WebSockets."""
+    """Mint the local CLI key, wire revocation to open WebSockets, follow the cluster's keys
+    (the credentials were loaded when the store opened: app.py)."""
     settings = app[SETTINGS]
     bus = app[BUS]
     guard = app[GUARD]
-    credentials = Credentials(bus.store, settings["security.api_key_secret"])
+    credentials = app[CREDENTIALS]  # loaded when the store opened (app.py)
     credentials.shared = bus.cluster.shared  # other nodes make and revoke keys too
-    await credentials.load()
     await credentials.ensure_local_key(settings.paths.local_key)
     credentials.on_revoked(guard.sockets.close_for)
     bus.sessions.hooks.append(credentials.session_ended)
-    app[CREDENTIALS] = credentials
     guard.credentials = credentials
 
     async def sweep_expired() -> None:
