@@ -44,7 +44,7 @@ from typing import Any
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_bus import paced  # noqa: E402
+from pacing import paced  # noqa: E402
 
 # -- the subscriber process -----------------------------------------------------------------
 

@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_bus  # noqa: E402
+from pacing import paced  # noqa: E402
 
 # Keep-alive connections the fan-out's publisher sends over (requests wait for a free one).
 PUBLISH_CONNECTIONS = 32
@@ -168,7 +169,7 @@ async def fanout(a: Node, b: Node, rate: int, seconds: float) -> dict[str, list[
             finally:
                 idle.put_nowait(conn)
 
-        await bench_bus.paced(rate, publish, count=n)
+        await paced(rate, publish, count=n)
         await asyncio.wait_for(asyncio.gather(*subs), 60)
     # The hop alone: when B's subscriber had an event minus when A's had it.
     lat["hop B - A"] = [t[b.home.name] - t[a.home.name] for t in arrived.values() if len(t) == 2]
