@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.dbtools import open_home_db
-from tests.e2e.test_bus_crash import call
+from tests.e2e.test_bus_crash import call, session_with_dummy
 from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
 
 pytestmark = pytest.mark.e2e
@@ -26,9 +26,7 @@ def test_kill_9_during_a_set_based_batch(home):
     proc = run_daemon(home, "--port", str(port))
     try:
         wait_for_http(port, proc)
-        _, session = call(port, "POST", "/api/sessions", {}, home=home)
-        sid = session["session_id"]
-        call(port, "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid}, home=home)
+        sid, _ = session_with_dummy(port, home)
         commands = [{"command_type": "DummyEngineCommand", "parameters": {"prompt": f"p{i}"}} for i in range(N)]
         status, batch = call(port, "POST", f"/api/sessions/{sid}/commands/batch", {"commands": commands}, home=home)
         assert status == 202, batch

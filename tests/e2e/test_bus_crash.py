@@ -58,14 +58,20 @@ def call(port: int, method: str, path: str, body: Any = None, *, home: Any) -> t
         return exc.code, json.load(exc)
 
 
+def session_with_dummy(port: int, home: Any) -> tuple[str, Any]:
+    """A new session with a DummyEngine: (its id, the engine)."""
+    _, session = call(port, "POST", "/api/sessions", {}, home=home)
+    sid = session["session_id"]
+    _, engine = call(port, "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid}, home=home)
+    return sid, engine
+
+
 def test_kill_9_then_restart(home):
     port = free_port()
     proc = run_daemon(home, "--port", str(port))
     try:
         wait_for_http(port, proc)
-        _, session = call(port, "POST", "/api/sessions", {}, home=home)
-        sid = session["session_id"]
-        _, engine = call(port, "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid}, home=home)
+        sid, engine = session_with_dummy(port, home)
         cmd = {"command_type": "DummyEngineCommand"}
         status, running = call(
             port,
