@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.readcache import ReadCache
 from llmgine_daemon.bus.usage import SUMS, usage_from_sums
 from llmgine_daemon.protocol import ErrorCode, Session, SessionCounts, SessionList, now_iso
 from llmgine_daemon.store.migrations import SESSION_COUNTS_RECOUNT
@@ -98,6 +99,8 @@ class Sessions:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.hooks: list[SessionHook] = []
+        # GET answers while nothing was committed (bus/readcache.py): pollers of one session.
+        self.read_cache: ReadCache[Session] = ReadCache(bus.store)
 
     async def create(
         self,
@@ -151,7 +154,7 @@ class Sessions:
 
         # Index lookups (and a sum over the session's commands): on the event loop unless
         # they run long (store.read_point moves them to the reader's thread then).
-        return await self.bus.store.read_point(read)
+        return await self.read_cache.get(session_id, lambda: self.bus.store.read_point(read))
 
     async def list(self, status: str | None, limit: int, offset: int) -> SessionList:
         def read(conn: sqlite3.Connection) -> SessionList:

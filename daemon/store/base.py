@@ -89,6 +89,13 @@ class BaseStore:
         """Where the data is, for messages and GET /api/status (never a password)."""
         raise NotImplementedError
 
+    def version(self) -> object | None:
+        """A value that changes whenever the database may have changed, by this process or any
+        other: a read's result may be kept (bus/readcache.py) for as long as it stays equal.
+        Taken BEFORE the read, so what is kept is never older than its version. None: not
+        known here, keep nothing (PostgreSQL: other nodes write without telling this one)."""
+        return None
+
     async def _commit_batch(self, batch: list[QueueItem], heavy: bool) -> None:
         raise NotImplementedError
 

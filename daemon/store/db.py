@@ -117,6 +117,7 @@ class Store(BaseStore):
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
         self._loop_conn: sqlite3.Connection | None = None  # point reads, on the event loop
+        self._loop_conns = 0  # loop connections opened so far: part of version()
         self.loop_read_steps = LOOP_READ_STEPS
         self._progress_left = 0  # calls of the progress handler the current point read may take
         # Figures for tests and the benchmarks: point reads served on the loop, and those that
@@ -129,6 +130,19 @@ class Store(BaseStore):
 
     def describe(self) -> str:
         return str(self.path)
+
+    def version(self) -> object | None:
+        """SQLite's ``data_version`` as the loop's read connection sees it: it changes with
+        every commit of any other connection (the writer's, another process's). The number
+        is per connection, so the count of loop connections opened goes with it."""
+        conn = self._loop_conn
+        if conn is None:
+            return None
+        try:
+            row = conn.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error:  # busy or closing: unknown, so nothing is kept
+            return None
+        return (self._loop_conns, row[0])
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -171,6 +185,7 @@ class Store(BaseStore):
         file WAL, so opening it takes microseconds)."""
         uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        self._loop_conns += 1
         try:
             conn.execute("PRAGMA busy_timeout = 0")  # never wait on the loop: go to the thread
             conn.execute("PRAGMA query_only = ON")
