@@ -5,8 +5,12 @@ suspends in the middle."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from typing import Any
 
+import pytest
+from llmgine_daemon.api.keys import SETTINGS
 from llmgine_daemon.bus.commands.batchset import CHUNK
 
 from tests.api.bus_helpers import BLOCK_MS, events, session_with_engine
@@ -113,3 +117,63 @@ async def test_cancel_a_set_batch_member_that_waits(app_client):
     assert [c["status"] for c in got["commands"]] == ["completed", "cancelled", "completed"]
     by = per_command(await all_events(app_client, sid))
     assert by[slow] == ["CommandStarted", "DummyEngineStatusUpdate", "CommandResult"]
+
+
+def lock_database(client: Any) -> sqlite3.Connection:
+    """Another process's write lock on the app's database (ROLLBACK and close to release)."""
+    other = sqlite3.connect(client.app[SETTINGS].database_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+@pytest.mark.sqlite_only(reason="another process holding SQLite's file lock")
+async def test_chunks_that_wait_for_the_lock_keep_the_batch_order(make_client):
+    """A chunk runs while the one before it commits, and is stored only after it: a write that
+    waits for the lock (and is retried) holds the next chunks back, in order."""
+    client = await make_client(LLMGINE_DB_BUSY_TIMEOUT="0.2")
+    sid, _ = await session_with_engine(client)
+    n = CHUNK * 3 + 5
+    _, batch = await post_batch(client, sid, [cmd(f"p{i}") for i in range(n)], mode="sequential", wait=None)
+    other = lock_database(client)
+    try:
+        await asyncio.sleep(0.6)  # the runner's writes meet the lock, time out and retry
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    got = await (await client.get(f"/api/sessions/{sid}/batches/{batch['batch_id']}", params={"wait": "30"})).json()
+    assert [c["status"] for c in got["commands"]] == ["completed"] * n
+    evs = await all_events(client, sid)
+    ids = [c["command_id"] for c in got["commands"]]
+    by = per_command(evs)
+    assert all(by[cid] == DUMMY_EVENTS for cid in ids)
+    contiguous(evs, ids)
+
+
+@pytest.mark.sqlite_only(reason="another process holding SQLite's file lock")
+async def test_a_batch_stopped_while_its_chunk_cannot_commit(make_client):
+    """Stopped while a chunk's write cannot commit: that chunk and the one that ran meanwhile
+    stay queued in the store, and the next start runs them once each, in the batch's order."""
+    first = await make_client(LLMGINE_DB_BUSY_TIMEOUT="0.2")
+    sid, _ = await session_with_engine(first)
+    n = CHUNK * 4
+    _, batch = await post_batch(first, sid, [cmd(f"p{i}") for i in range(n)], mode="sequential", wait=None)
+    other = lock_database(first)
+    try:
+        await first.close()  # the runner gives up on its write (STOP_RETRY_S)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with sqlite3.connect(first.app[SETTINGS].database_path) as conn:
+        left = conn.execute(
+            "SELECT COUNT(*) FROM commands WHERE batch_id = ? AND status = 'queued'", (batch["batch_id"],)
+        )
+        assert left.fetchone()[0] > 0  # the stop came before the batch was through
+    second = await make_client()
+    got = await (await second.get(f"/api/sessions/{sid}/batches/{batch['batch_id']}", params={"wait": "30"})).json()
+    assert [c["status"] for c in got["commands"]] == ["completed"] * n
+    assert [c["result"]["response"] for c in got["commands"]] == [f"Dummy response to: p{i}" for i in range(n)]
+    evs = await all_events(second, sid)
+    ids = [c["command_id"] for c in got["commands"]]
+    by = per_command(evs)
+    assert all(by[cid] == DUMMY_EVENTS for cid in ids)  # none stored twice, none lost
+    contiguous(evs, ids)

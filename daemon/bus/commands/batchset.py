@@ -80,13 +80,18 @@ async def run_set(runner: Runner, batch: BatchJob, rest: Callable[[], Coroutine[
     parent = tracing.parse_traceparent(queued[0].traceparent)
     with tracing.span("command.batch", parent=parent, batch_id=batch.batch_id, mode=batch.mode, commands=len(queued)):
         i = 0
+        # The chunk whose transaction is committing while the next one runs.
+        in_flight: tuple[list[Member], asyncio.Future[Written]] | None = None
         while i < len(queued) and not (runner.stopping or batch.stopped):
             members, i, held = _run_chunk(runner, batch, queued, i)
-            if held is None:
-                written = await _commit(runner, batch.session_id, members, [])
-                _committed(runner, members, written)
-                if written[0] != "ok":
+            if in_flight is not None:
+                before = await _settle(runner, *in_flight)
+                in_flight = None
+                if before[0] != "ok":
+                    _not_stored(runner, members, held, before)
                     return
+            if held is None:
+                in_flight = (members, await _begin_commit(runner, batch.session_id, members))
                 continue
             job, coro, step = held
             commit = asyncio.ensure_future(_commit(runner, batch.session_id, members, [job]))
@@ -102,6 +107,8 @@ async def run_set(runner: Runner, batch: BatchJob, rest: Callable[[], Coroutine[
                 return
             if commit.result()[0] != "ok":
                 return
+        if in_flight is not None and (await _settle(runner, *in_flight))[0] != "ok":
+            return
     if batch.stopped:
         await runner.cancel_queued([j for j in queued if j.state == "queued"], "batch")
 
@@ -134,15 +141,43 @@ def _run_chunk(
     return members, i, None
 
 
-async def _commit(runner: Runner, session_id: str, members: list[Member], start: list[Job]) -> Written:
-    """Store the chunk (and the start of ``start``) in one transaction."""
+async def _begin_commit(runner: Runner, session_id: str, members: list[Member]) -> asyncio.Future[Written]:
+    """Start storing a chunk; return once its rows are written and the transaction commits
+    (the fsync, in the connection's thread), so the next chunk runs meanwhile."""
+    loop = asyncio.get_running_loop()
+    applied = loop.create_future()
+
+    def on_applied() -> None:
+        if not applied.done():
+            applied.set_result(None)
+
+    commit = asyncio.ensure_future(
+        _commit(runner, session_id, members, [], applied=lambda: loop.call_soon_threadsafe(on_applied))
+    )
+    await asyncio.wait((applied, commit), return_when=asyncio.FIRST_COMPLETED)
+    return commit
+
+
+async def _commit(
+    runner: Runner,
+    session_id: str,
+    members: list[Member],
+    start: list[Job],
+    *,
+    applied: Callable[[], Any] | None = None,
+) -> Written:
+    """Store the chunk (and the start of ``start``) in one transaction; ``applied()`` is
+    called when its statements ran (from the thread that ran them)."""
     cluster, ts = runner.bus.cluster, now_iso()
 
     def writer(by_row: bool) -> Callable[[Any], Written]:
         def write(conn: Any) -> Written:
             cluster.fence(conn, session_id)
             done, events = finish_set(conn, members, by_row=by_row) if members else ([], [])
-            return "ok", done, events, start_rows(conn, start, ts), ts
+            written = "ok", done, events, start_rows(conn, start, ts), ts
+            if applied is not None:
+                applied()
+            return written
 
         return write
 
@@ -159,6 +194,33 @@ async def _commit(runner: Runner, session_id: str, members: list[Member], start:
     except Exception:
         log.exception("could not store %d command(s) of a batch", len(members) + len(start))
     return ("failed",)
+
+
+async def _settle(runner: Runner, members: list[Member], commit: asyncio.Future[Written]) -> Written:
+    """Wait for a chunk's transaction, then bring the memory in line."""
+    written = await asyncio.shield(commit)
+    _committed(runner, members, written)
+    return written
+
+
+def _not_stored(
+    runner: Runner,
+    members: list[Member],
+    held: tuple[Job, Coroutine[Any, Any, Outcome], Any] | None,
+    before: Written,
+) -> None:
+    """A chunk that ran while the one before it was committing, when that one was not stored:
+    it is not stored either (the batch's order holds), as if it had not run (eager handlers
+    call nothing outside the daemon; a held member's run is closed where it waits)."""
+    jobs = [m[0] for m in members]
+    if held is not None:
+        held[1].close()
+        jobs.append(held[0])
+    if before[0] == "lost":  # the session is another node's now
+        runner.lose_jobs(jobs)
+        return
+    for job in jobs:
+        job.state, job.pending = "queued", []
 
 
 def _committed(runner: Runner, members: list[Member], written: Written) -> None:
