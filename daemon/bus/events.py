@@ -60,6 +60,9 @@ def insert_event_if_active(
     return _insert_event(conn, session_id, event_type, data, metadata, source, None, None, if_active=True)
 
 
+# Each statement that inserts events adds them to their session's count in the same
+# transaction (a row trigger did, one UPDATE per event: store/migrations.py m130).
+_COUNT = "UPDATE session_counts SET events = events + ? WHERE session_id = ?"
 _INSERT_COLUMNS = "events (event_id, session_id, event_type, data, metadata, source, timestamp, trace_id)"
 _INSERT_ONE = f"INSERT INTO {_INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_IF_ACTIVE = (
@@ -99,6 +102,8 @@ def _insert_event(
         cur = conn.execute(_INSERT_ONE, row)
     seq = cur.lastrowid
     assert seq is not None
+    if session_id is not None:
+        conn.execute(_COUNT, (1, session_id))
     return Event(
         event_id=event_id,
         seq=seq,
@@ -145,6 +150,7 @@ def insert_events(
     )
     # One statement on the one writer connection: its rows got consecutive seqs.
     last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+    conn.execute(_COUNT, (len(items), session_id))
     first = last - len(items) + 1
     return [
         Event(

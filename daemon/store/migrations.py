@@ -411,3 +411,15 @@ def m110_mcp_servers(conn: sqlite3.Connection) -> None:
         );
         """,
     )
+
+
+# -- 130-139: counts kept by the writes themselves ------------------------------------------
+
+
+@migration(130, "session counts: events counted by their insert")
+def m130_events_counted_by_insert(conn: sqlite3.Connection) -> None:
+    # A row trigger ran one UPDATE of session_counts per event: 4 per DummyEngine command, a
+    # third of a set-based batch's statements. bus/events.py now adds each statement's events
+    # to the count in the same transaction, one UPDATE per session and statement. Deleting
+    # and moving events still count through their triggers.
+    conn.execute("DROP TRIGGER session_counts_event_in")

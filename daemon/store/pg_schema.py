@@ -109,6 +109,16 @@ def apply(conn: Any, *, telemetry: bool) -> list[int]:
 # -- the SQLite-only migrations ---------------------------------------------------------------
 
 
+@pg_version(130)
+def m130_events_counted_by_insert(conn: Any) -> None:
+    """store/migrations.py m130: the events' trigger no longer counts inserts."""
+    conn.execute("DROP TRIGGER session_counts_events ON events")
+    conn.execute(
+        "CREATE TRIGGER session_counts_events AFTER DELETE OR UPDATE OF session_id ON events"
+        " FOR EACH ROW EXECUTE FUNCTION session_counts_events()"
+    )
+
+
 @pg_version(5)
 def m005_session_counts(conn: Any) -> None:
     """store/migrations.py m005: the counts kept by triggers, as PL/pgSQL."""

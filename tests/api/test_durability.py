@@ -180,6 +180,7 @@ async def test_retention_by_age_prunes_old_events_logs_and_spans(make_client):
             " VALUES (?, ?, 'Old', '{}', '{}', 'api', ?)",
             [(f"old-{i}", sid, old_iso) for i in range(1200)],
         )
+        conn.execute("UPDATE session_counts SET events = events + 1200 WHERE session_id = ?", (sid,))  # bus/events.py
 
     def backdate_telemetry(conn: sqlite3.Connection) -> None:  # in the telemetry database
         # Before what start-up logged and traced (ids follow time), so the old rows are first.

@@ -64,7 +64,7 @@ def test_a_database_from_before_the_cluster_migrations_upgrades(make_pg_url, tmp
     # Back to what the older code left: 120+ not recorded, the registry log not there (the
     # cluster's tables, installed at each start, stay with their rows).
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DELETE FROM schema_migrations WHERE version >= 120")
+        conn.execute("DELETE FROM schema_migrations WHERE version BETWEEN 120 AND 129")
         conn.execute("DROP TABLE registry_changes")
         conn.execute("DROP TABLE registry_head")
         assert conn.execute("SELECT seq FROM event_head").fetchone()[0] >= before[-1]
@@ -76,7 +76,9 @@ def test_a_database_from_before_the_cluster_migrations_upgrades(make_pg_url, tmp
         engine = node.call("POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})
         assert engine["engine_id"]
         with psycopg.connect(url) as conn:
-            versions = {r[0] for r in conn.execute("SELECT version FROM schema_migrations WHERE version >= 120")}
+            versions = {
+                r[0] for r in conn.execute("SELECT version FROM schema_migrations WHERE version BETWEEN 120 AND 129")
+            }
             assert versions == set(CLUSTER_VERSIONS)
             assert conn.execute("SELECT version FROM registry_head").fetchone()[0] >= 1  # the engine's change
     finally:
@@ -98,7 +100,9 @@ def test_on_sqlite_the_cluster_migrations_are_recorded_and_make_no_table(tmp_pat
         _stop(node)
     db = next(p for p in tmp_path.rglob("*.db") if "telemetry" not in p.name)
     with sqlite3.connect(db) as conn:
-        versions = {r[0] for r in conn.execute("SELECT version FROM schema_migrations WHERE version >= 120")}
+        versions = {
+            r[0] for r in conn.execute("SELECT version FROM schema_migrations WHERE version BETWEEN 120 AND 129")
+        }
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert versions == set(CLUSTER_VERSIONS)
     assert not tables & {"event_head", "session_leases", "cluster_nodes", "registry_changes", "registry_head"}

@@ -1,11 +1,18 @@
-"""Session counts kept by triggers (migration 5): exact after every kind of write, and filled
+"""Session counts kept by triggers (migration 5) and, for inserted events, by the statements
+that insert them (bus/events.py, migration 130): exact after every kind of write, and filled
 in for a database that had sessions before the migration."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from pathlib import Path
 
+import llmgine_daemon
+from llmgine_daemon.bus.events import insert_event, insert_events
 from llmgine_daemon.store.migrations import SESSION_COUNTS_RECOUNT, apply_migrations
+
+EVENT_IDS: dict[tuple[str, int], str] = {}
 
 
 def kept(conn):
@@ -25,10 +32,7 @@ def session(conn, sid):
 
 
 def event(conn, sid, n):
-    conn.execute(
-        "INSERT INTO events (event_id, session_id, event_type, source, timestamp) VALUES (?, ?, 'E', 'test', 'x')",
-        (f"{sid}-e{n}", sid),
-    )
+    EVENT_IDS[(sid, n)] = insert_event(conn, sid, "E", source="test").event_id
 
 
 def command(conn, sid, n):
@@ -68,10 +72,7 @@ def test_every_write_keeps_counts_exact(tmp_path):
         lambda: session(conn, "a"),
         lambda: session(conn, "b"),
         lambda: [event(conn, s, i) for s in "ab" for i in range(5)],
-        lambda: conn.executemany(
-            "INSERT INTO events (event_id, session_id, event_type, source, timestamp) VALUES (?, 'a', 'E', 't', 'x')",
-            [(f"many{i}",) for i in range(7)],
-        ),
+        lambda: insert_events(conn, "a", [("E", {}, {}, "t")] * 7, timestamp="x", trace_id=None),
         lambda: [command(conn, "a", i) for i in range(3)],
         lambda: [engine(conn, "a", i) for i in range(3)] + [engine(conn, "b", 0, "stopped")],
         lambda: conn.execute("UPDATE engines SET status = 'stopped' WHERE engine_id = 'a-g0'"),
@@ -80,7 +81,7 @@ def test_every_write_keeps_counts_exact(tmp_path):
         lambda: [tool(conn, "a", "t1"), tool(conn, "a", "t2"), tool(conn, "a", "t1")],  # a replace
         lambda: [handler(conn, "a", i) for i in range(2)] + [handler(conn, None, 9)],  # one global
         lambda: conn.execute("UPDATE handlers SET session_id = 'b' WHERE handler_id = 'a-h1'"),
-        lambda: conn.execute("UPDATE events SET session_id = 'b' WHERE event_id = 'a-e0'"),
+        lambda: conn.execute("UPDATE events SET session_id = 'b' WHERE event_id = ?", (EVENT_IDS[("a", 0)],)),
         lambda: event(conn, "nosession", 0),  # an event outside any stored session
         lambda: conn.execute("DELETE FROM events WHERE session_id = 'a' AND seq % 2 = 0"),  # like retention
         lambda: conn.execute("DELETE FROM commands WHERE command_id = 'a-c1'"),
@@ -110,7 +111,10 @@ def test_migration_fills_counts_of_existing_sessions(tmp_path):
     for sid in ("a", "b", "c"):
         session(conn, sid)
     for i in range(4):
-        event(conn, "a", i)
+        conn.execute(  # as code of that time wrote them
+            "INSERT INTO events (event_id, session_id, event_type, source, timestamp) VALUES (?, 'a', 'E', 't', 'x')",
+            (f"old{i}",),
+        )
         command(conn, "b", i)
     engine(conn, "a", 0)
     engine(conn, "a", 1, "stopped")
@@ -120,3 +124,15 @@ def test_migration_fills_counts_of_existing_sessions(tmp_path):
     assert apply_migrations(conn) == [5]
     assert kept(conn) == counted(conn)
     assert kept(conn) == {"a": (0, 4, 1, 0, 0), "b": (4, 0, 0, 0, 0), "c": (0, 0, 0, 1, 1)}
+
+
+def test_events_are_inserted_only_where_they_are_counted():
+    """No trigger counts inserted events: every statement that inserts them is in bus/events.py,
+    which counts them in the same transaction."""
+    root = Path(llmgine_daemon.__file__).parent
+    inserting = re.compile(r"INSERT\s+INTO\s+events\b", re.IGNORECASE)
+    found = sorted(
+        str(path.relative_to(root)) for path in root.rglob("*.py") if inserting.search(path.read_text(encoding="utf-8"))
+    )
+    # bus/events.py's statements; store/postgres.py only recognises them (to add RETURNING seq).
+    assert found == ["bus/events.py", "store/postgres.py"]
