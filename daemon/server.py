@@ -27,6 +27,7 @@ from llmgine_daemon.api.keys import LISTENERS, SHUTDOWN
 from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.api.origins import check_bind
 from llmgine_daemon.app import create_app
+from llmgine_daemon.coalesce import CoalescingSite
 from llmgine_daemon.observability.redact import RedactingFormatter
 from llmgine_daemon.paths import StartupError
 from llmgine_daemon.settings import (
@@ -257,7 +258,7 @@ async def serve(settings: Settings) -> None:
         except StorageError as exc:
             raise StartupError(f"database.url: {exc}") from None
         for sock in sockets:
-            await web.SockSite(runner, sock).start()
+            await CoalescingSite(runner, sock).start()  # writes held to the end of the turn
         app[LISTENERS].extend(listeners)
         _write_pidfile(pidfile)
         tune_gc()
