@@ -16,8 +16,10 @@ baseline, medians), each as measured / baseline / ratio / target (issue #18):
 - ``POST /api/sessions/{id}/commands?wait=30`` (DummyEngine) over 64 sessions;
 - a batch of ``--batch`` commands with ``?wait``: commands per second against the baseline's
   requests per second (one request, timed, median of the rounds).
-The load generator's own ceiling is the baseline figure: it must be at least 3x the daemon's
-best figure for the ratios to mean anything; the report says whether it is.
+The load generator's own ceiling is measured in the same run: wrk with the same Lua script
+against a third process that answers with canned bytes (no HTTP framework). It must be at least
+3x the daemon's best request rate for the ratios to mean anything; the report says whether it
+is. (The bare route is no ceiling: it is a Python server too, and wrk outruns it.)
 Needs wrk (Debian package ``wrk``; .ci/run installs it).
 """
 
@@ -52,6 +54,26 @@ async def root(request):
 app = web.Application()
 app.router.add_get("/", root)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+# The load generator's own ceiling: canned answers, no HTTP parsing beyond counting request
+# heads, no framework (wrk with the same kind of Lua script as the daemon's rounds).
+CANNED = """
+import asyncio, sys
+ANSWER = (b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nContent-Length: 11\\r\\n\\r\\n"
+          b'{"ok":true}')
+class Canned(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.tail = transport, b""
+    def data_received(self, data):
+        data = self.tail + data
+        n = data.count(b"\\r\\n\\r\\n")
+        self.tail = data[data.rfind(b"\\r\\n\\r\\n") + 4:] if n else data
+        if n:
+            self.transport.write(ANSWER * n)
+async def main():
+    server = await asyncio.get_running_loop().create_server(Canned, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+asyncio.run(main())
 """
 ROTATE = """
 local bodies = {%(bodies)s}
@@ -173,7 +195,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     home = Path(tempfile.mkdtemp(prefix="lgw", dir="/tmp"))
-    bare_port, daemon_port = free_port(), free_port()
+    bare_port, daemon_port, canned_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMGINE_", "API_"))}
     env.update(
         LLMGINE_HOME=str(home),
@@ -186,6 +208,12 @@ def main() -> None:
             [sys.executable, "-c", BARE, str(bare_port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         ),
         subprocess.Popen(
+            [sys.executable, "-c", CANNED, str(canned_port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
             [sys.executable, "-m", "llmgine_daemon", "--port", str(daemon_port)],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -194,7 +222,8 @@ def main() -> None:
     ]
     try:
         wait_port(bare_port, procs[0])
-        wait_port(daemon_port, procs[1])
+        wait_port(canned_port, procs[1])
+        wait_port(daemon_port, procs[2])
         from llmgine_daemon.settings import get_paths, read_local_key
 
         paths = get_paths({"LLMGINE_HOME": str(home)})
@@ -212,7 +241,8 @@ def main() -> None:
         get_one, events, commands = loads["get"], loads["events"], loads["commands"]
         runs: dict[str, list[float]] = {k: [] for k in ("bare", *TARGETS)}
         cpu: dict[str, list[float]] = {k: [] for k in ("bare", *TARGETS) if k != "batch"}
-        bare_round, daemon_round = Round(procs[0].pid), Round(procs[1].pid)
+        bare_round, daemon_round = Round(procs[0].pid), Round(procs[2].pid)
+        ceiling: list[float] = []
 
         def measure(name: str, rnd: Round, url: str, script: str | None = None) -> None:
             rate, per_request = rnd.run(url, opts.seconds, opts.connections, script)
@@ -222,13 +252,14 @@ def main() -> None:
         batch = [{"command_type": "DummyEngineCommand", "parameters": {"prompt": str(i)}} for i in range(opts.batch)]
         for _ in range(opts.rounds):
             measure("bare", bare_round, f"http://127.0.0.1:{bare_port}/")
+            ceiling.append(wrk(f"http://127.0.0.1:{canned_port}", opts.seconds, opts.connections, get_one)[0])
             measure("get_session", daemon_round, base, get_one)
             measure("publish_event", daemon_round, base, events)
             measure("run_command", daemon_round, base, commands)
             started = time.perf_counter()
             api.call("POST", f"/api/sessions/{sessions[0]}/commands/batch?wait=300", {"commands": batch})
             runs["batch"].append(opts.batch / (time.perf_counter() - started))
-        report(runs, cpu, opts)
+        report(runs, cpu, opts, statistics.median(ceiling))
     finally:
         for proc in procs:
             proc.terminate()
@@ -240,7 +271,7 @@ def main() -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def report(runs: dict[str, list[float]], cpu: dict[str, list[float]], opts: argparse.Namespace) -> None:
+def report(runs: dict[str, list[float]], cpu: dict[str, list[float]], opts: argparse.Namespace, ceiling: float) -> None:
     bare = statistics.median(runs["bare"])
     print(
         f"wrk -t1 -c{opts.connections} -d{opts.seconds:g}s, {opts.rounds} interleaved rounds, "
@@ -250,7 +281,8 @@ def report(runs: dict[str, list[float]], cpu: dict[str, list[float]], opts: argp
     best = 0.0
     for name, target in TARGETS.items():
         value = statistics.median(runs[name])
-        best = max(best, value)
+        if name != "batch":  # commands per second of one request, not a request rate
+            best = max(best, value)
         ratio = value / bare
         label = LABELS[name].replace("N", str(opts.batch)) if name == "batch" else LABELS[name]
         print(
@@ -272,8 +304,10 @@ def report(runs: dict[str, list[float]], cpu: dict[str, list[float]], opts: argp
             f"{'PASS' if ratio >= TARGETS[name] else 'FAIL'}"
         )
     print(
-        f"load generator: {bare:.0f} req/s on the bare route = {bare / best:.1f}x the daemon's "
-        f"best figure ({'enough' if bare >= 3 * best else 'NOT enough: ratios are bounded by wrk'})"
+        f"load generator: {ceiling:.0f} req/s with the same Lua script against canned answers = "
+        f"{ceiling / best:.1f}x the daemon's best request rate "
+        f"({'enough' if ceiling >= 3 * best else 'NOT enough: ratios are bounded by wrk'}); "
+        f"the bare route: {bare:.0f} req/s"
     )
 
 
