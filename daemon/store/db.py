@@ -81,6 +81,8 @@ LOOP_READ_STEPS = 20_000
 # The progress handler runs every this many VM instructions (of a statement, counted over all its
 # runs): a point read of ~100 instructions calls it about once in ten reads.
 PROGRESS_EVERY = 1_000
+# How often version() looks for commits of other processes (see there).
+EXTERNAL_CHECK_S = 0.1
 
 
 class _Aborted(Exception):
@@ -118,6 +120,9 @@ class Store(BaseStore):
         self._reader_conn: aiosqlite.Connection | None = None
         self._loop_conn: sqlite3.Connection | None = None  # point reads, on the event loop
         self._loop_conns = 0  # loop connections opened so far: part of version()
+        self.ended = 0  # write transactions ended (committed or not): part of version()
+        self._external: int | None = None  # data_version at the last look, and the next look
+        self._external_due = 0.0
         self.loop_read_steps = LOOP_READ_STEPS
         self._progress_left = 0  # calls of the progress handler the current point read may take
         # Figures for tests and the benchmarks: point reads served on the loop, and those that
@@ -132,17 +137,24 @@ class Store(BaseStore):
         return str(self.path)
 
     def version(self) -> object | None:
-        """SQLite's ``data_version`` as the loop's read connection sees it: it changes with
-        every commit of any other connection (the writer's, another process's). The number
-        is per connection, so the count of loop connections opened goes with it."""
+        """This store's own writes: the count of its write transactions that ended, counted
+        before anyone who wrote hears of it (so a client that was answered reads its write
+        back). Another process's commits (nothing of llmgine writes behind the daemon, but a
+        person with ``sqlite3`` may): SQLite's ``data_version`` on the loop's read connection,
+        looked at when EXTERNAL_CHECK_S passed since the last look - each look is a read
+        transaction, two file-lock system calls, which every GET paid before. The number is
+        per connection, so the count of loop connections opened goes with it."""
         conn = self._loop_conn
         if conn is None:
             return None
-        try:
-            row = conn.execute("PRAGMA data_version").fetchone()
-        except sqlite3.Error:  # busy or closing: unknown, so nothing is kept
-            return None
-        return (self._loop_conns, row[0])
+        now = time.monotonic()
+        if now >= self._external_due:
+            try:
+                self._external = conn.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error:  # busy or closing: unknown, so nothing is kept
+                return None
+            self._external_due = now + EXTERNAL_CHECK_S
+        return (self._loop_conns, self.ended, self._external)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -251,7 +263,9 @@ class Store(BaseStore):
         assert conn is not None
         try:
             value = await conn._execute(ctx.run, alone.fn, self._raw(conn))
+            self.ended += 1
         except Exception as exc:
+            self.ended += 1
             if not future.done():
                 future.set_exception(classify(exc) if isinstance(exc, sqlite3.Error) else exc)
         else:
@@ -276,6 +290,7 @@ class Store(BaseStore):
             log.error("write transaction of %d failed: %s", len(batch), err)
             outcomes = [(False, err)] * len(batch)
             failure = err
+        self.ended += 1  # before the writers hear of it (version())
         self._settle(batch, outcomes, started_wall, started, failure)
 
     async def _lock(self, batch: list[QueueItem], started_wall: float, started: float) -> None:
