@@ -423,3 +423,10 @@ def m130_events_counted_by_insert(conn: sqlite3.Connection) -> None:
     # to the count in the same transaction, one UPDATE per session and statement. Deleting
     # and moving events still count through their triggers.
     conn.execute("DROP TRIGGER session_counts_event_in")
+
+
+@migration(131, "session counts: commands counted by their insert")
+def m131_commands_counted_by_insert(conn: sqlite3.Connection) -> None:
+    # As m130 for events: bus/commands/records.py counts the commands it inserts (a batch of
+    # 10,000 ran 10,000 trigger UPDATEs); deleting and moving commands still count by trigger.
+    conn.execute("DROP TRIGGER session_counts_command_in")

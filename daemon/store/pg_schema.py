@@ -109,14 +109,24 @@ def apply(conn: Any, *, telemetry: bool) -> list[int]:
 # -- the SQLite-only migrations ---------------------------------------------------------------
 
 
+def _not_counting_inserts(conn: Any, table: str) -> None:
+    conn.execute(f"DROP TRIGGER session_counts_{table} ON {table}")
+    conn.execute(
+        f"CREATE TRIGGER session_counts_{table} AFTER DELETE OR UPDATE OF session_id ON {table}"
+        f" FOR EACH ROW EXECUTE FUNCTION session_counts_{table}()"
+    )
+
+
 @pg_version(130)
 def m130_events_counted_by_insert(conn: Any) -> None:
     """store/migrations.py m130: the events' trigger no longer counts inserts."""
-    conn.execute("DROP TRIGGER session_counts_events ON events")
-    conn.execute(
-        "CREATE TRIGGER session_counts_events AFTER DELETE OR UPDATE OF session_id ON events"
-        " FOR EACH ROW EXECUTE FUNCTION session_counts_events()"
-    )
+    _not_counting_inserts(conn, "events")
+
+
+@pg_version(131)
+def m131_commands_counted_by_insert(conn: Any) -> None:
+    """store/migrations.py m131: the commands' trigger no longer counts inserts."""
+    _not_counting_inserts(conn, "commands")
 
 
 @pg_version(5)

@@ -9,7 +9,9 @@ import sqlite3
 from pathlib import Path
 
 import llmgine_daemon
+from llmgine_daemon.bus.commands.records import insert_command, insert_commands
 from llmgine_daemon.bus.events import insert_event, insert_events
+from llmgine_daemon.protocol import Command
 from llmgine_daemon.store.migrations import SESSION_COUNTS_RECOUNT, apply_migrations
 
 EVENT_IDS: dict[tuple[str, int], str] = {}
@@ -36,10 +38,19 @@ def event(conn, sid, n):
 
 
 def command(conn, sid, n):
-    conn.execute(
-        "INSERT INTO commands (command_id, session_id, command_type, status, created_at)"
-        " VALUES (?, ?, 'C', 'completed', 'x')",
-        (f"{sid}-c{n}", sid),
+    insert_command(conn, record(sid, f"c{n}", "completed"))
+
+
+def record(sid, name, status, batch_id=None):
+    return Command(
+        command_id=f"{sid}-{name}",
+        status=status,
+        created_at="x",
+        session_id=sid,
+        command_type="C",
+        parameters={},
+        metadata={},
+        batch_id=batch_id,
     )
 
 
@@ -74,6 +85,7 @@ def test_every_write_keeps_counts_exact(tmp_path):
         lambda: [event(conn, s, i) for s in "ab" for i in range(5)],
         lambda: insert_events(conn, "a", [("E", {}, {}, "t")] * 7, timestamp="x", trace_id=None),
         lambda: [command(conn, "a", i) for i in range(3)],
+        lambda: insert_commands(conn, [record(s, f"m{i}", "queued", "batch") for s, i in ("a0", "a1", "b2")]),
         lambda: [engine(conn, "a", i) for i in range(3)] + [engine(conn, "b", 0, "stopped")],
         lambda: conn.execute("UPDATE engines SET status = 'stopped' WHERE engine_id = 'a-g0'"),
         lambda: conn.execute("UPDATE engines SET status = 'active' WHERE engine_id = 'b-g0'"),
@@ -95,7 +107,7 @@ def test_every_write_keeps_counts_exact(tmp_path):
         step()
         conn.execute("COMMIT")
         assert kept(conn) == counted(conn), f"after step {i}"
-    assert kept(conn)["a"] == (2, 6, 1, 1, 1)  # 12 events, 1 moved, 5 of 11 deleted
+    assert kept(conn)["a"] == (4, 6, 1, 1, 1)  # 3 + 2 commands, 1 deleted; 12 events, 1 moved, 5 of 11 deleted
     assert kept(conn)["nosession"] == (0, 1, 0, 0, 0)
     assert "b" not in kept(conn)
 
@@ -115,7 +127,11 @@ def test_migration_fills_counts_of_existing_sessions(tmp_path):
             "INSERT INTO events (event_id, session_id, event_type, source, timestamp) VALUES (?, 'a', 'E', 't', 'x')",
             (f"old{i}",),
         )
-        command(conn, "b", i)
+        conn.execute(
+            "INSERT INTO commands (command_id, session_id, command_type, status, created_at)"
+            " VALUES (?, 'b', 'C', 'completed', 'x')",
+            (f"oldc{i}",),
+        )
     engine(conn, "a", 0)
     engine(conn, "a", 1, "stopped")
     tool(conn, "c", "t")
@@ -126,13 +142,17 @@ def test_migration_fills_counts_of_existing_sessions(tmp_path):
     assert kept(conn) == {"a": (0, 4, 1, 0, 0), "b": (4, 0, 0, 0, 0), "c": (0, 0, 0, 1, 1)}
 
 
-def test_events_are_inserted_only_where_they_are_counted():
-    """No trigger counts inserted events: every statement that inserts them is in bus/events.py,
-    which counts them in the same transaction."""
+def inserting(table: str) -> list[str]:
     root = Path(llmgine_daemon.__file__).parent
-    inserting = re.compile(r"INSERT\s+INTO\s+events\b", re.IGNORECASE)
-    found = sorted(
-        str(path.relative_to(root)) for path in root.rglob("*.py") if inserting.search(path.read_text(encoding="utf-8"))
+    statement = re.compile(rf"INSERT\s+INTO\s+{table}\b", re.IGNORECASE)
+    return sorted(
+        str(path.relative_to(root)) for path in root.rglob("*.py") if statement.search(path.read_text(encoding="utf-8"))
     )
+
+
+def test_events_and_commands_are_inserted_only_where_they_are_counted():
+    """No trigger counts inserted events or commands: every statement that inserts them is in
+    one module, which counts them in the same transaction."""
     # bus/events.py's statements; store/postgres.py only recognises them (to add RETURNING seq).
-    assert found == ["bus/events.py", "store/postgres.py"]
+    assert inserting("events") == ["bus/events.py", "store/postgres.py"]
+    assert inserting("commands") == ["bus/commands/records.py"]

@@ -8,6 +8,7 @@ store's threads) or is pure: nothing touches the runner's memory.
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,11 +122,19 @@ def insert_command(
 ) -> None:
     """Store a new command; with ``outcome``, already finished (an eager command)."""
     conn.execute(_INSERT_COMMAND, _command_values(rec, outcome, finished_at))
+    conn.execute(_COUNT, (1, rec.session_id))
 
 
 def insert_commands(conn: sqlite3.Connection, recs: list[Command]) -> None:
     """Store new commands (a batch's) with one ``executemany``."""
     conn.executemany(_INSERT_COMMAND, [_command_values(rec, None, None) for rec in recs])
+    for session_id, n in Counter(rec.session_id for rec in recs).items():
+        conn.execute(_COUNT, (n, session_id))
+
+
+# The only statements that insert commands add them to their session's count in the same
+# transaction (a row trigger did, one UPDATE per command: store/migrations.py m131).
+_COUNT = "UPDATE session_counts SET commands = commands + ? WHERE session_id = ?"
 
 
 _INSERT_COMMAND = f"INSERT INTO commands ({INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
