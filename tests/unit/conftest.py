@@ -1,4 +1,5 @@
-"""Fixtures of the unit tests: a ``Bus`` over a real ``Store`` in a temp dir, no app, no HTTP."""
+"""Fixtures of the unit tests: a real ``Store`` in a temp dir, and a ``Bus`` over one; no app,
+no HTTP."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ from pathlib import Path
 import pytest
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.store.db import Store
+
+
+@pytest.fixture
+async def store(home: Path) -> AsyncIterator[Store]:
+    s = Store(home / "data" / "t.db")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 @pytest.fixture

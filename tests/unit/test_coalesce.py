@@ -8,8 +8,11 @@ import asyncio
 import re
 import socket
 
+import pytest
 from aiohttp import ClientSession, web
 from llmgine_daemon.coalesce import CoalescingSite, hold_writes
+
+from tests.eventually import eventually
 
 
 class Sink(asyncio.Protocol):
@@ -30,11 +33,24 @@ async def pair() -> tuple[asyncio.Transport, socket.socket]:
     return transport, theirs
 
 
-def received(sock: socket.socket) -> bytes:
+def received(sock: socket.socket) -> bytes | None:
+    """What has arrived (b"" at the end of the stream), None while nothing has."""
     try:
         return sock.recv(1 << 20)
     except BlockingIOError:
-        return b""
+        return None
+
+
+async def arrival(sock: socket.socket) -> bytes:
+    return await eventually(lambda: received(sock))
+
+
+async def until_the_end(sock: socket.socket) -> bytes:
+    """Everything that arrives up to the end of the stream."""
+    got = b""
+    while chunk := await arrival(sock):
+        got += chunk
+    return got
 
 
 async def test_writes_of_a_turn_leave_together_at_its_end():
@@ -43,35 +59,23 @@ async def test_writes_of_a_turn_leave_together_at_its_end():
         transport.write(b"one ")
         transport.writelines([b"two ", memoryview(b"three ")])
         transport.write(b"")
-        assert received(theirs) == b""  # held: nothing sent within the turn
+        assert received(theirs) is None  # held: nothing sent within the turn
         assert transport.get_write_buffer_size() == len(b"one two three ")
-        await asyncio.sleep(0)  # the turn ends; the next one starts with the flush
-        await asyncio.sleep(0)
-        assert received(theirs) == b"one two three "
+        assert await arrival(theirs) == b"one two three "  # together, at the turn's end
         transport.write(b"four")  # a later turn's writes come after
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        assert received(theirs) == b"four"
+        assert await arrival(theirs) == b"four"
     finally:
         transport.abort()
         theirs.close()
 
 
-async def test_close_and_write_eof_send_what_is_held_first():
+@pytest.mark.parametrize("end", ["write_eof", "close"])
+async def test_ending_sends_what_is_held_first(end: str):
     transport, theirs = await pair()
     transport.write(b"last words")
-    transport.write_eof()
-    await asyncio.sleep(0.05)
-    assert received(theirs) == b"last words"
-    assert received(theirs) == b""  # then end of stream
+    getattr(transport, end)()
+    assert await until_the_end(theirs) == b"last words"
     transport.close()
-    theirs.close()
-
-    transport, theirs = await pair()
-    transport.write(b"bye")
-    transport.close()
-    await asyncio.sleep(0.05)
-    assert received(theirs) == b"bye"
     theirs.close()
 
 
@@ -79,8 +83,7 @@ async def test_abort_drops_what_is_held():
     transport, theirs = await pair()
     transport.write(b"never")
     transport.abort()
-    await asyncio.sleep(0.05)
-    assert received(theirs) == b""
+    assert await until_the_end(theirs) == b""
     theirs.close()
 
 

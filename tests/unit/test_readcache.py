@@ -13,14 +13,6 @@ from llmgine_daemon.store.base import BaseStore
 from llmgine_daemon.store.db import EXTERNAL_CHECK_S, Store
 
 
-@pytest.fixture
-async def store(home):
-    s = Store(home / "data" / "t.db")
-    await s.open()
-    yield s
-    await s.close()
-
-
 def insert(session_id: str) -> Any:
     return lambda c: c.execute(
         "INSERT INTO sessions (session_id, status, created_at, last_activity_at) VALUES (?, 'active', 'x', 'x')",

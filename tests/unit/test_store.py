@@ -12,14 +12,6 @@ from llmgine_daemon.store.db import Store
 from tests.eventually import eventually
 
 
-@pytest.fixture
-async def store(home):
-    s = Store(home / "data" / "t.db")
-    await s.open()
-    yield s
-    await s.close()
-
-
 async def test_concurrent_writes_share_transactions(store):
     def insert(i):
         return lambda c: (
