@@ -42,7 +42,13 @@ def received(sock: socket.socket) -> bytes | None:
 
 
 async def arrival(sock: socket.socket) -> bytes:
-    return await eventually(lambda: received(sock))
+    """The next bytes to arrive (b"": the end of the stream)."""
+
+    def got() -> tuple[bytes] | None:
+        data = received(sock)
+        return None if data is None else (data,)
+
+    return (await eventually(got))[0]
 
 
 async def until_the_end(sock: socket.socket) -> bytes:
