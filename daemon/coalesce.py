@@ -18,6 +18,9 @@ What holds:
 - ``close()`` and ``write_eof()`` flush first; ``abort()`` drops what is held, as it drops the
   transport's own buffer; ``get_write_buffer_size()`` counts what is held. A ``sendfile`` (not
   used by the daemon) flushes before it touches the socket (``_make_empty_waiter``).
+- Memory and flow control: a connection holds at most MAX_HELD bytes; past that its writes go
+  out at once, into the transport's own buffer, whose high-water mark pauses the writer as
+  before (a client that does not read cannot make the daemon hold more than without this).
 
 How: the server's protocol factory is wrapped (``coalesced``) so that each new transport's
 write methods are replaced on that instance, before aiohttp's protocol sees it. The loop, other
@@ -33,6 +36,20 @@ from typing import Any
 from aiohttp import web
 
 _HELD = "_llmgine_held"
+# A connection holds at most this much: more is sent at once, so a large or streamed answer
+# (or a client pipelining many requests) meets the transport's own buffer limits and the
+# writer's drain() as before (asyncio's default high-water mark is 64 KiB).
+MAX_HELD = 64 * 1024
+
+
+class _Held:
+    """What one connection wrote this turn."""
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self, data: bytes) -> None:
+        self.chunks = [data]
+        self.size = len(data)
 
 
 class _Flusher:
@@ -44,11 +61,17 @@ class _Flusher:
         self.scheduled = False
 
     def hold(self, transport: Any, data: bytes) -> None:
-        held = transport.__dict__.get(_HELD)
+        held: _Held | None = transport.__dict__.get(_HELD)
         if held is not None:
-            held.append(data)
+            held.chunks.append(data)
+            held.size += len(data)
+            if held.size >= MAX_HELD:
+                release(transport)  # a large answer goes now, under the transport's flow control
             return
-        setattr(transport, _HELD, [data])
+        if len(data) >= MAX_HELD:
+            type(transport).write(transport, data)
+            return
+        setattr(transport, _HELD, _Held(data))
         self.dirty.append(transport)
         if not self.scheduled:
             self.scheduled = True
@@ -66,9 +89,10 @@ _FLUSHERS: dict[asyncio.AbstractEventLoop, _Flusher] = {}
 
 def release(transport: Any) -> None:
     """Send what ``transport`` holds now (the class's own write: one call, joined)."""
-    held = transport.__dict__.pop(_HELD, None)
-    if held:
-        type(transport).write(transport, held[0] if len(held) == 1 else b"".join(held))
+    held: _Held | None = transport.__dict__.pop(_HELD, None)
+    if held is not None:
+        chunks = held.chunks
+        type(transport).write(transport, chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
 def hold_writes(transport: asyncio.BaseTransport) -> None:
@@ -106,8 +130,8 @@ def hold_writes(transport: asyncio.BaseTransport) -> None:
         cls.abort(transport)
 
     def get_write_buffer_size() -> int:
-        held = transport.__dict__.get(_HELD) or ()
-        return int(cls.get_write_buffer_size(transport)) + sum(len(b) for b in held)
+        held: _Held | None = transport.__dict__.get(_HELD)
+        return int(cls.get_write_buffer_size(transport)) + (held.size if held is not None else 0)
 
     transport.write = write  # type: ignore[method-assign]
     transport.writelines = writelines  # type: ignore[method-assign]

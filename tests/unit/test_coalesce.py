@@ -10,7 +10,7 @@ import socket
 
 import pytest
 from aiohttp import ClientSession, web
-from llmgine_daemon.coalesce import CoalescingSite, hold_writes
+from llmgine_daemon.coalesce import MAX_HELD, CoalescingSite, hold_writes
 
 from tests.eventually import eventually
 
@@ -70,6 +70,24 @@ async def test_writes_of_a_turn_leave_together_at_its_end():
         assert await arrival(theirs) == b"one two three "  # together, at the turn's end
         transport.write(b"four")  # a later turn's writes come after
         assert await arrival(theirs) == b"four"
+    finally:
+        transport.abort()
+        theirs.close()
+
+
+async def test_a_large_answer_is_not_held():
+    """Past MAX_HELD a connection's writes go out at once, in order, into the transport's own
+    buffer (whose flow control then applies as without holding)."""
+    transport, theirs = await pair()
+    try:
+        transport.write(b"head ")
+        body = b"b" * MAX_HELD
+        transport.write(body)
+        assert transport.__dict__.get("_llmgine_held") is None  # nothing left held
+        got = b""
+        while len(got) < len(b"head ") + len(body):
+            got += await arrival(theirs)
+        assert got == b"head " + body
     finally:
         transport.abort()
         theirs.close()
