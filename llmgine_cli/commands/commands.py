@@ -27,7 +27,7 @@ from llmgine_cli.commands.args import (
 )
 from llmgine_cli.context import AppContext
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.render_observability import render_trace
 from llmgine_cli.status import ExitStatus
 
@@ -35,26 +35,12 @@ app = typer.Typer(help="Run, inspect, list and cancel commands (and batches of t
 
 COMMAND_VIEW = hot.COMMAND_VIEW
 LIST_VIEW = View(
-    columns=(
-        Column("ID", "command_id"),
-        Column("TYPE", "command_type"),
-        Column("STATUS", "status"),
-        Column("PRIORITY", "priority"),
-        Column("CREATED", "created_at"),
-        Column("TOOK", "duration_ms"),
-    ),
+    columns="ID=command_id, TYPE=command_type, STATUS=status, PRIORITY=priority, CREATED=created_at, TOOK=duration_ms",
     items="commands",
     id_field="command_id",
 )
 BATCH_VIEW = View(
-    columns=(
-        Column("#", "index"),
-        Column("ID", "command_id"),
-        Column("TYPE", "command_type"),
-        Column("STATUS", "status"),
-        Column("TOOK", "duration_ms"),
-        Column("RESULT", "summary"),
-    ),
+    columns="#=index, ID=command_id, TYPE=command_type, STATUS=status, TOOK=duration_ms, RESULT=summary",
     items="commands",
     id_field="command_id",
 )

@@ -9,19 +9,13 @@ import typer
 from llmgine_cli import completion, hot
 from llmgine_cli.commands.args import SessionOpt, id_callback, parse_object, parse_pairs, parse_time
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.render import View, render, resolve_format
 
 app = typer.Typer(help="Publish, list and inspect a session's events.", no_args_is_help=True)
 
 EVENT_VIEW = hot.EVENT_VIEW
 LIST_VIEW = View(
-    columns=(
-        Column("SEQ", "seq"),
-        Column("TYPE", "event_type"),
-        Column("SOURCE", "source"),
-        Column("TIME", "timestamp"),
-        Column("DATA", "data"),
-    ),
+    columns="SEQ=seq, TYPE=event_type, SOURCE=source, TIME=timestamp, DATA=data",
     items="events",
     id_field="event_id",
 )
