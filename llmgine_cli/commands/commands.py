@@ -19,7 +19,7 @@ from llmgine_cli.commands.args import (
     SessionOpt,
     choices,
     command_metadata,
-    id_callback,
+    id_argument,
     parse_object,
     parse_pairs,
     summary,
@@ -47,11 +47,7 @@ BATCH_VIEW = View(
 
 CommandId = Annotated[
     str,
-    typer.Argument(
-        metavar="ID",
-        help="The command: its id, a unique prefix or its short id.",
-        callback=id_callback("command", "/api/sessions/{session}/commands", "commands", "command_id", in_session=True),
-    ),
+    id_argument("command", "/api/sessions/{session}/commands", "commands", "command_id", in_session=True),
 ]
 
 

@@ -13,7 +13,7 @@ from llmgine_cli.commands.args import (
     SessionOpt,
     choices,
     command_metadata,
-    id_callback,
+    id_argument,
     parse_pairs,
     session_callback,
 )
@@ -46,12 +46,7 @@ MESSAGES_VIEW = View(
 
 EngineId = Annotated[
     str,
-    typer.Argument(
-        metavar="ID",
-        help="The engine: its id, a unique prefix or its short id.",
-        autocompletion=completion.engine_ids,
-        callback=id_callback("engine", "/api/engines", "engines", "engine_id"),
-    ),
+    id_argument("engine", "/api/engines", "engines", "engine_id", autocompletion=completion.engine_ids),
 ]
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmgine_cli.commands.args import choices, id_callback, session_callback
+from llmgine_cli.commands.args import choices, id_argument, session_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.render_observability import render_log_records, render_metrics, render_trace
@@ -180,10 +180,13 @@ def trace(
     ctx: typer.Context,
     trace_id: Annotated[
         str,
-        typer.Argument(
-            metavar="ID",
+        id_argument(
+            "trace",
+            "/api/observability/traces",
+            "traces",
+            "trace_id",
             help="The trace: its id (32 hex digits), a unique prefix or its short id.",
-            callback=id_callback("trace", "/api/observability/traces", "traces", "trace_id", paged=False),
+            paged=False,
         ),
     ],
     output: Output = None,

@@ -14,7 +14,7 @@ import typer
 from llmgine_daemon.protocol import CommandCreate
 
 from llmgine_cli import completion
-from llmgine_cli.commands.args import SessionOpt, choices, command_metadata, id_callback, parse_object, parse_pairs
+from llmgine_cli.commands.args import SessionOpt, choices, command_metadata, id_argument, parse_object, parse_pairs
 from llmgine_cli.commands.webhooks import OptionalSession
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render
@@ -33,11 +33,7 @@ ONE_VIEW = View(id_field="schedule_id")
 
 ScheduleId = Annotated[
     str,
-    typer.Argument(
-        metavar="ID",
-        help="The schedule: its id, a unique prefix or its short id.",
-        callback=id_callback("schedule", "/api/schedules", "schedules", "schedule_id", paged=False),
-    ),
+    id_argument("schedule", "/api/schedules", "schedules", "schedule_id", paged=False),
 ]
 
 

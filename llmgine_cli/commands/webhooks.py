@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
-from llmgine_cli.commands.args import choices, id_callback, session_callback
+from llmgine_cli.commands.args import choices, id_argument, session_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 
@@ -39,11 +39,7 @@ ATTEMPTS_VIEW = View(
 
 WebhookId = Annotated[
     str,
-    typer.Argument(
-        metavar="ID",
-        help="The webhook: its id, a unique prefix or its short id.",
-        callback=id_callback("webhook", "/api/webhooks", "webhooks", "webhook_id", paged=False),
-    ),
+    id_argument("webhook", "/api/webhooks", "webhooks", "webhook_id", paged=False),
 ]
 OptionalSession = Annotated[
     str | None,
