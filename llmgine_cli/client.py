@@ -149,6 +149,10 @@ class Client(BusVerbs, HookEndpoints, AgentEndpoints, HTTPTransport):
         url = endpoint.url(**{k: _seg(v) for k, v in (path or {}).items()})
         return self._call(endpoint.method, url, endpoint.response if type_ is _TABLE else type_, **kwargs)
 
+    def _held(self, name: str, path: Mapping[str, str], wait: float, **kwargs: Any) -> Any:
+        """``_op`` for an operation the daemon holds up to ``wait`` seconds for its work to end."""
+        return self._op(name, path=path, query=_wait(wait), wait=wait, **kwargs)
+
     # -- system --------------------------------------------------------------------------
 
     def health(self) -> Health:
@@ -247,19 +251,11 @@ class Client(BusVerbs, HookEndpoints, AgentEndpoints, HTTPTransport):
             after=list(after),
             after_policy=after_policy,
         )
-        return self._op(
-            "executeCommand",
-            path={"session_id": _id(session_id)},
-            body=body,
-            query=_wait(wait),
-            wait=wait,
-            idempotency_key=idempotency_key,
-        )
+        path = {"session_id": _id(session_id)}
+        return self._held("executeCommand", path, wait, body=body, idempotency_key=idempotency_key)
 
     def get_command(self, session_id: str, command_id: str, *, wait: float = 0) -> Command:
-        return self._op(
-            "getCommand", path={"session_id": _id(session_id), "command_id": command_id}, query=_wait(wait), wait=wait
-        )
+        return self._held("getCommand", {"session_id": _id(session_id), "command_id": command_id}, wait)
 
     def list_commands(
         self,
@@ -303,19 +299,11 @@ class Client(BusVerbs, HookEndpoints, AgentEndpoints, HTTPTransport):
             mode=mode,  # type: ignore[arg-type]
             stop_on_error=stop_on_error,
         )
-        return self._op(
-            "executeBatch",
-            path={"session_id": _id(session_id)},
-            body=body,
-            query=_wait(wait),
-            wait=wait,
-            idempotency_key=idempotency_key,
-        )
+        path = {"session_id": _id(session_id)}
+        return self._held("executeBatch", path, wait, body=body, idempotency_key=idempotency_key)
 
     def get_batch(self, session_id: str, batch_id: str, *, wait: float = 0) -> Batch:
-        return self._op(
-            "getBatch", path={"session_id": _id(session_id), "batch_id": batch_id}, query=_wait(wait), wait=wait
-        )
+        return self._held("getBatch", {"session_id": _id(session_id), "batch_id": batch_id}, wait)
 
     # -- events (api/events.py) --------------------------------------------------------------
 

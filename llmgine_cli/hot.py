@@ -24,7 +24,7 @@ import sys
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.inputs import InputError, command_metadata, parse_object, parse_pairs
 from llmgine_cli.progress import spinner
-from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.transport import HTTPTransport, segment
 
 TYPE_CHECKING = False  # typing costs a few ms to import: annotations only
@@ -38,13 +38,7 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled", 
 
 SESSION_VIEW = View(id_field="session_id")
 SESSION_LIST_VIEW = View(
-    columns=(
-        Column("ID", "session_id"),
-        Column("NAME", "name"),
-        Column("STATUS", "status"),
-        Column("CREATED", "created_at"),
-        Column("LAST ACTIVITY", "last_activity_at"),
-    ),
+    columns="ID=session_id, NAME=name, STATUS=status, CREATED=created_at, LAST ACTIVITY=last_activity_at",
     items="sessions",
     id_field="session_id",
 )

@@ -14,49 +14,43 @@ from __future__ import annotations
 
 from aiohttp import web
 from llmgine_daemon.api.keys import BUS
-from llmgine_daemon.api.util import json_response, path_id, read_json, scopes_itself
-from llmgine_daemon.api.webhooks import scope_of
+from llmgine_daemon.api.scoped import ScopedRoutes, scope_of
+from llmgine_daemon.api.util import json_response, path_id, read_json
 from llmgine_daemon.protocol import ScheduleCreate
 
-routes = web.RouteTableDef()
+routes = ScopedRoutes()
 
 
 @routes.post("/api/schedules")
-@scopes_itself
 async def create_schedule(request: web.Request) -> web.Response:
     body = await read_json(request, ScheduleCreate)
     return json_response(await request.app[BUS].schedules.create(body, scope_of(request)), status=201)
 
 
 @routes.get("/api/schedules")
-@scopes_itself
 async def list_schedules(request: web.Request) -> web.Response:
     session_id = request.query.get("session_id") or None
     return json_response(await request.app[BUS].schedules.list(scope_of(request), session_id))
 
 
 @routes.get("/api/schedules/{schedule_id}")
-@scopes_itself
 async def get_schedule(request: web.Request) -> web.Response:
     return json_response(await request.app[BUS].schedules.get(path_id(request, "schedule_id"), scope_of(request)))
 
 
 @routes.post("/api/schedules/{schedule_id}/pause")
-@scopes_itself
 async def pause_schedule(request: web.Request) -> web.Response:
     schedules = request.app[BUS].schedules
     return json_response(await schedules.set_paused(path_id(request, "schedule_id"), scope_of(request), True))
 
 
 @routes.post("/api/schedules/{schedule_id}/resume")
-@scopes_itself
 async def resume_schedule(request: web.Request) -> web.Response:
     schedules = request.app[BUS].schedules
     return json_response(await schedules.set_paused(path_id(request, "schedule_id"), scope_of(request), False))
 
 
 @routes.delete("/api/schedules/{schedule_id}")
-@scopes_itself
 async def delete_schedule(request: web.Request) -> web.Response:
     await request.app[BUS].schedules.delete(path_id(request, "schedule_id"), scope_of(request))
     return web.Response(status=204)

@@ -13,23 +13,16 @@ another session, or for all sessions, is 403; another session's is 404).
 from __future__ import annotations
 
 from aiohttp import web
-from llmgine_daemon.api.guard import PRINCIPAL
 from llmgine_daemon.api.keys import BUS
-from llmgine_daemon.api.util import json_response, limit_offset, path_id, query_choice, read_json, scopes_itself
+from llmgine_daemon.api.scoped import ScopedRoutes, scope_of
+from llmgine_daemon.api.util import json_response, limit_offset, path_id, query_choice, read_json
 from llmgine_daemon.protocol import WebhookCreate
 from llmgine_daemon.protocol.hooks import DELIVERY_STATUSES
 
-routes = web.RouteTableDef()
-
-
-def scope_of(request: web.Request) -> str | None:
-    """The session a session token is limited to; None for a key (or the socket's owner)."""
-    principal = request.get(PRINCIPAL)
-    return principal.session_id if principal is not None else None
+routes = ScopedRoutes()
 
 
 @routes.post("/api/webhooks")
-@scopes_itself
 async def create_webhook(request: web.Request) -> web.Response:
     body = await read_json(request, WebhookCreate)
     webhook = await request.app[BUS].webhooks.create(body, scope_of(request))
@@ -37,27 +30,23 @@ async def create_webhook(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/webhooks")
-@scopes_itself
 async def list_webhooks(request: web.Request) -> web.Response:
     session_id = request.query.get("session_id") or None
     return json_response(await request.app[BUS].webhooks.list(scope_of(request), session_id))
 
 
 @routes.get("/api/webhooks/{webhook_id}")
-@scopes_itself
 async def get_webhook(request: web.Request) -> web.Response:
     return json_response(await request.app[BUS].webhooks.get(path_id(request, "webhook_id"), scope_of(request)))
 
 
 @routes.delete("/api/webhooks/{webhook_id}")
-@scopes_itself
 async def delete_webhook(request: web.Request) -> web.Response:
     await request.app[BUS].webhooks.delete(path_id(request, "webhook_id"), scope_of(request))
     return web.Response(status=204)
 
 
 @routes.get("/api/webhooks/{webhook_id}/deliveries")
-@scopes_itself
 async def list_webhook_deliveries(request: web.Request) -> web.Response:
     limit, offset = limit_offset(request)
     status = query_choice(request, "status", DELIVERY_STATUSES)

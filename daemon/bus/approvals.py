@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus import jsonschema
-from llmgine_daemon.bus.codec import dumps, loads, new_id
+from llmgine_daemon.bus.codec import dumps, loads, new_id, row_reader
 from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import fetch_session
@@ -51,6 +51,7 @@ APPROVAL_COLUMNS = (
     " expires_at, decided_at, decided_by, reason, final_arguments"
 )
 DECISIONS = {"approve": "approved", "deny": "denied"}
+row_to_approval = row_reader(Approval, APPROVAL_COLUMNS, json=("arguments", "final_arguments"))
 
 
 @dataclass(frozen=True)
@@ -59,25 +60,6 @@ class ApprovalPolicy:
 
     require_all: bool = False
     timeout: float = 600.0
-
-
-def row_to_approval(row: tuple[Any, ...]) -> Approval:
-    return Approval(
-        approval_id=row[0],
-        session_id=row[1],
-        command_id=row[2],
-        engine_id=row[3],
-        call_id=row[4],
-        tool_name=row[5],
-        arguments=loads(row[6]),
-        status=row[7],
-        requested_at=row[8],
-        expires_at=row[9],
-        decided_at=row[10],
-        decided_by=row[11],
-        reason=row[12],
-        final_arguments=loads(row[13]) if row[13] is not None else None,
-    )
 
 
 def decided_data(approval: Approval) -> dict[str, Any]:

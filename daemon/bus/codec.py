@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
+
+T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
@@ -21,6 +24,19 @@ def loads(text: str | None) -> Any:
     if text is None:
         return None
     return _decoder.decode(text)
+
+
+def row_reader(model: Callable[..., T], columns: str, *, json: Iterable[str] = ()) -> Callable[..., T]:
+    """A function making ``model`` from a row selected as ``columns`` (a SELECT list whose names
+    are the model's fields), the columns named in ``json`` decoded; its keywords are the
+    model's other fields."""
+    names = tuple(name.strip() for name in columns.split(","))
+    decoded = frozenset(json)
+
+    def read(row: Sequence[Any], **extra: Any) -> T:
+        return model(**{n: loads(v) if n in decoded else v for n, v in zip(names, row, strict=False)}, **extra)
+
+    return read
 
 
 # Identifiers: UUIDs version 7 (RFC 9562): a 48-bit millisecond timestamp, then 74 random bits,

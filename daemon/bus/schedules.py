@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from llmgine_daemon.aio import cancel_and_wait
-from llmgine_daemon.bus.codec import dumps, loads, new_id
+from llmgine_daemon.bus.codec import dumps, loads, new_id, row_reader
 from llmgine_daemon.bus.commands import validate
 from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.schedule_times import When, parse, zone
@@ -71,25 +71,12 @@ def _dt(text: str | None) -> dt.datetime | None:
     return parse_iso(text) if text else None
 
 
+_schedule = row_reader(Schedule, COLUMNS, json=("command",))
+
+
 def row_to_schedule(row: tuple[Any, ...]) -> Schedule:
     upcoming = _when(row).upcoming(_dt(row[8])) if row[7] == "active" else []
-    return Schedule(
-        schedule_id=row[0],
-        session_id=row[1],
-        kind=row[2],
-        spec=row[3],
-        timezone=row[4],
-        missed=row[5],
-        command=loads(row[6]),
-        status=row[7],
-        next_due=row[8],
-        created_at=row[9],
-        fire_count=row[10],
-        last_fired_at=row[11],
-        last_command_id=row[12],
-        last_error=row[13],
-        upcoming=[to_iso(t) for t in upcoming],
-    )
+    return _schedule(row, upcoming=[to_iso(t) for t in upcoming])
 
 
 def _fetch(conn: sqlite3.Connection, schedule_id: str, scope: str | None) -> tuple[Any, ...]:

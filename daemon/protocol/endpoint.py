@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmgine_daemon.protocol.base import ErrorCode
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -19,12 +21,16 @@ class Endpoint:
     responses: Mapping[int, Any]  # status -> protocol model, str, dict, or None (no body)
     request: type | None = None
     request_required: bool = True
+    # Beyond the common ones; an operation under a session ({session_id} in its path) may also
+    # answer SESSION_NOT_FOUND, put first without being written in each row.
     errors: tuple[str, ...] = ()
     client: str | None = None  # the Client method (None: not a JSON call, or EventStream's)
     params: tuple[str, ...] = field(init=False, default=())  # the path's placeholders
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", tuple(part[1:-1] for part in self.path.split("/") if part.startswith("{")))
+        if "session_id" in self.params and ErrorCode.SESSION_NOT_FOUND not in self.errors:
+            object.__setattr__(self, "errors", (ErrorCode.SESSION_NOT_FOUND, *self.errors))
 
     @property
     def key(self) -> tuple[str, str]:

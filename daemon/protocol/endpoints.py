@@ -2,8 +2,9 @@
 
 Per operation: its name (the OpenAPI ``operationId``: resource and verb, ``createSession``),
 method, path, response model per status, request model, the error codes it may answer
-beyond the ones every operation may (api/operations.py COMMON_ERRORS), and the ``Client``
-method that calls it (llmgine_cli/client.py).
+beyond the ones every operation may (api/operations.py COMMON_ERRORS; SESSION_NOT_FOUND is
+added by ``Endpoint`` to every path under a session), and the ``Client`` method that calls it
+(llmgine_cli/client.py).
 
 Who reads it: the OpenAPI document (api/openapi.py, with api/operations.py's prose and
 parameters), the ``Client`` (each method names its endpoint: the path, the method and the
@@ -110,21 +111,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         client="create_session",
     ),
     Endpoint("listSessions", "GET", "/api/sessions", {200: SessionList}, client="list_sessions"),
+    Endpoint("getSession", "GET", "/api/sessions/{session_id}", {200: Session}, client="get_session"),
     Endpoint(
-        "getSession",
-        "GET",
-        "/api/sessions/{session_id}",
-        {200: Session},
-        errors=(E.SESSION_NOT_FOUND,),
-        client="get_session",
-    ),
-    Endpoint(
-        "deleteSession",
-        "DELETE",
-        "/api/sessions/{session_id}",
-        {200: Session, 204: None},
-        errors=(E.SESSION_NOT_FOUND,),
-        client="delete_session",
+        "deleteSession", "DELETE", "/api/sessions/{session_id}", {200: Session, 204: None}, client="delete_session"
     ),
     Endpoint(
         "forkSession",
@@ -133,17 +122,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {201: Fork},
         SessionFork,
         request_required=False,
-        errors=(E.SESSION_NOT_FOUND, E.LIMIT_REACHED),
+        errors=(E.LIMIT_REACHED,),
         client="fork_session",
     ),
     # -- approvals ---------------------------------------------------------------------------
     Endpoint(
-        "listApprovals",
-        "GET",
-        "/api/sessions/{session_id}/approvals",
-        {200: ApprovalList},
-        errors=(E.SESSION_NOT_FOUND,),
-        client="list_approvals",
+        "listApprovals", "GET", "/api/sessions/{session_id}/approvals", {200: ApprovalList}, client="list_approvals"
     ),
     Endpoint(
         "decideApproval",
@@ -151,7 +135,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/approvals/{approval_id}",
         {200: Approval},
         ApprovalDecision,
-        errors=(E.SESSION_NOT_FOUND, E.NOT_FOUND, E.CONFLICT),
+        errors=(E.NOT_FOUND, E.CONFLICT),
         client="decide_approval",
     ),
     # -- auth --------------------------------------------------------------------------------
@@ -160,7 +144,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/api/sessions/{session_id}/token",
         {201: SessionTokenCreated},
-        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.LIMIT_REACHED),
+        errors=(E.SESSION_CLOSED, E.LIMIT_REACHED),
         client="create_session_token",
     ),
     # -- commands ----------------------------------------------------------------------------
@@ -171,7 +155,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {200: Command, 202: Command},
         CommandCreate,
         errors=(
-            E.SESSION_NOT_FOUND,
             E.SESSION_CLOSED,
             E.HANDLER_NOT_FOUND,
             E.IDEMPOTENCY_KEY_REUSED,
@@ -180,20 +163,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ),
         client="submit_command",
     ),
-    Endpoint(
-        "listCommands",
-        "GET",
-        "/api/sessions/{session_id}/commands",
-        {200: CommandList},
-        errors=(E.SESSION_NOT_FOUND,),
-        client="list_commands",
-    ),
+    Endpoint("listCommands", "GET", "/api/sessions/{session_id}/commands", {200: CommandList}, client="list_commands"),
     Endpoint(
         "getCommand",
         "GET",
         "/api/sessions/{session_id}/commands/{command_id}",
         {200: Command},
-        errors=(E.SESSION_NOT_FOUND, E.COMMAND_NOT_FOUND),
+        errors=(E.COMMAND_NOT_FOUND,),
         client="get_command",
     ),
     Endpoint(
@@ -201,7 +177,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/api/sessions/{session_id}/commands/{command_id}/cancel",
         {200: Command},
-        errors=(E.SESSION_NOT_FOUND, E.COMMAND_NOT_FOUND, E.CONFLICT),
+        errors=(E.COMMAND_NOT_FOUND, E.CONFLICT),
         client="cancel_command",
     ),
     Endpoint(
@@ -210,7 +186,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/commands/retry",
         {200: CommandList},
         CommandRetry,
-        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.COMMAND_NOT_FOUND, E.CONFLICT),
+        errors=(E.SESSION_CLOSED, E.COMMAND_NOT_FOUND, E.CONFLICT),
         client="retry_commands",
     ),
     Endpoint(
@@ -219,7 +195,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/commands/batch",
         {200: Batch, 202: Batch},
         BatchCreate,
-        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.HANDLER_NOT_FOUND, E.IDEMPOTENCY_KEY_REUSED),
+        errors=(E.SESSION_CLOSED, E.HANDLER_NOT_FOUND, E.IDEMPOTENCY_KEY_REUSED),
         client="submit_batch",
     ),
     Endpoint(
@@ -227,7 +203,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/api/sessions/{session_id}/batches/{batch_id}",
         {200: Batch},
-        errors=(E.SESSION_NOT_FOUND, E.COMMAND_NOT_FOUND, E.NOT_FOUND),
+        errors=(E.COMMAND_NOT_FOUND, E.NOT_FOUND),
         client="get_batch",
     ),
     Endpoint(
@@ -247,23 +223,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/events",
         {201: Event},
         EventCreate,
-        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.IDEMPOTENCY_KEY_REUSED),
+        errors=(E.SESSION_CLOSED, E.IDEMPOTENCY_KEY_REUSED),
         client="publish_event",
     ),
-    Endpoint(
-        "listEvents",
-        "GET",
-        "/api/sessions/{session_id}/events",
-        {200: EventList},
-        errors=(E.SESSION_NOT_FOUND,),
-        client="list_events",
-    ),
+    Endpoint("listEvents", "GET", "/api/sessions/{session_id}/events", {200: EventList}, client="list_events"),
     Endpoint(
         "getEvent",
         "GET",
         "/api/sessions/{session_id}/events/{event_id}",
         {200: Event},
-        errors=(E.SESSION_NOT_FOUND, E.EVENT_NOT_FOUND),
+        errors=(E.EVENT_NOT_FOUND,),
         client="get_event",
     ),
     # -- streams -----------------------------------------------------------------------------
@@ -272,7 +241,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/api/sessions/{session_id}/events/stream",
         {101: None, 200: str},
-        errors=(E.SESSION_NOT_FOUND, E.LIMIT_REACHED),
+        errors=(E.LIMIT_REACHED,),
     ),
     Endpoint("streamEvents", "GET", "/api/events/stream", {101: None, 200: str}, errors=(E.LIMIT_REACHED,)),
     # -- engines -----------------------------------------------------------------------------
@@ -332,23 +301,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/tools",
         {201: Tool},
         ToolCreate,
-        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.CONFLICT, E.LIMIT_REACHED, E.SANDBOX_UNAVAILABLE),
+        errors=(E.SESSION_CLOSED, E.CONFLICT, E.LIMIT_REACHED, E.SANDBOX_UNAVAILABLE),
         client="register_tool",
     ),
-    Endpoint(
-        "listTools",
-        "GET",
-        "/api/sessions/{session_id}/tools",
-        {200: ToolList},
-        errors=(E.SESSION_NOT_FOUND,),
-        client="list_tools",
-    ),
+    Endpoint("listTools", "GET", "/api/sessions/{session_id}/tools", {200: ToolList}, client="list_tools"),
     Endpoint(
         "getTool",
         "GET",
         "/api/sessions/{session_id}/tools/{name}",
         {200: Tool},
-        errors=(E.SESSION_NOT_FOUND, E.TOOL_NOT_FOUND),
+        errors=(E.TOOL_NOT_FOUND,),
         client="get_tool",
     ),
     Endpoint(
@@ -356,7 +318,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "DELETE",
         "/api/sessions/{session_id}/tools/{name}",
         {204: None},
-        errors=(E.SESSION_NOT_FOUND, E.TOOL_NOT_FOUND),
+        errors=(E.TOOL_NOT_FOUND,),
         client="delete_tool",
     ),
     Endpoint(
@@ -366,7 +328,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {200: ToolResult},
         ToolExecute,
         request_required=False,
-        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.TOOL_NOT_FOUND, E.SANDBOX_UNAVAILABLE),
+        errors=(E.SESSION_CLOSED, E.TOOL_NOT_FOUND, E.SANDBOX_UNAVAILABLE),
         client="execute_tool",
     ),
     # -- handlers ----------------------------------------------------------------------------
@@ -376,7 +338,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/handlers/commands",
         {201: Handler},
         CommandHandlerCreate,
-        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.CONFLICT, E.SANDBOX_UNAVAILABLE),
+        errors=(E.SESSION_CLOSED, E.CONFLICT, E.SANDBOX_UNAVAILABLE),
         client="register_command_handler",
     ),
     Endpoint(
@@ -385,23 +347,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/handlers/events",
         {201: Handler},
         EventHandlerCreate,
-        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.SANDBOX_UNAVAILABLE),
+        errors=(E.SESSION_CLOSED, E.SANDBOX_UNAVAILABLE),
         client="register_event_handler",
     ),
-    Endpoint(
-        "listHandlers",
-        "GET",
-        "/api/sessions/{session_id}/handlers",
-        {200: HandlerList},
-        errors=(E.SESSION_NOT_FOUND,),
-        client="list_handlers",
-    ),
+    Endpoint("listHandlers", "GET", "/api/sessions/{session_id}/handlers", {200: HandlerList}, client="list_handlers"),
     Endpoint(
         "getHandler",
         "GET",
         "/api/sessions/{session_id}/handlers/{handler_id}",
         {200: Handler},
-        errors=(E.SESSION_NOT_FOUND, E.HANDLER_NOT_FOUND),
+        errors=(E.HANDLER_NOT_FOUND,),
         client="get_handler",
     ),
     Endpoint(
@@ -409,7 +364,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "DELETE",
         "/api/sessions/{session_id}/handlers/commands/{type}",
         {204: None},
-        errors=(E.SESSION_NOT_FOUND, E.HANDLER_NOT_FOUND),
+        errors=(E.HANDLER_NOT_FOUND,),
         client="delete_command_handler",
     ),
     Endpoint(
@@ -417,7 +372,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "DELETE",
         "/api/sessions/{session_id}/handlers/events/{type}",
         {204: None},
-        errors=(E.SESSION_NOT_FOUND, E.HANDLER_NOT_FOUND),
+        errors=(E.HANDLER_NOT_FOUND,),
         client="delete_event_handler",
     ),
     Endpoint(
@@ -466,8 +421,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     # -- MCP servers (api/mcp.py) -------------------------------------------------------------
     *(
         endpoint
-        for prefix, scope, extra in (
-            ("/api/sessions/{session_id}/mcp-servers", "", (E.SESSION_NOT_FOUND,)),
+        for prefix, scope, closed in (
+            ("/api/sessions/{session_id}/mcp-servers", "", (E.SESSION_CLOSED,)),
             ("/api/mcp-servers", "Global", ()),
         )
         for endpoint in (
@@ -477,20 +432,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 prefix,
                 {201: McpServer},
                 McpServerCreate,
-                errors=(*extra, E.SESSION_CLOSED, E.CONFLICT, E.LIMIT_REACHED)
-                if extra
-                else (E.CONFLICT, E.LIMIT_REACHED),
+                errors=(*closed, E.CONFLICT, E.LIMIT_REACHED),
                 client="register_mcp_server",
             ),
-            Endpoint(
-                f"list{scope}McpServers", "GET", prefix, {200: McpServerList}, errors=extra, client="list_mcp_servers"
-            ),
+            Endpoint(f"list{scope}McpServers", "GET", prefix, {200: McpServerList}, client="list_mcp_servers"),
             Endpoint(
                 f"get{scope}McpServer",
                 "GET",
                 f"{prefix}/{{name}}",
                 {200: McpServer},
-                errors=(*extra, E.NOT_FOUND),
+                errors=(E.NOT_FOUND,),
                 client="get_mcp_server",
             ),
             Endpoint(
@@ -498,7 +449,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "DELETE",
                 f"{prefix}/{{name}}",
                 {204: None},
-                errors=(*extra, E.NOT_FOUND),
+                errors=(E.NOT_FOUND,),
                 client="delete_mcp_server",
             ),
             Endpoint(
@@ -506,7 +457,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "GET",
                 f"{prefix}/{{name}}/tools",
                 {200: ToolList},
-                errors=(*extra, E.NOT_FOUND),
+                errors=(E.NOT_FOUND,),
                 client="mcp_server_tools",
             ),
         )

@@ -9,7 +9,7 @@ import typer
 
 from llmgine_cli.commands.args import SessionOpt, parse_object
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render
+from llmgine_cli.render import View, render
 
 app = typer.Typer(
     help="Tool calls waiting for a person's approval: list them, approve (maybe with other arguments) or deny them.",
@@ -17,13 +17,7 @@ app = typer.Typer(
 )
 
 LIST_VIEW = View(
-    columns=(
-        Column("ID", "approval_id"),
-        Column("TOOL", "tool_name"),
-        Column("ARGUMENTS", "arguments"),
-        Column("STATUS", "status"),
-        Column("EXPIRES", "expires_at"),
-    ),
+    columns="ID=approval_id, TOOL=tool_name, ARGUMENTS=arguments, STATUS=status, EXPIRES=expires_at",
     items="approvals",
     id_field="approval_id",
 )

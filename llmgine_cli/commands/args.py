@@ -81,6 +81,19 @@ def id_callback(
     return callback
 
 
+def id_argument(
+    kind: str, path: str, items: str, key: str, *, help: str | None = None, autocompletion: Any = None, **options: Any
+) -> Any:
+    """The ID argument of a command on one ``kind``: an id, a unique prefix or a short id,
+    resolved by ``id_callback`` (its other keywords: in_session, paged)."""
+    return typer.Argument(
+        metavar="ID",
+        help=help or f"The {kind}: its id, a unique prefix or its short id.",
+        autocompletion=autocompletion,
+        callback=id_callback(kind, path, items, key, **options),
+    )
+
+
 SessionOpt = Annotated[
     str,
     typer.Option(

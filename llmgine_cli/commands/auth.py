@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render
+from llmgine_cli.render import View, render
 
 app = typer.Typer(help="Credentials for TCP clients (docs/security.md).", no_args_is_help=True)
 key_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -16,13 +16,8 @@ app.add_typer(key_app, name="key")
 
 LIST_VIEW = View(
     columns=(
-        Column("ID", "key_id"),
-        Column("NAME", "name"),
-        Column("PREFIX", "prefix"),
-        Column("STATE", "state"),
-        Column("CREATED", "created_at"),
-        Column("LAST USED", "last_used_at"),
-        Column("EXPIRES", "expires_at"),
+        "ID=key_id, NAME=name, PREFIX=prefix, STATE=state, CREATED=created_at, LAST USED=last_used_at, "
+        "EXPIRES=expires_at"
     ),
     items="keys",
     id_field="key_id",

@@ -19,7 +19,7 @@ from llmgine_cli.commands.args import (
     SessionOpt,
     choices,
     command_metadata,
-    id_callback,
+    id_argument,
     parse_object,
     parse_pairs,
     summary,
@@ -27,7 +27,7 @@ from llmgine_cli.commands.args import (
 )
 from llmgine_cli.context import AppContext
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.render_observability import render_trace
 from llmgine_cli.status import ExitStatus
 
@@ -35,37 +35,19 @@ app = typer.Typer(help="Run, inspect, list and cancel commands (and batches of t
 
 COMMAND_VIEW = hot.COMMAND_VIEW
 LIST_VIEW = View(
-    columns=(
-        Column("ID", "command_id"),
-        Column("TYPE", "command_type"),
-        Column("STATUS", "status"),
-        Column("PRIORITY", "priority"),
-        Column("CREATED", "created_at"),
-        Column("TOOK", "duration_ms"),
-    ),
+    columns="ID=command_id, TYPE=command_type, STATUS=status, PRIORITY=priority, CREATED=created_at, TOOK=duration_ms",
     items="commands",
     id_field="command_id",
 )
 BATCH_VIEW = View(
-    columns=(
-        Column("#", "index"),
-        Column("ID", "command_id"),
-        Column("TYPE", "command_type"),
-        Column("STATUS", "status"),
-        Column("TOOK", "duration_ms"),
-        Column("RESULT", "summary"),
-    ),
+    columns="#=index, ID=command_id, TYPE=command_type, STATUS=status, TOOK=duration_ms, RESULT=summary",
     items="commands",
     id_field="command_id",
 )
 
 CommandId = Annotated[
     str,
-    typer.Argument(
-        metavar="ID",
-        help="The command: its id, a unique prefix or its short id.",
-        callback=id_callback("command", "/api/sessions/{session}/commands", "commands", "command_id", in_session=True),
-    ),
+    id_argument("command", "/api/sessions/{session}/commands", "commands", "command_id", in_session=True),
 ]
 
 

@@ -26,12 +26,12 @@ from llmgine_daemon.settings import (
 )
 
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render, render_text, resolve_format
+from llmgine_cli.render import View, render, render_text, resolve_format
 
 app = typer.Typer(help="Show and edit the configuration (config.toml).", no_args_is_help=True)
 
 SHOW_VIEW = View(
-    columns=(Column("KEY", "key"), Column("ENV", "env"), Column("VALUE", "value"), Column("SOURCE", "source")),
+    columns="KEY=key, ENV=env, VALUE=value, SOURCE=source",
     items="settings",
     id_field="key",
 )

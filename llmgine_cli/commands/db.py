@@ -5,18 +5,12 @@ from __future__ import annotations
 import typer
 
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render, resolve_format, size
+from llmgine_cli.render import View, render, resolve_format, size
 
 app = typer.Typer(help="Inspect and compact the daemon's databases (main and telemetry).", no_args_is_help=True)
 
 STATS_VIEW = View(
-    columns=(
-        Column("TABLE", "name"),
-        Column("ROWS", "rows"),
-        Column("SIZE", "size_bytes"),
-        Column("INDEXES", "index_bytes"),
-        Column("DATABASE", "database"),
-    ),
+    columns="TABLE=name, ROWS=rows, SIZE=size_bytes, INDEXES=index_bytes, DATABASE=database",
     items="tables",
     id_field="name",
 )

@@ -13,13 +13,13 @@ from llmgine_cli.commands.args import (
     SessionOpt,
     choices,
     command_metadata,
-    id_callback,
+    id_argument,
     parse_pairs,
     session_callback,
 )
 from llmgine_cli.commands.commands import NoWait, Priority, Timeout, finish_command
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render
+from llmgine_cli.render import View, render
 
 app = typer.Typer(
     help="Create engines in sessions, run prompts on them, read or reset their conversations, delete them.",
@@ -28,48 +28,25 @@ app = typer.Typer(
 
 ENGINE_VIEW = View(id_field="engine_id")
 LIST_VIEW = View(
-    columns=(
-        Column("ID", "engine_id"),
-        Column("TYPE", "engine_type"),
-        Column("MODEL", "model_name"),
-        Column("STATUS", "status"),
-        Column("SESSION", "session_id"),
-        Column("CREATED", "created_at"),
-    ),
+    columns="ID=engine_id, TYPE=engine_type, MODEL=model_name, STATUS=status, SESSION=session_id, CREATED=created_at",
     items="engines",
     id_field="engine_id",
 )
 TYPES_VIEW = View(
-    columns=(
-        Column("TYPE", "engine_type"),
-        Column("HANDLES", "command_type"),
-        Column("CONFIGURATION", "fields"),
-        Column("DESCRIPTION", "description"),
-    ),
+    columns="TYPE=engine_type, HANDLES=command_type, CONFIGURATION=fields, DESCRIPTION=description",
     items="types",
     id_field="engine_type",
 )
 
 MESSAGES_VIEW = View(
-    columns=(
-        Column("#", "message_id"),
-        Column("ROLE", "role"),
-        Column("CONTENT", "content"),
-        Column("TOOL CALLS", "tool_calls"),
-        Column("CREATED", "created_at"),
-    ),
+    columns="#=message_id, ROLE=role, CONTENT=content, TOOL CALLS=tool_calls, CREATED=created_at",
     items="messages",
     id_field="message_id",
 )
 
 EngineId = Annotated[
     str,
-    typer.Argument(
-        metavar="ID",
-        help="The engine: its id, a unique prefix or its short id.",
-        autocompletion=completion.engine_ids,
-        callback=id_callback("engine", "/api/engines", "engines", "engine_id"),
-    ),
+    id_argument("engine", "/api/engines", "engines", "engine_id", autocompletion=completion.engine_ids),
 ]
 
 

@@ -7,21 +7,15 @@ from typing import Annotated
 import typer
 
 from llmgine_cli import completion, hot
-from llmgine_cli.commands.args import SessionOpt, id_callback, parse_object, parse_pairs, parse_time
+from llmgine_cli.commands.args import SessionOpt, id_argument, parse_object, parse_pairs, parse_time
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.render import View, render, resolve_format
 
 app = typer.Typer(help="Publish, list and inspect a session's events.", no_args_is_help=True)
 
 EVENT_VIEW = hot.EVENT_VIEW
 LIST_VIEW = View(
-    columns=(
-        Column("SEQ", "seq"),
-        Column("TYPE", "event_type"),
-        Column("SOURCE", "source"),
-        Column("TIME", "timestamp"),
-        Column("DATA", "data"),
-    ),
+    columns="SEQ=seq, TYPE=event_type, SOURCE=source, TIME=timestamp, DATA=data",
     items="events",
     id_field="event_id",
 )
@@ -110,11 +104,7 @@ def get(
     ctx: typer.Context,
     event_id: Annotated[
         str,
-        typer.Argument(
-            metavar="ID",
-            help="The event: its id, a unique prefix or its short id.",
-            callback=id_callback("event", "/api/sessions/{session}/events", "events", "event_id", in_session=True),
-        ),
+        id_argument("event", "/api/sessions/{session}/events", "events", "event_id", in_session=True),
     ],
     session: SessionOpt,
     output: Output = None,

@@ -16,7 +16,7 @@ from llmgine_cli import completion
 from llmgine_cli.commands.args import session_callback
 from llmgine_cli.commands.tools import read_source
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render
+from llmgine_cli.render import View, render
 
 app = typer.Typer(help="Add, list and delete command and event handlers written in Python.", no_args_is_help=True)
 add_app = typer.Typer(help="Add a command or an event handler from a Python file.", no_args_is_help=True)
@@ -25,14 +25,8 @@ app.add_typer(add_app, name="add")
 HANDLER_VIEW = View(id_field="handler_id", raw_keys=frozenset({"handler_function"}))
 LIST_VIEW = View(
     columns=(
-        Column("ID", "handler_id"),
-        Column("KIND", "kind"),
-        Column("TYPE", "type"),
-        Column("SCOPE", "scope"),
-        Column("FUNCTION", "function"),
-        Column("PRIORITY", "priority"),
-        Column("TIMEOUT", "timeout"),
-        Column("CREATED", "created_at"),
+        "ID=handler_id, KIND=kind, TYPE=type, SCOPE=scope, FUNCTION=function, PRIORITY=priority, TIMEOUT=timeout, "
+        "CREATED=created_at"
     ),
     items="handlers",
     id_field="handler_id",

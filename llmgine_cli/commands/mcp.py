@@ -20,7 +20,7 @@ from llmgine_cli import completion
 from llmgine_cli.commands.args import session_callback
 from llmgine_cli.commands.tools import render_tools
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.render import View, render, resolve_format
 
 app = typer.Typer(
     help="MCP tool servers: their tools become a session's tools (NAME.tool). Add, list, remove.",
@@ -29,13 +29,8 @@ app = typer.Typer(
 SERVER_VIEW = View(id_field="name")
 LIST_VIEW = View(
     columns=(
-        Column("NAME", "name"),
-        Column("SCOPE", "scope"),
-        Column("TRANSPORT", "transport"),
-        Column("STATUS", "status"),
-        Column("RESTARTS", "restarts"),
-        Column("TOOLS", "tool_count"),
-        Column("ERROR", "last_error"),
+        "NAME=name, SCOPE=scope, TRANSPORT=transport, STATUS=status, RESTARTS=restarts, TOOLS=tool_count, "
+        "ERROR=last_error"
     ),
     items="servers",
     id_field="name",

@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-from llmgine_cli.commands.args import choices, id_callback, session_callback
+from llmgine_cli.commands.args import choices, id_argument, session_callback
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.render_observability import render_log_records, render_metrics, render_trace
 
 app = typer.Typer()
@@ -21,13 +21,7 @@ app = typer.Typer()
 LEVELS = ("debug", "info", "warning", "error", "critical")
 TRACES_VIEW = View(
     columns=(
-        Column("TRACE", "trace_id"),
-        Column("ROOT", "root"),
-        Column("START", "start"),
-        Column("TOOK", "duration_ms"),
-        Column("SPANS", "span_count"),
-        Column("STATUS", "status"),
-        Column("SESSION", "session_id"),
+        "TRACE=trace_id, ROOT=root, START=start, TOOK=duration_ms, SPANS=span_count, STATUS=status, SESSION=session_id"
     ),
     items="traces",
     id_field="trace_id",
@@ -186,10 +180,13 @@ def trace(
     ctx: typer.Context,
     trace_id: Annotated[
         str,
-        typer.Argument(
-            metavar="ID",
+        id_argument(
+            "trace",
+            "/api/observability/traces",
+            "traces",
+            "trace_id",
             help="The trace: its id (32 hex digits), a unique prefix or its short id.",
-            callback=id_callback("trace", "/api/observability/traces", "traces", "trace_id", paged=False),
+            paged=False,
         ),
     ],
     output: Output = None,

@@ -18,21 +18,13 @@ from llmgine_daemon.protocol import UNFINISHED_STATUSES
 
 from llmgine_cli.commands.args import choices
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, human_ms, render, resolve_format
+from llmgine_cli.render import View, human_ms, render, resolve_format
 
 app = typer.Typer()
 
 UNFINISHED = UNFINISHED_STATUSES
 PS_VIEW = View(
-    columns=(
-        Column("ID", "command_id"),
-        Column("SESSION", "session_id"),
-        Column("TYPE", "command_type"),
-        Column("STATUS", "status"),
-        Column("POS", "position"),
-        Column("WAITED", "waited"),
-        Column("RAN", "ran"),
-    ),
+    columns="ID=command_id, SESSION=session_id, TYPE=command_type, STATUS=status, POS=position, WAITED=waited, RAN=ran",
     items="commands",
     id_field="command_id",
 )

@@ -14,10 +14,10 @@ import typer
 from llmgine_daemon.protocol import CommandCreate
 
 from llmgine_cli import completion
-from llmgine_cli.commands.args import SessionOpt, choices, command_metadata, id_callback, parse_object, parse_pairs
+from llmgine_cli.commands.args import SessionOpt, choices, command_metadata, id_argument, parse_object, parse_pairs
 from llmgine_cli.commands.webhooks import OptionalSession
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render
+from llmgine_cli.render import View, render
 
 app = typer.Typer(
     help="Schedules: a command submitted on a cron expression, every N seconds, or once at a time.",
@@ -25,14 +25,7 @@ app = typer.Typer(
 )
 
 LIST_VIEW = View(
-    columns=(
-        Column("ID", "schedule_id"),
-        Column("TYPE", "command.command_type"),
-        Column("WHEN", "when"),
-        Column("STATUS", "status"),
-        Column("NEXT", "next_due"),
-        Column("FIRED", "fire_count"),
-    ),
+    columns="ID=schedule_id, TYPE=command.command_type, WHEN=when, STATUS=status, NEXT=next_due, FIRED=fire_count",
     items="schedules",
     id_field="schedule_id",
 )
@@ -40,11 +33,7 @@ ONE_VIEW = View(id_field="schedule_id")
 
 ScheduleId = Annotated[
     str,
-    typer.Argument(
-        metavar="ID",
-        help="The schedule: its id, a unique prefix or its short id.",
-        callback=id_callback("schedule", "/api/schedules", "schedules", "schedule_id", paged=False),
-    ),
+    id_argument("schedule", "/api/schedules", "schedules", "schedule_id", paged=False),
 ]
 
 

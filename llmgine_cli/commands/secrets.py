@@ -15,13 +15,13 @@ from typing import Annotated
 import typer
 
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render
+from llmgine_cli.render import View, render
 
 app = typer.Typer(
     help="Secrets the daemon keeps for providers (e.g. OPENAI_API_KEY): set, list, delete.",
     no_args_is_help=True,
 )
-LIST_VIEW = View(columns=(Column("NAME", "name"), Column("UPDATED", "updated_at")), items="secrets", id_field="name")
+LIST_VIEW = View(columns="NAME=name, UPDATED=updated_at", items="secrets", id_field="name")
 ONE_VIEW = View(id_field="name")
 _NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")  # daemon/secrets.py NAME
 

@@ -17,7 +17,7 @@ import typer
 from llmgine_cli import completion
 from llmgine_cli.commands.args import SessionOpt, parse_object, parse_pairs
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.status import ExitStatus
 
 app = typer.Typer(help="Register Python functions as a session's tools, run them, remove them.", no_args_is_help=True)
@@ -25,12 +25,7 @@ app = typer.Typer(help="Register Python functions as a session's tools, run them
 TOOL_VIEW = View(id_field="name", raw_keys=frozenset({"function_code"}))
 LIST_VIEW = View(
     columns=(
-        Column("NAME", "name"),
-        Column("PARAMETERS", "params"),
-        Column("ASYNC", "is_async"),
-        Column("TIMEOUT", "timeout"),
-        Column("CREATED", "created_at"),
-        Column("DESCRIPTION", "description"),
+        "NAME=name, PARAMETERS=params, ASYNC=is_async, TIMEOUT=timeout, CREATED=created_at, DESCRIPTION=description"
     ),
     items="tools",
     id_field="name",

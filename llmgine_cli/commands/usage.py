@@ -10,17 +10,12 @@ import typer
 from llmgine_cli import completion
 from llmgine_cli.commands.args import choices, session_callback
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render
+from llmgine_cli.render import View, render
 
 REPORT_VIEW = View(
     columns=(
-        Column("KEY", "key"),
-        Column("CMDS", "usage.commands"),
-        Column("PROMPT", "usage.prompt_tokens"),
-        Column("CACHED", "usage.cached_tokens"),
-        Column("OUTPUT", "usage.completion_tokens"),
-        Column("TOTAL", "usage.total_tokens"),
-        Column("COST USD", "cost"),
+        "KEY=key, CMDS=usage.commands, PROMPT=usage.prompt_tokens, CACHED=usage.cached_tokens, "
+        "OUTPUT=usage.completion_tokens, TOTAL=usage.total_tokens, COST USD=cost"
     ),
     items="groups",
     id_field="key",

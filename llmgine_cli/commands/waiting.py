@@ -20,20 +20,13 @@ from llmgine_daemon.protocol import TERMINAL_STATUSES as TERMINAL
 
 from llmgine_cli.commands.args import LONG_POLL_S, choices, summary
 from llmgine_cli.context import AppContext
-from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.status import ExitStatus
 
 WAITABLE = COMMAND_STATUSES
 
 WAIT_VIEW = View(
-    columns=(
-        Column("ID", "command_id"),
-        Column("SESSION", "session_id"),
-        Column("TYPE", "command_type"),
-        Column("STATUS", "status"),
-        Column("TOOK", "duration_ms"),
-        Column("RESULT", "summary"),
-    ),
+    columns="ID=command_id, SESSION=session_id, TYPE=command_type, STATUS=status, TOOK=duration_ms, RESULT=summary",
     items="commands",
     id_field="command_id",
 )

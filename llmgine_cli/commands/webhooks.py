@@ -13,9 +13,9 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
-from llmgine_cli.commands.args import choices, id_callback, session_callback
+from llmgine_cli.commands.args import choices, id_argument, session_callback
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import Column, View, render, resolve_format
+from llmgine_cli.render import View, render, resolve_format
 
 app = typer.Typer(
     help="Webhooks: events POSTed to a URL, signed (Standard Webhooks), retried, each attempt recorded.",
@@ -23,28 +23,15 @@ app = typer.Typer(
 )
 
 LIST_VIEW = View(
-    columns=(
-        Column("ID", "webhook_id"),
-        Column("URL", "url"),
-        Column("EVENTS", "events"),
-        Column("SESSION", "session_id"),
-        Column("PENDING", "pending"),
-        Column("OK", "delivered"),
-        Column("FAILED", "failed"),
-    ),
+    columns="ID=webhook_id, URL=url, EVENTS=events, SESSION=session_id, PENDING=pending, OK=delivered, FAILED=failed",
     items="webhooks",
     id_field="webhook_id",
 )
 ONE_VIEW = View(id_field="webhook_id")
 ATTEMPTS_VIEW = View(
     columns=(
-        Column("DELIVERY", "delivery_id"),
-        Column("EVENT", "event_type"),
-        Column("STATUS", "status"),
-        Column("TRY", "attempt"),
-        Column("CODE", "status_code"),
-        Column("TOOK", "duration_ms"),
-        Column("ERROR", "error"),
+        "DELIVERY=delivery_id, EVENT=event_type, STATUS=status, TRY=attempt, CODE=status_code, TOOK=duration_ms, "
+        "ERROR=error"
     ),
     items="attempts",
     id_field="delivery_id",
@@ -52,11 +39,7 @@ ATTEMPTS_VIEW = View(
 
 WebhookId = Annotated[
     str,
-    typer.Argument(
-        metavar="ID",
-        help="The webhook: its id, a unique prefix or its short id.",
-        callback=id_callback("webhook", "/api/webhooks", "webhooks", "webhook_id", paged=False),
-    ),
+    id_argument("webhook", "/api/webhooks", "webhooks", "webhook_id", paged=False),
 ]
 OptionalSession = Annotated[
     str | None,

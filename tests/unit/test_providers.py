@@ -22,7 +22,7 @@ from llmgine_daemon.engines.providers import (
     resolve_model,
 )
 from llmgine_daemon.engines.providers.anthropic import AnthropicProvider
-from llmgine_daemon.engines.providers.base import parse_retry_after
+from llmgine_daemon.engines.providers.errors import parse_retry_after
 from llmgine_daemon.engines.providers.openai import OpenAIProvider
 from llmgine_daemon.protocol import ErrorCode
 

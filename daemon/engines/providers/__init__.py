@@ -10,7 +10,6 @@ from llmgine_daemon.engines.providers.base import (
     Message,
     Provider,
     ProviderConfig,
-    ProviderError,
     StreamItem,
     TextDelta,
     ToolCall,
@@ -18,6 +17,7 @@ from llmgine_daemon.engines.providers.base import (
     ToolSpec,
     Usage,
 )
+from llmgine_daemon.engines.providers.errors import ProviderError
 from llmgine_daemon.engines.providers.registry import Providers, UnknownModel, resolve_model
 
 __all__ = [

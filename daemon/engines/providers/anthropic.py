@@ -23,12 +23,14 @@ from llmgine_daemon.engines.providers.base import (
     Completion,
     Message,
     Provider,
-    ProviderError,
     StreamItem,
     TextDelta,
     ToolCall,
     ToolCallDelta,
     Usage,
+)
+from llmgine_daemon.engines.providers.errors import (
+    ProviderError,
     bad_response,
     connection_error,
     error_for_status,

@@ -1,8 +1,5 @@
-"""Provider-neutral types and the retry loop every provider shares.
-
-    ProviderError(code, message, details)      code is one of PROVIDER_* in protocol.ErrorCode
-     ├─ retryable=True   429, 5xx, 529, connection refused/reset — retried before any output
-     └─ retryable=False  401/403, 4xx, malformed responses, timeouts
+"""Provider-neutral types and the retry loop every provider shares (the retryable failures
+are ``ProviderError``s, errors.py).
 
 Conversation messages use one neutral shape (close to OpenAI's, which most servers speak):
 
@@ -17,36 +14,16 @@ Each provider converts it to its wire format and turns its stream back into ``Te
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import json
 import random
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from llmgine_daemon.engines.providers.errors import ProviderError, bad_response
 from llmgine_daemon.protocol import ErrorCode
 
 Message = dict[str, Any]
-
-
-class ProviderError(Exception):
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        details: dict[str, Any] | None = None,
-        *,
-        retryable: bool = False,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = details or {}
-        self.retryable = retryable
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -169,98 +146,6 @@ class ProviderConfig:
 
     def __repr__(self) -> str:  # never print the key, even in a traceback's locals
         return f"ProviderConfig(name={self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"
-
-
-# -- error mapping ------------------------------------------------------------------------
-
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from ``retry-after-ms`` (OpenAI), ``Retry-After`` seconds or an HTTP date."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    raw = headers.get("Retry-After")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def error_for_status(
-    provider: str, status: int, message: str, headers: Mapping[str, str], body_type: str | None = None
-) -> ProviderError:
-    details: dict[str, Any] = {"provider": provider, "status": status}
-    if body_type:
-        details["type"] = body_type
-    retry_after = parse_retry_after(headers)
-    if retry_after is not None:
-        details["retry_after"] = retry_after
-    text = f"{provider}: {message}" if message else f"{provider}: HTTP {status}"
-    if status in (401, 403):
-        return ProviderError(ErrorCode.PROVIDER_AUTH_FAILED, text, details)
-    if status == 429:
-        return ProviderError(ErrorCode.PROVIDER_RATE_LIMITED, text, details, retryable=True, retry_after=retry_after)
-    if status in RETRYABLE_STATUSES or status >= 500:
-        return ProviderError(ErrorCode.PROVIDER_UNAVAILABLE, text, details, retryable=True, retry_after=retry_after)
-    # 400/404/422...: the provider refused what we sent (unknown model, context too long).
-    return ProviderError(ErrorCode.PROVIDER_BAD_REQUEST, text, details)
-
-
-async def read_error(provider: str, resp: aiohttp.ClientResponse) -> ProviderError:
-    """Turn a non-2xx response into a ProviderError carrying the provider's own message.
-
-    Both APIs answer ``{"error": {"message", "type"}}`` (Anthropic wraps it in a
-    ``{"type": "error"}`` object); anything else is quoted, truncated.
-    """
-    message, kind = "", None
-    try:
-        raw = await resp.content.read(64 * 1024)
-    except (TimeoutError, aiohttp.ClientError):
-        raw = b""
-    try:
-        body = json.loads(raw or b"null")
-        error = body.get("error") if isinstance(body, dict) else None
-        if isinstance(error, dict):
-            message = str(error.get("message") or "")
-            kind = error.get("type") or error.get("code")
-        elif isinstance(error, str):
-            message = error
-    except ValueError:
-        message = raw[:300].decode("utf-8", "replace").strip()
-    return error_for_status(provider, resp.status, message or resp.reason or "", resp.headers, kind)
-
-
-def bad_response(provider: str, what: str, **details: Any) -> ProviderError:
-    return ProviderError(ErrorCode.PROVIDER_BAD_RESPONSE, f"{provider}: {what}", {"provider": provider, **details})
-
-
-def timeout_error(provider: str, timeout: float, stage: str) -> ProviderError:
-    return ProviderError(
-        ErrorCode.PROVIDER_TIMEOUT,
-        f"{provider}: no {stage} within {timeout:g} s",
-        {"provider": provider, "timeout": timeout, "stage": stage},
-    )
-
-
-def connection_error(provider: str, base_url: str, exc: BaseException) -> ProviderError:
-    return ProviderError(
-        ErrorCode.PROVIDER_UNAVAILABLE,
-        f"{provider}: cannot reach {base_url}: {exc.__class__.__name__}: {exc}",
-        {"provider": provider, "base_url": base_url},
-        retryable=True,
-    )
 
 
 # -- the provider base class ----------------------------------------------------------------

@@ -22,16 +22,18 @@ from llmgine_daemon.engines.providers.base import (
     Completion,
     Message,
     Provider,
-    ProviderError,
     StreamItem,
     TextDelta,
     ToolCall,
     ToolCallDelta,
     Usage,
+    openai_usage,
+)
+from llmgine_daemon.engines.providers.errors import (
+    ProviderError,
     bad_response,
     connection_error,
     error_for_status,
-    openai_usage,
     read_error,
     timeout_error,
 )
