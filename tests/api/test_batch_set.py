@@ -10,7 +10,7 @@ import sqlite3
 from typing import Any
 
 import pytest
-from llmgine_daemon.api.keys import SETTINGS
+from llmgine_daemon.api.keys import BUS, SETTINGS
 from llmgine_daemon.bus.commands.batchset import CHUNK
 
 from tests.api.bus_helpers import BLOCK_MS, events, session_with_engine
@@ -177,3 +177,35 @@ async def test_a_batch_stopped_while_its_chunk_cannot_commit(make_client):
     by = per_command(evs)
     assert all(by[cid] == DUMMY_EVENTS for cid in ids)  # none stored twice, none lost
     contiguous(evs, ids)
+
+
+@pytest.mark.sqlite_only(reason="a slow disk stood in for by delaying the SQLite writer's COMMIT")
+async def test_a_member_cancelled_while_the_chunk_before_it_commits(app_client):
+    """The member after a full chunk waits (it suspends) while that chunk still commits; a
+    cancel then ends that member only: the chunk is stored and answered, the rest run."""
+    sid, _ = await session_with_engine(app_client)
+    bus = app_client.app[BUS]
+    aconn = bus.store._writer_conn
+    real = aconn._execute
+
+    async def slow_disk(fn: Any, *args: Any, **kwargs: Any) -> Any:  # a COMMIT's fsync takes 0.5 s
+        if args == ("COMMIT",):
+            await asyncio.sleep(0.5)
+        return await real(fn, *args, **kwargs)
+
+    aconn._execute = slow_disk
+    try:
+        commands = [cmd(f"p{i}") for i in range(CHUNK)] + [cmd("slow", delay_ms=BLOCK_MS), cmd("x"), cmd("y")]
+        _, batch = await post_batch(app_client, sid, commands, mode="sequential", wait=None, expect=202)
+        slow = batch["commands"][CHUNK]["command_id"]
+        runner = bus.commands.runner
+        await eventually(lambda: (job := runner.jobs.get(slow)) is not None and job.state == "running")
+        resp = await app_client.post(f"/api/sessions/{sid}/commands/{slow}/cancel")
+        assert resp.status == 200, await resp.text()
+        got = await (
+            await app_client.get(f"/api/sessions/{sid}/batches/{batch['batch_id']}", params={"wait": "30"})
+        ).json()
+    finally:
+        aconn._execute = real
+    assert [c["status"] for c in got["commands"]] == ["completed"] * CHUNK + ["cancelled", "completed", "completed"]
+    assert not bus.commands.runner.jobs  # nothing left behind in memory

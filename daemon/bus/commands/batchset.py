@@ -80,21 +80,20 @@ async def run_set(runner: Runner, batch: BatchJob, rest: Callable[[], Coroutine[
     parent = tracing.parse_traceparent(queued[0].traceparent)
     with tracing.span("command.batch", parent=parent, batch_id=batch.batch_id, mode=batch.mode, commands=len(queued)):
         i = 0
-        # The chunk whose transaction is committing while the next one runs.
-        in_flight: tuple[list[Member], asyncio.Future[Written]] | None = None
+        # The write of the chunk before: the next chunk runs while it commits, and its own
+        # write waits for it (``_commit_after``, a task of its own: nothing the runner task
+        # awaits stands between a member's run and its end).
+        before: asyncio.Future[Written] | None = None
         while i < len(queued) and not (runner.stopping or batch.stopped):
+            if before is not None and before.done() and _written(before)[0] != "ok":
+                return  # not stored (the memory is in line: ``_committed``); nothing after it
             members, i, held = _run_chunk(runner, batch, queued, i)
-            if in_flight is not None:
-                before = await _settle(runner, *in_flight)
-                in_flight = None
-                if before[0] != "ok":
-                    _not_stored(runner, members, held, before)
-                    return
             if held is None:
-                in_flight = (members, await _begin_commit(runner, batch.session_id, members))
+                before = await _begin_commit(runner, batch.session_id, members, before)
                 continue
             job, coro, step = held
-            commit = asyncio.ensure_future(_commit(runner, batch.session_id, members, [job]))
+            commit = asyncio.ensure_future(_commit_after(before, runner, batch.session_id, members, [job]))
+            before = None
             admitted = asyncio.get_running_loop().create_future()
             job.admitted = admitted
             commit.add_done_callback(functools.partial(_admitted, runner, members, job, admitted))
@@ -107,8 +106,10 @@ async def run_set(runner: Runner, batch: BatchJob, rest: Callable[[], Coroutine[
                 return
             if commit.result()[0] != "ok":
                 return
-        if in_flight is not None and (await _settle(runner, *in_flight))[0] != "ok":
-            return
+        if before is not None:
+            await asyncio.wait((before,))
+            if _written(before)[0] != "ok":
+                return
     if batch.stopped:
         await runner.cancel_queued([j for j in queued if j.state == "queued"], "batch")
 
@@ -141,9 +142,12 @@ def _run_chunk(
     return members, i, None
 
 
-async def _begin_commit(runner: Runner, session_id: str, members: list[Member]) -> asyncio.Future[Written]:
-    """Start storing a chunk; return once its rows are written and the transaction commits
-    (the fsync, in the connection's thread), so the next chunk runs meanwhile."""
+async def _begin_commit(
+    runner: Runner, session_id: str, members: list[Member], before: asyncio.Future[Written] | None
+) -> asyncio.Future[Written]:
+    """Start storing a chunk (after ``before``, the chunk before it); return once its rows are
+    written and its transaction commits (the fsync, in the connection's thread), so the next
+    chunk runs meanwhile. The memory is brought in line when the write ends, whoever waits."""
     loop = asyncio.get_running_loop()
     applied = loop.create_future()
 
@@ -152,10 +156,44 @@ async def _begin_commit(runner: Runner, session_id: str, members: list[Member]) 
             applied.set_result(None)
 
     commit = asyncio.ensure_future(
-        _commit(runner, session_id, members, [], applied=lambda: loop.call_soon_threadsafe(on_applied))
+        _commit_after(before, runner, session_id, members, [], applied=lambda: loop.call_soon_threadsafe(on_applied))
     )
+    commit.add_done_callback(functools.partial(_ended, runner, members))
     await asyncio.wait((applied, commit), return_when=asyncio.FIRST_COMPLETED)
     return commit
+
+
+async def _commit_after(
+    before: asyncio.Future[Written] | None,
+    runner: Runner,
+    session_id: str,
+    members: list[Member],
+    start: list[Job],
+    *,
+    applied: Callable[[], Any] | None = None,
+) -> Written:
+    """``_commit``, once the chunk before it was stored; if it was not, this one is not either
+    (the batch's order holds): its members are as if they had not run (eager handlers call
+    nothing outside the daemon)."""
+    if before is not None:
+        await asyncio.wait((before,))  # (a cancel of this task stops here, not the one before)
+        done = _written(before)
+        if done[0] == "lost":  # the session is another node's now
+            runner.lose_jobs([m[0] for m in members])
+            return ("lost",)
+        if done[0] != "ok":
+            return ("failed",)
+    return await _commit(runner, session_id, members, start, applied=applied)
+
+
+def _written(commit: asyncio.Future[Written]) -> Written:
+    """What a chunk's ended write did (a cancelled one stored nothing)."""
+    return ("failed",) if commit.cancelled() or commit.exception() else commit.result()
+
+
+def _ended(runner: Runner, members: list[Member], commit: asyncio.Future[Written]) -> None:
+    """A chunk's write ended (a done-callback: it runs before anyone awaiting it resumes)."""
+    _committed(runner, members, _written(commit))
 
 
 async def _commit(
@@ -196,33 +234,6 @@ async def _commit(
     return ("failed",)
 
 
-async def _settle(runner: Runner, members: list[Member], commit: asyncio.Future[Written]) -> Written:
-    """Wait for a chunk's transaction, then bring the memory in line."""
-    written = await asyncio.shield(commit)
-    _committed(runner, members, written)
-    return written
-
-
-def _not_stored(
-    runner: Runner,
-    members: list[Member],
-    held: tuple[Job, Coroutine[Any, Any, Outcome], Any] | None,
-    before: Written,
-) -> None:
-    """A chunk that ran while the one before it was committing, when that one was not stored:
-    it is not stored either (the batch's order holds), as if it had not run (eager handlers
-    call nothing outside the daemon; a held member's run is closed where it waits)."""
-    jobs = [m[0] for m in members]
-    if held is not None:
-        held[1].close()
-        jobs.append(held[0])
-    if before[0] == "lost":  # the session is another node's now
-        runner.lose_jobs(jobs)
-        return
-    for job in jobs:
-        job.state, job.pending = "queued", []
-
-
 def _committed(runner: Runner, members: list[Member], written: Written) -> None:
     """The chunk's write ended: bring the memory in line, answer waiters, tell the streams."""
     if written[0] == "failed":
@@ -255,7 +266,7 @@ def _admitted(
 ) -> None:
     """The write that stores the held member's start ended (a done-callback, so it runs before
     anyone else hears of the commit)."""
-    written: Written = ("failed",) if commit.cancelled() or commit.exception() else commit.result()
+    written = _written(commit)
     _committed(runner, members, written)
     job.flush_scheduled = False  # its events are flushed as any command's from now on
     if written[0] == "ok" and any(j is job for j, _ in written[3]):
