@@ -16,8 +16,12 @@ What holds:
 - Nothing waits longer than the turn it was written in: one callback (``call_soon``) per turn
   flushes every connection that wrote.
 - ``close()`` and ``write_eof()`` flush first; ``abort()`` drops what is held, as it drops the
-  transport's own buffer; ``get_write_buffer_size()`` counts what is held. A ``sendfile`` (not
-  used by the daemon) flushes before it touches the socket (``_make_empty_waiter``).
+  transport's own buffer. A ``sendfile`` (not used by the daemon) flushes before it touches
+  the socket (``_make_empty_waiter``). ``get_write_buffer_size()`` is the transport's own:
+  asyncio decides on it whether to resume a paused writer, and held bytes are not in its
+  buffer (counting them could leave a writer paused with nothing left to send).
+- A flush that fails for one connection (its socket broke) is logged and the others are
+  still sent.
 - Memory and flow control: a connection holds at most MAX_HELD bytes; past that its writes go
   out at once, into the transport's own buffer, whose high-water mark pauses the writer as
   before (a client that does not read cannot make the daemon hold more than without this).
@@ -30,10 +34,13 @@ transports (the daemon's HTTP clients, the sandbox's pipes) and aiohttp itself a
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+
+log = logging.getLogger("llmgine.server")
 
 _HELD = "_llmgine_held"
 # A connection holds at most this much: more is sent at once, so a large or streamed answer
@@ -81,7 +88,10 @@ class _Flusher:
         self.scheduled = False
         dirty, self.dirty = self.dirty, []
         for transport in dirty:
-            release(transport)
+            try:
+                release(transport)
+            except Exception:  # one connection's error is its own: the others are still sent
+                log.warning("could not send a held answer", exc_info=True)
 
 
 _FLUSHERS: dict[asyncio.AbstractEventLoop, _Flusher] = {}
@@ -120,7 +130,10 @@ def hold_writes(transport: asyncio.BaseTransport) -> None:
 
     def flushing(method: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any) -> Any:
-            release(transport)
+            try:
+                release(transport)
+            except Exception:  # its socket broke: the method still runs (close, above all)
+                log.warning("could not send a held answer", exc_info=True)
             return method(transport, *args)
 
         return call
@@ -129,16 +142,11 @@ def hold_writes(transport: asyncio.BaseTransport) -> None:
         transport.__dict__.pop(_HELD, None)
         cls.abort(transport)
 
-    def get_write_buffer_size() -> int:
-        held: _Held | None = transport.__dict__.get(_HELD)
-        return int(cls.get_write_buffer_size(transport)) + (held.size if held is not None else 0)
-
     transport.write = write  # type: ignore[method-assign]
     transport.writelines = writelines  # type: ignore[method-assign]
     transport.close = flushing(cls.close)  # type: ignore[method-assign]
     transport.write_eof = flushing(cls.write_eof)  # type: ignore[attr-defined]
     transport.abort = abort  # type: ignore[attr-defined]
-    transport.get_write_buffer_size = get_write_buffer_size  # type: ignore[attr-defined]
     if hasattr(cls, "_make_empty_waiter"):  # loop.sendfile's first step
         transport._make_empty_waiter = flushing(cls._make_empty_waiter)  # type: ignore[attr-defined]
 
@@ -184,4 +192,6 @@ class CoalescingSite(web.SockSite):
         server = self._runner.server
         assert server is not None
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(coalesced(server), sock=self._sock, backlog=self._backlog)
+        self._server = await loop.create_server(
+            coalesced(server), sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
+        )

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import subprocess
+import sys
 
 import pytest
 from aiohttp import ClientSession, web
-from llmgine_daemon.coalesce import MAX_HELD, CoalescingSite, hold_writes
+from llmgine_daemon.coalesce import MAX_HELD, CoalescingSite, coalesced, hold_writes
 
 from tests.eventually import eventually
 
@@ -66,7 +68,7 @@ async def test_writes_of_a_turn_leave_together_at_its_end():
         transport.writelines([b"two ", memoryview(b"three ")])
         transport.write(b"")
         assert received(theirs) is None  # held: nothing sent within the turn
-        assert transport.get_write_buffer_size() == len(b"one two three ")
+        assert transport.get_write_buffer_size() == 0  # nor in the transport's buffer
         assert await arrival(theirs) == b"one two three "  # together, at the turn's end
         transport.write(b"four")  # a later turn's writes come after
         assert await arrival(theirs) == b"four"
@@ -91,6 +93,22 @@ async def test_a_large_answer_is_not_held():
     finally:
         transport.abort()
         theirs.close()
+
+
+async def test_one_connection_failing_its_flush_does_not_hold_up_the_others():
+    a, a_peer = await pair()
+    b, b_peer = await pair()
+    try:
+        a.write_eof()
+        a.write(b"after the end")  # the transport refuses it when it is sent
+        b.write(b"for b")
+        assert await arrival(b_peer) == b"for b"
+        b.write(b"and more")  # b's next turn is flushed as usual
+        assert await arrival(b_peer) == b"and more"
+    finally:
+        for transport, peer in ((a, a_peer), (b, b_peer)):
+            transport.abort()
+            peer.close()
 
 
 @pytest.mark.parametrize("end", ["write_eof", "close"])
@@ -163,3 +181,59 @@ async def test_a_site_serves_http_through_held_writes(unused_tcp_port):
     finally:
         await runner.cleanup()
         sock.close()
+
+
+class Recorder(asyncio.Protocol):
+    """A server protocol that records asyncio's flow control calls."""
+
+    made: list[Recorder] = []
+
+    def __init__(self) -> None:
+        self.paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        Recorder.made.append(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+
+
+READER = (
+    "import socket, sys, time\n"
+    "c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+    "time.sleep(0.3)\n"
+    "while c.recv(1 << 20):\n"
+    "    pass\n"
+)
+
+
+async def test_a_paused_writer_is_resumed_once_all_is_sent(unused_tcp_port):
+    """Writes held while the transport's buffer drains must not keep the writer paused: asyncio
+    resumes it from the transport's own buffer size (found in review: counting held bytes there
+    left it paused for good, and the next drain() waited forever)."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(coalesced(Recorder), "127.0.0.1", unused_tcp_port)
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(unused_tcp_port)])
+    try:
+        protocol = await eventually(lambda: Recorder.made[-1] if Recorder.made else None)
+        transport = protocol.transport
+        try:
+            # Past what the socket's buffers take: paused until the client reads.
+            transport.write(b"a" * (64 << 20))
+            assert protocol.paused
+            bursts = 0
+            while type(transport).get_write_buffer_size(transport) > 0 and bursts < 100_000:
+                transport.write(b"b" * 20_000)  # held: a burst per turn while the buffer drains
+                bursts += 1
+                await asyncio.sleep(0)
+            await eventually(lambda: not protocol.paused)
+        finally:
+            transport.close()
+    finally:
+        server.close()
+        await asyncio.to_thread(reader.wait, 60)
