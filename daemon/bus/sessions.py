@@ -70,9 +70,10 @@ def require_active(conn: sqlite3.Connection, session_id: str) -> None:
         )
 
 
-# A session's counts are kept by triggers in session_counts, in the transaction of each write
-# that changes them (store/migrations.py, migration 5): one primary-key lookup, however long
-# the session. Counting instead is a scan of the session's index entries per GET.
+# A session's counts are kept in session_counts, in the transaction of each write that changes
+# them (by triggers, store/migrations.py migration 5; inserted events and commands by the
+# statements that insert them, migrations 130-131): one primary-key lookup, however long the
+# session. Counting instead is a scan of the session's index entries per GET.
 COUNTS_SQL = "SELECT commands, events, engines, tools, handlers FROM session_counts WHERE session_id = ?"
 
 

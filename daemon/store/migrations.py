@@ -260,7 +260,9 @@ def m005_session_counts(conn: sqlite3.Connection) -> None:
     """Counting a session's commands and events on every GET is a scan of its index entries:
     0.5 ms at a few thousand, and it grows with the session. The counts are kept instead, by
     triggers, in the same transaction as the write that changes them (so they are exact
-    whatever writes: the bus, retention, a purge, a migration).
+    whatever writes: the bus, retention, a purge, a migration). Since migrations 130-131 the
+    inserts of events and commands are counted by the statements that make them instead
+    (bus/events.py, bus/commands/records.py): a raw INSERT elsewhere must count too.
 
     Commands and events are counted up and down by one (a recount would be that same scan).
     Engines, tools and handlers are few per session, and their writes are rare and varied
