@@ -33,7 +33,6 @@ import functools
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -308,7 +307,6 @@ async def measure(
     from aiohttp import web
     from llmgine_daemon.api.keys import BUS, STREAMS
     from llmgine_daemon.app import create_app
-    from llmgine_daemon.coalesce import CoalescingSite
     from llmgine_daemon.settings import load_settings
 
     home = Path(tempfile.mkdtemp(prefix="lgb", dir="/tmp"))
@@ -321,9 +319,7 @@ async def measure(
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         sock = str(home / "b.sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(sock)
-        await CoalescingSite(runner, listener).start()  # as llmgined serves (server.py)
+        await web.UnixSite(runner, sock).start()  # as llmgined serves its Unix socket (server.py)
         bus = app[BUS]
         sid = (await bus.sessions.create("bench", {})).session_id
         cases = []

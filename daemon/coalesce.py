@@ -9,6 +9,11 @@ and sent back to back, the first send wakes the client and the rest find it awak
 with wrk against the same daemon (bench/README.md, "Writes held to the end of the turn"):
 GET /api/sessions/{id} went from 111-132 to 91-92 us of CPU per request.
 
+Where: the TCP listeners only. Over the Unix socket (the CLI, local scripts) a closed loop of
+32 clients running commands got 10-15% fewer answers per second with writes held
+(bench/pg_cluster.py's SQLite baseline, alternated: 1,871-1,972 against 2,025-2,392/s): there a
+send costs less and the turn's wait is paid in latency by every client.
+
 What holds:
 - A connection's bytes keep their order: writes held in a turn are joined in order, and
   nothing of a later turn can pass them (the flush runs first in the next turn, before the

@@ -258,7 +258,10 @@ async def serve(settings: Settings) -> None:
         except StorageError as exc:
             raise StartupError(f"database.url: {exc}") from None
         for sock in sockets:
-            await CoalescingSite(runner, sock).start()  # writes held to the end of the turn
+            # TCP: answers written at the end of the loop's turn (daemon/coalesce.py says why,
+            # and why not on the Unix socket).
+            site = web.SockSite if sock.family == socket.AF_UNIX else CoalescingSite
+            await site(runner, sock).start()
         app[LISTENERS].extend(listeners)
         _write_pidfile(pidfile)
         tune_gc()
