@@ -81,8 +81,8 @@ async def run_set(runner: Runner, batch: BatchJob, rest: Callable[[], Coroutine[
     with tracing.span("command.batch", parent=parent, batch_id=batch.batch_id, mode=batch.mode, commands=len(queued)):
         i = 0
         # The write of the chunk before: the next chunk runs while it commits, and its own
-        # write waits for it (``_commit_after``, a task of its own: nothing the runner task
-        # awaits stands between a member's run and its end).
+        # write waits for it (``_commit``, a task of its own: nothing the runner task awaits
+        # stands between a member's run and its end).
         before: asyncio.Future[Written] | None = None
         while i < len(queued) and not (runner.stopping or batch.stopped):
             if before is not None and before.done() and _written(before)[0] != "ok":
@@ -92,7 +92,7 @@ async def run_set(runner: Runner, batch: BatchJob, rest: Callable[[], Coroutine[
                 before = await _begin_commit(runner, batch.session_id, members, before)
                 continue
             job, coro, step = held
-            commit = asyncio.ensure_future(_commit_after(before, runner, batch.session_id, members, [job]))
+            commit = asyncio.ensure_future(_commit(runner, batch.session_id, members, [job], before=before))
             before = None
             admitted = asyncio.get_running_loop().create_future()
             job.admitted = admitted
@@ -156,34 +156,11 @@ async def _begin_commit(
             applied.set_result(None)
 
     commit = asyncio.ensure_future(
-        _commit_after(before, runner, session_id, members, [], applied=lambda: loop.call_soon_threadsafe(on_applied))
+        _commit(runner, session_id, members, [], before=before, applied=lambda: loop.call_soon_threadsafe(on_applied))
     )
     commit.add_done_callback(functools.partial(_ended, runner, members))
     await asyncio.wait((applied, commit), return_when=asyncio.FIRST_COMPLETED)
     return commit
-
-
-async def _commit_after(
-    before: asyncio.Future[Written] | None,
-    runner: Runner,
-    session_id: str,
-    members: list[Member],
-    start: list[Job],
-    *,
-    applied: Callable[[], Any] | None = None,
-) -> Written:
-    """``_commit``, once the chunk before it was stored; if it was not, this one is not either
-    (the batch's order holds): its members are as if they had not run (eager handlers call
-    nothing outside the daemon)."""
-    if before is not None:
-        await asyncio.wait((before,))  # (a cancel of this task stops here, not the one before)
-        done = _written(before)
-        if done[0] == "lost":  # the session is another node's now
-            runner.lose_jobs([m[0] for m in members])
-            return ("lost",)
-        if done[0] != "ok":
-            return ("failed",)
-    return await _commit(runner, session_id, members, start, applied=applied)
 
 
 def _written(commit: asyncio.Future[Written]) -> Written:
@@ -202,10 +179,21 @@ async def _commit(
     members: list[Member],
     start: list[Job],
     *,
+    before: asyncio.Future[Written] | None = None,
     applied: Callable[[], Any] | None = None,
 ) -> Written:
-    """Store the chunk (and the start of ``start``) in one transaction; ``applied()`` is
-    called when its statements ran (from the thread that ran them)."""
+    """Store the chunk (and the start of ``start``) in one transaction, once ``before`` (the
+    chunk before it) was stored; if it was not, this one is not either (the batch's order
+    holds): its members are as if they had not run (eager handlers call nothing outside the
+    daemon). ``applied()`` is called when its statements ran (from the thread that ran them)."""
+    if before is not None:
+        await asyncio.wait((before,))  # (a cancel of this task stops here, not the one before)
+        outcome = _written(before)[0]
+        if outcome == "lost":  # the session is another node's now
+            runner.lose_jobs([m[0] for m in members])
+            return ("lost",)
+        if outcome != "ok":
+            return ("failed",)
     cluster, ts = runner.bus.cluster, now_iso()
 
     def writer(by_row: bool) -> Callable[[Any], Written]:
