@@ -64,8 +64,9 @@ class _Held:
         self.size = len(data)
 
 
-class _Flusher:
-    """The loop's connections that wrote this turn, and the one callback that sends it all."""
+class Flusher:
+    """The connections of a listener (one loop) that wrote this turn, and the one callback
+    that sends it all."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -99,9 +100,6 @@ class _Flusher:
                 log.warning("could not send a held answer", exc_info=True)
 
 
-_FLUSHERS: dict[asyncio.AbstractEventLoop, _Flusher] = {}
-
-
 def release(transport: Any) -> None:
     """Send what ``transport`` holds now (the class's own write: one call, joined)."""
     held: _Held | None = transport.__dict__.pop(_HELD, None)
@@ -110,17 +108,12 @@ def release(transport: Any) -> None:
         type(transport).write(transport, chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
-def hold_writes(transport: asyncio.BaseTransport) -> None:
-    """Make ``transport`` hold its writes to the end of the turn (see the module docstring)."""
+def hold_writes(transport: asyncio.BaseTransport, flusher: Flusher) -> None:
+    """Make ``transport`` hold its writes to the end of the turn, when ``flusher`` sends them
+    (see the module docstring)."""
     cls = type(transport)
     if not hasattr(transport, "__dict__") or not hasattr(cls, "write"):
         return  # not a socket transport we know how to hold for: left as it is
-    loop = asyncio.get_running_loop()
-    flusher = _FLUSHERS.get(loop)
-    if flusher is None or flusher.loop.is_closed():
-        flusher = _FLUSHERS[loop] = _Flusher(loop)
-        for old in [other for other in _FLUSHERS if other.is_closed()]:
-            del _FLUSHERS[old]
 
     def write(data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -159,13 +152,13 @@ def hold_writes(transport: asyncio.BaseTransport) -> None:
 class _Holding(asyncio.Protocol):
     """The server's protocol, given transports that hold their writes."""
 
-    __slots__ = ("inner",)
+    __slots__ = ("inner", "flusher")
 
-    def __init__(self, inner: asyncio.Protocol) -> None:
-        self.inner = inner
+    def __init__(self, inner: asyncio.Protocol, flusher: Flusher) -> None:
+        self.inner, self.flusher = inner, flusher
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        hold_writes(transport)
+        hold_writes(transport, self.flusher)
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -185,8 +178,10 @@ class _Holding(asyncio.Protocol):
 
 
 def coalesced(factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
-    """A protocol factory whose connections hold their writes to the end of the turn."""
-    return lambda: _Holding(factory())
+    """A protocol factory whose connections hold their writes to the end of the turn (made on
+    the loop that will serve them)."""
+    flusher = Flusher(asyncio.get_running_loop())
+    return lambda: _Holding(factory(), flusher)
 
 
 class CoalescingSite(web.SockSite):

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 from aiohttp import ClientSession, web
-from llmgine_daemon.coalesce import MAX_HELD, CoalescingSite, coalesced, hold_writes
+from llmgine_daemon.coalesce import MAX_HELD, CoalescingSite, Flusher, coalesced, hold_writes
 
 from tests.eventually import eventually
 
@@ -26,12 +26,13 @@ class Sink(asyncio.Protocol):
         self.transport = transport
 
 
-async def pair() -> tuple[asyncio.Transport, socket.socket]:
-    """A held transport on one end of a socket pair; the other end as a plain socket."""
+async def pair(flusher: Flusher | None = None) -> tuple[asyncio.Transport, socket.socket]:
+    """A held transport on one end of a socket pair (sent by ``flusher``, else one of its own);
+    the other end as a plain socket."""
     ours, theirs = socket.socketpair()
     theirs.setblocking(False)
     transport, _ = await asyncio.get_running_loop().connect_accepted_socket(Sink, ours)
-    hold_writes(transport)
+    hold_writes(transport, flusher or Flusher(asyncio.get_running_loop()))
     return transport, theirs
 
 
@@ -96,8 +97,9 @@ async def test_a_large_answer_is_not_held():
 
 
 async def test_one_connection_failing_its_flush_does_not_hold_up_the_others():
-    a, a_peer = await pair()
-    b, b_peer = await pair()
+    flusher = Flusher(asyncio.get_running_loop())  # one listener's connections
+    a, a_peer = await pair(flusher)
+    b, b_peer = await pair(flusher)
     try:
         a.write_eof()
         a.write(b"after the end")  # the transport refuses it when it is sent
