@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(settings)
         if settings.postgres_url is None and not settings.database_path.exists():
             # A database not made yet holds no keys: refuse before making it (the check with
-            # the keys of the backend in use comes once they are loaded: api/guard.py).
+            # the keys of the backend in use comes once they are loaded: app.py).
             check_bind(settings, lambda: False)
         try:
             ensure_private_dir(settings.database_path.parent)

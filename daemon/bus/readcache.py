@@ -3,10 +3,10 @@
 A GET of a session costs one statement that joins three tables (bus/sessions.py); a client
 that polls a session, or many clients watching the same one, ask the same question again and
 again while nothing was written. ``ReadCache`` keeps the answers under the store's ``version()``
-(store/base.py: SQLite's ``data_version``, which changes with every commit of any connection
-of any process) and forgets all of them the first time the version differs. So an answer is
-only ever served while no commit has happened since it was read: a client that was told its
-write was committed always reads it back, on the next request.
+(store/db.py: the count of the daemon's write transactions, and SQLite's ``data_version`` for
+other processes' commits, looked at every 0.1 s) and forgets all of them the first time the
+version differs. So a client that was told its write was committed always reads it back, on
+the next request.
 
 The version is taken before the read, so a commit that lands between the two leaves an answer
 newer than its version, which the next request finds stale and drops: never the other way

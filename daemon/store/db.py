@@ -263,14 +263,17 @@ class Store(BaseStore):
         assert conn is not None
         try:
             value = await conn._execute(ctx.run, alone.fn, self._raw(conn))
-            self.ended += 1
         except Exception as exc:
-            self.ended += 1
-            if not future.done():
-                future.set_exception(classify(exc) if isinstance(exc, sqlite3.Error) else exc)
+            error: BaseException | None = classify(exc) if isinstance(exc, sqlite3.Error) else exc
         else:
-            if not future.done():
-                future.set_result(value)
+            error = None
+        self.ended += 1  # before the writer hears of it (version())
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
 
     async def _commit_batch(self, batch: list[QueueItem], heavy: bool) -> None:
         started_wall, started = time.time(), time.perf_counter()
