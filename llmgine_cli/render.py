@@ -36,23 +36,19 @@ class Column:
 class View:
     """How a result renders: a list envelope as rows of ``columns``, else key/value pairs.
 
-    ``columns`` may be written as one string, ``"ID=command_id, TYPE=command_type"``: a header
+    ``columns`` is written as one string, ``"ID=command_id, TYPE=command_type"``: a header
     (spaces allowed) and its dotted key per column, separated by commas."""
 
     def __init__(
         self,
-        columns: tuple[Column, ...] | str = (),
+        columns: str = "",
         items: str | None = None,
         id_field: str | None = None,
         fields: tuple[str, ...] = (),
         title: str | None = None,
         raw_keys: frozenset[str] = frozenset(),
     ) -> None:
-        self.columns: tuple[Column, ...] = (
-            tuple(Column(*part.strip().split("=", 1)) for part in columns.split(","))
-            if isinstance(columns, str)
-            else columns
-        )
+        self.columns = tuple(Column(*part.strip().split("=", 1)) for part in columns.split(",") if part.strip())
         self.items = items  # the list field of an envelope; None = one object
         self.id_field = id_field  # what -q prints; None = -q prints nothing
         self.fields = fields  # key/value view: these dotted keys, in order (default: all)
