@@ -68,7 +68,6 @@ class Daemon:
             self.api.call("POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})
         self.sessions = sessions
         self.url = f"http://127.0.0.1:{self.port}"
-
         self.scripts = scripts(key, sessions)
         self.round = Round(self.proc.pid)
 

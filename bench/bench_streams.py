@@ -230,9 +230,11 @@ async def _run_case(
     command_lat: list[float] = []
     spec = validate(CommandCreate("DummyEngineCommand", {"prompt": "alongside"}))
 
+    targets = command_sids or [sid]
+
     async def command(n: int) -> None:
         t = time.monotonic()
-        rec, _ = await bus.commands.submit((command_sids or [sid])[n % len(command_sids or [sid])], spec)
+        rec, _ = await bus.commands.submit(targets[n % len(targets)], spec)
         await bus.commands.wait([rec], 60)
         if rec.status == "completed":
             command_lat.append(time.monotonic() - t)
