@@ -46,14 +46,13 @@ def wait_for_http(port, proc, timeout=10.0):
     another test's daemon before this one starts (this one then exits, and the other answers),
     so its pid file must name it too."""
     deadline = time.monotonic() + timeout
-    pidfile = getattr(proc, "pidfile", None)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"daemon exited: {proc.stderr.read()}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1) as r:
                 health = json.load(r)
-            if pidfile is None or _names(pidfile, proc.pid):
+            if _names(proc.pidfile, proc.pid):  # run_daemon's
                 return health
         except OSError:
             pass
