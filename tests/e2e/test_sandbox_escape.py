@@ -34,7 +34,7 @@ def test_the_daemons_files_socket_and_port_are_out_of_reach(daemon):
     targets = [str(p) for p in home.rglob("*")] + [str(home)]
     assert any(t.endswith("local.key") for t in targets)
     ports = [daemon.port]
-    if daemon.database_url:  # on PostgreSQL: its server's port, and its socket's folder
+    if daemon.database_url:  # on PostgreSQL: its server's port, and where the daemon holds its URL
         ports.append(urlsplit(daemon.database_url).port)
         targets += [f"/proc/{daemon.pid}/environ", f"/proc/{daemon.pid}/cmdline"]
     out = daemon.tool(
