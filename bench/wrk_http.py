@@ -4,7 +4,8 @@ generator (a C program: it outruns one Python process, which the report shows).
     python bench/wrk_http.py [--seconds 4] [--rounds 3] [--connections 32] [--batch 10000]
 
 Both servers are separate processes started the same way (this interpreter, TCP on loopback):
-- baseline: a bare aiohttp app answering ``GET /`` with a small JSON body;
+- baseline: a bare aiohttp app answering ``GET /`` with a small JSON body, run by this
+  interpreter from a clean virtualenv made for the run (aiohttp alone, the same version);
 - the daemon: ``python -m llmgine_daemon --port P`` with its default settings (tracing and
   metrics on, ``synchronous=full``) except rate limits set to 0, authenticated with the local
   key over TCP.
@@ -85,6 +86,21 @@ request = function()
     ["Authorization"] = "Bearer %(key)s"}, bodies[i])
 end
 """
+
+
+def clean_python(where: Path) -> str:
+    """``python`` of a fresh virtualenv of this interpreter holding aiohttp alone (the version
+    this one has): the baselines run from it, so nothing of the project's environment (its
+    site-packages, an editable install's import hook) is in them."""
+    import aiohttp
+
+    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
+    python = str(where / "bin" / "python")
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"aiohttp=={aiohttp.__version__}"],
+        check=True,
+    )
+    return python
 
 
 def free_port() -> int:
@@ -195,6 +211,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     home = Path(tempfile.mkdtemp(prefix="lgw", dir="/tmp"))
+    baseline_python = clean_python(home / "venv")
     bare_port, daemon_port, canned_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMGINE_", "API_"))}
     env.update(
@@ -205,10 +222,10 @@ def main() -> None:
     )
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", BARE, str(bare_port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [baseline_python, "-c", BARE, str(bare_port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         ),
         subprocess.Popen(
-            [sys.executable, "-c", CANNED, str(canned_port)],
+            [baseline_python, "-c", CANNED, str(canned_port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
