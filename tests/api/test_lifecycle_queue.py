@@ -71,3 +71,23 @@ async def test_a_session_token_sees_only_its_session(app_client):
 async def test_bad_filters_are_refused(app_client):
     assert_envelope(await queue(app_client, 422, status="completed"), "VALIDATION_ERROR")
     assert_envelope(await queue(app_client, 422, limit=0), "VALIDATION_ERROR")
+
+
+async def test_finished_counts_are_the_sessions_own_when_scoped(app_client):
+    # A session token (or ?session_id=) sees how many of *its* commands finished in the last
+    # minute, not the daemon's: other sessions' activity is not its business.
+    sid, as_token = await token_session_with_engine(app_client)
+    other, _ = await session_with_engine(app_client)
+    for i in range(3):
+        await submit(app_client, other, f"theirs-{i}", wait=10)
+    await submit(app_client, sid, "mine", wait=10)
+    await eventually(lambda: _finished(app_client, other, 3))
+    await eventually(lambda: _finished(app_client, sid, 1))
+    assert (await queue(app_client, headers=as_token))["finished_last_minute"] == {"completed": 1}
+    assert (await queue(app_client, session_id=sid))["finished_last_minute"] == {"completed": 1}
+    assert (await queue(app_client, session_id=other))["finished_last_minute"] == {"completed": 3}
+    assert (await queue(app_client))["finished_last_minute"].get("completed", 0) >= 4
+
+
+async def _finished(client: Any, session_id: str, n: int) -> bool:
+    return (await queue(client, session_id=session_id))["finished_last_minute"].get("completed", 0) >= n

@@ -34,7 +34,7 @@ class QueueWatch:
         self.commands = commands
         # Unfinished commands the runner does not hold (deps.py: blocked; retries.py: delayed).
         self.sources: list[Callable[[], Iterable[Command]]] = []
-        self._finished: deque[tuple[float, str, int]] = deque()
+        self._finished: deque[tuple[float, str, int, str]] = deque()  # (when, status, seq, session)
         self._counted: set[int] = set()  # the seqs in _finished (an event may come twice)
         commands.bus.events.subscribe(self._on_event)
         commands.bus.events.subscribe_read_back(self._on_event)
@@ -43,7 +43,7 @@ class QueueWatch:
         if event.event_type == "CommandResult" and event.seq not in self._counted:
             now = time.monotonic()
             self._counted.add(event.seq)
-            self._finished.append((now, str(event.data.get("status")), event.seq))
+            self._finished.append((now, str(event.data.get("status")), event.seq, event.session_id))
             self._trim(now)
 
     def _trim(self, now: float) -> None:
@@ -98,8 +98,9 @@ class QueueWatch:
         items = [_item(rec, places.get(rec.command_id), now, due.get(rec.command_id)) for rec in chosen[:limit]]
         self._trim(time.monotonic())
         finished: dict[str, int] = {}
-        for _, status, _ in self._finished:
-            finished[status] = finished.get(status, 0) + 1
+        for _, status, _, session in self._finished:
+            if session_id is None or session == session_id:  # a session's view: only its own
+                finished[status] = finished.get(status, 0) + 1
         sandbox = self.commands.bus.sandbox
         info = sandbox.info() if sandbox is not None and session_id is None else None
         return QueueView(
