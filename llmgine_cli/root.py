@@ -76,8 +76,29 @@ def _is_cli_control(exc: BaseException) -> bool:
     return isinstance(exc, (typer.Exit, typer.Abort, BrokenPipeError)) or hasattr(exc, "exit_code")
 
 
+def join_summaries(command: Any) -> Any:
+    """``command`` and its subcommands listed by one-line summaries in a group's --help.
+
+    Typer's rich help lists a command by the first paragraph of its docstring and keeps that
+    paragraph's line breaks, so a summary written over two source lines broke mid-sentence in
+    the list. Its ``short_help`` (what the list shows) becomes the paragraph joined into one
+    line, which the list then wraps at the terminal's width. The command's own --help is
+    unchanged.
+    """
+    first = (command.help or "").strip().split("\n\n")[0]
+    if command.short_help is None and "\n" in first and not first.startswith("\b"):
+        command.short_help = " ".join(first.split())
+    for sub in getattr(command, "commands", {}).values():
+        join_summaries(sub)
+    return command
+
+
 def build_command(name: str) -> Any:
     """The click command of ``llmgine NAME`` (importing its module now)."""
+    return join_summaries(_build_command(name))
+
+
+def _build_command(name: str) -> Any:
     module_name, attr, how = COMMANDS[name]
     module = importlib.import_module(f"llmgine_cli.commands.{module_name}")
     target = getattr(module, attr)
