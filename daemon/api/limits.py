@@ -80,10 +80,15 @@ async def read_body(request: web.Request, timeout: float) -> None:
     """Read (and cache) the body within ``timeout``; handlers then read it from memory.
 
     A client dripping its body byte by byte gets 408 instead of holding a handler forever.
-    The size limit (client_max_size) applies while reading: 413.
+    The size limit (client_max_size) applies while reading: 413, and at once for a body whose
+    ``Content-Length`` is over it (a client must not hold the request open for a body that
+    would be refused anyway).
     """
     if not request.body_exists:
         return
+    declared, limit = request.content_length, request.client_max_size
+    if declared is not None and limit and declared > limit:  # no need to wait for it: 413 now
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared, headers={"Connection": "close"})
     try:
         if request.content.is_eof():  # all of it arrived with the headers: nothing to wait for
             await request.read()
