@@ -76,26 +76,38 @@ def _is_cli_control(exc: BaseException) -> bool:
     return isinstance(exc, (typer.Exit, typer.Abort, BrokenPipeError)) or hasattr(exc, "exit_code")
 
 
-def join_summaries(command: Any) -> Any:
-    """``command`` and its subcommands listed by one-line summaries in a group's --help.
+def _prose(paragraph: str) -> bool:
+    """A paragraph of sentences (not a list, an example or a ``\\b`` block kept as written)."""
+    lines = paragraph.split("\n")
+    return len(lines) > 1 and not any(
+        line[:1].isspace() or line.lstrip().startswith(("\b", "$ ", "- ", "* ", "|")) for line in lines
+    )
 
-    Typer's rich help lists a command by the first paragraph of its docstring and keeps that
-    paragraph's line breaks, so a summary written over two source lines broke mid-sentence in
-    the list. Its ``short_help`` (what the list shows) becomes the paragraph joined into one
-    line, which the list then wraps at the terminal's width. The command's own --help is
-    unchanged.
+
+def rewrap_help(command: Any) -> Any:
+    """``command`` and its subcommands, their help wrapped at the terminal's width.
+
+    Typer's rich help keeps a docstring's line breaks: in the first paragraph where a group's
+    --help lists its commands, and in every later paragraph of a command's own --help. The
+    docstrings are wrapped at ~100 columns in the source, so at 80 every such line broke
+    mid-sentence, and wrapped again. Paragraphs of prose are joined into one line each (the
+    summary a list shows becomes the ``short_help``), which rich then wraps at the width.
     """
-    first = (command.help or "").strip().split("\n\n")[0]
-    if command.short_help is None and "\n" in first and not first.startswith("\b"):
-        command.short_help = " ".join(first.split())
+    text = command.help or ""
+    paragraphs = text.strip().split("\n\n")
+    if text and any(_prose(p) for p in paragraphs):
+        joined = [" ".join(p.split()) if _prose(p) else p for p in paragraphs]
+        if command.short_help is None:
+            command.short_help = joined[0]
+        command.help = "\n\n".join(joined)
     for sub in getattr(command, "commands", {}).values():
-        join_summaries(sub)
+        rewrap_help(sub)
     return command
 
 
 def build_command(name: str) -> Any:
     """The click command of ``llmgine NAME`` (importing its module now)."""
-    return join_summaries(_build_command(name))
+    return rewrap_help(_build_command(name))
 
 
 def _build_command(name: str) -> Any:

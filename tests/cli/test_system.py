@@ -244,3 +244,25 @@ def test_command_lists_wrap_summaries_at_the_width_only(cold_cli, group, columns
         room = width - 2 - first.index(lines[0])  # the description's column, to the " │"
         for line, after in zip(lines, lines[1:], strict=False):
             assert len(line) + 1 + len(after.split()[0]) > room, (name, line, after)
+
+
+@pytest.mark.parametrize("command", [("chat",), ("ask",), ("mcp", "add"), ("engine", "messages")])
+def test_help_paragraphs_wrap_at_the_width_only(cold_cli, command):
+    # A command's own --help: its prose paragraphs are wrapped at the terminal's width, not
+    # where the docstring's source lines broke (those are ~100 columns: at 80 each broke
+    # mid-sentence and wrapped again).
+    result = cold_cli(*command, "--help", COLUMNS="80")
+    assert result.exit_code == 0
+    body = result.stdout.split("╭")[0].splitlines()[3:]  # after the usage line and the summary
+    paragraphs: list[list[str]] = [[]]
+    for line in body:
+        if line.strip():
+            paragraphs[-1].append(line.strip())
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    lines_checked = 0
+    for paragraph in paragraphs:
+        for line, after in zip(paragraph, paragraph[1:], strict=False):
+            assert len(line) + 1 + len(after.split()[0]) > 78, (line, after)
+            lines_checked += 1
+    assert lines_checked, result.stdout
