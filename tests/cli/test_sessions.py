@@ -183,3 +183,21 @@ def test_sessions_by_name_prefix_and_short_id(cli):
     line = one_line(ambiguous.stderr)
     assert "ambiguous" in line and short_id(sid) in line and short_id(twin) in line
     assert cli("event", "publish", "Hi", "-S", short_id(twin), "-q").exit_code == 0
+
+
+def test_an_empty_id_is_a_usage_error_and_names_nothing(cli):
+    # `llmgine session delete "$SID"` with SID empty (a failed $(...)) must not act on a session
+    # that happens to have an empty name, nor answer "no such endpoint".
+    unnamed = cli("session", "create", "--name", "", "-q").stdout.strip()
+    for args in (
+        ("session", "get", ""),
+        ("session", "delete", ""),
+        ("command", "get", "", "-S", unnamed),
+        ("tool", "get", "", "-S", unnamed),
+        ("auth", "key", "get", ""),
+        ("event", "list", "-S", ""),
+    ):
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.stdout, result.stderr)
+        assert "empty" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert json.loads(cli("session", "get", unnamed, "-o", "json").stdout)["status"] == "active"
