@@ -266,3 +266,13 @@ def test_help_paragraphs_wrap_at_the_width_only(cold_cli, command):
             assert len(line) + 1 + len(after.split()[0]) > 78, (line, after)
             lines_checked += 1
     assert lines_checked, result.stdout
+
+
+@pytest.mark.parametrize("command", [("session",), ("chat",), ("usage",), ("event",)])
+def test_completion_options_are_the_roots_only(cold_cli, command):
+    # `llmgine --install-completion` installs it; the groups' and commands' own --help does
+    # not list the two options again (four lines of every group's help at 80 columns).
+    assert "--install-completion" in cold_cli("--help").stdout
+    result = cold_cli(*command, "--help")
+    assert result.exit_code == 0
+    assert "--install-completion" not in result.stdout and "--show-completion" not in result.stdout
