@@ -245,11 +245,14 @@ def test_a_terminal_gets_a_rich_table(daemon):
 
 
 def test_default_paths_without_xdg_runtime_dir_are_quiet(tmp_path):
-    """No LLMGINE_HOME, no XDG_RUNTIME_DIR (a cron job, a container): stderr stays clean."""
+    """No LLMGINE_HOME, no XDG_RUNTIME_DIR (a cron job, a container): stderr stays clean.
+    (The fallback runtime folder is under the temp dir, per user: TMPDIR keeps it this test's,
+    not the one a daemon of this user's may be listening in.)"""
     env = cli_env(
         tmp_path,
         LLMGINE_HOME=None,
         HOME=str(tmp_path),
+        TMPDIR=str(tmp_path),
         XDG_RUNTIME_DIR=None,
         XDG_CONFIG_HOME=None,
         XDG_DATA_HOME=None,
