@@ -321,10 +321,20 @@ def emit(
     table = rows if kv else [headers, *rows]
     if not table:
         return
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    widths = [max(cell_width(r[i]) for r in table) for i in range(len(table[0]))]
     for row in table:
-        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
+        line = "  ".join(cell + " " * (widths[i] - cell_width(cell)) for i, cell in enumerate(row))
         env.out(line.rstrip())
+
+
+def cell_width(text: str) -> int:
+    """How many terminal columns ``text`` takes: CJK and emoji take two, combining marks none
+    (so plain columns line up whatever the names are written in); rich is not imported here."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], title: str | None, *, kv: bool) -> None:

@@ -201,3 +201,18 @@ def test_an_empty_id_is_a_usage_error_and_names_nothing(cli):
         assert result.exit_code == 2, (args, result.stdout, result.stderr)
         assert "empty" in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert json.loads(cli("session", "get", unnamed, "-o", "json").stdout)["status"] == "active"
+
+
+def test_plain_columns_line_up_with_wide_characters(cli):
+    # Piped output pads by the columns a terminal gives each character: a CJK or emoji name
+    # (two columns a character) must not push the rest of its row out of line.
+    import unicodedata
+
+    def columns(text: str) -> int:
+        return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+    cli("session", "create", "--name", "日本語の名前😀", "-q")
+    cli("session", "create", "--name", "plain-ascii-name", "-q")
+    lines = cli("session", "list", "-o", "plain", "--limit", "2").stdout.splitlines()
+    starts = {columns(line[: line.index("active")]) for line in lines[1:]}
+    assert len(starts) == 1 and columns(lines[0][: lines[0].index("STATUS")]) in starts, lines
