@@ -373,7 +373,7 @@ def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], tit
     console.print(table)
     if len(keep) < len(headers):
         hidden = ", ".join(headers[i] for i in range(len(headers)) if i not in keep)
-        env.err(f"(not shown at this width: {hidden}; -o plain or -o json show every column)")
+        env.err(f"(not shown at this width: {hidden}; -o plain shows every column)")
 
 
 STATUS_STYLES = {
