@@ -126,6 +126,18 @@ def test_tcp_with_key_works(secured_cli):
     assert secured_cli("health").exit_code == 0  # the probe needs no key
 
 
+def test_a_session_token_is_told_to_give_the_full_id(secured_cli):
+    # A session token may not list sessions, so a prefix cannot be looked up with it: the
+    # error says so (it said "this session token only opens its own session's endpoints").
+    created = json.loads(secured_cli("--api-key", API_KEY, "session", "create", "-o", "json").stdout)
+    sid, token = created["session_id"], created["session_token"]
+    result = secured_cli("--api-key", token, "command", "list", "-S", sid[:8])
+    assert result.exit_code == 5
+    line = one_line(result.stderr)
+    assert "not a full id" in line and "give the full id" in line, line
+    assert secured_cli("--api-key", token, "command", "list", "-S", sid).exit_code == 0
+
+
 def test_shutdown_stops_the_daemon():
     home = short_home()
     try:
