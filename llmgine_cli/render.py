@@ -211,6 +211,11 @@ def _visible(text: str, *, one_line: bool) -> str:
     return text.translate(_CONTROLS if one_line else _CONTROLS_KEEP_LINES)
 
 
+def visible_line(text: str) -> str:
+    """``text`` on one line, its control characters (newlines, terminal escapes) as escapes."""
+    return text.translate(_CONTROLS)
+
+
 def _list_cell(key: str, value: Any, view: View, compact_times: bool = False) -> str:
     """A cell of a listing row: ids short (their random part: ids.py), the rest as _cell."""
     leaf = key.rsplit(".", 1)[-1]
