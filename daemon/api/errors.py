@@ -182,8 +182,18 @@ def envelope_for(request: web.Request, request_id: str, exc: Exception) -> web.R
 
 def stamp_response(response: web.StreamResponse, request_id: str) -> None:
     """The request id and the daemon's version on every answer not already sent (a WebSocket
-    handshake or an event stream went out when its handler prepared it)."""
+    handshake or an event stream went out when its handler prepared it: ``stamp_prepared``
+    gave them theirs)."""
     if not response.prepared:
         headers = response.headers
         headers[REQUEST_ID_HEADER] = request_id
+        headers[VERSION_HEADER] = __version__
+
+
+def stamp_prepared(request: web.Request, response: web.StreamResponse) -> None:
+    """The same two headers on an answer its handler sends itself, as it is prepared (the
+    edge's ``on_response_prepare`` hook): an event stream, a WebSocket's handshake."""
+    headers = response.headers
+    if REQUEST_ID_HEADER not in headers:
+        headers[REQUEST_ID_HEADER] = request_id_of(request)
         headers[VERSION_HEADER] = __version__
