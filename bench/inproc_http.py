@@ -249,10 +249,41 @@ async def profile(load: tuple[Any, list[bytes]], opts: argparse.Namespace) -> No
     profiler.enable()
     await drive(srv, reqs, opts.requests, opts.connections)
     profiler.disable()
+    if os.environ.get("PROFILE_DUMP"):
+        profiler.dump_stats(os.environ["PROFILE_DUMP"])
     stats = pstats.Stats(profiler)
     calls = sum(nc for _, nc, _, _, _ in stats.stats.values())  # type: ignore[attr-defined]
     print(f"{opts.profile}: {calls / opts.requests:.1f} Python function calls per request")
+    print_layers(stats, opts.requests)
     stats.sort_stats("tottime").print_stats(30)
+
+
+def layer_of(filename: str, name: str) -> str:
+    """Which part of the process a profiled function belongs to: the daemon's package by its
+    subpackage (api, bus, observability...), aiohttp, asyncio, or C (sqlite3, msgspec, socket)."""
+    if filename == "~":
+        return "C: " + name.split(" of ")[-1].strip("<>'").split("'")[0] if " of " in name else "C: builtins"
+    for marker, label in (("/llmgine_daemon/", "daemon"), ("/daemon/", "daemon")):
+        if marker in filename:
+            rest = filename.split(marker, 1)[1]
+            return f"{label}/{rest.split('/')[0]}" if "/" in rest else f"{label}/{rest}"
+    for lib in ("aiohttp", "asyncio", "multidict", "yarl", "aiosqlite", "msgspec"):
+        if f"/{lib}/" in filename:
+            return lib
+    return "other"
+
+
+def print_layers(stats: Any, requests: int) -> None:
+    """The profile's own time (tottime) summed by layer, in µs per request (under cProfile,
+    whose overhead inflates Python calls more than C ones: compare shares between runs)."""
+    layers: dict[str, float] = {}
+    for (filename, _, name), (_, _, tottime, _, _) in stats.stats.items():
+        layer = layer_of(filename, name)
+        layers[layer] = layers.get(layer, 0.0) + tottime
+    total = sum(layers.values())
+    for layer, spent in sorted(layers.items(), key=lambda kv: -kv[1]):
+        if spent / total >= 0.005:
+            print(f"  {layer:<40}{spent / requests * 1e6:8.1f} µs  {spent / total:6.1%}")
 
 
 async def serve_rounds(loads: dict[str, tuple[Any, list[bytes]]], connections: int) -> None:

@@ -187,11 +187,15 @@ def coalesced(factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.P
 class CoalescingSite(web.SockSite):
     """``web.SockSite`` whose connections hold their writes to the end of the turn."""
 
-    async def start(self) -> None:
-        await web.BaseSite.start(self)
+    def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        """What serves each connection: aiohttp's server (a subclass may wrap it)."""
         server = self._runner.server
         assert server is not None
+        return server
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            coalesced(server), sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
+            coalesced(self.protocol_factory()), sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
         )

@@ -19,12 +19,14 @@ import signal
 import socket
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 from llmgine_daemon import __version__
 from llmgine_daemon.api.keys import LISTENERS, SHUTDOWN
 from llmgine_daemon.api.limits import runner_kwargs
+from llmgine_daemon.api.malformed import EnvelopingSite, enveloping
 from llmgine_daemon.api.origins import check_bind
 from llmgine_daemon.app import create_app
 from llmgine_daemon.coalesce import CoalescingSite
@@ -241,6 +243,14 @@ def bind_sockets(settings: Settings) -> tuple[list[socket.socket], list[str]]:
         raise
 
 
+class TcpSite(CoalescingSite):
+    """The TCP listeners: writes held to the end of the turn (coalesce.py), and requests the
+    parser refuses answered with the envelope (api/malformed.py), as on the Unix socket."""
+
+    def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        return enveloping(super().protocol_factory())
+
+
 async def serve(settings: Settings) -> None:
     sockets, listeners = bind_sockets(settings)
     socket_path = settings.socket_path
@@ -260,7 +270,7 @@ async def serve(settings: Settings) -> None:
         for sock in sockets:
             # TCP: answers written at the end of the loop's turn (daemon/coalesce.py says why,
             # and why not on the Unix socket).
-            site = web.SockSite if sock.family == socket.AF_UNIX else CoalescingSite
+            site = EnvelopingSite if sock.family == socket.AF_UNIX else TcpSite
             await site(runner, sock).start()
         app[LISTENERS].extend(listeners)
         _write_pidfile(pidfile)

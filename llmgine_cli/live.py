@@ -86,8 +86,9 @@ class LiveTail:
         line.append(f"#{event.seq:<6} ", style="dim")
         line.append(f"{short_id(event.session_id)} ", style="bold")
         line.append(f"{event.event_type:<24} ", style=self._style(event.event_type))
-        line.append(_compact(event.data, 120))
-        self.console.print(line)
+        # One line per event, whatever the terminal's width: the data is cut to what is left.
+        line.append(_compact(event.data, max(self.console.width - line.cell_len, 1)))
+        self.console.print(line, no_wrap=True, overflow="ellipsis", crop=True)
         self._live.update(self._footer())
 
     def notice(self, frame: Frame) -> None:

@@ -403,6 +403,7 @@ FLEX_HEADERS = frozenset(
         "EVENTS",
         "ERROR",
         "WHEN",
+        "VALUE",
     }
 )
 

@@ -76,8 +76,41 @@ def _is_cli_control(exc: BaseException) -> bool:
     return isinstance(exc, (typer.Exit, typer.Abort, BrokenPipeError)) or hasattr(exc, "exit_code")
 
 
+def _prose(paragraph: str) -> bool:
+    """A paragraph of sentences (not a list, an example or a ``\\b`` block kept as written)."""
+    lines = paragraph.split("\n")
+    return len(lines) > 1 and not any(
+        line[:1].isspace() or line.lstrip().startswith(("\b", "$ ", "- ", "* ", "|")) for line in lines
+    )
+
+
+def rewrap_help(command: Any) -> Any:
+    """``command`` and its subcommands, their help wrapped at the terminal's width.
+
+    Typer's rich help keeps a docstring's line breaks: in the first paragraph where a group's
+    --help lists its commands, and in every later paragraph of a command's own --help. The
+    docstrings are wrapped at ~100 columns in the source, so at 80 every such line broke
+    mid-sentence, and wrapped again. Paragraphs of prose are joined into one line each (the
+    summary a list shows becomes the ``short_help``), which rich then wraps at the width.
+    """
+    text = command.help or ""
+    paragraphs = text.strip().split("\n\n")
+    if text and any(_prose(p) for p in paragraphs):
+        joined = [" ".join(p.split()) if _prose(p) else p for p in paragraphs]
+        if command.short_help is None:
+            command.short_help = joined[0]
+        command.help = "\n\n".join(joined)
+    for sub in getattr(command, "commands", {}).values():
+        rewrap_help(sub)
+    return command
+
+
 def build_command(name: str) -> Any:
     """The click command of ``llmgine NAME`` (importing its module now)."""
+    return rewrap_help(_build_command(name))
+
+
+def _build_command(name: str) -> Any:
     module_name, attr, how = COMMANDS[name]
     module = importlib.import_module(f"llmgine_cli.commands.{module_name}")
     target = getattr(module, attr)

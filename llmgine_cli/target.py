@@ -112,7 +112,7 @@ def _home_socket(env: Mapping[str, str]) -> str | None:
     """The default socket under LLMGINE_HOME, when nothing else can decide it (no config
     file, none of _ADDRESS_VARIABLES); else None and the settings decide.
 
-    The same answer as ``load_settings(env).socket_path`` (tests/unit/test_cli_target.py
+    The same answer as ``load_settings(env).socket_path`` (tests/unit/test_cli_wire_and_target.py
     compares them) without importing the settings module, which costs a sixth of a call.
     """
     home = env.get("LLMGINE_HOME")

@@ -2,7 +2,8 @@
 
     request body        server.max_body_size         413 PAYLOAD_TOO_LARGE (aiohttp)
     JSON nesting        64 levels (api/util.py)      422 VALIDATION_ERROR (read_json)
-    request line/header server.max_header_size       400 (aiohttp's parser; no body read)
+    request line/header server.max_header_size       400 VALIDATION_ERROR (aiohttp's parser refuses
+                                                     it; api/malformed.py answers)
     headers + body time server.read_timeout          idle/half-sent connections closed;
                                                      a body not complete in time: 408
     WebSocket message   server.max_ws_message_size   close 1009 (message too big)
@@ -25,6 +26,8 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from llmgine_daemon.api.errors import ApiError
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.protocol import ErrorCode, valid_id
@@ -77,14 +80,19 @@ async def read_body(request: web.Request, timeout: float) -> None:
     """Read (and cache) the body within ``timeout``; handlers then read it from memory.
 
     A client dripping its body byte by byte gets 408 instead of holding a handler forever.
-    The size limit (client_max_size) applies while reading: 413.
+    The size limit (client_max_size) applies while reading: 413, and at once for a body whose
+    ``Content-Length`` is over it (a client must not hold the request open for a body that
+    would be refused anyway).
     """
     if not request.body_exists:
         return
-    if request.content.is_eof():  # all of it arrived with the headers: nothing to wait for
-        await request.read()
-        return
+    declared, limit = request.content_length, request.client_max_size
+    if declared is not None and limit and declared > limit:  # no need to wait for it: 413 now
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared, headers={"Connection": "close"})
     try:
+        if request.content.is_eof():  # all of it arrived with the headers: nothing to wait for
+            await request.read()
+            return
         async with asyncio.timeout(timeout):
             await request.read()
     except TimeoutError:
@@ -94,6 +102,17 @@ async def read_body(request: web.Request, timeout: float) -> None:
             {"read_timeout": timeout},
             headers={"Connection": "close"},
         ) from None
+    except (HttpProcessingError, RequestPayloadError) as exc:  # e.g. gzip named, not sent
+        message = " ".join(str(getattr(exc, "message", "") or exc).split()).removeprefix("400, message: ")[:200]
+        request.content.feed_eof()  # the rest is unreadable: aiohttp must not drain it after the answer
+        raise ApiError(
+            ErrorCode.INVALID_JSON,
+            f"the request body could not be read: {message}",
+            {"content_encoding": request.headers.get("Content-Encoding", "")[:64]},
+            headers={"Connection": "close"},
+        ) from None
+    except ConnectionResetError:  # the client went away mid-body: nobody to answer (499)
+        raise asyncio.CancelledError from None
 
 
 def json_field(body: bytes, name: str) -> Any:

@@ -34,7 +34,7 @@ TYPE_RULE = "must start with a letter or _ and contain only letters, digits and 
 # A filter on event types: an exact type, or any start of one (TYPE_PREFIX) followed by "*".
 TYPE_PREFIX_PATTERN = r"^[A-Za-z0-9_.:\-]{0,127}$"
 EVENT_TYPE_FILTER_PATTERN = r"^([A-Za-z_][A-Za-z0-9_.:\-]{0,127}|[A-Za-z0-9_.:\-]{0,127}\*)$"
-# What a handler is registered for (bus/user_handlers.py checks printable too): no spaces,
+# What a handler is registered for (bus/usercode_handlers.py checks printable too): no spaces,
 # and for command handlers no "*" (event handlers may use "*", every event).
 COMMAND_HANDLER_TYPE_PATTERN = r"^[^\s*]{1,128}$"
 EVENT_HANDLER_TYPE_PATTERN = r"^\S{1,128}$"

@@ -31,7 +31,8 @@ from llmgine_cli.render import View, render, render_text, resolve_format
 app = typer.Typer(help="Show and edit the configuration (config.toml).", no_args_is_help=True)
 
 SHOW_VIEW = View(
-    columns="KEY=key, ENV=env, VALUE=value, SOURCE=source",
+    # The value before the environment variable's name: at 80 columns ENV is left out, not VALUE.
+    columns="KEY=key, VALUE=value, SOURCE=source, ENV=env",
     items="settings",
     id_field="key",
 )

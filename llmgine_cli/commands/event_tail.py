@@ -55,7 +55,7 @@ def tail(
         str | None,
         typer.Argument(
             metavar="[SESSION]",
-            help="The session to follow (or --all).",
+            help="The session to follow (default: LLMGINE_SESSION; or --all).",
             show_default=False,
             autocompletion=completion.session_ids,
             callback=session_callback,
@@ -109,9 +109,13 @@ def tail(
         if session is not None and session != session_opt:
             raise typer.BadParameter("give the session once (SESSION or --session)", param_hint="SESSION")
         session = session_opt
-    if (session is None) == (not all_sessions):
-        raise typer.BadParameter("give a SESSION or --all (not both)", param_hint="SESSION")
+    if session is not None and all_sessions:
+        raise typer.BadParameter("give a SESSION or --all, not both", param_hint="SESSION")
     app_ctx = state(ctx)
+    if session is None and not all_sessions:  # as every command that takes -S: LLMGINE_SESSION
+        session = session_callback(ctx, None, app_ctx.env.environ.get("LLMGINE_SESSION") or None)
+        if session is None:
+            raise typer.BadParameter("give a SESSION (or -S, or set LLMGINE_SESSION) or --all", param_hint="SESSION")
     env = app_ctx.env
     fmt = resolve_format(env, output)
     if fmt == "plain" and output is None:

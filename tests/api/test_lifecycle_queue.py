@@ -71,3 +71,68 @@ async def test_a_session_token_sees_only_its_session(app_client):
 async def test_bad_filters_are_refused(app_client):
     assert_envelope(await queue(app_client, 422, status="completed"), "VALIDATION_ERROR")
     assert_envelope(await queue(app_client, 422, limit=0), "VALIDATION_ERROR")
+
+
+async def test_finished_counts_are_the_sessions_own_when_scoped(app_client):
+    # A session token (or ?session_id=) sees how many of *its* commands finished in the last
+    # minute, not the daemon's: other sessions' activity is not its business.
+    sid, as_token = await token_session_with_engine(app_client)
+    other, _ = await session_with_engine(app_client)
+    for i in range(3):
+        await submit(app_client, other, f"theirs-{i}", wait=10)
+    await submit(app_client, sid, "mine", wait=10)
+    await eventually(lambda: _finished(app_client, other, 3))
+    await eventually(lambda: _finished(app_client, sid, 1))
+    assert (await queue(app_client, headers=as_token))["finished_last_minute"] == {"completed": 1}
+    assert (await queue(app_client, session_id=sid))["finished_last_minute"] == {"completed": 1}
+    assert (await queue(app_client, session_id=other))["finished_last_minute"] == {"completed": 3}
+    assert (await queue(app_client))["finished_last_minute"].get("completed", 0) >= 4
+
+
+async def _finished(client: Any, session_id: str, n: int) -> bool:
+    return (await queue(client, session_id=session_id))["finished_last_minute"].get("completed", 0) >= n
+
+
+async def test_a_result_reaching_the_view_twice_counts_once(app_client):
+    """A CommandResult may reach the queue view twice, notified here and read back from the
+    store by the stream hub (on a shared database), in either order: it counts once."""
+    import msgspec
+    from llmgine_daemon.api.keys import BUS
+    from llmgine_daemon.protocol import Event
+
+    bus = app_client.app[BUS]
+    sid, _ = await session_with_engine(app_client)
+    await submit(app_client, sid, "one", wait=10)
+    await eventually(lambda: _finished(app_client, sid, 1))
+    page = await app_client.get(f"/api/sessions/{sid}/events", params={"event_type": "CommandResult"})
+    result = msgspec.convert((await page.json())["events"][0], Event)
+    bus.events.read_back(result)  # notified when it committed; now read back, twice
+    bus.events.read_back(result)
+    assert (await queue(app_client, session_id=sid))["finished_last_minute"] == {"completed": 1}
+    # Another node's result, read back by the hub before anything notifies it here, then
+    # notified (the view's own listener: a made-up seq must not reach the stream hub).
+    later = msgspec.structs.replace(result, seq=result.seq + 1_000_000, event_id="later")
+    bus.events.read_back(later)
+    bus.commands.queue._on_notified(later)
+    bus.events.read_back(later)
+    assert (await queue(app_client, session_id=sid))["finished_last_minute"] == {"completed": 2}
+
+
+async def test_the_count_keeps_no_entry_per_finished_command(app_client):
+    """A minute of finished commands is kept as counts per second and the seqs seen as ranges:
+    memory grows with the sessions and the gaps, not with the commands (a set and an entry per
+    command took ~190 bytes each: over 100 MB for a minute at 10,000 commands/s)."""
+    from llmgine_daemon.api.keys import BUS
+
+    watch = app_client.app[BUS].commands.queue
+    sid, _ = await session_with_engine(app_client)
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/commands/batch",
+        params={"wait": 30},
+        json={"commands": [{"command_type": "DummyEngineCommand", "parameters": {"prompt": "x"}}] * 300},
+    )
+    assert resp.status == 200, await resp.text()
+    await eventually(lambda: _finished(app_client, sid, 300))
+    assert (await queue(app_client, session_id=sid))["finished_last_minute"] == {"completed": 300}
+    assert len(watch._notified) <= 2 and len(watch._read_back) <= 2, (watch._notified.los, watch._read_back.los)
+    assert sum(len(per_second) for _, per_second in watch._finished) <= 2 * len(watch._finished)

@@ -82,6 +82,21 @@ async def test_slow_drip_body_gets_408(aiohttp_client, make_settings):
     assert body["total"] == 0  # nothing was created from half a body
 
 
+async def test_a_declared_length_over_the_limit_is_413_before_the_body(aiohttp_client, make_settings):
+    # The client says its body is bigger than the limit and sends none of it: the answer is
+    # 413 at once, not a 408 once the read timeout has passed waiting for a body that would
+    # be refused anyway.
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_BODY_SIZE="1024", LLMGINE_READ_TIMEOUT="2")
+    head = (
+        f"POST /api/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {local}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n"
+    ).encode()
+    reader, writer = await raw(client, head)
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    writer.close()
+
+
 async def test_max_sessions(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_SESSIONS="3")
     sessions = [await new_session(client, local) for _ in range(3)]

@@ -13,8 +13,15 @@ from llmgine_cli.commands.event_tail import parse_since
 
 
 def test_needs_a_session_or_all(cli):
-    assert cli("event", "tail").exit_code == 2
+    result = cli("event", "tail", LLMGINE_SESSION=None)
+    assert result.exit_code == 2 and "LLMGINE_SESSION" in result.stderr
     assert cli("event", "tail", "abc", "--all").exit_code == 2
+
+
+def test_the_session_defaults_to_llmgine_session(cli):
+    # As for every other command that takes -S: the environment names the session.
+    result = cli("event", "tail", "--no-reconnect", LLMGINE_SESSION="no-such-session")
+    assert result.exit_code == 4 and "SESSION_NOT_FOUND" in result.stderr, result.stderr
 
 
 def test_unknown_session_is_not_found(cli):

@@ -245,11 +245,14 @@ def test_a_terminal_gets_a_rich_table(daemon):
 
 
 def test_default_paths_without_xdg_runtime_dir_are_quiet(tmp_path):
-    """No LLMGINE_HOME, no XDG_RUNTIME_DIR (a cron job, a container): stderr stays clean."""
+    """No LLMGINE_HOME, no XDG_RUNTIME_DIR (a cron job, a container): stderr stays clean.
+    (The fallback runtime folder is under the temp dir, per user: TMPDIR keeps it this test's,
+    not the one a daemon of this user's may be listening in.)"""
     env = cli_env(
         tmp_path,
         LLMGINE_HOME=None,
         HOME=str(tmp_path),
+        TMPDIR=str(tmp_path),
         XDG_RUNTIME_DIR=None,
         XDG_CONFIG_HOME=None,
         XDG_DATA_HOME=None,
@@ -433,3 +436,19 @@ def test_a_big_batch_shows_a_progress_bar_on_a_terminal(daemon, tmp_path):
     assert child.exitstatus == 0
     piped = run_cli(args, daemon.env)
     assert piped.returncode == 0 and "batch [" not in piped.stderr and len(piped.stdout.split()) == 250
+
+
+def test_config_show_keeps_the_values_at_80_columns(daemon):
+    # The keys are long (45 characters) and so are the environment names: at 80 columns the
+    # table must still show each key's value and source, leaving the ENV column out.
+    import re
+
+    env = full_env({**daemon.env, "COLUMNS": None, "TERM": "xterm-256color", "NO_COLOR": None})
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", _on_a_terminal(["config", "show", "--local"], env))
+    lines = [line for line in plain.splitlines() if line.strip()]
+    assert all(len(line) <= 80 for line in lines), lines
+    header = next(line for line in lines if "KEY" in line)
+    assert header.split() == ["KEY", "VALUE", "SOURCE"], header
+    row = next(line for line in lines if line.split()[:1] == ["server.max_body_size"])
+    assert row.split()[1:] == ["1048576", "default"], row
+    assert "ENV" in plain  # named in the note on stderr (the pty merges it)

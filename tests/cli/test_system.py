@@ -207,3 +207,62 @@ def test_answers_outside_the_protocol_are_one_line_errors(foreign_url, cold_home
     garbled = invoke(["--url", foreign_url, "status"], env)
     assert garbled.exit_code == 1
     assert one_line(garbled.stderr).startswith("error: unexpected answer")
+
+
+def _command_summaries(text: str) -> dict[str, list[str]]:
+    """The Commands panel of a --help: each command's description, as its lines."""
+    import re
+
+    found: dict[str, list[str]] = {}
+    name = ""
+    inside = False
+    for line in text.splitlines():
+        if "─ Commands" in line:
+            inside = True
+            continue
+        if inside and line.startswith("╰"):
+            break
+        match = re.match(r"│ (\S+)?(\s+)(.*?)\s*│$", line) if inside else None
+        if match:
+            name = match.group(1) or name
+            found.setdefault(name, []).append(match.group(3))
+    return found
+
+
+@pytest.mark.parametrize("columns", ["80", "200"])
+@pytest.mark.parametrize("group", [(), ("session",), ("command",), ("handler", "add"), ("webhook",)])
+def test_command_lists_wrap_summaries_at_the_width_only(cold_cli, group, columns):
+    # A summary written over two source lines must not break where the source did: every
+    # line but a summary's last is as full as the width allows (its next word did not fit).
+    result = cold_cli(*group, "--help", COLUMNS=columns)
+    assert result.exit_code == 0
+    summaries = _command_summaries(result.stdout)
+    assert summaries, result.stdout
+    width = max(len(line) for line in result.stdout.splitlines() if line.startswith("│"))
+    for name, lines in summaries.items():
+        first = next(line for line in result.stdout.splitlines() if line.startswith(f"│ {name} "))
+        room = width - 2 - first.index(lines[0])  # the description's column, to the " │"
+        for line, after in zip(lines, lines[1:], strict=False):
+            assert len(line) + 1 + len(after.split()[0]) > room, (name, line, after)
+
+
+@pytest.mark.parametrize("command", [("chat",), ("ask",), ("mcp", "add"), ("engine", "messages")])
+def test_help_paragraphs_wrap_at_the_width_only(cold_cli, command):
+    # A command's own --help: its prose paragraphs are wrapped at the terminal's width, not
+    # where the docstring's source lines broke (those are ~100 columns: at 80 each broke
+    # mid-sentence and wrapped again).
+    result = cold_cli(*command, "--help", COLUMNS="80")
+    assert result.exit_code == 0
+    body = result.stdout.split("╭")[0].splitlines()[3:]  # after the usage line and the summary
+    paragraphs: list[list[str]] = [[]]
+    for line in body:
+        if line.strip():
+            paragraphs[-1].append(line.strip())
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    lines_checked = 0
+    for paragraph in paragraphs:
+        for line, after in zip(paragraph, paragraph[1:], strict=False):
+            assert len(line) + 1 + len(after.split()[0]) > 78, (line, after)
+            lines_checked += 1
+    assert lines_checked, result.stdout

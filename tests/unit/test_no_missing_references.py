@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -34,3 +35,36 @@ def test_no_reference_to_a_document_that_is_not_in_the_repository():
         for line_no, line in enumerate(text.splitlines(), 1):
             found += [f"{path.relative_to(ROOT)}:{line_no}: {name}" for name in MISSING if name in line]
     assert not found, "references to documents not in the repository:\n" + "\n".join(found)
+
+
+# A repository path as the code and the docs cite it: "bus/commands/runner.py",
+# "docs/streams.md", "llmgine_daemon/store/db.py" (at least one folder, then a file).
+_CITED = re.compile(r"(?<![\w/.:-])((?:[a-z_][a-z0-9_]*/)+[a-z_][a-z0-9_]*\.(?:py|md))\b")
+# Where a cited path may start: the repository, the daemon's package (cited by its import
+# name or its folder), its subpackages, the CLI, the tests, or the citing file's own folder.
+_BASES = ("", "daemon", "daemon/bus", "daemon/bus/commands", "daemon/engines", "llmgine_cli", "tests")
+
+
+def _exists(cited: str, citing: Path) -> bool:
+    if cited.startswith("llmgine_daemon/"):
+        cited = "daemon/" + cited.removeprefix("llmgine_daemon/")
+    candidates = [ROOT / base / cited for base in _BASES] + [citing.parent / cited]
+    return any(c.exists() for c in candidates)
+
+
+def test_every_cited_repository_path_exists():
+    """A file renamed or moved leaves no docstring or document pointing at its old path (the
+    CHANGELOG, which records the renames, excepted)."""
+    this = Path(__file__).resolve()
+    found = []
+    for path in _tracked():
+        if path.resolve() == this or path.name == "CHANGELOG.md" or not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for line_no, line in enumerate(text.splitlines(), 1):
+            found += [
+                f"{path.relative_to(ROOT)}:{line_no}: {cited}"
+                for cited in _CITED.findall(line)
+                if not _exists(cited, path)
+            ]
+    assert not found, "paths cited that are not in the repository:\n" + "\n".join(found)

@@ -7,9 +7,10 @@ over them (the runner's ``jobs``, and the ``sources`` other modules register: bl
 deps.py). A session's queued commands start in priority, then submission order (the runner's
 heap order; a batch is one entry there, ranked by its most urgent command); one waiting for a
 retry (retries.py) has no place until it is due. Throughput is the ``CommandResult`` events
-of the last minute: this node's as its event log hands them out, other nodes' as the stream
-hub reads them back from the store (``EventLog.subscribe_read_back``), so on a shared
-database it is the cluster's; each counted once (by seq).
+of the last minute (counted per whole second: 60-61 s): this node's as its event log hands
+them out, other nodes' as the stream hub reads them back from the store
+(``EventLog.subscribe_read_back``), so on a shared database it is the cluster's; each
+counted once (by seq, bus/seqranges.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.commands.records import ACTIVE, BLOCKED, COMMAND_COLUMNS, PRIORITY_RANK, row_to_command
+from llmgine_daemon.bus.seqranges import SeqRanges
 from llmgine_daemon.protocol import UNFINISHED_STATUSES, Command, Event, QueueItem, QueueView, parse_iso
 
 if TYPE_CHECKING:
@@ -34,21 +36,48 @@ class QueueWatch:
         self.commands = commands
         # Unfinished commands the runner does not hold (deps.py: blocked; retries.py: delayed).
         self.sources: list[Callable[[], Iterable[Command]]] = []
-        self._finished: deque[tuple[float, str, int]] = deque()
-        self._counted: set[int] = set()  # the seqs in _finished (an event may come twice)
-        commands.bus.events.subscribe(self._on_event)
-        commands.bus.events.subscribe_read_back(self._on_event)
+        # The commands finished in the last minute, counted per second: [second, {(session,
+        # status): n}], oldest first. Memory grows with the sessions finishing commands in a
+        # minute, not with how many finish.
+        self._finished: deque[tuple[int, dict[tuple[str | None, str], int]]] = deque()
+        # Each CommandResult is counted once, however it reached us (notified here, and read back
+        # from the store by the stream hub - either first): the seqs seen each way, as ranges.
+        self._notified = SeqRanges()
+        self._read_back = SeqRanges()
+        commands.bus.events.subscribe(self._on_notified)
+        commands.bus.events.subscribe_read_back(self._on_read_back)
 
-    def _on_event(self, event: Event) -> None:
-        if event.event_type == "CommandResult" and event.seq not in self._counted:
-            now = time.monotonic()
-            self._counted.add(event.seq)
-            self._finished.append((now, str(event.data.get("status")), event.seq))
+    def _on_notified(self, event: Event) -> None:
+        seq, now = event.seq, time.monotonic()
+        if seq in self._notified:
+            return
+        self._notified.add(seq, now)  # every event: consecutive seqs make one range
+        if event.event_type == "CommandResult" and seq not in self._read_back:
+            self._count(event, now)
+
+    def _on_read_back(self, event: Event) -> None:
+        seq, now = event.seq, time.monotonic()
+        if seq in self._read_back:
+            return
+        self._read_back.add(seq, now)
+        if event.event_type == "CommandResult" and seq not in self._notified:
+            self._count(event, now)
+
+    def _count(self, event: Event, now: float) -> None:
+        second = int(now)
+        if not self._finished or self._finished[-1][0] != second:
             self._trim(now)
+            self._finished.append((second, {}))
+        counts = self._finished[-1][1]
+        key = (event.session_id, str(event.data.get("status")))
+        counts[key] = counts.get(key, 0) + 1
 
     def _trim(self, now: float) -> None:
         while self._finished and self._finished[0][0] < now - WINDOW_S:
-            self._counted.discard(self._finished.popleft()[2])
+            self._finished.popleft()
+        # A repeat comes within moments (the hub reads back as it goes); two windows is ample.
+        self._notified.trim(now - 2 * WINDOW_S)
+        self._read_back.trim(now - 2 * WINDOW_S)
 
     @staticmethod
     def _positions(queued: list[Command], due: dict[str, str]) -> dict[str, int]:
@@ -98,8 +127,10 @@ class QueueWatch:
         items = [_item(rec, places.get(rec.command_id), now, due.get(rec.command_id)) for rec in chosen[:limit]]
         self._trim(time.monotonic())
         finished: dict[str, int] = {}
-        for _, status, _ in self._finished:
-            finished[status] = finished.get(status, 0) + 1
+        for _, per_second in self._finished:
+            for (session, status), n in per_second.items():
+                if session_id is None or session == session_id:  # a session's view: only its own
+                    finished[status] = finished.get(status, 0) + n
         sandbox = self.commands.bus.sandbox
         info = sandbox.info() if sandbox is not None and session_id is None else None
         return QueueView(

@@ -1,0 +1,48 @@
+"""The terminal view of `llmgine event tail` (llmgine_cli/live.py): every event is one line
+that fits the terminal, however wide the terminal and however long the event's data."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from llmgine_daemon.protocol import Event
+
+from llmgine_cli.context import Environment
+from llmgine_cli.live import LiveTail
+
+WORDS = " ".join(["supercalifragilistic"] * 20)
+
+
+def _event(seq: int, event_type: str) -> Event:
+    return Event(
+        event_id=f"01a24c5c-9a68-7cd7-96fa-74e2259c0b{seq:02d}",
+        seq=seq,
+        session_id="01a24c5c-9a68-7682-add6-133122496426",
+        event_type=event_type,
+        data={"text": WORDS, "n": seq},
+        metadata={},
+        timestamp="2026-12-06T17:18:16.000000Z",
+        source="api",
+    )
+
+
+@pytest.mark.parametrize("width", [80, 150])
+def test_each_event_is_one_line_that_fits(width):
+    out = io.StringIO()
+    env = Environment(out, io.StringIO(), True, True, environ={})
+    view = LiveTail(env, title="s")
+    view.console.width = width
+    with view:
+        view.add(_event(1, "Wordy"))
+        view.add(_event(2, "AnEventTypeNameLongerThanTheColumnForIt_" * 3))
+    # As a terminal shows it: what follows a carriage return overwrites the line (the footer
+    # the live view redraws), escape sequences are not text.
+    lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw.split("\r")[-1]) for raw in out.getvalue().split("\n")]
+    plain = "\n".join(lines)
+    rows = [line for line in lines if "#1 " in line or "#2 " in line]
+    assert len(rows) == 2, plain
+    assert all(len(row.rstrip()) <= width for row in rows), rows
+    assert rows[0].rstrip().endswith("…") and '{"text":"supercal' in rows[0]  # cut, not wrapped
+    assert not [line for line in lines if line.startswith("ragilistic")]
