@@ -1,5 +1,6 @@
 """A pool stopped at any moment of its start stops promptly and leaves no worker behind
-(the daemon shutting down right after it started once hung here: CPython gh-125502)."""
+(the daemon shutting down right after it started once hung here: CPython gh-125502); its
+workers start when user code needs them, not with the pool."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import sys
 
 import pytest
+from llmgine_daemon.sandbox.calls import CallContext
 from llmgine_daemon.sandbox.isolation import Cgroups
 from llmgine_daemon.sandbox.pool import SandboxPool
 
@@ -36,9 +38,48 @@ async def test_stop_at_any_moment_of_the_start():
     for delay in (0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3):
         pool = SandboxPool(2)
         await pool.start()
+        pool.warm()  # the workers too (else only the isolation probe runs)
         await asyncio.sleep(delay)
         await asyncio.wait_for(pool.stop(), 30)
     assert set(_workers_of(os.getpid())) - before == set()
+
+
+async def test_workers_start_when_user_code_needs_them():
+    """start() checks the isolation only; warm() (or a call) starts the workers."""
+    before = set(_workers_of(os.getpid()))
+    pool = SandboxPool(2)
+    await pool.start()
+    try:
+        await pool.wait_probed()
+        info = pool.info()
+        assert info["state"] == "standby" and info["isolation"] == "bubblewrap", info
+        assert info["idle"] == 0 and info["busy"] == 0
+        assert set(_workers_of(os.getpid())) - before == set()
+        pool.warm()
+        pool.warm()  # once only
+        assert pool.info()["state"] == "starting"
+        await pool.wait_ready()
+        info = pool.info()
+        assert info["state"] == "running" and info["idle"] == 2 and info["python"], info
+        assert len({*_workers_of(os.getpid())} - before) >= 2  # each: bwrap and the zygote
+    finally:
+        await asyncio.wait_for(pool.stop(), 30)
+    assert pool.info()["state"] == "stopped"
+    assert set(_workers_of(os.getpid())) - before == set()
+    pool.warm()  # stopped: starts nothing
+    assert pool.info()["state"] == "stopped" and set(_workers_of(os.getpid())) - before == set()
+
+
+async def test_a_call_on_a_pool_in_standby_starts_the_workers_and_waits_for_them():
+    pool = SandboxPool(1)
+    await pool.start()
+    try:
+        context = CallContext(session_id=None, kind="tool", name="f")
+        outcome = await pool.run("tool", "def f():\n    return 6 * 7\n", "f", {}, context=context)
+        assert outcome.ok and outcome.result == 42, outcome
+        assert pool.info()["state"] == "running"
+    finally:
+        await pool.stop()
 
 
 def _dead_pid() -> int:
