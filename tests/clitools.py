@@ -41,9 +41,9 @@ SCRUBBED = (
 
 
 # What a daemon a test starts gets unless the test says otherwise (tests/e2e/test_llmgined.py's
-# run_daemon too): one sandbox worker, not one per CPU. Each daemon starts its workers at once
-# and most tests never run user code; tests of the pool set their own (a second call that finds
-# no idle worker starts another one anyway).
+# run_daemon too): one sandbox worker, not one per CPU. A daemon starts its workers once it has
+# user code, and a test that runs some needs one; tests of the pool set their own (a second
+# call that finds no idle worker starts another one anyway).
 DAEMON_DEFAULTS = {"API_WORKERS": "1"}
 
 # The storage of the daemons a test starts (and of the CLI beside them): empty for SQLite in the

@@ -54,8 +54,8 @@ def make_settings(home: Path, database_url: str | None) -> Callable[..., Setting
         # requests they make. The sampling tests set their own rate.
         env.setdefault("LLMGINE_TRACE_SAMPLE_RATE", "1")
         # One sandbox worker, not one per CPU (the default, so a test cannot count on more):
-        # every app starts its workers at once, and most tests never run user code. Workers
-        # were about a third of the CPU of the API tests; tests of the pool set their own.
+        # an app starts its workers once it has user code (sandbox/pool.py), and a test that
+        # runs some needs one; tests of the pool set their own.
         env.setdefault("API_WORKERS", "1")
         if database_url is not None:
             env.setdefault("DATABASE_URL", database_url)

@@ -93,6 +93,12 @@ class Bus:
         # Engines and handlers changed by another node sharing the database (bus/cluster.py).
         self.cluster.watch_registry(self.sync_registry)
 
+    def warm_sandbox(self) -> None:
+        """User code will run here (a tool or handler is stored or registered): start the
+        sandbox's workers in the background, so its first call does not wait for them."""
+        if self.sandbox is not None:
+            self.sandbox.warm()
+
     def sandbox_pool(self) -> SandboxPool:
         if self.sandbox is None:
             raise BusError(CallErrorCode.SANDBOX_UNAVAILABLE, "user code is disabled: no sandbox")
@@ -110,10 +116,12 @@ class Bus:
     async def start(self) -> None:
         """Bring runtime state back after a restart: engines, user-code handlers (and
         their command handlers) and MCP servers first, then the command queue (executing -> interrupted,
-        queued -> resumed), so that resumed commands find their handlers."""
+        queued -> resumed), so that resumed commands find their handlers. The sandbox's
+        workers start now only if stored tools or handlers will need them (sandbox/pool.py)."""
         await self.cluster.start(self)
         await self.engines.start()
         await self.user_handlers.start()
+        await self.tools.start()
         await self.mcp.start()
         await self.approvals.start()  # commands that waited for a decision: queued again
         await self.commands.start()

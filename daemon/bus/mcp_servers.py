@@ -243,7 +243,7 @@ class McpServers:
         if sandbox is None:
             return None
         with contextlib.suppress(SandboxUnavailable):
-            await sandbox.wait_ready()  # the pool probes the machine as it starts
+            await sandbox.wait_probed()  # the pool probes the machine as it starts
         return sandbox.isolation
 
     # -- reading ------------------------------------------------------------------------

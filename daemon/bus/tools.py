@@ -105,6 +105,16 @@ class Tools:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
+    async def start(self) -> None:
+        """Tools are stored: they will be called, so the sandbox's workers start now, not at
+        the first call (sandbox/pool.py)."""
+
+        def any_tool(conn: sqlite3.Connection) -> bool:
+            return conn.execute("SELECT 1 FROM tools LIMIT 1").fetchone() is not None
+
+        if self.bus.sandbox is not None and await self.bus.store.read(any_tool):
+            self.bus.warm_sandbox()
+
     async def register(
         self,
         session_id: str,

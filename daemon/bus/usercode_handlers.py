@@ -174,6 +174,7 @@ class UserHandlers:
     def _activate(self, row: HandlerRow) -> None:
         if row.handler_id in self._rows:  # loaded already (a re-read came first)
             return
+        self.bus.warm_sandbox()  # it runs in the sandbox: its workers start now (sandbox/pool.py)
         if row.kind == "command":
             registry = getattr(self.bus, "handlers", None)
             if registry is not None:

@@ -2,7 +2,8 @@
 it (``CallContext``), what comes back (``CallOutcome``) and the failure codes - and how what
 a worker sends back is checked: it comes from the sandbox, where user code can write frames
 of its own, so nothing in it is taken on trust (``checked_outcome``, ``clean_error``,
-``is_description``).
+``is_description``); what a call's requests get back (``answer_bus``) and its ``bus.log``
+budget (``LogBudget``).
 """
 
 from __future__ import annotations
@@ -115,6 +116,58 @@ def is_description(value: Any) -> bool:
         and not isinstance(value["positional"], bool)
         and isinstance(value.get("var_positional"), bool)
     )
+
+
+async def answer_bus(handler: BusHandler | None, context: CallContext, request: frames.BusRequest) -> frames.BusReply:
+    """The reply to user code's ``bus.publish/execute/call_tool``: the handler's value, or its
+    failure as a message (raised in user code as BusCallError)."""
+    if handler is None:
+        return frames.BusReply(request.req_id, ok=False, error="no bus is attached")
+    try:
+        if json_too_deep(request.args):
+            raise ValueError(f"arguments nest deeper than {MAX_JSON_DEPTH} levels")
+        args = json.loads(request.args)
+        if not isinstance(args, dict):
+            raise ValueError("arguments must be an object")
+        value = await handler(context, request.op, args)
+        return frames.BusReply(request.req_id, ok=True, value=json.dumps(value).encode())
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the failure goes back to user code as BusCallError
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        return frames.BusReply(request.req_id, ok=False, error=message)
+
+
+class LogBudget:
+    """One call's ``bus.log`` within its budget: past it records are counted, not written (a
+    call looping on bus.log would fill the disk and push everyone else's logs out)."""
+
+    def __init__(self, limits: SandboxLimits) -> None:
+        self.limits = limits
+        self.kept = 0
+        self.size = 0
+        self.dropped = 0
+
+    def record(self, handler: LogHandler | None, context: CallContext, frame: frames.Log) -> None:
+        if handler is None:
+            return
+        size = len(frame.message)
+        if self.kept >= self.limits.max_log_records or self.size + size > self.limits.max_log_bytes:
+            self.dropped += 1
+            if self.dropped == 1:
+                handler(
+                    context,
+                    "warning",
+                    (
+                        f"bus.log: this call reached its budget ({self.limits.max_log_records} "
+                        f"records, {self.limits.max_log_bytes} characters); its further records "
+                        "are dropped"
+                    ),
+                )
+            return
+        self.kept += 1
+        self.size += size
+        handler(context, frame.level, frame.message)
 
 
 class SessionShares:

@@ -1,7 +1,8 @@
 """The worker pool: runs user code (tools, handlers) in worker processes, never in the daemon.
 
-    SandboxPool(size, limits)          ``await start()`` probes isolation and spawns ``size``
-                                       workers; ``await stop()`` kills them all
+    SandboxPool(size, limits)          ``await start()`` probes the isolation; ``warm()``
+                                       spawns ``size`` workers (the first call does too);
+                                       ``await stop()`` kills them all
     await pool.inspect(kind, code, fn) validate code: syntax, the function, its JSON Schema
     await pool.run(kind, code, fn, payload, context=...)   one call -> CallOutcome
     pool.info()                        what /api/status reports under ``sandbox``
@@ -13,6 +14,14 @@ two pipes; see ``worker.py`` for the fork-per-call design and ``isolation.py`` f
 sandbox sees, the identity it runs as, and the cgroups that cap its memory and processes.
 ``calls.py`` holds what a call is (limits, context, outcome) and checks what a worker sends
 back; ``worker_process.py`` is the handle on one worker process.
+
+Workers start when user code will run, not with the daemon (a worker is an interpreter in
+bubblewrap: ~0.1 CPU-s to start, then its memory). ``start()`` only checks the isolation
+(~0.02 CPU-s), removes a killed daemon's leftovers and makes the cgroups, so the daemon logs
+at once whether user code can run; the state is ``standby`` until ``warm()``, which the bus
+calls as soon as it has user code (stored tools or handlers at start, a handler another node
+registered: bus/core.py, bus/usercode_handlers.py; registering validates code, a call). A
+failed start is tried again after RETRY_START_S; a failed isolation probe is final.
 
 Fair share: at depth 0 a session runs at most ``session_share`` calls at once (default half the
 pool, at least 1); its further calls wait on its own queue, so one session's spinning calls
@@ -43,7 +52,6 @@ from typing import Any
 
 from llmgine_daemon.aio import wait_discarded
 from llmgine_daemon.observability import metrics
-from llmgine_daemon.protocol.base import MAX_JSON_DEPTH, json_too_deep
 from llmgine_daemon.sandbox import frames
 from llmgine_daemon.sandbox.calls import (
     SANDBOX_UNAVAILABLE,
@@ -52,10 +60,12 @@ from llmgine_daemon.sandbox.calls import (
     BusHandler,
     CallContext,
     CallOutcome,
+    LogBudget,
     LogHandler,
     SandboxLimits,
     SandboxUnavailable,
     SessionShares,
+    answer_bus,
     call_error,
     checked_outcome,
     is_description,
@@ -80,6 +90,7 @@ from llmgine_daemon.sandbox.worker_process import (
 log = logging.getLogger("llmgine.sandbox")
 
 SPAWN_TIMEOUT = 15.0
+RETRY_START_S = 30.0  # after a failed start of the workers, warm() and calls try again after this
 # sandbox_calls_total's outcome label for each failure code (anything else: "error").
 _OUTCOMES = {TIMEOUT: "timeout", WORKER_CRASHED: "crash", SANDBOX_UNAVAILABLE: "unavailable"}
 _PROBED: dict[tuple[str, ...], Isolation] = {}
@@ -117,7 +128,10 @@ class SandboxPool:
         self._pending = 0  # replacement workers being started
         self._all: set[WorkerProcess] = set()
         self._started = False
-        self._boot_task: asyncio.Future[None] | None = None
+        self._stopped = False
+        self._boot_task: asyncio.Future[None] | None = None  # the isolation probe
+        self._fill_task: asyncio.Future[None] | None = None  # the workers' start (warm())
+        self._fill_failed = 0.0  # when the last start of the workers failed (time.monotonic)
         self._python_version = ""
         self._uid: int | None = None
         self._counter = 0
@@ -126,18 +140,48 @@ class SandboxPool:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Begin starting the workers in the background: the daemon answers at once, and the
-        first call waits for them (a failure to start is logged and fails calls, clearly)."""
+        """Begin checking the isolation in the background: the daemon answers at once. The
+        workers start at ``warm()`` or at the first call, which waits for them (a failure to
+        start is logged and fails calls, clearly)."""
         metrics.gauge_callback("sandbox_workers", self._worker_states)
-        self._boot_task = asyncio.ensure_future(self._boot())
-        # Reported by info() and by each call; retrieving it here keeps asyncio quiet.
-        self._boot_task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._boot_task = self._quiet(asyncio.ensure_future(self._boot()))
 
-    async def wait_ready(self) -> None:
-        """Wait until the workers are up; raises SandboxUnavailable if they cannot start."""
+    def warm(self) -> None:
+        """Start the workers in the background unless they are started: the daemon has user
+        code that will run. Idempotent; after a failed start (a spawn timeout on a busy machine,
+        fork failing), again once RETRY_START_S passed; nothing once the pool is stopping."""
+        if self._boot_task is not None and not self._stopped and self._may_fill(self._fill_task):
+            self._fill_task = self._quiet(asyncio.ensure_future(self._fill()))
+
+    def _may_fill(self, fill: asyncio.Future[None] | None) -> bool:
+        """Never started, or failed a while ago (not starting, started, stopped; nor when the
+        isolation failed: the machine will not change)."""
+        if fill is None:
+            return True
+        boot, failed = self._boot_task, fill.done() and not fill.cancelled() and fill.exception() is not None
+        probed = boot is not None and boot.done() and not boot.cancelled() and boot.exception() is None
+        return failed and probed and time.monotonic() - self._fill_failed >= RETRY_START_S
+
+    @staticmethod
+    def _quiet(task: asyncio.Future[None]) -> asyncio.Future[None]:
+        # Reported by info() and by each call; retrieving it here keeps asyncio quiet.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
+
+    async def wait_probed(self) -> None:
+        """Wait until the isolation is known (``self.isolation``), starting no worker; raises
+        SandboxUnavailable if user code cannot run."""
         if self._boot_task is None:
             raise SandboxUnavailable("the sandbox is not running")
         await asyncio.shield(self._boot_task)
+
+    async def wait_ready(self) -> None:
+        """Start the workers if need be and wait until they are up; raises SandboxUnavailable
+        if they cannot start."""
+        self.warm()
+        if self._fill_task is None:
+            raise SandboxUnavailable("the sandbox is not running")
+        await asyncio.shield(self._fill_task)
 
     async def _boot(self) -> None:
         key = (self.isolation_mode, self.python, self.user, self.group)
@@ -155,27 +199,38 @@ class SandboxPool:
         await asyncio.to_thread(remove_stale_dirs)
         self._cgroups = await Cgroups.create()
         self._started = True
-        workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
-        for w in workers:
-            if isinstance(w, BaseException):
-                log.error("sandbox: cannot start a worker: %s", w)
-                if isinstance(w, SandboxUnavailable):
-                    raise w
-                raise SandboxUnavailable(f"cannot start a sandbox worker: {w}") from w
-            self._release(w)
         log.info(
-            "sandbox: %d workers, isolation %s, uid %s, cgroups %s",
-            self.size,
+            "sandbox: isolation %s, cgroups %s; %d workers, started when user code first needs them",
             self.isolation.mechanism,
-            self._uid,
             ",".join(self._cgroups.controllers) if self._cgroups else "none",
+            self.size,
         )
+
+    async def _fill(self) -> None:
+        await self.wait_probed()
+        workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
+        started = [w for w in workers if isinstance(w, WorkerProcess)]
+        failed = [w for w in workers if isinstance(w, BaseException)]
+        if failed:  # none is used: those that started stop (the next start makes them all again)
+            for w in started:
+                w.kill()
+            await asyncio.gather(*(self._reap(w) for w in started), return_exceptions=True)
+            self._fill_failed = time.monotonic()
+            log.error("sandbox: cannot start a worker: %s (tried again in %gs)", failed[0], RETRY_START_S)
+            if isinstance(failed[0], SandboxUnavailable):
+                raise failed[0]
+            raise SandboxUnavailable(f"cannot start a sandbox worker: {failed[0]}") from failed[0]
+        for w in started:
+            self._release(w)
+        log.info("sandbox: %d workers started, uid %s", self.size, self._uid)
 
     async def stop(self) -> None:
         self._started = False
-        if self._boot_task is not None:
-            self._boot_task.cancel()
-            await asyncio.gather(self._boot_task, return_exceptions=True)
+        self._stopped = True
+        for boot in (self._fill_task, self._boot_task):
+            if boot is not None:
+                boot.cancel()
+                await asyncio.gather(boot, return_exceptions=True)
         for task in list(self._spawning):
             task.cancel()
         await asyncio.gather(*self._spawning, return_exceptions=True)
@@ -190,21 +245,13 @@ class SandboxPool:
             self._cgroups = None
 
     def info(self) -> dict[str, Any]:
-        boot = self._boot_task
-        if boot is None or boot.cancelled():
-            state = "stopped"
-        elif not boot.done():
-            state = "starting"  # probing the isolation, then starting the workers
-        elif boot.exception() is not None:
-            state = "failed"
-        else:
-            state = "running" if self._started else "stopped"
+        state, failure = self._state()
         iso = self.isolation
         return {
             "state": state,
             "isolation": iso.mechanism,
             "covers": list(iso.covers),
-            "reason": iso.reason or None,
+            "reason": iso.reason or failure or None,
             "namespaces": ["pid", "net", "ipc", "uts", "cgroup"] + (["user"] if iso.user_namespace else [])
             if iso.sandboxed
             else [],
@@ -212,7 +259,8 @@ class SandboxPool:
             "memory_cap": "cgroup"
             if self._cgroups and "memory" in self._cgroups.parents
             else ("process tree" if iso.sandboxed else "rlimit"),
-            "uid": self._uid,
+            # Reported by a worker when it starts; as root, known from the probe.
+            "uid": self._uid if self._uid is not None else iso.uid,
             "fresh_process_per_call": True,
             "session_share": self.share,
             "workers": self.size,
@@ -222,6 +270,23 @@ class SandboxPool:
             "limits": asdict(self.limits),
             **self.stats,
         }
+
+    def _state(self) -> tuple[str, str | None]:
+        """The pool's state and, when it failed, why: ``starting`` (probing the isolation, or
+        starting the workers), ``standby`` (the isolation checked, no worker started: none was
+        needed yet), ``running``, ``failed`` or ``stopped``."""
+        if self._boot_task is None or self._stopped:
+            return "stopped", None
+        for task in (self._boot_task, self._fill_task):
+            if task is None:
+                return "standby", None
+            if not task.done():
+                return "starting", None
+            if task.cancelled():
+                return "stopped", None
+            if task.exception() is not None:
+                return "failed", str(task.exception())
+        return "running", None
 
     def _worker_states(self) -> list[tuple[dict[str, str], float]]:
         if not self._started:
@@ -335,7 +400,7 @@ class SandboxPool:
         max_frame = self.limits.max_result + 4 * self.limits.max_output + 65536
         worker.calls += 1
         ooms = Cgroups.oom_kills(worker.cgroups)
-        logged = [0, 0, 0]  # records kept, characters kept, records dropped
+        logged = LogBudget(self.limits)
 
         def elapsed() -> float:
             return round((time.monotonic() - started) * 1000, 3)
@@ -367,9 +432,9 @@ class SandboxPool:
                     if isinstance(frame, frames.Started):
                         worker.child_pid = frame.pid
                     elif isinstance(frame, frames.BusRequest):
-                        worker.send(await self._answer(context, frame))
+                        worker.send(await answer_bus(self.bus_handler, context, frame))
                     elif isinstance(frame, frames.Log):
-                        self._log(context, frame, logged)
+                        logged.record(self.log_handler, context, frame)
                     elif isinstance(frame, frames.Done):
                         done = frame
                     elif isinstance(frame, frames.Exited):
@@ -434,46 +499,6 @@ class SandboxPool:
         while Cgroups.oom_kills(worker.cgroups) <= ooms:
             await asyncio.sleep(0.1)
         worker.kill()
-
-    def _log(self, context: CallContext, frame: frames.Log, logged: list[int]) -> None:
-        """bus.log within the call's budget: past it records are counted, not written (a call
-        looping on bus.log would fill the disk and push everyone else's logs out)."""
-        if self.log_handler is None:
-            return
-        size = len(frame.message)
-        if logged[0] >= self.limits.max_log_records or logged[1] + size > self.limits.max_log_bytes:
-            logged[2] += 1
-            if logged[2] == 1:
-                self.log_handler(
-                    context,
-                    "warning",
-                    (
-                        f"bus.log: this call reached its budget ({self.limits.max_log_records} "
-                        f"records, {self.limits.max_log_bytes} characters); its further records "
-                        "are dropped"
-                    ),
-                )
-            return
-        logged[0] += 1
-        logged[1] += size
-        self.log_handler(context, frame.level, frame.message)
-
-    async def _answer(self, context: CallContext, request: frames.BusRequest) -> frames.BusReply:
-        if self.bus_handler is None:
-            return frames.BusReply(request.req_id, ok=False, error="no bus is attached")
-        try:
-            if json_too_deep(request.args):
-                raise ValueError(f"arguments nest deeper than {MAX_JSON_DEPTH} levels")
-            args = json.loads(request.args)
-            if not isinstance(args, dict):
-                raise ValueError("arguments must be an object")
-            value = await self.bus_handler(context, request.op, args)
-            return frames.BusReply(request.req_id, ok=True, value=json.dumps(value).encode())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the failure goes back to user code as BusCallError
-            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            return frames.BusReply(request.req_id, ok=False, error=message)
 
     # -- workers ---------------------------------------------------------------------------
 

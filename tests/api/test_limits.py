@@ -5,6 +5,7 @@ dropped), never by how long it took."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import aiohttp
 import pytest
@@ -94,7 +95,45 @@ async def test_a_declared_length_over_the_limit_is_413_before_the_body(aiohttp_c
     reader, writer = await raw(client, head)
     answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
     assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert b"connection: close" in answer.lower(), answer
+    # The connection ends with the answer: the client cannot go on streaming the body it
+    # declared (aiohttp would drain it for up to lingering_time on a kept-alive connection).
+    await ended(reader)
     writer.close()
+
+
+async def ended(reader: asyncio.StreamReader) -> None:
+    """The server closed the connection once its answer was out (EOF within seconds)."""
+    rest = await asyncio.wait_for(reader.read(), 5)
+    assert reader.at_eof(), rest
+
+
+async def test_an_unreadable_body_ends_the_connection(aiohttp_client, make_settings):
+    """A body that cannot be decoded (gzip named, not sent) is refused before the rest of what
+    its Content-Length declares arrived; the connection ends with the answer, so those bytes
+    are never read as the next request (aiohttp's pure-Python parser did: a request smuggled
+    inside another's body ran)."""
+    client, local = await start(aiohttp_client, make_settings)
+    smuggled = (
+        f"POST /api/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {local}\r\n"
+        'Content-Type: application/json\r\nContent-Length: 21\r\n\r\n{"name": "smuggled"}\n'
+    ).encode()
+    first = b"notgzip!!!" * 3
+    head = (
+        f"POST /api/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {local}\r\n"
+        "Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {len(first) + len(smuggled)}\r\n\r\n"
+    ).encode()
+    reader, writer = await raw(client, head + first)
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert answer.startswith(b"HTTP/1.1 400") and b"connection: close" in answer.lower(), answer
+    with contextlib.suppress(ConnectionError):
+        writer.write(smuggled)  # the rest of the declared body
+        await writer.drain()
+    await ended(reader)
+    writer.close()
+    listed = await client.get("/api/sessions", headers={"Authorization": f"Bearer {local}"})
+    assert "smuggled" not in [s.get("name") for s in (await listed.json())["sessions"]]
 
 
 async def test_max_sessions(aiohttp_client, make_settings):

@@ -39,10 +39,11 @@ def route_client(aiohttp_client, make_settings):
         app = create_app(make_settings(**env))
         app.router.add_get("/api/sessions/{session_id}/test-log", handler)
         client = authorize(await aiohttp_client(app))
-        # The sandbox pool logs once its workers are up, in the background: let that line be
-        # written before the test's own, or it lands among them (under load, after a cursor).
+        # The sandbox pool logs once it has checked the isolation, in the background: let that
+        # line be written before the test's own, or it lands among them (under load, after a
+        # cursor). (It starts no worker: none of these tests runs user code.)
         with contextlib.suppress(SandboxUnavailable):
-            await app[BUS].sandbox_pool().wait_ready()
+            await app[BUS].sandbox_pool().wait_probed()
         return client
 
     return make

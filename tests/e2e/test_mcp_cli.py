@@ -84,6 +84,12 @@ def test_no_server_outlives_a_killed_daemon(home: Path) -> None:
     try:
         sandboxed = cli(daemon, "mcp", "add", "boxed", "-o", "json", "--", sys.executable, SERVER)
         trusted = cli(daemon, "mcp", "add", "host", "--trusted", "-o", "json", "--", sys.executable, SERVER)
+        # A tool: the sandbox's workers start once the daemon has user code (validating it
+        # runs in one).
+        tool = home / "tool.py"
+        tool.write_text("def f():\n    return 1\n")
+        sid = cli(daemon, "session", "create", "-q").strip()
+        cli(daemon, "tool", "register", str(tool), "--session", sid, "-q")
         # Everything the daemon started: the servers (bubblewrap and the server inside it, the
         # trusted one) and the sandbox workers.
         pids = sorted(descendants(daemon.proc.pid))

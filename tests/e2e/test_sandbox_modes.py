@@ -82,7 +82,9 @@ def test_isolation_none_is_explicit_and_warned_at_start(home):
     try:
         api = Api(str(get_paths({"LLMGINE_HOME": str(home)}).socket))
         sandbox = _settled_status(api)
-        assert sandbox["isolation"] == "none" and sandbox["state"] == "running", sandbox
+        # Checked at start; the workers start with the first user code.
+        assert sandbox["isolation"] == "none" and sandbox["state"] == "standby", sandbox
+        assert not stale.exists()  # removed at start, before any user code
         out = api.tool(
             api.session(),
             textwrap.dedent("""
@@ -91,7 +93,7 @@ def test_isolation_none_is_explicit_and_warned_at_start(home):
         """),
         )
         assert out["result"] == 42, out
-        assert not stale.exists()
+        assert _settled_status(api)["state"] == "running"
         log = (home / "daemon-under-test.log").read_text()
         assert "WITHOUT isolation" in log
     finally:

@@ -70,6 +70,13 @@ def test_sigterm_under_load(home):
                     {"engine_type": "DummyEngine", "session_id": sid, "configuration": {"delay_ms": 500}},
                 )
                 sids.append(sid)
+            # A tool: the sandbox pool starts its workers when user code will run, and a
+            # call waits for them; the shutdown must reap them.
+            tool = {"name": "f", "function_code": "def f():\n    return 1\n"}
+            status, _ = await post(http, f"/api/sessions/{sids[0]}/tools", tool)
+            assert status == 201
+            status, out = await post(http, f"/api/sessions/{sids[0]}/tools/f/execute", {})
+            assert status == 200 and out["result"] == 1, out
 
             # One waiting request per session: its command executes while the daemon is told to stop.
             inflight = [

@@ -184,12 +184,18 @@ async def test_no_network_in_the_namespace(sandbox):
 
 
 async def test_status_reports_isolation(sandbox):
+    pool = sandbox.client.server.app[BUS].sandbox
+    assert pool is not None
+    await pool.wait_probed()
     info = (await (await sandbox.client.get("/api/status")).json())["sandbox"]
-    assert info["isolation"] == "bubblewrap", info
-    assert info["uid"] != 0 and info["process_cap"] == "cgroup" and info["memory_cap"] == "cgroup"
-    assert info["workers"] == 2 and info["fresh_process_per_call"] is True
+    # No user code yet: the isolation is checked, no worker is started.
+    assert info["isolation"] == "bubblewrap" and info["state"] == "standby", info
+    assert info["uid"] not in (0, None) and info["process_cap"] == "cgroup" and info["memory_cap"] == "cgroup"
+    assert info["workers"] == 2 and info["idle"] == 0 and info["fresh_process_per_call"] is True
     assert info["limits"]["max_output"] == 65536
-    assert sandbox.client.server.app[BUS].sandbox is not None
+    await still_works(sandbox)
+    ran = (await (await sandbox.client.get("/api/status")).json())["sandbox"]
+    assert ran["state"] == "running" and ran["idle"] == 2 and ran["uid"] == info["uid"], ran
 
 
 async def test_bus_publish_from_user_code_obeys_the_json_depth_limit(sandbox):
