@@ -24,14 +24,10 @@ registered: bus/core.py, bus/usercode_handlers.py; registering validates code, a
 failed start is tried again after RETRY_START_S; a failed isolation probe is final.
 
 Fair share: at depth 0 a session runs at most ``session_share`` calls at once (default half the
-pool, at least 1); its further calls wait on its own queue, so one session's spinning calls
-cannot take every worker.
-
-Every wait on a worker is an await on its pipe, so a spinning worker never blocks the event
-loop. A call past its deadline, a worker that dies or speaks garbage, and a cancelled call
-(the bus timing a command out) all cost the worker: its process group is killed and a fresh
-one is started in the background. Nothing is retried.
-
+pool, at least 1); its further calls wait on its own queue: one session cannot take every worker.
+Every wait on a worker is an await on its pipe (a spinning worker never blocks the loop). A call
+past its deadline, a worker that dies or speaks garbage, and a cancelled call all cost the
+worker: its process group is killed and a fresh one started in the background; no retry.
 Nested calls (a handler awaiting ``bus.execute`` that runs another handler) get a semaphore per
 depth, so a parent holding a worker never starves its own children: depth d only waits for
 depth d+1, which cannot wait on anything beyond ``max_depth``.
@@ -164,20 +160,19 @@ class SandboxPool:
 
     @staticmethod
     def _quiet(task: asyncio.Future[None]) -> asyncio.Future[None]:
-        # Reported by info() and by each call; retrieving it here keeps asyncio quiet.
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        # Reported by info() and by each call; retrieved here (asyncio stays quiet), and logged
+        # unless it is SandboxUnavailable, which was logged where it was raised.
+        task.add_done_callback(_log_unexpected)
         return task
 
     async def wait_probed(self) -> None:
-        """Wait until the isolation is known (``self.isolation``), starting no worker; raises
-        SandboxUnavailable if user code cannot run."""
+        """Wait until the isolation is known, starting no worker (SandboxUnavailable: none)."""
         if self._boot_task is None:
             raise SandboxUnavailable("the sandbox is not running")
         await asyncio.shield(self._boot_task)
 
     async def wait_ready(self) -> None:
-        """Start the workers if need be and wait until they are up; raises SandboxUnavailable
-        if they cannot start."""
+        """Start the workers if need be and wait until they are up (or SandboxUnavailable)."""
         self.warm()
         if self._fill_task is None:
             raise SandboxUnavailable("the sandbox is not running")
@@ -192,10 +187,7 @@ class SandboxPool:
             log.error("sandbox: user code is disabled: %s", self.isolation.reason)
             raise SandboxUnavailable(f"user code cannot run: {self.isolation.reason}")
         if self.isolation.mechanism == "none":
-            log.warning(
-                'sandbox: sandbox.isolation = "none": user code runs WITHOUT '
-                "isolation (rlimits only); it can read what this daemon's user can read"
-            )
+            log.warning('sandbox: isolation "none": user code runs WITHOUT isolation, reading what this daemon can')
         await asyncio.to_thread(remove_stale_dirs)
         self._cgroups = await Cgroups.create()
         self._started = True
@@ -599,3 +591,9 @@ class SandboxPool:
         self._all.discard(worker)
         if worker.tmpdir is not None:
             shutil.rmtree(worker.tmpdir, ignore_errors=True)
+
+
+def _log_unexpected(task: asyncio.Future[None]) -> None:
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None and not isinstance(exc, SandboxUnavailable):  # a bug, or a probe gone wrong
+        log.error("sandbox: cannot start: %r", exc, exc_info=exc)

@@ -128,9 +128,7 @@ def _python_failing(tmp_path, runs: int) -> str:
     wrapper = tmp_path / "python"
     marks = " ".join(str(tmp_path / f"failed-{i}") for i in range(runs))
     wrapper.write_text(
-        "#!/bin/sh\n"
-        f"for m in {marks}; do if mkdir $m 2>/dev/null; then exit 1; fi; done\n"
-        f'exec {sys.executable} "$@"\n'
+        f'#!/bin/sh\nfor m in {marks}; do if mkdir $m 2>/dev/null; then exit 1; fi; done\nexec {sys.executable} "$@"\n'
     )
     wrapper.chmod(0o755)
     return str(wrapper)
@@ -168,5 +166,26 @@ async def test_a_partly_failed_start_leaves_no_worker_running(tmp_path):
             await pool.wait_ready()
         assert pool.info()["state"] == "failed"
         assert not [w for w in pool._all if w.proc.returncode is None]
+    finally:
+        await pool.stop()
+
+
+async def test_a_probe_that_breaks_is_logged_and_reported(tmp_path, monkeypatch, caplog):
+    """Not SandboxUnavailable (logged where raised) but anything else going wrong in the start
+    (a bug, the probe failing oddly) is logged with its traceback and shown as the reason."""
+    from llmgine_daemon.sandbox import pool as pool_module
+
+    async def broken_probe(*args, **kwargs):
+        raise RuntimeError("probe broke")
+
+    monkeypatch.setattr(pool_module, "probe", broken_probe)
+    pool = SandboxPool(1, python=str(tmp_path / "a-python-no-other-test-probed"))
+    await pool.start()
+    try:
+        with pytest.raises(RuntimeError):
+            await pool.wait_probed()
+        await asyncio.sleep(0)  # the done-callbacks run
+        assert pool.info()["state"] == "failed" and "probe broke" in pool.info()["reason"]
+        assert any("cannot start" in r.getMessage() and r.exc_info for r in caplog.records)
     finally:
         await pool.stop()
