@@ -23,6 +23,7 @@ from llmgine_daemon.api import (
     guard,
     handlers,
     lifecycle,
+    limits,
     mcp,
     observability,
     openapi,
@@ -297,6 +298,12 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(edge.prepare_response)
     for module in ROUTE_MODULES:
-        app.add_routes(module.routes)
+        for route in module.routes:  # Expect: 100-continue answered after the guard (api/limits.py)
+            if isinstance(route, web.RouteDef):
+                app.router.add_route(
+                    route.method, route.path, route.handler, expect_handler=limits.expect_continue, **route.kwargs
+                )
+            else:
+                route.register(app.router)
     routing.install(app)  # aiohttp's answers, found by the path's shape (api/routing.py)
     return app

@@ -264,3 +264,38 @@ async def test_grammar_is_checked_when_the_body_is_decoded(app_client):
         assert resp.status == 422, (path, body)
         details = assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]
         assert details["field"] == field and words in details["issue"], (body, details)
+
+
+async def test_100_continue_only_after_the_credential_is_checked(aiohttp_client, make_settings):
+    """aiohttp answers "Expect: 100-continue" before any check; the daemon answers it when the
+    body is about to be read, so a client without a credential is not invited to upload."""
+    client, local = await start(aiohttp_client, make_settings)
+    body = b'{"name": "after-continue"}'
+
+    def head(auth: str) -> bytes:
+        return (
+            f"POST /api/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n"
+            f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+
+    reader, writer = await raw(client, head(""))
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert answer.startswith(b"HTTP/1.1 401"), answer  # no "100 Continue" first
+    writer.close()
+
+    reader, writer = await raw(client, head(f"Authorization: Bearer {local}\r\n"))
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n", interim
+    writer.write(body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert answer.startswith(b"HTTP/1.1 201"), answer
+    writer.close()
+
+
+async def test_an_unknown_expectation_is_417_in_the_envelope(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings)
+    resp = await client.post("/api/sessions", json={}, headers={"Authorization": f"Bearer {local}", "Expect": "200-ok"})
+    assert resp.status == 417
+    assert_envelope(await resp.json(), "VALIDATION_ERROR")
+    assert resp.headers.get("X-Request-ID")
