@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from llmgine_daemon.bus.errors import invalid
-from llmgine_daemon.protocol import Event
+from llmgine_daemon.bus.events import check_type_pattern
+from llmgine_daemon.protocol import EVENT_SOURCES, Event
 
 MAX_PATTERNS = 32
 MAX_PATTERN_LENGTH = 200
@@ -42,7 +43,11 @@ class StreamFilter:
                     raise invalid(name, f"must be 1 to {MAX_PATTERN_LENGTH} characters")
         for pattern in self.event_types:
             if "*" in pattern[:-1]:
-                raise invalid("event_type", "'*' is allowed only at the end", value=pattern)
+                raise invalid("event_type", "'*' is allowed only at the end", value=pattern[:64])
+            check_type_pattern(pattern)  # as the event lists: a type or a prefix of one
+        for source in self.sources:
+            if source not in EVENT_SOURCES:
+                raise invalid("source", f"must be one of {', '.join(EVENT_SOURCES)}", value=source[:64])
         self._exact = frozenset(p for p in self.event_types if not p.endswith("*"))
         self._prefixes = tuple(p[:-1] for p in self.event_types if p.endswith("*"))
         self._all_types = not self.event_types or "" in self._prefixes

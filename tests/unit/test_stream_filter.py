@@ -24,7 +24,9 @@ TYPES = [
 ]
 SOURCES = ["api", "bus", "engine", "handler"]
 SESSIONS = ["s1", "s2", None]
-PATTERNS = ["Command*", "Command", "Engine_*", "A%*", "A_B", "*", "Session*", "Nope"]
+# "_" is a LIKE wildcard in SQL: "Engine_*" must not match "EngineX". ("%" cannot reach the
+# SQL: a type or prefix has only letters, digits and _ . : -, test_bad_patterns below.)
+PATTERNS = ["Command*", "Command", "Engine_*", "A_*", "A_B", "*", "Session*", "Nope"]
 
 
 def test_python_and_sql_agree_on_random_filters():
@@ -56,9 +58,22 @@ def test_python_and_sql_agree_on_random_filters():
         assert got == [e.seq for e in events if flt.matches(e)], flt.describe()
 
 
-@pytest.mark.parametrize("types", [["a*b"], [""], ["x" * 201], ["t"] * 1 + [f"t{i}" for i in range(40)]])
+@pytest.mark.parametrize(
+    "types",
+    [["a*b"], [""], ["x" * 201], ["t"] * 1 + [f"t{i}" for i in range(40)], ["A%*"], ["has space"], ["9lives"]],
+)
 def test_bad_patterns_are_validation_errors(types):
     with pytest.raises(BusError) as info:
         StreamFilter(None, types)
     assert info.value.code == "VALIDATION_ERROR"
     assert info.value.details["field"] == "event_type"
+
+
+@pytest.mark.parametrize("sources", [["API"], ["nobody"], [""]])
+def test_bad_sources_are_validation_errors(sources):
+    """A stream refuses what the event list refuses (``?source=``): only the sources events
+    have."""
+    with pytest.raises(BusError) as info:
+        StreamFilter(None, [], sources)
+    assert info.value.code == "VALIDATION_ERROR"
+    assert info.value.details["field"] == "source"
