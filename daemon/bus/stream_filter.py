@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from llmgine_daemon.bus.errors import invalid
-from llmgine_daemon.bus.events import check_type_pattern
 from llmgine_daemon.protocol import EVENT_SOURCES, Event
 
 MAX_PATTERNS = 32
@@ -44,7 +43,8 @@ class StreamFilter:
         for pattern in self.event_types:
             if "*" in pattern[:-1]:
                 raise invalid("event_type", "'*' is allowed only at the end", value=pattern[:64])
-            check_type_pattern(pattern)  # as the event lists: a type or a prefix of one
+        # Types are free text here: user code may publish any type of 1-128 characters
+        # (bus/usercode_bridge.py), and a stream must be able to follow it. Sources are a set.
         for source in self.sources:
             if source not in EVENT_SOURCES:
                 raise invalid("source", f"must be one of {', '.join(EVENT_SOURCES)}", value=source[:64])
