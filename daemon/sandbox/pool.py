@@ -36,6 +36,7 @@ depth d+1, which cannot wait on anything beyond ``max_depth``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -65,6 +66,8 @@ from llmgine_daemon.sandbox.calls import (
     call_error,
     checked_outcome,
     is_description,
+    log_unexpected,
+    started,
 )
 from llmgine_daemon.sandbox.isolation import (
     Cgroups,
@@ -162,21 +165,21 @@ class SandboxPool:
     def _quiet(task: asyncio.Future[None]) -> asyncio.Future[None]:
         # Reported by info() and by each call; retrieved here (asyncio stays quiet), and logged
         # unless it is SandboxUnavailable, which was logged where it was raised.
-        task.add_done_callback(_log_unexpected)
+        task.add_done_callback(functools.partial(log_unexpected, log))
         return task
 
     async def wait_probed(self) -> None:
         """Wait until the isolation is known, starting no worker (SandboxUnavailable: none)."""
         if self._boot_task is None:
             raise SandboxUnavailable("the sandbox is not running")
-        await asyncio.shield(self._boot_task)
+        await started(self._boot_task)
 
     async def wait_ready(self) -> None:
         """Start the workers if need be and wait until they are up (or SandboxUnavailable)."""
         self.warm()
         if self._fill_task is None:
             raise SandboxUnavailable("the sandbox is not running")
-        await asyncio.shield(self._fill_task)
+        await started(self._fill_task)
 
     async def _boot(self) -> None:
         key = (self.isolation_mode, self.python, self.user, self.group)
@@ -591,9 +594,3 @@ class SandboxPool:
         self._all.discard(worker)
         if worker.tmpdir is not None:
             shutil.rmtree(worker.tmpdir, ignore_errors=True)
-
-
-def _log_unexpected(task: asyncio.Future[None]) -> None:
-    exc = None if task.cancelled() else task.exception()
-    if exc is not None and not isinstance(exc, SandboxUnavailable):  # a bug, or a probe gone wrong
-        log.error("sandbox: cannot start: %r", exc, exc_info=exc)

@@ -10,7 +10,7 @@ import signal
 import sys
 
 import pytest
-from llmgine_daemon.sandbox.calls import CallContext
+from llmgine_daemon.sandbox.calls import CallContext, SandboxUnavailable
 from llmgine_daemon.sandbox.isolation import Cgroups
 from llmgine_daemon.sandbox.pool import SandboxPool
 
@@ -182,10 +182,14 @@ async def test_a_probe_that_breaks_is_logged_and_reported(tmp_path, monkeypatch,
     pool = SandboxPool(1, python=str(tmp_path / "a-python-no-other-test-probed"))
     await pool.start()
     try:
-        with pytest.raises(RuntimeError):
+        with pytest.raises(SandboxUnavailable, match="probe broke"):  # never a bare error: no 500
             await pool.wait_probed()
         await asyncio.sleep(0)  # the done-callbacks run
         assert pool.info()["state"] == "failed" and "probe broke" in pool.info()["reason"]
-        assert any("cannot start" in r.getMessage() and r.exc_info for r in caplog.records)
+        context = CallContext(session_id=None, kind="tool", name="f")
+        outcome = await pool.run("tool", "def f():\n    return 1\n", "f", {}, context=context)
+        assert not outcome.ok and outcome.error is not None and outcome.error["code"] == "SANDBOX_UNAVAILABLE"
+        logged = [r for r in caplog.records if "cannot start" in r.getMessage() and r.exc_info]
+        assert len(logged) == 1, logged  # once, by the step that failed
     finally:
         await pool.stop()
