@@ -86,8 +86,12 @@ FLAGS = {
 }
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace, *, socket_flags: bool = True) -> Settings:
+    """The settings: flags over the environment over the config file. Without
+    ``socket_flags``, where this home's daemon listens (``--socket``/``--no-socket`` left out)."""
     flags = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in FLAGS.items()}
+    if not socket_flags:
+        flags = {k: v for k, v in flags.items() if k not in ("server.socket", "server.no_socket")}
     return load_settings(args.config, flags=flags)
 
 
@@ -187,10 +191,14 @@ def prepare_socket(path: Path) -> None:
         probe.close()
 
 
-def _write_pidfile(path: Path) -> bool:
-    """Write our pid, unless another llmgined that still runs owns the file (one started with
-    another ``--socket`` shares the runtime directory): its pidfile is how `llmgine daemon
-    stop` finds it, so it is left alone (False)."""
+def _write_pidfile(path: Path, settings: Settings, home_socket: Path | None) -> bool:
+    """Write our pid, unless this daemon listens on a socket of its own (``--socket`` other than
+    ``home_socket``, where the home's config and environment put it) or
+    another llmgined that still runs owns the file: the pidfile names the daemon at the home's
+    default socket, which `llmgine daemon stop` signals when it does not answer there (a daemon
+    on another socket is found by asking it; it is never signalled in another's place)."""
+    if settings.socket_path is not None and settings.socket_path != home_socket:
+        return False
     other = pidfile_owner(path)
     if other is not None and other != os.getpid():
         log.warning("%s belongs to llmgined pid %d, still running: this daemon writes no pidfile", path, other)
@@ -260,7 +268,7 @@ class TcpSite(CoalescingSite):
         return enveloping(super().protocol_factory())
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, home_socket: Path | None) -> None:
     sockets, listeners = bind_sockets(settings)
     socket_path = settings.socket_path
     pidfile = settings.paths.pidfile
@@ -283,7 +291,7 @@ async def serve(settings: Settings) -> None:
             site = EnvelopingSite if sock.family == socket.AF_UNIX else TcpSite
             await site(runner, sock).start()
         app[LISTENERS].extend(listeners)
-        own_pidfile = _write_pidfile(pidfile)
+        own_pidfile = _write_pidfile(pidfile, settings, home_socket)
         tune_gc()
 
         stop = app[SHUTDOWN]
@@ -338,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             raise StartupError(f"database.url: {exc}") from None
         if settings.socket_path is not None:
             prepare_socket(settings.socket_path)
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, settings_from_args(args, socket_flags=False).socket_path))
     except ConfigError as exc:
         print(f"llmgined: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -34,6 +34,7 @@ from llmgine_cli.client import (
     connect_host,
     parse_url,
 )
+from llmgine_cli.target import default_target
 
 START_TIMEOUT = 10.0
 # The daemon's own drain timeout (server.shutdown_timeout, default 10 s) plus slack.
@@ -348,8 +349,10 @@ def stop(
 ) -> Stopped:
     """Ask the daemon to shut down (SIGTERM via the pidfile if it won't answer) and wait."""
     env = os.environ if env is None else env
-    # The pidfile's daemon, if it still runs: whom to signal should the target not answer.
-    pid = pidfile_owner(get_paths(env).pidfile)
+    # The pidfile's daemon, if it still runs and the target is its address: whom to signal
+    # should the target not answer. A target elsewhere (another --socket, a --url) is never
+    # answered with a signal to the pidfile's daemon.
+    pid = pidfile_owner(get_paths(env).pidfile) if _at_default_socket(target, env) else None
     client = Client(target, api_key=api_key, timeout=5.0, env=env)
     signalled = False
     try:
@@ -377,6 +380,20 @@ def stop(
             raise DaemonTimeout(f"llmgined (pid {pid}) is still running after {timeout:g}s (kill it with: kill {pid})")
         time.sleep(0.05)
     return Stopped(pid, target.url, was_running=True, signalled=signalled)
+
+
+def _at_default_socket(target: Target, env: Mapping[str, str]) -> bool:
+    """Whether ``target`` is this home's daemon, the one the pidfile names (llmgined writes it
+    only when it listens where this home's settings say, not on a ``--socket`` of its own):
+    the default target, or its socket given by --url."""
+    if target.is_default:
+        return True
+    home = default_target(env).socket_path
+    return (
+        target.socket_path is not None
+        and home is not None
+        and os.path.realpath(target.socket_path) == os.path.realpath(home)
+    )
 
 
 # -- logs --------------------------------------------------------------------------------

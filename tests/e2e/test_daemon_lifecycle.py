@@ -121,3 +121,50 @@ def test_stop_stops_the_daemon_at_the_socket_not_another_of_the_same_home(home):
         assert other.proc.poll() is None  # the other daemon was not signalled
     finally:
         stop_process(other.proc)
+
+
+def test_stop_of_a_socket_nobody_answers_signals_no_one(home):
+    """`daemon stop` at an address where no daemon answers never falls back to the pidfile's
+    daemon unless the pidfile says it listens there: the default daemon survives a stop aimed
+    at another socket."""
+    code, out, err = llmgine(home, "daemon", "start")
+    assert code == 0, err
+    first = int(llmgine(home, "status", "-q")[1])
+    code, out, err = llmgine(home, "--url", f"unix://{home / 'other.sock'}", "daemon", "stop")
+    assert code == 0 and "not running" in out + err, (out, err)
+    assert pid_alive(first)
+    code, out, err = llmgine(home, "daemon", "stop")
+    assert code == 0 and f"pid {first}" in out, (out, err)
+
+
+def test_the_default_daemon_starts_beside_one_on_another_socket(home):
+    """A daemon on a socket of its own (started first) writes no pidfile: the home's default
+    daemon still starts, and `daemon stop` stops that one only."""
+    import subprocess
+    import sys
+
+    from llmgine_cli.target import parse_url
+    from tests.clitools import DAEMON_DEFAULTS, full_env, probe, stop_process
+    from tests.eventually import eventually_blocking
+
+    other_socket = home / "other.sock"
+    env = full_env({**cli_env(home, DATABASE_URL=f"sqlite:///{home}/other.db"), **DAEMON_DEFAULTS})
+    with open(home / "other.log", "ab") as log:
+        other = subprocess.Popen(
+            [sys.executable, "-m", "llmgine_daemon", "--socket", str(other_socket)],
+            env=env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        eventually_blocking(lambda: probe(parse_url(f"unix://{other_socket}"), timeout=0.5))
+        assert not (home / "run" / "llmgined.pid").exists()
+        code, out, err = llmgine(home, "daemon", "start")
+        assert code == 0, (out, err)
+        first = int(llmgine(home, "status", "-q")[1])
+        code, out, err = llmgine(home, "daemon", "stop")
+        assert code == 0 and f"pid {first}" in out, (out, err)
+        assert other.poll() is None
+    finally:
+        stop_process(other)
