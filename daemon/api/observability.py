@@ -180,6 +180,10 @@ async def post_log(request: web.Request) -> web.Response:
     if not body.message:
         raise invalid("message", "must not be empty")
     metadata = scrub_metadata(body.metadata)
+    if "exception" in metadata:
+        # "exception" is the daemon's own traceback, which log renderers print as it is, lines
+        # and all: a client's is kept under another name, rendered escaped like the rest.
+        metadata["client_exception"] = metadata.pop("exception")
     session_id = body.session_id or (
         metadata.get("session_id") if isinstance(metadata.get("session_id"), str) else None
     )

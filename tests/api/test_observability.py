@@ -165,6 +165,18 @@ async def test_manual_logging(app_client):
     assert (await post_log(app_client, message="x"))["level"] == "info"
 
 
+async def test_a_clients_exception_text_cannot_forge_log_lines(app_client):
+    """ "exception" is printed as it is (the daemon's own traceback); a client's goes under
+    another name and is rendered escaped like the rest of its record."""
+    from llmgine_cli.render_observability import log_line
+
+    record = await post_log(app_client, message="hi", metadata={"exception": "a\nFORGED CRITICAL\x1b[2J"})
+    assert "exception" not in record["metadata"]
+    assert record["metadata"]["client_exception"] == "a\nFORGED CRITICAL\x1b[2J"
+    line = log_line(record)
+    assert "\n" not in line and "\x1b" not in line, line
+
+
 async def test_manual_logging_validation(app_client):
     for body, field in (
         ({"level": "loud", "message": "x"}, "level"),
