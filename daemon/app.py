@@ -307,5 +307,5 @@ def create_app(settings: Settings) -> web.Application:
                 add(route.path, route.handler, expect_handler=limits.expect_continue, **route.kwargs)
             else:
                 route.register(app.router)
-    routing.install(app)  # aiohttp's answers, found by the path's shape (api/routing.py)
+    routing.install(app, limits.expect_continue)  # aiohttp's answers, found by the path's shape (api/routing.py)
     return app

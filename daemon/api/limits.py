@@ -128,8 +128,10 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     any middleware runs, so a client without a credential was invited to send its body; here
     the answer waits until the body is about to be read (``read_body``, after the credential,
     rate limits and size checks). Any other expectation is 417, in the envelope."""
+    if request.version < (1, 1):
+        return None  # an HTTP/1.0 client's Expect is ignored (RFC 9110 10.1.1)
     expect = request.headers.get("Expect", "")
-    if expect.lower() == "100-continue" and request.version >= (1, 1):
+    if expect.lower() == "100-continue":
         request[CONTINUE] = True
         return None
     request_id = settle_request_id(request)

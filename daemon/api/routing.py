@@ -23,7 +23,7 @@ import re
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_urldispatcher import ROUTE_RE, DynamicResource, PlainResource, UrlMappingMatchInfo
+from aiohttp.web_urldispatcher import ROUTE_RE, DynamicResource, MatchInfoError, PlainResource, UrlMappingMatchInfo
 
 # A variable segment whose own pattern still stays inside one segment: aiohttp's default, or
 # a negative lookahead in front of it ({event_id:(?!stream$)[^{}/]+}).
@@ -39,9 +39,12 @@ class ShapeIndex:
     """Installed as the router's ``resolve`` (``install``); built on the first request, when
     every route is registered."""
 
-    def __init__(self, router: web.UrlDispatcher) -> None:
+    def __init__(self, router: web.UrlDispatcher, expect_handler: Any = None) -> None:
         self.router = router
-        self.fallback = router.resolve
+        self.aiohttp_resolve = router.resolve
+        # The app's routes answer Expect with it (app.py); a 404 or 405 too, not aiohttp's
+        # default (which says "100 Continue" before any check).
+        self.expect_handler = expect_handler
         self.literals: frozenset[str] = frozenset()
         # (aiohttp's try order, the resource, its segments: a literal or None; None for a
         # resource that may match across segments, which sends its shapes to the fallback).
@@ -88,6 +91,12 @@ class ShapeIndex:
                 found.append(resource)
         return tuple(found)
 
+    async def fallback(self, request: web.Request) -> Any:
+        match = await self.aiohttp_resolve(request)
+        if self.expect_handler is not None and isinstance(match, MatchInfoError):
+            match.route._expect_handler = self.expect_handler  # a SystemRoute made for this answer
+        return match
+
     async def resolve(self, request: web.Request) -> Any:
         if not self.built:
             self.build()
@@ -109,7 +118,8 @@ class ShapeIndex:
         return await self.fallback(request)
 
 
-def install(app: web.Application) -> None:
-    """Resolve the app's routes by shape (the router's own ``resolve`` stays the fallback)."""
+def install(app: web.Application, expect_handler: Any = None) -> None:
+    """Resolve the app's routes by shape (the router's own ``resolve`` stays the fallback);
+    ``expect_handler`` answers Expect on a path no route matches (a 404, a 405)."""
     router = app.router
-    router.resolve = ShapeIndex(router).resolve  # type: ignore[method-assign]
+    router.resolve = ShapeIndex(router, expect_handler).resolve  # type: ignore[method-assign]

@@ -299,3 +299,35 @@ async def test_an_unknown_expectation_is_417_in_the_envelope(aiohttp_client, mak
     assert resp.status == 417
     assert_envelope(await resp.json(), "VALIDATION_ERROR")
     assert resp.headers.get("X-Request-ID")
+
+
+@pytest.mark.parametrize("method,path", [("POST", "/api/no-such-thing"), ("PUT", "/api/sessions")])
+async def test_no_100_continue_for_a_path_no_route_takes(aiohttp_client, make_settings, method, path):
+    """A 404 or a 405 answers Expect as every route does: no "100 Continue" before the checks
+    (aiohttp's default, for answers no route makes), and 417 for another expectation."""
+    client, local = await start(aiohttp_client, make_settings)
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Expect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+    ).encode()
+    reader, writer = await raw(client, head)
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert not answer.startswith(b"HTTP/1.1 100"), answer
+    writer.close()
+    resp = await client.request(method, path, data=b"{}", headers={"Expect": "200-ok"})
+    assert resp.status == 417
+    assert_envelope(await resp.json(), "VALIDATION_ERROR")
+
+
+async def test_an_http_1_0_expectation_is_ignored(aiohttp_client, make_settings):
+    """RFC 9110: a server ignores Expect: 100-continue from an HTTP/1.0 client."""
+    client, local = await start(aiohttp_client, make_settings)
+    body = b"{}"
+    head = (
+        f"POST /api/sessions HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {local}\r\n"
+        f"Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    reader, writer = await raw(client, head + body)
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert answer.startswith(b"HTTP/1.0 201") or answer.startswith(b"HTTP/1.1 201"), answer
+    writer.close()
