@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from llmgine_daemon.api import (
     guard,
     handlers,
     lifecycle,
+    limits,
     mcp,
     observability,
     openapi,
@@ -297,6 +299,13 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(edge.prepare_response)
     for module in ROUTE_MODULES:
-        app.add_routes(module.routes)
+        for route in module.routes:  # Expect: 100-continue answered after the guard (api/limits.py)
+            if isinstance(route, web.RouteDef):  # as RouteDef.register: add_get also answers HEAD
+                add = getattr(app.router, f"add_{route.method.lower()}", None)
+                if add is None:
+                    add = functools.partial(app.router.add_route, route.method)
+                add(route.path, route.handler, expect_handler=limits.expect_continue, **route.kwargs)
+            else:
+                route.register(app.router)
     routing.install(app)  # aiohttp's answers, found by the path's shape (api/routing.py)
     return app

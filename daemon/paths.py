@@ -94,6 +94,22 @@ def get_paths(env: Mapping[str, str] | None = None) -> Paths:
     )
 
 
+def pidfile_owner(path: Path) -> int | None:
+    """The pid a pidfile names, if that process is still an llmgined: None for no file, a
+    process that is gone, or a pid the system has since given to another program."""
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return None  # no such process
+    except OSError:
+        return pid  # cannot tell (no /proc): take the file's word
+    return pid if b"llmgine" in cmdline else None
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Make sure ``path`` is a directory nobody else can put or replace files in.
 

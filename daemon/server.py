@@ -39,6 +39,7 @@ from llmgine_daemon.settings import (
     describe,
     ensure_private_dir,
     load_settings,
+    pidfile_owner,
     write_private,
 )
 from llmgine_daemon.store.db import StorageError
@@ -186,8 +187,16 @@ def prepare_socket(path: Path) -> None:
         probe.close()
 
 
-def _write_pidfile(path: Path) -> None:
+def _write_pidfile(path: Path) -> bool:
+    """Write our pid, unless another llmgined that still runs owns the file (one started with
+    another ``--socket`` shares the runtime directory): its pidfile is how `llmgine daemon
+    stop` finds it, so it is left alone (False)."""
+    other = pidfile_owner(path)
+    if other is not None and other != os.getpid():
+        log.warning("%s belongs to llmgined pid %d, still running: this daemon writes no pidfile", path, other)
+        return False
     write_private(path, f"{os.getpid()}\n")
+    return True
 
 
 def _remove(path: Path | None) -> None:
@@ -255,6 +264,7 @@ async def serve(settings: Settings) -> None:
     sockets, listeners = bind_sockets(settings)
     socket_path = settings.socket_path
     pidfile = settings.paths.pidfile
+    own_pidfile = False
     app = create_app(settings)
     runner = web.AppRunner(
         app,
@@ -273,7 +283,7 @@ async def serve(settings: Settings) -> None:
             site = EnvelopingSite if sock.family == socket.AF_UNIX else TcpSite
             await site(runner, sock).start()
         app[LISTENERS].extend(listeners)
-        _write_pidfile(pidfile)
+        own_pidfile = _write_pidfile(pidfile)
         tune_gc()
 
         stop = app[SHUTDOWN]
@@ -289,7 +299,8 @@ async def serve(settings: Settings) -> None:
             sock.close()
         if socket_path is not None:
             _remove(socket_path)
-        _remove(pidfile)
+        if own_pidfile:
+            _remove(pidfile)
     log.info("stopped")
 
 

@@ -27,6 +27,7 @@ from llmgine_daemon.paths import Paths as Paths
 from llmgine_daemon.paths import check_dir_safe as check_dir_safe
 from llmgine_daemon.paths import ensure_private_dir as ensure_private_dir
 from llmgine_daemon.paths import get_paths as get_paths
+from llmgine_daemon.paths import pidfile_owner as pidfile_owner
 from llmgine_daemon.paths import write_private as write_private
 from llmgine_daemon.settings_table import BY_ENV as BY_ENV
 from llmgine_daemon.settings_table import BY_KEY as BY_KEY

@@ -102,6 +102,7 @@ from llmgine_cli.errors import (  # noqa: F401  (re-exported: the client's publi
     DaemonError,
     DaemonTimeout,
     DaemonUnreachable,
+    InvalidArgument,
     InvalidURL,
     LlmgineError,
     ProtocolError,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from llmgine_daemon.protocol import Health, now_iso
-from llmgine_daemon.settings import ConfigError, Paths, ensure_private_dir, get_paths, load_settings
+from llmgine_daemon.settings import ConfigError, Paths, ensure_private_dir, get_paths, load_settings, pidfile_owner
 
 from llmgine_cli.client import (
     ApiError,
@@ -348,15 +348,14 @@ def stop(
 ) -> Stopped:
     """Ask the daemon to shut down (SIGTERM via the pidfile if it won't answer) and wait."""
     env = os.environ if env is None else env
-    paths = get_paths(env)
-    pid = read_pid(paths)
-    if pid is not None and not pid_alive(pid):
-        pid = None
+    # The pidfile's daemon, if it still runs: whom to signal should the target not answer.
+    pid = pidfile_owner(get_paths(env).pidfile)
     client = Client(target, api_key=api_key, timeout=5.0, env=env)
     signalled = False
     try:
-        if pid is None:
-            pid = client.status().pid
+        # The daemon that answers at the target says which process it is: the one to wait for
+        # (the pidfile may name another daemon of this user's, on another socket).
+        pid = client.status().pid
         client.shutdown()
     except (TransportError, ApiError) as exc:
         if pid is None:

@@ -52,6 +52,10 @@ class InvalidURL(LlmgineError):
     pass
 
 
+class InvalidArgument(LlmgineError):
+    """A value no request can carry: an empty id or name (it would address another route)."""
+
+
 class TransportError(LlmgineError):
     def __init__(self, message: str, url: str) -> None:
         super().__init__(message)

@@ -13,6 +13,7 @@ from llmgine_cli.errors import (
     DaemonError,
     DaemonTimeout,
     DaemonUnreachable,
+    InvalidArgument,
     InvalidURL,
     LlmgineError,
     RequestTimeout,
@@ -45,7 +46,7 @@ def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, Exi
         return f"error: {exc}", ExitStatus.UNREACHABLE
     if isinstance(exc, (RequestTimeout, DaemonTimeout)):
         return f"error: {exc}", ExitStatus.TIMEOUT
-    if isinstance(exc, InvalidURL):
+    if isinstance(exc, (InvalidURL, InvalidArgument)):
         return f"error: {exc}", ExitStatus.USAGE
     if isinstance(exc, (DaemonError, LlmgineError)):
         return f"error: {exc}", ExitStatus.ERROR

@@ -55,11 +55,29 @@ def _transport(app_ctx: AppContext) -> HTTPTransport:
 RESOLVE_LIMIT = 1000  # the API's largest page
 
 
-def _pages(transport: HTTPTransport, path: str, items: str, query: dict[str, Any] | None = None) -> list[Any]:
-    """Every item of a paged listing (offset paging, the API's largest pages)."""
+def _pages(
+    transport: HTTPTransport, path: str, items: str, query: dict[str, Any] | None = None, *, given: str = ""
+) -> list[Any]:
+    """Every item of a paged listing (offset paging, the API's largest pages), read to find
+    what ``given`` (a prefix, short id or name) names."""
+    from llmgine_cli.errors import ApiError, api_error
+
     out: list[Any] = []
     while True:
-        page = transport._call_json("GET", path, query={**(query or {}), "limit": RESOLVE_LIMIT, "offset": len(out)})
+        try:
+            page = transport._call_json(
+                "GET", path, query={**(query or {}), "limit": RESOLVE_LIMIT, "offset": len(out)}
+            )
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            # A session token may not list sessions: say why a prefix cannot be looked up.
+            raise api_error(
+                403,
+                exc.code,
+                f"{given!r} is not a full id, and this credential may not list {path} to find what it names: "
+                "give the full id",
+            ) from None
         out += page[items]
         if not page[items] or len(out) >= page.get("total", 0):
             return out
@@ -71,7 +89,7 @@ def resolve_session(app_ctx: AppContext, given: str) -> str:
 
     if ids.is_full_id(given):
         return given
-    sessions = _pages(_transport(app_ctx), "/api/sessions", "sessions")
+    sessions = _pages(_transport(app_ctx), "/api/sessions", "sessions", given=given)
     found = ids.matches(given, ((s["session_id"], s.get("name")) for s in sessions))
     active = {s["session_id"] for s in sessions if s.get("status") == "active"}
     if len(found) > 1 and len([f for f in found if f[0] in active]) == 1:
@@ -99,7 +117,7 @@ def resolve_id(
         return given
     transport = _transport(app_ctx)
     if paged:
-        listed = _pages(transport, path, items, query)
+        listed = _pages(transport, path, items, query, given=given)
     else:
         listed = transport._call_json("GET", path, query={**(query or {}), "limit": RESOLVE_LIMIT})[items]
     found = ids.resolve(kind, given, ((i[key], i.get(name_key) if name_key else None) for i in listed))

@@ -79,7 +79,13 @@ def matches(given: str, candidates: Iterable[tuple[str, str | None]]) -> list[tu
 
 def resolve(kind: str, given: str, candidates: Iterable[tuple[str, str | None]]) -> str:
     """The one id ``given`` names; ``given`` itself when nothing matches (the daemon will say
-    NOT_FOUND); Ambiguous when several do."""
+    NOT_FOUND); Ambiguous when several do. An empty ``given`` names nothing (not a session
+    whose name is empty: `llmgine session delete "$SID"` with SID unset must not act)."""
+    if not given:
+        from llmgine_cli.errors import InvalidArgument
+
+        ways = "its id, a unique prefix, its short id or its name" if kind == "session" else "its id or a prefix"
+        raise InvalidArgument(f"an empty {kind} id names nothing: give {ways}")
     found = matches(given, candidates)
     unique = list(dict.fromkeys(found))
     if len(unique) == 1:

@@ -211,6 +211,11 @@ def _visible(text: str, *, one_line: bool) -> str:
     return text.translate(_CONTROLS if one_line else _CONTROLS_KEEP_LINES)
 
 
+def visible_line(text: str) -> str:
+    """``text`` on one line, its control characters (newlines, terminal escapes) as escapes."""
+    return text.translate(_CONTROLS)
+
+
 def _list_cell(key: str, value: Any, view: View, compact_times: bool = False) -> str:
     """A cell of a listing row: ids short (their random part: ids.py), the rest as _cell."""
     leaf = key.rsplit(".", 1)[-1]
@@ -321,10 +326,20 @@ def emit(
     table = rows if kv else [headers, *rows]
     if not table:
         return
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    widths = [max(cell_width(r[i]) for r in table) for i in range(len(table[0]))]
     for row in table:
-        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
+        line = "  ".join(cell + " " * (widths[i] - cell_width(cell)) for i, cell in enumerate(row))
         env.out(line.rstrip())
+
+
+def cell_width(text: str) -> int:
+    """How many terminal columns ``text`` takes: CJK and emoji take two, combining marks none
+    (so plain columns line up whatever the names are written in); rich is not imported here."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], title: str | None, *, kv: bool) -> None:
@@ -363,7 +378,7 @@ def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], tit
     console.print(table)
     if len(keep) < len(headers):
         hidden = ", ".join(headers[i] for i in range(len(headers)) if i not in keep)
-        env.err(f"(not shown at this width: {hidden}; -o plain or -o json show every column)")
+        env.err(f"(not shown at this width: {hidden}; -o plain shows every column)")
 
 
 STATUS_STYLES = {

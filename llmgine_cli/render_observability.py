@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmgine_cli.context import Environment
-from llmgine_cli.render import builtins, emit, escape_markup, json_text
+from llmgine_cli.render import builtins, emit, escape_markup, json_text, visible_line
 
 LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "red", "critical": "bold red"}
 
@@ -25,9 +25,11 @@ def log_line(record: dict[str, Any]) -> str:
     ]
     meta = record.get("metadata") or {}
     extras += [f"{k}={v}" for k, v in meta.items() if k != "exception"]
-    line = f"{record['timestamp']} {record['level'].upper():<8} {record['logger']}: {record['message']}"
+    # A record's message and metadata are anybody's text (POST /api/observability/logs, a
+    # tool's error): one line each, no terminal escapes, so nothing can forge a line.
+    line = visible_line(f"{record['timestamp']} {record['level'].upper():<8} {record['logger']}: {record['message']}")
     if extras:
-        line += "  " + " ".join(extras)
+        line += "  " + visible_line(" ".join(extras))
     if meta.get("exception"):
         line += "\n" + str(meta["exception"])
     return line

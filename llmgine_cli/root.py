@@ -105,9 +105,16 @@ def rewrap_help(command: Any) -> Any:
     return command
 
 
+# Typer gives every Typer app these two options; under `llmgine` only the root's mean anything
+# (they install the root's completion), so the groups' --help does not list them again.
+_COMPLETION_OPTIONS = frozenset({"install_completion", "show_completion"})
+
+
 def build_command(name: str) -> Any:
     """The click command of ``llmgine NAME`` (importing its module now)."""
-    return rewrap_help(_build_command(name))
+    command = _build_command(name)
+    command.params = [p for p in command.params if p.name not in _COMPLETION_OPTIONS]
+    return rewrap_help(command)
 
 
 def _build_command(name: str) -> Any:

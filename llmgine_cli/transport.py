@@ -249,6 +249,10 @@ class HTTPTransport:
 def segment(value: str) -> str:
     """One path segment, so an id can never walk to another route ("." and ".." too, which
     quote() leaves as they are and URL normalisation would remove)."""
+    if not value:
+        from llmgine_cli.errors import InvalidArgument
+
+        raise InvalidArgument("an id or name must not be empty")
     quoted = urllib.parse.quote(value, safe="")
     return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 

@@ -27,7 +27,7 @@ import asyncio
 
 from aiohttp import web
 from llmgine_daemon.api import guard, observability
-from llmgine_daemon.api.errors import Handler, envelope_for, settle_request_id, stamp_response
+from llmgine_daemon.api.errors import Handler, envelope_for, settle_request_id, stamp_prepared, stamp_response
 from llmgine_daemon.api.keys import OBSERVABILITY
 
 
@@ -60,6 +60,7 @@ async def prepare_response(request: web.Request, response: web.StreamResponse) -
     """Every response, just before its head is sent (aiohttp's ``on_response_prepare``)."""
     guard.prepare_response(request, response)
     observability.stamp_traceparent(request, response)
+    stamp_prepared(request, response)
 
 
 MIDDLEWARES = (edge_middleware,)

@@ -83,12 +83,19 @@ def error_response(
         timestamp=now_iso(),
         request_id=request_id,
     )
-    return web.Response(
+    response = web.Response(
         body=msgspec.json.encode(envelope),
         status=status or ERROR_STATUS.get(code, 500),
         content_type="application/json",
         headers=headers,
     )
+    if headers and headers.get("Connection", "").lower() == "close":
+        # An answer given before the body was read (413, 408, an unreadable body): the
+        # connection ends with it. The header alone does not end it: aiohttp would keep it
+        # alive, draining the rest of the body for up to lingering_time, or (its pure-Python
+        # parser, after an undecodable body) reading the rest as the next request.
+        response.force_close()
+    return response
 
 
 def request_id_of(request: web.Request) -> str:
@@ -102,7 +109,9 @@ def request_method(exc: web.HTTPException) -> str:
 def _from_http_exception(request_id: str, exc: web.HTTPException) -> web.Response:
     status = exc.status
     code = _HTTP_CODES.get(status, ErrorCode.INTERNAL_ERROR if status >= 500 else ErrorCode.VALIDATION_ERROR)
-    headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after", "www-authenticate"}}
+    headers = {
+        k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after", "www-authenticate", "connection"}
+    }
     details: dict[str, Any] = {}
     if status == 404:
         message = "no such endpoint"
@@ -173,8 +182,18 @@ def envelope_for(request: web.Request, request_id: str, exc: Exception) -> web.R
 
 def stamp_response(response: web.StreamResponse, request_id: str) -> None:
     """The request id and the daemon's version on every answer not already sent (a WebSocket
-    handshake or an event stream went out when its handler prepared it)."""
+    handshake or an event stream went out when its handler prepared it: ``stamp_prepared``
+    gave them theirs)."""
     if not response.prepared:
         headers = response.headers
         headers[REQUEST_ID_HEADER] = request_id
+        headers[VERSION_HEADER] = __version__
+
+
+def stamp_prepared(request: web.Request, response: web.StreamResponse) -> None:
+    """The same two headers on an answer its handler sends itself, as it is prepared (the
+    edge's ``on_response_prepare`` hook): an event stream, a WebSocket's handshake."""
+    headers = response.headers
+    if REQUEST_ID_HEADER not in headers:
+        headers[REQUEST_ID_HEADER] = request_id_of(request)
         headers[VERSION_HEADER] = __version__

@@ -16,9 +16,8 @@ from llmgine_daemon.api.util import (
     replay_headers,
 )
 from llmgine_daemon.bus.errors import invalid
-from llmgine_daemon.bus.events import PUBLISHER_SOURCES, EventFilter, check_event_type
+from llmgine_daemon.bus.events import PUBLISHER_SOURCES, EventFilter, check_type_pattern
 from llmgine_daemon.protocol import EVENT_SOURCES, EventCreate, parse_iso, to_iso
-from llmgine_daemon.protocol.grammar import TYPE_PREFIX_RE
 
 routes = web.RouteTableDef()
 
@@ -58,12 +57,7 @@ async def list_events(request: web.Request) -> web.Response:
     limit, offset = limit_offset(request)
     event_type = request.query.get("event_type") or None
     if event_type:
-        if event_type.endswith("*"):
-            # A prefix may be any start of a type, including none at all ("*").
-            if not TYPE_PREFIX_RE.match(event_type[:-1]):
-                raise invalid("event_type", "a prefix may contain only letters, digits and _ . : -")
-        else:
-            check_event_type(event_type)
+        check_type_pattern(event_type)
     flt = EventFilter(
         event_type=event_type,
         after=query_int(request, "after", -1, minimum=0) if request.query.get("after") else None,

@@ -2,6 +2,7 @@
 
     request body        server.max_body_size         413 PAYLOAD_TOO_LARGE (aiohttp)
     JSON nesting        64 levels (api/util.py)      422 VALIDATION_ERROR (read_json)
+    Expect              100-continue only, sent once the guard passed   417 VALIDATION_ERROR
     request line/header server.max_header_size       400 VALIDATION_ERROR (aiohttp's parser refuses
                                                      it; api/malformed.py answers)
     headers + body time server.read_timeout          idle/half-sent connections closed;
@@ -28,7 +29,7 @@ import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
-from llmgine_daemon.api.errors import ApiError
+from llmgine_daemon.api.errors import ApiError, error_response, settle_request_id, stamp_response
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.protocol import ErrorCode, valid_id
 from llmgine_daemon.settings import Settings
@@ -89,6 +90,9 @@ async def read_body(request: web.Request, timeout: float) -> None:
     declared, limit = request.content_length, request.client_max_size
     if declared is not None and limit and declared > limit:  # no need to wait for it: 413 now
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared, headers={"Connection": "close"})
+    if request.get(CONTINUE) and not request.content.is_eof():  # the client waits for this
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # not the answer's head: that is still to come
     try:
         if request.content.is_eof():  # all of it arrived with the headers: nothing to wait for
             await request.read()
@@ -113,6 +117,32 @@ async def read_body(request: web.Request, timeout: float) -> None:
         ) from None
     except ConnectionResetError:  # the client went away mid-body: nobody to answer (499)
         raise asyncio.CancelledError from None
+
+
+# Expect: 100-continue, answered once the request passed the guard (read_body), not before.
+CONTINUE = web.RequestKey("expects_continue", bool)
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """Every route's ``expect_handler`` (app.py). aiohttp's own answers ``100 Continue`` before
+    any middleware runs, so a client without a credential was invited to send its body; here
+    the answer waits until the body is about to be read (``read_body``, after the credential,
+    rate limits and size checks). Any other expectation is 417, in the envelope."""
+    expect = request.headers.get("Expect", "")
+    if expect.lower() == "100-continue" and request.version >= (1, 1):
+        request[CONTINUE] = True
+        return None
+    request_id = settle_request_id(request)
+    response = error_response(
+        request_id,
+        ErrorCode.VALIDATION_ERROR,
+        "unsupported Expect header: only 100-continue is",
+        {"expect": expect[:64]},
+        status=417,
+        headers={"Connection": "close"},
+    )
+    stamp_response(response, request_id)
+    return response
 
 
 def json_field(body: bytes, name: str) -> Any:

@@ -28,9 +28,34 @@ from llmgine_daemon.settings import Settings
 LOOPBACK_NAMES = frozenset({"localhost"})
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 
-CORS_ALLOW_HEADERS = ", ".join(("Authorization", "Content-Type", SESSION_TOKEN_HEADER, REQUEST_ID_HEADER))
+# Every request header the API reads (README: Errors, Waiting, Observability, the stream
+# protocol): a browser page may send only those a preflight allows.
+CORS_ALLOW_HEADERS = ", ".join(
+    (
+        "Authorization",
+        "Content-Type",
+        SESSION_TOKEN_HEADER,
+        REQUEST_ID_HEADER,
+        "Idempotency-Key",
+        "Prefer",
+        "traceparent",
+        "tracestate",
+        "Last-Event-ID",
+    )
+)
 CORS_EXPOSE_HEADERS = ", ".join(
-    (REQUEST_ID_HEADER, VERSION_HEADER, "RateLimit", "RateLimit-Policy", "Retry-After", "WWW-Authenticate", "Allow")
+    (
+        REQUEST_ID_HEADER,
+        VERSION_HEADER,
+        "RateLimit",
+        "RateLimit-Policy",
+        "Retry-After",
+        "WWW-Authenticate",
+        "Allow",
+        "Idempotent-Replayed",
+        "Preference-Applied",
+        "traceparent",
+    )
 )
 CORS_MAX_AGE = "600"
 

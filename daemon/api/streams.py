@@ -167,9 +167,21 @@ async def stream(request: web.Request) -> web.StreamResponse:
     try:
         if upgrade:
             return await _serve_websocket(request, ws, hub, sub)
+        if request.method == "HEAD":
+            # The stream's head, not the stream: a HEAD answer has no body (written anyway, the
+            # events would be read as the next answer on a kept-alive connection).
+            return web.Response(headers=SSE_HEADERS)
         return await _serve_sse(request, hub, sub)
     finally:
         sub.close()
+
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    # Reverse proxies (nginx) must not buffer a stream.
+    "X-Accel-Buffering": "no",
+}
 
 
 def _hello(hub: StreamHub, sub: Subscription) -> Hello:
@@ -350,14 +362,7 @@ def _sse_frame(hub: StreamHub, item: Event | Frame) -> bytes:
 
 
 async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) -> web.StreamResponse:
-    resp = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache",
-            # Reverse proxies (nginx) must not buffer a stream.
-            "X-Accel-Buffering": "no",
-        }
-    )
+    resp = web.StreamResponse(headers=SSE_HEADERS)
     await resp.prepare(request)
     hello = _json.encode(_hello(hub, sub)).decode()
     # The hello carries the start cursor as its id, so a browser that reconnects before the

@@ -16,5 +16,9 @@ routes = web.RouteTableDef()
 async def get_usage(request: web.Request) -> web.Response:
     """Sums over commands; a session token sees only its own session (api/guard.py)."""
     by = query_choice(request, "by", tuple(BY_COLUMNS))
-    report = await request.app[BUS].usage.report(query_id(request, "session_id"), query_time(request, "since"), by)
+    bus = request.app[BUS]
+    session_id = query_id(request, "session_id")
+    if session_id:
+        await bus.sessions.get(session_id)  # SESSION_NOT_FOUND for an unknown one, as metrics say
+    report = await bus.usage.report(session_id, query_time(request, "since"), by)
     return json_response(report)

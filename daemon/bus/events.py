@@ -21,7 +21,7 @@ from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.observability.context import current_trace_id
 from llmgine_daemon.protocol import Event, EventList, now_iso
-from llmgine_daemon.protocol.grammar import TYPE_RE, TYPE_RULE
+from llmgine_daemon.protocol.grammar import TYPE_PREFIX_RE, TYPE_RE, TYPE_RULE
 
 if TYPE_CHECKING:
     from llmgine_daemon.store.db import Store
@@ -189,6 +189,15 @@ PUBLISHER_SOURCES = ("api", "engine", "handler")
 def check_event_type(event_type: str, field: str = "event_type") -> None:
     if not TYPE_RE.match(event_type):
         raise invalid(field, TYPE_RULE)
+
+
+def check_type_pattern(pattern: str, field: str = "event_type") -> None:
+    """An event type to filter by: exact, or a prefix ending in ``*`` (``Command*``; ``*`` is
+    every type). The same rule for lists (api/events.py) and streams (bus/stream_filter.py)."""
+    if not pattern.endswith("*"):
+        check_event_type(pattern, field)
+    elif not TYPE_PREFIX_RE.match(pattern[:-1]):  # any start of a type, including none at all
+        raise invalid(field, "a prefix may contain only letters, digits and _ . : -", value=pattern[:64])
 
 
 @dataclass(slots=True)

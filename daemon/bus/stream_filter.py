@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmgine_daemon.bus.errors import invalid
-from llmgine_daemon.protocol import Event
+from llmgine_daemon.protocol import EVENT_SOURCES, Event
 
 MAX_PATTERNS = 32
 MAX_PATTERN_LENGTH = 200
@@ -42,7 +42,12 @@ class StreamFilter:
                     raise invalid(name, f"must be 1 to {MAX_PATTERN_LENGTH} characters")
         for pattern in self.event_types:
             if "*" in pattern[:-1]:
-                raise invalid("event_type", "'*' is allowed only at the end", value=pattern)
+                raise invalid("event_type", "'*' is allowed only at the end", value=pattern[:64])
+        # Types are free text here: user code may publish any type of 1-128 characters
+        # (bus/usercode_bridge.py), and a stream must be able to follow it. Sources are a set.
+        for source in self.sources:
+            if source not in EVENT_SOURCES:
+                raise invalid("source", f"must be one of {', '.join(EVENT_SOURCES)}", value=source[:64])
         self._exact = frozenset(p for p in self.event_types if not p.endswith("*"))
         self._prefixes = tuple(p[:-1] for p in self.event_types if p.endswith("*"))
         self._all_types = not self.event_types or "" in self._prefixes

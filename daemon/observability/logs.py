@@ -118,6 +118,10 @@ class JsonFormatter(logging.Formatter):
         return _encoder.encode({k: v for k, v in item.items() if v not in (None, {})}).decode()
 
 
+# C0 controls and DEL as escapes (\n, \x1b ...), as the CLI shows data on a terminal.
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+
 class TextFormatter(logging.Formatter):
     """For a human at a terminal: the usual line, then the known context as key=value."""
 
@@ -134,7 +138,10 @@ class TextFormatter(logging.Formatter):
             )
             if value
         ]
-        line = f"{rec.timestamp} {rec.level.upper():<8} {rec.logger}: {rec.message}"
+        # The message may be a client's text (POST /api/observability/logs) or user code's
+        # error: its control characters are written as escapes, so it cannot forge a line of
+        # this log nor send a terminal escape to whoever tails it (the traceback below is ours).
+        line = f"{rec.timestamp} {rec.level.upper():<8} {rec.logger}: {rec.message.translate(_CONTROL_ESCAPES)}"
         if extras:
             line += "  [" + " ".join(extras) + "]"
         if "exception" in rec.metadata:

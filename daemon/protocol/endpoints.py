@@ -257,7 +257,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint("listEngines", "GET", "/api/engines", {200: EngineList}, client="list_engines"),
     # -- usage -------------------------------------------------------------------------------
-    Endpoint("getUsage", "GET", "/api/usage", {200: UsageReport}, client="usage"),
+    Endpoint("getUsage", "GET", "/api/usage", {200: UsageReport}, errors=(E.SESSION_NOT_FOUND,), client="usage"),
     Endpoint(
         "getEngine", "GET", "/api/engines/{engine_id}", {200: Engine}, errors=(E.ENGINE_NOT_FOUND,), client="get_engine"
     ),

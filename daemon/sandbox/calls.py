@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -71,6 +72,25 @@ LogHandler = Callable[[CallContext, str, str], None]
 
 class SandboxUnavailable(Exception):
     """No worker could be started."""
+
+
+async def started(task: asyncio.Future[None]) -> None:
+    """Wait for a step of the pool's start (the isolation check, the workers); however it
+    failed, the caller gets SandboxUnavailable (the API's SANDBOX_UNAVAILABLE, never a 500)."""
+    try:
+        await asyncio.shield(task)
+    except SandboxUnavailable:
+        raise
+    except Exception as exc:  # a bug, the probe breaking: logged by the task's done-callback
+        raise SandboxUnavailable(f"the sandbox could not start: {exc!r}") from exc
+
+
+def log_unexpected(log: logging.Logger, task: asyncio.Future[None]) -> None:
+    """A start step's done-callback: retrieves its failure (asyncio stays quiet) and logs it
+    with its traceback unless it is SandboxUnavailable, logged where it was raised."""
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None and not isinstance(exc, SandboxUnavailable):
+        log.error("sandbox: cannot start: %r", exc, exc_info=exc)
 
 
 def checked_outcome(done: frames.Done, run: frames.Run, duration_ms: float) -> CallOutcome:

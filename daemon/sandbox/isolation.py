@@ -144,7 +144,18 @@ def site_dirs() -> list[Path]:
             Path(f"/usr/local/lib/{version}/dist-packages"),
         ]
     )
-    return sorted(p for p in found if not p.is_symlink())
+    return sorted(p for p in found if _plain(p))
+
+
+def _plain(path: Path) -> bool:
+    """Not a link, and within this user's reach: the user scheme's site-packages sits under
+    $HOME, which may be a directory this user cannot enter (a daemon started with another
+    user's HOME): stat() then fails, and a worker could not see that directory either. (It
+    raised, and the sandbox failed to start with no reason given.)"""
+    try:
+        return not path.is_symlink()
+    except OSError:
+        return False
 
 
 def bwrap_args(iso: Isolation, tmp_bytes: int) -> list[str]:

@@ -15,25 +15,19 @@ sandbox sees, the identity it runs as, and the cgroups that cap its memory and p
 ``calls.py`` holds what a call is (limits, context, outcome) and checks what a worker sends
 back; ``worker_process.py`` is the handle on one worker process.
 
-Workers start when user code will run, not with the daemon: most daemons never run any, and
-a worker is a Python interpreter in bubblewrap (about 0.1 CPU-s to start, then its memory).
-``start()`` only checks the isolation (a bubblewrap'd ``python -S -c pass``, about 0.02 CPU-s),
-removes a killed daemon's leftovers and makes the cgroups, so the daemon logs at once whether
-user code can run and ``info()`` reports the isolation from the start; the state is
-``standby`` until ``warm()``. The bus calls ``warm()`` as soon as it has user code: stored
-tools or handlers at start, a handler another node registered (bus/core.py,
-bus/usercode_handlers.py); registering code warms it too, since validating the code is a call.
-So the first call after a registration or a restart finds the workers up (or starting).
+Workers start when user code will run, not with the daemon (a worker is an interpreter in
+bubblewrap: ~0.1 CPU-s to start, then its memory). ``start()`` only checks the isolation
+(~0.02 CPU-s), removes a killed daemon's leftovers and makes the cgroups, so the daemon logs
+at once whether user code can run; the state is ``standby`` until ``warm()``, which the bus
+calls as soon as it has user code (stored tools or handlers at start, a handler another node
+registered: bus/core.py, bus/usercode_handlers.py; registering validates code, a call). A
+failed start is tried again after RETRY_START_S; a failed isolation probe is final.
 
 Fair share: at depth 0 a session runs at most ``session_share`` calls at once (default half the
-pool, at least 1); its further calls wait on its own queue, so one session's spinning calls
-cannot take every worker.
-
-Every wait on a worker is an await on its pipe, so a spinning worker never blocks the event
-loop. A call past its deadline, a worker that dies or speaks garbage, and a cancelled call
-(the bus timing a command out) all cost the worker: its process group is killed and a fresh
-one is started in the background. Nothing is retried.
-
+pool, at least 1); its further calls wait on its own queue: one session cannot take every worker.
+Every wait on a worker is an await on its pipe (a spinning worker never blocks the loop). A call
+past its deadline, a worker that dies or speaks garbage, and a cancelled call all cost the
+worker: its process group is killed and a fresh one started in the background; no retry.
 Nested calls (a handler awaiting ``bus.execute`` that runs another handler) get a semaphore per
 depth, so a parent holding a worker never starves its own children: depth d only waits for
 depth d+1, which cannot wait on anything beyond ``max_depth``.
@@ -42,6 +36,7 @@ depth d+1, which cannot wait on anything beyond ``max_depth``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -71,6 +66,8 @@ from llmgine_daemon.sandbox.calls import (
     call_error,
     checked_outcome,
     is_description,
+    log_unexpected,
+    started,
 )
 from llmgine_daemon.sandbox.isolation import (
     Cgroups,
@@ -92,6 +89,7 @@ from llmgine_daemon.sandbox.worker_process import (
 log = logging.getLogger("llmgine.sandbox")
 
 SPAWN_TIMEOUT = 15.0
+RETRY_START_S = 30.0  # after a failed start of the workers, warm() and calls try again after this
 # sandbox_calls_total's outcome label for each failure code (anything else: "error").
 _OUTCOMES = {TIMEOUT: "timeout", WORKER_CRASHED: "crash", SANDBOX_UNAVAILABLE: "unavailable"}
 _PROBED: dict[tuple[str, ...], Isolation] = {}
@@ -132,6 +130,7 @@ class SandboxPool:
         self._stopped = False
         self._boot_task: asyncio.Future[None] | None = None  # the isolation probe
         self._fill_task: asyncio.Future[None] | None = None  # the workers' start (warm())
+        self._fill_failed = 0.0  # when the last start of the workers failed (time.monotonic)
         self._python_version = ""
         self._uid: int | None = None
         self._counter = 0
@@ -148,30 +147,39 @@ class SandboxPool:
 
     def warm(self) -> None:
         """Start the workers in the background unless they are started: the daemon has user
-        code that will run. Idempotent; nothing once the pool is stopping."""
-        if self._fill_task is None and self._boot_task is not None and not self._stopped:
+        code that will run. Idempotent; after a failed start (a spawn timeout on a busy machine,
+        fork failing), again once RETRY_START_S passed; nothing once the pool is stopping."""
+        if self._boot_task is not None and not self._stopped and self._may_fill(self._fill_task):
             self._fill_task = self._quiet(asyncio.ensure_future(self._fill()))
+
+    def _may_fill(self, fill: asyncio.Future[None] | None) -> bool:
+        """Never started, or failed a while ago (not starting, started, stopped; nor when the
+        isolation failed: the machine will not change)."""
+        if fill is None:
+            return True
+        boot, failed = self._boot_task, fill.done() and not fill.cancelled() and fill.exception() is not None
+        probed = boot is not None and boot.done() and not boot.cancelled() and boot.exception() is None
+        return failed and probed and time.monotonic() - self._fill_failed >= RETRY_START_S
 
     @staticmethod
     def _quiet(task: asyncio.Future[None]) -> asyncio.Future[None]:
-        # Reported by info() and by each call; retrieving it here keeps asyncio quiet.
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        # Reported by info() and by each call; retrieved here (asyncio stays quiet), and logged
+        # unless it is SandboxUnavailable, which was logged where it was raised.
+        task.add_done_callback(functools.partial(log_unexpected, log))
         return task
 
     async def wait_probed(self) -> None:
-        """Wait until the isolation is known (``self.isolation``), starting no worker; raises
-        SandboxUnavailable if user code cannot run."""
+        """Wait until the isolation is known, starting no worker (SandboxUnavailable: none)."""
         if self._boot_task is None:
             raise SandboxUnavailable("the sandbox is not running")
-        await asyncio.shield(self._boot_task)
+        await started(self._boot_task)
 
     async def wait_ready(self) -> None:
-        """Start the workers if need be and wait until they are up; raises SandboxUnavailable
-        if they cannot start."""
+        """Start the workers if need be and wait until they are up (or SandboxUnavailable)."""
         self.warm()
         if self._fill_task is None:
             raise SandboxUnavailable("the sandbox is not running")
-        await asyncio.shield(self._fill_task)
+        await started(self._fill_task)
 
     async def _boot(self) -> None:
         key = (self.isolation_mode, self.python, self.user, self.group)
@@ -182,10 +190,7 @@ class SandboxPool:
             log.error("sandbox: user code is disabled: %s", self.isolation.reason)
             raise SandboxUnavailable(f"user code cannot run: {self.isolation.reason}")
         if self.isolation.mechanism == "none":
-            log.warning(
-                'sandbox: sandbox.isolation = "none": user code runs WITHOUT '
-                "isolation (rlimits only); it can read what this daemon's user can read"
-            )
+            log.warning('sandbox: isolation "none": user code runs WITHOUT isolation, reading what this daemon can')
         await asyncio.to_thread(remove_stale_dirs)
         self._cgroups = await Cgroups.create()
         self._started = True
@@ -199,12 +204,18 @@ class SandboxPool:
     async def _fill(self) -> None:
         await self.wait_probed()
         workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)), return_exceptions=True)
-        for w in workers:
-            if isinstance(w, BaseException):
-                log.error("sandbox: cannot start a worker: %s", w)
-                if isinstance(w, SandboxUnavailable):
-                    raise w
-                raise SandboxUnavailable(f"cannot start a sandbox worker: {w}") from w
+        started = [w for w in workers if isinstance(w, WorkerProcess)]
+        failed = [w for w in workers if isinstance(w, BaseException)]
+        if failed:  # none is used: those that started stop (the next start makes them all again)
+            for w in started:
+                w.kill()
+            await asyncio.gather(*(self._reap(w) for w in started), return_exceptions=True)
+            self._fill_failed = time.monotonic()
+            log.error("sandbox: cannot start a worker: %s (tried again in %gs)", failed[0], RETRY_START_S)
+            if isinstance(failed[0], SandboxUnavailable):
+                raise failed[0]
+            raise SandboxUnavailable(f"cannot start a sandbox worker: {failed[0]}") from failed[0]
+        for w in started:
             self._release(w)
         log.info("sandbox: %d workers started, uid %s", self.size, self._uid)
 

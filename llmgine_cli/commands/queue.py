@@ -71,7 +71,9 @@ def ps(
 
 
 def _summary(data: dict[str, Any]) -> str:
-    counts = ", ".join(f"{data['counts'].get(s, 0)} {s}" for s in UNFINISHED)
+    # Statuses with no command are left out (queued is always there): with every status
+    # named the line was 101 characters and wrapped on an 80-column terminal.
+    counts = ", ".join(f"{n} {s}" for s in UNFINISHED if (n := data["counts"].get(s, 0)) or s == "queued")
     done = sum(data["finished_last_minute"].values())
     line = f"{counts}; {done} finished in the last minute"
     if data.get("sandbox_workers") is not None:

@@ -77,6 +77,22 @@ async def test_request_id_echoed_or_generated(app_client):
     assert len(resp.headers["X-Request-ID"]) == 36
 
 
+async def test_streams_carry_the_request_id_and_version_too(app_client):
+    # An event stream and a WebSocket handshake are sent by their handlers, not the edge:
+    # they carry the two headers every answer carries all the same.
+    sid = (await (await app_client.post("/api/sessions", json={})).json())["session_id"]
+    resp = await app_client.get(
+        f"/api/sessions/{sid}/events/stream",
+        headers={"Accept": "text/event-stream", "X-Request-ID": "sse-1"},
+    )
+    assert resp.status == 200
+    assert resp.headers["X-Request-ID"] == "sse-1" and resp.headers["X-Llmgine-Version"]
+    resp.close()
+    ws = await app_client.ws_connect(f"/api/sessions/{sid}/events/stream", headers={"X-Request-ID": "ws-1"})
+    assert ws._response.headers["X-Request-ID"] == "ws-1" and ws._response.headers["X-Llmgine-Version"]
+    await ws.close()
+
+
 async def test_unexpected_exception_is_500_without_traceback(aiohttp_client, make_settings, caplog):
     settings = make_settings()
     app = create_app(settings)

@@ -126,6 +126,10 @@ async def test_listed_origin_cors(aiohttp_client, make_settings):
     assert "POST" in resp.headers["Access-Control-Allow-Methods"]
     assert "Authorization" in resp.headers["Access-Control-Allow-Headers"]
     assert "X-Session-Token" in resp.headers["Access-Control-Allow-Headers"]
+    # Every request header the API reads may be sent by a page: a safe retry
+    # (Idempotency-Key), a wait (Prefer), a trace (traceparent), a resumed stream.
+    allowed = {h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")}
+    assert {"idempotency-key", "prefer", "traceparent", "tracestate", "last-event-id", "x-request-id"} <= allowed
     assert "Origin" in resp.headers["Vary"]
     # Preflight of a path with a parameter works too (no OPTIONS route anywhere).
     resp = await client.options(
@@ -137,6 +141,8 @@ async def test_listed_origin_cors(aiohttp_client, make_settings):
     assert resp.status == 201
     assert resp.headers["Access-Control-Allow-Origin"] == LISTED
     assert "RateLimit" in resp.headers["Access-Control-Expose-Headers"]
+    exposed = {h.strip().lower() for h in resp.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"idempotent-replayed", "preference-applied", "traceparent"} <= exposed
     resp = await client.get("/api/sessions", headers={"Origin": LISTED})
     assert resp.status == 401 and resp.headers["Access-Control-Allow-Origin"] == LISTED
     # A browser WebSocket from a listed origin with a token subprotocol.

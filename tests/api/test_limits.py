@@ -5,6 +5,7 @@ dropped), never by how long it took."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import aiohttp
 import pytest
@@ -94,7 +95,45 @@ async def test_a_declared_length_over_the_limit_is_413_before_the_body(aiohttp_c
     reader, writer = await raw(client, head)
     answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
     assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert b"connection: close" in answer.lower(), answer
+    # The connection ends with the answer: the client cannot go on streaming the body it
+    # declared (aiohttp would drain it for up to lingering_time on a kept-alive connection).
+    await ended(reader)
     writer.close()
+
+
+async def ended(reader: asyncio.StreamReader) -> None:
+    """The server closed the connection once its answer was out (EOF within seconds)."""
+    rest = await asyncio.wait_for(reader.read(), 5)
+    assert reader.at_eof(), rest
+
+
+async def test_an_unreadable_body_ends_the_connection(aiohttp_client, make_settings):
+    """A body that cannot be decoded (gzip named, not sent) is refused before the rest of what
+    its Content-Length declares arrived; the connection ends with the answer, so those bytes
+    are never read as the next request (aiohttp's pure-Python parser did: a request smuggled
+    inside another's body ran)."""
+    client, local = await start(aiohttp_client, make_settings)
+    smuggled = (
+        f"POST /api/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {local}\r\n"
+        'Content-Type: application/json\r\nContent-Length: 21\r\n\r\n{"name": "smuggled"}\n'
+    ).encode()
+    first = b"notgzip!!!" * 3
+    head = (
+        f"POST /api/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {local}\r\n"
+        "Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {len(first) + len(smuggled)}\r\n\r\n"
+    ).encode()
+    reader, writer = await raw(client, head + first)
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert answer.startswith(b"HTTP/1.1 400") and b"connection: close" in answer.lower(), answer
+    with contextlib.suppress(ConnectionError):
+        writer.write(smuggled)  # the rest of the declared body
+        await writer.drain()
+    await ended(reader)
+    writer.close()
+    listed = await client.get("/api/sessions", headers={"Authorization": f"Bearer {local}"})
+    assert "smuggled" not in [s.get("name") for s in (await listed.json())["sessions"]]
 
 
 async def test_max_sessions(aiohttp_client, make_settings):
@@ -225,3 +264,38 @@ async def test_grammar_is_checked_when_the_body_is_decoded(app_client):
         assert resp.status == 422, (path, body)
         details = assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]
         assert details["field"] == field and words in details["issue"], (body, details)
+
+
+async def test_100_continue_only_after_the_credential_is_checked(aiohttp_client, make_settings):
+    """aiohttp answers "Expect: 100-continue" before any check; the daemon answers it when the
+    body is about to be read, so a client without a credential is not invited to upload."""
+    client, local = await start(aiohttp_client, make_settings)
+    body = b'{"name": "after-continue"}'
+
+    def head(auth: str) -> bytes:
+        return (
+            f"POST /api/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n"
+            f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+
+    reader, writer = await raw(client, head(""))
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert answer.startswith(b"HTTP/1.1 401"), answer  # no "100 Continue" first
+    writer.close()
+
+    reader, writer = await raw(client, head(f"Authorization: Bearer {local}\r\n"))
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n", interim
+    writer.write(body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert answer.startswith(b"HTTP/1.1 201"), answer
+    writer.close()
+
+
+async def test_an_unknown_expectation_is_417_in_the_envelope(aiohttp_client, make_settings):
+    client, local = await start(aiohttp_client, make_settings)
+    resp = await client.post("/api/sessions", json={}, headers={"Authorization": f"Bearer {local}", "Expect": "200-ok"})
+    assert resp.status == 417
+    assert_envelope(await resp.json(), "VALIDATION_ERROR")
+    assert resp.headers.get("X-Request-ID")

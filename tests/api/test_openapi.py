@@ -67,6 +67,11 @@ async def test_protocol_rules_reach_the_schemas(app_client: TestClient) -> None:
     assert "DummyEngine" in engine_type["enum"]
     assert schemas["BatchCreate"]["properties"]["commands"]["minItems"] == 1
     assert schemas["CommandCreate"]["additionalProperties"] is False
+    # A fork's at_seq is an event seq: an integer in the document, as the daemon judges it (a
+    # fraction is 422); it said "number", so a schema-valid 3.5 was refused.
+    at_seq = schemas["SessionFork"]["properties"]["at_seq"]["anyOf"][0]
+    assert at_seq["type"] == "integer" and at_seq["minimum"] == 0, at_seq
+    assert "x-llmgine-integer" not in str(doc)
 
 
 async def test_grammar_reaches_the_schemas(

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, execute
+from tests.conftest import assert_envelope
 from tests.fakes.provider import FakeProvider, Reply
 
 # USD per million tokens: input, output, cached input (large, so sums are easy to read).
@@ -105,3 +106,14 @@ async def test_batch_engine_session_and_report_totals(llm_client: Any, fake: Fak
     metrics = await (await client.get("/metrics")).text()
     assert 'llm_tokens_total{kind="cached",model="gpt-4o-mini",provider="openai"} 10' in metrics.replace(".0", "")
     assert "llm_cost_usd_total" in metrics
+
+
+async def test_the_report_of_an_unknown_session_is_404(app_client: Any) -> None:
+    # As GET /api/observability/metrics?session_id= says: a session that is not there has no
+    # report of zeros (a mistyped id would look like a session that never called a model).
+    resp = await app_client.get("/api/usage", params={"session_id": "01a24c5f-0000-7000-8000-000000000000"})
+    assert resp.status == 404
+    assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
+    sid = (await (await app_client.post("/api/sessions", json={})).json())["session_id"]
+    report = await (await app_client.get("/api/usage", params={"session_id": sid})).json()
+    assert report["total"]["commands"] == 0

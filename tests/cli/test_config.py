@@ -38,7 +38,7 @@ def test_show_asks_the_daemon(cli, daemon):
     # The shared daemon was started with --port: only the daemon knows that came from a flag.
     assert by_key["server.port"] == {"key": "server.port", "env": "API_PORT", "value": daemon.port, "source": "flag"}
     plain = cli("config", "show").stdout.splitlines()
-    assert plain[0].split() == ["KEY", "ENV", "VALUE", "SOURCE"]
+    assert plain[0].split() == ["KEY", "VALUE", "SOURCE", "ENV"]  # the value before the env name (80 columns)
     assert "server.port" in cli("config", "show", "-q").stdout.split()
 
 

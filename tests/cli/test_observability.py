@@ -29,6 +29,18 @@ def test_log_then_logs_filters(cli):
     assert bad.exit_code == 2
 
 
+def test_a_record_prints_as_one_line_without_terminal_escapes(cli):
+    # Anybody's text (a client's message, its metadata): it must not forge a second record's
+    # line nor send an escape sequence to the terminal that shows it.
+    sid = cli("session", "create", "-q").stdout.strip()
+    forged = "ok\n2026-01-01T00:00:00Z CRITICAL llmgine.server: forged\x1b]0;title\x07"
+    assert cli("log", forged, "-s", sid, "-m", "k=a\x1b[2Jb").exit_code == 0
+    out = cli("logs", "--session", sid).stdout
+    assert len(out.splitlines()) == 1 and "\x1b" not in out and "\x07" not in out, out
+    assert "ok\\n2026-01-01T00:00:00Z CRITICAL" in out and "k=a\\x1b[2Jb" in out
+    assert json.loads(cli("logs", "--session", sid, "-o", "jsonl").stdout)["message"] == forged
+
+
 def test_logs_follow_prints_new_records(cli):
     result = cli("logs", "-f", "--polls", "1", "--interval", "0.2", "--grep", "no-such-text-anywhere")
     assert result.exit_code == 0 and result.stdout == ""

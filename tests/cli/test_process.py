@@ -452,3 +452,16 @@ def test_config_show_keeps_the_values_at_80_columns(daemon):
     row = next(line for line in lines if line.split()[:1] == ["server.max_body_size"])
     assert row.split()[1:] == ["1048576", "default"], row
     assert "ENV" in plain  # named in the note on stderr (the pty merges it)
+
+
+def test_the_note_of_left_out_columns_fits_80_columns(daemon):
+    # `auth key list` at 80 columns leaves out two columns; the note that says so fits too.
+    import re
+
+    name = "a-key-name-long-enough-to-push-columns-out"
+    assert run_cli(["auth", "key", "create", "--name", name, "--expires", "30d", "-q"], daemon.env).returncode == 0
+    env = full_env({**daemon.env, "COLUMNS": None, "TERM": "xterm-256color", "NO_COLOR": None})
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", _on_a_terminal(["auth", "key", "list"], env))
+    lines = [line for line in plain.splitlines() if line.strip()]
+    note = next(line for line in lines if "not shown at this width" in line)
+    assert all(len(line) <= 80 for line in lines), note

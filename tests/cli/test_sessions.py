@@ -183,3 +183,36 @@ def test_sessions_by_name_prefix_and_short_id(cli):
     line = one_line(ambiguous.stderr)
     assert "ambiguous" in line and short_id(sid) in line and short_id(twin) in line
     assert cli("event", "publish", "Hi", "-S", short_id(twin), "-q").exit_code == 0
+
+
+def test_an_empty_id_is_a_usage_error_and_names_nothing(cli):
+    # `llmgine session delete "$SID"` with SID empty (a failed $(...)) must not act on a session
+    # that happens to have an empty name, nor answer "no such endpoint".
+    unnamed = cli("session", "create", "--name", "", "-q").stdout.strip()
+    for args in (
+        ("session", "get", ""),
+        ("session", "delete", ""),
+        ("command", "get", "", "-S", unnamed),
+        ("tool", "get", "", "-S", unnamed),
+        ("auth", "key", "get", ""),
+        ("event", "list", "-S", ""),
+    ):
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.stdout, result.stderr)
+        assert "empty" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert json.loads(cli("session", "get", unnamed, "-o", "json").stdout)["status"] == "active"
+
+
+def test_plain_columns_line_up_with_wide_characters(cli):
+    # Piped output pads by the columns a terminal gives each character: a CJK or emoji name
+    # (two columns a character) must not push the rest of its row out of line.
+    import unicodedata
+
+    def columns(text: str) -> int:
+        return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+    cli("session", "create", "--name", "日本語の名前😀", "-q")
+    cli("session", "create", "--name", "plain-ascii-name", "-q")
+    lines = cli("session", "list", "-o", "plain", "--limit", "2").stdout.splitlines()
+    starts = {columns(line[: line.index("active")]) for line in lines[1:]}
+    assert len(starts) == 1 and columns(lines[0][: lines[0].index("STATUS")]) in starts, lines

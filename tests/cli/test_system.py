@@ -126,6 +126,18 @@ def test_tcp_with_key_works(secured_cli):
     assert secured_cli("health").exit_code == 0  # the probe needs no key
 
 
+def test_a_session_token_is_told_to_give_the_full_id(secured_cli):
+    # A session token may not list sessions, so a prefix cannot be looked up with it: the
+    # error says so (it said "this session token only opens its own session's endpoints").
+    created = json.loads(secured_cli("--api-key", API_KEY, "session", "create", "-o", "json").stdout)
+    sid, token = created["session_id"], created["session_token"]
+    result = secured_cli("--api-key", token, "command", "list", "-S", sid[:8])
+    assert result.exit_code == 5
+    line = one_line(result.stderr)
+    assert "not a full id" in line and "give the full id" in line, line
+    assert secured_cli("--api-key", token, "command", "list", "-S", sid).exit_code == 0
+
+
 def test_shutdown_stops_the_daemon():
     home = short_home()
     try:
@@ -266,3 +278,13 @@ def test_help_paragraphs_wrap_at_the_width_only(cold_cli, command):
             assert len(line) + 1 + len(after.split()[0]) > 78, (line, after)
             lines_checked += 1
     assert lines_checked, result.stdout
+
+
+@pytest.mark.parametrize("command", [("session",), ("chat",), ("usage",), ("event",)])
+def test_completion_options_are_the_roots_only(cold_cli, command):
+    # `llmgine --install-completion` installs it; the groups' and commands' own --help does
+    # not list the two options again (four lines of every group's help at 80 columns).
+    assert "--install-completion" in cold_cli("--help").stdout
+    result = cold_cli(*command, "--help")
+    assert result.exit_code == 0
+    assert "--install-completion" not in result.stdout and "--show-completion" not in result.stdout

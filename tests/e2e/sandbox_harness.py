@@ -146,7 +146,12 @@ def daemon(request, module_backend_env):
         if request.param == "user" and as_root:
             uid, gid = _unprivileged_user(request)
             os.chown(home, uid, gid)
-            overrides = cli_env(home, **env)
+            # Its HOME is a directory it cannot enter (as when started from root's shell with
+            # root's HOME): the sandbox must not depend on reading it (its user site-packages
+            # could not be looked at, and the sandbox failed to start, no reason given).
+            closed = home / "not-its-home"
+            closed.mkdir(mode=0o700)
+            overrides = cli_env(home, HOME=str(closed), **env)
             argv = [*_as_user_prefix(uid, gid), sys.executable, "-m", "llmgine_daemon", "--port", str(port)]
             with open(home / "daemon-under-test.log", "ab") as log:
                 proc = subprocess.Popen(argv, env=full_env(overrides), stdin=subprocess.DEVNULL, stdout=log, stderr=log)

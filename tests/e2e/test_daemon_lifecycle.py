@@ -96,3 +96,28 @@ def test_autostart_failure_is_reported(home):
     code, _, err = llmgine(home, "session", "list", LLMGINE_NO_AUTOSTART=None)
     assert code == 1
     assert "bad configuration" in err and "server.port" in err
+
+
+def test_stop_stops_the_daemon_at_the_socket_not_another_of_the_same_home(home):
+    # A second llmgined of the same user, on a socket of its own (and a database of its own),
+    # shares the runtime directory: it must not take over the first one's pidfile, and
+    # `llmgine daemon stop` must stop (and wait for) the daemon at the default socket only.
+    from llmgine_cli.target import parse_url
+    from tests.clitools import probe, start_daemon, stop_process
+    from tests.eventually import eventually_blocking
+
+    code, out, err = llmgine(home, "daemon", "start")
+    assert code == 0, err
+    first = int(llmgine(home, "status", "-q")[1])
+    other_socket = home / "other.sock"
+    other = start_daemon(home, "--socket", str(other_socket), env={"DATABASE_URL": f"sqlite:///{home}/other.db"})
+    try:
+        eventually_blocking(lambda: probe(parse_url(f"unix://{other_socket}"), timeout=0.5))
+        code, out, err = llmgine(home, "daemon", "stop")
+        assert code == 0 and f"pid {first}" in out, (out, err)
+        assert not pid_alive(first) and other.proc.poll() is None
+        code, out, err = llmgine(home, "daemon", "stop")  # nothing at the default socket now
+        assert code == 0 and "not running" in out + err, (out, err)
+        assert other.proc.poll() is None  # the other daemon was not signalled
+    finally:
+        stop_process(other.proc)

@@ -10,7 +10,7 @@ import signal
 import sys
 
 import pytest
-from llmgine_daemon.sandbox.calls import CallContext
+from llmgine_daemon.sandbox.calls import CallContext, SandboxUnavailable
 from llmgine_daemon.sandbox.isolation import Cgroups
 from llmgine_daemon.sandbox.pool import SandboxPool
 
@@ -121,3 +121,75 @@ async def test_cgroups_of_a_killed_daemon_are_removed_at_the_next_start():
                 path.rmdir()
             except FileNotFoundError:  # removed (by this daemon start or a parallel one)
                 pass
+
+
+def _python_failing(tmp_path, runs: int) -> str:
+    """A python that exits 1 on its first ``runs`` starts, then is the real one."""
+    wrapper = tmp_path / "python"
+    marks = " ".join(str(tmp_path / f"failed-{i}") for i in range(runs))
+    wrapper.write_text(
+        f'#!/bin/sh\nfor m in {marks}; do if mkdir $m 2>/dev/null; then exit 1; fi; done\nexec {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+async def test_a_failed_start_of_the_workers_is_tried_again_later(tmp_path, monkeypatch):
+    """A start that failed once (a spawn timeout on a busy machine, fork failing) does not
+    disable user code until a restart: after RETRY_START_S a call or warm() starts them again;
+    before that, calls fail at once (no start per call)."""
+    from llmgine_daemon.sandbox import pool as pool_module
+
+    pool = SandboxPool(1, isolation="none", python=_python_failing(tmp_path, 1))
+    await pool.start()
+    context = CallContext(session_id=None, kind="tool", name="f")
+    try:
+        first = await pool.run("tool", "def f():\n    return 42\n", "f", {}, context=context)
+        assert not first.ok and pool.info()["state"] == "failed", first
+        again = await pool.run("tool", "def f():\n    return 42\n", "f", {}, context=context)
+        assert not again.ok and pool.info()["state"] == "failed"  # within RETRY_START_S
+        monkeypatch.setattr(pool_module, "RETRY_START_S", 0.0)
+        later = await pool.run("tool", "def f():\n    return 42\n", "f", {}, context=context)
+        assert later.ok and later.result == 42, later
+        assert pool.info()["state"] == "running"
+    finally:
+        await pool.stop()
+
+
+async def test_a_partly_failed_start_leaves_no_worker_running(tmp_path):
+    """One worker of three failing to start fails the start; the two that did start are
+    stopped, not left running unused until the daemon stops."""
+    pool = SandboxPool(3, isolation="none", python=_python_failing(tmp_path, 1))
+    await pool.start()
+    try:
+        with pytest.raises(Exception, match="did not start"):
+            await pool.wait_ready()
+        assert pool.info()["state"] == "failed"
+        assert not [w for w in pool._all if w.proc.returncode is None]
+    finally:
+        await pool.stop()
+
+
+async def test_a_probe_that_breaks_is_logged_and_reported(tmp_path, monkeypatch, caplog):
+    """Not SandboxUnavailable (logged where raised) but anything else going wrong in the start
+    (a bug, the probe failing oddly) is logged with its traceback and shown as the reason."""
+    from llmgine_daemon.sandbox import pool as pool_module
+
+    async def broken_probe(*args, **kwargs):
+        raise RuntimeError("probe broke")
+
+    monkeypatch.setattr(pool_module, "probe", broken_probe)
+    pool = SandboxPool(1, python=str(tmp_path / "a-python-no-other-test-probed"))
+    await pool.start()
+    try:
+        with pytest.raises(SandboxUnavailable, match="probe broke"):  # never a bare error: no 500
+            await pool.wait_probed()
+        await asyncio.sleep(0)  # the done-callbacks run
+        assert pool.info()["state"] == "failed" and "probe broke" in pool.info()["reason"]
+        context = CallContext(session_id=None, kind="tool", name="f")
+        outcome = await pool.run("tool", "def f():\n    return 1\n", "f", {}, context=context)
+        assert not outcome.ok and outcome.error is not None and outcome.error["code"] == "SANDBOX_UNAVAILABLE"
+        logged = [r for r in caplog.records if "cannot start" in r.getMessage() and r.exc_info]
+        assert len(logged) == 1, logged  # once, by the step that failed
+    finally:
+        await pool.stop()

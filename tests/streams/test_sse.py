@@ -84,6 +84,29 @@ async def test_sse_session_deleted_ends_stream_after_session_ended(app_client):
     assert json.loads(frames[-1]["data"])["code"] == 1000
 
 
+async def test_head_of_a_stream_is_its_headers_only(app_client):
+    # A HEAD answer has no body: the stream's head, then the next answer on the same
+    # kept-alive connection (written, the stream's frames would be read as that answer).
+    import asyncio
+
+    sid = (await create_session(app_client))["session_id"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", app_client.port)
+    auth = app_client.session.headers.get("Authorization", "")
+    head = f"Host: 127.0.0.1\r\nAuthorization: {auth}\r\nAccept: text/event-stream\r\n"
+    writer.write(
+        f"HEAD /api/sessions/{sid}/events/stream HTTP/1.1\r\n{head}\r\n"
+        f"GET /api/health HTTP/1.1\r\n{head}Connection: close\r\n\r\n".encode()
+    )
+    raw = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200") and b"text/event-stream" in first, raw[:300]
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:200]  # no frame in between: the next answer
+    assert b'"status":"healthy"' in rest
+    missing = await app_client.head("/api/sessions/01a24c5f-0000-7000-8000-000000000000/events/stream", headers=SSE)
+    assert missing.status == 404
+
+
 async def test_sse_unknown_session_is_404_envelope(app_client):
     resp = await app_client.get("/api/sessions/missing/events/stream", headers=SSE)
     assert resp.status == 404

@@ -172,6 +172,17 @@ def test_json_and_text_formats_carry_context():
     assert "WARNING" in text and "session=s1" in text and f"trace={sp.trace_id}" in text
 
 
+def test_the_text_format_cannot_be_forged_by_a_message():
+    # A client writes the message (POST /api/observability/logs): a newline must not start a
+    # line that looks like the daemon's, an escape sequence must not reach a terminal.
+    forged = "ok\n2026-01-01T00:00:00Z CRITICAL llmgine.server: forged\x1b[31m\r"
+    text = TextFormatter().format(_record(forged))
+    assert "\n" not in text and "\x1b" not in text and "\r" not in text
+    assert "ok\\n2026-01-01T00:00:00Z CRITICAL llmgine.server: forged\\x1b[31m\\r" in text
+    # The JSON format escapes them as JSON does: the message is kept as it was.
+    assert json.loads(JsonFormatter().format(_record(forged)))["message"] == forged
+
+
 def test_scrub_text():
     assert scrub_text("key sk-abcdefgh12345678901234 end") == "key sk-abcdefgh… end"
     assert scrub_text("Authorization: Bearer xyz.abc-123") == "Authorization: Bearer [redacted]"

@@ -56,9 +56,29 @@ def test_python_and_sql_agree_on_random_filters():
         assert got == [e.seq for e in events if flt.matches(e)], flt.describe()
 
 
-@pytest.mark.parametrize("types", [["a*b"], [""], ["x" * 201], ["t"] * 1 + [f"t{i}" for i in range(40)]])
+@pytest.mark.parametrize(
+    "types",
+    [["a*b"], [""], ["x" * 201], ["t"] * 1 + [f"t{i}" for i in range(40)]],
+)
 def test_bad_patterns_are_validation_errors(types):
     with pytest.raises(BusError) as info:
         StreamFilter(None, types)
     assert info.value.code == "VALIDATION_ERROR"
     assert info.value.details["field"] == "event_type"
+
+
+@pytest.mark.parametrize("sources", [["API"], ["nobody"], [""]])
+def test_bad_sources_are_validation_errors(sources):
+    """A stream refuses what the event list refuses (``?source=``): only the sources events
+    have."""
+    with pytest.raises(BusError) as info:
+        StreamFilter(None, [], sources)
+    assert info.value.code == "VALIDATION_ERROR"
+    assert info.value.details["field"] == "source"
+
+
+def test_any_type_user_code_may_publish_can_be_followed():
+    """User code publishes types of any 1-128 characters (bus/usercode_bridge.py): a stream
+    filter takes them as they are, exact or as a prefix."""
+    flt = StreamFilter(None, ["order/created", "Order Created", "9lives*"])
+    assert flt.event_types == ("order/created", "Order Created", "9lives*")

@@ -36,48 +36,43 @@ class QueueWatch:
         self.commands = commands
         # Unfinished commands the runner does not hold (deps.py: blocked; retries.py: delayed).
         self.sources: list[Callable[[], Iterable[Command]]] = []
-        # The commands finished in the last minute, counted per second: [second, {(session,
-        # status): n}], oldest first. Memory grows with the sessions finishing commands in a
-        # minute, not with how many finish.
+        # The commands finished in the last minute, counted per second: (second, {(session,
+        # status): n}), oldest first. Memory grows with the sessions that finished commands in
+        # each second of the minute (at most one entry each per second), not with how many.
         self._finished: deque[tuple[int, dict[tuple[str | None, str], int]]] = deque()
         # Each CommandResult is counted once, however it reached us (notified here, and read back
-        # from the store by the stream hub - either first): the seqs seen each way, as ranges.
-        self._notified = SeqRanges()
-        self._read_back = SeqRanges()
-        commands.bus.events.subscribe(self._on_notified)
-        commands.bus.events.subscribe_read_back(self._on_read_back)
+        # from the store by the stream hub - either first, maybe twice): the seqs seen either
+        # way, as ranges. Seqs are dense: what this node sees is one range, broken only where
+        # other nodes' events it did not read back fall between (those ranges go in 2 minutes).
+        self._seen = SeqRanges()
+        self._trimmed = 0  # the second of the last trim: at most one a second
+        commands.bus.events.subscribe(self._on_event)
+        commands.bus.events.subscribe_read_back(self._on_event)
 
-    def _on_notified(self, event: Event) -> None:
+    def _on_event(self, event: Event) -> None:
         seq, now = event.seq, time.monotonic()
-        if seq in self._notified:
+        if int(now) != self._trimmed:
+            self._trim(now)
+        if seq in self._seen:
             return
-        self._notified.add(seq, now)  # every event: consecutive seqs make one range
-        if event.event_type == "CommandResult" and seq not in self._read_back:
-            self._count(event, now)
-
-    def _on_read_back(self, event: Event) -> None:
-        seq, now = event.seq, time.monotonic()
-        if seq in self._read_back:
-            return
-        self._read_back.add(seq, now)
-        if event.event_type == "CommandResult" and seq not in self._notified:
+        self._seen.add(seq, now)  # every event, so that consecutive seqs make one range
+        if event.event_type == "CommandResult":
             self._count(event, now)
 
     def _count(self, event: Event, now: float) -> None:
         second = int(now)
         if not self._finished or self._finished[-1][0] != second:
-            self._trim(now)
             self._finished.append((second, {}))
         counts = self._finished[-1][1]
         key = (event.session_id, str(event.data.get("status")))
         counts[key] = counts.get(key, 0) + 1
 
     def _trim(self, now: float) -> None:
+        self._trimmed = int(now)
         while self._finished and self._finished[0][0] < now - WINDOW_S:
             self._finished.popleft()
         # A repeat comes within moments (the hub reads back as it goes); two windows is ample.
-        self._notified.trim(now - 2 * WINDOW_S)
-        self._read_back.trim(now - 2 * WINDOW_S)
+        self._seen.trim(now - 2 * WINDOW_S)
 
     @staticmethod
     def _positions(queued: list[Command], due: dict[str, str]) -> dict[str, int]:
