@@ -37,14 +37,14 @@ def run_daemon(home, *args, env=None):
         text=True,
         preexec_fn=default_signals,
     )
-    proc.pidfile = Path(home) / "run" / "llmgined.pid"  # wait_for_http checks who answers
     return proc
 
 
 def wait_for_http(port, proc, timeout=10.0):
     """The daemon ``proc`` answers on ``port``. Its own: a port chosen free may be bound by
     another test's daemon before this one starts (this one then exits, and the other answers),
-    so its pid file must name it too."""
+    so ``proc`` must hold the listening socket too (a daemon on a ``--socket`` of its own
+    writes no pid file)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -52,7 +52,7 @@ def wait_for_http(port, proc, timeout=10.0):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1) as r:
                 health = json.load(r)
-            if _names(proc.pidfile, proc.pid):  # run_daemon's
+            if _listens(proc.pid, port):  # run_daemon's
                 return health
         except OSError:
             pass
@@ -60,11 +60,29 @@ def wait_for_http(port, proc, timeout=10.0):
     raise AssertionError("daemon did not answer")
 
 
-def _names(pidfile, pid):
+def _listens(pid, port):
+    """Whether process ``pid`` holds the socket listening on 127.0.0.1:``port`` (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
     try:
-        return pidfile.read_text().strip() == str(pid)
-    except FileNotFoundError:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
         return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def exit_code(proc, timeout=15.0):
