@@ -107,7 +107,9 @@ def pidfile_owner(path: Path) -> int | None:
         return None  # no such process
     except OSError:
         return pid  # cannot tell (no /proc): take the file's word
-    return pid if b"llmgine" in cmdline else None
+    # The daemon runs as `llmgined` or `python -m llmgine_daemon`; `llmgine event tail` (a CLI
+    # process that may have been given the pid since) is not one.
+    return pid if b"llmgined" in cmdline or b"llmgine_daemon" in cmdline else None
 
 
 def ensure_private_dir(path: Path) -> Path:
