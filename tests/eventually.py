@@ -67,6 +67,17 @@ def eventually_blocking(
 def tcp_connected(pid: int, port: int) -> bool:
     """A predicate: process ``pid`` has a TCP connection to 127.0.0.1:``port`` (it is past its
     start-up, waiting on the server). Reads /proc, so Linux only."""
+    return _holds_tcp(pid, port, column=2, state="01")  # the remote end, ESTABLISHED
+
+
+def tcp_listening(pid: int, port: int) -> bool:
+    """A predicate: process ``pid`` holds the socket listening on ``port`` (Linux /proc)."""
+    return _holds_tcp(pid, port, column=1, state="0A")  # the local end, LISTEN
+
+
+def _holds_tcp(pid: int, port: int, *, column: int, state: str) -> bool:
+    """Whether ``pid`` has an open TCP socket whose address in ``column`` of /proc/net/tcp (1:
+    local, 2: remote) has ``port``, in ``state``."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -75,8 +86,7 @@ def tcp_connected(pid: int, port: int) -> bool:
             continue
         for line in lines:
             fields = line.split()
-            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-            if remote_port == port and fields[3] == "01":  # ESTABLISHED
+            if fields[3] == state and int(fields[column].rsplit(":", 1)[1], 16) == port:
                 inodes.add(f"socket:[{fields[9]}]")
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
@@ -91,4 +101,4 @@ def tcp_connected(pid: int, port: int) -> bool:
     return False
 
 
-__all__ = ["TIMEOUT", "eventually", "eventually_blocking", "tcp_connected"]
+__all__ = ["TIMEOUT", "eventually", "eventually_blocking", "tcp_connected", "tcp_listening"]

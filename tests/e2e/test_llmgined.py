@@ -11,12 +11,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests import clitools
 from tests.clitools import DAEMON_DEFAULTS, default_signals
+from tests.eventually import tcp_listening
 
 pytestmark = pytest.mark.e2e
 
@@ -52,37 +52,12 @@ def wait_for_http(port, proc, timeout=10.0):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1) as r:
                 health = json.load(r)
-            if _listens(proc.pid, port):  # run_daemon's
+            if tcp_listening(proc.pid, port):  # run_daemon's
                 return health
         except OSError:
             pass
         time.sleep(0.05)
     raise AssertionError("daemon did not answer")
-
-
-def _listens(pid, port):
-    """Whether process ``pid`` holds the socket listening on 127.0.0.1:``port`` (Linux /proc)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
-                inodes.add(f"socket:[{fields[9]}]")
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def exit_code(proc, timeout=15.0):
