@@ -198,10 +198,11 @@ def _flatten(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
     return flat
 
 
-# C0 controls and DEL: data that reaches a terminal must not move the cursor, change colours
-# or set the window title (an event's data is anybody's text).
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
-_CONTROLS.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+# C0 and C1 controls and DEL: data that reaches a terminal must not move the cursor, change
+# colours or set the window title (an event's data is anybody's text); nor break a line where
+# splitlines() does (NEL, the Unicode line and paragraph separators).
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROLS.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
 _CONTROLS_KEEP_LINES = {c: v for c, v in _CONTROLS.items() if c not in (ord("\n"), ord("\t"))}
 
 

@@ -118,8 +118,13 @@ class JsonFormatter(logging.Formatter):
         return _encoder.encode({k: v for k, v in item.items() if v not in (None, {})}).decode()
 
 
-# C0 controls and DEL as escapes (\n, \x1b ...), as the CLI shows data on a terminal.
-_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {10: "\\n", 13: "\\r", 9: "\\t"}
+# C0 and C1 controls and DEL as escapes (\n, \x1b, \x9b ...), and the Unicode line and
+# paragraph separators (which splitlines() breaks at), as the CLI shows data on a terminal.
+_CONTROL_ESCAPES = (
+    {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+    | {10: "\\n", 13: "\\r", 9: "\\t"}
+    | {0x2028: "\\u2028", 0x2029: "\\u2029"}
+)
 
 
 class TextFormatter(logging.Formatter):

@@ -181,6 +181,20 @@ def test_the_text_format_cannot_be_forged_by_a_message():
     assert "ok\\n2026-01-01T00:00:00Z CRITICAL llmgine.server: forged\\x1b[31m\\r" in text
     # The JSON format escapes them as JSON does: the message is kept as it was.
     assert json.loads(JsonFormatter().format(_record(forged)))["message"] == forged
+    # Nor where splitlines() breaks (`llmgine daemon logs -n` splits the file so), nor an
+    # 8-bit CSI; other text (é) stays as it is.
+    other = "a\u2028b\u2029c\x85d\x9b[2Jé"
+    text = TextFormatter().format(_record(other))
+    assert len(text.splitlines()) == 1 and "\x9b" not in text
+    assert "a\\u2028b\\u2029c\\x85d\\x9b[2Jé" in text
+
+
+def test_the_cli_shows_no_line_break_or_escape_of_data():
+    from llmgine_cli.render import visible_line
+
+    shown = visible_line("a\u2028b\x85c\x9b[2J\ne\x1bé")
+    assert len(shown.splitlines()) == 1 and "\x1b" not in shown and "\x9b" not in shown
+    assert shown.endswith("é")
 
 
 def test_scrub_text():
