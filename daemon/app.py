@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -298,14 +297,12 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(streams.close_streams)
     app.on_shutdown.append(_close_websockets)
     app.on_response_prepare.append(edge.prepare_response)
-    for module in ROUTE_MODULES:
-        for route in module.routes:  # Expect: 100-continue answered after the guard (api/limits.py)
-            if isinstance(route, web.RouteDef):  # as RouteDef.register: add_get also answers HEAD
-                add = getattr(app.router, f"add_{route.method.lower()}", None)
-                if add is None:
-                    add = functools.partial(app.router.add_route, route.method)
-                add(route.path, route.handler, expect_handler=limits.expect_continue, **route.kwargs)
-            else:
-                route.register(app.router)
+    for module in ROUTE_MODULES:  # Expect: 100-continue answered after the guard (api/limits.py)
+        app.add_routes(
+            web.RouteDef(r.method, r.path, r.handler, {"expect_handler": limits.expect_continue, **r.kwargs})
+            if isinstance(r, web.RouteDef)
+            else r
+            for r in module.routes
+        )
     routing.install(app, limits.expect_continue)  # aiohttp's answers, found by the path's shape (api/routing.py)
     return app
