@@ -119,7 +119,9 @@ class JsonFormatter(logging.Formatter):
 
 
 # C0 and C1 controls and DEL as escapes (\n, \x1b, \x9b ...), and the Unicode line and
-# paragraph separators (which splitlines() breaks at), as the CLI shows data on a terminal.
+# paragraph separators (which splitlines() breaks at): the table llmgine_cli/render.py uses
+# for data on a terminal (a copy there, which the CLI's start-up can import without this
+# package; tests/unit/test_observability_units.py holds them equal).
 _CONTROL_ESCAPES = (
     {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
     | {10: "\\n", 13: "\\r", 9: "\\t"}

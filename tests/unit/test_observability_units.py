@@ -189,6 +189,14 @@ def test_the_text_format_cannot_be_forged_by_a_message():
     assert "a\\u2028b\\u2029c\\x85d\\x9b[2Jé" in text
 
 
+def test_the_log_and_the_cli_escape_the_same_characters():
+    from llmgine_daemon.observability.logs import _CONTROL_ESCAPES
+
+    from llmgine_cli.render import _CONTROLS
+
+    assert _CONTROLS == _CONTROL_ESCAPES
+
+
 def test_the_cli_shows_no_line_break_or_escape_of_data():
     from llmgine_cli.render import visible_line
 
