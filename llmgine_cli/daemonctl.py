@@ -271,8 +271,8 @@ def _start_locked(
             already_running=True,
         )
 
-    old = read_pid(paths)
-    if old is not None and pid_alive(old):
+    old = pidfile_owner(paths.pidfile)
+    if old is not None:
         # A daemon owns this home but does not answer here: another address, or starting.
         other = load_flags(paths)
         if other is not None and other != flags:
@@ -283,8 +283,7 @@ def _start_locked(
                     f"use --url {other_target.url}, or `llmgine daemon restart` to change flags"
                 )
         raise DaemonError(f"llmgined (pid {old}) is running but does not answer at {target.url}")
-    if old is not None:
-        paths.pidfile.unlink(missing_ok=True)  # stale: its process is gone
+    paths.pidfile.unlink(missing_ok=True)  # stale, if there is one: its process is gone
 
     log = paths.daemon_log
     log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
