@@ -346,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
             raise StartupError(f"database.url: {exc}") from None
         if settings.socket_path is not None:
             prepare_socket(settings.socket_path)
-        asyncio.run(serve(settings, settings_from_args(args, socket_flags=False).socket_path))
+        # Where this home's daemon listens: ours, unless a socket flag put it elsewhere.
+        socket_flag = args.socket is not None or args.no_socket is not None
+        home_socket = settings_from_args(args, socket_flags=False).socket_path if socket_flag else settings.socket_path
+        asyncio.run(serve(settings, home_socket))
     except ConfigError as exc:
         print(f"llmgined: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
