@@ -192,8 +192,9 @@ def check_event_type(event_type: str, field: str = "event_type") -> None:
 
 
 def check_type_pattern(pattern: str, field: str = "event_type") -> None:
-    """An event type to filter by: exact, or a prefix ending in ``*`` (``Command*``; ``*`` is
-    every type). The same rule for lists (api/events.py) and streams (bus/stream_filter.py)."""
+    """An event type to list by (api/events.py): exact, in the type grammar, or a prefix of
+    one ending in ``*`` (``Command*``; ``*`` is every type). Streams take any type
+    (bus/stream_filter.py: user code may publish types outside the grammar)."""
     if not pattern.endswith("*"):
         check_event_type(pattern, field)
     elif not TYPE_PREFIX_RE.match(pattern[:-1]):  # any start of a type, including none at all

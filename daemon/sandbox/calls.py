@@ -74,7 +74,7 @@ class SandboxUnavailable(Exception):
     """No worker could be started."""
 
 
-async def started(task: asyncio.Future[None]) -> None:
+async def wait_started(task: asyncio.Future[None]) -> None:
     """Wait for a step of the pool's start (the isolation check, the workers); however it
     failed, the caller gets SandboxUnavailable (the API's SANDBOX_UNAVAILABLE, never a 500)."""
     try:

@@ -67,7 +67,7 @@ from llmgine_daemon.sandbox.calls import (
     checked_outcome,
     is_description,
     log_unexpected,
-    started,
+    wait_started,
 )
 from llmgine_daemon.sandbox.isolation import (
     Cgroups,
@@ -172,14 +172,14 @@ class SandboxPool:
         """Wait until the isolation is known, starting no worker (SandboxUnavailable: none)."""
         if self._boot_task is None:
             raise SandboxUnavailable("the sandbox is not running")
-        await started(self._boot_task)
+        await wait_started(self._boot_task)
 
     async def wait_ready(self) -> None:
         """Start the workers if need be and wait until they are up (or SandboxUnavailable)."""
         self.warm()
         if self._fill_task is None:
             raise SandboxUnavailable("the sandbox is not running")
-        await started(self._fill_task)
+        await wait_started(self._fill_task)
 
     async def _boot(self) -> None:
         key = (self.isolation_mode, self.python, self.user, self.group)
