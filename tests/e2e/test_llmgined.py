@@ -40,7 +40,7 @@ def run_daemon(home, *args, env=None):
     return proc
 
 
-def wait_for_http(port, proc, timeout=10.0):
+def wait_for_http(port, proc, timeout=60.0):
     """The daemon ``proc`` answers on ``port``. Its own: a port chosen free may be bound by
     another test's daemon before this one starts (this one then exits, and the other answers),
     so ``proc`` must hold the listening socket too (a daemon on a ``--socket`` of its own
@@ -60,7 +60,7 @@ def wait_for_http(port, proc, timeout=10.0):
     raise AssertionError("daemon did not answer")
 
 
-def exit_code(proc, timeout=15.0):
+def exit_code(proc, timeout=30.0):
     """The daemon's exit status; if it does not exit in time, fail with what it logged."""
     try:
         return proc.wait(timeout=timeout)
@@ -120,7 +120,7 @@ def test_shutdown_endpoint_exits_zero(daemon_home):
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/api/shutdown", method="POST", headers={"Authorization": f"Bearer {key}"}
         )
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=30) as resp:
             assert resp.status == 202
         assert exit_code(proc) == 0
     finally:
