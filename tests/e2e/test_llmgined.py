@@ -186,3 +186,43 @@ def test_second_daemon_on_same_socket_refused(daemon_home):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+@pytest.mark.own_database(reason="each daemon has a database of its own")
+def test_daemons_starting_together_leave_one_owner_of_the_pidfile(daemon_home):
+    # Three TCP-only daemons of one home (no socket to fight over) started at once: each
+    # claims the pidfile, and exactly one may own it (a look at the file, then a write, let
+    # several believe they did, and each removed it on its way out).
+    ports = [free_port() for _ in range(3)]
+    procs = [
+        run_daemon(
+            daemon_home,
+            "--no-socket",
+            "--port",
+            str(port),
+            env={"DATABASE_URL": f"sqlite:///{daemon_home}/db{i}.db", "LOG_LEVEL": "warning"},
+        )
+        for i, port in enumerate(ports)
+    ]
+    pidfile = daemon_home / "run" / "llmgined.pid"
+    try:
+        for port, proc in zip(ports, procs, strict=True):
+            wait_for_http(port, proc)
+        owner = int(pidfile.read_text())
+        assert owner in {p.pid for p in procs}
+        for proc in procs:
+            if proc.pid != owner:
+                proc.send_signal(signal.SIGTERM)
+                assert exit_code(proc) == 0
+                assert "writes no pidfile" in proc.stderr.read()
+        assert int(pidfile.read_text()) == owner  # the others left it alone
+        (last,) = [p for p in procs if p.pid == owner]
+        last.send_signal(signal.SIGTERM)
+        assert exit_code(last) == 0
+        assert "writes no pidfile" not in last.stderr.read()
+        assert not pidfile.exists()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
