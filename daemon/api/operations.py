@@ -20,7 +20,7 @@ from llmgine_daemon.protocol import (
     ErrorCode,
 )
 from llmgine_daemon.protocol.grammar import (
-    EVENT_TYPE_FILTER_PATTERN,
+    EVENT_LIST_TYPE_PATTERN,
     HANDLER_PATH_TYPE_PATTERN,
     TRACE_ID_PATTERN,
     Id,
@@ -415,7 +415,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             LIMIT,
             OFFSET,
             Param(
-                "event_type", {"type": "string", "pattern": EVENT_TYPE_FILTER_PATTERN}, "an exact type or a `Prefix*`"
+                "event_type",
+                {"type": "string", "pattern": EVENT_LIST_TYPE_PATTERN},
+                "an exact type or a `Prefix*` (`*`: every type); free text, any type user code may publish",
             ),
             Param("after", _int(), "only events with a greater seq (a cursor: pass `next_after`)"),
             Param("since", TIME),

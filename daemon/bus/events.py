@@ -21,7 +21,7 @@ from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.observability.context import current_trace_id
 from llmgine_daemon.protocol import Event, EventList, now_iso
-from llmgine_daemon.protocol.grammar import TYPE_PREFIX_RE, TYPE_RE, TYPE_RULE
+from llmgine_daemon.protocol.grammar import EVENT_LIST_TYPE_RE, EVENT_LIST_TYPE_RULE, TYPE_RE, TYPE_RULE
 
 if TYPE_CHECKING:
     from llmgine_daemon.store.db import Store
@@ -192,13 +192,12 @@ def check_event_type(event_type: str, field: str = "event_type") -> None:
 
 
 def check_type_pattern(pattern: str, field: str = "event_type") -> None:
-    """An event type to list by (api/events.py): exact, in the type grammar, or a prefix of
-    one ending in ``*`` (``Command*``; ``*`` is every type). Streams take any type
-    (bus/stream_filter.py: user code may publish types outside the grammar)."""
-    if not pattern.endswith("*"):
-        check_event_type(pattern, field)
-    elif not TYPE_PREFIX_RE.match(pattern[:-1]):  # any start of a type, including none at all
-        raise invalid(field, "a prefix may contain only letters, digits and _ . : -", value=pattern[:64])
+    """An event type to list by (api/events.py): exact, or a prefix ending in ``*``
+    (``Command*``; ``*`` is every type). Free text of 1 to 128 characters, not the type grammar
+    of the API's own publish: user code may publish any such type (bus/usercode_bridge.py),
+    and what can be published can be listed, as streams follow it (bus/stream_filter.py)."""
+    if EVENT_LIST_TYPE_RE.fullmatch(pattern) is None:
+        raise invalid(field, EVENT_LIST_TYPE_RULE, value=pattern[:64])
 
 
 @dataclass(slots=True)

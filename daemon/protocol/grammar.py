@@ -34,6 +34,12 @@ TYPE_RULE = "must start with a letter or _ and contain only letters, digits and 
 # A filter on event types: an exact type, or any start of one (TYPE_PREFIX) followed by "*".
 TYPE_PREFIX_PATTERN = r"^[A-Za-z0-9_.:\-]{0,127}$"
 EVENT_TYPE_FILTER_PATTERN = r"^([A-Za-z_][A-Za-z0-9_.:\-]{0,127}|[A-Za-z0-9_.:\-]{0,127}\*)$"
+# The event list's filter (GET /api/sessions/{id}/events?event_type=): free text, since user
+# code may publish any type of 1 to 128 characters (bus/usercode_bridge.py) and the list must
+# find every type there is; an exact type, or a prefix followed by "*" (streams take the same,
+# bus/stream_filter.py). No NUL: PostgreSQL stores none, so no type has one.
+EVENT_LIST_TYPE_PATTERN = r"^([^*\x00]{1,128}|[^*\x00]{0,128}\*)$"
+EVENT_LIST_TYPE_RULE = "must be 1 to 128 characters (no NUL), with * only at the end (a prefix: Command*)"
 # What a handler is registered for (bus/usercode_handlers.py checks printable too): no spaces,
 # and for command handlers no "*" (event handlers may use "*", every event).
 COMMAND_HANDLER_TYPE_PATTERN = r"^[^\s*]{1,128}$"
@@ -62,6 +68,7 @@ ID_RE = re.compile(ID_PATTERN)
 TYPE_RE = re.compile(TYPE_PATTERN)
 TOOL_NAME_RE = re.compile(TOOL_NAME_PATTERN)
 TYPE_PREFIX_RE = re.compile(TYPE_PREFIX_PATTERN)
+EVENT_LIST_TYPE_RE = re.compile(EVENT_LIST_TYPE_PATTERN)
 
 
 def valid_id(value: str) -> bool:

@@ -261,6 +261,21 @@ async def test_a_type_with_a_slash_can_be_deleted(app_client):
     assert listing["total"] == 0
 
 
+async def test_every_type_user_code_publishes_can_be_listed(app_client):
+    """User code may publish any type of 1 to 128 characters, outside the API's type grammar;
+    the event list filters by such types too (exact and as a prefix), as streams do."""
+    sid = await setup(app_client)
+    types = ["order placed", "orders/paid", "Zahlung ✓ eingegangen", "t" * 128]
+    for event_type in types:
+        await publish(app_client, sid, event_type)
+    for event_type in types:
+        resp = await app_client.get(f"/api/sessions/{sid}/events", params={"event_type": event_type})
+        assert resp.status == 200, await resp.text()
+        assert [e["event_type"] for e in (await resp.json())["events"]] == [event_type]
+    resp = await app_client.get(f"/api/sessions/{sid}/events", params={"event_type": "order*"})
+    assert [e["event_type"] for e in (await resp.json())["events"]] == ["order placed", "orders/paid"]
+
+
 async def test_a_type_with_control_characters_is_refused_at_registration(app_client):
     """Deletion by path refuses what is not printable; so does registration, so every handler
     that exists can be deleted (and no escape sequence reaches a terminal listing them)."""
