@@ -18,7 +18,8 @@ this order, each a function of its own:
 3. ``charge_request`` (buckets in api/ratelimit.py): the principal's bucket (the
    owner's only with ``rate_limits.unix_socket``), the IP's without a credential; TCP
    WebSocket handshakes also take from the IP's websocket bucket.
-4. ``read_body`` (api/limits.py): the body is read within ``server.read_timeout`` (408).
+4. ``read_body`` (api/limits.py): the body is read within ``server.read_timeout`` (408);
+   ``Expect: 100-continue`` is answered then, another expectation is 417 just before.
 5. ``check_scope``: path identifiers are validated; a session token must stay inside its
    session (403), and may register code (tools, handlers) only with
    ``sandbox.session_token_registration`` (403).
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field
 from aiohttp import WSCloseCode, hdrs, web
 from llmgine_daemon.api.errors import ApiError, Handler
 from llmgine_daemon.api.keys import BUS, CREDENTIALS, SETTINGS, WEBSOCKETS
-from llmgine_daemon.api.limits import check_identifiers, json_field, read_body
+from llmgine_daemon.api.limits import check_expectation, check_identifiers, json_field, read_body
 from llmgine_daemon.api.origins import HostPolicy, OriginPolicy
 from llmgine_daemon.api.ratelimit import Decision, RateLimiter
 from llmgine_daemon.api.util import checks_own_scope, read_json, takes_code
@@ -473,6 +474,7 @@ async def guarded(request: web.Request, handler: Handler, guard: Guard) -> web.S
         return preflight
     principal = await authenticate(request, peer, guard)
     charge_request(request, principal, peer, guard)
+    check_expectation(request)  # an Expect other than 100-continue: 417, only now
     # The body arrives within ``server.read_timeout`` (408) and within the size limit (413),
     # before anything reads it; handlers then read it from memory.
     if request.body_exists:

@@ -29,7 +29,7 @@ import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
-from llmgine_daemon.api.errors import ApiError, error_response, settle_request_id, stamp_response
+from llmgine_daemon.api.errors import ApiError
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.protocol import ErrorCode, valid_id
 from llmgine_daemon.settings import Settings
@@ -119,32 +119,40 @@ async def read_body(request: web.Request, timeout: float) -> None:
         raise asyncio.CancelledError from None
 
 
-# Expect: 100-continue, answered once the request passed the guard (read_body), not before.
+# Expect: 100-continue, answered once the request passed the guard (read_body), not before;
+# any other expectation is answered 417 at the same point (check_expectation).
 CONTINUE = web.RequestKey("expects_continue", bool)
+EXPECTATION = web.RequestKey("unsupported_expectation", str)
 
 
 async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     """Every route's ``expect_handler`` (app.py). aiohttp's own answers ``100 Continue`` before
     any middleware runs, so a client without a credential was invited to send its body; here
-    the answer waits until the body is about to be read (``read_body``, after the credential,
-    rate limits and size checks). Any other expectation is 417, in the envelope."""
+    nothing is answered: ``100 Continue`` waits until the body is about to be read
+    (``read_body``, after the Host/Origin check, the credential, rate limits and size checks),
+    and any other expectation is 417 in the envelope at that point (``check_expectation``),
+    not before those checks."""
     if request.version < (1, 1):
         return None  # an HTTP/1.0 client's Expect is ignored (RFC 9110 10.1.1)
     expect = request.headers.get("Expect", "")
     if expect.lower() == "100-continue":
         request[CONTINUE] = True
-        return None
-    request_id = settle_request_id(request)
-    response = error_response(
-        request_id,
-        ErrorCode.VALIDATION_ERROR,
-        "unsupported Expect header: only 100-continue is",
-        {"expect": expect[:64]},
-        status=417,
-        headers={"Connection": "close"},
-    )
-    stamp_response(response, request_id)
-    return response
+    else:
+        request[EXPECTATION] = expect
+    return None
+
+
+def check_expectation(request: web.Request) -> None:
+    """The guard's step before the body: an Expect other than 100-continue is 417."""
+    expect = request.get(EXPECTATION)
+    if expect is not None:
+        raise ApiError(
+            ErrorCode.VALIDATION_ERROR,
+            "unsupported Expect header: only 100-continue is",
+            {"expect": expect[:64]},
+            status=417,
+            headers={"Connection": "close"},
+        )
 
 
 def json_field(body: bytes, name: str) -> Any:

@@ -301,6 +301,22 @@ async def test_an_unknown_expectation_is_417_in_the_envelope(aiohttp_client, mak
     assert resp.headers.get("X-Request-ID")
 
 
+async def test_an_unknown_expectation_is_answered_after_the_guards_checks(aiohttp_client, make_settings):
+    """Host and Origin (a DNS-rebinding page), then the credential, come first: a request
+    that fails them learns that, not how its Expect header was taken."""
+    client, local = await start(aiohttp_client, make_settings)
+    cases = [
+        ({"Host": "evil.example", "Authorization": f"Bearer {local}"}, 403, "FORBIDDEN"),
+        ({"Origin": "http://evil.example", "Authorization": f"Bearer {local}"}, 403, "FORBIDDEN"),
+        ({}, 401, "UNAUTHORIZED"),
+        ({"Authorization": "Bearer lgk_not_a_key"}, 401, "UNAUTHORIZED"),
+    ]
+    for headers, status, code in cases:
+        resp = await client.post("/api/sessions", json={}, headers={**headers, "Expect": "200-ok"})
+        assert resp.status == status, (headers, await resp.text())
+        assert_envelope(await resp.json(), code)
+
+
 @pytest.mark.parametrize("method,path", [("POST", "/api/no-such-thing"), ("PUT", "/api/sessions")])
 async def test_no_100_continue_for_a_path_no_route_takes(aiohttp_client, make_settings, method, path):
     """A 404 or a 405 answers Expect as every route does: no "100 Continue" before the checks
@@ -314,9 +330,11 @@ async def test_no_100_continue_for_a_path_no_route_takes(aiohttp_client, make_se
     answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert not answer.startswith(b"HTTP/1.1 100"), answer
     writer.close()
-    resp = await client.request(method, path, data=b"{}", headers={"Expect": "200-ok"})
+    resp = await client.request(method, path, data=b"{}", headers={"Expect": "200-ok", **bearer(local)})
     assert resp.status == 417
     assert_envelope(await resp.json(), "VALIDATION_ERROR")
+    resp = await client.request(method, path, data=b"{}", headers={"Expect": "200-ok"})
+    assert resp.status == 401  # the guard's checks first, as on every route
 
 
 async def test_an_http_1_0_expectation_is_ignored(aiohttp_client, make_settings):
