@@ -105,6 +105,8 @@ class Schedules:
             raise invalid("command.metadata.schedule_id", "is set by the schedule")
         now = dt.datetime.now(dt.UTC)
         first = when.first(now)
+        if first is None and when.kind == "cron":
+            raise invalid("cron", "never fires: it names no date that exists (e.g. 31 February)")
         if first is None:
             raise invalid("at", "is in the past")
         ts, schedule_id = now_iso(), new_id()
