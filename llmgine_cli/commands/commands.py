@@ -197,7 +197,11 @@ def run(
     retries: Annotated[
         int | None,
         typer.Option(
-            "--retries", min=0, max=100, help="Try a failed attempt again up to this many times (metadata.retries)."
+            "--retries",
+            min=0,
+            max=100,
+            metavar="N",
+            help="Try a failed attempt again up to this many times (metadata.retries).",
         ),
     ] = None,
     backoff: Annotated[
