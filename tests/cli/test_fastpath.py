@@ -104,6 +104,9 @@ def test_parameters_from_a_file(daemon, sid, tmp_path):
         (["command", "run", "X", "-S", "s", "-p", "novalue"], 2, "--param"),
         (["command", "run", "X", "-S", "s", "-p", "n:=nope"], 2, "--param"),
         (["event", "publish", "T", "-S", "s", "--data", "[1]"], 2, "--data"),
+        # Python's json reads these (as inf, nan); the request carried them as null.
+        (["command", "run", "X", "-S", "s", "-p", "n:=1e400"], 2, "out of range"),
+        (["event", "publish", "T", "-S", "s", "--data", '{"a": NaN}'], 2, "NaN is not JSON"),
         (["event", "publish", "T", "-S", "s", "--data", "@/no/such/file"], 2, "cannot read"),
         (["event", "publish", "T"], 2, "--session"),
         (["session", "get", "no-such-session"], 4, "SESSION_NOT_FOUND"),
