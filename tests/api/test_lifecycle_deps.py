@@ -61,21 +61,26 @@ async def test_blocked_until_a_command_of_another_session_completes(app_client):
 
 async def test_runs_once_all_completed_and_failure_travels_down_the_chain(app_client):
     sid, _ = await session_with_engine(app_client)
-    # "one" runs long enough that "three" is surely stored blocked (at 100 ms, a loaded
-    # machine had both dependencies done before it was submitted: no CommandBlocked).
-    one = await submit(app_client, sid, "one", delay_ms=1000)
-    two = await submit(app_client, sid, "two", delay_ms=100)
+    # The dependencies wait in the session's queue behind a gate until the dependents are
+    # stored blocked: with delays instead (100 ms, then 1 s), a loaded machine had them done
+    # before the dependent was submitted (200 and at once cancelled or queued, not 202 blocked).
+    gate = await submit(app_client, sid, "gate", delay_ms=BLOCK_MS)
+    one = await submit(app_client, sid, "one")
+    two = await submit(app_client, sid, "two")
     three = await submit_after(app_client, sid, [one["command_id"], two["command_id"]])
     assert three["status"] == "blocked", three
+    await cancel(app_client, sid, gate["command_id"])
     done = await finished(app_client, sid, three["command_id"])
     assert done["status"] == "completed"
     types = [e["event_type"] for e in await events(app_client, sid, event_type="Command*")]
     assert "CommandBlocked" in types and "CommandQueued" in types
     # A failed dependency cancels the chain, unless after_policy is always.
-    bad = await submit(app_client, sid, "bad", delay_ms=100, fail=True)
+    gate = await submit(app_client, sid, "gate", delay_ms=BLOCK_MS)
+    bad = await submit(app_client, sid, "bad", fail=True)
     child = await submit_after(app_client, sid, [bad["command_id"]])
     grandchild = await submit_after(app_client, sid, [child["command_id"]])
     anyway = await submit_after(app_client, sid, [bad["command_id"]], policy="always")
+    await cancel(app_client, sid, gate["command_id"])
     assert (await finished(app_client, sid, grandchild["command_id"]))["status"] == "cancelled"
     assert (await finished(app_client, sid, child["command_id"]))["error"]["details"]["dependency_status"] == "failed"
     assert (await finished(app_client, sid, anyway["command_id"]))["status"] == "completed"
