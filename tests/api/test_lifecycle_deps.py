@@ -145,3 +145,34 @@ async def test_blocked_commands_survive_a_restart(make_client):
     assert (await finished(client, a, always["command_id"]))["status"] == "completed"
     ended = await finished(client, a, strict["command_id"])
     assert ended["status"] == "cancelled" and ended["error"]["details"]["dependency_status"] == "interrupted"
+
+
+async def test_forged_command_events_neither_cancel_release_nor_drop_a_blocked_command(app_client):
+    """Anyone may publish an event of any type (a session token in its own session, user code
+    through bus.publish): a CommandResult or CommandQueued the daemon did not write must not
+    decide another session's blocked command, nor count as a finished command."""
+    a, _ = await session_with_engine(app_client)
+    b, _ = await session_with_engine(app_client)
+    attacker, as_attacker = await token_session_with_engine(app_client)
+    first = await submit(app_client, a, "first", delay_ms=BLOCK_MS)
+    then = await submit_after(app_client, b, [first["command_id"]])
+    assert then["status"] == "blocked"
+    before = (await (await app_client.get("/api/commands")).json())["finished_last_minute"]
+    forged = [
+        ("CommandResult", {"command_id": first["command_id"], "status": "failed"}),
+        ("CommandResult", {"command_id": first["command_id"], "status": "completed"}),
+        ("CommandQueued", {"command_id": then["command_id"]}),
+        ("CommandResult", {"command_id": then["command_id"], "status": "completed"}),
+    ]
+    for event_type, data in forged:
+        resp = await app_client.post(
+            f"/api/sessions/{attacker}/events", json={"event_type": event_type, "data": data}, headers=as_attacker
+        )
+        assert resp.status == 201, await resp.text()
+    after = (await (await app_client.get("/api/commands")).json())["finished_last_minute"]
+    assert after == before
+    # Only the real end decides: `first` cancelled, so `then` is cancelled for that reason.
+    await cancel(app_client, a, first["command_id"])
+    ended = await finished(app_client, b, then["command_id"])
+    assert ended["status"] == "cancelled", ended
+    assert ended["error"]["details"]["dependency_status"] == "cancelled", ended["error"]
