@@ -71,7 +71,7 @@ def test_kill_9_during_a_set_based_batch(home):
         four = ["CommandStarted", "DummyEngineStatusUpdate", "DummyEngineStatusUpdate", "CommandResult"]
         assert all(by.get(c["command_id"]) == four for c in after["commands"])
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -107,7 +107,7 @@ def test_kill_9_then_restart(home):
         status, engine_now = call(port, "GET", f"/api/engines/{engine['engine_id']}", home=home)
         assert status == 200 and engine_now["status"] == "initialized"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
