@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmgine_cli.commands.args import choices, id_argument, session_callback
+from llmgine_cli.commands.args import choices, id_argument, parse_time, session_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.render_observability import render_log_records, render_metrics, render_trace
@@ -72,7 +72,13 @@ def logs(
     env = app_ctx.env
     client = app_ctx.client()
     query: dict[str, Any] = dict(
-        level=_level(level), session_id=session, command_id=command, trace_id=trace, since=since, until=until, q=grep
+        level=_level(level),
+        session_id=session,
+        command_id=command,
+        trace_id=trace,
+        since=parse_time(since, "--since"),
+        until=parse_time(until, "--until"),
+        q=grep,
     )
     page = client.logs(limit=limit, **query)
     fmt = resolve_format(env, output)
@@ -214,5 +220,5 @@ def traces(
 ) -> None:
     """List recent traces, newest first (`llmgine trace ID` draws one)."""
     app_ctx = state(ctx)
-    page = app_ctx.client().traces(session_id=session, since=since, status=status, limit=limit)
+    page = app_ctx.client().traces(session_id=session, since=parse_time(since, "--since"), status=status, limit=limit)
     render(app_ctx.env, page, TRACES_VIEW, output, quiet)

@@ -114,6 +114,11 @@ def test_parameters_from_a_file(daemon, sid, tmp_path):
         (["--url", "http://127.0.0.1:9", "session", "list", "-o", "json"], 3, "127.0.0.1:9"),
         (["--url", "ftp://x", "session", "list", "-o", "json"], 2, "invalid URL"),
         (["--url", "http://[::1", "health"], 2, "invalid URL"),
+        # Sent as typed, the daemon's 422 made these exit 1 where `event list --since` exits 2.
+        (["logs", "--since", "yesterday"], 2, "--since"),
+        (["logs", "--until", "noon"], 2, "--until"),
+        (["traces", "--since", "yesterday"], 2, "--since"),
+        (["usage", "--since", "yesterday"], 2, "--since"),
         # click reads nan, inf and 1e400 as floats, and a range lets them through: an internal
         # error (OverflowError), or a command's timeout sent as null.
         (["--timeout", "nan", "session", "list"], 2, "'nan' is not a finite number"),
@@ -155,6 +160,18 @@ def test_a_huge_timeout_waits(daemon, args, env):
     # A socket refuses a timeout past ~9.2e9 s (OverflowError: an internal error); it is capped.
     proc = run_cli(args, {**daemon.env, **env})
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("when", ["1w", "2H", "99999999999d"])
+def test_every_since_takes_what_the_daemon_takes(daemon, when):
+    # `event list --since 1w` was refused (the CLI knew s, m, h, d) while `logs --since 1w`
+    # worked; 99999999999d was an internal error (OverflowError), the daemon's "since ever".
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    for args in (["event", "list", "-S", sid], ["logs", "-n", "1"], ["traces"], ["usage"]):
+        proc = run_cli([*args, "--since", when, "-o", "json"], daemon.env)
+        assert proc.returncode == 0, (args, proc.stderr)
+    listed = json.loads(run_cli(["event", "list", "-S", sid, "--since", when, "-o", "json"], daemon.env).stdout)
+    assert [e["event_type"] for e in listed["events"]] == ["SessionStarted"]
 
 
 def test_help_and_version_go_to_typer(daemon):
