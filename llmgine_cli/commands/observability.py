@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmgine_cli.commands.args import choices, id_argument, parse_time, session_callback
+from llmgine_cli.commands.args import choices, id_argument, parse_pairs, parse_time, session_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.render_observability import render_log_records, render_metrics, render_trace
@@ -116,17 +116,16 @@ def log(
         typer.Option("--session", "-s", callback=session_callback, metavar="ID", help="Attach it to a session."),
     ] = None,
     meta: Annotated[
-        list[str] | None, typer.Option("--meta", "-m", metavar="KEY=VALUE", help="Metadata; repeatable.")
+        list[str] | None,
+        typer.Option("--meta", "-m", metavar="KEY=VALUE", help="Metadata: KEY=string or KEY:=JSON; repeatable."),
     ] = None,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """Write a record into the daemon's log (marked as coming from a client)."""
-    from llmgine_cli.commands.sessions import parse_meta
-
     app_ctx = state(ctx)
     record = app_ctx.client().post_log(
-        message, level=_level(level) or "info", metadata=parse_meta(meta or []), session_id=session
+        message, level=_level(level) or "info", metadata=parse_pairs(meta, "--meta"), session_id=session
     )
     render(app_ctx.env, record, LOG_VIEW, output, quiet)
 
