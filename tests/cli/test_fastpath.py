@@ -114,6 +114,9 @@ def test_parameters_from_a_file(daemon, sid, tmp_path):
         (["--url", "http://127.0.0.1:9", "session", "list", "-o", "json"], 3, "127.0.0.1:9"),
         (["--url", "ftp://x", "session", "list", "-o", "json"], 2, "invalid URL"),
         (["--url", "http://[::1", "health"], 2, "invalid URL"),
+        # llmgine's own options after a command: "No such option", and not where it goes.
+        (["session", "list", "--utc"], 2, "--utc is an option of llmgine itself: give it before the command"),
+        (["command", "list", "-S", "s", "--timeout", "5"], 2, "`llmgine --timeout SECONDS command list ...`"),
         # Sent as typed, the daemon's 422 made these exit 1 where `event list --since` exits 2.
         (["logs", "--since", "yesterday"], 2, "--since"),
         (["logs", "--until", "noon"], 2, "--until"),
