@@ -345,7 +345,12 @@ def list_(
 def wait(
     ctx: typer.Context,
     command_ids: Annotated[
-        list[str], typer.Argument(metavar="ID...", help="The commands' full ids (of any session you may see).")
+        list[str],
+        typer.Argument(
+            metavar="ID...",
+            help="The commands: full ids (of any session you may see), or an unfinished one's short id or "
+            "prefix (as `llmgine ps` shows them).",
+        ),
     ],
     any_: waiting.Any_ = False,
     status: waiting.Status = None,
