@@ -210,6 +210,12 @@ def test_events(cli):
     assert plain.stdout.splitlines()[0].split() == ["SEQ", "TYPE", "SOURCE", "TIME", "DATA"]
     missing = cli("event", "get", "nope", "-S", sid)
     assert missing.exit_code == 4 and "EVENT_NOT_FOUND" in one_line(missing.stderr)
+    # By the seq the listing shows (it shows no id): that was EVENT_NOT_FOUND.
+    seq = plain.stdout.splitlines()[1].split()[0]
+    by_seq = json.loads(cli("event", "get", seq, "-S", sid, "-o", "json").stdout)
+    assert by_seq == got and str(got["seq"]) == seq
+    other = cli("session", "create", "-q").stdout.strip()
+    assert cli("event", "get", seq, "-S", other).exit_code == 4  # another session's seq
 
 
 def test_control_characters_in_data_never_reach_the_terminal(cli):
