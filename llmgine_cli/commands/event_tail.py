@@ -170,9 +170,14 @@ def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Co
     client = app_ctx.client()
     from llmgine_daemon.protocol.streams import Hello
 
-    from llmgine_cli.live import event_line
+    from llmgine_cli.live import event_line, event_text
     from llmgine_cli.stream import EventStream
 
+    console = None
+    if fmt == "table":  # a terminal: one line per event, as `event tail` draws them (they wrapped)
+        from rich.console import Console
+
+        console = Console(file=env.stdout, force_terminal=True, highlight=False)
     stream = EventStream(client, session_id, on_status=lambda text: env.err(f"llmgine: {text}"))
     items = iter(stream)
     try:
@@ -191,6 +196,8 @@ def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Co
                 continue
             if fmt in ("json", "jsonl"):
                 env.out(msgspec.json.encode(item).decode())
+            elif console is not None:
+                console.print(event_text(item, console.width), no_wrap=True, overflow="ellipsis", crop=True)
             else:
                 env.out(event_line(item))
             env.stdout.flush()
