@@ -107,6 +107,9 @@ def test_parameters_from_a_file(daemon, sid, tmp_path):
         # Python's json reads these (as inf, nan); the request carried them as null.
         (["command", "run", "X", "-S", "s", "-p", "n:=1e400"], 2, "out of range"),
         (["event", "publish", "T", "-S", "s", "--data", '{"a": NaN}'], 2, "NaN is not JSON"),
+        # Nested thousands deep: Python's json raised RecursionError, an internal error (exit 1).
+        (["command", "run", "X", "-S", "s", "-p", "a:=" + "[" * 5000 + "]" * 5000], 2, "nested too deeply"),
+        (["event", "publish", "T", "-S", "s", "--data", '{"a":' * 5000 + "1" + "}" * 5000], 2, "nested too deeply"),
         (["event", "publish", "T", "-S", "s", "--data", "@/no/such/file"], 2, "cannot read"),
         (["event", "publish", "T"], 2, "--session"),
         (["session", "get", "no-such-session"], 4, "SESSION_NOT_FOUND"),
