@@ -29,6 +29,21 @@ def session_callback(ctx: typer.Context, param: Any, value: str | None) -> str |
         raise typer.BadParameter(str(exc)) from None
 
 
+def session_filter_callback(ctx: typer.Context, param: Any, value: str | None) -> str | None:
+    """session_callback for an option that filters a listing (ps, traces, logs, engine,
+    schedule and webhook lists): the daemon lists nothing for a session it does not know, so
+    a mistyped name was an empty listing (exit 0), not SESSION_NOT_FOUND (exit 4)."""
+    resolved = session_callback(ctx, param, value)
+    if resolved is not None and resolved == value and not ctx.resilient_parsing:
+        from llmgine_cli.ids import is_full_id
+
+        if not is_full_id(value):  # a match is a full id: nothing matched
+            from llmgine_cli.errors import api_error
+
+            raise api_error(404, "SESSION_NOT_FOUND", f"session {value!r} not found")
+    return resolved
+
+
 def choices(*allowed: str, several: bool = False) -> Any:
     """An option callback: the value must be one of ``allowed`` (comma-separated ones with
     ``several``), else a usage error (exit 2) instead of the daemon's 422 (exit 1)."""

@@ -15,7 +15,7 @@ from llmgine_cli.commands.args import (
     command_metadata,
     id_argument,
     parse_pairs,
-    session_callback,
+    session_filter_callback,
 )
 from llmgine_cli.commands.commands import NoWait, Priority, Timeout, finish_command
 from llmgine_cli.options import Output, Quiet, state
@@ -97,7 +97,7 @@ def list_(
         typer.Option(
             "--session",
             "-S",
-            callback=session_callback,
+            callback=session_filter_callback,
             metavar="ID",
             help="Only this session's engines.",
             autocompletion=completion.session_ids,

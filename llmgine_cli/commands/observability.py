@@ -11,7 +11,14 @@ from typing import Annotated, Any
 
 import typer
 
-from llmgine_cli.commands.args import choices, id_argument, parse_pairs, parse_time, session_callback
+from llmgine_cli.commands.args import (
+    choices,
+    id_argument,
+    parse_pairs,
+    parse_time,
+    session_callback,
+    session_filter_callback,
+)
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.render_observability import render_log_records, render_metrics, render_trace
@@ -49,7 +56,8 @@ def logs(
         ),
     ] = None,
     session: Annotated[
-        str | None, typer.Option("--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")
+        str | None,
+        typer.Option("--session", "-s", callback=session_filter_callback, metavar="ID", help="Only this session."),
     ] = None,
     command: Annotated[str | None, typer.Option("--command", metavar="ID", help="Only this command.")] = None,
     trace: Annotated[str | None, typer.Option("--trace", metavar="ID", help="Only this trace.")] = None,
@@ -207,7 +215,8 @@ def trace(
 def traces(
     ctx: typer.Context,
     session: Annotated[
-        str | None, typer.Option("--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")
+        str | None,
+        typer.Option("--session", "-s", callback=session_filter_callback, metavar="ID", help="Only this session."),
     ] = None,
     since: Annotated[str | None, typer.Option("--since", metavar="WHEN", help="ISO time or 15m, 1h, 2d.")] = None,
     status: Annotated[

@@ -189,6 +189,21 @@ def test_json_input_that_is_not_json_is_refused(cli, tmp_path: Path, number):
     assert json.loads(listed.stdout)["total"] == 0
 
 
+def test_ps_takes_the_session_as_every_command_does(cli):
+    # `ps --session` took only a full id: the short id it shows listed nothing.
+    sid, _ = session_with_engine(cli)
+    busy = cli(
+        "command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "delay_ms:=600000", "--no-wait"
+    )
+    cid = json.loads(cli("command", "get", busy.stdout.split()[1], "-S", sid, "-o", "json").stdout)["command_id"]
+    try:
+        for ref in (sid[-8:], sid[:13]):
+            listed = json.loads(cli("ps", "--session", ref, "-o", "json").stdout)
+            assert [c["command_id"] for c in listed["commands"]] == [cid], ref
+    finally:
+        cli("command", "cancel", cid, "-S", sid)
+
+
 def test_events(cli):
     sid = cli("session", "create", "-q").stdout.strip()
     eid = cli("event", "publish", "StatusUpdate", "-S", sid, "--data", '{"status": "processing"}', "-q")

@@ -114,6 +114,12 @@ def test_parameters_from_a_file(daemon, sid, tmp_path):
         (["event", "publish", "T"], 2, "--session"),
         (["session", "get", "no-such-session"], 4, "SESSION_NOT_FOUND"),
         (["event", "publish", "T", "-S", "no-such-session", "-q"], 4, "SESSION_NOT_FOUND"),
+        # Where the session is a filter, a name that names none listed nothing (exit 0).
+        (["ps", "--session", "no-such-session"], 4, "SESSION_NOT_FOUND"),
+        (["traces", "--session", "no-such-session"], 4, "SESSION_NOT_FOUND"),
+        (["logs", "--session", "no-such-session"], 4, "SESSION_NOT_FOUND"),
+        (["engine", "list", "-S", "no-such-session"], 4, "SESSION_NOT_FOUND"),
+        (["schedule", "list", "-S", "no-such-session"], 4, "SESSION_NOT_FOUND"),
         (["--url", "http://127.0.0.1:9", "session", "list", "-o", "json"], 3, "127.0.0.1:9"),
         (["--url", "ftp://x", "session", "list", "-o", "json"], 2, "invalid URL"),
         (["--url", "http://[::1", "health"], 2, "invalid URL"),
