@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", help="listen on TCP at this port (default 8000 when --host is given)")
     parser.add_argument("--socket", help="Unix socket path (default: in the runtime directory)")
     parser.add_argument("--no-socket", action="store_true", default=None, help="do not listen on a Unix socket")
-    parser.add_argument("--config", help="config file (default: config.toml in the config directory)")
+    parser.add_argument(
+        "--config", help="config file, TOML or (.yaml/.yml) YAML (default: config.toml in the config directory)"
+    )
     parser.add_argument("--log-level", help="debug, info, warning, error or critical")
     parser.add_argument("--log-file", help="write logs to this file instead of stderr")
     parser.add_argument(
