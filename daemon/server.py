@@ -19,7 +19,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aiohttp import web
@@ -40,6 +40,7 @@ from llmgine_daemon.settings import (
     ensure_private_dir,
     load_settings,
     pidfile_owner,
+    read_env_file,
     write_private,
 )
 from llmgine_daemon.store.db import StorageError
@@ -65,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-socket", action="store_true", default=None, help="do not listen on a Unix socket")
     parser.add_argument(
         "--config", help="config file, TOML or (.yaml/.yml) YAML (default: config.toml in the config directory)"
+    )
+    parser.add_argument(
+        "--env-file",
+        help="read environment variables (NAME=value lines, as in a .env file) from this file; "
+        "variables already in the environment win",
     )
     parser.add_argument("--log-level", help="debug, info, warning, error or critical")
     parser.add_argument("--log-file", help="write logs to this file instead of stderr")
@@ -94,7 +100,11 @@ def settings_from_args(args: argparse.Namespace, *, socket_flags: bool = True) -
     flags = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in FLAGS.items()}
     if not socket_flags:
         flags = {k: v for k, v in flags.items() if k not in ("server.socket", "server.no_socket")}
-    return load_settings(args.config, flags=flags)
+    env: Mapping[str, str] = os.environ
+    if args.env_file is not None:
+        # As uvicorn's --env-file (python-dotenv): the file fills in, the real environment wins.
+        env = {**read_env_file(args.env_file), **os.environ}
+    return load_settings(args.config, env=env, flags=flags)
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):

@@ -13,6 +13,7 @@ from here too.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import sys
 import tomllib
@@ -259,6 +260,59 @@ def _keys_from_named_env(values: dict[str, Any], sources: dict[str, str], env: M
         if var != BY_KEY[key].env and env.get(var):
             values[key] = env[var]
             sources[key] = "env"
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOUBLE_QUOTED_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
+
+
+def _env_file_value(text: str) -> str | None:
+    """One value of an env file: 'single quoted' (as is), "double quoted" (\\n, \\", \\\\
+    escapes) or bare (a `` #`` starts a comment); None when a quote is not closed."""
+    if text[:1] == "'":
+        end = text.find("'", 1)
+        return text[1:end] if end > 0 else None
+    if text[:1] == '"':
+        out, i = [], 1
+        while i < len(text):
+            char = text[i]
+            if char == '"':
+                return "".join(out)
+            if char == "\\" and i + 1 < len(text):
+                i += 1
+                out.append(_DOUBLE_QUOTED_ESCAPES.get(text[i], "\\" + text[i]))
+            else:
+                out.append(char)
+            i += 1
+        return None
+    comment = text.find(" #")
+    return (text if comment < 0 else text[:comment]).strip()
+
+
+def read_env_file(path: str | Path) -> dict[str, str]:
+    """The variables of a dotenv file (``llmgined --env-file .env``, as uvicorn's): ``NAME=value``
+    lines, ``export`` allowed before the name, ``#`` comments and blank lines skipped. A line
+    that is none of these is a ConfigError naming the file and the line."""
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: env file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    variables: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, equals, rest = line.removeprefix("export ").partition("=")
+        name = name.strip()
+        value = _env_file_value(rest.strip()) if equals else None
+        if not _ENV_NAME.fullmatch(name) or value is None:
+            # Never echo the line: it may hold a key.
+            raise ConfigError(f"{path}:{number}: expected NAME=value (a name of letters, digits and _)")
+        variables[name] = value
+    return variables
 
 
 def load_settings(
