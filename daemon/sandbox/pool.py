@@ -262,7 +262,8 @@ class SandboxPool:
             "idle": len(self._idle),
             "busy": self._busy,
             "python": self._python_version,
-            "limits": asdict(self.limits),
+            # The effective share, not the setting's 0 ("half the pool"): one figure in both places.
+            "limits": {**asdict(self.limits), "session_share": self.share},
             **self.stats,
         }
 

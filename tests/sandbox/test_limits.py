@@ -193,6 +193,8 @@ async def test_status_reports_isolation(sandbox):
     assert info["uid"] not in (0, None) and info["process_cap"] == "cgroup" and info["memory_cap"] == "cgroup"
     assert info["workers"] == 2 and info["idle"] == 0 and info["fresh_process_per_call"] is True
     assert info["limits"]["max_output"] == 65536
+    # The effective share (the setting's 0 means half the workers), the same in both places.
+    assert info["limits"]["session_share"] == info["session_share"] == 1, info
     await still_works(sandbox)
     ran = (await (await sandbox.client.get("/api/status")).json())["sandbox"]
     assert ran["state"] == "running" and ran["idle"] == 2 and ran["uid"] == info["uid"], ran
