@@ -78,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--database-url",
         help="sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST:PORT/DB (default: SQLite in the data directory)",
     )
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: restart the daemon whenever a *.py file of its source changes (as uvicorn's --reload)",
+    )
+    parser.add_argument(
+        "--reload-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --reload: watch this directory instead of the daemon's package (repeatable)",
+    )
     parser.add_argument("--version", action="version", version=f"llmgined {__version__}")
     return parser
 
@@ -342,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     try:
         settings = settings_from_args(args)
+        if args.reload:
+            from llmgine_daemon.reload import supervise
+
+            return supervise(sys.argv[1:] if argv is None else argv, [Path(d) for d in args.reload_dir])
         check_security_settings(settings)
         setup_logging(settings)
         if settings.postgres_url is None and not settings.database_path.exists():
