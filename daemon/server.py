@@ -354,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     try:
         settings = settings_from_args(args)
+        if args.reload_dir and not args.reload:
+            raise ConfigError("--reload-dir is an option of --reload")
+        for directory in args.reload_dir:
+            if not Path(directory).is_dir():
+                raise ConfigError(f"--reload-dir {directory!r}: not a directory")
         if args.reload:
             from llmgine_daemon.reload import supervise
 

@@ -64,8 +64,17 @@ def test_a_changed_source_file_restarts_the_daemon(home):
     assert not (home / "run" / "llmgined.sock").exists() and not (home / "run" / "llmgined.pid").exists()
 
 
-def test_a_bad_config_is_refused_before_any_child_starts(home):
-    proc = run_daemon(home, "--reload", "--port", "70000")
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--reload", "--port", "70000"], "server.port"),
+        (["--reload", "--reload-dir", "/nonexistent/src"], "--reload-dir '/nonexistent/src': not a directory"),
+        (["--reload-dir", "/tmp"], "--reload-dir is an option of --reload"),
+    ],
+)
+def test_bad_options_are_refused_before_any_child_starts(home, args, fragment):
+    proc = run_daemon(home, *args)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
-    assert "server.port" in err and "reloading" not in err and "Traceback" not in err
+    assert fragment in err and "reloading" not in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
