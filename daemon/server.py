@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import fcntl
 import gc
 import logging
 import logging.handlers
@@ -41,7 +42,6 @@ from llmgine_daemon.settings import (
     load_settings,
     pidfile_owner,
     read_env_file,
-    write_private,
 )
 from llmgine_daemon.store.db import StorageError
 
@@ -215,20 +215,54 @@ def prepare_socket(path: Path) -> None:
         probe.close()
 
 
-def _write_pidfile(path: Path, settings: Settings, home_socket: Path | None) -> bool:
-    """Write our pid, unless this daemon listens on a socket of its own (``--socket`` other than
-    ``home_socket``, where the home's config and environment put it) or
-    another llmgined that still runs owns the file: the pidfile names the daemon at the home's
-    default socket, which `llmgine daemon stop` signals when it does not answer there (a daemon
-    on another socket is found by asking it; it is never signalled in another's place)."""
+def _claim_pidfile(path: Path, settings: Settings, home_socket: Path | None) -> int | None:
+    """Take the home's pidfile and write our pid in it, unless this daemon listens on a socket
+    of its own (``--socket`` other than ``home_socket``, where the home's config and environment
+    put it) or another llmgined that still runs owns the file: the pidfile names the daemon at
+    the home's default socket, which `llmgine daemon stop` signals when it does not answer there
+    (a daemon on another socket is found by asking it; it is never signalled in another's place).
+
+    Ownership is an exclusive ``flock`` on the file, held for the daemon's life on the
+    descriptor returned (``_release_pidfile`` ends it): two daemons starting at once cannot
+    both pass the check (a look at the pid in the file, then a write, could), and the lock of
+    a daemon that died went with it, so a stale file is simply taken over. None: not ours."""
     if settings.socket_path is not None and settings.socket_path != home_socket:
-        return False
-    other = pidfile_owner(path)
-    if other is not None and other != os.getpid():
-        log.warning("%s belongs to llmgined pid %d, still running: this daemon writes no pidfile", path, other)
-        return False
-    write_private(path, f"{os.getpid()}\n")
-    return True
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            other = pidfile_owner(path)
+            log.warning("%s belongs to llmgined pid %s, still running: this daemon writes no pidfile", path, other)
+            return None
+        # Its owner may have removed the file (it stops) between our open and our lock: the
+        # lock is then on a file no one else will look at; take the one at the path.
+        try:
+            held, there = os.fstat(fd), os.stat(path)
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        if (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino):
+            break
+        os.close(fd)
+    # Written over the old pid, then cut: a reader sees the old pid or ours, never an empty file
+    # (the pid is the first word, and the new text ends with a newline).
+    data = f"{os.getpid()}\n".encode()
+    os.fchmod(fd, 0o600)  # only its owner reads it, whatever made the file and the umask
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
+    return fd
+
+
+def _release_pidfile(path: Path, fd: int | None) -> None:
+    """Remove our pidfile, then let go of its lock (in that order: see ``_claim_pidfile``)."""
+    if fd is None:
+        return
+    _remove(path)
+    os.close(fd)
 
 
 def _remove(path: Path | None) -> None:
@@ -296,7 +330,7 @@ async def serve(settings: Settings, home_socket: Path | None) -> None:
     sockets, listeners = bind_sockets(settings)
     socket_path = settings.socket_path
     pidfile = settings.paths.pidfile
-    own_pidfile = False
+    pidfile_fd: int | None = None
     app = create_app(settings)
     runner = web.AppRunner(
         app,
@@ -315,7 +349,7 @@ async def serve(settings: Settings, home_socket: Path | None) -> None:
             site = EnvelopingSite if sock.family == socket.AF_UNIX else TcpSite
             await site(runner, sock).start()
         app[LISTENERS].extend(listeners)
-        own_pidfile = _write_pidfile(pidfile, settings, home_socket)
+        pidfile_fd = _claim_pidfile(pidfile, settings, home_socket)
         tune_gc()
 
         stop = app[SHUTDOWN]
@@ -331,8 +365,7 @@ async def serve(settings: Settings, home_socket: Path | None) -> None:
             sock.close()
         if socket_path is not None:
             _remove(socket_path)
-        if own_pidfile:
-            _remove(pidfile)
+        _release_pidfile(pidfile, pidfile_fd)
     log.info("stopped")
 
 

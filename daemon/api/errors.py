@@ -7,6 +7,7 @@ whatever a request raised):
 - BusError            raised by the domain (bus/), carries a protocol.ErrorCode
 - web.HTTPException   raised by aiohttp itself: unknown route, wrong method, body too large
 - StorageBusy/Full    the database could not take the write (503 / 507)
+- StorageRefused      nor the value as given: a NUL in text, on PostgreSQL (422)
 - anything else       a bug: 500 INTERNAL_ERROR, traceback to the log, never to the client
 """
 
@@ -21,7 +22,7 @@ import msgspec
 from aiohttp import web
 from llmgine_daemon import __version__
 from llmgine_daemon.bus.codec import new_id
-from llmgine_daemon.bus.errors import BusError, StorageBusy, StorageError, StorageFull
+from llmgine_daemon.bus.errors import BusError, StorageBusy, StorageError, StorageFull, StorageRefused
 from llmgine_daemon.protocol import (
     ERROR_STATUS,
     REQUEST_ID_HEADER,
@@ -168,6 +169,13 @@ def envelope_for(request: web.Request, request_id: str, exc: Exception) -> web.R
             request_id,
             ErrorCode.INSUFFICIENT_STORAGE,
             "the database cannot grow (disk full); nothing was written",
+        )
+    if isinstance(exc, StorageRefused):
+        return error_response(
+            request_id,
+            ErrorCode.VALIDATION_ERROR,
+            "a text in the request holds a NUL character (U+0000), which the database (PostgreSQL) cannot store",
+            {"issue": "NUL character in text"},
         )
     if isinstance(exc, StorageError):
         log.error("storage error: %s (request %s)", exc, request_id)

@@ -27,7 +27,7 @@ from llmgine_daemon.api.util import json_response, path_id, query_choice, query_
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.observability.context import CURRENT_SPAN, FIELDS, set_fields
 from llmgine_daemon.observability.core import Observability
-from llmgine_daemon.observability.logs import LEVELS, query_logs, scrub_metadata, scrub_text
+from llmgine_daemon.observability.logs import LEVELS, query_logs, scrub_metadata, scrub_text, without_nul
 from llmgine_daemon.observability.metrics_view import prometheus_text, session_snapshot, snapshot
 from llmgine_daemon.observability.trace_store import list_traces, read_trace
 from llmgine_daemon.observability.tracing import TRACE_ID, TRACEPARENT, Span, parse_traceparent
@@ -192,8 +192,9 @@ async def post_log(request: web.Request) -> web.Response:
         id=0,
         timestamp=now_iso(),
         level=body.level,
-        logger=(body.logger or "client")[:128],
-        message=scrub_text(body.message)[:16_384],
+        # A NUL as the store keeps it (logs.insert_logs), so the answer is the stored record.
+        logger=without_nul((body.logger or "client")[:128]),
+        message=without_nul(scrub_text(body.message)[:16_384]),
         source="client",
         session_id=session_id,
         request_id=FIELDS.get().get("request_id"),

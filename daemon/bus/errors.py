@@ -6,6 +6,7 @@ not_found(kind, **ids)             404 <KIND>_NOT_FOUND "<kind> 'id' not found [
 handler_not_found(kind, type, session_id)  404 HANDLER_NOT_FOUND
 StorageBusy / StorageFull / StorageError   the database could not take a write (store/db.py;
                                    named here so the API handles them without the store)
+StorageRefused                     ... nor a value as given (a NUL in text, on PostgreSQL)
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from llmgine_daemon.protocol import ErrorCode
-from llmgine_daemon.store.db import StorageBusy, StorageError, StorageFull
+from llmgine_daemon.store.db import StorageBusy, StorageError, StorageFull, StorageRefused
 
 __all__ = [
     "BusError",
     "StorageBusy",
     "StorageError",
     "StorageFull",
+    "StorageRefused",
     "UserCodeError",
     "handler_not_found",
     "invalid",

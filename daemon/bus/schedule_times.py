@@ -3,9 +3,12 @@ schedule is checked or computed), a fixed interval (``every``), or once (``at``)
 time zone (zoneinfo). Times come in and go out as aware datetimes; the store keeps ISO UTC.
 
     parse(body fields) -> When        validated; a bad one is 422 naming the field
-    When.first(now)                   the first firing after ``now``
+    When.first(now)                   the first firing after ``now`` (None: there is none: an
+                                      ``at`` in the past, a cron expression naming no date
+                                      that exists, such as "0 0 31 2 *")
     When.following(due, now)          the next firing after ``due`` that is later than ``now``
-                                      (late firings are coalesced into the one that fires)
+                                      (late firings are coalesced into the one that fires;
+                                      None: there is none)
     When.upcoming(due, n)             ``due`` and the n-1 firings after it (for display)
 """
 
@@ -65,9 +68,16 @@ class When:
     def interval(self) -> float:
         return float(self.spec)
 
-    def _cron_next(self, after: dt.datetime) -> dt.datetime:
+    def _cron_next(self, after: dt.datetime) -> dt.datetime | None:
+        """The next firing, or None if croniter finds none (it looks 50 years ahead: a valid
+        expression may name only dates that do not exist, "0 0 31 2 *")."""
+        from croniter import CroniterError
+
         it = _croniter()(self.spec, after.astimezone(self.tz))
-        value: dt.datetime = it.get_next(dt.datetime)
+        try:
+            value: dt.datetime = it.get_next(dt.datetime)
+        except CroniterError:
+            return None
         return value.astimezone(dt.UTC)
 
     def first(self, now: dt.datetime) -> dt.datetime | None:

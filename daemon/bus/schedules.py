@@ -105,6 +105,8 @@ class Schedules:
             raise invalid("command.metadata.schedule_id", "is set by the schedule")
         now = dt.datetime.now(dt.UTC)
         first = when.first(now)
+        if first is None and when.kind == "cron":
+            raise invalid("cron", "never fires: it names no date that exists (e.g. 31 February)")
         if first is None:
             raise invalid("at", "is in the past")
         ts, schedule_id = now_iso(), new_id()
@@ -267,7 +269,10 @@ class Schedules:
             log.info("schedule %s: skipped the firing(s) missed while down (due %s)", row[0], row[8])
             return
         command = loads(row[6])
-        metadata = {**command.get("metadata", {}), "schedule_id": row[0], "schedule_due": row[8]}
+        # (_depth: refused at creation since it is the daemon's; a schedule stored before that
+        # must not fail every round of the scheduler at validate.)
+        stored = {k: v for k, v in command.get("metadata", {}).items() if k != "_depth"}
+        metadata = {**stored, "schedule_id": row[0], "schedule_due": row[8]}
         spec = validate(CommandCreate(command["command_type"], command.get("parameters", {}), metadata))
         claim = self._claim(row, following, last_fired_at=now_iso(), last_error=None)
         try:

@@ -332,7 +332,10 @@ class UserHandlers:
     def _command_callable(self, row: HandlerRow) -> Any:
         async def handle(command: Any) -> Any:
             record = {f: getattr(command, f) for f in command.__struct_fields__}
-            depth = int((record.get("metadata") or {}).get("_depth", 0) or 0)
+            depth = (record.get("metadata") or {}).get("_depth", 0)
+            # Set by execute_nested only (clients may not: commands/records.py validate); a
+            # row stored before that rule may hold anything: count it as a top-level command.
+            depth = depth if isinstance(depth, int) and not isinstance(depth, bool) and depth > 0 else 0
             timeout = getattr(command, "timeout", None)
             # The bus cancels us at the command's timeout; the sandbox deadline is a backstop.
             deadline = row.timeout or (timeout + 1 if timeout else None)

@@ -50,6 +50,23 @@ def scrub_text(text: str) -> str:
     return redact(_KEYLIKE.sub(r"\1…", _BEARER.sub(r"\1[redacted]", text)))
 
 
+NUL = "\x00"
+
+
+def without_nul(value: Any) -> Any:
+    """``value`` with every NUL character in its strings (keys too) written ``\\x00``, as the
+    log file writes it: PostgreSQL's text cannot hold one, and a single record (bus.log of user
+    code, a client's message, an error's text in a span) would fail the whole flush, every
+    session's buffered records and spans with it. Callers test for a NUL first (rare)."""
+    if isinstance(value, str):
+        return value.replace(NUL, "\\x00")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(without_nul(v) for v in value)
+    return value
+
+
 def scrub_metadata(value: Any, depth: int = 0) -> Any:
     if depth > 8:
         return "…"
@@ -196,9 +213,25 @@ LOG_COLUMNS = (
 )
 
 
+# The record's text columns (its metadata is stored as JSON, where a NUL is an escape).
+_TEXT_FIELDS = (
+    "message",
+    "logger",
+    "source",
+    "session_id",
+    "command_id",
+    "engine_id",
+    "request_id",
+    "trace_id",
+    "span_id",
+)
+
+
 def insert_logs(conn: sqlite3.Connection, records: list[LogRecord], max_rows: int) -> list[int]:
     ids = []
     for r in records:
+        if any(NUL in (getattr(r, f) or "") for f in _TEXT_FIELDS):
+            r = msgspec.structs.replace(r, **{f: without_nul(getattr(r, f)) for f in _TEXT_FIELDS})
         cur = conn.execute(
             "INSERT INTO logs (timestamp, level, levelno, logger, message, source, session_id,"
             " command_id, engine_id, request_id, trace_id, span_id, metadata)"

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import msgspec
+from llmgine_daemon.observability.logs import without_nul
 from llmgine_daemon.observability.tracing import SpanRow
 from llmgine_daemon.protocol import SpanNode, TraceList, TraceSummary, TraceView
 
@@ -54,6 +55,8 @@ def insert_spans(conn: sqlite3.Connection, spans: list[SpanRow], max_rows: int) 
             for tid, sid, pid, name, kind, start, dur, status, err, attrs, session, root in spans
         ]
     )
+    if b"\\u0000" in rows:  # a NUL in a name, an error, an attribute: PostgreSQL refuses it
+        rows = _encoder.encode(without_nul(_decoder.decode(rows)))
     conn.execute(_INSERT, (rows.decode(),))
     if max_rows > 0:
         last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]

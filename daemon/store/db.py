@@ -59,6 +59,7 @@ from llmgine_daemon.store.base import QueueItem, T, _Alone, _Heavy
 from llmgine_daemon.store.errors import StorageBusy as StorageBusy
 from llmgine_daemon.store.errors import StorageError as StorageError
 from llmgine_daemon.store.errors import StorageFull as StorageFull
+from llmgine_daemon.store.errors import StorageRefused as StorageRefused
 from llmgine_daemon.store.errors import classify, is_busy
 from llmgine_daemon.store.migrations import apply_migrations
 

@@ -26,6 +26,11 @@ class StorageFull(StorageError):
     """The disk (or the database's page limit) is full."""
 
 
+class StorageRefused(StorageError):
+    """The database cannot hold a value as given: PostgreSQL's text holds no NUL character
+    (U+0000), which SQLite stores. The request's fault (422), not the store's."""
+
+
 class SchemaTooNew(StorageError):
     """The database has migrations this code does not know: a newer llmgined migrated it.
     Start-up refuses (running old code on a newer schema could corrupt it)."""

@@ -46,7 +46,7 @@ from llmgine_daemon.store import db as _db  # noqa: F401 - registers every migra
 from llmgine_daemon.store import pg_schema
 from llmgine_daemon.store.base import BaseStore, QueueItem, T, _Alone, _Heavy
 from llmgine_daemon.store.dialect import numbered, translate
-from llmgine_daemon.store.errors import StorageBusy, StorageError, StorageFull
+from llmgine_daemon.store.errors import StorageBusy, StorageError, StorageFull, StorageRefused
 from psycopg import errors as pgerrors
 from psycopg.adapt import Dumper, Loader
 from psycopg.pq import TransactionStatus
@@ -199,6 +199,8 @@ def classify(exc: BaseException) -> BaseException:
     if not isinstance(exc, psycopg.Error):
         return exc
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, pgerrors.UntranslatableCharacter) or (isinstance(exc, psycopg.DataError) and "NUL" in text):
+        return StorageRefused(text)  # psycopg's own check of a parameter, or the server's of JSON
     if isinstance(exc, _BUSY):
         return StorageBusy(text)
     if isinstance(exc, _FULL):

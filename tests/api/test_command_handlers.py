@@ -228,6 +228,37 @@ async def test_depth_limit_stops_a_handler_that_executes_itself(make_client):
     assert (await run(client, sid, "Greet", {"name": "after"}))["status"] == "completed"
 
 
+async def test_a_client_cannot_set_the_nesting_depth(make_client):
+    """``metadata._depth`` is the daemon's: a client that set it to -1000000 ran its handler a
+    million levels below the limit (a handler that executes itself went on and on), and one
+    that set it to "x" failed its command with the daemon's own traceback."""
+    client = await make_client(LLMGINE_SANDBOX_MAX_DEPTH="3")
+    sid = (await create_session(client))["session_id"]
+    await add_command_handler(
+        client,
+        sid,
+        "Loop",
+        """
+        async def loop(command):
+            return await bus.execute("Loop", {"n": command.parameters.get("n", 0) + 1})
+    """,
+    )
+    for depth in (-1000000, "x", 1):
+        body = await run(client, sid, "Loop", {"n": 0}, {"_depth": depth}, status=422)
+        assert assert_envelope(body, "VALIDATION_ERROR")["details"]["field"] == "metadata._depth"
+    resp = await client.post(
+        f"/api/sessions/{sid}/commands/batch",
+        json={"commands": [{"command_type": "Loop", "metadata": {"_depth": -9}}]},
+    )
+    assert resp.status == 422, await resp.text()
+    assert (await resp.json())["error"]["details"]["field"] == "commands[0].metadata._depth"
+    assert await commands_of(client, sid, "Loop") == []
+    # bus.execute sets it: the limit holds as before.
+    record = await run(client, sid, "Loop", {"n": 0})
+    assert "depth limit" in record["error"]["message"]
+    assert len(await commands_of(client, sid, "Loop")) == 4
+
+
 async def test_bus_execute_from_an_event_handler_queues_the_command(app_client):
     sid = (await create_session(app_client))["session_id"]
     await add_command_handler(app_client, sid, "Greet", GREET)

@@ -39,3 +39,29 @@ async def test_handler_types_starting_with_underscore_can_be_deleted(app_client:
     resp = await app_client.delete(f"/api/sessions/{sid}/handlers/events/__main__")
     assert resp.status == 404  # no such handler, but a valid name
     assert_envelope(await resp.json(), "HANDLER_NOT_FOUND")
+
+
+async def test_a_nul_in_stored_text_is_never_a_500(app_client: TestClient, database_url: str | None) -> None:
+    """PostgreSQL's text holds no NUL (SQLite's does): a session name, a tool's description
+    (its docstring too), an engine's model name or a webhook's URL with one was a 500 there.
+    Now 422 on PostgreSQL, stored as given on SQLite; a NUL inside JSON (data, metadata) is
+    stored on both."""
+    sid = (await create_session(app_client))["session_id"]
+    nul = "\x00"
+    requests = [
+        ("/api/sessions", {"name": f"a{nul}b"}),
+        (f"/api/sessions/{sid}/fork", {"name": f"a{nul}b"}),
+        (f"/api/sessions/{sid}/tools", {"name": "t1", "description": nul, "function_code": "def t1():\n    pass\n"}),
+        (f"/api/sessions/{sid}/tools", {"name": "t2", "function_code": 'def t2():\n    "a\\x00b"\n'}),
+        ("/api/engines", {"engine_type": "DummyEngine", "session_id": sid, "model_name": nul}),
+        ("/api/webhooks", {"url": f"http://127.0.0.1:9/{nul}", "session_id": sid}),
+    ]
+    for path, body in requests:
+        resp = await app_client.post(path, json=body)
+        if database_url is None:
+            assert resp.status == 201, (path, await resp.text())
+        else:
+            assert resp.status == 422, (path, await resp.text())
+            assert "NUL" in assert_envelope(await resp.json(), "VALIDATION_ERROR")["message"]
+    resp = await app_client.post(f"/api/sessions/{sid}/events", json={"event_type": "E", "data": {nul: nul}})
+    assert resp.status == 201, await resp.text()

@@ -61,21 +61,28 @@ async def test_blocked_until_a_command_of_another_session_completes(app_client):
 
 async def test_runs_once_all_completed_and_failure_travels_down_the_chain(app_client):
     sid, _ = await session_with_engine(app_client)
-    # "one" runs long enough that "three" is surely stored blocked (at 100 ms, a loaded
-    # machine had both dependencies done before it was submitted: no CommandBlocked).
-    one = await submit(app_client, sid, "one", delay_ms=1000)
-    two = await submit(app_client, sid, "two", delay_ms=100)
+    # Every dependency waits in the queue behind a blocker until the chain is submitted, and
+    # is let go by cancelling the blocker: with dependencies that merely ran for a while, a
+    # loaded machine had them done before the next submission (no CommandBlocked, or a child
+    # cancelled at once).
+    blocker = await submit(app_client, sid, "blocker", delay_ms=BLOCK_MS)
+    one = await submit(app_client, sid, "one")
+    two = await submit(app_client, sid, "two")
     three = await submit_after(app_client, sid, [one["command_id"], two["command_id"]])
     assert three["status"] == "blocked", three
+    await cancel(app_client, sid, blocker["command_id"])
     done = await finished(app_client, sid, three["command_id"])
     assert done["status"] == "completed"
     types = [e["event_type"] for e in await events(app_client, sid, event_type="Command*")]
     assert "CommandBlocked" in types and "CommandQueued" in types
     # A failed dependency cancels the chain, unless after_policy is always.
-    bad = await submit(app_client, sid, "bad", delay_ms=100, fail=True)
+    blocker = await submit(app_client, sid, "blocker", delay_ms=BLOCK_MS)
+    bad = await submit(app_client, sid, "bad", fail=True)
     child = await submit_after(app_client, sid, [bad["command_id"]])
     grandchild = await submit_after(app_client, sid, [child["command_id"]])
     anyway = await submit_after(app_client, sid, [bad["command_id"]], policy="always")
+    assert {child["status"], grandchild["status"], anyway["status"]} == {"blocked"}
+    await cancel(app_client, sid, blocker["command_id"])
     assert (await finished(app_client, sid, grandchild["command_id"]))["status"] == "cancelled"
     assert (await finished(app_client, sid, child["command_id"]))["error"]["details"]["dependency_status"] == "failed"
     assert (await finished(app_client, sid, anyway["command_id"]))["status"] == "completed"
@@ -138,3 +145,34 @@ async def test_blocked_commands_survive_a_restart(make_client):
     assert (await finished(client, a, always["command_id"]))["status"] == "completed"
     ended = await finished(client, a, strict["command_id"])
     assert ended["status"] == "cancelled" and ended["error"]["details"]["dependency_status"] == "interrupted"
+
+
+async def test_forged_command_events_neither_cancel_release_nor_drop_a_blocked_command(app_client):
+    """Anyone may publish an event of any type (a session token in its own session, user code
+    through bus.publish): a CommandResult or CommandQueued the daemon did not write must not
+    decide another session's blocked command, nor count as a finished command."""
+    a, _ = await session_with_engine(app_client)
+    b, _ = await session_with_engine(app_client)
+    attacker, as_attacker = await token_session_with_engine(app_client)
+    first = await submit(app_client, a, "first", delay_ms=BLOCK_MS)
+    then = await submit_after(app_client, b, [first["command_id"]])
+    assert then["status"] == "blocked"
+    before = (await (await app_client.get("/api/commands")).json())["finished_last_minute"]
+    forged = [
+        ("CommandResult", {"command_id": first["command_id"], "status": "failed"}),
+        ("CommandResult", {"command_id": first["command_id"], "status": "completed"}),
+        ("CommandQueued", {"command_id": then["command_id"]}),
+        ("CommandResult", {"command_id": then["command_id"], "status": "completed"}),
+    ]
+    for event_type, data in forged:
+        resp = await app_client.post(
+            f"/api/sessions/{attacker}/events", json={"event_type": event_type, "data": data}, headers=as_attacker
+        )
+        assert resp.status == 201, await resp.text()
+    after = (await (await app_client.get("/api/commands")).json())["finished_last_minute"]
+    assert after == before
+    # Only the real end decides: `first` cancelled, so `then` is cancelled for that reason.
+    await cancel(app_client, a, first["command_id"])
+    ended = await finished(app_client, b, then["command_id"])
+    assert ended["status"] == "cancelled", ended
+    assert ended["error"]["details"]["dependency_status"] == "cancelled", ended["error"]

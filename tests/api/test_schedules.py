@@ -38,6 +38,8 @@ async def fired(client: Any, sid: str, schedule_id: str) -> list[dict[str, Any]]
         ({"cron": "* * *"}, "cron"),
         ({"cron": "61 * * * *"}, "cron"),
         ({"cron": "not a cron"}, "cron"),
+        ({"cron": "0 0 31 2 *"}, "cron"),  # valid, but never fires (it was a 500)
+        ({"cron": "0 0 31 4,6,9,11 *", "timezone": "Europe/Berlin"}, "cron"),
         ({"cron": "*/5 * * * *", "timezone": "Mars/Olympus_Mons"}, "timezone"),
         ({"cron": "*/5 * * * *", "timezone": "../../etc/passwd"}, "timezone"),
         ({"cron": "*/5 * * * *", "every": 60}, "cron"),

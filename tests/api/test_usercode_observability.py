@@ -3,6 +3,7 @@ tools, event handlers and LLM calls, with real worker processes."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from typing import Any
 
@@ -272,3 +273,38 @@ async def test_bus_log_has_a_budget_per_call_and_one_line_per_record(app_client)
     assert len(noise) == 999  # 1000 records kept, the first one included
     budget = (await get_json(app_client, base + "&q=budget"))["logs"]
     assert len(budget) == 1 and "reached its budget" in budget[0]["message"]
+
+
+async def test_a_nul_in_a_log_or_an_error_loses_no_ones_telemetry(app_client):
+    """PostgreSQL's text holds no NUL: one record or span with one (user code's bus.log, the
+    error its tool raised, a client's message) failed the whole flush, and every session's
+    buffered logs and spans went with it. Both backends now keep it written ``\\x00``, as the
+    log file writes it."""
+    victim = (await create_session(app_client))["session_id"]
+    attacker = (await create_session(app_client))["session_id"]
+    code = {
+        victim: "def f():\n    bus.log('info', 'the victim was here')\n",
+        attacker: "def f():\n    bus.log('info', 'a\\x00b')\n    raise ValueError('x\\x00y')\n",
+    }
+    for sid, source in code.items():
+        resp = await app_client.post(f"/api/sessions/{sid}/tools", json={"name": "f", "function_code": source})
+        assert resp.status == 201, await resp.text()
+    responses = await asyncio.gather(
+        *(app_client.post(f"/api/sessions/{sid}/tools/f/execute", json={"arguments": {}}) for sid in code)
+    )
+    trace_id = responses[1].headers["traceparent"].split("-")[1]
+    assert (await responses[1].json())["error"]["details"]["message"] == "x\x00y"  # the answer keeps it
+
+    async def stored() -> bool:
+        logs = (await get_json(app_client, "/api/observability/logs?limit=1000"))["logs"]
+        if not {"the victim was here", "a\\x00b"} <= {r["message"] for r in logs}:
+            return False
+        resp = await app_client.get(f"/api/observability/traces/{trace_id}")
+        trace = await resp.json() if resp.status == 200 else {"spans": []}
+        return any("x\\x00y" in (s["error"] or "") for s in spans(trace["spans"]))
+
+    await eventually(stored, message="every record and span stored")
+    # A client's record (POST .../logs wrote it at once, with whatever was buffered: a 500).
+    resp = await app_client.post("/api/observability/logs", json={"message": "c\x00d", "logger": "l\x00"})
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["message"] == "c\\x00d"

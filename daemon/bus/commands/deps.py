@@ -9,6 +9,9 @@ ends other than ``completed`` (and ``after_policy`` is not ``always``) it is can
 turn releases or cancels what waits for it, so a failure travels down the chain.
 
 How it hears of an end: the ``CommandResult`` events the event log hands out (any session),
+only those the daemon wrote (``source`` "bus": a client or user code may publish an event
+of any type, a forged ``CommandResult`` or ``CommandQueued`` must neither cancel, release nor
+drop a blocked command of any session),
 plus a look at the store after each registration (an end may commit between the write that
 stored the command and its registration here) and when a session ends (its queued commands
 are cancelled without events). Blocked commands survive a restart: ``start`` loads them and
@@ -186,8 +189,8 @@ class Dependencies:
     # -- deciding -----------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
-        if not self.waiting_on or event.event_type != "CommandResult":
-            return  # nothing blocked (nearly always): one test per event
+        if not self.waiting_on or event.event_type != "CommandResult" or event.source != "bus":
+            return  # nothing blocked (nearly always): one test per event; or not the daemon's
         after_id = event.data.get("command_id")
         if after_id not in self.waiting_on:
             return
@@ -196,7 +199,7 @@ class Dependencies:
     def _on_read_back(self, event: Event) -> None:
         """Another node's commit (or one of ours, again): see the module docstring."""
         kind = event.event_type
-        if kind not in ("CommandResult", "CommandQueued", "CommandBlocked"):
+        if kind not in ("CommandResult", "CommandQueued", "CommandBlocked") or event.source != "bus":
             return
         cid = str(event.data.get("command_id") or "")
         b = self.blocked.get(cid)

@@ -56,7 +56,7 @@ class QueueWatch:
         if seq in self._seen:
             return
         self._seen.add(seq, now)  # every event, so that consecutive seqs make one range
-        if event.event_type == "CommandResult":
+        if event.event_type == "CommandResult" and event.source == "bus":  # not a client's forgery
             self._count(event, now)
 
     def _count(self, event: Event, now: float) -> None:
@@ -136,6 +136,7 @@ class QueueWatch:
             finished_last_minute=finished,
             sandbox_busy=info.get("busy") if info else None,
             sandbox_workers=info.get("workers") if info else None,
+            sandbox_state=info.get("state") if info else None,
         )
 
 

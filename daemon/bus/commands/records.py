@@ -89,8 +89,12 @@ class CommandSpec:
     after_scope: str | None = None
 
 
-def validate(body: CommandCreate, prefix: str = "", **extra: Any) -> CommandSpec:
-    """Check what msgspec's types cannot; ``prefix``/``extra`` name a batch member."""
+def validate(body: CommandCreate, prefix: str = "", *, nested: bool = False, **extra: Any) -> CommandSpec:
+    """Check what msgspec's types cannot; ``prefix``/``extra`` name a batch member.
+    ``metadata._depth`` is the daemon's (``bus.execute``'s nesting depth, ``nested``): a client
+    that set it could run handlers below depth 0 and so past ``sandbox.max_depth``."""
+    if not nested and DEPTH_KEY in body.metadata:
+        raise invalid(f"{prefix}metadata.{DEPTH_KEY}", "is set by the daemon (bus.execute's nesting depth)", **extra)
     if not TYPE_RE.match(body.command_type):
         raise invalid(
             f"{prefix}command_type",
@@ -115,6 +119,9 @@ def validate(body: CommandCreate, prefix: str = "", **extra: Any) -> CommandSpec
         raise invalid(f"{prefix}after", "dependencies are for single commands, not batch members", **extra)
     after = list(dict.fromkeys(body.after)) if body.after else []
     return CommandSpec(body.command_type, body.parameters, body.metadata, priority, timeout, after, body.after_policy)
+
+
+DEPTH_KEY = "_depth"  # in the metadata of a command user code ran (bus.execute)
 
 
 def insert_command(

@@ -349,7 +349,7 @@ class Commands(Recovery):
         over the API) it is submitted like any command and waited for. Either way the caller's
         own deadline bounds the wait: cancelling it cancels an inline command too.
         """
-        spec = validate(CommandCreate(command_type=command_type, parameters=parameters, metadata=metadata))
+        spec = validate(CommandCreate(command_type=command_type, parameters=parameters, metadata=metadata), nested=True)
         if parent is None:
             rec, _ = await self.submit(session_id, spec)
             await self.wait([rec], MAX_TIMEOUT_S)
