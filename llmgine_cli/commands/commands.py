@@ -369,7 +369,8 @@ def retry(
     ctx: typer.Context,
     session: SessionOpt,
     command_ids: Annotated[
-        list[str] | None, typer.Argument(metavar="[ID]...", help="The commands' full ids (of --session).")
+        list[str] | None,
+        typer.Argument(metavar="[ID]...", help="The commands (of --session): ids, unique prefixes or short ids."),
     ] = None,
     failed: Annotated[bool, typer.Option("--failed", help="Every failed or timed-out command of the session.")] = False,
     dead: Annotated[bool, typer.Option("--dead", help="Every dead letter of the session.")] = False,
@@ -381,7 +382,15 @@ def retry(
     if not command_ids and not (failed or dead):
         raise typer.BadParameter("name the commands, or give --failed or --dead", param_hint="ID")
     app_ctx = state(ctx)
-    page = app_ctx.client().retry_commands(session, command_ids or [], failed=failed, dead=dead)
+    from llmgine_cli.hot import resolve_id
+    from llmgine_cli.ids import Ambiguous
+
+    where = f"/api/sessions/{session}/commands"
+    try:  # as every other command takes them (the daemon knows only full ids)
+        named = [resolve_id(app_ctx, "command", c, where, "commands", "command_id") for c in command_ids or []]
+    except Ambiguous as exc:
+        raise typer.BadParameter(str(exc), param_hint="ID") from None
+    page = app_ctx.client().retry_commands(session, named, failed=failed, dead=dead)
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
     if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain"):
         app_ctx.env.err(f"{len(page.commands)} command(s) queued again")

@@ -204,6 +204,18 @@ def test_ps_takes_the_session_as_every_command_does(cli):
         cli("command", "cancel", cid, "-S", sid)
 
 
+def test_retry_takes_short_ids_and_prefixes(cli):
+    # `command retry SHORT -S S` was COMMAND_NOT_FOUND "in session S" for a command listed there.
+    sid, _ = session_with_engine(cli)
+    run = ["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "fail:=true", "-q"]
+    cid = cli(*run).stdout.strip()
+    for ref in (cid[-8:], cid[:13]):
+        cli("command", "wait", cid, "-q")
+        again = cli("command", "retry", ref, "-S", sid, "-q")
+        assert again.exit_code == 0 and again.stdout.strip() == cid, (ref, again.stderr)
+    assert cli("command", "retry", "nope", "-S", sid).exit_code == 4
+
+
 def test_events(cli):
     sid = cli("session", "create", "-q").stdout.strip()
     eid = cli("event", "publish", "StatusUpdate", "-S", sid, "--data", '{"status": "processing"}', "-q")
