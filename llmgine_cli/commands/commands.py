@@ -181,8 +181,8 @@ def run(
         typer.Option(
             "--after",
             metavar="ID",
-            help="Run only after this command (full id, any session you may see) ended; it stays "
-            "blocked until then. Repeatable.",
+            help="Run only after this command (full id, any session you may see; or an unfinished one's "
+            "short id or prefix, as `llmgine ps` shows it) ended; it stays blocked until then. Repeatable.",
         ),
     ] = None,
     after_policy: Annotated[
@@ -227,6 +227,8 @@ def run(
     parameters = {**parse_object(params, "--params"), **parse_pairs(param, "--param")}
     metadata = command_metadata(priority.value if priority else None, timeout)
     metadata.update(retry_metadata(retries, backoff, retry_on))
+    if after:
+        after = waiting.full_ids(app_ctx, after)  # the daemon knows only full ids
     if follow and not no_wait:
         from llmgine_cli.commands.event_tail import follow_command
 

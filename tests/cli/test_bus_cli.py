@@ -204,6 +204,19 @@ def test_ps_takes_the_session_as_every_command_does(cli):
         cli("command", "cancel", cid, "-S", sid)
 
 
+def test_after_takes_the_short_id_ps_shows(cli):
+    # --after took only a full id: the short id of the command it waits for was COMMAND_NOT_FOUND.
+    sid, _ = session_with_engine(cli)
+    run = ["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x"]
+    first = cli(*run, "-p", "delay_ms:=600000", "--no-wait", "-q").stdout.strip()
+    try:
+        then = cli(*run, "--after", first[-8:], "--no-wait", "-o", "json")
+        assert then.exit_code == 0, then.stderr
+        assert json.loads(then.stdout)["status"] == "blocked"
+    finally:
+        cli("command", "cancel", first, "-S", sid)
+
+
 def test_retry_takes_short_ids_and_prefixes(cli):
     # `command retry SHORT -S S` was COMMAND_NOT_FOUND "in session S" for a command listed there.
     sid, _ = session_with_engine(cli)
