@@ -63,6 +63,11 @@ def test_parse_since():
     age = dt.datetime.now(dt.UTC) - ten_min
     assert dt.timedelta(minutes=9) < age < dt.timedelta(minutes=11)
     assert parse_since("2024-01-01T00:00:00Z") == "2024-01-01T00:00:00Z"
+    # As every other --since (and the daemon) reads them: weeks, any case, and "too long ago"
+    # (1w was a usage error here alone; 99999999999d an OverflowError).
+    week = dt.datetime.fromisoformat(parse_since("1W").replace("Z", "+00:00"))
+    assert dt.timedelta(days=6) < dt.datetime.now(dt.UTC) - week < dt.timedelta(days=8)
+    assert parse_since("99999999999d") == "0001-01-01T00:00:00.000000Z"
     with pytest.raises(typer.BadParameter):
         parse_since("soon")
 
