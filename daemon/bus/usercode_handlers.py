@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.commands import CURRENT
+from llmgine_daemon.bus.commands import CURRENT, command_depth
 from llmgine_daemon.bus.errors import BusError, UserCodeError, handler_not_found, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import fetch_session, require_active
@@ -332,10 +332,7 @@ class UserHandlers:
     def _command_callable(self, row: HandlerRow) -> Any:
         async def handle(command: Any) -> Any:
             record = {f: getattr(command, f) for f in command.__struct_fields__}
-            depth = (record.get("metadata") or {}).get("_depth", 0)
-            # Set by execute_nested only (clients may not: commands/records.py validate); a
-            # row stored before that rule may hold anything: count it as a top-level command.
-            depth = depth if isinstance(depth, int) and not isinstance(depth, bool) and depth > 0 else 0
+            depth = command_depth(record.get("metadata"))
             timeout = getattr(command, "timeout", None)
             # The bus cancels us at the command's timeout; the sandbox deadline is a backstop.
             deadline = row.timeout or (timeout + 1 if timeout else None)
