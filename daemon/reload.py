@@ -60,16 +60,25 @@ def first_change(before: Snapshot, after: Snapshot) -> Path | None:
     return None
 
 
+def _is_reload_dir(name: str) -> bool:
+    """``--reload-dir`` or an abbreviation argparse takes for it (``--reload-d``; ``--reload``
+    itself is the other option)."""
+    return len(name) > len("--reload") and "--reload-dir".startswith(name)
+
+
 def child_args(argv: list[str]) -> list[str]:
-    """The command line without ``--reload`` and ``--reload-dir DIR`` (or ``=DIR``)."""
+    """The command line without ``--reload`` and ``--reload-dir DIR`` (or ``=DIR``, or the
+    option abbreviated as argparse allows: the child refused a ``--reload-d DIR`` left in its
+    command line without ``--reload``)."""
     out: list[str] = []
     skip = False
     for arg in argv:
+        name, equals, _ = arg.partition("=")
         if skip:
             skip = False
-        elif arg == "--reload" or arg.startswith("--reload-dir="):
+        elif arg == "--reload" or (equals and _is_reload_dir(name)):
             continue
-        elif arg == "--reload-dir":
+        elif _is_reload_dir(arg):
             skip = True
         else:
             out.append(arg)
