@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import fcntl
 import gc
 import logging
 import logging.handlers
@@ -19,7 +20,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aiohttp import web
@@ -40,7 +41,7 @@ from llmgine_daemon.settings import (
     ensure_private_dir,
     load_settings,
     pidfile_owner,
-    write_private,
+    read_env_file,
 )
 from llmgine_daemon.store.db import StorageError
 
@@ -63,12 +64,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", help="listen on TCP at this port (default 8000 when --host is given)")
     parser.add_argument("--socket", help="Unix socket path (default: in the runtime directory)")
     parser.add_argument("--no-socket", action="store_true", default=None, help="do not listen on a Unix socket")
-    parser.add_argument("--config", help="config file (default: config.toml in the config directory)")
+    parser.add_argument(
+        "--config", help="config file, TOML or (.yaml/.yml) YAML (default: config.toml in the config directory)"
+    )
+    parser.add_argument(
+        "--env-file",
+        help="read environment variables (NAME=value lines, as in a .env file) from this file; "
+        "variables already in the environment win",
+    )
     parser.add_argument("--log-level", help="debug, info, warning, error or critical")
     parser.add_argument("--log-file", help="write logs to this file instead of stderr")
     parser.add_argument(
         "--database-url",
         help="sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST:PORT/DB (default: SQLite in the data directory)",
+    )
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: restart the daemon whenever a *.py file of its source changes (as uvicorn's --reload)",
+    )
+    parser.add_argument(
+        "--reload-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --reload: watch this directory instead of the daemon's package (repeatable)",
     )
     parser.add_argument("--version", action="version", version=f"llmgined {__version__}")
     return parser
@@ -92,7 +112,11 @@ def settings_from_args(args: argparse.Namespace, *, socket_flags: bool = True) -
     flags = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in FLAGS.items()}
     if not socket_flags:
         flags = {k: v for k, v in flags.items() if k not in ("server.socket", "server.no_socket")}
-    return load_settings(args.config, flags=flags)
+    env: Mapping[str, str] = os.environ
+    if args.env_file is not None:
+        # As uvicorn's --env-file (python-dotenv): the file fills in, the real environment wins.
+        env = {**read_env_file(args.env_file), **os.environ}
+    return load_settings(args.config, env=env, flags=flags)
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
@@ -191,20 +215,54 @@ def prepare_socket(path: Path) -> None:
         probe.close()
 
 
-def _write_pidfile(path: Path, settings: Settings, home_socket: Path | None) -> bool:
-    """Write our pid, unless this daemon listens on a socket of its own (``--socket`` other than
-    ``home_socket``, where the home's config and environment put it) or
-    another llmgined that still runs owns the file: the pidfile names the daemon at the home's
-    default socket, which `llmgine daemon stop` signals when it does not answer there (a daemon
-    on another socket is found by asking it; it is never signalled in another's place)."""
+def _claim_pidfile(path: Path, settings: Settings, home_socket: Path | None) -> int | None:
+    """Take the home's pidfile and write our pid in it, unless this daemon listens on a socket
+    of its own (``--socket`` other than ``home_socket``, where the home's config and environment
+    put it) or another llmgined that still runs owns the file: the pidfile names the daemon at
+    the home's default socket, which `llmgine daemon stop` signals when it does not answer there
+    (a daemon on another socket is found by asking it; it is never signalled in another's place).
+
+    Ownership is an exclusive ``flock`` on the file, held for the daemon's life on the
+    descriptor returned (``_release_pidfile`` ends it): two daemons starting at once cannot
+    both pass the check (a look at the pid in the file, then a write, could), and the lock of
+    a daemon that died went with it, so a stale file is simply taken over. None: not ours."""
     if settings.socket_path is not None and settings.socket_path != home_socket:
-        return False
-    other = pidfile_owner(path)
-    if other is not None and other != os.getpid():
-        log.warning("%s belongs to llmgined pid %d, still running: this daemon writes no pidfile", path, other)
-        return False
-    write_private(path, f"{os.getpid()}\n")
-    return True
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            other = pidfile_owner(path)
+            log.warning("%s belongs to llmgined pid %s, still running: this daemon writes no pidfile", path, other)
+            return None
+        # Its owner may have removed the file (it stops) between our open and our lock: the
+        # lock is then on a file no one else will look at; take the one at the path.
+        try:
+            held, there = os.fstat(fd), os.stat(path)
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        if (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino):
+            break
+        os.close(fd)
+    # Written over the old pid, then cut: a reader sees the old pid or ours, never an empty file
+    # (the pid is the first word, and the new text ends with a newline).
+    data = f"{os.getpid()}\n".encode()
+    os.fchmod(fd, 0o600)  # only its owner reads it, whatever made the file and the umask
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
+    return fd
+
+
+def _release_pidfile(path: Path, fd: int | None) -> None:
+    """Remove our pidfile, then let go of its lock (in that order: see ``_claim_pidfile``)."""
+    if fd is None:
+        return
+    _remove(path)
+    os.close(fd)
 
 
 def _remove(path: Path | None) -> None:
@@ -272,7 +330,7 @@ async def serve(settings: Settings, home_socket: Path | None) -> None:
     sockets, listeners = bind_sockets(settings)
     socket_path = settings.socket_path
     pidfile = settings.paths.pidfile
-    own_pidfile = False
+    pidfile_fd: int | None = None
     app = create_app(settings)
     runner = web.AppRunner(
         app,
@@ -291,7 +349,7 @@ async def serve(settings: Settings, home_socket: Path | None) -> None:
             site = EnvelopingSite if sock.family == socket.AF_UNIX else TcpSite
             await site(runner, sock).start()
         app[LISTENERS].extend(listeners)
-        own_pidfile = _write_pidfile(pidfile, settings, home_socket)
+        pidfile_fd = _claim_pidfile(pidfile, settings, home_socket)
         tune_gc()
 
         stop = app[SHUTDOWN]
@@ -307,8 +365,7 @@ async def serve(settings: Settings, home_socket: Path | None) -> None:
             sock.close()
         if socket_path is not None:
             _remove(socket_path)
-        if own_pidfile:
-            _remove(pidfile)
+        _release_pidfile(pidfile, pidfile_fd)
     log.info("stopped")
 
 
@@ -330,6 +387,15 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     try:
         settings = settings_from_args(args)
+        if args.reload_dir and not args.reload:
+            raise ConfigError("--reload-dir is an option of --reload")
+        for directory in args.reload_dir:
+            if not Path(directory).is_dir():
+                raise ConfigError(f"--reload-dir {directory!r}: not a directory")
+        if args.reload:
+            from llmgine_daemon.reload import supervise
+
+            return supervise(sys.argv[1:] if argv is None else argv, [Path(d) for d in args.reload_dir])
         check_security_settings(settings)
         setup_logging(settings)
         if settings.postgres_url is None and not settings.database_path.exists():

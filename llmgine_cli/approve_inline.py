@@ -16,6 +16,7 @@ from typing import Any
 
 from llmgine_cli.client import ApiError, Client
 from llmgine_cli.context import Environment
+from llmgine_cli.inputs import loads
 
 PROMPT_SUFFIX = "? [y/N/e(dit)] "
 
@@ -52,7 +53,7 @@ def decide_inline(env: Environment, client: Client, session_id: str, data: dict[
         while True:
             text = _ask(env, f"arguments (JSON object) [{json.dumps(arguments, ensure_ascii=False)}]: ")
             try:
-                edited = json.loads(text) if text else arguments
+                edited = loads(text) if text else arguments
             except ValueError as exc:
                 env.err(f"not JSON: {exc}")
                 continue

@@ -51,6 +51,19 @@ def _session(ctx: typer.Context) -> str | None:
     return os.environ.get("LLMGINE_SESSION") or None
 
 
+def _session_id(client: Any, ctx: typer.Context) -> str | None:
+    """The session the command line names, as its id. Completing runs no option callback, so
+    a name, short id or prefix (``-S demo``, LLMGINE_SESSION=demo) is still as typed, and
+    the API takes only ids: the session's tools, engines and types completed to nothing."""
+    from llmgine_cli import ids
+
+    given = _session(ctx)
+    if given is None or ids.is_full_id(given):
+        return given
+    sessions = client.list_sessions(limit=1000, status="active").sessions
+    return ids.resolve("session", given, ((s.session_id, s.name) for s in sessions))
+
+
 def _complete(
     fetch: Callable[[Any, typer.Context], Iterable[tuple[str, str]]],
 ) -> Callable[[typer.Context, str], list[tuple[str, str]]]:
@@ -86,7 +99,7 @@ def session_ids(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
 
 @_complete
 def engine_ids(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
-    for e in client.list_engines(limit=200, session_id=_session(ctx)).engines:
+    for e in client.list_engines(limit=200, session_id=_session_id(client, ctx)).engines:
         yield e.engine_id, f"{e.engine_type} {e.model_name or ''}".strip()
 
 
@@ -98,7 +111,7 @@ def engine_types(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
 
 @_complete
 def tool_names(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
-    session = _session(ctx)
+    session = _session_id(client, ctx)
     if session:
         for t in client.list_tools(session).tools:
             yield t.name, t.description.split("\n")[0][:60]
@@ -106,7 +119,7 @@ def tool_names(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
 
 @_complete
 def event_types(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
-    session = _session(ctx)
+    session = _session_id(client, ctx)
     if session:
         page = client.list_events(session, limit=1000)
         yield from ((t, "") for t in sorted({e.event_type for e in page.events}))
@@ -115,7 +128,7 @@ def event_types(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
 @_complete
 def command_types(client: Any, ctx: typer.Context) -> Iterable[tuple[str, str]]:
     found: dict[str, str] = {}
-    session = _session(ctx)
+    session = _session_id(client, ctx)
     if session:
         for e in client.list_engines(limit=200, session_id=session).engines:
             found.setdefault(e.command_type, e.engine_type)

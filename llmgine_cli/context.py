@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
+from llmgine_cli.errors import InvalidArgument
 from llmgine_cli.target import Target, resolve_target
 from llmgine_cli.transport import DEFAULT_TIMEOUT
 
@@ -78,10 +79,16 @@ class AppContext:
     def request_timeout(self) -> float:
         if self.timeout is not None:
             return self.timeout
-        try:
-            return float(self.env.environ.get("LLMGINE_TIMEOUT") or DEFAULT_TIMEOUT)
-        except ValueError:
+        text = self.env.environ.get("LLMGINE_TIMEOUT", "").strip()
+        if not text:
             return DEFAULT_TIMEOUT
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = -1.0
+        if not 0.01 <= seconds < float("inf"):  # NaN too; as --timeout (x>=0.01)
+            raise InvalidArgument(f"LLMGINE_TIMEOUT={text!r}: give the seconds to wait for an answer (at least 0.01)")
+        return seconds
 
     def target(self) -> Target:
         return resolve_target(self.url, self.env.environ)

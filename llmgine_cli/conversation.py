@@ -80,7 +80,12 @@ class Conversation:
             for engine in client.list_engines(session_id=session_id, status="active", limit=100).engines:
                 if engine.engine_type == engine_type and (model is None or engine.model_name == model):
                     return cls(client, engine)
-        engine = client.create_engine(engine_type, session_id, model, configuration or {})
+        try:
+            engine = client.create_engine(engine_type, session_id, model, configuration or {})
+        except ApiError as exc:
+            if exc.status == 409:
+                raise _type_taken(client, session_id, engine_type, exc) from None
+            raise
         return cls(client, engine, created)
 
     def send(self, prompt: str, parameters: dict[str, Any] | None = None) -> Turn:
@@ -160,3 +165,21 @@ class Turn:
         if streamed or self.record is None or not isinstance(self.record.result, dict):
             return streamed
         return str(self.record.result.get("text") or self.record.result.get("response") or "")
+
+
+def _type_taken(client: Client, session_id: str, engine_type: str, exc: ApiError) -> ApiError:
+    """The daemon's 409 for a second engine of a type in a session ("a handler for
+    'SinglePassEngineCommand' is already registered") as what it means here, and the way out."""
+    from llmgine_cli.errors import api_error
+    from llmgine_cli.ids import short_id
+
+    for engine in client.list_engines(session_id=session_id, status="active", limit=100).engines:
+        if engine.engine_type == engine_type:
+            model = f"model {engine.model_name}" if engine.model_name else "the default model"
+            message = (
+                f"session {short_id(session_id)} already has a {engine_type} ({short_id(engine.engine_id)}, "
+                f"{model}), and a session has one engine of each type: talk to it with --engine "
+                f"{short_id(engine.engine_id)}, or give another session (-S)"
+            )
+            return api_error(exc.status, exc.code, message, exc.details, exc.request_id)
+    return exc

@@ -53,7 +53,8 @@ class InvalidURL(LlmgineError):
 
 
 class InvalidArgument(LlmgineError):
-    """A value no request can carry: an empty id or name (it would address another route)."""
+    """A value no request can carry: an empty id or name (it would address another route), a
+    bad LLMGINE_* environment value."""
 
 
 class TransportError(LlmgineError):

@@ -429,7 +429,7 @@ def _value(kind: str, text: str) -> Any:
     except ValueError:
         raise _Fallback from None
     if kind.startswith("float"):
-        if not number >= float(kind.split(":")[1]):  # NaN too
+        if not float(kind.split(":")[1]) <= number < float("inf"):  # NaN too
             raise _Fallback
         return number
     _, low, high = kind.split(":")

@@ -24,6 +24,23 @@ class InputError(Exception):
         self.option = option
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (a JSON number is finite)")
+
+
+def loads(text: str) -> Any:
+    """JSON as the daemon reads it (ValueError otherwise): Python's json also takes NaN,
+    Infinity and numbers too big for a float (inf), which the request then carried as null."""
+    return json.loads(text, parse_float=_finite, parse_constant=_not_json)
+
+
 def read_text(ref: str, option: str) -> str:
     """The text of ``@file`` or ``@-`` (stdin)."""
     path = ref[1:]
@@ -52,7 +69,7 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, Any]:
                 value = value.removesuffix("\n")
         if raw_json:
             try:
-                out[key] = json.loads(value)
+                out[key] = loads(value)
             except ValueError as exc:
                 raise InputError(f"{key}:= needs JSON ({exc}); for a string use {key}=...", option) from None
         else:
@@ -69,7 +86,7 @@ def parse_object(text: str | None, option: str) -> dict[str, Any]:
     if text.startswith("@") and len(text) > 1:
         text = read_text(text, option)
     try:
-        value = json.loads(text)
+        value = loads(text)
     except ValueError as exc:
         raise InputError(f"not JSON: {exc}", option) from None
     if not isinstance(value, dict):

@@ -25,7 +25,7 @@ Output = Annotated[
         "--output",
         metavar="FORMAT",
         case_sensitive=False,
-        help="table|plain|json|jsonl (default: a table on a terminal, plain text when piped)",
+        help="table, plain, json or jsonl (default: a table on a terminal, plain text when piped)",
         show_default=False,
     ),
 ]

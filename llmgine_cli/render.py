@@ -218,6 +218,16 @@ def visible_line(text: str) -> str:
     return text.translate(_CONTROLS)
 
 
+# Fields holding a time (ISO 8601, UTC) besides those named *_at; and lists of times.
+_TIME_KEYS = frozenset({"timestamp", "start", "next_due"})
+_TIME_LISTS = frozenset({"upcoming"})  # a schedule's next firing times
+
+
+def is_time_key(leaf: str) -> bool:
+    """Whether a field named ``leaf`` holds a time (shown local, with its zone, or --utc)."""
+    return leaf.endswith("_at") or leaf in _TIME_KEYS
+
+
 def _list_cell(key: str, value: Any, view: View, compact_times: bool = False) -> str:
     """A cell of a listing row: ids short (their random part: ids.py), the rest as _cell."""
     leaf = key.rsplit(".", 1)[-1]
@@ -225,12 +235,7 @@ def _list_cell(key: str, value: Any, view: View, compact_times: bool = False) ->
         from llmgine_cli.ids import short_id
 
         return short_id(value)
-    if (
-        compact_times
-        and isinstance(value, str)
-        and (leaf.endswith("_at") or leaf in ("timestamp", "start"))
-        and key not in view.raw_keys
-    ):
+    if compact_times and isinstance(value, str) and is_time_key(leaf) and key not in view.raw_keys:
         return short_time(value, compact=True)
     return _cell(key, value, view)
 
@@ -244,11 +249,13 @@ def _cell(key: str, value: Any, view: View) -> str:
         if not value:
             return "-"
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            if key.rsplit(".", 1)[-1] in _TIME_LISTS and key not in view.raw_keys:
+                return ", ".join(short_time(v) for v in value)
             return ", ".join(value)  # listeners, tags: as a person writes them
         return compact(value)
     leaf = key.rsplit(".", 1)[-1]
     if key not in view.raw_keys:
-        if isinstance(value, str) and (leaf.endswith("_at") or leaf in ("timestamp", "start")):
+        if isinstance(value, str) and is_time_key(leaf):
             return short_time(value)
         if leaf == "duration_ms" and isinstance(value, (int, float)):
             return human_ms(value)

@@ -11,7 +11,9 @@ traceback by default.
 
 from __future__ import annotations
 
+import copy
 import importlib
+import math
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Annotated, Any
@@ -114,7 +116,46 @@ def build_command(name: str) -> Any:
     """The click command of ``llmgine NAME`` (importing its module now)."""
     command = _build_command(name)
     command.params = [p for p in command.params if p.name not in _COMPLETION_OPTIONS]
-    return rewrap_help(command)
+    return finite_floats(rewrap_help(command))
+
+
+_FINITE: dict[type, type] = {}
+
+
+def _finite_type(base: type) -> type:
+    """``base`` (click's float type, or its range) refusing nan, inf and 1e400."""
+
+    def convert(self: Any, value: Any, param: Any, ctx: Any) -> Any:
+        number = base.convert(self, value, param, ctx)
+        if isinstance(number, float) and not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+    if base not in _FINITE:
+        _FINITE[base] = type(f"Finite{base.__name__}", (base,), {"convert": convert})
+    return _FINITE[base]
+
+
+def finite_floats(command: Any) -> Any:
+    """``command`` and its subcommands, their float options refusing what is not a number.
+
+    click reads "nan", "inf" and "1e400" (inf) as floats, and a range (min=0.01) lets them
+    through (NaN compares false): --timeout nan then surfaced as an internal error, and a
+    command's --timeout inf was sent as null. Each float parameter gets a copy of its type,
+    of a subclass that refuses them (isinstance still holds: --help still shows the range).
+    """
+    finite_params(command)
+    for sub in getattr(command, "commands", {}).values():
+        finite_floats(sub)
+    return command
+
+
+def finite_params(command: Any) -> None:
+    """finite_floats for ``command``'s own parameters only."""
+    for param in command.params:
+        if getattr(param.type, "name", "") in ("float", "float range"):
+            param.type = copy.copy(param.type)
+            param.type.__class__ = _finite_type(type(param.type))
 
 
 def _build_command(name: str) -> Any:
@@ -169,6 +210,7 @@ class RootGroup(TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.commands = _LazyCommands()  # type: ignore[assignment]
+        finite_params(self)  # its own (--timeout); the commands' as they are built
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(COMMANDS)

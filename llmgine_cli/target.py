@@ -92,7 +92,10 @@ def parse_url(url: str, *, is_default: bool = False) -> Target:
         return Target(f"unix://{path}", socket_path=path, is_default=is_default)
     if text.startswith("/"):  # a bare socket path is unambiguous; accept it
         return Target(f"unix://{text}", socket_path=text, is_default=is_default)
-    parts = urllib.parse.urlsplit(text)
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError as exc:  # "http://[::1": Invalid IPv6 URL
+        raise InvalidURL(f"invalid URL {url!r}: {exc}") from None
     if parts.scheme != "http" or not parts.hostname:
         raise InvalidURL(f"invalid URL {url!r}: use unix:///path or http://host:port")
     try:

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 MAX_HEADER_BYTES = 64 * 1024
 
 
+# Seconds: about 31 years; sockets take at most ~9.2e9 (their clock is int64 nanoseconds).
+LONGEST_TIMEOUT = 1e9
+
+
 class BadResponse(Exception):
     """The bytes that came back are not an HTTP/1.1 answer (or it ended half-way)."""
 
@@ -40,6 +44,8 @@ class Answer:
 
 def connect(socket_path: str | None, host: str | None, port: int | None, timeout: float | None) -> socket.socket:
     """A connected socket with ``timeout`` on every operation (OSError/TimeoutError if not)."""
+    if timeout is not None and timeout > LONGEST_TIMEOUT:
+        timeout = LONGEST_TIMEOUT  # a socket refuses more (OverflowError): --timeout 1e10 means "wait"
     if socket_path is not None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)

@@ -145,7 +145,7 @@ def start_daemon(
         if port and "--no-socket" in args
         else parse_url(f"unix://{get_paths({'LLMGINE_HOME': str(home)}).socket}")
     )
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # a start on a loaded machine (PostgreSQL: migrations)
     while probe(target, timeout=0.5) is None:
         if proc.poll() is not None or time.monotonic() > deadline:
             stop_process(proc)

@@ -83,3 +83,7 @@ class QueueView(msgspec.Struct):
     # The sandbox pool's workers running user code now, and its size (keys only; else null).
     sandbox_busy: int | None = None
     sandbox_workers: int | None = None
+    # The pool's state (keys only; else null), as in GET /api/status: standby until the daemon
+    # has user code (no worker started yet, so busy/workers say nothing), starting, running,
+    # failed or stopped.
+    sandbox_state: str | None = None

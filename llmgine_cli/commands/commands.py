@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +25,7 @@ from llmgine_cli.commands.args import (
     text_view,
 )
 from llmgine_cli.context import AppContext
+from llmgine_cli.inputs import loads
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.render_observability import render_trace
@@ -197,7 +197,11 @@ def run(
     retries: Annotated[
         int | None,
         typer.Option(
-            "--retries", min=0, max=100, help="Try a failed attempt again up to this many times (metadata.retries)."
+            "--retries",
+            min=0,
+            max=100,
+            metavar="N",
+            help="Try a failed attempt again up to this many times (metadata.retries).",
         ),
     ] = None,
     backoff: Annotated[
@@ -396,7 +400,7 @@ def read_batch_file(path: str) -> list[dict[str, Any]]:
         raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--file") from None
     if text.lstrip().startswith("["):
         try:
-            items = json.loads(text)
+            items = loads(text)
         except ValueError as exc:
             raise typer.BadParameter(f"not a JSON array: {exc}", param_hint="--file") from None
         where = [f"item {i}" for i in range(len(items))]
@@ -406,7 +410,7 @@ def read_batch_file(path: str) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                items.append(json.loads(line))
+                items.append(loads(line))
             except ValueError as exc:
                 raise typer.BadParameter(f"line {number} is not JSON: {exc}", param_hint="--file") from None
             where.append(f"line {number}")

@@ -35,7 +35,7 @@ Port = Annotated[int | None, typer.Option("--port", min=0, max=65535, help="Also
 Sock = Annotated[str | None, typer.Option("--socket", help="Unix socket path.")]
 NoSock = Annotated[bool, typer.Option("--no-socket", help="TCP only.")]
 ConfigFile = Annotated[str | None, typer.Option("--config", help="Another config file.")]
-LogLevel = Annotated[str | None, typer.Option("--log-level", help="debug|info|warning|error|critical")]
+LogLevel = Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error or critical")]
 LogFile = Annotated[str | None, typer.Option("--log-file", help="Log here instead of the daemon log.")]
 Timeout = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for it to answer.")]
 

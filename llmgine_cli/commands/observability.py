@@ -44,7 +44,9 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
     level: Annotated[
         str | None,
-        typer.Option("--level", "-l", metavar="LEVEL", help="This level and above: debug|info|warning|error|critical."),
+        typer.Option(
+            "--level", "-l", metavar="LEVEL", help="This level and above: debug, info, warning, error or critical."
+        ),
     ] = None,
     session: Annotated[
         str | None, typer.Option("--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")
@@ -101,7 +103,7 @@ def log(
     ctx: typer.Context,
     message: Annotated[str, typer.Argument(help="The message to record.")],
     level: Annotated[
-        str, typer.Option("--level", "-l", metavar="LEVEL", help="debug|info|warning|error|critical.")
+        str, typer.Option("--level", "-l", metavar="LEVEL", help="debug, info, warning, error or critical.")
     ] = "info",
     session: Annotated[
         str | None,

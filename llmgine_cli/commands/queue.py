@@ -76,7 +76,13 @@ def _summary(data: dict[str, Any]) -> str:
     counts = ", ".join(f"{n} {s}" for s in UNFINISHED if (n := data["counts"].get(s, 0)) or s == "queued")
     done = sum(data["finished_last_minute"].values())
     line = f"{counts}; {done} finished in the last minute"
-    if data.get("sandbox_workers") is not None:
+    sandbox = data.get("sandbox_state")
+    if sandbox not in (None, "running"):
+        # No worker started yet (standby: they start with the first tool or handler), or none
+        # running: a count of busy workers would say "0/N" of workers that do not exist. The
+        # state's one word keeps the line within 80 columns (README, `llmgine ps`).
+        line += f"; sandbox {sandbox}"
+    elif data.get("sandbox_workers") is not None:
         line += f"; sandbox {data['sandbox_busy']}/{data['sandbox_workers']} busy"
     return line
 

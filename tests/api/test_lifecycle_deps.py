@@ -61,21 +61,28 @@ async def test_blocked_until_a_command_of_another_session_completes(app_client):
 
 async def test_runs_once_all_completed_and_failure_travels_down_the_chain(app_client):
     sid, _ = await session_with_engine(app_client)
-    # "one" runs long enough that "three" is surely stored blocked (at 100 ms, a loaded
-    # machine had both dependencies done before it was submitted: no CommandBlocked).
-    one = await submit(app_client, sid, "one", delay_ms=1000)
-    two = await submit(app_client, sid, "two", delay_ms=100)
+    # Every dependency waits in the queue behind a blocker until the chain is submitted, and
+    # is let go by cancelling the blocker: with dependencies that merely ran for a while, a
+    # loaded machine had them done before the next submission (no CommandBlocked, or a child
+    # cancelled at once).
+    blocker = await submit(app_client, sid, "blocker", delay_ms=BLOCK_MS)
+    one = await submit(app_client, sid, "one")
+    two = await submit(app_client, sid, "two")
     three = await submit_after(app_client, sid, [one["command_id"], two["command_id"]])
     assert three["status"] == "blocked", three
+    await cancel(app_client, sid, blocker["command_id"])
     done = await finished(app_client, sid, three["command_id"])
     assert done["status"] == "completed"
     types = [e["event_type"] for e in await events(app_client, sid, event_type="Command*")]
     assert "CommandBlocked" in types and "CommandQueued" in types
     # A failed dependency cancels the chain, unless after_policy is always.
-    bad = await submit(app_client, sid, "bad", delay_ms=100, fail=True)
+    blocker = await submit(app_client, sid, "blocker", delay_ms=BLOCK_MS)
+    bad = await submit(app_client, sid, "bad", fail=True)
     child = await submit_after(app_client, sid, [bad["command_id"]])
     grandchild = await submit_after(app_client, sid, [child["command_id"]])
     anyway = await submit_after(app_client, sid, [bad["command_id"]], policy="always")
+    assert {child["status"], grandchild["status"], anyway["status"]} == {"blocked"}
+    await cancel(app_client, sid, blocker["command_id"])
     assert (await finished(app_client, sid, grandchild["command_id"]))["status"] == "cancelled"
     assert (await finished(app_client, sid, child["command_id"]))["error"]["details"]["dependency_status"] == "failed"
     assert (await finished(app_client, sid, anyway["command_id"]))["status"] == "completed"

@@ -34,6 +34,8 @@ async def test_queue_across_sessions_with_positions(app_client):
     by_id = {c["command_id"]: c for c in view["commands"]}
     assert set(by_id) == {run_a["command_id"], low["command_id"], high["command_id"], run_b["command_id"]}
     assert view["total"] == 4 and view["counts"] == {"executing": 2, "queued": 2}
+    # No user code in this daemon: the sandbox pool started no worker, and says so.
+    assert view["sandbox_state"] == "standby" and view["sandbox_workers"] == 1
     # The high-priority one starts next in its session, though submitted last.
     assert by_id[high["command_id"]]["position"] == 1 and by_id[low["command_id"]]["position"] == 2
     assert by_id[run_a["command_id"]]["position"] is None and by_id[run_a["command_id"]]["run_s"] >= 0
@@ -58,7 +60,7 @@ async def test_a_session_token_sees_only_its_session(app_client):
     await eventually(lambda: running(app_client, 2))
     view = await queue(app_client, headers=as_token)
     assert [c["command_id"] for c in view["commands"]] == [own["command_id"]]
-    assert view["counts"] == {"executing": 1} and view["sandbox_busy"] is None
+    assert view["counts"] == {"executing": 1} and view["sandbox_busy"] is None and view["sandbox_state"] is None
     # Asking for another session does not widen it.
     view = await queue(app_client, headers=as_token, session_id=other)
     assert [c["command_id"] for c in view["commands"]] == [own["command_id"]]

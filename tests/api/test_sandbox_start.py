@@ -35,9 +35,13 @@ async def test_no_worker_until_code_is_registered_and_its_first_call_finds_them(
     info = await sandbox_info(client)
     assert info["state"] == "standby" and info["isolation"] == "bubblewrap", info
     assert (info["idle"], info["busy"], info["workers"]) == (0, 0, 1)
+    queue = await (await client.get("/api/commands")).json()  # what `llmgine ps` sums up
+    assert queue["sandbox_state"] == "standby", queue
     resp = await client.post(f"/api/sessions/{sid}/tools", json=TOOL)
     assert resp.status == 201, await resp.text()  # validating the code started them
     info = await running(client)
+    queue = await (await client.get("/api/commands")).json()
+    assert (queue["sandbox_state"], queue["sandbox_busy"], queue["sandbox_workers"]) == ("running", 0, 1), queue
     assert info["calls"] == 0 and info["python"], info
     out = await (await client.post(f"/api/sessions/{sid}/tools/f/execute", json={})).json()
     assert out["result"] == 42, out

@@ -170,6 +170,25 @@ def test_batch_jsonl_file_and_stdin(cli, tmp_path: Path, daemon):
     assert result.exit_code == 1 and "VALIDATION_ERROR" in one_line(result.stderr)
 
 
+@pytest.mark.parametrize("number", ["1e400", "-Infinity", "NaN"])
+def test_json_input_that_is_not_json_is_refused(cli, tmp_path: Path, number):
+    # Python's json takes NaN, Infinity and 1e400 (inf); the request then carried null in
+    # their place, silently. They are usage errors, as the daemon's JSON refuses them too.
+    sid, _ = session_with_engine(cli)
+    path = tmp_path / "batch.jsonl"
+    path.write_text(f'{{"command_type": "DummyEngineCommand", "parameters": {{"n": {number}}}}}\n')
+    for args in (
+        ("command", "batch", "-S", sid, "-f", str(path)),
+        ("schedule", "add", "DummyEngineCommand", "-S", sid, "--every", "60", "--params", f'{{"n": {number}}}'),
+        ("engine", "create", "DummyEngine", "-S", sid, "--config", f"n:={number}"),
+    ):
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert number in one_line(result.stderr), args
+    listed = cli("command", "list", "-S", sid, "-o", "json")
+    assert json.loads(listed.stdout)["total"] == 0
+
+
 def test_events(cli):
     sid = cli("session", "create", "-q").stdout.strip()
     eid = cli("event", "publish", "StatusUpdate", "-S", sid, "--data", '{"status": "processing"}', "-q")

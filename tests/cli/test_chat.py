@@ -162,6 +162,24 @@ def test_ask_usage_and_not_found(llm_daemon: Daemon) -> None:
     no_traceback(missing.stderr, both.stderr)
 
 
+def test_a_second_engine_of_a_type_in_the_session_is_explained(llm_daemon: Daemon) -> None:
+    # A session has one engine per type. `chat -S S` after `ask -S S` (or LLMGINE_SESSION
+    # exported, as the README suggests), or `ask -S S` with another model, answered the
+    # daemon's "CONFLICT: a handler for 'SinglePassEngineCommand' is already registered".
+    client = client_of(llm_daemon)
+    sid = client.create_session(name="one-per-type").session_id
+    engine = client.create_engine("SinglePassEngine", sid, MODELS["openai"], {}).engine_id
+    env = {**llm_daemon.env, "LLMGINE_SESSION": sid}
+    chat = invoke(["chat"], env)
+    ask = invoke(["ask", "hi", "--model", MODELS["anthropic"]], env)
+    for result in (chat, ask):
+        assert result.exit_code == 6, result.stderr
+        line = one_line(result.stderr)
+        assert f"already has a SinglePassEngine ({engine[-8:]}, model {MODELS['openai']})" in line, line
+        assert f"--engine {engine[-8:]}" in line
+    assert [e.engine_id for e in client.list_engines(session_id=sid).engines] == [engine]  # nothing lost
+
+
 def test_chat_in_a_terminal(llm_daemon: Daemon, fake: FakeProvider) -> None:
     """A question, a streamed answer, a tool call, /reset, Ctrl-C mid-answer, Ctrl-D."""
     import pexpect

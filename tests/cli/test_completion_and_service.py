@@ -60,6 +60,22 @@ def test_ids_complete_from_the_running_daemon(daemon: Daemon, cli) -> None:  # t
     assert "DummyEngine" in offered
 
 
+def test_a_sessions_things_complete_whatever_names_the_session(daemon: Daemon, cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Completing runs no option callback: -S and LLMGINE_SESSION reached the API as typed, and
+    # with a session's name, short id or prefix (every command takes them) nothing completed.
+    sid = cli("session", "create", "-q", "--name", "completing-by-name").stdout.strip()
+    (tmp_path / "t.py").write_text("def completable_tool(x: int) -> int:\n    return x\n")
+    assert cli("tool", "register", str(tmp_path / "t.py"), "-S", sid, "-q").exit_code == 0
+    cli("event", "publish", "NamedProbe", "-S", sid)
+    for ref in ("completing-by-name", sid[-8:], sid[:13], sid):
+        offered, _, _ = complete("llmgine tool exec ", {**daemon.env, "LLMGINE_SESSION": ref})
+        assert offered == ["completable_tool"], ref
+        offered, _, _ = complete(f"llmgine tool get -S {ref} compl", daemon.env)
+        assert offered == ["completable_tool"], ref
+        offered, _, _ = complete(f"llmgine event list -S {ref} --type Named", daemon.env)
+        assert offered == ["NamedProbe"], ref
+
+
 def test_completion_is_silent_without_a_daemon() -> None:
     home = short_home()
     try:

@@ -104,12 +104,23 @@ def test_parameters_from_a_file(daemon, sid, tmp_path):
         (["command", "run", "X", "-S", "s", "-p", "novalue"], 2, "--param"),
         (["command", "run", "X", "-S", "s", "-p", "n:=nope"], 2, "--param"),
         (["event", "publish", "T", "-S", "s", "--data", "[1]"], 2, "--data"),
+        # Python's json reads these (as inf, nan); the request carried them as null.
+        (["command", "run", "X", "-S", "s", "-p", "n:=1e400"], 2, "out of range"),
+        (["event", "publish", "T", "-S", "s", "--data", '{"a": NaN}'], 2, "NaN is not JSON"),
         (["event", "publish", "T", "-S", "s", "--data", "@/no/such/file"], 2, "cannot read"),
         (["event", "publish", "T"], 2, "--session"),
         (["session", "get", "no-such-session"], 4, "SESSION_NOT_FOUND"),
         (["event", "publish", "T", "-S", "no-such-session", "-q"], 4, "SESSION_NOT_FOUND"),
         (["--url", "http://127.0.0.1:9", "session", "list", "-o", "json"], 3, "127.0.0.1:9"),
         (["--url", "ftp://x", "session", "list", "-o", "json"], 2, "invalid URL"),
+        (["--url", "http://[::1", "health"], 2, "invalid URL"),
+        # click reads nan, inf and 1e400 as floats, and a range lets them through: an internal
+        # error (OverflowError), or a command's timeout sent as null.
+        (["--timeout", "nan", "session", "list"], 2, "'nan' is not a finite number"),
+        (["--timeout", "1e400", "session", "list", "-o", "json"], 2, "--timeout"),
+        (["command", "run", "X", "-S", "s", "--timeout", "inf"], 2, "--timeout"),
+        (["command", "wait", "x", "--timeout", "nan"], 2, "--timeout"),
+        (["tool", "exec", "t", "-S", "s", "--timeout", "inf"], 2, "--timeout"),
     ],
 )
 def test_errors_are_one_line_with_the_documented_code(daemon, args, code, words):
@@ -118,6 +129,32 @@ def test_errors_are_one_line_with_the_documented_code(daemon, args, code, words)
     line = one_line(proc.stderr)
     assert line.startswith("error: ") and words in line, line
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "nan", "inf"])
+def test_a_bad_llmgine_timeout_is_a_usage_error(daemon, value):
+    # It was ignored (abc: the default 30 s), or an internal error (-5: ValueError).
+    for args in (["session", "list", "-q"], ["status", "-q"]):  # the fast path, Typer
+        proc = run_cli(args, {**daemon.env, "LLMGINE_TIMEOUT": value})
+        assert proc.returncode == 2, proc.stderr
+        assert (
+            one_line(proc.stderr)
+            == f"error: LLMGINE_TIMEOUT={value!r}: give the seconds to wait for an answer (at least 0.01)"
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--timeout", "1e300", "session", "create", "-q"], {}),
+        (["session", "create", "-q"], {"LLMGINE_TIMEOUT": "1e10"}),
+        (["--timeout", "1e10", "status", "-q"], {}),
+    ],
+)
+def test_a_huge_timeout_waits(daemon, args, env):
+    # A socket refuses a timeout past ~9.2e9 s (OverflowError: an internal error); it is capped.
+    proc = run_cli(args, {**daemon.env, **env})
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_help_and_version_go_to_typer(daemon):

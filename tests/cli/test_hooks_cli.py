@@ -211,3 +211,20 @@ def test_webhook_and_schedule_tables_fit_80_columns(daemon: Daemon, session: str
         assert lines and all(len(line) <= 80 for line in lines), lines
     llmgine(daemon, "webhook", "delete", hook_id)
     llmgine(daemon, "schedule", "delete", sched)
+
+
+def test_schedule_times_read_like_every_other_time(daemon: Daemon, session: str) -> None:
+    # next_due and upcoming were printed raw (2030-01-01T00:00:00.000000Z) beside created_at in
+    # local time with its zone: the times a schedule is about were the ones not shown so.
+    args = ["schedule", "add", "DummyEngineCommand", "-S", session, "--at", "2030-01-01T00:00:00Z"]
+    shown = run_cli(["--utc", *args], daemon.env)
+    assert shown.returncode == 0, shown.stderr
+    rows = dict(line.split(None, 1) for line in shown.stdout.splitlines())
+    assert rows["next_due"].strip() == "2030-01-01 00:00:00 UTC"
+    assert rows["upcoming"].strip() == "2030-01-01 00:00:00 UTC"
+    listed = run_cli(["--utc", "schedule", "list", "-S", session], daemon.env).stdout
+    assert listed.splitlines()[1].endswith("active  2030-01-01 00:00:00 UTC  0"), listed  # NEXT, FIRED
+    melbourne = run_cli(["schedule", "list", "-S", session], {**daemon.env, "TZ": "Australia/Melbourne"}).stdout
+    assert "2030-01-01 11:00:00 AEDT" in melbourne
+    raw = json.loads(run_cli(["schedule", "list", "-S", session, "-o", "json"], daemon.env).stdout)
+    assert raw["schedules"][0]["next_due"] == "2030-01-01T00:00:00.000000Z"  # -o json: unchanged

@@ -288,3 +288,27 @@ def test_completion_options_are_the_roots_only(cold_cli, command):
     result = cold_cli(*command, "--help")
     assert result.exit_code == 0
     assert "--install-completion" not in result.stdout and "--show-completion" not in result.stdout
+
+
+def _every_command() -> list[tuple[str, ...]]:
+    """Every `llmgine ...` command path: the groups, and each group's commands."""
+    from llmgine_cli.root import COMMANDS, build_command
+
+    paths: list[tuple[str, ...]] = []
+    for name in COMMANDS:
+        command = build_command(name)
+        paths.append((name,))
+        paths.extend((name, sub) for sub in getattr(command, "commands", {}))
+    return paths
+
+
+def test_no_help_is_cut_at_80_columns(cold_cli):
+    # Rich shrinks the options table's columns to fit the width, and cuts with … a word that
+    # does not fit its column: an option's name (--cancel-on-interru…) or a word of its help
+    # (table|plain|json|jso…) could no longer be read (or typed) from --help at 80 columns.
+    cut = []
+    for path in _every_command():
+        result = cold_cli(*path, "--help", COLUMNS="80")
+        assert result.exit_code == 0, (path, result.stdout)
+        cut.extend((" ".join(path), line) for line in result.stdout.splitlines() if "…" in line)
+    assert not cut, cut

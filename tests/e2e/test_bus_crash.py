@@ -37,6 +37,7 @@ from tests import clitools
 from tests.clitools import cli_env, default_signals, full_env
 from tests.dbtools import open_home_db
 from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
+from tests.eventually import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -137,16 +138,16 @@ def unix_session(home: Path) -> aiohttp.ClientSession:
 
 
 async def wait_ready(home: Path, proc: Any) -> None:
-    for _ in range(400):
+    async def answers() -> bool:
         assert proc.poll() is None, proc.stderr.read()
         try:
             async with unix_session(home) as http, http.get("/api/health") as resp:
-                if resp.status == 200:
-                    return
+                return resp.status == 200
         except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("daemon did not answer on its socket")
+            return False
+
+    # A start on a loaded machine (PostgreSQL: a database to migrate) can take many seconds.
+    await eventually(answers, timeout=60, interval=0.05, message="the daemon answering on its socket")
 
 
 async def post(http: aiohttp.ClientSession, path: str, body: Any) -> tuple[int, Any]:

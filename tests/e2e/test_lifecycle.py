@@ -156,18 +156,24 @@ def test_dependencies_across_sessions_failure_and_a_restart_while_blocked() -> N
     try:
         d = start_daemon(home)
         a, b = session_with_engine(d), session_with_engine(d)
-        first = submit(d, a, "-p", "prompt=first", "-p", "delay_ms:=4000")
+        # Each dependency waits behind a blocker until what depends on it is submitted, and is
+        # let go by cancelling the blocker (a dependency that merely ran for 4 s had ended
+        # before the next CLI call on a loaded machine).
+        blocker = submit(d, a, "-p", "prompt=blocker", "-p", "delay_ms:=600000")
+        first = submit(d, a, "-p", "prompt=first")
         shown = llmgine(d, "command", "run", "DummyEngineCommand", "-S", b, "-p", "prompt=then", "--after", first,
                         "--no-wait", "-o", "json")  # fmt: skip
         then = json.loads(shown)["command_id"]
         assert json.loads(shown)["status"] == "blocked"
+        llmgine(d, "command", "cancel", blocker, "-S", a, "-q")
         assert llmgine(d, "command", "wait", then, "-q") == then  # first completed, then ran: exit 0
         # A failure travels down the chain; --after-policy always runs anyway.
-        bad = submit(d, a, "-p", "prompt=bad", "-p", "fail:=true", "-p", "delay_ms:=2500")
-        # (each may already be cancelled when submitted on a slow machine: exit 1 then)
-        child = submit_any(d, b, "-p", "prompt=child", "--after", bad)
-        grandchild = submit_any(d, a, "-p", "prompt=gc", "--after", child)
-        anyway = submit_any(d, b, "-p", "prompt=anyway", "--after", bad, "--after-policy", "always")
+        blocker = submit(d, a, "-p", "prompt=blocker", "-p", "delay_ms:=600000")
+        bad = submit(d, a, "-p", "prompt=bad", "-p", "fail:=true")
+        child = submit(d, b, "-p", "prompt=child", "--after", bad)
+        grandchild = submit(d, a, "-p", "prompt=gc", "--after", child)
+        anyway = submit(d, b, "-p", "prompt=anyway", "--after", bad, "--after-policy", "always")
+        llmgine(d, "command", "cancel", blocker, "-S", a, "-q")
         out = llmgine(d, "command", "wait", child, grandchild, anyway, "-o", "jsonl", code=1)
         records = [json.loads(line) for line in out.splitlines()]
         assert [r["status"] for r in records] == ["cancelled", "cancelled", "completed"]
@@ -242,13 +248,6 @@ def test_retries_a_restart_mid_delay_and_dead_letters(tmp_path: Path) -> None:
         stop_process(d.proc)
     finally:
         cleanup_home(home)
-
-
-def submit_any(d: Daemon, sid: str, *args: str) -> str:
-    """Submit (--no-wait) and return the id, whatever the command's status already is."""
-    done = run_cli(["command", "run", "DummyEngineCommand", "-S", sid, "--no-wait", "-o", "json", *args], d.env)
-    assert done.returncode in (0, 1), done.stderr
-    return str(json.loads(done.stdout)["command_id"])
 
 
 def submit_type(d: Daemon, sid: str, command_type: str, *args: str) -> str:

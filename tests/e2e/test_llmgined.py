@@ -40,7 +40,7 @@ def run_daemon(home, *args, env=None):
     return proc
 
 
-def wait_for_http(port, proc, timeout=10.0):
+def wait_for_http(port, proc, timeout=60.0):
     """The daemon ``proc`` answers on ``port``. Its own: a port chosen free may be bound by
     another test's daemon before this one starts (this one then exits, and the other answers),
     so ``proc`` must hold the listening socket too (a daemon on a ``--socket`` of its own
@@ -60,7 +60,7 @@ def wait_for_http(port, proc, timeout=10.0):
     raise AssertionError("daemon did not answer")
 
 
-def exit_code(proc, timeout=15.0):
+def exit_code(proc, timeout=30.0):
     """The daemon's exit status; if it does not exit in time, fail with what it logged."""
     try:
         return proc.wait(timeout=timeout)
@@ -120,7 +120,7 @@ def test_shutdown_endpoint_exits_zero(daemon_home):
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/api/shutdown", method="POST", headers={"Authorization": f"Bearer {key}"}
         )
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=30) as resp:
             assert resp.status == 202
         assert exit_code(proc) == 0
     finally:
@@ -186,3 +186,43 @@ def test_second_daemon_on_same_socket_refused(daemon_home):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+@pytest.mark.own_database(reason="each daemon has a database of its own")
+def test_daemons_starting_together_leave_one_owner_of_the_pidfile(daemon_home):
+    # Three TCP-only daemons of one home (no socket to fight over) started at once: each
+    # claims the pidfile, and exactly one may own it (a look at the file, then a write, let
+    # several believe they did, and each removed it on its way out).
+    ports = [free_port() for _ in range(3)]
+    procs = [
+        run_daemon(
+            daemon_home,
+            "--no-socket",
+            "--port",
+            str(port),
+            env={"DATABASE_URL": f"sqlite:///{daemon_home}/db{i}.db", "LOG_LEVEL": "warning"},
+        )
+        for i, port in enumerate(ports)
+    ]
+    pidfile = daemon_home / "run" / "llmgined.pid"
+    try:
+        for port, proc in zip(ports, procs, strict=True):
+            wait_for_http(port, proc)
+        owner = int(pidfile.read_text())
+        assert owner in {p.pid for p in procs}
+        for proc in procs:
+            if proc.pid != owner:
+                proc.send_signal(signal.SIGTERM)
+                assert exit_code(proc) == 0
+                assert "writes no pidfile" in proc.stderr.read()
+        assert int(pidfile.read_text()) == owner  # the others left it alone
+        (last,) = [p for p in procs if p.pid == owner]
+        last.send_signal(signal.SIGTERM)
+        assert exit_code(last) == 0
+        assert "writes no pidfile" not in last.stderr.read()
+        assert not pidfile.exists()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

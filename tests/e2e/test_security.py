@@ -17,6 +17,7 @@ import pytest
 
 from tests import clitools
 from tests.e2e.test_llmgined import fails_with, free_port, run_daemon, wait_for_http
+from tests.eventually import eventually_blocking
 
 pytestmark = pytest.mark.e2e
 
@@ -159,12 +160,13 @@ def test_non_owner_uid_is_refused_on_the_socket(home):
     proc = run_daemon(home)
     sock = home / "run" / "llmgined.sock"
     try:
-        for _ in range(200):
-            if sock.exists():
-                break
+
+        def started() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(proc.stderr.read())
-            subprocess.run(["sleep", "0.05"])
+            return sock.exists()
+
+        eventually_blocking(started, timeout=60, message="the daemon's socket")
         # As shipped (0600 socket, 0700 directory) another user cannot even connect.
         out = subprocess.run(
             [*prefix, sys.executable, "-c", PROBE, str(sock)], capture_output=True, text=True, timeout=30

@@ -15,6 +15,7 @@ import pytest
 from tests.dbtools import open_home_db
 from tests.e2e.test_bus_crash import DUMMY, integrity_ok, post, unix_session, wait_ready
 from tests.e2e.test_llmgined import run_daemon
+from tests.eventually import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -53,8 +54,14 @@ def stored_statuses(home: Path) -> dict[str, str]:
         return dict(db.execute("SELECT command_id, status FROM commands").fetchall())
 
 
+# How long each in-flight command runs: the queued commands and the load are set up while they
+# run, and SIGTERM must come before they end (at 500 ms, a loaded machine saw one end first and
+# the command queued behind it start). The grace period is raised to match, so they finish in it.
+INFLIGHT_MS = 4000
+
+
 def test_sigterm_under_load(home):
-    proc = run_daemon(home)
+    proc = run_daemon(home, env={"LLMGINE_SHUTDOWN_TIMEOUT": "60"})
     state: dict[str, Any] = {}
 
     async def scenario() -> None:
@@ -79,16 +86,14 @@ def test_sigterm_under_load(home):
             assert status == 200 and out["result"] == 1, out
 
             # One waiting request per session: its command executes while the daemon is told to stop.
-            inflight = [
-                asyncio.create_task(
-                    post(http, f"/api/sessions/{sid}/commands?wait=30", {**DUMMY, "parameters": {"prompt": "inflight"}})
-                )
-                for sid in sids
-            ]
-            for _ in range(400):
-                if list(stored_statuses(home).values()).count("executing") == len(sids):
-                    break
-                await asyncio.sleep(0.02)
+            body = {**DUMMY, "parameters": {"prompt": "inflight", "delay_ms": INFLIGHT_MS}}
+            inflight = [asyncio.create_task(post(http, f"/api/sessions/{sid}/commands?wait=120", body)) for sid in sids]
+            await eventually(
+                lambda: list(stored_statuses(home).values()).count("executing") == len(sids),
+                timeout=60,
+                interval=0.05,
+                message="the in-flight commands executing",
+            )
             for sid in sids:
                 for i in range(2):
                     status, rec = await post(
@@ -112,8 +117,11 @@ def test_sigterm_under_load(home):
                         acked.add(body["event_id"])
 
             publishers = [asyncio.create_task(publisher()) for _ in range(4)]
-            await asyncio.sleep(0.1)
+            await eventually(lambda: acked, timeout=60, message="an event published by the load")
             state["children"] = descendants(proc.pid)
+            # What the assertions below rely on, still true when the signal goes.
+            statuses = stored_statuses(home)
+            assert {statuses[c] for c in queued} == {"queued"}, statuses
             proc.send_signal(signal.SIGTERM)
             answers = await asyncio.gather(*inflight)
             stop = True
@@ -122,7 +130,7 @@ def test_sigterm_under_load(home):
 
     try:
         asyncio.run(scenario())
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=90) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -148,15 +156,16 @@ def test_sigterm_under_load(home):
 
         async def resumed() -> None:
             await wait_ready(home, proc)
-            for _ in range(600):
-                if {stored_statuses(home)[c] for c in state["queued"]} == {"completed"}:
-                    return
-                await asyncio.sleep(0.05)
-            raise AssertionError(f"queued commands did not run: {stored_statuses(home)}")
+            await eventually(
+                lambda: {stored_statuses(home)[c] for c in state["queued"]} == {"completed"},
+                timeout=60,
+                interval=0.05,
+                message="the queued commands run after the restart",
+            )
 
         asyncio.run(resumed())
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=90) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -87,7 +87,7 @@ class FakeLLM:
             self.proc = None
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.root_url}/_fakellm/stats", timeout=5) as resp:
+        with urllib.request.urlopen(f"{self.root_url}/_fakellm/stats", timeout=30) as resp:
             return json.loads(resp.read())
 
     def paths(self) -> dict[str, int]:

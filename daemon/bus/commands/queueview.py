@@ -136,6 +136,7 @@ class QueueWatch:
             finished_last_minute=finished,
             sandbox_busy=info.get("busy") if info else None,
             sandbox_workers=info.get("workers") if info else None,
+            sandbox_state=info.get("state") if info else None,
         )
 
 
