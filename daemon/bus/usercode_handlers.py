@@ -241,6 +241,7 @@ class UserHandlers:
         def write(conn: sqlite3.Connection) -> None:
             if session_id is not None:
                 require_active(conn, session_id)
+                self.bus.capacity.check_handlers(conn, session_id)
             if kind == "command":
                 taken = conn.execute(
                     "SELECT 1 FROM handlers WHERE kind = 'command' AND type = ? AND session_id IS ?",
