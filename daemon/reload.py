@@ -23,10 +23,11 @@ file-watching package.
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
 import sys
-import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -85,13 +86,16 @@ def child_args(argv: list[str]) -> list[str]:
     return out
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def _start(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "llmgine_daemon", *args], preexec_fn=_die_with_parent)
+    supervisor = os.getpid()
+
+    def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != supervisor:  # it died between the fork and the prctl: no signal comes
+            os._exit(1)
+
+    return subprocess.Popen([sys.executable, "-m", "llmgine_daemon", *args], preexec_fn=die_with_parent)
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
@@ -108,10 +112,12 @@ def supervise(argv: list[str], dirs: list[Path]) -> int:
     """Run the daemon (``argv`` minus the reload options) until asked to stop, restarting it
     whenever a watched file changes; returns the exit code."""
     args = child_args(argv)
-    stopping = threading.Event()
+    # A plain flag the loop reads after each sleep: a handler that took a lock (Event.set)
+    # could deadlock on the one the interrupted main thread held.
+    stopping: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
-        stopping.set()
+        stopping.append(signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -121,7 +127,10 @@ def supervise(argv: list[str], dirs: list[Path]) -> int:
     child: subprocess.Popen[bytes] | None = _start(args)
     first = True
     try:
-        while not stopping.wait(POLL_SECONDS):
+        while not stopping:
+            time.sleep(POLL_SECONDS)
+            if stopping:
+                break
             code = child.poll() if child is not None else None
             if code is not None:
                 if code == 0 or first:
