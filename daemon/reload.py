@@ -23,10 +23,11 @@ file-watching package.
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
 import sys
-import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -60,29 +61,41 @@ def first_change(before: Snapshot, after: Snapshot) -> Path | None:
     return None
 
 
+def _is_reload_dir(name: str) -> bool:
+    """``--reload-dir`` or an abbreviation argparse takes for it (``--reload-d``; ``--reload``
+    itself is the other option)."""
+    return len(name) > len("--reload") and "--reload-dir".startswith(name)
+
+
 def child_args(argv: list[str]) -> list[str]:
-    """The command line without ``--reload`` and ``--reload-dir DIR`` (or ``=DIR``)."""
+    """The command line without ``--reload`` and ``--reload-dir DIR`` (or ``=DIR``, or the
+    option abbreviated as argparse allows: the child refused a ``--reload-d DIR`` left in its
+    command line without ``--reload``)."""
     out: list[str] = []
     skip = False
     for arg in argv:
+        name, equals, _ = arg.partition("=")
         if skip:
             skip = False
-        elif arg == "--reload" or arg.startswith("--reload-dir="):
+        elif arg == "--reload" or (equals and _is_reload_dir(name)):
             continue
-        elif arg == "--reload-dir":
+        elif _is_reload_dir(arg):
             skip = True
         else:
             out.append(arg)
     return out
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def _start(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "llmgine_daemon", *args], preexec_fn=_die_with_parent)
+    supervisor = os.getpid()
+
+    def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != supervisor:  # it died between the fork and the prctl: no signal comes
+            os._exit(1)
+
+    return subprocess.Popen([sys.executable, "-m", "llmgine_daemon", *args], preexec_fn=die_with_parent)
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
@@ -99,10 +112,12 @@ def supervise(argv: list[str], dirs: list[Path]) -> int:
     """Run the daemon (``argv`` minus the reload options) until asked to stop, restarting it
     whenever a watched file changes; returns the exit code."""
     args = child_args(argv)
-    stopping = threading.Event()
+    # A plain flag the loop reads after each sleep: a handler that took a lock (Event.set)
+    # could deadlock on the one the interrupted main thread held.
+    stopping: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
-        stopping.set()
+        stopping.append(signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -112,7 +127,10 @@ def supervise(argv: list[str], dirs: list[Path]) -> int:
     child: subprocess.Popen[bytes] | None = _start(args)
     first = True
     try:
-        while not stopping.wait(POLL_SECONDS):
+        while not stopping:
+            time.sleep(POLL_SECONDS)
+            if stopping:
+                break
             code = child.poll() if child is not None else None
             if code is not None:
                 if code == 0 or first:

@@ -50,6 +50,7 @@ class Limits:
     max_sessions: int
     max_engines_per_session: int
     max_tools_per_session: int
+    max_handlers_per_session: int
     max_tokens_per_session: int
     max_websockets: int
     max_websockets_per_credential: int
@@ -292,8 +293,11 @@ def _env_file_value(text: str) -> str | None:
 def read_env_file(path: str | Path) -> dict[str, str]:
     """The variables of a dotenv file (``llmgined --env-file .env``, as uvicorn's): ``NAME=value``
     lines, ``export`` allowed before the name, ``#`` comments and blank lines skipped. A line
-    that is none of these is a ConfigError naming the file and the line."""
+    that is none of these is a ConfigError naming the file and the line. Its variables set
+    what the config file does (API_KEY_SECRET, HOST, LLMGINE_CONFIG itself): a file others
+    could write is refused as the config file is (``check_config_file_mode``)."""
     path = Path(path).expanduser()
+    check_config_file_mode(path, "env file")
     try:
         text = path.read_text("utf-8")
     except FileNotFoundError:
@@ -352,8 +356,9 @@ def load_settings(
     return settings
 
 
-def check_config_file_mode(path: Path) -> None:
-    """Refuse a config file another user could have written: it decides who may connect.
+def check_config_file_mode(path: Path, what: str = "config file") -> None:
+    """Refuse a config file (or an env file, ``what``) another user could have written: it
+    decides who may connect.
 
     Like ssh with authorized_keys: a group- or world-writable file (or one owned by someone
     else) is a ConfigError, never silently trusted.
@@ -365,10 +370,10 @@ def check_config_file_mode(path: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     if st.st_uid not in (os.getuid(), 0):
-        raise ConfigError(f"{path}: config file is owned by uid {st.st_uid}, not by you")
+        raise ConfigError(f"{path}: {what} is owned by uid {st.st_uid}, not by you")
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o022:
-        raise ConfigError(f"{path}: config file is writable by others (mode {mode:04o}); run `chmod 600 {path}`")
+        raise ConfigError(f"{path}: {what} is writable by others (mode {mode:04o}); run `chmod 600 {path}`")
 
 
 def read_local_key(paths: Paths) -> str | None:

@@ -179,8 +179,11 @@ def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Co
         for item in items:
             if not isinstance(item, Event):
                 continue
+            # The daemon's own events only mark its start and end (source "bus"): any member of
+            # the session may publish a CommandResult naming it, which ended the follow early.
             ours = item.data.get("command_id") == record.command_id
-            if ours and item.event_type == "CommandStarted":
+            daemons = ours and item.source == "bus"
+            if daemons and item.event_type == "CommandStarted":
                 inside = True
             if not (inside or ours):
                 continue
@@ -191,7 +194,7 @@ def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Co
             else:
                 env.out(event_line(item))
             env.stdout.flush()
-            if ours and item.event_type == "CommandResult":
+            if daemons and item.event_type == "CommandResult":
                 break
     finally:
         stream.close()
