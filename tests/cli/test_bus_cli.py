@@ -229,6 +229,17 @@ def test_retry_takes_short_ids_and_prefixes(cli):
     assert cli("command", "retry", "nope", "-S", sid).exit_code == 4
 
 
+def test_engine_exec_reads_the_prompt_from_stdin_with_a_dash(daemon):
+    # As `llmgine ask -`: `cat prompt.txt | llmgine engine exec ID -` sent the prompt "-".
+    runner = CliRunner()
+    env = dict(daemon.env)
+    sid = runner.invoke(app, ["session", "create", "-q"], env=env).stdout.strip()
+    eid = runner.invoke(app, ["engine", "create", "DummyEngine", "-S", sid, "-q"], env=env).stdout.strip()
+    result = runner.invoke(app, ["engine", "exec", eid, "-", "-o", "json"], input="piped prompt", env=env)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["result"]["response"] == "Dummy response to: piped prompt"
+
+
 def test_events(cli):
     sid = cli("session", "create", "-q").stdout.strip()
     eid = cli("event", "publish", "StatusUpdate", "-S", sid, "--data", '{"status": "processing"}', "-q")
