@@ -218,6 +218,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             max_sessions=limits.max_sessions,
             max_engines_per_session=limits.max_engines_per_session,
             max_tools_per_session=limits.max_tools_per_session,
+            max_handlers_per_session=limits.max_handlers_per_session,
             serialize=cluster.serialize,
         )
         hooks = webhook_config(settings)

@@ -20,7 +20,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aiohttp import web
@@ -41,6 +41,7 @@ from llmgine_daemon.settings import (
     ensure_private_dir,
     load_settings,
     pidfile_owner,
+    read_env_file,
 )
 from llmgine_daemon.store.db import StorageError
 
@@ -63,12 +64,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", help="listen on TCP at this port (default 8000 when --host is given)")
     parser.add_argument("--socket", help="Unix socket path (default: in the runtime directory)")
     parser.add_argument("--no-socket", action="store_true", default=None, help="do not listen on a Unix socket")
-    parser.add_argument("--config", help="config file (default: config.toml in the config directory)")
+    parser.add_argument(
+        "--config", help="config file, TOML or (.yaml/.yml) YAML (default: config.toml in the config directory)"
+    )
+    parser.add_argument(
+        "--env-file",
+        help="read environment variables (NAME=value lines, as in a .env file) from this file; "
+        "variables already in the environment win",
+    )
     parser.add_argument("--log-level", help="debug, info, warning, error or critical")
     parser.add_argument("--log-file", help="write logs to this file instead of stderr")
     parser.add_argument(
         "--database-url",
         help="sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST:PORT/DB (default: SQLite in the data directory)",
+    )
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: restart the daemon whenever a *.py file of its source changes (as uvicorn's --reload)",
+    )
+    parser.add_argument(
+        "--reload-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --reload: watch this directory instead of the daemon's package (repeatable)",
     )
     parser.add_argument("--version", action="version", version=f"llmgined {__version__}")
     return parser
@@ -92,7 +112,11 @@ def settings_from_args(args: argparse.Namespace, *, socket_flags: bool = True) -
     flags = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in FLAGS.items()}
     if not socket_flags:
         flags = {k: v for k, v in flags.items() if k not in ("server.socket", "server.no_socket")}
-    return load_settings(args.config, flags=flags)
+    env: Mapping[str, str] = os.environ
+    if args.env_file is not None:
+        # As uvicorn's --env-file (python-dotenv): the file fills in, the real environment wins.
+        env = {**read_env_file(args.env_file), **os.environ}
+    return load_settings(args.config, env=env, flags=flags)
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
@@ -363,6 +387,15 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     try:
         settings = settings_from_args(args)
+        if args.reload_dir and not args.reload:
+            raise ConfigError("--reload-dir is an option of --reload")
+        for directory in args.reload_dir:
+            if not Path(directory).is_dir():
+                raise ConfigError(f"--reload-dir {directory!r}: not a directory")
+        if args.reload:
+            from llmgine_daemon.reload import supervise
+
+            return supervise(sys.argv[1:] if argv is None else argv, [Path(d) for d in args.reload_dir])
         check_security_settings(settings)
         setup_logging(settings)
         if settings.postgres_url is None and not settings.database_path.exists():

@@ -1,4 +1,4 @@
-"""Settings: defaults < config file (TOML) < environment < llmgined flags.
+"""Settings: defaults < config file (TOML, or YAML) < environment < llmgined flags.
 
 Every setting has one dotted key (its place in the TOML file), one environment variable and,
 for some, a flag. ``load_settings`` returns the resolved values together with where each came
@@ -13,6 +13,7 @@ from here too.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import sys
 import tomllib
@@ -49,6 +50,7 @@ class Limits:
     max_sessions: int
     max_engines_per_session: int
     max_tools_per_session: int
+    max_handlers_per_session: int
     max_tokens_per_session: int
     max_websockets: int
     max_websockets_per_credential: int
@@ -184,6 +186,35 @@ def database_path(url: str | None, paths: Paths) -> Path:
 ALIASES = {"storage.url": "database.url"}
 
 
+def is_yaml(path: Path) -> bool:
+    """A ``.yaml``/``.yml`` config file is read as YAML (the API's own ``config/api.yaml``, with
+    the same sections and keys as the TOML file); any other name as TOML."""
+    return path.suffix.lower() in (".yaml", ".yml")
+
+
+def _parse_toml(path: Path, raw: bytes) -> dict[str, Any]:
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _parse_yaml(path: Path, raw: bytes) -> dict[str, Any]:
+    import yaml  # only for a YAML file: the CLI's start-up reads none
+
+    try:
+        doc = yaml.safe_load(raw.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+        reason = f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark and problem else str(exc)
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(reason.split())}") from None
+    if doc is None:  # an empty file, or only comments
+        return {}
+    if not isinstance(doc, dict) or not all(isinstance(k, str) for k in doc):
+        raise ConfigError(f"{path}: a YAML config file must be a mapping of sections (server:, logging:, ...)")
+    return doc
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The config file as a flat {dotted key: raw value} dict; missing file = empty."""
     try:
@@ -192,17 +223,19 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        doc = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    doc = _parse_yaml(path, raw) if is_yaml(path) else _parse_toml(path, raw)
     flat: dict[str, Any] = {}
+
+    def is_table(key: str) -> bool:
+        return any(k.startswith(key + ".") for k in (*BY_KEY, *ALIASES))
 
     def walk(prefix: str, table: dict[str, Any]) -> None:
         for name, value in table.items():
             key = ALIASES.get(f"{prefix}{name}", f"{prefix}{name}")
+            if value is None and (key in BY_KEY or is_table(key)):
+                continue  # YAML's empty value (`file:`, a bare `server:`): left at its default
             if isinstance(value, dict) and key not in BY_KEY:
-                if not any(k.startswith(key + ".") for k in (*BY_KEY, *ALIASES)):
+                if not is_table(key):
                     raise ConfigError(f"{path}: unknown table [{key}]")
                 walk(key + ".", value)
             else:
@@ -228,6 +261,62 @@ def _keys_from_named_env(values: dict[str, Any], sources: dict[str, str], env: M
         if var != BY_KEY[key].env and env.get(var):
             values[key] = env[var]
             sources[key] = "env"
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOUBLE_QUOTED_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
+
+
+def _env_file_value(text: str) -> str | None:
+    """One value of an env file: 'single quoted' (as is), "double quoted" (\\n, \\", \\\\
+    escapes) or bare (a `` #`` starts a comment); None when a quote is not closed."""
+    if text[:1] == "'":
+        end = text.find("'", 1)
+        return text[1:end] if end > 0 else None
+    if text[:1] == '"':
+        out, i = [], 1
+        while i < len(text):
+            char = text[i]
+            if char == '"':
+                return "".join(out)
+            if char == "\\" and i + 1 < len(text):
+                i += 1
+                out.append(_DOUBLE_QUOTED_ESCAPES.get(text[i], "\\" + text[i]))
+            else:
+                out.append(char)
+            i += 1
+        return None
+    comment = text.find(" #")
+    return (text if comment < 0 else text[:comment]).strip()
+
+
+def read_env_file(path: str | Path) -> dict[str, str]:
+    """The variables of a dotenv file (``llmgined --env-file .env``, as uvicorn's): ``NAME=value``
+    lines, ``export`` allowed before the name, ``#`` comments and blank lines skipped. A line
+    that is none of these is a ConfigError naming the file and the line. Its variables set
+    what the config file does (API_KEY_SECRET, HOST, LLMGINE_CONFIG itself): a file others
+    could write is refused as the config file is (``check_config_file_mode``)."""
+    path = Path(path).expanduser()
+    check_config_file_mode(path, "env file")
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: env file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    variables: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, equals, rest = line.removeprefix("export ").partition("=")
+        name = name.strip()
+        value = _env_file_value(rest.strip()) if equals else None
+        if not _ENV_NAME.fullmatch(name) or value is None:
+            # Never echo the line: it may hold a key.
+            raise ConfigError(f"{path}:{number}: expected NAME=value (a name of letters, digits and _)")
+        variables[name] = value
+    return variables
 
 
 def load_settings(
@@ -267,8 +356,9 @@ def load_settings(
     return settings
 
 
-def check_config_file_mode(path: Path) -> None:
-    """Refuse a config file another user could have written: it decides who may connect.
+def check_config_file_mode(path: Path, what: str = "config file") -> None:
+    """Refuse a config file (or an env file, ``what``) another user could have written: it
+    decides who may connect.
 
     Like ssh with authorized_keys: a group- or world-writable file (or one owned by someone
     else) is a ConfigError, never silently trusted.
@@ -280,10 +370,10 @@ def check_config_file_mode(path: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     if st.st_uid not in (os.getuid(), 0):
-        raise ConfigError(f"{path}: config file is owned by uid {st.st_uid}, not by you")
+        raise ConfigError(f"{path}: {what} is owned by uid {st.st_uid}, not by you")
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o022:
-        raise ConfigError(f"{path}: config file is writable by others (mode {mode:04o}); run `chmod 600 {path}`")
+        raise ConfigError(f"{path}: {what} is writable by others (mode {mode:04o}); run `chmod 600 {path}`")
 
 
 def read_local_key(paths: Paths) -> str | None:
@@ -311,6 +401,11 @@ def write_config_value(path: Path, key: str, value: Any | None) -> None:
 
     if key not in BY_KEY:
         raise ConfigError(f"unknown key {key!r}")
+    if is_yaml(path):
+        raise ConfigError(
+            f"{path}: `llmgine config set` writes TOML only; edit this YAML file yourself "
+            "(or point LLMGINE_CONFIG at a config.toml)"
+        )
     try:
         doc = tomllib.loads(path.read_text("utf-8")) if path.exists() else {}
     except tomllib.TOMLDecodeError as exc:

@@ -379,6 +379,13 @@ SETTINGS: tuple[Setting, ...] = (
         "most tools registered in one session (0 = no limit)",
     ),
     Setting(
+        "security.limits.max_handlers_per_session",
+        "LLMGINE_MAX_HANDLERS_PER_SESSION",
+        positive,
+        100,
+        "most command and event handlers registered in one session (0 = no limit)",
+    ),
+    Setting(
         "security.limits.max_websockets",
         "LLMGINE_MAX_WEBSOCKETS",
         positive,

@@ -132,6 +132,15 @@ T = TypeVar("T")
 _TABLE: Any = object()  # Client._op: decode as the endpoint table says
 
 
+class _AnyHealth(Health):
+    """GET /api/health as a daemon of any version answers it: ``uptime`` is whole seconds, an
+    integer, but daemons before that sent a float, and the CLI talks to a daemon of another
+    version (it warns, then goes on): `llmgine health`, and the probe of `daemon start`, must
+    not call its answer unexpected. A Health: only ``uptime`` may be a float."""
+
+    uptime: int | float
+
+
 # -- the client --------------------------------------------------------------------------
 
 
@@ -157,7 +166,8 @@ class Client(BusVerbs, HookEndpoints, AgentEndpoints, HTTPTransport):
     # -- system --------------------------------------------------------------------------
 
     def health(self) -> Health:
-        return self._op("getHealth")
+        health: Health = self._op("getHealth", type_=_AnyHealth)
+        return health
 
     def status(self) -> Status:
         return self._op("getStatus")

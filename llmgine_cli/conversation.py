@@ -129,14 +129,17 @@ class Turn:
                 if not isinstance(item, Event):
                     continue
                 ours = item.data.get("command_id") == cid
-                if ours and item.event_type == "CommandStarted":
+                # Start and end as the daemon wrote them (source "bus"): a CommandResult any
+                # member of the session published, naming ours, cut the answer short.
+                daemons = ours and item.source == "bus"
+                if daemons and item.event_type == "CommandStarted":
                     inside = True
                 if not (ours or (inside and item.event_type == "ToolExecuted")):
                     continue
                 if item.event_type == "EngineResponseDelta":
                     self.text.append(str(item.data.get("text") or ""))
                 yield item
-                if ours and item.event_type == "CommandResult":
+                if daemons and item.event_type == "CommandResult":
                     break
         finally:
             self.close()

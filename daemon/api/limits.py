@@ -11,6 +11,7 @@
     active sessions     security.limits.max_sessions            409 LIMIT_REACHED (bus)
     engines / session   security.limits.max_engines_per_session 409 LIMIT_REACHED (bus)
     tools / session     security.limits.max_tools_per_session   409 LIMIT_REACHED (bus)
+    handlers / session  security.limits.max_handlers_per_session  409 LIMIT_REACHED (bus)
     open WebSockets     security.limits.max_websockets          409 LIMIT_REACHED (handshake)
     ... per credential  security.limits.max_websockets_per_credential  409 LIMIT_REACHED
     identifiers         protocol.grammar.Id: [A-Za-z0-9_][A-Za-z0-9._:-]*, no "..", <= 128,

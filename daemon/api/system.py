@@ -26,7 +26,7 @@ routes = web.RouteTableDef()
 async def health(request: web.Request) -> web.Response:
     bus = request.app[BUS]
     status = "shutting_down" if request.app[SHUTDOWN].is_set() else "healthy"
-    return json_response(Health(status=status, timestamp=now_iso(), version=__version__, uptime=bus.uptime))
+    return json_response(Health(status=status, timestamp=now_iso(), version=__version__, uptime=int(bus.uptime)))
 
 
 @routes.get("/api/status")

@@ -3,6 +3,8 @@
     active sessions   max_sessions              Sessions.create
     engines/session   max_engines_per_session   Engines.create
     tools/session     max_tools_per_session     Tools.register (re-registering a name: no new one)
+    handlers/session  max_handlers_per_session  UserHandlers.register (each handler's code is kept
+                                                in memory and every event looks at every handler)
 
 Each check runs inside the creating write, in the same transaction as the INSERT. The store has
 one writer that runs writes one after another, so a check counts every creation committed or
@@ -53,6 +55,7 @@ class Capacity:
     max_sessions: int = 0
     max_engines_per_session: int = 0
     max_tools_per_session: int = 0
+    max_handlers_per_session: int = 0
     # Several nodes on one database (bus/cluster.py): makes the checks of one limit run one at
     # a time across nodes (their writers are not one writer), held until the write commits.
     serialize: Callable[[Any, str], None] | None = None
@@ -77,6 +80,18 @@ class Capacity:
             self.max_engines_per_session,
             "engines in a session",
             "SELECT COUNT(*) FROM engines WHERE session_id = ? AND status != 'stopped'",
+            (session_id,),
+        )
+
+    def check_handlers(self, conn: sqlite3.Connection, session_id: str) -> None:
+        """Room for one more handler (of either kind) in ``session_id``."""
+        _check(
+            self,
+            conn,
+            "max_handlers_per_session",
+            self.max_handlers_per_session,
+            "handlers in a session",
+            "SELECT COUNT(*) FROM handlers WHERE session_id = ?",
             (session_id,),
         )
 

@@ -3,7 +3,8 @@
 The daemon validates arguments before it spends a worker on a call. It understands the subset
 of JSON Schema that function-calling schemas use (type, enum, const, properties, required,
 additionalProperties, items, min/max, minLength/maxLength, anyOf); anything else is accepted
-unchecked rather than refused.
+unchecked rather than refused. A validation makes at most ``MAX_CHECKS`` checks (it runs on
+the event loop, and the schema and the arguments are both a client's).
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ class SchemaError(ValueError):
         super().__init__(f"{field}: {issue}")
         self.field = field
         self.issue = issue
+
+
+# Checks (schema nodes against values) one validation may make. ``items`` times ``anyOf``
+# multiplies them: a 40 KB schema (anyOf of 2,000 options) and 150 KB of arguments (50,000
+# items) were 10^8 checks, a minute of the event loop. Real tool arguments take a few dozen.
+MAX_CHECKS = 200_000
+
+
+class TooCostly(SchemaError):
+    """The budget ran out: refused as a whole (never taken as one ``anyOf`` option failing)."""
 
 
 def is_full_schema(parameters: dict[str, Any]) -> bool:
@@ -130,11 +141,17 @@ def _type_ok(value: Any, kind: str) -> bool:
     return isinstance(value, _TYPES.get(kind, (object,)))
 
 
-def validate(value: Any, schema: dict[str, Any], path: str) -> None:
-    """Raise SchemaError naming the first offending path."""
+def validate(value: Any, schema: dict[str, Any], path: str, budget: list[int] | None = None) -> None:
+    """Raise SchemaError naming the first offending path; TooCostly past MAX_CHECKS checks."""
+    if budget is None:
+        budget = [MAX_CHECKS]
     if not isinstance(schema, dict) or not schema:
         return
     kind = schema.get("type")
+    # A list (type, enum, required) is looked through for each value: it costs its length.
+    budget[0] -= 1 + sum(len(v) for v in (kind, schema.get("enum"), schema.get("required")) if isinstance(v, list))
+    if budget[0] < 0:
+        raise TooCostly(path, f"too costly to check against the tool's schema (over {MAX_CHECKS} checks)")
     if kind is not None:
         kinds = kind if isinstance(kind, list) else [kind]
         if not any(_type_ok(value, k) for k in kinds):
@@ -147,12 +164,14 @@ def validate(value: Any, schema: dict[str, Any], path: str) -> None:
         errors = []
         for option in schema["anyOf"]:
             try:
-                validate(value, option, path)
+                validate(value, option, path, budget)
                 break
+            except TooCostly:
+                raise
             except SchemaError as exc:
                 errors.append(exc.issue)
         else:
-            raise SchemaError(path, " or ".join(errors) or "matches no allowed schema")
+            raise SchemaError(path, " or ".join(errors[:8])[:2000] or "matches no allowed schema")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:
             raise SchemaError(path, f"must be at least {schema['minimum']}")
@@ -165,7 +184,7 @@ def validate(value: Any, schema: dict[str, Any], path: str) -> None:
             raise SchemaError(path, f"must have at most {schema['maxLength']} characters")
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(value):
-            validate(item, schema["items"], f"{path}[{i}]")
+            validate(item, schema["items"], f"{path}[{i}]", budget)
     if isinstance(value, dict):
         properties = schema.get("properties") or {}
         for name in schema.get("required", []):
@@ -173,6 +192,6 @@ def validate(value: Any, schema: dict[str, Any], path: str) -> None:
                 raise SchemaError(f"{path}.{name}", "Field is required")
         for name, item in value.items():
             if name in properties:
-                validate(item, properties[name], f"{path}.{name}")
+                validate(item, properties[name], f"{path}.{name}", budget)
             elif schema.get("additionalProperties") is False:
                 raise SchemaError(f"{path}.{name}", "Unknown argument")

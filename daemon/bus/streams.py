@@ -576,10 +576,18 @@ def _start_info(
             info["ended"] = row_to_event(ended) if ended else None
     if since is not None and not isinstance(since, int):
         # Timestamps grow with seq, so scanning back from the end stops at the first older
-        # event: cheap for "the last 10 minutes", which is what people ask for.
-        row = conn.execute(
-            "SELECT seq FROM events WHERE timestamp < ? ORDER BY seq DESC LIMIT 1",
-            (to_iso(since),),
-        ).fetchone()
+        # event: cheap for "the last 10 minutes", which is what people ask for. A session's
+        # stream scans only its session's events (index (session_id, seq)): a time before them
+        # all (since=1970-01-01T00:00:00Z) read the whole log, every session's, at each open.
+        if session_id is not None:
+            row = conn.execute(
+                "SELECT seq FROM events WHERE session_id = ? AND timestamp < ? ORDER BY seq DESC LIMIT 1",
+                (session_id, to_iso(since)),
+            ).fetchone()
+        else:
+            row = conn.execute(
+                "SELECT seq FROM events WHERE timestamp < ? ORDER BY seq DESC LIMIT 1",
+                (to_iso(since),),
+            ).fetchone()
         info["time_seq"] = int(row[0]) if row else 0
     return info

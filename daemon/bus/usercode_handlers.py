@@ -28,8 +28,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.commands import CURRENT
-from llmgine_daemon.bus.errors import BusError, UserCodeError, handler_not_found, not_found
+from llmgine_daemon.bus.codec import loads
+from llmgine_daemon.bus.commands import CURRENT, command_depth
+from llmgine_daemon.bus.errors import BusError, StorageError, UserCodeError, handler_not_found, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.bus.tools import check_code, check_timeout, code_rejected
@@ -240,6 +241,7 @@ class UserHandlers:
         def write(conn: sqlite3.Connection) -> None:
             if session_id is not None:
                 require_active(conn, session_id)
+                self.bus.capacity.check_handlers(conn, session_id)
             if kind == "command":
                 taken = conn.execute(
                     "SELECT 1 FROM handlers WHERE kind = 'command' AND type = ? AND session_id IS ?",
@@ -332,10 +334,7 @@ class UserHandlers:
     def _command_callable(self, row: HandlerRow) -> Any:
         async def handle(command: Any) -> Any:
             record = {f: getattr(command, f) for f in command.__struct_fields__}
-            depth = (record.get("metadata") or {}).get("_depth", 0)
-            # Set by execute_nested only (clients may not: commands/records.py validate); a
-            # row stored before that rule may hold anything: count it as a top-level command.
-            depth = depth if isinstance(depth, int) and not isinstance(depth, bool) and depth > 0 else 0
+            depth = command_depth(record.get("metadata"))
             timeout = getattr(command, "timeout", None)
             # The bus cancels us at the command's timeout; the sandbox deadline is a backstop.
             deadline = row.timeout or (timeout + 1 if timeout else None)
@@ -429,7 +428,9 @@ class UserHandlers:
         try:
             while queue:
                 event, traceparent = queue.popleft()
-                depth = self._depths.pop(event.event_id, 0)
+                depth = max(self._depths.pop(event.event_id, 0), await self._depth_of_command(event))
+                if depth > self.bus.sandbox_pool().limits.max_depth:
+                    continue  # (a command at the limit: see _depth_of_command)
                 for row in self._matching(event):
                     if row.handler_id in self._rows:  # deleted meanwhile: skip
                         await self._run_event_handler(row, event, depth, traceparent)
@@ -437,6 +438,27 @@ class UserHandlers:
             self._tasks.pop(key, None)
             if not queue:
                 self._queues.pop(key, None)
+
+    async def _depth_of_command(self, event: Event) -> int:
+        """The nesting depth of the command an event is about (``data.command_id``: its
+        CommandStarted and CommandResult, its engine's events): handlers of an event run one
+        level below what caused it, and a command ``bus.execute`` ran is that deep. Without it
+        a handler of CommandResult that executes a command ran at depth 0 at every round, past
+        ``sandbox.max_depth``, for as long as the session lived."""
+        cid = event.data.get("command_id")
+        if not isinstance(cid, str) or event.session_id is None:
+            return 0
+        job = self.bus.commands.runner.jobs.get(cid)
+        if job is not None:
+            return command_depth(job.record.metadata)
+        try:
+            row = await self.bus.store.fetchone(
+                "SELECT metadata FROM commands WHERE command_id = ? AND session_id = ?", (cid, event.session_id)
+            )
+        except StorageError as exc:  # the handlers still run, as deep as they may
+            log.warning("depth of command %s unknown (%s): its event's handlers run at the limit", cid, exc)
+            return self.bus.sandbox_pool().limits.max_depth
+        return command_depth(loads(row[0])) if row and row[0] else 0
 
     async def _run_event_handler(
         self, row: HandlerRow, event: Event, depth: int, traceparent: str | None = None

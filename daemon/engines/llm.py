@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmgine_daemon.bus.commands import Execution, current
+from llmgine_daemon.bus.commands import Execution, command_depth, current
 from llmgine_daemon.bus.engine_registry import ConfigField, EngineBase
 from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.mcp_servers import provider_tool_name
@@ -295,11 +295,17 @@ class LLMEngine(EngineBase):
             if approved is None:
                 return tool_message(call, refusal, True), call
             call = replace(approved, name=call.name)
-        return await self.execute_tool(name, call), call
+        return await self.execute_tool(name, call, command_depth(ctx.command.metadata)), call
 
-    async def execute_tool(self, name: str, call: ToolCall) -> Message:
+    async def execute_tool(self, name: str, call: ToolCall, depth: int = 0) -> Message:
+        """Run a tool the model called, at the depth of the command (``bus.execute`` nests an
+        engine's command too): a tool whose user code executes this engine's command again
+        would otherwise run at depth 0 each time round, past ``sandbox.max_depth``, and wait
+        for its session's share of the pool, which the tool that started it holds."""
         try:
-            result = await self.context.tools.execute(self.record.session_id, name, call.arguments, source="engine")
+            result = await self.context.tools.execute(
+                self.record.session_id, name, call.arguments, source="engine", depth=depth
+            )
         except BusError as exc:  # unknown tool, arguments that do not fit its schema
             return tool_message(call, json.dumps({"error": exc.message, "code": exc.code}), True)
         if result.error:

@@ -25,6 +25,7 @@ from typing import Any
 
 from llmgine_daemon.bus.codec import dumps, loads
 from llmgine_daemon.bus.events import EventLog, insert_event
+from llmgine_daemon.observability.logs import NUL, without_nul
 from llmgine_daemon.protocol import EngineMessage, Event, now_iso
 from llmgine_daemon.store.db import Store
 
@@ -113,8 +114,12 @@ class Memory:
         command_id: str | None = None,
         partial_last: bool = False,
     ) -> int:
-        """Add a turn's messages and trim, in one transaction; returns how many were dropped."""
+        """Add a turn's messages and trim, in one transaction; returns how many were dropped.
+        A NUL character in a message's text (a prompt, the model's answer) is kept written
+        ``\\x00``, on both backends, as the logs keep it: PostgreSQL's text holds none, and the
+        write failed the command once its model call was made (and paid for)."""
         ts = now_iso()
+        messages = [_without_nul(m) for m in messages]
 
         def write(conn: sqlite3.Connection) -> int:
             for i, msg in enumerate(messages):
@@ -186,3 +191,14 @@ class Memory:
         deleted, event = await self.store.write(write)
         self.events.notify([event])
         return deleted
+
+
+_TEXT = ("content", "tool_call_id", "name")
+
+
+def _without_nul(msg: Message) -> Message:
+    """``msg`` with a NUL in its text columns written ``\\x00`` (its tool calls are JSON, where
+    a NUL is an escape)."""
+    if not any(isinstance(msg.get(k), str) and NUL in msg[k] for k in _TEXT):
+        return msg
+    return {**msg, **{k: without_nul(msg[k]) for k in _TEXT if isinstance(msg.get(k), str)}}

@@ -97,9 +97,8 @@ Timeout = Annotated[
     ),
 ]
 # Documented only: the store keeps any integer the decoder accepts.
-HandlerPriority = Annotated[
-    int, msgspec.Meta(description="lower runs first", extra_json_schema={"minimum": -(2**31), "maximum": 2**31 - 1})
-]
+# Enforced (not only documented): an integer past 64 bits reached the INSERT and was a 500.
+HandlerPriority = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1, description="lower runs first")]
 LogMessage = Annotated[str, msgspec.Meta(min_length=1)]
 KeyName = Annotated[str, msgspec.Meta(max_length=MAX_KEY_NAME)]
 KeyLifetime = Annotated[int, msgspec.Meta(ge=1, le=MAX_KEY_LIFETIME, description="seconds")]

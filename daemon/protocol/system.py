@@ -14,7 +14,9 @@ class Health(msgspec.Struct):
     status: str
     timestamp: str
     version: str
-    uptime: float
+    # Whole seconds, as the API contract's health answer (`"uptime": 3600`); /api/status has
+    # the fractional figure.
+    uptime: int
 
 
 class StorageInfo(msgspec.Struct):

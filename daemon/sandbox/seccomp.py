@@ -10,6 +10,10 @@ or around its accounting, as Docker's and Flatpak's default profiles do:
   whose flags a filter cannot read, answers ENOSYS so the C library falls back to ``clone``);
 - ``io_uring_*``, ``userfaultfd``, ``perf_event_open``, ``bpf``, ``syslog``: kernel attack
   surface no tool needs;
+- ``socket`` of any family but ``AF_UNIX``, ``AF_INET``, ``AF_INET6`` and ``AF_NETLINK``
+  (which the network namespace confines): ``AF_VSOCK`` is not network-namespaced, so a
+  worker in a virtual machine could reach the hypervisor's (or, on a host, its guests')
+  vsock services; the others are kernel surface no tool needs;
 - every system call of another ABI (32-bit ``int 0x80`` on x86_64, x32).
 
 Refused calls fail with EPERM (ENOSYS for clone3 and other ABIs); nothing is killed.
@@ -27,6 +31,7 @@ _LD_ABS_W = 0x20  # BPF_LD | BPF_W | BPF_ABS
 _JEQ = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
 _JGE = 0x35  # BPF_JMP | BPF_JGE | BPF_K
 _JSET = 0x45  # BPF_JMP | BPF_JSET | BPF_K
+_JA = 0x05  # BPF_JMP | BPF_JA: always, k instructions ahead
 _RET = 0x06  # BPF_RET | BPF_K
 _ALLOW = 0x7FFF0000
 _ERRNO = 0x00050000
@@ -54,6 +59,9 @@ _DENIED = {
 }
 _CLONE = (56, 220)
 _CLONE3 = (435, 435)
+_SOCKET = (41, 198)
+# The socket families user code may create (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK).
+SOCKET_FAMILIES = (1, 2, 10, 16)
 _ARCHES = {"x86_64": (0xC000003E, 0), "amd64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1), "arm64": (0xC00000B7, 1)}
 
 DENIED = sorted(_DENIED)
@@ -85,9 +93,13 @@ def program() -> bytes:
     for nr in denied:
         to_eperm.append(emit(_JEQ, nr))
     to_enosys.append(emit(_JEQ, _CLONE3[column]))
+    is_socket = emit(_JEQ, _SOCKET[column])
     not_clone = emit(_JEQ, _CLONE[column])
     emit(_LD_ABS_W, _ARG0)
-    to_eperm.append(emit(_JSET, _CLONE_NEW))
+    clone_flags = emit(_JSET, _CLONE_NEW)
+    socket_family = emit(_LD_ABS_W, _ARG0)
+    to_allow = [emit(_JEQ, family) for family in SOCKET_FAMILIES]
+    other_family = emit(_JA, 0)
     allow = emit(_RET, _ALLOW)
     eperm = emit(_RET, _ERRNO | _EPERM)
     enosys = emit(_RET, _ERRNO | _ENOSYS)
@@ -107,4 +119,9 @@ def program() -> bytes:
         code, _, _, k = out[at]
         out[at] = (code, jump(at, eperm), 0, k)
     out[not_clone] = (_JEQ, 0, jump(not_clone, allow), _CLONE[column])
+    out[is_socket] = (_JEQ, jump(is_socket, socket_family), 0, _SOCKET[column])
+    out[clone_flags] = (_JSET, jump(clone_flags, eperm), jump(clone_flags, allow), _CLONE_NEW)
+    for at in to_allow:
+        out[at] = (_JEQ, jump(at, allow), 0, out[at][3])
+    out[other_family] = (_JA, 0, 0, jump(other_family, eperm))
     return b"".join(_INSN.pack(*insn) for insn in out)

@@ -72,3 +72,38 @@ async def test_concurrent_tools_stop_exactly_at_the_maximum(aiohttp_client, make
     kept = listed["tools"][0]["name"]
     resp = await client.post(f"{path}?replace=true", json=tool(kept), headers=bearer(local))
     assert resp.status == 201, await resp.text()
+
+
+async def test_concurrent_handlers_stop_exactly_at_the_maximum(aiohttp_client, make_settings):
+    """Handlers had no limit: a session (a token, where it may register code) registered
+    them at some sixty a second, each keeping up to 256 KiB of code in the daemon's memory,
+    and every event of every session looked at all of them."""
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_HANDLERS_PER_SESSION="3")
+    s = await new_session(client, local)
+    base = f"/api/sessions/{s['session_id']}/handlers"
+    code = "def h(x):\n    return 1\n"
+    results = await asyncio.gather(
+        *(
+            client.post(f"{base}/events", json={"event_type": f"E{i}", "handler_function": code}, headers=bearer(local))
+            for i in range(6)
+        ),
+        client.post(f"{base}/commands", json={"command_type": "C", "handler_function": code}, headers=bearer(local)),
+    )
+    statuses, refusals = await statuses_and_refusals(results)
+    assert sorted(statuses) == [201] * 3 + [409] * 4, statuses
+    assert all(e["details"] == {"limit": "max_handlers_per_session", "max": 3} for e in refusals)
+    listed = await (await client.get(base, headers=bearer(local))).json()
+    assert listed["total"] == 3
+    # Deleting one makes room for one again; global handlers (full access only) do not count.
+    gone = listed["handlers"][0]
+    resp = await client.delete(f"{base}/{gone['kind']}s/{gone['type']}", headers=bearer(local))
+    assert resp.status in (200, 204), await resp.text()
+    for expected in (201, 409):
+        resp = await client.post(
+            f"{base}/events", json={"event_type": "Again", "handler_function": code}, headers=bearer(local)
+        )
+        assert resp.status == expected, await resp.text()
+    resp = await client.post(
+        "/api/handlers/events", json={"event_type": "G", "handler_function": code}, headers=bearer(local)
+    )
+    assert resp.status == 201, await resp.text()

@@ -228,6 +228,35 @@ async def test_depth_limit_stops_a_handler_that_executes_itself(make_client):
     assert (await run(client, sid, "Greet", {"name": "after"}))["status"] == "completed"
 
 
+async def test_handlers_of_a_nested_command_s_events_run_at_its_depth(make_client):
+    """A handler of CommandResult that executes a command: its command's CommandResult ran
+    the handler again at depth 0 (the daemon wrote the event: no depth was noted), so the
+    chain went on past ``sandbox.max_depth`` for as long as the session lived. Now the events
+    of a command ``bus.execute`` ran are handled at its depth: the chain stops at the limit."""
+    client = await make_client(LLMGINE_SANDBOX_MAX_DEPTH="2")
+    sid = (await create_session(client))["session_id"]
+    await add_command_handler(client, sid, "Noop", "async def noop(command):\n    return 1\n")
+    resp = await client.post(
+        f"/api/sessions/{sid}/handlers/events",
+        json={
+            "event_type": "CommandResult",
+            "handler_function": "async def again(event):\n    await bus.execute('Noop', {})\n",
+        },
+    )
+    assert resp.status == 201, await resp.text()
+    assert (await run(client, sid, "Noop"))["status"] == "completed"
+
+    async def refused() -> list[str]:
+        failed = [d for t, d, _ in await events_of(client, sid) if t == "EventHandlerFailed"]
+        return [f["error"]["message"] for f in failed]
+
+    messages = await eventually(refused, message="the handler refused at the depth limit")
+    assert all("depth limit" in m for m in messages), messages
+    noops = await commands_of(client, sid, "Noop")
+    assert sorted(c["metadata"].get("_depth", 0) for c in noops) == [0, 1, 2]
+    await client.delete(f"/api/sessions/{sid}")
+
+
 async def test_a_client_cannot_set_the_nesting_depth(make_client):
     """``metadata._depth`` is the daemon's: a client that set it to -1000000 ran its handler a
     million levels below the limit (a handler that executes itself went on and on), and one

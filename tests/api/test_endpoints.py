@@ -164,7 +164,8 @@ def test_client_methods_agree_with_the_table() -> None:
             else:
                 assert type(request.body) is endpoint.request, (name, type(request.body))
             if request.type_ is not None:
-                assert request.type_ is endpoint.response, name
+                # (Or a model the client reads more leniently: client.py _AnyHealth.)
+                assert request.type_ is endpoint.response or issubclass(request.type_, endpoint.response), name
             else:
                 assert None in endpoint.responses.values(), name
     assert reached == {e.name for e in ENDPOINTS if e.client}

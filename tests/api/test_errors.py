@@ -26,6 +26,16 @@ async def test_wrong_method_is_405_with_allow(app_client):
     assert "POST" in error["details"]["allowed_methods"]
 
 
+async def test_unknown_body_field_is_refused_unknown_query_parameter_ignored(app_client):
+    # README, Errors: a misspelt optional field must not vanish.
+    resp = await app_client.post("/api/sessions", json={"name": "x", "metdata": {"a": 1}})
+    assert resp.status == 422
+    error = assert_envelope(await resp.json(), "VALIDATION_ERROR")
+    assert error["details"] == {"field": "metdata", "issue": "Unknown field"}
+    resp = await app_client.get("/api/sessions?limit=1&no_such_parameter=1")
+    assert resp.status == 200 and (await resp.json())["limit"] == 1
+
+
 async def test_malformed_json_is_400(app_client):
     resp = await app_client.post("/api/sessions", data=b'{"name": ', headers={"Content-Type": "application/json"})
     assert resp.status == 400

@@ -65,3 +65,16 @@ async def test_a_nul_in_stored_text_is_never_a_500(app_client: TestClient, datab
             assert "NUL" in assert_envelope(await resp.json(), "VALIDATION_ERROR")["message"]
     resp = await app_client.post(f"/api/sessions/{sid}/events", json={"event_type": "E", "data": {nul: nul}})
     assert resp.status == 201, await resp.text()
+
+
+async def test_a_handler_priority_past_its_range_is_422_not_500(app_client: TestClient) -> None:
+    """The range (-2**31 .. 2**31-1) was only written in the schema: 2**63 reached the
+    INSERT (SQLite: "Python int too large", PostgreSQL: out of range) and was a 500."""
+    sid = (await create_session(app_client))["session_id"]
+    for priority in (2**63, -(2**63) - 1, 2**31):
+        resp = await app_client.post(
+            f"/api/sessions/{sid}/handlers/events",
+            json={"event_type": "E", "priority": priority, "handler_function": "def h(e):\n    pass\n"},
+        )
+        assert resp.status == 422, (priority, await resp.text())
+        assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "priority"

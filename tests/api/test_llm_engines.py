@@ -413,3 +413,17 @@ async def test_concurrent_engines_in_different_sessions(llm_client: Any, fake: F
     engines = [await create_llm_engine(client) for _ in range(3)]
     records = await asyncio.gather(*(execute(client, e["engine_id"], f"n{i}") for i, e in enumerate(engines)))
     assert [r["result"]["text"] for r in records] == ["echo: n0", "echo: n1", "echo: n2"]
+
+
+async def test_a_nul_in_a_prompt_or_an_answer_is_kept_in_memory(llm_client: Any, fake: FakeProvider) -> None:
+    """PostgreSQL's text holds no NUL: a prompt or a model's answer with one failed the command
+    (StorageRefused) once the model call was made, the answer lost. Both backends now keep it
+    in memory written ``\\x00``, as the logs do."""
+    client = await llm_client()
+    fake.script(Reply("he\x00llo"))
+    engine = await create_llm_engine(client)
+    record = await execute(client, engine["engine_id"], "a\x00b")
+    assert record["status"] == "completed", record
+    assert record["result"]["text"] == "he\x00llo"  # the command's result is JSON: kept as sent
+    stored = [(m["role"], m["content"]) for m in await messages(client, engine["engine_id"])]
+    assert stored == [("user", "a\\x00b"), ("assistant", "he\\x00llo")]

@@ -91,3 +91,29 @@ async def test_max_tool_rounds_stops_the_loop(llm_client: Any, fake: FakeProvide
     stored = await messages(client, engine["engine_id"])
     # The unexecuted third round's calls are not stored (no call without its result).
     assert stored[-1] == {**stored[-1], "role": "assistant", "content": "again", "tool_calls": None}
+
+
+AGAIN = 'async def again() -> dict:\n    return await bus.execute("ToolChatEngineCommand", {"prompt": "again"})\n'
+
+
+async def test_a_tool_the_model_calls_runs_at_its_command_s_depth(llm_client: Any, fake: FakeProvider) -> None:
+    """A tool whose code executes its engine's command again (bus.execute): the engine ran
+    every tool at depth 0, however deep its command, so each round went past
+    ``sandbox.max_depth`` and its tool waited for the session's share of the pool, held by
+    the tool waiting for it: the whole chain hung until its timeout. Now the tool runs at its
+    command's depth: the chain stops at the limit and every command ends."""
+    client = await llm_client(LLMGINE_SANDBOX_MAX_DEPTH="2")
+    # Depth 0, 1 and 2 call the tool; at 2 its bus.execute is refused (twice); then answers.
+    fake.script(*[Reply(tool_calls=[("again", {})])] * 4, *[Reply("done")] * 3)
+    engine = await create_llm_engine(client, engine_type="ToolChatEngine")
+    sid = engine["session_id"]
+    resp = await client.post(f"/api/sessions/{sid}/tools", json={"name": "again", "function_code": AGAIN})
+    assert resp.status == 201, await resp.text()
+    record = await execute(client, engine["engine_id"], "go", wait=30)
+    assert record["status"] == "completed", record
+    resp = await client.get(f"/api/sessions/{sid}/commands", params={"limit": "100"})
+    commands = (await resp.json())["commands"]
+    assert sorted(c["metadata"].get("_depth", 0) for c in commands) == [0, 1, 2]
+    assert {c["status"] for c in commands} == {"completed"}
+    refused = [e for t, e in await engine_events(client, sid) if t == "ToolExecuted" and e.get("error")]
+    assert refused and all("depth limit" in e["error"]["message"] for e in refused), refused

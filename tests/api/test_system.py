@@ -15,7 +15,9 @@ async def test_health(app_client):
     assert resp.status == 200
     body = await resp.json()
     assert body["status"] == "healthy" and body["version"] == __version__
-    assert body["uptime"] >= 0 and body["timestamp"].endswith("Z")
+    assert body["timestamp"].endswith("Z")
+    # Whole seconds, an integer as in the API contract's example ("uptime": 3600).
+    assert type(body["uptime"]) is int and body["uptime"] >= 0
     assert resp.headers["X-Llmgine-Version"] == __version__
 
 

@@ -178,6 +178,32 @@ async def test_arguments_validated_before_running(app_client):
     assert await events_of(app_client, sid, "ToolExecuted") == []
 
 
+async def test_arguments_too_costly_to_check_are_refused_not_checked_for_minutes(app_client):
+    """``items`` times ``anyOf`` (or a long ``enum``/``required``) multiplies the checks: a
+    40 KB schema and 150 KB of arguments held the event loop for over a minute (every client
+    waited). Past a budget of checks the arguments are 422, before anything runs."""
+    sid = (await create_session(app_client))["session_id"]
+    failing = [{"type": "string"}] * 999
+    costly = {
+        "anyof": {"anyOf": [*failing, {"type": "integer"}]},
+        "enum": {"enum": ["x"] * 999 + [0]},
+    }
+    for name, items in costly.items():
+        schema = {"type": "object", "properties": {"xs": {"type": "array", "items": items}}}
+        code = f"def {name}(xs):\n    return len(xs)\n"
+        resp = await register(app_client, sid, name=name, parameters=schema, function_code=code)
+        assert resp.status == 201, await resp.text()
+        resp = await app_client.post(
+            f"/api/sessions/{sid}/tools/{name}/execute", json={"arguments": {"xs": [0] * 1000}}
+        )
+        assert resp.status == 422, (name, await resp.text())
+        error = assert_envelope(await resp.json(), "VALIDATION_ERROR")
+        assert "too costly" in error["details"]["issue"], error
+        # The same schema with a few items is checked (and runs) as before.
+        resp = await app_client.post(f"/api/sessions/{sid}/tools/{name}/execute", json={"arguments": {"xs": [0] * 5}})
+        assert resp.status == 200 and (await resp.json())["result"] == 5, await resp.text()
+
+
 async def test_exceptions_and_bad_results_are_results(app_client):
     sid = (await create_session(app_client))["session_id"]
     code = textwrap.dedent("""

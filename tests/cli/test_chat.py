@@ -32,6 +32,7 @@ from tests.clitools import (
     start_daemon,
     stop_process,
 )
+from tests.eventually import eventually_blocking
 from tests.fakes.provider import Fail, FakeProvider, FakeProviderThread, Reply, Stall
 
 # One worker runs this module: its module-scoped daemon and fake provider are set up once,
@@ -355,3 +356,37 @@ def test_ctrl_c_in_ask_is_the_cli_wide_way(llm_daemon: Daemon, fake: FakeProvide
     else:
         assert "continues in the daemon" in child.before and record["status"] == "executing"
         run_cli(["command", "cancel", record["command_id"], "-S", sid, "-q"], llm_daemon.env)
+
+
+def test_a_forged_command_result_does_not_cut_the_answer_short(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    """Any member of the session may publish a CommandResult naming the command `ask` waits
+    for: the turn took it for the end and `ask` failed ("command ... executing", exit 1) in
+    the middle of the answer. It ends at the daemon's own (source "bus")."""
+    answer = "The quick brown fox jumps over the lazy dog."
+    fake.script(Reply(answer, chunk=4, delay=0.15))
+    client = client_of(llm_daemon)
+    sid = client.create_session().session_id
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmgine_cli", "ask", "-S", sid, "--model", MODELS["openai"], "Say the pangram"],
+        env=full_env(llm_daemon.env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=default_signals,
+    )
+    try:
+
+        def executing() -> str | None:
+            listed = client.list_commands(sid).commands
+            return next((c.command_id for c in listed if c.status == "executing"), None)
+
+        cid = eventually_blocking(executing, timeout=30, message="the command executing")
+        client.publish_event(sid, "CommandResult", {"command_id": cid, "status": "completed"}, {})
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert out == answer + "\n"

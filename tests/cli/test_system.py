@@ -161,8 +161,9 @@ BUSY_SESSION = "0192f000-0000-7000-8000-00000000c0f1"  # a whole id: nothing to 
 class _Foreign(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/api/health":
+            # A float uptime, as daemons sent before it was whole seconds.
             body = json.dumps(
-                {"status": "healthy", "timestamp": "2024-01-01T00:00:00Z", "version": "9.9.9", "uptime": 1}
+                {"status": "healthy", "timestamp": "2024-01-01T00:00:00Z", "version": "9.9.9", "uptime": 61.75}
             ).encode()
             self._send(200, body, {"X-Llmgine-Version": "9.9.9"})
         elif self.path.startswith(f"/api/sessions/{BUSY_SESSION}"):
@@ -203,6 +204,23 @@ def test_version_mismatch_warns_once_on_stderr(foreign_url, cold_home):
     assert json.loads(result.stdout)["version"] == "9.9.9"
     line = one_line(result.stderr)
     assert line.startswith("warning:") and "9.9.9" in line and __version__ in line
+
+
+def test_a_daemon_that_sends_a_float_uptime_is_still_healthy(foreign_url, cold_home):
+    """`uptime` in /api/health became an integer; the CLI read a daemon of another version
+    that sends a float (all of them before) as "unexpected answer ... Expected `int`, got
+    `float`" (exit 1), and `llmgine daemon start` took it for no daemon at all."""
+    from llmgine_cli.daemonctl import probe
+    from llmgine_cli.target import parse_url
+
+    env = cli_env(cold_home)
+    shown = invoke(["--url", foreign_url, "health", "-o", "json"], env)
+    assert shown.exit_code == 0, shown.stderr
+    assert json.loads(shown.stdout)["uptime"] == 61.75
+    plain = invoke(["--url", foreign_url, "health", "-o", "plain"], env)
+    assert plain.exit_code == 0 and "1m" in plain.stdout, plain.stdout
+    health = probe(parse_url(foreign_url))
+    assert health is not None and health.version == "9.9.9"
 
 
 def test_conflict_exits_6(foreign_url, cold_home):

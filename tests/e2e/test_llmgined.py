@@ -72,7 +72,12 @@ def exit_code(proc, timeout=30.0):
 
 def fails_with(home, *args, env=None):
     proc = run_daemon(home, *args, env=env)
-    out, err = proc.communicate(timeout=20)
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:  # it started after all: stop it, never leave it running
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"llmgined {' '.join(args)} did not refuse to start: {err[-2000:]}") from None
     assert proc.returncode != 0
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err

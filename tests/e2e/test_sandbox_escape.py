@@ -353,12 +353,13 @@ def test_a_later_call_finds_nothing_of_earlier_calls_in_its_memory(daemon):
 def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
     """Kernel keyrings are per uid, not per namespace (a key would outlive the call, shared by
     every worker of the uid); memfd memory shows in no process's size; a namespace of its own
-    is kernel surface no tool needs. The seccomp filter refuses them all with EPERM."""
+    is kernel surface no tool needs; vsock sockets are not confined by the network namespace.
+    The seccomp filter refuses them all with EPERM."""
     assert "seccomp" in daemon.sandbox["covers"], daemon.sandbox
     out = daemon.tool(
         daemon.session(),
         """
-        import ctypes, errno, os, threading
+        import ctypes, errno, os, socket, threading
 
         def f():
             libc = ctypes.CDLL(None, use_errno=True)
@@ -378,6 +379,14 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
                 seen["memfd_create"] = "created"
             except OSError as exc:
                 seen["memfd_create"] = errno.errorcode[exc.errno]
+            # vsock is not network-namespaced: the hypervisor's (a host's guests') services.
+            for family in ("AF_VSOCK", "AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"):
+                kind = socket.SOCK_DGRAM if family == "AF_NETLINK" else socket.SOCK_STREAM
+                try:
+                    socket.socket(getattr(socket, family), kind).close()
+                    seen[family] = "created"
+                except OSError as exc:
+                    seen[family] = errno.errorcode[exc.errno]
             worker = threading.Thread(target=lambda: None)  # threads and fork still work
             worker.start()
             worker.join()
@@ -395,5 +404,10 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
         "unshare": [-1, "EPERM"],
         "clone_newuser": [-1, "EPERM"],
         "memfd_create": "EPERM",
+        "AF_VSOCK": "EPERM",
+        "AF_UNIX": "created",
+        "AF_INET": "created",
+        "AF_INET6": "created",
+        "AF_NETLINK": "created",
         "fork": 7,
     }, out["result"]

@@ -92,6 +92,18 @@ def test_config_file_writable_by_others_is_refused(home):
     assert "writable by others" in fails_with(home)
 
 
+def test_env_file_writable_by_others_is_refused(home):
+    # `--env-file` sets what the config file does (here: who may connect, and from where):
+    # one that others could write was read as trusted.
+    env_file = home / "dev.env"
+    env_file.write_text("API_KEY_SECRET=someone-elses-key\nHOST=0.0.0.0\n")
+    os.chmod(env_file, 0o666)
+    line = fails_with(home, "--env-file", str(env_file))
+    assert "env file is writable by others" in line and "chmod 600" in line, line
+    os.chmod(env_file, 0o620)
+    assert "writable by others" in fails_with(home, "--env-file", str(env_file), "--reload")
+
+
 def test_wildcard_cors_origin_refused_at_start(home):
     line = fails_with(home, env={"CORS_ORIGINS": "*"})
     assert "security.cors_origins" in line

@@ -21,6 +21,7 @@ DAEMON = ROOT / "daemon"
 RANK = {
     "__main__": 10,
     "server": 9,
+    "reload": 8.9,  # llmgined --reload: runs the server as its child (standard library only)
     "coalesce": 8.5,  # the listeners' writes held to the end of the loop's turn (aiohttp only)
     "app": 8,
     "api": 7,

@@ -80,6 +80,34 @@ enable_tracing = true
 @pytest.mark.parametrize(
     "text, fragment",
     [
+        ("server:\n  port: [\n", "not valid YAML: expected the node content, but found '<stream end>' (line 3"),
+        ("- server\n", "must be a mapping of sections"),
+        ("server:\n  prot: 1\n", "unknown key 'server.prot'"),
+        ("nope:\n  x: 1\n", "unknown table [nope]"),
+        ("server:\n  port: eighty\n", "server.port = 'eighty': expected an integer"),
+    ],
+)
+def test_bad_yaml_file_names_file_key_value(home, text, fragment):
+    path = home / "api.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={"LLMGINE_HOME": str(home)})
+    assert str(info.value).startswith(f"{path}: ") and fragment in str(info.value)
+
+
+def test_yaml_empty_values_leave_defaults(home):
+    path = home / "api.yml"
+    path.write_text("# comments only, then empty sections\nserver:\nlogging:\n  file:\n  level: DEBUG\n")
+    s = load_settings(path, env={"LLMGINE_HOME": str(home)})
+    assert (s["logging.level"], s.sources["logging.level"]) == ("debug", "file")
+    assert (s["logging.file"], s.sources["logging.file"]) == (None, "default")
+    with pytest.raises(ConfigError, match="writes TOML only"):
+        write_config_value(path, "logging.level", "info")
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
         ("[server]\nprot = 1\n", "unknown key 'server.prot'"),
         ("[nope]\nx = 1\n", "unknown table [nope]"),
         ("[server]\nport = 'eighty'\n", "server.port = 'eighty': expected an integer"),

@@ -56,7 +56,17 @@ modules: that is the package's API to the rest of the daemon.
 """
 
 from llmgine_daemon.bus.commands.execution import CURRENT, Execution, current
-from llmgine_daemon.bus.commands.records import ACTIVE, MAX_TIMEOUT_S, CommandSpec, validate
+from llmgine_daemon.bus.commands.records import ACTIVE, MAX_TIMEOUT_S, CommandSpec, command_depth, validate
 from llmgine_daemon.bus.commands.service import Commands
 
-__all__ = ["ACTIVE", "CURRENT", "MAX_TIMEOUT_S", "CommandSpec", "Commands", "Execution", "current", "validate"]
+__all__ = [
+    "ACTIVE",
+    "CURRENT",
+    "MAX_TIMEOUT_S",
+    "CommandSpec",
+    "Commands",
+    "Execution",
+    "command_depth",
+    "current",
+    "validate",
+]

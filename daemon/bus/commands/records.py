@@ -124,6 +124,15 @@ def validate(body: CommandCreate, prefix: str = "", *, nested: bool = False, **e
 DEPTH_KEY = "_depth"  # in the metadata of a command user code ran (bus.execute)
 
 
+def command_depth(metadata: dict[str, Any] | None) -> int:
+    """The nesting depth ``bus.execute`` gave a command: the depth its handler's user code,
+    or the tools its engine calls, run at (0: a client submitted it). Set by execute_nested
+    only (clients may not: ``validate``); a row stored before that rule may hold anything:
+    counted as a top-level command."""
+    depth = (metadata or {}).get(DEPTH_KEY, 0)
+    return depth if isinstance(depth, int) and not isinstance(depth, bool) and depth > 0 else 0
+
+
 def insert_command(
     conn: sqlite3.Connection, rec: Command, outcome: Outcome | None = None, finished_at: str | None = None
 ) -> None:

@@ -62,7 +62,7 @@ class Changes:
         self._watch: dict[str, set[Follower]] = {}
 
     def on_event(self, event: Event) -> None:
-        if not self._watch:
+        if not self._watch or event.source != "bus":  # a client's forgery wakes no one
             return
         if event.event_type == "CommandResult":
             cid = event.data.get("command_id") or ""
