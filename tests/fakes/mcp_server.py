@@ -57,6 +57,11 @@ def crash() -> str:
 if __name__ == "__main__":
     print(f"fake mcp server starting, token={os.environ.get('TOKEN')}", file=sys.stderr, flush=True)
     if len(sys.argv) > 2 and sys.argv[1] == "--http":
-        app.run("streamable-http", port=int(sys.argv[2]))
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        # rebound.invalid: the name the DNS-rebinding test resolves (to 127.0.0.1) itself.
+        hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", "rebound.invalid:*"]
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts)
+        app.run("streamable-http", port=int(sys.argv[2]), transport_security=security)
     else:
         app.run()
