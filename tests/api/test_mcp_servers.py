@@ -109,6 +109,8 @@ async def test_stdio_server_tools_are_the_sessions_tools(app_client: Any, home: 
         view = (await execute_tool(app_client, sid, "fake.whoami"))["result"]
         # Sandboxed: none of LLMGINE_HOME, no network; trusted: the host's view.
         assert view["path_visible"] is trusted and view["reaches_port"] is trusted
+        if not trusted:  # the sandbox workers' seccomp filter (sandbox/seccomp.py) holds too
+            assert view["seccomp"] == "2" and view["vsock"] == "EPERM", view
         failed = await execute_tool(app_client, sid, "fake.fail", message="nope")
         assert failed["error"]["code"] == "EXECUTION_FAILED" and "nope" in failed["error"]["message"]
     finally:
