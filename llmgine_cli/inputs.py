@@ -37,8 +37,12 @@ def _not_json(name: str) -> Any:
 
 def loads(text: str) -> Any:
     """JSON as the daemon reads it (ValueError otherwise): Python's json also takes NaN,
-    Infinity and numbers too big for a float (inf), which the request then carried as null."""
-    return json.loads(text, parse_float=_finite, parse_constant=_not_json)
+    Infinity and numbers too big for a float (inf), which the request then carried as null;
+    and it raises RecursionError for a document nested thousands deep (an internal error)."""
+    try:
+        return json.loads(text, parse_float=_finite, parse_constant=_not_json)
+    except RecursionError:
+        raise ValueError("nested too deeply (the daemon takes 64 levels)") from None
 
 
 def read_text(ref: str, option: str) -> str:

@@ -41,6 +41,26 @@ def event_line(event: Any) -> str:
     return f"{event.seq}  {short_time(event.timestamp)}  {session}  {event.event_type}  {_compact(event.data)}".rstrip()
 
 
+def _type_style(event_type: str) -> str:
+    """A colour per event type (stable), so a burst of one kind stands out."""
+    return _TYPE_STYLES[sum(event_type.encode()) % len(_TYPE_STYLES)]
+
+
+def event_text(event: Any, width: int) -> Any:
+    """One event as a terminal shows it (`event tail`, `command run --follow`): time, seq,
+    session, type in its colour, then the data cut to what is left of ``width``. Print it
+    with no_wrap, overflow="ellipsis", crop: one line per event, whatever the width."""
+    from rich.text import Text
+
+    line = Text()
+    line.append(f"{short_time(event.timestamp)[11:]} ", style="dim")
+    line.append(f"#{event.seq:<6} ", style="dim")
+    line.append(f"{short_id(event.session_id)} ", style="bold")
+    line.append(f"{event.event_type:<24} ", style=_type_style(event.event_type))
+    line.append(_compact(event.data, max(width - line.cell_len, 1)))
+    return line
+
+
 class LiveTail:
     """The terminal view of `event tail`: events scroll by, a footer keeps counters and state.
 
@@ -71,24 +91,13 @@ class LiveTail:
             self._live.__exit__(*exc)
         self.console.print(self._footer())
 
-    def _style(self, event_type: str) -> str:
-        return _TYPE_STYLES[sum(event_type.encode()) % len(_TYPE_STYLES)]
-
     def add(self, event: Any) -> None:
-        from rich.text import Text
-
         self.total += 1
         self.by_type[event.event_type] = self.by_type.get(event.event_type, 0) + 1
         self.last_seq = event.seq
         self.state = "live" if self.state in ("connecting", "live") else self.state
-        line = Text()
-        line.append(f"{short_time(event.timestamp)[11:]} ", style="dim")
-        line.append(f"#{event.seq:<6} ", style="dim")
-        line.append(f"{short_id(event.session_id)} ", style="bold")
-        line.append(f"{event.event_type:<24} ", style=self._style(event.event_type))
         # One line per event, whatever the terminal's width: the data is cut to what is left.
-        line.append(_compact(event.data, max(self.console.width - line.cell_len, 1)))
-        self.console.print(line, no_wrap=True, overflow="ellipsis", crop=True)
+        self.console.print(event_text(event, self.console.width), no_wrap=True, overflow="ellipsis", crop=True)
         self._live.update(self._footer())
 
     def notice(self, frame: Frame) -> None:
@@ -124,7 +133,7 @@ class LiveTail:
         top = sorted(self.by_type.items(), key=lambda kv: -kv[1])[:5]
         for name, count in top:
             footer.append("  ")
-            footer.append(name, style=self._style(name))
+            footer.append(name, style=_type_style(name))
             footer.append(f" {count}")
         return footer
 

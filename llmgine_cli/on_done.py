@@ -32,19 +32,27 @@ def run_hook(env: Environment, command: str, record: dict[str, Any]) -> int:
         "LLMGINE_COMMAND_TYPE": str(record.get("command_type", "")),
     }
     env.stdout.flush()
+    # Straight to our stderr when it is a file: the hook's output shows as it is written (a
+    # slow hook showed nothing until it ended, and nothing at all after Ctrl-C). A stream with
+    # no file behind it (a test runner's) gets it afterwards.
+    try:
+        direct: Any = env.stderr.fileno()
+        env.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        direct = None
     try:
         done = subprocess.run(
             ["/bin/sh", "-c", command],
             env=environ,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if direct is None else direct,
             stderr=subprocess.STDOUT,
             check=False,
         )
     except OSError as exc:
         env.err(f"warning: --on-done could not start: {exc.strerror or exc}")
         return 127
-    text = done.stdout.decode("utf-8", "replace").rstrip("\n")
+    text = done.stdout.decode("utf-8", "replace").rstrip("\n") if done.stdout else ""
     if text:
         env.err(text)
     if done.returncode != 0:

@@ -197,10 +197,31 @@ def usage_line(exc: Any) -> str:
     """A click usage error as one line: what is wrong, and where the help is."""
     message = " ".join(str(exc.format_message()).split())
     ctx = getattr(exc, "ctx", None)
+    hint = _root_option_hint(exc, ctx)
+    if hint:
+        return f"error: {hint}"
     if ctx is not None and getattr(ctx, "command_path", None):
         help_option = (ctx.help_option_names or ["--help"])[0]
         message = f"{message.rstrip('.')} (see '{ctx.command_path} {help_option}')"
     return f"error: {message}"
+
+
+def _root_option_hint(exc: Any, ctx: Any) -> str | None:
+    """For `llmgine session list --utc` (no such option there): --utc, --url, --api-key and
+    --timeout are llmgine's own options, given before the command."""
+    option = getattr(exc, "option_name", None)
+    if not option or ctx is None or ctx.parent is None:
+        return None
+    root = ctx.find_root()
+    for param in root.command.params:
+        if option in getattr(param, "opts", ()):
+            value = "" if getattr(param, "is_flag", False) else f" {param.metavar or 'VALUE'}"
+            command = ctx.command_path[len(root.info_name) :].strip()
+            return (
+                f"{option} is an option of {root.info_name} itself: give it before the command, "
+                f"as in `{root.info_name} {option}{value} {command} ...`"
+            )
+    return None
 
 
 class RootGroup(TyperGroup):

@@ -29,6 +29,21 @@ def session_callback(ctx: typer.Context, param: Any, value: str | None) -> str |
         raise typer.BadParameter(str(exc)) from None
 
 
+def session_filter_callback(ctx: typer.Context, param: Any, value: str | None) -> str | None:
+    """session_callback for an option that filters a listing (ps, traces, logs, engine,
+    schedule and webhook lists): the daemon lists nothing for a session it does not know, so
+    a mistyped name was an empty listing (exit 0), not SESSION_NOT_FOUND (exit 4)."""
+    resolved = session_callback(ctx, param, value)
+    if resolved is not None and resolved == value and not ctx.resilient_parsing:
+        from llmgine_cli.ids import is_full_id
+
+        if not is_full_id(value):  # a match is a full id: nothing matched
+            from llmgine_cli.errors import api_error
+
+            raise api_error(404, "SESSION_NOT_FOUND", f"session {value!r} not found")
+    return resolved
+
+
 def choices(*allowed: str, several: bool = False) -> Any:
     """An option callback: the value must be one of ``allowed`` (comma-separated ones with
     ``several``), else a usage error (exit 2) instead of the daemon's 422 (exit 1)."""
@@ -111,8 +126,10 @@ SessionOpt = Annotated[
 
 # Each long poll asks the daemon to hold the answer this long; the CLI polls again until done.
 LONG_POLL_S = 25.0
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# As the daemon reads since/until (daemon/api/observability.py query_time): the commands that
+# send them as typed (logs, traces, usage) and those that send the time (event list) agree.
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def usage(exc: InputError) -> typer.BadParameter:
@@ -137,17 +154,21 @@ def parse_object(text: str | None, option: str) -> dict[str, Any]:
 
 
 def parse_time(text: str | None, option: str) -> str | None:
-    """``10m``, ``2h``, ``1d``, ``30s`` ago, or an ISO 8601 time as is."""
+    """``30s``, ``10m``, ``2h``, ``1d``, ``1w`` ago, or an ISO 8601 time as is; anything else
+    is a usage error (exit 2), not the daemon's 422 (exit 1)."""
     if text is None:
         return None
-    match = _RELATIVE.match(text.strip())
+    match = _RELATIVE.match(text.strip().lower())
     if match:
-        delta = _dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-        return (_dt.datetime.now(_dt.UTC) - delta).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:
+            delta = _dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+            return (_dt.datetime.now(_dt.UTC) - delta).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        except OverflowError:  # "99999999999d" ago is before year 1: since the beginning
+            return "0001-01-01T00:00:00.000000Z"
     try:
         _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise typer.BadParameter("use 10m, 2h, 1d or an ISO 8601 time", param_hint=option) from None
+        raise typer.BadParameter("use 90s, 15m, 2h, 1d, 1w or an ISO 8601 time", param_hint=option) from None
     return text
 
 

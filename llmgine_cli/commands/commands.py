@@ -181,8 +181,8 @@ def run(
         typer.Option(
             "--after",
             metavar="ID",
-            help="Run only after this command (full id, any session you may see) ended; it stays "
-            "blocked until then. Repeatable.",
+            help="Run only after this command (full id, any session you may see; or an unfinished one's "
+            "short id or prefix, as `llmgine ps` shows it) ended; it stays blocked until then. Repeatable.",
         ),
     ] = None,
     after_policy: Annotated[
@@ -227,6 +227,8 @@ def run(
     parameters = {**parse_object(params, "--params"), **parse_pairs(param, "--param")}
     metadata = command_metadata(priority.value if priority else None, timeout)
     metadata.update(retry_metadata(retries, backoff, retry_on))
+    if after:
+        after = waiting.full_ids(app_ctx, after)  # the daemon knows only full ids
     if follow and not no_wait:
         from llmgine_cli.commands.event_tail import follow_command
 
@@ -345,7 +347,12 @@ def list_(
 def wait(
     ctx: typer.Context,
     command_ids: Annotated[
-        list[str], typer.Argument(metavar="ID...", help="The commands' full ids (of any session you may see).")
+        list[str],
+        typer.Argument(
+            metavar="ID...",
+            help="The commands: full ids (of any session you may see), or an unfinished one's short id or "
+            "prefix (as `llmgine ps` shows them).",
+        ),
     ],
     any_: waiting.Any_ = False,
     status: waiting.Status = None,
@@ -364,7 +371,8 @@ def retry(
     ctx: typer.Context,
     session: SessionOpt,
     command_ids: Annotated[
-        list[str] | None, typer.Argument(metavar="[ID]...", help="The commands' full ids (of --session).")
+        list[str] | None,
+        typer.Argument(metavar="[ID]...", help="The commands (of --session): ids, unique prefixes or short ids."),
     ] = None,
     failed: Annotated[bool, typer.Option("--failed", help="Every failed or timed-out command of the session.")] = False,
     dead: Annotated[bool, typer.Option("--dead", help="Every dead letter of the session.")] = False,
@@ -376,7 +384,15 @@ def retry(
     if not command_ids and not (failed or dead):
         raise typer.BadParameter("name the commands, or give --failed or --dead", param_hint="ID")
     app_ctx = state(ctx)
-    page = app_ctx.client().retry_commands(session, command_ids or [], failed=failed, dead=dead)
+    from llmgine_cli.hot import resolve_id
+    from llmgine_cli.ids import Ambiguous
+
+    where = f"/api/sessions/{session}/commands"
+    try:  # as every other command takes them (the daemon knows only full ids)
+        named = [resolve_id(app_ctx, "command", c, where, "commands", "command_id") for c in command_ids or []]
+    except Ambiguous as exc:
+        raise typer.BadParameter(str(exc), param_hint="ID") from None
+    page = app_ctx.client().retry_commands(session, named, failed=failed, dead=dead)
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
     if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain"):
         app_ctx.env.err(f"{len(page.commands)} command(s) queued again")

@@ -8,6 +8,7 @@ file and keep every other key and table; the daemon reads it at start-up.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -73,6 +74,10 @@ def value_text(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
+        # As `config set` and the environment take it (LLMGINE_PRICES={"gpt-4o": [2.5, 10]}),
+        # not Python's repr.
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
     return str(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import msgspec
@@ -15,7 +16,7 @@ from llmgine_cli.commands.args import (
     command_metadata,
     id_argument,
     parse_pairs,
-    session_callback,
+    session_filter_callback,
 )
 from llmgine_cli.commands.commands import NoWait, Priority, Timeout, finish_command
 from llmgine_cli.options import Output, Quiet, state
@@ -97,7 +98,7 @@ def list_(
         typer.Option(
             "--session",
             "-S",
-            callback=session_callback,
+            callback=session_filter_callback,
             metavar="ID",
             help="Only this session's engines.",
             autocompletion=completion.session_ids,
@@ -133,7 +134,7 @@ def get(ctx: typer.Context, engine_id: EngineId, output: Output = None, quiet: Q
 def exec_(
     ctx: typer.Context,
     engine_id: EngineId,
-    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt.")],
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt (-: read it from stdin, as `ask`).")],
     param: Annotated[
         list[str] | None,
         typer.Option("--param", "-p", metavar="KEY=VALUE", help="A parameter: KEY=string or KEY:=JSON; repeatable."),
@@ -146,6 +147,10 @@ def exec_(
 ) -> None:
     """Run a prompt on an engine (a command in its session) and print the result."""
     app_ctx = state(ctx)
+    if prompt == "-":  # as `llmgine ask -`: `cat prompt.txt | llmgine engine exec ID -` sent "-"
+        if sys.stdin.isatty():
+            raise typer.BadParameter("- reads the prompt from stdin: pipe one in", param_hint="PROMPT")
+        prompt = sys.stdin.read()
     record = app_ctx.client().execute_engine(
         engine_id,
         prompt,

@@ -6,8 +6,6 @@ connection open, reconnects and resumes, and renders as events arrive.
 
 from __future__ import annotations
 
-import datetime as _dt
-import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -16,17 +14,15 @@ import typer
 from llmgine_daemon.protocol import Command, Event
 
 from llmgine_cli import completion
-from llmgine_cli.commands.args import session_callback
+from llmgine_cli.commands.args import parse_time, session_callback
 from llmgine_cli.context import AppContext
 from llmgine_cli.options import Output, state
 from llmgine_cli.render import resolve_format
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_since(value: str | None) -> int | str | None:
-    """SEQ (events after it), 10m/2h/1d (that long ago), an ISO time, or all (everything)."""
+    """SEQ (events after it), 30s/10m/2h/1d/1w (that long ago), an ISO time, or all
+    (everything); the durations and times as every --since reads them (args.parse_time)."""
     if value is None or value == "now":
         return None
     text = value.strip().lower()
@@ -34,19 +30,13 @@ def parse_since(value: str | None) -> int | str | None:
         return 0
     if text.isdigit():
         return int(text)
-    match = _DURATION.match(text)
-    if match:
-        ago = _dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-        when = _dt.datetime.now(_dt.UTC) - ago
-        return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     try:
-        _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return parse_time(value, "--since")
+    except typer.BadParameter:
         raise typer.BadParameter(
-            f"{value!r}: use a seq, a duration (30s, 10m, 2h, 1d), an ISO time or all",
+            f"{value!r}: use a seq, a duration (30s, 10m, 2h, 1d, 1w), an ISO time or all",
             param_hint="--since",
         ) from None
-    return value
 
 
 def tail(
@@ -170,9 +160,14 @@ def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Co
     client = app_ctx.client()
     from llmgine_daemon.protocol.streams import Hello
 
-    from llmgine_cli.live import event_line
+    from llmgine_cli.live import event_line, event_text
     from llmgine_cli.stream import EventStream
 
+    console = None
+    if fmt == "table":  # a terminal: one line per event, as `event tail` draws them (they wrapped)
+        from rich.console import Console
+
+        console = Console(file=env.stdout, force_terminal=True, highlight=False)
     stream = EventStream(client, session_id, on_status=lambda text: env.err(f"llmgine: {text}"))
     items = iter(stream)
     try:
@@ -194,6 +189,8 @@ def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Co
                 continue
             if fmt in ("json", "jsonl"):
                 env.out(msgspec.json.encode(item).decode())
+            elif console is not None:
+                console.print(event_text(item, console.width), no_wrap=True, overflow="ellipsis", crop=True)
             else:
                 env.out(event_line(item))
             env.stdout.flush()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from llmgine_cli import completion, hot
-from llmgine_cli.commands.args import SessionOpt, id_argument, parse_object, parse_pairs, parse_time
+from llmgine_cli.commands.args import SessionOpt, id_callback, parse_object, parse_pairs, parse_time
+from llmgine_cli.errors import ApiError
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 
@@ -99,12 +100,47 @@ def list_(
         app_ctx.env.err(f"showing {shown} of {page.total} (next page: --after {page.next_after})")
 
 
+_BY_ID = id_callback("event", "/api/sessions/{session}/events", "events", "event_id", in_session=True)
+
+
+def _event_ref(ctx: typer.Context, param: Any, value: str | None) -> str | None:
+    """An event by its seq, the number `event list` shows (its listing has no ID column), or
+    as every id is given. A number that is also a short id or prefix of another event is
+    ambiguous (a usage error)."""
+    from llmgine_cli.ids import is_full_id, short_id
+
+    session = ctx.params.get("session")
+    if value is None or ctx.resilient_parsing or not value.isdigit() or is_full_id(value) or session is None:
+        return _BY_ID(ctx, param, value)
+    seq = int(value)
+    page = state(ctx).client().list_events(session, after=seq - 1, limit=1) if seq > 0 else None
+    by_seq = page.events[0].event_id if page and page.events and page.events[0].seq == seq else None
+    if by_seq is None:
+        return _BY_ID(ctx, param, value)
+    if len(value) < 4:  # too short to name an id
+        return by_seq
+    try:
+        by_id = _BY_ID(ctx, param, value)
+    except (ApiError, typer.BadParameter):
+        return by_seq
+    if by_id not in (value, by_seq):
+        raise typer.BadParameter(
+            f"{value!r} is the seq of event {short_id(by_seq)} and names event {short_id(by_id)} by its id: "
+            "give more of the id, or the full id"
+        )
+    return by_seq
+
+
 @app.command("get")
 def get(
     ctx: typer.Context,
     event_id: Annotated[
         str,
-        id_argument("event", "/api/sessions/{session}/events", "events", "event_id", in_session=True),
+        typer.Argument(
+            metavar="ID",
+            help="The event: its seq (as `event list` shows it), its id, a unique prefix or its short id.",
+            callback=_event_ref,
+        ),
     ],
     session: SessionOpt,
     output: Output = None,

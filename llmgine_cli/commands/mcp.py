@@ -20,7 +20,7 @@ from llmgine_cli import completion
 from llmgine_cli.commands.args import session_callback
 from llmgine_cli.commands.tools import render_tools
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, resolve_format
+from llmgine_cli.render import View, render, resolve_format, visible_line
 
 app = typer.Typer(
     help="MCP tool servers: their tools become a session's tools (NAME.tool). Add, list, remove.",
@@ -118,6 +118,11 @@ def add(
             requires_approval=requires_approval,
         )
     render(app_ctx.env, server, SERVER_VIEW, output, quiet)
+    if server.status != "running":  # registered, but its tools are not there (yet): say so
+        why = f": {visible_line(server.last_error)}" if server.last_error else ""
+        app_ctx.env.err(
+            f"MCP server {name} is {server.status}{why}; it is kept and retried (`llmgine mcp list` shows its state)"
+        )
 
 
 @app.command("list")

@@ -11,7 +11,14 @@ from typing import Annotated, Any
 
 import typer
 
-from llmgine_cli.commands.args import choices, id_argument, session_callback
+from llmgine_cli.commands.args import (
+    choices,
+    id_argument,
+    parse_pairs,
+    parse_time,
+    session_callback,
+    session_filter_callback,
+)
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.render_observability import render_log_records, render_metrics, render_trace
@@ -49,7 +56,8 @@ def logs(
         ),
     ] = None,
     session: Annotated[
-        str | None, typer.Option("--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")
+        str | None,
+        typer.Option("--session", "-s", callback=session_filter_callback, metavar="ID", help="Only this session."),
     ] = None,
     command: Annotated[str | None, typer.Option("--command", metavar="ID", help="Only this command.")] = None,
     trace: Annotated[str | None, typer.Option("--trace", metavar="ID", help="Only this trace.")] = None,
@@ -72,7 +80,13 @@ def logs(
     env = app_ctx.env
     client = app_ctx.client()
     query: dict[str, Any] = dict(
-        level=_level(level), session_id=session, command_id=command, trace_id=trace, since=since, until=until, q=grep
+        level=_level(level),
+        session_id=session,
+        command_id=command,
+        trace_id=trace,
+        since=parse_time(since, "--since"),
+        until=parse_time(until, "--until"),
+        q=grep,
     )
     page = client.logs(limit=limit, **query)
     fmt = resolve_format(env, output)
@@ -110,17 +124,16 @@ def log(
         typer.Option("--session", "-s", callback=session_callback, metavar="ID", help="Attach it to a session."),
     ] = None,
     meta: Annotated[
-        list[str] | None, typer.Option("--meta", "-m", metavar="KEY=VALUE", help="Metadata; repeatable.")
+        list[str] | None,
+        typer.Option("--meta", "-m", metavar="KEY=VALUE", help="Metadata: KEY=string or KEY:=JSON; repeatable."),
     ] = None,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """Write a record into the daemon's log (marked as coming from a client)."""
-    from llmgine_cli.commands.sessions import parse_meta
-
     app_ctx = state(ctx)
     record = app_ctx.client().post_log(
-        message, level=_level(level) or "info", metadata=parse_meta(meta or []), session_id=session
+        message, level=_level(level) or "info", metadata=parse_pairs(meta, "--meta"), session_id=session
     )
     render(app_ctx.env, record, LOG_VIEW, output, quiet)
 
@@ -202,7 +215,8 @@ def trace(
 def traces(
     ctx: typer.Context,
     session: Annotated[
-        str | None, typer.Option("--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")
+        str | None,
+        typer.Option("--session", "-s", callback=session_filter_callback, metavar="ID", help="Only this session."),
     ] = None,
     since: Annotated[str | None, typer.Option("--since", metavar="WHEN", help="ISO time or 15m, 1h, 2d.")] = None,
     status: Annotated[
@@ -214,5 +228,5 @@ def traces(
 ) -> None:
     """List recent traces, newest first (`llmgine trace ID` draws one)."""
     app_ctx = state(ctx)
-    page = app_ctx.client().traces(session_id=session, since=since, status=status, limit=limit)
+    page = app_ctx.client().traces(session_id=session, since=parse_time(since, "--since"), status=status, limit=limit)
     render(app_ctx.env, page, TRACES_VIEW, output, quiet)

@@ -16,7 +16,7 @@ import msgspec
 import typer
 from llmgine_daemon.protocol import UNFINISHED_STATUSES
 
-from llmgine_cli.commands.args import choices
+from llmgine_cli.commands.args import choices, session_filter_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, human_ms, render, resolve_format
 
@@ -39,7 +39,14 @@ StatusFilter = Annotated[
 ]
 Limit = Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many, oldest first.")]
 SessionFilter = Annotated[
-    str | None, typer.Option("--session", "-S", metavar="ID", help="Only this session (full id).")
+    str | None,
+    typer.Option(
+        "--session",
+        "-S",
+        metavar="ID",
+        callback=session_filter_callback,
+        help="Only this session: its id, a unique prefix, its short id or its name.",
+    ),
 ]
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from llmgine_cli import completion, hot
-from llmgine_cli.commands.args import choices, session_callback
+from llmgine_cli.commands.args import choices, parse_pairs, session_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render
 
@@ -28,30 +28,20 @@ SessionId = Annotated[
 ]
 
 
-def parse_meta(pairs: list[str]) -> dict[str, Any]:
-    metadata: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--meta")
-        metadata[key] = value
-    return metadata
-
-
 @app.command("create")
 def create(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Option("--name", "-n", help="A name for it.")] = None,
     meta: Annotated[
         list[str] | None,
-        typer.Option("--meta", "-m", metavar="KEY=VALUE", help="Metadata; repeatable."),
+        typer.Option("--meta", "-m", metavar="KEY=VALUE", help="Metadata: KEY=string or KEY:=JSON; repeatable."),
     ] = None,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """Create a session (`SID=$(llmgine session create -q)`)."""
     app_ctx = state(ctx)
-    session = app_ctx.client().create_session(name, parse_meta(meta or []))
+    session = app_ctx.client().create_session(name, parse_pairs(meta, "--meta"))
     render(app_ctx.env, session, SESSION_VIEW, output, quiet)
 
 

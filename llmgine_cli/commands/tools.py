@@ -16,6 +16,7 @@ import typer
 
 from llmgine_cli import completion
 from llmgine_cli.commands.args import SessionOpt, parse_object, parse_pairs
+from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.status import ExitStatus
@@ -100,16 +101,25 @@ def register(
     app_ctx = state(ctx)
     source = read_source(file)
     parameters = parse_object(params, "--params") if params is not None else None
-    tool = app_ctx.client().register_tool(
-        session,
-        source,
-        name=name,
-        description=description,
-        parameters=parameters,
-        timeout=timeout,
-        replace=replace,
-        requires_approval=requires_approval,
-    )
+    try:
+        tool = app_ctx.client().register_tool(
+            session,
+            source,
+            name=name,
+            description=description,
+            parameters=parameters,
+            timeout=timeout,
+            replace=replace,
+            requires_approval=requires_approval,
+        )
+    except ApiError as exc:
+        if exc.code == "CONFLICT" and (exc.details or {}).get("tool_name"):
+            # The daemon's message names the HTTP way (?replace=true); here it is an option.
+            taken = exc.details["tool_name"]
+            raise api_error(
+                409, exc.code, f"tool {taken!r} already exists in this session (--replace replaces it)", exc.details
+            ) from None
+        raise
     data = msgspec.to_builtins(tool)
     if resolve_format(app_ctx.env, output) in ("table", "plain"):
         data.pop("function_code", None)  # the file just sent; `tool get` shows it

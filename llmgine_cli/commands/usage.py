@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from llmgine_cli import completion
-from llmgine_cli.commands.args import choices, session_callback
+from llmgine_cli.commands.args import choices, parse_time, session_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render
 
@@ -64,7 +64,7 @@ def usage(
     summed over commands; the last row is the total. Cost comes from the daemon's price table
     (usage.prices); `-` = no call had a known price, `+?` = some did not."""
     app_ctx = state(ctx)
-    report = app_ctx.client().usage(session_id=session, since=since, by=by)
+    report = app_ctx.client().usage(session_id=session, since=parse_time(since, "--since"), by=by)
     fmt = getattr(output, "value", output)
     if fmt in ("json", "jsonl") or quiet:
         render(app_ctx.env, report, REPORT_VIEW, output, quiet)

@@ -105,6 +105,47 @@ def wait_and_report(
     return ExitStatus.OK if good else ExitStatus.ERROR
 
 
+UNFINISHED = ",".join(s for s in COMMAND_STATUSES if s not in TERMINAL)
+
+
+def full_ids(app_ctx: AppContext, given: list[str]) -> list[str]:
+    """The commands' full ids. A short id or a prefix (as `llmgine ps` and the tables show
+    them) names one of the unfinished commands of every session; the daemon knows only full
+    ids, so one given as the table showed it was COMMAND_NOT_FOUND."""
+    from llmgine_cli import ids
+
+    if all(ids.is_full_id(g) for g in given):
+        return given
+    from llmgine_cli.errors import ApiError, api_error
+    from llmgine_cli.hot import resolve_id
+
+    out = []
+    for g in given:
+        try:
+            out.append(
+                resolve_id(
+                    app_ctx,
+                    "command",
+                    g,
+                    "/api/commands",
+                    "commands",
+                    "command_id",
+                    {"status": UNFINISHED},
+                    paged=False,
+                )
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            raise api_error(
+                404,
+                exc.code,
+                f"{exc.message} among the unfinished commands of every session (`llmgine ps`); "
+                "give a finished command's full id (`llmgine command list -S SESSION -q`)",
+            ) from None
+    return out
+
+
 def wait_command(
     app_ctx: AppContext,
     command_ids: list[str],
@@ -116,7 +157,14 @@ def wait_command(
     on_done: str | None = None,
 ) -> None:
     code = wait_and_report(
-        app_ctx, command_ids, any_=any_, status=status, timeout=timeout, output=output, quiet=quiet, on_done=on_done
+        app_ctx,
+        full_ids(app_ctx, command_ids),
+        any_=any_,
+        status=status,
+        timeout=timeout,
+        output=output,
+        quiet=quiet,
+        on_done=on_done,
     )
     if code:
         raise typer.Exit(code)

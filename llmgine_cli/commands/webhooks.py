@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
-from llmgine_cli.commands.args import choices, id_argument, session_callback
+from llmgine_cli.commands.args import choices, id_argument, session_filter_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 
@@ -48,7 +48,7 @@ OptionalSession = Annotated[
         "-S",
         metavar="ID",
         show_default=False,
-        callback=session_callback,
+        callback=session_filter_callback,
         help="Only this session's (its id, a unique prefix, its short id or its name).",
     ),
 ]

@@ -189,6 +189,57 @@ def test_json_input_that_is_not_json_is_refused(cli, tmp_path: Path, number):
     assert json.loads(listed.stdout)["total"] == 0
 
 
+def test_ps_takes_the_session_as_every_command_does(cli):
+    # `ps --session` took only a full id: the short id it shows listed nothing.
+    sid, _ = session_with_engine(cli)
+    busy = cli(
+        "command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "delay_ms:=600000", "--no-wait"
+    )
+    cid = json.loads(cli("command", "get", busy.stdout.split()[1], "-S", sid, "-o", "json").stdout)["command_id"]
+    try:
+        for ref in (sid[-8:], sid[:13]):
+            listed = json.loads(cli("ps", "--session", ref, "-o", "json").stdout)
+            assert [c["command_id"] for c in listed["commands"]] == [cid], ref
+    finally:
+        cli("command", "cancel", cid, "-S", sid)
+
+
+def test_after_takes_the_short_id_ps_shows(cli):
+    # --after took only a full id: the short id of the command it waits for was COMMAND_NOT_FOUND.
+    sid, _ = session_with_engine(cli)
+    run = ["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x"]
+    first = cli(*run, "-p", "delay_ms:=600000", "--no-wait", "-q").stdout.strip()
+    try:
+        then = cli(*run, "--after", first[-8:], "--no-wait", "-o", "json")
+        assert then.exit_code == 0, then.stderr
+        assert json.loads(then.stdout)["status"] == "blocked"
+    finally:
+        cli("command", "cancel", first, "-S", sid)
+
+
+def test_retry_takes_short_ids_and_prefixes(cli):
+    # `command retry SHORT -S S` was COMMAND_NOT_FOUND "in session S" for a command listed there.
+    sid, _ = session_with_engine(cli)
+    run = ["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "fail:=true", "-q"]
+    cid = cli(*run).stdout.strip()
+    for ref in (cid[-8:], cid[:13]):
+        cli("command", "wait", cid, "-q")
+        again = cli("command", "retry", ref, "-S", sid, "-q")
+        assert again.exit_code == 0 and again.stdout.strip() == cid, (ref, again.stderr)
+    assert cli("command", "retry", "nope", "-S", sid).exit_code == 4
+
+
+def test_engine_exec_reads_the_prompt_from_stdin_with_a_dash(daemon):
+    # As `llmgine ask -`: `cat prompt.txt | llmgine engine exec ID -` sent the prompt "-".
+    runner = CliRunner()
+    env = dict(daemon.env)
+    sid = runner.invoke(app, ["session", "create", "-q"], env=env).stdout.strip()
+    eid = runner.invoke(app, ["engine", "create", "DummyEngine", "-S", sid, "-q"], env=env).stdout.strip()
+    result = runner.invoke(app, ["engine", "exec", eid, "-", "-o", "json"], input="piped prompt", env=env)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["result"]["response"] == "Dummy response to: piped prompt"
+
+
 def test_events(cli):
     sid = cli("session", "create", "-q").stdout.strip()
     eid = cli("event", "publish", "StatusUpdate", "-S", sid, "--data", '{"status": "processing"}', "-q")
@@ -210,6 +261,12 @@ def test_events(cli):
     assert plain.stdout.splitlines()[0].split() == ["SEQ", "TYPE", "SOURCE", "TIME", "DATA"]
     missing = cli("event", "get", "nope", "-S", sid)
     assert missing.exit_code == 4 and "EVENT_NOT_FOUND" in one_line(missing.stderr)
+    # By the seq the listing shows (it shows no id): that was EVENT_NOT_FOUND.
+    seq = plain.stdout.splitlines()[1].split()[0]
+    by_seq = json.loads(cli("event", "get", seq, "-S", sid, "-o", "json").stdout)
+    assert by_seq == got and str(got["seq"]) == seq
+    other = cli("session", "create", "-q").stdout.strip()
+    assert cli("event", "get", seq, "-S", other).exit_code == 4  # another session's seq
 
 
 def test_control_characters_in_data_never_reach_the_terminal(cli):

@@ -90,6 +90,21 @@ def test_set_and_unset_keep_every_other_key(cold_cli, cold_home):
     assert cold_cli("config", "get", "server.port", "--local").stdout == "\n"
 
 
+def test_get_prints_an_object_as_json_that_set_takes_back(cold_cli, cold_home):
+    # config get printed a table's or an object's value as Python's repr ({'m': [1.0, ...]}),
+    # which neither `config set` nor the environment (LLMGINE_PRICES is JSON) takes.
+    prices = '{"m-1": [1.5, 2, 0.5]}'
+    retry = '{"SinglePassEngineCommand": {"retries": 3, "retry_on": ["PROVIDER_RATE_LIMITED"]}}'
+    assert cold_cli("config", "set", "usage.prices", prices).exit_code == 0
+    assert cold_cli("config", "set", "commands.retry_defaults", retry).exit_code == 0
+    for key, sent in (("usage.prices", prices), ("commands.retry_defaults", retry)):
+        shown = cold_cli("config", "get", key, "--local").stdout.strip()
+        assert json.loads(shown) == json.loads(sent), shown
+        assert cold_cli("config", "set", key, shown).exit_code == 0  # round trip
+        assert cold_cli("config", "get", key, "--local").stdout.strip() == shown
+    assert cold_cli("config", "get", "mcp.allowed_hosts", "--local").stdout == "127.0.0.0/8,::1,localhost\n"
+
+
 def test_set_creates_the_file_private(cold_cli, cold_home):
     assert cold_cli("config", "set", "logging.level", "warning").exit_code == 0
     path = cold_home / "config" / "config.toml"

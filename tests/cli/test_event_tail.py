@@ -67,6 +67,11 @@ def test_parse_since():
     age = dt.datetime.now(dt.UTC) - ten_min
     assert dt.timedelta(minutes=9) < age < dt.timedelta(minutes=11)
     assert parse_since("2024-01-01T00:00:00Z") == "2024-01-01T00:00:00Z"
+    # As every other --since (and the daemon) reads them: weeks, any case, and "too long ago"
+    # (1w was a usage error here alone; 99999999999d an OverflowError).
+    week = dt.datetime.fromisoformat(parse_since("1W").replace("Z", "+00:00"))
+    assert dt.timedelta(days=6) < dt.datetime.now(dt.UTC) - week < dt.timedelta(days=8)
+    assert parse_since("99999999999d") == "0001-01-01T00:00:00.000000Z"
     with pytest.raises(typer.BadParameter):
         parse_since("soon")
 
@@ -124,6 +129,28 @@ def test_command_run_follow_failure_exits_1(cli):
     )
     assert result.exit_code == 1
     assert "CommandResult" in result.stdout and "COMMAND_EXECUTION_FAILED" in result.stderr
+
+
+@pytest.mark.parametrize("columns", [80, 150])
+def test_command_run_follow_on_a_terminal_draws_one_line_per_event(cli, columns):
+    # On a terminal --follow printed the plain lines (each ~170 characters: two or three rows
+    # of an 80-column terminal per event); it draws them as `event tail` does, cut to fit.
+    import re
+
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("engine", "create", "DummyEngine", "--session", sid, "-q").exit_code == 0
+    args = ["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=" + "x" * 300, "--follow"]
+    result = cli(*args, "-o", "table", COLUMNS=str(columns))
+    assert result.exit_code == 0, result.stderr
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in result.stdout.splitlines()]
+    rows = [line for line in lines if re.match(r"\d\d:\d\d:\d\d \S+ #\d+ ", line)]
+    assert [row.split()[4] for row in rows] == [
+        "CommandStarted",
+        "DummyEngineStatusUpdate",
+        "DummyEngineStatusUpdate",
+        "CommandResult",
+    ], lines
+    assert all(len(row) <= columns for row in rows) and rows[0].endswith("…"), rows
 
 
 def test_command_run_follow_is_not_ended_by_a_forged_command_result(cli, daemon):

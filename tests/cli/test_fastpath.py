@@ -107,13 +107,30 @@ def test_parameters_from_a_file(daemon, sid, tmp_path):
         # Python's json reads these (as inf, nan); the request carried them as null.
         (["command", "run", "X", "-S", "s", "-p", "n:=1e400"], 2, "out of range"),
         (["event", "publish", "T", "-S", "s", "--data", '{"a": NaN}'], 2, "NaN is not JSON"),
+        # Nested thousands deep: Python's json raised RecursionError, an internal error (exit 1).
+        (["command", "run", "X", "-S", "s", "-p", "a:=" + "[" * 5000 + "]" * 5000], 2, "nested too deeply"),
+        (["event", "publish", "T", "-S", "s", "--data", '{"a":' * 5000 + "1" + "}" * 5000], 2, "nested too deeply"),
         (["event", "publish", "T", "-S", "s", "--data", "@/no/such/file"], 2, "cannot read"),
         (["event", "publish", "T"], 2, "--session"),
         (["session", "get", "no-such-session"], 4, "SESSION_NOT_FOUND"),
         (["event", "publish", "T", "-S", "no-such-session", "-q"], 4, "SESSION_NOT_FOUND"),
+        # Where the session is a filter, a name that names none listed nothing (exit 0).
+        (["ps", "--session", "no-such-session"], 4, "SESSION_NOT_FOUND"),
+        (["traces", "--session", "no-such-session"], 4, "SESSION_NOT_FOUND"),
+        (["logs", "--session", "no-such-session"], 4, "SESSION_NOT_FOUND"),
+        (["engine", "list", "-S", "no-such-session"], 4, "SESSION_NOT_FOUND"),
+        (["schedule", "list", "-S", "no-such-session"], 4, "SESSION_NOT_FOUND"),
         (["--url", "http://127.0.0.1:9", "session", "list", "-o", "json"], 3, "127.0.0.1:9"),
         (["--url", "ftp://x", "session", "list", "-o", "json"], 2, "invalid URL"),
         (["--url", "http://[::1", "health"], 2, "invalid URL"),
+        # llmgine's own options after a command: "No such option", and not where it goes.
+        (["session", "list", "--utc"], 2, "--utc is an option of llmgine itself: give it before the command"),
+        (["command", "list", "-S", "s", "--timeout", "5"], 2, "`llmgine --timeout SECONDS command list ...`"),
+        # Sent as typed, the daemon's 422 made these exit 1 where `event list --since` exits 2.
+        (["logs", "--since", "yesterday"], 2, "--since"),
+        (["logs", "--until", "noon"], 2, "--until"),
+        (["traces", "--since", "yesterday"], 2, "--since"),
+        (["usage", "--since", "yesterday"], 2, "--since"),
         # click reads nan, inf and 1e400 as floats, and a range lets them through: an internal
         # error (OverflowError), or a command's timeout sent as null.
         (["--timeout", "nan", "session", "list"], 2, "'nan' is not a finite number"),
@@ -155,6 +172,18 @@ def test_a_huge_timeout_waits(daemon, args, env):
     # A socket refuses a timeout past ~9.2e9 s (OverflowError: an internal error); it is capped.
     proc = run_cli(args, {**daemon.env, **env})
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("when", ["1w", "2H", "99999999999d"])
+def test_every_since_takes_what_the_daemon_takes(daemon, when):
+    # `event list --since 1w` was refused (the CLI knew s, m, h, d) while `logs --since 1w`
+    # worked; 99999999999d was an internal error (OverflowError), the daemon's "since ever".
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    for args in (["event", "list", "-S", sid], ["logs", "-n", "1"], ["traces"], ["usage"]):
+        proc = run_cli([*args, "--since", when, "-o", "json"], daemon.env)
+        assert proc.returncode == 0, (args, proc.stderr)
+    listed = json.loads(run_cli(["event", "list", "-S", sid, "--since", when, "-o", "json"], daemon.env).stdout)
+    assert [e["event_type"] for e in listed["events"]] == ["SessionStarted"]
 
 
 def test_help_and_version_go_to_typer(daemon):

@@ -4,6 +4,7 @@ the shared real daemon."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -165,6 +166,30 @@ def test_on_done_runs_in_the_cli_with_the_outcome(daemon: Daemon, session: str, 
         ["command", "run", "DummyEngineCommand", "-S", session, "--no-wait", "--on-done", "true"], daemon.env
     )
     assert done.returncode == 2 and "--on-done" in done.stderr
+
+
+def test_a_slow_hooks_output_shows_as_it_is_written(daemon: Daemon, session: str) -> None:
+    # The hook's output was captured and printed when it ended: a slow hook showed nothing
+    # while it ran, and nothing at all once Ctrl-C ended the wait (exit 130).
+    import pexpect
+
+    from tests.clitools import full_env
+
+    args = ["-m", "llmgine_cli", "command", "run", "DummyEngineCommand", "-S", session, "-p", "prompt=x", "-q"]
+    child = pexpect.spawn(
+        sys.executable,
+        [*args, "--on-done", "echo started-hook; sleep 600"],
+        env=full_env(daemon.env),
+        timeout=30,
+        encoding="utf-8",
+    )
+    try:
+        child.expect("started-hook")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130, (child.exitstatus, child.signalstatus)
 
 
 def test_on_done_on_command_wait_runs_once_per_command(daemon: Daemon, session: str, tmp_path: Path) -> None:

@@ -33,6 +33,22 @@ def test_create_with_name_and_meta_json(cli):
     assert body["status"] == "active"
 
 
+def test_meta_takes_json_values_as_every_other_pair_option(cli, tmp_path):
+    # `session create --meta n:=3` stored the key "n:" with the string "3" (and `log --meta`
+    # the same), where -p, --meta of event publish, --arg... read KEY:=JSON as the README says.
+    (tmp_path / "note.txt").write_text("from a file\n")
+    pairs = ["-m", "n:=3", "-m", 'tags:=["a"]', "-m", f"note=@{tmp_path / 'note.txt'}", "-m", "s=x"]
+    expected = {"n": 3, "tags": ["a"], "note": "from a file", "s": "x"}
+    session = cli("session", "create", *pairs, "-o", "json")
+    assert session.exit_code == 0, session.stderr
+    assert json.loads(session.stdout)["metadata"] == expected
+    record = cli("log", "metadata as JSON", *pairs, "-o", "json")
+    assert record.exit_code == 0, record.stderr
+    assert json.loads(record.stdout)["metadata"] == expected
+    bad = cli("session", "create", "-m", "n:=nope")
+    assert bad.exit_code == 2 and "--meta" in bad.stderr
+
+
 def test_create_bad_meta_is_a_usage_error(cli):
     result = cli("session", "create", "--meta", "novalue")
     assert result.exit_code == 2

@@ -55,6 +55,8 @@ def test_tool_register_list_get_exec_delete(cli, tmp_path):
 
     again = cli("tool", "register", path, "--session", sid)
     assert again.exit_code == 6 and "CONFLICT" in one_line(again.stderr)
+    # The way out as the CLI spells it (the daemon's message says ?replace=true, the HTTP way).
+    assert "--replace replaces it" in one_line(again.stderr) and "?replace" not in again.stderr
     assert cli("tool", "register", path, "--session", sid, "--replace", "-q").stdout.strip() == "get_weather"
     named = cli("tool", "register", path, "-S", sid, "--name", "_round", "--description", "rounds", "-q")
     assert named.exit_code == 0, named.stderr

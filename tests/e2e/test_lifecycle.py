@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clitools import Daemon, cleanup_home, free_port, run_cli, short_home, start_daemon, stop_process
+from tests.clitools import Daemon, cleanup_home, free_port, one_line, run_cli, short_home, start_daemon, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -85,11 +85,16 @@ def test_wait_on_mixed_outcomes_and_exit_codes(d: Daemon) -> None:
     assert "timed out" in done.stderr
     # --status executing: it is.
     assert llmgine(d, "command", "wait", slow, "--status", "executing", "-o", "json").count('"executing"') == 1
+    # Its short id or a prefix, as `llmgine ps` shows it (they were COMMAND_NOT_FOUND).
+    for given in (slow[-8:], slow[:13]):
+        assert llmgine(d, "command", "wait", given, "--status", "executing", "-q") == slow
     llmgine(d, "command", "cancel", slow, "--session", a, "-q")
     assert llmgine(d, "command", "wait", slow, "-o", "jsonl", code=1).count('"cancelled"') == 1
-    # An unknown id: 4 (not found), one line.
+    # An unknown id: 4 (not found), one line; a finished command's short id says it needs the full id.
     done = run_cli(["command", "wait", "0000nope"], d.env)
     assert done.returncode == 4 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    done = run_cli(["command", "wait", slow[-8:]], d.env)
+    assert done.returncode == 4 and "give a finished command's full id" in one_line(done.stderr), done.stderr
 
 
 def test_batch_wait(d: Daemon, tmp_path: Path) -> None:
