@@ -62,8 +62,12 @@ def http_client(resolve: Resolve) -> Any:
 
     transport = httpx2.AsyncHTTPTransport(trust_env=False)
     # httpx2's transport takes no network backend: its pool is replaced by one with ours.
+    # The same pool options as httpx2's defaults (100 connections, 20 kept alive for 5 s).
     transport._pool = httpcore2.AsyncConnectionPool(  # noqa: SLF001
         ssl_context=transport._pool._ssl_context,  # noqa: SLF001
+        max_connections=100,
+        max_keepalive_connections=20,
+        keepalive_expiry=5.0,
         network_backend=PinnedBackend(),
     )
     timeout = httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT)
