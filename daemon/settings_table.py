@@ -304,7 +304,8 @@ SETTINGS: tuple[Setting, ...] = (
         "LLMGINE_SANDBOX_MAX_OUTPUT",
         positive,
         65536,
-        "characters of print() output kept per call (the rest is dropped)",
+        "characters of print() output kept per call (the rest is dropped); also the cap on a "
+        'failed call\'s error.details (bytes of JSON, cut ones marked "truncated")',
     ),
     Setting(
         "sandbox.max_result",

@@ -16,19 +16,23 @@ carries
 
 ``r`` is what is left, ``t`` the seconds until the bucket is full again; a refused request
 gets ``429`` with ``Retry-After`` (seconds until the next token).
+
+A bucket that is full again is the same as none, so it is forgotten: the buckets are kept in
+order of last use, and every hit first drops the least recently used ones while they are full
+(at least one hit of work each, so amortised O(1) however many client addresses there are; a
+bucket unused for a whole window is always full). Memory is held to the keys seen in the
+last minute.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 WINDOW = 60.0
-# Forget buckets that are full again once there are this many (a scan of many IPs must not
-# grow memory without bound).
-PRUNE_AT = 10_000
 # Float slack, so 0.6 s at 100/min is one whole token, not 0.9999999.
 EPSILON = 1e-9
 
@@ -64,7 +68,8 @@ class RateLimiter:
     def __init__(self, limits: dict[str, int], clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self.clock = clock
-        self._buckets: dict[tuple[str, str], Bucket] = {}
+        # least recently used first: every hit moves its bucket to the end
+        self._buckets: OrderedDict[tuple[str, str], Bucket] = OrderedDict()
 
     def enabled(self, policy: str) -> bool:
         return self.limits.get(policy, 0) > 0
@@ -80,13 +85,13 @@ class RateLimiter:
         if limit <= 0:
             return None
         now = self.clock()
+        self._forget_full(now)
         bucket = self._buckets.get((policy, key))
         if bucket is None:
-            if len(self._buckets) >= PRUNE_AT:
-                self._prune(now)
             bucket = self._buckets[(policy, key)] = Bucket(float(limit), now)
         else:
             self._refill(bucket, limit, now)
+            self._buckets.move_to_end((policy, key))
         rate = limit / WINDOW
         allowed = bucket.tokens + EPSILON >= cost
         if allowed:
@@ -105,12 +110,16 @@ class RateLimiter:
         """The bucket's state without taking a token (for headers on unlimited paths)."""
         return self.hit(policy, key, cost=0.0)
 
-    def _prune(self, now: float) -> None:
-        for (policy, key), bucket in list(self._buckets.items()):
+    def __len__(self) -> int:
+        """How many buckets are held."""
+        return len(self._buckets)
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the least recently used buckets while they are full again (or their policy is
+        off); stops at the first one that is not."""
+        while self._buckets:
+            (policy, _key), bucket = next(iter(self._buckets.items()))
             limit = self.limits.get(policy, 0)
-            if limit <= 0:
-                del self._buckets[(policy, key)]
-                continue
-            self._refill(bucket, limit, now)
-            if bucket.tokens + EPSILON >= limit:
-                del self._buckets[(policy, key)]
+            if limit > 0 and bucket.tokens + (now - bucket.updated) * limit / WINDOW + EPSILON < limit:
+                return
+            self._buckets.popitem(last=False)

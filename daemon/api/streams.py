@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
+from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.api.errors import ApiError
 from llmgine_daemon.api.keys import BUS, STREAMS, WEBSOCKETS
 from llmgine_daemon.api.util import path_id
@@ -54,6 +55,10 @@ routes = web.RouteTableDef()
 # Pings (WebSocket) and comments (SSE) keep idle connections open through proxies and find
 # dead peers; a WebSocket peer that misses a pong for this long is dropped.
 HEARTBEAT = 15.0
+# How often an idle SSE stream looks whether its client is still connected: a client that went
+# away frees its slot of max_websockets within this, not at the next heartbeat's failed write
+# (aiohttp does not cancel a handler whose client disconnects; a WebSocket's reader sees it).
+GONE_CHECK = 0.5
 # The event streams' subprotocol (docs/streams.md, docs/security.md). A browser that passes its
 # credential as a subprotocol value (``llmgine.bearer.<TOKEN>``) offers this one beside it, and
 # the server must select one of its offers (never the token): a browser drops a handshake
@@ -368,13 +373,23 @@ async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) ->
     # The hello carries the start cursor as its id, so a browser that reconnects before the
     # first event still resumes from the right place (it sends it back as Last-Event-ID).
     await resp.write(f"retry: {SSE_RETRY_MS}\nid: {sub.cursor}\nevent: stream.hello\ndata: {hello}\n\n".encode())
+    loop = asyncio.get_running_loop()
+    ping_at = loop.time() + HEARTBEAT
+    getter: asyncio.Task[list[Any]] | None = None
     try:
         while True:
-            try:
-                items = await asyncio.wait_for(sub.get(), HEARTBEAT)
-            except TimeoutError:
-                await resp.write(b": ping\n\n")
+            if getter is None:
+                getter = asyncio.create_task(sub.get())
+            if not (await asyncio.wait({getter}, timeout=GONE_CHECK))[0]:
+                if _gone(request):
+                    log.debug("SSE client went away (connection closed)")
+                    return resp
+                if loop.time() >= ping_at:
+                    await resp.write(b": ping\n\n")
+                    ping_at = loop.time() + HEARTBEAT
                 continue
+            items, getter = getter.result(), None
+            ping_at = loop.time() + HEARTBEAT
             chunks: list[bytes] = []
             end: End | None = None
             for item in items:
@@ -392,4 +407,11 @@ async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) ->
         await resp.write_eof()
     except (ConnectionError, RuntimeError) as exc:
         log.debug("SSE client went away: %s", exc)
+    finally:
+        await cancel_and_wait(getter)
     return resp
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()

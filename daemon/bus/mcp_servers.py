@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import os
 import re
+import socket
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.sessions import fetch_session, require_active
@@ -202,7 +201,7 @@ class McpServers:
         label = reg.name if not reg.scope else f"{reg.name}@{reg.scope[:8]}"
         config = ServerConfig(label=label, url=spec.get("url"))
         if config.url is not None:
-            config.before_connect = functools.partial(self._check_resolved, config.url)
+            config.resolve = self._allowed_addresses
         if spec.get("command"):
             env: dict[str, str] = {}
             for key, value in spec.get("env", {}).items():
@@ -225,18 +224,20 @@ class McpServers:
         reg.connection = Connection(config, self._isolation)
         reg.connection.start()
 
-    async def _check_resolved(self, url: str) -> None:
-        """Before each connection: every address the URL's host resolves to must be allowed
-        (a name allowed at registration cannot be pointed elsewhere later)."""
-        host = urlsplit(url).hostname or ""
+    async def _allowed_addresses(self, host: str, port: int) -> list[str]:
+        """At each connection: every address the host resolves to must be allowed (a name
+        allowed at registration cannot be pointed elsewhere later), and the connection goes
+        to these addresses only (mcp/pinned.py), never to a second resolution's."""
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise LaunchError(f"cannot resolve {host!r}: {exc}") from None
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         try:
-            self.policy.hosts.check_resolved(host, [str(info[4][0]) for info in infos])
+            self.policy.hosts.check_resolved(host, addresses)
         except BusError as exc:
             raise LaunchError(exc.message) from None
+        return addresses
 
     async def _isolation(self) -> Isolation | None:
         sandbox = self.bus.sandbox

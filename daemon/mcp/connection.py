@@ -25,9 +25,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from llmgine_daemon.aio import cancel_and_wait, killpg
-from llmgine_daemon.mcp import launch
+from llmgine_daemon.mcp import launch, pinned
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.protocol import CallErrorCode
 from llmgine_daemon.sandbox.isolation import Isolation
@@ -53,8 +54,9 @@ class ServerConfig:
     launch: launch.Launch | None = None  # stdio
     url: str | None = None  # streamable HTTP
     secrets: list[str] = field(default_factory=list)  # values to keep out of the log
-    # HTTP: run before each connection; raises LaunchError to refuse it (the host's addresses)
-    before_connect: Callable[[], Awaitable[None]] | None = None
+    # HTTP: a host's addresses, checked (raises LaunchError to refuse): asked before each
+    # connection, and the only addresses connected to (pinned.py)
+    resolve: pinned.Resolve | None = None
 
 
 @dataclass(frozen=True)
@@ -174,10 +176,15 @@ class Connection:
         else:
             from mcp.client.streamable_http import streamable_http_client
 
-            assert self.config.url is not None
-            if self.config.before_connect is not None:
-                await self.config.before_connect()
-            async with streamable_http_client(self.config.url) as streams:
+            url, resolve = self.config.url, self.config.resolve
+            assert url is not None and resolve is not None
+            parts = urlsplit(url)
+            # Refused here with the policy's own words; the connections check again (pinned.py).
+            await resolve(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+            async with (
+                pinned.http_client(resolve) as client,
+                streamable_http_client(url, http_client=client) as streams,
+            ):
                 await self._serve(streams, None)
 
     async def _serve(self, streams: Any, proc: asyncio.subprocess.Process | None) -> None:
@@ -284,6 +291,8 @@ SDK_MODULES = (
     "mcp_types",
     "mcp.client.session",
     "mcp.client.streamable_http",
+    "httpx2",
+    "httpcore2",
     "mcp.shared.message",
     "mcp.shared.exceptions",
 )

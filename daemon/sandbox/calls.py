@@ -102,7 +102,7 @@ def checked_outcome(done: frames.Done, run: frames.Run, duration_ms: float) -> C
         ok=False, output=output[: run.max_output], output_truncated=truncated, duration_ms=duration_ms
     )
     if not done.ok:
-        outcome.error = clean_error(done.error)
+        outcome.error = clean_error(done.error, run.max_output)
         return outcome
     if len(done.result) > run.max_result:
         outcome.error = call_error(
@@ -228,8 +228,9 @@ _CALL_ERRORS = {
 }
 
 
-def clean_error(error: Any) -> dict[str, Any]:
-    """A failed call's error in the one shape: a known code, a message, JSON details."""
+def clean_error(error: Any, max_details: int) -> dict[str, Any]:
+    """A failed call's error in the one shape: a known code, a message, JSON details of at most
+    ``max_details`` bytes (``sandbox.max_output``; ``capped_details``)."""
     if not isinstance(error, dict):
         return call_error(WORKER_CRASHED, "the call reported a failure the sandbox cannot read")
     code = error.get("code")
@@ -243,8 +244,32 @@ def clean_error(error: Any) -> dict[str, Any]:
     return {
         "code": code if code in _CALL_ERRORS else "EXECUTION_FAILED",
         "message": _utf8(message)[:20000] if isinstance(message, str) else "the call failed",
-        "details": details,
+        "details": capped_details(details, max_details),
     }
+
+
+def capped_details(details: dict[str, Any], limit: int) -> dict[str, Any]:
+    """``details`` if its JSON has at most ``limit`` bytes; else what fits of it, marked
+    ``"truncated": true`` with the original ``size`` and the ``limit``: each string cut to an
+    equal share (its start: a traceback's keeps the frames where it was raised), other values
+    kept only when small; the marker alone when even that does not fit."""
+    size = _json_bytes(details)
+    if size <= limit:
+        return details
+    marker = {"truncated": True, "size": size, "limit": limit}
+    share = max(limit - _json_bytes(marker), 0) // (2 * len(details))
+    kept: dict[str, Any] = {}
+    for key, value in details.items():
+        if isinstance(value, str):
+            kept[key] = value[:share]
+        elif _json_bytes(value) <= share:
+            kept[key] = value
+    kept.update(marker)
+    return kept if _json_bytes(kept) <= limit else marker
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode())
 
 
 def _utf8(value: Any) -> Any:

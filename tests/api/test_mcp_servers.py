@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from llmgine_daemon.mcp.connection import Connection, ServerConfig
 
 from tests.api.llm_helpers import MODELS, create_llm_engine, engine_events, execute
 from tests.clitools import free_port
@@ -108,6 +109,8 @@ async def test_stdio_server_tools_are_the_sessions_tools(app_client: Any, home: 
         view = (await execute_tool(app_client, sid, "fake.whoami"))["result"]
         # Sandboxed: none of LLMGINE_HOME, no network; trusted: the host's view.
         assert view["path_visible"] is trusted and view["reaches_port"] is trusted
+        if not trusted:  # the sandbox workers' seccomp filter (sandbox/seccomp.py) holds too
+            assert view["seccomp"] == "2" and view["vsock"] == "EPERM", view
         failed = await execute_tool(app_client, sid, "fake.fail", message="nope")
         assert failed["error"]["code"] == "EXECUTION_FAILED" and "nope" in failed["error"]["message"]
     finally:
@@ -205,6 +208,33 @@ async def test_a_names_addresses_are_checked_before_connecting(make_client: Any,
     assert server["status"] == "failed" and "resolves to" in server["last_error"], server
     error = await add_server(client, None, expect=403, name="direct", url=http_server)
     assert assert_envelope(error, "FORBIDDEN")["details"]["setting"] == "mcp.allowed_hosts"
+
+
+async def test_the_connection_goes_to_the_checked_address_only(http_server: str) -> None:
+    """The addresses the policy checked are the ones connected to: the HTTP client never
+    resolves the name a second time (where DNS could answer with another address). The name
+    here resolves nowhere but through the checked answer (a DNS server's answer, faked)."""
+    port = int(http_server.rsplit(":", 1)[1].split("/")[0])
+    asked: list[tuple[str, int]] = []
+
+    async def dns(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return ["127.0.0.1"]
+
+    url = f"http://rebound.invalid:{port}/mcp"
+    conn = Connection(ServerConfig(label="pinned", url=url, resolve=dns), isolation=no_isolation)
+    conn.start()
+    try:
+        await conn.wait_settled(30)
+        assert conn.status == "running", conn.last_error
+        assert (await conn.call("add", {"a": 2, "b": 3}, 10)).result == {"result": 5}
+        assert len(asked) >= 2 and set(asked) == {("rebound.invalid", port)}  # the check, then each connection
+    finally:
+        await conn.stop()
+
+
+async def no_isolation() -> None:
+    return None
 
 
 async def test_session_tokens_cannot_run_host_commands(make_client: Any, http_server: str) -> None:

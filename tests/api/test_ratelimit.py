@@ -148,3 +148,26 @@ def test_bucket_arithmetic():
     state = limiter.peek("p", "k")
     assert state.remaining == 30 and state.reset == 30
     assert limiter.hit("off", "k") is None
+
+
+def test_full_buckets_are_forgotten_from_the_least_recently_used_end():
+    """Buckets full again are dropped by the next hits, least recently used first (a hit's own
+    share of the work, never a scan of all); one still short of tokens is kept and limits."""
+    now = [0.0]
+    limiter = RateLimiter({"p": 60, "q": 2}, clock=lambda: now[0])
+    for _ in range(60):
+        assert limiter.hit("p", "busy").allowed
+    for ip in range(20_000):  # a scan from many addresses, one request each
+        assert limiter.hit("q", f"10.0.{ip // 256}.{ip % 256}").allowed
+    assert len(limiter) == 20_001
+    now[0] = 30.0  # each scanned bucket is full again; "busy" has refilled half
+    state = limiter.hit("p", "busy", cost=31)
+    assert state is not None and not state.allowed and state.remaining == 30  # still limited
+    assert len(limiter) == 20_001  # "busy" was the oldest and not full: nothing to drop yet
+    assert limiter.hit("q", "fresh").allowed  # "busy" moved to the end: the full ones go
+    assert len(limiter) == 2
+    assert limiter.hit("q", "fresh").allowed
+    refused = limiter.hit("q", "fresh")
+    assert refused is not None and not refused.allowed and refused.retry_after == 30
+    now[0] = 100.0  # a whole window unused: every bucket is full
+    assert limiter.hit("q", "other").allowed and len(limiter) == 1

@@ -4,13 +4,19 @@ owner is not capped per credential (only max_websockets applies to it)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 from aiohttp import web
+from llmgine_daemon.api import streams
 from llmgine_daemon.api.guard import GUARD
+from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.app import create_app
+from llmgine_daemon.settings import read_local_key
 
 from tests.api.secutil import WS_PATH, bearer, new_key, new_session, start
+from tests.clitools import free_port
 from tests.conftest import assert_envelope
 from tests.eventually import eventually
 
@@ -129,3 +135,46 @@ async def test_event_streams_count_against_the_same_cap(aiohttp_client, make_set
     for stream in streams:
         stream.close()
     await held(client, f"session:{sid}", 0)
+
+
+async def test_an_event_stream_frees_its_slot_when_the_client_disconnects(make_settings, monkeypatch):
+    """A client that drops its SSE connections gets their slots back at once, not at the next
+    heartbeat (made an hour here, so only noticing the closed connection frees them): it
+    reconnects up to the cap, all at the same time. On a server with the daemon's own options
+    (aiohttp's TestServer cancels a handler whose client hangs up; the daemon does not)."""
+    monkeypatch.setattr(streams, "HEARTBEAT", 3600.0)
+    settings = make_settings(**CAP)
+    app = create_app(settings)
+    runner = web.AppRunner(app, **runner_kwargs(settings))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
+            local = bearer(read_local_key(settings.paths) or "")
+            resp = await http.post("/api/sessions", json={}, headers=local)
+            assert resp.status == 201, await resp.text()
+            s = await resp.json()
+            sid = s["session_id"]
+            path = f"/api/sessions/{sid}/events/stream"
+            token = {"X-Session-Token": s["session_token"], "Accept": "text/event-stream"}
+            by_holder = app[GUARD].websockets_by_holder
+
+            async def open_stream() -> aiohttp.ClientResponse:
+                resp = await http.get(path, headers=token)
+                assert resp.status == 200, await resp.text()
+                assert (await resp.content.readline()).startswith(b"retry:")  # the hello came
+                return resp
+
+            for _ in range(2):
+                opened = await asyncio.gather(*(open_stream() for _ in range(3)))
+                assert by_holder.get(f"session:{sid}") == 3
+                refused = await http.get(path, headers=token)
+                assert refused.status == 409
+                refused.release()
+                for resp in opened:
+                    resp.close()  # the connection, not a clean end of the stream
+                await eventually(lambda: not by_holder, message=f"slots still held: {by_holder}")
+            assert app[GUARD].open_websockets == 0
+    finally:
+        await runner.cleanup()

@@ -3,13 +3,15 @@ MCP tests: ``python mcp_server.py`` speaks stdio, ``python mcp_server.py --http 
 streamable HTTP on 127.0.0.1:PORT/mcp.
 
 Tools: ``add(a, b)``, ``whoami()`` (the process's view: pid, env var TOKEN, whether it can
-read PROBE_PATH and reach 127.0.0.1:PROBE_PORT), ``fail(message)`` (a tool error) and
+read PROBE_PATH and reach 127.0.0.1:PROBE_PORT, whether it may open an AF_VSOCK socket, its
+seccomp mode), ``fail(message)`` (a tool error) and
 ``crash()`` (the process exits).
 At start it writes one line to stderr holding $TOKEN (the daemon must redact it in its log).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -34,8 +36,16 @@ def whoami() -> dict[str, object]:
         network = True
     except OSError:
         network = False
+    try:  # vsock: refused (EPERM) by the sandbox's seccomp filter
+        socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close()
+        vsock = "ok"
+    except OSError as exc:
+        vsock = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    status = open("/proc/self/status").read()
     return {
         "pid": os.getpid(),
+        "vsock": vsock,
+        "seccomp": status.split("Seccomp:", 1)[1].split()[0] if "Seccomp:" in status else None,
         "token": os.environ.get("TOKEN"),
         "path_visible": os.path.exists(os.environ.get("PROBE_PATH", "/nonexistent")),
         "reaches_port": network,
@@ -57,6 +67,11 @@ def crash() -> str:
 if __name__ == "__main__":
     print(f"fake mcp server starting, token={os.environ.get('TOKEN')}", file=sys.stderr, flush=True)
     if len(sys.argv) > 2 and sys.argv[1] == "--http":
-        app.run("streamable-http", port=int(sys.argv[2]))
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        # rebound.invalid: the name the DNS-rebinding test resolves (to 127.0.0.1) itself.
+        hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", "rebound.invalid:*"]
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts)
+        app.run("streamable-http", port=int(sys.argv[2]), transport_security=security)
     else:
         app.run()

@@ -246,6 +246,9 @@ FORGE = """
             "bad-error": frames.Done(run.call_id, ok=False,
                                      error={"code": 5, "message": ["x"], "details": "y"}),
             "long-output": frames.Done(run.call_id, ok=True, result=b"1", output="o" * 200_000),
+            "huge-details": frames.Done(run.call_id, ok=False, error={
+                "code": "EXECUTION_FAILED", "message": "m",
+                "details": {"type": "E", "blob": "x" * 1_000_000, "list": ["y"] * 50_000}}),
         }[kind]
         frames.write_frame(child._WFD, done)
         os._exit(0)
@@ -271,6 +274,21 @@ async def test_a_forged_result_is_checked_not_trusted(sandbox, kind, code):
 async def test_forged_output_is_capped(sandbox):
     out = await sandbox(FORGE, arguments={"kind": "long-output"})
     assert out["result"] == 1 and len(out["output"]) == 65536 and out["output_truncated"], out
+
+
+async def test_a_failing_calls_details_are_capped(sandbox):
+    """error.details is held to sandbox.max_output bytes of JSON, cut with a marker: a forged
+    frame's and an honest exception's with a long message alike."""
+    for out in (
+        await sandbox(FORGE, arguments={"kind": "huge-details"}),
+        await sandbox("def f():\n    raise ValueError('z' * 300_000)\n"),
+    ):
+        details = out["error"]["details"]
+        assert len(json.dumps(details, ensure_ascii=False).encode()) <= 65536, out["error"]["message"]
+        assert details.get("truncated") is True and details["limit"] == 65536 and details["size"] > 65536
+        assert out["error"]["code"] == "EXECUTION_FAILED" and details.get("type") in ("E", "ValueError"), details
+    assert details["message"].startswith("zzz") and isinstance(details["traceback"], str), details
+    await still_works(sandbox)
 
 
 async def test_a_lone_surrogate_in_a_result_is_an_invalid_result(sandbox):
