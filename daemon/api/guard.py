@@ -474,7 +474,8 @@ async def guarded(request: web.Request, handler: Handler, guard: Guard) -> web.S
         return preflight
     principal = await authenticate(request, peer, guard)
     charge_request(request, principal, peer, guard)
-    check_expectation(request)  # an Expect other than 100-continue: 417, only now
+    if hdrs.EXPECT in request.headers:  # (a request without one pays this lookup only)
+        check_expectation(request)  # an Expect other than 100-continue: 417, only now
     # The body arrives within ``server.read_timeout`` (408) and within the size limit (413),
     # before anything reads it; handlers then read it from memory.
     if request.body_exists:

@@ -144,7 +144,9 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
 
 
 def check_expectation(request: web.Request) -> None:
-    """The guard's step before the body: an Expect other than 100-continue is 417."""
+    """The guard's step before the body: an Expect other than 100-continue is 417. Called only
+    for a request with an Expect header: a key missing from a request's state costs a raised
+    KeyError (~0.4 µs, Mapping.get), which every request would pay."""
     expect = request.get(EXPECTATION)
     if expect is not None:
         raise ApiError(

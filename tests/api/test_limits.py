@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
+from types import FrameType
 
 import aiohttp
 import pytest
+from llmgine_daemon.api import limits
 
 from tests.api.secutil import WS_PATH, bearer, new_session, start
 from tests.conftest import assert_envelope, create_session
@@ -299,6 +302,27 @@ async def test_an_unknown_expectation_is_417_in_the_envelope(aiohttp_client, mak
     assert resp.status == 417
     assert_envelope(await resp.json(), "VALIDATION_ERROR")
     assert resp.headers.get("X-Request-ID")
+
+
+async def test_a_request_without_expect_does_not_pay_for_the_check(aiohttp_client, make_settings):
+    """Every request goes through the guard: the Expect check runs only for a request that
+    sends the header (it looked the request's state up, a raised KeyError, on every one)."""
+    client, local = await start(aiohttp_client, make_settings)
+    calls: list[str] = []
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code is limits.check_expectation.__code__:
+            calls.append(frame.f_code.co_name)
+
+    headers = {"Authorization": f"Bearer {local}"}
+    sys.setprofile(profile)
+    try:
+        plain = await client.post("/api/sessions", json={}, headers=headers)
+        expecting = await client.post("/api/sessions", json={}, headers={**headers, "Expect": "200-ok"})
+    finally:
+        sys.setprofile(None)
+    assert (plain.status, expecting.status) == (201, 417)
+    assert calls == ["check_expectation"], calls  # the second request's only
 
 
 async def test_an_unknown_expectation_is_answered_after_the_guards_checks(aiohttp_client, make_settings):
