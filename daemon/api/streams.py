@@ -55,9 +55,10 @@ routes = web.RouteTableDef()
 # Pings (WebSocket) and comments (SSE) keep idle connections open through proxies and find
 # dead peers; a WebSocket peer that misses a pong for this long is dropped.
 HEARTBEAT = 15.0
-# How often an idle SSE stream looks whether its client is still connected: a client that went
-# away frees its slot of max_websockets within this, not at the next heartbeat's failed write
-# (aiohttp does not cancel a handler whose client disconnects; a WebSocket's reader sees it).
+# How often the open SSE streams' connections are looked at (``Departures``): a client that
+# went away frees its slot of max_websockets within this, not at the next heartbeat's failed
+# write (aiohttp does not cancel a handler whose client disconnects; a WebSocket's reader sees
+# it). One sweep of all of them, not a timer per stream: 1,000 idle streams cost one wake-up.
 GONE_CHECK = 0.5
 # The event streams' subprotocol (docs/streams.md, docs/security.md). A browser that passes its
 # credential as a subprotocol value (``llmgine.bearer.<TOKEN>``) offers this one beside it, and
@@ -84,13 +85,54 @@ _UNKNOWN_TYPE = re.compile(r"^Invalid value (?P<value>.*) - at `\$\.type`$")
 # -- lifecycle -----------------------------------------------------------------------------
 
 
+class Departures:
+    """Which SSE clients went away: every ``GONE_CHECK`` one sweep looks at the connections of
+    all open SSE streams and resolves the ``gone`` future of each whose connection closed. The
+    sweep runs only while streams are open; an idle stream itself sleeps until an event, its
+    heartbeat or its client's departure."""
+
+    def __init__(self) -> None:
+        self._open: dict[asyncio.Future[None], web.Request] = {}  # (a request is unhashable)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def watch(self, request: web.Request) -> asyncio.Future[None]:
+        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._open[gone] = request
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="llmgine-sse-departures")
+        return gone
+
+    def forget(self, gone: asyncio.Future[None]) -> None:
+        self._open.pop(gone, None)
+
+    async def _sweep(self) -> None:
+        try:
+            while self._open:
+                await asyncio.sleep(GONE_CHECK)
+                for gone, request in list(self._open.items()):
+                    if _gone(request):
+                        del self._open[gone]
+                        if not gone.done():
+                            gone.set_result(None)
+        finally:
+            self._sweeper = None
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._sweeper)
+
+
+DEPARTURES = web.AppKey("sse_departures", Departures)
+
+
 async def streams_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = StreamHub(app[BUS])
     await hub.start()
     app[STREAMS] = hub
+    app[DEPARTURES] = departures = Departures()
     try:
         yield
     finally:
+        await departures.stop()
         await hub.stop()
 
 
@@ -373,23 +415,21 @@ async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) ->
     # The hello carries the start cursor as its id, so a browser that reconnects before the
     # first event still resumes from the right place (it sends it back as Last-Event-ID).
     await resp.write(f"retry: {SSE_RETRY_MS}\nid: {sub.cursor}\nevent: stream.hello\ndata: {hello}\n\n".encode())
-    loop = asyncio.get_running_loop()
-    ping_at = loop.time() + HEARTBEAT
+    departures = request.app[DEPARTURES]
+    gone = departures.watch(request)
     getter: asyncio.Task[list[Any]] | None = None
     try:
         while True:
             if getter is None:
                 getter = asyncio.create_task(sub.get())
-            if not (await asyncio.wait({getter}, timeout=GONE_CHECK))[0]:
-                if _gone(request):
+            done, _ = await asyncio.wait({getter, gone}, timeout=HEARTBEAT, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                if gone in done:
                     log.debug("SSE client went away (connection closed)")
                     return resp
-                if loop.time() >= ping_at:
-                    await resp.write(b": ping\n\n")
-                    ping_at = loop.time() + HEARTBEAT
+                await resp.write(b": ping\n\n")
                 continue
             items, getter = getter.result(), None
-            ping_at = loop.time() + HEARTBEAT
             chunks: list[bytes] = []
             end: End | None = None
             for item in items:
@@ -408,6 +448,7 @@ async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) ->
     except (ConnectionError, RuntimeError) as exc:
         log.debug("SSE client went away: %s", exc)
     finally:
+        departures.forget(gone)
         await cancel_and_wait(getter)
     return resp
 

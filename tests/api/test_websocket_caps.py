@@ -5,6 +5,9 @@ owner is not capped per credential (only max_websockets applies to it)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -137,13 +140,13 @@ async def test_event_streams_count_against_the_same_cap(aiohttp_client, make_set
     await held(client, f"session:{sid}", 0)
 
 
-async def test_an_event_stream_frees_its_slot_when_the_client_disconnects(make_settings, monkeypatch):
-    """A client that drops its SSE connections gets their slots back at once, not at the next
-    heartbeat (made an hour here, so only noticing the closed connection frees them): it
-    reconnects up to the cap, all at the same time. On a server with the daemon's own options
-    (aiohttp's TestServer cancels a handler whose client hangs up; the daemon does not)."""
-    monkeypatch.setattr(streams, "HEARTBEAT", 3600.0)
-    settings = make_settings(**CAP)
+@contextlib.asynccontextmanager
+async def daemon_session(
+    settings: Any,
+) -> AsyncIterator[tuple[web.Application, aiohttp.ClientSession, str, dict[str, str]]]:
+    """The app on a real TCP server with the daemon's own options (aiohttp's TestServer cancels
+    a handler whose client hangs up; the daemon does not), a client of it, a new session's id
+    and the headers that open an SSE stream of it with its token."""
     app = create_app(settings)
     runner = web.AppRunner(app, **runner_kwargs(settings))
     await runner.setup()
@@ -155,26 +158,57 @@ async def test_an_event_stream_frees_its_slot_when_the_client_disconnects(make_s
             resp = await http.post("/api/sessions", json={}, headers=local)
             assert resp.status == 201, await resp.text()
             s = await resp.json()
-            sid = s["session_id"]
-            path = f"/api/sessions/{sid}/events/stream"
             token = {"X-Session-Token": s["session_token"], "Accept": "text/event-stream"}
-            by_holder = app[GUARD].websockets_by_holder
-
-            async def open_stream() -> aiohttp.ClientResponse:
-                resp = await http.get(path, headers=token)
-                assert resp.status == 200, await resp.text()
-                assert (await resp.content.readline()).startswith(b"retry:")  # the hello came
-                return resp
-
-            for _ in range(2):
-                opened = await asyncio.gather(*(open_stream() for _ in range(3)))
-                assert by_holder.get(f"session:{sid}") == 3
-                refused = await http.get(path, headers=token)
-                assert refused.status == 409
-                refused.release()
-                for resp in opened:
-                    resp.close()  # the connection, not a clean end of the stream
-                await eventually(lambda: not by_holder, message=f"slots still held: {by_holder}")
-            assert app[GUARD].open_websockets == 0
+            yield app, http, s["session_id"], token
     finally:
         await runner.cleanup()
+
+
+async def open_sse(http: aiohttp.ClientSession, path: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    resp = await http.get(path, headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.content.readline()).startswith(b"retry:")  # the hello came
+    return resp
+
+
+async def test_an_event_stream_frees_its_slot_when_the_client_disconnects(make_settings, monkeypatch):
+    """A client that drops its SSE connections gets their slots back at once, not at the next
+    heartbeat (made an hour here, so only noticing the closed connection frees them): it
+    reconnects up to the cap, all at the same time."""
+    monkeypatch.setattr(streams, "HEARTBEAT", 3600.0)
+    async with daemon_session(make_settings(**CAP)) as (app, http, sid, token):
+        path = f"/api/sessions/{sid}/events/stream"
+        by_holder = app[GUARD].websockets_by_holder
+        for _ in range(2):
+            opened = await asyncio.gather(*(open_sse(http, path, token) for _ in range(3)))
+            assert by_holder.get(f"session:{sid}") == 3
+            refused = await http.get(path, headers=token)
+            assert refused.status == 409
+            refused.release()
+            for resp in opened:
+                resp.close()  # the connection, not a clean end of the stream
+            await eventually(lambda: not by_holder, message=f"slots still held: {by_holder}")
+        assert app[GUARD].open_websockets == 0
+
+
+async def test_idle_event_streams_do_not_each_wake_to_look_for_their_client(make_settings, monkeypatch):
+    """Idle SSE streams wait for an event, their heartbeat or their client's departure: one
+    sweep looks at all their connections every GONE_CHECK, not a timer per stream (1,000
+    idle streams were 2,000 wake-ups a second). Counted as the loop's timers due within two
+    GONE_CHECKs, before and with 20 idle streams open (the heartbeat made an hour)."""
+    monkeypatch.setattr(streams, "HEARTBEAT", 3600.0)
+    settings = make_settings(LLMGINE_MAX_WEBSOCKETS_PER_CREDENTIAL="0", LLMGINE_RATE_LIMIT_WEBSOCKET="0")
+    loop: Any = asyncio.get_running_loop()
+
+    def due_soon() -> int:
+        horizon = loop.time() + 2 * streams.GONE_CHECK
+        return sum(1 for h in loop._scheduled if not h.cancelled() and h.when() <= horizon)
+
+    async with daemon_session(settings) as (app, http, sid, token):
+        before = due_soon()
+        opened = [await open_sse(http, f"/api/sessions/{sid}/events/stream", token) for _ in range(20)]
+        assert app[GUARD].open_websockets == 20
+        assert due_soon() - before <= 5, (before, due_soon())
+        for resp in opened:
+            resp.close()
+        await eventually(lambda: app[GUARD].open_websockets == 0, message="streams still open")
