@@ -251,21 +251,34 @@ def clean_error(error: Any, max_details: int) -> dict[str, Any]:
 def capped_details(details: dict[str, Any], limit: int) -> dict[str, Any]:
     """``details`` if its JSON has at most ``limit`` bytes; else what fits of it, marked
     ``"truncated": true`` with the original ``size`` and the ``limit``: each string cut to an
-    equal share (its start: a traceback's keeps the frames where it was raised), other values
-    kept only when small; the marker alone when even that does not fit."""
+    equal share of bytes of JSON (its start: a traceback's keeps the frames where it was
+    raised; a character of several bytes or an escape counts what it takes), other values
+    kept only when small; the marker alone when even that does not fit, and nothing when not
+    even the marker does (a ``limit`` under 50 bytes)."""
     size = _json_bytes(details)
     if size <= limit:
         return details
     marker = {"truncated": True, "size": size, "limit": limit}
-    share = max(limit - _json_bytes(marker), 0) // (2 * len(details))
+    share = max(limit - _json_bytes(marker), 0) // (2 * max(len(details), 1))
     kept: dict[str, Any] = {}
     for key, value in details.items():
         if isinstance(value, str):
-            kept[key] = value[:share]
+            kept[key] = _cut(value, share)
         elif _json_bytes(value) <= share:
             kept[key] = value
     kept.update(marker)
-    return kept if _json_bytes(kept) <= limit else marker
+    if _json_bytes(kept) <= limit:
+        return kept
+    return marker if _json_bytes(marker) <= limit else {}
+
+
+def _cut(text: str, budget: int) -> str:
+    """A start of ``text`` whose JSON takes at most ``budget`` bytes: every byte that fits, a
+    shorter start when escapes take more room."""
+    cut = text.encode()[: max(budget - 2, 0)].decode("utf-8", "ignore")
+    while cut and _json_bytes(cut) > budget:  # escapes (\n, \", control characters) take more
+        cut = cut[: len(cut) * 3 // 4]
+    return cut
 
 
 def _json_bytes(value: Any) -> int:
