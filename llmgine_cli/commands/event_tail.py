@@ -28,7 +28,7 @@ def parse_since(value: str | None) -> int | str | None:
     text = value.strip().lower()
     if text == "all":
         return 0
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit() is also true of "²", which int() refuses
         return int(text)
     try:
         return parse_time(value, "--since")

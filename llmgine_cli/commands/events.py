@@ -110,7 +110,13 @@ def _event_ref(ctx: typer.Context, param: Any, value: str | None) -> str | None:
     from llmgine_cli.ids import is_full_id, short_id
 
     session = ctx.params.get("session")
-    if value is None or ctx.resilient_parsing or not value.isdigit() or is_full_id(value) or session is None:
+    if (
+        value is None
+        or ctx.resilient_parsing
+        or not (value.isascii() and value.isdigit())
+        or is_full_id(value)
+        or session is None
+    ):
         return _BY_ID(ctx, param, value)
     seq = int(value)
     page = state(ctx).client().list_events(session, after=seq - 1, limit=1) if seq > 0 else None

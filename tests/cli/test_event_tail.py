@@ -72,6 +72,8 @@ def test_parse_since():
     week = dt.datetime.fromisoformat(parse_since("1W").replace("Z", "+00:00"))
     assert dt.timedelta(days=6) < dt.datetime.now(dt.UTC) - week < dt.timedelta(days=8)
     assert parse_since("99999999999d") == "0001-01-01T00:00:00.000000Z"
+    with pytest.raises(typer.BadParameter):  # a digit to str.isdigit(), not to int(): was an internal error
+        parse_since("²")
     with pytest.raises(typer.BadParameter):
         parse_since("soon")
 
