@@ -118,6 +118,9 @@ def _labels(series: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(series.get("labels", {}).items()))
 
 
+METRIC_HEADERS = ["METRIC", "LABELS", "COUNT", "RATE/S", "P50", "P95", "P99"]
+
+
 def render_metrics(
     env: Environment,
     snapshot: Any,
@@ -139,40 +142,56 @@ def render_metrics(
         env.stdout.flush()
         return None
     rows = metric_rows(data, prev, interval)
-    headers = ["METRIC", "LABELS", "COUNT", "RATE/S", "P50", "P95", "P99"]
+    headers = METRIC_HEADERS
     if fmt != "table":
         emit(env, "plain", headers, [list(r[:7]) for r in rows if r[2] != "0"], None, kv=False)
         env.stdout.flush()
         return None
     from rich import box
+    from rich.console import Console
     from rich.table import Table
 
+    out = console or Console(file=env.stdout, force_terminal=env.stdout_isatty or None, highlight=False)
     scope = f"session {data['session_id']}" if data.get("session_id") else "daemon"
     title = f"llmgine metrics - {scope} - {data['timestamp']}"
     if not data.get("enabled", True):
         title += " (metrics disabled: ENABLE_METRICS=false)"
+    shown = [r for r in rows if r[2] != "0"]
+    # Names and labels are what you read: never cut. Side by side when they fit; else the
+    # labels go on a line of their own under the name, so that neither breaks mid-word.
+    stacked = _metrics_width(shown) > out.width
     table = Table(box=box.SIMPLE_HEAD, title=title, pad_edge=False)
-    for header in headers:
+    for header in [h for h in headers if not (stacked and h == "LABELS")]:
         if header in ("METRIC", "LABELS"):
-            table.add_column(header, overflow="fold")  # names and labels are what you read: never cut
+            table.add_column(header, overflow="fold")
         else:
             table.add_column(header, justify="right", no_wrap=True)
     group = None
-    for row in rows:
-        if row[2] == "0":
-            continue
+    for row in shown:
         section = row[0].split("_", 1)[0]
         if group is not None and section != group:
             table.add_section()
         group = section
-        table.add_row(*escape_markup(list(row[:7])), style="red" if row[7] else None)
+        cells: list[Any] = escape_markup(list(row[:7]))
+        if stacked:
+            from rich.console import Group
+            from rich.padding import Padding
+            from rich.text import Text
+
+            labels = Padding(Text(str(row[1]).replace(",", " "), style="dim"), (0, 0, 0, 2))
+            cells = [Group(Text(str(row[0])), labels) if row[1] else Text(str(row[0])), *cells[2:]]
+        table.add_row(*cells, style="red" if row[7] else None)
     if console is not None:
         return table
-    from rich.console import Console
-
-    Console(file=env.stdout, force_terminal=env.stdout_isatty or None, highlight=False).print(table)
+    out.print(table)
     env.stdout.flush()
     return None
+
+
+def _metrics_width(rows: list[tuple[Any, ...]]) -> int:
+    """The columns the table needs with names and labels side by side, uncut."""
+    widths = [max([len(h), *(len(str(r[i])) for r in rows)]) for i, h in enumerate(METRIC_HEADERS)]
+    return sum(widths) + 2 * (len(widths) - 1)
 
 
 def render_trace(env: Environment, trace: Any, fmt: str) -> None:

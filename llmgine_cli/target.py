@@ -98,6 +98,9 @@ def parse_url(url: str, *, is_default: bool = False) -> Target:
         raise InvalidURL(f"invalid URL {url!r}: {exc}") from None
     if parts.scheme != "http" or not parts.hostname:
         raise InvalidURL(f"invalid URL {url!r}: use unix:///path or http://host:port")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        # Each was dropped without a word: a path prefix (a proxy's /llmgine) is not served.
+        raise InvalidURL(f"invalid URL {url!r}: only http://host:port (no path, query or user)")
     try:
         port = parts.port or DEFAULT_TCP_PORT
     except ValueError:

@@ -268,4 +268,22 @@ def _encode(body: Any) -> bytes:
             pass  # something json cannot spell (a model inside, a NaN): msgspec decides
     import msgspec
 
-    return msgspec.json.encode(body)
+    encoded = msgspec.json.encode(body)
+    # msgspec writes NaN and Infinity as null: a value changed without a word. Look for one
+    # only when a null was written (rare in a request).
+    if b"null" in encoded and _non_finite(msgspec.to_builtins(body)):
+        raise ValueError("NaN and Infinity are not JSON (they would be sent as null): send a number or None")
+    return encoded
+
+
+def _non_finite(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and (item != item or item in (float("inf"), float("-inf"))):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False

@@ -145,3 +145,13 @@ def test_path_segments_stay_one_segment():
     assert _seg("orders/paid") == "orders%2Fpaid"
     assert _seg("..") == "%2E%2E" and _seg(".") == "%2E"
     assert _seg("a.b") == "a.b" and _seg("*") == "%2A"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), [1.0, {"x": float("-inf")}]])
+def test_nan_and_infinity_are_refused_not_sent_as_null(value: Any) -> None:
+    """msgspec writes NaN and Infinity as null: ``publish(sid, "T", a=nan)`` stored a null."""
+    client = Client("http://127.0.0.1:9")  # nothing is sent: the body is refused first
+    with pytest.raises(ValueError, match="NaN and Infinity are not JSON"):
+        client.publish("s", "T", a=value)
+    with pytest.raises(ValueError, match="NaN and Infinity are not JSON"):
+        client.submit_command("s", "X", {"p": value}, {})

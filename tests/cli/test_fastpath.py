@@ -123,6 +123,10 @@ def test_parameters_from_a_file(daemon, sid, tmp_path):
         (["--url", "http://127.0.0.1:9", "session", "list", "-o", "json"], 3, "127.0.0.1:9"),
         (["--url", "ftp://x", "session", "list", "-o", "json"], 2, "invalid URL"),
         (["--url", "http://[::1", "health"], 2, "invalid URL"),
+        # A path, query or user was dropped: requests went to the root of host:port instead.
+        (["--url", "http://127.0.0.1:9/llmgine", "health"], 2, "no path, query or user"),
+        (["--url", "http://127.0.0.1:9/?x=1", "health"], 2, "no path, query or user"),
+        (["--url", "http://me:pw@127.0.0.1:9", "health"], 2, "no path, query or user"),
         # llmgine's own options after a command: "No such option", and not where it goes.
         (["session", "list", "--utc"], 2, "--utc is an option of llmgine itself: give it before the command"),
         (["command", "list", "-S", "s", "--timeout", "5"], 2, "`llmgine --timeout SECONDS command list ...`"),

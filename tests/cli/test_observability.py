@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 
 def test_log_then_logs_filters(cli):
     sid = cli("session", "create", "-q").stdout.strip()
@@ -57,6 +59,24 @@ def test_metrics_views(cli):
     assert len(watched) == 2
     table = cli("metrics", "-o", "table")
     assert table.exit_code == 0 and "llmgine metrics" in table.stdout and "P95" in table.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 150])
+def test_metrics_table_never_breaks_a_name_or_a_label(cli, columns):
+    """At 80 columns the names and labels folded mid-word (``http_requests_tot`` / ``al``,
+    ``statu`` / ``s=200``): narrower than they need side by side, the labels go on a line of
+    their own under the name, each label whole."""
+    cli("session", "create")
+    table = cli("metrics", "-o", "table", COLUMNS=str(columns))
+    assert table.exit_code == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert all(len(line) <= columns for line in lines), lines
+    assert any(re.match(r" http_request_duration_seconds\s", line) for line in lines), lines
+    words = {word for line in lines for word in line.split()}
+    if columns == 80:
+        assert {"method=POST", "route=/api/sessions", "status=201"} <= words, lines
+    else:
+        assert "method=POST,route=/api/sessions,status=201" in words, lines
 
 
 def test_trace_waterfall(cli):
