@@ -14,7 +14,7 @@ from llmgine_daemon.protocol.streams import Frame, Hello
 
 from llmgine_cli.context import Environment
 from llmgine_cli.ids import short_id
-from llmgine_cli.render import short_time
+from llmgine_cli.render import short_time, visible_line
 
 _TYPE_STYLES = (
     "cyan",
@@ -31,14 +31,21 @@ _TYPE_STYLES = (
 
 
 def _compact(data: Any, width: int = 100) -> str:
-    text = msgspec.json.encode(data).decode() if data else ""
+    # JSON escapes C0 controls but not C1 (an 8-bit CSI) nor U+2028: render.py's escapes.
+    text = visible_line(msgspec.json.encode(data).decode()) if data else ""
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _type(event: Any) -> str:
+    """The event's type as a terminal may show it: user code may publish any text as a type,
+    terminal escapes included."""
+    return visible_line(event.event_type)
 
 
 def event_line(event: Any) -> str:
     """One event as a plain line: seq, time, session, type, compact data."""
     session = short_id(event.session_id)
-    return f"{event.seq}  {short_time(event.timestamp)}  {session}  {event.event_type}  {_compact(event.data)}".rstrip()
+    return f"{event.seq}  {short_time(event.timestamp)}  {session}  {_type(event)}  {_compact(event.data)}".rstrip()
 
 
 def _type_style(event_type: str) -> str:
@@ -56,7 +63,7 @@ def event_text(event: Any, width: int) -> Any:
     line.append(f"{short_time(event.timestamp)[11:]} ", style="dim")
     line.append(f"#{event.seq:<6} ", style="dim")
     line.append(f"{short_id(event.session_id)} ", style="bold")
-    line.append(f"{event.event_type:<24} ", style=_type_style(event.event_type))
+    line.append(f"{_type(event):<24} ", style=_type_style(event.event_type))
     line.append(_compact(event.data, max(width - line.cell_len, 1)))
     return line
 
@@ -93,7 +100,8 @@ class LiveTail:
 
     def add(self, event: Any) -> None:
         self.total += 1
-        self.by_type[event.event_type] = self.by_type.get(event.event_type, 0) + 1
+        kind = _type(event)
+        self.by_type[kind] = self.by_type.get(kind, 0) + 1
         self.last_seq = event.seq
         self.state = "live" if self.state in ("connecting", "live") else self.state
         # One line per event, whatever the terminal's width: the data is cut to what is left.

@@ -4,6 +4,7 @@ tests/e2e/test_event_tail.py)."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import subprocess
 import sys
@@ -76,6 +77,32 @@ def test_parse_since():
         parse_since("²")
     with pytest.raises(typer.BadParameter):
         parse_since("soon")
+
+
+def test_a_tailed_event_cannot_drive_the_terminal():
+    """User code may publish any text as an event's type: the tail printed it raw, so a type
+    holding ESC [2J cleared the watcher's screen; JSON escapes the data's C0 controls but not
+    C1 (an 8-bit CSI) or U+2028. Both lines, plain and rich, show them as escapes."""
+    from llmgine_daemon.protocol import Event
+    from rich.console import Console
+
+    from llmgine_cli.live import event_line, event_text
+
+    event = Event(
+        event_id="e",
+        seq=7,
+        session_id="01a24d36-7a5c-7035-abf4-3f7d4bbc7375",
+        event_type="x\x1b[2Jy",
+        data={"k": "a\x9b31mb\u2028c"},
+        metadata={},
+        timestamp="2026-01-01T00:00:00Z",
+        source="handler",
+    )
+    console = Console(width=200, record=True, color_system=None, file=io.StringIO())
+    console.print(event_text(event, 200), no_wrap=True, crop=True)
+    for text in (event_line(event), console.export_text()):
+        assert "\x1b" not in text and "\x9b" not in text and "\u2028" not in text, repr(text)
+        assert "x\\x1b[2Jy" in text and "a\\x9b31mb\\u2028c" in text, text
 
 
 def test_command_run_follow_prints_its_events_then_the_result(cli):
