@@ -14,7 +14,7 @@ from llmgine_daemon.protocol.streams import Frame, Hello
 
 from llmgine_cli.context import Environment
 from llmgine_cli.ids import short_id
-from llmgine_cli.render import short_time, visible_line
+from llmgine_cli.render import short_time, visible_line, visible_text
 
 _TYPE_STYLES = (
     "cyan",
@@ -148,15 +148,15 @@ class LiveTail:
 
 def tool_call_line(data: dict[str, Any]) -> str:
     """EngineToolCall as one line: ``get_weather({"location":"Oslo"})``."""
-    return f"{data.get('tool_name')}({_compact(data.get('arguments') or {}, 200)})"
+    return f"{visible_line(str(data.get('tool_name')))}({_compact(data.get('arguments') or {}, 200)})"
 
 
 def tool_result_line(data: dict[str, Any]) -> str:
     """ToolExecuted as one line: its result, or its error."""
     error = data.get("error")
     if error:
-        return f"{data.get('tool_name')} failed: {error.get('code')}: {error.get('message')}"
-    return f"{data.get('tool_name')} → {_compact(data.get('result'), 200)}"
+        return visible_line(f"{data.get('tool_name')} failed: {error.get('code')}: {error.get('message')}")
+    return f"{visible_line(str(data.get('tool_name')))} → {_compact(data.get('result'), 200)}"
 
 
 class PlainAnswer:
@@ -233,7 +233,8 @@ class RichAnswer:
         from rich.text import Text
 
         self.text += text
-        self._live.update(Text(self.text))
+        # A model's text may hold terminal escapes (a page a tool fetched): shown, not obeyed.
+        self._live.update(Text(visible_text(self.text)))
 
     def tool_call(self, data: dict[str, Any]) -> None:
         from rich.text import Text
@@ -259,4 +260,4 @@ class RichAnswer:
         from rich.markdown import Markdown
 
         self.text = text or self.text
-        self._live.update(Markdown(self.text), refresh=True)
+        self._live.update(Markdown(visible_text(self.text)), refresh=True)

@@ -218,6 +218,11 @@ def visible_line(text: str) -> str:
     return text.translate(_CONTROLS)
 
 
+def visible_text(text: str) -> str:
+    """``text`` with its line breaks and tabs, its other control characters as escapes."""
+    return text.translate(_CONTROLS_KEEP_LINES)
+
+
 # Fields holding a time (ISO 8601, UTC) besides those named *_at; and lists of times.
 _TIME_KEYS = frozenset({"timestamp", "start", "next_due"})
 _TIME_LISTS = frozenset({"upcoming"})  # a schedule's next firing times

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -103,6 +104,24 @@ def test_a_tailed_event_cannot_drive_the_terminal():
     for text in (event_line(event), console.export_text()):
         assert "\x1b" not in text and "\x9b" not in text and "\u2028" not in text, repr(text)
         assert "x\\x1b[2Jy" in text and "a\\x9b31mb\\u2028c" in text, text
+
+
+def test_an_answer_or_a_tool_line_cannot_drive_the_terminal():
+    """A model's answer (text a tool fetched from a page) and a tool's error message reached
+    the terminal raw in `ask`/`chat`: ESC [2J in them cleared the screen. Shown as escapes;
+    the answer keeps its line breaks."""
+    from llmgine_cli.context import Environment
+    from llmgine_cli.live import RichAnswer
+
+    out, err = io.StringIO(), io.StringIO()
+    with RichAnswer(Environment(out, err, True, True, {})) as answer:
+        answer.delta("one\n\x1b[2Jtwo")
+        answer.tool_call({"tool_name": "t\x1b[31m", "arguments": {"a": "\x9b"}})
+        answer.tool_result({"tool_name": "t", "error": {"code": "TOOL_FAILED", "message": "bad\x1b]0;title\x07"}})
+        answer.finish("")
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())  # rich's own colours and cursor moves
+    assert "\x1b" not in drawn and "\x9b" not in drawn and "\x07" not in drawn, repr(drawn)
+    assert "\\x1b[2Jtwo" in drawn and "bad\\x1b]0;title\\x07" in drawn and "\\x9b" in drawn, drawn
 
 
 def test_command_run_follow_prints_its_events_then_the_result(cli):
