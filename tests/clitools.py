@@ -110,6 +110,20 @@ def run_cli(
     )
 
 
+def spawn_cli(args: Sequence[str], env: Mapping[str, str | None]) -> subprocess.Popen[str]:
+    """The CLI as a real process left running (a wait, a tail, a chat turn): stdout and stderr
+    are pipes, stdin is empty; the caller reads or stops it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmgine_cli", *args],
+        env=full_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=default_signals,
+    )
+
+
 @dataclass
 class Daemon:
     home: Path

@@ -29,6 +29,7 @@ from tests.clitools import (
     one_line,
     run_cli,
     short_home,
+    spawn_cli,
     start_daemon,
     stop_process,
 )
@@ -366,15 +367,7 @@ def test_a_forged_command_result_does_not_cut_the_answer_short(llm_daemon: Daemo
     fake.script(Reply(answer, chunk=4, delay=0.15))
     client = client_of(llm_daemon)
     sid = client.create_session().session_id
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llmgine_cli", "ask", "-S", sid, "--model", MODELS["openai"], "Say the pangram"],
-        env=full_env(llm_daemon.env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        preexec_fn=default_signals,
-    )
+    proc = spawn_cli(["ask", "-S", sid, "--model", MODELS["openai"], "Say the pangram"], llm_daemon.env)
     try:
 
         def executing() -> str | None:

@@ -7,14 +7,12 @@ import datetime as dt
 import io
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 import typer
 
 from llmgine_cli.commands.event_tail import parse_since
-from tests.clitools import default_signals, full_env
+from tests.clitools import spawn_cli
 from tests.eventually import eventually_blocking
 
 
@@ -208,15 +206,7 @@ def test_command_run_follow_is_not_ended_by_a_forged_command_result(cli, daemon)
     sid = cli("session", "create", "-q").stdout.strip()
     assert cli("engine", "create", "DummyEngine", "--session", sid, "-q").exit_code == 0
     args = ["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "delay_ms:=1500"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llmgine_cli", *args, "--follow", "-o", "jsonl"],
-        env=full_env(daemon.env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        preexec_fn=default_signals,
-    )
+    proc = spawn_cli([*args, "--follow", "-o", "jsonl"], daemon.env)
     try:
 
         def executing() -> str | None:
