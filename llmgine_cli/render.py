@@ -11,6 +11,8 @@ A command describes its result with a ``View`` and calls ``render`` once:
 
 from __future__ import annotations
 
+from llmgine_daemon.textsafe import CONTROL_ESCAPES
+
 # No dataclasses or typing at run time: this module is on every call's path (hot.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -198,12 +200,9 @@ def _flatten(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
     return flat
 
 
-# C0 and C1 controls and DEL: data that reaches a terminal must not move the cursor, change
-# colours or set the window title (an event's data is anybody's text); nor break a line where
-# splitlines() does (NEL, the Unicode line and paragraph separators). The daemon's text log
-# escapes with the same table (observability/logs.py; a test holds the two equal).
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-_CONTROLS.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+# Data that reaches a terminal is anybody's text: its control characters are shown as escapes,
+# with the table the daemon's text log uses (llmgine_daemon/textsafe.py).
+_CONTROLS = CONTROL_ESCAPES
 _CONTROLS_KEEP_LINES = {c: v for c, v in _CONTROLS.items() if c not in (ord("\n"), ord("\t"))}
 
 

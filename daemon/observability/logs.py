@@ -28,6 +28,7 @@ from llmgine_daemon.observability import metrics
 from llmgine_daemon.observability.context import CURRENT_SPAN, FIELD_NAMES, FIELDS
 from llmgine_daemon.observability.redact import redact
 from llmgine_daemon.protocol import LogRecord
+from llmgine_daemon.textsafe import CONTROL_ESCAPES
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
@@ -135,15 +136,7 @@ class JsonFormatter(logging.Formatter):
         return _encoder.encode({k: v for k, v in item.items() if v not in (None, {})}).decode()
 
 
-# C0 and C1 controls and DEL as escapes (\n, \x1b, \x9b ...), and the Unicode line and
-# paragraph separators (which splitlines() breaks at): the table llmgine_cli/render.py uses
-# for data on a terminal (a copy there, which the CLI's start-up can import without this
-# package; tests/unit/test_observability_units.py holds them equal).
-_CONTROL_ESCAPES = (
-    {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-    | {10: "\\n", 13: "\\r", 9: "\\t"}
-    | {0x2028: "\\u2028", 0x2029: "\\u2029"}
-)
+_CONTROL_ESCAPES = CONTROL_ESCAPES  # (textsafe.py: the CLI shows data with the same table)
 
 
 class TextFormatter(logging.Formatter):

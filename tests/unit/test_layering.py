@@ -39,9 +39,10 @@ RANK = {
     "protocol": 1,
     "paths": 1,
     "aio": 1,
+    "textsafe": 1,  # control characters as escapes, for the log and the CLI (standard library only)
 }
 # What the CLI may use of the daemon's package (it imports them on every invocation).
-CLI_ALLOWED = {"protocol", "settings", "__version__"}
+CLI_ALLOWED = {"protocol", "settings", "textsafe", "__version__"}
 
 
 def _layer(path: Path) -> str:
