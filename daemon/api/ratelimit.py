@@ -74,9 +74,14 @@ class RateLimiter:
     def enabled(self, policy: str) -> bool:
         return self.limits.get(policy, 0) > 0
 
+    @staticmethod
+    def _level(bucket: Bucket, limit: int, now: float) -> float:
+        """The bucket's tokens at ``now``, uncapped: elapsed * limit / WINDOW (not elapsed *
+        rate), so a whole window refills exactly."""
+        return bucket.tokens + (now - bucket.updated) * limit / WINDOW
+
     def _refill(self, bucket: Bucket, limit: int, now: float) -> None:
-        # elapsed * limit / WINDOW (not elapsed * rate): a whole window refills exactly.
-        bucket.tokens = min(float(limit), bucket.tokens + (now - bucket.updated) * limit / WINDOW)
+        bucket.tokens = min(float(limit), self._level(bucket, limit, now))
         bucket.updated = now
 
     def hit(self, policy: str, key: str, cost: float = 1.0) -> Decision | None:
@@ -120,6 +125,6 @@ class RateLimiter:
         while self._buckets:
             (policy, _key), bucket = next(iter(self._buckets.items()))
             limit = self.limits.get(policy, 0)
-            if limit > 0 and bucket.tokens + (now - bucket.updated) * limit / WINDOW + EPSILON < limit:
+            if limit > 0 and self._level(bucket, limit, now) + EPSILON < limit:
                 return
             self._buckets.popitem(last=False)
