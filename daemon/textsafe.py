@@ -4,14 +4,38 @@ separators (where ``splitlines()`` breaks a line). Data that is anybody's text -
 type or data, a client's log message, user code's error - must not move the cursor, change
 colours, set the window title nor forge a line of a log.
 
+And text the database is to store: PostgreSQL's text holds no NUL character, so a NUL is
+kept written ``\x00`` (``without_nul``), as the log file writes it.
+
 One table for the daemon's text log (observability/logs.py) and the CLI's rendering
 (llmgine_cli/render.py, live.py): standard library only, so the CLI's start-up can import it.
 """
 
 from __future__ import annotations
 
+TYPE_CHECKING = False  # no typing at run time: the CLI imports this on every call
+if TYPE_CHECKING:
+    from typing import Any
+
 CONTROL_ESCAPES = (
     {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
     | {10: "\\n", 13: "\\r", 9: "\\t"}
     | {0x2028: "\\u2028", 0x2029: "\\u2029"}
 )
+
+
+NUL = "\x00"
+
+
+def without_nul(value: Any) -> Any:
+    """``value`` with every NUL character in its strings (keys too) written ``\\x00``: a single
+    one (bus.log of user code, a client's message, an error's text in a span, a model's answer)
+    would fail a whole write on PostgreSQL, a telemetry flush with every session's records in
+    it. Callers test for a NUL first (rare)."""
+    if isinstance(value, str):
+        return value.replace(NUL, "\\x00")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(without_nul(v) for v in value)
+    return value

@@ -27,11 +27,12 @@ from llmgine_daemon.api.util import json_response, path_id, query_choice, query_
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.observability.context import CURRENT_SPAN, FIELDS, set_fields
 from llmgine_daemon.observability.core import Observability
-from llmgine_daemon.observability.logs import LEVELS, query_logs, scrub_metadata, scrub_text, without_nul
+from llmgine_daemon.observability.logs import LEVELS, query_logs, scrub_metadata, scrub_text
 from llmgine_daemon.observability.metrics_view import prometheus_text, session_snapshot, snapshot
 from llmgine_daemon.observability.trace_store import list_traces, read_trace
 from llmgine_daemon.observability.tracing import TRACE_ID, TRACEPARENT, Span, parse_traceparent
 from llmgine_daemon.protocol import ErrorCode, LogCreate, LogList, LogRecord, now_iso, parse_iso, to_iso
+from llmgine_daemon.textsafe import without_nul
 
 routes = web.RouteTableDef()
 client_log = logging.getLogger("llmgine.client")

@@ -25,9 +25,9 @@ from typing import Any
 
 from llmgine_daemon.bus.codec import dumps, loads
 from llmgine_daemon.bus.events import EventLog, insert_event
-from llmgine_daemon.observability.logs import NUL, without_nul
 from llmgine_daemon.protocol import EngineMessage, Event, now_iso
 from llmgine_daemon.store.db import Store
+from llmgine_daemon.textsafe import NUL, without_nul
 
 # The highest event seq when a row is written or dropped (portable SQL: no sqlite_sequence).
 NOW_SEQ = "(SELECT COALESCE(MAX(seq), 0) FROM events)"

@@ -28,7 +28,7 @@ from llmgine_daemon.observability import metrics
 from llmgine_daemon.observability.context import CURRENT_SPAN, FIELD_NAMES, FIELDS
 from llmgine_daemon.observability.redact import redact
 from llmgine_daemon.protocol import LogRecord
-from llmgine_daemon.textsafe import CONTROL_ESCAPES
+from llmgine_daemon.textsafe import CONTROL_ESCAPES, NUL, without_nul
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
@@ -49,23 +49,6 @@ def level_name(levelno: int) -> str:
 def scrub_text(text: str) -> str:
     # redact(): our own credential shapes (lgk_/lgs_ secrets, token=, llmgine.bearer.).
     return redact(_KEYLIKE.sub(r"\1…", _BEARER.sub(r"\1[redacted]", text)))
-
-
-NUL = "\x00"
-
-
-def without_nul(value: Any) -> Any:
-    """``value`` with every NUL character in its strings (keys too) written ``\\x00``, as the
-    log file writes it: PostgreSQL's text cannot hold one, and a single record (bus.log of user
-    code, a client's message, an error's text in a span) would fail the whole flush, every
-    session's buffered records and spans with it. Callers test for a NUL first (rare)."""
-    if isinstance(value, str):
-        return value.replace(NUL, "\\x00")
-    if isinstance(value, dict):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(without_nul(v) for v in value)
-    return value
 
 
 def scrub_metadata(value: Any, depth: int = 0) -> Any:

@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 import msgspec
-from llmgine_daemon.observability.logs import without_nul
 from llmgine_daemon.observability.tracing import SpanRow
 from llmgine_daemon.protocol import SpanNode, TraceList, TraceSummary, TraceView
+from llmgine_daemon.textsafe import without_nul
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
