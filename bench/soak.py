@@ -30,6 +30,9 @@ from pathlib import Path
 
 import aiohttp
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.clitools import free_port, stop_process  # noqa: E402 - the repository's own helpers
+
 KEY = "soak-key-0123456789abcdef0123456789"
 
 # The wrapper the daemon runs under with --probe: a SIGUSR1 handler that dumps counts.
@@ -73,12 +76,6 @@ def dump(signum, frame):
 signal.signal(signal.SIGUSR1, dump)
 sys.exit(main(sys.argv[1:]))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_kib(pid: int) -> int:
@@ -272,9 +269,6 @@ def main() -> int:
                     time.sleep(0.1)
             samples = asyncio.run(drive(args, base, proc.pid, home))
         finally:
-            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-            from tests.clitools import stop_process
-
             stop_process(proc)  # type: ignore[arg-type]
         if args.json:
             args.json.write_text(json.dumps(samples))

@@ -142,9 +142,8 @@ def render_metrics(
         env.stdout.flush()
         return None
     rows = metric_rows(data, prev, interval)
-    headers = METRIC_HEADERS
     if fmt != "table":
-        emit(env, "plain", headers, [list(r[:7]) for r in rows if r[2] != "0"], None, kv=False)
+        emit(env, "plain", METRIC_HEADERS, [list(r[:7]) for r in rows if r[2] != "0"], None, kv=False)
         env.stdout.flush()
         return None
     from rich import box
@@ -161,7 +160,7 @@ def render_metrics(
     # labels go on a line of their own under the name, so that neither breaks mid-word.
     stacked = _metrics_width(shown) > out.width
     table = Table(box=box.SIMPLE_HEAD, title=title, pad_edge=False)
-    for header in [h for h in headers if not (stacked and h == "LABELS")]:
+    for header in [h for h in METRIC_HEADERS if not (stacked and h == "LABELS")]:
         if header in ("METRIC", "LABELS"):
             table.add_column(header, overflow="fold")
         else:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
-from llmgine_daemon.protocol import COMMAND_STATUSES
+from llmgine_daemon.protocol import COMMAND_STATUSES, UNFINISHED_STATUSES
 from llmgine_daemon.protocol import TERMINAL_STATUSES as TERMINAL
 
 from llmgine_cli.commands.args import LONG_POLL_S, choices, summary
@@ -105,7 +105,7 @@ def wait_and_report(
     return ExitStatus.OK if good else ExitStatus.ERROR
 
 
-UNFINISHED = ",".join(s for s in COMMAND_STATUSES if s not in TERMINAL)
+UNFINISHED = ",".join(UNFINISHED_STATUSES)
 
 
 def full_ids(app_ctx: AppContext, given: list[str]) -> list[str]:
