@@ -46,7 +46,10 @@ def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, Exi
         return f"error: {exc}", ExitStatus.UNREACHABLE
     if isinstance(exc, (RequestTimeout, DaemonTimeout)):
         return f"error: {exc}", ExitStatus.TIMEOUT
-    if isinstance(exc, (InvalidURL, InvalidArgument)):
+    from llmgine_cli.ids import Ambiguous
+
+    # Ambiguous: a prefix or name that fits several ids (ids.py), wherever it was resolved.
+    if isinstance(exc, (InvalidURL, InvalidArgument, Ambiguous)):
         return f"error: {exc}", ExitStatus.USAGE
     if isinstance(exc, (DaemonError, LlmgineError)):
         return f"error: {exc}", ExitStatus.ERROR

@@ -271,3 +271,13 @@ def test_the_fast_path_auto_starts_the_daemon(cold_home):
     assert "starting llmgined" in proc.stderr
     off = run_cli(["event", "publish", "T", "-S", "s"], cli_env(cold_home))  # running now: no start
     assert off.returncode == 4 and "starting" not in off.stderr
+
+
+def test_an_ambiguous_id_wherever_it_is_resolved_is_a_usage_error():
+    """`command wait` and `command run --after` resolve short ids themselves (commands/waiting.py):
+    a prefix that fit several unfinished commands was an internal error (exit 1)."""
+    from llmgine_cli.failure import error_line
+    from llmgine_cli.ids import Ambiguous
+
+    line, code = error_line(Ambiguous("command", "01", [("01a" + "0" * 33, None), ("01b" + "0" * 33, None)]), None)
+    assert code == 2 and line.startswith("error: command '01' is ambiguous"), line
