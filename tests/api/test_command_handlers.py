@@ -204,18 +204,17 @@ async def test_nested_failure_reaches_the_caller(app_client):
     assert inner[0]["error"]["details"]["exception_type"] == "RuntimeError"
 
 
+# A command handler that executes its own command type again, one level deeper each time.
+LOOP = """
+        async def loop(command):
+            return await bus.execute("Loop", {"n": command.parameters.get("n", 0) + 1})
+    """
+
+
 async def test_depth_limit_stops_a_handler_that_executes_itself(make_client):
     client = await make_client(LLMGINE_SANDBOX_MAX_DEPTH="3")
     sid = (await create_session(client))["session_id"]
-    await add_command_handler(
-        client,
-        sid,
-        "Loop",
-        """
-        async def loop(command):
-            return await bus.execute("Loop", {"n": command.parameters.get("n", 0) + 1})
-    """,
-    )
+    await add_command_handler(client, sid, "Loop", LOOP)
     record = await run(client, sid, "Loop", {"n": 0})
     assert record["status"] == "failed"
     assert "depth limit" in record["error"]["message"]
@@ -263,15 +262,7 @@ async def test_a_client_cannot_set_the_nesting_depth(make_client):
     that set it to "x" failed its command with the daemon's own traceback."""
     client = await make_client(LLMGINE_SANDBOX_MAX_DEPTH="3")
     sid = (await create_session(client))["session_id"]
-    await add_command_handler(
-        client,
-        sid,
-        "Loop",
-        """
-        async def loop(command):
-            return await bus.execute("Loop", {"n": command.parameters.get("n", 0) + 1})
-    """,
-    )
+    await add_command_handler(client, sid, "Loop", LOOP)
     for depth in (-1000000, "x", 1):
         body = await run(client, sid, "Loop", {"n": 0}, {"_depth": depth}, status=422)
         assert assert_envelope(body, "VALIDATION_ERROR")["details"]["field"] == "metadata._depth"
