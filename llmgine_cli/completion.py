@@ -55,13 +55,10 @@ def _session_id(client: Any, ctx: typer.Context) -> str | None:
     """The session the command line names, as its id. Completing runs no option callback, so
     a name, short id or prefix (``-S demo``, LLMGINE_SESSION=demo) is still as typed, and
     the API takes only ids: the session's tools, engines and types completed to nothing."""
-    from llmgine_cli import ids
+    from llmgine_cli.hot import resolve_session_in
 
     given = _session(ctx)
-    if given is None or ids.is_full_id(given):
-        return given
-    sessions = client.list_sessions(limit=1000, status="active").sessions
-    return ids.resolve("session", given, ((s.session_id, s.name) for s in sessions))
+    return None if given is None else resolve_session_in(client, given)
 
 
 def _complete(

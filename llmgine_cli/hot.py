@@ -85,11 +85,16 @@ def _pages(
 
 def resolve_session(app_ctx: AppContext, given: str) -> str:
     """The session ``given`` names (id, prefix, short id or name); active ones win a tie."""
+    return resolve_session_in(_transport(app_ctx), given)
+
+
+def resolve_session_in(transport: HTTPTransport, given: str) -> str:
+    """``resolve_session`` over a transport (a ``Client`` is one: shell completion's)."""
     from llmgine_cli import ids
 
     if ids.is_full_id(given):
         return given
-    sessions = _pages(_transport(app_ctx), "/api/sessions", "sessions", given=given)
+    sessions = _pages(transport, "/api/sessions", "sessions", given=given)
     found = ids.matches(given, ((s["session_id"], s.get("name")) for s in sessions))
     active = {s["session_id"] for s in sessions if s.get("status") == "active"}
     if len(found) > 1 and len([f for f in found if f[0] in active]) == 1:
