@@ -22,7 +22,7 @@ from llmgine_daemon.protocol import Command, Engine, Event
 from llmgine_daemon.protocol.streams import Hello
 
 from llmgine_cli.client import ApiError, Client
-from llmgine_cli.stream import EventStream
+from llmgine_cli.stream import EventStream, command_events
 
 # What a turn listens to: the command's brackets, the engine's events, the sandbox's tool runs.
 STREAM_TYPES = ("CommandStarted", "CommandResult", "Engine*", "ToolExecuted", "Approval*")
@@ -124,23 +124,13 @@ class Turn:
                     break
             self.record = client.execute_engine(conv.engine.engine_id, self.prompt, self.parameters, {})
             cid = self.command_id = self.record.command_id
-            inside = False
-            for item in items:
-                if not isinstance(item, Event):
-                    continue
-                ours = item.data.get("command_id") == cid
-                # Start and end as the daemon wrote them (source "bus"): a CommandResult any
-                # member of the session published, naming ours, cut the answer short.
-                daemons = ours and item.source == "bus"
-                if daemons and item.event_type == "CommandStarted":
-                    inside = True
-                if not (ours or (inside and item.event_type == "ToolExecuted")):
+            for item in command_events(items, cid):
+                # Ours, and the tools run while it ran (their ToolExecuted events).
+                if item.data.get("command_id") != cid and item.event_type != "ToolExecuted":
                     continue
                 if item.event_type == "EngineResponseDelta":
                     self.text.append(str(item.data.get("text") or ""))
                 yield item
-                if daemons and item.event_type == "CommandResult":
-                    break
         finally:
             self.close()
         self.record = client.get_command(conv.session_id, cid)

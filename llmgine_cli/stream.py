@@ -24,7 +24,7 @@ import http.client
 import socket
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import msgspec
 from llmgine_daemon.protocol import Event
@@ -218,3 +218,23 @@ class EventStream:
             return None  # never hand out an event twice, whatever the server does
         self.cursor = event.seq
         return event
+
+
+def command_events(items: Iterable[object], command_id: str) -> Iterator[Event]:
+    """From a session stream's items: the events of command ``command_id``, and every other
+    event of the session between its start and its end (its tools' calls, other writers'),
+    until its CommandResult. Start and end are the daemon's own (source "bus"): any member of
+    the session may publish a CommandResult naming the command, which ended a follow early."""
+    inside = False
+    for item in items:
+        if not isinstance(item, Event):
+            continue
+        ours = item.data.get("command_id") == command_id
+        daemons = ours and item.source == "bus"
+        if daemons and item.event_type == "CommandStarted":
+            inside = True
+        if not (inside or ours):
+            continue
+        yield item
+        if daemons and item.event_type == "CommandResult":
+            return

@@ -161,7 +161,7 @@ def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Co
     from llmgine_daemon.protocol.streams import Hello
 
     from llmgine_cli.live import event_line, event_text
-    from llmgine_cli.stream import EventStream
+    from llmgine_cli.stream import EventStream, command_events
 
     console = None
     if fmt == "table":  # a terminal: one line per event, as `event tail` draws them (they wrapped)
@@ -175,18 +175,7 @@ def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Co
             if isinstance(item, Hello):
                 break
         record = submit()
-        inside = False
-        for item in items:
-            if not isinstance(item, Event):
-                continue
-            # The daemon's own events only mark its start and end (source "bus"): any member of
-            # the session may publish a CommandResult naming it, which ended the follow early.
-            ours = item.data.get("command_id") == record.command_id
-            daemons = ours and item.source == "bus"
-            if daemons and item.event_type == "CommandStarted":
-                inside = True
-            if not (inside or ours):
-                continue
+        for item in command_events(items, record.command_id):
             if fmt in ("json", "jsonl"):
                 env.out(msgspec.json.encode(item).decode())
             elif console is not None:
@@ -194,8 +183,6 @@ def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Co
             else:
                 env.out(event_line(item))
             env.stdout.flush()
-            if daemons and item.event_type == "CommandResult":
-                break
     finally:
         stream.close()
     return client.get_command(session_id, record.command_id)
