@@ -160,6 +160,7 @@ class Dependencies:
                     {"field": "after", "command_ids": missing[:20]},
                 )
             _check_cycle(conn, rec.command_id, spec.after)
+            self.commands.bus.capacity.check_pending(conn, session_id)
             insert_command(conn, rec)
             conn.executemany(
                 "INSERT INTO command_after (command_id, after_id, policy) VALUES (?, ?, ?)",
