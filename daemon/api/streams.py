@@ -19,13 +19,14 @@ import asyncio
 import logging
 import re
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.api.errors import ApiError
+from llmgine_daemon.api.guard import charge_message
 from llmgine_daemon.api.keys import BUS, STREAMS, WEBSOCKETS
 from llmgine_daemon.api.util import path_id
 from llmgine_daemon.bus.errors import BusError, invalid
@@ -245,7 +246,9 @@ async def _serve_websocket(
 ) -> web.WebSocketResponse:
     await ws.prepare(request)
     request.app[WEBSOCKETS].add(ws)
-    receiver = asyncio.create_task(_ws_receiver(ws, sub, request.transport), name="llmgine-ws-receiver")
+    receiver = asyncio.create_task(
+        _ws_receiver(ws, sub, request.transport, lambda: charge_message(request)), name="llmgine-ws-receiver"
+    )
     end: End | None = None
     try:
         end = await _ws_send_loop(ws, hub, sub)
@@ -349,17 +352,25 @@ def _header_length(frame: bytes) -> int:
     return 2 if frame[1] < 126 else 4 if frame[1] == 126 else 10
 
 
-async def _ws_receiver(ws: web.WebSocketResponse, sub: Subscription, transport: asyncio.Transport | None) -> None:
+async def _ws_receiver(
+    ws: web.WebSocketResponse,
+    sub: Subscription,
+    transport: asyncio.Transport | None,
+    charge: Callable[[], ApiError | None],
+) -> None:
     try:
         async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            refused = charge()
+            if refused is not None:  # over the rate limit: answered, not acted on
+                answered = sub.send_notice(stream_error(refused.code, refused.message, refused.details))
+            elif msg.type == WSMsgType.TEXT:
                 answered = _ws_command(sub, msg.data)
-            elif msg.type == WSMsgType.BINARY:
+            else:
                 answered = sub.send_notice(
                     stream_error(ErrorCode.VALIDATION_ERROR, "send JSON text messages, not binary")
                 )
-            else:
-                continue
             if not answered:
                 # MAX_NOTICES answers wait for a client that sends and does not read them: the
                 # sender sits in a write; drop the connection (it would read no close frame).
