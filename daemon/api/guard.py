@@ -8,7 +8,8 @@ this order, each a function of its own:
 
 1. ``check_transport``: on the Unix socket the peer's uid (SO_PEERCRED) must be ours or
    root, else 403. Over TCP ``Host`` must be allowed (403), ``Origin`` (when sent) must be
-   listed or our own (403); CORS preflights are answered here, without credentials.
+   listed or our own (403); CORS preflights are answered here, without credentials and
+   without taking from any rate-limit bucket.
 2. ``authenticate``: the socket's owner needs no credential. Over TCP:
    ``Authorization: Bearer`` (API key, API_KEY_SECRET, or a session token),
    ``X-Session-Token``; on WebSocket handshakes and event streams, which browsers cannot give
@@ -265,9 +266,9 @@ def response_headers(request: web.Request) -> dict[str, str]:
 
 def charge(request: web.Request, guard: Guard, policy: str, key: str) -> None:
     """Take one from ``policy``'s bucket for ``key``; 429 when it is empty. The refusals that
-    cost the client's IP (a bad Origin, a preflight, failed authentication) charge where they
+    cost the client's IP (a bad Origin, failed authentication) charge where they
     happen, since they end the request there; everything that passes is charged by
-    ``charge_request``."""
+    ``charge_request`` (a CORS preflight, answered before, is not charged: ``check_transport``)."""
     decision = guard.limiter.hit(policy, key)
     if decision is None:
         return
@@ -338,7 +339,11 @@ def check_transport(request: web.Request, peer: _Peer, guard: Guard) -> web.Stre
     if guard.origins.is_listed(origin):
         response_headers(request).update(guard.origins.cors_headers(origin))
     if request.method == "OPTIONS" and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
-        charge(request, guard, "anonymous", peer.ip)
+        # Not charged: a preflight carries no credential, reads nothing and costs less than a
+        # 429 would, while a refused one fails the page's request as an unreadable CORS error.
+        # Browsers cache preflights per URL, so a page paging or polling with its key (one
+        # preflight per distinct URL) would meet the IP's anonymous limit long before its
+        # key's. The request it announces is charged when it comes, and its 429 is readable.
         # Listing every method we serve is harmless: the actual request is checked again.
         return web.Response(status=204, headers=guard.origins.preflight_headers(origin, PREFLIGHT_METHODS))
     return None
