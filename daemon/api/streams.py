@@ -373,7 +373,7 @@ def _ws_command(sub: Subscription, text: str) -> None:
         sub.send_notice(Pong())
     elif isinstance(msg, Subscribe):
         try:
-            sub.change_filter(sub.filter.with_types(msg.event_types, msg.sources))
+            sub.change_filter(sub.wanted.with_types(msg.event_types, msg.sources))
         except BusError as exc:
             sub.send_notice(stream_error(exc.code, exc.message, exc.details))
 
