@@ -410,8 +410,8 @@ async def check_scope(request: web.Request, principal: Principal | None) -> None
     """Valid path identifiers; a session token stays inside its session and registers code only
     with ``sandbox.session_token_registration``."""
     check_identifiers(request)
-    if principal is None or principal.session_id is None:
-        return
+    if principal is None or principal.session_id is None or request.match_info.http_exception is not None:
+        return  # (no route: the token's holder hears 404 or 405 as anyone would, not 403)
     if (
         request.path not in ANY_SCOPE_PATHS
         and not is_open(request.path)

@@ -112,11 +112,21 @@ async def test_session_token_scope(aiohttp_client, make_settings):
         ("GET", "/api/auth/keys"),
         ("POST", "/api/auth/keys"),
         ("GET", "/api/engines"),
-        ("GET", "/api/nope"),
     ]:
         resp = await client.request(method, path, headers=token)
         assert resp.status == 403, (method, path)
         assert_envelope(await resp.json(), "FORBIDDEN")
+    # No such route, or not that method: 404/405 as for any credential (the routes are no
+    # secret: the token may read /openapi.json), not a 403 saying the token does not open its
+    # own session.
+    for method, path, status, code in [
+        ("GET", "/api/nope", 404, "NOT_FOUND"),
+        ("GET", f"/api/sessions/{a['session_id']}/evnets", 404, "NOT_FOUND"),
+        ("DELETE", f"/api/sessions/{a['session_id']}/events", 405, "METHOD_NOT_ALLOWED"),
+    ]:
+        resp = await client.request(method, path, headers=token)
+        assert resp.status == status, (method, path, await resp.text())
+        assert_envelope(await resp.json(), code)
     # The engine collection, filtered to its own session, is in scope.
     resp = await client.get(f"/api/engines?session_id={b['session_id']}", headers=token)
     assert resp.status == 403
