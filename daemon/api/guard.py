@@ -32,7 +32,8 @@ Capacity limits on sessions, engines and tools are the bus's own (bus/capacity.p
 
 Headers that belong on every response (RateLimit, CORS) are stamped by ``prepare_response``
 (the edge's prepare hook) so error responses and WebSocket handshakes carry them too. WebSockets are tracked per
-credential: revoking a key or ending a session closes them with 1008.
+credential: revoking a key or ending a session closes them with 1008; so are an API key's event
+streams (api/streams.py registers them: they end with ``stream.end`` 1008).
 
 Credentials are never logged: log lines name a key by its prefix (``lgk_<id>``) only.
 """
@@ -57,6 +58,7 @@ from llmgine_daemon.api.ratelimit import Decision, RateLimiter
 from llmgine_daemon.api.util import checks_own_scope, read_json, takes_code
 from llmgine_daemon.bus.auth import SYNC_EVERY, AuthFailure, Credentials, Principal
 from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.streams import Subscription
 from llmgine_daemon.observability.redact import install_filters
 from llmgine_daemon.protocol import (
     SESSION_TOKEN_HEADER,
@@ -66,6 +68,7 @@ from llmgine_daemon.protocol import (
     ErrorCode,
     now_iso,
 )
+from llmgine_daemon.protocol.streams import End
 from llmgine_daemon.settings import Settings
 
 log = logging.getLogger("llmgine.auth")
@@ -96,22 +99,26 @@ _HEADERS = web.RequestKey("security_headers", dict)
 
 
 class SocketRegistry:
-    """Open WebSockets by the credential that opened them (weakly: closed ones drop out)."""
+    """Open WebSockets and event streams (SSE), by the credential that opened them (weakly)."""
 
     def __init__(self) -> None:
-        self.by_credential: dict[str, weakref.WeakSet[web.WebSocketResponse]] = {}
+        self.by_credential: dict[str, weakref.WeakSet[web.WebSocketResponse | Subscription]] = {}
 
-    def track(self, principal: Principal, ws: web.WebSocketResponse) -> None:
-        self.by_credential.setdefault(principal.credential_id, weakref.WeakSet()).add(ws)
+    def track(self, principal: Principal, stream: web.WebSocketResponse | Subscription) -> None:
+        self.by_credential.setdefault(principal.credential_id, weakref.WeakSet()).add(stream)
 
     def close_for(self, credential_ids: list[str], reason: str = "credential revoked") -> None:
-        """Close (1008 policy violation) every WebSocket opened with these credentials."""
+        """Close (1008 policy violation) every WebSocket and event stream of these credentials."""
         for credential_id in credential_ids:
-            sockets = self.by_credential.pop(credential_id, None)
-            for ws in list(sockets or ()):
-                if not ws.closed:
+            streams = self.by_credential.pop(credential_id, None)
+            for stream in list(streams or ()):
+                if stream.closed:
+                    continue
+                if isinstance(stream, Subscription):
+                    stream.stop(End(code=WSCloseCode.POLICY_VIOLATION, reason=reason))
+                else:
                     asyncio.get_running_loop().create_task(
-                        ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
+                        stream.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
                     )
 
     def credentials(self) -> list[str]:

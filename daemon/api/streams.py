@@ -26,6 +26,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.api.errors import ApiError
+from llmgine_daemon.api.guard import GUARD, PRINCIPAL
 from llmgine_daemon.api.keys import BUS, STREAMS, WEBSOCKETS
 from llmgine_daemon.api.util import path_id
 from llmgine_daemon.bus.errors import BusError, invalid
@@ -409,6 +410,11 @@ def _sse_frame(hub: StreamHub, item: Event | Frame) -> bytes:
 
 
 async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) -> web.StreamResponse:
+    principal = request.get(PRINCIPAL)
+    if principal is not None and principal.session_id is None:
+        # Revoking (or the expiry of) the key that opened it ends it with code 1008, as it
+        # closes a WebSocket. (A session token's stream is its session's, which ends with it.)
+        request.app[GUARD].sockets.track(principal, sub)
     resp = web.StreamResponse(headers=SSE_HEADERS)
     await resp.prepare(request)
     hello = _json.encode(_hello(hub, sub)).decode()

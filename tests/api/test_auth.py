@@ -4,6 +4,7 @@ the walk of every route with every kind of bad credential."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import stat
 from typing import Any
@@ -17,6 +18,7 @@ from llmgine_daemon.api.util import checks_own_scope
 from tests.api.secutil import WS_PATH, bearer, expire, new_key, new_session, start
 from tests.conftest import assert_envelope
 from tests.dbtools import dump_all
+from tests.streams.conftest import sse_frames
 
 KEY_RE = re.compile(r"^lgk_[0-9a-f]{12}_[A-Za-z0-9_\-]{40,}$")
 TOKEN_RE = re.compile(r"^lgs_[0-9a-f]{12}_[A-Za-z0-9_\-]{40,}$")
@@ -315,6 +317,34 @@ async def test_revocation_closes_websockets_with_1008(aiohttp_client, make_setti
     await by_local.send_str("still here")
     assert (await by_local.receive(timeout=10)).data == "still here"
     await by_local.close()
+
+
+async def test_revocation_ends_event_streams_with_1008(aiohttp_client, make_settings):
+    """An SSE stream is a WebSocket's equal: revoking the key that opened it ends it at once
+    (stream.end, code 1008), before any later event; another key's stream goes on."""
+    client, local = await start(aiohttp_client, make_settings)
+    s = await new_session(client, local)
+    key = await new_key(client, local)
+    sse = {"Accept": "text/event-stream"}
+    by_key = await client.get("/api/events/stream", headers={**sse, **bearer(key["key"])})
+    by_local = await client.get("/api/events/stream", headers={**sse, **bearer(local)})
+    revoked, other = sse_frames(by_key), sse_frames(by_local)
+    assert (await anext(revoked))["event"] == "stream.hello"
+    assert (await anext(other))["event"] == "stream.hello"
+    await client.delete(f"/api/auth/keys/{key['key_id']}", headers=bearer(local))
+    resp = await client.post(
+        f"/api/sessions/{s['session_id']}/events", json={"event_type": "AfterRevoke"}, headers=bearer(local)
+    )
+    assert resp.status == 201
+
+    async def to_the_end() -> list[dict[str, str]]:
+        return [frame async for frame in revoked]
+
+    rest = await asyncio.wait_for(to_the_end(), 10)  # (unrevoked, it would never end)
+    assert [f["event"] for f in rest] == ["stream.end"], rest
+    assert json.loads(rest[0]["data"]) == {"type": "end", "code": 1008, "reason": "credential revoked"}
+    assert (await anext(other))["event"] == "AfterRevoke"
+    by_local.close()
 
 
 async def test_key_expiring_while_a_websocket_is_open(aiohttp_client, make_settings):
