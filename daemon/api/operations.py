@@ -244,6 +244,7 @@ STREAM_PARAMS = (
     Param(
         "Last-Event-ID", {"type": "string", "pattern": r"^[0-9]+$"}, "SSE resume: the last seq seen", location="header"
     ),
+    Param("lastEventId", {"type": "string", "pattern": r"^[0-9]+$"}, "Last-Event-ID in the query (SSE polyfills)"),
 )
 
 OPERATIONS: dict[tuple[str, str], Op] = {

@@ -158,8 +158,11 @@ def _multi(request: web.Request, name: str) -> list[str]:
 
 
 def _since(request: web.Request, sse: bool) -> int | Any | None:
-    raw = request.headers.get("Last-Event-ID", "").strip() if sse else ""
-    name = "Last-Event-ID" if raw else "since"
+    # SSE resumes from Last-Event-ID (an EventSource sends it itself), or from the same in the
+    # query, where event-source-polyfill puts it (a header would cost a CORS preflight).
+    header = request.headers.get("Last-Event-ID", "").strip() if sse else ""
+    query = request.query.get("lastEventId", "").strip() if sse else ""
+    name, raw = ("Last-Event-ID", header) if header else ("lastEventId", query) if query else ("since", "")
     raw = raw or request.query.get("since", "").strip()
     if not raw or raw == "now":
         return None
