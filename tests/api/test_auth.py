@@ -354,9 +354,14 @@ async def test_key_expiring_while_a_websocket_is_open(aiohttp_client, make_setti
     s = await new_session(client, local)
     key = await new_key(client, local, expires_in=3600)
     ws = await client.ws_connect(WS_PATH.format(session_id=s["session_id"]), headers=bearer(key["key"]))
+    sse = await client.get("/api/events/stream", headers={"Accept": "text/event-stream", **bearer(key["key"])})
+    frames = sse_frames(sse)
+    assert (await anext(frames))["event"] == "stream.hello"
     app = client.app
     assert close_expired(app[CREDENTIALS], app[GUARD].sockets) == []
     await expire(client, key["key_id"])
     assert close_expired(app[CREDENTIALS], app[GUARD].sockets) == [key["key_id"]]
     msg = await ws.receive(timeout=10)
     assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
+    end = await asyncio.wait_for(anext(frames), 10)  # the event stream ends too
+    assert end["event"] == "stream.end" and json.loads(end["data"])["code"] == 1008
