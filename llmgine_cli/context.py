@@ -53,6 +53,52 @@ class Environment:
         self.stderr.write(text + "\n")
         self.stderr.flush()
 
+    def reader_gone(self, timeout: float | None = 0) -> bool:
+        """Whether stdout is a pipe (or socket) whose reader has gone: `... | head -1` exited.
+
+        A command that follows something (`event tail`, `logs -f`) may print nothing for
+        minutes, so it would learn that only at its next write; as `tail -f` does, it asks
+        instead. ``timeout``: seconds to wait for it (None: until it happens). False for a
+        terminal, a file, or a stream without a descriptor (tests' StringIO).
+        """
+        import select
+        import stat
+
+        try:
+            fd = self.stdout.fileno()
+            mode = os.fstat(fd).st_mode
+        except (AttributeError, OSError, ValueError):
+            return False
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            return False
+        poller = select.poll()
+        poller.register(fd, 0)  # no events asked for: POLLERR and POLLHUP are always reported
+        wait = None if timeout is None else int(timeout * 1000)
+        return any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poller.poll(wait))
+
+    def check_reader(self) -> None:
+        """Raise BrokenPipeError, as a write would, if stdout's reader has gone (reader_gone)."""
+        if self.reader_gone():
+            raise reader_gone_error()
+
+    def on_reader_gone(self, callback: Any) -> None:
+        """Call ``callback`` (from a thread) once stdout's reader has gone (reader_gone)."""
+        import threading
+
+        def watch() -> None:
+            if self.reader_gone(None):
+                callback()
+
+        if not self.stdout_isatty:
+            threading.Thread(target=watch, name="stdout-reader", daemon=True).start()
+
+
+def reader_gone_error() -> BrokenPipeError:
+    """What a write to a pipe nobody reads raises: reported as one (exit 1, no message)."""
+    import errno
+
+    return BrokenPipeError(errno.EPIPE, "the reader of stdout has gone")
+
 
 def _isatty(stream: TextIO) -> bool:
     try:
