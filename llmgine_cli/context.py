@@ -100,6 +100,36 @@ def reader_gone_error() -> BrokenPipeError:
     return BrokenPipeError(errno.EPIPE, "the reader of stdout has gone")
 
 
+def _json_escape(exc: UnicodeError) -> tuple[str, int]:
+    """A codec error handler: what the output's encoding cannot write, as JSON's \\uXXXX
+    escapes (a surrogate pair above U+FFFF), so it stays readable and JSON stays JSON."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = []
+    for ch in exc.object[exc.start : exc.end]:
+        code = ord(ch)
+        if code > 0xFFFF:
+            code -= 0x10000
+            out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return "".join(out), exc.end
+
+
+def escape_unencodable_output() -> None:
+    """stdout and stderr in a locale that is not UTF-8 (LANG=en_US.ISO-8859-1, or
+    PYTHONIOENCODING=ascii): a character the encoding lacks is written as a JSON escape instead
+    of failing the command (a session named in Japanese made `session list`, even `-o json`,
+    an internal error: UnicodeEncodeError)."""
+    import codecs
+
+    codecs.register_error("llmgine-json-escape", _json_escape)
+    for stream in (sys.stdout, sys.stderr):
+        encoding = codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name
+        if encoding != "utf-8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="llmgine-json-escape")
+
+
 def _isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()

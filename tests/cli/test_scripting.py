@@ -3,13 +3,14 @@ output goes away (`| head -1`), reads stdin, or runs where the locale is not UTF
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.clitools import cli_env, default_signals, full_env
+from tests.clitools import cli_env, default_signals, full_env, run_cli
 from tests.eventually import eventually_blocking
 
 
@@ -83,3 +84,30 @@ def test_a_follower_keeps_going_while_it_is_read(cli, daemon):
         os.close(read_end)
         proc.kill()
         proc.wait()
+
+
+# Output in an encoding that lacks CJK and emoji, as a terminal or cron job whose locale is not
+# UTF-8 gives (en_US.ISO-8859-1); set directly, since this machine may have no such locale.
+NOT_UTF8 = {"PYTHONIOENCODING": "ascii"}
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json", "jsonl"])
+def test_output_in_a_locale_that_is_not_utf8(cli, daemon, fmt):
+    """A session named in Japanese (or with an emoji) made `session list` an internal error
+    (UnicodeEncodeError, exit 1) where the output's encoding lacks those characters, `-o json`
+    too. What the encoding cannot write is now a JSON escape: tables stay readable, and JSON is
+    JSON with the same data."""
+    name = "日本語のセッション😀"
+    sid = cli("session", "create", "--name", name, "-q").stdout.strip()
+    result = run_cli(["session", "get", sid, "-o", fmt], {**daemon.env, **NOT_UTF8})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.isascii()
+    if fmt == "plain":
+        assert "\\u65e5\\u672c\\u8a9e" in result.stdout and "\\ud83d\\ude00" in result.stdout
+    else:
+        assert json.loads(result.stdout)["name"] == name
+    # An error naming it (stderr) is its one line too, not a second failure while reporting it.
+    assert cli("session", "create", "--name", name, "-q").exit_code == 0
+    ambiguous = run_cli(["session", "get", name, "-o", fmt], {**daemon.env, **NOT_UTF8})
+    assert ambiguous.returncode == 2, ambiguous.stderr
+    assert "ambiguous" in ambiguous.stderr and "\\u65e5\\u672c\\u8a9e" in ambiguous.stderr
