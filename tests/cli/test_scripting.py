@@ -111,3 +111,45 @@ def test_output_in_a_locale_that_is_not_utf8(cli, daemon, fmt):
     ambiguous = run_cli(["session", "get", name, "-o", fmt], {**daemon.env, **NOT_UTF8})
     assert ambiguous.returncode == 2, ambiguous.stderr
     assert "ambiguous" in ambiguous.stderr and "\\u65e5\\u672c\\u8a9e" in ambiguous.stderr
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_top_takes_q_again_after_ctrl_z_and_fg(daemon):
+    """Ctrl-Z stopped `top`, the shell took the terminal back in its line mode, and after `fg`
+    q did nothing until Enter (it was echoed instead). A resumed top sets its key-by-key mode
+    again. Here the test plays the shell: it stops top, puts the terminal in line mode, goes on."""
+    import signal
+    import termios
+
+    import pexpect
+
+    env = full_env({**daemon.env, "COLUMNS": "80", "LINES": "30", "TERM": "xterm"})
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", "top", "--interval", "0.2"],
+        env=env,
+        timeout=30,
+        encoding="utf-8",
+        preexec_fn=default_signals,
+    )
+    try:
+        child.expect("q or Ctrl-C quits")
+        os.kill(child.pid, signal.SIGSTOP)  # Ctrl-Z (a terminal's SIGTSTP reaches no orphan here)
+        eventually_blocking(lambda: _stopped(child.pid), message="top stopped")
+        mode = termios.tcgetattr(child.child_fd)
+        mode[3] |= termios.ICANON | termios.ECHO  # what the shell leaves: line mode, echo
+        termios.tcsetattr(child.child_fd, termios.TCSANOW, mode)
+        os.kill(child.pid, signal.SIGCONT)  # fg
+        # Without the fix the terminal stays in line mode: this times out, and so would q.
+        eventually_blocking(
+            lambda: not termios.tcgetattr(child.child_fd)[3] & termios.ICANON, message="key-by-key mode again"
+        )
+        child.send("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, (child.exitstatus, child.signalstatus)
