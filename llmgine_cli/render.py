@@ -171,6 +171,18 @@ def render(env: Environment, data: Any, view: View, fmt: str | Enum | None = Non
     env.stdout.flush()
 
 
+def render_deleted(
+    env: Environment, record: dict[str, Any], message: str, fmt: str | Enum | None, quiet: bool, id_field: str
+) -> None:
+    """What a delete with no record to show prints: -q its id, -o json/jsonl ``record``
+    (``{..., "deleted": true}``), else ``message`` on stderr (stdout stays empty)."""
+    chosen = getattr(fmt, "value", fmt)
+    if quiet or chosen in ("json", "jsonl"):
+        render(env, {**record, "deleted": True}, View(id_field=id_field), chosen, quiet)
+    else:
+        env.err(message)
+
+
 def render_text(env: Environment, text: str) -> None:
     """A bare value (`config get`, `config path`): the same in every text format."""
     env.out(text)

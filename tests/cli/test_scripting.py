@@ -153,3 +153,66 @@ def test_top_takes_q_again_after_ctrl_z_and_fg(daemon):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0, (child.exitstatus, child.signalstatus)
+
+
+# Commands without -o: live views and streams of text (top, ask, chat, daemon logs, completion)
+# and edits of local files that print a hint (config set/unset, daemon install/uninstall).
+WITHOUT_OUTPUT = {
+    "ask",
+    "chat",
+    "completion",
+    "config set",
+    "config unset",
+    "daemon install",
+    "daemon logs",
+    "daemon uninstall",
+    "top",
+}
+
+
+def _leaves(command, path):
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _leaves(sub, [*path, name])
+    if not hasattr(command, "commands"):
+        yield " ".join(path), {opt for param in command.params for opt in getattr(param, "opts", ())}
+
+
+def test_every_command_that_prints_data_takes_dash_o():
+    """README: every command takes -o. `secret delete`, `mcp remove`, `webhook delete` and
+    `schedule delete` did not (`-o json` was a usage error, exit 2, in a script that passes it
+    to every call), while `tool delete` and `handler delete` did."""
+    from llmgine_cli.root import COMMANDS, build_command
+
+    missing = {path for name in COMMANDS for path, opts in _leaves(build_command(name), [name]) if "-o" not in opts}
+    assert missing == WITHOUT_OUTPUT
+
+
+def _set_secret(daemon, name):
+    done = subprocess.run(
+        [sys.executable, "-m", "llmgine_cli", "secret", "set", name, "-q"],
+        env=full_env(daemon.env),
+        input="v",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_delete_without_a_record_prints_one_with_dash_o_json(cli, daemon):
+    sid = cli("session", "create", "-q").stdout.strip()
+    _set_secret(daemon, "QA_SCRIPTING")
+    deleted = cli("secret", "delete", "QA_SCRIPTING", "-o", "json")
+    assert deleted.exit_code == 0 and json.loads(deleted.stdout) == {"name": "QA_SCRIPTING", "deleted": True}
+    webhook = cli("webhook", "add", "http://127.0.0.1:9/hook", "-S", sid, "-q").stdout.strip()
+    deleted = cli("webhook", "delete", webhook[-8:], "-o", "jsonl")
+    assert deleted.exit_code == 0 and json.loads(deleted.stdout) == {"webhook_id": webhook, "deleted": True}
+    schedule = cli("schedule", "add", "DummyEngineCommand", "--every", "3600", "-S", sid, "-q").stdout.strip()
+    deleted = cli("schedule", "delete", schedule, "-o", "json")
+    assert deleted.exit_code == 0 and json.loads(deleted.stdout) == {"schedule_id": schedule, "deleted": True}
+    # Without -o: as before, a line on stderr and nothing on stdout; -q the id.
+    _set_secret(daemon, "QA_SCRIPTING")
+    plain = cli("secret", "delete", "QA_SCRIPTING")
+    assert plain.stdout == "" and plain.stderr == "deleted secret QA_SCRIPTING\n"
+    gone = cli("secret", "delete", "QA_SCRIPTING", "-o", "json")
+    assert gone.exit_code == 4 and gone.stdout == ""
