@@ -216,3 +216,27 @@ def test_a_delete_without_a_record_prints_one_with_dash_o_json(cli, daemon):
     assert plain.stdout == "" and plain.stderr == "deleted secret QA_SCRIPTING\n"
     gone = cli("secret", "delete", "QA_SCRIPTING", "-o", "json")
     assert gone.exit_code == 4 and gone.stdout == ""
+
+
+def _piped(daemon, args, stdin):
+    return subprocess.run(
+        [sys.executable, "-m", "llmgine_cli", *args],
+        env=full_env(daemon.env),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_stdin_is_read_once_for_a_usage_error_of_the_fast_path(cli, daemon):
+    """`echo '[1]' | llmgine event publish T --data -`: the fast path read stdin, found no object
+    and left the command to Typer, which read stdin again, found it empty, and said "not JSON:
+    Expecting value" of valid JSON. Both now read the same text: "must be a JSON object"."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    for args, option in ((["event", "publish", "T", "--data", "-"], "--data"),
+                         (["command", "run", "T", "--params", "-", "--no-wait"], "--params")):  # fmt: skip
+        refused = _piped(daemon, [*args, "-S", sid], "[1]\n")
+        assert refused.returncode == 2 and f"{option}: must be a JSON object" in refused.stderr, refused.stderr
+    published = _piped(daemon, ["event", "publish", "T", "--data", "-", "-S", sid, "-o", "json"], '{"a": 1}')
+    assert published.returncode == 0 and json.loads(published.stdout)["data"] == {"a": 1}
