@@ -240,3 +240,18 @@ def test_stdin_is_read_once_for_a_usage_error_of_the_fast_path(cli, daemon):
         assert refused.returncode == 2 and f"{option}: must be a JSON object" in refused.stderr, refused.stderr
     published = _piped(daemon, ["event", "publish", "T", "--data", "-", "-S", sid, "-o", "json"], '{"a": 1}')
     assert published.returncode == 0 and json.loads(published.stdout)["data"] == {"a": 1}
+
+
+@pytest.mark.parametrize("name", ["my projet", "projekt-ü"])
+def test_a_session_name_that_names_nothing_is_not_found(cli, daemon, name):
+    """Names may have spaces and accents; a mistyped one ("my projet" for "my project") was
+    sent on as an id, which the daemon refused as no identifier: VALIDATION_ERROR, exit 1,
+    where `session get nope` is SESSION_NOT_FOUND, exit 4. A script testing whether a session
+    exists got a different answer by the name's spelling."""
+    assert cli("session", "create", "--name", "my project", "-q").exit_code == 0
+    for args in (["session", "get", name], ["session", "delete", name], ["event", "list", "-S", name]):
+        result = cli(*args)
+        assert result.exit_code == 4, (args, result.stderr)
+        assert result.stderr == f"error: SESSION_NOT_FOUND: session {name!r} not found\n"
+    on_the_fast_path = run_cli(["command", "run", "T", "-S", name, "--no-wait"], daemon.env)
+    assert on_the_fast_path.returncode == 4 and "SESSION_NOT_FOUND" in on_the_fast_path.stderr
