@@ -158,6 +158,7 @@ def session_list(
     """Sessions, newest first: the active ones unless --all or --status says otherwise."""
     if status is None and not all_sessions:
         status = "active"
+        view = view.replace(empty="no active sessions (--all lists closed ones too)")
     page = _transport(app_ctx)._call_json(
         "GET", "/api/sessions", query={"limit": limit, "offset": offset, "status": status}
     )

@@ -34,6 +34,7 @@ LIST_VIEW = View(
     ),
     items="servers",
     id_field="name",
+    empty="no MCP servers",
 )
 
 Name = Annotated[str, typer.Argument(metavar="NAME", help="The server's name: a letter, then letters, digits, _.")]

@@ -28,6 +28,7 @@ PS_VIEW = View(
     columns="ID=command_id, SESSION=session_id, TYPE=command_type, STATUS=status, POS=position, WAITED=waited, RAN=ran",
     items="commands",
     id_field="command_id",
+    empty="no command is queued, blocked or executing",
 )
 
 StatusFilter = Annotated[

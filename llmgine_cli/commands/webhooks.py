@@ -35,6 +35,7 @@ ATTEMPTS_VIEW = View(
     ),
     items="attempts",
     id_field="delivery_id",
+    empty="no deliveries",
 )
 
 WebhookId = Annotated[

@@ -255,3 +255,43 @@ def test_a_session_name_that_names_nothing_is_not_found(cli, daemon, name):
         assert result.stderr == f"error: SESSION_NOT_FOUND: session {name!r} not found\n"
     on_the_fast_path = run_cli(["command", "run", "T", "-S", name, "--no-wait"], daemon.env)
     assert on_the_fast_path.returncode == 4 and "SESSION_NOT_FOUND" in on_the_fast_path.stderr
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str | None]) -> tuple[int, str]:
+    import pexpect
+
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", *args],
+        env=full_env({**env, "COLUMNS": "80", "TERM": "xterm"}),
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(40, 80),
+        preexec_fn=default_signals,
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    return child.exitstatus, child.before
+
+
+def test_an_empty_listing_on_a_terminal_says_so(cold_home):
+    """On a terminal an empty listing was a table of headers and nothing else (`session list`
+    on a new daemon: is it empty, or are the sessions elsewhere?); it now says so in a line, as
+    gh does ("no open pull requests"). Piped, it stays the header row scripts expect."""
+    from tests.clitools import start_daemon, stop_process
+
+    daemon = start_daemon(cold_home)
+    try:
+        code, text = _on_a_terminal(["session", "list"], daemon.env)
+        assert code == 0 and "no active sessions (--all lists closed ones too)" in text, text
+        assert "LAST ACTIVITY" not in text
+        sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+        code, text = _on_a_terminal(["engine", "list", "--session", sid], daemon.env)
+        assert code == 0 and "no engines" in text and "MODEL" not in text, text
+        piped = run_cli(["engine", "list", "--session", sid], daemon.env)
+        assert piped.returncode == 0 and piped.stdout.split() == ["ID", "TYPE", "MODEL", "STATUS", "SESSION", "CREATED"]
+        assert piped.stderr == ""
+        as_json = run_cli(["engine", "list", "--session", sid, "-o", "json"], daemon.env)
+        assert json.loads(as_json.stdout)["engines"] == []
+    finally:
+        stop_process(daemon.proc)
