@@ -26,7 +26,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.api.errors import ApiError
-from llmgine_daemon.api.guard import charge_message
+from llmgine_daemon.api.guard import GUARD, PRINCIPAL, charge_message
 from llmgine_daemon.api.keys import BUS, STREAMS, WEBSOCKETS
 from llmgine_daemon.api.util import path_id
 from llmgine_daemon.bus.errors import BusError, invalid
@@ -158,8 +158,11 @@ def _multi(request: web.Request, name: str) -> list[str]:
 
 
 def _since(request: web.Request, sse: bool) -> int | Any | None:
-    raw = request.headers.get("Last-Event-ID", "").strip() if sse else ""
-    name = "Last-Event-ID" if raw else "since"
+    # SSE resumes from Last-Event-ID (an EventSource sends it itself), or from the same in the
+    # query, where event-source-polyfill puts it (a header would cost a CORS preflight).
+    header = request.headers.get("Last-Event-ID", "").strip() if sse else ""
+    query = request.query.get("lastEventId", "").strip() if sse else ""
+    name, raw = ("Last-Event-ID", header) if header else ("lastEventId", query) if query else ("since", "")
     raw = raw or request.query.get("since", "").strip()
     if not raw or raw == "now":
         return None
@@ -395,7 +398,7 @@ def _ws_command(sub: Subscription, text: str) -> bool:
         return sub.send_notice(Pong())
     assert isinstance(msg, Subscribe)
     try:
-        sub.change_filter(sub.filter.with_types(msg.event_types, msg.sources))
+        sub.change_filter(sub.wanted.with_types(msg.event_types, msg.sources))
     except BusError as exc:
         return sub.send_notice(stream_error(exc.code, exc.message, exc.details))
     return True
@@ -432,6 +435,11 @@ def _sse_frame(hub: StreamHub, item: Event | Frame) -> bytes:
 
 
 async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) -> web.StreamResponse:
+    principal = request.get(PRINCIPAL)
+    if principal is not None and principal.session_id is None:
+        # Revoking (or the expiry of) the key that opened it ends it with code 1008, as it
+        # closes a WebSocket. (A session token's stream is its session's, which ends with it.)
+        request.app[GUARD].sockets.track(principal, sub)
     resp = web.StreamResponse(headers=SSE_HEADERS)
     await resp.prepare(request)
     hello = _json.encode(_hello(hub, sub)).decode()

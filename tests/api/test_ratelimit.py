@@ -61,6 +61,38 @@ async def test_failed_auth_counts_against_the_ip(aiohttp_client, make_settings):
     assert POLICY.match(resp.headers["RateLimit-Policy"]).groups() == ("key", "1000")
 
 
+async def test_preflights_take_from_no_bucket(aiohttp_client, make_settings):
+    """A page of a listed origin that pages with its key sends one preflight per distinct URL
+    (browsers cache them per URL): those must not use up the IP's anonymous bucket, or the
+    page's requests fail as unreadable CORS errors long before its key's limit."""
+    origin = "http://localhost:3000"
+    client, local = await start(
+        aiohttp_client, make_settings, CORS_ORIGINS=origin, LLMGINE_RATE_LIMIT_UNAUTHENTICATED="3", **DEFAULTS
+    )
+    freeze(client)
+    for after in range(10):
+        path = f"/api/sessions?after={after}"
+        resp = await client.options(
+            path,
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert resp.status == 204, (after, await resp.text())
+        assert resp.headers["Access-Control-Allow-Origin"] == origin
+        resp = await client.get(path, headers={"Origin": origin, **bearer(local)})
+        assert resp.status == 200, (after, await resp.text())
+        assert resp.headers["RateLimit-Policy"] == '"key";q=1000;w=60'
+    # The IP's anonymous bucket is untouched: its 3 requests are all still there.
+    for i in range(3):
+        resp = await client.get("/api/health", headers={"Origin": origin})
+        assert resp.status == 200 and remaining(resp) == 2 - i
+    resp = await client.get("/api/health", headers={"Origin": origin})
+    assert resp.status == 429 and resp.headers["Access-Control-Allow-Origin"] == origin
+
+
 async def test_authenticated_1000_per_minute_per_key(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings, **DEFAULTS)
     freeze(client)

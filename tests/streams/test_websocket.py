@@ -187,6 +187,30 @@ async def test_a_client_that_sends_without_reading_is_dropped(app_client):
         assert await ws_read(ws) == {"type": "pong"}
 
 
+async def test_client_messages_sent_at_once_are_answered_in_order(app_client):
+    """A page sends its messages in one go (ws.send, ws.send...): the daemon reads them
+    together. Each subscribe amends the one before it, even one not yet applied (an omitted
+    field is left as the previous subscribe set it), and every message is answered, in order."""
+    app = app_client.app
+    sid = (await create_session(app_client))["session_id"]
+    async with app_client.ws_connect(f"/api/sessions/{sid}/events/stream") as ws:
+        await ws_read(ws)
+        # Written before the server runs (one event loop): it reads all four at once.
+        await asyncio.gather(
+            ws.send_json({"type": "ping"}),
+            ws.send_json({"type": "subscribe", "event_types": ["Ping"]}),
+            ws.send_json({"type": "subscribe", "sources": ["api"]}),
+            ws.send_json({"type": "ping"}),
+        )
+        got = [await ws_read(ws) for _ in range(4)]
+        assert [m["type"] for m in got] == ["pong", "subscribed", "subscribed", "pong"], got
+        assert (got[1]["event_types"], got[1]["sources"]) == (["Ping"], [])
+        assert (got[2]["event_types"], got[2]["sources"]) == (["Ping"], ["api"])
+        await publish(app, sid, "Other")
+        ping = await publish(app, sid, "Ping")
+        assert [e["seq"] for e in await ws_events(ws, 1)] == [ping[0].seq]
+
+
 async def test_unknown_session_refuses_handshake_with_envelope(app_client):
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await app_client.ws_connect("/api/sessions/nope/events/stream")
