@@ -33,10 +33,14 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+import msgspec
 from llmgine_daemon.bus.errors import invalid, not_found
 from llmgine_daemon.bus.events import EVENT_COLUMNS, row_to_event
 from llmgine_daemon.bus.stream_filter import SESSION_ENDED, StreamFilter
-from llmgine_daemon.protocol import Event, to_iso
+from llmgine_daemon.bus.stream_reads import last_seq as _last_seq
+from llmgine_daemon.bus.stream_reads import read_page
+from llmgine_daemon.bus.stream_reads import start_info as _start_info
+from llmgine_daemon.protocol import Event
 from llmgine_daemon.protocol.streams import End, Frame, Lagging, Live, Subscribed
 
 if TYPE_CHECKING:
@@ -51,6 +55,12 @@ REPLAY_PAGE = 500
 # Live events a subscriber may have waiting before it is switched back to replay. The queue
 # holds references to events shared by every subscriber, so this bounds memory per subscriber.
 DEFAULT_QUEUE_SIZE = 2048
+# And their bytes (data and metadata as JSON): past LIVE_BYTES waiting it is switched to replay
+# too, and a replay round reads at most REPLAY_BYTES (one event at least). Each is what the
+# sender is handed at once and holds until the client has read it: a page of 500 events of
+# 900 KB, read whole, held about 1 GB per stream whose client did not read.
+LIVE_BYTES = 8 * 1024 * 1024
+REPLAY_BYTES = 2 * 1024 * 1024
 # With many subscribers, consumers are woken at most once per this interval (seconds) with
 # everything that arrived meanwhile; an idle hub, or one with few subscribers, wakes them at
 # once. A hundred subscribers woken per event cost a task switch and a write each, a thousand
@@ -69,6 +79,8 @@ ENCODED_CACHE_BYTES = 32 * 1024 * 1024  # events can be large: bound the bytes t
 # grew the daemon by 350 MB in 20 s): past this many, ``send_notice`` refuses and the
 # connection is dropped (api/streams.py).
 MAX_NOTICES = 256
+
+_sizer = msgspec.json.Encoder()
 
 CLOSE_NORMAL = 1000  # the session ended: nothing more will come
 CLOSE_GOING_AWAY = 1001  # the daemon is shutting down: reconnect and resume
@@ -99,6 +111,7 @@ class Subscription:
         self.ended_event: Event | None = None
         self._end: End | None = None
         self._buffer: deque[Event] = deque()
+        self._buffered_bytes = 0
         # Bumped whenever the buffer is dropped: a replay that overlapped a drop cannot hand
         # over to live (events dispatched before the drop may be missing from its snapshot).
         self._epoch = 0
@@ -118,8 +131,9 @@ class Subscription:
     def _offer(self, event: Event) -> None:
         if not self.filter.matches(event):
             return
-        if len(self._buffer) >= self.queue_size:
-            self._buffer.clear()
+        size = self.hub.size_of(event)
+        if len(self._buffer) >= self.queue_size or (self._buffer and self._buffered_bytes + size > LIVE_BYTES):
+            self._drop_buffer()
             self._epoch += 1
             self.overflows += 1
             self.hub.overflows += 1
@@ -129,9 +143,14 @@ class Subscription:
             self._wake.set()
         else:
             self._buffer.append(event)
+            self._buffered_bytes += size
             if len(self._buffer) > self.max_buffered:
                 self.max_buffered = len(self._buffer)
             self.hub._mark_ready(self)
+
+    def _drop_buffer(self) -> None:
+        self._buffer.clear()
+        self._buffered_bytes = 0
 
     def _finish(self, end: End) -> None:
         self._end = end
@@ -159,13 +178,17 @@ class Subscription:
         if self._end is None:
             self._finish(end)
 
-    def change_filter(self, flt: StreamFilter) -> None:
+    def change_filter(self, flt: StreamFilter) -> bool:
         """Applied by the consumer in order with the control frames queued before it, from
         the cursor it has then on; each change is acknowledged (``Subscribed``). Build ``flt``
-        from ``wanted``: a change still queued is what the next one amends."""
+        from ``wanted``: a change still queued is what the next one amends. False, as
+        ``send_notice``, when ``MAX_NOTICES`` wait already."""
+        if len(self._notices) >= MAX_NOTICES:
+            return False
         self.wanted = flt
         self._notices.append(flt)
         self._wake.set()
+        return True
 
     async def get(self) -> list[Item]:
         """The next items, in order; an ``End`` is the last item ever returned."""
@@ -186,7 +209,7 @@ class Subscription:
                 continue
             if self._buffer:
                 batch = [e for e in self._buffer if e.seq > self.cursor]
-                self._buffer.clear()
+                self._drop_buffer()
                 if batch:
                     return self._deliver(batch)
                 continue
@@ -201,23 +224,23 @@ class Subscription:
             await self._wake.wait()
 
     def _go_replay(self) -> None:
-        self._buffer.clear()
+        self._drop_buffer()
         self._epoch += 1
         self.replaying = True
 
     async def _replay_round(self) -> list[Item]:
         epoch = self._epoch
-        events = await self.hub.read_after(self.cursor, self.filter, REPLAY_PAGE)
+        events, more = await self.hub.read_after(self.cursor, self.filter, REPLAY_PAGE)
         if self._end is not None or any(isinstance(n, StreamFilter) for n in self._notices):
             # Shut down, or the filter changed while reading: the next get() decides.
             return self._deliver(events) if events and self._end is None else []
         items: list[Item] = list(self._deliver(events)) if events else []
-        if len(events) < REPLAY_PAGE and epoch == self._epoch:
+        if not more and epoch == self._epoch:
             # Caught up with a snapshot taken after we registered, and no live event was
             # dropped since the read began: the buffer holds everything after the snapshot.
             self.replaying = False
             tail = [e for e in self._buffer if e.seq > self.cursor]
-            self._buffer.clear()
+            self._drop_buffer()
             if tail:
                 items.extend(self._deliver(tail))
             if not self.ending:
@@ -261,6 +284,8 @@ class StreamHub:
         self._ended: OrderedDict[str, Event] = OrderedDict()
         self._encoded: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._encoded_bytes = 0
+        self._sized: Event | None = None  # the event size_of measured last, and its size
+        self._size = 0
         self.flush_interval = FLUSH_INTERVAL
         self._ready: set[Subscription] = set()
         self._count = 0  # subscriptions registered
@@ -390,12 +415,20 @@ class StreamHub:
                 if not group:
                     del self._by_session[session_id]
 
-    async def read_after(self, cursor: int, flt: StreamFilter, limit: int) -> list[Event]:
+    async def read_after(self, cursor: int, flt: StreamFilter, limit: int) -> tuple[list[Event], bool]:
+        """Up to ``limit`` events after ``cursor`` that ``flt`` wants, and at most about
+        ``REPLAY_BYTES`` of them (one at least); and whether more may follow (the page was
+        cut by either bound)."""
         where, params = flt.sql()
-        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? AND {where} ORDER BY seq LIMIT ?"
-        args = (cursor, *params, limit)
-        rows = await self.bus.store.read(lambda c: c.execute(sql, args).fetchall())
-        return [row_to_event(r) for r in rows]
+        rows, more = await self.bus.store.read(lambda c: read_page(c, cursor, where, params, limit, REPLAY_BYTES))
+        return [row_to_event(r) for r in rows], more
+
+    def size_of(self, event: Event) -> int:
+        """About the bytes ``event`` holds (its data and metadata as JSON), worked out once
+        for all the subscribers it is offered to."""
+        if self._sized is not event:
+            self._sized, self._size = event, len(_sizer.encode(event.data)) + len(_sizer.encode(event.metadata))
+        return self._size
 
     def encoded(self, event: Event, form: str, encode: Callable[[Event], bytes]) -> bytes:
         """``encode(event)``, computed once per (form, seq) however many subscribers send it
@@ -565,44 +598,3 @@ class StreamHub:
         ended = self._ended.pop(session_id, None)
         for sub in list(self._by_session.get(session_id, ())):
             sub._end_after_drain(ended)
-
-
-def _last_seq(conn: sqlite3.Connection) -> int:
-    # sqlite_sequence survives deletes (purge, retention): the log's true end.
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-    if row is None:
-        row = conn.execute("SELECT MAX(seq) FROM events").fetchone()
-    return int(row[0] or 0)
-
-
-def _start_info(
-    conn: sqlite3.Connection, session_id: str | None, since: int | _dt.datetime | None, last_seq: int
-) -> dict[str, Any]:
-    info: dict[str, Any] = {"status": None, "ended": None, "time_seq": 0}
-    info["last_seq"] = last_seq
-    if session_id is not None:
-        row = conn.execute("SELECT status FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
-        info["status"] = row[0] if row else None
-        if row is not None and row[0] != "active":
-            ended = conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? AND event_type = ? ORDER BY seq DESC LIMIT 1",
-                (session_id, SESSION_ENDED),
-            ).fetchone()
-            info["ended"] = row_to_event(ended) if ended else None
-    if since is not None and not isinstance(since, int):
-        # Timestamps grow with seq, so scanning back from the end stops at the first older
-        # event: cheap for "the last 10 minutes", which is what people ask for. A session's
-        # stream scans only its session's events (index (session_id, seq)): a time before them
-        # all (since=1970-01-01T00:00:00Z) read the whole log, every session's, at each open.
-        if session_id is not None:
-            row = conn.execute(
-                "SELECT seq FROM events WHERE session_id = ? AND timestamp < ? ORDER BY seq DESC LIMIT 1",
-                (session_id, to_iso(since)),
-            ).fetchone()
-        else:
-            row = conn.execute(
-                "SELECT seq FROM events WHERE timestamp < ? ORDER BY seq DESC LIMIT 1",
-                (to_iso(since),),
-            ).fetchone()
-        info["time_seq"] = int(row[0]) if row else 0
-    return info
