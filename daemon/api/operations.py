@@ -43,11 +43,11 @@ class Param:
     required: bool = False
 
     def to_openapi(self) -> dict[str, Any]:
-        schema = self.schema
+        param: dict[str, Any] = {"name": self.name, "in": self.location, "schema": self.schema}
         if self.location == "query":
-            # Every query parameter given empty (`?limit=`) counts as not given.
-            schema = {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
-        param: dict[str, Any] = {"name": self.name, "in": self.location, "schema": schema}
+            # `?limit=` counts as not given. Not anyOf [schema, ""]: generated clients then
+            # typed `limit` as `number | string`, and their enums as any string.
+            param["allowEmptyValue"] = True
         if self.description:
             param["description"] = self.description
         if self.required or self.location == "path":
