@@ -413,6 +413,19 @@ def charge_request(request: web.Request, principal: Principal | None, peer: _Pee
         charge(request, guard, "websocket", peer.ip)
 
 
+def charge_message(request: web.Request) -> ApiError | None:
+    """A message a WebSocket's client sends costs what a request does, from the same bucket (a
+    WebSocket is no way around the rate limit: a subscribe message makes the daemon replay from
+    the store); the refusal to answer with, None when it may go on. As ``charge_request``: the
+    socket owner's messages only with ``rate_limits.unix_socket``."""
+    principal = request.get(PRINCIPAL)
+    guard = request.app[GUARD]
+    if principal is None or (principal.kind == "owner" and not guard.settings.rate_limit_unix_socket):
+        return None
+    decision = guard.limiter.hit("key", rate_key(principal))
+    return rate_limited(decision) if decision is not None and not decision.allowed else None
+
+
 async def check_scope(request: web.Request, principal: Principal | None) -> None:
     """Valid path identifiers; a session token stays inside its session and registers code only
     with ``sandbox.session_token_registration``."""

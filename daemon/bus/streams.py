@@ -64,6 +64,12 @@ POLL_INTERVAL = 1.0
 ENCODED_CACHE_SIZE = 8192
 ENCODED_CACHE_BYTES = 32 * 1024 * 1024  # events can be large: bound the bytes too
 
+# Answers to a client's own messages (pong, subscribed, error) waiting to be sent. A client
+# that sends and never reads would have them pile up (a WebSocket sending pings without reading
+# grew the daemon by 350 MB in 20 s): past this many, ``send_notice`` refuses and the
+# connection is dropped (api/streams.py).
+MAX_NOTICES = 256
+
 CLOSE_NORMAL = 1000  # the session ended: nothing more will come
 CLOSE_GOING_AWAY = 1001  # the daemon is shutting down: reconnect and resume
 
@@ -139,10 +145,14 @@ class Subscription:
 
     # -- consumer side ---------------------------------------------------------------
 
-    def send_notice(self, notice: Frame) -> None:
-        """Queue a control message, delivered in order with the events (one writer)."""
+    def send_notice(self, notice: Frame) -> bool:
+        """Queue a control message, delivered in order with the events (one writer); False,
+        queuing nothing, when ``MAX_NOTICES`` are waiting already (the client does not read)."""
+        if len(self._notices) >= MAX_NOTICES:
+            return False
         self._notices.append(notice)
         self._wake.set()
+        return True
 
     def stop(self, end: End) -> None:
         """End the stream now (the consumer went away); ``get()`` returns ``end``."""

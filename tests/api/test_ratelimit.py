@@ -203,3 +203,30 @@ def test_full_buckets_are_forgotten_from_the_least_recently_used_end():
     assert refused is not None and not refused.allowed and refused.retry_after == 30
     now[0] = 100.0  # a whole window unused: every bucket is full
     assert limiter.hit("q", "other").allowed and len(limiter) == 1
+
+
+async def test_websocket_messages_take_from_the_request_bucket(aiohttp_client, make_settings):
+    """A WebSocket was a way around the rate limit: its messages cost nothing, and a session
+    token's client sending `subscribe` messages (each a replay from the store) on two streams
+    made another session's requests 80 times slower. Each message now costs a request of its
+    credential's bucket (the session's, for its tokens); past it, it is answered RATE_LIMITED
+    and not acted on, and the stream stays open."""
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_RATE_LIMIT_AUTHENTICATED="6")
+    clock = freeze(client)
+    session = await new_session(client, local)
+    sid, token = session["session_id"], {"X-Session-Token": session["session_token"]}
+    async with client.ws_connect(f"/api/sessions/{sid}/events/stream", headers=token) as ws:  # 1
+        assert (await ws.receive_json(timeout=10))["type"] == "hello"
+        for _ in range(5):  # 2..6
+            await ws.send_json({"type": "ping"})
+            assert await ws.receive_json(timeout=10) == {"type": "pong"}
+        await ws.send_json({"type": "subscribe", "event_types": ["A*"]})
+        refused = await ws.receive_json(timeout=10)
+        assert refused["type"] == "error" and refused["error"]["code"] == "RATE_LIMITED", refused
+        assert refused["error"]["details"]["policy"] == "key"
+        # The same bucket as the session's requests.
+        resp = await client.get(f"/api/sessions/{sid}", headers=token)
+        assert resp.status == 429
+        clock[0] += 10  # one request's worth back
+        await ws.send_json({"type": "ping"})
+        assert await ws.receive_json(timeout=10) == {"type": "pong"}

@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 from aiohttp import web
+from llmgine_daemon.api.keys import STREAMS
 from llmgine_daemon.app import create_app
 
 from tests.conftest import assert_envelope, create_session
@@ -139,6 +140,49 @@ async def test_subscribe_message_changes_filter(app_client):
         assert err["type"] == "error" and err["error"]["details"]["field"] == "event_type"
         await ws.send_json({"type": "dance"})
         assert (await ws_read(ws))["type"] == "error"
+        await ws.send_json({"type": "ping"})
+        assert await ws_read(ws) == {"type": "pong"}
+
+
+async def test_a_client_that_sends_without_reading_is_dropped(app_client):
+    """Each ping (or bad message) is answered on the stream; a client that sends them and never
+    reads had the answers pile up in the daemon's memory (350 MB in 20 s on one WebSocket).
+    Past MAX_NOTICES unsent answers the connection is dropped, and the daemon streams on."""
+    import os
+    import socket
+
+    from llmgine_daemon.bus.streams import MAX_NOTICES
+
+    sid = (await create_session(app_client))["session_id"]
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", app_client.port))
+    reader, writer = await asyncio.open_connection(sock=raw)
+    auth = app_client.session.headers.get("Authorization", "")
+    writer.write(
+        f"GET /api/sessions/{sid}/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+    )
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).startswith(b"HTTP/1.1 101")
+    mask = os.urandom(4)
+    ping = b'{"type":"ping"}'
+    frame = bytes((0x81, 0x80 | len(ping))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(ping))
+    hub = app_client.app[STREAMS]
+    most, dropped = 0, False
+    for _ in range(1000):  # up to a million pings, never reading a pong
+        try:
+            writer.write(frame * 1000)
+            await asyncio.wait_for(writer.drain(), 30)
+        except ConnectionError:
+            dropped = True
+            break
+        most = max([most, *(len(s._notices) for s in hub._by_session.get(sid, ()))])
+    writer.close()
+    assert dropped, f"still open after a million unread pings ({most} answers waiting)"
+    assert most <= MAX_NOTICES
+    async with app_client.ws_connect(f"/api/sessions/{sid}/events/stream") as ws:
+        assert (await ws_read(ws))["type"] == "hello"
         await ws.send_json({"type": "ping"})
         assert await ws_read(ws) == {"type": "pong"}
 
