@@ -160,13 +160,17 @@ class Subscription:
         if self._end is None:
             self._finish(end)
 
-    def change_filter(self, flt: StreamFilter) -> None:
+    def change_filter(self, flt: StreamFilter) -> bool:
         """Applied by the consumer in order with the control frames queued before it, from
         the cursor it has then on; each change is acknowledged (``Subscribed``). Build ``flt``
-        from ``wanted``: a change still queued is what the next one amends."""
+        from ``wanted``: a change still queued is what the next one amends. Bounded with the
+        control frames (False: ``MAX_NOTICES`` are waiting, as ``send_notice``)."""
+        if len(self._notices) >= MAX_NOTICES:
+            return False
         self.wanted = flt
         self._notices.append(flt)
         self._wake.set()
+        return True
 
     async def get(self) -> list[Item]:
         """The next items, in order; an ``End`` is the last item ever returned."""
