@@ -170,8 +170,13 @@ class OriginPolicy:
             return False
         if normalized in self.listed:
             return True
-        # Same origin: a page served from this very address (scheme is http: we serve http).
-        return host_header is not None and normalized == normalize_origin(f"http://{host_header}")
+        # Same origin: a page served from this very address, by us (http) or by a TLS proxy in
+        # front of us that passes the Host on (https; README's nginx): the page of /docs at
+        # https://NAME sends Origin https://NAME with its POSTs and WebSocket handshakes.
+        return host_header is not None and normalized in (
+            normalize_origin(f"http://{host_header}"),
+            normalize_origin(f"https://{host_header}"),
+        )
 
     def cors_headers(self, origin: str) -> dict[str, str]:
         """Headers for an actual response to a listed origin (echoes it exactly, plus Vary)."""

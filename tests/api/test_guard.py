@@ -165,6 +165,26 @@ async def test_same_origin_is_allowed(aiohttp_client, make_settings):
     assert "Access-Control-Allow-Origin" not in resp.headers  # not needed, not given
 
 
+async def test_same_origin_behind_a_tls_proxy_is_allowed(aiohttp_client, make_settings):
+    """README's nginx in front (listen 443 ssl; proxy_set_header Host $host): a page it serves,
+    /docs included, sends Origin https://NAME with its POSTs and WebSocket handshakes, and the
+    Host is NAME. That is this daemon's own origin too; another name or port is not."""
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_ALLOWED_HOSTS="llm.example.com")
+    proxied = {"Host": "llm.example.com", **bearer(local)}
+    resp = await client.post("/api/sessions", json={}, headers={"Origin": "https://llm.example.com", **proxied})
+    assert resp.status == 201, await resp.text()
+    assert "Access-Control-Allow-Origin" not in resp.headers  # same origin: not needed, not given
+    sid = (await resp.json())["session_id"]
+    ws = await client.ws_connect(
+        WS_PATH.format(session_id=sid), headers={"Origin": "https://llm.example.com", **proxied}
+    )
+    await ws.close()
+    for origin in ("https://evil.example", "https://llm.example.com:8443", "https://sub.llm.example.com"):
+        resp = await client.post("/api/sessions", json={}, headers={"Origin": origin, **proxied})
+        assert resp.status == 403, origin
+        assert_envelope(await resp.json(), "FORBIDDEN")
+
+
 async def test_wildcard_cors_origin_is_never_honoured(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings, CORS_ORIGINS="*")
     resp = await client.get("/api/status", headers={"Origin": "http://evil.example", **bearer(local)})
