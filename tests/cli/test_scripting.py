@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -295,3 +296,43 @@ def test_an_empty_listing_on_a_terminal_says_so(cold_home):
         assert json.loads(as_json.stdout)["engines"] == []
     finally:
         stop_process(daemon.proc)
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_top_keeps_ids_and_statuses_whole_and_cuts_the_type(cli, daemon, columns, tmp_path):
+    """`top` drew its table at most 80 wide, and rich shrank every column alike: with a long
+    command type the ids and statuses were "e8…" and "exec…", at 200 columns too. It fits the
+    table as `ps` does: ids, statuses and times whole, the type cut with "…" (or whole)."""
+    import pexpect
+
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("engine", "create", "DummyEngine", "-S", sid, "-q").exit_code == 0
+    long_type = "AnExtremelyLongCommandTypeName.with.dots:and-dashes_to_fill_a_column"
+    handler = tmp_path / "handler.py"
+    handler.write_text("def handle(command):\n    return {}\n")  # never runs: blocked, then cancelled
+    assert cli("handler", "add", "command", long_type, str(handler), "-S", sid, "-q").exit_code == 0
+    blocker = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "delay_ms:=600000",
+                  "--no-wait", "-q").stdout.strip()  # fmt: skip
+    blocked = cli("command", "run", long_type, "-S", sid, "--after", blocker, "--no-wait", "-q").stdout.strip()
+    env = full_env({**daemon.env, "COLUMNS": str(columns), "LINES": "40", "TERM": "xterm"})
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", "top", "--interval", "0.2", "--session", sid],
+        env=env,
+        timeout=30,
+        encoding="utf-8",
+        dimensions=(40, columns),
+        preexec_fn=default_signals,
+    )
+    try:
+        child.expect(r"(?s)blocked.*?q or Ctrl-C quits")
+        frame = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before + child.after)
+        child.send("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+        cli("command", "cancel", blocker, "-S", sid, "-q")
+    row = next(line for line in frame.splitlines() if blocked[-8:] in line and "waits" not in line)
+    assert sid[-8:] in row and "blocked" in row, frame
+    assert (long_type in row) == (columns == 200), row
+    assert all(len(line) <= columns for line in frame.splitlines()), frame
