@@ -336,3 +336,18 @@ def test_top_keeps_ids_and_statuses_whole_and_cuts_the_type(cli, daemon, columns
     assert sid[-8:] in row and "blocked" in row, frame
     assert (long_type in row) == (columns == 200), row
     assert all(len(line) <= columns for line in frame.splitlines()), frame
+
+
+def test_every_session_option_takes_dash_capital_s():
+    """`-S ID` names the session everywhere (`command list -S`, `event tail -S`), but `logs`,
+    `log`, `metrics` and `traces` took only `-s`: `llmgine traces -S "$SID"` was a usage error.
+    They take both now."""
+    from llmgine_cli.root import COMMANDS, build_command
+
+    without = {
+        path
+        for name in COMMANDS
+        for path, opts in _leaves(build_command(name), [name])
+        if "--session" in opts and "-S" not in opts
+    }
+    assert without == set()
