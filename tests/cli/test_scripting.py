@@ -351,3 +351,14 @@ def test_every_session_option_takes_dash_capital_s():
         if "--session" in opts and "-S" not in opts
     }
     assert without == set()
+
+
+def test_event_tail_without_a_daemon_exits_3_as_every_command(cold_home):
+    """With no daemon (auto-start off, or --url naming one that is not there) every command
+    exits 3 at once; `event tail --all` (or of a full session id, which needs no lookup) said
+    "reconnecting ..." and waited for ever. Reconnecting is for a stream that was there."""
+    for env in (cli_env(cold_home), cli_env(cold_home, LLMGINE_URL=f"unix://{cold_home}/none.sock")):
+        for args in (["event", "tail", "--all"], ["event", "tail", "01a24c5c-9a68-7682-add6-133122496426"]):
+            result = run_cli(args, env, timeout=30)  # without the fix: TimeoutExpired
+            assert result.returncode == 3, result.stderr
+            assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1, result.stderr
