@@ -232,18 +232,30 @@ def run(
     if follow and not no_wait:
         from llmgine_cli.commands.event_tail import follow_command
 
-        def submit() -> Command:
-            return app_ctx.client().submit_command(
-                session,
-                command_type,
-                parameters,
-                metadata,
-                idempotency_key=idempotency_key,
-                after=after or (),
-                after_policy="always" if after_policy == "always" else "completed",
-            )
+        submitted: list[Command] = []
 
-        record = follow_command(app_ctx, session, submit, output)
+        def submit() -> Command:
+            submitted.append(
+                app_ctx.client().submit_command(
+                    session,
+                    command_type,
+                    parameters,
+                    metadata,
+                    idempotency_key=idempotency_key,
+                    after=after or (),
+                    after_policy="always" if after_policy == "always" else "completed",
+                )
+            )
+            return submitted[0]
+
+        try:
+            record = follow_command(app_ctx, session, submit, output)
+        except KeyboardInterrupt:
+            if not submitted:
+                raise
+            # As without --follow: say the command goes on (or cancel it), exit 130.
+            code = hot.interrupted(app_ctx, msgspec.to_builtins(submitted[0]), cancel=cancel_on_interrupt)
+            raise typer.Exit(code) from None
         finish_command(
             app_ctx,
             record,

@@ -362,3 +362,36 @@ def test_event_tail_without_a_daemon_exits_3_as_every_command(cold_home):
             result = run_cli(args, env, timeout=30)  # without the fix: TimeoutExpired
             assert result.returncode == 3, result.stderr
             assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("cancel", [True, False], ids=["cancel-on-interrupt", "continues"])
+def test_ctrl_c_during_command_run_follow_is_as_without_follow(cli, daemon, cancel):
+    """Ctrl-C in `command run --follow` exited 130 without a word, and --cancel-on-interrupt
+    was ignored: the command went on. As without --follow, it is now cancelled with the flag,
+    and otherwise the message says it goes on and how to stop it."""
+    import signal
+
+    from tests.clitools import spawn_cli
+
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("engine", "create", "DummyEngine", "-S", sid, "-q").exit_code == 0
+    args = ["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "delay_ms:=600000"]
+    args += ["--follow", "-o", "jsonl", *(["--cancel-on-interrupt"] if cancel else [])]
+    proc = spawn_cli(args, daemon.env)
+    try:
+        started = json.loads(proc.stdout.readline())
+        assert started["event_type"] == "CommandStarted", started
+        cid = started["data"]["command_id"]
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    status = json.loads(cli("command", "get", cid, "-S", sid, "-o", "json").stdout)["status"]
+    if cancel:
+        assert f"interrupted: command {cid} cancelled" in err and status == "cancelled", (err, status)
+    else:
+        assert f"command {cid} continues in the daemon" in err and status == "executing", (err, status)
+        assert cli("command", "cancel", cid, "-S", sid, "-q").exit_code == 0
