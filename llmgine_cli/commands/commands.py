@@ -82,6 +82,10 @@ OnDone = Annotated[
         "its output goes to stderr.",
     ),
 ]
+CancelOnInterrupt = Annotated[
+    bool,
+    typer.Option("--cancel-on-interrupt", help="Ctrl-C cancels the command (default: it continues in the daemon)."),
+]
 NoWait = Annotated[
     bool,
     typer.Option(
@@ -171,10 +175,7 @@ def run(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Print the command's events live while it runs.")
     ] = False,
-    cancel_on_interrupt: Annotated[
-        bool,
-        typer.Option("--cancel-on-interrupt", help="Ctrl-C cancels the command (default: it continues in the daemon)."),
-    ] = False,
+    cancel_on_interrupt: CancelOnInterrupt = False,
     on_done: OnDone = None,
     after: Annotated[
         list[str] | None,

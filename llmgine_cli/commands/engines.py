@@ -10,7 +10,6 @@ import typer
 
 from llmgine_cli import completion
 from llmgine_cli.commands.args import (
-    LONG_POLL_S,
     SessionOpt,
     choices,
     command_metadata,
@@ -18,7 +17,7 @@ from llmgine_cli.commands.args import (
     parse_pairs,
     session_filter_callback,
 )
-from llmgine_cli.commands.commands import NoWait, Priority, Timeout, finish_command
+from llmgine_cli.commands.commands import CancelOnInterrupt, NoWait, Priority, Timeout, finish_command
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render
 
@@ -142,6 +141,7 @@ def exec_(
     priority: Priority = None,
     timeout: Timeout = None,
     no_wait: NoWait = False,
+    cancel_on_interrupt: CancelOnInterrupt = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -156,9 +156,12 @@ def exec_(
         prompt,
         parse_pairs(param, "--param"),
         command_metadata(priority.value if priority else None, timeout),
-        wait=0 if no_wait else LONG_POLL_S,
     )
-    finish_command(app_ctx, record, no_wait=no_wait, output=output, quiet=quiet)
+    # Stored at once, then waited for as `command run` waits: a spinner, and on Ctrl-C the
+    # command's id and how to stop it (the first request held the answer: Ctrl-C said nothing).
+    finish_command(
+        app_ctx, record, no_wait=no_wait, output=output, quiet=quiet, cancel_on_interrupt=cancel_on_interrupt
+    )
 
 
 @app.command("delete")

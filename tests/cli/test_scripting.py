@@ -395,3 +395,33 @@ def test_ctrl_c_during_command_run_follow_is_as_without_follow(cli, daemon, canc
     else:
         assert f"command {cid} continues in the daemon" in err and status == "executing", (err, status)
         assert cli("command", "cancel", cid, "-S", sid, "-q").exit_code == 0
+
+
+def test_ctrl_c_during_engine_exec_names_the_command(cli, daemon):
+    """`engine exec` held its first request open for the answer, so Ctrl-C there exited 130
+    without a word (nor the command's id to cancel it). It waits as `command run` does now:
+    the message names the command and how to stop it; --cancel-on-interrupt cancels it."""
+    import signal
+
+    from tests.clitools import spawn_cli
+
+    sid = cli("session", "create", "-q").stdout.strip()
+    engine = cli("engine", "create", "DummyEngine", "-S", sid, "-q").stdout.strip()
+
+    def executing() -> str | None:
+        listed = json.loads(cli("command", "list", "-S", sid, "--status", "executing", "-o", "json").stdout)
+        return listed["commands"][0]["command_id"] if listed["commands"] else None
+
+    for extra, outcome in (([], "continues in the daemon"), (["--cancel-on-interrupt"], "cancelled")):
+        proc = spawn_cli(["engine", "exec", engine, "hi", "-p", "delay_ms:=600000", *extra], daemon.env)
+        try:
+            cid = eventually_blocking(executing, message="the engine's command executing")
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 130 and f"interrupted: command {cid} {outcome}" in err, err
+        if not extra:
+            assert cli("command", "cancel", cid, "-S", sid, "-q").exit_code == 0
