@@ -507,12 +507,15 @@ def batch(
     counts: dict[str, int] = {}
     for c in result.commands:
         counts[c.status] = counts.get(c.status, 0) + 1
-    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain"):
-        app_ctx.env.err(
-            f"batch {result.batch_id}: {len(result.commands)} commands, "
-            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        )
+    line = f"batch {result.batch_id}: {len(result.commands)} commands, " + ", ".join(
+        f"{n} {s}" for s, n in sorted(counts.items())
+    )
+    shown = not quiet and resolve_format(app_ctx.env, output) in ("table", "plain")
+    if shown:
+        app_ctx.env.err(line)
     if not no_wait and any(c.status != "completed" for c in result.commands):
+        if not shown:  # -q, -o json: exit 1 says why on stderr, as `command run` does
+            app_ctx.env.err(f"error: {line}")
         raise typer.Exit(ExitStatus.ERROR)
 
 

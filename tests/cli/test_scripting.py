@@ -425,3 +425,17 @@ def test_ctrl_c_during_engine_exec_names_the_command(cli, daemon):
         assert proc.returncode == 130 and f"interrupted: command {cid} {outcome}" in err, err
         if not extra:
             assert cli("command", "cancel", cid, "-S", sid, "-q").exit_code == 0
+
+
+@pytest.mark.parametrize("flags", [["-q"], ["-o", "json"]])
+def test_a_batch_that_did_not_complete_says_why_with_quiet_and_json(cli, tmp_path, flags):
+    """`set -e` scripts die on exit 1: `command batch -q` (or -o json) with a failed command
+    exited 1 without a word on stderr, where `command run -q` prints the error."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("engine", "create", "DummyEngine", "-S", sid, "-q").exit_code == 0
+    batch = tmp_path / "batch.jsonl"
+    lines = [{"command_type": "DummyEngineCommand", "parameters": {"prompt": "a", "fail": fail}} for fail in (False, True)]
+    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = cli("command", "batch", "-f", str(batch), "-S", sid, "--sequential", *flags)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: batch ") and "1 completed, 1 failed" in result.stderr, result.stderr
