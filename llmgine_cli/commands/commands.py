@@ -173,7 +173,13 @@ def run(
         ),
     ] = None,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Print the command's events live while it runs.")
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Print the command's events live while it runs, then its record (-o json or jsonl: "
+            "an event per line as it comes, then the record: a stream for jq, not one document).",
+        ),
     ] = False,
     cancel_on_interrupt: CancelOnInterrupt = False,
     on_done: OnDone = None,
