@@ -144,5 +144,7 @@ def unset(ctx: typer.Context, key: Key) -> None:
     if not where.exists():
         app_ctx.env.err(f"{key} is not set ({where} does not exist)")
         return
-    write_config_value(where, key, None)
+    if not write_config_value(where, key, None):  # a second `config unset`: nothing to say but that
+        app_ctx.env.err(f"{key} is not set in {where}")
+        return
     app_ctx.env.err(f"unset {key} in {where}; restart the daemon to apply it: llmgine daemon restart")

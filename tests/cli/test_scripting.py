@@ -434,8 +434,21 @@ def test_a_batch_that_did_not_complete_says_why_with_quiet_and_json(cli, tmp_pat
     sid = cli("session", "create", "-q").stdout.strip()
     assert cli("engine", "create", "DummyEngine", "-S", sid, "-q").exit_code == 0
     batch = tmp_path / "batch.jsonl"
-    lines = [{"command_type": "DummyEngineCommand", "parameters": {"prompt": "a", "fail": fail}} for fail in (False, True)]
+    lines = [
+        {"command_type": "DummyEngineCommand", "parameters": {"prompt": "a", "fail": fail}} for fail in (False, True)
+    ]
     batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
     result = cli("command", "batch", "-f", str(batch), "-S", sid, "--sequential", *flags)
     assert result.exit_code == 1
     assert result.stderr.startswith("error: batch ") and "1 completed, 1 failed" in result.stderr, result.stderr
+
+
+def test_config_unset_twice_says_it_was_not_set(cold_cli, cold_home):
+    """A re-run of a setup script: the second `config unset` said "unset KEY ...; restart the
+    daemon to apply it" of a key the file no longer had, and rewrote the file."""
+    assert cold_cli("config", "set", "server.workers", "2").exit_code == 0
+    first = cold_cli("config", "unset", "server.workers")
+    assert first.exit_code == 0 and first.stderr.startswith("unset server.workers in "), first.stderr
+    again = cold_cli("config", "unset", "server.workers")
+    assert again.exit_code == 0 and "server.workers is not set in " in again.stderr, again.stderr
+    assert "restart" not in again.stderr
