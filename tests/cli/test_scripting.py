@@ -452,3 +452,25 @@ def test_config_unset_twice_says_it_was_not_set(cold_cli, cold_home):
     again = cold_cli("config", "unset", "server.workers")
     assert again.exit_code == 0 and "server.workers is not set in " in again.stderr, again.stderr
     assert "restart" not in again.stderr
+
+
+@pytest.mark.parametrize(("key", "code"), [("\x04", 2), ("\x03", 130)], ids=["ctrl-d", "ctrl-c"])
+def test_ctrl_d_or_ctrl_c_at_the_secret_prompt(daemon, key, code):
+    """Ctrl-D at `secret set`'s hidden prompt was "internal error: EOFError" (exit 1); Ctrl-C
+    left the shell's prompt on the same line. Ctrl-D is a usage error (no value), Ctrl-C 130."""
+    import pexpect
+
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", "secret", "set", "QA_PROMPTED"],
+        env=full_env({**daemon.env, "TERM": "xterm"}),
+        encoding="utf-8",
+        timeout=30,
+        preexec_fn=default_signals,
+    )
+    child.expect("QA_PROMPTED: ")
+    child.send(key)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == code, child.before
+    assert "internal error" not in child.before and child.before.startswith("\r\n"), repr(child.before)
