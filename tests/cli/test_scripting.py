@@ -364,13 +364,27 @@ def test_event_tail_without_a_daemon_exits_3_as_every_command(cold_home):
             assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1, result.stderr
 
 
+def _ctrl_c(proc: subprocess.Popen[str], waiting):
+    """Ctrl-C to ``proc`` once ``waiting()`` returned (what it returned, and the stderr of
+    ``proc``, which is killed if it does not end)."""
+    import signal
+
+    try:
+        seen = waiting()
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return seen, err
+
+
 @pytest.mark.parametrize("cancel", [True, False], ids=["cancel-on-interrupt", "continues"])
 def test_ctrl_c_during_command_run_follow_is_as_without_follow(cli, daemon, cancel):
     """Ctrl-C in `command run --follow` exited 130 without a word, and --cancel-on-interrupt
     was ignored: the command went on. As without --follow, it is now cancelled with the flag,
     and otherwise the message says it goes on and how to stop it."""
-    import signal
-
     from tests.clitools import spawn_cli
 
     sid = cli("session", "create", "-q").stdout.strip()
@@ -378,16 +392,9 @@ def test_ctrl_c_during_command_run_follow_is_as_without_follow(cli, daemon, canc
     args = ["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "delay_ms:=600000"]
     args += ["--follow", "-o", "jsonl", *(["--cancel-on-interrupt"] if cancel else [])]
     proc = spawn_cli(args, daemon.env)
-    try:
-        started = json.loads(proc.stdout.readline())
-        assert started["event_type"] == "CommandStarted", started
-        cid = started["data"]["command_id"]
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    started, err = _ctrl_c(proc, lambda: json.loads(proc.stdout.readline()))
+    assert started["event_type"] == "CommandStarted", started
+    cid = started["data"]["command_id"]
     assert proc.returncode == 130, err
     status = json.loads(cli("command", "get", cid, "-S", sid, "-o", "json").stdout)["status"]
     if cancel:
@@ -401,8 +408,6 @@ def test_ctrl_c_during_engine_exec_names_the_command(cli, daemon):
     """`engine exec` held its first request open for the answer, so Ctrl-C there exited 130
     without a word (nor the command's id to cancel it). It waits as `command run` does now:
     the message names the command and how to stop it; --cancel-on-interrupt cancels it."""
-    import signal
-
     from tests.clitools import spawn_cli
 
     sid = cli("session", "create", "-q").stdout.strip()
@@ -414,14 +419,7 @@ def test_ctrl_c_during_engine_exec_names_the_command(cli, daemon):
 
     for extra, outcome in (([], "continues in the daemon"), (["--cancel-on-interrupt"], "cancelled")):
         proc = spawn_cli(["engine", "exec", engine, "hi", "-p", "delay_ms:=600000", *extra], daemon.env)
-        try:
-            cid = eventually_blocking(executing, message="the engine's command executing")
-            proc.send_signal(signal.SIGINT)
-            _out, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        cid, err = _ctrl_c(proc, lambda: eventually_blocking(executing, message="the command executing"))
         assert proc.returncode == 130 and f"interrupted: command {cid} {outcome}" in err, err
         if not extra:
             assert cli("command", "cancel", cid, "-S", sid, "-q").exit_code == 0
