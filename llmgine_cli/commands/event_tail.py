@@ -179,6 +179,7 @@ def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Co
             if isinstance(item, Hello):
                 break
         record = submit()
+        env.on_reader_gone(stream.stop)  # `| head -1`: ends when head does (event tail's watch)
         for item in command_events(items, record.command_id):
             if fmt in ("json", "jsonl"):
                 env.out(msgspec.json.encode(item).decode())
@@ -187,6 +188,8 @@ def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Co
             else:
                 env.out(event_line(item))
             env.stdout.flush()
+        if stream.stopped:
+            raise reader_gone_error()  # the command goes on, as after Ctrl-C
     finally:
         stream.close()
     return client.get_command(session_id, record.command_id)

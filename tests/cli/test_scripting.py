@@ -30,34 +30,46 @@ def _follow_into_pipe(args: list[str], env: dict[str, str | None]) -> tuple[subp
     return proc, read_end
 
 
-def _first_line(fd: int) -> bytes:
+def _first_line(fd: int, until: bytes = b"") -> bytes:
+    """The first line read from ``fd`` (the first that contains ``until``)."""
     data = b""
-    while b"\n" not in data:
-        chunk = os.read(fd, 4096)
-        assert chunk, "the follower closed its output before printing a line"
-        data += chunk
-    return data.split(b"\n", 1)[0]
+    while True:
+        while b"\n" not in data:
+            chunk = os.read(fd, 4096)
+            assert chunk, "the follower closed its output before printing a line"
+            data += chunk
+        line, data = data.split(b"\n", 1)
+        if until in line:
+            return line
 
 
 @pytest.mark.parametrize(
     "follower",
-    [["event", "tail", "--since", "all"], ["logs", "-f", "-n", "1"], ["daemon", "logs", "-f"]],
-    ids=["event-tail", "logs-f", "daemon-logs-f"],
+    [
+        ["event", "tail", "--since", "all"],
+        ["logs", "-f", "-n", "1"],
+        ["daemon", "logs", "-f"],
+        ["command", "run", "DummyEngineCommand", "-p", "prompt=x", "-p", "delay_ms:=600000", "--follow", "-o", "jsonl"],
+    ],
+    ids=["event-tail", "logs-f", "daemon-logs-f", "command-run-follow"],
 )
 def test_a_follower_ends_when_the_reader_of_its_output_goes(cli, daemon, cold_home, follower):
     """`llmgine event tail | head -1` printed its line, head exited, and the tail went on
     waiting for the next event (for ever, on a quiet session), so `$(... | head -1)` never
-    returned; `logs -f` and `daemon logs -f` the same. As `tail -f` does, a follower now ends
+    returned; `logs -f`, `daemon logs -f` and `command run --follow` the same. As `tail -f` does, a follower now ends
     once nobody reads it: exit 1, as any write into a closed pipe (click's EPIPE), no message."""
     sid = cli("session", "create", "-q").stdout.strip()
     env = {**daemon.env, "LLMGINE_SESSION": sid}
+    if follower[0] == "command":  # a command that runs for ten minutes, with nothing to print
+        assert cli("engine", "create", "DummyEngine", "-S", sid, "-q").exit_code == 0
     if follower[:2] == ["daemon", "logs"]:  # a file, the daemon's log: in a home of its own
         env = cli_env(cold_home)
         (cold_home / "state").mkdir()
         (cold_home / "state" / "llmgined.log").write_text("a line of the daemon's log\n")
     proc, read_end = _follow_into_pipe(follower, env)
     try:
-        assert _first_line(read_end)
+        # The command's follow: once it is running (its engine says so), nothing for ten minutes.
+        assert _first_line(read_end, b"processing" if follower[0] == "command" else b"")
         os.close(read_end)  # head -1 has its line and exits
         read_end = -1
         _out, err = proc.communicate(timeout=30)  # a liveness bound: without the fix, never
@@ -67,6 +79,8 @@ def test_a_follower_ends_when_the_reader_of_its_output_goes(cli, daemon, cold_ho
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for running in cli("ps", "--session", sid, "-q").stdout.split():  # it goes on, as after Ctrl-C
+            cli("command", "cancel", running, "-S", sid, "-q")
     assert proc.returncode == 1, err
     assert b"Traceback" not in err and b"Exception ignored" not in err, err
 
