@@ -18,6 +18,7 @@ from llmgine_cli.commands.args import (
     session_filter_callback,
 )
 from llmgine_cli.commands.commands import CancelOnInterrupt, NoWait, Priority, Timeout, finish_command
+from llmgine_cli.errors import ApiError
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render
 
@@ -85,7 +86,16 @@ def create(
 ) -> None:
     """Create an engine in a session; it handles its type's commands there."""
     app_ctx = state(ctx)
-    engine = app_ctx.client().create_engine(engine_type, session, model, parse_pairs(config, "--config"))
+    client = app_ctx.client()
+    try:
+        engine = client.create_engine(engine_type, session, model, parse_pairs(config, "--config"))
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        # "a handler for 'DummyEngineCommand' is already registered": said of an engine here
+        from llmgine_cli.conversation import type_taken
+
+        raise type_taken(client, session, engine_type, exc, "use it (llmgine engine exec {id} PROMPT)") from None
     render(app_ctx.env, engine, ENGINE_VIEW, output, quiet)
 
 

@@ -486,3 +486,15 @@ def test_ctrl_d_or_ctrl_c_at_the_secret_prompt(daemon, key, code):
     child.close()
     assert child.exitstatus == code, child.before
     assert "internal error" not in child.before and child.before.startswith("\r\n"), repr(child.before)
+
+
+def test_a_second_engine_of_a_type_is_explained(cli):
+    """A re-run of `engine create DummyEngine -S s` said "a handler for 'DummyEngineCommand' is
+    already registered" (no handler was added by hand); it names the engine there and the way
+    out, as `ask`/`chat` do. Still a conflict: exit 6."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    engine = cli("engine", "create", "DummyEngine", "-S", sid, "-q").stdout.strip()
+    again = cli("engine", "create", "DummyEngine", "-S", sid, "-q")
+    assert again.exit_code == 6 and again.stdout == ""
+    assert f"already has a DummyEngine ({engine[-8:]}" in again.stderr, again.stderr
+    assert f"llmgine engine exec {engine[-8:]} PROMPT" in again.stderr and "handler" not in again.stderr
