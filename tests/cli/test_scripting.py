@@ -498,3 +498,14 @@ def test_a_second_engine_of_a_type_is_explained(cli):
     assert again.exit_code == 6 and again.stdout == ""
     assert f"already has a DummyEngine ({engine[-8:]}" in again.stderr, again.stderr
     assert f"llmgine engine exec {engine[-8:]} PROMPT" in again.stderr and "handler" not in again.stderr
+
+
+def test_event_tail_quiet_prints_the_events_ids(cli):
+    """-q (ids, one per line) is every listing's; `event tail -q` was a usage error."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("event", "publish", "One", "-S", sid, "-q").exit_code == 0
+    assert cli("session", "delete", sid, "-q").exit_code == 0  # the tail ends with the session
+    tailed = cli("event", "tail", sid, "--since", "all", "-q")
+    assert tailed.exit_code == 0, tailed.stderr
+    assert tailed.stdout.split() == cli("event", "list", "-S", sid, "-q").stdout.split()
+    assert len(tailed.stdout.split()) == 3  # SessionStarted, One, SessionEnded
