@@ -509,3 +509,15 @@ def test_event_tail_quiet_prints_the_events_ids(cli):
     assert tailed.exit_code == 0, tailed.stderr
     assert tailed.stdout.split() == cli("event", "list", "-S", sid, "-q").stdout.split()
     assert len(tailed.stdout.split()) == 3  # SessionStarted, One, SessionEnded
+
+
+def test_an_empty_python_file_is_a_usage_error(cli, daemon, tmp_path):
+    """`tool register -` with nothing piped in (or an empty FILE.py) reached the daemon and came
+    back as VALIDATION_ERROR, exit 1; like an empty --data, it is a usage error (exit 2)."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    piped = _piped(daemon, ["tool", "register", "-", "-S", sid], "")
+    assert piped.returncode == 2 and "stdin is empty" in piped.stderr, piped.stderr
+    empty = tmp_path / "empty.py"
+    empty.write_text("\n")
+    result = cli("handler", "add", "command", "Nothing", str(empty), "-S", sid)
+    assert result.exit_code == 2 and "is empty: no Python source" in result.stderr, result.stderr
