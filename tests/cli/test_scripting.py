@@ -521,3 +521,21 @@ def test_an_empty_python_file_is_a_usage_error(cli, daemon, tmp_path):
     empty.write_text("\n")
     result = cli("handler", "add", "command", "Nothing", str(empty), "-S", sid)
     assert result.exit_code == 2 and "is empty: no Python source" in result.stderr, result.stderr
+
+
+def test_session_delete_takes_several_ids_as_docker_rm(cli):
+    """`llmgine session list -q | xargs llmgine session delete` was a usage error (one ID);
+    several are ended in turn, a failure is its line and the exit code, the rest go on."""
+    first, second = (cli("session", "create", "-q").stdout.strip() for _ in range(2))
+    result = cli("session", "delete", first, "no-such-session", second, "-q")
+    assert result.exit_code == 4
+    assert result.stdout.split() == [first, second]
+    assert result.stderr == "error: SESSION_NOT_FOUND: session 'no-such-session' not found\n"
+    for sid in (first, second):
+        assert json.loads(cli("session", "get", sid, "-o", "json").stdout)["status"] == "closed"
+    listed = cli("session", "delete", first, second, "--purge", "-o", "json")
+    assert listed.exit_code == 0
+    assert json.loads(listed.stdout) == {"sessions": [{"session_id": s, "status": "purged"} for s in (first, second)]}
+    # One ID: the record as before (and its error as it was: exit 4, nothing on stdout).
+    alone = cli("session", "delete", first, "-o", "json")
+    assert alone.exit_code == 4 and alone.stdout == ""
