@@ -539,3 +539,10 @@ def test_session_delete_takes_several_ids_as_docker_rm(cli):
     # One ID: the record as before (and its error as it was: exit 4, nothing on stdout).
     alone = cli("session", "delete", first, "-o", "json")
     assert alone.exit_code == 4 and alone.stdout == ""
+
+
+def test_the_metrics_title_shows_its_time_as_every_time_is_shown(daemon):
+    """`metrics` (and `--watch`) titled the table with the raw ISO timestamp
+    (2026-12-06T22:58:06.308511Z) where every other time is local with its zone, or --utc."""
+    title = run_cli(["--utc", "metrics", "-o", "table"], daemon.env).stdout.strip().splitlines()[0]
+    assert re.fullmatch(r"llmgine metrics - daemon - \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", title.strip()), title
