@@ -56,8 +56,9 @@ def _first_line(fd: int, until: bytes = b"") -> bytes:
 def test_a_follower_ends_when_the_reader_of_its_output_goes(cli, daemon, cold_home, follower):
     """`llmgine event tail | head -1` printed its line, head exited, and the tail went on
     waiting for the next event (for ever, on a quiet session), so `$(... | head -1)` never
-    returned; `logs -f`, `daemon logs -f` and `command run --follow` the same. As `tail -f` does, a follower now ends
-    once nobody reads it: exit 1, as any write into a closed pipe (click's EPIPE), no message."""
+    returned; `logs -f`, `daemon logs -f` and `command run --follow` the same. As `tail -f`
+    does, a follower now ends once nobody reads it: exit 1, as any write into a closed pipe
+    (click's EPIPE), no message."""
     sid = cli("session", "create", "-q").stdout.strip()
     env = {**daemon.env, "LLMGINE_SESSION": sid}
     if follower[0] == "command":  # a command that runs for ten minutes, with nothing to print
