@@ -547,3 +547,13 @@ def test_the_metrics_title_shows_its_time_as_every_time_is_shown(daemon):
     (2026-12-06T22:58:06.308511Z) where every other time is local with its zone, or --utc."""
     title = run_cli(["--utc", "metrics", "-o", "table"], daemon.env).stdout.strip().splitlines()[0]
     assert re.fullmatch(r"llmgine metrics - daemon - \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", title.strip()), title
+
+
+def test_config_usage_errors_read_as_one_sentence(cold_cli):
+    """They said where to look twice ("(see `llmgine config show --local`) (see 'llmgine config
+    get -h')") and "Invalid value for VALUE: value: server.port = ..."."""
+    unknown = cold_cli("config", "get", "nope.key", "--local")
+    assert unknown.exit_code == 2
+    assert unknown.stderr.count("(see ") == 1 and "`llmgine config show --local` lists them" in unknown.stderr
+    bad = cold_cli("config", "set", "server.port", "abc")
+    assert bad.exit_code == 2 and "for VALUE: server.port = 'abc': expected an integer" in bad.stderr, bad.stderr
