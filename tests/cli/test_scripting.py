@@ -557,3 +557,46 @@ def test_config_usage_errors_read_as_one_sentence(cold_cli):
     assert unknown.stderr.count("(see ") == 1 and "`llmgine config show --local` lists them" in unknown.stderr
     bad = cold_cli("config", "set", "server.port", "abc")
     assert bad.exit_code == 2 and "for VALUE: server.port = 'abc': expected an integer" in bad.stderr, bad.stderr
+
+
+def _daemons_of(home) -> list[int]:
+    """The llmgined processes started with LLMGINE_HOME=home."""
+    mark = f"LLMGINE_HOME={home}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"llmgine_daemon" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if mark in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_ctrl_c_while_the_daemon_starts_stops_it(cold_home):
+    """Ctrl-C while `daemon start` waited for the daemon to answer exited 130 without a word and
+    left the daemon starting in its own session, with no record of its flags for `daemon
+    restart`. It is stopped, as when it does not answer in time, and the message says so."""
+    import signal
+    import socket
+
+    from tests.clitools import spawn_cli
+
+    with socket.socket() as silent:  # a "database" that accepts and never answers: it hangs there
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql://nobody@127.0.0.1:{silent.getsockname()[1]}/none"
+        proc = spawn_cli(["daemon", "start"], cli_env(cold_home, DATABASE_URL=url))
+        try:
+            eventually_blocking(lambda: _daemons_of(cold_home), message="llmgined started")
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 130 and "interrupted: the llmgined that was starting is stopped" in err, err
+        eventually_blocking(lambda: not _daemons_of(cold_home), message="llmgined stopped")
