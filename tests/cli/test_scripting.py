@@ -600,3 +600,30 @@ def test_ctrl_c_while_the_daemon_starts_stops_it(cold_home):
                 proc.wait()
         assert proc.returncode == 130 and "interrupted: the llmgined that was starting is stopped" in err, err
         eventually_blocking(lambda: not _daemons_of(cold_home), message="llmgined stopped")
+
+
+def test_chat_keeps_its_line_editing_after_ctrl_z_and_fg(daemon):
+    """In a real shell's job control (bash in a pty): Ctrl-Z at chat's prompt, then fg. bash
+    gave the terminal back in its own mode, so readline's was gone (typed text echoed twice,
+    no prompt); chat now puts the mode back and draws the prompt and what was typed."""
+    import pexpect
+
+    env = full_env({**daemon.env, "TERM": "xterm", "PS1": "$ ", "HISTFILE": "/dev/null"})
+    shell = pexpect.spawn("bash", ["--norc", "--noprofile", "-i"], env=env, encoding="utf-8", timeout=30)
+    try:
+        shell.expect_exact("$ ")
+        shell.sendline(f"{sys.executable} -m llmgine_cli chat")
+        shell.expect_exact("you> ")
+        shell.send("ab")
+        shell.expect_exact("ab")
+        shell.send("\x1a")  # Ctrl-Z: bash stops the job
+        shell.expect("Stopped")
+        shell.expect_exact("$ ")
+        shell.sendline("fg")
+        shell.expect_exact("you> ab")  # drawn again; without the fix, nothing (and this times out)
+        shell.send("\x15/exit\r")  # readline's Ctrl-U clears "ab": then /exit
+        shell.expect_exact("$ ")
+        shell.sendline("exit")
+        shell.expect(pexpect.EOF)
+    finally:
+        shell.close(force=True)
