@@ -580,7 +580,6 @@ def test_ctrl_c_while_the_daemon_starts_stops_it(cold_home):
     """Ctrl-C while `daemon start` waited for the daemon to answer exited 130 without a word and
     left the daemon starting in its own session, with no record of its flags for `daemon
     restart`. It is stopped, as when it does not answer in time, and the message says so."""
-    import signal
     import socket
 
     from tests.clitools import spawn_cli
@@ -590,14 +589,7 @@ def test_ctrl_c_while_the_daemon_starts_stops_it(cold_home):
         silent.listen(8)
         url = f"postgresql://nobody@127.0.0.1:{silent.getsockname()[1]}/none"
         proc = spawn_cli(["daemon", "start"], cli_env(cold_home, DATABASE_URL=url))
-        try:
-            eventually_blocking(lambda: _daemons_of(cold_home), message="llmgined started")
-            proc.send_signal(signal.SIGINT)
-            _out, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        _pids, err = _ctrl_c(proc, lambda: eventually_blocking(lambda: _daemons_of(cold_home), message="started"))
         assert proc.returncode == 130 and "interrupted: the llmgined that was starting is stopped" in err, err
         eventually_blocking(lambda: not _daemons_of(cold_home), message="llmgined stopped")
 
