@@ -175,6 +175,11 @@ class Store(BaseStore):
         except (OSError, sqlite3.Error) as exc:
             await self.close()
             raise StorageError(f"{self.path}: cannot open database: {exc}") from None
+        except BaseException:
+            # Anything else (a schema too new, a cancelled start: Ctrl-C) closes what was
+            # opened too: a connection's thread left running keeps the process from exiting.
+            await self.close()
+            raise
         self._task = asyncio.create_task(self._write_loop(), name="llmgine-store-writer")
         self._ckpt_task = asyncio.create_task(self._checkpointer(), name="llmgine-store-checkpoint")
 

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -231,3 +232,19 @@ def test_daemons_starting_together_leave_one_owner_of_the_pidfile(daemon_home):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.mark.sqlite_only(reason="a SQLite file made by hand; the PostgreSQL store already closed what it opened")
+def test_a_database_of_a_newer_llmgined_is_refused_and_the_daemon_exits(daemon_home):
+    # The store refused the schema after it had opened its connections and left them open: their
+    # threads kept the process from exiting after "cannot start" (and a Ctrl-C during the same
+    # steps of a start hung it the same way).
+    data = daemon_home / "data"
+    data.mkdir(mode=0o700)
+    db = sqlite3.connect(data / "llmgine.db")
+    with db:
+        db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT)")
+        db.execute("INSERT INTO schema_migrations VALUES (9999, 'future', '2030-01-01T00:00:00Z')")
+    db.close()
+    line = fails_with(daemon_home)
+    assert "newer than this llmgined" in line and "9999" in line
