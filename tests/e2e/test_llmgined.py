@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -248,3 +249,26 @@ def test_a_database_of_a_newer_llmgined_is_refused_and_the_daemon_exits(daemon_h
     db.close()
     line = fails_with(daemon_home)
     assert "newer than this llmgined" in line and "9999" in line
+
+
+@pytest.mark.sqlite_only(reason="a SQLite file that cannot grow")
+def test_a_disk_that_fills_during_the_migrations_is_named(daemon_home):
+    # Files may not grow past 60 kB (RLIMIT_FSIZE: EFBIG, which SQLite reports as an I/O error;
+    # a full disk, ENOSPC, reads "database or disk is full"): the first start's migrations fail.
+    # SQLite had rolled their transaction back itself, the migration's ROLLBACK then failed, and
+    # the one line said "cannot rollback - no transaction is active" instead of the cause.
+    def small_files() -> None:
+        default_signals()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmgine_daemon"],
+        env={**DAEMON_DEFAULTS, **os.environ, "LLMGINE_HOME": str(daemon_home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=small_files,
+    )
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "cannot start: database.url:" in err and "disk I/O error" in err and "cannot rollback" not in err, err
