@@ -217,6 +217,11 @@ def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
         conn = psycopg.connect(
             url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S, application_name="llmgined"
         )
+    except psycopg.OperationalError as exc:
+        # The server is down, restarting or refusing us. At start-up that is a reason not to
+        # start (StorageBusy is a StorageError); at run time (a lost connection made again) the
+        # request may be tried again: 503, like a connection lost in the middle of a write.
+        raise StorageBusy(f"cannot connect to PostgreSQL at {_where(url)}: {_reason(exc, url)}") from None
     except psycopg.Error as exc:
         raise StorageError(f"cannot connect to PostgreSQL at {_where(url)}: {_reason(exc, url)}") from None
     except Exception as exc:  # a malformed URL (psycopg.ProgrammingError is a psycopg.Error)

@@ -4,11 +4,14 @@ the reason (never the password), and a daemon on a database works through the re
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -126,3 +129,61 @@ def test_a_database_migrated_by_newer_code_is_refused(home: Path, pg_url: str) -
         conn.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'future', 'now')")
     _, line = start_failure(home, pg_url)
     assert "newer than this llmgined" in line and "9999" in line, line
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("llmgine", timeout=60)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def call(d: Daemon, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One request to the daemon's Unix socket: (status, decoded body)."""
+    conn = _UnixHTTP(d.socket_url.removeprefix("unix://"))
+    try:
+        conn.request(method, path, json.dumps(body) if body is not None else None, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_the_database_unreachable_under_the_daemon_is_503_then_it_reconnects(
+    pg_server: PgServer, pg_url: str, pg_daemon: Daemon
+) -> None:
+    # The server restarting or refusing connections (here: the database closed to new
+    # connections and the daemon's own ones ended): a write or read made a new connection,
+    # failed to, and was answered 500 INTERNAL_ERROR "storage error"; a request to try again
+    # later is 503, as for a connection lost in the middle of a write.
+    import psycopg
+
+    name = urlsplit(pg_url).path.lstrip("/")
+
+    def allow_connections(allow: bool) -> None:
+        with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')  # type: ignore[arg-type]
+            if not allow:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+    status, session = call(pg_daemon, "POST", "/api/sessions", {})
+    assert status == 201
+    sid = session["session_id"]
+    status, before = call(pg_daemon, "POST", f"/api/sessions/{sid}/events", {"event_type": "Before"})
+    assert status == 201
+    allow_connections(False)
+    try:
+        # The first finds its connection gone; the next ones try to make a new one.
+        for method, path, body in [
+            ("POST", f"/api/sessions/{sid}/events", {"event_type": "While"}),
+            ("GET", f"/api/sessions/{sid}/events", None),
+        ] * 3:
+            status, answer = call(pg_daemon, method, path, body)
+            assert status == 503 and answer["error"]["code"] == "STORAGE_BUSY", (method, status, answer)
+    finally:
+        allow_connections(True)
+    status, after = call(pg_daemon, "POST", f"/api/sessions/{sid}/events", {"event_type": "After"})
+    assert status == 201, after
