@@ -425,7 +425,17 @@ class PgStore(BaseStore):
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
-            conn = PgConnection(connect(self.url), self._column_types)
+            return self._read_on(PgConnection(connect(self.url), self._column_types), fn)
+        try:
+            return self._read_on(conn, fn)
+        except StorageError:
+            if not conn.raw.broken:
+                raise
+        # An idle connection the server ended while it waited (a restart, a failover): the read
+        # is tried once more on a new one, rather than failing one request per idle connection.
+        return self._read_on(PgConnection(connect(self.url), self._column_types), fn)
+
+    def _read_on(self, conn: PgConnection, fn: Callable[[Any], T]) -> T:
         try:
             return fn(conn)
         except psycopg.Error as exc:

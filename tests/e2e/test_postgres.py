@@ -167,7 +167,10 @@ def test_the_database_unreachable_under_the_daemon_is_503_then_it_reconnects(
         with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
             conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')  # type: ignore[arg-type]
             if not allow:
-                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+                end_connections(conn)
+
+    def end_connections(conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
 
     status, session = call(pg_daemon, "POST", "/api/sessions", {})
     assert status == 201
@@ -187,3 +190,13 @@ def test_the_database_unreachable_under_the_daemon_is_503_then_it_reconnects(
         allow_connections(True)
     status, after = call(pg_daemon, "POST", f"/api/sessions/{sid}/events", {"event_type": "After"})
     assert status == 201, after
+    # A restart between two requests (the daemon's connections ended, new ones welcome): a
+    # read on an idle connection the server ended was a 503; it is tried on a new one.
+    assert call(pg_daemon, "GET", f"/api/sessions/{sid}")[0] == 200  # a reader connection, idle now
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        end_connections(conn)
+    for _ in range(3):
+        status, page = call(pg_daemon, "GET", f"/api/sessions/{sid}/events")
+        assert status == 200, page
+        mine = [e["event_id"] for e in page["events"] if e["event_type"] in ("Before", "While", "After")]
+        assert mine == [before["event_id"], after["event_id"]]
