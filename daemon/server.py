@@ -16,6 +16,7 @@ import gc
 import logging
 import logging.handlers
 import os
+import resource
 import signal
 import socket
 import stat
@@ -382,9 +383,28 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+# Where the soft limit on open files goes when the hard one is unlimited.
+OPEN_FILES_UNLIMITED = 1 << 20
+
+
+def raise_open_files_limit() -> None:
+    """Take the hard limit on open files as the soft one (Go's runtime does the same). Every
+    connection, stream and held request (a command wait: up to 300 s) is a descriptor: with
+    the usual soft limit of 1024, one session token's thousand waits (its rate limit's burst)
+    left none, and accept() failed for everyone, the owner on the Unix socket included."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = OPEN_FILES_UNLIMITED if hard == resource.RLIM_INFINITY else hard
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):  # a system that caps it lower (nr_open): keep what we have
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.umask(0o077)
+    raise_open_files_limit()
     try:
         settings = settings_from_args(args)
         if args.reload_dir and not args.reload:

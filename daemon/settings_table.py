@@ -387,6 +387,14 @@ SETTINGS: tuple[Setting, ...] = (
         "most command and event handlers registered in one session (0 = no limit)",
     ),
     Setting(
+        "security.limits.max_pending_commands_per_session",
+        "LLMGINE_MAX_PENDING_COMMANDS_PER_SESSION",
+        positive,
+        1000,
+        "most unfinished submissions (queued, blocked, waiting for approval, executing) in one "
+        "session, a batch counting once; each is kept in memory until it ends (0 = no limit)",
+    ),
+    Setting(
         "security.limits.max_websockets",
         "LLMGINE_MAX_WEBSOCKETS",
         positive,

@@ -14,8 +14,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from llmgine_cli.context import escape_unencodable_output
     from llmgine_cli.hot import fast_main
 
+    escape_unencodable_output()
     args = sys.argv[1:] if argv is None else list(argv)
     code = fast_main(args)
     if code is not None:

@@ -53,6 +53,82 @@ class Environment:
         self.stderr.write(text + "\n")
         self.stderr.flush()
 
+    def reader_gone(self, timeout: float | None = 0) -> bool:
+        """Whether stdout is a pipe (or socket) whose reader has gone: `... | head -1` exited.
+
+        A command that follows something (`event tail`, `logs -f`) may print nothing for
+        minutes, so it would learn that only at its next write; as `tail -f` does, it asks
+        instead. ``timeout``: seconds to wait for it (None: until it happens). False for a
+        terminal, a file, or a stream without a descriptor (tests' StringIO).
+        """
+        import select
+        import stat
+
+        try:
+            fd = self.stdout.fileno()
+            mode = os.fstat(fd).st_mode
+        except (AttributeError, OSError, ValueError):
+            return False
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            return False
+        poller = select.poll()
+        poller.register(fd, 0)  # no events asked for: POLLERR and POLLHUP are always reported
+        wait = None if timeout is None else int(timeout * 1000)
+        return any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poller.poll(wait))
+
+    def check_reader(self) -> None:
+        """Raise BrokenPipeError, as a write would, if stdout's reader has gone (reader_gone)."""
+        if self.reader_gone():
+            raise reader_gone_error()
+
+    def on_reader_gone(self, callback: Any) -> None:
+        """Call ``callback`` (from a thread) once stdout's reader has gone (reader_gone)."""
+        import threading
+
+        def watch() -> None:
+            if self.reader_gone(None):
+                callback()
+
+        if not self.stdout_isatty:
+            threading.Thread(target=watch, name="stdout-reader", daemon=True).start()
+
+
+def reader_gone_error() -> BrokenPipeError:
+    """What a write to a pipe nobody reads raises: reported as one (exit 1, no message)."""
+    import errno
+
+    return BrokenPipeError(errno.EPIPE, "the reader of stdout has gone")
+
+
+def _json_escape(exc: UnicodeError) -> tuple[str, int]:
+    """A codec error handler: what the output's encoding cannot write, as JSON's \\uXXXX
+    escapes (a surrogate pair above U+FFFF), so it stays readable and JSON stays JSON."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = []
+    for ch in exc.object[exc.start : exc.end]:
+        code = ord(ch)
+        if code > 0xFFFF:
+            code -= 0x10000
+            out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return "".join(out), exc.end
+
+
+def escape_unencodable_output() -> None:
+    """stdout and stderr in a locale that is not UTF-8 (LANG=en_US.ISO-8859-1, or
+    PYTHONIOENCODING=ascii): a character the encoding lacks is written as a JSON escape instead
+    of failing the command (a session named in Japanese made `session list`, even `-o json`,
+    an internal error: UnicodeEncodeError)."""
+    import codecs
+
+    codecs.register_error("llmgine-json-escape", _json_escape)
+    for stream in (sys.stdout, sys.stderr):
+        encoding = codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name
+        if encoding != "utf-8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="llmgine-json-escape")
+
 
 def _isatty(stream: TextIO) -> bool:
     try:

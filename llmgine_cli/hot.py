@@ -99,7 +99,15 @@ def resolve_session_in(transport: HTTPTransport, given: str) -> str:
     active = {s["session_id"] for s in sessions if s.get("status") == "active"}
     if len(found) > 1 and len([f for f in found if f[0] in active]) == 1:
         found = [f for f in found if f[0] in active]
-    return ids.resolve("session", given, found)
+    resolved = ids.resolve("session", given, found)
+    if resolved == given:  # no session has it as id, prefix or name: the daemon says NOT_FOUND...
+        from llmgine_daemon.protocol.grammar import ID_RE
+
+        if not ID_RE.match(given):  # ...of an identifier; a name such as "my projet" is none (422)
+            from llmgine_cli.errors import api_error
+
+            raise api_error(404, "SESSION_NOT_FOUND", f"session {given!r} not found")
+    return resolved
 
 
 def resolve_id(
@@ -150,6 +158,7 @@ def session_list(
     """Sessions, newest first: the active ones unless --all or --status says otherwise."""
     if status is None and not all_sessions:
         status = "active"
+        view = view.replace(empty="no active sessions (--all lists closed ones too)")
     page = _transport(app_ctx)._call_json(
         "GET", "/api/sessions", query={"limit": limit, "offset": offset, "status": status}
     )

@@ -45,11 +45,25 @@ def loads(text: str) -> Any:
         raise ValueError("nested too deeply (the daemon takes 64 levels)") from None
 
 
+# stdin, read once per stream: when the fast path (hot.py) has read `--data -` and leaves the
+# command to Typer (to report a usage error in its words), Typer reads it again, and found it
+# empty ("not JSON" for `echo '[1]' | llmgine event publish T --data -`, not "a JSON object").
+_stdin_read: tuple[object, str] | None = None
+
+
+def read_stdin() -> str:
+    """All of stdin's text; the same text again when asked again for the same stream."""
+    global _stdin_read
+    if _stdin_read is None or _stdin_read[0] is not sys.stdin:
+        _stdin_read = (sys.stdin, sys.stdin.read())
+    return _stdin_read[1]
+
+
 def read_text(ref: str, option: str) -> str:
     """The text of ``@file`` or ``@-`` (stdin)."""
     path = ref[1:]
     if path == "-":
-        return sys.stdin.read()
+        return read_stdin()
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()

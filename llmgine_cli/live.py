@@ -78,7 +78,7 @@ class LiveTail:
         from rich.console import Console
 
         self.console = Console(file=env.stdout, force_terminal=True, highlight=False)
-        self.title = title
+        self.title = short_id(title)  # a session as the rows show it
         self.total = 0
         self.by_type: dict[str, int] = {}
         self.state = "connecting"
@@ -143,6 +143,8 @@ class LiveTail:
             footer.append("  ")
             footer.append(name, style=_type_style(name))
             footer.append(f" {count}")
+        # One line at the terminal's width: a wrapped footer left its second line behind.
+        footer.truncate(self.console.width, overflow="ellipsis")
         return footer
 
 

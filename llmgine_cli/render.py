@@ -49,6 +49,7 @@ class View:
         fields: tuple[str, ...] = (),
         title: str | None = None,
         raw_keys: frozenset[str] = frozenset(),
+        empty: str | None = None,
     ) -> None:
         self.columns = tuple(Column(*part.strip().split("=", 1)) for part in columns.split(",") if part.strip())
         self.items = items  # the list field of an envelope; None = one object
@@ -56,6 +57,15 @@ class View:
         self.fields = fields  # key/value view: these dotted keys, in order (default: all)
         self.title = title
         self.raw_keys = raw_keys  # never humanise these
+        # An empty listing on a terminal: this line on stderr instead of a table of headers
+        # (as gh says "no open pull requests"); default "no <items>". Piped: the header row.
+        self.empty = empty
+
+    def replace(self, **changes: Any) -> View:
+        """A copy with ``changes`` (as dataclasses.replace)."""
+        other = object.__new__(View)
+        other.__dict__.update(self.__dict__, **changes)
+        return other
 
 
 def resolve_format(env: Environment, fmt: str | Enum | None) -> str:
@@ -155,6 +165,8 @@ def render(env: Environment, data: Any, view: View, fmt: str | Enum | None = Non
     elif fmt == "jsonl":
         for item in items if items is not None else [obj]:
             env.out(json_text(item, indent=False))
+    elif items is not None and not items and fmt == "table":
+        env.err(view.empty or f"no {view.items}")
     elif items is not None:
         headers = [c.header for c in view.columns]
         compact_times = fmt == "table"  # a terminal: today's times without the date
@@ -169,6 +181,18 @@ def render(env: Environment, data: Any, view: View, fmt: str | Enum | None = Non
         rows = [[key, _visible(_cell(key, flat.get(key), view), one_line=False)] for key in keys]
         emit(env, fmt, ["KEY", "VALUE"], rows, view.title, kv=True)
     env.stdout.flush()
+
+
+def render_deleted(
+    env: Environment, record: dict[str, Any], message: str, fmt: str | Enum | None, quiet: bool, id_field: str
+) -> None:
+    """What a delete with no record to show prints: -q its id, -o json/jsonl ``record``
+    (``{..., "deleted": true}``), else ``message`` on stderr (stdout stays empty)."""
+    chosen = getattr(fmt, "value", fmt)
+    if quiet or chosen in ("json", "jsonl"):
+        render(env, {**record, "deleted": True}, View(id_field=id_field), chosen, quiet)
+    else:
+        env.err(message)
 
 
 def render_text(env: Environment, text: str) -> None:

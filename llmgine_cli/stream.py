@@ -20,6 +20,7 @@ backoff, or, with ``reconnect=False``, raises DaemonUnreachable.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import time
@@ -72,6 +73,7 @@ class EventStream:
         # The seq of the last event handed out, or the server's announced start point.
         self.cursor: int | None = since if isinstance(since, int) else None
         self.reconnects = 0
+        self.stopped = False
         self._conn: http.client.HTTPConnection | None = None
 
     @property
@@ -91,7 +93,7 @@ class EventStream:
         backoff = BACKOFF_START
         lost: str | None = None
         first = True
-        while True:
+        while not self.stopped:
             try:
                 resp = self._open(first)
             except DaemonUnreachable as exc:
@@ -119,6 +121,8 @@ class EventStream:
                     yield item
                 raise _Disconnected("the daemon closed the connection")
             except (_Disconnected, OSError, http.client.HTTPException) as exc:
+                if self.stopped:
+                    return
                 reason = str(exc) or type(exc).__name__
                 if isinstance(exc, (TimeoutError, socket.timeout)):
                     reason = f"no data for {self.read_timeout:g}s"
@@ -135,6 +139,16 @@ class EventStream:
                 )
             finally:
                 self.close()
+
+    def stop(self) -> None:
+        """End the iteration from another thread (the reader of a tail's output went away):
+        the connection is shut down under the read waiting on it, and nothing reconnects."""
+        self.stopped = True
+        conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -181,7 +195,7 @@ class EventStream:
     def _frames(self, resp: http.client.HTTPResponse) -> Iterator[Event | Frame]:
         fields: dict[str, str] = {}
         data: list[str] = []
-        while True:
+        while not self.stopped:  # stop() from another thread: at the latest, the next heartbeat
             raw = resp.readline()
             if not raw:
                 return

@@ -8,7 +8,8 @@ this order, each a function of its own:
 
 1. ``check_transport``: on the Unix socket the peer's uid (SO_PEERCRED) must be ours or
    root, else 403. Over TCP ``Host`` must be allowed (403), ``Origin`` (when sent) must be
-   listed or our own (403); CORS preflights are answered here, without credentials.
+   listed or our own (403); CORS preflights are answered here, without credentials and
+   without taking from any rate-limit bucket.
 2. ``authenticate``: the socket's owner needs no credential. Over TCP:
    ``Authorization: Bearer`` (API key, API_KEY_SECRET, or a session token),
    ``X-Session-Token``; on WebSocket handshakes and event streams, which browsers cannot give
@@ -31,7 +32,8 @@ Capacity limits on sessions, engines and tools are the bus's own (bus/capacity.p
 
 Headers that belong on every response (RateLimit, CORS) are stamped by ``prepare_response``
 (the edge's prepare hook) so error responses and WebSocket handshakes carry them too. WebSockets are tracked per
-credential: revoking a key or ending a session closes them with 1008.
+credential: revoking a key or ending a session closes them with 1008; so are an API key's event
+streams (api/streams.py registers them: they end with ``stream.end`` 1008).
 
 Credentials are never logged: log lines name a key by its prefix (``lgk_<id>``) only.
 """
@@ -56,6 +58,7 @@ from llmgine_daemon.api.ratelimit import Decision, RateLimiter
 from llmgine_daemon.api.util import checks_own_scope, read_json, takes_code
 from llmgine_daemon.bus.auth import SYNC_EVERY, AuthFailure, Credentials, Principal
 from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.streams import Subscription
 from llmgine_daemon.observability.redact import install_filters
 from llmgine_daemon.protocol import (
     SESSION_TOKEN_HEADER,
@@ -65,6 +68,7 @@ from llmgine_daemon.protocol import (
     ErrorCode,
     now_iso,
 )
+from llmgine_daemon.protocol.streams import End
 from llmgine_daemon.settings import Settings
 
 log = logging.getLogger("llmgine.auth")
@@ -95,22 +99,26 @@ _HEADERS = web.RequestKey("security_headers", dict)
 
 
 class SocketRegistry:
-    """Open WebSockets by the credential that opened them (weakly: closed ones drop out)."""
+    """Open WebSockets and event streams (SSE), by the credential that opened them (weakly)."""
 
     def __init__(self) -> None:
-        self.by_credential: dict[str, weakref.WeakSet[web.WebSocketResponse]] = {}
+        self.by_credential: dict[str, weakref.WeakSet[web.WebSocketResponse | Subscription]] = {}
 
-    def track(self, principal: Principal, ws: web.WebSocketResponse) -> None:
-        self.by_credential.setdefault(principal.credential_id, weakref.WeakSet()).add(ws)
+    def track(self, principal: Principal, stream: web.WebSocketResponse | Subscription) -> None:
+        self.by_credential.setdefault(principal.credential_id, weakref.WeakSet()).add(stream)
 
     def close_for(self, credential_ids: list[str], reason: str = "credential revoked") -> None:
-        """Close (1008 policy violation) every WebSocket opened with these credentials."""
+        """Close (1008 policy violation) every WebSocket and event stream of these credentials."""
         for credential_id in credential_ids:
-            sockets = self.by_credential.pop(credential_id, None)
-            for ws in list(sockets or ()):
-                if not ws.closed:
+            streams = self.by_credential.pop(credential_id, None)
+            for stream in list(streams or ()):
+                if stream.closed:
+                    continue
+                if isinstance(stream, Subscription):
+                    stream.stop(End(code=WSCloseCode.POLICY_VIOLATION, reason=reason))
+                else:
                     asyncio.get_running_loop().create_task(
-                        ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
+                        stream.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
                     )
 
     def credentials(self) -> list[str]:
@@ -265,9 +273,9 @@ def response_headers(request: web.Request) -> dict[str, str]:
 
 def charge(request: web.Request, guard: Guard, policy: str, key: str) -> None:
     """Take one from ``policy``'s bucket for ``key``; 429 when it is empty. The refusals that
-    cost the client's IP (a bad Origin, a preflight, failed authentication) charge where they
+    cost the client's IP (a bad Origin, failed authentication) charge where they
     happen, since they end the request there; everything that passes is charged by
-    ``charge_request``."""
+    ``charge_request`` (a CORS preflight, answered before, is not charged: ``check_transport``)."""
     decision = guard.limiter.hit(policy, key)
     if decision is None:
         return
@@ -338,7 +346,11 @@ def check_transport(request: web.Request, peer: _Peer, guard: Guard) -> web.Stre
     if guard.origins.is_listed(origin):
         response_headers(request).update(guard.origins.cors_headers(origin))
     if request.method == "OPTIONS" and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
-        charge(request, guard, "anonymous", peer.ip)
+        # Not charged: a preflight carries no credential, reads nothing and costs less than a
+        # 429 would, while a refused one fails the page's request as an unreadable CORS error.
+        # Browsers cache preflights per URL, so a page paging or polling with its key (one
+        # preflight per distinct URL) would meet the IP's anonymous limit long before its
+        # key's. The request it announces is charged when it comes, and its 429 is readable.
         # Listing every method we serve is harmless: the actual request is checked again.
         return web.Response(status=204, headers=guard.origins.preflight_headers(origin, PREFLIGHT_METHODS))
     return None
@@ -401,12 +413,25 @@ def charge_request(request: web.Request, principal: Principal | None, peer: _Pee
         charge(request, guard, "websocket", peer.ip)
 
 
+def charge_message(request: web.Request) -> ApiError | None:
+    """A message a WebSocket's client sends costs what a request does, from the same bucket (a
+    WebSocket is no way around the rate limit: a subscribe message makes the daemon replay from
+    the store); the refusal to answer with, None when it may go on. As ``charge_request``: the
+    socket owner's messages only with ``rate_limits.unix_socket``."""
+    principal = request.get(PRINCIPAL)
+    guard = request.app[GUARD]
+    if principal is None or (principal.kind == "owner" and not guard.settings.rate_limit_unix_socket):
+        return None
+    decision = guard.limiter.hit("key", rate_key(principal))
+    return rate_limited(decision) if decision is not None and not decision.allowed else None
+
+
 async def check_scope(request: web.Request, principal: Principal | None) -> None:
     """Valid path identifiers; a session token stays inside its session and registers code only
     with ``sandbox.session_token_registration``."""
     check_identifiers(request)
-    if principal is None or principal.session_id is None:
-        return
+    if principal is None or principal.session_id is None or request.match_info.http_exception is not None:
+        return  # (no route: the token's holder hears 404 or 405 as anyone would, not 403)
     if (
         request.path not in ANY_SCOPE_PATHS
         and not is_open(request.path)

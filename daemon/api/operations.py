@@ -225,7 +225,8 @@ STREAM_DESCRIPTION = """\
 Live events, in `seq` order, as **WebSocket** (send `Upgrade: websocket`; subprotocol
 `llmgine.events.v1`, or the older `llmgine`; browsers pass their credential as a second one,
 `llmgine.bearer.<TOKEN>`) or as **Server-Sent
-Events** (a plain GET with `Accept: text/event-stream`). Query: `event_type` (repeatable or
+Events** (a plain GET with `Accept: text/event-stream`; an EventSource, which cannot send
+headers, passes its credential as `?token=`). Query: `event_type` (repeatable or
 comma-separated, `Prefix*`), `source`, `since` (a seq, an ISO time or `now`). A client that
 reconnects with the last `seq` it saw (`since=SEQ`, or SSE's `Last-Event-ID`) misses nothing
 and sees nothing twice. Messages: `hello` (the start point), `event` (an Event), `live`
@@ -243,6 +244,7 @@ STREAM_PARAMS = (
     Param(
         "Last-Event-ID", {"type": "string", "pattern": r"^[0-9]+$"}, "SSE resume: the last seq seen", location="header"
     ),
+    Param("lastEventId", {"type": "string", "pattern": r"^[0-9]+$"}, "Last-Event-ID in the query (SSE polyfills)"),
 )
 
 OPERATIONS: dict[tuple[str, str], Op] = {

@@ -19,13 +19,14 @@ import asyncio
 import logging
 import re
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.api.errors import ApiError
+from llmgine_daemon.api.guard import GUARD, PRINCIPAL, charge_message
 from llmgine_daemon.api.keys import BUS, STREAMS, WEBSOCKETS
 from llmgine_daemon.api.util import path_id
 from llmgine_daemon.bus.errors import BusError, invalid
@@ -157,8 +158,11 @@ def _multi(request: web.Request, name: str) -> list[str]:
 
 
 def _since(request: web.Request, sse: bool) -> int | Any | None:
-    raw = request.headers.get("Last-Event-ID", "").strip() if sse else ""
-    name = "Last-Event-ID" if raw else "since"
+    # SSE resumes from Last-Event-ID (an EventSource sends it itself), or from the same in the
+    # query, where event-source-polyfill puts it (a header would cost a CORS preflight).
+    header = request.headers.get("Last-Event-ID", "").strip() if sse else ""
+    query = request.query.get("lastEventId", "").strip() if sse else ""
+    name, raw = ("Last-Event-ID", header) if header else ("lastEventId", query) if query else ("since", "")
     raw = raw or request.query.get("since", "").strip()
     if not raw or raw == "now":
         return None
@@ -245,7 +249,9 @@ async def _serve_websocket(
 ) -> web.WebSocketResponse:
     await ws.prepare(request)
     request.app[WEBSOCKETS].add(ws)
-    receiver = asyncio.create_task(_ws_receiver(ws, sub), name="llmgine-ws-receiver")
+    receiver = asyncio.create_task(
+        _ws_receiver(ws, sub, request.transport, lambda: charge_message(request)), name="llmgine-ws-receiver"
+    )
     end: End | None = None
     try:
         end = await _ws_send_loop(ws, hub, sub)
@@ -349,33 +355,53 @@ def _header_length(frame: bytes) -> int:
     return 2 if frame[1] < 126 else 4 if frame[1] == 126 else 10
 
 
-async def _ws_receiver(ws: web.WebSocketResponse, sub: Subscription) -> None:
+async def _ws_receiver(
+    ws: web.WebSocketResponse,
+    sub: Subscription,
+    transport: asyncio.Transport | None,
+    charge: Callable[[], ApiError | None],
+) -> None:
     try:
         async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
-                _ws_command(sub, msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                sub.send_notice(stream_error(ErrorCode.VALIDATION_ERROR, "send JSON text messages, not binary"))
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            refused = charge()
+            if refused is not None:  # over the rate limit: answered, not acted on
+                answered = sub.send_notice(stream_error(refused.code, refused.message, refused.details))
+            elif msg.type == WSMsgType.TEXT:
+                answered = _ws_command(sub, msg.data)
+            else:
+                answered = sub.send_notice(
+                    stream_error(ErrorCode.VALIDATION_ERROR, "send JSON text messages, not binary")
+                )
+            if not answered:
+                # MAX_NOTICES answers wait for a client that sends and does not read them: the
+                # sender sits in a write; drop the connection (it would read no close frame).
+                log.warning("dropped a WebSocket whose client sends messages without reading the answers")
+                sub.stop(End(code=1008, reason="the client does not read the answers to its messages"))
+                if transport is not None:
+                    transport.abort()
+                return
     finally:
         # The peer closed (or vanished): wake the sender so the handler can finish.
         sub.stop(End(code=1000, reason="closed by the client"))
 
 
-def _ws_command(sub: Subscription, text: str) -> None:
+def _ws_command(sub: Subscription, text: str) -> bool:
     """Handle one client message (a protocol ClientFrame); mistakes are answered with an
-    error message, not a close."""
+    error message, not a close. False: the answer could not be queued (``send_notice``)."""
     try:
         msg = _decode_client_frame(text)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        sub.send_notice(_refused(str(exc)))
-        return
+        return sub.send_notice(_refused(str(exc)))
     if isinstance(msg, Ping):
-        sub.send_notice(Pong())
-    elif isinstance(msg, Subscribe):
-        try:
-            sub.change_filter(sub.filter.with_types(msg.event_types, msg.sources))
-        except BusError as exc:
-            sub.send_notice(stream_error(exc.code, exc.message, exc.details))
+        return sub.send_notice(Pong())
+    assert isinstance(msg, Subscribe)
+    try:
+        sub.change_filter(sub.wanted.with_types(msg.event_types, msg.sources))
+    except BusError as exc:
+        return sub.send_notice(stream_error(exc.code, exc.message, exc.details))
+    return True
 
 
 def _refused(issue: str) -> StreamError:
@@ -409,6 +435,11 @@ def _sse_frame(hub: StreamHub, item: Event | Frame) -> bytes:
 
 
 async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) -> web.StreamResponse:
+    principal = request.get(PRINCIPAL)
+    if principal is not None and principal.session_id is None:
+        # Revoking (or the expiry of) the key that opened it ends it with code 1008, as it
+        # closes a WebSocket. (A session token's stream is its session's, which ends with it.)
+        request.app[GUARD].sockets.track(principal, sub)
     resp = web.StreamResponse(headers=SSE_HEADERS)
     await resp.prepare(request)
     hello = _json.encode(_hello(hub, sub)).decode()

@@ -5,6 +5,10 @@
     tools/session     max_tools_per_session     Tools.register (re-registering a name: no new one)
     handlers/session  max_handlers_per_session  UserHandlers.register (each handler's code is kept
                                                 in memory and every event looks at every handler)
+    unfinished commands/session  max_pending_commands_per_session
+                      Commands.submit (when it queues), submit_batch, Dependencies.submit,
+                      Retries.rerun: each unfinished command is kept in memory with its
+                      parameters until it ends; a batch counts once (one request body)
 
 Each check runs inside the creating write, in the same transaction as the INSERT. The store has
 one writer that runs writes one after another, so a check counts every creation committed or
@@ -22,7 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmgine_daemon.bus.errors import BusError
-from llmgine_daemon.protocol import ErrorCode
+from llmgine_daemon.protocol import UNFINISHED_STATUSES, ErrorCode
+
+# Unfinished submissions of a session: its unfinished commands, a batch's counting once (the
+# index on (session_id, status) finds them).
+_PENDING = (
+    "SELECT COUNT(DISTINCT COALESCE(batch_id, command_id)) FROM commands WHERE session_id = ?"
+    f" AND status IN ({', '.join(repr(s) for s in UNFINISHED_STATUSES)})"
+)
 
 
 def limit_reached(limit: str, maximum: int, what: str) -> BusError:
@@ -56,6 +67,7 @@ class Capacity:
     max_engines_per_session: int = 0
     max_tools_per_session: int = 0
     max_handlers_per_session: int = 0
+    max_pending_commands_per_session: int = 0
     # Several nodes on one database (bus/cluster.py): makes the checks of one limit run one at
     # a time across nodes (their writers are not one writer), held until the write commits.
     serialize: Callable[[Any, str], None] | None = None
@@ -94,6 +106,21 @@ class Capacity:
             "SELECT COUNT(*) FROM handlers WHERE session_id = ?",
             (session_id,),
         )
+
+    def check_pending(self, conn: sqlite3.Connection, session_id: str, adding: int = 1) -> None:
+        """Room for ``adding`` more unfinished submissions (commands, or a batch: one) in
+        ``session_id``."""
+        maximum = self.max_pending_commands_per_session
+        if maximum <= 0:
+            return
+        if self.serialize is not None:
+            # Per session: every queued submission passes here, sessions must not wait for each other.
+            self.serialize(conn, f"max_pending_commands_per_session:{session_id}")
+        (pending,) = conn.execute(_PENDING, (session_id,)).fetchone()
+        if pending + adding > maximum:
+            raise limit_reached(
+                "max_pending_commands_per_session", maximum, "unfinished commands (a batch counts once) in a session"
+            )
 
     def check_tools(self, conn: sqlite3.Connection, session_id: str, name: str | None) -> None:
         """Room for tool ``name`` in ``session_id``: re-registering a name replaces it."""

@@ -64,6 +64,12 @@ POLL_INTERVAL = 1.0
 ENCODED_CACHE_SIZE = 8192
 ENCODED_CACHE_BYTES = 32 * 1024 * 1024  # events can be large: bound the bytes too
 
+# Answers to a client's own messages (pong, subscribed, error) waiting to be sent. A client
+# that sends and never reads would have them pile up (a WebSocket sending pings without reading
+# grew the daemon by 350 MB in 20 s): past this many, ``send_notice`` refuses and the
+# connection is dropped (api/streams.py).
+MAX_NOTICES = 256
+
 CLOSE_NORMAL = 1000  # the session ended: nothing more will come
 CLOSE_GOING_AWAY = 1001  # the daemon is shutting down: reconnect and resume
 
@@ -96,8 +102,10 @@ class Subscription:
         # Bumped whenever the buffer is dropped: a replay that overlapped a drop cannot hand
         # over to live (events dispatched before the drop may be missing from its snapshot).
         self._epoch = 0
-        self._notices: list[Frame] = []
-        self._new_filter: StreamFilter | None = None
+        # Control frames, and filter changes (a StreamFilter: switch here), in arrival order.
+        self._notices: list[Frame | StreamFilter] = []
+        # The filter the latest change asked for (what the next change amends).
+        self.wanted = flt
         self._wake = asyncio.Event()
         self.closed = False
         # Figures for tests and the benchmark.
@@ -137,10 +145,14 @@ class Subscription:
 
     # -- consumer side ---------------------------------------------------------------
 
-    def send_notice(self, notice: Frame) -> None:
-        """Queue a control message, delivered in order with the events (one writer)."""
+    def send_notice(self, notice: Frame) -> bool:
+        """Queue a control message, delivered in order with the events (one writer); False,
+        queuing nothing, when ``MAX_NOTICES`` are waiting already (the client does not read)."""
+        if len(self._notices) >= MAX_NOTICES:
+            return False
         self._notices.append(notice)
         self._wake.set()
+        return True
 
     def stop(self, end: End) -> None:
         """End the stream now (the consumer went away); ``get()`` returns ``end``."""
@@ -148,8 +160,11 @@ class Subscription:
             self._finish(end)
 
     def change_filter(self, flt: StreamFilter) -> None:
-        """Applied by the consumer at its next ``get()``, from the current cursor on."""
-        self._new_filter = flt
+        """Applied by the consumer in order with the control frames queued before it, from
+        the cursor it has then on; each change is acknowledged (``Subscribed``). Build ``flt``
+        from ``wanted``: a change still queued is what the next one amends."""
+        self.wanted = flt
+        self._notices.append(flt)
         self._wake.set()
 
     async def get(self) -> list[Item]:
@@ -157,13 +172,13 @@ class Subscription:
         while True:
             if self._end is not None:
                 return [self._end]
-            if self._new_filter is not None:
-                self.filter, self._new_filter = self._new_filter, None
+            if self._notices:  # one at a time, in order (they are rare)
+                notice = self._notices.pop(0)
+                if not isinstance(notice, StreamFilter):
+                    return [notice]
+                self.filter = notice
                 self._go_replay()
-                return [Subscribed(**self.filter.describe(), after_seq=self.cursor)]
-            if self._notices:
-                notices, self._notices = self._notices, []
-                return list(notices)
+                return [Subscribed(**notice.describe(), after_seq=self.cursor)]
             if self.replaying:
                 items = await self._replay_round()
                 if items:
@@ -193,7 +208,7 @@ class Subscription:
     async def _replay_round(self) -> list[Item]:
         epoch = self._epoch
         events = await self.hub.read_after(self.cursor, self.filter, REPLAY_PAGE)
-        if self._end is not None or self._new_filter is not None:
+        if self._end is not None or any(isinstance(n, StreamFilter) for n in self._notices):
             # Shut down, or the filter changed while reading: the next get() decides.
             return self._deliver(events) if events and self._end is None else []
         items: list[Item] = list(self._deliver(events)) if events else []

@@ -26,12 +26,12 @@ import sqlite3
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llmgine_daemon.bus.codec import loads
 from llmgine_daemon.bus.commands import CURRENT, command_depth
 from llmgine_daemon.bus.errors import BusError, StorageError, UserCodeError, handler_not_found, not_found
-from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.events import EVENT_COLUMNS, insert_event, row_to_event
 from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.bus.tools import check_code, check_timeout, code_rejected
 from llmgine_daemon.observability import metrics, tracing
@@ -47,6 +47,18 @@ HANDLER_COLUMNS = "handler_id, session_id, kind, type, function, priority, timeo
 MAX_TYPE = 128
 GONE_REMEMBERED = 1024
 TYPE_RULE = f"1 to {MAX_TYPE} printable characters, no spaces"
+
+
+class Queued(NamedTuple):
+    """An event waiting for its handlers: what picks them, not its data (read back from the
+    store when they run). A slow handler's backlog held every event whole: 200 events of
+    900 KB that a session token published grew the daemon by 190 MB."""
+
+    seq: int
+    event_id: str
+    session_id: str | None
+    event_type: str
+    traceparent: str | None  # of whoever published it: the handlers' spans join that trace
 
 
 def valid_handler_type(type_: str) -> bool:
@@ -92,9 +104,8 @@ class UserHandlers:
         self._rows: dict[str, HandlerRow] = {}
         self._registrations: dict[str, Any] = {}  # handler_id -> bus.handlers Registration
         self._depths: dict[str, int] = {}  # event_id -> depth its handlers run at
-        # Per session: events waiting for their handlers, with the traceparent of whoever
-        # published them (the handlers' spans join that trace).
-        self._queues: dict[str | None, deque[tuple[Event, str | None]]] = {}
+        # Per session: events waiting for their handlers (``Queued``: not their data).
+        self._queues: dict[str | None, deque[Queued]] = {}
         self._tasks: dict[str | None, asyncio.Task[None]] = {}
         self._unsubscribe: Any = None
         # Ids deleted here lately: a re-read of the store racing with the delete must not bring
@@ -395,7 +406,7 @@ class UserHandlers:
     def note_depth(self, event_id: str, depth: int) -> None:
         self._depths[event_id] = depth
 
-    def _matching(self, event: Event) -> builtins.list[HandlerRow]:
+    def _matching(self, event: Event | Queued) -> builtins.list[HandlerRow]:
         rows = [
             r
             for r in self._rows.values()
@@ -417,7 +428,8 @@ class UserHandlers:
             return
         self._depths[event.event_id] = depth
         key = event.session_id
-        self._queues.setdefault(key, deque()).append((event, tracing.current_traceparent()))
+        queued = Queued(event.seq, event.event_id, key, event.event_type, tracing.current_traceparent())
+        self._queues.setdefault(key, deque()).append(queued)
         if key not in self._tasks:
             # A fresh context: the dispatcher outlives whichever command or request published
             # first, and must not run (or trace, or bus.execute) as part of it.
@@ -427,17 +439,28 @@ class UserHandlers:
         queue = self._queues[key]
         try:
             while queue:
-                event, traceparent = queue.popleft()
+                queued = queue.popleft()
+                event = await self._stored_event(queued.seq)
+                if event is None:  # pruned, or its session purged, meanwhile
+                    self._depths.pop(queued.event_id, None)
+                    continue
                 depth = max(self._depths.pop(event.event_id, 0), await self._depth_of_command(event))
                 if depth > self.bus.sandbox_pool().limits.max_depth:
                     continue  # (a command at the limit: see _depth_of_command)
                 for row in self._matching(event):
                     if row.handler_id in self._rows:  # deleted meanwhile: skip
-                        await self._run_event_handler(row, event, depth, traceparent)
+                        await self._run_event_handler(row, event, depth, queued.traceparent)
         finally:
             self._tasks.pop(key, None)
             if not queue:
                 self._queues.pop(key, None)
+
+    async def _stored_event(self, seq: int) -> Event | None:
+        def read(conn: sqlite3.Connection) -> Event | None:
+            row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?", (seq,)).fetchone()
+            return row_to_event(row) if row is not None else None
+
+        return await self.bus.store.read(read)
 
     async def _depth_of_command(self, event: Event) -> int:
         """The nesting depth of the command an event is about (``data.command_id``: its

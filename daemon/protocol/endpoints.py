@@ -160,6 +160,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             E.IDEMPOTENCY_KEY_REUSED,
             E.COMMAND_NOT_FOUND,
             E.DEPENDENCY_CYCLE,
+            E.LIMIT_REACHED,
         ),
         client="submit_command",
     ),
@@ -186,7 +187,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/commands/retry",
         {200: CommandList},
         CommandRetry,
-        errors=(E.SESSION_CLOSED, E.COMMAND_NOT_FOUND, E.CONFLICT),
+        errors=(E.SESSION_CLOSED, E.COMMAND_NOT_FOUND, E.CONFLICT, E.LIMIT_REACHED),
         client="retry_commands",
     ),
     Endpoint(
@@ -195,7 +196,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/commands/batch",
         {200: Batch, 202: Batch},
         BatchCreate,
-        errors=(E.SESSION_CLOSED, E.HANDLER_NOT_FOUND, E.IDEMPOTENCY_KEY_REUSED),
+        errors=(E.SESSION_CLOSED, E.HANDLER_NOT_FOUND, E.IDEMPOTENCY_KEY_REUSED, E.LIMIT_REACHED),
         client="submit_batch",
     ),
     Endpoint(
@@ -275,7 +276,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/engines/{engine_id}/execute",
         {200: Command, 202: Command},
         EngineExecute,
-        errors=(E.ENGINE_NOT_FOUND, E.SESSION_CLOSED, E.CONFLICT),
+        errors=(E.ENGINE_NOT_FOUND, E.SESSION_CLOSED, E.CONFLICT, E.LIMIT_REACHED),
         client="execute_engine",
     ),
     Endpoint(

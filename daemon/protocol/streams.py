@@ -76,8 +76,8 @@ class StreamError(Frame, tag="error"):
 
 
 class End(Frame, tag="end"):
-    """``code``: the WebSocket close code, 1000 (nothing more will come) or 1001 (the daemon
-    is going away: reconnect and resume)."""
+    """``code``: the WebSocket close code, 1000 (nothing more will come), 1001 (the daemon
+    is going away: reconnect and resume) or 1008 (the key that opened it was revoked)."""
 
     code: int
     reason: str

@@ -21,6 +21,7 @@ LIST_VIEW = View(
     ),
     items="keys",
     id_field="key_id",
+    empty="no API keys",
 )
 # -q prints the key itself: `KEY=$(llmgine auth key create -q)`.
 CREATED_VIEW = View(id_field="key", raw_keys=frozenset({"key"}))

@@ -16,7 +16,7 @@ from llmgine_daemon.settings import get_paths
 
 from llmgine_cli import daemonctl
 from llmgine_cli.client import DaemonError, Target
-from llmgine_cli.context import AppContext
+from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.status import ExitStatus
@@ -184,14 +184,16 @@ def logs(
     env.stdout.flush()
     if follow:
         try:
-            _follow(env.stdout, path, position)
+            _follow(env, path, position)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None  # Ctrl-C: as every wait ends (exit 130)
 
 
-def _follow(out: Any, path: Path, position: int) -> None:
+def _follow(env: Environment, path: Path, position: int) -> None:
+    out = env.stdout
     inode = path.stat().st_ino if path.exists() else None
     while True:
+        env.check_reader()  # `daemon logs -f | head -1`: ends when head does
         try:
             st = path.stat()
         except FileNotFoundError:

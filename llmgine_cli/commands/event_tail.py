@@ -15,7 +15,7 @@ from llmgine_daemon.protocol import Command, Event
 
 from llmgine_cli import completion
 from llmgine_cli.commands.args import parse_time, session_callback
-from llmgine_cli.context import AppContext
+from llmgine_cli.context import AppContext, reader_gone_error
 from llmgine_cli.options import Output, state
 from llmgine_cli.render import resolve_format
 
@@ -134,6 +134,8 @@ def tail(
                     else:
                         view.notice(item)
         else:
+            # `event tail | head -1`: ends when head does, not at the next event after it.
+            env.on_reader_gone(stream.stop)
             for item in stream:
                 if not isinstance(item, Event):
                     continue
@@ -142,6 +144,8 @@ def tail(
                 else:
                     env.out(event_line(item))
                 env.stdout.flush()
+            if stream.stopped:
+                raise reader_gone_error()  # as a write that failed would
     except KeyboardInterrupt:
         raise typer.Exit(130) from None  # Ctrl-C ends a tail as it ends every wait: 130
     finally:

@@ -20,7 +20,7 @@ from llmgine_cli import completion
 from llmgine_cli.commands.args import session_callback
 from llmgine_cli.commands.tools import render_tools
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, resolve_format, visible_line
+from llmgine_cli.render import View, render, render_deleted, resolve_format, visible_line
 
 app = typer.Typer(
     help="MCP tool servers: their tools become a session's tools (NAME.tool). Add, list, remove.",
@@ -34,6 +34,7 @@ LIST_VIEW = View(
     ),
     items="servers",
     id_field="name",
+    empty="no MCP servers",
 )
 
 Name = Annotated[str, typer.Argument(metavar="NAME", help="The server's name: a letter, then letters, digits, _.")]
@@ -155,11 +156,11 @@ def tools(ctx: typer.Context, name: Name, session: Session = None, output: Outpu
 
 
 @app.command("remove")
-def remove(ctx: typer.Context, name: Name, session: Session = None, quiet: Quiet = False) -> None:
+def remove(
+    ctx: typer.Context, name: Name, session: Session = None, output: Output = None, quiet: Quiet = False
+) -> None:
     """Remove a server and stop its process (exit 4 if there is none)."""
     app_ctx = state(ctx)
     app_ctx.client().delete_mcp_server(session, name)
-    if quiet:
-        app_ctx.env.out(name)
-    else:
-        app_ctx.env.err(f"removed MCP server {name}")
+    record = {"name": name, "session_id": session}
+    render_deleted(app_ctx.env, record, f"removed MCP server {name}", output, quiet, "name")

@@ -103,6 +103,7 @@ def logs(
     try:
         while not polls or done < polls:
             time.sleep(interval)
+            env.check_reader()  # `logs -f | head -1`: ends when head does
             done += 1
             page = client.logs(limit=1000, after=cursor, **{**query, "since": None})
             if page.logs:

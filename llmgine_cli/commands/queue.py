@@ -8,6 +8,7 @@ sandbox pool's busy workers until `q` or Ctrl-C (exit 0 for q, 130 for Ctrl-C).
 from __future__ import annotations
 
 import select
+import signal
 import sys
 import time
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ PS_VIEW = View(
     columns="ID=command_id, SESSION=session_id, TYPE=command_type, STATUS=status, POS=position, WAITED=waited, RAN=ran",
     items="commands",
     id_field="command_id",
+    empty="no command is queued, blocked or executing",
 )
 
 StatusFilter = Annotated[
@@ -167,6 +169,9 @@ def top(
         console = Console(file=env.stdout, force_terminal=True)
         saved = termios.tcgetattr(sys.stdin)
         tty.setcbreak(sys.stdin.fileno())
+        # Ctrl-Z, then fg: the shell gave the terminal back in its own (line) mode, where q
+        # waited for Enter; a resumed top takes keys one by one again, as less and htop do.
+        resumed = signal.signal(signal.SIGCONT, lambda _signum, _frame: tty.setcbreak(sys.stdin.fileno()))
         try:
             data = _rows(client.queue(status=status, limit=limit, session_id=session))
             with Live(_dashboard(data, console.width), console=console, auto_refresh=False, transient=True) as live:
@@ -177,6 +182,7 @@ def top(
                     data = _rows(client.queue(status=status, limit=limit, session_id=session))
                     live.update(_dashboard(data, console.width), refresh=True)
         finally:
+            signal.signal(signal.SIGCONT, resumed)
             termios.tcsetattr(sys.stdin, termios.TCSADRAIN, saved)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

@@ -17,7 +17,7 @@ from llmgine_cli import completion
 from llmgine_cli.commands.args import SessionOpt, choices, command_metadata, id_argument, parse_object, parse_pairs
 from llmgine_cli.commands.webhooks import OptionalSession
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render
+from llmgine_cli.render import View, render, render_deleted
 
 app = typer.Typer(
     help="Schedules: a command submitted on a cron expression, every N seconds, or once at a time.",
@@ -130,11 +130,9 @@ def resume(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, q
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, schedule_id: ScheduleId, quiet: Quiet = False) -> None:
+def delete(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
     """Delete a schedule (commands it submitted stay)."""
     app_ctx = state(ctx)
     app_ctx.client().delete_schedule(schedule_id)
-    if quiet:
-        app_ctx.env.out(schedule_id)
-    else:
-        app_ctx.env.err(f"deleted schedule {schedule_id}")
+    record = {"schedule_id": schedule_id}
+    render_deleted(app_ctx.env, record, f"deleted schedule {schedule_id}", output, quiet, "schedule_id")

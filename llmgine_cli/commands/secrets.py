@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render
+from llmgine_cli.render import View, render, render_deleted
 
 app = typer.Typer(
     help="Secrets the daemon keeps for providers (e.g. OPENAI_API_KEY): set, list, delete.",
@@ -61,11 +61,8 @@ def list_(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> No
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: Name, quiet: Quiet = False) -> None:
+def delete(ctx: typer.Context, name: Name, output: Output = None, quiet: Quiet = False) -> None:
     """Delete a secret (exit 4 if there is none)."""
     app_ctx = state(ctx)
     app_ctx.client().delete_secret(name)
-    if quiet:
-        app_ctx.env.out(name)
-    else:
-        app_ctx.env.err(f"deleted secret {name}")
+    render_deleted(app_ctx.env, {"name": name}, f"deleted secret {name}", output, quiet, "name")

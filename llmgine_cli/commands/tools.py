@@ -18,7 +18,7 @@ from llmgine_cli import completion
 from llmgine_cli.commands.args import SessionOpt, parse_object, parse_pairs
 from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, resolve_format
+from llmgine_cli.render import View, render, resolve_format, visible_text
 from llmgine_cli.status import ExitStatus
 
 app = typer.Typer(help="Register Python functions as a session's tools, run them, remove them.", no_args_is_help=True)
@@ -155,8 +155,10 @@ def get(ctx: typer.Context, name: ToolName, session: SessionOpt, output: Output 
         source = data.pop("function_code", None)
         render(app_ctx.env, data, TOOL_VIEW, output)
         if source:
+            # Anybody's text (a session token may register code): escapes shown, not obeyed,
+            # as `handler get` shows a handler's source; -o json has it unchanged.
             app_ctx.env.out("")
-            app_ctx.env.out(source.rstrip("\n"))
+            app_ctx.env.out(visible_text(source.rstrip("\n")))
         return
     render(app_ctx.env, tool, TOOL_VIEW, output, quiet)
 

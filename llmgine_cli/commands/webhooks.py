@@ -15,7 +15,7 @@ import typer
 
 from llmgine_cli.commands.args import choices, id_argument, session_filter_callback
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, resolve_format
+from llmgine_cli.render import View, render, render_deleted, resolve_format
 
 app = typer.Typer(
     help="Webhooks: events POSTed to a URL, signed (Standard Webhooks), retried, each attempt recorded.",
@@ -35,6 +35,7 @@ ATTEMPTS_VIEW = View(
     ),
     items="attempts",
     id_field="delivery_id",
+    empty="no deliveries",
 )
 
 WebhookId = Annotated[
@@ -99,14 +100,12 @@ def get(ctx: typer.Context, webhook_id: WebhookId, output: Output = None, quiet:
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, webhook_id: WebhookId, quiet: Quiet = False) -> None:
+def delete(ctx: typer.Context, webhook_id: WebhookId, output: Output = None, quiet: Quiet = False) -> None:
     """Delete a webhook; what it had not delivered yet is dropped (exit 4 if there is none)."""
     app_ctx = state(ctx)
     app_ctx.client().delete_webhook(webhook_id)
-    if quiet:
-        app_ctx.env.out(webhook_id)
-    else:
-        app_ctx.env.err(f"deleted webhook {webhook_id}")
+    record = {"webhook_id": webhook_id}
+    render_deleted(app_ctx.env, record, f"deleted webhook {webhook_id}", output, quiet, "webhook_id")
 
 
 def attempt_rows(page: dict[str, Any]) -> list[dict[str, Any]]:

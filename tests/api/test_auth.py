@@ -4,6 +4,7 @@ the walk of every route with every kind of bad credential."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import stat
 from typing import Any
@@ -17,6 +18,7 @@ from llmgine_daemon.api.util import checks_own_scope
 from tests.api.secutil import WS_PATH, bearer, expire, new_key, new_session, start
 from tests.conftest import assert_envelope
 from tests.dbtools import dump_all
+from tests.streams.conftest import sse_frames
 
 KEY_RE = re.compile(r"^lgk_[0-9a-f]{12}_[A-Za-z0-9_\-]{40,}$")
 TOKEN_RE = re.compile(r"^lgs_[0-9a-f]{12}_[A-Za-z0-9_\-]{40,}$")
@@ -112,11 +114,21 @@ async def test_session_token_scope(aiohttp_client, make_settings):
         ("GET", "/api/auth/keys"),
         ("POST", "/api/auth/keys"),
         ("GET", "/api/engines"),
-        ("GET", "/api/nope"),
     ]:
         resp = await client.request(method, path, headers=token)
         assert resp.status == 403, (method, path)
         assert_envelope(await resp.json(), "FORBIDDEN")
+    # No such route, or not that method: 404/405 as for any credential (the routes are no
+    # secret: the token may read /openapi.json), not a 403 saying the token does not open its
+    # own session.
+    for method, path, status, code in [
+        ("GET", "/api/nope", 404, "NOT_FOUND"),
+        ("GET", f"/api/sessions/{a['session_id']}/evnets", 404, "NOT_FOUND"),
+        ("DELETE", f"/api/sessions/{a['session_id']}/events", 405, "METHOD_NOT_ALLOWED"),
+    ]:
+        resp = await client.request(method, path, headers=token)
+        assert resp.status == status, (method, path, await resp.text())
+        assert_envelope(await resp.json(), code)
     # The engine collection, filtered to its own session, is in scope.
     resp = await client.get(f"/api/engines?session_id={b['session_id']}", headers=token)
     assert resp.status == 403
@@ -307,6 +319,34 @@ async def test_revocation_closes_websockets_with_1008(aiohttp_client, make_setti
     await by_local.close()
 
 
+async def test_revocation_ends_event_streams_with_1008(aiohttp_client, make_settings):
+    """An SSE stream is a WebSocket's equal: revoking the key that opened it ends it at once
+    (stream.end, code 1008), before any later event; another key's stream goes on."""
+    client, local = await start(aiohttp_client, make_settings)
+    s = await new_session(client, local)
+    key = await new_key(client, local)
+    sse = {"Accept": "text/event-stream"}
+    by_key = await client.get("/api/events/stream", headers={**sse, **bearer(key["key"])})
+    by_local = await client.get("/api/events/stream", headers={**sse, **bearer(local)})
+    revoked, other = sse_frames(by_key), sse_frames(by_local)
+    assert (await anext(revoked))["event"] == "stream.hello"
+    assert (await anext(other))["event"] == "stream.hello"
+    await client.delete(f"/api/auth/keys/{key['key_id']}", headers=bearer(local))
+    resp = await client.post(
+        f"/api/sessions/{s['session_id']}/events", json={"event_type": "AfterRevoke"}, headers=bearer(local)
+    )
+    assert resp.status == 201
+
+    async def to_the_end() -> list[dict[str, str]]:
+        return [frame async for frame in revoked]
+
+    rest = await asyncio.wait_for(to_the_end(), 10)  # (unrevoked, it would never end)
+    assert [f["event"] for f in rest] == ["stream.end"], rest
+    assert json.loads(rest[0]["data"]) == {"type": "end", "code": 1008, "reason": "credential revoked"}
+    assert (await anext(other))["event"] == "AfterRevoke"
+    by_local.close()
+
+
 async def test_key_expiring_while_a_websocket_is_open(aiohttp_client, make_settings):
     from llmgine_daemon.api.guard import GUARD, close_expired
 
@@ -314,9 +354,14 @@ async def test_key_expiring_while_a_websocket_is_open(aiohttp_client, make_setti
     s = await new_session(client, local)
     key = await new_key(client, local, expires_in=3600)
     ws = await client.ws_connect(WS_PATH.format(session_id=s["session_id"]), headers=bearer(key["key"]))
+    sse = await client.get("/api/events/stream", headers={"Accept": "text/event-stream", **bearer(key["key"])})
+    frames = sse_frames(sse)
+    assert (await anext(frames))["event"] == "stream.hello"
     app = client.app
     assert close_expired(app[CREDENTIALS], app[GUARD].sockets) == []
     await expire(client, key["key_id"])
     assert close_expired(app[CREDENTIALS], app[GUARD].sockets) == [key["key_id"]]
     msg = await ws.receive(timeout=10)
     assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
+    end = await asyncio.wait_for(anext(frames), 10)  # the event stream ends too
+    assert end["event"] == "stream.end" and json.loads(end["data"])["code"] == 1008

@@ -107,3 +107,46 @@ async def test_concurrent_handlers_stop_exactly_at_the_maximum(aiohttp_client, m
         "/api/handlers/events", json={"event_type": "G", "handler_function": code}, headers=bearer(local)
     )
     assert resp.status == 201, await resp.text()
+
+
+async def test_unfinished_commands_stop_at_the_maximum(aiohttp_client, make_settings):
+    """Every unfinished command is kept in memory with its parameters (up to a request body
+    each): a session token queued them behind a slow one without limit (200 commands of 900 KB
+    grew the daemon by 190 MB). Queued, blocked and executing ones count, a batch once (one
+    body), and a rerun as many as it queues again."""
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_PENDING_COMMANDS_PER_SESSION="4")
+    s = await new_session(client, local)
+    sid, token = s["session_id"], {"X-Session-Token": s["session_token"]}
+    engine = {"engine_type": "DummyEngine", "session_id": sid}
+    assert (await client.post("/api/engines", json=engine, headers=token)).status == 201
+    path = f"/api/sessions/{sid}/commands"
+
+    def cmd(**parameters: object) -> dict:
+        return {"command_type": "DummyEngineCommand", "parameters": {"prompt": "p", **parameters}}
+
+    slow = await client.post(f"{path}?wait=0", json=cmd(delay_ms=600_000), headers=token)
+    assert slow.status == 202, await slow.text()
+    slow_id = (await slow.json())["command_id"]
+    results = await asyncio.gather(*(client.post(f"{path}?wait=0", json=cmd(), headers=token) for _ in range(6)))
+    statuses, refusals = await statuses_and_refusals(results)
+    assert sorted(statuses) == [202] * 3 + [409] * 3, statuses
+    assert all(e["details"] == {"limit": "max_pending_commands_per_session", "max": 4} for e in refusals)
+    queued = [(await r.json())["command_id"] for r in results if r.status == 202]
+    # Full: a batch and a command waiting for another are refused too.
+    batch = {"commands": [cmd(), cmd(), cmd()]}
+    assert (await client.post(f"{path}/batch?wait=0", json=batch, headers=token)).status == 409
+    after = {**cmd(), "after": [slow_id]}
+    assert (await client.post(f"{path}?wait=0", json=after, headers=token)).status == 409
+    # A cancelled one makes room: for a whole batch, which counts once.
+    assert (await client.post(f"{path}/{queued[0]}/cancel", headers=token)).status == 200
+    resp = await client.post(f"{path}/batch?wait=0", json=batch, headers=token)
+    assert resp.status == 202, await resp.text()
+    assert (await client.post(f"{path}?wait=0", json=cmd(), headers=token)).status == 409
+    assert (await client.post(f"{path}/{slow_id}/cancel", headers=token)).status == 200
+    # Ended commands leave room; queuing five failed ones again at once would go past it.
+    for _ in range(5):
+        resp = await client.post(f"{path}?wait=30", json=cmd(fail=True), headers=token)
+        assert resp.status == 200 and (await resp.json())["status"] == "failed", await resp.text()
+    resp = await client.post(f"{path}/retry", json={"failed": True}, headers=token)
+    assert resp.status == 409, await resp.text()
+    assert_envelope(await resp.json(), "LIMIT_REACHED")

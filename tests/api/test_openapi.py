@@ -33,7 +33,21 @@ async def test_document_is_valid_openapi_31(app_client: TestClient) -> None:
     doc = await resp.json()
     validate(doc)  # raises on any violation of the OpenAPI 3.1 schema
     assert doc["openapi"].startswith("3.1")
-    assert set(doc["components"]["securitySchemes"]) == {"bearer", "sessionToken"}
+    assert set(doc["components"]["securitySchemes"]) == {"bearer", "sessionToken", "queryToken"}
+    # ?token= (how an EventSource authenticates) is described on the streams, and only there.
+    assert doc["components"]["securitySchemes"]["queryToken"] == {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": doc["components"]["securitySchemes"]["queryToken"]["description"],
+    }
+    takes_query_token = {
+        (method, path)
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+        if {"queryToken": []} in op.get("security", doc["security"])
+    }
+    assert takes_query_token == {("get", "/api/events/stream"), ("get", "/api/sessions/{session_id}/events/stream")}
 
 
 async def test_operations_document_their_errors(app_client: TestClient) -> None:

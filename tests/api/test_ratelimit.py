@@ -61,6 +61,38 @@ async def test_failed_auth_counts_against_the_ip(aiohttp_client, make_settings):
     assert POLICY.match(resp.headers["RateLimit-Policy"]).groups() == ("key", "1000")
 
 
+async def test_preflights_take_from_no_bucket(aiohttp_client, make_settings):
+    """A page of a listed origin that pages with its key sends one preflight per distinct URL
+    (browsers cache them per URL): those must not use up the IP's anonymous bucket, or the
+    page's requests fail as unreadable CORS errors long before its key's limit."""
+    origin = "http://localhost:3000"
+    client, local = await start(
+        aiohttp_client, make_settings, CORS_ORIGINS=origin, LLMGINE_RATE_LIMIT_UNAUTHENTICATED="3", **DEFAULTS
+    )
+    freeze(client)
+    for after in range(10):
+        path = f"/api/sessions?after={after}"
+        resp = await client.options(
+            path,
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert resp.status == 204, (after, await resp.text())
+        assert resp.headers["Access-Control-Allow-Origin"] == origin
+        resp = await client.get(path, headers={"Origin": origin, **bearer(local)})
+        assert resp.status == 200, (after, await resp.text())
+        assert resp.headers["RateLimit-Policy"] == '"key";q=1000;w=60'
+    # The IP's anonymous bucket is untouched: its 3 requests are all still there.
+    for i in range(3):
+        resp = await client.get("/api/health", headers={"Origin": origin})
+        assert resp.status == 200 and remaining(resp) == 2 - i
+    resp = await client.get("/api/health", headers={"Origin": origin})
+    assert resp.status == 429 and resp.headers["Access-Control-Allow-Origin"] == origin
+
+
 async def test_authenticated_1000_per_minute_per_key(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings, **DEFAULTS)
     freeze(client)
@@ -171,3 +203,30 @@ def test_full_buckets_are_forgotten_from_the_least_recently_used_end():
     assert refused is not None and not refused.allowed and refused.retry_after == 30
     now[0] = 100.0  # a whole window unused: every bucket is full
     assert limiter.hit("q", "other").allowed and len(limiter) == 1
+
+
+async def test_websocket_messages_take_from_the_request_bucket(aiohttp_client, make_settings):
+    """A WebSocket was a way around the rate limit: its messages cost nothing, and a session
+    token's client sending `subscribe` messages (each a replay from the store) on two streams
+    made another session's requests 80 times slower. Each message now costs a request of its
+    credential's bucket (the session's, for its tokens); past it, it is answered RATE_LIMITED
+    and not acted on, and the stream stays open."""
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_RATE_LIMIT_AUTHENTICATED="6")
+    clock = freeze(client)
+    session = await new_session(client, local)
+    sid, token = session["session_id"], {"X-Session-Token": session["session_token"]}
+    async with client.ws_connect(f"/api/sessions/{sid}/events/stream", headers=token) as ws:  # 1
+        assert (await ws.receive_json(timeout=10))["type"] == "hello"
+        for _ in range(5):  # 2..6
+            await ws.send_json({"type": "ping"})
+            assert await ws.receive_json(timeout=10) == {"type": "pong"}
+        await ws.send_json({"type": "subscribe", "event_types": ["A*"]})
+        refused = await ws.receive_json(timeout=10)
+        assert refused["type"] == "error" and refused["error"]["code"] == "RATE_LIMITED", refused
+        assert refused["error"]["details"]["policy"] == "key"
+        # The same bucket as the session's requests.
+        resp = await client.get(f"/api/sessions/{sid}", headers=token)
+        assert resp.status == 429
+        clock[0] += 10  # one request's worth back
+        await ws.send_json({"type": "ping"})
+        assert await ws.receive_json(timeout=10) == {"type": "pong"}

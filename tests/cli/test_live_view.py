@@ -46,3 +46,23 @@ def test_each_event_is_one_line_that_fits(width):
     assert all(len(row.rstrip()) <= width for row in rows), rows
     assert rows[0].rstrip().endswith("…") and '{"text":"supercal' in rows[0]  # cut, not wrapped
     assert not [line for line in lines if line.startswith("ragilistic")]
+
+
+@pytest.mark.parametrize("width", [50, 80])
+def test_the_footer_is_one_line_that_fits(width):
+    """The footer (state, session, counts, the busiest types) wrapped at 80 columns once a few
+    types had come: its second line was left on the screen as the events scrolled past."""
+    out = io.StringIO()
+    env = Environment(out, io.StringIO(), True, True, environ={})
+    view = LiveTail(env, title="01a24c5c-9a68-7682-add6-133122496426")
+    view.console.width = width
+    with view:
+        for seq, kind in enumerate(["Alpha", "Beta", "Gamma", "Delta", "Epsilon", "Zeta"], start=1):
+            view.add(_event(seq, kind))
+    lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw.split("\r")[-1]) for raw in out.getvalue().split("\n")]
+    footer = [line for line in lines if line.startswith("● ")]
+    assert footer, lines
+    assert all(len(line.rstrip()) <= width for line in lines), lines
+    assert "22496426" in footer[-1] and "01a24c5c-9a68" not in footer[-1]  # the short id, as the rows
+    following = lines[lines.index(footer[-1]) + 1 :]
+    assert not [line for line in following if line.strip()], following  # nothing wrapped under it

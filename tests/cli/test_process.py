@@ -67,6 +67,8 @@ def test_json_and_plain_output_import_neither_rich_nor_aiohttp(daemon, tmp_path,
 
 
 def test_table_output_imports_rich_but_not_aiohttp(daemon, tmp_path):
+    # A session to list: an empty listing is a line on stderr, not a table (render.View.empty).
+    assert run_cli(["session", "create", "-q"], daemon.env).returncode == 0
     report = imports_of(["session", "list", "-o", "table"], daemon.env, tmp_path)
     assert report == {"code": 0, "loaded": ["rich"]}
 

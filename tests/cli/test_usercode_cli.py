@@ -101,6 +101,20 @@ def test_tool_register_list_get_exec_delete(cli, tmp_path):
     assert missing.exit_code == 2
 
 
+def test_tool_get_shows_escapes_in_the_source_instead_of_obeying_them(cli, tmp_path):
+    """A tool's source is anybody's text (a session token may register code): `tool get` shows
+    its terminal escapes (window title, screen clear, colours) as escapes, as `handler get`
+    does; -o json keeps the source unchanged."""
+    sid = new_session(cli)
+    hostile = 'def t(x: str):\n    return "\x1b]0;pwned\x07\x1b[2J\x9b31m"\n'
+    assert cli("tool", "register", write(tmp_path, "t.py", hostile), "-S", sid, "-q").exit_code == 0
+    shown = cli("tool", "get", "t", "-S", sid)
+    assert shown.exit_code == 0, shown.stderr
+    assert not {"\x1b", "\x07", "\x9b"} & set(shown.stdout), repr(shown.stdout)
+    assert 'return "\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m"' in shown.stdout
+    assert json.loads(cli("tool", "get", "t", "-S", sid, "-o", "json").stdout)["function_code"] == hostile
+
+
 def test_handlers_session_and_global(cli, tmp_path):
     sid = new_session(cli)
     assert cli("tool", "register", write(tmp_path, "w.py", WEATHER), "-S", sid, "-q").exit_code == 0

@@ -17,7 +17,7 @@ import pytest
 
 from tests import clitools
 from tests.e2e.test_llmgined import fails_with, free_port, run_daemon, wait_for_http
-from tests.eventually import eventually_blocking
+from tests.eventually import eventually, eventually_blocking
 
 pytestmark = pytest.mark.e2e
 
@@ -194,4 +194,76 @@ def test_non_owner_uid_is_refused_on_the_socket(home):
         assert "403" in out and "FORBIDDEN" in out, out
     finally:
         os.chmod(home, 0o700)
+        stop(proc)
+
+
+def test_a_session_tokens_held_waits_leave_descriptors_for_everyone(home):
+    """A command wait holds its connection up to 300 s, and a session token's rate limit lets
+    it open a thousand at once: with the usual soft limit of 1024 open files, the daemon had no
+    descriptor left, and accept() failed for everyone, the owner on the Unix socket included.
+    llmgined takes the hard limit: here 256 soft, 400 waits."""
+    import asyncio
+    import resource
+
+    import aiohttp
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard == resource.RLIM_INFINITY or hard > 1024, "the test needs a hard limit above 1024"
+
+    def low_soft_limit() -> None:
+        clitools.default_signals()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    port = free_port()
+    env = {**clitools.DAEMON_DEFAULTS, **os.environ, **clitools.BACKEND_ENV, "LLMGINE_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmgine_daemon", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=low_soft_limit,
+    )
+    try:
+        wait_for_http(port, proc)
+        local = (home / "config" / "local.key").read_text().strip()
+        status, session = request(port, "/api/sessions", local, "POST", b"{}")
+        assert status == 201
+        sid, token = session["session_id"], session["session_token"]
+        engine = json.dumps({"engine_type": "DummyEngine", "session_id": sid}).encode()
+        assert request(port, "/api/engines", local, "POST", engine)[0] == 201
+        slow = json.dumps({"command_type": "DummyEngineCommand", "parameters": {"prompt": "p", "delay_ms": 600000}})
+        status, command = request(port, f"/api/sessions/{sid}/commands?wait=0", local, "POST", slow.encode())
+        assert status == 202
+
+        def sockets() -> int:
+            return sum(
+                os.readlink(f"/proc/{proc.pid}/fd/{fd}").startswith("socket:")
+                for fd in os.listdir(f"/proc/{proc.pid}/fd")
+            )
+
+        async def hold_and_check() -> int:
+            wait = {"command_ids": [command["command_id"]], "timeout": 300}
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as client:
+
+                async def one() -> None:
+                    url = f"http://127.0.0.1:{port}/api/commands/wait"
+                    async with client.post(url, json=wait, headers={"X-Session-Token": token}) as resp:
+                        await resp.read()
+
+                waits = [asyncio.create_task(one()) for _ in range(400)]
+                try:
+                    await eventually(lambda: sockets() >= 400, message="the daemon accepted the waits")
+                    unix = aiohttp.UnixConnector(path=str(home / "run" / "llmgined.sock"))
+                    async with aiohttp.ClientSession(connector=unix) as owner:
+                        async with owner.get("http://l/api/health", timeout=aiohttp.ClientTimeout(30)) as resp:
+                            return resp.status
+                finally:
+                    for task in waits:
+                        task.cancel()
+                    await asyncio.gather(*waits, return_exceptions=True)
+
+        assert asyncio.run(hold_and_check()) == 200
+        assert int(next(line for line in open(f"/proc/{proc.pid}/limits") if "open files" in line).split()[3]) > 256
+    finally:
         stop(proc)

@@ -55,6 +55,17 @@ async def test_sse_last_event_id_resumes_and_beats_since(app_client):
     bad = await app_client.get("/api/events/stream", headers={**SSE, "Last-Event-ID": "x"})
     assert bad.status == 422
     assert (await bad.json())["error"]["details"]["field"] == "Last-Event-ID"
+    # event-source-polyfill, the EventSource that sends headers, sends the last id as the query
+    # parameter lastEventId (replacing its own, keeping the rest of the URL): it is honoured the
+    # same way, else its reconnections would start at `now` and lose what happened meanwhile.
+    resp = await app_client.get(f"/api/sessions/{sid}/events/stream?lastEventId=5", headers=SSE)
+    frames = await _frames(resp, 3)
+    assert json.loads(frames[0]["data"])["since"] == 5 and frames[0]["id"] == "5"
+    assert [f.get("id") for f in frames[1:2]] == ["6"] and frames[2]["event"] == "stream.live"
+    resp.close()
+    bad = await app_client.get("/api/events/stream?lastEventId=x", headers=SSE)
+    assert bad.status == 422
+    assert (await bad.json())["error"]["details"]["field"] == "lastEventId"
 
 
 async def test_sse_curl_style_accept_any_and_filters(app_client):

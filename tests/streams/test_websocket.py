@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 from aiohttp import web
+from llmgine_daemon.api.keys import STREAMS
 from llmgine_daemon.app import create_app
 
 from tests.conftest import assert_envelope, create_session
@@ -141,6 +142,73 @@ async def test_subscribe_message_changes_filter(app_client):
         assert (await ws_read(ws))["type"] == "error"
         await ws.send_json({"type": "ping"})
         assert await ws_read(ws) == {"type": "pong"}
+
+
+async def test_a_client_that_sends_without_reading_is_dropped(app_client):
+    """Each ping (or bad message) is answered on the stream; a client that sends them and never
+    reads had the answers pile up in the daemon's memory (350 MB in 20 s on one WebSocket).
+    Past MAX_NOTICES unsent answers the connection is dropped, and the daemon streams on."""
+    import os
+    import socket
+
+    from llmgine_daemon.bus.streams import MAX_NOTICES
+
+    sid = (await create_session(app_client))["session_id"]
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", app_client.port))
+    reader, writer = await asyncio.open_connection(sock=raw)
+    auth = app_client.session.headers.get("Authorization", "")
+    writer.write(
+        f"GET /api/sessions/{sid}/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+    )
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).startswith(b"HTTP/1.1 101")
+    mask = os.urandom(4)
+    ping = b'{"type":"ping"}'
+    frame = bytes((0x81, 0x80 | len(ping))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(ping))
+    hub = app_client.app[STREAMS]
+    most, dropped = 0, False
+    for _ in range(1000):  # up to a million pings, never reading a pong
+        try:
+            writer.write(frame * 1000)
+            await asyncio.wait_for(writer.drain(), 30)
+        except ConnectionError:
+            dropped = True
+            break
+        most = max([most, *(len(s._notices) for s in hub._by_session.get(sid, ()))])
+    writer.close()
+    assert dropped, f"still open after a million unread pings ({most} answers waiting)"
+    assert most <= MAX_NOTICES
+    async with app_client.ws_connect(f"/api/sessions/{sid}/events/stream") as ws:
+        assert (await ws_read(ws))["type"] == "hello"
+        await ws.send_json({"type": "ping"})
+        assert await ws_read(ws) == {"type": "pong"}
+
+
+async def test_client_messages_sent_at_once_are_answered_in_order(app_client):
+    """A page sends its messages in one go (ws.send, ws.send...): the daemon reads them
+    together. Each subscribe amends the one before it, even one not yet applied (an omitted
+    field is left as the previous subscribe set it), and every message is answered, in order."""
+    app = app_client.app
+    sid = (await create_session(app_client))["session_id"]
+    async with app_client.ws_connect(f"/api/sessions/{sid}/events/stream") as ws:
+        await ws_read(ws)
+        # Written before the server runs (one event loop): it reads all four at once.
+        await asyncio.gather(
+            ws.send_json({"type": "ping"}),
+            ws.send_json({"type": "subscribe", "event_types": ["Ping"]}),
+            ws.send_json({"type": "subscribe", "sources": ["api"]}),
+            ws.send_json({"type": "ping"}),
+        )
+        got = [await ws_read(ws) for _ in range(4)]
+        assert [m["type"] for m in got] == ["pong", "subscribed", "subscribed", "pong"], got
+        assert (got[1]["event_types"], got[1]["sources"]) == (["Ping"], [])
+        assert (got[2]["event_types"], got[2]["sources"]) == (["Ping"], ["api"])
+        await publish(app, sid, "Other")
+        ping = await publish(app, sid, "Ping")
+        assert [e["seq"] for e in await ws_events(ws, 1)] == [ping[0].seq]
 
 
 async def test_unknown_session_refuses_handshake_with_envelope(app_client):

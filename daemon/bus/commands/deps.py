@@ -89,27 +89,39 @@ def _states(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, tuple[str
 
 
 def _check_cycle(conn: sqlite3.Connection, command_id: str, after: list[str]) -> None:
-    """DEPENDENCY_CYCLE if ``command_id`` is reachable from ``after`` through blocked commands."""
-    seen: set[str] = set()
-    frontier = [a for a in after]
+    """DEPENDENCY_CYCLE if ``command_id`` is reachable from ``after`` through blocked commands.
+
+    A path back to ``command_id`` needs a command waiting for it: a new command (its id made at
+    this submission) has none, so the walk is taken only when one does (one indexed look-up
+    otherwise), and then visits each blocked command once. (It re-expanded a command once per
+    path to it: layers of a hundred blocked commands, each waiting for all of the layer before,
+    made one submission cost the store's one writer half a second.)"""
+    if command_id in after:
+        raise _cycle(command_id, after)
+    if conn.execute("SELECT 1 FROM command_after WHERE after_id = ? LIMIT 1", (command_id,)).fetchone() is None:
+        return
+    seen = set(after)
+    frontier = list(seen)
     while frontier:
-        if command_id in frontier:
-            raise BusError(
-                ErrorCode.DEPENDENCY_CYCLE,
-                f"command {command_id!r} would wait for itself through its dependencies",
-                {"command_id": command_id, "after": after[:20]},
-            )
-        seen.update(frontier)
-        chunk = frontier[:500]
-        frontier = frontier[500:] + [
-            row[0]
-            for row in conn.execute(
-                "SELECT a.after_id FROM command_after a JOIN commands c ON c.command_id = a.command_id"
-                f" WHERE c.status = 'blocked' AND a.command_id IN ({', '.join('?' * len(chunk))})",
-                chunk,
-            )
-            if row[0] not in seen
-        ]
+        chunk, frontier = frontier[:500], frontier[500:]
+        for (after_id,) in conn.execute(
+            "SELECT a.after_id FROM command_after a JOIN commands c ON c.command_id = a.command_id"
+            f" WHERE c.status = 'blocked' AND a.command_id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ):
+            if after_id == command_id:
+                raise _cycle(command_id, after)
+            if after_id not in seen:
+                seen.add(after_id)
+                frontier.append(after_id)
+
+
+def _cycle(command_id: str, after: list[str]) -> BusError:
+    return BusError(
+        ErrorCode.DEPENDENCY_CYCLE,
+        f"command {command_id!r} would wait for itself through its dependencies",
+        {"command_id": command_id, "after": after[:20]},
+    )
 
 
 class Dependencies:
@@ -160,6 +172,7 @@ class Dependencies:
                     {"field": "after", "command_ids": missing[:20]},
                 )
             _check_cycle(conn, rec.command_id, spec.after)
+            self.commands.bus.capacity.check_pending(conn, session_id)
             insert_command(conn, rec)
             conn.executemany(
                 "INSERT INTO command_after (command_id, after_id, policy) VALUES (?, ?, ?)",

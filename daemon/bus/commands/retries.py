@@ -211,6 +211,8 @@ class Retries:
                     f"SELECT {COMMAND_COLUMNS} FROM commands WHERE session_id = ? AND {where} ORDER BY rowid LIMIT ?",
                     (session_id, MAX_RERUN),
                 ).fetchall()
+            if rows:
+                self.commands.bus.capacity.check_pending(conn, session_id, len(rows))
             events = []
             for row in rows:
                 conn.execute(

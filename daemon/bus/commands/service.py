@@ -135,7 +135,7 @@ class Commands(Recovery):
             await self._refuse_unhandled(session_id, spec.command_type)
         if spec.after:  # waits for other commands first: deps.py, off the runner's path
             return await self.deps.submit(session_id, spec, idem, claim)
-        runner, cluster = self.runner, self.bus.cluster
+        runner, cluster, capacity = self.runner, self.bus.cluster, self.bus.capacity
         ts = now_iso()
         rec = new_record(session_id, spec, ts)
         claimed = start_now and runner.try_claim(session_id)
@@ -162,6 +162,8 @@ class Commands(Recovery):
                 claim(conn, rec.command_id)
             if claimed:
                 cluster.fence(conn, session_id, claim=True)
+            else:  # it waits in memory behind the session's running command
+                capacity.check_pending(conn, session_id)
             insert_command(conn, rec)
             record(conn, idem, "command", rec.command_id, session_id)
             if claimed:
@@ -311,6 +313,7 @@ class Commands(Recovery):
             if prior is not None:
                 return batch_rows(conn, session_id, prior[1])
             require_active(conn, session_id)
+            self.bus.capacity.check_pending(conn, session_id)
             conn.execute(
                 "INSERT INTO batches (batch_id, session_id, mode, stop_on_error, created_at) VALUES (?, ?, ?, ?, ?)",
                 (batch_id, session_id, mode, int(stop_on_error), ts),
