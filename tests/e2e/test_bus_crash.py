@@ -396,3 +396,41 @@ def test_a_second_daemon_on_the_same_sqlite_file_is_refused(home):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.sqlite_only(reason="SQLite's write-ahead log")
+def test_a_damaged_write_ahead_log_is_refused_not_discarded(home):
+    # SQLite takes a log whose header is damaged for an empty one: the daemon started without
+    # the acknowledged writes still in it (not yet copied into the database) and wrote over it.
+    port = free_port()
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+        made = {call(port, "POST", "/api/sessions", {}, home=home)[1]["session_id"] for _ in range(20)}
+    finally:
+        proc.kill()
+        proc.wait()
+    wal = home / "data" / "llmgine.db-wal"
+    whole = wal.read_bytes()
+    assert len(whole) > 32
+    damaged = whole[:16] + bytes(b ^ 0xFF for b in whole[16:24]) + whole[24:]  # the salts
+    wal.write_bytes(damaged)
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert "llmgine.db-wal: not a valid write-ahead log" in err and "Traceback" not in err, err
+    assert wal.read_bytes() == damaged  # left as it was, for a person to look at
+    wal.write_bytes(whole)  # repaired: every acknowledged session is there
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+        with open_home_db(home) as db:
+            assert made <= {r[0] for r in db.execute("SELECT session_id FROM sessions")}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
