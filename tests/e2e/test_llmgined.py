@@ -272,3 +272,31 @@ def test_a_disk_that_fills_during_the_migrations_is_named(daemon_home):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     assert "cannot start: database.url:" in err and "disk I/O error" in err and "cannot rollback" not in err, err
+
+
+@pytest.mark.sqlite_only(reason="storage plays no part: the daemon is stopped before it opens any")
+def test_ctrl_c_while_the_modules_load_is_quiet(daemon_home):
+    # Ctrl-C in the first second or two of `python -m llmgine_daemon` (a loaded machine: more)
+    # printed a KeyboardInterrupt traceback from the middle of an import. -X importtime tells
+    # when the imports are under way (aiohttp's application module loaded, ours still loading).
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", "llmgine_daemon"],
+        env={**DAEMON_DEFAULTS, **os.environ, "LLMGINE_HOME": str(daemon_home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_signals,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "aiohttp.web_app" in line or "listening on" in line:  # (never wait past the start)
+                break
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        assert exit_code(proc) == 0, rest
+        assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
