@@ -29,6 +29,7 @@ from tests.clitools import (
     start_daemon,
     stop_process,
 )
+from tests.eventually import eventually_blocking
 from tests.postgres import PASSWORD, PgServer, with_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_database(reason="makes its own PostgreSQL databases")]
@@ -152,6 +153,18 @@ def call(d: Daemon, method: str, path: str, body: Any = None) -> tuple[int, Any]
         conn.close()
 
 
+def set_connections(pg_server: PgServer, pg_url: str, allow: bool) -> None:
+    """Open or close ``pg_url``'s database to new connections; closing ends those it has (the
+    server going down, as the daemon sees it, without stopping the tests' shared server)."""
+    import psycopg
+
+    name = urlsplit(pg_url).path.lstrip("/")
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')  # type: ignore[arg-type]
+        if not allow:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+
 def test_the_database_unreachable_under_the_daemon_is_503_then_it_reconnects(
     pg_server: PgServer, pg_url: str, pg_daemon: Daemon
 ) -> None:
@@ -164,10 +177,7 @@ def test_the_database_unreachable_under_the_daemon_is_503_then_it_reconnects(
     name = urlsplit(pg_url).path.lstrip("/")
 
     def allow_connections(allow: bool) -> None:
-        with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')  # type: ignore[arg-type]
-            if not allow:
-                end_connections(conn)
+        set_connections(pg_server, pg_url, allow)
 
     def end_connections(conn: psycopg.Connection[Any]) -> None:
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
@@ -200,3 +210,22 @@ def test_the_database_unreachable_under_the_daemon_is_503_then_it_reconnects(
         assert status == 200, page
         mine = [e["event_id"] for e in page["events"] if e["event_type"] in ("Before", "While", "After")]
         assert mine == [before["event_id"], after["event_id"]]
+
+
+def test_a_database_outage_is_logged_in_lines_not_tracebacks(
+    home: Path, pg_server: PgServer, pg_url: str, pg_daemon: Daemon
+) -> None:
+    # The database down under the daemon is an outage, not a bug: the cluster's tick (every
+    # second) and the last telemetry flush at the stop each logged a whole traceback.
+    assert call(pg_daemon, "POST", "/api/sessions", {})[0] == 201
+    log = home / "daemon-under-test.log"
+    set_connections(pg_server, pg_url, False)
+    try:
+        eventually_blocking(lambda: "cluster: tick failed" in log.read_text(), timeout=30)
+        assert call(pg_daemon, "POST", "/api/sessions", {})[0] == 503  # something to flush
+        stop_process(pg_daemon.proc)
+    finally:
+        set_connections(pg_server, pg_url, True)
+    assert pg_daemon.proc.returncode == 0
+    text = log.read_text()
+    assert "cannot connect to PostgreSQL" in text and "Traceback" not in text, text[-3000:]
