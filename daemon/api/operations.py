@@ -43,11 +43,10 @@ class Param:
     required: bool = False
 
     def to_openapi(self) -> dict[str, Any]:
-        schema = self.schema
+        param: dict[str, Any] = {"name": self.name, "in": self.location, "schema": self.schema}
         if self.location == "query":
-            # Every query parameter given empty (`?limit=`) counts as not given.
-            schema = {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
-        param: dict[str, Any] = {"name": self.name, "in": self.location, "schema": schema}
+            # `?limit=` is not given (not anyOf [schema, ""]: clients typed that `number | string`)
+            param["allowEmptyValue"] = True
         if self.description:
             param["description"] = self.description
         if self.required or self.location == "path":
@@ -245,6 +244,7 @@ STREAM_PARAMS = (
         "Last-Event-ID", {"type": "string", "pattern": r"^[0-9]+$"}, "SSE resume: the last seq seen", location="header"
     ),
     Param("lastEventId", {"type": "string", "pattern": r"^[0-9]+$"}, "Last-Event-ID in the query (SSE polyfills)"),
+    Param("token", {"type": "string"}, "a page's session token, as an EventSource must pass it (docs/security.md)"),
 )
 
 OPERATIONS: dict[tuple[str, str], Op] = {

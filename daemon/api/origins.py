@@ -21,7 +21,7 @@ import ipaddress
 import urllib.parse
 from collections.abc import Callable
 
-from llmgine_daemon.paths import StartupError
+from llmgine_daemon.paths import ConfigError, StartupError
 from llmgine_daemon.protocol import REQUEST_ID_HEADER, SESSION_TOKEN_HEADER, VERSION_HEADER
 from llmgine_daemon.settings import Settings
 
@@ -138,20 +138,33 @@ class HostPolicy:
 
 
 def normalize_origin(value: str) -> str | None:
-    """``scheme://host[:port]`` with default ports dropped, or None (``null``, junk)."""
+    """``scheme://host[:port]`` with http(s)' default ports dropped, or None (``null``, junk).
+    Other schemes with a host are origins too: a browser extension's page
+    (``chrome-extension://ID``) or an app's webview (``tauri://localhost``) sends one."""
     try:
         parts = urllib.parse.urlsplit(value.strip())
         port = parts.port
     except ValueError:
         return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
+    if not parts.scheme or parts.scheme == "file" or not parts.hostname:
+        return None  # (a file:// page's Origin is "null")
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
         return None
     host = parts.hostname.lower()
     shown = f"[{host}]" if ":" in host else host
-    default = 80 if parts.scheme == "http" else 443
+    default = {"http": 80, "https": 443}.get(parts.scheme)
     return f"{parts.scheme}://{shown}" + (f":{port}" if port and port != default else "")
+
+
+def check_cors_origins(settings: Settings) -> None:
+    """Refuse an entry of security.cors_origins that is no origin (``localhost:3000``, a URL
+    with a path): it would be ignored, and its page refused with 403 without a word why."""
+    for value in settings["security.cors_origins"]:
+        if value != "*" and normalize_origin(value) is None:
+            raise ConfigError(
+                f"security.cors_origins: {value!r} is not an origin; write scheme://host[:port] "
+                "as the browser sends it, e.g. http://localhost:3000 (no path)"
+            )
 
 
 class OriginPolicy:
@@ -170,8 +183,13 @@ class OriginPolicy:
             return False
         if normalized in self.listed:
             return True
-        # Same origin: a page served from this very address (scheme is http: we serve http).
-        return host_header is not None and normalized == normalize_origin(f"http://{host_header}")
+        # Same origin: a page served from this very address, by us (http) or by a TLS proxy in
+        # front of us that passes the Host on (https; README's nginx): the page of /docs at
+        # https://NAME sends Origin https://NAME with its POSTs and WebSocket handshakes.
+        return host_header is not None and normalized in (
+            normalize_origin(f"http://{host_header}"),
+            normalize_origin(f"https://{host_header}"),
+        )
 
     def cors_headers(self, origin: str) -> dict[str, str]:
         """Headers for an actual response to a listed origin (echoes it exactly, plus Vary)."""

@@ -398,10 +398,9 @@ def _ws_command(sub: Subscription, text: str) -> bool:
         return sub.send_notice(Pong())
     assert isinstance(msg, Subscribe)
     try:
-        sub.change_filter(sub.wanted.with_types(msg.event_types, msg.sources))
+        return sub.change_filter(sub.wanted.with_types(msg.event_types, msg.sources))
     except BusError as exc:
         return sub.send_notice(stream_error(exc.code, exc.message, exc.details))
-    return True
 
 
 def _refused(issue: str) -> StreamError:

@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from llmgine_daemon.bus.errors import invalid, not_found
 from llmgine_daemon.bus.events import EVENT_COLUMNS, row_to_event
 from llmgine_daemon.bus.stream_filter import SESSION_ENDED, StreamFilter
-from llmgine_daemon.protocol import Event, to_iso
+from llmgine_daemon.bus.stream_start import log_end, start_info
+from llmgine_daemon.protocol import Event
 from llmgine_daemon.protocol.streams import End, Frame, Lagging, Live, Subscribed
 
 if TYPE_CHECKING:
@@ -159,13 +160,17 @@ class Subscription:
         if self._end is None:
             self._finish(end)
 
-    def change_filter(self, flt: StreamFilter) -> None:
+    def change_filter(self, flt: StreamFilter) -> bool:
         """Applied by the consumer in order with the control frames queued before it, from
         the cursor it has then on; each change is acknowledged (``Subscribed``). Build ``flt``
-        from ``wanted``: a change still queued is what the next one amends."""
+        from ``wanted``: a change still queued is what the next one amends. Bounded with the
+        control frames (False: ``MAX_NOTICES`` are waiting, as ``send_notice``)."""
+        if len(self._notices) >= MAX_NOTICES:
+            return False
         self.wanted = flt
         self._notices.append(flt)
         self._wake.set()
+        return True
 
     async def get(self) -> list[Item]:
         """The next items, in order; an ``End`` is the last item ever returned."""
@@ -354,7 +359,7 @@ class StreamHub:
 
     async def _position(self, sub: Subscription, since: int | _dt.datetime | None) -> None:
         session_id = sub.filter.session_id
-        info = await self.bus.store.read(lambda c: _start_info(c, session_id, since, self._last_seq(c)))
+        info = await self.bus.store.read(lambda c: start_info(c, session_id, since, self._last_seq(c)))
         if session_id is not None and info["status"] is None:
             raise not_found("session", session_id=session_id)
         if isinstance(since, int):
@@ -542,7 +547,7 @@ class StreamHub:
         a database sequence's value would run ahead of what is committed, and a head read ahead
         of the log would make the hub skip the events in between."""
         head = self.bus.cluster.log_head(conn)
-        return _last_seq(conn) if head is None else head
+        return log_end(conn) if head is None else head
 
     async def settle(self, timeout: float = 2.0) -> None:
         """Wait until everything notified so far has been dispatched."""
@@ -565,44 +570,3 @@ class StreamHub:
         ended = self._ended.pop(session_id, None)
         for sub in list(self._by_session.get(session_id, ())):
             sub._end_after_drain(ended)
-
-
-def _last_seq(conn: sqlite3.Connection) -> int:
-    # sqlite_sequence survives deletes (purge, retention): the log's true end.
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-    if row is None:
-        row = conn.execute("SELECT MAX(seq) FROM events").fetchone()
-    return int(row[0] or 0)
-
-
-def _start_info(
-    conn: sqlite3.Connection, session_id: str | None, since: int | _dt.datetime | None, last_seq: int
-) -> dict[str, Any]:
-    info: dict[str, Any] = {"status": None, "ended": None, "time_seq": 0}
-    info["last_seq"] = last_seq
-    if session_id is not None:
-        row = conn.execute("SELECT status FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
-        info["status"] = row[0] if row else None
-        if row is not None and row[0] != "active":
-            ended = conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? AND event_type = ? ORDER BY seq DESC LIMIT 1",
-                (session_id, SESSION_ENDED),
-            ).fetchone()
-            info["ended"] = row_to_event(ended) if ended else None
-    if since is not None and not isinstance(since, int):
-        # Timestamps grow with seq, so scanning back from the end stops at the first older
-        # event: cheap for "the last 10 minutes", which is what people ask for. A session's
-        # stream scans only its session's events (index (session_id, seq)): a time before them
-        # all (since=1970-01-01T00:00:00Z) read the whole log, every session's, at each open.
-        if session_id is not None:
-            row = conn.execute(
-                "SELECT seq FROM events WHERE session_id = ? AND timestamp < ? ORDER BY seq DESC LIMIT 1",
-                (session_id, to_iso(since)),
-            ).fetchone()
-        else:
-            row = conn.execute(
-                "SELECT seq FROM events WHERE timestamp < ? ORDER BY seq DESC LIMIT 1",
-                (to_iso(since),),
-            ).fetchone()
-        info["time_seq"] = int(row[0]) if row else 0
-    return info
