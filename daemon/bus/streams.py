@@ -519,6 +519,9 @@ class StreamHub:
                     return
         except asyncio.CancelledError:
             raise
+        except StorageError as exc:  # busy or unreachable: one line
+            log.warning("streams: reading the event log failed; retrying: %s", exc)
+            await asyncio.sleep(POLL_INTERVAL)
         except Exception:
             log.exception("streams: reading the event log failed; retrying")
             await asyncio.sleep(POLL_INTERVAL)

@@ -217,11 +217,18 @@ def test_a_database_outage_is_logged_in_lines_not_tracebacks(
 ) -> None:
     # The database down under the daemon is an outage, not a bug: the cluster's tick (every
     # second) and the last telemetry flush at the stop each logged a whole traceback.
-    assert call(pg_daemon, "POST", "/api/sessions", {})[0] == 201
+    status, session = call(pg_daemon, "POST", "/api/sessions", {})
+    sid = session["session_id"]
+    # The background loops that read the database on their own: a schedule's, a webhook's.
+    assert call(pg_daemon, "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})[0] == 201
+    every = {"session_id": sid, "command": {"command_type": "DummyEngineCommand"}, "every": 1}
+    assert call(pg_daemon, "POST", "/api/schedules", every)[0] == 201
+    assert call(pg_daemon, "POST", "/api/webhooks", {"url": "http://127.0.0.1:9/hook"})[0] == 201
     log = home / "daemon-under-test.log"
     set_connections(pg_server, pg_url, False)
     try:
-        eventually_blocking(lambda: "cluster: tick failed" in log.read_text(), timeout=30)
+        for line in ("cluster: tick failed", "scheduler round failed"):
+            eventually_blocking(lambda line=line: line in log.read_text(), timeout=30)
         assert call(pg_daemon, "POST", "/api/sessions", {})[0] == 503  # something to flush
         stop_process(pg_daemon.proc)
     finally:
