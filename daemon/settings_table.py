@@ -391,8 +391,9 @@ SETTINGS: tuple[Setting, ...] = (
         "LLMGINE_MAX_PENDING_COMMANDS_PER_SESSION",
         positive,
         1000,
-        "most unfinished submissions (queued, blocked, waiting for approval, executing) in one "
-        "session, a batch counting once; each is kept in memory until it ends (0 = no limit)",
+        "most unfinished commands (queued, blocked, waiting for approval, executing) in one "
+        "session, a batch counting one per 100 of its commands: each is kept in memory until it "
+        "ends, up to a request body's worth (0 = no limit)",
     ),
     Setting(
         "security.limits.max_websockets",

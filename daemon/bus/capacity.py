@@ -8,7 +8,7 @@
     unfinished commands/session  max_pending_commands_per_session
                       Commands.submit (when it queues), submit_batch, Dependencies.submit,
                       Retries.rerun: each unfinished command is kept in memory with its
-                      parameters until it ends; a batch counts once (one request body)
+                      parameters until it ends; a batch counts one per BATCH_UNIT commands
 
 Each check runs inside the creating write, in the same transaction as the INSERT. The store has
 one writer that runs writes one after another, so a check counts every creation committed or
@@ -28,12 +28,21 @@ from typing import Any
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.protocol import UNFINISHED_STATUSES, ErrorCode
 
-# Unfinished submissions of a session: its unfinished commands, a batch's counting once (the
-# index on (session_id, status) finds them).
+# What a session's unfinished commands hold in memory, in units of about one request body: a
+# command is one unit (its parameters may be a whole body); a batch one per BATCH_UNIT commands
+# (they came in one body, but each is a record in memory too: ~1.5 KB). The index on
+# (session_id, status) finds them.
+BATCH_UNIT = 100
 _PENDING = (
-    "SELECT COUNT(DISTINCT COALESCE(batch_id, command_id)) FROM commands WHERE session_id = ?"
-    f" AND status IN ({', '.join(repr(s) for s in UNFINISHED_STATUSES)})"
+    f"SELECT COALESCE(SUM((n + {BATCH_UNIT - 1}) / {BATCH_UNIT}), 0) FROM (SELECT COUNT(*) AS n FROM commands"
+    f" WHERE session_id = ? AND status IN ({', '.join(repr(s) for s in UNFINISHED_STATUSES)})"
+    " GROUP BY COALESCE(batch_id, command_id)) AS pending"
 )
+
+
+def pending_units(commands: int, batch: bool) -> int:
+    """The units of ``_PENDING`` that ``commands`` new commands (a batch's, or single ones) take."""
+    return -(-commands // BATCH_UNIT) if batch else commands
 
 
 def limit_reached(limit: str, maximum: int, what: str) -> BusError:
@@ -108,7 +117,7 @@ class Capacity:
         )
 
     def check_pending(self, conn: sqlite3.Connection, session_id: str, adding: int = 1) -> None:
-        """Room for ``adding`` more unfinished submissions (commands, or a batch: one) in
+        """Room for ``adding`` more units (``pending_units``) of unfinished commands in
         ``session_id``."""
         maximum = self.max_pending_commands_per_session
         if maximum <= 0:
@@ -117,9 +126,11 @@ class Capacity:
             # Per session: every queued submission passes here, sessions must not wait for each other.
             self.serialize(conn, f"max_pending_commands_per_session:{session_id}")
         (pending,) = conn.execute(_PENDING, (session_id,)).fetchone()
-        if pending + adding > maximum:
+        if int(pending) + adding > maximum:
             raise limit_reached(
-                "max_pending_commands_per_session", maximum, "unfinished commands (a batch counts once) in a session"
+                "max_pending_commands_per_session",
+                maximum,
+                f"unfinished commands in a session (a batch counts one per {BATCH_UNIT} commands)",
             )
 
     def check_tools(self, conn: sqlite3.Connection, session_id: str, name: str | None) -> None:

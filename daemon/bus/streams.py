@@ -33,7 +33,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from llmgine_daemon.bus.errors import invalid, not_found
+from llmgine_daemon.bus.errors import StorageError, invalid, not_found
 from llmgine_daemon.bus.events import EVENT_COLUMNS, row_to_event
 from llmgine_daemon.bus.stream_filter import SESSION_ENDED, StreamFilter
 from llmgine_daemon.bus.stream_start import log_end, start_info
@@ -519,6 +519,9 @@ class StreamHub:
                     return
         except asyncio.CancelledError:
             raise
+        except StorageError as exc:  # busy or unreachable: one line
+            log.warning("streams: reading the event log failed; retrying: %s", exc)
+            await asyncio.sleep(POLL_INTERVAL)
         except Exception:
             log.exception("streams: reading the event log failed; retrying")
             await asyncio.sleep(POLL_INTERVAL)
@@ -534,6 +537,9 @@ class StreamHub:
             await asyncio.sleep(POLL_INTERVAL)
             try:
                 last = await self.bus.store.read(self._last_seq)
+            except StorageError as exc:  # the database down or restarting: one line
+                log.warning("streams: cannot read the event log head: %s", exc)
+                continue
             except Exception:
                 log.warning("streams: cannot read the event log head", exc_info=True)
                 continue

@@ -217,6 +217,11 @@ def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
         conn = psycopg.connect(
             url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S, application_name="llmgined"
         )
+    except psycopg.OperationalError as exc:
+        # The server is down, restarting or refusing us. At start-up that is a reason not to
+        # start (StorageBusy is a StorageError); at run time (a lost connection made again) the
+        # request may be tried again: 503, like a connection lost in the middle of a write.
+        raise StorageBusy(f"cannot connect to PostgreSQL at {_where(url)}: {_reason(exc, url)}") from None
     except psycopg.Error as exc:
         raise StorageError(f"cannot connect to PostgreSQL at {_where(url)}: {_reason(exc, url)}") from None
     except Exception as exc:  # a malformed URL (psycopg.ProgrammingError is a psycopg.Error)
@@ -420,7 +425,17 @@ class PgStore(BaseStore):
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
-            conn = PgConnection(connect(self.url), self._column_types)
+            return self._read_on(PgConnection(connect(self.url), self._column_types), fn)
+        try:
+            return self._read_on(conn, fn)
+        except StorageError:
+            if not conn.raw.broken:
+                raise
+        # An idle connection the server ended while it waited (a restart, a failover): the read
+        # is tried once more on a new one, rather than failing one request per idle connection.
+        return self._read_on(PgConnection(connect(self.url), self._column_types), fn)
+
+    def _read_on(self, conn: PgConnection, fn: Callable[[Any], T]) -> T:
         try:
             return fn(conn)
         except psycopg.Error as exc:

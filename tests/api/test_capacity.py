@@ -112,8 +112,8 @@ async def test_concurrent_handlers_stop_exactly_at_the_maximum(aiohttp_client, m
 async def test_unfinished_commands_stop_at_the_maximum(aiohttp_client, make_settings):
     """Every unfinished command is kept in memory with its parameters (up to a request body
     each): a session token queued them behind a slow one without limit (200 commands of 900 KB
-    grew the daemon by 190 MB). Queued, blocked and executing ones count, a batch once (one
-    body), and a rerun as many as it queues again."""
+    grew the daemon by 190 MB). Queued, blocked and executing ones count, a batch one per 100
+    of its commands, and a rerun as many as it queues again."""
     client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_PENDING_COMMANDS_PER_SESSION="4")
     s = await new_session(client, local)
     sid, token = s["session_id"], {"X-Session-Token": s["session_token"]}
@@ -137,8 +137,11 @@ async def test_unfinished_commands_stop_at_the_maximum(aiohttp_client, make_sett
     assert (await client.post(f"{path}/batch?wait=0", json=batch, headers=token)).status == 409
     after = {**cmd(), "after": [slow_id]}
     assert (await client.post(f"{path}?wait=0", json=after, headers=token)).status == 409
-    # A cancelled one makes room: for a whole batch, which counts once.
+    # A cancelled one makes room for one: a batch of up to 100 commands (one body; each command
+    # is a record in memory too: 10,000 small ones held 15 MB), not of 101.
     assert (await client.post(f"{path}/{queued[0]}/cancel", headers=token)).status == 200
+    large = {"commands": [cmd() for _ in range(101)]}
+    assert (await client.post(f"{path}/batch?wait=0", json=large, headers=token)).status == 409
     resp = await client.post(f"{path}/batch?wait=0", json=batch, headers=token)
     assert resp.status == 202, await resp.text()
     assert (await client.post(f"{path}?wait=0", json=cmd(), headers=token)).status == 409

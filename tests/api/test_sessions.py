@@ -267,3 +267,48 @@ async def test_counts_without_their_row_are_counted(app_client, home):
     got = await (await app_client.get(f"/api/sessions/{sid}")).json()
     assert got["counts"] == counts_in_file(app_client, sid)
     assert got["counts"]["events"] == 2
+
+
+async def test_a_long_sessions_purge_lets_other_sessions_write_meanwhile(app_client):
+    """A session token can fill its session with a million events in a minute (batches of
+    DummyEngine commands) and then purge it: one write deleted them all while every other
+    session's writes waited (14 s for 800,000 events). The purge deletes them in steps; another
+    session publishes while it is under way."""
+    import asyncio
+
+    from llmgine_daemon.bus.sessions import PURGE_BATCH
+
+    from tests.eventually import eventually
+
+    big = (await create_session(app_client))["session_id"]
+    other = (await create_session(app_client))["session_id"]
+    store = app_client.server.app[BUS].store
+    total = 50 * PURGE_BATCH
+
+    def bulk(c: Any) -> None:
+        c.executemany(
+            "INSERT INTO events (event_id, session_id, event_type, source, timestamp) VALUES (?, ?, 'Bulk', 't', 'x')",
+            [(f"bulk-{i}", big) for i in range(total)],
+        )
+
+    await store.write(bulk, heavy=True)
+
+    async def left() -> int:
+        row = await store.fetchone("SELECT COUNT(*) FROM events WHERE session_id = ?", (big,))
+        return int(row[0]) if row else 0
+
+    purge = asyncio.create_task(app_client.delete(f"/api/sessions/{big}", params={"purge": "true"}))
+    try:
+        await eventually(lambda: _partly(left, total), message="part of the session's events deleted", interval=0.005)
+        resp = await app_client.post(f"/api/sessions/{other}/events", json={"event_type": "Meanwhile"})
+        assert resp.status == 201, await resp.text()
+        assert not purge.done() and await left() > 0, "the other session's write waited for the whole purge"
+    finally:
+        resp = await purge
+    assert resp.status == 204
+    assert await left() == 0
+    assert (await app_client.get(f"/api/sessions/{big}")).status == 404
+
+
+async def _partly(left: Any, total: int) -> bool:
+    return 0 < await left() < total

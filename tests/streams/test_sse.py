@@ -147,10 +147,12 @@ async def test_browser_snippet_over_tcp_with_origin_and_subprotocol(make_client)
     allowed origin. A browser cannot set headers, so its credential (here the session token)
     travels as `?token=` or as a `llmgine.bearer.<TOKEN>` subprotocol."""
     origin = {"Origin": "http://localhost:3000"}
-    owner = await make_client(CORS_ORIGINS="http://localhost:3000")
-    session = await create_session(owner)
+    # One app (a SQLite database serves one daemon): its client makes the session with the
+    # local key, then drops the key and is the browser.
+    browser = await make_client(CORS_ORIGINS="http://localhost:3000")
+    session = await create_session(browser)
     sid, token = session["session_id"], session["session_token"]
-    browser = await make_client(authenticated=False, CORS_ORIGINS="http://localhost:3000")
+    del browser.session.headers["Authorization"]
     url = f"/api/sessions/{sid}/events/stream"
     # No credential over TCP: the handshake is refused.
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:

@@ -20,6 +20,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from llmgine_daemon.bus.capacity import pending_units
 from llmgine_daemon.bus.cluster import ClaimRefused
 from llmgine_daemon.bus.codec import new_id
 from llmgine_daemon.bus.commands.deps import Dependencies
@@ -313,7 +314,7 @@ class Commands(Recovery):
             if prior is not None:
                 return batch_rows(conn, session_id, prior[1])
             require_active(conn, session_id)
-            self.bus.capacity.check_pending(conn, session_id)
+            self.bus.capacity.check_pending(conn, session_id, pending_units(len(records), batch=True))
             conn.execute(
                 "INSERT INTO batches (batch_id, session_id, mode, stop_on_error, created_at) VALUES (?, ?, ?, ?, ?)",
                 (batch_id, session_id, mode, int(stop_on_error), ts),
