@@ -115,7 +115,8 @@ def delete(
         except ApiError as exc:
             if len(session_ids) == 1:
                 raise
-            code = code or report(exc, app_ctx)
+            failed = report(exc, app_ctx)  # each failure its line; the exit code is the first's
+            code = code or failed
             continue
         ended.append(session if session is not None else {"session_id": session_id, "status": "purged"})
     if len(session_ids) == 1:

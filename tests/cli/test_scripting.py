@@ -540,6 +540,12 @@ def test_session_delete_takes_several_ids_as_docker_rm(cli):
     # One ID: the record as before (and its error as it was: exit 4, nothing on stdout).
     alone = cli("session", "delete", first, "-o", "json")
     assert alone.exit_code == 4 and alone.stdout == ""
+    # Every failure is its line, not only the first (the exit code is the first's).
+    result = cli("session", "delete", "no-such-one", first, "no-such-two", "-q")
+    assert result.exit_code == 4 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"error: SESSION_NOT_FOUND: session {name!r} not found" for name in ("no-such-one", first, "no-such-two")
+    ], result.stderr
 
 
 def test_the_metrics_title_shows_its_time_as_every_time_is_shown(daemon):
