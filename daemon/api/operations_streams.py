@@ -34,21 +34,19 @@ STREAM_PARAMS = (
 )
 
 
+def _stream(summary: str) -> Op:
+    """One of the two stream operations: the same parameters, prose and content types."""
+    return Op(
+        summary,
+        "streams",
+        params=STREAM_PARAMS,
+        description=STREAM_DESCRIPTION,
+        content_type="text/event-stream",
+        stream=True,
+    )
+
+
 STREAM_OPERATIONS: dict[tuple[str, str], Op] = {
-    ("GET", "/api/sessions/{session_id}/events/stream"): Op(
-        "Stream a session's events (WebSocket or SSE)",
-        "streams",
-        params=STREAM_PARAMS,
-        description=STREAM_DESCRIPTION,
-        content_type="text/event-stream",
-        stream=True,
-    ),
-    ("GET", "/api/events/stream"): Op(
-        "Stream every session's events (WebSocket or SSE)",
-        "streams",
-        params=STREAM_PARAMS,
-        description=STREAM_DESCRIPTION,
-        content_type="text/event-stream",
-        stream=True,
-    ),
+    ("GET", "/api/sessions/{session_id}/events/stream"): _stream("Stream a session's events (WebSocket or SSE)"),
+    ("GET", "/api/events/stream"): _stream("Stream every session's events (WebSocket or SSE)"),
 }
