@@ -433,6 +433,7 @@ STATUS_STYLES = {
     "active": "green",
     "ok": "green",
     "healthy": "green",
+    "degraded": "yellow",
     "running": "green",
     "failed": "red",
     "error": "red",

@@ -43,6 +43,7 @@ from llmgine_daemon.api.operations import (
 )
 from llmgine_daemon.api.operations import OPERATIONS as _OPERATIONS
 from llmgine_daemon.api.operations_hooks import HOOK_OPERATIONS
+from llmgine_daemon.api.operations_streams import STREAM_OPERATIONS
 from llmgine_daemon.protocol import (
     ERROR_STATUS,
     SESSION_TOKEN_HEADER,
@@ -55,7 +56,7 @@ from llmgine_daemon.protocol.grammar import DEFAULT_MAX_TIMEOUT, INTEGER_MARK, M
 
 # Every operation's description: api/operations.py, and api/operations_hooks.py for webhooks
 # and schedules.
-OPERATIONS = {**_OPERATIONS, **HOOK_OPERATIONS}
+OPERATIONS = {**_OPERATIONS, **HOOK_OPERATIONS, **STREAM_OPERATIONS}
 
 routes = web.RouteTableDef()
 log = logging.getLogger("llmgine.api")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -275,12 +276,19 @@ def test_a_disk_that_fills_during_the_migrations_is_named(daemon_home):
 
 
 @pytest.mark.sqlite_only(reason="storage plays no part: the daemon is stopped before it opens any")
-def test_ctrl_c_while_the_modules_load_is_quiet(daemon_home):
-    # Ctrl-C in the first second or two of `python -m llmgine_daemon` (a loaded machine: more)
-    # printed a KeyboardInterrupt traceback from the middle of an import. -X importtime tells
-    # when the imports are under way (aiohttp's application module loaded, ours still loading).
+@pytest.mark.parametrize("how", ["python -m", "console script"])
+def test_ctrl_c_while_the_modules_load_is_quiet(daemon_home, how):
+    # Ctrl-C in the first second or two of `python -m llmgine_daemon` or `llmgined` (a loaded
+    # machine: more) printed a KeyboardInterrupt traceback from the middle of an import (the
+    # console script imported the server before any of our code ran). -X importtime tells when
+    # the imports are under way (aiohttp's application module loaded, ours still loading).
+    script = Path(sys.executable).parent / "llmgined"
+    command = [sys.executable, "-X", "importtime", "-m", "llmgine_daemon"]
+    if how == "console script":
+        assert script.exists(), f"{script}: the package is not installed (pip install -e .)"
+        command = [sys.executable, "-X", "importtime", str(script)]
     proc = subprocess.Popen(
-        [sys.executable, "-X", "importtime", "-m", "llmgine_daemon"],
+        command,
         env={**DAEMON_DEFAULTS, **os.environ, "LLMGINE_HOME": str(daemon_home)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -196,10 +196,14 @@ def test_the_database_unreachable_under_the_daemon_is_503_then_it_reconnects(
         ] * 3:
             status, answer = call(pg_daemon, method, path, body)
             assert status == 503 and answer["error"]["code"] == "STORAGE_BUSY", (method, status, answer)
+            assert "not reachable" in answer["error"]["message"], answer  # not "locked by another process"
+        # Health said "healthy" throughout: a load balancer or monitor saw nothing wrong.
+        assert call(pg_daemon, "GET", "/api/health")[1]["status"] == "degraded"
     finally:
         allow_connections(True)
     status, after = call(pg_daemon, "POST", f"/api/sessions/{sid}/events", {"event_type": "After"})
     assert status == 201, after
+    assert call(pg_daemon, "GET", "/api/health")[1]["status"] == "healthy"
     # A restart between two requests (the daemon's connections ended, new ones welcome): a
     # read on an idle connection the server ended was a 503; it is tried on a new one.
     assert call(pg_daemon, "GET", f"/api/sessions/{sid}")[0] == 200  # a reader connection, idle now
