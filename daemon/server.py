@@ -29,7 +29,7 @@ from llmgine_daemon import __version__
 from llmgine_daemon.api.keys import LISTENERS, SHUTDOWN
 from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.api.malformed import EnvelopingSite, enveloping
-from llmgine_daemon.api.origins import check_bind, check_cors_origins
+from llmgine_daemon.api.origins import check_bind
 from llmgine_daemon.app import create_app
 from llmgine_daemon.coalesce import CoalescingSite
 from llmgine_daemon.observability.redact import RedactingFormatter
@@ -175,12 +175,6 @@ def setup_logging(settings: Settings) -> None:
 
 def check_security_settings(settings: Settings) -> None:
     check_config_file_mode(settings.config_file)
-    if "*" in settings["security.cors_origins"]:
-        raise ConfigError(
-            "security.cors_origins: '*' is not allowed (any web page could drive an API that "
-            "runs code); list the origins"
-        )
-    check_cors_origins(settings)
 
 
 def prepare_socket(path: Path) -> None:

@@ -18,12 +18,12 @@ asked at start once the keys of the backend in use are loaded).
 from __future__ import annotations
 
 import ipaddress
-import urllib.parse
 from collections.abc import Callable
 
-from llmgine_daemon.paths import ConfigError, StartupError
+from llmgine_daemon.paths import StartupError
 from llmgine_daemon.protocol import REQUEST_ID_HEADER, SESSION_TOKEN_HEADER, VERSION_HEADER
 from llmgine_daemon.settings import Settings
+from llmgine_daemon.settings_parsers import normalize_origin
 
 LOOPBACK_NAMES = frozenset({"localhost"})
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})
@@ -137,42 +137,11 @@ class HostPolicy:
         return any(n.startswith(".") and name.endswith(n) for n in self.names)
 
 
-def normalize_origin(value: str) -> str | None:
-    """``scheme://host[:port]`` with http(s)' default ports dropped, or None (``null``, junk).
-    Other schemes with a host are origins too: a browser extension's page
-    (``chrome-extension://ID``) or an app's webview (``tauri://localhost``) sends one."""
-    try:
-        parts = urllib.parse.urlsplit(value.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    if not parts.scheme or parts.scheme == "file" or not parts.hostname:
-        return None  # (a file:// page's Origin is "null")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        return None
-    host = parts.hostname.lower()
-    shown = f"[{host}]" if ":" in host else host
-    default = {"http": 80, "https": 443}.get(parts.scheme)
-    return f"{parts.scheme}://{shown}" + (f":{port}" if port and port != default else "")
-
-
-def check_cors_origins(settings: Settings) -> None:
-    """Refuse an entry of security.cors_origins that is no origin (``localhost:3000``, a URL
-    with a path): it would be ignored, and its page refused with 403 without a word why."""
-    for value in settings["security.cors_origins"]:
-        if value != "*" and normalize_origin(value) is None:
-            raise ConfigError(
-                f"security.cors_origins: {value!r} is not an origin; write scheme://host[:port] "
-                "as the browser sends it, e.g. http://localhost:3000 (no path)"
-            )
-
-
 class OriginPolicy:
     def __init__(self, settings: Settings) -> None:
-        # "*" is never honoured: it would let any web page drive a code-running API.
-        self.listed = {
-            o for o in (normalize_origin(x) for x in settings["security.cors_origins"] if x != "*") if o is not None
-        }
+        # Each entry is an origin, never "*" (settings_parsers.origins refuses both where the
+        # setting is given: "*" would let any web page drive a code-running API).
+        self.listed = {normalize_origin(x) for x in settings["security.cors_origins"]} - {None}
 
     def is_listed(self, origin: str) -> bool:
         return normalize_origin(origin) in self.listed
