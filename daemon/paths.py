@@ -162,10 +162,21 @@ def check_dir_safe(path: Path) -> None:
 def write_private(path: Path, data: str | bytes) -> None:
     """Write a file only its owner may read (0600, whatever the umask), atomically: the data
     goes to ``<name>.tmp`` beside it, which then replaces ``path`` (readers see the old file or
-    the new one, never half of one). A missing parent directory is created 0700."""
+    the new one, never half of one). A missing parent directory is created 0700.
+
+    Durably, as a database commit: the data is fsynced before the rename and the directory
+    after it, so a power loss right after an acknowledged ``secret set`` (or a new local key)
+    leaves the new file whole, not an empty one in its place."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data.encode() if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

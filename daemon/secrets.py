@@ -13,6 +13,7 @@ LLMGINE_HOME. Names are environment-variable names: ``[A-Z_][A-Z0-9_]{0,63}``.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from pathlib import Path
@@ -21,10 +22,16 @@ from llmgine_daemon.protocol import now_iso
 from llmgine_daemon.protocol.grammar import MAX_SECRET, SECRET_NAME_PATTERN, SECRET_VALUE_PATTERN
 from llmgine_daemon.settings import write_private
 
+log = logging.getLogger("llmgine.secrets")
+
 NAME = re.compile(SECRET_NAME_PATTERN)
 MAX_VALUE = MAX_SECRET
 VALUE = re.compile(SECRET_VALUE_PATTERN)  # one line of text, no control characters
 MAX_SECRETS = 100
+
+
+class SecretsUnreadable(Exception):
+    """The secrets file is there but is not a JSON object (a partial write, a hand edit)."""
 
 
 class SecretStore:
@@ -43,8 +50,13 @@ class SecretStore:
             return self._cache[1]
         try:
             data = json.loads(self.path.read_text("utf-8"))
-        except (OSError, ValueError):
-            data = {}
+        except (OSError, ValueError) as exc:
+            # Never read as "no secrets": the next set would write the file over with only the
+            # new one, and every other secret would be gone for good.
+            raise SecretsUnreadable(
+                f"{self.path} cannot be read ({exc.__class__.__name__}); nothing was changed: fix the file"
+                " (JSON: {NAME: {value, updated_at}}) or remove it and set the secrets again"
+            ) from None
         entries = (
             {k: v for k, v in data.items() if isinstance(v, dict) and NAME.match(k)} if isinstance(data, dict) else {}
         )
@@ -56,7 +68,11 @@ class SecretStore:
         return sorted((name, entry.get("updated_at", "")) for name, entry in self._read().items())
 
     def get(self, name: str) -> str | None:
-        value = self._read().get(name, {}).get("value")
+        try:
+            value = self._read().get(name, {}).get("value")
+        except SecretsUnreadable as exc:
+            log.warning("secrets: %s", exc)
+            return None
         return value if isinstance(value, str) and value else None
 
     def set(self, name: str, value: str) -> str:

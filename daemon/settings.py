@@ -396,8 +396,9 @@ def parse_cli_value(key: str, text: str) -> Any:
     return _apply(setting, text, "value")
 
 
-def write_config_value(path: Path, key: str, value: Any | None) -> None:
-    """Set (or, with value None, remove) one key, keeping every other key and table."""
+def write_config_value(path: Path, key: str, value: Any | None) -> bool:
+    """Set (or, with value None, remove) one key, keeping every other key and table. False
+    when there was nothing to remove (the file is left as it was)."""
     import tomli_w
 
     if key not in BY_KEY:
@@ -418,13 +419,16 @@ def write_config_value(path: Path, key: str, value: Any | None) -> None:
         chain.append((node, table))
         node = node.setdefault(table, {})
     if value is None:
-        node.pop(name, None)
+        if name not in node:
+            return False
+        node.pop(name)
         for parent, table in reversed(chain):
             if parent.get(table) == {}:
                 del parent[table]
     else:
         node[name] = value
     write_private(path, tomli_w.dumps(doc))
+    return True
 
 
 def describe() -> str:

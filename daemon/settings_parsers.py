@@ -7,6 +7,7 @@ Only the standard library: the CLI imports it through ``settings.py``.
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,42 @@ def parse_list(value: Any) -> list[str]:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return list(value)
     raise ValueError("expected a list of strings (or a comma-separated string)")
+
+
+def normalize_origin(value: str) -> str | None:
+    """``scheme://host[:port]`` with http(s)' default ports dropped, or None (``null``, junk).
+    Other schemes with a host are origins too: a browser extension's page
+    (``chrome-extension://ID``) or an app's webview (``tauri://localhost``) sends one."""
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or parts.scheme == "file" or not parts.hostname:
+        return None  # (a file:// page's Origin is "null")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        return None
+    host = parts.hostname.lower()
+    shown = f"[{host}]" if ":" in host else host
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return f"{parts.scheme}://{shown}" + (f":{port}" if port and port != default else "")
+
+
+def origins(value: Any) -> list[str]:
+    """security.cors_origins: browser origins, each as the browser sends it. ``*`` or an entry
+    that is no origin (``localhost:3000``, a URL with a path) is refused where it is given
+    (``config set``, the file, the environment): it would be ignored, and its page refused with
+    403 without a word why."""
+    listed = parse_list(value)
+    for item in listed:
+        if item.strip() == "*":
+            raise ValueError("'*' is not allowed (any web page could drive an API that runs code); list the origins")
+        if normalize_origin(item) is None:
+            raise ValueError(
+                f"{item!r} is not an origin; write scheme://host[:port] as the browser sends it, "
+                "e.g. http://localhost:3000 (no path)"
+            )
+    return listed
 
 
 def choice(*choices: str) -> Callable[[Any], str]:

@@ -16,6 +16,7 @@ from llmgine_daemon.settings_parsers import (
     env_name,
     fraction,
     milliseconds,
+    origins,
     parse_bool,
     parse_list,
     parse_str,
@@ -216,7 +217,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "security.cors_origins",
         "CORS_ORIGINS",
-        parse_list,
+        origins,
         [],
         "browser origins allowed to call the API (comma-separated in the environment)",
     ),

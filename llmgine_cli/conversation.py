@@ -84,7 +84,7 @@ class Conversation:
             engine = client.create_engine(engine_type, session_id, model, configuration or {})
         except ApiError as exc:
             if exc.status == 409:
-                raise _type_taken(client, session_id, engine_type, exc) from None
+                raise type_taken(client, session_id, engine_type, exc) from None
             raise
         return cls(client, engine, created)
 
@@ -160,9 +160,12 @@ class Turn:
         return str(self.record.result.get("text") or self.record.result.get("response") or "")
 
 
-def _type_taken(client: Client, session_id: str, engine_type: str, exc: ApiError) -> ApiError:
+def type_taken(
+    client: Client, session_id: str, engine_type: str, exc: ApiError, use: str = "talk to it with --engine {id}"
+) -> ApiError:
     """The daemon's 409 for a second engine of a type in a session ("a handler for
-    'SinglePassEngineCommand' is already registered") as what it means here, and the way out."""
+    'SinglePassEngineCommand' is already registered") as what it means here, and the way out
+    (``use``, with the engine's short id for ``{id}``)."""
     from llmgine_cli.errors import api_error
     from llmgine_cli.ids import short_id
 
@@ -171,8 +174,8 @@ def _type_taken(client: Client, session_id: str, engine_type: str, exc: ApiError
             model = f"model {engine.model_name}" if engine.model_name else "the default model"
             message = (
                 f"session {short_id(session_id)} already has a {engine_type} ({short_id(engine.engine_id)}, "
-                f"{model}), and a session has one engine of each type: talk to it with --engine "
-                f"{short_id(engine.engine_id)}, or give another session (-S)"
+                f"{model}), and a session has one engine of each type: {use.format(id=short_id(engine.engine_id))}, "
+                "or give another session (-S)"
             )
             return api_error(exc.status, exc.code, message, exc.details, exc.request_id)
     return exc

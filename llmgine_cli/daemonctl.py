@@ -306,22 +306,30 @@ def _start_locked(
     _children.append(proc)
 
     deadline = time.monotonic() + timeout
-    while True:
-        health = probe(target, timeout=0.5)
-        if health is not None:
-            break
-        code = proc.poll()
-        if code is not None:
-            # Lost a race to another daemon that is now answering? Then that is fine.
-            health = probe(target)
+    try:
+        while True:
+            health = probe(target, timeout=0.5)
             if health is not None:
                 break
-            line = _last_log_line(log, offset) or "no output"
-            raise DaemonError(f"llmgined exited with status {code}: {line} (log: {log})")
-        if time.monotonic() > deadline:
-            _terminate(proc)
-            raise DaemonTimeout(f"llmgined did not answer at {target.url} within {timeout:g}s; stopped it (log: {log})")
-        time.sleep(0.05)
+            code = proc.poll()
+            if code is not None:
+                # Lost a race to another daemon that is now answering? Then that is fine.
+                health = probe(target)
+                if health is not None:
+                    break
+                line = _last_log_line(log, offset) or "no output"
+                raise DaemonError(f"llmgined exited with status {code}: {line} (log: {log})")
+            if time.monotonic() > deadline:
+                _terminate(proc)
+                raise DaemonTimeout(
+                    f"llmgined did not answer at {target.url} within {timeout:g}s; stopped it (log: {log})"
+                )
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        # Ctrl-C while it starts: stopped as when it does not answer in time. Left running, it
+        # went on starting in its own session, with no record of its flags for `daemon restart`.
+        _terminate(proc)
+        raise
 
     save_args(paths, flags, proc.pid, target.url)
     return Started(proc.pid, health.version, target.url, _listeners(target, resolved.api_key), str(resolved.log_file))

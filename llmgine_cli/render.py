@@ -380,7 +380,6 @@ def cell_width(text: str) -> int:
 
 
 def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], title: str | None, *, kv: bool) -> None:
-    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -393,7 +392,21 @@ def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], tit
             table.add_row(*escape_markup(row))
         console.print(table)
         return
-    keep, limits = fit_columns(headers, rows, console.width)
+    table, hidden = fitted_table(headers, rows, console.width, title)
+    console.print(table)
+    if hidden:
+        env.err(f"(not shown at this width: {', '.join(hidden)}; -o plain shows every column)")
+
+
+def fitted_table(
+    headers: list[str], rows: list[list[str]], width: int, title: str | None = None
+) -> tuple[Any, list[str]]:
+    """A listing as a rich Table that fits ``width`` (fit_columns: ids, times and statuses keep
+    their width, free text is cut with "…"), and the headers of the columns left out."""
+    from rich import box
+    from rich.table import Table
+
+    keep, limits = fit_columns(headers, rows, width)
     table = Table(box=box.SIMPLE_HEAD, title=title, pad_edge=False)
     for i in keep:
         table.add_column(
@@ -412,10 +425,7 @@ def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], tit
             at = keep.index(status)
             cells[at] = f"[{style}]{cells[at]}[/]"
         table.add_row(*cells)
-    console.print(table)
-    if len(keep) < len(headers):
-        hidden = ", ".join(headers[i] for i in range(len(headers)) if i not in keep)
-        env.err(f"(not shown at this width: {hidden}; -o plain shows every column)")
+    return table, [headers[i] for i in range(len(headers)) if i not in keep]
 
 
 STATUS_STYLES = {
@@ -423,6 +433,7 @@ STATUS_STYLES = {
     "active": "green",
     "ok": "green",
     "healthy": "green",
+    "degraded": "yellow",
     "running": "green",
     "failed": "red",
     "error": "red",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmgine_cli.context import Environment
-from llmgine_cli.render import builtins, emit, escape_markup, json_text, visible_line
+from llmgine_cli.render import builtins, emit, escape_markup, json_text, short_time, visible_line
 
 LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "red", "critical": "bold red"}
 
@@ -152,7 +152,7 @@ def render_metrics(
 
     out = console or Console(file=env.stdout, force_terminal=env.stdout_isatty or None, highlight=False)
     scope = f"session {data['session_id']}" if data.get("session_id") else "daemon"
-    title = f"llmgine metrics - {scope} - {data['timestamp']}"
+    title = f"llmgine metrics - {scope} - {short_time(data['timestamp'])}"  # local time, as every time shown
     if not data.get("enabled", True):
         title += " (metrics disabled: ENABLE_METRICS=false)"
     shown = [r for r in rows if r[2] != "0"]

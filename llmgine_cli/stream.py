@@ -15,7 +15,8 @@ Resume: the cursor is the seq of the last event handed out (or the start point t
 announced in its hello). Every reconnect sends it as ``Last-Event-ID``, so across a daemon
 restart nothing is missed and nothing is repeated. The iteration ends when the server ends
 the stream for good (the session ended); a daemon that goes away is reconnected to with
-backoff, or, with ``reconnect=False``, raises DaemonUnreachable.
+backoff, or, with ``reconnect=False``, raises DaemonUnreachable, as does a first connection
+that fails (no daemon to resume from).
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ class EventStream:
             try:
                 resp = self._open(first)
             except DaemonUnreachable as exc:
-                if not self.reconnect:
+                # Never connected: the daemon is not running (exit 3, as for every command),
+                # not gone for a restart; reconnecting is for a stream that was there.
+                if not self.reconnect or first:
                     raise
                 if lost is None:
                     lost = str(exc)

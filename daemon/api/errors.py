@@ -22,7 +22,14 @@ import msgspec
 from aiohttp import web
 from llmgine_daemon import __version__
 from llmgine_daemon.bus.codec import new_id
-from llmgine_daemon.bus.errors import BusError, StorageBusy, StorageError, StorageFull, StorageRefused
+from llmgine_daemon.bus.errors import (
+    BusError,
+    StorageBusy,
+    StorageError,
+    StorageFull,
+    StorageRefused,
+    StorageUnavailable,
+)
 from llmgine_daemon.protocol import (
     ERROR_STATUS,
     REQUEST_ID_HEADER,
@@ -156,10 +163,13 @@ def envelope_for(request: web.Request, request_id: str, exc: Exception) -> web.R
         details: dict[str, Any] = {}
         if exc.busy_timeout is not None:  # gave up at its deadline (database.busy_timeout)
             details = {"setting": "database.busy_timeout", "busy_timeout": exc.busy_timeout, "waited": exc.waited}
+        # Unreachable (PostgreSQL down or restarting) or locked: either way try again; where
+        # the database is and why it failed stay in the daemon's log.
+        what = "not reachable" if isinstance(exc, StorageUnavailable) else "busy (locked by another process)"
         return error_response(
             request_id,
             ErrorCode.STORAGE_BUSY,
-            "the database is busy (locked by another process); try again",
+            f"the database is {what}; try again",
             details,
             headers={"Retry-After": "1"},
         )

@@ -32,8 +32,8 @@ Capacity limits on sessions, engines and tools are the bus's own (bus/capacity.p
 
 Headers that belong on every response (RateLimit, CORS) are stamped by ``prepare_response``
 (the edge's prepare hook) so error responses and WebSocket handshakes carry them too. WebSockets are tracked per
-credential: revoking a key or ending a session closes them with 1008; so are an API key's event
-streams (api/streams.py registers them: they end with ``stream.end`` 1008).
+credential (api/sockets.py): revoking a key or ending a session closes them with 1008; so are an
+API key's event streams (api/streams.py registers them: they end with ``stream.end`` 1008).
 
 Credentials are never logged: log lines name a key by its prefix (``lgk_<id>``) only.
 """
@@ -49,16 +49,16 @@ import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from aiohttp import WSCloseCode, hdrs, web
+from aiohttp import hdrs, web
 from llmgine_daemon.api.errors import ApiError, Handler
 from llmgine_daemon.api.keys import BUS, CREDENTIALS, SETTINGS, WEBSOCKETS
 from llmgine_daemon.api.limits import check_expectation, check_identifiers, json_field, read_body
 from llmgine_daemon.api.origins import HostPolicy, OriginPolicy
 from llmgine_daemon.api.ratelimit import Decision, RateLimiter
+from llmgine_daemon.api.sockets import SocketRegistry, close_expired
 from llmgine_daemon.api.util import checks_own_scope, read_json, takes_code
 from llmgine_daemon.bus.auth import SYNC_EVERY, AuthFailure, Credentials, Principal
 from llmgine_daemon.bus.errors import BusError
-from llmgine_daemon.bus.streams import Subscription
 from llmgine_daemon.observability.redact import install_filters
 from llmgine_daemon.protocol import (
     SESSION_TOKEN_HEADER,
@@ -66,9 +66,7 @@ from llmgine_daemon.protocol import (
     WS_TOKEN_PROTOCOL_PREFIX,
     EngineCreate,
     ErrorCode,
-    now_iso,
 )
-from llmgine_daemon.protocol.streams import End
 from llmgine_daemon.settings import Settings
 
 log = logging.getLogger("llmgine.auth")
@@ -96,33 +94,6 @@ _AIOHTTP_DEFAULT_MSG_SIZE = 4 * 1024 * 1024
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 _HEADERS = web.RequestKey("security_headers", dict)
-
-
-class SocketRegistry:
-    """Open WebSockets and event streams (SSE), by the credential that opened them (weakly)."""
-
-    def __init__(self) -> None:
-        self.by_credential: dict[str, weakref.WeakSet[web.WebSocketResponse | Subscription]] = {}
-
-    def track(self, principal: Principal, stream: web.WebSocketResponse | Subscription) -> None:
-        self.by_credential.setdefault(principal.credential_id, weakref.WeakSet()).add(stream)
-
-    def close_for(self, credential_ids: list[str], reason: str = "credential revoked") -> None:
-        """Close (1008 policy violation) every WebSocket and event stream of these credentials."""
-        for credential_id in credential_ids:
-            streams = self.by_credential.pop(credential_id, None)
-            for stream in list(streams or ()):
-                if stream.closed:
-                    continue
-                if isinstance(stream, Subscription):
-                    stream.stop(End(code=WSCloseCode.POLICY_VIOLATION, reason=reason))
-                else:
-                    asyncio.get_running_loop().create_task(
-                        stream.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
-                    )
-
-    def credentials(self) -> list[str]:
-        return [c for c, socks in self.by_credential.items() if any(not s.closed for s in socks)]
 
 
 @dataclass
@@ -556,14 +527,6 @@ def prepare_response(request: web.Request, response: web.StreamResponse) -> None
 
 
 # -- start-up ----------------------------------------------------------------------------
-
-
-def close_expired(credentials: Credentials, sockets: SocketRegistry) -> list[str]:
-    """Close WebSockets whose key expired while they were open; returns those key ids."""
-    now = now_iso()
-    expired = [c for c in sockets.credentials() if c in credentials.keys and credentials.keys[c].state(now) != "active"]
-    sockets.close_for(expired, "credential expired")
-    return expired
 
 
 async def security_ctx(app: web.Application) -> AsyncIterator[None]:

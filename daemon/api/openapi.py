@@ -43,6 +43,7 @@ from llmgine_daemon.api.operations import (
 )
 from llmgine_daemon.api.operations import OPERATIONS as _OPERATIONS
 from llmgine_daemon.api.operations_hooks import HOOK_OPERATIONS
+from llmgine_daemon.api.operations_streams import STREAM_OPERATIONS
 from llmgine_daemon.protocol import (
     ERROR_STATUS,
     SESSION_TOKEN_HEADER,
@@ -55,7 +56,7 @@ from llmgine_daemon.protocol.grammar import DEFAULT_MAX_TIMEOUT, INTEGER_MARK, M
 
 # Every operation's description: api/operations.py, and api/operations_hooks.py for webhooks
 # and schedules.
-OPERATIONS = {**_OPERATIONS, **HOOK_OPERATIONS}
+OPERATIONS = {**_OPERATIONS, **HOOK_OPERATIONS, **STREAM_OPERATIONS}
 
 routes = web.RouteTableDef()
 log = logging.getLogger("llmgine.api")
@@ -94,12 +95,6 @@ def _errors_of(method: str, op: Op, endpoint: Endpoint) -> dict[int, list[str]]:
     for code in dict.fromkeys(codes):
         by_status.setdefault(ERROR_STATUS[code], []).append(code)
     return by_status
-
-
-# The event streams also take the credential in the query (and as a subprotocol
-# `llmgine.bearer.<TOKEN>`, which OpenAPI cannot express): browsers cannot give a WebSocket or
-# an EventSource headers (api/guard.py, presented_credential). Other routes refuse ?token=.
-STREAM_SECURITY = ({"bearer": []}, {"sessionToken": []}, {"queryToken": []})
 
 
 def _operation(method: str, path: str, op: Op, endpoint: Endpoint) -> dict[str, Any]:
@@ -148,7 +143,6 @@ def _operation(method: str, path: str, op: Op, endpoint: Endpoint) -> dict[str, 
         operation["security"] = []
     if op.stream:
         operation["x-llmgine-stream"] = True
-        operation["security"] = [dict(s) for s in STREAM_SECURITY]
     return operation
 
 
@@ -236,16 +230,6 @@ def build_document(app: web.Application) -> dict[str, Any]:
                     "name": SESSION_TOKEN_HEADER,
                     "description": "A session's token: opens only that session's "
                     "endpoints and engines (403 elsewhere).",
-                },
-                "queryToken": {
-                    "type": "apiKey",
-                    "in": "query",
-                    "name": "token",
-                    "description": "The event streams only (WebSocket handshakes, `Accept: "
-                    "text/event-stream`), which browsers cannot give headers: the credential, a "
-                    "session token for a page, in `?token=` (what an EventSource must use). A "
-                    "WebSocket may offer it as a subprotocol `llmgine.bearer.<TOKEN>` beside "
-                    "`llmgine.events.v1` instead (preferred: URLs end up in logs).",
                 },
             },
         },

@@ -43,11 +43,10 @@ class Param:
     required: bool = False
 
     def to_openapi(self) -> dict[str, Any]:
-        schema = self.schema
+        param: dict[str, Any] = {"name": self.name, "in": self.location, "schema": self.schema}
         if self.location == "query":
-            # Every query parameter given empty (`?limit=`) counts as not given.
-            schema = {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
-        param: dict[str, Any] = {"name": self.name, "in": self.location, "schema": schema}
+            # `?limit=` is not given (not anyOf [schema, ""]: clients typed that `number | string`)
+            param["allowEmptyValue"] = True
         if self.description:
             param["description"] = self.description
         if self.required or self.location == "path":
@@ -221,35 +220,15 @@ def _handler_ops(scope: str) -> dict[tuple[str, str], Op]:
     }
 
 
-STREAM_DESCRIPTION = """\
-Live events, in `seq` order, as **WebSocket** (send `Upgrade: websocket`; subprotocol
-`llmgine.events.v1`, or the older `llmgine`; browsers pass their credential as a second one,
-`llmgine.bearer.<TOKEN>`) or as **Server-Sent
-Events** (a plain GET with `Accept: text/event-stream`; an EventSource, which cannot send
-headers, passes its credential as `?token=`). Query: `event_type` (repeatable or
-comma-separated, `Prefix*`), `source`, `since` (a seq, an ISO time or `now`). A client that
-reconnects with the last `seq` it saw (`since=SEQ`, or SSE's `Last-Event-ID`) misses nothing
-and sees nothing twice. Messages: `hello` (the start point), `event` (an Event), `live`
-(caught up), `lagging` (this subscriber fell behind; it catches up from the store), `end`
-(the session ended). See docs/streams.md."""
-
-STREAM_PARAMS = (
-    Param("event_type", {"type": "string"}, "event types, comma-separated or repeated; `Prefix*`"),
-    Param("source", {"type": "string"}, "event sources, comma-separated or repeated"),
-    Param(
-        "since",
-        {"type": "string", "pattern": r"^(now|[0-9]+|\d{4}-\d\d-\d\d.*)$"},
-        "a seq (resume after it), an ISO 8601 time, or `now` (default)",
-    ),
-    Param(
-        "Last-Event-ID", {"type": "string", "pattern": r"^[0-9]+$"}, "SSE resume: the last seq seen", location="header"
-    ),
-    Param("lastEventId", {"type": "string", "pattern": r"^[0-9]+$"}, "Last-Event-ID in the query (SSE polyfills)"),
-)
-
 OPERATIONS: dict[tuple[str, str], Op] = {
     # -- system ----------------------------------------------------------------------------
-    ("GET", "/api/health"): Op("Health check", "system", public=True, description="Never needs a credential."),
+    ("GET", "/api/health"): Op(
+        "Health check",
+        "system",
+        public=True,
+        description="Never needs a credential. `status`: `healthy`, "
+        "`degraded` (the database was not reachable at the last try; requests answer 503) or `shutting_down`.",
+    ),
     ("GET", "/api/status"): Op("Daemon status: version, uptime, listeners, storage, counts", "system"),
     ("GET", "/api/config"): Op(
         "The effective configuration, each value with its source",
@@ -428,22 +407,6 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         ),
     ),
     ("GET", "/api/sessions/{session_id}/events/{event_id}"): Op("Get an event", "events"),
-    ("GET", "/api/sessions/{session_id}/events/stream"): Op(
-        "Stream a session's events (WebSocket or SSE)",
-        "streams",
-        params=STREAM_PARAMS,
-        description=STREAM_DESCRIPTION,
-        content_type="text/event-stream",
-        stream=True,
-    ),
-    ("GET", "/api/events/stream"): Op(
-        "Stream every session's events (WebSocket or SSE)",
-        "streams",
-        params=STREAM_PARAMS,
-        description=STREAM_DESCRIPTION,
-        content_type="text/event-stream",
-        stream=True,
-    ),
     # -- engines ---------------------------------------------------------------------------
     ("GET", "/api/engines/types"): Op("Engine types and their configuration", "engines"),
     ("POST", "/api/engines"): Op(
@@ -563,7 +526,8 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     ("GET", "/api/secrets"): Op("List the secrets' names (never their values)", "auth"),
     ("DELETE", "/api/secrets/{secret}"): Op("Delete a secret", "auth"),
-    # webhooks and schedules: api/operations_hooks.py (HOOK_OPERATIONS, merged by api/openapi.py)
+    # webhooks and schedules: api/operations_hooks.py (HOOK_OPERATIONS, merged by api/openapi.py);
+    # the event streams: api/operations_streams.py (STREAM_OPERATIONS, merged there too)
 }
 
 TAGS = [

@@ -18,12 +18,12 @@ asked at start once the keys of the backend in use are loaded).
 from __future__ import annotations
 
 import ipaddress
-import urllib.parse
 from collections.abc import Callable
 
 from llmgine_daemon.paths import StartupError
 from llmgine_daemon.protocol import REQUEST_ID_HEADER, SESSION_TOKEN_HEADER, VERSION_HEADER
 from llmgine_daemon.settings import Settings
+from llmgine_daemon.settings_parsers import normalize_origin
 
 LOOPBACK_NAMES = frozenset({"localhost"})
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})
@@ -137,29 +137,11 @@ class HostPolicy:
         return any(n.startswith(".") and name.endswith(n) for n in self.names)
 
 
-def normalize_origin(value: str) -> str | None:
-    """``scheme://host[:port]`` with default ports dropped, or None (``null``, junk)."""
-    try:
-        parts = urllib.parse.urlsplit(value.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        return None
-    host = parts.hostname.lower()
-    shown = f"[{host}]" if ":" in host else host
-    default = 80 if parts.scheme == "http" else 443
-    return f"{parts.scheme}://{shown}" + (f":{port}" if port and port != default else "")
-
-
 class OriginPolicy:
     def __init__(self, settings: Settings) -> None:
-        # "*" is never honoured: it would let any web page drive a code-running API.
-        self.listed = {
-            o for o in (normalize_origin(x) for x in settings["security.cors_origins"] if x != "*") if o is not None
-        }
+        # Each entry is an origin, never "*" (settings_parsers.origins refuses both where the
+        # setting is given: "*" would let any web page drive a code-running API).
+        self.listed = {normalize_origin(x) for x in settings["security.cors_origins"]} - {None}
 
     def is_listed(self, origin: str) -> bool:
         return normalize_origin(origin) in self.listed
@@ -170,8 +152,13 @@ class OriginPolicy:
             return False
         if normalized in self.listed:
             return True
-        # Same origin: a page served from this very address (scheme is http: we serve http).
-        return host_header is not None and normalized == normalize_origin(f"http://{host_header}")
+        # Same origin: a page served from this very address, by us (http) or by a TLS proxy in
+        # front of us that passes the Host on (https; README's nginx): the page of /docs at
+        # https://NAME sends Origin https://NAME with its POSTs and WebSocket handshakes.
+        return host_header is not None and normalized in (
+            normalize_origin(f"http://{host_header}"),
+            normalize_origin(f"https://{host_header}"),
+        )
 
     def cors_headers(self, origin: str) -> dict[str, str]:
         """Headers for an actual response to a listed origin (echoes it exactly, plus Vary)."""

@@ -18,7 +18,7 @@ from llmgine_daemon.api.keys import SETTINGS
 from llmgine_daemon.api.util import json_response, read_json
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.protocol import ErrorCode, SecretInfo, SecretList, SecretSet
-from llmgine_daemon.secrets import MAX_SECRETS, MAX_VALUE, NAME, VALUE, SecretStore
+from llmgine_daemon.secrets import MAX_SECRETS, MAX_VALUE, NAME, VALUE, SecretStore, SecretsUnreadable
 
 routes = web.RouteTableDef()
 _STORES: dict[Path, SecretStore] = {}
@@ -27,6 +27,11 @@ _STORES: dict[Path, SecretStore] = {}
 def _store(request: web.Request) -> SecretStore:
     path = request.app[SETTINGS].paths.config_dir / "secrets.json"
     return _STORES.setdefault(path, SecretStore(path))
+
+
+def _unreadable(exc: SecretsUnreadable) -> ApiError:
+    """409: the stored file must be repaired first (never written over: secrets.py)."""
+    return ApiError(ErrorCode.CONFLICT, str(exc), {"reason": "secrets file unreadable"})
 
 
 def _name(request: web.Request) -> str:
@@ -47,25 +52,35 @@ async def set_secret(request: web.Request) -> web.Response:
         # The value itself is never part of an error.
         raise invalid("value", f"must be 1 to {MAX_VALUE} characters, no control characters")
     store = _store(request)
-    if name not in dict(store.names()) and len(store.names()) >= MAX_SECRETS:
-        raise ApiError(
-            ErrorCode.LIMIT_REACHED,
-            f"limit reached: at most {MAX_SECRETS} secrets",
-            {"limit": "secrets", "max": MAX_SECRETS},
-        )
-    updated_at = store.set(name, body.value)
+    try:
+        if name not in dict(store.names()) and len(store.names()) >= MAX_SECRETS:
+            raise ApiError(
+                ErrorCode.LIMIT_REACHED,
+                f"limit reached: at most {MAX_SECRETS} secrets",
+                {"limit": "secrets", "max": MAX_SECRETS},
+            )
+        updated_at = store.set(name, body.value)
+    except SecretsUnreadable as exc:
+        raise _unreadable(exc) from None
     return json_response(SecretInfo(name=name, updated_at=updated_at))
 
 
 @routes.get("/api/secrets")
 async def list_secrets(request: web.Request) -> web.Response:
-    items = [SecretInfo(name=n, updated_at=u) for n, u in _store(request).names()]
+    try:
+        items = [SecretInfo(name=n, updated_at=u) for n, u in _store(request).names()]
+    except SecretsUnreadable as exc:
+        raise _unreadable(exc) from None
     return json_response(SecretList(secrets=items, total=len(items)))
 
 
 @routes.delete("/api/secrets/{secret}")
 async def delete_secret(request: web.Request) -> web.Response:
     name = _name(request)
-    if not _store(request).delete(name):
+    try:
+        deleted = _store(request).delete(name)
+    except SecretsUnreadable as exc:
+        raise _unreadable(exc) from None
+    if not deleted:
         raise ApiError(ErrorCode.NOT_FOUND, f"secret {name!r} not found", {"name": name})
     return web.Response(status=204)

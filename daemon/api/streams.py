@@ -157,6 +157,11 @@ def _multi(request: web.Request, name: str) -> list[str]:
     return values
 
 
+# A seq as Last-Event-ID, ?lastEventId= and ?since= give it: ASCII digits (str.isdigit() also
+# takes "²", which int() refuses), few enough for int() (its limit: 4300 digits).
+_SEQ = re.compile(r"[0-9]{1,30}")
+
+
 def _since(request: web.Request, sse: bool) -> int | Any | None:
     # SSE resumes from Last-Event-ID (an EventSource sends it itself), or from the same in the
     # query, where event-source-polyfill puts it (a header would cost a CORS preflight).
@@ -166,7 +171,7 @@ def _since(request: web.Request, sse: bool) -> int | Any | None:
     raw = raw or request.query.get("since", "").strip()
     if not raw or raw == "now":
         return None
-    if raw.isdigit():
+    if _SEQ.fullmatch(raw):
         return int(raw)
     if name == "since":
         try:

@@ -25,7 +25,12 @@ routes = web.RouteTableDef()
 @routes.get("/api/health")
 async def health(request: web.Request) -> web.Response:
     bus = request.app[BUS]
-    status = "shutting_down" if request.app[SHUTDOWN].is_set() else "healthy"
+    # degraded: the last write or read could not reach the database (PostgreSQL down or
+    # restarting); requests meanwhile answer 503 STORAGE_BUSY. Still 200: the daemon runs.
+    if request.app[SHUTDOWN].is_set():
+        status = "shutting_down"
+    else:
+        status = "degraded" if bus.storage_unreachable else "healthy"
     return json_response(Health(status=status, timestamp=now_iso(), version=__version__, uptime=int(bus.uptime)))
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.cluster import ClaimRefused, LeaseLost, LocalCluster, RegistrySync
+from llmgine_daemon.bus.errors import StorageError
 from llmgine_daemon.paths import write_private
 from llmgine_daemon.protocol import ClusterInfo, ClusterNode
 from llmgine_daemon.store import pg_cluster as sql
@@ -370,6 +371,8 @@ class SharedCluster(LocalCluster):
                 await self._tick()
             except asyncio.CancelledError:
                 raise
+            except StorageError as exc:  # the database down or restarting: one line a tick
+                log.error("cluster: tick failed: %s", exc)
             except Exception:
                 log.exception("cluster: tick failed")
 

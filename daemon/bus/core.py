@@ -113,6 +113,11 @@ class Bus:
     def uptime(self) -> float:
         return round(time.monotonic() - self._started_monotonic, 3)
 
+    @property
+    def storage_unreachable(self) -> str | None:
+        """Why the database could not be reached at the last try (PostgreSQL down), or None."""
+        return self.store.unreachable
+
     async def start(self) -> None:
         """Bring runtime state back after a restart: engines, user-code handlers (and
         their command handlers) and MCP servers first, then the command queue (executing -> interrupted,

@@ -7,6 +7,7 @@ handler_not_found(kind, type, session_id)  404 HANDLER_NOT_FOUND
 StorageBusy / StorageFull / StorageError   the database could not take a write (store/db.py;
                                    named here so the API handles them without the store)
 StorageRefused                     ... nor a value as given (a NUL in text, on PostgreSQL)
+StorageUnavailable                 a StorageBusy: the database cannot be reached (PostgreSQL down)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmgine_daemon.protocol import ErrorCode
-from llmgine_daemon.store.db import StorageBusy, StorageError, StorageFull, StorageRefused
+from llmgine_daemon.store.errors import StorageBusy, StorageError, StorageFull, StorageRefused, StorageUnavailable
 
 __all__ = [
     "BusError",
@@ -22,6 +23,7 @@ __all__ = [
     "StorageError",
     "StorageFull",
     "StorageRefused",
+    "StorageUnavailable",
     "UserCodeError",
     "handler_not_found",
     "invalid",

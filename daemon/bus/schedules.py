@@ -31,7 +31,7 @@ import msgspec
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.bus.codec import dumps, loads, new_id, row_reader
 from llmgine_daemon.bus.commands import validate
-from llmgine_daemon.bus.errors import BusError, invalid
+from llmgine_daemon.bus.errors import BusError, StorageError, invalid
 from llmgine_daemon.bus.schedule_times import When, parse, zone
 from llmgine_daemon.bus.scoping import check_limits, missing, require_scope, visible
 from llmgine_daemon.bus.sessions import require_active
@@ -213,7 +213,10 @@ class Schedules:
                 wait = await self.run_due()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the store busy, say: look again shortly
+            except StorageError as exc:  # busy, full or unreachable: look again shortly
+                log.warning("scheduler round failed: %s", exc)
+                wait = 1.0
+            except Exception:  # noqa: BLE001
                 log.exception("scheduler round failed")
                 wait = 1.0
             try:

@@ -34,12 +34,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
-from llmgine_daemon.bus.errors import invalid, not_found
+from llmgine_daemon.bus.errors import StorageError, invalid, not_found
 from llmgine_daemon.bus.events import EVENT_COLUMNS, row_to_event
 from llmgine_daemon.bus.stream_filter import SESSION_ENDED, StreamFilter
-from llmgine_daemon.bus.stream_reads import last_seq as _last_seq
 from llmgine_daemon.bus.stream_reads import read_page
-from llmgine_daemon.bus.stream_reads import start_info as _start_info
+from llmgine_daemon.bus.stream_start import log_end, start_info
 from llmgine_daemon.protocol import Event
 from llmgine_daemon.protocol.streams import End, Frame, Lagging, Live, Subscribed
 
@@ -49,16 +48,16 @@ if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
 
 log = logging.getLogger("llmgine.streams")
+_sizer = msgspec.json.Encoder()  # for Subscription sizes (StreamHub.size_of)
 
 # Events read from the store per replay round trip.
 REPLAY_PAGE = 500
 # Live events a subscriber may have waiting before it is switched back to replay. The queue
 # holds references to events shared by every subscriber, so this bounds memory per subscriber.
 DEFAULT_QUEUE_SIZE = 2048
-# And their bytes (data and metadata as JSON): past LIVE_BYTES waiting it is switched to replay
-# too, and a replay round reads at most REPLAY_BYTES (one event at least). Each is what the
-# sender is handed at once and holds until the client has read it: a page of 500 events of
-# 900 KB, read whole, held about 1 GB per stream whose client did not read.
+# And their bytes (data and metadata as JSON): past LIVE_BYTES it is switched to replay too; a
+# replay round reads at most REPLAY_BYTES (one event at least). The sender holds what it is
+# handed until the client reads it: 500 events of 900 KB held ~1 GB per stalled stream.
 LIVE_BYTES = 8 * 1024 * 1024
 REPLAY_BYTES = 2 * 1024 * 1024
 # With many subscribers, consumers are woken at most once per this interval (seconds) with
@@ -74,13 +73,10 @@ POLL_INTERVAL = 1.0
 ENCODED_CACHE_SIZE = 8192
 ENCODED_CACHE_BYTES = 32 * 1024 * 1024  # events can be large: bound the bytes too
 
-# Answers to a client's own messages (pong, subscribed, error) waiting to be sent. A client
-# that sends and never reads would have them pile up (a WebSocket sending pings without reading
-# grew the daemon by 350 MB in 20 s): past this many, ``send_notice`` refuses and the
+# Answers to a client's own messages (pong, subscribed, error) waiting to be sent: past this many
+# (a client that sends and never reads: 350 MB in 20 s) ``send_notice`` refuses, and the
 # connection is dropped (api/streams.py).
 MAX_NOTICES = 256
-
-_sizer = msgspec.json.Encoder()
 
 CLOSE_NORMAL = 1000  # the session ended: nothing more will come
 CLOSE_GOING_AWAY = 1001  # the daemon is shutting down: reconnect and resume
@@ -181,8 +177,8 @@ class Subscription:
     def change_filter(self, flt: StreamFilter) -> bool:
         """Applied by the consumer in order with the control frames queued before it, from
         the cursor it has then on; each change is acknowledged (``Subscribed``). Build ``flt``
-        from ``wanted``: a change still queued is what the next one amends. False, as
-        ``send_notice``, when ``MAX_NOTICES`` wait already."""
+        from ``wanted``: a change still queued is what the next one amends. Bounded with the
+        control frames (False: ``MAX_NOTICES`` are waiting, as ``send_notice``)."""
         if len(self._notices) >= MAX_NOTICES:
             return False
         self.wanted = flt
@@ -379,7 +375,7 @@ class StreamHub:
 
     async def _position(self, sub: Subscription, since: int | _dt.datetime | None) -> None:
         session_id = sub.filter.session_id
-        info = await self.bus.store.read(lambda c: _start_info(c, session_id, since, self._last_seq(c)))
+        info = await self.bus.store.read(lambda c: start_info(c, session_id, since, self._last_seq(c)))
         if session_id is not None and info["status"] is None:
             raise not_found("session", session_id=session_id)
         if isinstance(since, int):
@@ -416,16 +412,14 @@ class StreamHub:
                     del self._by_session[session_id]
 
     async def read_after(self, cursor: int, flt: StreamFilter, limit: int) -> tuple[list[Event], bool]:
-        """Up to ``limit`` events after ``cursor`` that ``flt`` wants, and at most about
-        ``REPLAY_BYTES`` of them (one at least); and whether more may follow (the page was
-        cut by either bound)."""
+        """Up to ``limit`` events after ``cursor`` that ``flt`` wants, at most about
+        ``REPLAY_BYTES`` of them (one at least); and whether more may follow (a bound cut it)."""
         where, params = flt.sql()
         rows, more = await self.bus.store.read(lambda c: read_page(c, cursor, where, params, limit, REPLAY_BYTES))
         return [row_to_event(r) for r in rows], more
 
     def size_of(self, event: Event) -> int:
-        """About the bytes ``event`` holds (its data and metadata as JSON), worked out once
-        for all the subscribers it is offered to."""
+        """About the bytes ``event`` holds (data and metadata as JSON), once for all subscribers."""
         if self._sized is not event:
             self._sized, self._size = event, len(_sizer.encode(event.data)) + len(_sizer.encode(event.metadata))
         return self._size
@@ -547,6 +541,9 @@ class StreamHub:
                     return
         except asyncio.CancelledError:
             raise
+        except StorageError as exc:  # busy or unreachable: one line
+            log.warning("streams: reading the event log failed; retrying: %s", exc)
+            await asyncio.sleep(POLL_INTERVAL)
         except Exception:
             log.exception("streams: reading the event log failed; retrying")
             await asyncio.sleep(POLL_INTERVAL)
@@ -562,6 +559,9 @@ class StreamHub:
             await asyncio.sleep(POLL_INTERVAL)
             try:
                 last = await self.bus.store.read(self._last_seq)
+            except StorageError as exc:  # the database down or restarting: one line
+                log.warning("streams: cannot read the event log head: %s", exc)
+                continue
             except Exception:
                 log.warning("streams: cannot read the event log head", exc_info=True)
                 continue
@@ -575,7 +575,7 @@ class StreamHub:
         a database sequence's value would run ahead of what is committed, and a head read ahead
         of the log would make the hub skip the events in between."""
         head = self.bus.cluster.log_head(conn)
-        return _last_seq(conn) if head is None else head
+        return log_end(conn) if head is None else head
 
     async def settle(self, timeout: float = 2.0) -> None:
         """Wait until everything notified so far has been dispatched."""

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from llmgine_daemon import __version__
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.bus.codec import dumps, loads, new_id
+from llmgine_daemon.bus.errors import StorageError
 from llmgine_daemon.bus.events import EVENT_COLUMNS, row_to_event
 from llmgine_daemon.bus.webhook_policy import sign
 from llmgine_daemon.protocol import Event, now_iso, parse_iso, to_iso
@@ -133,7 +134,10 @@ class Outbox:
                 more = await self.derive_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - e.g. the store busy: try again shortly
+            except StorageError as exc:  # busy, full or unreachable: try again shortly
+                log.warning("webhook outbox round failed: %s", exc)
+                more = False
+            except Exception:  # noqa: BLE001
                 log.exception("webhook outbox round failed")
                 more = False
             if more:
@@ -224,6 +228,9 @@ class Outbox:
                 wait = await self.send_due(sender)
             except asyncio.CancelledError:
                 raise
+            except StorageError as exc:  # busy, full or unreachable: try again shortly
+                log.warning("webhook sender round failed: %s", exc)
+                wait = 1.0
             except Exception:  # noqa: BLE001
                 log.exception("webhook sender round failed")
                 wait = 1.0

@@ -30,6 +30,7 @@ from llmgine_daemon.observability.tracing import Span, Tracer
 from llmgine_daemon.protocol import LogRecord
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import Store
+from llmgine_daemon.store.errors import StorageError
 
 log = logging.getLogger("llmgine.observability")
 
@@ -94,6 +95,8 @@ class Observability:
         logging.getLogger().removeHandler(self.handler)
         try:
             await self.flush()
+        except StorageError as exc:  # the database down: nothing more to do with them
+            log.error("final telemetry flush failed: %s", exc)
         except Exception:  # the store may already be failing; nothing more to do with them
             log.exception("final telemetry flush failed")
         if self._saved_level is not None:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from llmgine_daemon.store.errors import StorageError
+from llmgine_daemon.store.errors import StorageError, StorageUnavailable
 
 log = logging.getLogger("llmgine.store")
 
@@ -84,6 +84,10 @@ class BaseStore:
         # And last, before COMMIT (store/pg_cluster.py SAVE_HEAD).
         self.last_statements: tuple[str, ...] = ()
         self.on_commit: CommitHook | None = None
+        # Why the database could not be reached at the last try (PostgreSQL down or
+        # restarting), None once a transaction or read went through again: GET /api/health
+        # says "degraded" meanwhile. SQLite's file is never unreachable.
+        self.unreachable: str | None = None
 
     def describe(self) -> str:
         """Where the data is, for messages and GET /api/status (never a password)."""
@@ -189,6 +193,10 @@ class BaseStore:
         failure: BaseException | None,
     ) -> None:
         """Tell the commit hook, then resolve each caller's future."""
+        if failure is None:
+            self.unreachable = None
+        elif isinstance(failure, StorageUnavailable):
+            self.unreachable = str(failure)
         if self.on_commit is not None:
             try:
                 self.on_commit(

@@ -36,9 +36,11 @@ pyproject pins aiosqlite below the next minor release for that reason.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import sqlite3
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -102,6 +104,74 @@ def _touch_private(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+def _lock_database(path: Path) -> int:
+    """Hold an exclusive ``flock`` on ``<database>.lock`` for the store's life (the descriptor
+    returned; closing it lets go, and so does the process's death, ``kill -9`` included).
+
+    One SQLite database serves one daemon: a second one would recover the first one's commands
+    at its start (``executing`` ones marked interrupted while they run, queued ones run twice).
+    The pidfile does not prevent it (it names the daemon at the home's default socket only, and
+    another home may point ``database.url`` at the same file); this lock does, whatever the
+    home or socket. Several daemons on one database need PostgreSQL. The file holds the owner's
+    pid, for the message."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").split()
+        finally:
+            os.close(fd)
+        who = f"pid {owner[0]}" if owner else "another process"
+        raise StorageError(
+            f"{path}: in use by another llmgined ({who}); a SQLite database serves one daemon at a time"
+            " (several daemons on one database need PostgreSQL)"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    data = f"{os.getpid()}\n".encode()
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
+    return fd
+
+
+WAL_MAGIC = {0x377F0682: "<", 0x377F0683: ">"}  # the byte order of the WAL's checksums
+
+
+def _check_wal(path: Path) -> None:
+    """Refuse a write-ahead log whose header is damaged, before SQLite opens the database.
+
+    SQLite takes such a file for an empty log: it starts without every transaction the file
+    held (committed and acknowledged, not yet copied into the database) and writes over it at
+    the next write, silently. The header is one 32-byte write (whole after a kill -9); a bad
+    magic number or checksum is damage, and the file is left alone for a person to look at."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        with open(wal, "rb") as fh:
+            header = fh.read(32)
+    except FileNotFoundError:
+        return
+    if len(header) < 32:  # empty (reset) or cut before its first frame: nothing in it
+        return
+    order = WAL_MAGIC.get(struct.unpack(">I", header[:4])[0])
+    valid = order is not None
+    if order is not None:
+        words = struct.unpack(order + "6I", header[:24])
+        s0 = s1 = 0
+        for i in range(0, 6, 2):
+            s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+            s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+        valid = (s0, s1) == struct.unpack(">2I", header[24:32])
+    if not valid:
+        raise StorageError(
+            f"{wal}: not a valid write-ahead log (its header is damaged); SQLite would start without"
+            " the writes it holds. Nothing was changed: restore the database from a backup, or move"
+            " the file away to start without them"
+        )
+
+
 class Store(BaseStore):
     backend = "sqlite"
 
@@ -133,6 +203,7 @@ class Store(BaseStore):
         self._ckpt_conn: aiosqlite.Connection | None = None
         self._ckpt_task: asyncio.Task[None] | None = None
         self._ckpt_done = 0  # self.transactions at the last checkpoint
+        self._lock_fd: int | None = None  # _lock_database's, held while open
 
     def describe(self) -> str:
         return str(self.path)
@@ -164,6 +235,8 @@ class Store(BaseStore):
             sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         try:
             _touch_private(self.path)
+            self._lock_fd = _lock_database(self.path)
+            _check_wal(self.path)
             self._writer_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
             await self._writer_conn._execute(self._setup_writer)
             self._reader_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -175,6 +248,11 @@ class Store(BaseStore):
         except (OSError, sqlite3.Error) as exc:
             await self.close()
             raise StorageError(f"{self.path}: cannot open database: {exc}") from None
+        except BaseException:
+            # Anything else (a schema too new, a cancelled start: Ctrl-C) closes what was
+            # opened too: a connection's thread left running keeps the process from exiting.
+            await self.close()
+            raise
         self._task = asyncio.create_task(self._write_loop(), name="llmgine-store-writer")
         self._ckpt_task = asyncio.create_task(self._checkpointer(), name="llmgine-store-checkpoint")
 
@@ -232,6 +310,9 @@ class Store(BaseStore):
                 except Exception:  # pragma: no cover - closing a broken connection
                     log.exception("closing database connection")
         self._writer_conn = self._reader_conn = self._ckpt_conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # the database is closed: another daemon may open it
+            self._lock_fd = None
 
     async def _checkpointer(self) -> None:
         """Copy committed WAL frames into the database now and then (PASSIVE: it never waits

@@ -22,6 +22,11 @@ class StorageBusy(StorageError):
         self.waited = waited
 
 
+class StorageUnavailable(StorageBusy):
+    """The database cannot be reached (PostgreSQL down, restarting, out of connections, or the
+    connection lost): as busy, the request may be tried again (503), but nothing holds a lock."""
+
+
 class StorageFull(StorageError):
     """The disk (or the database's page limit) is full."""
 

@@ -72,7 +72,10 @@ def apply_migrations(conn: sqlite3.Connection, *, telemetry: bool = False) -> li
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # A full disk or an I/O error may have rolled the transaction back already: a
+            # ROLLBACK then fails ("no transaction is active") and would hide the cause.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         applied.append(version)
     return applied

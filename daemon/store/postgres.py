@@ -46,7 +46,7 @@ from llmgine_daemon.store import db as _db  # noqa: F401 - registers every migra
 from llmgine_daemon.store import pg_schema
 from llmgine_daemon.store.base import BaseStore, QueueItem, T, _Alone, _Heavy
 from llmgine_daemon.store.dialect import numbered, translate
-from llmgine_daemon.store.errors import StorageBusy, StorageError, StorageFull, StorageRefused
+from llmgine_daemon.store.errors import StorageBusy, StorageError, StorageFull, StorageRefused, StorageUnavailable
 from psycopg import errors as pgerrors
 from psycopg.adapt import Dumper, Loader
 from psycopg.pq import TransactionStatus
@@ -187,10 +187,8 @@ _BUSY = (
     pgerrors.DeadlockDetected,
     pgerrors.LockNotAvailable,
     pgerrors.QueryCanceled,
-    pgerrors.TooManyConnections,
-    pgerrors.AdminShutdown,
-    pgerrors.CannotConnectNow,
 )
+_UNAVAILABLE = (pgerrors.TooManyConnections, pgerrors.AdminShutdown, pgerrors.CannotConnectNow)
 _FULL = (pgerrors.DiskFull, pgerrors.OutOfMemory, pgerrors.ProgramLimitExceeded)
 
 
@@ -203,10 +201,12 @@ def classify(exc: BaseException) -> BaseException:
         return StorageRefused(text)  # psycopg's own check of a parameter, or the server's of JSON
     if isinstance(exc, _BUSY):
         return StorageBusy(text)
+    if isinstance(exc, _UNAVAILABLE):
+        return StorageUnavailable(text)
     if isinstance(exc, _FULL):
         return StorageFull(text)
     if isinstance(exc, psycopg.OperationalError):
-        return StorageBusy(f"the database connection failed: {text}")
+        return StorageUnavailable(f"the database connection failed: {text}")
     return StorageError(text)
 
 
@@ -217,6 +217,11 @@ def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
         conn = psycopg.connect(
             url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S, application_name="llmgined"
         )
+    except psycopg.OperationalError as exc:
+        # The server is down, restarting or refusing us. At start-up that is a reason not to
+        # start (StorageUnavailable is a StorageError); at run time (a lost connection made again) the
+        # request may be tried again: 503, like a connection lost in the middle of a write.
+        raise StorageUnavailable(f"cannot connect to PostgreSQL at {_where(url)}: {_reason(exc, url)}") from None
     except psycopg.Error as exc:
         raise StorageError(f"cannot connect to PostgreSQL at {_where(url)}: {_reason(exc, url)}") from None
     except Exception as exc:  # a malformed URL (psycopg.ProgrammingError is a psycopg.Error)
@@ -414,13 +419,29 @@ class PgStore(BaseStore):
             raise StorageError("the store is closed")
         async with self._slots:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._reader_exec, self._read, fn)
+            try:
+                value = await loop.run_in_executor(self._reader_exec, self._read, fn)
+            except StorageUnavailable as exc:
+                self.unreachable = str(exc)
+                raise
+            self.unreachable = None
+            return value
 
     def _read(self, fn: Callable[[Any], T]) -> T:
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
-            conn = PgConnection(connect(self.url), self._column_types)
+            return self._read_on(PgConnection(connect(self.url), self._column_types), fn)
+        try:
+            return self._read_on(conn, fn)
+        except StorageError:
+            if not conn.raw.broken:
+                raise
+        # An idle connection the server ended while it waited (a restart, a failover): the read
+        # is tried once more on a new one, rather than failing one request per idle connection.
+        return self._read_on(PgConnection(connect(self.url), self._column_types), fn)
+
+    def _read_on(self, conn: PgConnection, fn: Callable[[Any], T]) -> T:
         try:
             return fn(conn)
         except psycopg.Error as exc:

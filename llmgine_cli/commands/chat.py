@@ -6,7 +6,9 @@ and draw with live.PlainAnswer (piped) or live.RichAnswer (a terminal).
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -213,6 +215,47 @@ def _readline(environ: Any) -> Path | None:
     return path
 
 
+class _Prompting:
+    """The prompt being shown, while `chat` waits at it (None while an answer streams)."""
+
+    prompt: str | None = None
+
+
+@contextlib.contextmanager
+def _mode_kept_across_ctrl_z() -> Iterator[_Prompting]:
+    """Ctrl-Z, then fg: the shell gives the terminal back in its own mode, and the prompt's
+    line editing (readline's mode) was gone: typed text echoed twice, arrows printed ^[[A.
+    Stop as asked, then put the terminal back as it was and draw the prompt and what was typed
+    again (the shell's `fg` line is where it stood), as bash does."""
+    import os
+    import signal
+    import termios
+
+    fd = sys.stdin.fileno()
+    at = _Prompting()
+
+    def stop(_signum: int, _frame: Any) -> None:
+        mode = termios.tcgetattr(fd)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until fg
+        signal.signal(signal.SIGTSTP, stop)
+        termios.tcsetattr(fd, termios.TCSANOW, mode)
+        if at.prompt is not None:
+            typed = ""
+            with contextlib.suppress(ImportError):
+                import readline
+
+                typed = readline.get_line_buffer()
+            sys.stdout.write(f"\r{at.prompt}{typed}")
+            sys.stdout.flush()
+
+    previous = signal.signal(signal.SIGTSTP, stop)
+    try:
+        yield at
+    finally:
+        signal.signal(signal.SIGTSTP, previous)
+
+
 def _save_history(path: Path | None) -> None:
     if path is None:
         return
@@ -268,9 +311,18 @@ def chat(
     interactive = sys.stdin.isatty()
     history = _readline(env.environ) if interactive else None
     prompt = "you> " if interactive else ""
+    with _mode_kept_across_ctrl_z() if interactive else contextlib.nullcontext(_Prompting()) as at:
+        _converse(conv, env, prompt, interactive, history, at)
+
+
+def _converse(
+    conv: Any, env: Environment, prompt: str, interactive: bool, history: Path | None, at: _Prompting
+) -> None:
+    """The chat's loop: a prompt, its answer, until /exit or Ctrl-D."""
     try:
         while True:
             try:
+                at.prompt = prompt
                 line = input(prompt)
             except EOFError:
                 if interactive:
@@ -279,6 +331,8 @@ def chat(
             except KeyboardInterrupt:  # at the prompt: a fresh line, as a shell does
                 env.stdout.write("\n")
                 continue
+            finally:
+                at.prompt = None
             text = line.strip()
             if not text:
                 continue

@@ -82,6 +82,10 @@ OnDone = Annotated[
         "its output goes to stderr.",
     ),
 ]
+CancelOnInterrupt = Annotated[
+    bool,
+    typer.Option("--cancel-on-interrupt", help="Ctrl-C cancels the command (default: it continues in the daemon)."),
+]
 NoWait = Annotated[
     bool,
     typer.Option(
@@ -169,12 +173,15 @@ def run(
         ),
     ] = None,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Print the command's events live while it runs.")
-    ] = False,
-    cancel_on_interrupt: Annotated[
         bool,
-        typer.Option("--cancel-on-interrupt", help="Ctrl-C cancels the command (default: it continues in the daemon)."),
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Print the command's events live while it runs, then its record (-o json or jsonl: "
+            "an event per line as it comes, then the record: a stream for jq, not one document).",
+        ),
     ] = False,
+    cancel_on_interrupt: CancelOnInterrupt = False,
     on_done: OnDone = None,
     after: Annotated[
         list[str] | None,
@@ -232,18 +239,30 @@ def run(
     if follow and not no_wait:
         from llmgine_cli.commands.event_tail import follow_command
 
-        def submit() -> Command:
-            return app_ctx.client().submit_command(
-                session,
-                command_type,
-                parameters,
-                metadata,
-                idempotency_key=idempotency_key,
-                after=after or (),
-                after_policy="always" if after_policy == "always" else "completed",
-            )
+        submitted: list[Command] = []
 
-        record = follow_command(app_ctx, session, submit, output)
+        def submit() -> Command:
+            submitted.append(
+                app_ctx.client().submit_command(
+                    session,
+                    command_type,
+                    parameters,
+                    metadata,
+                    idempotency_key=idempotency_key,
+                    after=after or (),
+                    after_policy="always" if after_policy == "always" else "completed",
+                )
+            )
+            return submitted[0]
+
+        try:
+            record = follow_command(app_ctx, session, submit, output)
+        except KeyboardInterrupt:
+            if not submitted:
+                raise
+            # As without --follow: say the command goes on (or cancel it), exit 130.
+            code = hot.interrupted(app_ctx, msgspec.to_builtins(submitted[0]), cancel=cancel_on_interrupt)
+            raise typer.Exit(code) from None
         finish_command(
             app_ctx,
             record,
@@ -494,12 +513,15 @@ def batch(
     counts: dict[str, int] = {}
     for c in result.commands:
         counts[c.status] = counts.get(c.status, 0) + 1
-    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain"):
-        app_ctx.env.err(
-            f"batch {result.batch_id}: {len(result.commands)} commands, "
-            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        )
+    line = f"batch {result.batch_id}: {len(result.commands)} commands, " + ", ".join(
+        f"{n} {s}" for s, n in sorted(counts.items())
+    )
+    shown = not quiet and resolve_format(app_ctx.env, output) in ("table", "plain")
+    if shown:
+        app_ctx.env.err(line)
     if not no_wait and any(c.status != "completed" for c in result.commands):
+        if not shown:  # -q, -o json: exit 1 says why on stderr, as `command run` does
+            app_ctx.env.err(f"error: {line}")
         raise typer.Exit(ExitStatus.ERROR)
 
 

@@ -66,7 +66,7 @@ def canonical_key(key: str) -> str:
         return key
     if key.upper() in BY_ENV:
         return BY_ENV[key.upper()].key
-    raise typer.BadParameter(f"unknown key {key!r} (see `llmgine config show --local`)", param_hint="KEY")
+    raise typer.BadParameter(f"unknown key {key!r}: `llmgine config show --local` lists them", param_hint="KEY")
 
 
 def value_text(value: Any) -> str:
@@ -128,8 +128,8 @@ def set_(
     key = canonical_key(key)
     try:
         parsed = parse_cli_value(key, value)
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc), param_hint="VALUE") from None
+    except ConfigError as exc:  # "value: server.port = 'abc': ...": the VALUE is what the hint names
+        raise typer.BadParameter(str(exc).removeprefix("value: "), param_hint="VALUE") from None
     where = config_path(app_ctx.env.environ)
     write_config_value(where, key, parsed)
     app_ctx.env.err(f"set {key} in {where}; restart the daemon to apply it: llmgine daemon restart")
@@ -144,5 +144,7 @@ def unset(ctx: typer.Context, key: Key) -> None:
     if not where.exists():
         app_ctx.env.err(f"{key} is not set ({where} does not exist)")
         return
-    write_config_value(where, key, None)
+    if not write_config_value(where, key, None):  # a second `config unset`: nothing to say but that
+        app_ctx.env.err(f"{key} is not set in {where}")
+        return
     app_ctx.env.err(f"unset {key} in {where}; restart the daemon to apply it: llmgine daemon restart")

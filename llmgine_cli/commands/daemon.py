@@ -115,7 +115,11 @@ def _launcher(restarting: bool) -> Any:
             stopped = daemonctl.stop(target, env, api_key=api_key)
             if stopped.was_running and not quiet:
                 app_ctx.env.err(f"llmgined stopped (pid {stopped.pid})")
-        started = daemonctl.start(flags, env, timeout=timeout)
+        try:
+            started = daemonctl.start(flags, env, timeout=timeout)
+        except KeyboardInterrupt:
+            app_ctx.env.err("interrupted: the llmgined that was starting is stopped")
+            raise typer.Exit(ExitStatus.INTERRUPTED) from None
         _say_started(app_ctx, started, output, quiet)
 
     command.__doc__ = (

@@ -10,7 +10,6 @@ import typer
 
 from llmgine_cli import completion
 from llmgine_cli.commands.args import (
-    LONG_POLL_S,
     SessionOpt,
     choices,
     command_metadata,
@@ -18,7 +17,8 @@ from llmgine_cli.commands.args import (
     parse_pairs,
     session_filter_callback,
 )
-from llmgine_cli.commands.commands import NoWait, Priority, Timeout, finish_command
+from llmgine_cli.commands.commands import CancelOnInterrupt, NoWait, Priority, Timeout, finish_command
+from llmgine_cli.errors import ApiError
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render
 
@@ -86,7 +86,16 @@ def create(
 ) -> None:
     """Create an engine in a session; it handles its type's commands there."""
     app_ctx = state(ctx)
-    engine = app_ctx.client().create_engine(engine_type, session, model, parse_pairs(config, "--config"))
+    client = app_ctx.client()
+    try:
+        engine = client.create_engine(engine_type, session, model, parse_pairs(config, "--config"))
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        # "a handler for 'DummyEngineCommand' is already registered": said of an engine here
+        from llmgine_cli.conversation import type_taken
+
+        raise type_taken(client, session, engine_type, exc, "use it (llmgine engine exec {id} PROMPT)") from None
     render(app_ctx.env, engine, ENGINE_VIEW, output, quiet)
 
 
@@ -142,6 +151,7 @@ def exec_(
     priority: Priority = None,
     timeout: Timeout = None,
     no_wait: NoWait = False,
+    cancel_on_interrupt: CancelOnInterrupt = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -156,9 +166,12 @@ def exec_(
         prompt,
         parse_pairs(param, "--param"),
         command_metadata(priority.value if priority else None, timeout),
-        wait=0 if no_wait else LONG_POLL_S,
     )
-    finish_command(app_ctx, record, no_wait=no_wait, output=output, quiet=quiet)
+    # Stored at once, then waited for as `command run` waits: a spinner, and on Ctrl-C the
+    # command's id and how to stop it (the first request held the answer: Ctrl-C said nothing).
+    finish_command(
+        app_ctx, record, no_wait=no_wait, output=output, quiet=quiet, cancel_on_interrupt=cancel_on_interrupt
+    )
 
 
 @app.command("delete")

@@ -16,7 +16,7 @@ from llmgine_daemon.protocol import Command, Event
 from llmgine_cli import completion
 from llmgine_cli.commands.args import parse_time, session_callback
 from llmgine_cli.context import AppContext, reader_gone_error
-from llmgine_cli.options import Output, state
+from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import resolve_format
 
 
@@ -90,10 +90,12 @@ def tail(
         bool, typer.Option("--no-reconnect", help="Exit 3 when the daemon goes away instead of reconnecting.")
     ] = False,
     output: Output = None,
+    quiet: Quiet = False,
 ) -> None:
     """Print events as they happen (Ctrl-C stops). Resumes across daemon restarts.
 
-    On a terminal: a live view. Piped: one JSON object per line, flushed per event.
+    On a terminal: a live view. Piped: one JSON object per line, flushed per event; -q: the
+    events' ids, one per line.
     """
     if session_opt is not None:
         if session is not None and session != session_opt:
@@ -123,7 +125,7 @@ def tail(
         on_status=lambda text: env.err(f"llmgine: {text}"),
     )
     try:
-        if fmt == "table" and env.stdout_isatty:
+        if fmt == "table" and env.stdout_isatty and not quiet:
             from llmgine_cli.live import LiveTail
 
             with LiveTail(env, title=session or "all sessions") as view:
@@ -139,7 +141,9 @@ def tail(
             for item in stream:
                 if not isinstance(item, Event):
                     continue
-                if fmt in ("json", "jsonl"):
+                if quiet:
+                    env.out(item.event_id)
+                elif fmt in ("json", "jsonl"):
                     env.out(msgspec.json.encode(item).decode())
                 else:
                     env.out(event_line(item))
@@ -179,6 +183,7 @@ def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Co
             if isinstance(item, Hello):
                 break
         record = submit()
+        env.on_reader_gone(stream.stop)  # `| head -1`: ends when head does (event tail's watch)
         for item in command_events(items, record.command_id):
             if fmt in ("json", "jsonl"):
                 env.out(msgspec.json.encode(item).decode())
@@ -187,6 +192,8 @@ def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Co
             else:
                 env.out(event_line(item))
             env.stdout.flush()
+        if stream.stopped:
+            raise reader_gone_error()  # the command goes on, as after Ctrl-C
     finally:
         stream.close()
     return client.get_command(session_id, record.command_id)

@@ -57,7 +57,9 @@ def logs(
     ] = None,
     session: Annotated[
         str | None,
-        typer.Option("--session", "-s", callback=session_filter_callback, metavar="ID", help="Only this session."),
+        typer.Option(
+            "--session", "-S", "-s", callback=session_filter_callback, metavar="ID", help="Only this session."
+        ),
     ] = None,
     command: Annotated[str | None, typer.Option("--command", metavar="ID", help="Only this command.")] = None,
     trace: Annotated[str | None, typer.Option("--trace", metavar="ID", help="Only this trace.")] = None,
@@ -122,7 +124,7 @@ def log(
     ] = "info",
     session: Annotated[
         str | None,
-        typer.Option("--session", "-s", callback=session_callback, metavar="ID", help="Attach it to a session."),
+        typer.Option("--session", "-S", "-s", callback=session_callback, metavar="ID", help="Attach it to a session."),
     ] = None,
     meta: Annotated[
         list[str] | None,
@@ -143,7 +145,8 @@ def log(
 def metrics(
     ctx: typer.Context,
     session: Annotated[
-        str | None, typer.Option("--session", "-s", callback=session_callback, metavar="ID", help="Only this session.")
+        str | None,
+        typer.Option("--session", "-S", "-s", callback=session_callback, metavar="ID", help="Only this session."),
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option("--interval", "-i", min=0.2, help="Seconds between refreshes.")] = 2.0,
@@ -217,13 +220,15 @@ def traces(
     ctx: typer.Context,
     session: Annotated[
         str | None,
-        typer.Option("--session", "-s", callback=session_filter_callback, metavar="ID", help="Only this session."),
+        typer.Option(
+            "--session", "-S", "-s", callback=session_filter_callback, metavar="ID", help="Only this session."
+        ),
     ] = None,
     since: Annotated[str | None, typer.Option("--since", metavar="WHEN", help="ISO time or 15m, 1h, 2d.")] = None,
     status: Annotated[
         str | None, typer.Option("--status", metavar="STATUS", help="ok or error.", callback=choices("ok", "error"))
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", "-n", "-l", min=1, max=1000, help="At most this many.")] = 50,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:

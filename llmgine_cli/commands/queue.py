@@ -19,7 +19,7 @@ from llmgine_daemon.protocol import UNFINISHED_STATUSES
 
 from llmgine_cli.commands.args import choices, session_filter_callback
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, human_ms, render, resolve_format
+from llmgine_cli.render import View, fitted_table, human_ms, render, resolve_format
 
 app = typer.Typer()
 
@@ -99,7 +99,6 @@ def _summary(data: dict[str, Any]) -> str:
 def _dashboard(data: dict[str, Any], width: int) -> Any:
     """The rich renderable of one `top` frame."""
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
     finished = data["finished_last_minute"]
@@ -110,11 +109,10 @@ def _dashboard(data: dict[str, Any], width: int) -> Any:
     waits = "longest waits: " + (
         ", ".join(f"{c['command_id'][-8:]} {human_ms(c['wait_s'] * 1000)}" for c in longest) or "none"
     )
-    table = Table(box=None, pad_edge=False, width=min(width, 80))
-    for column in PS_VIEW.columns:
-        table.add_column(column.header, no_wrap=True, overflow="ellipsis")
-    for item in data["commands"]:
-        table.add_row(
+    # As `ps` draws it (render.fit_columns): ids and statuses whole, the type cut to fit; it
+    # was a table at most 80 wide whose columns rich shrank alike, ids and statuses to "e8…".
+    rows = [
+        [
             item["command_id"][-8:],
             item["session_id"][-8:],
             item["command_type"],
@@ -122,7 +120,10 @@ def _dashboard(data: dict[str, Any], width: int) -> Any:
             str(item["position"] or "-"),
             item["waited"],
             item["ran"] or "-",
-        )
+        ]
+        for item in data["commands"]
+    ]
+    table, _hidden = fitted_table([c.header for c in PS_VIEW.columns], rows, width)
     keys = Text("q or Ctrl-C quits", style="dim")
     return Group(header, rate, Text(waits, no_wrap=True, overflow="ellipsis"), table, keys)
 

@@ -16,6 +16,7 @@ import typer
 
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, render_deleted
+from llmgine_cli.status import ExitStatus
 
 app = typer.Typer(
     help="Secrets the daemon keeps for providers (e.g. OPENAI_API_KEY): set, list, delete.",
@@ -43,7 +44,13 @@ def set_(
             "must be an environment variable's name (A-Z, 0-9, _; not starting with a digit)", param_hint="NAME"
         )
     if sys.stdin.isatty():
-        value = getpass.getpass(f"{name}: ")
+        try:
+            value = getpass.getpass(f"{name}: ")
+        except (EOFError, KeyboardInterrupt) as exc:  # Ctrl-D, Ctrl-C at the prompt
+            sys.stderr.write("\n")  # getpass leaves the cursor after its prompt
+            if isinstance(exc, EOFError):
+                raise typer.BadParameter("no value given (Ctrl-D at the prompt)", param_hint="stdin") from None
+            raise typer.Exit(ExitStatus.INTERRUPTED) from None
     else:
         value = sys.stdin.read()
     value = value.rstrip("\r\n")

@@ -8,13 +8,16 @@ import typer
 
 from llmgine_cli import completion, hot
 from llmgine_cli.commands.args import choices, parse_pairs, session_callback
+from llmgine_cli.errors import ApiError
+from llmgine_cli.failure import report
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render
+from llmgine_cli.render import View, builtins, render
 
 app = typer.Typer(help="Create, list, inspect and end sessions.", no_args_is_help=True)
 
 LIST_VIEW = hot.SESSION_LIST_VIEW
 SESSION_VIEW = hot.SESSION_VIEW
+ENDED_VIEW = View(columns="ID=session_id, NAME=name, STATUS=status", items="sessions", id_field="session_id")
 TOKEN_VIEW = View(id_field="session_token", raw_keys=frozenset({"session_token"}))
 
 SessionId = Annotated[
@@ -83,16 +86,45 @@ def get(ctx: typer.Context, session_id: SessionId, output: Output = None, quiet:
 @app.command("delete")
 def delete(
     ctx: typer.Context,
-    session_id: SessionId,
+    session_ids: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="ID...",
+            help="The sessions: each its id, a unique prefix, its short id or its name.",
+            autocompletion=completion.session_ids,
+            callback=lambda ctx, param, values: [session_callback(ctx, param, v) for v in values or ()],
+        ),
+    ],
     purge: Annotated[bool, typer.Option("--purge", help="Delete it and its history instead of closing it.")] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """End a session (it stays readable), or with --purge delete it and everything in it."""
+    """End a session (it stays readable), or with --purge delete it and everything in it.
+
+    Several IDs (`llmgine session list -q | xargs llmgine session delete -q`) are ended in turn,
+    as `docker rm` removes containers: one that fails is an error line and the exit code of
+    the first failure, and the others are still ended; the ended ones are listed.
+    """
     app_ctx = state(ctx)
-    session = app_ctx.client().delete_session(session_id, purge=purge)
-    result: Any = session if session is not None else {"session_id": session_id, "status": "purged"}
-    render(app_ctx.env, result, SESSION_VIEW, output, quiet)
+    client = app_ctx.client()
+    ended: list[Any] = []
+    code = 0
+    for session_id in session_ids:
+        try:
+            session = client.delete_session(session_id, purge=purge)
+        except ApiError as exc:
+            if len(session_ids) == 1:
+                raise
+            failed = report(exc, app_ctx)  # each failure its line; the exit code is the first's
+            code = code or failed
+            continue
+        ended.append(session if session is not None else {"session_id": session_id, "status": "purged"})
+    if len(session_ids) == 1:
+        render(app_ctx.env, ended[0], SESSION_VIEW, output, quiet)
+    else:
+        render(app_ctx.env, {"sessions": [builtins(s) for s in ended]}, ENDED_VIEW, output, quiet)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("token")

@@ -23,7 +23,8 @@ SHUTDOWN_VIEW = View()
 
 @app.command("health")
 def health(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """Probe the daemon (exit 0 healthy, 3 not running)."""
+    """Probe the daemon (exit 0 healthy; 1 degraded: its database could not be reached at the last
+    try, or shutting down; 3 not running)."""
     app_ctx = state(ctx)
     result = app_ctx.client(autostart=False).health()
     render(app_ctx.env, result, HEALTH_VIEW, output, quiet)

@@ -39,10 +39,13 @@ ToolName = Annotated[str, typer.Argument(metavar="NAME", help="The tool's name."
 def read_source(path: str, param: str = "FILE") -> str:
     """A Python file's text (``-`` = stdin). Only read: the daemon's sandbox loads it."""
     try:
-        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        source = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise typer.BadParameter(f"cannot read {path}: {reason}", param_hint=param) from None
+    if not source.strip():  # as an empty --data: a usage error (2), not the daemon's 422 (1)
+        raise typer.BadParameter(f"{'stdin' if path == '-' else path} is empty: no Python source", param_hint=param)
+    return source
 
 
 def _signature(parameters: dict[str, Any]) -> str:

@@ -348,7 +348,8 @@ async def test_revocation_ends_event_streams_with_1008(aiohttp_client, make_sett
 
 
 async def test_key_expiring_while_a_websocket_is_open(aiohttp_client, make_settings):
-    from llmgine_daemon.api.guard import GUARD, close_expired
+    from llmgine_daemon.api.guard import GUARD
+    from llmgine_daemon.api.sockets import close_expired
 
     client, local = await start(aiohttp_client, make_settings)
     s = await new_session(client, local)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 from llmgine_daemon.api.origins import HostPolicy, normalize_origin, split_host
+from llmgine_daemon.paths import ConfigError
 
 from tests.api.secutil import WS_PATH, bearer, new_session, start
 from tests.conftest import assert_envelope
@@ -62,6 +63,18 @@ def test_host_policy_units(make_settings):
     assert split_host("[::1]:80") == ("::1", 80) and split_host("h:99999") is None
     assert normalize_origin("HTTP://LocalHost:80/") == "http://localhost"
     assert normalize_origin("null") is None and normalize_origin("file://x") is None
+    # A browser extension's or an app's webview origin may be listed; a URL with a path, or a
+    # host without a scheme, is no origin (and refused where it is given: settings_parsers.origins).
+    assert normalize_origin("chrome-extension://AbCdEf/") == "chrome-extension://abcdef"
+    assert normalize_origin("tauri://localhost") == "tauri://localhost"
+    for junk in ("localhost:3000", "app.example.com", "http://localhost:3000/app", "http://u@h", "*"):
+        assert normalize_origin(junk) is None, junk
+        with pytest.raises(ConfigError, match=r"security\.cors_origins = .*(is not an origin|'\*' is not allowed)"):
+            make_settings(CORS_ORIGINS=f"http://localhost:3000,{junk}")
+    assert make_settings(CORS_ORIGINS="http://localhost:3000,chrome-extension://abcdef")["security.cors_origins"] == [
+        "http://localhost:3000",
+        "chrome-extension://abcdef",
+    ]
 
 
 async def test_websocket_with_foreign_host_is_403(aiohttp_client, make_settings):
@@ -157,6 +170,20 @@ async def test_listed_origin_cors(aiohttp_client, make_settings):
     await ws.close()
 
 
+async def test_a_listed_extension_origin_gets_cors(aiohttp_client, make_settings):
+    """A browser extension's pages send Origin chrome-extension://ID (an app's webview tauri://
+    localhost): listed, it is served like any listed origin; it could not be listed before."""
+    extension = "chrome-extension://abcdefghijklmnopabcdefghijklmnop"
+    client, local = await start(aiohttp_client, make_settings, CORS_ORIGINS=f"{LISTED},{extension}")
+    resp = await client.options("/api/sessions", headers={"Origin": extension, "Access-Control-Request-Method": "POST"})
+    assert resp.status == 204 and resp.headers["Access-Control-Allow-Origin"] == extension
+    resp = await client.post("/api/sessions", json={}, headers={"Origin": extension, **bearer(local)})
+    assert resp.status == 201 and resp.headers["Access-Control-Allow-Origin"] == extension
+    other = "chrome-extension://ponmlkjihgfedcbaponmlkjihgfedcba"
+    resp = await client.post("/api/sessions", json={}, headers={"Origin": other, **bearer(local)})
+    assert resp.status == 403 and "Access-Control-Allow-Origin" not in resp.headers
+
+
 async def test_same_origin_is_allowed(aiohttp_client, make_settings):
     client, local = await start(aiohttp_client, make_settings)
     own = f"http://127.0.0.1:{client.port}"
@@ -165,11 +192,24 @@ async def test_same_origin_is_allowed(aiohttp_client, make_settings):
     assert "Access-Control-Allow-Origin" not in resp.headers  # not needed, not given
 
 
-async def test_wildcard_cors_origin_is_never_honoured(aiohttp_client, make_settings):
-    client, local = await start(aiohttp_client, make_settings, CORS_ORIGINS="*")
-    resp = await client.get("/api/status", headers={"Origin": "http://evil.example", **bearer(local)})
-    assert resp.status == 403
-    assert "Access-Control-Allow-Origin" not in resp.headers
+async def test_same_origin_behind_a_tls_proxy_is_allowed(aiohttp_client, make_settings):
+    """README's nginx in front (listen 443 ssl; proxy_set_header Host $host): a page it serves,
+    /docs included, sends Origin https://NAME with its POSTs and WebSocket handshakes, and the
+    Host is NAME. That is this daemon's own origin too; another name or port is not."""
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_ALLOWED_HOSTS="llm.example.com")
+    proxied = {"Host": "llm.example.com", **bearer(local)}
+    resp = await client.post("/api/sessions", json={}, headers={"Origin": "https://llm.example.com", **proxied})
+    assert resp.status == 201, await resp.text()
+    assert "Access-Control-Allow-Origin" not in resp.headers  # same origin: not needed, not given
+    sid = (await resp.json())["session_id"]
+    ws = await client.ws_connect(
+        WS_PATH.format(session_id=sid), headers={"Origin": "https://llm.example.com", **proxied}
+    )
+    await ws.close()
+    for origin in ("https://evil.example", "https://llm.example.com:8443", "https://sub.llm.example.com"):
+        resp = await client.post("/api/sessions", json={}, headers={"Origin": origin, **proxied})
+        assert resp.status == 403, origin
+        assert_envelope(await resp.json(), "FORBIDDEN")
 
 
 async def test_unix_socket_skips_browser_checks_but_not_the_uid(unix_client):

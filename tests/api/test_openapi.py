@@ -33,19 +33,14 @@ async def test_document_is_valid_openapi_31(app_client: TestClient) -> None:
     doc = await resp.json()
     validate(doc)  # raises on any violation of the OpenAPI 3.1 schema
     assert doc["openapi"].startswith("3.1")
-    assert set(doc["components"]["securitySchemes"]) == {"bearer", "sessionToken", "queryToken"}
-    # ?token= (how an EventSource authenticates) is described on the streams, and only there.
-    assert doc["components"]["securitySchemes"]["queryToken"] == {
-        "type": "apiKey",
-        "in": "query",
-        "name": "token",
-        "description": doc["components"]["securitySchemes"]["queryToken"]["description"],
-    }
+    assert set(doc["components"]["securitySchemes"]) == {"bearer", "sessionToken"}
+    # ?token= (how an EventSource authenticates) is a parameter of the streams, and only there:
+    # not a security scheme, which generated clients fill in on every call they make.
     takes_query_token = {
         (method, path)
         for path, ops in doc["paths"].items()
         for method, op in ops.items()
-        if {"queryToken": []} in op.get("security", doc["security"])
+        if any(p["name"] == "token" and p["in"] == "query" for p in op["parameters"])
     }
     assert takes_query_token == {("get", "/api/events/stream"), ("get", "/api/sessions/{session_id}/events/stream")}
 
@@ -72,6 +67,32 @@ async def test_operations_document_their_errors(app_client: TestClient) -> None:
         "$ref": "#/components/schemas/CommandCreate"
     }
     assert {"200", "202"} <= create["responses"].keys()
+
+
+async def test_query_parameters_are_typed_as_what_they_are(app_client: TestClient) -> None:
+    """An empty query parameter (`?limit=`) counts as not given: allowEmptyValue says so. As an
+    alternative in the schema (anyOf [schema, ""]) it made generated clients type `limit` as
+    `number | string` and an enum as any string, and the docs pages show "integer | (integer |
+    string)"."""
+    doc = await (await app_client.get("/openapi.json")).json()
+    query = [
+        (path, param)
+        for path, ops in doc["paths"].items()
+        for op in ops.values()
+        for param in op["parameters"]
+        if param["in"] == "query"
+    ]
+    assert len(query) > 50
+    for path, param in query:
+        assert param["allowEmptyValue"] is True, (path, param)
+        assert {"type": "string", "maxLength": 0} not in param["schema"].get("anyOf", []), (path, param)
+    params = {p["name"]: p["schema"] for p in doc["paths"]["/api/sessions/{session_id}/events"]["get"]["parameters"]}
+    assert params["limit"]["type"] == "integer"
+    assert params["source"] == {"type": "string", "enum": ["api", "engine", "handler", "bus"]}
+    headers = [
+        p for ops in doc["paths"].values() for op in ops.values() for p in op["parameters"] if p["in"] != "query"
+    ]
+    assert headers and not any("allowEmptyValue" in p for p in headers)  # query parameters only
 
 
 async def test_protocol_rules_reach_the_schemas(app_client: TestClient) -> None:

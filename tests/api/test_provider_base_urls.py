@@ -68,6 +68,7 @@ async def ask_in_each_form(
         record = await execute(client, engine["engine_id"], f"What is the weather in Melbourne? (run {n})")
         assert record["status"] == "completed", (var, value, record)
         results.append(record["result"])
+        await client.close()  # one app on the home's database at a time (store/db.py's lock)
     return results
 
 

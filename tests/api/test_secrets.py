@@ -53,3 +53,27 @@ async def test_a_session_token_cannot_reach_secrets(make_client):
     ):
         resp = await client.request(method, path, json=body, headers=token)
         assert resp.status == 403, (method, path, await resp.text())
+
+
+async def test_an_unreadable_secrets_file_is_never_written_over(app_client):
+    # A secrets file cut short (a crash or power loss while it was written, a hand edit) was
+    # read as "no secrets": the listing was empty, and the next set wrote the file over with
+    # only the new secret, every other one gone for good. It is refused and left as it is.
+    assert (await app_client.put("/api/secrets/OPENAI_API_KEY", json={"value": VALUE})).status == 200
+    path = app_client.app[SETTINGS].paths.config_dir / "secrets.json"
+    whole = path.read_text()
+    path.write_text(whole[: len(whole) // 2])
+    for method, url, body in (
+        ("PUT", "/api/secrets/ANTHROPIC_API_KEY", {"value": "another"}),
+        ("GET", "/api/secrets", None),
+        ("DELETE", "/api/secrets/OPENAI_API_KEY", None),
+    ):
+        resp = await app_client.request(method, url, json=body)
+        assert resp.status == 409, (method, await resp.text())
+        text = await resp.text()
+        assert_envelope(json.loads(text), "CONFLICT")
+        assert "secrets.json" in text and VALUE not in text
+    assert path.read_text() == whole[: len(whole) // 2]  # untouched: it can still be repaired
+    path.write_text(whole)
+    listing = await (await app_client.get("/api/secrets")).json()
+    assert [s["name"] for s in listing["secrets"]] == ["OPENAI_API_KEY"]

@@ -117,6 +117,9 @@ def test_bad_keys_and_values_are_usage_errors(cold_cli, cold_home):
         ("set", "server.prot", "1"),
         ("set", "server.port", "http"),
         ("set", "logging.level", "loud"),
+        # Accepted, then the daemon refused to start on them: no origin, and the wildcard.
+        ("set", "security.cors_origins", "localhost:3000"),
+        ("set", "security.cors_origins", "http://a.example,*"),
         ("get", "nope", "--local"),
         ("unset", "nope"),
     ):

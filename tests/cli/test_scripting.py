@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -29,34 +30,47 @@ def _follow_into_pipe(args: list[str], env: dict[str, str | None]) -> tuple[subp
     return proc, read_end
 
 
-def _first_line(fd: int) -> bytes:
+def _first_line(fd: int, until: bytes = b"") -> bytes:
+    """The first line read from ``fd`` (the first that contains ``until``)."""
     data = b""
-    while b"\n" not in data:
-        chunk = os.read(fd, 4096)
-        assert chunk, "the follower closed its output before printing a line"
-        data += chunk
-    return data.split(b"\n", 1)[0]
+    while True:
+        while b"\n" not in data:
+            chunk = os.read(fd, 4096)
+            assert chunk, "the follower closed its output before printing a line"
+            data += chunk
+        line, data = data.split(b"\n", 1)
+        if until in line:
+            return line
 
 
 @pytest.mark.parametrize(
     "follower",
-    [["event", "tail", "--since", "all"], ["logs", "-f", "-n", "1"], ["daemon", "logs", "-f"]],
-    ids=["event-tail", "logs-f", "daemon-logs-f"],
+    [
+        ["event", "tail", "--since", "all"],
+        ["logs", "-f", "-n", "1"],
+        ["daemon", "logs", "-f"],
+        ["command", "run", "DummyEngineCommand", "-p", "prompt=x", "-p", "delay_ms:=600000", "--follow", "-o", "jsonl"],
+    ],
+    ids=["event-tail", "logs-f", "daemon-logs-f", "command-run-follow"],
 )
 def test_a_follower_ends_when_the_reader_of_its_output_goes(cli, daemon, cold_home, follower):
     """`llmgine event tail | head -1` printed its line, head exited, and the tail went on
     waiting for the next event (for ever, on a quiet session), so `$(... | head -1)` never
-    returned; `logs -f` and `daemon logs -f` the same. As `tail -f` does, a follower now ends
-    once nobody reads it: exit 1, as any write into a closed pipe (click's EPIPE), no message."""
+    returned; `logs -f`, `daemon logs -f` and `command run --follow` the same. As `tail -f`
+    does, a follower now ends once nobody reads it: exit 1, as any write into a closed pipe
+    (click's EPIPE), no message."""
     sid = cli("session", "create", "-q").stdout.strip()
     env = {**daemon.env, "LLMGINE_SESSION": sid}
+    if follower[0] == "command":  # a command that runs for ten minutes, with nothing to print
+        assert cli("engine", "create", "DummyEngine", "-S", sid, "-q").exit_code == 0
     if follower[:2] == ["daemon", "logs"]:  # a file, the daemon's log: in a home of its own
         env = cli_env(cold_home)
         (cold_home / "state").mkdir()
         (cold_home / "state" / "llmgined.log").write_text("a line of the daemon's log\n")
     proc, read_end = _follow_into_pipe(follower, env)
     try:
-        assert _first_line(read_end)
+        # The command's follow: once it is running (its engine says so), nothing for ten minutes.
+        assert _first_line(read_end, b"processing" if follower[0] == "command" else b"")
         os.close(read_end)  # head -1 has its line and exits
         read_end = -1
         _out, err = proc.communicate(timeout=30)  # a liveness bound: without the fix, never
@@ -66,6 +80,8 @@ def test_a_follower_ends_when_the_reader_of_its_output_goes(cli, daemon, cold_ho
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for running in cli("ps", "--session", sid, "-q").stdout.split():  # it goes on, as after Ctrl-C
+            cli("command", "cancel", running, "-S", sid, "-q")
     assert proc.returncode == 1, err
     assert b"Traceback" not in err and b"Exception ignored" not in err, err
 
@@ -295,3 +311,317 @@ def test_an_empty_listing_on_a_terminal_says_so(cold_home):
         assert json.loads(as_json.stdout)["engines"] == []
     finally:
         stop_process(daemon.proc)
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_top_keeps_ids_and_statuses_whole_and_cuts_the_type(cli, daemon, columns, tmp_path):
+    """`top` drew its table at most 80 wide, and rich shrank every column alike: with a long
+    command type the ids and statuses were "e8…" and "exec…", at 200 columns too. It fits the
+    table as `ps` does: ids, statuses and times whole, the type cut with "…" (or whole)."""
+    import pexpect
+
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("engine", "create", "DummyEngine", "-S", sid, "-q").exit_code == 0
+    long_type = "AnExtremelyLongCommandTypeName.with.dots:and-dashes_to_fill_a_column"
+    handler = tmp_path / "handler.py"
+    handler.write_text("def handle(command):\n    return {}\n")  # never runs: blocked, then cancelled
+    assert cli("handler", "add", "command", long_type, str(handler), "-S", sid, "-q").exit_code == 0
+    blocker = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "delay_ms:=600000",
+                  "--no-wait", "-q").stdout.strip()  # fmt: skip
+    blocked = cli("command", "run", long_type, "-S", sid, "--after", blocker, "--no-wait", "-q").stdout.strip()
+    env = full_env({**daemon.env, "COLUMNS": str(columns), "LINES": "40", "TERM": "xterm"})
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", "top", "--interval", "0.2", "--session", sid],
+        env=env,
+        timeout=30,
+        encoding="utf-8",
+        dimensions=(40, columns),
+        preexec_fn=default_signals,
+    )
+    try:
+        child.expect(r"(?s)blocked.*?q or Ctrl-C quits")
+        frame = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before + child.after)
+        child.send("q")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+        cli("command", "cancel", blocker, "-S", sid, "-q")
+    row = next(line for line in frame.splitlines() if blocked[-8:] in line and "waits" not in line)
+    assert sid[-8:] in row and "blocked" in row, frame
+    assert (long_type in row) == (columns == 200), row
+    assert all(len(line) <= columns for line in frame.splitlines()), frame
+
+
+def test_every_session_option_takes_dash_capital_s():
+    """`-S ID` names the session everywhere (`command list -S`, `event tail -S`), but `logs`,
+    `log`, `metrics` and `traces` took only `-s`: `llmgine traces -S "$SID"` was a usage error.
+    They take both now."""
+    from llmgine_cli.root import COMMANDS, build_command
+
+    without = {
+        path
+        for name in COMMANDS
+        for path, opts in _leaves(build_command(name), [name])
+        if "--session" in opts and "-S" not in opts
+    }
+    assert without == set()
+
+
+def test_event_tail_without_a_daemon_exits_3_as_every_command(cold_home):
+    """With no daemon (auto-start off, or --url naming one that is not there) every command
+    exits 3 at once; `event tail --all` (or of a full session id, which needs no lookup) said
+    "reconnecting ..." and waited for ever. Reconnecting is for a stream that was there."""
+    for env in (cli_env(cold_home), cli_env(cold_home, LLMGINE_URL=f"unix://{cold_home}/none.sock")):
+        for args in (["event", "tail", "--all"], ["event", "tail", "01a24c5c-9a68-7682-add6-133122496426"]):
+            result = run_cli(args, env, timeout=30)  # without the fix: TimeoutExpired
+            assert result.returncode == 3, result.stderr
+            assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def _ctrl_c(proc: subprocess.Popen[str], waiting):
+    """Ctrl-C to ``proc`` once ``waiting()`` returned (what it returned, and the stderr of
+    ``proc``, which is killed if it does not end)."""
+    import signal
+
+    try:
+        seen = waiting()
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return seen, err
+
+
+@pytest.mark.parametrize("cancel", [True, False], ids=["cancel-on-interrupt", "continues"])
+def test_ctrl_c_during_command_run_follow_is_as_without_follow(cli, daemon, cancel):
+    """Ctrl-C in `command run --follow` exited 130 without a word, and --cancel-on-interrupt
+    was ignored: the command went on. As without --follow, it is now cancelled with the flag,
+    and otherwise the message says it goes on and how to stop it."""
+    from tests.clitools import spawn_cli
+
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("engine", "create", "DummyEngine", "-S", sid, "-q").exit_code == 0
+    args = ["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-p", "delay_ms:=600000"]
+    args += ["--follow", "-o", "jsonl", *(["--cancel-on-interrupt"] if cancel else [])]
+    proc = spawn_cli(args, daemon.env)
+    started, err = _ctrl_c(proc, lambda: json.loads(proc.stdout.readline()))
+    assert started["event_type"] == "CommandStarted", started
+    cid = started["data"]["command_id"]
+    assert proc.returncode == 130, err
+    status = json.loads(cli("command", "get", cid, "-S", sid, "-o", "json").stdout)["status"]
+    if cancel:
+        assert f"interrupted: command {cid} cancelled" in err and status == "cancelled", (err, status)
+    else:
+        assert f"command {cid} continues in the daemon" in err and status == "executing", (err, status)
+        assert cli("command", "cancel", cid, "-S", sid, "-q").exit_code == 0
+
+
+def test_ctrl_c_during_engine_exec_names_the_command(cli, daemon):
+    """`engine exec` held its first request open for the answer, so Ctrl-C there exited 130
+    without a word (nor the command's id to cancel it). It waits as `command run` does now:
+    the message names the command and how to stop it; --cancel-on-interrupt cancels it."""
+    from tests.clitools import spawn_cli
+
+    sid = cli("session", "create", "-q").stdout.strip()
+    engine = cli("engine", "create", "DummyEngine", "-S", sid, "-q").stdout.strip()
+
+    def executing() -> str | None:
+        listed = json.loads(cli("command", "list", "-S", sid, "--status", "executing", "-o", "json").stdout)
+        return listed["commands"][0]["command_id"] if listed["commands"] else None
+
+    for extra, outcome in (([], "continues in the daemon"), (["--cancel-on-interrupt"], "cancelled")):
+        proc = spawn_cli(["engine", "exec", engine, "hi", "-p", "delay_ms:=600000", *extra], daemon.env)
+        cid, err = _ctrl_c(proc, lambda: eventually_blocking(executing, message="the command executing"))
+        assert proc.returncode == 130 and f"interrupted: command {cid} {outcome}" in err, err
+        if not extra:
+            assert cli("command", "cancel", cid, "-S", sid, "-q").exit_code == 0
+
+
+@pytest.mark.parametrize("flags", [["-q"], ["-o", "json"]])
+def test_a_batch_that_did_not_complete_says_why_with_quiet_and_json(cli, tmp_path, flags):
+    """`set -e` scripts die on exit 1: `command batch -q` (or -o json) with a failed command
+    exited 1 without a word on stderr, where `command run -q` prints the error."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("engine", "create", "DummyEngine", "-S", sid, "-q").exit_code == 0
+    batch = tmp_path / "batch.jsonl"
+    lines = [
+        {"command_type": "DummyEngineCommand", "parameters": {"prompt": "a", "fail": fail}} for fail in (False, True)
+    ]
+    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = cli("command", "batch", "-f", str(batch), "-S", sid, "--sequential", *flags)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: batch ") and "1 completed, 1 failed" in result.stderr, result.stderr
+
+
+def test_config_unset_twice_says_it_was_not_set(cold_cli, cold_home):
+    """A re-run of a setup script: the second `config unset` said "unset KEY ...; restart the
+    daemon to apply it" of a key the file no longer had, and rewrote the file."""
+    assert cold_cli("config", "set", "server.workers", "2").exit_code == 0
+    first = cold_cli("config", "unset", "server.workers")
+    assert first.exit_code == 0 and first.stderr.startswith("unset server.workers in "), first.stderr
+    again = cold_cli("config", "unset", "server.workers")
+    assert again.exit_code == 0 and "server.workers is not set in " in again.stderr, again.stderr
+    assert "restart" not in again.stderr
+
+
+@pytest.mark.parametrize(("key", "code"), [("\x04", 2), ("\x03", 130)], ids=["ctrl-d", "ctrl-c"])
+def test_ctrl_d_or_ctrl_c_at_the_secret_prompt(daemon, key, code):
+    """Ctrl-D at `secret set`'s hidden prompt was "internal error: EOFError" (exit 1); Ctrl-C
+    left the shell's prompt on the same line. Ctrl-D is a usage error (no value), Ctrl-C 130."""
+    import pexpect
+
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", "secret", "set", "QA_PROMPTED"],
+        env=full_env({**daemon.env, "TERM": "xterm"}),
+        encoding="utf-8",
+        timeout=30,
+        preexec_fn=default_signals,
+    )
+    child.expect("QA_PROMPTED: ")
+    child.send(key)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == code, child.before
+    assert "internal error" not in child.before and child.before.startswith("\r\n"), repr(child.before)
+
+
+def test_a_second_engine_of_a_type_is_explained(cli):
+    """A re-run of `engine create DummyEngine -S s` said "a handler for 'DummyEngineCommand' is
+    already registered" (no handler was added by hand); it names the engine there and the way
+    out, as `ask`/`chat` do. Still a conflict: exit 6."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    engine = cli("engine", "create", "DummyEngine", "-S", sid, "-q").stdout.strip()
+    again = cli("engine", "create", "DummyEngine", "-S", sid, "-q")
+    assert again.exit_code == 6 and again.stdout == ""
+    assert f"already has a DummyEngine ({engine[-8:]}" in again.stderr, again.stderr
+    assert f"llmgine engine exec {engine[-8:]} PROMPT" in again.stderr and "handler" not in again.stderr
+
+
+def test_event_tail_quiet_prints_the_events_ids(cli):
+    """-q (ids, one per line) is every listing's; `event tail -q` was a usage error."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("event", "publish", "One", "-S", sid, "-q").exit_code == 0
+    assert cli("session", "delete", sid, "-q").exit_code == 0  # the tail ends with the session
+    tailed = cli("event", "tail", sid, "--since", "all", "-q")
+    assert tailed.exit_code == 0, tailed.stderr
+    assert tailed.stdout.split() == cli("event", "list", "-S", sid, "-q").stdout.split()
+    assert len(tailed.stdout.split()) == 3  # SessionStarted, One, SessionEnded
+
+
+def test_an_empty_python_file_is_a_usage_error(cli, daemon, tmp_path):
+    """`tool register -` with nothing piped in (or an empty FILE.py) reached the daemon and came
+    back as VALIDATION_ERROR, exit 1; like an empty --data, it is a usage error (exit 2)."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    piped = _piped(daemon, ["tool", "register", "-", "-S", sid], "")
+    assert piped.returncode == 2 and "stdin is empty" in piped.stderr, piped.stderr
+    empty = tmp_path / "empty.py"
+    empty.write_text("\n")
+    result = cli("handler", "add", "command", "Nothing", str(empty), "-S", sid)
+    assert result.exit_code == 2 and "is empty: no Python source" in result.stderr, result.stderr
+
+
+def test_session_delete_takes_several_ids_as_docker_rm(cli):
+    """`llmgine session list -q | xargs llmgine session delete` was a usage error (one ID);
+    several are ended in turn, a failure is its line and the exit code, the rest go on."""
+    first, second = (cli("session", "create", "-q").stdout.strip() for _ in range(2))
+    result = cli("session", "delete", first, "no-such-session", second, "-q")
+    assert result.exit_code == 4
+    assert result.stdout.split() == [first, second]
+    assert result.stderr == "error: SESSION_NOT_FOUND: session 'no-such-session' not found\n"
+    for sid in (first, second):
+        assert json.loads(cli("session", "get", sid, "-o", "json").stdout)["status"] == "closed"
+    listed = cli("session", "delete", first, second, "--purge", "-o", "json")
+    assert listed.exit_code == 0
+    assert json.loads(listed.stdout) == {"sessions": [{"session_id": s, "status": "purged"} for s in (first, second)]}
+    # One ID: the record as before (and its error as it was: exit 4, nothing on stdout).
+    alone = cli("session", "delete", first, "-o", "json")
+    assert alone.exit_code == 4 and alone.stdout == ""
+    # Every failure is its line, not only the first (the exit code is the first's).
+    result = cli("session", "delete", "no-such-one", first, "no-such-two", "-q")
+    assert result.exit_code == 4 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"error: SESSION_NOT_FOUND: session {name!r} not found" for name in ("no-such-one", first, "no-such-two")
+    ], result.stderr
+
+
+def test_the_metrics_title_shows_its_time_as_every_time_is_shown(daemon):
+    """`metrics` (and `--watch`) titled the table with the raw ISO timestamp
+    (2026-12-06T22:58:06.308511Z) where every other time is local with its zone, or --utc."""
+    title = run_cli(["--utc", "metrics", "-o", "table"], daemon.env).stdout.strip().splitlines()[0]
+    assert re.fullmatch(r"llmgine metrics - daemon - \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", title.strip()), title
+
+
+def test_config_usage_errors_read_as_one_sentence(cold_cli):
+    """They said where to look twice ("(see `llmgine config show --local`) (see 'llmgine config
+    get -h')") and "Invalid value for VALUE: value: server.port = ..."."""
+    unknown = cold_cli("config", "get", "nope.key", "--local")
+    assert unknown.exit_code == 2
+    assert unknown.stderr.count("(see ") == 1 and "`llmgine config show --local` lists them" in unknown.stderr
+    bad = cold_cli("config", "set", "server.port", "abc")
+    assert bad.exit_code == 2 and "for VALUE: server.port = 'abc': expected an integer" in bad.stderr, bad.stderr
+
+
+def _daemons_of(home) -> list[int]:
+    """The llmgined processes started with LLMGINE_HOME=home."""
+    mark = f"LLMGINE_HOME={home}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"llmgine_daemon" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if mark in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_ctrl_c_while_the_daemon_starts_stops_it(cold_home):
+    """Ctrl-C while `daemon start` waited for the daemon to answer exited 130 without a word and
+    left the daemon starting in its own session, with no record of its flags for `daemon
+    restart`. It is stopped, as when it does not answer in time, and the message says so."""
+    import socket
+
+    from tests.clitools import spawn_cli
+
+    with socket.socket() as silent:  # a "database" that accepts and never answers: it hangs there
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql://nobody@127.0.0.1:{silent.getsockname()[1]}/none"
+        proc = spawn_cli(["daemon", "start"], cli_env(cold_home, DATABASE_URL=url))
+        _pids, err = _ctrl_c(proc, lambda: eventually_blocking(lambda: _daemons_of(cold_home), message="started"))
+        assert proc.returncode == 130 and "interrupted: the llmgined that was starting is stopped" in err, err
+        eventually_blocking(lambda: not _daemons_of(cold_home), message="llmgined stopped")
+
+
+def test_chat_keeps_its_line_editing_after_ctrl_z_and_fg(daemon):
+    """In a real shell's job control (bash in a pty): Ctrl-Z at chat's prompt, then fg. bash
+    gave the terminal back in its own mode, so readline's was gone (typed text echoed twice,
+    no prompt); chat now puts the mode back and draws the prompt and what was typed."""
+    import pexpect
+
+    env = full_env({**daemon.env, "TERM": "xterm", "PS1": "$ ", "HISTFILE": "/dev/null"})
+    shell = pexpect.spawn("bash", ["--norc", "--noprofile", "-i"], env=env, encoding="utf-8", timeout=30)
+    try:
+        shell.expect_exact("$ ")
+        shell.sendline(f"{sys.executable} -m llmgine_cli chat")
+        shell.expect_exact("you> ")
+        shell.send("ab")
+        shell.expect_exact("ab")
+        shell.send("\x1a")  # Ctrl-Z: bash stops the job
+        shell.expect("Stopped")
+        shell.expect_exact("$ ")
+        shell.sendline("fg")
+        shell.expect_exact("you> ab")  # drawn again; without the fix, nothing (and this times out)
+        shell.send("\x15/exit\r")  # readline's Ctrl-U clears "ab": then /exit
+        shell.expect_exact("$ ")
+        shell.sendline("exit")
+        shell.expect(pexpect.EOF)
+    finally:
+        shell.close(force=True)

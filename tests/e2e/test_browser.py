@@ -1,6 +1,7 @@
 """The real llmgined on TCP, in real headless Chromium (tests/chromium.py, over the DevTools
-protocol): /docs and /redoc render the whole API with a key from ``#token=``, and the browser
-examples of docs/security.md and docs/streams.md receive live events with a session token.
+protocol): /docs and /redoc render the whole API with a key from ``#token=``, the browser
+examples of docs/security.md and docs/streams.md receive live events with a session token, and
+a page of another origin pages through events past the IP's anonymous rate limit (preflights).
 
 Screenshots of every page go to the test's temp dir (``--basetemp DIR`` to keep them
 somewhere known); a failing wait reports the page's console errors.
@@ -366,3 +367,32 @@ async def test_documented_browser_examples_receive_live_events(
     # The only error in the page: the handshake refused to the wrong token.
     assert len(page.errors) == 1, page.errors
     assert "WebSocket connection to" in page.errors[0] and "failed" in page.errors[0], page.errors
+
+
+async def test_a_page_paging_with_its_token_is_not_stopped_by_preflights(
+    page: Page, page_origin: str, daemon: Daemon, api: aiohttp.ClientSession
+) -> None:
+    """Chromium caches a CORS preflight per URL, so a page that pages with a cursor sends one
+    per page. Preflights carry no credential: were they charged to the IP's anonymous bucket
+    (100/min), the page's 101st request would fail as an unreadable CORS error, though its
+    token's bucket (1000/min) is nearly full."""
+    async with api.post("/api/sessions", json={"name": "pager"}) as resp:
+        session = await resp.json()
+    await page.goto(f"{page_origin}/")
+    script = """(async (base, sid, token) => {
+      const statuses = {};
+      for (let after = 0; after < 120; after++) {
+        let status;
+        try {
+          const resp = await fetch(`${base}/api/sessions/${sid}/events?after=${after}`,
+                                   {headers: {"X-Session-Token": token}});
+          status = resp.status;
+        } catch (e) {
+          status = String(e);
+        }
+        statuses[status] = (statuses[status] || 0) + 1;
+      }
+      return statuses;
+    })(%s, %s, %s)"""
+    args = tuple(json.dumps(v) for v in (daemon.tcp_url, session["session_id"], session["session_token"]))
+    assert await page.evaluate(script % args) == {"200": 120}, page.errors

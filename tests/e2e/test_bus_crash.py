@@ -344,3 +344,93 @@ def test_kill_9_rounds_under_load(home):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def refused(proc: subprocess.Popen[str], timeout: float = 30) -> str:
+    """What a daemon that must refuse to start printed; a daemon that ran is stopped first."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"the second daemon did not refuse to start: {err[-2000:]}") from None
+    assert proc.returncode == 1, err
+    return err
+
+
+@pytest.mark.sqlite_only(reason="one SQLite file; daemons sharing a PostgreSQL database are nodes (test_multinode)")
+def test_a_second_daemon_on_the_same_sqlite_file_is_refused(home):
+    # The pidfile names the daemon at the home's default socket only: a second daemon on
+    # another socket, or of another home whose database.url is this file, started beside the
+    # first and recovered its commands (the running one marked interrupted, the queued one run
+    # by both). The database's own lock refuses it before it touches anything.
+    port = free_port()
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+        sid, _ = session_with_dummy(port, home)
+        path = f"/api/sessions/{sid}/commands"
+        _, running = call(port, "POST", path, {**DUMMY, "parameters": {"prompt": "r", "delay_ms": 600_000}}, home=home)
+        _, queued = call(port, "POST", path, {**DUMMY, "parameters": {"prompt": "q"}}, home=home)
+        assert (running["status"], queued["status"]) == ("executing", "queued")
+        other_home = home / "other"
+        for second in (
+            run_daemon(home, "--socket", str(home / "b.sock")),
+            run_daemon(other_home, env={"DATABASE_URL": f"sqlite:///{home}/data/llmgine.db"}),
+        ):
+            err = refused(second)
+            assert "in use by another llmgined" in err and f"pid {proc.pid}" in err, err
+            assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        for command, status in ((running, "executing"), (queued, "queued")):
+            _, record = call(port, "GET", f"{path}/{command['command_id']}", home=home)
+            assert record["status"] == status
+    finally:
+        proc.kill()
+        proc.wait()
+    # The lock went with the process (kill -9): the next daemon opens the file and recovers.
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+        _, record = call(port, "GET", f"{path}/{running['command_id']}", home=home)
+        assert record["status"] == "interrupted"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.sqlite_only(reason="SQLite's write-ahead log")
+def test_a_damaged_write_ahead_log_is_refused_not_discarded(home):
+    # SQLite takes a log whose header is damaged for an empty one: the daemon started without
+    # the acknowledged writes still in it (not yet copied into the database) and wrote over it.
+    port = free_port()
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+        made = {call(port, "POST", "/api/sessions", {}, home=home)[1]["session_id"] for _ in range(20)}
+    finally:
+        proc.kill()
+        proc.wait()
+    wal = home / "data" / "llmgine.db-wal"
+    whole = wal.read_bytes()
+    assert len(whole) > 32
+    damaged = whole[:16] + bytes(b ^ 0xFF for b in whole[16:24]) + whole[24:]  # the salts
+    wal.write_bytes(damaged)
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert "llmgine.db-wal: not a valid write-ahead log" in err and "Traceback" not in err, err
+    assert wal.read_bytes() == damaged  # left as it was, for a person to look at
+    wal.write_bytes(whole)  # repaired: every acknowledged session is there
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+        with open_home_db(home) as db:
+            assert made <= {r[0] for r in db.execute("SELECT session_id FROM sessions")}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

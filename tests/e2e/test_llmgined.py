@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -231,3 +234,77 @@ def test_daemons_starting_together_leave_one_owner_of_the_pidfile(daemon_home):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.mark.sqlite_only(reason="a SQLite file made by hand; the PostgreSQL store already closed what it opened")
+def test_a_database_of_a_newer_llmgined_is_refused_and_the_daemon_exits(daemon_home):
+    # The store refused the schema after it had opened its connections and left them open: their
+    # threads kept the process from exiting after "cannot start" (and a Ctrl-C during the same
+    # steps of a start hung it the same way).
+    data = daemon_home / "data"
+    data.mkdir(mode=0o700)
+    db = sqlite3.connect(data / "llmgine.db")
+    with db:
+        db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT)")
+        db.execute("INSERT INTO schema_migrations VALUES (9999, 'future', '2030-01-01T00:00:00Z')")
+    db.close()
+    line = fails_with(daemon_home)
+    assert "newer than this llmgined" in line and "9999" in line
+
+
+@pytest.mark.sqlite_only(reason="a SQLite file that cannot grow")
+def test_a_disk_that_fills_during_the_migrations_is_named(daemon_home):
+    # Files may not grow past 60 kB (RLIMIT_FSIZE: EFBIG, which SQLite reports as an I/O error;
+    # a full disk, ENOSPC, reads "database or disk is full"): the first start's migrations fail.
+    # SQLite had rolled their transaction back itself, the migration's ROLLBACK then failed, and
+    # the one line said "cannot rollback - no transaction is active" instead of the cause.
+    def small_files() -> None:
+        default_signals()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmgine_daemon"],
+        env={**DAEMON_DEFAULTS, **os.environ, "LLMGINE_HOME": str(daemon_home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=small_files,
+    )
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "cannot start: database.url:" in err and "disk I/O error" in err and "cannot rollback" not in err, err
+
+
+@pytest.mark.sqlite_only(reason="storage plays no part: the daemon is stopped before it opens any")
+@pytest.mark.parametrize("how", ["python -m", "console script"])
+def test_ctrl_c_while_the_modules_load_is_quiet(daemon_home, how):
+    # Ctrl-C in the first second or two of `python -m llmgine_daemon` or `llmgined` (a loaded
+    # machine: more) printed a KeyboardInterrupt traceback from the middle of an import (the
+    # console script imported the server before any of our code ran). -X importtime tells when
+    # the imports are under way (aiohttp's application module loaded, ours still loading).
+    script = Path(sys.executable).parent / "llmgined"
+    command = [sys.executable, "-X", "importtime", "-m", "llmgine_daemon"]
+    if how == "console script":
+        assert script.exists(), f"{script}: the package is not installed (pip install -e .)"
+        command = [sys.executable, "-X", "importtime", str(script)]
+    proc = subprocess.Popen(
+        command,
+        env={**DAEMON_DEFAULTS, **os.environ, "LLMGINE_HOME": str(daemon_home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_signals,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "aiohttp.web_app" in line or "listening on" in line:  # (never wait past the start)
+                break
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        assert exit_code(proc) == 0, rest
+        assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

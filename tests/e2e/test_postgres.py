@@ -4,11 +4,14 @@ the reason (never the password), and a daemon on a database works through the re
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -26,6 +29,7 @@ from tests.clitools import (
     start_daemon,
     stop_process,
 )
+from tests.eventually import eventually_blocking
 from tests.postgres import PASSWORD, PgServer, with_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_database(reason="makes its own PostgreSQL databases")]
@@ -126,3 +130,113 @@ def test_a_database_migrated_by_newer_code_is_refused(home: Path, pg_url: str) -
         conn.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'future', 'now')")
     _, line = start_failure(home, pg_url)
     assert "newer than this llmgined" in line and "9999" in line, line
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("llmgine", timeout=60)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def call(d: Daemon, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One request to the daemon's Unix socket: (status, decoded body)."""
+    conn = _UnixHTTP(d.socket_url.removeprefix("unix://"))
+    try:
+        conn.request(method, path, json.dumps(body) if body is not None else None, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def set_connections(pg_server: PgServer, pg_url: str, allow: bool) -> None:
+    """Open or close ``pg_url``'s database to new connections; closing ends those it has (the
+    server going down, as the daemon sees it, without stopping the tests' shared server)."""
+    import psycopg
+
+    name = urlsplit(pg_url).path.lstrip("/")
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')  # type: ignore[arg-type]
+        if not allow:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+
+def test_the_database_unreachable_under_the_daemon_is_503_then_it_reconnects(
+    pg_server: PgServer, pg_url: str, pg_daemon: Daemon
+) -> None:
+    # The server restarting or refusing connections (here: the database closed to new
+    # connections and the daemon's own ones ended): a write or read made a new connection,
+    # failed to, and was answered 500 INTERNAL_ERROR "storage error"; a request to try again
+    # later is 503, as for a connection lost in the middle of a write.
+    import psycopg
+
+    name = urlsplit(pg_url).path.lstrip("/")
+
+    def allow_connections(allow: bool) -> None:
+        set_connections(pg_server, pg_url, allow)
+
+    def end_connections(conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+    status, session = call(pg_daemon, "POST", "/api/sessions", {})
+    assert status == 201
+    sid = session["session_id"]
+    status, before = call(pg_daemon, "POST", f"/api/sessions/{sid}/events", {"event_type": "Before"})
+    assert status == 201
+    allow_connections(False)
+    try:
+        # The first finds its connection gone; the next ones try to make a new one.
+        for method, path, body in [
+            ("POST", f"/api/sessions/{sid}/events", {"event_type": "While"}),
+            ("GET", f"/api/sessions/{sid}/events", None),
+        ] * 3:
+            status, answer = call(pg_daemon, method, path, body)
+            assert status == 503 and answer["error"]["code"] == "STORAGE_BUSY", (method, status, answer)
+            assert "not reachable" in answer["error"]["message"], answer  # not "locked by another process"
+        # Health said "healthy" throughout: a load balancer or monitor saw nothing wrong.
+        assert call(pg_daemon, "GET", "/api/health")[1]["status"] == "degraded"
+    finally:
+        allow_connections(True)
+    status, after = call(pg_daemon, "POST", f"/api/sessions/{sid}/events", {"event_type": "After"})
+    assert status == 201, after
+    assert call(pg_daemon, "GET", "/api/health")[1]["status"] == "healthy"
+    # A restart between two requests (the daemon's connections ended, new ones welcome): a
+    # read on an idle connection the server ended was a 503; it is tried on a new one.
+    assert call(pg_daemon, "GET", f"/api/sessions/{sid}")[0] == 200  # a reader connection, idle now
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        end_connections(conn)
+    for _ in range(3):
+        status, page = call(pg_daemon, "GET", f"/api/sessions/{sid}/events")
+        assert status == 200, page
+        mine = [e["event_id"] for e in page["events"] if e["event_type"] in ("Before", "While", "After")]
+        assert mine == [before["event_id"], after["event_id"]]
+
+
+def test_a_database_outage_is_logged_in_lines_not_tracebacks(
+    home: Path, pg_server: PgServer, pg_url: str, pg_daemon: Daemon
+) -> None:
+    # The database down under the daemon is an outage, not a bug: the cluster's tick (every
+    # second) and the last telemetry flush at the stop each logged a whole traceback.
+    status, session = call(pg_daemon, "POST", "/api/sessions", {})
+    sid = session["session_id"]
+    # The background loops that read the database on their own: a schedule's, a webhook's.
+    assert call(pg_daemon, "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})[0] == 201
+    every = {"session_id": sid, "command": {"command_type": "DummyEngineCommand"}, "every": 1}
+    assert call(pg_daemon, "POST", "/api/schedules", every)[0] == 201
+    assert call(pg_daemon, "POST", "/api/webhooks", {"url": "http://127.0.0.1:9/hook"})[0] == 201
+    log = home / "daemon-under-test.log"
+    set_connections(pg_server, pg_url, False)
+    try:
+        for line in ("cluster: tick failed", "scheduler round failed"):
+            eventually_blocking(lambda line=line: line in log.read_text(), timeout=30)
+        assert call(pg_daemon, "POST", "/api/sessions", {})[0] == 503  # something to flush
+        stop_process(pg_daemon.proc)
+    finally:
+        set_connections(pg_server, pg_url, True)
+    assert pg_daemon.proc.returncode == 0
+    text = log.read_text()
+    assert "cannot connect to PostgreSQL" in text and "Traceback" not in text, text[-3000:]

@@ -107,6 +107,9 @@ def test_env_file_writable_by_others_is_refused(home):
 def test_wildcard_cors_origin_refused_at_start(home):
     line = fails_with(home, env={"CORS_ORIGINS": "*"})
     assert "security.cors_origins" in line
+    # An entry that is no origin was ignored, and its page refused 403 without a word why.
+    line = fails_with(home, env={"CORS_ORIGINS": "http://127.0.0.1:5173,localhost:3000"})
+    assert "security.cors_origins" in line and "'localhost:3000' is not an origin" in line, line
 
 
 def test_non_loopback_bind_needs_a_deliberate_credential(home):

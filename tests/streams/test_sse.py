@@ -68,6 +68,24 @@ async def test_sse_last_event_id_resumes_and_beats_since(app_client):
     assert (await bad.json())["error"]["details"]["field"] == "lastEventId"
 
 
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("lastEventId=%C2%B2", "lastEventId"),  # "²": str.isdigit() says yes, int() refuses
+        ("lastEventId=" + "9" * 5000, "lastEventId"),  # over int()'s 4300 digits
+        ("since=%C2%B2", "since"),
+        ("since=" + "9" * 5000, "since"),
+    ],
+    ids=["lastEventId-superscript", "lastEventId-5000-digits", "since-superscript", "since-5000-digits"],
+)
+async def test_a_seq_that_is_no_ascii_integer_is_refused_not_a_500(app_client, query, field):
+    """?lastEventId= (and since) are checked as Last-Event-ID is: a seq is ASCII digits. A
+    superscript digit or five thousand digits passed str.isdigit() and failed int(): 500."""
+    resp = await app_client.get(f"/api/events/stream?{query}", headers=SSE)
+    assert resp.status == 422, await resp.text()
+    assert (await resp.json())["error"]["details"]["field"] == field
+
+
 async def test_sse_curl_style_accept_any_and_filters(app_client):
     sid = (await create_session(app_client))["session_id"]
     resp = await app_client.get(
@@ -129,10 +147,12 @@ async def test_browser_snippet_over_tcp_with_origin_and_subprotocol(make_client)
     allowed origin. A browser cannot set headers, so its credential (here the session token)
     travels as `?token=` or as a `llmgine.bearer.<TOKEN>` subprotocol."""
     origin = {"Origin": "http://localhost:3000"}
-    owner = await make_client(CORS_ORIGINS="http://localhost:3000")
-    session = await create_session(owner)
+    # One app (a SQLite database serves one daemon): its client makes the session with the
+    # local key, then drops the key and is the browser.
+    browser = await make_client(CORS_ORIGINS="http://localhost:3000")
+    session = await create_session(browser)
     sid, token = session["session_id"], session["session_token"]
-    browser = await make_client(authenticated=False, CORS_ORIGINS="http://localhost:3000")
+    del browser.session.headers["Authorization"]
     url = f"/api/sessions/{sid}/events/stream"
     # No credential over TCP: the handshake is refused.
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:

@@ -144,10 +144,12 @@ async def test_subscribe_message_changes_filter(app_client):
         assert await ws_read(ws) == {"type": "pong"}
 
 
-async def test_a_client_that_sends_without_reading_is_dropped(app_client):
-    """Each ping (or bad message) is answered on the stream; a client that sends them and never
-    reads had the answers pile up in the daemon's memory (350 MB in 20 s on one WebSocket).
-    Past MAX_NOTICES unsent answers the connection is dropped, and the daemon streams on."""
+@pytest.mark.parametrize("message", [b'{"type":"ping"}', b'{"type":"subscribe","event_types":["A"]}'])
+async def test_a_client_that_sends_without_reading_is_dropped(app_client, message):
+    """Each ping, subscribe (or bad message) is answered on the stream; a client that sends them
+    and never reads had the answers pile up in the daemon's memory (350 MB in 20 s on one
+    WebSocket). Past MAX_NOTICES unsent answers the connection is dropped, and the daemon
+    streams on."""
     import os
     import socket
 
@@ -166,11 +168,10 @@ async def test_a_client_that_sends_without_reading_is_dropped(app_client):
     )
     assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).startswith(b"HTTP/1.1 101")
     mask = os.urandom(4)
-    ping = b'{"type":"ping"}'
-    frame = bytes((0x81, 0x80 | len(ping))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(ping))
+    frame = bytes((0x81, 0x80 | len(message))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(message))
     hub = app_client.app[STREAMS]
     most, dropped = 0, False
-    for _ in range(1000):  # up to a million pings, never reading a pong
+    for _ in range(1000):  # up to a million messages, never reading an answer
         try:
             writer.write(frame * 1000)
             await asyncio.wait_for(writer.drain(), 30)
@@ -179,7 +180,7 @@ async def test_a_client_that_sends_without_reading_is_dropped(app_client):
             break
         most = max([most, *(len(s._notices) for s in hub._by_session.get(sid, ()))])
     writer.close()
-    assert dropped, f"still open after a million unread pings ({most} answers waiting)"
+    assert dropped, f"still open after a million unread answers ({most} waiting)"
     assert most <= MAX_NOTICES
     async with app_client.ws_connect(f"/api/sessions/{sid}/events/stream") as ws:
         assert (await ws_read(ws))["type"] == "hello"

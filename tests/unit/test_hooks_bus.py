@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,7 +17,8 @@ from llmgine_daemon.bus.webhook_outbox import Outbox
 from llmgine_daemon.bus.webhook_policy import HostPolicy, check_secret, new_secret, sign
 from llmgine_daemon.bus.webhooks import WebhookConfig
 from llmgine_daemon.protocol import WebhookCreate
-from llmgine_daemon.store.db import Store
+from llmgine_daemon.store import pg_cluster
+from llmgine_daemon.store.postgres import PgStore
 
 UTC = dt.UTC
 
@@ -79,10 +79,13 @@ def test_every_folds_late_firings_into_one() -> None:
 
 
 @pytest.fixture
-async def two_buses(home: Path) -> AsyncIterator[tuple[Bus, Bus]]:
-    """Two buses on one database file, each with its own Store (connections and writer)."""
-    stores = [Store(home / "data" / "bus.db") for _ in range(2)]
+async def two_buses(pg_url: str) -> AsyncIterator[tuple[Bus, Bus]]:
+    """Two buses on one database, each with its own store (connections and writer): two nodes,
+    so PostgreSQL (a SQLite file serves one daemon: store/db.py ``_lock_database``), with the
+    statements every node's write transactions run (bus/cluster_shared.py)."""
+    stores = [PgStore(pg_url) for _ in range(2)]
     for store in stores:
+        store.first_statements, store.last_statements = (pg_cluster.LOCK_FIRST,), (pg_cluster.SAVE_HEAD,)
         await store.open()
     buses = (Bus(stores[0]), Bus(stores[1]))
     try:

@@ -1,4 +1,4 @@
-"""Where a stream that starts at a time begins (bus/streams.py ``_start_info``), on a real,
+"""Where a stream that starts at a time begins (bus/stream_start.py ``start_info``), on a real,
 migrated SQLite database: a session's stream looks only at its session's events."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import datetime as dt
 import sqlite3
 from pathlib import Path
 
-from llmgine_daemon.bus.streams import _start_info
+from llmgine_daemon.bus.stream_start import start_info
 from llmgine_daemon.store.migrations import apply_migrations
 
 NOISE = 5_000
@@ -33,7 +33,7 @@ def db(tmp_path: Path) -> sqlite3.Connection:
 
 
 def steps(conn: sqlite3.Connection, session_id: str | None, since: dt.datetime) -> tuple[int, dict]:
-    """What _start_info answers, and how many SQLite VM steps it took (in thousands)."""
+    """What start_info answers, and how many SQLite VM steps it took (in thousands)."""
     count = [0]
 
     def tick() -> int:
@@ -42,7 +42,7 @@ def steps(conn: sqlite3.Connection, session_id: str | None, since: dt.datetime) 
 
     conn.set_progress_handler(tick, 1000)
     try:
-        info = _start_info(conn, session_id, since, NOISE + 1)
+        info = start_info(conn, session_id, since, NOISE + 1)
     finally:
         conn.set_progress_handler(None, 0)
     return count[0], info

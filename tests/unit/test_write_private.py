@@ -34,3 +34,23 @@ def test_replaces_an_existing_file_and_its_mode(tmp_path):
     assert target.read_bytes() == b"new = 1\n"
     assert mode(target) == 0o600
     assert os.stat(target).st_ino != before  # replaced by rename, never rewritten in place
+
+
+def test_the_data_and_the_rename_reach_the_disk(tmp_path, monkeypatch):
+    # An acknowledged `secret set` must survive a power loss as a committed write does: the
+    # data was never fsynced, nor the directory entry the rename made.
+    target = tmp_path / "secrets.json"
+    synced: list[tuple[bool, int | None]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        synced.append((is_dir, None if is_dir else st.st_size))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_private(target, '{"A": 1}')
+    # The file's whole data before the rename (its .tmp), then the directory after it.
+    assert synced == [(False, len('{"A": 1}')), (True, None)]
+    assert target.read_text() == '{"A": 1}'

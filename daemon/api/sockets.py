@@ -1,0 +1,52 @@
+"""Which WebSockets and event streams (SSE) each credential holds open, so that revoking a key,
+its expiry or the end of a session's tokens closes them: WebSockets with close code 1008, event
+streams with ``stream.end`` code 1008 (their subscription is stopped). The guard tracks every
+WebSocket (api/guard.py ``prepare_response``); api/streams.py registers an API key's event
+streams."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+from aiohttp import WSCloseCode, web
+from llmgine_daemon.bus.auth import Credentials, Principal
+from llmgine_daemon.bus.streams import Subscription
+from llmgine_daemon.protocol import now_iso
+from llmgine_daemon.protocol.streams import End
+
+
+class SocketRegistry:
+    """Open WebSockets and event streams (SSE), by the credential that opened them (weakly)."""
+
+    def __init__(self) -> None:
+        self.by_credential: dict[str, weakref.WeakSet[web.WebSocketResponse | Subscription]] = {}
+
+    def track(self, principal: Principal, stream: web.WebSocketResponse | Subscription) -> None:
+        self.by_credential.setdefault(principal.credential_id, weakref.WeakSet()).add(stream)
+
+    def close_for(self, credential_ids: list[str], reason: str = "credential revoked") -> None:
+        """Close (1008 policy violation) every WebSocket and event stream of these credentials."""
+        for credential_id in credential_ids:
+            streams = self.by_credential.pop(credential_id, None)
+            for stream in list(streams or ()):
+                if stream.closed:
+                    continue
+                if isinstance(stream, Subscription):
+                    stream.stop(End(code=WSCloseCode.POLICY_VIOLATION, reason=reason))
+                else:
+                    asyncio.get_running_loop().create_task(
+                        stream.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
+                    )
+
+    def credentials(self) -> list[str]:
+        return [c for c, socks in self.by_credential.items() if any(not s.closed for s in socks)]
+
+
+def close_expired(credentials: Credentials, sockets: SocketRegistry) -> list[str]:
+    """Close the WebSockets and event streams whose key expired while they were open; returns
+    those key ids."""
+    now = now_iso()
+    expired = [c for c in sockets.credentials() if c in credentials.keys and credentials.keys[c].state(now) != "active"]
+    sockets.close_for(expired, "credential expired")
+    return expired
