@@ -14,7 +14,9 @@ commit, only while webhooks exist). Committed events wake it (``EventLog.subscri
 **Sending** (``_send_loop``): due rows (``status = 'pending' AND next_attempt_at <= now``) are
 claimed with a conditional UPDATE that sets a lease (``lease_until``, ``lease_owner``), so two
 senders never send one delivery at once; a lease left by a killed daemon expires and the row
-is sent again (at least once: receivers de-duplicate by ``webhook-id``). Each attempt is
+is sent again (at least once: receivers de-duplicate by ``webhook-id``). Up to CLAIM attempts
+are in flight at once, at most PER_HOOK of one webhook, and each is recorded when it ends, not
+when its round does: a target that never answers holds only its own. Each attempt is
 recorded in ``webhook_attempts`` (status code, error, duration); a failure is retried after
 ``retry_base * 2**(attempt-1)`` seconds (at most ``retry_cap``) until ``retry_for`` seconds
 after the delivery was made, then the delivery is ``failed``. A 2xx answer is ``delivered``.
@@ -35,6 +37,7 @@ import datetime as dt
 import logging
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +59,11 @@ log = logging.getLogger("llmgine.webhooks")
 Sender = Callable[[str, dict[str, str], bytes, float], Awaitable[tuple[int | None, str | None]]]
 
 ROUND = 256  # events read per deriving round
-CLAIM = 16  # deliveries claimed (and sent concurrently) at once
+CLAIM = 16  # deliveries in flight at once (this daemon)
+# ... of one webhook: a target that never answers holds at most these, and the others' due
+# deliveries are claimed past its backlog (they waited behind it for its timeouts before).
+PER_HOOK = 4
+SCAN = 8 * CLAIM  # due rows looked at per claim
 IDLE_S = 5.0  # how long an idle loop sleeps before it looks again (another daemon's rows)
 LEASE_MARGIN_S = 5.0  # a lease is twice the attempt's timeout and this
 PRUNE_EVERY_S = 600.0  # how often ended deliveries older than keep_for are forgotten
@@ -94,6 +101,8 @@ class Outbox:
         self._derive_wake = asyncio.Event()
         self._send_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # The attempts in flight, each with its webhook's id (send_due).
+        self._sending: dict[asyncio.Task[None], str] = {}
         self._unsubscribe: Callable[[], None] | None = None
 
     def changed(self, delta: int) -> None:
@@ -114,9 +123,10 @@ class Outbox:
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
-        for task in self._tasks:
-            await cancel_and_wait(task)
+        for task in [*self._tasks, *self._sending]:
+            await cancel_and_wait(task)  # (an attempt cut short is sent again once its lease ends)
         self._tasks.clear()
+        self._sending.clear()
 
     @staticmethod
     async def _nap(wake: asyncio.Event, seconds: float) -> None:
@@ -254,12 +264,20 @@ class Outbox:
         return await self.store.write(write)
 
     async def send_due(self, sender: Sender) -> float:
-        """Claim and send what is due; how long until something may be due again."""
+        """Claim what is due and start sending it (at most CLAIM in flight, PER_HOOK of one
+        webhook); how long until something may be due again (an attempt that ends wakes the
+        loop sooner)."""
+        free = CLAIM - len(self._sending)
+        if free <= 0:
+            return IDLE_S
+        busy = Counter(self._sending.values())
+        full = sorted(hook for hook, n in busy.items() if n >= PER_HOOK)
+        skip = f" AND d.webhook_id NOT IN ({', '.join('?' * len(full))})" if full else ""
         now = now_iso()
         nxt = await self.store.fetchone(
-            "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'"
-            " AND (lease_until IS NULL OR lease_until < ?)",
-            (now,),
+            "SELECT MIN(d.next_attempt_at) FROM webhook_deliveries d WHERE d.status = 'pending'"
+            f" AND (d.lease_until IS NULL OR d.lease_until < ?){skip}",
+            (now, *full),
         )
         if nxt is None or nxt[0] is None:
             return IDLE_S
@@ -270,15 +288,20 @@ class Outbox:
 
         def claim(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             rows = conn.execute(
-                "SELECT d.delivery_id, w.url, w.secret, d.payload, d.attempts, d.created_at"
+                "SELECT d.delivery_id, d.webhook_id, w.url, w.secret, d.payload, d.attempts, d.created_at"
                 " FROM webhook_deliveries d JOIN webhooks w ON w.webhook_id = d.webhook_id"
                 " WHERE d.status = 'pending' AND d.next_attempt_at <= ?"
-                " AND (d.lease_until IS NULL OR d.lease_until < ?)"
+                f" AND (d.lease_until IS NULL OR d.lease_until < ?){skip}"
                 " ORDER BY d.next_attempt_at LIMIT ?",
-                (now, now, CLAIM),
+                (now, now, *full, SCAN),
             ).fetchall()
-            won = []
+            won: list[tuple[Any, ...]] = []
+            held = Counter(busy)
             for row in rows:
+                if len(won) == free:
+                    break
+                if held[row[1]] >= PER_HOOK:
+                    continue
                 taken = conn.execute(
                     "UPDATE webhook_deliveries SET lease_until = ?, lease_owner = ? WHERE delivery_id = ?"
                     " AND status = 'pending' AND (lease_until IS NULL OR lease_until < ?)",
@@ -286,13 +309,23 @@ class Outbox:
                 ).rowcount
                 if taken == 1:
                     won.append(row)
+                    held[row[1]] += 1
             return won
 
         claimed = await self.store.write(claim)
         if not claimed:
             return 0.05
-        await asyncio.gather(*(self._attempt(sender, *row) for row in claimed))
+        for delivery_id, webhook_id, *rest in claimed:
+            task = asyncio.create_task(self._attempt(sender, delivery_id, *rest), name="webhook-attempt")
+            self._sending[task] = webhook_id
+            task.add_done_callback(self._sent)
         return 0.0
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.pop(task, None)
+        self._send_wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook attempt failed", exc_info=task.exception())
 
     async def _attempt(
         self, sender: Sender, delivery_id: str, url: str, secret: str, body: str, attempts: int, created_at: str

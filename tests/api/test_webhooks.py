@@ -7,6 +7,7 @@ the base64-decoded part of the whsec_ secret, base64-encoded, prefixed "v1,".
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -254,3 +255,45 @@ async def test_ended_deliveries_are_forgotten_after_keep_days(make_client, recei
     await eventually(forgotten, timeout=20)
     got = await (await client.get(f"/api/webhooks/{hook['webhook_id']}")).json()
     assert (got["pending"], got["delivered"], got["failed"]) == (0, 0, 0)
+
+
+async def test_a_target_that_never_answers_holds_up_no_other_webhook(make_client, receiver):
+    """The sender claimed the 16 oldest due deliveries and waited for all of them: one session's
+    webhook to a target that never answers, with a backlog of events, held every other
+    session's deliveries back for its timeouts (43 s for one delivery behind 64, seen). Now at
+    most PER_HOOK of one webhook are in flight and the others are claimed past its backlog."""
+    from llmgine_daemon.bus.webhook_outbox import PER_HOOK
+
+    release = asyncio.Event()
+    held = 0
+
+    async def hang(request: web.Request) -> web.Response:
+        nonlocal held
+        held += 1
+        await release.wait()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hang", hang)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        # An attempt may take 10 minutes: waiting one out would fail this test's waits.
+        client = await make_client(LLMGINE_WEBHOOK_TIMEOUT="600")
+        slow, fast = await create_session(client), await create_session(client)
+        await register(client, url=f"http://127.0.0.1:{port}/hang", events=["Ping"], session_id=slow["session_id"])
+        for _ in range(64):
+            resp = await client.post(f"/api/sessions/{slow['session_id']}/events", json={"event_type": "Ping"})
+            assert resp.status == 201
+        await eventually(lambda: held >= PER_HOOK, message="the slow target holds its deliveries")
+        await register(client, url=receiver.url, events=["Ping"], session_id=fast["session_id"])
+        resp = await client.post(f"/api/sessions/{fast['session_id']}/events", json={"event_type": "Ping"})
+        assert resp.status == 201
+        await eventually(lambda: receiver.requests, message="the other session's delivery, past the backlog")
+        assert held == PER_HOOK  # no more of the slow one's in flight than that
+    finally:
+        release.set()
+        await runner.cleanup()
