@@ -123,9 +123,15 @@ class Outbox:
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
-        for task in [*self._tasks, *self._sending]:
-            await cancel_and_wait(task)  # (an attempt cut short is sent again once its lease ends)
+        for task in self._tasks:
+            await cancel_and_wait(task)
         self._tasks.clear()
+        # The attempts in flight (one cut short is sent again once its lease ends): whatever
+        # one raised was logged (_sent) and must not keep the bus's other parts from stopping.
+        attempts = list(self._sending)
+        for task in attempts:
+            task.cancel()
+        await asyncio.gather(*attempts, return_exceptions=True)
         self._sending.clear()
 
     @staticmethod

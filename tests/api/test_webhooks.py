@@ -284,7 +284,9 @@ async def test_a_target_that_never_answers_holds_up_no_other_webhook(make_client
         # An attempt may take 10 minutes: waiting one out would fail this test's waits.
         client = await make_client(LLMGINE_WEBHOOK_TIMEOUT="600")
         slow, fast = await create_session(client), await create_session(client)
-        await register(client, url=f"http://127.0.0.1:{port}/hang", events=["Ping"], session_id=slow["session_id"])
+        hook = await register(
+            client, url=f"http://127.0.0.1:{port}/hang", events=["Ping"], session_id=slow["session_id"]
+        )
         for _ in range(64):
             resp = await client.post(f"/api/sessions/{slow['session_id']}/events", json={"event_type": "Ping"})
             assert resp.status == 201
@@ -294,6 +296,8 @@ async def test_a_target_that_never_answers_holds_up_no_other_webhook(make_client
         assert resp.status == 201
         await eventually(lambda: receiver.requests, message="the other session's delivery, past the backlog")
         assert held == PER_HOOK  # no more of the slow one's in flight than that
+        # Its backlog goes with it: nothing more is sent to the target while it closes.
+        assert (await client.delete(f"/api/webhooks/{hook['webhook_id']}")).status == 204
     finally:
         release.set()
         await runner.cleanup()
