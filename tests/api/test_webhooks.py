@@ -31,6 +31,17 @@ class Receiver:
     seen: int = 0
 
 
+async def serve(path: str, handler: Any) -> tuple[web.AppRunner, int]:
+    """A local HTTP server answering POST ``path`` with ``handler``: its runner and port."""
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     box: list[Receiver] = []
@@ -43,13 +54,7 @@ async def receiver() -> AsyncIterator[Receiver]:
         rec.requests.append((dict(request.headers), await request.read()))
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve("/hook", hook)
     box.append(Receiver(f"http://127.0.0.1:{port}/hook"))
     try:
         yield box[0]
@@ -273,13 +278,7 @@ async def test_a_target_that_never_answers_holds_up_no_other_webhook(make_client
         await release.wait()
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hang", hang)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve("/hang", hang)
     try:
         # An attempt may take 10 minutes: waiting one out would fail this test's waits.
         client = await make_client(LLMGINE_WEBHOOK_TIMEOUT="600")
