@@ -112,6 +112,45 @@ def pidfile_owner(path: Path) -> int | None:
     return pid if b"llmgined" in cmdline or b"llmgine_daemon" in cmdline else None
 
 
+def hold_pid_lock(path: Path) -> int | None:
+    """Take an exclusive ``flock`` on ``path`` (made 0600 if missing) and write our pid in it;
+    the descriptor returned holds the lock until it is closed, or the process dies (``kill -9``
+    included, so a stale file is simply taken over). None: another process holds it.
+
+    Two processes starting at once cannot both pass (a look at the pid in the file, then a
+    write, could). The pidfile and the SQLite database's lock (store/db.py) are taken so."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        # Its owner may have removed the file (a daemon stopping removes its pidfile) between
+        # our open and our lock: the lock is then on a file no one else will look at; take the
+        # one at the path.
+        try:
+            held, there = os.fstat(fd), os.stat(path)
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        if (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino):
+            break
+        os.close(fd)
+    # Written over the old pid, then cut: a reader sees the old pid or ours, never an empty file
+    # (the pid is the first word, and the new text ends with a newline).
+    data = f"{os.getpid()}\n".encode()
+    os.fchmod(fd, 0o600)  # only its owner reads it, whatever made the file and the umask
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
+    return fd
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Make sure ``path`` is a directory nobody else can put or replace files in.
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import fcntl
 import gc
 import logging
 import logging.handlers
@@ -33,7 +32,7 @@ from llmgine_daemon.api.origins import check_bind
 from llmgine_daemon.app import create_app
 from llmgine_daemon.coalesce import CoalescingSite
 from llmgine_daemon.observability.redact import RedactingFormatter
-from llmgine_daemon.paths import StartupError
+from llmgine_daemon.paths import StartupError, hold_pid_lock
 from llmgine_daemon.settings import (
     ConfigError,
     Settings,
@@ -225,31 +224,11 @@ def _claim_pidfile(path: Path, settings: Settings, home_socket: Path | None) -> 
     if settings.socket_path is not None and settings.socket_path != home_socket:
         return None
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            other = pidfile_owner(path)
-            log.warning("%s belongs to llmgined pid %s, still running: this daemon writes no pidfile", path, other)
-            return None
-        # Its owner may have removed the file (it stops) between our open and our lock: the
-        # lock is then on a file no one else will look at; take the one at the path.
-        try:
-            held, there = os.fstat(fd), os.stat(path)
-        except FileNotFoundError:
-            os.close(fd)
-            continue
-        if (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino):
-            break
-        os.close(fd)
-    # Written over the old pid, then cut: a reader sees the old pid or ours, never an empty file
-    # (the pid is the first word, and the new text ends with a newline).
-    data = f"{os.getpid()}\n".encode()
-    os.fchmod(fd, 0o600)  # only its owner reads it, whatever made the file and the umask
-    os.pwrite(fd, data, 0)
-    os.ftruncate(fd, len(data))
+    fd = hold_pid_lock(path)
+    if fd is None:
+        log.warning(
+            "%s belongs to llmgined pid %s, still running: this daemon writes no pidfile", path, pidfile_owner(path)
+        )
     return fd
 
 

@@ -36,7 +36,6 @@ pyproject pins aiosqlite below the next minor release for that reason.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import sqlite3
@@ -49,6 +48,7 @@ from typing import Any
 
 import aiosqlite
 from llmgine_daemon.aio import cancel_and_wait
+from llmgine_daemon.paths import hold_pid_lock
 from llmgine_daemon.store import (
     agent_migrations,  # noqa: F401 - registers migrations 100-109
     cluster_migrations,  # noqa: F401 - registers migrations 120-129
@@ -115,25 +115,17 @@ def _lock_database(path: Path) -> int:
     home or socket. Several daemons on one database need PostgreSQL. The file holds the owner's
     pid, for the message."""
     lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    fd = hold_pid_lock(lock_path)
+    if fd is None:
         try:
-            owner = os.pread(fd, 32, 0).decode(errors="replace").split()
-        finally:
-            os.close(fd)
+            owner = lock_path.read_text(errors="replace").split()[:1]
+        except OSError:
+            owner = []
         who = f"pid {owner[0]}" if owner else "another process"
         raise StorageError(
             f"{path}: in use by another llmgined ({who}); a SQLite database serves one daemon at a time"
             " (several daemons on one database need PostgreSQL)"
-        ) from None
-    except BaseException:
-        os.close(fd)
-        raise
-    data = f"{os.getpid()}\n".encode()
-    os.pwrite(fd, data, 0)
-    os.ftruncate(fd, len(data))
+        )
     return fd
 
 
