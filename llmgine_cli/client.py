@@ -381,10 +381,16 @@ class Client(BusVerbs, HookEndpoints, AgentEndpoints, HTTPTransport):
         metadata: dict[str, Any],
         *,
         wait: float = 0,
+        idempotency_key: str | None = None,
     ) -> Command:
         body = EngineExecute(prompt=prompt, parameters=parameters, metadata=metadata)
         return self._op(
-            "executeEngine", path={"engine_id": engine_id}, body=body, query={"wait": f"{wait:g}"}, wait=wait
+            "executeEngine",
+            path={"engine_id": engine_id},
+            body=body,
+            query={"wait": f"{wait:g}"},
+            wait=wait,
+            idempotency_key=idempotency_key,
         )
 
     def reset_engine(self, engine_id: str) -> EngineReset:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.util import (
+    idempotency_key,
     json_response,
     limit_offset,
     path_id,
@@ -64,6 +65,8 @@ async def execute(request: web.Request) -> web.Response:
     wait, prefer = wait_seconds(request, default=EXECUTE_DEFAULT_WAIT_S)
     body = await read_json(request, EngineExecute)
     bus = request.app[BUS]
-    record = await bus.engines.execute(engine_id, body.prompt, body.parameters, body.metadata)
+    record, replayed = await bus.engines.execute(
+        engine_id, body.prompt, body.parameters, body.metadata, idempotency_key(request, body)
+    )
     done = await bus.commands.wait([record], wait) if wait else record.status in TERMINAL_STATUSES
-    return json_response(record, status=200 if done else 202, headers=replay_headers(False, prefer, wait))
+    return json_response(record, status=200 if done else 202, headers=replay_headers(replayed, prefer, wait))

@@ -436,6 +436,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                 "seconds to hold the answer (default 60; 0 answers 202 at once)",
             ),
             PREFER,
+            IDEMPOTENCY_KEY,
         ),
         description="Runs as a command in the engine's session.",
     ),

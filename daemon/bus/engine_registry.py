@@ -41,6 +41,7 @@ from llmgine_daemon.protocol import (
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
+    from llmgine_daemon.bus.idempotency import IdempotencyKey
 
 log = logging.getLogger("llmgine.engines")
 
@@ -364,9 +365,16 @@ class Engines:
         return engine
 
     async def execute(
-        self, engine_id: str, prompt: str, parameters: dict[str, Any], metadata: dict[str, Any]
-    ) -> Command:
-        """Run a prompt as a command of the engine's type in the engine's session."""
+        self,
+        engine_id: str,
+        prompt: str,
+        parameters: dict[str, Any],
+        metadata: dict[str, Any],
+        idem: IdempotencyKey | None = None,
+    ) -> tuple[Command, bool]:
+        """Run a prompt as a command of the engine's type in the engine's session; returns
+        (record, replayed) as ``Commands.submit`` (a retry with the same Idempotency-Key
+        answers the command already stored)."""
         engine = await self._get(engine_id)
         if engine_id not in self.running:
             # A stopped engine (its session ended) is not registered: say why, plainly.
@@ -377,8 +385,7 @@ class Engines:
             )
         body = CommandCreate(engine.command_type, {**parameters, "prompt": prompt}, metadata)
         spec: CommandSpec = validate(body)
-        rec, _ = await self.bus.commands.submit(engine.session_id, spec)
-        return rec
+        return await self.bus.commands.submit(engine.session_id, spec, idem)
 
     # -- lifecycle ----------------------------------------------------------------------
 

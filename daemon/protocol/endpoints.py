@@ -276,7 +276,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/engines/{engine_id}/execute",
         {200: Command, 202: Command},
         EngineExecute,
-        errors=(E.ENGINE_NOT_FOUND, E.SESSION_CLOSED, E.CONFLICT, E.LIMIT_REACHED),
+        errors=(E.ENGINE_NOT_FOUND, E.SESSION_CLOSED, E.CONFLICT, E.LIMIT_REACHED, E.IDEMPOTENCY_KEY_REUSED),
         client="execute_engine",
     ),
     Endpoint(

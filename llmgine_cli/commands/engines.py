@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 from typing import Annotated
 
 import msgspec
 import typer
+from llmgine_daemon.protocol import TERMINAL_STATUSES
 
-from llmgine_cli import completion
+from llmgine_cli import completion, hot
 from llmgine_cli.commands.args import (
     SessionOpt,
     choices,
@@ -161,12 +164,25 @@ def exec_(
         if sys.stdin.isatty():
             raise typer.BadParameter("- reads the prompt from stdin: pipe one in", param_hint="PROMPT")
         prompt = sys.stdin.read()
-    record = app_ctx.client().execute_engine(
+    # With an idempotency key, so that a Ctrl-C before the daemon's answer arrived sends the
+    # same request again, which answers the command already stored (never a second one): its
+    # id is then named as when Ctrl-C comes while waiting.
+    submit = functools.partial(
+        app_ctx.client().execute_engine,
         engine_id,
         prompt,
         parse_pairs(param, "--param"),
         command_metadata(priority.value if priority else None, timeout),
+        idempotency_key=os.urandom(16).hex(),
     )
+    try:
+        record = submit()
+    except KeyboardInterrupt:
+        record = submit()
+        if record.status not in TERMINAL_STATUSES and not no_wait:
+            raise typer.Exit(
+                hot.interrupted(app_ctx, msgspec.to_builtins(record), cancel=cancel_on_interrupt)
+            ) from None
     # Stored at once, then waited for as `command run` waits: a spinner, and on Ctrl-C the
     # command's id and how to stop it (the first request held the answer: Ctrl-C said nothing).
     finish_command(

@@ -137,6 +137,23 @@ async def test_execute(app_client):
     assert_envelope(await resp.json(), "ENGINE_NOT_FOUND")
 
 
+async def test_execute_with_idempotency_key_runs_once(app_client):
+    """A retry of an execute with the same Idempotency-Key answers the command already stored
+    (`llmgine engine exec` resends its request this way when Ctrl-C comes before the answer)."""
+    sid, eid = await session_with_engine(app_client)
+    body, key = {"prompt": "once", "parameters": {"delay_ms": 50}}, {"Idempotency-Key": "exec-1"}
+    first = await app_client.post(f"/api/engines/{eid}/execute?wait=0", json=body, headers=key)
+    assert first.status == 202 and "Idempotent-Replayed" not in first.headers
+    again = await app_client.post(f"/api/engines/{eid}/execute?wait=30", json=body, headers=key)
+    assert again.status == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert (await again.json())["command_id"] == (await first.json())["command_id"]
+    assert (await (await app_client.get(f"/api/sessions/{sid}/commands")).json())["total"] == 1
+    # The key is bound to the body: another prompt with it is refused, not run.
+    resp = await app_client.post(f"/api/engines/{eid}/execute", json={"prompt": "other"}, headers=key)
+    assert resp.status == 422
+    assert_envelope(await resp.json(), "IDEMPOTENCY_KEY_REUSED")
+
+
 async def test_delete_unregisters_the_handler(app_client):
     sid, eid = await session_with_engine(app_client)
     resp = await app_client.delete(f"/api/engines/{eid}")
