@@ -35,7 +35,9 @@ async def serve(path: str, handler: Any) -> tuple[web.AppRunner, int]:
     """A local HTTP server answering POST ``path`` with ``handler``: its runner and port."""
     app = web.Application()
     app.router.add_post(path, handler)
-    runner = web.AppRunner(app)
+    # Its cleanup waits up to shutdown_timeout for requests in flight (aiohttp's default: 60 s),
+    # and a daemon's sender may still be in one when a test ends: a test must not wait that out.
+    runner = web.AppRunner(app, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
