@@ -16,6 +16,16 @@ from llmgine_daemon.protocol import now_iso
 from llmgine_daemon.protocol.streams import End
 
 
+class Socket(web.WebSocketResponse):
+    """A WebSocket whose close for a message over the size limit says why: aiohttp closes it
+    with 1009 and no reason, which a browser's CloseEvent shows as an empty ``reason``."""
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not message:
+            message = f"message too big: at most {self._max_msg_size} bytes".encode()
+        return await super().close(code=code, message=message, drain=drain)
+
+
 class SocketRegistry:
     """Open WebSockets and event streams (SSE), by the credential that opened them (weakly)."""
 

@@ -28,6 +28,7 @@ from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.api.errors import ApiError
 from llmgine_daemon.api.guard import GUARD, PRINCIPAL, charge_message
 from llmgine_daemon.api.keys import BUS, STREAMS, WEBSOCKETS
+from llmgine_daemon.api.sockets import Socket
 from llmgine_daemon.api.util import path_id
 from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.streams import (
@@ -199,7 +200,7 @@ def _wants_sse(request: web.Request) -> bool:
 async def stream(request: web.Request) -> web.StreamResponse:
     # No permessage-deflate: compressing every frame once per subscriber costs more CPU than
     # fan-out can spare, and the daemon is local. Client messages are small (subscribe, ping).
-    ws = web.WebSocketResponse(
+    ws = Socket(
         timeout=CLOSE_TIMEOUT,
         heartbeat=HEARTBEAT,
         protocols=SUBPROTOCOLS,

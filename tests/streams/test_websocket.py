@@ -317,3 +317,17 @@ async def test_events_committed_without_a_notification_still_arrive(app_client):
         assert [e["seq"] for e in got] == [silent[0].seq, loud[0].seq]
         last = await publish(app_client.app, sid, "Last", notify=False)  # nothing after it
         assert (await ws_events(ws, 1, timeout=10))[0]["seq"] == last[0].seq
+
+
+async def test_a_message_over_the_limit_closes_1009_saying_why(app_client):
+    """aiohttp closed a too-big client message with 1009 and an empty reason: a browser's
+    CloseEvent said nothing of what went wrong. The reason now names the limit."""
+    sid = (await create_session(app_client))["session_id"]
+    async with app_client.ws_connect(f"/api/sessions/{sid}/events/stream") as ws:
+        assert (await ws_read(ws))["type"] == "hello"
+        await ws.send_str('{"type": "ping", "pad": "' + "x" * 70_000 + '"}')
+        msg = await ws.receive(timeout=10)
+        while msg.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            msg = await ws.receive(timeout=10)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1009
+    assert msg.extra == f"message too big: at most {64 * 1024} bytes"
