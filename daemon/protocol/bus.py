@@ -384,6 +384,9 @@ class Approval(msgspec.Struct, kw_only=True):
 class ApprovalList(msgspec.Struct):
     approvals: list[Approval]
     total: int
+    # The page: ?limit= (1-1000; absent: all of them) and ?offset= (api/util.py paged).
+    limit: int | None = None
+    offset: int = 0
 
 
 class ApprovalDecision(msgspec.Struct, forbid_unknown_fields=True):
