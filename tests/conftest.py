@@ -149,6 +149,17 @@ def assert_envelope(payload: dict[str, Any], code: str) -> dict[str, Any]:
     return error
 
 
+async def assert_documented(
+    client: Any, method: str, path: str, status: int, code: str, headers: dict[str, str] | None = None
+) -> None:
+    """``/openapi.json`` lists ``code`` among the ``status`` answers of the operation at
+    ``path`` (its template, ``/api/sessions/{session_id}/tools``): what the daemon answers."""
+    doc = await (await client.get("/openapi.json", headers=headers)).json()
+    responses = doc["paths"][path][method.lower()]["responses"]
+    assert str(status) in responses, (method, path, status)
+    assert code in responses[str(status)]["description"].split(" | "), (method, path, status, code)
+
+
 # -- fixtures and hooks from their own modules (pytest finds them by name in a conftest) -------
 # tests/postgres.py: a throwaway PostgreSQL server per test process, a fresh database per test.
 # tests/secret_logs.py: the test that logs a secret fails.

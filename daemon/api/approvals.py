@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 from llmgine_daemon.api.guard import PRINCIPAL
 from llmgine_daemon.api.keys import BUS
-from llmgine_daemon.api.util import json_response, path_id, query_choice, read_json
+from llmgine_daemon.api.util import json_response, paged, path_id, query_choice, read_json
 from llmgine_daemon.protocol import APPROVAL_STATUSES, ApprovalDecision
 
 routes = web.RouteTableDef()
@@ -16,7 +16,8 @@ routes = web.RouteTableDef()
 async def list_approvals(request: web.Request) -> web.Response:
     status = query_choice(request, "status", (*APPROVAL_STATUSES, "all")) or "pending"
     approvals = request.app[BUS].approvals
-    return json_response(await approvals.list(path_id(request, "session_id"), None if status == "all" else status))
+    listing = await approvals.list(path_id(request, "session_id"), None if status == "all" else status)
+    return json_response(paged(request, listing, "approvals"))
 
 
 @routes.post("/api/sessions/{session_id}/approvals/{approval_id}")

@@ -17,7 +17,7 @@ import datetime as dt
 
 from aiohttp import web
 from llmgine_daemon.api.keys import CREDENTIALS, SETTINGS
-from llmgine_daemon.api.util import json_response, path_id, read_json
+from llmgine_daemon.api.util import json_response, paged, path_id, read_json
 from llmgine_daemon.bus.auth import KeyRecord
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.protocol import (
@@ -96,7 +96,7 @@ async def create_key(request: web.Request) -> web.Response:
 @routes.get("/api/auth/keys")
 async def list_keys(request: web.Request) -> web.Response:
     keys = [key_info(r) for r in request.app[CREDENTIALS].list_keys()]
-    return json_response(ApiKeyList(keys=keys, total=len(keys)))
+    return json_response(paged(request, ApiKeyList(keys=keys, total=len(keys)), "keys"))
 
 
 @routes.get("/api/auth/keys/{key_id}")

@@ -8,7 +8,8 @@ own in the module that owns the concern:
    ``traceparent``), the session and request ids bound for every log record below;
 3. ``guard.guarded``: transport, credential, rate limits, body, scope, stream caps
    (api/guard.py), then the route handler;
-4. ``errors.envelope_for``: whatever step 3 raised becomes the one error envelope;
+4. ``errors.envelope_for``: whatever step 3 raised becomes the one error envelope (but a
+   path no route serves that one does without its trailing slash: ``routing.slash_redirect``);
 5. ``errors.stamp_response``: the request id and version headers;
 6. ``observability.end_request``: metrics and the span, with the status the client got
    (499 when the client went away, 500 for anything that escaped).
@@ -26,7 +27,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from llmgine_daemon.api import guard, observability
+from llmgine_daemon.api import guard, observability, routing
 from llmgine_daemon.api.errors import Handler, envelope_for, settle_request_id, stamp_prepared, stamp_response
 from llmgine_daemon.api.keys import OBSERVABILITY
 
@@ -42,7 +43,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         try:
             response = await guard.guarded(request, handler, app[guard.GUARD])
         except Exception as exc:
-            response = envelope_for(request, request_id, exc)  # a redirect is raised on
+            # /api/sessions/ -> 307 /api/sessions, as FastAPI does (api/routing.py)
+            response = await routing.slash_redirect(request, exc) or envelope_for(request, request_id, exc)
         stamp_response(response, request_id)
         status = response.status
         return response

@@ -10,6 +10,7 @@ from aiohttp import web
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.util import (
     json_response,
+    paged,
     path_id,
     query_choice,
     read_json,
@@ -69,7 +70,7 @@ async def register_event(request: web.Request) -> web.Response:
 async def list_handlers(request: web.Request) -> web.Response:
     kind = query_choice(request, "kind", ("command", "event"))
     handlers = await request.app[BUS].user_handlers.list(_scope(request), kind)
-    return json_response(HandlerList(handlers=handlers, total=len(handlers)))
+    return json_response(paged(request, HandlerList(handlers=handlers, total=len(handlers)), "handlers"))
 
 
 async def get_handler(request: web.Request) -> web.Response:

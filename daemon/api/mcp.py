@@ -18,7 +18,7 @@ from __future__ import annotations
 from aiohttp import web
 from llmgine_daemon.api.guard import PRINCIPAL
 from llmgine_daemon.api.keys import BUS
-from llmgine_daemon.api.util import json_response, path_id, read_json
+from llmgine_daemon.api.util import json_response, paged, path_id, read_json
 from llmgine_daemon.protocol import McpServerCreate, McpServerList, ToolList
 
 routes = web.RouteTableDef()
@@ -41,7 +41,7 @@ async def register_server(request: web.Request) -> web.Response:
 
 async def list_servers(request: web.Request) -> web.Response:
     servers = await request.app[BUS].mcp.list(_scope(request))
-    return json_response(McpServerList(servers=servers, total=len(servers)))
+    return json_response(paged(request, McpServerList(servers=servers, total=len(servers)), "servers"))
 
 
 async def get_server(request: web.Request) -> web.Response:
@@ -55,7 +55,7 @@ async def delete_server(request: web.Request) -> web.Response:
 
 async def list_server_tools(request: web.Request) -> web.Response:
     tools = await request.app[BUS].mcp.server_tools(_scope(request), path_id(request, "name"))
-    return json_response(ToolList(tools=tools, total=len(tools)))
+    return json_response(paged(request, ToolList(tools=tools, total=len(tools)), "tools"))
 
 
 for prefix in (SESSION, GLOBAL):

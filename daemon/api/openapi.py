@@ -125,6 +125,12 @@ def _operation(method: str, path: str, op: Op, endpoint: Endpoint) -> dict[str, 
             "description": " | ".join(codes),
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
         }
+    if op.stream:  # a plain GET, neither an upgrade nor Accept: text/event-stream (api/streams.py)
+        responses["406"] = {
+            "description": "VALIDATION_ERROR",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+        }
+        responses = dict(sorted(responses.items()))
     operation: dict[str, Any] = {
         "operationId": endpoint.name,
         "summary": op.summary,

@@ -76,6 +76,8 @@ def _list_of(values: tuple[str, ...]) -> str:
 
 LIMIT = Param("limit", _int(1, 1000, 50), "page size")
 OFFSET = Param("offset", _int(0, MAX_INT, 0), "items to skip")
+# The lists the daemon holds whole (each bounded by a setting): every item unless limit is given.
+PAGE = (Param("limit", _int(1, 1000), "page size (default: all of them)"), OFFSET)
 WAIT = Param(
     "wait",
     {"type": "number", "minimum": 0, "maximum": 300},
@@ -187,10 +189,10 @@ def _mcp_ops(scope: str) -> dict[tuple[str, str], Op]:
             "(`mcp.start_timeout`). A session token may register HTTP servers, stdio ones only "
             "with `mcp.session_token_stdio`, trusted ones never.",
         ),
-        ("GET", prefix): Op(f"List MCP servers {where}", "tools"),
+        ("GET", prefix): Op(f"List MCP servers {where}", "tools", params=PAGE),
         ("GET", f"{prefix}/{{name}}"): Op("Get an MCP server: status, restarts, tools", "tools"),
         ("DELETE", f"{prefix}/{{name}}"): Op("Remove an MCP server (its process is stopped)", "tools"),
-        ("GET", f"{prefix}/{{name}}/tools"): Op("List an MCP server's tools", "tools"),
+        ("GET", f"{prefix}/{{name}}/tools"): Op("List an MCP server's tools", "tools", params=PAGE),
     }
 
 
@@ -213,7 +215,9 @@ def _handler_ops(scope: str) -> dict[tuple[str, str], Op]:
             description="`event_type` may be `*` (every event). Handlers run by `priority` "
             "(lower first); a failing one becomes an `EventHandlerFailed` event.",
         ),
-        ("GET", prefix): Op(f"List handlers {where}", "handlers", params=(Param("kind", _enum("command", "event")),)),
+        ("GET", prefix): Op(
+            f"List handlers {where}", "handlers", params=(Param("kind", _enum("command", "event")), *PAGE)
+        ),
         ("GET", f"{prefix}/{{handler_id}}"): Op("Get one handler, with its source", "handlers"),
         ("DELETE", f"{prefix}/commands/{{type}}"): Op("Unregister a command handler", "handlers"),
         ("DELETE", f"{prefix}/events/{{type}}"): Op("Unregister the event handlers of a type", "handlers"),
@@ -282,6 +286,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "approvals",
         params=(
             Param("status", _enum("pending", "approved", "denied", "expired", "cancelled", "all"), "default pending"),
+            *PAGE,
         ),
         description="A ToolChat engine that wants to run a tool needing approval records an "
         "`ApprovalRequested` event and its command waits (`waiting_approval`) for a decision. "
@@ -457,7 +462,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/api/sessions/{session_id}/tools"): Op(
         "List tools",
         "tools",
-        params=(Param("format", _enum("llmgine", "openai"), "`openai`: the list in OpenAI's `tools` format"),),
+        params=(Param("format", _enum("llmgine", "openai"), "`openai`: the list in OpenAI's `tools` format"), *PAGE),
         schemas={200: {"oneOf": [{"$ref": "#/components/schemas/ToolList"}, _openai_tools()]}},
     ),
     ("GET", "/api/sessions/{session_id}/tools/{name}"): Op("Get a tool, with its source", "tools"),
@@ -514,7 +519,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     # -- credentials -----------------------------------------------------------------------
     ("POST", "/api/auth/keys"): Op("Create an API key (shown once)", "auth"),
-    ("GET", "/api/auth/keys"): Op("List API keys (never the keys)", "auth"),
+    ("GET", "/api/auth/keys"): Op("List API keys (never the keys)", "auth", params=PAGE),
     ("GET", "/api/auth/keys/{key_id}"): Op("Get an API key's record", "auth"),
     ("DELETE", "/api/auth/keys/{key_id}"): Op("Revoke an API key (closes its WebSockets)", "auth"),
     # -- secrets (daemon/secrets.py) ---------------------------------------------------------
@@ -525,7 +530,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "whose key is in neither the daemon's environment nor the config file "
         "uses the secret named like its key variable (providers.X.api_key_env).",
     ),
-    ("GET", "/api/secrets"): Op("List the secrets' names (never their values)", "auth"),
+    ("GET", "/api/secrets"): Op("List the secrets' names (never their values)", "auth", params=PAGE),
     ("DELETE", "/api/secrets/{secret}"): Op("Delete a secret", "auth"),
     # webhooks and schedules: api/operations_hooks.py (HOOK_OPERATIONS, merged by api/openapi.py);
     # the event streams: api/operations_streams.py (STREAM_OPERATIONS, merged there too)

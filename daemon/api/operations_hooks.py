@@ -4,7 +4,7 @@ OPERATIONS."""
 
 from __future__ import annotations
 
-from llmgine_daemon.api.operations import ID, LIMIT, OFFSET, Op, Param, _enum
+from llmgine_daemon.api.operations import ID, LIMIT, OFFSET, PAGE, Op, Param, _enum
 
 HOOK_OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", "/api/webhooks"): Op(
@@ -16,7 +16,7 @@ HOOK_OPERATIONS: dict[tuple[str, str], Op] = {
         "A session token registers for its own session only. Deliveries are durable and retried with "
         "exponential backoff for `webhooks.retry_for` seconds.",
     ),
-    ("GET", "/api/webhooks"): Op("List webhooks", "callbacks", params=(Param("session_id", ID),)),
+    ("GET", "/api/webhooks"): Op("List webhooks", "callbacks", params=(Param("session_id", ID), *PAGE)),
     ("GET", "/api/webhooks/{webhook_id}"): Op("Get a webhook (never its secret)", "callbacks"),
     ("DELETE", "/api/webhooks/{webhook_id}"): Op("Delete a webhook and its pending deliveries", "callbacks"),
     ("GET", "/api/webhooks/{webhook_id}/deliveries"): Op(
@@ -33,7 +33,7 @@ HOOK_OPERATIONS: dict[tuple[str, str], Op] = {
         "`missed: skip` (default) or `run_once`.",
     ),
     ("GET", "/api/schedules"): Op(
-        "List schedules with their next firing times", "callbacks", params=(Param("session_id", ID),)
+        "List schedules with their next firing times", "callbacks", params=(Param("session_id", ID), *PAGE)
     ),
     ("GET", "/api/schedules/{schedule_id}"): Op("Get a schedule", "callbacks"),
     ("POST", "/api/schedules/{schedule_id}/pause"): Op("Pause a schedule", "callbacks"),

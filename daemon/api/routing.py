@@ -20,10 +20,12 @@ aiohttp gives; only the work to find it differs (bench/README.md, "The edge as o
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import ROUTE_RE, DynamicResource, MatchInfoError, PlainResource, UrlMappingMatchInfo
+from yarl import URL
 
 # A variable segment whose own pattern still stays inside one segment: aiohttp's default, or
 # a negative lookahead in front of it ({event_id:(?!stream$)[^{}/]+}).
@@ -116,6 +118,26 @@ class ShapeIndex:
                 if match is not None and (route := resource._routes.get(method, resource._any_route)):
                     return UrlMappingMatchInfo(match, route)
         return await self.fallback(request)
+
+
+async def slash_redirect(request: web.Request, exc: Exception) -> web.Response | None:
+    """FastAPI's (Starlette's ``redirect_slashes``) answer to a path that no route serves but
+    would without its trailing slash (``/api/sessions/``): 307 to that path, the query kept, so
+    the method and body are sent again. None for anything else (the 404 stands)."""
+    if not isinstance(exc, web.HTTPNotFound) or request.match_info.http_exception is None:
+        return None  # a handler's own 404 (an unknown id) is an answer, not a missing route
+    path, sep, query = request.raw_path.partition("?")
+    stripped = path.rstrip("/")
+    if not stripped or stripped == path:
+        return None
+    # The router reads only the path and the method (a request whose body was read cannot be
+    # cloned).
+    probe: Any = SimpleNamespace(rel_url=URL(stripped, encoded=True), method=request.method)
+    match = await request.app.router.resolve(probe)
+    missing = match.http_exception
+    if missing is not None and missing.status != 405:  # (405: served, by other methods)
+        return None
+    return web.Response(status=307, headers={"Location": stripped + sep + query})
 
 
 def install(app: web.Application, expect_handler: Any = None) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.scoped import ScopedRoutes, scope_of
-from llmgine_daemon.api.util import json_response, path_id, read_json
+from llmgine_daemon.api.util import json_response, paged, path_id, read_json
 from llmgine_daemon.protocol import ScheduleCreate
 
 routes = ScopedRoutes()
@@ -30,7 +30,9 @@ async def create_schedule(request: web.Request) -> web.Response:
 @routes.get("/api/schedules")
 async def list_schedules(request: web.Request) -> web.Response:
     session_id = request.query.get("session_id") or None
-    return json_response(await request.app[BUS].schedules.list(scope_of(request), session_id))
+    return json_response(
+        paged(request, await request.app[BUS].schedules.list(scope_of(request), session_id), "schedules")
+    )
 
 
 @routes.get("/api/schedules/{schedule_id}")

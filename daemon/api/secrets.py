@@ -15,7 +15,7 @@ from pathlib import Path
 from aiohttp import web
 from llmgine_daemon.api.errors import ApiError
 from llmgine_daemon.api.keys import SETTINGS
-from llmgine_daemon.api.util import json_response, read_json
+from llmgine_daemon.api.util import json_response, paged, read_json
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.protocol import ErrorCode, SecretInfo, SecretList, SecretSet
 from llmgine_daemon.secrets import MAX_SECRETS, MAX_VALUE, NAME, VALUE, SecretStore, SecretsUnreadable
@@ -71,7 +71,7 @@ async def list_secrets(request: web.Request) -> web.Response:
         items = [SecretInfo(name=n, updated_at=u) for n, u in _store(request).names()]
     except SecretsUnreadable as exc:
         raise _unreadable(exc) from None
-    return json_response(SecretList(secrets=items, total=len(items)))
+    return json_response(paged(request, SecretList(secrets=items, total=len(items)), "secrets"))
 
 
 @routes.delete("/api/secrets/{secret}")

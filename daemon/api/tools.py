@@ -6,6 +6,7 @@ from aiohttp import web
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.util import (
     json_response,
+    paged,
     path_id,
     query_bool,
     query_choice,
@@ -42,6 +43,7 @@ async def list_tools(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     fmt = query_choice(request, "format", ("llmgine", "openai"))
     tools = await request.app[BUS].tools.list(session_id)
+    listing = paged(request, ToolList(tools=tools, total=len(tools)), "tools")
     if fmt == "openai":
         return json_response(
             [
@@ -53,10 +55,10 @@ async def list_tools(request: web.Request) -> web.Response:
                         "parameters": t.parameters,
                     },
                 }
-                for t in tools
+                for t in listing.tools
             ]
         )
-    return json_response(ToolList(tools=tools, total=len(tools)))
+    return json_response(listing)
 
 
 @routes.get("/api/sessions/{session_id}/tools/{name}")

@@ -197,6 +197,21 @@ def query_statuses(request: web.Request, allowed: tuple[str, ...]) -> list[str] 
     return statuses or None
 
 
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def paged(request: web.Request, listing: S, field: str) -> S:
+    """The ``?limit=&offset=`` page of a listing the daemon holds whole (tools, handlers, keys,
+    secrets, webhooks, schedules, MCP servers, approvals: each bounded by a setting), with its
+    ``limit`` and ``offset`` as every listing says them; all of it when no ``limit`` is given,
+    as before these lists took one. ``total`` still counts them all."""
+    limit = query_int(request, "limit", 50, minimum=1, maximum=1000) if request.query.get("limit") else None
+    offset = query_int(request, "offset", 0, minimum=0)
+    items = getattr(listing, field)
+    page = items[offset:] if limit is None else items[offset : offset + limit]
+    return msgspec.structs.replace(listing, **{field: page, "limit": limit, "offset": offset})
+
+
 def limit_offset(request: web.Request, default_limit: int = 50) -> tuple[int, int]:
     return (
         query_int(request, "limit", default_limit, minimum=1, maximum=1000),

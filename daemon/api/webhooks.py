@@ -15,7 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.scoped import ScopedRoutes, scope_of
-from llmgine_daemon.api.util import json_response, limit_offset, path_id, query_choice, read_json
+from llmgine_daemon.api.util import json_response, limit_offset, paged, path_id, query_choice, read_json
 from llmgine_daemon.protocol import WebhookCreate
 from llmgine_daemon.protocol.hooks import DELIVERY_STATUSES
 
@@ -32,7 +32,9 @@ async def create_webhook(request: web.Request) -> web.Response:
 @routes.get("/api/webhooks")
 async def list_webhooks(request: web.Request) -> web.Response:
     session_id = request.query.get("session_id") or None
-    return json_response(await request.app[BUS].webhooks.list(scope_of(request), session_id))
+    return json_response(
+        paged(request, await request.app[BUS].webhooks.list(scope_of(request), session_id), "webhooks")
+    )
 
 
 @routes.get("/api/webhooks/{webhook_id}")

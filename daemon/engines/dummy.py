@@ -14,6 +14,7 @@ from typing import Any
 
 from llmgine_daemon.bus.commands import current
 from llmgine_daemon.bus.engine_registry import ConfigField, EngineBase
+from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.protocol import Command
 
 
@@ -43,7 +44,9 @@ class DummyEngine(EngineBase):
         ctx = current()
         prompt = command.parameters.get("prompt")
         if not isinstance(prompt, str):
-            raise ValueError("parameters.prompt is required and must be a string")
+            # The caller's mistake, not the engine's: VALIDATION_ERROR naming the field, as
+            # the LLM engines say it (no COMMAND_EXECUTION_FAILED with the daemon's traceback).
+            raise invalid("parameters.prompt", "Field is required" if prompt is None else "must be a string")
         status = {"engine_id": self.record.engine_id, "command_id": command.command_id}
         ctx.emit("DummyEngineStatusUpdate", {"status": "processing", **status}, source="engine")
         delay_ms = self.setting("delay_ms", command)

@@ -161,13 +161,53 @@ PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
 MAX_AFTER = 100
 AfterPolicy = Literal["completed", "always"]
 
+# A command's metadata: open for the caller's own keys; these the daemon reads and checks
+# (bus/commands/records.py ``validate``, retry_policy.py ``parse_policy``).
+MAX_COMMAND_TIMEOUT_S = 7 * 24 * 3600.0
+MAX_RETRIES = 100
+MAX_RETRY_DELAY_S = 7 * 24 * 3600.0
+MAX_RETRY_ON = 32
+_DELAY = {"type": "number", "minimum": 0, "maximum": MAX_RETRY_DELAY_S}
+_BACKOFF_TYPES = {"enum": ["fixed", "exponential"]}
+# What the daemon refuses of them, for /openapi.json (the type alone said any object was fine).
+METADATA_SCHEMA: dict[str, Any] = {
+    "properties": {
+        "priority": {
+            "anyOf": [{"enum": list(PRIORITIES)}, {"type": "null"}],
+            "description": "the session's queue runs high before normal before low (default normal)",
+        },
+        "timeout": {
+            "anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_COMMAND_TIMEOUT_S}, {"type": "null"}],
+            "description": "seconds the command may run before it is timed_out",
+        },
+        "retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES},
+        "backoff": {
+            "anyOf": [
+                _BACKOFF_TYPES,
+                {
+                    "type": "object",
+                    "properties": {"type": _BACKOFF_TYPES, "base": _DELAY, "cap": _DELAY},
+                    "additionalProperties": False,
+                },
+            ],
+        },
+        "retry_on": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 64},
+            "maxItems": MAX_RETRY_ON,
+        },
+    },
+    "additionalProperties": True,
+}
+CommandMetadata = Annotated[dict[str, Any], msgspec.Meta(extra_json_schema=METADATA_SCHEMA)]
+
 
 class CommandCreate(msgspec.Struct, forbid_unknown_fields=True):
     command_type: TypeName
     parameters: dict[str, Any] = {}
-    # Open for the caller's own keys; ``priority`` (high|normal|low) and ``timeout`` (seconds)
-    # are checked by the API.
-    metadata: dict[str, Any] = {}
+    # Open for the caller's own keys; ``priority``, ``timeout`` and the retry policy's are
+    # checked by the API (METADATA_SCHEMA).
+    metadata: CommandMetadata = {}
     # Commands (of any session the caller may see) that must end first: until then this one is
     # ``blocked``. ``after_policy`` completed: it runs once all completed, and is cancelled
     # (``details.reason: dependency_failed``) if one ends otherwise; always: it runs once all ended.
@@ -209,8 +249,16 @@ class CommandList(msgspec.Struct):
 BatchMode = Literal["parallel", "sequential"]
 
 
+class BatchCommandCreate(CommandCreate, forbid_unknown_fields=True):
+    """A command of a batch: as a single one, but without dependencies (`after`)."""
+
+    # Refused when not empty by bus/commands/records.py ``validate``, with a message that says
+    # why (a length limit here would answer msgspec's "Expected array of length <= 0").
+    after: Annotated[list[Id], msgspec.Meta(extra_json_schema={"maxItems": 0})] = []
+
+
 class BatchCreate(msgspec.Struct, forbid_unknown_fields=True):
-    commands: Annotated[list[CommandCreate], msgspec.Meta(min_length=1)]
+    commands: Annotated[list[BatchCommandCreate], msgspec.Meta(min_length=1)]
     mode: BatchMode = "parallel"
     stop_on_error: bool = False
 
@@ -276,7 +324,7 @@ class EngineTypeList(msgspec.Struct):
 class EngineExecute(msgspec.Struct, forbid_unknown_fields=True):
     prompt: str
     parameters: dict[str, Any] = {}
-    metadata: dict[str, Any] = {}
+    metadata: CommandMetadata = {}
 
 
 # -- engine conversations (LLM engines' memory) --------------------------------------------
@@ -336,6 +384,9 @@ class Approval(msgspec.Struct, kw_only=True):
 class ApprovalList(msgspec.Struct):
     approvals: list[Approval]
     total: int
+    # The page: ?limit= (1-1000; absent: all of them) and ?offset= (api/util.py paged).
+    limit: int | None = None
+    offset: int = 0
 
 
 class ApprovalDecision(msgspec.Struct, forbid_unknown_fields=True):

@@ -339,7 +339,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/handlers/commands",
         {201: Handler},
         CommandHandlerCreate,
-        errors=(E.SESSION_CLOSED, E.CONFLICT, E.SANDBOX_UNAVAILABLE),
+        errors=(E.SESSION_CLOSED, E.CONFLICT, E.LIMIT_REACHED, E.SANDBOX_UNAVAILABLE),
         client="register_command_handler",
     ),
     Endpoint(
@@ -348,7 +348,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/handlers/events",
         {201: Handler},
         EventHandlerCreate,
-        errors=(E.SESSION_CLOSED, E.SANDBOX_UNAVAILABLE),
+        errors=(E.SESSION_CLOSED, E.LIMIT_REACHED, E.SANDBOX_UNAVAILABLE),
         client="register_event_handler",
     ),
     Endpoint("listHandlers", "GET", "/api/sessions/{session_id}/handlers", {200: HandlerList}, client="list_handlers"),
@@ -516,12 +516,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/secrets/{secret}",
         {200: SecretInfo},
         SecretSet,
-        errors=(E.LIMIT_REACHED,),
+        # CONFLICT: the secrets file is unreadable and must be repaired first (api/secrets.py).
+        errors=(E.CONFLICT, E.LIMIT_REACHED),
         client="set_secret",
     ),
-    Endpoint("listSecrets", "GET", "/api/secrets", {200: SecretList}, client="list_secrets"),
+    Endpoint("listSecrets", "GET", "/api/secrets", {200: SecretList}, errors=(E.CONFLICT,), client="list_secrets"),
     Endpoint(
-        "deleteSecret", "DELETE", "/api/secrets/{secret}", {204: None}, errors=(E.NOT_FOUND,), client="delete_secret"
+        "deleteSecret",
+        "DELETE",
+        "/api/secrets/{secret}",
+        {204: None},
+        errors=(E.NOT_FOUND, E.CONFLICT),
+        client="delete_secret",
     ),
 )
 

@@ -62,6 +62,9 @@ class Webhook(msgspec.Struct, kw_only=True):
 class WebhookList(msgspec.Struct):
     webhooks: list[Webhook]
     total: int
+    # The page: ?limit= (1-1000; absent: all of them) and ?offset= (api/util.py paged).
+    limit: int | None = None
+    offset: int = 0
 
 
 class WebhookAttempt(msgspec.Struct):
@@ -137,3 +140,6 @@ class Schedule(msgspec.Struct, kw_only=True):
 class ScheduleList(msgspec.Struct):
     schedules: list[Schedule]
     total: int
+    # The page: ?limit= (1-1000; absent: all of them) and ?offset= (api/util.py paged).
+    limit: int | None = None
+    offset: int = 0

@@ -64,3 +64,6 @@ class McpServer(msgspec.Struct):
 class McpServerList(msgspec.Struct):
     servers: list[McpServer]
     total: int
+    # The page: ?limit= (1-1000; absent: all of them) and ?offset= (api/util.py paged).
+    limit: int | None = None
+    offset: int = 0

@@ -155,6 +155,9 @@ class ApiKeyCreated(msgspec.Struct):
 class ApiKeyList(msgspec.Struct):
     keys: list[ApiKeyInfo]
     total: int
+    # The page: ?limit= (1-1000; absent: all of them) and ?offset= (api/util.py paged).
+    limit: int | None = None
+    offset: int = 0
 
 
 class SessionTokenCreated(msgspec.Struct):
@@ -283,3 +286,6 @@ class SecretInfo(msgspec.Struct):
 class SecretList(msgspec.Struct):
     secrets: list[SecretInfo]
     total: int
+    # The page: ?limit= (1-1000; absent: all of them) and ?offset= (api/util.py paged).
+    limit: int | None = None
+    offset: int = 0

@@ -46,6 +46,9 @@ class Tool(msgspec.Struct):
 class ToolList(msgspec.Struct):
     tools: list[Tool]
     total: int
+    # The page: ?limit= (1-1000; absent: all of them) and ?offset= (api/util.py paged).
+    limit: int | None = None
+    offset: int = 0
 
 
 class ToolExecute(msgspec.Struct, forbid_unknown_fields=True):
@@ -98,3 +101,6 @@ class Handler(msgspec.Struct):
 class HandlerList(msgspec.Struct):
     handlers: list[Handler]
     total: int
+    # The page: ?limit= (1-1000; absent: all of them) and ?offset= (api/util.py paged).
+    limit: int | None = None
+    offset: int = 0

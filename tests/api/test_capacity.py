@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.api.secutil import bearer, new_session, start
-from tests.conftest import assert_envelope
+from tests.conftest import assert_documented, assert_envelope
 
 
 async def statuses_and_refusals(results) -> tuple[list[int], list[dict]]:
@@ -92,6 +92,10 @@ async def test_concurrent_handlers_stop_exactly_at_the_maximum(aiohttp_client, m
     statuses, refusals = await statuses_and_refusals(results)
     assert sorted(statuses) == [201] * 3 + [409] * 4, statuses
     assert all(e["details"] == {"limit": "max_handlers_per_session", "max": 3} for e in refusals)
+    for kind in ("commands", "events"):  # the document listed no LIMIT_REACHED for them
+        await assert_documented(
+            client, "POST", f"/api/sessions/{{session_id}}/handlers/{kind}", 409, "LIMIT_REACHED", bearer(local)
+        )
     listed = await (await client.get(base, headers=bearer(local))).json()
     assert listed["total"] == 3
     # Deleting one makes room for one again; global handlers (full access only) do not count.

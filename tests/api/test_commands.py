@@ -314,9 +314,10 @@ async def test_failure_is_a_result_not_a_transport_error(app_client):
     result_event = (await events(app_client, sid, event_type="CommandResult"))[-1]
     assert result_event["data"]["status"] == "failed"
     assert result_event["data"]["error"]["code"] == "COMMAND_EXECUTION_FAILED"
-    # A handler error from bad parameters is a failure too.
+    # Bad parameters fail the command too, as a VALIDATION_ERROR naming the field.
     record = await submit(app_client, sid, wait=30, prompt=None)
-    assert record["status"] == "failed" and record["error"]["details"]["exception_type"] == "ValueError"
+    assert record["status"] == "failed" and record["error"]["code"] == "VALIDATION_ERROR"
+    assert record["error"]["details"]["field"] == "parameters.prompt"
 
 
 async def test_cancel(app_client):

@@ -180,3 +180,23 @@ async def test_queued_commands_of_a_deleted_engine_fail_with_handler_not_found(a
     record = await finished(app_client, sid, queued["command_id"])
     assert record["status"] == "failed"
     assert record["error"]["code"] == "HANDLER_NOT_FOUND"
+
+
+async def test_a_command_without_its_prompt_is_a_validation_error(app_client):
+    """The spec's own VALIDATION_ERROR example ({"field": "prompt", "issue": "Field is
+    required"}): a DummyEngineCommand without a prompt fails as the LLM engines' do, naming the
+    field, not as COMMAND_EXECUTION_FAILED with a traceback of the daemon's own files."""
+    sid, _ = await session_with_engine(app_client)
+    for parameters, issue in (({}, "Field is required"), ({"prompt": 3}, "must be a string")):
+        resp = await app_client.post(
+            f"/api/sessions/{sid}/commands",
+            params={"wait": "30"},
+            json={"command_type": DUMMY, "parameters": parameters},
+        )
+        record = await resp.json()
+        assert record["status"] == "failed", record
+        assert record["error"] == {
+            "code": "VALIDATION_ERROR",
+            "message": "Invalid request parameters",
+            "details": {"field": "parameters.prompt", "issue": issue},
+        }

@@ -18,6 +18,25 @@ async def test_unknown_route_is_404_envelope(app_client):
     assert resp.headers["X-Request-ID"]
 
 
+async def test_a_trailing_slash_redirects_as_fastapi_does(app_client):
+    """Starlette's redirect_slashes: a path served without its trailing slash is 307 to it (the
+    query kept; 307 sends the method and body again), any other stays a 404 envelope."""
+    resp = await app_client.get("/api/sessions/?limit=1", allow_redirects=False)
+    assert resp.status == 307 and resp.headers["Location"] == "/api/sessions?limit=1"
+    assert resp.headers["X-Request-ID"]
+    resp = await app_client.post("/api/sessions/", json={"name": "slash"})  # followed
+    assert resp.status == 201 and (await resp.json())["name"] == "slash"
+    sid = (await resp.json())["session_id"]
+    resp = await app_client.get(f"/api/sessions/{sid}/events/", allow_redirects=False)
+    assert resp.status == 307 and resp.headers["Location"] == f"/api/sessions/{sid}/events"
+    for path in ("/api/nope/", "/api/sessions/x/nope/", "/"):
+        resp = await app_client.get(path, allow_redirects=False)
+        assert resp.status == 404, path
+        assert_envelope(await resp.json(), "NOT_FOUND")
+    resp = await app_client.get("/api/sessions/nope/", allow_redirects=True)  # the route's own 404
+    assert resp.status == 404 and assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
+
+
 async def test_wrong_method_is_405_with_allow(app_client):
     resp = await app_client.put("/api/sessions")
     assert resp.status == 405

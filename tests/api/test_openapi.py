@@ -9,11 +9,13 @@ from importlib import resources
 
 import pytest
 from aiohttp.test_utils import TestClient
+from jsonschema import Draft202012Validator
 from llmgine_daemon.api.apidocs import ASSETS
 from llmgine_daemon.api.openapi import OPERATIONS, build_document, route_keys
 from llmgine_daemon.protocol import ERROR_STATUS, ID_PATTERN, TOOL_NAME_PATTERN, TYPE_PATTERN
 from openapi_spec_validator import validate
 
+from tests.api.bus_helpers import session_with_engine
 from tests.conftest import assert_envelope
 
 
@@ -213,3 +215,43 @@ def test_vendored_assets_are_the_released_files() -> None:
     assert set(sums) == vendored
     for name, digest in sums.items():
         assert hashlib.sha256((static / name).read_bytes()).hexdigest() == digest, name
+
+
+async def test_command_metadata_schema_is_what_the_daemon_checks(app_client: TestClient) -> None:
+    """A command's metadata was "any object" in the document while the daemon refuses a bad
+    priority, timeout or retry policy (schemathesis: most schema-valid commands and batches were
+    422), and a batch member's schema allowed the `after` the daemon refuses there. Each body
+    below is valid for the document exactly when the daemon takes it."""
+    doc = await (await app_client.get("/openapi.json")).json()
+
+    def valid(model: str, body: dict) -> bool:
+        schema = {"$ref": f"#/components/schemas/{model}", "components": doc["components"]}
+        return Draft202012Validator(schema).is_valid(body)
+
+    sid, _ = await session_with_engine(app_client)
+    command = {"command_type": "DummyEngineCommand", "parameters": {"prompt": "p"}}
+    for metadata, accepted in (
+        ({"priority": "high", "timeout": 30, "mine": {"any": 1}}, True),
+        ({"priority": None, "retries": 2, "backoff": {"type": "fixed", "base": 0.5}, "retry_on": ["X"]}, True),
+        ({"priority": "urgent"}, False),
+        ({"priority": 5}, False),
+        ({"timeout": 0}, False),
+        ({"timeout": "30"}, False),
+        ({"retries": 101}, False),
+        ({"backoff": "linear"}, False),
+        ({"backoff": {"type": "fixed", "jitter": 1}}, False),
+        ({"retry_on": "X"}, False),
+    ):
+        body = {**command, "metadata": metadata}
+        resp = await app_client.post(f"/api/sessions/{sid}/commands", json=body)
+        assert (resp.status < 300) == accepted, (metadata, resp.status, await resp.text())
+        assert valid("CommandCreate", body) == accepted, metadata
+        batch = {"commands": [body]}
+        resp = await app_client.post(f"/api/sessions/{sid}/commands/batch", json=batch)
+        assert (resp.status < 300) == accepted, (metadata, resp.status, await resp.text())
+        assert valid("BatchCreate", batch) == accepted, metadata
+    for after, accepted in (([], True), (["01a24e0a-07ef-7dd1-8a8f-a649d2a451a6"], False)):
+        batch = {"commands": [{**command, "after": after}]}
+        resp = await app_client.post(f"/api/sessions/{sid}/commands/batch", json=batch)
+        assert (resp.status < 300) == accepted, (after, resp.status, await resp.text())
+        assert valid("BatchCreate", batch) == accepted, after

@@ -8,7 +8,7 @@ import stat
 
 from llmgine_daemon.api.keys import SETTINGS
 
-from tests.conftest import assert_envelope, create_session
+from tests.conftest import assert_documented, assert_envelope, create_session
 
 VALUE = "sk-secret-value-never-shown"
 
@@ -73,6 +73,14 @@ async def test_an_unreadable_secrets_file_is_never_written_over(app_client):
         text = await resp.text()
         assert_envelope(json.loads(text), "CONFLICT")
         assert "secrets.json" in text and VALUE not in text
+        # ... and the document says so (it listed no 409 for the listing and the delete).
+        await assert_documented(
+            app_client,
+            method,
+            url.replace("OPENAI_API_KEY", "{secret}").replace("ANTHROPIC_API_KEY", "{secret}"),
+            409,
+            "CONFLICT",
+        )
     assert path.read_text() == whole[: len(whole) // 2]  # untouched: it can still be repaired
     path.write_text(whole)
     listing = await (await app_client.get("/api/secrets")).json()

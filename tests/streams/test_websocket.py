@@ -10,7 +10,7 @@ from aiohttp import web
 from llmgine_daemon.api.keys import STREAMS
 from llmgine_daemon.app import create_app
 
-from tests.conftest import assert_envelope, create_session
+from tests.conftest import assert_documented, assert_envelope, create_session
 from tests.streams.conftest import WS_HEADERS, publish, ws_events, ws_read
 
 
@@ -235,6 +235,8 @@ async def test_plain_get_without_upgrade_or_sse_is_406(app_client):
     resp = await app_client.get("/api/events/stream", headers={"Accept": "application/json"})
     assert resp.status == 406
     assert_envelope(await resp.json(), "VALIDATION_ERROR")
+    for path in ("/api/events/stream", "/api/sessions/{session_id}/events/stream"):  # and says so
+        await assert_documented(app_client, "GET", path, 406, "VALIDATION_ERROR")
 
 
 async def test_session_deleted_sends_session_ended_then_1000(app_client):

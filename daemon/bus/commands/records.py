@@ -30,11 +30,12 @@ from llmgine_daemon.protocol import (
     ErrorCode,
     Event,
 )
+from llmgine_daemon.protocol.bus import MAX_COMMAND_TIMEOUT_S
 from llmgine_daemon.protocol.grammar import TYPE_RE, TYPE_RULE
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 RANK_PRIORITY = {rank: name for name, rank in PRIORITY_RANK.items()}
-MAX_TIMEOUT_S = 7 * 24 * 3600.0
+MAX_TIMEOUT_S = MAX_COMMAND_TIMEOUT_S
 # The WHERE term of the partial index commands_active (migration 4): a query by status uses
 # that index only when it repeats the term word for word.
 ACTIVE = "status IN ('queued', 'executing')"

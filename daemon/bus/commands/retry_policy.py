@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmgine_daemon.bus.errors import invalid
+from llmgine_daemon.protocol.bus import MAX_RETRIES, MAX_RETRY_DELAY_S, MAX_RETRY_ON
 
-MAX_RETRIES = 100
-MAX_DELAY_S = 7 * 24 * 3600.0
+MAX_DELAY_S = MAX_RETRY_DELAY_S
 KEYS = ("retries", "backoff", "retry_on")
 
 
@@ -67,8 +67,8 @@ def parse_policy(metadata: dict[str, Any], prefix: str = "metadata.") -> RetryPo
     retry_on = metadata.get("retry_on", [])
     if (
         not isinstance(retry_on, list)
-        or len(retry_on) > 32
+        or len(retry_on) > MAX_RETRY_ON
         or not all(isinstance(c, str) and 0 < len(c) <= 64 for c in retry_on)
     ):
-        raise invalid(f"{prefix}retry_on", "must be a list of at most 32 error codes")
+        raise invalid(f"{prefix}retry_on", f"must be a list of at most {MAX_RETRY_ON} error codes")
     return RetryPolicy(retries, backoff, base, cap, frozenset(retry_on))
