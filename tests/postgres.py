@@ -130,6 +130,7 @@ class PgServer:
         self._lock = threading.Lock()
         # fn(url), run once on the template: the llmgine schema (main and telemetry).
         self.prepare_template: Callable[[str], None] | None = migrate
+        self._spawn_again: Callable[[], subprocess.Popen[bytes]] | None = None  # restart()
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -178,7 +179,11 @@ class PgServer:
                 proc = cls._spawn(bindir, data, tmp, port, run_as)
                 url = f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/postgres"
                 if cls._wait_ready(proc, url, tmp):
-                    return cls(url, tmp=tmp, proc=proc)
+                    server = cls(url, tmp=tmp, proc=proc)
+                    server._spawn_again = lambda bindir=bindir, data=data, port=port, run_as=run_as: cls._spawn(
+                        bindir, data, tmp, port, run_as
+                    )
+                    return server
             raise RuntimeError("the test PostgreSQL server did not start: " + (tmp / "server.log").read_text()[-2000:])
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -235,6 +240,20 @@ class PgServer:
         proc.kill()
         proc.wait()
         raise RuntimeError("the test PostgreSQL server did not accept connections: " + (tmp / "server.log").read_text())
+
+    def restart(self) -> None:
+        """Stop the server (a fast shutdown: every connection is ended) and start it again on
+        the same port and data, as an operator's ``pg_ctl restart`` does. Only a server started
+        here (not LLMGINE_TEST_DATABASE_URL's)."""
+        if self.proc is None or self._spawn_again is None or self.tmp is None:
+            raise RuntimeError("only a server the tests started can be restarted")
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=30)
+        self.proc = self._spawn_again()
+        if not self._wait_ready(self.proc, self.admin_url, self.tmp):
+            raise RuntimeError(
+                "the test PostgreSQL server did not start again: " + (self.tmp / "server.log").read_text()[-2000:]
+            )
 
     def stop(self) -> None:
         """Drop what was made on a shared server; stop ours and remove its folder."""

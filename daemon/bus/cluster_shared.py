@@ -16,8 +16,8 @@ node does:
   restart), what was queued runs here.
 - **Restart.** A daemon restarted in the same home does not wait for the timeout: the home
   keeps the id of the node that last ran there (``state/cluster-node``), and at start that
-  node's leases expire at once, so the first tick takes its sessions over as SQLite's restart
-  would. Only when that node is known dead: one daemon per home (its socket is exclusive), and
+  node's leases expire at once and this node takes all its sessions over before it listens,
+  as SQLite's restart does. Only when that node is known dead: one daemon per home (its socket is exclusive), and
   the node's last report names this host and a process that no longer runs (or this one, as
   in a container whose daemon is always pid 1).
 - **Events.** One ``LISTEN`` connection: a notification of another node's commit wakes the
@@ -78,6 +78,9 @@ def _dead(process: tuple[str, int] | None, host: str) -> bool:
 
 # Sessions taken over per tick (each a few statements in one transaction).
 TAKEOVER_BATCH = 20
+# Sessions of this home's previous node taken back per transaction at start (all before it
+# listens).
+INHERIT_BATCH = 500
 # How long after finding a session's lease held by another node a submission here stops trying
 # to take it in its own write (and queues the command for that node at once).
 CLAIM_BACKOFF_S = 2.0
@@ -112,6 +115,7 @@ class SharedCluster(LocalCluster):
         self._registry_task: asyncio.Task[None] | None = None
         self._registry_again = False
         self._ticks = 0
+        self._inherited: list[str] = []  # the sessions of this home's previous node (start)
         # Figures for tests and the benchmark.
         self.takeovers = 0
         self.notifications = 0
@@ -128,9 +132,10 @@ class SharedCluster(LocalCluster):
 
         def first(conn: Any) -> tuple[int, int]:
             if predecessor is not None and _dead(sql.node_process(conn, predecessor), host):
-                taken = sql.forget(conn, predecessor)
-                if taken:
-                    log.info("taking over %d session(s) of %s, which ran in this home before", taken, predecessor)
+                self._inherited = sql.forget(conn, predecessor)
+                if self._inherited:
+                    n = len(self._inherited)
+                    log.info("taking over %d session(s) of %s, which ran in this home before", n, predecessor)
             sql.heartbeat(conn, self.node_id, host, pid, self.started_at, self.lease_timeout)
             # Read before the bus loads its engines and handlers: later changes are applied.
             return conn.execute("SELECT pg_backend_pid()").fetchone()[0], sql.registry_head(conn)
@@ -148,6 +153,12 @@ class SharedCluster(LocalCluster):
         """Nothing to recover by ourselves: other nodes may be running. Sessions whose node
         died are taken over by the tick, once their lease expired."""
         self.commands = commands
+        # The sessions of the node that ran in this home before, all of them before this node
+        # listens (the tick's scan takes TAKEOVER_BATCH at a time: a client would read their
+        # commands "executing" for seconds after the restart, as it never does on SQLite).
+        inherited, self._inherited = self._inherited, []
+        for i in range(0, len(inherited), INHERIT_BATCH):
+            await self._take(inherited[i : i + INHERIT_BATCH], scan=False)
         await self._tick()
         self._tasks.append(asyncio.create_task(self._ticker(), name="llmgine-cluster-tick"))
 

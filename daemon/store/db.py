@@ -39,7 +39,6 @@ import asyncio
 import logging
 import os
 import sqlite3
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from llmgine_daemon.store import (
     hook_migrations,  # noqa: F401 - registers migrations 90-99
     lifecycle_migrations,  # noqa: F401 - registers migrations 80-89
     obs_migrations,  # noqa: F401 - registers migrations 40-49
+    walcheck,
 )
 from llmgine_daemon.store.base import BaseStore as BaseStore
 from llmgine_daemon.store.base import QueueItem, T, _Alone, _Heavy
@@ -129,41 +129,6 @@ def _lock_database(path: Path) -> int:
     return fd
 
 
-WAL_MAGIC = {0x377F0682: "<", 0x377F0683: ">"}  # the byte order of the WAL's checksums
-
-
-def _check_wal(path: Path) -> None:
-    """Refuse a write-ahead log whose header is damaged, before SQLite opens the database.
-
-    SQLite takes such a file for an empty log: it starts without every transaction the file
-    held (committed and acknowledged, not yet copied into the database) and writes over it at
-    the next write, silently. The header is one 32-byte write (whole after a kill -9); a bad
-    magic number or checksum is damage, and the file is left alone for a person to look at."""
-    wal = path.with_name(path.name + "-wal")
-    try:
-        with open(wal, "rb") as fh:
-            header = fh.read(32)
-    except FileNotFoundError:
-        return
-    if len(header) < 32:  # empty (reset) or cut before its first frame: nothing in it
-        return
-    order = WAL_MAGIC.get(struct.unpack(">I", header[:4])[0])
-    valid = order is not None
-    if order is not None:
-        words = struct.unpack(order + "6I", header[:24])
-        s0 = s1 = 0
-        for i in range(0, 6, 2):
-            s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
-            s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
-        valid = (s0, s1) == struct.unpack(">2I", header[24:32])
-    if not valid:
-        raise StorageError(
-            f"{wal}: not a valid write-ahead log (its header is damaged); SQLite would start without"
-            " the writes it holds. Nothing was changed: restore the database from a backup, or move"
-            " the file away to start without them"
-        )
-
-
 class Store(BaseStore):
     backend = "sqlite"
 
@@ -228,9 +193,14 @@ class Store(BaseStore):
         try:
             _touch_private(self.path)
             self._lock_fd = _lock_database(self.path)
-            _check_wal(self.path)
-            self._writer_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
-            await self._writer_conn._execute(self._setup_writer)
+            # Before anything is written: SQLite would drop a damaged log's writes in silence.
+            checked = walcheck.open_checked(self.path, self.synchronous)
+            try:
+                self._writer_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
+                await self._writer_conn._execute(self._setup_writer)
+            finally:
+                if checked is not None:
+                    checked.close()
             self._reader_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
             await self._reader_conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
             await self._reader_conn.execute("PRAGMA query_only = ON")

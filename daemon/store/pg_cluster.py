@@ -179,12 +179,14 @@ def node_process(conn: Any, node_id: str) -> tuple[str, int] | None:
     return (str(row[0]), int(row[1])) if row is not None else None
 
 
-def forget(conn: Any, node_id: str) -> int:
-    """A node known to be dead: its leases expire now (the next tick takes its sessions over:
-    what it was executing becomes interrupted) and its row goes. Returns the leases it held."""
-    cur = conn.execute(f"UPDATE session_leases SET expires = {NOW} - 1 WHERE node_id = ?", (node_id,))
+def forget(conn: Any, node_id: str) -> list[str]:
+    """A node known to be dead: its leases expire now (whoever takes its sessions over next
+    interrupts what it was executing) and its row goes. Returns the sessions it held."""
+    rows = conn.execute(
+        f"UPDATE session_leases SET expires = {NOW} - 1 WHERE node_id = ? RETURNING session_id", (node_id,)
+    ).fetchall()
     conn.execute("DELETE FROM cluster_nodes WHERE node_id = ?", (node_id,))
-    return int(cur.rowcount)
+    return [str(r[0]) for r in rows]
 
 
 def live_nodes(conn: Any, timeout: float) -> list[tuple[Any, ...]]:

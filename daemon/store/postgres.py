@@ -366,13 +366,32 @@ class PgStore(BaseStore):
     def _transaction(self, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
         """The batch in one transaction, a savepoint per write (writer thread). The statements
         between two writes go in one round trip (no parameters: the simple protocol takes
-        several): ``BEGIN`` with the first statements and the first savepoint, then per write
-        its release with the next savepoint (or the last statements and ``COMMIT``)."""
+        several): ``BEGIN`` with the transaction's id, the first statements and the first
+        savepoint, then per write its release with the next savepoint (or the last statements
+        and ``COMMIT``).
+
+        A lost connection (a server restart, a failover, an idle connection ended):
+        - found at ``BEGIN``: no write has run, nothing can have committed; the batch is tried
+          once more on a new connection (the first write after a restart used to be a 503).
+        - during the writes: the server rolls an unfinished transaction back; all fail (503).
+        - during ``COMMIT``: it may have committed or not. A new connection asks the server
+          (``txid_status`` of the transaction's id) for up to busy_timeout: committed, the
+          writes are acknowledged as they would have been; rolled back, they fail (503); no
+          answer (the server stays down), they fail with StorageUnavailable saying the outcome
+          is unknown (docs/durability.md)."""
         conn = self._writer_conn()
+        try:
+            xid = self._begin(conn)
+        except psycopg.Error:
+            if not (conn.raw.broken or conn.raw.closed):
+                raise
+            log.info("the writer connection was lost before BEGIN; trying the batch on a new one")
+            conn = self._writer_conn()
+            xid = self._begin(conn)
         raw = conn.raw
         finish = "; ".join(("RELEASE SAVEPOINT w", *self.last_statements, "COMMIT"))
+        committing = False
         try:
-            raw.execute("; ".join(("BEGIN", *self.first_statements, "SAVEPOINT w")))
             outcomes: list[tuple[bool, Any]] = []
             last = len(batch) - 1
             for i, (fn, _, ctx, _) in enumerate(batch):
@@ -388,15 +407,56 @@ class PgStore(BaseStore):
                     after = "ROLLBACK TO SAVEPOINT w; " + after
                 else:
                     outcomes.append((True, value))
+                committing = i == last
                 raw.execute(after)
             if not batch:
+                committing = True
                 raw.execute(finish)
-        except BaseException:
+        except BaseException as exc:
             if not raw.broken and not raw.closed:
                 with contextlib.suppress(psycopg.Error):
                     raw.execute("ROLLBACK")
+                raise
+            if committing and isinstance(exc, psycopg.Error) and self._committed(xid, exc):
+                return outcomes
             raise
         return outcomes
+
+    def _begin(self, conn: PgConnection) -> int:
+        """Open the batch's transaction; its id (``txid_current()``, assigned here rather than
+        at the first write: the same cost, and known before ``COMMIT`` is sent)."""
+        raw = conn.raw
+        try:
+            cur = raw.execute("; ".join(("BEGIN", "SELECT txid_current()", *self.first_statements, "SAVEPOINT w")))
+        except BaseException:
+            if not raw.broken and not raw.closed:  # e.g. a lock timeout in first_statements
+                with contextlib.suppress(psycopg.Error):
+                    raw.execute("ROLLBACK")
+            raise
+        cur.nextset()
+        return int(cur.fetchone()[0])  # type: ignore[index]
+
+    def _committed(self, xid: int, lost: psycopg.Error) -> bool:
+        """After the connection was lost during ``COMMIT``: did transaction ``xid`` commit?
+        True if it did; False if it was rolled back; StorageUnavailable if the server could not
+        tell within busy_timeout (it stays down, or the transaction is still finishing)."""
+        deadline = time.monotonic() + max(1.0, self.busy_timeout)
+        reason = str(classify(lost))
+        while True:
+            try:
+                with connect(self.url) as probe:
+                    status = probe.execute("SELECT txid_status(%s)", (xid,)).fetchone()[0]  # type: ignore[index]
+            except (StorageError, psycopg.Error) as exc:
+                status, reason = None, str(exc)
+            if status in ("committed", "aborted"):
+                log.warning("the connection was lost during COMMIT; the transaction was %s", status)
+                return bool(status == "committed")
+            if time.monotonic() >= deadline:
+                raise StorageUnavailable(
+                    "the connection was lost during COMMIT and the server could not say whether the"
+                    f" transaction committed (it may have): {reason}"
+                ) from None
+            time.sleep(0.1)
 
     async def _run_alone(self, item: QueueItem) -> None:
         alone, future, ctx, _ = item

@@ -119,3 +119,35 @@ def test_the_queue_view_counts_what_the_whole_cluster_finished(cluster):
     eventually_blocking(
         lambda: c.call("GET", "/api/commands")["finished_last_minute"].get("completed", 0) >= len(ids), timeout=30
     )
+
+
+def test_a_restarted_node_shows_every_command_it_was_running_interrupted_at_once(pg_url, tmp_path):
+    # A node killed with sessions running, restarted in its home: its first ticks took the
+    # sessions back 20 at a time, one tick (a second) apart, so for seconds after it listened
+    # a command that no longer ran still read "executing". Now every session of the node that
+    # ran there before is taken back before it listens, as on SQLite.
+    from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
+
+    env = {"DATABASE_URL": pg_url, "LLMGINE_LEASE_TIMEOUT": "600"}
+    home, port = tmp_path / "a", free_port()
+    home.mkdir()
+    proc = run_daemon(home, "--port", str(port), env=env)
+    try:
+        wait_for_http(port, proc, timeout=60)
+        a = Node(home, port, proc, pg_url)
+        running = []
+        for i in range(45):
+            sid = session_with_engine(a)
+            running.append((sid, a.submit(sid, f"long{i}", delay_ms=600_000)["command_id"]))
+            a.submit(sid, f"queued{i}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc = run_daemon(home, "--port", str(port), env=env)
+        wait_for_http(port, proc, timeout=60)
+        a = Node(home, port, proc, pg_url)
+        states = [a.call("GET", f"/api/sessions/{sid}/commands/{cid}")["status"] for sid, cid in running]
+        assert states == ["interrupted"] * len(running)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)

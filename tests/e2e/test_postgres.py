@@ -4,11 +4,13 @@ the reason (never the password), and a daemon on a database works through the re
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,3 +242,107 @@ def test_a_database_outage_is_logged_in_lines_not_tracebacks(
     assert pg_daemon.proc.returncode == 0
     text = log.read_text()
     assert "cannot connect to PostgreSQL" in text and "Traceback" not in text, text[-3000:]
+
+
+def test_the_first_write_after_a_server_restart_is_not_a_503(home: Path) -> None:
+    # PostgreSQL restarted under a running daemon (pg_ctl restart, a failover): the writer's
+    # connection is dead, which it finds out at its next BEGIN. That write was answered 503
+    # although nothing of it could have committed; it is now tried once on a new connection.
+    # (Reads already were.) A server of its own: restarting the shared one ends other tests'.
+    server = PgServer.start()
+    try:
+        if server.proc is None:
+            pytest.skip("an existing server (LLMGINE_TEST_DATABASE_URL) is not restarted by the tests")
+        d = start_daemon(home, env={"DATABASE_URL": server.new_database()})
+        try:
+            status, session = call(d, "POST", "/api/sessions", {})
+            assert status == 201, session
+            sid = session["session_id"]
+            assert call(d, "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})[0] == 201
+            server.restart()
+            status, event = call(d, "POST", f"/api/sessions/{sid}/events", {"event_type": "AfterRestart"})
+            assert status == 201, event
+            server.restart()
+            body = {"command_type": "DummyEngineCommand", "parameters": {"prompt": "hi"}}
+            status, cmd = call(d, "POST", f"/api/sessions/{sid}/commands?wait=10", body)
+            assert status in (200, 201, 202), cmd
+            page = call(d, "GET", f"/api/sessions/{sid}/events")[1]
+            assert [e["event_id"] for e in page["events"] if e["event_type"] == "AfterRestart"] == [event["event_id"]]
+        finally:
+            stop_process(d.proc)
+        assert d.proc.returncode == 0
+    finally:
+        server.stop()
+
+
+class _CommitCutter:
+    """A TCP proxy in front of PostgreSQL that, once, lets through the COMMIT of the connection
+    that sent ``marker`` and then ends that connection when the server answers it: the reply
+    never reaches the daemon, as when the network or the server goes at that moment."""
+
+    def __init__(self, target: tuple[str, int], marker: bytes) -> None:
+        self.target, self.marker, self.cut = target, marker, threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            state = {"marked": False, "committing": False}
+            threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, state), daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, state: dict[str, bool]) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if not self.cut.is_set():
+                    state["marked"] = state["marked"] or self.marker in data
+                    state["committing"] = state["marked"] and b"COMMIT\x00" in data
+                server.sendall(data)
+        server.close()
+
+    def _down(self, server: socket.socket, client: socket.socket, state: dict[str, bool]) -> None:
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                if state["committing"] and not self.cut.is_set():
+                    self.cut.set()
+                    break
+                client.sendall(data)
+        for sock in (client, server):  # shutdown, not only close: the other thread is in recv
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_connection_lost_during_commit_asks_the_server_whether_it_committed(
+    home: Path, pg_server: PgServer, pg_url: str
+) -> None:
+    # The COMMIT reached the server and committed; its answer was lost with the connection. The
+    # write was answered 503, so a client tried again and had it twice. The daemon now asks the
+    # server on a new connection (txid_status) and answers what happened: 201, stored once.
+    parts = urlsplit(pg_url)
+    proxy = _CommitCutter((parts.hostname or "127.0.0.1", parts.port or 5432), b"CutMyCommit")
+    try:
+        url = pg_url.replace(f"@{parts.hostname}:{parts.port}/", f"@127.0.0.1:{proxy.port}/")
+        d = start_daemon(home, env={"DATABASE_URL": url})
+        try:
+            sid = call(d, "POST", "/api/sessions", {})[1]["session_id"]
+            status, event = call(d, "POST", f"/api/sessions/{sid}/events", {"event_type": "CutMyCommit"})
+            assert proxy.cut.is_set()
+            assert status == 201, event
+            page = call(d, "GET", f"/api/sessions/{sid}/events")[1]
+            assert [e["event_id"] for e in page["events"] if e["event_type"] == "CutMyCommit"] == [event["event_id"]]
+            assert call(d, "POST", f"/api/sessions/{sid}/events", {"event_type": "Next"})[0] == 201
+        finally:
+            stop_process(d.proc)
+        assert "the transaction was committed" in (home / "daemon-under-test.log").read_text()
+    finally:
+        proxy.close()

@@ -1,0 +1,126 @@
+"""A write-ahead log damaged in the middle (bit rot, a torn copy) is refused at start, not
+silently cut: SQLite stops reading the log at the first frame whose checksum is wrong and
+drops every transaction after it, acknowledged ones included. A log cut short by a crash (its
+unfinished last transaction) still starts. Real daemons, killed with SIGKILL, and their files.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import struct
+from pathlib import Path
+
+import pytest
+
+from tests.dbtools import open_home_db
+from tests.e2e.test_bus_crash import call, refused
+from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
+
+pytestmark = [pytest.mark.e2e, pytest.mark.sqlite_only(reason="SQLite's write-ahead log")]
+
+
+def frames(wal: bytes) -> list[tuple[int, int, bool]]:
+    """(offset, index from 1, is a commit frame) of every frame with the header's salts."""
+    (page,) = struct.unpack(">I", wal[8:12])
+    size = 24 + page
+    found = []
+    for n in range((len(wal) - 32) // size):
+        off = 32 + n * size
+        if wal[off + 8 : off + 16] == wal[16:24]:
+            found.append((off, n + 1, wal[off + 4 : off + 8] != b"\0\0\0\0"))
+    return found
+
+
+def acknowledged_then_killed(home: Path, port: int) -> tuple[set[str], bytes]:
+    """Twenty sessions, each its own transaction, all still in the log (a reader holds the
+    checkpoints back), then kill -9: (their ids, the log's bytes)."""
+    proc = run_daemon(home, "--port", str(port))
+    reader = None
+    try:
+        wait_for_http(port, proc)
+        call(port, "POST", "/api/sessions", {}, home=home)
+        # Read-only: closing the last connection of a read-write one would checkpoint the log.
+        reader = sqlite3.connect(f"file:{home / 'data' / 'llmgine.db'}?mode=ro", uri=True, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM sessions").fetchone()
+        made = {call(port, "POST", "/api/sessions", {}, home=home)[1]["session_id"] for _ in range(20)}
+    finally:
+        proc.kill()
+        proc.wait()
+        if reader is not None:
+            reader.close()
+    return made, (home / "data" / "llmgine.db-wal").read_bytes()
+
+
+def sessions(home: Path, port: int) -> set[str]:
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+        with open_home_db(home) as db:
+            return {r[0] for r in db.execute("SELECT session_id FROM sessions")}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_a_log_damaged_in_the_middle_is_refused_and_left_alone(home):
+    port = free_port()
+    made, whole = acknowledged_then_killed(home, port)
+    found = frames(whole)
+    commits = [f for f in found if f[2]]
+    assert len(commits) >= 10, found
+    # One byte of a page in the middle of the log, several committed transactions before the end.
+    off, _, _ = commits[len(commits) // 2]
+    before = commits[len(commits) // 2 - 1][1]  # the last commit frame SQLite still reads
+    wal = home / "data" / "llmgine.db-wal"
+    damaged = bytearray(whole)
+    damaged[off + 24 + 100] ^= 0x01
+    wal.write_bytes(bytes(damaged))
+    db_before = (home / "data" / "llmgine.db").read_bytes()
+    err = refused(run_daemon(home, "--port", str(port)))
+    assert "llmgine.db-wal: damaged in the middle" in err and "Traceback" not in err, err
+    assert f"up to frame {before} " in err, err
+    assert "committed transactions" in err and "restore from a backup" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    # Left as it was, for a person to look at (no checkpoint, no new frame over the damage).
+    assert wal.read_bytes() == bytes(damaged)
+    assert (home / "data" / "llmgine.db").read_bytes() == db_before
+    wal.write_bytes(whole)  # repaired: every acknowledged session is there
+    assert made <= sessions(home, port)
+
+
+def test_a_log_cut_short_by_a_crash_still_starts(home):
+    # kill -9 between the two writes of a transaction's last frame, or a power loss before its
+    # fsync: the last transaction is cut short. It was never acknowledged; SQLite leaves it out
+    # and the daemon starts as always.
+    port = free_port()
+    made, whole = acknowledged_then_killed(home, port)
+    last_off, _, last_is_commit = frames(whole)[-1]
+    assert last_is_commit
+    cut = bytearray(whole)
+    cut[last_off + 24 :] = bytes(len(cut) - last_off - 24)  # its page never written
+    (home / "data" / "llmgine.db-wal").write_bytes(bytes(cut))
+    assert len(made - sessions(home, port)) <= 1
+
+
+def test_with_synchronous_normal_it_starts_keeping_a_copy(home):
+    # With database.synchronous = normal a power loss may leave unsynced transactions out of
+    # order, which looks the same; that setting accepts losing them: a warning, a copy of the
+    # log as it was, and the daemon starts.
+    port = free_port()
+    _, whole = acknowledged_then_killed(home, port)
+    commits = [f for f in frames(whole) if f[2]]
+    damaged = bytearray(whole)
+    damaged[commits[len(commits) // 2][0] + 24 + 100] ^= 0x01
+    (home / "data" / "llmgine.db-wal").write_bytes(bytes(damaged))
+    proc = run_daemon(home, "--port", str(port), env={"LLMGINE_DB_SYNCHRONOUS": "normal"})
+    try:
+        wait_for_http(port, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "damaged in the middle" in err and "synchronous = normal" in err, err
+    kept = list((home / "data").glob("llmgine.db-wal.damaged-*"))
+    assert [k.read_bytes() for k in kept] == [bytes(damaged)]
