@@ -230,3 +230,35 @@ async def test_websocket_messages_take_from_the_request_bucket(aiohttp_client, m
         clock[0] += 10  # one request's worth back
         await ws.send_json({"type": "ping"})
         assert await ws.receive_json(timeout=10) == {"type": "pong"}
+
+
+@pytest.mark.parametrize("limited", [False, True])
+async def test_websocket_messages_on_the_unix_socket_follow_its_requests(make_settings, home, limited):
+    """Requests and WebSocket messages take from one bucket by one rule (guard.request_bucket):
+    the owner on the Unix socket is not limited, on a WebSocket either, unless
+    ``rate_limits.unix_socket`` limits both by uid."""
+    from aiohttp import web
+    from llmgine_daemon.api.guard import GUARD
+    from llmgine_daemon.app import create_app
+
+    env = {"LLMGINE_RATE_LIMIT_AUTHENTICATED": "4", "LLMGINE_RATE_LIMIT_UNIX_SOCKET": str(limited).lower()}
+    app = create_app(make_settings(**env))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.UnixSite(runner, str(home / "w.sock"))
+    await site.start()
+    app[GUARD].limiter.clock = lambda: 5.0
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(home / "w.sock"))) as session:
+            async with session.post("http://llmgine/api/sessions", json={}) as resp:  # 1
+                sid = (await resp.json())["session_id"]
+            async with session.ws_connect(f"http://llmgine/api/sessions/{sid}/events/stream") as ws:  # 2
+                assert (await ws.receive_json(timeout=10))["type"] == "hello"
+                answers = []
+                for _ in range(4):  # 3, 4, then over
+                    await ws.send_json({"type": "ping"})
+                    answers.append((await ws.receive_json(timeout=10))["type"])
+            expected = ["pong", "pong", "error", "error"] if limited else ["pong"] * 4
+            assert answers == expected
+    finally:
+        await runner.cleanup()
