@@ -350,7 +350,8 @@ SETTINGS: tuple[Setting, ...] = (
         "LLMGINE_RATE_LIMIT_WEBSOCKET",
         positive,
         10,
-        "WebSocket connections per minute per IP (0 = no limit)",
+        "WebSocket connections per minute per IP and credential (per session for session "
+        "tokens, all its tokens together) (0 = no limit)",
     ),
     Setting(
         "security.rate_limits.unix_socket",

@@ -386,12 +386,14 @@ def request_bucket(principal: Principal | None, peer: _Peer, guard: Guard) -> tu
 
 def charge_request(request: web.Request, principal: Principal | None, peer: _Peer, guard: Guard) -> None:
     """Charge what passed (``request_bucket``); a TCP WebSocket handshake also takes from the
-    IP's websocket bucket."""
+    websocket bucket of its IP and credential (the session, for its tokens): keyed by the IP
+    alone, one session token's holder opening ten a minute refused every other client on its
+    address (on a loopback daemon: every TCP client) any WebSocket."""
     bucket = request_bucket(principal, peer, guard)
     if bucket is not None:
         charge(request, guard, *bucket)
     if peer.uid is None and is_websocket(request):
-        charge(request, guard, "websocket", peer.ip)
+        charge(request, guard, "websocket", peer.ip if principal is None else f"{peer.ip} {rate_key(principal)}")
 
 
 def charge_message(request: web.Request) -> ApiError | None:

@@ -138,6 +138,30 @@ async def test_eleventh_websocket_in_a_minute(aiohttp_client, make_settings):
     await ws.close()
 
 
+async def test_one_session_token_cannot_use_up_its_address_websockets(aiohttp_client, make_settings):
+    """The websocket bucket was the IP's alone: a session token's holder (a page on this
+    machine, say) opening ten WebSockets a minute left every other client on 127.0.0.1 - other
+    sessions' pages, the owner's own API key - none. It is now per IP and credential (per
+    session for tokens, all its tokens together)."""
+    client, local = await start(aiohttp_client, make_settings, **DEFAULTS)
+    freeze(client)
+    attacker, victim = await new_session(client, local), await new_session(client, local)
+    minted = await client.post(f"/api/sessions/{attacker['session_id']}/token", headers=bearer(local))
+    assert minted.status == 201
+    tokens = [attacker["session_token"], (await minted.json())["session_token"]]
+    path = WS_PATH.format(session_id=attacker["session_id"])
+    for i in range(10):
+        ws = await client.ws_connect(path, headers=bearer(tokens[i % 2]))
+        await ws.close()
+    for token in tokens:  # another token of the same session is the same bucket
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await client.ws_connect(path, headers=bearer(token))
+        assert err.value.status == 429
+    for key, session in ((victim["session_token"], victim), (local, attacker)):
+        ws = await client.ws_connect(WS_PATH.format(session_id=session["session_id"]), headers=bearer(key))
+        await ws.close()
+
+
 async def test_unix_socket_unlimited_by_default(unix_client):
     for _ in range(150):
         resp = await unix_client.get("/api/health")
