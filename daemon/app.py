@@ -115,6 +115,7 @@ def sandbox_pool(settings: Settings) -> SandboxPool:
         max_timeout=min(settings["sandbox.max_timeout"], 3600.0),
         session_share=settings["sandbox.session_share"],
         tmp_bytes=settings["sandbox.tmp_mb"] * 2**20,
+        session_log_records=settings["security.limits.session_log_records"],
     )
     return SandboxPool(
         settings.workers,

@@ -55,6 +55,8 @@ class Limits:
     max_tokens_per_session: int
     max_websockets: int
     max_websockets_per_credential: int
+    session_log_records: int
+    session_log_rows: int
 
 
 class _Typed(Generic[T]):

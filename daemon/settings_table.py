@@ -350,7 +350,8 @@ SETTINGS: tuple[Setting, ...] = (
         "LLMGINE_RATE_LIMIT_WEBSOCKET",
         positive,
         10,
-        "WebSocket connections per minute per IP (0 = no limit)",
+        "WebSocket connections per minute per IP and credential (per session for session "
+        "tokens, all its tokens together) (0 = no limit)",
     ),
     Setting(
         "security.rate_limits.unix_socket",
@@ -430,6 +431,22 @@ SETTINGS: tuple[Setting, ...] = (
         "API_KEY_SECRET), and per session for "
         "session tokens (all its tokens together); the socket owner has only "
         "security.limits.max_websockets (0 = no limit)",
+    ),
+    Setting(
+        "security.limits.session_log_records",
+        "LLMGINE_SESSION_LOG_RECORDS",
+        positive,
+        1000,
+        "most bus.log records one session's user code writes a minute, all its calls together "
+        "(the rest are dropped and counted in one record; 0 = no limit)",
+    ),
+    Setting(
+        "security.limits.session_log_rows",
+        "LLMGINE_SESSION_LOG_ROWS",
+        positive,
+        10_000,
+        "most log records of one session kept in the database: its oldest go first, so a "
+        "session pushes out only its own (0 = no limit but observability.log_retention_rows)",
     ),
     Setting("observability.enable_metrics", "ENABLE_METRICS", parse_bool, True, "collect metrics and serve /metrics"),
     Setting("observability.enable_tracing", "ENABLE_TRACING", parse_bool, True, "record traces"),

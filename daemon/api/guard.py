@@ -371,29 +371,40 @@ async def authenticate(request: web.Request, peer: _Peer, guard: Guard) -> Princ
     return principal
 
 
-def charge_request(request: web.Request, principal: Principal | None, peer: _Peer, guard: Guard) -> None:
-    """Charge what passed: the principal's bucket (the owner's only with
-    ``rate_limits.unix_socket``), the IP's without one; a TCP WebSocket handshake also takes
-    from the IP's websocket bucket."""
-    tcp = peer.uid is None
+def request_bucket(principal: Principal | None, peer: _Peer, guard: Guard) -> tuple[str, str] | None:
+    """The bucket a request, or a message on a WebSocket, takes from: the principal's (the
+    session's, for its tokens), the IP's without one; None for the owner on the Unix socket
+    (not limited, docs/security.md: it is the daemon's own user, who could raise any limit)
+    unless ``rate_limits.unix_socket``. The one rule for both, so a WebSocket is no way around
+    the rate limit and the owner's scripts are not limited on one but not the other."""
     if principal is None:
-        charge(request, guard, "anonymous", peer.ip)
-    elif tcp or guard.settings.rate_limit_unix_socket:
-        charge(request, guard, "key", rate_key(principal))
-    if tcp and is_websocket(request):
-        charge(request, guard, "websocket", peer.ip)
+        return "anonymous", peer.ip
+    if peer.uid is not None and not guard.settings.rate_limit_unix_socket:
+        return None
+    return "key", rate_key(principal)
+
+
+def charge_request(request: web.Request, principal: Principal | None, peer: _Peer, guard: Guard) -> None:
+    """Charge what passed (``request_bucket``); a TCP WebSocket handshake also takes from the
+    websocket bucket of its IP and credential (the session, for its tokens): keyed by the IP
+    alone, one session token's holder opening ten a minute refused every other client on its
+    address (on a loopback daemon: every TCP client) any WebSocket."""
+    bucket = request_bucket(principal, peer, guard)
+    if bucket is not None:
+        charge(request, guard, *bucket)
+    if peer.uid is None and is_websocket(request):
+        charge(request, guard, "websocket", peer.ip if principal is None else f"{peer.ip} {rate_key(principal)}")
 
 
 def charge_message(request: web.Request) -> ApiError | None:
     """A message a WebSocket's client sends costs what a request does, from the same bucket (a
     WebSocket is no way around the rate limit: a subscribe message makes the daemon replay from
-    the store); the refusal to answer with, None when it may go on. As ``charge_request``: the
-    socket owner's messages only with ``rate_limits.unix_socket``."""
-    principal = request.get(PRINCIPAL)
+    the store); the refusal to answer with, None when it may go on."""
     guard = request.app[GUARD]
-    if principal is None or (principal.kind == "owner" and not guard.settings.rate_limit_unix_socket):
+    bucket = request_bucket(request.get(PRINCIPAL), _peer(request), guard)
+    if bucket is None:
         return None
-    decision = guard.limiter.hit("key", rate_key(principal))
+    decision = guard.limiter.hit(*bucket)
     return rate_limited(decision) if decision is not None and not decision.allowed else None
 
 

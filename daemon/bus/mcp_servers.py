@@ -44,7 +44,7 @@ from llmgine_daemon.mcp.connection import Connection, ServerConfig
 from llmgine_daemon.mcp.launch import Launch, LaunchError, resolve_command
 from llmgine_daemon.protocol import ErrorCode, McpServer, McpServerCreate, Tool, now_iso
 from llmgine_daemon.protocol.grammar import SECRET_NAME_PATTERN, valid_id
-from llmgine_daemon.sandbox.calls import SandboxUnavailable
+from llmgine_daemon.sandbox.calls import SandboxLimits, SandboxUnavailable
 from llmgine_daemon.sandbox.isolation import Isolation
 
 if TYPE_CHECKING:
@@ -220,6 +220,8 @@ class McpServers:
                 bool(spec.get("trusted")),
                 spec.get("mounts", []),
                 bool(spec.get("auto_mounts", True)),
+                # A session token's (registered without auto_mounts): a sandbox worker's limits.
+                None if spec.get("auto_mounts", True) else self._limits(),
             )
         reg.connection = Connection(config, self._isolation)
         reg.connection.start()
@@ -238,6 +240,9 @@ class McpServers:
         except BusError as exc:
             raise LaunchError(exc.message) from None
         return addresses
+
+    def _limits(self) -> SandboxLimits:
+        return self.bus.sandbox.limits if self.bus.sandbox is not None else SandboxLimits()
 
     async def _isolation(self) -> Isolation | None:
         sandbox = self.bus.sandbox

@@ -15,8 +15,12 @@ handler, the tool, handlers of the published event) runs one level deeper, and p
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import sqlite3
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.errors import BusError
@@ -43,6 +47,55 @@ _LEVELS = {
 }
 
 
+WINDOW = 60.0  # seconds of security.limits.session_log_records
+
+
+class SessionLogWindow:
+    """Each session's ``bus.log`` records in a minute, all its calls together, within
+    ``security.limits.session_log_records``: past it they are dropped and counted, and the
+    count is logged once the minute is over. Each call has its own budget too
+    (``LogBudget``), but a session making call after call could still write without end: the
+    log file rotates and the ``logs`` table keeps the newest records of all, so it pushed
+    everyone else's records out. Memory: one window per session that logged this minute."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.clock = clock
+        # session -> [window start, records kept, records dropped]; oldest window first.
+        self._windows: dict[str | None, list[float]] = {}
+
+    def take(self, session_id: str | None) -> int:
+        """Whether ``session_id`` may write one more record: 0 yes, else how many of its
+        records this window has dropped, this one included (1: say so now)."""
+        if not self.per_minute:
+            return 0
+        window = self._windows.get(session_id)
+        if window is None:
+            window = self._windows[session_id] = [self.clock(), 0, 0]
+        if window[1] < self.per_minute:
+            window[1] += 1
+            return 0
+        window[2] += 1
+        return int(window[2])
+
+    def ended(self) -> list[tuple[str | None, int]]:
+        """The sessions whose window is over and dropped records, with how many (the windows
+        are forgotten: the session's next record starts a new one)."""
+        now = self.clock()
+        over = []
+        for session_id, (start, _kept, dropped) in list(self._windows.items()):
+            if now - start < WINDOW:
+                break  # (in order of their start: the rest are younger)
+            del self._windows[session_id]
+            if dropped:
+                over.append((session_id, int(dropped)))
+        return over
+
+    def seconds_left(self, session_id: str | None) -> float:
+        window = self._windows.get(session_id)
+        return max(0.0, WINDOW - (self.clock() - window[0])) if window is not None else 0.0
+
+
 class UserCodeFailed(Exception):
     """A nested call made by user code failed; the message goes back to the user code."""
 
@@ -54,6 +107,7 @@ class SandboxBridge:
         self.max_depth = pool.limits.max_depth
         pool.bus_handler = self.handle
         pool.log_handler = self.log
+        self.log_window = SessionLogWindow(pool.limits.session_log_records)
 
     async def handle(self, ctx: CallContext, op: str, args: dict[str, Any]) -> Any:
         depth = ctx.depth + 1
@@ -117,7 +171,23 @@ class SandboxBridge:
     def log(self, ctx: CallContext, level: str, message: str) -> None:
         # Called in the task that runs the call, so the command/request context (command_id,
         # trace, span) is already bound; the session is bound here for tools run over the API.
+        self.report_dropped()
         metadata = {"kind": ctx.kind, "name": ctx.name, "call_id": ctx.call_id, **ctx.extra}
+        dropped = self.log_window.take(ctx.session_id)
+        if dropped:
+            if dropped == 1:
+                left = self.log_window.seconds_left(ctx.session_id)
+                self._budget_record(
+                    ctx.session_id,
+                    f"bus.log: this session reached its budget of {self.log_window.per_minute} "
+                    "records a minute (security.limits.session_log_records); its records of the "
+                    f"next {left:.0f} s are dropped and counted",
+                    metadata,
+                )
+                # The count, once the minute is over (or at the next bus.log, if sooner).
+                # (In a context of its own: not the command or trace of the call that was cut.)
+                asyncio.get_running_loop().call_later(left + 0.1, self.report_dropped, context=contextvars.Context())
+            return
         # One record is one line: user code cannot forge lines of the daemon's log.
         message = message.replace("\r", "\\r").replace("\n", "\\n")
         with bind(session_id=ctx.session_id):
@@ -127,6 +197,21 @@ class SandboxBridge:
                 metadata,
                 source="tool" if ctx.kind == "tool" else "handler",
             )
+
+    def report_dropped(self) -> None:
+        """One record for each session whose minute is over and that had records dropped."""
+        for session_id, dropped in self.log_window.ended():
+            self._budget_record(
+                session_id,
+                f"bus.log: {dropped} records of this session dropped (over "
+                f"security.limits.session_log_records, {self.log_window.per_minute} a minute)",
+                {"dropped": dropped},
+            )
+
+    @staticmethod
+    def _budget_record(session_id: str | None, message: str, metadata: dict[str, Any]) -> None:
+        with bind(session_id=session_id):
+            log.warning(message, extra={"source": "handler", "metadata": metadata})
 
 
 def _str(args: dict[str, Any], name: str) -> str:

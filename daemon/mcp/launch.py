@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -31,8 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmgine_daemon.aio import spawn
-from llmgine_daemon.sandbox.isolation import Isolation, bwrap_args, seccomp_pipe, site_dirs
+from llmgine_daemon.sandbox.calls import SandboxLimits
+from llmgine_daemon.sandbox.isolation import Isolation, bwrap_args, count_tasks, seccomp_pipe, site_dirs
 
+# Top-level directories that may be links into /usr, which bwrap_args recreates as links.
+_LINKED_TOPS = tuple(Path(top) for top in ("/bin", "/lib", "/lib64", "/lib32", "/libx32"))
 # The largest JSON-RPC message (one line) read from a server.
 MAX_LINE = 16 * 2**20
 # /tmp inside the sandbox.
@@ -53,6 +57,47 @@ class Launch:
     trusted: bool
     mounts: list[str] = field(default_factory=list)  # read-only, besides the command's own
     auto_mounts: bool = True  # the arguments' directories (not for session-token registrations)
+    # A session token's server: a sandbox worker's limits (memory, processes, file size, open
+    # files) and, for a daemon run as root, its identity (sandbox.user). None: the daemon's.
+    limits: SandboxLimits | None = None
+
+
+# Run first inside the sandbox for a confined server (``Launch.limits``): its limits, then the
+# sandbox's user for a root daemon (bwrap left it CAP_SETUID/CAP_SETGID only, which dropping
+# to another uid clears), then the server itself in the same process.
+_CONFINE = (
+    "import json, os, resource, sys\n"
+    "c = json.loads(sys.argv[1])\n"
+    "for name, value in c['rlimits'].items():\n"
+    "    which = getattr(resource, name)\n"
+    "    hard = resource.getrlimit(which)[1]\n"
+    "    value = value if hard == resource.RLIM_INFINITY else min(value, hard)\n"
+    "    resource.setrlimit(which, (value, value))\n"
+    "if c['identity']:\n"
+    "    uid, gid = c['identity']\n"
+    "    os.setgroups([])\n"
+    "    os.setresgid(gid, gid, gid)\n"
+    "    os.setresuid(uid, uid, uid)\n"
+    "    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):\n"
+    "        sys.exit('could not drop privileges')\n"
+    "os.execv(c['argv'][0], c['argv'])\n"
+)
+
+
+def confinement(iso: Isolation, limits: SandboxLimits) -> dict[str, object]:
+    """What ``_CONFINE`` sets: a sandbox worker's rlimits, RLIMIT_NPROC counted as the pool
+    counts it (in bubblewrap's user namespace only the namespace's tasks; as sandbox.user every
+    task of that user), and the identity to drop to (a root daemon)."""
+    identity = [iso.uid, iso.gid] if os.geteuid() == 0 and iso.uid is not None else None
+    nproc = limits.processes + (count_tasks(iso.uid) if identity else 0)  # (identity: iso.uid set)
+    rlimits = {
+        "RLIMIT_AS": limits.memory_bytes,
+        "RLIMIT_NOFILE": limits.open_files,
+        "RLIMIT_FSIZE": limits.file_size_bytes,
+        "RLIMIT_CORE": 0,
+        "RLIMIT_NPROC": nproc,
+    }
+    return {"rlimits": {k: v for k, v in rlimits.items() if v > 0 or k == "RLIMIT_CORE"}, "identity": identity}
 
 
 def resolve_command(command: str) -> str:
@@ -80,6 +125,11 @@ def readable_dirs(launch: Launch, executable: str) -> list[str]:
     found: list[Path] = []
     for path in wanted:
         path = Path(os.path.abspath(path))
+        if any(path == top or top in path.parents for top in _LINKED_TOPS if top.is_symlink()):
+            # /bin -> usr/bin (merged /usr): the view has the link already (bwrap_args), and
+            # binding onto it failed ("Can't bind mount /oldroot/usr/bin on /newroot/bin"), so
+            # no server under /bin started; bind where it leads.
+            path = Path(os.path.realpath(path))
         if path == Path("/") or not path.exists():
             continue
         if not any(path == p or p in path.parents for p in found):
@@ -89,8 +139,16 @@ def readable_dirs(launch: Launch, executable: str) -> list[str]:
 
 
 def sandbox_argv(iso: Isolation, launch: Launch, executable: str, seccomp_fd: int | None) -> list[str]:
+    confine = confinement(iso, launch.limits) if launch.limits is not None else None
     sandboxed = Isolation(
-        "bubblewrap", bwrap=iso.bwrap, python=iso.python, user_namespace=True, covers=list(iso.covers)
+        "bubblewrap",
+        bwrap=iso.bwrap,
+        python=iso.python,
+        # A confined server of a root daemon becomes sandbox.user (no user namespace then:
+        # bwrap keeps it CAP_SETUID/CAP_SETGID for that, as for the workers); else the
+        # daemon's user, in a user namespace with no capabilities.
+        user_namespace=confine is None or confine["identity"] is None,
+        covers=list(iso.covers),
     )
     args = bwrap_args(sandboxed, TMP_BYTES)[:-1]  # without the final "--"
     args.remove("--clearenv")  # the environment is the process's own (see the docstring)
@@ -105,6 +163,9 @@ def sandbox_argv(iso: Isolation, launch: Launch, executable: str, seccomp_fd: in
     args = args[:at] + extra + args[at:]
     if seccomp_fd is not None:
         args += ["--seccomp", str(seccomp_fd)]
+    if confine is not None:
+        config = json.dumps({**confine, "argv": [executable, *launch.args]})
+        return [*args, "--", iso.python, "-I", "-S", "-c", _CONFINE, config]
     return [*args, "--", executable, *launch.args]
 
 

@@ -45,6 +45,11 @@ class Observability:
         self.metrics_enabled: bool = settings["observability.enable_metrics"]
         self.tracing_enabled: bool = settings["observability.enable_tracing"]
         self.log_rows: int = settings["observability.log_retention_rows"]
+        self.session_log_rows: int = settings["security.limits.session_log_rows"]
+        # Records of each session written since its rows were last trimmed to
+        # session_log_rows: a session is looked at once per tenth of that (trim_session_logs).
+        self._unchecked: dict[str, int] = {}
+        self._since_trim = 0  # records written since the table was last trimmed to log_rows
         self.span_rows: int = settings["observability.trace_retention_spans"]
         self.level = LEVELS[settings["logging.level"]]
         self.registry = metrics.Registry(enabled=self.metrics_enabled)
@@ -117,15 +122,45 @@ class Observability:
             spans = self.tracer.drain()
             if not records and not spans:
                 return
-            log_rows, span_rows = self.log_rows, self.span_rows
+            span_rows, session_rows = self.span_rows, self.session_log_rows
+            log_rows, over = self._trims(records)
 
             def write(conn: sqlite3.Connection) -> None:
                 if records:
-                    insert_logs(conn, records, log_rows)
+                    insert_logs(conn, records, log_rows, over, session_rows)
                 if spans:
                     insert_spans(conn, spans, span_rows)
 
             await self._untraced_write(write)
+
+    def _trims(self, records: list[LogRecord]) -> tuple[int, list[str]]:
+        """What writing ``records`` trims: the whole table to ``log_rows`` once per hundredth
+        of it written (0: not this time; rows are counted, a walk of the table's index, so
+        not at every flush), and the sessions of ``_sessions_to_trim``."""
+        self._since_trim += len(records)
+        rows = 0
+        if self.log_rows and self._since_trim >= max(1, self.log_rows // 100):
+            rows, self._since_trim = self.log_rows, 0
+        return rows, self._sessions_to_trim(records)
+
+    def _sessions_to_trim(self, records: list[LogRecord]) -> list[str]:
+        """The sessions of ``records`` that wrote a tenth of ``session_log_rows`` since they
+        were last trimmed (counting every record would cost a look per session per flush)."""
+        if not self.session_log_rows or not records:
+            return []
+        step = max(1, self.session_log_rows // 10)
+        unchecked = self._unchecked
+        over = []
+        for record in records:
+            if record.session_id is not None:
+                count = unchecked[record.session_id] = unchecked.get(record.session_id, 0) + 1
+                if count == step:
+                    over.append(record.session_id)
+        for session_id in over:
+            del unchecked[session_id]
+        if len(unchecked) > 10_000:  # sessions that log little: forget them (trimmed later)
+            unchecked.clear()
+        return over
 
     async def store_log(self, record: LogRecord) -> int:
         """Write one record now (POST /api/observability/logs); returns its id.
@@ -134,10 +169,11 @@ class Observability:
         """
         async with self._flush_lock:
             records = [*self.handler.drain(), record]
-            rows = self.log_rows
+            session_rows = self.session_log_rows
+            rows, over = self._trims(records)
 
             def write(conn: sqlite3.Connection) -> int:
-                return insert_logs(conn, records, rows)[-1]
+                return insert_logs(conn, records, rows, over, session_rows)[-1]
 
             return await self.telemetry.write(write)
 

@@ -203,7 +203,15 @@ _TEXT_FIELDS = (
 )
 
 
-def insert_logs(conn: sqlite3.Connection, records: list[LogRecord], max_rows: int) -> list[int]:
+def insert_logs(
+    conn: sqlite3.Connection,
+    records: list[LogRecord],
+    max_rows: int,
+    sessions: list[str] | None = None,
+    session_rows: int = 0,
+) -> list[int]:
+    """Write ``records``; then trim each of ``sessions`` to its newest ``session_rows``
+    (``trim_session_logs``), then the table to its newest ``max_rows`` (0: not now)."""
     ids = []
     for r in records:
         if any(NUL in (getattr(r, f) or "") for f in _TEXT_FIELDS):
@@ -230,10 +238,30 @@ def insert_logs(conn: sqlite3.Connection, records: list[LogRecord], max_rows: in
         )
         assert cur.lastrowid is not None
         ids.append(cur.lastrowid)
+    if sessions and session_rows > 0:
+        # First: a session's flood in this very batch must not count against everyone's rows.
+        trim_session_logs(conn, sessions, session_rows)
     if ids and max_rows > 0:
-        # ids only grow, so the newest max_rows are the ones above this line.
-        conn.execute("DELETE FROM logs WHERE id <= ?", (ids[-1] - max_rows,))
+        # The newest max_rows are kept: counted, since ids have gaps where a session's own
+        # oldest records went (trim_session_logs). The caller asks once per many records.
+        row = conn.execute("SELECT id FROM logs ORDER BY id DESC LIMIT 1 OFFSET ?", (max_rows,)).fetchone()
+        if row is not None:
+            conn.execute("DELETE FROM logs WHERE id <= ?", (row[0],))
     return ids
+
+
+def trim_session_logs(conn: sqlite3.Connection, session_ids: list[str], max_rows: int) -> int:
+    """Keep only the newest ``max_rows`` records of each of ``session_ids``
+    (``security.limits.session_log_rows``): a session writing without end pushes out its own
+    records, not everyone's. Returns how many went."""
+    gone = 0
+    for session_id in session_ids:
+        row = conn.execute(
+            "SELECT id FROM logs WHERE session_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?", (session_id, max_rows)
+        ).fetchone()
+        if row is not None:
+            gone += conn.execute("DELETE FROM logs WHERE session_id = ? AND id <= ?", (session_id, row[0])).rowcount
+    return gone
 
 
 def prune_logs_before(conn: sqlite3.Connection, cutoff_iso: str) -> int:

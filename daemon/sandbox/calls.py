@@ -41,6 +41,7 @@ class SandboxLimits:
     tmp_bytes: int = 64 * 2**20  # size of each worker's private /tmp
     max_log_records: int = 1000  # bus.log records kept per call (the rest counted, dropped)
     max_log_bytes: int = 1024 * 1024  # ... and characters of them
+    session_log_records: int = 1000  # bus.log records per session a minute, all its calls (0: any)
 
 
 @dataclass

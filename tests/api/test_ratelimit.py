@@ -138,6 +138,30 @@ async def test_eleventh_websocket_in_a_minute(aiohttp_client, make_settings):
     await ws.close()
 
 
+async def test_one_session_token_cannot_use_up_its_address_websockets(aiohttp_client, make_settings):
+    """The websocket bucket was the IP's alone: a session token's holder (a page on this
+    machine, say) opening ten WebSockets a minute left every other client on 127.0.0.1 - other
+    sessions' pages, the owner's own API key - none. It is now per IP and credential (per
+    session for tokens, all its tokens together)."""
+    client, local = await start(aiohttp_client, make_settings, **DEFAULTS)
+    freeze(client)
+    attacker, victim = await new_session(client, local), await new_session(client, local)
+    minted = await client.post(f"/api/sessions/{attacker['session_id']}/token", headers=bearer(local))
+    assert minted.status == 201
+    tokens = [attacker["session_token"], (await minted.json())["session_token"]]
+    path = WS_PATH.format(session_id=attacker["session_id"])
+    for i in range(10):
+        ws = await client.ws_connect(path, headers=bearer(tokens[i % 2]))
+        await ws.close()
+    for token in tokens:  # another token of the same session is the same bucket
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await client.ws_connect(path, headers=bearer(token))
+        assert err.value.status == 429
+    for key, session in ((victim["session_token"], victim), (local, attacker)):
+        ws = await client.ws_connect(WS_PATH.format(session_id=session["session_id"]), headers=bearer(key))
+        await ws.close()
+
+
 async def test_unix_socket_unlimited_by_default(unix_client):
     for _ in range(150):
         resp = await unix_client.get("/api/health")
@@ -230,3 +254,35 @@ async def test_websocket_messages_take_from_the_request_bucket(aiohttp_client, m
         clock[0] += 10  # one request's worth back
         await ws.send_json({"type": "ping"})
         assert await ws.receive_json(timeout=10) == {"type": "pong"}
+
+
+@pytest.mark.parametrize("limited", [False, True])
+async def test_websocket_messages_on_the_unix_socket_follow_its_requests(make_settings, home, limited):
+    """Requests and WebSocket messages take from one bucket by one rule (guard.request_bucket):
+    the owner on the Unix socket is not limited, on a WebSocket either, unless
+    ``rate_limits.unix_socket`` limits both by uid."""
+    from aiohttp import web
+    from llmgine_daemon.api.guard import GUARD
+    from llmgine_daemon.app import create_app
+
+    env = {"LLMGINE_RATE_LIMIT_AUTHENTICATED": "4", "LLMGINE_RATE_LIMIT_UNIX_SOCKET": str(limited).lower()}
+    app = create_app(make_settings(**env))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.UnixSite(runner, str(home / "w.sock"))
+    await site.start()
+    app[GUARD].limiter.clock = lambda: 5.0
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(home / "w.sock"))) as session:
+            async with session.post("http://llmgine/api/sessions", json={}) as resp:  # 1
+                sid = (await resp.json())["session_id"]
+            async with session.ws_connect(f"http://llmgine/api/sessions/{sid}/events/stream") as ws:  # 2
+                assert (await ws.receive_json(timeout=10))["type"] == "hello"
+                answers = []
+                for _ in range(4):  # 3, 4, then over
+                    await ws.send_json({"type": "ping"})
+                    answers.append((await ws.receive_json(timeout=10))["type"])
+            expected = ["pong", "pong", "error", "error"] if limited else ["pong"] * 4
+            assert answers == expected
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,75 @@
+"""A session token's stdio MCP server (``mcp.session_token_stdio``) runs with a sandbox
+worker's limits and, for a daemon run as root, as ``sandbox.user``: it ran as the daemon's
+user (root) with no limit at all, so one token could take the machine's memory or processes
+for as long as its session lived. And a command under /bin (a link to /usr/bin) starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+from typing import Any
+
+import pytest
+
+from tests.api.test_mcp_servers import add_server
+from tests.conftest import create_session
+
+PYTHON = "/usr/bin/python3"
+pytestmark = pytest.mark.skipif(not os.access(PYTHON, os.X_OK), reason="needs /usr/bin/python3")
+
+# A minimal stdio MCP server (the system interpreter has no SDK): one tool, `ident`, that
+# answers what the process is and may do.
+SERVER = r"""
+import json, os, resource, sys
+def ident():
+    limits = {n: resource.getrlimit(getattr(resource, n))[0] for n in ("RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_FSIZE")}
+    return {"uid": os.getuid(), "gid": os.getgid(), "limits": limits}
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    method = msg.get("method")
+    if method == "initialize":
+        result = {"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "ident", "version": "1"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": "ident", "description": "who am I", "inputSchema": {"type": "object"}}]}
+    elif method == "tools/call":
+        result = {"content": [{"type": "text", "text": json.dumps(ident())}]}
+    else:
+        result = {}
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+"""
+
+
+async def _ident(client: Any, sid: str, token: dict[str, str], name: str) -> dict[str, Any]:
+    resp = await client.post(f"/api/sessions/{sid}/tools/{name}.ident/execute", json={"arguments": {}}, headers=token)
+    out = await resp.json()
+    assert resp.status == 200 and out["error"] is None, out
+    return json.loads(out["result"])  # (a text result is the tool's text)
+
+
+async def test_a_session_tokens_stdio_server_has_a_workers_limits_and_user(make_client: Any) -> None:
+    client = await make_client(LLMGINE_MCP_SESSION_TOKEN_STDIO="true")
+    session = await create_session(client)
+    sid, token = session["session_id"], {"X-Session-Token": session["session_token"]}
+    client.session.headers.pop("Authorization")
+    server = await add_server(client, sid, headers=token, name="me", command=PYTHON, args=["-c", SERVER])
+    assert server["status"] == "running", server
+    me = await _ident(client, sid, token, "me")
+    assert me["limits"]["RLIMIT_AS"] == 1024 * 2**20  # sandbox.memory_mb
+    assert me["limits"]["RLIMIT_FSIZE"] == 64 * 2**20  # sandbox.file_size_mb
+    assert 0 < me["limits"]["RLIMIT_NPROC"] < 100_000
+    if os.geteuid() == 0:  # a root daemon: sandbox.user, as its workers
+        nobody = pwd.getpwnam("nobody")
+        assert (me["uid"], me["gid"]) == (nobody.pw_uid, nobody.pw_gid)
+
+    # A command under /bin (a link to /usr/bin on merged-/usr systems) starts too.
+    if shutil.which("sh", path="/bin"):
+        shell = await add_server(
+            client, sid, headers=token, name="sh", command="/bin/sh", args=["-c", f'exec {PYTHON} -c "$0"', SERVER]
+        )
+        assert shell["status"] == "running", shell
+        assert (await _ident(client, sid, token, "sh"))["limits"]["RLIMIT_AS"] == 1024 * 2**20
