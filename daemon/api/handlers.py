@@ -11,6 +11,7 @@ from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.util import (
     json_response,
     path_id,
+    query_bool,
     query_choice,
     read_json,
     registers_code,
@@ -48,6 +49,7 @@ async def register_command(request: web.Request) -> web.Response:
         body.command_type,
         body.handler_function,
         timeout=body.timeout,
+        replace=query_bool(request, "replace"),
     )
     return json_response(handler, status=201)
 
@@ -62,6 +64,7 @@ async def register_event(request: web.Request) -> web.Response:
         body.handler_function,
         priority=body.priority,
         timeout=body.timeout,
+        replace=query_bool(request, "replace"),
     )
     return json_response(handler, status=201)
 

@@ -203,15 +203,17 @@ def _handler_ops(scope: str) -> dict[tuple[str, str], Op]:
             "handlers",
             description="`handler_function` is Python source defining one function "
             "`(command) -> result`; it is checked and run in the sandbox, never in "
-            "the daemon. One command handler per type and scope: 409 CONFLICT. "
-            "A session token gets 403 unless "
+            "the daemon. One command handler per type and scope: 409 CONFLICT "
+            "(`replace=true` replaces it). A session token gets 403 unless "
             "`sandbox.session_token_registration` is set.",
+            params=(Param("replace", {"type": "boolean", "default": False}, "replace the type's handler"),),
         ),
         ("POST", f"{prefix}/events"): Op(
             f"Register an event handler {where}",
             "handlers",
             description="`event_type` may be `*` (every event). Handlers run by `priority` "
             "(lower first); a failing one becomes an `EventHandlerFailed` event.",
+            params=(Param("replace", {"type": "boolean", "default": False}, "remove the type's event handlers first"),),
         ),
         ("GET", prefix): Op(f"List handlers {where}", "handlers", params=(Param("kind", _enum("command", "event")),)),
         ("GET", f"{prefix}/{{handler_id}}"): Op("Get one handler, with its source", "handlers"),
@@ -253,6 +255,14 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", "/api/sessions"): Op(
         "Create a session",
         "sessions",
+        params=(
+            Param(
+                "if_exists",
+                _enum("create", "reuse", "error"),
+                "when an active session already has `name`: `create` another (default), `reuse` "
+                "it (200, no `session_token`), or `error` (409 CONFLICT); needs `name`",
+            ),
+        ),
         description="An empty body is fine. The answer carries `session_token` (once): a "
         "credential that opens only this session.",
     ),

@@ -114,7 +114,7 @@ def test_output_in_a_locale_that_is_not_utf8(cli, daemon, fmt):
     too. What the encoding cannot write is now a JSON escape: tables stay readable, and JSON is
     JSON with the same data."""
     name = "日本語のセッション😀"
-    sid = cli("session", "create", "--name", name, "-q").stdout.strip()
+    sid = cli("session", "create", "--name", name, "--allow-duplicate", "-q").stdout.strip()
     result = run_cli(["session", "get", sid, "-o", fmt], {**daemon.env, **NOT_UTF8})
     assert result.returncode == 0, result.stderr
     assert result.stdout.isascii()
@@ -123,7 +123,7 @@ def test_output_in_a_locale_that_is_not_utf8(cli, daemon, fmt):
     else:
         assert json.loads(result.stdout)["name"] == name
     # An error naming it (stderr) is its one line too, not a second failure while reporting it.
-    assert cli("session", "create", "--name", name, "-q").exit_code == 0
+    assert cli("session", "create", "--name", name, "--allow-duplicate", "-q").exit_code == 0
     ambiguous = run_cli(["session", "get", name, "-o", fmt], {**daemon.env, **NOT_UTF8})
     assert ambiguous.returncode == 2, ambiguous.stderr
     assert "ambiguous" in ambiguous.stderr and "\\u65e5\\u672c\\u8a9e" in ambiguous.stderr
