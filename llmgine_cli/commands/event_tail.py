@@ -11,12 +11,12 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
-from llmgine_daemon.protocol import Command, Event
+from llmgine_daemon.protocol import EVENT_SOURCES, Command, Event
 
 from llmgine_cli import completion
-from llmgine_cli.commands.args import parse_time, session_callback
+from llmgine_cli.commands.args import choices, parse_time, session_callback
 from llmgine_cli.context import AppContext, reader_gone_error
-from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.options import OutputFormat, Quiet, state
 from llmgine_cli.render import resolve_format
 
 
@@ -76,7 +76,12 @@ def tail(
     ] = None,
     source: Annotated[
         list[str] | None,
-        typer.Option("--source", metavar="SOURCE", help="Only this source (api, engine, handler, bus); repeatable."),
+        typer.Option(
+            "--source",
+            metavar="SOURCE",
+            help="Only this source (api, engine, handler, bus); repeatable.",
+            callback=choices(*EVENT_SOURCES),
+        ),
     ] = None,
     since: Annotated[
         str | None,
@@ -89,7 +94,17 @@ def tail(
     no_reconnect: Annotated[
         bool, typer.Option("--no-reconnect", help="Exit 3 when the daemon goes away instead of reconnecting.")
     ] = False,
-    output: Output = None,
+    output: Annotated[
+        OutputFormat | None,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FORMAT",
+            case_sensitive=False,
+            show_default=False,
+            help="table, plain, json or jsonl (default: a live view on a terminal, jsonl when piped)",
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Print events as they happen (Ctrl-C stops). Resumes across daemon restarts.

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from llmgine_daemon.protocol import EVENT_SOURCES
 
 from llmgine_cli import completion, hot
-from llmgine_cli.commands.args import SessionOpt, id_callback, parse_object, parse_pairs, parse_time
+from llmgine_cli.commands.args import SessionOpt, choices, id_callback, parse_object, parse_pairs, parse_time
 from llmgine_cli.errors import ApiError
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
@@ -76,7 +77,12 @@ def list_(
         str | None, typer.Option("--since", metavar="WHEN", help="10m, 2h, 1d ago, or an ISO 8601 time.")
     ] = None,
     until: Annotated[str | None, typer.Option("--until", metavar="WHEN", help="Before this time.")] = None,
-    source: Annotated[str | None, typer.Option("--source", help="api, engine, handler or bus.")] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source", metavar="SOURCE", help="api, engine, handler or bus.", callback=choices(*EVENT_SOURCES)
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many.")] = 50,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
     output: Output = None,

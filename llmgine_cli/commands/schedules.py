@@ -74,6 +74,7 @@ def add(
         str,
         typer.Option(
             "--missed",
+            metavar="skip|run_once",
             callback=choices("skip", "run_once"),
             help="Firings due while the daemon was down: skip them, or run_once now.",
         ),
@@ -82,8 +83,19 @@ def add(
         list[str] | None,
         typer.Option("--param", "-p", metavar="KEY=VALUE", help="A parameter (as `command run`). Repeatable."),
     ] = None,
-    params: Annotated[str | None, typer.Option("--params", metavar="JSON", help="All parameters as JSON.")] = None,
-    priority: Annotated[str | None, typer.Option("--priority", callback=choices("high", "normal", "low"))] = None,
+    params: Annotated[
+        str | None,
+        typer.Option("--params", metavar="JSON", help="All parameters as a JSON object (or @FILE, - for stdin)."),
+    ] = None,
+    priority: Annotated[
+        str | None,
+        typer.Option(
+            "--priority",
+            metavar="high|normal|low",
+            help="Each command's priority (default normal).",
+            callback=choices("high", "normal", "low"),
+        ),
+    ] = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", metavar="SECONDS", min=0.001, help="Each command's timeout.")
     ] = None,
