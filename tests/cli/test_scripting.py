@@ -216,13 +216,46 @@ def test_stdin_is_read_once_for_a_usage_error_of_the_fast_path(cli, daemon):
     assert published.returncode == 0 and json.loads(published.stdout)["data"] == {"a": 1}
 
 
+@pytest.mark.parametrize("locale", [{"LC_ALL": "C"}, {"LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8:strict"}])
+def test_bytes_that_are_not_utf8_on_stdin_are_a_usage_error(cli, daemon, tmp_path, locale):
+    """`llmgine tool register - < binary` was "internal error: UnicodeEncodeError" (exit 1): in
+    the C locale stdin decodes with surrogateescape and the lone surrogates failed at sending;
+    `command batch -f FILE` with such a file failed to decode as an internal error too. Every
+    reader of stdin or of a file now says it is not UTF-8 text: a usage error, exit 2."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    binary = bytes(range(128, 256))
+    (tmp_path / "bin.jsonl").write_bytes(binary)
+    cases = [
+        (["tool", "register", "-"], "FILE"),
+        (["handler", "add", "command", "T", "-"], "FILE"),
+        (["command", "batch", "-f", "-"], "--file"),
+        (["command", "run", "T", "-p", "a=@-"], "--param"),
+        (["command", "run", "T", "--params", "-"], "--params"),
+        (["event", "publish", "T", "--data", "@-"], "--data"),
+        (["secret", "set", "QA_BINARY"], "stdin"),
+    ]
+    for args, where in cases:
+        result = subprocess.run(
+            [sys.executable, "-m", "llmgine_cli", *args, *(["-S", sid] if args[0] != "secret" else [])],
+            env=full_env({**daemon.env, **locale}),
+            input=binary,
+            capture_output=True,
+            timeout=60,
+        )
+        err = result.stderr.decode()
+        assert result.returncode == 2, (args, err)
+        assert f"{where}: stdin is not UTF-8 text" in err and "internal error" not in err, (args, err)
+    from_file = cli("command", "batch", "-f", str(tmp_path / "bin.jsonl"), "-S", sid)
+    assert from_file.exit_code == 2 and "bin.jsonl is not UTF-8 text" in from_file.stderr, from_file.stderr
+
+
 @pytest.mark.parametrize("name", ["my projet", "projekt-ü"])
 def test_a_session_name_that_names_nothing_is_not_found(cli, daemon, name):
     """Names may have spaces and accents; a mistyped one ("my projet" for "my project") was
     sent on as an id, which the daemon refused as no identifier: VALIDATION_ERROR, exit 1,
     where `session get nope` is SESSION_NOT_FOUND, exit 4. A script testing whether a session
     exists got a different answer by the name's spelling."""
-    assert cli("session", "create", "--name", "my project", "-q").exit_code == 0
+    assert cli("session", "create", "--name", "my project", "--reuse", "-q").exit_code == 0
     for args in (["session", "get", name], ["session", "delete", name], ["event", "list", "-S", name]):
         result = cli(*args)
         assert result.exit_code == 4, (args, result.stderr)
