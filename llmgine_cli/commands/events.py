@@ -125,7 +125,10 @@ def _event_ref(ctx: typer.Context, param: Any, value: str | None) -> str | None:
     ):
         return _BY_ID(ctx, param, value)
     seq = int(value)
-    page = state(ctx).client().list_events(session, after=seq - 1, limit=1) if seq > 0 else None
+    # Past SQLite's INTEGER no event has that seq (the listing's `after` would be a 422 naming
+    # `after`, a parameter the user never gave): the value is then only an id's start.
+    in_range = 0 < seq <= 2**63 - 1
+    page = state(ctx).client().list_events(session, after=seq - 1, limit=1) if in_range else None
     by_seq = page.events[0].event_id if page and page.events and page.events[0].seq == seq else None
     if by_seq is None:
         return _BY_ID(ctx, param, value)
