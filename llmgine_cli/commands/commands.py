@@ -226,7 +226,16 @@ def run(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run a command in a session and print its result (exit 1 if it did not complete)."""
+    """Run a command in a session and print its result (exit 1 if it did not complete).
+
+    Examples:
+
+      llmgine command run DummyEngineCommand -S demo -p prompt=hi -o json | jq -r .result.response
+
+      ID=$(llmgine command run Report -S demo -p day:=3 --no-wait -q)
+
+      llmgine command run Report -S demo --follow --on-done 'echo "$LLMGINE_COMMAND_ID: $LLMGINE_STATUS"'
+    """
     app_ctx = state(ctx)
     if on_done and no_wait:
         raise typer.BadParameter("--on-done runs when the command ends: it needs the waiting --no-wait skips")
@@ -380,7 +389,14 @@ def wait(
     quiet: Quiet = False,
 ) -> None:
     """Wait until the commands finished (or reached --status) and print them: exit 0 if all
-    completed, 1 if one did not, 7 on --timeout. --on-done runs once per command that ended."""
+    completed, 1 if one did not, 7 on --timeout. --on-done runs once per command that ended.
+
+    Examples:
+
+      llmgine command wait "$ID" --timeout 60 -o json | jq -r .commands[].status
+
+      llmgine command batch -f jobs.jsonl -S demo --no-wait -q | xargs llmgine command wait --any
+    """
     waiting.wait_command(state(ctx), command_ids, any_, status, timeout, output, quiet, on_done)
 
 
@@ -483,7 +499,12 @@ def batch(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Submit many commands at once (all or nothing) and print one result per command."""
+    """Submit many commands at once (all or nothing) and print one result per command.
+
+    Example (one JSON object a line; -q prints the commands' ids):
+
+      printf '%s\\n' '{"command_type": "Greet", "parameters": {"name": "Ada"}}' | llmgine command batch -f - -S demo
+    """
     app_ctx = state(ctx)
     commands = read_batch_file(file)
     client = app_ctx.client()

@@ -111,6 +111,14 @@ def tail(
 
     On a terminal: a live view. Piped: one JSON object per line, flushed per event; -q: the
     events' ids, one per line.
+
+    Examples:
+
+      llmgine event tail -S demo -t 'Command*' | jq -r '.event_type + " " + .data.command_id'
+
+      FIRST=$(llmgine event tail -S demo -t CommandResult -q | head -1)
+
+      llmgine event tail --all --since 10m --source engine
     """
     if session_opt is not None:
         if session is not None and session != session_opt:

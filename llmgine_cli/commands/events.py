@@ -44,7 +44,10 @@ def publish(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Append an event to a session's log (`-q` prints its id)."""
+    """Append an event to a session's log (`-q` prints its id).
+
+    Example: `llmgine event publish OrderPlaced -S demo -d '{"order": 7}' -q`
+    """
     hot.event_publish(
         state(ctx),
         session=session,
@@ -88,7 +91,10 @@ def list_(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """List a session's events in log (seq) order."""
+    """List a session's events in log (seq) order.
+
+    Example: `llmgine event list -S demo --type 'Command*' --since 1h -o jsonl | jq -r .event_type`
+    """
     app_ctx = state(ctx)
     page = app_ctx.client().list_events(
         session,

@@ -77,7 +77,14 @@ def logs(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Show the daemon's log records, oldest first (-f follows, Ctrl-C stops)."""
+    """Show the daemon's log records, oldest first (-f follows, Ctrl-C stops).
+
+    Examples:
+
+      llmgine logs -f --level warning -S demo
+
+      llmgine logs --since 15m --grep timeout -o jsonl | jq -r .message
+    """
     app_ctx = state(ctx)
     env = app_ctx.env
     client = app_ctx.client()

@@ -102,7 +102,16 @@ def add(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Schedule a command (exactly one of --cron, --every, --at) and print its next firing times."""
+    """Schedule a command (exactly one of --cron, --every, --at) and print its next firing times.
+
+    Examples:
+
+      llmgine schedule add Report -S demo --cron '0 9 * * 1-5' --tz Europe/Berlin -p kind=daily
+
+      llmgine schedule add Ping -S demo --every 5m -q
+
+      llmgine schedule add Remind -S demo --at 2030-01-01T09:00:00 --tz UTC
+    """
     if sum(v is not None for v in (cron, every, at)) != 1:
         raise typer.BadParameter("give exactly one of --cron, --every and --at", param_hint="--cron/--every/--at")
     command = CommandCreate(

@@ -7,13 +7,13 @@ webhooks.allowed_hosts allows can be called (default: this machine).
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import msgspec
 import typer
 
 from llmgine_cli.commands.args import choices, id_argument, session_filter_callback
+from llmgine_cli.inputs import NotText, read_stdin
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, render_deleted, resolve_format
 
@@ -76,9 +76,15 @@ def add(
     quiet: Quiet = False,
 ) -> None:
     """Register a webhook and print it with its secret (shown this once: keep it to verify
-    signatures; -q prints only the id, -o json the secret too)."""
+    signatures; -q prints only the id, -o json the secret too).
+
+    Example: `llmgine webhook add https://example.com/hook -e 'Command*' -S demo -o json | jq -r .secret`
+    """
     app_ctx = state(ctx)
-    secret = sys.stdin.read().strip() if secret_stdin else None
+    try:
+        secret = read_stdin().strip() if secret_stdin else None
+    except NotText as exc:
+        raise typer.BadParameter(str(exc), param_hint="--secret-stdin") from None
     hook = app_ctx.client().create_webhook(url, events=event or ["*"], session_id=session, secret=secret)
     render(app_ctx.env, hook, ONE_VIEW, output, quiet)
     if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain"):

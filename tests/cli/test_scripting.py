@@ -233,10 +233,11 @@ def test_bytes_that_are_not_utf8_on_stdin_are_a_usage_error(cli, daemon, tmp_pat
         (["command", "run", "T", "--params", "-"], "--params"),
         (["event", "publish", "T", "--data", "@-"], "--data"),
         (["secret", "set", "QA_BINARY"], "stdin"),
+        (["webhook", "add", "http://127.0.0.1:9/x", "--secret-stdin"], "--secret-stdin"),
     ]
     for args, where in cases:
         result = subprocess.run(
-            [sys.executable, "-m", "llmgine_cli", *args, *(["-S", sid] if args[0] != "secret" else [])],
+            [sys.executable, "-m", "llmgine_cli", *args, *(["-S", sid] if args[0] not in ("secret", "webhook") else [])],
             env=full_env({**daemon.env, **locale}),
             input=binary,
             capture_output=True,
