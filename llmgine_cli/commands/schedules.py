@@ -99,6 +99,14 @@ def add(
     timeout: Annotated[
         float | None, typer.Option("--timeout", metavar="SECONDS", min=0.001, help="Each command's timeout.")
     ] = None,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            "--reuse",
+            help="If the session already has this schedule (same command, parameters and timing), print it "
+            "instead of adding a second one: a setup script can run again.",
+        ),
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -108,7 +116,7 @@ def add(
 
       llmgine schedule add Report -S demo --cron '0 9 * * 1-5' --tz Europe/Berlin -p kind=daily
 
-      llmgine schedule add Ping -S demo --every 5m -q
+      llmgine schedule add Ping -S demo --every 5m --reuse -q
 
       llmgine schedule add Remind -S demo --at 2030-01-01T09:00:00 --tz UTC
     """
@@ -122,7 +130,7 @@ def add(
     when: dict[str, Any] = {"cron": cron, "at": at, "timezone": tz, "missed": missed}
     if every is not None:
         when["every"] = float(every) if every.replace(".", "", 1).isdigit() else every
-    created = state(ctx).client().create_schedule(session, command, **when)
+    created = state(ctx).client().create_schedule(session, command, if_exists="reuse" if reuse else None, **when)
     _show(ctx, created, ONE_VIEW, output, quiet)
 
 

@@ -72,6 +72,14 @@ def add(
             "--secret-stdin", help="Read the signing secret (whsec_...) from stdin instead of generating one."
         ),
     ] = False,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            "--reuse",
+            help="If a webhook of this URL, events and session exists, print it (without its secret: that "
+            "was shown once) instead of adding a second one that would deliver each event twice.",
+        ),
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -85,9 +93,14 @@ def add(
         secret = read_stdin().strip() if secret_stdin else None
     except NotText as exc:
         raise typer.BadParameter(str(exc), param_hint="--secret-stdin") from None
-    hook = app_ctx.client().create_webhook(url, events=event or ["*"], session_id=session, secret=secret)
+    hook = app_ctx.client().create_webhook(
+        url, events=event or ["*"], session_id=session, secret=secret, if_exists="reuse" if reuse else None
+    )
     render(app_ctx.env, hook, ONE_VIEW, output, quiet)
-    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain"):
+    if hook.secret is None:  # --reuse found it: its secret was shown when it was added
+        if not quiet:
+            app_ctx.env.err(f"webhook {hook.webhook_id} was already there (its secret was shown when it was added)")
+    elif not quiet and resolve_format(app_ctx.env, output) in ("table", "plain"):
         app_ctx.env.err("the secret is shown only now: webhook-signature is its HMAC-SHA256 (Standard Webhooks)")
 
 

@@ -236,8 +236,9 @@ def test_bytes_that_are_not_utf8_on_stdin_are_a_usage_error(cli, daemon, tmp_pat
         (["webhook", "add", "http://127.0.0.1:9/x", "--secret-stdin"], "--secret-stdin"),
     ]
     for args, where in cases:
+        scoped = ["-S", sid] if args[0] not in ("secret", "webhook") else []
         result = subprocess.run(
-            [sys.executable, "-m", "llmgine_cli", *args, *(["-S", sid] if args[0] not in ("secret", "webhook") else [])],
+            [sys.executable, "-m", "llmgine_cli", *args, *scoped],
             env=full_env({**daemon.env, **locale}),
             input=binary,
             capture_output=True,
