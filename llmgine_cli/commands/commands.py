@@ -239,6 +239,12 @@ def run(
     app_ctx = state(ctx)
     if on_done and no_wait:
         raise typer.BadParameter("--on-done runs when the command ends: it needs the waiting --no-wait skips")
+    # Both were taken in silence: --no-wait printed no event, and -q put the events before the
+    # id, so `ID=$(llmgine command run T --follow -q)` held the events too.
+    if follow and no_wait:
+        raise typer.BadParameter("--follow prints the events until the command ends: the waiting --no-wait skips")
+    if follow and quiet:
+        raise typer.BadParameter("-q prints only the id, --follow the events too: give one (-o jsonl parses both)")
     parameters = {**parse_object(params, "--params"), **parse_pairs(param, "--param")}
     metadata = command_metadata(priority.value if priority else None, timeout)
     metadata.update(retry_metadata(retries, backoff, retry_on))

@@ -239,3 +239,14 @@ def test_an_unknown_source_is_a_usage_error_as_every_other_choice(cli):
     assert cli("event", "list", "-S", sid, "--source", "api").exit_code == 0
     # The help says what a pipe gets: JSON lines (not "plain text", as other listings).
     assert "jsonl when piped" in re.sub(r"\s+", " ", cli("event", "tail", "--help").stdout)
+
+
+def test_follow_with_no_wait_or_quiet_is_a_usage_error(cli):
+    # `command run --follow --no-wait` printed no event and `--follow -q` printed the events
+    # before the id (`ID=$(... --follow -q)` held them), both without a word; as --on-done
+    # with --no-wait, each pair is now a usage error (exit 2), and nothing is submitted.
+    sid = cli("session", "create", "-q").stdout.strip()
+    for extra, words in ((["--no-wait"], "--no-wait"), (["-q"], "-q prints only the id")):
+        result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "--follow", *extra)
+        assert result.exit_code == 2 and words in result.stderr, result.stderr
+    assert json.loads(cli("session", "get", sid, "-o", "json").stdout)["counts"]["commands"] == 0
