@@ -329,6 +329,13 @@ def test_a_second_engine_of_a_type_is_explained(cli):
     assert again.exit_code == 6 and again.stdout == ""
     assert f"already has a DummyEngine ({engine[-8:]}" in again.stderr, again.stderr
     assert f"llmgine engine exec {engine[-8:]} PROMPT" in again.stderr and "handler" not in again.stderr
+    # --reuse: the setup script's line run again prints the engine there (same model, config);
+    # one of another model or configuration is still the conflict, saying why.
+    reused = cli("engine", "create", "DummyEngine", "-S", sid, "--reuse", "-q")
+    assert (reused.exit_code, reused.stdout.strip()) == (0, engine), reused.stderr
+    for other in (["-M", "gpt-x"], ["-c", "temperature:=0.1"]):
+        refused = cli("engine", "create", "DummyEngine", "-S", sid, "--reuse", *other)
+        assert refused.exit_code == 6 and "--reuse takes only one of the same" in refused.stderr, refused.stderr
 
 
 def test_event_tail_quiet_prints_the_events_ids(cli):
