@@ -185,7 +185,8 @@ def _mcp_ops(scope: str) -> dict[tuple[str, str], Op]:
             "be `secret:NAME` (a secret of `llmgine secret`). Its tools become the session's "
             "tools `NAME.tool`. Answers once the first connection succeeded or failed "
             "(`mcp.start_timeout`). A session token may register HTTP servers, stdio ones only "
-            "with `mcp.session_token_stdio`, trusted ones never.",
+            "with `mcp.session_token_stdio`, trusted ones never. A taken name is 409 CONFLICT.",
+            params=(Param("replace", {"type": "boolean", "default": False}, "replace a server of that name"),),
         ),
         ("GET", prefix): Op(f"List MCP servers {where}", "tools"),
         ("GET", f"{prefix}/{{name}}"): Op("Get an MCP server: status, restarts, tools", "tools"),
