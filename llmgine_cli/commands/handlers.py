@@ -17,7 +17,7 @@ from llmgine_cli.commands.args import session_callback
 from llmgine_cli.commands.tools import read_source
 from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render
+from llmgine_cli.render import View, render, render_deleted
 
 app = typer.Typer(help="Add, list and delete command and event handlers written in Python.", no_args_is_help=True)
 add_app = typer.Typer(help="Add a command or an event handler from a Python file.", no_args_is_help=True)
@@ -200,16 +200,7 @@ def delete(
     app_ctx = state(ctx)
     where = scope(session, global_)
     app_ctx.client().delete_handlers(where, kind.value, type_)
-    render(
-        app_ctx.env,
-        {
-            "kind": kind.value,
-            "type": type_,
-            "scope": "global" if where is None else "session",
-            "session_id": where,
-            "deleted": True,
-        },
-        View(id_field="type"),
-        output,
-        quiet,
-    )
+    record = {"kind": kind.value, "type": type_, "scope": "global" if where is None else "session", "session_id": where}
+    whose = "global" if where is None else "session's"
+    message = f"deleted the {whose} {kind.value} handler{'(s)' if kind.value == 'event' else ''} of {type_}"
+    render_deleted(app_ctx.env, record, message, output, quiet, "type")

@@ -18,7 +18,7 @@ from llmgine_cli.commands.args import SessionOpt, parse_object, parse_pairs
 from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.inputs import NotText, read_stdin
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, resolve_format, visible_text
+from llmgine_cli.render import View, render, render_deleted, resolve_format, visible_text
 from llmgine_cli.status import ExitStatus
 
 app = typer.Typer(help="Register Python functions as a session's tools, run them, remove them.", no_args_is_help=True)
@@ -219,4 +219,6 @@ def delete(
     """Remove a tool from the session (exit 4 if there is none)."""
     app_ctx = state(ctx)
     app_ctx.client().delete_tool(session, name)
-    render(app_ctx.env, {"name": name, "session_id": session, "deleted": True}, TOOL_VIEW, output, quiet)
+    # As every delete with no record to show (webhook, schedule, secret, mcp): a line on stderr.
+    record = {"name": name, "session_id": session}
+    render_deleted(app_ctx.env, record, f"deleted tool {name}", output, quiet, "name")

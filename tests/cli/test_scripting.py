@@ -190,6 +190,15 @@ def test_a_delete_without_a_record_prints_one_with_dash_o_json(cli, daemon):
     assert plain.stdout == "" and plain.stderr == "deleted secret QA_SCRIPTING\n"
     gone = cli("secret", "delete", "QA_SCRIPTING", "-o", "json")
     assert gone.exit_code == 4 and gone.stdout == ""
+    # `tool delete` and `handler delete` printed a key/value table of what they were given on
+    # stdout; as every other delete with no record to show: a line on stderr.
+    code = "def shout(command):\n    return 1\n"
+    assert _piped(daemon, ["tool", "register", "-", "-S", sid, "-q"], code).returncode == 0
+    assert _piped(daemon, ["handler", "add", "command", "Shout", "-", "-S", sid, "-q"], code).returncode == 0
+    tool = cli("tool", "delete", "shout", "-S", sid)
+    assert (tool.exit_code, tool.stdout, tool.stderr) == (0, "", "deleted tool shout\n")
+    handler = cli("handler", "delete", "command", "Shout", "-S", sid)
+    assert (handler.stdout, handler.stderr) == ("", "deleted the session's command handler of Shout\n")
 
 
 def _piped(daemon, args, stdin):
