@@ -100,8 +100,10 @@ def list_(
         ),
     ] = None,
     all_sessions: Annotated[bool, typer.Option("--all", "-a", help="Closed sessions too.")] = False,
-    limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many (1-1000).")] = 50,
-    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
+    limit: Annotated[
+        int, typer.Option("--limit", "-l", "-n", metavar="N", min=1, max=1000, help="At most this many (1-1000).")
+    ] = 50,
+    offset: Annotated[int, typer.Option("--offset", metavar="N", min=0, help="Skip this many.")] = 0,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:

@@ -150,7 +150,9 @@ def deliveries(
             show_default=False,
         ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many deliveries.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-l", "-n", metavar="N", min=1, max=1000, help="At most this many deliveries.")
+    ] = 50,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:

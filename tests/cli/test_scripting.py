@@ -161,6 +161,25 @@ def test_every_command_that_prints_data_takes_dash_o():
     assert missing == WITHOUT_OUTPUT
 
 
+def test_every_limit_takes_dash_n(cli, daemon):
+    """`logs -n 5` and `traces -n 5` (as `head -n`), but `session|command|event|engine list`,
+    `ps`, `top` and `webhook deliveries` took only `-l`: `-n 5` was a usage error there."""
+    from llmgine_cli.root import COMMANDS, build_command
+
+    limits = {
+        path: opts for name in COMMANDS for path, opts in _leaves(build_command(name), [name]) if "--limit" in opts
+    }
+    assert len(limits) >= 10 and all("-n" in opts for opts in limits.values()), limits
+    for _ in range(2):
+        assert cli("session", "create", "-q").exit_code == 0
+    for args in (["session", "list"], ["command", "list", "-S", "nope"]):  # a real process: the fast path
+        result = run_cli([*args, "-n", "1", "-q"], daemon.env)
+        if args[0] == "session":
+            assert result.returncode == 0 and len(result.stdout.splitlines()) == 1, result.stderr
+        else:
+            assert result.returncode == 4, result.stderr  # -n taken; the session is not there
+
+
 def _set_secret(daemon, name):
     done = subprocess.run(
         [sys.executable, "-m", "llmgine_cli", "secret", "set", name, "-q"],
