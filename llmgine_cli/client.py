@@ -188,8 +188,13 @@ class Client(BusVerbs, HookEndpoints, AgentEndpoints, HTTPTransport):
 
     # -- sessions ------------------------------------------------------------------------
 
-    def create_session(self, name: str | None = None, metadata: dict[str, Any] | None = None) -> Session:
-        return self._op("createSession", body=SessionCreate(name=name, metadata=metadata or {}))
+    def create_session(
+        self, name: str | None = None, metadata: dict[str, Any] | None = None, *, if_exists: str | None = None
+    ) -> Session:
+        """``if_exists`` (with ``name``): ``reuse`` returns the active session of that name, ``error``
+        raises CONFLICT; default: another session of that name."""
+        body = SessionCreate(name=name, metadata=metadata or {})
+        return self._op("createSession", body=body, query={"if_exists": if_exists})
 
     def list_sessions(self, *, limit: int = 50, offset: int = 0, status: str | None = None) -> SessionList:
         return self._op("listSessions", query={"limit": limit, "offset": offset, "status": status})
@@ -463,6 +468,7 @@ class Client(BusVerbs, HookEndpoints, AgentEndpoints, HTTPTransport):
         handler_function: Callable[..., Any] | str,
         *,
         timeout: float | None = None,
+        replace: bool = False,
     ) -> Handler:
         """The bus's ``register_command_handler(CommandType, handler, session_id)`` over the
         API: a function's source is sent (inspect.getsource) and runs in the sandbox."""
@@ -470,7 +476,7 @@ class Client(BusVerbs, HookEndpoints, AgentEndpoints, HTTPTransport):
             command_type=command_type, handler_function=_source(handler_function), timeout=timeout
         )
         name, path = _scoped("registerCommandHandler", session_id)
-        return self._op(name, path=path, body=body)
+        return self._op(name, path=path, body=body, query={"replace": "true" if replace else None})
 
     def register_event_handler(
         self,
@@ -480,12 +486,14 @@ class Client(BusVerbs, HookEndpoints, AgentEndpoints, HTTPTransport):
         *,
         priority: int = 100,
         timeout: float | None = None,
+        replace: bool = False,
     ) -> Handler:
+        """``replace``: the scope's event handlers of ``event_type`` are removed first."""
         body = EventHandlerCreate(
             event_type=event_type, handler_function=_source(handler_function), priority=priority, timeout=timeout
         )
         name, path = _scoped("registerEventHandler", session_id)
-        return self._op(name, path=path, body=body)
+        return self._op(name, path=path, body=body, query={"replace": "true" if replace else None})
 
     def list_handlers(self, session_id: str | None, *, kind: str | None = None) -> HandlerList:
         name, path = _scoped("listHandlers", session_id)

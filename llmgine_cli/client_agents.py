@@ -65,14 +65,16 @@ class AgentEndpoints:
         mounts: Sequence[str] = (),
         timeout: float | None = None,
         requires_approval: bool = False,
+        replace: bool = False,
     ) -> McpServer:
         """``command`` + ``args`` (stdio) or ``url`` (streamable HTTP); ``env`` values may be
-        ``secret:NAME``. Answers once the server's first connection succeeded or failed."""
+        ``secret:NAME``. Answers once the server's first connection succeeded or failed.
+        ``replace``: a server of that name there is stopped and replaced."""
         body = McpServerCreate(
             name, command, list(args), url, dict(env or {}), trusted, list(mounts), timeout, requires_approval
         )
         op, path = _scoped("registerMcpServer", session_id)
-        return self._op(op, path=path, body=body, wait=60)
+        return self._op(op, path=path, body=body, wait=60, query={"replace": "true" if replace else None})
 
     def list_mcp_servers(self, session_id: SessionRef | None) -> McpServerList:
         op, path = _scoped("listMcpServers", session_id)

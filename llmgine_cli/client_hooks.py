@@ -61,9 +61,18 @@ class HookEndpoints:
         return self._op("retryCommands", path={"session_id": _id(session_id)}, body=body)
 
     def create_webhook(
-        self, url: str, *, events: Sequence[str] = ("*",), session_id: str | None = None, secret: str | None = None
+        self,
+        url: str,
+        *,
+        events: Sequence[str] = ("*",),
+        session_id: str | None = None,
+        secret: str | None = None,
+        if_exists: str | None = None,
     ) -> hooks.Webhook:
-        return self._op("createWebhook", body=hooks.WebhookCreate(url, list(events), session_id, secret))
+        """``if_exists``: ``reuse`` returns the webhook of this URL, events and session if there
+        is one (without its secret), ``error`` raises CONFLICT; default: another one."""
+        body = hooks.WebhookCreate(url, list(events), session_id, secret)
+        return self._op("createWebhook", body=body, query={"if_exists": if_exists})
 
     def list_webhooks(self, session_id: str | None = None) -> hooks.WebhookList:
         return self._op("listWebhooks", query={"session_id": session_id})
@@ -80,11 +89,14 @@ class HookEndpoints:
         query = {"status": status, "limit": limit, "offset": offset}
         return self._op("listWebhookDeliveries", path={"webhook_id": webhook_id}, query=query)
 
-    def create_schedule(self, session_id: str, command: CommandCreate, **when: Any) -> hooks.Schedule:
-        """``when``: one of cron=, every=, at=, and timezone=, missed= (hooks.ScheduleCreate)."""
-        return self._op(
-            "createSchedule", body=hooks.ScheduleCreate(session_id=_id(session_id), command=command, **when)
-        )
+    def create_schedule(
+        self, session_id: str, command: CommandCreate, *, if_exists: str | None = None, **when: Any
+    ) -> hooks.Schedule:
+        """``when``: one of cron=, every=, at=, and timezone=, missed= (hooks.ScheduleCreate).
+        ``if_exists``: ``reuse`` returns the session's same schedule (command and timing) if
+        there is one, ``error`` raises CONFLICT; default: another one."""
+        body = hooks.ScheduleCreate(session_id=_id(session_id), command=command, **when)
+        return self._op("createSchedule", body=body, query={"if_exists": if_exists})
 
     def list_schedules(self, session_id: str | None = None) -> hooks.ScheduleList:
         return self._op("listSchedules", query={"session_id": session_id})

@@ -387,6 +387,7 @@ _SPECS: dict[tuple[str, str], tuple[dict[str, tuple[str, str]], int]] = {
             "-a": ("all", "flag"),
             "--limit": ("limit", "int:1:1000"),
             "-l": ("limit", "int:1:1000"),
+            "-n": ("limit", "int:1:1000"),
             "--offset": ("offset", "int:0:"),
             **_OUTPUT,
         },

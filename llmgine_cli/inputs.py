@@ -48,14 +48,28 @@ def loads(text: str) -> Any:
 # stdin, read once per stream: when the fast path (hot.py) has read `--data -` and leaves the
 # command to Typer (to report a usage error in its words), Typer reads it again, and found it
 # empty ("not JSON" for `echo '[1]' | llmgine event publish T --data -`, not "a JSON object").
-_stdin_read: tuple[object, str] | None = None
+_stdin_read: tuple[object, str | None] | None = None  # None: it was not UTF-8 (NotText again)
+
+
+class NotText(ValueError):
+    """stdin held bytes that are not UTF-8 text."""
 
 
 def read_stdin() -> str:
-    """All of stdin's text; the same text again when asked again for the same stream."""
+    """All of stdin's text; the same text again when asked again for the same stream.
+    NotText if it is not UTF-8: a strict stdin fails to decode, and one with surrogateescape
+    (the C locale) gave lone surrogates that failed later, as an internal error."""
     global _stdin_read
     if _stdin_read is None or _stdin_read[0] is not sys.stdin:
-        _stdin_read = (sys.stdin, sys.stdin.read())
+        text: str | None
+        try:
+            text = sys.stdin.read()
+            text.encode("utf-8")
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            text = None
+        _stdin_read = (sys.stdin, text)
+    if _stdin_read[1] is None:
+        raise NotText("stdin is not UTF-8 text")
     return _stdin_read[1]
 
 
@@ -63,7 +77,10 @@ def read_text(ref: str, option: str) -> str:
     """The text of ``@file`` or ``@-`` (stdin)."""
     path = ref[1:]
     if path == "-":
-        return read_stdin()
+        try:
+            return read_stdin()
+        except NotText as exc:
+            raise InputError(str(exc), option) from None
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()

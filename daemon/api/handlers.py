@@ -12,6 +12,7 @@ from llmgine_daemon.api.util import (
     json_response,
     paged,
     path_id,
+    query_bool,
     query_choice,
     read_json,
     registers_code,
@@ -49,6 +50,7 @@ async def register_command(request: web.Request) -> web.Response:
         body.command_type,
         body.handler_function,
         timeout=body.timeout,
+        replace=query_bool(request, "replace"),
     )
     return json_response(handler, status=201)
 
@@ -63,6 +65,7 @@ async def register_event(request: web.Request) -> web.Response:
         body.handler_function,
         priority=body.priority,
         timeout=body.timeout,
+        replace=query_bool(request, "replace"),
     )
     return json_response(handler, status=201)
 

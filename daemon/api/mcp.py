@@ -18,7 +18,7 @@ from __future__ import annotations
 from aiohttp import web
 from llmgine_daemon.api.guard import PRINCIPAL
 from llmgine_daemon.api.keys import BUS
-from llmgine_daemon.api.util import json_response, paged, path_id, read_json
+from llmgine_daemon.api.util import json_response, paged, path_id, query_bool, read_json
 from llmgine_daemon.protocol import McpServerCreate, McpServerList, ToolList
 
 routes = web.RouteTableDef()
@@ -35,7 +35,8 @@ async def register_server(request: web.Request) -> web.Response:
     body = await read_json(request, McpServerCreate)
     principal = request.get(PRINCIPAL)
     by_token = principal is not None and principal.session_id is not None
-    server = await request.app[BUS].mcp.register(_scope(request), body, by_session_token=by_token)
+    replace = query_bool(request, "replace")
+    server = await request.app[BUS].mcp.register(_scope(request), body, by_session_token=by_token, replace=replace)
     return json_response(server, status=201)
 
 

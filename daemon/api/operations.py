@@ -187,7 +187,8 @@ def _mcp_ops(scope: str) -> dict[tuple[str, str], Op]:
             "be `secret:NAME` (a secret of `llmgine secret`). Its tools become the session's "
             "tools `NAME.tool`. Answers once the first connection succeeded or failed "
             "(`mcp.start_timeout`). A session token may register HTTP servers, stdio ones only "
-            "with `mcp.session_token_stdio`, trusted ones never.",
+            "with `mcp.session_token_stdio`, trusted ones never. A taken name is 409 CONFLICT.",
+            params=(Param("replace", {"type": "boolean", "default": False}, "replace a server of that name"),),
         ),
         ("GET", prefix): Op(f"List MCP servers {where}", "tools", params=PAGE),
         ("GET", f"{prefix}/{{name}}"): Op("Get an MCP server: status, restarts, tools", "tools"),
@@ -205,15 +206,17 @@ def _handler_ops(scope: str) -> dict[tuple[str, str], Op]:
             "handlers",
             description="`handler_function` is Python source defining one function "
             "`(command) -> result`; it is checked and run in the sandbox, never in "
-            "the daemon. One command handler per type and scope: 409 CONFLICT. "
-            "A session token gets 403 unless "
+            "the daemon. One command handler per type and scope: 409 CONFLICT "
+            "(`replace=true` replaces it). A session token gets 403 unless "
             "`sandbox.session_token_registration` is set.",
+            params=(Param("replace", {"type": "boolean", "default": False}, "replace the type's handler"),),
         ),
         ("POST", f"{prefix}/events"): Op(
             f"Register an event handler {where}",
             "handlers",
             description="`event_type` may be `*` (every event). Handlers run by `priority` "
             "(lower first); a failing one becomes an `EventHandlerFailed` event.",
+            params=(Param("replace", {"type": "boolean", "default": False}, "remove the type's event handlers first"),),
         ),
         ("GET", prefix): Op(
             f"List handlers {where}", "handlers", params=(Param("kind", _enum("command", "event")), *PAGE)
@@ -257,6 +260,14 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", "/api/sessions"): Op(
         "Create a session",
         "sessions",
+        params=(
+            Param(
+                "if_exists",
+                _enum("create", "reuse", "error"),
+                "when an active session already has `name`: `create` another (default), `reuse` "
+                "it (200, no `session_token`), or `error` (409 CONFLICT); needs `name`",
+            ),
+        ),
         description="An empty body is fine. The answer carries `session_token` (once): a "
         "credential that opens only this session.",
     ),

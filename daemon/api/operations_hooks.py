@@ -6,6 +6,14 @@ from __future__ import annotations
 
 from llmgine_daemon.api.operations import ID, LIMIT, OFFSET, PAGE, Op, Param, _enum
 
+# An addition: what a create does when the same one is there (a setup script run again).
+_IF_EXISTS = Param(
+    "if_exists",
+    _enum("create", "reuse", "error"),
+    "when the same one exists (webhook: URL, events and session; schedule: session, command and timing): "
+    "`create` another (default), `reuse` it (200; a webhook without its secret) or `error` (409 CONFLICT)",
+)
+
 HOOK_OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", "/api/webhooks"): Op(
         "Register a webhook: matching events are POSTed to the URL, signed",
@@ -15,6 +23,7 @@ HOOK_OPERATIONS: dict[tuple[str, str], Op] = {
         "when not given). Only hosts `webhooks.allowed_hosts` allows (default: loopback): 403 otherwise. "
         "A session token registers for its own session only. Deliveries are durable and retried with "
         "exponential backoff for `webhooks.retry_for` seconds.",
+        params=(_IF_EXISTS,),
     ),
     ("GET", "/api/webhooks"): Op("List webhooks", "callbacks", params=(Param("session_id", ID), *PAGE)),
     ("GET", "/api/webhooks/{webhook_id}"): Op("Get a webhook (never its secret)", "callbacks"),
@@ -31,6 +40,7 @@ HOOK_OPERATIONS: dict[tuple[str, str], Op] = {
         "`1d`) and `at` (ISO 8601). Each firing submits the command once, with `schedule_id` and "
         "`schedule_due` in its metadata, even across restarts. Firings missed while the daemon was down: "
         "`missed: skip` (default) or `run_once`.",
+        params=(_IF_EXISTS,),
     ),
     ("GET", "/api/schedules"): Op(
         "List schedules with their next firing times", "callbacks", params=(Param("session_id", ID), *PAGE)

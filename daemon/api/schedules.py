@@ -15,7 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.api.scoped import ScopedRoutes, scope_of
-from llmgine_daemon.api.util import json_response, paged, path_id, read_json
+from llmgine_daemon.api.util import json_response, paged, path_id, query_choice, read_json
 from llmgine_daemon.protocol import ScheduleCreate
 
 routes = ScopedRoutes()
@@ -24,7 +24,9 @@ routes = ScopedRoutes()
 @routes.post("/api/schedules")
 async def create_schedule(request: web.Request) -> web.Response:
     body = await read_json(request, ScheduleCreate)
-    return json_response(await request.app[BUS].schedules.create(body, scope_of(request)), status=201)
+    if_exists = query_choice(request, "if_exists", ("create", "reuse", "error")) or "create"
+    schedule, created = await request.app[BUS].schedules.create(body, scope_of(request), if_exists)
+    return json_response(schedule, status=201 if created else 200)
 
 
 @routes.get("/api/schedules")

@@ -25,8 +25,9 @@ routes = ScopedRoutes()
 @routes.post("/api/webhooks")
 async def create_webhook(request: web.Request) -> web.Response:
     body = await read_json(request, WebhookCreate)
-    webhook = await request.app[BUS].webhooks.create(body, scope_of(request))
-    return json_response(webhook, status=201)
+    if_exists = query_choice(request, "if_exists", ("create", "reuse", "error")) or "create"
+    webhook, created = await request.app[BUS].webhooks.create(body, scope_of(request), if_exists)
+    return json_response(webhook, status=201 if created else 200)
 
 
 @routes.get("/api/webhooks")

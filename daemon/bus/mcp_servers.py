@@ -159,7 +159,11 @@ class McpServers:
         if not os.path.realpath(path).startswith(SESSION_TOKEN_COMMAND_DIRS):
             raise forbidden("a session token's MCP server command must be a program under /usr or /bin")
 
-    async def register(self, session_id: str | None, body: McpServerCreate, *, by_session_token: bool) -> McpServer:
+    async def register(
+        self, session_id: str | None, body: McpServerCreate, *, by_session_token: bool, replace: bool = False
+    ) -> McpServer:
+        """``replace``: a server of that name in the scope is removed (its process stopped) in
+        the same write that adds this one (`mcp add --replace`), as a tool's ?replace=true."""
         spec = self.check(body, by_session_token)
         scope = session_id or ""
         created_at = now_iso()
@@ -167,6 +171,8 @@ class McpServers:
         def write(conn: sqlite3.Connection) -> None:
             if session_id is not None:
                 require_active(conn, session_id)
+            if replace:
+                conn.execute("DELETE FROM mcp_servers WHERE scope = ? AND name = ?", (scope, body.name))
             exists = conn.execute(
                 "SELECT 1 FROM mcp_servers WHERE scope = ? AND name = ?", (scope, body.name)
             ).fetchone()
@@ -189,6 +195,9 @@ class McpServers:
             )
 
         await self.bus.store.write(write)
+        old = self.servers.pop((scope, body.name), None)
+        if old is not None and old.connection is not None:
+            await old.connection.stop()
         reg = Registration(scope, body.name, spec, created_at)
         self.servers[(scope, body.name)] = reg
         self._connect(reg)

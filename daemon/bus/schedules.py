@@ -97,7 +97,11 @@ class Schedules:
 
     # -- the API --------------------------------------------------------------------------
 
-    async def create(self, body: ScheduleCreate, scope: str | None) -> Schedule:
+    async def create(self, body: ScheduleCreate, scope: str | None, if_exists: str = "create") -> tuple[Schedule, bool]:
+        """The schedule and whether it was created. ``if_exists`` when the session already has
+        the same one (same command, parameters, metadata and timing, not done): ``create``
+        another, ``reuse`` it (returned, nothing written) or ``error`` (CONFLICT); decided in
+        the write's transaction (`schedule add --reuse`)."""
         require_scope(scope, body.session_id, "schedules")
         when = parse(body.cron, body.every, body.at, body.timezone)
         validate(body.command, prefix="command.")  # 422 now, not at every firing
@@ -127,14 +131,32 @@ class Schedules:
             None,
         )
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
             require_active(conn, body.session_id)
+            if if_exists != "create":
+                twin = conn.execute(
+                    f"SELECT {COLUMNS} FROM schedules WHERE session_id = ? AND kind = ? AND spec = ?"
+                    " AND timezone = ? AND missed = ? AND command = ? AND status != 'done'"
+                    " ORDER BY created_at LIMIT 1",
+                    row[1:7],
+                ).fetchone()
+                if twin is not None and if_exists == "reuse":
+                    return tuple(twin)
+                if twin is not None:
+                    raise BusError(
+                        ErrorCode.CONFLICT,
+                        f"the session already has this schedule ({twin[0]})",
+                        {"schedule_id": twin[0], "session_id": body.session_id},
+                    )
             check_limits(conn, "schedules", body.session_id, *self.limits)
             conn.execute(f"INSERT INTO schedules ({COLUMNS}) VALUES ({', '.join('?' * len(row))})", row)
+            return None
 
-        await self.store.write(write)
+        twin = await self.store.write(write)
+        if twin is not None:
+            return row_to_schedule(twin), False
         self._wake.set()
-        return row_to_schedule(row)
+        return row_to_schedule(row), True
 
     async def list(self, scope: str | None, session_id: str | None = None) -> ScheduleList:
         wanted = scope if scope is not None else session_id

@@ -116,13 +116,33 @@ class Sessions:
         *,
         also: Callable[[sqlite3.Connection, str], None] | None = None,
         first_event: tuple[str, dict[str, Any]] | None = None,
+        if_exists: str = "create",
     ) -> Session:
         """``also(conn, session_id)`` runs in the same transaction (the session token is
         written there, so a session never exists without it; a fork copies into it there).
-        ``first_event`` replaces ``SessionStarted`` (a fork's ``SessionForked``, bus/fork.py)."""
+        ``first_event`` replaces ``SessionStarted`` (a fork's ``SessionForked``, bus/fork.py).
+
+        ``if_exists`` when an active session already has ``name``: ``create`` another one
+        (the spec's behaviour), ``error`` (CONFLICT) or ``reuse``: that session is returned
+        (the newest such), nothing is written and ``also`` does not run; decided in the
+        write's transaction, so two concurrent creates of one name make one session."""
         session_id = new_id()
 
-        def write(conn: sqlite3.Connection) -> tuple[Session, Any]:
+        def write(conn: sqlite3.Connection) -> tuple[Session | str, Any]:
+            if name is not None and if_exists != "create":
+                found = conn.execute(
+                    "SELECT session_id FROM sessions WHERE name = ? AND status = 'active'"
+                    " ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                    (name,),
+                ).fetchone()
+                if found is not None and if_exists == "reuse":
+                    return found[0], None
+                if found is not None:
+                    raise BusError(
+                        ErrorCode.CONFLICT,
+                        f"an active session is already named {name!r} ({found[0]})",
+                        {"name": name, "session_id": found[0]},
+                    )
             self.bus.capacity.check_sessions(conn)
             ts = now_iso()
             conn.execute(
@@ -145,6 +165,8 @@ class Sessions:
             return session, event
 
         session, event = await self.bus.store.write(write)
+        if isinstance(session, str):  # reused
+            return await self.get(session)
         self.bus.events.notify([event])
         return session
 

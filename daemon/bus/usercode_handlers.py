@@ -219,7 +219,10 @@ class UserHandlers:
         code: str,
         priority: int = 100,
         timeout: float | None = None,
+        replace: bool = False,
     ) -> Handler:
+        """``replace``: the scope's handlers of this kind and type (the command handler, or
+        every event handler of the type) make way for this one, in the same transaction."""
         field = "command_type" if kind == "command" else "event_type"
         if not valid_handler_type(type_):
             raise BusError(ErrorCode.VALIDATION_ERROR, f"invalid {field}", {"field": field, "issue": TYPE_RULE})
@@ -234,7 +237,7 @@ class UserHandlers:
         if session_id is not None:
             await self.bus.store.read(lambda c: require_active(c, session_id))
         if kind == "command":
-            self._check_free(session_id, type_)
+            self._check_free(session_id, type_, replace)
         outcome = await self.bus.sandbox_pool().inspect(kind, code, None, share=session_id)
         if not outcome.ok:
             raise code_rejected(outcome, "handler_function")
@@ -249,34 +252,45 @@ class UserHandlers:
             str(uuid.uuid4()), session_id, kind, type_, info["function"], priority, timeout, now_iso(), code
         )
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> list[str]:
             if session_id is not None:
                 require_active(conn, session_id)
+            same = "SELECT handler_id FROM handlers WHERE kind = ? AND type = ? AND session_id IS ?"
+            replaced = [r[0] for r in conn.execute(same, (kind, type_, session_id)).fetchall()] if replace else []
+            conn.executemany("DELETE FROM handlers WHERE handler_id = ?", [(i,) for i in replaced])
+            if session_id is not None:
                 self.bus.capacity.check_handlers(conn, session_id)
-            if kind == "command":
-                taken = conn.execute(
-                    "SELECT 1 FROM handlers WHERE kind = 'command' AND type = ? AND session_id IS ?",
-                    (type_, session_id),
-                ).fetchone()
-                if taken:
-                    raise self._conflict(session_id, type_)
+            if kind == "command" and not replace and conn.execute(same, (kind, type_, session_id)).fetchone():
+                raise self._conflict(session_id, type_)
             conn.execute(
                 f"INSERT INTO handlers ({HANDLER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.handler_id, session_id, kind, type_, row.function, priority, timeout, row.created_at, code),
             )
             self.bus.cluster.registry_changed(conn, session_id)
+            return replaced
 
         if kind == "command":
-            self._check_free(session_id, type_)
-        await self.bus.store.write(write)
+            self._check_free(session_id, type_, replace)
+        for handler_id in await self.bus.store.write(write):
+            self._gone.append(handler_id)
+            if (old := self._rows.get(handler_id)) is not None:
+                self._deactivate(old)
         self._activate(row)
         return row.public()
 
-    def _check_free(self, session_id: str | None, type_: str) -> None:
+    def _check_free(self, session_id: str | None, type_: str, replace: bool = False) -> None:
+        """CONFLICT if the scope has a command handler for the type; with ``replace`` only if
+        that one is not a user handler (an engine's, say: `handler add` never replaces it)."""
         registry = getattr(self.bus, "handlers", None)
         if registry is not None:
-            registry.check_free(type_, session_id)
-        elif any(r.kind == "command" and r.type == type_ and r.session_id == session_id for r in self._rows.values()):
+            try:
+                registry.check_free(type_, session_id)
+            except BusError as exc:
+                if not (replace and str(exc.details.get("owner", "")).startswith("handler:")):
+                    raise
+        elif not replace and any(
+            r.kind == "command" and r.type == type_ and r.session_id == session_id for r in self._rows.values()
+        ):
             raise self._conflict(session_id, type_)
 
     @staticmethod

@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.codec import dumps, loads, new_id
+from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.scoping import check_limits, missing, require_scope, visible
 from llmgine_daemon.bus.sessions import fetch_session
 from llmgine_daemon.bus.webhook_outbox import Outbox, Sender
 from llmgine_daemon.bus.webhook_policy import HostPolicy, check_secret, new_secret
 from llmgine_daemon.protocol import (
+    ErrorCode,
     Webhook,
     WebhookAttempt,
     WebhookCreate,
@@ -93,8 +95,11 @@ class Webhooks:
         self.config = config or WebhookConfig()
         self.outbox = Outbox(bus, self.config)
 
-    async def create(self, body: WebhookCreate, scope: str | None) -> Webhook:
-        """Register a webhook; the answer carries its secret (the only time it is shown)."""
+    async def create(self, body: WebhookCreate, scope: str | None, if_exists: str = "create") -> tuple[Webhook, bool]:
+        """Register a webhook; the answer carries its secret (the only time it is shown). With
+        whether it was created: ``if_exists`` when a webhook of the same URL, events and session
+        is there: ``create`` another, ``reuse`` it (returned without its secret, nothing
+        written) or ``error`` (CONFLICT); decided in the write's transaction."""
         require_scope(scope, body.session_id, "webhooks")
         self.config.policy.check_url(body.url)
         if body.secret is not None:
@@ -107,9 +112,23 @@ class Webhooks:
         )
         cfg = self.config
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> str | None:
             if body.session_id is not None:
                 fetch_session(conn, body.session_id)
+            if if_exists != "create":
+                twin = conn.execute(
+                    "SELECT webhook_id FROM webhooks WHERE url = ? AND events = ? AND session_id IS ?"
+                    " ORDER BY created_at LIMIT 1",
+                    (webhook.url, dumps(events), body.session_id),
+                ).fetchone()
+                if twin is not None and if_exists == "reuse":
+                    return str(twin[0])
+                if twin is not None:
+                    raise BusError(
+                        ErrorCode.CONFLICT,
+                        f"a webhook for this URL, events and session exists ({twin[0]})",
+                        {"webhook_id": twin[0]},
+                    )
             check_limits(
                 conn,
                 "webhooks",
@@ -123,10 +142,13 @@ class Webhooks:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (webhook.webhook_id, webhook.url, dumps(events), body.session_id, secret, top, ts),
             )
+            return None
 
-        await self.store.write(write)
+        twin = await self.store.write(write)
+        if twin is not None:
+            return await self.get(twin, scope), False
         self.outbox.changed(+1)
-        return webhook
+        return webhook, True
 
     async def list(self, scope: str | None, session_id: str | None = None) -> WebhookList:
         where, params = "", ["pending", "delivered", "failed"]

@@ -109,6 +109,12 @@ SECRET_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,63}$"
 MAX_SECRET = 16 * 1024
 SECRET_VALUE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 SecretName = Annotated[str, msgspec.Meta(pattern=SECRET_NAME_PATTERN, max_length=64)]
+# Webhooks (protocol/hooks.py) and MCP servers (protocol/mcp.py): here for PATTERN_RULES.
+WEBHOOK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://"
+WEBHOOK_SECRET_PATTERN = r"^whsec_[A-Za-z0-9+/=]{32,128}$"
+MCP_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
+MCP_NAME_RULE = "a letter, then letters, digits and _ (at most 32 characters)"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 SecretValue = Annotated[str, msgspec.Meta(pattern=SECRET_VALUE_PATTERN, min_length=1, max_length=MAX_SECRET)]
 
 # What a 422 says when a value does not match a pattern above (msgspec's own message quotes
@@ -120,4 +126,11 @@ PATTERN_RULES: dict[str, str] = {
     EVENT_HANDLER_TYPE_PATTERN: "1 to 128 printable characters, no spaces",
     TOOL_NAME_PATTERN: "must be a Python identifier of at most 64 characters",
     CODE_PATTERN: "must contain Python source",
+    EVENT_TYPE_FILTER_PATTERN: "must be an event type, a prefix ending in * (Command*), or * (every event)",
+    SECRET_NAME_PATTERN: "must be an environment-variable name: A-Z, 0-9 and _, not starting with a digit",
+    SECRET_VALUE_PATTERN: "must be one line of text (no control characters)",
+    WEBHOOK_URL_PATTERN: "must be an http:// or https:// URL",
+    WEBHOOK_SECRET_PATTERN: "must be whsec_ and the base64 of 24 to 64 random bytes (Standard Webhooks)",
+    MCP_NAME_PATTERN: f"must be {MCP_NAME_RULE}",
+    ENV_NAME_PATTERN: "must be an environment-variable name (letters, digits and _, not starting with a digit)",
 }

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from llmgine_daemon.protocol.bus import CommandCreate
-from llmgine_daemon.protocol.grammar import EVENT_TYPE_FILTER_PATTERN, Id
+from llmgine_daemon.protocol.grammar import EVENT_TYPE_FILTER_PATTERN, WEBHOOK_SECRET_PATTERN, WEBHOOK_URL_PATTERN, Id
 
 # -- webhooks ------------------------------------------------------------------------------
 
@@ -18,9 +18,7 @@ MAX_WEBHOOK_URL = 2048
 MAX_WEBHOOK_EVENTS = 64
 WebhookUrl = Annotated[
     str,
-    msgspec.Meta(
-        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://", min_length=8, max_length=MAX_WEBHOOK_URL, description="an http(s) URL"
-    ),
+    msgspec.Meta(pattern=WEBHOOK_URL_PATTERN, min_length=8, max_length=MAX_WEBHOOK_URL, description="an http(s) URL"),
 ]
 EventTypeFilter = Annotated[
     str,
@@ -29,7 +27,7 @@ EventTypeFilter = Annotated[
 WebhookSecret = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^whsec_[A-Za-z0-9+/=]{32,128}$",
+        pattern=WEBHOOK_SECRET_PATTERN,
         description="whsec_ and the base64 of 24 to 64 random bytes (Standard Webhooks)",
     ),
 ]

@@ -11,14 +11,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
-from llmgine_daemon.protocol.grammar import Timeout
+from llmgine_daemon.protocol.grammar import ENV_NAME_PATTERN, MCP_NAME_PATTERN, MCP_NAME_RULE, Timeout
 
-MCP_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
-MCP_NAME_RULE = "a letter, then letters, digits and _ (at most 32 characters)"
 McpServerName = Annotated[str, msgspec.Meta(pattern=MCP_NAME_PATTERN, description=MCP_NAME_RULE)]
 MAX_ARG = 4096
 McpArg = Annotated[str, msgspec.Meta(max_length=MAX_ARG)]
-McpEnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+McpEnvName = Annotated[str, msgspec.Meta(pattern=ENV_NAME_PATTERN)]
 McpEnvValue = Annotated[
     str, msgspec.Meta(max_length=MAX_ARG, description="a value, or secret:NAME (a secret of `llmgine secret`)")
 ]

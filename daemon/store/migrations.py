@@ -435,3 +435,10 @@ def m131_commands_counted_by_insert(conn: sqlite3.Connection) -> None:
     # As m130 for events: bus/commands/records.py counts the commands it inserts (a batch of
     # 10,000 ran 10,000 trigger UPDATEs); deleting and moving commands still count by trigger.
     conn.execute("DROP TRIGGER session_counts_command_in")
+
+
+@migration(136, "sessions: active ones by name")
+def m136_active_sessions_by_name(conn: sqlite3.Connection) -> None:
+    # POST /api/sessions?if_exists=reuse|error (`session create --reuse`) looks up the active
+    # session of a name in the create's transaction: a seek, not a scan of every session.
+    conn.execute("CREATE INDEX sessions_active_name ON sessions (name) WHERE status = 'active'")

@@ -48,10 +48,11 @@ def choices(*allowed: str, several: bool = False) -> Any:
     """An option callback: the value must be one of ``allowed`` (comma-separated ones with
     ``several``), else a usage error (exit 2) instead of the daemon's 422 (exit 1)."""
 
-    def callback(ctx: typer.Context, param: Any, value: str | None) -> str | None:
+    def callback(ctx: typer.Context, param: Any, value: str | list[str] | None) -> str | list[str] | None:
         if value is None or ctx.resilient_parsing:
             return value
-        given = value.split(",") if several else [value]
+        # A repeatable option (a list) holds each value given.
+        given = list(value) if isinstance(value, list) else value.split(",") if several else [value]
         bad = [v for v in given if v.strip() not in allowed]
         if bad:
             raise typer.BadParameter(f"{bad[0]!r} is not one of {', '.join(allowed)}")

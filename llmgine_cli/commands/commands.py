@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +24,7 @@ from llmgine_cli.commands.args import (
     text_view,
 )
 from llmgine_cli.context import AppContext
-from llmgine_cli.inputs import loads
+from llmgine_cli.inputs import NotText, loads, read_stdin
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.render_observability import render_trace
@@ -227,10 +226,25 @@ def run(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run a command in a session and print its result (exit 1 if it did not complete)."""
+    """Run a command in a session and print its result (exit 1 if it did not complete).
+
+    Examples:
+
+      llmgine command run DummyEngineCommand -S demo -p prompt=hi -o json | jq -r .result.response
+
+      ID=$(llmgine command run Report -S demo -p day:=3 --no-wait -q)
+
+      llmgine command run Report -S demo --follow --on-done 'echo "$LLMGINE_COMMAND_ID: $LLMGINE_STATUS"'
+    """
     app_ctx = state(ctx)
     if on_done and no_wait:
         raise typer.BadParameter("--on-done runs when the command ends: it needs the waiting --no-wait skips")
+    # Both were taken in silence: --no-wait printed no event, and -q put the events before the
+    # id, so `ID=$(llmgine command run T --follow -q)` held the events too.
+    if follow and no_wait:
+        raise typer.BadParameter("--follow prints the events until the command ends: the waiting --no-wait skips")
+    if follow and quiet:
+        raise typer.BadParameter("-q prints only the id, --follow the events too: give one (-o jsonl parses both)")
     parameters = {**parse_object(params, "--params"), **parse_pairs(param, "--param")}
     metadata = command_metadata(priority.value if priority else None, timeout)
     metadata.update(retry_metadata(retries, backoff, retry_on))
@@ -343,8 +357,10 @@ def list_(
     dead: Annotated[
         bool, typer.Option("--dead", help="Only dead letters: failed or timed out after being retried.")
     ] = False,
-    limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many.")] = 50,
-    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
+    limit: Annotated[
+        int, typer.Option("--limit", "-l", "-n", metavar="N", min=1, max=1000, help="At most this many.")
+    ] = 50,
+    offset: Annotated[int, typer.Option("--offset", metavar="N", min=0, help="Skip this many.")] = 0,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -381,7 +397,14 @@ def wait(
     quiet: Quiet = False,
 ) -> None:
     """Wait until the commands finished (or reached --status) and print them: exit 0 if all
-    completed, 1 if one did not, 7 on --timeout. --on-done runs once per command that ended."""
+    completed, 1 if one did not, 7 on --timeout. --on-done runs once per command that ended.
+
+    Examples:
+
+      llmgine command wait "$ID" --timeout 60 -o json | jq -r .commands[].status
+
+      llmgine command batch -f jobs.jsonl -S demo --no-wait -q | xargs llmgine command wait --any
+    """
     waiting.wait_command(state(ctx), command_ids, any_, status, timeout, output, quiet, on_done)
 
 
@@ -430,9 +453,13 @@ def cancel(
 def read_batch_file(path: str) -> list[dict[str, Any]]:
     """JSON Lines or a JSON array, one {command_type, parameters, metadata} each."""
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        text = read_stdin() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except NotText as exc:
+        raise typer.BadParameter(str(exc), param_hint="--file") from None
     except OSError as exc:
         raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--file") from None
+    except UnicodeDecodeError:  # was "internal error: UnicodeDecodeError", exit 1
+        raise typer.BadParameter(f"{'stdin' if path == '-' else path} is not UTF-8 text", param_hint="--file") from None
     if text.lstrip().startswith("["):
         try:
             items = loads(text)
@@ -480,7 +507,12 @@ def batch(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Submit many commands at once (all or nothing) and print one result per command."""
+    """Submit many commands at once (all or nothing) and print one result per command.
+
+    Example (one JSON object a line; -q prints the commands' ids):
+
+      printf '%s\\n' '{"command_type": "Greet", "parameters": {"name": "Ada"}}' | llmgine command batch -f - -S demo
+    """
     app_ctx = state(ctx)
     commands = read_batch_file(file)
     client = app_ctx.client()

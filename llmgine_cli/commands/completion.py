@@ -30,7 +30,19 @@ class Shell(StrEnum):
 @app.command("completion")
 def completion(
     ctx: typer.Context,
-    shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.", case_sensitive=False)],
+    shell: Annotated[Shell, typer.Argument(metavar="SHELL", help="bash, zsh or fish.", case_sensitive=False)],
 ) -> None:
-    """Print the shell completion script (see `llmgine completion --help` for where it goes)."""
+    """Print the shell completion script (see `llmgine completion --help` for where it goes).
+
+    Where it goes (a new shell then completes commands, options, session ids and names,
+    engine ids, tool names and event types from the running daemon):
+
+      llmgine completion bash > ~/.local/share/bash-completion/completions/llmgine
+
+      llmgine completion zsh > "${fpath[1]}/_llmgine"
+
+      llmgine completion fish > ~/.config/fish/completions/llmgine.fish
+
+    Or for this shell only: `source <(llmgine completion bash)`.
+    """
     state(ctx).env.stdout.write(scripts.script(shell.value))

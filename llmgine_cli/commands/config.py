@@ -104,7 +104,9 @@ def show(ctx: typer.Context, local: Local = False, output: Output = None, quiet:
 
 @app.command("get")
 def get(ctx: typer.Context, key: Key, local: Local = False, output: Output = None, quiet: Quiet = False) -> None:
-    """Print one setting's value (empty when unset)."""
+    """Print one setting's value as the running daemon uses it (empty when unset; --local: as
+    the file and environment say here). A value `config set` wrote that the daemon has not
+    read yet is named on stderr, with the restart that applies it."""
     app_ctx = state(ctx)
     key = canonical_key(key)
     view = local_view(app_ctx.env.environ) if local else app_ctx.client(autostart=False).config()
@@ -115,13 +117,35 @@ def get(ctx: typer.Context, key: Key, local: Local = False, output: Output = Non
         render_text(app_ctx.env, value_text(entry.value))
     else:
         render(app_ctx.env, entry, VALUE_VIEW, output)
+    if not local and not quiet:
+        _note_pending(app_ctx.env, key, entry)
+
+
+def _note_pending(env: Any, key: str, running: ConfigValue) -> None:
+    """`config set server.port 8080 && config get server.port` printed the old value (or an
+    empty line) with no word why: the daemon reads the file when it starts."""
+    try:
+        here = next(s for s in local_view(env.environ).settings if s.key == key)
+    except (ConfigError, StopIteration):  # a broken file: `config set`/`show --local` say so
+        return
+    if here.value != running.value and here.source in ("file", "env"):
+        said = f"{key} = {value_text(here.value) or '(empty)'}"
+        if here.source == "file":
+            env.err(
+                f"note: config.toml says {said}, which the running daemon has not read yet: `llmgine daemon restart`"
+            )
+        else:
+            env.err(f"note: {here.env} here says {said}; the running daemon was started without it")
 
 
 @app.command("set")
 def set_(
     ctx: typer.Context,
     key: Key,
-    value: Annotated[str, typer.Argument(metavar="VALUE")],
+    value: Annotated[
+        str,
+        typer.Argument(metavar="VALUE", help="Read as the setting's type: 8080, true, 2.5, a list as a,b."),
+    ],
 ) -> None:
     """Write KEY = VALUE to the config file (restart the daemon to apply it)."""
     app_ctx = state(ctx)

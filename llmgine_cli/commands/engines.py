@@ -84,21 +84,43 @@ def create(
             help="A configuration field (see `engine types`): KEY=string or KEY:=JSON (temperature:=0.2). Repeatable.",
         ),
     ] = None,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            "--reuse",
+            help="If the session already has an engine of TYPE with this --model and --config, print it "
+            "instead of failing (exit 6): a setup script can run again.",
+        ),
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Create an engine in a session; it handles its type's commands there."""
+    """Create an engine in a session; it handles its type's commands there. A session has one
+    engine of each type: a second is exit 6, unless --reuse finds the same one.
+
+    Example: `EID=$(llmgine engine create DummyEngine -S demo --reuse -q)`
+    """
     app_ctx = state(ctx)
     client = app_ctx.client()
+    configuration = parse_pairs(config, "--config")
     try:
-        engine = client.create_engine(engine_type, session, model, parse_pairs(config, "--config"))
+        engine = client.create_engine(engine_type, session, model, configuration)
     except ApiError as exc:
         if exc.status != 409:
             raise
+        if reuse:
+            for found in client.list_engines(session_id=session, status="active", limit=100).engines:
+                same = (found.model_name, found.configuration or {}) == (model, configuration)
+                if found.engine_type == engine_type and same:
+                    render(app_ctx.env, found, ENGINE_VIEW, output, quiet)
+                    return
         # "a handler for 'DummyEngineCommand' is already registered": said of an engine here
         from llmgine_cli.conversation import type_taken
 
-        raise type_taken(client, session, engine_type, exc, "use it (llmgine engine exec {id} PROMPT)") from None
+        use = "use it (llmgine engine exec {id} PROMPT)"
+        if reuse:
+            use = "--reuse takes only one of the same --model and --config; " + use
+        raise type_taken(client, session, engine_type, exc, use) from None
     render(app_ctx.env, engine, ENGINE_VIEW, output, quiet)
 
 
@@ -124,8 +146,10 @@ def list_(
             callback=choices("active", "initialized", "stopped"),
         ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many.")] = 50,
-    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
+    limit: Annotated[
+        int, typer.Option("--limit", "-l", "-n", metavar="N", min=1, max=1000, help="At most this many.")
+    ] = 50,
+    offset: Annotated[int, typer.Option("--offset", metavar="N", min=0, help="Skip this many.")] = 0,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -201,8 +225,10 @@ def delete(ctx: typer.Context, engine_id: EngineId, output: Output = None, quiet
 def messages(
     ctx: typer.Context,
     engine_id: EngineId,
-    limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many.")] = 100,
-    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
+    limit: Annotated[
+        int, typer.Option("--limit", "-l", "-n", metavar="N", min=1, max=1000, help="At most this many.")
+    ] = 100,
+    offset: Annotated[int, typer.Option("--offset", metavar="N", min=0, help="Skip this many.")] = 0,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:

@@ -11,12 +11,12 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
-from llmgine_daemon.protocol import Command, Event
+from llmgine_daemon.protocol import EVENT_SOURCES, Command, Event
 
 from llmgine_cli import completion
-from llmgine_cli.commands.args import parse_time, session_callback
+from llmgine_cli.commands.args import choices, parse_time, session_callback
 from llmgine_cli.context import AppContext, reader_gone_error
-from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.options import OutputFormat, Quiet, state
 from llmgine_cli.render import resolve_format
 
 
@@ -76,7 +76,12 @@ def tail(
     ] = None,
     source: Annotated[
         list[str] | None,
-        typer.Option("--source", metavar="SOURCE", help="Only this source (api, engine, handler, bus); repeatable."),
+        typer.Option(
+            "--source",
+            metavar="SOURCE",
+            help="Only this source (api, engine, handler, bus); repeatable.",
+            callback=choices(*EVENT_SOURCES),
+        ),
     ] = None,
     since: Annotated[
         str | None,
@@ -89,13 +94,31 @@ def tail(
     no_reconnect: Annotated[
         bool, typer.Option("--no-reconnect", help="Exit 3 when the daemon goes away instead of reconnecting.")
     ] = False,
-    output: Output = None,
+    output: Annotated[
+        OutputFormat | None,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FORMAT",
+            case_sensitive=False,
+            show_default=False,
+            help="table, plain, json or jsonl (default: a live view on a terminal, jsonl when piped)",
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Print events as they happen (Ctrl-C stops). Resumes across daemon restarts.
 
     On a terminal: a live view. Piped: one JSON object per line, flushed per event; -q: the
     events' ids, one per line.
+
+    Examples:
+
+      llmgine event tail -S demo -t 'Command*' | jq -r '.event_type + " " + .data.command_id'
+
+      FIRST=$(llmgine event tail -S demo -t CommandResult -q | head -1)
+
+      llmgine event tail --all --since 10m --source engine
     """
     if session_opt is not None:
         if session is not None and session != session_opt:

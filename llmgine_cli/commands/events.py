@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from llmgine_daemon.protocol import EVENT_SOURCES
 
 from llmgine_cli import completion, hot
-from llmgine_cli.commands.args import SessionOpt, id_callback, parse_object, parse_pairs, parse_time
+from llmgine_cli.commands.args import SessionOpt, choices, id_callback, parse_object, parse_pairs, parse_time
 from llmgine_cli.errors import ApiError
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
@@ -43,7 +44,10 @@ def publish(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Append an event to a session's log (`-q` prints its id)."""
+    """Append an event to a session's log (`-q` prints its id).
+
+    Example: `llmgine event publish OrderPlaced -S demo -d '{"order": 7}' -q`
+    """
     hot.event_publish(
         state(ctx),
         session=session,
@@ -76,13 +80,23 @@ def list_(
         str | None, typer.Option("--since", metavar="WHEN", help="10m, 2h, 1d ago, or an ISO 8601 time.")
     ] = None,
     until: Annotated[str | None, typer.Option("--until", metavar="WHEN", help="Before this time.")] = None,
-    source: Annotated[str | None, typer.Option("--source", help="api, engine, handler or bus.")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many.")] = 50,
-    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source", metavar="SOURCE", help="api, engine, handler or bus.", callback=choices(*EVENT_SOURCES)
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-l", "-n", metavar="N", min=1, max=1000, help="At most this many.")
+    ] = 50,
+    offset: Annotated[int, typer.Option("--offset", metavar="N", min=0, help="Skip this many.")] = 0,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """List a session's events in log (seq) order."""
+    """List a session's events in log (seq) order.
+
+    Example: `llmgine event list -S demo --type 'Command*' --since 1h -o jsonl | jq -r .event_type`
+    """
     app_ctx = state(ctx)
     page = app_ctx.client().list_events(
         session,
@@ -119,7 +133,10 @@ def _event_ref(ctx: typer.Context, param: Any, value: str | None) -> str | None:
     ):
         return _BY_ID(ctx, param, value)
     seq = int(value)
-    page = state(ctx).client().list_events(session, after=seq - 1, limit=1) if seq > 0 else None
+    # Past SQLite's INTEGER no event has that seq (the listing's `after` would be a 422 naming
+    # `after`, a parameter the user never gave): the value is then only an id's start.
+    in_range = 0 < seq <= 2**63 - 1
+    page = state(ctx).client().list_events(session, after=seq - 1, limit=1) if in_range else None
     by_seq = page.events[0].event_id if page and page.events and page.events[0].seq == seq else None
     if by_seq is None:
         return _BY_ID(ctx, param, value)

@@ -15,8 +15,9 @@ import typer
 from llmgine_cli import completion
 from llmgine_cli.commands.args import session_callback
 from llmgine_cli.commands.tools import read_source
+from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render
+from llmgine_cli.render import View, render, render_deleted
 
 app = typer.Typer(help="Add, list and delete command and event handlers written in Python.", no_args_is_help=True)
 add_app = typer.Typer(help="Add a command or an event handler from a Python file.", no_args_is_help=True)
@@ -64,6 +65,10 @@ Timeout = Annotated[
         help="Deadline per run (default: the command's timeout, else sandbox.deadline).",
     ),
 ]
+Replace = Annotated[
+    bool,
+    typer.Option("--replace", help="Replace the scope's handler(s) of TYPE instead of adding one (safe to re-run)."),
+]
 
 
 def scope(session: str | None, global_: bool) -> str | None:
@@ -83,15 +88,28 @@ def add_command(
     session: Session = None,
     global_: Global = False,
     timeout: Timeout = None,
+    replace: Replace = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """Handle commands of TYPE with a Python function: it gets the command, returns the result
-    (exit 6 if the scope already has a handler for TYPE)."""
+    (exit 6 if the scope already has a handler for TYPE; --replace replaces it, in one step).
+
+    Example: `llmgine handler add command Greet greet.py -S build --replace`
+    """
     app_ctx = state(ctx)
-    handler = app_ctx.client().register_command_handler(
-        scope(session, global_), command_type, read_source(file), timeout=timeout
-    )
+    try:
+        handler = app_ctx.client().register_command_handler(
+            scope(session, global_), command_type, read_source(file), timeout=timeout, replace=replace
+        )
+    except ApiError as exc:
+        owner = str(exc.details.get("owner") or "handler:")  # not a user handler's: an engine's
+        if exc.status == 409 and exc.code == "CONFLICT" and not replace and owner.startswith("handler:"):
+            raise api_error(409, exc.code, f"{exc.message} (--replace replaces it)", exc.details) from None
+        if exc.status == 409 and owner.startswith("engine:"):
+            hint = f"by engine {owner[7:]}: --replace never replaces an engine's; `llmgine engine delete` frees it"
+            raise api_error(409, exc.code, f"{exc.message} ({hint})", exc.details) from None
+        raise
     render(app_ctx.env, handler, HANDLER_VIEW, output, quiet)
 
 
@@ -109,13 +127,19 @@ def add_event(
     global_: Global = False,
     priority: Annotated[int, typer.Option("--priority", "-p", help="Lower runs first.")] = 100,
     timeout: Timeout = None,
+    replace: Replace = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run a Python function after each event of TYPE is stored."""
+    """Run a Python function after each event of TYPE is stored. A type may have several
+    handlers: each add is one more, unless --replace (the scope's handlers of TYPE go, in the
+    same step), which makes a setup script safe to re-run.
+
+    Example: `llmgine handler add event CommandCompleted notify.py -S build --replace`
+    """
     app_ctx = state(ctx)
     handler = app_ctx.client().register_event_handler(
-        scope(session, global_), event_type, read_source(file), priority=priority, timeout=timeout
+        scope(session, global_), event_type, read_source(file), priority=priority, timeout=timeout, replace=replace
     )
     render(app_ctx.env, handler, HANDLER_VIEW, output, quiet)
 
@@ -176,16 +200,7 @@ def delete(
     app_ctx = state(ctx)
     where = scope(session, global_)
     app_ctx.client().delete_handlers(where, kind.value, type_)
-    render(
-        app_ctx.env,
-        {
-            "kind": kind.value,
-            "type": type_,
-            "scope": "global" if where is None else "session",
-            "session_id": where,
-            "deleted": True,
-        },
-        View(id_field="type"),
-        output,
-        quiet,
-    )
+    record = {"kind": kind.value, "type": type_, "scope": "global" if where is None else "session", "session_id": where}
+    whose = "global" if where is None else "session's"
+    message = f"deleted the {whose} {kind.value} handler{'(s)' if kind.value == 'event' else ''} of {type_}"
+    render_deleted(app_ctx.env, record, message, output, quiet, "type")

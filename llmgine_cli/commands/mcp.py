@@ -11,6 +11,8 @@ ToolChat engines use them like registered tools.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated
 
 import msgspec
@@ -19,6 +21,7 @@ import typer
 from llmgine_cli import completion
 from llmgine_cli.commands.args import session_callback
 from llmgine_cli.commands.tools import render_tools
+from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, render_deleted, resolve_format, visible_line
 
@@ -50,6 +53,17 @@ Session = Annotated[
         help="The session the server belongs to (default: global, every session sees it).",
     ),
 ]
+
+
+@contextlib.contextmanager
+def _taken_says_replace(name: str) -> Iterator[None]:
+    """The daemon's 409 says "remove it first"; here --replace does it in one step."""
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status == 409 and exc.details.get("name") == name:
+            raise api_error(409, exc.code, f"MCP server {name!r} already exists here (--replace replaces it)") from None
+        raise
 
 
 @app.command("add")
@@ -86,6 +100,10 @@ def add(
         bool,
         typer.Option("--requires-approval", help="A ToolChat engine asks a person before running its tools."),
     ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option("--replace", help="Replace a server of that name (its process is stopped), as tools' --replace."),
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -93,7 +111,11 @@ def add(
 
     A stdio server runs in the sandbox (unless --trusted) and is restarted if it exits. The
     answer comes once it is connected, or says why not (status, last_error); exit 6 if the
-    name is taken. Put `--` before the command so its own options are not read as ours."""
+    name is taken (--replace replaces it). Put `--` before the command so its own options are
+    not read as ours.
+
+    Example: `llmgine mcp add calc -S demo --replace -- python3 calc.py`
+    """
     if bool(command) == bool(url):
         raise typer.BadParameter("give either -- COMMAND ARGS... or --url URL", param_hint="COMMAND")
     variables: dict[str, str] = {}
@@ -105,7 +127,7 @@ def add(
     app_ctx = state(ctx)
     from llmgine_cli.progress import spinner
 
-    with spinner(app_ctx.env, f"starting MCP server {name}"):
+    with spinner(app_ctx.env, f"starting MCP server {name}"), _taken_says_replace(name):
         server = app_ctx.client().register_mcp_server(
             session,
             name,
@@ -117,6 +139,7 @@ def add(
             mounts=mount or (),
             timeout=timeout,
             requires_approval=requires_approval,
+            replace=replace,
         )
     render(app_ctx.env, server, SERVER_VIEW, output, quiet)
     if server.status != "running":  # registered, but its tools are not there (yet): say so

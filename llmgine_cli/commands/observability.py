@@ -71,13 +71,22 @@ def logs(
         str | None,
         typer.Option("--grep", "-g", metavar="TEXT", help="Only records whose message contains TEXT (any case)."),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="The newest N records.")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", metavar="N", min=1, max=1000, help="The newest N records.")
+    ] = 100,
     interval: Annotated[float, typer.Option("--interval", min=0.1, hidden=True)] = 1.0,
     polls: Annotated[int, typer.Option("--polls", min=0, hidden=True, help="Stop -f after N polls (tests).")] = 0,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Show the daemon's log records, oldest first (-f follows, Ctrl-C stops)."""
+    """Show the daemon's log records, oldest first (-f follows, Ctrl-C stops).
+
+    Examples:
+
+      llmgine logs -f --level warning -S demo
+
+      llmgine logs --since 15m --grep timeout -o jsonl | jq -r .message
+    """
     app_ctx = state(ctx)
     env = app_ctx.env
     client = app_ctx.client()
@@ -228,7 +237,9 @@ def traces(
     status: Annotated[
         str | None, typer.Option("--status", metavar="STATUS", help="ok or error.", callback=choices("ok", "error"))
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", "-l", min=1, max=1000, help="At most this many.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", "-l", metavar="N", min=1, max=1000, help="At most this many.")
+    ] = 50,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:

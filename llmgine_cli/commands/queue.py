@@ -39,7 +39,9 @@ StatusFilter = Annotated[
         help="queued, blocked or executing; comma-separated for several (default: all three).",
     ),
 ]
-Limit = Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many, oldest first.")]
+Limit = Annotated[
+    int, typer.Option("--limit", "-l", "-n", metavar="N", min=1, max=1000, help="At most this many, oldest first.")
+]
 SessionFilter = Annotated[
     str | None,
     typer.Option(
@@ -138,7 +140,9 @@ def _pressed_q(timeout: float) -> bool:
 def top(
     ctx: typer.Context,
     status: StatusFilter = None,
-    limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many rows.")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", "-l", "-n", metavar="N", min=1, max=1000, help="At most this many rows.")
+    ] = 20,
     session: SessionFilter = None,
     interval: Annotated[float, typer.Option("--interval", "-i", min=0.2, help="Seconds between refreshes.")] = 1.0,
     count: Annotated[int, typer.Option("--count", min=0, hidden=True, help="Stop after N refreshes.")] = 0,

@@ -74,6 +74,7 @@ def add(
         str,
         typer.Option(
             "--missed",
+            metavar="skip|run_once",
             callback=choices("skip", "run_once"),
             help="Firings due while the daemon was down: skip them, or run_once now.",
         ),
@@ -82,15 +83,43 @@ def add(
         list[str] | None,
         typer.Option("--param", "-p", metavar="KEY=VALUE", help="A parameter (as `command run`). Repeatable."),
     ] = None,
-    params: Annotated[str | None, typer.Option("--params", metavar="JSON", help="All parameters as JSON.")] = None,
-    priority: Annotated[str | None, typer.Option("--priority", callback=choices("high", "normal", "low"))] = None,
+    params: Annotated[
+        str | None,
+        typer.Option("--params", metavar="JSON", help="All parameters as a JSON object (or @FILE, - for stdin)."),
+    ] = None,
+    priority: Annotated[
+        str | None,
+        typer.Option(
+            "--priority",
+            metavar="high|normal|low",
+            help="Each command's priority (default normal).",
+            callback=choices("high", "normal", "low"),
+        ),
+    ] = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", metavar="SECONDS", min=0.001, help="Each command's timeout.")
     ] = None,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            "--reuse",
+            help="If the session already has this schedule (same command, parameters and timing), print it "
+            "instead of adding a second one: a setup script can run again.",
+        ),
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Schedule a command (exactly one of --cron, --every, --at) and print its next firing times."""
+    """Schedule a command (exactly one of --cron, --every, --at) and print its next firing times.
+
+    Examples:
+
+      llmgine schedule add Report -S demo --cron '0 9 * * 1-5' --tz Europe/Berlin -p kind=daily
+
+      llmgine schedule add Ping -S demo --every 5m --reuse -q
+
+      llmgine schedule add Remind -S demo --at 2030-01-01T09:00:00 --tz UTC
+    """
     if sum(v is not None for v in (cron, every, at)) != 1:
         raise typer.BadParameter("give exactly one of --cron, --every and --at", param_hint="--cron/--every/--at")
     command = CommandCreate(
@@ -101,7 +130,7 @@ def add(
     when: dict[str, Any] = {"cron": cron, "at": at, "timezone": tz, "missed": missed}
     if every is not None:
         when["every"] = float(every) if every.replace(".", "", 1).isdigit() else every
-    created = state(ctx).client().create_schedule(session, command, **when)
+    created = state(ctx).client().create_schedule(session, command, if_exists="reuse" if reuse else None, **when)
     _show(ctx, created, ONE_VIEW, output, quiet)
 
 

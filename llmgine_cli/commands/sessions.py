@@ -8,7 +8,7 @@ import typer
 
 from llmgine_cli import completion, hot
 from llmgine_cli.commands.args import choices, parse_pairs, session_callback
-from llmgine_cli.errors import ApiError
+from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.failure import report
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, builtins, render
@@ -34,17 +34,59 @@ SessionId = Annotated[
 @app.command("create")
 def create(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Option("--name", "-n", help="A name for it.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", "-n", help="A name for it, unique among the active sessions (-S NAME finds it)."),
+    ] = None,
     meta: Annotated[
         list[str] | None,
         typer.Option("--meta", "-m", metavar="KEY=VALUE", help="Metadata: KEY=string or KEY:=JSON; repeatable."),
     ] = None,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            "--reuse",
+            help="If an active session already has --name, print it instead of failing (its "
+            "--meta is left as it is; no session token is minted: `llmgine session token`).",
+        ),
+    ] = False,
+    allow_duplicate: Annotated[
+        bool,
+        typer.Option(
+            "--allow-duplicate",
+            help="Create another session even if an active one has --name (`-S NAME` is then ambiguous).",
+        ),
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Create a session (`SID=$(llmgine session create -q)`)."""
+    """Create a session (`SID=$(llmgine session create -q)`).
+
+    A name already taken by an active session is an error (exit 6), as `docker create --name`
+    does, so `-S NAME` never becomes ambiguous. With --reuse that session is printed instead
+    (exit 0), which makes a setup script safe to re-run:
+    `SID=$(llmgine session create -n build --reuse -q)`.
+    """
     app_ctx = state(ctx)
-    session = app_ctx.client().create_session(name, parse_pairs(meta, "--meta"))
+    if (reuse or allow_duplicate) and name is None:
+        flag = "--reuse" if reuse else "--allow-duplicate"
+        raise typer.BadParameter(f"{flag} needs --name", param_hint=flag)
+    if reuse and allow_duplicate:
+        raise typer.BadParameter("give --reuse or --allow-duplicate, not both", param_hint="--reuse")
+    if_exists = None if name is None or allow_duplicate else "reuse" if reuse else "error"
+    try:
+        session = app_ctx.client().create_session(name, parse_pairs(meta, "--meta"), if_exists=if_exists)
+    except ApiError as exc:
+        if exc.status == 409 and exc.code == "CONFLICT" and exc.details.get("name") == name:
+            taken = exc.details.get("session_id")
+            raise api_error(
+                409,
+                exc.code,
+                f"an active session is already named {name!r} ({taken}): --reuse prints it, "
+                "or end it first (`llmgine session delete`)",
+                exc.details,
+            ) from None
+        raise
     render(app_ctx.env, session, SESSION_VIEW, output, quiet)
 
 
@@ -58,8 +100,10 @@ def list_(
         ),
     ] = None,
     all_sessions: Annotated[bool, typer.Option("--all", "-a", help="Closed sessions too.")] = False,
-    limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many (1-1000).")] = 50,
-    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many.")] = 0,
+    limit: Annotated[
+        int, typer.Option("--limit", "-l", "-n", metavar="N", min=1, max=1000, help="At most this many (1-1000).")
+    ] = 50,
+    offset: Annotated[int, typer.Option("--offset", metavar="N", min=0, help="Skip this many.")] = 0,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:

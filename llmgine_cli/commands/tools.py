@@ -7,7 +7,6 @@ a sandbox worker. The CLI never runs or imports the file.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,8 +16,9 @@ import typer
 from llmgine_cli import completion
 from llmgine_cli.commands.args import SessionOpt, parse_object, parse_pairs
 from llmgine_cli.errors import ApiError, api_error
+from llmgine_cli.inputs import NotText, read_stdin
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, resolve_format, visible_text
+from llmgine_cli.render import View, render, render_deleted, resolve_format, visible_text
 from llmgine_cli.status import ExitStatus
 
 app = typer.Typer(help="Register Python functions as a session's tools, run them, remove them.", no_args_is_help=True)
@@ -39,10 +39,13 @@ ToolName = Annotated[str, typer.Argument(metavar="NAME", help="The tool's name."
 def read_source(path: str, param: str = "FILE") -> str:
     """A Python file's text (``-`` = stdin). Only read: the daemon's sandbox loads it."""
     try:
-        source = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise typer.BadParameter(f"cannot read {path}: {reason}", param_hint=param) from None
+        source = read_stdin() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except NotText as exc:
+        raise typer.BadParameter(str(exc), param_hint=param) from None
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint=param) from None
+    except UnicodeDecodeError:
+        raise typer.BadParameter(f"{'stdin' if path == '-' else path} is not UTF-8 text", param_hint=param) from None
     if not source.strip():  # as an empty --data: a usage error (2), not the daemon's 422 (1)
         raise typer.BadParameter(f"{'stdin' if path == '-' else path} is empty: no Python source", param_hint=param)
     return source
@@ -100,7 +103,12 @@ def register(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Register a function from FILE.py as a tool of the session (exit 6 if the name is taken)."""
+    """Register a function from FILE.py as a tool of the session (exit 6 if the name is taken;
+    --replace replaces it, which makes a setup script safe to re-run).
+
+    Example: `llmgine tool register weather.py -S demo --replace && llmgine tool exec get_weather -S demo -a
+    location=Hobart`
+    """
     app_ctx = state(ctx)
     source = read_source(file)
     parameters = parse_object(params, "--params") if params is not None else None
@@ -211,4 +219,6 @@ def delete(
     """Remove a tool from the session (exit 4 if there is none)."""
     app_ctx = state(ctx)
     app_ctx.client().delete_tool(session, name)
-    render(app_ctx.env, {"name": name, "session_id": session, "deleted": True}, TOOL_VIEW, output, quiet)
+    # As every delete with no record to show (webhook, schedule, secret, mcp): a line on stderr.
+    record = {"name": name, "session_id": session}
+    render_deleted(app_ctx.env, record, f"deleted tool {name}", output, quiet, "name")

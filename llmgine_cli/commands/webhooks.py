@@ -7,13 +7,13 @@ webhooks.allowed_hosts allows can be called (default: this machine).
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import msgspec
 import typer
 
 from llmgine_cli.commands.args import choices, id_argument, session_filter_callback
+from llmgine_cli.inputs import NotText, read_stdin
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, render_deleted, resolve_format
 
@@ -72,16 +72,35 @@ def add(
             "--secret-stdin", help="Read the signing secret (whsec_...) from stdin instead of generating one."
         ),
     ] = False,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            "--reuse",
+            help="If a webhook of this URL, events and session exists, print it (without its secret: that "
+            "was shown once) instead of adding a second one that would deliver each event twice.",
+        ),
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
     """Register a webhook and print it with its secret (shown this once: keep it to verify
-    signatures; -q prints only the id, -o json the secret too)."""
+    signatures; -q prints only the id, -o json the secret too).
+
+    Example: `llmgine webhook add https://example.com/hook -e 'Command*' -S demo -o json | jq -r .secret`
+    """
     app_ctx = state(ctx)
-    secret = sys.stdin.read().strip() if secret_stdin else None
-    hook = app_ctx.client().create_webhook(url, events=event or ["*"], session_id=session, secret=secret)
+    try:
+        secret = read_stdin().strip() if secret_stdin else None
+    except NotText as exc:
+        raise typer.BadParameter(str(exc), param_hint="--secret-stdin") from None
+    hook = app_ctx.client().create_webhook(
+        url, events=event or ["*"], session_id=session, secret=secret, if_exists="reuse" if reuse else None
+    )
     render(app_ctx.env, hook, ONE_VIEW, output, quiet)
-    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain"):
+    if hook.secret is None:  # --reuse found it: its secret was shown when it was added
+        if not quiet:
+            app_ctx.env.err(f"webhook {hook.webhook_id} was already there (its secret was shown when it was added)")
+    elif not quiet and resolve_format(app_ctx.env, output) in ("table", "plain"):
         app_ctx.env.err("the secret is shown only now: webhook-signature is its HMAC-SHA256 (Standard Webhooks)")
 
 
@@ -131,7 +150,9 @@ def deliveries(
             show_default=False,
         ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-l", min=1, max=1000, help="At most this many deliveries.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-l", "-n", metavar="N", min=1, max=1000, help="At most this many deliveries.")
+    ] = 50,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:

@@ -360,3 +360,45 @@ async def test_a_nested_command_ends_with_its_parent(app_client):
     # Nothing is left running: the session takes the next command.
     await add_command_handler(app_client, sid, "Greet", GREET)
     assert (await run(app_client, sid, "Greet", {"name": "next"}))["status"] == "completed"
+
+
+async def test_replace_swaps_the_scopes_command_handler_in_one_step(make_client):
+    # ?replace=true (`handler add command --replace`, as `tool register --replace`): a setup
+    # script re-run swaps the handler instead of failing with 409; the new one answers at once
+    # and after a restart (the old row is gone, not only unregistered in memory).
+    client = await make_client()
+    sid = (await create_session(client))["session_id"]
+    for scope, base in (("session", f"/api/sessions/{sid}/handlers"), ("global", "/api/handlers")):
+        await add_command_handler(client, sid, f"V{scope}", "def one(c):\n    return 1\n", scope=scope)
+        resp = await client.post(
+            f"{base}/commands?replace=true",
+            json={"command_type": f"V{scope}", "handler_function": "def two(c):\n    return 2\n"},
+        )
+        assert resp.status == 201, await resp.text()
+        assert (await resp.json())["function"] == "two"
+        assert (await run(client, sid, f"V{scope}"))["result"] == 2
+        listed = (await (await client.get(f"{base}?kind=command")).json())["handlers"]
+        assert [h["function"] for h in listed if h["type"] == f"V{scope}"] == ["two"]
+    # Nothing to replace is fine too.
+    resp = await client.post(
+        f"/api/sessions/{sid}/handlers/commands?replace=true",
+        json={"command_type": "Fresh", "handler_function": "def f(c):\n    return 'f'\n"},
+    )
+    assert resp.status == 201, await resp.text()
+    await client.close()
+    client = await make_client()
+    assert (await run(client, sid, "Vsession"))["result"] == 2
+    assert (await run(client, sid, "Vglobal"))["result"] == 2
+    assert (await run(client, sid, "Fresh"))["result"] == "f"
+
+
+async def test_replace_never_takes_an_engines_command_type(app_client):
+    sid = (await create_session(app_client))["session_id"]
+    resp = await app_client.post("/api/engines", json={"engine_type": "DummyEngine", "session_id": sid})
+    assert resp.status == 201, await resp.text()
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/handlers/commands?replace=true",
+        json={"command_type": "DummyEngineCommand", "handler_function": "def x(c):\n    return 1\n"},
+    )
+    assert resp.status == 409
+    assert assert_envelope(await resp.json(), "CONFLICT")["details"]["owner"].startswith("engine:")

@@ -159,3 +159,40 @@ async def test_bearer_required_on_tcp_when_secret_set(make_client):
 async def test_unix_socket_needs_no_credential(make_settings, home, unix_client):
     resp = await unix_client.get("/api/sessions")
     assert resp.status == 200
+
+
+def test_every_pattern_of_a_request_has_words_for_its_422():
+    # `llmgine webhook add URL -e 'Bad Type'` said "events[0]: Expected `str` matching regex
+    # '^([A-Za-z_][A-Za-z0-9_.:\\-]{0,127}|...)$'": a pattern no rule in PATTERN_RULES named was
+    # shown as msgspec's regex. Every pattern a request model uses now has its words.
+    import msgspec
+    from llmgine_daemon.protocol.endpoints import ENDPOINTS
+    from llmgine_daemon.protocol.grammar import PATTERN_RULES
+
+    models = [e.request for e in ENDPOINTS if isinstance(e.request, type)]
+    _, components = msgspec.json.schema_components(models)
+    patterns: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                patterns.add(node["pattern"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(components)
+    assert patterns and not patterns - PATTERN_RULES.keys(), sorted(patterns - PATTERN_RULES.keys())
+
+
+async def test_a_bad_webhook_is_said_in_words(app_client):
+    for body, field, words in (
+        ({"url": "ftp://example.invalid/x"}, "url", "http:// or https://"),
+        ({"url": "http://127.0.0.1:9/x", "events": ["Bad Type"]}, "events[0]", "prefix ending in *"),
+    ):
+        resp = await app_client.post("/api/webhooks", json=body)
+        assert resp.status == 422
+        details = assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]
+        assert details["field"] == field and words in details["issue"] and "regex" not in details["issue"], details

@@ -321,3 +321,27 @@ async def test_a_backlog_of_events_holds_not_their_data(app_client):
     assert held < 500 * len(backlog), f"{held} bytes held by {len(backlog)} waiting events"
     saw = await wait_for(app_client, sid, "Saw", 21, timeout=60)
     assert [d["size"] for _, d, _ in saw] == [len(blob)] * 21
+
+
+async def test_replace_swaps_the_types_event_handlers(app_client):
+    # ?replace=true (`handler add event --replace`): the scope's handlers of the type go in
+    # the same step, so a setup script run twice leaves one handler, not two running twice.
+    sid = await setup(app_client)
+    code = """
+        async def h(event):
+            await bus.publish("Ran", {{"by": "{by}"}})
+    """
+    await add_event_handler(app_client, sid, "Tick", code.format(by="old"))
+    await add_event_handler(app_client, sid, "Tick", code.format(by="old"))
+    await add_event_handler(app_client, sid, "Other", "def o(event):\n    pass\n")
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/handlers/events?replace=true",
+        json={"event_type": "Tick", "handler_function": textwrap.dedent(code.format(by="new"))},
+    )
+    assert resp.status == 201, await resp.text()
+    listed = (await (await app_client.get(f"/api/sessions/{sid}/handlers")).json())["handlers"]
+    assert sorted(h["type"] for h in listed) == ["Other", "Tick"]
+    await publish(app_client, sid, "Tick")
+    await wait_for(app_client, sid, "Ran", 1)
+    await handlers_idle(app_client, sid)
+    assert [d["by"] for _, d, _ in await events_of(app_client, sid, "Ran")] == ["new"]

@@ -165,6 +165,21 @@ async def test_removal_stops_the_server_and_its_tools_go(app_client: Any) -> Non
     assert not alive(server["pid"])
 
 
+async def test_replace_stops_the_old_server_and_starts_the_new(app_client: Any) -> None:
+    # ?replace=true (`mcp add --replace`, as tools'): a setup script run again got 409 and had
+    # to remove the server first. The old process is stopped, the new one's tools answer.
+    sid = (await create_session(app_client))["session_id"]
+    first = await add_server(app_client, sid, name="fake", **STDIO)
+    await add_server(app_client, sid, expect=409, name="fake", **STDIO)
+    resp = await app_client.post(f"/api/sessions/{sid}/mcp-servers?replace=true", json={"name": "fake", **STDIO})
+    assert resp.status == 201, await resp.text()
+    second = await resp.json()
+    assert second["pid"] != first["pid"] and alive(second["pid"]) and not alive(first["pid"])
+    assert (await execute_tool(app_client, sid, "fake.add", a=1, b=2))["result"] == {"result": 3}
+    listed = (await (await app_client.get(f"/api/sessions/{sid}/mcp-servers")).json())["servers"]
+    assert [s["name"] for s in listed] == ["fake"]
+
+
 async def test_http_server_global_and_persisted(make_client: Any, http_server: str) -> None:
     client = await make_client()
     server = await add_server(client, None, name="web", url=http_server)

@@ -191,3 +191,24 @@ async def test_session_tokens_and_the_end_of_a_session(make_client):
     assert (await client.delete(f"/api/sessions/{theirs['session_id']}")).status == 200
     got = await (await client.get(f"/api/schedules/{s['schedule_id']}")).json()
     assert got["status"] == "done" and got["last_error"] == "the session ended"
+
+
+async def test_if_exists_reuses_or_refuses_the_same_schedule(app_client):
+    # An addition: a setup script run twice made two schedules firing the same command twice.
+    # ?if_exists=reuse answers the one there (200), ?if_exists=error is 409; another command,
+    # timing or session is another schedule, and without the parameter a twin is made as before.
+    sid = (await create_session(app_client))["session_id"]
+    body = {"session_id": sid, "command": COMMAND, "every": "1h"}
+    first = await schedule(app_client, sid, every="1h")
+    resp = await app_client.post("/api/schedules?if_exists=reuse", json=body)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["schedule_id"] == first["schedule_id"]
+    resp = await app_client.post("/api/schedules?if_exists=error", json=body)
+    assert resp.status == 409
+    assert assert_envelope(await resp.json(), "CONFLICT")["details"]["schedule_id"] == first["schedule_id"]
+    for other in ({"every": "2h"}, {"command": {**COMMAND, "parameters": {"prompt": "tock"}}}):
+        resp = await app_client.post("/api/schedules?if_exists=reuse", json={**body, **other})
+        assert resp.status == 201, await resp.text()
+    assert (await app_client.post("/api/schedules", json=body)).status == 201
+    listed = (await (await app_client.get("/api/schedules", params={"session_id": sid})).json())["schedules"]
+    assert len(listed) == 4

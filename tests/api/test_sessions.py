@@ -312,3 +312,47 @@ async def test_a_long_sessions_purge_lets_other_sessions_write_meanwhile(app_cli
 
 async def _partly(left: Any, total: int) -> bool:
     return 0 < await left() < total
+
+
+async def test_if_exists_reuses_or_refuses_an_active_name(app_client):
+    # An addition to the spec's create: ?if_exists=reuse|error, for setup scripts that run
+    # twice (`session create --name X --reuse`); without it a second session of the name is
+    # created, as the spec's endpoint does.
+    first = await create_session(app_client, name="setup")
+    resp = await app_client.post("/api/sessions?if_exists=reuse", json={"name": "setup", "metadata": {"x": 1}})
+    assert resp.status == 200, await resp.text()
+    again = await resp.json()
+    assert again["session_id"] == first["session_id"] and again["metadata"] == {}
+    assert again["session_token"] is None  # nothing minted: `session token` mints one
+    resp = await app_client.post("/api/sessions?if_exists=error", json={"name": "setup"})
+    assert resp.status == 409
+    assert assert_envelope(await resp.json(), "CONFLICT")["details"]["session_id"] == first["session_id"]
+    listed = await (await app_client.get("/api/sessions")).json()
+    assert [s["session_id"] for s in listed["sessions"] if s["name"] == "setup"] == [first["session_id"]]
+    # An ended session does not hold its name; the spec's default still makes another.
+    await app_client.delete(f"/api/sessions/{first['session_id']}")
+    resp = await app_client.post("/api/sessions?if_exists=error", json={"name": "setup"})
+    assert resp.status == 201
+    resp = await app_client.post("/api/sessions", json={"name": "setup"})
+    assert resp.status == 201
+
+
+async def test_if_exists_needs_a_name_and_a_known_value(app_client):
+    resp = await app_client.post("/api/sessions?if_exists=reuse", json={})
+    assert resp.status == 422
+    assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "name"
+    resp = await app_client.post("/api/sessions?if_exists=maybe", json={"name": "n"})
+    assert resp.status == 422
+    assert_envelope(await resp.json(), "VALIDATION_ERROR")
+
+
+async def test_concurrent_reuse_makes_one_session(app_client):
+    import asyncio
+
+    async def create() -> str:
+        resp = await app_client.post("/api/sessions?if_exists=reuse", json={"name": "race"})
+        assert resp.status in (200, 201), await resp.text()
+        return (await resp.json())["session_id"]
+
+    ids = await asyncio.gather(*(create() for _ in range(8)))
+    assert len(set(ids)) == 1

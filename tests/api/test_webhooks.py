@@ -302,3 +302,26 @@ async def test_a_target_that_never_answers_holds_up_no_other_webhook(make_client
     finally:
         release.set()
         await runner.cleanup()
+
+
+async def test_if_exists_reuses_or_refuses_the_same_webhook(app_client):
+    # An addition: a setup script run twice registered two webhooks, so each event was POSTed
+    # twice. ?if_exists=reuse answers the one of this URL, events and session (200, never its
+    # secret again); ?if_exists=error is 409; other events or another session is another one.
+    sid = (await create_session(app_client))["session_id"]
+    body = {"url": "http://127.0.0.1:9/hook", "events": ["Command*"], "session_id": sid}
+    resp = await app_client.post("/api/webhooks", json=body)
+    assert resp.status == 201
+    first = await resp.json()
+    resp = await app_client.post("/api/webhooks?if_exists=reuse", json=body)
+    assert resp.status == 200, await resp.text()
+    again = await resp.json()
+    assert again["webhook_id"] == first["webhook_id"] and again["secret"] is None
+    resp = await app_client.post("/api/webhooks?if_exists=error", json=body)
+    assert resp.status == 409
+    assert assert_envelope(await resp.json(), "CONFLICT")["details"]["webhook_id"] == first["webhook_id"]
+    for other in ({"events": ["*"]}, {"session_id": None}):
+        resp = await app_client.post("/api/webhooks?if_exists=reuse", json={**body, **other})
+        assert resp.status == 201, await resp.text()
+    listed = (await (await app_client.get("/api/webhooks")).json())["webhooks"]
+    assert len([w for w in listed if w["url"] == body["url"]]) == 3

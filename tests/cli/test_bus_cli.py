@@ -267,6 +267,9 @@ def test_events(cli):
     assert by_seq == got and str(got["seq"]) == seq
     other = cli("session", "create", "-q").stdout.strip()
     assert cli("event", "get", seq, "-S", other).exit_code == 4  # another session's seq
+    # A number past any seq was VALIDATION_ERROR about `after` (exit 1), a parameter not given.
+    huge = cli("event", "get", "9" * 21, "-S", sid)
+    assert huge.exit_code == 4 and "EVENT_NOT_FOUND" in huge.stderr and "after" not in huge.stderr
 
 
 def test_control_characters_in_data_never_reach_the_terminal(cli):

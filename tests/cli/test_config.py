@@ -136,3 +136,18 @@ def test_broken_config_file_is_one_line(cold_cli, cold_home):
     result = cold_cli("config", "show", "--local")
     assert result.exit_code == 1
     assert "not valid TOML" in one_line(result.stderr)
+
+
+def test_get_names_a_value_the_daemon_has_not_read_yet(cli, daemon):
+    # `config set KEY V && config get KEY` printed the running daemon's value (here an empty
+    # line) and nothing else: the note on stderr says the file has V and what applies it.
+    assert cli("config", "set", "logging.file", "/tmp/llmgine-never.log").exit_code == 0
+    try:
+        got = cli("config", "get", "logging.file")
+        assert got.exit_code == 0 and got.stdout == "\n"
+        note = one_line(got.stderr)
+        assert "config.toml says logging.file = /tmp/llmgine-never.log" in note and "daemon restart" in note
+        assert cli("config", "get", "logging.file", "-q").stderr == ""  # scripts: the value only
+    finally:
+        assert cli("config", "unset", "logging.file").exit_code == 0
+    assert cli("config", "get", "logging.file").stderr == ""

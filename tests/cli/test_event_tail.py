@@ -226,3 +226,27 @@ def test_command_run_follow_is_not_ended_by_a_forged_command_result(cli, daemon)
     assert lines[-1]["status"] == "completed" and lines[-1]["result"] != {"forged": True}
     results = [e["source"] for e in lines[:-1] if e["event_type"] == "CommandResult"]
     assert results == ["api", "bus"]  # the forged one is shown (it is in the log), then the end
+
+
+def test_an_unknown_source_is_a_usage_error_as_every_other_choice(cli):
+    # `event list|tail --source nope` went to the daemon: exit 1 and its 422, where every
+    # other option with a fixed set of values (--status, --kind, --priority) is exit 2 here.
+    sid = cli("session", "create", "-q").stdout.strip()
+    for args in (("event", "list", "-S", sid), ("event", "tail", sid, "--source", "api")):
+        result = cli(*args, "--source", "nope")
+        assert result.exit_code == 2, (args, result.stderr)
+        assert "'nope' is not one of api, engine, handler, bus" in result.stderr
+    assert cli("event", "list", "-S", sid, "--source", "api").exit_code == 0
+    # The help says what a pipe gets: JSON lines (not "plain text", as other listings).
+    assert "jsonl when piped" in re.sub(r"\s+", " ", cli("event", "tail", "--help").stdout)
+
+
+def test_follow_with_no_wait_or_quiet_is_a_usage_error(cli):
+    # `command run --follow --no-wait` printed no event and `--follow -q` printed the events
+    # before the id (`ID=$(... --follow -q)` held them), both without a word; as --on-done
+    # with --no-wait, each pair is now a usage error (exit 2), and nothing is submitted.
+    sid = cli("session", "create", "-q").stdout.strip()
+    for extra, words in ((["--no-wait"], "--no-wait"), (["-q"], "-q prints only the id")):
+        result = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "--follow", *extra)
+        assert result.exit_code == 2 and words in result.stderr, result.stderr
+    assert json.loads(cli("session", "get", sid, "-o", "json").stdout)["counts"]["commands"] == 0

@@ -253,3 +253,24 @@ def test_schedule_times_read_like_every_other_time(daemon: Daemon, session: str)
     assert "2030-01-01 11:00:00 AEDT" in melbourne
     raw = json.loads(run_cli(["schedule", "list", "-S", session, "-o", "json"], daemon.env).stdout)
     assert raw["schedules"][0]["next_due"] == "2030-01-01T00:00:00.000000Z"  # -o json: unchanged
+
+
+def test_a_setup_script_run_twice_adds_each_webhook_and_schedule_once(daemon, session):
+    # `webhook add` and `schedule add` made a second webhook (each event POSTed twice) and a
+    # second schedule (each firing twice) when a setup script ran again. --reuse prints the
+    # one already there.
+    url = "http://127.0.0.1:9/setup-hook"
+    hook_args = ["webhook", "add", url, "-e", "Command*", "-S", session, "--reuse"]
+    sched_args = ["schedule", "add", "DummyEngineCommand", "-S", session, "--every", "1h", "-p", "prompt=x", "--reuse"]
+    first_hook = llmgine(daemon, *hook_args, "-o", "json")
+    assert json.loads(first_hook)["secret"].startswith("whsec_")
+    again = run_cli([*hook_args, "-o", "json"], daemon.env)
+    assert again.returncode == 0 and json.loads(again.stdout)["secret"] is None
+    assert json.loads(again.stdout)["webhook_id"] == json.loads(first_hook)["webhook_id"]
+    assert "already there" in again.stderr
+    ids = {llmgine(daemon, *sched_args, "-q").strip() for _ in range(2)}
+    assert len(ids) == 1
+    listed = json.loads(llmgine(daemon, "schedule", "list", "-S", session, "-o", "json"))["schedules"]
+    assert [s["schedule_id"] for s in listed] == list(ids)
+    hooks = json.loads(llmgine(daemon, "webhook", "list", "-S", session, "-o", "json"))["webhooks"]
+    assert [h["url"] for h in hooks] == [url]

@@ -114,7 +114,7 @@ def test_output_in_a_locale_that_is_not_utf8(cli, daemon, fmt):
     too. What the encoding cannot write is now a JSON escape: tables stay readable, and JSON is
     JSON with the same data."""
     name = "日本語のセッション😀"
-    sid = cli("session", "create", "--name", name, "-q").stdout.strip()
+    sid = cli("session", "create", "--name", name, "--allow-duplicate", "-q").stdout.strip()
     result = run_cli(["session", "get", sid, "-o", fmt], {**daemon.env, **NOT_UTF8})
     assert result.returncode == 0, result.stderr
     assert result.stdout.isascii()
@@ -123,7 +123,7 @@ def test_output_in_a_locale_that_is_not_utf8(cli, daemon, fmt):
     else:
         assert json.loads(result.stdout)["name"] == name
     # An error naming it (stderr) is its one line too, not a second failure while reporting it.
-    assert cli("session", "create", "--name", name, "-q").exit_code == 0
+    assert cli("session", "create", "--name", name, "--allow-duplicate", "-q").exit_code == 0
     ambiguous = run_cli(["session", "get", name, "-o", fmt], {**daemon.env, **NOT_UTF8})
     assert ambiguous.returncode == 2, ambiguous.stderr
     assert "ambiguous" in ambiguous.stderr and "\\u65e5\\u672c\\u8a9e" in ambiguous.stderr
@@ -161,6 +161,25 @@ def test_every_command_that_prints_data_takes_dash_o():
     assert missing == WITHOUT_OUTPUT
 
 
+def test_every_limit_takes_dash_n(cli, daemon):
+    """`logs -n 5` and `traces -n 5` (as `head -n`), but `session|command|event|engine list`,
+    `ps`, `top` and `webhook deliveries` took only `-l`: `-n 5` was a usage error there."""
+    from llmgine_cli.root import COMMANDS, build_command
+
+    limits = {
+        path: opts for name in COMMANDS for path, opts in _leaves(build_command(name), [name]) if "--limit" in opts
+    }
+    assert len(limits) >= 10 and all("-n" in opts for opts in limits.values()), limits
+    for _ in range(2):
+        assert cli("session", "create", "-q").exit_code == 0
+    for args in (["session", "list"], ["command", "list", "-S", "nope"]):  # a real process: the fast path
+        result = run_cli([*args, "-n", "1", "-q"], daemon.env)
+        if args[0] == "session":
+            assert result.returncode == 0 and len(result.stdout.splitlines()) == 1, result.stderr
+        else:
+            assert result.returncode == 4, result.stderr  # -n taken; the session is not there
+
+
 def _set_secret(daemon, name):
     done = subprocess.run(
         [sys.executable, "-m", "llmgine_cli", "secret", "set", name, "-q"],
@@ -190,6 +209,15 @@ def test_a_delete_without_a_record_prints_one_with_dash_o_json(cli, daemon):
     assert plain.stdout == "" and plain.stderr == "deleted secret QA_SCRIPTING\n"
     gone = cli("secret", "delete", "QA_SCRIPTING", "-o", "json")
     assert gone.exit_code == 4 and gone.stdout == ""
+    # `tool delete` and `handler delete` printed a key/value table of what they were given on
+    # stdout; as every other delete with no record to show: a line on stderr.
+    code = "def shout(command):\n    return 1\n"
+    assert _piped(daemon, ["tool", "register", "-", "-S", sid, "-q"], code).returncode == 0
+    assert _piped(daemon, ["handler", "add", "command", "Shout", "-", "-S", sid, "-q"], code).returncode == 0
+    tool = cli("tool", "delete", "shout", "-S", sid)
+    assert (tool.exit_code, tool.stdout, tool.stderr) == (0, "", "deleted tool shout\n")
+    handler = cli("handler", "delete", "command", "Shout", "-S", sid)
+    assert (handler.stdout, handler.stderr) == ("", "deleted the session's command handler of Shout\n")
 
 
 def _piped(daemon, args, stdin):
@@ -216,13 +244,48 @@ def test_stdin_is_read_once_for_a_usage_error_of_the_fast_path(cli, daemon):
     assert published.returncode == 0 and json.loads(published.stdout)["data"] == {"a": 1}
 
 
+@pytest.mark.parametrize("locale", [{"LC_ALL": "C"}, {"LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8:strict"}])
+def test_bytes_that_are_not_utf8_on_stdin_are_a_usage_error(cli, daemon, tmp_path, locale):
+    """`llmgine tool register - < binary` was "internal error: UnicodeEncodeError" (exit 1): in
+    the C locale stdin decodes with surrogateescape and the lone surrogates failed at sending;
+    `command batch -f FILE` with such a file failed to decode as an internal error too. Every
+    reader of stdin or of a file now says it is not UTF-8 text: a usage error, exit 2."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    binary = bytes(range(128, 256))
+    (tmp_path / "bin.jsonl").write_bytes(binary)
+    cases = [
+        (["tool", "register", "-"], "FILE"),
+        (["handler", "add", "command", "T", "-"], "FILE"),
+        (["command", "batch", "-f", "-"], "--file"),
+        (["command", "run", "T", "-p", "a=@-"], "--param"),
+        (["command", "run", "T", "--params", "-"], "--params"),
+        (["event", "publish", "T", "--data", "@-"], "--data"),
+        (["secret", "set", "QA_BINARY"], "stdin"),
+        (["webhook", "add", "http://127.0.0.1:9/x", "--secret-stdin"], "--secret-stdin"),
+    ]
+    for args, where in cases:
+        scoped = ["-S", sid] if args[0] not in ("secret", "webhook") else []
+        result = subprocess.run(
+            [sys.executable, "-m", "llmgine_cli", *args, *scoped],
+            env=full_env({**daemon.env, **locale}),
+            input=binary,
+            capture_output=True,
+            timeout=60,
+        )
+        err = result.stderr.decode()
+        assert result.returncode == 2, (args, err)
+        assert f"{where}: stdin is not UTF-8 text" in err and "internal error" not in err, (args, err)
+    from_file = cli("command", "batch", "-f", str(tmp_path / "bin.jsonl"), "-S", sid)
+    assert from_file.exit_code == 2 and "bin.jsonl is not UTF-8 text" in from_file.stderr, from_file.stderr
+
+
 @pytest.mark.parametrize("name", ["my projet", "projekt-ü"])
 def test_a_session_name_that_names_nothing_is_not_found(cli, daemon, name):
     """Names may have spaces and accents; a mistyped one ("my projet" for "my project") was
     sent on as an id, which the daemon refused as no identifier: VALIDATION_ERROR, exit 1,
     where `session get nope` is SESSION_NOT_FOUND, exit 4. A script testing whether a session
     exists got a different answer by the name's spelling."""
-    assert cli("session", "create", "--name", "my project", "-q").exit_code == 0
+    assert cli("session", "create", "--name", "my project", "--reuse", "-q").exit_code == 0
     for args in (["session", "get", name], ["session", "delete", name], ["event", "list", "-S", name]):
         result = cli(*args)
         assert result.exit_code == 4, (args, result.stderr)
@@ -294,6 +357,13 @@ def test_a_second_engine_of_a_type_is_explained(cli):
     assert again.exit_code == 6 and again.stdout == ""
     assert f"already has a DummyEngine ({engine[-8:]}" in again.stderr, again.stderr
     assert f"llmgine engine exec {engine[-8:]} PROMPT" in again.stderr and "handler" not in again.stderr
+    # --reuse: the setup script's line run again prints the engine there (same model, config);
+    # one of another model or configuration is still the conflict, saying why.
+    reused = cli("engine", "create", "DummyEngine", "-S", sid, "--reuse", "-q")
+    assert (reused.exit_code, reused.stdout.strip()) == (0, engine), reused.stderr
+    for other in (["-M", "gpt-x"], ["-c", "temperature:=0.1"]):
+        refused = cli("engine", "create", "DummyEngine", "-S", sid, "--reuse", *other)
+        assert refused.exit_code == 6 and "--reuse takes only one of the same" in refused.stderr, refused.stderr
 
 
 def test_event_tail_quiet_prints_the_events_ids(cli):

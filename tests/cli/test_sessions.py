@@ -193,7 +193,7 @@ def test_sessions_by_name_prefix_and_short_id(cli):
     for given in (name, sid[:13], short_id(sid), sid):
         got = cli("session", "get", given, "-q")
         assert (got.exit_code, got.stdout.strip()) == (0, sid), given
-    twin = create(cli, "--name", name)
+    twin = create(cli, "--name", name, "--allow-duplicate")
     ambiguous = cli("session", "get", name)
     assert ambiguous.exit_code == 2
     line = one_line(ambiguous.stderr)
@@ -232,3 +232,53 @@ def test_plain_columns_line_up_with_wide_characters(cli):
     lines = cli("session", "list", "-o", "plain", "--limit", "2").stdout.splitlines()
     starts = {columns(line[: line.index("active")]) for line in lines[1:]}
     assert len(starts) == 1 and columns(lines[0][: lines[0].index("STATUS")]) in starts, lines
+
+
+def test_a_taken_name_is_refused_reused_or_duplicated_on_request(cli):
+    # `session create --name X` made a second session of the name, so a setup script run twice
+    # left `-S X` ambiguous (exit 2) for every later command. A taken name is now exit 6 (as
+    # `docker create --name`), --reuse prints that session (exit 0), --allow-duplicate is the
+    # old behaviour.
+    name = f"setup-{uuid.uuid4().hex[:6]}"
+    sid = create(cli, "--name", name)
+    taken = cli("session", "create", "--name", name, "-q")
+    assert taken.exit_code == 6 and taken.stdout == ""
+    line = one_line(taken.stderr)
+    assert "already named" in line and sid in line and "--reuse" in line
+    assert create(cli, "--name", name, "--reuse") == sid
+    again = json.loads(cli("session", "create", "-n", name, "--reuse", "-o", "json").stdout)
+    assert again["session_id"] == sid and again["session_token"] is None
+    assert cli("session", "get", name, "-q").stdout.strip() == sid  # still one: not ambiguous
+    twin = create(cli, "--name", name, "--allow-duplicate")
+    assert twin != sid and cli("session", "get", name).exit_code == 2
+    for args in (("--reuse",), ("--allow-duplicate",), ("-n", name, "--reuse", "--allow-duplicate")):
+        bad = cli("session", "create", *args)
+        assert bad.exit_code == 2 and "Traceback" not in bad.stderr, bad.stderr
+    # An ended session gives its name back.
+    other = f"ended-{uuid.uuid4().hex[:6]}"
+    old = create(cli, "--name", other)
+    assert cli("session", "delete", old, "-q").exit_code == 0
+    assert create(cli, "--name", other) != old
+
+
+def test_a_setup_script_can_run_twice(daemon, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.clitools import full_env
+
+    name = f"script-{uuid.uuid4().hex[:6]}"
+    script = tmp_path / "setup.sh"
+    script.write_text(
+        "set -euo pipefail\n"
+        f'llmgine() {{ "{sys.executable}" -m llmgine_cli "$@"; }}\n'
+        f"SID=$(llmgine session create --name {name} --reuse -q)\n"
+        f"llmgine event publish Ready -S {name} -q >/dev/null\n"
+        'echo "$SID"\n'
+    )
+    runs = [
+        subprocess.run(["bash", str(script)], env=full_env(daemon.env), capture_output=True, text=True, timeout=60)
+        for _ in range(2)
+    ]
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    assert runs[0].stdout == runs[1].stdout and len(runs[0].stdout.strip()) == 36

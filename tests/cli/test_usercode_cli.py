@@ -219,3 +219,25 @@ def test_a_spinning_tool_ends_with_the_daemons_timeout_not_the_clients(cli, tmp_
     ran = cli("--timeout", "2", "tool", "exec", "spin", "-S", sid)
     assert ran.exit_code == 1, ran.stderr
     assert "TIMEOUT" in one_line(ran.stderr)
+
+
+def test_handler_add_replace(cli, tmp_path):
+    # `tool register` had --replace, `handler add` not: a setup script run twice failed on its
+    # command handler (exit 6) and doubled its event handlers (each ran twice).
+    sid = new_session(cli)
+    one = write(tmp_path, "one.py", "def one(command):\n    return 1\n")
+    two = write(tmp_path, "two.py", "def two(command):\n    return 2\n")
+    assert cli("handler", "add", "command", "V", one, "-S", sid, "-q").exit_code == 0
+    taken = cli("handler", "add", "command", "V", two, "-S", sid)
+    assert taken.exit_code == 6 and "--replace" in one_line(taken.stderr)
+    replaced = cli("handler", "add", "command", "V", two, "-S", sid, "--replace", "-o", "json")
+    assert replaced.exit_code == 0, replaced.stderr
+    assert json.loads(replaced.stdout)["function"] == "two"
+    assert json.loads(cli("command", "run", "V", "-S", sid, "-o", "json").stdout)["result"] == 2
+    on = write(tmp_path, "on.py", "def on(event):\n    pass\n")
+    for flags in ((), (), ("--replace",), ("--replace",)):
+        assert cli("handler", "add", "event", "Tick", on, "-S", sid, "-q", *flags).exit_code == 0
+    listed = json.loads(cli("handler", "list", "-S", sid, "--kind", "event", "-o", "json").stdout)
+    assert [h["type"] for h in listed["handlers"]] == ["Tick"]
+    helped = cli("handler", "add", "event", "--help")
+    assert "--replace" in helped.stdout

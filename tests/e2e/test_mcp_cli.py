@@ -57,7 +57,9 @@ def test_mcp_add_list_tools_exec_restart_remove(home: Path) -> None:
         failed = run_cli(["tool", "exec", "fake.fail", "--session", sid, "-a", "message=no"], daemon.env)
         assert failed.returncode == 1 and "EXECUTION_FAILED" in failed.stderr and "Traceback" not in failed.stderr
         taken = run_cli(["mcp", "add", "fake", "--", sys.executable, SERVER], daemon.env)
-        assert taken.returncode == 6 and "CONFLICT" in taken.stderr
+        assert taken.returncode == 6 and "CONFLICT" in taken.stderr and "--replace replaces it" in taken.stderr
+        replaced = cli(daemon, "mcp", "add", "fake", "--replace", "-o", "json", "--", sys.executable, SERVER)
+        assert replaced["status"] == "running" and replaced["pid"] != server["pid"], replaced
         usage = run_cli(["mcp", "add", "nothing"], daemon.env)
         assert usage.returncode == 2 and "Traceback" not in usage.stderr
         # Registered but not connected: the table says `failed` among 15 lines; stderr says so.

@@ -1,0 +1,61 @@
+"""Every `llmgine ...` example in a command's --help names options that command has: an
+example is what a user copies first, so one that says `--follow` where the option is gone
+is a lie the help tells."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+from llmgine_cli.root import COMMANDS, build_command
+
+
+def _commands() -> list[tuple[list[str], Any]]:
+    out: list[tuple[list[str], Any]] = []
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        if hasattr(cmd, "list_commands"):
+            ctx = cmd.context_class(cmd)
+            for name in cmd.list_commands(ctx):
+                walk(cmd.get_command(ctx, name), [*path, name])
+        else:
+            out.append((path, cmd))
+
+    for name in COMMANDS:
+        walk(build_command(name), [name])
+    return out
+
+
+def _examples(text: str) -> list[str]:
+    """`llmgine ...` in backticks, or an indented line starting with llmgine (or X=$(llmgine)."""
+    found = re.findall(r"`(llmgine [^`]+)`", text)
+    for line in text.splitlines():
+        line = line.strip()
+        match = re.match(r"^(?:[A-Z_]+=\$\()?(llmgine .*?)\)?$", line)
+        if match and not line.startswith("`"):
+            found.append(match.group(1))
+    return found
+
+
+def test_examples_in_help_name_real_options():
+    commands = {tuple(path): cmd for path, cmd in _commands()}
+    checked = 0
+    for path, cmd in commands.items():
+        for example in _examples(cmd.help or ""):
+            for part in re.split(r"\||&&|;|\$\(", example):
+                part = part.strip().removeprefix("xargs ").strip().rstrip(")")
+                if not part.startswith("llmgine "):
+                    continue
+                try:
+                    words = shlex.split(part)[1:]
+                except ValueError:  # an example cut by a line break
+                    continue
+                target = next((p for n in range(len(words), 0, -1) if (p := tuple(words[:n])) in commands), None)
+                assert target is not None, f"{' '.join(path)}: {part!r} names no command"
+                options = {"--help", "-h"} | {o for p in commands[target].params for o in getattr(p, "opts", [])}
+                for word in words[len(target) :]:
+                    if re.match(r"^--?[A-Za-z]", word):
+                        assert word.split("=")[0] in options, f"{' '.join(path)}: {word} in {part!r}"
+                checked += 1
+    assert checked >= 20, checked
