@@ -361,7 +361,9 @@ async def test_command_timeout_mid_stream_records_what_arrived(llm_client: Any, 
     client = await llm_client()
     engine = await create_llm_engine(client)
     fake.script(Reply("abcdefgh", chunk=2, stall_after=1, stall=60))
-    record = await execute(client, engine["engine_id"], "slow", metadata={"timeout": 0.5})
+    # The first chunk must arrive before the timeout: 0.5 s was missed on a loaded machine
+    # (load 16: the only message stored was the prompt).
+    record = await execute(client, engine["engine_id"], "slow", metadata={"timeout": 3})
     record = await finished(client, engine["session_id"], record["command_id"])
     assert record["status"] == "timed_out"
     stored = await messages(client, engine["engine_id"])
