@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,17 +48,34 @@ def connect(socket_path: str | None, host: str | None, port: int | None, timeout
     if timeout is not None and timeout > LONGEST_TIMEOUT:
         timeout = LONGEST_TIMEOUT  # a socket refuses more (OverflowError): --timeout 1e10 means "wait"
     if socket_path is not None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(socket_path)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return _connect_unix(socket_path, timeout)
     sock = socket.create_connection((host or "127.0.0.1", port or 80), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+def _connect_unix(path: str, timeout: float | None) -> socket.socket:
+    """Connect to a Unix socket. A daemon whose backlog of connections not yet accepted is
+    full refuses with EAGAIN at once when the socket has a timeout (a Unix socket never
+    answers "in progress"): it is there, only busy, so it is asked again until ``timeout``
+    (shell scripts running many calls at once took it for "no daemon", and started one)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = 0.002
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if deadline is not None and time.monotonic() + pause > deadline:
+                raise TimeoutError(f"{path}: the daemon accepted no connection in {timeout:g} s") from None
+        except BaseException:
+            sock.close()
+            raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def exchange(

@@ -3,6 +3,7 @@ HTTP/1.1 client over a socket (against real servers), and short ids."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -149,3 +150,59 @@ def test_cells_never_recurse_without_bound():
     text = compact(deep)
     assert text.startswith('{"a":{"a":') and "…" in text and len(text) <= 200
     assert compact({"k": "v" * 500}, 20) == '{"k":"vvvvvvvvvvvvv…'
+
+
+def _full_backlog(path: str) -> tuple[socket.socket, list[socket.socket]]:
+    """A listening Unix socket that accepts nothing, its backlog filled: the next connect is
+    refused with EAGAIN (as a daemon too busy to accept)."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(0)
+    queued: list[socket.socket] = []
+    while True:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(5)
+        try:
+            probe.connect(path)
+        except BlockingIOError:
+            probe.close()
+            return server, queued
+        queued.append(probe)
+
+
+def test_a_busy_daemon_is_waited_for_not_taken_for_absent(home):
+    """With a timeout, connecting to a Unix socket whose backlog is full fails at once with
+    EAGAIN: scripts running many `llmgine` calls together were told "no daemon" (and the CLI
+    started another). The connection is now tried again until the timeout."""
+    path = str(home / "busy.sock")
+    server, queued = _full_backlog(path)
+    accepted: list[socket.socket] = []
+
+    def accept_later() -> None:
+        threading.Event().wait(0.3)
+        server.settimeout(10)  # the test ends even if the connection never came
+        with contextlib.suppress(OSError):
+            while len(accepted) < len(queued) + 1:
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept_later, daemon=True)
+    thread.start()
+    try:
+        sock = wire.connect(path, None, None, 10)
+        sock.close()
+    finally:
+        thread.join(10)
+        for s in [*queued, *accepted, server]:
+            s.close()
+    assert len(accepted) == len(queued) + 1
+
+
+def test_a_daemon_that_never_accepts_is_a_timeout(home):
+    path = str(home / "stuck.sock")
+    server, queued = _full_backlog(path)
+    try:
+        with pytest.raises(TimeoutError):
+            wire.connect(path, None, None, 0.3)
+    finally:
+        for s in [*queued, server]:
+            s.close()
