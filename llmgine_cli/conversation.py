@@ -26,6 +26,10 @@ from llmgine_cli.stream import EventStream, command_events
 
 # What a turn listens to: the command's brackets, the engine's events, the sandbox's tool runs.
 STREAM_TYPES = ("CommandStarted", "CommandResult", "Engine*", "ToolExecuted", "Approval*")
+# ... as the engine (its events, its tool calls) and the daemon wrote them: any member of the
+# session (a session token's page, its user code) may publish an EngineResponseDelta naming
+# the command, whose text was printed as the model's answer.
+TURN_SOURCES = ("engine", "bus")
 LLM_ENGINES = ("SinglePassEngine", "ToolChatEngine")
 
 
@@ -127,6 +131,8 @@ class Turn:
             for item in command_events(items, cid):
                 # Ours, and the tools run while it ran (their ToolExecuted events).
                 if item.data.get("command_id") != cid and item.event_type != "ToolExecuted":
+                    continue
+                if item.source not in TURN_SOURCES:
                     continue
                 if item.event_type == "EngineResponseDelta":
                     self.text.append(str(item.data.get("text") or ""))

@@ -15,8 +15,9 @@ commit, only while webhooks exist). Committed events wake it (``EventLog.subscri
 claimed with a conditional UPDATE that sets a lease (``lease_until``, ``lease_owner``), so two
 senders never send one delivery at once; a lease left by a killed daemon expires and the row
 is sent again (at least once: receivers de-duplicate by ``webhook-id``). Up to CLAIM attempts
-are in flight at once, at most PER_HOOK of one webhook, and each is recorded when it ends, not
-when its round does: a target that never answers holds only its own. Each attempt is
+are in flight at once, at most PER_HOOK of one webhook and PER_SESSION of one session's webhooks,
+and each is recorded when it ends, not when its round does: a target that never answers holds
+only its own. Each attempt is
 recorded in ``webhook_attempts`` (status code, error, duration); a failure is retried after
 ``retry_base * 2**(attempt-1)`` seconds (at most ``retry_cap``) until ``retry_for`` seconds
 after the delivery was made, then the delivery is ``failed``. A 2xx answer is ``delivered``.
@@ -63,6 +64,10 @@ CLAIM = 16  # deliveries in flight at once (this daemon)
 # ... of one webhook: a target that never answers holds at most these, and the others' due
 # deliveries are claimed past its backlog (they waited behind it for its timeouts before).
 PER_HOOK = 4
+# ... of one session's webhooks (global ones: no such cap): PER_HOOK alone let one session
+# with CLAIM / PER_HOOK webhooks to targets that never answer hold every slot, and no other
+# session's delivery was sent until their timeouts.
+PER_SESSION = CLAIM // 2
 SCAN = 8 * CLAIM  # due rows looked at per claim
 IDLE_S = 5.0  # how long an idle loop sleeps before it looks again (another daemon's rows)
 LEASE_MARGIN_S = 5.0  # a lease is twice the attempt's timeout and this
@@ -101,8 +106,8 @@ class Outbox:
         self._derive_wake = asyncio.Event()
         self._send_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        # The attempts in flight, each with its webhook's id (send_due).
-        self._sending: dict[asyncio.Task[None], str] = {}
+        # The attempts in flight, each with its webhook's id and session (send_due).
+        self._sending: dict[asyncio.Task[None], tuple[str, str | None]] = {}
         self._unsubscribe: Callable[[], None] | None = None
 
     def changed(self, delta: int) -> None:
@@ -271,19 +276,23 @@ class Outbox:
 
     async def send_due(self, sender: Sender) -> float:
         """Claim what is due and start sending it (at most CLAIM in flight, PER_HOOK of one
-        webhook); how long until something may be due again (an attempt that ends wakes the
-        loop sooner)."""
+        webhook, PER_SESSION of one session's webhooks); how long until something may be due
+        again (an attempt that ends wakes the loop sooner)."""
         free = CLAIM - len(self._sending)
         if free <= 0:
             return IDLE_S
-        busy = Counter(self._sending.values())
+        busy = Counter(hook for hook, _ in self._sending.values())
+        by_session = Counter(session for _, session in self._sending.values() if session is not None)
         full = sorted(hook for hook, n in busy.items() if n >= PER_HOOK)
+        full_sessions = sorted(session for session, n in by_session.items() if n >= PER_SESSION)
         skip = f" AND d.webhook_id NOT IN ({', '.join('?' * len(full))})" if full else ""
+        if full_sessions:
+            skip += f" AND (w.session_id IS NULL OR w.session_id NOT IN ({', '.join('?' * len(full_sessions))}))"
         now = now_iso()
         nxt = await self.store.fetchone(
-            "SELECT MIN(d.next_attempt_at) FROM webhook_deliveries d WHERE d.status = 'pending'"
-            f" AND (d.lease_until IS NULL OR d.lease_until < ?){skip}",
-            (now, *full),
+            "SELECT MIN(d.next_attempt_at) FROM webhook_deliveries d JOIN webhooks w ON w.webhook_id = d.webhook_id"
+            f" WHERE d.status = 'pending' AND (d.lease_until IS NULL OR d.lease_until < ?){skip}",
+            (now, *full, *full_sessions),
         )
         if nxt is None or nxt[0] is None:
             return IDLE_S
@@ -294,19 +303,20 @@ class Outbox:
 
         def claim(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             rows = conn.execute(
-                "SELECT d.delivery_id, d.webhook_id, w.url, w.secret, d.payload, d.attempts, d.created_at"
-                " FROM webhook_deliveries d JOIN webhooks w ON w.webhook_id = d.webhook_id"
+                "SELECT d.delivery_id, d.webhook_id, w.session_id, w.url, w.secret, d.payload, d.attempts,"
+                " d.created_at FROM webhook_deliveries d JOIN webhooks w ON w.webhook_id = d.webhook_id"
                 " WHERE d.status = 'pending' AND d.next_attempt_at <= ?"
                 f" AND (d.lease_until IS NULL OR d.lease_until < ?){skip}"
                 " ORDER BY d.next_attempt_at LIMIT ?",
-                (now, now, *full, SCAN),
+                (now, now, *full, *full_sessions, SCAN),
             ).fetchall()
             won: list[tuple[Any, ...]] = []
             held = Counter(busy)
+            held_by_session = Counter(by_session)
             for row in rows:
                 if len(won) == free:
                     break
-                if held[row[1]] >= PER_HOOK:
+                if held[row[1]] >= PER_HOOK or (row[2] is not None and held_by_session[row[2]] >= PER_SESSION):
                     continue
                 taken = conn.execute(
                     "UPDATE webhook_deliveries SET lease_until = ?, lease_owner = ? WHERE delivery_id = ?"
@@ -316,14 +326,16 @@ class Outbox:
                 if taken == 1:
                     won.append(row)
                     held[row[1]] += 1
+                    if row[2] is not None:
+                        held_by_session[row[2]] += 1
             return won
 
         claimed = await self.store.write(claim)
         if not claimed:
             return 0.05
-        for delivery_id, webhook_id, *rest in claimed:
+        for delivery_id, webhook_id, session_id, *rest in claimed:
             task = asyncio.create_task(self._attempt(sender, delivery_id, *rest), name="webhook-attempt")
-            self._sending[task] = webhook_id
+            self._sending[task] = (webhook_id, session_id)
             task.add_done_callback(self._sent)
         return 0.0
 

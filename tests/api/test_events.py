@@ -179,3 +179,28 @@ async def test_event_idempotency(app_client):
     assert (await r1.json())["event_id"] == (await r2.json())["event_id"]
     assert r2.headers["Idempotent-Replayed"] == "true"
     assert (await page(app_client, sid, event_type="X"))["total"] == 1
+
+
+async def test_a_page_of_large_events_stops_at_page_bytes(app_client):
+    """A page was built whole in memory, whatever its events' size: a session token that had
+    written a thousand 1 MB events made the daemon hold about 3.4 GB for each GET of them.
+    The page now stops at PAGE_BYTES of data (one event at least) and next_after goes on."""
+    from llmgine_daemon.bus.events import PAGE_BYTES
+
+    sid = (await (await app_client.post("/api/sessions", json={})).json())["session_id"]
+    blob = "x" * (900 * 1000)
+    count = PAGE_BYTES // len(blob) + 3
+    for i in range(count):
+        resp = await app_client.post(
+            f"/api/sessions/{sid}/events", json={"event_type": "Big", "data": {"i": i, "b": blob}}
+        )
+        assert resp.status == 201, await resp.text()
+    page = await (await app_client.get(f"/api/sessions/{sid}/events?event_type=Big&limit=1000")).json()
+    got = [e["data"]["i"] for e in page["events"]]
+    assert 1 <= len(got) < count and got == list(range(len(got)))
+    assert len(got) * len(blob) <= PAGE_BYTES
+    assert page["total"] == count and page["next_after"] == page["events"][-1]["seq"]
+    rest = await (
+        await app_client.get(f"/api/sessions/{sid}/events?event_type=Big&limit=1000&after={page['next_after']}")
+    ).json()
+    assert [e["data"]["i"] for e in rest["events"]] == list(range(len(got), min(count, 2 * len(got))))

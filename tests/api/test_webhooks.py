@@ -325,3 +325,43 @@ async def test_if_exists_reuses_or_refuses_the_same_webhook(app_client):
         assert resp.status == 201, await resp.text()
     listed = (await (await app_client.get("/api/webhooks")).json())["webhooks"]
     assert len([w for w in listed if w["url"] == body["url"]]) == 3
+
+
+async def test_one_sessions_webhooks_to_silent_targets_hold_up_no_other_session(make_client, receiver):
+    """PER_HOOK held one webhook back, not one session: with CLAIM / PER_HOOK webhooks to a
+    target that never answers (its own server, where webhooks.allowed_hosts lets it), a
+    session held every slot and no other session's delivery went out until their timeouts.
+    One session's webhooks now hold at most PER_SESSION."""
+    from llmgine_daemon.bus.webhook_outbox import CLAIM, PER_HOOK, PER_SESSION
+
+    release = asyncio.Event()
+    held = 0
+
+    async def hang(request: web.Request) -> web.Response:
+        nonlocal held
+        held += 1
+        await release.wait()
+        return web.Response(status=204)
+
+    runner, port = await serve("/hang", hang)
+    try:
+        client = await make_client(LLMGINE_WEBHOOK_TIMEOUT="600")
+        slow, fast = await create_session(client), await create_session(client)
+        hooks = [
+            await register(client, url=f"http://127.0.0.1:{port}/hang", events=["Ping"], session_id=slow["session_id"])
+            for _ in range(CLAIM // PER_HOOK + 1)
+        ]
+        for _ in range(2 * PER_HOOK):
+            resp = await client.post(f"/api/sessions/{slow['session_id']}/events", json={"event_type": "Ping"})
+            assert resp.status == 201
+        await eventually(lambda: held >= PER_SESSION, message="the silent target holds the session's deliveries")
+        await register(client, url=receiver.url, events=["Ping"], session_id=fast["session_id"])
+        resp = await client.post(f"/api/sessions/{fast['session_id']}/events", json={"event_type": "Ping"})
+        assert resp.status == 201
+        await eventually(lambda: receiver.requests, message="the other session's delivery")
+        assert held == PER_SESSION
+        for hook in hooks:  # their backlogs go with them: nothing more is sent while it closes
+            assert (await client.delete(f"/api/webhooks/{hook['webhook_id']}")).status == 204
+    finally:
+        release.set()
+        await runner.cleanup()

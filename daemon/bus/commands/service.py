@@ -51,7 +51,7 @@ from llmgine_daemon.bus.commands.retries import DEAD, Retries
 from llmgine_daemon.bus.commands.runner import Runner
 from llmgine_daemon.bus.commands.waiting import CommandWaits
 from llmgine_daemon.bus.errors import BusError, invalid
-from llmgine_daemon.bus.events import insert_event, insert_events
+from llmgine_daemon.bus.events import PAGE_BYTES, insert_event, insert_events
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.bus.usage import add_usage
@@ -78,6 +78,8 @@ CANCEL_WAIT_S = 30.0
 MAX_BATCH = 10_000
 # A batch larger than this is stored off the event loop (Store.write heavy): thousands of rows.
 HEAVY_BATCH = 1000
+# What a command's row weighs in a page of the list (its large columns).
+_SIZE = "LENGTH(parameters) + LENGTH(metadata) + COALESCE(LENGTH(result), 0) + COALESCE(LENGTH(error), 0)"
 
 
 class Commands(Recovery):
@@ -426,10 +428,26 @@ class Commands(Recovery):
                 where.append(DEAD)
             clause = " AND ".join(where)
             total = conn.execute(f"SELECT COUNT(*) FROM commands WHERE {clause}", params).fetchone()[0]
-            rows = conn.execute(
-                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {clause} ORDER BY rowid DESC LIMIT ? OFFSET ?",
+            # Their sizes first: the page stops at PAGE_BYTES (bus/events.py), one command at
+            # least (parameters and results of a request body's size each: a page of a thousand
+            # was built whole in memory).
+            sizes = conn.execute(
+                f"SELECT rowid, {_SIZE} FROM commands WHERE {clause} ORDER BY rowid DESC LIMIT ? OFFSET ?",
                 (*params, limit, offset),
             ).fetchall()
+            newest, oldest, size = None, None, 0
+            for rowid, length in sizes:
+                size += length or 0
+                if oldest is not None and size > PAGE_BYTES:
+                    break
+                newest, oldest = newest if newest is not None else rowid, rowid
+            rows = []
+            if newest is not None:
+                rows = conn.execute(
+                    f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {clause} AND rowid <= ? AND rowid >= ?"
+                    " ORDER BY rowid DESC",
+                    (*params, newest, oldest),
+                ).fetchall()
             return CommandList([row_to_command(r) for r in rows], total, limit, offset)
 
         return await self.store.read(read)
