@@ -76,7 +76,9 @@ OPEN_PATHS = frozenset({"/api/health", "/docs", "/redoc"})
 # credential and ask for one to fetch /openapi.json (which any valid credential may read,
 # a session token included: it describes the API, not anyone's data).
 OPEN_PREFIXES = ("/docs/static/",)
-ANY_SCOPE_PATHS = frozenset({"/openapi.json", *OPEN_PATHS})
+# The engine types' catalogue is no one's data either, and a page holding a session token needs
+# it to create an engine in its session (which the token may).
+ANY_SCOPE_PATHS = frozenset({"/openapi.json", "/api/engines/types", *OPEN_PATHS})
 # Collections across sessions that a session token may read, narrowed to its own session.
 SESSION_FILTERED = frozenset({"/api/commands", "/api/commands/wait"})
 

@@ -126,10 +126,13 @@ async def slash_redirect(request: web.Request, exc: Exception) -> web.Response |
     the method and body are sent again. None for anything else (the 404 stands)."""
     if not isinstance(exc, web.HTTPNotFound) or request.match_info.http_exception is None:
         return None  # a handler's own 404 (an unknown id) is an answer, not a missing route
-    path, sep, query = request.raw_path.partition("?")
+    # The path as sent (%-escapes kept), never the scheme and host of an absolute-form target
+    # (GET http://elsewhere/api/sessions/): the answer must not point off this daemon.
+    path, query = request.rel_url.raw_path, request.rel_url.raw_query_string
+    sep = "?" if query else ""
     stripped = path.rstrip("/")
-    if not stripped or stripped == path:
-        return None
+    if not stripped or stripped == path or stripped.startswith("//"):
+        return None  # (a Location of //host/... would name another host)
     # The router reads only the path and the method (a request whose body was read cannot be
     # cloned).
     probe: Any = SimpleNamespace(rel_url=URL(stripped, encoded=True), method=request.method)

@@ -132,6 +132,14 @@ async def test_session_token_scope(aiohttp_client, make_settings):
     # The engine collection, filtered to its own session, is in scope.
     resp = await client.get(f"/api/engines?session_id={b['session_id']}", headers=token)
     assert resp.status == 403
+    # The engine types (no one's data), which a page needs to create an engine in its own
+    # session (which the token may), were 403 too.
+    resp = await client.get("/api/engines/types", headers=token)
+    assert resp.status == 200 and "DummyEngine" in {t["engine_type"] for t in (await resp.json())["types"]}
+    resp = await client.post(
+        "/api/engines", json={"engine_type": "DummyEngine", "session_id": a["session_id"]}, headers=token
+    )
+    assert resp.status == 201, await resp.text()
     # A second token; both end with the session.
     resp = await client.post(f"/api/sessions/{a['session_id']}/token", headers=bearer(local))
     assert resp.status == 201 and resp.headers["Cache-Control"] == "no-store"

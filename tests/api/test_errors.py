@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -35,6 +36,16 @@ async def test_a_trailing_slash_redirects_as_fastapi_does(app_client):
         assert_envelope(await resp.json(), "NOT_FOUND")
     resp = await app_client.get("/api/sessions/nope/", allow_redirects=True)  # the route's own 404
     assert resp.status == 404 and assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
+    # An absolute-form target names a host: the Location never does.
+    reader, writer = await asyncio.open_connection(app_client.host, app_client.port)
+    writer.write(
+        b"GET http://elsewhere.example/api/sessions/?limit=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + b"".join(f"{k}: {v}\r\n".encode() for k, v in app_client.session.headers.items())
+        + b"Connection: close\r\n\r\n"
+    )
+    head = (await reader.read()).split(b"\r\n\r\n")[0].decode()
+    writer.close()
+    assert head.startswith("HTTP/1.1 307") and "\r\nLocation: /api/sessions?limit=1\r\n" in head, head
 
 
 async def test_wrong_method_is_405_with_allow(app_client):
