@@ -16,6 +16,7 @@ from llmgine_daemon.api.util import (
     idempotency_key,
     json_response,
     limit_offset,
+    page_response,
     path_id,
     query_bool,
     query_statuses,
@@ -95,13 +96,14 @@ async def submit_command(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sessions/{session_id}/commands")
-async def list_commands(request: web.Request) -> web.Response:
+async def list_commands(request: web.Request) -> web.StreamResponse:
     session_id = path_id(request, "session_id")
     limit, offset = limit_offset(request)
     statuses = query_statuses(request, COMMAND_STATUSES)
     command_type = request.query.get("command_type") or None
     batch_id = request.query.get("batch_id") or None
-    return json_response(
+    return await page_response(
+        request,
         await request.app[BUS].commands.list(
             session_id,
             statuses=statuses,
@@ -110,7 +112,7 @@ async def list_commands(request: web.Request) -> web.Response:
             dead=query_bool(request, "dead"),
             limit=limit,
             offset=offset,
-        )
+        ),
     )
 
 

@@ -9,6 +9,7 @@ from llmgine_daemon.api.util import (
     idempotency_key,
     json_response,
     limit_offset,
+    page_response,
     path_id,
     query_choice,
     query_int,
@@ -52,7 +53,7 @@ async def publish_event(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sessions/{session_id}/events")
-async def list_events(request: web.Request) -> web.Response:
+async def list_events(request: web.Request) -> web.StreamResponse:
     session_id = path_id(request, "session_id")
     limit, offset = limit_offset(request)
     # Empty is no filter, as for every query parameter here (the fuzzer holds the API to it).
@@ -66,7 +67,7 @@ async def list_events(request: web.Request) -> web.Response:
         until=_time(request, "until"),
         source=query_choice(request, "source", EVENT_SOURCES),
     )
-    return json_response(await request.app[BUS].events.list(session_id, flt, limit, offset))
+    return await page_response(request, await request.app[BUS].events.list(session_id, flt, limit, offset))
 
 
 @routes.get("/api/sessions/{session_id}/events/{event_id:(?!stream$)[^{}/]+}")

@@ -10,6 +10,7 @@ from aiohttp import web
 from llmgine_daemon.api.errors import ApiError
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.bus.idempotency import IdempotencyKey
+from llmgine_daemon.bus.pages import LongPage
 from llmgine_daemon.protocol import MAX_JSON_DEPTH, ErrorCode
 from llmgine_daemon.protocol.base import json_too_deep
 from llmgine_daemon.protocol.grammar import PATTERN_RULES
@@ -72,6 +73,30 @@ def too_deep_error() -> ApiError:
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=_encoder.encode(value), status=status, content_type="application/json", headers=headers)
+
+
+async def page_response(request: web.Request, page: Any) -> web.StreamResponse:
+    """A listing's page: whole, or a ``LongPage`` (bus/pages.py) sent part by part, each read
+    once the one before is written, so that the daemon never holds much more than
+    PAGE_BYTES of it. The same JSON either way (chunked, without Content-Length)."""
+    if not isinstance(page, LongPage):
+        return json_response(page)
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    opening = b'{"%s":[' % page.field.encode()
+    await response.write(opening + b",".join(map(_encoder.encode, page.items)))
+    last, key, left = page.items[-1], page.key, page.count - len(page.items)
+    while left > 0:
+        part, key = await page.more(key, left)
+        if not part:
+            break
+        await response.write(b"," + b",".join(map(_encoder.encode, part)))
+        last, left = part[-1], left - len(part)
+    # The listing's other fields, as they follow its (empty) items in its own encoding.
+    rest = _encoder.encode(page.envelope(last))
+    await response.write(b"]" + rest[len(opening) + 1 :])
+    await response.write_eof()
+    return response
 
 
 def _field_from(message: str) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import invalid, not_found
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
+from llmgine_daemon.bus.pages import LongPage, read_rows
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.observability.context import current_trace_id
 from llmgine_daemon.protocol import Event, EventList, now_iso
@@ -29,12 +30,6 @@ if TYPE_CHECKING:
 EVENT_COLUMNS = "event_id, seq, session_id, event_type, data, metadata, timestamp, source, trace_id"
 
 Listener = Callable[[Event], None]
-
-# A page of GET .../events stops once its events' data and metadata pass this (one event at
-# least; next_after goes on from there): an event may be a request body's size, and a page of
-# a thousand 1 MB events was built whole in memory, about 3.4 GB of the daemon's per request
-# (measured 340 MB for 100), for any session token that had written them.
-PAGE_BYTES = 8 * 2**20
 
 
 def insert_event(
@@ -321,38 +316,39 @@ class EventLog:
             self.notify([event])
         return event, replayed
 
-    async def list(self, session_id: str, flt: EventFilter, limit: int, offset: int) -> EventList:
+    async def list(self, session_id: str, flt: EventFilter, limit: int, offset: int) -> EventList | LongPage:
+        """A page of the session's events; a ``LongPage`` when its events pass PAGE_BYTES
+        (bus/pages.py: the rest is read as it is sent)."""
         assert self.store is not None
         from llmgine_daemon.bus.sessions import fetch_session
 
-        def read(conn: sqlite3.Connection) -> EventList:
+        where, params = flt.where(session_id)
+        select = f"SELECT seq, {EVENT_COLUMNS} FROM events WHERE {where}"
+
+        def read(conn: sqlite3.Connection) -> tuple[int, list[Any], bool]:
             fetch_session(conn, session_id)
-            where, params = flt.where(session_id)
             total = conn.execute(f"SELECT COUNT(*) FROM events WHERE {where}", params).fetchone()[0]
-            # Their sizes first: the page stops at PAGE_BYTES (one event at least).
-            sizes = conn.execute(
-                f"SELECT seq, LENGTH(data) + LENGTH(metadata) FROM events WHERE {where} ORDER BY seq LIMIT ? OFFSET ?",
-                (*params, limit, offset),
-            ).fetchall()
-            first, last, size = None, None, 0
-            for seq, length in sizes:
-                size += length or 0
-                if last is not None and size > PAGE_BYTES:
-                    break
-                first, last = first if first is not None else seq, seq
-            rows = []
-            if first is not None:
-                rows = conn.execute(
-                    f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} AND seq >= ? AND seq <= ? ORDER BY seq",
-                    (*params, first, last),
-                ).fetchall()
-            events = [row_to_event(r) for r in rows]
-            next_after = events[-1].seq if events else flt.after
-            return EventList(events, total, limit, offset, next_after)
+            return (total, *read_rows(conn, select, params, key="seq", offset=offset, count=limit))
 
         # On the loop while the page and its count are short; a long session's count (a scan)
         # runs past the store's budget and the read goes to the reader's thread.
-        return await self.store.read_point(read)
+        total, rows, cut = await self.store.read_point(read)
+        events = [row_to_event(r[1:]) for r in rows]
+
+        def envelope(last: Event | None, items: list[Event] | None = None) -> EventList:
+            return EventList(items or [], total, limit, offset, last.seq if last is not None else flt.after)
+
+        if not cut:
+            return envelope(events[-1] if events else None, events)
+
+        async def more(seq: int, count: int) -> tuple[list[Event], int]:
+            assert self.store is not None
+            part, _ = await self.store.read_point(
+                lambda conn: read_rows(conn, select, params, key="seq", after=seq, count=count)
+            )
+            return [row_to_event(r[1:]) for r in part], part[-1][0] if part else seq
+
+        return LongPage("events", events, rows[-1][0], limit, more, envelope)
 
     async def get(self, session_id: str, event_id: str) -> Event:
         assert self.store is not None

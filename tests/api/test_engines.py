@@ -202,23 +202,22 @@ async def test_a_command_without_its_prompt_is_a_validation_error(app_client):
         }
 
 
-async def test_a_page_of_large_commands_stops_at_page_bytes(app_client):
+async def test_a_page_of_large_commands_is_sent_whole_part_by_part(app_client, monkeypatch):
     """The commands list built its page whole in memory: a session token's thousand commands
     with a 1 MB prompt each (the DummyEngine's result echoes it) made the daemon hold gigabytes
-    for each GET of them. The page now stops at PAGE_BYTES (one command at least)."""
-    from llmgine_daemon.bus.events import PAGE_BYTES
-
-    sid = (await (await app_client.post("/api/sessions", json={})).json())["session_id"]
-    resp = await app_client.post("/api/engines", json={"session_id": sid, "engine_type": "DummyEngine"})
-    engine_id = (await resp.json())["engine_id"]
-    prompt = "x" * (900 * 1000)
-    count = PAGE_BYTES // (2 * len(prompt)) + 2
-    for i in range(count):
-        resp = await app_client.post(f"/api/engines/{engine_id}/execute", json={"prompt": prompt, "metadata": {"i": i}})
+    for each GET of them. Past PAGE_BYTES the page is read and sent part by part, whole."""
+    monkeypatch.setattr("llmgine_daemon.bus.pages.PAGE_BYTES", 16_000)
+    sid, engine_id = await session_with_engine(app_client)
+    for i in range(12):
+        resp = await app_client.post(
+            f"/api/engines/{engine_id}/execute", json={"prompt": "x" * 3000, "metadata": {"i": i}}
+        )
         assert resp.status == 200, await resp.text()
-    page = await (await app_client.get(f"/api/sessions/{sid}/commands?limit=1000")).json()
-    got = [c["metadata"]["i"] for c in page["commands"]]
-    assert page["total"] == count and 1 <= len(got) < count
-    assert got == list(range(count - 1, count - 1 - len(got), -1))  # the newest first, in a row
-    rest = await (await app_client.get(f"/api/sessions/{sid}/commands?limit=1000&offset={len(got)}")).json()
-    assert [c["metadata"]["i"] for c in rest["commands"]][:1] == [count - 1 - len(got)]
+    resp = await app_client.get(f"/api/sessions/{sid}/commands?limit=9&offset=1")
+    assert resp.headers.get("Transfer-Encoding") == "chunked"
+    page = await resp.json()
+    assert [c["metadata"]["i"] for c in page["commands"]] == list(range(10, 1, -1))  # the newest first
+    assert {k: page[k] for k in ("total", "limit", "offset")} == {"total": 12, "limit": 9, "offset": 1}
+    assert page["commands"][0]["result"]["response"] == "Dummy response to: " + "x" * 3000
+    rest = await (await app_client.get(f"/api/sessions/{sid}/commands?limit=9&offset=10")).json()
+    assert [c["metadata"]["i"] for c in rest["commands"]] == [1, 0]

@@ -181,26 +181,34 @@ async def test_event_idempotency(app_client):
     assert (await page(app_client, sid, event_type="X"))["total"] == 1
 
 
-async def test_a_page_of_large_events_stops_at_page_bytes(app_client):
+async def test_a_page_of_large_events_is_sent_whole_part_by_part(app_client, monkeypatch):
     """A page was built whole in memory, whatever its events' size: a session token that had
     written a thousand 1 MB events made the daemon hold about 3.4 GB for each GET of them.
-    The page now stops at PAGE_BYTES of data (one event at least) and next_after goes on."""
-    from llmgine_daemon.bus.events import PAGE_BYTES
-
+    Past PAGE_BYTES a page is read and sent part by part (chunked), and is the same page: cut
+    short, a client paging with offset += limit would skip what was cut."""
+    monkeypatch.setattr("llmgine_daemon.bus.pages.PAGE_BYTES", 16_000)
     sid = (await (await app_client.post("/api/sessions", json={})).json())["session_id"]
-    blob = "x" * (900 * 1000)
-    count = PAGE_BYTES // len(blob) + 3
-    for i in range(count):
-        resp = await app_client.post(
-            f"/api/sessions/{sid}/events", json={"event_type": "Big", "data": {"i": i, "b": blob}}
-        )
-        assert resp.status == 201, await resp.text()
-    page = await (await app_client.get(f"/api/sessions/{sid}/events?event_type=Big&limit=1000")).json()
-    got = [e["data"]["i"] for e in page["events"]]
-    assert 1 <= len(got) < count and got == list(range(len(got)))
-    assert len(got) * len(blob) <= PAGE_BYTES
-    assert page["total"] == count and page["next_after"] == page["events"][-1]["seq"]
-    rest = await (
-        await app_client.get(f"/api/sessions/{sid}/events?event_type=Big&limit=1000&after={page['next_after']}")
+    blob = "x" * 5000
+    for i in range(25):
+        for event_type in ("Big", "Other"):  # the filter holds in every part
+            resp = await app_client.post(
+                f"/api/sessions/{sid}/events", json={"event_type": event_type, "data": {"i": i, "b": blob}}
+            )
+            assert resp.status == 201, await resp.text()
+    resp = await app_client.get(f"/api/sessions/{sid}/events?event_type=Big&limit=20&offset=2")
+    assert resp.headers.get("Transfer-Encoding") == "chunked" and "Content-Length" not in resp.headers
+    page = await resp.json()
+    assert [e["data"]["i"] for e in page["events"]] == list(range(2, 22))
+    assert {e["event_type"] for e in page["events"]} == {"Big"}
+    assert {k: page[k] for k in ("total", "limit", "offset")} == {"total": 25, "limit": 20, "offset": 2}
+    assert page["next_after"] == page["events"][-1]["seq"]
+    # Paging on by offset or by next_after, as a short page would.
+    rest = await (await app_client.get(f"/api/sessions/{sid}/events?event_type=Big&limit=20&offset=22")).json()
+    assert [e["data"]["i"] for e in rest["events"]] == [22, 23, 24]
+    after = await (
+        await app_client.get(f"/api/sessions/{sid}/events?event_type=Big&limit=20&after={page['next_after']}")
     ).json()
-    assert [e["data"]["i"] for e in rest["events"]] == list(range(len(got), min(count, 2 * len(got))))
+    assert [e["data"]["i"] for e in after["events"]] == [22, 23, 24] and after["next_after"] == rest["next_after"]
+    # A page within PAGE_BYTES is one answer, as before.
+    resp = await app_client.get(f"/api/sessions/{sid}/events?event_type=Big&limit=2")
+    assert "Content-Length" in resp.headers and len((await resp.json())["events"]) == 2

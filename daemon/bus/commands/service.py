@@ -51,8 +51,9 @@ from llmgine_daemon.bus.commands.retries import DEAD, Retries
 from llmgine_daemon.bus.commands.runner import Runner
 from llmgine_daemon.bus.commands.waiting import CommandWaits
 from llmgine_daemon.bus.errors import BusError, invalid
-from llmgine_daemon.bus.events import PAGE_BYTES, insert_event, insert_events
+from llmgine_daemon.bus.events import insert_event, insert_events
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
+from llmgine_daemon.bus.pages import LongPage, read_rows
 from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.bus.usage import add_usage
 from llmgine_daemon.observability import tracing
@@ -78,8 +79,6 @@ CANCEL_WAIT_S = 30.0
 MAX_BATCH = 10_000
 # A batch larger than this is stored off the event loop (Store.write heavy): thousands of rows.
 HEAVY_BATCH = 1000
-# What a command's row weighs in a page of the list (its large columns).
-_SIZE = "LENGTH(parameters) + LENGTH(metadata) + COALESCE(LENGTH(result), 0) + COALESCE(LENGTH(error), 0)"
 
 
 class Commands(Recovery):
@@ -411,46 +410,43 @@ class Commands(Recovery):
         dead: bool = False,
         limit: int = 50,
         offset: int = 0,
-    ) -> CommandList:
-        def read(conn: sqlite3.Connection) -> CommandList:
-            fetch_session(conn, session_id)
-            where, params = ["session_id = ?"], [session_id]
-            if statuses:
-                where.append(f"status IN ({', '.join('?' * len(statuses))})")
-                params.extend(statuses)
-            if command_type:
-                where.append("command_type = ?")
-                params.append(command_type)
-            if batch_id:
-                where.append("batch_id = ?")
-                params.append(batch_id)
-            if dead:  # dead letters: failed after being retried (retries.py)
-                where.append(DEAD)
-            clause = " AND ".join(where)
-            total = conn.execute(f"SELECT COUNT(*) FROM commands WHERE {clause}", params).fetchone()[0]
-            # Their sizes first: the page stops at PAGE_BYTES (bus/events.py), one command at
-            # least (parameters and results of a request body's size each: a page of a thousand
-            # was built whole in memory).
-            sizes = conn.execute(
-                f"SELECT rowid, {_SIZE} FROM commands WHERE {clause} ORDER BY rowid DESC LIMIT ? OFFSET ?",
-                (*params, limit, offset),
-            ).fetchall()
-            newest, oldest, size = None, None, 0
-            for rowid, length in sizes:
-                size += length or 0
-                if oldest is not None and size > PAGE_BYTES:
-                    break
-                newest, oldest = newest if newest is not None else rowid, rowid
-            rows = []
-            if newest is not None:
-                rows = conn.execute(
-                    f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {clause} AND rowid <= ? AND rowid >= ?"
-                    " ORDER BY rowid DESC",
-                    (*params, newest, oldest),
-                ).fetchall()
-            return CommandList([row_to_command(r) for r in rows], total, limit, offset)
+    ) -> CommandList | LongPage:
+        """A page of the session's commands, the newest first; a ``LongPage`` when their
+        parameters and results pass PAGE_BYTES (bus/pages.py: the rest is read as it is sent)."""
+        where, params = ["session_id = ?"], [session_id]
+        if statuses:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        if command_type:
+            where.append("command_type = ?")
+            params.append(command_type)
+        if batch_id:
+            where.append("batch_id = ?")
+            params.append(batch_id)
+        if dead:  # dead letters: failed after being retried (retries.py)
+            where.append(DEAD)
+        clause = " AND ".join(where)
+        select = f"SELECT rowid, {COMMAND_COLUMNS} FROM commands WHERE {clause}"
 
-        return await self.store.read(read)
+        def read(conn: sqlite3.Connection) -> tuple[int, list[Any], bool]:
+            fetch_session(conn, session_id)
+            total = conn.execute(f"SELECT COUNT(*) FROM commands WHERE {clause}", params).fetchone()[0]
+            return (total, *read_rows(conn, select, params, key="rowid", desc=True, offset=offset, count=limit))
+
+        total, rows, cut = await self.store.read(read)
+        commands = [row_to_command(r[1:]) for r in rows]
+        if not cut:
+            return CommandList(commands, total, limit, offset)
+
+        async def more(rowid: int, count: int) -> tuple[list[Command], int]:
+            part, _ = await self.store.read(
+                lambda conn: read_rows(conn, select, params, key="rowid", desc=True, after=rowid, count=count)
+            )
+            return [row_to_command(r[1:]) for r in part], part[-1][0] if part else rowid
+
+        return LongPage(
+            "commands", commands, rows[-1][0], limit, more, lambda _last: CommandList([], total, limit, offset)
+        )
 
     def _assemble(self, session_id: str, batch_id: str, info: tuple[Any, ...], rows: Sequence[Any]) -> Batch:
         commands = [self._current(r) for r in rows]

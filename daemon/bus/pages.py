@@ -1,0 +1,80 @@
+"""Pages of a listing too large to hold whole: read and sent part by part.
+
+An event's data or a command's parameters and result may each be a request body's size (1
+MiB), and a page may hold a thousand of them: built whole, one ``GET .../events?limit=1000``
+held about 3.4 GB of the daemon's memory (the rows, the decoded items, the encoded answer),
+for any session token that had written them. Cutting such a page short would break the
+contract's paging (a client that pages with ``offset += limit`` would skip what was cut), so
+the page is complete but never whole in memory: its rows are read until they pass
+``PAGE_BYTES`` (one row at least), and when more are due the listing answers a ``LongPage``,
+which the API sends part by part (api/util.py ``page_response``), each part read when the one
+before has been written. The parts are read in separate read transactions, one after another
+by key (events by seq, commands by rowid), so a page holds what its parts read at their time;
+the count (``total``) is the first part's.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# How much of a page's rows (their text) one part holds at most, one row at least.
+PAGE_BYTES = 8 * 2**20
+
+
+# Rows per statement: a PostgreSQL cursor holds a statement's whole result on the client.
+STEP = 50
+
+
+def read_rows(
+    conn: sqlite3.Connection,
+    select: str,
+    params: Sequence[Any],
+    *,
+    key: str,
+    desc: bool = False,
+    after: Any = None,
+    offset: int = 0,
+    count: int,
+) -> tuple[list[Any], bool]:
+    """At most ``count`` rows of ``select`` (``SELECT {key}, ... WHERE ...``: the rows' order
+    is by ``key``, the first column), from ``offset`` or after the key ``after``, until their
+    text passes ``PAGE_BYTES`` (one row at least); in statements of ``STEP`` rows. Returns
+    (rows, whether it stopped for the bytes, so that more may be due)."""
+    op, order = ("<", f" ORDER BY {key} DESC") if desc else (">", f" ORDER BY {key}")
+    rows: list[Any] = []
+    used = 0
+    while len(rows) < count:
+        if rows:
+            after, offset = rows[-1][0], 0
+        cond, args = (f" AND {key} {op} ?", [after]) if after is not None else ("", [])
+        n = min(STEP, count - len(rows))
+        got = 0
+        for row in conn.execute(f"{select}{cond}{order} LIMIT ? OFFSET ?", (*params, *args, n, offset)):
+            rows.append(row)
+            got += 1
+            used += sum(len(value) for value in row if isinstance(value, (str, bytes)))
+            if used >= PAGE_BYTES:
+                return rows, len(rows) < count
+        if got < n:
+            break
+    return rows, False
+
+
+@dataclass
+class LongPage:
+    """A page whose rows pass ``PAGE_BYTES``: its first part, and how to read the rest.
+
+    ``key``: the first part's last row's key. ``more(key, count)``: at most ``count`` items
+    after the row of ``key``, themselves within ``PAGE_BYTES`` ([] once there are none), and
+    the key of the last. ``envelope(last)``: the listing without its items (``field``, its
+    first field, is the items), ``last`` the page's last item (events: its ``next_after``)."""
+
+    field: str
+    items: list[Any]
+    key: Any
+    count: int  # how many items the page may hold in all (its limit)
+    more: Callable[[Any, int], Awaitable[tuple[list[Any], Any]]]
+    envelope: Callable[[Any], Any]
