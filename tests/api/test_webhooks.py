@@ -264,13 +264,19 @@ async def test_ended_deliveries_are_forgotten_after_keep_days(make_client, recei
     assert (got["pending"], got["delivered"], got["failed"]) == (0, 0, 0)
 
 
-async def test_a_target_that_never_answers_holds_up_no_other_webhook(make_client, receiver):
+@pytest.mark.parametrize("held_by", ["webhook", "session"])
+async def test_a_target_that_never_answers_holds_up_no_other_session(make_client, receiver, held_by):
     """The sender claimed the 16 oldest due deliveries and waited for all of them: one session's
     webhook to a target that never answers, with a backlog of events, held every other
-    session's deliveries back for its timeouts (43 s for one delivery behind 64, seen). Now at
-    most PER_HOOK of one webhook are in flight and the others are claimed past its backlog."""
-    from llmgine_daemon.bus.webhook_outbox import PER_HOOK
+    session's deliveries back for its timeouts (43 s for one delivery behind 64, seen). Then at
+    most PER_HOOK of one webhook were in flight, but a session with CLAIM / PER_HOOK webhooks to
+    such a target (its own server, where webhooks.allowed_hosts lets it) still held every slot.
+    One webhook holds at most PER_HOOK, one session's webhooks PER_SESSION."""
+    from llmgine_daemon.bus.webhook_outbox import CLAIM, PER_HOOK, PER_SESSION
 
+    hooks, events, limit = (
+        (1, 64, PER_HOOK) if held_by == "webhook" else (CLAIM // PER_HOOK + 1, 2 * PER_HOOK, PER_SESSION)
+    )
     release = asyncio.Event()
     held = 0
 
@@ -285,20 +291,22 @@ async def test_a_target_that_never_answers_holds_up_no_other_webhook(make_client
         # An attempt may take 10 minutes: waiting one out would fail this test's waits.
         client = await make_client(LLMGINE_WEBHOOK_TIMEOUT="600")
         slow, fast = await create_session(client), await create_session(client)
-        hook = await register(
-            client, url=f"http://127.0.0.1:{port}/hang", events=["Ping"], session_id=slow["session_id"]
-        )
-        for _ in range(64):
+        url = f"http://127.0.0.1:{port}/hang"
+        registered = [
+            await register(client, url=url, events=["Ping"], session_id=slow["session_id"]) for _ in range(hooks)
+        ]
+        for _ in range(events):
             resp = await client.post(f"/api/sessions/{slow['session_id']}/events", json={"event_type": "Ping"})
             assert resp.status == 201
-        await eventually(lambda: held >= PER_HOOK, message="the slow target holds its deliveries")
+        await eventually(lambda: held >= limit, message="the silent target holds its deliveries")
         await register(client, url=receiver.url, events=["Ping"], session_id=fast["session_id"])
         resp = await client.post(f"/api/sessions/{fast['session_id']}/events", json={"event_type": "Ping"})
         assert resp.status == 201
         await eventually(lambda: receiver.requests, message="the other session's delivery, past the backlog")
-        assert held == PER_HOOK  # no more of the slow one's in flight than that
-        # Its backlog goes with it: nothing more is sent to the target while it closes.
-        assert (await client.delete(f"/api/webhooks/{hook['webhook_id']}")).status == 204
+        assert held == limit  # no more of the slow ones in flight than that
+        # Their backlogs go with them: nothing more is sent to the target while it closes.
+        for hook in registered:
+            assert (await client.delete(f"/api/webhooks/{hook['webhook_id']}")).status == 204
     finally:
         release.set()
         await runner.cleanup()
@@ -325,43 +333,3 @@ async def test_if_exists_reuses_or_refuses_the_same_webhook(app_client):
         assert resp.status == 201, await resp.text()
     listed = (await (await app_client.get("/api/webhooks")).json())["webhooks"]
     assert len([w for w in listed if w["url"] == body["url"]]) == 3
-
-
-async def test_one_sessions_webhooks_to_silent_targets_hold_up_no_other_session(make_client, receiver):
-    """PER_HOOK held one webhook back, not one session: with CLAIM / PER_HOOK webhooks to a
-    target that never answers (its own server, where webhooks.allowed_hosts lets it), a
-    session held every slot and no other session's delivery went out until their timeouts.
-    One session's webhooks now hold at most PER_SESSION."""
-    from llmgine_daemon.bus.webhook_outbox import CLAIM, PER_HOOK, PER_SESSION
-
-    release = asyncio.Event()
-    held = 0
-
-    async def hang(request: web.Request) -> web.Response:
-        nonlocal held
-        held += 1
-        await release.wait()
-        return web.Response(status=204)
-
-    runner, port = await serve("/hang", hang)
-    try:
-        client = await make_client(LLMGINE_WEBHOOK_TIMEOUT="600")
-        slow, fast = await create_session(client), await create_session(client)
-        hooks = [
-            await register(client, url=f"http://127.0.0.1:{port}/hang", events=["Ping"], session_id=slow["session_id"])
-            for _ in range(CLAIM // PER_HOOK + 1)
-        ]
-        for _ in range(2 * PER_HOOK):
-            resp = await client.post(f"/api/sessions/{slow['session_id']}/events", json={"event_type": "Ping"})
-            assert resp.status == 201
-        await eventually(lambda: held >= PER_SESSION, message="the silent target holds the session's deliveries")
-        await register(client, url=receiver.url, events=["Ping"], session_id=fast["session_id"])
-        resp = await client.post(f"/api/sessions/{fast['session_id']}/events", json={"event_type": "Ping"})
-        assert resp.status == 201
-        await eventually(lambda: receiver.requests, message="the other session's delivery")
-        assert held == PER_SESSION
-        for hook in hooks:  # their backlogs go with them: nothing more is sent while it closes
-            assert (await client.delete(f"/api/webhooks/{hook['webhook_id']}")).status == 204
-    finally:
-        release.set()
-        await runner.cleanup()
