@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
-from llmgine_daemon.protocol import COMMAND_STATUSES, Batch, Command
+from llmgine_daemon.protocol import COMMAND_STATUSES, Batch, Command, CommandCreate
 
 from llmgine_cli import completion, hot
 from llmgine_cli.commands import waiting
@@ -479,6 +479,13 @@ def read_batch_file(path: str) -> list[dict[str, Any]]:
     for item, place in zip(items, where, strict=True):
         if not isinstance(item, dict):
             raise typer.BadParameter(f"{place} is not a JSON object", param_hint="--file")
+        try:  # checked here, so the error names the line (the daemon's 422 said commands[1], exit 1)
+            msgspec.convert(item, CommandCreate)
+        except msgspec.ValidationError as exc:
+            from llmgine_daemon.protocol.grammar import validation_issue
+
+            field, issue = validation_issue(str(exc))
+            raise typer.BadParameter(f"{place}: {field}: {issue}", param_hint="--file") from None
     if not items:
         raise typer.BadParameter("no commands in the file", param_hint="--file")
     return items
