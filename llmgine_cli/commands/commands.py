@@ -386,9 +386,10 @@ def wait(
         typer.Argument(
             metavar="ID...",
             help="The commands: full ids (of any session you may see), or an unfinished one's short id or "
-            "prefix (as `llmgine ps` shows them).",
+            "prefix (as `llmgine ps` shows them); with -S, any of that session's by its short id or prefix.",
         ),
     ],
+    session: waiting.WaitSession = None,
     any_: waiting.Any_ = False,
     status: waiting.Status = None,
     timeout: waiting.WaitTimeout = None,
@@ -405,7 +406,9 @@ def wait(
 
       llmgine command batch -f jobs.jsonl -S demo --no-wait -q | xargs llmgine command wait --any
     """
-    waiting.wait_command(state(ctx), command_ids, any_, status, timeout, output, quiet, on_done)
+    app_ctx = state(ctx)
+    command_ids = waiting.in_session(app_ctx, session, command_ids)
+    waiting.wait_command(app_ctx, command_ids, any_, status, timeout, output, quiet, on_done)
 
 
 @app.command("retry")
