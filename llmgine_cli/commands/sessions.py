@@ -70,12 +70,12 @@ def create(
     `SID=$(llmgine session create -n build --reuse -q)`.
     """
     app_ctx = state(ctx)
-    if (reuse or allow_duplicate) and name is None:
+    if (reuse or allow_duplicate) and not name:
         flag = "--reuse" if reuse else "--allow-duplicate"
         raise typer.BadParameter(f"{flag} needs --name", param_hint=flag)
     if reuse and allow_duplicate:
         raise typer.BadParameter("give --reuse or --allow-duplicate, not both", param_hint="--reuse")
-    if_exists = None if name is None or allow_duplicate else "reuse" if reuse else "error"
+    if_exists = None if not name or allow_duplicate else "reuse" if reuse else "error"
     with _name_taken(name, "--reuse prints it, "):
         session = app_ctx.client().create_session(name, parse_pairs(meta, "--meta"), if_exists=if_exists)
     render(app_ctx.env, session, SESSION_VIEW, output, quiet)
@@ -214,7 +214,7 @@ def fork(
     touched; `engines` maps each original engine to its copy. `-q` prints the new session id
     (`NEW=$(llmgine session fork ID --at 42 -q)`)."""
     app_ctx = state(ctx)
-    if_exists = "error" if name is not None and not allow_duplicate else None
+    if_exists = "error" if name and not allow_duplicate else None
     with _name_taken(name):
         fork = app_ctx.client().fork_session(session_id, at_seq=at, name=name, if_exists=if_exists)
     render(app_ctx.env, fork, FORK_VIEW, output, quiet)

@@ -258,6 +258,8 @@ def test_a_taken_name_is_refused_reused_or_duplicated_on_request(cli):
     forked = cli("session", "fork", sid, "--name", name)
     assert forked.exit_code == 6 and "already named" in forked.stderr and "--reuse" not in forked.stderr
     assert cli("session", "fork", sid, "--name", name, "--allow-duplicate", "-q").exit_code == 0
+    # An empty name names nothing (-S "" is a usage error): it is never "taken".
+    assert create(cli, "--name", "") != create(cli, "--name", "")
     # An ended session gives its name back.
     other = f"ended-{uuid.uuid4().hex[:6]}"
     old = create(cli, "--name", other)
