@@ -333,3 +333,11 @@ def test_a_bad_command_in_a_batch_file_names_its_line(cli, tmp_path: Path):
         result = cli("command", "batch", "-f", str(tmp_path / "b.jsonl"), "-S", sid)
         assert result.exit_code == 2 and words in result.stderr and "regex" not in result.stderr, result.stderr
     assert json.loads(cli("session", "get", sid, "-o", "json").stdout)["counts"]["commands"] == 0
+
+
+def test_an_unknown_engine_type_names_the_types_there_are(cli):
+    # "unknown engine type 'Nope'" said nothing of the types (they were in the 422's details).
+    sid = cli("session", "create", "-q").stdout.strip()
+    result = cli("engine", "create", "Nope", "-S", sid)
+    assert result.exit_code == 1 and "unknown engine type 'Nope': one of " in result.stderr
+    assert "DummyEngine" in one_line(result.stderr)
