@@ -51,7 +51,10 @@ def test_get_from_daemon_and_by_env_name(cli, daemon):
 
 
 def test_show_without_daemon_exits_3_and_local_works(cold_cli, cold_home):
-    assert cold_cli("config", "show").exit_code == 3
+    # Exit 3 names --local too, which works without a daemon (it named only `daemon start`).
+    for args, local in ((["show"], "config show --local"), (["get", "API_PORT"], "config get server.port --local")):
+        down = cold_cli("config", *args)
+        assert down.exit_code == 3 and local in one_line(down.stderr), down.stderr
     result = cold_cli("config", "show", "--local", "-o", "json", API_PORT="9123", API_KEY_SECRET="hush")
     assert result.exit_code == 0
     view = json.loads(result.stdout)
