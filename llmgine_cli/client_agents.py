@@ -42,8 +42,12 @@ class AgentEndpoints:
         path = {"session_id": _id(session_id), "approval_id": _id(approval_id)}
         return self._op("decideApproval", path=path, body=ApprovalDecision(decision, reason, arguments))  # type: ignore[arg-type]
 
-    def fork_session(self, session_id: str, *, at_seq: int | None = None, name: str | None = None) -> Fork:
-        return self._op("forkSession", path={"session_id": _id(session_id)}, body=SessionFork(at_seq, name))
+    def fork_session(
+        self, session_id: str, *, at_seq: int | None = None, name: str | None = None, if_exists: str | None = None
+    ) -> Fork:
+        """``if_exists="error"``: CONFLICT when an active session already has ``name``."""
+        path = {"session_id": _id(session_id)}
+        return self._op("forkSession", path=path, body=SessionFork(at_seq, name), query={"if_exists": if_exists})
 
     # -- usage totals (api/usage.py) -------------------------------------------------------
 

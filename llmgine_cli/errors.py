@@ -66,6 +66,7 @@ class TransportError(LlmgineError):
 class DaemonUnreachable(TransportError):
     def __init__(self, message: str, url: str, *, before_send: bool) -> None:
         super().__init__(message, url)
+        self.hint = ""  # what else to do, after the message (failure.py)
         # True when the request never left this process, so retrying cannot repeat a write.
         self.before_send = before_send
 

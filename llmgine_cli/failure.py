@@ -42,8 +42,8 @@ def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, Exi
             hint = "; start it with `llmgine daemon start`"
             if not app_ctx.autostart_enabled:
                 hint += " (auto-start is off: LLMGINE_NO_AUTOSTART)"
-            return f"error: llmgined is not running ({exc}){hint}", ExitStatus.UNREACHABLE
-        return f"error: {exc}", ExitStatus.UNREACHABLE
+            return f"error: llmgined is not running ({exc}){hint}{exc.hint}", ExitStatus.UNREACHABLE
+        return f"error: {exc}{exc.hint}", ExitStatus.UNREACHABLE
     if isinstance(exc, (RequestTimeout, DaemonTimeout)):
         return f"error: {exc}", ExitStatus.TIMEOUT
     from llmgine_cli.ids import Ambiguous

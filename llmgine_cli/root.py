@@ -151,11 +151,22 @@ def finite_floats(command: Any) -> Any:
 
 
 def finite_params(command: Any) -> None:
-    """finite_floats for ``command``'s own parameters only."""
+    """finite_floats for ``command``'s own parameters only; and each option that takes a
+    value and names none gets one for --help (`--name NAME`, `--port N`), where Typer showed
+    the type's name (`--name <str>`, `--port <int range>`)."""
     for param in command.params:
         if getattr(param.type, "name", "") in ("float", "float range"):
             param.type = copy.copy(param.type)
             param.type.__class__ = _finite_type(type(param.type))
+        if getattr(param, "param_type_name", "") == "option" and not param.is_flag and param.metavar is None:
+            kind = getattr(param.type, "name", "")
+            if kind in ("int", "int range"):
+                param.metavar = "N"
+            elif kind in ("float", "float range"):
+                param.metavar = "SECONDS"
+            elif kind == "str":
+                longest = max(param.opts, key=len)
+                param.metavar = longest.lstrip("-").replace("-", "_").upper()
 
 
 def _build_command(name: str) -> Any:

@@ -221,9 +221,19 @@ class HTTPTransport:
 
     def _finish(self, status: int, reason: str, header: Callable[[str], str | None], data: bytes) -> bytes:
         """What every transport does with an answer: note the version, raise the error."""
-        self._check_version(header(VERSION_HEADER))
+        version = header(VERSION_HEADER)
+        self._check_version(version)
         if status >= 400:
-            raise error_from_response(status, reason, data, header(REQUEST_ID_HEADER))
+            error = error_from_response(status, reason, data, header(REQUEST_ID_HEADER))
+            if version is None and error.code == f"HTTP_{status}":
+                # Neither llmgined's header nor its envelope: another server (or a proxy's own
+                # error). Its 404 was exit 4 ("not found"), which a script takes for a missing
+                # session; it is an error (exit 1) that says where the answer came from.
+                raise ProtocolError(
+                    f"HTTP_{status}: {reason or 'error'} from {self.url}, not an answer of llmgined "
+                    "(is something else listening there, or did a proxy in front of it fail?)"
+                )
+            raise error
         return data
 
     def _local_key(self) -> str | None:

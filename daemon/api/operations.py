@@ -291,6 +291,13 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "`SessionForked` {from_session_id, at_seq, engines: {original id: new id}, tools, "
         "handlers}; the original is not touched. The answer carries the new session's "
         "`session_token` (once). A session token may not fork (403). docs/agents.md.",
+        params=(
+            Param(
+                "if_exists",
+                _enum("create", "error"),
+                "`error`: 409 CONFLICT when an active session already has the fork's `name` (default `create`)",
+            ),
+        ),
     ),
     ("GET", "/api/sessions/{session_id}/approvals"): Op(
         "List tool calls waiting for approval",

@@ -76,9 +76,11 @@ async def fork_session(request: web.Request) -> web.Response:
     at_seq = body.at_seq
     if at_seq is not None and not float(at_seq).is_integer():
         raise invalid("at_seq", "must be an integer (an event seq)")
+    # An addition, as on create: ?if_exists=error refuses a name an active session has.
+    if_exists = query_choice(request, "if_exists", ("create", "error")) or "create"
     token = request.app[CREDENTIALS].pending_session_token()
     fork = await request.app[BUS].forks.fork(
-        session_id, int(at_seq) if at_seq is not None else None, body.name, also=token.write
+        session_id, int(at_seq) if at_seq is not None else None, body.name, also=token.write, if_exists=if_exists
     )
     request[SPAN].set(forked_session_id=fork.session.session_id)
     fork.session.session_token = token.publish()

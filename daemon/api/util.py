@@ -13,7 +13,7 @@ from llmgine_daemon.bus.idempotency import IdempotencyKey
 from llmgine_daemon.bus.pages import LongPage
 from llmgine_daemon.protocol import MAX_JSON_DEPTH, ErrorCode
 from llmgine_daemon.protocol.base import json_too_deep
-from llmgine_daemon.protocol.grammar import PATTERN_RULES
+from llmgine_daemon.protocol.grammar import validation_issue
 
 T = TypeVar("T")
 H = TypeVar("H")
@@ -25,12 +25,6 @@ _encoder = msgspec.json.Encoder()
 # The body as decoded by read_json: (model, empty_ok, value). A request's body is decoded once,
 # whoever asks first (the guard's session scope check, then the handler, get the same value).
 _DECODED: web.RequestKey[tuple[type, bool, Any]] = web.RequestKey("decoded_body", tuple)
-_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
-_MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
-_UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`")
-_REGEX = re.compile(r"^Expected `str` matching regex '(?P<pattern>.*)'$")
-# msgspec quotes a pattern with its backslashes doubled.
-_RULES = {pattern.replace("\\", "\\\\"): rule for pattern, rule in PATTERN_RULES.items()}
 
 
 # Routes that take Python source (tools, handlers) carry this mark; the guard refuses them to
@@ -99,24 +93,6 @@ async def page_response(request: web.Request, page: Any) -> web.StreamResponse:
     return response
 
 
-def _field_from(message: str) -> tuple[str, str]:
-    """Turn a msgspec validation message into (field, issue) for the envelope's details."""
-    path = ""
-    match = _PATH.search(message)
-    if match:
-        path = match.group("path").lstrip(".")
-        message = message[: match.start()]
-    for pattern, issue in ((_MISSING, "Field is required"), (_UNKNOWN, "Unknown field")):
-        found = pattern.search(message)
-        if found:
-            name = found.group("name")
-            return (f"{path}.{name}" if path else name), issue
-    regex = _REGEX.match(message)
-    if regex and regex.group("pattern") in _RULES:
-        message = _RULES[regex.group("pattern")]
-    return (path or "body"), message
-
-
 async def read_json(request: web.Request, model: type[T], *, empty_ok: bool = False) -> T:
     """Decode and validate the body as ``model`` in one step.
 
@@ -153,7 +129,7 @@ async def _decode(request: web.Request, model: type[T], empty_ok: bool) -> T:
     except msgspec.ValidationError as exc:
         if json_too_deep(body):
             raise too_deep_error() from None
-        field, issue = _field_from(str(exc))
+        field, issue = validation_issue(str(exc))
         raise invalid(field, issue) from None
     except msgspec.DecodeError as exc:
         raise ApiError(ErrorCode.INVALID_JSON, f"malformed JSON: {exc}", {"issue": str(exc)}) from None

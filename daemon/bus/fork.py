@@ -78,8 +78,10 @@ class Forks:
         at_seq: int | None,
         name: str | None,
         also: Callable[[sqlite3.Connection, str], None] | None = None,
+        if_exists: str = "create",
     ) -> Fork:
-        """Fork ``session_id`` at ``at_seq``; ``also`` as in ``Sessions.create`` (the token)."""
+        """Fork ``session_id`` at ``at_seq``; ``also`` as in ``Sessions.create`` (the token);
+        ``if_exists="error"``: CONFLICT when an active session already has ``name``."""
         source, seq = await self.bus.store.read(lambda conn: _resolve(conn, session_id, at_seq))
         original = row_to_session(source)
         name = name if name is not None else f"{original.name or session_id[-8:]} (fork at {seq})"
@@ -123,7 +125,7 @@ class Forks:
 
         origin: dict[str, Any] = {"from_session_id": session_id, "at_seq": seq, "name": name}
         created = await self.bus.sessions.create(
-            name, original.metadata, also=copy, first_event=("SessionForked", origin)
+            name, original.metadata, also=copy, first_event=("SessionForked", origin), if_exists=if_exists
         )
         self.bus.engines.adopt(copied["engines"])
         self.bus.user_handlers.adopt(copied["handlers"])

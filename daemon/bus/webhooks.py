@@ -117,12 +117,20 @@ class Webhooks:
                 fetch_session(conn, body.session_id)
             if if_exists != "create":
                 twin = conn.execute(
-                    "SELECT webhook_id FROM webhooks WHERE url = ? AND events = ? AND session_id IS ?"
+                    "SELECT webhook_id, secret FROM webhooks WHERE url = ? AND events = ? AND session_id IS ?"
                     " ORDER BY created_at LIMIT 1",
                     (webhook.url, dumps(events), body.session_id),
                 ).fetchone()
-                if twin is not None and if_exists == "reuse":
+                # A secret given that is not the one there: reusing would sign with another.
+                if twin is not None and if_exists == "reuse" and body.secret in (None, twin[1]):
                     return str(twin[0])
+                if twin is not None and if_exists == "reuse":
+                    raise BusError(
+                        ErrorCode.CONFLICT,
+                        f"a webhook for this URL, events and session exists ({twin[0]}) with another secret: "
+                        "delete it to register it with this one",
+                        {"webhook_id": twin[0]},
+                    )
                 if twin is not None:
                     raise BusError(
                         ErrorCode.CONFLICT,

@@ -122,7 +122,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {201: Fork},
         SessionFork,
         request_required=False,
-        errors=(E.LIMIT_REACHED,),
+        errors=(E.LIMIT_REACHED, E.CONFLICT),
         client="fork_session",
     ),
     # -- approvals ---------------------------------------------------------------------------

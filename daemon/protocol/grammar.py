@@ -134,3 +134,31 @@ PATTERN_RULES: dict[str, str] = {
     MCP_NAME_PATTERN: f"must be {MCP_NAME_RULE}",
     ENV_NAME_PATTERN: "must be an environment-variable name (letters, digits and _, not starting with a digit)",
 }
+
+
+# msgspec's ValidationError message -> (field, issue) in words: the daemon's 422 details
+# (api/util.py) and the CLI's checks of a file before sending it (`command batch -f`).
+_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`")
+_REGEX = re.compile(r"^Expected `str` matching regex '(?P<pattern>.*)'$")
+# msgspec quotes a pattern with its backslashes doubled.
+_RULES = {pattern.replace("\\", "\\\\"): rule for pattern, rule in PATTERN_RULES.items()}
+
+
+def validation_issue(message: str) -> tuple[str, str]:
+    """Turn a msgspec validation message into (field, issue) for the envelope's details."""
+    path = ""
+    match = _PATH.search(message)
+    if match:
+        path = match.group("path").lstrip(".")
+        message = message[: match.start()]
+    for pattern, issue in ((_MISSING, "Field is required"), (_UNKNOWN, "Unknown field")):
+        found = pattern.search(message)
+        if found:
+            name = found.group("name")
+            return (f"{path}.{name}" if path else name), issue
+    regex = _REGEX.match(message)
+    if regex and regex.group("pattern") in _RULES:
+        message = _RULES[regex.group("pattern")]
+    return (path or "body"), message

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
-from llmgine_daemon.protocol import COMMAND_STATUSES, Batch, Command
+from llmgine_daemon.protocol import COMMAND_STATUSES, Batch, Command, CommandCreate
 
 from llmgine_cli import completion, hot
 from llmgine_cli.commands import waiting
@@ -386,9 +386,10 @@ def wait(
         typer.Argument(
             metavar="ID...",
             help="The commands: full ids (of any session you may see), or an unfinished one's short id or "
-            "prefix (as `llmgine ps` shows them).",
+            "prefix (as `llmgine ps` shows them); with -S, any of that session's by its short id or prefix.",
         ),
     ],
+    session: waiting.WaitSession = None,
     any_: waiting.Any_ = False,
     status: waiting.Status = None,
     timeout: waiting.WaitTimeout = None,
@@ -405,7 +406,9 @@ def wait(
 
       llmgine command batch -f jobs.jsonl -S demo --no-wait -q | xargs llmgine command wait --any
     """
-    waiting.wait_command(state(ctx), command_ids, any_, status, timeout, output, quiet, on_done)
+    app_ctx = state(ctx)
+    command_ids = waiting.in_session(app_ctx, session, command_ids)
+    waiting.wait_command(app_ctx, command_ids, any_, status, timeout, output, quiet, on_done)
 
 
 @app.command("retry")
@@ -479,6 +482,13 @@ def read_batch_file(path: str) -> list[dict[str, Any]]:
     for item, place in zip(items, where, strict=True):
         if not isinstance(item, dict):
             raise typer.BadParameter(f"{place} is not a JSON object", param_hint="--file")
+        try:  # checked here, so the error names the line (the daemon's 422 said commands[1], exit 1)
+            msgspec.convert(item, CommandCreate)
+        except msgspec.ValidationError as exc:
+            from llmgine_daemon.protocol.grammar import validation_issue
+
+            field, issue = validation_issue(str(exc))
+            raise typer.BadParameter(f"{place}: {field}: {issue}", param_hint="--file") from None
     if not items:
         raise typer.BadParameter("no commands in the file", param_hint="--file")
     return items

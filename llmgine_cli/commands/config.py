@@ -83,6 +83,18 @@ def value_text(value: Any) -> str:
     return str(value)
 
 
+def _running(app_ctx: Any, verb: str) -> ConfigView:
+    """The running daemon's configuration; not running: exit 3 naming --local, which reads
+    the file and environment here (the error named only `llmgine daemon start`)."""
+    from llmgine_cli.errors import DaemonUnreachable
+
+    try:
+        return app_ctx.client(autostart=False).config()
+    except DaemonUnreachable as exc:
+        exc.hint = f"; or `llmgine config {verb} --local` reads the file and environment here"
+        raise
+
+
 @app.command("path")
 def path(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
     """Print the config file's path (`$EDITOR "$(llmgine config path)"`)."""
@@ -98,7 +110,7 @@ def path(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> Non
 def show(ctx: typer.Context, local: Local = False, output: Output = None, quiet: Quiet = False) -> None:
     """Show every setting with its value and source (default, file, env, flag)."""
     app_ctx = state(ctx)
-    view = local_view(app_ctx.env.environ) if local else app_ctx.client(autostart=False).config()
+    view = local_view(app_ctx.env.environ) if local else _running(app_ctx, "show")
     render(app_ctx.env, view, SHOW_VIEW, output, quiet)
 
 
@@ -109,7 +121,7 @@ def get(ctx: typer.Context, key: Key, local: Local = False, output: Output = Non
     read yet is named on stderr, with the restart that applies it."""
     app_ctx = state(ctx)
     key = canonical_key(key)
-    view = local_view(app_ctx.env.environ) if local else app_ctx.client(autostart=False).config()
+    view = local_view(app_ctx.env.environ) if local else _running(app_ctx, f"get {key}")
     entry = next((s for s in view.settings if s.key == key), None)
     if entry is None:  # a daemon older than this CLI
         raise typer.BadParameter(f"the daemon does not know {key!r}", param_hint="KEY")

@@ -21,7 +21,7 @@ from llmgine_cli.commands.args import (
     session_filter_callback,
 )
 from llmgine_cli.commands.commands import CancelOnInterrupt, NoWait, Priority, Timeout, finish_command
-from llmgine_cli.errors import ApiError
+from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render
 
@@ -106,6 +106,11 @@ def create(
     try:
         engine = client.create_engine(engine_type, session, model, configuration)
     except ApiError as exc:
+        available = exc.details.get("available")
+        if exc.status == 422 and exc.details.get("field") == "engine_type" and isinstance(available, list):
+            # "unknown engine type 'Nope'" named none of the types there are (they were in details)
+            message = f"unknown engine type {engine_type!r}: one of {', '.join(map(str, available))}"
+            raise api_error(exc.status, exc.code, message, {}, exc.request_id) from None
         if exc.status != 409:
             raise
         if reuse:

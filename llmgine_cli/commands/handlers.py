@@ -125,7 +125,9 @@ def add_event(
     file: File,
     session: Session = None,
     global_: Global = False,
-    priority: Annotated[int, typer.Option("--priority", "-p", help="Lower runs first.")] = 100,
+    priority: Annotated[
+        int, typer.Option("--priority", "-p", min=-(2**31), max=2**31 - 1, help="Lower runs first.")
+    ] = 100,
     timeout: Timeout = None,
     replace: Replace = False,
     output: Output = None,

@@ -143,6 +143,8 @@ def log(
     quiet: Quiet = False,
 ) -> None:
     """Write a record into the daemon's log (marked as coming from a client)."""
+    if not message:  # `llmgine log "$MSG"` with MSG unset: was the daemon's 422, exit 1
+        raise typer.BadParameter("the message is empty", param_hint="MESSAGE")
     app_ctx = state(ctx)
     record = app_ctx.client().post_log(
         message, level=_level(level) or "info", metadata=parse_pairs(meta, "--meta"), session_id=session

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -68,26 +70,33 @@ def create(
     `SID=$(llmgine session create -n build --reuse -q)`.
     """
     app_ctx = state(ctx)
-    if (reuse or allow_duplicate) and name is None:
+    if (reuse or allow_duplicate) and not name:
         flag = "--reuse" if reuse else "--allow-duplicate"
         raise typer.BadParameter(f"{flag} needs --name", param_hint=flag)
     if reuse and allow_duplicate:
         raise typer.BadParameter("give --reuse or --allow-duplicate, not both", param_hint="--reuse")
-    if_exists = None if name is None or allow_duplicate else "reuse" if reuse else "error"
-    try:
+    if_exists = None if not name or allow_duplicate else "reuse" if reuse else "error"
+    with _name_taken(name, "--reuse prints it, "):
         session = app_ctx.client().create_session(name, parse_pairs(meta, "--meta"), if_exists=if_exists)
+    render(app_ctx.env, session, SESSION_VIEW, output, quiet)
+
+
+@contextlib.contextmanager
+def _name_taken(name: str | None, reuse: str = "") -> Iterator[None]:
+    """The daemon's 409 for a name an active session has, with the ways out here."""
+    try:
+        yield
     except ApiError as exc:
-        if exc.status == 409 and exc.code == "CONFLICT" and exc.details.get("name") == name:
+        if exc.status == 409 and exc.code == "CONFLICT" and name is not None and exc.details.get("name") == name:
             taken = exc.details.get("session_id")
             raise api_error(
                 409,
                 exc.code,
-                f"an active session is already named {name!r} ({taken}): --reuse prints it, "
-                "or end it first (`llmgine session delete`)",
+                f"an active session is already named {name!r} ({taken}): {reuse}--allow-duplicate takes the "
+                "name anyway, or end that session first (`llmgine session delete`)",
                 exc.details,
             ) from None
         raise
-    render(app_ctx.env, session, SESSION_VIEW, output, quiet)
 
 
 @app.command("list")
@@ -190,7 +199,13 @@ def fork(
         int | None,
         typer.Option("--at", metavar="SEQ", min=0, help="The event seq to fork at (default: now); see `event list`."),
     ] = None,
-    name: Annotated[str | None, typer.Option("--name", "-n", help="A name for the fork.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", "-n", help="A name for the fork; one an active session has is exit 6, as for create."),
+    ] = None,
+    allow_duplicate: Annotated[
+        bool, typer.Option("--allow-duplicate", help="Take --name even if an active session has it.")
+    ] = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -199,4 +214,7 @@ def fork(
     touched; `engines` maps each original engine to its copy. `-q` prints the new session id
     (`NEW=$(llmgine session fork ID --at 42 -q)`)."""
     app_ctx = state(ctx)
-    render(app_ctx.env, app_ctx.client().fork_session(session_id, at_seq=at, name=name), FORK_VIEW, output, quiet)
+    if_exists = "error" if name and not allow_duplicate else None
+    with _name_taken(name):
+        fork = app_ctx.client().fork_session(session_id, at_seq=at, name=name, if_exists=if_exists)
+    render(app_ctx.env, fork, FORK_VIEW, output, quiet)

@@ -18,7 +18,8 @@ import typer
 from llmgine_daemon.protocol import COMMAND_STATUSES, UNFINISHED_STATUSES
 from llmgine_daemon.protocol import TERMINAL_STATUSES as TERMINAL
 
-from llmgine_cli.commands.args import LONG_POLL_S, choices, summary
+from llmgine_cli import completion
+from llmgine_cli.commands.args import LONG_POLL_S, choices, session_callback, summary
 from llmgine_cli.context import AppContext
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.status import ExitStatus
@@ -108,6 +109,33 @@ def wait_and_report(
 UNFINISHED = ",".join(UNFINISHED_STATUSES)
 
 
+WaitSession = Annotated[
+    str | None,
+    typer.Option(
+        "--session",
+        "-S",
+        metavar="ID",
+        show_default=False,
+        autocompletion=completion.session_ids,
+        callback=session_callback,
+        is_eager=True,
+        help="Find short ids among this session's commands, finished ones too (not LLMGINE_SESSION: "
+        "without -S the ids may be of any session).",
+    ),
+]
+
+
+def in_session(app_ctx: AppContext, session: str | None, given: list[str]) -> list[str]:
+    """`command wait 9cfb8948 -S demo`: short ids and prefixes among the session's commands
+    (finished ones too, as `command get` takes them); -S was a usage error."""
+    if session is None:
+        return given
+    from llmgine_cli.hot import resolve_id
+
+    path = f"/api/sessions/{session}/commands"
+    return [resolve_id(app_ctx, "command", g, path, "commands", "command_id") for g in given]
+
+
 def full_ids(app_ctx: AppContext, given: list[str]) -> list[str]:
     """The commands' full ids. A short id or a prefix (as `llmgine ps` and the tables show
     them) names one of the unfinished commands of every session; the daemon knows only full
@@ -141,7 +169,7 @@ def full_ids(app_ctx: AppContext, given: list[str]) -> list[str]:
                 404,
                 exc.code,
                 f"{exc.message} among the unfinished commands of every session (`llmgine ps`); "
-                "give a finished command's full id (`llmgine command list -S SESSION -q`)",
+                "give a finished command's session too (-S SESSION) or its full id",
             ) from None
     return out
 

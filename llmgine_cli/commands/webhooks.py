@@ -77,7 +77,8 @@ def add(
         typer.Option(
             "--reuse",
             help="If a webhook of this URL, events and session exists, print it (without its secret: that "
-            "was shown once) instead of adding a second one that would deliver each event twice.",
+            "was shown once) instead of adding a second one that would deliver each event twice; with "
+            "--secret-stdin, one with another secret is exit 6.",
         ),
     ] = False,
     output: Output = None,

@@ -124,3 +124,19 @@ async def test_fork_refusals(llm_client: Any) -> None:
         assert_envelope(await resp.json(), "FORBIDDEN")
     finally:
         client.session.headers["Authorization"] = auth
+
+
+async def test_a_fork_may_refuse_a_name_an_active_session_has(app_client: Any) -> None:
+    # ?if_exists=error (`session fork --name X`, as `session create --name X`): a fork named as
+    # an active session made `-S X` ambiguous. Nothing of the fork is left behind (no session,
+    # no token); without the parameter the name is taken as before.
+    sid = (await (await app_client.post("/api/sessions", json={"name": "orig"})).json())["session_id"]
+    resp = await app_client.post(f"/api/sessions/{sid}/fork?if_exists=error", json={"name": "orig"})
+    assert resp.status == 409
+    assert assert_envelope(await resp.json(), "CONFLICT")["details"]["session_id"] == sid
+    listed = (await (await app_client.get("/api/sessions")).json())["sessions"]
+    assert [s["session_id"] for s in listed] == [sid]
+    resp = await app_client.post(f"/api/sessions/{sid}/fork?if_exists=error", json={"name": "other"})
+    assert resp.status == 201, await resp.text()
+    resp = await app_client.post(f"/api/sessions/{sid}/fork", json={"name": "orig"})
+    assert resp.status == 201, await resp.text()

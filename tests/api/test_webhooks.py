@@ -328,6 +328,14 @@ async def test_if_exists_reuses_or_refuses_the_same_webhook(app_client):
     resp = await app_client.post("/api/webhooks?if_exists=error", json=body)
     assert resp.status == 409
     assert assert_envelope(await resp.json(), "CONFLICT")["details"]["webhook_id"] == first["webhook_id"]
+    # The same secret given again is the same webhook; another one is a conflict (reusing it
+    # would leave the receiver checking signatures with a secret the daemon does not use).
+    resp = await app_client.post("/api/webhooks?if_exists=reuse", json={**body, "secret": first["secret"]})
+    assert resp.status == 200, await resp.text()
+    other_secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    resp = await app_client.post("/api/webhooks?if_exists=reuse", json={**body, "secret": other_secret})
+    assert resp.status == 409
+    assert "another secret" in assert_envelope(await resp.json(), "CONFLICT")["message"]
     for other in ({"events": ["*"]}, {"session_id": None}):
         resp = await app_client.post("/api/webhooks?if_exists=reuse", json={**body, **other})
         assert resp.status == 201, await resp.text()

@@ -317,3 +317,27 @@ def test_engines(cli):
     assert cli("engine", "delete", eid, "-q").stdout.strip() == eid
     gone = cli("engine", "get", eid)
     assert gone.exit_code == 4 and "ENGINE_NOT_FOUND" in one_line(gone.stderr)
+
+
+def test_a_bad_command_in_a_batch_file_names_its_line(cli, tmp_path: Path):
+    # A line without command_type was the daemon's 422 "commands[1].command_type: Field is
+    # required" (exit 1): the index counts commands, not the file's lines (blank ones skipped),
+    # and a bad type quoted a regex. The file is checked here now: a usage error naming the line.
+    sid = cli("session", "create", "-q").stdout.strip()
+    for text, words in (
+        ('{"command_type": "A"}\n\n{"parameters": {}}\n', "line 3: command_type: Field is required"),
+        ('{"command_type": "A", "extra": 1}\n', "line 1: extra: Unknown field"),
+        ('[{"command_type": "bad type"}]', "item 0: command_type: must start with a letter"),
+    ):
+        (tmp_path / "b.jsonl").write_text(text)
+        result = cli("command", "batch", "-f", str(tmp_path / "b.jsonl"), "-S", sid)
+        assert result.exit_code == 2 and words in result.stderr and "regex" not in result.stderr, result.stderr
+    assert json.loads(cli("session", "get", sid, "-o", "json").stdout)["counts"]["commands"] == 0
+
+
+def test_an_unknown_engine_type_names_the_types_there_are(cli):
+    # "unknown engine type 'Nope'" said nothing of the types (they were in the 422's details).
+    sid = cli("session", "create", "-q").stdout.strip()
+    result = cli("engine", "create", "Nope", "-S", sid)
+    assert result.exit_code == 1 and "unknown engine type 'Nope': one of " in result.stderr
+    assert "DummyEngine" in one_line(result.stderr)

@@ -51,7 +51,10 @@ def test_get_from_daemon_and_by_env_name(cli, daemon):
 
 
 def test_show_without_daemon_exits_3_and_local_works(cold_cli, cold_home):
-    assert cold_cli("config", "show").exit_code == 3
+    # Exit 3 names --local too, which works without a daemon (it named only `daemon start`).
+    for args, local in ((["show"], "config show --local"), (["get", "API_PORT"], "config get server.port --local")):
+        down = cold_cli("config", *args)
+        assert down.exit_code == 3 and local in one_line(down.stderr), down.stderr
     result = cold_cli("config", "show", "--local", "-o", "json", API_PORT="9123", API_KEY_SECRET="hush")
     assert result.exit_code == 0
     view = json.loads(result.stdout)
@@ -141,6 +144,12 @@ def test_broken_config_file_is_one_line(cold_cli, cold_home):
 def test_get_names_a_value_the_daemon_has_not_read_yet(cli, daemon):
     # `config set KEY V && config get KEY` printed the running daemon's value (here an empty
     # line) and nothing else: the note on stderr says the file has V and what applies it.
+    from pathlib import Path
+
+    # The daemon is every CLI test's: its home must have no config file afterwards either (the
+    # fast path reads one when it is there: test_process.py counts its imports).
+    path = Path(cli("config", "path").stdout.strip())
+    existed = path.exists()
     assert cli("config", "set", "logging.file", "/tmp/llmgine-never.log").exit_code == 0
     try:
         got = cli("config", "get", "logging.file")
@@ -150,4 +159,6 @@ def test_get_names_a_value_the_daemon_has_not_read_yet(cli, daemon):
         assert cli("config", "get", "logging.file", "-q").stderr == ""  # scripts: the value only
     finally:
         assert cli("config", "unset", "logging.file").exit_code == 0
+        if not existed:
+            path.unlink()
     assert cli("config", "get", "logging.file").stderr == ""

@@ -59,3 +59,19 @@ def test_examples_in_help_name_real_options():
                         assert word.split("=")[0] in options, f"{' '.join(path)}: {word} in {part!r}"
                 checked += 1
     assert checked >= 20, checked
+
+
+def test_every_option_names_its_value_in_help():
+    """`--name <str>`, `--port <int range>`, `--priority <int>`: Typer showed the type's name
+    where the option names no value; each now shows one (NAME, N, SECONDS)."""
+    from typer.testing import CliRunner
+
+    from llmgine_cli.app import app
+
+    runner = CliRunner()
+    unnamed = []
+    for path, _ in _commands():
+        shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"}).stdout
+        unnamed += [f"{' '.join(path)}: {line.strip()}" for line in shown.splitlines() if re.match(r"^│ +-", line)
+                    and re.search(r"<(str|int|float|int range|float range)>", line)]  # fmt: skip
+    assert not unnamed, unnamed

@@ -29,6 +29,10 @@ def test_log_then_logs_filters(cli):
 
     bad = cli("logs", "--level", "loud")
     assert bad.exit_code == 2
+    # `llmgine log "$MSG"` with MSG empty was the daemon's 422 ("Expected `str` of length >= 1"),
+    # exit 1; it is a usage error here, as an empty --data or FILE is.
+    empty = cli("log", "")
+    assert empty.exit_code == 2 and "MESSAGE: the message is empty" in empty.stderr, empty.stderr
 
 
 def test_a_record_prints_as_one_line_without_terminal_escapes(cli):

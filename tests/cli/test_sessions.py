@@ -254,6 +254,12 @@ def test_a_taken_name_is_refused_reused_or_duplicated_on_request(cli):
     for args in (("--reuse",), ("--allow-duplicate",), ("-n", name, "--reuse", "--allow-duplicate")):
         bad = cli("session", "create", *args)
         assert bad.exit_code == 2 and "Traceback" not in bad.stderr, bad.stderr
+    # A fork given the name is refused the same way (its default name is taken as it is).
+    forked = cli("session", "fork", sid, "--name", name)
+    assert forked.exit_code == 6 and "already named" in forked.stderr and "--reuse" not in forked.stderr
+    assert cli("session", "fork", sid, "--name", name, "--allow-duplicate", "-q").exit_code == 0
+    # An empty name names nothing (-S "" is a usage error): it is never "taken".
+    assert create(cli, "--name", "") != create(cli, "--name", "")
     # An ended session gives its name back.
     other = f"ended-{uuid.uuid4().hex[:6]}"
     old = create(cli, "--name", other)

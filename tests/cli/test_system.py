@@ -156,6 +156,7 @@ def test_shutdown_stops_the_daemon():
 
 
 BUSY_SESSION = "0192f000-0000-7000-8000-00000000c0f1"  # a whole id: nothing to resolve first
+ELSEWHERE_SESSION = "0192f000-0000-7000-8000-000000000404"  # answered by "another server"
 
 
 class _Foreign(BaseHTTPRequestHandler):
@@ -171,6 +172,8 @@ class _Foreign(BaseHTTPRequestHandler):
                 {"error": {"code": "CONFLICT", "message": "busy", "details": {}}, "timestamp": "t", "request_id": "r1"}
             ).encode()
             self._send(409, body, {"X-Llmgine-Version": "9.9.9"})
+        elif self.path.startswith(f"/api/sessions/{ELSEWHERE_SESSION}"):
+            self._send(404, b"File not found", {"Content-Type": "text/plain"})
         elif self.path == "/api/status":
             self._send(200, b'{"not": "a status"}', {})
         else:
@@ -237,6 +240,12 @@ def test_answers_outside_the_protocol_are_one_line_errors(foreign_url, cold_home
     garbled = invoke(["--url", foreign_url, "status"], env)
     assert garbled.exit_code == 1
     assert one_line(garbled.stderr).startswith("error: unexpected answer")
+    # Another server's 404 was exit 4, which a script reads as "no such session" (and creates
+    # one); without llmgined's header and envelope it is an error saying where it came from.
+    elsewhere = invoke(["--url", foreign_url, "session", "get", ELSEWHERE_SESSION], env)
+    assert elsewhere.exit_code == 1, elsewhere.stderr
+    line = one_line(elsewhere.stderr)
+    assert line.startswith("error: HTTP_404: ") and "not an answer of llmgined" in line and foreign_url in line
 
 
 def _command_summaries(text: str) -> dict[str, list[str]]:

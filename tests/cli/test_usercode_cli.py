@@ -241,3 +241,6 @@ def test_handler_add_replace(cli, tmp_path):
     assert [h["type"] for h in listed["handlers"]] == ["Tick"]
     helped = cli("handler", "add", "event", "--help")
     assert "--replace" in helped.stdout
+    # A priority past 32 bits was the daemon's 422 quoting msgspec (exit 1); a usage error here.
+    big = cli("handler", "add", "event", "Tick", on, "-S", sid, "-p", "99999999999999")
+    assert big.exit_code == 2 and "-2147483648<=x<=2147483647" in big.stderr, big.stderr

@@ -94,7 +94,9 @@ def test_wait_on_mixed_outcomes_and_exit_codes(d: Daemon) -> None:
     done = run_cli(["command", "wait", "0000nope"], d.env)
     assert done.returncode == 4 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     done = run_cli(["command", "wait", slow[-8:]], d.env)
-    assert done.returncode == 4 and "give a finished command's full id" in one_line(done.stderr), done.stderr
+    assert done.returncode == 4 and "session too (-S SESSION) or its full id" in one_line(done.stderr), done.stderr
+    # With its session (-S was a usage error), a finished command's short id is found.
+    assert llmgine(d, "command", "wait", slow[-8:], "-S", a, "-o", "jsonl", code=1).count('"cancelled"') == 1
 
 
 def test_batch_wait(d: Daemon, tmp_path: Path) -> None:
