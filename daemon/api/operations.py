@@ -265,7 +265,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                 "if_exists",
                 _enum("create", "reuse", "error"),
                 "when an active session already has `name`: `create` another (default), `reuse` "
-                "it (200, no `session_token`), or `error` (409 CONFLICT); needs `name`",
+                "it (200, no `session_token`), or `error` (409 CONFLICT); without `name`, a session is created",
             ),
         ),
         description="An empty body is fine. The answer carries `session_token` (once): a "

@@ -24,10 +24,9 @@ routes = web.RouteTableDef()
 async def create_session(request: web.Request) -> web.Response:
     body = await read_json(request, SessionCreate, empty_ok=True)
     # An addition to the spec: ?if_exists=reuse|error when an active session has the name
-    # (default create: another session of that name, as the spec's endpoint does).
+    # (default create: another session of that name, as the spec's endpoint does). Without a
+    # name no session can have it: a session is created, whatever if_exists says.
     if_exists = query_choice(request, "if_exists", ("create", "reuse", "error")) or "create"
-    if if_exists != "create" and body.name is None:
-        raise invalid("name", f"is required with if_exists={if_exists}")
     # The session token is written in the same transaction as the session.
     token = request.app[CREDENTIALS].pending_session_token()
     session = await request.app[BUS].sessions.create(body.name, body.metadata, also=token.write, if_exists=if_exists)
