@@ -143,12 +143,9 @@ def _dropped_commits(path: Path, header: bytes) -> tuple[int, list[int]] | None:
     version, _, _, init, _, page_size, mx_frame, _ = INDEX_HEADER.unpack(first[: INDEX_HEADER.size])
     (wal_page,) = struct.unpack(">I", header[8:12])
     salts = header[16:24]
-    if (
-        version != INDEX_VERSION
-        or not init
-        or first[32:40] != salts
-        or page_size != (wal_page & 0xFF00) | (wal_page >> 16)
-    ):
+    # szPage is set from the last commit frame read: 0 when there was none (mxFrame 0).
+    page_ok = page_size == (wal_page & 0xFF00) | (wal_page >> 16) or (page_size == 0 and mx_frame == 0)
+    if version != INDEX_VERSION or not init or first[32:40] != salts or not page_ok:
         log.warning("write-ahead log not checked: its index header is not as documented (%s)", index.hex())
         return None
     frame = FRAME_HEADER + wal_page
