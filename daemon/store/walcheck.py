@@ -25,7 +25,8 @@ a word, and the next write goes over them.
   written only after the previous transaction's COMMIT was fsynced, so the first of them had
   committed (and was acknowledged) before the log was damaged. With ``normal`` several
   transactions may be unsynced and a power loss may leave exactly that, which that setting
-  accepts: the log is copied aside, a warning logged, and the daemon starts.
+  accepts; and the telemetry database (logs and spans) is best effort: for those the log is
+  copied aside, a warning logged, and the daemon starts.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ def check_header(path: Path) -> bytes | None:
     return header
 
 
-def open_checked(path: Path, synchronous: str) -> sqlite3.Connection | None:
-    """Both checks (see the module docstring). Returns the read-only connection that ran
+def open_checked(path: Path, synchronous: str, *, best_effort: bool = False) -> sqlite3.Connection | None:
+    """Both checks (see the module docstring); ``best_effort``: the database of logs and spans,
+    whose damaged log is reported and kept aside but never stops the daemon. Returns the read-only connection that ran
     SQLite's recovery, to be closed once the store's own connections are open (so they use the
     wal-index it built rather than recover a second time); None when there is no log."""
     header = check_header(path)
@@ -112,18 +114,17 @@ def open_checked(path: Path, synchronous: str) -> sqlite3.Connection | None:
         f"{wal}: damaged in the middle: SQLite reads it only up to frame {mx} and would drop"
         f" {len(commits)} committed transactions after it (commit frames {commits[0]}..{commits[-1]})"
     )
-    if synchronous.upper() in ("FULL", "EXTRA"):
+    if synchronous.upper() in ("FULL", "EXTRA") and not best_effort:
         conn.close()
         raise StorageError(f"{what}. {REMEDY.format(db=path)}")
     kept = wal.with_name(f"{wal.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
     shutil.copy2(wal, kept)
-    log.warning(
-        "%s; with database.synchronous = %s a power loss can leave that, so the daemon starts without"
-        " them (the log as it was: %s)",
-        what,
-        synchronous.lower(),
-        kept,
+    why = (
+        "logs and spans are kept best effort"
+        if best_effort
+        else f"with database.synchronous = {synchronous.lower()} a power loss can leave that"
     )
+    log.warning("%s; %s, so the daemon starts without them (the log as it was: %s)", what, why, kept)
     return conn
 
 
