@@ -128,14 +128,20 @@ def open_checked(path: Path, synchronous: str, *, best_effort: bool = False) -> 
     return conn
 
 
+def _index_header(path: Path) -> bytes | None:
+    try:
+        with open(path.with_name(path.name + "-shm"), "rb") as fh:
+            return fh.read(96)  # the wal-index header, twice
+    except OSError as exc:
+        log.warning("write-ahead log not checked: %s", exc)
+        return None
+
+
 def _dropped_commits(path: Path, header: bytes) -> tuple[int, list[int]] | None:
     """(SQLite's mxFrame, the commit frames with the current salts after it); None when the
     wal-index header cannot be read as documented (the check is then skipped, with a log)."""
-    try:
-        with open(path.with_name(path.name + "-shm"), "rb") as fh:
-            index = fh.read(96)  # the wal-index header, twice
-    except OSError as exc:
-        log.warning("write-ahead log not checked: %s", exc)
+    index = _index_header(path)
+    if index is None:
         return None
     first, second = index[:48], index[48:96]
     if len(index) < 96 or first != second:
@@ -159,4 +165,8 @@ def _dropped_commits(path: Path, header: bytes) -> tuple[int, list[int]] | None:
             head = fh.read(FRAME_HEADER)
             if head[8:16] == salts and head[4:8] != b"\0\0\0\0":
                 commits.append(n)
+    if commits and _index_header(path) != index:
+        # Another process (a person's sqlite3) wrote while we looked: those frames are its new
+        # transactions, read by SQLite, not dropped ones.
+        return mx_frame, []
     return mx_frame, commits
