@@ -199,7 +199,7 @@ async def load_then_kill(home: Path, proc: Any, sids: list[str], acked: Acked, r
                         if status == 202:
                             acked.commands.add(body["command_id"])
                     elif what < 0.55:
-                        key = f"k{local.getrandbits(64):x}"
+                        key = f"k{local.getrandbits(64):016x}"
                         path = f"/api/engines/{acked.engines[sid]}/execute"
                         acked.idempotent[(path, key)] = None
                         async with http.post(path, json={"prompt": key}, headers={"Idempotency-Key": key}) as resp:
