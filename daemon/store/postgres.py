@@ -32,7 +32,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +57,10 @@ log = logging.getLogger("llmgine.store")
 
 READERS = 4
 CONNECT_TIMEOUT_S = 10
+# A statement of a write transaction the server has not answered after busy_timeout plus this
+# (seconds) is given up: its connection is cut (PgStore._commit_batch). Looked at this often.
+STALL_GRACE_S = 15.0
+WATCH_EVERY_S = 1.0
 SIZE_REFRESH_S = 10.0
 
 
@@ -151,6 +157,27 @@ class PgConnection:
         self.raw = raw
         self._types = column_types
         self._cache: dict[tuple[str, bool], str] = {}
+        # When the statement now on its way was sent (monotonic), 0.0 when none is: the
+        # writer's watchdog (PgStore._commit_batch) gives up on a server that stopped answering.
+        self.waiting_since = 0.0
+
+    def run(self, sql: str) -> psycopg.Cursor[Any]:
+        """``sql`` as it is (several statements, no parameters), timed for the watchdog."""
+        self.waiting_since = time.monotonic()
+        try:
+            return self.raw.execute(sql)
+        finally:
+            self.waiting_since = 0.0
+
+    def cut(self) -> None:
+        """End the connection from another thread: its socket is shut down, so the statement
+        waiting on it fails at once (OperationalError) and the connection is broken."""
+        with contextlib.suppress(OSError, psycopg.Error):
+            sock = socket.socket(fileno=os.dup(self.raw.fileno()))
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.close()
 
     def _sql(self, sql: str, params: bool) -> str:
         key = (sql, params)
@@ -160,6 +187,13 @@ class PgConnection:
         return text
 
     def execute(self, sql: str, params: Any = ()) -> PgCursor:
+        self.waiting_since = time.monotonic()
+        try:
+            return self._execute(sql, params)
+        finally:
+            self.waiting_since = 0.0
+
+    def _execute(self, sql: str, params: Any) -> PgCursor:
         if params:
             text = self._sql(sql, True)
             if numbered(text) and not isinstance(params, dict):
@@ -172,7 +206,11 @@ class PgConnection:
 
     def executemany(self, sql: str, rows: Any) -> PgCursor:
         cur = self.raw.cursor()
-        cur.executemany(self._sql(sql, True), list(rows))
+        self.waiting_since = time.monotonic()
+        try:
+            cur.executemany(self._sql(sql, True), list(rows))
+        finally:
+            self.waiting_since = 0.0
         return PgCursor(cur)
 
     @property
@@ -353,7 +391,25 @@ class PgStore(BaseStore):
         failure: BaseException | None = None
         loop = asyncio.get_running_loop()
         try:
-            outcomes = await loop.run_in_executor(self._writer_exec, self._transaction, batch)
+            done = loop.run_in_executor(self._writer_exec, self._transaction, batch)
+            cut = False
+            while not done.done():
+                await asyncio.wait({done}, timeout=WATCH_EVERY_S)
+                # The watchdog: a server that stopped answering (frozen, its disk hung, a network
+                # that drops packets silently) held the writer, every write after it, and the
+                # shutdown, for ever. A statement unanswered for longer than any lock wait
+                # (lock_timeout = busy_timeout) plus STALL_GRACE_S: its connection is cut.
+                conn = self._writer
+                since = conn.waiting_since if conn is not None else 0.0
+                if not cut and since and time.monotonic() - since > self.busy_timeout + STALL_GRACE_S:
+                    cut = True
+                    log.error(
+                        "the database has not answered for %.0f s: ending the writer's connection",
+                        time.monotonic() - since,
+                    )
+                    assert conn is not None
+                    conn.cut()
+            outcomes = done.result()
             self.transactions += 1
             self.writes += len(batch)
         except Exception as exc:  # the whole transaction failed (COMMIT, a lost connection)
@@ -408,10 +464,10 @@ class PgStore(BaseStore):
                 else:
                     outcomes.append((True, value))
                 committing = i == last
-                raw.execute(after)
+                conn.run(after)
             if not batch:
                 committing = True
-                raw.execute(finish)
+                conn.run(finish)
         except BaseException as exc:
             if not raw.broken and not raw.closed:
                 with contextlib.suppress(psycopg.Error):
@@ -427,7 +483,7 @@ class PgStore(BaseStore):
         at the first write: the same cost, and known before ``COMMIT`` is sent)."""
         raw = conn.raw
         try:
-            cur = raw.execute("; ".join(("BEGIN", "SELECT txid_current()", *self.first_statements, "SAVEPOINT w")))
+            cur = conn.run("; ".join(("BEGIN", "SELECT txid_current()", *self.first_statements, "SAVEPOINT w")))
         except BaseException:
             if not raw.broken and not raw.closed:  # e.g. a lock timeout in first_statements
                 with contextlib.suppress(psycopg.Error):
