@@ -234,7 +234,8 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "system",
         public=True,
         description="Never needs a credential. `status`: `healthy`, "
-        "`degraded` (the database was not reachable at the last try; requests answer 503) or `shutting_down`.",
+        "`degraded` (the database was not reachable at the last try, requests answer 503; or the last write"
+        " found the disk full, writes answer 507) or `shutting_down`.",
     ),
     ("GET", "/api/status"): Op("Daemon status: version, uptime, listeners, storage, counts", "system"),
     ("GET", "/api/config"): Op(

@@ -118,6 +118,11 @@ class Bus:
         """Why the database could not be reached at the last try (PostgreSQL down), or None."""
         return self.store.unreachable
 
+    @property
+    def storage_full(self) -> str | None:
+        """Why the last write transaction could not store a write (a full disk), or None."""
+        return self.store.full
+
     async def start(self) -> None:
         """Bring runtime state back after a restart: engines, user-code handlers (and
         their command handlers) and MCP servers first, then the command queue (executing -> interrupted,

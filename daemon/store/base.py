@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from llmgine_daemon.store.errors import StorageError, StorageUnavailable
+from llmgine_daemon.store.errors import StorageError, StorageFull, StorageUnavailable
 
 log = logging.getLogger("llmgine.store")
 
@@ -88,6 +88,9 @@ class BaseStore:
         # restarting), None once a transaction or read went through again: GET /api/health
         # says "degraded" meanwhile. SQLite's file is never unreachable.
         self.unreachable: str | None = None
+        # Why the last write transaction could not store a write (a full disk, the page limit),
+        # None once one committed without that: GET /api/health says "degraded" meanwhile.
+        self.full: str | None = None
 
     def describe(self) -> str:
         """Where the data is, for messages and GET /api/status (never a password)."""
@@ -197,6 +200,15 @@ class BaseStore:
             self.unreachable = None
         elif isinstance(failure, StorageUnavailable):
             self.unreachable = str(failure)
+        full = failure if isinstance(failure, StorageFull) else None
+        for ok, value in outcomes if full is None else ():
+            if not ok and isinstance(value, StorageFull):
+                full = value
+                break
+        if full is not None:
+            self.full = str(full)
+        elif failure is None:
+            self.full = None
         if self.on_commit is not None:
             try:
                 self.on_commit(

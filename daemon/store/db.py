@@ -194,7 +194,7 @@ class Store(BaseStore):
             _touch_private(self.path)
             self._lock_fd = _lock_database(self.path)
             # Before anything is written: SQLite would drop a damaged log's writes in silence.
-            checked = walcheck.open_checked(self.path, self.synchronous)
+            checked = walcheck.open_checked(self.path, self.synchronous, best_effort=self.telemetry)
             try:
                 self._writer_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
                 await self._writer_conn._execute(self._setup_writer)

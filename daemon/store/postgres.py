@@ -21,7 +21,10 @@ coroutine (bench/pg_driver.py measured both: docs/architecture.md has the figure
   float, as SQLite gives them.
 - Errors: unique violations and other constraint failures, serialization failures and lock
   timeouts, a full disk, a lost connection map to store/errors.py's classes, so the API
-  answers the same codes on both backends. A lost connection is opened again on next use.
+  answers the same codes on both backends (store/pg_connect.py, with ``connect``). A lost
+  connection is opened again on next use. A statement the server leaves unanswered past
+  busy_timeout + STALL_GRACE_S has its connection cut (``_watch``): a frozen server never holds
+  the writer or a reader for ever.
 - Schema: store/pg_schema.py, applied at ``open`` under an advisory lock.
 - Telemetry (logs and spans) lives in the same database, in a store of its own (its own
   writer connection and thread), as on SQLite it has a file of its own.
@@ -32,13 +35,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import psycopg
 from llmgine_daemon.aio import cancel_and_wait
@@ -46,59 +50,18 @@ from llmgine_daemon.store import db as _db  # noqa: F401 - registers every migra
 from llmgine_daemon.store import pg_schema
 from llmgine_daemon.store.base import BaseStore, QueueItem, T, _Alone, _Heavy
 from llmgine_daemon.store.dialect import numbered, translate
-from llmgine_daemon.store.errors import StorageBusy, StorageError, StorageFull, StorageRefused, StorageUnavailable
-from psycopg import errors as pgerrors
-from psycopg.adapt import Dumper, Loader
+from llmgine_daemon.store.errors import StorageError, StorageUnavailable
+from llmgine_daemon.store.pg_connect import CONNECT_TIMEOUT_S, classify, connect, redact
 from psycopg.pq import TransactionStatus
 
 log = logging.getLogger("llmgine.store")
 
 READERS = 4
-CONNECT_TIMEOUT_S = 10
+# A statement of a write transaction the server has not answered after busy_timeout plus this
+# (seconds) is given up: its connection is cut (PgStore._commit_batch). Looked at this often.
+STALL_GRACE_S = 15.0
+WATCH_EVERY_S = 1.0
 SIZE_REFRESH_S = 10.0
-
-
-def redact(url: str) -> str:
-    """``postgresql://user@host:port/db``: the URL without its password (or query)."""
-    parts = urlsplit(url)
-    user = f"{unquote(parts.username)}@" if parts.username else ""
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    return f"{parts.scheme}://{user}{parts.hostname or ''}{port}{parts.path}"
-
-
-def _where(url: str) -> str:
-    parts = urlsplit(url)
-    try:
-        port = parts.port or 5432
-    except ValueError:
-        port = 5432
-    return f"{parts.hostname or 'localhost'}:{port}"
-
-
-# -- adaptation -----------------------------------------------------------------------------
-
-
-class _BoolAsInt(Dumper):
-    """Booleans are INTEGER 0/1 in the schema (as SQLite stores them)."""
-
-    oid = psycopg.postgres.types["int8"].oid
-
-    def dump(self, obj: Any) -> bytes:
-        return b"1" if obj else b"0"
-
-
-class _NumericAsNumber(Loader):
-    """NUMERIC (SUM of BIGINT, AVG) as int or float, as SQLite returns them, not Decimal."""
-
-    def load(self, data: Any) -> Any:
-        text = bytes(data).decode()
-        try:
-            return int(text)
-        except ValueError:
-            return float(text)
 
 
 class PgCursor:
@@ -151,6 +114,27 @@ class PgConnection:
         self.raw = raw
         self._types = column_types
         self._cache: dict[tuple[str, bool], str] = {}
+        # When the statement now on its way was sent (monotonic), 0.0 when none is: the
+        # writer's watchdog (PgStore._commit_batch) gives up on a server that stopped answering.
+        self.waiting_since = 0.0
+
+    def run(self, sql: str) -> psycopg.Cursor[Any]:
+        """``sql`` as it is (several statements, no parameters), timed for the watchdog."""
+        self.waiting_since = time.monotonic()
+        try:
+            return self.raw.execute(sql)
+        finally:
+            self.waiting_since = 0.0
+
+    def cut(self) -> None:
+        """End the connection from another thread: its socket is shut down, so the statement
+        waiting on it fails at once (OperationalError) and the connection is broken."""
+        with contextlib.suppress(OSError, psycopg.Error):
+            sock = socket.socket(fileno=os.dup(self.raw.fileno()))
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.close()
 
     def _sql(self, sql: str, params: bool) -> str:
         key = (sql, params)
@@ -160,6 +144,13 @@ class PgConnection:
         return text
 
     def execute(self, sql: str, params: Any = ()) -> PgCursor:
+        self.waiting_since = time.monotonic()
+        try:
+            return self._execute(sql, params)
+        finally:
+            self.waiting_since = 0.0
+
+    def _execute(self, sql: str, params: Any) -> PgCursor:
         if params:
             text = self._sql(sql, True)
             if numbered(text) and not isinstance(params, dict):
@@ -172,7 +163,11 @@ class PgConnection:
 
     def executemany(self, sql: str, rows: Any) -> PgCursor:
         cur = self.raw.cursor()
-        cur.executemany(self._sql(sql, True), list(rows))
+        self.waiting_since = time.monotonic()
+        try:
+            cur.executemany(self._sql(sql, True), list(rows))
+        finally:
+            self.waiting_since = 0.0
         return PgCursor(cur)
 
     @property
@@ -181,68 +176,6 @@ class PgConnection:
 
 
 # -- errors ---------------------------------------------------------------------------------
-
-_BUSY = (
-    pgerrors.SerializationFailure,
-    pgerrors.DeadlockDetected,
-    pgerrors.LockNotAvailable,
-    pgerrors.QueryCanceled,
-)
-_UNAVAILABLE = (pgerrors.TooManyConnections, pgerrors.AdminShutdown, pgerrors.CannotConnectNow)
-_FULL = (pgerrors.DiskFull, pgerrors.OutOfMemory, pgerrors.ProgramLimitExceeded)
-
-
-def classify(exc: BaseException) -> BaseException:
-    """A psycopg error as the store's (store/errors.py); anything else as it is."""
-    if not isinstance(exc, psycopg.Error):
-        return exc
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, pgerrors.UntranslatableCharacter) or (isinstance(exc, psycopg.DataError) and "NUL" in text):
-        return StorageRefused(text)  # psycopg's own check of a parameter, or the server's of JSON
-    if isinstance(exc, _BUSY):
-        return StorageBusy(text)
-    if isinstance(exc, _UNAVAILABLE):
-        return StorageUnavailable(text)
-    if isinstance(exc, _FULL):
-        return StorageFull(text)
-    if isinstance(exc, psycopg.OperationalError):
-        return StorageUnavailable(f"the database connection failed: {text}")
-    return StorageError(text)
-
-
-def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
-    """A connection with our adaptations; StorageError naming the host and the reason (never
-    the password) if it cannot be made."""
-    try:
-        conn = psycopg.connect(
-            url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S, application_name="llmgined"
-        )
-    except psycopg.OperationalError as exc:
-        # The server is down, restarting or refusing us. At start-up that is a reason not to
-        # start (StorageUnavailable is a StorageError); at run time (a lost connection made again) the
-        # request may be tried again: 503, like a connection lost in the middle of a write.
-        raise StorageUnavailable(f"cannot connect to PostgreSQL at {_where(url)}: {_reason(exc, url)}") from None
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot connect to PostgreSQL at {_where(url)}: {_reason(exc, url)}") from None
-    except Exception as exc:  # a malformed URL (psycopg.ProgrammingError is a psycopg.Error)
-        raise StorageError(f"{redact(url)}: not a usable PostgreSQL URL: {exc}") from None
-    conn.adapters.register_dumper(bool, _BoolAsInt)
-    conn.adapters.register_loader("numeric", _NumericAsNumber)
-    return conn
-
-
-def _reason(exc: BaseException, url: str) -> str:
-    """libpq's reason, one line: its last non-empty line says it best."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[-1] if lines else type(exc).__name__
-    for line in lines:
-        if "FATAL:" in line or "failed:" in line:
-            text = line.split("FATAL:", 1)[-1].strip() if "FATAL:" in line else line
-    password = urlsplit(url).password
-    if password:
-        text = text.replace(password, "********")
-    return text
-
 
 # -- the store ------------------------------------------------------------------------------
 
@@ -353,7 +286,8 @@ class PgStore(BaseStore):
         failure: BaseException | None = None
         loop = asyncio.get_running_loop()
         try:
-            outcomes = await loop.run_in_executor(self._writer_exec, self._transaction, batch)
+            done = loop.run_in_executor(self._writer_exec, self._transaction, batch)
+            outcomes = await self._watch(done, lambda: self._writer, "the writer's")
             self.transactions += 1
             self.writes += len(batch)
         except Exception as exc:  # the whole transaction failed (COMMIT, a lost connection)
@@ -362,6 +296,29 @@ class PgStore(BaseStore):
             outcomes = [(False, err)] * len(batch)
             failure = err
         self._settle(batch, outcomes, started_wall, started, failure)
+
+    async def _watch(self, done: asyncio.Future[T], current: Callable[[], PgConnection | None], whose: str) -> T:
+        """``done``'s result, watching the connection ``current()`` it runs on: a server that
+        stopped answering (frozen, its disk hung, a network that drops packets silently) held a
+        writer or a reader, and everything queued behind it, for ever. A statement unanswered
+        for longer than any lock wait (lock_timeout = busy_timeout) plus STALL_GRACE_S has its
+        connection cut: the statement fails as for a lost connection."""
+        cut: set[int] = set()
+        while not done.done():
+            try:
+                await asyncio.wait({done}, timeout=WATCH_EVERY_S)
+            except asyncio.CancelledError:
+                done.cancel()  # as awaiting it would: its outcome is nobody's now
+                raise
+            conn = current()
+            since = conn.waiting_since if conn is not None else 0.0
+            if conn is not None and since and time.monotonic() - since > self.busy_timeout + STALL_GRACE_S:
+                if id(conn) not in cut:
+                    cut.add(id(conn))
+                    waited = time.monotonic() - since
+                    log.error("the database has not answered for %.0f s: ending %s connection", waited, whose)
+                    conn.cut()
+        return done.result()
 
     def _transaction(self, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
         """The batch in one transaction, a savepoint per write (writer thread). The statements
@@ -408,10 +365,10 @@ class PgStore(BaseStore):
                 else:
                     outcomes.append((True, value))
                 committing = i == last
-                raw.execute(after)
+                conn.run(after)
             if not batch:
                 committing = True
-                raw.execute(finish)
+                conn.run(finish)
         except BaseException as exc:
             if not raw.broken and not raw.closed:
                 with contextlib.suppress(psycopg.Error):
@@ -427,7 +384,7 @@ class PgStore(BaseStore):
         at the first write: the same cost, and known before ``COMMIT`` is sent)."""
         raw = conn.raw
         try:
-            cur = raw.execute("; ".join(("BEGIN", "SELECT txid_current()", *self.first_statements, "SAVEPOINT w")))
+            cur = conn.run("; ".join(("BEGIN", "SELECT txid_current()", *self.first_statements, "SAVEPOINT w")))
         except BaseException:
             if not raw.broken and not raw.closed:  # e.g. a lock timeout in first_statements
                 with contextlib.suppress(psycopg.Error):
@@ -479,19 +436,24 @@ class PgStore(BaseStore):
             raise StorageError("the store is closed")
         async with self._slots:
             loop = asyncio.get_running_loop()
+            using: list[PgConnection] = []  # the connection the read is on (the last one)
             try:
-                value = await loop.run_in_executor(self._reader_exec, self._read, fn)
+                done = loop.run_in_executor(self._reader_exec, self._read, fn, using)
+                value = await self._watch(done, lambda: using[-1] if using else None, "a reader's")
             except StorageUnavailable as exc:
                 self.unreachable = str(exc)
                 raise
             self.unreachable = None
             return value
 
-    def _read(self, fn: Callable[[Any], T]) -> T:
+    def _read(self, fn: Callable[[Any], T], using: list[PgConnection]) -> T:
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
-            return self._read_on(PgConnection(connect(self.url), self._column_types), fn)
+            conn = PgConnection(connect(self.url), self._column_types)
+            using.append(conn)
+            return self._read_on(conn, fn)
+        using.append(conn)
         try:
             return self._read_on(conn, fn)
         except StorageError:
@@ -499,7 +461,9 @@ class PgStore(BaseStore):
                 raise
         # An idle connection the server ended while it waited (a restart, a failover): the read
         # is tried once more on a new one, rather than failing one request per idle connection.
-        return self._read_on(PgConnection(connect(self.url), self._column_types), fn)
+        conn = PgConnection(connect(self.url), self._column_types)
+        using.append(conn)
+        return self._read_on(conn, fn)
 
     def _read_on(self, conn: PgConnection, fn: Callable[[Any], T]) -> T:
         try:

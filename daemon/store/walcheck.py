@@ -25,7 +25,8 @@ a word, and the next write goes over them.
   written only after the previous transaction's COMMIT was fsynced, so the first of them had
   committed (and was acknowledged) before the log was damaged. With ``normal`` several
   transactions may be unsynced and a power loss may leave exactly that, which that setting
-  accepts: the log is copied aside, a warning logged, and the daemon starts.
+  accepts; and the telemetry database (logs and spans) is best effort: for those the log is
+  copied aside, a warning logged, and the daemon starts.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ def check_header(path: Path) -> bytes | None:
     return header
 
 
-def open_checked(path: Path, synchronous: str) -> sqlite3.Connection | None:
-    """Both checks (see the module docstring). Returns the read-only connection that ran
+def open_checked(path: Path, synchronous: str, *, best_effort: bool = False) -> sqlite3.Connection | None:
+    """Both checks (see the module docstring); ``best_effort``: the database of logs and spans,
+    whose damaged log is reported and kept aside but never stops the daemon. Returns the read-only connection that ran
     SQLite's recovery, to be closed once the store's own connections are open (so they use the
     wal-index it built rather than recover a second time); None when there is no log."""
     header = check_header(path)
@@ -112,29 +114,34 @@ def open_checked(path: Path, synchronous: str) -> sqlite3.Connection | None:
         f"{wal}: damaged in the middle: SQLite reads it only up to frame {mx} and would drop"
         f" {len(commits)} committed transactions after it (commit frames {commits[0]}..{commits[-1]})"
     )
-    if synchronous.upper() in ("FULL", "EXTRA"):
+    if synchronous.upper() in ("FULL", "EXTRA") and not best_effort:
         conn.close()
         raise StorageError(f"{what}. {REMEDY.format(db=path)}")
     kept = wal.with_name(f"{wal.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
     shutil.copy2(wal, kept)
-    log.warning(
-        "%s; with database.synchronous = %s a power loss can leave that, so the daemon starts without"
-        " them (the log as it was: %s)",
-        what,
-        synchronous.lower(),
-        kept,
+    why = (
+        "logs and spans are kept best effort"
+        if best_effort
+        else f"with database.synchronous = {synchronous.lower()} a power loss can leave that"
     )
+    log.warning("%s; %s, so the daemon starts without them (the log as it was: %s)", what, why, kept)
     return conn
+
+
+def _index_header(path: Path) -> bytes | None:
+    try:
+        with open(path.with_name(path.name + "-shm"), "rb") as fh:
+            return fh.read(96)  # the wal-index header, twice
+    except OSError as exc:
+        log.warning("write-ahead log not checked: %s", exc)
+        return None
 
 
 def _dropped_commits(path: Path, header: bytes) -> tuple[int, list[int]] | None:
     """(SQLite's mxFrame, the commit frames with the current salts after it); None when the
     wal-index header cannot be read as documented (the check is then skipped, with a log)."""
-    try:
-        with open(path.with_name(path.name + "-shm"), "rb") as fh:
-            index = fh.read(96)  # the wal-index header, twice
-    except OSError as exc:
-        log.warning("write-ahead log not checked: %s", exc)
+    index = _index_header(path)
+    if index is None:
         return None
     first, second = index[:48], index[48:96]
     if len(index) < 96 or first != second:
@@ -143,12 +150,9 @@ def _dropped_commits(path: Path, header: bytes) -> tuple[int, list[int]] | None:
     version, _, _, init, _, page_size, mx_frame, _ = INDEX_HEADER.unpack(first[: INDEX_HEADER.size])
     (wal_page,) = struct.unpack(">I", header[8:12])
     salts = header[16:24]
-    if (
-        version != INDEX_VERSION
-        or not init
-        or first[32:40] != salts
-        or page_size != (wal_page & 0xFF00) | (wal_page >> 16)
-    ):
+    # szPage is set from the last commit frame read: 0 when there was none (mxFrame 0).
+    page_ok = page_size == (wal_page & 0xFF00) | (wal_page >> 16) or (page_size == 0 and mx_frame == 0)
+    if version != INDEX_VERSION or not init or first[32:40] != salts or not page_ok:
         log.warning("write-ahead log not checked: its index header is not as documented (%s)", index.hex())
         return None
     frame = FRAME_HEADER + wal_page
@@ -161,4 +165,8 @@ def _dropped_commits(path: Path, header: bytes) -> tuple[int, list[int]] | None:
             head = fh.read(FRAME_HEADER)
             if head[8:16] == salts and head[4:8] != b"\0\0\0\0":
                 commits.append(n)
+    if commits and _index_header(path) != index:
+        # Another process (a person's sqlite3) wrote while we looked: those frames are its new
+        # transactions, read by SQLite, not dropped ones.
+        return mx_frame, []
     return mx_frame, commits

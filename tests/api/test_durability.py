@@ -102,11 +102,14 @@ async def test_disk_full_507_reads_work_and_recovers(make_client):
         assert resp.status == 200
         resp = await publish(client, sid, 999, size=2000)
         assert resp.status == 507
+        # A monitor sees it: every write answered 507 while health said "healthy".
+        assert (await (await client.get("/api/health")).json())["status"] == "degraded"
     finally:
         await set_page_limit(store, None)
     # Space is back: the same daemon writes again, with no restart.
     resp = await publish(client, sid, 1000)
     assert resp.status == 201
+    assert (await (await client.get("/api/health")).json())["status"] == "healthy"
     assert await stored_fill_events(client, sid) == acked | {1000}
     integrity = sqlite3.connect(client.app[SETTINGS].database_path)
     assert integrity.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

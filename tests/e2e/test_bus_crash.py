@@ -2,7 +2,8 @@
 
 - One command executing and others queued: the executing one is interrupted, the queued ones
   run, the engine is back.
-- Rounds under load: concurrent clients create sessions, submit commands and publish events
+- Rounds under load: concurrent clients create sessions, submit commands, run engines with an
+  Idempotency-Key (sent again after the restart: the stored command, never a second) and publish events
   over the Unix socket, recording every acknowledgement (2xx); SIGKILL at a random moment.
   After each restart every acknowledged item is there, ``PRAGMA integrity_check`` is ok, what
   was executing is interrupted, what was queued runs, and no command has two results.
@@ -127,6 +128,10 @@ class Acked:
     events: dict[str, int] = field(default_factory=dict)  # event_id -> seq
     commands: set[str] = field(default_factory=set)
     blockers: set[str] = field(default_factory=set)  # executing when the daemon was killed
+    # Engine executes with an Idempotency-Key: (path, body) -> the command id answered, or None
+    # for one sent without an answer (the daemon died): stored or not, a retry must say which.
+    idempotent: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    engines: dict[str, str] = field(default_factory=dict)  # session -> its engine
 
 
 def unix_session(home: Path) -> aiohttp.ClientSession:
@@ -193,6 +198,17 @@ async def load_then_kill(home: Path, proc: Any, sids: list[str], acked: Acked, r
                         )
                         if status == 202:
                             acked.commands.add(body["command_id"])
+                    elif what < 0.55:
+                        key = f"k{local.getrandbits(64):016x}"
+                        path = f"/api/engines/{acked.engines[sid]}/execute"
+                        acked.idempotent[(path, key)] = None
+                        async with http.post(path, json={"prompt": key}, headers={"Idempotency-Key": key}) as resp:
+                            status, body = resp.status, await resp.json()
+                        if status in (200, 202):
+                            acked.idempotent[(path, key)] = body["command_id"]
+                            acked.commands.add(body["command_id"])
+                        else:
+                            del acked.idempotent[(path, key)]
                     elif what < 0.95:
                         status, body = await post(
                             http, f"/api/sessions/{sid}/events", {"event_type": "Crash", "data": {"n": n}}
@@ -224,6 +240,22 @@ async def check_after_restart(home: Path, proc: Any, acked: Acked) -> None:
         assert all(stored[e] == seq for e, seq in acked.events.items())
         known = {r[0] for r in db.execute("SELECT command_id FROM commands")}
         assert acked.commands <= known, f"{len(acked.commands - known)} acknowledged commands lost"
+        # An Idempotency-Key sent again after the kill answers the command stored for it (the
+        # acknowledged one, or the one stored before the answer was lost), never a second run.
+        async with unix_session(home) as http:
+            for (path, key), answered in list(acked.idempotent.items()):
+                ids = []
+                for _ in range(2):
+                    async with http.post(path, json={"prompt": key}, headers={"Idempotency-Key": key}) as resp:
+                        assert resp.status in (200, 202), await resp.text()
+                        ids.append((await resp.json())["command_id"])
+                assert ids[0] == ids[1] and answered in (None, ids[0]), (key, answered, ids)
+                acked.idempotent[(path, key)] = ids[0]
+                acked.commands.add(ids[0])
+            for (_, key), cid in acked.idempotent.items():
+                like = f"%{key}%"  # the prompt, in this command's parameters only
+                rows = db.execute("SELECT command_id FROM commands WHERE parameters LIKE ?", (like,)).fetchall()
+                assert [r[0] for r in rows] == [cid], (key, rows)
         # Whatever was executing at the kill is interrupted; everything queued runs to the end.
         async with unix_session(home) as http:
             for _ in range(600):
@@ -311,7 +343,8 @@ def test_kill_9_rounds_under_load(home):
             for _ in range(6):
                 _, session = await post(http, "/api/sessions", {})
                 sid = session["session_id"]
-                await post(http, "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})
+                _, engine = await post(http, "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})
+                acked.engines[sid] = engine["engine_id"]
                 sids.append(sid)
                 acked.sessions.add(sid)
 

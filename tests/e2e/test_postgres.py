@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -346,3 +348,69 @@ def test_a_connection_lost_during_commit_asks_the_server_whether_it_committed(
         assert "the transaction was committed" in (home / "daemon-under-test.log").read_text()
     finally:
         proxy.close()
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (PostgreSQL's backends are the postmaster's children, each in
+    a session of its own: a process group signal does not reach them)."""
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(entry.name))
+    return [pid, *(p for kid in kids for p in _process_tree(kid))]
+
+
+def test_a_write_to_a_server_that_stopped_answering_is_a_503_not_a_hang(home: Path) -> None:
+    # A server that stops answering without closing its connections (frozen, its disk hung, a
+    # network that drops packets): its kernel still takes the bytes, so nothing fails. The
+    # writer waited for the COMMIT's answer for ever: no answer to that write nor to any later
+    # one, nor a read on the connection, nor a stop. Past busy_timeout + 15 s without an answer
+    # the connection is cut: 503, and the daemon stops when told.
+    server = PgServer.start()
+    frozen: list[int] = []
+    try:
+        if server.proc is None:
+            pytest.skip("an existing server (LLMGINE_TEST_DATABASE_URL) is not stopped by the tests")
+        url = server.new_database()
+        d = start_daemon(home, env={"DATABASE_URL": url, "LLMGINE_DB_BUSY_TIMEOUT": "1"})
+        try:
+            status, session = call(d, "POST", "/api/sessions", {})
+            assert status == 201, session
+            frozen = _process_tree(server.proc.pid)
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            conn = _UnixHTTP(d.socket_url.removeprefix("unix://"))
+            conn.connect()
+            assert conn.sock is not None
+            conn.sock.settimeout(90)  # no answer at all (before): a TimeoutError, not a hung test
+            try:
+                body = json.dumps({"event_type": "X"})
+                path = f"/api/sessions/{session['session_id']}/events"
+                conn.request("POST", path, body, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                status, answer = resp.status, json.loads(resp.read())
+            finally:
+                conn.close()
+            assert status == 503 and answer["error"]["code"] == "STORAGE_BUSY", answer
+            # A read too (it waited for ever on its connection), and a stop: the daemon exits.
+            status, answer = call(d, "GET", f"/api/sessions/{session['session_id']}")
+            assert status == 503, answer
+            d.proc.send_signal(signal.SIGTERM)
+            assert d.proc.wait(timeout=120) == 0
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGCONT)
+            stop_process(d.proc)
+        log = (home / "daemon-under-test.log").read_text()
+        assert "the database has not answered for" in log and "Traceback" not in log, log[-3000:]
+        # The server answers again: so does a new daemon, with what was stored before.
+        d = start_daemon(home, env={"DATABASE_URL": url})
+        try:
+            assert call(d, "GET", f"/api/sessions/{session['session_id']}")[0] == 200
+        finally:
+            stop_process(d.proc)
+    finally:
+        server.stop()

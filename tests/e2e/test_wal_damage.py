@@ -16,6 +16,7 @@ import pytest
 from tests.dbtools import open_home_db
 from tests.e2e.test_bus_crash import call, refused
 from tests.e2e.test_llmgined import free_port, run_daemon, wait_for_http
+from tests.eventually import eventually_blocking
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sqlite_only(reason="SQLite's write-ahead log")]
 
@@ -124,3 +125,45 @@ def test_with_synchronous_normal_it_starts_keeping_a_copy(home):
     assert "damaged in the middle" in err and "synchronous = normal" in err, err
     kept = list((home / "data").glob("llmgine.db-wal.damaged-*"))
     assert [k.read_bytes() for k in kept] == [bytes(damaged)]
+
+
+def test_the_telemetry_log_damaged_is_reported_but_the_daemon_starts(home):
+    # Logs and spans are best effort (docs/durability.md): a damaged log of their database is
+    # reported and kept aside; the daemon does not refuse to start over it.
+    port = free_port()
+    proc = run_daemon(home, "--port", str(port))
+    telemetry = home / "data" / "llmgine-telemetry.db"
+    wal = home / "data" / "llmgine-telemetry.db-wal"
+    reader = None
+    try:
+        wait_for_http(port, proc)
+        call(port, "GET", "/api/sessions", home=home)
+        eventually_blocking(lambda: wal.exists() and bool(frames(wal.read_bytes())), timeout=30)
+        reader = sqlite3.connect(f"file:{telemetry}?mode=ro", uri=True, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+        def flushed_often() -> bool:
+            call(port, "POST", "/api/sessions", {}, home=home)  # spans and logs to flush
+            return len([f for f in frames(wal.read_bytes()) if f[2]]) >= 6
+
+        eventually_blocking(flushed_often, timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+        if reader is not None:
+            reader.close()
+    whole = wal.read_bytes()
+    commits = [f for f in frames(whole) if f[2]]
+    damaged = bytearray(whole)
+    damaged[commits[len(commits) // 2][0] + 24 + 100] ^= 0x01
+    wal.write_bytes(bytes(damaged))
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "llmgine-telemetry.db-wal: damaged in the middle" in err and "best effort" in err, err
+    assert [k.read_bytes() for k in (home / "data").glob("llmgine-telemetry.db-wal.damaged-*")] == [bytes(damaged)]

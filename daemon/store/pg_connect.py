@@ -1,0 +1,121 @@
+"""Connecting to PostgreSQL and reading its errors, for store/postgres.py: ``connect`` (a
+connection with the store's adaptations, or a StorageError naming the host and the reason, never
+the password), ``classify`` (a psycopg error as store/errors.py's classes, so the API answers the
+same codes on both backends) and ``redact`` (a URL without its password)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from llmgine_daemon.store.errors import StorageBusy, StorageError, StorageFull, StorageRefused, StorageUnavailable
+from psycopg import errors as pgerrors
+from psycopg.adapt import Dumper, Loader
+
+CONNECT_TIMEOUT_S = 10
+
+
+def redact(url: str) -> str:
+    """``postgresql://user@host:port/db``: the URL without its password (or query)."""
+    parts = urlsplit(url)
+    user = f"{unquote(parts.username)}@" if parts.username else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{user}{parts.hostname or ''}{port}{parts.path}"
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        port = 5432
+    return f"{parts.hostname or 'localhost'}:{port}"
+
+
+# -- adaptation -----------------------------------------------------------------------------
+
+
+class _BoolAsInt(Dumper):
+    """Booleans are INTEGER 0/1 in the schema (as SQLite stores them)."""
+
+    oid = psycopg.postgres.types["int8"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"1" if obj else b"0"
+
+
+class _NumericAsNumber(Loader):
+    """NUMERIC (SUM of BIGINT, AVG) as int or float, as SQLite returns them, not Decimal."""
+
+    def load(self, data: Any) -> Any:
+        text = bytes(data).decode()
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+
+
+_BUSY = (
+    pgerrors.SerializationFailure,
+    pgerrors.DeadlockDetected,
+    pgerrors.LockNotAvailable,
+    pgerrors.QueryCanceled,
+)
+_UNAVAILABLE = (pgerrors.TooManyConnections, pgerrors.AdminShutdown, pgerrors.CannotConnectNow)
+_FULL = (pgerrors.DiskFull, pgerrors.OutOfMemory, pgerrors.ProgramLimitExceeded)
+
+
+def classify(exc: BaseException) -> BaseException:
+    """A psycopg error as the store's (store/errors.py); anything else as it is."""
+    if not isinstance(exc, psycopg.Error):
+        return exc
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, pgerrors.UntranslatableCharacter) or (isinstance(exc, psycopg.DataError) and "NUL" in text):
+        return StorageRefused(text)  # psycopg's own check of a parameter, or the server's of JSON
+    if isinstance(exc, _BUSY):
+        return StorageBusy(text)
+    if isinstance(exc, _UNAVAILABLE):
+        return StorageUnavailable(text)
+    if isinstance(exc, _FULL):
+        return StorageFull(text)
+    if isinstance(exc, psycopg.OperationalError):
+        return StorageUnavailable(f"the database connection failed: {text}")
+    return StorageError(text)
+
+
+def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+    """A connection with our adaptations; StorageError naming the host and the reason (never
+    the password) if it cannot be made."""
+    try:
+        conn = psycopg.connect(
+            url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S, application_name="llmgined"
+        )
+    except psycopg.OperationalError as exc:
+        # The server is down, restarting or refusing us. At start-up that is a reason not to
+        # start (StorageUnavailable is a StorageError); at run time (a lost connection made again) the
+        # request may be tried again: 503, like a connection lost in the middle of a write.
+        raise StorageUnavailable(f"cannot connect to PostgreSQL at {_where(url)}: {_reason(exc, url)}") from None
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot connect to PostgreSQL at {_where(url)}: {_reason(exc, url)}") from None
+    except Exception as exc:  # a malformed URL (psycopg.ProgrammingError is a psycopg.Error)
+        raise StorageError(f"{redact(url)}: not a usable PostgreSQL URL: {exc}") from None
+    conn.adapters.register_dumper(bool, _BoolAsInt)
+    conn.adapters.register_loader("numeric", _NumericAsNumber)
+    return conn
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """libpq's reason, one line: its last non-empty line says it best."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    for line in lines:
+        if "FATAL:" in line or "failed:" in line:
+            text = line.split("FATAL:", 1)[-1].strip() if "FATAL:" in line else line
+    password = urlsplit(url).password
+    if password:
+        text = text.replace(password, "********")
+    return text
