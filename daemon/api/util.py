@@ -111,7 +111,9 @@ async def read_json(request: web.Request, model: type[T], *, empty_ok: bool = Fa
 
 async def _decode(request: web.Request, model: type[T], empty_ok: bool) -> T:
     body = await request.read()
-    if not body.strip():
+    # Empty is no body (where one may be left out); whitespace alone is not JSON (INVALID_JSON
+    # below), as any JSON parser says, FastAPI's included.
+    if not body:
         if empty_ok:
             body = b"{}"
         else:

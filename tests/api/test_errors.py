@@ -207,3 +207,18 @@ async def test_a_bad_webhook_is_said_in_words(app_client):
         assert resp.status == 422
         details = assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]
         assert details["field"] == field and words in details["issue"] and "regex" not in details["issue"], details
+
+
+async def test_an_empty_body_is_none_and_whitespace_is_not_json(app_client):
+    """Where a body may be left out (POST /api/sessions), an empty one is none; a body of
+    whitespace alone was taken for none too, though no JSON parser reads it (schemathesis:
+    a schema-violating request accepted)."""
+    json_type = {"Content-Type": "application/json"}
+    resp = await app_client.post("/api/sessions", data=b"", headers=json_type)
+    assert resp.status == 201
+    sid = (await resp.json())["session_id"]
+    for body in (b"\n", b"  \t"):
+        for path in ("/api/sessions", f"/api/sessions/{sid}/events"):  # a body optional, required
+            resp = await app_client.post(path, data=body, headers=json_type)
+            assert resp.status == 400, (path, body)
+            assert_envelope(await resp.json(), "INVALID_JSON")
