@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, TypeVar
 
@@ -96,6 +97,9 @@ async def page_response(request: web.Request, page: Any) -> web.StreamResponse:
         # The listing's other fields, as they follow its (empty) items in its own encoding.
         rest = _encoder.encode(page.envelope(last))
         await response.write(b"]" + rest[len(opening) + 1 :])
+        await response.write_eof()
+    except ConnectionError:  # the client went away mid-page: nobody to answer (499)
+        raise asyncio.CancelledError from None
     except BaseException:
         # The 200 and part of the page are sent: no error answer can follow (the edge's would
         # be written into this body). The connection ends without the body's last chunk, so
@@ -103,7 +107,6 @@ async def page_response(request: web.Request, page: Any) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.close()
         raise
-    await response.write_eof()
     return response
 
 
