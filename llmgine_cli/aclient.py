@@ -197,7 +197,16 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, str, dict[s
         headers[name.strip().lower()] = value.strip()
     if headers.get("transfer-encoding", "").lower() == "chunked":
         chunks = []
-        while size := int((await reader.readline()).split(b";")[0].strip() or b"0", 16):
+        while True:
+            line = await reader.readline()
+            if not line.endswith(b"\n"):  # the connection ended before the last chunk: lost
+                raise asyncio.IncompleteReadError(line, None)
+            try:
+                size = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                raise ProtocolError(f"bad chunk size {line[:20]!r}") from None
+            if not size:
+                break
             chunks.append(await reader.readexactly(size))
             await reader.readline()
         body = b"".join(chunks)

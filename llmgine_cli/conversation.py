@@ -132,7 +132,9 @@ class Turn:
                 # Ours, and the tools run while it ran (their ToolExecuted events).
                 if item.data.get("command_id") != cid and item.event_type != "ToolExecuted":
                     continue
-                if item.source not in TURN_SOURCES:
+                # A publisher's claimed source (metadata.source: "engine" is honoured, as the
+                # spec's example sends it) is not the engine's: its own events carry none.
+                if item.source not in TURN_SOURCES or "source" in item.metadata:
                     continue
                 if item.event_type == "EngineResponseDelta":
                     self.text.append(str(item.data.get("text") or ""))

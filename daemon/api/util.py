@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, TypeVar
 
@@ -77,19 +78,29 @@ async def page_response(request: web.Request, page: Any) -> web.StreamResponse:
         return json_response(page)
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
-    opening = b'{"%s":[' % page.field.encode()
-    await response.write(opening + b",".join(map(_encoder.encode, page.items)))
-    last, key, left = page.items[-1], page.key, page.count - len(page.items)
-    while left > 0:
-        part, key = await page.more(key, left)
-        if not part:
-            break
-        await response.write(b"," + b",".join(map(_encoder.encode, part)))
-        last, left = part[-1], left - len(part)
-    # The listing's other fields, as they follow its (empty) items in its own encoding.
-    rest = _encoder.encode(page.envelope(last))
-    await response.write(b"]" + rest[len(opening) + 1 :])
-    await response.write_eof()
+    try:
+        opening = b'{"%s":[' % page.field.encode()
+        await response.write(opening + b",".join(map(_encoder.encode, page.items)))
+        last, key, left = page.items[-1], page.key, page.count - len(page.items)
+        while left > 0:
+            part, key = await page.more(key, left)
+            if not part:
+                break
+            await response.write(b"," + b",".join(map(_encoder.encode, part)))
+            last, left = part[-1], left - len(part)
+        # The listing's other fields, as they follow its (empty) items in its own encoding.
+        rest = _encoder.encode(page.envelope(last))
+        await response.write(b"]" + rest[len(opening) + 1 :])
+        await response.write_eof()
+    except ConnectionError:  # the client went away mid-page: nobody to answer (499)
+        raise asyncio.CancelledError from None
+    except BaseException:
+        # The 200 and part of the page are sent: no error answer can follow (the edge's would
+        # be written into this body). The connection ends without the body's last chunk, so
+        # the client sees the page cut short; the edge logs the error and counts its status.
+        if request.transport is not None:
+            request.transport.close()
+        raise
     return response
 
 

@@ -98,7 +98,9 @@ def open_checked(path: Path, synchronous: str, *, best_effort: bool = False) -> 
     if header is None:
         return None
     started = time.perf_counter()
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    # A URI of the path escaped (as_uri): a '#', '?' or '%' in it would name another file.
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a read: SQLite recovers the log
         dropped = _dropped_commits(path, header)

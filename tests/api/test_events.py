@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+from llmgine_daemon.api.keys import BUS
 
 from tests.api.bus_helpers import events, session_with_engine, submit
 from tests.conftest import assert_envelope, create_session
@@ -212,3 +215,36 @@ async def test_a_page_of_large_events_is_sent_whole_part_by_part(app_client, mon
     # A page within PAGE_BYTES is one answer, as before.
     resp = await app_client.get(f"/api/sessions/{sid}/events?event_type=Big&limit=2")
     assert "Content-Length" in resp.headers and len((await resp.json())["events"]) == 2
+
+
+async def test_a_part_that_fails_mid_page_ends_the_connection_not_a_second_answer(app_client, monkeypatch):
+    """A long page's head (200) and first part are sent before its next part is read. When
+    that read failed, the error's answer (its own status line and headers) was written into
+    the chunked body of the 200; a client read 'HTTP/1.1 500 ...' as a chunk size. Now the
+    connection ends without the body's last chunk: the client sees the page cut short."""
+    monkeypatch.setattr("llmgine_daemon.bus.pages.PAGE_BYTES", 16_000)
+    sid = (await create_session(app_client))["session_id"]
+    for _ in range(8):
+        resp = await app_client.post(
+            f"/api/sessions/{sid}/events", json={"event_type": "Big", "data": {"b": "x" * 5000}}
+        )
+        assert resp.status == 201, await resp.text()
+    # A row the second part reads is damaged (not JSON): that part's read fails.
+    await app_client.app[BUS].store.write(
+        lambda c: c.execute(
+            "UPDATE events SET data = '{' WHERE seq = (SELECT MAX(seq) FROM events WHERE session_id = ?)", (sid,)
+        )
+    )
+    reader, writer = await asyncio.open_connection(app_client.server.host, app_client.server.port)
+    key = app_client.session.headers["Authorization"]
+    writer.write(
+        f"GET /api/sessions/{sid}/events?limit=20 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Connection: close\r\nAuthorization: {key}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), timeout=60)  # until the connection ends
+    writer.close()
+    assert raw.startswith(b"HTTP/1.1 200 ") and raw.count(b"HTTP/1.1 ") == 1, raw[-300:]
+    assert not raw.endswith(b"\r\n0\r\n\r\n")  # no last chunk: not a whole (and wrong) page
+    # The daemon goes on serving.
+    assert (await app_client.get(f"/api/sessions/{sid}/events?limit=2")).status == 200

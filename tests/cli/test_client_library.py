@@ -5,6 +5,7 @@ and the async client over both transports."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 from typing import Any
@@ -155,3 +156,26 @@ def test_nan_and_infinity_are_refused_not_sent_as_null(value: Any) -> None:
         client.publish("s", "T", a=value)
     with pytest.raises(ValueError, match="NaN and Infinity are not JSON"):
         client.submit_command("s", "X", {"p": value}, {})
+
+
+def test_a_page_cut_short_is_a_lost_connection_in_both_clients(daemon: Daemon) -> None:
+    """A large page is sent in parts (chunked); when the daemon cannot read a later part it
+    ends the connection before the last chunk. AsyncClient took the end of the connection
+    for the last chunk and decoded what it had: ProtocolError 'Input data was truncated'.
+    Both clients now say what happened: the connection was lost (DaemonUnreachable)."""
+    client = client_for(daemon.tcp_url, daemon)
+    session = client.create_session()
+    for i in range(12):  # about 11 MB: past the daemon's 8 MiB, so the page goes in parts
+        client.publish(session, "Big", i=i, b="x" * 900_000)
+    with sqlite3.connect(daemon.home / "data" / "llmgine.db") as db:  # the last part's row, damaged
+        damaged = db.execute("UPDATE events SET data = '{' WHERE event_type = 'Big' AND data LIKE '{\"i\":11,%'")
+        assert damaged.rowcount == 1
+
+    async def page() -> Any:
+        async with AsyncClient(daemon.tcp_url, env={"LLMGINE_HOME": str(daemon.home)}) as aclient:
+            return await aclient.list_events(session.session_id, limit=20)
+
+    with pytest.raises(E.DaemonUnreachable, match="lost the connection"):
+        asyncio.run(page())
+    with pytest.raises(E.DaemonUnreachable, match="lost the connection"):
+        client.list_events(session.session_id, limit=20)
