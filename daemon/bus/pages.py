@@ -24,8 +24,11 @@ from typing import Any
 PAGE_BYTES = 8 * 2**20
 
 
-# Rows per statement: a PostgreSQL cursor holds a statement's whole result on the client.
+# Rows per statement at most: a PostgreSQL cursor holds a statement's whole result on the
+# client, so a part is read in statements sized from the rows read so far (the first of a
+# page's first part: STEP; a later part's, which follows rows known to be large: FIRST_AFTER).
 STEP = 50
+FIRST_AFTER = 4
 
 
 def read_rows(
@@ -41,16 +44,21 @@ def read_rows(
 ) -> tuple[list[Any], bool]:
     """At most ``count`` rows of ``select`` (``SELECT {key}, ... WHERE ...``: the rows' order
     is by ``key``, the first column), from ``offset`` or after the key ``after``, until their
-    text passes ``PAGE_BYTES`` (one row at least); in statements of ``STEP`` rows. Returns
-    (rows, whether it stopped for the bytes, so that more may be due)."""
+    text passes ``PAGE_BYTES`` (one row at least). Returns (rows, whether it stopped for the
+    bytes, so that more may be due).
+
+    Each statement asks for as many rows as should fit in what is left of ``PAGE_BYTES`` at
+    the size of those read so far (at most STEP): on PostgreSQL a statement's rows past the
+    budget are fetched for nothing (and fetched again by the next part), on SQLite they are
+    never read (its cursor reads a row at a time)."""
     op, order = ("<", f" ORDER BY {key} DESC") if desc else (">", f" ORDER BY {key}")
     rows: list[Any] = []
     used = 0
-    while len(rows) < count:
+    n = min(STEP if after is None else FIRST_AFTER, count)
+    while True:
         if rows:
             after, offset = rows[-1][0], 0
         cond, args = (f" AND {key} {op} ?", [after]) if after is not None else ("", [])
-        n = min(STEP, count - len(rows))
         got = 0
         for row in conn.execute(f"{select}{cond}{order} LIMIT ? OFFSET ?", (*params, *args, n, offset)):
             rows.append(row)
@@ -58,9 +66,10 @@ def read_rows(
             used += sum(len(value) for value in row if isinstance(value, (str, bytes)))
             if used >= PAGE_BYTES:
                 return rows, len(rows) < count
-        if got < n:
-            break
-    return rows, False
+        if got < n or len(rows) >= count:
+            return rows, False
+        fits = -(-(PAGE_BYTES - used) * len(rows) // max(used, 1))  # rows of the average size
+        n = max(1, min(STEP, count - len(rows), fits))
 
 
 @dataclass
