@@ -145,7 +145,8 @@ class BaseStore:
 
     async def run_alone(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn`` on the writer connection outside any transaction, between two batches
-        (VACUUM, checkpoints: statements that cannot run inside a transaction)."""
+        (VACUUM, checkpoints: statements that cannot run inside a transaction). ``fn`` must be
+        safe to run again: on PostgreSQL it is, once, when the connection turns out lost."""
         if self._task is None:
             raise StorageError("the store is closed")
         loop = asyncio.get_running_loop()

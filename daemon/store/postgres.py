@@ -420,13 +420,26 @@ class PgStore(BaseStore):
         assert isinstance(alone, _Alone)
         loop = asyncio.get_running_loop()
         try:
-            value = await loop.run_in_executor(self._writer_exec, lambda: ctx.run(alone.fn, self._writer_conn()))
+            value = await loop.run_in_executor(self._writer_exec, lambda: ctx.run(self._alone_once_more, alone.fn))
         except Exception as exc:
             if not future.done():
                 future.set_exception(classify(exc))
         else:
             if not future.done():
                 future.set_result(value)
+
+    def _alone_once_more(self, fn: Callable[[Any], T]) -> T:
+        """``fn`` on the writer connection; once more on a new one if that one was lost (a
+        server restart since the last write: `db vacuum` was a 503 there). Run-alone functions
+        are maintenance that is safe to repeat (``run_alone``)."""
+        conn = self._writer_conn()
+        try:
+            return fn(conn)
+        except psycopg.Error:
+            if not (conn.raw.broken or conn.raw.closed):
+                raise
+            log.info("the writer connection was lost; running the maintenance statement on a new one")
+        return fn(self._writer_conn())
 
     # -- reads -------------------------------------------------------------------------
 
