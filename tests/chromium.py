@@ -87,7 +87,9 @@ class Chromium:
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
-                env={**os.environ, "HOME": str(tmp)},
+                # TMPDIR: its singleton socket's folder (org.chromium.Chromium.*) goes there, not
+                # into /tmp, where each run left one behind.
+                env={**os.environ, "HOME": str(tmp), "TMPDIR": str(tmp)},
             )
         active = profile / "DevToolsActivePort"  # "<port>\n/devtools/browser/<id>\n"
         deadline = time.monotonic() + START_TIMEOUT
