@@ -33,6 +33,27 @@ def frames(wal: bytes) -> list[tuple[int, int, bool]]:
     return found
 
 
+def damage_middle(whole: bytes) -> bytes:
+    """The log with one byte flipped in the page of its middle commit frame (several committed
+    transactions before the end)."""
+    commits = [f for f in frames(whole) if f[2]]
+    damaged = bytearray(whole)
+    damaged[commits[len(commits) // 2][0] + 24 + 100] ^= 0x01
+    return bytes(damaged)
+
+
+def started_and_stopped(home: Path, port: int, env: dict[str, str] | None = None) -> str:
+    """A daemon on ``home`` that starts, answers, and exits 0 on SIGTERM: its stderr."""
+    proc = run_daemon(home, "--port", str(port), env=env)
+    try:
+        wait_for_http(port, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return err
+
+
 def acknowledged_then_killed(home: Path, port: int) -> tuple[set[str], bytes]:
     """Twenty sessions, each its own transaction, all still in the log (a reader holds the
     checkpoints back), then kill -9: (their ids, the log's bytes)."""
@@ -78,13 +99,10 @@ def test_a_log_damaged_in_the_middle_is_refused_and_left_alone(home, where):
     found = frames(whole)
     commits = [f for f in found if f[2]]
     assert len(commits) >= 10, found
-    # One byte of a page in the middle of the log, several committed transactions before the end.
-    off, _, _ = commits[len(commits) // 2]
     before = commits[len(commits) // 2 - 1][1]  # the last commit frame SQLite still reads
     wal = home / "data" / "llmgine.db-wal"
-    damaged = bytearray(whole)
-    damaged[off + 24 + 100] ^= 0x01
-    wal.write_bytes(bytes(damaged))
+    damaged = damage_middle(whole)
+    wal.write_bytes(damaged)
     db_before = (home / "data" / "llmgine.db").read_bytes()
     err = refused(run_daemon(home, "--port", str(port)))
     assert "llmgine.db-wal: damaged in the middle" in err and "Traceback" not in err, err
@@ -92,7 +110,7 @@ def test_a_log_damaged_in_the_middle_is_refused_and_left_alone(home, where):
     assert "committed transactions" in err and "restore from a backup" in err, err
     assert len(err.strip().splitlines()) == 1, err
     # Left as it was, for a person to look at (no checkpoint, no new frame over the damage).
-    assert wal.read_bytes() == bytes(damaged)
+    assert wal.read_bytes() == damaged
     assert (home / "data" / "llmgine.db").read_bytes() == db_before
     assert not (home.parent / "a ").exists()  # nothing made where the URI's '#' cut the path
     wal.write_bytes(whole)  # repaired: every acknowledged session is there
@@ -119,20 +137,12 @@ def test_with_synchronous_normal_it_starts_keeping_a_copy(home):
     # log as it was, and the daemon starts.
     port = free_port()
     _, whole = acknowledged_then_killed(home, port)
-    commits = [f for f in frames(whole) if f[2]]
-    damaged = bytearray(whole)
-    damaged[commits[len(commits) // 2][0] + 24 + 100] ^= 0x01
-    (home / "data" / "llmgine.db-wal").write_bytes(bytes(damaged))
-    proc = run_daemon(home, "--port", str(port), env={"LLMGINE_DB_SYNCHRONOUS": "normal"})
-    try:
-        wait_for_http(port, proc)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    damaged = damage_middle(whole)
+    (home / "data" / "llmgine.db-wal").write_bytes(damaged)
+    err = started_and_stopped(home, port, env={"LLMGINE_DB_SYNCHRONOUS": "normal"})
     assert "damaged in the middle" in err and "synchronous = normal" in err, err
     kept = list((home / "data").glob("llmgine.db-wal.damaged-*"))
-    assert [k.read_bytes() for k in kept] == [bytes(damaged)]
+    assert [k.read_bytes() for k in kept] == [damaged]
 
 
 def test_the_telemetry_log_damaged_is_reported_but_the_daemon_starts(home):
@@ -161,17 +171,8 @@ def test_the_telemetry_log_damaged_is_reported_but_the_daemon_starts(home):
         proc.wait()
         if reader is not None:
             reader.close()
-    whole = wal.read_bytes()
-    commits = [f for f in frames(whole) if f[2]]
-    damaged = bytearray(whole)
-    damaged[commits[len(commits) // 2][0] + 24 + 100] ^= 0x01
-    wal.write_bytes(bytes(damaged))
-    proc = run_daemon(home, "--port", str(port))
-    try:
-        wait_for_http(port, proc)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    damaged = damage_middle(wal.read_bytes())
+    wal.write_bytes(damaged)
+    err = started_and_stopped(home, port)
     assert "llmgine-telemetry.db-wal: damaged in the middle" in err and "best effort" in err, err
-    assert [k.read_bytes() for k in (home / "data").glob("llmgine-telemetry.db-wal.damaged-*")] == [bytes(damaged)]
+    assert [k.read_bytes() for k in (home / "data").glob("llmgine-telemetry.db-wal.damaged-*")] == [damaged]
