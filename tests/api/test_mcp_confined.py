@@ -11,13 +11,10 @@ import pwd
 import shutil
 from typing import Any
 
-import pytest
-
 from tests.api.test_mcp_servers import add_server
 from tests.conftest import create_session
 
 PYTHON = "/usr/bin/python3"
-pytestmark = pytest.mark.skipif(not os.access(PYTHON, os.X_OK), reason="needs /usr/bin/python3")
 
 # A minimal stdio MCP server (the system interpreter has no SDK): one tool, `ident`, that
 # answers what the process is and may do.
