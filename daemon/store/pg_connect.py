@@ -6,7 +6,7 @@ same codes on both backends) and ``redact`` (a URL without its password)."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import psycopg
 from llmgine_daemon.store.errors import StorageBusy, StorageError, StorageFull, StorageRefused, StorageUnavailable
@@ -16,24 +16,25 @@ from psycopg.adapt import Dumper, Loader
 CONNECT_TIMEOUT_S = 10
 
 
+def _port(parts: SplitResult) -> int | None:
+    """The URL's port; None if it has none or it is not a port number."""
+    try:
+        return parts.port
+    except ValueError:
+        return None
+
+
 def redact(url: str) -> str:
     """``postgresql://user@host:port/db``: the URL without its password (or query)."""
     parts = urlsplit(url)
     user = f"{unquote(parts.username)}@" if parts.username else ""
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    return f"{parts.scheme}://{user}{parts.hostname or ''}{port}{parts.path}"
+    port = _port(parts)
+    return f"{parts.scheme}://{user}{parts.hostname or ''}{f':{port}' if port else ''}{parts.path}"
 
 
 def _where(url: str) -> str:
     parts = urlsplit(url)
-    try:
-        port = parts.port or 5432
-    except ValueError:
-        port = 5432
-    return f"{parts.hostname or 'localhost'}:{port}"
+    return f"{parts.hostname or 'localhost'}:{_port(parts) or 5432}"
 
 
 # -- adaptation -----------------------------------------------------------------------------
