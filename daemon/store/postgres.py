@@ -118,13 +118,17 @@ class PgConnection:
         # writer's watchdog (PgStore._commit_batch) gives up on a server that stopped answering.
         self.waiting_since = 0.0
 
-    def run(self, sql: str) -> psycopg.Cursor[Any]:
-        """``sql`` as it is (several statements, no parameters), timed for the watchdog."""
+    def _timed(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, a statement on its way: ``waiting_since`` is set while it runs."""
         self.waiting_since = time.monotonic()
         try:
-            return self.raw.execute(sql)
+            return fn(*args)
         finally:
             self.waiting_since = 0.0
+
+    def run(self, sql: str) -> psycopg.Cursor[Any]:
+        """``sql`` as it is (several statements, no parameters), timed for the watchdog."""
+        return self._timed(self.raw.execute, sql)
 
     def cut(self) -> None:
         """End the connection from another thread: its socket is shut down, so the statement
@@ -144,11 +148,7 @@ class PgConnection:
         return text
 
     def execute(self, sql: str, params: Any = ()) -> PgCursor:
-        self.waiting_since = time.monotonic()
-        try:
-            return self._execute(sql, params)
-        finally:
-            self.waiting_since = 0.0
+        return self._timed(self._execute, sql, params)
 
     def _execute(self, sql: str, params: Any) -> PgCursor:
         if params:
@@ -163,11 +163,7 @@ class PgConnection:
 
     def executemany(self, sql: str, rows: Any) -> PgCursor:
         cur = self.raw.cursor()
-        self.waiting_since = time.monotonic()
-        try:
-            cur.executemany(self._sql(sql, True), list(rows))
-        finally:
-            self.waiting_since = 0.0
+        self._timed(cur.executemany, self._sql(sql, True), list(rows))
         return PgCursor(cur)
 
     @property
