@@ -33,7 +33,8 @@ from pathlib import Path
 
 from llmgine_daemon.aio import spawn
 from llmgine_daemon.sandbox.calls import SandboxLimits
-from llmgine_daemon.sandbox.isolation import Isolation, bwrap_args, count_tasks, seccomp_pipe, site_dirs
+from llmgine_daemon.sandbox.isolation import SITE, Isolation, bwrap_args, count_tasks, seccomp_pipe, site_dirs
+from llmgine_daemon.sandbox.worker_process import rlimits_of
 
 # Top-level directories that may be links into /usr, which bwrap_args recreates as links.
 _LINKED_TOPS = tuple(Path(top) for top in ("/bin", "/lib", "/lib64", "/lib32", "/libx32"))
@@ -62,26 +63,10 @@ class Launch:
     limits: SandboxLimits | None = None
 
 
-# Run first inside the sandbox for a confined server (``Launch.limits``): its limits, then the
-# sandbox's user for a root daemon (bwrap left it CAP_SETUID/CAP_SETGID only, which dropping
-# to another uid clears), then the server itself in the same process.
-_CONFINE = (
-    "import json, os, resource, sys\n"
-    "c = json.loads(sys.argv[1])\n"
-    "for name, value in c['rlimits'].items():\n"
-    "    which = getattr(resource, name)\n"
-    "    hard = resource.getrlimit(which)[1]\n"
-    "    value = value if hard == resource.RLIM_INFINITY else min(value, hard)\n"
-    "    resource.setrlimit(which, (value, value))\n"
-    "if c['identity']:\n"
-    "    uid, gid = c['identity']\n"
-    "    os.setgroups([])\n"
-    "    os.setresgid(gid, gid, gid)\n"
-    "    os.setresuid(uid, uid, uid)\n"
-    "    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):\n"
-    "        sys.exit('could not drop privileges')\n"
-    "os.execv(c['argv'][0], c['argv'])\n"
-)
+# Run first inside the sandbox for a confined server (``Launch.limits``): the sandbox's user
+# for a root daemon (bwrap left it CAP_SETUID/CAP_SETGID only, which dropping to another uid
+# clears), a worker's limits, then the server itself in the same process (sandbox/confine.py).
+_CONFINE = f"import sys; sys.path.insert(0, {SITE!r}); from llmgine_daemon.sandbox.confine import main; main()"
 
 
 def confinement(iso: Isolation, limits: SandboxLimits) -> dict[str, object]:
@@ -90,14 +75,7 @@ def confinement(iso: Isolation, limits: SandboxLimits) -> dict[str, object]:
     task of that user), and the identity to drop to (a root daemon)."""
     identity = [iso.uid, iso.gid] if os.geteuid() == 0 and iso.uid is not None else None
     nproc = limits.processes + (count_tasks(iso.uid) if identity else 0)  # (identity: iso.uid set)
-    rlimits = {
-        "RLIMIT_AS": limits.memory_bytes,
-        "RLIMIT_NOFILE": limits.open_files,
-        "RLIMIT_FSIZE": limits.file_size_bytes,
-        "RLIMIT_CORE": 0,
-        "RLIMIT_NPROC": nproc,
-    }
-    return {"rlimits": {k: v for k, v in rlimits.items() if v > 0 or k == "RLIMIT_CORE"}, "identity": identity}
+    return {"limits": rlimits_of(limits, nproc), "identity": identity}
 
 
 def resolve_command(command: str) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import resource
 import select
 import shutil
 import signal
@@ -37,6 +36,7 @@ from llmgine_daemon.sandbox.child import (
     child_main,
     set_dumpable,
 )
+from llmgine_daemon.sandbox.confine import drop_identity, set_limits
 
 # -- the zygote -----------------------------------------------------------------------------
 
@@ -50,45 +50,6 @@ def _describe_status(status: int) -> tuple[str, bool]:
             name = str(-code)
         return f"killed by signal {name}", False
     return f"exit status {code}", code == 0
-
-
-def _set_limits(limits: dict[str, int]) -> None:
-    def cap(which: int, value: int) -> None:
-        if value <= 0:
-            return
-        soft, hard = resource.getrlimit(which)
-        if hard != resource.RLIM_INFINITY:
-            value = min(value, hard)
-        resource.setrlimit(which, (value, value))
-
-    cap(resource.RLIMIT_AS, limits["memory_bytes"])
-    cap(resource.RLIMIT_NOFILE, limits["open_files"])
-    cap(resource.RLIMIT_FSIZE, limits["file_size_bytes"])
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if limits.get("nproc", 0) > 0:
-        # Computed by the pool: RLIMIT_NPROC counts every task of the uid (the daemon's too),
-        # so it is what runs now plus the budget. Root ignores it; the pool uses a cgroup there.
-        cap(resource.RLIMIT_NPROC, limits["nproc"])
-    # Writing past FSIZE then raises OSError(EFBIG) instead of killing the process.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-
-def _drop_identity(identity: list[int] | None) -> None:
-    """A daemon run as root hands the worker uid/gid: become them for good, before anything
-    else (bwrap left this process CAP_SETUID and CAP_SETGID only; setresuid clears them)."""
-    if not identity:
-        return
-    uid, gid = identity
-    os.setgroups([])
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
-    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
-        raise SystemExit("could not drop privileges")
-    try:
-        os.setuid(0)
-    except PermissionError:
-        return
-    raise SystemExit("privileges could be regained")
 
 
 class _Outbox:
@@ -527,7 +488,7 @@ class _Zygote:
 
 def main() -> None:
     config = json.loads(os.environ.get("LLMGINE_WORKER", "") or sys.argv[1])
-    _drop_identity(config.get("identity"))
+    drop_identity(config.get("identity"))
     set_dumpable(False)
     # PID 1 of the sandbox: with the default action, signals from user code are not delivered.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -543,7 +504,9 @@ def main() -> None:
                 fh.write("0")
         except OSError:
             cgroup = ""
-    _set_limits(config["limits"])
+    set_limits(config["limits"])
+    # Writing past FSIZE then raises OSError(EFBIG) instead of killing the process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     # The pool passes an empty environment; the interpreter may still add LC_CTYPE (PEP 538).
     os.environ.clear()
     # Everything imported so far is shared with every child: keep the collector off those

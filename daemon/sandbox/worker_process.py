@@ -99,16 +99,21 @@ def nproc_limit(iso: Isolation, limits: SandboxLimits, pids_cgroup: bool) -> int
     return count_tasks(uid) + budget
 
 
-def worker_config(
-    iso: Isolation, limits: SandboxLimits, cgroups: list[Path], name: str, nproc: int
-) -> tuple[dict[str, Any], str, str | None]:
-    """(configuration, working directory, host directory to remove with the worker or None)."""
-    rlimits = {
+def rlimits_of(limits: SandboxLimits, nproc: int) -> dict[str, int]:
+    """What sandbox/confine.py ``set_limits`` sets (0: not set)."""
+    return {
         "memory_bytes": limits.memory_bytes,
         "open_files": limits.open_files,
         "file_size_bytes": limits.file_size_bytes,
         "nproc": nproc,
     }
+
+
+def worker_config(
+    iso: Isolation, limits: SandboxLimits, cgroups: list[Path], name: str, nproc: int
+) -> tuple[dict[str, Any], str, str | None]:
+    """(configuration, working directory, host directory to remove with the worker or None)."""
+    rlimits = rlimits_of(limits, nproc)
     if iso.sandboxed:
         identity = [iso.uid, iso.gid] if iso.uid is not None else None
         config = {"daemon": os.getpid(), "limits": rlimits, "sandboxed": True, "identity": identity}
