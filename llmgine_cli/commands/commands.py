@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -24,7 +23,7 @@ from llmgine_cli.commands.args import (
     text_view,
 )
 from llmgine_cli.context import AppContext
-from llmgine_cli.inputs import NotText, loads, read_stdin
+from llmgine_cli.inputs import InputError, loads, read_text
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.render_observability import render_trace
@@ -455,14 +454,10 @@ def cancel(
 
 def read_batch_file(path: str) -> list[dict[str, Any]]:
     """JSON Lines or a JSON array, one {command_type, parameters, metadata} each."""
-    try:
-        text = read_stdin() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except NotText as exc:
-        raise typer.BadParameter(str(exc), param_hint="--file") from None
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--file") from None
-    except UnicodeDecodeError:  # was "internal error: UnicodeDecodeError", exit 1
-        raise typer.BadParameter(f"{'stdin' if path == '-' else path} is not UTF-8 text", param_hint="--file") from None
+    try:  # (not UTF-8 was "internal error: UnicodeDecodeError", exit 1)
+        text = read_text("@" + path, "--file")
+    except InputError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
     if text.lstrip().startswith("["):
         try:
             items = loads(text)
