@@ -146,6 +146,14 @@ def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, Any]:
         raise usage(exc) from None
 
 
+def read_text(path: str, option: str) -> str:
+    """The text of a file or of stdin (``-``): not readable, or not UTF-8, is a usage error."""
+    try:
+        return inputs.read_text("@" + path, option)
+    except InputError as exc:
+        raise usage(exc) from None
+
+
 def parse_object(text: str | None, option: str) -> dict[str, Any]:
     """A JSON object, inline, @file or - (stdin)."""
     try:

@@ -19,11 +19,12 @@ from llmgine_cli.commands.args import (
     id_argument,
     parse_object,
     parse_pairs,
+    read_text,
     summary,
     text_view,
 )
 from llmgine_cli.context import AppContext
-from llmgine_cli.inputs import InputError, loads, read_text
+from llmgine_cli.inputs import loads
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.render_observability import render_trace
@@ -454,10 +455,7 @@ def cancel(
 
 def read_batch_file(path: str) -> list[dict[str, Any]]:
     """JSON Lines or a JSON array, one {command_type, parameters, metadata} each."""
-    try:  # (not UTF-8 was "internal error: UnicodeDecodeError", exit 1)
-        text = read_text("@" + path, "--file")
-    except InputError as exc:
-        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
+    text = read_text(path, "--file")  # (not UTF-8 was "internal error: UnicodeDecodeError", exit 1)
     if text.lstrip().startswith("["):
         try:
             items = loads(text)

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from llmgine_cli.inputs import NotText, read_stdin
+from llmgine_cli.commands.args import read_text
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, render_deleted
 from llmgine_cli.status import ExitStatus
@@ -53,10 +53,7 @@ def set_(
                 raise typer.BadParameter("no value given (Ctrl-D at the prompt)", param_hint="stdin") from None
             raise typer.Exit(ExitStatus.INTERRUPTED) from None
     else:
-        try:
-            value = read_stdin()
-        except NotText as exc:
-            raise typer.BadParameter(str(exc), param_hint="stdin") from None
+        value = read_text("-", "stdin")
     value = value.rstrip("\r\n")
     if not value:
         raise typer.BadParameter("the value is empty", param_hint="stdin")

@@ -7,16 +7,14 @@ a sandbox worker. The CLI never runs or imports the file.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 import typer
 
 from llmgine_cli import completion
-from llmgine_cli.commands.args import SessionOpt, parse_object, parse_pairs
+from llmgine_cli.commands.args import SessionOpt, parse_object, parse_pairs, read_text
 from llmgine_cli.errors import ApiError, api_error
-from llmgine_cli.inputs import NotText, read_stdin
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, render_deleted, resolve_format, visible_text
 from llmgine_cli.status import ExitStatus
@@ -38,14 +36,7 @@ ToolName = Annotated[str, typer.Argument(metavar="NAME", help="The tool's name."
 
 def read_source(path: str, param: str = "FILE") -> str:
     """A Python file's text (``-`` = stdin). Only read: the daemon's sandbox loads it."""
-    try:
-        source = read_stdin() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except NotText as exc:
-        raise typer.BadParameter(str(exc), param_hint=param) from None
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint=param) from None
-    except UnicodeDecodeError:
-        raise typer.BadParameter(f"{'stdin' if path == '-' else path} is not UTF-8 text", param_hint=param) from None
+    source = read_text(path, param)
     if not source.strip():  # as an empty --data: a usage error (2), not the daemon's 422 (1)
         raise typer.BadParameter(f"{'stdin' if path == '-' else path} is empty: no Python source", param_hint=param)
     return source

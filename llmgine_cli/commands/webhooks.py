@@ -12,8 +12,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
-from llmgine_cli.commands.args import choices, id_argument, session_filter_callback
-from llmgine_cli.inputs import NotText, read_stdin
+from llmgine_cli.commands.args import choices, id_argument, read_text, session_filter_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, render_deleted, resolve_format
 
@@ -90,10 +89,7 @@ def add(
     Example: `llmgine webhook add https://example.com/hook -e 'Command*' -S demo -o json | jq -r .secret`
     """
     app_ctx = state(ctx)
-    try:
-        secret = read_stdin().strip() if secret_stdin else None
-    except NotText as exc:
-        raise typer.BadParameter(str(exc), param_hint="--secret-stdin") from None
+    secret = read_text("-", "--secret-stdin").strip() if secret_stdin else None
     hook = app_ctx.client().create_webhook(
         url, events=event or ["*"], session_id=session, secret=secret, if_exists="reuse" if reuse else None
     )
