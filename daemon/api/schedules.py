@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from aiohttp import web
 from llmgine_daemon.api.keys import BUS
-from llmgine_daemon.api.scoped import ScopedRoutes, scope_of
-from llmgine_daemon.api.util import json_response, paged, path_id, query_choice, read_json
+from llmgine_daemon.api.scoped import ScopedRoutes, create_scoped, list_scoped, scope_of
+from llmgine_daemon.api.util import json_response, path_id
 from llmgine_daemon.protocol import ScheduleCreate
 
 routes = ScopedRoutes()
@@ -23,18 +23,12 @@ routes = ScopedRoutes()
 
 @routes.post("/api/schedules")
 async def create_schedule(request: web.Request) -> web.Response:
-    body = await read_json(request, ScheduleCreate)
-    if_exists = query_choice(request, "if_exists", ("create", "reuse", "error")) or "create"
-    schedule, created = await request.app[BUS].schedules.create(body, scope_of(request), if_exists)
-    return json_response(schedule, status=201 if created else 200)
+    return await create_scoped(request, ScheduleCreate, request.app[BUS].schedules)
 
 
 @routes.get("/api/schedules")
 async def list_schedules(request: web.Request) -> web.Response:
-    session_id = request.query.get("session_id") or None
-    return json_response(
-        paged(request, await request.app[BUS].schedules.list(scope_of(request), session_id), "schedules")
-    )
+    return await list_scoped(request, request.app[BUS].schedules, "schedules")
 
 
 @routes.get("/api/schedules/{schedule_id}")

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from aiohttp import web
 from llmgine_daemon.api.guard import PRINCIPAL
-from llmgine_daemon.api.util import scopes_itself
+from llmgine_daemon.api.util import json_response, paged, query_choice, read_json, scopes_itself
 
 
 def scope_of(request: web.Request) -> str | None:
@@ -27,3 +28,21 @@ class ScopedRoutes(web.RouteTableDef):
     def route(self, method: str, path: str, **kwargs: Any) -> Callable[[Any], Any]:
         register = super().route(method, path, **kwargs)
         return lambda handler: register(scopes_itself(handler))
+
+
+async def create_scoped(request: web.Request, model: type[msgspec.Struct], service: Any) -> web.Response:
+    """``POST`` of a session-scoped resource that takes ``?if_exists=create|reuse|error`` (an
+    addition to the spec, so that a setup script run twice finds the one already there: 200
+    with it, or 409). ``service.create(body, scope, if_exists)`` answers the resource and
+    whether it was created (201) or reused (200)."""
+    body = await read_json(request, model)
+    if_exists = query_choice(request, "if_exists", ("create", "reuse", "error")) or "create"
+    item, created = await service.create(body, scope_of(request), if_exists)
+    return json_response(item, status=201 if created else 200)
+
+
+async def list_scoped(request: web.Request, service: Any, field: str) -> web.Response:
+    """``GET`` of a session-scoped listing: a token's own session's, or (with the key) all of
+    them or ``?session_id=``'s; paged by ``?limit=&offset=``."""
+    session_id = request.query.get("session_id") or None
+    return json_response(paged(request, await service.list(scope_of(request), session_id), field))

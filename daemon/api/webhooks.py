@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from aiohttp import web
 from llmgine_daemon.api.keys import BUS
-from llmgine_daemon.api.scoped import ScopedRoutes, scope_of
-from llmgine_daemon.api.util import json_response, limit_offset, paged, path_id, query_choice, read_json
+from llmgine_daemon.api.scoped import ScopedRoutes, create_scoped, list_scoped, scope_of
+from llmgine_daemon.api.util import json_response, limit_offset, path_id, query_choice
 from llmgine_daemon.protocol import WebhookCreate
 from llmgine_daemon.protocol.hooks import DELIVERY_STATUSES
 
@@ -24,18 +24,12 @@ routes = ScopedRoutes()
 
 @routes.post("/api/webhooks")
 async def create_webhook(request: web.Request) -> web.Response:
-    body = await read_json(request, WebhookCreate)
-    if_exists = query_choice(request, "if_exists", ("create", "reuse", "error")) or "create"
-    webhook, created = await request.app[BUS].webhooks.create(body, scope_of(request), if_exists)
-    return json_response(webhook, status=201 if created else 200)
+    return await create_scoped(request, WebhookCreate, request.app[BUS].webhooks)
 
 
 @routes.get("/api/webhooks")
 async def list_webhooks(request: web.Request) -> web.Response:
-    session_id = request.query.get("session_id") or None
-    return json_response(
-        paged(request, await request.app[BUS].webhooks.list(scope_of(request), session_id), "webhooks")
-    )
+    return await list_scoped(request, request.app[BUS].webhooks, "webhooks")
 
 
 @routes.get("/api/webhooks/{webhook_id}")
