@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -51,6 +52,9 @@ def _generate(document: bytes, where: Path) -> Any:
         text=True,
         timeout=300,
         cwd=where,
+        # The generator formats its output with ruff, installed beside this interpreter (the
+        # test extra): found when the suite runs from a virtualenv that is not activated too.
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Warning" not in done.stdout + done.stderr, done.stdout + done.stderr  # every operation generated

@@ -73,7 +73,8 @@ async def ws_events(ws: aiohttp.ClientWebSocketResponse, count: int, timeout: fl
 
 
 async def sse_frames(resp: aiohttp.ClientResponse):
-    """Yield SSE frames as dicts of their fields (comments under ':')."""
+    """Yield SSE frames as dicts of their fields; a frame of comments alone (the daemon's
+    ``: ping`` heartbeat, sent when a stream has been quiet for a while: a slow run) is skipped."""
     fields: dict[str, str] = {}
     while True:
         line = await resp.content.readline()
@@ -81,7 +82,7 @@ async def sse_frames(resp: aiohttp.ClientResponse):
             return
         text = line.decode().rstrip("\n")
         if text == "":
-            if fields:
+            if set(fields) - {":"}:
                 yield fields
             fields = {}
             continue
