@@ -128,6 +128,7 @@ def main() -> None:
                 print(
                     f"{load:<9} {daemon.name:<10} CPU us/request {statistics.median(cpu[key]):>6.0f}  [{per}]"
                     f"  req/s {statistics.median(rates[key]):>7.0f}"
+                    f"  [{' '.join(f'{v:.0f}' for v in rates[key])}]"
                 )
     finally:
         for daemon in daemons:
