@@ -54,6 +54,22 @@ def _resolve(conn: sqlite3.Connection, session_id: str, at_seq: int | None) -> t
     return row, now if at_seq is None else min(at_seq, now)
 
 
+def _default_name(conn: sqlite3.Connection, original: str, seq: int) -> str:
+    """``NAME (fork at SEQ)``, or ``NAME (fork at SEQ, 2)``, 3... when an active session has it
+    already (a second fork at the same point made ``-S`` by that name ambiguous)."""
+    stem = f"{original} (fork at {seq}"
+    taken = {
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sessions WHERE status = 'active' AND substr(name, 1, ?) = ?", (len(stem), stem)
+        )
+    }
+    n = 1
+    while (name := f"{stem})" if n == 1 else f"{stem}, {n})") in taken:
+        n += 1
+    return name
+
+
 def _engines_at(conn: sqlite3.Connection, session_id: str, at_seq: int) -> list[tuple[Any, ...]]:
     created: dict[str, int] = {}
     for seq, data in conn.execute(
@@ -84,7 +100,9 @@ class Forks:
         ``if_exists="error"``: CONFLICT when an active session already has ``name``."""
         source, seq = await self.bus.store.read(lambda conn: _resolve(conn, session_id, at_seq))
         original = row_to_session(source)
-        name = name if name is not None else f"{original.name or session_id[-8:]} (fork at {seq})"
+        if name is None:
+            stem = original.name or session_id[-8:]
+            name = await self.bus.store.read(lambda conn: _default_name(conn, stem, seq))
         copied: dict[str, Any] = {}
 
         def copy(conn: sqlite3.Connection, new_sid: str) -> None:

@@ -140,3 +140,13 @@ async def test_a_fork_may_refuse_a_name_an_active_session_has(app_client: Any) -
     assert resp.status == 201, await resp.text()
     resp = await app_client.post(f"/api/sessions/{sid}/fork", json={"name": "orig"})
     assert resp.status == 201, await resp.text()
+
+
+async def test_forks_without_a_name_at_the_same_point_get_distinct_names(app_client: Any) -> None:
+    # Two forks at one seq were both "orig (fork at N)": `-S` by that name was ambiguous.
+    sid = (await (await app_client.post("/api/sessions", json={"name": "orig"})).json())["session_id"]
+    names = [(await fork(app_client, sid, at_seq=1))["session"]["name"] for _ in range(3)]
+    seq = names[0].rsplit(" ", 1)[1].rstrip(")")
+    assert names == [f"orig (fork at {seq})", f"orig (fork at {seq}, 2)", f"orig (fork at {seq}, 3)"]
+    # A name given is taken as it is, as before.
+    assert (await fork(app_client, sid, at_seq=1, name=names[0]))["session"]["name"] == names[0]
