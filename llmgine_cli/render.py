@@ -346,6 +346,11 @@ def size(num: int) -> str:
     return f"{num} B"  # pragma: no cover
 
 
+def _unbreakable(value: str, room: int) -> bool:
+    """Whether ``value`` holds a word (no space in it) longer than ``room`` columns."""
+    return cell_width(value) > room and any(cell_width(word) > room for word in value.split(" "))
+
+
 def emit(
     env: Environment,
     fmt: str,
@@ -385,6 +390,20 @@ def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], tit
 
     console = Console(file=env.stdout, force_terminal=env.stdout_isatty or None, highlight=False, soft_wrap=False)
     if kv:
+        if any(_unbreakable(row[1], console.width - max(cell_width(r[0]) for r in rows) - 2) for row in rows):
+            # A value that is one word too long for its column (a token, a URL) is not folded
+            # into pieces that a copy from the terminal would join with a newline: every row
+            # is one line, as `kubectl describe` prints them, and the terminal wraps it.
+            from rich.text import Text
+
+            if title:
+                console.print(Text(title, style="italic"), soft_wrap=True)
+            keys = max(cell_width(r[0]) for r in rows)
+            for key, value in rows:
+                line = Text(key, style="bold cyan")
+                line.append(" " * (keys - cell_width(key) + 2) + value)
+                console.print(line, soft_wrap=True)
+            return
         table = Table(box=None, show_header=False, title=title, pad_edge=False)
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column(overflow="fold")

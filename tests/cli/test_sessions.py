@@ -288,3 +288,20 @@ def test_a_setup_script_can_run_twice(daemon, tmp_path):
     ]
     assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
     assert runs[0].stdout == runs[1].stdout and len(runs[0].stdout.strip()) == 36
+
+
+def test_a_token_in_a_detail_table_is_never_folded(cli):
+    # At 80 columns the fork's key column (session.usage.completion_tokens) left the session
+    # token too little room: rich folded it over two lines, and a copy from the terminal took
+    # the newline and the indentation with it. Each row is now one line, and long words stay
+    # whole (the terminal wraps them); a detail view whose values fit is the table it was.
+    sid = cli("session", "create", "--name", "tok", "-q").stdout.strip()
+    forked = cli("session", "fork", sid, "-o", "table", COLUMNS="80")
+    assert forked.exit_code == 0, forked.stderr
+    lines = forked.stdout.splitlines()
+    token_line = next(line for line in lines if line.startswith("session.session_token"))
+    assert token_line.split()[1].startswith("lgs_") and len(token_line) > 80, token_line
+    assert not [line for line in lines if line.startswith(" ")], lines  # no folded piece
+    assert all(line.rstrip() == line for line in lines)  # no padding for the terminal to wrap
+    plain = cli("session", "get", sid, "-o", "table", COLUMNS="80")
+    assert all(len(line) <= 80 for line in plain.stdout.splitlines()), plain.stdout
