@@ -267,7 +267,12 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _drain_commands(app: web.Application) -> None:
     """Shutdown, before in-flight requests are waited for: start no more commands; running ones
-    finish (their waiting requests get answers), queued ones stay queued for the next start."""
+    finish (their waiting requests get answers), queued ones stay queued for the next start.
+    The stores give up sooner on a database that does not answer (store/postgres.py
+    STOP_STALL_S): a stop does not wait a connect timeout per queued write."""
+    if DATABASE in app:
+        app[DATABASE].main.stopping()
+        app[DATABASE].telemetry.stopping()
     if BUS in app:
         app[BUS].commands.runner.drain()
 

@@ -141,11 +141,16 @@ class Daemon:
 
 
 def start_daemon(
-    home: Path, *args: str, env: Mapping[str, str | None] | None = None, port: int | None = None
+    home: Path,
+    *args: str,
+    env: Mapping[str, str | None] | None = None,
+    port: int | None = None,
+    wrap: Sequence[str] = (),
 ) -> Daemon:
-    """llmgined in the foreground as our child (not through the CLI under test)."""
+    """llmgined in the foreground as our child (not through the CLI under test); ``wrap``: a
+    command that runs it (``nsenter --net=...``: in another network namespace)."""
     overrides = cli_env(home, **(env or {}))
-    argv = [sys.executable, "-m", "llmgine_daemon", *args]
+    argv = [*wrap, sys.executable, "-m", "llmgine_daemon", *args]
     if port is not None:
         argv += ["--port", str(port)]
     given = env or {}

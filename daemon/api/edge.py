@@ -3,6 +3,7 @@
 One aiohttp middleware (``edge_middleware``) runs these steps in order, each a function of its
 own in the module that owns the concern:
 
+0. ``util.settle_query``: a repeated query parameter is its last value (as FastAPI reads it);
 1. ``errors.settle_request_id``: the client's ``X-Request-ID`` or a new one;
 2. ``observability.begin_request``: the request span (continuing the client's
    ``traceparent``), the session and request ids bound for every log record below;
@@ -30,12 +31,14 @@ from aiohttp import web
 from llmgine_daemon.api import guard, observability, routing
 from llmgine_daemon.api.errors import Handler, envelope_for, settle_request_id, stamp_prepared, stamp_response
 from llmgine_daemon.api.keys import OBSERVABILITY
+from llmgine_daemon.api.util import settle_query
 
 
 @web.middleware
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The steps of the module docstring, in its order."""
     app = request.app  # a property: its per-app parts are looked up once, here
+    settle_query(request)  # `?limit=1&limit=2` is 2, as FastAPI reads it
     request_id = settle_request_id(request)
     observed = observability.begin_request(request, request_id, app[OBSERVABILITY])
     status = 500

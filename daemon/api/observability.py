@@ -32,6 +32,7 @@ from llmgine_daemon.observability.metrics_view import prometheus_text, session_s
 from llmgine_daemon.observability.trace_store import list_traces, read_trace
 from llmgine_daemon.observability.tracing import TRACE_ID, TRACEPARENT, Span, parse_traceparent
 from llmgine_daemon.protocol import ErrorCode, LogCreate, LogList, LogRecord, now_iso, parse_iso, to_iso
+from llmgine_daemon.protocol.system import log_level
 from llmgine_daemon.textsafe import without_nul
 
 routes = web.RouteTableDef()
@@ -137,13 +138,16 @@ def query_id(request: web.Request, name: str) -> str | None:
 
 
 def query_level(request: web.Request) -> str | None:
-    raw = request.query.get("level", "").strip().lower()
-    if not raw:
-        return None
-    raw = {"warn": "warning", "fatal": "critical"}.get(raw, raw)
-    if raw not in LEVELS:
-        raise invalid("level", f"must be one of {', '.join(LEVELS)}", value=raw[:64])
-    return raw
+    raw = request.query.get("level", "").strip()
+    return _level(raw) if raw else None
+
+
+def _level(raw: str) -> str:
+    """A level a client gave (any case, `warn`, `fatal`) as the store's name for it."""
+    level = log_level(raw)
+    if level is None:
+        raise invalid("level", f"must be one of {', '.join(LEVELS)} (any case)", value=raw[:64])
+    return level
 
 
 # -- logs --------------------------------------------------------------------------------------
@@ -180,6 +184,7 @@ async def post_log(request: web.Request) -> web.Response:
     body = await read_json(request, LogCreate)
     if not body.message:
         raise invalid("message", "must not be empty")
+    level = _level(body.level)
     metadata = scrub_metadata(body.metadata)
     if "exception" in metadata:
         # "exception" is the daemon's own traceback, which log renderers print as it is, lines
@@ -192,7 +197,7 @@ async def post_log(request: web.Request) -> web.Response:
     record = LogRecord(
         id=0,
         timestamp=now_iso(),
-        level=body.level,
+        level=level,
         # A NUL as the store keeps it (logs.insert_logs), so the answer is the stored record.
         logger=without_nul((body.logger or "client")[:128]),
         message=without_nul(scrub_text(body.message)[:16_384]),
@@ -206,7 +211,7 @@ async def post_log(request: web.Request) -> web.Response:
     record.id = await obs.store_log(record)
     # Also to the log file / stderr; lg_stored keeps the store handler from saving it twice.
     client_log.log(
-        LEVELS[body.level],
+        LEVELS[level],
         "%s",
         record.message,
         extra={"lg_stored": True, "source": "client", "metadata": metadata, "session_id": session_id},

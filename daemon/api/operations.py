@@ -585,4 +585,8 @@ Over TCP every endpoint but `/api/health` (and the HTML of `/docs` and `/redoc`)
 
 **Waiting.** Commands and engine executions answer 202 at once unless asked to wait:
 `?wait=N` or `Prefer: wait=N` (N ≤ 300) holds the answer until the work finished (200).
+
+**Values.** As FastAPI reads them: an `integer` may be written `26.0` (not `26.5`), in a body
+or a query; a query parameter given twice is its last value (`?limit=1&limit=2` is 2), except
+the streams' `event_type` and `source`, which take every value.
 """

@@ -29,7 +29,7 @@ from llmgine_daemon.api.errors import ApiError
 from llmgine_daemon.api.guard import GUARD, PRINCIPAL, charge_message
 from llmgine_daemon.api.keys import BUS, STREAMS, WEBSOCKETS
 from llmgine_daemon.api.sockets import Socket
-from llmgine_daemon.api.util import path_id
+from llmgine_daemon.api.util import path_id, query_all
 from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.streams import (
     CLOSE_GOING_AWAY,
@@ -153,7 +153,7 @@ async def close_streams(app: web.Application) -> None:
 
 def _multi(request: web.Request, name: str) -> list[str]:
     values: list[str] = []
-    for raw in request.query.getall(name, []):
+    for raw in query_all(request, name):
         values.extend(v.strip() for v in raw.split(",") if v.strip())
     return values
 

@@ -12,9 +12,10 @@ from llmgine_daemon.api.errors import ApiError
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.bus.idempotency import IdempotencyKey
 from llmgine_daemon.bus.pages import LongPage
-from llmgine_daemon.protocol import MAX_JSON_DEPTH, ErrorCode
+from llmgine_daemon.protocol import MAX_JSON_DEPTH, ErrorCode, integral
 from llmgine_daemon.protocol.base import json_too_deep
 from llmgine_daemon.protocol.grammar import validation_issue
+from multidict import MultiDict, MultiDictProxy
 
 T = TypeVar("T")
 H = TypeVar("H")
@@ -107,8 +108,9 @@ async def page_response(request: web.Request, page: Any) -> web.StreamResponse:
 async def read_json(request: web.Request, model: type[T], *, empty_ok: bool = False) -> T:
     """Decode and validate the body as ``model`` in one step.
 
-    Only ``application/json`` is accepted: besides being the contract, it keeps plain HTML
-    forms (which cannot send JSON) from making state-changing requests.
+    Only ``application/json`` (or ``+json``, or no Content-Type at all, as FastAPI reads it)
+    is accepted: besides being the contract, it keeps plain HTML forms (which cannot send
+    JSON) from making state-changing requests.
 
     Decoded once per request: a second call with the same model returns the first's value.
     """
@@ -129,7 +131,14 @@ async def _decode(request: web.Request, model: type[T], empty_ok: bool) -> T:
             body = b"{}"
         else:
             raise invalid("body", "Request body is required")
-    elif request.content_type not in ("application/json",) and not request.content_type.endswith("+json"):
+    elif (
+        request.content_type not in ("application/json",)
+        and not request.content_type.endswith("+json")
+        # No Content-Type at all is read as JSON, as FastAPI reads it (Python's
+        # `requests.post(url, data=json.dumps(...))` sends none); an HTML form always sends
+        # one, and a browser's request without one still passes the Origin check (guard).
+        and "Content-Type" in request.headers
+    ):
         raise ApiError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             f"expected Content-Type application/json, got {request.content_type}",
@@ -138,7 +147,7 @@ async def _decode(request: web.Request, model: type[T], empty_ok: bool) -> T:
     # One rule for nesting, whatever the model: MAX_JSON_DEPTH (checked once the text is known
     # to be JSON, so a malformed body is still INVALID_JSON).
     try:
-        value = msgspec.json.decode(body, type=model)
+        value = integral.decode(body, model)  # 26.0 for an integer, as pydantic takes it
     except msgspec.ValidationError as exc:
         if json_too_deep(body):
             raise too_deep_error() from None
@@ -153,6 +162,40 @@ async def _decode(request: web.Request, model: type[T], empty_ok: bool) -> T:
     return value
 
 
+# An integer in a query, as pydantic (FastAPI) reads one: ASCII digits, `_` between them, an
+# optional sign, spaces around, and `.0` (`?limit=26.0`, an integer to JSON Schema) allowed.
+_INTEGER = re.compile(r"\s*[+-]?[0-9](?:_?[0-9])*(?:\.0+)?\s*")
+
+
+# -- the query: one value per name, as FastAPI reads it ---------------------------------------
+
+# A repeated query parameter (`?limit=1&limit=2`) is its LAST value, as FastAPI (Starlette's
+# QueryParams) reads a scalar parameter; a list parameter (the streams' `event_type` and
+# `source`) takes every value (``query_all``). settle_query runs first on every request (the
+# edge), so the guard's checks and the route see the same value.
+_ALL_QUERY: web.RequestKey[MultiDictProxy[str]] = web.RequestKey("all_query", MultiDictProxy)
+
+
+def settle_query(request: web.Request) -> None:
+    """Make ``request.query`` hold each name's last value, when a name is repeated."""
+    if not request.query_string:
+        return
+    query = request.query
+    if len(query) < 2 or len(set(query)) == len(query):
+        return
+    last: MultiDict[str] = MultiDict()
+    for name, value in query.items():
+        last[name] = value  # replaces the earlier value
+    request[_ALL_QUERY] = query  # type: ignore[assignment]
+    # ``request.query`` is a cached property (aiohttp's reify): its cache is where it is read.
+    request._cache["query"] = MultiDictProxy(last)  # type: ignore[attr-defined]
+
+
+def query_all(request: web.Request, name: str) -> list[str]:
+    """Every value of a list parameter (``?event_type=A&event_type=B``), in order."""
+    return request.get(_ALL_QUERY, request.query).getall(name, [])
+
+
 def query_int(request: web.Request, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -160,8 +203,10 @@ def query_int(request: web.Request, name: str, default: int, *, minimum: int = 0
     if maximum is None:
         maximum = MAX_SQL_INT
     try:
-        value = int(raw)
-    except ValueError:
+        if not _INTEGER.fullmatch(raw):
+            raise ValueError(raw)
+        value = int(raw.strip().split(".", 1)[0])
+    except ValueError:  # (also over int()'s 4300 digits)
         raise invalid(name, "must be an integer", value=raw[:64]) from None
     if value < minimum or value > maximum:
         bound = f"from {minimum} to {maximum}"
@@ -174,9 +219,9 @@ def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
     if raw is None or raw == "":
         return default
     lowered = raw.lower()
-    if lowered in {"1", "true", "yes", "on"}:
+    if lowered in {"1", "true", "yes", "on", "t", "y"}:  # pydantic's (FastAPI's) words
         return True
-    if lowered in {"0", "false", "no", "off"}:
+    if lowered in {"0", "false", "no", "off", "f", "n"}:
         return False
     raise invalid(name, "must be true or false", value=raw[:64])
 

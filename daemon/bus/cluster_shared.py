@@ -443,10 +443,15 @@ class SharedCluster(LocalCluster):
 
     async def _listen(self, listening: asyncio.Future[None]) -> None:
         import psycopg
+        from llmgine_daemon.store.pg_connect import connect_args
 
         while not self._stopping:
             try:
-                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                # The store's timeout and keepalives: on a dead network path it fails, and is
+                # made again, instead of waiting for notifications for ever.
+                async with await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, **connect_args(self.url)
+                ) as conn:
                     for channel in (sql.CHANNEL_EVENTS, sql.CHANNEL_WORK, sql.CHANNEL_CANCEL, sql.CHANNEL_REGISTRY):
                         await conn.execute(f"LISTEN {channel}")
                     if not listening.done():

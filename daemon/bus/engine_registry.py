@@ -38,6 +38,7 @@ from llmgine_daemon.protocol import (
     Usage,
     now_iso,
 )
+from llmgine_daemon.protocol.integral import whole
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
@@ -65,13 +66,19 @@ class ConfigField:
     minimum: int | float | None = None
     maximum: int | float | None = None
 
+    def normal(self, value: Any) -> Any:
+        """A value that fits, as the engine uses it: an integer field's 26.0 as 26."""
+        return whole(value) if self.type == "integer" and isinstance(value, float) else value
+
     def check(self, value: Any) -> str | None:
         """None if ``value`` fits, else the issue."""
         if value is None:
             return None
         if isinstance(value, bool) and self.type != "boolean":
             return f"must be of type {self.type}"
-        if not isinstance(value, _PY_TYPES[self.type]):
+        if self.type == "integer" and whole(value) is not None:
+            pass  # 26.0 is an integer (JSON Schema's, pydantic's): ``normal`` makes it 26
+        elif not isinstance(value, _PY_TYPES[self.type]):
             return f"must be of type {self.type}"
         if self.type in ("integer", "number"):
             number = float(value)
@@ -117,9 +124,9 @@ class EngineBase:
         if command is not None and name in command.parameters:
             value = command.parameters[name]
             if fld.check(value) is None and value is not None:
-                return value
+                return fld.normal(value)
         value = self.record.configuration.get(name)
-        return fld.default if value is None else value
+        return fld.default if value is None else fld.normal(value)
 
     async def handle(self, command: Command) -> Any:
         raise NotImplementedError
@@ -150,6 +157,7 @@ class EngineBase:
             issue = fld.check(value)
             if issue is not None:
                 raise invalid(f"configuration.{name}", issue)
+            configuration[name] = fld.normal(value)  # stored as the engine uses it
         return configuration
 
 

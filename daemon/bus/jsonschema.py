@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmgine_daemon.protocol.integral import whole
+
 _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "integer": (int,),
@@ -90,7 +92,7 @@ def _check_keywords(schema: Any, path: str) -> None:
             raise SchemaError(f"{path}.{key}", "must be a number")
     for key in _COUNT_KEYWORDS:
         value = schema.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        if value is not None and not ((count := whole(value)) is not None and count >= 0):
             raise SchemaError(f"{path}.{key}", "must be a non-negative integer")
     if "enum" in schema and not isinstance(schema["enum"], list):
         raise SchemaError(f"{path}.enum", "must be a list")

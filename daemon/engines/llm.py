@@ -220,7 +220,7 @@ class LLMEngine(EngineBase):
             issue = fld.check(value)
             if issue is not None:
                 raise invalid(f"parameters.{name}", issue)
-            values[name] = value
+            values[name] = fld.normal(value)
 
         def get(name: str) -> Any:
             if values.get(name) is not None:

@@ -62,7 +62,7 @@ class Session(msgspec.Struct):
     session_id: str
     name: str | None
     metadata: dict[str, Any]
-    status: str
+    status: SessionStatus
     created_at: str
     last_activity_at: str
     ended_at: str | None = None
@@ -140,21 +140,13 @@ EVENT_SOURCES = ("api", "engine", "handler", "bus")
 
 # blocked: waiting for the commands named in ``after`` (bus/commands/deps.py); waiting_approval:
 # a ToolChat engine asked to run a tool that needs a person's approval (bus/approvals.py).
-CommandStatus = Literal[
-    "queued",
-    "blocked",
-    "executing",
-    "waiting_approval",
-    "completed",
-    "failed",
-    "timed_out",
-    "cancelled",
-    "interrupted",
-]
-COMMAND_STATUSES: tuple[str, ...] = get_args(CommandStatus)
-TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled", "interrupted"})
 # Not finished yet: what the live queue view (GET /api/commands) shows.
-UNFINISHED_STATUSES: tuple[str, ...] = tuple(s for s in COMMAND_STATUSES if s not in TERMINAL_STATUSES)
+UnfinishedStatus = Literal["queued", "blocked", "executing", "waiting_approval"]
+TerminalStatus = Literal["completed", "failed", "timed_out", "cancelled", "interrupted"]
+CommandStatus = Literal[UnfinishedStatus, TerminalStatus]
+COMMAND_STATUSES: tuple[str, ...] = get_args(CommandStatus)
+TERMINAL_STATUSES = frozenset(get_args(TerminalStatus))
+UNFINISHED_STATUSES: tuple[str, ...] = get_args(UnfinishedStatus)
 PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
 
 
@@ -217,7 +209,7 @@ class CommandCreate(msgspec.Struct, forbid_unknown_fields=True):
 
 class Command(msgspec.Struct, kw_only=True):
     command_id: str
-    status: str
+    status: CommandStatus
     result: Any = None
     error: ErrorBody | None = None
     created_at: str
@@ -247,6 +239,8 @@ class CommandList(msgspec.Struct):
 
 
 BatchMode = Literal["parallel", "sequential"]
+# queued: none of its commands started; finished: all of them did (records.batch_status).
+BatchStatus = Literal["queued", "executing", "finished"]
 
 
 class BatchCommandCreate(CommandCreate, forbid_unknown_fields=True):
@@ -268,7 +262,7 @@ class Batch(msgspec.Struct):
     session_id: str
     mode: str
     stop_on_error: bool
-    status: str  # queued | executing | finished
+    status: BatchStatus
     created_at: str
     commands: list[Command]
     usage: Usage | None = None  # its commands' usage, summed
@@ -284,11 +278,15 @@ class EngineCreate(msgspec.Struct, forbid_unknown_fields=True):
     configuration: dict[str, Any] = {}
 
 
+# ``?status=active`` lists every engine that is not stopped.
+EngineStatus = Literal["initialized", "stopped"]
+
+
 class Engine(msgspec.Struct, kw_only=True):
     engine_id: str
     engine_type: str
     model_name: str | None
-    status: str  # initialized | stopped
+    status: EngineStatus
     session_id: str
     configuration: dict[str, Any]
     created_at: str
@@ -359,7 +357,8 @@ class EngineReset(msgspec.Struct):
 
 # -- approvals (bus/approvals.py) --------------------------------------------------------------
 
-APPROVAL_STATUSES: tuple[str, ...] = ("pending", "approved", "denied", "expired", "cancelled")
+ApprovalStatus = Literal["pending", "approved", "denied", "expired", "cancelled"]
+APPROVAL_STATUSES: tuple[str, ...] = get_args(ApprovalStatus)
 
 
 class Approval(msgspec.Struct, kw_only=True):
@@ -372,7 +371,7 @@ class Approval(msgspec.Struct, kw_only=True):
     call_id: str
     tool_name: str
     arguments: dict[str, Any]  # what the model asked for
-    status: str  # pending | approved | denied | expired | cancelled
+    status: ApprovalStatus
     requested_at: str
     expires_at: str
     decided_at: str | None = None

@@ -6,7 +6,7 @@ Only msgspec and the standard library may be imported here (see the package docs
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from llmgine_daemon.protocol.bus import CommandCreate
@@ -83,7 +83,7 @@ class WebhookDelivery(msgspec.Struct, kw_only=True):
     event_seq: int
     event_type: str
     session_id: str | None
-    status: str
+    status: DeliveryStatus
     attempts: int
     next_attempt_at: str | None
     created_at: str
@@ -101,7 +101,8 @@ class WebhookDeliveryList(msgspec.Struct):
 # -- schedules -----------------------------------------------------------------------------
 
 MissedPolicy = Literal["skip", "run_once"]
-SCHEDULE_STATUSES = ("active", "paused", "done")
+ScheduleStatus = Literal["active", "paused", "done"]
+SCHEDULE_STATUSES: tuple[str, ...] = get_args(ScheduleStatus)
 
 
 class ScheduleCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -124,7 +125,7 @@ class Schedule(msgspec.Struct, kw_only=True):
     timezone: str
     missed: str
     command: dict[str, Any]
-    status: str  # active | paused | done
+    status: ScheduleStatus
     next_due: str | None
     created_at: str
     fire_count: int = 0

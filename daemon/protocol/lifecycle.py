@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from llmgine_daemon.protocol.bus import Command, CommandStatus
+from llmgine_daemon.protocol.bus import Command, CommandStatus, UnfinishedStatus
 from llmgine_daemon.protocol.grammar import Id
 
 MAX_WAIT_IDS = 1000
@@ -46,7 +46,7 @@ class QueueItem(msgspec.Struct, kw_only=True):
     command_id: str
     session_id: str
     command_type: str
-    status: str
+    status: UnfinishedStatus
     priority: str
     created_at: str
     started_at: str | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from llmgine_daemon.protocol.grammar import Id, KeyLifetime, KeyName, LogMessage, SecretValue, Timestamp
@@ -10,8 +10,13 @@ from llmgine_daemon.protocol.grammar import Id, KeyLifetime, KeyName, LogMessage
 # -- system ------------------------------------------------------------------------------
 
 
+# degraded: the database could not be reached, or the disk is full (api/system.py).
+HealthStatus = Literal["healthy", "degraded", "shutting_down"]
+DaemonStatus = Literal["running", "shutting_down"]
+
+
 class Health(msgspec.Struct):
-    status: str
+    status: HealthStatus
     timestamp: str
     version: str
     # Whole seconds, as the API contract's health answer (`"uptime": 3600`); /api/status has
@@ -89,7 +94,7 @@ class ClusterInfo(msgspec.Struct):
 
 
 class Status(msgspec.Struct):
-    status: str
+    status: DaemonStatus
     version: str
     uptime: float
     pid: int
@@ -114,7 +119,7 @@ class ConfigView(msgspec.Struct):
 
 
 class ShutdownAccepted(msgspec.Struct):
-    status: str
+    status: Literal["shutting_down"]
     message: str
 
 
@@ -135,7 +140,7 @@ class ApiKeyInfo(msgspec.Struct):
     name: str | None
     prefix: str
     kind: str
-    state: str
+    state: KeyState
     created_at: str
     last_used_at: str | None = None
     expires_at: str | None = None
@@ -169,12 +174,33 @@ class SessionTokenCreated(msgspec.Struct):
 # -- observability -----------------------------------------------------------------------
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+# Also taken for one: "warn" and "fatal" (as Python's logging and most log libraries name them).
+LEVEL_ALIASES = {"warn": "warning", "fatal": "critical"}
+# A level as a client writes it: in any case ("INFO", as the contract's LOG_LEVEL=INFO), the
+# aliases too; stored and answered as its LogLevel (``log_level``).
+LevelName = Annotated[
+    str,
+    msgspec.Meta(
+        extra_json_schema={
+            "enum": [*LOG_LEVELS, *LEVEL_ALIASES],
+            "description": "a level, in any case (`INFO` is `info`); `warn` is `warning`, `fatal` is `critical`",
+        }
+    ),
+]
+
+
+def log_level(raw: str) -> LogLevel | None:
+    """``raw`` (any case, an alias) as its LogLevel; None if it names none."""
+    lowered = raw.strip().lower()
+    lowered = LEVEL_ALIASES.get(lowered, lowered)
+    return lowered if lowered in LOG_LEVELS else None  # type: ignore[return-value]
 
 
 class LogRecord(msgspec.Struct):
     id: int
     timestamp: str
-    level: str
+    level: LogLevel
     logger: str
     message: str
     # "daemon" for the daemon's own records, "client" for POST /api/observability/logs,
@@ -191,7 +217,7 @@ class LogRecord(msgspec.Struct):
 
 class LogCreate(msgspec.Struct, forbid_unknown_fields=True):
     message: LogMessage
-    level: LogLevel = "info"
+    level: LevelName = "info"
     metadata: dict[str, Any] = {}
     # Extensions to the spec's body: attach the record to a session / name its logger.
     session_id: Id | None = None
@@ -234,6 +260,10 @@ class MetricsSnapshot(msgspec.Struct):
     metrics: list[MetricFamily]
 
 
+# A span failed (an exception, a 5xx) or not; a trace is "error" if any of its spans is.
+SpanStatus = Literal["ok", "error"]
+
+
 class SpanNode(msgspec.Struct):
     span_id: str
     parent_id: str | None
@@ -243,7 +273,7 @@ class SpanNode(msgspec.Struct):
     # milliseconds from the start of the trace's earliest span
     offset_ms: float
     duration_ms: float
-    status: str
+    status: SpanStatus
     error: str | None = None
     attributes: dict[str, Any] = {}
     children: list[SpanNode] = []
@@ -254,7 +284,7 @@ class TraceView(msgspec.Struct):
     root: str
     start: str
     duration_ms: float
-    status: str
+    status: SpanStatus
     span_count: int
     spans: list[SpanNode]
 
@@ -264,7 +294,7 @@ class TraceSummary(msgspec.Struct):
     root: str
     start: str
     duration_ms: float
-    status: str
+    status: SpanStatus
     span_count: int
     session_id: str | None = None
 

@@ -87,7 +87,7 @@ class EventHandlerCreate(msgspec.Struct, forbid_unknown_fields=True):
 
 class Handler(msgspec.Struct):
     handler_id: str
-    kind: str  # command | event
+    kind: HandlerKind
     type: str  # the command_type or event_type
     scope: str  # session | global
     session_id: str | None

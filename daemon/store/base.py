@@ -102,6 +102,10 @@ class BaseStore:
         """Where the data is, for messages and GET /api/status (never a password)."""
         raise NotImplementedError
 
+    def stopping(self) -> None:
+        """The daemon began to stop: give up sooner on a database that does not answer
+        (PostgreSQL's store; a file always answers)."""
+
     def version(self) -> object | None:
         """A value that changes whenever the database may have changed, by this process or any
         other: a read's result may be kept (bus/readcache.py) for as long as it stays equal.

@@ -12,8 +12,23 @@ import psycopg
 from llmgine_daemon.store.errors import StorageBusy, StorageError, StorageFull, StorageRefused, StorageUnavailable
 from psycopg import errors as pgerrors
 from psycopg.adapt import Dumper, Loader
+from psycopg.conninfo import conninfo_to_dict
 
 CONNECT_TIMEOUT_S = 10
+# TCP keepalives on every connection to the server (libpq's settings, docs/durability.md): a
+# connection whose network path died without a word (a NAT or firewall that forgot it, a
+# server host that lost power, a cable) fails within about 25 s instead of waiting for ever:
+# an idle connection (a reader in the pool, the cluster's LISTEN) is probed after 10 s of
+# silence, every 5 s, and given up after 3 unanswered probes; data sent and not acknowledged
+# for 25 s (tcp_user_timeout, Linux) ends it too. A URL that sets one of them keeps its own
+# (``?keepalives_idle=60``); Unix-socket connections have none.
+KEEPALIVES: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 25_000,
+}
 
 
 def _port(parts: SplitResult) -> int | None:
@@ -88,13 +103,19 @@ def classify(exc: BaseException) -> BaseException:
     return StorageError(text)
 
 
-def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+def connect_args(url: str, timeout: int = CONNECT_TIMEOUT_S) -> dict[str, Any]:
+    """libpq's settings for a connection to ``url`` besides the URL's own: the connect timeout,
+    the application name, and KEEPALIVES where the URL sets none of its own."""
+    given = conninfo_to_dict(url)
+    keepalives = {name: value for name, value in KEEPALIVES.items() if name not in given}
+    return {"connect_timeout": timeout, "application_name": "llmgined", **keepalives}
+
+
+def connect(url: str, *, autocommit: bool = True, timeout: int = CONNECT_TIMEOUT_S) -> psycopg.Connection[Any]:
     """A connection with our adaptations; StorageError naming the host and the reason (never
-    the password) if it cannot be made."""
+    the password) if it cannot be made within ``timeout`` seconds (libpq's least is 2)."""
     try:
-        conn = psycopg.connect(
-            url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S, application_name="llmgined"
-        )
+        conn = psycopg.connect(url, autocommit=autocommit, **connect_args(url, timeout))
     except psycopg.OperationalError as exc:
         # The server is down, restarting or refusing us. At start-up that is a reason not to
         # start (StorageUnavailable is a StorageError); at run time (a lost connection made again) the

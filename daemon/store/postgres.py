@@ -61,6 +61,14 @@ READERS = 4
 # (seconds) is given up: its connection is cut (PgStore._commit_batch). Looked at this often.
 STALL_GRACE_S = 15.0
 WATCH_EVERY_S = 1.0
+# Once the daemon is stopping (``PgStore.stopping``): a statement unanswered for this long is
+# given up (as above), a new connection waits at most STOP_CONNECT_TIMEOUT_S (libpq's least),
+# and once one could not be made none is tried again, so what is still queued fails at once.
+# A stop with the server unreachable took a connect_timeout (10 s) per queued write, and the
+# watchdog's busy_timeout + 15 s for a statement on its way. Nothing fails that committed:
+# writes are still acknowledged only after COMMIT returned (or txid_status said committed).
+STOP_STALL_S = 2.0
+STOP_CONNECT_TIMEOUT_S = 2
 SIZE_REFRESH_S = 10.0
 
 
@@ -193,6 +201,9 @@ class PgStore(BaseStore):
         self._columns_lock = threading.Lock()
         self._size = 0
         self._size_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        # Why no connection is tried any more (one failed while stopping); None until then.
+        self._gone: str | None = None
 
     def describe(self) -> str:
         return self.path
@@ -231,6 +242,21 @@ class PgStore(BaseStore):
         self._size = raw.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
         self._writer = PgConnection(raw, self._column_types)
 
+    def stopping(self) -> None:
+        self._stopping = True
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A new connection (autocommit); while stopping, within STOP_CONNECT_TIMEOUT_S, and
+        none at all once one failed then (StorageUnavailable at once)."""
+        if self._gone is not None:
+            raise StorageUnavailable(self._gone)
+        try:
+            return connect(self.url, timeout=STOP_CONNECT_TIMEOUT_S if self._stopping else CONNECT_TIMEOUT_S)
+        except StorageUnavailable as exc:
+            if self._stopping:
+                self._gone = f"{exc} (the daemon is stopping: not tried again)"
+            raise
+
     async def close(self) -> None:
         await cancel_and_wait(self._size_task)
         self._size_task = None
@@ -254,7 +280,7 @@ class PgStore(BaseStore):
         """``{column: type}`` of a table, read once (dialect.py casts JSON items with them)."""
         with self._columns_lock:
             if table not in self._columns:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                with self._connect() as conn:
                     rows = conn.execute(
                         "SELECT column_name, data_type FROM information_schema.columns"
                         " WHERE table_schema = current_schema() AND table_name = %s",
@@ -272,7 +298,7 @@ class PgStore(BaseStore):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.raw.close()
-            raw = connect(self.url)
+            raw = self._connect()
             raw.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, int(self.busy_timeout * 1000))}ms",))
             conn = self._writer = PgConnection(raw, self._column_types)
         return conn
@@ -308,7 +334,8 @@ class PgStore(BaseStore):
                 raise
             conn = current()
             since = conn.waiting_since if conn is not None else 0.0
-            if conn is not None and since and time.monotonic() - since > self.busy_timeout + STALL_GRACE_S:
+            limit = STOP_STALL_S if self._stopping else self.busy_timeout + STALL_GRACE_S
+            if conn is not None and since and time.monotonic() - since > limit:
                 if id(conn) not in cut:
                     cut.add(id(conn))
                     waited = time.monotonic() - since
@@ -397,14 +424,14 @@ class PgStore(BaseStore):
         reason = str(classify(lost))
         while True:
             try:
-                with connect(self.url) as probe:
+                with self._connect() as probe:
                     status = probe.execute("SELECT txid_status(%s)", (xid,)).fetchone()[0]  # type: ignore[index]
             except (StorageError, psycopg.Error) as exc:
                 status, reason = None, str(exc)
             if status in ("committed", "aborted"):
                 log.warning("the connection was lost during COMMIT; the transaction was %s", status)
                 return bool(status == "committed")
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self._gone is not None:
                 raise StorageUnavailable(
                     "the connection was lost during COMMIT and the server could not say whether the"
                     f" transaction committed (it may have): {reason}"
@@ -459,7 +486,7 @@ class PgStore(BaseStore):
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
-            conn = PgConnection(connect(self.url), self._column_types)
+            conn = PgConnection(self._connect(), self._column_types)
             using.append(conn)
             return self._read_on(conn, fn)
         using.append(conn)
@@ -470,7 +497,7 @@ class PgStore(BaseStore):
                 raise
         # An idle connection the server ended while it waited (a restart, a failover): the read
         # is tried once more on a new one, rather than failing one request per idle connection.
-        conn = PgConnection(connect(self.url), self._column_types)
+        conn = PgConnection(self._connect(), self._column_types)
         using.append(conn)
         return self._read_on(conn, fn)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.protocol.bus import MAX_RETRIES, MAX_RETRY_DELAY_S, MAX_RETRY_ON
+from llmgine_daemon.protocol.integral import whole
 
 MAX_DELAY_S = MAX_RETRY_DELAY_S
 KEYS = ("retries", "backoff", "retry_on")
@@ -50,8 +51,8 @@ def has_policy(metadata: dict[str, Any]) -> bool:
 
 def parse_policy(metadata: dict[str, Any], prefix: str = "metadata.") -> RetryPolicy:
     """The policy the keys of ``metadata`` describe; VALIDATION_ERROR naming the field."""
-    retries = metadata.get("retries", 0)
-    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+    retries = whole(metadata.get("retries", 0))  # 3.0 is 3, as pydantic and JSON Schema take it
+    if retries is None or not 0 <= retries <= MAX_RETRIES:
         raise invalid(f"{prefix}retries", f"must be an integer from 0 to {MAX_RETRIES}")
     backoff = metadata.get("backoff", "exponential")
     base, cap = 1.0, 300.0
