@@ -71,15 +71,17 @@ async def submit_batch(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sessions/{session_id}/batches/{batch_id}")
-async def get_batch(request: web.Request) -> web.Response:
+async def get_batch(request: web.Request) -> web.StreamResponse:
     session_id = path_id(request, "session_id")
     batch_id = path_id(request, "batch_id")
     wait, prefer = wait_seconds(request)
     commands = request.app[BUS].commands
+    if wait:  # on the commands' states; the batch is read (part by part when long) after
+        states = await commands.batch_states(session_id, batch_id)
+        if not all(c.status in TERMINAL_STATUSES for c in states):
+            await commands.wait(states, wait)
     batch = await commands.get_batch(session_id, batch_id)
-    if wait and batch.status != "finished" and await commands.wait(batch.commands, wait):
-        batch = await commands.get_batch(session_id, batch_id)
-    return json_response(batch, headers=replay_headers(False, prefer, wait))
+    return await page_response(request, batch, headers=replay_headers(False, prefer, wait))
 
 
 @routes.post("/api/sessions/{session_id}/commands")

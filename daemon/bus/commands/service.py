@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from llmgine_daemon.bus.capacity import pending_units
 from llmgine_daemon.bus.cluster import ClaimRefused
 from llmgine_daemon.bus.codec import new_id
+from llmgine_daemon.bus.commands.answers import batch_page, batch_states
 from llmgine_daemon.bus.commands.deps import Dependencies
 from llmgine_daemon.bus.commands.execution import Execution
 from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, cancelled_outcome
@@ -461,9 +462,13 @@ class Commands(Recovery):
             usage=add_usage(c.usage for c in commands),
         )
 
-    async def get_batch(self, session_id: str, batch_id: str) -> Batch:
-        _, info, rows = await self.store.read(lambda conn: batch_rows(conn, session_id, batch_id))
-        return self._assemble(session_id, batch_id, info, rows)
+    async def get_batch(self, session_id: str, batch_id: str) -> Batch | LongPage:
+        """The batch; a ``LongPage`` of its commands past PAGE_BYTES (answers.py)."""
+        return await batch_page(self, session_id, batch_id)
+
+    async def batch_states(self, session_id: str, batch_id: str) -> list[Command]:
+        """The batch's commands without their parameters and results: to wait for them."""
+        return await batch_states(self, session_id, batch_id)
 
     # -- wait and cancel ----------------------------------------------------------------
 
