@@ -240,6 +240,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             mcp=McpPolicy(
                 hosts=HostPolicy.parse(settings["mcp.allowed_hosts"], "mcp.allowed_hosts"),
                 session_token_stdio=settings["mcp.session_token_stdio"],
+                cpu_seconds=settings["mcp.session_token_cpu_seconds"],
                 call_timeout=settings["mcp.call_timeout"],
                 start_timeout=settings["mcp.start_timeout"],
             ),
