@@ -196,12 +196,15 @@ async def test_a_wait_ends_when_the_daemon_drains(app_client):
 
 async def test_a_batch_past_page_bytes_is_sent_whole_part_by_part(app_client, monkeypatch):
     """A batch (up to 10,000 commands, each with parameters and a result up to 1 MiB) was built
-    whole in memory for each GET of it: gigabytes for any session token. Past PAGE_BYTES its
+    whole in memory for each GET of it, and for its submission's answer with ?wait (held with
+    every result until then): gigabytes for any session token. Past PAGE_BYTES its
     commands are read and sent part by part (chunked, bus/commands/answers.py), and the answer
     is the same JSON, its fields in the same order, ``status`` and ``usage`` included."""
     monkeypatch.setattr("llmgine_daemon.bus.pages.PAGE_BYTES", 16_000)
     sid, _ = await session_with_engine(app_client)
-    _, posted = await post_batch(app_client, sid, [cmd("x" * 3000, i=i) for i in range(12)], expect=200)
+    resp, posted = await post_batch(app_client, sid, [cmd("x" * 3000, i=i) for i in range(12)], expect=200)
+    # The submission's answer with ?wait too: its results are read and sent the same way.
+    assert resp.headers.get("Transfer-Encoding") == "chunked" and posted["status"] == "finished"
     for query in ("", "?wait=5"):
         resp = await app_client.get(f"/api/sessions/{sid}/batches/{posted['batch_id']}{query}")
         assert resp.status == 200 and resp.headers.get("Transfer-Encoding") == "chunked"
@@ -221,3 +224,9 @@ async def test_a_batch_past_page_bytes_is_sent_whole_part_by_part(app_client, mo
     got = await resp.json()
     assert resp.status == 200 and got["status"] == "finished" and len(got["commands"]) == 8
     assert {c["status"] for c in got["commands"]} == {"completed"}
+    # An idempotent replay of a long batch answers it the same way.
+    key = {"Idempotency-Key": "long-batch"}
+    first, body = await post_batch(app_client, sid, [cmd("z" * 3000) for _ in range(8)], headers=key, expect=200)
+    again, replay = await post_batch(app_client, sid, [cmd("z" * 3000) for _ in range(8)], headers=key, expect=200)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.headers.get("Transfer-Encoding") == "chunked"
+    assert replay == body
