@@ -221,6 +221,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             max_tools_per_session=limits.max_tools_per_session,
             max_handlers_per_session=limits.max_handlers_per_session,
             max_pending_commands_per_session=limits.max_pending_commands_per_session,
+            max_event_bytes_per_session=limits.max_event_bytes_per_session,
             serialize=cluster.serialize,
         )
         hooks = webhook_config(settings)
@@ -239,6 +240,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             mcp=McpPolicy(
                 hosts=HostPolicy.parse(settings["mcp.allowed_hosts"], "mcp.allowed_hosts"),
                 session_token_stdio=settings["mcp.session_token_stdio"],
+                cpu_seconds=settings["mcp.session_token_cpu_seconds"],
                 call_timeout=settings["mcp.call_timeout"],
                 start_timeout=settings["mcp.start_timeout"],
             ),

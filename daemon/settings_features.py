@@ -36,6 +36,16 @@ FEATURE_SETTINGS: tuple[Setting, ...] = (
         "session; trusted servers always need an API key or the socket owner",
     ),
     Setting(
+        "mcp.session_token_cpu_seconds",
+        "LLMGINE_MCP_SESSION_TOKEN_CPU_SECONDS",
+        positive,
+        3600,
+        "CPU-seconds a session token's stdio MCP server may use in one run (RLIMIT_CPU: past "
+        "it the process is killed, then restarted after the backoff); such servers also run at "
+        "the lowest CPU priority (SCHED_IDLE, nice 19), so a spinning one never slows the "
+        "daemon or other work (0 = no limit)",
+    ),
+    Setting(
         "mcp.call_timeout",
         "LLMGINE_MCP_CALL_TIMEOUT",
         positive_float,

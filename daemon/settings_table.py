@@ -398,6 +398,16 @@ SETTINGS: tuple[Setting, ...] = (
         "ends, up to a request body's worth (0 = no limit)",
     ),
     Setting(
+        "security.limits.max_event_bytes_per_session",
+        "LLMGINE_MAX_EVENT_BYTES_PER_SESSION",
+        positive,
+        1024**3,
+        "most bytes of events (their data and metadata, as stored JSON) one session may keep; "
+        "an event published past it by a client or by user code is refused (409 LIMIT_REACHED), "
+        "the bus's own records of what happens in the session are kept; deleting events (the "
+        "session, retention) frees their bytes (0 = no limit)",
+    ),
+    Setting(
         "security.limits.max_websockets",
         "LLMGINE_MAX_WEBSOCKETS",
         positive,

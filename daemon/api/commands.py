@@ -26,7 +26,6 @@ from llmgine_daemon.api.util import (
 )
 from llmgine_daemon.bus.commands import validate
 from llmgine_daemon.bus.errors import BusError
-from llmgine_daemon.bus.usage import add_usage
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
     TERMINAL_STATUSES,
@@ -47,7 +46,7 @@ def _finished_status(done: bool) -> int:
 
 
 @routes.post("/api/sessions/{session_id}/commands/batch")
-async def submit_batch(request: web.Request) -> web.Response:
+async def submit_batch(request: web.Request) -> web.StreamResponse:
     session_id = path_id(request, "session_id")
     wait, prefer = wait_seconds(request)
     try:
@@ -63,23 +62,34 @@ async def submit_batch(request: web.Request) -> web.Response:
     batch, replayed = await commands.submit_batch(
         session_id, specs, body.mode, body.stop_on_error, idempotency_key(request, body)
     )
-    done = await commands.wait(batch.commands, wait)
-    if done:
-        batch.status = "finished"
-        batch.usage = add_usage(c.usage for c in batch.commands)
-    return json_response(batch, status=_finished_status(done), headers=replay_headers(replayed, prefer, wait))
+    headers = replay_headers(replayed, prefer, wait)
+    done = all(c.status in TERMINAL_STATUSES for c in batch.commands)
+    if not (replayed or wait or done):
+        return json_response(batch, status=202, headers=headers)  # as submitted: the body's size
+    # Results (up to 1 MiB each, 10,000 commands): waited for on the commands' states, then
+    # the batch is read and sent as GET .../batches/{id} sends it (part by part when long).
+    batch_id = batch.batch_id
+    del batch
+    if not done and wait:
+        states = await commands.batch_states(session_id, batch_id)
+        done = await commands.wait(states, wait, states=True)
+        del states
+    page = await commands.get_batch(session_id, batch_id)
+    return await page_response(request, page, status=_finished_status(done), headers=headers)
 
 
 @routes.get("/api/sessions/{session_id}/batches/{batch_id}")
-async def get_batch(request: web.Request) -> web.Response:
+async def get_batch(request: web.Request) -> web.StreamResponse:
     session_id = path_id(request, "session_id")
     batch_id = path_id(request, "batch_id")
     wait, prefer = wait_seconds(request)
     commands = request.app[BUS].commands
+    if wait:  # on the commands' states; the batch is read (part by part when long) after
+        states = await commands.batch_states(session_id, batch_id)
+        if not all(c.status in TERMINAL_STATUSES for c in states):
+            await commands.wait(states, wait, states=True)
     batch = await commands.get_batch(session_id, batch_id)
-    if wait and batch.status != "finished" and await commands.wait(batch.commands, wait):
-        batch = await commands.get_batch(session_id, batch_id)
-    return json_response(batch, headers=replay_headers(False, prefer, wait))
+    return await page_response(request, batch, headers=replay_headers(False, prefer, wait))
 
 
 @routes.post("/api/sessions/{session_id}/commands")

@@ -12,7 +12,8 @@ from __future__ import annotations
 from aiohttp import web
 from llmgine_daemon.api.guard import PRINCIPAL
 from llmgine_daemon.api.keys import BUS
-from llmgine_daemon.api.util import json_response, query_int, query_statuses, read_json
+from llmgine_daemon.api.util import json_response, page_response, query_int, query_statuses, read_json
+from llmgine_daemon.bus.commands.answers import wait_page
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.protocol import UNFINISHED_STATUSES, CommandWait, valid_id
 
@@ -26,12 +27,13 @@ def token_session(request: web.Request) -> str | None:
 
 
 @routes.post("/api/commands/wait")
-async def wait_commands(request: web.Request) -> web.Response:
+async def wait_commands(request: web.Request) -> web.StreamResponse:
     body = await read_json(request, CommandWait)
-    waits = request.app[BUS].commands.waits
-    records = await waits.read(body.command_ids, body.batch_id, token_session(request))
-    result = await waits.wait(records, any_=body.any, statuses=body.status, timeout=body.timeout)
-    return json_response(result)
+    commands = request.app[BUS].commands
+    states = await commands.waits.read(body.command_ids, body.batch_id, token_session(request))
+    result = await commands.waits.wait(states, any_=body.any, statuses=body.status, timeout=body.timeout)
+    # The whole records, read again (part by part when long: bus/commands/answers.py).
+    return await page_response(request, await wait_page(commands, result))
 
 
 @routes.get("/api/commands")

@@ -71,17 +71,29 @@ def json_response(value: Any, status: int = 200, headers: dict[str, str] | None 
     return web.Response(body=_encoder.encode(value), status=status, content_type="application/json", headers=headers)
 
 
-async def page_response(request: web.Request, page: Any) -> web.StreamResponse:
+def _split(encoded: bytes, field: str) -> int:
+    """Where the (empty) list ``field`` of an encoded object opens: the offset just past its
+    ``[``. A key's opening quote is never escaped, one inside a string always is, so the
+    first ``"field":[]`` is the field's own (the fields before it are not objects)."""
+    marker = b'"%s":[]' % field.encode()
+    at = encoded.index(marker)
+    return at + len(marker) - 1
+
+
+async def page_response(
+    request: web.Request, page: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.StreamResponse:
     """A listing's page: whole, or a ``LongPage`` (bus/pages.py) sent part by part, each read
     once the one before is written, so that the daemon never holds much more than
-    PAGE_BYTES of it. The same JSON either way (chunked, without Content-Length)."""
+    PAGE_BYTES of it. The same JSON either way (chunked, without Content-Length): the
+    envelope's fields before the list, the list part by part, the fields after it."""
     if not isinstance(page, LongPage):
-        return json_response(page)
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        return json_response(page, status, headers)
+    response = web.StreamResponse(status=status, headers={**(headers or {}), "Content-Type": "application/json"})
     await response.prepare(request)
     try:
-        opening = b'{"%s":[' % page.field.encode()
-        await response.write(opening + b",".join(map(_encoder.encode, page.items)))
+        head = _encoder.encode(page.envelope(page.items[-1]))
+        await response.write(head[: _split(head, page.field)] + b",".join(map(_encoder.encode, page.items)))
         last, key, left = page.items[-1], page.key, page.count - len(page.items)
         while left > 0:
             part, key = await page.more(key, left)
@@ -89,9 +101,9 @@ async def page_response(request: web.Request, page: Any) -> web.StreamResponse:
                 break
             await response.write(b"," + b",".join(map(_encoder.encode, part)))
             last, left = part[-1], left - len(part)
-        # The listing's other fields, as they follow its (empty) items in its own encoding.
+        # The fields that follow the (empty) list in the envelope's own encoding.
         rest = _encoder.encode(page.envelope(last))
-        await response.write(b"]" + rest[len(opening) + 1 :])
+        await response.write(rest[_split(rest, page.field) :])
         await response.write_eof()
     except ConnectionError:  # the client went away mid-page: nobody to answer (499)
         raise asyncio.CancelledError from None

@@ -5,6 +5,10 @@
     tools/session     max_tools_per_session     Tools.register (re-registering a name: no new one)
     handlers/session  max_handlers_per_session  UserHandlers.register (each handler's code is kept
                                                 in memory and every event looks at every handler)
+    event bytes/session  max_event_bytes_per_session
+                      EventLog.publish, SandboxBridge.publish (events a client or user code
+                      publishes): the UPDATE that counts an event's bytes (bus/events.py)
+                      checks them in the same statement, no read of its own
     unfinished commands/session  max_pending_commands_per_session
                       Commands.submit (when it queues), submit_batch, Dependencies.submit,
                       Retries.rerun: each unfinished command is kept in memory with its
@@ -77,6 +81,7 @@ class Capacity:
     max_tools_per_session: int = 0
     max_handlers_per_session: int = 0
     max_pending_commands_per_session: int = 0
+    max_event_bytes_per_session: int = 0
     # Several nodes on one database (bus/cluster.py): makes the checks of one limit run one at
     # a time across nodes (their writers are not one writer), held until the write commits.
     serialize: Callable[[Any, str], None] | None = None

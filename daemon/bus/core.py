@@ -65,6 +65,7 @@ class Bus:
         self.started_at = now_iso()
         self._started_monotonic = time.monotonic()
         self.events = EventLog(store)
+        self.events.max_bytes = self.capacity.max_event_bytes_per_session
         # Token usage and cost per command (usage.prices over the built-in table).
         self.usage = UsageBook(store, Prices(prices))
         # Approval before a tool runs (tools.require_approval, tools.approval_timeout).

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmgine_daemon.bus.capacity import limit_reached
 from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import invalid, not_found
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
@@ -42,8 +43,9 @@ def insert_event(
     source: str = "bus",
     trace_id: str | None = None,
     timestamp: str | None = None,
+    cap: int = 0,
 ) -> Event:
-    event = _insert_event(conn, session_id, event_type, data, metadata, source, trace_id, timestamp)
+    event = _insert_event(conn, session_id, event_type, data, metadata, source, trace_id, timestamp, cap=cap)
     assert event is not None  # always written without if_active
     return event
 
@@ -56,14 +58,20 @@ def insert_event_if_active(
     *,
     metadata: dict[str, Any],
     source: str,
+    cap: int = 0,
 ) -> Event | None:
-    """``insert_event`` if the session is active (in the same statement); None if it is not."""
-    return _insert_event(conn, session_id, event_type, data, metadata, source, None, None, if_active=True)
+    """``insert_event`` if the session is active (in the same statement); None if it is not.
+    ``cap``: as ``_insert_event``'s."""
+    return _insert_event(conn, session_id, event_type, data, metadata, source, None, None, if_active=True, cap=cap)
 
 
 # Each statement that inserts events adds them to their session's count in the same
-# transaction (a row trigger did, one UPDATE per event: store/migrations.py m130).
-_COUNT = "UPDATE session_counts SET events = events + ? WHERE session_id = ?"
+# transaction (a row trigger did, one UPDATE per event: store/migrations.py m130), and their
+# bytes (data and metadata, as stored: m132). An event a client or user code publishes is
+# checked against security.limits.max_event_bytes_per_session by that same UPDATE: no read of
+# its own, and on PostgreSQL the row lock makes it hold across nodes.
+_COUNT = "UPDATE session_counts SET events = events + ?, event_bytes = event_bytes + ? WHERE session_id = ?"
+_COUNT_CAPPED = f"{_COUNT} AND event_bytes + ? <= ?"
 _INSERT_COLUMNS = "events (event_id, session_id, event_type, data, metadata, source, timestamp, trace_id)"
 _INSERT_ONE = f"INSERT INTO {_INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_IF_ACTIVE = (
@@ -83,18 +91,20 @@ def _insert_event(
     timestamp: str | None,
     *,
     if_active: bool = False,
+    cap: int = 0,
 ) -> Event | None:
     """Append one event. (A session's last activity is its newest event's time, read with the
     session: appending does not also update the session row.) With ``if_active`` the event is
     written only if its session is active - one statement instead of a lookup and an insert -
-    and None means it was not (``require_active`` then says why)."""
+    and None means it was not (``require_active`` then says why). ``cap``: the session's
+    event bytes may not pass it (LIMIT_REACHED; the write fails, its insert rolled back)."""
     event_id = new_id()
     ts = timestamp or now_iso()
     # Store.write runs this in the caller's context, so the event joins the caller's trace.
     trace_id = trace_id or current_trace_id()
     data = data or {}
     metadata = metadata or {}
-    row = (event_id, session_id, event_type, dumps(data), dumps(metadata), source, ts, trace_id)
+    row = (event_id, session_id, event_type, text := dumps(data), meta := dumps(metadata), source, ts, trace_id)
     if if_active:
         cur = conn.execute(_INSERT_IF_ACTIVE, (*row, session_id))
         if cur.rowcount != 1:
@@ -104,7 +114,11 @@ def _insert_event(
     seq = cur.lastrowid
     assert seq is not None
     if session_id is not None:
-        conn.execute(_COUNT, (1, session_id))
+        size = len(text) + len(meta)
+        if cap <= 0:
+            conn.execute(_COUNT, (1, size, session_id))
+        elif conn.execute(_COUNT_CAPPED, (1, size, session_id, size, cap)).rowcount != 1:
+            raise limit_reached("max_event_bytes_per_session", cap, "bytes of events in a session")
     return Event(
         event_id=event_id,
         seq=seq,
@@ -142,16 +156,14 @@ def insert_events(
         return [insert_event(conn, session_id, t, d, metadata=m, source=s, timestamp=stamps[0], trace_id=trace_id)]
     trace_id = trace_id or current_trace_id()
     ids = [new_id() for _ in items]
-    conn.executemany(
-        _INSERT_MANY,
-        [
-            (event_id, session_id, t, dumps(d), dumps(m), s, ts, trace_id)
-            for event_id, (t, d, m, s), ts in zip(ids, items, stamps, strict=True)
-        ],
-    )
+    rows = [
+        (event_id, session_id, t, dumps(d), dumps(m), s, ts, trace_id)
+        for event_id, (t, d, m, s), ts in zip(ids, items, stamps, strict=True)
+    ]
+    conn.executemany(_INSERT_MANY, rows)
     # One statement on the one writer connection: its rows got consecutive seqs.
     last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-    conn.execute(_COUNT, (len(items), session_id))
+    conn.execute(_COUNT, (len(items), sum(len(r[3]) + len(r[4]) for r in rows), session_id))
     first = last - len(items) + 1
     return [
         Event(
@@ -244,6 +256,9 @@ class EventLog:
         self._listeners: list[Listener] = []
         self._read_back: list[Listener] = []
         self.store = store
+        # security.limits.max_event_bytes_per_session for the events clients and user code
+        # publish (0: none); the Bus sets it from its Capacity.
+        self.max_bytes = 0
 
     def subscribe_read_back(self, listener: Listener) -> Callable[[], None]:
         """``listener(event)`` for the events the stream hub read back from the store
@@ -301,7 +316,9 @@ class EventLog:
             prior = lookup(conn, idem)
             if prior is not None:
                 return _get(conn, session_id, prior[1]), True
-            event = insert_event_if_active(conn, session_id, event_type, data, metadata=metadata, source=source)
+            event = insert_event_if_active(
+                conn, session_id, event_type, data, metadata=metadata, source=source, cap=self.max_bytes
+            )
             if event is None:
                 # Imported here, on the refusal path only: sessions imports this module.
                 from llmgine_daemon.bus.sessions import require_active

@@ -75,6 +75,8 @@ class McpPolicy:
     # mcp.allowed_hosts, read as webhooks.allowed_hosts is (bus/webhook_policy.py)
     hosts: HostPolicy = field(default_factory=lambda: HostPolicy.parse(DEFAULT_HOSTS, "mcp.allowed_hosts"))
     session_token_stdio: bool = False
+    # mcp.session_token_cpu_seconds: RLIMIT_CPU of a session token's stdio server (mcp/launch.py)
+    cpu_seconds: int = 0
     call_timeout: float = 60.0
     start_timeout: float = 15.0
 
@@ -229,8 +231,10 @@ class McpServers:
                 bool(spec.get("trusted")),
                 spec.get("mounts", []),
                 bool(spec.get("auto_mounts", True)),
-                # A session token's (registered without auto_mounts): a sandbox worker's limits.
+                # A session token's (registered without auto_mounts): a sandbox worker's limits,
+                # a CPU-time budget and the lowest CPU priority.
                 None if spec.get("auto_mounts", True) else self._limits(),
+                cpu_seconds=self.policy.cpu_seconds,
             )
         reg.connection = Connection(config, self._isolation)
         reg.connection.start()

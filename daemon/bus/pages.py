@@ -11,6 +11,10 @@ which the API sends part by part (api/util.py ``page_response``), each part read
 before has been written. The parts are read in separate read transactions, one after another
 by key (events by seq, commands by rowid), so a page holds what its parts read at their time;
 the count (``total``) is the first part's.
+
+Answers that are lists of commands by id (``POST /api/commands/wait``: up to 1,000 ids; a
+batch: up to 10,000 commands) are read the same way, by position in their list of ids
+(``read_ids``), and sent the same way; their list need not be the answer's first field.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ PAGE_BYTES = 8 * 2**20
 # page's first part: STEP; a later part's, which follows rows known to be large: FIRST_AFTER).
 STEP = 50
 FIRST_AFTER = 4
+FIRST_IDS = 8  # read_ids' first statement
 
 
 def read_rows(
@@ -72,14 +77,42 @@ def read_rows(
         n = max(1, min(STEP, count - len(rows), fits))
 
 
+def read_ids(conn: sqlite3.Connection, select: str, ids: Sequence[str], *, first: bool = True) -> tuple[list[Any], int]:
+    """The rows of ``ids`` in their order (``select``: ``SELECT id, ... FROM t WHERE id IN
+    ({})``, the id first; an id without a row is skipped) until their text passes PAGE_BYTES
+    (one row at least). Returns (rows, how many of ``ids`` they cover). A statement's rows
+    are all read (to put them in the order of ``ids``) on both backends, so the first asks
+    for FIRST_IDS (``first``: the first part's, else FIRST_AFTER, after rows known to be
+    large) and the next ones for as many as should fit, as ``read_rows``' do."""
+    rows: list[Any] = []
+    used = done = 0
+    n = FIRST_IDS if first else FIRST_AFTER
+    while done < len(ids):
+        chunk = list(ids[done : done + n])
+        found = {row[0]: row for row in conn.execute(select.format(", ".join("?" * len(chunk))), chunk)}
+        for i, cid in enumerate(chunk, 1):
+            row = found.pop(cid, None)
+            if row is None:
+                continue
+            rows.append(row)
+            used += sum(len(value) for value in row if isinstance(value, (str, bytes)))
+            if used >= PAGE_BYTES:
+                return rows, done + i
+        done += len(chunk)
+        fits = -(-(PAGE_BYTES - used) * max(len(rows), 1) // max(used, 1))
+        n = max(1, min(STEP, fits))
+    return rows, done
+
+
 @dataclass
 class LongPage:
     """A page whose rows pass ``PAGE_BYTES``: its first part, and how to read the rest.
 
     ``key``: the first part's last row's key. ``more(key, count)``: at most ``count`` items
     after the row of ``key``, themselves within ``PAGE_BYTES`` ([] once there are none), and
-    the key of the last. ``envelope(last)``: the listing without its items (``field``, its
-    first field, is the items), ``last`` the page's last item (events: its ``next_after``)."""
+    the key of the last. ``envelope(last)``: the listing without its items (``field``, an
+    empty list), ``last`` the page's last item (events: its ``next_after``); the fields before
+    ``field`` must not depend on ``last`` (they are sent first)."""
 
     field: str
     items: list[Any]

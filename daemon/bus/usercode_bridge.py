@@ -160,7 +160,9 @@ class SandboxBridge:
 
         def write(conn: sqlite3.Connection) -> Event:
             require_active(conn, session_id)
-            return insert_event(conn, session_id, event_type, data, metadata=metadata, source="handler")
+            return insert_event(
+                conn, session_id, event_type, data, metadata=metadata, source="handler", cap=self.bus.events.max_bytes
+            )
 
         event = await self.bus.store.write(write)
         # Handlers of this event run one level deeper than its publisher.

@@ -15,9 +15,11 @@ commit, only while webhooks exist). Committed events wake it (``EventLog.subscri
 claimed with a conditional UPDATE that sets a lease (``lease_until``, ``lease_owner``), so two
 senders never send one delivery at once; a lease left by a killed daemon expires and the row
 is sent again (at least once: receivers de-duplicate by ``webhook-id``). Up to CLAIM attempts
-are in flight at once, at most PER_HOOK of one webhook and PER_SESSION of one session's webhooks,
-and each is recorded when it ends, not when its round does: a target that never answers holds
-only its own. Each attempt is
+are in flight at once, at most PER_HOOK of one webhook and a fair share of them for one
+session's webhooks (``share``: half while one session sends, a third each while two do, ...,
+always leaving room for one more session), taken in turn between sessions, and each is recorded
+when it ends, not when its round does: a target that never answers holds only its own, and
+sessions whose targets never answer leave slots for the others. Each attempt is
 recorded in ``webhook_attempts`` (status code, error, duration); a failure is retried after
 ``retry_base * 2**(attempt-1)`` seconds (at most ``retry_cap``) until ``retry_for`` seconds
 after the delivery was made, then the delivery is ``failed``. A 2xx answer is ``delivered``.
@@ -66,12 +68,35 @@ CLAIM = 16  # deliveries in flight at once (this daemon)
 PER_HOOK = 4
 # ... of one session's webhooks (global ones: no such cap): PER_HOOK alone let one session
 # with CLAIM / PER_HOOK webhooks to targets that never answer hold every slot, and no other
-# session's delivery was sent until their timeouts.
+# session's delivery was sent until their timeouts. A fixed half of them (PER_SESSION) still
+# let two such sessions hold every slot: the cap is a share of CLAIM among the sessions
+# sending, with room left for one more (``share``).
 PER_SESSION = CLAIM // 2
+
+
+def share(sessions: int) -> int:
+    """Attempts one session may have in flight while ``sessions`` sessions (itself included)
+    have some: CLAIM split between them and one more, so that a session that becomes due
+    finds a free slot as long as fewer than CLAIM sessions send (one each at least)."""
+    return max(1, CLAIM // (max(1, sessions) + 1))
+
+
 SCAN = 8 * CLAIM  # due rows looked at per claim
 IDLE_S = 5.0  # how long an idle loop sleeps before it looks again (another daemon's rows)
 LEASE_MARGIN_S = 5.0  # a lease is twice the attempt's timeout and this
 PRUNE_EVERY_S = 600.0  # how often ended deliveries older than keep_for are forgotten
+
+
+def in_turn(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Due deliveries (oldest first; ``row[2]``: the session, None for a global webhook) in
+    turn between sessions: each one's oldest, then each one's second, ...; a session with a
+    long backlog does not take the slots of a round before the others' first."""
+    rank: Counter[Any] = Counter()
+    order = []
+    for i, row in enumerate(rows):
+        order.append((rank[row[2]], i))
+        rank[row[2]] += 1
+    return [rows[i] for _, i in sorted(order)]
 
 
 class _Lost(Exception):
@@ -276,15 +301,16 @@ class Outbox:
 
     async def send_due(self, sender: Sender) -> float:
         """Claim what is due and start sending it (at most CLAIM in flight, PER_HOOK of one
-        webhook, PER_SESSION of one session's webhooks); how long until something may be due
-        again (an attempt that ends wakes the loop sooner)."""
+        webhook, a ``share`` of them for one session's webhooks, the sessions' due deliveries
+        taken in turn); how long until something may be due again (an attempt that ends wakes
+        the loop sooner)."""
         free = CLAIM - len(self._sending)
         if free <= 0:
             return IDLE_S
         busy = Counter(hook for hook, _ in self._sending.values())
         by_session = Counter(session for _, session in self._sending.values() if session is not None)
         full = sorted(hook for hook, n in busy.items() if n >= PER_HOOK)
-        full_sessions = sorted(session for session, n in by_session.items() if n >= PER_SESSION)
+        full_sessions = sorted(session for session, n in by_session.items() if n >= share(len(by_session)))
         skip = f" AND d.webhook_id NOT IN ({', '.join('?' * len(full))})" if full else ""
         if full_sessions:
             skip += f" AND (w.session_id IS NULL OR w.session_id NOT IN ({', '.join('?' * len(full_sessions))}))"
@@ -313,10 +339,14 @@ class Outbox:
             won: list[tuple[Any, ...]] = []
             held = Counter(busy)
             held_by_session = Counter(by_session)
-            for row in rows:
+            for row in in_turn(rows):
                 if len(won) == free:
                     break
-                if held[row[1]] >= PER_HOOK or (row[2] is not None and held_by_session[row[2]] >= PER_SESSION):
+                if held[row[1]] >= PER_HOOK:
+                    continue
+                if row[2] is not None and held_by_session[row[2]] >= share(
+                    len(held_by_session) + (row[2] not in held_by_session)
+                ):
                     continue
                 taken = conn.execute(
                     "UPDATE webhook_deliveries SET lease_until = ?, lease_owner = ? WHERE delivery_id = ?"

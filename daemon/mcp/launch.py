@@ -61,6 +61,9 @@ class Launch:
     # A session token's server: a sandbox worker's limits (memory, processes, file size, open
     # files) and, for a daemon run as root, its identity (sandbox.user). None: the daemon's.
     limits: SandboxLimits | None = None
+    # With ``limits``: its RLIMIT_CPU (mcp.session_token_cpu_seconds; 0: none), and it runs at
+    # the lowest CPU priority (sandbox/confine.py ``lower_priority``).
+    cpu_seconds: int = 0
 
 
 # Run first inside the sandbox for a confined server (``Launch.limits``): the sandbox's user
@@ -69,13 +72,16 @@ class Launch:
 _CONFINE = f"import sys; sys.path.insert(0, {SITE!r}); from llmgine_daemon.sandbox.confine import main; main()"
 
 
-def confinement(iso: Isolation, limits: SandboxLimits) -> dict[str, object]:
+def confinement(iso: Isolation, limits: SandboxLimits, cpu_seconds: int = 0) -> dict[str, object]:
     """What ``_CONFINE`` sets: a sandbox worker's rlimits, RLIMIT_NPROC counted as the pool
     counts it (in bubblewrap's user namespace only the namespace's tasks; as sandbox.user every
-    task of that user), and the identity to drop to (a root daemon)."""
+    task of that user), RLIMIT_CPU, the identity to drop to (a root daemon), and the lowest
+    CPU priority (``idle``): a server lives as long as its session, and N of them spinning
+    took N cores from the daemon and every other session, with no cgroup ``cpu.max`` here."""
     identity = [iso.uid, iso.gid] if os.geteuid() == 0 and iso.uid is not None else None
     nproc = limits.processes + (count_tasks(iso.uid) if identity else 0)  # (identity: iso.uid set)
-    return {"limits": rlimits_of(limits, nproc), "identity": identity}
+    rlimits = {**rlimits_of(limits, nproc), "cpu_seconds": cpu_seconds}
+    return {"limits": rlimits, "identity": identity, "idle": True}
 
 
 def resolve_command(command: str) -> str:
@@ -117,7 +123,7 @@ def readable_dirs(launch: Launch, executable: str) -> list[str]:
 
 
 def sandbox_argv(iso: Isolation, launch: Launch, executable: str, seccomp_fd: int | None) -> list[str]:
-    confine = confinement(iso, launch.limits) if launch.limits is not None else None
+    confine = confinement(iso, launch.limits, launch.cpu_seconds) if launch.limits is not None else None
     sandboxed = Isolation(
         "bubblewrap",
         bwrap=iso.bwrap,

@@ -224,7 +224,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/sessions/{session_id}/events",
         {201: Event},
         EventCreate,
-        errors=(E.SESSION_CLOSED, E.IDEMPOTENCY_KEY_REUSED),
+        errors=(E.SESSION_CLOSED, E.IDEMPOTENCY_KEY_REUSED, E.LIMIT_REACHED),
         client="publish_event",
     ),
     Endpoint("listEvents", "GET", "/api/sessions/{session_id}/events", {200: EventList}, client="list_events"),

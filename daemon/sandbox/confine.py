@@ -13,8 +13,9 @@ import sys
 
 
 def set_limits(limits: dict[str, int]) -> None:
-    """``memory_bytes``, ``open_files``, ``file_size_bytes`` and ``nproc`` (each not set when
-    0) as soft and hard limits, never above the hard limit there is; no core files."""
+    """``memory_bytes``, ``open_files``, ``file_size_bytes``, ``nproc`` and ``cpu_seconds``
+    (each not set when 0) as soft and hard limits, never above the hard limit there is; no
+    core files. Past ``cpu_seconds`` the process gets SIGXCPU, and SIGKILL 5 s later."""
 
     def cap(which: int, value: int) -> None:
         if value <= 0:
@@ -31,6 +32,23 @@ def set_limits(limits: dict[str, int]) -> None:
     # Computed by the daemon: RLIMIT_NPROC counts every task of the uid (outside a user
     # namespace), so it is what runs now plus the budget. Root ignores it.
     cap(resource.RLIMIT_NPROC, limits.get("nproc", 0))
+    cpu = limits.get("cpu_seconds", 0)
+    if cpu > 0:
+        _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        top = cpu + 5 if hard == resource.RLIM_INFINITY else min(cpu + 5, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (min(cpu, top), top))
+
+
+def lower_priority() -> None:
+    """The lowest CPU priority, for good: SCHED_IDLE (runs only when a CPU has nothing else to
+    run; nice 19 where the policy cannot be set), and RLIMIT_NICE 0, so that neither this
+    process nor its children can raise it again (unprivileged, as they are here)."""
+    resource.setrlimit(resource.RLIMIT_NICE, (0, 0))
+    os.setpriority(os.PRIO_PROCESS, 0, 19)
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass  # nice 19 stays: the lowest the classic scheduler has
 
 
 def drop_identity(identity: list[int] | None) -> None:
@@ -52,9 +70,12 @@ def drop_identity(identity: list[int] | None) -> None:
 
 
 def main() -> None:
-    """``python -I -S -c BOOT CONFIG_JSON``: ``{"identity", "limits", "argv"}``; the identity
-    is dropped, the limits set, then ``argv`` replaces this process."""
+    """``python -I -S -c BOOT CONFIG_JSON``: ``{"identity", "limits", "idle", "argv"}``; the
+    identity is dropped, the limits set (the lowest CPU priority with ``idle``), then ``argv``
+    replaces this process."""
     config = json.loads(sys.argv[1])
     drop_identity(config["identity"])
     set_limits(config["limits"])
+    if config.get("idle"):
+        lower_priority()
     os.execv(config["argv"][0], config["argv"])

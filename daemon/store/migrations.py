@@ -437,6 +437,49 @@ def m131_commands_counted_by_insert(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TRIGGER session_counts_command_in")
 
 
+# The bytes of a session's events (data and metadata as stored, in characters: ``length``, as
+# bus/events.py counts them): security.limits.max_event_bytes_per_session.
+EVENT_BYTES = "COALESCE(length({row}.data), 0) + COALESCE(length({row}.metadata), 0)"
+EVENT_BYTES_OF = (
+    "(SELECT COALESCE(SUM(" + EVENT_BYTES.format(row="e") + "), 0) FROM events e WHERE e.session_id = {sid})"
+)
+EVENT_BYTES_RECOUNT = "UPDATE session_counts SET event_bytes = " + EVENT_BYTES_OF.format(
+    sid="session_counts.session_id"
+)
+
+
+@migration(132, "session counts: the bytes of each session's events")
+def m132_event_bytes(conn: sqlite3.Connection) -> None:
+    # A session token could store events without bound (retention is off by default): their
+    # bytes are counted by the statements that insert them (bus/events.py, in the UPDATE that
+    # counts them, which also checks the cap) and by the triggers that delete and move them.
+    conn.execute("ALTER TABLE session_counts ADD COLUMN event_bytes INTEGER NOT NULL DEFAULT 0")
+    conn.execute(EVENT_BYTES_RECOUNT)
+    old, new = EVENT_BYTES.format(row="OLD"), EVENT_BYTES.format(row="NEW")
+    # A session made where events of its id already are (none the bus writes) counts theirs.
+    conn.execute("DROP TRIGGER session_counts_new")
+    conn.execute(
+        "CREATE TRIGGER session_counts_new AFTER INSERT ON sessions FOR EACH ROW BEGIN"
+        " INSERT OR REPLACE INTO session_counts (session_id, commands, events, engines, tools, handlers, event_bytes)"
+        f" VALUES (NEW.session_id, {SESSION_COUNTS_RECOUNT.format(sid='NEW.session_id')},"
+        f" {EVENT_BYTES_OF.format(sid='NEW.session_id')}); END"
+    )
+    conn.execute("DROP TRIGGER session_counts_event_out")
+    conn.execute(
+        "CREATE TRIGGER session_counts_event_out AFTER DELETE ON events FOR EACH ROW BEGIN"
+        f" UPDATE session_counts SET events = events - 1, event_bytes = event_bytes - ({old})"
+        " WHERE session_id = OLD.session_id; END"
+    )
+    conn.execute("DROP TRIGGER session_counts_events_moved")
+    conn.execute(
+        "CREATE TRIGGER session_counts_events_moved AFTER UPDATE OF session_id ON events FOR EACH ROW BEGIN"
+        f" UPDATE session_counts SET events = events - 1, event_bytes = event_bytes - ({old})"
+        " WHERE session_id = OLD.session_id;"
+        f" UPDATE session_counts SET events = events + 1, event_bytes = event_bytes + ({new})"
+        " WHERE session_id = NEW.session_id; END"
+    )
+
+
 @migration(136, "sessions: active ones by name")
 def m136_active_sessions_by_name(conn: sqlite3.Connection) -> None:
     # POST /api/sessions?if_exists=reuse|error (`session create --reuse`) looks up the active

@@ -19,7 +19,15 @@ from typing import Any
 from llmgine_daemon.protocol import now_iso
 from llmgine_daemon.store import pg_cluster
 from llmgine_daemon.store.dialect import translate_ddl
-from llmgine_daemon.store.migrations import MIGRATIONS, SESSION_COUNTS_RECOUNT, TELEMETRY_VERSIONS, check_known
+from llmgine_daemon.store.migrations import (
+    EVENT_BYTES,
+    EVENT_BYTES_OF,
+    EVENT_BYTES_RECOUNT,
+    MIGRATIONS,
+    SESSION_COUNTS_RECOUNT,
+    TELEMETRY_VERSIONS,
+    check_known,
+)
 
 log = logging.getLogger("llmgine.store")
 
@@ -127,6 +135,47 @@ def m130_events_counted_by_insert(conn: Any) -> None:
 def m131_commands_counted_by_insert(conn: Any) -> None:
     """store/migrations.py m131: the commands' trigger no longer counts inserts."""
     _not_counting_inserts(conn, "commands")
+
+
+@pg_version(132)
+def m132_event_bytes(conn: Any) -> None:
+    """store/migrations.py m132: the bytes of each session's events, counted by the inserts
+    (bus/events.py) and by the events' trigger function (deleted, moved)."""
+    conn.execute("ALTER TABLE session_counts ADD COLUMN event_bytes BIGINT NOT NULL DEFAULT 0")
+    conn.execute(EVENT_BYTES_RECOUNT)
+    old, new = EVENT_BYTES.format(row="OLD"), EVENT_BYTES.format(row="NEW")
+    recount = SESSION_COUNTS_RECOUNT.format(sid="NEW.session_id")
+    conn.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION session_counts_sessions() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                INSERT INTO session_counts (session_id, commands, events, engines, tools, handlers, event_bytes)
+                VALUES (NEW.session_id, {recount}, {EVENT_BYTES_OF.format(sid="NEW.session_id")})
+                ON CONFLICT (session_id) DO UPDATE SET commands = EXCLUDED.commands,
+                    events = EXCLUDED.events, engines = EXCLUDED.engines, tools = EXCLUDED.tools,
+                    handlers = EXCLUDED.handlers, event_bytes = EXCLUDED.event_bytes;
+            ELSE
+                DELETE FROM session_counts WHERE session_id = OLD.session_id;
+            END IF;
+            RETURN NULL;
+        END $$"""
+    )
+    conn.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION session_counts_events() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP IN ('DELETE', 'UPDATE') THEN
+                UPDATE session_counts SET events = events - 1, event_bytes = event_bytes - ({old})
+                WHERE session_id = OLD.session_id;
+            END IF;
+            IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                UPDATE session_counts SET events = events + 1, event_bytes = event_bytes + ({new})
+                WHERE session_id = NEW.session_id;
+            END IF;
+            RETURN NULL;
+        END $$"""
+    )
 
 
 @pg_version(5)

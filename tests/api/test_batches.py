@@ -192,3 +192,41 @@ async def test_a_wait_ends_when_the_daemon_drains(app_client):
     assert resp.status == 202  # not all finished
     statuses = [c["status"] for c in body["commands"]]
     assert statuses[0] == "completed" and statuses[1:] == ["queued", "queued"], statuses
+
+
+async def test_a_batch_past_page_bytes_is_sent_whole_part_by_part(app_client, monkeypatch):
+    """A batch (up to 10,000 commands, each with parameters and a result up to 1 MiB) was built
+    whole in memory for each GET of it, and for its submission's answer with ?wait (held with
+    every result until then): gigabytes for any session token. Past PAGE_BYTES its
+    commands are read and sent part by part (chunked, bus/commands/answers.py), and the answer
+    is the same JSON, its fields in the same order, ``status`` and ``usage`` included."""
+    monkeypatch.setattr("llmgine_daemon.bus.pages.PAGE_BYTES", 16_000)
+    sid, _ = await session_with_engine(app_client)
+    resp, posted = await post_batch(app_client, sid, [cmd("x" * 3000, i=i) for i in range(12)], expect=200)
+    # The submission's answer with ?wait too: its results are read and sent the same way.
+    assert resp.headers.get("Transfer-Encoding") == "chunked" and posted["status"] == "finished"
+    for query in ("", "?wait=5"):
+        resp = await app_client.get(f"/api/sessions/{sid}/batches/{posted['batch_id']}{query}")
+        assert resp.status == 200 and resp.headers.get("Transfer-Encoding") == "chunked"
+        assert "Content-Length" not in resp.headers
+        got = await resp.json()
+        assert list(got) == list(posted)  # the fields, in the contract's order
+        assert got == posted
+        assert [c["parameters"]["i"] for c in got["commands"]] == list(range(12))
+        assert got["commands"][5]["result"]["response"] == "Dummy response to: " + "x" * 3000
+    # A batch within PAGE_BYTES is one answer, as before.
+    _, small = await post_batch(app_client, sid, [cmd("a"), cmd("b")], expect=200)
+    resp = await app_client.get(f"/api/sessions/{sid}/batches/{small['batch_id']}")
+    assert "Content-Length" in resp.headers and await resp.json() == small
+    # ?wait on an unfinished long batch waits on its commands' states, then sends it whole.
+    _, queued = await post_batch(app_client, sid, [cmd("y" * 3000, delay_ms=50) for _ in range(8)], wait=None)
+    resp = await app_client.get(f"/api/sessions/{sid}/batches/{queued['batch_id']}?wait=30")
+    got = await resp.json()
+    assert resp.status == 200 and got["status"] == "finished" and len(got["commands"]) == 8
+    assert {c["status"] for c in got["commands"]} == {"completed"}
+    # An idempotent replay of a long batch answers it the same way.
+    key = {"Idempotency-Key": "long-batch"}
+    first, body = await post_batch(app_client, sid, [cmd("z" * 3000) for _ in range(8)], headers=key, expect=200)
+    again, replay = await post_batch(app_client, sid, [cmd("z" * 3000) for _ in range(8)], headers=key, expect=200)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.headers.get("Transfer-Encoding") == "chunked"
+    assert replay == body

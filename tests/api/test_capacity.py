@@ -157,3 +157,91 @@ async def test_unfinished_commands_stop_at_the_maximum(aiohttp_client, make_sett
     resp = await client.post(f"{path}/retry", json={"failed": True}, headers=token)
     assert resp.status == 409, await resp.text()
     assert_envelope(await resp.json(), "LIMIT_REACHED")
+
+
+async def test_a_sessions_event_bytes_stop_at_the_maximum(aiohttp_client, make_settings):
+    """A session token could store events without bound (about 1 GB a minute at its rate limit,
+    and retention is off by default). The bytes of a session's events are counted by the
+    writes that insert and delete them, and an event published past
+    security.limits.max_event_bytes_per_session is refused (409, never stored, never a 500)."""
+    from llmgine_daemon.api.keys import BUS
+
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_EVENT_BYTES_PER_SESSION="50000")
+    s, other = await new_session(client, local), await new_session(client, local)
+    sid, token = s["session_id"], {"X-Session-Token": s["session_token"]}
+    store = client.app[BUS].store
+
+    async def counted(session_id: str) -> tuple[int, int]:
+        """The running count and a recount of the session's event bytes."""
+        return await store.read(
+            lambda conn: (
+                conn.execute("SELECT event_bytes FROM session_counts WHERE session_id = ?", (session_id,)).fetchone()[
+                    0
+                ],
+                conn.execute(
+                    "SELECT COALESCE(SUM(length(data) + length(metadata)), 0) FROM events WHERE session_id = ?",
+                    (session_id,),
+                ).fetchone()[0],
+            )
+        )
+
+    used, recount = await counted(sid)
+    assert used == recount > 0  # its SessionCreated, say
+    body = {"event_type": "Big", "data": {"b": "x" * 9000}}
+    size = len('{"b":""}') + 9000 + len("{}")
+    results = await asyncio.gather(
+        *(client.post(f"/api/sessions/{sid}/events", json=body, headers=token) for _ in range(10))
+    )
+    statuses, refusals = await statuses_and_refusals(results)
+    fits = (50000 - used) // size
+    assert statuses.count(201) == fits and statuses.count(409) == 10 - fits, statuses
+    assert all(e["details"] == {"limit": "max_event_bytes_per_session", "max": 50000} for e in refusals)
+    await assert_documented(client, "POST", "/api/sessions/{session_id}/events", 409, "LIMIT_REACHED", token)
+    base = used
+    used, recount = await counted(sid)
+    assert used == recount == base + fits * size
+    listed = await (await client.get(f"/api/sessions/{sid}/events?event_type=Big", headers=token)).json()
+    assert listed["total"] == fits
+    # Another session has its own.
+    resp = await client.post(f"/api/sessions/{other['session_id']}/events", json=body, headers=bearer(local))
+    assert resp.status == 201
+    # Deleting events (retention, a purge) frees their bytes: the triggers count them out.
+    await store.write(
+        lambda conn: conn.execute("DELETE FROM events WHERE session_id = ? AND event_type = 'Big'", (sid,))
+    )
+    used, recount = await counted(sid)
+    assert used == recount and used < 50000 - size
+    resp = await client.post(f"/api/sessions/{sid}/events", json=body, headers=token)
+    assert resp.status == 201, await resp.text()
+
+
+async def test_user_code_publishes_within_the_event_bytes_the_bus_records_past_them(aiohttp_client, make_settings):
+    """User code's ``bus.publish`` is held to security.limits.max_event_bytes_per_session as a
+    client's publish is; the bus's own records of the command (its result) are kept."""
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_EVENT_BYTES_PER_SESSION="100000")
+    sid = (await new_session(client, local))["session_id"]
+    code = (
+        "async def fill(command):\n"
+        "    n = 0\n"
+        "    try:\n"
+        "        while n < 100:\n"
+        "            await bus.publish('Blob', {'b': 'x' * 20000})\n"
+        "            n += 1\n"
+        "    except Exception as exc:\n"
+        "        return {'published': n, 'error': str(exc)}\n"
+        "    return {'published': n}\n"
+    )
+    resp = await client.post(
+        f"/api/sessions/{sid}/handlers/commands",
+        json={"command_type": "Fill", "handler_function": code},
+        headers=bearer(local),
+    )
+    assert resp.status == 201, await resp.text()
+    resp = await client.post(
+        f"/api/sessions/{sid}/commands?wait=60", json={"command_type": "Fill", "parameters": {}}, headers=bearer(local)
+    )
+    record = await resp.json()
+    assert resp.status == 200 and record["status"] == "completed", record
+    assert record["result"]["published"] == 4 and "max_event_bytes_per_session" in record["result"]["error"]
+    listed = await (await client.get(f"/api/sessions/{sid}/events?event_type=Command*", headers=bearer(local))).json()
+    assert [e["event_type"] for e in listed["events"]][-1] == "CommandResult"

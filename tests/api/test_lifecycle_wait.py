@@ -90,3 +90,39 @@ async def test_a_session_token_waits_only_for_its_own_session(app_client):
     assert answer["commands"][0]["status"] == "completed"
     body = await wait(app_client, 404, headers=as_token, command_ids=[foreign["command_id"]], timeout=1)
     assert_envelope(body, "COMMAND_NOT_FOUND")
+
+
+async def test_an_answer_past_page_bytes_is_sent_whole_part_by_part(app_client, monkeypatch):
+    """A wait's answer (up to 1,000 commands, or a batch's, with parameters and results up to
+    1 MiB each) was built whole in memory, and the wait held every record whole while it
+    waited. It holds their states only now, and past PAGE_BYTES the records are read again and
+    sent part by part (chunked): the same JSON, in the order asked for."""
+    monkeypatch.setattr("llmgine_daemon.bus.pages.PAGE_BYTES", 16_000)
+    a, _ = await session_with_engine(app_client)
+    b, _ = await session_with_engine(app_client)
+    ids = []
+    for i in range(10):
+        record = await submit(app_client, (a, b)[i % 2], "x" * 3000, delay_ms=20, i=i)
+        ids.append(record["command_id"])
+    ids.reverse()  # the order asked for, not the order stored
+    resp = await app_client.post("/api/commands/wait", json={"command_ids": ids, "timeout": 30})
+    assert resp.status == 200 and resp.headers.get("Transfer-Encoding") == "chunked"
+    answer = await resp.json()
+    assert list(answer) == ["commands", "done", "reached"]
+    assert answer["done"] is True and sorted(answer["reached"]) == sorted(ids)
+    assert [c["command_id"] for c in answer["commands"]] == ids
+    assert [c["parameters"]["i"] for c in answer["commands"]] == list(range(9, -1, -1))
+    assert {c["result"]["response"] for c in answer["commands"]} == {"Dummy response to: " + "x" * 3000}
+    # A batch's commands, the same way; and a short answer is one answer, as before.
+    resp = await app_client.post(
+        f"/api/sessions/{a}/commands/batch",
+        json={"commands": [{"command_type": "DummyEngineCommand", "parameters": {"prompt": "y" * 4000}}] * 6},
+    )
+    batch = await resp.json()
+    resp = await app_client.post("/api/commands/wait", json={"batch_id": batch["batch_id"], "timeout": 30})
+    answer = await resp.json()
+    assert resp.headers.get("Transfer-Encoding") == "chunked"
+    assert [c["command_id"] for c in answer["commands"]] == [c["command_id"] for c in batch["commands"]]
+    assert {c["status"] for c in answer["commands"]} == {"completed"} and answer["done"] is True
+    resp = await app_client.post("/api/commands/wait", json={"command_ids": ids[:2], "timeout": 30})
+    assert "Content-Length" in resp.headers and len((await resp.json())["commands"]) == 2

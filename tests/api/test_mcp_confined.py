@@ -21,8 +21,10 @@ PYTHON = "/usr/bin/python3"
 SERVER = r"""
 import json, os, resource, sys
 def ident():
-    limits = {n: resource.getrlimit(getattr(resource, n))[0] for n in ("RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_FSIZE")}
-    return {"uid": os.getuid(), "gid": os.getgid(), "limits": limits}
+    names = ("RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_FSIZE", "RLIMIT_CPU", "RLIMIT_NICE")
+    limits = {n: resource.getrlimit(getattr(resource, n))[0] for n in names}
+    return {"uid": os.getuid(), "gid": os.getgid(), "limits": limits,
+            "policy": os.sched_getscheduler(0), "nice": os.getpriority(os.PRIO_PROCESS, 0)}
 for line in sys.stdin:
     msg = json.loads(line)
     if "id" not in msg:
@@ -70,3 +72,19 @@ async def test_a_session_tokens_stdio_server_has_a_workers_limits_and_user(make_
         )
         assert shell["status"] == "running", shell
         assert (await _ident(client, sid, token, "sh"))["limits"]["RLIMIT_AS"] == 1024 * 2**20
+
+
+async def test_a_session_tokens_stdio_server_has_a_cpu_budget_and_the_lowest_priority(make_client: Any) -> None:
+    """Such a server had no CPU cap: it lives as long as its session, and spinning it took a
+    core from the daemon and every other session (no cgroup cpu.max here). It runs with
+    RLIMIT_CPU (mcp.session_token_cpu_seconds; past it, killed and restarted) at SCHED_IDLE
+    and nice 19, and cannot raise them again (RLIMIT_NICE 0)."""
+    client = await make_client(LLMGINE_MCP_SESSION_TOKEN_STDIO="true", LLMGINE_MCP_SESSION_TOKEN_CPU_SECONDS="120")
+    session = await create_session(client)
+    sid, token = session["session_id"], {"X-Session-Token": session["session_token"]}
+    client.session.headers.pop("Authorization")
+    server = await add_server(client, sid, headers=token, name="me", command=PYTHON, args=["-c", SERVER])
+    assert server["status"] == "running", server
+    me = await _ident(client, sid, token, "me")
+    assert me["limits"]["RLIMIT_CPU"] == 120 and me["limits"]["RLIMIT_NICE"] == 0
+    assert me["policy"] == os.SCHED_IDLE and me["nice"] == 19

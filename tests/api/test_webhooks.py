@@ -341,3 +341,40 @@ async def test_if_exists_reuses_or_refuses_the_same_webhook(app_client):
         assert resp.status == 201, await resp.text()
     listed = (await (await app_client.get("/api/webhooks")).json())["webhooks"]
     assert len([w for w in listed if w["url"] == body["url"]]) == 3
+
+
+async def test_sessions_with_silent_targets_leave_slots_for_the_others(make_client, receiver):
+    """Each session's webhooks could hold PER_SESSION (half) of the CLAIM slots: two sessions
+    with targets that never answer (their own servers, where webhooks.allowed_hosts lets them)
+    held all of them, and every other session's deliveries waited out their timeouts. A
+    session now holds a share of the slots among the sessions sending, with room for one more."""
+    from llmgine_daemon.bus.webhook_outbox import CLAIM, PER_HOOK, share
+
+    release = asyncio.Event()
+    held: dict[str, int] = {"a": 0, "b": 0}
+
+    async def hang(request: web.Request) -> web.Response:
+        held[request.query["s"]] += 1
+        await release.wait()
+        return web.Response(status=204)
+
+    runner, port = await serve("/hang", hang)
+    try:
+        client = await make_client(LLMGINE_WEBHOOK_TIMEOUT="600")  # never waited out here
+        slow = {name: (await create_session(client))["session_id"] for name in held}
+        fast = (await create_session(client))["session_id"]
+        for name, sid in slow.items():
+            for _ in range(CLAIM // PER_HOOK):  # enough webhooks to hold every slot alone
+                await register(client, url=f"http://127.0.0.1:{port}/hang?s={name}", events=["Ping"], session_id=sid)
+            for _ in range(2 * PER_HOOK):
+                resp = await client.post(f"/api/sessions/{sid}/events", json={"event_type": "Ping"})
+                assert resp.status == 201
+        await eventually(lambda: min(held.values()) >= share(2), message="both silent sessions hold slots")
+        await register(client, url=receiver.url, events=["Ping"], session_id=fast)
+        resp = await client.post(f"/api/sessions/{fast}/events", json={"event_type": "Ping"})
+        assert resp.status == 201
+        await eventually(lambda: receiver.requests, message="the third session's delivery")
+        assert sum(held.values()) < CLAIM and max(held.values()) <= share(1)
+    finally:
+        release.set()
+        await runner.cleanup()

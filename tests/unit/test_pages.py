@@ -58,3 +58,26 @@ def test_statements_ask_for_what_fits_not_more(table, monkeypatch):
     asked.clear()
     rows, cut = pages.read_rows(table, "SELECT k, body FROM t WHERE 1", [], key="k", after=0, count=120)
     assert not cut and len(rows) == 120 and max(asked) == pages.STEP
+
+
+def test_rows_by_id_in_the_order_given_within_the_budget(table, monkeypatch):
+    """``read_ids``: the rows of a list of ids (a wait's commands) in the list's order, an id
+    without a row skipped, in parts of at most PAGE_BYTES, each statement asking for what
+    should fit (its rows are all read, to be put in order)."""
+    monkeypatch.setattr(pages, "PAGE_BYTES", 10_000)
+    select = "SELECT k, body FROM t WHERE k IN ({})"
+    ids = [300, 7, 999, *range(100, 40, -1)]  # 999: no such row
+    sizes: list[int] = []
+    table.set_trace_callback(lambda sql: sizes.append(sql.split(" IN (")[1].count(",") + 1) if " IN (" in sql else None)
+    got: list[int] = []
+    start, first = 0, True
+    while start < len(ids):
+        rows, n = pages.read_ids(table, select, ids[start:], first=first)
+        assert n > 0 and sum(len(r[1]) for r in rows) <= 10_000 + 1000
+        got += [r[0] for r in rows]
+        start, first = start + n, False
+    assert got == [i for i in ids if i != 999]
+    assert sizes[0] == pages.FIRST_IDS and max(sizes) <= 10  # 1000-byte rows: ten fit at most
+    table.execute("UPDATE t SET body = 'y'")
+    rows, n = pages.read_ids(table, select, list(range(1, 301)))
+    assert n == 300 and [r[0] for r in rows] == list(range(1, 301))

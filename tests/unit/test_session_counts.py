@@ -1,6 +1,7 @@
 """Session counts kept by triggers (migration 5) and, for inserted events, by the statements
-that insert them (bus/events.py, migration 130): exact after every kind of write, and filled
-in for a database that had sessions before the migration."""
+that insert them (bus/events.py, migration 130), the bytes of the events too (migration 132):
+exact after every kind of write, and filled in for a database that had sessions before the
+migrations."""
 
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ import llmgine_daemon
 from llmgine_daemon.bus.commands.records import insert_command, insert_commands
 from llmgine_daemon.bus.events import insert_event, insert_events
 from llmgine_daemon.protocol import Command
-from llmgine_daemon.store.migrations import SESSION_COUNTS_RECOUNT, apply_migrations
+from llmgine_daemon.store.migrations import EVENT_BYTES, SESSION_COUNTS_RECOUNT, apply_migrations
 
 EVENT_IDS: dict[tuple[str, int], str] = {}
 
 
 def kept(conn):
-    return {r[0]: r[1:] for r in conn.execute("SELECT * FROM session_counts ORDER BY session_id")}
+    sql = "SELECT session_id, commands, events, engines, tools, handlers, event_bytes FROM session_counts"
+    return {r[0]: r[1:] for r in conn.execute(sql + " ORDER BY session_id")}
 
 
 def counted(conn):
-    sql = f"SELECT s.session_id, {SESSION_COUNTS_RECOUNT.format(sid='s.session_id')} FROM sessions s"
+    size = f"(SELECT COALESCE(SUM({EVENT_BYTES.format(row='e')}), 0) FROM events e WHERE e.session_id = s.session_id)"
+    sql = f"SELECT s.session_id, {SESSION_COUNTS_RECOUNT.format(sid='s.session_id')}, {size} FROM sessions s"
     return {r[0]: r[1:] for r in conn.execute(sql + " ORDER BY s.session_id")}
 
 
@@ -34,7 +37,7 @@ def session(conn, sid):
 
 
 def event(conn, sid, n):
-    EVENT_IDS[(sid, n)] = insert_event(conn, sid, "E", source="test").event_id
+    EVENT_IDS[(sid, n)] = insert_event(conn, sid, "E", {"n": "x" * n}, source="test").event_id
 
 
 def command(conn, sid, n):
@@ -83,7 +86,7 @@ def test_every_write_keeps_counts_exact(tmp_path):
         lambda: session(conn, "a"),
         lambda: session(conn, "b"),
         lambda: [event(conn, s, i) for s in "ab" for i in range(5)],
-        lambda: insert_events(conn, "a", [("E", {}, {}, "t")] * 7, timestamp="x", trace_id=None),
+        lambda: insert_events(conn, "a", [("E", {"k": "v" * 9}, {"m": 1}, "t")] * 7, timestamp="x", trace_id=None),
         lambda: [command(conn, "a", i) for i in range(3)],
         lambda: insert_commands(conn, [record(s, f"m{i}", "queued", "batch") for s, i in ("a0", "a1", "b2")]),
         lambda: [engine(conn, "a", i) for i in range(3)] + [engine(conn, "b", 0, "stopped")],
@@ -107,8 +110,9 @@ def test_every_write_keeps_counts_exact(tmp_path):
         step()
         conn.execute("COMMIT")
         assert kept(conn) == counted(conn), f"after step {i}"
-    assert kept(conn)["a"] == (4, 6, 1, 1, 1)  # 3 + 2 commands, 1 deleted; 12 events, 1 moved, 5 of 11 deleted
-    assert kept(conn)["nosession"] == (0, 1, 0, 0, 0)
+    assert kept(conn)["a"][:5] == (4, 6, 1, 1, 1)  # 3 + 2 commands, 1 deleted; 12 events, 1 moved, 5 of 11 deleted
+    assert kept(conn)["a"][5] > 0
+    assert kept(conn)["nosession"] == (0, 1, 0, 0, 0, len('{"n":""}{}'))
     assert "b" not in kept(conn)
 
 
@@ -119,13 +123,14 @@ def test_migration_fills_counts_of_existing_sessions(tmp_path):
     for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
         conn.execute(f"DROP TRIGGER {name}")
     conn.execute("DROP TABLE session_counts")
-    conn.execute("DELETE FROM schema_migrations WHERE version = 5")
+    conn.execute("DELETE FROM schema_migrations WHERE version IN (5, 132)")
     for sid in ("a", "b", "c"):
         session(conn, sid)
     for i in range(4):
         conn.execute(  # as code of that time wrote them
-            "INSERT INTO events (event_id, session_id, event_type, source, timestamp) VALUES (?, 'a', 'E', 't', 'x')",
-            (f"old{i}",),
+            "INSERT INTO events (event_id, session_id, event_type, source, timestamp, data, metadata)"
+            " VALUES (?, 'a', 'E', 't', 'x', ?, '{}')",
+            (f"old{i}", "x" * i),
         )
         conn.execute(
             "INSERT INTO commands (command_id, session_id, command_type, status, created_at)"
@@ -137,9 +142,10 @@ def test_migration_fills_counts_of_existing_sessions(tmp_path):
     tool(conn, "c", "t")
     handler(conn, "c", 0)
 
-    assert apply_migrations(conn) == [5]
+    assert apply_migrations(conn) == [5, 132]
     assert kept(conn) == counted(conn)
-    assert kept(conn) == {"a": (0, 4, 1, 0, 0), "b": (4, 0, 0, 0, 0), "c": (0, 0, 0, 1, 1)}
+    bytes_a = sum(i + 2 for i in range(4))
+    assert kept(conn) == {"a": (0, 4, 1, 0, 0, bytes_a), "b": (4, 0, 0, 0, 0, 0), "c": (0, 0, 0, 1, 1, 0)}
 
 
 def inserting(table: str) -> list[str]:

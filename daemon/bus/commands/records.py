@@ -48,6 +48,13 @@ INSERT_COLUMNS = (
 )
 # Read back with every row: the usage an engine recorded (bus/usage.py, migration 100).
 COMMAND_COLUMNS = INSERT_COLUMNS + ", " + USAGE_COLUMNS
+# The same without the large ones (parameters, metadata, result, error: up to a request body or
+# a result each, 1 MiB), for ``row_to_command``: a command's state, which is what a wait and a
+# batch's status read (answers.py); their answers read the whole records again, part by part.
+STATE_COLUMNS = COMMAND_COLUMNS.replace(" parameters, metadata,", " '{}', '{}',").replace(
+    " result, error,", " NULL, NULL,"
+)
+assert STATE_COLUMNS.count("NULL") == 2 and "parameters" not in STATE_COLUMNS
 
 
 def row_to_command(row: tuple[Any, ...]) -> Command:
@@ -209,7 +216,16 @@ def command_row(conn: sqlite3.Connection, session_id: str, command_id: str) -> t
     return row
 
 
-def batch_rows(conn: sqlite3.Connection, session_id: str, batch_id: str) -> tuple[Any, ...]:
+def batch_rows(
+    conn: sqlite3.Connection, session_id: str, batch_id: str, columns: str = COMMAND_COLUMNS
+) -> tuple[Any, ...]:
+    info = batch_info(conn, session_id, batch_id)
+    rows = conn.execute(f"SELECT {columns} FROM commands WHERE batch_id = ? ORDER BY rowid", (batch_id,)).fetchall()
+    return batch_id, info, rows
+
+
+def batch_info(conn: sqlite3.Connection, session_id: str, batch_id: str) -> tuple[Any, ...]:
+    """The batch's (mode, stop_on_error, created_at); NOT_FOUND when the session has none such."""
     info = conn.execute(
         "SELECT mode, stop_on_error, created_at FROM batches WHERE batch_id = ? AND session_id = ?",
         (batch_id, session_id),
@@ -221,10 +237,7 @@ def batch_rows(conn: sqlite3.Connection, session_id: str, batch_id: str) -> tupl
             f"batch {batch_id!r} not found in session {session_id!r}",
             {"session_id": session_id, "batch_id": batch_id},
         )
-    rows = conn.execute(
-        f"SELECT {COMMAND_COLUMNS} FROM commands WHERE batch_id = ? ORDER BY rowid", (batch_id,)
-    ).fetchall()
-    return batch_id, info, rows
+    return info
 
 
 def batch_status(commands: list[Command]) -> str:

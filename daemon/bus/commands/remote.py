@@ -88,12 +88,12 @@ class Changes:
                     del self._watch[cid]
 
 
-def _read_rows(conn: Any, ids: list[str]) -> list[tuple[Any, ...]]:
+def _read_rows(conn: Any, ids: list[str], columns: str) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         marks = ", ".join("?" * len(chunk))
-        rows += conn.execute(f"SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id IN ({marks})", chunk).fetchall()
+        rows += conn.execute(f"SELECT {columns} FROM commands WHERE command_id IN ({marks})", chunk).fetchall()
     return rows
 
 
@@ -103,13 +103,15 @@ async def wait_in_store(
     deadline: float,
     changes: Changes | None = None,
     stop: asyncio.Future[None] | None = None,
+    columns: str = COMMAND_COLUMNS,
 ) -> bool:
     """Follow the unfinished ``records`` in the store until all have finished (their objects
     are updated in place) or the loop's clock passes ``deadline``; True if all finished. With
     ``changes``, a command's result wakes the wait at once and only the commands heard of are
     read again (a batch of thousands costs one read per result, not one of all per result);
     a slow poll (backing off up to POLL_MAX_S) re-reads them all. ``stop`` done (shutdown
-    begins) ends the wait with what there is."""
+    begins) ends the wait with what there is. ``columns``: what is read (records.py
+    ``STATE_COLUMNS`` for a wait that answers from the store afterwards: no results held)."""
     loop = asyncio.get_running_loop()
     delay = POLL_FIRST_S
     by_id: dict[str, list[Command]] = {}
@@ -121,7 +123,7 @@ async def wait_in_store(
         to_read = list(pending)
         while True:
             if to_read:
-                for row in await store.read(lambda conn, ids=to_read: _read_rows(conn, ids)):
+                for row in await store.read(lambda conn, ids=to_read: _read_rows(conn, ids, columns)):
                     fresh = row_to_command(row)
                     for rec in by_id.get(fresh.command_id, ()):
                         copy_record(fresh, rec)

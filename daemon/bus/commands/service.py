@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from llmgine_daemon.bus.capacity import pending_units
 from llmgine_daemon.bus.cluster import ClaimRefused
 from llmgine_daemon.bus.codec import new_id
+from llmgine_daemon.bus.commands.answers import batch_page, batch_states
 from llmgine_daemon.bus.commands.deps import Dependencies
 from llmgine_daemon.bus.commands.execution import Execution
 from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, cancelled_outcome
@@ -31,6 +32,7 @@ from llmgine_daemon.bus.commands.records import (
     COMMAND_COLUMNS,
     MAX_TIMEOUT_S,
     PRIORITY_RANK,
+    STATE_COLUMNS,
     CommandSpec,
     batch_rows,
     batch_status,
@@ -294,7 +296,9 @@ class Commands(Recovery):
         stop_on_error: bool,
         idem: IdempotencyKey | None = None,
     ) -> tuple[Batch, bool]:
-        """Queue a batch, all or nothing: every command is checked before anything is written."""
+        """Queue a batch, all or nothing: every command is checked before anything is written.
+        An idempotent replay answers the batch stored, its commands' states only (without
+        parameters and results: the API reads it again to answer, answers.py)."""
         if not specs:
             raise invalid("commands", "must contain at least one command")
         if len(specs) > MAX_BATCH:
@@ -313,7 +317,7 @@ class Commands(Recovery):
         def write(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
             prior = lookup(conn, idem)
             if prior is not None:
-                return batch_rows(conn, session_id, prior[1])
+                return batch_rows(conn, session_id, prior[1], STATE_COLUMNS)
             require_active(conn, session_id)
             self.bus.capacity.check_pending(conn, session_id, pending_units(len(records), batch=True))
             conn.execute(
@@ -461,15 +465,20 @@ class Commands(Recovery):
             usage=add_usage(c.usage for c in commands),
         )
 
-    async def get_batch(self, session_id: str, batch_id: str) -> Batch:
-        _, info, rows = await self.store.read(lambda conn: batch_rows(conn, session_id, batch_id))
-        return self._assemble(session_id, batch_id, info, rows)
+    async def get_batch(self, session_id: str, batch_id: str) -> Batch | LongPage:
+        """The batch; a ``LongPage`` of its commands past PAGE_BYTES (answers.py)."""
+        return await batch_page(self, session_id, batch_id)
+
+    async def batch_states(self, session_id: str, batch_id: str) -> list[Command]:
+        """The batch's commands without their parameters and results: to wait for them."""
+        return await batch_states(self, session_id, batch_id)
 
     # -- wait and cancel ----------------------------------------------------------------
 
-    async def wait(self, records: Sequence[Command], timeout: float) -> bool:
+    async def wait(self, records: Sequence[Command], timeout: float, *, states: bool = False) -> bool:
         """Wait up to ``timeout`` s for the commands to finish; True if they all did. A command
-        another node runs (bus/cluster.py) is followed in the store, and its record updated."""
+        another node runs (bus/cluster.py) is followed in the store, and its record updated
+        (``states``: its state only, for an answer read from the store afterwards)."""
         if all(r.status in TERMINAL_STATUSES for r in records):
             return True  # an eager command finished in its submission's write: nothing to wait for
         if self.deps.blocked and any(r.command_id in self.deps.blocked for r in records):
@@ -478,7 +487,8 @@ class Commands(Recovery):
         deadline = loop.time() + timeout
         if not await self._wait_here(records, timeout):
             return False
-        if await wait_in_store(self.store, records, deadline, self.changes, self.runner.draining()):
+        columns = STATE_COLUMNS if states else COMMAND_COLUMNS
+        if await wait_in_store(self.store, records, deadline, self.changes, self.runner.draining(), columns):
             return True
         # Shutdown began: what moved to this node meanwhile (a session it took) ends as the
         # runner lets it (running commands finish, queued ones stay queued).

@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.commands.records import COMMAND_COLUMNS, row_to_command
+from llmgine_daemon.bus.commands.records import STATE_COLUMNS, row_to_command
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.protocol import TERMINAL_STATUSES, Command, CommandWaitResult, ErrorCode, Event
 
@@ -55,7 +55,8 @@ class CommandWaits:
     # -- reading ------------------------------------------------------------------------
 
     async def read(self, command_ids: list[str], batch_id: str | None, scope: str | None) -> dict[str, Command]:
-        """The commands by id, in the order given (then the batch's, in its order).
+        """The commands by id, in the order given (then the batch's, in its order): their
+        states only, without parameters and results (live ones: their records).
         ``scope``: a session token's session; commands of other sessions are not found."""
         if not command_ids and batch_id is None:
             return {}  # nothing to wait for: done at once
@@ -66,7 +67,7 @@ class CommandWaits:
             batch = None
             if batch_id is not None:
                 batch = conn.execute(
-                    f"SELECT {COMMAND_COLUMNS} FROM commands WHERE batch_id = ? ORDER BY rowid", (batch_id,)
+                    f"SELECT {STATE_COLUMNS} FROM commands WHERE batch_id = ? ORDER BY rowid", (batch_id,)
                 ).fetchall()
             return rows, batch
 
@@ -161,11 +162,13 @@ class CommandWaits:
 
 
 def fetch_rows(conn: sqlite3.Connection, ids: list[str]) -> list[tuple[Any, ...]]:
-    """The rows of these commands (any session), in chunks the driver accepts."""
+    """The states of these commands (any session: ``STATE_COLUMNS``, without parameters and
+    results, which the answer reads again part by part: answers.py), in chunks the driver
+    accepts."""
     rows: list[tuple[Any, ...]] = []
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         rows += conn.execute(
-            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id IN ({', '.join('?' * len(chunk))})", chunk
+            f"SELECT {STATE_COLUMNS} FROM commands WHERE command_id IN ({', '.join('?' * len(chunk))})", chunk
         ).fetchall()
     return rows
