@@ -38,7 +38,11 @@ def log_line(record: dict[str, Any]) -> str:
 def render_log_records(env: Environment, records: list[Any], fmt: str) -> None:
     """Log records as they arrive (also used by `logs -f`): coloured by level on a TTY."""
     items = [builtins(r) for r in records]
-    if fmt in ("json", "jsonl"):
+    if "{{" in fmt:  # -o/--format TEMPLATE: a line per record
+        from llmgine_cli.template import apply
+
+        apply(env, fmt, items)
+    elif fmt in ("json", "jsonl"):
         for item in items:
             env.out(json_text(item, indent=False))
     elif fmt == "table" and env.stdout_isatty:
@@ -137,6 +141,11 @@ def render_metrics(
     """
     data = builtins(snapshot)
     prev = builtins(previous) if previous is not None else None
+    if "{{" in fmt:  # -o/--format TEMPLATE, on the snapshot
+        from llmgine_cli.template import apply
+
+        apply(env, fmt, [data])
+        return None
     if fmt in ("json", "jsonl"):
         env.out(json_text(data, indent=fmt == "json"))
         env.stdout.flush()

@@ -566,7 +566,7 @@ TERMINAL = frozenset({"completed", "failed", "timed_out", "cancelled", "interrup
 
 def render_batch(app_ctx: AppContext, result: Batch, output: Any, quiet: bool) -> None:
     fmt = resolve_format(app_ctx.env, output)
-    if fmt in ("json", "jsonl") or quiet:
+    if fmt in ("json", "jsonl") or "{{" in fmt or quiet:  # the API's data (templates too)
         render(app_ctx.env, result, View(items="commands", id_field="command_id"), output, quiet)
         return
     data = msgspec.to_builtins(result)
