@@ -213,8 +213,19 @@ def usage_line(exc: Any) -> str:
         return f"error: {hint}"
     if ctx is not None and getattr(ctx, "command_path", None):
         help_option = (ctx.help_option_names or ["--help"])[0]
+        familiar = _FAMILIAR.get(getattr(exc, "option_name", None) or "")
+        if familiar and any(getattr(p, "name", None) == "output" for p in ctx.command.params):
+            message = f"{message.rstrip('.')}: {familiar}"
         message = f"{message.rstrip('.')} (see '{ctx.command_path} {help_option}')"
     return f"error: {message}"
+
+
+# What gh and docker users type, and its spelling here (on commands that take -o).
+_FAMILIAR = {
+    "--json": "use -o json (or -o jsonl; --format '{{.field}}' for some fields)",
+    "--jq": "pipe -o json into jq, or pick fields with --format '{{.field}}'",
+    "--template": "use --format '{{.field}}'",
+}
 
 
 def _root_option_hint(exc: Any, ctx: Any) -> str | None:

@@ -106,3 +106,18 @@ def test_a_missing_value_below_a_field_prints_nothing(daemon, session):
     """Metadata, data and parameters are free-form: a key one record lacks is no error."""
     proc = run_cli(["session", "get", session, "--format", "[{{.metadata.absent}}]"], daemon.env)
     assert (proc.returncode, proc.stdout) == (0, "[]\n")
+
+
+@pytest.mark.parametrize(
+    ("option", "hint"),
+    [
+        (["--json"], "No such option: --json: use -o json (or -o jsonl; --format '{{.field}}' for some fields)"),
+        (["--jq", ".x"], "No such option: --jq: pipe -o json into jq, or pick fields with --format '{{.field}}'"),
+        (["--template", "x"], "No such option: --template: use --format '{{.field}}'"),
+    ],
+)
+def test_gh_options_say_what_to_use_here(daemon, option, hint):
+    """`gh ... --json` is muscle memory: the usage error says what this CLI spells it."""
+    proc = run_cli(["session", "list", *option], daemon.env)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: {hint} (see 'llmgine session list -h')\n"
