@@ -118,7 +118,11 @@ def list_(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """List the active sessions, newest first (--all: closed ones too)."""
+    """List the active sessions, newest first (--all: closed ones too).
+
+    Examples: `llmgine session list --all --format '{{.session_id}}\t{{.name}}'`,
+    `llmgine session list -q | xargs llmgine session delete -q`
+    """
     hot.session_list(
         state(ctx),
         LIST_VIEW,
@@ -133,7 +137,10 @@ def list_(
 
 @app.command("get")
 def get(ctx: typer.Context, session_id: SessionId, output: Output = None, quiet: Quiet = False) -> None:
-    """Show one session, with counts of what is in it."""
+    """Show one session, with counts of what is in it.
+
+    Example: `llmgine session get demo --format '{{.status}} {{.counts.commands}}'`
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().get_session(session_id), SESSION_VIEW, output, quiet)
 
