@@ -125,6 +125,20 @@ def _labels(series: dict[str, Any]) -> str:
 METRIC_HEADERS = ["METRIC", "LABELS", "COUNT", "RATE/S", "P50", "P95", "P99"]
 
 
+def as_data(env: Environment, data: Any, fmt: str) -> bool:
+    """One object as data, not drawn: -o json/jsonl, or a -o/--format TEMPLATE. False: draw it."""
+    if "{{" in fmt:
+        from llmgine_cli.template import apply
+
+        apply(env, fmt, [data])
+    elif fmt in ("json", "jsonl"):
+        env.out(json_text(data, indent=fmt == "json"))
+    else:
+        return False
+    env.stdout.flush()
+    return True
+
+
 def render_metrics(
     env: Environment,
     snapshot: Any,
@@ -141,14 +155,7 @@ def render_metrics(
     """
     data = builtins(snapshot)
     prev = builtins(previous) if previous is not None else None
-    if "{{" in fmt:  # -o/--format TEMPLATE, on the snapshot
-        from llmgine_cli.template import apply
-
-        apply(env, fmt, [data])
-        return None
-    if fmt in ("json", "jsonl"):
-        env.out(json_text(data, indent=fmt == "json"))
-        env.stdout.flush()
+    if as_data(env, data, fmt):
         return None
     rows = metric_rows(data, prev, interval)
     if fmt != "table":
@@ -205,9 +212,7 @@ def _metrics_width(rows: list[tuple[Any, ...]]) -> int:
 def render_trace(env: Environment, trace: Any, fmt: str) -> None:
     """A waterfall tree: name, offset from the trace start, duration, a bar; errors in red."""
     data = builtins(trace)
-    if fmt in ("json", "jsonl"):
-        env.out(json_text(data, indent=fmt == "json"))
-        env.stdout.flush()
+    if as_data(env, data, fmt):
         return
     total = data["duration_ms"] or 1.0
     width = 30

@@ -121,3 +121,13 @@ def test_gh_options_say_what_to_use_here(daemon, option, hint):
     proc = run_cli(["session", "list", *option], daemon.env)
     assert proc.returncode == 2
     assert proc.stderr == f"error: {hint} (see 'llmgine session list -h')\n"
+
+
+def test_trace_and_metrics_take_templates(daemon, session):
+    """They draw a waterfall and a dashboard; with a template they printed those, ignoring it."""
+    trace_id = run_cli(["traces", "-q", "-n", "1"], daemon.env).stdout.split()[0]
+    trace = run_cli(["trace", trace_id, "--format", "{{.trace_id}} {{.span_count}}"], daemon.env)
+    assert trace.returncode == 0, trace.stderr
+    assert trace.stdout.split()[0] == trace_id and trace.stdout.split()[1].isdigit(), trace.stdout
+    metrics = run_cli(["metrics", "--format", "{{.enabled}}"], daemon.env)
+    assert (metrics.returncode, metrics.stdout) == (0, "true\n")
