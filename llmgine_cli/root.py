@@ -116,7 +116,27 @@ def build_command(name: str) -> Any:
     """The click command of ``llmgine NAME`` (importing its module now)."""
     command = _build_command(name)
     command.params = [p for p in command.params if p.name not in _COMPLETION_OPTIONS]
-    return finite_floats(rewrap_help(command))
+    return add_aliases(finite_floats(rewrap_help(command)))
+
+
+# What docker users type (`docker image ls`, `docker rm`): `ls` for list, `rm` for delete, and
+# `mcp delete` for its remove. Hidden: not in --help or completion, which stay one name each.
+_ALIASES = (("ls", ("list",)), ("rm", ("delete", "remove")), ("delete", ("remove",)))
+
+
+def add_aliases(command: Any) -> Any:
+    commands = getattr(command, "commands", None)
+    if commands is None:
+        return command
+    for sub in list(commands.values()):
+        add_aliases(sub)
+    for alias, names in _ALIASES:
+        target = next((commands[n] for n in names if n in commands), None)
+        if target is not None and alias not in commands:
+            twin = copy.copy(target)
+            twin.hidden = True
+            commands[alias] = twin
+    return command
 
 
 _FINITE: dict[type, type] = {}

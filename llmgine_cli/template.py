@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 _ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
 _FIELD = re.compile(r"^(?:(json)\s+)?\.((?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*)?)$")
 FORMAT_HELP = (
-    "table, plain, json, jsonl, or a template: '{{.session_id}}\\t{{.name}}' prints a line per"
-    " record, 'table {{.a}}\\t{{.b}}' aligned columns never cut, {{json .x}} a value as JSON"
+    "table, plain, json, jsonl, or a template: '{{.name}}' prints a line per record"
+    " ({{json .x}}: a value as JSON; 'table {{.a}}\\t{{.b}}': aligned columns, never cut)"
 )
 
 
