@@ -95,6 +95,8 @@ def compile_template(text: str) -> tuple[bool, list[str | tuple[bool, tuple[str,
         parts.append((bool(field.group(1)), path))
         pos = match.end()
     parts.append(body[pos:])
+    if any(isinstance(p, str) and "{{" in p for p in parts):
+        raise TemplateError(f"unclosed action in {text!r}: every {{{{ needs its }}}}")
     return table, [p for p in parts if p != ""]
 
 

@@ -64,8 +64,9 @@ def test_nested_fields_and_single_objects(daemon, session):
         (["session", "list", "-o", "{{range .}}x{{end}}"], "unsupported template action '{{range .}}'"),
         (["session", "get", "SID", "-o", "{{upper .name}}"], "unsupported template action"),
         (["session", "list", "-o", "xml"], "'xml' is not one of table, plain, json, jsonl, nor a template"),
+        (["session", "get", "SID", "-o", "{{.name"], "unclosed action in '{{.name': every {{ needs its }}"),
     ],
-    ids=["typo-fast-path", "typo-nested", "range-fast-path", "function", "unknown-format"],
+    ids=["typo-fast-path", "typo-nested", "range-fast-path", "function", "unknown-format", "unclosed"],
 )
 def test_a_template_that_cannot_work_is_a_usage_error(daemon, session, args, message):
     """A typo must not print empty lines that a script takes for data: exit 2, one line
