@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import importlib
 import math
+import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Annotated, Any
@@ -50,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "config": ("config", "app", "group"),
     "daemon": ("daemon", "app", "group"),
     "db": ("db", "app", "group"),
+    "context": ("contexts", "app", "group"),
     "health": ("system", "app", "flat"),
     "status": ("system", "app", "flat"),
     "shutdown": ("system", "app", "flat"),
@@ -353,6 +355,15 @@ def root(
             "--api-key", metavar="KEY", show_default=False, help="API key for TCP (default: LLMGINE_API_KEY)."
         ),
     ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            metavar="NAME",
+            show_default=False,
+            help="A named daemon (`llmgine context ls`; default: LLMGINE_CONTEXT, else the one in use).",
+        ),
+    ] = None,
     timeout: Annotated[
         float | None,
         typer.Option(
@@ -376,6 +387,9 @@ def root(
         from llmgine_cli import render
 
         render.USE_UTC = True
+    if context:  # for this command, as LLMGINE_CONTEXT (and over LLMGINE_URL: it is a flag)
+        os.environ["LLMGINE_CONTEXT"] = context
+        os.environ.pop("LLMGINE_URL", None)
     ctx.obj = AppContext(Environment.from_sys(), url=url, api_key=api_key, timeout=timeout)
 
 
