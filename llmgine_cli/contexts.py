@@ -103,3 +103,12 @@ def context_target(env: Mapping[str, str], name: str | None = None) -> Target | 
 
     target = parse_url(chosen[1]["url"])
     return target.replace(config_api_key=chosen[1].get("api_key") or None)
+
+
+def complete_names(incomplete: str) -> list[str]:
+    """Shell completion of a context's name (silent on a damaged file)."""
+    try:
+        names = [DEFAULT, *sorted(load(os.environ)["contexts"])]
+    except InvalidArgument:
+        return []
+    return [name for name in names if name.startswith(incomplete)]

@@ -331,6 +331,12 @@ app = typer.Typer(
 )
 
 
+def _complete_context(incomplete: str) -> list[str]:
+    from llmgine_cli.contexts import complete_names
+
+    return complete_names(incomplete)
+
+
 def _print_version(value: bool) -> None:
     if value:
         sys.stdout.write(f"llmgine {__version__}\n")
@@ -361,6 +367,7 @@ def root(
             "--context",
             metavar="NAME",
             show_default=False,
+            autocompletion=_complete_context,
             help="A named daemon (`llmgine context ls`; default: LLMGINE_CONTEXT, else the one in use).",
         ),
     ] = None,

@@ -17,7 +17,14 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Name = Annotated[str, typer.Argument(metavar="NAME", help="The context's name (`default`: the local daemon).")]
+Name = Annotated[
+    str,
+    typer.Argument(
+        metavar="NAME",
+        help="The context's name (`default`: the local daemon).",
+        autocompletion=contexts.complete_names,
+    ),
+]
 LIST_VIEW = View(columns="NAME=name, CURRENT=current, URL=url, API KEY=api_key", items="contexts", id_field="name")
 
 

@@ -80,3 +80,25 @@ def test_mistakes_are_usage_errors(cold_home):
     assert (
         damaged.returncode == 2 and "contexts.json is damaged" in damaged.stderr and "Traceback" not in damaged.stderr
     )
+
+
+def test_daemon_commands_manage_the_local_daemon_not_the_context_in_use(daemon, cold_home):
+    """`llmgine daemon stop` with `context use prod` done must not stop prod: the daemon
+    commands manage this machine's daemon unless --url/--context names another."""
+    env = {"LLMGINE_HOME": str(cold_home), "LLMGINE_NO_AUTOSTART": "1", "LLMGINE_URL": None, "LLMGINE_CONTEXT": None}
+    assert run_cli(["context", "add", "shared", "--url", daemon.socket_url, "-q"], env).returncode == 0
+    assert run_cli(["context", "use", "shared", "-q"], env).returncode == 0
+    assert run_cli(["daemon", "status"], env).returncode == 3  # no local daemon in this home
+    stopped = run_cli(["daemon", "stop"], env)
+    assert stopped.returncode == 0 and "not running" in stopped.stdout + stopped.stderr
+    assert daemon.proc.poll() is None
+    assert run_cli(["status", "-q"], env).stdout.strip() == str(daemon.proc.pid)  # the context's
+    assert run_cli(["--context", "shared", "daemon", "status", "-q"], env).stdout.strip() == str(daemon.proc.pid)
+
+
+def test_context_names_complete(cold_home):
+    env = {"LLMGINE_HOME": str(cold_home), "LLMGINE_NO_AUTOSTART": "1", "LLMGINE_CONTEXT": None}
+    assert run_cli(["context", "add", "prod", "--url", "http://127.0.0.1:9", "-q"], env).returncode == 0
+    for words, cword in (("llmgine --context ", "2"), ("llmgine context use ", "3")):
+        completing = {**env, "COMP_WORDS": words, "COMP_CWORD": cword, "_LLMGINE_COMPLETE": "complete_bash"}
+        assert run_cli([], completing).stdout.split() == ["default", "prod"], words
