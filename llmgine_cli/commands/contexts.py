@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from llmgine_cli import contexts
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render
+from llmgine_cli.render import View, render, render_deleted
 from llmgine_cli.target import parse_url
 
 app = typer.Typer(
@@ -124,7 +123,7 @@ def show(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> Non
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: Name, quiet: Quiet = False) -> None:
+def delete(ctx: typer.Context, name: Name, output: Output = None, quiet: Quiet = False) -> None:
     """Remove a context (exit 4 if there is none); the one in use: `default` is used again."""
     app_ctx = state(ctx)
     env = app_ctx.env.environ
@@ -136,7 +135,4 @@ def delete(ctx: typer.Context, name: Name, quiet: Quiet = False) -> None:
     if data.get("current") == name:
         data["current"] = None
     contexts.save(env, data)
-    if quiet:
-        sys.stdout.write(name + "\n")
-    else:
-        app_ctx.env.err(f"removed context {name}")
+    render_deleted(app_ctx.env, {"name": name}, f"removed context {name}", output, quiet, "name")
