@@ -24,7 +24,7 @@ import sys
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.inputs import InputError, command_metadata, parse_object, parse_pairs
 from llmgine_cli.progress import spinner
-from llmgine_cli.render import View, render, resolve_format
+from llmgine_cli.render import FORMATS, View, output_format, render, resolve_format
 from llmgine_cli.transport import HTTPTransport, segment
 
 TYPE_CHECKING = False  # typing costs a few ms to import: annotations only
@@ -374,6 +374,7 @@ _GLOBAL = {
 _OUTPUT = {
     "-o": ("output", "format"),
     "--output": ("output", "format"),
+    "--format": ("output", "format"),
     "-q": ("quiet", "flag"),
     "--quiet": ("quiet", "flag"),
 }
@@ -420,7 +421,6 @@ _SPECS: dict[tuple[str, str], tuple[dict[str, tuple[str, str]], int]] = {
         1,
     ),
 }
-FORMATS = ("table", "plain", "json", "jsonl")
 PRIORITIES = ("high", "normal", "low")
 
 
@@ -436,9 +436,9 @@ def _value(kind: str, text: str) -> Any:
             raise _Fallback
         return text
     if kind in ("format", "priority"):
-        if text.lower() not in (FORMATS if kind == "format" else PRIORITIES):
+        if (value := output_format(text, FORMATS if kind == "format" else PRIORITIES)) is None:
             raise _Fallback
-        return text.lower()
+        return value
     try:
         number = float(text) if kind.startswith("float") else int(text)
     except ValueError:
@@ -591,8 +591,7 @@ def _dispatch(app_ctx: AppContext, group: str, command: str, v: dict[str, Any], 
 
 
 def _silence_stdout() -> None:
-    # The reader went away (`| head -1`): nothing more can be written, and the interpreter's
-    # final flush must not complain either.
+    # The reader went away (`| head -1`): nothing more can be written, nor the final flush.
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

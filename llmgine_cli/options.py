@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from llmgine_cli.context import AppContext, Environment
+from llmgine_cli.render import FORMATS
+from llmgine_cli.template import FORMAT_HELP, parse_format
 
 
-class OutputFormat(StrEnum):
-    # A str Enum so a value compares equal to its name ("json") wherever it is passed on.
-    table = "table"
-    plain = "plain"
-    json = "json"
-    jsonl = "jsonl"
+def _complete_format(incomplete: str) -> list[str]:
+    return [name for name in FORMATS if name.startswith(incomplete.lower())]
 
 
+# -o/--output/--format: a format name, or a docker-style template (llmgine_cli/template.py).
 Output = Annotated[
-    OutputFormat | None,
+    str | None,
     typer.Option(
         "-o",
         "--output",
+        "--format",
         metavar="FORMAT",
-        case_sensitive=False,
-        help="table, plain, json or jsonl (default: a table on a terminal, plain text when piped)",
+        parser=parse_format,
+        autocompletion=_complete_format,
+        help=FORMAT_HELP + " (default: a table on a terminal, plain text when piped)",
         show_default=False,
     ),
 ]

@@ -69,8 +69,18 @@ class View:
 
 
 def resolve_format(env: Environment, fmt: str | Enum | None) -> str:
-    value = getattr(fmt, "value", fmt)  # an OutputFormat (a str Enum) or a str
+    value = getattr(fmt, "value", fmt)  # a str (a format name or a template), or a str Enum
     return str(value) if value else ("table" if env.stdout_isatty else "plain")
+
+
+def output_format(text: str, names: tuple[str, ...] = FORMATS) -> str | None:
+    """The fast path's reading of a -o value (or of another choice among ``names``): the name
+    in lower case, a valid template (llmgine_cli/template.py), or None (Typer reports it)."""
+    if names is FORMATS and "{{" in text:
+        from llmgine_cli.template import Template, valid_template
+
+        return Template(text) if valid_template(text) else None
+    return text.lower() if text.lower() in names else None
 
 
 def builtins(data: Any) -> Any:
@@ -160,7 +170,11 @@ def render(env: Environment, data: Any, view: View, fmt: str | Enum | None = Non
         env.stdout.flush()
         return
     fmt = resolve_format(env, fmt)
-    if fmt == "json":
+    if "{{" in fmt:  # -o/--format TEMPLATE
+        from llmgine_cli.template import apply
+
+        apply(env, fmt, items if items is not None else [obj])
+    elif fmt == "json":
         env.out(json_text(obj, indent=True))
     elif fmt == "jsonl":
         for item in items if items is not None else [obj]:
@@ -414,7 +428,10 @@ def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], tit
     table, hidden = fitted_table(headers, rows, console.width, title)
     console.print(table)
     if hidden:
-        env.err(f"(not shown at this width: {', '.join(hidden)}; -o plain shows every column)")
+        note = f"(not shown at this width: {', '.join(hidden)}; -o plain shows every column)"
+        if len(note) > console.width:  # the note fits the terminal too, as the table does
+            note = f"(not shown: {', '.join(hidden)}; -o plain shows all)"
+        env.err(note)
 
 
 def fitted_table(
@@ -493,13 +510,15 @@ FLEX_HEADERS = frozenset(
 def fit_columns(headers: list[str], rows: list[list[str]], width: int) -> tuple[list[int], list[int | None]]:
     """Which columns a table shows at ``width``, and the widest each may be.
 
-    Ids, times, statuses and counts keep their width; free-text columns (FLEX_HEADERS) shrink
-    to _FLEX_MIN with "…", widest first. When even that does not fit, the other columns are
-    left out from the right, then the free-text ones; the first column (the id) always stays.
+    Ids, times, statuses, counts and the first column (what the next command takes) keep their
+    width; free-text columns (FLEX_HEADERS) shrink to _FLEX_MIN with "…", widest first. When
+    even that does not fit, the other columns are left out from the right, then the free-text
+    ones; the first column always stays, whole.
     No header is ever narrower than itself, and no cell wraps: every row stays one line.
     """
     natural = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    flex = [h in FLEX_HEADERS for h in headers]
+    # The first column is what the next command takes (an id; a tool's, a secret's NAME): never cut.
+    flex = [h in FLEX_HEADERS and i > 0 for i, h in enumerate(headers)]
     floor = [max(len(h), min(n, _FLEX_MIN)) if f else n for h, n, f in zip(headers, natural, flex, strict=True)]
     keep = list(range(len(headers)))
 

@@ -38,7 +38,11 @@ def log_line(record: dict[str, Any]) -> str:
 def render_log_records(env: Environment, records: list[Any], fmt: str) -> None:
     """Log records as they arrive (also used by `logs -f`): coloured by level on a TTY."""
     items = [builtins(r) for r in records]
-    if fmt in ("json", "jsonl"):
+    if "{{" in fmt:  # -o/--format TEMPLATE: a line per record
+        from llmgine_cli.template import apply
+
+        apply(env, fmt, items)
+    elif fmt in ("json", "jsonl"):
         for item in items:
             env.out(json_text(item, indent=False))
     elif fmt == "table" and env.stdout_isatty:
@@ -121,6 +125,20 @@ def _labels(series: dict[str, Any]) -> str:
 METRIC_HEADERS = ["METRIC", "LABELS", "COUNT", "RATE/S", "P50", "P95", "P99"]
 
 
+def as_data(env: Environment, data: Any, fmt: str) -> bool:
+    """One object as data, not drawn: -o json/jsonl, or a -o/--format TEMPLATE. False: draw it."""
+    if "{{" in fmt:
+        from llmgine_cli.template import apply
+
+        apply(env, fmt, [data])
+    elif fmt in ("json", "jsonl"):
+        env.out(json_text(data, indent=fmt == "json"))
+    else:
+        return False
+    env.stdout.flush()
+    return True
+
+
 def render_metrics(
     env: Environment,
     snapshot: Any,
@@ -137,9 +155,7 @@ def render_metrics(
     """
     data = builtins(snapshot)
     prev = builtins(previous) if previous is not None else None
-    if fmt in ("json", "jsonl"):
-        env.out(json_text(data, indent=fmt == "json"))
-        env.stdout.flush()
+    if as_data(env, data, fmt):
         return None
     rows = metric_rows(data, prev, interval)
     if fmt != "table":
@@ -196,9 +212,7 @@ def _metrics_width(rows: list[tuple[Any, ...]]) -> int:
 def render_trace(env: Environment, trace: Any, fmt: str) -> None:
     """A waterfall tree: name, offset from the trace start, duration, a bar; errors in red."""
     data = builtins(trace)
-    if fmt in ("json", "jsonl"):
-        env.out(json_text(data, indent=fmt == "json"))
-        env.stdout.flush()
+    if as_data(env, data, fmt):
         return
     total = data["duration_ms"] or 1.0
     width = 30

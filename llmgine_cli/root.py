@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import importlib
 import math
+import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Annotated, Any
@@ -50,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "config": ("config", "app", "group"),
     "daemon": ("daemon", "app", "group"),
     "db": ("db", "app", "group"),
+    "context": ("contexts", "app", "group"),
     "health": ("system", "app", "flat"),
     "status": ("system", "app", "flat"),
     "shutdown": ("system", "app", "flat"),
@@ -116,7 +118,27 @@ def build_command(name: str) -> Any:
     """The click command of ``llmgine NAME`` (importing its module now)."""
     command = _build_command(name)
     command.params = [p for p in command.params if p.name not in _COMPLETION_OPTIONS]
-    return finite_floats(rewrap_help(command))
+    return add_aliases(finite_floats(rewrap_help(command)))
+
+
+# What docker users type (`docker image ls`, `docker rm`): `ls` for list, `rm` for delete, and
+# `mcp delete` for its remove. Hidden: not in --help or completion, which stay one name each.
+_ALIASES = (("ls", ("list",)), ("rm", ("delete", "remove")), ("delete", ("remove",)))
+
+
+def add_aliases(command: Any) -> Any:
+    commands = getattr(command, "commands", None)
+    if commands is None:
+        return command
+    for sub in list(commands.values()):
+        add_aliases(sub)
+    for alias, names in _ALIASES:
+        target = next((commands[n] for n in names if n in commands), None)
+        if target is not None and alias not in commands:
+            twin = copy.copy(target)
+            twin.hidden = True
+            commands[alias] = twin
+    return command
 
 
 _FINITE: dict[type, type] = {}
@@ -213,8 +235,19 @@ def usage_line(exc: Any) -> str:
         return f"error: {hint}"
     if ctx is not None and getattr(ctx, "command_path", None):
         help_option = (ctx.help_option_names or ["--help"])[0]
+        familiar = _FAMILIAR.get(getattr(exc, "option_name", None) or "")
+        if familiar and any(getattr(p, "name", None) == "output" for p in ctx.command.params):
+            message = f"{message.rstrip('.')}: {familiar}"
         message = f"{message.rstrip('.')} (see '{ctx.command_path} {help_option}')"
     return f"error: {message}"
+
+
+# What gh and docker users type, and its spelling here (on commands that take -o).
+_FAMILIAR = {
+    "--json": "use -o json (or -o jsonl; --format '{{.field}}' for some fields)",
+    "--jq": "pipe -o json into jq, or pick fields with --format '{{.field}}'",
+    "--template": "use --format '{{.field}}'",
+}
 
 
 def _root_option_hint(exc: Any, ctx: Any) -> str | None:
@@ -298,6 +331,12 @@ app = typer.Typer(
 )
 
 
+def _complete_context(incomplete: str) -> list[str]:
+    from llmgine_cli.contexts import complete_names
+
+    return complete_names(incomplete)
+
+
 def _print_version(value: bool) -> None:
     if value:
         sys.stdout.write(f"llmgine {__version__}\n")
@@ -320,6 +359,16 @@ def root(
         str | None,
         typer.Option(
             "--api-key", metavar="KEY", show_default=False, help="API key for TCP (default: LLMGINE_API_KEY)."
+        ),
+    ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            metavar="NAME",
+            show_default=False,
+            autocompletion=_complete_context,
+            help="A named daemon (`llmgine context ls`; default: LLMGINE_CONTEXT, else the one in use).",
         ),
     ] = None,
     timeout: Annotated[
@@ -345,6 +394,9 @@ def root(
         from llmgine_cli import render
 
         render.USE_UTC = True
+    if context:  # for this command, as LLMGINE_CONTEXT (and over LLMGINE_URL: it is a flag)
+        os.environ["LLMGINE_CONTEXT"] = context
+        os.environ.pop("LLMGINE_URL", None)
     ctx.obj = AppContext(Environment.from_sys(), url=url, api_key=api_key, timeout=timeout)
 
 

@@ -2,8 +2,9 @@
 
 First match wins:
   1. the ``url`` argument (the CLI's ``--url``)
-  2. ``LLMGINE_URL``
-  3. the default: ``server.socket`` from the local settings, else ``<runtime dir>/llmgined.sock``
+  2. ``LLMGINE_URL`` (the CLI's ``--context`` drops it, and sets LLMGINE_CONTEXT)
+  3. a named context (contexts.py): LLMGINE_CONTEXT, or the one `llmgine context use` chose
+  4. the default: ``server.socket`` from the local settings, else ``<runtime dir>/llmgined.sock``
      (or the configured TCP address when the config says ``server.no_socket``)
 Only the default may be auto-started by the CLI; an explicit URL names someone else's daemon.
 """
@@ -207,4 +208,6 @@ def resolve_target(url: str | None = None, env: Mapping[str, str] | None = None)
         return parse_url(url)
     if env.get("LLMGINE_URL"):
         return parse_url(env["LLMGINE_URL"])
-    return default_target(env)
+    from llmgine_cli.contexts import context_target
+
+    return context_target(env) or default_target(env)

@@ -32,6 +32,7 @@ from tests.scratch import scratch_dir
 # The client's own variables plus every setting's (derived, so new settings are covered).
 SCRUBBED = (
     "LLMGINE_URL",
+    "LLMGINE_CONTEXT",
     "LLMGINE_API_KEY",
     "LLMGINE_CONFIG",
     "LLMGINE_NO_AUTOSTART",

@@ -318,7 +318,10 @@ def get(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Show one command: status, result or error, timings, parameters."""
+    """Show one command: status, result or error, timings, parameters.
+
+    Example: `llmgine command get 3f9c2a1b -S demo --format '{{.status}} {{json .result}}'`
+    """
     app_ctx = state(ctx)
     client = app_ctx.client()
     record = client.get_command(session, command_id, wait=LONG_POLL_S if wait else 0)
@@ -364,7 +367,11 @@ def list_(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """List a session's commands, newest first."""
+    """List a session's commands, newest first.
+
+    Examples: `llmgine command list -S demo --status failed -q | xargs llmgine command retry -S demo`,
+    `llmgine command list -S demo -o 'table {{.command_id}}\t{{.status}}\t{{.error.message}}'`
+    """
     app_ctx = state(ctx)
     page = app_ctx.client().list_commands(
         session, status=status, command_type=command_type, batch_id=batch, limit=limit, offset=offset, dead=dead
@@ -566,7 +573,7 @@ TERMINAL = frozenset({"completed", "failed", "timed_out", "cancelled", "interrup
 
 def render_batch(app_ctx: AppContext, result: Batch, output: Any, quiet: bool) -> None:
     fmt = resolve_format(app_ctx.env, output)
-    if fmt in ("json", "jsonl") or quiet:
+    if fmt in ("json", "jsonl") or "{{" in fmt or quiet:  # the API's data (templates too)
         render(app_ctx.env, result, View(items="commands", id_field="command_id"), output, quiet)
         return
     data = msgspec.to_builtins(result)

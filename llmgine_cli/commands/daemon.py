@@ -20,6 +20,7 @@ from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.status import ExitStatus
+from llmgine_cli.target import default_target
 
 app = typer.Typer(
     help="Run llmgined in the background: start, stop, restart, status, logs; install/uninstall it as a user service.",
@@ -66,9 +67,11 @@ def _flags(
 
 
 def managed_target(app_ctx: AppContext) -> tuple[Target, str | None]:
-    """The daemon `llmgine daemon ...` manages: --url/LLMGINE_URL, else the last start's."""
+    """The daemon `llmgine daemon ...` manages: --url/LLMGINE_URL (--context/LLMGINE_CONTEXT),
+    else the last start's, else the local default: never the context `llmgine context use`
+    chose, which names someone else's daemon (`daemon stop` must not stop it)."""
     env = app_ctx.env.environ
-    if app_ctx.url or env.get("LLMGINE_URL"):
+    if app_ctx.url or env.get("LLMGINE_URL") or env.get("LLMGINE_CONTEXT"):
         return app_ctx.target(), app_ctx.api_key
     flags = daemonctl.load_flags(get_paths(env))
     if flags is not None:
@@ -77,7 +80,7 @@ def managed_target(app_ctx: AppContext) -> tuple[Target, str | None]:
             return resolved.target, app_ctx.api_key or resolved.api_key
         except DaemonError:
             pass
-    return app_ctx.target(), app_ctx.api_key
+    return default_target(env), app_ctx.api_key
 
 
 def _say_started(app_ctx: AppContext, started: daemonctl.Started, output: str | None, quiet: bool) -> None:

@@ -158,7 +158,10 @@ def list_(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """List engines, newest first."""
+    """List engines, newest first.
+
+    Example: `llmgine engine list -S demo --format '{{.engine_id}} {{.engine_type}} {{.model_name}}'`
+    """
     app_ctx = state(ctx)
     page = app_ctx.client().list_engines(session_id=session, status=status, limit=limit, offset=offset)
     render(app_ctx.env, page, LIST_VIEW, output, quiet)

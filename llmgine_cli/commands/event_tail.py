@@ -16,8 +16,10 @@ from llmgine_daemon.protocol import EVENT_SOURCES, Command, Event
 from llmgine_cli import completion
 from llmgine_cli.commands.args import choices, parse_time, session_callback
 from llmgine_cli.context import AppContext, reader_gone_error
-from llmgine_cli.options import OutputFormat, Quiet, state
+from llmgine_cli.options import Quiet, state
 from llmgine_cli.render import resolve_format
+from llmgine_cli.template import FORMAT_HELP, parse_format
+from llmgine_cli.template import apply as apply_template
 
 
 def parse_since(value: str | None) -> int | str | None:
@@ -95,14 +97,15 @@ def tail(
         bool, typer.Option("--no-reconnect", help="Exit 3 when the daemon goes away instead of reconnecting.")
     ] = False,
     output: Annotated[
-        OutputFormat | None,
+        str | None,
         typer.Option(
             "-o",
             "--output",
+            "--format",
             metavar="FORMAT",
-            case_sensitive=False,
+            parser=parse_format,
             show_default=False,
-            help="table, plain, json or jsonl (default: a live view on a terminal, jsonl when piped)",
+            help=FORMAT_HELP + " (default: a live view on a terminal, jsonl when piped)",
         ),
     ] = None,
     quiet: Quiet = False,
@@ -168,6 +171,8 @@ def tail(
                     env.out(item.event_id)
                 elif fmt in ("json", "jsonl"):
                     env.out(msgspec.json.encode(item).decode())
+                elif "{{" in fmt:  # -o/--format TEMPLATE: a line per event
+                    apply_template(env, fmt, [msgspec.to_builtins(item)])
                 else:
                     env.out(event_line(item))
                 env.stdout.flush()

@@ -76,7 +76,8 @@ def ps(
     app_ctx = state(ctx)
     view = app_ctx.client().queue(status=status, limit=limit, session_id=session)
     fmt = resolve_format(app_ctx.env, output)
-    render(app_ctx.env, view if fmt in ("json", "jsonl") else _rows(view), PS_VIEW, output, quiet)
+    raw = fmt in ("json", "jsonl") or "{{" in fmt  # the API's data (templates too)
+    render(app_ctx.env, view if raw else _rows(view), PS_VIEW, output, quiet)
     if not quiet and fmt in ("table", "plain"):
         app_ctx.env.err(_summary(msgspec.to_builtins(view)))
 

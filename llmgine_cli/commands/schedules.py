@@ -136,7 +136,10 @@ def add(
 
 @app.command("list")
 def list_(ctx: typer.Context, session: OptionalSession = None, output: Output = None, quiet: Quiet = False) -> None:
-    """List schedules with their next firing time and how often they fired."""
+    """List schedules with their next firing time and how often they fired.
+
+    Example: `llmgine schedule list -q | xargs -n1 llmgine schedule pause`
+    """
     _show(ctx, state(ctx).client().list_schedules(session), LIST_VIEW, output, quiet)
 
 

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from llmgine_cli.commands.args import read_text
+from llmgine_cli.confirm import Yes, confirm
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, render_deleted
 from llmgine_cli.status import ExitStatus
@@ -69,8 +70,10 @@ def list_(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> No
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: Name, output: Output = None, quiet: Quiet = False) -> None:
-    """Delete a secret (exit 4 if there is none)."""
+def delete(ctx: typer.Context, name: Name, yes: Yes = False, output: Output = None, quiet: Quiet = False) -> None:
+    """Delete a secret (exit 4 if there is none). Asks first on a terminal (--yes does not);
+    a script is never asked."""
     app_ctx = state(ctx)
+    confirm(app_ctx, f"Delete secret {name}? Whatever uses it will fail.", yes)
     app_ctx.client().delete_secret(name)
     render_deleted(app_ctx.env, {"name": name}, f"deleted secret {name}", output, quiet, "name")

@@ -10,8 +10,10 @@ import typer
 
 from llmgine_cli import completion, hot
 from llmgine_cli.commands.args import choices, parse_pairs, session_callback
+from llmgine_cli.confirm import Yes, confirm
 from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.failure import report
+from llmgine_cli.ids import short_id
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, builtins, render
 
@@ -116,7 +118,11 @@ def list_(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """List the active sessions, newest first (--all: closed ones too)."""
+    """List the active sessions, newest first (--all: closed ones too).
+
+    Examples: `llmgine session list --all --format '{{.session_id}}\t{{.name}}'`,
+    `llmgine session list -q | xargs llmgine session delete -q`
+    """
     hot.session_list(
         state(ctx),
         LIST_VIEW,
@@ -131,7 +137,10 @@ def list_(
 
 @app.command("get")
 def get(ctx: typer.Context, session_id: SessionId, output: Output = None, quiet: Quiet = False) -> None:
-    """Show one session, with counts of what is in it."""
+    """Show one session, with counts of what is in it.
+
+    Example: `llmgine session get demo --format '{{.status}} {{.counts.commands}}'`
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().get_session(session_id), SESSION_VIEW, output, quiet)
 
@@ -149,6 +158,7 @@ def delete(
         ),
     ],
     purge: Annotated[bool, typer.Option("--purge", help="Delete it and its history instead of closing it.")] = False,
+    yes: Yes = False,
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
@@ -157,8 +167,14 @@ def delete(
     Several IDs (`llmgine session list -q | xargs llmgine session delete -q`) are ended in turn,
     as `docker rm` removes containers: one that fails is an error line and the exit code of
     the first failure, and the others are still ended; the ended ones are listed.
+
+    --purge asks first on a terminal (y/N; --yes does not ask); a script is never asked.
     """
     app_ctx = state(ctx)
+    if purge:
+        shown = ", ".join(short_id(s) for s in session_ids[:5]) + (", ..." if len(session_ids) > 5 else "")
+        what = "session" if len(session_ids) == 1 else f"{len(session_ids)} sessions"
+        confirm(app_ctx, f"Purge {what} {shown} and everything in {'it' if len(session_ids) == 1 else 'them'}?", yes)
     client = app_ctx.client()
     ended: list[Any] = []
     code = 0

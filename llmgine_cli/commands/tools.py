@@ -130,7 +130,10 @@ def register(
 
 @app.command("list")
 def list_(ctx: typer.Context, session: SessionOpt, output: Output = None, quiet: Quiet = False) -> None:
-    """List the session's tools with their parameters (MCP servers' tools too: NAME.tool)."""
+    """List the session's tools with their parameters (MCP servers' tools too: NAME.tool).
+
+    Example: `llmgine tool list -S demo --format '{{.name}}: {{.description}}'`
+    """
     app_ctx = state(ctx)
     render_tools(app_ctx.env, app_ctx.client().list_tools(session), output, quiet)
 

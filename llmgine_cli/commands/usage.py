@@ -66,7 +66,7 @@ def usage(
     app_ctx = state(ctx)
     report = app_ctx.client().usage(session_id=session, since=parse_time(since, "--since"), by=by)
     fmt = getattr(output, "value", output)
-    if fmt in ("json", "jsonl") or quiet:
+    if fmt in ("json", "jsonl") or "{{" in (fmt or "") or quiet:  # the API's data (templates too)
         render(app_ctx.env, report, REPORT_VIEW, output, quiet)
         return
     import msgspec

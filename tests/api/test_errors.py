@@ -201,6 +201,8 @@ def test_every_pattern_of_a_request_has_words_for_its_422():
 async def test_a_bad_webhook_is_said_in_words(app_client):
     for body, field, words in (
         ({"url": "ftp://example.invalid/x"}, "url", "http:// or https://"),
+        ({"url": "hook"}, "url", "http:// or https://"),  # was "Expected `str` of length >= 8"
+        ({"url": "http://"}, "url", "must name a host"),
         ({"url": "http://127.0.0.1:9/x", "events": ["Bad Type"]}, "events[0]", "prefix ending in *"),
     ):
         resp = await app_client.post("/api/webhooks", json=body)

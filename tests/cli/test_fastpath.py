@@ -30,6 +30,8 @@ def test_session_list_is_the_same_both_ways(cli, daemon, sid):
         ["session", "list", "-q", "--limit", "3"],
         ["session", "list", "--status", "active", "-o", "jsonl"],
         ["session", "list"],
+        ["session", "list", "--format", "{{.session_id}}\\t{{json .metadata}}"],
+        ["session", "list", "-o", "table {{.name}}\\t{{.status}}", "--limit", "5"],
     ):
         fast = run_cli(args, daemon.env)
         slow = cli(*args)

@@ -104,6 +104,7 @@ HEAVY = {"typer", "click", "msgspec", "rich", "aiohttp", "http", "email", "ssl",
         ["command", "run", "DummyEngineCommand", "-p", "prompt=x", "-o", "json"],
         ["event", "publish", "Hot", "-q", "--data", '{"n": 1}'],
         ["--timeout", "5", "session", "list", "--limit=3", "-q"],
+        ["session", "list", "--format", "table {{.session_id}}\\t{{json .metadata}}"],
     ],
 )
 def test_hot_commands_import_only_what_they_use(daemon, args):
@@ -486,3 +487,26 @@ def test_the_note_of_left_out_columns_fits_80_columns(daemon):
     lines = [line for line in plain.splitlines() if line.strip()]
     note = next(line for line in lines if "not shown at this width" in line)
     assert all(len(line) <= 80 for line in lines), note
+
+
+def test_the_first_column_is_never_cut_at_80_columns(daemon, tmp_path):
+    # A listing's first column is what the next command takes (`tool exec NAME`): a tool
+    # named with 44 characters was shown as "get_weather_for_a_ver…" at 80 columns, a name
+    # no one could copy. The other columns shrink or are left out instead.
+    import re
+
+    name = "get_weather_for_a_very_long_named_location_x"
+    source = tmp_path / "tool.py"
+    source.write_text(
+        f"def {name}(location: str, unit: str = 'celsius', days: int = 3) -> dict:\n"
+        '    """Get the weather forecast for a location, in the unit asked for, over several days."""\n'
+        "    return {}\n"
+    )
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    assert run_cli(["tool", "register", str(source), "-S", sid, "-q"], daemon.env).returncode == 0
+    env = full_env({**daemon.env, "COLUMNS": None, "TERM": "xterm-256color", "NO_COLOR": None})
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", _on_a_terminal(["tool", "list", "-S", sid], env))
+    lines = [line for line in plain.splitlines() if line.strip()]
+    assert all(len(line) <= 80 for line in lines), lines
+    row = next(line for line in lines if line.strip().startswith("get_weather"))
+    assert row.split()[0] == name, row

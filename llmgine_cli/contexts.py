@@ -1,0 +1,114 @@
+"""Named daemons, as `docker context`: `llmgine context add prod --url http://db1:8000`, then
+`llmgine context use prod` (or `LLMGINE_CONTEXT=prod`, or `--context prod` for one command).
+
+They live in ``contexts.json`` in the config directory (next to config.toml; mode 0600, as a
+context may hold an API key): ``{"current": NAME | null, "contexts": {NAME: {"url", "api_key"}}}``.
+The daemon a command talks to, first match wins: --url, --context, LLMGINE_URL,
+LLMGINE_CONTEXT, the current context, the local daemon. A context's daemon is never
+auto-started (it is someone else's) and is never offered the local key.
+
+On every call's path (target.py): without LLMGINE_CONTEXT, one stat of the file.
+"""
+
+from __future__ import annotations
+
+import os
+
+from llmgine_cli.errors import InvalidArgument
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from llmgine_cli.target import Target
+
+DEFAULT = "default"  # the local daemon: `llmgine context use default`
+FILE = "contexts.json"
+
+
+def contexts_path(env: Mapping[str, str]) -> str:
+    """<config dir>/contexts.json: $LLMGINE_HOME/config, else the platform's config dir."""
+    home = env.get("LLMGINE_HOME")
+    if home:
+        return os.path.join(os.path.abspath(os.path.expanduser(home)), "config", FILE)
+    xdg = env.get("XDG_CONFIG_HOME")
+    if xdg and os.path.isabs(xdg) and env is not os.environ:
+        return os.path.join(xdg, "llmgine", FILE)
+    import platformdirs
+
+    return os.path.join(platformdirs.user_config_dir("llmgine"), FILE)
+
+
+def load(env: Mapping[str, str]) -> dict[str, Any]:
+    path = contexts_path(env)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return {"current": None, "contexts": {}}
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+    import json
+
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("contexts", {}), dict):
+            raise ValueError("not an object with a contexts object")
+    except ValueError as exc:
+        raise InvalidArgument(f"{path} is damaged ({exc}): fix it or remove it") from None
+    data.setdefault("contexts", {})
+    data.setdefault("current", None)
+    return data
+
+
+def save(env: Mapping[str, str], data: dict[str, Any]) -> str:
+    """Write ``data`` (mode 0600, replaced whole: a crash leaves the old file or the new)."""
+    import json
+
+    path = contexts_path(env)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    temp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(data, indent=2) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(temp, path)
+    return path
+
+
+def selected(env: Mapping[str, str], name: str | None = None) -> tuple[str, dict[str, Any]] | None:
+    """The context in force: ``name`` (--context), else LLMGINE_CONTEXT, else the current one;
+    None for the local daemon. A name that is not there is a usage error."""
+    name = name or env.get("LLMGINE_CONTEXT") or None
+    if name is None and not os.path.exists(contexts_path(env)):
+        return None  # the common case: one stat
+    data = load(env)
+    name = name or data.get("current")
+    if not name or name == DEFAULT:
+        return None
+    found = data["contexts"].get(name)
+    if not isinstance(found, dict) or not isinstance(found.get("url"), str):
+        raise InvalidArgument(f"no context {name!r}: `llmgine context ls` lists them")
+    return name, found
+
+
+def context_target(env: Mapping[str, str], name: str | None = None) -> Target | None:
+    """The daemon of the context in force (with its API key), or None."""
+    chosen = selected(env, name)
+    if chosen is None:
+        return None
+    from llmgine_cli.target import parse_url
+
+    target = parse_url(chosen[1]["url"])
+    return target.replace(config_api_key=chosen[1].get("api_key") or None)
+
+
+def complete_names(incomplete: str) -> list[str]:
+    """Shell completion of a context's name (silent on a damaged file)."""
+    try:
+        names = [DEFAULT, *sorted(load(os.environ)["contexts"])]
+    except InvalidArgument:
+        return []
+    return [name for name in names if name.startswith(incomplete)]
