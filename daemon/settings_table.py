@@ -404,7 +404,8 @@ SETTINGS: tuple[Setting, ...] = (
         1024**3,
         "most bytes of events (their data and metadata, as stored JSON) one session may keep; "
         "an event published past it by a client or by user code is refused (409 LIMIT_REACHED), "
-        "the bus's own records of what happens in the session are kept; deleting events (the "
+        "the bus's own records of what happens in the session are kept, and once it is reached new "
+        "commands, batches and tool calls in the session are refused; deleting events (the "
         "session, retention) frees their bytes (0 = no limit)",
     ),
     Setting(

@@ -8,7 +8,12 @@
     event bytes/session  max_event_bytes_per_session
                       EventLog.publish, SandboxBridge.publish (events a client or user code
                       publishes): the UPDATE that counts an event's bytes (bus/events.py)
-                      checks them in the same statement, no read of its own
+                      checks them in the same statement, no read of its own; and new work
+                      that writes events the bus never refuses, once the budget is reached:
+                      commands, batches, retries (``sessions.require_active``, in the statement
+                      that reads the session's state) and tool calls of a client's own
+                      (``check_event_bytes``), so that commands with large parameters or
+                      results cannot fill the disk past it either
     unfinished commands/session  max_pending_commands_per_session
                       Commands.submit (when it queues), submit_batch, Dependencies.submit,
                       Retries.rerun: each unfinished command is kept in memory with its
@@ -137,6 +142,15 @@ class Capacity:
                 maximum,
                 f"unfinished commands in a session (a batch counts one per {BATCH_UNIT} commands)",
             )
+
+    def check_event_bytes(self, conn: sqlite3.Connection, session_id: str) -> None:
+        """LIMIT_REACHED once ``session_id``'s events have reached max_event_bytes_per_session:
+        for new work that writes events the bus never refuses (a tool call's ToolExecuted).
+        Commands check it with the session's state (``sessions.require_active``)."""
+        maximum = self.max_event_bytes_per_session
+        row = conn.execute("SELECT event_bytes FROM session_counts WHERE session_id = ?", (session_id,)).fetchone()
+        if maximum > 0 and row is not None and row[0] >= maximum:
+            raise limit_reached("max_event_bytes_per_session", maximum, "bytes of events in a session")
 
     def check_tools(self, conn: sqlite3.Connection, session_id: str, name: str | None) -> None:
         """Room for tool ``name`` in ``session_id``: re-registering a name replaces it."""

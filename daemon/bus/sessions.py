@@ -63,9 +63,29 @@ def fetch_session(conn: sqlite3.Connection, session_id: str) -> tuple[Any, ...]:
     return row
 
 
-def require_active(conn: sqlite3.Connection, session_id: str) -> None:
-    """SESSION_NOT_FOUND / SESSION_CLOSED unless the session is open; for writes that need it."""
-    row = conn.execute("SELECT status FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+_STATUS_AND_BYTES = (
+    "SELECT s.status, c.event_bytes FROM sessions s LEFT JOIN session_counts c ON c.session_id = s.session_id"
+    " WHERE s.session_id = ?"
+)
+
+
+def require_active(conn: sqlite3.Connection, session_id: str, max_event_bytes: int = 0) -> None:
+    """SESSION_NOT_FOUND / SESSION_CLOSED unless the session is open; for writes that need it.
+
+    ``max_event_bytes`` (security.limits.max_event_bytes_per_session, for writes that start new
+    work in the session: a command, a batch, a retry, a tool call): LIMIT_REACHED once the
+    session's events have reached it, in the same statement. What that work then writes (its
+    CommandStarted with the parameters, its result, a ToolExecuted) is the bus's own record and
+    never refused, so the budget is held at the door; events a client or user code publishes
+    are checked one by one (bus/events.py)."""
+    if max_event_bytes > 0:
+        row = conn.execute(_STATUS_AND_BYTES, (session_id,)).fetchone()
+        if row is not None and row[0] == "active" and (row[1] or 0) >= max_event_bytes:
+            from llmgine_daemon.bus.capacity import limit_reached
+
+            raise limit_reached("max_event_bytes_per_session", max_event_bytes, "bytes of events in a session")
+    else:
+        row = conn.execute("SELECT status FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
     if row is None:
         raise not_found("session", session_id=session_id)
     if row[0] != "active":

@@ -245,6 +245,9 @@ class Tools:
         source: str = "api",
     ) -> ToolResult:
         check_timeout(timeout, self.bus.max_timeout)
+        maximum = self.bus.capacity.max_event_bytes_per_session
+        if source == "api" and maximum > 0:  # a call of its own, not one a running command makes
+            await self.bus.store.read(lambda conn: self.bus.capacity.check_event_bytes(conn, session_id))
         if SEPARATOR in name:
             result = await self._call_mcp(session_id, name, arguments, timeout, source, depth)
         else:

@@ -245,3 +245,48 @@ async def test_user_code_publishes_within_the_event_bytes_the_bus_records_past_t
     assert record["result"]["published"] == 4 and "max_event_bytes_per_session" in record["result"]["error"]
     listed = await (await client.get(f"/api/sessions/{sid}/events?event_type=Command*", headers=bearer(local))).json()
     assert [e["event_type"] for e in listed["events"]][-1] == "CommandResult"
+
+
+async def test_new_work_is_refused_at_the_door_once_the_event_bytes_are_spent(aiohttp_client, make_settings):
+    """A command's own events (CommandStarted with its parameters, its result) and a tool
+    call's ToolExecuted are the bus's records and never refused: commands with large
+    parameters filled the disk past max_event_bytes_per_session. Once a session's events reach
+    it, new commands, batches and tool calls of its own are 409 LIMIT_REACHED; another
+    session is not held."""
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_EVENT_BYTES_PER_SESSION="30000")
+    s, other = await new_session(client, local), await new_session(client, local)
+    sid, token = s["session_id"], {"X-Session-Token": s["session_token"]}
+    for session in (sid, other["session_id"]):
+        resp = await client.post(
+            "/api/engines", json={"engine_type": "DummyEngine", "session_id": session}, headers=bearer(local)
+        )
+        assert resp.status == 201, await resp.text()
+    big = {"command_type": "DummyEngineCommand", "parameters": {"prompt": "x" * 12000}}
+    statuses = []
+    for _ in range(6):
+        resp = await client.post(f"/api/sessions/{sid}/commands?wait=30", json=big, headers=token)
+        statuses.append(resp.status)
+        if resp.status == 409:
+            refusal = assert_envelope(await resp.json(), "LIMIT_REACHED")
+            assert refusal["details"] == {"limit": "max_event_bytes_per_session", "max": 30000}
+    # Each command stores its prompt (CommandStarted's parameters, the engine's events): a
+    # command let in under the budget may pass it, every one after that is refused.
+    admitted = statuses.count(200)
+    assert 1 <= admitted <= 3 and statuses == [200] * admitted + [409] * (6 - admitted), statuses
+    batch = {"commands": [{"command_type": "DummyEngineCommand", "parameters": {"prompt": "y"}}]}
+    resp = await client.post(f"/api/sessions/{sid}/commands/batch", json=batch, headers=token)
+    assert resp.status == 409 and assert_envelope(await resp.json(), "LIMIT_REACHED")
+    tool = {
+        "name": "add",
+        "description": "add",
+        "parameters": {},
+        "function_code": "def add(a, b):\n    return a + b\n",
+    }
+    resp = await client.post(f"/api/sessions/{sid}/tools", json=tool, headers=bearer(local))
+    assert resp.status == 201, await resp.text()
+    resp = await client.post(
+        f"/api/sessions/{sid}/tools/add/execute", json={"arguments": {"a": 1, "b": 2}}, headers=token
+    )
+    assert resp.status == 409 and assert_envelope(await resp.json(), "LIMIT_REACHED")
+    resp = await client.post(f"/api/sessions/{other['session_id']}/commands?wait=30", json=big, headers=bearer(local))
+    assert resp.status == 200, await resp.text()

@@ -160,7 +160,7 @@ class Dependencies:
             prior = lookup(conn, idem)
             if prior is not None:
                 return command_row(conn, session_id, prior[1]), None, {}
-            require_active(conn, session_id)
+            require_active(conn, session_id, self.commands.bus.capacity.max_event_bytes_per_session)
             if claim is not None:
                 claim(conn, rec.command_id)
             states = _states(conn, spec.after)

@@ -186,7 +186,7 @@ class Retries:
         ts = now_iso()
 
         def write(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], list[Event]]:
-            require_active(conn, session_id)
+            require_active(conn, session_id, self.commands.bus.capacity.max_event_bytes_per_session)
             if command_ids:
                 marks = ", ".join("?" * len(command_ids))
                 rows = conn.execute(

@@ -161,7 +161,7 @@ class Commands(Recovery):
             prior = lookup(conn, idem)
             if prior is not None:
                 return command_row(conn, session_id, prior[1]), []
-            require_active(conn, session_id)
+            require_active(conn, session_id, capacity.max_event_bytes_per_session)
             if claim is not None:
                 claim(conn, rec.command_id)
             if claimed:
@@ -200,7 +200,7 @@ class Commands(Recovery):
         final: list[tuple[Outcome, list[Any], str]] = []
 
         def write(conn: sqlite3.Connection) -> tuple[None, list[Event]]:
-            require_active(conn, session_id)
+            require_active(conn, session_id, self.bus.capacity.max_event_bytes_per_session)
             self.bus.cluster.fence(conn, session_id, claim=True)
             if not final:
                 insert_command(conn, rec)
@@ -318,7 +318,7 @@ class Commands(Recovery):
             prior = lookup(conn, idem)
             if prior is not None:
                 return batch_rows(conn, session_id, prior[1], STATE_COLUMNS)
-            require_active(conn, session_id)
+            require_active(conn, session_id, self.bus.capacity.max_event_bytes_per_session)
             self.bus.capacity.check_pending(conn, session_id, pending_units(len(records), batch=True))
             conn.execute(
                 "INSERT INTO batches (batch_id, session_id, mode, stop_on_error, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -369,7 +369,7 @@ class Commands(Recovery):
         rec.status, rec.started_at = "executing", ts
 
         def write(conn: sqlite3.Connection) -> Event:
-            require_active(conn, session_id)
+            require_active(conn, session_id, self.bus.capacity.max_event_bytes_per_session)
             insert_command(conn, rec)
             return insert_event(
                 conn, session_id, "CommandStarted", started_data(rec), timestamp=ts, trace_id=rec.trace_id
