@@ -6,10 +6,12 @@ with no site-packages.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import sys
+from typing import Any, NoReturn
 
 
 def set_limits(limits: dict[str, int]) -> None:
@@ -72,10 +74,50 @@ def drop_identity(identity: list[int] | None) -> None:
 def main() -> None:
     """``python -I -S -c BOOT CONFIG_JSON``: ``{"identity", "limits", "idle", "argv"}``; the
     identity is dropped, the limits set (the lowest CPU priority with ``idle``), then ``argv``
-    replaces this process."""
+    replaces this process. With an identity to drop (a root daemon), this process stays as the
+    sandbox's init (``_stay_init``) and the server runs in a child."""
     config = json.loads(sys.argv[1])
+    if config["identity"]:
+        _stay_init(config)
+    _become_server(config)
+
+
+def _become_server(config: dict[str, Any]) -> NoReturn:
     drop_identity(config["identity"])
     set_limits(config["limits"])
     if config.get("idle"):
         lower_priority()
     os.execv(config["argv"][0], config["argv"])
+
+
+def _stay_init(config: dict[str, Any]) -> NoReturn:
+    """Run the server in a child and wait for it as the PID namespace's init, keeping the
+    parent-death signal bubblewrap set (--die-with-parent): changing uid clears it (and set
+    again, a process of sandbox.user as the namespace's init is not killed by it), and
+    bubblewrap puts the sandbox in a session of its own, so a server that dropped its uid in
+    this process outlived bubblewrap: stopping it, its session's end and the daemon's (even
+    by SIGKILL) left it and everything it started running. When bubblewrap goes, this init
+    gets SIGKILL, and with it every process of the namespace. It holds none of the server's
+    pipes, and stays root only in a process the server (another uid) can neither signal nor
+    trace."""
+    child = os.fork()
+    if child == 0:
+        _become_server(config)
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+    except OSError:
+        for fd in (0, 1, 2):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    while True:  # as init, reap the orphans too; end with the server
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        except InterruptedError:
+            continue
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(code if code >= 0 else 128 - code)

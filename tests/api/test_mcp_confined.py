@@ -5,14 +5,17 @@ for as long as its session lived. And a command under /bin (a link to /usr/bin) 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
 import shutil
+import signal
 from typing import Any
 
 from tests.api.test_mcp_servers import add_server
 from tests.conftest import create_session
+from tests.eventually import eventually
 
 PYTHON = "/usr/bin/python3"
 
@@ -88,3 +91,42 @@ async def test_a_session_tokens_stdio_server_has_a_cpu_budget_and_the_lowest_pri
     me = await _ident(client, sid, token, "me")
     assert me["limits"]["RLIMIT_CPU"] == 120 and me["limits"]["RLIMIT_NICE"] == 0
     assert me["policy"] == os.SCHED_IDLE and me["nice"] == 19
+
+
+def _running(marker: str) -> list[int]:
+    """Host processes whose command line holds ``marker``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if marker.encode() in fh.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+async def test_a_removed_session_token_server_leaves_no_process(make_client: Any) -> None:
+    """Under a root daemon a session token's server drops to sandbox.user, and changing its
+    uid cleared the parent-death signal bubblewrap had set; bubblewrap puts it in a session of
+    its own, so stopping it (killing bubblewrap's process group) left it and everything it
+    started running as `nobody`, reparented to init: after `mcp remove`, after its session
+    ended, after the daemon stopped (1.6 GB held by one removed server's children, seen)."""
+    client = await make_client(LLMGINE_MCP_SESSION_TOKEN_STDIO="true")
+    session = await create_session(client)
+    sid, token = session["session_id"], {"X-Session-Token": session["session_token"]}
+    client.session.headers.pop("Authorization")
+    marker = f"marker-{os.getpid()}-{id(client)}"
+    # The server forks a child, serves as usual, and ignores the end of its input.
+    code = f"# {marker}\nimport os, time\nif os.fork() == 0:\n    time.sleep(3600)\n    os._exit(0)\n{SERVER}\ntime.sleep(3600)\n"
+    server = await add_server(client, sid, headers=token, name="stay", command=PYTHON, args=["-c", code])
+    assert server["status"] == "running", server
+    try:
+        assert len(_running(marker)) >= 2  # the server and its child
+        resp = await client.delete(f"/api/sessions/{sid}/mcp-servers/stay", headers=token)
+        assert resp.status == 204, await resp.text()
+        await eventually(lambda: not _running(marker), message="the removed server's processes are still running")
+    finally:
+        for pid in _running(marker):  # what a failure left
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
