@@ -118,7 +118,8 @@ async def test_a_removed_session_token_server_leaves_no_process(make_client: Any
     client.session.headers.pop("Authorization")
     marker = f"marker-{os.getpid()}-{id(client)}"
     # The server forks a child, serves as usual, and ignores the end of its input.
-    code = f"# {marker}\nimport os, time\nif os.fork() == 0:\n    time.sleep(3600)\n    os._exit(0)\n{SERVER}\ntime.sleep(3600)\n"
+    fork = "import os, time\nif os.fork() == 0:\n    time.sleep(3600)\n    os._exit(0)\n"
+    code = f"# {marker}\n{fork}{SERVER}\ntime.sleep(3600)\n"
     server = await add_server(client, sid, headers=token, name="stay", command=PYTHON, args=["-c", code])
     assert server["status"] == "running", server
     try:
