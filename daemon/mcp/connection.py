@@ -73,10 +73,17 @@ class CallResult:
     duration_ms: float = 0.0
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, first_line: bool = False) -> str:
+    """What went wrong, for ``last_error`` and a failed call. ``first_line`` (an HTTP server):
+    only the first line of each message - the next ones of a response the client could not
+    read quote it (pydantic's ``input_value=...``), and the URL may be any service of
+    ``mcp.allowed_hosts`` (loopback by default), not a server at all: a session token must
+    not read another service's answers through them."""
     if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(e) for e in exc.exceptions)
+        return "; ".join(_describe(e, first_line) for e in exc.exceptions)
     text = str(exc) or type(exc).__name__
+    if first_line:
+        text = text.split("\n", 1)[0]
     return text[:500]
 
 
@@ -132,7 +139,7 @@ class Connection:
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # noqa: BLE001 - a server's failure never ends the daemon
-                self.last_error = _describe(exc)
+                self.last_error = _describe(exc, first_line=self.config.url is not None)
             finally:
                 self._session = None
                 self._ready.clear()
@@ -239,7 +246,8 @@ class Connection:
             if isinstance(exc, MCPError) and exc.code != CONNECTION_CLOSED:
                 return done(error={"code": CallErrorCode.EXECUTION_FAILED, "message": exc.error.message[:2000]})
             self._broken.set()
-            return done(error={"code": CallErrorCode.SERVER_UNAVAILABLE, "message": _describe(exc)})
+            why = _describe(exc, first_line=self.config.url is not None)
+            return done(error={"code": CallErrorCode.SERVER_UNAVAILABLE, "message": why})
         result, error = convert(outcome)
         return done(result, error)
 
