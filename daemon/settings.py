@@ -58,6 +58,7 @@ class Limits:
     max_websockets_per_credential: int
     session_log_records: int
     session_log_rows: int
+    session_span_rows: int
 
 
 class _Typed(Generic[T]):

@@ -459,6 +459,14 @@ SETTINGS: tuple[Setting, ...] = (
         "most log records of one session kept in the database: its oldest go first, so a "
         "session pushes out only its own (0 = no limit but observability.log_retention_rows)",
     ),
+    Setting(
+        "security.limits.session_span_rows",
+        "LLMGINE_SESSION_SPAN_ROWS",
+        positive,
+        10_000,
+        "most trace spans of one session kept in the database: its oldest go first, so a "
+        "session pushes out only its own (0 = no limit but observability.trace_retention_spans)",
+    ),
     Setting("observability.enable_metrics", "ENABLE_METRICS", parse_bool, True, "collect metrics and serve /metrics"),
     Setting("observability.enable_tracing", "ENABLE_TRACING", parse_bool, True, "record traces"),
     Setting(

@@ -51,6 +51,10 @@ class Observability:
         self._unchecked: dict[str, int] = {}
         self._since_trim = 0  # records written since the table was last trimmed to log_rows
         self.span_rows: int = settings["observability.trace_retention_spans"]
+        # The same for spans (security.limits.session_span_rows, trim_session_spans).
+        self.session_span_rows: int = settings["security.limits.session_span_rows"]
+        self._spans_unchecked: dict[str, int] = {}
+        self._spans_since_trim = 0
         self.level = LEVELS[settings["logging.level"]]
         self.registry = metrics.Registry(enabled=self.metrics_enabled)
         self.sample_rate: float = settings["observability.trace_sample_rate"]
@@ -124,12 +128,16 @@ class Observability:
                 return
             span_rows, session_rows = self.span_rows, self.session_log_rows
             log_rows, over = self._trims(records)
+            session_span_rows = self.session_span_rows
+            sessions = [span[10] for span in spans]  # a SpanRow's session
+            spans_over = _over(sessions, self._spans_unchecked, session_span_rows)
+            span_rows = self._span_rows_now(len(spans))
 
             def write(conn: sqlite3.Connection) -> None:
                 if records:
                     insert_logs(conn, records, log_rows, over, session_rows)
                 if spans:
-                    insert_spans(conn, spans, span_rows)
+                    insert_spans(conn, spans, span_rows, spans_over, session_span_rows)
 
             await self._untraced_write(write)
 
@@ -143,24 +151,22 @@ class Observability:
             rows, self._since_trim = self.log_rows, 0
         return rows, self._sessions_to_trim(records)
 
+    def _span_rows_now(self, written: int) -> int:
+        """``trace_retention_spans`` for this flush's spans: at every flush while the table is
+        trimmed by id; counted (sessions' trims leave gaps in the ids: session_span_rows) once
+        per hundredth of it written, 0 the other times."""
+        if not self.session_span_rows:
+            return self.span_rows
+        self._spans_since_trim += written
+        if self.span_rows and self._spans_since_trim >= max(1, self.span_rows // 100):
+            self._spans_since_trim = 0
+            return self.span_rows
+        return 0
+
     def _sessions_to_trim(self, records: list[LogRecord]) -> list[str]:
         """The sessions of ``records`` that wrote a tenth of ``session_log_rows`` since they
         were last trimmed (counting every record would cost a look per session per flush)."""
-        if not self.session_log_rows or not records:
-            return []
-        step = max(1, self.session_log_rows // 10)
-        unchecked = self._unchecked
-        over = []
-        for record in records:
-            if record.session_id is not None:
-                count = unchecked[record.session_id] = unchecked.get(record.session_id, 0) + 1
-                if count == step:
-                    over.append(record.session_id)
-        for session_id in over:
-            del unchecked[session_id]
-        if len(unchecked) > 10_000:  # sessions that log little: forget them (trimmed later)
-            unchecked.clear()
-        return over
+        return _over([r.session_id for r in records], self._unchecked, self.session_log_rows)
 
     async def store_log(self, record: LogRecord) -> int:
         """Write one record now (POST /api/observability/logs); returns its id.
@@ -258,3 +264,22 @@ class Observability:
                 error=str(error) if error else None,
                 batch_size=size,
             )
+
+
+def _over(session_ids: list[str | None], unchecked: dict[str, int], cap: int) -> list[str]:
+    """The sessions among ``session_ids`` (one per record or span written) that wrote a tenth
+    of ``cap`` since they were last trimmed to it; ``unchecked`` counts what each wrote since."""
+    if not cap or not session_ids:
+        return []
+    step = max(1, cap // 10)
+    over = []
+    for session_id in session_ids:
+        if session_id is not None:
+            count = unchecked[session_id] = unchecked.get(session_id, 0) + 1
+            if count == step:
+                over.append(session_id)
+    for session_id in over:
+        del unchecked[session_id]
+    if len(unchecked) > 10_000:  # sessions that write little: forget them (trimmed later)
+        unchecked.clear()
+    return over

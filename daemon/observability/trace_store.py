@@ -44,9 +44,18 @@ _INSERT = (
 )
 
 
-def insert_spans(conn: sqlite3.Connection, spans: list[SpanRow], max_rows: int) -> None:
+def insert_spans(
+    conn: sqlite3.Connection,
+    spans: list[SpanRow],
+    max_rows: int,
+    sessions: list[str] | None = None,
+    session_rows: int = 0,
+) -> None:
     """``spans`` are the tracer's buffered tuples (``tracing.SpanRow``); the ISO start and the
-    JSON are made here, in the telemetry writer's thread, not on the event loop."""
+    JSON are made here, in the telemetry writer's thread, not on the event loop. Then each of
+    ``sessions`` is trimmed to its newest ``session_rows`` (``trim_session_spans``), and the
+    table to its newest ``max_rows`` (0: not now): counted when sessions are trimmed (their
+    trims leave gaps in the ids), else by id."""
     if not spans:
         return
     rows = _encoder.encode(
@@ -58,9 +67,30 @@ def insert_spans(conn: sqlite3.Connection, spans: list[SpanRow], max_rows: int) 
     if b"\\u0000" in rows:  # a NUL in a name, an error, an attribute: PostgreSQL refuses it
         rows = _encoder.encode(without_nul(_decoder.decode(rows)))
     conn.execute(_INSERT, (rows.decode(),))
-    if max_rows > 0:
+    if sessions and session_rows > 0:
+        trim_session_spans(conn, sessions, session_rows)
+    if max_rows > 0 and session_rows > 0:
+        row = conn.execute("SELECT id FROM spans ORDER BY id DESC LIMIT 1 OFFSET ?", (max_rows,)).fetchone()
+        if row is not None:
+            conn.execute("DELETE FROM spans WHERE id <= ?", (row[0],))
+    elif max_rows > 0:
         last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
         conn.execute("DELETE FROM spans WHERE id <= ?", (last - max_rows,))
+
+
+def trim_session_spans(conn: sqlite3.Connection, session_ids: list[str], max_rows: int) -> int:
+    """Keep only the newest ``max_rows`` spans of each of ``session_ids``
+    (``security.limits.session_span_rows``): a session whose every request is traced (a
+    ``traceparent`` with the sampled flag, failed requests) pushes out its own spans, not
+    everyone's. Returns how many went."""
+    gone = 0
+    for session_id in session_ids:
+        row = conn.execute(
+            "SELECT id FROM spans WHERE session_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?", (session_id, max_rows)
+        ).fetchone()
+        if row is not None:
+            gone += conn.execute("DELETE FROM spans WHERE session_id = ? AND id <= ?", (session_id, row[0])).rowcount
+    return gone
 
 
 def prune_spans_before(conn: sqlite3.Connection, cutoff_unix: float) -> int:

@@ -4,9 +4,10 @@ budget per minute (``security.limits.session_log_records``) and its stored recor
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from llmgine_daemon.api.keys import BUS
+from llmgine_daemon.api.keys import BUS, OBSERVABILITY
 
 from tests.api.test_observability import get_json
 from tests.conftest import create_session
@@ -74,3 +75,30 @@ async def test_bus_log_has_a_budget_per_session_and_minute(make_client):
     await eventually(counted, message="the dropped records counted in the attacker's session")
     await _say(client, attacker, 3)  # a new minute, a new budget
     assert len(await _messages(client, attacker, "flood")) == 13
+
+
+async def _span_sessions(client: Any) -> dict[str | None, int]:
+    await client.app[OBSERVABILITY].flush()
+    rows = await client.app[OBSERVABILITY].telemetry.read(
+        lambda conn: conn.execute("SELECT session_id, COUNT(*) FROM spans GROUP BY session_id").fetchall()
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+async def test_a_session_tracing_every_request_pushes_out_only_its_own_spans(make_client):
+    """A ``traceparent`` with the sampled flag is always stored (so is a failed span): a
+    session token sending one with each of its 1,000 requests a minute stored a span for
+    each, and within two hours the table's retention (observability.trace_retention_spans,
+    100,000) had pushed out every other session's traces. Its own oldest go first now."""
+    client = await make_client(LLMGINE_TRACE_RETENTION_SPANS="150", LLMGINE_SESSION_SPAN_ROWS="20")
+    victim = await create_session(client)
+    attacker = await create_session(client)
+    for who, n in ((victim, 5), (attacker, 300)):
+        token = {"X-Session-Token": who["session_token"]}
+        for _ in range(n):
+            sampled = {"traceparent": f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01", **token}
+            resp = await client.get(f"/api/sessions/{who['session_id']}", headers=sampled)
+            assert resp.status == 200, await resp.text()
+    counts = await _span_sessions(client)
+    assert counts.get(victim["session_id"], 0) >= 5, counts
+    assert counts[attacker["session_id"]] <= 20 + 2, counts  # trimmed every tenth of the cap
