@@ -9,12 +9,13 @@ import json
 import os
 import signal
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.clitools import cleanup_home, run_cli, short_home, start_daemon, stop_process
+from tests.clitools import cleanup_home, free_port, run_cli, short_home, start_daemon, stop_process
 from tests.e2e.test_shutdown import alive, descendants
 from tests.eventually import eventually_blocking
 
@@ -106,3 +107,33 @@ def test_no_server_outlives_a_killed_daemon(home: Path) -> None:
         eventually_blocking(lambda: not any(alive(pid) for pid in pids), timeout=15)
     finally:
         stop_process(daemon.proc)
+
+
+def test_no_session_token_server_outlives_a_killed_daemon(home: Path) -> None:
+    """A session token's stdio server runs as sandbox.user under a root daemon; it drops its
+    uid in a child of the sandbox's init, which keeps bubblewrap's parent-death signal: one
+    that dropped it itself (and ignored the end of its input) outlived the daemon."""
+    port = free_port()
+    daemon = start_daemon(home, port=port, env={"LLMGINE_MCP_SESSION_TOKEN_STDIO": "true"})
+    pids: list[int] = []
+    try:
+        session = cli(daemon, "session", "create", "-o", "json")
+        stays = "import time\nwhile True:\n    time.sleep(60)\n"  # never reads, never exits
+        body = {"name": "stays", "command": "/usr/bin/python3", "args": ["-c", stays]}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/sessions/{session['session_id']}/mcp-servers",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "X-Session-Token": session["session_token"]},
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            assert resp.status == 201
+        pids = sorted(descendants(daemon.proc.pid))
+        assert len(pids) >= 2  # bubblewrap and what runs in it
+        os.kill(daemon.proc.pid, signal.SIGKILL)
+        daemon.proc.wait()
+        eventually_blocking(lambda: not any(alive(pid) for pid in pids), timeout=15)
+    finally:
+        stop_process(daemon.proc)
+        for pid in pids:  # what a failure left
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
