@@ -105,6 +105,7 @@ class Connection:
         self._broken = asyncio.Event()  # a call saw the connection fail: reconnect
         self._task: asyncio.Task[None] | None = None
         self._connected = False  # the current attempt got as far as a session
+        self._proc: asyncio.subprocess.Process | None = None  # the stdio server's, while it runs
 
     # -- life -----------------------------------------------------------------------------
 
@@ -126,6 +127,12 @@ class Connection:
             await cancel_and_wait(task)
         except Exception:  # the supervisor logs its own failures
             pass
+        # A start cancelled before the server answered (still in `initialize`) did not always
+        # reach its cleanup: the process was left running after `mcp remove` (and a session
+        # token could register and remove silent servers past the 20 it may have).
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            await _kill(proc)
         self.status = "stopped"
 
     async def _supervise(self) -> None:
@@ -169,7 +176,7 @@ class Connection:
         self._connected = False
         await load_sdk()
         if self.config.launch is not None:
-            proc = await launch.start(await self.isolation(), self.config.launch)
+            proc = self._proc = await launch.start(await self.isolation(), self.config.launch)
             self.pid = proc.pid
             errors = asyncio.get_running_loop().create_task(self._pump_stderr(proc))
             try:
@@ -179,6 +186,7 @@ class Connection:
                     self.last_error = f"the process exited with status {proc.returncode}"
             finally:
                 await _end_process(proc)
+                self._proc = None
                 await cancel_and_wait(errors)
         else:
             from mcp.client.streamable_http import streamable_http_client
@@ -402,6 +410,11 @@ async def _end_process(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), 1.0)
+    await _kill(proc)
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    """Kill its whole process group (bubblewrap's: the sandbox's init dies with it) and reap it."""
     killpg(proc.pid)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), 5.0)

@@ -5,6 +5,7 @@ for as long as its session lived. And a command under /bin (a link to /usr/bin) 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -127,6 +128,38 @@ async def test_a_removed_session_token_server_leaves_no_process(make_client: Any
         resp = await client.delete(f"/api/sessions/{sid}/mcp-servers/stay", headers=token)
         assert resp.status == 204, await resp.text()
         await eventually(lambda: not _running(marker), message="the removed server's processes are still running")
+    finally:
+        for pid in _running(marker):  # what a failure left
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_server_removed_before_it_answered_leaves_no_process(make_client: Any) -> None:
+    """Removed while it had not answered ``initialize`` yet, a server's process could be left
+    running (its bubblewrap a child of the daemon until the daemon ended): the stop's grace
+    (5 s) ended in the second the failed start gives a server to exit before it kills it, and
+    the cancel landed there, before the kill. Registering and removing such servers, a
+    session token kept as many processes as it liked past the 20 a session may have."""
+    client = await make_client(LLMGINE_MCP_SESSION_TOKEN_STDIO="true")
+    session = await create_session(client)
+    sid, token = session["session_id"], {"X-Session-Token": session["session_token"]}
+    client.session.headers.pop("Authorization")
+    marker = f"silent-{os.getpid()}-{id(client)}"
+    code = f"# {marker}\nimport time\ntime.sleep(3600)\n"  # never answers, never reads
+
+    async def add_and_remove(n: int) -> None:
+        # Answered after mcp.start_timeout (15 s) while `initialize` waits (20 s); removed at
+        # staggered moments so that some stops' grace ends in that second.
+        name = f"silent{n}"
+        server = await add_server(client, sid, headers=token, name=name, command=PYTHON, args=["-c", code])
+        assert server["status"] != "running", server
+        await asyncio.sleep(n * 0.2)
+        resp = await client.delete(f"/api/sessions/{sid}/mcp-servers/{name}", headers=token)
+        assert resp.status == 204, await resp.text()
+
+    try:
+        await asyncio.gather(*(add_and_remove(n) for n in range(6)))
+        await eventually(lambda: not _running(marker), message="removed servers' processes are still running")
     finally:
         for pid in _running(marker):  # what a failure left
             with contextlib.suppress(OSError):
