@@ -396,7 +396,9 @@ def root(
         render.USE_UTC = True
     if context:  # for this command, as LLMGINE_CONTEXT (and over LLMGINE_URL: it is a flag)
         os.environ["LLMGINE_CONTEXT"] = context
-        os.environ.pop("LLMGINE_URL", None)
+        if os.environ.pop("LLMGINE_URL", None) is not None:
+            # ... with the key that goes with that URL: never sent to the context's daemon.
+            os.environ.pop("LLMGINE_API_KEY", None)
     ctx.obj = AppContext(Environment.from_sys(), url=url, api_key=api_key, timeout=timeout)
 
 

@@ -346,7 +346,11 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         params=(
             LIMIT,
             OFFSET,
-            Param("status", {"type": "string", "pattern": _list_of(COMMAND_STATUSES)}, "comma-separated statuses"),
+            Param(
+                "status",
+                {"type": "string", "pattern": _list_of(COMMAND_STATUSES)},
+                "comma-separated statuses (or the parameter repeated: every value counts)",
+            ),
             Param("command_type", {"type": "string"}),
             Param("batch_id", ID),
             Param("dead", {"type": "boolean"}, "only dead letters: failed or timed out after being retried"),
@@ -388,7 +392,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
             Param(
                 "status",
                 {"type": "string", "pattern": _list_of(UNFINISHED_STATUSES)},
-                "comma-separated unfinished statuses (default: all of them)",
+                "comma-separated unfinished statuses, or the parameter repeated (default: all of them)",
             ),
             Param("session_id", ID, "only this session"),
         ),

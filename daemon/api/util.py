@@ -183,8 +183,9 @@ _INTEGER = re.compile(r"\s*[+-]?[0-9](?:_?[0-9])*(?:\.0+)?\s*")
 
 # A repeated query parameter (`?limit=1&limit=2`) is its LAST value, as FastAPI (Starlette's
 # QueryParams) reads a scalar parameter; a list parameter (the streams' `event_type` and
-# `source`) takes every value (``query_all``). settle_query runs first on every request (the
-# edge), so the guard's checks and the route see the same value.
+# `source`, the command listings' `status`) takes every value (``query_all``). settle_query
+# runs first on every request (the edge), so the guard's checks and the route see the same
+# value.
 _ALL_QUERY: web.RequestKey[MultiDictProxy[str]] = web.RequestKey("all_query", MultiDictProxy)
 
 
@@ -254,8 +255,9 @@ def path_id(request: web.Request, name: str) -> str:
 
 
 def query_statuses(request: web.Request, allowed: tuple[str, ...]) -> list[str] | None:
-    """``?status=a,b``: the statuses asked for (None: not given), each one of ``allowed``."""
-    raw = request.query.get("status")
+    """``?status=a,b`` (or ``?status=a&status=b``, as a FastAPI list parameter: every value,
+    not the last alone): the statuses asked for (None: not given), each one of ``allowed``."""
+    raw = ",".join(query_all(request, "status"))
     if not raw:
         return None
     statuses = [s.strip() for s in raw.split(",") if s.strip()]

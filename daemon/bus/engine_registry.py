@@ -81,10 +81,11 @@ class ConfigField:
         elif not isinstance(value, _PY_TYPES[self.type]):
             return f"must be of type {self.type}"
         if self.type in ("integer", "number"):
-            number = float(value)
-            if self.minimum is not None and number < self.minimum:
+            # Compared as they are (Python compares an int with a float exactly): float() of
+            # an integer past a float's range (10**400) raised OverflowError.
+            if self.minimum is not None and value < self.minimum:
                 return f"must be at least {self.minimum:g}"
-            if self.maximum is not None and number > self.maximum:
+            if self.maximum is not None and value > self.maximum:
                 return f"must be at most {self.maximum:g}"
         return None
 

@@ -67,9 +67,15 @@ def insert_event_if_active(
 
 # Each statement that inserts events adds them to their session's count in the same
 # transaction (a row trigger did, one UPDATE per event: store/migrations.py m130), and their
-# bytes (data and metadata, as stored: m132). An event a client or user code publishes is
+# bytes (data and metadata, as stored, in UTF-8: m132, m133). An event a client or user code publishes is
 # checked against security.limits.max_event_bytes_per_session by that same UPDATE: no read of
 # its own, and on PostgreSQL the row lock makes it hold across nodes.
+def utf8_len(text: str) -> int:
+    """The bytes of ``text`` in UTF-8, as stored (migration 133); ``len`` for ASCII, the usual
+    case (``isascii`` is one flag's read, the encoding a copy)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 _COUNT = "UPDATE session_counts SET events = events + ?, event_bytes = event_bytes + ? WHERE session_id = ?"
 _COUNT_CAPPED = f"{_COUNT} AND event_bytes + ? <= ?"
 _INSERT_COLUMNS = "events (event_id, session_id, event_type, data, metadata, source, timestamp, trace_id)"
@@ -114,7 +120,7 @@ def _insert_event(
     seq = cur.lastrowid
     assert seq is not None
     if session_id is not None:
-        size = len(text) + len(meta)
+        size = utf8_len(text) + utf8_len(meta)
         if cap <= 0:
             conn.execute(_COUNT, (1, size, session_id))
         elif conn.execute(_COUNT_CAPPED, (1, size, session_id, size, cap)).rowcount != 1:
@@ -163,7 +169,7 @@ def insert_events(
     conn.executemany(_INSERT_MANY, rows)
     # One statement on the one writer connection: its rows got consecutive seqs.
     last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-    conn.execute(_COUNT, (len(items), sum(len(r[3]) + len(r[4]) for r in rows), session_id))
+    conn.execute(_COUNT, (len(items), sum(utf8_len(r[3]) + utf8_len(r[4]) for r in rows), session_id))
     first = last - len(items) + 1
     return [
         Event(

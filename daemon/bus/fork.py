@@ -54,14 +54,17 @@ def _resolve(conn: sqlite3.Connection, session_id: str, at_seq: int | None) -> t
     return row, now if at_seq is None else min(at_seq, now)
 
 
-def _default_name(conn: sqlite3.Connection, original: str, seq: int) -> str:
+def _default_name(conn: sqlite3.Connection, original: str, seq: int, new_sid: str) -> str:
     """``NAME (fork at SEQ)``, or ``NAME (fork at SEQ, 2)``, 3... when an active session has it
-    already (a second fork at the same point made ``-S`` by that name ambiguous)."""
+    already (a second fork at the same point made ``-S`` by that name ambiguous). Chosen in
+    the fork's write transaction (``new_sid``: its session, not yet named), so that forks sent
+    at once see each other's names."""
     stem = f"{original} (fork at {seq}"
     taken = {
         r[0]
         for r in conn.execute(
-            "SELECT name FROM sessions WHERE status = 'active' AND substr(name, 1, ?) = ?", (len(stem), stem)
+            "SELECT name FROM sessions WHERE status = 'active' AND substr(name, 1, ?) = ? AND session_id <> ?",
+            (len(stem), stem, new_sid),
         )
     }
     n = 1
@@ -100,12 +103,13 @@ class Forks:
         ``if_exists="error"``: CONFLICT when an active session already has ``name``."""
         source, seq = await self.bus.store.read(lambda conn: _resolve(conn, session_id, at_seq))
         original = row_to_session(source)
-        if name is None:
-            stem = original.name or session_id[-8:]
-            name = await self.bus.store.read(lambda conn: _default_name(conn, stem, seq))
         copied: dict[str, Any] = {}
 
         def copy(conn: sqlite3.Connection, new_sid: str) -> None:
+            if name is None:  # created unnamed; named here, in the same transaction
+                stem = original.name or session_id[-8:]
+                origin["name"] = _default_name(conn, stem, seq, new_sid)
+                conn.execute("UPDATE sessions SET name = ? WHERE session_id = ?", (origin["name"], new_sid))
             if also is not None:
                 also(conn, new_sid)
             ts = now_iso()

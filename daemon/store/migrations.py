@@ -437,24 +437,25 @@ def m131_commands_counted_by_insert(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TRIGGER session_counts_command_in")
 
 
-# The bytes of a session's events (data and metadata as stored, in characters: ``length``, as
-# bus/events.py counts them): security.limits.max_event_bytes_per_session.
-EVENT_BYTES = "COALESCE(length({row}.data), 0) + COALESCE(length({row}.metadata), 0)"
-EVENT_BYTES_OF = (
-    "(SELECT COALESCE(SUM(" + EVENT_BYTES.format(row="e") + "), 0) FROM events e WHERE e.session_id = {sid})"
-)
-EVENT_BYTES_RECOUNT = "UPDATE session_counts SET event_bytes = " + EVENT_BYTES_OF.format(
-    sid="session_counts.session_id"
-)
+# The bytes of a session's events (data and metadata as stored, UTF-8): the length of the text
+# as a BLOB (``length`` of a TEXT counts characters, as m132 did: a "€" counted 1 of its 3
+# bytes), as bus/events.py counts them: security.limits.max_event_bytes_per_session.
+EVENT_BYTES = "COALESCE(length(CAST({row}.data AS BLOB)), 0) + COALESCE(length(CAST({row}.metadata AS BLOB)), 0)"
 
 
-@migration(132, "session counts: the bytes of each session's events")
-def m132_event_bytes(conn: sqlite3.Connection) -> None:
-    # A session token could store events without bound (retention is off by default): their
-    # bytes are counted by the statements that insert them (bus/events.py, in the UPDATE that
-    # counts them, which also checks the cap) and by the triggers that delete and move them.
-    conn.execute("ALTER TABLE session_counts ADD COLUMN event_bytes INTEGER NOT NULL DEFAULT 0")
-    conn.execute(EVENT_BYTES_RECOUNT)
+def event_bytes_of(size: str, sid: str) -> str:
+    """The sum of ``size`` (EVENT_BYTES, or PostgreSQL's) over the events of session ``sid``."""
+    return f"(SELECT COALESCE(SUM({size.format(row='e')}), 0) FROM events e WHERE e.session_id = {sid})"
+
+
+def event_bytes_recount(size: str) -> str:
+    return "UPDATE session_counts SET event_bytes = " + event_bytes_of(size, "session_counts.session_id")
+
+
+def _count_event_bytes(conn: sqlite3.Connection) -> None:
+    """Every session's event bytes recounted, and the triggers that count them out (and in,
+    for a session made where events of its id already are) made with EVENT_BYTES."""
+    conn.execute(event_bytes_recount(EVENT_BYTES))
     old, new = EVENT_BYTES.format(row="OLD"), EVENT_BYTES.format(row="NEW")
     # A session made where events of its id already are (none the bus writes) counts theirs.
     conn.execute("DROP TRIGGER session_counts_new")
@@ -462,7 +463,7 @@ def m132_event_bytes(conn: sqlite3.Connection) -> None:
         "CREATE TRIGGER session_counts_new AFTER INSERT ON sessions FOR EACH ROW BEGIN"
         " INSERT OR REPLACE INTO session_counts (session_id, commands, events, engines, tools, handlers, event_bytes)"
         f" VALUES (NEW.session_id, {SESSION_COUNTS_RECOUNT.format(sid='NEW.session_id')},"
-        f" {EVENT_BYTES_OF.format(sid='NEW.session_id')}); END"
+        f" {event_bytes_of(EVENT_BYTES, 'NEW.session_id')}); END"
     )
     conn.execute("DROP TRIGGER session_counts_event_out")
     conn.execute(
@@ -478,6 +479,22 @@ def m132_event_bytes(conn: sqlite3.Connection) -> None:
         f" UPDATE session_counts SET events = events + 1, event_bytes = event_bytes + ({new})"
         " WHERE session_id = NEW.session_id; END"
     )
+
+
+@migration(132, "session counts: the bytes of each session's events")
+def m132_event_bytes(conn: sqlite3.Connection) -> None:
+    # A session token could store events without bound (retention is off by default): their
+    # bytes are counted by the statements that insert them (bus/events.py, in the UPDATE that
+    # counts them, which also checks the cap) and by the triggers that delete and move them.
+    conn.execute("ALTER TABLE session_counts ADD COLUMN event_bytes INTEGER NOT NULL DEFAULT 0")
+    _count_event_bytes(conn)
+
+
+@migration(133, "session counts: events' bytes in UTF-8, not characters")
+def m133_event_bytes_in_utf8(conn: sqlite3.Connection) -> None:
+    # m132 as first released counted characters (``length`` of a TEXT): a budget of N bytes
+    # let up to 4N bytes of non-ASCII text in. Recounted, and counted in bytes from now on.
+    _count_event_bytes(conn)
 
 
 @migration(136, "sessions: active ones by name")

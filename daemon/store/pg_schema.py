@@ -20,13 +20,12 @@ from llmgine_daemon.protocol import now_iso
 from llmgine_daemon.store import pg_cluster
 from llmgine_daemon.store.dialect import translate_ddl
 from llmgine_daemon.store.migrations import (
-    EVENT_BYTES,
-    EVENT_BYTES_OF,
-    EVENT_BYTES_RECOUNT,
     MIGRATIONS,
     SESSION_COUNTS_RECOUNT,
     TELEMETRY_VERSIONS,
     check_known,
+    event_bytes_of,
+    event_bytes_recount,
 )
 
 log = logging.getLogger("llmgine.store")
@@ -137,13 +136,14 @@ def m131_commands_counted_by_insert(conn: Any) -> None:
     _not_counting_inserts(conn, "commands")
 
 
-@pg_version(132)
-def m132_event_bytes(conn: Any) -> None:
-    """store/migrations.py m132: the bytes of each session's events, counted by the inserts
-    (bus/events.py) and by the events' trigger function (deleted, moved)."""
-    conn.execute("ALTER TABLE session_counts ADD COLUMN event_bytes BIGINT NOT NULL DEFAULT 0")
-    conn.execute(EVENT_BYTES_RECOUNT)
-    old, new = EVENT_BYTES.format(row="OLD"), EVENT_BYTES.format(row="NEW")
+# UTF-8 bytes (m133; store/migrations.py EVENT_BYTES): ``length`` of a text counts characters.
+PG_EVENT_BYTES = "COALESCE(octet_length({row}.data), 0) + COALESCE(octet_length({row}.metadata), 0)"
+
+
+def _count_event_bytes(conn: Any) -> None:
+    """store/migrations.py ``_count_event_bytes``: the recount and the trigger functions."""
+    conn.execute(event_bytes_recount(PG_EVENT_BYTES))
+    old, new = PG_EVENT_BYTES.format(row="OLD"), PG_EVENT_BYTES.format(row="NEW")
     recount = SESSION_COUNTS_RECOUNT.format(sid="NEW.session_id")
     conn.execute(
         f"""
@@ -151,7 +151,7 @@ def m132_event_bytes(conn: Any) -> None:
         BEGIN
             IF TG_OP = 'INSERT' THEN
                 INSERT INTO session_counts (session_id, commands, events, engines, tools, handlers, event_bytes)
-                VALUES (NEW.session_id, {recount}, {EVENT_BYTES_OF.format(sid="NEW.session_id")})
+                VALUES (NEW.session_id, {recount}, {event_bytes_of(PG_EVENT_BYTES, "NEW.session_id")})
                 ON CONFLICT (session_id) DO UPDATE SET commands = EXCLUDED.commands,
                     events = EXCLUDED.events, engines = EXCLUDED.engines, tools = EXCLUDED.tools,
                     handlers = EXCLUDED.handlers, event_bytes = EXCLUDED.event_bytes;
@@ -176,6 +176,20 @@ def m132_event_bytes(conn: Any) -> None:
             RETURN NULL;
         END $$"""
     )
+
+
+@pg_version(132)
+def m132_event_bytes(conn: Any) -> None:
+    """store/migrations.py m132: the bytes of each session's events, counted by the inserts
+    (bus/events.py) and by the events' trigger function (deleted, moved)."""
+    conn.execute("ALTER TABLE session_counts ADD COLUMN event_bytes BIGINT NOT NULL DEFAULT 0")
+    _count_event_bytes(conn)
+
+
+@pg_version(133)
+def m133_event_bytes_in_utf8(conn: Any) -> None:
+    """store/migrations.py m133: recounted in UTF-8 bytes (m132 counted characters)."""
+    _count_event_bytes(conn)
 
 
 @pg_version(5)

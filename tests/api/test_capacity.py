@@ -171,6 +171,13 @@ async def test_a_sessions_event_bytes_stop_at_the_maximum(aiohttp_client, make_s
     sid, token = s["session_id"], {"X-Session-Token": s["session_token"]}
     store = client.app[BUS].store
 
+    # UTF-8 bytes, not characters: `length` of a TEXT counts characters (a "€" is 3 bytes).
+    octets = "octet_length({})" if type(store).__name__ == "PgStore" else "length(CAST({} AS BLOB))"
+    recount_sql = (
+        f"SELECT COALESCE(SUM({octets.format('data')} + {octets.format('metadata')}), 0) FROM events"
+        " WHERE session_id = ?"
+    )
+
     async def counted(session_id: str) -> tuple[int, int]:
         """The running count and a recount of the session's event bytes."""
         return await store.read(
@@ -178,16 +185,13 @@ async def test_a_sessions_event_bytes_stop_at_the_maximum(aiohttp_client, make_s
                 conn.execute("SELECT event_bytes FROM session_counts WHERE session_id = ?", (session_id,)).fetchone()[
                     0
                 ],
-                conn.execute(
-                    "SELECT COALESCE(SUM(length(data) + length(metadata)), 0) FROM events WHERE session_id = ?",
-                    (session_id,),
-                ).fetchone()[0],
+                conn.execute(recount_sql, (session_id,)).fetchone()[0],
             )
         )
 
     used, recount = await counted(sid)
     assert used == recount > 0  # its SessionCreated, say
-    body = {"event_type": "Big", "data": {"b": "x" * 9000}}
+    body = {"event_type": "Big", "data": {"b": "\u20ac" * 3000}}  # 3,000 characters, 9,000 bytes
     size = len('{"b":""}') + 9000 + len("{}")
     results = await asyncio.gather(
         *(client.post(f"/api/sessions/{sid}/events", json=body, headers=token) for _ in range(10))

@@ -364,6 +364,9 @@ async def test_list_filters_and_paging(app_client):
     assert [c["command_id"] for c in page["commands"]] == [failing["command_id"]]
     page = await (await app_client.get(f"/api/sessions/{sid}/commands?status=failed,completed")).json()
     assert page["total"] == 5
+    # Repeated, as a FastAPI list parameter is given: every value counts (not only the last).
+    page = await (await app_client.get(f"/api/sessions/{sid}/commands?status=failed&status=completed")).json()
+    assert page["total"] == 5
     page = await (await app_client.get(f"/api/sessions/{sid}/commands?command_type=Other")).json()
     assert page["total"] == 0
     resp = await app_client.get(f"/api/sessions/{sid}/commands?status=bogus")

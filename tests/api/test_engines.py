@@ -66,6 +66,9 @@ async def test_create_errors(app_client):
         ({"delay_ms": -1}, "configuration.delay_ms"),
         ({"fail": 1}, "configuration.fail"),
         ({"dleay_ms": 5}, "configuration.dleay_ms"),
+        # Integers past a float's range are out of range too (float() of one raised: a 500).
+        ({"max_tokens": 10**400}, "configuration.max_tokens"),
+        ({"delay_ms": -(10**400)}, "configuration.delay_ms"),
     )
     for config, field in bad_configs:
         resp = await app_client.post(

@@ -150,3 +150,20 @@ async def test_forks_without_a_name_at_the_same_point_get_distinct_names(app_cli
     assert names == [f"orig (fork at {seq})", f"orig (fork at {seq}, 2)", f"orig (fork at {seq}, 3)"]
     # A name given is taken as it is, as before.
     assert (await fork(app_client, sid, at_seq=1, name=names[0]))["session"]["name"] == names[0]
+
+
+async def test_forks_without_a_name_sent_at_once_get_distinct_names(app_client: Any) -> None:
+    # The default name was chosen by a read before the fork's write: forks sent together all
+    # read the same names taken and were all "orig (fork at 1)".
+    import asyncio
+
+    sid = (await (await app_client.post("/api/sessions", json={"name": "orig"})).json())["session_id"]
+    forks = await asyncio.gather(*(fork(app_client, sid, at_seq=1) for _ in range(4)))
+    names = sorted(f["session"]["name"] for f in forks)
+    assert names == sorted(["orig (fork at 1)", "orig (fork at 1, 2)", "orig (fork at 1, 3)", "orig (fork at 1, 4)"])
+    # The first event says the name too, and the listing agrees with the answers.
+    listed = (await (await app_client.get("/api/sessions")).json())["sessions"]
+    assert sorted(s["name"] for s in listed if s["session_id"] != sid) == names
+    for f in forks:
+        first = (await (await app_client.get(f"/api/sessions/{f['session']['session_id']}/events")).json())["events"][0]
+        assert first["data"]["name"] == f["session"]["name"]

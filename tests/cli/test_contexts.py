@@ -60,6 +60,11 @@ def test_a_context_carries_its_api_key(secured, cold_home):
     assert API_KEY not in add.stdout + add.stderr  # shown as "set", never printed
     assert "api_key  set" in add.stdout
     assert run_cli(["--context", "sec", "session", "list"], env).returncode == 0
+    # --context displaces LLMGINE_URL and the LLMGINE_API_KEY that goes with it: that key, for
+    # another daemon, was sent to the context's (a 401 there, and the key shown to it).
+    elsewhere = {**env, "LLMGINE_URL": "http://127.0.0.1:9", "LLMGINE_API_KEY": "lgk_0123456789ab_another-daemons"}
+    over = run_cli(["--context", "sec", "session", "list"], elsewhere)
+    assert over.returncode == 0, over.stderr
     run_cli(["context", "add", "nokey", "--url", secured.tcp_url], env)
     assert run_cli(["--context", "nokey", "session", "list"], env).returncode == 5
 

@@ -162,3 +162,27 @@ def test_events_and_commands_are_inserted_only_where_they_are_counted():
     # bus/events.py's statements; store/postgres.py only recognises them (to add RETURNING seq).
     assert inserting("events") == ["bus/events.py", "store/postgres.py"]
     assert inserting("commands") == ["bus/commands/records.py"]
+
+
+def test_event_bytes_are_utf8_bytes_and_migration_133_recounts_them(tmp_path):
+    """security.limits.max_event_bytes_per_session counts bytes: m132 counted characters
+    (``length`` of a TEXT), so a "€" (3 bytes) counted 1 and the budget let 3x its bytes in."""
+    conn = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    apply_migrations(conn)
+    session(conn, "a")
+    conn.execute("BEGIN")
+    insert_event(conn, "a", "E", {"t": "\u20ac" * 10}, source="test")
+    insert_events(conn, "a", [("E", {"t": "\U0001f389" * 5}, {}, "test")] * 2, timestamp="x", trace_id=None)
+    conn.execute("COMMIT")
+    stored = conn.execute(
+        "SELECT SUM(length(CAST(data AS BLOB)) + length(CAST(metadata AS BLOB))) FROM events WHERE session_id = 'a'"
+    ).fetchone()[0]
+    assert kept(conn)["a"][5] == stored == counted(conn)["a"][5]
+    assert stored >= 30 + 2 * 20  # the characters' bytes, not their number
+    # A database m132 counted in characters is recounted, and its triggers count bytes.
+    conn.execute("UPDATE session_counts SET event_bytes = 1")
+    conn.execute("DELETE FROM schema_migrations WHERE version = 133")
+    assert apply_migrations(conn) == [133]
+    assert kept(conn)["a"][5] == stored
+    conn.execute("DELETE FROM events WHERE session_id = 'a' AND data LIKE '%\u20ac%'")
+    assert kept(conn) == counted(conn)
