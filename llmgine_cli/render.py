@@ -173,7 +173,7 @@ def render(env: Environment, data: Any, view: View, fmt: str | Enum | None = Non
     if "{{" in fmt:  # -o/--format TEMPLATE
         from llmgine_cli.template import apply
 
-        apply(env, fmt, items if items is not None else [obj])
+        apply(env, fmt, items if items is not None else [obj], answer=items is None)
     elif fmt == "json":
         env.out(json_text(obj, indent=True))
     elif fmt == "jsonl":

@@ -130,8 +130,25 @@ def _header(part: str | tuple[bool, tuple[str, ...]]) -> str:
     return (".".join(part[1]) if part[1] else "record").upper().replace("-", "_")
 
 
-def apply(env: Environment, template: str, records: list[Any]) -> None:
-    """Print ``records`` through ``template`` (see the module's docstring)."""
+def _holds_credential(record: Any) -> bool:
+    """Whether an answer holds a credential the daemon shows once: a ``session_token`` (also
+    under a fork's ``session``) or a new API key's ``key``."""
+    if not isinstance(record, dict):
+        return False
+    inner = record.get("session")
+    return bool(
+        record.get("session_token")
+        or (isinstance(record.get("key"), str) and "key_id" in record)
+        or (isinstance(inner, dict) and inner.get("session_token"))
+    )
+
+
+def apply(env: Environment, template: str, records: list[Any], *, answer: bool = False) -> None:
+    """Print ``records`` through ``template`` (see the module's docstring). ``answer``: the
+    records are one answer to a request, perhaps a write that has happened: a template that
+    does not fit it is still a usage error, but an answer that holds a credential shown only
+    once (``session create|fork``'s session token, a new API key) is printed on stderr as JSON
+    first, so that a typo does not lose it."""
     from llmgine_cli.errors import InvalidArgument
 
     table, parts = compile_template(template)
@@ -140,6 +157,11 @@ def apply(env: Environment, template: str, records: list[Any]) -> None:
     known = {k for r in records if isinstance(r, dict) for k in r}
     for name in sorted({p[1][0] for p in parts if not isinstance(p, str) and p[1]}):
         if records and name not in known and not name.isdigit():
+            if answer and any(_holds_credential(r) for r in records):
+                from llmgine_cli.render import json_text
+
+                for record in records:
+                    env.err(json_text(record, indent=False))
             raise InvalidArgument(
                 f"no field {name!r} in the output (its fields: {', '.join(sorted(known)) or 'none'};"
                 " `-o json` shows them)"

@@ -133,3 +133,14 @@ def test_trace_and_metrics_take_templates(daemon, session):
     assert trace.stdout.split()[0] == trace_id and trace.stdout.split()[1].isdigit(), trace.stdout
     metrics = run_cli(["metrics", "--format", "{{.enabled}}"], daemon.env)
     assert (metrics.returncode, metrics.stdout) == (0, "true\n")
+
+
+def test_a_template_typo_on_a_create_keeps_the_token_it_alone_showed(daemon):
+    """`session create -o '{{.ID}}'` created the session, then exited 2 on the typo: its
+    session token, shown only by that answer, was lost. The answer is on stderr as JSON."""
+    proc = run_cli(["session", "create", "--name", "typo-keeps", "-o", "{{.ID}}"], daemon.env)
+    assert proc.returncode == 2 and proc.stdout == "", (proc.stdout, proc.stderr)
+    answer = json.loads(proc.stderr.splitlines()[0])
+    assert answer["name"] == "typo-keeps" and answer["session_token"].startswith("lgs_")
+    assert "no field 'ID' in the output" in proc.stderr
+    no_traceback(proc.stderr)
