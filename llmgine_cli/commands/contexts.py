@@ -78,8 +78,9 @@ def _row(name: str, data: dict[str, object]) -> dict[str, object]:
     return {
         "name": name,
         "current": name == (data.get("current") or contexts.DEFAULT),
-        "url": found.get("url", "(the local daemon)"),
-        "api_key": "set" if found.get("api_key") else "-",
+        # null for the local daemon and for no key (a table shows "-"): -o json is for scripts.
+        "url": found.get("url"),
+        "api_key": "set" if found.get("api_key") else None,
     }
 
 

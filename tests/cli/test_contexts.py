@@ -3,6 +3,7 @@ with no daemon of its own (auto-start off), reaching real llmgined processes by 
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -34,6 +35,10 @@ def test_a_named_daemon_is_used_by_flag_variable_or_use(daemon, cold_home):
     assert run_cli(["context", "use", "main", "-q"], env).stdout == "main\n"
     listed = run_cli(["context", "ls", "--format", "{{.name}} {{.current}}"], env)
     assert listed.stdout.splitlines() == ["default false", "main true"]
+    # For scripts, the local daemon's URL and a missing key are null (they were display text).
+    as_json = json.loads(run_cli(["context", "ls", "-o", "json"], env).stdout)["contexts"]
+    assert as_json[0] == {"name": "default", "current": False, "url": None, "api_key": None}
+    assert as_json[1]["url"] == daemon.socket_url
     assert run_cli(["session", "get", sid, "--format", "{{.session_id}}"], env).stdout.strip() == sid
     # --url and LLMGINE_URL still win over the context in use.
     assert run_cli(["session", "list"], {**env, "LLMGINE_URL": "unix:///nowhere.sock"}).returncode == 3
