@@ -254,6 +254,10 @@ class EventFilter:
         return " AND ".join(clauses), params
 
 
+# Event types one session may give series of events_published_total (``EventLog._type_label``).
+TYPES_PER_SESSION = 50
+
+
 class EventLog:
     """Live fan-out of committed events. Listeners must not block: they get the event and
     queue it (streams keep bounded queues and catch up from the store)."""
@@ -265,6 +269,10 @@ class EventLog:
         # security.limits.max_event_bytes_per_session for the events clients and user code
         # publish (0: none); the Bus sets it from its Capacity.
         self.max_bytes = 0
+        # Event types that have their own series of events_published_total, and how many each
+        # session brought (``_type_label``).
+        self._typed: set[str] = set()
+        self._types_of: dict[str | None, int] = {}
 
     def subscribe_read_back(self, listener: Listener) -> Callable[[], None]:
         """``listener(event)`` for the events the stream hub read back from the store
@@ -287,6 +295,21 @@ class EventLog:
 
         return unsubscribe
 
+    def _type_label(self, event: Event) -> str:
+        """The ``type`` label of an event whose type has no series yet. A metric keeps at most
+        MAX_SERIES label sets, folding the rest into ``_other`` for the daemon's lifetime: one
+        session publishing hundreds of made-up types took every series, and everyone's later
+        types folded. A session brings at most TYPES_PER_SESSION types; its others fold alone."""
+        if event.source == "bus":  # the daemon's own (SessionStarted, CommandResult...): a few
+            self._typed.add(event.event_type)
+            return event.event_type
+        brought = self._types_of.get(event.session_id, 0)
+        if brought >= TYPES_PER_SESSION or len(self._typed) >= metrics.MAX_SERIES:
+            return metrics.OTHER
+        self._types_of[event.session_id] = brought + 1
+        self._typed.add(event.event_type)
+        return event.event_type
+
     def notify(self, events: list[Event]) -> None:
         if not events:
             return
@@ -294,7 +317,8 @@ class EventLog:
             events = sorted(events, key=lambda e: e.seq)
         counts: dict[str, int] = {}
         for event in events:
-            counts[event.event_type] = counts.get(event.event_type, 0) + 1
+            label = event.event_type if event.event_type in self._typed else self._type_label(event)
+            counts[label] = counts.get(label, 0) + 1
         for event_type, n in counts.items():
             metrics.inc("events_published_total", n, type=event_type)
         listeners = list(self._listeners)

@@ -356,3 +356,23 @@ async def test_metrics_disabled_stops_collecting(make_client):
 
     registry = client.app[OBSERVABILITY].registry
     assert all(not series for series in registry._values.values())
+
+
+async def test_one_session_cannot_take_every_event_type_series(app_client):
+    """events_published_total keeps 500 label sets and folds the rest into `_other` for the
+    daemon's lifetime: a token publishing 500 made-up types folded every later type of every
+    session. A session brings at most 50 types; its others fold alone."""
+    a, b = await create_session(app_client), await create_session(app_client)
+    before = await scrape(app_client)
+    for i in range(60):
+        resp = await app_client.post(f"/api/sessions/{a['session_id']}/events", json={"event_type": f"Junk{i}"})
+        assert resp.status == 201
+    resp = await app_client.post(f"/api/sessions/{b['session_id']}/events", json={"event_type": "Mine"})
+    assert resp.status == 201
+    after = await scrape(app_client)
+    junk = [dict(labels)["type"] for name, labels in after if name == "llmgine_events_published_total"]
+    assert len([t for t in junk if t.startswith("Junk")]) == 50
+    other = ("llmgine_events_published_total", (("type", "_other"),))
+    assert after.get(other, 0) - before.get(other, 0) == 10
+    assert after[("llmgine_events_published_total", (("type", "Mine"),))] == 1
+    assert after[("llmgine_events_published_total", (("type", "SessionStarted"),))] >= 2  # the bus's own
