@@ -241,6 +241,8 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
                 hosts=HostPolicy.parse(settings["mcp.allowed_hosts"], "mcp.allowed_hosts"),
                 session_token_stdio=settings["mcp.session_token_stdio"],
                 cpu_seconds=settings["mcp.session_token_cpu_seconds"],
+                memory_mb=settings["mcp.session_token_memory_mb"],
+                max_processes=settings["mcp.session_token_max_processes"],
                 call_timeout=settings["mcp.call_timeout"],
                 start_timeout=settings["mcp.start_timeout"],
             ),

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.bus.webhook_policy import HostPolicy
+from llmgine_daemon.mcp.cgroups import ServerCgroups
 from llmgine_daemon.mcp.connection import Connection, ServerConfig
 from llmgine_daemon.mcp.launch import Launch, LaunchError, resolve_command
 from llmgine_daemon.protocol import ErrorCode, McpServer, McpServerCreate, Tool, now_iso
@@ -77,6 +78,9 @@ class McpPolicy:
     session_token_stdio: bool = False
     # mcp.session_token_cpu_seconds: RLIMIT_CPU of a session token's stdio server (mcp/launch.py)
     cpu_seconds: int = 0
+    # mcp.session_token_memory_mb / _max_processes: such a server's cgroup (mcp/cgroups.py)
+    memory_mb: int = 512
+    max_processes: int = 32
     call_timeout: float = 60.0
     start_timeout: float = 15.0
 
@@ -102,6 +106,7 @@ class McpServers:
         self.policy = policy or McpPolicy()
         self.secrets = secrets or (lambda name: None)
         self.servers: dict[tuple[str, str], Registration] = {}
+        self.cgroups = ServerCgroups(self.policy.memory_mb * 2**20, self.policy.max_processes)
 
     # -- registration -------------------------------------------------------------------
 
@@ -236,6 +241,8 @@ class McpServers:
                 None if spec.get("auto_mounts", True) else self._limits(),
                 cpu_seconds=self.policy.cpu_seconds,
             )
+            if config.launch.limits is not None:  # and a cgroup for each run, where there are some
+                config.cgroups = self.cgroups
         reg.connection = Connection(config, self._isolation)
         reg.connection.start()
 
@@ -419,3 +426,4 @@ class McpServers:
         connections = [r.connection for r in self.servers.values() if r.connection is not None]
         self.servers.clear()
         await asyncio.gather(*(c.stop() for c in connections), return_exceptions=True)
+        await self.cgroups.close()

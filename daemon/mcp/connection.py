@@ -24,11 +24,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from llmgine_daemon.aio import cancel_and_wait, killpg
-from llmgine_daemon.mcp import launch, pinned
+from llmgine_daemon.mcp import cgroups, launch, pinned
+from llmgine_daemon.mcp.cgroups import ServerCgroups
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.protocol import CallErrorCode
 from llmgine_daemon.sandbox.isolation import Isolation
@@ -57,6 +59,8 @@ class ServerConfig:
     # HTTP: a host's addresses, checked (raises LaunchError to refuse): asked before each
     # connection, and the only addresses connected to (pinned.py)
     resolve: pinned.Resolve | None = None
+    # stdio, a session token's: a cgroup for each run (mcp/cgroups.py), where there are cgroups
+    cgroups: ServerCgroups | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ class Connection:
         self._task: asyncio.Task[None] | None = None
         self._connected = False  # the current attempt got as far as a session
         self._proc: asyncio.subprocess.Process | None = None  # the stdio server's, while it runs
+        self._cgroup: list[Path] = []  # the run's cgroup, while it exists
+        self._killed_for: str | None = None  # why the kernel ended the last run (its memory)
 
     # -- life -----------------------------------------------------------------------------
 
@@ -133,7 +139,16 @@ class Connection:
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
             await _kill(proc)
+        await self._release_cgroup()
         self.status = "stopped"
+
+    async def _release_cgroup(self) -> None:
+        """After the run's process ended: note an OOM kill, and remove its cgroup."""
+        paths = self._cgroup  # kept until removed: a stop cancelling this one does it again
+        if paths and self.config.cgroups is not None:
+            self._killed_for = cgroups.killed_for_memory(paths, self.config.cgroups.memory_bytes)
+            await self.config.cgroups.release(paths)
+        self._cgroup = []
 
     async def _supervise(self) -> None:
         backoff = BACKOFF_MIN
@@ -151,6 +166,8 @@ class Connection:
                 self._session = None
                 self._ready.clear()
                 self.pid = None
+                if self._killed_for:  # what the connection saw of it says less
+                    self.last_error, self._killed_for = self._killed_for, None
                 self._settled.set()
             if self._stop.is_set():
                 break
@@ -176,7 +193,14 @@ class Connection:
         self._connected = False
         await load_sdk()
         if self.config.launch is not None:
-            proc = self._proc = await launch.start(await self.isolation(), self.config.launch)
+            iso = await self.isolation()
+            if self.config.cgroups is not None:
+                self._cgroup = await self.config.cgroups.make(self.config.label)
+            try:
+                proc = self._proc = await launch.start(iso, self.config.launch, self._cgroup)
+            except BaseException:
+                await self._release_cgroup()
+                raise
             self.pid = proc.pid
             errors = asyncio.get_running_loop().create_task(self._pump_stderr(proc))
             try:
@@ -188,6 +212,7 @@ class Connection:
                 await _end_process(proc)
                 self._proc = None
                 await cancel_and_wait(errors)
+                await self._release_cgroup()
         else:
             from mcp.client.streamable_http import streamable_http_client
 

@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import json
 import os
 import shutil
 import signal
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmgine_daemon.aio import spawn
+from llmgine_daemon.mcp.cgroups import join as join_cgroup
 from llmgine_daemon.sandbox.calls import SandboxLimits
 from llmgine_daemon.sandbox.isolation import SITE, Isolation, bwrap_args, count_tasks, seccomp_pipe, site_dirs
 from llmgine_daemon.sandbox.worker_process import rlimits_of
@@ -153,12 +156,14 @@ def sandbox_argv(iso: Isolation, launch: Launch, executable: str, seccomp_fd: in
     return [*args, "--", executable, *launch.args]
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(cgroup: list[Path]) -> None:
+    join_cgroup(cgroup)
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-async def start(iso: Isolation | None, launch: Launch) -> asyncio.subprocess.Process:
-    """Start the server with pipes for stdin, stdout and stderr; raises LaunchError."""
+async def start(iso: Isolation | None, launch: Launch, cgroup: list[Path] | None = None) -> asyncio.subprocess.Process:
+    """Start the server with pipes for stdin, stdout and stderr; raises LaunchError. With
+    ``cgroup`` (mcp/cgroups.py) the process joins it before it runs, and all it starts with it."""
     executable = resolve_command(launch.command)
     env = {**BASE_ENV, **launch.env}
     common = {
@@ -170,10 +175,13 @@ async def start(iso: Isolation | None, launch: Launch) -> asyncio.subprocess.Pro
         "limit": MAX_LINE,
         "close_fds": True,
     }
+    if cgroup:
+        common["preexec_fn"] = functools.partial(join_cgroup, cgroup)
     if launch.trusted or (iso is not None and iso.mechanism == "none"):
         try:
-            return await spawn(executable, *launch.args, preexec_fn=_die_with_parent, **common)
-        except OSError as exc:
+            common["preexec_fn"] = functools.partial(_die_with_parent, cgroup or [])
+            return await spawn(executable, *launch.args, **common)
+        except (OSError, subprocess.SubprocessError) as exc:
             raise LaunchError(f"cannot start {launch.command!r}: {exc}") from None
     if iso is None or not iso.sandboxed:
         why = iso.reason if iso is not None and iso.reason else "the sandbox is not available"
@@ -182,7 +190,7 @@ async def start(iso: Isolation | None, launch: Launch) -> asyncio.subprocess.Pro
     try:
         argv = sandbox_argv(iso, launch, executable, fd)
         return await spawn(*argv, pass_fds=(fd,) if fd is not None else (), cwd="/", **common)
-    except OSError as exc:
+    except (OSError, subprocess.SubprocessError) as exc:
         raise LaunchError(f"cannot start bubblewrap for {launch.command!r}: {exc}") from None
     finally:
         if fd is not None:

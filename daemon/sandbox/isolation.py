@@ -344,10 +344,10 @@ class Cgroups:
         self.parents = parents  # controller -> this daemon's parent cgroup
 
     @classmethod
-    async def create(cls) -> Cgroups | None:
-        if os.geteuid() != 0:
+    async def create(cls, suffix: str = "") -> Cgroups | None:
+        if os.geteuid() != 0:  # (suffix "-mcp": the MCP servers', mcp/cgroups.py)
             return None
-        name = f"llmgine-sandbox-{os.getpid()}"
+        name = f"llmgine-sandbox-{os.getpid()}{suffix}"
         parents: dict[str, Path] = {}
         for controller, base in _hierarchies():
             if controller in parents:
