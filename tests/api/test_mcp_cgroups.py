@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from llmgine_daemon.sandbox.isolation import _hierarchies
+
 from tests.api.test_mcp_confined import PYTHON, SERVER
 from tests.api.test_mcp_servers import add_server
 from tests.conftest import create_session
