@@ -7,7 +7,6 @@ import logging
 import os
 
 import pytest
-
 from llmgine_daemon.mcp.cgroups import ServerCgroups
 
 
