@@ -186,13 +186,22 @@ class AsyncClient:
             raise RequestTimeout(f"no answer from {url} within {timeout:g}s", url) from None
 
 
+async def _line(reader: asyncio.StreamReader) -> str:
+    """One line of the answer's head; the connection ended before it did: lost (as Client's
+    wire.py says), never an answer that is not HTTP or a head that ended there."""
+    line = await reader.readline()
+    if not line.endswith(b"\n"):
+        raise asyncio.IncompleteReadError(line, None)
+    return line.decode("latin-1").rstrip("\r\n")
+
+
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, str, dict[str, str], bytes]:
-    status_line = (await reader.readline()).decode("latin-1").rstrip("\r\n")
+    status_line = await _line(reader)
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
         raise ProtocolError(f"not an HTTP answer: {status_line[:80]!r}")
     headers: dict[str, str] = {}
-    while line := (await reader.readline()).decode("latin-1").rstrip("\r\n"):
+    while line := await _line(reader):
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     if headers.get("transfer-encoding", "").lower() == "chunked":

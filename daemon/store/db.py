@@ -195,12 +195,13 @@ class Store(BaseStore):
             self._lock_fd = _lock_database(self.path)
             # Before anything is written: SQLite would drop a damaged log's writes in silence.
             checked = walcheck.open_checked(self.path, self.synchronous, best_effort=self.telemetry)
-            try:
-                self._writer_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
-                await self._writer_conn._execute(self._setup_writer)
-            finally:
-                if checked is not None:
-                    checked.close()
+            # Closed before any other connection opens (walcheck.open_checked): its share of the
+            # wal-index is no longer locked, and a connection opened beside it would share that
+            # unlocked index for the store's life.
+            if checked is not None:
+                checked.close()
+            self._writer_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
+            await self._writer_conn._execute(self._setup_writer)
             self._reader_conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
             await self._reader_conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
             await self._reader_conn.execute("PRAGMA query_only = ON")

@@ -62,7 +62,9 @@ READERS = 4
 STALL_GRACE_S = 15.0
 WATCH_EVERY_S = 1.0
 # Once the daemon is stopping (``PgStore.stopping``): a statement unanswered for this long is
-# given up (as above), a new connection waits at most STOP_CONNECT_TIMEOUT_S (libpq's least),
+# given up (as above) unless a new connection finds the server answering (then it may be
+# waiting for a lock: it gets the usual limit), a new connection waits at most
+# STOP_CONNECT_TIMEOUT_S (libpq's least),
 # and once one could not be made none is tried again, so what is still queued fails at once.
 # A stop with the server unreachable took a connect_timeout (10 s) per queued write, and the
 # watchdog's busy_timeout + 15 s for a statement on its way. Nothing fails that committed:
@@ -326,15 +328,29 @@ class PgStore(BaseStore):
         for longer than any lock wait (lock_timeout = busy_timeout) plus STALL_GRACE_S has its
         connection cut: the statement fails as for a lost connection."""
         cut: set[int] = set()
+        answered = 0.0  # the ``waiting_since`` of a statement the server was found answering
         while not done.done():
             try:
                 await asyncio.wait({done}, timeout=WATCH_EVERY_S)
+                conn = current()
+                since = conn.waiting_since if conn is not None else 0.0
+                limit = self.busy_timeout + STALL_GRACE_S
+                if self._stopping and since and since != answered and time.monotonic() - since > STOP_STALL_S:
+                    # Stopping: a server that does not answer is given up at once, but one
+                    # that does may hold the statement in a lock wait (another node's
+                    # transaction) or on a long write: that one goes on, as without the stop.
+                    if await asyncio.get_running_loop().run_in_executor(None, self._answers):
+                        answered = since
+                    else:
+                        limit = STOP_STALL_S
             except asyncio.CancelledError:
                 done.cancel()  # as awaiting it would: its outcome is nobody's now
+                conn = current()
+                if self._stopping and conn is not None and conn.waiting_since:
+                    # Nobody watches it any more: a statement still on its way at a stop
+                    # would hold its thread, and the stop, until the keepalives gave up.
+                    conn.cut()
                 raise
-            conn = current()
-            since = conn.waiting_since if conn is not None else 0.0
-            limit = STOP_STALL_S if self._stopping else self.busy_timeout + STALL_GRACE_S
             if conn is not None and since and time.monotonic() - since > limit:
                 if id(conn) not in cut:
                     cut.add(id(conn))
@@ -342,6 +358,16 @@ class PgStore(BaseStore):
                     log.error("the database has not answered for %.0f s: ending %s connection", waited, whose)
                     conn.cut()
         return done.result()
+
+    def _answers(self) -> bool:
+        """Does the server answer a new connection now (within STOP_CONNECT_TIMEOUT_S while
+        stopping)? Once it did not, no connection is tried again (``_connect``)."""
+        try:
+            with self._connect() as probe:
+                probe.execute("SELECT 1")
+        except (StorageError, psycopg.Error):
+            return False
+        return True
 
     def _transaction(self, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
         """The batch in one transaction, a savepoint per write (writer thread). The statements

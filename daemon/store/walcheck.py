@@ -92,8 +92,15 @@ def check_header(path: Path) -> bytes | None:
 def open_checked(path: Path, synchronous: str, *, best_effort: bool = False) -> sqlite3.Connection | None:
     """Both checks (see the module docstring); ``best_effort``: the database of logs and spans,
     whose damaged log is reported and kept aside but never stops the daemon. Returns the read-only connection that ran
-    SQLite's recovery, to be closed once the store's own connections are open (so they use the
-    wal-index it built rather than recover a second time); None when there is no log."""
+    SQLite's recovery; None when there is no log. Close it BEFORE this process opens another
+    connection to the database: reading ``-shm`` here closes a descriptor of that file, and
+    closing any descriptor of a file ends every POSIX lock the process holds on it, the
+    connection's lock on the wal-index included. A connection opened beside it shared that
+    unlocked index for the daemon's life, and the next other process to open the database (a
+    person's ``sqlite3``, a backup) took itself for the only one: it truncated and rebuilt the
+    index under the daemon (SIGBUS in the daemon, or the daemon's writes read from a wrong
+    index). Once it is closed, the store's first connection takes the locks afresh (and
+    recovers the log a second time, which is cheap)."""
     header = check_header(path)
     if header is None:
         return None

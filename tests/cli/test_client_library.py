@@ -179,3 +179,31 @@ def test_a_page_cut_short_is_a_lost_connection_in_both_clients(daemon: Daemon) -
         asyncio.run(page())
     with pytest.raises(E.DaemonUnreachable, match="lost the connection"):
         client.list_events(session.session_id, limit=20)
+
+
+def test_a_daemon_killed_before_it_answers_is_a_lost_connection_in_both_clients() -> None:
+    """A daemon killed (or a connection ended) after the request was sent and before the first
+    byte of the answer: Client said the connection was lost; AsyncClient read the empty
+    status line as an answer that is not HTTP (ProtocolError "not an HTTP answer: ''"), an
+    error a caller does not retry. Both now say DaemonUnreachable, "lost the connection"."""
+    home = short_home()
+    try:
+        d = start_daemon(home)
+        env = {"LLMGINE_HOME": str(home)}
+        client = Client(d.socket_url, env=env)
+        sid = client.create_session().session_id
+        client.create_engine("DummyEngine", sid, None, {})
+        running = client.submit_command(sid, "DummyEngineCommand", {"prompt": "p", "delay_ms": 600_000}, {})
+
+        async def held() -> Any:
+            async with AsyncClient(d.socket_url, env=env) as aclient:
+                wait = asyncio.ensure_future(aclient.get_command(sid, running.command_id, wait=60))
+                await asyncio.sleep(1.0)  # the request is sent and held (wait=60)
+                d.proc.kill()
+                return await wait
+
+        with pytest.raises(E.DaemonUnreachable, match="lost the connection"):
+            asyncio.run(held())
+    finally:
+        stop_process(d.proc)
+        cleanup_home(home)

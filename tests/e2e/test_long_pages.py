@@ -59,3 +59,63 @@ def test_a_client_gone_mid_page_is_a_499_not_an_internal_error(home: Path) -> No
     finally:
         stop_process(d.proc)
     assert d.proc.returncode == 0
+
+
+def _dechunk(body: bytes) -> tuple[bytes, bool]:
+    """A chunked body's bytes, and whether its last (empty) chunk came."""
+    out, rest = b"", body
+    while rest:
+        line, _, rest = rest.partition(b"\r\n")
+        size = int(line, 16)
+        if size == 0:
+            return out, True
+        out, rest = out + rest[:size], rest[size + 2 :]
+    return out, False
+
+
+def test_a_batch_purged_while_its_answer_is_sent_still_lists_every_command(home: Path) -> None:
+    # A batch's answer past PAGE_BYTES is sent part by part, each part read when the one before
+    # is written. Its session purged in between, the later parts found no rows and the answer
+    # ended there: a whole, valid answer whose status and usage were those of all its commands
+    # but that listed only some of them. The commands gone are now answered with the state
+    # read with the first part, as a wait for commands answers them.
+    port = free_port()
+    d = start_daemon(home, port=port, env={"LLMGINE_MAX_BODY_SIZE": str(32 * 2**20)})
+    try:
+        key = (home / "config" / "local.key").read_text().strip()
+        sid = call(port, key, "POST", "/api/sessions", {})["session_id"]
+        call(port, key, "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})
+        member = {"command_type": "DummyEngineCommand", "parameters": {"prompt": "p" * 400_000}}
+        batch = call(port, key, "POST", f"/api/sessions/{sid}/commands/batch?wait=60", {"commands": [member] * 40})
+        ids = [c["command_id"] for c in batch["commands"]]
+        assert batch["status"] == "finished" and len(ids) == 40  # about 16 MB of records: two parts
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(
+                f"GET /api/sessions/{sid}/batches/{batch['batch_id']} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {key}\r\nConnection: close\r\n\r\n".encode()
+            )
+            got = b""
+            while len(got) < 100_000:  # the head and some of the first part; the rest waits
+                got += sock.recv(65536)
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/sessions/{sid}?purge=true",
+                method="DELETE",
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - the test's own daemon
+                assert resp.status in (200, 204)
+            while chunk := sock.recv(1 << 20):
+                got += chunk
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"chunked" in head.lower(), head
+        text, whole = _dechunk(body)
+        assert whole
+        answer = json.loads(text)
+        assert answer["status"] == "finished"
+        assert [c["command_id"] for c in answer["commands"]] == ids
+        assert {c["status"] for c in answer["commands"]} == {"completed"}
+        log = (home / "daemon-under-test.log").read_text()
+        assert "Traceback" not in log, log[-3000:]
+    finally:
+        stop_process(d.proc)
+    assert d.proc.returncode == 0

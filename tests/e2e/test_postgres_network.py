@@ -163,3 +163,50 @@ def test_a_dead_network_path_is_noticed_by_keepalives(home: Path, pg_server: PgS
     finally:
         proxy.kill()
         proxy.wait()
+
+
+def test_a_stop_with_the_server_reachable_lets_a_write_waiting_on_a_lock_commit(home: Path, pg_url: str) -> None:
+    # Another node's transaction holds the cluster's first lock (event_head: every write
+    # transaction takes it, store/pg_cluster.py LOCK_FIRST) for a few seconds: this node's
+    # writes wait for it, as they may for any lock up to busy_timeout. A stop began meanwhile
+    # cut the waiting statement after STOP_STALL_S (2 s) although the server answered: the
+    # write failed with 503 instead of committing. Only a server that does not answer is given
+    # up sooner at a stop.
+    import psycopg
+
+    d = start_daemon(home, env={"DATABASE_URL": pg_url, "LLMGINE_DB_BUSY_TIMEOUT": "30"})
+    try:
+        sid = call(d, "POST", "/api/sessions", {})[1]["session_id"]
+        with psycopg.connect(pg_url) as other:
+            other.execute("SELECT seq FROM event_head WHERE id = 1 FOR UPDATE")
+            answers: list[Any] = []
+            writer = threading.Thread(
+                target=lambda: answers.append(call(d, "POST", f"/api/sessions/{sid}/events", {"event_type": "Kept"}))
+            )
+            writer.start()
+            # The daemon's write transaction waits for the lock.
+            eventually_blocking(
+                lambda: (
+                    other.execute(
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()"
+                    ).fetchone()[0]  # type: ignore[index]
+                    > 0
+                ),
+                timeout=30,
+            )
+            d.proc.send_signal(signal.SIGTERM)
+            # Longer than STOP_STALL_S plus a watchdog look: the stop's own limit for a server
+            # that does not answer.
+            writer.join(5)
+            other.commit()
+        writer.join(30)
+        assert d.proc.wait(timeout=60) == 0
+    finally:
+        stop_process(d.proc)
+    assert answers and answers[0][0] == 201, answers
+    d = start_daemon(home, env={"DATABASE_URL": pg_url})
+    try:
+        status, page = call(d, "GET", f"/api/sessions/{sid}/events")
+        assert status == 200 and [e for e in page["events"] if e["event_type"] == "Kept"], page
+    finally:
+        stop_process(d.proc)

@@ -176,3 +176,49 @@ def test_the_telemetry_log_damaged_is_reported_but_the_daemon_starts(home):
     err = started_and_stopped(home, port)
     assert "llmgine-telemetry.db-wal: damaged in the middle" in err and "best effort" in err, err
     assert [k.read_bytes() for k in (home / "data").glob("llmgine-telemetry.db-wal.damaged-*")] == [damaged]
+
+
+def test_after_a_crash_the_daemon_keeps_its_lock_on_the_wal_index(home):
+    # The start-up check read `-shm` with a Python file while its read-only connection was
+    # open, and closing that file ended every POSIX lock of the process on `-shm` - the
+    # connection's shared lock on the index's "dead man switch" byte included - and the store's
+    # connections, opened beside it, shared that unlocked index for the daemon's life. The next
+    # other process to open the database took itself for the only one: it truncated and
+    # rebuilt the index under the running daemon, which died of SIGBUS in a later write (or
+    # read its log through a wrong index). Another process must not be able to take that lock.
+    import fcntl
+
+    port = free_port()
+    acknowledged_then_killed(home, port)
+    assert (home / "data" / "llmgine.db-wal").stat().st_size > 32  # a log to check at start
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+        call(port, "POST", "/api/sessions", {}, home=home)
+        with open(home / "data" / "llmgine.db-shm", "rb+") as shm:
+            try:
+                fcntl.lockf(shm, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 128)  # SQLite's UNIX_SHM_DMS
+            except OSError:
+                taken = False
+            else:
+                taken = True
+                fcntl.lockf(shm, fcntl.LOCK_UN, 1, 128)
+        assert not taken, "another process could take the wal-index's exclusive lock from the daemon"
+        # And a person's sqlite3 opening the database now leaves the daemon writing, intact.
+        db = sqlite3.connect(home / "data" / "llmgine.db")
+        db.execute("SELECT count(*) FROM sessions").fetchone()
+        db.close()
+        made = {
+            call(port, "POST", "/api/sessions", {"metadata": {"pad": "x" * 4000}}, home=home)[1]["session_id"]
+            for _ in range(300)
+        }
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    db = sqlite3.connect(home / "data" / "llmgine.db")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert made <= {r[0] for r in db.execute("SELECT session_id FROM sessions")}
+    finally:
+        db.close()

@@ -8,7 +8,8 @@ whole up to PAGE_BYTES, and past that a ``LongPage`` the API sends part by part,
 read when the one before is written. What decides the answer is read first, from the
 commands' states only (records.py ``STATE_COLUMNS``, without the large columns): a batch's
 ``status`` and ``usage``, a wait's ``done`` and ``reached``. Each record is read when it is
-sent, so it may be newer than that state (a command that finished meanwhile), never older.
+sent, so it may be newer than that state (a command that finished meanwhile), never older;
+one gone by then (its session purged) is answered with that state.
 """
 
 from __future__ import annotations
@@ -43,20 +44,32 @@ async def batch_page(commands: Commands, session_id: str, batch_id: str) -> Batc
     def read(conn: sqlite3.Connection) -> tuple[Any, list[Any], list[Any] | None]:
         info = batch_info(conn, session_id, batch_id)
         rows, cut = read_rows(conn, IN_BATCH, [batch_id], key="rowid", count=ALL)
-        states = batch_rows(conn, session_id, batch_id, STATE_COLUMNS)[2] if cut else None
+        states = batch_rows(conn, session_id, batch_id, f"rowid, {STATE_COLUMNS}")[2] if cut else None
         return info, rows, states
 
     info, rows, states = await commands.store.read(read)
     if states is None:
         return commands._assemble(session_id, batch_id, info, [r[1:] for r in rows])
-    summary = commands._assemble(session_id, batch_id, info, states)
+    summary = commands._assemble(session_id, batch_id, info, [r[1:] for r in states])
     summary.commands = []
 
     async def more(rowid: int, count: int) -> tuple[list[Command], int]:
         part, _ = await commands.store.read(
             lambda conn: read_rows(conn, IN_BATCH, [batch_id], key="rowid", after=rowid, count=count)
         )
-        return [commands._current(r[1:]) for r in part], part[-1][0] if part else rowid
+        # A command gone meanwhile (its session purged) is answered with the state held, as a
+        # wait does: the answer lists every command its status and usage were made of.
+        found = {r[0]: r for r in part}
+        end = part[-1][0] if part else None
+        items: list[Command] = []
+        for row in states:
+            if row[0] <= rowid:
+                continue
+            if (end is not None and row[0] > end) or len(items) >= count:
+                break
+            items.append(commands._current(found[row[0]][1:] if row[0] in found else row[1:]))
+            rowid = row[0]
+        return items, rowid
 
     first = [commands._current(r[1:]) for r in rows]
     return LongPage("commands", first, rows[-1][0], len(states), more, lambda _last: summary)
