@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,10 +197,10 @@ class SessionShares:
 
     def __init__(self, share: int) -> None:
         self.share = share
-        self._queues: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+        self._queues: dict[Hashable, tuple[asyncio.Semaphore, list[int]]] = {}
 
     @contextlib.asynccontextmanager
-    async def hold(self, key: str | None) -> AsyncIterator[None]:
+    async def hold(self, key: Hashable | None) -> AsyncIterator[None]:
         """A place in ``key``'s queue for the block (``None``: no queue)."""
         if key is None:
             yield

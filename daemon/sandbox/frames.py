@@ -113,9 +113,11 @@ def encode(frame: Frame) -> bytes:
 
 
 def decode(body: bytes) -> Frame:
+    # RecursionError: a frame user code wrote nesting deeper than the stack. The zygote's is
+    # shallow, the daemon's deep: one the zygote passed on failed in the daemon (a 500).
     try:
         return _decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise FrameError(f"bad frame: {exc}") from None
 
 

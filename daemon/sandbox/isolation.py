@@ -39,6 +39,8 @@ from pathlib import Path
 
 from llmgine_daemon.aio import killpg, spawn
 from llmgine_daemon.sandbox import seccomp
+from llmgine_daemon.sandbox.procs import child_pid as child_pid  # (re-exported)
+from llmgine_daemon.sandbox.procs import count_tasks as count_tasks
 from llmgine_daemon.sandbox.worker import make_removable
 
 log = logging.getLogger("llmgine.sandbox")
@@ -330,14 +332,23 @@ async def probe(mode: str, python: str, user: str = "nobody", group: str = "") -
 
 # -- cgroups: memory and processes per worker (root only) ---------------------------------------
 
-_CONTROLLERS = ("pids", "memory")
+_CONTROLLERS = ("pids", "memory", "cpu")
+# The files that show a controller is on in a cgroup (v2's name first, then v1's).
+_MARKERS = {
+    "pids": ("pids.max",),
+    "memory": ("memory.max", "memory.limit_in_bytes"),
+    "cpu": ("cpu.weight", "cpu.shares"),
+}
 
 
 class Cgroups:
     """A cgroup per worker under one parent per controller for this daemon; root only, v1 or v2.
 
     pids caps the processes a call may run (RLIMIT_NPROC does not bind root, and counts a uid's
-    tasks host-wide); memory caps the whole worker: every process user code forks is counted.
+    tasks host-wide); memory caps the whole worker: every process user code forks is counted;
+    cpu makes the worker one entity of the scheduler, whatever it forks: 30 spinning processes,
+    each in a session of its own (an autogroup each), took 30 shares of the CPU from the daemon
+    and the other sessions' workers.
     """
 
     def __init__(self, parents: dict[str, Path]) -> None:
@@ -383,6 +394,8 @@ class Cgroups:
                 path.mkdir(exist_ok=True)
                 if controller == "pids":
                     (path / "pids.max").write_text(str(max_pids))
+                elif controller == "cpu":
+                    pass  # the default weight: as much as any other worker, or the daemon
                 elif (path / "memory.max").exists():  # v2
                     (path / "memory.max").write_text(str(memory_bytes))
                     _try_write(path / "memory.swap.max", "0")
@@ -443,9 +456,7 @@ class Cgroups:
 
 
 def _has(path: Path, controller: str) -> bool:
-    return (path / ("pids.max" if controller == "pids" else "memory.max")).exists() or (
-        controller == "memory" and (path / "memory.limit_in_bytes").exists()
-    )
+    return any((path / name).exists() for name in _MARKERS[controller])
 
 
 def _try_write(path: Path, value: str) -> None:
@@ -526,7 +537,7 @@ def remove_stale_dirs(root: str | None = None) -> int:
 
 
 def _hierarchies() -> list[tuple[str, Path]]:
-    """(controller, our own cgroup in its hierarchy) for pids and memory, v1 or v2."""
+    """(controller, our own cgroup in its hierarchy) for pids, memory and cpu, v1 or v2."""
     found: list[tuple[str, Path]] = []
     own: dict[str, str] = {}
     try:
@@ -555,43 +566,3 @@ def _hierarchies() -> list[tuple[str, Path]]:
                 if controller in available:
                     found.append((controller, path))
     return found
-
-
-def count_tasks(uid: int) -> int:
-    """Tasks (processes and threads) the uid runs now: RLIMIT_NPROC counts all of them."""
-    total = 0
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return 0
-    for entry in entries:
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    total += len(os.listdir(f"/proc/{entry}/task"))
-            except OSError:
-                pass
-    return total
-
-
-def child_pid(parent: int) -> int | None:
-    """The first child of ``parent`` (bwrap's: the worker, PID 1 of the sandbox)."""
-    try:
-        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        if children:
-            return int(children[0])
-    except (OSError, ValueError):
-        pass
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return None
-    for entry in entries:
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                    return int(entry)
-            except (OSError, ValueError, IndexError):
-                pass
-    return None

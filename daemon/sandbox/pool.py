@@ -30,7 +30,8 @@ past its deadline, a worker that dies or speaks garbage, and a cancelled call al
 worker: its process group is killed and a fresh one started in the background; no retry.
 Nested calls (a handler awaiting ``bus.execute`` that runs another handler) get a semaphore per
 depth, so a parent holding a worker never starves its own children: depth d only waits for
-depth d+1, which cannot wait on anything beyond ``max_depth``.
+depth d+1, which cannot wait on anything beyond ``max_depth``. A level holds ``size + share``
+calls, at most ``size`` of them one session's, so no session can fill a level for the others.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class SandboxPool:
         self.group = group
         self.share = self.limits.session_share or max(1, self.size // 2)
         self._shares = SessionShares(self.share)
+        self._nested = SessionShares(self.size)  # per (session, depth) above depth 0
         self.bus_handler: BusHandler | None = None
         self.log_handler: LogHandler | None = None
         self.isolation = Isolation("pending")  # until the probe has run
@@ -365,11 +367,11 @@ class SandboxPool:
         if not self._started:
             return CallOutcome(ok=False, error=call_error(SANDBOX_UNAVAILABLE, "the sandbox is stopping"))
         depth = min(max(context.depth, 0), self.limits.max_depth)
-        sem = self._sems.setdefault(depth, asyncio.Semaphore(self.size))
-        # Nested calls ride on their parent's place in its session's queue (or a parent would
-        # wait for its own children): only top-level calls take one.
-        key = (context.share or context.session_id) if depth == 0 else None
-        async with self._shares.hold(key), sem:
+        shares, key, size = self._shares, context.share or context.session_id, self.size
+        if depth:  # nested: rides on its parent's place, but one session's chains (a tool's
+            # bus.call_tool, handlers of events it published) never hold a whole level.
+            shares, key, size = self._nested, (context.session_id, depth), self.size + self.share
+        async with shares.hold(key), self._sems.setdefault(depth, asyncio.Semaphore(size)):
             return await self._on_worker(run, context)
 
     async def _on_worker(self, run: frames.Run, context: CallContext) -> CallOutcome:

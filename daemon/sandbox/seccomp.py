@@ -14,7 +14,13 @@ or around its accounting, as Docker's and Flatpak's default profiles do:
   (which the network namespace confines): ``AF_VSOCK`` is not network-namespaced, so a
   worker in a virtual machine could reach the hypervisor's (or, on a host, its guests')
   vsock services; the others are kernel surface no tool needs;
-- every system call of another ABI (32-bit ``int 0x80`` on x86_64, x32).
+- every system call of another ABI (32-bit ``int 0x80`` on x86_64, x32);
+- changing the priority, scheduling, CPU affinity, I/O priority or resource limits of any
+  process but the caller (``setpriority``, ``sched_set*``, ``ioprio_set`` and ``prlimit64``
+  with a pid, a process group or a user): user code runs as the same uid as the worker's
+  zygote and forker, which the kernel lets it lower for good, and every later call on that
+  worker (another session's) inherited them from the forker (SCHED_IDLE, nice 19, a tiny
+  RLIMIT_AS...).
 
 Refused calls fail with EPERM (ENOSYS for clone3 and other ABIs); nothing is killed.
 Only msgspec and the standard library: the filter is built in the daemon.
@@ -57,6 +63,18 @@ _DENIED = {
     "bpf": (321, 280),
     "syslog": (103, 116),
 }
+# name -> ((x86_64, aarch64), (the arguments that must be 0)): the caller itself
+# (PRIO_PROCESS is 0; IOPRIO_WHO_PROCESS is 1, checked apart); any other target is refused.
+_SELF_ONLY = {
+    "setpriority": ((141, 140), (0, 1)),  # which, who
+    "sched_setparam": ((142, 118), (0,)),
+    "sched_setscheduler": ((144, 119), (0,)),
+    "sched_setaffinity": ((203, 122), (0,)),
+    "sched_setattr": ((314, 274), (0,)),
+    "prlimit64": ((302, 261), (0,)),
+    "ioprio_set": ((251, 30), (1,)),  # who (which must be IOPRIO_WHO_PROCESS)
+}
+_IOPRIO_SET = _SELF_ONLY["ioprio_set"][0]
 _CLONE = (56, 220)
 _CLONE3 = (435, 435)
 _SOCKET = (41, 198)
@@ -93,6 +111,7 @@ def program() -> bytes:
     for nr in denied:
         to_eperm.append(emit(_JEQ, nr))
     to_enosys.append(emit(_JEQ, _CLONE3[column]))
+    to_self_only = [(emit(_JEQ, nrs[column]), name) for name, (nrs, _) in _SELF_ONLY.items()]
     is_socket = emit(_JEQ, _SOCKET[column])
     not_clone = emit(_JEQ, _CLONE[column])
     emit(_LD_ABS_W, _ARG0)
@@ -100,6 +119,20 @@ def program() -> bytes:
     socket_family = emit(_LD_ABS_W, _ARG0)
     to_allow = [emit(_JEQ, family) for family in SOCKET_FAMILIES]
     other_family = emit(_JA, 0)
+    # A self-only call: each of its argument words (low 32 bits: pids and these selectors are
+    # ints) must be 0, or it is refused.
+    self_only_at: dict[str, int] = {}
+    to_eperm_unless: list[int] = []
+    to_allow_after: list[int] = []
+    for name, (nrs, words) in _SELF_ONLY.items():
+        self_only_at[name] = len(insns)
+        if nrs == _IOPRIO_SET:
+            emit(_LD_ABS_W, _ARG0)
+            to_eperm_unless.append(emit(_JEQ, 1))  # which: IOPRIO_WHO_PROCESS
+        for word in words:
+            emit(_LD_ABS_W, _ARG0 + 8 * word)
+            to_eperm_unless.append(emit(_JEQ, 0))
+        to_allow_after.append(emit(_JA, 0))
     allow = emit(_RET, _ALLOW)
     eperm = emit(_RET, _ERRNO | _EPERM)
     enosys = emit(_RET, _ERRNO | _ENOSYS)
@@ -124,4 +157,10 @@ def program() -> bytes:
     for at in to_allow:
         out[at] = (_JEQ, jump(at, allow), 0, out[at][3])
     out[other_family] = (_JA, 0, 0, jump(other_family, eperm))
+    for at, name in to_self_only:
+        out[at] = (_JEQ, jump(at, self_only_at[name]), 0, out[at][3])
+    for at in to_eperm_unless:
+        out[at] = (_JEQ, 0, jump(at, eperm), out[at][3])
+    for at in to_allow_after:
+        out[at] = (_JA, 0, 0, jump(at, allow))
     return b"".join(_INSN.pack(*insn) for insn in out)

@@ -312,6 +312,11 @@ class _Zygote:
                 run = frames.read_frame(self.pool_r)
             except EOFError:
                 return
+            if isinstance(run, frames.BusReply):
+                # The answer to a request of a call that ended without waiting for it (user
+                # code can write its Done right after a request): nobody's. Ending here cost
+                # the worker, and the next call on it (another session's) crashed.
+                continue
             if not isinstance(run, frames.Run):
                 return
             if self.call(run):

@@ -1,0 +1,47 @@
+"""Processes on the host seen through /proc: the tasks a uid runs (what RLIMIT_NPROC counts) and
+a process's first child (bwrap's: the worker). Standard library only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def count_tasks(uid: int) -> int:
+    """Tasks (processes and threads) the uid runs now: RLIMIT_NPROC counts all of them."""
+    total = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    total += len(os.listdir(f"/proc/{entry}/task"))
+            except OSError:
+                pass
+    return total
+
+
+def child_pid(parent: int) -> int | None:
+    """The first child of ``parent`` (bwrap's: the worker, PID 1 of the sandbox)."""
+    try:
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        if children:
+            return int(children[0])
+    except (OSError, ValueError):
+        pass
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                    return int(entry)
+            except (OSError, ValueError, IndexError):
+                pass
+    return None
