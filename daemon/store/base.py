@@ -39,9 +39,6 @@ CommitHook = Callable[[list[contextvars.Context], int, float, float, BaseExcepti
 
 MAX_BATCH = 1024
 GATHER_TURNS = 2
-# A wave of at least this many writes that queued after the last commit ended is split in two
-# transactions (``_wave_cap``).
-SPLIT_AT = 8
 
 
 class _Alone:
@@ -80,9 +77,6 @@ class BaseStore:
         # Figures for observability and the benchmarks.
         self.transactions = 0
         self.writes = 0
-        # Writes queued so far, and that count when the last transaction ended (``_wave_cap``).
-        self._queued = 0
-        self._queued_at_end = 0
         # Statements every write transaction runs first (PostgreSQL; SQLite's BEGIN IMMEDIATE
         # already takes its one lock): several nodes lock shared rows in one order, so their
         # group commits never deadlock (store/pg_cluster.py LOCK_FIRST).
@@ -151,7 +145,6 @@ class BaseStore:
             future = loop.create_future()
         deadline = loop.time() + self.busy_timeout
         self._queue.put_nowait((_Heavy(fn) if heavy else fn, future, contextvars.copy_context(), deadline))
-        self._queued += 1
         return future
 
     async def run_alone(self, fn: Callable[[Any], T]) -> T:
@@ -188,8 +181,7 @@ class BaseStore:
             # so the others never wait for the GIL there (see the module docstring).
             heavy = isinstance(item[0], _Heavy)
             batch = [item]
-            cap = MAX_BATCH if heavy else self._wave_cap()
-            while len(batch) < cap and not self._queue.empty():
+            while len(batch) < MAX_BATCH and not self._queue.empty():
                 nxt = self._queue.get_nowait()
                 if nxt is None:
                     stopping = True
@@ -199,22 +191,6 @@ class BaseStore:
                     break
                 batch.append(nxt)
             await self._commit_batch(batch, heavy)
-            self._queued_at_end = self._queued
-
-    def _wave_cap(self) -> int:
-        """How many of the queued writes the next transaction takes: all of them (up to
-        MAX_BATCH), except when most of them queued after the last transaction ended. Then the
-        loop had nothing to do while that transaction committed (its clients were all waiting
-        for it: a closed loop of clients in step with the commits, as under wrk), and would
-        again: the wave is split in two, so that the first half's clients send their next
-        requests, and the loop serves them, while the second half commits. Once the clients
-        are so in two groups, each transaction finds its writes queued while the one before
-        committed and takes them all. (Measured in bench/README.md, "Two groups in flight".)"""
-        pending = 1 + self._queue.qsize()
-        after = self._queued - self._queued_at_end
-        if pending >= SPLIT_AT and after * 2 > pending:
-            return (pending + 1) // 2
-        return MAX_BATCH
 
     def _settle(
         self,

@@ -30,29 +30,6 @@ async def test_concurrent_writes_share_transactions(store):
     assert count == (200,)
 
 
-async def test_a_wave_in_step_with_the_commits_is_split_in_two(store):
-    """Writes that all queued after the last commit ended (clients in step with the commits,
-    each waiting for the one before) go in two transactions, so that the first half's clients
-    are served while the second half commits; a wave queued while a commit ran, or a small
-    one, stays whole (store/base.py ``_wave_cap``; the gain is measured in bench/README.md)."""
-
-    def insert(name):
-        return lambda c: c.execute(
-            "INSERT INTO sessions (session_id, status, created_at, last_activity_at) VALUES (?, 'active', 'x', 'x')",
-            (name,),
-        )
-
-    await store.write(insert("first"))  # nothing else queued: a transaction of its own
-    before = store.transactions
-    await asyncio.gather(*(store.write(insert(f"w{i}")) for i in range(32)))
-    assert store.transactions - before == 2  # 16 + 16
-    before = store.transactions
-    await asyncio.gather(*(store.write(insert(f"s{i}")) for i in range(7)))
-    assert store.transactions - before == 1  # below SPLIT_AT: whole
-
-    assert await store.fetchone("SELECT COUNT(*) FROM sessions") == (1 + 32 + 7,)
-
-
 async def test_a_failing_write_fails_alone(store):
     def good(i):
         return lambda c: c.execute(
