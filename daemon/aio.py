@@ -19,6 +19,21 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
         pass
 
 
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """``event.wait()`` for at most ``timeout`` seconds; whether the event was set.
+
+    ``asyncio.wait_for`` on Python 3.11 swallows a cancellation that arrives as the event is
+    set (it returns the result instead): a background loop stopped by ``cancel()`` at that
+    moment went round again and its stop waited for it forever (seen: the webhook sender at
+    shutdown, woken by an attempt ending). ``asyncio.timeout`` tells the two apart."""
+    try:
+        async with asyncio.timeout(max(0.0, timeout)):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 def killpg(pgid: int) -> None:
     """SIGKILL a process group; one that is already gone (or not ours) is nothing to do."""
     try:

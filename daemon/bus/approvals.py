@@ -36,6 +36,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmgine_daemon.aio import wait_event
 from llmgine_daemon.bus import jsonschema
 from llmgine_daemon.bus.codec import dumps, loads, new_id, row_reader
 from llmgine_daemon.bus.errors import BusError, not_found
@@ -197,10 +198,7 @@ class Approvals:
                     except BusError:  # decided meanwhile
                         continue
                 woken.clear()
-                try:
-                    await asyncio.wait_for(woken.wait(), timeout=left)
-                except TimeoutError:
-                    pass
+                await wait_event(woken, left)
         finally:
             self._woken.pop(approval.approval_id, None)
 

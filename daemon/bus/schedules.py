@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from llmgine_daemon.aio import cancel_and_wait
+from llmgine_daemon.aio import cancel_and_wait, wait_event
 from llmgine_daemon.bus.codec import dumps, loads, new_id, row_reader
 from llmgine_daemon.bus.commands import validate
 from llmgine_daemon.bus.errors import BusError, StorageError, invalid
@@ -241,10 +241,7 @@ class Schedules:
             except Exception:  # noqa: BLE001
                 log.exception("scheduler round failed")
                 wait = 1.0
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, min(wait, IDLE_S)))
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, min(wait, IDLE_S))
             self._wake.clear()
 
     async def run_due(self) -> float:

@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon import __version__
-from llmgine_daemon.aio import cancel_and_wait
+from llmgine_daemon.aio import cancel_and_wait, wait_event
 from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import StorageError
 from llmgine_daemon.bus.events import EVENT_COLUMNS, row_to_event
@@ -166,10 +166,7 @@ class Outbox:
 
     @staticmethod
     async def _nap(wake: asyncio.Event, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(wake.wait(), timeout=max(0.0, seconds))
-        except TimeoutError:
-            pass
+        await wait_event(wake, seconds)
         wake.clear()
 
     # -- deriving -----------------------------------------------------------------------

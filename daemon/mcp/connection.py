@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from llmgine_daemon.aio import cancel_and_wait, killpg
+from llmgine_daemon.aio import cancel_and_wait, killpg, wait_event
 from llmgine_daemon.mcp import cgroups, launch, pinned
 from llmgine_daemon.mcp.cgroups import ServerCgroups
 from llmgine_daemon.observability import metrics
@@ -183,8 +183,7 @@ class Connection:
                 self.last_error or "exited",
                 backoff,
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), backoff)
+            await wait_event(self._stop, backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
         self.status = "stopped"
 
