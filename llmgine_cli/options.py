@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,20 +15,25 @@ def _complete_format(incomplete: str) -> list[str]:
     return [name for name in FORMATS if name.startswith(incomplete.lower())]
 
 
-# -o/--output/--format: a format name, or a docker-style template (llmgine_cli/template.py).
-Output = Annotated[
-    str | None,
-    typer.Option(
-        "-o",
-        "--output",
-        "--format",
-        metavar="FORMAT",
-        parser=parse_format,
-        autocompletion=_complete_format,
-        help=FORMAT_HELP + " (default: a table on a terminal, plain text when piped)",
-        show_default=False,
-    ),
-]
+def output_option(default: str) -> Any:
+    """-o/--output/--format: a format name, or a docker-style template (llmgine_cli/template.py);
+    ``default`` says what a command prints without it."""
+    return Annotated[
+        str | None,
+        typer.Option(
+            "-o",
+            "--output",
+            "--format",
+            metavar="FORMAT",
+            parser=parse_format,
+            autocompletion=_complete_format,
+            help=f"{FORMAT_HELP} (default: {default})",
+            show_default=False,
+        ),
+    ]
+
+
+Output = output_option("a table on a terminal, plain text when piped")
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print only ids, one per line.")]
 
 

@@ -404,7 +404,8 @@ def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], tit
 
     console = Console(file=env.stdout, force_terminal=env.stdout_isatty or None, highlight=False, soft_wrap=False)
     if kv:
-        if any(_unbreakable(row[1], console.width - max(cell_width(r[0]) for r in rows) - 2) for row in rows):
+        keys = max(cell_width(r[0]) for r in rows)
+        if any(_unbreakable(row[1], console.width - keys - 2) for row in rows):
             # A value that is one word too long for its column (a token, a URL) is not folded
             # into pieces that a copy from the terminal would join with a newline: every row
             # is one line, as `kubectl describe` prints them, and the terminal wraps it.
@@ -412,7 +413,6 @@ def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], tit
 
             if title:
                 console.print(Text(title, style="italic"), soft_wrap=True)
-            keys = max(cell_width(r[0]) for r in rows)
             for key, value in rows:
                 line = Text(key, style="bold cyan")
                 line.append(" " * (keys - cell_width(key) + 2) + value)

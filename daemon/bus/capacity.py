@@ -62,6 +62,12 @@ def limit_reached(limit: str, maximum: int, what: str) -> BusError:
     )
 
 
+def event_bytes_reached(maximum: int) -> BusError:
+    """LIMIT_REACHED for security.limits.max_event_bytes_per_session (a publish past it, or
+    new work once it is spent)."""
+    return limit_reached("max_event_bytes_per_session", maximum, "bytes of events in a session")
+
+
 def _check(
     capacity: Capacity,
     conn: sqlite3.Connection,
@@ -148,9 +154,11 @@ class Capacity:
         for new work that writes events the bus never refuses (a tool call's ToolExecuted).
         Commands check it with the session's state (``sessions.require_active``)."""
         maximum = self.max_event_bytes_per_session
+        if maximum <= 0:
+            return
         row = conn.execute("SELECT event_bytes FROM session_counts WHERE session_id = ?", (session_id,)).fetchone()
-        if maximum > 0 and row is not None and row[0] >= maximum:
-            raise limit_reached("max_event_bytes_per_session", maximum, "bytes of events in a session")
+        if row is not None and row[0] >= maximum:
+            raise event_bytes_reached(maximum)
 
     def check_tools(self, conn: sqlite3.Connection, session_id: str, name: str | None) -> None:
         """Room for tool ``name`` in ``session_id``: re-registering a name replaces it."""

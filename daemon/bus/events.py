@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.capacity import limit_reached
+from llmgine_daemon.bus.capacity import event_bytes_reached
 from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import invalid, not_found
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
@@ -124,7 +124,7 @@ def _insert_event(
         if cap <= 0:
             conn.execute(_COUNT, (1, size, session_id))
         elif conn.execute(_COUNT_CAPPED, (1, size, session_id, size, cap)).rowcount != 1:
-            raise limit_reached("max_event_bytes_per_session", cap, "bytes of events in a session")
+            raise event_bytes_reached(cap)
     return Event(
         event_id=event_id,
         seq=seq,

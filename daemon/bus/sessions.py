@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from llmgine_daemon.bus.capacity import event_bytes_reached
 from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.events import insert_event
@@ -81,9 +82,7 @@ def require_active(conn: sqlite3.Connection, session_id: str, max_event_bytes: i
     if max_event_bytes > 0:
         row = conn.execute(_STATUS_AND_BYTES, (session_id,)).fetchone()
         if row is not None and row[0] == "active" and (row[1] or 0) >= max_event_bytes:
-            from llmgine_daemon.bus.capacity import limit_reached
-
-            raise limit_reached("max_event_bytes_per_session", max_event_bytes, "bytes of events in a session")
+            raise event_bytes_reached(max_event_bytes)
     else:
         row = conn.execute("SELECT status FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
     if row is None:

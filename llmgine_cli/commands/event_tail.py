@@ -16,9 +16,8 @@ from llmgine_daemon.protocol import EVENT_SOURCES, Command, Event
 from llmgine_cli import completion
 from llmgine_cli.commands.args import choices, parse_time, session_callback
 from llmgine_cli.context import AppContext, reader_gone_error
-from llmgine_cli.options import Quiet, state
+from llmgine_cli.options import Quiet, output_option, state
 from llmgine_cli.render import resolve_format
-from llmgine_cli.template import FORMAT_HELP, parse_format
 from llmgine_cli.template import apply as apply_template
 
 
@@ -96,18 +95,7 @@ def tail(
     no_reconnect: Annotated[
         bool, typer.Option("--no-reconnect", help="Exit 3 when the daemon goes away instead of reconnecting.")
     ] = False,
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "-o",
-            "--output",
-            "--format",
-            metavar="FORMAT",
-            parser=parse_format,
-            show_default=False,
-            help=FORMAT_HELP + " (default: a live view on a terminal, jsonl when piped)",
-        ),
-    ] = None,
+    output: output_option("a live view on a terminal, jsonl when piped") = None,
     quiet: Quiet = False,
 ) -> None:
     """Print events as they happen (Ctrl-C stops). Resumes across daemon restarts.
