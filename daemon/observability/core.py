@@ -47,11 +47,11 @@ class Observability:
         self.log_rows: int = settings["observability.log_retention_rows"]
         self.session_log_rows: int = settings["security.limits.session_log_rows"]
         # Records of each session written since its rows were last trimmed to
-        # session_log_rows: a session is looked at once per tenth of that (trim_session_logs).
+        # session_log_rows: a session is looked at once per tenth of that (logs.trim_sessions).
         self._unchecked: dict[str, int] = {}
         self._since_trim = 0  # records written since the table was last trimmed to log_rows
         self.span_rows: int = settings["observability.trace_retention_spans"]
-        # The same for spans (security.limits.session_span_rows, trim_session_spans).
+        # The same for spans (security.limits.session_span_rows, logs.trim_sessions).
         self.session_span_rows: int = settings["security.limits.session_span_rows"]
         self._spans_unchecked: dict[str, int] = {}
         self._spans_since_trim = 0

@@ -211,7 +211,7 @@ def insert_logs(
     session_rows: int = 0,
 ) -> list[int]:
     """Write ``records``; then trim each of ``sessions`` to its newest ``session_rows``
-    (``trim_session_logs``), then the table to its newest ``max_rows`` (0: not now)."""
+    (``trim_sessions``), then the table to its newest ``max_rows`` (0: not now)."""
     ids = []
     for r in records:
         if any(NUL in (getattr(r, f) or "") for f in _TEXT_FIELDS):
@@ -240,28 +240,38 @@ def insert_logs(
         ids.append(cur.lastrowid)
     if sessions and session_rows > 0:
         # First: a session's flood in this very batch must not count against everyone's rows.
-        trim_session_logs(conn, sessions, session_rows)
+        trim_sessions(conn, "logs", sessions, session_rows)
     if ids and max_rows > 0:
-        # The newest max_rows are kept: counted, since ids have gaps where a session's own
-        # oldest records went (trim_session_logs). The caller asks once per many records.
-        row = conn.execute("SELECT id FROM logs ORDER BY id DESC LIMIT 1 OFFSET ?", (max_rows,)).fetchone()
-        if row is not None:
-            conn.execute("DELETE FROM logs WHERE id <= ?", (row[0],))
+        keep_newest(conn, "logs", max_rows)
     return ids
 
 
-def trim_session_logs(conn: sqlite3.Connection, session_ids: list[str], max_rows: int) -> int:
-    """Keep only the newest ``max_rows`` records of each of ``session_ids``
-    (``security.limits.session_log_rows``): a session writing without end pushes out its own
-    records, not everyone's. Returns how many went."""
+# The telemetry tables whose rows are trimmed to a count (logs here, spans in trace_store.py).
+_TRIMMED = ("logs", "spans")
+
+
+def trim_sessions(conn: sqlite3.Connection, table: str, session_ids: list[str], max_rows: int) -> int:
+    """Keep only the newest ``max_rows`` rows of ``table`` of each of ``session_ids``
+    (``security.limits.session_log_rows``, ``session_span_rows``): a session writing without
+    end pushes out its own records, not everyone's. Returns how many went."""
+    assert table in _TRIMMED
     gone = 0
     for session_id in session_ids:
         row = conn.execute(
-            "SELECT id FROM logs WHERE session_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?", (session_id, max_rows)
+            f"SELECT id FROM {table} WHERE session_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?", (session_id, max_rows)
         ).fetchone()
         if row is not None:
-            gone += conn.execute("DELETE FROM logs WHERE session_id = ? AND id <= ?", (session_id, row[0])).rowcount
+            gone += conn.execute(f"DELETE FROM {table} WHERE session_id = ? AND id <= ?", (session_id, row[0])).rowcount
     return gone
+
+
+def keep_newest(conn: sqlite3.Connection, table: str, max_rows: int) -> None:
+    """Keep the newest ``max_rows`` rows of ``table``: counted, since ids have gaps where a
+    session's own oldest rows went (``trim_sessions``). Its callers ask once per many rows."""
+    assert table in _TRIMMED
+    row = conn.execute(f"SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET ?", (max_rows,)).fetchone()
+    if row is not None:
+        conn.execute(f"DELETE FROM {table} WHERE id <= ?", (row[0],))
 
 
 def prune_logs_before(conn: sqlite3.Connection, cutoff_iso: str) -> int:

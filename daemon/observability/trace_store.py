@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import msgspec
+from llmgine_daemon.observability.logs import keep_newest, trim_sessions
 from llmgine_daemon.observability.tracing import SpanRow
 from llmgine_daemon.protocol import SpanNode, TraceList, TraceSummary, TraceView
 from llmgine_daemon.textsafe import without_nul
@@ -53,7 +54,7 @@ def insert_spans(
 ) -> None:
     """``spans`` are the tracer's buffered tuples (``tracing.SpanRow``); the ISO start and the
     JSON are made here, in the telemetry writer's thread, not on the event loop. Then each of
-    ``sessions`` is trimmed to its newest ``session_rows`` (``trim_session_spans``), and the
+    ``sessions`` is trimmed to its newest ``session_rows`` (``logs.trim_sessions``), and the
     table to its newest ``max_rows`` (0: not now): counted when sessions are trimmed (their
     trims leave gaps in the ids), else by id."""
     if not spans:
@@ -68,29 +69,12 @@ def insert_spans(
         rows = _encoder.encode(without_nul(_decoder.decode(rows)))
     conn.execute(_INSERT, (rows.decode(),))
     if sessions and session_rows > 0:
-        trim_session_spans(conn, sessions, session_rows)
+        trim_sessions(conn, "spans", sessions, session_rows)
     if max_rows > 0 and session_rows > 0:
-        row = conn.execute("SELECT id FROM spans ORDER BY id DESC LIMIT 1 OFFSET ?", (max_rows,)).fetchone()
-        if row is not None:
-            conn.execute("DELETE FROM spans WHERE id <= ?", (row[0],))
+        keep_newest(conn, "spans", max_rows)
     elif max_rows > 0:
         last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
         conn.execute("DELETE FROM spans WHERE id <= ?", (last - max_rows,))
-
-
-def trim_session_spans(conn: sqlite3.Connection, session_ids: list[str], max_rows: int) -> int:
-    """Keep only the newest ``max_rows`` spans of each of ``session_ids``
-    (``security.limits.session_span_rows``): a session whose every request is traced (a
-    ``traceparent`` with the sampled flag, failed requests) pushes out its own spans, not
-    everyone's. Returns how many went."""
-    gone = 0
-    for session_id in session_ids:
-        row = conn.execute(
-            "SELECT id FROM spans WHERE session_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?", (session_id, max_rows)
-        ).fetchone()
-        if row is not None:
-            gone += conn.execute("DELETE FROM spans WHERE session_id = ? AND id <= ?", (session_id, row[0])).rowcount
-    return gone
 
 
 def prune_spans_before(conn: sqlite3.Connection, cutoff_unix: float) -> int:
