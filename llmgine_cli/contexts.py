@@ -65,12 +65,16 @@ def load(env: Mapping[str, str]) -> dict[str, Any]:
 def save(env: Mapping[str, str], data: dict[str, Any]) -> str:
     """Write ``data`` (mode 0600, replaced whole: a crash leaves the old file or the new)."""
     import json
-    from pathlib import Path
-
-    from llmgine_daemon.paths import write_private
 
     path = contexts_path(env)
-    write_private(Path(path), json.dumps(data, indent=2) + "\n")
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    temp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(data, indent=2) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(temp, path)
     return path
 
 
