@@ -119,8 +119,7 @@ class Connection:
         self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"mcp:{self.config.label}")
 
     async def wait_settled(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settled.wait(), timeout)
+        await wait_event(self._settled, timeout)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -262,8 +261,7 @@ class Connection:
             return CallResult(result, error, round((time.monotonic() - t0) * 1000, 3))
 
         if not self._ready.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), min(timeout, READY_WAIT))
+            await wait_event(self._ready, min(timeout, READY_WAIT))
         session = self._session
         if session is None:
             return done(error=self._unavailable())

@@ -5,6 +5,7 @@ Real worker processes and the real command runner; nothing of ours is mocked.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 
@@ -402,3 +403,49 @@ async def test_replace_never_takes_an_engines_command_type(app_client):
     )
     assert resp.status == 409
     assert assert_envelope(await resp.json(), "CONFLICT")["details"]["owner"].startswith("engine:")
+
+
+BIG = textwrap.dedent("""
+    import time
+
+    def big(command):
+        if command.parameters.get("hold"):
+            time.sleep(command.parameters["hold"])
+        return "x" * command.parameters["size"]
+""")
+
+
+async def test_a_running_batch_keeps_no_result_of_its_finished_members_in_memory(app_client):
+    """A batch held each finished member's record, its result included, until the whole batch
+    ended: a token's batch of 10,000 user-code commands returning 1 MiB each held ~10 GiB of the
+    daemon's memory. The result is in the store; the answers read it from there."""
+    sid = (await create_session(app_client))["session_id"]
+    await add_command_handler(app_client, sid, "Big", BIG)
+    size = 200_000
+    members = [{"command_type": "Big", "parameters": {"size": size}} for _ in range(3)]
+    members.append({"command_type": "Big", "parameters": {"size": 10, "hold": 60}})
+    members.append({"command_type": "Big", "parameters": {"size": 50}})
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/commands/batch", json={"commands": members, "mode": "sequential"}
+    )
+    assert resp.status == 202, await resp.text()
+    ids = [c["command_id"] for c in (await resp.json())["commands"]]
+    runner = app_client.server.app[BUS].commands.runner
+
+    def holding():
+        job = runner.jobs.get(ids[3])
+        return job if job is not None and job.state == "running" else None
+
+    held = await eventually(holding, timeout=60)
+    finished = [j for j in held.batch.jobs if j.record.command_id in ids[:3]]
+    assert [j.record.status for j in finished] == ["completed"] * 3
+    assert [j.record.result is None for j in finished] == [True] * 3
+    # A wait on a finished member, and on one still to run, answers with its result all the same.
+    for cid in ids[:3]:
+        got = await (await app_client.get(f"/api/sessions/{sid}/commands/{cid}?wait=5")).json()
+        assert got["status"] == "completed" and got["result"] == "x" * size, got["status"]
+    later = asyncio.ensure_future(app_client.get(f"/api/sessions/{sid}/commands/{ids[4]}?wait=60"))
+    await eventually(lambda: runner.jobs[ids[4]].waiter is not None)
+    assert (await app_client.post(f"/api/sessions/{sid}/commands/{ids[3]}/cancel")).status == 200
+    got = await (await later).json()
+    assert got["status"] == "completed" and got["result"] == "x" * 50, got

@@ -97,6 +97,19 @@ def _read_rows(conn: Any, ids: list[str], columns: str) -> list[tuple[Any, ...]]
     return rows
 
 
+async def read_batch_results(store: Store, records: Sequence[Command]) -> None:
+    """Read back the results of the batch members among ``records`` that ended on this node: a
+    member's result is kept in the store only (``Runner.apply_end``)."""
+    ended: dict[str, list[Command]] = {}
+    for rec in records:
+        if rec.batch_id is not None and rec.status in TERMINAL_STATUSES and rec.result is None:
+            ended.setdefault(rec.command_id, []).append(rec)
+    if ended:
+        for row in await store.read(lambda conn: _read_rows(conn, list(ended), COMMAND_COLUMNS)):
+            for rec in ended[row[0]]:
+                copy_record(row_to_command(row), rec)
+
+
 async def wait_in_store(
     store: Store,
     records: Sequence[Command],

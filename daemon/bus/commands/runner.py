@@ -454,7 +454,10 @@ class Runner(Waiting):
     def apply_end(self, job: Job, outcome: Outcome, ts: str) -> None:
         rec = job.record
         rec.status = outcome.status
-        rec.result = outcome.result
+        # A batch member's result stays in the store only: the batch holds its members until
+        # it ends, and 10,000 results of 1 MiB each would be 10 GiB of the daemon's memory. Its
+        # answers read the result from the store (answers.py, Commands.wait).
+        rec.result = outcome.result if job.batch is None else None
         rec.error = outcome.error
         rec.finished_at = ts
         rec.duration_ms = outcome.duration_ms

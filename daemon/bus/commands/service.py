@@ -47,7 +47,7 @@ from llmgine_daemon.bus.commands.records import (
     validate,
 )
 from llmgine_daemon.bus.commands.recovery import Recovery
-from llmgine_daemon.bus.commands.remote import Changes, wait_in_store
+from llmgine_daemon.bus.commands.remote import Changes, read_batch_results, wait_in_store
 from llmgine_daemon.bus.commands.remote import copy_record as _copy_record
 from llmgine_daemon.bus.commands.retries import DEAD, Retries
 from llmgine_daemon.bus.commands.runner import Runner
@@ -487,12 +487,16 @@ class Commands(Recovery):
         deadline = loop.time() + timeout
         if not await self._wait_here(records, timeout):
             return False
+        if not states:
+            await read_batch_results(self.store, records)
         columns = STATE_COLUMNS if states else COMMAND_COLUMNS
         if await wait_in_store(self.store, records, deadline, self.changes, self.runner.draining(), columns):
             return True
         # Shutdown began: what moved to this node meanwhile (a session it took) ends as the
         # runner lets it (running commands finish, queued ones stay queued).
         await self._wait_here(records, max(0.0, deadline - loop.time()))
+        if not states:
+            await read_batch_results(self.store, records)
         return all(r.status in TERMINAL_STATUSES for r in records)
 
     async def _wait_here(self, records: Sequence[Command], timeout: float) -> bool:
