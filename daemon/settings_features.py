@@ -50,18 +50,18 @@ FEATURE_SETTINGS: tuple[Setting, ...] = (
         "LLMGINE_MCP_SESSION_TOKEN_MEMORY_MB",
         positive,
         512,
-        "memory, in MiB, a session token's stdio MCP server may use with every process it "
-        "starts (a memory cgroup per server, no swap: past it the kernel kills it, and "
-        "last_error says so); needs cgroups (a daemon run as root), else only the per-process "
-        "address-space limit of sandbox.memory_mb applies (0 = no cgroup memory limit)",
+        "memory, in MiB, a session's token stdio MCP servers may use together, with every "
+        "process they start (a memory cgroup per session, no swap: past it the kernel kills "
+        "one, and its last_error says so); needs cgroups (a daemon run as root), else only the "
+        "per-process address-space limit of sandbox.memory_mb applies (0 = no cgroup memory limit)",
     ),
     Setting(
         "mcp.session_token_max_processes",
         "LLMGINE_MCP_SESSION_TOKEN_MAX_PROCESSES",
         positive,
         32,
-        "processes (and threads) a session token's stdio MCP server may run at once, itself "
-        "and the sandbox's included (a pids cgroup per server; without cgroups only "
+        "processes (and threads) a session's token stdio MCP servers may run at once together, "
+        "theirs and the sandbox's included (a pids cgroup per session; without cgroups only "
         "sandbox.max_processes as RLIMIT_NPROC applies; 0 = no cgroup limit)",
     ),
     Setting(

@@ -242,7 +242,7 @@ class McpServers:
                 cpu_seconds=self.policy.cpu_seconds,
             )
             if config.launch.limits is not None:  # and a cgroup for each run, where there are some
-                config.cgroups = self.cgroups
+                config.cgroups, config.session_id = self.cgroups, reg.scope
         reg.connection = Connection(config, self._isolation)
         reg.connection.start()
 

@@ -5,8 +5,10 @@ RLIMIT_AS caps one process, and RLIMIT_NPROC (in bubblewrap's user namespace, or
 above what sandbox.user runs) the number of them: a server could hold 32 processes of 1 GiB
 each, and a session may have 20 servers. Where the sandbox's worker pool has cgroups (a daemon
 run as root with a writable cgroup file system, sandbox/isolation.py ``Cgroups``), each run
-of such a server gets a cgroup of its own under ``llmgine-sandbox-PID-mcp``, next to the
-pool's ``llmgine-sandbox-PID``: ``mcp.session_token_memory_mb`` (memory.max, no swap) and
+of such a server gets a cgroup of its own under its session's, ``g<session id>``, under
+``llmgine-sandbox-PID-mcp``, next to the pool's ``llmgine-sandbox-PID``. The session's cgroup
+holds the limits its servers share (a limit per server let a session of 20 servers hold 20
+times it): ``mcp.session_token_memory_mb`` (memory.max, no swap) and
 ``mcp.session_token_max_processes`` (pids.max). The process joins it before it runs
 (bubblewrap is started in it), and the cgroup is emptied and removed when the run ends; the
 parent goes when the daemon stops, and a daemon killed with SIGKILL leaves it to the next
@@ -47,8 +49,9 @@ class ServerCgroups:
         self._lock = asyncio.Lock()
         self._made: set[Path] = set()
 
-    async def make(self, label: str) -> list[Path]:
-        """A new cgroup (one path per controller) for one run of a server; [] without cgroups."""
+    async def make(self, label: str, session_id: str) -> list[Path]:
+        """A new cgroup (one path per controller) for one run of a server, in its session's
+        cgroup, whose limits its servers share; [] without cgroups."""
         async with self._lock:
             if not self._probed:
                 self._probed = True
@@ -68,17 +71,25 @@ class ServerCgroups:
                     )
         if self._cgroups is None:
             return []
-        paths = self._cgroups.make(f"s{next(_names)}", *self._limits)
+        # The session's own (made again, or its limits written again: harmless) holds no process.
+        group = f"g{session_id}"
+        if len(self._cgroups.make(group, *self._limits, nest=True)) < len(self._cgroups.parents):
+            return []
+        paths = self._cgroups.make(f"{group}/s{next(_names)}", *self._limits)
         self._made.update(paths)
         if paths:
             log.debug("mcp server %s: cgroup %s", label, paths[0].name)
         return paths
 
     async def release(self, paths: list[Path]) -> None:
-        """Kill what is left in the run's cgroup and remove it."""
+        """Kill what is left in the run's cgroup and remove it; its session's too once empty."""
         for path in paths:
             await release(path)
             self._made.discard(path)
+            try:
+                path.parent.rmdir()  # fails while the session has another server's run
+            except OSError:
+                pass
 
     async def close(self) -> None:
         """Remove what is left (servers stopped first) and the parent, when it is empty: other
@@ -98,8 +109,8 @@ def killed_for_memory(paths: list[Path], memory_bytes: int) -> str | None:
     if not paths or Cgroups.oom_kills(paths) <= 0:
         return None
     return (
-        f"killed: out of memory (the server and its processes may use {memory_bytes // 2**20} MB "
-        "together, mcp.session_token_memory_mb)"
+        f"killed: out of memory (the session's servers and their processes may use "
+        f"{memory_bytes // 2**20} MB together, mcp.session_token_memory_mb)"
     )
 
 

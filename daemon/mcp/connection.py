@@ -61,6 +61,7 @@ class ServerConfig:
     resolve: pinned.Resolve | None = None
     # stdio, a session token's: a cgroup for each run (mcp/cgroups.py), where there are cgroups
     cgroups: ServerCgroups | None = None
+    session_id: str | None = None  # whose servers share their cgroup's limits
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ class Connection:
         if self.config.launch is not None:
             iso = await self.isolation()
             if self.config.cgroups is not None:
-                self._cgroup = await self.config.cgroups.make(self.config.label)
+                self._cgroup = await self.config.cgroups.make(self.config.label, self.config.session_id or "")
             try:
                 proc = self._proc = await launch.start(iso, self.config.launch, self._cgroup)
             except BaseException:

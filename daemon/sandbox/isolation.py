@@ -386,12 +386,16 @@ class Cgroups:
     def controllers(self) -> list[str]:
         return sorted(self.parents)
 
-    def make(self, worker_name: str, max_pids: int, memory_bytes: int) -> list[Path]:
+    def make(self, worker_name: str, max_pids: int, memory_bytes: int, *, nest: bool = False) -> list[Path]:
+        """A cgroup under each parent (``worker_name`` may name one made before, then one below
+        it: ``nest`` makes one that holds others, cgroup v2's controllers enabled below it)."""
         made: list[Path] = []
         for controller, parent in self.parents.items():
             path = parent / worker_name
             try:
                 path.mkdir(exist_ok=True)
+                if nest and (path / "cgroup.subtree_control").exists():
+                    (path / "cgroup.subtree_control").write_text(f"+{controller}")
                 if controller == "pids":
                     (path / "pids.max").write_text(str(max_pids))
                 elif controller == "cpu":
@@ -477,7 +481,9 @@ def _rmdir(path: Path) -> bool:
 
 
 async def release(path: Path) -> None:
-    """Empty and remove one worker's cgroup; killed processes take a moment to go."""
+    """Empty and remove one worker's cgroup, and those below it (an MCP session's holds its
+    servers'); killed processes take a moment to go."""
+    await close_parent(path, remove=False)
     for _ in range(50):
         if _rmdir(path):
             return
@@ -486,14 +492,15 @@ async def release(path: Path) -> None:
     log.warning("sandbox: cgroup %s still busy; left behind", path)
 
 
-async def close_parent(parent: Path) -> None:
+async def close_parent(parent: Path, *, remove: bool = True) -> None:
     try:
         children = [c for c in parent.iterdir() if c.is_dir()]
     except OSError:
         children = []
     for child in children:
         await release(child)
-    _rmdir(parent)
+    if remove:
+        _rmdir(parent)
 
 
 def _gone(name: str) -> bool:

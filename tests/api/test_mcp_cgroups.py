@@ -36,9 +36,14 @@ def _parents() -> dict[str, Path]:
     return {c: base / f"llmgine-sandbox-{os.getpid()}-mcp" for c, base in found.items() if c in ("pids", "memory")}
 
 
+def _groups(parents: dict[str, Path]) -> list[Path]:
+    """The sessions' cgroups there are now (each holds its servers'), in every hierarchy."""
+    return [child for parent in parents.values() if parent.is_dir() for child in parent.iterdir() if child.is_dir()]
+
+
 def _runs(parents: dict[str, Path]) -> list[Path]:
     """The servers' cgroups there are now, in every hierarchy."""
-    return [child for parent in parents.values() if parent.is_dir() for child in parent.iterdir() if child.is_dir()]
+    return [run for group in _groups(parents) for run in group.iterdir() if run.is_dir()]
 
 
 def _cgroup_of(parents: dict[str, Path], pid: int) -> list[Path]:
@@ -72,7 +77,7 @@ async def test_a_fork_bomb_stops_at_the_servers_process_limit(make_client: Any) 
     server = await add_server(client, sid, headers=token, name="bomb", command=PYTHON, args=["-c", FORKS])
     assert server["status"] == "running", server
     runs = _cgroup_of(parents, server["pid"])  # bubblewrap was started in it
-    assert {run.parent for run in runs} == set(parents.values()), runs
+    assert {run.parent.parent for run in runs} == set(parents.values()), runs
     assert (runs[0] / ("pids.max" if runs[0].parent == parents["pids"] else "memory.limit_in_bytes")).exists()
     resp = await client.post(f"/api/sessions/{sid}/tools/bomb.ident/execute", json={"arguments": {}}, headers=token)
     out = await resp.json()
@@ -104,3 +109,30 @@ async def test_no_cgroup_is_left_by_a_session_end_or_the_daemons_stop(make_clien
     await client.close()  # the daemon stops: the servers, their cgroups, the parent
     assert not any(run.exists() for run in runs[1])
     assert not any(parent.exists() for parent in parents.values())
+
+
+async def test_a_sessions_servers_share_one_memory_limit(make_client: Any) -> None:
+    """mcp.session_token_memory_mb is what a session's servers may use together: it was each
+    server's, and a session may have 20 (10 GiB at the default 512 MiB)."""
+    parents = _parents()
+    client, sid, token = await _token_client(make_client, LLMGINE_MCP_SESSION_TOKEN_MEMORY_MB="64")
+    hold = "x = b'\\x01' * (28 * 2**20)\n" + SERVER  # with Python itself, over half of 64 MB
+    await add_server(client, sid, headers=token, name="a", command=PYTHON, args=["-c", hold])
+
+    async def running() -> Any:
+        got = await (await client.get(f"/api/sessions/{sid}/mcp-servers/a", headers=token)).json()
+        return got if got["status"] == "running" else None
+
+    first = await eventually(running, timeout=30, message="a server of 28 MB did not run in 64 MB")
+    (group,) = {run.parent for run in _cgroup_of(parents, first["pid"]) if run.parent.parent == parents["memory"]}
+    assert group.name == f"g{sid}"
+    await add_server(client, sid, headers=token, name="b", command=PYTHON, args=["-c", hold])
+
+    async def killed() -> bool:
+        resp = await client.get(f"/api/sessions/{sid}/mcp-servers", headers=token)
+        return any("out of memory" in (s["last_error"] or "") for s in (await resp.json())["servers"])
+
+    await eventually(killed, timeout=30, message="two servers of 28 MB each ran in a session's 64 MB")
+    for name in ("a", "b"):
+        assert (await client.delete(f"/api/sessions/{sid}/mcp-servers/{name}", headers=token)).status == 204
+    assert not _groups(parents)  # the session's cgroup goes with its last server

@@ -155,7 +155,9 @@ async def test_a_given_secret_is_used_and_500s_are_retried_with_backoff(make_cli
 
 
 async def test_a_delivery_that_keeps_failing_is_failed_after_retry_for(make_client, receiver):
-    client = await make_client(LLMGINE_WEBHOOK_RETRY_BASE="0.1", LLMGINE_WEBHOOK_RETRY_FOR="0.5")
+    # Retried for 2 s (attempts at about 0, 0.1, 0.3, 0.7 and 1.5 s): 0.5 s failed the test when a
+    # loaded machine took that long over the first attempt (then rightly the only one).
+    client = await make_client(LLMGINE_WEBHOOK_RETRY_BASE="0.1", LLMGINE_WEBHOOK_RETRY_FOR="2")
     receiver.fail_first = 10**6
     s = await create_session(client)
     hook = await register(client, url=receiver.url, session_id=s["session_id"])
