@@ -16,8 +16,8 @@ async def test_without_cgroups_servers_get_none_and_the_log_says_so_once(
     monkeypatch.setattr(os, "geteuid", lambda: 1000)  # cgroups are made by a root daemon only
     cgroups = ServerCgroups(512 * 2**20, 32)
     with caplog.at_level(logging.INFO, logger="llmgine.mcp"):
-        assert await cgroups.make("a@1") == []
-        assert await cgroups.make("b@1") == []
+        assert await cgroups.make("a@1", "s1") == []
+        assert await cgroups.make("b@1", "s1") == []
     said = [r for r in caplog.records if "no cgroups here" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING
     assert "per process only" in said[0].getMessage()
