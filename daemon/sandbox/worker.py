@@ -239,14 +239,31 @@ def _ipc_left() -> bool:
 
 
 _REPORT = struct.Struct(">iB")  # the child's wait status, whether everything else is gone
+_PID = struct.Struct(">i")  # the forker to the zygote: the pid of the call's child
+_PEERCRED = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
 
 
-def _forker(ctrl: socket.socket, workdir: str, namespace: bool) -> None:
+def _listen() -> tuple[socket.socket, bytes]:
+    """Where each call's child connects to the zygote: an abstract Unix address (in the
+    sandbox's own network namespace; random, for isolation "none"). The child connects by name
+    rather than being handed a socket: descriptors in flight over Unix sockets are counted per
+    uid, every worker runs as the same uid, and past the sender's RLIMIT_NOFILE the kernel
+    refuses to pass one (ETOOMANYREFS): user code that kept a few hundred in flight stopped
+    every other worker from starting a call."""
+    address = b"\0llmgine-call-" + os.urandom(8).hex().encode()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(16)
+    listener.setblocking(False)
+    return listener, address
+
+
+def _forker(ctrl: socket.socket, workdir: str, address: bytes, namespace: bool) -> None:
     """The process every call's child is forked from: started at boot, before the worker has
     handled any call, and never given a call's data, so a child's copy of its memory holds
-    nothing of other sessions. Asked for a child (one byte), it forks one with a socket of its
-    own, hands the other end to the zygote, waits for the child, kills what it left and
-    reports. Never returns."""
+    nothing of other sessions. Asked for a child (one byte), it forks one, which connects to
+    the zygote's ``address``, tells the zygote its pid, waits for the child, kills what it left
+    and reports. Never returns."""
     set_dumpable(False)
     try:
         import ctypes
@@ -260,23 +277,21 @@ def _forker(ctrl: socket.socket, workdir: str, namespace: bool) -> None:
                 os._exit(0)
         except OSError:
             os._exit(0)
-        ours, theirs = socket.socketpair()
         pid = os.fork()
         if pid == 0:
             try:
                 ctrl.close()
-                ours.close()
                 os.chdir(workdir)
-                channel = theirs.detach()
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(address)
+                channel = sock.detach()
                 run = frames.read_frame(channel, 1 << 30)
             except BaseException:  # noqa: BLE001
                 os._exit(70)
             if not isinstance(run, frames.Run):
                 os._exit(70)
             child_main(run, channel)
-        theirs.close()
-        socket.send_fds(ctrl, [str(pid).encode()], [ours.fileno()])
-        ours.close()
+        ctrl.sendall(_PID.pack(pid))
         _, status = os.waitpid(pid, 0)
         gone = _kill_everything(pid, namespace)
         ctrl.sendall(_REPORT.pack(status, 1 if gone else 0))
@@ -296,13 +311,15 @@ class _Zygote:
         self.workdir = os.getcwd() if self.sandboxed else os.path.join(os.getcwd(), "call")
         if not self.sandboxed:
             os.makedirs(self.workdir, 0o700, exist_ok=True)
+        self.listener, address = _listen()
         self.ctrl, theirs = socket.socketpair()
         self.forker = os.fork()
         if self.forker == 0:
             self.ctrl.close()
+            self.listener.close()
             os.close(pool_r)
             os.close(pool_w)
-            _forker(theirs, self.workdir, namespace=os.getpid() != 1 and os.getppid() == 1)
+            _forker(theirs, self.workdir, address, namespace=os.getpid() != 1 and os.getppid() == 1)
         theirs.close()
 
     def serve(self) -> None:
@@ -330,13 +347,19 @@ class _Zygote:
         """One call in a fresh child of the forker; True if this worker must not serve
         another call."""
         try:
+            self._drop_pending()
             self.ctrl.sendall(b"f")
-            msg, fds, _, _ = socket.recv_fds(self.ctrl, 32, 1)
-            pid = int(msg)
-            sock = socket.socket(fileno=fds[0])
-        except (OSError, ValueError, IndexError):
+            (pid,) = _PID.unpack(self.ctrl.recv(_PID.size, socket.MSG_WAITALL))
+            sock = self._accept(pid)
+        except (OSError, struct.error):
+            sock = None
+        if sock is None:  # the forker is gone, or the child died before it connected
             self._write(
-                frames.Done(run.call_id, ok=False, error=call_error(WORKER_CRASHED, "the sandbox's forker is gone"))
+                frames.Done(
+                    run.call_id,
+                    ok=False,
+                    error=call_error(WORKER_CRASHED, "the sandbox could not start the call: its forker is gone"),
+                )
             )
             self._write(frames.Exited(run.call_id, "lost", False, True))
             return True
@@ -359,6 +382,35 @@ class _Zygote:
         dirty = report is None or not gone or not _wipe(self.workdir) or (self.sandboxed and _ipc_left())
         self._write(frames.Exited(run.call_id, description, clean, dirty))
         return dirty
+
+    def _drop_pending(self) -> None:
+        """Close the connections waiting on the listener: a call's processes may have
+        connected too (they are all gone now; no process but the forker is left)."""
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # BlockingIOError: nothing more
+                return
+            conn.close()
+
+    def _accept(self, pid: int) -> socket.socket | None:
+        """The connection of the call's child (``pid``, checked with SO_PEERCRED), or None if
+        the forker reported first (the child died before it connected) or is gone."""
+        poller = select.poll()
+        poller.register(self.listener, select.POLLIN)
+        poller.register(self.ctrl, select.POLLIN)
+        while True:
+            for fd, _ in poller.poll():
+                if fd == self.ctrl.fileno():
+                    return None
+                try:
+                    conn, _ = self.listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+                if _PEERCRED.unpack(creds)[0] == pid:
+                    return conn
+                conn.close()
 
     def _kill_all_but_self(self) -> None:
         if os.getpid() == 1:
