@@ -11,9 +11,12 @@ or around its accounting, as Docker's and Flatpak's default profiles do:
 - ``io_uring_*``, ``userfaultfd``, ``perf_event_open``, ``bpf``, ``syslog``: kernel attack
   surface no tool needs;
 - ``socket`` of any family but ``AF_UNIX``, ``AF_INET``, ``AF_INET6`` and ``AF_NETLINK``
-  (which the network namespace confines): ``AF_VSOCK`` is not network-namespaced, so a
+  with ``NETLINK_ROUTE`` (which the network namespace confines; the C library's
+  ``getaddrinfo`` and ``getifaddrs`` use it): ``AF_VSOCK`` is not network-namespaced, so a
   worker in a virtual machine could reach the hypervisor's (or, on a host, its guests')
-  vsock services; the others are kernel surface no tool needs;
+  vsock services; ``NETLINK_KOBJECT_UEVENT`` carried the host's device events into a root
+  daemon's workers (their network namespace belongs to the host's user namespace); the
+  others are kernel surface no tool needs;
 - every system call of another ABI (32-bit ``int 0x80`` on x86_64, x32);
 - changing the priority, scheduling, CPU affinity, I/O priority or resource limits of any
   process but the caller (``setpriority``, ``sched_set*``, ``ioprio_set`` and ``prlimit64``
@@ -78,8 +81,10 @@ _IOPRIO_SET = _SELF_ONLY["ioprio_set"][0]
 _CLONE = (56, 220)
 _CLONE3 = (435, 435)
 _SOCKET = (41, 198)
-# The socket families user code may create (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK).
-SOCKET_FAMILIES = (1, 2, 10, 16)
+# The socket families user code may create (AF_UNIX, AF_INET, AF_INET6), and AF_NETLINK with
+# the one protocol it may use (NETLINK_ROUTE; args[2] of socket()).
+SOCKET_FAMILIES = (1, 2, 10)
+_AF_NETLINK, _NETLINK_ROUTE = 16, 0
 _ARCHES = {"x86_64": (0xC000003E, 0), "amd64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1), "arm64": (0xC00000B7, 1)}
 
 DENIED = sorted(_DENIED)
@@ -118,7 +123,9 @@ def program() -> bytes:
     clone_flags = emit(_JSET, _CLONE_NEW)
     socket_family = emit(_LD_ABS_W, _ARG0)
     to_allow = [emit(_JEQ, family) for family in SOCKET_FAMILIES]
-    other_family = emit(_JA, 0)
+    netlink = emit(_JEQ, _AF_NETLINK)  # any other family: refused
+    emit(_LD_ABS_W, _ARG0 + 16)  # the protocol
+    netlink_route = emit(_JEQ, _NETLINK_ROUTE)
     # A self-only call: each of its argument words (low 32 bits: pids and these selectors are
     # ints) must be 0, or it is refused.
     self_only_at: dict[str, int] = {}
@@ -156,7 +163,8 @@ def program() -> bytes:
     out[clone_flags] = (_JSET, jump(clone_flags, eperm), jump(clone_flags, allow), _CLONE_NEW)
     for at in to_allow:
         out[at] = (_JEQ, jump(at, allow), 0, out[at][3])
-    out[other_family] = (_JA, 0, 0, jump(other_family, eperm))
+    out[netlink] = (_JEQ, 0, jump(netlink, eperm), _AF_NETLINK)
+    out[netlink_route] = (_JEQ, jump(netlink_route, allow), jump(netlink_route, eperm), _NETLINK_ROUTE)
     for at, name in to_self_only:
         out[at] = (_JEQ, jump(at, self_only_at[name]), 0, out[at][3])
     for at in to_eperm_unless:

@@ -387,6 +387,17 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
                     seen[family] = "created"
                 except OSError as exc:
                     seen[family] = errno.errorcode[exc.errno]
+            # Netlink: only NETLINK_ROUTE (the C library's getaddrinfo and getifaddrs, in the
+            # worker's own network namespace). NETLINK_KOBJECT_UEVENT carried the host's device
+            # events into the sandbox (a root daemon's network namespace is the host user
+            # namespace's); the other protocols are kernel surface no tool needs.
+            for name, protocol in (("NETLINK_UEVENT", 15), ("NETLINK_GENERIC", 16), ("NETLINK_SOCK_DIAG", 4)):
+                try:
+                    socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, protocol).close()
+                    seen[name] = "created"
+                except OSError as exc:
+                    seen[name] = errno.errorcode[exc.errno]
+            seen["getaddrinfo"] = len(socket.getaddrinfo("127.0.0.1", 80, flags=socket.AI_ADDRCONFIG)) > 0
             worker = threading.Thread(target=lambda: None)  # threads and fork still work
             worker.start()
             worker.join()
@@ -409,5 +420,9 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
         "AF_INET": "created",
         "AF_INET6": "created",
         "AF_NETLINK": "created",
+        "NETLINK_UEVENT": "EPERM",
+        "NETLINK_GENERIC": "EPERM",
+        "NETLINK_SOCK_DIAG": "EPERM",
+        "getaddrinfo": True,
         "fork": 7,
     }, out["result"]
