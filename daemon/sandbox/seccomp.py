@@ -10,6 +10,11 @@ or around its accounting, as Docker's and Flatpak's default profiles do:
   whose flags a filter cannot read, answers ENOSYS so the C library falls back to ``clone``);
 - ``io_uring_*``, ``userfaultfd``, ``perf_event_open``, ``bpf``, ``syslog``: kernel attack
   surface no tool needs;
+- file watches (``inotify_init1``, ``inotify_add_watch``, ``fanotify_init``,
+  ``fanotify_mark``; fanotify's inode marks are allowed unprivileged): a watch on an inode
+  sees every process that opens it, and the sandbox's files are read-only binds of the
+  host's (the interpreter, the daemon's package), so user code saw which modules other
+  sessions' calls (and the host's processes) imported, and when;
 - ``socket`` of any family but ``AF_UNIX``, ``AF_INET``, ``AF_INET6`` and ``AF_NETLINK``
   with ``NETLINK_ROUTE`` (which the network namespace confines; the C library's
   ``getaddrinfo`` and ``getifaddrs`` use it): ``AF_VSOCK`` is not network-namespaced, so a
@@ -65,6 +70,13 @@ _DENIED = {
     "perf_event_open": (298, 241),
     "bpf": (321, 280),
     "syslog": (103, 116),
+    # File watches: an inode's watch sees every process that opens it, and the sandbox's view
+    # is read-only binds of the host's files (the interpreter, the daemon's package): the
+    # host's processes and other sessions' workers (which modules a call imports, and when).
+    "inotify_init1": (294, 26),
+    "inotify_add_watch": (254, 27),
+    "fanotify_init": (300, 262),
+    "fanotify_mark": (301, 263),
 }
 # name -> ((x86_64, aarch64), (the arguments that must be 0)): the caller itself
 # (PRIO_PROCESS is 0; IOPRIO_WHO_PROCESS is 1, checked apart); any other target is refused.

@@ -352,7 +352,8 @@ def test_a_later_call_finds_nothing_of_earlier_calls_in_its_memory(daemon):
 
 def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
     """Kernel keyrings are per uid, not per namespace (a key would outlive the call, shared by
-    every worker of the uid); memfd memory shows in no process's size; a namespace of its own
+    every worker of the uid); memfd memory shows in no process's size; file watches (inotify,
+    fanotify) see the opens of every process on the host in the read-only binds; a namespace of its own
     is kernel surface no tool needs; vsock sockets are not confined by the network namespace.
     The seccomp filter refuses them all with EPERM."""
     assert "seccomp" in daemon.sandbox["covers"], daemon.sandbox
@@ -374,6 +375,12 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
             call("keyctl", 250, 0, -4, 0, 0, 0)  # KEYCTL_GET_KEYRING_ID
             call("unshare", 272, 0x10000000)  # CLONE_NEWUSER
             call("clone_newuser", 56, 0x10000000 | 17, 0, 0, 0, 0)
+            # File watches see every process that opens a file in the read-only binds, the
+            # host's and other sessions' workers too (which modules another call imports).
+            call("inotify_init1", 294, 0)
+            call("inotify_add_watch", 254, -1, os.__file__.encode(), 0x20)
+            call("fanotify_init", 300, 0x200, 0)  # FAN_REPORT_FID: allowed unprivileged
+            call("fanotify_mark", 301, -1, 1, 0x20, -100, os.__file__.encode())
             try:
                 os.memfd_create("hidden")
                 seen["memfd_create"] = "created"
@@ -414,6 +421,10 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
         "keyctl": [-1, "EPERM"],
         "unshare": [-1, "EPERM"],
         "clone_newuser": [-1, "EPERM"],
+        "inotify_init1": [-1, "EPERM"],
+        "inotify_add_watch": [-1, "EPERM"],
+        "fanotify_init": [-1, "EPERM"],
+        "fanotify_mark": [-1, "EPERM"],
         "memfd_create": "EPERM",
         "AF_VSOCK": "EPERM",
         "AF_UNIX": "created",
