@@ -22,6 +22,10 @@ or around its accounting, as Docker's and Flatpak's default profiles do:
   vsock services; ``NETLINK_KOBJECT_UEVENT`` carried the host's device events into a root
   daemon's workers (their network namespace belongs to the host's user namespace); the
   others are kernel surface no tool needs;
+- ``fcntl`` with ``F_NOTIFY`` (dnotify: the same as a file watch, directory by directory)
+  or ``F_SETLEASE`` (a daemon not run as root may own the files bound into the sandbox: a
+  lease on one held up whoever opened it next, the daemon's own imports too, for up to
+  45 s);
 - every system call of another ABI (32-bit ``int 0x80`` on x86_64, x32);
 - changing the priority, scheduling, CPU affinity, I/O priority or resource limits of any
   process but the caller (``setpriority``, ``sched_set*``, ``ioprio_set`` and ``prlimit64``
@@ -93,6 +97,13 @@ _IOPRIO_SET = _SELF_ONLY["ioprio_set"][0]
 _CLONE = (56, 220)
 _CLONE3 = (435, 435)
 _SOCKET = (41, 198)
+_FCNTL = (72, 25)
+# fcntl commands refused: F_NOTIFY (dnotify: a signal whenever any process reads, writes or
+# creates a file in a directory, the read-only binds of the host's included) and F_SETLEASE
+# (a lease on a file user code owns, as a daemon not run as root's may own the interpreter
+# and the package the daemon runs: any other opener, the daemon too, waits for it up to
+# lease-break-time, 45 s by default).
+_FCNTL_REFUSED = (1026, 1024)
 # The socket families user code may create (AF_UNIX, AF_INET, AF_INET6), and AF_NETLINK with
 # the one protocol it may use (NETLINK_ROUTE; args[2] of socket()).
 SOCKET_FAMILIES = (1, 2, 10)
@@ -129,6 +140,7 @@ def program() -> bytes:
         to_eperm.append(emit(_JEQ, nr))
     to_enosys.append(emit(_JEQ, _CLONE3[column]))
     to_self_only = [(emit(_JEQ, nrs[column]), name) for name, (nrs, _) in _SELF_ONLY.items()]
+    is_fcntl = emit(_JEQ, _FCNTL[column])
     is_socket = emit(_JEQ, _SOCKET[column])
     not_clone = emit(_JEQ, _CLONE[column])
     emit(_LD_ABS_W, _ARG0)
@@ -152,6 +164,10 @@ def program() -> bytes:
             emit(_LD_ABS_W, _ARG0 + 8 * word)
             to_eperm_unless.append(emit(_JEQ, 0))
         to_allow_after.append(emit(_JA, 0))
+    fcntl_at = len(insns)  # fcntl: its command (args[1]) must not be a refused one
+    emit(_LD_ABS_W, _ARG0 + 8)
+    to_eperm.extend(emit(_JEQ, cmd) for cmd in _FCNTL_REFUSED)
+    to_allow_after.append(emit(_JA, 0))
     allow = emit(_RET, _ALLOW)
     eperm = emit(_RET, _ERRNO | _EPERM)
     enosys = emit(_RET, _ERRNO | _ENOSYS)
@@ -172,6 +188,7 @@ def program() -> bytes:
         out[at] = (code, jump(at, eperm), 0, k)
     out[not_clone] = (_JEQ, 0, jump(not_clone, allow), _CLONE[column])
     out[is_socket] = (_JEQ, jump(is_socket, socket_family), 0, _SOCKET[column])
+    out[is_fcntl] = (_JEQ, jump(is_fcntl, fcntl_at), 0, _FCNTL[column])
     out[clone_flags] = (_JSET, jump(clone_flags, eperm), jump(clone_flags, allow), _CLONE_NEW)
     for at in to_allow:
         out[at] = (_JEQ, jump(at, allow), 0, out[at][3])

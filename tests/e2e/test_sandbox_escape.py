@@ -360,7 +360,7 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
     out = daemon.tool(
         daemon.session(),
         """
-        import ctypes, errno, os, socket, threading
+        import ctypes, errno, fcntl, os, socket, threading
 
         def f():
             libc = ctypes.CDLL(None, use_errno=True)
@@ -381,6 +381,23 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
             call("inotify_add_watch", 254, -1, os.__file__.encode(), 0x20)
             call("fanotify_init", 300, 0x200, 0)  # FAN_REPORT_FID: allowed unprivileged
             call("fanotify_mark", 301, -1, 1, 0x20, -100, os.__file__.encode())
+            # dnotify (the same, directory by directory) and leases (on a file it owns: a
+            # daemon not run as root may own the interpreter it binds in).
+            for name, cmd, arg, path in [
+                ("F_NOTIFY", fcntl.F_NOTIFY, fcntl.DN_ACCESS, os.path.dirname(os.__file__)),
+                ("F_SETLEASE", fcntl.F_SETLEASE, fcntl.F_RDLCK, "/tmp/mine"),
+            ]:
+                if path == "/tmp/mine":
+                    open(path, "w").close()
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    fcntl.fcntl(fd, cmd, arg)
+                    seen[name] = "set"
+                except OSError as exc:
+                    seen[name] = errno.errorcode[exc.errno]
+                finally:
+                    os.close(fd)
+            seen["F_GETFL"] = fcntl.fcntl(0, fcntl.F_GETFL) >= 0  # the rest of fcntl works
             try:
                 os.memfd_create("hidden")
                 seen["memfd_create"] = "created"
@@ -425,6 +442,9 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
         "inotify_add_watch": [-1, "EPERM"],
         "fanotify_init": [-1, "EPERM"],
         "fanotify_mark": [-1, "EPERM"],
+        "F_NOTIFY": "EPERM",
+        "F_SETLEASE": "EPERM",
+        "F_GETFL": True,
         "memfd_create": "EPERM",
         "AF_VSOCK": "EPERM",
         "AF_UNIX": "created",
