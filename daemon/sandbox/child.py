@@ -157,11 +157,12 @@ def _user_traceback(exc: BaseException, filename: str) -> str:
 
 
 def _text_cap(run: frames.Run) -> int:
-    """The characters each text of a failure keeps: the message (twice) and the traceback, at
-    most 4 bytes a character, fit in the frame the zygote takes beside the output (a longer
-    one was a frame over its limit: the call failed as a protocol violation, the user's error
-    lost). The daemon cuts the details further (``sandbox.max_output``)."""
-    return max(min(20000, (run.max_result + 65536) // 16), 1000)
+    """The characters a failure's message keeps: it goes twice (the message and the details),
+    beside the traceback, at most 4 bytes a character, in the frame the zygote takes beside the
+    output (a longer one was a frame over its limit: the call failed as a protocol violation,
+    the user's error lost). 69,632 by default; the daemon cuts the details further
+    (``sandbox.max_output``)."""
+    return max((run.max_result + 65536) // 16, 1000)
 
 
 def _failure(exc: BaseException, filename: str, cap: int) -> dict[str, Any]:
@@ -177,7 +178,7 @@ def _failure(exc: BaseException, filename: str, cap: int) -> dict[str, Any]:
         f"{kind}: {message}" if message else kind,
         type=kind,
         message=message,
-        traceback=_user_traceback(exc, filename)[-cap:],
+        traceback=_user_traceback(exc, filename)[-min(cap, 20000) :],
     )
 
 
