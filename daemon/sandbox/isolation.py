@@ -39,9 +39,9 @@ from pathlib import Path
 
 from llmgine_daemon.aio import killpg, spawn
 from llmgine_daemon.sandbox import seccomp
+from llmgine_daemon.sandbox.cleanup import wipe
 from llmgine_daemon.sandbox.procs import child_pid as child_pid  # (re-exported)
 from llmgine_daemon.sandbox.procs import count_tasks as count_tasks
-from llmgine_daemon.sandbox.worker import make_removable
 
 log = logging.getLogger("llmgine.sandbox")
 
@@ -528,8 +528,9 @@ def remove_stale_dirs(root: str | None = None) -> int:
         return 0
     for path in candidates:
         if path.is_dir() and not path.is_symlink() and _gone(path.name):
-            make_removable(str(path))
-            shutil.rmtree(path, ignore_errors=True)
+            if wipe(str(path)):  # (not shutil.rmtree: its recursion fails on a deep tree)
+                with contextlib.suppress(OSError):
+                    path.rmdir()
             if not path.exists():
                 removed += 1
                 log.info("sandbox: removed %s, left by a daemon that is gone", path)

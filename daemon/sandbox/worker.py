@@ -20,7 +20,6 @@ import gc
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import struct
@@ -36,6 +35,7 @@ from llmgine_daemon.sandbox.child import (
     child_main,
     set_dumpable,
 )
+from llmgine_daemon.sandbox.cleanup import ipc_left, wipe
 from llmgine_daemon.sandbox.confine import drop_identity, set_limits
 
 # -- the zygote -----------------------------------------------------------------------------
@@ -191,53 +191,6 @@ def _kill_everything(pid: int, namespace: bool) -> bool:
     return False
 
 
-def make_removable(path: str) -> None:
-    """Give the owner back every directory under ``path`` (user code may chmod them to 0)."""
-    for dirpath, dirnames, _ in os.walk(path):
-        for name in dirnames:
-            try:
-                os.chmod(os.path.join(dirpath, name), 0o700, follow_symlinks=False)
-            except OSError:
-                pass
-
-
-def _wipe(path: str) -> bool:
-    """Empty ``path`` (the call's /tmp); False if anything is left."""
-    make_removable(path)
-    try:
-        entries = os.listdir(path)
-    except OSError:
-        return False
-    for name in entries:
-        full = os.path.join(path, name)
-        try:
-            if os.path.isdir(full) and not os.path.islink(full):
-                shutil.rmtree(full)
-            else:
-                os.unlink(full)
-        except OSError:
-            pass
-    try:
-        return not os.listdir(path)
-    except OSError:
-        return False
-
-
-def _ipc_left() -> bool:
-    """SysV IPC objects or POSIX message queues the call created: they would outlive it."""
-    for name in ("shm", "sem", "msg"):
-        try:
-            with open(f"/proc/sysvipc/{name}") as fh:
-                if len(fh.read().splitlines()) > 1:
-                    return True
-        except OSError:
-            pass
-    try:
-        return bool(os.listdir("/dev/mqueue"))
-    except OSError:
-        return False
-
-
 _REPORT = struct.Struct(">iB")  # the child's wait status, whether everything else is gone
 _PID = struct.Struct(">i")  # the forker to the zygote: the pid of the call's child
 _PEERCRED = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
@@ -379,7 +332,7 @@ class _Zygote:
         if failure:
             self._write(frames.Done(run.call_id, ok=False, error=failure))
         description, clean = _describe_status(status) if status is not None else ("killed", False)
-        dirty = report is None or not gone or not _wipe(self.workdir) or (self.sandboxed and _ipc_left())
+        dirty = report is None or not gone or not wipe(self.workdir) or (self.sandboxed and ipc_left())
         self._write(frames.Exited(run.call_id, description, clean, dirty))
         return dirty
 
