@@ -79,7 +79,8 @@ class Isolation:
         if not self.sandboxed:
             return [self.python, "-I", "-m", "llmgine_daemon.sandbox.worker", config]
         # The configuration goes in the environment, read and cleared at boot: inside the
-        # sandbox /proc/1/cmdline is readable by user code, /proc/1/environ is not.
+        # sandbox /proc/1/cmdline is readable by user code, /proc/1/environ is not (and the
+        # worker zeroes its copy, which each call's /proc/self/environ would show).
         args = bwrap_args(self, tmp_bytes)[:-1]
         if seccomp_fd is not None:
             args += ["--seccomp", str(seccomp_fd)]

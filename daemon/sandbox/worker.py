@@ -496,6 +496,22 @@ class _Zygote:
         return None
 
 
+def _clear_environment() -> None:
+    """Empty the environment, and zero its strings where the kernel put them (the stack):
+    clearing os.environ leaves them, /proc/self/environ reads them there, and every call's
+    child is a fork of this memory (the configuration: the daemon's pid, the uid, limits)."""
+    os.environ.clear()
+    try:
+        import ctypes
+
+        with open("/proc/self/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        start, end = int(fields[47]), int(fields[48])  # env_start, env_end (fields 50, 51)
+        ctypes.memset(start, 0, end - start)
+    except (OSError, ValueError, IndexError):
+        pass
+
+
 def main() -> None:
     config = json.loads(os.environ.get("LLMGINE_WORKER", "") or sys.argv[1])
     drop_identity(config.get("identity"))
@@ -518,7 +534,7 @@ def main() -> None:
     # Writing past FSIZE then raises OSError(EFBIG) instead of killing the process.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     # The pool passes an empty environment; the interpreter may still add LC_CTYPE (PEP 538).
-    os.environ.clear()
+    _clear_environment()
     # Everything imported so far is shared with every child: keep the collector off those
     # pages so forked children do not copy them.
     gc.freeze()

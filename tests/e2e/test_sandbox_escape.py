@@ -457,3 +457,25 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
         "getaddrinfo": True,
         "fork": 7,
     }, out["result"]
+
+
+def test_the_workers_configuration_is_not_in_the_calls_environment(daemon):
+    """The pool hands the worker its configuration in the environment (its command line is
+    readable in the sandbox) and the worker clears it at boot; but /proc/self/environ reads
+    the strings the kernel put on the stack, which clearing os.environ leaves, and every
+    call's child is a fork of that memory: user code read the daemon's host pid, the uid and
+    the limits there."""
+    out = daemon.tool(
+        daemon.session(),
+        """
+        import os
+
+        def f():
+            with open("/proc/self/environ", "rb") as fh:
+                raw = fh.read()
+            return {"environ": raw.replace(b"\\0", b" ").decode().strip(), "os.environ": dict(os.environ)}
+        """,
+    )
+    assert out["error"] is None, out["error"]
+    assert "LLMGINE_WORKER" not in out["result"]["environ"] and "daemon" not in out["result"]["environ"], out
+    assert out["result"]["os.environ"] == {}, out
