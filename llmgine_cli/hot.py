@@ -24,7 +24,7 @@ import sys
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.inputs import InputError, command_metadata, parse_object, parse_pairs
 from llmgine_cli.progress import spinner
-from llmgine_cli.render import FORMATS, View, output_format, render, resolve_format
+from llmgine_cli.render import FORMATS, View, output_format, render, resolve_format, visible_line
 from llmgine_cli.transport import HTTPTransport, segment
 
 TYPE_CHECKING = False  # typing costs a few ms to import: annotations only
@@ -316,11 +316,9 @@ def finish_command(
         run_hook(app_ctx.env, on_done, record)
     if status in ("queued", "blocked", "executing", "completed"):
         return 0
-    error = record.get("error")
-    if error:
-        app_ctx.env.err(f"error: command {record['command_id']} {status}: {error.get('code')}: {error.get('message')}")
-    else:
-        app_ctx.env.err(f"error: command {record['command_id']} {status}")
+    error = record.get("error")  # (its message may be user code's: escapes shown, not obeyed)
+    why = f": {error.get('code')}: {error.get('message')}" if error else ""
+    app_ctx.env.err(visible_line(f"error: command {record['command_id']} {status}{why}"))
     return 1
 
 

@@ -156,15 +156,29 @@ def _user_traceback(exc: BaseException, filename: str) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 
 
-def _failure(exc: BaseException, filename: str) -> dict[str, Any]:
+def _text_cap(run: frames.Run) -> int:
+    """The characters a failure's message keeps: it goes twice (the message and the details),
+    beside the traceback, at most 4 bytes a character, in the frame the zygote takes beside the
+    output (a longer one was a frame over its limit: the call failed as a protocol violation,
+    the user's error lost). 69,632 by default; the daemon cuts the details further
+    (``sandbox.max_output``)."""
+    return max((run.max_result + 65536) // 16, 1000)
+
+
+def _failure(exc: BaseException, filename: str, cap: int) -> dict[str, Any]:
     kind = type(exc).__name__
-    message = str(exc)
+    try:
+        message = str(exc)
+    except BaseException:  # noqa: BLE001 - user code's __str__ may raise anything
+        message = f"<str() of the {kind} failed>"
+    if len(message) > cap:
+        message = f"{message[:cap]}... ({len(message)} characters)"
     return call_error(
         EXECUTION_FAILED,
         f"{kind}: {message}" if message else kind,
         type=kind,
         message=message,
-        traceback=_user_traceback(exc, filename)[-20000:],
+        traceback=_user_traceback(exc, filename)[-min(cap, 20000) :],
     )
 
 
@@ -195,7 +209,7 @@ def _load(run: frames.Run, filename: str) -> tuple[Any, str] | dict[str, Any]:
     try:
         exec(code, namespace)
     except BaseException as exc:  # noqa: BLE001 - user code may raise anything, SystemExit too
-        error = _failure(exc, filename)
+        error = _failure(exc, filename, _text_cap(run))
         error["code"] = CODE_ERROR
         error["message"] = f"running the module failed: {error['message']}"
         return error
@@ -238,7 +252,7 @@ def run_in_child(run: frames.Run, output: CappedOutput) -> frames.Done:
             try:
                 value = _call(run, fn)
             except BaseException as exc:  # noqa: BLE001 - SystemExit and MemoryError fail the call
-                return frames.Done(run.call_id, ok=False, error=_failure(exc, filename))
+                return frames.Done(run.call_id, ok=False, error=_failure(exc, filename, _text_cap(run)))
         try:
             text = json.dumps(value, allow_nan=False)
         except (TypeError, ValueError, RecursionError) as exc:

@@ -39,9 +39,9 @@ from pathlib import Path
 
 from llmgine_daemon.aio import killpg, spawn
 from llmgine_daemon.sandbox import seccomp
+from llmgine_daemon.sandbox.cleanup import wipe
 from llmgine_daemon.sandbox.procs import child_pid as child_pid  # (re-exported)
 from llmgine_daemon.sandbox.procs import count_tasks as count_tasks
-from llmgine_daemon.sandbox.worker import make_removable
 
 log = logging.getLogger("llmgine.sandbox")
 
@@ -79,7 +79,8 @@ class Isolation:
         if not self.sandboxed:
             return [self.python, "-I", "-m", "llmgine_daemon.sandbox.worker", config]
         # The configuration goes in the environment, read and cleared at boot: inside the
-        # sandbox /proc/1/cmdline is readable by user code, /proc/1/environ is not.
+        # sandbox /proc/1/cmdline is readable by user code, /proc/1/environ is not (and the
+        # worker zeroes its copy, which each call's /proc/self/environ would show).
         args = bwrap_args(self, tmp_bytes)[:-1]
         if seccomp_fd is not None:
             args += ["--seccomp", str(seccomp_fd)]
@@ -535,8 +536,9 @@ def remove_stale_dirs(root: str | None = None) -> int:
         return 0
     for path in candidates:
         if path.is_dir() and not path.is_symlink() and _gone(path.name):
-            make_removable(str(path))
-            shutil.rmtree(path, ignore_errors=True)
+            if wipe(str(path)):  # (not shutil.rmtree: its recursion fails on a deep tree)
+                with contextlib.suppress(OSError):
+                    path.rmdir()
             if not path.exists():
                 removed += 1
                 log.info("sandbox: removed %s, left by a daemon that is gone", path)

@@ -10,10 +10,22 @@ or around its accounting, as Docker's and Flatpak's default profiles do:
   whose flags a filter cannot read, answers ENOSYS so the C library falls back to ``clone``);
 - ``io_uring_*``, ``userfaultfd``, ``perf_event_open``, ``bpf``, ``syslog``: kernel attack
   surface no tool needs;
+- file watches (``inotify_init1``, ``inotify_add_watch``, ``fanotify_init``,
+  ``fanotify_mark``; fanotify's inode marks are allowed unprivileged): a watch on an inode
+  sees every process that opens it, and the sandbox's files are read-only binds of the
+  host's (the interpreter, the daemon's package), so user code saw which modules other
+  sessions' calls (and the host's processes) imported, and when;
 - ``socket`` of any family but ``AF_UNIX``, ``AF_INET``, ``AF_INET6`` and ``AF_NETLINK``
-  (which the network namespace confines): ``AF_VSOCK`` is not network-namespaced, so a
+  with ``NETLINK_ROUTE`` (which the network namespace confines; the C library's
+  ``getaddrinfo`` and ``getifaddrs`` use it): ``AF_VSOCK`` is not network-namespaced, so a
   worker in a virtual machine could reach the hypervisor's (or, on a host, its guests')
-  vsock services; the others are kernel surface no tool needs;
+  vsock services; ``NETLINK_KOBJECT_UEVENT`` carried the host's device events into a root
+  daemon's workers (their network namespace belongs to the host's user namespace); the
+  others are kernel surface no tool needs;
+- ``fcntl`` with ``F_NOTIFY`` (dnotify: the same as a file watch, directory by directory)
+  or ``F_SETLEASE`` (a daemon not run as root may own the files bound into the sandbox: a
+  lease on one held up whoever opened it next, the daemon's own imports too, for up to
+  45 s);
 - every system call of another ABI (32-bit ``int 0x80`` on x86_64, x32);
 - changing the priority, scheduling, CPU affinity, I/O priority or resource limits of any
   process but the caller (``setpriority``, ``sched_set*``, ``ioprio_set`` and ``prlimit64``
@@ -62,6 +74,13 @@ _DENIED = {
     "perf_event_open": (298, 241),
     "bpf": (321, 280),
     "syslog": (103, 116),
+    # File watches: an inode's watch sees every process that opens it, and the sandbox's view
+    # is read-only binds of the host's files (the interpreter, the daemon's package): the
+    # host's processes and other sessions' workers (which modules a call imports, and when).
+    "inotify_init1": (294, 26),
+    "inotify_add_watch": (254, 27),
+    "fanotify_init": (300, 262),
+    "fanotify_mark": (301, 263),
 }
 # name -> ((x86_64, aarch64), (the arguments that must be 0)): the caller itself
 # (PRIO_PROCESS is 0; IOPRIO_WHO_PROCESS is 1, checked apart); any other target is refused.
@@ -78,8 +97,17 @@ _IOPRIO_SET = _SELF_ONLY["ioprio_set"][0]
 _CLONE = (56, 220)
 _CLONE3 = (435, 435)
 _SOCKET = (41, 198)
-# The socket families user code may create (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK).
-SOCKET_FAMILIES = (1, 2, 10, 16)
+_FCNTL = (72, 25)
+# fcntl commands refused: F_NOTIFY (dnotify: a signal whenever any process reads, writes or
+# creates a file in a directory, the read-only binds of the host's included) and F_SETLEASE
+# (a lease on a file user code owns, as a daemon not run as root's may own the interpreter
+# and the package the daemon runs: any other opener, the daemon too, waits for it up to
+# lease-break-time, 45 s by default).
+_FCNTL_REFUSED = (1026, 1024)
+# The socket families user code may create (AF_UNIX, AF_INET, AF_INET6), and AF_NETLINK with
+# the one protocol it may use (NETLINK_ROUTE; args[2] of socket()).
+SOCKET_FAMILIES = (1, 2, 10)
+_AF_NETLINK, _NETLINK_ROUTE = 16, 0
 _ARCHES = {"x86_64": (0xC000003E, 0), "amd64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1), "arm64": (0xC00000B7, 1)}
 
 DENIED = sorted(_DENIED)
@@ -112,13 +140,16 @@ def program() -> bytes:
         to_eperm.append(emit(_JEQ, nr))
     to_enosys.append(emit(_JEQ, _CLONE3[column]))
     to_self_only = [(emit(_JEQ, nrs[column]), name) for name, (nrs, _) in _SELF_ONLY.items()]
+    is_fcntl = emit(_JEQ, _FCNTL[column])
     is_socket = emit(_JEQ, _SOCKET[column])
     not_clone = emit(_JEQ, _CLONE[column])
     emit(_LD_ABS_W, _ARG0)
     clone_flags = emit(_JSET, _CLONE_NEW)
     socket_family = emit(_LD_ABS_W, _ARG0)
     to_allow = [emit(_JEQ, family) for family in SOCKET_FAMILIES]
-    other_family = emit(_JA, 0)
+    netlink = emit(_JEQ, _AF_NETLINK)  # any other family: refused
+    emit(_LD_ABS_W, _ARG0 + 16)  # the protocol
+    netlink_route = emit(_JEQ, _NETLINK_ROUTE)
     # A self-only call: each of its argument words (low 32 bits: pids and these selectors are
     # ints) must be 0, or it is refused.
     self_only_at: dict[str, int] = {}
@@ -133,6 +164,10 @@ def program() -> bytes:
             emit(_LD_ABS_W, _ARG0 + 8 * word)
             to_eperm_unless.append(emit(_JEQ, 0))
         to_allow_after.append(emit(_JA, 0))
+    fcntl_at = len(insns)  # fcntl: its command (args[1]) must not be a refused one
+    emit(_LD_ABS_W, _ARG0 + 8)
+    to_eperm.extend(emit(_JEQ, cmd) for cmd in _FCNTL_REFUSED)
+    to_allow_after.append(emit(_JA, 0))
     allow = emit(_RET, _ALLOW)
     eperm = emit(_RET, _ERRNO | _EPERM)
     enosys = emit(_RET, _ERRNO | _ENOSYS)
@@ -153,10 +188,12 @@ def program() -> bytes:
         out[at] = (code, jump(at, eperm), 0, k)
     out[not_clone] = (_JEQ, 0, jump(not_clone, allow), _CLONE[column])
     out[is_socket] = (_JEQ, jump(is_socket, socket_family), 0, _SOCKET[column])
+    out[is_fcntl] = (_JEQ, jump(is_fcntl, fcntl_at), 0, _FCNTL[column])
     out[clone_flags] = (_JSET, jump(clone_flags, eperm), jump(clone_flags, allow), _CLONE_NEW)
     for at in to_allow:
         out[at] = (_JEQ, jump(at, allow), 0, out[at][3])
-    out[other_family] = (_JA, 0, 0, jump(other_family, eperm))
+    out[netlink] = (_JEQ, 0, jump(netlink, eperm), _AF_NETLINK)
+    out[netlink_route] = (_JEQ, jump(netlink_route, allow), jump(netlink_route, eperm), _NETLINK_ROUTE)
     for at, name in to_self_only:
         out[at] = (_JEQ, jump(at, self_only_at[name]), 0, out[at][3])
     for at in to_eperm_unless:

@@ -20,7 +20,6 @@ import gc
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import struct
@@ -36,6 +35,7 @@ from llmgine_daemon.sandbox.child import (
     child_main,
     set_dumpable,
 )
+from llmgine_daemon.sandbox.cleanup import ipc_left, wipe
 from llmgine_daemon.sandbox.confine import drop_identity, set_limits
 
 # -- the zygote -----------------------------------------------------------------------------
@@ -191,62 +191,32 @@ def _kill_everything(pid: int, namespace: bool) -> bool:
     return False
 
 
-def make_removable(path: str) -> None:
-    """Give the owner back every directory under ``path`` (user code may chmod them to 0)."""
-    for dirpath, dirnames, _ in os.walk(path):
-        for name in dirnames:
-            try:
-                os.chmod(os.path.join(dirpath, name), 0o700, follow_symlinks=False)
-            except OSError:
-                pass
-
-
-def _wipe(path: str) -> bool:
-    """Empty ``path`` (the call's /tmp); False if anything is left."""
-    make_removable(path)
-    try:
-        entries = os.listdir(path)
-    except OSError:
-        return False
-    for name in entries:
-        full = os.path.join(path, name)
-        try:
-            if os.path.isdir(full) and not os.path.islink(full):
-                shutil.rmtree(full)
-            else:
-                os.unlink(full)
-        except OSError:
-            pass
-    try:
-        return not os.listdir(path)
-    except OSError:
-        return False
-
-
-def _ipc_left() -> bool:
-    """SysV IPC objects or POSIX message queues the call created: they would outlive it."""
-    for name in ("shm", "sem", "msg"):
-        try:
-            with open(f"/proc/sysvipc/{name}") as fh:
-                if len(fh.read().splitlines()) > 1:
-                    return True
-        except OSError:
-            pass
-    try:
-        return bool(os.listdir("/dev/mqueue"))
-    except OSError:
-        return False
-
-
 _REPORT = struct.Struct(">iB")  # the child's wait status, whether everything else is gone
+_PID = struct.Struct(">i")  # the forker to the zygote: the pid of the call's child
+_PEERCRED = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
 
 
-def _forker(ctrl: socket.socket, workdir: str, namespace: bool) -> None:
+def _listen() -> tuple[socket.socket, bytes]:
+    """Where each call's child connects to the zygote: an abstract Unix address (in the
+    sandbox's own network namespace; random, for isolation "none"). The child connects by name
+    rather than being handed a socket: descriptors in flight over Unix sockets are counted per
+    uid, every worker runs as the same uid, and past the sender's RLIMIT_NOFILE the kernel
+    refuses to pass one (ETOOMANYREFS): user code that kept a few hundred in flight stopped
+    every other worker from starting a call."""
+    address = b"\0llmgine-call-" + os.urandom(8).hex().encode()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(16)
+    listener.setblocking(False)
+    return listener, address
+
+
+def _forker(ctrl: socket.socket, workdir: str, address: bytes, namespace: bool) -> None:
     """The process every call's child is forked from: started at boot, before the worker has
     handled any call, and never given a call's data, so a child's copy of its memory holds
-    nothing of other sessions. Asked for a child (one byte), it forks one with a socket of its
-    own, hands the other end to the zygote, waits for the child, kills what it left and
-    reports. Never returns."""
+    nothing of other sessions. Asked for a child (one byte), it forks one, which connects to
+    the zygote's ``address``, tells the zygote its pid, waits for the child, kills what it left
+    and reports. Never returns."""
     set_dumpable(False)
     try:
         import ctypes
@@ -260,23 +230,21 @@ def _forker(ctrl: socket.socket, workdir: str, namespace: bool) -> None:
                 os._exit(0)
         except OSError:
             os._exit(0)
-        ours, theirs = socket.socketpair()
         pid = os.fork()
         if pid == 0:
             try:
                 ctrl.close()
-                ours.close()
                 os.chdir(workdir)
-                channel = theirs.detach()
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(address)
+                channel = sock.detach()
                 run = frames.read_frame(channel, 1 << 30)
             except BaseException:  # noqa: BLE001
                 os._exit(70)
             if not isinstance(run, frames.Run):
                 os._exit(70)
             child_main(run, channel)
-        theirs.close()
-        socket.send_fds(ctrl, [str(pid).encode()], [ours.fileno()])
-        ours.close()
+        ctrl.sendall(_PID.pack(pid))
         _, status = os.waitpid(pid, 0)
         gone = _kill_everything(pid, namespace)
         ctrl.sendall(_REPORT.pack(status, 1 if gone else 0))
@@ -296,13 +264,15 @@ class _Zygote:
         self.workdir = os.getcwd() if self.sandboxed else os.path.join(os.getcwd(), "call")
         if not self.sandboxed:
             os.makedirs(self.workdir, 0o700, exist_ok=True)
+        self.listener, address = _listen()
         self.ctrl, theirs = socket.socketpair()
         self.forker = os.fork()
         if self.forker == 0:
             self.ctrl.close()
+            self.listener.close()
             os.close(pool_r)
             os.close(pool_w)
-            _forker(theirs, self.workdir, namespace=os.getpid() != 1 and os.getppid() == 1)
+            _forker(theirs, self.workdir, address, namespace=os.getpid() != 1 and os.getppid() == 1)
         theirs.close()
 
     def serve(self) -> None:
@@ -330,13 +300,19 @@ class _Zygote:
         """One call in a fresh child of the forker; True if this worker must not serve
         another call."""
         try:
+            self._drop_pending()
             self.ctrl.sendall(b"f")
-            msg, fds, _, _ = socket.recv_fds(self.ctrl, 32, 1)
-            pid = int(msg)
-            sock = socket.socket(fileno=fds[0])
-        except (OSError, ValueError, IndexError):
+            (pid,) = _PID.unpack(self.ctrl.recv(_PID.size, socket.MSG_WAITALL))
+            sock = self._accept(pid)
+        except (OSError, struct.error):
+            sock = None
+        if sock is None:  # the forker is gone, or the child died before it connected
             self._write(
-                frames.Done(run.call_id, ok=False, error=call_error(WORKER_CRASHED, "the sandbox's forker is gone"))
+                frames.Done(
+                    run.call_id,
+                    ok=False,
+                    error=call_error(WORKER_CRASHED, "the sandbox could not start the call: its forker is gone"),
+                )
             )
             self._write(frames.Exited(run.call_id, "lost", False, True))
             return True
@@ -356,9 +332,38 @@ class _Zygote:
         if failure:
             self._write(frames.Done(run.call_id, ok=False, error=failure))
         description, clean = _describe_status(status) if status is not None else ("killed", False)
-        dirty = report is None or not gone or not _wipe(self.workdir) or (self.sandboxed and _ipc_left())
+        dirty = report is None or not gone or not wipe(self.workdir) or (self.sandboxed and ipc_left())
         self._write(frames.Exited(run.call_id, description, clean, dirty))
         return dirty
+
+    def _drop_pending(self) -> None:
+        """Close the connections waiting on the listener: a call's processes may have
+        connected too (they are all gone now; no process but the forker is left)."""
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # BlockingIOError: nothing more
+                return
+            conn.close()
+
+    def _accept(self, pid: int) -> socket.socket | None:
+        """The connection of the call's child (``pid``, checked with SO_PEERCRED), or None if
+        the forker reported first (the child died before it connected) or is gone."""
+        poller = select.poll()
+        poller.register(self.listener, select.POLLIN)
+        poller.register(self.ctrl, select.POLLIN)
+        while True:
+            for fd, _ in poller.poll():
+                if fd == self.ctrl.fileno():
+                    return None
+                try:
+                    conn, _ = self.listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+                if _PEERCRED.unpack(creds)[0] == pid:
+                    return conn
+                conn.close()
 
     def _kill_all_but_self(self) -> None:
         if os.getpid() == 1:
@@ -491,6 +496,22 @@ class _Zygote:
         return None
 
 
+def _clear_environment() -> None:
+    """Empty the environment, and zero its strings where the kernel put them (the stack):
+    clearing os.environ leaves them, /proc/self/environ reads them there, and every call's
+    child is a fork of this memory (the configuration: the daemon's pid, the uid, limits)."""
+    os.environ.clear()
+    try:
+        import ctypes
+
+        with open("/proc/self/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        start, end = int(fields[47]), int(fields[48])  # env_start, env_end (fields 50, 51)
+        ctypes.memset(start, 0, end - start)
+    except (OSError, ValueError, IndexError):
+        pass
+
+
 def main() -> None:
     config = json.loads(os.environ.get("LLMGINE_WORKER", "") or sys.argv[1])
     drop_identity(config.get("identity"))
@@ -513,7 +534,7 @@ def main() -> None:
     # Writing past FSIZE then raises OSError(EFBIG) instead of killing the process.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     # The pool passes an empty environment; the interpreter may still add LC_CTYPE (PEP 538).
-    os.environ.clear()
+    _clear_environment()
     # Everything imported so far is shared with every child: keep the collector off those
     # pages so forked children do not copy them.
     gc.freeze()

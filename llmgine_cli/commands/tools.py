@@ -16,7 +16,7 @@ from llmgine_cli import completion
 from llmgine_cli.commands.args import SessionOpt, parse_object, parse_pairs, read_text
 from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, render_deleted, resolve_format, visible_text
+from llmgine_cli.render import View, render, render_deleted, resolve_format, visible_line, visible_text
 from llmgine_cli.status import ExitStatus
 
 app = typer.Typer(help="Register Python functions as a session's tools, run them, remove them.", no_args_is_help=True)
@@ -202,7 +202,8 @@ def exec_(
         data["error"] = {**data["error"], "details": {k: v for k, v in details.items() if k != "traceback"}}
     render(app_ctx.env, data, RESULT_VIEW, output, quiet)
     if result.error is not None:
-        app_ctx.env.err(f"error: tool {name} failed: {result.error.get('code')}: {result.error.get('message')}")
+        why = f"{result.error.get('code')}: {result.error.get('message')}"  # user code's: escapes shown
+        app_ctx.env.err(visible_line(f"error: tool {name} failed: {why}"))
         raise typer.Exit(ExitStatus.ERROR)
 
 

@@ -207,6 +207,25 @@ def test_failing_handler_shows_the_users_error(cli, tmp_path):
     assert "raise KeyError('missing key')" in full["error"]["details"]["traceback"]
 
 
+def test_user_codes_error_reaches_the_terminal_escaped(cli, tmp_path):
+    """The error line of a failed `tool exec` and `command run` quotes the user code's exception
+    message: written raw, its escapes cleared the operator's screen or set the window title."""
+    sid = new_session(cli)
+    code = "def evil(*args):\n    raise ValueError('\\x1b[2J\\x1b]0;pwned\\x07gone\\nforged line')\n"
+    path = write(tmp_path, "evil.py", code)
+    assert cli("tool", "register", path, "-S", sid, "-q").exit_code == 0
+    assert cli("handler", "add", "command", "Evil", path, "-S", sid, "-q").exit_code == 0
+    for argv, line in [
+        (("tool", "exec", "evil"), "error: tool evil failed: EXECUTION_FAILED"),
+        (("command", "run", "Evil"), "failed: COMMAND_EXECUTION_FAILED"),
+    ]:
+        result = cli(*argv, "-S", sid, "-o", "json")
+        assert result.exit_code == 1, result.stderr
+        assert line in one_line(result.stderr)
+        assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+        assert "ValueError: \\x1b[2J\\x1b]0;pwned\\x07gone\\nforged line" in result.stderr
+
+
 def test_a_spinning_tool_ends_with_the_daemons_timeout_not_the_clients(cli, tmp_path):
     """The client waits longer than the call may run in the sandbox (the tool's timeout here),
     so the daemon's TIMEOUT answer arrives instead of the CLI's own exit 7."""

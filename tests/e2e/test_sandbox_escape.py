@@ -352,14 +352,15 @@ def test_a_later_call_finds_nothing_of_earlier_calls_in_its_memory(daemon):
 
 def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
     """Kernel keyrings are per uid, not per namespace (a key would outlive the call, shared by
-    every worker of the uid); memfd memory shows in no process's size; a namespace of its own
+    every worker of the uid); memfd memory shows in no process's size; file watches (inotify,
+    fanotify) see the opens of every process on the host in the read-only binds; a namespace of its own
     is kernel surface no tool needs; vsock sockets are not confined by the network namespace.
     The seccomp filter refuses them all with EPERM."""
     assert "seccomp" in daemon.sandbox["covers"], daemon.sandbox
     out = daemon.tool(
         daemon.session(),
         """
-        import ctypes, errno, os, socket, threading
+        import ctypes, errno, fcntl, os, socket, threading
 
         def f():
             libc = ctypes.CDLL(None, use_errno=True)
@@ -374,6 +375,29 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
             call("keyctl", 250, 0, -4, 0, 0, 0)  # KEYCTL_GET_KEYRING_ID
             call("unshare", 272, 0x10000000)  # CLONE_NEWUSER
             call("clone_newuser", 56, 0x10000000 | 17, 0, 0, 0, 0)
+            # File watches see every process that opens a file in the read-only binds, the
+            # host's and other sessions' workers too (which modules another call imports).
+            call("inotify_init1", 294, 0)
+            call("inotify_add_watch", 254, -1, os.__file__.encode(), 0x20)
+            call("fanotify_init", 300, 0x200, 0)  # FAN_REPORT_FID: allowed unprivileged
+            call("fanotify_mark", 301, -1, 1, 0x20, -100, os.__file__.encode())
+            # dnotify (the same, directory by directory) and leases (on a file it owns: a
+            # daemon not run as root may own the interpreter it binds in).
+            for name, cmd, arg, path in [
+                ("F_NOTIFY", fcntl.F_NOTIFY, fcntl.DN_ACCESS, os.path.dirname(os.__file__)),
+                ("F_SETLEASE", fcntl.F_SETLEASE, fcntl.F_RDLCK, "/tmp/mine"),
+            ]:
+                if path == "/tmp/mine":
+                    open(path, "w").close()
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    fcntl.fcntl(fd, cmd, arg)
+                    seen[name] = "set"
+                except OSError as exc:
+                    seen[name] = errno.errorcode[exc.errno]
+                finally:
+                    os.close(fd)
+            seen["F_GETFL"] = fcntl.fcntl(0, fcntl.F_GETFL) >= 0  # the rest of fcntl works
             try:
                 os.memfd_create("hidden")
                 seen["memfd_create"] = "created"
@@ -387,6 +411,17 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
                     seen[family] = "created"
                 except OSError as exc:
                     seen[family] = errno.errorcode[exc.errno]
+            # Netlink: only NETLINK_ROUTE (the C library's getaddrinfo and getifaddrs, in the
+            # worker's own network namespace). NETLINK_KOBJECT_UEVENT carried the host's device
+            # events into the sandbox (a root daemon's network namespace is the host user
+            # namespace's); the other protocols are kernel surface no tool needs.
+            for name, protocol in (("NETLINK_UEVENT", 15), ("NETLINK_GENERIC", 16), ("NETLINK_SOCK_DIAG", 4)):
+                try:
+                    socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, protocol).close()
+                    seen[name] = "created"
+                except OSError as exc:
+                    seen[name] = errno.errorcode[exc.errno]
+            seen["getaddrinfo"] = len(socket.getaddrinfo("127.0.0.1", 80, flags=socket.AI_ADDRCONFIG)) > 0
             worker = threading.Thread(target=lambda: None)  # threads and fork still work
             worker.start()
             worker.join()
@@ -403,11 +438,44 @@ def test_keyrings_memfd_and_new_namespaces_are_refused(daemon):
         "keyctl": [-1, "EPERM"],
         "unshare": [-1, "EPERM"],
         "clone_newuser": [-1, "EPERM"],
+        "inotify_init1": [-1, "EPERM"],
+        "inotify_add_watch": [-1, "EPERM"],
+        "fanotify_init": [-1, "EPERM"],
+        "fanotify_mark": [-1, "EPERM"],
+        "F_NOTIFY": "EPERM",
+        "F_SETLEASE": "EPERM",
+        "F_GETFL": True,
         "memfd_create": "EPERM",
         "AF_VSOCK": "EPERM",
         "AF_UNIX": "created",
         "AF_INET": "created",
         "AF_INET6": "created",
         "AF_NETLINK": "created",
+        "NETLINK_UEVENT": "EPERM",
+        "NETLINK_GENERIC": "EPERM",
+        "NETLINK_SOCK_DIAG": "EPERM",
+        "getaddrinfo": True,
         "fork": 7,
     }, out["result"]
+
+
+def test_the_workers_configuration_is_not_in_the_calls_environment(daemon):
+    """The pool hands the worker its configuration in the environment (its command line is
+    readable in the sandbox) and the worker clears it at boot; but /proc/self/environ reads
+    the strings the kernel put on the stack, which clearing os.environ leaves, and every
+    call's child is a fork of that memory: user code read the daemon's host pid, the uid and
+    the limits there."""
+    out = daemon.tool(
+        daemon.session(),
+        """
+        import os
+
+        def f():
+            with open("/proc/self/environ", "rb") as fh:
+                raw = fh.read()
+            return {"environ": raw.replace(b"\\0", b" ").decode().strip(), "os.environ": dict(os.environ)}
+        """,
+    )
+    assert out["error"] is None, out["error"]
+    assert "LLMGINE_WORKER" not in out["result"]["environ"] and "daemon" not in out["result"]["environ"], out
+    assert out["result"]["os.environ"] == {}, out
