@@ -1,0 +1,58 @@
+"""llmgined on PostgreSQL as an operator runs it: the password of ``database.url`` wherever it
+is given (a libpq keyword/value string, a ``password=`` parameter, the ``--database-url`` flag)
+never shows in a message or in ``ps``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.clitools import cleanup_home, cli_env, free_port, full_env, one_line, short_home
+
+pytestmark = [pytest.mark.e2e, pytest.mark.own_database(reason="makes its own PostgreSQL databases")]
+
+SECRET = "op-secret-7c2e"  # noqa: S105 - not a real one; the tests look for it
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    path = short_home()
+    try:
+        yield path
+    finally:
+        cleanup_home(path)
+
+
+def refused(home: Path, url: str) -> tuple[int, str]:
+    """llmgined given ``url``, which it must refuse before connecting: (exit code, the line)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmgine_daemon", "--no-socket", "--port", str(free_port())],
+        env=full_env(cli_env(home, DATABASE_URL=url)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert SECRET not in proc.stderr + proc.stdout, proc.stderr
+    return proc.returncode, one_line(proc.stderr)
+
+
+def test_a_libpq_keyword_string_is_refused_without_its_password(home: Path) -> None:
+    # libpq's other form of a connection string, as an operator may paste it from elsewhere.
+    code, line = refused(home, f"host=db.internal port=5432 user=llmgine password={SECRET} dbname=llmgine")
+    assert code == 2, line
+    assert "password=********" in line and "postgresql://USER@HOST:PORT/DB" in line, line
+    code, line = refused(home, f"host=db user=u password='{SECRET} x' dbname=d")
+    assert code == 2 and "********" in line, line
+
+
+def test_a_password_parameter_of_the_url_is_not_shown(home: Path) -> None:
+    code, line = refused(home, f"postgresql://u@127.0.0.1:notaport/db?sslmode=require&password={SECRET}")
+    assert code == 2 and "port is not a number" in line and "password=********" in line, line
+    assert "sslmode=require" in line, line
