@@ -5,6 +5,7 @@ never shows in a message or in ``ps``.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.clitools import cleanup_home, cli_env, free_port, full_env, one_line, short_home
+from tests.clitools import (
+    cleanup_home,
+    cli_env,
+    free_port,
+    full_env,
+    one_line,
+    run_cli,
+    short_home,
+    start_daemon,
+    stop_process,
+)
+from tests.postgres import PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_database(reason="makes its own PostgreSQL databases")]
 
@@ -56,3 +68,20 @@ def test_a_password_parameter_of_the_url_is_not_shown(home: Path) -> None:
     code, line = refused(home, f"postgresql://u@127.0.0.1:notaport/db?sslmode=require&password={SECRET}")
     assert code == 2 and "port is not a number" in line and "password=********" in line, line
     assert "sslmode=require" in line, line
+
+
+def test_a_password_given_with_the_flag_is_not_on_the_command_line(home: Path, pg_url: str) -> None:
+    # ``ps`` shows every user every process's arguments: a password in --database-url stayed
+    # there for the daemon's life. The daemon takes it into its environment (readable by its
+    # user only) and runs itself again without it, the same process.
+    d = start_daemon(home, "--database-url", pg_url, env={"DATABASE_URL": None})
+    try:
+        status = json.loads(run_cli(["status", "-o", "json"], d.env).stdout)
+        assert status["storage"]["backend"] == "postgresql", status
+        cmdline = Path(f"/proc/{d.proc.pid}/cmdline").read_bytes().decode()
+        assert PASSWORD not in cmdline and "--database-url" not in cmdline, cmdline
+        assert "llmgine_daemon" in cmdline, cmdline
+    finally:
+        stop_process(d.proc)
+    assert d.proc.returncode == 0
+    assert PASSWORD not in (home / "daemon-under-test.log").read_text()
