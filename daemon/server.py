@@ -25,7 +25,7 @@ from pathlib import Path
 
 from aiohttp import web
 from llmgine_daemon import __version__
-from llmgine_daemon.api.keys import LISTENERS, SHUTDOWN
+from llmgine_daemon.api.keys import FATAL, LISTENERS, SHUTDOWN
 from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.api.malformed import EnvelopingSite, enveloping
 from llmgine_daemon.api.origins import check_bind
@@ -344,6 +344,12 @@ async def serve(settings: Settings, home_socket: Path | None) -> None:
             _remove(socket_path)
         _release_pidfile(pidfile, pidfile_fd)
     log.info("stopped")
+    if app[FATAL]:
+        raise Stopped(app[FATAL][0])
+
+
+class Stopped(Exception):
+    """The daemon stopped by itself, for a reason it must say (exit 1)."""
 
 
 # The cyclic garbage collector, by default, runs every 700 net allocations and walks every live
@@ -450,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except StartupError as exc:
         print(f"llmgined: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Stopped as exc:
+        print(f"llmgined: stopped: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_OK

@@ -28,6 +28,8 @@ The contract, method by method:
   session about new work or a cancel.
 - ``watch_events(wake)``: call ``wake()`` when another node committed events (the stream hub
   then reads them from the store); ``log_head(conn)``: the last committed seq.
+- ``on_fatal(reason)`` (set by app.py): called when this node must stop, such as a newer
+  node's migration of the shared schema (bus/cluster_shared.py looks at every tick).
 - ``registry_changed(conn, scope)`` (inside a write that adds, changes or removes engines or
   user-code handlers of ``scope``: a session id, None for the global scope) and
   ``watch_registry(sync)``: ``await sync(scopes)`` when another node changed those scopes
@@ -86,6 +88,9 @@ class LocalCluster:
         self.node_id = node_id or new_node_id()
         self.lease_timeout = lease_timeout
         self.started_at = ""
+        # ``on_fatal(reason)``: this node must stop (app.py stops the daemon, exit 1): another
+        # node migrated the shared database to a schema this code does not know.
+        self.on_fatal: Callable[[str], None] | None = None
 
     async def start(self, bus: Bus) -> None:
         self.started_at = bus.started_at

@@ -49,6 +49,7 @@ from llmgine_daemon.bus.errors import StorageError
 from llmgine_daemon.paths import write_private
 from llmgine_daemon.protocol import ClusterInfo, ClusterNode
 from llmgine_daemon.store import pg_cluster as sql
+from llmgine_daemon.store.pg_schema import newer_schema
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.commands.service import Commands
@@ -398,15 +399,18 @@ class SharedCluster(LocalCluster):
         self._ticks += 1
         prune = self._ticks % PRUNE_EVERY_TICKS == 1
 
-        def write(conn: Any) -> tuple[dict[str, int], list[str], list[tuple[str, str]], int]:
+        def write(conn: Any) -> tuple[dict[str, int], list[str], list[tuple[str, str]], int, str | None]:
             sql.heartbeat(conn, node, host, pid, self.started_at, timeout)
             renewed = sql.renew(conn, node, timeout)
             released = [s for s in idle if s in renewed and sql.release(conn, s, node, renewed[s])]
             if prune:
                 sql.prune_registry_changes(conn)
-            return renewed, released, sql.pending_cancels(conn, node), sql.registry_head(conn)
+            cancels, registry = sql.pending_cancels(conn, node), sql.registry_head(conn)
+            return renewed, released, cancels, registry, newer_schema(conn)
 
-        renewed, released, cancels, registry = await self.bus.store.write(write)
+        renewed, released, cancels, registry, newer = await self.bus.store.write(write)
+        if newer is not None:
+            self._schema_too_new(newer)
         if registry > self._registry_seen:  # a change whose notification did not come (yet)
             self._sync_registry()
         now = time.monotonic()
@@ -430,6 +434,17 @@ class SharedCluster(LocalCluster):
         for cid, reason in cancels:
             self._cancel_local(cid, reason)
         await self._take([], scan=True)
+
+    def _schema_too_new(self, reason: str) -> None:
+        """Another node migrated the database past this code (an upgrade with this node still
+        running): its statements no longer match the schema (since migrations 130-131 the
+        session counts are kept by them), so it stops, saying why, rather than go on writing."""
+        if self._stopping or self.on_fatal is None:
+            return
+        self._stopping = True  # no more takeovers, nothing wanted; stop() gives the leases back
+        message = f"another node migrated the database: {reason}"
+        log.error("cluster: %s; stopping this node", message)
+        self.on_fatal(message)
 
     def _cancel_local(self, command_id: str, reason: str) -> None:
         commands = self.commands

@@ -85,3 +85,24 @@ def test_a_password_given_with_the_flag_is_not_on_the_command_line(home: Path, p
         stop_process(d.proc)
     assert d.proc.returncode == 0
     assert PASSWORD not in (home / "daemon-under-test.log").read_text()
+
+
+def test_a_running_node_stops_when_a_newer_llmgined_migrates_the_database(home: Path, pg_url: str) -> None:
+    # Upgrades need every node stopped first (README, "Running several nodes"), but an old node
+    # still running went on writing with the old statements under the new schema. It now sees
+    # the migration it does not know within a second and stops, saying why (exit 1); started
+    # again it is refused (test_postgres.py), until it is upgraded.
+    import psycopg
+
+    d = start_daemon(home, env={"DATABASE_URL": pg_url, "LLMGINE_LEASE_TIMEOUT": "3"})
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'future', 'now')")
+        code = d.proc.wait(timeout=60)
+    finally:
+        stop_process(d.proc)
+    log = (home / "daemon-under-test.log").read_text()
+    assert code == 1, log
+    assert "Traceback" not in log, log
+    last = log.strip().splitlines()[-1]
+    assert last.startswith("llmgined: stopped:") and "9999" in last and "upgrade" in last, last
