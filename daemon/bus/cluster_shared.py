@@ -88,6 +88,8 @@ CLAIM_BACKOFF_S = 2.0
 LISTEN_RETRY_S = 1.0
 # The registry's old changes are pruned every this many ticks.
 PRUNE_EVERY_TICKS = 60
+# A host clock this far (seconds) from the database's is said in the log (``_set_clock``).
+CLOCK_WARN_S = 2.0
 
 
 class SharedCluster(LocalCluster):
@@ -117,6 +119,7 @@ class SharedCluster(LocalCluster):
         self._registry_again = False
         self._ticks = 0
         self._inherited: list[str] = []  # the sessions of this home's previous node (start)
+        self._clock_warned = 0.0  # the clock offset last said in the log (0: none said)
         # Figures for tests and the benchmark.
         self.takeovers = 0
         self.notifications = 0
@@ -138,6 +141,7 @@ class SharedCluster(LocalCluster):
                     n = len(self._inherited)
                     log.info("taking over %d session(s) of %s, which ran in this home before", n, predecessor)
             sql.heartbeat(conn, self.node_id, host, pid, self.started_at, self.lease_timeout)
+            self._set_clock(sql.clock_offset(conn))
             # Read before the bus loads its engines and handlers: later changes are applied.
             return conn.execute("SELECT pg_backend_pid()").fetchone()[0], sql.registry_head(conn)
 
@@ -406,6 +410,7 @@ class SharedCluster(LocalCluster):
             if prune:
                 sql.prune_registry_changes(conn)
             cancels, registry = sql.pending_cancels(conn, node), sql.registry_head(conn)
+            self._set_clock(sql.clock_offset(conn))
             return renewed, released, cancels, registry, newer_schema(conn)
 
         renewed, released, cancels, registry, newer = await self.bus.store.write(write)
@@ -434,6 +439,25 @@ class SharedCluster(LocalCluster):
         for cid, reason in cancels:
             self._cancel_local(cid, reason)
         await self._take([], scan=True)
+
+    def _set_clock(self, offset: float) -> None:
+        """The database's clock against this host's (the writer's thread, every tick): schedules
+        follow the database's (``now``); a host whose own is off by more than CLOCK_WARN_S is
+        said in the log, when first found and whenever it moved that much again, since the
+        times this node writes (created_at, expiries, retention's cut-off) are still its own."""
+        self.clock_offset = offset
+        if abs(offset) >= CLOCK_WARN_S and abs(offset - self._clock_warned) >= CLOCK_WARN_S:
+            self._clock_warned = offset
+            log.warning(
+                "cluster: this host's clock is %.1f s %s the database server's; schedules follow the"
+                " database's, but the times this node records (created_at, expiries, retention) follow"
+                " its own: synchronise it (NTP)",
+                abs(offset),
+                "ahead of" if offset < 0 else "behind",
+            )
+        elif abs(offset) < CLOCK_WARN_S and self._clock_warned:
+            self._clock_warned = 0.0
+            log.info("cluster: this host's clock agrees with the database server's again")
 
     def _schema_too_new(self, reason: str) -> None:
         """Another node migrated the database past this code (an upgrade with this node still

@@ -25,6 +25,7 @@ on the raw connection by store/pg_schema.py.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 CHANNEL_EVENTS = "llmgine_events"  # payload '': new events committed
@@ -155,6 +156,14 @@ def m122_event_seq_in_transaction(conn: Any) -> None:
 
 
 # -- nodes ---------------------------------------------------------------------------------
+
+
+def clock_offset(conn: Any) -> float:
+    """Seconds to add to this host's clock to read the database's (NOW), measured around one
+    round trip (its midpoint: off by at most half of it)."""
+    before = time.time()
+    server = float(conn.execute(f"SELECT {NOW}").fetchone()[0])
+    return server - (before + time.time()) / 2
 
 
 def heartbeat(conn: Any, node_id: str, host: str, pid: int, started_at: str, timeout: float) -> None:
