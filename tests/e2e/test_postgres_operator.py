@@ -106,3 +106,31 @@ def test_a_running_node_stops_when_a_newer_llmgined_migrates_the_database(home: 
     assert "Traceback" not in log, log
     last = log.strip().splitlines()[-1]
     assert last.startswith("llmgined: stopped:") and "9999" in last and "upgrade" in last, last
+
+
+def test_a_statement_the_server_is_still_running_is_not_cut_as_a_frozen_server(home: Path, pg_url: str) -> None:
+    # The watchdog cut any statement unanswered for busy_timeout + 15 s as a frozen server: a
+    # write the server was still working on (a very large event, a slow disk, a trigger) was a
+    # 503 "not reachable", and its backend went on holding the event log's lock, so every
+    # write after it failed with a lock timeout until it ended. The server is now asked first:
+    # a statement its backend is still running is left to finish. Here a trigger of the
+    # operator's makes one insert take 18 s.
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF NEW.event_type = 'Slow' THEN PERFORM pg_sleep(18); END IF; RETURN NEW; END $$"
+        )
+        conn.execute("CREATE TRIGGER slow_insert BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION slow_insert()")
+    d = start_daemon(home, env={"DATABASE_URL": pg_url, "LLMGINE_DB_BUSY_TIMEOUT": "1"})
+    try:
+        sid = json.loads(run_cli(["session", "create", "-o", "json"], d.env).stdout)["session_id"]
+        out = run_cli(["event", "publish", "Slow", "-S", sid, "-q"], d.env)
+        assert out.returncode == 0, out.stdout + out.stderr
+        out = run_cli(["event", "publish", "Fast", "-S", sid, "-q"], d.env)
+        assert out.returncode == 0, out.stdout + out.stderr
+    finally:
+        stop_process(d.proc)
+    log = (home / "daemon-under-test.log").read_text()
+    assert "has not answered" not in log and "Traceback" not in log, log[-3000:]
