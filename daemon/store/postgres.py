@@ -347,6 +347,11 @@ class PgStore(BaseStore):
                         answered = since
                     else:
                         limit = STOP_STALL_S
+                stalled = bool(since) and time.monotonic() - max(since, running) > limit
+                if stalled and not self._stopping and id(conn) not in cut and await self._still_running(conn):
+                    running = time.monotonic()
+                    log.warning("a statement has run for %.0f s; the server is still running it", running - since)
+                    continue
             except asyncio.CancelledError:
                 done.cancel()  # as awaiting it would: its outcome is nobody's now
                 conn = current()
@@ -355,11 +360,8 @@ class PgStore(BaseStore):
                     # would hold its thread, and the stop, until the keepalives gave up.
                     conn.cut()
                 raise
-            if conn is not None and since and time.monotonic() - max(since, running) > limit:
-                if not self._stopping and id(conn) not in cut and await self._still_running(conn):
-                    running = time.monotonic()
-                    log.warning("a statement has run for %.0f s; the server is still running it", running - since)
-                    continue
+            # (Not if it ended while the server was asked: the connection may be in use again.)
+            if stalled and conn is not None and conn.waiting_since == since:
                 if id(conn) not in cut:
                     cut.add(id(conn))
                     waited = time.monotonic() - since
