@@ -348,7 +348,7 @@ class PgStore(BaseStore):
                     else:
                         limit = STOP_STALL_S
                 stalled = bool(since) and time.monotonic() - max(since, running) > limit
-                if stalled and not self._stopping and id(conn) not in cut and await self._still_running(conn):
+                if stalled and conn and not self._stopping and id(conn) not in cut and await self._still_running(conn):
                     running = time.monotonic()
                     log.warning("a statement has run for %.0f s; the server is still running it", running - since)
                     continue
