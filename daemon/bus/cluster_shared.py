@@ -503,7 +503,8 @@ class SharedCluster(LocalCluster):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("cluster: LISTEN connection lost (%s); reconnecting", exc)
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # libpq's hints follow
+                log.warning("cluster: LISTEN connection lost (%s); reconnecting", reason)
                 if not listening.done():
                     listening.set_result(None)
                 await asyncio.sleep(LISTEN_RETRY_S)

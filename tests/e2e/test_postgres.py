@@ -279,6 +279,9 @@ def test_the_first_write_after_a_server_restart_is_not_a_503(home: Path) -> None
         finally:
             stop_process(d.proc)
         assert d.proc.returncode == 0
+        # The LISTEN connection's loss is one line: libpq's first, not its hint after "\n\t".
+        lost = [line for line in (home / "daemon-under-test.log").read_text().splitlines() if "LISTEN" in line]
+        assert lost and all("\\n" not in line for line in lost), lost
     finally:
         server.stop()
 
