@@ -491,6 +491,10 @@ class SharedCluster(LocalCluster):
                 async with await psycopg.AsyncConnection.connect(
                     self.url, autocommit=True, **connect_args(self.url)
                 ) as conn:
+                    if conn.info.server_version >= 140000:
+                        # Idle by design: a server's idle_session_timeout (managed services set
+                        # one) ended it at every timeout, notifications missed meanwhile.
+                        await conn.execute("SET idle_session_timeout = 0")
                     for channel in (sql.CHANNEL_EVENTS, sql.CHANNEL_WORK, sql.CHANNEL_CANCEL, sql.CHANNEL_REGISTRY):
                         await conn.execute(f"LISTEN {channel}")
                     if not listening.done():

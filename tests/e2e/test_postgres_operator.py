@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tests.clitools import (
     start_daemon,
     stop_process,
 )
+from tests.eventually import eventually_blocking
 from tests.postgres import PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.own_database(reason="makes its own PostgreSQL databases")]
@@ -134,3 +136,26 @@ def test_a_statement_the_server_is_still_running_is_not_cut_as_a_frozen_server(h
         stop_process(d.proc)
     log = (home / "daemon-under-test.log").read_text()
     assert "has not answered" not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_the_listen_connection_outlives_the_servers_idle_session_timeout(home: Path, pg_url: str) -> None:
+    # Managed servers often end idle sessions (idle_session_timeout, PostgreSQL 14+). The
+    # cluster's LISTEN connection is idle by design: it was ended at every timeout, a warning
+    # each time and notifications missed until it was made again. It now opts out for itself.
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        if conn.info.server_version < 140000:
+            pytest.skip("idle_session_timeout is PostgreSQL 14's")
+    url = pg_url + "?options=-c%20idle_session_timeout%3D500"
+    d = start_daemon(home, env={"DATABASE_URL": url})
+    try:
+        listening = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%%' AND datname = current_database()"
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            before = eventually_blocking(lambda: conn.execute(listening).fetchall(), timeout=30)
+            time.sleep(1.5)  # three idle timeouts
+            assert conn.execute(listening).fetchall() == before
+        assert json.loads(run_cli(["session", "create", "-o", "json"], d.env).stdout)["session_id"]
+    finally:
+        stop_process(d.proc)
+    assert "LISTEN connection lost" not in (home / "daemon-under-test.log").read_text()
