@@ -7,7 +7,8 @@ across schedulers sharing a database: the firing is claimed by ``UPDATE schedule
 transaction that inserts the command (``Commands.submit(claim=...)``); when that matches no
 row, someone else fired it and the transaction - command included - is rolled back.
 
-Firing times (bus/schedule_times.py): a firing that comes due while the daemon runs fires once,
+Firing times (bus/schedule_times.py) are read on the cluster's clock (``cluster.now()``: on
+PostgreSQL the database server's, so nodes whose own clocks differ agree on what is due). A firing that comes due while the daemon runs fires once,
 even if late; firings the loop fell behind on are coalesced into it. Firings that came due
 while the daemon was down (due before this scheduler started) follow the schedule's ``missed``
 policy: ``skip`` (the default) moves on to the next firing after now, ``run_once`` fires one
