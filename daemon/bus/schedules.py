@@ -8,10 +8,11 @@ transaction that inserts the command (``Commands.submit(claim=...)``); when that
 row, someone else fired it and the transaction - command included - is rolled back.
 
 Firing times (bus/schedule_times.py) are read on the cluster's clock (``cluster.now()``: on
-PostgreSQL the database server's, so nodes whose own clocks differ agree on what is due). A firing that comes due while the daemon runs fires once,
-even if late; firings the loop fell behind on are coalesced into it. Firings that came due
-while the daemon was down (due before this scheduler started) follow the schedule's ``missed``
-policy: ``skip`` (the default) moves on to the next firing after now, ``run_once`` fires one
+PostgreSQL the database server's, so nodes whose own clocks differ agree on what is due). A
+firing that comes due while the daemon runs fires once, even if late; firings the loop fell
+behind on are coalesced into it. Firings that came due while the daemon was down (due before
+this scheduler started) follow the schedule's ``missed`` policy: ``skip`` (the default) moves
+on to the next firing after now, ``run_once`` fires one
 command now for all of them.
 
 A firing that cannot submit (no handler for the type, say) is recorded in ``last_error`` and
