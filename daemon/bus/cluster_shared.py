@@ -395,6 +395,12 @@ class SharedCluster(LocalCluster):
     async def _tick(self) -> None:
         commands = self.commands
         assert self.bus is not None and commands is not None
+        # First and on its own: a newer schema may break the statements below (a node would
+        # then fail every tick and never find out why).
+        newer = await self.bus.store.read(newer_schema)
+        if newer is not None:
+            self._schema_too_new(newer)
+            return
         runner = commands.runner
         idle = [s for s in list(self.leases) if not runner.has_work(s)]
         node, timeout = self.node_id, self.lease_timeout
@@ -403,7 +409,7 @@ class SharedCluster(LocalCluster):
         self._ticks += 1
         prune = self._ticks % PRUNE_EVERY_TICKS == 1
 
-        def write(conn: Any) -> tuple[dict[str, int], list[str], list[tuple[str, str]], int, str | None]:
+        def write(conn: Any) -> tuple[dict[str, int], list[str], list[tuple[str, str]], int]:
             sql.heartbeat(conn, node, host, pid, self.started_at, timeout)
             renewed = sql.renew(conn, node, timeout)
             released = [s for s in idle if s in renewed and sql.release(conn, s, node, renewed[s])]
@@ -411,11 +417,9 @@ class SharedCluster(LocalCluster):
                 sql.prune_registry_changes(conn)
             cancels, registry = sql.pending_cancels(conn, node), sql.registry_head(conn)
             self._set_clock(sql.clock_offset(conn))
-            return renewed, released, cancels, registry, newer_schema(conn)
+            return renewed, released, cancels, registry
 
-        renewed, released, cancels, registry, newer = await self.bus.store.write(write)
-        if newer is not None:
-            self._schema_too_new(newer)
+        renewed, released, cancels, registry = await self.bus.store.write(write)
         if registry > self._registry_seen:  # a change whose notification did not come (yet)
             self._sync_registry()
         now = time.monotonic()

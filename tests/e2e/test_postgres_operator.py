@@ -98,8 +98,10 @@ def test_a_running_node_stops_when_a_newer_llmgined_migrates_the_database(home: 
 
     d = start_daemon(home, env={"DATABASE_URL": pg_url, "LLMGINE_LEASE_TIMEOUT": "3"})
     try:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
+        with psycopg.connect(pg_url) as conn:  # one transaction, as a migration is
             conn.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'future', 'now')")
+            # Which may change what the old node's statements use (its tick's heartbeat here).
+            conn.execute("ALTER TABLE cluster_nodes RENAME COLUMN heartbeat TO last_seen")
         code = d.proc.wait(timeout=60)
     finally:
         stop_process(d.proc)
