@@ -166,6 +166,19 @@ def clock_offset(conn: Any) -> float:
     return server - (before + time.time()) / 2
 
 
+def running_during_migration(conn: Any) -> str | None:
+    """After this node applied migrations (``conn``: psycopg's own): the nodes heard from in
+    the last 30 s, which ran the older code meanwhile, as a warning; None if none were."""
+    rows = conn.execute(f"SELECT node_id, host, pid FROM cluster_nodes WHERE heartbeat >= {NOW} - 30").fetchall()
+    if not rows:
+        return None
+    names = ", ".join(f"{node} ({host}, pid {pid})" for node, host, pid in rows)
+    return (
+        f"migrated the database while {len(rows)} node(s) ran on it: {names}; a node of this version"
+        " or newer stops by itself within a second, an older one must be stopped by hand (README, Upgrades)"
+    )
+
+
 def heartbeat(conn: Any, node_id: str, host: str, pid: int, started_at: str, timeout: float) -> None:
     """This node is alive; nodes silent for ten lease timeouts are forgotten."""
     conn.execute(f"DELETE FROM cluster_nodes WHERE heartbeat < {NOW} - ?", (timeout * 10,))

@@ -47,7 +47,7 @@ from typing import Any
 import psycopg
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.store import db as _db  # noqa: F401 - registers every migration module db.py does
-from llmgine_daemon.store import pg_schema
+from llmgine_daemon.store import pg_cluster, pg_schema
 from llmgine_daemon.store.base import BaseStore, QueueItem, T, _Alone, _Heavy
 from llmgine_daemon.store.dialect import numbered, translate
 from llmgine_daemon.store.errors import StorageError, StorageUnavailable
@@ -241,6 +241,8 @@ class PgStore(BaseStore):
             raise
         if applied:
             log.info("applied migrations %s to %s", applied, self.path)
+            if not self.telemetry and (running := pg_cluster.running_during_migration(raw)) is not None:
+                log.warning("%s", running)
         self._size = raw.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
         self._writer = PgConnection(raw, self._column_types)
 

@@ -161,3 +161,26 @@ def test_the_listen_connection_outlives_the_servers_idle_session_timeout(home: P
     finally:
         stop_process(d.proc)
     assert "LISTEN connection lost" not in (home / "daemon-under-test.log").read_text()
+
+
+def test_a_node_that_migrates_names_the_nodes_that_were_running(home: Path, pg_url: str) -> None:
+    # The other side of an upgrade with a node left running: the new node's log said only
+    # "applied migrations [...]". It now names the nodes heard from meanwhile. (A migration
+    # this code already has is made to look new by forgetting its record: 122 is idempotent.)
+    import psycopg
+
+    other = short_home()
+    a = start_daemon(home, env={"DATABASE_URL": pg_url})
+    try:
+        node_a = json.loads(run_cli(["status", "-o", "json"], a.env).stdout)["cluster"]["node_id"]
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM schema_migrations WHERE version = 122")
+        b = start_daemon(other, env={"DATABASE_URL": pg_url})
+        stop_process(b.proc)
+    finally:
+        stop_process(a.proc)
+        log = (other / "daemon-under-test.log").read_text()
+        cleanup_home(other)
+    assert "applied migrations [122]" in log, log
+    line = next((ln for ln in log.splitlines() if "node(s) ran on it" in ln), log)
+    assert node_a in line and "WARNING" in line and "stopped by hand" in line, line
