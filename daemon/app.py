@@ -41,6 +41,7 @@ from llmgine_daemon.api.keys import (
     BUS,
     CREDENTIALS,
     DATABASE,
+    FATAL,
     LISTENERS,
     LLM,
     OBSERVABILITY,
@@ -215,6 +216,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
         providers = Providers(settings)
         limits = settings.limits
         cluster = _cluster(settings)
+        cluster.on_fatal = lambda reason: (app[FATAL].append(reason), app[SHUTDOWN].set())
         capacity = Capacity(
             max_sessions=limits.max_sessions,
             max_engines_per_session=limits.max_engines_per_session,
@@ -299,6 +301,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[LISTENERS] = []
     app[SHUTDOWN] = asyncio.Event()
+    app[FATAL] = []
     app[WEBSOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(_bus_ctx)
     # After the bus: credentials live in its store. Guards every route, present and future.

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from aiohttp import web
 from llmgine_daemon import __version__
-from llmgine_daemon.api.keys import LISTENERS, SHUTDOWN
+from llmgine_daemon.api.keys import FATAL, LISTENERS, SHUTDOWN
 from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.api.malformed import EnvelopingSite, enveloping
 from llmgine_daemon.api.origins import check_bind
@@ -42,6 +42,7 @@ from llmgine_daemon.settings import (
     load_settings,
     pidfile_owner,
     read_env_file,
+    redact_url,
 )
 from llmgine_daemon.store.db import StorageError
 
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-file", help="write logs to this file instead of stderr")
     parser.add_argument(
         "--database-url",
-        help="sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST:PORT/DB (default: SQLite in the data directory)",
+        help="sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST:PORT/DB (default: SQLite in the data directory;"
+        " a password given here is taken off the command line at start, where ps would show it)",
     )
     parser.add_argument(
         "--reload",
@@ -342,6 +344,12 @@ async def serve(settings: Settings, home_socket: Path | None) -> None:
             _remove(socket_path)
         _release_pidfile(pidfile, pidfile_fd)
     log.info("stopped")
+    if app[FATAL]:
+        raise Stopped(app[FATAL][0])
+
+
+class Stopped(Exception):
+    """The daemon stopped by itself, for a reason it must say (exit 1)."""
 
 
 # The cyclic garbage collector, by default, runs every 700 net allocations and walks every live
@@ -375,8 +383,41 @@ def raise_open_files_limit() -> None:
         pass
 
 
+def _without_database_url(args: list[str]) -> list[str]:
+    """``args`` without ``--database-url`` and its value (argparse's abbreviations too: no
+    other option starts with ``--d``)."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        name, eq, _ = arg.partition("=")
+        if skip:
+            skip = False
+        elif len(name) > 3 and "--database-url".startswith(name):
+            skip = not eq
+        else:
+            kept.append(arg)
+    return kept
+
+
+def hide_database_password(url: str | None) -> None:
+    """A password given with ``--database-url`` is on the command line, which ``ps`` shows
+    every user for the daemon's life: move the URL into the environment (``DATABASE_URL``:
+    the flag's value wins over it anyway, and the environment is readable by this user only)
+    and run this process again without the flag (the same pid: a supervisor sees nothing)."""
+    if not url or redact_url(url) == url:
+        return
+    given = sys.argv[1:]
+    interpreter = sys.orig_argv[: len(sys.orig_argv) - len(given)]
+    os.environ["DATABASE_URL"] = url
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [*interpreter, *_without_database_url(given)])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None:
+        hide_database_password(args.database_url)
     os.umask(0o077)
     raise_open_files_limit()
     try:
@@ -415,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except StartupError as exc:
         print(f"llmgined: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Stopped as exc:
+        print(f"llmgined: stopped: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_OK

@@ -144,13 +144,20 @@ def is_postgres_url(url: str) -> bool:
     return url.startswith(POSTGRES_SCHEMES)
 
 
+# A ``password=`` parameter: in a URL's query (up to the next ``&``) or in a libpq
+# keyword/value string (a word, or a quoted value with ``\'`` escapes).
+_PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&]*)", re.I)
+
+
 def redact_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``********``, for messages."""
+    """``url`` with its password (if any) replaced by ``********``, for messages: the one in
+    the URL's user part and a ``password=`` parameter (of the query, or of a libpq
+    keyword/value string given where a URL belongs)."""
     head, sep, rest = url.partition("://")
     userinfo, at, hostpart = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return url
-    return f"{head}://{userinfo.split(':', 1)[0]}:********@{hostpart}"
+    if sep and at and ":" in userinfo:
+        url = f"{head}://{userinfo.split(':', 1)[0]}:********@{hostpart}"
+    return _PASSWORD_PARAM.sub(r"\1********", url)
 
 
 def _check_postgres_url(url: str) -> None:
@@ -174,6 +181,11 @@ def database_path(url: str | None, paths: Paths) -> Path:
         _check_postgres_url(url)
         return paths.database
     prefix = "sqlite:///"
+    if "://" not in url and "=" in url:
+        raise ConfigError(
+            f"database.url {redact_url(url)!r}: a libpq keyword/value string; give a URL,"
+            " postgresql://USER@HOST:PORT/DB (the password in it, in PGPASSWORD or in ~/.pgpass)"
+        )
     if not url.startswith(prefix):
         scheme = url.split(":", 1)[0] if ":" in url else url
         raise ConfigError(

@@ -22,6 +22,8 @@ OBSERVABILITY = web.AppKey("observability", Observability)
 LISTENERS = web.AppKey("listeners", list[str])
 # Set to ask the server to shut down gracefully (POST /api/shutdown, signals).
 SHUTDOWN = web.AppKey("shutdown", asyncio.Event)
+# Why the daemon stops by itself (set with SHUTDOWN): the server then exits 1 saying so.
+FATAL = web.AppKey("fatal", list[str])
 # Open WebSockets, closed with 1001 on shutdown.
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 # LLM engines' providers (HTTP connection pool) and conversation memory: their EngineContext.

@@ -28,6 +28,10 @@ The contract, method by method:
   session about new work or a cancel.
 - ``watch_events(wake)``: call ``wake()`` when another node committed events (the stream hub
   then reads them from the store); ``log_head(conn)``: the last committed seq.
+- ``now()``: the cluster's time (the database's clock on PostgreSQL), for what every node must
+  agree on: when a schedule's firing is due.
+- ``on_fatal(reason)`` (set by app.py): called when this node must stop, such as a newer
+  node's migration of the shared schema (bus/cluster_shared.py looks at every tick).
 - ``registry_changed(conn, scope)`` (inside a write that adds, changes or removes engines or
   user-code handlers of ``scope``: a session id, None for the global scope) and
   ``watch_registry(sync)``: ``await sync(scopes)`` when another node changed those scopes
@@ -37,6 +41,7 @@ The contract, method by method:
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import sqlite3
@@ -86,6 +91,16 @@ class LocalCluster:
         self.node_id = node_id or new_node_id()
         self.lease_timeout = lease_timeout
         self.started_at = ""
+        # ``on_fatal(reason)``: this node must stop (app.py stops the daemon, exit 1): another
+        # node migrated the shared database to a schema this code does not know.
+        self.on_fatal: Callable[[str], None] | None = None
+        # Seconds to add to this host's clock to read the cluster's (the database's): 0 alone.
+        self.clock_offset = 0.0
+
+    def now(self) -> dt.datetime:
+        """The time the whole cluster agrees on (schedules fire by it): this host's clock,
+        corrected by ``clock_offset`` on a shared database."""
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.clock_offset)
 
     async def start(self, bus: Bus) -> None:
         self.started_at = bus.started_at

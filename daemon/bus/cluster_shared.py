@@ -49,6 +49,7 @@ from llmgine_daemon.bus.errors import StorageError
 from llmgine_daemon.paths import write_private
 from llmgine_daemon.protocol import ClusterInfo, ClusterNode
 from llmgine_daemon.store import pg_cluster as sql
+from llmgine_daemon.store.pg_schema import newer_schema
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.commands.service import Commands
@@ -87,6 +88,8 @@ CLAIM_BACKOFF_S = 2.0
 LISTEN_RETRY_S = 1.0
 # The registry's old changes are pruned every this many ticks.
 PRUNE_EVERY_TICKS = 60
+# A host clock this far (seconds) from the database's is said in the log (``_set_clock``).
+CLOCK_WARN_S = 2.0
 
 
 class SharedCluster(LocalCluster):
@@ -116,6 +119,7 @@ class SharedCluster(LocalCluster):
         self._registry_again = False
         self._ticks = 0
         self._inherited: list[str] = []  # the sessions of this home's previous node (start)
+        self._clock_warned = 0.0  # the clock offset last said in the log (0: none said)
         # Figures for tests and the benchmark.
         self.takeovers = 0
         self.notifications = 0
@@ -137,6 +141,7 @@ class SharedCluster(LocalCluster):
                     n = len(self._inherited)
                     log.info("taking over %d session(s) of %s, which ran in this home before", n, predecessor)
             sql.heartbeat(conn, self.node_id, host, pid, self.started_at, self.lease_timeout)
+            self._set_clock(sql.clock_offset(conn))
             # Read before the bus loads its engines and handlers: later changes are applied.
             return conn.execute("SELECT pg_backend_pid()").fetchone()[0], sql.registry_head(conn)
 
@@ -390,6 +395,12 @@ class SharedCluster(LocalCluster):
     async def _tick(self) -> None:
         commands = self.commands
         assert self.bus is not None and commands is not None
+        # First and on its own: a newer schema may break the statements below (a node would
+        # then fail every tick and never find out why).
+        newer = await self.bus.store.read(newer_schema)
+        if newer is not None:
+            self._schema_too_new(newer)
+            return
         runner = commands.runner
         idle = [s for s in list(self.leases) if not runner.has_work(s)]
         node, timeout = self.node_id, self.lease_timeout
@@ -404,7 +415,9 @@ class SharedCluster(LocalCluster):
             released = [s for s in idle if s in renewed and sql.release(conn, s, node, renewed[s])]
             if prune:
                 sql.prune_registry_changes(conn)
-            return renewed, released, sql.pending_cancels(conn, node), sql.registry_head(conn)
+            cancels, registry = sql.pending_cancels(conn, node), sql.registry_head(conn)
+            self._set_clock(sql.clock_offset(conn))
+            return renewed, released, cancels, registry
 
         renewed, released, cancels, registry = await self.bus.store.write(write)
         if registry > self._registry_seen:  # a change whose notification did not come (yet)
@@ -431,6 +444,36 @@ class SharedCluster(LocalCluster):
             self._cancel_local(cid, reason)
         await self._take([], scan=True)
 
+    def _set_clock(self, offset: float) -> None:
+        """The database's clock against this host's (the writer's thread, every tick): schedules
+        follow the database's (``now``); a host whose own is off by more than CLOCK_WARN_S is
+        said in the log, when first found and whenever it moved that much again, since the
+        times this node writes (created_at, expiries, retention's cut-off) are still its own."""
+        self.clock_offset = offset
+        if abs(offset) >= CLOCK_WARN_S and abs(offset - self._clock_warned) >= CLOCK_WARN_S:
+            self._clock_warned = offset
+            log.warning(
+                "cluster: this host's clock is %.1f s %s the database server's; schedules follow the"
+                " database's, but the times this node records (created_at, expiries, retention) follow"
+                " its own: synchronise it (NTP)",
+                abs(offset),
+                "ahead of" if offset < 0 else "behind",
+            )
+        elif abs(offset) < CLOCK_WARN_S and self._clock_warned:
+            self._clock_warned = 0.0
+            log.info("cluster: this host's clock agrees with the database server's again")
+
+    def _schema_too_new(self, reason: str) -> None:
+        """Another node migrated the database past this code (an upgrade with this node still
+        running): its statements no longer match the schema (since migrations 130-131 the
+        session counts are kept by them), so it stops, saying why, rather than go on writing."""
+        if self._stopping or self.on_fatal is None:
+            return
+        self._stopping = True  # no more takeovers, nothing wanted; stop() gives the leases back
+        message = f"another node migrated the database: {reason}"
+        log.error("cluster: %s; stopping this node", message)
+        self.on_fatal(message)
+
     def _cancel_local(self, command_id: str, reason: str) -> None:
         commands = self.commands
         if commands is None:
@@ -452,6 +495,10 @@ class SharedCluster(LocalCluster):
                 async with await psycopg.AsyncConnection.connect(
                     self.url, autocommit=True, **connect_args(self.url)
                 ) as conn:
+                    if conn.info.server_version >= 140000:
+                        # Idle by design: a server's idle_session_timeout (managed services set
+                        # one) ended it at every timeout, notifications missed meanwhile.
+                        await conn.execute("SET idle_session_timeout = 0")
                     for channel in (sql.CHANNEL_EVENTS, sql.CHANNEL_WORK, sql.CHANNEL_CANCEL, sql.CHANNEL_REGISTRY):
                         await conn.execute(f"LISTEN {channel}")
                     if not listening.done():
@@ -464,7 +511,8 @@ class SharedCluster(LocalCluster):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("cluster: LISTEN connection lost (%s); reconnecting", exc)
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # libpq's hints follow
+                log.warning("cluster: LISTEN connection lost (%s); reconnecting", reason)
                 if not listening.done():
                     listening.set_result(None)
                 await asyncio.sleep(LISTEN_RETRY_S)

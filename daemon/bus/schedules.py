@@ -7,10 +7,12 @@ across schedulers sharing a database: the firing is claimed by ``UPDATE schedule
 transaction that inserts the command (``Commands.submit(claim=...)``); when that matches no
 row, someone else fired it and the transaction - command included - is rolled back.
 
-Firing times (bus/schedule_times.py): a firing that comes due while the daemon runs fires once,
-even if late; firings the loop fell behind on are coalesced into it. Firings that came due
-while the daemon was down (due before this scheduler started) follow the schedule's ``missed``
-policy: ``skip`` (the default) moves on to the next firing after now, ``run_once`` fires one
+Firing times (bus/schedule_times.py) are read on the cluster's clock (``cluster.now()``: on
+PostgreSQL the database server's, so nodes whose own clocks differ agree on what is due). A
+firing that comes due while the daemon runs fires once, even if late; firings the loop fell
+behind on are coalesced into it. Firings that came due while the daemon was down (due before
+this scheduler started) follow the schedule's ``missed`` policy: ``skip`` (the default) moves
+on to the next firing after now, ``run_once`` fires one
 command now for all of them.
 
 A firing that cannot submit (no handler for the type, say) is recorded in ``last_error`` and
@@ -91,7 +93,7 @@ class Schedules:
         self.bus = bus
         self.store = bus.store
         self.limits = (("schedules.max_per_session", max_per_session), ("schedules.max_total", max_total))
-        self.started_at = dt.datetime.now(dt.UTC)
+        self.started_at = self.bus.cluster.now()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -107,7 +109,7 @@ class Schedules:
         validate(body.command, prefix="command.")  # 422 now, not at every firing
         if "schedule_id" in body.command.metadata:
             raise invalid("command.metadata.schedule_id", "is set by the schedule")
-        now = dt.datetime.now(dt.UTC)
+        now = self.bus.cluster.now()
         first = when.first(now)
         if first is None and when.kind == "cron":
             raise invalid("cron", "never fires: it names no date that exists (e.g. 31 February)")
@@ -191,7 +193,7 @@ class Schedules:
                     "UPDATE schedules SET status = 'paused', next_due = NULL WHERE schedule_id = ?", (schedule_id,)
                 )
             elif row[7] == "paused":
-                nxt = _when(row).first(dt.datetime.now(dt.UTC))
+                nxt = _when(row).first(self.bus.cluster.now())
                 status = "active" if nxt is not None else "done"
                 conn.execute(
                     "UPDATE schedules SET status = ?, next_due = ? WHERE schedule_id = ?",
@@ -221,7 +223,7 @@ class Schedules:
     # -- the scheduler --------------------------------------------------------------------
 
     def start(self) -> None:
-        self.started_at = dt.datetime.now(dt.UTC)
+        self.started_at = self.bus.cluster.now()
         self._task = asyncio.create_task(self._loop(), name="scheduler")
 
     async def stop(self) -> None:
@@ -246,7 +248,7 @@ class Schedules:
 
     async def run_due(self) -> float:
         """Fire what is due; seconds until the next firing."""
-        now = dt.datetime.now(dt.UTC)
+        now = self.bus.cluster.now()
         rows = await self.store.fetchall(
             f"SELECT {COLUMNS} FROM schedules WHERE status = 'active' AND next_due <= ? ORDER BY next_due",
             (to_iso(now),),
@@ -256,7 +258,7 @@ class Schedules:
         nxt = await self.store.fetchone("SELECT MIN(next_due) FROM schedules WHERE status = 'active'")
         if nxt is None or nxt[0] is None:
             return IDLE_S
-        return (parse_iso(nxt[0]) - dt.datetime.now(dt.UTC)).total_seconds()
+        return (parse_iso(nxt[0]) - self.bus.cluster.now()).total_seconds()
 
     def _claim(self, row: tuple[Any, ...], following: dt.datetime | None, **sets: Any) -> Callable[..., None]:
         """The conditional UPDATE that takes the firing due at ``row``'s next_due."""
@@ -296,7 +298,7 @@ class Schedules:
         stored = {k: v for k, v in command.get("metadata", {}).items() if k != "_depth"}
         metadata = {**stored, "schedule_id": row[0], "schedule_due": row[8]}
         spec = validate(CommandCreate(command["command_type"], command.get("parameters", {}), metadata))
-        claim = self._claim(row, following, last_fired_at=now_iso(), last_error=None)
+        claim = self._claim(row, following, last_fired_at=to_iso(self.bus.cluster.now()), last_error=None)
         try:
             await self.bus.commands.submit(row[1], spec, claim=claim)
         except _Taken:

@@ -25,6 +25,7 @@ on the raw connection by store/pg_schema.py.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 CHANNEL_EVENTS = "llmgine_events"  # payload '': new events committed
@@ -155,6 +156,27 @@ def m122_event_seq_in_transaction(conn: Any) -> None:
 
 
 # -- nodes ---------------------------------------------------------------------------------
+
+
+def clock_offset(conn: Any) -> float:
+    """Seconds to add to this host's clock to read the database's (NOW), measured around one
+    round trip (its midpoint: off by at most half of it)."""
+    before = time.time()
+    server = float(conn.execute(f"SELECT {NOW}").fetchone()[0])
+    return server - (before + time.time()) / 2
+
+
+def running_during_migration(conn: Any) -> str | None:
+    """After this node applied migrations (``conn``: psycopg's own): the nodes heard from in
+    the last 30 s, which ran the older code meanwhile, as a warning; None if none were."""
+    rows = conn.execute(f"SELECT node_id, host, pid FROM cluster_nodes WHERE heartbeat >= {NOW} - 30").fetchall()
+    if not rows:
+        return None
+    names = ", ".join(f"{node} ({host}, pid {pid})" for node, host, pid in rows)
+    return (
+        f"migrated the database while {len(rows)} node(s) ran on it: {names}; a node of this version"
+        " or newer stops by itself within a second, an older one must be stopped by hand (README, Upgrades)"
+    )
 
 
 def heartbeat(conn: Any, node_id: str, host: str, pid: int, started_at: str, timeout: float) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from llmgine_daemon.protocol import now_iso
 from llmgine_daemon.store import pg_cluster
 from llmgine_daemon.store.dialect import translate_ddl
+from llmgine_daemon.store.errors import SchemaTooNew
 from llmgine_daemon.store.migrations import (
     MIGRATIONS,
     SESSION_COUNTS_RECOUNT,
@@ -111,6 +112,21 @@ def apply(conn: Any, *, telemetry: bool) -> list[int]:
                 )
             applied.append(version)
     return applied
+
+
+def newer_schema(conn: Any) -> str | None:
+    """Why this code must not go on writing to the database (``conn``: the bus's connection,
+    store/postgres.py), or None: a newer llmgined recorded migrations this code does not have
+    (the SchemaTooNew message a start would have given)."""
+    known = [version for version, _, _ in MIGRATIONS]
+    rows = conn.execute("SELECT version FROM schema_migrations WHERE NOT (version = ANY(?))", (known,)).fetchall()
+    if not rows:
+        return None
+    try:
+        check_known({int(row[0]) for row in rows})
+    except SchemaTooNew as exc:
+        return str(exc)
+    return None
 
 
 # -- the SQLite-only migrations ---------------------------------------------------------------

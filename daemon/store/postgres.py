@@ -47,7 +47,7 @@ from typing import Any
 import psycopg
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.store import db as _db  # noqa: F401 - registers every migration module db.py does
-from llmgine_daemon.store import pg_schema
+from llmgine_daemon.store import pg_cluster, pg_schema
 from llmgine_daemon.store.base import BaseStore, QueueItem, T, _Alone, _Heavy
 from llmgine_daemon.store.dialect import numbered, translate
 from llmgine_daemon.store.errors import StorageError, StorageUnavailable
@@ -241,6 +241,8 @@ class PgStore(BaseStore):
             raise
         if applied:
             log.info("applied migrations %s to %s", applied, self.path)
+            if not self.telemetry and (running := pg_cluster.running_during_migration(raw)) is not None:
+                log.warning("%s", running)
         self._size = raw.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
         self._writer = PgConnection(raw, self._column_types)
 
@@ -326,9 +328,13 @@ class PgStore(BaseStore):
         stopped answering (frozen, its disk hung, a network that drops packets silently) held a
         writer or a reader, and everything queued behind it, for ever. A statement unanswered
         for longer than any lock wait (lock_timeout = busy_timeout) plus STALL_GRACE_S has its
-        connection cut: the statement fails as for a lost connection."""
+        connection cut: the statement fails as for a lost connection; unless the server, asked
+        on a new connection, is still running it (a very large write, a slow disk: cut, it
+        failed, and its backend held its locks until it ended), then it is asked again a limit
+        later."""
         cut: set[int] = set()
         answered = 0.0  # the ``waiting_since`` of a statement the server was found answering
+        running = 0.0  # when the server last said the statement was still running (monotonic)
         while not done.done():
             try:
                 await asyncio.wait({done}, timeout=WATCH_EVERY_S)
@@ -343,6 +349,11 @@ class PgStore(BaseStore):
                         answered = since
                     else:
                         limit = STOP_STALL_S
+                stalled = bool(since) and time.monotonic() - max(since, running) > limit
+                if stalled and conn and not self._stopping and id(conn) not in cut and await self._still_running(conn):
+                    running = time.monotonic()
+                    log.warning("a statement has run for %.0f s; the server is still running it", running - since)
+                    continue
             except asyncio.CancelledError:
                 done.cancel()  # as awaiting it would: its outcome is nobody's now
                 conn = current()
@@ -351,13 +362,30 @@ class PgStore(BaseStore):
                     # would hold its thread, and the stop, until the keepalives gave up.
                     conn.cut()
                 raise
-            if conn is not None and since and time.monotonic() - since > limit:
+            # (Not if it ended while the server was asked: the connection may be in use again.)
+            if stalled and conn is not None and conn.waiting_since == since:
                 if id(conn) not in cut:
                     cut.add(id(conn))
                     waited = time.monotonic() - since
                     log.error("the database has not answered for %.0f s: ending %s connection", waited, whose)
                     conn.cut()
         return done.result()
+
+    async def _still_running(self, conn: PgConnection) -> bool:
+        """Is the server still running the statement on ``conn`` (its backend ``active``, asked
+        on a new connection within CONNECT_TIMEOUT_S)? False if it cannot say in time."""
+
+        def ask() -> bool:
+            with self._connect() as probe:
+                pid = conn.raw.info.backend_pid
+                row = probe.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+            return row is not None and row[0] == "active"
+
+        try:
+            run = asyncio.get_running_loop().run_in_executor(None, ask)
+            return await asyncio.wait_for(run, CONNECT_TIMEOUT_S + 5)
+        except (StorageError, psycopg.Error, TimeoutError):
+            return False
 
     def _answers(self) -> bool:
         """Does the server answer a new connection now (within STOP_CONNECT_TIMEOUT_S while

@@ -23,7 +23,10 @@ def stats(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> No
     app_ctx = state(ctx)
     result = app_ctx.client().db_stats()
     fmt = resolve_format(app_ctx.env, output)
-    if fmt in ("table", "plain") and not quiet:
+    if fmt in ("table", "plain") and not quiet and result.backend == "postgresql":
+        # One database (pg_database_size) holds both: no files, no SQLite pages.
+        app_ctx.env.err(f"{result.path}: {size(result.size_bytes)}, logs and spans in the same database")
+    elif fmt in ("table", "plain") and not quiet:
         # One line per file: the main database, then the telemetry one (logs and spans).
         tel = {k.removeprefix("telemetry_"): n for k, n in result.file_bytes.items() if k.startswith("telemetry_")}
         main = {k: n for k, n in result.file_bytes.items() if not k.startswith("telemetry_")}

@@ -114,6 +114,12 @@ def test_daemon_on_postgresql_status_stats_and_a_restart(home: Path, pg_url: str
     assert stats["backend"] == "postgresql" and stats["size_bytes"] > 0
     tables = {t["name"]: t for t in stats["tables"]}
     assert tables["sessions"]["rows"] == 1 and tables["spans"]["database"] == "telemetry"
+    # The table's header: the database's size; no SQLite pages, no empty telemetry file.
+    out = run_cli(["db", "stats"], pg_daemon.env)
+    assert out.returncode == 0 and "sessions" in out.stdout, out.stderr
+    header = out.stderr.strip()
+    assert header.startswith("postgresql://") and "logs and spans in the same database" in header, header
+    assert "page" not in header and "()" not in header and PASSWORD not in header, header
     # Everything is in the database, not the home: a new daemon (another home) sees it.
     stop_process(pg_daemon.proc)
     other = short_home()
@@ -273,6 +279,9 @@ def test_the_first_write_after_a_server_restart_is_not_a_503(home: Path) -> None
         finally:
             stop_process(d.proc)
         assert d.proc.returncode == 0
+        # The LISTEN connection's loss is one line: libpq's first, not its hint after "\n\t".
+        lost = [line for line in (home / "daemon-under-test.log").read_text().splitlines() if "LISTEN" in line]
+        assert lost and all("\\n" not in line for line in lost), lost
     finally:
         server.stop()
 

@@ -165,3 +165,17 @@ def test_write_config_value_keeps_everything_else(home):
     assert "observability" not in tomllib.loads(path.read_text())
     with pytest.raises(ConfigError):
         write_config_value(path, "server.nope", 1)
+
+
+def test_database_url_passwords_are_hidden_wherever_they_are_given(tmp_path) -> None:
+    from llmgine_daemon.settings import redact_url
+
+    assert redact_url("postgresql://u:pw@h/db") == "postgresql://u:********@h/db"
+    assert redact_url("postgresql://u@h/db?sslmode=require&password=pw&x=1") == (
+        "postgresql://u@h/db?sslmode=require&password=********&x=1"
+    )
+    assert redact_url("host=h password='p w\\' x' dbname=d") == "host=h password=******** dbname=d"
+    assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    # `llmgine config show` (GET /api/config) shows it through Settings.redacted.
+    settings = load_settings(env={"LLMGINE_HOME": str(tmp_path), "DATABASE_URL": "postgresql://u@h/db?password=pw"})
+    assert settings.redacted("database.url") == "postgresql://u@h/db?password=********"
