@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from aiohttp import web
-
 from llmgine_daemon.api.keys import BUS
+
 from tests.api.test_webhooks import deliveries, register, serve
 from tests.conftest import create_session
 from tests.eventually import eventually
