@@ -129,7 +129,7 @@ SETTINGS: tuple[Setting, ...] = (
         "LLMGINE_MAX_HEADER_SIZE",
         positive,
         8190,
-        "longest accepted request line or header field, in bytes",
+        "longest accepted request line or header field, in bytes (a whole request head: 8 times this)",
     ),
     Setting(
         "server.max_ws_message_size",

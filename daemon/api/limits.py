@@ -5,6 +5,7 @@
     Expect              100-continue only, sent once the guard passed   417 VALIDATION_ERROR
     request line/header server.max_header_size       400 VALIDATION_ERROR (aiohttp's parser refuses
                                                      it; api/malformed.py answers)
+    request head        8 x server.max_header_size   400 VALIDATION_ERROR (api/malformed.py)
     headers + body time server.read_timeout          idle/half-sent connections closed;
                                                      a body not complete in time: 408
     WebSocket message   server.max_ws_message_size   close 1009 (message too big)

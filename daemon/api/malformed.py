@@ -11,8 +11,9 @@ past the parser that escaped the edge (a bug) stays a logged 500, in the envelop
 
 How: the sites of server.py (``EnvelopingSite``, and coalesce.py's ``CoalescingSite`` built on
 it) serve each connection with aiohttp's own protocol, made by aiohttp's server as always, as
-an ``EnvelopingHandler``: a subclass that only overrides ``handle_error`` (aiohttp's hook for
-these answers). aiohttp and its parser are unchanged.
+an ``EnvelopingHandler``: a subclass that overrides ``handle_error`` (aiohttp's hook for
+these answers) and ``data_received``, to refuse a request head over HEAD_LINES header lines'
+worth of bytes the same way. aiohttp and its parser are unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from llmgine_daemon.api.errors import error_response, stamp_response
 from llmgine_daemon.bus.codec import new_id
 from llmgine_daemon.protocol import ErrorCode
@@ -38,10 +42,80 @@ def _issue(exc: BaseException | None, message: str | None) -> str:
     return first[:200]
 
 
+# A request head (request line and headers) may hold this many header lines' worth of bytes
+# (server.max_header_size each); past it the request is refused like any head the parser refuses.
+HEAD_LINES = 8
+
+
+class _Head:
+    """How much of a request head a connection has sent so far (EnvelopingHandler)."""
+
+    __slots__ = ("size", "body")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.body: StreamReader | None = None  # the body of the last request whose head was whole
+
+
+# Per connection (keyed by the protocol's id, dropped when the connection ends): the handler
+# keeps RequestHandler's layout, so it cannot hold this itself.
+_HEADS: dict[int, _Head] = {}
+
+
+def _head_size(message: RawRequestMessage) -> int:
+    line = len(message.method) + len(message.path) + len(" HTTP/1.1\r\n ")
+    return line + sum(len(name) + len(value) + 4 for name, value in message.raw_headers)
+
+
 class EnvelopingHandler(RequestHandler):
-    """aiohttp's protocol, answering what its parser refuses with the envelope."""
+    """aiohttp's protocol, answering what its parser refuses with the envelope, and refusing a
+    request head over HEAD_LINES x ``server.max_header_size`` bytes.
+
+    aiohttp bounds each header line and their number (128), not the head: a client that sent
+    120 headers of 8 KB and then nothing held about 2 MB of the daemon's memory per connection
+    until the read timeout, before any credential was asked for (400 such connections, from
+    anyone who can connect: +770 MB in a second)."""
 
     __slots__ = ()  # the same layout as RequestHandler: an instance's class can be switched
+
+    def data_received(self, data: bytes) -> None:
+        if self._payload_parser is not None or self._upgraded or self._force_close or self._close:
+            super().data_received(data)
+            return
+        head = _HEADS.setdefault(id(self), _Head())
+        if head.size < 0:
+            return  # refused: the answer closes the connection, nothing more is read
+        in_head = head.body is None or head.body.is_eof()  # else these bytes are (mostly) a body's
+        queued = len(self._messages)
+        super().data_received(data)
+        limit = HEAD_LINES * self.max_field_size
+        for i in range(queued, len(self._messages)):  # heads completed in this chunk
+            message = self._messages[i][0]
+            if isinstance(message, RawRequestMessage) and _head_size(message) > limit:
+                while len(self._messages) > i:  # it and whatever was pipelined after it
+                    self._messages.pop()
+                self._refuse(head, limit)
+                return
+        if len(self._messages) > queued:  # count the next head afresh
+            head.size = 0
+            head.body = self._messages[-1][1]
+            return
+        if in_head:
+            head.size += len(data)
+            if head.size > limit:
+                self._refuse(head, limit)
+
+    def _refuse(self, head: _Head, limit: int) -> None:
+        """Answer 400 (``handle_error``, as for what the parser refuses) and read no more."""
+        head.size = -1
+        exc = BadHttpMessage(f"request head over {limit} bytes")
+        self._messages.append((_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD))
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        _HEADS.pop(id(self), None)
+        super().connection_lost(exc)
 
     def handle_error(
         self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
@@ -72,7 +146,7 @@ def enveloping(factory: Callable[[], Any]) -> Callable[[], Any]:
     """aiohttp's protocol factory (a ``web.Server``), its protocols answering with envelopes.
 
     The server makes a ``RequestHandler`` (with the options it was given); its class becomes
-    ``EnvelopingHandler``, which only overrides ``handle_error``."""
+    ``EnvelopingHandler``, which answers with envelopes and bounds a request head."""
 
     def make() -> Any:
         protocol = factory()

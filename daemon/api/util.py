@@ -325,7 +325,7 @@ def idempotency_key(request: web.Request, body: Any) -> IdempotencyKey | None:
     key = key.strip()
     if not 1 <= len(key) <= 255 or not key.isprintable():
         raise invalid("Idempotency-Key", "must be 1 to 255 printable characters")
-    return IdempotencyKey.of(f"{request.method} {request.path}", key, msgspec.to_builtins(body))
+    return IdempotencyKey.of(f"{request.method} {request.path}", key, body)
 
 
 def replay_headers(replayed: bool, prefer: bool, waited: float) -> dict[str, str]:

@@ -21,6 +21,19 @@ from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.webhook_policy import HostPolicy
 
 MAX_ERROR = 300
+# How much of an answer's body is read (and dropped: only the status counts). The rest is not
+# read and the connection is closed: reading it whole let a target answering gigabytes within
+# webhooks.timeout grow llmgined by as much, for each delivery in flight.
+MAX_ANSWER = 64 * 1024
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    left = MAX_ANSWER
+    while left > 0:
+        chunk = await response.content.read(left)
+        if not chunk:
+            return
+        left -= len(chunk)
 
 
 class _PolicyResolver(AbstractResolver):
@@ -70,7 +83,7 @@ class HttpSender:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
-                await response.read()
+                await _drain(response)
                 status = response.status
                 if 300 <= status < 400:
                     return status, f"redirect not followed (HTTP {status})"

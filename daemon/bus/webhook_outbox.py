@@ -85,6 +85,8 @@ SCAN = 8 * CLAIM  # due rows looked at per claim
 IDLE_S = 5.0  # how long an idle loop sleeps before it looks again (another daemon's rows)
 LEASE_MARGIN_S = 5.0  # a lease is twice the attempt's timeout and this
 PRUNE_EVERY_S = 600.0  # how often ended deliveries older than keep_for are forgotten
+# A delivery whose event was deleted before it was sent fails with this (nothing is sent).
+GONE = "the event is no longer stored (event retention, or its session was purged)"
 
 
 def in_turn(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -193,16 +195,18 @@ class Outbox:
     async def derive_once(self) -> bool:
         """One round; True when there may be more to derive at once."""
 
-        def read(conn: sqlite3.Connection) -> tuple[int, list[tuple[Any, ...]], list[Event]]:
+        def read(conn: sqlite3.Connection) -> tuple[int, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
             cursor = conn.execute("SELECT seq FROM webhook_cursor WHERE name = 'events'").fetchone()[0]
             hooks = conn.execute("SELECT webhook_id, events, session_id, after_seq FROM webhooks").fetchall()
             if not hooks:
                 return cursor, [], []
             start = max(cursor, min(h[3] for h in hooks))
+            # What picks the webhooks only: an event's data (up to a request body each) is read
+            # when a delivery of it is sent (``_body``), not ROUND of them at once here.
             rows = conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (start, ROUND)
+                "SELECT seq, session_id, event_type FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (start, ROUND)
             ).fetchall()
-            return cursor, hooks, [row_to_event(r) for r in rows]
+            return cursor, hooks, rows
 
         cursor, hooks, events = await self.store.read(read)
         self._count = len(hooks)
@@ -210,27 +214,17 @@ class Outbox:
             return False
         ts = now_iso()
         rows = []
-        for event in events:
-            body: str | None = None
+        for seq, event_session, event_type in events:
             for webhook_id, filters, session_id, after_seq in hooks:
-                if event.seq <= after_seq or (session_id is not None and event.session_id != session_id):
+                if seq <= after_seq or (session_id is not None and event_session != session_id):
                     continue
-                if not matches(loads(filters), event.event_type):
+                if not matches(loads(filters), event_type):
                     continue
-                body = body or payload(event)
-                rows.append(
-                    (
-                        new_id(),
-                        webhook_id,
-                        event.seq,
-                        event.event_type,
-                        event.session_id,
-                        body,
-                        ts,
-                        ts,
-                    )
-                )
-        top = events[-1].seq
+                # No copy of the event (``payload`` empty): a session's up to
+                # webhooks.max_per_session webhooks each stored one, 20 times the session's
+                # storage budget (security.limits.max_event_bytes_per_session), uncounted.
+                rows.append((new_id(), webhook_id, seq, event_type, event_session, "", ts, ts))
+        top = events[-1][0]
 
         def write(conn: sqlite3.Connection) -> None:
             moved = conn.execute(
@@ -326,7 +320,7 @@ class Outbox:
 
         def claim(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             rows = conn.execute(
-                "SELECT d.delivery_id, d.webhook_id, w.session_id, w.url, w.secret, d.payload, d.attempts,"
+                "SELECT d.delivery_id, d.webhook_id, w.session_id, w.url, w.secret, d.event_seq, d.attempts,"
                 " d.created_at FROM webhook_deliveries d JOIN webhooks w ON w.webhook_id = d.webhook_id"
                 " WHERE d.status = 'pending' AND d.next_attempt_at <= ?"
                 f" AND (d.lease_until IS NULL OR d.lease_until < ?){skip}"
@@ -372,9 +366,29 @@ class Outbox:
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook attempt failed", exc_info=task.exception())
 
+    async def _body(self, delivery_id: str, seq: int) -> str | None:
+        """The delivery's body, made from its event as stored now (None once the event is gone:
+        event retention, or its session purged); a row an older version wrote carries it."""
+
+        def read(conn: sqlite3.Connection) -> str | None:
+            kept = conn.execute(
+                "SELECT payload FROM webhook_deliveries WHERE delivery_id = ?", (delivery_id,)
+            ).fetchone()
+            if kept is not None and kept[0]:
+                return str(kept[0])
+            row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?", (seq,)).fetchone()
+            return None if row is None else payload(row_to_event(row))
+
+        return await self.store.read(read)
+
     async def _attempt(
-        self, sender: Sender, delivery_id: str, url: str, secret: str, body: str, attempts: int, created_at: str
+        self, sender: Sender, delivery_id: str, url: str, secret: str, seq: int, attempts: int, created_at: str
     ) -> None:
+        started, t0 = now_iso(), time.monotonic()
+        body = await self._body(delivery_id, seq)
+        if body is None:
+            await self._record(delivery_id, attempts + 1, created_at, started, None, GONE, 0.0, final=True)
+            return
         data = body.encode()
         stamp = int(time.time())
         headers = {
@@ -384,7 +398,6 @@ class Outbox:
             "webhook-timestamp": str(stamp),
             "webhook-signature": sign(secret, delivery_id, stamp, data),
         }
-        started, t0 = now_iso(), time.monotonic()
         try:
             status, error = await sender(url, headers, data, self.config.timeout)
         except Exception as exc:  # noqa: BLE001 - a sender bug must not kill the loop
@@ -401,6 +414,8 @@ class Outbox:
         status: int | None,
         error: str | None,
         duration_ms: float,
+        *,
+        final: bool = False,
     ) -> None:
         cfg = self.config
         ok = status is not None and 200 <= status < 300
@@ -408,7 +423,7 @@ class Outbox:
             error = f"HTTP {status}"
         now = now_iso()
         delay = min(cfg.retry_cap, cfg.retry_base * 2 ** (attempt - 1))
-        give_up = (parse_iso(now) - parse_iso(created_at)).total_seconds() + delay > cfg.retry_for
+        give_up = final or (parse_iso(now) - parse_iso(created_at)).total_seconds() + delay > cfg.retry_for
         state = "delivered" if ok else ("failed" if give_up else "pending")
         finished = now if state != "pending" else None
         next_at = _later(delay) if state == "pending" else now
