@@ -9,6 +9,7 @@ from itertools import accumulate
 from typing import Any
 
 import msgspec
+from llmgine_daemon.protocol.grammar import Timestamp
 
 # -- error codes --------------------------------------------------------------------------
 
@@ -174,7 +175,7 @@ class ErrorBody(msgspec.Struct):
 
 class ErrorEnvelope(msgspec.Struct):
     error: ErrorBody
-    timestamp: str
+    timestamp: Timestamp
     request_id: str
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from llmgine_daemon.protocol.base import ErrorBody
-from llmgine_daemon.protocol.grammar import INTEGER_MARK, Id, TypeName
+from llmgine_daemon.protocol.grammar import INTEGER_MARK, Id, Timestamp, TypeName
 
 # -- usage -------------------------------------------------------------------------------
 
@@ -35,7 +35,7 @@ class UsageGroup(msgspec.Struct, kw_only=True):
 class UsageReport(msgspec.Struct, kw_only=True):
     by: str | None
     session_id: str | None
-    since: str | None
+    since: Timestamp | None
     groups: list[UsageGroup]
     total: Usage
 
@@ -63,9 +63,9 @@ class Session(msgspec.Struct):
     name: str | None
     metadata: dict[str, Any]
     status: SessionStatus
-    created_at: str
-    last_activity_at: str
-    ended_at: str | None = None
+    created_at: Timestamp
+    last_activity_at: Timestamp
+    ended_at: Timestamp | None = None
     counts: SessionCounts | None = None
     usage: Usage | None = None  # GET /api/sessions/{id} only
     # Returned once, by the request that created the session (see the security model).
@@ -113,7 +113,7 @@ class Event(msgspec.Struct):
     event_type: str
     data: dict[str, Any]
     metadata: dict[str, Any]
-    timestamp: str
+    timestamp: Timestamp
     source: str
     trace_id: str | None = None
 
@@ -212,15 +212,15 @@ class Command(msgspec.Struct, kw_only=True):
     status: CommandStatus
     result: Any = None
     error: ErrorBody | None = None
-    created_at: str
+    created_at: Timestamp
     session_id: str
     command_type: str
     parameters: dict[str, Any]
     metadata: dict[str, Any]
     priority: str = "normal"
     timeout: float | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
     duration_ms: float | None = None
     batch_id: str | None = None
     # The trace of the request that submitted it (GET /api/observability/traces/{trace_id}).
@@ -263,7 +263,7 @@ class Batch(msgspec.Struct):
     mode: str
     stop_on_error: bool
     status: BatchStatus
-    created_at: str
+    created_at: Timestamp
     commands: list[Command]
     usage: Usage | None = None  # its commands' usage, summed
 
@@ -289,7 +289,7 @@ class Engine(msgspec.Struct, kw_only=True):
     status: EngineStatus
     session_id: str
     configuration: dict[str, Any]
-    created_at: str
+    created_at: Timestamp
     command_type: str
     usage: Usage | None = None  # GET /api/engines/{id} only
 
@@ -339,7 +339,7 @@ class EngineMessage(msgspec.Struct, kw_only=True):
     partial: bool = False  # an answer cut short (cancelled, timed out): what had arrived
     is_error: bool = False  # a tool result that is an error
     command_id: str | None = None
-    created_at: str
+    created_at: Timestamp
 
 
 class EngineMessageList(msgspec.Struct):
@@ -372,9 +372,9 @@ class Approval(msgspec.Struct, kw_only=True):
     tool_name: str
     arguments: dict[str, Any]  # what the model asked for
     status: ApprovalStatus
-    requested_at: str
-    expires_at: str
-    decided_at: str | None = None
+    requested_at: Timestamp
+    expires_at: Timestamp
+    decided_at: Timestamp | None = None
     decided_by: str | None = None  # the credential: key id, "local", "session-token", "daemon"
     reason: str | None = None
     final_arguments: dict[str, Any] | None = None  # what ran (edited when approving), if it ran
