@@ -290,3 +290,26 @@ async def test_times_are_date_time_in_the_document_and_one_format_on_the_wire(ap
             if status["cluster"]["backend"] == "sqlite"
             else _TIME.match(node["heartbeat_at"])
         )
+
+
+async def test_answers_list_every_field_as_required(app_client: TestClient) -> None:
+    """Every field of an answer is in it, defaults included (`"ended_at": null`), so the document
+    lists them all as required, as FastAPI's output schemas do: they were optional, and a
+    generated client typed `ended_at` as maybe unset. Request models keep defaulted fields
+    optional; a model that leaves out its defaults (a metric series) keeps its own list."""
+    doc = await (await app_client.get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    sid, engine_id = await session_with_engine(app_client)
+    command = {"command_type": "DummyEngineCommand", "parameters": {"prompt": "p"}}
+    answers = {
+        "Session": await (await app_client.get(f"/api/sessions/{sid}")).json(),
+        "Command": await (await app_client.post(f"/api/sessions/{sid}/commands?wait=30", json=command)).json(),
+        "Engine": await (await app_client.get(f"/api/engines/{engine_id}")).json(),
+        "ErrorBody": (await (await app_client.get("/api/sessions/nope")).json())["error"],
+    }
+    for name, answer in answers.items():
+        assert schemas[name]["required"] == list(schemas[name]["properties"]), name
+        assert set(answer) == set(schemas[name]["properties"]), name
+    assert schemas["SessionCreate"]["required"] == []
+    assert schemas["CommandCreate"]["required"] == ["command_type"]
+    assert "p99" not in schemas["MetricSeries"]["required"]
