@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from llmgine_daemon.protocol.base import ErrorBody
-from llmgine_daemon.protocol.grammar import INTEGER_MARK, Id, Timestamp, TypeName
+from llmgine_daemon.protocol.grammar import INTEGER_MARK, Id, SessionName, Timestamp, TypeName
 
 # -- usage -------------------------------------------------------------------------------
 
@@ -46,7 +46,7 @@ SessionStatus = Literal["active", "closed"]
 
 
 class SessionCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: str | None = None
+    name: SessionName | None = None
     metadata: dict[str, Any] = {}
 
 
@@ -81,7 +81,7 @@ class SessionFork(msgspec.Struct, forbid_unknown_fields=True):
     # msgspec's extra_json_schema adds keys but never replaces "type": the marker has
     # api/openapi.py declare it an integer.
     at_seq: Annotated[float, msgspec.Meta(ge=0, le=2**53 - 1, extra_json_schema={INTEGER_MARK: True})] | None = None
-    name: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    name: SessionName | None = None
 
 
 class Fork(msgspec.Struct, kw_only=True):

@@ -101,6 +101,9 @@ Timeout = Annotated[
 HandlerPriority = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1, description="lower runs first")]
 LogMessage = Annotated[str, msgspec.Meta(min_length=1)]
 KeyName = Annotated[str, msgspec.Meta(max_length=MAX_KEY_NAME)]
+# A session's name, created or forked (a fork named for its origin may be longer: "NAME (fork...)").
+MAX_SESSION_NAME = 256
+SessionName = Annotated[str, msgspec.Meta(max_length=MAX_SESSION_NAME)]
 KeyLifetime = Annotated[int, msgspec.Meta(ge=1, le=MAX_KEY_LIFETIME, description="seconds")]
 # A time, as every answer writes it (protocol.now_iso / to_iso: UTC, microseconds, Z), and as
 # a FastAPI model's datetime field is described (generated clients parse it). In a request
