@@ -137,3 +137,23 @@ async def test_query_booleans_as_pydantic_reads_them(app_client: TestClient) -> 
     resp = await app_client.get(f"/api/sessions/{sid}/commands?dead=maybe")
     assert resp.status == 422
     assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "dead"
+
+
+async def test_times_in_any_rfc3339_spelling(app_client: TestClient) -> None:
+    """`since`/`until` are `format: date-time` (RFC 3339), which lets `T` and `Z` be written in
+    lower case, as pydantic reads them: `...02.5z` was 422. Each spelling below is the same instant."""
+    sid = (await create_session(app_client))["session_id"]
+    for i in range(3):
+        await _ok(await app_client.post(f"/api/sessions/{sid}/events", json={"event_type": "E", "data": {"i": i}}), 201)
+    events = (await _ok(await app_client.get(f"/api/sessions/{sid}/events", params={"event_type": "E"})))["events"]
+    middle = events[1]["timestamp"]  # 2026-12-07T06:23:02.661105Z
+    for spelling in (middle, middle[:-1] + "z", middle.replace("T", "t"), middle.replace("T", "t")[:-1] + "z"):
+        for name, count in (("since", 2), ("until", 1)):
+            listing = await _ok(
+                await app_client.get(f"/api/sessions/{sid}/events", params={"event_type": "E", name: spelling})
+            )
+            assert listing["total"] == count, (name, spelling)
+        logs = await app_client.get("/api/observability/logs", params={"since": spelling})
+        assert logs.status == 200, (spelling, await logs.text())
+    key = await app_client.post("/api/auth/keys", json={"expires_at": "2999-01-01t00:00:00z"})
+    assert (await _ok(key, 201))["expires_at"] == "2999-01-01T00:00:00.000000Z"
