@@ -157,3 +157,16 @@ async def test_times_in_any_rfc3339_spelling(app_client: TestClient) -> None:
         assert logs.status == 200, (spelling, await logs.text())
     key = await app_client.post("/api/auth/keys", json={"expires_at": "2999-01-01t00:00:00z"})
     assert (await _ok(key, 201))["expires_at"] == "2999-01-01T00:00:00.000000Z"
+
+
+async def test_an_unknown_id_parameter_is_ignored_as_any_unknown_parameter(app_client: TestClient) -> None:
+    """Unknown query parameters are ignored (README "Errors"; FastAPI ignores them), an `*_id`
+    one too: `GET /api/health?session_id=a/b` was 422. A route's own `*_id` parameter is still
+    checked as every identifier is."""
+    sid = (await create_session(app_client))["session_id"]
+    for path in ("/api/health", "/api/sessions", f"/api/sessions/{sid}", f"/api/sessions/{sid}/events", "/api/config"):
+        resp = await app_client.get(path, params={"session_id": "a/b", "batch_id": "..", "trace_id": "x y"})
+        assert resp.status == 200, (path, await resp.text())
+    for path, name in (("/api/engines", "session_id"), (f"/api/sessions/{sid}/commands", "batch_id")):
+        resp = await app_client.get(path, params={name: "a/b"})
+        assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == name, path
