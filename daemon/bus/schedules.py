@@ -76,7 +76,10 @@ _schedule = row_reader(Schedule, COLUMNS, json=("command",))
 
 def row_to_schedule(row: tuple[Any, ...]) -> Schedule:
     upcoming = _when(row).upcoming(_dt(row[8])) if row[7] == "active" else []
-    return _schedule(row, upcoming=[to_iso(t) for t in upcoming])
+    schedule = _schedule(row, upcoming=[to_iso(t) for t in upcoming])
+    if schedule.kind == "at" and not schedule.spec.endswith("Z"):  # stored as ...+00:00 before
+        schedule.spec = to_iso(parse_iso(schedule.spec))
+    return schedule
 
 
 def _fetch(conn: sqlite3.Connection, schedule_id: str, scope: str | None) -> tuple[Any, ...]:

@@ -234,4 +234,7 @@ async def test_at_is_one_instant_however_written_and_said_as_every_time_is(app_c
     body = {"session_id": sid, "command": COMMAND, "at": "2030-01-01T08:00:00Z"}
     resp = await app_client.post("/api/schedules", params={"if_exists": "reuse"}, json=body)
     assert resp.status == 200, await resp.text()
-    assert (await resp.json())["schedule_id"] in made
+    reused = await resp.json()
+    assert reused["schedule_id"] in made and reused["spec"] == said
+    listed = await (await app_client.get("/api/schedules", params={"session_id": sid})).json()
+    assert {s["spec"] for s in listed["schedules"]} == {said}
