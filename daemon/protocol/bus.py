@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from llmgine_daemon.protocol.base import ErrorBody
-from llmgine_daemon.protocol.grammar import INTEGER_MARK, Id, SessionName, Timestamp, TypeName
+from llmgine_daemon.protocol.grammar import Id, SessionName, Timestamp, TypeName
 
 # -- usage -------------------------------------------------------------------------------
 
@@ -74,13 +74,9 @@ class Session(msgspec.Struct):
 
 class SessionFork(msgspec.Struct, forbid_unknown_fields=True):
     # The event seq to fork at (the session's state as it stood right after that event);
-    # none: now.
-    # Declared an integer; decoded as a number so that an integral one written as 42.0 (valid
-    # JSON Schema "integer") is accepted too (api/sessions.py checks it is integral). At most
-    # 2**53 - 1: every integer up to it is exact as a float (and no seq gets near it).
-    # msgspec's extra_json_schema adds keys but never replaces "type": the marker has
-    # api/openapi.py declare it an integer.
-    at_seq: Annotated[float, msgspec.Meta(ge=0, le=2**53 - 1, extra_json_schema={INTEGER_MARK: True})] | None = None
+    # none: now. 42.0 is 42 (protocol/integral.py, as for every integer). At most 2**53 - 1,
+    # JavaScript's largest exact integer (no seq gets near it).
+    at_seq: Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)] | None = None
     name: SessionName | None = None
 
 

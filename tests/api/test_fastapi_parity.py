@@ -170,3 +170,14 @@ async def test_an_unknown_id_parameter_is_ignored_as_any_unknown_parameter(app_c
     for path, name in (("/api/engines", "session_id"), (f"/api/sessions/{sid}/commands", "batch_id")):
         resp = await app_client.get(path, params={name: "a/b"})
         assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == name, path
+
+
+async def test_a_forks_at_seq_is_refused_in_the_words_of_an_integer(app_client: TestClient) -> None:
+    """`at_seq` is an integer in the document, and its refusals said `float` (`Expected `float`
+    >= 0.0`, `Expected `float | null`, got `str``): they speak of an integer now, as for every
+    other integer field."""
+    sid = (await create_session(app_client))["session_id"]
+    for at_seq, words in ((-1, "Expected `int` >= 0"), (2**53, "Expected `int` <= 9007199254740991"), ("3", "`int")):
+        resp = await app_client.post(f"/api/sessions/{sid}/fork", json={"at_seq": at_seq})
+        details = assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]
+        assert details["field"] == "at_seq" and words in details["issue"] and "float" not in details["issue"], details
