@@ -90,7 +90,10 @@ _QUERY_IDS = {
 
 def _query_ids(request: web.Request) -> frozenset[str] | None:
     """The ``*_id`` query parameters the route takes; any other is ignored, as every unknown
-    query parameter is (FastAPI's way). None: a route not described (all are checked)."""
+    query parameter is (FastAPI's way). None: a route not described (all are checked). No
+    route, or not this method: none (the answer is 404 or 405, not 422 for a parameter)."""
+    if request.match_info.http_exception is not None:
+        return frozenset()
     resource = request.match_info.route.resource
     if resource is None:
         return None

@@ -167,6 +167,9 @@ async def test_an_unknown_id_parameter_is_ignored_as_any_unknown_parameter(app_c
     for path in ("/api/health", "/api/sessions", f"/api/sessions/{sid}", f"/api/sessions/{sid}/events", "/api/config"):
         resp = await app_client.get(path, params={"session_id": "a/b", "batch_id": "..", "trace_id": "x y"})
         assert resp.status == 200, (path, await resp.text())
+    # No route, or not this method: 404 and 405 as for any request, not 422 for the parameter.
+    assert (await app_client.get("/api/nope", params={"session_id": "a/b"})).status == 404
+    assert (await app_client.put("/api/sessions", params={"session_id": "a/b"})).status == 405
     for path, name in (("/api/engines", "session_id"), (f"/api/sessions/{sid}/commands", "batch_id")):
         resp = await app_client.get(path, params={name: "a/b"})
         assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == name, path
