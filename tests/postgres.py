@@ -294,14 +294,20 @@ class PgServer:
                 self._template = name
             return self._template
 
-    def new_database(self, *, empty: bool = False) -> str:
-        """The URL of a new database: a copy of the template, or ``empty``."""
-        template = None if empty else self.template()
+    def new_database(self, *, empty: bool = False, icu_locale: str | None = None) -> str:
+        """The URL of a new database: a copy of the template, or ``empty``; with ``icu_locale``
+        (``en-US``) an empty one whose text sorts by that ICU collation, as a server set up with
+        a locale (the postgres Docker image's en_US.utf8) does, not by the test server's C."""
+        template = None if empty or icu_locale else self.template()
         with self._lock:
             self._count += 1
             name = f"{self.prefix}_{self._count}"
             self._made.add(name)
-        self._admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"{self._strategy}' if template else ""))
+        if icu_locale:
+            icu = f"LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}' LOCALE 'C'"
+            self._admin(f'CREATE DATABASE "{name}" TEMPLATE template0 {icu}')
+        else:
+            self._admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"{self._strategy}' if template else ""))
         return with_database(self.admin_url, name)
 
     def drop_database(self, url: str) -> None:

@@ -16,7 +16,8 @@
     open WebSockets     security.limits.max_websockets          409 LIMIT_REACHED (handshake)
     ... per credential  security.limits.max_websockets_per_credential  409 LIMIT_REACHED
     identifiers         protocol.grammar.Id: [A-Za-z0-9_][A-Za-z0-9._:-]*, no "..", <= 128,
-                        in the path and in *_id query parameters: 422 VALIDATION_ERROR
+                        in the path and in the *_id query parameters a route takes: 422
+                        VALIDATION_ERROR (another is ignored, as any unknown parameter)
 
 Capacities are the bus's rules, checked inside the creating write (bus/capacity.py), so
 concurrent creations cannot overshoot a maximum.
@@ -32,6 +33,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from llmgine_daemon.api.errors import ApiError
+from llmgine_daemon.api.openapi import OPERATIONS
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.protocol import ErrorCode, valid_id
 from llmgine_daemon.settings import Settings
@@ -63,7 +65,7 @@ def _on_handler_route(request: web.Request) -> bool:
 
 
 def check_identifiers(request: web.Request) -> None:
-    """Every path parameter and every ``*_id`` query parameter, before any handler sees it:
+    """Every path parameter and every ``*_id`` query parameter the route takes, before any handler sees it:
     the one place identifiers are checked (route handlers take them as they are)."""
     for name, value in request.match_info.items():
         # A handler type (DELETE .../handlers/events/{type}) is free text like the type it was
@@ -74,9 +76,29 @@ def check_identifiers(request: web.Request) -> None:
             raise invalid(name, "not a valid identifier", value=value[:64])
     if not request.query_string:
         return
+    declared = _query_ids(request)
     for name, value in request.query.items():
-        if name.endswith("_id") and value and not valid_id(value):
+        if name.endswith("_id") and value and (declared is None or name in declared) and not valid_id(value):
             raise invalid(name, "not a valid identifier", value=value[:64])
+
+
+# The ``*_id`` query parameters each route takes, as api/operations.py describes them.
+_QUERY_IDS = {
+    key: frozenset(p.name for p in op.params if p.location == "query" and p.name.endswith("_id"))
+    for key, op in OPERATIONS.items()
+}
+
+
+def _query_ids(request: web.Request) -> frozenset[str] | None:
+    """The ``*_id`` query parameters the route takes; any other is ignored, as every unknown
+    query parameter is (FastAPI's way). None: a route not described (all are checked). No
+    route, or not this method: none (the answer is 404 or 405, not 422 for a parameter)."""
+    if request.match_info.http_exception is not None:
+        return frozenset()
+    resource = request.match_info.route.resource
+    if resource is None:
+        return None
+    return _QUERY_IDS.get(("GET" if request.method == "HEAD" else request.method, resource.canonical))
 
 
 async def read_body(request: web.Request, timeout: float) -> None:

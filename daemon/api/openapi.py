@@ -64,6 +64,7 @@ log = logging.getLogger("llmgine.api")
 # -- generation --------------------------------------------------------------------------------
 
 _PATH_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
+_REF = "#/components/schemas/"
 
 
 _PLAIN = {str: {"type": "string"}, dict: {"type": "object"}}
@@ -175,6 +176,63 @@ def _this_daemon(components: dict[str, Any], engine_types: list[str], max_timeou
         engine_type["enum"] = engine_types
 
 
+def _referenced(node: Any, components: dict[str, Any], into: set[str]) -> set[str]:
+    """The component names ``node`` refers to, and those they refer to, into ``into``."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_REF):
+            name = ref[len(_REF) :]
+            if name not in into:
+                into.add(name)
+                _referenced(components.get(name), components, into)
+        for value in node.values():
+            _referenced(value, components, into)
+    elif isinstance(node, list):
+        for value in node:
+            _referenced(value, components, into)
+    return into
+
+
+def _struct_classes(models: list[type]) -> dict[str, type]:
+    """Every msgspec Struct ``models`` are made of, by name (as schema_components names them)."""
+    found: dict[str, type] = {}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, tuple):
+            for item in node:
+                visit(item)
+        elif isinstance(node, msgspec.inspect.StructType):
+            if node.cls.__name__ not in found:
+                found[node.cls.__name__] = node.cls
+                for field in node.fields:
+                    visit(field.type)
+        elif isinstance(node, msgspec.inspect.Type):
+            for name in node.__struct_fields__:
+                visit(getattr(node, name))
+
+    visit(tuple(msgspec.inspect.multi_type_info(models)))
+    return found
+
+
+def _answers_have_every_field(paths: dict[str, Any], components: dict[str, Any], models: list[type]) -> None:
+    """Every field of a response model is in every answer (msgspec encodes defaults too:
+    ``"ended_at": null``), so the document says they are all ``required``, as FastAPI's output
+    schemas do: a generated client then types ``ended_at`` as ``str | None``, not as maybe
+    unset. Request models keep their defaulted fields optional; no model is both (else it would
+    need FastAPI's -Input/-Output pair), and a Struct that omits its defaults keeps its list."""
+    requests: set[str] = set()
+    answers: set[str] = set()
+    for ops in paths.values():
+        for op in ops.values():
+            _referenced(op.get("requestBody"), components, requests)
+            _referenced(op["responses"], components, answers)
+    classes = _struct_classes(models)
+    for name in sorted(answers - requests):
+        schema, cls = components[name], classes.get(name)
+        if "properties" in schema and cls is not None and not cls.__struct_config__.omit_defaults:
+            schema["required"] = list(schema["properties"])
+
+
 def route_keys(app: web.Application) -> set[tuple[str, str]]:
     """Every (method, path) the app serves (HEAD is implied by GET)."""
     keys = set()
@@ -201,7 +259,9 @@ def build_document(app: web.Application) -> dict[str, Any]:
             f"{method.lower()}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}", method, path, {200: dict}
         )
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, op, endpoint)
-    _, components = msgspec.json.schema_components(_models(), ref_template="#/components/schemas/{name}")
+    models = _models()
+    _, components = msgspec.json.schema_components(models, ref_template=_REF + "{name}")
+    _answers_have_every_field(paths, components, models)
     bus = app.get(BUS)
     _this_daemon(
         components,

@@ -14,7 +14,6 @@ from llmgine_daemon.api.util import (
     query_choice,
     read_json,
 )
-from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.protocol import SessionCreate, SessionFork
 
 routes = web.RouteTableDef()
@@ -72,15 +71,10 @@ async def fork_session(request: web.Request) -> web.Response:
     if principal is not None and principal.session_id is not None:
         raise forbidden("a session token may not fork its session; use an API key", session_id=session_id)
     body = await read_json(request, SessionFork, empty_ok=True)
-    at_seq = body.at_seq
-    if at_seq is not None and not float(at_seq).is_integer():
-        raise invalid("at_seq", "must be an integer (an event seq)")
     # An addition, as on create: ?if_exists=error refuses a name an active session has.
     if_exists = query_choice(request, "if_exists", ("create", "error")) or "create"
     token = request.app[CREDENTIALS].pending_session_token()
-    fork = await request.app[BUS].forks.fork(
-        session_id, int(at_seq) if at_seq is not None else None, body.name, also=token.write, if_exists=if_exists
-    )
+    fork = await request.app[BUS].forks.fork(session_id, body.at_seq, body.name, also=token.write, if_exists=if_exists)
     request[SPAN].set(forked_session_id=fork.session.session_id)
     fork.session.session_token = token.publish()
     return json_response(fork, status=201, headers={"Cache-Control": "no-store"})

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from llmgine_daemon.bus.cluster import ClaimRefused, LeaseLost, LocalCluster, RegistrySync
 from llmgine_daemon.bus.errors import StorageError
 from llmgine_daemon.paths import write_private
-from llmgine_daemon.protocol import ClusterInfo, ClusterNode
+from llmgine_daemon.protocol import ClusterInfo, ClusterNode, to_iso
 from llmgine_daemon.store import pg_cluster as sql
 from llmgine_daemon.store.pg_schema import newer_schema
 
@@ -299,7 +299,7 @@ class SharedCluster(LocalCluster):
                 host=r[1],
                 pid=int(r[2]),
                 started_at=r[3],
-                heartbeat_at=datetime.fromtimestamp(float(r[4]), UTC).isoformat(timespec="milliseconds"),
+                heartbeat_at=to_iso(datetime.fromtimestamp(float(r[4]), UTC)),
                 leases=int(r[5]),
             )
             for r in rows

@@ -126,9 +126,8 @@ class Forks:
                 f"INSERT INTO tools ({TOOL_COLUMNS}) SELECT ?, {rest} FROM tools WHERE session_id = ?",
                 (new_sid, session_id),
             )
-            tools = [
-                r[0] for r in conn.execute("SELECT name FROM tools WHERE session_id = ? ORDER BY name", (new_sid,))
-            ]
+            # Sorted here: PostgreSQL's ORDER BY follows the database's collation (bus/tools.py).
+            tools = sorted(r[0] for r in conn.execute("SELECT name FROM tools WHERE session_id = ?", (new_sid,)))
             handlers = []
             for row in conn.execute(
                 f"SELECT {HANDLER_COLUMNS} FROM handlers WHERE session_id = ? ORDER BY created_at", (session_id,)

@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from llmgine_daemon.bus.errors import invalid
+from llmgine_daemon.protocol import to_iso
 
 MIN_EVERY_S = 1.0
 MAX_EVERY_S = 366 * 86400.0
@@ -125,9 +126,11 @@ def parse(cron: str | None, every: float | str | None, at: str | None, timezone:
         return When("every", repr(parse_every(every)), tz)
     assert at is not None
     try:
-        moment = dt.datetime.fromisoformat(at.strip().replace("Z", "+00:00"))
+        text = at.strip()
+        # RFC 3339's spellings: a lower-case z too (protocol.parse_iso); none: in timezone.
+        moment = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
     except ValueError:
         raise invalid("at", "an ISO 8601 time, e.g. 2030-01-01T09:00:00 (in timezone) or ...Z") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
-    return When("at", moment.astimezone(dt.UTC).isoformat(), tz)
+    return When("at", to_iso(moment), tz)  # said as every time in an answer: ...Z

@@ -78,7 +78,10 @@ _schedule = row_reader(Schedule, COLUMNS, json=("command",))
 
 def row_to_schedule(row: tuple[Any, ...]) -> Schedule:
     upcoming = _when(row).upcoming(_dt(row[8])) if row[7] == "active" else []
-    return _schedule(row, upcoming=[to_iso(t) for t in upcoming])
+    schedule = _schedule(row, upcoming=[to_iso(t) for t in upcoming])
+    if schedule.kind == "at" and not schedule.spec.endswith("Z"):  # stored as ...+00:00 before
+        schedule.spec = to_iso(parse_iso(schedule.spec))
+    return schedule
 
 
 def _fetch(conn: sqlite3.Connection, schedule_id: str, scope: str | None) -> tuple[Any, ...]:
@@ -136,11 +139,14 @@ class Schedules:
         def write(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
             require_active(conn, body.session_id)
             if if_exists != "create":
+                # An `at` stored before it was said with a Z (...+00:00) is the same schedule.
+                spec, kind = row[3], row[2]
+                earlier = parse_iso(spec).isoformat() if kind == "at" else spec
                 twin = conn.execute(
-                    f"SELECT {COLUMNS} FROM schedules WHERE session_id = ? AND kind = ? AND spec = ?"
+                    f"SELECT {COLUMNS} FROM schedules WHERE session_id = ? AND kind = ? AND spec IN (?, ?)"
                     " AND timezone = ? AND missed = ? AND command = ? AND status != 'done'"
                     " ORDER BY created_at LIMIT 1",
-                    row[1:7],
+                    (*row[1:4], earlier, *row[4:7]),
                 ).fetchone()
                 if twin is not None and if_exists == "reuse":
                     return tuple(twin)

@@ -200,11 +200,10 @@ class Tools:
     async def list(self, session_id: str) -> list[Tool]:
         def read(conn: sqlite3.Connection) -> list[Tool]:
             fetch_session(conn, session_id)
-            rows = conn.execute(
-                f"SELECT {TOOL_COLUMNS} FROM tools WHERE session_id = ? ORDER BY name",
-                (session_id,),
-            ).fetchall()
-            return [row_to_tool(r) for r in rows]
+            rows = conn.execute(f"SELECT {TOOL_COLUMNS} FROM tools WHERE session_id = ?", (session_id,)).fetchall()
+            # By name in code-point order here, not ORDER BY: PostgreSQL's follows the
+            # database's collation (en_US: "_x, alpha, Zeta"; SQLite and C: "Zeta, _x, alpha").
+            return sorted((row_to_tool(r) for r in rows), key=lambda tool: tool.name)
 
         return [*await self.bus.store.read(read), *await self.bus.mcp.tools_for(session_id)]
 

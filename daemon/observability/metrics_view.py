@@ -88,10 +88,12 @@ def _family(name: str, series: list[MetricSeries]) -> MetricFamily:
 
 
 def read_session_metrics(conn: sqlite3.Connection, session_id: str) -> list[MetricFamily]:
-    commands = conn.execute(
-        "SELECT command_type, status, COUNT(*) FROM commands WHERE session_id = ? GROUP BY 1, 2 ORDER BY 1, 2",
-        (session_id,),
-    ).fetchall()
+    # Sorted here, not by ORDER BY: PostgreSQL's follows the database's collation (bus/tools.py).
+    commands = sorted(
+        conn.execute(
+            "SELECT command_type, status, COUNT(*) FROM commands WHERE session_id = ? GROUP BY 1, 2", (session_id,)
+        ).fetchall()
+    )
     waits: dict[str, list[float]] = defaultdict(list)
     runs: dict[str, list[float]] = defaultdict(list)
     for ctype, created, started, finished in conn.execute(
@@ -108,9 +110,11 @@ def read_session_metrics(conn: sqlite3.Connection, session_id: str) -> list[Metr
     queued = conn.execute(
         "SELECT COUNT(*) FROM commands WHERE session_id = ? AND status = 'queued'", (session_id,)
     ).fetchone()[0]
-    events = conn.execute(
-        "SELECT event_type, COUNT(*) FROM events WHERE session_id = ? GROUP BY 1 ORDER BY 1", (session_id,)
-    ).fetchall()
+    events = sorted(
+        conn.execute(
+            "SELECT event_type, COUNT(*) FROM events WHERE session_id = ? GROUP BY 1", (session_id,)
+        ).fetchall()
+    )
     return [
         _family(
             "commands_total", [MetricSeries(labels={"type": t, "status": s}, value=float(n)) for t, s, n in commands]

@@ -9,6 +9,7 @@ from itertools import accumulate
 from typing import Any
 
 import msgspec
+from llmgine_daemon.protocol.grammar import Timestamp
 
 # -- error codes --------------------------------------------------------------------------
 
@@ -144,8 +145,11 @@ def now_iso() -> str:
 
 
 def parse_iso(text: str) -> _dt.datetime:
-    """Parse an ISO 8601 timestamp; a naive one is taken as UTC."""
-    value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """Parse an ISO 8601 timestamp; a naive one is taken as UTC. RFC 3339 (``format:
+    date-time``) lets ``T`` and ``Z`` be lower case, as pydantic reads them: ``...t06:00:00z``."""
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    value = _dt.datetime.fromisoformat(text)
     if value.tzinfo is None:
         value = value.replace(tzinfo=_dt.UTC)
     try:
@@ -174,7 +178,7 @@ class ErrorBody(msgspec.Struct):
 
 class ErrorEnvelope(msgspec.Struct):
     error: ErrorBody
-    timestamp: str
+    timestamp: Timestamp
     request_id: str
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from llmgine_daemon.protocol.base import ErrorBody
-from llmgine_daemon.protocol.grammar import INTEGER_MARK, Id, TypeName
+from llmgine_daemon.protocol.grammar import Id, SessionName, Timestamp, TypeName
 
 # -- usage -------------------------------------------------------------------------------
 
@@ -35,7 +35,7 @@ class UsageGroup(msgspec.Struct, kw_only=True):
 class UsageReport(msgspec.Struct, kw_only=True):
     by: str | None
     session_id: str | None
-    since: str | None
+    since: Timestamp | None
     groups: list[UsageGroup]
     total: Usage
 
@@ -46,7 +46,7 @@ SessionStatus = Literal["active", "closed"]
 
 
 class SessionCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: str | None = None
+    name: SessionName | None = None
     metadata: dict[str, Any] = {}
 
 
@@ -63,9 +63,9 @@ class Session(msgspec.Struct):
     name: str | None
     metadata: dict[str, Any]
     status: SessionStatus
-    created_at: str
-    last_activity_at: str
-    ended_at: str | None = None
+    created_at: Timestamp
+    last_activity_at: Timestamp
+    ended_at: Timestamp | None = None
     counts: SessionCounts | None = None
     usage: Usage | None = None  # GET /api/sessions/{id} only
     # Returned once, by the request that created the session (see the security model).
@@ -74,14 +74,10 @@ class Session(msgspec.Struct):
 
 class SessionFork(msgspec.Struct, forbid_unknown_fields=True):
     # The event seq to fork at (the session's state as it stood right after that event);
-    # none: now.
-    # Declared an integer; decoded as a number so that an integral one written as 42.0 (valid
-    # JSON Schema "integer") is accepted too (api/sessions.py checks it is integral). At most
-    # 2**53 - 1: every integer up to it is exact as a float (and no seq gets near it).
-    # msgspec's extra_json_schema adds keys but never replaces "type": the marker has
-    # api/openapi.py declare it an integer.
-    at_seq: Annotated[float, msgspec.Meta(ge=0, le=2**53 - 1, extra_json_schema={INTEGER_MARK: True})] | None = None
-    name: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    # none: now. 42.0 is 42 (protocol/integral.py, as for every integer). At most 2**53 - 1,
+    # JavaScript's largest exact integer (no seq gets near it).
+    at_seq: Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)] | None = None
+    name: SessionName | None = None
 
 
 class Fork(msgspec.Struct, kw_only=True):
@@ -113,7 +109,7 @@ class Event(msgspec.Struct):
     event_type: str
     data: dict[str, Any]
     metadata: dict[str, Any]
-    timestamp: str
+    timestamp: Timestamp
     source: str
     trace_id: str | None = None
 
@@ -212,15 +208,15 @@ class Command(msgspec.Struct, kw_only=True):
     status: CommandStatus
     result: Any = None
     error: ErrorBody | None = None
-    created_at: str
+    created_at: Timestamp
     session_id: str
     command_type: str
     parameters: dict[str, Any]
     metadata: dict[str, Any]
     priority: str = "normal"
     timeout: float | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
     duration_ms: float | None = None
     batch_id: str | None = None
     # The trace of the request that submitted it (GET /api/observability/traces/{trace_id}).
@@ -263,7 +259,7 @@ class Batch(msgspec.Struct):
     mode: str
     stop_on_error: bool
     status: BatchStatus
-    created_at: str
+    created_at: Timestamp
     commands: list[Command]
     usage: Usage | None = None  # its commands' usage, summed
 
@@ -289,7 +285,7 @@ class Engine(msgspec.Struct, kw_only=True):
     status: EngineStatus
     session_id: str
     configuration: dict[str, Any]
-    created_at: str
+    created_at: Timestamp
     command_type: str
     usage: Usage | None = None  # GET /api/engines/{id} only
 
@@ -339,7 +335,7 @@ class EngineMessage(msgspec.Struct, kw_only=True):
     partial: bool = False  # an answer cut short (cancelled, timed out): what had arrived
     is_error: bool = False  # a tool result that is an error
     command_id: str | None = None
-    created_at: str
+    created_at: Timestamp
 
 
 class EngineMessageList(msgspec.Struct):
@@ -372,9 +368,9 @@ class Approval(msgspec.Struct, kw_only=True):
     tool_name: str
     arguments: dict[str, Any]  # what the model asked for
     status: ApprovalStatus
-    requested_at: str
-    expires_at: str
-    decided_at: str | None = None
+    requested_at: Timestamp
+    expires_at: Timestamp
+    decided_at: Timestamp | None = None
     decided_by: str | None = None  # the credential: key id, "local", "session-token", "daemon"
     reason: str | None = None
     final_arguments: dict[str, Any] | None = None  # what ran (edited when approving), if it ran

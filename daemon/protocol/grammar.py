@@ -101,8 +101,13 @@ Timeout = Annotated[
 HandlerPriority = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1, description="lower runs first")]
 LogMessage = Annotated[str, msgspec.Meta(min_length=1)]
 KeyName = Annotated[str, msgspec.Meta(max_length=MAX_KEY_NAME)]
+# A session's name, created or forked (a fork named for its origin may be longer: "NAME (fork...)").
+MAX_SESSION_NAME = 256
+SessionName = Annotated[str, msgspec.Meta(max_length=MAX_SESSION_NAME)]
 KeyLifetime = Annotated[int, msgspec.Meta(ge=1, le=MAX_KEY_LIFETIME, description="seconds")]
-# Checked by api/auth.py (parse_iso accepts a little more than RFC 3339: a naive time is UTC).
+# A time, as every answer writes it (protocol.now_iso / to_iso: UTC, microseconds, Z), and as
+# a FastAPI model's datetime field is described (generated clients parse it). In a request
+# (ApiKeyCreate.expires_at) api/auth.py checks it: parse_iso takes a naive time as UTC.
 Timestamp = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 # Secrets the daemon keeps (daemon/secrets.py): environment-variable names; one line of text.
 SECRET_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,63}$"

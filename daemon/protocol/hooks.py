@@ -10,7 +10,13 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from llmgine_daemon.protocol.bus import CommandCreate
-from llmgine_daemon.protocol.grammar import EVENT_TYPE_FILTER_PATTERN, WEBHOOK_SECRET_PATTERN, WEBHOOK_URL_PATTERN, Id
+from llmgine_daemon.protocol.grammar import (
+    EVENT_TYPE_FILTER_PATTERN,
+    WEBHOOK_SECRET_PATTERN,
+    WEBHOOK_URL_PATTERN,
+    Id,
+    Timestamp,
+)
 
 # -- webhooks ------------------------------------------------------------------------------
 
@@ -51,7 +57,7 @@ class Webhook(msgspec.Struct, kw_only=True):
     url: str
     events: list[str]
     session_id: str | None
-    created_at: str
+    created_at: Timestamp
     pending: int = 0
     delivered: int = 0
     failed: int = 0
@@ -69,7 +75,7 @@ class WebhookList(msgspec.Struct):
 
 class WebhookAttempt(msgspec.Struct):
     attempt: int
-    started_at: str
+    started_at: Timestamp
     status_code: int | None
     error: str | None
     duration_ms: float
@@ -87,9 +93,9 @@ class WebhookDelivery(msgspec.Struct, kw_only=True):
     session_id: str | None
     status: DeliveryStatus
     attempts: int
-    next_attempt_at: str | None
-    created_at: str
-    finished_at: str | None = None
+    next_attempt_at: Timestamp | None
+    created_at: Timestamp
+    finished_at: Timestamp | None = None
     history: list[WebhookAttempt] = []
 
 
@@ -128,14 +134,14 @@ class Schedule(msgspec.Struct, kw_only=True):
     missed: str
     command: dict[str, Any]
     status: ScheduleStatus
-    next_due: str | None
-    created_at: str
+    next_due: Timestamp | None
+    created_at: Timestamp
     fire_count: int = 0
-    last_fired_at: str | None = None
+    last_fired_at: Timestamp | None = None
     last_command_id: str | None = None
     last_error: str | None = None
     # The next few firing times (ISO UTC), from next_due on.
-    upcoming: list[str] = []
+    upcoming: list[Timestamp] = []
 
 
 class ScheduleList(msgspec.Struct):

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import msgspec
 from llmgine_daemon.protocol.bus import Command, CommandStatus, UnfinishedStatus
-from llmgine_daemon.protocol.grammar import Id
+from llmgine_daemon.protocol.grammar import Id, Timestamp
 
 MAX_WAIT_IDS = 1000
 # One wait request holds the answer at most this long (the ``?wait`` maximum of other routes).
@@ -48,8 +48,8 @@ class QueueItem(msgspec.Struct, kw_only=True):
     command_type: str
     status: UnfinishedStatus
     priority: str
-    created_at: str
-    started_at: str | None = None
+    created_at: Timestamp
+    started_at: Timestamp | None = None
     # 1 = next to run in its session (queued only; blocked and executing ones have none).
     position: int | None = None
     # Seconds since it was submitted until it started (or until now, if it has not).
@@ -59,7 +59,7 @@ class QueueItem(msgspec.Struct, kw_only=True):
     batch_id: str | None = None
     attempt: int = 1
     # A queued command waiting for its next attempt (retries): when it is due.
-    retry_at: str | None = None
+    retry_at: Timestamp | None = None
 
 
 class CommandRetry(msgspec.Struct, forbid_unknown_fields=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
-from llmgine_daemon.protocol.grammar import ENV_NAME_PATTERN, MCP_NAME_PATTERN, MCP_NAME_RULE, Timeout
+from llmgine_daemon.protocol.grammar import ENV_NAME_PATTERN, MCP_NAME_PATTERN, MCP_NAME_RULE, Timeout, Timestamp
 
 McpServerName = Annotated[str, msgspec.Meta(pattern=MCP_NAME_PATTERN, description=MCP_NAME_RULE)]
 MAX_ARG = 4096
@@ -50,7 +50,7 @@ class McpServer(msgspec.Struct):
     trusted: bool
     mounts: list[str]
     timeout: float | None
-    created_at: str
+    created_at: Timestamp
     status: McpStatus
     restarts: int = 0
     last_error: str | None = None

@@ -17,7 +17,7 @@ DaemonStatus = Literal["running", "shutting_down"]
 
 class Health(msgspec.Struct):
     status: HealthStatus
-    timestamp: str
+    timestamp: Timestamp
     version: str
     # Whole seconds, as the API contract's health answer (`"uptime": 3600`); /api/status has
     # the fractional figure.
@@ -78,9 +78,9 @@ class ClusterNode(msgspec.Struct):
     node_id: str
     host: str
     pid: int
-    started_at: str
+    started_at: Timestamp
     # Its last heartbeat (ISO time); None on the one-node (SQLite) backend, which has none.
-    heartbeat_at: str | None
+    heartbeat_at: Timestamp | None
     leases: int
 
 
@@ -98,7 +98,7 @@ class Status(msgspec.Struct):
     version: str
     uptime: float
     pid: int
-    started_at: str
+    started_at: Timestamp
     listeners: list[str]
     storage: StorageInfo
     counts: StatusCounts
@@ -141,18 +141,18 @@ class ApiKeyInfo(msgspec.Struct):
     prefix: str
     kind: str
     state: KeyState
-    created_at: str
-    last_used_at: str | None = None
-    expires_at: str | None = None
-    revoked_at: str | None = None
+    created_at: Timestamp
+    last_used_at: Timestamp | None = None
+    expires_at: Timestamp | None = None
+    revoked_at: Timestamp | None = None
 
 
 class ApiKeyCreated(msgspec.Struct):
     key_id: str
     name: str | None
     prefix: str
-    created_at: str
-    expires_at: str | None
+    created_at: Timestamp
+    expires_at: Timestamp | None
     # The only time the key is ever shown: only its hash is stored.
     key: str
 
@@ -168,7 +168,7 @@ class ApiKeyList(msgspec.Struct):
 class SessionTokenCreated(msgspec.Struct):
     session_id: str
     session_token: str
-    created_at: str
+    created_at: Timestamp
 
 
 # -- observability -----------------------------------------------------------------------
@@ -199,7 +199,7 @@ def log_level(raw: str) -> LogLevel | None:
 
 class LogRecord(msgspec.Struct):
     id: int
-    timestamp: str
+    timestamp: Timestamp
     level: LogLevel
     logger: str
     message: str
@@ -253,7 +253,7 @@ class MetricFamily(msgspec.Struct):
 
 
 class MetricsSnapshot(msgspec.Struct):
-    timestamp: str
+    timestamp: Timestamp
     enabled: bool
     uptime: float
     session_id: str | None
@@ -269,7 +269,7 @@ class SpanNode(msgspec.Struct):
     parent_id: str | None
     name: str
     kind: str
-    start: str
+    start: Timestamp
     # milliseconds from the start of the trace's earliest span
     offset_ms: float
     duration_ms: float
@@ -282,7 +282,7 @@ class SpanNode(msgspec.Struct):
 class TraceView(msgspec.Struct):
     trace_id: str
     root: str
-    start: str
+    start: Timestamp
     duration_ms: float
     status: SpanStatus
     span_count: int
@@ -292,7 +292,7 @@ class TraceView(msgspec.Struct):
 class TraceSummary(msgspec.Struct):
     trace_id: str
     root: str
-    start: str
+    start: Timestamp
     duration_ms: float
     status: SpanStatus
     span_count: int
@@ -310,7 +310,7 @@ class SecretSet(msgspec.Struct, forbid_unknown_fields=True):
 
 class SecretInfo(msgspec.Struct):
     name: str
-    updated_at: str
+    updated_at: Timestamp
 
 
 class SecretList(msgspec.Struct):

@@ -11,6 +11,7 @@ from llmgine_daemon.protocol.grammar import (
     HandlerPriority,
     SourceCode,
     Timeout,
+    Timestamp,
     ToolName,
 )
 
@@ -37,7 +38,7 @@ class Tool(msgspec.Struct):
     parameters: dict[str, Any]  # JSON Schema
     is_async: bool
     timeout: float | None
-    created_at: str
+    created_at: Timestamp
     function_code: str | None = None  # only when one tool is read
     server: str | None = None  # an MCP server's tool (named SERVER.tool): the server's name
     requires_approval: bool = False
@@ -94,7 +95,7 @@ class Handler(msgspec.Struct):
     function: str
     priority: int
     timeout: float | None
-    created_at: str
+    created_at: Timestamp
     handler_function: str | None = None  # the source, only when one handler is read
 
 

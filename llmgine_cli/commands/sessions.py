@@ -40,7 +40,11 @@ def create(
     ctx: typer.Context,
     name: Annotated[
         str | None,
-        typer.Option("--name", "-n", help="A name for it, unique among the active sessions (-S NAME finds it)."),
+        typer.Option(
+            "--name",
+            "-n",
+            help="A name for it (at most 256 characters), unique among the active sessions (-S NAME finds it).",
+        ),
     ] = None,
     meta: Annotated[
         list[str] | None,

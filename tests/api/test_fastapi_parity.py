@@ -137,3 +137,50 @@ async def test_query_booleans_as_pydantic_reads_them(app_client: TestClient) -> 
     resp = await app_client.get(f"/api/sessions/{sid}/commands?dead=maybe")
     assert resp.status == 422
     assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "dead"
+
+
+async def test_times_in_any_rfc3339_spelling(app_client: TestClient) -> None:
+    """`since`/`until` are `format: date-time` (RFC 3339), which lets `T` and `Z` be written in
+    lower case, as pydantic reads them: `...02.5z` was 422. Each spelling below is the same instant."""
+    sid = (await create_session(app_client))["session_id"]
+    for i in range(3):
+        await _ok(await app_client.post(f"/api/sessions/{sid}/events", json={"event_type": "E", "data": {"i": i}}), 201)
+    events = (await _ok(await app_client.get(f"/api/sessions/{sid}/events", params={"event_type": "E"})))["events"]
+    middle = events[1]["timestamp"]  # 2026-12-07T06:23:02.661105Z
+    for spelling in (middle, middle[:-1] + "z", middle.replace("T", "t"), middle.replace("T", "t")[:-1] + "z"):
+        for name, count in (("since", 2), ("until", 1)):
+            listing = await _ok(
+                await app_client.get(f"/api/sessions/{sid}/events", params={"event_type": "E", name: spelling})
+            )
+            assert listing["total"] == count, (name, spelling)
+        logs = await app_client.get("/api/observability/logs", params={"since": spelling})
+        assert logs.status == 200, (spelling, await logs.text())
+    key = await app_client.post("/api/auth/keys", json={"expires_at": "2999-01-01t00:00:00z"})
+    assert (await _ok(key, 201))["expires_at"] == "2999-01-01T00:00:00.000000Z"
+
+
+async def test_an_unknown_id_parameter_is_ignored_as_any_unknown_parameter(app_client: TestClient) -> None:
+    """Unknown query parameters are ignored (README "Errors"; FastAPI ignores them), an `*_id`
+    one too: `GET /api/health?session_id=a/b` was 422. A route's own `*_id` parameter is still
+    checked as every identifier is."""
+    sid = (await create_session(app_client))["session_id"]
+    for path in ("/api/health", "/api/sessions", f"/api/sessions/{sid}", f"/api/sessions/{sid}/events", "/api/config"):
+        resp = await app_client.get(path, params={"session_id": "a/b", "batch_id": "..", "trace_id": "x y"})
+        assert resp.status == 200, (path, await resp.text())
+    # No route, or not this method: 404 and 405 as for any request, not 422 for the parameter.
+    assert (await app_client.get("/api/nope", params={"session_id": "a/b"})).status == 404
+    assert (await app_client.put("/api/sessions", params={"session_id": "a/b"})).status == 405
+    for path, name in (("/api/engines", "session_id"), (f"/api/sessions/{sid}/commands", "batch_id")):
+        resp = await app_client.get(path, params={name: "a/b"})
+        assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == name, path
+
+
+async def test_a_forks_at_seq_is_refused_in_the_words_of_an_integer(app_client: TestClient) -> None:
+    """`at_seq` is an integer in the document, and its refusals said `float` (`Expected `float`
+    >= 0.0`, `Expected `float | null`, got `str``): they speak of an integer now, as for every
+    other integer field."""
+    sid = (await create_session(app_client))["session_id"]
+    for at_seq, words in ((-1, "Expected `int` >= 0"), (2**53, "Expected `int` <= 9007199254740991"), ("3", "`int")):
+        resp = await app_client.post(f"/api/sessions/{sid}/fork", json={"at_seq": at_seq})
+        details = assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]
+        assert details["field"] == "at_seq" and words in details["issue"] and "float" not in details["issue"], details

@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator
 from llmgine_daemon.api.apidocs import ASSETS
 from llmgine_daemon.api.openapi import OPERATIONS, build_document, route_keys
 from llmgine_daemon.protocol import ERROR_STATUS, ID_PATTERN, TOOL_NAME_PATTERN, TYPE_PATTERN
+from llmgine_daemon.protocol.endpoints import ENDPOINTS
 from openapi_spec_validator import validate
 
 from tests.api.bus_helpers import session_with_engine
@@ -255,3 +256,60 @@ async def test_command_metadata_schema_is_what_the_daemon_checks(app_client: Tes
         resp = await app_client.post(f"/api/sessions/{sid}/commands/batch", json=batch)
         assert (resp.status < 300) == accepted, (after, resp.status, await resp.text())
         assert valid("BatchCreate", batch) == accepted, after
+
+
+_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+_TIME_NAME = re.compile(r"(_at|^timestamp|^start|^next_due|^since|^upcoming)$")
+
+
+async def test_times_are_date_time_in_the_document_and_one_format_on_the_wire(app_client: TestClient) -> None:
+    """The contract's times (`"created_at": "2024-01-01T00:00:00Z"`) are what a FastAPI model's
+    datetime fields are: `format: date-time` in the document, so generated clients parse them
+    (they were plain strings). And every answer writes them one way, UTC with microseconds and
+    a Z: a PostgreSQL daemon's /api/status wrote a node's heartbeat_at as `...06:08:26.166+00:00`."""
+    doc = await (await app_client.get("/openapi.json")).json()
+    requests = {e.request.__name__ for e in ENDPOINTS if isinstance(e.request, type)}
+    plain = []
+    for name, schema in doc["components"]["schemas"].items():
+        for prop, value in schema.get("properties", {}).items():
+            if name in requests or not _TIME_NAME.search(prop):
+                continue
+            value = value.get("items", value)
+            alternatives = [a for a in value.get("anyOf", [value]) if a.get("type") != "null"]
+            if not all(a.get("format") == "date-time" for a in alternatives):
+                plain.append(f"{name}.{prop}")
+    assert not plain, plain
+    status = await (await app_client.get("/api/status")).json()
+    nodes = status["cluster"]["nodes"]
+    assert nodes
+    for value in (status["started_at"], *(node["started_at"] for node in nodes)):
+        assert _TIME.match(value), value
+    for node in nodes:
+        assert (
+            node["heartbeat_at"] is None
+            if status["cluster"]["backend"] == "sqlite"
+            else _TIME.match(node["heartbeat_at"])
+        )
+
+
+async def test_answers_list_every_field_as_required(app_client: TestClient) -> None:
+    """Every field of an answer is in it, defaults included (`"ended_at": null`), so the document
+    lists them all as required, as FastAPI's output schemas do: they were optional, and a
+    generated client typed `ended_at` as maybe unset. Request models keep defaulted fields
+    optional; a model that leaves out its defaults (a metric series) keeps its own list."""
+    doc = await (await app_client.get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    sid, engine_id = await session_with_engine(app_client)
+    command = {"command_type": "DummyEngineCommand", "parameters": {"prompt": "p"}}
+    answers = {
+        "Session": await (await app_client.get(f"/api/sessions/{sid}")).json(),
+        "Command": await (await app_client.post(f"/api/sessions/{sid}/commands?wait=30", json=command)).json(),
+        "Engine": await (await app_client.get(f"/api/engines/{engine_id}")).json(),
+        "ErrorBody": (await (await app_client.get("/api/sessions/nope")).json())["error"],
+    }
+    for name, answer in answers.items():
+        assert schemas[name]["required"] == list(schemas[name]["properties"]), name
+        assert set(answer) == set(schemas[name]["properties"]), name
+    assert schemas["SessionCreate"]["required"] == []
+    assert schemas["CommandCreate"]["required"] == ["command_type"]
+    assert "p99" not in schemas["MetricSeries"]["required"]

@@ -212,3 +212,29 @@ async def test_if_exists_reuses_or_refuses_the_same_schedule(app_client):
     assert (await app_client.post("/api/schedules", json=body)).status == 201
     listed = (await (await app_client.get("/api/schedules", params={"session_id": sid})).json())["schedules"]
     assert len(listed) == 4
+
+
+async def test_at_is_one_instant_however_written_and_said_as_every_time_is(app_client):
+    """`at` takes RFC 3339's spellings (an offset, a lower-case `z`) and the schedule says it as
+    every time in an answer is, UTC with a Z: `spec` was `2030-01-01T08:00:00+00:00`, and `...z`
+    was refused."""
+    sid, _ = await session_with_engine(app_client)
+    said = "2030-01-01T08:00:00.000000Z"
+    made = []
+    for at in ("2030-01-01T10:00:00+02:00", "2030-01-01T08:00:00z", "2030-01-01t08:00:00Z"):
+        created = await schedule(app_client, sid, at=at)
+        assert created["spec"] == said and created["next_due"] == said, (at, created)
+        made.append(created["schedule_id"])
+    # Ones stored before (`...+00:00`) are still the same schedule to `if_exists=reuse`.
+    await app_client.server.app[BUS].store.write(
+        lambda conn: conn.execute(
+            "UPDATE schedules SET spec = ? WHERE session_id = ?", ("2030-01-01T08:00:00+00:00", sid)
+        )
+    )
+    body = {"session_id": sid, "command": COMMAND, "at": "2030-01-01T08:00:00Z"}
+    resp = await app_client.post("/api/schedules", params={"if_exists": "reuse"}, json=body)
+    assert resp.status == 200, await resp.text()
+    reused = await resp.json()
+    assert reused["schedule_id"] in made and reused["spec"] == said
+    listed = await (await app_client.get("/api/schedules", params={"session_id": sid})).json()
+    assert {s["spec"] for s in listed["schedules"]} == {said}

@@ -134,6 +134,20 @@ async def test_validation_errors_name_the_field(app_client):
         assert error["details"]["issue"]
 
 
+async def test_a_name_is_at_most_256_characters_created_or_forked(app_client):
+    """A fork's name was at most 256 characters while a created session took any (a 5,000
+    character name, up to the body limit): both are 256 now."""
+    longest = await create_session(app_client, name="n" * 256)
+    assert longest["name"] == "n" * 256
+    sid = longest["session_id"]
+    for path in ("/api/sessions", f"/api/sessions/{sid}/fork"):
+        resp = await app_client.post(path, json={"name": "n" * 257})
+        assert resp.status == 422, (path, await resp.text())
+        assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "name"
+        resp = await app_client.post(path, json={"name": "m" * 256})
+        assert resp.status == 201, (path, await resp.text())
+
+
 async def test_list_query_validation(app_client):
     for params, field in (
         ({"limit": "x"}, "limit"),

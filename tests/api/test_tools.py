@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
 from llmgine_daemon.api.keys import BUS
 
 from tests.conftest import assert_envelope, create_session
@@ -259,3 +260,30 @@ async def test_closing_the_session_drops_its_tools(app_client):
     resp = await register(app_client, sid, name="get_weather", function_code=GET_WEATHER)
     assert resp.status == 409
     assert_envelope(await resp.json(), "SESSION_CLOSED")
+
+
+async def test_tools_and_session_metrics_list_in_one_order_on_every_backend(
+    request: pytest.FixtureRequest, make_client, database_url
+) -> None:
+    """Tools are listed by name and a session's metric series by type in code-point order (as
+    SQLite compares text) on PostgreSQL too: ORDER BY there follows the database's collation,
+    and on a server with a locale (the postgres Docker image's en_US.utf8) `_x, alpha, Alpha2,
+    beta, Zeta` came back instead of `Alpha2, Zeta, _x, alpha, beta`."""
+    env = {}
+    if database_url is not None:
+        env["DATABASE_URL"] = request.getfixturevalue("pg_server").new_database(icu_locale="en-US")
+    client = await make_client(**env)
+    sid = (await create_session(client))["session_id"]
+    names = ["beta", "Zeta", "_x", "alpha", "Alpha2", "a_b", "ab"]
+    for name in names:
+        resp = await register(client, sid, name=name, function_code=f"def {name}():\n    return 1\n")
+        assert resp.status == 201, await resp.text()
+        assert (await client.post(f"/api/sessions/{sid}/events", json={"event_type": name})).status == 201
+    listed = (await (await client.get(f"/api/sessions/{sid}/tools")).json())["tools"]
+    assert [t["name"] for t in listed] == sorted(names)
+    fork = await (await client.post(f"/api/sessions/{sid}/fork", json={})).json()
+    assert fork["tools"] == sorted(names)
+    metrics = (await (await client.get("/api/observability/metrics", params={"session_id": sid})).json())["metrics"]
+    published = next(m for m in metrics if m["name"] == "events_published_total")
+    types = [s["labels"]["type"] for s in published["series"]]
+    assert types == sorted(types) and set(names) <= set(types)

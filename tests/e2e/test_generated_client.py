@@ -12,6 +12,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,9 @@ def test_generated_client_drives_the_core_flow(daemon: Daemon, tmp_path: Path) -
             session = create_session.sync(client=client, body=SessionCreate(name="generated"))
             assert isinstance(session, Session), session
             assert session.name == "generated" and session.session_token
+            # Times are datetimes to the generated client (`format: date-time`), in UTC.
+            assert isinstance(session.created_at, datetime), session.created_at
+            assert session.created_at.utcoffset() == timedelta(0)
             sid = session.session_id
 
             event = publish_event.sync(

@@ -6,6 +6,9 @@ methods, use after free, ...), over TCP with a key. The number of examples is bo
 CI around a minute; set LLMGINE_FUZZ_EXAMPLES / LLMGINE_FUZZ_SEED to fuzz harder or
 differently. A failure prints schemathesis' report, with a curl line to reproduce it.
 
+Not drawn: a repeated query parameter (tests/fuzz/hooks.py: the daemon reads its last value,
+as FastAPI does, which schemathesis does not expect).
+
 Left out, as operations (not as failures): POST /api/shutdown (it would end the run) and the
 live streams (an answer that never ends; tests/streams covers them).
 
@@ -78,8 +81,14 @@ def test_schemathesis_finds_nothing(fuzzed: Daemon, tmp_path: Path) -> None:
         "--request-timeout",
         "20",
     ]
+    root = str(Path(__file__).resolve().parents[2])
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "tests.fuzz.hooks",  # (this directory's hooks.py)
+        "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+    }
     proc = subprocess.run(
-        argv, cwd=tmp_path, capture_output=True, text=True, timeout=380, check=False, stdin=subprocess.DEVNULL
+        argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=380, check=False, stdin=subprocess.DEVNULL
     )
     log = (fuzzed.home / "daemon-under-test.log").read_text(errors="replace")
     assert proc.returncode == 0, proc.stdout[-20000:] + proc.stderr[-5000:] + "\n--- daemon log ---\n" + log[-5000:]
