@@ -205,6 +205,20 @@ def test_the_cli_shows_no_line_break_or_escape_of_data():
     assert shown.endswith("é")
 
 
+def test_bidirectional_controls_are_shown_as_escapes():
+    """U+202E and the other explicit bidirectional controls reorder what a terminal shows after
+    them ("Trojan Source"): a session name, an event type or a log message holding one printed
+    a line that read differently from what it was. They are escapes, in the CLI and the log."""
+    from llmgine_cli.render import visible_line
+
+    sneaky = "invoice\u202egpj.exe \u2066x\u2069 \u202a\u202b\u202c\u202d \u2067\u2068"
+    shown = visible_line(sneaky)
+    assert not any(0x202A <= ord(c) <= 0x202E or 0x2066 <= ord(c) <= 0x2069 for c in shown), shown
+    assert shown.startswith("invoice\\u202egpj.exe \\u2066x\\u2069")
+    text = TextFormatter().format(_record(sneaky))
+    assert "\u202e" not in text and "invoice\\u202egpj.exe" in text
+
+
 def test_scrub_text():
     assert scrub_text("key sk-abcdefgh12345678901234 end") == "key sk-abcdefgh… end"
     assert scrub_text("Authorization: Bearer xyz.abc-123") == "Authorization: Bearer [redacted]"
