@@ -52,7 +52,7 @@ from llmgine_daemon.protocol import (
     ToolList,
 )
 from llmgine_daemon.protocol.endpoints import BY_KEY, ENDPOINTS, Endpoint
-from llmgine_daemon.protocol.grammar import DEFAULT_MAX_TIMEOUT, INTEGER_MARK, MAX_TIMEOUT_SETTING
+from llmgine_daemon.protocol.grammar import DEFAULT_MAX_TIMEOUT, MAX_TIMEOUT_SETTING
 
 # Every operation's description: api/operations.py, and api/operations_hooks.py for webhooks
 # and schedules.
@@ -155,15 +155,13 @@ def _operation(method: str, path: str, op: Op, endpoint: Endpoint) -> dict[str, 
 
 def _this_daemon(components: dict[str, Any], engine_types: list[str], max_timeout: float) -> None:
     """This daemon's values in the generated schemas: every ``Timeout`` gets its maximum
-    (protocol.grammar marks it ``x-llmgine-maximum``), ``EngineCreate.engine_type`` its enum;
-    and a number marked ``INTEGER_MARK`` is declared an integer."""
+    (protocol.grammar marks it ``x-llmgine-maximum``), and ``EngineCreate.engine_type`` its
+    enum."""
 
     def visit(node: Any) -> None:
         if isinstance(node, dict):
             if node.pop("x-llmgine-maximum", None) == MAX_TIMEOUT_SETTING:
                 node["maximum"] = max_timeout
-            if node.pop(INTEGER_MARK, None):
-                node["type"] = "integer"
             for value in node.values():
                 visit(value)
         elif isinstance(node, list):

@@ -57,9 +57,6 @@ CODE_PATTERN = r"\S"
 # takes the daemon's value (api/openapi.py replaces the default below), the bus checks it.
 DEFAULT_MAX_TIMEOUT = 3600.0
 MAX_TIMEOUT_SETTING = "sandbox.max_timeout"
-# A number the document declares an integer (msgspec cannot replace a schema's "type"; the
-# OpenAPI document does: api/openapi.py).
-INTEGER_MARK = "x-llmgine-integer"
 # API keys (api/auth.py)
 MAX_KEY_NAME = 100
 MAX_KEY_LIFETIME = 10 * 366 * 86400
