@@ -163,9 +163,13 @@ def envelope_for(request: web.Request, request_id: str, exc: Exception) -> web.R
         details: dict[str, Any] = {}
         if exc.busy_timeout is not None:  # gave up at its deadline (database.busy_timeout)
             details = {"setting": "database.busy_timeout", "busy_timeout": exc.busy_timeout, "waited": exc.waited}
-        # Unreachable (PostgreSQL down or restarting) or locked: either way try again; where
-        # the database is and why it failed stay in the daemon's log.
-        what = "not reachable" if isinstance(exc, StorageUnavailable) else "busy (locked by another process)"
+        # Unreachable (PostgreSQL down or restarting), locked (a write that waited for SQLite's
+        # lock), or busy otherwise (PostgreSQL: a deadlock, a serialization failure, the server's
+        # statement_timeout): either way try again; where and why stay in the daemon's log.
+        if isinstance(exc, StorageUnavailable):
+            what = "not reachable"
+        else:
+            what = "busy (locked by another process)" if exc.busy_timeout is not None else "busy"
         return error_response(
             request_id,
             ErrorCode.STORAGE_BUSY,
