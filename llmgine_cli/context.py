@@ -116,6 +116,21 @@ def _json_escape(exc: UnicodeError) -> tuple[str, int]:
     return "".join(out), exc.end
 
 
+def open_closed_std_streams() -> None:
+    """A standard stream the caller closed (`<&-` in cron or a CI step, `>&-`) is /dev/null:
+    Python leaves it None, and every read, isatty() or write on it was an internal error
+    (AttributeError). Closed stdin reads as empty, as `< /dev/null` does; and a file the
+    command opens later cannot land on descriptor 0, 1 or 2 and be written to by mistake."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", closefd=False))  # noqa: SIM115
+
+
 def escape_unencodable_output() -> None:
     """stdout and stderr in a locale that is not UTF-8 (LANG=en_US.ISO-8859-1, or
     PYTHONIOENCODING=ascii): a character the encoding lacks is written as a JSON escape instead

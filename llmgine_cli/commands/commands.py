@@ -369,8 +369,8 @@ def list_(
 ) -> None:
     """List a session's commands, newest first.
 
-    Examples: `llmgine command list -S demo --status failed -q | xargs llmgine command retry -S demo`,
-    `llmgine command list -S demo -o 'table {{.command_id}}\t{{.status}}\t{{.error.message}}'`
+    Examples: `llmgine command list -S demo --status failed -q | xargs -r llmgine command retry -S demo`,
+    `llmgine command list -S demo -o 'table {{.command_id}}\\t{{.status}}\\t{{.error.message}}'`
     """
     app_ctx = state(ctx)
     page = app_ctx.client().list_commands(
@@ -411,7 +411,7 @@ def wait(
 
       llmgine command wait "$ID" --timeout 60 -o json | jq -r .commands[].status
 
-      llmgine command batch -f jobs.jsonl -S demo --no-wait -q | xargs llmgine command wait --any
+      llmgine command batch -f jobs.jsonl -S demo --no-wait -q | xargs -r llmgine command wait --any
     """
     app_ctx = state(ctx)
     command_ids = waiting.in_session(app_ctx, session, command_ids)

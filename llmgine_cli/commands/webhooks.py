@@ -105,7 +105,7 @@ def add(
 def list_(ctx: typer.Context, session: OptionalSession = None, output: Output = None, quiet: Quiet = False) -> None:
     """List webhooks with their pending, delivered and failed deliveries.
 
-    Example: `llmgine webhook list -o 'table {{.webhook_id}}\t{{.url}}'` (the URL in full)
+    Example: `llmgine webhook list -o 'table {{.webhook_id}}\\t{{.url}}'` (the URL in full)
     """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().list_webhooks(session), LIST_VIEW, output, quiet)

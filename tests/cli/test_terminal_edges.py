@@ -1,0 +1,146 @@
+"""What a user of gh or docker trips over at the edges of a terminal: a 40-column window,
+closed standard streams, examples copied from --help. Real llmgine processes (pexpect where a
+terminal is needed) against the shared real daemon."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pexpect
+
+from tests.cli.test_help_examples import _commands
+from tests.clitools import default_signals, full_env, no_traceback, run_cli
+
+
+def _terminal(args: list[str], env: dict[str, str | None], columns: int) -> tuple[str, int]:
+    """llmgine on a terminal ``columns`` wide: what it drew (escapes removed) and its exit code."""
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", *args],
+        env=full_env({**env, "TERM": "xterm-256color", "COLUMNS": None, "LINES": None}),
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(200, columns),
+        preexec_fn=default_signals,
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before or "")
+    return text.replace("\r", ""), child.exitstatus if child.exitstatus is not None else 128 + child.signalstatus
+
+
+# -- --help at 40 columns ----------------------------------------------------------------
+
+
+def test_help_at_40_columns_names_every_option_whole(daemon):
+    """Typer's boxed help cut option names to fit 40 columns (`--allow…`, `--outpu…`) and
+    their help to a word a line: the options could not be read. Under 60 columns the help is
+    click's plain layout, which wraps instead of cutting."""
+    text, code = _terminal(["session", "create", "--help"], daemon.env, 40)
+    assert code == 0
+    assert "…" not in text, text
+    for option in ("--allow-duplicate", "--output", "--format", "--reuse", "--quiet"):
+        assert option in text, (option, text)
+    assert all(len(line) <= 40 for line in text.splitlines()), text
+
+
+def test_help_at_80_columns_keeps_its_boxes(daemon):
+    text, code = _terminal(["session", "create", "--help"], daemon.env, 80)
+    assert code == 0 and "╭─ Options" in text and "--allow-duplicate" in text
+
+
+def test_boxed_help_at_80_columns_cuts_no_option():
+    """The boxed help stays from 80 columns up (PLAIN_HELP_BELOW): there, no option's name or
+    help is cut with "…" in any command's help."""
+    from typer.testing import CliRunner
+
+    from llmgine_cli.app import app
+
+    runner = CliRunner()
+    cut = []
+    for path, _ in _commands():
+        shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80", "TERM": "xterm"}).stdout
+        assert "╭─" in shown, path
+        cut += [f"{' '.join(path)}: {line}" for line in shown.splitlines() if line.startswith("│") and "…" in line]
+    assert not cut, cut
+
+
+# -- examples in --help ------------------------------------------------------------------
+
+
+def test_help_examples_show_a_tab_as_backslash_t():
+    r"""A docstring's `\t` was a tab character, which the help drew as a space: the example
+    `-o 'table {{.a}}\t{{.b}}'` copied from the terminal printed one unaligned column."""
+    tabbed = [" ".join(path) for path, cmd in _commands() if "\t" in (getattr(cmd.callback, "__doc__", "") or "")]
+    assert not tabbed, tabbed
+    shown = {" ".join(path): cmd.help or "" for path, cmd in _commands()}
+    templated = {name: text for name, text in shown.items() if re.search(r"'table [^']*\}\}\s+\{\{", text)}
+    assert not templated, templated  # table columns apart by blanks: a lost tab
+    assert "{{.command_id}}\\t{{.status}}" in shown["command list"]
+
+
+def test_help_pipes_into_xargs_with_r(daemon):
+    """`llmgine session list -q | xargs llmgine session delete -q` with nothing listed ran
+    `session delete` with no id: a usage error and exit 123 from xargs. `xargs -r` runs nothing."""
+    piped = []
+    for path, cmd in _commands():
+        piped += [f"{' '.join(path)}: {m}" for m in re.findall(r"\| *xargs (?!-r)[^`\n]*", cmd.help or "")]
+    assert not piped, piped
+    empty = run_cli(["session", "list", "--format", "{{.name}}", "-n", "1"], daemon.env)
+    assert empty.returncode == 0
+    done = subprocess.run(
+        "llmgine session list -q --all --offset 1000 | xargs -r llmgine session delete -q",
+        shell=True,
+        env=full_env({**daemon.env, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+# -- closed standard streams -------------------------------------------------------------
+
+
+def _closed(args: list[str], env: dict[str, str | None], fd: int) -> subprocess.CompletedProcess[str]:
+    """llmgine with file descriptor ``fd`` closed (`<&-`, `>&-`, `2>&-` in a shell)."""
+
+    def close_fd() -> None:
+        default_signals()
+        os.close(fd)
+
+    return subprocess.run(
+        [sys.executable, "-m", "llmgine_cli", *args],
+        env=full_env(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=close_fd,
+    )
+
+
+def test_stdin_closed_is_empty_input_not_an_internal_error(daemon):
+    """`llmgine ... <&-` (cron, some CI runners, nohup'd scripts): every read of stdin was
+    `internal error: AttributeError: 'NoneType' object has no attribute 'isatty'`."""
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    purge = _closed(["session", "delete", sid, "--purge", "-q"], daemon.env, 0)
+    assert purge.returncode == 0, purge.stderr
+    no_traceback(purge.stderr)
+    publish = _closed(["event", "publish", "X", "-S", "demo-closed", "-d", "-"], daemon.env, 0)
+    assert publish.returncode == 2 and "internal error" not in publish.stderr, publish.stderr
+    secret = _closed(["secret", "set", "CLOSED_STDIN"], daemon.env, 0)
+    assert secret.returncode == 2 and "the value is empty" in secret.stderr, secret.stderr
+
+
+def test_stdout_or_stderr_closed_is_not_an_internal_error(daemon):
+    out = _closed(["session", "create", "-n", "closed-stdout", "--reuse"], daemon.env, 1)
+    assert out.returncode == 0 and "internal error" not in out.stderr, out.stderr
+    err = _closed(["session", "get", "no-such-session"], daemon.env, 2)
+    assert err.returncode == 4, err.stdout
