@@ -144,3 +144,20 @@ def test_stdout_or_stderr_closed_is_not_an_internal_error(daemon):
     assert out.returncode == 0 and "internal error" not in out.stderr, out.stderr
     err = _closed(["session", "get", "no-such-session"], daemon.env, 2)
     assert err.returncode == 4, err.stdout
+
+
+# -- a 40-column table -------------------------------------------------------------------
+
+
+def test_command_list_at_40_columns_keeps_the_status(daemon):
+    """At 40 columns `command list` showed ID and TYPE and left out STATUS, what one looks
+    for first: free text (TYPE) is cut further with "…" before a status is left out."""
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
+    assert run_cli(["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=a", "-q"], daemon.env).returncode == 0
+    text, code = _terminal(["command", "list", "-S", sid], daemon.env, 40)
+    assert code == 0
+    header = next(line for line in text.splitlines() if "ID" in line)
+    assert "STATUS" in header, text
+    row = next(line for line in text.splitlines() if "completed" in line)
+    assert "DummyEngine" in row and len(row) <= 40, text
