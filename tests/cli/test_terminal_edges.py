@@ -161,3 +161,23 @@ def test_command_list_at_40_columns_keeps_the_status(daemon):
     assert "STATUS" in header, text
     row = next(line for line in text.splitlines() if "completed" in line)
     assert "DummyEngine" in row and len(row) <= 40, text
+
+
+# -- errors that say what to do next -----------------------------------------------------
+
+
+def test_a_command_no_handler_takes_says_how_to_add_one(daemon):
+    """`llmgine command run Report -S demo` (the --help's own example) in a fresh session was
+    HANDLER_NOT_FOUND and nothing more: what handles a command type was not said."""
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    done = run_cli(["command", "run", "Report", "-S", sid, "-p", "day:=3"], daemon.env)
+    assert done.returncode == 4
+    line = done.stderr.strip()
+    assert "\n" not in line and line.startswith("error: HANDLER_NOT_FOUND: no handler for command 'Report'"), line
+    assert "`llmgine handler add command Report FILE.py`" in line, line
+    assert "`llmgine engine types`" in line, line
+    engine = run_cli(["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=hi"], daemon.env)
+    assert engine.returncode == 4 and "`llmgine engine create DummyEngine`" in engine.stderr, engine.stderr
+    # Deleting a handler that is not there needs no such advice.
+    gone = run_cli(["handler", "delete", "command", "Report", "-S", sid], daemon.env)
+    assert gone.returncode == 4 and "handler add" not in gone.stderr, gone.stderr
