@@ -181,3 +181,33 @@ def test_a_command_no_handler_takes_says_how_to_add_one(daemon):
     # Deleting a handler that is not there needs no such advice.
     gone = run_cli(["handler", "delete", "command", "Report", "-S", sid], daemon.env)
     assert gone.returncode == 4 and "handler add" not in gone.stderr, gone.stderr
+
+
+# -- shell completion, as --help says to install it --------------------------------------
+
+
+def test_completion_help_lines_work_in_a_fresh_home(tmp_path):
+    """`llmgine completion bash > ~/.local/share/bash-completion/completions/llmgine`, as
+    --help said, in a fresh home: `No such file or directory` (the folder is not there until
+    something makes it). Every line of the help, run by a shell, now writes its file; then a
+    bash that sources it completes `llmgine ses` to `session`."""
+    from typer.testing import CliRunner
+
+    from llmgine_cli.app import app
+
+    shown = CliRunner().invoke(app, ["completion", "--help"], env={"COLUMNS": "200"}).stdout
+    lines = [line.strip(" │") for line in shown.splitlines() if "llmgine completion bash >" in line or "fish >" in line]
+    assert len(lines) == 2, shown
+    bindir = os.path.dirname(sys.executable)
+    env = full_env({"HOME": str(tmp_path), "PATH": f"{bindir}:{os.environ['PATH']}", "LLMGINE_NO_AUTOSTART": "1"})
+    for line in lines:
+        done = subprocess.run(["sh", "-c", line], env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, (line, done.stderr)
+    script = tmp_path / ".local/share/bash-completion/completions/llmgine"
+    assert (tmp_path / ".config/fish/completions/llmgine.fish").stat().st_size > 0
+    words = subprocess.run(
+        ["bash", "--norc", "-c", f"source {script}; COMP_WORDS=(llmgine ses); COMP_CWORD=1; "
+         "_llmgine_completion llmgine; printf '%s\\n' \"${COMPREPLY[@]}\""],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert words.stdout.split() == ["session"], (words.stdout, words.stderr)
