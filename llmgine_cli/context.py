@@ -53,6 +53,14 @@ class Environment:
         self.stderr.write(text + "\n")
         self.stderr.flush()
 
+    def after_ctrl_c(self) -> None:
+        """End the line the terminal echoed ``^C`` on, as a shell does after a program killed by
+        SIGINT: a follower or a wait exits 130 by itself, and the prompt, or the `interrupted:`
+        line, came right after the ``^C``. Only where nothing (a spinner, a live view) redraws
+        that line."""
+        if self.stderr_isatty:
+            self.err("")
+
     def reader_gone(self, timeout: float | None = 0) -> bool:
         """Whether stdout is a pipe (or socket) whose reader has gone: `... | head -1` exited.
 

@@ -121,6 +121,7 @@ def logs(
                 render_log_records(env, page.logs, "jsonl" if fmt == "json" else fmt)
             cursor = page.next_after
     except KeyboardInterrupt:
+        env.after_ctrl_c()
         raise typer.Exit(130) from None  # Ctrl-C: as every wait ends (exit 130)
 
 

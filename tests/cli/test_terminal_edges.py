@@ -211,3 +211,72 @@ def test_completion_help_lines_work_in_a_fresh_home(tmp_path):
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert words.stdout.split() == ["session"], (words.stdout, words.stderr)
+
+
+# -- Ctrl-C during a wait ----------------------------------------------------------------
+
+
+def test_ctrl_c_while_a_batch_runs_says_which_batch_goes_on(daemon, tmp_path):
+    """Ctrl-C in `command batch` while it waited for the batch to finish (the first wait,
+    made with the submission) exited 130 and said nothing: the batch ran on, and its id, the
+    way to find it, was never printed. Now it is, as for a later wait."""
+    import json
+    import signal
+
+    from tests.clitools import spawn_cli
+
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
+    jobs = tmp_path / "jobs.jsonl"
+    slow = {"command_type": "DummyEngineCommand", "parameters": {"prompt": "a", "delay_ms": 600000}}
+    jobs.write_text(json.dumps(slow) + "\n" + json.dumps(slow) + "\n")
+    proc = spawn_cli(["command", "batch", "-f", str(jobs), "-S", sid], daemon.env)
+    try:
+        listed = ""
+        while not listed:  # submitted: the CLI now waits for the batch
+            assert proc.poll() is None, proc.communicate()
+            listed = run_cli(["command", "list", "-S", sid, "-q"], daemon.env).stdout.strip()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    no_traceback(err)
+    batch_id = run_cli(["command", "get", listed.split()[0], "-S", sid, "--format", "{{.batch_id}}"], daemon.env)
+    assert f"interrupted: batch {batch_id.stdout.strip()} keeps running" in err, err
+    for command_id in listed.split():
+        run_cli(["command", "cancel", command_id, "-S", sid, "-q"], daemon.env)
+
+
+def test_ctrl_c_in_a_follower_ends_the_echoed_line(daemon):
+    """`llmgine logs -f` and `event tail -o jsonl` on a terminal, then Ctrl-C: the shell's prompt
+    came right after the echoed `^C` (`^C$ `), and `command wait`'s message too (`^Cinterrupted:
+    ...`); a program killed by SIGINT gets that newline from the shell, one exiting 130 by itself
+    must write it."""
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    mark = f"mark{sid[-8:]}"
+    for args, publish in (
+        (["logs", "-f", "--grep", mark], ["log"]),
+        (["event", "tail", "-S", sid, "-o", "jsonl", "--since", "1h"], ["event", "publish", "-S", sid, "-q"]),
+        (["event", "tail", "-S", sid, "--format", "{{.event_type}}", "--since", "1h"], ["event", "publish", "-S", sid]),
+    ):
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "llmgine_cli", *args],
+            env=full_env({**daemon.env, "TERM": "xterm-256color"}),
+            encoding="utf-8",
+            timeout=30,
+            dimensions=(30, 80),
+            preexec_fn=default_signals,
+        )
+        # The second record is written after the first was printed: the follower is in its loop.
+        for n in ("1", "2"):
+            assert run_cli([*publish, f"{mark}{n}"], daemon.env).returncode == 0
+            child.expect_exact(f"{mark}{n}")
+        child.expect("\n")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 130, (args, child.before)
+        assert re.search(r"\^C\r?\n", child.before or ""), (args, child.before)
