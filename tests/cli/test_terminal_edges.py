@@ -282,3 +282,11 @@ def test_ctrl_c_in_a_follower_ends_the_echoed_line(daemon):
         child.close()
         assert child.exitstatus == 130, (args, child.before)
         assert re.search(r"\^C\r?\n", child.before or ""), (args, child.before)
+
+
+def test_health_quiet_says_what_it_prints(daemon):
+    """`health -q` printed nothing (there is no id), while its --help said `Print only ids`."""
+    done = run_cli(["health", "-q"], daemon.env)
+    assert done.returncode == 0 and done.stdout == ""
+    shown = run_cli(["health", "--help"], {**daemon.env, "COLUMNS": "200"}).stdout
+    assert "Print nothing: the exit code answers." in shown and "Print only ids" not in shown, shown
