@@ -124,6 +124,19 @@ def _json_escape(exc: UnicodeError) -> tuple[str, int]:
     return "".join(out), exc.end
 
 
+def clicolor() -> None:
+    """gh's colour switches, for rich (which reads only NO_COLOR and FORCE_COLOR):
+    CLICOLOR_FORCE other than 0 colours output that is not a terminal (`| less -R`), and
+    CLICOLOR=0 turns colour off. NO_COLOR and FORCE_COLOR, when set, still decide."""
+    env = os.environ
+    if "NO_COLOR" in env or "FORCE_COLOR" in env:
+        return
+    if env.get("CLICOLOR_FORCE", "0") not in ("", "0"):
+        env["FORCE_COLOR"] = "1"
+    elif env.get("CLICOLOR") == "0":
+        env["NO_COLOR"] = "1"
+
+
 def open_closed_std_streams() -> None:
     """A standard stream the caller closed (`<&-` in cron or a CI step, `>&-`) is /dev/null:
     Python leaves it None, and every read, isatty() or write on it was an internal error

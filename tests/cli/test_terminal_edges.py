@@ -290,3 +290,15 @@ def test_health_quiet_says_what_it_prints(daemon):
     assert done.returncode == 0 and done.stdout == ""
     shown = run_cli(["health", "--help"], {**daemon.env, "COLUMNS": "200"}).stdout
     assert "Print nothing: the exit code answers." in shown and "Print only ids" not in shown, shown
+
+
+def test_clicolor_force_colours_piped_output_as_gh_does(daemon):
+    """`CLICOLOR_FORCE=1 llmgine session list -o table | less -R`: gh's switch was ignored (rich
+    reads only FORCE_COLOR), so the table came out without colour."""
+    run_cli(["session", "create", "-n", "colour", "--reuse", "-q"], daemon.env)
+    colour = re.compile(r"\x1b\[3[0-7]m")
+    args = ["session", "list", "-o", "table", "-n", "1"]
+    assert colour.search(run_cli(args, {**daemon.env, "CLICOLOR_FORCE": "1"}).stdout)
+    assert not colour.search(run_cli(args, {**daemon.env, "CLICOLOR_FORCE": "0"}).stdout)
+    assert not colour.search(run_cli(args, {**daemon.env, "CLICOLOR_FORCE": "1", "NO_COLOR": "1"}).stdout)
+    assert colour.search(run_cli(args, {**daemon.env, "FORCE_COLOR": "1"}).stdout)
