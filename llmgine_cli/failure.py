@@ -37,6 +37,9 @@ def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, Exi
             line += payload_hint(exc)
         if exc.code == "HANDLER_NOT_FOUND" and "or the global scope" in exc.message:  # a submit
             line += handler_hint(exc)
+        limit = (exc.details or {}).get("limit")
+        if exc.code == "LIMIT_REACHED" and f"(security.limits.{limit})" in exc.message:  # a setting
+            line += f" (`llmgine config set security.limits.{limit} N`, then `llmgine daemon restart`, raises it)"
         return line, http_to_exit_status(exc.status)
     if isinstance(exc, DaemonUnreachable):
         hint = ""

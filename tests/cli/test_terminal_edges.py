@@ -302,3 +302,22 @@ def test_clicolor_force_colours_piped_output_as_gh_does(daemon):
     assert not colour.search(run_cli(args, {**daemon.env, "CLICOLOR_FORCE": "0"}).stdout)
     assert not colour.search(run_cli(args, {**daemon.env, "CLICOLOR_FORCE": "1", "NO_COLOR": "1"}).stdout)
     assert colour.search(run_cli(args, {**daemon.env, "FORCE_COLOR": "1"}).stdout)
+
+
+def test_a_limit_reached_says_which_setting_raises_it(cold_home):
+    """`error: LIMIT_REACHED: limit reached: at most 1 running engines in one session
+    (security.limits.max_engines_per_session)` named the setting but not how to change it."""
+    from tests.clitools import start_daemon, stop_process
+
+    daemon = start_daemon(cold_home, env={"LLMGINE_MAX_ENGINES_PER_SESSION": "1"})
+    try:
+        sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+        assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], daemon.env).returncode == 0
+        done = run_cli(["engine", "create", "SinglePassEngine", "-S", sid, "-q"], daemon.env)
+    finally:
+        stop_process(daemon.proc)
+    assert done.returncode == 6, done.stderr
+    assert done.stderr.startswith("error: LIMIT_REACHED: ") and done.stderr.count("\n") == 1, done.stderr
+    assert (
+        "`llmgine config set security.limits.max_engines_per_session N`, then `llmgine daemon restart`" in done.stderr
+    ), done.stderr
