@@ -55,6 +55,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "health": ("system", "app", "flat"),
     "status": ("system", "app", "flat"),
     "shutdown": ("system", "app", "flat"),
+    "version": ("system", "app", "flat"),  # hidden: what --version prints, as `gh version`
     "logs": ("observability", "app", "flat"),
     "log": ("observability", "app", "flat"),
     "metrics": ("observability", "app", "flat"),

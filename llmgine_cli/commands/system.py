@@ -1,4 +1,4 @@
-"""`llmgine health | status | shutdown` ↔ daemon api/system.py.
+"""`llmgine health | status | shutdown` ↔ daemon api/system.py (and `version`, unlisted).
 
 These are top-level commands (app.py adds this Typer without a name). None of them
 auto-starts the daemon: starting one just to probe or stop it would be absurd.
@@ -23,6 +23,14 @@ SHUTDOWN_VIEW = View()
 
 # A probe has no id to print: -q prints nothing, as `grep -q`, and the exit code answers.
 HealthQuiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing: the exit code answers.")]
+
+
+@app.command("version", hidden=True)
+def version() -> None:
+    """Print the CLI version (as --version; `gh version` and `docker version` users type this)."""
+    from llmgine_daemon import __version__
+
+    typer.echo(f"llmgine {__version__}")
 
 
 @app.command("health")

@@ -52,22 +52,6 @@ def test_help_at_80_columns_keeps_its_boxes(daemon):
     assert code == 0 and "╭─ Options" in text and "--allow-duplicate" in text
 
 
-def test_boxed_help_at_80_columns_cuts_no_option():
-    """The boxed help stays from 80 columns up (PLAIN_HELP_BELOW): there, no option's name or
-    help is cut with "…" in any command's help."""
-    from typer.testing import CliRunner
-
-    from llmgine_cli.app import app
-
-    runner = CliRunner()
-    cut = []
-    for path, _ in _commands():
-        shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80", "TERM": "xterm"}).stdout
-        assert "╭─" in shown, path
-        cut += [f"{' '.join(path)}: {line}" for line in shown.splitlines() if line.startswith("│") and "…" in line]
-    assert not cut, cut
-
-
 # -- examples in --help ------------------------------------------------------------------
 
 
@@ -321,3 +305,16 @@ def test_a_limit_reached_says_which_setting_raises_it(cold_home):
     assert (
         "`llmgine config set security.limits.max_engines_per_session N`, then `llmgine daemon restart`" in done.stderr
     ), done.stderr
+
+
+def test_version_as_a_command_as_gh_and_docker_have_it(cold_home):
+    """`llmgine version` (gh's and docker's spelling) was `No such command 'version'. Did you
+    mean 'session'?`; it prints what --version prints, and is not listed in --help."""
+    from tests.clitools import cli_env
+
+    env = cli_env(cold_home, LLMGINE_NO_AUTOSTART="1")
+    done = run_cli(["version"], env)
+    assert done.returncode == 0 and done.stdout == run_cli(["--version"], env).stdout, done.stderr
+    assert done.stdout.startswith("llmgine ")
+    shown = run_cli(["--help"], {**env, "COLUMNS": "200"}).stdout
+    assert not [line for line in shown.splitlines() if line.lstrip("│ ").startswith("version ")], shown
