@@ -318,3 +318,25 @@ def test_version_as_a_command_as_gh_and_docker_have_it(cold_home):
     assert done.stdout.startswith("llmgine ")
     shown = run_cli(["--help"], {**env, "COLUMNS": "200"}).stdout
     assert not [line for line in shown.splitlines() if line.lstrip("│ ").startswith("version ")], shown
+
+
+def test_event_tail_at_40_columns_shows_the_data(daemon):
+    """At 40 columns the live view padded the event type to 24 columns after time, seq and
+    session: the data, what one tails for, was cut to a bare `…`."""
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", "event", "tail", "-S", sid, "--since", "1h"],
+        env=full_env({**daemon.env, "TERM": "xterm-256color", "COLUMNS": None}),
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(30, 40),
+        preexec_fn=default_signals,
+    )
+    try:
+        assert run_cli(["event", "publish", "Ping", "-S", sid, "-d", '{"k":1}', "-q"], daemon.env).returncode == 0
+        child.expect_exact('{"k":1}')  # whole, not cut to `{"k"…`
+    finally:
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        child.close()
