@@ -53,6 +53,13 @@ class Environment:
         self.stderr.write(text + "\n")
         self.stderr.flush()
 
+    @property
+    def redraws(self) -> bool:
+        """Whether stdout is a terminal that can move its cursor: a live view (top, metrics
+        --watch, event tail) draws there. On TERM=dumb rich's live display draws nothing until
+        it stops (top: not even then), so those print a frame (an event) per line instead."""
+        return self.stdout_isatty and self.environ.get("TERM") not in ("dumb", "unknown")
+
     def after_ctrl_c(self) -> None:
         """End the line the terminal echoed ``^C`` on, as a shell does after a program killed by
         SIGINT: a follower or a wait exits 130 by itself, and the prompt, or the `interrupted:`

@@ -138,7 +138,7 @@ def tail(
         reconnect=not no_reconnect,
         on_status=lambda text: env.err(f"llmgine: {text}"),
     )
-    live = fmt == "table" and env.stdout_isatty and not quiet
+    live = fmt == "table" and env.redraws and not quiet
     try:
         if live:
             from llmgine_cli.live import LiveTail

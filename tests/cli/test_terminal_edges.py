@@ -340,3 +340,28 @@ def test_event_tail_at_40_columns_shows_the_data(daemon):
         child.sendintr()
         child.expect(pexpect.EOF)
         child.close()
+
+
+def test_top_and_metrics_watch_draw_on_a_dumb_terminal(daemon):
+    """`TERM=dumb llmgine top` was a blank screen: rich's live display draws nothing on a
+    terminal that cannot move the cursor until it stops, and top's is transient (nothing even
+    then); `metrics --watch` showed its first frame only at Ctrl-C. There they print a frame per
+    refresh, as when piped."""
+    for args, seen in ((["top", "--interval", "0.2"], "queued;"), (["metrics", "--watch", "-i", "0.2"], "requests")):
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "llmgine_cli", *args],
+            env=full_env({**daemon.env, "TERM": "dumb"}),
+            encoding="utf-8",
+            timeout=30,
+            dimensions=(30, 120),
+            preexec_fn=default_signals,
+        )
+        try:
+            child.expect_exact(seen)  # a frame while it runs, not at its end
+            child.expect_exact(seen)  # and another at the next refresh
+        finally:
+            child.sendintr()
+            child.expect(pexpect.EOF)
+            child.close()
+        assert child.exitstatus == 130, args
