@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -365,3 +366,21 @@ def test_top_and_metrics_watch_draw_on_a_dumb_terminal(daemon):
             child.expect(pexpect.EOF)
             child.close()
         assert child.exitstatus == 130, args
+
+
+def test_webhook_add_example_runs_as_written(daemon):
+    """`webhook add`'s --help example used https://example.com, which a default daemon refuses
+    (403 FORBIDDEN: webhooks.allowed_hosts is loopback only): the example did not run."""
+    from typer.testing import CliRunner
+
+    from llmgine_cli.app import app
+
+    shown = CliRunner().invoke(app, ["webhook", "add", "--help"], env={"COLUMNS": "250"}).stdout
+    example = re.search(r"`(llmgine webhook add [^`|]+)", shown)
+    assert example, shown
+    assert "webhooks.allowed_hosts" in shown, shown
+    sid = run_cli(["session", "create", "-n", "demo", "--reuse", "-q"], daemon.env).stdout.strip()
+    assert sid
+    words = shlex.split(example.group(1))[1:]
+    done = run_cli(words, daemon.env)
+    assert done.returncode == 0, done.stderr
