@@ -14,9 +14,11 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llmgine_cli.context import escape_unencodable_output
+    from llmgine_cli.context import clicolor, escape_unencodable_output, open_closed_std_streams
     from llmgine_cli.hot import fast_main
 
+    open_closed_std_streams()
+    clicolor()
     escape_unencodable_output()
     args = sys.argv[1:] if argv is None else list(argv)
     code = fast_main(args)

@@ -53,6 +53,21 @@ class Environment:
         self.stderr.write(text + "\n")
         self.stderr.flush()
 
+    @property
+    def redraws(self) -> bool:
+        """Whether stdout is a terminal that can move its cursor: a live view (top, metrics
+        --watch, event tail) draws there. On TERM=dumb rich's live display draws nothing until
+        it stops (top: not even then), so those print a frame (an event) per line instead."""
+        return self.stdout_isatty and self.environ.get("TERM") not in ("dumb", "unknown")
+
+    def after_ctrl_c(self) -> None:
+        """End the line the terminal echoed ``^C`` on, as a shell does after a program killed by
+        SIGINT: a follower or a wait exits 130 by itself, and the prompt, or the `interrupted:`
+        line, came right after the ``^C``. Only where nothing (a spinner, a live view) redraws
+        that line."""
+        if self.stderr_isatty:
+            self.err("")
+
     def reader_gone(self, timeout: float | None = 0) -> bool:
         """Whether stdout is a pipe (or socket) whose reader has gone: `... | head -1` exited.
 
@@ -114,6 +129,34 @@ def _json_escape(exc: UnicodeError) -> tuple[str, int]:
         else:
             out.append(f"\\u{code:04x}")
     return "".join(out), exc.end
+
+
+def clicolor() -> None:
+    """gh's colour switches, for rich (which reads only NO_COLOR and FORCE_COLOR):
+    CLICOLOR_FORCE other than 0 colours output that is not a terminal (`| less -R`), and
+    CLICOLOR=0 turns colour off. NO_COLOR and FORCE_COLOR, when set, still decide."""
+    env = os.environ
+    if "NO_COLOR" in env or "FORCE_COLOR" in env:
+        return
+    if env.get("CLICOLOR_FORCE", "0") not in ("", "0"):
+        env["FORCE_COLOR"] = "1"
+    elif env.get("CLICOLOR") == "0":
+        env["NO_COLOR"] = "1"
+
+
+def open_closed_std_streams() -> None:
+    """A standard stream the caller closed (`<&-` in cron or a CI step, `>&-`) is /dev/null:
+    Python leaves it None, and every read, isatty() or write on it was an internal error
+    (AttributeError). Closed stdin reads as empty, as `< /dev/null` does; and a file the
+    command opens later cannot land on descriptor 0, 1 or 2 and be written to by mistake."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 def escape_unencodable_output() -> None:

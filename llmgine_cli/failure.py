@@ -35,6 +35,11 @@ def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, Exi
             line += " (pass --api-key or set LLMGINE_API_KEY)"
         if exc.code == "PAYLOAD_TOO_LARGE":
             line += payload_hint(exc)
+        if exc.code == "HANDLER_NOT_FOUND" and "or the global scope" in exc.message:  # a submit
+            line += handler_hint(exc)
+        limit = (exc.details or {}).get("limit")
+        if exc.code == "LIMIT_REACHED" and f"(security.limits.{limit})" in exc.message:  # a setting
+            line += f" (`llmgine config set security.limits.{limit} N`, then `llmgine daemon restart`, raises it)"
         return line, http_to_exit_status(exc.status)
     if isinstance(exc, DaemonUnreachable):
         hint = ""
@@ -74,6 +79,19 @@ def payload_hint(exc: ApiError) -> str:
     return (
         f" ({shown}the setting server.max_body_size (LLMGINE_MAX_BODY_SIZE) raises it: "
         "`llmgine config set server.max_body_size BYTES`, then `llmgine daemon restart`)"
+    )
+
+
+def handler_hint(exc: ApiError) -> str:
+    """What handles a command type: a handler of the user's, or the engine whose type it is."""
+    kind, type_ = (exc.details or {}).get("kind"), (exc.details or {}).get("type")
+    if kind != "command" or not isinstance(type_, str):
+        return ""
+    if type_.endswith("EngineCommand"):  # DummyEngineCommand: a DummyEngine's (engine types)
+        return f" (create the engine that handles it: `llmgine engine create {type_.removesuffix('Command')}`)"
+    return (
+        f" (add a handler: `llmgine handler add command {type_} FILE.py`; `llmgine engine types` lists"
+        " the command types engines handle)"
     )
 
 

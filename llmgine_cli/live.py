@@ -61,9 +61,10 @@ def event_text(event: Any, width: int) -> Any:
 
     line = Text()
     line.append(f"{short_time(event.timestamp)[11:]} ", style="dim")
-    line.append(f"#{event.seq:<6} ", style="dim")
+    wide = width >= 80  # seqs and types line up in columns; narrower, the data gets that room
+    line.append(f"#{event.seq:<{6 if wide else 0}} ", style="dim")
     line.append(f"{short_id(event.session_id)} ", style="bold")
-    line.append(f"{_type(event):<24} ", style=_type_style(event.event_type))
+    line.append(f"{_type(event):<{24 if wide else 0}} ", style=_type_style(event.event_type))
     line.append(_compact(event.data, max(width - line.cell_len, 1)))
     return line
 

@@ -482,6 +482,7 @@ STATUS_STYLES = {
     "closed": "dim",
 }
 _FLEX_MIN = 16  # a long column (data, names, descriptions) shrinks to no less, with "…"
+_FLEX_TIGHT = 8  # ... or to this, rather than leave out the other columns still shown
 # Columns of free text: they shrink (with "…") before anything is left out, and go last.
 FLEX_HEADERS = frozenset(
     {
@@ -512,8 +513,9 @@ def fit_columns(headers: list[str], rows: list[list[str]], width: int) -> tuple[
 
     Ids, times, statuses, counts and the first column (what the next command takes) keep their
     width; free-text columns (FLEX_HEADERS) shrink to _FLEX_MIN with "…", widest first. When
-    even that does not fit, the other columns are left out from the right, then the free-text
-    ones; the first column always stays, whole.
+    even that does not fit, the other columns are left out from the right, then free text
+    shrinks to _FLEX_TIGHT, then the free-text columns go, and STATUS last; the first column
+    always stays, whole.
     No header is ever narrower than itself, and no cell wraps: every row stays one line.
     """
     natural = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
@@ -525,11 +527,17 @@ def fit_columns(headers: list[str], rows: list[list[str]], width: int) -> tuple[
     def need(widths: list[int]) -> int:  # cells plus a 3-wide gap between, 1 at each edge
         return sum(widths[i] for i in keep) + 3 * (len(keep) - 1) + 2
 
-    drop_order = [i for i in reversed(keep[1:]) if not flex[i]] + [i for i in reversed(keep[1:]) if flex[i]]
-    for i in drop_order:
+    # A status is what one looks for first: it goes last, after free text that is cut to
+    # _FLEX_TIGHT first (at 40 columns `command list` left STATUS out to keep 16 of TYPE).
+    status = [i for i in keep[1:] if headers[i] == "STATUS"]
+    plain = [i for i in reversed(keep[1:]) if not flex[i] and i not in status]
+    for i in [*plain, None, *[i for i in reversed(keep[1:]) if flex[i]], *status]:
         if need(floor) <= width:
             break
-        keep.remove(i)
+        if i is None:  # the other columns are gone: free text shrinks further before it goes
+            floor = [max(len(h), min(n, _FLEX_TIGHT)) if f else n for h, n, f in zip(headers, floor, flex, strict=True)]
+        else:
+            keep.remove(i)
     limits: list[int | None] = [None] * len(headers)
     widths = list(natural)
     while need(widths) > width:

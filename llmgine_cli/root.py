@@ -55,6 +55,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "health": ("system", "app", "flat"),
     "status": ("system", "app", "flat"),
     "shutdown": ("system", "app", "flat"),
+    "version": ("system", "app", "flat"),  # hidden: what --version prints, as `gh version`
     "logs": ("observability", "app", "flat"),
     "log": ("observability", "app", "flat"),
     "metrics": ("observability", "app", "flat"),
@@ -268,6 +269,30 @@ def _root_option_hint(exc: Any, ctx: Any) -> str | None:
     return None
 
 
+# Typer's boxed help needs 80 columns: narrower, it cut option names and their help with "…"
+# (`--allow…`, `--cancel-on-inte…` at 72 columns) rather than wrap them; click's plain layout,
+# what it shows without rich, wraps the help and keeps every option name whole.
+PLAIN_HELP_BELOW = 80
+
+
+def terminal_columns() -> int:
+    import shutil
+
+    return max(shutil.get_terminal_size((PLAIN_HELP_BELOW, 24)).columns, 20)
+
+
+def narrow_formatter(base: type[Any]) -> type[Any]:
+    """click's help formatter with the option column at most a third of the width (click's is
+    30 wide, which left 10 columns for the help at 40); a longer option name gets a line of its
+    own, its help indented under it."""
+
+    class Narrow(base):  # type: ignore[misc, valid-type]
+        def write_dl(self, rows: Any, col_max: int = 30, col_spacing: int = 2) -> None:
+            super().write_dl(rows, min(col_max, max(self.width // 3, 10)), col_spacing)
+
+    return Narrow
+
+
 class RootGroup(TyperGroup):
     """Builds only the invoked command's group; wraps every command so errors are reported
     the same way, whatever raised them."""
@@ -289,7 +314,30 @@ class RootGroup(TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
-        """Typer's main, except that a usage error is one line on stderr (exit 2), not a box."""
+        """Typer's main, except that a usage error is one line on stderr (exit 2), not a box,
+        and that help is plain text on a narrow terminal (PLAIN_HELP_BELOW)."""
+        import typer.core
+
+        context, columns = self.context_class, terminal_columns()
+        rich_help, formatter = typer.core.HAS_RICH, context.formatter_class
+        if columns < PLAIN_HELP_BELOW:
+            typer.core.HAS_RICH = False
+            context.formatter_class = narrow_formatter(formatter)
+            extra.setdefault("terminal_width", columns - 1)  # click's own floor is 50
+        try:
+            return self._main(args, prog_name, complete_var, standalone_mode, windows_expand_args, **extra)
+        finally:
+            typer.core.HAS_RICH, context.formatter_class = rich_help, formatter
+
+    def _main(
+        self,
+        args: Sequence[str] | None,
+        prog_name: str | None,
+        complete_var: str | None,
+        standalone_mode: bool,
+        windows_expand_args: bool,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:

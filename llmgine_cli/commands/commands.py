@@ -274,6 +274,7 @@ def run(
         except KeyboardInterrupt:
             if not submitted:
                 raise
+            app_ctx.env.after_ctrl_c()  # --follow prints events: no spinner redraws the line
             # As without --follow: say the command goes on (or cancel it), exit 130.
             code = hot.interrupted(app_ctx, msgspec.to_builtins(submitted[0]), cancel=cancel_on_interrupt)
             raise typer.Exit(code) from None
@@ -369,8 +370,8 @@ def list_(
 ) -> None:
     """List a session's commands, newest first.
 
-    Examples: `llmgine command list -S demo --status failed -q | xargs llmgine command retry -S demo`,
-    `llmgine command list -S demo -o 'table {{.command_id}}\t{{.status}}\t{{.error.message}}'`
+    Examples: `llmgine command list -S demo --status failed -q | xargs -r llmgine command retry -S demo`,
+    `llmgine command list -S demo -o 'table {{.command_id}}\\t{{.status}}\\t{{.error.message}}'`
     """
     app_ctx = state(ctx)
     page = app_ctx.client().list_commands(
@@ -411,7 +412,7 @@ def wait(
 
       llmgine command wait "$ID" --timeout 60 -o json | jq -r .commands[].status
 
-      llmgine command batch -f jobs.jsonl -S demo --no-wait -q | xargs llmgine command wait --any
+      llmgine command batch -f jobs.jsonl -S demo --no-wait -q | xargs -r llmgine command wait --any
     """
     app_ctx = state(ctx)
     command_ids = waiting.in_session(app_ctx, session, command_ids)
@@ -537,7 +538,7 @@ def batch(
             commands,
             mode="sequential" if sequential else "parallel",
             stop_on_error=stop_on_error,
-            wait=0 if no_wait or show_bar else LONG_POLL_S,
+            wait=0,  # the id first: Ctrl-C in the wait below can then name the batch that goes on
         )
     try:
         with Bar(app_ctx.env, len(commands), "batch") as bar:
@@ -546,6 +547,8 @@ def batch(
                     bar.update(sum(1 for c in result.commands if c.status in TERMINAL))
                 result = client.get_batch(session, result.batch_id, wait=poll)
     except KeyboardInterrupt:
+        if not show_bar:
+            app_ctx.env.after_ctrl_c()
         app_ctx.env.err(
             f"interrupted: batch {result.batch_id} keeps running "
             f"(llmgine command list --session {session} --batch {result.batch_id})"

@@ -1,7 +1,9 @@
 """`llmgine completion bash|zsh|fish`: print the shell completion script.
 
+    mkdir -p ~/.local/share/bash-completion/completions
     llmgine completion bash > ~/.local/share/bash-completion/completions/llmgine
     llmgine completion zsh > "${fpath[1]}/_llmgine"
+    mkdir -p ~/.config/fish/completions
     llmgine completion fish > ~/.config/fish/completions/llmgine.fish
 
 The same scripts are in the repository's completions/ folder. Session ids, engine ids, tool
@@ -37,12 +39,16 @@ def completion(
     Where it goes (a new shell then completes commands, options, session ids and names,
     engine ids, tool names and event types from the running daemon):
 
+      mkdir -p ~/.local/share/bash-completion/completions
       llmgine completion bash > ~/.local/share/bash-completion/completions/llmgine
 
       llmgine completion zsh > "${fpath[1]}/_llmgine"
 
+      mkdir -p ~/.config/fish/completions
       llmgine completion fish > ~/.config/fish/completions/llmgine.fish
 
-    Or for this shell only: `source <(llmgine completion bash)`.
+    The bash one is read by the bash-completion package (Debian: `apt-get install
+    bash-completion`); without it, `llmgine --install-completion bash` adds a line to
+    ~/.bashrc. For this shell only: `source <(llmgine completion bash)`.
     """
     state(ctx).env.stdout.write(scripts.script(shell.value))

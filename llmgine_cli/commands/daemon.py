@@ -193,6 +193,7 @@ def logs(
         try:
             _follow(env, path, position)
         except KeyboardInterrupt:
+            env.after_ctrl_c()
             raise typer.Exit(130) from None  # Ctrl-C: as every wait ends (exit 130)
 
 

@@ -138,8 +138,9 @@ def tail(
         reconnect=not no_reconnect,
         on_status=lambda text: env.err(f"llmgine: {text}"),
     )
+    live = fmt == "table" and env.redraws and not quiet
     try:
-        if fmt == "table" and env.stdout_isatty and not quiet:
+        if live:
             from llmgine_cli.live import LiveTail
 
             with LiveTail(env, title=session or "all sessions") as view:
@@ -167,6 +168,8 @@ def tail(
             if stream.stopped:
                 raise reader_gone_error()  # as a write that failed would
     except KeyboardInterrupt:
+        if not live:  # the live view ends its own line
+            env.after_ctrl_c()
         raise typer.Exit(130) from None  # Ctrl-C ends a tail as it ends every wait: 130
     finally:
         stream.close()

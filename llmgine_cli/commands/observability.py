@@ -121,6 +121,7 @@ def logs(
                 render_log_records(env, page.logs, "jsonl" if fmt == "json" else fmt)
             cursor = page.next_after
     except KeyboardInterrupt:
+        env.after_ctrl_c()
         raise typer.Exit(130) from None  # Ctrl-C: as every wait ends (exit 130)
 
 
@@ -178,7 +179,7 @@ def metrics(
         return
     done = 0
     try:
-        if fmt == "table" and env.stdout_isatty:
+        if fmt == "table" and env.redraws:
             from rich.console import Console
             from rich.live import Live
 
@@ -202,6 +203,8 @@ def metrics(
                     env.out("")
                 render_metrics(env, snapshot, fmt, previous=previous, interval=interval)
     except KeyboardInterrupt:
+        if not (fmt == "table" and env.redraws):  # not the live view: the echoed ^C ends a line
+            env.after_ctrl_c()
         raise typer.Exit(130) from None  # Ctrl-C: as every wait ends (exit 130)
 
 

@@ -153,7 +153,7 @@ def top(
     app_ctx = state(ctx)
     env = app_ctx.env
     client = app_ctx.client()
-    interactive = env.stdout_isatty and sys.stdin.isatty()
+    interactive = env.redraws and sys.stdin.isatty()
     done = 0
     try:
         if not interactive:  # piped: one frame per refresh, as plain text
@@ -191,4 +191,6 @@ def top(
             signal.signal(signal.SIGCONT, resumed)
             termios.tcsetattr(sys.stdin, termios.TCSADRAIN, saved)
     except KeyboardInterrupt:
+        if not interactive:  # frames as lines: the echoed ^C ends one
+            env.after_ctrl_c()
         raise typer.Exit(130) from None

@@ -138,7 +138,7 @@ def add(
 def list_(ctx: typer.Context, session: OptionalSession = None, output: Output = None, quiet: Quiet = False) -> None:
     """List schedules with their next firing time and how often they fired.
 
-    Example: `llmgine schedule list -q | xargs -n1 llmgine schedule pause`
+    Example: `llmgine schedule list -q | xargs -r -n1 llmgine schedule pause`
     """
     _show(ctx, state(ctx).client().list_schedules(session), LIST_VIEW, output, quiet)
 

@@ -124,8 +124,8 @@ def list_(
 ) -> None:
     """List the active sessions, newest first (--all: closed ones too).
 
-    Examples: `llmgine session list --all --format '{{.session_id}}\t{{.name}}'`,
-    `llmgine session list -q | xargs llmgine session delete -q`
+    Examples: `llmgine session list --all --format '{{.session_id}}\\t{{.name}}'`,
+    `llmgine session list -q | xargs -r llmgine session delete -q`
     """
     hot.session_list(
         state(ctx),
@@ -168,7 +168,7 @@ def delete(
 ) -> None:
     """End a session (it stays readable), or with --purge delete it and everything in it.
 
-    Several IDs (`llmgine session list -q | xargs llmgine session delete -q`) are ended in turn,
+    Several IDs (`llmgine session list -q | xargs -r llmgine session delete -q`) are ended in turn,
     as `docker rm` removes containers: one that fails is an error line and the exit code of
     the first failure, and the others are still ended; the ended ones are listed.
 

@@ -1,4 +1,4 @@
-"""`llmgine health | status | shutdown` ↔ daemon api/system.py.
+"""`llmgine health | status | shutdown` ↔ daemon api/system.py (and `version`, unlisted).
 
 These are top-level commands (app.py adds this Typer without a name). None of them
 auto-starts the daemon: starting one just to probe or stop it would be absurd.
@@ -6,7 +6,7 @@ auto-starts the daemon: starting one just to probe or stop it would be absurd.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -21,10 +21,22 @@ STATUS_VIEW = View(id_field="pid")
 SHUTDOWN_VIEW = View()
 
 
+# A probe has no id to print: -q prints nothing, as `grep -q`, and the exit code answers.
+HealthQuiet = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing: the exit code answers.")]
+
+
+@app.command("version", hidden=True)
+def version() -> None:
+    """Print the CLI version (as --version; `gh version` and `docker version` users type this)."""
+    from llmgine_daemon import __version__
+
+    typer.echo(f"llmgine {__version__}")
+
+
 @app.command("health")
-def health(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
+def health(ctx: typer.Context, output: Output = None, quiet: HealthQuiet = False) -> None:
     """Probe the daemon (exit 0 healthy; 1 degraded: its database could not be reached at the last
-    try, or shutting down; 3 not running)."""
+    try, or shutting down; 3 not running). `llmgine health -q && ...` in a script."""
     app_ctx = state(ctx)
     result = app_ctx.client(autostart=False).health()
     render(app_ctx.env, result, HEALTH_VIEW, output, quiet)

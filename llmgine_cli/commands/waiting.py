@@ -81,6 +81,7 @@ def wait_and_report(
             if result.done or (deadline is not None and time.monotonic() >= deadline):
                 break
     except KeyboardInterrupt:
+        app_ctx.env.after_ctrl_c()
         app_ctx.env.err("interrupted: the commands keep running in the daemon")
         return ExitStatus.INTERRUPTED
     data = msgspec.to_builtins(result)

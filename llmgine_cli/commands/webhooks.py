@@ -86,7 +86,10 @@ def add(
     """Register a webhook and print it with its secret (shown this once: keep it to verify
     signatures; -q prints only the id, -o json the secret too).
 
-    Example: `llmgine webhook add https://example.com/hook -e 'Command*' -S demo -o json | jq -r .secret`
+    Example: `llmgine webhook add http://localhost:8080/hook -e 'Command*' -S demo -o json | jq -r .secret`
+
+    Only hosts the daemon's setting webhooks.allowed_hosts lists may be called (by default
+    loopback: 127.0.0.0/8, ::1, localhost); another is 403 FORBIDDEN until it is added there.
     """
     app_ctx = state(ctx)
     secret = read_text("-", "--secret-stdin").strip() if secret_stdin else None
@@ -105,7 +108,7 @@ def add(
 def list_(ctx: typer.Context, session: OptionalSession = None, output: Output = None, quiet: Quiet = False) -> None:
     """List webhooks with their pending, delivered and failed deliveries.
 
-    Example: `llmgine webhook list -o 'table {{.webhook_id}}\t{{.url}}'` (the URL in full)
+    Example: `llmgine webhook list -o 'table {{.webhook_id}}\\t{{.url}}'` (the URL in full)
     """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().list_webhooks(session), LIST_VIEW, output, quiet)

@@ -141,6 +141,7 @@ WITHOUT_OUTPUT = {
     "daemon logs",
     "daemon uninstall",
     "top",
+    "version",
 }
 
 
