@@ -1,0 +1,266 @@
+"""What an operator meets when the machine misbehaves, with the real llmgined and llmgine
+processes and real files: a database file damaged (at start, and under a running daemon), a
+home on a read-only file system, a daemon paused with SIGSTOP, a setting too large to use.
+Each is a clear answer or one line, never a traceback or a 500."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from llmgine_daemon.settings import get_paths
+
+from llmgine_cli.daemonctl import pid_alive, read_pid
+from tests.clitools import cleanup_home, cli_env, run_cli, short_home
+from tests.e2e.test_bus_crash import call
+from tests.e2e.test_llmgined import exit_code, fails_with, free_port, run_daemon, wait_for_http
+from tests.eventually import eventually_blocking
+
+pytestmark = pytest.mark.e2e
+
+GARBAGE = bytes(range(256)) * 16  # one 4 KiB page of bytes no b-tree page starts with
+
+
+def made_home(home: Path, sessions: int = 3) -> None:
+    """A home whose database holds a few sessions, the daemon stopped and the log folded in."""
+    port = free_port()
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+        for _ in range(sessions):
+            assert call(port, "POST", "/api/sessions", {}, home=home)[0] == 201
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert exit_code(proc) == 0
+
+
+def checkpoint(db: Path) -> None:
+    """Fold the write-ahead log into the file, so damage to the file is what readers see."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        eventually_blocking(lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0)
+    finally:
+        conn.close()
+
+
+def damage_pages(db: Path, pages: list[int]) -> None:
+    with db.open("r+b") as fh:
+        for page in pages:
+            fh.seek((page - 1) * 4096)
+            fh.write(GARBAGE)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@pytest.mark.sqlite_only(reason="an SQLite file damaged on disk")
+def test_a_database_damaged_where_start_up_reads_it_is_one_line(home):
+    # The file opens (its first pages are whole) but a table start-up reads is damaged: the
+    # daemon printed a traceback from deep in the stream hub's start and exited 1.
+    made_home(home)
+    db = home / "data" / "llmgine.db"
+    with sqlite3.connect(db) as conn:
+        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
+    damage_pages(db, [root])
+    proc = run_daemon(home)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("llmgined: cannot start: database.url: ") and str(db) in last, err
+    assert "database disk image is malformed" in last and "restore it from a backup" in last, err
+    assert not (home / "run" / "llmgined.sock").exists()
+    assert not (home / "run" / "llmgined.pid").exists()
+
+
+@pytest.mark.sqlite_only(reason="an SQLite file damaged on disk")
+def test_a_database_damaged_under_a_running_daemon_is_503_and_no_traceback(home):
+    # Every request touching the damaged file answered 500 INTERNAL_ERROR with a traceback in
+    # the log, the stream hub and the webhook rounds logged a traceback every second, and
+    # GET /api/health said "healthy".
+    made_home(home)
+    db = home / "data" / "llmgine.db"
+    log = home / "daemon.log"
+    port = free_port()
+    proc = run_daemon(home, "--port", str(port), env={"LOG_FILE": str(log), "LOG_FORMAT": "text"})
+    try:
+        wait_for_http(port, proc)
+        checkpoint(db)
+        pages = db.stat().st_size // 4096
+        damage_pages(db, list(range(2, pages + 1)))  # page 1 (the header) stays whole
+        for method, path, body in (("GET", "/api/sessions", None), ("POST", "/api/sessions", {})):
+            status, answer = call(port, method, path, body, home=home)
+            assert status == 503 and answer["error"]["code"] == "STORAGE_DAMAGED", (method, answer)
+            assert "restore it from a backup" in answer["error"]["message"]
+        status, health = call(port, "GET", "/api/health", home=home)
+        assert status == 200 and health["status"] == "degraded", health
+        # The background rounds (the stream hub's poll, once a second) find it too: one line.
+        eventually_blocking(lambda: "streams: cannot read the event log head: " in log.read_text())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    text = log.read_text()
+    assert "Traceback" not in text + err, (text + err)[-4000:]
+    assert "storage damaged: " in text and "database disk image is malformed" in text, text[-4000:]
+
+
+@pytest.fixture
+def cli_home() -> Iterator[Path]:
+    path = short_home()
+    try:
+        yield path
+    finally:
+        cleanup_home(path)
+
+
+def llmgine(home: Path, *args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
+    proc = run_cli(args, cli_env(home, **env))
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+@pytest.fixture
+def read_only_home(cli_home: Path) -> Iterator[Path]:
+    """A home on a file system mounted read-only (a tmpfs in the test's own directory)."""
+    mnt = cli_home / "ro"
+    mnt.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        home = mnt / "h"
+        for sub in ("run", "state", "config", "data"):
+            (home / sub).mkdir(parents=True, mode=0o700)
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        yield home
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.mark.sqlite_only(reason="the CLI's own files in the home; the storage plays no part")
+def test_daemon_start_on_a_read_only_home_says_so(read_only_home):
+    # `llmgine daemon start` (and every command's auto-start) said "internal error: OSError:
+    # [Errno 30] ..." when it could not create its start lock in the runtime directory.
+    for args, env in ((("daemon", "start"), {}), (("session", "list"), {"LLMGINE_NO_AUTOSTART": None})):
+        proc = llmgine(read_only_home, *args, **env)
+        assert proc.returncode == 1, proc.stderr
+        assert "internal error" not in proc.stderr and "Errno" not in proc.stderr, proc.stderr
+        assert "cannot start llmgined: " in proc.stderr and "Read-only file system" in proc.stderr, proc.stderr
+        assert str(read_only_home / "run") in proc.stderr, proc.stderr
+
+
+@pytest.mark.sqlite_only(reason="signals to the daemon's process; the storage plays no part")
+def test_a_paused_daemon_is_named_by_status_and_ended_by_stop(cli_home):
+    # SIGSTOP (Ctrl-Z, a debugger): `daemon stop` sent SIGTERM, which a stopped process holds
+    # until it is continued, so it waited its 20 s and said "still running ... kill it with:
+    # kill PID" (which it had just done). `daemon status` only said no answer came.
+    assert llmgine(cli_home, "daemon", "start").returncode == 0
+    pid = read_pid(get_paths({"LLMGINE_HOME": str(cli_home)}))
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        status = llmgine(cli_home, "daemon", "status")
+        assert status.returncode == 7, status.stderr
+        assert f"llmgined (pid {pid}) is stopped" in status.stderr and f"kill -CONT {pid}" in status.stderr
+        stop = llmgine(cli_home, "daemon", "stop")
+        assert stop.returncode == 0, stop.stderr
+        assert f"llmgined stopped (pid {pid})" in stop.stdout
+        assert not pid_alive(pid)
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.sqlite_only(reason="a setting refused before any storage is opened")
+@pytest.mark.parametrize("value", ["1e308", "1e300"])
+def test_a_number_of_seconds_too_large_is_a_configuration_error(home, value):
+    # 1e308 seconds passed the check (finite, positive) and overflowed later, in the store's
+    # busy timeout in milliseconds: a traceback.
+    line = fails_with(home, env={"LLMGINE_DB_BUSY_TIMEOUT": value})
+    assert "LLMGINE_DB_BUSY_TIMEOUT" in line or "database.busy_timeout" in line, line
+    assert "at most" in line, line
+
+
+@pytest.fixture
+def small_disk(home: Path) -> Iterator[Path]:
+    """A home on a 3 MiB tmpfs of its own (in the test's directory); ``remount(size)``."""
+    mnt = home / "disk"
+    mnt.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mnt)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def fill(port: int, home: Path, sid: str) -> tuple[list[str], set[int]]:
+    """Publish 2 KiB events from 6 threads until each has been refused for a full disk: (the
+    ids of those acknowledged, every status seen)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"event_type": "Filler", "data": {"pad": "x" * 2048}}
+
+    def client(_: int) -> tuple[list[str], set[int]]:
+        acked, seen = [], set()
+        for _ in range(2000):
+            status, answer = call(port, "POST", f"/api/sessions/{sid}/events", body, home=home)
+            seen.add(status)
+            if status == 201:
+                acked.append(answer["event_id"])
+            elif status == 507:
+                assert answer["error"]["code"] == "INSUFFICIENT_STORAGE", answer
+                break
+            else:
+                raise AssertionError((status, answer))
+        return acked, seen
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(client, range(6)))
+    return [e for acked, _ in results for e in acked], set().union(*(seen for _, seen in results))
+
+
+@pytest.mark.sqlite_only(reason="an SQLite file on a file system that fills up")
+def test_a_real_full_disk_is_507_survives_kill_9_and_recovers_when_space_returns(small_disk):
+    # Measured, not a defect found: the page-limit test (tests/api/test_durability.py) stands
+    # in for a full disk; this one fills a real file system, WAL and -shm included.
+    home = small_disk / "h"
+    port = free_port()
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+        status, session = call(port, "POST", "/api/sessions", {}, home=home)
+        assert status == 201
+        sid = session["session_id"]
+        acked, seen = fill(port, home, sid)
+        assert seen == {201, 507} and acked, seen  # never a 500, nothing else
+        status, health = call(port, "GET", "/api/health", home=home)
+        assert status == 200 and health["status"] == "degraded"
+        assert call(port, "GET", f"/api/sessions/{sid}/events/{acked[-1]}", home=home)[0] == 200  # reads work
+    finally:
+        proc.kill()  # kill -9 with the disk still full
+        proc.wait()
+    proc = run_daemon(home, "--port", str(port))  # starts on the full disk
+    try:
+        wait_for_http(port, proc)
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+        # Space is back: writes go through again without a restart.
+        eventually_blocking(
+            lambda: call(port, "POST", f"/api/sessions/{sid}/events", {"event_type": "Back"}, home=home)[0] == 201
+        )
+        status, health = call(port, "GET", "/api/health", home=home)
+        assert status == 200 and health["status"] == "healthy"
+        lost = [e for e in acked if call(port, "GET", f"/api/sessions/{sid}/events/{e}", home=home)[0] != 200]
+        assert not lost, f"{len(lost)} of {len(acked)} acknowledged events lost"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert exit_code(proc) == 0
