@@ -239,12 +239,13 @@ def start(flags: DaemonFlags, env: Mapping[str, str] | None = None, *, timeout: 
     try:
         ensure_private_dir(paths.runtime_dir)
         ensure_private_dir(paths.state_dir)
-    except (ConfigError, OSError) as exc:
+        # Serialise concurrent starters (two auto-starting CLIs): the second one waits, then
+        # finds the first one's daemon answering.
+        lock_fd = os.open(paths.runtime_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except ConfigError as exc:
         raise DaemonError(str(exc)) from None
-
-    # Serialise concurrent starters (two auto-starting CLIs): the second one waits, then
-    # finds the first one's daemon answering.
-    lock_fd = os.open(paths.runtime_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:  # a read-only or full file system, a directory we may not write
+        raise DaemonError(f"cannot start llmgined: {_os_error(exc)}") from None
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         return _start_locked(flags, env, paths, resolved, target, timeout)
@@ -286,7 +287,10 @@ def _start_locked(
     paths.pidfile.unlink(missing_ok=True)  # stale, if there is one: its process is gone
 
     log = paths.daemon_log
-    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise DaemonError(f"cannot start llmgined: {_os_error(exc)}") from None
     offset = os.fstat(log_fd).st_size
     cmd = [sys.executable, "-m", "llmgine_daemon", *flags.argv()]
     try:
@@ -335,6 +339,12 @@ def _start_locked(
     return Started(proc.pid, health.version, target.url, _listeners(target, resolved.api_key), str(resolved.log_file))
 
 
+def _os_error(exc: OSError) -> str:
+    """``path: reason`` (``[Errno 30] Read-only file system: 'path'`` said plainly)."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
@@ -375,6 +385,9 @@ def stop(
         # Not answering (or refusing us): the pidfile is ours, so signal it.
         try:
             os.kill(pid, signal.SIGTERM)
+            # A daemon stopped (SIGSTOP, Ctrl-Z, a debugger's pause) does not answer and would
+            # hold the SIGTERM until someone continues it: continue it, as systemd's stop does.
+            os.kill(pid, signal.SIGCONT)
             signalled = True
         except ProcessLookupError:  # it was alive a moment ago: it just finished exiting
             return Stopped(pid, target.url, was_running=True)
@@ -387,6 +400,19 @@ def stop(
             raise DaemonTimeout(f"llmgined (pid {pid}) is still running after {timeout:g}s (kill it with: kill {pid})")
         time.sleep(0.05)
     return Stopped(pid, target.url, was_running=True, signalled=signalled)
+
+
+def paused_pid(target: Target, env: Mapping[str, str]) -> int | None:
+    """The pid of this home's daemon at ``target`` if it is stopped (SIGSTOP, Ctrl-Z, a
+    debugger), which is why it does not answer; else None."""
+    pid = pidfile_owner(get_paths(env).pidfile) if _at_default_socket(target, env) else None
+    if pid is None:
+        return None
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+    return pid if state in ("T", "t") else None
 
 
 def _at_default_socket(target: Target, env: Mapping[str, str]) -> bool:
