@@ -176,8 +176,8 @@ def check_security_settings(settings: Settings) -> None:
     check_config_file_mode(settings.config_file)
 
 
-def prepare_socket(path: Path) -> None:
-    """Make sure the socket path is usable: short enough, private dir, no live daemon there."""
+def check_socket_dir(path: Path) -> None:
+    """The socket path is short enough and its directory private (made if missing)."""
     if len(os.fsencode(path)) > MAX_UNIX_PATH:
         raise StartupError(
             f"server.socket {str(path)!r}: path is longer than {MAX_UNIX_PATH} bytes; "
@@ -189,6 +189,12 @@ def prepare_socket(path: Path) -> None:
         raise StartupError(f"server.socket {str(path)!r}: cannot create its directory: {exc.strerror}") from None
     except ConfigError as exc:
         raise StartupError(f"server.socket {str(path)!r}: {exc}") from None
+
+
+def remove_stale_socket(path: Path) -> None:
+    """Nothing at ``path``, or a socket of ours nobody listens on (removed); else StartupError.
+    At the home's socket, only with the home's pidfile held (``claim_home``): a daemon of the
+    home between its bind and its listen looks just like a stale socket."""
     try:
         st = path.lstat()
     except FileNotFoundError:
@@ -228,6 +234,32 @@ def _claim_pidfile(path: Path, settings: Settings, home_socket: Path | None) -> 
     if fd is None:
         log.warning(
             "%s belongs to llmgined pid %s, still running: this daemon writes no pidfile", path, pidfile_owner(path)
+        )
+    return fd
+
+
+def claim_home(settings: Settings, home_socket: Path | None) -> int | None:
+    """The home's pidfile, held from before the home's socket is looked at until the daemon
+    has gone: two daemons of one home started at once with a stale socket there both took it
+    for stale, and the second removed the first one's new socket (which then ran unreachable,
+    and the second's exit removed its own). StartupError when another process holds it. None:
+    this daemon does not listen at the home's socket (``_claim_pidfile`` decides later)."""
+    path = settings.paths.pidfile
+    if settings.socket_path is None or settings.socket_path != home_socket:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the socket may be elsewhere
+        fd = hold_pid_lock(path)
+    except OSError as exc:  # a read-only or full file system
+        raise StartupError(
+            f"server.socket {str(settings.socket_path)!r}: cannot write {path}: {exc.strerror}"
+        ) from None
+    if fd is None:
+        owner = pidfile_owner(path)
+        who = f"llmgined (pid {owner})" if owner is not None else "llmgined"
+        raise StartupError(
+            f"server.socket {str(settings.socket_path)!r}: another {who} is already listening there, "
+            f"or starting (it holds {path})"
         )
     return fd
 
@@ -301,7 +333,9 @@ class TcpSite(CoalescingSite):
         return enveloping(super().protocol_factory())
 
 
-async def serve(settings: Settings, home_socket: Path | None) -> None:
+async def serve(settings: Settings, home_socket: Path | None, pidfile_held: int | None = None) -> None:
+    """Serve until stopped. ``pidfile_held``: the home's pidfile, claimed by ``claim_home``
+    (released by its caller); without it, this daemon claims the pidfile once it listens."""
     sockets, listeners = bind_sockets(settings)
     socket_path = settings.socket_path
     pidfile = settings.paths.pidfile
@@ -324,7 +358,8 @@ async def serve(settings: Settings, home_socket: Path | None) -> None:
             site = EnvelopingSite if sock.family == socket.AF_UNIX else TcpSite
             await site(runner, sock).start()
         app[LISTENERS].extend(listeners)
-        pidfile_fd = _claim_pidfile(pidfile, settings, home_socket)
+        if pidfile_held is None:
+            pidfile_fd = _claim_pidfile(pidfile, settings, home_socket)
         tune_gc()
 
         stop = app[SHUTDOWN]
@@ -404,12 +439,18 @@ def main(argv: list[str] | None = None) -> int:
             ) from None
         except ConfigError as exc:
             raise StartupError(f"database.url: {exc}") from None
-        if settings.socket_path is not None:
-            prepare_socket(settings.socket_path)
         # Where this home's daemon listens: ours, unless a socket flag put it elsewhere.
         socket_flag = args.socket is not None or args.no_socket is not None
         home_socket = settings_from_args(args, socket_flags=False).socket_path if socket_flag else settings.socket_path
-        asyncio.run(serve(settings, home_socket))
+        if settings.socket_path is not None:
+            check_socket_dir(settings.socket_path)
+        held = claim_home(settings, home_socket)
+        try:
+            if settings.socket_path is not None:
+                remove_stale_socket(settings.socket_path)
+            asyncio.run(serve(settings, home_socket, held))
+        finally:
+            _release_pidfile(settings.paths.pidfile, held)
     except ConfigError as exc:
         print(f"llmgined: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

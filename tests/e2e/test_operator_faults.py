@@ -264,3 +264,47 @@ def test_a_real_full_disk_is_507_survives_kill_9_and_recovers_when_space_returns
     finally:
         proc.send_signal(signal.SIGTERM)
         assert exit_code(proc) == 0
+
+
+@pytest.mark.sqlite_only(reason="the home's socket and pidfile; the storage plays no part")
+def test_a_home_held_by_a_starting_daemon_keeps_its_socket(home):
+    # Two daemons of one home started at once, with a stale socket left by a kill -9: each
+    # looked at the socket, found no one listening (the first had bound but not yet listened,
+    # or not bound yet) and removed it; the second could remove the first one's new socket,
+    # which then ran unreachable. The home's pidfile is now held from before the socket is
+    # looked at: here this test holds it, as a daemon that is starting does.
+    import fcntl
+    import socket as sockets
+
+    run = home / "run"
+    run.mkdir(mode=0o700)
+    path = run / "llmgined.sock"
+    stale = sockets.socket(sockets.AF_UNIX)
+    stale.bind(str(path))  # bound, never listening: as a starting daemon's, or a dead one's
+    fd = os.open(run / "llmgined.pid", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        inode = path.stat().st_ino
+        proc = run_daemon(home)
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:  # it started after all: never leave it running
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 1 and "Traceback" not in err, err
+        (line,) = err.strip().splitlines()
+        assert "already listening there, or starting" in line and str(run / "llmgined.pid") in line, line
+        assert path.stat().st_ino == inode  # left alone
+    finally:
+        os.close(fd)
+        stale.close()
+    # Let go (the other daemon died): the stale socket is taken over, as after any kill -9.
+    port = free_port()
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+        assert path.stat().st_ino != inode
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert exit_code(proc) == 0
