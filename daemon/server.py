@@ -121,12 +121,47 @@ def settings_from_args(args: argparse.Namespace, *, socket_flags: bool = True) -
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """Every file it opens, rotated ones included, is 0600 whatever the umask: logs can hold
-    session contents."""
+    session contents.
+
+    A file it cannot write (a full disk, a file system gone read-only) is one line on stderr per
+    outage, not logging's "--- Logging error ---" and a traceback for every record: the lines
+    are dropped meanwhile; the next one written ends the outage."""
+
+    failing = False
+    _failed = False
 
     def _open(self):  # type: ignore[no-untyped-def]
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.fchmod(fd, 0o600)
         return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed = False
+        super().emit(record)
+        if self.failing and not self._failed:
+            self.failing = False
+            _say(f"llmgined: writing the log file {self.baseFilename} again")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)
+            return
+        self._failed = True
+        if not self.failing:
+            self.failing = True
+            _say(
+                f"llmgined: cannot write the log file {self.baseFilename}: {error.strerror or error}; "
+                "log lines are dropped until it can"
+            )
+
+
+def _say(line: str) -> None:
+    """One line on stderr, if there is one to write to."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def setup_logging(settings: Settings) -> None:

@@ -308,3 +308,36 @@ def test_a_home_held_by_a_starting_daemon_keeps_its_socket(home):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert exit_code(proc) == 0
+
+
+@pytest.mark.sqlite_only(reason="the daemon's log file; the storage plays no part")
+def test_a_log_file_on_a_full_disk_is_one_line_not_a_traceback_per_record(home):
+    # logging's default: "--- Logging error ---", a traceback and the call stack on stderr for
+    # every record the file could not take (with `daemon start`, stderr is a file too).
+    disk = home / "logs"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            with pytest.raises(OSError):  # the disk is full before the daemon starts
+                while True:
+                    os.write(filler, b"\0" * 4096)
+        finally:
+            os.close(filler)
+        port = free_port()
+        proc = run_daemon(home, "--port", str(port), "--log-file", str(disk / "llmgined.log"))
+        try:
+            wait_for_http(port, proc)  # it runs: its database is elsewhere
+            assert call(port, "POST", "/api/sessions", {}, home=home)[0] == 201
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "Logging error" not in err and "Traceback" not in err, err[-3000:]
+        assert err.count("llmgined: cannot write the log file ") == 1, err
+        assert "No space left on device; log lines are dropped until it can" in err, err
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
