@@ -321,7 +321,7 @@ def _start_locked(
                 health = probe(target)
                 if health is not None:
                     break
-                line = _last_log_line(log, offset) or "no output"
+                line = _last_log_line(log, offset) or _no_output(log)
                 raise DaemonError(f"llmgined exited with status {code}: {line} (log: {log})")
             if time.monotonic() > deadline:
                 _terminate(proc)
@@ -337,6 +337,21 @@ def _start_locked(
 
     save_args(paths, flags, proc.pid, target.url)
     return Started(proc.pid, health.version, target.url, _listeners(target, resolved.api_key), str(resolved.log_file))
+
+
+def _no_output(log: Path) -> str:
+    """Why the daemon's log holds nothing of its failed start: its reason could not be written
+    there when that file system is full (the reason is likely the same: its database is there)."""
+    try:
+        fs = os.statvfs(log)
+    except OSError:
+        return "no output"
+    if fs.f_bavail == 0:
+        return (
+            f"nothing in its log: the file system of {log.parent} is full "
+            "(so its reason could not be written either); make room and start it again"
+        )
+    return "no output"
 
 
 def _os_error(exc: OSError) -> str:

@@ -203,6 +203,17 @@ def small_disk(home: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
+def fill_up(disk: Path) -> None:
+    """Write a file on ``disk`` until its file system has no room left."""
+    filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with pytest.raises(OSError):
+            while True:
+                os.write(filler, b"\0" * 4096)
+    finally:
+        os.close(filler)
+
+
 def fill(port: int, home: Path, sid: str) -> tuple[list[str], set[int]]:
     """Publish 2 KiB events from 6 threads until each has been refused for a full disk: (the
     ids of those acknowledged, every status seen)."""
@@ -320,13 +331,7 @@ def test_a_log_file_on_a_full_disk_is_one_line_not_a_traceback_per_record(home):
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
     try:
-        filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            with pytest.raises(OSError):  # the disk is full before the daemon starts
-                while True:
-                    os.write(filler, b"\0" * 4096)
-        finally:
-            os.close(filler)
+        fill_up(disk)  # before the daemon starts
         port = free_port()
         proc = run_daemon(home, "--port", str(port), "--log-file", str(disk / "llmgined.log"))
         try:
@@ -341,3 +346,15 @@ def test_a_log_file_on_a_full_disk_is_one_line_not_a_traceback_per_record(home):
         assert "No space left on device; log lines are dropped until it can" in err, err
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+@pytest.mark.sqlite_only(reason="the home on a full file system")
+def test_daemon_start_on_a_full_disk_says_the_disk_is_full(small_disk):
+    # The daemon's reason (its database cannot be made) goes to its log, on the same full
+    # disk: `daemon start` said only "llmgined exited with status 1: no output".
+    home = small_disk / "h"
+    fill_up(small_disk)
+    proc = llmgine(home, "daemon", "start")
+    assert proc.returncode == 1, proc.stderr
+    assert "llmgined exited with status 1: nothing in its log: " in proc.stderr, proc.stderr
+    assert f"the file system of {home / 'state'} is full" in proc.stderr, proc.stderr
