@@ -358,3 +358,42 @@ def test_daemon_start_on_a_full_disk_says_the_disk_is_full(small_disk):
     assert proc.returncode == 1, proc.stderr
     assert "llmgined exited with status 1: nothing in its log: " in proc.stderr, proc.stderr
     assert f"the file system of {home / 'state'} is full" in proc.stderr, proc.stderr
+
+
+@pytest.mark.sqlite_only(reason="the modes of the files of an SQLite home")
+def test_nothing_in_a_home_made_under_umask_0_is_readable_by_others(cli_home):
+    # Measured, not a defect found: with umask 000 every file the CLI and the daemon make (the
+    # local key, the databases with their -wal, -shm and locks, the socket, the pidfile, the
+    # logs, a secret) is 0600 and every directory 0700.
+    import stat
+    import sys
+
+    from tests.clitools import default_signals, full_env
+
+    def as_umask_0() -> None:
+        default_signals()
+        os.umask(0)
+
+    env = full_env(cli_env(cli_home))
+    for args, stdin in (
+        (("daemon", "start"), ""),
+        (("session", "create", "-q"), ""),
+        (("secret", "set", "X_KEY"), "v"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "llmgine_cli", *args],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=as_umask_0,
+        )
+        assert done.returncode == 0, done.stderr
+    seen = set()
+    for path in [cli_home, *cli_home.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        seen.add(path.name)
+        assert mode & 0o077 == 0, f"{path}: {mode:04o}"
+    wanted = {"local.key", "llmgine.db", "llmgine.db-wal", "llmgine.db-shm", "llmgine-telemetry.db", "llmgined.sock"}
+    assert wanted | {"llmgined.pid", "llmgined.log"} <= seen, seen
