@@ -58,8 +58,15 @@ from llmgine_daemon.store import (
 )
 from llmgine_daemon.store.base import BaseStore as BaseStore
 from llmgine_daemon.store.base import QueueItem, T, _Alone, _Heavy
+from llmgine_daemon.store.errors import (
+    DAMAGED_HINT,
+    TELEMETRY_DAMAGED_HINT,
+    StorageDamaged,
+    classify,
+    is_busy,
+    is_damaged,
+)
 from llmgine_daemon.store.errors import StorageBusy as StorageBusy
-from llmgine_daemon.store.errors import StorageDamaged, classify, is_busy
 from llmgine_daemon.store.errors import StorageError as StorageError
 from llmgine_daemon.store.errors import StorageFull as StorageFull
 from llmgine_daemon.store.errors import StorageRefused as StorageRefused
@@ -211,7 +218,10 @@ class Store(BaseStore):
             await self._ckpt_conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
         except (OSError, sqlite3.Error) as exc:
             await self.close()
-            raise StorageError(f"{self.path}: cannot open database: {exc}") from None
+            hint = ""
+            if isinstance(exc, sqlite3.Error) and is_damaged(exc):
+                hint = f": {TELEMETRY_DAMAGED_HINT if self.telemetry else DAMAGED_HINT}"
+            raise StorageError(f"{self.path}: cannot open database: {exc}{hint}") from None
         except BaseException:
             # Anything else (a schema too new, a cancelled start: Ctrl-C) closes what was
             # opened too: a connection's thread left running keeps the process from exiting.

@@ -55,6 +55,11 @@ def is_busy(exc: sqlite3.Error) -> bool:
 # SQLite's primary result codes for a damaged file (the low byte of an extended code).
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
 DAMAGED_HINT = "the file is damaged: restore it from a backup (docs/durability.md, Backups)"
+# The telemetry file holds only logs and spans (store/telemetry.py).
+TELEMETRY_DAMAGED_HINT = (
+    "the file is damaged; it holds only logs and spans: restore it from a backup, "
+    "or move it away (with its -wal and -shm) to start with none"
+)
 
 
 def is_damaged(exc: sqlite3.Error) -> bool:

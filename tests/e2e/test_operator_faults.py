@@ -397,3 +397,22 @@ def test_nothing_in_a_home_made_under_umask_0_is_readable_by_others(cli_home):
         assert mode & 0o077 == 0, f"{path}: {mode:04o}"
     wanted = {"local.key", "llmgine.db", "llmgine.db-wal", "llmgine.db-shm", "llmgine-telemetry.db", "llmgined.sock"}
     assert wanted | {"llmgined.pid", "llmgined.log"} <= seen, seen
+
+
+@pytest.mark.sqlite_only(reason="SQLite files damaged on disk")
+@pytest.mark.parametrize("name", ["llmgine.db", "llmgine-telemetry.db"])
+def test_a_file_damaged_where_it_opens_says_what_to_do(home, name):
+    # One line before too, but without what to do: for the telemetry file that it holds only
+    # logs and spans, so moving it away is an answer.
+    made_home(home)
+    path = home / "data" / name
+    os.truncate(path, 5000)  # cut mid-page, far short of its header's page count
+    proc = run_daemon(home)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    (line,) = err.strip().splitlines()
+    assert f"{path}: cannot open database: database disk image is malformed: the file is damaged" in line, line
+    if name == "llmgine.db":
+        assert "restore it from a backup" in line, line
+    else:
+        assert "it holds only logs and spans" in line and "move it away" in line, line
