@@ -416,3 +416,31 @@ def test_a_file_damaged_where_it_opens_says_what_to_do(home, name):
         assert "restore it from a backup" in line, line
     else:
         assert "it holds only logs and spans" in line and "move it away" in line, line
+
+
+@pytest.mark.sqlite_only(reason="an SQLite file emptied on disk")
+def test_an_emptied_database_is_refused_not_started_as_new(home):
+    # `cp backup.db llmgine.db` on a full disk leaves 0 bytes; SQLite takes an empty file for
+    # a new database: the daemon started without a word, with no sessions, and took writes.
+    made_home(home)
+    db = home / "data" / "llmgine.db"
+    os.truncate(db, 0)
+    proc = run_daemon(home)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # it started: never leave it running
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    (line,) = err.strip().splitlines()
+    assert f"{db}: the database is empty (0 bytes) but llmgine-telemetry.db beside it is not" in line, line
+    assert db.stat().st_size == 0  # left as it was
+    db.unlink()  # removed on purpose: starts anew
+    port = free_port()
+    proc = run_daemon(home, "--port", str(port))
+    try:
+        wait_for_http(port, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert exit_code(proc) == 0
