@@ -262,6 +262,22 @@ def _start_locked(
     timeout: float,
 ) -> Started:
     health = probe(target)
+    if health is None:
+        old = pidfile_owner(paths.pidfile)
+        if old is not None:
+            # A daemon owns this home but does not answer here: another address, or starting
+            # (llmgined holds the pidfile from before it listens: a service manager's start).
+            other = load_flags(paths)
+            if other is not None and other != flags:
+                other_target = resolve(other, env).target
+                if probe(other_target) is not None:
+                    raise DaemonError(
+                        f"llmgined is already running (pid {old}) at {other_target.url}; "
+                        f"use --url {other_target.url}, or `llmgine daemon restart` to change flags"
+                    )
+            health = _answer_of_starting(target, old, timeout)
+            if health is None and pid_alive(old):  # gone meanwhile (its start failed): ours then
+                raise DaemonError(f"llmgined (pid {old}) is running but does not answer at {target.url}")
     if health is not None:
         return Started(
             read_pid(paths),
@@ -271,19 +287,6 @@ def _start_locked(
             str(resolved.log_file),
             already_running=True,
         )
-
-    old = pidfile_owner(paths.pidfile)
-    if old is not None:
-        # A daemon owns this home but does not answer here: another address, or starting.
-        other = load_flags(paths)
-        if other is not None and other != flags:
-            other_target = resolve(other, env).target
-            if probe(other_target) is not None:
-                raise DaemonError(
-                    f"llmgined is already running (pid {old}) at {other_target.url}; "
-                    f"use --url {other_target.url}, or `llmgine daemon restart` to change flags"
-                )
-        raise DaemonError(f"llmgined (pid {old}) is running but does not answer at {target.url}")
     paths.pidfile.unlink(missing_ok=True)  # stale, if there is one: its process is gone
 
     log = paths.daemon_log
@@ -337,6 +340,18 @@ def _start_locked(
 
     save_args(paths, flags, proc.pid, target.url)
     return Started(proc.pid, health.version, target.url, _listeners(target, resolved.api_key), str(resolved.log_file))
+
+
+def _answer_of_starting(target: Target, pid: int, timeout: float) -> Health | None:
+    """The health of the daemon ``pid`` at ``target`` once it answers, waiting while it lives,
+    up to ``timeout``; None if it does not."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        health = probe(target, timeout=0.5)
+        if health is not None:
+            return health
+        time.sleep(0.1)
+    return None
 
 
 def _no_output(log: Path) -> str:

@@ -9,6 +9,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -444,3 +445,34 @@ def test_an_emptied_database_is_refused_not_started_as_new(home):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert exit_code(proc) == 0
+
+
+@pytest.mark.sqlite_only(reason="the home's pidfile; the storage plays no part")
+def test_daemon_start_waits_for_a_daemon_of_the_home_that_is_starting(cli_home):
+    # A daemon a service manager started holds the home's pidfile from before it listens:
+    # `daemon start` meanwhile said "llmgined (pid N) is running but does not answer" at once.
+    # Here the first daemon is paused (SIGSTOP) until `daemon start` has begun waiting.
+    import threading
+
+    from tests.clitools import DAEMON_DEFAULTS, full_env
+
+    env = full_env({**cli_env(cli_home), **DAEMON_DEFAULTS})
+    first = subprocess.Popen(
+        [sys.executable, "-m", "llmgine_daemon"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    pidfile = cli_home / "run" / "llmgined.pid"
+    try:
+        eventually_blocking(lambda: pidfile.exists() and pidfile.read_text().strip() == str(first.pid))
+        os.kill(first.pid, signal.SIGSTOP)
+        resume = threading.Timer(3.0, os.kill, (first.pid, signal.SIGCONT))
+        resume.start()
+        try:
+            proc = llmgine(cli_home, "daemon", "start", "--timeout", "60")
+        finally:
+            resume.join()
+        assert proc.returncode == 0, proc.stderr
+        assert f"is already running (pid {first.pid})" in proc.stdout, proc.stdout
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+        first.send_signal(signal.SIGTERM)
+        assert exit_code(first) == 0
