@@ -1,7 +1,9 @@
 """What an operator meets when the machine misbehaves, with the real llmgined and llmgine
-processes and real files: a database file damaged (at start, and under a running daemon), a
-home on a read-only file system, a daemon paused with SIGSTOP, a setting too large to use.
-Each is a clear answer or one line, never a traceback or a 500."""
+processes and real files: a database file damaged (at start, and under a running daemon) or
+emptied, a home on a read-only file system, a full disk (a tmpfs of a few KiB or MiB mounted in
+the test's directory and always unmounted; skipped without root), a daemon paused with SIGSTOP,
+two daemons of one home, a setting too large to use, files made under umask 000. Each is a
+clear answer or one line, never a traceback or a 500, and nothing acknowledged is lost."""
 
 from __future__ import annotations
 
