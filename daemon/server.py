@@ -21,6 +21,7 @@ import socket
 import stat
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -368,13 +369,64 @@ class TcpSite(CoalescingSite):
         return enveloping(super().protocol_factory())
 
 
-async def serve(settings: Settings, home_socket: Path | None, pidfile_held: int | None = None) -> None:
-    """Serve until stopped. ``pidfile_held``: the home's pidfile, claimed by ``claim_home``
-    (released by its caller); without it, this daemon claims the pidfile once it listens."""
+@dataclass
+class Claim:
+    """The descriptor holding the home's pidfile (its flock), or None: not ours. Replaced when
+    the file is removed under the daemon and made again (``keep_files``)."""
+
+    fd: int | None = None
+
+
+# How often the daemon looks for its socket and pidfile (two stat calls).
+KEEP_FILES_S = 1.0
+
+
+async def keep_files(runner: web.AppRunner, settings: Settings, claim: Claim, sockets: list[socket.socket]) -> None:
+    """Put back the socket and the pidfile if they are removed under the running daemon: a
+    temp-file cleaner (systemd-tmpfiles empties /tmp of files unused for 10 days, where the
+    runtime directory is without XDG_RUNTIME_DIR) or a person. The daemon ran on unreachable:
+    `daemon status` and `daemon stop` said it was not running, and an auto-start failed on its
+    database lock. Only a path where nothing is now is used: a file put there is left alone."""
+    path, pidfile = settings.socket_path, settings.paths.pidfile
+    failed = ""
+    while True:
+        await asyncio.sleep(KEEP_FILES_S)
+        try:
+            if path is not None and not os.path.lexists(path):
+                ensure_private_dir(path.parent)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.bind(str(path))
+                    os.chmod(path, 0o600)
+                    sock.listen(1024)
+                    sock.setblocking(False)
+                except BaseException:
+                    sock.close()
+                    raise
+                sockets.append(sock)  # closed at exit, as the others
+                await EnvelopingSite(runner, sock).start()
+                log.warning("%s had been removed (a temp-file cleaner?): listening there again", path)
+            if claim.fd is not None and not os.path.lexists(pidfile):
+                fd = hold_pid_lock(pidfile)
+                if fd is not None:
+                    old, claim.fd = claim.fd, fd
+                    os.close(old)
+                    log.warning("%s had been removed: written again", pidfile)
+            failed = ""
+        except (OSError, ConfigError) as exc:
+            if str(exc) != failed:  # one line per reason, not one a second
+                failed = str(exc)
+                log.warning("cannot put back the socket or pidfile: %s", exc)
+
+
+async def serve(settings: Settings, home_socket: Path | None, claim: Claim | None = None) -> None:
+    """Serve until stopped. ``claim``: the home's pidfile, when ``claim_home`` took it (its
+    caller releases it); else this daemon claims the pidfile once it listens."""
     sockets, listeners = bind_sockets(settings)
     socket_path = settings.socket_path
     pidfile = settings.paths.pidfile
     pidfile_fd: int | None = None
+    keeper: asyncio.Task[None] | None = None
     app = create_app(settings)
     runner = web.AppRunner(
         app,
@@ -393,8 +445,10 @@ async def serve(settings: Settings, home_socket: Path | None, pidfile_held: int 
             site = EnvelopingSite if sock.family == socket.AF_UNIX else TcpSite
             await site(runner, sock).start()
         app[LISTENERS].extend(listeners)
-        if pidfile_held is None:
+        if claim is None or claim.fd is None:
             pidfile_fd = _claim_pidfile(pidfile, settings, home_socket)
+            claim = Claim(pidfile_fd)
+        keeper = asyncio.create_task(keep_files(runner, settings, claim, sockets), name="llmgined-keep-files")
         tune_gc()
 
         stop = app[SHUTDOWN]
@@ -405,12 +459,16 @@ async def serve(settings: Settings, home_socket: Path | None, pidfile_held: int 
         await stop.wait()
         log.info("shutting down")
     finally:
+        if keeper is not None:  # before the socket and pidfile go: never made again on the way out
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
         await runner.cleanup()
         for sock in sockets:
             sock.close()
         if socket_path is not None:
             _remove(socket_path)
-        _release_pidfile(pidfile, pidfile_fd)
+        if pidfile_fd is not None and claim is not None:  # ours (keep_files may have replaced it)
+            _release_pidfile(pidfile, claim.fd)
     log.info("stopped")
 
 
@@ -479,13 +537,13 @@ def main(argv: list[str] | None = None) -> int:
         home_socket = settings_from_args(args, socket_flags=False).socket_path if socket_flag else settings.socket_path
         if settings.socket_path is not None:
             check_socket_dir(settings.socket_path)
-        held = claim_home(settings, home_socket)
+        claim = Claim(claim_home(settings, home_socket))
         try:
             if settings.socket_path is not None:
                 remove_stale_socket(settings.socket_path)
-            asyncio.run(serve(settings, home_socket, held))
+            asyncio.run(serve(settings, home_socket, claim))
         finally:
-            _release_pidfile(settings.paths.pidfile, held)
+            _release_pidfile(settings.paths.pidfile, claim.fd)
     except ConfigError as exc:
         print(f"llmgined: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

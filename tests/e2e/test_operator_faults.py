@@ -478,3 +478,35 @@ def test_daemon_start_waits_for_a_daemon_of_the_home_that_is_starting(cli_home):
         os.kill(first.pid, signal.SIGCONT)
         first.send_signal(signal.SIGTERM)
         assert exit_code(first) == 0
+
+
+@pytest.mark.sqlite_only(reason="the home's runtime files; the storage plays no part")
+def test_a_runtime_dir_removed_under_the_daemon_is_made_again(cli_home):
+    # A temp-file cleaner (systemd-tmpfiles: /tmp files unused for 10 days; the runtime dir is
+    # in /tmp without XDG_RUNTIME_DIR) removed the socket and the pidfile of a long-running
+    # daemon: it ran on unreachable, `daemon status`/`stop` said it was not running (and left
+    # it running), and an auto-start failed on the database lock the old one still held.
+    import shutil
+
+    assert llmgine(cli_home, "daemon", "start").returncode == 0
+    run = cli_home / "run"
+    pid = read_pid(get_paths({"LLMGINE_HOME": str(cli_home)}))
+    assert pid is not None
+    try:
+        shutil.rmtree(run)
+        eventually_blocking(lambda: (run / "llmgined.sock").exists() and (run / "llmgined.pid").exists())
+        assert stat_mode(run) == 0o700 and stat_mode(run / "llmgined.sock") == 0o600
+        assert (run / "llmgined.pid").read_text().strip() == str(pid)
+        listed = llmgine(cli_home, "session", "list", "-q")
+        assert listed.returncode == 0, listed.stderr
+        stop = llmgine(cli_home, "daemon", "stop")
+        assert stop.returncode == 0 and f"llmgined stopped (pid {pid})" in stop.stdout, stop.stdout + stop.stderr
+        assert not pid_alive(pid)
+        assert not (run / "llmgined.sock").exists() and not (run / "llmgined.pid").exists()
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def stat_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o7777
