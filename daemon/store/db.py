@@ -78,6 +78,8 @@ log = logging.getLogger("llmgine.store")
 # at most this often, never inside a COMMIT: SQLite's automatic checkpoint would make every
 # thousandth-page COMMIT copy and fsync megabytes while the whole write queue waits on it.
 CHECKPOINT_INTERVAL_S = 0.25
+# The write-ahead log is cut back to this size when it starts over (journal_size_limit).
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 # How long the event loop may keep the GIL while the store's thread waits for it (Python's
 # default is 5 ms). The thread needs it back after each blocking call - a COMMIT, a heavy
 # write's few statements - and each wait is latency on every write of the batch. Nobody
@@ -249,6 +251,9 @@ class Store(BaseStore):
         # Savepoint journals (one per write in a batch) stay in memory, not in temp files.
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer does it (see above)
+        # The log is cut back to this size when it starts over: without it, the file stayed as
+        # large as its largest burst (a reader holding a snapshot, a full disk) until a restart.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         applied = apply_migrations(conn, telemetry=self.telemetry)
         if applied:
             log.info("applied migrations %s to %s", applied, self.path)

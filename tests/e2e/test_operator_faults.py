@@ -510,3 +510,44 @@ def test_a_runtime_dir_removed_under_the_daemon_is_made_again(cli_home):
 
 def stat_mode(path: Path) -> int:
     return path.stat().st_mode & 0o7777
+
+
+@pytest.mark.sqlite_only(reason="SQLite's write-ahead log file")
+def test_the_write_ahead_log_shrinks_after_a_burst(home):
+    # A reader holding a snapshot (a backup, `sqlite3` left open) keeps the checkpoints from
+    # finishing: the log grows with every write. Once the reader went, the log was reused but
+    # never cut back: the file stayed the size of its largest burst for the daemon's life.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llmgine_daemon.store.db import WAL_SIZE_LIMIT
+
+    port = free_port()
+    proc = run_daemon(home, "--port", str(port))
+    wal = home / "data" / "llmgine.db-wal"
+    try:
+        wait_for_http(port, proc)
+        reader = sqlite3.connect(f"{(home / 'data' / 'llmgine.db').as_uri()}?mode=ro", uri=True, isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM sessions").fetchone()  # the snapshot is held from here
+            body = {"event_type": "Burst", "data": {"pad": "x" * 900_000}}
+
+            def burst(_: int) -> None:
+                sid = call(port, "POST", "/api/sessions", {}, home=home)[1]["session_id"]
+                for _ in range(20):
+                    assert call(port, "POST", f"/api/sessions/{sid}/events", body, home=home)[0] == 201
+
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(burst, range(4)))
+            assert wal.stat().st_size > WAL_SIZE_LIMIT
+        finally:
+            reader.close()
+
+        def small_write_then_size() -> bool:
+            call(port, "POST", "/api/sessions", {}, home=home)
+            return wal.stat().st_size <= WAL_SIZE_LIMIT
+
+        eventually_blocking(small_write_then_size, interval=0.3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert exit_code(proc) == 0
