@@ -69,7 +69,7 @@ from llmgine_daemon.secrets import SecretStore
 from llmgine_daemon.settings import Settings
 from llmgine_daemon.store.db import StorageError, Store
 from llmgine_daemon.store.maintenance import Retention, rules_from
-from llmgine_daemon.store.telemetry import adopt_legacy, telemetry_path
+from llmgine_daemon.store.telemetry import adopt_legacy, refuse_emptied, telemetry_path
 
 log = logging.getLogger("llmgine.app")
 
@@ -188,6 +188,8 @@ async def _credentials(settings: Settings, store: Store) -> Credentials:
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with contextlib.AsyncExitStack() as stores:
+        if settings.postgres_url is None:
+            refuse_emptied(settings.database_path)
         store = _store(settings, settings.database_path)
         await store.open()
         stores.push_async_callback(store.close)

@@ -21,6 +21,7 @@ import socket
 import stat
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -123,12 +124,47 @@ def settings_from_args(args: argparse.Namespace, *, socket_flags: bool = True) -
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """Every file it opens, rotated ones included, is 0600 whatever the umask: logs can hold
-    session contents."""
+    session contents.
+
+    A file it cannot write (a full disk, a file system gone read-only) is one line on stderr per
+    outage, not logging's "--- Logging error ---" and a traceback for every record: the lines
+    are dropped meanwhile; the next one written ends the outage."""
+
+    failing = False
+    _failed = False
 
     def _open(self):  # type: ignore[no-untyped-def]
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.fchmod(fd, 0o600)
         return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed = False
+        super().emit(record)
+        if self.failing and not self._failed:
+            self.failing = False
+            _say(f"llmgined: writing the log file {self.baseFilename} again")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)
+            return
+        self._failed = True
+        if not self.failing:
+            self.failing = True
+            _say(
+                f"llmgined: cannot write the log file {self.baseFilename}: {error.strerror or error}; "
+                "log lines are dropped until it can"
+            )
+
+
+def _say(line: str) -> None:
+    """One line on stderr, if there is one to write to."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def setup_logging(settings: Settings) -> None:
@@ -178,8 +214,8 @@ def check_security_settings(settings: Settings) -> None:
     check_config_file_mode(settings.config_file)
 
 
-def prepare_socket(path: Path) -> None:
-    """Make sure the socket path is usable: short enough, private dir, no live daemon there."""
+def check_socket_dir(path: Path) -> None:
+    """The socket path is short enough and its directory private (made if missing)."""
     if len(os.fsencode(path)) > MAX_UNIX_PATH:
         raise StartupError(
             f"server.socket {str(path)!r}: path is longer than {MAX_UNIX_PATH} bytes; "
@@ -191,6 +227,12 @@ def prepare_socket(path: Path) -> None:
         raise StartupError(f"server.socket {str(path)!r}: cannot create its directory: {exc.strerror}") from None
     except ConfigError as exc:
         raise StartupError(f"server.socket {str(path)!r}: {exc}") from None
+
+
+def remove_stale_socket(path: Path) -> None:
+    """Nothing at ``path``, or a socket of ours nobody listens on (removed); else StartupError.
+    At the home's socket, only with the home's pidfile held (``claim_home``): a daemon of the
+    home between its bind and its listen looks just like a stale socket."""
     try:
         st = path.lstat()
     except FileNotFoundError:
@@ -230,6 +272,32 @@ def _claim_pidfile(path: Path, settings: Settings, home_socket: Path | None) -> 
     if fd is None:
         log.warning(
             "%s belongs to llmgined pid %s, still running: this daemon writes no pidfile", path, pidfile_owner(path)
+        )
+    return fd
+
+
+def claim_home(settings: Settings, home_socket: Path | None) -> int | None:
+    """The home's pidfile, held from before the home's socket is looked at until the daemon
+    has gone: two daemons of one home started at once with a stale socket there both took it
+    for stale, and the second removed the first one's new socket (which then ran unreachable,
+    and the second's exit removed its own). StartupError when another process holds it. None:
+    this daemon does not listen at the home's socket (``_claim_pidfile`` decides later)."""
+    path = settings.paths.pidfile
+    if settings.socket_path is None or settings.socket_path != home_socket:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the socket may be elsewhere
+        fd = hold_pid_lock(path)
+    except OSError as exc:  # a read-only or full file system
+        raise StartupError(
+            f"server.socket {str(settings.socket_path)!r}: cannot write {path}: {exc.strerror}"
+        ) from None
+    if fd is None:
+        owner = pidfile_owner(path)
+        who = f"llmgined (pid {owner})" if owner is not None else "llmgined"
+        raise StartupError(
+            f"server.socket {str(settings.socket_path)!r}: another {who} is already listening there, "
+            f"or starting (it holds {path})"
         )
     return fd
 
@@ -303,11 +371,64 @@ class TcpSite(CoalescingSite):
         return enveloping(super().protocol_factory())
 
 
-async def serve(settings: Settings, home_socket: Path | None) -> None:
+@dataclass
+class Claim:
+    """The descriptor holding the home's pidfile (its flock), or None: not ours. Replaced when
+    the file is removed under the daemon and made again (``keep_files``)."""
+
+    fd: int | None = None
+
+
+# How often the daemon looks for its socket and pidfile (two stat calls).
+KEEP_FILES_S = 1.0
+
+
+async def keep_files(runner: web.AppRunner, settings: Settings, claim: Claim, sockets: list[socket.socket]) -> None:
+    """Put back the socket and the pidfile if they are removed under the running daemon: a
+    temp-file cleaner (systemd-tmpfiles empties /tmp of files unused for 10 days, where the
+    runtime directory is without XDG_RUNTIME_DIR) or a person. The daemon ran on unreachable:
+    `daemon status` and `daemon stop` said it was not running, and an auto-start failed on its
+    database lock. Only a path where nothing is now is used: a file put there is left alone."""
+    path, pidfile = settings.socket_path, settings.paths.pidfile
+    failed = ""
+    while True:
+        await asyncio.sleep(KEEP_FILES_S)
+        try:
+            if path is not None and not os.path.lexists(path):
+                ensure_private_dir(path.parent)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.bind(str(path))
+                    os.chmod(path, 0o600)
+                    sock.listen(1024)
+                    sock.setblocking(False)
+                except BaseException:
+                    sock.close()
+                    raise
+                sockets.append(sock)  # closed at exit, as the others
+                await EnvelopingSite(runner, sock).start()
+                log.warning("%s had been removed (a temp-file cleaner?): listening there again", path)
+            if claim.fd is not None and not os.path.lexists(pidfile):
+                fd = hold_pid_lock(pidfile)
+                if fd is not None:
+                    old, claim.fd = claim.fd, fd
+                    os.close(old)
+                    log.warning("%s had been removed: written again", pidfile)
+            failed = ""
+        except (OSError, ConfigError) as exc:
+            if str(exc) != failed:  # one line per reason, not one a second
+                failed = str(exc)
+                log.warning("cannot put back the socket or pidfile: %s", exc)
+
+
+async def serve(settings: Settings, home_socket: Path | None, claim: Claim | None = None) -> None:
+    """Serve until stopped. ``claim``: the home's pidfile, when ``claim_home`` took it (its
+    caller releases it); else this daemon claims the pidfile once it listens."""
     sockets, listeners = bind_sockets(settings)
     socket_path = settings.socket_path
     pidfile = settings.paths.pidfile
     pidfile_fd: int | None = None
+    keeper: asyncio.Task[None] | None = None
     app = create_app(settings)
     runner = web.AppRunner(
         app,
@@ -326,7 +447,10 @@ async def serve(settings: Settings, home_socket: Path | None) -> None:
             site = EnvelopingSite if sock.family == socket.AF_UNIX else TcpSite
             await site(runner, sock).start()
         app[LISTENERS].extend(listeners)
-        pidfile_fd = _claim_pidfile(pidfile, settings, home_socket)
+        if claim is None or claim.fd is None:
+            pidfile_fd = _claim_pidfile(pidfile, settings, home_socket)
+            claim = Claim(pidfile_fd)
+        keeper = asyncio.create_task(keep_files(runner, settings, claim, sockets), name="llmgined-keep-files")
         tune_gc()
 
         stop = app[SHUTDOWN]
@@ -337,12 +461,16 @@ async def serve(settings: Settings, home_socket: Path | None) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
+        if keeper is not None:  # before the socket and pidfile go: never made again on the way out
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
         await runner.cleanup()
         for sock in sockets:
             sock.close()
         if socket_path is not None:
             _remove(socket_path)
-        _release_pidfile(pidfile, pidfile_fd)
+        if pidfile_fd is not None and claim is not None:  # ours (keep_files may have replaced it)
+            _release_pidfile(pidfile, claim.fd)
     log.info("stopped")
     if app[FATAL]:
         raise Stopped(app[FATAL][0])
@@ -445,12 +573,18 @@ def main(argv: list[str] | None = None) -> int:
             ) from None
         except ConfigError as exc:
             raise StartupError(f"database.url: {exc}") from None
-        if settings.socket_path is not None:
-            prepare_socket(settings.socket_path)
         # Where this home's daemon listens: ours, unless a socket flag put it elsewhere.
         socket_flag = args.socket is not None or args.no_socket is not None
         home_socket = settings_from_args(args, socket_flags=False).socket_path if socket_flag else settings.socket_path
-        asyncio.run(serve(settings, home_socket))
+        if settings.socket_path is not None:
+            check_socket_dir(settings.socket_path)
+        claim = Claim(claim_home(settings, home_socket))
+        try:
+            if settings.socket_path is not None:
+                remove_stale_socket(settings.socket_path)
+            asyncio.run(serve(settings, home_socket, claim))
+        finally:
+            _release_pidfile(settings.paths.pidfile, claim.fd)
     except ConfigError as exc:
         print(f"llmgined: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

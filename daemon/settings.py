@@ -255,6 +255,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
                 if not is_table(key):
                     raise ConfigError(f"{path}: unknown table [{key}]")
                 walk(key + ".", value)
+            elif key not in BY_KEY and is_table(key):
+                raise ConfigError(f"{path}: {key} is a table ([{key}]), not a value")
             else:
                 flat[key] = value
 

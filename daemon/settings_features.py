@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from llmgine_daemon.settings_parsers import (
     Setting,
+    days,
     json_object,
     parse_bool,
     parse_list,
@@ -107,7 +108,7 @@ FEATURE_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "webhooks.retry_cap", "LLMGINE_WEBHOOK_RETRY_CAP", positive_float, 600.0, "longest wait between two attempts"
     ),
-    Setting("webhooks.keep_days", "LLMGINE_WEBHOOK_KEEP_DAYS", positive_float, 7.0, "days an ended delivery is kept"),
+    Setting("webhooks.keep_days", "LLMGINE_WEBHOOK_KEEP_DAYS", days, 7.0, "days an ended delivery is kept"),
     Setting("webhooks.max_per_session", "LLMGINE_WEBHOOK_MAX_PER_SESSION", positive, 20, "webhooks per session"),
     Setting("webhooks.max_total", "LLMGINE_WEBHOOK_MAX_TOTAL", positive, 200, "webhooks in all"),
     Setting("schedules.max_per_session", "LLMGINE_SCHEDULE_MAX_PER_SESSION", positive, 50, "schedules per session"),

@@ -130,23 +130,47 @@ def port(value: Any) -> int:
     return number
 
 
+# The largest values a setting takes: past them a count no longer fits SQLite's 64-bit
+# integers (2**53 also keeps it exact in JSON), and a time no longer fits a timestamp or a
+# timeout in milliseconds (1e308 seconds passed as "finite" and overflowed at start).
+MAX_COUNT = 2**53
+MAX_SECONDS = 1e9  # about 31 years
+MAX_DAYS = 36_500  # about 100 years
+
+
 def positive(value: Any) -> int:
     number = parse_int(value)
-    if number < 0:
-        raise ValueError("expected a non-negative integer")
+    if not 0 <= number <= MAX_COUNT:
+        raise ValueError(f"expected a non-negative integer, at most {MAX_COUNT}")
+    return number
+
+
+def retention_days(value: Any) -> int:
+    """Whole days to keep something, 0 for no limit."""
+    number = parse_int(value)
+    if not 0 <= number <= MAX_DAYS:
+        raise ValueError(f"expected a number of days from 0 to {MAX_DAYS}")
+    return number
+
+
+def _seconds(value: Any, unit: str, most: float) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number of {unit}")
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number of {unit}") from None
+    if not 0 < number <= most:  # NaN fails too
+        raise ValueError(f"expected a positive number of {unit}, at most {most:g}")
     return number
 
 
 def positive_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number of seconds")
-    try:
-        number = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        raise ValueError("expected a number of seconds") from None
-    if not number > 0 or number == float("inf"):
-        raise ValueError("expected a positive number of seconds")
-    return number
+    return _seconds(value, "seconds", MAX_SECONDS)
+
+
+def days(value: Any) -> float:
+    return _seconds(value, "days", MAX_DAYS)
 
 
 def fraction(value: Any) -> float:

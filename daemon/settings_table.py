@@ -23,6 +23,7 @@ from llmgine_daemon.settings_parsers import (
     port,
     positive,
     positive_float,
+    retention_days,
     url,
 )
 
@@ -172,7 +173,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "database.event_retention_days",
         "LLMGINE_EVENT_RETENTION_DAYS",
-        positive,
+        retention_days,
         0,
         "days events are kept; older ones are pruned in the background (0 = keep all)",
     ),
@@ -511,7 +512,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "observability.log_retention_days",
         "LLMGINE_LOG_RETENTION_DAYS",
-        positive,
+        retention_days,
         7,
         "days log records are kept in the database (0 = no limit)",
     ),
@@ -525,7 +526,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "observability.trace_retention_days",
         "LLMGINE_TRACE_RETENTION_DAYS",
-        positive,
+        retention_days,
         7,
         "days spans are kept in the database (0 = no limit)",
     ),

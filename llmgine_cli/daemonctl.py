@@ -239,12 +239,13 @@ def start(flags: DaemonFlags, env: Mapping[str, str] | None = None, *, timeout: 
     try:
         ensure_private_dir(paths.runtime_dir)
         ensure_private_dir(paths.state_dir)
-    except (ConfigError, OSError) as exc:
+        # Serialise concurrent starters (two auto-starting CLIs): the second one waits, then
+        # finds the first one's daemon answering.
+        lock_fd = os.open(paths.runtime_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except ConfigError as exc:
         raise DaemonError(str(exc)) from None
-
-    # Serialise concurrent starters (two auto-starting CLIs): the second one waits, then
-    # finds the first one's daemon answering.
-    lock_fd = os.open(paths.runtime_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:  # a read-only or full file system, a directory we may not write
+        raise DaemonError(f"cannot start llmgined: {_os_error(exc)}") from None
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         return _start_locked(flags, env, paths, resolved, target, timeout)
@@ -261,6 +262,22 @@ def _start_locked(
     timeout: float,
 ) -> Started:
     health = probe(target)
+    if health is None:
+        old = pidfile_owner(paths.pidfile)
+        if old is not None:
+            # A daemon owns this home but does not answer here: another address, or starting
+            # (llmgined holds the pidfile from before it listens: a service manager's start).
+            other = load_flags(paths)
+            if other is not None and other != flags:
+                other_target = resolve(other, env).target
+                if probe(other_target) is not None:
+                    raise DaemonError(
+                        f"llmgined is already running (pid {old}) at {other_target.url}; "
+                        f"use --url {other_target.url}, or `llmgine daemon restart` to change flags"
+                    )
+            health = _answer_of_starting(target, old, timeout)
+            if health is None and pid_alive(old):  # gone meanwhile (its start failed): ours then
+                raise DaemonError(f"llmgined (pid {old}) is running but does not answer at {target.url}")
     if health is not None:
         return Started(
             read_pid(paths),
@@ -270,23 +287,13 @@ def _start_locked(
             str(resolved.log_file),
             already_running=True,
         )
-
-    old = pidfile_owner(paths.pidfile)
-    if old is not None:
-        # A daemon owns this home but does not answer here: another address, or starting.
-        other = load_flags(paths)
-        if other is not None and other != flags:
-            other_target = resolve(other, env).target
-            if probe(other_target) is not None:
-                raise DaemonError(
-                    f"llmgined is already running (pid {old}) at {other_target.url}; "
-                    f"use --url {other_target.url}, or `llmgine daemon restart` to change flags"
-                )
-        raise DaemonError(f"llmgined (pid {old}) is running but does not answer at {target.url}")
     paths.pidfile.unlink(missing_ok=True)  # stale, if there is one: its process is gone
 
     log = paths.daemon_log
-    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        raise DaemonError(f"cannot start llmgined: {_os_error(exc)}") from None
     offset = os.fstat(log_fd).st_size
     cmd = [sys.executable, "-m", "llmgine_daemon", *flags.argv()]
     try:
@@ -317,7 +324,7 @@ def _start_locked(
                 health = probe(target)
                 if health is not None:
                     break
-                line = _last_log_line(log, offset) or "no output"
+                line = _last_log_line(log, offset) or _no_output(log)
                 raise DaemonError(f"llmgined exited with status {code}: {line} (log: {log})")
             if time.monotonic() > deadline:
                 _terminate(proc)
@@ -333,6 +340,39 @@ def _start_locked(
 
     save_args(paths, flags, proc.pid, target.url)
     return Started(proc.pid, health.version, target.url, _listeners(target, resolved.api_key), str(resolved.log_file))
+
+
+def _answer_of_starting(target: Target, pid: int, timeout: float) -> Health | None:
+    """The health of the daemon ``pid`` at ``target`` once it answers, waiting while it lives,
+    up to ``timeout``; None if it does not."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        health = probe(target, timeout=0.5)
+        if health is not None:
+            return health
+        time.sleep(0.1)
+    return None
+
+
+def _no_output(log: Path) -> str:
+    """Why the daemon's log holds nothing of its failed start: its reason could not be written
+    there when that file system is full (the reason is likely the same: its database is there)."""
+    try:
+        fs = os.statvfs(log)
+    except OSError:
+        return "no output"
+    if fs.f_bavail == 0:
+        return (
+            f"nothing in its log: the file system of {log.parent} is full "
+            "(so its reason could not be written either); make room and start it again"
+        )
+    return "no output"
+
+
+def _os_error(exc: OSError) -> str:
+    """``path: reason`` (``[Errno 30] Read-only file system: 'path'`` said plainly)."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
@@ -375,6 +415,9 @@ def stop(
         # Not answering (or refusing us): the pidfile is ours, so signal it.
         try:
             os.kill(pid, signal.SIGTERM)
+            # A daemon stopped (SIGSTOP, Ctrl-Z, a debugger's pause) does not answer and would
+            # hold the SIGTERM until someone continues it: continue it, as systemd's stop does.
+            os.kill(pid, signal.SIGCONT)
             signalled = True
         except ProcessLookupError:  # it was alive a moment ago: it just finished exiting
             return Stopped(pid, target.url, was_running=True)
@@ -387,6 +430,19 @@ def stop(
             raise DaemonTimeout(f"llmgined (pid {pid}) is still running after {timeout:g}s (kill it with: kill {pid})")
         time.sleep(0.05)
     return Stopped(pid, target.url, was_running=True, signalled=signalled)
+
+
+def paused_pid(target: Target, env: Mapping[str, str]) -> int | None:
+    """The pid of this home's daemon at ``target`` if it is stopped (SIGSTOP, Ctrl-Z, a
+    debugger), which is why it does not answer; else None."""
+    pid = pidfile_owner(get_paths(env).pidfile) if _at_default_socket(target, env) else None
+    if pid is None:
+        return None
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+    return pid if state in ("T", "t") else None
 
 
 def _at_default_socket(target: Target, env: Mapping[str, str]) -> bool:

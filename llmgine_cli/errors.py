@@ -248,6 +248,10 @@ class InsufficientStorage(ServerError):
     pass
 
 
+class StorageDamaged(ServerError):
+    pass
+
+
 class SandboxUnavailable(ServerError):
     pass
 
@@ -319,6 +323,7 @@ BY_CODE: dict[str, type[ApiError]] = {
     "SHUTTING_DOWN": ShuttingDown,
     "STORAGE_BUSY": StorageBusy,
     "INSUFFICIENT_STORAGE": InsufficientStorage,
+    "STORAGE_DAMAGED": StorageDamaged,
     "SANDBOX_UNAVAILABLE": SandboxUnavailable,
     "COMMAND_EXECUTION_FAILED": CommandExecutionFailed,
     "COMMAND_TIMEOUT": CommandTimeout,

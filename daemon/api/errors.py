@@ -25,6 +25,7 @@ from llmgine_daemon.bus.codec import new_id
 from llmgine_daemon.bus.errors import (
     BusError,
     StorageBusy,
+    StorageDamaged,
     StorageError,
     StorageFull,
     StorageRefused,
@@ -183,6 +184,13 @@ def envelope_for(request: web.Request, request_id: str, exc: Exception) -> web.R
             request_id,
             ErrorCode.INSUFFICIENT_STORAGE,
             "the database cannot grow (disk full); nothing was written",
+        )
+    if isinstance(exc, StorageDamaged):  # one line: a traceback would say nothing more
+        log.error("storage damaged: %s (request %s)", exc, request_id)
+        return error_response(
+            request_id,
+            ErrorCode.STORAGE_DAMAGED,
+            "the database file is damaged; the daemon's operator must restore it from a backup",
         )
     if isinstance(exc, StorageRefused):
         return error_response(

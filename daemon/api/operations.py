@@ -125,6 +125,7 @@ COMMON_ERRORS = (
     ErrorCode.INTERNAL_ERROR,
     ErrorCode.SHUTTING_DOWN,
     ErrorCode.STORAGE_BUSY,
+    ErrorCode.STORAGE_DAMAGED,
 )
 # ... and those with a body these.
 BODY_ERRORS = (

@@ -27,11 +27,13 @@ async def health(request: web.Request) -> web.Response:
     bus = request.app[BUS]
     # degraded: the last write or read could not reach the database (PostgreSQL down or
     # restarting; requests meanwhile answer 503 STORAGE_BUSY), or the last write transaction
-    # found the disk full (507). Still 200: the daemon runs, and reads work.
+    # found the disk full (507), or a read or write found the database file damaged (503
+    # STORAGE_DAMAGED, until an operator restores it). Still 200: the daemon runs.
     if request.app[SHUTDOWN].is_set():
         status = "shutting_down"
     else:
-        status = "degraded" if bus.storage_unreachable or bus.storage_full else "healthy"
+        failing = bus.storage_unreachable or bus.storage_full or bus.storage_damaged
+        status = "degraded" if failing else "healthy"
     return json_response(Health(status=status, timestamp=now_iso(), version=__version__, uptime=int(bus.uptime)))
 
 

@@ -120,6 +120,11 @@ class Bus:
         return self.store.unreachable
 
     @property
+    def storage_damaged(self) -> str | None:
+        """Why the database file is damaged, once a read or write found it so, or None."""
+        return self.store.damaged
+
+    @property
     def storage_full(self) -> str | None:
         """Why the last write transaction could not store a write (a full disk), or None."""
         return self.store.full

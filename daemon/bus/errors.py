@@ -8,6 +8,7 @@ StorageBusy / StorageFull / StorageError   the database could not take a write (
                                    named here so the API handles them without the store)
 StorageRefused                     ... nor a value as given (a NUL in text, on PostgreSQL)
 StorageUnavailable                 a StorageBusy: the database cannot be reached (PostgreSQL down)
+StorageDamaged                     the database file is damaged (SQLite: malformed, not a database)
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ from __future__ import annotations
 from typing import Any
 
 from llmgine_daemon.protocol import ErrorCode
-from llmgine_daemon.store.errors import StorageBusy, StorageError, StorageFull, StorageRefused, StorageUnavailable
+from llmgine_daemon.store.errors import (
+    StorageBusy,
+    StorageDamaged,
+    StorageError,
+    StorageFull,
+    StorageRefused,
+    StorageUnavailable,
+)
 
 __all__ = [
     "BusError",
     "StorageBusy",
+    "StorageDamaged",
     "StorageError",
     "StorageFull",
     "StorageRefused",

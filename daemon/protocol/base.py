@@ -41,6 +41,7 @@ class ErrorCode:
     REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
     STORAGE_BUSY = "STORAGE_BUSY"
     INSUFFICIENT_STORAGE = "INSUFFICIENT_STORAGE"
+    STORAGE_DAMAGED = "STORAGE_DAMAGED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     # ``after`` would make commands wait for each other in a circle (bus/commands/deps.py).
@@ -105,6 +106,8 @@ ERROR_STATUS: dict[str, int] = {
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.STORAGE_BUSY: 503,
     ErrorCode.INSUFFICIENT_STORAGE: 507,
+    # The database file is damaged: nothing is served from it until an operator restores it.
+    ErrorCode.STORAGE_DAMAGED: 503,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
     ErrorCode.DEPENDENCY_CYCLE: 400,

@@ -91,6 +91,9 @@ class BaseStore:
         # Why the last write transaction could not store a write (a full disk, the page limit),
         # None once one committed without that: GET /api/health says "degraded" meanwhile.
         self.full: str | None = None
+        # Why the database file is damaged (SQLite: malformed, not a database), once a read or
+        # write found it so: GET /api/health says "degraded" from then on (it does not heal).
+        self.damaged: str | None = None
 
     def describe(self) -> str:
         """Where the data is, for messages and GET /api/status (never a password)."""

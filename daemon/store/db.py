@@ -58,11 +58,18 @@ from llmgine_daemon.store import (
 )
 from llmgine_daemon.store.base import BaseStore as BaseStore
 from llmgine_daemon.store.base import QueueItem, T, _Alone, _Heavy
+from llmgine_daemon.store.errors import (
+    DAMAGED_HINT,
+    TELEMETRY_DAMAGED_HINT,
+    StorageDamaged,
+    classify,
+    is_busy,
+    is_damaged,
+)
 from llmgine_daemon.store.errors import StorageBusy as StorageBusy
 from llmgine_daemon.store.errors import StorageError as StorageError
 from llmgine_daemon.store.errors import StorageFull as StorageFull
 from llmgine_daemon.store.errors import StorageRefused as StorageRefused
-from llmgine_daemon.store.errors import classify, is_busy
 from llmgine_daemon.store.migrations import apply_migrations
 
 log = logging.getLogger("llmgine.store")
@@ -71,6 +78,8 @@ log = logging.getLogger("llmgine.store")
 # at most this often, never inside a COMMIT: SQLite's automatic checkpoint would make every
 # thousandth-page COMMIT copy and fsync megabytes while the whole write queue waits on it.
 CHECKPOINT_INTERVAL_S = 0.25
+# The write-ahead log is cut back to this size when it starts over (journal_size_limit).
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 # How long the event loop may keep the GIL while the store's thread waits for it (Python's
 # default is 5 ms). The thread needs it back after each blocking call - a COMMIT, a heavy
 # write's few statements - and each wait is latency on every write of the batch. Nobody
@@ -143,7 +152,8 @@ class Store(BaseStore):
         super().__init__(busy_timeout, telemetry=telemetry)
         self.path = path
         self.synchronous = synchronous.upper()
-        self.busy_timeout_ms = max(0, int(busy_timeout * 1000))
+        # SQLite takes a C int of milliseconds (about 24.8 days at most): a longer setting waits that long.
+        self.busy_timeout_ms = max(0, min(int(busy_timeout * 1000), 2**31 - 1))
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
         self._loop_conn: sqlite3.Connection | None = None  # point reads, on the event loop
@@ -210,7 +220,10 @@ class Store(BaseStore):
             await self._ckpt_conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
         except (OSError, sqlite3.Error) as exc:
             await self.close()
-            raise StorageError(f"{self.path}: cannot open database: {exc}") from None
+            hint = ""
+            if isinstance(exc, sqlite3.Error) and is_damaged(exc):
+                hint = f": {TELEMETRY_DAMAGED_HINT if self.telemetry else DAMAGED_HINT}"
+            raise StorageError(f"{self.path}: cannot open database: {exc}{hint}") from None
         except BaseException:
             # Anything else (a schema too new, a cancelled start: Ctrl-C) closes what was
             # opened too: a connection's thread left running keeps the process from exiting.
@@ -218,6 +231,14 @@ class Store(BaseStore):
             raise
         self._task = asyncio.create_task(self._write_loop(), name="llmgine-store-writer")
         self._ckpt_task = asyncio.create_task(self._checkpointer(), name="llmgine-store-checkpoint")
+
+    def _classified(self, exc: sqlite3.Error) -> Exception:
+        """``classify``, remembering a damaged file (GET /api/health: degraded; it never heals)."""
+        err = classify(exc)
+        if isinstance(err, StorageDamaged):
+            err = StorageDamaged(f"{self.path}: {err}")
+            self.damaged = str(err)
+        return err
 
     def _setup_writer(self) -> None:
         conn = self._raw(self._writer_conn)
@@ -230,6 +251,9 @@ class Store(BaseStore):
         # Savepoint journals (one per write in a batch) stay in memory, not in temp files.
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer does it (see above)
+        # The log is cut back to this size when it starts over: without it, the file stayed as
+        # large as its largest burst (a reader holding a snapshot, a full disk) until a restart.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         applied = apply_migrations(conn, telemetry=self.telemetry)
         if applied:
             log.info("applied migrations %s to %s", applied, self.path)
@@ -309,7 +333,7 @@ class Store(BaseStore):
         try:
             value = await conn._execute(ctx.run, alone.fn, self._raw(conn))
         except Exception as exc:
-            error: BaseException | None = classify(exc) if isinstance(exc, sqlite3.Error) else exc
+            error: BaseException | None = self._classified(exc) if isinstance(exc, sqlite3.Error) else exc
         else:
             error = None
         self.ended += 1  # before the writer hears of it (version())
@@ -334,7 +358,7 @@ class Store(BaseStore):
             self.transactions += 1
             self.writes += len(batch)
         except Exception as exc:  # the whole transaction failed (e.g. COMMIT on a full disk)
-            err = classify(exc) if isinstance(exc, sqlite3.Error) else exc
+            err = self._classified(exc) if isinstance(exc, sqlite3.Error) else exc
             log.error("write transaction of %d failed: %s", len(batch), err)
             outcomes = [(False, err)] * len(batch)
             failure = err
@@ -452,7 +476,7 @@ class Store(BaseStore):
             try:
                 value = ctx.run(fn, conn)  # type: ignore[arg-type]  # never an _Alone here
             except Exception as exc:
-                err = classify(exc) if isinstance(exc, sqlite3.Error) else exc
+                err = self._classified(exc) if isinstance(exc, sqlite3.Error) else exc
                 if not conn.in_transaction:
                     # SQLite rolled the whole transaction back by itself (it does for some
                     # SQLITE_FULL and I/O errors): the writes before this one are gone too,
@@ -489,7 +513,7 @@ class Store(BaseStore):
         try:
             result: T = await conn._execute(fn, self._raw(conn))
         except sqlite3.Error as exc:
-            raise classify(exc) from exc
+            raise self._classified(exc) from exc
         return result
 
     async def read_point(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -507,9 +531,9 @@ class Store(BaseStore):
         except sqlite3.OperationalError as exc:
             text = str(exc).lower()
             if "interrupted" not in text and not is_busy(exc):
-                raise classify(exc) from exc
+                raise self._classified(exc) from exc
         except sqlite3.Error as exc:
-            raise classify(exc) from exc
+            raise self._classified(exc) from exc
         else:
             self.loop_reads += 1
             return result

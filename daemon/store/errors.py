@@ -36,6 +36,12 @@ class StorageRefused(StorageError):
     (U+0000), which SQLite stores. The request's fault (422), not the store's."""
 
 
+class StorageDamaged(StorageError):
+    """The database file is damaged (SQLite: "database disk image is malformed", "file is not
+    a database"): no retry will help; the operator restores it from a backup. A read or write
+    that finds it fails with this (503 STORAGE_DAMAGED, one log line), never a traceback."""
+
+
 class SchemaTooNew(StorageError):
     """The database has migrations this code does not know: a newer llmgined migrated it.
     Start-up refuses (running old code on a newer schema could corrupt it)."""
@@ -46,7 +52,27 @@ def is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
+# SQLite's primary result codes for a damaged file (the low byte of an extended code).
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+DAMAGED_HINT = "the file is damaged: restore it from a backup (docs/durability.md, Backups)"
+# The telemetry file holds only logs and spans (store/telemetry.py).
+TELEMETRY_DAMAGED_HINT = (
+    "the file is damaged; it holds only logs and spans: restore it from a backup, "
+    "or move it away (with its -wal and -shm) to start with none"
+)
+
+
+def is_damaged(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
 def classify(exc: sqlite3.Error) -> Exception:
+    if is_damaged(exc):
+        return StorageDamaged(f"{exc}: {DAMAGED_HINT}")
     if is_busy(exc):
         return StorageBusy(str(exc))
     if "full" in str(exc).lower():

@@ -36,6 +36,26 @@ def telemetry_path(main: Path) -> Path:
     return main.with_name(f"{main.stem}-telemetry{main.suffix or '.db'}")
 
 
+def refuse_emptied(main: Path) -> None:
+    """StorageError for a main database of 0 bytes (and no log) beside a telemetry file that
+    holds data: the file was emptied, or a copy over it failed on a full disk (``cp`` leaves 0
+    bytes). SQLite takes an empty file for a new database: the daemon started without a word,
+    with none of the data, and new writes went into it. (A daemon's first start makes the
+    telemetry file only after the main one has its header.)"""
+    wal = main.with_name(main.name + "-wal")
+    try:
+        if main.stat().st_size != 0 or telemetry_path(main).stat().st_size == 0:
+            return
+    except FileNotFoundError:
+        return
+    if wal.exists() and wal.stat().st_size > 0:
+        return
+    raise StorageError(
+        f"{main}: the database is empty (0 bytes) but {telemetry_path(main).name} beside it is not: it was "
+        "emptied, or a copy over it failed (a full disk?); restore it from a backup, or remove it to start anew"
+    )
+
+
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
 

@@ -15,7 +15,7 @@ import typer
 from llmgine_daemon.settings import get_paths
 
 from llmgine_cli import daemonctl
-from llmgine_cli.client import DaemonError, Target
+from llmgine_cli.client import DaemonError, DaemonTimeout, RequestTimeout, Target
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
@@ -162,7 +162,17 @@ def status(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> N
     target, api_key = managed_target(app_ctx)
     client = app_ctx.client(autostart=False, target=target, timeout=app_ctx.timeout or 5.0)
     client.api_key = api_key or client.api_key
-    render(app_ctx.env, client.status(), STATUS_VIEW, output, quiet)
+    try:
+        answer = client.status()
+    except RequestTimeout:
+        pid = daemonctl.paused_pid(target, app_ctx.env.environ)
+        if pid is None:
+            raise
+        raise DaemonTimeout(
+            f"llmgined (pid {pid}) is stopped (SIGSTOP or Ctrl-Z) and cannot answer; "
+            f"continue it with `kill -CONT {pid}`, or `llmgine daemon stop` ends it"
+        ) from None
+    render(app_ctx.env, answer, STATUS_VIEW, output, quiet)
 
 
 @app.command("logs")

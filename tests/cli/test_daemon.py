@@ -163,7 +163,11 @@ def test_tcp_only_daemon_with_its_own_log_file(cold_cli, cold_home):
 
 def test_stop_falls_back_to_sigterm(cold_cli, cold_home):
     pid = int(cold_cli("daemon", "start", "-q").stdout)
-    (cold_home / "run" / "llmgined.sock").unlink()  # the API is unreachable now
+    sock = cold_home / "run" / "llmgined.sock"
+    sock.unlink()
+    # The API is unreachable now: a file where its socket was (a removed socket alone is made
+    # again within a second; the daemon leaves a path something else holds alone).
+    sock.write_text("")
     result = cold_cli("daemon", "stop", "-o", "json")
     assert result.exit_code == 0, result.stderr
     body = json.loads(result.stdout)

@@ -114,6 +114,14 @@ def test_yaml_empty_values_leave_defaults(home):
         ("[server]\nport = 70000\n", "expected a port number"),
         ("[server\nport = 1\n", "not valid TOML"),
         ("[observability]\nenable_metrics = 'maybe'\n", "expected a boolean"),
+        # A table written as a value was "unknown key 'server'" (the key is known, as a table).
+        ("server = 5\n", "server is a table ([server]), not a value"),
+        (
+            "[database]\nbusy_timeout = 1e308\n",
+            "database.busy_timeout = 1e+308: expected a positive number of seconds, at most 1e+09",
+        ),
+        ("[database]\nevent_retention_days = 100000\n", "expected a number of days from 0 to 36500"),
+        ("[webhooks]\nkeep_days = 1e6\n", "expected a positive number of days, at most 36500"),
     ],
 )
 def test_bad_file_names_file_key_value(home, text, fragment):
