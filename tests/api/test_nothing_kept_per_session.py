@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from tests.api.bus_helpers import session_with_engine, submit
+from tests.eventually import eventually
 
 ROUNDS = 40
 
@@ -77,8 +78,19 @@ async def test_no_object_is_kept_per_finished_session(app_client):
     assert before["llmgine_daemon.bus.core.Bus"] >= 1, "the census sees the daemon's objects"
     for _ in range(ROUNDS):
         await one_session(app_client)
-    after = census()
-    # Something kept per session would count ROUNDS (or a multiple) more; what is in flight
-    # or cached up to a bound moves by a few.
-    grown = {t: after[t] - before[t] for t in after if after[t] - before[t] >= ROUNDS // 4}
-    assert not grown, grown
+
+    grown: dict[str, int] = {}
+
+    def settled() -> bool:
+        after = census()
+        grown.clear()
+        grown.update({t: after[t] - before[t] for t in after if after[t] - before[t] >= ROUNDS // 4})
+        return not grown
+
+    # Something kept per session would count ROUNDS (or a multiple) more, for good; what is in
+    # flight or cached up to a bound moves by a few, and what is still finishing goes (on a
+    # loaded machine, 11 spans were still held by the contexts of tasks ending).
+    try:
+        await eventually(settled, timeout=15, interval=0.2)
+    except AssertionError:
+        raise AssertionError(f"objects kept per session: {grown}") from None
