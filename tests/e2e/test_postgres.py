@@ -48,8 +48,9 @@ def home() -> Iterator[Path]:
         cleanup_home(path)
 
 
-def start_failure(home: Path, url: str) -> tuple[int, str]:
-    """llmgined with DATABASE_URL=url, which must not start: (exit code, stderr)."""
+def start_failure(home: Path, url: str, secret: str = PASSWORD) -> tuple[int, str]:
+    """llmgined with DATABASE_URL=url, which must not start, nor show ``secret``: (exit code,
+    the line it said)."""
     proc = subprocess.run(
         [sys.executable, "-m", "llmgine_daemon", "--no-socket", "--port", str(free_port())],
         env=full_env(cli_env(home, DATABASE_URL=url)),
@@ -60,7 +61,7 @@ def start_failure(home: Path, url: str) -> tuple[int, str]:
         check=False,
     )
     assert proc.returncode != 0, proc.stderr
-    assert PASSWORD not in proc.stderr + proc.stdout
+    assert secret not in proc.stderr + proc.stdout, proc.stderr
     return proc.returncode, one_line(proc.stderr)
 
 

@@ -6,8 +6,6 @@ never shows in a message or in ``ps``.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,15 +14,12 @@ import pytest
 
 from tests.clitools import (
     cleanup_home,
-    cli_env,
-    free_port,
-    full_env,
-    one_line,
     run_cli,
     short_home,
     start_daemon,
     stop_process,
 )
+from tests.e2e.test_postgres import start_failure
 from tests.eventually import eventually_blocking
 from tests.postgres import PASSWORD
 
@@ -44,17 +39,7 @@ def home() -> Iterator[Path]:
 
 def refused(home: Path, url: str) -> tuple[int, str]:
     """llmgined given ``url``, which it must refuse before connecting: (exit code, the line)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "llmgine_daemon", "--no-socket", "--port", str(free_port())],
-        env=full_env(cli_env(home, DATABASE_URL=url)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert SECRET not in proc.stderr + proc.stdout, proc.stderr
-    return proc.returncode, one_line(proc.stderr)
+    return start_failure(home, url, SECRET)
 
 
 def test_a_libpq_keyword_string_is_refused_without_its_password(home: Path) -> None:
