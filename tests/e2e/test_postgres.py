@@ -48,12 +48,13 @@ def home() -> Iterator[Path]:
         cleanup_home(path)
 
 
-def start_failure(home: Path, url: str, secret: str = PASSWORD) -> tuple[int, str]:
-    """llmgined with DATABASE_URL=url, which must not start, nor show ``secret``: (exit code,
-    the line it said)."""
+def start_failure(home: Path, url: str, secret: str = PASSWORD, *, flag: str | None = None) -> tuple[int, str]:
+    """llmgined with DATABASE_URL=url (or ``flag`` url), which must not start, nor show
+    ``secret``: (exit code, the line it said)."""
+    given = [flag, url] if flag is not None else []
     proc = subprocess.run(
-        [sys.executable, "-m", "llmgine_daemon", "--no-socket", "--port", str(free_port())],
-        env=full_env(cli_env(home, DATABASE_URL=url)),
+        [sys.executable, "-m", "llmgine_daemon", "--no-socket", "--port", str(free_port()), *given],
+        env=full_env(cli_env(home, DATABASE_URL=None if flag is not None else url)),
         capture_output=True,
         text=True,
         timeout=60,

@@ -14,6 +14,7 @@ import pytest
 
 from tests.clitools import (
     cleanup_home,
+    free_port,
     run_cli,
     short_home,
     start_daemon,
@@ -72,6 +73,17 @@ def test_a_password_given_with_the_flag_is_not_on_the_command_line(home: Path, p
         stop_process(d.proc)
     assert d.proc.returncode == 0
     assert PASSWORD not in (home / "daemon-under-test.log").read_text()
+
+
+def test_the_flag_abbreviated_is_taken_off_the_command_line_too(home: Path) -> None:
+    # argparse takes any unique prefix of --database-url, down to --d; that one was left on the
+    # command line, so the daemon ran itself again, found the password again, and so on for
+    # ever (the same pid, at 100% CPU). Here nothing listens at the URL: it must say so.
+    port = free_port()
+    for flag in ("--d", "--datab", "--database-url"):
+        url = f"postgresql://u:{SECRET}@127.0.0.1:{port}/db"
+        code, line = start_failure(home, url, SECRET, flag=flag)
+        assert code == 1 and f"127.0.0.1:{port}" in line, (flag, line)
 
 
 def test_a_running_node_stops_when_a_newer_llmgined_migrates_the_database(home: Path, pg_url: str) -> None:
