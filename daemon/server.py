@@ -512,15 +512,15 @@ def raise_open_files_limit() -> None:
 
 
 def _without_database_url(args: list[str]) -> list[str]:
-    """``args`` without ``--database-url`` and its value (argparse's abbreviations too: no
-    other option starts with ``--d``)."""
+    """``args`` without ``--database-url`` and its value (argparse's abbreviations too, down
+    to ``--d``: no other option starts with it)."""
     kept: list[str] = []
     skip = False
     for arg in args:
         name, eq, _ = arg.partition("=")
         if skip:
             skip = False
-        elif len(name) > 3 and "--database-url".startswith(name):
+        elif len(name) > 2 and "--database-url".startswith(name):
             skip = not eq
         else:
             kept.append(arg)
@@ -535,11 +535,14 @@ def hide_database_password(url: str | None) -> None:
     if not url or redact_url(url) == url:
         return
     given = sys.argv[1:]
+    kept = _without_database_url(given)
+    if kept == given:  # not found: run as it is, rather than again and again
+        return
     interpreter = sys.orig_argv[: len(sys.orig_argv) - len(given)]
     os.environ["DATABASE_URL"] = url
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [*interpreter, *_without_database_url(given)])
+    os.execv(sys.executable, [*interpreter, *kept])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,9 @@ do not matter but any change of value does. The canonical JSON is msgspec's, key
 one pass in C: Python's ``json.dumps(sort_keys=True)`` of the decoded body took about ten times
 as long (230 ms of the event loop for an 800 KB body, seen: a session token sending such
 bodies with keys within its rate limit held the loop from every other client). A key stored
-by an older version (its hash made that way) is still recognised (``legacy_hash``).
+by an older version (its hash made that way) is still recognised (``legacy_hash``); this
+version's hashes carry a mark (``VERSION``), so the older hash is made only for such a key,
+not for every other body sent with a key of this version (that cost it all over again).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import msgspec
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.protocol import ErrorCode, now_iso
 
+# Before the hex digest of this version's hashes: an older one's is the digest alone.
+VERSION = "m1:"
+
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyKey:
@@ -35,7 +40,16 @@ class IdempotencyKey:
     def of(cls, scope: str, key: str, body: Any) -> IdempotencyKey:
         """``body``: the decoded request (a protocol Struct, or plain JSON values)."""
         canonical = msgspec.json.encode(body, order="sorted")
-        return cls(scope, key, hashlib.sha256(canonical).hexdigest(), body)
+        return cls(scope, key, VERSION + hashlib.sha256(canonical).hexdigest(), body)
+
+    def matches(self, stored: str) -> bool:
+        """Whether ``stored`` (a key's recorded hash) is this body's: the older hash is made
+        only for a key an older version recorded."""
+        if stored == self.body_hash:
+            return True
+        if stored.startswith(VERSION):
+            return False
+        return stored == self.body_hash.removeprefix(VERSION) or stored == self.legacy_hash()
 
     def legacy_hash(self) -> str:
         """The hash an older version stored for this body (Python's json, ASCII escapes)."""
@@ -54,7 +68,7 @@ def lookup(conn: sqlite3.Connection, idem: IdempotencyKey | None) -> tuple[str, 
     ).fetchone()
     if row is None:
         return None
-    if row[0] != idem.body_hash and row[0] != idem.legacy_hash():
+    if not idem.matches(row[0]):
         raise BusError(
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
             "this Idempotency-Key was already used with a different request body",

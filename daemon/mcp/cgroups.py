@@ -114,6 +114,29 @@ def killed_for_memory(paths: list[Path], memory_bytes: int) -> str | None:
     )
 
 
+def refused_for_processes(paths: list[Path], processes: int) -> str | None:
+    """What ``last_error`` says when a fork of the run was refused at pids.max: the session's
+    servers share it, and the one that could not start its processes said only "Connection
+    closed". Counted in the run's own cgroup, made for this run (``max`` of pids.events, or of
+    pids.events.local where a kernel counts the other in the cgroup whose limit was hit)."""
+    if not paths or not processes:
+        return None
+    for path in paths:
+        for name in ("pids.events", "pids.events.local"):
+            try:
+                lines = (path / name).read_text().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                key, _, value = line.partition(" ")
+                if key == "max" and value.strip() not in ("", "0"):
+                    return (
+                        f"refused: a process could not start (the session's servers may run {processes} "
+                        "processes together, theirs and the sandbox's: mcp.session_token_max_processes)"
+                    )
+    return None
+
+
 def join(paths: list[Path]) -> None:
     """In the child, before exec (``preexec_fn``): move this process into the cgroups."""
     pid = str(os.getpid()).encode()

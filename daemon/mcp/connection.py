@@ -143,10 +143,14 @@ class Connection:
         self.status = "stopped"
 
     async def _release_cgroup(self) -> None:
-        """After the run's process ended: note an OOM kill, and remove its cgroup."""
+        """After the run's process ended: note an OOM kill or a refused fork, and remove its
+        cgroup."""
         paths = self._cgroup  # kept until removed: a stop cancelling this one does it again
         if paths and self.config.cgroups is not None:
-            self._killed_for = cgroups.killed_for_memory(paths, self.config.cgroups.memory_bytes)
+            limits = self.config.cgroups
+            self._killed_for = cgroups.killed_for_memory(paths, limits.memory_bytes) or cgroups.refused_for_processes(
+                paths, limits.processes
+            )
             await self.config.cgroups.release(paths)
         self._cgroup = []
 

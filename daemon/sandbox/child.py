@@ -165,14 +165,35 @@ def _text_cap(run: frames.Run) -> int:
     return max((run.max_result + 65536) // 16, 1000)
 
 
+def _cut(text: str, cap: int) -> str:
+    return text if len(text) <= cap else f"{text[:cap]}... ({len(text)} characters)"
+
+
+# A type's name in an error (``details.type``): user code may make a class of any name.
+TYPE_CAP = 256
+
+
+def _bounded(error: dict[str, Any], cap: int) -> dict[str, Any]:
+    """``error`` with its message and its details' strings cut to about ``cap`` characters (a
+    type's name to about TYPE_CAP): user code chooses them all (an exception class, or a
+    result's type, named with megabytes), and a longer one made the frame over its limit, the
+    call a protocol violation. (``_failure``'s, cut already, stay as they are.)"""
+    limit = cap + TYPE_CAP + 64
+    error["message"] = _cut(str(error.get("message", "")), limit)
+    details = error.get("details") or {}
+    for key, value in details.items():
+        if isinstance(value, str):
+            details[key] = _cut(value, TYPE_CAP + 64 if key == "type" else limit)
+    return error
+
+
 def _failure(exc: BaseException, filename: str, cap: int) -> dict[str, Any]:
-    kind = type(exc).__name__
+    kind = _cut(type(exc).__name__, TYPE_CAP)
     try:
         message = str(exc)
     except BaseException:  # noqa: BLE001 - user code's __str__ may raise anything
         message = f"<str() of the {kind} failed>"
-    if len(message) > cap:
-        message = f"{message[:cap]}... ({len(message)} characters)"
+    message = _cut(message, cap)
     return call_error(
         EXECUTION_FAILED,
         f"{kind}: {message}" if message else kind,
@@ -238,6 +259,13 @@ def _call(run: frames.Run, fn: Any) -> Any:
 
 
 def run_in_child(run: frames.Run, output: CappedOutput) -> frames.Done:
+    done = _run_in_child(run, output)
+    if done.error is not None:
+        done.error = _bounded(done.error, _text_cap(run))
+    return done
+
+
+def _run_in_child(run: frames.Run, output: CappedOutput) -> frames.Done:
     filename = f"<{run.kind}:{run.function or 'handler'}>"
     sys.stdout = sys.stderr = output  # type: ignore[assignment]
     try:

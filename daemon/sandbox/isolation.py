@@ -404,7 +404,9 @@ class Cgroups:
                 elif (path / "memory.max").exists():  # v2
                     (path / "memory.max").write_text(str(memory_bytes))
                     _try_write(path / "memory.swap.max", "0")
-                    _try_write(path / "memory.oom.group", "1")
+                    # A kill for memory takes the whole run, not one process of it; but not a
+                    # holder's: that would take every run in it (all a session's servers).
+                    _try_write(path / "memory.oom.group", "0" if nest else "1")
                 else:  # v1
                     (path / "memory.limit_in_bytes").write_text(str(memory_bytes))
                     _try_write(path / "memory.memsw.limit_in_bytes", str(memory_bytes))

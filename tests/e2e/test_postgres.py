@@ -48,11 +48,13 @@ def home() -> Iterator[Path]:
         cleanup_home(path)
 
 
-def start_failure(home: Path, url: str) -> tuple[int, str]:
-    """llmgined with DATABASE_URL=url, which must not start: (exit code, stderr)."""
+def start_failure(home: Path, url: str, secret: str = PASSWORD, *, flag: str | None = None) -> tuple[int, str]:
+    """llmgined with DATABASE_URL=url (or ``flag`` url), which must not start, nor show
+    ``secret``: (exit code, the line it said)."""
+    given = [flag, url] if flag is not None else []
     proc = subprocess.run(
-        [sys.executable, "-m", "llmgine_daemon", "--no-socket", "--port", str(free_port())],
-        env=full_env(cli_env(home, DATABASE_URL=url)),
+        [sys.executable, "-m", "llmgine_daemon", "--no-socket", "--port", str(free_port()), *given],
+        env=full_env(cli_env(home, DATABASE_URL=None if flag is not None else url)),
         capture_output=True,
         text=True,
         timeout=60,
@@ -60,7 +62,7 @@ def start_failure(home: Path, url: str) -> tuple[int, str]:
         check=False,
     )
     assert proc.returncode != 0, proc.stderr
-    assert PASSWORD not in proc.stderr + proc.stdout
+    assert secret not in proc.stderr + proc.stdout, proc.stderr
     return proc.returncode, one_line(proc.stderr)
 
 

@@ -6,8 +6,6 @@ never shows in a message or in ``ps``.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,15 +14,13 @@ import pytest
 
 from tests.clitools import (
     cleanup_home,
-    cli_env,
     free_port,
-    full_env,
-    one_line,
     run_cli,
     short_home,
     start_daemon,
     stop_process,
 )
+from tests.e2e.test_postgres import start_failure
 from tests.eventually import eventually_blocking
 from tests.postgres import PASSWORD
 
@@ -44,17 +40,7 @@ def home() -> Iterator[Path]:
 
 def refused(home: Path, url: str) -> tuple[int, str]:
     """llmgined given ``url``, which it must refuse before connecting: (exit code, the line)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "llmgine_daemon", "--no-socket", "--port", str(free_port())],
-        env=full_env(cli_env(home, DATABASE_URL=url)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert SECRET not in proc.stderr + proc.stdout, proc.stderr
-    return proc.returncode, one_line(proc.stderr)
+    return start_failure(home, url, SECRET)
 
 
 def test_a_libpq_keyword_string_is_refused_without_its_password(home: Path) -> None:
@@ -87,6 +73,17 @@ def test_a_password_given_with_the_flag_is_not_on_the_command_line(home: Path, p
         stop_process(d.proc)
     assert d.proc.returncode == 0
     assert PASSWORD not in (home / "daemon-under-test.log").read_text()
+
+
+def test_the_flag_abbreviated_is_taken_off_the_command_line_too(home: Path) -> None:
+    # argparse takes any unique prefix of --database-url, down to --d; that one was left on the
+    # command line, so the daemon ran itself again, found the password again, and so on for
+    # ever (the same pid, at 100% CPU). Here nothing listens at the URL: it must say so.
+    port = free_port()
+    for flag in ("--d", "--datab", "--database-url"):
+        url = f"postgresql://u:{SECRET}@127.0.0.1:{port}/db"
+        code, line = start_failure(home, url, SECRET, flag=flag)
+        assert code == 1 and f"127.0.0.1:{port}" in line, (flag, line)
 
 
 def test_a_running_node_stops_when_a_newer_llmgined_migrates_the_database(home: Path, pg_url: str) -> None:

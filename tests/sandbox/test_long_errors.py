@@ -42,3 +42,30 @@ async def test_a_long_exception_message_is_the_users_error(make_client):
     assert error["code"] == "EXECUTION_FAILED" and error["details"]["type"] == "Odd", error
     status = await (await client.get("/api/status")).json()
     assert status["sandbox"]["crashes"] == 0, status["sandbox"]
+
+
+# An exception class, and a result's type, named with megabytes: names user code chooses too.
+LONG_NAMES = """
+def long_names(size: int, what: str):
+    named = type("E" * size, (ValueError,), {})
+    if what == "raise":
+        raise named("short")
+    return named()
+"""
+
+
+async def test_a_long_type_name_is_the_users_error(make_client):
+    client = await make_client(API_WORKERS="1")
+    sid = (await create_session(client))["session_id"]
+    resp = await client.post(f"/api/sessions/{sid}/tools", json={"name": "long_names", "function_code": LONG_NAMES})
+    assert resp.status == 201, await resp.text()
+    for what, code in [("raise", "EXECUTION_FAILED"), ("return", "INVALID_RESULT")]:
+        resp = await client.post(
+            f"/api/sessions/{sid}/tools/long_names/execute", json={"arguments": {"size": 3_000_000, "what": what}}
+        )
+        error = (await resp.json())["error"]
+        assert error["code"] == code, str(error)[:300]
+        assert error["details"]["type"].startswith("EEEE") and "(3000000 characters)" in error["details"]["type"]
+        assert len(error["message"]) < 100_000
+    status = await (await client.get("/api/status")).json()
+    assert status["sandbox"]["crashes"] == 0, status["sandbox"]
