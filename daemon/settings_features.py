@@ -50,7 +50,7 @@ FEATURE_SETTINGS: tuple[Setting, ...] = (
         "mcp.session_token_memory_mb",
         "LLMGINE_MCP_SESSION_TOKEN_MEMORY_MB",
         positive,
-        512,
+        1024,
         "memory, in MiB, a session's token stdio MCP servers may use together, with every "
         "process they start (a memory cgroup per session, no swap: past it the kernel kills "
         "one, and its last_error says so); needs cgroups (a daemon run as root), else only the "
@@ -60,7 +60,7 @@ FEATURE_SETTINGS: tuple[Setting, ...] = (
         "mcp.session_token_max_processes",
         "LLMGINE_MCP_SESSION_TOKEN_MAX_PROCESSES",
         positive,
-        32,
+        128,
         "processes (and threads) a session's token stdio MCP servers may run at once together, "
         "theirs and the sandbox's included (a pids cgroup per session; without cgroups only "
         "sandbox.max_processes as RLIMIT_NPROC applies; 0 = no cgroup limit)",

@@ -79,8 +79,8 @@ class McpPolicy:
     # mcp.session_token_cpu_seconds: RLIMIT_CPU of a session token's stdio server (mcp/launch.py)
     cpu_seconds: int = 0
     # mcp.session_token_memory_mb / _max_processes: such a server's cgroup (mcp/cgroups.py)
-    memory_mb: int = 512
-    max_processes: int = 32
+    memory_mb: int = 1024
+    max_processes: int = 128
     call_timeout: float = 60.0
     start_timeout: float = 15.0
 

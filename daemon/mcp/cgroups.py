@@ -64,7 +64,7 @@ class ServerCgroups:
                     )
                 else:
                     log.info(
-                        "mcp: a session token's stdio servers get a cgroup each (%s): memory %s MB, %s processes",
+                        "mcp: a session's token stdio servers share a cgroup (%s): memory %s MB, %s processes",
                         ",".join(self._cgroups.controllers),
                         self.memory_bytes // 2**20 or "unlimited",
                         self.processes or "unlimited",
@@ -73,8 +73,9 @@ class ServerCgroups:
             return []
         # The session's own (made again, or its limits written again: harmless) holds no process.
         group = f"g{session_id}"
-        if len(self._cgroups.make(group, *self._limits, nest=True)) < len(self._cgroups.parents):
-            return []
+        if not self._cgroups.make(group, *self._limits, nest=True):
+            return []  # (each failure logged) per-process limits only, as without cgroups
+        # Under each controller whose session cgroup could be made (a failure is logged).
         paths = self._cgroups.make(f"{group}/s{next(_names)}", *self._limits)
         self._made.update(paths)
         if paths:

@@ -43,3 +43,18 @@ def test_a_sessions_cgroup_leaves_a_kill_for_memory_to_one_run(tmp_path: Path) -
     assert (parent / "g1" / "s1" / "memory.oom.group").read_text() == "1"
     assert (parent / "g1" / "memory.max").read_text() == str(64 * 2**20)
     assert (parent / "g1" / "cgroup.subtree_control").read_text() == "+memory"
+
+
+async def test_a_server_keeps_the_limits_of_the_cgroups_that_could_be_made(tmp_path: Path) -> None:
+    """A session's cgroup made under some controllers only (one hierarchy refused it): the run
+    gets a cgroup under those, as each run's own did before there were sessions' cgroups; it
+    ran under none, capped per process only."""
+    memory = tmp_path / "memory" / "llmgine-sandbox-1-mcp"
+    memory.mkdir(parents=True)
+    pids = tmp_path / "pids-not-a-directory"
+    pids.write_text("")
+    cgroups = ServerCgroups(64 * 2**20, 32)
+    cgroups._cgroups, cgroups._probed = Cgroups({"memory": memory, "pids": pids}), True
+    (run,) = await cgroups.make("s@1", "1")
+    assert run.parent == memory / "g1" and (run / "memory.limit_in_bytes").read_text() == str(64 * 2**20)
+    assert (memory / "g1" / "memory.limit_in_bytes").read_text() == str(64 * 2**20)
