@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import gc
 import logging
@@ -161,10 +162,8 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
 def _say(line: str) -> None:
     """One line on stderr, if there is one to write to."""
-    try:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         print(line, file=sys.stderr, flush=True)
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 def setup_logging(settings: Settings) -> None:
@@ -379,8 +378,7 @@ class Claim:
     fd: int | None = None
 
 
-# How often the daemon looks for its socket and pidfile (two stat calls).
-KEEP_FILES_S = 1.0
+KEEP_FILES_S = 1.0  # how often the daemon looks for its socket and pidfile (two stat calls)
 
 
 async def keep_files(runner: web.AppRunner, settings: Settings, claim: Claim, sockets: list[socket.socket]) -> None:

@@ -363,8 +363,13 @@ class Outbox:
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.pop(task, None)
         self._send_wake.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("webhook attempt failed", exc_info=task.exception())
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, StorageError):
+            # Busy, full or unreachable: the attempt's outcome (or its event) was not read or
+            # written; its lease runs out and it is sent again. One line, as the other rounds.
+            log.warning("webhook attempt not recorded, sent again later: %s", error)
+        elif error is not None:
+            log.error("webhook attempt failed", exc_info=error)
 
     async def _body(self, delivery_id: str, seq: int) -> str | None:
         """The delivery's body, made from its event as stored now (None once the event is gone:
