@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.scoping import check_limits, missing, require_scope, visible
-from llmgine_daemon.bus.sessions import fetch_session
+from llmgine_daemon.bus.sessions import require_active
 from llmgine_daemon.bus.webhook_outbox import Outbox, Sender
 from llmgine_daemon.bus.webhook_policy import HostPolicy, check_secret, new_secret
 from llmgine_daemon.protocol import (
@@ -114,7 +114,8 @@ class Webhooks:
 
         def write(conn: sqlite3.Connection) -> str | None:
             if body.session_id is not None:
-                fetch_session(conn, body.session_id)
+                # An ended session publishes nothing more: a webhook for it would never send.
+                require_active(conn, body.session_id)
             if if_exists != "create":
                 twin = conn.execute(
                     "SELECT webhook_id, secret FROM webhooks WHERE url = ? AND events = ? AND session_id IS ?"

@@ -26,7 +26,7 @@ HOOK_ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/webhooks",
         {201: Webhook, 200: Webhook},
         WebhookCreate,
-        errors=(E.SESSION_NOT_FOUND, E.LIMIT_REACHED, E.CONFLICT),
+        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.LIMIT_REACHED, E.CONFLICT),
         client="create_webhook",
     ),
     Endpoint("listWebhooks", "GET", "/api/webhooks", {200: WebhookList}, client="list_webhooks"),

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import assert_envelope, create_session
+from tests.conftest import assert_documented, assert_envelope, create_session
 from tests.eventually import eventually
 
 
@@ -380,3 +380,20 @@ async def test_sessions_with_silent_targets_leave_slots_for_the_others(make_clie
     finally:
         release.set()
         await runner.cleanup()
+
+
+async def test_a_webhook_for_an_ended_session_is_refused_as_a_schedule_is(app_client, receiver):
+    """An ended session publishes nothing more, so a webhook registered for it after its end
+    would never send anything: 409 SESSION_CLOSED, as a schedule's registration is (it was 201).
+    One registered before the end stays and sends the session's last events."""
+    s = await create_session(app_client)
+    kept = await register(app_client, url=receiver.url, session_id=s["session_id"])
+    assert (await app_client.delete(f"/api/sessions/{s['session_id']}")).status == 200
+    resp = await app_client.post("/api/webhooks", json={"url": receiver.url, "session_id": s["session_id"]})
+    assert resp.status == 409, await resp.text()
+    assert_envelope(await resp.json(), "SESSION_CLOSED")
+    await assert_documented(app_client, "POST", "/api/webhooks", 409, "SESSION_CLOSED")
+    listed = await (await app_client.get("/api/webhooks", params={"session_id": s["session_id"]})).json()
+    assert [w["webhook_id"] for w in listed["webhooks"]] == [kept["webhook_id"]]
+    resp = await app_client.post("/api/webhooks", json={"url": receiver.url, "session_id": "no-such-session"})
+    assert resp.status == 404, await resp.text()
