@@ -31,6 +31,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from llmgine_daemon.argv import without_options
+
 POLL_SECONDS = 0.5
 # How long a child gets to shut down before it is killed: its own server.shutdown_timeout
 # (default 10 s) plus flushing and closing.
@@ -71,19 +73,7 @@ def child_args(argv: list[str]) -> list[str]:
     """The command line without ``--reload`` and ``--reload-dir DIR`` (or ``=DIR``, or the
     option abbreviated as argparse allows: the child refused a ``--reload-d DIR`` left in its
     command line without ``--reload``)."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        name, equals, _ = arg.partition("=")
-        if skip:
-            skip = False
-        elif arg == "--reload" or (equals and _is_reload_dir(name)):
-            continue
-        elif _is_reload_dir(arg):
-            skip = True
-        else:
-            out.append(arg)
-    return out
+    return without_options(argv, _is_reload_dir, lambda arg: arg == "--reload")
 
 
 def _start(args: list[str]) -> subprocess.Popen[bytes]:

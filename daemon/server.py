@@ -32,6 +32,7 @@ from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.api.malformed import EnvelopingSite, enveloping
 from llmgine_daemon.api.origins import check_bind
 from llmgine_daemon.app import create_app
+from llmgine_daemon.argv import without_options
 from llmgine_daemon.coalesce import CoalescingSite
 from llmgine_daemon.observability.redact import RedactingFormatter
 from llmgine_daemon.paths import StartupError, hold_pid_lock
@@ -509,22 +510,6 @@ def raise_open_files_limit() -> None:
         pass
 
 
-def _without_database_url(args: list[str]) -> list[str]:
-    """``args`` without ``--database-url`` and its value (argparse's abbreviations too, down
-    to ``--d``: no other option starts with it)."""
-    kept: list[str] = []
-    skip = False
-    for arg in args:
-        name, eq, _ = arg.partition("=")
-        if skip:
-            skip = False
-        elif len(name) > 2 and "--database-url".startswith(name):
-            skip = not eq
-        else:
-            kept.append(arg)
-    return kept
-
-
 def hide_database_password(url: str | None) -> None:
     """A password given with ``--database-url`` is on the command line, which ``ps`` shows
     every user for the daemon's life: move the URL into the environment (``DATABASE_URL``:
@@ -533,7 +518,8 @@ def hide_database_password(url: str | None) -> None:
     if not url or redact_url(url) == url:
         return
     given = sys.argv[1:]
-    kept = _without_database_url(given)
+    # argparse's abbreviations too, down to ``--d``: no other option starts with it.
+    kept = without_options(given, lambda name: len(name) > 2 and "--database-url".startswith(name))
     if kept == given:  # not found: run as it is, rather than again and again
         return
     interpreter = sys.orig_argv[: len(sys.orig_argv) - len(given)]

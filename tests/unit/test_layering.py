@@ -39,6 +39,7 @@ RANK = {
     "protocol": 1,
     "paths": 1,
     "aio": 1,
+    "argv": 1,  # options taken out of a command line (standard library only)
     "textsafe": 1,  # control characters as escapes, for the log and the CLI (standard library only)
 }
 # What the CLI may use of the daemon's package (it imports them on every invocation).
