@@ -16,6 +16,7 @@ with tests/dbtools.py's ``open_home_db``, on either backend.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,14 @@ def module_backend_env(e2e_backend: str, request: pytest.FixtureRequest) -> Iter
     yield make
     for url in made:
         request.getfixturevalue("pg_server").drop_database(url)
+
+
+@pytest.fixture
+def cli_home() -> Iterator[Path]:
+    """A home with a path short enough for its sockets (``clitools.short_home``); anything a
+    test started in it (or a failing one left running) is stopped and the home removed."""
+    path = clitools.short_home()
+    try:
+        yield path
+    finally:
+        clitools.cleanup_home(path)

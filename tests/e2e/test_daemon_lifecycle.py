@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from llmgine_cli.daemonctl import pid_alive
-from tests.clitools import cleanup_home, cli_env, free_port, run_cli, short_home
+from tests.clitools import cli_env, free_port, run_cli
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def home() -> Iterator[Path]:
-    path = short_home()
-    try:
-        yield path
-    finally:
-        cleanup_home(path)  # stops anything a failing test left running
+def home(cli_home: Path) -> Path:
+    return cli_home
 
 
 def llmgine(home: Path, *args: str, **env: str | None) -> tuple[int, str, str]:

@@ -19,7 +19,7 @@ import pytest
 from llmgine_daemon.settings import get_paths
 
 from llmgine_cli.daemonctl import pid_alive, read_pid
-from tests.clitools import cleanup_home, cli_env, run_cli, short_home
+from tests.clitools import cli_env, run_cli
 from tests.e2e.test_bus_crash import call
 from tests.e2e.test_llmgined import exit_code, fails_with, free_port, run_daemon, wait_for_http
 from tests.eventually import eventually_blocking
@@ -109,15 +109,6 @@ def test_a_database_damaged_under_a_running_daemon_is_503_and_no_traceback(home)
     text = log.read_text()
     assert "Traceback" not in text + err, (text + err)[-4000:]
     assert "storage damaged: " in text and "database disk image is malformed" in text, text[-4000:]
-
-
-@pytest.fixture
-def cli_home() -> Iterator[Path]:
-    path = short_home()
-    try:
-        yield path
-    finally:
-        cleanup_home(path)
 
 
 def llmgine(home: Path, *args: str, **env: str | None) -> subprocess.CompletedProcess[str]:

@@ -40,12 +40,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.own_database(reason="makes its own Po
 
 
 @pytest.fixture
-def home() -> Iterator[Path]:
-    path = short_home()
-    try:
-        yield path
-    finally:
-        cleanup_home(path)
+def home(cli_home: Path) -> Path:
+    return cli_home
 
 
 def start_failure(home: Path, url: str, secret: str = PASSWORD, *, flag: str | None = None) -> tuple[int, str]:

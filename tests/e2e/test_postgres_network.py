@@ -10,14 +10,13 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.clitools import cleanup_home, short_home, start_daemon, stop_process
+from tests.clitools import start_daemon, stop_process
 from tests.e2e.test_postgres import call
 from tests.eventually import eventually_blocking
 from tests.pgproxy import Blackhole
@@ -27,12 +26,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.own_database(reason="makes its own Po
 
 
 @pytest.fixture
-def home() -> Iterator[Path]:
-    path = short_home()
-    try:
-        yield path
-    finally:
-        cleanup_home(path)
+def home(cli_home: Path) -> Path:
+    return cli_home
 
 
 def _through(url: str, host: str, port: int) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,12 +29,8 @@ SECRET = "op-secret-7c2e"  # noqa: S105 - not a real one; the tests look for it
 
 
 @pytest.fixture
-def home() -> Iterator[Path]:
-    path = short_home()
-    try:
-        yield path
-    finally:
-        cleanup_home(path)
+def home(cli_home: Path) -> Path:
+    return cli_home
 
 
 def refused(home: Path, url: str) -> tuple[int, str]:
