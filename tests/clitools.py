@@ -90,6 +90,22 @@ def full_env(overrides: Mapping[str, str | None]) -> dict[str, str]:
     return env
 
 
+def cli_on_terminal(args: Sequence[str], env: Mapping[str, str | None], *, rows: int = 30, columns: int = 80) -> Any:
+    """The CLI as a real process on a pseudo-terminal ``columns`` wide (a ``pexpect.spawn``;
+    ``TERM`` xterm-256color unless ``env`` says otherwise)."""
+    import pexpect
+
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "llmgine_cli", *args],
+        env=full_env({"TERM": "xterm-256color", **env}),
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(rows, columns),
+        preexec_fn=default_signals,
+    )
+
+
 def invoke(args: Sequence[str], env: Mapping[str, str | None]) -> Result:
     """The CLI in-process (fast); stdout and stderr are captured apart."""
     return CliRunner().invoke(app, list(args), env=dict(env), catch_exceptions=False)

@@ -9,19 +9,11 @@ import sys
 import pexpect
 import pytest
 
-from tests.clitools import default_signals, full_env, run_cli
+from tests.clitools import cli_on_terminal, full_env, run_cli
 
 
 def _spawn(args: list[str], daemon) -> pexpect.spawn:
-    return pexpect.spawn(
-        sys.executable,
-        ["-m", "llmgine_cli", *args],
-        env=full_env({**daemon.env, "TERM": "xterm-256color"}),
-        encoding="utf-8",
-        timeout=30,
-        dimensions=(30, 80),
-        preexec_fn=default_signals,
-    )
+    return cli_on_terminal(args, {**daemon.env, "TERM": "xterm-256color"})
 
 
 def _ended(child: pexpect.spawn) -> int:

@@ -13,19 +13,13 @@ import sys
 import pexpect
 
 from tests.cli.test_help_examples import _commands
-from tests.clitools import default_signals, full_env, no_traceback, run_cli
+from tests.clitools import cli_on_terminal, default_signals, full_env, no_traceback, run_cli
 
 
 def _terminal(args: list[str], env: dict[str, str | None], columns: int) -> tuple[str, int]:
     """llmgine on a terminal ``columns`` wide: what it drew (escapes removed) and its exit code."""
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "llmgine_cli", *args],
-        env=full_env({**env, "TERM": "xterm-256color", "COLUMNS": None, "LINES": None}),
-        encoding="utf-8",
-        timeout=30,
-        dimensions=(200, columns),
-        preexec_fn=default_signals,
+    child = cli_on_terminal(
+        args, {**env, "TERM": "xterm-256color", "COLUMNS": None, "LINES": None}, rows=200, columns=columns
     )
     child.expect(pexpect.EOF)
     child.close()
@@ -248,15 +242,7 @@ def test_ctrl_c_in_a_follower_ends_the_echoed_line(daemon):
         (["event", "tail", "-S", sid, "-o", "jsonl", "--since", "1h"], ["event", "publish", "-S", sid, "-q"]),
         (["event", "tail", "-S", sid, "--format", "{{.event_type}}", "--since", "1h"], ["event", "publish", "-S", sid]),
     ):
-        child = pexpect.spawn(
-            sys.executable,
-            ["-m", "llmgine_cli", *args],
-            env=full_env({**daemon.env, "TERM": "xterm-256color"}),
-            encoding="utf-8",
-            timeout=30,
-            dimensions=(30, 80),
-            preexec_fn=default_signals,
-        )
+        child = cli_on_terminal(args, {**daemon.env, "TERM": "xterm-256color"})
         # The second record is written after the first was printed: the follower is in its loop.
         for n in ("1", "2"):
             assert run_cli([*publish, f"{mark}{n}"], daemon.env).returncode == 0
@@ -325,14 +311,10 @@ def test_event_tail_at_40_columns_shows_the_data(daemon):
     """At 40 columns the live view padded the event type to 24 columns after time, seq and
     session: the data, what one tails for, was cut to a bare `…`."""
     sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "llmgine_cli", "event", "tail", "-S", sid, "--since", "1h"],
-        env=full_env({**daemon.env, "TERM": "xterm-256color", "COLUMNS": None}),
-        encoding="utf-8",
-        timeout=30,
-        dimensions=(30, 40),
-        preexec_fn=default_signals,
+    child = cli_on_terminal(
+        ["event", "tail", "-S", sid, "--since", "1h"],
+        {**daemon.env, "TERM": "xterm-256color", "COLUMNS": None},
+        columns=40,
     )
     try:
         assert run_cli(["event", "publish", "Ping", "-S", sid, "-d", '{"k":1}', "-q"], daemon.env).returncode == 0
@@ -349,15 +331,7 @@ def test_top_and_metrics_watch_draw_on_a_dumb_terminal(daemon):
     then); `metrics --watch` showed its first frame only at Ctrl-C. There they print a frame per
     refresh, as when piped."""
     for args, seen in ((["top", "--interval", "0.2"], "queued;"), (["metrics", "--watch", "-i", "0.2"], "requests")):
-        child = pexpect.spawn(
-            sys.executable,
-            ["-m", "llmgine_cli", *args],
-            env=full_env({**daemon.env, "TERM": "dumb"}),
-            encoding="utf-8",
-            timeout=30,
-            dimensions=(30, 120),
-            preexec_fn=default_signals,
-        )
+        child = cli_on_terminal(args, {**daemon.env, "TERM": "dumb"}, columns=120)
         try:
             child.expect_exact(seen)  # a frame while it runs, not at its end
             child.expect_exact(seen)  # and another at the next refresh
