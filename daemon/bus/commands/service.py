@@ -485,22 +485,19 @@ class Commands(Recovery):
             return (await self.waits.wait({r.command_id: r for r in records}, timeout=timeout)).done
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if not await self._wait_here(records, timeout):
+        if not await self._wait_here(records, timeout, states):
             return False
-        if not states:
-            await read_batch_results(self.store, records)
         columns = STATE_COLUMNS if states else COMMAND_COLUMNS
         if await wait_in_store(self.store, records, deadline, self.changes, self.runner.draining(), columns):
             return True
         # Shutdown began: what moved to this node meanwhile (a session it took) ends as the
         # runner lets it (running commands finish, queued ones stay queued).
-        await self._wait_here(records, max(0.0, deadline - loop.time()))
-        if not states:
-            await read_batch_results(self.store, records)
+        await self._wait_here(records, max(0.0, deadline - loop.time()), states)
         return all(r.status in TERMINAL_STATUSES for r in records)
 
-    async def _wait_here(self, records: Sequence[Command], timeout: float) -> bool:
-        """The runner's wait for those of ``records`` this node runs; their records updated."""
+    async def _wait_here(self, records: Sequence[Command], timeout: float, states: bool) -> bool:
+        """The runner's wait for those of ``records`` this node runs; their records updated
+        (with the results of batch members read back, unless ``states``: Runner.apply_end)."""
         jobs = [j for j in (self.runner.jobs.get(r.command_id) for r in records) if j is not None]
         done = not jobs or await self.runner.wait(jobs, timeout)
         by_id = {r.command_id: r for r in records}
@@ -508,6 +505,8 @@ class Commands(Recovery):
             live = by_id.get(job.record.command_id)
             if live is not None and live is not job.record:
                 _copy_record(job.record, live)
+        if not states:
+            await read_batch_results(self.store, records)
         return done
 
     async def cancel(self, session_id: str, command_id: str) -> Command:
