@@ -29,6 +29,7 @@ from llmgine_daemon.api.errors import ApiError
 from llmgine_daemon.api.guard import GUARD, PRINCIPAL, charge_message
 from llmgine_daemon.api.keys import BUS, STREAMS, WEBSOCKETS
 from llmgine_daemon.api.sockets import Socket
+from llmgine_daemon.api.stream_conns import StreamConnection, StreamConnections
 from llmgine_daemon.api.util import path_id, query_all
 from llmgine_daemon.bus.errors import BusError, invalid
 from llmgine_daemon.bus.streams import (
@@ -57,11 +58,6 @@ routes = web.RouteTableDef()
 # Pings (WebSocket) and comments (SSE) keep idle connections open through proxies and find
 # dead peers; a WebSocket peer that misses a pong for this long is dropped.
 HEARTBEAT = 15.0
-# How often the open SSE streams' connections are looked at (``Departures``): a client that
-# went away frees its slot of max_websockets within this, not at the next heartbeat's failed
-# write (aiohttp does not cancel a handler whose client disconnects; a WebSocket's reader sees
-# it). One sweep of all of them, not a timer per stream: 1,000 idle streams cost one wake-up.
-GONE_CHECK = 0.5
 # The event streams' subprotocol (docs/streams.md, docs/security.md). A browser that passes its
 # credential as a subprotocol value (``llmgine.bearer.<TOKEN>``) offers this one beside it, and
 # the server must select one of its offers (never the token): a browser drops a handshake
@@ -87,54 +83,18 @@ _UNKNOWN_TYPE = re.compile(r"^Invalid value (?P<value>.*) - at `\$\.type`$")
 # -- lifecycle -----------------------------------------------------------------------------
 
 
-class Departures:
-    """Which SSE clients went away: every ``GONE_CHECK`` one sweep looks at the connections of
-    all open SSE streams and resolves the ``gone`` future of each whose connection closed. The
-    sweep runs only while streams are open; an idle stream itself sleeps until an event, its
-    heartbeat or its client's departure."""
-
-    def __init__(self) -> None:
-        self._open: dict[asyncio.Future[None], web.Request] = {}  # (a request is unhashable)
-        self._sweeper: asyncio.Task[None] | None = None
-
-    def watch(self, request: web.Request) -> asyncio.Future[None]:
-        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._open[gone] = request
-        if self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep(), name="llmgine-sse-departures")
-        return gone
-
-    def forget(self, gone: asyncio.Future[None]) -> None:
-        self._open.pop(gone, None)
-
-    async def _sweep(self) -> None:
-        try:
-            while self._open:
-                await asyncio.sleep(GONE_CHECK)
-                for gone, request in list(self._open.items()):
-                    if _gone(request):
-                        del self._open[gone]
-                        if not gone.done():
-                            gone.set_result(None)
-        finally:
-            self._sweeper = None
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._sweeper)
-
-
-DEPARTURES = web.AppKey("sse_departures", Departures)
+CONNECTIONS = web.AppKey("stream_connections", StreamConnections)
 
 
 async def streams_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = StreamHub(app[BUS])
     await hub.start()
     app[STREAMS] = hub
-    app[DEPARTURES] = departures = Departures()
+    app[CONNECTIONS] = connections = StreamConnections()
     try:
         yield
     finally:
-        await departures.stop()
+        await connections.stop()
         await hub.stop()
 
 
@@ -143,9 +103,12 @@ async def close_streams(app: web.Application) -> None:
     hub = app.get(STREAMS)
     if hub is not None:
         hub.close_all(CLOSE_GOING_AWAY, "daemon shutting down")
-        # Let each handler finish its close handshake itself; whatever is still open after
-        # this (a peer that stopped reading) is closed by app.py's _close_websockets.
+        # Let each handler finish its close handshake itself; a stream still open after this
+        # has a peer that stopped reading (its sender waits in a write): drop its connection,
+        # or its close would wait for that peer for ever, and the shutdown with it.
         await hub.wait_idle(SHUTDOWN_GRACE)
+        if hub.subscriptions() and app[CONNECTIONS].abort_all():
+            log.warning("dropped the event streams whose clients did not read their close")
 
 
 # -- request parsing -----------------------------------------------------------------------
@@ -258,29 +221,37 @@ async def _serve_websocket(
     receiver = asyncio.create_task(
         _ws_receiver(ws, sub, request.transport, lambda: charge_message(request)), name="llmgine-ws-receiver"
     )
+    connections = request.app[CONNECTIONS]
+    conn = connections.watch(request.transport)
     end: End | None = None
     try:
-        end = await _ws_send_loop(ws, hub, sub)
-    except (ConnectionError, RuntimeError) as exc:
-        log.debug("websocket send stopped: %s", exc)  # the peer went away mid-send
-    finally:
-        # Stop reading before closing: a close() while another task sits in receive() drops
-        # the connection without waiting for the peer's close reply.
-        receiver.cancel()
         try:
-            await receiver
-        except (asyncio.CancelledError, Exception):
-            pass
-    if not ws.closed:
-        if end is not None:
-            await ws.close(code=end.code, message=end.reason.encode())
-        else:
-            await ws.close()
+            end = await _ws_send_loop(ws, hub, sub, conn)
+        except (ConnectionError, RuntimeError) as exc:
+            log.debug("websocket send stopped: %s", exc)  # the peer went away mid-send
+        finally:
+            # Stop reading before closing: a close() while another task sits in receive() drops
+            # the connection without waiting for the peer's close reply.
+            receiver.cancel()
+            try:
+                await receiver
+            except (asyncio.CancelledError, Exception):
+                pass
+        if not ws.closed:
+            # Watched too: the close frame waits behind whatever a client that stopped reading left.
+            if end is not None:
+                await conn.write(ws.close(code=end.code, message=end.reason.encode()))
+            else:
+                await conn.write(ws.close())
+    finally:
+        connections.forget(conn)
     return ws
 
 
-async def _ws_send_loop(ws: web.WebSocketResponse, hub: StreamHub, sub: Subscription) -> End | None:
-    sink = _FrameSink(ws)
+async def _ws_send_loop(
+    ws: web.WebSocketResponse, hub: StreamHub, sub: Subscription, conn: StreamConnection
+) -> End | None:
+    sink = _FrameSink(ws, conn)
     await sink.send([_ws_frame(_json.encode(_hello(hub, sub)))])
     while True:
         items = await sub.get()
@@ -329,8 +300,9 @@ class _FrameSink:
     compression negotiated) it falls back to send_frame per message, correct but slower.
     """
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, conn: StreamConnection) -> None:
         self.ws = ws
+        self.conn = conn  # waits for the client are watched (a client that reads nothing is dropped)
         writer = getattr(ws, "_writer", None)
         protocol = getattr(writer, "protocol", None)
         self.transport = getattr(writer, "transport", None)
@@ -345,7 +317,7 @@ class _FrameSink:
     async def send(self, frames: list[bytes]) -> None:
         if not self.fast:
             for frame in frames:
-                await self.ws.send_frame(frame[_header_length(frame) :], WSMsgType.TEXT)
+                await self.conn.write(self.ws.send_frame(frame[_header_length(frame) :], WSMsgType.TEXT))
             return
         assert self.transport is not None and self.protocol is not None
         if self.transport.is_closing():
@@ -354,7 +326,7 @@ class _FrameSink:
         if self.protocol._paused:
             # The peer is not keeping up: wait here; meanwhile the hub keeps filling (and,
             # when full, drops) this subscriber's bounded queue, never blocking anyone else.
-            await self.protocol._drain_helper()
+            await self.conn.write(self.protocol._drain_helper())
 
 
 def _header_length(frame: bytes) -> int:
@@ -451,8 +423,9 @@ async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) ->
     # The hello carries the start cursor as its id, so a browser that reconnects before the
     # first event still resumes from the right place (it sends it back as Last-Event-ID).
     await resp.write(f"retry: {SSE_RETRY_MS}\nid: {sub.cursor}\nevent: stream.hello\ndata: {hello}\n\n".encode())
-    departures = request.app[DEPARTURES]
-    gone = departures.watch(request)
+    connections = request.app[CONNECTIONS]
+    conn = connections.watch(request.transport)
+    gone = conn.gone
     getter: asyncio.Task[list[Any]] | None = None
     try:
         while True:
@@ -463,7 +436,7 @@ async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) ->
                 if gone in done:
                     log.debug("SSE client went away (connection closed)")
                     return resp
-                await resp.write(b": ping\n\n")
+                await conn.write(resp.write(b": ping\n\n"))
                 continue
             items, getter = getter.result(), None
             chunks: list[bytes] = []
@@ -474,21 +447,16 @@ async def _serve_sse(request: web.Request, hub: StreamHub, sub: Subscription) ->
                     break
                 chunks.append(_sse_frame(hub, item))
             if chunks:
-                await resp.write(b"".join(chunks))
+                await conn.write(resp.write(b"".join(chunks)))
             if end is not None:
                 # SSE has no close code: say why it ends (1000 = nothing more will come,
                 # 1001 = the daemon is going away: reconnect with Last-Event-ID).
-                await resp.write(b"event: stream.end\ndata: " + _json.encode(end) + b"\n\n")
+                await conn.write(resp.write(b"event: stream.end\ndata: " + _json.encode(end) + b"\n\n"))
                 break
         await resp.write_eof()
     except (ConnectionError, RuntimeError) as exc:
         log.debug("SSE client went away: %s", exc)
     finally:
-        departures.forget(gone)
+        connections.forget(conn)
         await cancel_and_wait(getter)
     return resp
-
-
-def _gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from llmgine_daemon.api import streams
+from llmgine_daemon.api import stream_conns, streams
 from llmgine_daemon.api.guard import GUARD
 from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.app import create_app
@@ -201,7 +201,7 @@ async def test_idle_event_streams_do_not_each_wake_to_look_for_their_client(make
     loop: Any = asyncio.get_running_loop()
 
     def due_soon() -> int:
-        horizon = loop.time() + 2 * streams.GONE_CHECK
+        horizon = loop.time() + 2 * stream_conns.GONE_CHECK
         return sum(1 for h in loop._scheduled if not h.cancelled() and h.when() <= horizon)
 
     async with daemon_session(settings) as (app, http, sid, token):
