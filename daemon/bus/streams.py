@@ -28,17 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
-from llmgine_daemon.bus.errors import StorageError, invalid, not_found
-from llmgine_daemon.bus.events import EVENT_COLUMNS, row_to_event
+from llmgine_daemon.bus.errors import invalid, not_found
+from llmgine_daemon.bus.events import row_to_event
+from llmgine_daemon.bus.stream_fill import REPLAY_PAGE, StoreFollower
 from llmgine_daemon.bus.stream_filter import SESSION_ENDED, StreamFilter
 from llmgine_daemon.bus.stream_reads import read_page
-from llmgine_daemon.bus.stream_start import log_end, start_info
+from llmgine_daemon.bus.stream_start import start_info
 from llmgine_daemon.protocol import Event
 from llmgine_daemon.protocol.streams import End, Frame, Lagging, Live, Subscribed
 
@@ -50,8 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmgine.streams")
 _sizer = msgspec.json.Encoder()  # for Subscription sizes (StreamHub.size_of)
 
-# Events read from the store per replay round trip.
-REPLAY_PAGE = 500
 # Live events a subscriber may have waiting before it is switched back to replay. The queue
 # holds references to events shared by every subscriber, so this bounds memory per subscriber.
 DEFAULT_QUEUE_SIZE = 2048
@@ -67,8 +65,6 @@ REPLAY_BYTES = 2 * 1024 * 1024
 # latency, a price a lone `event tail` need not pay.
 FLUSH_INTERVAL = 0.008
 FLUSH_MIN_SUBSCRIBERS = 16
-# How often the hub checks the store for events that were committed but never announced.
-POLL_INTERVAL = 1.0
 # Encoded events kept for re-use across subscribers (encode once, send N times).
 ENCODED_CACHE_SIZE = 8192
 ENCODED_CACHE_BYTES = 32 * 1024 * 1024  # events can be large: bound the bytes too
@@ -258,7 +254,7 @@ class Subscription:
 # -- the hub -------------------------------------------------------------------------------
 
 
-class StreamHub:
+class StreamHub(StoreFollower):
     """Every live subscriber, fed in strict seq order from ``EventLog`` notifications."""
 
     def __init__(self, bus: Bus, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
@@ -497,95 +493,6 @@ class StreamHub:
             del self._pending[seq]
         while self.head + 1 in self._pending:
             self._dispatch(self._pending.pop(self.head + 1))
-
-    def wake(self) -> None:
-        """Events were committed that nobody notified here (another node's): read them."""
-        if self._filling:
-            self._again = True
-        else:
-            self._schedule_fill()
-
-    def _schedule_fill(self) -> None:
-        if not self._filling and self._started:
-            self._filling = True
-            self._fill_task = asyncio.create_task(self._fill(), name="llmgine-streams-fill")
-
-    async def _fill(self) -> None:
-        """Close a gap in the notifications from the store, which has every committed event."""
-        self.fills += 1
-        try:
-            while True:
-                # Every event notified so far was committed before this read starts.
-                mark = self._notified_max
-                rows = await self.bus.store.read(
-                    lambda c: c.execute(
-                        f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                        (self.head, REPLAY_PAGE),
-                    ).fetchall()
-                )
-                for row in rows:
-                    if row[1] > self.head:
-                        event = row_to_event(row)
-                        self._dispatch(event)
-                        self.bus.events.read_back(event)  # another node's: wakes waits here
-                if len(rows) == REPLAY_PAGE:
-                    continue
-                # Seqs are assigned in commit order, so everything up to ``mark`` was in the
-                # snapshot; a notified event missing from it was deleted (purged) since.
-                self.head = max(self.head, mark)
-                self._drain_pending()
-                if self._again:
-                    self._again = False
-                    continue
-                if not self._pending:
-                    return
-        except asyncio.CancelledError:
-            raise
-        except StorageError as exc:  # busy or unreachable: one line
-            log.warning("streams: reading the event log failed; retrying: %s", exc)
-            await asyncio.sleep(POLL_INTERVAL)
-        except Exception:
-            log.exception("streams: reading the event log failed; retrying")
-            await asyncio.sleep(POLL_INTERVAL)
-            self._filling = False
-            self._schedule_fill()
-            return
-        finally:
-            if self._fill_task is asyncio.current_task():
-                self._filling = False
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_INTERVAL)
-            try:
-                last = await self.bus.store.read(self._last_seq)
-            except StorageError as exc:  # the database down or restarting: one line
-                log.warning("streams: cannot read the event log head: %s", exc)
-                continue
-            except Exception:
-                log.warning("streams: cannot read the event log head", exc_info=True)
-                continue
-            if last > self.head and not self._filling:
-                # Committed events nobody announced (or announced late): read them.
-                self._notified_max = max(self._notified_max, last)
-                self._schedule_fill()
-
-    def _last_seq(self, conn: sqlite3.Connection) -> int:
-        """The last committed seq. Several nodes (bus/cluster.py) keep it in a row of their own:
-        a database sequence's value would run ahead of what is committed, and a head read ahead
-        of the log would make the hub skip the events in between."""
-        head = self.bus.cluster.log_head(conn)
-        return log_end(conn) if head is None else head
-
-    async def settle(self, timeout: float = 2.0) -> None:
-        """Wait until everything notified so far has been dispatched."""
-        target = self._notified_max
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.head < target and loop.time() < deadline:
-            if not self._filling and self._started:
-                self._schedule_fill()
-            await asyncio.sleep(0.005)
 
     async def _on_session_end(self, session_id: str, purged: bool) -> None:
         group = self._by_session.get(session_id)

@@ -320,6 +320,29 @@ async def test_events_from_two_nodes_reach_both_in_one_order(shared):
 
 
 @SHARED
+async def test_a_session_ended_on_one_node_ends_its_streams_on_another(shared):
+    """Its SessionEnded reached node b's subscriber, but only the node that ended a session
+    ended its streams: b's stayed open for ever (`event tail` of that session never exited)."""
+    a, b, _ = shared
+    sid = (await asyncio.to_thread(a.call, "POST", "/api/sessions", {}))["session_id"]
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {b.key}"}) as http:
+        async with http.ws_connect(f"{b.base}/api/sessions/{sid}/events/stream") as ws:
+            assert json.loads((await ws.receive(timeout=30)).data)["type"] == "hello"
+            sse = await http.get(f"{b.base}/api/sessions/{sid}/events/stream", headers={"Accept": "text/event-stream"})
+            assert b"stream.hello" in await sse.content.readuntil(b"\n\n")
+            await asyncio.to_thread(a.call, "DELETE", f"/api/sessions/{sid}")
+            frames = await asyncio.wait_for(_until_closed(ws), 30)  # a liveness bound: it never closed
+            assert [f["event"]["event_type"] for f in frames if f["type"] == "event"][-1] == "SessionEnded"
+            assert ws.close_code == 1000
+            rest = await asyncio.wait_for(sse.content.read(), 30)
+            assert b"event: SessionEnded" in rest and b'"code":1000' in rest, rest
+
+
+async def _until_closed(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]]:
+    return [json.loads(msg.data) async for msg in ws]
+
+
+@SHARED
 def test_cancel_on_one_node_reaches_a_command_running_on_another(shared):
     a, b, _ = shared
     sid = session_with_engine(a)
