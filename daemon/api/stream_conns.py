@@ -23,7 +23,10 @@ On shutdown, ``abort_all`` drops the connections of the streams still open after
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import socket
+import struct
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -63,8 +66,17 @@ class StreamConnection:
             self.waiting_since = None
 
     def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
+        """Drop the connection with a reset: a plain close leaves what the client did not read
+        in the kernel's send buffer (megabytes) until the kernel gives up on the peer."""
+        if self.transport is None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        self.transport.abort()
 
     def _buffer_size(self) -> int:
         try:
@@ -96,7 +108,11 @@ class StreamConnections:
         conn = StreamConnection(transport, asyncio.get_running_loop().create_future())
         self._open.add(conn)
         if self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep(), name="llmgine-stream-connections")
+            # Not in the context of the request that happens to start it: its log lines would
+            # carry that request's trace and id, whichever stream they are about.
+            self._sweeper = asyncio.create_task(
+                self._sweep(), name="llmgine-stream-connections", context=contextvars.Context()
+            )
         return conn
 
     def forget(self, conn: StreamConnection) -> None:
