@@ -56,9 +56,11 @@ class StoreFollower:
         raise NotImplementedError
 
     def _ended_elsewhere(self, event: Event) -> None:
-        """``event`` (a SessionEnded read from the store) may be another node's: the streams of
-        its session here end once they delivered it. (This node's own end runs its session hook
-        as well, which ends them the same way: no harm done twice.)"""
+        """``event`` (a SessionEnded read from the store, several nodes sharing it) may be
+        another node's: the streams of its session here end once they delivered it. (This
+        node's own end runs its session hook as well, which ends them the same way. A single
+        node leaves it to that hook, which runs after the other hooks' events, a cancelled
+        command's result among them.)"""
         for sub in list(self._by_session.get(event.session_id or "", ())):
             sub._end_after_drain(event)
 
@@ -92,7 +94,7 @@ class StoreFollower:
                         event = row_to_event(row)
                         self._dispatch(event)
                         self.bus.events.read_back(event)  # another node's: wakes waits here
-                        if event.event_type == SESSION_ENDED:
+                        if event.event_type == SESSION_ENDED and self.bus.cluster.shared:
                             self._ended_elsewhere(event)
                 if len(rows) == REPLAY_PAGE:
                     continue
