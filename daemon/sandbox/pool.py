@@ -119,6 +119,7 @@ class SandboxPool(PoolStatus):
         self.group = group
         self.uids = uid_bounds(uids)  # a root daemon's worker uids (worker_uid), or None
         self._claimed: set[int | None] = set()  # uids of workers being started
+        self._picking = asyncio.Lock()
         self.share = self.limits.session_share or max(1, self.size // 2)
         self._shares = SessionShares(self.share)
         self._nested = SessionShares(self.size)  # per (session, depth) above depth 0
@@ -487,8 +488,10 @@ class SandboxPool(PoolStatus):
         task.add_done_callback(self._spawning.discard)
 
     async def _spawn(self) -> WorkerProcess:
-        uid = worker_uid(self.isolation, self.uids, self._claimed | {w.uid for w in self._all})
-        self._claimed.add(uid)  # until it is in _all (or failed to start)
+        async with self._picking:  # /proc and the user database are read in a thread
+            taken = self._claimed | {w.uid for w in self._all}
+            uid = await asyncio.to_thread(worker_uid, self.isolation, self.uids, taken)
+            self._claimed.add(uid)  # until it is in _all (or failed to start)
         try:
             return await self._start_worker(uid)
         finally:
