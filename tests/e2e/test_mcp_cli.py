@@ -114,7 +114,10 @@ def test_no_session_token_server_outlives_a_killed_daemon(home: Path) -> None:
     uid in a child of the sandbox's init, which keeps bubblewrap's parent-death signal: one
     that dropped it itself (and ignored the end of its input) outlived the daemon."""
     port = free_port()
-    daemon = start_daemon(home, port=port, env={"LLMGINE_MCP_SESSION_TOKEN_STDIO": "true"})
+    # The server never answers `initialize`: its registration answers after mcp.start_timeout
+    # (2 s here, 15 by default), the server still running.
+    env = {"LLMGINE_MCP_SESSION_TOKEN_STDIO": "true", "LLMGINE_MCP_START_TIMEOUT": "2"}
+    daemon = start_daemon(home, port=port, env=env)
     pids: list[int] = []
     try:
         session = cli(daemon, "session", "create", "-o", "json")
