@@ -89,6 +89,11 @@ def _prose(paragraph: str) -> bool:
     )
 
 
+def _example(paragraph: str) -> bool:
+    """A paragraph of indented lines: commands to copy, kept as written."""
+    return all(line[:1].isspace() for line in paragraph.split("\n") if line.strip()) and bool(paragraph.strip())
+
+
 def rewrap_help(command: Any) -> Any:
     """``command`` and its subcommands, their help wrapped at the terminal's width.
 
@@ -289,6 +294,13 @@ def narrow_formatter(base: type[Any]) -> type[Any]:
     class Narrow(base):  # type: ignore[misc, valid-type]
         def write_dl(self, rows: Any, col_max: int = 30, col_spacing: int = 2) -> None:
             super().write_dl(rows, min(col_max, max(self.width // 3, 10)), col_spacing)
+
+        def write_text(self, text: str) -> None:
+            """An example (a paragraph of indented lines) as written: rewrapped, its line
+            breaks moved, and a continuation's backslash landed mid-line, so a copied example
+            did not run. One wider than the terminal is wrapped by the terminal instead."""
+            paragraphs = text.split("\n\n")
+            super().write_text("\n\n".join(f"\b\n{p}" if _example(p) else p for p in paragraphs))
 
     return Narrow
 

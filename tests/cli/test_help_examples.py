@@ -8,6 +8,8 @@ import re
 import shlex
 from typing import Any
 
+import pytest
+
 from llmgine_cli.root import COMMANDS, build_command
 
 
@@ -41,6 +43,7 @@ ROOT_OPTIONS = _root_options()
 def _examples(text: str) -> list[str]:
     """`llmgine ...` in backticks, or an indented line starting with llmgine (or X=$(llmgine)."""
     found = re.findall(r"`(llmgine [^`]+)`", text)
+    text = re.sub(r"\\\n\s*", "", text)  # an example continued on the next line
     for line in text.splitlines():
         line = line.strip()
         match = re.match(r"^(?:[A-Z_]+=\$\()?(llmgine .*?)\)?$", line)
@@ -89,3 +92,53 @@ def test_every_option_names_its_value_in_help():
         unnamed += [f"{' '.join(path)}: {line.strip()}" for line in shown.splitlines() if re.match(r"^│ +-", line)
                     and re.search(r"<(str|int|float|int range|float range)>", line)]  # fmt: skip
     assert not unnamed, unnamed
+
+
+def _example_lines(text: str, inline: bool = True) -> list[str]:
+    """Every example of a docstring as a user would paste it: an indented line (or a run of
+    them joined by trailing backslashes), and (``inline``) `llmgine ...` in backticks (not a
+    mention such as `llmgine command wait ID...`)."""
+    found = [" ".join(m.split()) for m in re.findall(r"`((?:[A-Z_]+=\$\()?llmgine [^`]+)`", text) if "..." not in m]
+    found = found if inline else []
+    lines = iter(text.splitlines())
+    for line in lines:
+        if line[:1].isspace() and line.strip():
+            command = line.strip()
+            while command.endswith("\\"):
+                command = command[:-1] + next(lines).strip()
+            found.append(command)
+    return found
+
+
+@pytest.mark.parametrize("columns", [80, 60])
+def test_examples_in_help_survive_a_paste(columns):
+    """Every example in a --help, boxed at 80 columns or plain below, runs as written when it
+    is copied from the terminal. Rich wrapped an example longer than the line (`... | jq -r`
+    on one line, `.result.response` on the next; a pasted line break runs the first half
+    alone), and click's plain layout rewrapped an example's lines into one another. So an
+    example stands on lines of its own that fit 80 columns, any break in it a trailing
+    backslash, and the plain layout keeps them as written (one wider than a narrow terminal
+    is wrapped by the terminal, which a copy joins again). Examples inside a sentence are
+    checked at 80 columns only: below, they wrap with it."""
+    from typer.testing import CliRunner
+
+    from llmgine_cli.app import app
+
+    runner = CliRunner()
+    cut = []
+    checked = 0
+    for path, cmd in _commands():
+        examples = _example_lines(cmd.help or "", inline=columns >= 80) if not cmd.hidden else []
+        if not examples:
+            continue
+        shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": str(columns)}).stdout
+        # The text as pasted: each screen line stripped of the panel's border and padding,
+        # continuation backslashes joining lines as the shell does.
+        screen = [line.strip().strip("│").strip() for line in shown.splitlines()]
+        pasted = "\n".join(screen).replace("\\\n", "")
+        for example in examples:
+            checked += 1
+            if not any(example in line.replace("`", "") for line in pasted.splitlines()):
+                cut.append(f"{' '.join(path)}: {example}")
+    assert not cut, "\n".join(cut)
+    assert checked >= 15, checked
