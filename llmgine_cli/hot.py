@@ -316,8 +316,10 @@ def finish_command(
         run_hook(app_ctx.env, on_done, record)
     if status in ("queued", "blocked", "executing", "completed"):
         return 0
+    from llmgine_cli.errors import error_text
+
     error = record.get("error")  # (its message may be user code's: escapes shown, not obeyed)
-    why = f": {error.get('code')}: {error.get('message')}" if error else ""
+    why = f": {error_text(error.get('code'), error.get('message'), error.get('details'))}" if error else ""
     app_ctx.env.err(visible_line(f"error: command {record['command_id']} {status}{why}"))
     return 1
 
