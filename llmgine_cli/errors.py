@@ -388,3 +388,11 @@ def command_error(command: Command) -> ApiError:
     from llmgine_daemon.protocol import ERROR_STATUS
 
     return api_error(ERROR_STATUS.get(code, 500), code, message, details, command=command)
+
+
+def not_found_code(kind: str) -> str:
+    """The code the daemon answers for an id of ``kind`` it does not have: the kind's own
+    (``SESSION_NOT_FOUND``, ``ENGINE_NOT_FOUND``, ...), else ``NOT_FOUND`` (webhooks,
+    schedules, traces, ...: the CLI must not make up a ``WEBHOOK_NOT_FOUND``)."""
+    code = f"{kind.upper()}_NOT_FOUND"
+    return code if code in BY_CODE else "NOT_FOUND"
