@@ -230,13 +230,11 @@ def run(
 
     Examples:
 
-      llmgine command run DummyEngineCommand -S demo -p prompt=hi -o json \\
-        | jq -r .result.response
+      llmgine command run Greet -S demo -p name=Ada -o json | jq .result
 
       ID=$(llmgine command run Report -S demo -p day:=3 --no-wait -q)
 
-      llmgine command run Report -S demo --follow \\
-        --on-done 'echo "$LLMGINE_COMMAND_ID: $LLMGINE_STATUS"'
+      llmgine command run Report -S demo --follow --on-done 'echo $LLMGINE_STATUS'
     """
     app_ctx = state(ctx)
     if on_done and no_wait:
@@ -376,11 +374,9 @@ def list_(
 
     Examples:
 
-      llmgine command list -S demo --status failed -q \\
-        | xargs -r llmgine command retry -S demo
+      llmgine command list -S demo --status failed -o jsonl | jq -r .error.code
 
-      llmgine command list -S demo \\
-        -o 'table {{.command_id}}\\t{{.status}}\\t{{.error.message}}'
+      llmgine command list -S demo -o 'table {{.command_id}}\\t{{.error.message}}'
     """
     app_ctx = state(ctx)
     page = app_ctx.client().list_commands(
@@ -421,8 +417,7 @@ def wait(
 
       llmgine command wait "$ID" --timeout 60 -o json | jq -r .commands[].status
 
-      llmgine command batch -f jobs.jsonl -S demo --no-wait -q \\
-        | xargs -r llmgine command wait --any
+      llmgine command wait "$A" "$B" --any --on-done 'echo $LLMGINE_STATUS'
     """
     app_ctx = state(ctx)
     command_ids = waiting.in_session(app_ctx, session, command_ids)
@@ -532,8 +527,9 @@ def batch(
 
     Example (one JSON object a line; -q prints the commands' ids):
 
-      printf '%s\\n' '{"command_type": "Greet", "parameters": {"name": "Ada"}}' \\
-        | llmgine command batch -f - -S demo
+      echo '{"command_type": "Greet", "parameters": {"name": "Ada"}}' > jobs.jsonl
+
+      llmgine command batch -f jobs.jsonl -S demo
     """
     app_ctx = state(ctx)
     commands = read_batch_file(file)

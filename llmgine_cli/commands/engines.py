@@ -162,8 +162,7 @@ def list_(
 
     Example:
 
-      llmgine engine list -S demo \\
-        --format '{{.engine_id}} {{.engine_type}} {{.model_name}}'
+      llmgine engine list -S demo --format '{{.engine_type}} {{.model_name}}'
     """
     app_ctx = state(ctx)
     page = app_ctx.client().list_engines(session_id=session, status=status, limit=limit, offset=offset)

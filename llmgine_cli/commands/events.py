@@ -97,8 +97,7 @@ def list_(
 
     Example:
 
-      llmgine event list -S demo --type 'Command*' --since 1h -o jsonl \\
-        | jq -r .event_type
+      llmgine event list -S demo --type 'Command*' --since 1h -o jsonl | jq .seq
     """
     app_ctx = state(ctx)
     page = app_ctx.client().list_events(

@@ -99,8 +99,9 @@ def register(
 
     Example:
 
-      llmgine tool register weather.py -S demo --replace \\
-        && llmgine tool exec get_weather -S demo -a location=Hobart
+      llmgine tool register weather.py -S demo --replace
+
+      llmgine tool exec get_weather -S demo -a location=Hobart
     """
     app_ctx = state(ctx)
     source = read_source(file)

@@ -88,8 +88,7 @@ def add(
 
     Example:
 
-      llmgine webhook add http://localhost:8080/hook -e 'Command*' -S demo \\
-        -o json | jq -r .secret
+      llmgine webhook add http://localhost:8080/hook -S demo -o json | jq .secret
 
     Only hosts the daemon's setting webhooks.allowed_hosts lists may be called (by default
     loopback: 127.0.0.0/8, ::1, localhost); another is 403 FORBIDDEN until it is added there.

@@ -95,19 +95,12 @@ def test_every_option_names_its_value_in_help():
 
 
 def _example_lines(text: str, inline: bool = True) -> list[str]:
-    """Every example of a docstring as a user would paste it: an indented line (or a run of
-    them joined by trailing backslashes), and (``inline``) `llmgine ...` in backticks (not a
-    mention such as `llmgine command wait ID...`)."""
+    """Every example of a docstring as a user would paste it: an indented line, and
+    (``inline``) `llmgine ...` in backticks (not a mention such as `llmgine command wait
+    ID...`)."""
     found = [" ".join(m.split()) for m in re.findall(r"`((?:[A-Z_]+=\$\()?llmgine [^`]+)`", text) if "..." not in m]
     found = found if inline else []
-    lines = iter(text.splitlines())
-    for line in lines:
-        if line[:1].isspace() and line.strip():
-            command = line.strip()
-            while command.endswith("\\"):
-                command = command[:-1] + next(lines).strip()
-            found.append(command)
-    return found
+    return found + [line.strip() for line in text.splitlines() if line[:1].isspace() and line.strip()]
 
 
 @pytest.mark.parametrize("columns", [80, 60])
@@ -116,10 +109,11 @@ def test_examples_in_help_survive_a_paste(columns):
     is copied from the terminal. Rich wrapped an example longer than the line (`... | jq -r`
     on one line, `.result.response` on the next; a pasted line break runs the first half
     alone), and click's plain layout rewrapped an example's lines into one another. So an
-    example stands on lines of its own that fit 80 columns, any break in it a trailing
-    backslash, and the plain layout keeps them as written (one wider than a narrow terminal
-    is wrapped by the terminal, which a copy joins again). Examples inside a sentence are
-    checked at 80 columns only: below, they wrap with it."""
+    example is one line of its own that fits 80 columns, never continued with a backslash
+    (rich pads every line with spaces: a copy that keeps them makes `\\ ` an escaped space),
+    and the plain layout keeps it as written (wider than a narrow terminal, the terminal wraps
+    it, and a copy joins it again). Examples inside a sentence are checked at 80 columns only:
+    below, they wrap with it."""
     from typer.testing import CliRunner
 
     from llmgine_cli.app import app
@@ -132,13 +126,11 @@ def test_examples_in_help_survive_a_paste(columns):
         if not examples:
             continue
         shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": str(columns)}).stdout
-        # The text as pasted: each screen line stripped of the panel's border and padding,
-        # continuation backslashes joining lines as the shell does.
-        screen = [line.strip().strip("│").strip() for line in shown.splitlines()]
-        pasted = "\n".join(screen).replace("\\\n", "")
+        # Each screen line as pasted: without the panel's border and padding.
+        screen = [line.strip().strip("│").strip().replace("`", "") for line in shown.splitlines()]
         for example in examples:
             checked += 1
-            if not any(example in line.replace("`", "") for line in pasted.splitlines()):
+            if example.endswith("\\") or not any(example in line for line in screen):
                 cut.append(f"{' '.join(path)}: {example}")
     assert not cut, "\n".join(cut)
     assert checked >= 15, checked
