@@ -565,7 +565,8 @@ def batch(
     counts: dict[str, int] = {}
     for c in result.commands:
         counts[c.status] = counts.get(c.status, 0) + 1
-    line = f"batch {result.batch_id}: {len(result.commands)} commands, " + ", ".join(
+    n = len(result.commands)
+    line = f"batch {result.batch_id}: {n} command{'' if n == 1 else 's'}, " + ", ".join(
         f"{n} {s}" for s, n in sorted(counts.items())
     )
     shown = not quiet and resolve_format(app_ctx.env, output) in ("table", "plain")

@@ -148,6 +148,16 @@ def test_command_errors(cli):
     assert line.startswith("error: VALIDATION_ERROR: ") and "(event_type: must start with" in line
 
 
+def test_a_batch_of_one_is_one_command(cli, tmp_path: Path):
+    """The summary of a batch of one said `1 commands`."""
+    sid, _ = session_with_engine(cli)
+    path = tmp_path / "one.jsonl"
+    path.write_text('{"command_type": "DummyEngineCommand", "parameters": {"prompt": "a"}}\n')
+    result = cli("command", "batch", "-S", sid, "-f", str(path), "-o", "plain")
+    assert result.exit_code == 0, result.stderr
+    assert one_line(result.stderr).endswith(": 1 command, 1 completed"), result.stderr
+
+
 def test_batch_jsonl_file_and_stdin(cli, tmp_path: Path, daemon):
     sid, _ = session_with_engine(cli)
     lines = [{"command_type": "DummyEngineCommand", "parameters": {"prompt": p}} for p in ("a", "b", "c")]
