@@ -134,3 +134,31 @@ def test_examples_in_help_survive_a_paste(columns):
                 cut.append(f"{' '.join(path)}: {example}")
     assert not cut, "\n".join(cut)
     assert checked >= 15, checked
+
+
+def test_plain_help_under_80_columns_cuts_nothing():
+    """Under 80 columns --help is click's plain layout, which cut a command's summary in a
+    group's list to 45 characters and "..." ("shutdown  Ask the daemon to exit gracefully
+    (does...") and ran the exit codes' table into one paragraph ("Exit codes:   0  success
+    1  error (API error, failed command)   2  usage ...")."""
+    from typer.testing import CliRunner
+
+    from llmgine_cli.app import app
+
+    runner = CliRunner()
+    for path in ([], ["config"], ["daemon"], ["session"]):
+        shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "60"}).stdout
+        cut = [line for line in shown.splitlines() if line.endswith("...") and not line.startswith("Usage:")]
+        assert "╭" not in shown and not cut, shown
+    lines = [line.strip() for line in runner.invoke(app, ["--help"], env={"COLUMNS": "60"}).stdout.splitlines()]
+    assert lines[lines.index("Exit codes:") + 1 :][:9] == [
+        "0  success",
+        "1  error (API error, failed command)",
+        "2  usage error (bad option or argument)",
+        "3  daemon not running or unreachable",
+        "4  not found (404)",
+        "5  unauthorized (401/403)",
+        "6  conflict (409)",
+        "7  timed out",
+        "130  interrupted (Ctrl-C)",
+    ]
