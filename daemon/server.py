@@ -17,10 +17,12 @@ import logging
 import logging.handlers
 import os
 import resource
+import shutil
 import signal
 import socket
 import stat
 import sys
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,12 +58,21 @@ MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the NUL
 
 
 def build_parser() -> argparse.ArgumentParser:
+    width = shutil.get_terminal_size().columns - 2  # argparse's, for the options: the rest kept
     parser = argparse.ArgumentParser(
         prog="llmgined",
-        description="The llmgine daemon: the LLMGine message bus behind an HTTP + WebSocket API. "
-        "Runs in the foreground; `llmgine daemon start` runs it in the background.",
-        epilog="Settings (config file key, environment variable, meaning); "
-        "precedence: defaults < config file < environment < flags:\n" + describe(),
+        description=textwrap.fill(
+            "The llmgine daemon: the LLMGine message bus behind an HTTP + WebSocket API. "
+            "Runs in the foreground; `llmgine daemon start` runs it in the background.",
+            width,
+        ),
+        epilog=textwrap.fill(
+            "Settings (config file key, environment variable, meaning); precedence: "
+            "defaults < config file < environment < flags:",
+            width,
+        )
+        + "\n"
+        + describe(width),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", help="listen on TCP at this address (default 127.0.0.1 when --port is given)")

@@ -449,10 +449,19 @@ def write_config_value(path: Path, key: str, value: Any | None) -> bool:
     return True
 
 
-def describe() -> str:
-    """The settings reference, for --help texts."""
-    width = max(len(s.key) for s in SETTINGS)
-    return "\n".join(f"  {s.key:<{width}}  {s.env:<24} {s.help}" for s in SETTINGS)
+def describe(width: int = 100) -> str:
+    """The settings reference, for --help texts, in lines of at most ``width`` characters:
+    each setting's key and variable on a line, its meaning wrapped and indented under it (one
+    line per setting held keys, variables and meanings in columns 250 characters wide)."""
+    import textwrap
+
+    width = max(width, 40)
+    lines: list[str] = []
+    for s in SETTINGS:
+        heading = f"  {s.key}  {s.env}"
+        lines += [heading] if len(heading) <= width else [f"  {s.key}", f"      {s.env}"]
+        lines += textwrap.wrap(s.help, width, initial_indent=" " * 6, subsequent_indent=" " * 6, break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover - handy for docs

@@ -119,13 +119,18 @@ class EngineBase:
         return by_name
 
     def setting(self, name: str, command: Command | None = None) -> Any:
-        """A configuration value: the command's parameter of that name when it sets one (and
-        it is valid), else the engine's configuration, else the field's default."""
+        """A configuration value: the command's parameter of that name when it sets one, else
+        the engine's configuration, else the field's default. A parameter that does not fit
+        the field is VALIDATION_ERROR naming it (``-p fail=true`` is the string "true"), as
+        the LLM engines' overrides are: taken as no override, the command ran otherwise than
+        asked, without a word."""
         fld = self._fields()[name]
-        if command is not None and name in command.parameters:
+        if command is not None and command.parameters.get(name) is not None:
             value = command.parameters[name]
-            if fld.check(value) is None and value is not None:
-                return fld.normal(value)
+            issue = fld.check(value)
+            if issue is not None:
+                raise invalid(f"parameters.{name}", issue)
+            return fld.normal(value)
         value = self.record.configuration.get(name)
         return fld.default if value is None else fld.normal(value)
 

@@ -66,7 +66,7 @@ def test_mcp_add_list_tools_exec_restart_remove(home: Path) -> None:
         # Registered but not connected: the table says `failed` among 15 lines; stderr says so.
         down = run_cli(["mcp", "add", "down", "--url", "http://127.0.0.1:9/mcp", "-q"], daemon.env)
         assert down.returncode == 0 and down.stdout.strip() == "down", down.stderr
-        assert "MCP server down is failed: " in down.stderr and "llmgine mcp list" in down.stderr, down.stderr
+        assert "MCP server down failed: " in down.stderr and "llmgine mcp list" in down.stderr, down.stderr
         assert run_cli(["mcp", "remove", "down"], daemon.env).returncode == 0
 
         # The registration comes back with the daemon; the old process went with the old daemon.
