@@ -17,7 +17,7 @@ from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.readcache import ReadCache
 from llmgine_daemon.bus.usage import SUMS, usage_from_sums
-from llmgine_daemon.protocol import ErrorCode, Session, SessionCounts, SessionList, now_iso
+from llmgine_daemon.protocol import ErrorCode, Session, SessionCounts, SessionList, Usage, now_iso
 from llmgine_daemon.store.migrations import SESSION_COUNTS_RECOUNT
 
 if TYPE_CHECKING:
@@ -180,6 +180,7 @@ class Sessions:
                 created_at=ts,
                 last_activity_at=ts,
                 counts=SessionCounts(events=1),
+                usage=Usage(),  # as GET answers it: no command has called a model yet
             )
             return session, event
 

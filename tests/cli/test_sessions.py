@@ -114,6 +114,7 @@ def test_list_more_pages_note_goes_to_stderr(cli):
 
 
 def test_list_offset_and_status_filter(cli):
+    create(cli)  # at least two sessions, whichever tests ran before on this daemon
     sid = create(cli)
     assert cli("session", "delete", sid, "-q").stdout.strip() == sid
     closed = cli("session", "list", "--status", "closed", "-q", "--limit", "200").stdout.split()
