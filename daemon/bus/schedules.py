@@ -37,6 +37,7 @@ from llmgine_daemon.bus.errors import BusError, StorageError, invalid
 from llmgine_daemon.bus.schedule_times import When, parse, zone
 from llmgine_daemon.bus.scoping import check_limits, missing, require_scope, visible
 from llmgine_daemon.bus.sessions import require_active
+from llmgine_daemon.observability.repeats import RoundFailures
 from llmgine_daemon.protocol import (
     CommandCreate,
     ErrorCode,
@@ -238,16 +239,15 @@ class Schedules:
             self._task = None
 
     async def _loop(self) -> None:
+        failures = RoundFailures(log, "schedules", "scheduler round failed")
         while True:
             try:
                 wait = await self.run_due()
+                failures.worked()
             except asyncio.CancelledError:
                 raise
-            except StorageError as exc:  # busy, full or unreachable: look again shortly
-                log.warning("scheduler round failed: %s", exc)
-                wait = 1.0
-            except Exception:  # noqa: BLE001
-                log.exception("scheduler round failed")
+            except Exception as exc:  # noqa: BLE001 - busy, full or unreachable: look again shortly
+                failures.failed(exc, trace=not isinstance(exc, StorageError))
                 wait = 1.0
             await wait_event(self._wake, min(wait, IDLE_S))
             self._wake.clear()
