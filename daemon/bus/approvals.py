@@ -81,6 +81,19 @@ class Approvals:
         self.bus = bus
         self.policy = policy or ApprovalPolicy()
         self._woken: dict[str, asyncio.Event] = {}
+        # A decision made on another node sharing the database reaches this one as its
+        # ApprovalDecided event, read back from the store (bus/cluster.py).
+        bus.events.subscribe_read_back(self._on_read_back)
+
+    def _on_read_back(self, event: Event) -> None:
+        """Another node decided: the command is ``executing`` again in the store (so in this
+        node's record of it, if it runs here), and its engine goes on."""
+        if event.event_type != "ApprovalDecided":
+            return
+        woken = self._woken.get(str(event.data.get("approval_id")))
+        if woken is not None:
+            self._set_live_status(str(event.data.get("command_id")), "waiting_approval", "executing")
+            woken.set()
 
     # -- the engine's side ----------------------------------------------------------------
 
@@ -188,6 +201,9 @@ class Approvals:
         woken = self._woken.setdefault(approval.approval_id, asyncio.Event())
         try:
             while True:
+                # Cleared before the read, not after: a decision committed while the read was
+                # in the reader's thread (the read did not see it) sets it after this.
+                woken.clear()
                 current = await self.get(approval.session_id, approval.approval_id)
                 if current.status != "pending":
                     return current
@@ -197,7 +213,6 @@ class Approvals:
                         return await self._decide(current, "expired", "no decision in time", None, "daemon")
                     except BusError:  # decided meanwhile
                         continue
-                woken.clear()
                 await wait_event(woken, left)
         finally:
             self._woken.pop(approval.approval_id, None)

@@ -4,11 +4,15 @@ expired, cancelled."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from llmgine_daemon.app import create_app
+from llmgine_daemon.settings import load_settings
+
 from tests.api.bus_helpers import events
-from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, execute
-from tests.conftest import assert_envelope
+from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, execute, provider_env
+from tests.conftest import assert_envelope, authorize, serve
 from tests.eventually import eventually
 from tests.fakes.provider import FakeProvider, Reply
 
@@ -35,6 +39,14 @@ async def decide(client: Any, sid: str, approval_id: str, expect: int = 200, **b
     resp = await client.post(f"/api/sessions/{sid}/approvals/{approval_id}", json=body)
     assert resp.status == expect, await resp.text()
     return await resp.json()
+
+
+async def node(aiohttp_client: Any, pg_url: str, home: Path, env: dict[str, str]) -> Any:
+    """An app of its own home on the PostgreSQL database ``pg_url``: one node of a cluster."""
+    settings = load_settings(
+        env={"LLMGINE_HOME": str(home), "DATABASE_URL": pg_url, "LLMGINE_RATE_LIMIT_AUTHENTICATED": "0", **env}
+    )
+    return authorize(await serve(aiohttp_client, create_app(settings), settings))
 
 
 async def command(client: Any, sid: str, cid: str, wait: float = 0) -> dict[str, Any]:
@@ -151,3 +163,25 @@ async def test_cancelled_while_waiting(llm_client: Any, fake: FakeProvider) -> N
     # The session goes on: the next command runs.
     fake.script(Reply("fine"))
     assert (await execute(client, engine["engine_id"], "hello"))["status"] == "completed"
+
+
+async def test_a_decision_on_another_node_wakes_the_waiting_command(
+    fake: FakeProvider, pg_url: str, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """Two nodes on one PostgreSQL database: the command waits on the node that runs it, the
+    decision is made on the other. It waited until the approval expired (600 s by default):
+    only a decision made on its own node woke it."""
+    a, b = [await node(aiohttp_client, pg_url, tmp_path / name, provider_env(fake)) for name in ("a", "b")]
+    engine = await setup(a)
+    sid = engine["session_id"]
+    fake.script(Reply(tool_calls=[("get_weather", {"location": "Darwin"})]))
+    record = await execute(a, engine["engine_id"], "Weather?", wait=0)
+    approval = await pending(b, sid)
+    await decide(b, sid, approval["approval_id"], decision="approve")
+
+    async def ended() -> dict[str, Any] | None:
+        now = await command(b, sid, record["command_id"], wait=1)
+        return now if now["status"] not in ("waiting_approval", "executing") else None
+
+    done = await eventually(ended, message="the command to go on after the decision")
+    assert done["status"] == "completed" and "Darwin" in done["result"]["text"], done
