@@ -88,7 +88,7 @@ class Approvals:
     def _on_read_back(self, event: Event) -> None:
         """Another node decided: the command is ``executing`` again in the store (so in this
         node's record of it, if it runs here), and its engine goes on."""
-        if event.event_type != "ApprovalDecided":
+        if event.event_type != "ApprovalDecided" or event.source != "bus":  # a client's forgery: no
             return
         woken = self._woken.get(str(event.data.get("approval_id")))
         if woken is not None:
