@@ -202,13 +202,17 @@ class McpServers:
             )
 
         await self.bus.store.write(write)
+        # Memory follows the store in commit order: swapped with no await in between (a
+        # replace or removal committed after this one comes after it here too), the old
+        # process stopped after. Stopped first, another replace took the slot meanwhile and
+        # was overwritten here: its process ran on, known to no one.
         old = self.servers.pop((scope, body.name), None)
-        if old is not None and old.connection is not None:
-            await old.connection.stop()
         reg = Registration(scope, body.name, spec, created_at)
         self.servers[(scope, body.name)] = reg
         self._connect(reg)
         assert reg.connection is not None
+        if old is not None and old.connection is not None:
+            await old.connection.stop()
         await reg.connection.wait_settled(self.policy.start_timeout)
         return self.view(reg)
 

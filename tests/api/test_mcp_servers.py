@@ -180,6 +180,34 @@ async def test_replace_stops_the_old_server_and_starts_the_new(app_client: Any) 
     assert [s["name"] for s in listed] == ["fake"]
 
 
+async def test_concurrent_replaces_and_removals_leave_one_server_running_or_none(app_client: Any) -> None:
+    """Replaces of one server sent at once (and a removal among them): the store keeps one
+    registration or none, and exactly that one process runs. A replace stopped the old process
+    between taking it out of memory and putting its own in, so another replace meanwhile put
+    its own in first and was then overwritten: its process ran on, untracked, for good."""
+    sid = (await create_session(app_client))["session_id"]
+    path = f"/api/sessions/{sid}/mcp-servers"
+    for removal in (False, True):
+        first = await add_server(app_client, sid, name="fake", **STDIO)
+        replaces = [app_client.post(f"{path}?replace=true", json={"name": "fake", **STDIO}) for _ in range(4)]
+        if removal:
+            replaces.insert(2, app_client.delete(f"{path}/fake"))
+        answers = await asyncio.gather(*replaces)
+        assert all(r.status in (201, 204) for r in answers), [r.status for r in answers]
+        # (An answer's server may have been replaced already by the time it is written: no pid.)
+        pids = [first["pid"]] + [(await r.json())["pid"] for r in answers if r.status == 201]
+        pids = [p for p in pids if p is not None]
+        listed = (await (await app_client.get(path)).json())["servers"]
+        running = {s["pid"] for s in listed}
+        assert len(listed) <= 1 and (listed or removal), listed
+        leaked = [p for p in pids if p not in running]
+        await eventually(lambda leaked=leaked: not any(alive(p) for p in leaked), message="no leaked process")
+        if listed:
+            assert alive(listed[0]["pid"])
+            assert (await execute_tool(app_client, sid, "fake.add", a=1, b=2))["result"] == {"result": 3}
+            assert (await app_client.delete(f"{path}/fake")).status == 204
+
+
 async def test_http_server_global_and_persisted(make_client: Any, http_server: str) -> None:
     client = await make_client()
     server = await add_server(client, None, name="web", url=http_server)
