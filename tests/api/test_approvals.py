@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.app import create_app
 from llmgine_daemon.settings import load_settings
 
@@ -87,6 +88,10 @@ async def test_approved_then_it_runs(llm_client: Any, fake: FakeProvider) -> Non
     assert (await (await client.get(f"/api/sessions/{sid}/approvals")).json())["approvals"] == []
     every = await (await client.get(f"/api/sessions/{sid}/approvals", params={"status": "all"})).json()
     assert [a["status"] for a in every["approvals"]] == ["approved"]
+    # A purge takes them too (they hold the tool's arguments and the engine's saved state).
+    assert (await client.delete(f"/api/sessions/{sid}", params={"purge": "true"})).status == 204
+    left = await client.app[BUS].store.fetchall("SELECT COUNT(*) FROM approvals WHERE session_id = ?", (sid,))
+    assert left == [(0,)]
 
 
 async def test_denied_goes_back_to_the_model(llm_client: Any, fake: FakeProvider) -> None:
