@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from llmgine_daemon.api.keys import BUS
-from llmgine_daemon.app import create_app
-from llmgine_daemon.settings import load_settings
 
-from tests.api.bus_helpers import events
+from tests.api.bus_helpers import cluster_node, events
 from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, execute, provider_env
-from tests.conftest import assert_envelope, authorize, serve
+from tests.conftest import assert_envelope
 from tests.eventually import eventually
 from tests.fakes.provider import FakeProvider, Reply
 
@@ -40,14 +38,6 @@ async def decide(client: Any, sid: str, approval_id: str, expect: int = 200, **b
     resp = await client.post(f"/api/sessions/{sid}/approvals/{approval_id}", json=body)
     assert resp.status == expect, await resp.text()
     return await resp.json()
-
-
-async def node(aiohttp_client: Any, pg_url: str, home: Path, env: dict[str, str]) -> Any:
-    """An app of its own home on the PostgreSQL database ``pg_url``: one node of a cluster."""
-    settings = load_settings(
-        env={"LLMGINE_HOME": str(home), "DATABASE_URL": pg_url, "LLMGINE_RATE_LIMIT_AUTHENTICATED": "0", **env}
-    )
-    return authorize(await serve(aiohttp_client, create_app(settings), settings))
 
 
 async def command(client: Any, sid: str, cid: str, wait: float = 0) -> dict[str, Any]:
@@ -176,7 +166,7 @@ async def test_a_decision_on_another_node_wakes_the_waiting_command(
     """Two nodes on one PostgreSQL database: the command waits on the node that runs it, the
     decision is made on the other. It waited until the approval expired (600 s by default):
     only a decision made on its own node woke it."""
-    a, b = [await node(aiohttp_client, pg_url, tmp_path / name, provider_env(fake)) for name in ("a", "b")]
+    a, b = [await cluster_node(aiohttp_client, pg_url, tmp_path / name, **provider_env(fake)) for name in "ab"]
     engine = await setup(a)
     sid = engine["session_id"]
     fake.script(Reply(tool_calls=[("get_weather", {"location": "Darwin"})]))

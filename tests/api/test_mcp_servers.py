@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.mcp.connection import Connection, ServerConfig
 
+from tests.api.bus_helpers import cluster_node
 from tests.api.llm_helpers import MODELS, create_llm_engine, engine_events, execute
 from tests.clitools import free_port
 from tests.conftest import assert_envelope, create_session
@@ -228,6 +230,31 @@ async def test_http_server_global_and_persisted(make_client: Any, http_server: s
     assert (await execute_tool(client, sid, "web.add", a=5, b=5))["result"] == {"result": 10}
     assert (await client.delete("/api/mcp-servers/web")).status == 204
     assert (await (await client.get("/api/mcp-servers")).json())["total"] == 0
+
+
+async def test_a_server_registered_on_one_node_runs_on_every_node_until_removed(
+    pg_url: str, aiohttp_client: Any, tmp_path: Path, http_server: str
+) -> None:
+    """Two nodes on one PostgreSQL database. A registration lived in the memory of the node
+    that made it: another node did not list it, could not call its tools (a ToolChat command
+    running there was not offered them) and kept a removed one running until it restarted."""
+    a, b = [await cluster_node(aiohttp_client, pg_url, tmp_path / name) for name in "ab"]
+    sid = (await create_session(a))["session_id"]
+    await add_server(a, None, name="web", url=http_server)
+    await add_server(a, sid, name="own", url=http_server)
+
+    async def names(client: Any, path: str) -> list[str]:
+        return [s["name"] for s in (await (await client.get(path)).json())["servers"]]
+
+    await eventually(lambda: names(b, "/api/mcp-servers"))
+    assert await names(b, f"/api/sessions/{sid}/mcp-servers") == ["own"]
+    assert (await execute_tool(b, sid, "web.add", a=3, b=4))["result"] == {"result": 7}
+    assert (await execute_tool(b, sid, "own.add", a=1, b=1))["result"] == {"result": 2}
+    assert (await b.delete("/api/mcp-servers/web")).status == 204  # removed on the other node
+    await eventually(lambda: a.app[BUS].mcp.servers.get(("", "web")) is None, message="stopped on a")
+    assert await names(a, "/api/mcp-servers") == []
+    assert (await b.delete(f"/api/sessions/{sid}")).status == 200  # the session's end, too
+    await eventually(lambda: a.app[BUS].mcp.servers == {}, message="the session's server stopped on a")
 
 
 async def test_hosts_outside_the_allowed_list_are_refused(app_client: Any) -> None:
