@@ -473,9 +473,14 @@ class McpServers:
             return conn.execute("SELECT scope, name, spec, created_at FROM mcp_servers ORDER BY scope, name").fetchall()
 
         for scope, name, spec, created_at in await self.bus.store.write(read):
+            old = self.servers.get((scope, name))
+            if old is not None and old.created_at == created_at:
+                continue  # started already by a re-read for another node's change (reconcile)
             reg = Registration(scope, name, json.loads(spec), created_at)
             self.servers[(scope, name)] = reg
             self._connect(reg)
+            if old is not None and old.connection is not None:
+                await old.connection.stop()
 
     async def stop(self) -> None:
         connections = [r.connection for r in self.servers.values() if r.connection is not None]
