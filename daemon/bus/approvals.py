@@ -113,7 +113,7 @@ class Approvals:
 
         return await self.bus.store.read(read)
 
-    async def request(
+    def new(
         self,
         command_id: str,
         session_id: str,
@@ -121,11 +121,11 @@ class Approvals:
         call_id: str,
         tool_name: str,
         arguments: dict[str, Any],
-        state: dict[str, Any],
     ) -> Approval:
+        """A request, not yet stored (``request`` stores it): the engine holds it before the
+        write, so that a cancel during the write can withdraw it."""
         ts = now_iso()
-        expires = to_iso(parse_iso(ts) + dt.timedelta(seconds=self.policy.timeout))
-        approval = Approval(
+        return Approval(
             approval_id=new_id(),
             session_id=session_id,
             command_id=command_id,
@@ -135,7 +135,20 @@ class Approvals:
             arguments=arguments,
             status="pending",
             requested_at=ts,
-            expires_at=expires,
+            expires_at=to_iso(parse_iso(ts) + dt.timedelta(seconds=self.policy.timeout)),
+        )
+
+    async def request(self, approval: Approval, state: dict[str, Any]) -> None:
+        """Store the request (``new``'s): the command waits. The write runs even if the caller
+        is cancelled meanwhile (the store runs every write queued): such a caller withdraws it
+        with ``cancel``, whose write comes after it."""
+        ts, expires = approval.requested_at, approval.expires_at
+        session_id, command_id = approval.session_id, approval.command_id
+        engine_id, call_id, tool_name, arguments = (
+            approval.engine_id,
+            approval.call_id,
+            approval.tool_name,
+            approval.arguments,
         )
 
         def write(conn: sqlite3.Connection) -> Event:
@@ -179,7 +192,6 @@ class Approvals:
         event = await self.bus.store.write(write)
         self._set_live_status(command_id, "executing", "waiting_approval")
         self.bus.events.notify([event])
-        return approval
 
     async def resume(self, approval: Approval) -> None:
         """A command run again after a restart waits again for its pending approval: its
@@ -331,10 +343,14 @@ class Approvals:
                 (status, ts, who, reason, dumps(final) if final is not None else None, approval.approval_id),
             ).rowcount
             if not changed:
-                row = conn.execute("SELECT status FROM approvals WHERE approval_id = ?", (approval.approval_id,))
+                row = conn.execute(
+                    "SELECT status FROM approvals WHERE approval_id = ?", (approval.approval_id,)
+                ).fetchone()
+                if row is None:  # its request was never stored (its write failed)
+                    raise not_found("approval", approval_id=approval.approval_id)
                 raise BusError(
                     ErrorCode.CONFLICT,
-                    f"approval {approval.approval_id!r} was already decided ({row.fetchone()[0]})",
+                    f"approval {approval.approval_id!r} was already decided ({row[0]})",
                     {"approval_id": approval.approval_id},
                 )
             conn.execute(

@@ -160,6 +160,32 @@ async def test_cancelled_while_waiting(llm_client: Any, fake: FakeProvider) -> N
     assert (await execute(client, engine["engine_id"], "hello"))["status"] == "completed"
 
 
+async def test_a_cancel_while_the_request_is_written_withdraws_it(llm_client: Any, fake: FakeProvider) -> None:
+    """Cancelled as soon as the engine said it waits (its EngineStatusUpdate is written just
+    before the request): the answer was ``cancelled``, but the request's write went on and
+    nothing withdrew it: the command stayed ``waiting_approval`` in the store and its request
+    ``pending`` for good (approving it then left the command ``executing`` with nothing
+    running; a restart ran it again)."""
+    client = await llm_client(LLMGINE_TOOLS_REQUIRE_APPROVAL="true")
+    engine = await setup(client, flag=False)
+    sid = engine["session_id"]
+    store = client.app[BUS].store
+    said = "SELECT 1 FROM events WHERE session_id = ? AND event_type = 'EngineStatusUpdate' AND data LIKE ?"
+    for _ in range(5):
+        fake.script(Reply(tool_calls=[("get_weather", {"location": "Hobart"})]))
+        cid = (await execute(client, engine["engine_id"], "Weather?", wait=0))["command_id"]
+        await eventually(lambda cid=cid: store.fetchall(said, (sid, f"%{cid}%waiting_approval%")), interval=0)
+        resp = await client.post(f"/api/sessions/{sid}/commands/{cid}/cancel")
+        assert resp.status == 200 and (await resp.json())["status"] == "cancelled", await resp.text()
+
+        async def settled(cid: str = cid) -> bool:
+            stored = await store.fetchall("SELECT status FROM commands WHERE command_id = ?", (cid,))
+            requests = await store.fetchall("SELECT status FROM approvals WHERE command_id = ?", (cid,))
+            return stored == [("cancelled",)] and all(r == ("cancelled",) for r in requests)
+
+        await eventually(settled, message="the command cancelled in the store, its request withdrawn")
+
+
 async def test_a_decision_on_another_node_wakes_the_waiting_command(
     fake: FakeProvider, pg_url: str, aiohttp_client: Any, tmp_path: Path
 ) -> None:
