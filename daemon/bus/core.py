@@ -153,10 +153,12 @@ class Bus:
         return engines or handlers
 
     async def sync_registry(self, scopes: set[str | None] | None) -> None:
-        """Another node changed the engines or user-code handlers of these scopes (session ids,
-        None for the global scope; ``scopes`` None: any): run here what the store now holds."""
+        """Another node changed the engines, user-code handlers or MCP servers of these scopes
+        (session ids, None for the global scope; ``scopes`` None: any): run here what the store
+        now holds."""
         await self.engines.reconcile(None if scopes is None else {s for s in scopes if s is not None})
         await self.user_handlers.reconcile(scopes)
+        await self.mcp.reconcile(scopes)
 
     async def stop(self) -> None:
         """Stop runtime work; queued work stays queued in the store for the next start."""

@@ -23,6 +23,7 @@ from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.commands import CURRENT, CommandSpec, validate
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.handler_registry import check_free_in_store
 from llmgine_daemon.bus.sessions import require_active
 from llmgine_daemon.bus.usage import UsageBook
 from llmgine_daemon.observability import tracing
@@ -200,6 +201,10 @@ class Engines:
         cls = self.types.get(engine_type)
         return cls.command_type if cls is not None else ""
 
+    def types_for(self, command_type: str) -> list[str]:
+        """The engine types whose engines handle ``command_type``."""
+        return [name for name, cls in self.types.items() if cls.command_type == command_type]
+
     def describe_types(self) -> list[EngineType]:
         return [cls.describe() for cls in self.types.values()]
 
@@ -271,6 +276,9 @@ class Engines:
             require_active(conn, session_id)
             self.bus.capacity.check_engines(conn, session_id)
             self.bus.cluster.registry_changed(conn, session_id)
+            # Another node may have taken the slot a moment ago (its engines reach this node's
+            # memory only at the next re-read): the store decides.
+            check_free_in_store(conn, cls.command_type, session_id, self.types_for(cls.command_type))
             conn.execute(
                 f"INSERT INTO engines ({ENGINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (

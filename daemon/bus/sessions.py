@@ -280,6 +280,7 @@ class Sessions:
                 "events",
                 "commands",
                 "batches",
+                "approvals",  # the tool's arguments and the engine's saved conversation
                 "idempotency_keys",
                 "engines",
                 "tools",

@@ -246,6 +246,22 @@ async def test_deleting_the_engine_deletes_its_memory(llm_client: Any, fake: Fak
     assert rows == [(0,)]
 
 
+async def test_an_engine_deleted_while_its_command_runs_leaves_no_memory(llm_client: Any, fake: FakeProvider) -> None:
+    """The turn that was running when its engine was deleted wrote its messages after the
+    delete had removed the engine's: rows of no engine, never removed."""
+    client = await llm_client()
+    for kind in ("SinglePassEngine", "ToolChatEngine"):
+        engine = await create_llm_engine(client, engine_type=kind)
+        asked = len(fake.requests)
+        fake.script(Reply("a slow answer " * 8, delay=0.05))
+        record = await execute(client, engine["engine_id"], "hello", wait=0)
+        await eventually(lambda asked=asked: len(fake.requests) > asked)  # the model answers now
+        assert (await client.delete(f"/api/engines/{engine['engine_id']}")).status == 200
+        await finished(client, engine["session_id"], record["command_id"])
+    rows = await client.app[BUS].store.fetchall("SELECT COUNT(*) FROM engine_messages")
+    assert rows == [(0,)]
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 
