@@ -400,8 +400,12 @@ class McpServers:
         if reg is not None and reg.connection is not None:
             await reg.connection.stop()
 
+    @staticmethod
+    def end_with_session(conn: sqlite3.Connection, session_id: str, purged: bool) -> None:
+        """A session's servers end with it, in its ending transaction (Sessions.ending)."""
+        conn.execute("DELETE FROM mcp_servers WHERE scope = ?", (session_id,))
+
     async def on_session_end(self, session_id: str, purged: bool) -> None:
-        await self.bus.store.write(lambda conn: conn.execute("DELETE FROM mcp_servers WHERE scope = ?", (session_id,)))
         for key in [k for k in self.servers if k[0] == session_id]:
             reg = self.servers.pop(key)
             if reg.connection is not None:

@@ -1,0 +1,411 @@
+"""kill -9 the real daemon while clients make every kind of write, then restart it.
+
+Concurrent clients (over the Unix socket) create and close sessions, purge them, fork them,
+make and delete engines, register and remove tools, command handlers, event handlers and MCP
+servers, mint session tokens, create and revoke API keys, make, pause, resume and delete
+schedules and webhooks, and submit batches, recording every acknowledgement (2xx). A write
+whose answer the kill took is "unknown" and not checked. After each restart:
+
+- every acknowledged write is there, in the state its last acknowledged write left it (a
+  revoked key, or a token of an ended session, is refused over TCP; a purged session is gone);
+- nothing is left half-done: no schedule, webhook, token or MCP server of a purged session,
+  no active schedule of an ended one, nothing still queued or executing once the queue
+  settled, a session's counts equal its rows;
+- every listing answers (no 500), and health is ``healthy``.
+
+Half of the kills come while the daemon stops (SIGTERM, then SIGKILL within 0.3 s: a
+`llmgine daemon stop` cut short).
+
+``LLMGINE_CRASH_ROUNDS`` (default 2) and ``LLMGINE_CRASH_SEED`` as in test_bus_crash.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.dbtools import open_home_db
+from tests.e2e.test_bus_crash import integrity_ok, unix_session, wait_ready
+from tests.e2e.test_llmgined import free_port, run_daemon
+from tests.eventually import eventually
+
+pytestmark = pytest.mark.e2e
+
+DUMMY = {"command_type": "DummyEngineCommand"}
+TOOL = "def ping(x: int = 1) -> int:\n    return x\n"
+HANDLER = "def handle(command):\n    return {'ok': True}\n"
+EVENT_HANDLER = "def on(event):\n    return None\n"
+GONE = "gone"
+# The checks present many credentials, refused ones included: no rate limit in their way.
+ENV = {"LLMGINE_RATE_LIMIT_UNAUTHENTICATED": "1000000", "LLMGINE_RATE_LIMIT_AUTHENTICATED": "1000000"}
+
+
+@dataclass
+class Known:
+    """What the clients were told committed: object -> its last acknowledged state."""
+
+    sessions: dict[str, str] = field(default_factory=dict)  # active | closed | gone
+    engines: dict[str, tuple[str, bool]] = field(default_factory=dict)  # engine_id -> (session_id, deleted)
+    tools: dict[tuple[str, str], bool] = field(default_factory=dict)
+    handlers: dict[tuple[str, str], bool] = field(default_factory=dict)  # (sid, command_type)
+    mcp: dict[tuple[str, str], bool] = field(default_factory=dict)
+    keys: dict[str, tuple[str, bool]] = field(default_factory=dict)  # key_id -> (key, revoked)
+    tokens: dict[str, str] = field(default_factory=dict)  # token -> session_id
+    schedules: dict[str, str] = field(default_factory=dict)  # id -> active | paused | GONE
+    webhooks: dict[str, bool] = field(default_factory=dict)
+    batches: dict[str, str] = field(default_factory=dict)  # batch_id -> session_id
+    events: dict[str, str] = field(default_factory=dict)  # event_id -> session_id
+    unknown: set[Any] = field(default_factory=set)  # objects whose last write has no answer
+    log: list[Any] = field(default_factory=list)  # (client, method, path, status, answer): for failures
+
+
+async def call(http: aiohttp.ClientSession, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async with http.request(method, path, json=body) as resp:
+        text = await resp.text()
+        assert resp.status < 500, f"{method} {path}: {resp.status} {text[:500]}"
+        return resp.status, (await resp.json()) if text and resp.content_type == "application/json" else None
+
+
+class Client:
+    def __init__(self, n: int, http: aiohttp.ClientSession, known: Known, rng: random.Random) -> None:
+        self.n, self.http, self.known, self.rng = n, http, known, rng
+        self.mine: list[str] = []  # this client's sessions (no other client writes to them)
+
+    def active(self) -> list[str]:
+        return [s for s in self.mine if self.known.sessions.get(s) == "active" and s not in self.known.unknown]
+
+    async def write(self, obj: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Send a write; until its answer the object's state is unknown."""
+        self.known.unknown.add(obj)
+        status, answer = await call(self.http, method, path, body)
+        self.known.log.append((self.n, method, path, status, str(answer)[:300]))
+        if status < 300:  # a refusal tells nothing of an earlier write that had no answer
+            self.known.unknown.discard(obj)
+        return status, answer
+
+    async def step(self) -> None:
+        k, rng = self.known, self.rng
+        live = self.active()
+        if len(live) < 2:
+            status, s = await self.write(("session", "new"), "POST", "/api/sessions", {})
+            if status == 201:
+                k.sessions[s["session_id"]] = "active"
+                self.mine.append(s["session_id"])
+            return
+        sid = rng.choice(live)
+        what = rng.randrange(16)
+        if what == 0:  # end a session
+            status, _ = await self.write(sid, "DELETE", f"/api/sessions/{sid}")
+            if status == 200:
+                k.sessions[sid] = "closed"
+        elif what == 1:  # purge one
+            status, _ = await self.write(sid, "DELETE", f"/api/sessions/{sid}?purge=true")
+            if status == 204:
+                k.sessions[sid] = GONE
+        elif what == 2:
+            status, e = await self.write(
+                ("engine", sid), "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid}
+            )
+            if status == 201:
+                k.engines[e["engine_id"]] = (sid, False)
+        elif what == 3:
+            mine = [e for e, (s, deleted) in k.engines.items() if s == sid and not deleted and e not in k.unknown]
+            if mine:
+                eid = rng.choice(mine)
+                status, _ = await self.write(eid, "DELETE", f"/api/engines/{eid}")
+                if status in (200, 204):
+                    k.engines[eid] = (sid, True)
+        elif what == 4:  # a tool: registered, or removed
+            key = (sid, "ping")
+            if k.tools.get(key):
+                status, _ = await self.write(key, "DELETE", f"/api/sessions/{sid}/tools/ping")
+                if status in (200, 204):
+                    k.tools[key] = False
+            else:
+                status, _ = await self.write(
+                    key, "POST", f"/api/sessions/{sid}/tools", {"name": "ping", "function_code": TOOL}
+                )
+                if status == 201:
+                    k.tools[key] = True
+        elif what == 5:  # a command handler
+            key = (sid, "Ping")
+            base = f"/api/sessions/{sid}/handlers"
+            if k.handlers.get(key):
+                status, _ = await self.write(key, "DELETE", f"{base}/commands/Ping")
+                if status in (200, 204):
+                    k.handlers[key] = False
+            else:
+                body = {"command_type": "Ping", "handler_function": HANDLER}
+                status, _ = await self.write(key, "POST", f"{base}/commands", body)
+                if status == 201:
+                    k.handlers[key] = True
+        elif what == 6:  # an MCP server (one that never answers: registered all the same)
+            key = (sid, "down")
+            base = f"/api/sessions/{sid}/mcp-servers"
+            if k.mcp.get(key):
+                status, _ = await self.write(key, "DELETE", f"{base}/down")
+                if status in (200, 204):
+                    k.mcp[key] = False
+            else:
+                status, _ = await self.write(key, "POST", base, {"name": "down", "url": "http://127.0.0.1:9/mcp"})
+                if status == 201:
+                    k.mcp[key] = True
+        elif what == 7:
+            status, t = await self.write(("token", sid), "POST", f"/api/sessions/{sid}/token")
+            if status == 201:
+                k.tokens[t["session_token"]] = sid
+        elif what == 8:  # an API key: created, or one revoked
+            mine = [i for i, (_, revoked) in k.keys.items() if not revoked and i not in k.unknown]
+            if mine and rng.random() < 0.5:
+                kid = rng.choice(mine)
+                status, _ = await self.write(kid, "DELETE", f"/api/auth/keys/{kid}")
+                if status == 200:
+                    k.keys[kid] = (k.keys[kid][0], True)
+            else:
+                status, key = await self.write(("key", self.n), "POST", "/api/auth/keys", {"name": f"c{self.n}"})
+                if status == 201:
+                    k.keys[key["key_id"]] = (key["key"], False)
+        elif what == 9:  # a schedule: made, paused, resumed, deleted
+            mine = [i for i, st in k.schedules.items() if st != GONE and i not in k.unknown]
+            if mine and rng.random() < 0.6:
+                sch = rng.choice(mine)
+                verb = rng.choice(("pause", "resume", "delete"))
+                if verb == "delete":
+                    status, _ = await self.write(sch, "DELETE", f"/api/schedules/{sch}")
+                    if status in (200, 204):
+                        k.schedules[sch] = GONE
+                else:
+                    status, _ = await self.write(sch, "POST", f"/api/schedules/{sch}/{verb}")
+                    if status == 200:
+                        k.schedules[sch] = "paused" if verb == "pause" else "active"
+            else:
+                body = {"session_id": sid, "command": {**DUMMY, "parameters": {"prompt": "s"}}, "every": 3600}
+                status, sch = await self.write(("schedule", sid), "POST", "/api/schedules", body)
+                if status == 201:
+                    k.schedules[sch["schedule_id"]] = "active"
+        elif what == 10:  # a webhook: made or deleted
+            mine = [i for i, there in k.webhooks.items() if there and i not in k.unknown]
+            if mine and rng.random() < 0.4:
+                wid = rng.choice(mine)
+                status, _ = await self.write(wid, "DELETE", f"/api/webhooks/{wid}")
+                if status in (200, 204):
+                    k.webhooks[wid] = False
+            else:
+                url = f"http://127.0.0.1:9/hook/{rng.getrandbits(32)}"
+                status, hook = await self.write(
+                    ("webhook", sid), "POST", "/api/webhooks", {"url": url, "session_id": sid}
+                )
+                if status == 201:
+                    k.webhooks[hook["webhook_id"]] = True
+        elif what == 11:
+            status, fork = await self.write(("fork", sid), "POST", f"/api/sessions/{sid}/fork", {})
+            if status == 201:
+                k.sessions[fork["session"]["session_id"]] = "active"
+                self.mine.append(fork["session"]["session_id"])
+        elif what == 12:
+            commands = [{**DUMMY, "parameters": {"prompt": f"b{i}"}} for i in range(rng.randrange(1, 20))]
+            status, batch = await self.write(
+                ("batch", sid), "POST", f"/api/sessions/{sid}/commands/batch", {"commands": commands}
+            )
+            if status == 202:
+                k.batches[batch["batch_id"]] = sid
+        else:
+            status, event = await self.write(("event", sid), "POST", f"/api/sessions/{sid}/events", {"event_type": "W"})
+            if status == 201:
+                k.events[event["event_id"]] = sid
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.step()
+            except (TimeoutError, aiohttp.ClientError, ValueError):
+                return  # the daemon is gone: this write's answer never came
+
+
+async def load_then_kill(home: Path, proc: Any, clients: list[Client], known: Known, rng: random.Random) -> None:
+    await wait_ready(home, proc)
+    async with unix_session(home) as http:
+        for c in clients:
+            c.http = http
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(c.run(stop)) for c in clients]
+        await asyncio.sleep(rng.uniform(0.5, 2.0))
+        if rng.random() < 0.5:  # killed while it stops (`llmgine daemon stop`: SIGTERM)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(rng.uniform(0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+async def tcp_status(port: int, path: str, credential: str) -> int:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {credential}"}) as resp,
+    ):
+        assert resp.status < 500, await resp.text()
+        return resp.status
+
+
+async def check(home: Path, proc: Any, port: int, known: Known) -> None:
+    await wait_ready(home, proc)
+    k = known
+    async with unix_session(home) as http:
+        for sid, state in k.sessions.items():
+            if sid in k.unknown:
+                continue
+            status, s = await call(http, "GET", f"/api/sessions/{sid}")
+            if state == GONE:
+                assert status == 404, (sid, s)
+            else:
+                assert status == 200 and s["status"] == state, (sid, state, s, [x for x in k.log if sid in str(x)])
+
+        def session_of(sid: str) -> str | None:
+            return None if sid in k.unknown else k.sessions.get(sid)
+
+        for eid, (sid, deleted) in k.engines.items():
+            if eid in k.unknown or session_of(sid) is None:
+                continue
+            status, e = await call(http, "GET", f"/api/engines/{eid}")
+            if deleted or session_of(sid) == GONE:
+                assert status == 404 or e["status"] == "stopped", (eid, e)
+            else:
+                want = "initialized" if session_of(sid) == "active" else "stopped"
+                assert status == 200 and e["status"] == want, (eid, want, e)
+        for table, path in ((k.tools, "/api/sessions/{}/tools/{}"), (k.mcp, "/api/sessions/{}/mcp-servers/{}")):
+            for (sid, name), there in table.items():
+                if (sid, name) in k.unknown or session_of(sid) != "active":
+                    continue
+                status, body = await call(http, "GET", path.format(sid, name))
+                assert status == (200 if there else 404), (path, sid, name, there, body)
+        for (sid, ctype), there in k.handlers.items():
+            if (sid, ctype) in k.unknown or session_of(sid) != "active":
+                continue
+            _, page = await call(http, "GET", f"/api/sessions/{sid}/handlers?kind=command")
+            types = {h["type"] for h in page["handlers"] if h["scope"] == "session"}
+            assert (ctype in types) == there, (sid, ctype, there, page)
+        for sch, state in k.schedules.items():
+            if sch in k.unknown:
+                continue
+            status, body = await call(http, "GET", f"/api/schedules/{sch}")
+            sid = body["session_id"] if status == 200 else None
+            if state == GONE:
+                assert status == 404, (sch, body)
+            elif status == 404:  # its session was purged
+                assert sid is None
+            else:
+                _, session = await call(http, "GET", f"/api/sessions/{sid}")
+                want = state if session["status"] == "active" else "done"
+                assert body["status"] == want, (sch, want, body)
+        for wid, there in k.webhooks.items():
+            if wid in k.unknown:
+                continue
+            status, body = await call(http, "GET", f"/api/webhooks/{wid}")
+            assert status in ((200, 404) if there else (404,)), (wid, there, body)
+        for bid, sid in k.batches.items():
+            if session_of(sid) in ("active", "closed"):
+                status, body = await call(http, "GET", f"/api/sessions/{sid}/batches/{bid}")
+                assert status == 200, (bid, body)
+        for event_id, sid in k.events.items():
+            if session_of(sid) in ("active", "closed"):
+                status, body = await call(http, "GET", f"/api/sessions/{sid}/events/{event_id}")
+                assert status == 200, (event_id, body, [x for x in k.log if sid in str(x)])
+        # Listings and the state machines: nothing answers 500; the queue drains.
+        for path in (
+            "/api/sessions?limit=1000",
+            "/api/engines?limit=1000",
+            "/api/schedules?limit=1000",
+            "/api/webhooks?limit=1000",
+            "/api/auth/keys",
+            "/api/handlers",
+            "/api/mcp-servers",
+            "/api/commands?limit=1000",
+            "/api/status",
+            "/api/usage",
+        ):
+            status, body = await call(http, "GET", path)
+            assert status == 200, (path, body)
+
+        async def settled() -> bool:
+            _, page = await call(http, "GET", "/api/commands?status=queued&limit=1")
+            _, running = await call(http, "GET", "/api/commands?status=executing&limit=1")
+            return page["total"] == 0 and running["total"] == 0
+
+        await eventually(settled, timeout=60, message="no command queued or executing")
+        _, health = await call(http, "GET", "/api/health")
+        assert health["status"] == "healthy", health
+        for sid, state in k.sessions.items():
+            if state == GONE or sid in k.unknown:
+                continue
+            _, s = await call(http, "GET", f"/api/sessions/{sid}")
+            _, events = await call(http, "GET", f"/api/sessions/{sid}/events?limit=1")
+            _, commands = await call(http, "GET", f"/api/sessions/{sid}/commands?limit=1")
+            assert (s["counts"]["events"], s["counts"]["commands"]) == (events["total"], commands["total"]), s
+    # Credentials, over TCP: acknowledged keys work, revoked ones stay refused; tokens of
+    # sessions that ended are refused.
+    for kid, (key, revoked) in k.keys.items():
+        if kid not in k.unknown:
+            assert await tcp_status(port, "/api/status", key) == (401 if revoked else 200), (kid, revoked)
+    for token, sid in k.tokens.items():
+        state = k.sessions.get(sid)
+        if sid not in k.unknown and state is not None:
+            want = 200 if state == "active" else 401
+            assert await tcp_status(port, f"/api/sessions/{sid}", token) == want, (sid, state)
+    # Half-done work: rows of purged sessions, active schedules of ended ones.
+    with open_home_db(home) as db:
+        orphans = {
+            table: db.execute(
+                f"SELECT COUNT(*) FROM {table} t WHERE t.{col} IS NOT NULL AND t.{col} != ''"
+                f" AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = t.{col})"
+            ).fetchone()[0]
+            for table, col in (
+                ("schedules", "session_id"),
+                ("webhooks", "session_id"),
+                ("session_tokens", "session_id"),
+                ("mcp_servers", "scope"),
+                ("engines", "session_id"),
+                ("tools", "session_id"),
+                ("handlers", "session_id"),
+                ("commands", "session_id"),
+                ("events", "session_id"),
+            )
+        }
+        assert not any(orphans.values()), orphans
+        (ended,) = db.execute(
+            "SELECT COUNT(*) FROM schedules c JOIN sessions s ON s.session_id = c.session_id"
+            " WHERE s.status != 'active' AND c.status != 'done'"
+        ).fetchone()
+        assert ended == 0
+
+
+@pytest.mark.timeout(600)
+def test_kill_9_during_every_kind_of_write(home):
+    rounds = int(os.environ.get("LLMGINE_CRASH_ROUNDS", "2"))
+    seed = os.environ.get("LLMGINE_CRASH_SEED", str(random.randrange(1 << 30)))
+    print(f"LLMGINE_CRASH_SEED={seed}")
+    rng = random.Random(seed)
+    known = Known()
+    clients = [Client(n, None, known, random.Random(rng.random())) for n in range(6)]  # type: ignore[arg-type]
+    port = free_port()
+    proc = run_daemon(home, "--port", str(port), env=ENV)
+    try:
+        for _ in range(rounds):
+            asyncio.run(load_then_kill(home, proc, clients, known, rng))
+            integrity_ok(home)
+            proc = run_daemon(home, "--port", str(port), env=ENV)
+            asyncio.run(check(home, proc, port, known))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

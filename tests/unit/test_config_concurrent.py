@@ -1,0 +1,55 @@
+"""Two `llmgine config set` at once (write_config_value in two processes), a reader beside them.
+
+Both used to write `<name>.tmp`: one truncated the file the other was renaming into place, so
+config.toml was for a moment empty or half-written (a crash then, or a daemon starting then,
+found it so), the other's rename failed (FileNotFoundError), and each read-modify-write could
+write over the other's key. Now each write has a temporary file of its own and the two edits
+take turns (a lock on the directory): every read finds a whole file, every write succeeds,
+and both keys end with their last value.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tomllib
+import traceback
+from pathlib import Path
+
+from llmgine_daemon.settings import write_config_value
+
+ROUNDS = 60
+KEYS = ("server.shutdown_timeout", "database.busy_timeout")
+
+
+def _writer(path: str, key: str, failures: multiprocessing.Queue) -> None:
+    try:
+        for i in range(1, ROUNDS + 1):
+            write_config_value(Path(path), key, i)
+    except BaseException:  # noqa: BLE001 - reported to the test
+        failures.put(traceback.format_exc())
+
+
+def test_two_config_writers_at_once_lose_nothing_and_never_leave_a_broken_file(tmp_path):
+    path = tmp_path / "config" / "config.toml"
+    write_config_value(path, KEYS[0], 0)
+    ctx = multiprocessing.get_context("fork")
+    failures = ctx.Queue()
+    writers = [ctx.Process(target=_writer, args=(str(path), key, failures)) for key in KEYS]
+    for w in writers:
+        w.start()
+    broken = []
+    while any(w.is_alive() for w in writers):
+        text = path.read_text()
+        try:
+            tomllib.loads(text)
+            assert "server" in text
+        except (tomllib.TOMLDecodeError, AssertionError):
+            broken.append(text)
+    for w in writers:
+        w.join(60)
+    assert failures.empty(), failures.get()
+    assert not broken, broken[:3]
+    doc = tomllib.loads(path.read_text())
+    assert (doc["server"]["shutdown_timeout"], doc["database"]["busy_timeout"]) == (ROUNDS, ROUNDS)
+    assert os.listdir(path.parent) == ["config.toml"]  # no temporary file left
