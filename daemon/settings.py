@@ -428,6 +428,10 @@ def write_config_value(path: Path, key: str, value: Any | None) -> bool:
             "(or point LLMGINE_CONFIG at a config.toml)"
         )
     with dir_locked(path.parent):  # two `config set` at once: each keeps the other's key
+        # What a writer killed mid-write left (write_private's temporary file): no other
+        # writer of this file runs while the lock is held.
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
         return _edit_config(path, key, value, tomli_w.dumps)
 
 

@@ -63,6 +63,7 @@ class Known:
     webhooks: dict[str, bool] = field(default_factory=dict)
     batches: dict[str, str] = field(default_factory=dict)  # batch_id -> session_id
     events: dict[str, str] = field(default_factory=dict)  # event_id -> session_id
+    cancelled: dict[str, str] = field(default_factory=dict)  # command_id -> session_id
     unknown: set[Any] = field(default_factory=set)  # objects whose last write has no answer
     log: list[Any] = field(default_factory=list)  # (client, method, path, status, answer): for failures
 
@@ -101,7 +102,7 @@ class Client:
                 self.mine.append(s["session_id"])
             return
         sid = rng.choice(live)
-        what = rng.randrange(16)
+        what = rng.randrange(17)
         if what == 0:  # end a session
             status, _ = await self.write(sid, "DELETE", f"/api/sessions/{sid}")
             if status == 200:
@@ -217,6 +218,19 @@ class Client:
             )
             if status == 202:
                 k.batches[batch["batch_id"]] = sid
+        elif what == 13:  # a command that blocks its session, one queued behind it; one cancelled
+            path = f"/api/sessions/{sid}/commands"
+            slow = {**DUMMY, "parameters": {"prompt": "slow", "delay_ms": 600_000}}
+            ids = []
+            for body in (slow, DUMMY):
+                status, command = await self.write(("command", sid), "POST", path, body)
+                if status == 202:
+                    ids.append(command["command_id"])
+            if ids:
+                cid = rng.choice(ids)
+                status, command = await self.write(cid, "POST", f"{path}/{cid}/cancel")
+                if status == 200 and command["status"] == "cancelled":
+                    k.cancelled[cid] = sid
         else:
             status, event = await self.write(("event", sid), "POST", f"/api/sessions/{sid}/events", {"event_type": "W"})
             if status == 201:
@@ -315,6 +329,10 @@ async def check(home: Path, proc: Any, port: int, known: Known) -> None:
             if session_of(sid) in ("active", "closed"):
                 status, body = await call(http, "GET", f"/api/sessions/{sid}/batches/{bid}")
                 assert status == 200, (bid, body)
+        for cid, sid in k.cancelled.items():
+            if session_of(sid) in ("active", "closed") and cid not in k.unknown:
+                status, body = await call(http, "GET", f"/api/sessions/{sid}/commands/{cid}")
+                assert status == 200 and body["status"] == "cancelled", (cid, body)
         for event_id, sid in k.events.items():
             if session_of(sid) in ("active", "closed"):
                 status, body = await call(http, "GET", f"/api/sessions/{sid}/events/{event_id}")
@@ -337,7 +355,9 @@ async def check(home: Path, proc: Any, port: int, known: Known) -> None:
 
         async def settled() -> bool:
             _, page = await call(http, "GET", "/api/commands?status=queued&limit=1")
-            _, running = await call(http, "GET", "/api/commands?status=executing&limit=1")
+            _, running = await call(http, "GET", "/api/commands?status=executing&limit=1000")
+            for c in running["commands"]:  # a slow one (10 minutes) the queue started again
+                await call(http, "POST", f"/api/sessions/{c['session_id']}/commands/{c['command_id']}/cancel")
             return page["total"] == 0 and running["total"] == 0
 
         await eventually(settled, timeout=60, message="no command queued or executing")

@@ -5,7 +5,8 @@ config.toml was for a moment empty or half-written (a crash then, or a daemon st
 found it so), the other's rename failed (FileNotFoundError), and each read-modify-write could
 write over the other's key. Now each write has a temporary file of its own and the two edits
 take turns (a lock on the directory): every read finds a whole file, every write succeeds,
-and both keys end with their last value.
+and both keys end with their last value. (A writer killed mid-write leaves the old file whole
+and its temporary file, which the next `config set` removes.)
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def _writer(path: str, key: str, failures: multiprocessing.Queue) -> None:
 
 def test_two_config_writers_at_once_lose_nothing_and_never_leave_a_broken_file(tmp_path):
     path = tmp_path / "config" / "config.toml"
+    path.parent.mkdir()
+    (path.parent / ".config.toml.k1ll3d.tmp").write_text("[server]\nshutdown_")  # a writer killed mid-write
     write_config_value(path, KEYS[0], 0)
     ctx = multiprocessing.get_context("fork")
     failures = ctx.Queue()
@@ -52,4 +55,4 @@ def test_two_config_writers_at_once_lose_nothing_and_never_leave_a_broken_file(t
     assert not broken, broken[:3]
     doc = tomllib.loads(path.read_text())
     assert (doc["server"]["shutdown_timeout"], doc["database"]["busy_timeout"]) == (ROUNDS, ROUNDS)
-    assert os.listdir(path.parent) == ["config.toml"]  # no temporary file left
+    assert os.listdir(path.parent) == ["config.toml"]  # no temporary file left, none of the killed one's
