@@ -1,13 +1,16 @@
 """kill -9 the real daemon while clients make every kind of write, then restart it.
 
 Concurrent clients (over the Unix socket) create and close sessions, purge them, fork them,
-make and delete engines, register and remove tools, command handlers, event handlers and MCP
-servers, mint session tokens, create and revoke API keys, make, pause, resume and delete
-schedules and webhooks, and submit batches, recording every acknowledgement (2xx). A write
+make and delete engines, register and remove tools, command handlers and MCP servers, mint
+session tokens, create and revoke API keys, make, pause, resume and delete schedules and
+webhooks, submit and cancel commands and batches, publish events, set and delete secrets,
+recording every acknowledgement (2xx). A write
 whose answer the kill took is "unknown" and not checked. After each restart:
 
 - every acknowledged write is there, in the state its last acknowledged write left it (a
   revoked key, or a token of an ended session, is refused over TCP; a purged session is gone);
+- no schedule fired a due time twice (some fire every second, some skip what they missed
+  while the daemon was down, some run it once);
 - nothing is left half-done: no schedule, webhook, token or MCP server of a purged session,
   no active schedule of an ended one, nothing still queued or executing once the queue
   settled, every session's kept counts equal its rows;
@@ -22,9 +25,11 @@ Half of the kills come while the daemon stops (SIGTERM, then SIGKILL within 0.3 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +48,6 @@ pytestmark = pytest.mark.e2e
 DUMMY = {"command_type": "DummyEngineCommand"}
 TOOL = "def ping(x: int = 1) -> int:\n    return x\n"
 HANDLER = "def handle(command):\n    return {'ok': True}\n"
-EVENT_HANDLER = "def on(event):\n    return None\n"
 GONE = "gone"
 # The checks present many credentials, refused ones included: no rate limit in their way.
 ENV = {"LLMGINE_RATE_LIMIT_UNAUTHENTICATED": "1000000", "LLMGINE_RATE_LIMIT_AUTHENTICATED": "1000000"}
@@ -65,6 +69,7 @@ class Known:
     batches: dict[str, str] = field(default_factory=dict)  # batch_id -> session_id
     events: dict[str, str] = field(default_factory=dict)  # event_id -> session_id
     cancelled: dict[str, str] = field(default_factory=dict)  # command_id -> session_id
+    secrets: dict[str, bool] = field(default_factory=dict)  # name -> set (a file, not the database)
     unknown: set[Any] = field(default_factory=set)  # objects whose last write has no answer
     log: list[Any] = field(default_factory=list)  # (client, method, path, status, answer): for failures
 
@@ -103,7 +108,7 @@ class Client:
                 self.mine.append(s["session_id"])
             return
         sid = rng.choice(live)
-        what = rng.randrange(17)
+        what = rng.randrange(18)
         if what == 0:  # end a session
             status, _ = await self.write(sid, "DELETE", f"/api/sessions/{sid}")
             if status == 200:
@@ -189,7 +194,12 @@ class Client:
                     if status == 200:
                         k.schedules[sch] = "paused" if verb == "pause" else "active"
             else:
-                body = {"session_id": sid, "command": {**DUMMY, "parameters": {"prompt": "s"}}, "every": 3600}
+                body = {
+                    "session_id": sid,
+                    "command": {**DUMMY, "parameters": {"prompt": "s"}},
+                    "every": rng.choice((1, 3600)),
+                    "missed": rng.choice(("skip", "run_once")),
+                }
                 status, sch = await self.write(("schedule", sid), "POST", "/api/schedules", body)
                 if status == 201:
                     k.schedules[sch["schedule_id"]] = "active"
@@ -219,6 +229,16 @@ class Client:
             )
             if status == 202:
                 k.batches[batch["batch_id"]] = sid
+        elif what == 14:  # a secret: set, or deleted
+            name = f"CRASH_{self.n}"
+            if k.secrets.get(name):
+                status, _ = await self.write(name, "DELETE", f"/api/secrets/{name}")
+                if status in (200, 204):
+                    k.secrets[name] = False
+            else:
+                status, _ = await self.write(name, "PUT", f"/api/secrets/{name}", {"value": f"v{rng.random()}"})
+                if status == 200:
+                    k.secrets[name] = True
         elif what == 13:  # a command that blocks its session, one queued behind it; one cancelled
             path = f"/api/sessions/{sid}/commands"
             slow = {**DUMMY, "parameters": {"prompt": "slow", "delay_ms": 600_000}}
@@ -330,6 +350,9 @@ async def check(home: Path, proc: Any, port: int, known: Known) -> None:
             if session_of(sid) in ("active", "closed"):
                 status, body = await call(http, "GET", f"/api/sessions/{sid}/batches/{bid}")
                 assert status == 200, (bid, body)
+        _, listed = await call(http, "GET", "/api/secrets")
+        there = {s["name"] for s in listed["secrets"]}
+        assert {n for n, v in k.secrets.items() if n not in k.unknown and (n in there) != v} == set(), there
         for cid, sid in k.cancelled.items():
             if session_of(sid) in ("active", "closed") and cid not in k.unknown:
                 status, body = await call(http, "GET", f"/api/sessions/{sid}/commands/{cid}")
@@ -399,6 +422,13 @@ async def check(home: Path, proc: Any, port: int, known: Known) -> None:
             " WHERE s.status != 'active' AND c.status != 'done'"
         ).fetchone()
         assert ended == 0
+        # A schedule fires each due time at most once, across the kills too.
+        fired = Counter(
+            (m["schedule_id"], m["schedule_due"])
+            for (text,) in db.execute("SELECT metadata FROM commands WHERE metadata LIKE '%schedule_due%'")
+            for m in [json.loads(text)]
+        )
+        assert [f for f, n in fired.items() if n > 1] == []
         # The counts kept per session (triggers, and the inserts' own updates) equal the rows.
         recount = SESSION_COUNTS_RECOUNT.format(sid="s.session_id")
         rows = db.execute(
