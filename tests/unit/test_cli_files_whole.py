@@ -1,4 +1,6 @@
-"""Two `llmgine config set` at once (write_config_value in two processes), a reader beside them.
+"""The files the CLI writes are replaced whole, whoever reads or writes beside it.
+
+Two `llmgine config set` at once (write_config_value in two processes), a reader beside them.
 
 Both used to write `<name>.tmp`: one truncated the file the other was renaming into place, so
 config.toml was for a moment empty or half-written (a crash then, or a daemon starting then,
@@ -17,7 +19,7 @@ import tomllib
 import traceback
 from pathlib import Path
 
-from llmgine_daemon.settings import write_config_value
+from llmgine_daemon.settings import get_paths, write_config_value
 
 ROUNDS = 60
 KEYS = ("server.shutdown_timeout", "database.busy_timeout")
@@ -56,3 +58,31 @@ def test_two_config_writers_at_once_lose_nothing_and_never_leave_a_broken_file(t
     doc = tomllib.loads(path.read_text())
     assert (doc["server"]["shutdown_timeout"], doc["database"]["busy_timeout"]) == (ROUNDS, ROUNDS)
     assert os.listdir(path.parent) == ["config.toml"]  # no temporary file left, none of the killed one's
+
+
+def _starts(runtime: str, rounds: int) -> None:
+    from llmgine_cli.daemonctl import DaemonFlags, save_args
+
+    paths = get_paths({"LLMGINE_HOME": runtime})
+    for i in range(rounds):
+        save_args(paths, DaemonFlags(port=8000 + i), os.getpid(), "unix:///x.sock")
+
+
+def test_the_daemon_start_record_is_never_seen_half_written(tmp_path):
+    # `daemon start` records its flags for `daemon restart` (llmgined.args.json): written in
+    # place (truncated, then written), a start killed between the two left an empty file, and
+    # the restart went without the flags (`--port` gone). A reader beside a writer sees it so.
+    from llmgine_cli.daemonctl import load_flags
+
+    paths = get_paths({"LLMGINE_HOME": str(tmp_path)})
+    paths.runtime_dir.mkdir(parents=True, mode=0o700)
+    _starts(str(tmp_path), 1)
+    writer = multiprocessing.get_context("fork").Process(target=_starts, args=(str(tmp_path), 400))
+    writer.start()
+    lost = 0
+    while writer.is_alive():
+        flags = load_flags(paths)
+        lost += flags is None or flags.port is None
+    writer.join(60)
+    assert writer.exitcode == 0 and lost == 0
+    assert load_flags(paths).port == 8399
