@@ -3,7 +3,8 @@
 Concurrent clients (over the Unix socket) create and close sessions, purge them, fork them,
 make and delete engines, register and remove tools, command handlers and MCP servers, mint
 session tokens, create and revoke API keys, make, pause, resume and delete schedules and
-webhooks, submit and cancel commands and batches, publish events, set and delete secrets,
+webhooks, submit and cancel commands and batches, publish events and log records, set and
+delete secrets,
 recording every acknowledgement (2xx). A write
 whose answer the kill took is "unknown" and not checked. After each restart:
 
@@ -70,6 +71,7 @@ class Known:
     events: dict[str, str] = field(default_factory=dict)  # event_id -> session_id
     cancelled: dict[str, str] = field(default_factory=dict)  # command_id -> session_id
     secrets: dict[str, bool] = field(default_factory=dict)  # name -> set (a file, not the database)
+    logs: set[int] = field(default_factory=set)  # ids of log records written by clients
     unknown: set[Any] = field(default_factory=set)  # objects whose last write has no answer
     log: list[Any] = field(default_factory=list)  # (client, method, path, status, answer): for failures
 
@@ -239,6 +241,11 @@ class Client:
                 status, _ = await self.write(name, "PUT", f"/api/secrets/{name}", {"value": f"v{rng.random()}"})
                 if status == 200:
                     k.secrets[name] = True
+        elif what == 15:  # a log record (the telemetry database)
+            body = {"message": f"crash {self.n}", "level": "info", "session_id": sid}
+            status, record = await self.write(("log", sid), "POST", "/api/observability/logs", body)
+            if status == 201:
+                k.logs.add(record["id"])
         elif what == 13:  # a command that blocks its session, one queued behind it; one cancelled
             path = f"/api/sessions/{sid}/commands"
             slow = {**DUMMY, "parameters": {"prompt": "slow", "delay_ms": 600_000}}
@@ -397,6 +404,9 @@ async def check(home: Path, proc: Any, port: int, known: Known) -> None:
         if sid not in k.unknown and state is not None:
             want = 200 if state == "active" else 401
             assert await tcp_status(port, f"/api/sessions/{sid}", token) == want, (sid, state)
+    with open_home_db(home, telemetry=True) as db:
+        stored = {r[0] for r in db.execute("SELECT id FROM logs WHERE source = 'client'")}
+        assert k.logs <= stored, sorted(k.logs - stored)
     # Half-done work: rows of purged sessions, active schedules of ended ones.
     with open_home_db(home) as db:
         orphans = {
