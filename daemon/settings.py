@@ -26,7 +26,7 @@ from llmgine_daemon.paths import APP_NAME as APP_NAME
 from llmgine_daemon.paths import ConfigError as ConfigError
 from llmgine_daemon.paths import Paths as Paths
 from llmgine_daemon.paths import check_dir_safe as check_dir_safe
-from llmgine_daemon.paths import dir_locked
+from llmgine_daemon.paths import dir_locked as dir_locked
 from llmgine_daemon.paths import ensure_private_dir as ensure_private_dir
 from llmgine_daemon.paths import get_paths as get_paths
 from llmgine_daemon.paths import pidfile_owner as pidfile_owner

@@ -13,6 +13,7 @@ and its temporary file, which the next `config set` removes.)
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import tomllib
@@ -86,3 +87,35 @@ def test_the_daemon_start_record_is_never_seen_half_written(tmp_path):
     writer.join(60)
     assert writer.exitcode == 0 and lost == 0
     assert load_flags(paths).port == 8399
+
+
+def _adds(home: str, prefix: str, failures: multiprocessing.Queue) -> None:
+    from typer.testing import CliRunner
+
+    from llmgine_cli.app import app
+
+    runner = CliRunner()
+    for i in range(CONTEXTS):
+        args = ["context", "add", f"{prefix}{i}", "--url", "http://127.0.0.1:9", "-q"]
+        result = runner.invoke(app, args, env={"LLMGINE_HOME": home})
+        if result.exit_code != 0:
+            failures.put(result.output + repr(result.exception))
+            return
+
+
+CONTEXTS = 25
+
+
+def test_two_context_adds_at_once_keep_both(tmp_path):
+    # contexts.json (which holds the contexts' API keys) was read, changed and written by each
+    # `llmgine context add` on its own: two at once, and one's acknowledged context was gone.
+    ctx = multiprocessing.get_context("fork")
+    failures = ctx.Queue()
+    adders = [ctx.Process(target=_adds, args=(str(tmp_path), p, failures)) for p in ("a", "b")]
+    for a in adders:
+        a.start()
+    for a in adders:
+        a.join(120)
+    assert failures.empty(), failures.get()
+    saved = json.loads((tmp_path / "config" / "contexts.json").read_text())["contexts"]
+    assert sorted(saved) == sorted(f"{p}{i}" for p in "ab" for i in range(CONTEXTS))
