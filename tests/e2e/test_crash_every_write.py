@@ -17,6 +17,9 @@ whose answer the kill took is "unknown" and not checked. After each restart:
   settled, every session's kept counts equal its rows;
 - every listing answers (no 500), and health is ``healthy``.
 
+In the end every acknowledged event (of a session not purged) has reached a live webhook
+receiver at least once, whatever deliveries the kills cut short or left leased.
+
 Half of the kills come while the daemon stops (SIGTERM, then SIGKILL within 0.3 s: a
 `llmgine daemon stop` cut short).
 
@@ -41,8 +44,10 @@ from llmgine_daemon.store.migrations import SESSION_COUNTS_RECOUNT
 
 from tests.dbtools import open_home_db
 from tests.e2e.test_bus_crash import integrity_ok, unix_session, wait_ready
+from tests.e2e.test_hooks_restart import ENV as HOOK_ENV
+from tests.e2e.test_hooks_restart import Receiver
 from tests.e2e.test_llmgined import free_port, run_daemon
-from tests.eventually import eventually
+from tests.eventually import eventually, eventually_blocking
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +56,11 @@ TOOL = "def ping(x: int = 1) -> int:\n    return x\n"
 HANDLER = "def handle(command):\n    return {'ok': True}\n"
 GONE = "gone"
 # The checks present many credentials, refused ones included: no rate limit in their way.
-ENV = {"LLMGINE_RATE_LIMIT_UNAUTHENTICATED": "1000000", "LLMGINE_RATE_LIMIT_AUTHENTICATED": "1000000"}
+ENV = {
+    "LLMGINE_RATE_LIMIT_UNAUTHENTICATED": "1000000",
+    "LLMGINE_RATE_LIMIT_AUTHENTICATED": "1000000",
+    **HOOK_ENV,  # a delivery leased by a killed daemon is sent again 7 s later
+}
 
 
 @dataclass
@@ -457,16 +466,51 @@ def test_kill_9_during_every_kind_of_write(home):
     known = Known()
     clients = [Client(n, None, known, random.Random(rng.random())) for n in range(6)]  # type: ignore[arg-type]
     port = free_port()
+    receiver = Receiver()
+    receiver.status = 200
     proc = run_daemon(home, "--port", str(port), env=ENV)
     try:
+        asyncio.run(hook_every_event(home, proc, receiver.url))
         for _ in range(rounds):
             asyncio.run(load_then_kill(home, proc, clients, known, rng))
             integrity_ok(home)
             proc = run_daemon(home, "--port", str(port), env=ENV)
             asyncio.run(check(home, proc, port, known))
+
+        def delivered() -> set[str]:  # at least once, the kills (and leases left) notwithstanding
+            with receiver.lock:
+                got = {b["data"]["event_id"] for b in receiver.bodies}
+            kept = {
+                e
+                for e, sid in known.events.items()
+                if known.sessions.get(sid) in ("active", "closed") and sid not in known.unknown
+            }
+            return kept - got
+
+        try:
+            eventually_blocking(lambda: not delivered(), timeout=90, message="every acknowledged event delivered")
+        except AssertionError:
+            missing = delivered()
+            with open_home_db(home) as db:
+                rows = db.execute(
+                    "SELECT d.event_seq, d.status, d.attempts, d.next_attempt_at, d.lease_until, e.event_id"
+                    " FROM webhook_deliveries d LEFT JOIN events e ON e.seq = d.event_seq"
+                ).fetchall()
+                cursor = db.execute("SELECT * FROM webhook_cursor").fetchall()
+                seqs = dict(db.execute("SELECT event_id, seq FROM events WHERE event_type = 'W'").fetchall())
+            mine = [r for r in rows if r[5] in missing]
+            raise AssertionError((len(missing), sorted(seqs.get(m) for m in missing)[:20], mine[:20], cursor)) from None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
+        receiver.shutdown()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def hook_every_event(home: Path, proc: Any, url: str) -> None:
+    await wait_ready(home, proc)
+    async with unix_session(home) as http:
+        status, body = await call(http, "POST", "/api/webhooks", {"url": url, "events": ["W"]})
+        assert status == 201, body
