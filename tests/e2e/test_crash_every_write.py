@@ -81,6 +81,7 @@ class Known:
     cancelled: dict[str, str] = field(default_factory=dict)  # command_id -> session_id
     secrets: dict[str, bool] = field(default_factory=dict)  # name -> set (a file, not the database)
     logs: set[int] = field(default_factory=set)  # ids of log records written by clients
+    purging: set[str] = field(default_factory=set)  # sessions whose purge had no answer
     unknown: set[Any] = field(default_factory=set)  # objects whose last write has no answer
     log: list[Any] = field(default_factory=list)  # (client, method, path, status, answer): for failures
 
@@ -125,9 +126,11 @@ class Client:
             if status == 200:
                 k.sessions[sid] = "closed"
         elif what == 1:  # purge one
+            k.purging.add(sid)
             status, _ = await self.write(sid, "DELETE", f"/api/sessions/{sid}?purge=true")
             if status == 204:
                 k.sessions[sid] = GONE
+                k.purging.discard(sid)
         elif what == 2:
             status, e = await self.write(
                 ("engine", sid), "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid}
@@ -311,6 +314,13 @@ async def check(home: Path, proc: Any, port: int, known: Known) -> None:
     await wait_ready(home, proc)
     k = known
     async with unix_session(home) as http:
+        # A purge the kill cut short (the session ended, some of its rows gone) is done again.
+        for sid in list(k.purging):
+            async with http.delete(f"/api/sessions/{sid}?purge=true") as resp:
+                assert resp.status in (204, 404), await resp.text()
+            k.sessions[sid] = GONE
+            k.unknown.discard(sid)
+            k.purging.discard(sid)
         for sid, state in k.sessions.items():
             if sid in k.unknown:
                 continue
