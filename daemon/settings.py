@@ -26,6 +26,7 @@ from llmgine_daemon.paths import APP_NAME as APP_NAME
 from llmgine_daemon.paths import ConfigError as ConfigError
 from llmgine_daemon.paths import Paths as Paths
 from llmgine_daemon.paths import check_dir_safe as check_dir_safe
+from llmgine_daemon.paths import dir_locked as dir_locked
 from llmgine_daemon.paths import ensure_private_dir as ensure_private_dir
 from llmgine_daemon.paths import get_paths as get_paths
 from llmgine_daemon.paths import pidfile_owner as pidfile_owner
@@ -426,6 +427,15 @@ def write_config_value(path: Path, key: str, value: Any | None) -> bool:
             f"{path}: `llmgine config set` writes TOML only; edit this YAML file yourself "
             "(or point LLMGINE_CONFIG at a config.toml)"
         )
+    with dir_locked(path.parent):  # two `config set` at once: each keeps the other's key
+        # What a writer killed mid-write left (write_private's temporary file): no other
+        # writer of this file runs while the lock is held.
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        return _edit_config(path, key, value, tomli_w.dumps)
+
+
+def _edit_config(path: Path, key: str, value: Any | None, dumps: Callable[[dict[str, Any]], str]) -> bool:
     try:
         doc = tomllib.loads(path.read_text("utf-8")) if path.exists() else {}
     except tomllib.TOMLDecodeError as exc:
@@ -445,7 +455,7 @@ def write_config_value(path: Path, key: str, value: Any | None) -> bool:
                 del parent[table]
     else:
         node[name] = value
-    write_private(path, tomli_w.dumps(doc))
+    write_private(path, dumps(doc))
     return True
 
 

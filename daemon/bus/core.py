@@ -90,7 +90,7 @@ class Bus:
         self._webhook_sender = webhook_sender
         self.schedules = Schedules(self, *schedule_limits)
         self.sessions.hooks.append(self.webhooks.on_session_end)
-        self.sessions.hooks.append(self.schedules.on_session_end)
+        self.sessions.ending += [self.mcp.end_with_session, self.webhooks.end_with_session, Schedules.end_with_session]
         # Engines and handlers changed by another node sharing the database (bus/cluster.py).
         self.cluster.watch_registry(self.sync_registry)
 

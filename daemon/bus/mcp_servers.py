@@ -415,12 +415,13 @@ class McpServers:
         if reg is not None and reg.connection is not None:
             await reg.connection.stop()
 
-    async def on_session_end(self, session_id: str, purged: bool) -> None:
-        def write(conn: sqlite3.Connection) -> None:
-            if conn.execute("DELETE FROM mcp_servers WHERE scope = ?", (session_id,)).rowcount:
-                self.bus.cluster.registry_changed(conn, session_id)
+    def end_with_session(self, conn: sqlite3.Connection, session_id: str, purged: bool) -> None:
+        """A session's servers end with it, in its ending transaction (Sessions.ending); the
+        other nodes stop theirs (bus/cluster.py ``registry_changed``)."""
+        if conn.execute("DELETE FROM mcp_servers WHERE scope = ?", (session_id,)).rowcount:
+            self.bus.cluster.registry_changed(conn, session_id)
 
-        await self.bus.store.write(write)
+    async def on_session_end(self, session_id: str, purged: bool) -> None:
         for key in [k for k in self.servers if k[0] == session_id]:
             self._touch(key)
             reg = self.servers.pop(key)

@@ -212,20 +212,18 @@ class Schedules:
         self._wake.set()
         return row_to_schedule(row)
 
-    async def on_session_end(self, session_id: str, purged: bool) -> None:
-        """An ended session's schedules are done; a purged one's are deleted."""
-
-        def write(conn: sqlite3.Connection) -> None:
-            if purged:
-                conn.execute("DELETE FROM schedules WHERE session_id = ?", (session_id,))
-            else:
-                conn.execute(
-                    "UPDATE schedules SET status = 'done', next_due = NULL, last_error = ?"
-                    " WHERE session_id = ? AND status != 'done'",
-                    ("the session ended", session_id),
-                )
-
-        await self.store.write(write)
+    @staticmethod
+    def end_with_session(conn: sqlite3.Connection, session_id: str, purged: bool) -> None:
+        """An ended session's schedules are done; a purged one's are deleted (in the
+        transaction that ends it: Sessions.ending)."""
+        if purged:
+            conn.execute("DELETE FROM schedules WHERE session_id = ?", (session_id,))
+        else:
+            conn.execute(
+                "UPDATE schedules SET status = 'done', next_due = NULL, last_error = ?"
+                " WHERE session_id = ? AND status != 'done'",
+                ("the session ended", session_id),
+            )
 
     # -- the scheduler --------------------------------------------------------------------
 
