@@ -35,6 +35,7 @@ from llmgine_daemon.engines.providers.errors import (
     connection_error,
     error_for_status,
     read_error,
+    text_piece,
     timeout_error,
 )
 from llmgine_daemon.engines.providers.openai import parse_arguments
@@ -193,9 +194,10 @@ class AnthropicProvider(Provider):
                     block = blocks[int(event.get("index", len(blocks)))] = _Block(
                         raw.get("type", ""), raw.get("id", ""), raw.get("name", "")
                     )
-                    if block.type == "text" and raw.get("text"):
-                        block.parts.append(raw["text"])
-                        yield TextDelta(raw["text"])
+                    piece = text_piece(self.name, raw.get("text")) if block.type == "text" else ""
+                    if piece:
+                        block.parts.append(piece)
+                        yield TextDelta(piece)
                     elif block.type == "tool_use":
                         yield ToolCallDelta(tool_index, block.id, block.name)
                         tool_index += 1
@@ -204,9 +206,10 @@ class AnthropicProvider(Provider):
                     if index not in blocks:
                         raise bad_response(self.name, "delta for a content block that never started", index=index)
                     delta = event.get("delta") or {}
-                    if delta.get("type") == "text_delta" and delta.get("text"):
-                        blocks[index].parts.append(delta["text"])
-                        yield TextDelta(delta["text"])
+                    piece = text_piece(self.name, delta.get("text")) if delta.get("type") == "text_delta" else ""
+                    if piece:
+                        blocks[index].parts.append(piece)
+                        yield TextDelta(piece)
                     elif delta.get("type") == "input_json_delta":
                         blocks[index].parts.append(delta.get("partial_json") or "")
                     # thinking/signature deltas are not part of the answer text.

@@ -150,6 +150,9 @@ class ProviderConfig:
 
 # -- the provider base class ----------------------------------------------------------------
 
+# What reading a provider's JSON of an unexpected shape raises in the parsers.
+_MISSHAPEN = (AttributeError, IndexError, KeyError, TypeError, ValueError)
+
 
 class Provider:
     """One configured provider. ``stream()`` retries retryable failures that happen before
@@ -198,8 +201,13 @@ class Provider:
                     produced = True
                     yield item
                 return
+            except _MISSHAPEN as exc:
+                # Valid JSON of another shape than the API's (a string where it has an object,
+                # a count that is not a number): the provider's fault, not a bug of ours.
+                raise bad_response(
+                    self.name, f"malformed answer ({type(exc).__name__}: {exc})"[:300], attempts=attempt
+                ) from None
             except ProviderError as exc:
-                exc.details.setdefault("attempts", attempt)
                 exc.details["attempts"] = attempt
                 if produced or not exc.retryable or attempt > self.config.max_retries:
                     raise

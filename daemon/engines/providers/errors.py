@@ -112,6 +112,14 @@ def bad_response(provider: str, what: str, **details: Any) -> ProviderError:
     return ProviderError(ErrorCode.PROVIDER_BAD_RESPONSE, f"{provider}: {what}", {"provider": provider, **details})
 
 
+def text_piece(provider: str, value: Any) -> str:
+    """A piece of the answer's text as the stream gave it ("" for none); anything but a
+    string is a malformed answer (it must not reach an EngineResponseDelta)."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    raise bad_response(provider, f"answer text is a {type(value).__name__}, not a string")
+
+
 def timeout_error(provider: str, timeout: float, stage: str) -> ProviderError:
     return ProviderError(
         ErrorCode.PROVIDER_TIMEOUT,

@@ -35,6 +35,7 @@ from llmgine_daemon.engines.providers.errors import (
     connection_error,
     error_for_status,
     read_error,
+    text_piece,
     timeout_error,
 )
 from llmgine_daemon.engines.providers.sse import iter_sse
@@ -173,7 +174,7 @@ class OpenAIProvider(Provider):
                     if choice.get("index", 0) != 0:
                         continue
                     delta = choice.get("delta") or {}
-                    piece = delta.get("content")
+                    piece = text_piece(self.name, delta.get("content"))
                     if piece:
                         text.append(piece)
                         yield TextDelta(piece)
