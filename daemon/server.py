@@ -37,6 +37,7 @@ from llmgine_daemon.coalesce import CoalescingSite
 from llmgine_daemon.observability.redact import RedactingFormatter
 from llmgine_daemon.paths import StartupError, hold_pid_lock
 from llmgine_daemon.settings import (
+    BY_KEY,
     ConfigError,
     Settings,
     check_config_file_mode,
@@ -200,7 +201,9 @@ def setup_logging(settings: Settings) -> None:
     else:
         inner = JsonFormatter()
     # Whatever the format, credentials are masked in the final text (docs/security.md).
-    handler.setFormatter(RedactingFormatter(inner, secrets=[settings["security.api_key_secret"] or ""]))
+    # The providers' configured keys too (a traceback's request headers, a proxy's message).
+    secrets = [settings[key] or "" for key, setting in BY_KEY.items() if setting.secret]
+    handler.setFormatter(RedactingFormatter(inner, secrets=secrets))
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.api.llm_helpers import MODELS, create_llm_engine, engine_events, execute, messages
-from tests.fakes.provider import FakeProvider, Raw
+from tests.fakes.provider import Fail, FakeProvider, Raw
 
 KINDS = ["openai", "anthropic"]
 
@@ -89,3 +89,58 @@ async def test_a_misshapen_json_answer_is_a_bad_response(
     record = await execute(client, engine["engine_id"], "hi")
     assert record["status"] == "failed"
     assert record["error"]["code"] == "PROVIDER_BAD_RESPONSE", record["error"]
+
+
+async def everything_said(client: Any, record: dict[str, Any], sid: str) -> str:
+    """The command, its session's events and the daemon's own log lines, as text."""
+    logs = await (await client.get("/api/logs", params={"limit": 1000})).text()
+    return json.dumps(record) + json.dumps(await engine_events(client, sid)) + logs
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("status", [401, 400, 500])
+async def test_a_provider_quoting_the_api_key_does_not_leak_it(
+    llm_client: Any, fake: FakeProvider, kind: str, status: int
+) -> None:
+    """Proxies and compatible servers quote the key they refused ("Invalid API key: sk-...");
+    the message reaches the command's error and events, which a session token reads."""
+    fake.api_key = "sk-live-0123456789abcdef"
+    key_env = {"OPENAI_API_KEY" if kind == "openai" else "ANTHROPIC_API_KEY": fake.api_key}
+    client = await llm_client(**key_env)
+    engine = await create_llm_engine(client, model=MODELS[kind])
+    fake.script(*[Fail(status, f"Invalid API key: {fake.api_key} (key={fake.api_key})", retry_after="0")] * 3)
+    record = await execute(client, engine["engine_id"], "hi")
+    assert record["status"] == "failed" and record["error"]["code"].startswith("PROVIDER_")
+    assert "Invalid API key: ********" in record["error"]["message"]
+    assert fake.api_key not in await everything_said(client, record, engine["session_id"])
+
+
+URL_ENV = {"ollama": "LLMGINE_OLLAMA_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL"}
+
+
+@pytest.mark.parametrize("kind", ["ollama", "anthropic"])
+async def test_credentials_in_a_base_url_are_never_shown(llm_client: Any, fake: FakeProvider, kind: str) -> None:
+    """A proxy's user and password in the base URL (``http://user:pass@proxy/v1``) are sent
+    (HTTP basic auth, where the provider's key is not in Authorization) but never shown: not
+    in a connection error, not in GET /api/config."""
+    await fake.stop()  # nothing listens there now: a connection error
+    url = (fake.base_url if kind == "ollama" else fake.root_url).replace("http://", "http://proxyuser:s3cret@")
+    client = await llm_client(**{URL_ENV[kind]: url})
+    engine = await create_llm_engine(client, model=f"{kind}/some-model")
+    record = await execute(client, engine["engine_id"], "hi")
+    assert record["error"]["code"] == "PROVIDER_UNAVAILABLE", record["error"]
+    assert "proxyuser:********@" in record["error"]["message"]
+    config = await (await client.get("/api/config")).text()
+    assert "proxyuser:********@" in config
+    assert "s3cret" not in await everything_said(client, record, engine["session_id"]) + config
+
+
+async def test_credentials_in_a_base_url_beside_a_bearer_key_say_so(llm_client: Any, fake: FakeProvider) -> None:
+    """OpenAI's key goes in Authorization, where basic auth from the URL would go too: a clear
+    error (it was aiohttp's ValueError, a traceback), and no request."""
+    client = await llm_client(OPENAI_BASE_URL=fake.base_url.replace("http://", "http://proxyuser:s3cret@"))
+    engine = await create_llm_engine(client)
+    record = await execute(client, engine["engine_id"], "hi")
+    assert record["error"]["code"] == "PROVIDER_AUTH_FAILED", record["error"]
+    assert "base_url carries a user and password" in record["error"]["message"]
+    assert fake.requests == []

@@ -12,7 +12,6 @@ Differences from OpenAI that this module absorbs:
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,7 +31,6 @@ from llmgine_daemon.engines.providers.base import (
 from llmgine_daemon.engines.providers.errors import (
     ProviderError,
     bad_response,
-    connection_error,
     error_for_status,
     read_error,
     text_piece,
@@ -142,18 +140,7 @@ class AnthropicProvider(Provider):
         key = self.config.key()
         if key:
             headers["x-api-key"] = key
-        try:
-            async with asyncio.timeout(timeout):
-                resp = await self.http.post(
-                    endpoint("anthropic", self.config.base_url),
-                    json=build_body(request),
-                    headers=headers,
-                    read_bufsize=2**20,
-                )
-        except TimeoutError:
-            raise timeout_error(self.name, timeout, "response") from None
-        except aiohttp.ClientError as exc:
-            raise connection_error(self.name, self.config.base_url, exc) from None
+        resp = await self.post(endpoint("anthropic", self.config.base_url), build_body(request), headers, timeout)
         async with resp:
             if resp.status >= 400:
                 raise await read_error(self.name, resp)

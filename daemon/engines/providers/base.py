@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from llmgine_daemon.engines.providers.errors import ProviderError, bad_response
+from llmgine_daemon.engines.providers.errors import (
+    MASK,
+    ProviderError,
+    bad_response,
+    connection_error,
+    timeout_error,
+    url_password,
+)
 from llmgine_daemon.protocol import ErrorCode
 
 Message = dict[str, Any]
@@ -172,6 +179,40 @@ class Provider:
     def _attempt(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
         raise NotImplementedError
 
+    async def post(
+        self, url: str, body: dict[str, Any], headers: dict[str, str], timeout: float
+    ) -> aiohttp.ClientResponse:
+        """POST the request; the response once its headers arrived (within ``timeout``)."""
+        if "Authorization" in headers and url_password(url) is not None:
+            # aiohttp would raise ValueError: basic auth from the URL and the key's Bearer
+            # header both go in Authorization.
+            raise ProviderError(
+                ErrorCode.PROVIDER_AUTH_FAILED,
+                f"{self.name}: providers.{self.name}.base_url carries a user and password (HTTP basic "
+                f"auth), which cannot be sent beside the API key's Authorization header: keep one",
+                {"provider": self.name},
+            )
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.http.post(url, json=body, headers=headers, read_bufsize=2**20)
+        except TimeoutError:
+            raise timeout_error(self.name, timeout, "response") from None
+        except aiohttp.ClientError as exc:
+            raise connection_error(self.name, self.config.base_url, exc) from None
+
+    def scrub(self, exc: ProviderError) -> ProviderError:
+        """``exc`` without the API key or the base URL's password, wherever the provider (or a
+        proxy) quoted them: its message and details reach the command's error and events,
+        which a session token reads."""
+        secrets = [s for s in (self.config.key(), url_password(self.config.base_url)) if s and len(s) >= 4]
+        for secret in secrets:
+            exc.message = exc.message.replace(secret, MASK)
+            exc.args = (exc.message,)
+            for name, value in exc.details.items():
+                if isinstance(value, str):
+                    exc.details[name] = value.replace(secret, MASK)
+        return exc
+
     def backoff(self, attempt: int, error: ProviderError) -> float:
         if error.retry_after is not None:
             return error.retry_after
@@ -204,11 +245,12 @@ class Provider:
             except _MISSHAPEN as exc:
                 # Valid JSON of another shape than the API's (a string where it has an object,
                 # a count that is not a number): the provider's fault, not a bug of ours.
-                raise bad_response(
-                    self.name, f"malformed answer ({type(exc).__name__}: {exc})"[:300], attempts=attempt
+                raise self.scrub(
+                    bad_response(self.name, f"malformed answer ({type(exc).__name__}: {exc})"[:300], attempts=attempt)
                 ) from None
             except ProviderError as exc:
                 exc.details["attempts"] = attempt
+                self.scrub(exc)
                 if produced or not exc.retryable or attempt > self.config.max_retries:
                     raise
                 if exc.retry_after is not None and exc.retry_after > self.config.max_retry_after:

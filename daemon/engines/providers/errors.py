@@ -14,9 +14,13 @@ import json
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from llmgine_daemon.protocol import ErrorCode
+from llmgine_daemon.settings import redact_url
+
+MASK = "********"
 
 
 class ProviderError(Exception):
@@ -128,10 +132,19 @@ def timeout_error(provider: str, timeout: float, stage: str) -> ProviderError:
     )
 
 
+def url_password(url: str) -> str | None:
+    """The password in ``url``'s user part (``http://user:pass@proxy``), None without one."""
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
 def connection_error(provider: str, base_url: str, exc: BaseException) -> ProviderError:
+    shown = redact_url(base_url)  # a proxy's password in the URL is not for the command's error
     return ProviderError(
         ErrorCode.PROVIDER_UNAVAILABLE,
-        f"{provider}: cannot reach {base_url}: {exc.__class__.__name__}: {exc}",
-        {"provider": provider, "base_url": base_url},
+        f"{provider}: cannot reach {shown}: {exc.__class__.__name__}: {exc}",
+        {"provider": provider, "base_url": shown},
         retryable=True,
     )

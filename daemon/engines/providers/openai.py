@@ -32,7 +32,6 @@ from llmgine_daemon.engines.providers.base import (
 from llmgine_daemon.engines.providers.errors import (
     ProviderError,
     bad_response,
-    connection_error,
     error_for_status,
     read_error,
     text_piece,
@@ -128,14 +127,7 @@ class OpenAIProvider(Provider):
         key = self.config.key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        url = endpoint("openai", self.config.base_url)
-        try:
-            async with asyncio.timeout(timeout):
-                resp = await self.http.post(url, json=build_body(request), headers=headers, read_bufsize=2**20)
-        except TimeoutError:
-            raise timeout_error(self.name, timeout, "response") from None
-        except aiohttp.ClientError as exc:
-            raise connection_error(self.name, self.config.base_url, exc) from None
+        resp = await self.post(endpoint("openai", self.config.base_url), build_body(request), headers, timeout)
         async with resp:
             if resp.status >= 400:
                 raise await read_error(self.name, resp)

@@ -18,7 +18,7 @@ from llmgine_daemon.engines.providers.base import Provider, ProviderConfig
 from llmgine_daemon.engines.providers.openai import OpenAIProvider
 from llmgine_daemon.engines.providers.urls import base_url_warning
 from llmgine_daemon.secrets import SecretStore
-from llmgine_daemon.settings import BY_KEY, PROVIDERS, Settings
+from llmgine_daemon.settings import BY_KEY, PROVIDERS, Settings, redact_url
 
 log = logging.getLogger("llmgine.providers")
 
@@ -80,7 +80,8 @@ class Providers:
         # Once per daemon: a base URL in the other SDK's form works, but says so.
         for name, config in self.configs.items():
             key = f"providers.{name}.base_url"
-            warning = base_url_warning(name, config.kind, config.base_url, f"{BY_KEY[key].env} ({key})")
+            shown = redact_url(config.base_url)  # a proxy's password stays out of the log
+            warning = base_url_warning(name, config.kind, shown, f"{BY_KEY[key].env} ({key})")
             if warning is not None:
                 log.warning("%s", warning)
         self._http: aiohttp.ClientSession | None = None
