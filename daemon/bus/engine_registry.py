@@ -145,6 +145,11 @@ class EngineBase:
         )
 
     @classmethod
+    def validate_new(cls, model_name: str | None, configuration: dict[str, Any], context: Any) -> None:
+        """Checks of a new engine's model and configuration together (an LLM engine's
+        provider has its own ranges); a stored engine is restored whatever they say."""
+
+    @classmethod
     def validate_config(cls, configuration: dict[str, Any]) -> dict[str, Any]:
         fields = {f.name: f for f in cls.config_fields}
         for name, value in configuration.items():
@@ -244,6 +249,7 @@ class Engines:
         if cls is None:
             raise invalid("engine_type", f"unknown engine type {engine_type!r}", available=sorted(self.types))
         cls.validate_config(configuration)
+        cls.validate_new(model_name, configuration, self.context)
         record = Engine(
             engine_id=new_id(),
             engine_type=engine_type,

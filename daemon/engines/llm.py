@@ -93,7 +93,12 @@ class PositiveNumber(ConfigField):
 
 CALL_FIELDS: tuple[ConfigField, ...] = (
     ConfigField(
-        "temperature", "number", None, "sampling temperature (provider default when unset)", minimum=0, maximum=2
+        "temperature",
+        "number",
+        None,
+        "sampling temperature, 0-2 (Anthropic: 0-1; provider default when unset)",
+        minimum=0,
+        maximum=2,
     ),
     ConfigField(
         "max_tokens",
@@ -124,6 +129,18 @@ MEMORY_FIELDS: tuple[ConfigField, ...] = (
 TOOL_ROUNDS = ConfigField(
     "max_tool_rounds", "integer", 8, "model -> tools -> model rounds per prompt", minimum=1, maximum=100
 )
+
+
+# Anthropic's temperature is 0-1 (OpenAI's, CALL_FIELDS' range, 0-2): a value past it would
+# be a 400 from the provider at every prompt.
+MAX_TEMPERATURE = {"anthropic": 1}
+
+
+def temperature_issue(kind: str, value: Any) -> str | None:
+    most = MAX_TEMPERATURE.get(kind)
+    if most is not None and isinstance(value, int | float) and value > most:
+        return f"must be at most {most} for {kind} models"
+    return None
 
 
 @dataclass(frozen=True)
@@ -199,6 +216,17 @@ class LLMEngine(EngineBase):
         super().validate_config(configuration)
         return configuration
 
+    @classmethod
+    def validate_new(cls, model_name: str | None, configuration: dict[str, Any], context: Any) -> None:
+        providers = context.providers
+        try:
+            name, _ = resolve_model(model_name or providers.default_model, providers.default_provider)
+        except UnknownModel:
+            return  # said by __init__, as model_name
+        issue = temperature_issue(providers.configs[name].kind, configuration.get("temperature"))
+        if issue is not None:
+            raise invalid("configuration.temperature", issue)
+
     # -- options ------------------------------------------------------------------------
 
     def options(self, command: Command) -> Options:
@@ -218,6 +246,8 @@ class LLMEngine(EngineBase):
                     available=sorted(["prompt", *fields]),
                 )
             issue = fld.check(value)
+            if issue is None and name == "temperature":
+                issue = temperature_issue(self.context.providers.configs[self.provider_name].kind, value)
             if issue is not None:
                 raise invalid(f"parameters.{name}", issue)
             values[name] = fld.normal(value)

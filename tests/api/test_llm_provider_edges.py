@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.api.llm_helpers import MODELS, create_llm_engine, engine_events, execute, messages
+from tests.conftest import assert_envelope, create_session
 from tests.fakes.provider import Fail, FakeProvider, Raw
 
 KINDS = ["openai", "anthropic"]
@@ -144,3 +145,27 @@ async def test_credentials_in_a_base_url_beside_a_bearer_key_say_so(llm_client: 
     assert record["error"]["code"] == "PROVIDER_AUTH_FAILED", record["error"]
     assert "base_url carries a user and password" in record["error"]["message"]
     assert fake.requests == []
+
+
+async def test_anthropic_temperature_above_1_is_422(llm_client: Any, fake: FakeProvider) -> None:
+    """Anthropic's temperature is 0-1 (OpenAI's 0-2): 1.5 is refused at creation and per call,
+    not sent for a 400 from the provider at every prompt."""
+    client = await llm_client()
+    sid = (await create_session(client))["session_id"]
+    body = {"engine_type": "SinglePassEngine", "session_id": sid, "model_name": MODELS["anthropic"]}
+    resp = await client.post("/api/engines", json={**body, "configuration": {"temperature": 1.5}})
+    assert resp.status == 422, await resp.text()
+    error = assert_envelope(await resp.json(), "VALIDATION_ERROR")
+    assert error["details"]["field"] == "configuration.temperature" and "at most 1" in str(error["details"])
+    # The default provider may be Anthropic too (a bare claude-* name, providers.default).
+    resp = await client.post(
+        "/api/engines", json={**body, "model_name": "claude-3-5-haiku-latest", "configuration": {"temperature": 1.01}}
+    )
+    assert resp.status == 422, await resp.text()
+    engine = await create_llm_engine(client, sid, model=MODELS["anthropic"], temperature=1)
+    record = await execute(client, engine["engine_id"], "hi", temperature=1.5)
+    assert record["status"] == "failed" and record["error"]["details"]["field"] == "parameters.temperature"
+    assert fake.requests == []
+    # OpenAI's range is wider.
+    engine = await create_llm_engine(client, temperature=1.5)
+    assert (await execute(client, engine["engine_id"], "hi", temperature=2))["status"] == "completed"
