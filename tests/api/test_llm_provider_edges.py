@@ -11,7 +11,7 @@ import pytest
 
 from tests.api.llm_helpers import MODELS, create_llm_engine, engine_events, execute, messages
 from tests.conftest import assert_envelope, create_session
-from tests.fakes.provider import Fail, FakeProvider, Raw
+from tests.fakes.provider import Fail, FakeProvider, Raw, Reply, Reset
 
 KINDS = ["openai", "anthropic"]
 
@@ -169,3 +169,54 @@ async def test_anthropic_temperature_above_1_is_422(llm_client: Any, fake: FakeP
     # OpenAI's range is wider.
     engine = await create_llm_engine(client, temperature=1.5)
     assert (await execute(client, engine["engine_id"], "hi", temperature=2))["status"] == "completed"
+
+
+# The answer's first bytes, before any text: OpenAI's role chunk, Anthropic's message_start.
+BEFORE_TEXT = {
+    "openai": sse({**OPENAI_CHUNK, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
+    "anthropic": sse(ANTHROPIC_START),
+}
+TEXT = {
+    "openai": sse({**OPENAI_CHUNK, "choices": [{"index": 0, "delta": {"content": "Hel"}}]}),
+    "anthropic": sse(
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}},
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_connection_reset_before_any_text_is_retried(llm_client: Any, fake: FakeProvider, kind: str) -> None:
+    """A stream cut before it produced anything is retried like a refused connection (nothing
+    was shown to anyone yet)."""
+    client = await llm_client()
+    engine = await create_llm_engine(client, model=MODELS[kind])
+    fake.script(Reset(BEFORE_TEXT[kind]), Reset(b""), Reply("made it"))
+    record = await execute(client, engine["engine_id"], "hi")
+    assert record["status"] == "completed", record["error"]
+    assert record["result"]["text"] == "made it" and len(fake.requests) == 3
+
+
+async def test_a_json_answer_cut_short_is_retried(llm_client: Any, fake: FakeProvider) -> None:
+    """A server that ignored stream=true, its one JSON body cut by a reset (it was a
+    COMMAND_EXECUTION_FAILED with aiohttp's traceback)."""
+    client = await llm_client()
+    engine = await create_llm_engine(client)
+    fake.script(Reset(b'{"choices": [{"message": {"content": "cut', content_type="application/json"), Reply("whole"))
+    record = await execute(client, engine["engine_id"], "hi")
+    assert record["status"] == "completed", record["error"]
+    assert record["result"]["text"] == "whole" and len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_connection_reset_after_text_fails_unavailable(llm_client: Any, fake: FakeProvider, kind: str) -> None:
+    client = await llm_client()
+    engine = await create_llm_engine(client, model=MODELS[kind])
+    fake.script(Reset(BEFORE_TEXT[kind] + TEXT[kind]), Reply("never asked"))
+    record = await execute(client, engine["engine_id"], "hi")
+    assert record["status"] == "failed"
+    assert record["error"]["code"] == "PROVIDER_UNAVAILABLE", record["error"]
+    assert record["error"]["details"]["attempts"] == 1 and len(fake.requests) == 1
+    seen = await engine_events(client, engine["session_id"], record["command_id"])
+    assert [d["text"] for t, d in seen if t == "EngineResponseDelta"] == ["Hel"]
+    assert [d["status"] for t, d in seen if t == "EngineStatusUpdate"][-1] == "failed"

@@ -10,6 +10,7 @@ Each request takes the next scripted item (FIFO, shared by both APIs):
     Stall(seconds)                              # accept the request, say nothing
     StreamError(after=2, status=529)            # a few chunks, then an error inside the stream
     Raw(b"data: {not json\n\n")                 # exactly these bytes (malformed streams)
+    Reset(b"data: ...\n\n")                     # these bytes of a 200 stream, then the connection dropped
     a callable(body) -> one of the above        # a reply computed from the request
 
 With the script empty it echoes: ``echo: <last user text>``, or ``tool said: <result>`` after a
@@ -76,7 +77,16 @@ class Raw:
     content_type: str = "text/event-stream"
 
 
-Item = Reply | Fail | Stall | StreamError | Raw
+@dataclass
+class Reset:
+    """A 200 event stream that sends these bytes, then drops the connection (a proxy or load
+    balancer resetting it mid-answer)."""
+
+    body: bytes = b""
+    content_type: str = "text/event-stream"
+
+
+Item = Reply | Fail | Stall | StreamError | Raw | Reset
 Script = Item | Callable[[dict[str, Any]], Item]
 
 ANTHROPIC_ERROR_TYPES = {
@@ -180,7 +190,7 @@ class FakeProvider:
 
     # -- shared ----------------------------------------------------------------------
 
-    async def _begin(self, api: str, request: web.Request) -> tuple[dict[str, Any], Item | web.Response]:
+    async def _begin(self, api: str, request: web.Request) -> tuple[dict[str, Any], Item | web.StreamResponse]:
         try:
             body = await request.json()
         except ValueError:
@@ -208,6 +218,13 @@ class FakeProvider:
             return body, self._error(api, 504, "stalled")
         if isinstance(item, Raw):
             return body, web.Response(body=item.body, content_type=item.content_type)
+        if isinstance(item, Reset):
+            resp = web.StreamResponse(headers={"Content-Type": item.content_type})
+            await resp.prepare(request)
+            await resp.write(item.body)
+            assert request.transport is not None
+            request.transport.abort()  # the chunked body never ends: the client sees it cut
+            return body, resp
         return body, item
 
     @staticmethod
@@ -243,7 +260,7 @@ class FakeProvider:
 
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         body, item = await self._begin("openai", request)
-        if isinstance(item, web.Response):
+        if isinstance(item, web.StreamResponse):
             return item
         model = body.get("model", "fake")
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
@@ -331,7 +348,7 @@ class FakeProvider:
 
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
         body, item = await self._begin("anthropic", request)
-        if isinstance(item, web.Response):
+        if isinstance(item, web.StreamResponse):
             return item
         if "max_tokens" not in body:
             return self._error("anthropic", 400, "max_tokens: Field required")

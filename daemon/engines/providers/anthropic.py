@@ -33,13 +33,13 @@ from llmgine_daemon.engines.providers.errors import (
     bad_response,
     error_for_status,
     read_error,
+    stream_broken,
     text_piece,
     timeout_error,
 )
 from llmgine_daemon.engines.providers.openai import parse_arguments
 from llmgine_daemon.engines.providers.sse import iter_sse
 from llmgine_daemon.engines.providers.urls import endpoint
-from llmgine_daemon.protocol import ErrorCode
 
 DEFAULT_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
@@ -222,10 +222,8 @@ class AnthropicProvider(Provider):
             raise timeout_error(self.name, timeout, "data from the stream") from None
         except ValueError as exc:
             raise bad_response(self.name, f"unreadable stream: {exc}") from None
-        except aiohttp.ClientPayloadError as exc:
-            raise ProviderError(
-                ErrorCode.PROVIDER_UNAVAILABLE, f"{self.name}: stream broken: {exc}", {"provider": self.name}
-            ) from None
+        except aiohttp.ClientError as exc:  # reset, cut short (a payload error), disconnected
+            raise stream_broken(self.name, exc) from None
         if not finished:
             raise bad_response(self.name, "stream ended without message_stop")
         text = "".join("".join(b.parts) for _, b in sorted(blocks.items()) if b.type == "text")

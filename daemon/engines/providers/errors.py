@@ -132,6 +132,17 @@ def timeout_error(provider: str, timeout: float, stage: str) -> ProviderError:
     )
 
 
+def stream_broken(provider: str, exc: aiohttp.ClientError) -> ProviderError:
+    """The connection failed while the answer was read (reset, cut short). Retryable: the
+    retry loop retries only while nothing of the answer reached the caller."""
+    return ProviderError(
+        ErrorCode.PROVIDER_UNAVAILABLE,
+        f"{provider}: stream broken: {type(exc).__name__}: {exc}"[:500],
+        {"provider": provider},
+        retryable=True,
+    )
+
+
 def url_password(url: str) -> str | None:
     """The password in ``url``'s user part (``http://user:pass@proxy``), None without one."""
     try:

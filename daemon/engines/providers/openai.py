@@ -34,12 +34,12 @@ from llmgine_daemon.engines.providers.errors import (
     bad_response,
     error_for_status,
     read_error,
+    stream_broken,
     text_piece,
     timeout_error,
 )
 from llmgine_daemon.engines.providers.sse import iter_sse
 from llmgine_daemon.engines.providers.urls import endpoint
-from llmgine_daemon.protocol import ErrorCode
 
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
 
@@ -189,10 +189,8 @@ class OpenAIProvider(Provider):
             raise timeout_error(self.name, timeout, "data from the stream") from None
         except ValueError as exc:  # a line longer than the read buffer
             raise bad_response(self.name, f"unreadable stream: {exc}") from None
-        except aiohttp.ClientPayloadError as exc:
-            raise ProviderError(
-                ErrorCode.PROVIDER_UNAVAILABLE, f"{self.name}: stream broken: {exc}", {"provider": self.name}
-            ) from None
+        except aiohttp.ClientError as exc:  # reset, cut short (a payload error), disconnected
+            raise stream_broken(self.name, exc) from None
         if not done and finish_reason is None:
             raise bad_response(self.name, "stream ended before the answer was finished")
         yield self._completion("".join(text), calls, finish_reason, usage, model)
@@ -203,6 +201,8 @@ class OpenAIProvider(Provider):
                 body = json.loads(await resp.read())
         except TimeoutError:
             raise timeout_error(self.name, timeout, "response body") from None
+        except aiohttp.ClientError as exc:
+            raise stream_broken(self.name, exc) from None
         except ValueError:
             raise bad_response(self.name, "response is neither an event stream nor JSON") from None
         try:
