@@ -8,9 +8,12 @@ import json
 from typing import Any
 
 import pytest
+from llmgine_daemon.api.keys import BUS
 
+from tests.api.bus_helpers import finished
 from tests.api.llm_helpers import MODELS, create_llm_engine, engine_events, execute, messages
 from tests.conftest import assert_envelope, create_session
+from tests.eventually import eventually
 from tests.fakes.provider import Fail, FakeProvider, Raw, Reply, Reset
 
 KINDS = ["openai", "anthropic"]
@@ -220,3 +223,30 @@ async def test_a_connection_reset_after_text_fails_unavailable(llm_client: Any, 
     seen = await engine_events(client, engine["session_id"], record["command_id"])
     assert [d["text"] for t, d in seen if t == "EngineResponseDelta"] == ["Hel"]
     assert [d["status"] for t, d in seen if t == "EngineStatusUpdate"][-1] == "failed"
+
+
+async def test_deleting_an_engine_mid_answer_stops_it(llm_client: Any, fake: FakeProvider) -> None:
+    """DELETE /api/engines/{id} while it answers: the command was left running (calling the
+    model, running tools) and its turn was written to the memory of an engine that no longer
+    existed, rows nothing ever deleted."""
+    client = await llm_client()
+    engine = await create_llm_engine(client)
+    sid, eid = engine["session_id"], engine["engine_id"]
+    fake.script(Reply("Once upon a time there was", chunk=5, stall_after=2, stall=60))
+    running = (await execute(client, eid, "tell me a story", wait=0))["command_id"]
+    queued = (await execute(client, eid, "and another", wait=0))["command_id"]
+
+    async def streaming() -> bool:
+        seen = await engine_events(client, sid, running)
+        return sum(1 for t, _ in seen if t == "EngineResponseDelta") >= 2
+
+    await eventually(streaming)
+    assert (await client.delete(f"/api/engines/{eid}")).status == 200
+    record = await finished(client, sid, running)
+    assert record["status"] == "cancelled", record
+    assert record["error"]["message"] == "cancelled: its engine was deleted"
+    # The queued one, as before: no handler (tests/api/test_engines.py).
+    assert (await finished(client, sid, queued))["error"]["code"] == "HANDLER_NOT_FOUND"
+    assert len(fake.requests) == 1
+    rows = await client.app[BUS].store.fetchall("SELECT COUNT(*) FROM engine_messages")
+    assert rows == [(0,)]
