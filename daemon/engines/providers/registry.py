@@ -33,10 +33,18 @@ class UnknownModel(ValueError):
     pass
 
 
+# Longer than any provider's model id (an AWS Bedrock ARN is about 100 characters).
+MAX_MODEL_NAME = 256
+
+
 def resolve_model(model_name: str, default_provider: str = "openai") -> tuple[str, str]:
     name = model_name.strip()
     if not name:
         raise UnknownModel("model name is empty")
+    if len(name) > MAX_MODEL_NAME:
+        raise UnknownModel(f"model name is {len(name)} characters long; at most {MAX_MODEL_NAME}")
+    if any(ch.isspace() or not ch.isprintable() for ch in name):
+        raise UnknownModel(f"model name {name[:80]!r} holds a space or a control character; no model's does")
     prefix, sep, rest = name.partition("/")
     if sep and prefix in PROVIDERS:
         if not rest:
