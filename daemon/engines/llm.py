@@ -56,7 +56,7 @@ from llmgine_daemon.engines.providers import (
     resolve_model,
 )
 from llmgine_daemon.observability import metrics, tracing
-from llmgine_daemon.protocol import Command, Engine
+from llmgine_daemon.protocol import Command, Engine, ErrorCode
 from llmgine_daemon.store.db import StorageError
 
 if TYPE_CHECKING:
@@ -317,6 +317,13 @@ class LLMEngine(EngineBase):
             )
         if call.invalid_arguments is not None:
             error = {"error": "the arguments were not a JSON object", "received": call.invalid_arguments[:500]}
+            return tool_message(call, json.dumps(error), True), call
+        if name not in self.tool_names.values():  # made up: nothing to run, nobody to ask
+            error = {
+                "error": f"no tool named {call.name[:200]!r}",
+                "code": ErrorCode.TOOL_NOT_FOUND,
+                "available": sorted(self.tool_names),
+            }
             return tool_message(call, json.dumps(error), True), call
         configured = self.record.configuration.get("require_approval")
         if needs_approval(self.context, configured, name, name in self.approval_tools):

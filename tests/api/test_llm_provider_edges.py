@@ -11,7 +11,7 @@ import pytest
 from llmgine_daemon.api.keys import BUS
 
 from tests.api.bus_helpers import finished
-from tests.api.llm_helpers import MODELS, create_llm_engine, engine_events, execute, messages
+from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, engine_events, execute, messages
 from tests.conftest import assert_envelope, create_session
 from tests.eventually import eventually
 from tests.fakes.provider import Fail, FakeProvider, Raw, Reply, Reset
@@ -250,3 +250,21 @@ async def test_deleting_an_engine_mid_answer_stops_it(llm_client: Any, fake: Fak
     assert len(fake.requests) == 1
     rows = await client.app[BUS].store.fetchall("SELECT COUNT(*) FROM engine_messages")
     assert rows == [(0,)]
+
+
+async def test_a_tool_the_model_made_up_is_not_put_to_a_person(llm_client: Any, fake: FakeProvider) -> None:
+    """With require_approval: true, a call of a tool the session does not have (models make
+    names up) asked a person to approve it, then failed TOOL_NOT_FOUND anyway; the model
+    gets that error at once, naming the tools it has, and nobody is asked."""
+    client = await llm_client()
+    engine = await create_llm_engine(client, engine_type="ToolChatEngine", require_approval=True)
+    sid = engine["session_id"]
+    await add_weather_tool(client, sid)
+    fake.script(Reply("", tool_calls=[("launch_rocket", {"to": "moon"})]))
+    record = await execute(client, engine["engine_id"], "go")
+    assert record["status"] == "completed", record
+    result = json.loads(fake.requests[-1].body["messages"][-1]["content"])
+    assert result["code"] == "TOOL_NOT_FOUND" and result["available"] == ["get_weather"]
+    listed = await (await client.get(f"/api/sessions/{sid}/approvals", params={"status": "all"})).json()
+    assert listed["approvals"] == []
+    assert record["result"]["tool_calls"][0]["is_error"] is True
