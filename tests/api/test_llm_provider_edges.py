@@ -14,7 +14,7 @@ from tests.api.bus_helpers import finished
 from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, engine_events, execute, messages
 from tests.conftest import assert_envelope, create_session
 from tests.eventually import eventually
-from tests.fakes.provider import Fail, FakeProvider, Raw, Reply, Reset
+from tests.fakes.provider import Fail, FakeProvider, Hang, Raw, Reply, Reset
 
 KINDS = ["openai", "anthropic"]
 
@@ -268,3 +268,22 @@ async def test_a_tool_the_model_made_up_is_not_put_to_a_person(llm_client: Any, 
     listed = await (await client.get(f"/api/sessions/{sid}/approvals", params={"status": "all"})).json()
     assert listed["approvals"] == []
     assert record["result"]["tool_calls"][0]["is_error"] is True
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("status", [429, 500, 401])
+async def test_an_error_body_that_never_comes_is_not_waited_for(
+    llm_client: Any, fake: FakeProvider, kind: str, status: int
+) -> None:
+    """The error's headers, then a body that never comes: the engine waited for it for ever
+    (the timeout covered the headers and the answer's chunks, not an error's body)."""
+    client = await llm_client()
+    engine = await create_llm_engine(client, model=MODELS[kind], timeout=0.5)
+    fake.script(*[Hang(status, content_type="application/json")] * 3)
+    record = await execute(client, engine["engine_id"], "hi", wait=60)
+    assert record["status"] == "failed", record
+    # The status says what it was (and whether to retry).
+    code = {429: "PROVIDER_RATE_LIMITED", 500: "PROVIDER_UNAVAILABLE", 401: "PROVIDER_AUTH_FAILED"}[status]
+    assert record["error"]["code"] == code, record["error"]
+    assert f"HTTP {status}" in record["error"]["message"] and "(no body within 0.5 s)" in record["error"]["message"]
+    assert record["error"]["details"]["attempts"] == (1 if status == 401 else 3)

@@ -11,6 +11,7 @@ Each request takes the next scripted item (FIFO, shared by both APIs):
     StreamError(after=2, status=529)            # a few chunks, then an error inside the stream
     Raw(b"data: {not json\n\n")                 # exactly these bytes (malformed streams)
     Reset(b"data: ...\n\n")                     # these bytes of a 200 stream, then the connection dropped
+    Hang(500, b'{"error": ')                    # this status and these bytes, then silence
     a callable(body) -> one of the above        # a reply computed from the request
 
 With the script empty it echoes: ``echo: <last user text>``, or ``tool said: <result>`` after a
@@ -86,7 +87,18 @@ class Reset:
     content_type: str = "text/event-stream"
 
 
-Item = Reply | Fail | Stall | StreamError | Raw | Reset
+@dataclass
+class Hang:
+    """These headers and bytes, then silence (an error body that never ends, a proxy that
+    stalls mid-answer)."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/event-stream"
+    seconds: float = 3600.0
+
+
+Item = Reply | Fail | Stall | StreamError | Raw | Reset | Hang
 Script = Item | Callable[[dict[str, Any]], Item]
 
 ANTHROPIC_ERROR_TYPES = {
@@ -218,6 +230,12 @@ class FakeProvider:
             return body, self._error(api, 504, "stalled")
         if isinstance(item, Raw):
             return body, web.Response(body=item.body, content_type=item.content_type)
+        if isinstance(item, Hang):
+            resp = web.StreamResponse(status=item.status, headers={"Content-Type": item.content_type})
+            await resp.prepare(request)
+            await resp.write(item.body)
+            await asyncio.sleep(item.seconds)
+            return body, resp
         if isinstance(item, Reset):
             resp = web.StreamResponse(headers={"Content-Type": item.content_type})
             await resp.prepare(request)

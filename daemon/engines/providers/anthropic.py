@@ -143,7 +143,7 @@ class AnthropicProvider(Provider):
         resp = await self.post(endpoint("anthropic", self.config.base_url), build_body(request), headers, timeout)
         async with resp:
             if resp.status >= 400:
-                raise await read_error(self.name, resp)
+                raise await read_error(self.name, resp, timeout)
             async for item in self._from_stream(resp, timeout):
                 yield item
 

@@ -9,6 +9,7 @@ shares (base.py's retry loop reads ``retryable`` and ``retry_after``).
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import time
@@ -88,16 +89,20 @@ def error_for_status(
     return ProviderError(ErrorCode.PROVIDER_BAD_REQUEST, text, details)
 
 
-async def read_error(provider: str, resp: aiohttp.ClientResponse) -> ProviderError:
+async def read_error(provider: str, resp: aiohttp.ClientResponse, timeout: float) -> ProviderError:
     """Turn a non-2xx response into a ProviderError carrying the provider's own message.
 
     Both APIs answer ``{"error": {"message", "type"}}`` (Anthropic wraps it in a
-    ``{"type": "error"}`` object); anything else is quoted, truncated.
+    ``{"type": "error"}`` object); anything else is quoted, truncated. A body that does not
+    come within ``timeout`` is not waited for: the status says enough.
     """
     message, kind = "", None
     try:
-        raw = await resp.content.read(64 * 1024)
-    except (TimeoutError, aiohttp.ClientError):
+        async with asyncio.timeout(timeout):
+            raw = await resp.content.read(64 * 1024)
+    except TimeoutError:
+        raw, message = b"", f"HTTP {resp.status} {resp.reason or ''}".rstrip() + f" (no body within {timeout:g} s)"
+    except aiohttp.ClientError:
         raw = b""
     try:
         body = json.loads(raw or b"null")

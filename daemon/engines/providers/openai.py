@@ -130,7 +130,7 @@ class OpenAIProvider(Provider):
         resp = await self.post(endpoint("openai", self.config.base_url), build_body(request), headers, timeout)
         async with resp:
             if resp.status >= 400:
-                raise await read_error(self.name, resp)
+                raise await read_error(self.name, resp, timeout)
             if not resp.content_type.startswith("text/event-stream"):
                 # A server that ignored stream=true answers with one JSON completion.
                 async for item in self._from_json(resp, timeout):
