@@ -287,3 +287,20 @@ async def test_an_error_body_that_never_comes_is_not_waited_for(
     assert record["error"]["code"] == code, record["error"]
     assert f"HTTP {status}" in record["error"]["message"] and "(no body within 0.5 s)" in record["error"]["message"]
     assert record["error"]["details"]["attempts"] == (1 if status == 401 else 3)
+
+
+@pytest.mark.parametrize("model", ["o3-mini", "o4-mini", "gpt-5-mini", "o1"])
+async def test_max_tokens_reaches_a_reasoning_model(llm_client: Any, fake: FakeProvider, model: str) -> None:
+    """OpenAI's o-series and gpt-5 models refuse ``max_tokens`` (400 "Use
+    'max_completion_tokens' instead"): every prompt of such an engine with max_tokens set
+    failed PROVIDER_BAD_REQUEST."""
+    client = await llm_client()
+    engine = await create_llm_engine(client, model=f"openai/{model}", max_tokens=50)
+    record = await execute(client, engine["engine_id"], "hi")
+    assert record["status"] == "completed", record["error"]
+    sent = fake.requests[-1].body
+    assert sent["max_completion_tokens"] == 50 and "max_tokens" not in sent
+    # Other models keep max_tokens, which every OpenAI-compatible server knows.
+    engine = await create_llm_engine(client, model="openai/gpt-4o-mini", max_tokens=50)
+    await execute(client, engine["engine_id"], "hi")
+    assert fake.requests[-1].body["max_tokens"] == 50

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 import uuid
@@ -100,6 +101,9 @@ class Hang:
 
 Item = Reply | Fail | Stall | StreamError | Raw | Reset | Hang
 Script = Item | Callable[[dict[str, Any]], Item]
+
+# OpenAI's reasoning models refuse max_tokens (max_completion_tokens only), as the real API does.
+REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 
 ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
@@ -280,6 +284,13 @@ class FakeProvider:
         body, item = await self._begin("openai", request)
         if isinstance(item, web.StreamResponse):
             return item
+        if REASONING_MODEL.match(str(body.get("model"))) and "max_tokens" in body:
+            return self._error(
+                "openai",
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.",
+            )
         model = body.get("model", "fake")
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
 

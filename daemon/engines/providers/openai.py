@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,6 +43,8 @@ from llmgine_daemon.engines.providers.sse import iter_sse
 from llmgine_daemon.engines.providers.urls import endpoint
 
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
+# o1, o3-mini, o4-mini, gpt-5...: OpenAI's reasoning models, by the names OpenAI gives them.
+REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 
 
 def to_wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
@@ -85,7 +88,9 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
     if request.top_p is not None:
         body["top_p"] = request.top_p
     if request.max_tokens is not None:
-        body["max_tokens"] = request.max_tokens
+        # OpenAI's reasoning models refuse max_tokens (400 "Use 'max_completion_tokens'
+        # instead"); every other server, compatible ones included, knows max_tokens.
+        body["max_completion_tokens" if REASONING_MODEL.match(request.model) else "max_tokens"] = request.max_tokens
     if request.stop:
         body["stop"] = request.stop
     if request.tools:
