@@ -478,6 +478,11 @@ class LLMEngine(EngineBase):
             if state.suspended:  # shutdown while waiting for approval: resumed at the next start
                 raise
             # Cancelled or timed out: keep what arrived, then let the runner record why.
+            if provider.reported is not None:  # the cut call's input, billed all the same
+                state.prompt_tokens += provider.reported.prompt_tokens
+                state.completion_tokens += provider.reported.completion_tokens
+                state.cached_tokens += provider.reported.cached_tokens
+                await self.record_usage(ctx, provider.name, model, provider.reported)
             text = "".join(parts)
             kept = complete_rounds(state.turn)
             if text:

@@ -304,3 +304,28 @@ async def test_max_tokens_reaches_a_reasoning_model(llm_client: Any, fake: FakeP
     engine = await create_llm_engine(client, model="openai/gpt-4o-mini", max_tokens=50)
     await execute(client, engine["engine_id"], "hi")
     assert fake.requests[-1].body["max_tokens"] == 50
+
+
+async def test_a_cancelled_anthropic_call_counts_the_input_it_was_billed(llm_client: Any, fake: FakeProvider) -> None:
+    """Anthropic reports a call's input tokens when its stream starts (message_start); a call
+    cut by a cancel counted none of them, though the provider bills them. (OpenAI reports
+    usage only at the end of a stream: a cut OpenAI call has nothing to count.)"""
+    client = await llm_client()
+    engine = await create_llm_engine(client, model=MODELS["anthropic"])
+    sid, eid = engine["session_id"], engine["engine_id"]
+    fake.script(Reply("Once upon a time there was", chunk=5, stall_after=2, stall=60, usage=(5000, 7)))
+    cid = (await execute(client, eid, "tell me a story", wait=0))["command_id"]
+
+    async def streaming() -> bool:
+        seen = await engine_events(client, sid, cid)
+        return sum(1 for t, _ in seen if t == "EngineResponseDelta") >= 2
+
+    await eventually(streaming)
+    assert (await client.post(f"/api/sessions/{sid}/commands/{cid}/cancel")).status == 200
+    record = await finished(client, sid, cid)
+    assert record["status"] == "cancelled"
+    assert record["usage"]["prompt_tokens"] == 5000 and record["usage"]["cost_usd"] > 0, record["usage"]
+    response = dict(await engine_events(client, sid, cid))["EngineResponse"]
+    assert response["finish_reason"] == "cancelled" and response["usage"]["prompt_tokens"] == 5000
+    engine_usage = (await (await client.get(f"/api/engines/{eid}")).json())["usage"]
+    assert engine_usage["prompt_tokens"] == 5000

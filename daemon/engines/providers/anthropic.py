@@ -176,6 +176,7 @@ class AnthropicProvider(Provider):
                         + int(usage.get("cache_creation_input_tokens") or 0)
                     )
                     completion_tokens = int(usage.get("output_tokens") or 0)
+                    self.reported = Usage(prompt_tokens, completion_tokens, cached_tokens)
                 elif kind == "content_block_start":
                     raw = event.get("content_block") or {}
                     block = blocks[int(event.get("index", len(blocks)))] = _Block(
@@ -233,6 +234,7 @@ class AnthropicProvider(Provider):
                 arguments, invalid = parse_arguments("".join(block.parts))
                 calls.append(ToolCall(block.id, block.name, arguments, invalid))
         reason = STOP_REASONS.get(stop_reason or "end_turn", "other")
+        self.reported = None  # counted from the Completion
         yield Completion(text, calls, reason, Usage(prompt_tokens, completion_tokens, cached_tokens), model)
 
     def _stream_error(self, error: dict[str, Any]) -> ProviderError:

@@ -171,6 +171,9 @@ class Provider:
         self.http = http
         # Attempts made by the last call (tests and logs read it).
         self.last_attempts = 0
+        # Tokens the provider reported for the call in progress before its Completion
+        # (Anthropic's message_start): what a call cut by a cancel was billed. None: nothing.
+        self.reported: Usage | None = None
 
     @property
     def name(self) -> str:
@@ -236,6 +239,7 @@ class Provider:
         while True:
             attempt += 1
             self.last_attempts = attempt
+            self.reported = None
             produced = False
             try:
                 async for item in self._attempt(request):
