@@ -14,7 +14,7 @@ from tests.api.bus_helpers import finished
 from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, engine_events, execute, messages
 from tests.conftest import assert_envelope, create_session
 from tests.eventually import eventually
-from tests.fakes.provider import Fail, FakeProvider, Hang, Raw, Reply, Reset
+from tests.fakes.provider import Fail, FakeProvider, Hang, Raw, Reply, Reset, Stall
 
 KINDS = ["openai", "anthropic"]
 
@@ -329,3 +329,19 @@ async def test_a_cancelled_anthropic_call_counts_the_input_it_was_billed(llm_cli
     assert response["finish_reason"] == "cancelled" and response["usage"]["prompt_tokens"] == 5000
     engine_usage = (await (await client.get(f"/api/engines/{eid}")).json())["usage"]
     assert engine_usage["prompt_tokens"] == 5000
+
+
+async def test_more_concurrent_prompts_than_aiohttp_s_pool(llm_client: Any, fake: FakeProvider) -> None:
+    """aiohttp's client pools 100 connections: the 101st concurrent prompt (101 sessions,
+    each answering) waited for one to free up, and after ``timeout`` failed PROVIDER_TIMEOUT
+    without ever reaching the provider."""
+    client = await llm_client()
+    engines = [await create_llm_engine(client) for _ in range(101)]
+    fake.script(*[Stall(60)] * 101)
+    for engine in engines:
+        await execute(client, engine["engine_id"], "hi", wait=0)
+
+    async def all_sent() -> bool:
+        return len(fake.requests) == 101
+
+    await eventually(all_sent)

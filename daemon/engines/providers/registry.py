@@ -99,6 +99,10 @@ class Providers:
             # No total timeout: a long answer may stream for minutes; stalls are caught per
             # read (providers.X.timeout).
             self._http = aiohttp.ClientSession(
+                # No pool limit (aiohttp's is 100 connections): the 101st concurrent prompt
+                # waited for a free one, and failed PROVIDER_TIMEOUT without being sent. A
+                # session runs one command at a time, which bounds the streams.
+                connector=aiohttp.TCPConnector(limit=0),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
                 # Never send cookies a provider set back on later calls.
                 cookie_jar=aiohttp.DummyCookieJar(),
