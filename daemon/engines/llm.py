@@ -74,11 +74,14 @@ class StopField(ConfigField):
     __slots__ = ()
 
     def check(self, value: Any) -> str | None:
-        if value is None or isinstance(value, str):
+        values = [value] if isinstance(value, str) else value
+        if value is None:
             return None
-        if isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) <= 4:
-            return None
-        return "must be a string or a list of at most 4 strings"
+        if not (isinstance(values, list) and all(isinstance(v, str) for v in values) and len(values) <= 4):
+            return "must be a string or a list of at most 4 strings"
+        if "" in values:  # Anthropic refuses it (400); OpenAI would stop at once, or never
+            return "must not be an empty string"
+        return None
 
 
 class PositiveNumber(ConfigField):

@@ -41,6 +41,8 @@ async def test_types_are_listed_with_their_configuration(llm_client: Any) -> Non
         ("SinglePassEngine", MODELS["openai"], {"max_tokens": 0}, "configuration.max_tokens"),
         ("SinglePassEngine", MODELS["openai"], {"stop": [1, 2]}, "configuration.stop"),
         ("SinglePassEngine", MODELS["openai"], {"stop": ["a", "b", "c", "d", "e"]}, "configuration.stop"),
+        ("SinglePassEngine", MODELS["anthropic"], {"stop": ""}, "configuration.stop"),
+        ("SinglePassEngine", MODELS["openai"], {"stop": ["END", ""]}, "configuration.stop"),
         ("SinglePassEngine", MODELS["openai"], {"timeout": 0}, "configuration.timeout"),
         ("SinglePassEngine", MODELS["openai"], {"system_prompt": 5}, "configuration.system_prompt"),
         ("SinglePassEngine", MODELS["openai"], {"max_tool_rounds": 3}, "configuration.max_tool_rounds"),
