@@ -17,6 +17,7 @@ from tests.eventually import eventually
 from tests.fakes.provider import Fail, FakeProvider, Hang, Raw, Reply, Reset, Stall
 
 KINDS = ["openai", "anthropic"]
+MAX_ANSWER_CHARS = 4_000_000  # engines/providers/base.py's
 
 
 def sse(*events: Any) -> bytes:
@@ -345,3 +346,22 @@ async def test_more_concurrent_prompts_than_aiohttp_s_pool(llm_client: Any, fake
         return len(fake.requests) == 101
 
     await eventually(all_sent)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_answer_that_never_ends_is_cut(llm_client: Any, fake: FakeProvider, kind: str) -> None:
+    """A local server generating without end (llama.cpp's and Ollama's default is no limit on
+    the answer's tokens) held the command, and the session behind it, for ever, storing every
+    chunk as an event. Past MAX_ANSWER_CHARS (more than any model writes in one answer) the
+    stream is closed and the answer ends there, finish_reason "length"."""
+    client = await llm_client()
+    engine = await create_llm_engine(client, model=MODELS[kind])
+    chunk = 50_000
+    fake.script(Reply("ab" * (MAX_ANSWER_CHARS // 2 + 4 * chunk), chunk=chunk))
+    record = await execute(client, engine["engine_id"], "count for ever", wait=120)
+    assert record["status"] == "completed", record["error"]
+    result = record["result"]
+    assert result["finish_reason"] == "length"
+    assert MAX_ANSWER_CHARS <= len(result["text"]) < MAX_ANSWER_CHARS + chunk
+    stored = await messages(client, engine["engine_id"])
+    assert [m["role"] for m in stored] == ["user", "assistant"] and stored[1]["content"] == result["text"]

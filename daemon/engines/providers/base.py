@@ -14,6 +14,7 @@ Each provider converts it to its wire format and turns its stream back into ``Te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -157,6 +158,11 @@ class ProviderConfig:
 
 # -- the provider base class ----------------------------------------------------------------
 
+# The longest answer one model call may stream (characters): more than any model writes (1M
+# tokens, max_tokens' maximum, are about 4M characters). A server that generates without end
+# (llama.cpp's and Ollama's default: no limit) is cut there, finish_reason "length".
+MAX_ANSWER_CHARS = 4_000_000
+
 # What reading a provider's JSON of an unexpected shape raises in the parsers.
 _MISSHAPEN = (AttributeError, IndexError, KeyError, TypeError, ValueError)
 
@@ -242,9 +248,18 @@ class Provider:
             self.reported = None
             produced = False
             try:
-                async for item in self._attempt(request):
-                    produced = True
-                    yield item
+                async with contextlib.aclosing(self._attempt(request)) as items:  # closes the response
+                    text: list[str] = []
+                    size = 0
+                    async for item in items:
+                        produced = True
+                        yield item
+                        if isinstance(item, TextDelta):
+                            text.append(item.text)
+                            size += len(item.text)
+                            if size >= MAX_ANSWER_CHARS:
+                                yield self.cut_short("".join(text))
+                                return
                 return
             except _MISSHAPEN as exc:
                 # Valid JSON of another shape than the API's (a string where it has an object,
@@ -260,6 +275,12 @@ class Provider:
                 if exc.retry_after is not None and exc.retry_after > self.config.max_retry_after:
                     raise
                 await asyncio.sleep(self.backoff(attempt - 1, exc))
+
+    def cut_short(self, text: str) -> Completion:
+        """The answer of a stream closed at MAX_ANSWER_CHARS: what arrived, as if max_tokens
+        had ended it; the tokens the provider had reported (Anthropic's input), if any."""
+        usage, self.reported = self.reported or Usage(), None
+        return Completion(text, [], "length", usage)
 
     async def complete(self, request: ChatRequest) -> Completion:
         """The whole answer at once (the stream, drained)."""
