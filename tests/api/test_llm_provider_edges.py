@@ -365,3 +365,16 @@ async def test_an_answer_that_never_ends_is_cut(llm_client: Any, fake: FakeProvi
     assert MAX_ANSWER_CHARS <= len(result["text"]) < MAX_ANSWER_CHARS + chunk
     stored = await messages(client, engine["engine_id"])
     assert [m["role"] for m in stored] == ["user", "assistant"] and stored[1]["content"] == result["text"]
+
+
+async def test_a_huge_json_answer_is_refused_unread(llm_client: Any, fake: FakeProvider) -> None:
+    """A server that ignored stream=true answers one JSON body, which was read whole into
+    memory however large (here 40 MiB; nothing stopped 40 GiB)."""
+    client = await llm_client()
+    engine = await create_llm_engine(client)
+    body = b'{"choices": [{"message": {"content": "' + b"x" * (40 << 20) + b'"}}]}'
+    fake.script(Raw(body, content_type="application/json"))
+    record = await execute(client, engine["engine_id"], "hi", wait=60)
+    assert record["status"] == "failed"
+    assert record["error"]["code"] == "PROVIDER_BAD_RESPONSE", record["error"]
+    assert "larger than 32 MiB" in record["error"]["message"]

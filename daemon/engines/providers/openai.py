@@ -43,6 +43,8 @@ from llmgine_daemon.engines.providers.sse import iter_sse
 from llmgine_daemon.engines.providers.urls import endpoint
 
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
+# A non-streamed answer's body (an answer of MAX_ANSWER_CHARS, escaped, fits).
+MAX_JSON_BYTES = 32 << 20
 # o1, o3-mini, o4-mini, gpt-5...: OpenAI's reasoning models, by the names OpenAI gives them.
 REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 
@@ -203,7 +205,12 @@ class OpenAIProvider(Provider):
     async def _from_json(self, resp: aiohttp.ClientResponse, timeout: float) -> AsyncIterator[StreamItem]:
         try:
             async with asyncio.timeout(timeout):
-                body = json.loads(await resp.read())
+                raw = bytearray()
+                while len(raw) <= MAX_JSON_BYTES and (more := await resp.content.read(MAX_JSON_BYTES + 1 - len(raw))):
+                    raw += more
+            if len(raw) > MAX_JSON_BYTES:  # never read whole into memory
+                raise bad_response(self.name, f"JSON answer larger than {MAX_JSON_BYTES >> 20} MiB")
+            body = json.loads(raw)
         except TimeoutError:
             raise timeout_error(self.name, timeout, "response body") from None
         except aiohttp.ClientError as exc:
