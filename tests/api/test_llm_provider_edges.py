@@ -378,3 +378,25 @@ async def test_a_huge_json_answer_is_refused_unread(llm_client: Any, fake: FakeP
     assert record["status"] == "failed"
     assert record["error"]["code"] == "PROVIDER_BAD_RESPONSE", record["error"]
     assert "larger than 32 MiB" in record["error"]["message"]
+
+
+KEEPALIVE = {
+    "openai": b": keep-alive\n\n",  # an SSE comment (OpenRouter's ": OPENROUTER PROCESSING")
+    "anthropic": b'event: ping\ndata: {"type": "ping"}\n\n',
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("started", [False, True])
+async def test_keepalives_alone_do_not_keep_a_stalled_answer_alive(
+    llm_client: Any, fake: FakeProvider, kind: str, started: bool
+) -> None:
+    """A proxy or server that stalls but keeps the connection warm (SSE comments, Anthropic
+    pings) held the command for ever: every line, answer or not, restarted the timeout."""
+    client = await llm_client()
+    engine = await create_llm_engine(client, model=MODELS[kind], timeout=0.5)
+    before = BEFORE_TEXT[kind] + (TEXT[kind] if started else b"")
+    fake.script(Hang(200, before, keepalive=KEEPALIVE[kind], every=0.05, seconds=60))
+    record = await execute(client, engine["engine_id"], "hi", wait=30)
+    assert record["status"] == "failed", record
+    assert record["error"]["code"] == "PROVIDER_TIMEOUT", record["error"]

@@ -97,6 +97,8 @@ class Hang:
     body: bytes = b""
     content_type: str = "text/event-stream"
     seconds: float = 3600.0
+    keepalive: bytes = b""  # sent every ``every`` seconds meanwhile (": ping\n\n", a ping event)
+    every: float = 0.1
 
 
 Item = Reply | Fail | Stall | StreamError | Raw | Reset | Hang
@@ -238,7 +240,11 @@ class FakeProvider:
             resp = web.StreamResponse(status=item.status, headers={"Content-Type": item.content_type})
             await resp.prepare(request)
             await resp.write(item.body)
-            await asyncio.sleep(item.seconds)
+            deadline = time.monotonic() + item.seconds
+            while item.keepalive and time.monotonic() < deadline:
+                await asyncio.sleep(item.every)
+                await resp.write(item.keepalive)
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
             return body, resp
         if isinstance(item, Reset):
             resp = web.StreamResponse(headers={"Content-Type": item.content_type})

@@ -38,7 +38,7 @@ from llmgine_daemon.engines.providers.errors import (
     timeout_error,
 )
 from llmgine_daemon.engines.providers.openai import parse_arguments
-from llmgine_daemon.engines.providers.sse import iter_sse
+from llmgine_daemon.engines.providers.sse import SSEvent, iter_sse
 from llmgine_daemon.engines.providers.urls import endpoint
 
 DEFAULT_VERSION = "2023-06-01"
@@ -63,6 +63,11 @@ ERROR_TYPES = {
     "api_error": 500,
     "overloaded_error": 529,
 }
+
+
+def _is_ping(sse: SSEvent) -> bool:
+    """A keep-alive: it does not show the answer is moving (sse.py)."""
+    return sse.event == "ping" or sse.data.replace(" ", "") == '{"type":"ping"}'
 
 
 def to_wire(messages: list[Message]) -> tuple[str | None, list[dict[str, Any]]]:
@@ -157,7 +162,7 @@ class AnthropicProvider(Provider):
         finished = False
         tool_index = 0
         try:
-            async for sse in iter_sse(resp, timeout):
+            async for sse in iter_sse(resp, timeout, keepalive=_is_ping):
                 try:
                     event = json.loads(sse.data)
                 except ValueError:
