@@ -285,9 +285,19 @@ class LLMEngine(EngineBase):
         if not self.offers_tools:
             return []
         tools = await self.context.tools.list(self.record.session_id)
-        self.tool_names = {provider_tool_name(t.name): t.name for t in tools}
+        self.tool_names = {}
+        specs = []
+        for tool in tools:
+            # Unique: an MCP server's lookup.record and lookup_record are both lookup_record
+            # to a provider (which refuses a name twice); the second is lookup_record_2.
+            offered, n = provider_tool_name(tool.name), 2
+            while offered in self.tool_names:
+                offered = f"{provider_tool_name(tool.name)[:60]}_{n}"
+                n += 1
+            self.tool_names[offered] = tool.name
+            specs.append(ToolSpec(offered, tool.description, tool.parameters))
         self.approval_tools = {t.name for t in tools if t.requires_approval}
-        return [ToolSpec(provider_tool_name(t.name), t.description, t.parameters) for t in tools]
+        return specs
 
     async def run_round(self, ctx: Execution, state: TurnState, base: dict[str, Any]) -> None:
         """Run the calls of a round not run yet (all of them, or, resumed after a restart,

@@ -387,6 +387,9 @@ class FakeProvider:
             return item
         if "max_tokens" not in body:
             return self._error("anthropic", 400, "max_tokens: Field required")
+        names = [t.get("name") for t in body.get("tools") or []]
+        if len(names) != len(set(names)):
+            return self._error("anthropic", 400, "tools: Tool names must be unique.")
         model = body.get("model", "fake")
         mid = f"msg_{uuid.uuid4().hex[:12]}"
         start = {
