@@ -400,3 +400,14 @@ async def test_keepalives_alone_do_not_keep_a_stalled_answer_alive(
     record = await execute(client, engine["engine_id"], "hi", wait=30)
     assert record["status"] == "failed", record
     assert record["error"]["code"] == "PROVIDER_TIMEOUT", record["error"]
+
+
+async def test_a_placeholder_key_is_not_masked_in_messages(llm_client: Any, fake: FakeProvider) -> None:
+    """OPENAI_API_KEY=ollama (Ollama's docs: required but unused) is no secret: every "ollama"
+    of the provider's messages masked would make them unreadable."""
+    fake.api_key = "ollama"
+    client = await llm_client(OPENAI_API_KEY="ollama")
+    engine = await create_llm_engine(client)
+    fake.script(Fail(404, "model 'llama3' not found, try pulling it first: ollama pull llama3"))
+    record = await execute(client, engine["engine_id"], "hi")
+    assert record["error"]["message"].endswith("ollama pull llama3"), record["error"]

@@ -213,7 +213,9 @@ class Provider:
         """``exc`` without the API key or the base URL's password, wherever the provider (or a
         proxy) quoted them: its message and details reach the command's error and events,
         which a session token reads."""
-        secrets = [s for s in (self.config.key(), url_password(self.config.base_url)) if s and len(s) >= 4]
+        # Not a placeholder key a local server ignores ("ollama", "EMPTY"): every "ollama" masked.
+        key, password = self.config.key() or "", url_password(self.config.base_url) or ""
+        secrets = [s for s in (key if len(key) >= 12 else "", password) if len(s) >= 4]
         for secret in secrets:
             exc.message = exc.message.replace(secret, MASK)
             exc.args = (exc.message,)
