@@ -66,6 +66,12 @@ log = logging.getLogger("llmgine.engines")
 
 # A tool result longer than this is cut before it goes back to the model (and into memory).
 MAX_TOOL_RESULT_CHARS = 20_000
+# The calls of one answer that run (max_tool_rounds bounds the rounds): the rest are answered
+# with OVER_LIMIT, as every call needs its result, and the model may make them next round.
+MAX_TOOL_CALLS = 32
+OVER_LIMIT = json.dumps(
+    {"error": f"not run: at most {MAX_TOOL_CALLS} tool calls in one answer; make the rest in the next"}
+)
 
 
 class StopField(ConfigField):
@@ -303,8 +309,12 @@ class LLMEngine(EngineBase):
         """Run the calls of a round not run yet (all of them, or, resumed after a restart,
         those from the one that waited for approval on)."""
         while state.pending:
-            call = pending_call(state.pending[0])
-            msg, ran = await self.run_tool(ctx, call, base, state)
+            part = state.pending[0]
+            call = pending_call(part)
+            if part.get("over_limit"):
+                msg, ran = tool_message(call, OVER_LIMIT, True), call
+            else:
+                msg, ran = await self.run_tool(ctx, call, base, state)
             state.pending.pop(0)
             state.turn.append(msg)
             state.calls_made.append(
@@ -484,7 +494,9 @@ class LLMEngine(EngineBase):
                         "tool_calls": [c.as_message_part() for c in completion.tool_calls],
                     }
                 )
-                state.pending = [as_pending(c) for c in completion.tool_calls]
+                state.pending = [
+                    {**as_pending(c), "over_limit": i >= MAX_TOOL_CALLS} for i, c in enumerate(completion.tool_calls)
+                ]
                 status("executing_tools", tools=[c.name for c in completion.tool_calls])
                 await self.run_round(ctx, state, base)
         except asyncio.CancelledError:

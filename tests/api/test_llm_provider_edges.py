@@ -411,3 +411,22 @@ async def test_a_placeholder_key_is_not_masked_in_messages(llm_client: Any, fake
     fake.script(Fail(404, "model 'llama3' not found, try pulling it first: ollama pull llama3"))
     record = await execute(client, engine["engine_id"], "hi")
     assert record["error"]["message"].endswith("ollama pull llama3"), record["error"]
+
+
+async def test_one_answer_runs_at_most_32_tool_calls(llm_client: Any, fake: FakeProvider) -> None:
+    """max_tool_rounds bounds the rounds, but nothing bounded the calls of one answer: a model
+    writing thousands ran thousands in the sandbox, holding the session. Past 32 the calls
+    are answered with an error (every call needs its result) and the model goes on."""
+    client = await llm_client()
+    engine = await create_llm_engine(client, engine_type="ToolChatEngine")
+    sid = engine["session_id"]
+    await add_weather_tool(client, sid)
+    fake.script(Reply("", tool_calls=[("get_weather", {"location": f"city {n}"}) for n in range(34)]))
+    record = await execute(client, engine["engine_id"], "all of them", wait=120)
+    assert record["status"] == "completed", record["error"]
+    calls = record["result"]["tool_calls"]
+    assert len(calls) == 34 and [c["is_error"] for c in calls] == [False] * 32 + [True] * 2
+    results = [m for m in fake.requests[-1].body["messages"] if m["role"] == "tool"]
+    assert len(results) == 34 and "at most 32 tool calls" in results[-1]["content"]
+    executed = [e for e in await engine_events(client, sid) if e[0] == "ToolExecuted"]
+    assert len(executed) == 32
