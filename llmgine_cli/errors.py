@@ -44,16 +44,6 @@ if TYPE_CHECKING:
     from llmgine_daemon.protocol import Command
 
 
-def error_text(code: str, message: str, details: dict[str, Any] | None) -> str:
-    """``CODE: message``, and for a validation error (whose message is generic) which field
-    and why, from its details."""
-    text = f"{code}: {message}"
-    field, issue = (details or {}).get("field"), (details or {}).get("issue")
-    if isinstance(field, str) and isinstance(issue, str) and issue not in message:
-        text += f" ({field}: {issue})"
-    return text
-
-
 class LlmgineError(Exception):
     """Root of every error the client (and the CLI built on it) raises on purpose."""
 
@@ -110,11 +100,17 @@ class ApiError(LlmgineError):
         *,
         command: Command | None = None,
     ) -> None:
-        super().__init__(error_text(code, message, details))
+        text = f"{code}: {message}"
+        # A validation error's message is generic; which field and why are in its details.
+        details = details or {}
+        field, issue = details.get("field"), details.get("issue")
+        if isinstance(field, str) and isinstance(issue, str) and issue not in message:
+            text += f" ({field}: {issue})"
+        super().__init__(text)
         self.status = status
         self.code = code
         self.message = message
-        self.details = details or {}
+        self.details = details
         self.request_id = request_id
         self.command = command
 

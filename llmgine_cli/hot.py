@@ -22,7 +22,6 @@ import os
 import sys
 
 from llmgine_cli.context import AppContext, Environment
-from llmgine_cli.errors import error_text
 from llmgine_cli.inputs import InputError, command_metadata, parse_object, parse_pairs
 from llmgine_cli.progress import spinner
 from llmgine_cli.render import FORMATS, View, output_format, render, resolve_format, visible_line
@@ -318,7 +317,7 @@ def finish_command(
     if status in ("queued", "blocked", "executing", "completed"):
         return 0
     error = record.get("error")  # (its message may be user code's: escapes shown, not obeyed)
-    why = f": {error_text(error.get('code'), error.get('message'), error.get('details'))}" if error else ""
+    why = f": {error.get('code')}: {error.get('message')}" if error else ""
     app_ctx.env.err(visible_line(f"error: command {record['command_id']} {status}{why}"))
     return 1
 
