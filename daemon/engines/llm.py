@@ -440,7 +440,7 @@ class LLMEngine(EngineBase):
 
         try:
             if state.pending:  # resumed after a restart, in the middle of a round
-                status("executing_tools", tools=[c["name"] for c in state.pending])
+                status("executing_tools", tools=[self.tool_names.get(c["name"], c["name"]) for c in state.pending])
                 await self.run_round(ctx, state, base)
             while True:
                 status("calling_llm", round=state.rounds)
@@ -497,7 +497,7 @@ class LLMEngine(EngineBase):
                 state.pending = [
                     {**as_pending(c), "over_limit": i >= MAX_TOOL_CALLS} for i, c in enumerate(completion.tool_calls)
                 ]
-                status("executing_tools", tools=[c.name for c in completion.tool_calls])
+                status("executing_tools", tools=[self.tool_names.get(c.name, c.name) for c in completion.tool_calls])
                 await self.run_round(ctx, state, base)
         except asyncio.CancelledError:
             if state.suspended:  # shutdown while waiting for approval: resumed at the next start

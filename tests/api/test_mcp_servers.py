@@ -359,3 +359,8 @@ async def test_tools_offered_alike_get_names_of_their_own(llm_client: Any, fake:
     ran = {c["tool_name"] for c in record["result"]["tool_calls"]}
     assert ran == {"fake.lookup.record", "fake.lookup_record"}
     assert "dotted:" in str(fake.requests[-1].body["messages"]) and "plain:" in str(fake.requests[-1].body["messages"])
+    # Events name the tools as the session has them, never as the provider was offered them
+    # (the executing_tools status said fake-lookup_record_2, EngineToolCall fake.lookup_record).
+    seen = await engine_events(client, sid)
+    statuses = [d for t, d in seen if t == "EngineStatusUpdate" and d["status"] == "executing_tools"]
+    assert statuses[0]["tools"] == ["fake.lookup.record", "fake.lookup_record"]
