@@ -39,6 +39,7 @@ from llmgine_daemon.coalesce import CoalescingSite
 from llmgine_daemon.observability.redact import RedactingFormatter
 from llmgine_daemon.paths import StartupError, hold_pid_lock
 from llmgine_daemon.settings import (
+    PROVIDERS,
     ConfigError,
     Settings,
     check_config_file_mode,
@@ -211,7 +212,11 @@ def setup_logging(settings: Settings) -> None:
     else:
         inner = JsonFormatter()
     # Whatever the format, credentials are masked in the final text (docs/security.md).
-    handler.setFormatter(RedactingFormatter(inner, secrets=[settings["security.api_key_secret"] or ""]))
+    # The providers' configured keys too (a traceback's request headers, a proxy's message),
+    # unless a placeholder a local server ignores ("ollama", "EMPTY"): masking every "ollama".
+    keys = [settings[f"providers.{name}.api_key"] or "" for name in PROVIDERS]
+    secrets = [settings["security.api_key_secret"] or "", *(k for k in keys if len(k) >= 12)]
+    handler.setFormatter(RedactingFormatter(inner, secrets=secrets))
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -133,8 +133,8 @@ class Settings:
         value = self.values[key]
         if BY_KEY[key].secret and value:
             return "********"
-        if key == "database.url" and value:
-            return redact_url(value)  # a PostgreSQL URL may carry a password
+        if (key == "database.url" or key.endswith(".base_url")) and value:
+            return redact_url(value)  # a PostgreSQL URL, or a provider's proxy, may carry a password
         return value
 
 

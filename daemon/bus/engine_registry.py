@@ -151,6 +151,11 @@ class EngineBase:
         )
 
     @classmethod
+    def validate_new(cls, model_name: str | None, configuration: dict[str, Any], context: Any) -> None:
+        """Checks of a new engine's model and configuration together (an LLM engine's
+        provider has its own ranges); a stored engine is restored whatever they say."""
+
+    @classmethod
     def validate_config(cls, configuration: dict[str, Any]) -> dict[str, Any]:
         fields = {f.name: f for f in cls.config_fields}
         for name, value in configuration.items():
@@ -254,6 +259,7 @@ class Engines:
         if cls is None:
             raise invalid("engine_type", f"unknown engine type {engine_type!r}", available=sorted(self.types))
         cls.validate_config(configuration)
+        cls.validate_new(model_name, configuration, self.context)
         record = Engine(
             engine_id=new_id(),
             engine_type=engine_type,
@@ -384,7 +390,19 @@ class Engines:
         self.bus.events.notify([event])
         engine = row_to_engine(row, self._command_type(row[2]))
         engine.status = "stopped"
+        self._stop_commands(engine)
         return engine
+
+    def _stop_commands(self, engine: Engine) -> None:
+        """Cancel the deleted engine's command running here: it would go on calling the model
+        and running tools for an engine that is gone. (Queued ones fail HANDLER_NOT_FOUND when
+        their turn comes, unless an engine of the type was created meanwhile.)"""
+        runner = self.bus.commands.runner
+        for job in list(runner.jobs.values()):
+            record = job.record
+            if record.session_id == engine.session_id and record.command_type == engine.command_type:
+                if job.state in ("starting", "running"):
+                    runner.cancel_running(job, "engine")
 
     async def execute(
         self,

@@ -41,11 +41,17 @@ async def test_types_are_listed_with_their_configuration(llm_client: Any) -> Non
         ("SinglePassEngine", MODELS["openai"], {"max_tokens": 0}, "configuration.max_tokens"),
         ("SinglePassEngine", MODELS["openai"], {"stop": [1, 2]}, "configuration.stop"),
         ("SinglePassEngine", MODELS["openai"], {"stop": ["a", "b", "c", "d", "e"]}, "configuration.stop"),
+        ("SinglePassEngine", MODELS["anthropic"], {"stop": ""}, "configuration.stop"),
+        ("SinglePassEngine", MODELS["openai"], {"stop": ["END", ""]}, "configuration.stop"),
         ("SinglePassEngine", MODELS["openai"], {"timeout": 0}, "configuration.timeout"),
         ("SinglePassEngine", MODELS["openai"], {"system_prompt": 5}, "configuration.system_prompt"),
         ("SinglePassEngine", MODELS["openai"], {"max_tool_rounds": 3}, "configuration.max_tool_rounds"),
         ("ToolChatEngine", MODELS["openai"], {"max_tool_rounds": 0}, "configuration.max_tool_rounds"),
         ("SinglePassEngine", "openai/", {}, "model_name"),
+        # A name no provider has (they were stored, then sent with every prompt).
+        ("SinglePassEngine", "gpt\nx", {}, "model_name"),
+        ("SinglePassEngine", "anthropic/claude 3", {}, "model_name"),
+        ("SinglePassEngine", "x" * 257, {}, "model_name"),
     ],
 )
 async def test_invalid_configuration_is_422_at_creation(

@@ -395,3 +395,27 @@ async def test_an_mcp_servers_tools_can_wait_for_approval(llm_client: Any, fake:
     await decide(client, sid, approval["approval_id"], decision="approve", arguments={"a": 40, "b": 2})
     done = await command(client, sid, record["command_id"], wait=20)
     assert done["status"] == "completed" and "42" in done["result"]["text"], done
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_tools_offered_alike_get_names_of_their_own(llm_client: Any, fake: FakeProvider, kind: str) -> None:
+    """``fake.lookup.record`` and ``fake.lookup_record`` were both offered as
+    fake-lookup_record: Anthropic refuses a request naming a tool twice (every prompt of the
+    engine failed PROVIDER_BAD_REQUEST), and a call of that name ran whichever came last."""
+    client = await llm_client()
+    engine = await create_llm_engine(client, engine_type="ToolChatEngine", model=MODELS[kind])
+    sid = engine["session_id"]
+    await add_server(client, sid, name="fake", **STDIO)
+    fake.script(Reply("", tool_calls=[("fake-lookup_record", {"key": "k1"}), ("fake-lookup_record_2", {"key": "k2"})]))
+    record = await execute(client, engine["engine_id"], "look both up")
+    assert record["status"] == "completed", record["error"]
+    offered = [t.get("name") or t["function"]["name"] for t in fake.requests[0].body["tools"]]
+    assert len(offered) == len(set(offered)) and {"fake-lookup_record", "fake-lookup_record_2"} <= set(offered)
+    ran = {c["tool_name"] for c in record["result"]["tool_calls"]}
+    assert ran == {"fake.lookup.record", "fake.lookup_record"}
+    assert "dotted:" in str(fake.requests[-1].body["messages"]) and "plain:" in str(fake.requests[-1].body["messages"])
+    # Events name the tools as the session has them, never as the provider was offered them
+    # (the executing_tools status said fake-lookup_record_2, EngineToolCall fake.lookup_record).
+    seen = await engine_events(client, sid)
+    statuses = [d for t, d in seen if t == "EngineStatusUpdate" and d["status"] == "executing_tools"]
+    assert statuses[0]["tools"] == ["fake.lookup.record", "fake.lookup_record"]
