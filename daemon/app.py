@@ -124,6 +124,7 @@ def sandbox_pool(settings: Settings) -> SandboxPool:
         isolation=settings["sandbox.isolation"],
         user=settings["sandbox.user"],
         group=settings["sandbox.group"] or "",
+        uids=settings["sandbox.uids"],
     )
 
 

@@ -8,9 +8,10 @@ platformdirs: the CLI uses it without starting the daemon.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,22 +201,47 @@ def check_dir_safe(path: Path) -> None:
 
 def write_private(path: Path, data: str | bytes) -> None:
     """Write a file only its owner may read (0600, whatever the umask), atomically: the data
-    goes to ``<name>.tmp`` beside it, which then replaces ``path`` (readers see the old file or
+    goes to ``.<name>.XXXX.tmp`` beside it, which then replaces ``path`` (readers see the old file or
     the new one, never half of one). A missing parent directory is created 0700.
 
     Durably, as a database commit: the data is fsynced before the rename and the directory
     after it, so a power loss right after an acknowledged ``secret set`` (or a new local key)
     leaves the new file whole, not an empty one in its place."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    # A name of its own (mkstemp: 0600, O_EXCL): two writers at once (two `llmgine config set`)
+    # shared `<name>.tmp`, one truncating the file the other was renaming into place, so the
+    # file was for a moment empty or half-written and the other's rename failed.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def dir_locked(directory: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``directory`` (made 0700 if missing) while the block runs: a
+    read-modify-write of a file in it (``llmgine config set``) waits for another one, whose
+    change it would otherwise write over. Released when the block ends or the process dies."""
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -17,10 +17,12 @@ import logging
 import logging.handlers
 import os
 import resource
+import shutil
 import signal
 import socket
 import stat
 import sys
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ from llmgine_daemon.coalesce import CoalescingSite
 from llmgine_daemon.observability.redact import RedactingFormatter
 from llmgine_daemon.paths import StartupError, hold_pid_lock
 from llmgine_daemon.settings import (
+    PROVIDERS,
     ConfigError,
     Settings,
     check_config_file_mode,
@@ -56,12 +59,21 @@ MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the NUL
 
 
 def build_parser() -> argparse.ArgumentParser:
+    width = shutil.get_terminal_size().columns - 2  # argparse's, for the options: the rest kept
     parser = argparse.ArgumentParser(
         prog="llmgined",
-        description="The llmgine daemon: the LLMGine message bus behind an HTTP + WebSocket API. "
-        "Runs in the foreground; `llmgine daemon start` runs it in the background.",
-        epilog="Settings (config file key, environment variable, meaning); "
-        "precedence: defaults < config file < environment < flags:\n" + describe(),
+        description=textwrap.fill(
+            "The llmgine daemon: the LLMGine message bus behind an HTTP + WebSocket API. "
+            "Runs in the foreground; `llmgine daemon start` runs it in the background.",
+            width,
+        ),
+        epilog=textwrap.fill(
+            "Settings (config file key, environment variable, meaning); precedence: "
+            "defaults < config file < environment < flags:",
+            width,
+        )
+        + "\n"
+        + describe(width),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", help="listen on TCP at this address (default 127.0.0.1 when --port is given)")
@@ -200,7 +212,11 @@ def setup_logging(settings: Settings) -> None:
     else:
         inner = JsonFormatter()
     # Whatever the format, credentials are masked in the final text (docs/security.md).
-    handler.setFormatter(RedactingFormatter(inner, secrets=[settings["security.api_key_secret"] or ""]))
+    # The providers' configured keys too (a traceback's request headers, a proxy's message),
+    # unless a placeholder a local server ignores ("ollama", "EMPTY"): masking every "ollama".
+    keys = [settings[f"providers.{name}.api_key"] or "" for name in PROVIDERS]
+    secrets = [settings["security.api_key_secret"] or "", *(k for k in keys if len(k) >= 12)]
+    handler.setFormatter(RedactingFormatter(inner, secrets=secrets))
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -26,6 +26,7 @@ from llmgine_daemon.paths import APP_NAME as APP_NAME
 from llmgine_daemon.paths import ConfigError as ConfigError
 from llmgine_daemon.paths import Paths as Paths
 from llmgine_daemon.paths import check_dir_safe as check_dir_safe
+from llmgine_daemon.paths import dir_locked as dir_locked
 from llmgine_daemon.paths import ensure_private_dir as ensure_private_dir
 from llmgine_daemon.paths import get_paths as get_paths
 from llmgine_daemon.paths import pidfile_owner as pidfile_owner
@@ -132,8 +133,8 @@ class Settings:
         value = self.values[key]
         if BY_KEY[key].secret and value:
             return "********"
-        if key == "database.url" and value:
-            return redact_url(value)  # a PostgreSQL URL may carry a password
+        if (key == "database.url" or key.endswith(".base_url")) and value:
+            return redact_url(value)  # a PostgreSQL URL, or a provider's proxy, may carry a password
         return value
 
 
@@ -426,6 +427,15 @@ def write_config_value(path: Path, key: str, value: Any | None) -> bool:
             f"{path}: `llmgine config set` writes TOML only; edit this YAML file yourself "
             "(or point LLMGINE_CONFIG at a config.toml)"
         )
+    with dir_locked(path.parent):  # two `config set` at once: each keeps the other's key
+        # What a writer killed mid-write left (write_private's temporary file): no other
+        # writer of this file runs while the lock is held.
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        return _edit_config(path, key, value, tomli_w.dumps)
+
+
+def _edit_config(path: Path, key: str, value: Any | None, dumps: Callable[[dict[str, Any]], str]) -> bool:
     try:
         doc = tomllib.loads(path.read_text("utf-8")) if path.exists() else {}
     except tomllib.TOMLDecodeError as exc:
@@ -445,14 +455,23 @@ def write_config_value(path: Path, key: str, value: Any | None) -> bool:
                 del parent[table]
     else:
         node[name] = value
-    write_private(path, tomli_w.dumps(doc))
+    write_private(path, dumps(doc))
     return True
 
 
-def describe() -> str:
-    """The settings reference, for --help texts."""
-    width = max(len(s.key) for s in SETTINGS)
-    return "\n".join(f"  {s.key:<{width}}  {s.env:<24} {s.help}" for s in SETTINGS)
+def describe(width: int = 100) -> str:
+    """The settings reference, for --help texts, in lines of at most ``width`` characters:
+    each setting's key and variable on a line, its meaning wrapped and indented under it (one
+    line per setting held keys, variables and meanings in columns 250 characters wide)."""
+    import textwrap
+
+    width = max(width, 40)
+    lines: list[str] = []
+    for s in SETTINGS:
+        heading = f"  {s.key}  {s.env}"
+        lines += [heading] if len(heading) <= width else [f"  {s.key}", f"      {s.env}"]
+        lines += textwrap.wrap(s.help, width, initial_indent=" " * 6, subsequent_indent=" " * 6, break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover - handy for docs

@@ -145,6 +145,28 @@ def positive(value: Any) -> int:
     return number
 
 
+# The highest uid a range may reach: (uid_t)-1 is "no change" to setresuid.
+MAX_UID = 2**32 - 2
+
+
+def uid_bounds(text: str) -> tuple[int, int] | None:
+    """``sandbox.uids``'s first and last uid, or None for ``none`` (or empty): off."""
+    if text.strip().lower() in ("", "none"):
+        return None
+    first, dash, last = text.strip().partition("-")
+    if not dash or not first.strip().isdigit() or not last.strip().isdigit():
+        raise ValueError("expected a range of uids FIRST-LAST (e.g. 1879048192-1879052287), or none")
+    low, high = int(first), int(last)
+    if not 1 <= low <= high <= MAX_UID:
+        raise ValueError(f"expected 1 <= FIRST <= LAST <= {MAX_UID}")
+    return low, high
+
+
+def uid_range(value: Any) -> str:
+    bounds = uid_bounds(parse_str(value))
+    return f"{bounds[0]}-{bounds[1]}" if bounds else "none"
+
+
 def retention_days(value: Any) -> int:
     """Whole days to keep something, 0 for no limit."""
     number = parse_int(value)

@@ -24,6 +24,7 @@ from llmgine_daemon.settings_parsers import (
     positive,
     positive_float,
     retention_days,
+    uid_range,
     url,
 )
 
@@ -246,6 +247,16 @@ SETTINGS: tuple[Setting, ...] = (
         parse_str,
         "nobody",
         "user (name or uid) sandbox workers run as when the daemon runs as root",
+    ),
+    Setting(
+        "sandbox.uids",
+        "LLMGINE_SANDBOX_UIDS",
+        uid_range,
+        "1879048192-1879052287",
+        "uids (FIRST-LAST) a daemon run as root gives its sandbox workers, one each, so that "
+        "the kernel's per-user counts (message queues, signals, epoll watches, processes) "
+        "are a worker's own; uids of this machine's users or processes are skipped; none: "
+        "every worker runs as sandbox.user",
     ),
     Setting(
         "sandbox.group",

@@ -12,13 +12,14 @@ On every call's path (target.py): without LLMGINE_CONTEXT, one stat of the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from llmgine_cli.errors import InvalidArgument
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from typing import Any
 
     from llmgine_cli.target import Target
@@ -60,6 +61,21 @@ def load(env: Mapping[str, str]) -> dict[str, Any]:
     data.setdefault("contexts", {})
     data.setdefault("current", None)
     return data
+
+
+@contextlib.contextmanager
+def editing(env: Mapping[str, str]) -> Iterator[dict[str, Any]]:
+    """``with editing(env) as data:`` load, change ``data``, and it is saved when the block
+    ends (not when it raises), under a lock on the config directory: two edits at once (two
+    `llmgine context add`) take turns, and each keeps the other's change."""
+    from pathlib import Path
+
+    from llmgine_daemon.settings import dir_locked
+
+    with dir_locked(Path(contexts_path(env)).parent):
+        data = load(env)
+        yield data
+        save(env, data)
 
 
 def save(env: Mapping[str, str], data: dict[str, Any]) -> str:

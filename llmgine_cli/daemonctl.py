@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from llmgine_daemon.protocol import Health, now_iso
-from llmgine_daemon.settings import ConfigError, Paths, ensure_private_dir, get_paths, load_settings, pidfile_owner
+from llmgine_daemon.settings import (
+    ConfigError,
+    Paths,
+    ensure_private_dir,
+    get_paths,
+    load_settings,
+    pidfile_owner,
+    write_private,
+)
 
 from llmgine_cli.client import (
     ApiError,
@@ -180,10 +188,9 @@ def pid_alive(pid: int) -> bool:
 
 def save_args(paths: Paths, flags: DaemonFlags, pid: int, url: str) -> None:
     record = {"flags": asdict(flags), "argv": flags.argv(), "pid": pid, "url": url, "started_at": now_iso()}
-    path = paths.runtime_dir / ARGS_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(record, fh)
+    # Replaced whole (0600): a `daemon start` killed mid-write left it empty, and `daemon
+    # restart` then restarted without the flags (`--port` gone).
+    write_private(paths.runtime_dir / ARGS_FILE, json.dumps(record))
 
 
 def load_flags(paths: Paths) -> DaemonFlags | None:

@@ -100,19 +100,24 @@ class ApiError(LlmgineError):
         *,
         command: Command | None = None,
     ) -> None:
-        text = f"{code}: {message}"
-        # A validation error's message is generic; which field and why are in its details.
         details = details or {}
-        field, issue = details.get("field"), details.get("issue")
-        if isinstance(field, str) and isinstance(issue, str) and issue not in message:
-            text += f" ({field}: {issue})"
-        super().__init__(text)
+        super().__init__(error_text(code, message, details))
         self.status = status
         self.code = code
         self.message = message
         self.details = details
         self.request_id = request_id
         self.command = command
+
+
+def error_text(code: Any, message: Any, details: Any) -> str:
+    """``CODE: message``; a validation error's message is generic, so which field and why
+    (its details) follow: ``(parameters.fail: must be of type boolean)``."""
+    text = f"{code}: {message}"
+    field, issue = (details.get("field"), details.get("issue")) if isinstance(details, dict) else (None, None)
+    if isinstance(field, str) and isinstance(issue, str) and issue not in str(message):
+        text += f" ({field}: {issue})"
+    return text
 
 
 # -- groups ------------------------------------------------------------------------------
@@ -383,3 +388,11 @@ def command_error(command: Command) -> ApiError:
     from llmgine_daemon.protocol import ERROR_STATUS
 
     return api_error(ERROR_STATUS.get(code, 500), code, message, details, command=command)
+
+
+def not_found_code(kind: str) -> str:
+    """The code the daemon answers for an id of ``kind`` it does not have: the kind's own
+    (``SESSION_NOT_FOUND``, ``ENGINE_NOT_FOUND``, ...), else ``NOT_FOUND`` (webhooks,
+    schedules, traces, ...: the CLI must not make up a ``WEBHOOK_NOT_FOUND``)."""
+    code = f"{kind.upper()}_NOT_FOUND"
+    return code if code in BY_CODE else "NOT_FOUND"

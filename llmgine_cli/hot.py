@@ -124,7 +124,7 @@ def resolve_id(
     """The id of ``kind`` that ``given`` names among the items of a listing. Nothing matches:
     NOT_FOUND (exit 4), as the daemon says for an id it does not know."""
     from llmgine_cli import ids
-    from llmgine_cli.errors import api_error
+    from llmgine_cli.errors import api_error, not_found_code
 
     if ids.is_full_id(given):
         return given
@@ -135,9 +135,7 @@ def resolve_id(
         listed = transport._call_json("GET", path, query={**(query or {}), "limit": RESOLVE_LIMIT})[items]
     found = ids.resolve(kind, given, ((i[key], i.get(name_key) if name_key else None) for i in listed))
     if found == given:
-        raise api_error(
-            404, f"{kind.upper()}_NOT_FOUND" if kind != "trace" else "NOT_FOUND", f"{kind} {given!r} not found"
-        )
+        raise api_error(404, not_found_code(kind), f"{kind} {given!r} not found")
     return found
 
 
@@ -316,8 +314,10 @@ def finish_command(
         run_hook(app_ctx.env, on_done, record)
     if status in ("queued", "blocked", "executing", "completed"):
         return 0
+    from llmgine_cli.errors import error_text
+
     error = record.get("error")  # (its message may be user code's: escapes shown, not obeyed)
-    why = f": {error.get('code')}: {error.get('message')}" if error else ""
+    why = f": {error_text(error.get('code'), error.get('message'), error.get('details'))}" if error else ""
     app_ctx.env.err(visible_line(f"error: command {record['command_id']} {status}{why}"))
     return 1
 

@@ -301,6 +301,8 @@ def _cell(key: str, value: Any, view: View) -> str:
             return short_time(value)
         if leaf == "duration_ms" and isinstance(value, (int, float)):
             return human_ms(value)
+        if leaf == "timeout" and isinstance(value, (int, float)):  # seconds (a tool's, a command's)
+            return human_ms(value * 1000)
         if leaf == "uptime" and isinstance(value, (int, float)):
             return duration(value)
         if (leaf.endswith("_bytes") or key.startswith("file_bytes.")) and isinstance(value, int):

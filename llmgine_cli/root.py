@@ -89,6 +89,13 @@ def _prose(paragraph: str) -> bool:
     )
 
 
+def _kept(paragraph: str) -> bool:
+    """A paragraph kept as written: indented lines (commands to copy), or lines that are not
+    prose (a table: the exit codes)."""
+    lines = [line for line in paragraph.split("\n") if line.strip()]
+    return bool(lines) and (all(line[:1].isspace() for line in lines) or (len(lines) > 1 and not _prose(paragraph)))
+
+
 def rewrap_help(command: Any) -> Any:
     """``command`` and its subcommands, their help wrapped at the terminal's width.
 
@@ -101,10 +108,12 @@ def rewrap_help(command: Any) -> Any:
     text = command.help or ""
     paragraphs = text.strip().split("\n\n")
     if text and any(_prose(p) for p in paragraphs):
-        joined = [" ".join(p.split()) if _prose(p) else p for p in paragraphs]
-        if command.short_help is None:
-            command.short_help = joined[0]
-        command.help = "\n\n".join(joined)
+        paragraphs = [" ".join(p.split()) if _prose(p) else p for p in paragraphs]
+        command.help = "\n\n".join(paragraphs)
+    if text and command.short_help is None:
+        # Whole: click's plain layout (under 80 columns) cut any other to 45 characters and
+        # "...", so a group's list lost what its commands do ("Ask the daemon to exit...").
+        command.short_help = paragraphs[0]
     for sub in getattr(command, "commands", {}).values():
         rewrap_help(sub)
     return command
@@ -289,6 +298,13 @@ def narrow_formatter(base: type[Any]) -> type[Any]:
     class Narrow(base):  # type: ignore[misc, valid-type]
         def write_dl(self, rows: Any, col_max: int = 30, col_spacing: int = 2) -> None:
             super().write_dl(rows, min(col_max, max(self.width // 3, 10)), col_spacing)
+
+        def write_text(self, text: str) -> None:
+            """An example (a paragraph of indented lines) and a table as written: rewrapped,
+            an example's lines ran into one another (a copy did not run) and the exit codes
+            into one paragraph. One wider than the terminal is wrapped by the terminal."""
+            paragraphs = text.split("\n\n")
+            super().write_text("\n\n".join(f"\b\n{p}" if _kept(p) else p for p in paragraphs))
 
     return Narrow
 

@@ -136,6 +136,10 @@ async def get_command(request: web.Request) -> web.Response:
     record = await commands.get(session_id, command_id)
     if wait and record.status not in TERMINAL_STATUSES:
         await commands.wait([record], wait)
+        if record.status not in TERMINAL_STATUSES:
+            # A record this node followed but another node moved on (a blocked command it
+            # released, then ran): the wait saw the store's, this one may be left behind.
+            record = await commands.get(session_id, command_id)
     return json_response(record, headers=replay_headers(False, prefer, wait))
 
 

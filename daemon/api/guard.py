@@ -553,6 +553,7 @@ async def security_ctx(app: web.Application) -> AsyncIterator[None]:
     await credentials.ensure_local_key(settings.paths.local_key)
     credentials.on_revoked(guard.sockets.close_for)
     bus.sessions.hooks.append(credentials.session_ended)
+    bus.sessions.ending.append(credentials.end_tokens)
     guard.credentials = credentials
 
     async def sweep_expired() -> None:

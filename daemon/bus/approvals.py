@@ -81,6 +81,19 @@ class Approvals:
         self.bus = bus
         self.policy = policy or ApprovalPolicy()
         self._woken: dict[str, asyncio.Event] = {}
+        # A decision made on another node sharing the database reaches this one as its
+        # ApprovalDecided event, read back from the store (bus/cluster.py).
+        bus.events.subscribe_read_back(self._on_read_back)
+
+    def _on_read_back(self, event: Event) -> None:
+        """Another node decided: the command is ``executing`` again in the store (so in this
+        node's record of it, if it runs here), and its engine goes on."""
+        if event.event_type != "ApprovalDecided" or event.source != "bus":  # a client's forgery: no
+            return
+        woken = self._woken.get(str(event.data.get("approval_id")))
+        if woken is not None:
+            self._set_live_status(str(event.data.get("command_id")), "waiting_approval", "executing")
+            woken.set()
 
     # -- the engine's side ----------------------------------------------------------------
 
@@ -100,7 +113,7 @@ class Approvals:
 
         return await self.bus.store.read(read)
 
-    async def request(
+    def new(
         self,
         command_id: str,
         session_id: str,
@@ -108,11 +121,11 @@ class Approvals:
         call_id: str,
         tool_name: str,
         arguments: dict[str, Any],
-        state: dict[str, Any],
     ) -> Approval:
+        """A request, not yet stored (``request`` stores it): the engine holds it before the
+        write, so that a cancel during the write can withdraw it."""
         ts = now_iso()
-        expires = to_iso(parse_iso(ts) + dt.timedelta(seconds=self.policy.timeout))
-        approval = Approval(
+        return Approval(
             approval_id=new_id(),
             session_id=session_id,
             command_id=command_id,
@@ -122,7 +135,20 @@ class Approvals:
             arguments=arguments,
             status="pending",
             requested_at=ts,
-            expires_at=expires,
+            expires_at=to_iso(parse_iso(ts) + dt.timedelta(seconds=self.policy.timeout)),
+        )
+
+    async def request(self, approval: Approval, state: dict[str, Any]) -> None:
+        """Store the request (``new``'s): the command waits. The write runs even if the caller
+        is cancelled meanwhile (the store runs every write queued): such a caller withdraws it
+        with ``cancel``, whose write comes after it."""
+        ts, expires = approval.requested_at, approval.expires_at
+        session_id, command_id = approval.session_id, approval.command_id
+        engine_id, call_id, tool_name, arguments = (
+            approval.engine_id,
+            approval.call_id,
+            approval.tool_name,
+            approval.arguments,
         )
 
         def write(conn: sqlite3.Connection) -> Event:
@@ -166,7 +192,6 @@ class Approvals:
         event = await self.bus.store.write(write)
         self._set_live_status(command_id, "executing", "waiting_approval")
         self.bus.events.notify([event])
-        return approval
 
     async def resume(self, approval: Approval) -> None:
         """A command run again after a restart waits again for its pending approval: its
@@ -188,6 +213,9 @@ class Approvals:
         woken = self._woken.setdefault(approval.approval_id, asyncio.Event())
         try:
             while True:
+                # Cleared before the read, not after: a decision committed while the read was
+                # in the reader's thread (the read did not see it) sets it after this.
+                woken.clear()
                 current = await self.get(approval.session_id, approval.approval_id)
                 if current.status != "pending":
                     return current
@@ -197,7 +225,6 @@ class Approvals:
                         return await self._decide(current, "expired", "no decision in time", None, "daemon")
                     except BusError:  # decided meanwhile
                         continue
-                woken.clear()
                 await wait_event(woken, left)
         finally:
             self._woken.pop(approval.approval_id, None)
@@ -316,10 +343,14 @@ class Approvals:
                 (status, ts, who, reason, dumps(final) if final is not None else None, approval.approval_id),
             ).rowcount
             if not changed:
-                row = conn.execute("SELECT status FROM approvals WHERE approval_id = ?", (approval.approval_id,))
+                row = conn.execute(
+                    "SELECT status FROM approvals WHERE approval_id = ?", (approval.approval_id,)
+                ).fetchone()
+                if row is None:  # its request was never stored (its write failed)
+                    raise not_found("approval", approval_id=approval.approval_id)
                 raise BusError(
                     ErrorCode.CONFLICT,
-                    f"approval {approval.approval_id!r} was already decided ({row.fetchone()[0]})",
+                    f"approval {approval.approval_id!r} was already decided ({row[0]})",
                     {"approval_id": approval.approval_id},
                 )
             conn.execute(

@@ -419,23 +419,23 @@ class Credentials:
         await self.store.write(write)
         return pending.record, pending.publish()  # type: ignore[return-value]
 
+    @staticmethod
+    def end_tokens(conn: sqlite3.Connection, session_id: str, purged: bool) -> None:
+        """A session's tokens die with it, in the transaction that ends it (Sessions.ending)."""
+        if purged:
+            conn.execute("DELETE FROM session_tokens WHERE session_id = ?", (session_id,))
+        else:
+            conn.execute(
+                "UPDATE session_tokens SET revoked_at = ? WHERE session_id = ? AND revoked_at IS NULL",
+                (now_iso(), session_id),
+            )
+
     async def session_ended(self, session_id: str, purged: bool) -> None:
-        """Session hook: its tokens die with it (and their WebSockets are closed)."""
+        """Session hook: its tokens are dropped from memory (stored revoked by ``end_tokens``)
+        and their WebSockets are closed."""
         ended = [t.token_id for t in self.tokens.values() if t.session_id == session_id]
         for token_id in ended:
             del self.tokens[token_id]
-        ts = now_iso()
-
-        def write(conn: sqlite3.Connection) -> None:
-            if purged:
-                conn.execute("DELETE FROM session_tokens WHERE session_id = ?", (session_id,))
-            else:
-                conn.execute(
-                    "UPDATE session_tokens SET revoked_at = ? WHERE session_id = ? AND revoked_at IS NULL",
-                    (ts, session_id),
-                )
-
-        await self.store.write(write)
         self._revoked(ended)
 
 

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.cluster import ClaimRefused, LeaseLost, LocalCluster, RegistrySync
 from llmgine_daemon.bus.errors import StorageError
+from llmgine_daemon.observability.repeats import RoundFailures
 from llmgine_daemon.paths import write_private
 from llmgine_daemon.protocol import ClusterInfo, ClusterNode, to_iso
 from llmgine_daemon.store import pg_cluster as sql
@@ -381,16 +382,16 @@ class SharedCluster(LocalCluster):
     # -- the tick: heartbeat, renewals, releases, takeovers, cancels ----------------------
 
     async def _ticker(self) -> None:
+        failures = RoundFailures(log, "cluster", "cluster: tick failed")
         while True:
             await asyncio.sleep(self.tick_interval)
             try:
                 await self._tick()
+                failures.worked()
             except asyncio.CancelledError:
                 raise
-            except StorageError as exc:  # the database down or restarting: one line a tick
-                log.error("cluster: tick failed: %s", exc)
-            except Exception:
-                log.exception("cluster: tick failed")
+            except Exception as exc:  # the database down or restarting: a line a minute at most
+                failures.failed(exc, trace=not isinstance(exc, StorageError))
 
     async def _tick(self) -> None:
         commands = self.commands

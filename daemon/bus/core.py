@@ -90,7 +90,7 @@ class Bus:
         self._webhook_sender = webhook_sender
         self.schedules = Schedules(self, *schedule_limits)
         self.sessions.hooks.append(self.webhooks.on_session_end)
-        self.sessions.hooks.append(self.schedules.on_session_end)
+        self.sessions.ending += [self.mcp.end_with_session, self.webhooks.end_with_session, Schedules.end_with_session]
         # Engines and handlers changed by another node sharing the database (bus/cluster.py).
         self.cluster.watch_registry(self.sync_registry)
 
@@ -153,10 +153,12 @@ class Bus:
         return engines or handlers
 
     async def sync_registry(self, scopes: set[str | None] | None) -> None:
-        """Another node changed the engines or user-code handlers of these scopes (session ids,
-        None for the global scope; ``scopes`` None: any): run here what the store now holds."""
+        """Another node changed the engines, user-code handlers or MCP servers of these scopes
+        (session ids, None for the global scope; ``scopes`` None: any): run here what the store
+        now holds."""
         await self.engines.reconcile(None if scopes is None else {s for s in scopes if s is not None})
         await self.user_handlers.reconcile(scopes)
+        await self.mcp.reconcile(scopes)
 
     async def stop(self) -> None:
         """Stop runtime work; queued work stays queued in the store for the next start."""

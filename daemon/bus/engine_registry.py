@@ -23,6 +23,7 @@ from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.commands import CURRENT, CommandSpec, validate
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
 from llmgine_daemon.bus.events import insert_event
+from llmgine_daemon.bus.handler_registry import check_free_in_store
 from llmgine_daemon.bus.sessions import require_active
 from llmgine_daemon.bus.usage import UsageBook
 from llmgine_daemon.observability import tracing
@@ -119,13 +120,18 @@ class EngineBase:
         return by_name
 
     def setting(self, name: str, command: Command | None = None) -> Any:
-        """A configuration value: the command's parameter of that name when it sets one (and
-        it is valid), else the engine's configuration, else the field's default."""
+        """A configuration value: the command's parameter of that name when it sets one, else
+        the engine's configuration, else the field's default. A parameter that does not fit
+        the field is VALIDATION_ERROR naming it (``-p fail=true`` is the string "true"), as
+        the LLM engines' overrides are: taken as no override, the command ran otherwise than
+        asked, without a word."""
         fld = self._fields()[name]
-        if command is not None and name in command.parameters:
+        if command is not None and command.parameters.get(name) is not None:
             value = command.parameters[name]
-            if fld.check(value) is None and value is not None:
-                return fld.normal(value)
+            issue = fld.check(value)
+            if issue is not None:
+                raise invalid(f"parameters.{name}", issue)
+            return fld.normal(value)
         value = self.record.configuration.get(name)
         return fld.default if value is None else fld.normal(value)
 
@@ -143,6 +149,11 @@ class EngineBase:
             description=cls.description,
             configuration=[EngineConfigField(f.name, f.type, f.default, f.description) for f in cls.config_fields],
         )
+
+    @classmethod
+    def validate_new(cls, model_name: str | None, configuration: dict[str, Any], context: Any) -> None:
+        """Checks of a new engine's model and configuration together (an LLM engine's
+        provider has its own ranges); a stored engine is restored whatever they say."""
 
     @classmethod
     def validate_config(cls, configuration: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +206,10 @@ class Engines:
         cls = self.types.get(engine_type)
         return cls.command_type if cls is not None else ""
 
+    def types_for(self, command_type: str) -> list[str]:
+        """The engine types whose engines handle ``command_type``."""
+        return [name for name, cls in self.types.items() if cls.command_type == command_type]
+
     def describe_types(self) -> list[EngineType]:
         return [cls.describe() for cls in self.types.values()]
 
@@ -244,6 +259,7 @@ class Engines:
         if cls is None:
             raise invalid("engine_type", f"unknown engine type {engine_type!r}", available=sorted(self.types))
         cls.validate_config(configuration)
+        cls.validate_new(model_name, configuration, self.context)
         record = Engine(
             engine_id=new_id(),
             engine_type=engine_type,
@@ -266,6 +282,9 @@ class Engines:
             require_active(conn, session_id)
             self.bus.capacity.check_engines(conn, session_id)
             self.bus.cluster.registry_changed(conn, session_id)
+            # Another node may have taken the slot a moment ago (its engines reach this node's
+            # memory only at the next re-read): the store decides.
+            check_free_in_store(conn, cls.command_type, session_id, self.types_for(cls.command_type))
             conn.execute(
                 f"INSERT INTO engines ({ENGINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -371,7 +390,19 @@ class Engines:
         self.bus.events.notify([event])
         engine = row_to_engine(row, self._command_type(row[2]))
         engine.status = "stopped"
+        self._stop_commands(engine)
         return engine
+
+    def _stop_commands(self, engine: Engine) -> None:
+        """Cancel the deleted engine's command running here: it would go on calling the model
+        and running tools for an engine that is gone. (Queued ones fail HANDLER_NOT_FOUND when
+        their turn comes, unless an engine of the type was created meanwhile.)"""
+        runner = self.bus.commands.runner
+        for job in list(runner.jobs.values()):
+            record = job.record
+            if record.session_id == engine.session_id and record.command_type == engine.command_type:
+                if job.state in ("starting", "running"):
+                    runner.cancel_running(job, "engine")
 
     async def execute(
         self,

@@ -39,6 +39,43 @@ class Registration:
     registration_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
+def taken(command_type: str, session_id: str | None, owner: str) -> BusError:
+    """CONFLICT: the scope has a command handler for the type already (``owner``'s)."""
+    scope = f"session {session_id!r}" if session_id else "the global scope"
+    return BusError(
+        ErrorCode.CONFLICT,
+        f"a handler for {command_type!r} is already registered in {scope}",
+        {"command_type": command_type, "session_id": session_id, "owner": owner},
+    )
+
+
+def check_free_in_store(
+    conn: Any, command_type: str, session_id: str, engine_types: list[str], *, handlers: bool = True
+) -> None:
+    """The store's side of ``check_free``, inside the write that takes the slot: CONFLICT if
+    the session has a live engine of one of ``engine_types`` (those whose command type this
+    is) or (``handlers``) a user command handler of the type. The registry in memory is this node's only: on
+    several nodes another node may have taken the slot a moment ago (its write is serialised
+    with this one: bus/cluster.py), and memory learns of it only at the next re-read."""
+    if engine_types:
+        marks = ", ".join("?" * len(engine_types))
+        row = conn.execute(
+            f"SELECT engine_id FROM engines WHERE session_id = ? AND status != 'stopped' AND engine_type IN ({marks})"
+            " LIMIT 1",
+            (session_id, *engine_types),
+        ).fetchone()
+        if row is not None:
+            raise taken(command_type, session_id, f"engine:{row[0]}")
+    if not handlers:
+        return
+    row = conn.execute(
+        "SELECT handler_id FROM handlers WHERE kind = 'command' AND type = ? AND session_id = ? LIMIT 1",
+        (command_type, session_id),
+    ).fetchone()
+    if row is not None:
+        raise taken(command_type, session_id, f"handler:{row[0]}")
+
+
 class HandlerRegistry:
     def __init__(self) -> None:
         # (scope, command_type) -> registration; scope None = global.
@@ -63,12 +100,7 @@ class HandlerRegistry:
         before writing anything, then register after their write committed)."""
         existing = self._by_scope.get((session_id, command_type))
         if existing is not None:
-            scope = f"session {session_id!r}" if session_id else "the global scope"
-            raise BusError(
-                ErrorCode.CONFLICT,
-                f"a handler for {command_type!r} is already registered in {scope}",
-                {"command_type": command_type, "session_id": session_id, "owner": existing.owner},
-            )
+            raise taken(command_type, session_id, existing.owner)
 
     def unregister(self, registration: Registration) -> bool:
         key = (registration.session_id, registration.command_type)

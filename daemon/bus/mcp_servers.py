@@ -107,6 +107,11 @@ class McpServers:
         self.secrets = secrets or (lambda name: None)
         self.servers: dict[tuple[str, str], Registration] = {}
         self.cgroups = ServerCgroups(self.policy.memory_mb * 2**20, self.policy.max_processes)
+        # Several nodes (bus/cluster.py): each runs every registration's server, and follows
+        # the others' changes (``reconcile``). A change made here counts up ``_changes`` and
+        # marks its registration with it, so a re-read begun before it cannot undo it.
+        self._changes = 0
+        self._changed: dict[tuple[str, str], int] = {}
 
     # -- registration -------------------------------------------------------------------
 
@@ -200,15 +205,21 @@ class McpServers:
                 "INSERT INTO mcp_servers (scope, name, spec, created_at) VALUES (?, ?, ?, ?)",
                 (scope, body.name, json.dumps(spec), created_at),
             )
+            self.bus.cluster.registry_changed(conn, session_id)  # the other nodes run it too
 
         await self.bus.store.write(write)
+        self._touch((scope, body.name))
+        # Memory follows the store in commit order: swapped with no await in between (a
+        # replace or removal committed after this one comes after it here too), the old
+        # process stopped after. Stopped first, another replace took the slot meanwhile and
+        # was overwritten here: its process ran on, known to no one.
         old = self.servers.pop((scope, body.name), None)
-        if old is not None and old.connection is not None:
-            await old.connection.stop()
         reg = Registration(scope, body.name, spec, created_at)
         self.servers[(scope, body.name)] = reg
         self._connect(reg)
         assert reg.connection is not None
+        if old is not None and old.connection is not None:
+            await old.connection.stop()
         await reg.connection.wait_settled(self.policy.start_timeout)
         return self.view(reg)
 
@@ -392,20 +403,65 @@ class McpServers:
         scope = session_id or ""
 
         def write(conn: sqlite3.Connection) -> int:
-            return conn.execute("DELETE FROM mcp_servers WHERE scope = ? AND name = ?", (scope, name)).rowcount
+            gone = conn.execute("DELETE FROM mcp_servers WHERE scope = ? AND name = ?", (scope, name)).rowcount
+            if gone:
+                self.bus.cluster.registry_changed(conn, session_id)
+            return int(gone)
 
         if not await self.bus.store.write(write):
             raise not_found("mcp_server", name=name, session_id=session_id)
+        self._touch((scope, name))
         reg = self.servers.pop((scope, name), None)
         if reg is not None and reg.connection is not None:
             await reg.connection.stop()
 
+    def end_with_session(self, conn: sqlite3.Connection, session_id: str, purged: bool) -> None:
+        """A session's servers end with it, in its ending transaction (Sessions.ending); the
+        other nodes stop theirs (bus/cluster.py ``registry_changed``)."""
+        if conn.execute("DELETE FROM mcp_servers WHERE scope = ?", (session_id,)).rowcount:
+            self.bus.cluster.registry_changed(conn, session_id)
+
     async def on_session_end(self, session_id: str, purged: bool) -> None:
-        await self.bus.store.write(lambda conn: conn.execute("DELETE FROM mcp_servers WHERE scope = ?", (session_id,)))
         for key in [k for k in self.servers if k[0] == session_id]:
+            self._touch(key)
             reg = self.servers.pop(key)
             if reg.connection is not None:
                 await reg.connection.stop()
+
+    def _touch(self, key: tuple[str, str]) -> None:
+        self._changes += 1
+        self._changed[key] = self._changes
+
+    async def reconcile(self, scopes: set[str | None] | None) -> None:
+        """Run here the servers the store has for these scopes (session ids, None for the
+        global scope; ``scopes`` None: all), after another node added, replaced or removed
+        some (bus/cluster.py ``registry_changed``); stop those it no longer has."""
+        since = self._changes
+        wanted = None if scopes is None else sorted(s or "" for s in scopes)
+
+        def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            sql = "SELECT scope, name, spec, created_at FROM mcp_servers"
+            if wanted is None:
+                return conn.execute(sql).fetchall()
+            return [row for scope in wanted for row in conn.execute(sql + " WHERE scope = ?", (scope,)).fetchall()]
+
+        stored = {(row[0], row[1]): row for row in await self.bus.store.read(read)}
+        in_scope = {k for k in self.servers if wanted is None or k[0] in wanted} | set(stored)
+        for key in sorted(in_scope):
+            if self._changed.get(key, 0) > since:
+                continue  # changed here while this read ran: the change is newer
+            row, reg = stored.get(key), self.servers.get(key)
+            if reg is not None and (row is None or row[3] != reg.created_at):
+                del self.servers[key]
+                if reg.connection is not None:
+                    await reg.connection.stop()
+                reg = None
+            if row is not None and reg is None and self._changed.get(key, 0) <= since:
+                new = Registration(row[0], row[1], json.loads(row[2]), row[3])
+                self.servers[key] = new
+                self._connect(new)
+        # Marks older than this read matter to no later one (each begins after it).
+        self._changed = {k: n for k, n in self._changed.items() if n > since}
 
     async def start(self) -> None:
         """Bring the registrations back (those of sessions that ended meanwhile are removed)."""
@@ -418,9 +474,14 @@ class McpServers:
             return conn.execute("SELECT scope, name, spec, created_at FROM mcp_servers ORDER BY scope, name").fetchall()
 
         for scope, name, spec, created_at in await self.bus.store.write(read):
+            old = self.servers.get((scope, name))
+            if old is not None and old.created_at == created_at:
+                continue  # started already by a re-read for another node's change (reconcile)
             reg = Registration(scope, name, json.loads(spec), created_at)
             self.servers[(scope, name)] = reg
             self._connect(reg)
+            if old is not None and old.connection is not None:
+                await old.connection.stop()
 
     async def stop(self) -> None:
         connections = [r.connection for r in self.servers.values() if r.connection is not None]

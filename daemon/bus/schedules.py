@@ -37,6 +37,7 @@ from llmgine_daemon.bus.errors import BusError, StorageError, invalid
 from llmgine_daemon.bus.schedule_times import When, parse, zone
 from llmgine_daemon.bus.scoping import check_limits, missing, require_scope, visible
 from llmgine_daemon.bus.sessions import require_active
+from llmgine_daemon.observability.repeats import RoundFailures
 from llmgine_daemon.protocol import (
     CommandCreate,
     ErrorCode,
@@ -211,20 +212,18 @@ class Schedules:
         self._wake.set()
         return row_to_schedule(row)
 
-    async def on_session_end(self, session_id: str, purged: bool) -> None:
-        """An ended session's schedules are done; a purged one's are deleted."""
-
-        def write(conn: sqlite3.Connection) -> None:
-            if purged:
-                conn.execute("DELETE FROM schedules WHERE session_id = ?", (session_id,))
-            else:
-                conn.execute(
-                    "UPDATE schedules SET status = 'done', next_due = NULL, last_error = ?"
-                    " WHERE session_id = ? AND status != 'done'",
-                    ("the session ended", session_id),
-                )
-
-        await self.store.write(write)
+    @staticmethod
+    def end_with_session(conn: sqlite3.Connection, session_id: str, purged: bool) -> None:
+        """An ended session's schedules are done; a purged one's are deleted (in the
+        transaction that ends it: Sessions.ending)."""
+        if purged:
+            conn.execute("DELETE FROM schedules WHERE session_id = ?", (session_id,))
+        else:
+            conn.execute(
+                "UPDATE schedules SET status = 'done', next_due = NULL, last_error = ?"
+                " WHERE session_id = ? AND status != 'done'",
+                ("the session ended", session_id),
+            )
 
     # -- the scheduler --------------------------------------------------------------------
 
@@ -238,16 +237,15 @@ class Schedules:
             self._task = None
 
     async def _loop(self) -> None:
+        failures = RoundFailures(log, "schedules", "scheduler round failed")
         while True:
             try:
                 wait = await self.run_due()
+                failures.worked()
             except asyncio.CancelledError:
                 raise
-            except StorageError as exc:  # busy, full or unreachable: look again shortly
-                log.warning("scheduler round failed: %s", exc)
-                wait = 1.0
-            except Exception:  # noqa: BLE001
-                log.exception("scheduler round failed")
+            except Exception as exc:  # noqa: BLE001 - busy, full or unreachable: look again shortly
+                failures.failed(exc, trace=not isinstance(exc, StorageError))
                 wait = 1.0
             await wait_event(self._wake, min(wait, IDLE_S))
             self._wake.clear()

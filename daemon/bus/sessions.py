@@ -17,7 +17,7 @@ from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.readcache import ReadCache
 from llmgine_daemon.bus.usage import SUMS, usage_from_sums
-from llmgine_daemon.protocol import ErrorCode, Session, SessionCounts, SessionList, now_iso
+from llmgine_daemon.protocol import ErrorCode, Session, SessionCounts, SessionList, Usage, now_iso
 from llmgine_daemon.store.migrations import SESSION_COUNTS_RECOUNT
 
 if TYPE_CHECKING:
@@ -42,6 +42,11 @@ SESSION_SELECT = (
 # Called after a session was ended or purged, so runtime parts (command runner, engines,
 # streams) can drop what they hold for it.
 SessionHook = Callable[[str, bool], Awaitable[None]]
+# Called inside the transaction that ends (False) or purges (True) a session, for the rows that
+# end with it (schedules, webhooks, session tokens, MCP servers): stored in the same commit, so
+# a kill -9 before the hooks above ran cannot leave them behind (a paused schedule of an ended
+# session, a purged session's webhooks).
+SessionEnding = Callable[[sqlite3.Connection, str, bool], None]
 
 
 def row_to_session(row: tuple[Any, ...], counts: SessionCounts | None = None) -> Session:
@@ -125,6 +130,7 @@ class Sessions:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.hooks: list[SessionHook] = []
+        self.ending: list[SessionEnding] = []
         # GET answers while nothing was committed (bus/readcache.py): pollers of one session.
         self.read_cache: ReadCache[Session] = ReadCache(bus.store)
 
@@ -180,6 +186,7 @@ class Sessions:
                 created_at=ts,
                 last_activity_at=ts,
                 counts=SessionCounts(events=1),
+                usage=Usage(),  # as GET answers it: no command has called a model yet
             )
             return session, event
 
@@ -250,6 +257,8 @@ class Sessions:
                 "UPDATE sessions SET status = 'closed', ended_at = ?, last_activity_at = ? WHERE session_id = ?",
                 (ts, ts, session_id),
             )
+            for end in self.ending:
+                end(conn, session_id, False)
             return row_to_session(fetch_session(conn, session_id), count_session(conn, session_id)), event
 
         session, event = await self.bus.store.write(write)
@@ -275,10 +284,13 @@ class Sessions:
 
         def write(conn: sqlite3.Connection) -> None:
             fetch_session(conn, session_id)
+            for end in self.ending:
+                end(conn, session_id, True)
             for table in (
                 "events",
                 "commands",
                 "batches",
+                "approvals",  # the tool's arguments and the engine's saved conversation
                 "idempotency_keys",
                 "engines",
                 "tools",

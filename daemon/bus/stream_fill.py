@@ -22,6 +22,7 @@ from llmgine_daemon.bus.errors import StorageError
 from llmgine_daemon.bus.events import EVENT_COLUMNS, row_to_event
 from llmgine_daemon.bus.stream_filter import SESSION_ENDED
 from llmgine_daemon.bus.stream_start import log_end
+from llmgine_daemon.observability.repeats import RoundFailures
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
@@ -123,16 +124,15 @@ class StoreFollower:
                 self._filling = False
 
     async def _poll(self) -> None:
+        failures = RoundFailures(log, "streams", "streams: cannot read the event log head")
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             try:
                 last = await self.bus.store.read(self._last_seq)
-            except StorageError as exc:  # the database down or restarting: one line
-                log.warning("streams: cannot read the event log head: %s", exc)
+            except Exception as exc:  # the database down or restarting: a line a minute at most
+                failures.failed(exc, trace=not isinstance(exc, StorageError))
                 continue
-            except Exception:
-                log.warning("streams: cannot read the event log head", exc_info=True)
-                continue
+            failures.worked()
             if last > self.head and not self._filling:
                 # Committed events nobody announced (or announced late): read them.
                 self._notified_max = max(self._notified_max, last)

@@ -32,6 +32,7 @@ from llmgine_daemon.bus.codec import loads
 from llmgine_daemon.bus.commands import CURRENT, command_depth
 from llmgine_daemon.bus.errors import BusError, StorageError, UserCodeError, handler_not_found, not_found
 from llmgine_daemon.bus.events import EVENT_COLUMNS, insert_event, row_to_event
+from llmgine_daemon.bus.handler_registry import check_free_in_store
 from llmgine_daemon.bus.sessions import fetch_session, require_active
 from llmgine_daemon.bus.tools import check_code, check_timeout, code_rejected
 from llmgine_daemon.observability import metrics, tracing
@@ -252,6 +253,8 @@ class UserHandlers:
             str(uuid.uuid4()), session_id, kind, type_, info["function"], priority, timeout, now_iso(), code
         )
 
+        engines = getattr(self.bus, "engines", None)
+
         def write(conn: sqlite3.Connection) -> list[str]:
             if session_id is not None:
                 require_active(conn, session_id)
@@ -262,6 +265,9 @@ class UserHandlers:
                 self.bus.capacity.check_handlers(conn, session_id)
             if kind == "command" and not replace and conn.execute(same, (kind, type_, session_id)).fetchone():
                 raise self._conflict(session_id, type_)
+            if kind == "command" and session_id is not None and engines is not None:
+                # An engine another node made a moment ago is not in this node's memory yet.
+                check_free_in_store(conn, type_, session_id, engines.types_for(type_), handlers=False)
             conn.execute(
                 f"INSERT INTO handlers ({HANDLER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.handler_id, session_id, kind, type_, row.function, priority, timeout, row.created_at, code),

@@ -50,6 +50,7 @@ from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.errors import StorageError
 from llmgine_daemon.bus.events import EVENT_COLUMNS, row_to_event
 from llmgine_daemon.bus.webhook_policy import sign
+from llmgine_daemon.observability.repeats import RoundFailures
 from llmgine_daemon.protocol import Event, now_iso, parse_iso, to_iso
 
 if TYPE_CHECKING:
@@ -174,16 +175,15 @@ class Outbox:
     # -- deriving -----------------------------------------------------------------------
 
     async def _derive_loop(self) -> None:
+        failures = RoundFailures(log, "webhook_outbox", "webhook outbox round failed")
         while True:
             try:
                 more = await self.derive_once()
+                failures.worked()
             except asyncio.CancelledError:
                 raise
-            except StorageError as exc:  # busy, full or unreachable: try again shortly
-                log.warning("webhook outbox round failed: %s", exc)
-                more = False
-            except Exception:  # noqa: BLE001
-                log.exception("webhook outbox round failed")
+            except Exception as exc:  # noqa: BLE001 - busy, full or unreachable: try again shortly
+                failures.failed(exc, trace=not isinstance(exc, StorageError))
                 more = False
             if more:
                 await asyncio.sleep(0)
@@ -257,19 +257,18 @@ class Outbox:
 
     async def _send_loop(self, sender: Sender) -> None:
         pruned = 0.0
+        failures = RoundFailures(log, "webhook_sender", "webhook sender round failed")
         while True:
             try:
                 if time.monotonic() - pruned >= min(PRUNE_EVERY_S, self.config.keep_for):
                     pruned = time.monotonic()
                     await self.prune()
                 wait = await self.send_due(sender)
+                failures.worked()
             except asyncio.CancelledError:
                 raise
-            except StorageError as exc:  # busy, full or unreachable: try again shortly
-                log.warning("webhook sender round failed: %s", exc)
-                wait = 1.0
-            except Exception:  # noqa: BLE001
-                log.exception("webhook sender round failed")
+            except Exception as exc:  # noqa: BLE001 - busy, full or unreachable: try again shortly
+                failures.failed(exc, trace=not isinstance(exc, StorageError))
                 wait = 1.0
             if wait > 0:
                 await self._nap(self._send_wake, min(wait, IDLE_S))

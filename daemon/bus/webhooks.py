@@ -94,6 +94,8 @@ class Webhooks:
         self.store = bus.store
         self.config = config or WebhookConfig()
         self.outbox = Outbox(bus, self.config)
+        # Webhooks a purge's transaction removed, per session: told to the outbox after it.
+        self._purged: dict[str, int] = {}
 
     async def create(self, body: WebhookCreate, scope: str | None, if_exists: str = "create") -> tuple[Webhook, bool]:
         """Register a webhook; the answer carries its secret (the only time it is shown). With
@@ -240,17 +242,15 @@ class Webhooks:
     async def stop(self) -> None:
         await self.outbox.stop()
 
-    async def on_session_end(self, session_id: str, purged: bool) -> None:
-        """A purged session's webhooks go with it (an ended one's stay: its last events,
-        SessionEnded included, are still delivered)."""
-        if not purged:
-            return
-
-        def write(conn: sqlite3.Connection) -> int:
+    def end_with_session(self, conn: sqlite3.Connection, session_id: str, purged: bool) -> None:
+        """A purged session's webhooks go with it, in the purge's transaction (Sessions.ending;
+        an ended one's stay: its last events, SessionEnded included, are still delivered)."""
+        if purged:
             ids = [r[0] for r in conn.execute("SELECT webhook_id FROM webhooks WHERE session_id = ?", (session_id,))]
             _delete_rows(conn, ids)
-            return len(ids)
+            self._purged[session_id] = len(ids)
 
-        removed = await self.store.write(write)
+    async def on_session_end(self, session_id: str, purged: bool) -> None:
+        removed = self._purged.pop(session_id, 0)
         if removed:
             self.outbox.changed(-removed)

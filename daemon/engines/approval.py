@@ -115,23 +115,24 @@ async def ask(
     approvals = context.approvals
     command = ctx.command
     approval = state.waiting if state.waiting is not None and state.waiting.call_id == call.id else None
-    if approval is not None:
-        await approvals.resume(approval)
-    else:
+    stored = approval is not None
+    if not stored:
         # Publish (not emit): what the engine emitted so far is written before the request.
         await ctx.publish(
             "EngineStatusUpdate", {**base, "status": "waiting_approval", "tool": call.name}, source="engine"
         )
-        approval = await approvals.request(
-            command.command_id,
-            command.session_id,
-            base.get("engine_id"),
-            call.id,
-            call.name,
-            call.arguments,
-            state.saved(),
+        approval = approvals.new(
+            command.command_id, command.session_id, base.get("engine_id"), call.id, call.name, call.arguments
         )
+    assert approval is not None
     try:
+        # Inside: a cancel that comes while the request is being written withdraws it too (the
+        # write goes on; the withdrawal is written after it). Outside, the command was left
+        # waiting_approval in the store, its request pending, though it answered cancelled.
+        if stored:
+            await approvals.resume(approval)
+        else:
+            await approvals.request(approval, state.saved())
         decided = await approvals.wait(approval)
     except asyncio.CancelledError:
         if ctx.cancel_reason == "shutdown":

@@ -47,22 +47,25 @@ class DummyEngine(EngineBase):
             # The caller's mistake, not the engine's: VALIDATION_ERROR naming the field, as
             # the LLM engines say it (no COMMAND_EXECUTION_FAILED with the daemon's traceback).
             raise invalid("parameters.prompt", "Field is required" if prompt is None else "must be a string")
+        # Every override checked before anything happens (a bad one is VALIDATION_ERROR).
+        delay_ms, fail, max_tokens, temperature = (
+            self.setting(name, command) for name in ("delay_ms", "fail", "max_tokens", "temperature")
+        )
         status = {"engine_id": self.record.engine_id, "command_id": command.command_id}
         ctx.emit("DummyEngineStatusUpdate", {"status": "processing", **status}, source="engine")
-        delay_ms = self.setting("delay_ms", command)
         if delay_ms:
             await asyncio.sleep(delay_ms / 1000.0)
-        if self.setting("fail", command):
+        if fail:
             ctx.emit("DummyEngineStatusUpdate", {"status": "failed", **status}, source="engine")
             raise DummyEngineError(f"DummyEngine {self.record.engine_id} failed as configured (fail=true)")
         words = prompt.split()
-        response_words = ["Dummy", "response", "to:", *words][: self.setting("max_tokens", command)]
+        response_words = ["Dummy", "response", "to:", *words][:max_tokens]
         ctx.emit("DummyEngineStatusUpdate", {"status": "completed", **status}, source="engine")
         return {
             "response": " ".join(response_words),
             "engine_id": self.record.engine_id,
             "model_name": self.record.model_name,
-            "temperature": self.setting("temperature", command),
+            "temperature": temperature,
             "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()[:16],
             "usage": {"prompt_tokens": len(words), "completion_tokens": len(response_words)},
         }

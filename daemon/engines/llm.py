@@ -56,7 +56,7 @@ from llmgine_daemon.engines.providers import (
     resolve_model,
 )
 from llmgine_daemon.observability import metrics, tracing
-from llmgine_daemon.protocol import Command, Engine
+from llmgine_daemon.protocol import Command, Engine, ErrorCode
 from llmgine_daemon.store.db import StorageError
 
 if TYPE_CHECKING:
@@ -66,6 +66,12 @@ log = logging.getLogger("llmgine.engines")
 
 # A tool result longer than this is cut before it goes back to the model (and into memory).
 MAX_TOOL_RESULT_CHARS = 20_000
+# The calls of one answer that run (max_tool_rounds bounds the rounds): the rest are answered
+# with OVER_LIMIT, as every call needs its result, and the model may make them next round.
+MAX_TOOL_CALLS = 32
+OVER_LIMIT = json.dumps(
+    {"error": f"not run: at most {MAX_TOOL_CALLS} tool calls in one answer; make the rest in the next"}
+)
 
 
 class StopField(ConfigField):
@@ -74,11 +80,14 @@ class StopField(ConfigField):
     __slots__ = ()
 
     def check(self, value: Any) -> str | None:
-        if value is None or isinstance(value, str):
+        values = [value] if isinstance(value, str) else value
+        if value is None:
             return None
-        if isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) <= 4:
-            return None
-        return "must be a string or a list of at most 4 strings"
+        if not (isinstance(values, list) and all(isinstance(v, str) for v in values) and len(values) <= 4):
+            return "must be a string or a list of at most 4 strings"
+        if "" in values:  # Anthropic refuses it (400); OpenAI would stop at once, or never
+            return "must not be an empty string"
+        return None
 
 
 class PositiveNumber(ConfigField):
@@ -93,7 +102,12 @@ class PositiveNumber(ConfigField):
 
 CALL_FIELDS: tuple[ConfigField, ...] = (
     ConfigField(
-        "temperature", "number", None, "sampling temperature (provider default when unset)", minimum=0, maximum=2
+        "temperature",
+        "number",
+        None,
+        "sampling temperature, 0-2 (Anthropic: 0-1; provider default when unset)",
+        minimum=0,
+        maximum=2,
     ),
     ConfigField(
         "max_tokens",
@@ -124,6 +138,18 @@ MEMORY_FIELDS: tuple[ConfigField, ...] = (
 TOOL_ROUNDS = ConfigField(
     "max_tool_rounds", "integer", 8, "model -> tools -> model rounds per prompt", minimum=1, maximum=100
 )
+
+
+# Anthropic's temperature is 0-1 (OpenAI's, CALL_FIELDS' range, 0-2): a value past it would
+# be a 400 from the provider at every prompt.
+MAX_TEMPERATURE = {"anthropic": 1}
+
+
+def temperature_issue(kind: str, value: Any) -> str | None:
+    most = MAX_TEMPERATURE.get(kind)
+    if most is not None and isinstance(value, int | float) and value > most:
+        return f"must be at most {most} for {kind} models"
+    return None
 
 
 @dataclass(frozen=True)
@@ -199,6 +225,17 @@ class LLMEngine(EngineBase):
         super().validate_config(configuration)
         return configuration
 
+    @classmethod
+    def validate_new(cls, model_name: str | None, configuration: dict[str, Any], context: Any) -> None:
+        providers = context.providers
+        try:
+            name, _ = resolve_model(model_name or providers.default_model, providers.default_provider)
+        except UnknownModel:
+            return  # said by __init__, as model_name
+        issue = temperature_issue(providers.configs[name].kind, configuration.get("temperature"))
+        if issue is not None:
+            raise invalid("configuration.temperature", issue)
+
     # -- options ------------------------------------------------------------------------
 
     def options(self, command: Command) -> Options:
@@ -218,6 +255,8 @@ class LLMEngine(EngineBase):
                     available=sorted(["prompt", *fields]),
                 )
             issue = fld.check(value)
+            if issue is None and name == "temperature":
+                issue = temperature_issue(self.context.providers.configs[self.provider_name].kind, value)
             if issue is not None:
                 raise invalid(f"parameters.{name}", issue)
             values[name] = fld.normal(value)
@@ -252,16 +291,30 @@ class LLMEngine(EngineBase):
         if not self.offers_tools:
             return []
         tools = await self.context.tools.list(self.record.session_id)
-        self.tool_names = {provider_tool_name(t.name): t.name for t in tools}
+        self.tool_names = {}
+        specs = []
+        for tool in tools:
+            # Unique: an MCP server's lookup.record and lookup_record are both lookup_record
+            # to a provider (which refuses a name twice); the second is lookup_record_2.
+            offered, n = provider_tool_name(tool.name), 2
+            while offered in self.tool_names:
+                offered = f"{provider_tool_name(tool.name)[:60]}_{n}"
+                n += 1
+            self.tool_names[offered] = tool.name
+            specs.append(ToolSpec(offered, tool.description, tool.parameters))
         self.approval_tools = {t.name for t in tools if t.requires_approval}
-        return [ToolSpec(provider_tool_name(t.name), t.description, t.parameters) for t in tools]
+        return specs
 
     async def run_round(self, ctx: Execution, state: TurnState, base: dict[str, Any]) -> None:
         """Run the calls of a round not run yet (all of them, or, resumed after a restart,
         those from the one that waited for approval on)."""
         while state.pending:
-            call = pending_call(state.pending[0])
-            msg, ran = await self.run_tool(ctx, call, base, state)
+            part = state.pending[0]
+            call = pending_call(part)
+            if part.get("over_limit"):
+                msg, ran = tool_message(call, OVER_LIMIT, True), call
+            else:
+                msg, ran = await self.run_tool(ctx, call, base, state)
             state.pending.pop(0)
             state.turn.append(msg)
             state.calls_made.append(
@@ -287,6 +340,13 @@ class LLMEngine(EngineBase):
             )
         if call.invalid_arguments is not None:
             error = {"error": "the arguments were not a JSON object", "received": call.invalid_arguments[:500]}
+            return tool_message(call, json.dumps(error), True), call
+        if name not in self.tool_names.values():  # made up: nothing to run, nobody to ask
+            error = {
+                "error": f"no tool named {call.name[:200]!r}",
+                "code": ErrorCode.TOOL_NOT_FOUND,
+                "available": sorted(self.tool_names),
+            }
             return tool_message(call, json.dumps(error), True), call
         configured = self.record.configuration.get("require_approval")
         if needs_approval(self.context, configured, name, name in self.approval_tools):
@@ -380,7 +440,7 @@ class LLMEngine(EngineBase):
 
         try:
             if state.pending:  # resumed after a restart, in the middle of a round
-                status("executing_tools", tools=[c["name"] for c in state.pending])
+                status("executing_tools", tools=[self.tool_names.get(c["name"], c["name"]) for c in state.pending])
                 await self.run_round(ctx, state, base)
             while True:
                 status("calling_llm", round=state.rounds)
@@ -434,13 +494,20 @@ class LLMEngine(EngineBase):
                         "tool_calls": [c.as_message_part() for c in completion.tool_calls],
                     }
                 )
-                state.pending = [as_pending(c) for c in completion.tool_calls]
-                status("executing_tools", tools=[c.name for c in completion.tool_calls])
+                state.pending = [
+                    {**as_pending(c), "over_limit": i >= MAX_TOOL_CALLS} for i, c in enumerate(completion.tool_calls)
+                ]
+                status("executing_tools", tools=[self.tool_names.get(c.name, c.name) for c in completion.tool_calls])
                 await self.run_round(ctx, state, base)
         except asyncio.CancelledError:
             if state.suspended:  # shutdown while waiting for approval: resumed at the next start
                 raise
             # Cancelled or timed out: keep what arrived, then let the runner record why.
+            if provider.reported is not None:  # the cut call's input, billed all the same
+                state.prompt_tokens += provider.reported.prompt_tokens
+                state.completion_tokens += provider.reported.completion_tokens
+                state.cached_tokens += provider.reported.cached_tokens
+                await self.record_usage(ctx, provider.name, model, provider.reported)
             text = "".join(parts)
             kept = complete_rounds(state.turn)
             if text:

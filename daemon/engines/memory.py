@@ -122,6 +122,8 @@ class Memory:
         messages = [_without_nul(m) for m in messages]
 
         def write(conn: sqlite3.Connection) -> int:
+            if conn.execute("SELECT 1 FROM engines WHERE engine_id = ?", (engine_id,)).fetchone() is None:
+                return 0  # deleted while the turn ran (its session purged): its memory went with it
             for i, msg in enumerate(messages):
                 conn.execute(
                     "INSERT INTO engine_messages (engine_id, role, content, tool_calls, tool_call_id, name,"

@@ -141,6 +141,9 @@ class Connection:
             await _kill(proc)
         await self._release_cgroup()
         self.status = "stopped"
+        # Whoever waits for its first attempt (a registration replaced, or removed, meanwhile)
+        # is answered now, not at mcp.start_timeout.
+        self._settled.set()
 
     async def _release_cgroup(self) -> None:
         """After the run's process ended: note an OOM kill or a refused fork, and remove its

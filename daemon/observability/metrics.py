@@ -121,6 +121,12 @@ CATALOG: tuple[MetricDef, ...] = (
     _h("llm_call_duration_seconds", ("provider", "model"), "LLM call latency"),
     # the observability pipeline itself
     _c("log_records_total", ("level",), "log records emitted by the daemon"),
+    _c(
+        "background_round_failures_total",
+        ("round",),
+        "failed rounds of the daemon's background loops (streams, webhooks, schedules, the cluster "
+        "tick); each logs a line a minute at most while it keeps failing",
+    ),
     _c("telemetry_dropped_total", ("kind",), "log records or spans dropped because the buffer was full"),
     _c("series_overflow_total", ("metric",), "label sets folded into _other because a metric hit MAX_SERIES"),
 )

@@ -67,7 +67,7 @@ class Session(msgspec.Struct):
     last_activity_at: Timestamp
     ended_at: Timestamp | None = None
     counts: SessionCounts | None = None
-    usage: Usage | None = None  # GET /api/sessions/{id} only
+    usage: Usage | None = None  # GET /api/sessions/{id} and the creation's answer (zero)
     # Returned once, by the request that created the session (see the security model).
     session_token: str | None = None
 

@@ -40,12 +40,10 @@ import asyncio
 import functools
 import json
 import logging
-import os
 import shutil
 import sys
 import time
 from collections.abc import Awaitable
-from dataclasses import asdict
 from typing import Any
 
 from llmgine_daemon.aio import wait_discarded
@@ -76,6 +74,7 @@ from llmgine_daemon.sandbox.isolation import (
     probe,
     remove_stale_dirs,
 )
+from llmgine_daemon.sandbox.status import PoolStatus
 from llmgine_daemon.sandbox.worker_process import (
     OVERHEAD_PROCESSES,
     WorkerProcess,
@@ -85,7 +84,9 @@ from llmgine_daemon.sandbox.worker_process import (
     nproc_limit,
     wait_briefly,
     worker_config,
+    worker_uid,
 )
+from llmgine_daemon.settings_parsers import uid_bounds
 
 log = logging.getLogger("llmgine.sandbox")
 
@@ -98,7 +99,7 @@ _PROBED: dict[tuple[str, ...], Isolation] = {}
 ZYGOTE_MEMORY = 64 * 2**20
 
 
-class SandboxPool:
+class SandboxPool(PoolStatus):
     def __init__(
         self,
         size: int,
@@ -108,6 +109,7 @@ class SandboxPool:
         python: str | None = None,
         user: str = "nobody",
         group: str = "",
+        uids: str = "",
     ) -> None:
         self.size = max(1, size)
         self.limits = limits or SandboxLimits()
@@ -115,6 +117,9 @@ class SandboxPool:
         self.python = python or sys.executable
         self.user = user
         self.group = group
+        self.uids = uid_bounds(uids)  # a root daemon's worker uids (worker_uid), or None
+        self._claimed: set[int | None] = set()  # uids of workers being started
+        self._picking = asyncio.Lock()
         self.share = self.limits.session_share or max(1, self.size // 2)
         self._shares = SessionShares(self.share)
         self._nested = SessionShares(self.size)  # per (session, depth) above depth 0
@@ -219,7 +224,8 @@ class SandboxPool:
             raise SandboxUnavailable(f"cannot start a sandbox worker: {failed[0]}") from failed[0]
         for w in started:
             self._release(w)
-        log.info("sandbox: %d workers started, uid %s", self.size, self._uid)
+        uids = sorted({w.uid for w in started}) if self.uids else [self._uid]
+        log.info("sandbox: %d workers started, uid %s", self.size, ", ".join(map(str, uids)))
 
     async def stop(self) -> None:
         self._started = False
@@ -240,63 +246,6 @@ class SandboxPool:
         if self._cgroups is not None:
             await self._cgroups.close()
             self._cgroups = None
-
-    def info(self) -> dict[str, Any]:
-        state, failure = self._state()
-        iso = self.isolation
-        return {
-            "state": state,
-            "isolation": iso.mechanism,
-            "covers": list(iso.covers),
-            "reason": iso.reason or failure or None,
-            "namespaces": ["pid", "net", "ipc", "uts", "cgroup"] + (["user"] if iso.user_namespace else [])
-            if iso.sandboxed
-            else [],
-            "process_cap": self._process_cap(),
-            "memory_cap": "cgroup"
-            if self._cgroups and "memory" in self._cgroups.parents
-            else ("process tree" if iso.sandboxed else "rlimit"),
-            # Reported by a worker when it starts; as root, known from the probe.
-            "uid": self._uid if self._uid is not None else iso.uid,
-            "fresh_process_per_call": True,
-            "session_share": self.share,
-            "workers": self.size,
-            "idle": len(self._idle),
-            "busy": self._busy,
-            "python": self._python_version,
-            # The effective share, not the setting's 0 ("half the pool"): one figure in both places.
-            "limits": {**asdict(self.limits), "session_share": self.share},
-            **self.stats,
-        }
-
-    def _state(self) -> tuple[str, str | None]:
-        """The pool's state and, when it failed, why: ``starting`` (probing the isolation, or
-        starting the workers), ``standby`` (the isolation checked, no worker started: none was
-        needed yet), ``running``, ``failed`` or ``stopped``."""
-        if self._boot_task is None or self._stopped:
-            return "stopped", None
-        for task in (self._boot_task, self._fill_task):
-            if task is None:
-                return "standby", None
-            if not task.done():
-                return "starting", None
-            if task.cancelled():
-                return "stopped", None
-            if task.exception() is not None:
-                return "failed", str(task.exception())
-        return "running", None
-
-    def _worker_states(self) -> list[tuple[dict[str, str], float]]:
-        if not self._started:
-            return []
-        return [({"state": "busy"}, float(self._busy)), ({"state": "idle"}, float(len(self._idle)))]
-
-    def _process_cap(self) -> str:
-        if self._has_pids_cgroup():
-            return "cgroup"
-        if os.geteuid() != 0 or self.isolation.uid is not None:
-            return "rlimit"
-        return "none"
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -539,6 +488,16 @@ class SandboxPool:
         task.add_done_callback(self._spawning.discard)
 
     async def _spawn(self) -> WorkerProcess:
+        async with self._picking:  # /proc and the user database are read in a thread
+            taken = self._claimed | {w.uid for w in self._all}
+            uid = await asyncio.to_thread(worker_uid, self.isolation, self.uids, taken)
+            self._claimed.add(uid)  # until it is in _all (or failed to start)
+        try:
+            return await self._start_worker(uid)
+        finally:
+            self._claimed.discard(uid)
+
+    async def _start_worker(self, uid: int | None) -> WorkerProcess:
         self._counter += 1
         name = f"w{self._counter}"
         iso = self.isolation
@@ -549,8 +508,8 @@ class SandboxPool:
             if self._cgroups is not None
             else []
         )
-        nproc = nproc_limit(iso, self.limits, self._has_pids_cgroup())
-        config, cwd, tmpdir = worker_config(iso, self.limits, cgroups, name, nproc)
+        nproc = nproc_limit(iso, self.limits, self._has_pids_cgroup(), uid)
+        config, cwd, tmpdir = worker_config(iso, self.limits, cgroups, name, nproc, uid)
         try:
             proc = await launch(iso, self.limits, config, cwd)
         except BaseException as exc:
@@ -562,6 +521,7 @@ class SandboxPool:
                 raise SandboxUnavailable(f"cannot start a sandbox worker: {exc}") from exc
             raise
         worker = WorkerProcess(proc, tmpdir, cgroups, pidns=iso.sandboxed)
+        worker.uid = uid
         self._all.add(worker)
         try:
             ready = await asyncio.wait_for(worker.read(65536), SPAWN_TIMEOUT)
@@ -576,11 +536,8 @@ class SandboxPool:
                 raise
             raise SandboxUnavailable(f"worker did not start: {describe_failure(exc, None)}") from None
         self._python_version = ready.python
-        self._uid = ready.uid if iso.uid is None else iso.uid
+        self._uid = ready.uid if iso.uid is None else uid
         return worker
-
-    def _has_pids_cgroup(self) -> bool:
-        return self._cgroups is not None and "pids" in self._cgroups.parents
 
     async def _reap(self, worker: WorkerProcess) -> None:
         try:

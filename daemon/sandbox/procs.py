@@ -1,5 +1,6 @@
-"""Processes on the host seen through /proc: the tasks a uid runs (what RLIMIT_NPROC counts) and
-a process's first child (bwrap's: the worker). Standard library only."""
+"""Processes on the host seen through /proc: the tasks a uid runs (what RLIMIT_NPROC counts), the
+uids in use (sandbox.uids skips them) and a process's first child (bwrap's: the worker).
+Standard library only."""
 
 from __future__ import annotations
 
@@ -22,6 +23,22 @@ def count_tasks(uid: int) -> int:
             except OSError:
                 pass
     return total
+
+
+def uids_running() -> set[int]:
+    """The uids of the processes on the host now (as far as /proc shows them)."""
+    found: set[int] = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                found.add(os.stat(f"/proc/{entry}").st_uid)
+            except OSError:
+                pass
+    return found
 
 
 def child_pid(parent: int) -> int | None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import pwd
 import signal
 import tempfile
 from pathlib import Path
@@ -18,6 +20,9 @@ from llmgine_daemon.aio import killpg, spawn
 from llmgine_daemon.sandbox import frames
 from llmgine_daemon.sandbox.calls import SandboxLimits
 from llmgine_daemon.sandbox.isolation import Cgroups, Isolation, child_pid, count_tasks, seccomp_pipe
+from llmgine_daemon.sandbox.procs import uids_running
+
+log = logging.getLogger("llmgine.sandbox")
 
 
 class WorkerProcess:
@@ -29,6 +34,7 @@ class WorkerProcess:
         self.zygote: int | None = None  # host pid of the worker inside bwrap
         self.child_pid: int | None = None
         self.calls = 0
+        self.uid: int | None = None  # a root daemon's: the uid it runs as (worker_uid)
 
     async def read(self, max_size: int) -> frames.Frame:
         assert self.proc.stdout is not None
@@ -81,7 +87,29 @@ def describe_failure(exc: BaseException, returncode: int | None) -> str:
 OVERHEAD_PROCESSES = 3
 
 
-def nproc_limit(iso: Isolation, limits: SandboxLimits, pids_cgroup: bool) -> int:
+def worker_uid(iso: Isolation, uids: tuple[int, int] | None, taken: set[int | None]) -> int | None:
+    """The uid a new worker of a root daemon runs as. With ``sandbox.uids``, the first of the
+    range that no other worker holds (``taken``), no process on the host runs as and no user
+    of this machine has: the kernel keeps some counts per uid across every namespace (message
+    queue bytes, queued signals, epoll watches, pipe pages, RLIMIT_NPROC), and with one uid
+    for all, one session's call could use them up for every other session's calls. Without
+    the setting, or with the range used up, ``sandbox.user``. None for a daemon not run as
+    root (bubblewrap's user namespace maps the daemon's own uid)."""
+    if iso.uid is None or not iso.sandboxed or uids is None:
+        return iso.uid
+    running = uids_running()
+    for uid in range(uids[0], uids[1] + 1):
+        if uid in taken or uid in running:
+            continue
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+    log.warning("sandbox.uids %d-%d has no free uid left: a worker runs as sandbox.user", *uids)
+    return iso.uid
+
+
+def nproc_limit(iso: Isolation, limits: SandboxLimits, pids_cgroup: bool, uid: int | None) -> int:
     """RLIMIT_NPROC for a worker (0: not set; root uses a pids cgroup). In bubblewrap's user
     namespace the kernel counts only the namespace's own tasks: the worker's and the call's
     budget. Without one it counts every task of the uid, so the budget goes on top of what the
@@ -89,11 +117,11 @@ def nproc_limit(iso: Isolation, limits: SandboxLimits, pids_cgroup: bool) -> int
     budget = limits.processes + OVERHEAD_PROCESSES
     uid = os.geteuid()
     if uid == 0:
-        if iso.uid is None or pids_cgroup:
+        if uid is None or pids_cgroup:
             return 0
-        # Root without a pids cgroup (a read-only /sys/fs/cgroup): workers run as
-        # sandbox.user, whom RLIMIT_NPROC binds, counted over all that user's tasks.
-        return count_tasks(iso.uid) + budget
+        # Root without a pids cgroup (a read-only /sys/fs/cgroup): workers run as their uid
+        # (worker_uid), whom RLIMIT_NPROC binds, counted over all that uid's tasks.
+        return count_tasks(uid) + budget
     if iso.user_namespace:
         return budget
     return count_tasks(uid) + budget
@@ -110,12 +138,12 @@ def rlimits_of(limits: SandboxLimits, nproc: int) -> dict[str, int]:
 
 
 def worker_config(
-    iso: Isolation, limits: SandboxLimits, cgroups: list[Path], name: str, nproc: int
+    iso: Isolation, limits: SandboxLimits, cgroups: list[Path], name: str, nproc: int, uid: int | None
 ) -> tuple[dict[str, Any], str, str | None]:
     """(configuration, working directory, host directory to remove with the worker or None)."""
     rlimits = rlimits_of(limits, nproc)
     if iso.sandboxed:
-        identity = [iso.uid, iso.gid] if iso.uid is not None else None
+        identity = [uid, iso.gid] if uid is not None else None
         config = {"daemon": os.getpid(), "limits": rlimits, "sandboxed": True, "identity": identity}
         return config, "/", None
     # isolation "none": a host directory, removed with the worker (or at the next start)

@@ -14,6 +14,7 @@ from psycopg import errors as pgerrors
 from psycopg.adapt import Dumper, Loader
 from psycopg.conninfo import conninfo_to_dict
 
+# Seconds a new connection may take, unless the URL says otherwise (``?connect_timeout=3``).
 CONNECT_TIMEOUT_S = 10
 # TCP keepalives on every connection to the server (libpq's settings, docs/durability.md): a
 # connection whose network path died without a word (a NAT or firewall that forgot it, a
@@ -103,17 +104,33 @@ def classify(exc: BaseException) -> BaseException:
     return StorageError(text)
 
 
-def connect_args(url: str, timeout: int = CONNECT_TIMEOUT_S) -> dict[str, Any]:
-    """libpq's settings for a connection to ``url`` besides the URL's own: the connect timeout,
-    the application name, and KEEPALIVES where the URL sets none of its own."""
+def url_connect_timeout(url: str) -> int:
+    """Seconds a connection to ``url`` may take: the URL's own ``connect_timeout`` (at least 2,
+    libpq's least), else CONNECT_TIMEOUT_S. A URL's 0 (libpq: wait for ever) is not taken: a
+    server that accepts and never answers would hold the daemon for ever."""
+    try:
+        seconds = int(conninfo_to_dict(url).get("connect_timeout") or 0)
+    except (ValueError, psycopg.ProgrammingError):
+        return CONNECT_TIMEOUT_S
+    return max(2, seconds) if seconds > 0 else CONNECT_TIMEOUT_S
+
+
+def connect_args(url: str, timeout: int | None = None) -> dict[str, Any]:
+    """libpq's settings for a connection to ``url`` besides the URL's own: the connect timeout
+    (the URL's or ours, at most ``timeout``), the application name, and KEEPALIVES where the
+    URL sets none of its own."""
     given = conninfo_to_dict(url)
     keepalives = {name: value for name, value in KEEPALIVES.items() if name not in given}
-    return {"connect_timeout": timeout, "application_name": "llmgined", **keepalives}
+    seconds = url_connect_timeout(url)
+    if timeout is not None:
+        seconds = min(seconds, timeout)
+    return {"connect_timeout": seconds, "application_name": "llmgined", **keepalives}
 
 
-def connect(url: str, *, autocommit: bool = True, timeout: int = CONNECT_TIMEOUT_S) -> psycopg.Connection[Any]:
+def connect(url: str, *, autocommit: bool = True, timeout: int | None = None) -> psycopg.Connection[Any]:
     """A connection with our adaptations; StorageError naming the host and the reason (never
-    the password) if it cannot be made within ``timeout`` seconds (libpq's least is 2)."""
+    the password) if it cannot be made within the URL's ``connect_timeout`` (or
+    CONNECT_TIMEOUT_S), and at most ``timeout`` seconds (libpq's least is 2)."""
     try:
         conn = psycopg.connect(url, autocommit=autocommit, **connect_args(url, timeout))
     except psycopg.OperationalError as exc:

@@ -51,7 +51,7 @@ from llmgine_daemon.store import pg_cluster, pg_schema
 from llmgine_daemon.store.base import BaseStore, QueueItem, T, _Alone, _Heavy
 from llmgine_daemon.store.dialect import numbered, translate
 from llmgine_daemon.store.errors import StorageError, StorageUnavailable
-from llmgine_daemon.store.pg_connect import CONNECT_TIMEOUT_S, classify, connect, redact
+from llmgine_daemon.store.pg_connect import classify, connect, redact, url_connect_timeout
 from psycopg.pq import TransactionStatus
 
 log = logging.getLogger("llmgine.store")
@@ -255,7 +255,7 @@ class PgStore(BaseStore):
         if self._gone is not None:
             raise StorageUnavailable(self._gone)
         try:
-            return connect(self.url, timeout=STOP_CONNECT_TIMEOUT_S if self._stopping else CONNECT_TIMEOUT_S)
+            return connect(self.url, timeout=STOP_CONNECT_TIMEOUT_S if self._stopping else None)
         except StorageUnavailable as exc:
             if self._stopping:
                 self._gone = f"{exc} (the daemon is stopping: not tried again)"
@@ -373,7 +373,7 @@ class PgStore(BaseStore):
 
     async def _still_running(self, conn: PgConnection) -> bool:
         """Is the server still running the statement on ``conn`` (its backend ``active``, asked
-        on a new connection within CONNECT_TIMEOUT_S)? False if it cannot say in time."""
+        on a new connection within its connect timeout)? False if it cannot say in time."""
 
         def ask() -> bool:
             with self._connect() as probe:
@@ -383,7 +383,7 @@ class PgStore(BaseStore):
 
         try:
             run = asyncio.get_running_loop().run_in_executor(None, ask)
-            return await asyncio.wait_for(run, CONNECT_TIMEOUT_S + 5)
+            return await asyncio.wait_for(run, url_connect_timeout(self.url) + 5)
         except (StorageError, psycopg.Error, TimeoutError):
             return False
 

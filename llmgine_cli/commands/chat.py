@@ -17,6 +17,7 @@ from llmgine_daemon.protocol import Command
 
 from llmgine_cli.commands.args import parse_pairs, session_callback
 from llmgine_cli.context import Environment
+from llmgine_cli.errors import error_text
 from llmgine_cli.ids import short_id
 from llmgine_cli.options import state
 from llmgine_cli.status import ExitStatus
@@ -109,7 +110,8 @@ def play(turn: Turn, env: Environment) -> Command:
 
 def failure_line(record: Command) -> str:
     if record.error is not None:
-        return f"error: command {record.command_id} {record.status}: {record.error.code}: {record.error.message}"
+        why = error_text(record.error.code, record.error.message, record.error.details)
+        return f"error: command {record.command_id} {record.status}: {why}"
     return f"error: command {record.command_id} {record.status}"
 
 

@@ -230,11 +230,11 @@ def run(
 
     Examples:
 
-      llmgine command run DummyEngineCommand -S demo -p prompt=hi -o json | jq -r .result.response
+      llmgine command run Greet -S demo -p name=Ada -o json | jq .result
 
       ID=$(llmgine command run Report -S demo -p day:=3 --no-wait -q)
 
-      llmgine command run Report -S demo --follow --on-done 'echo "$LLMGINE_COMMAND_ID: $LLMGINE_STATUS"'
+      llmgine command run Report -S demo --follow --on-done 'echo $LLMGINE_STATUS'
     """
     app_ctx = state(ctx)
     if on_done and no_wait:
@@ -321,7 +321,9 @@ def get(
 ) -> None:
     """Show one command: status, result or error, timings, parameters.
 
-    Example: `llmgine command get 3f9c2a1b -S demo --format '{{.status}} {{json .result}}'`
+    Example:
+
+      llmgine command get 3f9c2a1b -S demo --format '{{.status}} {{json .result}}'
     """
     app_ctx = state(ctx)
     client = app_ctx.client()
@@ -370,8 +372,11 @@ def list_(
 ) -> None:
     """List a session's commands, newest first.
 
-    Examples: `llmgine command list -S demo --status failed -q | xargs -r llmgine command retry -S demo`,
-    `llmgine command list -S demo -o 'table {{.command_id}}\\t{{.status}}\\t{{.error.message}}'`
+    Examples:
+
+      llmgine command list -S demo --status failed -o jsonl | jq -r .error.code
+
+      llmgine command list -S demo -o 'table {{.command_id}}\\t{{.error.message}}'
     """
     app_ctx = state(ctx)
     page = app_ctx.client().list_commands(
@@ -412,7 +417,7 @@ def wait(
 
       llmgine command wait "$ID" --timeout 60 -o json | jq -r .commands[].status
 
-      llmgine command batch -f jobs.jsonl -S demo --no-wait -q | xargs -r llmgine command wait --any
+      llmgine command wait "$A" "$B" --any --on-done 'echo $LLMGINE_STATUS'
     """
     app_ctx = state(ctx)
     command_ids = waiting.in_session(app_ctx, session, command_ids)
@@ -522,7 +527,9 @@ def batch(
 
     Example (one JSON object a line; -q prints the commands' ids):
 
-      printf '%s\\n' '{"command_type": "Greet", "parameters": {"name": "Ada"}}' | llmgine command batch -f - -S demo
+      echo '{"command_type": "Greet", "parameters": {"name": "Ada"}}' > jobs.jsonl
+
+      llmgine command batch -f jobs.jsonl -S demo
     """
     app_ctx = state(ctx)
     commands = read_batch_file(file)
@@ -558,7 +565,8 @@ def batch(
     counts: dict[str, int] = {}
     for c in result.commands:
         counts[c.status] = counts.get(c.status, 0) + 1
-    line = f"batch {result.batch_id}: {len(result.commands)} commands, " + ", ".join(
+    n = len(result.commands)
+    line = f"batch {result.batch_id}: {n} command{'' if n == 1 else 's'}, " + ", ".join(
         f"{n} {s}" for s, n in sorted(counts.items())
     )
     shown = not quiet and resolve_format(app_ctx.env, output) in ("table", "plain")

@@ -62,12 +62,12 @@ def add(
         key = read_text("-", "stdin").strip() or None
         if key is None:
             raise typer.BadParameter("the API key on stdin is empty", param_hint="--api-key-stdin")
-    data = contexts.load(env)
-    if name in data["contexts"] and not replace:
-        app_ctx.env.err(f"error: CONFLICT: context {name!r} exists (--replace replaces it)")
-        raise typer.Exit(6)
-    data["contexts"][name] = {"url": target.url, "api_key": key}
-    path = contexts.save(env, data)
+    with contexts.editing(env) as data:
+        if name in data["contexts"] and not replace:
+            app_ctx.env.err(f"error: CONFLICT: context {name!r} exists (--replace replaces it)")
+            raise typer.Exit(6)
+        data["contexts"][name] = {"url": target.url, "api_key": key}
+    path = contexts.contexts_path(env)
     render(app_ctx.env, _row(name, data), View(id_field="name"), output, quiet)
     if not quiet:
         app_ctx.env.err(f"saved in {path}; `llmgine context use {name}` makes it the default")
@@ -104,12 +104,11 @@ def use(ctx: typer.Context, name: Name, output: Output = None, quiet: Quiet = Fa
     """
     app_ctx = state(ctx)
     env = app_ctx.env.environ
-    data = contexts.load(env)
-    if name != contexts.DEFAULT and name not in data["contexts"]:
-        app_ctx.env.err(f"error: NOT_FOUND: no context {name!r}: `llmgine context ls` lists them")
-        raise typer.Exit(4)
-    data["current"] = None if name == contexts.DEFAULT else name
-    contexts.save(env, data)
+    with contexts.editing(env) as data:
+        if name != contexts.DEFAULT and name not in data["contexts"]:
+            app_ctx.env.err(f"error: NOT_FOUND: no context {name!r}: `llmgine context ls` lists them")
+            raise typer.Exit(4)
+        data["current"] = None if name == contexts.DEFAULT else name
     render(app_ctx.env, _row(name, data), View(id_field="name"), output, quiet)
 
 
@@ -128,12 +127,11 @@ def delete(ctx: typer.Context, name: Name, output: Output = None, quiet: Quiet =
     """Remove a context (exit 4 if there is none); the one in use: `default` is used again."""
     app_ctx = state(ctx)
     env = app_ctx.env.environ
-    data = contexts.load(env)
-    if name not in data["contexts"]:
-        app_ctx.env.err(f"error: NOT_FOUND: no context {name!r}: `llmgine context ls` lists them")
-        raise typer.Exit(4)
-    del data["contexts"][name]
-    if data.get("current") == name:
-        data["current"] = None
-    contexts.save(env, data)
+    with contexts.editing(env) as data:
+        if name not in data["contexts"]:
+            app_ctx.env.err(f"error: NOT_FOUND: no context {name!r}: `llmgine context ls` lists them")
+            raise typer.Exit(4)
+        del data["contexts"][name]
+        if data.get("current") == name:
+            data["current"] = None
     render_deleted(app_ctx.env, {"name": name}, f"removed context {name}", output, quiet, "name")

@@ -160,7 +160,9 @@ def list_(
 ) -> None:
     """List engines, newest first.
 
-    Example: `llmgine engine list -S demo --format '{{.engine_id}} {{.engine_type}} {{.model_name}}'`
+    Example:
+
+      llmgine engine list -S demo --format '{{.engine_type}} {{.model_name}}'
     """
     app_ctx = state(ctx)
     page = app_ctx.client().list_engines(session_id=session, status=status, limit=limit, offset=offset)

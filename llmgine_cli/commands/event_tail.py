@@ -105,7 +105,7 @@ def tail(
 
     Examples:
 
-      llmgine event tail -S demo -t 'Command*' | jq -r '.event_type + " " + .data.command_id'
+      llmgine event tail -S demo -t 'Command*' | jq -r .data.command_id
 
       FIRST=$(llmgine event tail -S demo -t CommandResult -q | head -1)
 

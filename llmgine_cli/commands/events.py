@@ -95,7 +95,9 @@ def list_(
 ) -> None:
     """List a session's events in log (seq) order.
 
-    Example: `llmgine event list -S demo --type 'Command*' --since 1h -o jsonl | jq -r .event_type`
+    Example:
+
+      llmgine event list -S demo --type 'Command*' --since 1h -o jsonl | jq .seq
     """
     app_ctx = state(ctx)
     page = app_ctx.client().list_events(

@@ -137,7 +137,9 @@ def add_event(
     handlers: each add is one more, unless --replace (the scope's handlers of TYPE go, in the
     same step), which makes a setup script safe to re-run.
 
-    Example: `llmgine handler add event CommandCompleted notify.py -S build --replace`
+    Example (after each command of the session ends):
+
+      llmgine handler add event CommandResult notify.py -S build --replace
     """
     app_ctx = state(ctx)
     handler = app_ctx.client().register_event_handler(

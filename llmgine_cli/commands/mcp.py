@@ -144,9 +144,8 @@ def add(
     render(app_ctx.env, server, SERVER_VIEW, output, quiet)
     if server.status != "running":  # registered, but its tools are not there (yet): say so
         why = f": {visible_line(server.last_error)}" if server.last_error else ""
-        app_ctx.env.err(
-            f"MCP server {name} is {server.status}{why}; it is kept and retried (`llmgine mcp list` shows its state)"
-        )
+        said = "failed" if server.status == "failed" else f"is {server.status}"  # not "is failed"
+        app_ctx.env.err(f"MCP server {name} {said}{why}; it is kept and retried (`llmgine mcp list` shows its state)")
 
 
 @app.command("list")

@@ -114,7 +114,7 @@ def add(
 
     Examples:
 
-      llmgine schedule add Report -S demo --cron '0 9 * * 1-5' --tz Europe/Berlin -p kind=daily
+      llmgine schedule add Report -S demo --cron '0 9 * * 1-5' --tz Europe/Berlin
 
       llmgine schedule add Ping -S demo --every 5m --reuse -q
 

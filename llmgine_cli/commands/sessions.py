@@ -143,7 +143,9 @@ def list_(
 def get(ctx: typer.Context, session_id: SessionId, output: Output = None, quiet: Quiet = False) -> None:
     """Show one session, with counts of what is in it.
 
-    Example: `llmgine session get demo --format '{{.status}} {{.counts.commands}}'`
+    Example:
+
+      llmgine session get demo --format '{{.status}} {{.counts.commands}}'
     """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().get_session(session_id), SESSION_VIEW, output, quiet)

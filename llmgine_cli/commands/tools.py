@@ -97,8 +97,11 @@ def register(
     """Register a function from FILE.py as a tool of the session (exit 6 if the name is taken;
     --replace replaces it, which makes a setup script safe to re-run).
 
-    Example: `llmgine tool register weather.py -S demo --replace && llmgine tool exec get_weather -S demo -a
-    location=Hobart`
+    Example:
+
+      llmgine tool register weather.py -S demo --replace
+
+      llmgine tool exec get_weather -S demo -a location=Hobart
     """
     app_ctx = state(ctx)
     source = read_source(file)

@@ -86,7 +86,9 @@ def add(
     """Register a webhook and print it with its secret (shown this once: keep it to verify
     signatures; -q prints only the id, -o json the secret too).
 
-    Example: `llmgine webhook add http://localhost:8080/hook -e 'Command*' -S demo -o json | jq -r .secret`
+    Example:
+
+      llmgine webhook add http://localhost:8080/hook -S demo -o json | jq .secret
 
     Only hosts the daemon's setting webhooks.allowed_hosts lists may be called (by default
     loopback: 127.0.0.0/8, ::1, localhost); another is 403 FORBIDDEN until it is added there.

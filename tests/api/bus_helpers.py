@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import create_session
+from llmgine_daemon.app import create_app
+from llmgine_daemon.settings import load_settings
+
+from tests.conftest import authorize, create_session, serve
 
 DUMMY = "DummyEngineCommand"
 # Long enough that a test always cancels it first; tests never wait for it to elapse.
@@ -91,3 +95,12 @@ async def events(client: Any, sid: str, **params: Any) -> list[dict[str, Any]]:
 
 async def status_of(client: Any, sid: str, cid: str) -> str:
     return (await get_command(client, sid, cid))["status"]
+
+
+async def cluster_node(aiohttp_client: Any, pg_url: str, home: Path, **env: str) -> Any:
+    """A client of an app of its own home on the PostgreSQL database ``pg_url``: one node of
+    a cluster (make two on one URL for two nodes)."""
+    settings = load_settings(
+        env={"LLMGINE_HOME": str(home), "DATABASE_URL": pg_url, "LLMGINE_RATE_LIMIT_AUTHENTICATED": "0", **env}
+    )
+    return authorize(await serve(aiohttp_client, create_app(settings), settings))

@@ -4,10 +4,13 @@ expired, cancelled."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from tests.api.bus_helpers import events
-from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, execute
+from llmgine_daemon.api.keys import BUS
+
+from tests.api.bus_helpers import cluster_node, events
+from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, execute, provider_env
 from tests.conftest import assert_envelope
 from tests.eventually import eventually
 from tests.fakes.provider import FakeProvider, Reply
@@ -75,6 +78,10 @@ async def test_approved_then_it_runs(llm_client: Any, fake: FakeProvider) -> Non
     assert (await (await client.get(f"/api/sessions/{sid}/approvals")).json())["approvals"] == []
     every = await (await client.get(f"/api/sessions/{sid}/approvals", params={"status": "all"})).json()
     assert [a["status"] for a in every["approvals"]] == ["approved"]
+    # A purge takes them too (they hold the tool's arguments and the engine's saved state).
+    assert (await client.delete(f"/api/sessions/{sid}", params={"purge": "true"})).status == 204
+    left = await client.app[BUS].store.fetchall("SELECT COUNT(*) FROM approvals WHERE session_id = ?", (sid,))
+    assert left == [(0,)]
 
 
 async def test_denied_goes_back_to_the_model(llm_client: Any, fake: FakeProvider) -> None:
@@ -151,3 +158,51 @@ async def test_cancelled_while_waiting(llm_client: Any, fake: FakeProvider) -> N
     # The session goes on: the next command runs.
     fake.script(Reply("fine"))
     assert (await execute(client, engine["engine_id"], "hello"))["status"] == "completed"
+
+
+async def test_a_cancel_while_the_request_is_written_withdraws_it(llm_client: Any, fake: FakeProvider) -> None:
+    """Cancelled as soon as the engine said it waits (its EngineStatusUpdate is written just
+    before the request): the answer was ``cancelled``, but the request's write went on and
+    nothing withdrew it: the command stayed ``waiting_approval`` in the store and its request
+    ``pending`` for good (approving it then left the command ``executing`` with nothing
+    running; a restart ran it again)."""
+    client = await llm_client(LLMGINE_TOOLS_REQUIRE_APPROVAL="true")
+    engine = await setup(client, flag=False)
+    sid = engine["session_id"]
+    store = client.app[BUS].store
+    said = "SELECT 1 FROM events WHERE session_id = ? AND event_type = 'EngineStatusUpdate' AND data LIKE ?"
+    for _ in range(5):
+        fake.script(Reply(tool_calls=[("get_weather", {"location": "Hobart"})]))
+        cid = (await execute(client, engine["engine_id"], "Weather?", wait=0))["command_id"]
+        await eventually(lambda cid=cid: store.fetchall(said, (sid, f"%{cid}%waiting_approval%")), interval=0)
+        resp = await client.post(f"/api/sessions/{sid}/commands/{cid}/cancel")
+        assert resp.status == 200 and (await resp.json())["status"] == "cancelled", await resp.text()
+
+        async def settled(cid: str = cid) -> bool:
+            stored = await store.fetchall("SELECT status FROM commands WHERE command_id = ?", (cid,))
+            requests = await store.fetchall("SELECT status FROM approvals WHERE command_id = ?", (cid,))
+            return stored == [("cancelled",)] and all(r == ("cancelled",) for r in requests)
+
+        await eventually(settled, message="the command cancelled in the store, its request withdrawn")
+
+
+async def test_a_decision_on_another_node_wakes_the_waiting_command(
+    fake: FakeProvider, pg_url: str, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """Two nodes on one PostgreSQL database: the command waits on the node that runs it, the
+    decision is made on the other. It waited until the approval expired (600 s by default):
+    only a decision made on its own node woke it."""
+    a, b = [await cluster_node(aiohttp_client, pg_url, tmp_path / name, **provider_env(fake)) for name in "ab"]
+    engine = await setup(a)
+    sid = engine["session_id"]
+    fake.script(Reply(tool_calls=[("get_weather", {"location": "Darwin"})]))
+    record = await execute(a, engine["engine_id"], "Weather?", wait=0)
+    approval = await pending(b, sid)
+    await decide(b, sid, approval["approval_id"], decision="approve")
+
+    async def ended() -> dict[str, Any] | None:
+        now = await command(b, sid, record["command_id"], wait=1)
+        return now if now["status"] not in ("waiting_approval", "executing") else None
+
+    done = await eventually(ended, message="the command to go on after the decision")
+    assert done["status"] == "completed" and "Darwin" in done["result"]["text"], done

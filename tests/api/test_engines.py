@@ -205,6 +205,40 @@ async def test_a_command_without_its_prompt_is_a_validation_error(app_client):
         }
 
 
+async def test_a_dummy_parameter_of_the_wrong_type_is_a_validation_error(app_client):
+    """`llmgine command run DummyEngineCommand -p fail=true` sends the string "true": the
+    DummyEngine took an override of the wrong type as no override and completed the command
+    (docs/bus.md's own example expected it to fail), where the LLM engines refuse one. Now it
+    is VALIDATION_ERROR naming the parameter, before anything runs (no status update)."""
+    sid, _ = await session_with_engine(app_client)
+    for name, value, issue in (
+        ("fail", "true", "must be of type boolean"),
+        ("delay_ms", "500", "must be of type integer"),
+        ("delay_ms", -1, "must be at least 0"),
+        ("max_tokens", 0, "must be at least 1"),
+        ("temperature", "0.2", "must be of type number"),
+    ):
+        resp = await app_client.post(
+            f"/api/sessions/{sid}/commands",
+            params={"wait": "30"},
+            json={"command_type": DUMMY, "parameters": {"prompt": "hi", name: value}},
+        )
+        record = await resp.json()
+        assert record["status"] == "failed", record
+        assert record["error"] == {
+            "code": "VALIDATION_ERROR",
+            "message": "Invalid request parameters",
+            "details": {"field": f"parameters.{name}", "issue": issue},
+        }
+        assert [e["event_type"] for e in await events(app_client, sid, event_type="DummyEngineStatusUpdate")] == []
+    ok = await app_client.post(
+        f"/api/sessions/{sid}/commands",
+        params={"wait": "30"},
+        json={"command_type": DUMMY, "parameters": {"prompt": "hi", "fail": None, "delay_ms": 1.0, "other": "x"}},
+    )
+    assert (await ok.json())["status"] == "completed"
+
+
 async def test_a_page_of_large_commands_is_sent_whole_part_by_part(app_client, monkeypatch):
     """The commands list built its page whole in memory: a session token's thousand commands
     with a 1 MB prompt each (the DummyEngine's result echoes it) made the daemon hold gigabytes

@@ -41,11 +41,17 @@ async def test_types_are_listed_with_their_configuration(llm_client: Any) -> Non
         ("SinglePassEngine", MODELS["openai"], {"max_tokens": 0}, "configuration.max_tokens"),
         ("SinglePassEngine", MODELS["openai"], {"stop": [1, 2]}, "configuration.stop"),
         ("SinglePassEngine", MODELS["openai"], {"stop": ["a", "b", "c", "d", "e"]}, "configuration.stop"),
+        ("SinglePassEngine", MODELS["anthropic"], {"stop": ""}, "configuration.stop"),
+        ("SinglePassEngine", MODELS["openai"], {"stop": ["END", ""]}, "configuration.stop"),
         ("SinglePassEngine", MODELS["openai"], {"timeout": 0}, "configuration.timeout"),
         ("SinglePassEngine", MODELS["openai"], {"system_prompt": 5}, "configuration.system_prompt"),
         ("SinglePassEngine", MODELS["openai"], {"max_tool_rounds": 3}, "configuration.max_tool_rounds"),
         ("ToolChatEngine", MODELS["openai"], {"max_tool_rounds": 0}, "configuration.max_tool_rounds"),
         ("SinglePassEngine", "openai/", {}, "model_name"),
+        # A name no provider has (they were stored, then sent with every prompt).
+        ("SinglePassEngine", "gpt\nx", {}, "model_name"),
+        ("SinglePassEngine", "anthropic/claude 3", {}, "model_name"),
+        ("SinglePassEngine", "x" * 257, {}, "model_name"),
     ],
 )
 async def test_invalid_configuration_is_422_at_creation(
@@ -242,6 +248,22 @@ async def test_deleting_the_engine_deletes_its_memory(llm_client: Any, fake: Fak
     await execute(client, engine["engine_id"], "hello")
     assert (await client.delete(f"/api/engines/{engine['engine_id']}")).status == 200
     await messages(client, engine["engine_id"], expect=404)
+    rows = await client.app[BUS].store.fetchall("SELECT COUNT(*) FROM engine_messages")
+    assert rows == [(0,)]
+
+
+async def test_an_engine_deleted_while_its_command_runs_leaves_no_memory(llm_client: Any, fake: FakeProvider) -> None:
+    """The turn that was running when its engine was deleted wrote its messages after the
+    delete had removed the engine's: rows of no engine, never removed."""
+    client = await llm_client()
+    for kind in ("SinglePassEngine", "ToolChatEngine"):
+        engine = await create_llm_engine(client, engine_type=kind)
+        asked = len(fake.requests)
+        fake.script(Reply("a slow answer " * 8, delay=0.05))
+        record = await execute(client, engine["engine_id"], "hello", wait=0)
+        await eventually(lambda asked=asked: len(fake.requests) > asked)  # the model answers now
+        assert (await client.delete(f"/api/engines/{engine['engine_id']}")).status == 200
+        await finished(client, engine["session_id"], record["command_id"])
     rows = await client.app[BUS].store.fetchall("SELECT COUNT(*) FROM engine_messages")
     assert rows == [(0,)]
 

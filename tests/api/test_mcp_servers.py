@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.mcp.connection import Connection, ServerConfig
 
+from tests.api.bus_helpers import cluster_node
 from tests.api.llm_helpers import MODELS, create_llm_engine, engine_events, execute
 from tests.clitools import free_port
 from tests.conftest import assert_envelope, create_session
@@ -180,6 +182,34 @@ async def test_replace_stops_the_old_server_and_starts_the_new(app_client: Any) 
     assert [s["name"] for s in listed] == ["fake"]
 
 
+async def test_concurrent_replaces_and_removals_leave_one_server_running_or_none(app_client: Any) -> None:
+    """Replaces of one server sent at once (and a removal among them): the store keeps one
+    registration or none, and exactly that one process runs. A replace stopped the old process
+    between taking it out of memory and putting its own in, so another replace meanwhile put
+    its own in first and was then overwritten: its process ran on, untracked, for good."""
+    sid = (await create_session(app_client))["session_id"]
+    path = f"/api/sessions/{sid}/mcp-servers"
+    for removal in (False, True):
+        first = await add_server(app_client, sid, name="fake", **STDIO)
+        replaces = [app_client.post(f"{path}?replace=true", json={"name": "fake", **STDIO}) for _ in range(4)]
+        if removal:
+            replaces.insert(2, app_client.delete(f"{path}/fake"))
+        answers = await asyncio.gather(*replaces)
+        assert all(r.status in (201, 204) for r in answers), [r.status for r in answers]
+        # (An answer's server may have been replaced already by the time it is written: no pid.)
+        pids = [first["pid"]] + [(await r.json())["pid"] for r in answers if r.status == 201]
+        pids = [p for p in pids if p is not None]
+        listed = (await (await app_client.get(path)).json())["servers"]
+        running = {s["pid"] for s in listed}
+        assert len(listed) <= 1 and (listed or removal), listed
+        leaked = [p for p in pids if p not in running]
+        await eventually(lambda leaked=leaked: not any(alive(p) for p in leaked), message="no leaked process")
+        if listed:
+            assert alive(listed[0]["pid"])
+            assert (await execute_tool(app_client, sid, "fake.add", a=1, b=2))["result"] == {"result": 3}
+            assert (await app_client.delete(f"{path}/fake")).status == 204
+
+
 async def test_http_server_global_and_persisted(make_client: Any, http_server: str) -> None:
     client = await make_client()
     server = await add_server(client, None, name="web", url=http_server)
@@ -200,6 +230,31 @@ async def test_http_server_global_and_persisted(make_client: Any, http_server: s
     assert (await execute_tool(client, sid, "web.add", a=5, b=5))["result"] == {"result": 10}
     assert (await client.delete("/api/mcp-servers/web")).status == 204
     assert (await (await client.get("/api/mcp-servers")).json())["total"] == 0
+
+
+async def test_a_server_registered_on_one_node_runs_on_every_node_until_removed(
+    pg_url: str, aiohttp_client: Any, tmp_path: Path, http_server: str
+) -> None:
+    """Two nodes on one PostgreSQL database. A registration lived in the memory of the node
+    that made it: another node did not list it, could not call its tools (a ToolChat command
+    running there was not offered them) and kept a removed one running until it restarted."""
+    a, b = [await cluster_node(aiohttp_client, pg_url, tmp_path / name) for name in "ab"]
+    sid = (await create_session(a))["session_id"]
+    await add_server(a, None, name="web", url=http_server)
+    await add_server(a, sid, name="own", url=http_server)
+
+    async def names(client: Any, path: str) -> list[str]:
+        return [s["name"] for s in (await (await client.get(path)).json())["servers"]]
+
+    await eventually(lambda: names(b, "/api/mcp-servers"))
+    assert await names(b, f"/api/sessions/{sid}/mcp-servers") == ["own"]
+    assert (await execute_tool(b, sid, "web.add", a=3, b=4))["result"] == {"result": 7}
+    assert (await execute_tool(b, sid, "own.add", a=1, b=1))["result"] == {"result": 2}
+    assert (await b.delete("/api/mcp-servers/web")).status == 204  # removed on the other node
+    await eventually(lambda: a.app[BUS].mcp.servers.get(("", "web")) is None, message="stopped on a")
+    assert await names(a, "/api/mcp-servers") == []
+    assert (await b.delete(f"/api/sessions/{sid}")).status == 200  # the session's end, too
+    await eventually(lambda: a.app[BUS].mcp.servers == {}, message="the session's server stopped on a")
 
 
 async def test_hosts_outside_the_allowed_list_are_refused(app_client: Any) -> None:
@@ -340,3 +395,27 @@ async def test_an_mcp_servers_tools_can_wait_for_approval(llm_client: Any, fake:
     await decide(client, sid, approval["approval_id"], decision="approve", arguments={"a": 40, "b": 2})
     done = await command(client, sid, record["command_id"], wait=20)
     assert done["status"] == "completed" and "42" in done["result"]["text"], done
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_tools_offered_alike_get_names_of_their_own(llm_client: Any, fake: FakeProvider, kind: str) -> None:
+    """``fake.lookup.record`` and ``fake.lookup_record`` were both offered as
+    fake-lookup_record: Anthropic refuses a request naming a tool twice (every prompt of the
+    engine failed PROVIDER_BAD_REQUEST), and a call of that name ran whichever came last."""
+    client = await llm_client()
+    engine = await create_llm_engine(client, engine_type="ToolChatEngine", model=MODELS[kind])
+    sid = engine["session_id"]
+    await add_server(client, sid, name="fake", **STDIO)
+    fake.script(Reply("", tool_calls=[("fake-lookup_record", {"key": "k1"}), ("fake-lookup_record_2", {"key": "k2"})]))
+    record = await execute(client, engine["engine_id"], "look both up")
+    assert record["status"] == "completed", record["error"]
+    offered = [t.get("name") or t["function"]["name"] for t in fake.requests[0].body["tools"]]
+    assert len(offered) == len(set(offered)) and {"fake-lookup_record", "fake-lookup_record_2"} <= set(offered)
+    ran = {c["tool_name"] for c in record["result"]["tool_calls"]}
+    assert ran == {"fake.lookup.record", "fake.lookup_record"}
+    assert "dotted:" in str(fake.requests[-1].body["messages"]) and "plain:" in str(fake.requests[-1].body["messages"])
+    # Events name the tools as the session has them, never as the provider was offered them
+    # (the executing_tools status said fake-lookup_record_2, EngineToolCall fake.lookup_record).
+    seen = await engine_events(client, sid)
+    statuses = [d for t, d in seen if t == "EngineStatusUpdate" and d["status"] == "executing_tools"]
+    assert statuses[0]["tools"] == ["fake.lookup.record", "fake.lookup_record"]

@@ -35,6 +35,11 @@ async def test_get_has_counts_and_activity(app_client):
     assert got["last_activity_at"] >= got["created_at"]
     # SessionStarted is recorded in the session's own event log.
     assert got["counts"] == {"commands": 0, "events": 1, "engines": 0, "tools": 0, "handlers": 0}
+    # The creation's answer has the same shape as a GET's (its usage was null).
+    shown_once = {"session_token", "last_activity_at"}  # the token, in the creation's only
+    assert {k: v for k, v in created.items() if k not in shown_once} == {
+        k: v for k, v in got.items() if k not in shown_once
+    }, (created, got)
 
 
 async def test_list_newest_first_paging_and_status_filter(app_client):

@@ -99,6 +99,20 @@ def test_command_run_failure_and_timeout_exit_1(cli):
     assert json.loads(result.stdout)["status"] == "timed_out"
 
 
+def test_a_command_refused_by_its_handler_names_the_parameter(cli):
+    """A command that failed with VALIDATION_ERROR said only "Invalid request parameters":
+    which parameter and why are in the error's details, which the line now names, as it
+    does for a request the daemon refused."""
+    sid, _ = session_with_engine(cli)
+    for params, said in (
+        ([], "(parameters.prompt: Field is required)"),
+        (["-p", "prompt=x", "-p", "fail=true"], "(parameters.fail: must be of type boolean)"),
+    ):
+        result = cli("command", "run", "DummyEngineCommand", "-S", sid, *params)
+        assert result.exit_code == 1, result.stderr
+        assert one_line(result.stderr).endswith(f"failed: VALIDATION_ERROR: Invalid request parameters {said}")
+
+
 def test_no_wait_list_and_cancel(cli):
     sid, _ = session_with_engine(cli)
     slow = cli(
@@ -132,6 +146,16 @@ def test_command_errors(cli):
     line = one_line(result.stderr)
     assert result.exit_code == 1, line
     assert line.startswith("error: VALIDATION_ERROR: ") and "(event_type: must start with" in line
+
+
+def test_a_batch_of_one_is_one_command(cli, tmp_path: Path):
+    """The summary of a batch of one said `1 commands`."""
+    sid, _ = session_with_engine(cli)
+    path = tmp_path / "one.jsonl"
+    path.write_text('{"command_type": "DummyEngineCommand", "parameters": {"prompt": "a"}}\n')
+    result = cli("command", "batch", "-S", sid, "-f", str(path), "-o", "plain")
+    assert result.exit_code == 0, result.stderr
+    assert one_line(result.stderr).endswith(": 1 command, 1 completed"), result.stderr
 
 
 def test_batch_jsonl_file_and_stdin(cli, tmp_path: Path, daemon):

@@ -274,3 +274,13 @@ def test_a_setup_script_run_twice_adds_each_webhook_and_schedule_once(daemon, se
     assert [s["schedule_id"] for s in listed] == list(ids)
     hooks = json.loads(llmgine(daemon, "webhook", "list", "-S", session, "-o", "json"))["webhooks"]
     assert [h["url"] for h in hooks] == [url]
+
+
+def test_an_unknown_webhook_or_schedule_is_the_daemons_not_found(daemon: Daemon) -> None:
+    """A short id or prefix that matches nothing was WEBHOOK_NOT_FOUND / SCHEDULE_NOT_FOUND, codes
+    the CLI made up (the daemon has none such, README "Errors"; a full id said NOT_FOUND): the
+    same NOT_FOUND now, whichever form of the id was given."""
+    for kind in ("webhook", "schedule"):
+        for given in ("0000", "01a24fac-275b-7b00-ae22-6fed415fe8b1"):
+            said = llmgine(daemon, kind, "get", given, code=4)
+            assert said.strip() == f"error: NOT_FOUND: {kind} '{given}' not found", said

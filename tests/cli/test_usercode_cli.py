@@ -263,3 +263,21 @@ def test_handler_add_replace(cli, tmp_path):
     # A priority past 32 bits was the daemon's 422 quoting msgspec (exit 1); a usage error here.
     big = cli("handler", "add", "event", "Tick", on, "-S", sid, "-p", "99999999999999")
     assert big.exit_code == 2 and "-2147483648<=x<=2147483647" in big.stderr, big.stderr
+
+
+def test_a_timeout_reads_as_a_duration(cli, tmp_path):
+    """TIMEOUT in `tool list` and `handler list`, and `timeout` of a detail view, printed
+    seconds as a bare float (`5.0`, `90.0`) where every other duration reads `35ms`, `2.5s`,
+    `1m 5s` (README: Output); -o json keeps the number."""
+    sid = new_session(cli)
+    weather = write(tmp_path, "weather.py", WEATHER)
+    assert cli("tool", "register", weather, "-S", sid, "--timeout", "5", "-q").exit_code == 0
+    header, row = cli("tool", "list", "-S", sid, "-o", "plain").stdout.splitlines()
+    assert row[header.index("TIMEOUT") :].split()[0] == "5.0s", (header, row)
+    detail = cli("tool", "get", "get_weather", "-S", sid, "-o", "plain").stdout.splitlines()
+    assert [line.split() for line in detail if line.startswith("timeout ")] == [["timeout", "5.0s"]]
+    assert json.loads(cli("tool", "get", "get_weather", "-S", sid, "-o", "json").stdout)["timeout"] == 5.0
+    greet = write(tmp_path, "greet.py", GREET)
+    assert cli("handler", "add", "command", "Greet", greet, "-S", sid, "--timeout", "90", "-q").exit_code == 0
+    header, row = cli("handler", "list", "-S", sid, "-o", "plain").stdout.splitlines()
+    assert row[header.index("TIMEOUT") :].startswith("1m 30s "), (header, row)

@@ -66,7 +66,7 @@ def test_mcp_add_list_tools_exec_restart_remove(home: Path) -> None:
         # Registered but not connected: the table says `failed` among 15 lines; stderr says so.
         down = run_cli(["mcp", "add", "down", "--url", "http://127.0.0.1:9/mcp", "-q"], daemon.env)
         assert down.returncode == 0 and down.stdout.strip() == "down", down.stderr
-        assert "MCP server down is failed: " in down.stderr and "llmgine mcp list" in down.stderr, down.stderr
+        assert "MCP server down failed: " in down.stderr and "llmgine mcp list" in down.stderr, down.stderr
         assert run_cli(["mcp", "remove", "down"], daemon.env).returncode == 0
 
         # The registration comes back with the daemon; the old process went with the old daemon.
@@ -114,7 +114,10 @@ def test_no_session_token_server_outlives_a_killed_daemon(home: Path) -> None:
     uid in a child of the sandbox's init, which keeps bubblewrap's parent-death signal: one
     that dropped it itself (and ignored the end of its input) outlived the daemon."""
     port = free_port()
-    daemon = start_daemon(home, port=port, env={"LLMGINE_MCP_SESSION_TOKEN_STDIO": "true"})
+    # The server never answers `initialize`: its registration answers after mcp.start_timeout
+    # (2 s here, 15 by default), the server still running.
+    env = {"LLMGINE_MCP_SESSION_TOKEN_STDIO": "true", "LLMGINE_MCP_START_TIMEOUT": "2"}
+    daemon = start_daemon(home, port=port, env=env)
     pids: list[int] = []
     try:
         session = cli(daemon, "session", "create", "-o", "json")

@@ -91,6 +91,33 @@ def test_dependencies_across_nodes_cancel_down_the_chain(cluster):
     assert all(len(_of(events, cid, "CommandResult")) == 1 for cid in (long, waits, chained))
 
 
+def test_a_blocked_command_is_cancelled_and_waited_for_from_any_node_at_once(cluster):
+    """A blocked command another node stored, asked of a node that does not follow it yet (its
+    CommandBlocked not read back): cancel was 409 "runs on another node, which did not cancel
+    it in time" at once, and the command then ran. And a node that followed one another node
+    released and ran answered ``GET ?wait`` with its own record: ``blocked``."""
+    a, b, _ = cluster
+    sid = session_with_engine(a)
+    for round_ in range(6):
+        first = a.submit(sid, "first", delay_ms=300)["command_id"]
+        body = {"command_type": CMD, "parameters": {"prompt": "then"}, "after": [first]}
+        then = b.call("POST", f"/api/sessions/{sid}/commands", body)["command_id"]
+        if round_ % 2 == 0:
+            status, cancelled = a.request("POST", f"/api/sessions/{sid}/commands/{then}/cancel")
+            assert status == 200 and cancelled["status"] == "cancelled", cancelled
+            assert cancelled["error"]["details"] == {"reason": "cancel"}, cancelled
+            want = "cancelled"
+        else:
+            want = "completed"
+        for node in (a, b):  # a follows it now, or never did; b stored it
+            got = node.call("GET", f"/api/sessions/{sid}/commands/{then}?wait=60")
+            assert got["status"] == want, (round_, got)
+        _wait(a, [first])
+    events = session_events(a, sid)
+    blocked = [e["data"]["command_id"] for e in events if e["event_type"] == "CommandBlocked"]
+    assert len(blocked) == 6 and all(len(_of(events, cid, "CommandResult")) == 1 for cid in blocked)
+
+
 def test_a_retry_runs_once_on_the_node_holding_the_session(cluster):
     a, b, c = cluster
     sid = a.call("POST", "/api/sessions", {})["session_id"]

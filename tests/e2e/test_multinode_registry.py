@@ -7,6 +7,7 @@ used on another at once, and what one node deletes, the others stop running (bus
 from __future__ import annotations
 
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -133,3 +134,26 @@ def test_a_tool_deleted_on_one_node_is_gone_on_another(cluster):
     _delete(a, f"/api/sessions/{sid}/tools/one")
     status, body = b.request("POST", f"/api/sessions/{sid}/tools/one/execute", {"arguments": {}})
     assert status == 404, body
+
+
+def test_one_engine_per_type_in_a_session_whichever_nodes_create_it_at_once(cluster):
+    """The slot of a command type in a session is decided by the store: two nodes creating an
+    engine of one type (or one an engine, the other a user command handler of its command
+    type) at the same moment make one, the other is CONFLICT (each node's memory learns of the
+    other's only at its next re-read: two DummyEngines were stored, each node ran its own)."""
+    a, b, c = cluster
+    handler = {"command_type": CMD, "handler_function": "def run(command):\n    return 1\n"}
+    with ThreadPoolExecutor(6) as pool:
+        for round_ in range(4):
+            sid = a.call("POST", "/api/sessions", {})["session_id"]
+            engine = {"engine_type": "DummyEngine", "session_id": sid}
+            calls = [(node, "/api/engines", engine) for node in (a, b, c, a, b, c)]
+            if round_ % 2:  # a user command handler of DummyEngineCommand races the engines
+                calls[1] = (b, f"/api/sessions/{sid}/handlers/commands", handler)
+            answers = list(pool.map(lambda call: call[0].request("POST", call[1], call[2]), calls))
+            statuses = sorted(status for status, _ in answers)
+            assert statuses == [201] + [409] * 5, answers
+            assert all(body["error"]["code"] == "CONFLICT" for status, body in answers if status == 409), answers
+            engines = a.call("GET", f"/api/engines?session_id={sid}")["engines"]
+            handlers = a.call("GET", f"/api/sessions/{sid}/handlers")["handlers"]
+            assert len(engines) + len(handlers) == 1, (engines, handlers)

@@ -149,7 +149,9 @@ def test_the_telemetry_log_damaged_is_reported_but_the_daemon_starts(home):
     # Logs and spans are best effort (docs/durability.md): a damaged log of their database is
     # reported and kept aside; the daemon does not refuse to start over it.
     port = free_port()
-    proc = run_daemon(home, "--port", str(port))
+    # Every trace's spans stored: each request below has telemetry to flush (at the default
+    # 1% a flush with something in it came about once in a hundred requests).
+    proc = run_daemon(home, "--port", str(port), env={"LLMGINE_TRACE_SAMPLE_RATE": "1"})
     telemetry = home / "data" / "llmgine-telemetry.db"
     wal = home / "data" / "llmgine-telemetry.db-wal"
     reader = None

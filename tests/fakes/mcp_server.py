@@ -5,7 +5,8 @@ streamable HTTP on 127.0.0.1:PORT/mcp.
 Tools: ``add(a, b)``, ``whoami()`` (the process's view: pid, env var TOKEN, whether it can
 read PROBE_PATH and reach 127.0.0.1:PROBE_PORT, whether it may open an AF_VSOCK socket, its
 seccomp mode), ``fail(message)`` (a tool error) and
-``crash()`` (the process exits).
+``crash()`` (the process exits), ``lookup.record(key)`` and ``lookup_record(key)`` (names a
+model is offered alike).
 At start it writes one line to stderr holding $TOKEN (the daemon must redact it in its log).
 """
 
@@ -62,6 +63,20 @@ def fail(message: str) -> str:
 def crash() -> str:
     """Ends the server's process."""
     os._exit(3)
+
+
+# Two names a model is offered alike: providers allow no "." in a function name, so both
+# would be fake-lookup_record.
+@app.tool(name="lookup.record")
+def lookup_dotted(key: str) -> str:
+    """Look a record up (the dotted one)."""
+    return f"dotted:{key}"
+
+
+@app.tool(name="lookup_record")
+def lookup_plain(key: str) -> str:
+    """Look a record up (the plain one)."""
+    return f"plain:{key}"
 
 
 if __name__ == "__main__":

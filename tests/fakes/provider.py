@@ -10,6 +10,8 @@ Each request takes the next scripted item (FIFO, shared by both APIs):
     Stall(seconds)                              # accept the request, say nothing
     StreamError(after=2, status=529)            # a few chunks, then an error inside the stream
     Raw(b"data: {not json\n\n")                 # exactly these bytes (malformed streams)
+    Reset(b"data: ...\n\n")                     # these bytes of a 200 stream, then the connection dropped
+    Hang(500, b'{"error": ')                    # this status and these bytes, then silence
     a callable(body) -> one of the above        # a reply computed from the request
 
 With the script empty it echoes: ``echo: <last user text>``, or ``tool said: <result>`` after a
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 import uuid
@@ -76,8 +79,33 @@ class Raw:
     content_type: str = "text/event-stream"
 
 
-Item = Reply | Fail | Stall | StreamError | Raw
+@dataclass
+class Reset:
+    """A 200 event stream that sends these bytes, then drops the connection (a proxy or load
+    balancer resetting it mid-answer)."""
+
+    body: bytes = b""
+    content_type: str = "text/event-stream"
+
+
+@dataclass
+class Hang:
+    """These headers and bytes, then silence (an error body that never ends, a proxy that
+    stalls mid-answer)."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/event-stream"
+    seconds: float = 3600.0
+    keepalive: bytes = b""  # sent every ``every`` seconds meanwhile (": ping\n\n", a ping event)
+    every: float = 0.1
+
+
+Item = Reply | Fail | Stall | StreamError | Raw | Reset | Hang
 Script = Item | Callable[[dict[str, Any]], Item]
+
+# OpenAI's reasoning models refuse max_tokens (max_completion_tokens only), as the real API does.
+REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 
 ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
@@ -180,7 +208,7 @@ class FakeProvider:
 
     # -- shared ----------------------------------------------------------------------
 
-    async def _begin(self, api: str, request: web.Request) -> tuple[dict[str, Any], Item | web.Response]:
+    async def _begin(self, api: str, request: web.Request) -> tuple[dict[str, Any], Item | web.StreamResponse]:
         try:
             body = await request.json()
         except ValueError:
@@ -208,6 +236,23 @@ class FakeProvider:
             return body, self._error(api, 504, "stalled")
         if isinstance(item, Raw):
             return body, web.Response(body=item.body, content_type=item.content_type)
+        if isinstance(item, Hang):
+            resp = web.StreamResponse(status=item.status, headers={"Content-Type": item.content_type})
+            await resp.prepare(request)
+            await resp.write(item.body)
+            deadline = time.monotonic() + item.seconds
+            while item.keepalive and time.monotonic() < deadline:
+                await asyncio.sleep(item.every)
+                await resp.write(item.keepalive)
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+            return body, resp
+        if isinstance(item, Reset):
+            resp = web.StreamResponse(headers={"Content-Type": item.content_type})
+            await resp.prepare(request)
+            await resp.write(item.body)
+            assert request.transport is not None
+            request.transport.abort()  # the chunked body never ends: the client sees it cut
+            return body, resp
         return body, item
 
     @staticmethod
@@ -243,8 +288,15 @@ class FakeProvider:
 
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         body, item = await self._begin("openai", request)
-        if isinstance(item, web.Response):
+        if isinstance(item, web.StreamResponse):
             return item
+        if REASONING_MODEL.match(str(body.get("model"))) and "max_tokens" in body:
+            return self._error(
+                "openai",
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.",
+            )
         model = body.get("model", "fake")
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
 
@@ -331,10 +383,13 @@ class FakeProvider:
 
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
         body, item = await self._begin("anthropic", request)
-        if isinstance(item, web.Response):
+        if isinstance(item, web.StreamResponse):
             return item
         if "max_tokens" not in body:
             return self._error("anthropic", 400, "max_tokens: Field required")
+        names = [t.get("name") for t in body.get("tools") or []]
+        if len(names) != len(set(names)):
+            return self._error("anthropic", 400, "tools: Tool names must be unique.")
         model = body.get("model", "fake")
         mid = f"msg_{uuid.uuid4().hex[:12]}"
         start = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pwd
 import textwrap
 import time
 
@@ -190,14 +191,30 @@ async def test_status_reports_isolation(sandbox):
     info = (await (await sandbox.client.get("/api/status")).json())["sandbox"]
     # No user code yet: the isolation is checked, no worker is started.
     assert info["isolation"] == "bubblewrap" and info["state"] == "standby", info
-    assert info["uid"] not in (0, None) and info["process_cap"] == "cgroup" and info["memory_cap"] == "cgroup"
+    # As root, each worker gets a uid of its own (sandbox.uids), so none is the uid of all.
+    assert info["uid"] is None and info["uids"] == [], info
+    assert info["process_cap"] == "cgroup" and info["memory_cap"] == "cgroup"
     assert info["workers"] == 2 and info["idle"] == 0 and info["fresh_process_per_call"] is True
     assert info["limits"]["max_output"] == 65536
     # The effective share (the setting's 0 means half the workers), the same in both places.
     assert info["limits"]["session_share"] == info["session_share"] == 1, info
     await still_works(sandbox)
     ran = (await (await sandbox.client.get("/api/status")).json())["sandbox"]
-    assert ran["state"] == "running" and ran["idle"] == 2 and ran["uid"] == info["uid"], ran
+    assert ran["state"] == "running" and ran["idle"] == 2 and ran["uid"] is None, ran
+    assert len(set(ran["uids"])) == 2 and 0 not in ran["uids"], ran
+
+
+async def test_with_sandbox_uids_none_every_worker_runs_as_sandbox_user(make_client):
+    client = await make_client(API_WORKERS="2", LLMGINE_SANDBOX_UIDS="none")
+    sid = (await create_session(client))["session_id"]
+    code = "import os\ndef me():\n    return os.getuid()\n"
+    resp = await client.post(f"/api/sessions/{sid}/tools", json={"name": "me", "function_code": code})
+    assert resp.status == 201, await resp.text()
+    resp = await client.post(f"/api/sessions/{sid}/tools/me/execute", json={"arguments": {}})
+    ran = await resp.json()
+    info = (await (await client.get("/api/status")).json())["sandbox"]
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert ran["result"] == info["uid"] == nobody and info["uids"] == [nobody], (ran, info)
 
 
 async def test_bus_publish_from_user_code_obeys_the_json_depth_limit(sandbox):

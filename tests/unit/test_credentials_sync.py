@@ -80,6 +80,7 @@ async def test_a_session_ended_on_one_node_ends_its_tokens_on_the_other(bus: Bus
     told: list[list[str]] = []
     b.on_revoked(told.append)
     bus.sessions.hooks.append(a.session_ended)  # the session ends on node a
+    bus.sessions.ending.append(a.end_tokens)
     await bus.sessions.close(sid)
     await b.sync()
     with pytest.raises(AuthFailure):

@@ -70,3 +70,20 @@ def test_text_format_on_request(tmp_path, restore_root_logging):
         logging.getLogger("llmgine.unit").error("plain")
     text = path.read_text()
     assert "ERROR" in text and "llmgine.unit: plain" in text and "session=s-1" in text
+
+
+def test_provider_keys_are_masked_in_the_log(tmp_path, restore_root_logging):
+    """A provider's configured key is masked as API_KEY_SECRET is (a proxy's error quoting it,
+    a traceback's request headers): it was written out as it was."""
+    path = tmp_path / "api.log"
+    env = {"LLMGINE_HOME": str(tmp_path), "LOG_FILE": str(path), "ANTHROPIC_API_KEY": "provider-key-4242-abcd"}
+    setup_logging(load_settings(env=env))
+    logging.getLogger("llmgine.unit").warning("refused: x-api-key provider-key-4242-abcd")
+    text = path.read_text()
+    assert "refused: x-api-key ********" in text and "provider-key-4242-abcd" not in text
+    # A placeholder a local server ignores (Ollama's docs say api_key="ollama") is no secret:
+    # masking it would mask every "ollama" in the log.
+    path.unlink()
+    setup_logging(load_settings(env={**env, "ANTHROPIC_API_KEY": "", "OPENAI_API_KEY": "ollama"}))
+    logging.getLogger("llmgine.unit").warning("ollama: model not found")
+    assert "ollama: model not found" in path.read_text()

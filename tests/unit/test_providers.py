@@ -409,6 +409,11 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after({"retry-after-ms": "250", "Retry-After": "3"}) == 0.25
     assert parse_retry_after({}) is None
     assert parse_retry_after({"Retry-After": "soon"}) is None
+    # Not a number of seconds (float() takes them): unparseable, not an infinite wait that
+    # went into error.details as null, nor a NaN.
+    for odd in ("inf", "Infinity", "nan", "1e400"):
+        assert parse_retry_after({"Retry-After": odd}) is None, odd
+        assert parse_retry_after({"retry-after-ms": odd}) is None, odd
     future = email.utils.formatdate(time.time() + 10, usegmt=True)
     assert 5 < (parse_retry_after({"Retry-After": future}) or 0) <= 10
 

@@ -133,6 +133,21 @@ def test_bad_file_names_file_key_value(home, text, fragment):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("none", "none"), ("None", "none"), (" 70000 - 70009 ", "70000-70009"), ("70000-70000", "70000-70000")],
+)
+def test_sandbox_uids_is_a_range_or_empty(home, value, expected):
+    settings = load_settings(env={"LLMGINE_HOME": str(home), "LLMGINE_SANDBOX_UIDS": value})
+    assert settings["sandbox.uids"] == expected
+
+
+@pytest.mark.parametrize("value", ["70000", "0-10", "10-5", "a-b", "1-4294967295", "-5"])
+def test_a_bad_sandbox_uids_range_is_refused(home, value):
+    with pytest.raises(ConfigError, match="sandbox.uids .*expected"):
+        load_settings(env={"LLMGINE_HOME": str(home), "LLMGINE_SANDBOX_UIDS": value})
+
+
 def test_bad_env_names_variable(home):
     with pytest.raises(ConfigError, match="environment API_PORT: server.port = 'x'"):
         load_settings(env={"LLMGINE_HOME": str(home), "API_PORT": "x"})

@@ -332,6 +332,15 @@ class Dependencies:
 
     # -- the rest of the command API ----------------------------------------------------
 
+    def live(self, row: tuple[Any, ...]) -> Command | None:
+        """The record kept here of a stored command row (``COMMAND_COLUMNS`` or
+        ``STATE_COLUMNS``) while the store says it is blocked too. Once the store says
+        otherwise the row is the truth: on several nodes another node may have released or
+        cancelled it a moment ago, and this node forgets it when that commit's event is read
+        back (a record kept here answered ``blocked`` for a command that had completed)."""
+        b = self.blocked.get(row[0]) if self.blocked else None
+        return b.record if b is not None and row[7] == "blocked" else None
+
     async def cancel(self, command_id: str) -> Command | None:
         """Cancel a blocked command (None: it is not blocked here)."""
         b = self.blocked.get(command_id)

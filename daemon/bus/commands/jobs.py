@@ -91,6 +91,7 @@ def cancelled_outcome(reason: str | None, duration: float) -> Outcome:
         "session": "session ended",
         "batch": "cancelled: an earlier command of the batch failed (stop_on_error)",
         "parent": "cancelled: the handler that ran it (bus.execute) ended first",
+        "engine": "cancelled: its engine was deleted",
     }.get(reason or "", "cancelled")
     return Outcome("cancelled", error=command_error(ErrorCode.COMMAND_CANCELLED, message), duration_ms=duration)
 

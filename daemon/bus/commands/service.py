@@ -26,7 +26,7 @@ from llmgine_daemon.bus.codec import new_id
 from llmgine_daemon.bus.commands.answers import batch_page, batch_states
 from llmgine_daemon.bus.commands.deps import Dependencies
 from llmgine_daemon.bus.commands.execution import Execution
-from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, cancelled_outcome
+from llmgine_daemon.bus.commands.jobs import BatchJob, Job, Outcome, cancelled_outcome, command_error
 from llmgine_daemon.bus.commands.queueview import QueueWatch
 from llmgine_daemon.bus.commands.records import (
     COMMAND_COLUMNS,
@@ -285,8 +285,7 @@ class Commands(Recovery):
         live = self.runner.jobs.get(row[0])
         if live is not None:
             return live.record
-        blocked = self.deps.blocked.get(row[0]) if self.deps.blocked else None
-        return blocked.record if blocked is not None else row_to_command(row)
+        return self.deps.live(row) or row_to_command(row)
 
     async def submit_batch(
         self,
@@ -550,12 +549,16 @@ class Commands(Recovery):
 
     async def _cancel_elsewhere(self, rec: Command) -> Command:
         """Cancel a command this node does not run: a queued one in the store (its runner, if
-        any, finds it gone when it would start it), an executing one by asking its node."""
-        if rec.status == "queued":
+        any, finds it gone when it would start it), a blocked one another node stored that this
+        one does not follow yet (the nodes that do forget it when its CommandResult comes
+        back), an executing one by asking its node."""
+        if rec.status in ("queued", "blocked"):
             outcome = cancelled_outcome("cancel", 0.0)
             outcome.duration_ms = None
+            if rec.status == "blocked":  # as the node following it says it (deps.py)
+                outcome.error = command_error(ErrorCode.COMMAND_CANCELLED, "cancelled by request", reason="cancel")
             ts = now_iso()
-            event = await self.store.write(lambda c: finish_row(c, rec, outcome, ts, from_status="queued"))
+            event = await self.store.write(lambda c: finish_row(c, rec, outcome, ts, from_status=rec.status))
             if event is not None:
                 self.bus.events.notify([event])
         elif await self.bus.cluster.request_cancel(rec.session_id, rec.command_id):

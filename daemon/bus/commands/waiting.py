@@ -92,8 +92,7 @@ class CommandWaits:
         live = self.commands.runner.jobs.get(row[0])
         if live is not None:
             return live.record
-        blocked = self.commands.deps.blocked.get(row[0])
-        return blocked.record if blocked is not None else row_to_command(row)
+        return self.commands.deps.live(row) or row_to_command(row)
 
     async def _refresh(self, records: dict[str, Command]) -> None:
         jobs = self.commands.runner.jobs

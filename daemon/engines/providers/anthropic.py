@@ -12,7 +12,6 @@ Differences from OpenAI that this module absorbs:
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,15 +31,15 @@ from llmgine_daemon.engines.providers.base import (
 from llmgine_daemon.engines.providers.errors import (
     ProviderError,
     bad_response,
-    connection_error,
     error_for_status,
     read_error,
+    stream_broken,
+    text_piece,
     timeout_error,
 )
 from llmgine_daemon.engines.providers.openai import parse_arguments
-from llmgine_daemon.engines.providers.sse import iter_sse
+from llmgine_daemon.engines.providers.sse import SSEvent, iter_sse
 from llmgine_daemon.engines.providers.urls import endpoint
-from llmgine_daemon.protocol import ErrorCode
 
 DEFAULT_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
@@ -64,6 +63,11 @@ ERROR_TYPES = {
     "api_error": 500,
     "overloaded_error": 529,
 }
+
+
+def _is_ping(sse: SSEvent) -> bool:
+    """A keep-alive: it does not show the answer is moving (sse.py)."""
+    return sse.event == "ping" or sse.data.replace(" ", "") == '{"type":"ping"}'
 
 
 def to_wire(messages: list[Message]) -> tuple[str | None, list[dict[str, Any]]]:
@@ -141,21 +145,10 @@ class AnthropicProvider(Provider):
         key = self.config.key()
         if key:
             headers["x-api-key"] = key
-        try:
-            async with asyncio.timeout(timeout):
-                resp = await self.http.post(
-                    endpoint("anthropic", self.config.base_url),
-                    json=build_body(request),
-                    headers=headers,
-                    read_bufsize=2**20,
-                )
-        except TimeoutError:
-            raise timeout_error(self.name, timeout, "response") from None
-        except aiohttp.ClientError as exc:
-            raise connection_error(self.name, self.config.base_url, exc) from None
+        resp = await self.post(endpoint("anthropic", self.config.base_url), build_body(request), headers, timeout)
         async with resp:
             if resp.status >= 400:
-                raise await read_error(self.name, resp)
+                raise await read_error(self.name, resp, timeout)
             async for item in self._from_stream(resp, timeout):
                 yield item
 
@@ -169,7 +162,7 @@ class AnthropicProvider(Provider):
         finished = False
         tool_index = 0
         try:
-            async for sse in iter_sse(resp, timeout):
+            async for sse in iter_sse(resp, timeout, keepalive=_is_ping):
                 try:
                     event = json.loads(sse.data)
                 except ValueError:
@@ -188,14 +181,16 @@ class AnthropicProvider(Provider):
                         + int(usage.get("cache_creation_input_tokens") or 0)
                     )
                     completion_tokens = int(usage.get("output_tokens") or 0)
+                    self.reported = Usage(prompt_tokens, completion_tokens, cached_tokens)
                 elif kind == "content_block_start":
                     raw = event.get("content_block") or {}
                     block = blocks[int(event.get("index", len(blocks)))] = _Block(
                         raw.get("type", ""), raw.get("id", ""), raw.get("name", "")
                     )
-                    if block.type == "text" and raw.get("text"):
-                        block.parts.append(raw["text"])
-                        yield TextDelta(raw["text"])
+                    piece = text_piece(self.name, raw.get("text")) if block.type == "text" else ""
+                    if piece:
+                        block.parts.append(piece)
+                        yield TextDelta(piece)
                     elif block.type == "tool_use":
                         yield ToolCallDelta(tool_index, block.id, block.name)
                         tool_index += 1
@@ -204,9 +199,10 @@ class AnthropicProvider(Provider):
                     if index not in blocks:
                         raise bad_response(self.name, "delta for a content block that never started", index=index)
                     delta = event.get("delta") or {}
-                    if delta.get("type") == "text_delta" and delta.get("text"):
-                        blocks[index].parts.append(delta["text"])
-                        yield TextDelta(delta["text"])
+                    piece = text_piece(self.name, delta.get("text")) if delta.get("type") == "text_delta" else ""
+                    if piece:
+                        blocks[index].parts.append(piece)
+                        yield TextDelta(piece)
                     elif delta.get("type") == "input_json_delta":
                         blocks[index].parts.append(delta.get("partial_json") or "")
                     # thinking/signature deltas are not part of the answer text.
@@ -232,10 +228,8 @@ class AnthropicProvider(Provider):
             raise timeout_error(self.name, timeout, "data from the stream") from None
         except ValueError as exc:
             raise bad_response(self.name, f"unreadable stream: {exc}") from None
-        except aiohttp.ClientPayloadError as exc:
-            raise ProviderError(
-                ErrorCode.PROVIDER_UNAVAILABLE, f"{self.name}: stream broken: {exc}", {"provider": self.name}
-            ) from None
+        except aiohttp.ClientError as exc:  # reset, cut short (a payload error), disconnected
+            raise stream_broken(self.name, exc) from None
         if not finished:
             raise bad_response(self.name, "stream ended without message_stop")
         text = "".join("".join(b.parts) for _, b in sorted(blocks.items()) if b.type == "text")
@@ -245,6 +239,7 @@ class AnthropicProvider(Provider):
                 arguments, invalid = parse_arguments("".join(block.parts))
                 calls.append(ToolCall(block.id, block.name, arguments, invalid))
         reason = STOP_REASONS.get(stop_reason or "end_turn", "other")
+        self.reported = None  # counted from the Completion
         yield Completion(text, calls, reason, Usage(prompt_tokens, completion_tokens, cached_tokens), model)
 
     def _stream_error(self, error: dict[str, Any]) -> ProviderError:

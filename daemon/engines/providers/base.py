@@ -14,13 +14,21 @@ Each provider converts it to its wire format and turns its stream back into ``Te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from llmgine_daemon.engines.providers.errors import ProviderError, bad_response
+from llmgine_daemon.engines.providers.errors import (
+    MASK,
+    ProviderError,
+    bad_response,
+    connection_error,
+    timeout_error,
+    url_password,
+)
 from llmgine_daemon.protocol import ErrorCode
 
 Message = dict[str, Any]
@@ -150,6 +158,14 @@ class ProviderConfig:
 
 # -- the provider base class ----------------------------------------------------------------
 
+# The longest answer one model call may stream (characters): more than any model writes (1M
+# tokens, max_tokens' maximum, are about 4M characters). A server that generates without end
+# (llama.cpp's and Ollama's default: no limit) is cut there, finish_reason "length".
+MAX_ANSWER_CHARS = 4_000_000
+
+# What reading a provider's JSON of an unexpected shape raises in the parsers.
+_MISSHAPEN = (AttributeError, IndexError, KeyError, TypeError, ValueError)
+
 
 class Provider:
     """One configured provider. ``stream()`` retries retryable failures that happen before
@@ -161,6 +177,9 @@ class Provider:
         self.http = http
         # Attempts made by the last call (tests and logs read it).
         self.last_attempts = 0
+        # Tokens the provider reported for the call in progress before its Completion
+        # (Anthropic's message_start): what a call cut by a cancel was billed. None: nothing.
+        self.reported: Usage | None = None
 
     @property
     def name(self) -> str:
@@ -168,6 +187,42 @@ class Provider:
 
     def _attempt(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
         raise NotImplementedError
+
+    async def post(
+        self, url: str, body: dict[str, Any], headers: dict[str, str], timeout: float
+    ) -> aiohttp.ClientResponse:
+        """POST the request; the response once its headers arrived (within ``timeout``)."""
+        if "Authorization" in headers and url_password(url) is not None:
+            # aiohttp would raise ValueError: basic auth from the URL and the key's Bearer
+            # header both go in Authorization.
+            raise ProviderError(
+                ErrorCode.PROVIDER_AUTH_FAILED,
+                f"{self.name}: providers.{self.name}.base_url carries a user and password (HTTP basic "
+                f"auth), which cannot be sent beside the API key's Authorization header: keep one",
+                {"provider": self.name},
+            )
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.http.post(url, json=body, headers=headers, read_bufsize=2**20)
+        except TimeoutError:
+            raise timeout_error(self.name, timeout, "response") from None
+        except aiohttp.ClientError as exc:
+            raise connection_error(self.name, self.config.base_url, exc) from None
+
+    def scrub(self, exc: ProviderError) -> ProviderError:
+        """``exc`` without the API key or the base URL's password, wherever the provider (or a
+        proxy) quoted them: its message and details reach the command's error and events,
+        which a session token reads."""
+        # Not a placeholder key a local server ignores ("ollama", "EMPTY"): every "ollama" masked.
+        key, password = self.config.key() or "", url_password(self.config.base_url) or ""
+        secrets = [s for s in (key if len(key) >= 12 else "", password) if len(s) >= 4]
+        for secret in secrets:
+            exc.message = exc.message.replace(secret, MASK)
+            exc.args = (exc.message,)
+            for name, value in exc.details.items():
+                if isinstance(value, str):
+                    exc.details[name] = value.replace(secret, MASK)
+        return exc
 
     def backoff(self, attempt: int, error: ProviderError) -> float:
         if error.retry_after is not None:
@@ -192,20 +247,42 @@ class Provider:
         while True:
             attempt += 1
             self.last_attempts = attempt
+            self.reported = None
             produced = False
             try:
-                async for item in self._attempt(request):
-                    produced = True
-                    yield item
+                async with contextlib.aclosing(self._attempt(request)) as items:  # closes the response
+                    text: list[str] = []
+                    size = 0
+                    async for item in items:
+                        produced = True
+                        yield item
+                        if isinstance(item, TextDelta):
+                            text.append(item.text)
+                            size += len(item.text)
+                            if size >= MAX_ANSWER_CHARS:
+                                yield self.cut_short("".join(text))
+                                return
                 return
+            except _MISSHAPEN as exc:
+                # Valid JSON of another shape than the API's (a string where it has an object,
+                # a count that is not a number): the provider's fault, not a bug of ours.
+                raise self.scrub(
+                    bad_response(self.name, f"malformed answer ({type(exc).__name__}: {exc})"[:300], attempts=attempt)
+                ) from None
             except ProviderError as exc:
-                exc.details.setdefault("attempts", attempt)
                 exc.details["attempts"] = attempt
+                self.scrub(exc)
                 if produced or not exc.retryable or attempt > self.config.max_retries:
                     raise
                 if exc.retry_after is not None and exc.retry_after > self.config.max_retry_after:
                     raise
                 await asyncio.sleep(self.backoff(attempt - 1, exc))
+
+    def cut_short(self, text: str) -> Completion:
+        """The answer of a stream closed at MAX_ANSWER_CHARS: what arrived, as if max_tokens
+        had ended it; the tokens the provider had reported (Anthropic's input), if any."""
+        usage, self.reported = self.reported or Usage(), None
+        return Completion(text, [], "length", usage)
 
     async def complete(self, request: ChatRequest) -> Completion:
         """The whole answer at once (the stream, drained)."""

@@ -9,14 +9,20 @@ shares (base.py's retry loop reads ``retryable`` and ``retry_after``).
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from llmgine_daemon.protocol import ErrorCode
+from llmgine_daemon.settings import redact_url
+
+MASK = "********"
 
 
 class ProviderError(Exception):
@@ -44,24 +50,38 @@ RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds from ``retry-after-ms`` (OpenAI), ``Retry-After`` seconds or an HTTP date."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
+    ms = _seconds(headers.get("retry-after-ms"))
+    if ms is not None:
+        return ms / 1000
     raw = headers.get("Retry-After")
     if not raw:
         return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
+    seconds = _seconds(raw)
+    if seconds is not None:
+        return seconds
+    if _is_number(raw):
+        return None  # "inf", "nan", 1e400: float() takes them, no wait is meant by them
     try:
         when = email.utils.parsedate_to_datetime(raw)
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _seconds(text: str | None) -> float | None:
+    """A finite number of seconds (at least 0), else None."""
+    if not text or not _is_number(text):
+        return None
+    value = float(text)
+    return max(0.0, value) if math.isfinite(value) else None
 
 
 def error_for_status(
@@ -84,16 +104,20 @@ def error_for_status(
     return ProviderError(ErrorCode.PROVIDER_BAD_REQUEST, text, details)
 
 
-async def read_error(provider: str, resp: aiohttp.ClientResponse) -> ProviderError:
+async def read_error(provider: str, resp: aiohttp.ClientResponse, timeout: float) -> ProviderError:
     """Turn a non-2xx response into a ProviderError carrying the provider's own message.
 
     Both APIs answer ``{"error": {"message", "type"}}`` (Anthropic wraps it in a
-    ``{"type": "error"}`` object); anything else is quoted, truncated.
+    ``{"type": "error"}`` object); anything else is quoted, truncated. A body that does not
+    come within ``timeout`` is not waited for: the status says enough.
     """
     message, kind = "", None
     try:
-        raw = await resp.content.read(64 * 1024)
-    except (TimeoutError, aiohttp.ClientError):
+        async with asyncio.timeout(timeout):
+            raw = await resp.content.read(64 * 1024)
+    except TimeoutError:
+        raw, message = b"", f"HTTP {resp.status} {resp.reason or ''}".rstrip() + f" (no body within {timeout:g} s)"
+    except aiohttp.ClientError:
         raw = b""
     try:
         body = json.loads(raw or b"null")
@@ -112,6 +136,14 @@ def bad_response(provider: str, what: str, **details: Any) -> ProviderError:
     return ProviderError(ErrorCode.PROVIDER_BAD_RESPONSE, f"{provider}: {what}", {"provider": provider, **details})
 
 
+def text_piece(provider: str, value: Any) -> str:
+    """A piece of the answer's text as the stream gave it ("" for none); anything but a
+    string is a malformed answer (it must not reach an EngineResponseDelta)."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    raise bad_response(provider, f"answer text is a {type(value).__name__}, not a string")
+
+
 def timeout_error(provider: str, timeout: float, stage: str) -> ProviderError:
     return ProviderError(
         ErrorCode.PROVIDER_TIMEOUT,
@@ -120,10 +152,30 @@ def timeout_error(provider: str, timeout: float, stage: str) -> ProviderError:
     )
 
 
-def connection_error(provider: str, base_url: str, exc: BaseException) -> ProviderError:
+def stream_broken(provider: str, exc: aiohttp.ClientError) -> ProviderError:
+    """The connection failed while the answer was read (reset, cut short). Retryable: the
+    retry loop retries only while nothing of the answer reached the caller."""
     return ProviderError(
         ErrorCode.PROVIDER_UNAVAILABLE,
-        f"{provider}: cannot reach {base_url}: {exc.__class__.__name__}: {exc}",
-        {"provider": provider, "base_url": base_url},
+        f"{provider}: stream broken: {type(exc).__name__}: {exc}"[:500],
+        {"provider": provider},
+        retryable=True,
+    )
+
+
+def url_password(url: str) -> str | None:
+    """The password in ``url``'s user part (``http://user:pass@proxy``), None without one."""
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def connection_error(provider: str, base_url: str, exc: BaseException) -> ProviderError:
+    shown = redact_url(base_url)  # a proxy's password in the URL is not for the command's error
+    return ProviderError(
+        ErrorCode.PROVIDER_UNAVAILABLE,
+        f"{provider}: cannot reach {shown}: {exc.__class__.__name__}: {exc}",
+        {"provider": provider, "base_url": shown},
         retryable=True,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,16 +33,20 @@ from llmgine_daemon.engines.providers.base import (
 from llmgine_daemon.engines.providers.errors import (
     ProviderError,
     bad_response,
-    connection_error,
     error_for_status,
     read_error,
+    stream_broken,
+    text_piece,
     timeout_error,
 )
 from llmgine_daemon.engines.providers.sse import iter_sse
 from llmgine_daemon.engines.providers.urls import endpoint
-from llmgine_daemon.protocol import ErrorCode
 
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter"}
+# A non-streamed answer's body (an answer of MAX_ANSWER_CHARS, escaped, fits).
+MAX_JSON_BYTES = 32 << 20
+# o1, o3-mini, o4-mini, gpt-5...: OpenAI's reasoning models, by the names OpenAI gives them.
+REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 
 
 def to_wire_messages(messages: list[Message]) -> list[dict[str, Any]]:
@@ -85,7 +90,9 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
     if request.top_p is not None:
         body["top_p"] = request.top_p
     if request.max_tokens is not None:
-        body["max_tokens"] = request.max_tokens
+        # OpenAI's reasoning models refuse max_tokens (400 "Use 'max_completion_tokens'
+        # instead"); every other server, compatible ones included, knows max_tokens.
+        body["max_completion_tokens" if REASONING_MODEL.match(request.model) else "max_tokens"] = request.max_tokens
     if request.stop:
         body["stop"] = request.stop
     if request.tools:
@@ -127,17 +134,10 @@ class OpenAIProvider(Provider):
         key = self.config.key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        url = endpoint("openai", self.config.base_url)
-        try:
-            async with asyncio.timeout(timeout):
-                resp = await self.http.post(url, json=build_body(request), headers=headers, read_bufsize=2**20)
-        except TimeoutError:
-            raise timeout_error(self.name, timeout, "response") from None
-        except aiohttp.ClientError as exc:
-            raise connection_error(self.name, self.config.base_url, exc) from None
+        resp = await self.post(endpoint("openai", self.config.base_url), build_body(request), headers, timeout)
         async with resp:
             if resp.status >= 400:
-                raise await read_error(self.name, resp)
+                raise await read_error(self.name, resp, timeout)
             if not resp.content_type.startswith("text/event-stream"):
                 # A server that ignored stream=true answers with one JSON completion.
                 async for item in self._from_json(resp, timeout):
@@ -173,7 +173,7 @@ class OpenAIProvider(Provider):
                     if choice.get("index", 0) != 0:
                         continue
                     delta = choice.get("delta") or {}
-                    piece = delta.get("content")
+                    piece = text_piece(self.name, delta.get("content"))
                     if piece:
                         text.append(piece)
                         yield TextDelta(piece)
@@ -196,10 +196,8 @@ class OpenAIProvider(Provider):
             raise timeout_error(self.name, timeout, "data from the stream") from None
         except ValueError as exc:  # a line longer than the read buffer
             raise bad_response(self.name, f"unreadable stream: {exc}") from None
-        except aiohttp.ClientPayloadError as exc:
-            raise ProviderError(
-                ErrorCode.PROVIDER_UNAVAILABLE, f"{self.name}: stream broken: {exc}", {"provider": self.name}
-            ) from None
+        except aiohttp.ClientError as exc:  # reset, cut short (a payload error), disconnected
+            raise stream_broken(self.name, exc) from None
         if not done and finish_reason is None:
             raise bad_response(self.name, "stream ended before the answer was finished")
         yield self._completion("".join(text), calls, finish_reason, usage, model)
@@ -207,9 +205,16 @@ class OpenAIProvider(Provider):
     async def _from_json(self, resp: aiohttp.ClientResponse, timeout: float) -> AsyncIterator[StreamItem]:
         try:
             async with asyncio.timeout(timeout):
-                body = json.loads(await resp.read())
+                raw = bytearray()
+                while len(raw) <= MAX_JSON_BYTES and (more := await resp.content.read(MAX_JSON_BYTES + 1 - len(raw))):
+                    raw += more
+            if len(raw) > MAX_JSON_BYTES:  # never read whole into memory
+                raise bad_response(self.name, f"JSON answer larger than {MAX_JSON_BYTES >> 20} MiB")
+            body = json.loads(raw)
         except TimeoutError:
             raise timeout_error(self.name, timeout, "response body") from None
+        except aiohttp.ClientError as exc:
+            raise stream_broken(self.name, exc) from None
         except ValueError:
             raise bad_response(self.name, "response is neither an event stream nor JSON") from None
         try:

@@ -18,7 +18,7 @@ from llmgine_daemon.engines.providers.base import Provider, ProviderConfig
 from llmgine_daemon.engines.providers.openai import OpenAIProvider
 from llmgine_daemon.engines.providers.urls import base_url_warning
 from llmgine_daemon.secrets import SecretStore
-from llmgine_daemon.settings import BY_KEY, PROVIDERS, Settings
+from llmgine_daemon.settings import BY_KEY, PROVIDERS, Settings, redact_url
 
 log = logging.getLogger("llmgine.providers")
 
@@ -33,10 +33,18 @@ class UnknownModel(ValueError):
     pass
 
 
+# Longer than any provider's model id (an AWS Bedrock ARN is about 100 characters).
+MAX_MODEL_NAME = 256
+
+
 def resolve_model(model_name: str, default_provider: str = "openai") -> tuple[str, str]:
     name = model_name.strip()
     if not name:
         raise UnknownModel("model name is empty")
+    if len(name) > MAX_MODEL_NAME:
+        raise UnknownModel(f"model name is {len(name)} characters long; at most {MAX_MODEL_NAME}")
+    if any(ch.isspace() or not ch.isprintable() for ch in name):
+        raise UnknownModel(f"model name {name[:80]!r} holds a space or a control character; no model's does")
     prefix, sep, rest = name.partition("/")
     if sep and prefix in PROVIDERS:
         if not rest:
@@ -80,7 +88,8 @@ class Providers:
         # Once per daemon: a base URL in the other SDK's form works, but says so.
         for name, config in self.configs.items():
             key = f"providers.{name}.base_url"
-            warning = base_url_warning(name, config.kind, config.base_url, f"{BY_KEY[key].env} ({key})")
+            shown = redact_url(config.base_url)  # a proxy's password stays out of the log
+            warning = base_url_warning(name, config.kind, shown, f"{BY_KEY[key].env} ({key})")
             if warning is not None:
                 log.warning("%s", warning)
         self._http: aiohttp.ClientSession | None = None
@@ -90,6 +99,10 @@ class Providers:
             # No total timeout: a long answer may stream for minutes; stalls are caught per
             # read (providers.X.timeout).
             self._http = aiohttp.ClientSession(
+                # No pool limit (aiohttp's is 100 connections): the 101st concurrent prompt
+                # waited for a free one, and failed PROVIDER_TIMEOUT without being sent. A
+                # session runs one command at a time, which bounds the streams.
+                connector=aiohttp.TCPConnector(limit=0),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
                 # Never send cookies a provider set back on later calls.
                 cookie_jar=aiohttp.DummyCookieJar(),

@@ -1,14 +1,15 @@
 """Server-sent events, as both providers stream them (WHATWG EventSource parsing rules).
 
-A stall (no bytes for ``timeout`` seconds) raises ``asyncio.TimeoutError``; each line read has
-its own deadline, so a slow but steady stream (or Anthropic's ``ping`` events) never times out
-while a silent one does.
+A stall raises ``asyncio.TimeoutError``: no event for ``timeout`` seconds, keep-alives not
+counted (comments, and the events ``keepalive`` names: Anthropic's ``ping``), so a slow but
+steady answer never times out while a silent one, or one only kept warm by a proxy or a
+stalled server, does.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -20,12 +21,16 @@ class SSEvent:
     data: str
 
 
-async def iter_sse(resp: aiohttp.ClientResponse, timeout: float) -> AsyncIterator[SSEvent]:
+async def iter_sse(
+    resp: aiohttp.ClientResponse, timeout: float, keepalive: Callable[[SSEvent], bool] | None = None
+) -> AsyncIterator[SSEvent]:
     event = ""
     data: list[str] = []
     content = resp.content
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     while True:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout_at(deadline):
             raw = await content.readline()
         if not raw:  # end of body: a last event without its blank line still counts
             if data:
@@ -34,7 +39,10 @@ async def iter_sse(resp: aiohttp.ClientResponse, timeout: float) -> AsyncIterato
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
             if data:
-                yield SSEvent(event or "message", "\n".join(data))
+                sse = SSEvent(event or "message", "\n".join(data))
+                yield sse
+                if keepalive is None or not keepalive(sse):
+                    deadline = loop.time() + timeout  # from when the next one is asked for
             event, data = "", []
             continue
         if line.startswith(":"):
