@@ -126,7 +126,8 @@ def _multi(request: web.Request, name: str) -> list[str]:
 _SEQ = re.compile(r"[0-9]{1,30}")
 
 
-def _since(request: web.Request, sse: bool) -> int | Any | None:
+def _since(request: web.Request, sse: bool) -> tuple[str, int | Any | None]:
+    """Where the stream starts, and the name of what said so (errors name it)."""
     # SSE resumes from Last-Event-ID (an EventSource sends it itself), or from the same in the
     # query, where event-source-polyfill puts it (a header would cost a CORS preflight).
     header = request.headers.get("Last-Event-ID", "").strip() if sse else ""
@@ -134,12 +135,12 @@ def _since(request: web.Request, sse: bool) -> int | Any | None:
     name, raw = ("Last-Event-ID", header) if header else ("lastEventId", query) if query else ("since", "")
     raw = raw or request.query.get("since", "").strip()
     if not raw or raw == "now":
-        return None
+        return name, None
     if _SEQ.fullmatch(raw):
-        return int(raw)
+        return name, int(raw)
     if name == "since":
         try:
-            return parse_iso(raw)
+            return name, parse_iso(raw)
         except ValueError:
             pass
     raise invalid(name, "must be a seq (a non-negative integer) or an ISO 8601 time", value=raw[:64])
@@ -179,11 +180,16 @@ async def stream(request: web.Request) -> web.StreamResponse:
             status=406,
         )
     flt = _filter(request)
-    since = _since(request, sse=not upgrade)
+    named, since = _since(request, sse=not upgrade)
     hub = request.app[STREAMS]
     # Subscribing checks the session and the cursor, so a refusal is a plain HTTP error
     # envelope (404 SESSION_NOT_FOUND, 422) before any upgrade.
-    sub = await hub.subscribe(flt, since)
+    try:
+        sub = await hub.subscribe(flt, since)
+    except BusError as exc:
+        if exc.details.get("field") == "since":  # a cursor beyond the log: as the client named it
+            exc.details["field"] = named
+        raise
     try:
         if upgrade:
             return await _serve_websocket(request, ws, hub, sub)

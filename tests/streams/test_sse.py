@@ -86,6 +86,18 @@ async def test_a_seq_that_is_no_ascii_integer_is_refused_not_a_500(app_client, q
     assert (await resp.json())["error"]["details"]["field"] == field
 
 
+@pytest.mark.parametrize("where", ["Last-Event-ID", "lastEventId", "since"])
+async def test_a_seq_beyond_the_log_names_where_it_came_from(app_client, where):
+    """A cursor from another database (the daemon's was replaced) is refused naming what the
+    client sent: an EventSource's Last-Event-ID was reported as ``since``, which it never sent."""
+    headers = {**SSE, "Last-Event-ID": "999999"} if where == "Last-Event-ID" else SSE
+    query = "" if where == "Last-Event-ID" else f"?{where}=999999"
+    resp = await app_client.get(f"/api/events/stream{query}", headers=headers)
+    assert resp.status == 422, await resp.text()
+    details = (await resp.json())["error"]["details"]
+    assert details["field"] == where and details["value"] == 999999, details
+
+
 async def test_sse_curl_style_accept_any_and_filters(app_client):
     sid = (await create_session(app_client))["session_id"]
     resp = await app_client.get(
