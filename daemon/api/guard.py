@@ -527,7 +527,10 @@ def prepare_response(request: web.Request, response: web.StreamResponse) -> None
     guard = app[GUARD]
     app[WEBSOCKETS].add(response)  # closed with 1001 on shutdown, whoever built it
     principal = request.get(PRINCIPAL)
-    if principal is not None:
+    # Closed with 1008 when its credential dies; but a session's event stream opened with the
+    # session's token ends by itself with the session (its SessionEnded, then 1000), as its SSE
+    # stream does: closed here too, the token's end overtook that last event.
+    if principal is not None and not (principal.session_id and getattr(response, "ends_with_session", False)):
         guard.sockets.track(principal, response)
     # Size limit for handlers that kept aiohttp's default; the reader is built after this hook.
     if getattr(response, "_max_msg_size", None) == _AIOHTTP_DEFAULT_MSG_SIZE:

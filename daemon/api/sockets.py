@@ -18,7 +18,12 @@ from llmgine_daemon.protocol.streams import End
 
 class Socket(web.WebSocketResponse):
     """A WebSocket whose close for a message over the size limit says why: aiohttp closes it
-    with 1009 and no reason, which a browser's CloseEvent shows as an empty ``reason``."""
+    with 1009 and no reason, which a browser's CloseEvent shows as an empty ``reason``.
+
+    ``ends_with_session``: a session's event stream, which ends by itself when its session
+    does; opened with that session's token, the token's end does not close it (api/guard.py)."""
+
+    ends_with_session = False
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG and not message:

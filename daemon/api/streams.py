@@ -171,6 +171,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         compress=False,
         max_msg_size=64 * 1024,
     )
+    ws.ends_with_session = "session_id" in request.match_info
     upgrade = ws.can_prepare(request).ok
     if not upgrade and not _wants_sse(request):
         raise ApiError(

@@ -254,6 +254,24 @@ async def test_session_deleted_sends_session_ended_then_1000(app_client):
         assert ws.close_code == 1000
 
 
+@pytest.mark.parametrize("purge", [False, True], ids=["deleted", "purged"])
+async def test_a_session_tokens_stream_gets_its_session_ended_then_1000(app_client, purge):
+    """Opened with the session's own token, which dies with the session: the token's end
+    closed the WebSocket with 1008 before its SessionEnded went out (the close overtook it)."""
+    session = await create_session(app_client)
+    sid, token = session["session_id"], session["session_token"]
+    path = f"/api/sessions/{sid}/events/stream"
+    async with app_client.ws_connect(path, headers={"X-Session-Token": token}) as ws:
+        await ws_read(ws)
+        await publish(app_client.app, sid, "X")
+        resp = await app_client.delete(f"/api/sessions/{sid}" + ("?purge=true" if purge else ""))
+        assert resp.status in (200, 204)
+        got = await ws_events(ws, 2)
+        assert [e["event_type"] for e in got] == ["X", "SessionEnded"]
+        msg = await ws.receive(timeout=10)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1000, msg
+
+
 async def test_session_purged_still_ends_with_session_ended(app_client):
     sid = (await create_session(app_client))["session_id"]
     async with app_client.ws_connect(f"/api/sessions/{sid}/events/stream") as ws:
