@@ -25,6 +25,7 @@ import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from llmgine_daemon import __version__
@@ -383,6 +384,7 @@ async def serve(settings: Settings, home_socket: Path | None, claim: Claim | Non
         log.info("llmgined %s (pid %d) listening on %s", __version__, os.getpid(), ", ".join(listeners))
         await stop.wait()
         log.info("shutting down")
+        await drain(runner, min(DRAIN_S, float(settings["server.shutdown_timeout"])))
     finally:
         if keeper is not None:  # before the socket and pidfile go: never made again on the way out
             keeper.cancel()
@@ -397,6 +399,40 @@ async def serve(settings: Settings, home_socket: Path | None, claim: Claim | Non
     log.info("stopped")
     if app[FATAL]:
         raise Stopped(app[FATAL][0])
+
+
+# Once stopping, connections may finish what their clients sent for this long at most (drain).
+DRAIN_S = 1.0
+DRAIN_QUIET_S = 0.05
+
+
+def _working(conn: Any) -> bool:
+    """Is the connection handling a request whose answer it has not begun to send (a stream
+    that has begun is left to the stop: it may go on for ever), or holding one to handle?"""
+    request = getattr(conn, "_current_request", None)
+    started = request is not None and getattr(request.writer, "output_size", 0) > 0
+    return bool(getattr(conn, "_messages", None)) or (getattr(conn, "_request_in_progress", False) and not started)
+
+
+async def drain(runner: web.AppRunner, most: float) -> None:
+    """Let the connections answer what their clients sent before they could know of the stop.
+    aiohttp's stop closes every connection at once and drops, unanswered, what a client sent
+    after that: neither done nor refused (a closed loop of 32 clients lost one request on each
+    connection at every stop). So first the listeners close, and every answer from then on
+    says ``Connection: close`` (api/edge.py), after which its client sends nothing more there;
+    once no connection has worked on a request for DRAIN_QUIET_S (or after ``most`` seconds),
+    aiohttp's stop closes what is left: idle keep-alive connections and streams."""
+    for site in list(runner.sites):
+        await site.stop()
+    server = runner.server
+    loop = asyncio.get_running_loop()
+    deadline, quiet = loop.time() + most, loop.time()
+    while server is not None and loop.time() < deadline:
+        if any(_working(conn) for conn in server.connections):
+            quiet = loop.time()
+        elif loop.time() - quiet >= DRAIN_QUIET_S:
+            return
+        await asyncio.sleep(0.01)
 
 
 class Stopped(Exception):
