@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import errno
 import gc
 import logging
@@ -26,6 +25,7 @@ import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from llmgine_daemon import __version__
@@ -36,10 +36,9 @@ from llmgine_daemon.api.origins import check_bind
 from llmgine_daemon.app import create_app
 from llmgine_daemon.argv import without_options
 from llmgine_daemon.coalesce import CoalescingSite
-from llmgine_daemon.observability.redact import RedactingFormatter
+from llmgine_daemon.logsetup import setup_logging
 from llmgine_daemon.paths import StartupError, hold_pid_lock
 from llmgine_daemon.settings import (
-    PROVIDERS,
     ConfigError,
     Settings,
     check_config_file_mode,
@@ -134,96 +133,6 @@ def settings_from_args(args: argparse.Namespace, *, socket_flags: bool = True) -
         # As uvicorn's --env-file (python-dotenv): the file fills in, the real environment wins.
         env = {**read_env_file(args.env_file), **os.environ}
     return load_settings(args.config, env=env, flags=flags)
-
-
-class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """Every file it opens, rotated ones included, is 0600 whatever the umask: logs can hold
-    session contents.
-
-    A file it cannot write (a full disk, a file system gone read-only) is one line on stderr per
-    outage, not logging's "--- Logging error ---" and a traceback for every record: the lines
-    are dropped meanwhile; the next one written ends the outage."""
-
-    failing = False
-    _failed = False
-
-    def _open(self):  # type: ignore[no-untyped-def]
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.fchmod(fd, 0o600)
-        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._failed = False
-        super().emit(record)
-        if self.failing and not self._failed:
-            self.failing = False
-            _say(f"llmgined: writing the log file {self.baseFilename} again")
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        error = sys.exc_info()[1]
-        if not isinstance(error, OSError):
-            super().handleError(record)
-            return
-        self._failed = True
-        if not self.failing:
-            self.failing = True
-            _say(
-                f"llmgined: cannot write the log file {self.baseFilename}: {error.strerror or error}; "
-                "log lines are dropped until it can"
-            )
-
-
-def _say(line: str) -> None:
-    """One line on stderr, if there is one to write to."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        print(line, file=sys.stderr, flush=True)
-
-
-def setup_logging(settings: Settings) -> None:
-    """Log lines to LOG_FILE (rotated) or stderr, structured (see observability/logs.py).
-
-    The daemon additionally keeps records in its database for `llmgine logs`; that handler is
-    added by Observability when the app starts.
-    """
-    from llmgine_daemon.observability.logs import ContextFilter, JsonFormatter, TextFormatter
-
-    level = getattr(logging, settings["logging.level"].upper())
-    handler: logging.Handler
-    log_file = settings["logging.file"]
-    if log_file:
-        path = Path(log_file).expanduser()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            os.close(fd)
-            handler = PrivateRotatingFileHandler(
-                path, maxBytes=settings["logging.max_bytes"], backupCount=settings["logging.backup_count"]
-            )
-        except OSError as exc:
-            raise StartupError(f"logging.file {str(path)!r}: cannot write: {exc.strerror}") from None
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    fmt = settings["logging.format"]
-    # auto: a file is for machines (JSON lines); stderr is read by people, also through
-    # `llmgine daemon logs`, so it gets text (with the same context as key=value pairs).
-    inner: logging.Formatter
-    if fmt == "text" or (fmt == "auto" and not log_file):
-        inner = TextFormatter()
-    else:
-        inner = JsonFormatter()
-    # Whatever the format, credentials are masked in the final text (docs/security.md).
-    # The providers' configured keys too (a traceback's request headers, a proxy's message),
-    # unless a placeholder a local server ignores ("ollama", "EMPTY"): masking every "ollama".
-    keys = [settings[f"providers.{name}.api_key"] or "" for name in PROVIDERS]
-    secrets = [settings["security.api_key_secret"] or "", *(k for k in keys if len(k) >= 12)]
-    handler.setFormatter(RedactingFormatter(inner, secrets=secrets))
-    handler.addFilter(ContextFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # aiosqlite logs every statement at DEBUG; with LOG_LEVEL=debug that drowns our own
-    # records (and each telemetry flush would log itself).
-    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
 
 
 def check_security_settings(settings: Settings) -> None:
@@ -475,6 +384,7 @@ async def serve(settings: Settings, home_socket: Path | None, claim: Claim | Non
         log.info("llmgined %s (pid %d) listening on %s", __version__, os.getpid(), ", ".join(listeners))
         await stop.wait()
         log.info("shutting down")
+        await drain(runner, min(DRAIN_S, float(settings["server.shutdown_timeout"])))
     finally:
         if keeper is not None:  # before the socket and pidfile go: never made again on the way out
             keeper.cancel()
@@ -489,6 +399,40 @@ async def serve(settings: Settings, home_socket: Path | None, claim: Claim | Non
     log.info("stopped")
     if app[FATAL]:
         raise Stopped(app[FATAL][0])
+
+
+# Once stopping, connections may finish what their clients sent for this long at most (drain).
+DRAIN_S = 1.0
+DRAIN_QUIET_S = 0.05
+
+
+def _working(conn: Any) -> bool:
+    """Is the connection handling a request whose answer it has not begun to send (a stream
+    that has begun is left to the stop: it may go on for ever), or holding one to handle?"""
+    request = getattr(conn, "_current_request", None)
+    started = request is not None and getattr(request.writer, "output_size", 0) > 0
+    return bool(getattr(conn, "_messages", None)) or (getattr(conn, "_request_in_progress", False) and not started)
+
+
+async def drain(runner: web.AppRunner, most: float) -> None:
+    """Let the connections answer what their clients sent before they could know of the stop.
+    aiohttp's stop closes every connection at once and drops, unanswered, what a client sent
+    after that: neither done nor refused (a closed loop of 32 clients lost one request on each
+    connection at every stop). So first the listeners close, and every answer from then on
+    says ``Connection: close`` (api/edge.py), after which its client sends nothing more there;
+    once no connection has worked on a request for DRAIN_QUIET_S (or after ``most`` seconds),
+    aiohttp's stop closes what is left: idle keep-alive connections and streams."""
+    for site in list(runner.sites):
+        await site.stop()
+    server = runner.server
+    loop = asyncio.get_running_loop()
+    deadline, quiet = loop.time() + most, loop.time()
+    while server is not None and loop.time() < deadline:
+        if any(_working(conn) for conn in server.connections):
+            quiet = loop.time()
+        elif loop.time() - quiet >= DRAIN_QUIET_S:
+            return
+        await asyncio.sleep(0.01)
 
 
 class Stopped(Exception):

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from llmgine_daemon.api import guard, observability, routing
 from llmgine_daemon.api.errors import Handler, envelope_for, settle_request_id, stamp_prepared, stamp_response
-from llmgine_daemon.api.keys import OBSERVABILITY
+from llmgine_daemon.api.keys import OBSERVABILITY, SHUTDOWN
 from llmgine_daemon.api.util import settle_query
 
 
@@ -62,7 +62,15 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def prepare_response(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response, just before its head is sent (aiohttp's ``on_response_prepare``)."""
+    """Every response, just before its head is sent (aiohttp's ``on_response_prepare``).
+
+    Once the daemon is stopping, every answer says ``Connection: close``: the requests it is
+    finishing are answered, and their clients send nothing more on a connection the stop is
+    about to close (a request sent on it after the answer got no answer at all, neither done
+    nor refused: 32 of 32 closed-loop connections lost one at each stop)."""
+    if request.app[SHUTDOWN].is_set() and not isinstance(response, web.WebSocketResponse):
+        response.force_close()  # (aiohttp made the head before this hook: the header too)
+        response.headers[hdrs.CONNECTION] = "close"
     guard.prepare_response(request, response)
     observability.stamp_traceparent(request, response)
     stamp_prepared(request, response)

@@ -430,3 +430,16 @@ async def test_one_answer_runs_at_most_32_tool_calls(llm_client: Any, fake: Fake
     assert len(results) == 34 and "at most 32 tool calls" in results[-1]["content"]
     executed = [e for e in await engine_events(client, sid) if e[0] == "ToolExecuted"]
     assert len(executed) == 32
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_tool_call_arguments_that_never_end_fail_the_call(llm_client: Any, fake: FakeProvider, kind: str) -> None:
+    """The answer's text was cut at MAX_ANSWER_CHARS, a tool call's arguments were not: a model
+    looping inside a call's JSON grew the daemon's memory, and held the session, for as long as
+    it went on. Past MAX_ANSWER_CHARS the call fails as a bad answer."""
+    client = await llm_client()
+    engine = await create_llm_engine(client, model=MODELS[kind])
+    fake.script(Reply("", tool_calls=[("lookup", {"q": "ab" * (MAX_ANSWER_CHARS // 2 + 100_000)})], args_chunk=200_000))
+    record = await execute(client, engine["engine_id"], "look it up", wait=120)
+    assert record["status"] == "failed" and record["error"]["code"] == "PROVIDER_BAD_RESPONSE", record
+    assert "tool call's arguments ran past 4,000,000 characters" in record["error"]["message"], record["error"]

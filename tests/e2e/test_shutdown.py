@@ -5,6 +5,7 @@ write is there, sandbox workers are reaped, no socket or pidfile is left behind.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,68 @@ def test_sigterm_under_load(home):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def _closed_loop(sock: str, sid: str, seen: dict[str, list[str]]) -> None:
+    """Publish events back to back on one keep-alive connection (a raw HTTP/1.1 client: what
+    the server sends is what it reads) until an answer says ``Connection: close``, or the
+    connection ends with a request unanswered."""
+    reader, writer = await asyncio.open_unix_connection(sock)
+    try:
+        for n in range(100_000):
+            mark = f"{sid}-{n}"
+            body = json.dumps({"event_type": "Load", "data": {"mark": mark}}).encode()
+            head = f"POST /api/sessions/{sid}/events HTTP/1.1\r\nHost: llmgine\r\nContent-Type: application/json\r\n"
+            writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            try:
+                answer = await reader.readuntil(b"\r\n\r\n")
+                length = int(
+                    next(
+                        v
+                        for k, _, v in (x.partition(b":") for x in answer.split(b"\r\n"))
+                        if k.lower() == b"content-length"
+                    )
+                )
+                await reader.readexactly(length)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                seen["unanswered"].append(mark)
+                return
+            assert answer.startswith(b"HTTP/1.1 201"), answer
+            seen["acknowledged"].append(mark)
+            if b"\r\nconnection: close\r\n" in answer.lower():
+                seen["told to close"].append(mark)
+                return
+    finally:
+        writer.close()
+
+
+def test_requests_sent_as_the_stop_begins_are_answered_and_told_to_close(home):
+    # aiohttp's stop closed every connection at once: a client of a closed loop had sent its
+    # next request on reading its last answer, and that request got no answer at all (neither
+    # done nor refused: 32 of 32 connections lost one at every stop), and no answer before had
+    # said the connection would close. Now the listeners close first, every answer says
+    # `Connection: close`, and what was sent on the open connections is answered.
+    proc = run_daemon(home)
+    seen: dict[str, list[str]] = {"acknowledged": [], "unanswered": [], "told to close": []}
+
+    async def scenario() -> None:
+        await wait_ready(home, proc)
+        async with unix_session(home) as http:
+            sids = [(await post(http, "/api/sessions", {}))[1]["session_id"] for _ in range(16)]
+        sock = str(home / "run" / "llmgined.sock")
+        clients = [asyncio.create_task(_closed_loop(sock, sid, seen)) for sid in sids]
+        await eventually(lambda: len(seen["acknowledged"]) >= 200, timeout=60, message="the load under way")
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.gather(*clients), 60)
+
+    try:
+        asyncio.run(scenario())
+        assert proc.wait(timeout=90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert seen["unanswered"] == [] and len(seen["told to close"]) == 16, {k: len(v) for k, v in seen.items()}
+    with open_home_db(home) as db:
+        stored = {json.loads(row[0])["mark"] for row in db.execute("SELECT data FROM events WHERE event_type = 'Load'")}
+    assert set(seen["acknowledged"]) <= stored

@@ -48,6 +48,7 @@ class Reply:
     usage: tuple[int, int] = (11, 7)  # (prompt, completion), the cached part included
     cached: int = 0  # of usage[0], from the prompt cache
     raw_arguments: str | None = None  # send this (e.g. broken JSON) as the first call's arguments
+    args_chunk: int = 5  # characters of a tool call's arguments per delta
 
 
 @dataclass
@@ -361,7 +362,7 @@ class FakeProvider:
                     }
                 ),
             )
-            for piece in _chunks(arguments, 5):  # JSON cut mid-token, as real servers do
+            for piece in _chunks(arguments, item.args_chunk):  # JSON cut mid-token, as real servers do
                 await self._sse(resp, chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
         await self._sse(resp, chunk({}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):
@@ -490,7 +491,7 @@ class FakeProvider:
                 },
                 "content_block_start",
             )
-            for piece in _chunks(arguments, 5):
+            for piece in _chunks(arguments, item.args_chunk):
                 await self._sse(
                     resp,
                     {

@@ -22,6 +22,7 @@ RANK = {
     "__main__": 10,
     "server": 9,
     "reload": 8.9,  # llmgined --reload: runs the server as its child (standard library only)
+    "logsetup": 8.8,  # the daemon's log handler and format, set up by the server at start
     "coalesce": 8.5,  # the listeners' writes held to the end of the loop's turn (aiohttp only)
     "app": 8,
     "api": 7,

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 from llmgine_daemon.engines.providers.base import (
+    MAX_ANSWER_CHARS,
     ChatRequest,
     Completion,
     Message,
@@ -27,6 +28,7 @@ from llmgine_daemon.engines.providers.base import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    endless_arguments,
 )
 from llmgine_daemon.engines.providers.errors import (
     ProviderError,
@@ -154,6 +156,7 @@ class AnthropicProvider(Provider):
 
     async def _from_stream(self, resp: aiohttp.ClientResponse, timeout: float) -> AsyncIterator[StreamItem]:
         blocks: dict[int, _Block] = {}
+        args_size = 0  # of the tool calls' arguments, against MAX_ANSWER_CHARS
         stop_reason: str | None = None
         # Anthropic counts cache reads and writes apart from input_tokens; prompt_tokens is
         # their sum (what OpenAI's prompt_tokens means), cached_tokens the reads.
@@ -205,6 +208,9 @@ class AnthropicProvider(Provider):
                         yield TextDelta(piece)
                     elif delta.get("type") == "input_json_delta":
                         blocks[index].parts.append(delta.get("partial_json") or "")
+                        args_size += len(blocks[index].parts[-1])
+                        if args_size > MAX_ANSWER_CHARS:
+                            raise endless_arguments(self.name)
                     # thinking/signature deltas are not part of the answer text.
                 elif kind == "message_delta":
                     stop_reason = (event.get("delta") or {}).get("stop_reason") or stop_reason

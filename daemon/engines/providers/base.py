@@ -163,6 +163,13 @@ class ProviderConfig:
 # (llama.cpp's and Ollama's default: no limit) is cut there, finish_reason "length".
 MAX_ANSWER_CHARS = 4_000_000
 
+
+def endless_arguments(provider: str) -> ProviderError:
+    """A tool call's arguments past MAX_ANSWER_CHARS (a model looping inside a call's JSON):
+    the call fails rather than hold ever more memory, and the session, for ever."""
+    return bad_response(provider, f"a tool call's arguments ran past {MAX_ANSWER_CHARS:,} characters")
+
+
 # What reading a provider's JSON of an unexpected shape raises in the parsers.
 _MISSHAPEN = (AttributeError, IndexError, KeyError, TypeError, ValueError)
 

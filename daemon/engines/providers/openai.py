@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 from llmgine_daemon.engines.providers.base import (
+    MAX_ANSWER_CHARS,
     ChatRequest,
     Completion,
     Message,
@@ -28,6 +29,7 @@ from llmgine_daemon.engines.providers.base import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    endless_arguments,
     openai_usage,
 )
 from llmgine_daemon.engines.providers.errors import (
@@ -149,6 +151,7 @@ class OpenAIProvider(Provider):
     async def _from_stream(self, resp: aiohttp.ClientResponse, timeout: float) -> AsyncIterator[StreamItem]:
         text: list[str] = []
         calls: dict[int, _Call] = {}
+        args_size = 0  # of the tool calls' arguments, against MAX_ANSWER_CHARS
         finish_reason: str | None = None
         usage = Usage()
         model = ""
@@ -188,6 +191,9 @@ class OpenAIProvider(Provider):
                         call.name = call.name or fn.get("name") or ""
                         if fn.get("arguments"):
                             call.arguments.append(fn["arguments"])
+                            args_size += len(fn["arguments"])
+                            if args_size > MAX_ANSWER_CHARS:
+                                raise endless_arguments(self.name)
                         if started:
                             yield ToolCallDelta(index, call.id, call.name)
                     if choice.get("finish_reason"):
