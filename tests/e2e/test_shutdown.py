@@ -50,6 +50,18 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def run_then_exit_0(proc: Any, scenario: Any) -> None:
+    """Run ``scenario()`` (which stops the daemon ``proc``); the daemon must exit 0 (it is
+    killed if it does not exit)."""
+    try:
+        asyncio.run(scenario())
+        assert proc.wait(timeout=90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def stored_statuses(home: Path) -> dict[str, str]:
     with open_home_db(home) as db:
         return dict(db.execute("SELECT command_id, status FROM commands").fetchall())
@@ -129,13 +141,7 @@ def test_sigterm_under_load(home):
             await asyncio.gather(*publishers)
             state.update(answers=answers, queued=queued, acked=acked)
 
-    try:
-        asyncio.run(scenario())
-        assert proc.wait(timeout=90) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    run_then_exit_0(proc, scenario)
 
     # In-flight requests were answered: their commands finished during the grace period.
     assert [(status, rec["status"]) for status, rec in state["answers"]] == [(200, "completed")] * 3
@@ -225,13 +231,7 @@ def test_requests_sent_as_the_stop_begins_are_answered_and_told_to_close(home):
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(asyncio.gather(*clients), 60)
 
-    try:
-        asyncio.run(scenario())
-        assert proc.wait(timeout=90) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    run_then_exit_0(proc, scenario)
     assert seen["unanswered"] == [] and len(seen["told to close"]) == 16, {k: len(v) for k, v in seen.items()}
     with open_home_db(home) as db:
         stored = {json.loads(row[0])["mark"] for row in db.execute("SELECT data FROM events WHERE event_type = 'Load'")}
