@@ -246,8 +246,13 @@ async def test_a_server_registered_on_one_node_runs_on_every_node_until_removed(
     async def names(client: Any, path: str) -> list[str]:
         return [s["name"] for s in (await (await client.get(path)).json())["servers"]]
 
-    await eventually(lambda: names(b, "/api/mcp-servers"))
-    assert await names(b, f"/api/sessions/{sid}/mcp-servers") == ["own"]
+    # Two registrations, two writes: b may have heard of the first before the second.
+    async def both() -> bool:
+        return await names(b, "/api/mcp-servers") != [] and await names(b, f"/api/sessions/{sid}/mcp-servers") == [
+            "own"
+        ]
+
+    await eventually(both, message="both servers listed on b")
     assert (await execute_tool(b, sid, "web.add", a=3, b=4))["result"] == {"result": 7}
     assert (await execute_tool(b, sid, "own.add", a=1, b=1))["result"] == {"result": 2}
     assert (await b.delete("/api/mcp-servers/web")).status == 204  # removed on the other node
