@@ -224,7 +224,7 @@ class SandboxPool(PoolStatus):
             raise SandboxUnavailable(f"cannot start a sandbox worker: {failed[0]}") from failed[0]
         for w in started:
             self._release(w)
-        uids = sorted({w.uid for w in started}) if self.uids else [self._uid]
+        uids = sorted({w.uid for w in started if w.uid is not None}) or [self._uid]
         log.info("sandbox: %d workers started, uid %s", self.size, ", ".join(map(str, uids)))
 
     async def stop(self) -> None:
