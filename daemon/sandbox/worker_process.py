@@ -115,8 +115,8 @@ def nproc_limit(iso: Isolation, limits: SandboxLimits, pids_cgroup: bool, uid: i
     budget. Without one it counts every task of the uid, so the budget goes on top of what the
     uid runs now."""
     budget = limits.processes + OVERHEAD_PROCESSES
-    uid = os.geteuid()
-    if uid == 0:
+    me = os.geteuid()
+    if me == 0:
         if uid is None or pids_cgroup:
             return 0
         # Root without a pids cgroup (a read-only /sys/fs/cgroup): workers run as their uid
@@ -124,7 +124,7 @@ def nproc_limit(iso: Isolation, limits: SandboxLimits, pids_cgroup: bool, uid: i
         return count_tasks(uid) + budget
     if iso.user_namespace:
         return budget
-    return count_tasks(uid) + budget
+    return count_tasks(me) + budget
 
 
 def rlimits_of(limits: SandboxLimits, nproc: int) -> dict[str, int]:

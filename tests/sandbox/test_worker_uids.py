@@ -86,3 +86,21 @@ async def test_one_sessions_per_uid_counts_do_not_reach_another_sessions_calls(m
     assert sandbox["crashes"] == 0 and sandbox["uid"] is None, sandbox
     # (A replaced worker is listed until it is reaped.)
     assert sandbox["uids"] and all(first <= uid <= last for uid in sandbox["uids"]), sandbox
+
+
+def test_without_a_pids_cgroup_a_workers_process_budget_counts_only_its_own_uid() -> None:
+    # A root daemon on a read-only /sys/fs/cgroup caps a call's processes with RLIMIT_NPROC,
+    # which counts every task of the worker's uid: the limit is what that uid runs now plus
+    # the budget. With a uid of its own that is the budget alone (root's own tasks are not
+    # the worker's: counting them gave a limit of thousands).
+    from llmgine_daemon.sandbox.calls import SandboxLimits
+    from llmgine_daemon.sandbox.isolation import Isolation
+    from llmgine_daemon.sandbox.procs import count_tasks
+    from llmgine_daemon.sandbox.worker_process import OVERHEAD_PROCESSES, nproc_limit, worker_uid
+
+    iso = Isolation("bubblewrap", uid=65534, gid=65534)
+    uid = worker_uid(iso, (1879048192, 1879052287), set())
+    assert uid is not None and 1879048192 <= uid and count_tasks(uid) == 0
+    limits = SandboxLimits(processes=16)
+    assert nproc_limit(iso, limits, False, uid) == 16 + OVERHEAD_PROCESSES
+    assert nproc_limit(iso, limits, True, uid) == 0  # a pids cgroup caps them instead
