@@ -274,9 +274,11 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             await pool.stop()
 
 
-async def _drain_commands(app: web.Application) -> None:
+async def drain_commands(app: web.Application) -> None:
     """Shutdown, before in-flight requests are waited for: start no more commands; running ones
     finish (their waiting requests get answers), queued ones stay queued for the next start.
+    The daemon calls it as soon as it is told to stop (server.py), before its connections
+    drain; aiohttp's shutdown again (idempotent: an app run by a test's runner).
     The stores give up sooner on a database that does not answer (store/postgres.py
     STOP_STALL_S): a stop does not wait a connect timeout per queued write."""
     if DATABASE in app:
@@ -309,7 +311,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_bus_ctx)
     # After the bus: credentials live in its store. Guards every route, present and future.
     guard.install(app, settings)
-    app.on_shutdown.append(_drain_commands)
+    app.on_shutdown.append(drain_commands)
     # After the bus: streams start once it is up and end (1001) before it stops.
     app.cleanup_ctx.append(streams.streams_ctx)
     app.on_shutdown.append(streams.close_streams)

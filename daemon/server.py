@@ -33,7 +33,7 @@ from llmgine_daemon.api.keys import FATAL, LISTENERS, SHUTDOWN
 from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.api.malformed import EnvelopingSite, enveloping
 from llmgine_daemon.api.origins import check_bind
-from llmgine_daemon.app import create_app
+from llmgine_daemon.app import create_app, drain_commands
 from llmgine_daemon.argv import without_options
 from llmgine_daemon.coalesce import CoalescingSite
 from llmgine_daemon.logsetup import setup_logging
@@ -384,6 +384,7 @@ async def serve(settings: Settings, home_socket: Path | None, claim: Claim | Non
         log.info("llmgined %s (pid %d) listening on %s", __version__, os.getpid(), ", ".join(listeners))
         await stop.wait()
         log.info("shutting down")
+        await drain_commands(app)  # queued commands stay queued, from the signal on
         await drain(runner, min(DRAIN_S, float(settings["server.shutdown_timeout"])))
     finally:
         if keeper is not None:  # before the socket and pidfile go: never made again on the way out
