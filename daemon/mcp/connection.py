@@ -113,6 +113,7 @@ class Connection:
         self._proc: asyncio.subprocess.Process | None = None  # the stdio server's, while it runs
         self._cgroup: list[Path] = []  # the run's cgroup, while it exists
         self._killed_for: str | None = None  # why the kernel ended the last run (its memory)
+        self._stopped: asyncio.Future[None] | None = None  # the stop, once asked for
 
     # -- life -----------------------------------------------------------------------------
 
@@ -123,6 +124,15 @@ class Connection:
         await wait_event(self._settled, timeout)
 
     async def stop(self) -> None:
+        """Stop the server: its process killed, its cgroup removed. Every caller waits until
+        it has stopped: a second caller (a removal while another node's change was being
+        applied, a session's end) returned at once while the first was still killing it, and
+        its request was answered with the process running."""
+        if self._stopped is None:
+            self._stopped = asyncio.ensure_future(self._stop_now())
+        await asyncio.shield(self._stopped)
+
+    async def _stop_now(self) -> None:
         self._stop.set()
         task, self._task = self._task, None
         if task is None:
