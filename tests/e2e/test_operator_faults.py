@@ -7,6 +7,7 @@ clear answer or one line, never a traceback or a 500, and nothing acknowledged i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -127,24 +128,29 @@ def llmgine(home: Path, *args: str, **env: str | None) -> subprocess.CompletedPr
     return proc
 
 
-@pytest.fixture
-def read_only_home(cli_home: Path) -> Iterator[Path]:
-    """A home on a file system mounted read-only (a tmpfs in the test's own directory)."""
-    mnt = cli_home / "ro"
+@contextlib.contextmanager
+def tmpfs(mnt: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``mnt`` (made here) for the block's length, then unmounted; the test
+    is skipped where this process may not mount (not root)."""
     mnt.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)], capture_output=True
-    )
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
     try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.fixture
+def read_only_home(cli_home: Path) -> Iterator[Path]:
+    """A home on a file system mounted read-only (a tmpfs in the test's own directory)."""
+    with tmpfs(cli_home / "ro", "size=1m,mode=0700") as mnt:
         home = mnt / "h"
         for sub in ("run", "state", "config", "data"):
             (home / sub).mkdir(parents=True, mode=0o700)
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         yield home
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 @pytest.mark.sqlite_only(reason="the CLI's own files in the home; the storage plays no part")
@@ -194,17 +200,8 @@ def test_a_number_of_seconds_too_large_is_a_configuration_error(home, value):
 @pytest.fixture
 def small_disk(home: Path) -> Iterator[Path]:
     """A home on a 3 MiB tmpfs of its own (in the test's directory); ``remount(size)``."""
-    mnt = home / "disk"
-    mnt.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mnt)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(home / "disk", "size=3m,mode=0700") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def fill_up(disk: Path) -> None:
@@ -329,12 +326,7 @@ def test_a_home_held_by_a_starting_daemon_keeps_its_socket(home):
 def test_a_log_file_on_a_full_disk_is_one_line_not_a_traceback_per_record(home):
     # logging's default: "--- Logging error ---", a traceback and the call stack on stderr for
     # every record the file could not take (with `daemon start`, stderr is a file too).
-    disk = home / "logs"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(home / "logs", "size=64k") as disk:
         fill_up(disk)  # before the daemon starts
         port = free_port()
         proc = run_daemon(home, "--port", str(port), "--log-file", str(disk / "llmgined.log"))
@@ -348,8 +340,6 @@ def test_a_log_file_on_a_full_disk_is_one_line_not_a_traceback_per_record(home):
         assert "Logging error" not in err and "Traceback" not in err, err[-3000:]
         assert err.count("llmgined: cannot write the log file ") == 1, err
         assert "No space left on device; log lines are dropped until it can" in err, err
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
 @pytest.mark.sqlite_only(reason="the home on a full file system")
