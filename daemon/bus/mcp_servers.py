@@ -112,9 +112,6 @@ class McpServers:
         # marks its registration with it, so a re-read begun before it cannot undo it.
         self._changes = 0
         self._changed: dict[tuple[str, str], int] = {}
-        # Connections a re-read (reconcile) is stopping, by key: a removal or a session's end
-        # waits for its own (it found them gone from ``servers``, and answered while they ran).
-        self._retiring: set[tuple[tuple[str, str], asyncio.Future[None]]] = set()
 
     # -- registration -------------------------------------------------------------------
 
@@ -417,7 +414,6 @@ class McpServers:
         reg = self.servers.pop((scope, name), None)
         if reg is not None and reg.connection is not None:
             await reg.connection.stop()
-        await self._retired(lambda key: key == (scope, name))
 
     def end_with_session(self, conn: sqlite3.Connection, session_id: str, purged: bool) -> None:
         """A session's servers end with it, in its ending transaction (Sessions.ending); the
@@ -431,22 +427,6 @@ class McpServers:
             reg = self.servers.pop(key)
             if reg.connection is not None:
                 await reg.connection.stop()
-        await self._retired(lambda key: key[0] == session_id)
-
-    async def _retired(self, which: Callable[[tuple[str, str]], bool]) -> None:
-        """Wait for the stops ``reconcile`` began of these keys' connections."""
-        await asyncio.gather(*(stop for key, stop in list(self._retiring) if which(key)), return_exceptions=True)
-
-    async def _retire(self, reg: Registration) -> None:
-        """Stop ``reg``'s connection, known in ``_retiring`` until it stopped."""
-        if reg.connection is None:
-            return
-        entry = ((reg.scope, reg.name), asyncio.ensure_future(reg.connection.stop()))
-        self._retiring.add(entry)
-        try:
-            await asyncio.shield(entry[1])
-        finally:
-            self._retiring.discard(entry)
 
     def _touch(self, key: tuple[str, str]) -> None:
         self._changes += 1
@@ -472,8 +452,13 @@ class McpServers:
                 continue  # changed here while this read ran: the change is newer
             row, reg = stored.get(key), self.servers.get(key)
             if reg is not None and (row is None or row[3] != reg.created_at):
-                del self.servers[key]
-                await self._retire(reg)
+                # Listed until it has stopped: a removal or a session's end that comes meanwhile
+                # finds it, and its stop() waits for this one (it answered with the process
+                # still running when the registration was gone first).
+                if reg.connection is not None:
+                    await reg.connection.stop()
+                if self.servers.get(key) is reg:
+                    del self.servers[key]
                 reg = None
             if row is not None and reg is None and self._changed.get(key, 0) <= since:
                 new = Registration(row[0], row[1], json.loads(row[2]), row[3])
