@@ -5,21 +5,31 @@ Standard library only."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+
+def _processes() -> Iterator[tuple[str, int]]:
+    """(pid, uid) of every process /proc shows now (one gone meanwhile is left out)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                yield entry, os.stat(f"/proc/{entry}").st_uid
+            except OSError:
+                pass
 
 
 def count_tasks(uid: int) -> int:
     """Tasks (processes and threads) the uid runs now: RLIMIT_NPROC counts all of them."""
     total = 0
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return 0
-    for entry in entries:
-        if entry.isdigit():
+    for pid, owner in _processes():
+        if owner == uid:
             try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    total += len(os.listdir(f"/proc/{entry}/task"))
+                total += len(os.listdir(f"/proc/{pid}/task"))
             except OSError:
                 pass
     return total
@@ -27,18 +37,7 @@ def count_tasks(uid: int) -> int:
 
 def uids_running() -> set[int]:
     """The uids of the processes on the host now (as far as /proc shows them)."""
-    found: set[int] = set()
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return found
-    for entry in entries:
-        if entry.isdigit():
-            try:
-                found.add(os.stat(f"/proc/{entry}").st_uid)
-            except OSError:
-                pass
-    return found
+    return {owner for _, owner in _processes()}
 
 
 def child_pid(parent: int) -> int | None:
