@@ -1,39 +1,39 @@
-"""The fast lane: ``POST /api/sessions/{id}/events`` over TCP without aiohttp's Request and
-Response objects.
+"""The fast lane: the two busiest writes over TCP, ``POST /api/sessions/{id}/events`` and
+``POST /api/sessions/{id}/commands`` (``?wait=N``), without aiohttp's Request and Response.
 
-Why: publishing events is the API's busiest write, and on its aiohttp path (protocol, Request,
-router, the edge, Response) the request cost about as much CPU as the bus and the store's work
-for it. A request answered here costs about half the CPU of the same request through aiohttp
-(bench/README.md, "The fast lane"), with the same checks, the same bus call, the same answer.
+Why: on aiohttp's path (protocol, Request, router, the edge, Response) such a request cost
+about as much CPU as the bus and the store's work for it. A request answered here costs much
+less (bench/README.md, "The fast lane"), with the same checks, the same bus call, the same
+answer. The routes, what each checks and does, are in api/fastroutes.py.
 
-What it serves: one request shape, exactly, on the TCP listeners (server.py's ``TcpSite``) when
+What it serves: those requests, exactly, on the TCP listeners (server.py's ``TcpSite``) when
 ``server.fast_lane`` is on (the default). Every request is first read here; one that is not
 that shape, or not plainly fine, goes to aiohttp as it came, and so does everything the
 connection sends after it (the connection is aiohttp's from then on, for good: its parser
 needs a connection from its start or from a request boundary, and never two servers on one
-stream). So whatever is unusual - another route, a query string, ``Transfer-Encoding``,
-``Expect``, ``Origin``, ``Idempotency-Key``, ``Content-Encoding``, ``Connection`` other than
-``keep-alive``, a header line that is not plainly ``name: value``, a repeated header, a head or
-body not whole in the bytes at hand, a body over ``server.max_body_size``, a missing or unknown
-credential, a session token of another session, a body that is not valid ``EventCreate`` JSON,
-a rate limit reached, a daemon stopping - is answered by aiohttp and the edge (api/edge.py),
-which produce every refusal and its envelope. The fast lane only ever answers requests that
-pass every check the edge makes, and errors that come from the bus or the store once the
-request has been taken (the envelope of api/errors.py, as the edge would build it).
+stream). So whatever is unusual - another route, another query, ``Transfer-Encoding``,
+``Expect``, ``Origin``, ``Idempotency-Key``, ``Prefer``, ``Content-Encoding``, ``Connection``
+other than ``keep-alive``, a header line that is not plainly ``name: value``, a repeated
+header, a head or body not whole in the bytes at hand, a body over ``server.max_body_size``, a
+missing or unknown credential, a session token of another session, a body the route would
+refuse, a rate limit reached, a daemon stopping - is answered by aiohttp and the edge
+(api/edge.py), which produce every refusal and its envelope. The fast lane only ever answers
+requests that pass every check the edge makes, and errors that come from the bus or the store
+once the request has been taken (the envelope of api/errors.py, as the edge would build it).
 
 It is a strict subset of HTTP/1.1 by construction: a byte sequence it accepts is one aiohttp's
-parser reads the same way (one request line, ``name: value`` lines of token names and visible
-values, one ``Content-Length``, no other framing), so no request can mean one thing here and
-another there.
+parser reads the same way (one request line, ``name: value`` lines of token names and printable
+ASCII values, one ``Content-Length``, no other framing), so no request can mean one thing here
+and another there.
 
 The same steps as the edge, in the same order of effect: the request id, the span (continuing
 ``traceparent``), Host, the credential (``Credentials.verify``), the session token's scope, the
-body (``EventCreate``, the same decoder and depth rule), the rate limit (charged only when all of
-those passed: a refused request costs what it costs on the aiohttp path), the bus
-(``api/events.publish``), metrics and the span's end with the status; the answer has the
-headers aiohttp's would (Content-Type, the request id, the version, RateLimit when charged,
-Content-Length, Date, Server, traceparent; ``Connection: close`` once stopping). One request at
-a time per connection (answers in order); bytes a client pipelines behind it wait.
+body (the route's model, the same decoder and depth rule), the rate limit (charged only when all
+of those passed: a refused request costs what it costs on the aiohttp path), the route's work,
+metrics and the span's end with the status; the answer has the headers aiohttp's would
+(Content-Type, the request id, the version, RateLimit when charged, Content-Length, Date,
+Server, traceparent; ``Connection: close`` once stopping). One request at a time per
+connection (answers in order); bytes a client pipelines behind it wait.
 """
 
 from __future__ import annotations
@@ -50,18 +50,20 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 from llmgine_daemon import __version__
 from llmgine_daemon.api.errors import error_envelope, request_id_from
-from llmgine_daemon.api.events import publish
+from llmgine_daemon.api.fastroutes import ROUTES, Route
 from llmgine_daemon.api.guard import GUARD, rate_key
 from llmgine_daemon.api.keys import BUS, OBSERVABILITY, SETTINGS, SHUTDOWN
 from llmgine_daemon.api.observability import begin, end_request
 from llmgine_daemon.bus.auth import AuthFailure
-from llmgine_daemon.protocol import REQUEST_ID_HEADER, VERSION_HEADER, EventCreate, integral
-from llmgine_daemon.protocol.base import json_too_deep
+from llmgine_daemon.protocol import REQUEST_ID_HEADER, VERSION_HEADER
 from llmgine_daemon.protocol.grammar import valid_id
 
-ROUTE = "/api/sessions/{session_id}/events"
-# The id's characters here, the whole grammar (protocol/grammar.py) checked after.
-_REQUEST_LINE = re.compile(rb"POST /api/sessions/([A-Za-z0-9_][A-Za-z0-9._:-]{0,127})/events HTTP/1\.1\r\n")
+# The id's characters here, the whole grammar (protocol/grammar.py) checked after; a query is
+# ``?wait=N`` alone (the commands route's; the events route takes none).
+_REQUEST_LINE = re.compile(
+    rb"POST /api/sessions/([A-Za-z0-9_][A-Za-z0-9._:-]{0,127})/(events|commands)"
+    rb"(?:\?wait=([0-9]{1,3}(?:\.[0-9]{1,6})?))? HTTP/1\.1\r\n"
+)
 # A header line as RFC 9110 has it, without obsolete folding: a token, a colon, then printable
 # ASCII, spaces and tabs (anything else, UTF-8 included, is aiohttp's to read).
 _HEADER = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):([\x20-\x7e\t]*)")
@@ -69,7 +71,7 @@ _JSON_TYPE = re.compile(rb"application/json(?:[ \t]*;[ \t]*charset=\"?utf-8\"?)?
 _DIGITS = re.compile(rb"[0-9]{1,12}")
 # Headers whose presence sends a request to aiohttp (see the module docstring).
 _REFUSED = frozenset(
-    {b"transfer-encoding", b"expect", b"origin", b"idempotency-key", b"content-encoding", b"upgrade", b"te"}
+    {b"transfer-encoding", b"expect", b"origin", b"idempotency-key", b"content-encoding", b"upgrade", b"te", b"prefer"}
 )
 MAX_FIELDS = 32  # header lines; a request with more is aiohttp's (which takes up to 128)
 # While a request is in flight, aiohttp's idle timer (server.read_timeout) is pushed this far.
@@ -90,11 +92,12 @@ def _http_date() -> bytes:
 class _Request:
     """One request the fast lane took: what its answer needs."""
 
-    __slots__ = ("session_id", "body", "request_id", "traceparent", "principal", "rate_headers")
+    __slots__ = ("route", "session_id", "prepared", "request_id", "traceparent", "rate_headers")
 
-    def __init__(self, session_id: str, body: EventCreate, headers: dict[bytes, bytes]) -> None:
+    def __init__(self, route: Route, session_id: str, prepared: Any, headers: dict[bytes, bytes]) -> None:
+        self.route = route
         self.session_id = session_id
-        self.body = body
+        self.prepared = prepared
         supplied = headers.get(b"x-request-id")
         self.request_id = request_id_from(supplied.decode("latin-1") if supplied is not None else None)
         parent = headers.get(b"traceparent")
@@ -102,9 +105,19 @@ class _Request:
         self.rate_headers: dict[str, str] = {}
 
 
-def _parse(data: bytes, at: int, max_head: int) -> tuple[str, dict[bytes, bytes], bytes, int] | None:
-    """The request at ``data[at:]``, when it is the fast lane's shape and whole: its session
-    id, its headers (lower-case names), its body and where the next request begins. A head over
+class _Parsed:
+    __slots__ = ("route", "session_id", "wait", "headers", "body", "stop")
+
+    def __init__(
+        self, route: Route, session_id: str, wait: bytes | None, headers: dict[bytes, bytes], body: bytes, stop: int
+    ) -> None:
+        self.route, self.session_id, self.wait = route, session_id, wait
+        self.headers, self.body, self.stop = headers, body, stop
+
+
+def _parse(data: bytes, at: int, max_head: int) -> _Parsed | None:
+    """The request at ``data[at:]``, when it is the fast lane's shape and whole: its route,
+    session id, ``?wait``, headers (lower-case names), body and where the next request begins. A head over
     ``max_head`` bytes (``server.max_header_size``, aiohttp's limit for one line) or over
     MAX_FIELDS lines is aiohttp's: stricter than its own limits, never looser."""
     line = _REQUEST_LINE.match(data, at)
@@ -138,7 +151,9 @@ def _parse(data: bytes, at: int, max_head: int) -> tuple[str, dict[bytes, bytes]
     if connection is not None and connection.lower() != b"keep-alive":
         return None
     session_id = line.group(1).decode("ascii")
-    return (session_id, headers, data[start:stop], stop) if valid_id(session_id) else None
+    if not valid_id(session_id):
+        return None
+    return _Parsed(ROUTES[line.group(2)], session_id, line.group(3), headers, data[start:stop], stop)
 
 
 def _credential(headers: dict[bytes, bytes]) -> str | None:
@@ -151,15 +166,10 @@ def _credential(headers: dict[bytes, bytes]) -> str | None:
     return token.decode("latin-1") if token else None
 
 
-def _event_body(headers: dict[bytes, bytes], body: bytes) -> EventCreate | None:
+def _json_body(headers: dict[bytes, bytes]) -> bool:
+    """Whether the body may be read as JSON: ``read_json``'s rule (api/util.py), strictly."""
     content_type = headers.get(b"content-type")
-    if not body or (content_type is not None and _JSON_TYPE.fullmatch(content_type) is None):
-        return None
-    try:
-        value = integral.decode(body, EventCreate)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-        return None
-    return None if json_too_deep(body) else value
+    return content_type is None or _JSON_TYPE.fullmatch(content_type) is not None
 
 
 def _answer(status: int, headers: dict[str, str], body: bytes) -> bytes:
@@ -258,7 +268,7 @@ class FastLane(asyncio.Protocol):
         parsed = _parse(data, at, lane.max_head)
         if parsed is None:
             return None
-        session_id, headers, raw, stop = parsed
+        headers = parsed.headers
         guard = lane.guard
         inner = self.inner
         if lane.shutdown.is_set() or inner._force_close or inner._close:
@@ -273,20 +283,21 @@ class FastLane(asyncio.Protocol):
             principal = guard.credentials.verify(presented)
         except AuthFailure:
             return None
-        if principal.session_id is not None and principal.session_id != session_id:
+        if principal.session_id is not None and principal.session_id != parsed.session_id:
             return None
-        if lane.max_body and len(raw) > lane.max_body:
+        raw = parsed.body
+        if (lane.max_body and len(raw) > lane.max_body) or not _json_body(headers):
             return None
-        body = _event_body(headers, raw)
-        if body is None:
+        prepared = parsed.route.prepare(raw, parsed.wait, principal)
+        if prepared is None:
             return None
-        request = _Request(session_id, body, headers)
+        request = _Request(parsed.route, parsed.session_id, prepared, headers)
         decision = guard.limiter.hit("key", rate_key(principal))
         if decision is not None:
             if not decision.allowed:  # took nothing: aiohttp's path answers the 429
                 return None
             request.rate_headers = decision.headers()
-        return request, stop
+        return request, parsed.stop
 
     def _hand_over(self) -> None:
         """The connection is aiohttp's from here on, starting with what is left unread."""
@@ -302,19 +313,18 @@ class FastLane(asyncio.Protocol):
     async def _serve(self, request: _Request) -> None:
         lane = self.lane
         obs = lane.obs
-        observed = begin(obs, "POST", ROUTE, request.session_id, request.traceparent, request.request_id)
+        route = request.route
+        observed = begin(obs, "POST", route.template, request.session_id, request.traceparent, request.request_id)
         if obs.metrics_enabled:
             lane.taken.inc()
         status = 500
         try:
             try:
-                event, replayed = await publish(lane.bus, request.session_id, request.body, None)
-                status, body = 201, _encoder.encode(event)
-                headers = {"Content-Type": "application/json"}
-                if replayed:  # (only with an Idempotency-Key, which aiohttp's path serves)
-                    headers["Idempotent-Replayed"] = "true"
+                status, value, headers = await route.run(lane.bus, request.session_id, request.prepared)
+                body = _encoder.encode(value)
+                headers = {"Content-Type": "application/json", **headers}
             except Exception as exc:
-                response = error_envelope(request.request_id, exc, f"POST {ROUTE}")
+                response = error_envelope(request.request_id, exc, f"POST {route.template}")
                 status = response.status
                 headers = {name: value for name, value in response.headers.items() if name != "Content-Length"}
                 body = response.body if isinstance(response.body, bytes) else b""

@@ -88,7 +88,8 @@ CATALOG: tuple[MetricDef, ...] = (
     _c(
         "http_fast_lane_requests_total",
         (),
-        "event publishes the fast lane took (server.fast_lane; counted in http_requests_total too)",
+        "event publishes and command submissions the fast lane took (server.fast_lane; "
+        "counted in http_requests_total too)",
     ),
     _h("http_request_duration_seconds", ("route", "method"), "HTTP request latency"),
     # storage (store/db.py group commit, via Store.on_commit)
