@@ -26,6 +26,7 @@ from llmgine_daemon.paths import APP_NAME as APP_NAME
 from llmgine_daemon.paths import ConfigError as ConfigError
 from llmgine_daemon.paths import Paths as Paths
 from llmgine_daemon.paths import check_dir_safe as check_dir_safe
+from llmgine_daemon.paths import clear_stale_temps as clear_stale_temps
 from llmgine_daemon.paths import dir_locked as dir_locked
 from llmgine_daemon.paths import ensure_private_dir as ensure_private_dir
 from llmgine_daemon.paths import get_paths as get_paths
@@ -423,10 +424,8 @@ def write_config_value(path: Path, key: str, value: Any | None) -> bool:
     if key not in BY_KEY:
         raise ConfigError(f"unknown key {key!r}")
     with dir_locked(path.parent):  # two `config set` at once: each keeps the other's key
-        # What a writer killed mid-write left (write_private's temporary file): no other
-        # writer of this file runs while the lock is held.
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+        # (What a writer killed mid-write left, write_private's temporary file, goes with the
+        # write: clear_stale_temps.)
         return _edit_config(path, key, value)
 
 
