@@ -429,6 +429,13 @@ def write_config_value(path: Path, key: str, value: Any | None) -> bool:
         return _edit_config(path, key, value)
 
 
+def has_comments(raw: bytes) -> bool:
+    """Whether a TOML or YAML text may have a comment: a ``#`` that starts a line or follows a
+    space (``"http://host/#part"`` is none). Quotes are not followed: a ``#`` after a space in
+    a string counts too, which costs a needless copy, never a comment lost without one."""
+    return re.search(rb"(?:^|[ \t])#", raw, re.MULTILINE) is not None
+
+
 def commented_backup(path: Path) -> Path:
     """Where ``write_config_value`` keeps the file as it was when it held comments."""
     return path.with_name(path.name + ".bak")
@@ -467,7 +474,7 @@ def _edit_config(path: Path, key: str, value: Any | None) -> bool:
                 del parent[table]
     else:
         node[name] = value
-    if b"#" in raw:  # comments, most likely: the parsers drop them
+    if has_comments(raw):  # the parsers drop them
         write_private(commented_backup(path), raw)
     write_private(path, _dump(path, doc))
     return True

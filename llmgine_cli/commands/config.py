@@ -24,6 +24,7 @@ from llmgine_daemon.settings import (
     ConfigError,
     commented_backup,
     get_paths,
+    has_comments,
     load_settings,
     parse_cli_value,
     write_config_value,
@@ -180,7 +181,7 @@ def _write(where: Path, key: str, value: Any | None) -> tuple[bool, str]:
     """write_config_value, and what to say of the file's comments (the rewrite drops them;
     a file that had some is copied first)."""
     try:
-        commented = b"#" in where.read_bytes()
+        commented = has_comments(where.read_bytes())
     except OSError:
         commented = False
     changed = write_config_value(where, key, value)

@@ -116,6 +116,14 @@ def test_set_and_unset_edit_a_yaml_file_and_keep_its_comments_in_a_copy(cold_cli
     doc = yaml.safe_load(path.read_text())
     assert doc == {"logging": {"level": "debug"}, "providers": {"openai": {"timeout": 30.0}}}
 
+    # A `#` that is no comment (a URL's fragment) makes no copy, and no note.
+    plain = cold_home / "plain.toml"
+    plain.write_text('[providers.openai]\nbase_url = "http://127.0.0.1:9/v1#x"\n')
+    result = cold_cli("config", "set", "logging.level", "info", LLMGINE_CONFIG=str(plain))
+    assert result.exit_code == 0 and "comments" not in result.stderr
+    assert not (cold_home / "plain.toml.bak").exists()
+    assert tomllib.loads(plain.read_text())["providers"]["openai"]["base_url"] == "http://127.0.0.1:9/v1#x"
+
 
 def test_get_prints_an_object_as_json_that_set_takes_back(cold_cli, cold_home):
     # config get printed a table's or an object's value as Python's repr ({'m': [1.0, ...]}),
