@@ -97,6 +97,8 @@ def _clear_old_temps(path: str) -> None:
     before write_private): a copy of the API keys. Removed when that process is gone."""
     import re
 
+    from llmgine_cli.daemonctl import pid_alive
+
     directory, name = os.path.split(path)
     try:
         names = os.listdir(directory)
@@ -104,21 +106,11 @@ def _clear_old_temps(path: str) -> None:
         return
     for entry in names:
         found = re.fullmatch(rf"{re.escape(name)}\.(\d+)\.tmp", entry)
-        if found is None or _alive(int(found.group(1))):
+        if found is None or pid_alive(int(found.group(1))):
             continue
         with contextlib.suppress(OSError):
             if not os.path.islink(os.path.join(directory, entry)):
                 os.unlink(os.path.join(directory, entry))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # someone else's process: alive
-        return True
-    return True
 
 
 def selected(env: Mapping[str, str], name: str | None = None) -> tuple[str, dict[str, Any]] | None:
