@@ -33,7 +33,8 @@ of those passed: a refused request costs what it costs on the aiohttp path), the
 metrics and the span's end with the status; the answer has the headers aiohttp's would
 (Content-Type, the request id, the version, RateLimit when charged, Content-Length, Date,
 Server, traceparent; ``Connection: close`` once stopping). One request at a time per
-connection (answers in order); bytes a client pipelines behind it wait.
+connection (answers in order); bytes a client pipelines behind it wait. A request in flight
+is one in progress to aiohttp's stop too (``server.shutdown_timeout`` to finish, as its own).
 """
 
 from __future__ import annotations
@@ -253,6 +254,9 @@ class FastLane(asyncio.Protocol):
         self.busy = True
         inner = self.inner
         IN_FLIGHT.add(id(inner))
+        # aiohttp's stop (RequestHandler.shutdown) gives a request in progress
+        # server.shutdown_timeout to finish: this one too (``_done`` tells it when it has).
+        inner._request_in_progress = True
         loop = asyncio.get_running_loop()
         # aiohttp's idle timer must not close the connection under a request it does not know of.
         inner._next_keepalive_close_time = loop.time() + BUSY_S
@@ -354,7 +358,12 @@ class FastLane(asyncio.Protocol):
 
     def _done(self) -> None:
         self.busy = False
-        IN_FLIGHT.discard(id(self.inner))
+        inner = self.inner
+        IN_FLIGHT.discard(id(inner))
+        inner._request_in_progress = False
+        waiter = inner._handler_waiter  # the stop's, waiting for this request
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         self._idle_from_now()
         if self.read_paused and len(self.buffer) - self.at <= MAX_PENDING and not self.write_paused:
             self.read_paused = False

@@ -516,3 +516,30 @@ def test_a_stop_answers_what_the_fast_lane_took() -> None:
         assert set(seen["acknowledged"]) <= {json.loads(row[0])["mark"] for row in rows}
     finally:
         stop(node)
+
+
+@pytest.mark.sqlite_only(reason="the stop's grace period: storage plays no part")
+def test_a_stop_gives_a_request_the_fast_lane_took_the_shutdown_timeout() -> None:
+    # A request in flight when the daemon is told to stop has server.shutdown_timeout to finish
+    # and is answered (Connection: close), on either path: the fast lane's was cut off once
+    # the stop's short drain (1 s) was over, unanswered, though its work went on.
+    answers = []
+    for lane in ("true", "false"):
+        node = start({"LLMGINE_FAST_LANE": lane, "LLMGINE_SHUTDOWN_TIMEOUT": "30"})
+        try:
+            slow = b'{"command_type": "DummyEngineCommand", "parameters": {"prompt": "x", "delay_ms": 3000}}'
+            request = submit(node.sid, slow, {**PLAIN, "Authorization": f"Bearer {node.key}"}, "?wait=60")
+            assert node.daemon.port is not None
+            with socket.create_connection(("127.0.0.1", node.daemon.port), timeout=60) as sock:
+                sock.sendall(request)
+                executing = f"/api/sessions/{node.sid}/commands?status=executing"
+                while not api(node, "GET", executing).json()["commands"]:
+                    time.sleep(0.05)  # (until the command runs)
+                node.daemon.proc.send_signal(signal.SIGTERM)
+                answer = read_answer(sock, bytearray())
+            assert node.daemon.proc.wait(60) == 0
+            answers.append(answer)
+        finally:
+            stop(node)
+    assert [a is not None and (a.status, a.headers.get("connection")) for a in answers] == [(200, "close")] * 2
+    assert [a.json()["status"] for a in answers if a is not None] == ["completed"] * 2
