@@ -232,6 +232,11 @@ class FastLane(asyncio.Protocol):
         else:
             self.buffer = data
         self.at = 0
+        if len(self.buffer) > MAX_PENDING and not self.read_paused:
+            # (whatever is in flight: a request, or answers the client does not read)
+            self.read_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
         self._next()
 
     def _next(self) -> None:
@@ -242,9 +247,6 @@ class FastLane(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         if self.write_paused:
-            if len(self.buffer) - self.at > MAX_PENDING and not self.read_paused:
-                self.read_paused = True
-                transport.pause_reading()
             return
         taken = self._check(self.buffer, self.at)
         if taken is None:
@@ -261,9 +263,6 @@ class FastLane(asyncio.Protocol):
         # aiohttp's idle timer must not close the connection under a request it does not know of.
         inner._next_keepalive_close_time = loop.time() + BUSY_S
         loop.create_task(self._serve(request))
-        if len(self.buffer) - self.at > MAX_PENDING and not self.read_paused:
-            self.read_paused = True
-            transport.pause_reading()
 
     def _check(self, data: bytes, at: int) -> tuple[_Request, int] | None:
         """The request at ``data[at:]`` if it passes every check the edge makes (then charged

@@ -543,3 +543,35 @@ def test_a_stop_gives_a_request_the_fast_lane_took_the_shutdown_timeout() -> Non
             stop(node)
     assert [a is not None and (a.status, a.headers.get("connection")) for a in answers] == [(200, "close")] * 2
     assert [a.json()["status"] for a in answers if a is not None] == ["completed"] * 2
+
+
+def resident_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+
+
+@pytest.mark.sqlite_only(reason="connection handling: storage plays no part")
+def test_bytes_pipelined_behind_a_request_in_flight_are_bounded(pair: tuple[Node, Node]) -> None:
+    # While the fast lane answers a request, what the client sends behind it is kept, up to
+    # MAX_PENDING bytes; then the connection is not read (the client's sends block), as on
+    # aiohttp's path. It kept everything: 128 MB sent behind a command waiting for its result
+    # grew the daemon by what the kernel's buffers did not hold (one token's holder, one
+    # connection; and copied it all again on every read).
+    fast, _ = pair
+    sid = api(fast, "POST", "/api/sessions", {}).json()["session_id"]  # (its engine busy for a while)
+    assert api(fast, "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid}).status == 201
+    auth = {**PLAIN, "Authorization": f"Bearer {fast.key}"}
+    slow = b'{"command_type": "DummyEngineCommand", "parameters": {"prompt": "x", "delay_ms": 5000}}'
+    flood = publish(sid, json.dumps({"event_type": "flood", "data": {"pad": "p" * 4000}}).encode(), auth)
+    offered = flood * (128 * 2**20 // len(flood))
+    assert fast.daemon.port is not None
+    before = resident_mib(fast.daemon.proc.pid)
+    with socket.create_connection(("127.0.0.1", fast.daemon.port), timeout=30) as sock:
+        sock.sendall(submit(sid, slow, auth, "?wait=60"))
+        sock.settimeout(2)
+        try:
+            sock.sendall(offered)  # (the kernel's buffers take some tens of MB: not all of it)
+        except TimeoutError:
+            pass
+        grown = resident_mib(fast.daemon.proc.pid) - before
+    assert grown < 16, f"the daemon grew by {grown:.0f} MiB"
