@@ -277,6 +277,46 @@ CASES: dict[str, Callable[[Node], bytes]] = {
         "01a20000-0000-7000-8000-000000000000", COMMAND, {**PLAIN, "Authorization": f"Bearer {n.key}"}
     ),
     "command, an ended session": lambda n: submit(n.ended, COMMAND, {**PLAIN, "Authorization": f"Bearer {n.key}"}),
+    "a NUL in a text": lambda n: publish(
+        n.sid, b'{"event_type": "a", "data": {"x": "a\\u0000b"}}', {**PLAIN, "Authorization": f"Bearer {n.key}"}
+    ),
+    "Content-Length with leading zeros": lambda n: publish(
+        n.sid, EVENT, {**PLAIN, "Authorization": f"Bearer {n.key}"}
+    ).replace(b"Content-Length: ", b"Content-Length: 000"),
+    "Content-Length with a sign": lambda n: publish(
+        n.sid, EVENT, {**PLAIN, "Authorization": f"Bearer {n.key}"}
+    ).replace(b"Content-Length: ", b"Content-Length: +"),
+    "Content-Length twice": lambda n: publish(
+        n.sid, EVENT, {**PLAIN, "content-length": str(len(EVENT)), "Authorization": f"Bearer {n.key}"}
+    ),
+    "a space before a colon": lambda n: publish(n.sid, EVENT, {**PLAIN, "Authorization": f"Bearer {n.key}"}).replace(
+        b"Content-Length:", b"Content-Length :"
+    ),
+    "a bare LF": lambda n: publish(n.sid, EVENT, {**PLAIN, "X-A": "a\nX-B: b", "Authorization": f"Bearer {n.key}"}),
+    "a NUL in a header": lambda n: publish(n.sid, EVENT, {**PLAIN, "X-A": "a\0b", "Authorization": f"Bearer {n.key}"}),
+    "a folded header": lambda n: publish(n.sid, EVENT, {**PLAIN, "X-A": "a\r\n b", "Authorization": f"Bearer {n.key}"}),
+    "HTTP/1.0": lambda n: publish(n.sid, EVENT, {**PLAIN, "Authorization": f"Bearer {n.key}"}).replace(
+        b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1
+    ),
+    "a percent-encoded path": lambda n: publish(n.sid, EVENT, {**PLAIN, "Authorization": f"Bearer {n.key}"}).replace(
+        b"/events ", b"/%65vents ", 1
+    ),
+    "a Host with the port": lambda n: publish(
+        n.sid, EVENT, {**PLAIN, "Host": f"127.0.0.1:{n.daemon.port}", "Authorization": f"Bearer {n.key}"}
+    ),
+    "a key, and another session's token": lambda n: publish(
+        n.sid, EVENT, {**PLAIN, "Authorization": f"Bearer {n.key}", "X-Session-Token": n.other_token}
+    ),
+    "another session's token, and a key": lambda n: publish(
+        n.sid, EVENT, {**PLAIN, "X-Session-Token": n.token, "Authorization": f"Bearer {n.other_token}"}
+    ),
+    "Bearer and a tab": lambda n: publish(n.sid, EVENT, {**PLAIN, "Authorization": f"Bearer\t{n.key}"}),
+    "a byte order mark": lambda n: publish(
+        n.sid, b"\xef\xbb\xbf" + EVENT, {**PLAIN, "Authorization": f"Bearer {n.key}"}
+    ),
+    "a second Authorization": lambda n: publish(
+        n.sid, EVENT, {**PLAIN, "Authorization": f"Bearer {n.key}", "authorization": "Bearer nope"}
+    ),
     "chunked": lambda n: (
         (
             f"POST /api/sessions/{n.sid}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {n.key}\r\n"
@@ -343,6 +383,10 @@ TAKEN = {
     "command, unknown type",
     "command, unknown session",
     "command, an ended session",
+    "a NUL in a text",
+    "Content-Length with leading zeros",
+    "a Host with the port",
+    "a key, and another session's token",
 }
 
 
