@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import shutil
 import signal
@@ -619,3 +620,46 @@ def test_bytes_pipelined_behind_a_request_in_flight_are_bounded(pair: tuple[Node
             pass
         grown = resident_mib(fast.daemon.proc.pid) - before
     assert grown < 16, f"the daemon grew by {grown:.0f} MiB"
+
+
+def mixed_stream(node: Node, rnd: random.Random, count: int) -> bytes:
+    """``count`` requests, most of them the fast lane's, now and then one aiohttp must answer."""
+    auth = {**PLAIN, "Authorization": f"Bearer {node.key}"}
+    target = f"/api/sessions/{node.sid}/events/01a20000-0000-7000-8000-000000000000"  # (404: an answer both give)
+    read = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {node.key}\r\n\r\n"
+    requests = []
+    for n in range(count):
+        event = json.dumps({"event_type": "mixed", "data": {"m": n}}).encode()
+        requests.append(
+            rnd.choice(
+                [
+                    read.encode(),
+                    publish(node.sid, event, {**auth, "X-Session-Token": node.other_token}),
+                    publish(node.sid, b'{"nope": 1}', auth),
+                    publish(node.sid, event, {**PLAIN, "X-Session-Token": node.token}),
+                    publish(node.sid, event, {**PLAIN, "Authorization": "Bearer lgk_0123456789ab_nope"}),
+                    submit(node.sid, COMMAND, auth),
+                ]
+            )
+            if n >= 5 and rnd.random() < 0.15
+            else publish(node.sid, event, auth)
+        )
+    return b"".join(requests)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_mixed_pipeline_in_pieces_is_answered_as_aiohttp_answers_it(pair: tuple[Node, Node], seed: int) -> None:
+    # The same bytes, cut at the same places, to both: the same answers in the same order
+    # (every request framed alike, whichever of the two reads it).
+    runs = []
+    before = taken(pair[0])
+    for node in pair:
+        rnd = random.Random(seed)
+        stream = mixed_stream(node, rnd, 40)
+        cuts = sorted(rnd.sample(range(len(stream) // 3, len(stream)), 6))  # (a request cut: aiohttp's)
+        pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+        assert node.daemon.port is not None
+        answers = exchange(node.daemon.port, *pieces, answers=40, pause=0.02)
+        runs.append([comparable(a) for a in answers])
+    assert runs[0] == runs[1]
+    assert taken(pair[0]) - before >= 5  # (the fast lane's, then aiohttp's from the first other one)
