@@ -77,8 +77,20 @@ MAX_FIELDS = 32  # header lines; a request with more is aiohttp's (which takes u
 # While a request is in flight, aiohttp's idle timer (server.read_timeout) is pushed this far.
 BUSY_S = 1e9
 MAX_PENDING = 256 * 1024  # bytes pipelined behind a request in flight before reading pauses
-# Connections with a request in flight (ids of aiohttp's protocols: server.py's drain waits for them).
-IN_FLIGHT: set[int] = set()
+# The requests in flight, by connection (the id of its aiohttp protocol): server.py's drain sees
+# them as work, and its stop waits for them (``finish``) as aiohttp waits for its handlers.
+IN_FLIGHT: dict[int, asyncio.Task[None]] = {}
+
+
+async def finish(timeout: float) -> None:
+    """Wait up to ``timeout`` for the requests in flight (the daemon is stopping: new ones go
+    to aiohttp's path, which answers ``Connection: close``): aiohttp gives its own handlers
+    ``server.shutdown_timeout`` the same way before it closes their connections."""
+    tasks = list(IN_FLIGHT.values())
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+
+
 _date = [0, b""]
 
 
@@ -252,11 +264,10 @@ class FastLane(asyncio.Protocol):
         request, self.at = taken
         self.busy = True
         inner = self.inner
-        IN_FLIGHT.add(id(inner))
         loop = asyncio.get_running_loop()
         # aiohttp's idle timer must not close the connection under a request it does not know of.
         inner._next_keepalive_close_time = loop.time() + BUSY_S
-        loop.create_task(self._serve(request))
+        IN_FLIGHT[id(inner)] = loop.create_task(self._serve(request))
         if len(self.buffer) - self.at > MAX_PENDING and not self.read_paused:
             self.read_paused = True
             transport.pause_reading()
@@ -354,7 +365,7 @@ class FastLane(asyncio.Protocol):
 
     def _done(self) -> None:
         self.busy = False
-        IN_FLIGHT.discard(id(self.inner))
+        IN_FLIGHT.pop(id(self.inner), None)
         self._idle_from_now()
         if self.read_paused and len(self.buffer) - self.at <= MAX_PENDING and not self.write_paused:
             self.read_paused = False

@@ -26,7 +26,7 @@ import pytest
 from tests import clitools
 from tests.dbtools import open_home_db
 from tests.e2e.test_shutdown import run_then_exit_0
-from tests.eventually import eventually
+from tests.eventually import eventually, eventually_blocking
 
 pytestmark = pytest.mark.e2e
 
@@ -514,5 +514,33 @@ def test_a_stop_answers_what_the_fast_lane_took() -> None:
         with open_home_db(node.daemon.home) as db:
             rows = db.execute("SELECT data FROM events WHERE event_type = 'Load'").fetchall()
         assert set(seen["acknowledged"]) <= {json.loads(row[0])["mark"] for row in rows}
+    finally:
+        stop(node)
+
+
+@pytest.mark.sqlite_only(reason="the stop's grace period: storage plays no part")
+@pytest.mark.parametrize("lane", ["true", "false"])
+def test_a_stop_lets_a_waiting_command_finish_and_answers_it(lane: str) -> None:
+    # aiohttp's stop gives the requests it is handling server.shutdown_timeout to finish; a
+    # request the fast lane took must get the same, not a closed connection.
+    node = start({"LLMGINE_SHUTDOWN_TIMEOUT": "30", "LLMGINE_FAST_LANE": lane})
+    try:
+        assert node.daemon.port is not None
+        body = json.dumps({"command_type": "DummyEngineCommand", "parameters": {"prompt": "x", "delay_ms": 2000}})
+        request = submit(node.sid, body.encode(), {**PLAIN, "Authorization": f"Bearer {node.key}"}, "?wait=60")
+        with socket.create_connection(("127.0.0.1", node.daemon.port), timeout=60) as sock:
+            sock.sendall(request)
+            with open_home_db(node.daemon.home) as db:
+                eventually_blocking(
+                    lambda: db.execute("SELECT count(*) FROM commands WHERE status = 'executing'").fetchone()[0] == 1,
+                    timeout=30,
+                    message="the command running",
+                )
+            node.daemon.proc.send_signal(signal.SIGTERM)
+            answer = read_answer(sock, bytearray())
+        assert answer is not None, "no answer: the connection was closed under the request"
+        assert answer.status == 200 and answer.json()["status"] == "completed"
+        assert answer.headers.get("connection") == "close"
+        assert node.daemon.proc.wait(60) == 0
     finally:
         stop(node)
