@@ -24,7 +24,9 @@ once the request has been taken (the envelope of api/errors.py, as the edge woul
 It is a strict subset of HTTP/1.1 by construction: a byte sequence it accepts is one aiohttp's
 parser reads the same way (one request line, ``name: value`` lines of token names and printable
 ASCII values, one ``Content-Length``, no other framing), so no request can mean one thing here
-and another there.
+and another there. Held to it by tests/e2e/test_fast_lane.py (the same bytes to a daemon with
+and without the lane, case by case) and tests/fuzz/test_fast_lane_diff.py (mutated requests,
+byte by byte, to both).
 
 The same steps as the edge, in the same order of effect: the request id, the span (continuing
 ``traceparent``), Host, the credential (``Credentials.verify``), the session token's scope, the
