@@ -25,7 +25,7 @@ import pytest
 
 from tests import clitools
 from tests.dbtools import open_home_db
-from tests.e2e.test_shutdown import run_then_exit_0
+from tests.e2e.test_shutdown import closed_loop, run_then_exit_0
 from tests.eventually import eventually, eventually_blocking
 
 pytestmark = pytest.mark.e2e
@@ -471,30 +471,6 @@ def test_a_rate_limit_is_charged_once_and_refused_as_aiohttp_refuses() -> None:
             stop(node)
 
 
-async def closed_loop(port: int, sid: str, key: str, seen: dict[str, list[str]]) -> None:
-    """Publish back to back on one connection until told to close or left unanswered."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for n in range(100_000):
-            mark = f"{sid}-{n}"
-            body = json.dumps({"event_type": "Load", "data": {"mark": mark}}).encode()
-            writer.write(publish(sid, body, {**PLAIN, "Authorization": f"Bearer {key}"}))
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                seen["unanswered"].append(mark)
-                return
-            assert head.startswith(b"HTTP/1.1 201"), head
-            seen["acknowledged"].append(mark)
-            if b"\r\nconnection: close\r\n" in head.lower():
-                seen["told to close"].append(mark)
-                return
-    finally:
-        writer.close()
-
-
 @pytest.mark.sqlite_only(reason="the stop's drain: storage plays no part (test_shutdown covers both)")
 def test_a_stop_answers_what_the_fast_lane_took() -> None:
     node = start({})
@@ -503,7 +479,15 @@ def test_a_stop_answers_what_the_fast_lane_took() -> None:
     async def scenario() -> None:
         sids = [api(node, "POST", "/api/sessions", {}).json()["session_id"] for _ in range(16)]
         assert node.daemon.port is not None
-        clients = [asyncio.create_task(closed_loop(node.daemon.port, sid, node.key, seen)) for sid in sids]
+        port = node.daemon.port
+
+        def request(sid: str, body: bytes) -> bytes:
+            return publish(sid, body, {**PLAIN, "Authorization": f"Bearer {node.key}"})
+
+        clients = [
+            asyncio.create_task(closed_loop(lambda: asyncio.open_connection("127.0.0.1", port), request, sid, seen))
+            for sid in sids
+        ]
         await eventually(lambda: len(seen["acknowledged"]) >= 200, timeout=60, message="the load under way")
         node.daemon.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(asyncio.gather(*clients), 60)
