@@ -254,6 +254,7 @@ class McpServers:
             )
             if config.launch.limits is not None:  # and a cgroup for each run, where there are some
                 config.cgroups, config.session_id = self.cgroups, reg.scope
+                config.uids = self.bus.sandbox  # a uid of its own for each run (a root daemon)
         reg.connection = Connection(config, self._isolation)
         reg.connection.start()
 
