@@ -244,6 +244,9 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             approval_policy=ApprovalPolicy(settings["tools.require_approval"], settings["tools.approval_timeout"]),
             mcp=McpPolicy(
                 hosts=HostPolicy.parse(settings["mcp.allowed_hosts"], "mcp.allowed_hosts"),
+                session_token_hosts=HostPolicy.parse(
+                    settings["mcp.session_token_allowed_hosts"], "mcp.session_token_allowed_hosts"
+                ),
                 session_token_stdio=settings["mcp.session_token_stdio"],
                 cpu_seconds=settings["mcp.session_token_cpu_seconds"],
                 memory_mb=settings["mcp.session_token_memory_mb"],

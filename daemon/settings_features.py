@@ -29,6 +29,15 @@ FEATURE_SETTINGS: tuple[Setting, ...] = (
         'URL may use (a name\'s addresses must be in the networks too; "*" allows any host)',
     ),
     Setting(
+        "mcp.session_token_allowed_hosts",
+        "LLMGINE_MCP_SESSION_TOKEN_ALLOWED_HOSTS",
+        parse_list,
+        [],
+        "where a session token's MCP servers (its session's, --url) may be reached, as "
+        "mcp.allowed_hosts is read (which they do not use); none by default: loopback holds the "
+        "machine's own services, local MCP servers without authentication among them",
+    ),
+    Setting(
         "mcp.session_token_stdio",
         "LLMGINE_MCP_SESSION_TOKEN_STDIO",
         parse_bool,
