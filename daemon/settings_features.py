@@ -98,6 +98,14 @@ FEATURE_SETTINGS: tuple[Setting, ...] = (
         'addresses must be in the networks too; "*" allows any host)',
     ),
     Setting(
+        "webhooks.session_token_allowed_hosts",
+        "LLMGINE_WEBHOOK_SESSION_TOKEN_ALLOWED_HOSTS",
+        parse_list,
+        [],
+        "where a session token's webhooks may call, as webhooks.allowed_hosts is read (which they "
+        "do not use); none by default: loopback holds the machine's own services",
+    ),
+    Setting(
         "webhooks.timeout", "LLMGINE_WEBHOOK_TIMEOUT", positive_float, 10.0, "seconds one delivery attempt may take"
     ),
     Setting(
