@@ -183,12 +183,18 @@ class McpServers:
             )
         if body.mounts or any(v.startswith(SECRET_PREFIX) for v in body.env.values()):
             raise forbidden("a session token may not give an MCP server mounts or secrets")
+        outside = forbidden("a session token's MCP server command must be a program under /usr or /bin")
+        command = body.command or ""
+        # A path elsewhere is refused by its name, before any lookup: "not found" for a missing
+        # one and 403 for an existing one told a token which programs exist anywhere on the host.
+        if "/" in command and not os.path.normpath(os.path.join("/", command)).startswith(SESSION_TOKEN_COMMAND_DIRS):
+            raise outside
         try:
-            path = resolve_command(body.command or "")
+            path = resolve_command(command)
         except LaunchError as exc:
             raise invalid("command", str(exc)) from None
         if not os.path.realpath(path).startswith(SESSION_TOKEN_COMMAND_DIRS):
-            raise forbidden("a session token's MCP server command must be a program under /usr or /bin")
+            raise outside
 
     async def register(
         self, session_id: str | None, body: McpServerCreate, *, by_session_token: bool, replace: bool = False

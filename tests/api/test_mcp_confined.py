@@ -243,3 +243,18 @@ async def test_session_token_servers_of_a_root_daemon_run_as_uids_of_their_own(m
     hogged = await call(servers[0], "hog")
     assert hogged["held"] > 0 and hogged["errno"] == 24  # EMFILE: its uid's bytes are used up
     assert (await call(servers[1], "probe"))["errno"] == 0  # the other session's server is unharmed
+
+
+async def test_a_session_token_learns_nothing_of_files_outside_usr_and_bin(make_client: Any) -> None:
+    """A command outside /usr and /bin was looked for first: a missing one answered 422 "not
+    found", an executable one 403, so a session token could tell which programs exist anywhere
+    on the host (in another user's home too). Refused by its path now, before any lookup."""
+    client = await make_client(LLMGINE_MCP_SESSION_TOKEN_STDIO="true")
+    session = await create_session(client)
+    sid, token = session["session_id"], {"X-Session-Token": session["session_token"]}
+    client.session.headers.pop("Authorization")
+    answers = []
+    for command in (PYTHON.replace("/usr/bin", "/opt/nowhere"), __file__, "/usr/../etc/passwd", "./x/y"):
+        error = await add_server(client, sid, expect=403, headers=token, name="probe", command=command)
+        answers.append(error["error"]["message"])
+    assert len(set(answers)) == 1, answers
