@@ -22,15 +22,9 @@ from tests.eventually import eventually
 
 PYTHON = "/usr/bin/python3"
 
-# A minimal stdio MCP server (the system interpreter has no SDK): one tool, `ident`, that
-# answers what the process is and may do.
-SERVER = r"""
-import json, os, resource, sys
-def ident():
-    names = ("RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_FSIZE", "RLIMIT_CPU", "RLIMIT_NICE")
-    limits = {n: resource.getrlimit(getattr(resource, n))[0] for n in names}
-    return {"uid": os.getuid(), "gid": os.getgid(), "limits": limits,
-            "policy": os.sched_getscheduler(0), "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+# The JSON-RPC loop of the stdio MCP servers below (the system interpreter has no SDK): it
+# serves the functions of the script's TOOLS, each answering a JSON-able value.
+STDIO_LOOP = r"""
 for line in sys.stdin:
     msg = json.loads(line)
     if "id" not in msg:
@@ -38,15 +32,32 @@ for line in sys.stdin:
     method = msg.get("method")
     if method == "initialize":
         result = {"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
-                  "serverInfo": {"name": "ident", "version": "1"}}
+                  "serverInfo": {"name": "-".join(TOOLS), "version": "1"}}
     elif method == "tools/list":
-        result = {"tools": [{"name": "ident", "description": "who am I", "inputSchema": {"type": "object"}}]}
+        result = {"tools": [{"name": n, "description": n, "inputSchema": {"type": "object"}} for n in TOOLS]}
     elif method == "tools/call":
-        result = {"content": [{"type": "text", "text": json.dumps(ident())}]}
+        out = TOOLS[msg["params"]["name"]]()
+        result = {"content": [{"type": "text", "text": json.dumps(out)}]}
     else:
         result = {}
     print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
 """
+
+
+# A minimal stdio MCP server (the system interpreter has no SDK): one tool, `ident`, that
+# answers what the process is and may do.
+SERVER = (
+    r"""
+import json, os, resource, sys
+def ident():
+    names = ("RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_FSIZE", "RLIMIT_CPU", "RLIMIT_NICE")
+    limits = {n: resource.getrlimit(getattr(resource, n))[0] for n in names}
+    return {"uid": os.getuid(), "gid": os.getgid(), "limits": limits,
+            "policy": os.sched_getscheduler(0), "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+TOOLS = {"ident": ident}
+"""
+    + STDIO_LOOP
+)
 
 
 async def _ident(client: Any, sid: str, token: dict[str, str], name: str) -> dict[str, Any]:
@@ -170,7 +181,8 @@ async def test_a_server_removed_before_it_answered_leaves_no_process(make_client
 # Two tools: `hog` makes POSIX message queues until the kernel refuses one (it counts their
 # bytes per uid, in every namespace: RLIMIT_MSGQUEUE, 800 KiB by default, about nine queues)
 # and keeps them; `probe` says which uid it runs as and whether it can still make one.
-HOG = r"""
+HOG = (
+    r"""
 import ctypes, ctypes.util, json, os, sys
 rt = ctypes.CDLL(ctypes.util.find_library("rt") or None, use_errno=True)
 held = []
@@ -190,23 +202,10 @@ def probe():
         os.close(fd)
         rt.mq_unlink(b"/probe")
     return {"uid": os.getuid(), "errno": errno}
-for line in sys.stdin:
-    msg = json.loads(line)
-    if "id" not in msg:
-        continue
-    method = msg.get("method")
-    if method == "initialize":
-        result = {"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
-                  "serverInfo": {"name": "hog", "version": "1"}}
-    elif method == "tools/list":
-        result = {"tools": [{"name": n, "description": n, "inputSchema": {"type": "object"}} for n in ("hog", "probe")]}
-    elif method == "tools/call":
-        out = hog() if msg["params"]["name"] == "hog" else probe()
-        result = {"content": [{"type": "text", "text": json.dumps(out)}]}
-    else:
-        result = {}
-    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+TOOLS = {"hog": hog, "probe": probe}
 """
+    + STDIO_LOOP
+)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a daemon not run as root gives its servers no uids of their own")

@@ -40,11 +40,17 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return first & 0x0F, await asyncio.wait_for(reader.readexactly(size), 30)
 
 
-async def open_stream(app_client, *, first: bytes = b"") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A raw WebSocket on a session's event stream; ``first`` goes in the same write as the
-    handshake (a client need not wait for the 101 before sending frames)."""
-    sid = (await create_session(app_client))["session_id"]
-    raw = socket.create_connection(("127.0.0.1", app_client.port))
+async def open_stream(
+    app_client, *, first: bytes = b"", rcvbuf: int | None = None, sid: str | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw WebSocket on a session's event stream (``sid``'s, or a new session's); ``first``
+    goes in the same write as the handshake (a client need not wait for the 101 before sending
+    frames); ``rcvbuf``: the socket's receive buffer (small: the daemon's writes back up soon)."""
+    sid = sid or (await create_session(app_client))["session_id"]
+    raw = socket.socket()
+    if rcvbuf is not None:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    raw.connect(("127.0.0.1", app_client.port))
     reader, writer = await asyncio.open_connection(sock=raw)
     auth = app_client.session.headers.get("Authorization", "")
     writer.write(
