@@ -38,7 +38,7 @@ from typing import Any
 
 from aiohttp import web
 
-LOADS = ("bare", "health", "get", "events", "fastevents", "commands")
+LOADS = ("bare", "health", "get", "events", "fastevents", "commands", "fastcommands")
 
 
 class Transport(asyncio.Transport):
@@ -208,6 +208,10 @@ async def main_async(opts: argparse.Namespace) -> None:
             ),
             "commands": (
                 server,
+                [request_bytes("POST", f"/api/sessions/{s}/commands?wait=30", key, command) for s in sessions],
+            ),
+            "fastcommands": (
+                fast_laned(server, runner.app),
                 [request_bytes("POST", f"/api/sessions/{s}/commands?wait=30", key, command) for s in sessions],
             ),
         }

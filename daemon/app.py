@@ -58,7 +58,7 @@ from llmgine_daemon.bus.cluster import LocalCluster
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.database import Database
 from llmgine_daemon.bus.mcp_servers import McpPolicy
-from llmgine_daemon.bus.webhook_policy import HostPolicy
+from llmgine_daemon.bus.webhook_policy import SESSION_TOKEN_HOSTS, HostPolicy
 from llmgine_daemon.bus.webhooks import WebhookConfig
 from llmgine_daemon.engines import ENGINE_TYPES
 from llmgine_daemon.engines.context import EngineContext
@@ -131,6 +131,7 @@ def sandbox_pool(settings: Settings) -> SandboxPool:
 def webhook_config(settings: Settings) -> WebhookConfig:
     return WebhookConfig(
         policy=HostPolicy.parse(settings["webhooks.allowed_hosts"]),
+        session_token_policy=HostPolicy.parse(settings[SESSION_TOKEN_HOSTS], SESSION_TOKEN_HOSTS),
         timeout=settings["webhooks.timeout"],
         retry_for=settings["webhooks.retry_for"],
         retry_base=settings["webhooks.retry_base"],
@@ -230,7 +231,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             serialize=cluster.serialize,
         )
         hooks = webhook_config(settings)
-        sender = HttpSender(hooks.policy)
+        sender = HttpSender(hooks.policy, hooks.session_token_policy)
         bus = Bus(
             store,
             engine_types=ENGINE_TYPES,
@@ -244,6 +245,9 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             approval_policy=ApprovalPolicy(settings["tools.require_approval"], settings["tools.approval_timeout"]),
             mcp=McpPolicy(
                 hosts=HostPolicy.parse(settings["mcp.allowed_hosts"], "mcp.allowed_hosts"),
+                session_token_hosts=HostPolicy.parse(
+                    settings["mcp.session_token_allowed_hosts"], "mcp.session_token_allowed_hosts"
+                ),
                 session_token_stdio=settings["mcp.session_token_stdio"],
                 cpu_seconds=settings["mcp.session_token_cpu_seconds"],
                 memory_mb=settings["mcp.session_token_memory_mb"],

@@ -391,6 +391,7 @@ async def serve(settings: Settings, home_socket: Path | None, claim: Claim | Non
         log.info("shutting down")
         await drain_commands(app)  # queued commands stay queued, from the signal on
         await drain(runner, min(DRAIN_S, float(settings["server.shutdown_timeout"])))
+        await fastlane.finish(float(settings["server.shutdown_timeout"]))  # as aiohttp's cleanup does its own
     finally:
         if keeper is not None:  # before the socket and pidfile go: never made again on the way out
             keeper.cancel()

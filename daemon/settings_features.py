@@ -29,6 +29,15 @@ FEATURE_SETTINGS: tuple[Setting, ...] = (
         'URL may use (a name\'s addresses must be in the networks too; "*" allows any host)',
     ),
     Setting(
+        "mcp.session_token_allowed_hosts",
+        "LLMGINE_MCP_SESSION_TOKEN_ALLOWED_HOSTS",
+        parse_list,
+        [],
+        "where a session token's MCP servers (its session's, --url) may be reached, as "
+        "mcp.allowed_hosts is read (which they do not use); none by default: loopback holds the "
+        "machine's own services, local MCP servers without authentication among them",
+    ),
+    Setting(
         "mcp.session_token_stdio",
         "LLMGINE_MCP_SESSION_TOKEN_STDIO",
         parse_bool,
@@ -87,6 +96,14 @@ FEATURE_SETTINGS: tuple[Setting, ...] = (
         ["127.0.0.0/8", "::1", "localhost"],
         "where webhooks may call: IP networks/addresses, and host names a URL may use (a name's "
         'addresses must be in the networks too; "*" allows any host)',
+    ),
+    Setting(
+        "webhooks.session_token_allowed_hosts",
+        "LLMGINE_WEBHOOK_SESSION_TOKEN_ALLOWED_HOSTS",
+        parse_list,
+        [],
+        "where a session token's webhooks may call, as webhooks.allowed_hosts is read (which they "
+        "do not use); none by default: loopback holds the machine's own services",
     ),
     Setting(
         "webhooks.timeout", "LLMGINE_WEBHOOK_TIMEOUT", positive_float, 10.0, "seconds one delivery attempt may take"

@@ -24,7 +24,9 @@ once the request has been taken (the envelope of api/errors.py, as the edge woul
 It is a strict subset of HTTP/1.1 by construction: a byte sequence it accepts is one aiohttp's
 parser reads the same way (one request line, ``name: value`` lines of token names and printable
 ASCII values, one ``Content-Length``, no other framing), so no request can mean one thing here
-and another there.
+and another there. Held to it by tests/e2e/test_fast_lane.py (the same bytes to a daemon with
+and without the lane, case by case) and tests/fuzz/test_fast_lane_diff.py (mutated requests,
+byte by byte, to both).
 
 The same steps as the edge, in the same order of effect: the request id, the span (continuing
 ``traceparent``), Host, the credential (``Credentials.verify``), the session token's scope, the
@@ -33,8 +35,7 @@ of those passed: a refused request costs what it costs on the aiohttp path), the
 metrics and the span's end with the status; the answer has the headers aiohttp's would
 (Content-Type, the request id, the version, RateLimit when charged, Content-Length, Date,
 Server, traceparent; ``Connection: close`` once stopping). One request at a time per
-connection (answers in order); bytes a client pipelines behind it wait. A request in flight
-is one in progress to aiohttp's stop too (``server.shutdown_timeout`` to finish, as its own).
+connection (answers in order); bytes a client pipelines behind it wait.
 """
 
 from __future__ import annotations
@@ -78,8 +79,20 @@ MAX_FIELDS = 32  # header lines; a request with more is aiohttp's (which takes u
 # While a request is in flight, aiohttp's idle timer (server.read_timeout) is pushed this far.
 BUSY_S = 1e9
 MAX_PENDING = 256 * 1024  # bytes pipelined behind a request in flight before reading pauses
-# Connections with a request in flight (ids of aiohttp's protocols: server.py's drain waits for them).
-IN_FLIGHT: set[int] = set()
+# The requests in flight, by connection (the id of its aiohttp protocol): server.py's drain sees
+# them as work, and its stop waits for them (``finish``) as aiohttp waits for its handlers.
+IN_FLIGHT: dict[int, asyncio.Task[None]] = {}
+
+
+async def finish(timeout: float) -> None:
+    """Wait up to ``timeout`` for the requests in flight (the daemon is stopping: new ones go
+    to aiohttp's path, which answers ``Connection: close``): aiohttp gives its own handlers
+    ``server.shutdown_timeout`` the same way before it closes their connections."""
+    tasks = list(IN_FLIGHT.values())
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+
+
 _date = [0, b""]
 
 
@@ -255,14 +268,10 @@ class FastLane(asyncio.Protocol):
         request, self.at = taken
         self.busy = True
         inner = self.inner
-        IN_FLIGHT.add(id(inner))
-        # aiohttp's stop (RequestHandler.shutdown) gives a request in progress
-        # server.shutdown_timeout to finish: this one too (``_done`` tells it when it has).
-        inner._request_in_progress = True
         loop = asyncio.get_running_loop()
         # aiohttp's idle timer must not close the connection under a request it does not know of.
         inner._next_keepalive_close_time = loop.time() + BUSY_S
-        loop.create_task(self._serve(request))
+        IN_FLIGHT[id(inner)] = loop.create_task(self._serve(request))
 
     def _check(self, data: bytes, at: int) -> tuple[_Request, int] | None:
         """The request at ``data[at:]`` if it passes every check the edge makes (then charged
@@ -357,12 +366,7 @@ class FastLane(asyncio.Protocol):
 
     def _done(self) -> None:
         self.busy = False
-        inner = self.inner
-        IN_FLIGHT.discard(id(inner))
-        inner._request_in_progress = False
-        waiter = inner._handler_waiter  # the stop's, waiting for this request
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        IN_FLIGHT.pop(id(self.inner), None)
         self._idle_from_now()
         if self.read_paused and len(self.buffer) - self.at <= MAX_PENDING and not self.write_paused:
             self.read_paused = False

@@ -155,10 +155,17 @@ def is_websocket(request: web.Request) -> bool:
 
 
 def _browser_stream(request: web.Request) -> bool:
-    """Requests a browser makes without being able to set headers: WebSocket, EventSource."""
+    """Requests a browser makes without being able to set headers: WebSocket, EventSource (to
+    an event stream only: not a ``?token=`` on any GET asking for text/event-stream)."""
+    resource = request.match_info.route.resource if request.method == "GET" else None
     return is_websocket(request) or (
-        request.method == "GET" and "text/event-stream" in request.headers.get(hdrs.ACCEPT, "")
+        resource is not None
+        and resource.canonical in EVENT_STREAMS
+        and "text/event-stream" in request.headers.get(hdrs.ACCEPT, "")
     )
+
+
+EVENT_STREAMS = frozenset({"/api/events/stream", "/api/sessions/{session_id}/events/stream"})
 
 
 # -- errors ------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from typing import Any
 
 from aiohttp import WSCloseCode, web
+from llmgine_daemon.api.wsmask import UNMASKED, FrameHeads, MaskedOnly
 from llmgine_daemon.bus.auth import Credentials, Principal
 from llmgine_daemon.bus.streams import Subscription
 from llmgine_daemon.protocol import now_iso
@@ -21,13 +23,32 @@ class Socket(web.WebSocketResponse):
     with 1009 and no reason, which a browser's CloseEvent shows as an empty ``reason``.
 
     ``ends_with_session``: a session's event stream, which ends by itself when its session
-    does; opened with that session's token, the token's end does not close it (api/guard.py)."""
+    does; opened with that session's token, the token's end does not close it (api/guard.py).
+
+    Its client's frames must be masked (RFC 6455 5.1): the first unmasked one closes it with
+    1002 (api/wsmask.py). aiohttp's ``_post_start`` hands the connection its frame reader, and
+    with it the bytes sent right after the handshake; they are checked first, then every
+    later chunk before the reader gets it."""
 
     ends_with_session = False
+    masked_only: MaskedOnly | None = None
+
+    def _post_start(self, request: Any, protocol: Any, writer: Any) -> None:
+        handler, frames = request.protocol, FrameHeads()
+        tail = bytes(handler._message_tail)
+        bad = frames.unmasked(tail) if tail else None
+        if bad is not None:
+            handler._message_tail = tail[:bad]
+        super()._post_start(request, protocol, writer)
+        self.masked_only = handler._payload_parser = MaskedOnly(handler._payload_parser, self._reader, frames)
+        if bad is not None:
+            self.masked_only.refuse()
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG and not message:
             message = f"message too big: at most {self._max_msg_size} bytes".encode()
+        elif code == WSCloseCode.PROTOCOL_ERROR and not message and self.masked_only and self.masked_only.refused:
+            message = UNMASKED.encode()
         return await super().close(code=code, message=message, drain=drain)
 
 

@@ -1,7 +1,8 @@
 """The HTTP side of webhook deliveries: the ``Sender`` app.py hands to the bus
-(bus/webhook_outbox.py), on one aiohttp client session.
+(bus/webhook_outbox.py), on one aiohttp client session (and one for session tokens' webhooks).
 
-Only hosts ``webhooks.allowed_hosts`` allows are called (bus/webhook_policy.py): the URL is
+Only hosts ``webhooks.allowed_hosts`` allows are called (a session token's webhook:
+``webhooks.session_token_allowed_hosts``; bus/webhook_policy.py): the URL is
 checked again at every attempt (the setting may have changed since registration), and the
 client's resolver resolves names itself and refuses a name when ANY of its addresses is not in
 an allowed network; the connection then goes only to the addresses it checked (no DNS cache, so
@@ -18,7 +19,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from llmgine_daemon.bus.errors import BusError
-from llmgine_daemon.bus.webhook_policy import HostPolicy
+from llmgine_daemon.bus.webhook_policy import SESSION_TOKEN_HOSTS, HostPolicy
 
 MAX_ERROR = 300
 # How much of an answer's body is read (and dropped: only the status counts). The rest is not
@@ -56,27 +57,30 @@ class _PolicyResolver(AbstractResolver):
 
 
 class HttpSender:
-    """``await sender(url, headers, body, timeout)`` -> (status, error)."""
+    """``await sender(url, headers, body, timeout, session_token)`` -> (status, error). A
+    session token's webhook goes by ``session_token_policy`` (webhooks.session_token_allowed_hosts),
+    through a client of its own (the resolver checks its addresses against that list)."""
 
-    def __init__(self, policy: HostPolicy) -> None:
-        self.policy = policy
-        self._session: aiohttp.ClientSession | None = None
+    def __init__(self, policy: HostPolicy, session_token_policy: HostPolicy | None = None) -> None:
+        self.policies = (policy, session_token_policy or HostPolicy.parse([], SESSION_TOKEN_HOSTS))
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(resolver=_PolicyResolver(self.policy), use_dns_cache=False, limit=32)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
-        return self._session
+    def _client(self, session_token: bool) -> aiohttp.ClientSession:
+        if session_token not in self._sessions:
+            resolver = _PolicyResolver(self.policies[session_token])
+            connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, limit=32)
+            self._sessions[session_token] = aiohttp.ClientSession(connector=connector, trust_env=False)
+        return self._sessions[session_token]
 
     async def __call__(
-        self, url: str, headers: dict[str, str], body: bytes, timeout: float
+        self, url: str, headers: dict[str, str], body: bytes, timeout: float, session_token: bool = False
     ) -> tuple[int | None, str | None]:
         try:
-            self.policy.check_url(url)
+            self.policies[session_token].check_url(url)
         except BusError as exc:
             return None, exc.message
         try:
-            async with self._client().post(
+            async with self._client(session_token).post(
                 url,
                 data=body,
                 headers=headers,
@@ -94,9 +98,9 @@ class HttpSender:
             return None, _describe(exc)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
 
 
 def _describe(exc: Any) -> str:

@@ -16,7 +16,8 @@ trusted clients, so it must not get the daemon to run host commands:
 - HTTP servers: any credential whose scope includes the path, to hosts of ``mcp.allowed_hosts``
   only (loopback by default; read as webhooks.allowed_hosts is, bus/webhook_policy.py: the
   addresses a name resolves to are checked again before each connection), never with an
-  environment;
+  environment; a session token's to hosts of ``mcp.session_token_allowed_hosts`` instead (none
+  by default: on loopback it reached any local MCP server, one without authentication too);
 - stdio servers, sandboxed: API keys and the socket owner; a session token only with
   ``mcp.session_token_stdio``, and then only a command under /usr or /bin, with no mounts,
   no argument directories and no secret references;
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -75,6 +77,10 @@ def provider_tool_name(name: str) -> str:
 class McpPolicy:
     # mcp.allowed_hosts, read as webhooks.allowed_hosts is (bus/webhook_policy.py)
     hosts: HostPolicy = field(default_factory=lambda: HostPolicy.parse(DEFAULT_HOSTS, "mcp.allowed_hosts"))
+    # mcp.session_token_allowed_hosts: a session token's HTTP servers (none by default)
+    session_token_hosts: HostPolicy = field(
+        default_factory=lambda: HostPolicy.parse([], "mcp.session_token_allowed_hosts")
+    )
     session_token_stdio: bool = False
     # mcp.session_token_cpu_seconds: RLIMIT_CPU of a session token's stdio server (mcp/launch.py)
     cpu_seconds: int = 0
@@ -123,8 +129,21 @@ class McpServers:
         if body.url is not None:
             if body.env or body.trusted or body.mounts or body.args:
                 raise invalid("url", "env, args, mounts and trusted apply to stdio servers only")
-            self.policy.hosts.check_url(body.url)
-            return {**spec, "url": body.url}
+            if not by_session_token:
+                self.policy.hosts.check_url(body.url)
+                return {**spec, "url": body.url}
+            hosts = self.policy.session_token_hosts
+            if not (hosts.any_host or hosts.networks or hosts.names):
+                raise BusError(
+                    ErrorCode.FORBIDDEN,
+                    "a session token may not register HTTP MCP servers unless "
+                    "mcp.session_token_allowed_hosts lists their host (loopback is the machine's own "
+                    "services); use an API key, or set that",
+                    {"setting": "mcp.session_token_allowed_hosts"},
+                )
+            hosts.check_url(body.url)
+            # Marked: each connection is checked against the session tokens' list too.
+            return {**spec, "url": body.url, "session_token": True}
         if by_session_token:
             self._check_session_token_stdio(body)
         try:
@@ -164,12 +183,18 @@ class McpServers:
             )
         if body.mounts or any(v.startswith(SECRET_PREFIX) for v in body.env.values()):
             raise forbidden("a session token may not give an MCP server mounts or secrets")
+        outside = forbidden("a session token's MCP server command must be a program under /usr or /bin")
+        command = body.command or ""
+        # A path elsewhere is refused by its name, before any lookup: "not found" for a missing
+        # one and 403 for an existing one told a token which programs exist anywhere on the host.
+        if "/" in command and not os.path.normpath(os.path.join("/", command)).startswith(SESSION_TOKEN_COMMAND_DIRS):
+            raise outside
         try:
-            path = resolve_command(body.command or "")
+            path = resolve_command(command)
         except LaunchError as exc:
             raise invalid("command", str(exc)) from None
         if not os.path.realpath(path).startswith(SESSION_TOKEN_COMMAND_DIRS):
-            raise forbidden("a session token's MCP server command must be a program under /usr or /bin")
+            raise outside
 
     async def register(
         self, session_id: str | None, body: McpServerCreate, *, by_session_token: bool, replace: bool = False
@@ -228,7 +253,8 @@ class McpServers:
         label = reg.name if not reg.scope else f"{reg.name}@{reg.scope[:8]}"
         config = ServerConfig(label=label, url=spec.get("url"))
         if config.url is not None:
-            config.resolve = self._allowed_addresses
+            hosts = self.policy.session_token_hosts if spec.get("session_token") else self.policy.hosts
+            config.resolve = functools.partial(self._allowed_addresses, hosts)
         if spec.get("command"):
             env: dict[str, str] = {}
             for key, value in spec.get("env", {}).items():
@@ -254,10 +280,11 @@ class McpServers:
             )
             if config.launch.limits is not None:  # and a cgroup for each run, where there are some
                 config.cgroups, config.session_id = self.cgroups, reg.scope
+                config.uids = self.bus.sandbox  # a uid of its own for each run (a root daemon)
         reg.connection = Connection(config, self._isolation)
         reg.connection.start()
 
-    async def _allowed_addresses(self, host: str, port: int) -> list[str]:
+    async def _allowed_addresses(self, hosts: HostPolicy, host: str, port: int) -> list[str]:
         """At each connection: every address the host resolves to must be allowed (a name
         allowed at registration cannot be pointed elsewhere later), and the connection goes
         to these addresses only (mcp/pinned.py), never to a second resolution's."""
@@ -267,7 +294,7 @@ class McpServers:
             raise LaunchError(f"cannot resolve {host!r}: {exc}") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         try:
-            self.policy.hosts.check_resolved(host, addresses)
+            hosts.check_resolved(host, addresses)
         except BusError as exc:
             raise LaunchError(exc.message) from None
         return addresses

@@ -59,8 +59,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmgine.webhooks")
 
-# send(url, headers, body, timeout) -> (HTTP status or None, error or None)
-Sender = Callable[[str, dict[str, str], bytes, float], Awaitable[tuple[int | None, str | None]]]
+# send(url, headers, body, timeout, session_token) -> (HTTP status or None, error or None);
+# session_token: a session token's webhook, whose hosts are webhooks.session_token_allowed_hosts
+Sender = Callable[[str, dict[str, str], bytes, float, bool], Awaitable[tuple[int | None, str | None]]]
 
 ROUND = 256  # events read per deriving round
 CLAIM = 16  # deliveries in flight at once (this daemon)
@@ -320,7 +321,8 @@ class Outbox:
         def claim(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             rows = conn.execute(
                 "SELECT d.delivery_id, d.webhook_id, w.session_id, w.url, w.secret, d.event_seq, d.attempts,"
-                " d.created_at FROM webhook_deliveries d JOIN webhooks w ON w.webhook_id = d.webhook_id"
+                " d.created_at, w.session_token"
+                " FROM webhook_deliveries d JOIN webhooks w ON w.webhook_id = d.webhook_id"
                 " WHERE d.status = 'pending' AND d.next_attempt_at <= ?"
                 f" AND (d.lease_until IS NULL OR d.lease_until < ?){skip}"
                 " ORDER BY d.next_attempt_at LIMIT ?",
@@ -386,7 +388,15 @@ class Outbox:
         return await self.store.read(read)
 
     async def _attempt(
-        self, sender: Sender, delivery_id: str, url: str, secret: str, seq: int, attempts: int, created_at: str
+        self,
+        sender: Sender,
+        delivery_id: str,
+        url: str,
+        secret: str,
+        seq: int,
+        attempts: int,
+        created_at: str,
+        session_token: int,
     ) -> None:
         started, t0 = now_iso(), time.monotonic()
         body = await self._body(delivery_id, seq)
@@ -403,7 +413,7 @@ class Outbox:
             "webhook-signature": sign(secret, delivery_id, stamp, data),
         }
         try:
-            status, error = await sender(url, headers, data, self.config.timeout)
+            status, error = await sender(url, headers, data, self.config.timeout, bool(session_token))
         except Exception as exc:  # noqa: BLE001 - a sender bug must not kill the loop
             status, error = None, f"{type(exc).__name__}: {exc}"
         duration = round((time.monotonic() - t0) * 1000, 3)

@@ -32,6 +32,8 @@ from llmgine_daemon.protocol import ErrorCode
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 SECRET_PREFIX = "whsec_"
+# Where a session token's webhooks may call (bus/webhooks.py ``WebhookConfig.policy_for``).
+SESSION_TOKEN_HOSTS = "webhooks.session_token_allowed_hosts"
 SECRET_BYTES = 32
 
 

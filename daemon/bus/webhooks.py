@@ -23,7 +23,7 @@ from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.scoping import check_limits, missing, require_scope, visible
 from llmgine_daemon.bus.sessions import require_active
 from llmgine_daemon.bus.webhook_outbox import Outbox, Sender
-from llmgine_daemon.bus.webhook_policy import HostPolicy, check_secret, new_secret
+from llmgine_daemon.bus.webhook_policy import SESSION_TOKEN_HOSTS, HostPolicy, check_secret, new_secret
 from llmgine_daemon.protocol import (
     ErrorCode,
     Webhook,
@@ -51,6 +51,8 @@ class WebhookConfig:
     """The ``webhooks.*`` settings (app.py builds it)."""
 
     policy: HostPolicy = field(default_factory=lambda: HostPolicy.parse(["127.0.0.0/8", "::1", "localhost"]))
+    # A session token's webhooks: webhooks.session_token_allowed_hosts (none by default)
+    session_token_policy: HostPolicy = field(default_factory=lambda: HostPolicy.parse([], SESSION_TOKEN_HOSTS))
     timeout: float = 10.0
     retry_for: float = 86400.0
     retry_base: float = 1.0
@@ -58,6 +60,21 @@ class WebhookConfig:
     max_per_session: int = 20
     max_total: int = 200
     keep_for: float = 7 * 86400.0  # seconds an ended delivery (and its attempts) stays listed
+
+    def policy_for(self, session_token: bool) -> HostPolicy:
+        """Where a webhook may call: a session token's, ``session_token_policy`` (refused at
+        once, naming the setting, while it lists nothing)."""
+        if not session_token:
+            return self.policy
+        hosts = self.session_token_policy
+        if not (hosts.any_host or hosts.networks or hosts.names):
+            raise BusError(
+                ErrorCode.FORBIDDEN,
+                f"a session token may not register webhooks unless {SESSION_TOKEN_HOSTS} lists their "
+                "host (loopback is the machine's own services); use an API key, or set that",
+                {"setting": SESSION_TOKEN_HOSTS},
+            )
+        return hosts
 
 
 def _row_to_webhook(row: tuple[Any, ...]) -> Webhook:
@@ -103,7 +120,8 @@ class Webhooks:
         is there: ``create`` another, ``reuse`` it (returned without its secret, nothing
         written) or ``error`` (CONFLICT); decided in the write's transaction."""
         require_scope(scope, body.session_id, "webhooks")
-        self.config.policy.check_url(body.url)
+        by_token = scope is not None  # a session token's (api/scoped.py scope_of)
+        self.config.policy_for(by_token).check_url(body.url)
         if body.secret is not None:
             check_secret(body.secret)
         secret = body.secret or new_secret()
@@ -149,9 +167,9 @@ class Webhooks:
             )
             top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
             conn.execute(
-                "INSERT INTO webhooks (webhook_id, url, events, session_id, secret, after_seq, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (webhook.webhook_id, webhook.url, dumps(events), body.session_id, secret, top, ts),
+                "INSERT INTO webhooks (webhook_id, url, events, session_id, secret, after_seq, created_at,"
+                " session_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (webhook.webhook_id, webhook.url, dumps(events), body.session_id, secret, top, ts, int(by_token)),
             )
             return None
 

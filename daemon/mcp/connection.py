@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from llmgine_daemon.aio import cancel_and_wait, killpg, wait_event
@@ -34,6 +34,9 @@ from llmgine_daemon.mcp.cgroups import ServerCgroups
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.protocol import CallErrorCode
 from llmgine_daemon.sandbox.isolation import Isolation
+
+if TYPE_CHECKING:
+    from llmgine_daemon.sandbox.pool import SandboxPool
 
 log = logging.getLogger("llmgine.mcp")
 
@@ -62,6 +65,8 @@ class ServerConfig:
     # stdio, a session token's: a cgroup for each run (mcp/cgroups.py), where there are cgroups
     cgroups: ServerCgroups | None = None
     session_id: str | None = None  # whose servers share their cgroup's limits
+    # stdio, a session token's: the pool that lends each run a uid (a root daemon's sandbox.uids)
+    uids: SandboxPool | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,7 @@ class Connection:
         self._connected = False  # the current attempt got as far as a session
         self._proc: asyncio.subprocess.Process | None = None  # the stdio server's, while it runs
         self._cgroup: list[Path] = []  # the run's cgroup, while it exists
+        self._uid: int | None = None  # the uid the pool lent the run, until given back
         self._killed_for: str | None = None  # why the kernel ended the last run (its memory)
         self._stopped: asyncio.Future[None] | None = None  # the stop, once asked for
 
@@ -156,8 +162,8 @@ class Connection:
         self._settled.set()
 
     async def _release_cgroup(self) -> None:
-        """After the run's process ended: note an OOM kill or a refused fork, and remove its
-        cgroup."""
+        """After the run's process ended: note an OOM kill or a refused fork, remove its
+        cgroup, and give its uid back."""
         paths = self._cgroup  # kept until removed: a stop cancelling this one does it again
         if paths and self.config.cgroups is not None:
             limits = self.config.cgroups
@@ -166,6 +172,9 @@ class Connection:
             )
             await self.config.cgroups.release(paths)
         self._cgroup = []
+        uid, self._uid = self._uid, None
+        if uid is not None and self.config.uids is not None:  # its processes are gone (or killed)
+            self.config.uids.give_back_uid(uid)
 
     async def _supervise(self) -> None:
         backoff = BACKOFF_MIN
@@ -210,10 +219,12 @@ class Connection:
         await load_sdk()
         if self.config.launch is not None:
             iso = await self.isolation()
-            if self.config.cgroups is not None:
-                self._cgroup = await self.config.cgroups.make(self.config.label, self.config.session_id or "")
             try:
-                proc = self._proc = await launch.start(iso, self.config.launch, self._cgroup)
+                if self.config.uids is not None:
+                    self._uid = await self.config.uids.lend_uid()
+                if self.config.cgroups is not None:
+                    self._cgroup = await self.config.cgroups.make(self.config.label, self.config.session_id or "")
+                proc = self._proc = await launch.start(iso, self.config.launch, self._cgroup, self._uid)
             except BaseException:
                 await self._release_cgroup()
                 raise

@@ -75,14 +75,18 @@ class Launch:
 _CONFINE = f"import sys; sys.path.insert(0, {SITE!r}); from llmgine_daemon.sandbox.confine import main; main()"
 
 
-def confinement(iso: Isolation, limits: SandboxLimits, cpu_seconds: int = 0) -> dict[str, object]:
+def confinement(
+    iso: Isolation, limits: SandboxLimits, cpu_seconds: int = 0, uid: int | None = None
+) -> dict[str, object]:
     """What ``_CONFINE`` sets: a sandbox worker's rlimits, RLIMIT_NPROC counted as the pool
-    counts it (in bubblewrap's user namespace only the namespace's tasks; as sandbox.user every
-    task of that user), RLIMIT_CPU, the identity to drop to (a root daemon), and the lowest
-    CPU priority (``idle``): a server lives as long as its session, and N of them spinning
-    took N cores from the daemon and every other session, with no cgroup ``cpu.max`` here."""
-    identity = [iso.uid, iso.gid] if os.geteuid() == 0 and iso.uid is not None else None
-    nproc = limits.processes + (count_tasks(iso.uid) if identity else 0)  # (identity: iso.uid set)
+    counts it (in bubblewrap's user namespace only the namespace's tasks; as a uid every task
+    of that uid), RLIMIT_CPU, the identity to drop to (a root daemon: ``uid``, the one the pool
+    lent this run from sandbox.uids, else sandbox.user), and the lowest CPU priority
+    (``idle``): a server lives as long as its session, and N of them spinning took N cores
+    from the daemon and every other session, with no cgroup ``cpu.max`` here."""
+    uid = uid if uid is not None else iso.uid
+    identity = [uid, iso.gid] if os.geteuid() == 0 and uid is not None else None
+    nproc = limits.processes + (count_tasks(uid) if identity and uid is not None else 0)
     rlimits = {**rlimits_of(limits, nproc), "cpu_seconds": cpu_seconds}
     return {"limits": rlimits, "identity": identity, "idle": True}
 
@@ -125,8 +129,10 @@ def readable_dirs(launch: Launch, executable: str) -> list[str]:
     return [str(p) for p in found]
 
 
-def sandbox_argv(iso: Isolation, launch: Launch, executable: str, seccomp_fd: int | None) -> list[str]:
-    confine = confinement(iso, launch.limits, launch.cpu_seconds) if launch.limits is not None else None
+def sandbox_argv(
+    iso: Isolation, launch: Launch, executable: str, seccomp_fd: int | None, uid: int | None = None
+) -> list[str]:
+    confine = confinement(iso, launch.limits, launch.cpu_seconds, uid) if launch.limits is not None else None
     sandboxed = Isolation(
         "bubblewrap",
         bwrap=iso.bwrap,
@@ -161,9 +167,12 @@ def _die_with_parent(cgroup: list[Path]) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-async def start(iso: Isolation | None, launch: Launch, cgroup: list[Path] | None = None) -> asyncio.subprocess.Process:
+async def start(
+    iso: Isolation | None, launch: Launch, cgroup: list[Path] | None = None, uid: int | None = None
+) -> asyncio.subprocess.Process:
     """Start the server with pipes for stdin, stdout and stderr; raises LaunchError. With
-    ``cgroup`` (mcp/cgroups.py) the process joins it before it runs, and all it starts with it."""
+    ``cgroup`` (mcp/cgroups.py) the process joins it before it runs, and all it starts with it;
+    ``uid``: the one a confined server of a root daemon drops to (``confinement``)."""
     executable = resolve_command(launch.command)
     env = {**BASE_ENV, **launch.env}
     common = {
@@ -188,7 +197,7 @@ async def start(iso: Isolation | None, launch: Launch, cgroup: list[Path] | None
         raise LaunchError(f"an untrusted stdio server runs in the sandbox: {why}")
     fd = seccomp_pipe()
     try:
-        argv = sandbox_argv(iso, launch, executable, fd)
+        argv = sandbox_argv(iso, launch, executable, fd, uid)
         return await spawn(*argv, pass_fds=(fd,) if fd is not None else (), cwd="/", **common)
     except (OSError, subprocess.SubprocessError) as exc:
         raise LaunchError(f"cannot start bubblewrap for {launch.command!r}: {exc}") from None

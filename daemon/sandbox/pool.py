@@ -119,6 +119,7 @@ class SandboxPool(PoolStatus):
         self.group = group
         self.uids = uid_bounds(uids)  # a root daemon's worker uids (worker_uid), or None
         self._claimed: set[int | None] = set()  # uids of workers being started
+        self._lent: set[int | None] = set()  # uids of session tokens' MCP servers (lend_uid)
         self._picking = asyncio.Lock()
         self.share = self.limits.session_share or max(1, self.size // 2)
         self._shares = SessionShares(self.share)
@@ -487,9 +488,24 @@ class SandboxPool(PoolStatus):
         self._spawning.add(task)
         task.add_done_callback(self._spawning.discard)
 
+    async def lend_uid(self) -> int | None:
+        """A uid of ``sandbox.uids`` no worker or other server holds, for one run of a session
+        token's stdio MCP server of a root daemon (mcp/connection.py): the kernel's per-uid
+        counts are then its own, as a worker's are. ``sandbox.user`` once the range is used up
+        (or without it); None for a daemon not run as root. ``give_back_uid`` when it ended."""
+        async with self._picking:
+            taken = self._claimed | self._lent | {w.uid for w in self._all}
+            uid = await asyncio.to_thread(worker_uid, self.isolation, self.uids, taken)
+            if uid != self.isolation.uid:
+                self._lent.add(uid)
+            return uid
+
+    def give_back_uid(self, uid: int | None) -> None:
+        self._lent.discard(uid)
+
     async def _spawn(self) -> WorkerProcess:
         async with self._picking:  # /proc and the user database are read in a thread
-            taken = self._claimed | {w.uid for w in self._all}
+            taken = self._claimed | self._lent | {w.uid for w in self._all}
             uid = await asyncio.to_thread(worker_uid, self.isolation, self.uids, taken)
             self._claimed.add(uid)  # until it is in _all (or failed to start)
         try:

@@ -103,3 +103,10 @@ def m091_schedules(conn: sqlite3.Connection) -> None:
         CREATE INDEX schedules_session ON schedules (session_id);
         """,
     )
+
+
+@migration(135, "webhooks: which were registered with a session token")
+def m135_webhooks_by_session_token(conn: sqlite3.Connection) -> None:
+    # A session token's webhooks call hosts of webhooks.session_token_allowed_hosts, at every
+    # attempt (bus/webhook_outbox.py): the row says whose they are. Rows from before: 0.
+    conn.execute("ALTER TABLE webhooks ADD COLUMN session_token INTEGER NOT NULL DEFAULT 0")

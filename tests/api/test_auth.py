@@ -302,8 +302,14 @@ async def test_walk_over_websocket(aiohttp_client, make_settings):
     with pytest.raises(aiohttp.WSServerHandshakeError) as err:
         await client.ws_connect(f"/api/sessions/{b['session_id']}/test-echo?token={a['session_token']}")
     assert err.value.status == 403
-    # A query token is not accepted on ordinary requests (URLs end up in histories and logs).
+    # A query token is not accepted on ordinary requests (URLs end up in histories and logs),
+    # not even when they ask for an event stream's type, as an EventSource does.
     resp = await client.get(f"/api/sessions/{a['session_id']}?token={a['session_token']}")
+    assert resp.status == 401
+    sse = {"Accept": "text/event-stream"}
+    resp = await client.get(f"/api/sessions/{a['session_id']}?token={a['session_token']}", headers=sse)
+    assert resp.status == 401
+    resp = await client.get(f"/api/sessions/{a['session_id']}/events?token={a['session_token']}", headers=sse)
     assert resp.status == 401
 
 

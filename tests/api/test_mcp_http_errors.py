@@ -1,6 +1,7 @@
 """An MCP server's URL may be any service of ``mcp.allowed_hosts`` (loopback by default), and
-a session token may register one in its session: what the daemon reports of a URL that is
-not an MCP server (``last_error``, a failed call) must not quote that service's answer."""
+a session token may register one in its session where ``mcp.session_token_allowed_hosts``
+lists the host: what the daemon reports of a URL that is not an MCP server (``last_error``, a
+failed call) must not quote that service's answer."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ async def test_a_session_token_reads_nothing_of_a_local_service_through_last_err
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", private)
     service = await aiohttp_server(app)
-    client = await make_client()
+    client = await make_client(LLMGINE_MCP_SESSION_TOKEN_ALLOWED_HOSTS="127.0.0.0/8")
     session = await create_session(client)
     sid, token = session["session_id"], {"X-Session-Token": session["session_token"]}
     client.session.headers.pop("Authorization")

@@ -313,7 +313,7 @@ async def no_isolation() -> None:
 
 
 async def test_session_tokens_cannot_run_host_commands(make_client: Any, http_server: str) -> None:
-    client = await make_client()
+    client = await make_client(LLMGINE_MCP_SESSION_TOKEN_ALLOWED_HOSTS="127.0.0.0/8")
     session = await create_session(client)
     sid, token = session["session_id"], {"X-Session-Token": session["session_token"]}
     client.session.headers.pop("Authorization")
@@ -323,7 +323,7 @@ async def test_session_tokens_cannot_run_host_commands(make_client: Any, http_se
         assert_envelope(error, "FORBIDDEN")
     error = await add_server(client, None, expect=403, headers=token, name="x", url=http_server)
     assert_envelope(error, "FORBIDDEN")
-    # An HTTP server on an allowed host, in its own session, is fine.
+    # An HTTP server on a host mcp.session_token_allowed_hosts lists, in its own session, is fine.
     server = await add_server(client, sid, headers=token, name="web", url=http_server)
     assert server["status"] == "running"
     await client.close()

@@ -209,7 +209,7 @@ async def test_a_name_resolving_to_an_address_not_allowed_is_refused_at_delivery
 
 
 async def test_session_tokens_manage_their_own_sessions_webhooks_only(make_client, receiver):
-    client = await make_client(authenticated=False)
+    client = await make_client(authenticated=False, LLMGINE_WEBHOOK_SESSION_TOKEN_ALLOWED_HOSTS="127.0.0.0/8")
     from tests.conftest import authorize
 
     mine, theirs = await create_session(authorize(client)), await create_session(client)

@@ -26,8 +26,8 @@ import pytest
 
 from tests import clitools
 from tests.dbtools import open_home_db
-from tests.e2e.test_shutdown import run_then_exit_0
-from tests.eventually import eventually
+from tests.e2e.test_shutdown import closed_loop, run_then_exit_0
+from tests.eventually import eventually, eventually_blocking
 
 pytestmark = pytest.mark.e2e
 
@@ -516,30 +516,6 @@ def test_a_rate_limit_is_charged_once_and_refused_as_aiohttp_refuses() -> None:
             stop(node)
 
 
-async def closed_loop(port: int, sid: str, key: str, seen: dict[str, list[str]]) -> None:
-    """Publish back to back on one connection until told to close or left unanswered."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for n in range(100_000):
-            mark = f"{sid}-{n}"
-            body = json.dumps({"event_type": "Load", "data": {"mark": mark}}).encode()
-            writer.write(publish(sid, body, {**PLAIN, "Authorization": f"Bearer {key}"}))
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                seen["unanswered"].append(mark)
-                return
-            assert head.startswith(b"HTTP/1.1 201"), head
-            seen["acknowledged"].append(mark)
-            if b"\r\nconnection: close\r\n" in head.lower():
-                seen["told to close"].append(mark)
-                return
-    finally:
-        writer.close()
-
-
 @pytest.mark.sqlite_only(reason="the stop's drain: storage plays no part (test_shutdown covers both)")
 def test_a_stop_answers_what_the_fast_lane_took() -> None:
     node = start({})
@@ -548,7 +524,15 @@ def test_a_stop_answers_what_the_fast_lane_took() -> None:
     async def scenario() -> None:
         sids = [api(node, "POST", "/api/sessions", {}).json()["session_id"] for _ in range(16)]
         assert node.daemon.port is not None
-        clients = [asyncio.create_task(closed_loop(node.daemon.port, sid, node.key, seen)) for sid in sids]
+        port = node.daemon.port
+
+        def request(sid: str, body: bytes) -> bytes:
+            return publish(sid, body, {**PLAIN, "Authorization": f"Bearer {node.key}"})
+
+        clients = [
+            asyncio.create_task(closed_loop(lambda: asyncio.open_connection("127.0.0.1", port), request, sid, seen))
+            for sid in sids
+        ]
         await eventually(lambda: len(seen["acknowledged"]) >= 200, timeout=60, message="the load under way")
         node.daemon.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(asyncio.gather(*clients), 60)
@@ -559,5 +543,33 @@ def test_a_stop_answers_what_the_fast_lane_took() -> None:
         with open_home_db(node.daemon.home) as db:
             rows = db.execute("SELECT data FROM events WHERE event_type = 'Load'").fetchall()
         assert set(seen["acknowledged"]) <= {json.loads(row[0])["mark"] for row in rows}
+    finally:
+        stop(node)
+
+
+@pytest.mark.sqlite_only(reason="the stop's grace period: storage plays no part")
+@pytest.mark.parametrize("lane", ["true", "false"])
+def test_a_stop_lets_a_waiting_command_finish_and_answers_it(lane: str) -> None:
+    # aiohttp's stop gives the requests it is handling server.shutdown_timeout to finish; a
+    # request the fast lane took must get the same, not a closed connection.
+    node = start({"LLMGINE_SHUTDOWN_TIMEOUT": "30", "LLMGINE_FAST_LANE": lane})
+    try:
+        assert node.daemon.port is not None
+        body = json.dumps({"command_type": "DummyEngineCommand", "parameters": {"prompt": "x", "delay_ms": 2000}})
+        request = submit(node.sid, body.encode(), {**PLAIN, "Authorization": f"Bearer {node.key}"}, "?wait=60")
+        with socket.create_connection(("127.0.0.1", node.daemon.port), timeout=60) as sock:
+            sock.sendall(request)
+            with open_home_db(node.daemon.home) as db:
+                eventually_blocking(
+                    lambda: db.execute("SELECT count(*) FROM commands WHERE status = 'executing'").fetchone()[0] == 1,
+                    timeout=30,
+                    message="the command running",
+                )
+            node.daemon.proc.send_signal(signal.SIGTERM)
+            answer = read_answer(sock, bytearray())
+        assert answer is not None, "no answer: the connection was closed under the request"
+        assert answer.status == 200 and answer.json()["status"] == "completed"
+        assert answer.headers.get("connection") == "close"
+        assert node.daemon.proc.wait(60) == 0
     finally:
         stop(node)

@@ -1,14 +1,12 @@
 """The fast lane's connection handling, beside tests/e2e/test_fast_lane.py (whose daemons and
-helpers these use): a stop's grace period for a request it took, the bytes a client may
-pipeline behind one, and a mix of its requests and aiohttp's in one stream, cut in pieces."""
+helpers these use): the bytes a client may pipeline behind a request it took, and a mix of its
+requests and aiohttp's in one stream, cut in pieces."""
 
 from __future__ import annotations
 
 import json
 import random
-import signal
 import socket
-import time
 
 import pytest
 
@@ -16,12 +14,10 @@ from tests.e2e.test_fast_lane import (
     COMMAND,
     PLAIN,
     Node,
-    api,
     comparable,
     exchange,
     pair,  # noqa: F401 (the module's daemons: one with the fast lane, one without)
     publish,
-    read_answer,
     start,
     stop,
     submit,
@@ -29,33 +25,6 @@ from tests.e2e.test_fast_lane import (
 )
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.mark.sqlite_only(reason="the stop's grace period: storage plays no part")
-def test_a_stop_gives_a_request_the_fast_lane_took_the_shutdown_timeout() -> None:
-    # A request in flight when the daemon is told to stop has server.shutdown_timeout to finish
-    # and is answered (Connection: close), on either path: the fast lane's was cut off once
-    # the stop's short drain (1 s) was over, unanswered, though its work went on.
-    answers = []
-    for lane in ("true", "false"):
-        node = start({"LLMGINE_FAST_LANE": lane, "LLMGINE_SHUTDOWN_TIMEOUT": "30"})
-        try:
-            slow = b'{"command_type": "DummyEngineCommand", "parameters": {"prompt": "x", "delay_ms": 3000}}'
-            request = submit(node.sid, slow, {**PLAIN, "Authorization": f"Bearer {node.key}"}, "?wait=60")
-            assert node.daemon.port is not None
-            with socket.create_connection(("127.0.0.1", node.daemon.port), timeout=60) as sock:
-                sock.sendall(request)
-                executing = f"/api/sessions/{node.sid}/commands?status=executing"
-                while not api(node, "GET", executing).json()["commands"]:
-                    time.sleep(0.05)  # (until the command runs)
-                node.daemon.proc.send_signal(signal.SIGTERM)
-                answer = read_answer(sock, bytearray())
-            assert node.daemon.proc.wait(60) == 0
-            answers.append(answer)
-        finally:
-            stop(node)
-    assert [a is not None and (a.status, a.headers.get("connection")) for a in answers] == [(200, "close")] * 2
-    assert [a.json()["status"] for a in answers if a is not None] == ["completed"] * 2
 
 
 def resident_mib(pid: int) -> float:

@@ -151,22 +151,13 @@ async def test_a_client_that_sends_without_reading_is_dropped(app_client, messag
     WebSocket). Past MAX_NOTICES unsent answers the connection is dropped, and the daemon
     streams on."""
     import os
-    import socket
 
     from llmgine_daemon.bus.streams import MAX_NOTICES
 
+    from tests.streams.test_masking import open_stream
+
     sid = (await create_session(app_client))["session_id"]
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.connect(("127.0.0.1", app_client.port))
-    reader, writer = await asyncio.open_connection(sock=raw)
-    auth = app_client.session.headers.get("Authorization", "")
-    writer.write(
-        f"GET /api/sessions/{sid}/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n"
-        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
-    )
-    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).startswith(b"HTTP/1.1 101")
+    reader, writer = await open_stream(app_client, rcvbuf=4096, sid=sid)
     mask = os.urandom(4)
     frame = bytes((0x81, 0x80 | len(message))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(message))
     hub = app_client.app[STREAMS]

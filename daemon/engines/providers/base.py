@@ -26,6 +26,7 @@ from llmgine_daemon.engines.providers.errors import (
     ProviderError,
     bad_response,
     connection_error,
+    redirect_error,
     timeout_error,
     url_password,
 )
@@ -198,7 +199,8 @@ class Provider:
     async def post(
         self, url: str, body: dict[str, Any], headers: dict[str, str], timeout: float
     ) -> aiohttp.ClientResponse:
-        """POST the request; the response once its headers arrived (within ``timeout``)."""
+        """POST the request; the response once its headers arrived (within ``timeout``). A
+        redirect is not followed (errors.py ``redirect_error``)."""
         if "Authorization" in headers and url_password(url) is not None:
             # aiohttp would raise ValueError: basic auth from the URL and the key's Bearer
             # header both go in Authorization.
@@ -210,11 +212,15 @@ class Provider:
             )
         try:
             async with asyncio.timeout(timeout):
-                return await self.http.post(url, json=body, headers=headers, read_bufsize=2**20)
+                resp = await self.http.post(url, json=body, headers=headers, read_bufsize=2**20, allow_redirects=False)
         except TimeoutError:
             raise timeout_error(self.name, timeout, "response") from None
         except aiohttp.ClientError as exc:
             raise connection_error(self.name, self.config.base_url, exc) from None
+        if 300 <= resp.status < 400:
+            resp.release()
+            raise redirect_error(self.name, resp.status, resp.headers.get("Location", ""), url)
+        return resp
 
     def scrub(self, exc: ProviderError) -> ProviderError:
         """``exc`` without the API key or the base URL's password, wherever the provider (or a

@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from llmgine_daemon.protocol import ErrorCode
@@ -178,4 +178,23 @@ def connection_error(provider: str, base_url: str, exc: BaseException) -> Provid
         f"{provider}: cannot reach {shown}: {exc.__class__.__name__}: {exc}",
         {"provider": provider, "base_url": shown},
         retryable=True,
+    )
+
+
+def redirect_error(provider: str, status: int, location: str, url: str) -> ProviderError:
+    """A 3xx answer to ``url``: never followed (a redirect could lead anywhere, loopback
+    services and the cloud's metadata address included, with the prompt and Anthropic's key,
+    and the start of that answer would reach the command's error, which a session token reads).
+    Where it leads is named, without its query or user part, so that the owner can point the
+    base URL there if it is the provider's new address."""
+    target = urlsplit(urljoin(url, location)) if location else None
+    where = "nowhere (no Location)"
+    if target is not None and target.hostname:
+        port = f":{target.port}" if target.port else ""
+        where = f"{target.scheme}://{target.hostname}{port}{target.path}"[:300]
+    return ProviderError(
+        ErrorCode.PROVIDER_BAD_REQUEST,
+        f"{provider}: HTTP {status}: the provider answered with a redirect to {where}, which is not "
+        f"followed; if that is the provider's address, set providers.{provider}.base_url to it",
+        {"provider": provider, "status": status},
     )
