@@ -86,6 +86,7 @@ def mixed_stream(node: Node, rnd: random.Random, count: int) -> bytes:
     return b"".join(requests)
 
 
+@pytest.mark.sqlite_only(reason="framing: storage plays no part")
 @pytest.mark.parametrize("seed", [1, 2])
 def test_a_mixed_pipeline_in_pieces_is_answered_as_aiohttp_answers_it(
     pair: tuple[Node, Node],  # noqa: F811 (the fixture)
