@@ -351,6 +351,8 @@ class FastLane(asyncio.Protocol):
             self._write(_answer(status, headers, body), closing)
         except asyncio.CancelledError:
             status = 499
+            if self.transport is not None:  # no answer will come: nothing after it may take its place
+                self.transport.close()
             raise
         finally:
             end_request(observed, status)
