@@ -66,9 +66,9 @@ _REQUEST_LINE = re.compile(
     rb"POST /api/sessions/([A-Za-z0-9_][A-Za-z0-9._:-]{0,127})/(events|commands)"
     rb"(?:\?wait=([0-9]{1,3}(?:\.[0-9]{1,6})?))? HTTP/1\.1\r\n"
 )
-# A header line as RFC 9110 has it, without obsolete folding: a token, a colon, then printable
-# ASCII, spaces and tabs (anything else, UTF-8 included, is aiohttp's to read).
-_HEADER = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):([\x20-\x7e\t]*)")
+# Header lines as RFC 9110 has them, without obsolete folding: a token, a colon, then printable
+# ASCII, spaces and tabs (anything else, UTF-8 included, is aiohttp's to read), each ended by CRLF.
+_FIELDS = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\x20-\x7e\t]*\r\n)*")
 _JSON_TYPE = re.compile(rb"application/json(?:[ \t]*;[ \t]*charset=\"?utf-8\"?)?", re.IGNORECASE)
 _DIGITS = re.compile(rb"[0-9]{1,12}")
 # Headers whose presence sends a request to aiohttp (see the module docstring).
@@ -93,14 +93,14 @@ async def finish(timeout: float) -> None:
         await asyncio.wait(tasks, timeout=timeout)
 
 
-_date = [0, b""]
+_date: list[Any] = [0, ""]
 
 
-def _http_date() -> bytes:
+def _http_date() -> str:
     now = int(time.time())
     if _date[0] != now:
-        _date[0], _date[1] = now, formatdate(now, usegmt=True).encode()
-    return _date[1]
+        _date[0], _date[1] = now, formatdate(now, usegmt=True)
+    return str(_date[1])
 
 
 class _Request:
@@ -143,17 +143,17 @@ def _parse(data: bytes, at: int, max_head: int) -> _Parsed | None:
         return None
     headers: dict[bytes, bytes] = {}
     if end > fields_at - 2:
+        if _FIELDS.fullmatch(data, fields_at, end + 2) is None:
+            return None
         fields = data[fields_at:end].split(b"\r\n")
         if len(fields) > MAX_FIELDS:
             return None
         for field in fields:
-            match = _HEADER.fullmatch(field)
-            if match is None:
-                return None
-            name = match.group(1).lower()
+            name, _, value = field.partition(b":")  # (a name has no colon: _FIELDS)
+            name = name.lower()
             if name in headers or name in _REFUSED:
                 return None
-            headers[name] = match.group(2).strip(b" \t")
+            headers[name] = value.strip(b" \t")
     length = headers.get(b"content-length")
     if length is None or _DIGITS.fullmatch(length) is None:
         return None
@@ -187,14 +187,19 @@ def _json_body(headers: dict[bytes, bytes]) -> bool:
 
 
 def _answer(status: int, headers: dict[str, str], body: bytes) -> bytes:
-    lines = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
-    lines.extend(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
-    lines.append(b"Content-Length: %d\r\nDate: %s\r\nServer: %s\r\n\r\n" % (len(body), _http_date(), _SERVER))
-    lines.append(body)
-    return b"".join(lines)
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    tail = f"Content-Length: {len(body)}\r\nDate: {_http_date()}\r\nServer: {SERVER_SOFTWARE}\r\n\r\n"
+    return (_status_line(status) + fields + tail).encode("latin-1") + body
 
 
-_SERVER = SERVER_SOFTWARE.encode()
+def _status_line(status: int) -> str:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+    return line
+
+
+_STATUS_LINES: dict[int, str] = {}
 _encoder = msgspec.json.Encoder()
 
 
