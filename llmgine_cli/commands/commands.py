@@ -10,7 +10,7 @@ import typer
 from llmgine_daemon.protocol import COMMAND_STATUSES, Batch, Command, CommandCreate
 
 from llmgine_cli import completion, hot
-from llmgine_cli.commands import waiting
+from llmgine_cli.commands import cancel, waiting
 from llmgine_cli.commands.args import (
     LONG_POLL_S,
     SessionOpt,
@@ -21,7 +21,6 @@ from llmgine_cli.commands.args import (
     parse_pairs,
     read_text,
     summary,
-    text_view,
 )
 from llmgine_cli.context import AppContext
 from llmgine_cli.inputs import loads
@@ -456,14 +455,7 @@ def retry(
         app_ctx.env.err(f"{len(page.commands)} command(s) queued again")
 
 
-@app.command("cancel")
-def cancel(
-    ctx: typer.Context, command_id: CommandId, session: SessionOpt, output: Output = None, quiet: Quiet = False
-) -> None:
-    """Cancel a queued or executing command (exit 6 if it had already finished)."""
-    app_ctx = state(ctx)
-    record = app_ctx.client().cancel_command(session, command_id)
-    render(app_ctx.env, text_view(msgspec.to_builtins(record)), COMMAND_VIEW, output, quiet)
+app.command("cancel")(cancel.cancel)  # ID... of any session (commands/cancel.py)
 
 
 def read_batch_file(path: str) -> list[dict[str, Any]]:

@@ -1,0 +1,82 @@
+"""`llmgine command cancel ID...` ↔ POST /api/sessions/{id}/commands/{command_id}/cancel.
+
+The ids are taken as `command wait` takes them (waiting.py): full ids of any session, or the
+short id or prefix of an unfinished command as `llmgine ps` shows it; with -S, any of that
+session's. So `llmgine ps -q | xargs -r llmgine command cancel` stops the queue, as `docker
+kill $(docker ps -q)` does. The session of a command named without -S is asked of the daemon
+(a wait that does not wait: POST /api/commands/wait with timeout 0, any session the caller
+may see).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+import typer
+
+from llmgine_cli.commands import waiting
+from llmgine_cli.commands.args import text_view
+from llmgine_cli.errors import ApiError
+from llmgine_cli.failure import report
+from llmgine_cli.options import Output, Quiet, state
+
+CommandIds = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="ID...",
+        help="The commands: full ids (of any session you may see), or an unfinished one's short id or prefix "
+        "(as `llmgine ps` shows them); with -S, that session's by its short id or prefix.",
+    ),
+]
+
+
+def cancel(
+    ctx: typer.Context,
+    command_ids: CommandIds,
+    session: waiting.WaitSession = None,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Cancel queued, blocked or executing commands (exit 6 if one had already finished).
+
+    Several IDs are cancelled in turn, as `docker kill` stops containers: one that fails is an
+    error line and the exit code of the first failure, and the others are still cancelled.
+
+    Examples:
+
+      llmgine command cancel "$ID"
+
+      llmgine ps -q | xargs -r llmgine command cancel -q
+    """
+    from llmgine_cli.commands.commands import COMMAND_VIEW, LIST_VIEW
+
+    app_ctx = state(ctx)
+    client = app_ctx.client()
+    cancelled: list[Any] = []
+    code = 0
+    for given in command_ids:
+        try:
+            if session is not None:
+                where, command_id = session, waiting.in_session(app_ctx, session, [given])[0]
+            else:
+                command_id = waiting.full_ids(app_ctx, [given])[0]
+                where = client.wait_commands([command_id], timeout=0).commands[0].session_id
+            record = client.cancel_command(where, command_id)
+        except ApiError as exc:
+            if len(command_ids) == 1:
+                raise
+            failed = report(exc, app_ctx)  # each failure its line; the exit code is the first's
+            code = code or failed
+            continue
+        cancelled.append(text_view(msgspec.to_builtins(record)))
+    if len(command_ids) == 1:
+        from llmgine_cli.render import render
+
+        render(app_ctx.env, cancelled[0], COMMAND_VIEW, output, quiet)
+    else:
+        from llmgine_cli.render import render
+
+        render(app_ctx.env, {"commands": cancelled}, LIST_VIEW, output, quiet)
+    if code:
+        raise typer.Exit(code)

@@ -1,0 +1,92 @@
+"""`llmgine` as a shell script uses it, as real processes: ids passed through `xargs` and
+`$(...)`, bodies read from stdin or files, the errors a script branches on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.clitools import full_env, no_traceback, run_cli
+
+
+def sh(script: str, env: dict[str, str | None], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``script`` in bash, with ``llmgine`` on PATH being this interpreter's CLI (for xargs too)."""
+    bin_dir = Path(str(env["LLMGINE_HOME"])) / "bin"
+    if not (bin_dir / "llmgine").exists():
+        bin_dir.mkdir(exist_ok=True)
+        (bin_dir / "llmgine").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m llmgine_cli "$@"\n')
+        (bin_dir / "llmgine").chmod(0o755)
+    path = f"{bin_dir}:{os.environ.get('PATH', '')}"
+    return subprocess.run(
+        ["bash", "-c", script],
+        env=full_env({**env, "PATH": path}),
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _slow_command(env: dict[str, str | None]) -> tuple[str, str]:
+    """A session with a DummyEngine and a command in it that runs for ten minutes."""
+    sid = run_cli(["session", "create", "-q"], env).stdout.strip()
+    assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], env).returncode == 0
+    run = run_cli(
+        [
+            "command",
+            "run",
+            "DummyEngineCommand",
+            "-S",
+            sid,
+            "-p",
+            "prompt=x",
+            "-p",
+            "delay_ms:=600000",
+            "--no-wait",
+            "-q",
+        ],
+        env,
+    )
+    assert run.returncode == 0, run.stderr
+    return sid, run.stdout.strip()
+
+
+def test_command_cancel_takes_ids_from_xargs_of_any_session(daemon):
+    """`llmgine ps -q | xargs -r llmgine command cancel` stopped at a usage error: cancel took
+    one id, and only with the command's session (-S), which `ps` (every session) and `command
+    run --no-wait -q` (an id alone) do not print. It takes several now, of any session, as
+    `command wait` does; a short id as `ps` shows it works too."""
+    env = daemon.env
+    s1, a = _slow_command(env)
+    s2, b = _slow_command(env)
+    _, c = _slow_command(env)
+    result = sh(f"printf '%s\\n' {a} {b} | xargs -r llmgine command cancel -q", env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [a, b]
+    for sid, cid in ((s1, a), (s2, b)):
+        got = run_cli(["command", "get", cid, "-S", sid, "-o", "json"], env)
+        assert json.loads(got.stdout)["status"] == "cancelled"
+    short = run_cli(["command", "cancel", c[-8:], "-o", "json"], env)  # as `llmgine ps` shows it
+    assert short.returncode == 0, short.stderr
+    assert json.loads(short.stdout)["status"] == "cancelled"
+
+
+def test_command_cancel_of_several_goes_on_past_a_failure(daemon):
+    """As `session delete ID...`: each failure is its line on stderr, the others are cancelled,
+    and the exit code is the first failure's (4: not found; 6: finished already)."""
+    env = daemon.env
+    sid, live = _slow_command(env)
+    missing = "01a25032-0000-7000-8000-000000000000"
+    result = run_cli(["command", "cancel", missing, live, live, "-o", "json"], env)
+    assert result.returncode == 4, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and "COMMAND_NOT_FOUND" in lines[0] and "CONFLICT" in lines[1], (lines, result.stdout)
+    assert [c["command_id"] for c in json.loads(result.stdout)["commands"]] == [live]
+    no_traceback(result.stderr)
+    # With -S the command is looked for in that session (finished ones too): exit 6 now.
+    again = run_cli(["command", "cancel", live[-8:], "-S", sid], env)
+    assert again.returncode == 6, again.stderr
