@@ -29,6 +29,20 @@ def session_callback(ctx: typer.Context, param: Any, value: str | None) -> str |
         raise typer.BadParameter(str(exc)) from None
 
 
+def stdin_argument(param_hint: str, what: str) -> str:
+    """The text piped in for an argument given as ``-`` (`engine exec ID -`, `log -`): a usage
+    error on a terminal, or when it is not UTF-8 (Python's own decoding made lone surrogates of
+    such bytes, which failed in the request as an internal error)."""
+    import sys
+
+    if sys.stdin.isatty():
+        raise typer.BadParameter(f"- reads {what} from stdin: pipe one in", param_hint=param_hint)
+    try:
+        return inputs.read_stdin()
+    except inputs.NotText as exc:
+        raise typer.BadParameter(str(exc), param_hint=param_hint) from None
+
+
 def session_filter_callback(ctx: typer.Context, param: Any, value: str | None) -> str | None:
     """session_callback for an option that filters a listing (ps, traces, logs, engine,
     schedule and webhook lists): the daemon lists nothing for a session it does not know, so

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from llmgine_daemon.protocol import Command
 
-from llmgine_cli.commands.args import parse_pairs, session_callback
+from llmgine_cli.commands.args import parse_pairs, session_callback, stdin_argument
 from llmgine_cli.context import Environment
 from llmgine_cli.errors import error_text
 from llmgine_cli.ids import short_id
@@ -148,7 +148,7 @@ def ask(
     if prompt is None or prompt == "-":
         if sys.stdin.isatty():
             raise typer.BadParameter("give a PROMPT (or pipe one in)", param_hint="PROMPT")
-        prompt = sys.stdin.read()
+        prompt = stdin_argument("PROMPT", "the prompt")
     if not prompt.strip():
         raise typer.BadParameter("the prompt is empty", param_hint="PROMPT")
     parameters = parse_pairs(param, "--param")

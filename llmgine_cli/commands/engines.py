@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from typing import Annotated
 
 import msgspec
@@ -19,6 +18,7 @@ from llmgine_cli.commands.args import (
     id_argument,
     parse_pairs,
     session_filter_callback,
+    stdin_argument,
 )
 from llmgine_cli.commands.commands import CancelOnInterrupt, NoWait, Priority, Timeout, finish_command
 from llmgine_cli.errors import ApiError, api_error
@@ -195,9 +195,7 @@ def exec_(
     """Run a prompt on an engine (a command in its session) and print the result."""
     app_ctx = state(ctx)
     if prompt == "-":  # as `llmgine ask -`: `cat prompt.txt | llmgine engine exec ID -` sent "-"
-        if sys.stdin.isatty():
-            raise typer.BadParameter("- reads the prompt from stdin: pipe one in", param_hint="PROMPT")
-        prompt = sys.stdin.read()
+        prompt = stdin_argument("PROMPT", "the prompt")
     # With an idempotency key, so that a Ctrl-C before the daemon's answer arrived sends the
     # same request again, which answers the command already stored (never a second one): its
     # id is then named as when Ctrl-C comes while waiting.

@@ -18,6 +18,7 @@ from llmgine_cli.commands.args import (
     parse_time,
     session_callback,
     session_filter_callback,
+    stdin_argument,
 )
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
@@ -128,7 +129,7 @@ def logs(
 @app.command("log")
 def log(
     ctx: typer.Context,
-    message: Annotated[str, typer.Argument(help="The message to record.")],
+    message: Annotated[str, typer.Argument(help="The message to record; - reads it from stdin.")],
     level: Annotated[
         str, typer.Option("--level", "-l", metavar="LEVEL", help="debug, info, warning, error or critical.")
     ] = "info",
@@ -143,7 +144,16 @@ def log(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Write a record into the daemon's log (marked as coming from a client)."""
+    """Write a record into the daemon's log (marked as coming from a client).
+
+    Examples:
+
+      llmgine log "backup finished" --level info -m host=db1
+
+      ./nightly.sh 2>&1 | tail -5 | llmgine log - --level warning
+    """
+    if message == "-":  # as `engine exec ID -`: the text piped in, its last newline cut
+        message = stdin_argument("MESSAGE", "the message").removesuffix("\n")
     if not message:  # `llmgine log "$MSG"` with MSG unset: was the daemon's 422, exit 1
         raise typer.BadParameter("the message is empty", param_hint="MESSAGE")
     app_ctx = state(ctx)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.clitools import full_env, no_traceback, run_cli
+from tests.clitools import full_env, no_traceback, one_line, run_cli
 
 
 def sh(script: str, env: dict[str, str | None], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -90,3 +90,27 @@ def test_command_cancel_of_several_goes_on_past_a_failure(daemon):
     # With -S the command is looked for in that session (finished ones too): exit 6 now.
     again = run_cli(["command", "cancel", live[-8:], "-S", sid], env)
     assert again.returncode == 6, again.stderr
+
+
+def test_log_dash_reads_the_message_from_stdin(daemon):
+    """`some-step 2>&1 | llmgine log -` recorded the message "-", as `engine exec ID -` and
+    `ask -` read their prompt from stdin; it reads stdin now (its text, the last newline cut)."""
+    result = sh("printf 'disk full\\non /var\\n' | llmgine log - --level warning -o json", daemon.env)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert (record["message"], record["level"]) == ("disk full\non /var", "warning")
+    empty = sh("llmgine log - < /dev/null", daemon.env)
+    assert empty.returncode == 2 and "empty" in one_line(empty.stderr), empty.stderr
+
+
+def test_a_prompt_on_stdin_that_is_not_utf8_is_a_usage_error(daemon):
+    """`engine exec ID -` and `ask -` read stdin with Python's own decoding: bytes that are not
+    UTF-8 became lone surrogates and failed in the request (`internal error:
+    UnicodeEncodeError`, exit 1); now a usage error names stdin, as `--data -` does."""
+    env = daemon.env
+    sid = run_cli(["session", "create", "-q"], env).stdout.strip()
+    engine = run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], env).stdout.strip()
+    for args in (f"engine exec {engine} -", "ask -", "log -"):
+        result = sh(f"printf '\\377\\376' | llmgine {args}", env)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "stdin is not UTF-8 text" in one_line(result.stderr), result.stderr
