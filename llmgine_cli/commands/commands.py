@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -461,11 +462,12 @@ app.command("cancel")(cancel.cancel)  # ID... of any session (commands/cancel.py
 def read_batch_file(path: str) -> list[dict[str, Any]]:
     """JSON Lines or a JSON array, one {command_type, parameters, metadata} each."""
     text = read_text(path, "--file")  # (not UTF-8 was "internal error: UnicodeDecodeError", exit 1)
+    source = "stdin" if path == "-" else path
     if text.lstrip().startswith("["):
         try:
             items = loads(text)
         except ValueError as exc:
-            raise typer.BadParameter(f"not a JSON array: {exc}", param_hint="--file") from None
+            raise typer.BadParameter(f"{source} is not a JSON array: {exc}", param_hint="--file") from None
         where = [f"item {i}" for i in range(len(items))]
     else:
         items, where = [], []
@@ -474,8 +476,9 @@ def read_batch_file(path: str) -> list[dict[str, Any]]:
                 continue
             try:
                 items.append(loads(line))
-            except ValueError as exc:
-                raise typer.BadParameter(f"line {number} is not JSON: {exc}", param_hint="--file") from None
+            except ValueError as exc:  # its line in the file, the column in the line
+                issue = f"{exc.msg} (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else exc
+                raise typer.BadParameter(f"{source} line {number} is not JSON: {issue}", param_hint="--file") from None
             where.append(f"line {number}")
     for item, place in zip(items, where, strict=True):
         if not isinstance(item, dict):

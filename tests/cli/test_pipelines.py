@@ -114,3 +114,28 @@ def test_a_prompt_on_stdin_that_is_not_utf8_is_a_usage_error(daemon):
         result = sh(f"printf '\\377\\376' | llmgine {args}", env)
         assert result.returncode == 2, (args, result.stderr)
         assert "stdin is not UTF-8 text" in one_line(result.stderr), result.stderr
+
+
+def test_json_that_does_not_parse_is_named_by_where_it_came_from(daemon, tmp_path):
+    """`--data @payload.json` with a stray comma said "--data: not JSON: ... line 1 column 9": of
+    a file, or of stdin, the error names it now; `command batch -f` said "line 2 is not JSON:
+    ...: line 1 column 2", two lines in one message."""
+    env = daemon.env
+    sid = run_cli(["session", "create", "-q"], env).stdout.strip()
+    (tmp_path / "payload.json").write_text('{"a": 1,}')
+    (tmp_path / "jobs.jsonl").write_text('{"command_type": "T"}\n{bad}\n')
+    cases = [
+        (f"llmgine event publish T -S {sid} --data @{tmp_path}/payload.json", f"{tmp_path}/payload.json is not JSON"),
+        (f"llmgine event publish T -S {sid} --data - < {tmp_path}/payload.json", "--data: stdin is not JSON"),
+        (f"llmgine command run T -S {sid} --params @- < {tmp_path}/payload.json", "--params: stdin is not JSON"),
+        (
+            f"llmgine command batch -S {sid} -f {tmp_path}/jobs.jsonl",
+            f"--file: {tmp_path}/jobs.jsonl line 2 is not JSON: Expecting property name enclosed in double quotes "
+            "(column 2)",
+        ),
+        (f"llmgine command batch -S {sid} -f - < {tmp_path}/jobs.jsonl", "--file: stdin line 2 is not JSON"),
+    ]
+    for script, expected in cases:
+        result = sh(script, env)
+        assert result.returncode == 2, (script, result.stderr)
+        assert expected in one_line(result.stderr), (script, result.stderr)
