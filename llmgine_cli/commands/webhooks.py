@@ -95,6 +95,8 @@ def add(
     """
     app_ctx = state(ctx)
     secret = read_text("-", "--secret-stdin").strip() if secret_stdin else None
+    if secret_stdin and not secret:  # as `secret set` and `context add --api-key-stdin` (was the daemon's 422)
+        raise typer.BadParameter("the secret on stdin is empty", param_hint="--secret-stdin")
     hook = app_ctx.client().create_webhook(
         url, events=event or ["*"], session_id=session, secret=secret, if_exists="reuse" if reuse else None
     )

@@ -139,3 +139,15 @@ def test_json_that_does_not_parse_is_named_by_where_it_came_from(daemon, tmp_pat
         result = sh(script, env)
         assert result.returncode == 2, (script, result.stderr)
         assert expected in one_line(result.stderr), (script, result.stderr)
+
+
+def test_an_empty_secret_on_stdin_is_a_usage_error_everywhere(daemon):
+    """`webhook add URL --secret-stdin < /dev/null` sent an empty secret and got the daemon's
+    VALIDATION_ERROR (exit 1), where `secret set` and `context add --api-key-stdin` say the
+    value on stdin is empty (exit 2): a script's `$(vault read ...)` that came back empty."""
+    for args in ("webhook add http://127.0.0.1:9/hook --secret-stdin", "secret set EMPTY_ONE"):
+        result = sh(f"llmgine {args} < /dev/null", daemon.env)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "empty" in one_line(result.stderr), result.stderr
+    hooks = json.loads(sh("llmgine webhook list -o json", daemon.env).stdout)["webhooks"]
+    assert not [h for h in hooks if h["url"] == "http://127.0.0.1:9/hook"]
