@@ -60,7 +60,12 @@ def create(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Create an API key. It is shown once: only its hash is kept (`-q` prints only the key)."""
+    """Create an API key. It is shown once: only its hash is kept (`-q` prints only the key).
+
+    Examples:
+
+      KEY=$(llmgine auth key create --name ci --expires 30d -q)
+    """
     expires_in, expires_at = parse_expiry(expires) if expires else (None, None)
     app_ctx = state(ctx)
     created = app_ctx.client().create_key(name, expires_in=expires_in, expires_at=expires_at)
@@ -71,20 +76,39 @@ def create(
 
 @key_app.command("list")
 def list_(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """List API keys (never the keys themselves): name, prefix, state, created, last used, expiry."""
+    """List API keys (never the keys themselves): name, prefix, state, created, last used, expiry.
+
+    Examples:
+
+      llmgine auth key list --format '{{.key_id}} {{.name}} {{.state}}'
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().list_keys(), LIST_VIEW, output, quiet)
 
 
 @key_app.command("get")
 def get(ctx: typer.Context, key_id: KeyId, output: Output = None, quiet: Quiet = False) -> None:
-    """Show one API key."""
+    """Show one API key.
+
+    Examples:
+
+      ID=$(llmgine auth key list -q | head -1)
+
+      llmgine auth key get "$ID" -o json
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().get_key(key_id), KEY_VIEW, output, quiet)
 
 
 @key_app.command("revoke")
 def revoke(ctx: typer.Context, key_id: KeyId, output: Output = None, quiet: Quiet = False) -> None:
-    """Revoke an API key: at once, and its open WebSockets are closed (1008)."""
+    """Revoke an API key: at once, and its open WebSockets are closed (1008).
+
+    Examples:
+
+      ID=$(llmgine auth key create --name tmp -o json | jq -r .key_id)
+
+      llmgine auth key revoke "$ID"
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().revoke_key(key_id), KEY_VIEW, output, quiet)

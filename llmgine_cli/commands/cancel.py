@@ -45,6 +45,10 @@ def cancel(
 
     Examples:
 
+      EID=$(llmgine engine create DummyEngine -S demo --reuse -q)
+
+      ID=$(llmgine engine exec "$EID" hi -p delay_ms:=5000 --no-wait -q)
+
       llmgine command cancel "$ID"
 
       llmgine ps -q | xargs -r llmgine command cancel -q

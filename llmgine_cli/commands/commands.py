@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from typing import Annotated, Any
 
 import msgspec
 import typer
-from llmgine_daemon.protocol import COMMAND_STATUSES, Batch, Command, CommandCreate
+from llmgine_daemon.protocol import COMMAND_STATUSES, Batch, Command
 
 from llmgine_cli import completion, hot
-from llmgine_cli.commands import cancel, waiting
+from llmgine_cli.commands import batches, cancel, waiting
 from llmgine_cli.commands.args import (
     LONG_POLL_S,
     SessionOpt,
@@ -20,11 +19,9 @@ from llmgine_cli.commands.args import (
     id_argument,
     parse_object,
     parse_pairs,
-    read_text,
     summary,
 )
 from llmgine_cli.context import AppContext
-from llmgine_cli.inputs import loads
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.render_observability import render_trace
@@ -321,9 +318,11 @@ def get(
 ) -> None:
     """Show one command: status, result or error, timings, parameters.
 
-    Example:
+    Examples:
 
-      llmgine command get 3f9c2a1b -S demo --format '{{.status}} {{json .result}}'
+      ID=$(llmgine command run Greet -S demo -p name=Ada --no-wait -q)
+
+      llmgine command get "$ID" -S demo --format '{{.status}} {{json .result}}'
     """
     app_ctx = state(ctx)
     client = app_ctx.client()
@@ -415,7 +414,11 @@ def wait(
 
     Examples:
 
-      llmgine command wait "$ID" --timeout 60 -o json | jq -r .commands[].status
+      A=$(llmgine command run Greet -S demo -p name=Ada --no-wait -q)
+
+      B=$(llmgine command run Greet -S demo -p name=Bo --no-wait -q)
+
+      llmgine command wait "$A" --timeout 60 -o json | jq -r .commands[].status
 
       llmgine command wait "$A" "$B" --any --on-done 'echo $LLMGINE_STATUS'
     """
@@ -438,7 +441,14 @@ def retry(
     quiet: Quiet = False,
 ) -> None:
     """Run finished commands again (same ids, attempt + 1): those named, or --failed, or --dead.
-    Exit 6 if one has not finished or completed; `llmgine command wait ID...` waits for them."""
+    Exit 6 if one has not finished or completed; `llmgine command wait ID...` waits for them.
+
+    Examples:
+
+      llmgine command retry --failed -S demo
+
+      llmgine command retry --dead -S demo -q | xargs -r llmgine command wait
+    """
     if not command_ids and not (failed or dead):
         raise typer.BadParameter("name the commands, or give --failed or --dead", param_hint="ID")
     app_ctx = state(ctx)
@@ -457,42 +467,6 @@ def retry(
 
 
 app.command("cancel")(cancel.cancel)  # ID... of any session (commands/cancel.py)
-
-
-def read_batch_file(path: str) -> list[dict[str, Any]]:
-    """JSON Lines or a JSON array, one {command_type, parameters, metadata} each."""
-    text = read_text(path, "--file")  # (not UTF-8 was "internal error: UnicodeDecodeError", exit 1)
-    source = "stdin" if path == "-" else path
-    if text.lstrip().startswith("["):
-        try:
-            items = loads(text)
-        except ValueError as exc:
-            raise typer.BadParameter(f"{source} is not a JSON array: {exc}", param_hint="--file") from None
-        where = [f"item {i}" for i in range(len(items))]
-    else:
-        items, where = [], []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                items.append(loads(line))
-            except ValueError as exc:  # its line in the file, the column in the line
-                issue = f"{exc.msg} (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else exc
-                raise typer.BadParameter(f"{source} line {number} is not JSON: {issue}", param_hint="--file") from None
-            where.append(f"line {number}")
-    for item, place in zip(items, where, strict=True):
-        if not isinstance(item, dict):
-            raise typer.BadParameter(f"{place} is not a JSON object", param_hint="--file")
-        try:  # checked here, so the error names the line (the daemon's 422 said commands[1], exit 1)
-            msgspec.convert(item, CommandCreate)
-        except msgspec.ValidationError as exc:
-            from llmgine_daemon.protocol.grammar import validation_issue
-
-            field, issue = validation_issue(str(exc))
-            raise typer.BadParameter(f"{place}: {field}: {issue}", param_hint="--file") from None
-    if not items:
-        raise typer.BadParameter("no commands in the file", param_hint="--file")
-    return items
 
 
 @app.command("batch")
@@ -527,7 +501,7 @@ def batch(
       llmgine command batch -f jobs.jsonl -S demo
     """
     app_ctx = state(ctx)
-    commands = read_batch_file(file)
+    commands = batches.read_batch_file(file)
     client = app_ctx.client()
     from llmgine_cli.progress import Bar, enabled, spinner
 

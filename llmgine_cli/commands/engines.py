@@ -56,7 +56,14 @@ EngineId = Annotated[
 
 @app.command("types")
 def types(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """List the engine types and their configuration fields."""
+    """List the engine types and their configuration fields.
+
+    Examples:
+
+      llmgine engine types -q
+
+      llmgine engine types -o json | jq '.types[].configuration'
+    """
     app_ctx = state(ctx)
     data = msgspec.to_builtins(app_ctx.client().engine_types())
     for t in data["types"]:
@@ -98,7 +105,11 @@ def create(
     """Create an engine in a session; it handles its type's commands there. A session has one
     engine of each type: a second is exit 6, unless --reuse finds the same one.
 
-    Example: `EID=$(llmgine engine create DummyEngine -S demo --reuse -q)`
+    Examples:
+
+      EID=$(llmgine engine create DummyEngine -S demo --reuse -q)
+
+      llmgine engine create SinglePassEngine -S demo --reuse -o json
     """
     app_ctx = state(ctx)
     client = app_ctx.client()
@@ -171,7 +182,14 @@ def list_(
 
 @app.command("get")
 def get(ctx: typer.Context, engine_id: EngineId, output: Output = None, quiet: Quiet = False) -> None:
-    """Show one engine."""
+    """Show one engine.
+
+    Examples:
+
+      EID=$(llmgine engine create DummyEngine -S demo --reuse -q)
+
+      llmgine engine get "$EID" --format '{{.engine_type}} {{.status}}'
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().get_engine(engine_id), ENGINE_VIEW, output, quiet)
 
@@ -192,7 +210,16 @@ def exec_(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run a prompt on an engine (a command in its session) and print the result."""
+    """Run a prompt on an engine (a command in its session) and print the result.
+
+    Examples:
+
+      EID=$(llmgine engine create DummyEngine -S demo --reuse -q)
+
+      llmgine engine exec "$EID" Hello -o json | jq -r .result.response
+
+      echo Hello | llmgine engine exec "$EID" -
+    """
     app_ctx = state(ctx)
     if prompt == "-":  # as `llmgine ask -`: `cat prompt.txt | llmgine engine exec ID -` sent "-"
         prompt = stdin_argument("PROMPT", "the prompt")
@@ -224,7 +251,14 @@ def exec_(
 
 @app.command("delete")
 def delete(ctx: typer.Context, engine_id: EngineId, output: Output = None, quiet: Quiet = False) -> None:
-    """Stop an engine and unregister its handler."""
+    """Stop an engine and unregister its handler.
+
+    Examples:
+
+      EID=$(llmgine engine create DummyEngine -S demo --reuse -q)
+
+      llmgine engine delete "$EID"
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().delete_engine(engine_id), ENGINE_VIEW, output, quiet)
 
@@ -244,6 +278,12 @@ def messages(
 
     Tool calls and tool results are messages too; -o json gives every field (tool_call_id,
     partial answers, errors).
+
+    Examples:
+
+      EID=$(llmgine engine create SinglePassEngine -S demo --reuse -q)
+
+      llmgine engine messages "$EID" -o jsonl | jq -r .content
     """
     app_ctx = state(ctx)
     page = app_ctx.client().engine_messages(engine_id, limit=limit, offset=offset)
@@ -252,6 +292,13 @@ def messages(
 
 @app.command("reset")
 def reset(ctx: typer.Context, engine_id: EngineId, output: Output = None, quiet: Quiet = False) -> None:
-    """Forget an LLM engine's conversation (it stays, with its configuration)."""
+    """Forget an LLM engine's conversation (it stays, with its configuration).
+
+    Examples:
+
+      EID=$(llmgine engine create SinglePassEngine -S demo --reuse -q)
+
+      llmgine engine reset "$EID"
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().reset_engine(engine_id), ENGINE_VIEW, output, quiet)

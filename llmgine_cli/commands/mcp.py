@@ -114,7 +114,11 @@ def add(
     name is taken (--replace replaces it). Put `--` before the command so its own options are
     not read as ours.
 
-    Example: `llmgine mcp add calc -S demo --replace -- python3 calc.py`
+    Examples:
+
+      llmgine mcp add calc -S demo --replace -- python3 calc.py
+
+      llmgine mcp add docs --url http://127.0.0.1:9000/mcp --replace
     """
     if bool(command) == bool(url):
         raise typer.BadParameter("give either -- COMMAND ARGS... or --url URL", param_hint="COMMAND")
@@ -150,7 +154,14 @@ def add(
 
 @app.command("list")
 def list_(ctx: typer.Context, session: Session = None, output: Output = None, quiet: Quiet = False) -> None:
-    """List the global MCP servers, or a session's (--session)."""
+    """List the global MCP servers, or a session's (--session).
+
+    Examples:
+
+      llmgine mcp list -S demo
+
+      llmgine mcp list -q
+    """
     app_ctx = state(ctx)
     page = app_ctx.client().list_mcp_servers(session)
     if resolve_format(app_ctx.env, output) in ("table", "plain") and not quiet:
@@ -165,14 +176,26 @@ def list_(ctx: typer.Context, session: Session = None, output: Output = None, qu
 
 @app.command("get")
 def get(ctx: typer.Context, name: Name, session: Session = None, output: Output = None, quiet: Quiet = False) -> None:
-    """Show one server: how it runs, its status, restarts, last error and tools."""
+    """Show one server: how it runs, its status, restarts, last error and tools.
+
+    Examples:
+
+      llmgine mcp get calc -S demo -o json | jq -r .status
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().get_mcp_server(session, name), SERVER_VIEW, output, quiet)
 
 
 @app.command("tools")
 def tools(ctx: typer.Context, name: Name, session: Session = None, output: Output = None, quiet: Quiet = False) -> None:
-    """List a server's tools (call them with `llmgine tool exec NAME.tool`)."""
+    """List a server's tools (call them with `llmgine tool exec NAME.tool`).
+
+    Examples:
+
+      llmgine mcp tools calc -S demo
+
+      llmgine tool exec calc.add -S demo -a a:=1 -a b:=2
+    """
     app_ctx = state(ctx)
     render_tools(app_ctx.env, app_ctx.client().mcp_server_tools(session, name), output, quiet)
 
@@ -181,7 +204,12 @@ def tools(ctx: typer.Context, name: Name, session: Session = None, output: Outpu
 def remove(
     ctx: typer.Context, name: Name, session: Session = None, output: Output = None, quiet: Quiet = False
 ) -> None:
-    """Remove a server and stop its process (exit 4 if there is none)."""
+    """Remove a server and stop its process (exit 4 if there is none).
+
+    Examples:
+
+      llmgine mcp remove calc -S demo
+    """
     app_ctx = state(ctx)
     app_ctx.client().delete_mcp_server(session, name)
     record = {"name": name, "session_id": session}

@@ -72,7 +72,14 @@ def ps(
     quiet: Quiet = False,
 ) -> None:
     """The live queue: unfinished commands of every session, oldest first, with their place in
-    their session's queue (POS, 1 = next), how long they waited and how long they have run."""
+    their session's queue (POS, 1 = next), how long they waited and how long they have run.
+
+    Examples:
+
+      llmgine ps --status queued,executing
+
+      llmgine ps -q | xargs -r llmgine command cancel
+    """
     app_ctx = state(ctx)
     view = app_ctx.client().queue(status=status, limit=limit, session_id=session)
     fmt = resolve_format(app_ctx.env, output)
@@ -149,7 +156,12 @@ def top(
     count: Annotated[int, typer.Option("--count", min=0, hidden=True, help="Stop after N refreshes.")] = 0,
 ) -> None:
     """The live queue, redrawn every --interval: counts per status, commands finished per
-    minute, the longest waits, the sandbox's busy workers. q or Ctrl-C quits."""
+    minute, the longest waits, the sandbox's busy workers. q or Ctrl-C quits.
+
+    Examples:
+
+      llmgine top --interval 2
+    """
     app_ctx = state(ctx)
     env = app_ctx.env
     client = app_ctx.client()

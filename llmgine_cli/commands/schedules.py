@@ -138,32 +138,64 @@ def add(
 def list_(ctx: typer.Context, session: OptionalSession = None, output: Output = None, quiet: Quiet = False) -> None:
     """List schedules with their next firing time and how often they fired.
 
-    Example: `llmgine schedule list -q | xargs -r -n1 llmgine schedule pause`
+    Examples:
+
+      llmgine schedule list -S demo
+
+      llmgine schedule list -q | xargs -r -n1 llmgine schedule delete
     """
     _show(ctx, state(ctx).client().list_schedules(session), LIST_VIEW, output, quiet)
 
 
 @app.command("get")
 def get(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
-    """Show one schedule with its next three firing times (upcoming)."""
+    """Show one schedule with its next three firing times (upcoming).
+
+    Examples:
+
+      S=$(llmgine schedule add Ping -S demo --every 5m --reuse -q)
+
+      llmgine schedule get "$S" -o json | jq -r '.upcoming[]'
+    """
     _show(ctx, state(ctx).client().get_schedule(schedule_id), ONE_VIEW, output, quiet)
 
 
 @app.command("pause")
 def pause(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
-    """Pause a schedule: nothing fires until it is resumed (exit 6 if it is done)."""
+    """Pause a schedule: nothing fires until it is resumed (exit 6 if it is done).
+
+    Examples:
+
+      S=$(llmgine schedule add Ping -S demo --every 5m --reuse -q)
+
+      llmgine schedule pause "$S"
+    """
     _show(ctx, state(ctx).client().pause_schedule(schedule_id), ONE_VIEW, output, quiet)
 
 
 @app.command("resume")
 def resume(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
-    """Resume a schedule from its next firing after now (what came due while paused is not made up)."""
+    """Resume a schedule from its next firing after now (what came due while paused is not made up).
+
+    Examples:
+
+      S=$(llmgine schedule add Ping -S demo --every 5m --reuse -q)
+
+      llmgine schedule pause "$S" -q && llmgine schedule resume "$S"
+    """
     _show(ctx, state(ctx).client().resume_schedule(schedule_id), ONE_VIEW, output, quiet)
 
 
 @app.command("delete")
 def delete(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
-    """Delete a schedule (commands it submitted stay)."""
+    """Delete a schedule (commands it submitted stay).
+
+    Examples:
+
+      S=$(llmgine schedule add Ping -S demo --every 5m --reuse -q)
+
+      llmgine schedule delete "$S"
+    """
     app_ctx = state(ctx)
     app_ctx.client().delete_schedule(schedule_id)
     record = {"schedule_id": schedule_id}

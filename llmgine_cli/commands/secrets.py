@@ -40,7 +40,13 @@ def set_(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Set a secret. The value is asked for on a terminal (not echoed), else read from stdin: `printf %s "$KEY" | llmgine secret set OPENAI_API_KEY`. Never an argument, which other users and the shell history would see."""  # noqa: E501
+    """Set a secret. The value is asked for on a terminal (not echoed), else read from stdin.
+    Never an argument, which other users and the shell history would see.
+
+    Examples:
+
+      printf %s "$OPENAI_API_KEY" | llmgine secret set OPENAI_API_KEY
+    """
     if not _NAME.match(name):
         raise typer.BadParameter(
             "must be an environment variable's name (A-Z, 0-9, _; not starting with a digit)", param_hint="NAME"
@@ -64,7 +70,12 @@ def set_(
 
 @app.command("list")
 def list_(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """List the secrets' names and when they were set (never their values)."""
+    """List the secrets' names and when they were set (never their values).
+
+    Examples:
+
+      llmgine secret list -q
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().list_secrets(), LIST_VIEW, output, quiet)
 
@@ -72,7 +83,14 @@ def list_(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> No
 @app.command("delete")
 def delete(ctx: typer.Context, name: Name, yes: Yes = False, output: Output = None, quiet: Quiet = False) -> None:
     """Delete a secret (exit 4 if there is none). Asks first on a terminal (--yes does not);
-    a script is never asked."""
+    a script is never asked.
+
+    Examples:
+
+      printf %s old | llmgine secret set OLD_TOKEN
+
+      llmgine secret delete OLD_TOKEN --yes
+    """
     app_ctx = state(ctx)
     confirm(app_ctx, f"Delete secret {name}? Whatever uses it will fail.", yes)
     app_ctx.client().delete_secret(name)

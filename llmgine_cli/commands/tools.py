@@ -135,7 +135,9 @@ def register(
 def list_(ctx: typer.Context, session: SessionOpt, output: Output = None, quiet: Quiet = False) -> None:
     """List the session's tools with their parameters (MCP servers' tools too: NAME.tool).
 
-    Example: `llmgine tool list -S demo --format '{{.name}}: {{.description}}'`
+    Examples:
+
+      llmgine tool list -S demo --format '{{.name}}: {{.description}}'
     """
     app_ctx = state(ctx)
     render_tools(app_ctx.env, app_ctx.client().list_tools(session), output, quiet)
@@ -154,7 +156,12 @@ def render_tools(env: Any, page: Any, output: Any, quiet: bool) -> None:
 
 @app.command("get")
 def get(ctx: typer.Context, name: ToolName, session: SessionOpt, output: Output = None, quiet: Quiet = False) -> None:
-    """Show one tool: description, parameters (JSON Schema) and its source."""
+    """Show one tool: description, parameters (JSON Schema) and its source.
+
+    Examples:
+
+      llmgine tool get get_weather -S demo -o json | jq -r .function_code
+    """
     app_ctx = state(ctx)
     tool = app_ctx.client().get_tool(session, name)
     fmt = resolve_format(app_ctx.env, output)
@@ -192,7 +199,14 @@ def exec_(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run a tool in the sandbox and print its result (exit 1 if it failed)."""
+    """Run a tool in the sandbox and print its result (exit 1 if it failed).
+
+    Examples:
+
+      llmgine tool exec get_weather -S demo -a location=Hobart
+
+      echo '{"location": "Oslo"}' | llmgine tool exec get_weather -S demo --args -
+    """
     app_ctx = state(ctx)
     arguments = {**parse_object(args, "--args"), **parse_pairs(arg, "--arg")}
     from llmgine_cli.progress import spinner
@@ -214,7 +228,12 @@ def exec_(
 def delete(
     ctx: typer.Context, name: ToolName, session: SessionOpt, output: Output = None, quiet: Quiet = False
 ) -> None:
-    """Remove a tool from the session (exit 4 if there is none)."""
+    """Remove a tool from the session (exit 4 if there is none).
+
+    Examples:
+
+      llmgine tool delete get_weather -S demo
+    """
     app_ctx = state(ctx)
     app_ctx.client().delete_tool(session, name)
     # As every delete with no record to show (webhook, schedule, secret, mcp): a line on stderr.

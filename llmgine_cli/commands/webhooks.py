@@ -112,7 +112,9 @@ def add(
 def list_(ctx: typer.Context, session: OptionalSession = None, output: Output = None, quiet: Quiet = False) -> None:
     """List webhooks with their pending, delivered and failed deliveries.
 
-    Example: `llmgine webhook list -o 'table {{.webhook_id}}\\t{{.url}}'` (the URL in full)
+    Examples:
+
+      llmgine webhook list -o 'table {{.webhook_id}}\\t{{.url}}'   # URLs in full
     """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().list_webhooks(session), LIST_VIEW, output, quiet)
@@ -120,14 +122,26 @@ def list_(ctx: typer.Context, session: OptionalSession = None, output: Output = 
 
 @app.command("get")
 def get(ctx: typer.Context, webhook_id: WebhookId, output: Output = None, quiet: Quiet = False) -> None:
-    """Show one webhook (never its secret)."""
+    """Show one webhook (never its secret).
+
+    Examples:
+
+      W=$(llmgine webhook add http://localhost:8080/hook -S demo --reuse -q)
+
+      llmgine webhook get "$W"
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().get_webhook(webhook_id), ONE_VIEW, output, quiet)
 
 
 @app.command("delete")
 def delete(ctx: typer.Context, webhook_id: WebhookId, output: Output = None, quiet: Quiet = False) -> None:
-    """Delete a webhook; what it had not delivered yet is dropped (exit 4 if there is none)."""
+    """Delete a webhook; what it had not delivered yet is dropped (exit 4 if there is none).
+
+    Examples:
+
+      llmgine webhook list -S demo -q | xargs -r -n1 llmgine webhook delete
+    """
     app_ctx = state(ctx)
     app_ctx.client().delete_webhook(webhook_id)
     record = {"webhook_id": webhook_id}
@@ -165,7 +179,14 @@ def deliveries(
 ) -> None:
     """A webhook's deliveries, newest first: every attempt with its HTTP status, error and duration.
 
-    -o json/jsonl print the deliveries (each with its attempts in "history")."""
+    -o json/jsonl print the deliveries (each with its attempts in "history").
+
+    Examples:
+
+      W=$(llmgine webhook add http://localhost:8080/hook -S demo --reuse -q)
+
+      llmgine webhook deliveries "$W" --status failed
+    """
     app_ctx = state(ctx)
     page = app_ctx.client().webhook_deliveries(webhook_id, status=status, limit=limit)
     if quiet or resolve_format(app_ctx.env, output) in ("json", "jsonl"):

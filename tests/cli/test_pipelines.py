@@ -4,31 +4,8 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-from tests.clitools import full_env, no_traceback, one_line, run_cli
-
-
-def sh(script: str, env: dict[str, str | None], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """``script`` in bash, with ``llmgine`` on PATH being this interpreter's CLI (for xargs too)."""
-    bin_dir = Path(str(env["LLMGINE_HOME"])) / "bin"
-    if not (bin_dir / "llmgine").exists():
-        bin_dir.mkdir(exist_ok=True)
-        (bin_dir / "llmgine").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m llmgine_cli "$@"\n')
-        (bin_dir / "llmgine").chmod(0o755)
-    path = f"{bin_dir}:{os.environ.get('PATH', '')}"
-    return subprocess.run(
-        ["bash", "-c", script],
-        env=full_env({**env, "PATH": path}),
-        input=stdin if stdin is not None else "",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.clitools import no_traceback, one_line, run_cli, shell
 
 
 def _slow_command(env: dict[str, str | None]) -> tuple[str, str]:
@@ -64,7 +41,7 @@ def test_command_cancel_takes_ids_from_xargs_of_any_session(daemon):
     s1, a = _slow_command(env)
     s2, b = _slow_command(env)
     _, c = _slow_command(env)
-    result = sh(f"printf '%s\\n' {a} {b} | xargs -r llmgine command cancel -q", env)
+    result = shell(f"printf '%s\\n' {a} {b} | xargs -r llmgine command cancel -q", env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [a, b]
     for sid, cid in ((s1, a), (s2, b)):
@@ -95,11 +72,11 @@ def test_command_cancel_of_several_goes_on_past_a_failure(daemon):
 def test_log_dash_reads_the_message_from_stdin(daemon):
     """`some-step 2>&1 | llmgine log -` recorded the message "-", as `engine exec ID -` and
     `ask -` read their prompt from stdin; it reads stdin now (its text, the last newline cut)."""
-    result = sh("printf 'disk full\\non /var\\n' | llmgine log - --level warning -o json", daemon.env)
+    result = shell("printf 'disk full\\non /var\\n' | llmgine log - --level warning -o json", daemon.env)
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert (record["message"], record["level"]) == ("disk full\non /var", "warning")
-    empty = sh("llmgine log - < /dev/null", daemon.env)
+    empty = shell("llmgine log - < /dev/null", daemon.env)
     assert empty.returncode == 2 and "empty" in one_line(empty.stderr), empty.stderr
 
 
@@ -111,7 +88,7 @@ def test_a_prompt_on_stdin_that_is_not_utf8_is_a_usage_error(daemon):
     sid = run_cli(["session", "create", "-q"], env).stdout.strip()
     engine = run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], env).stdout.strip()
     for args in (f"engine exec {engine} -", "ask -", "log -"):
-        result = sh(f"printf '\\377\\376' | llmgine {args}", env)
+        result = shell(f"printf '\\377\\376' | llmgine {args}", env)
         assert result.returncode == 2, (args, result.stderr)
         assert "stdin is not UTF-8 text" in one_line(result.stderr), result.stderr
 
@@ -136,7 +113,7 @@ def test_json_that_does_not_parse_is_named_by_where_it_came_from(daemon, tmp_pat
         (f"llmgine command batch -S {sid} -f - < {tmp_path}/jobs.jsonl", "--file: stdin line 2 is not JSON"),
     ]
     for script, expected in cases:
-        result = sh(script, env)
+        result = shell(script, env)
         assert result.returncode == 2, (script, result.stderr)
         assert expected in one_line(result.stderr), (script, result.stderr)
 
@@ -146,8 +123,8 @@ def test_an_empty_secret_on_stdin_is_a_usage_error_everywhere(daemon):
     VALIDATION_ERROR (exit 1), where `secret set` and `context add --api-key-stdin` say the
     value on stdin is empty (exit 2): a script's `$(vault read ...)` that came back empty."""
     for args in ("webhook add http://127.0.0.1:9/hook --secret-stdin", "secret set EMPTY_ONE"):
-        result = sh(f"llmgine {args} < /dev/null", daemon.env)
+        result = shell(f"llmgine {args} < /dev/null", daemon.env)
         assert result.returncode == 2, (args, result.stderr)
         assert "empty" in one_line(result.stderr), result.stderr
-    hooks = json.loads(sh("llmgine webhook list -o json", daemon.env).stdout)["webhooks"]
+    hooks = json.loads(shell("llmgine webhook list -o json", daemon.env).stdout)["webhooks"]
     assert not [h for h in hooks if h["url"] == "http://127.0.0.1:9/hook"]
