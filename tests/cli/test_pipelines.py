@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 from tests.clitools import no_traceback, one_line, run_cli, shell
 
@@ -128,3 +130,36 @@ def test_an_empty_secret_on_stdin_is_a_usage_error_everywhere(daemon):
         assert "empty" in one_line(result.stderr), result.stderr
     hooks = json.loads(shell("llmgine webhook list -o json", daemon.env).stdout)["webhooks"]
     assert not [h for h in hooks if h["url"] == "http://127.0.0.1:9/hook"]
+
+
+def _reading_stdin(pid: int) -> bool:
+    """Whether process ``pid`` is blocked in read(0, ...) (/proc/PID/syscall: number, fd)."""
+    import platform
+
+    read = {"x86_64": "0", "aarch64": "63"}.get(platform.machine())
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return read is not None and fields[:2] == [read, "0x0"]
+
+
+def test_ctrl_c_anywhere_ends_the_echoed_line(daemon):
+    """Ctrl-C in a command with no Ctrl-C of its own (`context add --api-key-stdin` waiting for
+    the key on a terminal) exited 130 with the shell's prompt right after the echoed `^C`
+    (`^C$ `): only the followers and waits ended that line. Every command does now (after a
+    spinner, whose line is cleared on the way out, nothing more is written)."""
+    import pexpect
+
+    from tests.clitools import cli_on_terminal
+    from tests.eventually import eventually_blocking
+
+    env = {**daemon.env, "TERM": "xterm-256color"}
+    child = cli_on_terminal(["context", "add", "zz", "--url", "http://127.0.0.1:9", "--api-key-stdin"], env)
+    eventually_blocking(lambda: _reading_stdin(child.pid))
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130, child.before
+    assert re.search(r"\^C\r?\n", child.before or ""), repr(child.before)
+    no_traceback(child.before)
