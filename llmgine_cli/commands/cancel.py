@@ -15,11 +15,10 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
-from llmgine_cli.commands import waiting
+from llmgine_cli.commands import several, waiting
 from llmgine_cli.commands.args import text_view
-from llmgine_cli.errors import ApiError
-from llmgine_cli.failure import report
 from llmgine_cli.options import Output, Quiet, state
+from llmgine_cli.render import render
 
 CommandIds = Annotated[
     list[str],
@@ -57,30 +56,19 @@ def cancel(
 
     app_ctx = state(ctx)
     client = app_ctx.client()
-    cancelled: list[Any] = []
-    code = 0
-    for given in command_ids:
-        try:
-            if session is not None:
-                where, command_id = session, waiting.in_session(app_ctx, session, [given])[0]
-            else:
-                command_id = waiting.full_ids(app_ctx, [given])[0]
-                where = client.wait_commands([command_id], timeout=0).commands[0].session_id
-            record = client.cancel_command(where, command_id)
-        except ApiError as exc:
-            if len(command_ids) == 1:
-                raise
-            failed = report(exc, app_ctx)  # each failure its line; the exit code is the first's
-            code = code or failed
-            continue
-        cancelled.append(text_view(msgspec.to_builtins(record)))
-    if len(command_ids) == 1:
-        from llmgine_cli.render import render
 
+    def cancel_one(given: str) -> Any:
+        if session is not None:
+            where, command_id = session, waiting.in_session(app_ctx, session, [given])[0]
+        else:
+            command_id = waiting.full_ids(app_ctx, [given])[0]
+            where = client.wait_commands([command_id], timeout=0).commands[0].session_id
+        return text_view(msgspec.to_builtins(client.cancel_command(where, command_id)))
+
+    cancelled, code = several.each_in_turn(app_ctx, command_ids, cancel_one)
+    if len(command_ids) == 1:
         render(app_ctx.env, cancelled[0], COMMAND_VIEW, output, quiet)
     else:
-        from llmgine_cli.render import render
-
         render(app_ctx.env, {"commands": cancelled}, LIST_VIEW, output, quiet)
     if code:
         raise typer.Exit(code)

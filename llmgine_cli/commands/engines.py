@@ -11,6 +11,7 @@ import typer
 from llmgine_daemon.protocol import TERMINAL_STATUSES
 
 from llmgine_cli import completion, hot
+from llmgine_cli.commands import several
 from llmgine_cli.commands.args import (
     SessionOpt,
     choices,
@@ -250,17 +251,33 @@ def exec_(
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, engine_id: EngineId, output: Output = None, quiet: Quiet = False) -> None:
-    """Stop an engine and unregister its handler.
+def delete(
+    ctx: typer.Context,
+    engine_ids: Annotated[list[str], several.ids_argument("engine", completion.engine_ids)],
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Stop engines and unregister their handlers; several in turn, as `docker rm` (one that
+    fails is its error line and the exit code; the others still go).
 
     Examples:
 
       EID=$(llmgine engine create DummyEngine -S demo --reuse -q)
 
       llmgine engine delete "$EID"
+
+      llmgine engine list -S demo -q | xargs -r llmgine engine delete -q
     """
     app_ctx = state(ctx)
-    render(app_ctx.env, app_ctx.client().delete_engine(engine_id), ENGINE_VIEW, output, quiet)
+    client = app_ctx.client()
+    resolve = several.resolver(app_ctx, "engine", "/api/engines", "engines", "engine_id")
+    done, code = several.each_in_turn(app_ctx, engine_ids, lambda given: client.delete_engine(resolve(given)))
+    if len(engine_ids) == 1:
+        render(app_ctx.env, done[0], ENGINE_VIEW, output, quiet)
+    else:
+        render(app_ctx.env, {"engines": [msgspec.to_builtins(e) for e in done]}, LIST_VIEW, output, quiet)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("messages")

@@ -14,10 +14,11 @@ import typer
 from llmgine_daemon.protocol import CommandCreate
 
 from llmgine_cli import completion
+from llmgine_cli.commands import several
 from llmgine_cli.commands.args import SessionOpt, choices, command_metadata, id_argument, parse_object, parse_pairs
 from llmgine_cli.commands.webhooks import OptionalSession
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, render_deleted
+from llmgine_cli.render import View, render
 
 app = typer.Typer(
     help="Schedules: a command submitted on a cron expression, every N seconds, or once at a time.",
@@ -187,16 +188,30 @@ def resume(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, q
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
-    """Delete a schedule (commands it submitted stay).
+def delete(
+    ctx: typer.Context,
+    schedule_ids: Annotated[list[str], several.ids_argument("schedule")],
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Delete schedules (commands they submitted stay); several in turn, as `docker rm` (one that
+    fails is its error line and the exit code; the others still go).
 
     Examples:
 
       S=$(llmgine schedule add Ping -S demo --every 5m --reuse -q)
 
       llmgine schedule delete "$S"
+
+      llmgine schedule list -S demo -q | xargs -r llmgine schedule delete
     """
     app_ctx = state(ctx)
-    app_ctx.client().delete_schedule(schedule_id)
-    record = {"schedule_id": schedule_id}
-    render_deleted(app_ctx.env, record, f"deleted schedule {schedule_id}", output, quiet, "schedule_id")
+    client = app_ctx.client()
+    resolve = several.resolver(app_ctx, "schedule", "/api/schedules", "schedules", "schedule_id", paged=False)
+
+    def delete_one(given: str) -> str:
+        schedule_id = resolve(given)
+        client.delete_schedule(schedule_id)
+        return schedule_id
+
+    several.delete_each(app_ctx, schedule_ids, delete_one, "schedule", "schedules", "schedule_id", output, quiet)

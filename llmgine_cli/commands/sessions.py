@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from llmgine_cli import completion, hot
+from llmgine_cli.commands import several
 from llmgine_cli.commands.args import choices, parse_pairs, session_callback
 from llmgine_cli.confirm import Yes, confirm
 from llmgine_cli.errors import ApiError, api_error
-from llmgine_cli.failure import report
 from llmgine_cli.ids import short_id
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, builtins, render
@@ -197,18 +197,12 @@ def delete(
         what = "session" if len(session_ids) == 1 else f"{len(session_ids)} sessions"
         confirm(app_ctx, f"Purge {what} {shown} and everything in {'it' if len(session_ids) == 1 else 'them'}?", yes)
     client = app_ctx.client()
-    ended: list[Any] = []
-    code = 0
-    for session_id in session_ids:
-        try:
-            session = client.delete_session(session_id, purge=purge)
-        except ApiError as exc:
-            if len(session_ids) == 1:
-                raise
-            failed = report(exc, app_ctx)  # each failure its line; the exit code is the first's
-            code = code or failed
-            continue
-        ended.append(session if session is not None else {"session_id": session_id, "status": "purged"})
+
+    def end(session_id: str) -> Any:
+        session = client.delete_session(session_id, purge=purge)
+        return session if session is not None else {"session_id": session_id, "status": "purged"}
+
+    ended, code = several.each_in_turn(app_ctx, session_ids, end)
     if len(session_ids) == 1:
         render(app_ctx.env, ended[0], SESSION_VIEW, output, quiet)
     else:

@@ -12,9 +12,10 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
+from llmgine_cli.commands import several
 from llmgine_cli.commands.args import choices, id_argument, read_text, session_filter_callback
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, render_deleted, resolve_format
+from llmgine_cli.render import View, render, resolve_format
 
 app = typer.Typer(
     help="Webhooks: events POSTed to a URL, signed (Standard Webhooks), retried, each attempt recorded.",
@@ -135,17 +136,30 @@ def get(ctx: typer.Context, webhook_id: WebhookId, output: Output = None, quiet:
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, webhook_id: WebhookId, output: Output = None, quiet: Quiet = False) -> None:
-    """Delete a webhook; what it had not delivered yet is dropped (exit 4 if there is none).
+def delete(
+    ctx: typer.Context,
+    webhook_ids: Annotated[list[str], several.ids_argument("webhook")],
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Delete webhooks; what one had not delivered yet is dropped (exit 4 if there is none).
+    Several are deleted in turn, as `docker rm` removes containers (one that fails is its
+    error line and the exit code; the others still go).
 
     Examples:
 
-      llmgine webhook list -S demo -q | xargs -r -n1 llmgine webhook delete
+      llmgine webhook list -S demo -q | xargs -r llmgine webhook delete
     """
     app_ctx = state(ctx)
-    app_ctx.client().delete_webhook(webhook_id)
-    record = {"webhook_id": webhook_id}
-    render_deleted(app_ctx.env, record, f"deleted webhook {webhook_id}", output, quiet, "webhook_id")
+    client = app_ctx.client()
+    resolve = several.resolver(app_ctx, "webhook", "/api/webhooks", "webhooks", "webhook_id", paged=False)
+
+    def delete_one(given: str) -> str:
+        webhook_id = resolve(given)
+        client.delete_webhook(webhook_id)
+        return webhook_id
+
+    several.delete_each(app_ctx, webhook_ids, delete_one, "webhook", "webhooks", "webhook_id", output, quiet)
 
 
 def attempt_rows(page: dict[str, Any]) -> list[dict[str, Any]]:

@@ -163,3 +163,33 @@ def test_ctrl_c_anywhere_ends_the_echoed_line(daemon):
     assert child.exitstatus == 130, child.before
     assert re.search(r"\^C\r?\n", child.before or ""), repr(child.before)
     no_traceback(child.before)
+
+
+def test_deletes_take_the_ids_a_listing_prints(daemon):
+    """`llmgine webhook list -q | xargs -r llmgine webhook delete` was a usage error (`Got
+    unexpected extra argument`, exit 2, nothing deleted) with two webhooks or more, and so for
+    schedules and engines: `xargs -n1` was needed. They take several ids now, as `session
+    delete` and `docker rm` do; a failure is its line and the exit code, the others still go."""
+    env = daemon.env
+    sid = run_cli(["session", "create", "-q"], env).stdout.strip()
+    hooks = [
+        run_cli(["webhook", "add", f"http://127.0.0.1:9/{n}", "-S", sid, "-q"], env).stdout.strip() for n in (1, 2)
+    ]
+    made = [
+        run_cli(["schedule", "add", "DummyEngineCommand", "-S", sid, "--every", f"{n}h", "-q"], env).stdout.strip()
+        for n in (1, 2)
+    ]
+    engines = [
+        run_cli(["engine", "create", t, "-S", sid, "-q"], env).stdout.strip() for t in ("DummyEngine", "ToolChatEngine")
+    ]
+    for kind, ids in (("webhook", hooks), ("schedule", made), ("engine", engines)):
+        assert all(ids), (kind, ids)
+        result = shell(f"llmgine {kind} list -S {sid} -q | xargs -r llmgine {kind} delete -q", env)
+        assert result.returncode == 0, (kind, result.stderr)
+        assert sorted(result.stdout.split()) == sorted(ids), (kind, result.stdout)
+    again = run_cli(["webhook", "delete", hooks[0], "-o", "json"], env)
+    assert again.returncode == 4 and "NOT_FOUND" in one_line(again.stderr)
+    hook = run_cli(["webhook", "add", "http://127.0.0.1:9/3", "-S", sid, "-q"], env).stdout.strip()
+    mixed = run_cli(["webhook", "delete", hooks[0], hook[-8:], "-o", "json"], env)
+    assert mixed.returncode == 4 and "NOT_FOUND" in one_line(mixed.stderr), mixed.stderr
+    assert json.loads(mixed.stdout) == {"webhooks": [{"webhook_id": hook, "deleted": True}]}
