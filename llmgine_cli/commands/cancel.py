@@ -58,12 +58,7 @@ def cancel(
     client = app_ctx.client()
 
     def cancel_one(given: str) -> Any:
-        if session is not None:
-            where, command_id = session, waiting.in_session(app_ctx, session, [given])[0]
-        else:
-            command_id = waiting.full_ids(app_ctx, [given])[0]
-            where = client.wait_commands([command_id], timeout=0).commands[0].session_id
-        return text_view(msgspec.to_builtins(client.cancel_command(where, command_id)))
+        return text_view(msgspec.to_builtins(client.cancel_command(*waiting.locate(app_ctx, session, given))))
 
     cancelled, code = several.each_in_turn(app_ctx, command_ids, cancel_one)
     if len(command_ids) == 1:

@@ -308,7 +308,7 @@ def run(
 def get(
     ctx: typer.Context,
     command_id: CommandId,
-    session: SessionOpt,
+    session: waiting.AnySession = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait until it finished.")] = False,
     trace: Annotated[
         bool, typer.Option("--trace", help="Draw the command's trace as a waterfall (as `llmgine trace`) instead.")
@@ -322,10 +322,11 @@ def get(
 
       ID=$(llmgine command run Greet -S demo -p name=Ada --no-wait -q)
 
-      llmgine command get "$ID" -S demo --format '{{.status}} {{json .result}}'
+      llmgine command get "$ID" --format '{{.status}} {{json .result}}'
     """
     app_ctx = state(ctx)
     client = app_ctx.client()
+    session, command_id = waiting.locate(app_ctx, session, command_id)
     record = client.get_command(session, command_id, wait=LONG_POLL_S if wait else 0)
     if wait:
         waited = hot.wait_for(app_ctx, msgspec.to_builtins(record))

@@ -175,6 +175,33 @@ def full_ids(app_ctx: AppContext, given: list[str]) -> list[str]:
     return out
 
 
+def locate(app_ctx: AppContext, session: str | None, given: str) -> tuple[str, str]:
+    """The session and full id of the command ``given`` names: in ``session`` (its short ids,
+    finished commands too), else in any session (a full id, or an unfinished command's short
+    id as `llmgine ps` shows it), whose session the daemon says (a wait that does not wait)."""
+    if session is not None:
+        return session, in_session(app_ctx, session, [given])[0]
+    command_id = full_ids(app_ctx, [given])[0]
+    return app_ctx.client().wait_commands([command_id], timeout=0).commands[0].session_id, command_id
+
+
+AnySession = Annotated[
+    str | None,
+    typer.Option(
+        "--session",
+        "-S",
+        envvar="LLMGINE_SESSION",
+        metavar="ID",
+        show_default=False,
+        autocompletion=completion.session_ids,
+        callback=session_callback,
+        is_eager=True,
+        help="The command's session, where its short id is looked for (default: LLMGINE_SESSION; without "
+        "one, a full id of any session, or an unfinished command's short id as `llmgine ps` shows it).",
+    ),
+]
+
+
 def wait_command(
     app_ctx: AppContext,
     command_ids: list[str],

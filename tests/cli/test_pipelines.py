@@ -193,3 +193,23 @@ def test_deletes_take_the_ids_a_listing_prints(daemon):
     mixed = run_cli(["webhook", "delete", hooks[0], hook[-8:], "-o", "json"], env)
     assert mixed.returncode == 4 and "NOT_FOUND" in one_line(mixed.stderr), mixed.stderr
     assert json.loads(mixed.stdout) == {"webhooks": [{"webhook_id": hook, "deleted": True}]}
+
+
+def test_command_get_finds_the_session_of_an_id(daemon):
+    """`ID=$(llmgine command run T --no-wait -q); llmgine command get "$ID"` was `Missing option
+    '--session'` (exit 2) unless LLMGINE_SESSION was set, while `command wait "$ID"` took it
+    alone: an id names its command in every session. `command get` takes it alone too (a
+    short id: of an unfinished command, as `command wait` and `cancel` take them)."""
+    env = daemon.env
+    sid, slow = _slow_command(env)  # its session's queue is busy: another for the one that ends
+    other = run_cli(["session", "create", "-q"], env).stdout.strip()
+    run_cli(["engine", "create", "DummyEngine", "-S", other, "-q"], env)
+    done = run_cli(["command", "run", "DummyEngineCommand", "-S", other, "-p", "prompt=x", "-q"], env)
+    got = run_cli(["command", "get", done.stdout.strip(), "-o", "json"], env)
+    assert got.returncode == 0, got.stderr
+    assert (json.loads(got.stdout)["session_id"], json.loads(got.stdout)["status"]) == (other, "completed")
+    short = run_cli(["command", "get", slow[-8:], "--format", "{{.session_id}} {{.status}}"], env)
+    assert short.returncode == 0 and short.stdout.split() == [sid, "executing"], short.stderr
+    missing = run_cli(["command", "get", "01a25032-0000-7000-8000-000000000000"], env)
+    assert missing.returncode == 4 and "COMMAND_NOT_FOUND" in one_line(missing.stderr)
+    run_cli(["command", "cancel", slow, "-q"], env)
