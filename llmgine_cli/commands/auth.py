@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
+import msgspec
 import typer
 
+from llmgine_cli.commands import several
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render
 
@@ -92,7 +94,7 @@ def get(ctx: typer.Context, key_id: KeyId, output: Output = None, quiet: Quiet =
 
     Examples:
 
-      ID=$(llmgine auth key list -q | head -1)
+      ID=$(llmgine auth key create --name ci -o json | jq -r .key_id)
 
       llmgine auth key get "$ID" -o json
     """
@@ -101,8 +103,14 @@ def get(ctx: typer.Context, key_id: KeyId, output: Output = None, quiet: Quiet =
 
 
 @key_app.command("revoke")
-def revoke(ctx: typer.Context, key_id: KeyId, output: Output = None, quiet: Quiet = False) -> None:
-    """Revoke an API key: at once, and its open WebSockets are closed (1008).
+def revoke(
+    ctx: typer.Context,
+    key_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="The keys' ids (or their lgk_ prefixes).")],
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Revoke API keys: at once, and their open WebSockets are closed (1008). Several in turn,
+    as `docker rm` (one that fails is its error line and the exit code; the others still go).
 
     Examples:
 
@@ -111,4 +119,11 @@ def revoke(ctx: typer.Context, key_id: KeyId, output: Output = None, quiet: Quie
       llmgine auth key revoke "$ID"
     """
     app_ctx = state(ctx)
-    render(app_ctx.env, app_ctx.client().revoke_key(key_id), KEY_VIEW, output, quiet)
+    client = app_ctx.client()
+    done, code = several.each_in_turn(app_ctx, key_ids, client.revoke_key)
+    if len(key_ids) == 1:
+        render(app_ctx.env, done[0], KEY_VIEW, output, quiet)
+    else:
+        render(app_ctx.env, {"keys": [msgspec.to_builtins(k) for k in done]}, LIST_VIEW, output, quiet)
+    if code:
+        raise typer.Exit(code)

@@ -209,9 +209,9 @@ def delete(
     client = app_ctx.client()
     resolve = several.resolver(app_ctx, "schedule", "/api/schedules", "schedules", "schedule_id", paged=False)
 
-    def delete_one(given: str) -> str:
+    def delete_one(given: str) -> dict[str, Any]:
         schedule_id = resolve(given)
         client.delete_schedule(schedule_id)
-        return schedule_id
+        return {"schedule_id": schedule_id}
 
     several.delete_each(app_ctx, schedule_ids, delete_one, "schedule", "schedules", "schedule_id", output, quiet)

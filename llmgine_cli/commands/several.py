@@ -52,7 +52,7 @@ def each_in_turn(app_ctx: Any, given: list[str], act: Callable[[str], Any]) -> t
 def delete_each(
     app_ctx: Any,
     given: list[str],
-    delete: Callable[[str], str],
+    delete: Callable[[str], dict[str, Any]],
     kind: str,
     items: str,
     id_field: str,
@@ -60,16 +60,18 @@ def delete_each(
     quiet: bool,
 ) -> None:
     """A delete with no record to show (render_deleted), of each id in turn: ``delete`` gets an
-    id as given and returns the full id it deleted. Several: -o json is ``{items: [...]}``."""
+    id as given and returns what it deleted (``{id_field: full id, ...}``). Several: -o json
+    is ``{items: [...]}``."""
     done, code = each_in_turn(app_ctx, given, delete)
     fmt = getattr(output, "value", output)
     if len(done) == 1 and len(given) == 1:
-        render_deleted(app_ctx.env, {id_field: done[0]}, f"deleted {kind} {done[0]}", output, quiet, id_field)
+        record = done[0]
+        render_deleted(app_ctx.env, record, f"deleted {kind} {record[id_field]}", output, quiet, id_field)
     elif quiet or fmt in ("json", "jsonl"):
-        records = [{id_field: one, "deleted": True} for one in done]
+        records = [{**one, "deleted": True} for one in done]
         render(app_ctx.env, {items: records}, View(items=items, id_field=id_field), fmt, quiet)
     else:
         for one in done:
-            app_ctx.env.err(f"deleted {kind} {one}")
+            app_ctx.env.err(f"deleted {kind} {one[id_field]}")
     if code:
         raise typer.Exit(code)

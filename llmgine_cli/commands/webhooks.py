@@ -154,10 +154,10 @@ def delete(
     client = app_ctx.client()
     resolve = several.resolver(app_ctx, "webhook", "/api/webhooks", "webhooks", "webhook_id", paged=False)
 
-    def delete_one(given: str) -> str:
+    def delete_one(given: str) -> dict[str, Any]:
         webhook_id = resolve(given)
         client.delete_webhook(webhook_id)
-        return webhook_id
+        return {"webhook_id": webhook_id}
 
     several.delete_each(app_ctx, webhook_ids, delete_one, "webhook", "webhooks", "webhook_id", output, quiet)
 

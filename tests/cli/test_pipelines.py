@@ -168,7 +168,7 @@ def test_ctrl_c_anywhere_ends_the_echoed_line(daemon):
 def test_deletes_take_the_ids_a_listing_prints(daemon):
     """`llmgine webhook list -q | xargs -r llmgine webhook delete` was a usage error (`Got
     unexpected extra argument`, exit 2, nothing deleted) with two webhooks or more, and so for
-    schedules and engines: `xargs -n1` was needed. They take several ids now, as `session
+    schedules, engines, tools and API keys: `xargs -n1` was needed. They take several ids now, as `session
     delete` and `docker rm` do; a failure is its line and the exit code, the others still go."""
     env = daemon.env
     sid = run_cli(["session", "create", "-q"], env).stdout.strip()
@@ -187,6 +187,16 @@ def test_deletes_take_the_ids_a_listing_prints(daemon):
         result = shell(f"llmgine {kind} list -S {sid} -q | xargs -r llmgine {kind} delete -q", env)
         assert result.returncode == 0, (kind, result.stderr)
         assert sorted(result.stdout.split()) == sorted(ids), (kind, result.stdout)
+    for name in ("one", "two"):
+        source = f"def {name}() -> int:\n    return 1\n"
+        assert shell(f"llmgine tool register - -S {sid} -q", env, stdin=source).returncode == 0
+    tools = shell(f"llmgine tool list -S {sid} -q | xargs -r llmgine tool delete -S {sid} -o json", env)
+    assert tools.returncode == 0, tools.stderr
+    assert [t["name"] for t in json.loads(tools.stdout)["tools"]] == ["one", "two"]
+    keys = [run_cli(["auth", "key", "create", "-o", "json"], env).stdout for _ in (1, 2)]
+    key_ids = [json.loads(k)["key_id"] for k in keys]
+    revoked = run_cli(["auth", "key", "revoke", *key_ids, "-q"], env)
+    assert revoked.returncode == 0 and revoked.stdout.split() == key_ids, revoked.stderr
     again = run_cli(["webhook", "delete", hooks[0], "-o", "json"], env)
     assert again.returncode == 4 and "NOT_FOUND" in one_line(again.stderr)
     hook = run_cli(["webhook", "add", "http://127.0.0.1:9/3", "-S", sid, "-q"], env).stdout.strip()
