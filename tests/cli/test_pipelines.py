@@ -223,3 +223,23 @@ def test_command_get_finds_the_session_of_an_id(daemon):
     missing = run_cli(["command", "get", "01a25032-0000-7000-8000-000000000000"], env)
     assert missing.returncode == 4 and "COMMAND_NOT_FOUND" in one_line(missing.stderr)
     run_cli(["command", "cancel", slow, "-q"], env)
+
+
+def test_command_wait_takes_more_ids_than_one_request_holds(daemon, tmp_path):
+    """`llmgine command batch -f big.jsonl --no-wait -q | xargs llmgine command wait` with more
+    than 1000 commands was the daemon's VALIDATION_ERROR (`command_ids: Expected array of length
+    <= 1000`, exit 1): one request holds 1000 ids. The CLI waits for them 1000 at a time now."""
+    env = daemon.env
+    sid = run_cli(["session", "create", "-q"], env).stdout.strip()
+    assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], env).returncode == 0
+    line = '{"command_type": "DummyEngineCommand", "parameters": {"prompt": "x"}}\n'
+    (tmp_path / "big.jsonl").write_text(line * 1001)
+    result = shell(
+        f"llmgine command batch -S {sid} -f {tmp_path}/big.jsonl --no-wait -q | xargs llmgine command wait -q", env
+    )
+    assert result.returncode == 0, result.stderr[-500:]
+    assert len(result.stdout.split()) == 1001
+    listed = run_cli(["command", "list", "-S", sid, "--status", "completed", "-o", "json", "-n", "1"], env)
+    assert json.loads(listed.stdout)["total"] == 1001
+    many = shell(f"llmgine command list -S {sid} -q -n 1000 | xargs llmgine command wait --any -q", env)
+    assert many.returncode == 0, many.stderr
