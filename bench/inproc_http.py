@@ -38,7 +38,7 @@ from typing import Any
 
 from aiohttp import web
 
-LOADS = ("bare", "health", "get", "events", "commands")
+LOADS = ("bare", "health", "get", "events", "fastevents", "commands", "fastcommands")
 
 
 class Transport(asyncio.Transport):
@@ -159,6 +159,7 @@ async def call(server: Any, method: str, path: str, key: str, body: Any = None) 
 
 
 async def main_async(opts: argparse.Namespace) -> None:
+    from llmgine_daemon.api.fastlane import fast_laned
     from llmgine_daemon.api.limits import runner_kwargs
     from llmgine_daemon.app import create_app
     from llmgine_daemon.server import tune_gc
@@ -200,8 +201,17 @@ async def main_async(opts: argparse.Namespace) -> None:
             "health": (server, [request_bytes("GET", "/api/health", key)]),
             "get": (server, [request_bytes("GET", f"/api/sessions/{sessions[0]}", key)]),
             "events": (server, [request_bytes("POST", f"/api/sessions/{s}/events", key, event) for s in sessions]),
+            # The same requests through the fast lane, as the daemon's TCP listeners serve them.
+            "fastevents": (
+                fast_laned(server, runner.app),
+                [request_bytes("POST", f"/api/sessions/{s}/events", key, event) for s in sessions],
+            ),
             "commands": (
                 server,
+                [request_bytes("POST", f"/api/sessions/{s}/commands?wait=30", key, command) for s in sessions],
+            ),
+            "fastcommands": (
+                fast_laned(server, runner.app),
                 [request_bytes("POST", f"/api/sessions/{s}/commands?wait=30", key, command) for s in sessions],
             ),
         }

@@ -201,34 +201,89 @@ def check_dir_safe(path: Path) -> None:
 
 def write_private(path: Path, data: str | bytes) -> None:
     """Write a file only its owner may read (0600, whatever the umask), atomically: the data
-    goes to ``.<name>.XXXX.tmp`` beside it, which then replaces ``path`` (readers see the old file or
-    the new one, never half of one). A missing parent directory is created 0700.
+    goes to ``.<name>.XXXXXXXX.tmp`` beside it, which then replaces ``path`` (readers see the
+    old file or the new one, never half of one). A missing parent directory is created 0700.
 
     Durably, as a database commit: the data is fsynced before the rename and the directory
     after it, so a power loss right after an acknowledged ``secret set`` (or a new local key)
-    leaves the new file whole, not an empty one in its place."""
+    leaves the new file whole, not an empty one in its place.
+
+    The temporary file is ``flock``ed while it is written, so what a writer killed mid-write
+    left (``kill -9``: a copy of the secrets, the key) is told from a write under way and
+    removed by the next write of the file (``clear_stale_temps``)."""
+    import fcntl
     import tempfile
 
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # A name of its own (mkstemp: 0600, O_EXCL): two writers at once (two `llmgine config set`)
-    # shared `<name>.tmp`, one truncating the file the other was renaming into place, so the
-    # file was for a moment empty or half-written and the other's rename failed.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    clear_stale_temps(path)
+    payload = data.encode() if isinstance(data, str) else data
+    for attempt in range(3):
+        # A name of its own (mkstemp: 0600, O_EXCL): two writers at once (two `llmgine config set`)
+        # shared `<name>.tmp`, one truncating the file the other was renaming into place, so the
+        # file was for a moment empty or half-written and the other's rename failed.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+                try:
+                    os.replace(tmp, path)
+                except FileNotFoundError:
+                    # Another writer's clear_stale_temps took it between mkstemp and flock.
+                    if attempt == 2:
+                        raise
+                    continue
+            break
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def clear_stale_temps(path: Path) -> int:
+    """Remove the temporary files that ``write_private(path, ...)`` writers killed mid-write
+    left beside ``path``; how many. Only files of that naming (``.<name>.`` and mkstemp's eight
+    letters, ``.tmp``), regular files of this user, and only when no writer holds their lock
+    (one still writing keeps its file): never anybody else's file, nor one under way."""
+    import fcntl
+    import re
+
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    try:
+        names = [n for n in os.listdir(path.parent) if pattern.fullmatch(n)]
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        stale = path.parent / name
+        try:
+            fd = os.open(stale, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:  # gone already (renamed into place), or a symlink: not ours to touch
+            continue
+        try:
+            held = os.fstat(fd)
+            if not stat.S_ISREG(held.st_mode) or held.st_uid != os.geteuid():
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a writer is at it
+                continue
+            now = os.stat(stale, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):  # still that file
+                os.unlink(stale)
+                removed += 1
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from llmgine_daemon.protocol import now_iso
 from llmgine_daemon.protocol.grammar import MAX_SECRET, SECRET_NAME_PATTERN, SECRET_VALUE_PATTERN
-from llmgine_daemon.settings import write_private
+from llmgine_daemon.settings import clear_stale_temps, write_private
 
 log = logging.getLogger("llmgine.secrets")
 
@@ -37,6 +37,9 @@ class SecretsUnreadable(Exception):
 class SecretStore:
     def __init__(self, path: Path) -> None:
         self.path = path
+        # A copy of the secrets that a `kill -9` in the middle of a write left (its temporary
+        # file) is removed when the daemon starts, not at the next `secret set` only.
+        clear_stale_temps(path)
         self._lock = threading.Lock()
         self._cache: tuple[tuple[int, int], dict[str, dict[str, str]]] | None = None
 

@@ -29,7 +29,9 @@ from typing import Any
 
 from aiohttp import web
 from llmgine_daemon import __version__
-from llmgine_daemon.api.keys import FATAL, LISTENERS, SHUTDOWN
+from llmgine_daemon.api import fastlane
+from llmgine_daemon.api.fastlane import fast_laned
+from llmgine_daemon.api.keys import FATAL, LISTENERS, SETTINGS, SHUTDOWN
 from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.api.malformed import EnvelopingSite, enveloping
 from llmgine_daemon.api.origins import check_bind
@@ -293,7 +295,10 @@ class TcpSite(CoalescingSite):
     parser refuses answered with the envelope (api/malformed.py), as on the Unix socket."""
 
     def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
-        return enveloping(super().protocol_factory())
+        factory = enveloping(super().protocol_factory())
+        app = self._runner.app
+        # Plain event publishes answered below aiohttp's Request (api/fastlane.py says how).
+        return fast_laned(factory, app) if app is not None and app[SETTINGS]["server.fast_lane"] else factory
 
 
 @dataclass
@@ -386,6 +391,7 @@ async def serve(settings: Settings, home_socket: Path | None, claim: Claim | Non
         log.info("shutting down")
         await drain_commands(app)  # queued commands stay queued, from the signal on
         await drain(runner, min(DRAIN_S, float(settings["server.shutdown_timeout"])))
+        await fastlane.finish(float(settings["server.shutdown_timeout"]))  # as aiohttp's cleanup does its own
     finally:
         if keeper is not None:  # before the socket and pidfile go: never made again on the way out
             keeper.cancel()
@@ -412,6 +418,8 @@ def _working(conn: Any) -> bool:
     that has begun is left to the stop: it may go on for ever), or holding one to handle?"""
     request = getattr(conn, "_current_request", None)
     started = request is not None and getattr(request.writer, "output_size", 0) > 0
+    if id(conn) in fastlane.IN_FLIGHT:  # a request the fast lane is answering
+        return True
     return bool(getattr(conn, "_messages", None)) or (getattr(conn, "_request_in_progress", False) and not started)
 
 

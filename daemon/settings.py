@@ -26,6 +26,7 @@ from llmgine_daemon.paths import APP_NAME as APP_NAME
 from llmgine_daemon.paths import ConfigError as ConfigError
 from llmgine_daemon.paths import Paths as Paths
 from llmgine_daemon.paths import check_dir_safe as check_dir_safe
+from llmgine_daemon.paths import clear_stale_temps as clear_stale_temps
 from llmgine_daemon.paths import dir_locked as dir_locked
 from llmgine_daemon.paths import ensure_private_dir as ensure_private_dir
 from llmgine_daemon.paths import get_paths as get_paths
@@ -416,36 +417,54 @@ def parse_cli_value(key: str, text: str) -> Any:
 
 
 def write_config_value(path: Path, key: str, value: Any | None) -> bool:
-    """Set (or, with value None, remove) one key, keeping every other key and table. False
-    when there was nothing to remove (the file is left as it was)."""
-    import tomli_w
-
+    """Set (or, with value None, remove) one key, keeping every other key and table, in the
+    file's own format (TOML, or YAML for a ``.yaml``/``.yml`` name: it was refused). False when
+    there was nothing to remove (the file is left as it was). Comments are not carried over:
+    a file that had any is first copied to ``<name>.bak`` (``commented_backup``)."""
     if key not in BY_KEY:
         raise ConfigError(f"unknown key {key!r}")
-    if is_yaml(path):
-        raise ConfigError(
-            f"{path}: `llmgine config set` writes TOML only; edit this YAML file yourself "
-            "(or point LLMGINE_CONFIG at a config.toml)"
-        )
     with dir_locked(path.parent):  # two `config set` at once: each keeps the other's key
-        # What a writer killed mid-write left (write_private's temporary file): no other
-        # writer of this file runs while the lock is held.
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-        return _edit_config(path, key, value, tomli_w.dumps)
+        # (What a writer killed mid-write left, write_private's temporary file, goes with the
+        # write: clear_stale_temps.)
+        return _edit_config(path, key, value)
 
 
-def _edit_config(path: Path, key: str, value: Any | None, dumps: Callable[[dict[str, Any]], str]) -> bool:
+def has_comments(raw: bytes) -> bool:
+    """Whether a TOML or YAML text may have a comment: a ``#`` that starts a line or follows a
+    space (``"http://host/#part"`` is none). Quotes are not followed: a ``#`` after a space in
+    a string counts too, which costs a needless copy, never a comment lost without one."""
+    return re.search(rb"(?:^|[ \t])#", raw, re.MULTILINE) is not None
+
+
+def commented_backup(path: Path) -> Path:
+    """Where ``write_config_value`` keeps the file as it was when it held comments."""
+    return path.with_name(path.name + ".bak")
+
+
+def _dump(path: Path, doc: dict[str, Any]) -> str:
+    if is_yaml(path):
+        import yaml
+
+        return str(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True))
+    import tomli_w
+
+    return tomli_w.dumps(doc)
+
+
+def _edit_config(path: Path, key: str, value: Any | None) -> bool:
     try:
-        doc = tomllib.loads(path.read_text("utf-8")) if path.exists() else {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raw = b""
+    doc = (_parse_yaml(path, raw) if is_yaml(path) else _parse_toml(path, raw)) if raw else {}
     *tables, name = key.split(".")
     node = doc
     chain = []
     for table in tables:
         chain.append((node, table))
-        node = node.setdefault(table, {})
+        if not isinstance(node.get(table), dict):  # YAML's empty section (`server:`) is None
+            node[table] = {}
+        node = node[table]
     if value is None:
         if name not in node:
             return False
@@ -455,7 +474,9 @@ def _edit_config(path: Path, key: str, value: Any | None, dumps: Callable[[dict[
                 del parent[table]
     else:
         node[name] = value
-    write_private(path, dumps(doc))
+    if has_comments(raw):  # the parsers drop them
+        write_private(commented_backup(path), raw)
+    write_private(path, _dump(path, doc))
     return True
 
 

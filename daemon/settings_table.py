@@ -113,6 +113,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("server.no_socket", "LLMGINE_NO_SOCKET", parse_bool, False, "do not listen on the Unix socket (TCP only)"),
     Setting(
+        "server.fast_lane",
+        "LLMGINE_FAST_LANE",
+        parse_bool,
+        True,
+        "over TCP, answer plain event publishes and command submissions without aiohttp's request "
+        "objects (same checks, less CPU)",
+    ),
+    Setting(
         "server.shutdown_timeout",
         "LLMGINE_SHUTDOWN_TIMEOUT",
         positive,

@@ -79,19 +79,38 @@ def editing(env: Mapping[str, str]) -> Iterator[dict[str, Any]]:
 
 
 def save(env: Mapping[str, str], data: dict[str, Any]) -> str:
-    """Write ``data`` (mode 0600, replaced whole: a crash leaves the old file or the new)."""
+    """Write ``data`` (mode 0600, replaced whole and durably: a crash leaves the old file or
+    the new; write_private, as the daemon's private files)."""
     import json
+    from pathlib import Path
+
+    from llmgine_daemon.settings import write_private
 
     path = contexts_path(env)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    temp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(data, indent=2) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temp, path)
+    _clear_old_temps(path)
+    write_private(Path(path), json.dumps(data, indent=2) + "\n")
     return path
+
+
+def _clear_old_temps(path: str) -> None:
+    """``contexts.json.<pid>.tmp``: what an earlier CLI killed mid-write left (its own naming,
+    before write_private): a copy of the API keys. Removed when that process is gone."""
+    import re
+
+    from llmgine_cli.daemonctl import pid_alive
+
+    directory, name = os.path.split(path)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for entry in names:
+        found = re.fullmatch(rf"{re.escape(name)}\.(\d+)\.tmp", entry)
+        if found is None or pid_alive(int(found.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            if not os.path.islink(os.path.join(directory, entry)):
+                os.unlink(os.path.join(directory, entry))
 
 
 def selected(env: Mapping[str, str], name: str | None = None) -> tuple[str, dict[str, Any]] | None:

@@ -162,9 +162,7 @@ def render_metrics(
         emit(env, "plain", METRIC_HEADERS, [list(r[:7]) for r in rows if r[2] != "0"], None, kv=False)
         env.stdout.flush()
         return None
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
 
     out = console or Console(file=env.stdout, force_terminal=env.stdout_isatty or None, highlight=False)
     scope = f"session {data['session_id']}" if data.get("session_id") else "daemon"
@@ -173,10 +171,24 @@ def render_metrics(
         title += " (metrics disabled: ENABLE_METRICS=false)"
     shown = [r for r in rows if r[2] != "0"]
     # Names and labels are what you read: never cut. Side by side when they fit; else the
-    # labels go on a line of their own under the name, so that neither breaks mid-word.
-    stacked = _metrics_width(shown) > out.width
+    # labels go on a line of their own under the name, as wide as the table.
+    if _metrics_width(shown) > out.width:
+        drawn: Any = _stacked_metrics(title, shown, out.width)
+    else:
+        drawn = _metrics_table(title, shown)
+    if console is not None:
+        return drawn
+    out.print(drawn)
+    env.stdout.flush()
+    return None
+
+
+def _metrics_table(title: str, shown: list[tuple[Any, ...]]) -> Any:
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, title=title, pad_edge=False)
-    for header in [h for h in METRIC_HEADERS if not (stacked and h == "LABELS")]:
+    for header in METRIC_HEADERS:
         if header in ("METRIC", "LABELS"):
             table.add_column(header, overflow="fold")
         else:
@@ -187,20 +199,47 @@ def render_metrics(
         if group is not None and section != group:
             table.add_section()
         group = section
-        cells: list[Any] = escape_markup(list(row[:7]))
-        if stacked:
-            from rich.console import Group
-            from rich.padding import Padding
-            from rich.text import Text
+        table.add_row(*escape_markup(list(row[:7])), style="red" if row[7] else None)
+    return table
 
-            labels = Padding(Text(str(row[1]).replace(",", " "), style="dim"), (0, 0, 0, 2))
-            cells = [Group(Text(str(row[0])), labels) if row[1] else Text(str(row[0])), *cells[2:]]
-        table.add_row(*cells, style="red" if row[7] else None)
-    if console is not None:
-        return table
-    out.print(table)
-    env.stdout.flush()
-    return None
+
+def _stacked_metrics(title: str, shown: list[tuple[Any, ...]], width: int) -> Any:
+    """The table too wide for ``width``: each series is its name and figures on a line, then
+    its labels on lines of their own as wide as the terminal, broken only between labels (in
+    the name's column alone a route broke mid-value, and a series took four lines at 80
+    columns). A name longer than its column has its figures on the next line."""
+    import textwrap
+
+    from rich.console import Group
+    from rich.text import Text
+
+    headers = [h for h in METRIC_HEADERS if h != "LABELS"]
+    figures = [[str(r[i]) for i in range(2, 7)] for r in shown]
+    widths = [max([len(h), *(len(f[i]) for f in figures)]) for i, h in enumerate(headers[1:])]
+    room = width - 1 - sum(w + 2 for w in widths)
+    name_width = max(len(headers[0]), min(room, max((len(r[0]) for r in shown), default=0)))
+    total = 1 + name_width + sum(w + 2 for w in widths)
+
+    def line(name: str, cells: list[str]) -> str:
+        return " " + name.ljust(name_width) + "".join("  " + c.rjust(w) for c, w in zip(cells, widths, strict=True))
+
+    lines: list[Any] = [Text(title.center(total).rstrip(), style="italic"), Text("")]
+    lines += [Text(line(headers[0], headers[1:]), style="bold"), Text(" " + "─" * (total - 1))]
+    group = None
+    for row, cells in zip(shown, figures, strict=True):
+        section = row[0].split("_", 1)[0]
+        if group is not None and section != group:
+            lines.append(Text(""))
+        group = section
+        style = "red" if row[7] else ""
+        if len(row[0]) > name_width:
+            lines += [Text(f" {row[0]}", style=style), Text(line("", cells), style=style)]
+        else:
+            lines.append(Text(line(row[0], cells), style=style))
+        said = str(row[1]).replace(",", " ")
+        wrapped = textwrap.wrap(said, max(width - 3, 10), break_on_hyphens=False) if said else []
+        lines += [Text(f"   {text}", style=style or "dim") for text in wrapped]
+    return Group(*lines)
 
 
 def _metrics_width(rows: list[tuple[Any, ...]]) -> int:

@@ -24,12 +24,14 @@ from llmgine_daemon.api.util import (
     replay_headers,
     wait_seconds,
 )
-from llmgine_daemon.bus.commands import validate
+from llmgine_daemon.bus.commands import Commands, CommandSpec, validate
 from llmgine_daemon.bus.errors import BusError
+from llmgine_daemon.bus.idempotency import IdempotencyKey
 from llmgine_daemon.protocol import (
     COMMAND_STATUSES,
     TERMINAL_STATUSES,
     BatchCreate,
+    Command,
     CommandCreate,
     CommandList,
     CommandRetry,
@@ -97,12 +99,21 @@ async def submit_command(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     wait, prefer = wait_seconds(request)
     body = await read_json(request, CommandCreate)
-    commands = request.app[BUS].commands
     spec = validate(body)
     spec.after_scope = token_session(request)  # a session token names its own session's commands only
-    record, replayed = await commands.submit(session_id, spec, idempotency_key(request, body))
-    done = await commands.wait([record], wait) if wait else record.status in TERMINAL_STATUSES
+    commands = request.app[BUS].commands
+    record, replayed, done = await run_command(commands, session_id, spec, idempotency_key(request, body), wait)
     return json_response(record, status=_finished_status(done), headers=replay_headers(replayed, prefer, wait))
+
+
+async def run_command(
+    commands: Commands, session_id: str, spec: CommandSpec, idem: IdempotencyKey | None, wait: float
+) -> tuple[Command, bool, bool]:
+    """The route's work once the request is read (the fast lane's too: api/fastlane.py): the
+    record, whether it was a replay, and whether it finished (within ``wait``)."""
+    record, replayed = await commands.submit(session_id, spec, idem)
+    done = await commands.wait([record], wait) if wait else record.status in TERMINAL_STATUSES
+    return record, replayed, done
 
 
 @routes.get("/api/sessions/{session_id}/commands")

@@ -141,16 +141,25 @@ def _from_http_exception(request_id: str, exc: web.HTTPException) -> web.Respons
 def settle_request_id(request: web.Request) -> str:
     """The request's id: the client's ``X-Request-ID`` when it is a sane token, else a new one;
     kept as request[REQUEST_ID] and put on the response by ``stamp_response``."""
-    supplied = request.headers.get(REQUEST_ID_HEADER)
-    # new_id: a pooled random read, not uuid4's getrandom syscall per request (bench/README.md).
-    request_id = supplied if supplied and _REQUEST_ID_OK.match(supplied) else new_id()
+    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
     request[REQUEST_ID] = request_id
     return request_id
+
+
+def request_id_from(supplied: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is a sane token, else a new one."""
+    # new_id: a pooled random read, not uuid4's getrandom syscall per request (bench/README.md).
+    return supplied if supplied and _REQUEST_ID_OK.match(supplied) else new_id()
 
 
 def envelope_for(request: web.Request, request_id: str, exc: Exception) -> web.Response:
     """The one error envelope for whatever a request raised (see the module docstring). A
     redirect (an HTTPException below 400) is not an error: it is raised on."""
+    return error_envelope(request_id, exc, f"{request.method} {request.path}")
+
+
+def error_envelope(request_id: str, exc: Exception, where: str) -> web.Response:
+    """``envelope_for`` without the request: ``where`` (method and path) names it in the log."""
     if isinstance(exc, ApiError):
         return error_response(request_id, exc.code, exc.message, exc.details, status=exc.status, headers=exc.headers)
     if isinstance(exc, BusError):
@@ -202,7 +211,7 @@ def envelope_for(request: web.Request, request_id: str, exc: Exception) -> web.R
     if isinstance(exc, StorageError):
         log.error("storage error: %s (request %s)", exc, request_id)
         return error_response(request_id, ErrorCode.INTERNAL_ERROR, "storage error")
-    log.error("unhandled error in %s %s (request %s)", request.method, request.path, request_id, exc_info=exc)
+    log.error("unhandled error in %s (request %s)", where, request_id, exc_info=exc)
     return error_response(
         request_id,
         ErrorCode.INTERNAL_ERROR,

@@ -16,9 +16,11 @@ from llmgine_daemon.api.util import (
     read_json,
     replay_headers,
 )
+from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.errors import invalid
 from llmgine_daemon.bus.events import PUBLISHER_SOURCES, EventFilter, check_type_pattern
-from llmgine_daemon.protocol import EVENT_SOURCES, EventCreate, parse_iso, to_iso
+from llmgine_daemon.bus.idempotency import IdempotencyKey
+from llmgine_daemon.protocol import EVENT_SOURCES, Event, EventCreate, parse_iso, to_iso
 
 routes = web.RouteTableDef()
 
@@ -37,19 +39,17 @@ def _time(request: web.Request, name: str) -> str | None:
 async def publish_event(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     body = await read_json(request, EventCreate)
+    event, replayed = await publish(request.app[BUS], session_id, body, idempotency_key(request, body))
+    return json_response(event, status=201, headers=replay_headers(replayed, False, 0))
+
+
+async def publish(bus: Bus, session_id: str, body: EventCreate, idem: IdempotencyKey | None) -> tuple[Event, bool]:
+    """The route's work once the request is read (the fast lane's too: api/fastlane.py)."""
     # The spec's example sends metadata.source; honour it for the sources a publisher may
     # claim ("bus" is the daemon's own), otherwise the event's source is "api".
     claimed = body.metadata.get("source")
     source = claimed if claimed in PUBLISHER_SOURCES else "api"
-    event, replayed = await request.app[BUS].events.publish(
-        session_id,
-        body.event_type,
-        body.data,
-        body.metadata,
-        source=source,
-        idem=idempotency_key(request, body),
-    )
-    return json_response(event, status=201, headers=replay_headers(replayed, False, 0))
+    return await bus.events.publish(session_id, body.event_type, body.data, body.metadata, source=source, idem=idem)
 
 
 @routes.get("/api/sessions/{session_id}/events")

@@ -26,7 +26,10 @@ _STORES: dict[Path, SecretStore] = {}
 
 def _store(request: web.Request) -> SecretStore:
     path = request.app[SETTINGS].paths.config_dir / "secrets.json"
-    return _STORES.setdefault(path, SecretStore(path))
+    store = _STORES.get(path)
+    if store is None:  # (not setdefault: a store made on every request, to be dropped)
+        store = _STORES[path] = SecretStore(path)
+    return store
 
 
 def _unreadable(exc: SecretsUnreadable) -> ApiError:

@@ -26,6 +26,13 @@ and the engine, finding the checkpoint of its command's latest approval, resumes
 from there: it waits again for the same approval (no new ``ApprovalRequested``), or goes on at
 once if it was decided meanwhile. What the model was asked before the checkpoint is not asked
 again (its tokens were counted then).
+
+A decision acknowledged (its write committed: 200) just before a ``kill -9`` left the command
+``executing`` and the checkpoint in place, its engine not yet gone on: such commands are queued
+again at start too (``UNTAKEN_DECISIONS``), and go on from the decision (they were recorded
+``interrupted``, the approved tool never run). The engine clears the checkpoint (``consume``)
+before it runs the tool, so a command found so has run nothing since. (On several nodes
+sharing a database another node may be running such a command: only a daemon alone does this.)
 """
 
 from __future__ import annotations
@@ -52,6 +59,16 @@ APPROVAL_COLUMNS = (
     " expires_at, decided_at, decided_by, reason, final_arguments"
 )
 DECISIONS = {"approve": "approved", "deny": "denied"}
+# Executing commands whose latest approval was decided (not cancelled: that command is ending)
+# and still holds its checkpoint: the engine clears it (``consume``) before it acts on the
+# decision, so such a command did nothing since the decision. Read at start, before the
+# executing commands are recorded interrupted.
+UNTAKEN_DECISIONS = (
+    "SELECT a.command_id FROM approvals a JOIN commands c ON c.command_id = a.command_id"
+    " WHERE c.status = 'executing' AND a.status IN ('approved', 'denied', 'expired') AND a.state IS NOT NULL"
+    " AND a.approval_id = (SELECT b.approval_id FROM approvals b WHERE b.command_id = a.command_id"
+    " ORDER BY b.requested_at DESC, b.approval_id DESC LIMIT 1)"
+)
 row_to_approval = row_reader(Approval, APPROVAL_COLUMNS, json=("arguments", "final_arguments"))
 
 
@@ -297,7 +314,9 @@ class Approvals:
 
     async def start(self) -> int:
         """Before the command queue is recovered: commands that were waiting for a decision
-        when the daemon stopped are queued again, to resume waiting (see the module doc)."""
+        when the daemon stopped are queued again, to resume waiting; and those decided whose
+        engine had not taken the decision yet, to go on from it (see the module doc)."""
+        alone = not self.bus.cluster.shared
 
         def write(conn: sqlite3.Connection) -> int:
             ids = [r[0] for r in conn.execute("SELECT DISTINCT command_id FROM approvals WHERE status = 'pending'")]
@@ -307,6 +326,12 @@ class Approvals:
                     "UPDATE commands SET status = 'queued' WHERE command_id = ? AND status = 'waiting_approval'",
                     (command_id,),
                 ).rowcount
+            if alone:
+                for (command_id,) in conn.execute(UNTAKEN_DECISIONS).fetchall():
+                    resumed += conn.execute(
+                        "UPDATE commands SET status = 'queued' WHERE command_id = ? AND status = 'executing'",
+                        (command_id,),
+                    ).rowcount
             return resumed
 
         return await self.bus.store.write(write)

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from llmgine_daemon.bus.errors import BusError, not_found
 from llmgine_daemon.bus.sessions import require_active
-from llmgine_daemon.paths import write_private
+from llmgine_daemon.paths import clear_stale_temps, write_private
 from llmgine_daemon.protocol import ErrorCode, now_iso, to_iso
 from llmgine_daemon.store.db import Store
 
@@ -372,7 +372,9 @@ class Credentials:
 
         The key is named after this host and key file (``local-cli@host/<hash>``), and only the
         keys of that name are rotated: several nodes sharing one database each keep their own
-        (before clusters there was one, named ``local-cli``: rotated too when alone)."""
+        (before clusters there was one, named ``local-cli``: rotated too when alone). A copy
+        of a key that a `kill -9` in the middle of its write left is removed."""
+        clear_stale_temps(path)
         try:
             self.verify(path.read_text("ascii").strip())
             current = _split(path.read_text("ascii").strip(), KEY_PREFIX)

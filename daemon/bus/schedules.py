@@ -15,7 +15,9 @@ this scheduler started) follow the schedule's ``missed`` policy: ``skip`` (the d
 on to the next firing after now, ``run_once`` fires one
 command now for all of them.
 
-A firing that cannot submit (no handler for the type, say) is recorded in ``last_error`` and
+A schedule is refused at creation when nothing handles its command type in the session then
+(HANDLER_NOT_FOUND, as submitting the command would be). A firing that cannot submit (its
+handler was unregistered since, say) is recorded in ``last_error`` and
 the schedule moves on; one whose session ended or is gone ends the schedule (``done``), as a
 one-time (``at``) schedule does after its firing.
 """
@@ -33,7 +35,7 @@ import msgspec
 from llmgine_daemon.aio import cancel_and_wait, wait_event
 from llmgine_daemon.bus.codec import dumps, loads, new_id, row_reader
 from llmgine_daemon.bus.commands import validate
-from llmgine_daemon.bus.errors import BusError, StorageError, invalid
+from llmgine_daemon.bus.errors import BusError, StorageError, handler_not_found, invalid
 from llmgine_daemon.bus.schedule_times import When, parse, zone
 from llmgine_daemon.bus.scoping import check_limits, missing, require_scope, visible
 from llmgine_daemon.bus.sessions import require_active
@@ -119,6 +121,7 @@ class Schedules:
             raise invalid("cron", "never fires: it names no date that exists (e.g. 31 February)")
         if first is None:
             raise invalid("at", "is in the past")
+        await self._require_handler(body.session_id, body.command.command_type)
         ts, schedule_id = now_iso(), new_id()
         row = (
             schedule_id,
@@ -166,6 +169,16 @@ class Schedules:
             return row_to_schedule(twin), False
         self._wake.set()
         return row_to_schedule(row), True
+
+    async def _require_handler(self, session_id: str, command_type: str) -> None:
+        """HANDLER_NOT_FOUND now, as `command run` would answer, rather than a schedule stored to
+        fail at every firing (a typo in the type, no engine created yet). What counts is what
+        handles the type in the session at this moment: its engines and command handlers, and
+        the global ones; a missing or ended session is reported first."""
+        if await self.bus.commands.resolve(session_id, command_type) is not None:
+            return
+        await self.store.read(lambda conn: require_active(conn, session_id))
+        raise handler_not_found("command", command_type, session_id, or_global=True, command_type=command_type)
 
     async def list(self, scope: str | None, session_id: str | None = None) -> ScheduleList:
         wanted = scope if scope is not None else session_id

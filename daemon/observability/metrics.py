@@ -85,6 +85,12 @@ def _h(name: str, labels: tuple[str, ...], help: str, buckets: tuple[float, ...]
 CATALOG: tuple[MetricDef, ...] = (
     # HTTP edge (api/observability.py end_request, run by api/edge.py)
     _c("http_requests_total", ("route", "method", "status"), "HTTP requests by route template, method and status"),
+    _c(
+        "http_fast_lane_requests_total",
+        (),
+        "event publishes and command submissions the fast lane took (server.fast_lane; "
+        "counted in http_requests_total too)",
+    ),
     _h("http_request_duration_seconds", ("route", "method"), "HTTP request latency"),
     # storage (store/db.py group commit, via Store.on_commit)
     _c("storage_transactions_total", ("outcome",), "write transactions committed (ok) or failed (error)"),

@@ -46,7 +46,7 @@ HOOK_ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/schedules",
         {201: Schedule, 200: Schedule},
         ScheduleCreate,
-        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.LIMIT_REACHED, E.CONFLICT),
+        errors=(E.SESSION_NOT_FOUND, E.SESSION_CLOSED, E.HANDLER_NOT_FOUND, E.LIMIT_REACHED, E.CONFLICT),
         client="create_schedule",
     ),
     Endpoint("listSchedules", "GET", "/api/schedules", {200: ScheduleList}, client="list_schedules"),

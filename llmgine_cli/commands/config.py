@@ -2,8 +2,10 @@
 
 `show` and `get` ask the running daemon for its effective configuration (what it actually
 uses, flags included); `--local` resolves defaults < file < environment here instead, with
-the daemon's own settings code, so it works without a daemon. `set` and `unset` edit the TOML
-file and keep every other key and table; the daemon reads it at start-up.
+the daemon's own settings code, so it works without a daemon. `set` and `unset` edit the config
+file in its format (TOML, or YAML for a .yaml/.yml name) and keep every other key and table
+(comments are not kept: a file that had some is first copied to <name>.bak); the daemon reads
+it at start-up.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from llmgine_daemon.settings import (
     BY_KEY,
     SETTINGS,
     ConfigError,
+    commented_backup,
     get_paths,
+    has_comments,
     load_settings,
     parse_cli_value,
     write_config_value,
@@ -163,7 +167,8 @@ def _note_pending(env: Any, key: str, running: ConfigValue) -> None:
         said = f"{key} = {value_text(here.value) or '(empty)'}"
         if here.source == "file":
             env.err(
-                f"note: config.toml says {said}, which the running daemon has not read yet: `llmgine daemon restart`"
+                f"note: {config_path(env.environ).name} says {said},"
+                " which the running daemon has not read yet: `llmgine daemon restart`"
             )
         else:
             env.err(f"note: {here.env} here says {said}; the running daemon was started without it")
@@ -178,7 +183,8 @@ def set_(
         typer.Argument(metavar="VALUE", help="Read as the setting's type: 8080, true, 2.5, a list as a,b."),
     ],
 ) -> None:
-    """Write KEY = VALUE to the config file (restart the daemon to apply it).
+    """Write KEY = VALUE to the config file, TOML or YAML (restart the daemon to apply it).
+    Comments are not kept: a file that had some is first copied to <file>.bak.
 
     Examples:
 
@@ -193,8 +199,20 @@ def set_(
     except ConfigError as exc:  # "value: server.port = 'abc': ...": the VALUE is what the hint names
         raise typer.BadParameter(str(exc).removeprefix("value: "), param_hint="VALUE") from None
     where = config_path(app_ctx.env.environ)
-    write_config_value(where, key, parsed)
-    app_ctx.env.err(f"set {key} in {where}; restart the daemon to apply it: llmgine daemon restart")
+    _, kept = _write(where, key, parsed)
+    app_ctx.env.err(f"set {key} in {where}{kept}; restart the daemon to apply it: llmgine daemon restart")
+
+
+def _write(where: Path, key: str, value: Any | None) -> tuple[bool, str]:
+    """write_config_value, and what to say of the file's comments (the rewrite drops them;
+    a file that had some is copied first)."""
+    try:
+        commented = has_comments(where.read_bytes())
+    except OSError:
+        commented = False
+    changed = write_config_value(where, key, value)
+    kept = f" (comments are not kept: the file as it was is in {commented_backup(where)})"
+    return changed, kept if changed and commented else ""
 
 
 @app.command("unset")
@@ -211,7 +229,8 @@ def unset(ctx: typer.Context, key: Key) -> None:
     if not where.exists():
         app_ctx.env.err(f"{key} is not set ({where} does not exist)")
         return
-    if not write_config_value(where, key, None):  # a second `config unset`: nothing to say but that
+    changed, kept = _write(where, key, None)
+    if not changed:  # a second `config unset`: nothing to say but that
         app_ctx.env.err(f"{key} is not set in {where}")
         return
-    app_ctx.env.err(f"unset {key} in {where}; restart the daemon to apply it: llmgine daemon restart")
+    app_ctx.env.err(f"unset {key} in {where}{kept}; restart the daemon to apply it: llmgine daemon restart")

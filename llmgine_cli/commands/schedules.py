@@ -58,7 +58,13 @@ def _show(ctx: typer.Context, data: Any, view: View, output: Any, quiet: bool) -
 def add(
     ctx: typer.Context,
     command_type: Annotated[
-        str, typer.Argument(metavar="TYPE", help="The command type to submit.", autocompletion=completion.command_types)
+        str,
+        typer.Argument(
+            metavar="TYPE",
+            help="The command type to submit: the session must have its handler (an engine, a command"
+            " handler, or a global one) when the schedule is added (exit 4 otherwise).",
+            autocompletion=completion.command_types,
+        ),
     ],
     session: SessionOpt,
     cron: Annotated[
@@ -112,6 +118,9 @@ def add(
     quiet: Quiet = False,
 ) -> None:
     """Schedule a command (exactly one of --cron, --every, --at) and print its next firing times.
+
+    TYPE needs a handler in the session now, as `command run` does: create the engine
+    (`llmgine engine create DummyEngine -S demo`) or add the command handler first.
 
     Examples:
 

@@ -13,8 +13,8 @@ from llmgine_daemon.api.keys import BUS
 from llmgine_daemon.bus.schedules import Schedules
 from llmgine_daemon.protocol import parse_iso, to_iso
 
-from tests.api.bus_helpers import DUMMY, session_with_engine
-from tests.conftest import assert_envelope, create_session
+from tests.api.bus_helpers import DUMMY, create_engine, session_with_engine
+from tests.conftest import assert_documented, assert_envelope, create_session
 from tests.eventually import eventually
 
 COMMAND = {"command_type": DUMMY, "parameters": {"prompt": "tick"}}
@@ -66,8 +66,28 @@ async def test_a_bad_command_or_session_is_refused_at_creation(app_client):
     assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
 
 
-async def test_cron_in_a_time_zone_shows_its_next_firings(app_client):
+async def test_a_command_type_nothing_handles_is_refused_at_creation(app_client):
+    # It was stored, then failed at every firing ("no handler ...": last_error only).
     sid = (await create_session(app_client))["session_id"]
+    for command_type in ("Nonexistent", DUMMY):  # DummyEngineCommand: no engine in the session yet
+        body = {"session_id": sid, "command": {"command_type": command_type}, "every": 60}
+        resp = await app_client.post("/api/schedules", json=body)
+        assert resp.status == 404
+        details = assert_envelope(await resp.json(), "HANDLER_NOT_FOUND")["details"]
+        assert details["type"] == command_type and details["session_id"] == sid
+    await assert_documented(app_client, "POST", "/api/schedules", 404, "HANDLER_NOT_FOUND")
+    listed = await (await app_client.get("/api/schedules", params={"session_id": sid})).json()
+    assert listed["total"] == 0
+    resp = await app_client.post(
+        "/api/schedules", json={"session_id": "nope", "command": {"command_type": "X"}, "every": 60}
+    )
+    assert_envelope(await resp.json(), "SESSION_NOT_FOUND")
+    await create_engine(app_client, sid)  # now the session has a handler for it
+    await schedule(app_client, sid, every=60)
+
+
+async def test_cron_in_a_time_zone_shows_its_next_firings(app_client):
+    sid, _ = await session_with_engine(app_client)
     s = await schedule(app_client, sid, cron="30 9 * * 1-5", timezone="Europe/Berlin", missed="run_once")
     assert s["kind"] == "cron" and s["status"] == "active" and s["missed"] == "run_once"
     times = [parse_iso(t) for t in s["upcoming"]]
@@ -176,6 +196,8 @@ async def test_session_tokens_and_the_end_of_a_session(make_client):
 
     authorize(client)
     mine, theirs = await create_session(client), await create_session(client)
+    for session in (mine, theirs):
+        await create_engine(client, session["session_id"])
     s = await schedule(client, theirs["session_id"], every=3600)
     client.session.headers.pop("Authorization")
     token = {"X-Session-Token": mine["session_token"]}
@@ -197,7 +219,7 @@ async def test_if_exists_reuses_or_refuses_the_same_schedule(app_client):
     # An addition: a setup script run twice made two schedules firing the same command twice.
     # ?if_exists=reuse answers the one there (200), ?if_exists=error is 409; another command,
     # timing or session is another schedule, and without the parameter a twin is made as before.
-    sid = (await create_session(app_client))["session_id"]
+    sid, _ = await session_with_engine(app_client)
     body = {"session_id": sid, "command": COMMAND, "every": "1h"}
     first = await schedule(app_client, sid, every="1h")
     resp = await app_client.post("/api/schedules?if_exists=reuse", json=body)

@@ -30,6 +30,7 @@ async def made(client: Any, method: str, path: str, body: Any = None) -> Any:
 
 async def session_with_everything(client: Any) -> dict[str, Any]:
     sid = (await made(client, "POST", "/api/sessions", {}))["session_id"]
+    await made(client, "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid})
     every = {"session_id": sid, "command": DUMMY, "every": 3600}
     active = await made(client, "POST", "/api/schedules", every)
     paused = await made(client, "POST", "/api/schedules", {**every, "every": 7200})

@@ -133,6 +133,51 @@ def test_a_waiting_command_survives_a_restart(home: Path, fake: FakeProvider, ho
         stop_process(daemon.proc)
 
 
+def test_a_decision_acknowledged_just_before_a_kill_is_carried_out_after_the_restart(
+    home: Path, fake: FakeProvider
+) -> None:
+    """`approval approve` answered 200, then `kill -9`: the decision was stored, but the command
+    (back to executing, its engine not yet going on) came back `interrupted` and the approved
+    tool never ran. The engine takes a decision (clears its checkpoint) before it runs the tool,
+    so a command whose decided approval still has its checkpoint had done nothing since: it is
+    queued again and goes on from the decision, the model not asked again."""
+    from tests.dbtools import open_home_db
+
+    port = free_port()
+    for _attempt in range(5):  # until the kill lands before the engine took the decision
+        daemon = start(home, fake, port)
+        try:
+            fake.script_items.clear()
+            client, sid, cid = waiting_command(daemon, fake, "Hobart")
+            eventually_blocking(lambda: pending(daemon, sid), timeout=20)  # noqa: B023
+            approval_id = pending(daemon, sid)[0]["approval_id"]
+            calls_before = len(fake.requests)
+            fake.script(Reply("Hobart: 21"))
+            assert client.decide_approval(sid, approval_id, "approve").status == "approved"  # the 200
+            daemon.proc.kill()
+            daemon.proc.wait()
+            with open_home_db(home) as db:
+                [(status, untaken)] = db.execute(
+                    "SELECT status, state IS NOT NULL FROM approvals WHERE approval_id = ?", (approval_id,)
+                ).fetchall()
+            assert status == "approved"
+            if not untaken:  # the engine took it and went on to the tool: interrupted is right
+                continue
+            daemon = start(home, fake, port)
+            client = Client(env=full_env(daemon.env), timeout=10)
+            done = client.get_command(sid, cid, wait=30)
+            assert done.status == "completed", done
+            assert "Hobart" in done.result["text"] and len(fake.requests) == calls_before + 1
+            events = [e.event_type for e in client.list_events(sid, limit=1000).events]
+            assert events.count("ApprovalDecided") == 1 and events.count("ToolExecuted") == 1, events
+            return
+        finally:
+            stop_process(daemon.proc)
+            cleanup_home(home)
+            home.mkdir(parents=True, exist_ok=True)
+    pytest.fail("the kill never came before the engine took the decision")
+
+
 def test_chat_asks_inline(home: Path, fake: FakeProvider) -> None:
     """`llmgine chat --tools` on a terminal: y runs the call, e runs it with typed arguments,
     Enter denies it (the model hears so)."""

@@ -93,6 +93,38 @@ def test_set_and_unset_keep_every_other_key(cold_cli, cold_home):
     assert cold_cli("config", "get", "server.port", "--local").stdout == "\n"
 
 
+def test_set_and_unset_edit_a_yaml_file_and_keep_its_comments_in_a_copy(cold_cli, cold_home):
+    # `config set` on a config.yaml (the API's own format) was exit 1, "writes TOML only"; and
+    # on either format the file's comments went without a word.
+    import yaml
+
+    path = cold_home / "api.yaml"
+    text = "server:\n  port: 8123  # the port\nlogging:\n  level: info\n"
+    path.write_text(text)
+    result = cold_cli("config", "set", "logging.level", "debug", LLMGINE_CONFIG=str(path))
+    assert result.exit_code == 0, result.output
+    backup = cold_home / "api.yaml.bak"
+    assert f"(comments are not kept: the file as it was is in {backup})" in one_line(result.stderr)
+    assert backup.read_text() == text and backup.stat().st_mode & 0o077 == 0
+    assert yaml.safe_load(path.read_text()) == {"server": {"port": 8123}, "logging": {"level": "debug"}}
+    assert path.stat().st_mode & 0o077 == 0
+    again = cold_cli("config", "set", "providers.openai.timeout", "30", LLMGINE_CONFIG=str(path))
+    assert again.exit_code == 0 and "comments" not in again.stderr and backup.read_text() == text
+    assert cold_cli("config", "unset", "server.port", LLMGINE_CONFIG=str(path)).exit_code == 0
+    got = cold_cli("config", "get", "providers.openai.timeout", "--local", LLMGINE_CONFIG=str(path))
+    assert got.stdout == "30.0\n"
+    doc = yaml.safe_load(path.read_text())
+    assert doc == {"logging": {"level": "debug"}, "providers": {"openai": {"timeout": 30.0}}}
+
+    # A `#` that is no comment (a URL's fragment) makes no copy, and no note.
+    plain = cold_home / "plain.toml"
+    plain.write_text('[providers.openai]\nbase_url = "http://127.0.0.1:9/v1#x"\n')
+    result = cold_cli("config", "set", "logging.level", "info", LLMGINE_CONFIG=str(plain))
+    assert result.exit_code == 0 and "comments" not in result.stderr
+    assert not (cold_home / "plain.toml.bak").exists()
+    assert tomllib.loads(plain.read_text())["providers"]["openai"]["base_url"] == "http://127.0.0.1:9/v1#x"
+
+
 def test_get_prints_an_object_as_json_that_set_takes_back(cold_cli, cold_home):
     # config get printed a table's or an object's value as Python's repr ({'m': [1.0, ...]}),
     # which neither `config set` nor the environment (LLMGINE_PRICES is JSON) takes.

@@ -83,6 +83,22 @@ def test_metrics_table_never_breaks_a_name_or_a_label(cli, columns):
         assert "method=POST,route=/api/sessions,status=201" in words, lines
 
 
+def test_metrics_table_at_80_columns_keeps_a_long_label_whole(cli):
+    """The labels under a name were held to the METRIC column (38 of 80 columns), so a route
+    broke mid-value (``route=/api/sessions/{session_id}/`` / ``commands``) and each series took
+    four lines: they take the table's whole width now, and break only between labels."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("engine", "create", "DummyEngine", "-S", sid, "-q").exit_code == 0
+    assert cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=hi", "-q").exit_code == 0
+    lines = cli("metrics", "-o", "table", COLUMNS="80").stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    long_route = "route=/api/sessions/{session_id}/commands"
+    assert any(re.fullmatch(rf" +method=POST {re.escape(long_route)} status=\d+ *", line) for line in lines), lines
+    assert any(re.match(r" http_requests_total +\d+ +[\d.]+ +- +- +-$", line) for line in lines), lines
+    wide = cli("metrics", "-o", "table", COLUMNS="120").stdout.splitlines()
+    assert all(len(line) <= 120 for line in wide) and any(long_route in line for line in wide), wide
+
+
 def test_trace_waterfall(cli):
     sid = cli("session", "create", "-q").stdout.strip()
     listing = json.loads(cli("traces", "--session", sid, "-o", "json").stdout)

@@ -168,19 +168,20 @@ def test_ctrl_c_anywhere_ends_the_echoed_line(daemon):
 def test_deletes_take_the_ids_a_listing_prints(daemon):
     """`llmgine webhook list -q | xargs -r llmgine webhook delete` was a usage error (`Got
     unexpected extra argument`, exit 2, nothing deleted) with two webhooks or more, and so for
-    schedules, engines, tools and API keys: `xargs -n1` was needed. They take several ids now, as `session
-    delete` and `docker rm` do; a failure is its line and the exit code, the others still go."""
+    schedules, engines, tools and API keys: `xargs -n1` was needed. They take several ids now,
+    as `session delete` and `docker rm` do; a failure is its line and the exit code, the others
+    still go. (The engines come before the schedules: a schedule needs a handler.)"""
     env = daemon.env
     sid = run_cli(["session", "create", "-q"], env).stdout.strip()
     hooks = [
         run_cli(["webhook", "add", f"http://127.0.0.1:9/{n}", "-S", sid, "-q"], env).stdout.strip() for n in (1, 2)
     ]
+    engines = [
+        run_cli(["engine", "create", t, "-S", sid, "-q"], env).stdout.strip() for t in ("DummyEngine", "ToolChatEngine")
+    ]
     made = [
         run_cli(["schedule", "add", "DummyEngineCommand", "-S", sid, "--every", f"{n}h", "-q"], env).stdout.strip()
         for n in (1, 2)
-    ]
-    engines = [
-        run_cli(["engine", "create", t, "-S", sid, "-q"], env).stdout.strip() for t in ("DummyEngine", "ToolChatEngine")
     ]
     for kind, ids in (("webhook", hooks), ("schedule", made), ("engine", engines)):
         assert all(ids), (kind, ids)

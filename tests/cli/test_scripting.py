@@ -201,6 +201,7 @@ def test_a_delete_without_a_record_prints_one_with_dash_o_json(cli, daemon):
     webhook = cli("webhook", "add", "http://127.0.0.1:9/hook", "-S", sid, "-q").stdout.strip()
     deleted = cli("webhook", "delete", webhook[-8:], "-o", "jsonl")
     assert deleted.exit_code == 0 and json.loads(deleted.stdout) == {"webhook_id": webhook, "deleted": True}
+    assert cli("engine", "create", "DummyEngine", "-S", sid, "-q").exit_code == 0  # the schedule's handler
     schedule = cli("schedule", "add", "DummyEngineCommand", "--every", "3600", "-S", sid, "-q").stdout.strip()
     deleted = cli("schedule", "delete", schedule, "-o", "json")
     assert deleted.exit_code == 0 and json.loads(deleted.stdout) == {"schedule_id": schedule, "deleted": True}

@@ -208,6 +208,13 @@ class Client:
                     if status == 200:
                         k.schedules[sch] = "paused" if verb == "pause" else "active"
             else:
+                if not any(s == sid and not gone for s, gone in k.engines.values()):
+                    # A schedule's command type needs its handler in the session (404 without).
+                    status, e = await self.write(
+                        ("engine", sid), "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": sid}
+                    )
+                    if status == 201:
+                        k.engines[e["engine_id"]] = (sid, False)
                 body = {
                     "session_id": sid,
                     "command": {**DUMMY, "parameters": {"prompt": "s"}},

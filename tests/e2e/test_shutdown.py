@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -179,26 +180,23 @@ def test_sigterm_under_load(home):
             proc.wait()
 
 
-async def _closed_loop(sock: str, sid: str, seen: dict[str, list[str]]) -> None:
+async def closed_loop(
+    connect: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]],
+    request: Callable[[str, bytes], bytes],
+    sid: str,
+    seen: dict[str, list[str]],
+) -> None:
     """Publish events back to back on one keep-alive connection (a raw HTTP/1.1 client: what
-    the server sends is what it reads) until an answer says ``Connection: close``, or the
-    connection ends with a request unanswered."""
-    reader, writer = await asyncio.open_unix_connection(sock)
+    the server sends is what it reads; ``request(sid, body)`` makes each request's bytes) until
+    an answer says ``Connection: close``, or the connection ends with a request unanswered."""
+    reader, writer = await connect()
     try:
         for n in range(100_000):
             mark = f"{sid}-{n}"
-            body = json.dumps({"event_type": "Load", "data": {"mark": mark}}).encode()
-            head = f"POST /api/sessions/{sid}/events HTTP/1.1\r\nHost: llmgine\r\nContent-Type: application/json\r\n"
-            writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            writer.write(request(sid, json.dumps({"event_type": "Load", "data": {"mark": mark}}).encode()))
             try:
                 answer = await reader.readuntil(b"\r\n\r\n")
-                length = int(
-                    next(
-                        v
-                        for k, _, v in (x.partition(b":") for x in answer.split(b"\r\n"))
-                        if k.lower() == b"content-length"
-                    )
-                )
+                length = int(answer.lower().split(b"content-length:")[1].split(b"\r\n")[0])
                 await reader.readexactly(length)
             except (asyncio.IncompleteReadError, ConnectionError):
                 seen["unanswered"].append(mark)
@@ -210,6 +208,11 @@ async def _closed_loop(sock: str, sid: str, seen: dict[str, list[str]]) -> None:
                 return
     finally:
         writer.close()
+
+
+def _plain_publish(sid: str, body: bytes) -> bytes:
+    head = f"POST /api/sessions/{sid}/events HTTP/1.1\r\nHost: llmgine\r\nContent-Type: application/json\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
 def test_requests_sent_as_the_stop_begins_are_answered_and_told_to_close(home):
@@ -226,7 +229,10 @@ def test_requests_sent_as_the_stop_begins_are_answered_and_told_to_close(home):
         async with unix_session(home) as http:
             sids = [(await post(http, "/api/sessions", {}))[1]["session_id"] for _ in range(16)]
         sock = str(home / "run" / "llmgined.sock")
-        clients = [asyncio.create_task(_closed_loop(sock, sid, seen)) for sid in sids]
+        clients = [
+            asyncio.create_task(closed_loop(lambda: asyncio.open_unix_connection(sock), _plain_publish, sid, seen))
+            for sid in sids
+        ]
         await eventually(lambda: len(seen["acknowledged"]) >= 200, timeout=60, message="the load under way")
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(asyncio.gather(*clients), 60)

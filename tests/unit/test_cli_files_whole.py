@@ -37,7 +37,7 @@ def _writer(path: str, key: str, failures: multiprocessing.Queue) -> None:
 def test_two_config_writers_at_once_lose_nothing_and_never_leave_a_broken_file(tmp_path):
     path = tmp_path / "config" / "config.toml"
     path.parent.mkdir()
-    (path.parent / ".config.toml.k1ll3d.tmp").write_text("[server]\nshutdown_")  # a writer killed mid-write
+    (path.parent / ".config.toml.k1ll3d_x.tmp").write_text("[server]\nshutdown_")  # a writer killed mid-write
     write_config_value(path, KEYS[0], 0)
     ctx = multiprocessing.get_context("fork")
     failures = ctx.Queue()
