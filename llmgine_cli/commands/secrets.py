@@ -14,10 +14,11 @@ from typing import Annotated
 
 import typer
 
+from llmgine_cli.commands import several
 from llmgine_cli.commands.args import read_text
 from llmgine_cli.confirm import Yes, confirm
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, render_deleted
+from llmgine_cli.render import View, render
 from llmgine_cli.status import ExitStatus
 
 app = typer.Typer(
@@ -81,9 +82,16 @@ def list_(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> No
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: Name, yes: Yes = False, output: Output = None, quiet: Quiet = False) -> None:
-    """Delete a secret (exit 4 if there is none). Asks first on a terminal (--yes does not);
-    a script is never asked.
+def delete(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(metavar="NAME...", help="The secrets' names.")],
+    yes: Yes = False,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Delete secrets (exit 4 if one is not there); several in turn, as `docker rm` (one that
+    fails is its error line and the exit code; the others still go). Asks first on a terminal
+    (--yes does not); a script is never asked.
 
     Examples:
 
@@ -92,6 +100,12 @@ def delete(ctx: typer.Context, name: Name, yes: Yes = False, output: Output = No
       llmgine secret delete OLD_TOKEN --yes
     """
     app_ctx = state(ctx)
-    confirm(app_ctx, f"Delete secret {name}? Whatever uses it will fail.", yes)
-    app_ctx.client().delete_secret(name)
-    render_deleted(app_ctx.env, {"name": name}, f"deleted secret {name}", output, quiet, "name")
+    what = f"secret {names[0]}" if len(names) == 1 else f"{len(names)} secrets ({', '.join(names)})"
+    confirm(app_ctx, f"Delete {what}? Whatever uses {'it' if len(names) == 1 else 'them'} will fail.", yes)
+    client = app_ctx.client()
+
+    def delete_one(name: str) -> dict[str, str]:
+        client.delete_secret(name)
+        return {"name": name}
+
+    several.delete_each(app_ctx, names, delete_one, "secret", "secrets", "name", output, quiet)

@@ -168,7 +168,7 @@ def test_ctrl_c_anywhere_ends_the_echoed_line(daemon):
 def test_deletes_take_the_ids_a_listing_prints(daemon):
     """`llmgine webhook list -q | xargs -r llmgine webhook delete` was a usage error (`Got
     unexpected extra argument`, exit 2, nothing deleted) with two webhooks or more, and so for
-    schedules, engines, tools and API keys: `xargs -n1` was needed. They take several ids now,
+    schedules, engines, tools, API keys and secrets: `xargs -n1` was needed. They take several ids now,
     as `session delete` and `docker rm` do; a failure is its line and the exit code, the others
     still go. (The engines come before the schedules: a schedule needs a handler.)"""
     env = daemon.env
@@ -198,6 +198,11 @@ def test_deletes_take_the_ids_a_listing_prints(daemon):
     key_ids = [json.loads(k)["key_id"] for k in keys]
     revoked = run_cli(["auth", "key", "revoke", *key_ids, "-q"], env)
     assert revoked.returncode == 0 and revoked.stdout.split() == key_ids, revoked.stderr
+    secrets = [f"S11_{sid[-8:].upper()}_{n}" for n in (1, 2)]
+    for name in secrets:
+        assert shell(f"printf x | llmgine secret set {name} -q", env).returncode == 0
+    gone = run_cli(["secret", "delete", *secrets, "-q"], env)
+    assert gone.returncode == 0 and gone.stdout.split() == secrets, gone.stderr
     again = run_cli(["webhook", "delete", hooks[0], "-o", "json"], env)
     assert again.returncode == 4 and "NOT_FOUND" in one_line(again.stderr)
     hook = run_cli(["webhook", "add", "http://127.0.0.1:9/3", "-S", sid, "-q"], env).stdout.strip()
