@@ -170,22 +170,42 @@ def get(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quie
     _show(ctx, state(ctx).client().get_schedule(schedule_id), ONE_VIEW, output, quiet)
 
 
+ScheduleIds = Annotated[list[str], several.ids_argument("schedule")]
+
+
+def _each(ctx: typer.Context, given: list[str], act: Any, output: Any, quiet: bool) -> None:
+    """``act`` (pause, resume) on each schedule in turn, as `docker pause` takes several."""
+    app_ctx = state(ctx)
+    resolve = several.resolver(app_ctx, "schedule", "/api/schedules", "schedules", "schedule_id", paged=False)
+    done, code = several.each_in_turn(app_ctx, given, lambda one: act(resolve(one)))
+    if len(given) == 1:
+        _show(ctx, done[0], ONE_VIEW, output, quiet)
+    else:
+        _show(ctx, {"schedules": [msgspec.to_builtins(s) for s in done]}, LIST_VIEW, output, quiet)
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("pause")
-def pause(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
-    """Pause a schedule: nothing fires until it is resumed (exit 6 if it is done).
+def pause(ctx: typer.Context, schedule_ids: ScheduleIds, output: Output = None, quiet: Quiet = False) -> None:
+    """Pause schedules: nothing fires until they are resumed (exit 6 if one is done); several
+    in turn (one that fails is its error line and the exit code; the others still go).
 
     Examples:
 
       S=$(llmgine schedule add Ping -S demo --every 5m --reuse -q)
 
       llmgine schedule pause "$S"
+
+      llmgine schedule list -S demo -q | xargs -r llmgine schedule pause -q
     """
-    _show(ctx, state(ctx).client().pause_schedule(schedule_id), ONE_VIEW, output, quiet)
+    _each(ctx, schedule_ids, state(ctx).client().pause_schedule, output, quiet)
 
 
 @app.command("resume")
-def resume(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
-    """Resume a schedule from its next firing after now (what came due while paused is not made up).
+def resume(ctx: typer.Context, schedule_ids: ScheduleIds, output: Output = None, quiet: Quiet = False) -> None:
+    """Resume schedules from their next firing after now (what came due while paused is not made
+    up); several in turn, as pause.
 
     Examples:
 
@@ -193,7 +213,7 @@ def resume(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, q
 
       llmgine schedule pause "$S" -q && llmgine schedule resume "$S"
     """
-    _show(ctx, state(ctx).client().resume_schedule(schedule_id), ONE_VIEW, output, quiet)
+    _each(ctx, schedule_ids, state(ctx).client().resume_schedule, output, quiet)
 
 
 @app.command("delete")

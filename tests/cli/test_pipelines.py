@@ -168,7 +168,7 @@ def test_ctrl_c_anywhere_ends_the_echoed_line(daemon):
 def test_deletes_take_the_ids_a_listing_prints(daemon):
     """`llmgine webhook list -q | xargs -r llmgine webhook delete` was a usage error (`Got
     unexpected extra argument`, exit 2, nothing deleted) with two webhooks or more, and so for
-    schedules, engines, tools, API keys and secrets: `xargs -n1` was needed. They take several ids now,
+    schedules (and their pause), engines, tools, API keys and secrets: `xargs -n1` was needed. They take several ids now,
     as `session delete` and `docker rm` do; a failure is its line and the exit code, the others
     still go. (The engines come before the schedules: a schedule needs a handler.)"""
     env = daemon.env
@@ -183,6 +183,9 @@ def test_deletes_take_the_ids_a_listing_prints(daemon):
         run_cli(["schedule", "add", "DummyEngineCommand", "-S", sid, "--every", f"{n}h", "-q"], env).stdout.strip()
         for n in (1, 2)
     ]
+    paused = run_cli(["schedule", "pause", *made, "-o", "json"], env)
+    assert paused.returncode == 0, paused.stderr
+    assert [s["status"] for s in json.loads(paused.stdout)["schedules"]] == ["paused", "paused"]
     for kind, ids in (("webhook", hooks), ("schedule", made), ("engine", engines)):
         assert all(ids), (kind, ids)
         result = shell(f"llmgine {kind} list -S {sid} -q | xargs -r llmgine {kind} delete -q", env)
