@@ -116,7 +116,7 @@ def list_(
     )
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
     shown = len(page.events)
-    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain") and page.total > offset + shown:
+    if (quiet or resolve_format(app_ctx.env, output) in ("table", "plain")) and page.total > offset + shown:
         app_ctx.env.err(f"showing {shown} of {page.total} (next page: --after {page.next_after})")
 
 

@@ -252,3 +252,22 @@ def test_command_wait_takes_more_ids_than_one_request_holds(daemon, tmp_path):
     assert json.loads(listed.stdout)["total"] == 1001
     many = shell(f"llmgine command list -S {sid} -q -n 1000 | xargs llmgine command wait --any -q", env)
     assert many.returncode == 0, many.stderr
+
+
+def test_ids_cut_by_the_limit_say_so_on_stderr(daemon):
+    """`llmgine session list -q | xargs -r llmgine session delete -q` (the README's way to end
+    every session) ended the newest 50 and said nothing: -q left out the "showing 1-50 of 62"
+    note the other formats print. The note goes to stderr with -q too (stdout keeps only ids)."""
+    env = daemon.env
+    sid = run_cli(["session", "create", "-q"], env).stdout.strip()
+    run_cli(["session", "create", "-q"], env)
+    for n in (1, 2):
+        run_cli(["event", "publish", f"T{n}", "-S", sid, "-q"], env)
+    for args in (["session", "list"], ["event", "list", "-S", sid], ["command", "list", "-S", sid]):
+        if args[0] == "command":
+            assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], env).returncode == 0
+            for _ in (1, 2):
+                run_cli(["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-q"], env)
+        result = run_cli([*args, "-q", "-n", "1"], env)
+        assert result.returncode == 0 and len(result.stdout.split()) == 1, (args, result.stdout)
+        assert "showing 1" in one_line(result.stderr) and " of " in result.stderr, (args, result.stderr)
