@@ -16,6 +16,7 @@ from llmgine_cli.commands.args import (
     SessionOpt,
     choices,
     command_metadata,
+    cut_note,
     id_argument,
     parse_object,
     parse_pairs,
@@ -383,12 +384,7 @@ def list_(
         session, status=status, command_type=command_type, batch_id=batch, limit=limit, offset=offset, dead=dead
     )
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
-    shown = len(page.commands)
-    if (quiet or resolve_format(app_ctx.env, output) in ("table", "plain")) and page.total > offset + shown:
-        app_ctx.env.err(
-            f"showing {offset + 1 if shown else offset}-{offset + shown} of {page.total} "
-            f"(use --offset {offset + shown} for more)"
-        )
+    cut_note(app_ctx, output, quiet, page.total, offset, len(page.commands))
 
 
 @app.command("wait")

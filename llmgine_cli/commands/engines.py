@@ -16,6 +16,7 @@ from llmgine_cli.commands.args import (
     SessionOpt,
     choices,
     command_metadata,
+    cut_note,
     id_argument,
     parse_pairs,
     session_filter_callback,
@@ -179,6 +180,7 @@ def list_(
     app_ctx = state(ctx)
     page = app_ctx.client().list_engines(session_id=session, status=status, limit=limit, offset=offset)
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
+    cut_note(app_ctx, output, quiet, page.total, offset, len(page.engines))
 
 
 @app.command("get")

@@ -168,9 +168,10 @@ def test_ctrl_c_anywhere_ends_the_echoed_line(daemon):
 def test_deletes_take_the_ids_a_listing_prints(daemon):
     """`llmgine webhook list -q | xargs -r llmgine webhook delete` was a usage error (`Got
     unexpected extra argument`, exit 2, nothing deleted) with two webhooks or more, and so for
-    schedules (and their pause), engines, tools, API keys and secrets: `xargs -n1` was needed. They take several ids now,
-    as `session delete` and `docker rm` do; a failure is its line and the exit code, the others
-    still go. (The engines come before the schedules: a schedule needs a handler.)"""
+    schedules (and their pause), engines, tools, API keys and secrets: `xargs -n1` was needed.
+    They take several ids now, as `session delete` and `docker rm` do; a failure is its line and
+    the exit code, the others still go. (The engines come before the schedules: a schedule
+    needs a handler.)"""
     env = daemon.env
     sid = run_cli(["session", "create", "-q"], env).stdout.strip()
     hooks = [
@@ -257,15 +258,18 @@ def test_command_wait_takes_more_ids_than_one_request_holds(daemon, tmp_path):
 def test_ids_cut_by_the_limit_say_so_on_stderr(daemon):
     """`llmgine session list -q | xargs -r llmgine session delete -q` (the README's way to end
     every session) ended the newest 50 and said nothing: -q left out the "showing 1-50 of 62"
-    note the other formats print. The note goes to stderr with -q too (stdout keeps only ids)."""
+    note the other formats print. The note goes to stderr with -q too (stdout keeps only ids).
+    `engine list` said nothing of the rest in any format."""
     env = daemon.env
     sid = run_cli(["session", "create", "-q"], env).stdout.strip()
     run_cli(["session", "create", "-q"], env)
     for n in (1, 2):
         run_cli(["event", "publish", f"T{n}", "-S", sid, "-q"], env)
-    for args in (["session", "list"], ["event", "list", "-S", sid], ["command", "list", "-S", sid]):
+    lists = (["session", "list"], ["event", "list", "-S", sid], ["command", "list", "-S", sid], ["engine", "list"])
+    for args in lists:
         if args[0] == "command":
             assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], env).returncode == 0
+            assert run_cli(["engine", "create", "ToolChatEngine", "-S", sid, "-q"], env).returncode == 0
             for _ in (1, 2):
                 run_cli(["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=x", "-q"], env)
         result = run_cli([*args, "-q", "-n", "1"], env)
