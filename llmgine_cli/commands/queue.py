@@ -87,6 +87,9 @@ def ps(
     render(app_ctx.env, view if raw else _rows(view), PS_VIEW, output, quiet)
     if not quiet and fmt in ("table", "plain"):
         app_ctx.env.err(_summary(msgspec.to_builtins(view)))
+    if (quiet or fmt in ("table", "plain")) and view.total > len(view.commands):
+        # `ps -q | xargs ... command cancel` over the first --limit alone was silent.
+        app_ctx.env.err(f"showing {len(view.commands)} of {view.total} (--limit up to 1000 shows more)")
 
 
 def _summary(data: dict[str, Any]) -> str:

@@ -259,7 +259,7 @@ def test_ids_cut_by_the_limit_say_so_on_stderr(daemon):
     """`llmgine session list -q | xargs -r llmgine session delete -q` (the README's way to end
     every session) ended the newest 50 and said nothing: -q left out the "showing 1-50 of 62"
     note the other formats print. The note goes to stderr with -q too (stdout keeps only ids).
-    `engine list` said nothing of the rest in any format."""
+    `engine list` said nothing of the rest in any format, and `ps -q` (100 by default) neither."""
     env = daemon.env
     sid = run_cli(["session", "create", "-q"], env).stdout.strip()
     run_cli(["session", "create", "-q"], env)
@@ -275,3 +275,8 @@ def test_ids_cut_by_the_limit_say_so_on_stderr(daemon):
         result = run_cli([*args, "-q", "-n", "1"], env)
         assert result.returncode == 0 and len(result.stdout.split()) == 1, (args, result.stdout)
         assert "showing 1" in one_line(result.stderr) and " of " in result.stderr, (args, result.stderr)
+    slow = [_slow_command(env)[1] for _ in (1, 2)]  # `ps` lists the unfinished commands
+    queue = run_cli(["ps", "-q", "-n", "1"], env)
+    assert queue.returncode == 0 and len(queue.stdout.split()) == 1, queue.stdout
+    assert "showing 1 of " in one_line(queue.stderr), queue.stderr
+    assert run_cli(["command", "cancel", *slow, "-q"], env).returncode == 0
