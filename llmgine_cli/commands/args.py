@@ -43,6 +43,26 @@ def stdin_argument(param_hint: str, what: str) -> str:
         raise typer.BadParameter(str(exc), param_hint=param_hint) from None
 
 
+def hidden_input(prompt: str, param_hint: str) -> str:
+    """A secret from stdin: asked for on a terminal without echo (getpass, as `secret set`),
+    else the text piped in; its last newline cut. (`context add --api-key-stdin` and `webhook
+    add --secret-stdin` on a terminal waited for Ctrl-D with the key shown as it was typed.)"""
+    import getpass
+    import sys
+
+    if sys.stdin.isatty():
+        try:
+            value = getpass.getpass(f"{prompt}: ")
+        except (EOFError, KeyboardInterrupt) as exc:  # Ctrl-D, Ctrl-C at the prompt
+            sys.stderr.write("\n")  # getpass leaves the cursor after its prompt
+            if isinstance(exc, EOFError):
+                raise typer.BadParameter("no value given (Ctrl-D at the prompt)", param_hint=param_hint) from None
+            raise typer.Exit(130) from None
+    else:
+        value = read_text("-", param_hint)
+    return value.rstrip("\r\n")
+
+
 def cut_note(app_ctx: Any, output: Any, quiet: bool, total: int, offset: int, shown: int) -> None:
     """A page of a listing that is not all of it says so on stderr (`-q` too: `... list -q |
     xargs` over the first 50 was silent), as hot.session_list does."""

@@ -61,9 +61,9 @@ def add(
     target = parse_url(url)  # a bad URL is a usage error here, not at its first use
     key = None
     if api_key_stdin:
-        from llmgine_cli.commands.args import read_text
+        from llmgine_cli.commands.args import hidden_input
 
-        key = read_text("-", "stdin").strip() or None
+        key = hidden_input(f"API key for {name}", "--api-key-stdin").strip() or None
         if key is None:
             raise typer.BadParameter("the API key on stdin is empty", param_hint="--api-key-stdin")
     with contexts.editing(env) as data:

@@ -7,19 +7,16 @@ again, never logged).
 
 from __future__ import annotations
 
-import getpass
 import re
-import sys
 from typing import Annotated
 
 import typer
 
 from llmgine_cli.commands import several
-from llmgine_cli.commands.args import read_text
+from llmgine_cli.commands.args import hidden_input
 from llmgine_cli.confirm import Yes, confirm
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render
-from llmgine_cli.status import ExitStatus
 
 app = typer.Typer(
     help="Secrets the daemon keeps for providers (e.g. OPENAI_API_KEY): set, list, delete.",
@@ -52,17 +49,7 @@ def set_(
         raise typer.BadParameter(
             "must be an environment variable's name (A-Z, 0-9, _; not starting with a digit)", param_hint="NAME"
         )
-    if sys.stdin.isatty():
-        try:
-            value = getpass.getpass(f"{name}: ")
-        except (EOFError, KeyboardInterrupt) as exc:  # Ctrl-D, Ctrl-C at the prompt
-            sys.stderr.write("\n")  # getpass leaves the cursor after its prompt
-            if isinstance(exc, EOFError):
-                raise typer.BadParameter("no value given (Ctrl-D at the prompt)", param_hint="stdin") from None
-            raise typer.Exit(ExitStatus.INTERRUPTED) from None
-    else:
-        value = read_text("-", "stdin")
-    value = value.rstrip("\r\n")
+    value = hidden_input(name, "stdin")
     if not value:
         raise typer.BadParameter("the value is empty", param_hint="stdin")
     app_ctx = state(ctx)

@@ -13,7 +13,7 @@ import msgspec
 import typer
 
 from llmgine_cli.commands import several
-from llmgine_cli.commands.args import choices, id_argument, read_text, session_filter_callback
+from llmgine_cli.commands.args import choices, hidden_input, id_argument, session_filter_callback
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 
@@ -95,7 +95,7 @@ def add(
     loopback: 127.0.0.0/8, ::1, localhost); another is 403 FORBIDDEN until it is added there.
     """
     app_ctx = state(ctx)
-    secret = read_text("-", "--secret-stdin").strip() if secret_stdin else None
+    secret = hidden_input("signing secret (whsec_...)", "--secret-stdin").strip() if secret_stdin else None
     if secret_stdin and not secret:  # as `secret set` and `context add --api-key-stdin` (was the daemon's 422)
         raise typer.BadParameter("the secret on stdin is empty", param_hint="--secret-stdin")
     hook = app_ctx.client().create_webhook(

@@ -145,17 +145,18 @@ def _reading_stdin(pid: int) -> bool:
 
 
 def test_ctrl_c_anywhere_ends_the_echoed_line(daemon):
-    """Ctrl-C in a command with no Ctrl-C of its own (`context add --api-key-stdin` waiting for
-    the key on a terminal) exited 130 with the shell's prompt right after the echoed `^C`
-    (`^C$ `): only the followers and waits ended that line. Every command does now (after a
-    spinner, whose line is cleared on the way out, nothing more is written)."""
+    """Ctrl-C in a command with no Ctrl-C of its own (`tool register -` waiting for the source
+    on a terminal) exited 130 with the shell's prompt right after the echoed `^C` (`^C$ `):
+    only the followers and waits ended that line. Every command does now (after a spinner,
+    whose line is cleared on the way out, nothing more is written)."""
     import pexpect
 
     from tests.clitools import cli_on_terminal
     from tests.eventually import eventually_blocking
 
     env = {**daemon.env, "TERM": "xterm-256color"}
-    child = cli_on_terminal(["context", "add", "zz", "--url", "http://127.0.0.1:9", "--api-key-stdin"], env)
+    sid = run_cli(["session", "create", "-q"], env).stdout.strip()
+    child = cli_on_terminal(["tool", "register", "-", "-S", sid], env)
     eventually_blocking(lambda: _reading_stdin(child.pid))
     child.sendintr()
     child.expect(pexpect.EOF)
@@ -280,3 +281,25 @@ def test_ids_cut_by_the_limit_say_so_on_stderr(daemon):
     assert queue.returncode == 0 and len(queue.stdout.split()) == 1, queue.stdout
     assert "showing 1 of " in one_line(queue.stderr), queue.stderr
     assert run_cli(["command", "cancel", *slow, "-q"], env).returncode == 0
+
+
+def test_a_key_read_on_a_terminal_is_asked_for_and_not_shown(daemon):
+    """`context add NAME --url U --api-key-stdin` (and `webhook add --secret-stdin`) on a
+    terminal waited, without a word, for Ctrl-D, and the key was shown as it was typed (on the
+    screen, in a recording of it). They ask for it without echo now, as `secret set` does."""
+    import pexpect
+
+    from tests.clitools import cli_on_terminal
+
+    env = {**daemon.env, "TERM": "xterm-256color"}
+    name = f"tty{daemon.port}"
+    child = cli_on_terminal(["context", "add", name, "--url", "http://127.0.0.1:9", "--api-key-stdin", "-q"], env)
+    child.expect_exact(f"API key for {name}: ")
+    child.sendline("lgk_typed_on_the_terminal")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert "lgk_typed_on_the_terminal" not in (child.before or ""), child.before
+    shown = run_cli(["context", "ls", "-o", "json"], env).stdout
+    assert any(c["name"] == name and c["api_key"] == "set" for c in json.loads(shown)["contexts"]), shown
+    assert run_cli(["context", "rm", name, "-q"], env).returncode == 0
