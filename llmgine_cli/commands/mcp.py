@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import typer
 
 from llmgine_cli import completion
+from llmgine_cli.commands import several
 from llmgine_cli.commands.args import session_callback
 from llmgine_cli.commands.tools import render_tools
 from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, render_deleted, resolve_format, visible_line
+from llmgine_cli.render import View, render, resolve_format, visible_line
 
 app = typer.Typer(
     help="MCP tool servers: their tools become a session's tools (NAME.tool). Add, list, remove.",
@@ -202,15 +203,26 @@ def tools(ctx: typer.Context, name: Name, session: Session = None, output: Outpu
 
 @app.command("remove")
 def remove(
-    ctx: typer.Context, name: Name, session: Session = None, output: Output = None, quiet: Quiet = False
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(metavar="NAME...", help="The servers' names.")],
+    session: Session = None,
+    output: Output = None,
+    quiet: Quiet = False,
 ) -> None:
-    """Remove a server and stop its process (exit 4 if there is none).
+    """Remove servers and stop their processes (exit 4 if one is not there); several in turn,
+    as `docker rm` (one that fails is its error line and the exit code; the others still go).
 
     Examples:
 
       llmgine mcp remove calc -S demo
+
+      llmgine mcp list -S demo -q | xargs -r llmgine mcp remove -S demo
     """
     app_ctx = state(ctx)
-    app_ctx.client().delete_mcp_server(session, name)
-    record = {"name": name, "session_id": session}
-    render_deleted(app_ctx.env, record, f"removed MCP server {name}", output, quiet, "name")
+    client = app_ctx.client()
+
+    def remove_one(name: str) -> dict[str, Any]:
+        client.delete_mcp_server(session, name)
+        return {"name": name, "session_id": session}
+
+    several.delete_each(app_ctx, names, remove_one, "MCP server", "servers", "name", output, quiet, verb="removed")

@@ -58,6 +58,7 @@ def delete_each(
     id_field: str,
     output: Any,
     quiet: bool,
+    verb: str = "deleted",
 ) -> None:
     """A delete with no record to show (render_deleted), of each id in turn: ``delete`` gets an
     id as given and returns what it deleted (``{id_field: full id, ...}``). Several: -o json
@@ -66,12 +67,12 @@ def delete_each(
     fmt = getattr(output, "value", output)
     if len(done) == 1 and len(given) == 1:
         record = done[0]
-        render_deleted(app_ctx.env, record, f"deleted {kind} {record[id_field]}", output, quiet, id_field)
+        render_deleted(app_ctx.env, record, f"{verb} {kind} {record[id_field]}", output, quiet, id_field)
     elif quiet or fmt in ("json", "jsonl"):
         records = [{**one, "deleted": True} for one in done]
         render(app_ctx.env, {items: records}, View(items=items, id_field=id_field), fmt, quiet)
     else:
         for one in done:
-            app_ctx.env.err(f"deleted {kind} {one[id_field]}")
+            app_ctx.env.err(f"{verb} {kind} {one[id_field]}")
     if code:
         raise typer.Exit(code)

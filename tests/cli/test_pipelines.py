@@ -303,3 +303,13 @@ def test_a_key_read_on_a_terminal_is_asked_for_and_not_shown(daemon):
     shown = run_cli(["context", "ls", "-o", "json"], env).stdout
     assert any(c["name"] == name and c["api_key"] == "set" for c in json.loads(shown)["contexts"]), shown
     assert run_cli(["context", "rm", name, "-q"], env).returncode == 0
+
+
+def test_mcp_remove_takes_several_names(daemon):
+    """`llmgine mcp list -q | xargs -r llmgine mcp remove` with two servers was `Got unexpected
+    extra argument` (exit 2): each name is removed in turn now, each failure its own line."""
+    result = run_cli(["mcp", "remove", "nope_one", "nope_two"], daemon.env)
+    assert result.returncode == 4, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and "nope_one" in lines[0] and "nope_two" in lines[1], lines
+    no_traceback(result.stderr)
