@@ -313,3 +313,16 @@ def test_mcp_remove_takes_several_names(daemon):
     lines = result.stderr.splitlines()
     assert len(lines) == 2 and "nope_one" in lines[0] and "nope_two" in lines[1], lines
     no_traceback(result.stderr)
+
+
+def test_an_argument_that_is_not_utf8_is_a_usage_error(daemon):
+    """`llmgine event publish "$TYPE"` with TYPE holding bytes that are not UTF-8 (a Latin-1
+    file name, say) was `internal error: UnicodeEncodeError ... surrogates not allowed` (exit 1)
+    on the fast path and in Typer's commands alike: a usage error now, showing the value."""
+    env = daemon.env
+    sid = run_cli(["session", "create", "-q"], env).stdout.strip()
+    for args in (f"event publish $'T\\xff' -S {sid} -q", f"log $'msg\\xff' -S {sid}", "webhook add $'http://x/\\xff'"):
+        result = shell(f"llmgine {args}", env)
+        assert result.returncode == 2, (args, result.stderr)
+        line = one_line(result.stderr)
+        assert "not UTF-8 text" in line and "internal error" not in line, line
