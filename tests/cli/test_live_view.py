@@ -82,3 +82,21 @@ def test_a_long_type_leaves_room_for_the_data_and_counts_read_right():
     assert "VeryLongEventTypeNameThatGoesOn…" in row and '{"text":"sup' in row, row
     footer = [line for line in lines if line.startswith("● ")]
     assert "  1 event  " in footer[-1], footer
+
+
+def test_a_trace_of_one_span_says_span():
+    """`llmgine trace ID` of a request's trace said `1 spans` in its first line."""
+    from llmgine_cli.render_observability import render_trace
+
+    span = {"name": "POST /api/db/vacuum", "offset_ms": 0.0, "duration_ms": 828.3, "status": "ok", "children": []}
+    trace = {
+        "trace_id": "01a250592b650e96384b8bb6f657f612",
+        "root": "POST /api/db/vacuum",
+        "duration_ms": 828.3,
+        "span_count": 1,
+        "status": "ok",
+        "spans": [span],
+    }
+    out = io.StringIO()
+    render_trace(Environment(out, io.StringIO(), False, False, environ={}), trace, "plain")
+    assert out.getvalue().splitlines()[0].endswith("828.3ms  1 span  ok"), out.getvalue()
