@@ -37,6 +37,8 @@ class Environment:
         self.stdout_isatty = stdout_isatty
         self.stderr_isatty = stderr_isatty
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        # A spinner ended by Ctrl-C cleared its line, the echoed ^C with it (progress.py).
+        self.ctrl_c_line_cleared = False
 
     def __repr__(self) -> str:
         return f"Environment(stdout_isatty={self.stdout_isatty}, stderr_isatty={self.stderr_isatty})"

@@ -62,6 +62,11 @@ def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, Exi
 
     if isinstance(exc, ConfigError):
         return f"error: {exc}", ExitStatus.ERROR
+    if isinstance(exc, UnicodeEncodeError) and isinstance(exc.object, str) and exc.reason == "surrogates not allowed":
+        # Bytes in an argument or variable that the locale did not decode (a Latin-1 name):
+        # Python keeps them as lone surrogates, which no request can carry.
+        around = exc.object[max(0, exc.start - 20) : exc.end + 20]
+        return f"error: a value given is not UTF-8 text: {_short(repr(around), 80)}", ExitStatus.USAGE
     line = f"error: internal error: {type(exc).__name__}: {_short(str(exc))} (set LLMGINE_DEBUG=1 for a traceback)"
     return line, ExitStatus.ERROR
 

@@ -162,7 +162,7 @@ def session_list(
     )
     render(app_ctx.env, page, view, output, quiet)
     shown = len(page["sessions"])
-    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain") and page["total"] > offset + shown:
+    if (quiet or resolve_format(app_ctx.env, output) in ("table", "plain")) and page["total"] > offset + shown:
         app_ctx.env.err(
             f"showing {offset + 1 if shown else offset}-{offset + shown} of {page['total']} "
             f"(use --offset {offset + shown} for more)"

@@ -73,6 +73,11 @@ def read_stdin() -> str:
     return _stdin_read[1]
 
 
+def source_name(ref: str) -> str:
+    """Where ``@file`` or ``@-`` is read from, as an error names it: the file, or stdin."""
+    return "stdin" if ref == "@-" else ref[1:]
+
+
 def read_text(ref: str, option: str) -> str:
     """The text of ``@file`` or ``@-`` (stdin)."""
     path = ref[1:]
@@ -118,12 +123,14 @@ def parse_object(text: str | None, option: str) -> dict[str, Any]:
         return {}
     if text == "-":
         text = "@-"
+    source = None
     if text.startswith("@") and len(text) > 1:
+        source = source_name(text)
         text = read_text(text, option)
     try:
         value = loads(text)
-    except ValueError as exc:
-        raise InputError(f"not JSON: {exc}", option) from None
+    except ValueError as exc:  # of a file or stdin: named (a stray comma in a.json said only "not JSON")
+        raise InputError(f"{source} is not JSON: {exc}" if source else f"not JSON: {exc}", option) from None
     if not isinstance(value, dict):
         raise InputError("must be a JSON object", option)
     return value

@@ -53,6 +53,9 @@ def _type_style(event_type: str) -> str:
     return _TYPE_STYLES[sum(event_type.encode()) % len(_TYPE_STYLES)]
 
 
+TYPE_MAX = 32  # columns an event type takes in a row at most (with "…")
+
+
 def event_text(event: Any, width: int) -> Any:
     """One event as a terminal shows it (`event tail`, `command run --follow`): time, seq,
     session, type in its colour, then the data cut to what is left of ``width``. Print it
@@ -64,7 +67,10 @@ def event_text(event: Any, width: int) -> Any:
     wide = width >= 80  # seqs and types line up in columns; narrower, the data gets that room
     line.append(f"#{event.seq:<{6 if wide else 0}} ", style="dim")
     line.append(f"{short_id(event.session_id)} ", style="bold")
-    line.append(f"{_type(event):<{24 if wide else 0}} ", style=_type_style(event.event_type))
+    kind = _type(event)
+    if wide and len(kind) > TYPE_MAX:  # a longer one took the row, and the data was not shown
+        kind = kind[: TYPE_MAX - 1] + "…"
+    line.append(f"{kind:<{24 if wide else 0}} ", style=_type_style(event.event_type))
     line.append(_compact(event.data, max(width - line.cell_len, 1)))
     return line
 
@@ -136,7 +142,8 @@ class LiveTail:
         footer = Text()
         colour = {"live": "green", "reconnecting": "red", "ended": "dim"}.get(self.state, "yellow")
         footer.append(f"● {self.state}", style=f"bold {colour}")
-        footer.append(f"  {self.title}  {self.total} events  {self.total / elapsed:.1f}/s")
+        noun = "event" if self.total == 1 else "events"
+        footer.append(f"  {self.title}  {self.total} {noun}  {self.total / elapsed:.1f}/s")
         if self.last_seq is not None:
             footer.append(f"  last seq {self.last_seq}", style="dim")
         top = sorted(self.by_type.items(), key=lambda kv: -kv[1])[:5]

@@ -50,7 +50,10 @@ class Spinner:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        drawn = self._thread is not None
         self.stop()
+        if drawn and exc[0] is KeyboardInterrupt:  # the ^C echoed on its line is cleared with it
+            self.env.ctrl_c_line_cleared = True
 
     def stop(self) -> None:
         if self._thread is not None:

@@ -270,7 +270,7 @@ def render_trace(env: Environment, trace: Any, fmt: str) -> None:
 
     header = (
         f"trace {data['trace_id']}  {data['root']}  {data['duration_ms']:.1f}ms  "
-        f"{data['span_count']} spans  {data['status']}"
+        f"{data['span_count']} span{'' if data['span_count'] == 1 else 's'}  {data['status']}"
     )
     if fmt == "table" and env.stdout_isatty:
         from rich.console import Console

@@ -141,6 +141,30 @@ def spawn_cli(args: Sequence[str], env: Mapping[str, str | None]) -> subprocess.
     )
 
 
+def shell(
+    script: str, env: Mapping[str, str | None], stdin: str = "", cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``script`` in bash as a user types it: ``llmgine`` on PATH is this interpreter's CLI (a
+    script in the home's bin/, so xargs finds it too)."""
+    bin_dir = Path(str(env["LLMGINE_HOME"])) / "bin"
+    if not (bin_dir / "llmgine").exists():
+        bin_dir.mkdir(exist_ok=True)
+        (bin_dir / "llmgine").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m llmgine_cli "$@"\n')
+        (bin_dir / "llmgine").chmod(0o755)
+    path = f"{bin_dir}:{os.environ.get('PATH', '')}"
+    return subprocess.run(
+        ["bash", "-c", script],
+        env=full_env({**env, "PATH": path}),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+        preexec_fn=default_signals,
+    )
+
+
 @dataclass
 class Daemon:
     home: Path

@@ -54,7 +54,12 @@ def list_(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """The session's tool calls waiting for a decision (--all: decided ones too)."""
+    """The session's tool calls waiting for a decision (--all: decided ones too).
+
+    Examples:
+
+      llmgine approval list -S demo --all
+    """
     app_ctx = state(ctx)
     render(
         app_ctx.env,
@@ -78,7 +83,14 @@ def approve(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Let the tool call run (with --arguments: with those instead of the model's)."""
+    """Let the tool call run (with --arguments: with those instead of the model's).
+
+    Examples:
+
+      A=$(llmgine approval list -S demo -q | head -1)
+
+      llmgine approval approve "$A" -S demo --reason "looks fine"
+    """
     app_ctx = state(ctx)
     client = app_ctx.client()
     edited = parse_object(arguments, "--arguments") if arguments is not None else None
@@ -97,7 +109,14 @@ def deny(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Refuse the tool call: the model gets the refusal (and --reason) as the tool's result."""
+    """Refuse the tool call: the model gets the refusal (and --reason) as the tool's result.
+
+    Examples:
+
+      A=$(llmgine approval list -S demo -q | head -1)
+
+      llmgine approval deny "$A" -S demo --reason "not that file"
+    """
     app_ctx = state(ctx)
     client = app_ctx.client()
     decided = client.decide_approval(session, resolve(client, session, approval_id), "deny", reason=reason)

@@ -29,6 +29,52 @@ def session_callback(ctx: typer.Context, param: Any, value: str | None) -> str |
         raise typer.BadParameter(str(exc)) from None
 
 
+def stdin_argument(param_hint: str, what: str) -> str:
+    """The text piped in for an argument given as ``-`` (`engine exec ID -`, `log -`): a usage
+    error on a terminal, or when it is not UTF-8 (Python's own decoding made lone surrogates of
+    such bytes, which failed in the request as an internal error)."""
+    import sys
+
+    if sys.stdin.isatty():
+        raise typer.BadParameter(f"- reads {what} from stdin: pipe one in", param_hint=param_hint)
+    try:
+        return inputs.read_stdin()
+    except inputs.NotText as exc:
+        raise typer.BadParameter(str(exc), param_hint=param_hint) from None
+
+
+def hidden_input(prompt: str, param_hint: str) -> str:
+    """A secret from stdin: asked for on a terminal without echo (getpass, as `secret set`),
+    else the text piped in; its last newline cut. (`context add --api-key-stdin` and `webhook
+    add --secret-stdin` on a terminal waited for Ctrl-D with the key shown as it was typed.)"""
+    import getpass
+    import sys
+
+    if sys.stdin.isatty():
+        try:
+            value = getpass.getpass(f"{prompt}: ")
+        except (EOFError, KeyboardInterrupt) as exc:  # Ctrl-D, Ctrl-C at the prompt
+            sys.stderr.write("\n")  # getpass leaves the cursor after its prompt
+            if isinstance(exc, EOFError):
+                raise typer.BadParameter("no value given (Ctrl-D at the prompt)", param_hint=param_hint) from None
+            raise typer.Exit(130) from None
+    else:
+        value = read_text("-", param_hint)
+    return value.rstrip("\r\n")
+
+
+def cut_note(app_ctx: Any, output: Any, quiet: bool, total: int, offset: int, shown: int) -> None:
+    """A page of a listing that is not all of it says so on stderr (`-q` too: `... list -q |
+    xargs` over the first 50 was silent), as hot.session_list does."""
+    from llmgine_cli.render import resolve_format
+
+    if (quiet or resolve_format(app_ctx.env, output) in ("table", "plain")) and total > offset + shown:
+        app_ctx.env.err(
+            f"showing {offset + 1 if shown else offset}-{offset + shown} of {total} "
+            f"(use --offset {offset + shown} for more)"
+        )
+
+
 def session_filter_callback(ctx: typer.Context, param: Any, value: str | None) -> str | None:
     """session_callback for an option that filters a listing (ps, traces, logs, engine,
     schedule and webhook lists): the daemon lists nothing for a session it does not know, so

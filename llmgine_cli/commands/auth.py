@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
+import msgspec
 import typer
 
+from llmgine_cli.commands import several
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render
 
@@ -60,7 +62,12 @@ def create(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Create an API key. It is shown once: only its hash is kept (`-q` prints only the key)."""
+    """Create an API key. It is shown once: only its hash is kept (`-q` prints only the key).
+
+    Examples:
+
+      KEY=$(llmgine auth key create --name ci --expires 30d -q)
+    """
     expires_in, expires_at = parse_expiry(expires) if expires else (None, None)
     app_ctx = state(ctx)
     created = app_ctx.client().create_key(name, expires_in=expires_in, expires_at=expires_at)
@@ -71,20 +78,52 @@ def create(
 
 @key_app.command("list")
 def list_(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """List API keys (never the keys themselves): name, prefix, state, created, last used, expiry."""
+    """List API keys (never the keys themselves): name, prefix, state, created, last used, expiry.
+
+    Examples:
+
+      llmgine auth key list --format '{{.key_id}} {{.name}} {{.state}}'
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().list_keys(), LIST_VIEW, output, quiet)
 
 
 @key_app.command("get")
 def get(ctx: typer.Context, key_id: KeyId, output: Output = None, quiet: Quiet = False) -> None:
-    """Show one API key."""
+    """Show one API key.
+
+    Examples:
+
+      ID=$(llmgine auth key create --name ci -o json | jq -r .key_id)
+
+      llmgine auth key get "$ID" -o json
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().get_key(key_id), KEY_VIEW, output, quiet)
 
 
 @key_app.command("revoke")
-def revoke(ctx: typer.Context, key_id: KeyId, output: Output = None, quiet: Quiet = False) -> None:
-    """Revoke an API key: at once, and its open WebSockets are closed (1008)."""
+def revoke(
+    ctx: typer.Context,
+    key_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="The keys' ids (or their lgk_ prefixes).")],
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Revoke API keys: at once, and their open WebSockets are closed (1008). Several in turn,
+    as `docker rm` (one that fails is its error line and the exit code; the others still go).
+
+    Examples:
+
+      ID=$(llmgine auth key create --name tmp -o json | jq -r .key_id)
+
+      llmgine auth key revoke "$ID"
+    """
     app_ctx = state(ctx)
-    render(app_ctx.env, app_ctx.client().revoke_key(key_id), KEY_VIEW, output, quiet)
+    client = app_ctx.client()
+    done, code = several.each_in_turn(app_ctx, key_ids, client.revoke_key)
+    if len(key_ids) == 1:
+        render(app_ctx.env, done[0], KEY_VIEW, output, quiet)
+    else:
+        render(app_ctx.env, {"keys": [msgspec.to_builtins(k) for k in done]}, LIST_VIEW, output, quiet)
+    if code:
+        raise typer.Exit(code)

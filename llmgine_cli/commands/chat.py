@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from llmgine_daemon.protocol import Command
 
-from llmgine_cli.commands.args import parse_pairs, session_callback
+from llmgine_cli.commands.args import parse_pairs, session_callback, stdin_argument
 from llmgine_cli.context import Environment
 from llmgine_cli.errors import error_text
 from llmgine_cli.ids import short_id
@@ -143,12 +143,18 @@ def ask(
     Piped, stdout gets only the answer's text (streamed), so `llmgine ask "..." | wc -w` works.
     Without --engine a SinglePassEngine is used: one already in the session (LLMGINE_SESSION)
     with that model, so its memory carries over, else a new one in a new session.
+
+    Examples:
+
+      llmgine ask "What is a message bus?" --model openai/gpt-4o-mini
+
+      git diff | llmgine ask - -S demo
     """
     _check_engine_flags(engine, model=model)
     if prompt is None or prompt == "-":
         if sys.stdin.isatty():
             raise typer.BadParameter("give a PROMPT (or pipe one in)", param_hint="PROMPT")
-        prompt = sys.stdin.read()
+        prompt = stdin_argument("PROMPT", "the prompt")
     if not prompt.strip():
         raise typer.BadParameter("the prompt is empty", param_hint="PROMPT")
     parameters = parse_pairs(param, "--param")
@@ -289,6 +295,12 @@ def chat(
 
     /reset forgets the conversation, /exit or Ctrl-D leaves, Ctrl-C stops the current answer
     (cancels its command) and not the chat. Up/down arrows recall earlier prompts.
+
+    Examples:
+
+      llmgine chat --model openai/gpt-4o-mini --system "Answer briefly."
+
+      llmgine chat --tools -S demo
     """
     _check_engine_flags(engine, model=model, system=system, tools=tools)
     app_ctx = state(ctx)

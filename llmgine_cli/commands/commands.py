@@ -7,24 +7,22 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
-from llmgine_daemon.protocol import COMMAND_STATUSES, Batch, Command, CommandCreate
+from llmgine_daemon.protocol import COMMAND_STATUSES, Batch, Command
 
 from llmgine_cli import completion, hot
-from llmgine_cli.commands import waiting
+from llmgine_cli.commands import batches, cancel, waiting
 from llmgine_cli.commands.args import (
     LONG_POLL_S,
     SessionOpt,
     choices,
     command_metadata,
+    cut_note,
     id_argument,
     parse_object,
     parse_pairs,
-    read_text,
     summary,
-    text_view,
 )
 from llmgine_cli.context import AppContext
-from llmgine_cli.inputs import loads
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.render_observability import render_trace
@@ -311,7 +309,7 @@ def run(
 def get(
     ctx: typer.Context,
     command_id: CommandId,
-    session: SessionOpt,
+    session: waiting.AnySession = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait until it finished.")] = False,
     trace: Annotated[
         bool, typer.Option("--trace", help="Draw the command's trace as a waterfall (as `llmgine trace`) instead.")
@@ -321,12 +319,15 @@ def get(
 ) -> None:
     """Show one command: status, result or error, timings, parameters.
 
-    Example:
+    Examples:
 
-      llmgine command get 3f9c2a1b -S demo --format '{{.status}} {{json .result}}'
+      ID=$(llmgine command run Greet -S demo -p name=Ada --no-wait -q)
+
+      llmgine command get "$ID" --format '{{.status}} {{json .result}}'
     """
     app_ctx = state(ctx)
     client = app_ctx.client()
+    session, command_id = waiting.locate(app_ctx, session, command_id)
     record = client.get_command(session, command_id, wait=LONG_POLL_S if wait else 0)
     if wait:
         waited = hot.wait_for(app_ctx, msgspec.to_builtins(record))
@@ -383,12 +384,7 @@ def list_(
         session, status=status, command_type=command_type, batch_id=batch, limit=limit, offset=offset, dead=dead
     )
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
-    shown = len(page.commands)
-    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain") and page.total > offset + shown:
-        app_ctx.env.err(
-            f"showing {offset + 1 if shown else offset}-{offset + shown} of {page.total} "
-            f"(use --offset {offset + shown} for more)"
-        )
+    cut_note(app_ctx, output, quiet, page.total, offset, len(page.commands))
 
 
 @app.command("wait")
@@ -415,7 +411,11 @@ def wait(
 
     Examples:
 
-      llmgine command wait "$ID" --timeout 60 -o json | jq -r .commands[].status
+      A=$(llmgine command run Greet -S demo -p name=Ada --no-wait -q)
+
+      B=$(llmgine command run Greet -S demo -p name=Bo --no-wait -q)
+
+      llmgine command wait "$A" --timeout 60 -o json | jq -r .commands[].status
 
       llmgine command wait "$A" "$B" --any --on-done 'echo $LLMGINE_STATUS'
     """
@@ -438,7 +438,14 @@ def retry(
     quiet: Quiet = False,
 ) -> None:
     """Run finished commands again (same ids, attempt + 1): those named, or --failed, or --dead.
-    Exit 6 if one has not finished or completed; `llmgine command wait ID...` waits for them."""
+    Exit 6 if one has not finished or completed; `llmgine command wait ID...` waits for them.
+
+    Examples:
+
+      llmgine command retry --failed -S demo
+
+      llmgine command retry --dead -S demo -q | xargs -r llmgine command wait
+    """
     if not command_ids and not (failed or dead):
         raise typer.BadParameter("name the commands, or give --failed or --dead", param_hint="ID")
     app_ctx = state(ctx)
@@ -456,48 +463,7 @@ def retry(
         app_ctx.env.err(f"{len(page.commands)} command(s) queued again")
 
 
-@app.command("cancel")
-def cancel(
-    ctx: typer.Context, command_id: CommandId, session: SessionOpt, output: Output = None, quiet: Quiet = False
-) -> None:
-    """Cancel a queued or executing command (exit 6 if it had already finished)."""
-    app_ctx = state(ctx)
-    record = app_ctx.client().cancel_command(session, command_id)
-    render(app_ctx.env, text_view(msgspec.to_builtins(record)), COMMAND_VIEW, output, quiet)
-
-
-def read_batch_file(path: str) -> list[dict[str, Any]]:
-    """JSON Lines or a JSON array, one {command_type, parameters, metadata} each."""
-    text = read_text(path, "--file")  # (not UTF-8 was "internal error: UnicodeDecodeError", exit 1)
-    if text.lstrip().startswith("["):
-        try:
-            items = loads(text)
-        except ValueError as exc:
-            raise typer.BadParameter(f"not a JSON array: {exc}", param_hint="--file") from None
-        where = [f"item {i}" for i in range(len(items))]
-    else:
-        items, where = [], []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                items.append(loads(line))
-            except ValueError as exc:
-                raise typer.BadParameter(f"line {number} is not JSON: {exc}", param_hint="--file") from None
-            where.append(f"line {number}")
-    for item, place in zip(items, where, strict=True):
-        if not isinstance(item, dict):
-            raise typer.BadParameter(f"{place} is not a JSON object", param_hint="--file")
-        try:  # checked here, so the error names the line (the daemon's 422 said commands[1], exit 1)
-            msgspec.convert(item, CommandCreate)
-        except msgspec.ValidationError as exc:
-            from llmgine_daemon.protocol.grammar import validation_issue
-
-            field, issue = validation_issue(str(exc))
-            raise typer.BadParameter(f"{place}: {field}: {issue}", param_hint="--file") from None
-    if not items:
-        raise typer.BadParameter("no commands in the file", param_hint="--file")
-    return items
+app.command("cancel")(cancel.cancel)  # ID... of any session (commands/cancel.py)
 
 
 @app.command("batch")
@@ -532,7 +498,7 @@ def batch(
       llmgine command batch -f jobs.jsonl -S demo
     """
     app_ctx = state(ctx)
-    commands = read_batch_file(file)
+    commands = batches.read_batch_file(file)
     client = app_ctx.client()
     from llmgine_cli.progress import Bar, enabled, spinner
 

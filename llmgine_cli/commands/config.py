@@ -101,7 +101,12 @@ def _running(app_ctx: Any, verb: str) -> ConfigView:
 
 @app.command("path")
 def path(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """Print the config file's path (`$EDITOR "$(llmgine config path)"`)."""
+    """Print the config file's path (`$EDITOR "$(llmgine config path)"`).
+
+    Examples:
+
+      llmgine config path
+    """
     app_ctx = state(ctx)
     where = str(config_path(app_ctx.env.environ))
     if quiet or resolve_format(app_ctx.env, output) in ("table", "plain"):
@@ -112,7 +117,14 @@ def path(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> Non
 
 @app.command("show")
 def show(ctx: typer.Context, local: Local = False, output: Output = None, quiet: Quiet = False) -> None:
-    """Show every setting with its value and source (default, file, env, flag)."""
+    """Show every setting with its value and source (default, file, env, flag).
+
+    Examples:
+
+      llmgine config show
+
+      llmgine config show -o jsonl | jq -r 'select(.source == "env") | .key'
+    """
     app_ctx = state(ctx)
     view = local_view(app_ctx.env.environ) if local else _running(app_ctx, "show")
     render(app_ctx.env, view, SHOW_VIEW, output, quiet)
@@ -122,7 +134,14 @@ def show(ctx: typer.Context, local: Local = False, output: Output = None, quiet:
 def get(ctx: typer.Context, key: Key, local: Local = False, output: Output = None, quiet: Quiet = False) -> None:
     """Print one setting's value as the running daemon uses it (empty when unset; --local: as
     the file and environment say here). A value `config set` wrote that the daemon has not
-    read yet is named on stderr, with the restart that applies it."""
+    read yet is named on stderr, with the restart that applies it.
+
+    Examples:
+
+      llmgine config get server.max_body_size
+
+      llmgine config get API_PORT --local
+    """
     app_ctx = state(ctx)
     key = canonical_key(key)
     view = local_view(app_ctx.env.environ) if local else _running(app_ctx, f"get {key}")
@@ -165,7 +184,14 @@ def set_(
     ],
 ) -> None:
     """Write KEY = VALUE to the config file, TOML or YAML (restart the daemon to apply it).
-    Comments are not kept: a file that had some is first copied to <file>.bak."""
+    Comments are not kept: a file that had some is first copied to <file>.bak.
+
+    Examples:
+
+      llmgine config set logging.level debug
+
+      llmgine config get logging.level --local
+    """
     app_ctx = state(ctx)
     key = canonical_key(key)
     try:
@@ -191,7 +217,12 @@ def _write(where: Path, key: str, value: Any | None) -> tuple[bool, str]:
 
 @app.command("unset")
 def unset(ctx: typer.Context, key: Key) -> None:
-    """Remove KEY from the config file (back to its default)."""
+    """Remove KEY from the config file (back to its default).
+
+    Examples:
+
+      llmgine config unset logging.level
+    """
     app_ctx = state(ctx)
     key = canonical_key(key)
     where = config_path(app_ctx.env.environ)

@@ -49,7 +49,11 @@ def add(
 ) -> None:
     """Add a named daemon (exit 6 if the name is taken; --replace replaces it).
 
-    Example: `printf %s "$KEY" | llmgine context add prod --url http://db1:8000 --api-key-stdin`
+    Examples:
+
+      llmgine context add prod --url http://db1:8000 --api-key-stdin < key.txt
+
+      llmgine context add local --url http://127.0.0.1:8000 --replace
     """
     app_ctx = state(ctx)
     env = app_ctx.env.environ
@@ -57,9 +61,9 @@ def add(
     target = parse_url(url)  # a bad URL is a usage error here, not at its first use
     key = None
     if api_key_stdin:
-        from llmgine_cli.commands.args import read_text
+        from llmgine_cli.commands.args import hidden_input
 
-        key = read_text("-", "stdin").strip() or None
+        key = hidden_input(f"API key for {name}", "--api-key-stdin").strip() or None
         if key is None:
             raise typer.BadParameter("the API key on stdin is empty", param_hint="--api-key-stdin")
     with contexts.editing(env) as data:
@@ -88,7 +92,11 @@ def _row(name: str, data: dict[str, object]) -> dict[str, object]:
 def list_(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
     """List the contexts; CURRENT marks the one in use (`default`: the local daemon).
 
-    Example: `llmgine context ls -q`
+    Examples:
+
+      llmgine context ls
+
+      llmgine context ls -q
     """
     app_ctx = state(ctx)
     data = contexts.load(app_ctx.env.environ)
@@ -101,6 +109,14 @@ def use(ctx: typer.Context, name: Name, output: Output = None, quiet: Quiet = Fa
     """Make NAME the daemon every command talks to (`default`: the local one again).
 
     --url, LLMGINE_URL, --context and LLMGINE_CONTEXT still win for one command.
+
+    Examples:
+
+      llmgine context add prod --url http://db1:8000 --replace
+
+      llmgine context use prod
+
+      llmgine context use default
     """
     app_ctx = state(ctx)
     env = app_ctx.env.environ
@@ -114,7 +130,14 @@ def use(ctx: typer.Context, name: Name, output: Output = None, quiet: Quiet = Fa
 
 @app.command("show")
 def show(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """The context in force for this command (LLMGINE_CONTEXT, else the one in use)."""
+    """The context in force for this command (LLMGINE_CONTEXT, else the one in use).
+
+    Examples:
+
+      llmgine context show
+
+      llmgine --context default context show -o json
+    """
     app_ctx = state(ctx)
     env = app_ctx.env.environ
     chosen = contexts.selected(env)
@@ -124,7 +147,14 @@ def show(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> Non
 
 @app.command("delete")
 def delete(ctx: typer.Context, name: Name, output: Output = None, quiet: Quiet = False) -> None:
-    """Remove a context (exit 4 if there is none); the one in use: `default` is used again."""
+    """Remove a context (exit 4 if there is none); the one in use: `default` is used again.
+
+    Examples:
+
+      llmgine context add prod --url http://db1:8000 --replace
+
+      llmgine context delete prod
+    """
     app_ctx = state(ctx)
     env = app_ctx.env.environ
     with contexts.editing(env) as data:

@@ -127,8 +127,10 @@ def _launcher(restarting: bool) -> Any:
 
     command.__doc__ = (
         "Stop and start again with the flags of the last start (flags given here override)."
+        "\n\nExamples:\n\n  llmgine daemon restart\n\n  llmgine daemon restart --log-level debug"
         if restarting
         else "Start llmgined in the background and wait until it answers."
+        "\n\nExamples:\n\n  llmgine daemon start\n\n  llmgine daemon start --port 8000 -q"
     )
     return command
 
@@ -140,7 +142,12 @@ app.command("start")(_launcher(restarting=False))
 def stop(
     ctx: typer.Context, timeout: Timeout = daemonctl.STOP_TIMEOUT, output: Output = None, quiet: Quiet = False
 ) -> None:
-    """Shut llmgined down gracefully and wait for it to exit."""
+    """Shut llmgined down gracefully and wait for it to exit.
+
+    Examples:
+
+      llmgine daemon stop --timeout 30
+    """
     app_ctx = state(ctx)
     target, api_key = managed_target(app_ctx)
     stopped = daemonctl.stop(target, app_ctx.env.environ, api_key=api_key, timeout=timeout)
@@ -157,7 +164,14 @@ app.command("restart")(_launcher(restarting=True))
 
 @app.command("status")
 def status(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """Show pid, version, uptime and listeners (exit 3 when not running)."""
+    """Show pid, version, uptime and listeners (exit 3 when not running).
+
+    Examples:
+
+      llmgine daemon status -q
+
+      llmgine daemon status -o json | jq -r '.listeners[]'
+    """
     app_ctx = state(ctx)
     target, api_key = managed_target(app_ctx)
     client = app_ctx.client(autostart=False, target=target, timeout=app_ctx.timeout or 5.0)
@@ -181,7 +195,14 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")] = False,
     lines: Annotated[int | None, typer.Option("--lines", "-n", min=0, help="Only the last N lines.")] = None,
 ) -> None:
-    """Print the daemon log (LOG_FILE if configured, else the `daemon start` log)."""
+    """Print the daemon log (LOG_FILE if configured, else the `daemon start` log).
+
+    Examples:
+
+      llmgine daemon logs --lines 20
+
+      llmgine daemon logs -f
+    """
     app_ctx = state(ctx)
     env = app_ctx.env
     path = daemonctl.log_file(env.environ)
@@ -240,7 +261,14 @@ Platform = Annotated[
 
 @app.command("install")
 def install(ctx: typer.Context, dry_run: DryRun = False, platform: Platform = None) -> None:
-    """Install llmgined as a user service (systemd user unit; launchd agent on macOS)."""
+    """Install llmgined as a user service (systemd user unit; launchd agent on macOS).
+
+    Examples:
+
+      llmgine daemon install --dry-run
+
+      llmgine daemon install
+    """
     from llmgine_cli import service as svc
 
     env = state(ctx).env
@@ -259,7 +287,12 @@ def install(ctx: typer.Context, dry_run: DryRun = False, platform: Platform = No
 
 @app.command("uninstall")
 def uninstall(ctx: typer.Context, dry_run: DryRun = False, platform: Platform = None) -> None:
-    """Remove the user service written by `daemon install` (stop it first, as printed)."""
+    """Remove the user service written by `daemon install` (stop it first, as printed).
+
+    Examples:
+
+      llmgine daemon uninstall --dry-run
+    """
     from llmgine_cli import service as svc
 
     env = state(ctx).env

@@ -19,7 +19,14 @@ VACUUM_VIEW = View(fields=("before_bytes", "after_bytes", "reclaimed_bytes", "du
 
 @app.command("stats")
 def stats(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """Rows and sizes per table of the main and telemetry databases (-o json: files, pages, retention)."""
+    """Rows and sizes per table of the main and telemetry databases (-o json: files, pages, retention).
+
+    Examples:
+
+      llmgine db stats
+
+      llmgine db stats -o json | jq .retention
+    """
     app_ctx = state(ctx)
     result = app_ctx.client().db_stats()
     fmt = resolve_format(app_ctx.env, output)
@@ -44,6 +51,11 @@ def stats(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> No
 
 @app.command("vacuum")
 def vacuum(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """Rebuild both database files to give free pages back to the disk (writes wait meanwhile)."""
+    """Rebuild both database files to give free pages back to the disk (writes wait meanwhile).
+
+    Examples:
+
+      llmgine db vacuum
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().db_vacuum(), VACUUM_VIEW, output, quiet)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from typing import Annotated
 
 import msgspec
@@ -12,13 +11,16 @@ import typer
 from llmgine_daemon.protocol import TERMINAL_STATUSES
 
 from llmgine_cli import completion, hot
+from llmgine_cli.commands import several
 from llmgine_cli.commands.args import (
     SessionOpt,
     choices,
     command_metadata,
+    cut_note,
     id_argument,
     parse_pairs,
     session_filter_callback,
+    stdin_argument,
 )
 from llmgine_cli.commands.commands import CancelOnInterrupt, NoWait, Priority, Timeout, finish_command
 from llmgine_cli.errors import ApiError, api_error
@@ -56,7 +58,14 @@ EngineId = Annotated[
 
 @app.command("types")
 def types(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """List the engine types and their configuration fields."""
+    """List the engine types and their configuration fields.
+
+    Examples:
+
+      llmgine engine types -q
+
+      llmgine engine types -o json | jq '.types[].configuration'
+    """
     app_ctx = state(ctx)
     data = msgspec.to_builtins(app_ctx.client().engine_types())
     for t in data["types"]:
@@ -98,7 +107,11 @@ def create(
     """Create an engine in a session; it handles its type's commands there. A session has one
     engine of each type: a second is exit 6, unless --reuse finds the same one.
 
-    Example: `EID=$(llmgine engine create DummyEngine -S demo --reuse -q)`
+    Examples:
+
+      EID=$(llmgine engine create DummyEngine -S demo --reuse -q)
+
+      llmgine engine create SinglePassEngine -S demo --reuse -o json
     """
     app_ctx = state(ctx)
     client = app_ctx.client()
@@ -167,11 +180,19 @@ def list_(
     app_ctx = state(ctx)
     page = app_ctx.client().list_engines(session_id=session, status=status, limit=limit, offset=offset)
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
+    cut_note(app_ctx, output, quiet, page.total, offset, len(page.engines))
 
 
 @app.command("get")
 def get(ctx: typer.Context, engine_id: EngineId, output: Output = None, quiet: Quiet = False) -> None:
-    """Show one engine."""
+    """Show one engine.
+
+    Examples:
+
+      EID=$(llmgine engine create DummyEngine -S demo --reuse -q)
+
+      llmgine engine get "$EID" --format '{{.engine_type}} {{.status}}'
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().get_engine(engine_id), ENGINE_VIEW, output, quiet)
 
@@ -192,12 +213,19 @@ def exec_(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run a prompt on an engine (a command in its session) and print the result."""
+    """Run a prompt on an engine (a command in its session) and print the result.
+
+    Examples:
+
+      EID=$(llmgine engine create DummyEngine -S demo --reuse -q)
+
+      llmgine engine exec "$EID" Hello -o json | jq -r .result.response
+
+      echo Hello | llmgine engine exec "$EID" -
+    """
     app_ctx = state(ctx)
     if prompt == "-":  # as `llmgine ask -`: `cat prompt.txt | llmgine engine exec ID -` sent "-"
-        if sys.stdin.isatty():
-            raise typer.BadParameter("- reads the prompt from stdin: pipe one in", param_hint="PROMPT")
-        prompt = sys.stdin.read()
+        prompt = stdin_argument("PROMPT", "the prompt")
     # With an idempotency key, so that a Ctrl-C before the daemon's answer arrived sends the
     # same request again, which answers the command already stored (never a second one): its
     # id is then named as when Ctrl-C comes while waiting.
@@ -225,10 +253,33 @@ def exec_(
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, engine_id: EngineId, output: Output = None, quiet: Quiet = False) -> None:
-    """Stop an engine and unregister its handler."""
+def delete(
+    ctx: typer.Context,
+    engine_ids: Annotated[list[str], several.ids_argument("engine", completion.engine_ids)],
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Stop engines and unregister their handlers; several in turn, as `docker rm` (one that
+    fails is its error line and the exit code; the others still go).
+
+    Examples:
+
+      EID=$(llmgine engine create DummyEngine -S demo --reuse -q)
+
+      llmgine engine delete "$EID"
+
+      llmgine engine list -S demo -q | xargs -r llmgine engine delete -q
+    """
     app_ctx = state(ctx)
-    render(app_ctx.env, app_ctx.client().delete_engine(engine_id), ENGINE_VIEW, output, quiet)
+    client = app_ctx.client()
+    resolve = several.resolver(app_ctx, "engine", "/api/engines", "engines", "engine_id")
+    done, code = several.each_in_turn(app_ctx, engine_ids, lambda given: client.delete_engine(resolve(given)))
+    if len(engine_ids) == 1:
+        render(app_ctx.env, done[0], ENGINE_VIEW, output, quiet)
+    else:
+        render(app_ctx.env, {"engines": [msgspec.to_builtins(e) for e in done]}, LIST_VIEW, output, quiet)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("messages")
@@ -246,6 +297,12 @@ def messages(
 
     Tool calls and tool results are messages too; -o json gives every field (tool_call_id,
     partial answers, errors).
+
+    Examples:
+
+      EID=$(llmgine engine create SinglePassEngine -S demo --reuse -q)
+
+      llmgine engine messages "$EID" -o jsonl | jq -r .content
     """
     app_ctx = state(ctx)
     page = app_ctx.client().engine_messages(engine_id, limit=limit, offset=offset)
@@ -254,6 +311,13 @@ def messages(
 
 @app.command("reset")
 def reset(ctx: typer.Context, engine_id: EngineId, output: Output = None, quiet: Quiet = False) -> None:
-    """Forget an LLM engine's conversation (it stays, with its configuration)."""
+    """Forget an LLM engine's conversation (it stays, with its configuration).
+
+    Examples:
+
+      EID=$(llmgine engine create SinglePassEngine -S demo --reuse -q)
+
+      llmgine engine reset "$EID"
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().reset_engine(engine_id), ENGINE_VIEW, output, quiet)

@@ -46,7 +46,11 @@ def publish(
 ) -> None:
     """Append an event to a session's log (`-q` prints its id).
 
-    Example: `llmgine event publish OrderPlaced -S demo -d '{"order": 7}' -q`
+    Examples:
+
+      llmgine event publish OrderPlaced -S demo -d '{"order": 7}' -q
+
+      echo '{"order": 8}' | llmgine event publish OrderPlaced -S demo --data -
     """
     hot.event_publish(
         state(ctx),
@@ -112,7 +116,7 @@ def list_(
     )
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
     shown = len(page.events)
-    if not quiet and resolve_format(app_ctx.env, output) in ("table", "plain") and page.total > offset + shown:
+    if (quiet or resolve_format(app_ctx.env, output) in ("table", "plain")) and page.total > offset + shown:
         app_ctx.env.err(f"showing {shown} of {page.total} (next page: --after {page.next_after})")
 
 
@@ -171,7 +175,14 @@ def get(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Show one event."""
+    """Show one event.
+
+    Examples:
+
+      ID=$(llmgine event publish Note -S demo -q)
+
+      llmgine event get "$ID" -S demo -o json
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().get_event(session, event_id), EVENT_VIEW, output, quiet)
 

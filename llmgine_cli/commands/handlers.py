@@ -95,7 +95,11 @@ def add_command(
     """Handle commands of TYPE with a Python function: it gets the command, returns the result
     (exit 6 if the scope already has a handler for TYPE; --replace replaces it, in one step).
 
-    Example: `llmgine handler add command Greet greet.py -S build --replace`
+    Examples:
+
+      llmgine handler add command Greet greet.py -S demo --replace
+
+      llmgine command run Greet -S demo -p name=Ada
     """
     app_ctx = state(ctx)
     try:
@@ -139,7 +143,7 @@ def add_event(
 
     Example (after each command of the session ends):
 
-      llmgine handler add event CommandResult notify.py -S build --replace
+      llmgine handler add event CommandResult notify.py -S demo --replace
     """
     app_ctx = state(ctx)
     handler = app_ctx.client().register_event_handler(
@@ -157,7 +161,14 @@ def list_(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """List a session's handlers, or the global ones."""
+    """List a session's handlers, or the global ones.
+
+    Examples:
+
+      llmgine handler list -S demo
+
+      llmgine handler list --global --kind event -q
+    """
     app_ctx = state(ctx)
     page = app_ctx.client().list_handlers(scope(session, global_), kind=kind.value if kind else None)
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
@@ -174,7 +185,14 @@ def get(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Show one handler with its source."""
+    """Show one handler with its source.
+
+    Examples:
+
+      H=$(llmgine handler add command Greet greet.py -S demo --replace -q)
+
+      llmgine handler get "$H" -S demo -o json | jq -r .handler_function
+    """
     app_ctx = state(ctx)
     where = scope(session, global_)
     from llmgine_cli.hot import resolve_id
@@ -200,7 +218,12 @@ def delete(
     quiet: Quiet = False,
 ) -> None:
     """Remove the scope's handler(s) of TYPE: the command handler, or every event handler of it
-    (exit 4 if there is none)."""
+    (exit 4 if there is none).
+
+    Examples:
+
+      llmgine handler delete command Greet -S demo
+    """
     app_ctx = state(ctx)
     where = scope(session, global_)
     app_ctx.client().delete_handlers(where, kind.value, type_)

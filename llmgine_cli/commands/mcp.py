@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import typer
 
 from llmgine_cli import completion
+from llmgine_cli.commands import several
 from llmgine_cli.commands.args import session_callback
 from llmgine_cli.commands.tools import render_tools
 from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, render_deleted, resolve_format, visible_line
+from llmgine_cli.render import View, render, resolve_format, visible_line
 
 app = typer.Typer(
     help="MCP tool servers: their tools become a session's tools (NAME.tool). Add, list, remove.",
@@ -114,7 +115,11 @@ def add(
     name is taken (--replace replaces it). Put `--` before the command so its own options are
     not read as ours.
 
-    Example: `llmgine mcp add calc -S demo --replace -- python3 calc.py`
+    Examples:
+
+      llmgine mcp add calc -S demo --replace -- python3 calc.py
+
+      llmgine mcp add docs --url http://127.0.0.1:9000/mcp --replace
     """
     if bool(command) == bool(url):
         raise typer.BadParameter("give either -- COMMAND ARGS... or --url URL", param_hint="COMMAND")
@@ -150,7 +155,14 @@ def add(
 
 @app.command("list")
 def list_(ctx: typer.Context, session: Session = None, output: Output = None, quiet: Quiet = False) -> None:
-    """List the global MCP servers, or a session's (--session)."""
+    """List the global MCP servers, or a session's (--session).
+
+    Examples:
+
+      llmgine mcp list -S demo
+
+      llmgine mcp list -q
+    """
     app_ctx = state(ctx)
     page = app_ctx.client().list_mcp_servers(session)
     if resolve_format(app_ctx.env, output) in ("table", "plain") and not quiet:
@@ -165,24 +177,52 @@ def list_(ctx: typer.Context, session: Session = None, output: Output = None, qu
 
 @app.command("get")
 def get(ctx: typer.Context, name: Name, session: Session = None, output: Output = None, quiet: Quiet = False) -> None:
-    """Show one server: how it runs, its status, restarts, last error and tools."""
+    """Show one server: how it runs, its status, restarts, last error and tools.
+
+    Examples:
+
+      llmgine mcp get calc -S demo -o json | jq -r .status
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().get_mcp_server(session, name), SERVER_VIEW, output, quiet)
 
 
 @app.command("tools")
 def tools(ctx: typer.Context, name: Name, session: Session = None, output: Output = None, quiet: Quiet = False) -> None:
-    """List a server's tools (call them with `llmgine tool exec NAME.tool`)."""
+    """List a server's tools (call them with `llmgine tool exec NAME.tool`).
+
+    Examples:
+
+      llmgine mcp tools calc -S demo
+
+      llmgine tool exec calc.add -S demo -a a:=1 -a b:=2
+    """
     app_ctx = state(ctx)
     render_tools(app_ctx.env, app_ctx.client().mcp_server_tools(session, name), output, quiet)
 
 
 @app.command("remove")
 def remove(
-    ctx: typer.Context, name: Name, session: Session = None, output: Output = None, quiet: Quiet = False
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(metavar="NAME...", help="The servers' names.")],
+    session: Session = None,
+    output: Output = None,
+    quiet: Quiet = False,
 ) -> None:
-    """Remove a server and stop its process (exit 4 if there is none)."""
+    """Remove servers and stop their processes (exit 4 if one is not there); several in turn,
+    as `docker rm` (one that fails is its error line and the exit code; the others still go).
+
+    Examples:
+
+      llmgine mcp remove calc -S demo
+
+      llmgine mcp list -S demo -q | xargs -r llmgine mcp remove -S demo
+    """
     app_ctx = state(ctx)
-    app_ctx.client().delete_mcp_server(session, name)
-    record = {"name": name, "session_id": session}
-    render_deleted(app_ctx.env, record, f"removed MCP server {name}", output, quiet, "name")
+    client = app_ctx.client()
+
+    def remove_one(name: str) -> dict[str, Any]:
+        client.delete_mcp_server(session, name)
+        return {"name": name, "session_id": session}
+
+    several.delete_each(app_ctx, names, remove_one, "MCP server", "servers", "name", output, quiet, verb="removed")

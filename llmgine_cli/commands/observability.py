@@ -18,6 +18,7 @@ from llmgine_cli.commands.args import (
     parse_time,
     session_callback,
     session_filter_callback,
+    stdin_argument,
 )
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format
@@ -128,7 +129,7 @@ def logs(
 @app.command("log")
 def log(
     ctx: typer.Context,
-    message: Annotated[str, typer.Argument(help="The message to record.")],
+    message: Annotated[str, typer.Argument(help="The message to record; - reads it from stdin.")],
     level: Annotated[
         str, typer.Option("--level", "-l", metavar="LEVEL", help="debug, info, warning, error or critical.")
     ] = "info",
@@ -143,7 +144,16 @@ def log(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Write a record into the daemon's log (marked as coming from a client)."""
+    """Write a record into the daemon's log (marked as coming from a client).
+
+    Examples:
+
+      llmgine log "backup finished" --level info -m host=db1
+
+      df -h / | tail -1 | llmgine log - --level warning -m check=disk
+    """
+    if message == "-":  # as `engine exec ID -`: the text piped in, its last newline cut
+        message = stdin_argument("MESSAGE", "the message").removesuffix("\n")
     if not message:  # `llmgine log "$MSG"` with MSG unset: was the daemon's 422, exit 1
         raise typer.BadParameter("the message is empty", param_hint="MESSAGE")
     app_ctx = state(ctx)
@@ -168,6 +178,12 @@ def metrics(
     """Counters and latency percentiles: requests, commands, events, storage, LLM calls, sandbox.
 
     Rates are per second: since the previous refresh with --watch, else since the daemon started.
+
+    Examples:
+
+      llmgine metrics -S demo
+
+      llmgine metrics --watch --interval 5
     """
     app_ctx = state(ctx)
     env = app_ctx.env
@@ -224,7 +240,14 @@ def trace(
     ],
     output: Output = None,
 ) -> None:
-    """Draw one trace as a waterfall tree: spans, offsets, durations; errors in red."""
+    """Draw one trace as a waterfall tree: spans, offsets, durations; errors in red.
+
+    Examples:
+
+      T=$(llmgine traces --limit 1 -q)
+
+      llmgine trace "$T"
+    """
     app_ctx = state(ctx)
     render_trace(app_ctx.env, app_ctx.client().trace(trace_id), resolve_format(app_ctx.env, output))
 
@@ -248,7 +271,14 @@ def traces(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """List recent traces, newest first (`llmgine trace ID` draws one)."""
+    """List recent traces, newest first (`llmgine trace ID` draws one).
+
+    Examples:
+
+      llmgine traces --status error --since 1h
+
+      llmgine traces -S demo --limit 3 -q | xargs -r -n1 llmgine trace
+    """
     app_ctx = state(ctx)
     page = app_ctx.client().traces(session_id=session, since=parse_time(since, "--since"), status=status, limit=limit)
     render(app_ctx.env, page, TRACES_VIEW, output, quiet)

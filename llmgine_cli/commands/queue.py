@@ -72,7 +72,14 @@ def ps(
     quiet: Quiet = False,
 ) -> None:
     """The live queue: unfinished commands of every session, oldest first, with their place in
-    their session's queue (POS, 1 = next), how long they waited and how long they have run."""
+    their session's queue (POS, 1 = next), how long they waited and how long they have run.
+
+    Examples:
+
+      llmgine ps --status queued,executing
+
+      llmgine ps -q | xargs -r llmgine command cancel
+    """
     app_ctx = state(ctx)
     view = app_ctx.client().queue(status=status, limit=limit, session_id=session)
     fmt = resolve_format(app_ctx.env, output)
@@ -80,6 +87,9 @@ def ps(
     render(app_ctx.env, view if raw else _rows(view), PS_VIEW, output, quiet)
     if not quiet and fmt in ("table", "plain"):
         app_ctx.env.err(_summary(msgspec.to_builtins(view)))
+    if (quiet or fmt in ("table", "plain")) and view.total > len(view.commands):
+        # `ps -q | xargs ... command cancel` over the first --limit alone was silent.
+        app_ctx.env.err(f"showing {len(view.commands)} of {view.total} (--limit up to 1000 shows more)")
 
 
 def _summary(data: dict[str, Any]) -> str:
@@ -149,7 +159,12 @@ def top(
     count: Annotated[int, typer.Option("--count", min=0, hidden=True, help="Stop after N refreshes.")] = 0,
 ) -> None:
     """The live queue, redrawn every --interval: counts per status, commands finished per
-    minute, the longest waits, the sandbox's busy workers. q or Ctrl-C quits."""
+    minute, the longest waits, the sandbox's busy workers. q or Ctrl-C quits.
+
+    Examples:
+
+      llmgine top --interval 2
+    """
     app_ctx = state(ctx)
     env = app_ctx.env
     client = app_ctx.client()

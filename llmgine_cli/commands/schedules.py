@@ -14,10 +14,11 @@ import typer
 from llmgine_daemon.protocol import CommandCreate
 
 from llmgine_cli import completion
+from llmgine_cli.commands import several
 from llmgine_cli.commands.args import SessionOpt, choices, command_metadata, id_argument, parse_object, parse_pairs
 from llmgine_cli.commands.webhooks import OptionalSession
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, render_deleted
+from llmgine_cli.render import View, render
 
 app = typer.Typer(
     help="Schedules: a command submitted on a cron expression, every N seconds, or once at a time.",
@@ -147,33 +148,99 @@ def add(
 def list_(ctx: typer.Context, session: OptionalSession = None, output: Output = None, quiet: Quiet = False) -> None:
     """List schedules with their next firing time and how often they fired.
 
-    Example: `llmgine schedule list -q | xargs -r -n1 llmgine schedule pause`
+    Examples:
+
+      llmgine schedule list -S demo
+
+      llmgine schedule list -q | xargs -r -n1 llmgine schedule delete
     """
     _show(ctx, state(ctx).client().list_schedules(session), LIST_VIEW, output, quiet)
 
 
 @app.command("get")
 def get(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
-    """Show one schedule with its next three firing times (upcoming)."""
+    """Show one schedule with its next three firing times (upcoming).
+
+    Examples:
+
+      S=$(llmgine schedule add Ping -S demo --every 5m --reuse -q)
+
+      llmgine schedule get "$S" -o json | jq -r '.upcoming[]'
+    """
     _show(ctx, state(ctx).client().get_schedule(schedule_id), ONE_VIEW, output, quiet)
 
 
+ScheduleIds = Annotated[list[str], several.ids_argument("schedule")]
+
+
+def _each(ctx: typer.Context, given: list[str], act: Any, output: Any, quiet: bool) -> None:
+    """``act`` (pause, resume) on each schedule in turn, as `docker pause` takes several."""
+    app_ctx = state(ctx)
+    resolve = several.resolver(app_ctx, "schedule", "/api/schedules", "schedules", "schedule_id", paged=False)
+    done, code = several.each_in_turn(app_ctx, given, lambda one: act(resolve(one)))
+    if len(given) == 1:
+        _show(ctx, done[0], ONE_VIEW, output, quiet)
+    else:
+        _show(ctx, {"schedules": [msgspec.to_builtins(s) for s in done]}, LIST_VIEW, output, quiet)
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("pause")
-def pause(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
-    """Pause a schedule: nothing fires until it is resumed (exit 6 if it is done)."""
-    _show(ctx, state(ctx).client().pause_schedule(schedule_id), ONE_VIEW, output, quiet)
+def pause(ctx: typer.Context, schedule_ids: ScheduleIds, output: Output = None, quiet: Quiet = False) -> None:
+    """Pause schedules: nothing fires until they are resumed (exit 6 if one is done); several
+    in turn (one that fails is its error line and the exit code; the others still go).
+
+    Examples:
+
+      S=$(llmgine schedule add Ping -S demo --every 5m --reuse -q)
+
+      llmgine schedule pause "$S"
+
+      llmgine schedule list -S demo -q | xargs -r llmgine schedule pause -q
+    """
+    _each(ctx, schedule_ids, state(ctx).client().pause_schedule, output, quiet)
 
 
 @app.command("resume")
-def resume(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
-    """Resume a schedule from its next firing after now (what came due while paused is not made up)."""
-    _show(ctx, state(ctx).client().resume_schedule(schedule_id), ONE_VIEW, output, quiet)
+def resume(ctx: typer.Context, schedule_ids: ScheduleIds, output: Output = None, quiet: Quiet = False) -> None:
+    """Resume schedules from their next firing after now (what came due while paused is not made
+    up); several in turn, as pause.
+
+    Examples:
+
+      S=$(llmgine schedule add Ping -S demo --every 5m --reuse -q)
+
+      llmgine schedule pause "$S" -q && llmgine schedule resume "$S"
+    """
+    _each(ctx, schedule_ids, state(ctx).client().resume_schedule, output, quiet)
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, schedule_id: ScheduleId, output: Output = None, quiet: Quiet = False) -> None:
-    """Delete a schedule (commands it submitted stay)."""
+def delete(
+    ctx: typer.Context,
+    schedule_ids: Annotated[list[str], several.ids_argument("schedule")],
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Delete schedules (commands they submitted stay); several in turn, as `docker rm` (one that
+    fails is its error line and the exit code; the others still go).
+
+    Examples:
+
+      S=$(llmgine schedule add Ping -S demo --every 5m --reuse -q)
+
+      llmgine schedule delete "$S"
+
+      llmgine schedule list -S demo -q | xargs -r llmgine schedule delete
+    """
     app_ctx = state(ctx)
-    app_ctx.client().delete_schedule(schedule_id)
-    record = {"schedule_id": schedule_id}
-    render_deleted(app_ctx.env, record, f"deleted schedule {schedule_id}", output, quiet, "schedule_id")
+    client = app_ctx.client()
+    resolve = several.resolver(app_ctx, "schedule", "/api/schedules", "schedules", "schedule_id", paged=False)
+
+    def delete_one(given: str) -> dict[str, Any]:
+        schedule_id = resolve(given)
+        client.delete_schedule(schedule_id)
+        return {"schedule_id": schedule_id}
+
+    several.delete_each(app_ctx, schedule_ids, delete_one, "schedule", "schedules", "schedule_id", output, quiet)

@@ -7,18 +7,16 @@ again, never logged).
 
 from __future__ import annotations
 
-import getpass
 import re
-import sys
 from typing import Annotated
 
 import typer
 
-from llmgine_cli.commands.args import read_text
+from llmgine_cli.commands import several
+from llmgine_cli.commands.args import hidden_input
 from llmgine_cli.confirm import Yes, confirm
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, render_deleted
-from llmgine_cli.status import ExitStatus
+from llmgine_cli.render import View, render
 
 app = typer.Typer(
     help="Secrets the daemon keeps for providers (e.g. OPENAI_API_KEY): set, list, delete.",
@@ -40,22 +38,18 @@ def set_(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Set a secret. The value is asked for on a terminal (not echoed), else read from stdin: `printf %s "$KEY" | llmgine secret set OPENAI_API_KEY`. Never an argument, which other users and the shell history would see."""  # noqa: E501
+    """Set a secret. The value is asked for on a terminal (not echoed), else read from stdin.
+    Never an argument, which other users and the shell history would see.
+
+    Examples:
+
+      printf %s "$OPENAI_API_KEY" | llmgine secret set OPENAI_API_KEY
+    """
     if not _NAME.match(name):
         raise typer.BadParameter(
             "must be an environment variable's name (A-Z, 0-9, _; not starting with a digit)", param_hint="NAME"
         )
-    if sys.stdin.isatty():
-        try:
-            value = getpass.getpass(f"{name}: ")
-        except (EOFError, KeyboardInterrupt) as exc:  # Ctrl-D, Ctrl-C at the prompt
-            sys.stderr.write("\n")  # getpass leaves the cursor after its prompt
-            if isinstance(exc, EOFError):
-                raise typer.BadParameter("no value given (Ctrl-D at the prompt)", param_hint="stdin") from None
-            raise typer.Exit(ExitStatus.INTERRUPTED) from None
-    else:
-        value = read_text("-", "stdin")
-    value = value.rstrip("\r\n")
+    value = hidden_input(name, "stdin")
     if not value:
         raise typer.BadParameter("the value is empty", param_hint="stdin")
     app_ctx = state(ctx)
@@ -64,16 +58,41 @@ def set_(
 
 @app.command("list")
 def list_(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """List the secrets' names and when they were set (never their values)."""
+    """List the secrets' names and when they were set (never their values).
+
+    Examples:
+
+      llmgine secret list -q
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().list_secrets(), LIST_VIEW, output, quiet)
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: Name, yes: Yes = False, output: Output = None, quiet: Quiet = False) -> None:
-    """Delete a secret (exit 4 if there is none). Asks first on a terminal (--yes does not);
-    a script is never asked."""
+def delete(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(metavar="NAME...", help="The secrets' names.")],
+    yes: Yes = False,
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Delete secrets (exit 4 if one is not there); several in turn, as `docker rm` (one that
+    fails is its error line and the exit code; the others still go). Asks first on a terminal
+    (--yes does not); a script is never asked.
+
+    Examples:
+
+      printf %s old | llmgine secret set OLD_TOKEN
+
+      llmgine secret delete OLD_TOKEN --yes
+    """
     app_ctx = state(ctx)
-    confirm(app_ctx, f"Delete secret {name}? Whatever uses it will fail.", yes)
-    app_ctx.client().delete_secret(name)
-    render_deleted(app_ctx.env, {"name": name}, f"deleted secret {name}", output, quiet, "name")
+    what = f"secret {names[0]}" if len(names) == 1 else f"{len(names)} secrets ({', '.join(names)})"
+    confirm(app_ctx, f"Delete {what}? Whatever uses {'it' if len(names) == 1 else 'them'} will fail.", yes)
+    client = app_ctx.client()
+
+    def delete_one(name: str) -> dict[str, str]:
+        client.delete_secret(name)
+        return {"name": name}
+
+    several.delete_each(app_ctx, names, delete_one, "secret", "secrets", "name", output, quiet)

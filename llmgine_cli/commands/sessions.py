@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from llmgine_cli import completion, hot
+from llmgine_cli.commands import several
 from llmgine_cli.commands.args import choices, parse_pairs, session_callback
 from llmgine_cli.confirm import Yes, confirm
 from llmgine_cli.errors import ApiError, api_error
-from llmgine_cli.failure import report
 from llmgine_cli.ids import short_id
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, builtins, render
@@ -74,6 +74,12 @@ def create(
     does, so `-S NAME` never becomes ambiguous. With --reuse that session is printed instead
     (exit 0), which makes a setup script safe to re-run:
     `SID=$(llmgine session create -n build --reuse -q)`.
+
+    Examples:
+
+      SID=$(llmgine session create --name build --reuse -q)
+
+      llmgine session create --meta team=ml -o json | jq -r .session_token
     """
     app_ctx = state(ctx)
     if (reuse or allow_duplicate) and not name:
@@ -124,8 +130,11 @@ def list_(
 ) -> None:
     """List the active sessions, newest first (--all: closed ones too).
 
-    Examples: `llmgine session list --all --format '{{.session_id}}\\t{{.name}}'`,
-    `llmgine session list -q | xargs -r llmgine session delete -q`
+    Examples:
+
+      llmgine session list --all --format '{{.session_id}}\\t{{.name}}'
+
+      llmgine session list -q | xargs -r llmgine session delete -q
     """
     hot.session_list(
         state(ctx),
@@ -175,6 +184,12 @@ def delete(
     the first failure, and the others are still ended; the ended ones are listed.
 
     --purge asks first on a terminal (y/N; --yes does not ask); a script is never asked.
+
+    Examples:
+
+      SID=$(llmgine session create -q)
+
+      llmgine session delete "$SID" --purge --yes
     """
     app_ctx = state(ctx)
     if purge:
@@ -182,18 +197,12 @@ def delete(
         what = "session" if len(session_ids) == 1 else f"{len(session_ids)} sessions"
         confirm(app_ctx, f"Purge {what} {shown} and everything in {'it' if len(session_ids) == 1 else 'them'}?", yes)
     client = app_ctx.client()
-    ended: list[Any] = []
-    code = 0
-    for session_id in session_ids:
-        try:
-            session = client.delete_session(session_id, purge=purge)
-        except ApiError as exc:
-            if len(session_ids) == 1:
-                raise
-            failed = report(exc, app_ctx)  # each failure its line; the exit code is the first's
-            code = code or failed
-            continue
-        ended.append(session if session is not None else {"session_id": session_id, "status": "purged"})
+
+    def end(session_id: str) -> Any:
+        session = client.delete_session(session_id, purge=purge)
+        return session if session is not None else {"session_id": session_id, "status": "purged"}
+
+    ended, code = several.each_in_turn(app_ctx, session_ids, end)
     if len(session_ids) == 1:
         render(app_ctx.env, ended[0], SESSION_VIEW, output, quiet)
     else:
@@ -205,7 +214,12 @@ def delete(
 @app.command("token")
 def token(ctx: typer.Context, session_id: SessionId, output: Output = None, quiet: Quiet = False) -> None:
     """Mint a session token: it opens only this session (hand it to a browser page; `-q`
-    prints only the token). It ends with the session."""
+    prints only the token). It ends with the session.
+
+    Examples:
+
+      TOKEN=$(llmgine session token demo -q)
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().create_session_token(session_id), TOKEN_VIEW, output, quiet)
 
@@ -234,7 +248,14 @@ def fork(
     """Fork a session: a new one with the same engines, tools and handlers, and the engines'
     conversations as they stood right after event SEQ (default: now). The original is not
     touched; `engines` maps each original engine to its copy. `-q` prints the new session id
-    (`NEW=$(llmgine session fork ID --at 42 -q)`)."""
+    (`NEW=$(llmgine session fork ID --at 42 -q)`).
+
+    Examples:
+
+      NEW=$(llmgine session fork demo -q)
+
+      llmgine session fork demo -o json | jq .engines
+    """
     app_ctx = state(ctx)
     if_exists = "error" if name and not allow_duplicate else None
     with _name_taken(name):

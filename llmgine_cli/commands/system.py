@@ -36,7 +36,14 @@ def version() -> None:
 @app.command("health")
 def health(ctx: typer.Context, output: Output = None, quiet: HealthQuiet = False) -> None:
     """Probe the daemon (exit 0 healthy; 1 degraded: its database could not be reached at the last
-    try, or shutting down; 3 not running). `llmgine health -q && ...` in a script."""
+    try, or shutting down; 3 not running). `llmgine health -q && ...` in a script.
+
+    Examples:
+
+      llmgine health -q && echo up
+
+      llmgine health -o json | jq -r .version
+    """
     app_ctx = state(ctx)
     result = app_ctx.client(autostart=False).health()
     render(app_ctx.env, result, HEALTH_VIEW, output, quiet)
@@ -47,7 +54,14 @@ def health(ctx: typer.Context, output: Output = None, quiet: HealthQuiet = False
 @app.command("status")
 def status(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
     """Show the daemon's version, uptime, listeners, storage, counts and the nodes sharing its
-    database with their leases (-q: its pid)."""
+    database with their leases (-q: its pid).
+
+    Examples:
+
+      llmgine status -q
+
+      llmgine status -o json | jq .storage
+    """
     app_ctx = state(ctx)
     render_status(app_ctx.env, app_ctx.client(autostart=False).status(), output, quiet)
 
@@ -67,6 +81,11 @@ def render_status(env: Any, status: Any, output: Output, quiet: bool) -> None:
 
 @app.command("shutdown")
 def shutdown(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> None:
-    """Ask the daemon to exit gracefully (does not wait; `llmgine daemon stop` does)."""
+    """Ask the daemon to exit gracefully (does not wait; `llmgine daemon stop` does).
+
+    Examples:
+
+      llmgine shutdown
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client(autostart=False).shutdown(), SHUTDOWN_VIEW, output, quiet)

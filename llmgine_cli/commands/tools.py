@@ -13,10 +13,11 @@ import msgspec
 import typer
 
 from llmgine_cli import completion
+from llmgine_cli.commands import several
 from llmgine_cli.commands.args import SessionOpt, parse_object, parse_pairs, read_text
 from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, render_deleted, resolve_format, visible_line, visible_text
+from llmgine_cli.render import View, render, resolve_format, visible_line, visible_text
 from llmgine_cli.status import ExitStatus
 
 app = typer.Typer(help="Register Python functions as a session's tools, run them, remove them.", no_args_is_help=True)
@@ -135,7 +136,9 @@ def register(
 def list_(ctx: typer.Context, session: SessionOpt, output: Output = None, quiet: Quiet = False) -> None:
     """List the session's tools with their parameters (MCP servers' tools too: NAME.tool).
 
-    Example: `llmgine tool list -S demo --format '{{.name}}: {{.description}}'`
+    Examples:
+
+      llmgine tool list -S demo --format '{{.name}}: {{.description}}'
     """
     app_ctx = state(ctx)
     render_tools(app_ctx.env, app_ctx.client().list_tools(session), output, quiet)
@@ -154,7 +157,12 @@ def render_tools(env: Any, page: Any, output: Any, quiet: bool) -> None:
 
 @app.command("get")
 def get(ctx: typer.Context, name: ToolName, session: SessionOpt, output: Output = None, quiet: Quiet = False) -> None:
-    """Show one tool: description, parameters (JSON Schema) and its source."""
+    """Show one tool: description, parameters (JSON Schema) and its source.
+
+    Examples:
+
+      llmgine tool get get_weather -S demo -o json | jq -r .function_code
+    """
     app_ctx = state(ctx)
     tool = app_ctx.client().get_tool(session, name)
     fmt = resolve_format(app_ctx.env, output)
@@ -192,7 +200,14 @@ def exec_(
     output: Output = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run a tool in the sandbox and print its result (exit 1 if it failed)."""
+    """Run a tool in the sandbox and print its result (exit 1 if it failed).
+
+    Examples:
+
+      llmgine tool exec get_weather -S demo -a location=Hobart
+
+      echo '{"location": "Oslo"}' | llmgine tool exec get_weather -S demo --args -
+    """
     app_ctx = state(ctx)
     arguments = {**parse_object(args, "--args"), **parse_pairs(arg, "--arg")}
     from llmgine_cli.progress import spinner
@@ -212,11 +227,30 @@ def exec_(
 
 @app.command("delete")
 def delete(
-    ctx: typer.Context, name: ToolName, session: SessionOpt, output: Output = None, quiet: Quiet = False
+    ctx: typer.Context,
+    names: Annotated[
+        list[str],
+        typer.Argument(metavar="NAME...", help="The tools' names.", autocompletion=completion.tool_names),
+    ],
+    session: SessionOpt,
+    output: Output = None,
+    quiet: Quiet = False,
 ) -> None:
-    """Remove a tool from the session (exit 4 if there is none)."""
+    """Remove tools from the session (exit 4 if one is not there); several in turn, as `docker
+    rm` (one that fails is its error line and the exit code; the others still go).
+
+    Examples:
+
+      llmgine tool delete get_weather -S demo
+
+      llmgine tool list -S demo -q | xargs -r llmgine tool delete -S demo
+    """
     app_ctx = state(ctx)
-    app_ctx.client().delete_tool(session, name)
+    client = app_ctx.client()
+
+    def delete_one(name: str) -> dict[str, Any]:
+        client.delete_tool(session, name)
+        return {"name": name, "session_id": session}
+
     # As every delete with no record to show (webhook, schedule, secret, mcp): a line on stderr.
-    record = {"name": name, "session_id": session}
-    render_deleted(app_ctx.env, record, f"deleted tool {name}", output, quiet, "name")
+    several.delete_each(app_ctx, names, delete_one, "tool", "tools", "name", output, quiet)

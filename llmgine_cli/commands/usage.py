@@ -62,7 +62,14 @@ def usage(
 ) -> None:
     """Tokens (prompt, cached, output) and estimated cost of the model calls engines made,
     summed over commands; the last row is the total. Cost comes from the daemon's price table
-    (usage.prices); `-` = no call had a known price, `+?` = some did not."""
+    (usage.prices); `-` = no call had a known price, `+?` = some did not.
+
+    Examples:
+
+      llmgine usage --by model --since 7d
+
+      llmgine usage -S demo -o json | jq .total.cost_usd
+    """
     app_ctx = state(ctx)
     report = app_ctx.client().usage(session_id=session, since=parse_time(since, "--since"), by=by)
     fmt = getattr(output, "value", output)

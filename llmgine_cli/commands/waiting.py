@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
-from llmgine_daemon.protocol import COMMAND_STATUSES, UNFINISHED_STATUSES
+from llmgine_daemon.protocol import COMMAND_STATUSES, UNFINISHED_STATUSES, CommandWaitResult
 from llmgine_daemon.protocol import TERMINAL_STATUSES as TERMINAL
+from llmgine_daemon.protocol.lifecycle import MAX_WAIT_IDS
 
 from llmgine_cli import completion
 from llmgine_cli.commands.args import LONG_POLL_S, choices, session_callback, summary
@@ -57,6 +58,40 @@ WaitTimeout = Annotated[
 ]
 
 
+def _wait_parts(
+    app_ctx: AppContext,
+    command_ids: list[str],
+    batch_id: str | None,
+    any_: bool,
+    statuses: list[str] | None,
+    deadline: float | None,
+) -> CommandWaitResult:
+    """The wait, in long requests of at most MAX_WAIT_IDS ids each (`... -q | xargs llmgine
+    command wait` with more was the daemon's VALIDATION_ERROR): each part until it is done,
+    the next with what is left of --timeout; after one timed out, the rest as they stand."""
+    client = app_ctx.client()
+    parts = [command_ids[i : i + MAX_WAIT_IDS] for i in range(0, len(command_ids), MAX_WAIT_IDS)] or [[]]
+    results: list[CommandWaitResult] = []
+    timed_out = False
+    for part in parts:
+        while True:
+            left = LONG_POLL_S if deadline is None else max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
+            result = client.wait_commands(
+                part, batch_id=batch_id, any=any_, status=statuses, timeout=0.0 if timed_out else left
+            )
+            if result.done or timed_out or (deadline is not None and time.monotonic() >= deadline):
+                break
+        timed_out = timed_out or not result.done
+        results.append(result)
+    if len(results) == 1:
+        return results[0]
+    return CommandWaitResult(
+        commands=[c for r in results for c in r.commands],
+        done=all(r.done for r in results),
+        reached=[i for r in results for i in r.reached],
+    )
+
+
 def wait_and_report(
     app_ctx: AppContext,
     command_ids: list[str],
@@ -72,14 +107,11 @@ def wait_and_report(
     """Wait (in long requests), print the commands, run ``on_done`` once per command that
     ended (llmgine_cli/on_done.py), return the exit code."""
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
-    client = app_ctx.client()
+    if any_ and len(command_ids) > MAX_WAIT_IDS:
+        raise typer.BadParameter(f"--any waits for at most {MAX_WAIT_IDS} commands (one request)", param_hint="--any")
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        while True:
-            left = LONG_POLL_S if deadline is None else max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
-            result = client.wait_commands(command_ids, batch_id=batch_id, any=any_, status=statuses, timeout=left)
-            if result.done or (deadline is not None and time.monotonic() >= deadline):
-                break
+        result = _wait_parts(app_ctx, command_ids, batch_id, any_, statuses, deadline)
     except KeyboardInterrupt:
         app_ctx.env.after_ctrl_c()
         app_ctx.env.err("interrupted: the commands keep running in the daemon")
@@ -173,6 +205,33 @@ def full_ids(app_ctx: AppContext, given: list[str]) -> list[str]:
                 "give a finished command's session too (-S SESSION) or its full id",
             ) from None
     return out
+
+
+def locate(app_ctx: AppContext, session: str | None, given: str) -> tuple[str, str]:
+    """The session and full id of the command ``given`` names: in ``session`` (its short ids,
+    finished commands too), else in any session (a full id, or an unfinished command's short
+    id as `llmgine ps` shows it), whose session the daemon says (a wait that does not wait)."""
+    if session is not None:
+        return session, in_session(app_ctx, session, [given])[0]
+    command_id = full_ids(app_ctx, [given])[0]
+    return app_ctx.client().wait_commands([command_id], timeout=0).commands[0].session_id, command_id
+
+
+AnySession = Annotated[
+    str | None,
+    typer.Option(
+        "--session",
+        "-S",
+        envvar="LLMGINE_SESSION",
+        metavar="ID",
+        show_default=False,
+        autocompletion=completion.session_ids,
+        callback=session_callback,
+        is_eager=True,
+        help="The command's session, where its short id is looked for (default: LLMGINE_SESSION; without "
+        "one, a full id of any session, or an unfinished command's short id as `llmgine ps` shows it).",
+    ),
+]
 
 
 def wait_command(

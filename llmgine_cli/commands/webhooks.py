@@ -12,9 +12,10 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
-from llmgine_cli.commands.args import choices, id_argument, read_text, session_filter_callback
+from llmgine_cli.commands import several
+from llmgine_cli.commands.args import choices, hidden_input, id_argument, session_filter_callback
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, render_deleted, resolve_format
+from llmgine_cli.render import View, render, resolve_format
 
 app = typer.Typer(
     help="Webhooks: events POSTed to a URL, signed (Standard Webhooks), retried, each attempt recorded.",
@@ -94,7 +95,9 @@ def add(
     loopback: 127.0.0.0/8, ::1, localhost); another is 403 FORBIDDEN until it is added there.
     """
     app_ctx = state(ctx)
-    secret = read_text("-", "--secret-stdin").strip() if secret_stdin else None
+    secret = hidden_input("signing secret (whsec_...)", "--secret-stdin").strip() if secret_stdin else None
+    if secret_stdin and not secret:  # as `secret set` and `context add --api-key-stdin` (was the daemon's 422)
+        raise typer.BadParameter("the secret on stdin is empty", param_hint="--secret-stdin")
     hook = app_ctx.client().create_webhook(
         url, events=event or ["*"], session_id=session, secret=secret, if_exists="reuse" if reuse else None
     )
@@ -110,7 +113,9 @@ def add(
 def list_(ctx: typer.Context, session: OptionalSession = None, output: Output = None, quiet: Quiet = False) -> None:
     """List webhooks with their pending, delivered and failed deliveries.
 
-    Example: `llmgine webhook list -o 'table {{.webhook_id}}\\t{{.url}}'` (the URL in full)
+    Examples:
+
+      llmgine webhook list -o 'table {{.webhook_id}}\\t{{.url}}'   # URLs in full
     """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().list_webhooks(session), LIST_VIEW, output, quiet)
@@ -118,18 +123,43 @@ def list_(ctx: typer.Context, session: OptionalSession = None, output: Output = 
 
 @app.command("get")
 def get(ctx: typer.Context, webhook_id: WebhookId, output: Output = None, quiet: Quiet = False) -> None:
-    """Show one webhook (never its secret)."""
+    """Show one webhook (never its secret).
+
+    Examples:
+
+      W=$(llmgine webhook add http://localhost:8080/hook -S demo --reuse -q)
+
+      llmgine webhook get "$W"
+    """
     app_ctx = state(ctx)
     render(app_ctx.env, app_ctx.client().get_webhook(webhook_id), ONE_VIEW, output, quiet)
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, webhook_id: WebhookId, output: Output = None, quiet: Quiet = False) -> None:
-    """Delete a webhook; what it had not delivered yet is dropped (exit 4 if there is none)."""
+def delete(
+    ctx: typer.Context,
+    webhook_ids: Annotated[list[str], several.ids_argument("webhook")],
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Delete webhooks; what one had not delivered yet is dropped (exit 4 if there is none).
+    Several are deleted in turn, as `docker rm` removes containers (one that fails is its
+    error line and the exit code; the others still go).
+
+    Examples:
+
+      llmgine webhook list -S demo -q | xargs -r llmgine webhook delete
+    """
     app_ctx = state(ctx)
-    app_ctx.client().delete_webhook(webhook_id)
-    record = {"webhook_id": webhook_id}
-    render_deleted(app_ctx.env, record, f"deleted webhook {webhook_id}", output, quiet, "webhook_id")
+    client = app_ctx.client()
+    resolve = several.resolver(app_ctx, "webhook", "/api/webhooks", "webhooks", "webhook_id", paged=False)
+
+    def delete_one(given: str) -> dict[str, Any]:
+        webhook_id = resolve(given)
+        client.delete_webhook(webhook_id)
+        return {"webhook_id": webhook_id}
+
+    several.delete_each(app_ctx, webhook_ids, delete_one, "webhook", "webhooks", "webhook_id", output, quiet)
 
 
 def attempt_rows(page: dict[str, Any]) -> list[dict[str, Any]]:
@@ -163,7 +193,14 @@ def deliveries(
 ) -> None:
     """A webhook's deliveries, newest first: every attempt with its HTTP status, error and duration.
 
-    -o json/jsonl print the deliveries (each with its attempts in "history")."""
+    -o json/jsonl print the deliveries (each with its attempts in "history").
+
+    Examples:
+
+      W=$(llmgine webhook add http://localhost:8080/hook -S demo --reuse -q)
+
+      llmgine webhook deliveries "$W" --status failed
+    """
     app_ctx = state(ctx)
     page = app_ctx.client().webhook_deliveries(webhook_id, status=status, limit=limit)
     if quiet or resolve_format(app_ctx.env, output) in ("json", "jsonl"):

@@ -66,3 +66,37 @@ def test_the_footer_is_one_line_that_fits(width):
     assert "22496426" in footer[-1] and "01a24c5c-9a68" not in footer[-1]  # the short id, as the rows
     following = lines[lines.index(footer[-1]) + 1 :]
     assert not [line for line in following if line.strip()], following  # nothing wrapped under it
+
+
+def test_a_long_type_leaves_room_for_the_data_and_counts_read_right():
+    """At 80 columns an event type longer than its column took the whole row (no data shown at
+    all): it is cut to 32 columns with "…" now. And the footer said `1 events`."""
+    out = io.StringIO()
+    env = Environment(out, io.StringIO(), True, True, environ={})
+    view = LiveTail(env, title="s")
+    view.console.width = 80
+    with view:
+        view.add(_event(1, "VeryLongEventTypeNameThatGoesOnAndOnForeverAndEverAndEverMore"))
+    lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw.split("\r")[-1]) for raw in out.getvalue().split("\n")]
+    row = next(line for line in lines if "#1 " in line)
+    assert "VeryLongEventTypeNameThatGoesOn…" in row and '{"text":"sup' in row, row
+    footer = [line for line in lines if line.startswith("● ")]
+    assert "  1 event  " in footer[-1], footer
+
+
+def test_a_trace_of_one_span_says_span():
+    """`llmgine trace ID` of a request's trace said `1 spans` in its first line."""
+    from llmgine_cli.render_observability import render_trace
+
+    span = {"name": "POST /api/db/vacuum", "offset_ms": 0.0, "duration_ms": 828.3, "status": "ok", "children": []}
+    trace = {
+        "trace_id": "01a250592b650e96384b8bb6f657f612",
+        "root": "POST /api/db/vacuum",
+        "duration_ms": 828.3,
+        "span_count": 1,
+        "status": "ok",
+        "spans": [span],
+    }
+    out = io.StringIO()
+    render_trace(Environment(out, io.StringIO(), False, False, environ={}), trace, "plain")
+    assert out.getvalue().splitlines()[0].endswith("828.3ms  1 span  ok"), out.getvalue()
