@@ -344,7 +344,11 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 OWN = {"date", "x-request-id", "traceparent", "ratelimit", "content-length"}
 
 
-def comparable(answer: Answer) -> dict[str, Any]:
+def comparable(answer: Answer, early: bool = False) -> dict[str, Any]:
+    """What two answers to the same request share. ``early``: a command answered without
+    waiting (no wait, or wait=0), which may or may not have finished by then: that is timing
+    (on PostgreSQL a command starts once its submission has committed), not a difference
+    between the paths, so its status (200 or 202) and the record's end are left out."""
     shown: dict[str, Any] = {
         "status": answer.status,
         "headers": sorted(answer.headers),
@@ -360,9 +364,15 @@ def comparable(answer: Answer) -> dict[str, Any]:
         }
     elif isinstance(body, dict):
         shown["record"] = {k: UUID.sub("<id>", json.dumps(v)) for k, v in body.items() if k not in OWN_FIELDS}
+        if early and answer.status in (200, 202):
+            shown["status"] = "200 or 202"
+            for key in ("status", "result", "usage"):
+                shown["record"].pop(key, None)
     return shown
 
 
+# Commands answered without waiting for them (see ``comparable``).
+EARLY = {"command, no wait", "command, wait=0"}
 # The cases the fast lane answers itself (every other one must reach aiohttp as it came).
 TAKEN = {
     "plain",
@@ -406,7 +416,8 @@ def test_answered_as_aiohttp_answers(pair: tuple[Node, Node], case: str) -> None
     for node in (fast, slow):
         assert node.daemon.port is not None
         got.append(exchange(node.daemon.port, CASES[case](node))[0])
-    assert comparable(got[0]) == comparable(got[1])
+    early = case in EARLY
+    assert comparable(got[0], early) == comparable(got[1], early)
     assert taken(fast) - before == (1 if case in TAKEN else 0)
     assert taken(slow) == 0
     answer = got[0]
