@@ -291,8 +291,9 @@ def bind_sockets(settings: Settings) -> tuple[list[socket.socket], list[str]]:
 
 
 class TcpSite(CoalescingSite):
-    """The TCP listeners: writes held to the end of the turn (coalesce.py), and requests the
-    parser refuses answered with the envelope (api/malformed.py), as on the Unix socket."""
+    """The TCP listeners: writes held to the end of the turn (coalesce.py), plain event
+    publishes and command submissions answered by the fast lane (api/fastlane.py), and requests
+    the parser refuses answered with the envelope (api/malformed.py), as on the Unix socket."""
 
     def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
         factory = enveloping(super().protocol_factory())
