@@ -156,19 +156,27 @@ def id_argument(
     )
 
 
-SessionOpt = Annotated[
-    str,
-    typer.Option(
+def session_option(
+    help: str, *, eager: bool = True, complete: bool = True, envvar: str | None = "LLMGINE_SESSION"
+) -> Any:
+    """The `--session`/`-S` option (an id, prefix, short id or name, resolved by
+    ``session_callback``; from LLMGINE_SESSION unless ``envvar`` is None), with its own help."""
+    return typer.Option(
         "--session",
         "-S",
-        envvar="LLMGINE_SESSION",
+        envvar=envvar,
         metavar="ID",
         show_default=False,
-        autocompletion=completion.session_ids,
+        autocompletion=completion.session_ids if complete else None,
         callback=session_callback,
-        is_eager=True,
-        help="The session: its id, a unique prefix, its short id or its name (default: LLMGINE_SESSION).",
-    ),
+        is_eager=eager,
+        help=help,
+    )
+
+
+SessionOpt = Annotated[
+    str,
+    session_option("The session: its id, a unique prefix, its short id or its name (default: LLMGINE_SESSION)."),
 ]
 
 # Each long poll asks the daemon to hold the answer this long; the CLI polls again until done.

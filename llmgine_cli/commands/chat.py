@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from llmgine_daemon.protocol import Command
 
-from llmgine_cli.commands.args import parse_pairs, session_callback, stdin_argument
+from llmgine_cli.commands.args import parse_pairs, session_option, stdin_argument
 from llmgine_cli.context import Environment
 from llmgine_cli.errors import error_text
 from llmgine_cli.ids import short_id
@@ -47,15 +47,11 @@ EngineOpt = Annotated[
 ]
 SessionOpt = Annotated[
     str | None,
-    typer.Option(
-        "--session",
-        "-S",
-        envvar="LLMGINE_SESSION",
-        metavar="ID",
-        show_default=False,
-        callback=session_callback,
-        help="Create the engine in this session: id, prefix, short id or name (default: LLMGINE_SESSION, "
+    session_option(
+        "Create the engine in this session: id, prefix, short id or name (default: LLMGINE_SESSION, "
         "else `ask`'s own session, or a new one for `chat`).",
+        eager=False,
+        complete=False,
     ),
 ]
 Params = Annotated[

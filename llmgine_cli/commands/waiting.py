@@ -19,8 +19,7 @@ from llmgine_daemon.protocol import COMMAND_STATUSES, UNFINISHED_STATUSES, Comma
 from llmgine_daemon.protocol import TERMINAL_STATUSES as TERMINAL
 from llmgine_daemon.protocol.lifecycle import MAX_WAIT_IDS
 
-from llmgine_cli import completion
-from llmgine_cli.commands.args import LONG_POLL_S, choices, session_callback, summary
+from llmgine_cli.commands.args import LONG_POLL_S, choices, session_option, summary
 from llmgine_cli.context import AppContext
 from llmgine_cli.render import View, render, resolve_format
 from llmgine_cli.status import ExitStatus
@@ -144,16 +143,10 @@ UNFINISHED = ",".join(UNFINISHED_STATUSES)
 
 WaitSession = Annotated[
     str | None,
-    typer.Option(
-        "--session",
-        "-S",
-        metavar="ID",
-        show_default=False,
-        autocompletion=completion.session_ids,
-        callback=session_callback,
-        is_eager=True,
-        help="Find short ids among this session's commands, finished ones too (not LLMGINE_SESSION: "
+    session_option(
+        "Find short ids among this session's commands, finished ones too (not LLMGINE_SESSION: "
         "without -S the ids may be of any session).",
+        envvar=None,
     ),
 ]
 
@@ -219,17 +212,9 @@ def locate(app_ctx: AppContext, session: str | None, given: str) -> tuple[str, s
 
 AnySession = Annotated[
     str | None,
-    typer.Option(
-        "--session",
-        "-S",
-        envvar="LLMGINE_SESSION",
-        metavar="ID",
-        show_default=False,
-        autocompletion=completion.session_ids,
-        callback=session_callback,
-        is_eager=True,
-        help="The command's session, where its short id is looked for (default: LLMGINE_SESSION; without "
-        "one, a full id of any session, or an unfinished command's short id as `llmgine ps` shows it).",
+    session_option(
+        "The command's session, where its short id is looked for (default: LLMGINE_SESSION; without "
+        "one, a full id of any session, or an unfinished command's short id as `llmgine ps` shows it)."
     ),
 ]
 
