@@ -235,12 +235,7 @@ def delete(
       llmgine schedule list -S demo -q | xargs -r llmgine schedule delete
     """
     app_ctx = state(ctx)
-    client = app_ctx.client()
-    resolve = several.resolver(app_ctx, "schedule", "/api/schedules", "schedules", "schedule_id", paged=False)
-
-    def delete_one(given: str) -> dict[str, Any]:
-        schedule_id = resolve(given)
-        client.delete_schedule(schedule_id)
-        return {"schedule_id": schedule_id}
-
-    several.delete_each(app_ctx, schedule_ids, delete_one, "schedule", "schedules", "schedule_id", output, quiet)
+    delete_call = app_ctx.client().delete_schedule
+    several.delete_listed(
+        app_ctx, schedule_ids, "schedule", "/api/schedules", "schedule_id", delete_call, output, quiet, paged=False
+    )

@@ -76,3 +76,27 @@ def delete_each(
             app_ctx.env.err(f"{verb} {kind} {one[id_field]}")
     if code:
         raise typer.Exit(code)
+
+
+def delete_listed(
+    app_ctx: Any,
+    given: list[str],
+    kind: str,
+    path: str,
+    id_field: str,
+    delete: Callable[[str], Any],
+    output: Any,
+    quiet: bool,
+    *,
+    paged: bool = True,
+) -> None:
+    """``delete_each`` for a kind listed at ``path`` (its ``items`` are ``kind`` + "s"): each id
+    resolved there, then ``delete(full_id)``."""
+    resolve = resolver(app_ctx, kind, path, f"{kind}s", id_field, paged=paged)
+
+    def delete_one(one: str) -> dict[str, Any]:
+        full = resolve(one)
+        delete(full)
+        return {id_field: full}
+
+    delete_each(app_ctx, given, delete_one, kind, f"{kind}s", id_field, output, quiet)

@@ -151,15 +151,10 @@ def delete(
       llmgine webhook list -S demo -q | xargs -r llmgine webhook delete
     """
     app_ctx = state(ctx)
-    client = app_ctx.client()
-    resolve = several.resolver(app_ctx, "webhook", "/api/webhooks", "webhooks", "webhook_id", paged=False)
-
-    def delete_one(given: str) -> dict[str, Any]:
-        webhook_id = resolve(given)
-        client.delete_webhook(webhook_id)
-        return {"webhook_id": webhook_id}
-
-    several.delete_each(app_ctx, webhook_ids, delete_one, "webhook", "webhooks", "webhook_id", output, quiet)
+    delete_call = app_ctx.client().delete_webhook
+    several.delete_listed(
+        app_ctx, webhook_ids, "webhook", "/api/webhooks", "webhook_id", delete_call, output, quiet, paged=False
+    )
 
 
 def attempt_rows(page: dict[str, Any]) -> list[dict[str, Any]]:
