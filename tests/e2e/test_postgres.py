@@ -63,8 +63,13 @@ def start_failure(home: Path, url: str, secret: str = PASSWORD, *, flag: str | N
 
 
 def test_unreachable_server_is_one_line_naming_the_host(home: Path) -> None:
-    port = free_port()  # nothing listens there
-    _, line = start_failure(home, f"postgresql://llmgine_test:{PASSWORD}@127.0.0.1:{port}/llmgine")
+    # The port is held bound and not listening, so connections to it are refused: a port that
+    # was merely free could be taken meanwhile by another test's server (a frozen one, in a CI
+    # run: "connection timeout expired" instead of refused).
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        _, line = start_failure(home, f"postgresql://llmgine_test:{PASSWORD}@127.0.0.1:{port}/llmgine")
     assert f"127.0.0.1:{port}" in line and "refused" in line.lower(), line
 
 
