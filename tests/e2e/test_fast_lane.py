@@ -111,17 +111,24 @@ def api(node: Node, method: str, path: str, body: Any = None, key: str | None = 
 
 
 def start(env: dict[str, str]) -> Node:
+    """A daemon on TCP with a session (and a DummyEngine), an ended session and two session
+    tokens; stopped again if any of that fails (a set-up that failed left daemons running)."""
     home = clitools.short_home()
     daemon = clitools.start_daemon(home, port=clitools.free_port(), env=env)
     key = (home / "config" / "local.key").read_text().strip()
     node = Node(daemon, key, "", "", "", "")
-    node.sid = api(node, "POST", "/api/sessions", {}).json()["session_id"]
-    assert api(node, "POST", "/api/engines", {"engine_type": "DummyEngine", "session_id": node.sid}).status == 201
-    node.ended = api(node, "POST", "/api/sessions", {}).json()["session_id"]
-    assert api(node, "DELETE", f"/api/sessions/{node.ended}").status == 200
-    other = api(node, "POST", "/api/sessions", {}).json()["session_id"]
-    node.token = api(node, "POST", f"/api/sessions/{node.sid}/token", {}).json()["session_token"]
-    node.other_token = api(node, "POST", f"/api/sessions/{other}/token", {}).json()["session_token"]
+    try:
+        node.sid = api(node, "POST", "/api/sessions", {}).json()["session_id"]
+        engine = {"engine_type": "DummyEngine", "session_id": node.sid}
+        assert api(node, "POST", "/api/engines", engine).status == 201
+        node.ended = api(node, "POST", "/api/sessions", {}).json()["session_id"]
+        assert api(node, "DELETE", f"/api/sessions/{node.ended}").status == 200
+        other = api(node, "POST", "/api/sessions", {}).json()["session_id"]
+        node.token = api(node, "POST", f"/api/sessions/{node.sid}/token", {}).json()["session_token"]
+        node.other_token = api(node, "POST", f"/api/sessions/{other}/token", {}).json()["session_token"]
+    except BaseException:
+        stop(node)
+        raise
     return node
 
 
