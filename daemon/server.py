@@ -30,7 +30,6 @@ from typing import Any
 from aiohttp import web
 from llmgine_daemon import __version__
 from llmgine_daemon.api import fastlane
-from llmgine_daemon.api.fastlane import fast_laned
 from llmgine_daemon.api.keys import FATAL, LISTENERS, SETTINGS, SHUTDOWN
 from llmgine_daemon.api.limits import runner_kwargs
 from llmgine_daemon.api.malformed import EnvelopingSite, enveloping
@@ -298,8 +297,8 @@ class TcpSite(CoalescingSite):
     def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
         factory = enveloping(super().protocol_factory())
         app = self._runner.app
-        # Plain event publishes answered below aiohttp's Request (api/fastlane.py says how).
-        return fast_laned(factory, app) if app is not None and app[SETTINGS]["server.fast_lane"] else factory
+        on = app is not None and app[SETTINGS]["server.fast_lane"]
+        return fastlane.fast_laned(factory, app) if on else factory
 
 
 @dataclass
@@ -417,10 +416,10 @@ DRAIN_QUIET_S = 0.05
 def _working(conn: Any) -> bool:
     """Is the connection handling a request whose answer it has not begun to send (a stream
     that has begun is left to the stop: it may go on for ever), or holding one to handle?"""
-    request = getattr(conn, "_current_request", None)
-    started = request is not None and getattr(request.writer, "output_size", 0) > 0
     if id(conn) in fastlane.IN_FLIGHT:  # a request the fast lane is answering
         return True
+    request = getattr(conn, "_current_request", None)
+    started = request is not None and getattr(request.writer, "output_size", 0) > 0
     return bool(getattr(conn, "_messages", None)) or (getattr(conn, "_request_in_progress", False) and not started)
 
 

@@ -41,6 +41,7 @@ connection (answers in order); bytes a client pipelines behind it wait.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from email.utils import formatdate
@@ -192,14 +193,11 @@ def _answer(status: int, headers: dict[str, str], body: bytes) -> bytes:
     return (_status_line(status) + fields + tail).encode("latin-1") + body
 
 
+@functools.cache
 def _status_line(status: int) -> str:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
-    return line
+    return f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
 
 
-_STATUS_LINES: dict[int, str] = {}
 _encoder = msgspec.json.Encoder()
 
 

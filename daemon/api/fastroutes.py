@@ -17,30 +17,29 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any
 
-import msgspec
 from llmgine_daemon.api.commands import run_command
+from llmgine_daemon.api.errors import ApiError
 from llmgine_daemon.api.events import publish
-from llmgine_daemon.api.util import MAX_WAIT_S
+from llmgine_daemon.api.util import MAX_WAIT_S, decode_body
 from llmgine_daemon.bus.auth import Principal
 from llmgine_daemon.bus.commands import validate
 from llmgine_daemon.bus.core import Bus
 from llmgine_daemon.bus.errors import BusError
-from llmgine_daemon.protocol import CommandCreate, EventCreate, integral
-from llmgine_daemon.protocol.base import json_too_deep
+from llmgine_daemon.protocol import CommandCreate, EventCreate
 
 # (status, the value to encode as the body, headers beyond the usual)
 Outcome = tuple[int, Any, dict[str, str]]
 
 
 def _decode(body: bytes, model: type[Any]) -> Any:
-    """``body`` as ``model``, as ``read_json`` reads it (api/util.py), or None."""
+    """``body`` as ``model``, as ``read_json`` reads it (api/util.py), or None (aiohttp's path
+    then says what is wrong with it)."""
     if not body:
         return None
     try:
-        value = integral.decode(body, model)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return decode_body(body, model)
+    except (BusError, ApiError):
         return None
-    return None if json_too_deep(body) else value
 
 
 class Route:
