@@ -7,6 +7,7 @@ teardown, so a failing test leaves no process behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,19 @@ def kill_leftovers(home: Path) -> None:
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def running_daemon(*args: str, env: Mapping[str, str | None] | None = None, tcp: bool = True) -> Iterator[Daemon]:
+    """``start_daemon`` in a fresh short home (on a free TCP port too, unless ``tcp`` is
+    False), stopped and its home removed afterwards: the fixtures' daemon."""
+    home = short_home()
+    try:
+        daemon = start_daemon(home, *args, env=env, port=free_port() if tcp else None)
+        yield daemon
+        stop_process(daemon.proc)
+    finally:
+        cleanup_home(home)
 
 
 def cleanup_home(home: Path) -> None:

@@ -17,11 +17,9 @@ from tests.clitools import (
     Daemon,
     cleanup_home,
     cli_env,
-    free_port,
     invoke,
+    running_daemon,
     short_home,
-    start_daemon,
-    stop_process,
 )
 
 API_KEY = "test-secret-key"
@@ -29,24 +27,14 @@ API_KEY = "test-secret-key"
 
 @pytest.fixture(scope="session")
 def daemon() -> Iterator[Daemon]:
-    home = short_home()
-    try:
-        d = start_daemon(home, port=free_port())
+    with running_daemon() as d:
         yield d
-        stop_process(d.proc)
-    finally:
-        cleanup_home(home)
 
 
 @pytest.fixture(scope="module")
 def secured() -> Iterator[Daemon]:
-    home = short_home()
-    try:
-        d = start_daemon(home, "--no-socket", port=free_port(), env={"API_KEY_SECRET": API_KEY})
+    with running_daemon("--no-socket", env={"API_KEY_SECRET": API_KEY}) as d:
         yield d
-        stop_process(d.proc)
-    finally:
-        cleanup_home(home)
 
 
 @pytest.fixture

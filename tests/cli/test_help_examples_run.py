@@ -14,7 +14,7 @@ import pytest
 
 from llmgine_cli.client import Client
 from tests.cli.test_help_examples import _commands, _example_lines
-from tests.clitools import Daemon, cleanup_home, free_port, shell, short_home, start_daemon, stop_process
+from tests.clitools import Daemon, running_daemon, shell
 
 pytestmark = pytest.mark.e2e  # real daemons and CLI processes in bash, about 250 of them
 
@@ -75,13 +75,8 @@ def test_every_command_has_an_example():
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
-    home = short_home()
-    try:
-        d = start_daemon(home, port=free_port())
+    with running_daemon() as d:
         yield d
-        stop_process(d.proc)
-    finally:
-        cleanup_home(home)
 
 
 @pytest.fixture

@@ -19,32 +19,31 @@ from pathlib import Path
 
 import pytest
 
-from tests.clitools import Daemon, cleanup_home, free_port, one_line, run_cli, short_home, start_daemon, stop_process
+from tests.clitools import (
+    Daemon,
+    cleanup_home,
+    one_line,
+    run_cli,
+    running_daemon,
+    short_home,
+    start_daemon,
+    stop_process,
+)
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def d(module_backend_env: Callable[[], dict[str, str]]) -> Iterator[Daemon]:
-    home = short_home()
-    try:
-        daemon = start_daemon(home, env=module_backend_env())
+    with running_daemon(env=module_backend_env(), tcp=False) as daemon:
         yield daemon
-        stop_process(daemon.proc)
-    finally:
-        cleanup_home(home)
 
 
 @pytest.fixture(scope="module")
 def tcp(module_backend_env: Callable[[], dict[str, str]]) -> Iterator[Daemon]:
     """A daemon on the socket and on TCP (session tokens count only over TCP)."""
-    home = short_home()
-    try:
-        daemon = start_daemon(home, port=free_port(), env=module_backend_env())
+    with running_daemon(env=module_backend_env()) as daemon:
         yield daemon
-        stop_process(daemon.proc)
-    finally:
-        cleanup_home(home)
 
 
 def llmgine(d: Daemon, *args: str, code: int = 0) -> str:
