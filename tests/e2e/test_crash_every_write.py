@@ -110,6 +110,18 @@ class Client:
             self.known.unknown.discard(obj)
         return status, answer
 
+    async def toggle(self, kept: dict[Any, bool], key: Any, path: str, body: Any, item: str) -> None:
+        """Register the thing ``key`` (POST ``path``) if ``kept`` says it is not there, else
+        remove it (DELETE ``item``); ``kept`` follows what was answered."""
+        if kept.get(key):
+            status, _ = await self.write(key, "DELETE", item)
+            if status in (200, 204):
+                kept[key] = False
+        else:
+            status, _ = await self.write(key, "POST", path, body)
+            if status == 201:
+                kept[key] = True
+
     async def step(self) -> None:
         k, rng = self.known, self.rng
         live = self.active()
@@ -145,40 +157,16 @@ class Client:
                 if status in (200, 204):
                     k.engines[eid] = (sid, True)
         elif what == 4:  # a tool: registered, or removed
-            key = (sid, "ping")
-            if k.tools.get(key):
-                status, _ = await self.write(key, "DELETE", f"/api/sessions/{sid}/tools/ping")
-                if status in (200, 204):
-                    k.tools[key] = False
-            else:
-                status, _ = await self.write(
-                    key, "POST", f"/api/sessions/{sid}/tools", {"name": "ping", "function_code": TOOL}
-                )
-                if status == 201:
-                    k.tools[key] = True
+            tools = f"/api/sessions/{sid}/tools"
+            await self.toggle(k.tools, (sid, "ping"), tools, {"name": "ping", "function_code": TOOL}, f"{tools}/ping")
         elif what == 5:  # a command handler
-            key = (sid, "Ping")
             base = f"/api/sessions/{sid}/handlers"
-            if k.handlers.get(key):
-                status, _ = await self.write(key, "DELETE", f"{base}/commands/Ping")
-                if status in (200, 204):
-                    k.handlers[key] = False
-            else:
-                body = {"command_type": "Ping", "handler_function": HANDLER}
-                status, _ = await self.write(key, "POST", f"{base}/commands", body)
-                if status == 201:
-                    k.handlers[key] = True
+            body = {"command_type": "Ping", "handler_function": HANDLER}
+            await self.toggle(k.handlers, (sid, "Ping"), f"{base}/commands", body, f"{base}/commands/Ping")
         elif what == 6:  # an MCP server (one that never answers: registered all the same)
-            key = (sid, "down")
             base = f"/api/sessions/{sid}/mcp-servers"
-            if k.mcp.get(key):
-                status, _ = await self.write(key, "DELETE", f"{base}/down")
-                if status in (200, 204):
-                    k.mcp[key] = False
-            else:
-                status, _ = await self.write(key, "POST", base, {"name": "down", "url": "http://127.0.0.1:9/mcp"})
-                if status == 201:
-                    k.mcp[key] = True
+            body = {"name": "down", "url": "http://127.0.0.1:9/mcp"}
+            await self.toggle(k.mcp, (sid, "down"), base, body, f"{base}/down")
         elif what == 7:
             status, t = await self.write(("token", sid), "POST", f"/api/sessions/{sid}/token")
             if status == 201:
