@@ -159,55 +159,48 @@ class Approvals:
         """Store the request (``new``'s): the command waits. The write runs even if the caller
         is cancelled meanwhile (the store runs every write queued): such a caller withdraws it
         with ``cancel``, whose write comes after it."""
-        ts, expires = approval.requested_at, approval.expires_at
-        session_id, command_id = approval.session_id, approval.command_id
-        engine_id, call_id, tool_name, arguments = (
-            approval.engine_id,
-            approval.call_id,
-            approval.tool_name,
-            approval.arguments,
-        )
+        a = approval
 
         def write(conn: sqlite3.Connection) -> Event:
             conn.execute(
                 f"INSERT INTO approvals ({APPROVAL_COLUMNS}, state)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, NULL, NULL, NULL, NULL, ?)",
                 (
-                    approval.approval_id,
-                    session_id,
-                    command_id,
-                    engine_id,
-                    call_id,
-                    tool_name,
-                    dumps(arguments),
-                    ts,
-                    expires,
+                    a.approval_id,
+                    a.session_id,
+                    a.command_id,
+                    a.engine_id,
+                    a.call_id,
+                    a.tool_name,
+                    dumps(a.arguments),
+                    a.requested_at,
+                    a.expires_at,
                     dumps(state),
                 ),
             )
             conn.execute(
                 "UPDATE commands SET status = 'waiting_approval' WHERE command_id = ? AND status = 'executing'",
-                (command_id,),
+                (a.command_id,),
             )
             return insert_event(
                 conn,
-                session_id,
+                a.session_id,
                 "ApprovalRequested",
                 {
-                    "approval_id": approval.approval_id,
-                    "command_id": command_id,
-                    "engine_id": engine_id,
-                    "call_id": call_id,
-                    "tool_name": tool_name,
-                    "arguments": arguments,
-                    "expires_at": expires,
+                    "approval_id": a.approval_id,
+                    "command_id": a.command_id,
+                    "engine_id": a.engine_id,
+                    "call_id": a.call_id,
+                    "tool_name": a.tool_name,
+                    "arguments": a.arguments,
+                    "expires_at": a.expires_at,
                 },
                 source="engine",
-                timestamp=ts,
+                timestamp=a.requested_at,
             )
 
         event = await self.bus.store.write(write)
-        self._set_live_status(command_id, "executing", "waiting_approval")
+        self._set_live_status(a.command_id, "executing", "waiting_approval")
         self.bus.events.notify([event])
 
     async def resume(self, approval: Approval) -> None:

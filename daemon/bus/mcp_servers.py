@@ -132,16 +132,7 @@ class McpServers:
             if not by_session_token:
                 self.policy.hosts.check_url(body.url)
                 return {**spec, "url": body.url}
-            hosts = self.policy.session_token_hosts
-            if not (hosts.any_host or hosts.networks or hosts.names):
-                raise BusError(
-                    ErrorCode.FORBIDDEN,
-                    "a session token may not register HTTP MCP servers unless "
-                    "mcp.session_token_allowed_hosts lists their host (loopback is the machine's own "
-                    "services); use an API key, or set that",
-                    {"setting": "mcp.session_token_allowed_hosts"},
-                )
-            hosts.check_url(body.url)
+            self.policy.session_token_hosts.for_session_token("HTTP MCP servers").check_url(body.url)
             # Marked: each connection is checked against the session tokens' list too.
             return {**spec, "url": body.url, "session_token": True}
         if by_session_token:

@@ -253,8 +253,6 @@ class UserHandlers:
             str(uuid.uuid4()), session_id, kind, type_, info["function"], priority, timeout, now_iso(), code
         )
 
-        engines = getattr(self.bus, "engines", None)
-
         def write(conn: sqlite3.Connection) -> list[str]:
             if session_id is not None:
                 require_active(conn, session_id)
@@ -265,9 +263,9 @@ class UserHandlers:
                 self.bus.capacity.check_handlers(conn, session_id)
             if kind == "command" and not replace and conn.execute(same, (kind, type_, session_id)).fetchone():
                 raise self._conflict(session_id, type_)
-            if kind == "command" and session_id is not None and engines is not None:
+            if kind == "command" and session_id is not None:
                 # An engine another node made a moment ago is not in this node's memory yet.
-                check_free_in_store(conn, type_, session_id, engines.types_for(type_), handlers=False)
+                check_free_in_store(conn, type_, session_id, self.bus.engines.types_for(type_), handlers=False)
             conn.execute(
                 f"INSERT INTO handlers ({HANDLER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.handler_id, session_id, kind, type_, row.function, priority, timeout, row.created_at, code),

@@ -94,6 +94,18 @@ class HostPolicy:
                 names.add(entry.rstrip("."))
         return cls(tuple(networks), frozenset(names), setting=setting)
 
+    def for_session_token(self, what: str) -> HostPolicy:
+        """This policy, as a session token's ``what`` (webhooks, HTTP MCP servers) go by it:
+        FORBIDDEN naming its setting while it lists nothing (none by default)."""
+        if not (self.any_host or self.networks or self.names):
+            raise BusError(
+                ErrorCode.FORBIDDEN,
+                f"a session token may not register {what} unless {self.setting} lists their host "
+                "(loopback is the machine's own services); use an API key, or set that",
+                {"setting": self.setting},
+            )
+        return self
+
     def address_allowed(self, address: str) -> bool:
         if self.any_host:
             return True

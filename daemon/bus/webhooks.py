@@ -64,17 +64,7 @@ class WebhookConfig:
     def policy_for(self, session_token: bool) -> HostPolicy:
         """Where a webhook may call: a session token's, ``session_token_policy`` (refused at
         once, naming the setting, while it lists nothing)."""
-        if not session_token:
-            return self.policy
-        hosts = self.session_token_policy
-        if not (hosts.any_host or hosts.networks or hosts.names):
-            raise BusError(
-                ErrorCode.FORBIDDEN,
-                f"a session token may not register webhooks unless {SESSION_TOKEN_HOSTS} lists their "
-                "host (loopback is the machine's own services); use an API key, or set that",
-                {"setting": SESSION_TOKEN_HOSTS},
-            )
-        return hosts
+        return self.session_token_policy.for_session_token("webhooks") if session_token else self.policy
 
 
 def _row_to_webhook(row: tuple[Any, ...]) -> Webhook:

@@ -296,9 +296,10 @@ class LLMEngine(EngineBase):
         for tool in tools:
             # Unique: an MCP server's lookup.record and lookup_record are both lookup_record
             # to a provider (which refuses a name twice); the second is lookup_record_2.
-            offered, n = provider_tool_name(tool.name), 2
+            offered = base = provider_tool_name(tool.name)
+            n = 2
             while offered in self.tool_names:
-                offered = f"{provider_tool_name(tool.name)[:60]}_{n}"
+                offered = f"{base[:60]}_{n}"
                 n += 1
             self.tool_names[offered] = tool.name
             specs.append(ToolSpec(offered, tool.description, tool.parameters))

@@ -488,14 +488,20 @@ class SandboxPool(PoolStatus):
         self._spawning.add(task)
         task.add_done_callback(self._spawning.discard)
 
+    async def _free_uid(self) -> int | None:
+        """``worker_uid`` past every uid a worker or server holds or is being given (/proc and
+        the user database read in a thread). Under ``_picking``: the caller holds the uid
+        (``_claimed``, ``_lent``) before it lets go."""
+        taken = self._claimed | self._lent | {w.uid for w in self._all}
+        return await asyncio.to_thread(worker_uid, self.isolation, self.uids, taken)
+
     async def lend_uid(self) -> int | None:
         """A uid of ``sandbox.uids`` no worker or other server holds, for one run of a session
         token's stdio MCP server of a root daemon (mcp/connection.py): the kernel's per-uid
         counts are then its own, as a worker's are. ``sandbox.user`` once the range is used up
         (or without it); None for a daemon not run as root. ``give_back_uid`` when it ended."""
         async with self._picking:
-            taken = self._claimed | self._lent | {w.uid for w in self._all}
-            uid = await asyncio.to_thread(worker_uid, self.isolation, self.uids, taken)
+            uid = await self._free_uid()
             if uid != self.isolation.uid:
                 self._lent.add(uid)
             return uid
@@ -504,9 +510,8 @@ class SandboxPool(PoolStatus):
         self._lent.discard(uid)
 
     async def _spawn(self) -> WorkerProcess:
-        async with self._picking:  # /proc and the user database are read in a thread
-            taken = self._claimed | self._lent | {w.uid for w in self._all}
-            uid = await asyncio.to_thread(worker_uid, self.isolation, self.uids, taken)
+        async with self._picking:
+            uid = await self._free_uid()
             self._claimed.add(uid)  # until it is in _all (or failed to start)
         try:
             return await self._start_worker(uid)
