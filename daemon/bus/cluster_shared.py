@@ -382,7 +382,7 @@ class SharedCluster(LocalCluster):
     # -- the tick: heartbeat, renewals, releases, takeovers, cancels ----------------------
 
     async def _ticker(self) -> None:
-        failures = RoundFailures(log, "cluster", "cluster: tick failed")
+        failures = RoundFailures(log, "cluster", "cluster: tick failed", expected=(StorageError,))
         while True:
             await asyncio.sleep(self.tick_interval)
             try:
@@ -391,7 +391,7 @@ class SharedCluster(LocalCluster):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database down or restarting: a line a minute at most
-                failures.failed(exc, trace=not isinstance(exc, StorageError))
+                failures.failed(exc)
 
     async def _tick(self) -> None:
         commands = self.commands

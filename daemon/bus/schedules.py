@@ -250,7 +250,7 @@ class Schedules:
             self._task = None
 
     async def _loop(self) -> None:
-        failures = RoundFailures(log, "schedules", "scheduler round failed")
+        failures = RoundFailures(log, "schedules", "scheduler round failed", expected=(StorageError,))
         while True:
             try:
                 wait = await self.run_due()
@@ -258,7 +258,7 @@ class Schedules:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - busy, full or unreachable: look again shortly
-                failures.failed(exc, trace=not isinstance(exc, StorageError))
+                failures.failed(exc)
                 wait = 1.0
             await wait_event(self._wake, min(wait, IDLE_S))
             self._wake.clear()

@@ -124,13 +124,13 @@ class StoreFollower:
                 self._filling = False
 
     async def _poll(self) -> None:
-        failures = RoundFailures(log, "streams", "streams: cannot read the event log head")
+        failures = RoundFailures(log, "streams", "streams: cannot read the event log head", expected=(StorageError,))
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             try:
                 last = await self.bus.store.read(self._last_seq)
             except Exception as exc:  # the database down or restarting: a line a minute at most
-                failures.failed(exc, trace=not isinstance(exc, StorageError))
+                failures.failed(exc)
                 continue
             failures.worked()
             if last > self.head and not self._filling:

@@ -176,7 +176,7 @@ class Outbox:
     # -- deriving -----------------------------------------------------------------------
 
     async def _derive_loop(self) -> None:
-        failures = RoundFailures(log, "webhook_outbox", "webhook outbox round failed")
+        failures = RoundFailures(log, "webhook_outbox", "webhook outbox round failed", expected=(StorageError,))
         while True:
             try:
                 more = await self.derive_once()
@@ -184,7 +184,7 @@ class Outbox:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - busy, full or unreachable: try again shortly
-                failures.failed(exc, trace=not isinstance(exc, StorageError))
+                failures.failed(exc)
                 more = False
             if more:
                 await asyncio.sleep(0)
@@ -258,7 +258,7 @@ class Outbox:
 
     async def _send_loop(self, sender: Sender) -> None:
         pruned = 0.0
-        failures = RoundFailures(log, "webhook_sender", "webhook sender round failed")
+        failures = RoundFailures(log, "webhook_sender", "webhook sender round failed", expected=(StorageError,))
         while True:
             try:
                 if time.monotonic() - pruned >= min(PRUNE_EVERY_S, self.config.keep_for):
@@ -269,7 +269,7 @@ class Outbox:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - busy, full or unreachable: try again shortly
-                failures.failed(exc, trace=not isinstance(exc, StorageError))
+                failures.failed(exc)
                 wait = 1.0
             if wait > 0:
                 await self._nap(self._send_wake, min(wait, IDLE_S))

@@ -19,8 +19,19 @@ EVERY_S = 60.0  # while the same failure repeats, a line at most this often
 
 
 class RoundFailures:
-    def __init__(self, log: logging.Logger, round_name: str, what: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        log: logging.Logger,
+        round_name: str,
+        what: str,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        expected: tuple[type[BaseException], ...] = (),
+    ):
         self.log = log
+        # With ``expected`` (the storage's errors, for the bus's loops), any other failure is
+        # unexpected: logged with its traceback the first time.
+        self.expected = expected
         self.round = round_name
         self.what = what  # "streams: cannot read the event log head"
         self.clock = clock
@@ -30,9 +41,11 @@ class RoundFailures:
         self._quiet = 0  # failures not logged since then
         self._count = 0  # failures in the current run
 
-    def failed(self, exc: BaseException, *, trace: bool = False) -> None:
+    def failed(self, exc: BaseException, *, trace: bool | None = None) -> None:
         """A round failed with ``exc`` (``trace``: an unexpected error, logged with its
-        traceback the first time)."""
+        traceback the first time; by default, one not of ``expected`` when that is given)."""
+        if trace is None:
+            trace = bool(self.expected) and not isinstance(exc, self.expected)
         metrics.inc("background_round_failures_total", round=self.round)
         now, text = self.clock(), f"{type(exc).__name__}: {exc}" if trace else str(exc) or type(exc).__name__
         if not self._count:
