@@ -16,7 +16,6 @@ from llmgine_cli.commands.args import (
     SessionOpt,
     choices,
     command_metadata,
-    cut_note,
     id_argument,
     parse_pairs,
     session_filter_callback,
@@ -25,7 +24,7 @@ from llmgine_cli.commands.args import (
 from llmgine_cli.commands.commands import CancelOnInterrupt, NoWait, Priority, Timeout, finish_command
 from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render
+from llmgine_cli.render import View, cut_note, render
 
 app = typer.Typer(
     help="Create engines in sessions, run prompts on them, read or reset their conversations, delete them.",
@@ -180,7 +179,7 @@ def list_(
     app_ctx = state(ctx)
     page = app_ctx.client().list_engines(session_id=session, status=status, limit=limit, offset=offset)
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
-    cut_note(app_ctx, output, quiet, page.total, offset, len(page.engines))
+    cut_note(app_ctx.env, output, quiet, page.total, offset, len(page.engines))
 
 
 @app.command("get")
