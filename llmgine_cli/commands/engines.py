@@ -272,13 +272,11 @@ def delete(
     app_ctx = state(ctx)
     client = app_ctx.client()
     resolve = several.resolver(app_ctx, "engine", "/api/engines", "engines", "engine_id")
-    done, code = several.each_in_turn(app_ctx, engine_ids, lambda given: client.delete_engine(resolve(given)))
-    if len(engine_ids) == 1:
-        render(app_ctx.env, done[0], ENGINE_VIEW, output, quiet)
-    else:
-        render(app_ctx.env, {"engines": [msgspec.to_builtins(e) for e in done]}, LIST_VIEW, output, quiet)
-    if code:
-        raise typer.Exit(code)
+
+    def delete_one(given: str) -> object:
+        return client.delete_engine(resolve(given))
+
+    several.show_each(app_ctx, engine_ids, delete_one, ENGINE_VIEW, "engines", LIST_VIEW, output, quiet)
 
 
 @app.command("messages")
