@@ -234,6 +234,11 @@ def _parse_yaml(path: Path, raw: bytes) -> dict[str, Any]:
     return doc
 
 
+def _parse(path: Path, raw: bytes) -> dict[str, Any]:
+    """The config file's text as a document, in the format its name says (``is_yaml``)."""
+    return _parse_yaml(path, raw) if is_yaml(path) else _parse_toml(path, raw)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The config file as a flat {dotted key: raw value} dict; missing file = empty."""
     try:
@@ -242,7 +247,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    doc = _parse_yaml(path, raw) if is_yaml(path) else _parse_toml(path, raw)
+    doc = _parse(path, raw)
     flat: dict[str, Any] = {}
 
     def is_table(key: str) -> bool:
@@ -456,7 +461,7 @@ def _edit_config(path: Path, key: str, value: Any | None) -> bool:
         raw = path.read_bytes()
     except FileNotFoundError:
         raw = b""
-    doc = (_parse_yaml(path, raw) if is_yaml(path) else _parse_toml(path, raw)) if raw else {}
+    doc = _parse(path, raw)  # (an empty file is {} in both formats)
     *tables, name = key.split(".")
     node = doc
     chain = []

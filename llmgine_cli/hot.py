@@ -24,7 +24,7 @@ import sys
 from llmgine_cli.context import AppContext, Environment
 from llmgine_cli.inputs import InputError, command_metadata, parse_object, parse_pairs
 from llmgine_cli.progress import spinner
-from llmgine_cli.render import FORMATS, View, output_format, render, resolve_format, visible_line
+from llmgine_cli.render import FORMATS, View, cut_note, output_format, render, resolve_format, visible_line
 from llmgine_cli.transport import HTTPTransport, segment
 
 TYPE_CHECKING = False  # typing costs a few ms to import: annotations only
@@ -161,12 +161,7 @@ def session_list(
         "GET", "/api/sessions", query={"limit": limit, "offset": offset, "status": status}
     )
     render(app_ctx.env, page, view, output, quiet)
-    shown = len(page["sessions"])
-    if (quiet or resolve_format(app_ctx.env, output) in ("table", "plain")) and page["total"] > offset + shown:
-        app_ctx.env.err(
-            f"showing {offset + 1 if shown else offset}-{offset + shown} of {page['total']} "
-            f"(use --offset {offset + shown} for more)"
-        )
+    cut_note(app_ctx.env, output, quiet, page["total"], offset, len(page["sessions"]))
     return 0
 
 

@@ -73,6 +73,16 @@ def resolve_format(env: Environment, fmt: str | Enum | None) -> str:
     return str(value) if value else ("table" if env.stdout_isatty else "plain")
 
 
+def cut_note(env: Environment, output: Any, quiet: bool, total: int, offset: int, shown: int) -> None:
+    """A page of a listing that is not all of it says so on stderr (`-q` too: `... list -q |
+    xargs` over the first 50 was silent)."""
+    if (quiet or resolve_format(env, output) in ("table", "plain")) and total > offset + shown:
+        env.err(
+            f"showing {offset + 1 if shown else offset}-{offset + shown} of {total} "
+            f"(use --offset {offset + shown} for more)"
+        )
+
+
 def output_format(text: str, names: tuple[str, ...] = FORMATS) -> str | None:
     """The fast path's reading of a -o value (or of another choice among ``names``): the name
     in lower case, a valid template (llmgine_cli/template.py), or None (Typer reports it)."""

@@ -379,8 +379,6 @@ class RootGroup(TyperGroup):
             # Ctrl-C where the command has no Ctrl-C of its own (a read of stdin, a request):
             # exit 130 as the waits do, ending the line the terminal echoed ^C on first (Typer
             # exited 130 without it: the shell's prompt came right after the ^C).
-            from llmgine_cli.context import Environment
-
             env = ctx.obj.env if isinstance(ctx.obj, AppContext) else Environment.from_sys()
             if not env.ctrl_c_line_cleared:
                 env.after_ctrl_c()

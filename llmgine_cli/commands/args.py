@@ -63,18 +63,6 @@ def hidden_input(prompt: str, param_hint: str) -> str:
     return value.rstrip("\r\n")
 
 
-def cut_note(app_ctx: Any, output: Any, quiet: bool, total: int, offset: int, shown: int) -> None:
-    """A page of a listing that is not all of it says so on stderr (`-q` too: `... list -q |
-    xargs` over the first 50 was silent), as hot.session_list does."""
-    from llmgine_cli.render import resolve_format
-
-    if (quiet or resolve_format(app_ctx.env, output) in ("table", "plain")) and total > offset + shown:
-        app_ctx.env.err(
-            f"showing {offset + 1 if shown else offset}-{offset + shown} of {total} "
-            f"(use --offset {offset + shown} for more)"
-        )
-
-
 def session_filter_callback(ctx: typer.Context, param: Any, value: str | None) -> str | None:
     """session_callback for an option that filters a listing (ps, traces, logs, engine,
     schedule and webhook lists): the daemon lists nothing for a session it does not know, so

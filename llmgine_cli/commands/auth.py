@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-import msgspec
 import typer
 
 from llmgine_cli.commands import several
@@ -120,10 +119,4 @@ def revoke(
     """
     app_ctx = state(ctx)
     client = app_ctx.client()
-    done, code = several.each_in_turn(app_ctx, key_ids, client.revoke_key)
-    if len(key_ids) == 1:
-        render(app_ctx.env, done[0], KEY_VIEW, output, quiet)
-    else:
-        render(app_ctx.env, {"keys": [msgspec.to_builtins(k) for k in done]}, LIST_VIEW, output, quiet)
-    if code:
-        raise typer.Exit(code)
+    several.show_each(app_ctx, key_ids, client.revoke_key, KEY_VIEW, "keys", LIST_VIEW, output, quiet)

@@ -18,7 +18,6 @@ import typer
 from llmgine_cli.commands import several, waiting
 from llmgine_cli.commands.args import text_view
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import render
 
 CommandIds = Annotated[
     list[str],
@@ -60,10 +59,4 @@ def cancel(
     def cancel_one(given: str) -> Any:
         return text_view(msgspec.to_builtins(client.cancel_command(*waiting.locate(app_ctx, session, given))))
 
-    cancelled, code = several.each_in_turn(app_ctx, command_ids, cancel_one)
-    if len(command_ids) == 1:
-        render(app_ctx.env, cancelled[0], COMMAND_VIEW, output, quiet)
-    else:
-        render(app_ctx.env, {"commands": cancelled}, LIST_VIEW, output, quiet)
-    if code:
-        raise typer.Exit(code)
+    several.show_each(app_ctx, command_ids, cancel_one, COMMAND_VIEW, "commands", LIST_VIEW, output, quiet)

@@ -16,7 +16,6 @@ from llmgine_cli.commands.args import (
     SessionOpt,
     choices,
     command_metadata,
-    cut_note,
     id_argument,
     parse_object,
     parse_pairs,
@@ -24,7 +23,7 @@ from llmgine_cli.commands.args import (
 )
 from llmgine_cli.context import AppContext
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, resolve_format
+from llmgine_cli.render import View, cut_note, render, resolve_format
 from llmgine_cli.render_observability import render_trace
 from llmgine_cli.status import ExitStatus
 
@@ -384,7 +383,7 @@ def list_(
         session, status=status, command_type=command_type, batch_id=batch, limit=limit, offset=offset, dead=dead
     )
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
-    cut_note(app_ctx, output, quiet, page.total, offset, len(page.commands))
+    cut_note(app_ctx.env, output, quiet, page.total, offset, len(page.commands))
 
 
 @app.command("wait")

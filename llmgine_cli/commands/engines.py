@@ -16,7 +16,6 @@ from llmgine_cli.commands.args import (
     SessionOpt,
     choices,
     command_metadata,
-    cut_note,
     id_argument,
     parse_pairs,
     session_filter_callback,
@@ -25,7 +24,7 @@ from llmgine_cli.commands.args import (
 from llmgine_cli.commands.commands import CancelOnInterrupt, NoWait, Priority, Timeout, finish_command
 from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render
+from llmgine_cli.render import View, cut_note, render
 
 app = typer.Typer(
     help="Create engines in sessions, run prompts on them, read or reset their conversations, delete them.",
@@ -180,7 +179,7 @@ def list_(
     app_ctx = state(ctx)
     page = app_ctx.client().list_engines(session_id=session, status=status, limit=limit, offset=offset)
     render(app_ctx.env, page, LIST_VIEW, output, quiet)
-    cut_note(app_ctx, output, quiet, page.total, offset, len(page.engines))
+    cut_note(app_ctx.env, output, quiet, page.total, offset, len(page.engines))
 
 
 @app.command("get")
@@ -273,13 +272,11 @@ def delete(
     app_ctx = state(ctx)
     client = app_ctx.client()
     resolve = several.resolver(app_ctx, "engine", "/api/engines", "engines", "engine_id")
-    done, code = several.each_in_turn(app_ctx, engine_ids, lambda given: client.delete_engine(resolve(given)))
-    if len(engine_ids) == 1:
-        render(app_ctx.env, done[0], ENGINE_VIEW, output, quiet)
-    else:
-        render(app_ctx.env, {"engines": [msgspec.to_builtins(e) for e in done]}, LIST_VIEW, output, quiet)
-    if code:
-        raise typer.Exit(code)
+
+    def delete_one(given: str) -> object:
+        return client.delete_engine(resolve(given))
+
+    several.show_each(app_ctx, engine_ids, delete_one, ENGINE_VIEW, "engines", LIST_VIEW, output, quiet)
 
 
 @app.command("messages")

@@ -177,13 +177,13 @@ def _each(ctx: typer.Context, given: list[str], act: Any, output: Any, quiet: bo
     """``act`` (pause, resume) on each schedule in turn, as `docker pause` takes several."""
     app_ctx = state(ctx)
     resolve = several.resolver(app_ctx, "schedule", "/api/schedules", "schedules", "schedule_id", paged=False)
-    done, code = several.each_in_turn(app_ctx, given, lambda one: act(resolve(one)))
-    if len(given) == 1:
-        _show(ctx, done[0], ONE_VIEW, output, quiet)
-    else:
-        _show(ctx, {"schedules": [msgspec.to_builtins(s) for s in done]}, LIST_VIEW, output, quiet)
-    if code:
-        raise typer.Exit(code)
+
+    def show(data: Any, view: View) -> None:
+        _show(ctx, data, view, output, quiet)
+
+    several.show_each(
+        app_ctx, given, lambda one: act(resolve(one)), ONE_VIEW, "schedules", LIST_VIEW, output, quiet, show
+    )
 
 
 @app.command("pause")

@@ -15,7 +15,7 @@ from llmgine_cli.confirm import Yes, confirm
 from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.ids import short_id
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, builtins, render
+from llmgine_cli.render import View, render
 
 app = typer.Typer(help="Create, list, inspect and end sessions.", no_args_is_help=True)
 
@@ -202,13 +202,7 @@ def delete(
         session = client.delete_session(session_id, purge=purge)
         return session if session is not None else {"session_id": session_id, "status": "purged"}
 
-    ended, code = several.each_in_turn(app_ctx, session_ids, end)
-    if len(session_ids) == 1:
-        render(app_ctx.env, ended[0], SESSION_VIEW, output, quiet)
-    else:
-        render(app_ctx.env, {"sessions": [builtins(s) for s in ended]}, ENDED_VIEW, output, quiet)
-    if code:
-        raise typer.Exit(code)
+    several.show_each(app_ctx, session_ids, end, SESSION_VIEW, "sessions", ENDED_VIEW, output, quiet)
 
 
 @app.command("token")

@@ -14,7 +14,7 @@ import typer
 from llmgine_cli.errors import ApiError
 from llmgine_cli.failure import report
 from llmgine_cli.ids import Ambiguous
-from llmgine_cli.render import View, render, render_deleted
+from llmgine_cli.render import View, builtins, render, render_deleted
 
 
 def ids_argument(kind: str, autocompletion: Any = None) -> Any:
@@ -47,6 +47,34 @@ def each_in_turn(app_ctx: Any, given: list[str], act: Callable[[str], Any]) -> t
             failed = report(exc, app_ctx)  # each failure its line; the exit code is the first's
             code = code or failed
     return done, code
+
+
+def show_each(
+    app_ctx: Any,
+    given: list[str],
+    act: Callable[[str], Any],
+    one: View,
+    items: str,
+    many: View,
+    output: Any,
+    quiet: bool,
+    show: Callable[[Any, View], None] | None = None,
+) -> None:
+    """``act`` on each id in turn and show what it returned: one id with ``one``, several as
+    ``{items: [...]}`` with ``many`` (through ``show``, else ``render``); the exit code is the
+    first failure's."""
+    done, code = each_in_turn(app_ctx, given, act)
+    if show is None:
+
+        def show(data: Any, view: View) -> None:
+            render(app_ctx.env, data, view, output, quiet)
+
+    if len(given) == 1:
+        show(done[0], one)
+    else:
+        show({items: [builtins(record) for record in done]}, many)
+    if code:
+        raise typer.Exit(code)
 
 
 def delete_each(
