@@ -31,8 +31,13 @@ A decision acknowledged (its write committed: 200) just before a ``kill -9`` lef
 ``executing`` and the checkpoint in place, its engine not yet gone on: such commands are queued
 again at start too (``UNTAKEN_DECISIONS``), and go on from the decision (they were recorded
 ``interrupted``, the approved tool never run). The engine clears the checkpoint (``consume``)
-before it runs the tool, so a command found so has run nothing since. (On several nodes
-sharing a database another node may be running such a command: only a daemon alone does this.)
+before it runs the tool, so a command found so has run nothing since.
+
+**Several nodes** sharing a database: the others' commands wait on live nodes, so a start
+touches none; a node taking a session over from a node that is gone (bus/cluster_shared.py)
+does both for that session (``requeue``), in the write that takes its lease. ``consume`` checks
+the lease in its write, so a node that lost the session (stalled past the lease timeout) cannot
+act on a decision the node that took it over is carrying out.
 """
 
 from __future__ import annotations
@@ -239,13 +244,6 @@ class Approvals:
         finally:
             self._woken.pop(approval.approval_id, None)
 
-    async def consume(self, approval_id: str) -> None:
-        """The engine went on after the decision: its saved state is no longer needed (and a
-        later run of the same command, a retry, must not resume from it)."""
-        await self.bus.store.write(
-            lambda conn: conn.execute("UPDATE approvals SET state = NULL WHERE approval_id = ?", (approval_id,))
-        )
-
     async def cancel(self, approval: Approval, reason: str) -> None:
         """The waiting command ends another way: the request is cancelled and the command
         is ``executing`` again, so the runner can record how it ended."""
@@ -308,26 +306,24 @@ class Approvals:
     async def start(self) -> int:
         """Before the command queue is recovered: commands that were waiting for a decision
         when the daemon stopped are queued again, to resume waiting; and those decided whose
-        engine had not taken the decision yet, to go on from it (see the module doc)."""
-        alone = not self.bus.cluster.shared
+        engine had not taken the decision yet, to go on from it (see the module doc). On several
+        nodes, only the sessions taken over from a node that is gone: the cluster does it then
+        (``requeue``, bus/cluster_shared.py); the others' commands wait on their live nodes."""
+        if self.bus.cluster.shared:
+            return 0
+        return await self.bus.store.write(lambda conn: requeue(conn, None))
 
-        def write(conn: sqlite3.Connection) -> int:
-            ids = [r[0] for r in conn.execute("SELECT DISTINCT command_id FROM approvals WHERE status = 'pending'")]
-            resumed = 0
-            for command_id in ids:
-                resumed += conn.execute(
-                    "UPDATE commands SET status = 'queued' WHERE command_id = ? AND status = 'waiting_approval'",
-                    (command_id,),
-                ).rowcount
-            if alone:
-                for (command_id,) in conn.execute(UNTAKEN_DECISIONS).fetchall():
-                    resumed += conn.execute(
-                        "UPDATE commands SET status = 'queued' WHERE command_id = ? AND status = 'executing'",
-                        (command_id,),
-                    ).rowcount
-            return resumed
+    async def consume(self, approval: Approval) -> None:
+        """The engine went on after the decision: its saved state is no longer needed (and a
+        later run of the same command, a retry, must not resume from it). On several nodes the
+        write checks this node still holds the session (``fence``): once another node took it
+        over, that node may be carrying the decision out (``requeue``), and this one does not."""
 
-        return await self.bus.store.write(write)
+        def write(conn: sqlite3.Connection) -> None:
+            self.bus.cluster.fence(conn, approval.session_id)
+            conn.execute("UPDATE approvals SET state = NULL WHERE approval_id = ?", (approval.approval_id,))
+
+        await self.bus.store.write(write)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -390,3 +386,24 @@ class Approvals:
         job = self.bus.commands.runner.jobs.get(command_id)
         if job is not None and job.record.status == old:
             job.record.status = new
+
+
+def requeue(conn: sqlite3.Connection, session_id: str | None, exclude: set[str] | frozenset[str] = frozenset()) -> int:
+    """Inside a write, when the daemon that ran them is gone (a restart; on several nodes, a
+    session taken over): the commands (of one session, or all) waiting for a decision, and
+    those decided whose engine had not taken the decision yet (``UNTAKEN_DECISIONS``), are
+    queued again, but those in ``exclude`` (running here). Returns how many."""
+    where, params = (" AND session_id = ?", (session_id,)) if session_id is not None else ("", ())
+    pending = conn.execute(
+        f"SELECT DISTINCT command_id FROM approvals WHERE status = 'pending'{where}", params
+    ).fetchall()
+    untaken = conn.execute(UNTAKEN_DECISIONS + where.replace("session_id", "a.session_id"), params).fetchall()
+    resumed = 0
+    for ids, status in ((pending, "waiting_approval"), (untaken, "executing")):
+        for (command_id,) in ids:
+            if command_id not in exclude:
+                resumed += conn.execute(
+                    f"UPDATE commands SET status = 'queued' WHERE command_id = ? AND status = '{status}'",
+                    (command_id,),
+                ).rowcount
+    return resumed

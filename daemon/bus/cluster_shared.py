@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmgine_daemon.bus.approvals import requeue
 from llmgine_daemon.bus.cluster import ClaimRefused, LeaseLost, LocalCluster, RegistrySync
 from llmgine_daemon.bus.errors import StorageError
 from llmgine_daemon.observability.repeats import RoundFailures
@@ -87,6 +88,9 @@ INHERIT_BATCH = 500
 # to take it in its own write (and queues the command for that node at once).
 CLAIM_BACKOFF_S = 2.0
 LISTEN_RETRY_S = 1.0
+# The reasons another node may give for a cancel (request_cancel): a client's, the session's
+# end, the command's engine deleted; anything else is taken as a client's.
+CANCEL_REASONS = ("cancel", "session", "engine")
 # The registry's old changes are pruned every this many ticks.
 PRUNE_EVERY_TICKS = 60
 # A host clock this far (seconds) from the database's is said in the log (``_set_clock``).
@@ -337,10 +341,14 @@ class SharedCluster(LocalCluster):
                 # A session taken from another node, or found without a lease: whatever is
                 # still executing there ran on a node that is gone. One whose lease was this
                 # node's already (a second take racing the first, a forward and a tick) runs
-                # only what this node started: nothing to interrupt.
-                interrupted = (
-                    [] if how == "held" else commands.interrupt_executing(conn, sid, exclude=self._running_ids(sid))
-                )
+                # only what this node started: nothing to interrupt. Commands waiting there for
+                # an approval's decision, or decided but not yet gone on, are queued again to
+                # go on here (bus/approvals.py), as a restart does.
+                interrupted = []
+                if how != "held":
+                    running = self._running_ids(sid)
+                    requeue(conn, sid, running)
+                    interrupted = commands.interrupt_executing(conn, sid, exclude=running)
                 got.append((sid, epoch, (interrupted, commands.queued_rows(conn, sid))))
             return got
 
@@ -481,7 +489,7 @@ class SharedCluster(LocalCluster):
             return
         job = commands.runner.jobs.get(command_id)
         if job is not None and job.state in ("starting", "running"):
-            commands.runner.cancel_running(job, reason if reason in ("cancel", "session") else "cancel")
+            commands.runner.cancel_running(job, reason if reason in CANCEL_REASONS else "cancel")
 
     # -- LISTEN -------------------------------------------------------------------------
 

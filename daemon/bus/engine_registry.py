@@ -390,19 +390,31 @@ class Engines:
         self.bus.events.notify([event])
         engine = row_to_engine(row, self._command_type(row[2]))
         engine.status = "stopped"
-        self._stop_commands(engine)
+        await self._stop_commands(engine)
         return engine
 
-    def _stop_commands(self, engine: Engine) -> None:
-        """Cancel the deleted engine's command running here: it would go on calling the model
-        and running tools for an engine that is gone. (Queued ones fail HANDLER_NOT_FOUND when
-        their turn comes, unless an engine of the type was created meanwhile.)"""
+    async def _stop_commands(self, engine: Engine) -> None:
+        """Cancel the deleted engine's command running here, or on the node holding its session
+        (bus/cluster.py): it would go on calling the model and running tools for an engine that
+        is gone. (Queued ones fail HANDLER_NOT_FOUND when their turn comes, unless an engine of
+        the type was created meanwhile.)"""
         runner = self.bus.commands.runner
         for job in list(runner.jobs.values()):
             record = job.record
             if record.session_id == engine.session_id and record.command_type == engine.command_type:
                 if job.state in ("starting", "running"):
                     runner.cancel_running(job, "engine")
+        if self.bus.cluster.owns(engine.session_id):
+            return
+        rows = await self.store.read(
+            lambda conn: conn.execute(
+                "SELECT command_id FROM commands WHERE session_id = ? AND command_type = ?"
+                " AND status IN ('executing', 'waiting_approval')",
+                (engine.session_id, engine.command_type),
+            ).fetchall()
+        )
+        for (command_id,) in rows:
+            await self.bus.cluster.request_cancel(engine.session_id, command_id, "engine")
 
     async def execute(
         self,

@@ -141,7 +141,7 @@ async def ask(
             await asyncio.shield(approvals.cancel(approval, ctx.cancel_reason or "timeout"))
         raise
     state.waiting = None
-    await approvals.consume(approval.approval_id)
+    await approvals.consume(approval)
     ctx.emit("EngineStatusUpdate", {**base, "status": "executing_tools", "tools": [call.name]}, source="engine")
     if decided.status == "approved":
         arguments = decided.final_arguments if decided.final_arguments is not None else call.arguments

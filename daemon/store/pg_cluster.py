@@ -295,14 +295,15 @@ def release(conn: Any, session_id: str, node_id: str, epoch: int) -> bool:
 
 def orphans(conn: Any, limit: int) -> list[str]:
     """Sessions nobody runs that need a node: a lease that expired (its node died or stalled),
-    or queued or executing commands and no lease at all. Leases another node is taking over
+    or queued, executing or waiting (for an approval) commands and no lease at all (a node
+    that stopped gave its leases back). Leases another node is taking over
     right now are skipped (SKIP LOCKED)."""
     expired = conn.execute(
         f"SELECT session_id FROM session_leases WHERE expires < {NOW} LIMIT ? FOR UPDATE SKIP LOCKED",
         (limit,),
     ).fetchall()
     unleased = conn.execute(
-        "SELECT DISTINCT c.session_id FROM commands c WHERE c.status IN ('queued', 'executing')"
+        "SELECT DISTINCT c.session_id FROM commands c WHERE c.status IN ('queued', 'executing', 'waiting_approval')"
         " AND NOT EXISTS (SELECT 1 FROM session_leases l WHERE l.session_id = c.session_id) LIMIT ?",
         (limit,),
     ).fetchall()
@@ -361,18 +362,22 @@ def registry_changes(conn: Any, since: int) -> list[tuple[int, str | None]]:
 
 # -- cancels -------------------------------------------------------------------------------
 
+# The statuses of a command its node runs: a task there, which only that node can cancel.
+RUNNING = "('executing', 'waiting_approval')"
+
 
 def request_cancel(conn: Any, session_id: str, command_id: str | None, reason: str) -> int:
     """Ask the node running ``command_id`` (None: every executing command of the session) to
     cancel it; recorded too, as its node re-reads pending requests in case the notification
-    is lost. Returns how many executing commands were asked."""
+    is lost. Returns how many running commands were asked (executing, or waiting there for an
+    approval's decision)."""
     if command_id is None:
         rows = conn.execute(
-            "SELECT command_id FROM commands WHERE session_id = ? AND status = 'executing'", (session_id,)
+            f"SELECT command_id FROM commands WHERE session_id = ? AND status IN {RUNNING}", (session_id,)
         ).fetchall()
     else:
         rows = conn.execute(
-            "SELECT command_id FROM commands WHERE command_id = ? AND session_id = ? AND status = 'executing'",
+            f"SELECT command_id FROM commands WHERE command_id = ? AND session_id = ? AND status IN {RUNNING}",
             (command_id, session_id),
         ).fetchall()
     for (cid,) in rows:

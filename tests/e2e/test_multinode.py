@@ -99,10 +99,12 @@ def start_on_a_free_port(home: Path, env: dict[str, str], tries: int = 3) -> tup
 
 
 @contextlib.contextmanager
-def three_nodes(pg_url: str, base: Path) -> Iterator[list[Node]]:
-    """Three nodes on the database of ``pg_url``, homes under ``base`` (the third for failover)."""
+def three_nodes(pg_url: str, base: Path, **extra: str) -> Iterator[list[Node]]:
+    """Three nodes on the database of ``pg_url``, homes under ``base`` (the third for failover);
+    ``extra``: more environment for each."""
     nodes: list[Node] = []
     env = {"DATABASE_URL": pg_url, "LLMGINE_LEASE_TIMEOUT": LEASE_TIMEOUT, "LLMGINE_MAX_SESSIONS": str(MAX_SESSIONS)}
+    env.update(extra)
     procs: list[tuple[Path, int, subprocess.Popen[str]]] = []
     try:
         for i in range(3):

@@ -1,0 +1,81 @@
+"""Two nodes on one PostgreSQL database (bus/cluster_shared.py): what one node does to a command
+another node runs. Deleting an engine cancels its command running on another node, as it does
+on its own (bus/engine_registry.py); a cancel reaches a command waiting for approval there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.api.bus_helpers import BLOCK_MS, DUMMY, cancel, cluster_node, create_engine, finished, status_of, submit
+from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, execute, provider_env
+from tests.api.test_approvals import decide, pending
+from tests.conftest import create_session
+from tests.eventually import eventually
+from tests.fakes.provider import FakeProvider, Reply
+
+
+async def test_deleting_an_engine_cancels_its_command_running_on_another_node(
+    pg_url: str, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """It ran on to the end there: only the deleting node's own commands were cancelled."""
+    a, b = [await cluster_node(aiohttp_client, pg_url, tmp_path / name) for name in "ab"]
+    sid = (await create_session(a))["session_id"]
+    eid = (await create_engine(a, sid))["engine_id"]
+    running = (await submit(a, sid, delay_ms=BLOCK_MS))["command_id"]
+
+    async def started() -> bool:
+        return await status_of(b, sid, running) == "executing"
+
+    await eventually(started)
+    other = (await create_session(a))["session_id"]
+    await create_engine(a, other)
+    untouched = (await submit(a, other, delay_ms=BLOCK_MS))["command_id"]  # the same type elsewhere
+    assert (await b.delete(f"/api/engines/{eid}")).status == 200
+    record = await finished(b, sid, running)
+    assert record["status"] == "cancelled", record
+    assert record["error"]["message"] == "cancelled: its engine was deleted"
+    assert record["command_type"] == DUMMY
+    assert await status_of(b, other, untouched) == "executing"
+    assert (await cancel(b, other, untouched))["status"] == "cancelled"
+
+
+async def test_a_cancel_on_another_node_reaches_a_command_waiting_for_approval(
+    fake: FakeProvider, pg_url: str, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """It was 409 "runs on another node, which did not cancel it in time": only an executing
+    command was asked to stop, and one waiting for a decision is ``waiting_approval``."""
+    a, b = [await cluster_node(aiohttp_client, pg_url, tmp_path / name, **provider_env(fake)) for name in "ab"]
+    engine = await create_llm_engine(a, engine_type="ToolChatEngine", model=MODELS["openai"])
+    sid = engine["session_id"]
+    await add_weather_tool(a, sid, requires_approval=True)
+    fake.script(Reply(tool_calls=[("get_weather", {"location": "Perth"})]))
+    record = await execute(a, engine["engine_id"], "Weather?", wait=0)
+    await pending(b, sid)
+    assert await status_of(b, sid, record["command_id"]) == "waiting_approval"
+    assert (await cancel(b, sid, record["command_id"]))["status"] == "cancelled"
+    every = await (await b.get(f"/api/sessions/{sid}/approvals", params={"status": "all"})).json()
+    assert [x["status"] for x in every["approvals"]] == ["cancelled"]
+    # The session goes on, whichever node is asked.
+    fake.script(Reply("fine"))
+    assert (await execute(b, engine["engine_id"], "hello"))["status"] == "completed"
+
+
+async def test_a_node_starting_leaves_a_command_waiting_on_a_live_node_alone(
+    fake: FakeProvider, pg_url: str, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A node's start put every command waiting for a decision back to ``queued`` (the rule of
+    a restart, for a daemon alone), those of the live nodes too: the decision then found the
+    command not waiting, and it never went on."""
+    a = await cluster_node(aiohttp_client, pg_url, tmp_path / "a", **provider_env(fake))
+    engine = await create_llm_engine(a, engine_type="ToolChatEngine", model=MODELS["openai"])
+    sid = engine["session_id"]
+    await add_weather_tool(a, sid, requires_approval=True)
+    fake.script(Reply(tool_calls=[("get_weather", {"location": "Alice Springs"})]), Reply("Sunny."))
+    record = await execute(a, engine["engine_id"], "Weather?", wait=0)
+    approval = await pending(a, sid)
+    b = await cluster_node(aiohttp_client, pg_url, tmp_path / "b", **provider_env(fake))
+    assert await status_of(b, sid, record["command_id"]) == "waiting_approval"
+    await decide(b, sid, approval["approval_id"], decision="approve")
+    done = await finished(b, sid, record["command_id"])
+    assert done["status"] == "completed" and done["result"]["text"] == "Sunny.", done
