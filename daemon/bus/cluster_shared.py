@@ -11,9 +11,12 @@ node does:
   cannot record anything. A lease is renewed every ``tick`` while held; an idle session's lease
   is given back (unless work was queued for it meanwhile).
 - **Failover.** Each tick (at most a second apart) also takes over sessions whose lease expired
-  (``cluster.lease_timeout``: the node died or stalled), or that have queued or executing
-  commands and no lease: what was executing there becomes ``interrupted`` (the rule of a
-  restart), what was queued runs here.
+  (``cluster.lease_timeout``: the node died or stalled), or that have queued, executing or
+  waiting commands and no lease: what was executing there becomes ``interrupted`` (the rule of
+  a restart), what was queued runs here, what waited for an approval waits here. A node that
+  was cut off from the database for more than ``BLIND_TICKS`` ticks takes no expired lease
+  over for a lease timeout after it is back: in an outage of the database every lease
+  expires, and the other nodes, alive, renew theirs meanwhile.
 - **Restart.** A daemon restarted in the same home does not wait for the timeout: the home
   keeps the id of the node that last ran there (``state/cluster-node``), and at start that
   node's leases expire at once and this node takes all its sessions over before it listens,
@@ -91,6 +94,9 @@ LISTEN_RETRY_S = 1.0
 # The reasons another node may give for a cancel (request_cancel): a client's, the session's
 # end, the command's engine deleted; anything else is taken as a client's.
 CANCEL_REASONS = ("cancel", "session", "engine")
+# A tick that commits this many tick intervals after the last one that did: this node was cut
+# off from the database, and takes no expired lease over for a lease timeout (``_tick``).
+BLIND_TICKS = 2
 # The registry's old changes are pruned every this many ticks.
 PRUNE_EVERY_TICKS = 60
 # A host clock this far (seconds) from the database's is said in the log (``_set_clock``).
@@ -125,6 +131,10 @@ class SharedCluster(LocalCluster):
         self._ticks = 0
         self._inherited: list[str] = []  # the sessions of this home's previous node (start)
         self._clock_warned = 0.0  # the clock offset last said in the log (0: none said)
+        # When the last tick's write committed, and until when this node takes no expired lease
+        # over (it was cut off from the database: the others may have been too; ``_tick``).
+        self._ticked_at = 0.0
+        self._hold_until = 0.0
         # Figures for tests and the benchmark.
         self.takeovers = 0
         self.notifications = 0
@@ -329,12 +339,15 @@ class SharedCluster(LocalCluster):
         node, timeout = self.node_id, self.lease_timeout
 
         def write(conn: Any) -> list[tuple[str, int, Any]]:
+            # Asked at each try: a write retried through an outage must not take, once the
+            # database is back, the leases that expired only because of it.
+            expired = self._may_take_expired()
             wanted = list(session_ids)
             if scan:
-                wanted += [s for s in sql.orphans(conn, TAKEOVER_BATCH) if s not in self.leases]
+                wanted += [s for s in sql.orphans(conn, TAKEOVER_BATCH, expired=expired) if s not in self.leases]
             got = []
             for sid in dict.fromkeys(wanted):
-                lease = sql.acquire(conn, sid, node, timeout)
+                lease = sql.acquire(conn, sid, node, timeout, take_expired=expired)
                 if lease is None:
                     continue
                 epoch, how = lease
@@ -366,6 +379,14 @@ class SharedCluster(LocalCluster):
                 assert self.bus is not None
                 self.bus.events.notify(interrupted)
             commands.resume(*queued, await commands.retries.load_due() if queued[0] else {})
+
+    def _may_take_expired(self) -> bool:
+        """May this node take over leases that expired? Not while it has not reached the database
+        for more than ``BLIND_TICKS`` ticks, nor for a lease timeout after (``_tick``)."""
+        now = time.monotonic()
+        if now < self._hold_until:
+            return False
+        return not self._ticked_at or now - self._ticked_at <= BLIND_TICKS * self.tick_interval
 
     def _running_ids(self, session_id: str) -> set[str]:
         assert self.commands is not None
@@ -429,6 +450,19 @@ class SharedCluster(LocalCluster):
             return renewed, released, cancels, registry
 
         renewed, released, cancels, registry = await self.bus.store.write(write)
+        now = time.monotonic()
+        if self._ticked_at and now - self._ticked_at > BLIND_TICKS * self.tick_interval:
+            # Cut off from the database (down, restarting, unreachable) for longer than a tick
+            # or two: the others' leases may have expired only because they were cut off too.
+            # Give them a lease timeout to renew before taking any over (a node that did die
+            # is taken over that much later).
+            self._hold_until = now + self.lease_timeout
+            log.info(
+                "cluster: back after %.1f s without the database; taking no expired lease over for %.0f s",
+                now - self._ticked_at,
+                self.lease_timeout,
+            )
+        self._ticked_at = now
         if registry > self._registry_seen:  # a change whose notification did not come (yet)
             self._sync_registry()
         now = time.monotonic()

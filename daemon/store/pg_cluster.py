@@ -227,10 +227,12 @@ def live_nodes(conn: Any, timeout: float) -> list[tuple[Any, ...]]:
 # -- leases --------------------------------------------------------------------------------
 
 
-def acquire(conn: Any, session_id: str, node_id: str, timeout: float) -> tuple[int, str] | None:
+def acquire(
+    conn: Any, session_id: str, node_id: str, timeout: float, *, take_expired: bool = True
+) -> tuple[int, str] | None:
     """Take or renew the session's lease: (epoch, how) - ``held`` (it was this node's already),
-    ``free`` (nobody held it) or ``expired`` (taken over from a node whose lease had expired) -
-    or None while another node holds it."""
+    ``free`` (nobody held it) or ``expired`` (taken over from a node whose lease had expired,
+    unless ``take_expired`` is false) - or None while another node holds it."""
     row = conn.execute(
         f"SELECT node_id, epoch, expires < {NOW} FROM session_leases WHERE session_id = ? FOR UPDATE",
         (session_id,),
@@ -246,7 +248,7 @@ def acquire(conn: Any, session_id: str, node_id: str, timeout: float) -> tuple[i
     if holder == node_id:
         conn.execute(f"UPDATE session_leases SET expires = {NOW} + ? WHERE session_id = ?", (timeout, session_id))
         return int(epoch), "held"
-    if not expired:
+    if not expired or not take_expired:
         return None
     conn.execute(
         f"UPDATE session_leases SET node_id = ?, epoch = ?, expires = {NOW} + ? WHERE session_id = ?",
@@ -293,21 +295,25 @@ def release(conn: Any, session_id: str, node_id: str, epoch: int) -> bool:
     return bool(cur.rowcount)
 
 
-def orphans(conn: Any, limit: int) -> list[str]:
+def orphans(conn: Any, limit: int, *, expired: bool = True) -> list[str]:
     """Sessions nobody runs that need a node: a lease that expired (its node died or stalled),
     or queued, executing or waiting (for an approval) commands and no lease at all (a node
     that stopped gave its leases back). Leases another node is taking over
-    right now are skipped (SKIP LOCKED)."""
-    expired = conn.execute(
-        f"SELECT session_id FROM session_leases WHERE expires < {NOW} LIMIT ? FOR UPDATE SKIP LOCKED",
-        (limit,),
-    ).fetchall()
+    right now are skipped (SKIP LOCKED). ``expired`` false: only those without a lease."""
+    lapsed = (
+        conn.execute(
+            f"SELECT session_id FROM session_leases WHERE expires < {NOW} LIMIT ? FOR UPDATE SKIP LOCKED",
+            (limit,),
+        ).fetchall()
+        if expired
+        else []
+    )
     unleased = conn.execute(
         "SELECT DISTINCT c.session_id FROM commands c WHERE c.status IN ('queued', 'executing', 'waiting_approval')"
         " AND NOT EXISTS (SELECT 1 FROM session_leases l WHERE l.session_id = c.session_id) LIMIT ?",
         (limit,),
     ).fetchall()
-    return [r[0] for r in expired] + [r[0] for r in unleased]
+    return [r[0] for r in lapsed] + [r[0] for r in unleased]
 
 
 def log_head(conn: Any) -> int:

@@ -1,0 +1,66 @@
+"""Several nodes on one PostgreSQL database through an outage of the database longer than the
+lease timeout (bus/cluster_shared.py): every lease expired meanwhile, by the server's clock,
+though no node died. The first node to reach the database again took the others' sessions
+over, and the commands those healthy nodes were running ended ``interrupted``. A node that
+was cut off from the database gives the others a lease timeout, once it reaches it again,
+to renew their leases before it takes any over."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from llmgine_daemon.api.keys import BUS
+
+from tests.api.bus_helpers import BLOCK_MS, cancel, cluster_node, create_engine, status_of, submit
+from tests.conftest import create_session
+from tests.e2e.test_postgres import set_connections
+from tests.eventually import eventually
+
+LEASE_TIMEOUT = "1"
+
+
+def server_clock(url: str) -> float:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+async def test_an_outage_longer_than_the_lease_timeout_interrupts_nothing(
+    pg_server: Any, pg_url: str, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    env = {"LLMGINE_LEASE_TIMEOUT": LEASE_TIMEOUT}
+    nodes = [await cluster_node(aiohttp_client, pg_url, tmp_path / name, **env) for name in "abc"]
+    running: list[tuple[Any, str, str]] = []
+    for node in nodes:
+        for _ in range(3):
+            sid = (await create_session(node))["session_id"]
+            await create_engine(node, sid)
+            running.append((node, sid, (await submit(node, sid, delay_ms=BLOCK_MS))["command_id"]))
+    for node, sid, cid in running:
+        assert await status_of(node, sid, cid) == "executing"
+    assert all(node.app[BUS].cluster.owns(sid) for node, sid, _ in running)
+
+    set_connections(pg_server, pg_url, False)
+    try:
+        await asyncio.sleep(3 * float(LEASE_TIMEOUT))  # every lease expires, by the server's clock
+    finally:
+        set_connections(pg_server, pg_url, True)
+    # Wait until every node ticked a lease timeout and a tick after the database came back: a
+    # node taking the others' sessions would have by then.
+    back = server_clock(pg_url)
+
+    def ticked() -> bool:
+        with psycopg.connect(pg_url) as conn:
+            beats = conn.execute("SELECT heartbeat FROM cluster_nodes").fetchall()
+        return len(beats) == 3 and all(b > back + 2 * float(LEASE_TIMEOUT) for (b,) in beats)
+
+    await eventually(lambda: asyncio.to_thread(ticked), timeout=60, message="every node to tick again")
+    for node, sid, cid in running:
+        assert await status_of(nodes[0], sid, cid) == "executing", (sid, cid)
+        assert node.app[BUS].cluster.owns(sid)
+    for node, sid, cid in running:
+        assert (await cancel(node, sid, cid))["status"] == "cancelled"
