@@ -79,3 +79,22 @@ async def test_a_node_starting_leaves_a_command_waiting_on_a_live_node_alone(
     await decide(b, sid, approval["approval_id"], decision="approve")
     done = await finished(b, sid, record["command_id"])
     assert done["status"] == "completed" and done["result"]["text"] == "Sunny.", done
+
+
+async def test_ending_the_session_on_another_node_ends_a_command_waiting_for_approval(
+    fake: FakeProvider, pg_url: str, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """It was left ``waiting_approval`` in an ended session, its request pending: only an
+    executing command was asked to stop."""
+    a, b = [await cluster_node(aiohttp_client, pg_url, tmp_path / name, **provider_env(fake)) for name in "ab"]
+    engine = await create_llm_engine(a, engine_type="ToolChatEngine", model=MODELS["openai"])
+    sid = engine["session_id"]
+    await add_weather_tool(a, sid, requires_approval=True)
+    fake.script(Reply(tool_calls=[("get_weather", {"location": "Broome"})]))
+    record = await execute(a, engine["engine_id"], "Weather?", wait=0)
+    await pending(b, sid)
+    assert (await b.delete(f"/api/sessions/{sid}")).status == 200
+    done = await finished(b, sid, record["command_id"])
+    assert done["status"] == "cancelled", done
+    every = await (await b.get(f"/api/sessions/{sid}/approvals", params={"status": "all"})).json()
+    assert [x["status"] for x in every["approvals"]] == ["cancelled"]

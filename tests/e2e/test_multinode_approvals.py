@@ -16,7 +16,8 @@ import psycopg
 import pytest
 
 from tests.api.llm_helpers import MODELS, WEATHER_TOOL, provider_env
-from tests.e2e.test_multinode import Node, _lease_holder, _node_id, three_nodes
+from tests.clitools import stop_process
+from tests.e2e.test_multinode import Node, _lease_holder, _node_id, start_on_a_free_port, three_nodes
 from tests.eventually import eventually_blocking
 from tests.fakes.provider import FakeProvider, FakeProviderThread, Reply
 
@@ -120,3 +121,36 @@ def test_a_decision_acknowledged_just_before_a_kill_is_carried_out_by_a_survivor
         assert kinds.count("ApprovalDecided") == 1 and kinds.count("ToolExecuted") == 1, kinds
         return
     pytest.skip("the kill never came before the engine took the decision")
+
+
+@pytest.mark.parametrize("how", ["graceful", "killed"])
+def test_a_lone_node_restarted_in_its_home_resumes_the_waiting_command(
+    pg_url: str, tmp_path: Path, fake: FakeProvider, how: str
+) -> None:
+    """One node on PostgreSQL (a cluster of one): the restart takes the session back (its
+    lease given back by a clean stop, or the dead predecessor's taken at start) and the command
+    waits again for the same approval, as on SQLite."""
+    home = tmp_path / "solo"
+    home.mkdir()
+    env = {"DATABASE_URL": pg_url, "LLMGINE_LEASE_TIMEOUT": "30", **provider_env(fake)}
+    port, proc = start_on_a_free_port(home, env)
+    try:
+        node = Node(home, port, proc, pg_url)
+        sid, cid, approval_id = waiting_command(node, fake, "Cairns")
+        if how == "graceful":
+            stop_process(proc)
+        else:
+            node.kill()
+        port, proc = start_on_a_free_port(home, env)
+        node = Node(home, port, proc, pg_url)
+        eventually_blocking(
+            lambda: node.call("GET", f"/api/sessions/{sid}/commands/{cid}")["status"] == "waiting_approval",
+            timeout=30,
+        )
+        fake.script(Reply("Cairns: 21"))
+        node.call("POST", f"/api/sessions/{sid}/approvals/{approval_id}", {"decision": "approve"})
+        done = node.call("GET", f"/api/sessions/{sid}/commands/{cid}?wait=30")
+        assert done["status"] == "completed", done
+        assert event_types(node, sid).count("ToolExecuted") == 1
+    finally:
+        stop_process(proc)
