@@ -52,6 +52,7 @@ from llmgine_daemon.store.base import BaseStore, QueueItem, T, _Alone, _Heavy
 from llmgine_daemon.store.dialect import numbered, translate
 from llmgine_daemon.store.errors import StorageError, StorageUnavailable
 from llmgine_daemon.store.pg_connect import classify, connect, redact, url_connect_timeout
+from llmgine_daemon.store.pg_outage import Outage
 from psycopg.pq import TransactionStatus
 
 log = logging.getLogger("llmgine.store")
@@ -206,6 +207,7 @@ class PgStore(BaseStore):
         self._stopping = False
         # Why no connection is tried any more (one failed while stopping); None until then.
         self._gone: str | None = None
+        self._outage = Outage(log)  # failures to connect, said once per outage
 
     def describe(self) -> str:
         return self.path
@@ -316,9 +318,10 @@ class PgStore(BaseStore):
             outcomes = await self._watch(done, lambda: self._writer, "the writer's")
             self.transactions += 1
             self.writes += len(batch)
+            self._outage.committed()
         except Exception as exc:  # the whole transaction failed (COMMIT, a lost connection)
             err = classify(exc)
-            log.error("write transaction of %d failed: %s", len(batch), err)
+            self._outage.failure(err, len(batch))
             outcomes = [(False, err)] * len(batch)
             failure = err
         self._settle(batch, outcomes, started_wall, started, failure)

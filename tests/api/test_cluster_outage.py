@@ -64,3 +64,28 @@ async def test_an_outage_longer_than_the_lease_timeout_interrupts_nothing(
         assert node.app[BUS].cluster.owns(sid)
     for node, sid, cid in running:
         assert (await cancel(node, sid, cid))["status"] == "cancelled"
+
+
+async def test_an_outage_is_one_error_line_not_one_per_write(
+    pg_server: Any, pg_url: str, aiohttp_client: Any, tmp_path: Path, caplog: Any
+) -> None:
+    """Every write that could not connect logged its own ERROR line (hundreds a second under
+    load, the same words); the first is said, the others counted until a write commits."""
+    node = await cluster_node(aiohttp_client, pg_url, tmp_path / "a")
+    sid = (await create_session(node))["session_id"]
+    set_connections(pg_server, pg_url, False)
+    try:
+        for _ in range(20):
+            resp = await node.post(f"/api/sessions/{sid}/events", json={"event_type": "While"})
+            assert resp.status == 503, await resp.text()
+    finally:
+        set_connections(pg_server, pg_url, True)
+    resp = await node.post(f"/api/sessions/{sid}/events", json={"event_type": "After"})
+    assert resp.status == 201, await resp.text()
+    store = [r.getMessage() for r in caplog.records if r.name == "llmgine.store"]
+    failed = [m for m in store if m.startswith("write transaction of")]
+    assert len(failed) == 1 and "cannot connect to PostgreSQL" in failed[0], failed
+    again = [m for m in store if m.startswith("writes commit again")]
+    assert len(again) == 1, store
+    counted = int(again[0].split("after ")[1].split()[0])
+    assert counted >= 20, again  # the 20 requests' (and the cluster tick's)
