@@ -25,7 +25,8 @@ The contract, method by method:
   interrupted, queued commands resume; in a cluster: only sessions whose lease expired).
 - ``announce(conn, session_id)`` (inside the write that queues a command), ``forward(session_id)``
   (after it committed), ``request_cancel(session_id, command_id)``: tell the node that runs the
-  session about new work or a cancel.
+  session about new work or a cancel; ``rerun(conn, command_id)`` (inside the write that runs a
+  finished command again): its last run's cancel requests no longer apply.
 - ``watch_events(wake)``: call ``wake()`` when another node committed events (the stream hub
   then reads them from the store); ``log_head(conn)``: the last committed seq.
 - ``now()``: the cluster's time (the database's clock on PostgreSQL), for what every node must
@@ -147,8 +148,13 @@ class LocalCluster:
 
     async def request_cancel(self, session_id: str, command_id: str | None, reason: str = "cancel") -> bool:
         """Ask the node running ``command_id`` (None: every executing command of the session) to
-        cancel it (``reason``: cancel, session); False if no other node could be running it."""
+        cancel it (``reason``: cancel, session, engine); False if no other node could be running it."""
         return False
+
+    def rerun(self, conn: sqlite3.Connection, command_id: str) -> None:
+        """Inside the write that queues a finished command again (``command retry``): the cancel
+        requests made for its last run are void (they would cancel this one)."""
+        return None
 
     def held(self) -> int:
         return 0

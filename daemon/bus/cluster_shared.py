@@ -259,6 +259,9 @@ class SharedCluster(LocalCluster):
         assert self.bus is not None
         return bool(await self.bus.store.write(lambda c: sql.request_cancel(c, session_id, command_id, reason)))
 
+    def rerun(self, conn: Any, command_id: str) -> None:
+        sql.void_cancels(conn, command_id)
+
     def watch_events(self, wake: Callable[[], None]) -> Callable[[], None]:
         self._event_watchers.append(wake)
         return lambda: self._event_watchers.remove(wake) if wake in self._event_watchers else None

@@ -396,6 +396,12 @@ def request_cancel(conn: Any, session_id: str, command_id: str | None, reason: s
     return len(rows)
 
 
+def void_cancels(conn: Any, command_id: str) -> None:
+    """The command runs again (a manual retry, the same id): the requests made for its last run
+    are forgotten, or its node would apply them to this run at its next tick."""
+    conn.execute("DELETE FROM command_cancels WHERE command_id = ?", (command_id,))
+
+
 def pending_cancels(conn: Any, node_id: str) -> list[tuple[str, str]]:
     """(command id, reason) of cancel requests for sessions this node holds; old ones go."""
     conn.execute(f"DELETE FROM command_cancels WHERE requested < {NOW} - 3600")

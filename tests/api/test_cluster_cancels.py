@@ -7,7 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.api.bus_helpers import BLOCK_MS, DUMMY, cancel, cluster_node, create_engine, finished, status_of, submit
+from llmgine_daemon.api.keys import BUS
+
+from tests.api.bus_helpers import (
+    BLOCK_MS,
+    DUMMY,
+    cancel,
+    cluster_node,
+    create_engine,
+    finished,
+    get_command,
+    status_of,
+    submit,
+)
 from tests.api.llm_helpers import MODELS, add_weather_tool, create_llm_engine, execute, provider_env
 from tests.api.test_approvals import decide, pending
 from tests.conftest import create_session
@@ -98,3 +110,34 @@ async def test_ending_the_session_on_another_node_ends_a_command_waiting_for_app
     assert done["status"] == "cancelled", done
     every = await (await b.get(f"/api/sessions/{sid}/approvals", params={"status": "all"})).json()
     assert [x["status"] for x in every["approvals"]] == ["cancelled"]
+
+
+async def test_a_command_run_again_is_not_cancelled_by_the_cancel_of_its_last_run(
+    pg_url: str, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """A cancel asked on another node is kept (an hour) for the node running the command, which
+    re-reads them every tick: the same command run again (``command retry``, the same id) was
+    cancelled "by request" within a second, by the request of its previous run."""
+    a, b = [await cluster_node(aiohttp_client, pg_url, tmp_path / name) for name in "ab"]
+    sid = (await create_session(a))["session_id"]
+    await create_engine(a, sid)
+    cid = (await submit(a, sid, delay_ms=BLOCK_MS))["command_id"]
+
+    async def started() -> bool:
+        return await status_of(b, sid, cid) == "executing"
+
+    await eventually(started)
+    assert (await cancel(b, sid, cid))["status"] == "cancelled"
+    resp = await b.post(f"/api/sessions/{sid}/commands/retry", json={"command_ids": [cid]})
+    assert resp.status == 200, await resp.text()
+    await eventually(started)
+    holder = a.app[BUS].cluster if a.app[BUS].cluster.owns(sid) else b.app[BUS].cluster
+    ticks = holder._ticks
+
+    async def ticked_twice() -> bool:
+        return holder._ticks >= ticks + 2  # each tick applies the pending cancel requests
+
+    await eventually(ticked_twice)
+    record = await get_command(b, sid, cid)
+    assert record["status"] == "executing" and record["attempt"] == 2, record
+    assert (await cancel(b, sid, cid))["status"] == "cancelled"

@@ -215,6 +215,7 @@ class Retries:
                 self.commands.bus.capacity.check_pending(conn, session_id, len(rows))
             events = []
             for row in rows:
+                self.commands.bus.cluster.rerun(conn, row[0])
                 conn.execute(
                     "UPDATE commands SET status = 'queued', attempt = attempt + 1, result = NULL, error = NULL,"
                     " started_at = NULL, finished_at = NULL, duration_ms = NULL, retry_at = NULL"
