@@ -14,9 +14,9 @@ node does:
   (``cluster.lease_timeout``: the node died or stalled), or that have queued, executing or
   waiting commands and no lease: what was executing there becomes ``interrupted`` (the rule of
   a restart), what was queued runs here, what waited for an approval waits here. A node that
-  was cut off from the database for more than ``BLIND_TICKS`` ticks takes no expired lease
-  over for a lease timeout after it is back: in an outage of the database every lease
-  expires, and the other nodes, alive, renew theirs meanwhile.
+  was cut off from the database (a tick failed) takes no expired lease over for a lease
+  timeout after it is back: in an outage of the database every lease expires, and the other
+  nodes, alive, renew theirs meanwhile.
 - **Restart.** A daemon restarted in the same home does not wait for the timeout: the home
   keeps the id of the node that last ran there (``state/cluster-node``), and at start that
   node's leases expire at once and this node takes all its sessions over before it listens,
@@ -94,8 +94,8 @@ LISTEN_RETRY_S = 1.0
 # The reasons another node may give for a cancel (request_cancel): a client's, the session's
 # end, the command's engine deleted; anything else is taken as a client's.
 CANCEL_REASONS = ("cancel", "session", "engine")
-# A tick that commits this many tick intervals after the last one that did: this node was cut
-# off from the database, and takes no expired lease over for a lease timeout (``_tick``).
+# A take whose write is tried this many tick intervals after the last tick that committed (a
+# write retried through an outage) takes no expired lease over (``_may_take_expired``).
 BLIND_TICKS = 2
 # The registry's old changes are pruned every this many ticks.
 PRUNE_EVERY_TICKS = 60
@@ -135,6 +135,7 @@ class SharedCluster(LocalCluster):
         # over (it was cut off from the database: the others may have been too; ``_tick``).
         self._ticked_at = 0.0
         self._hold_until = 0.0
+        self._cut_off = False  # a tick failed since the last one that committed
         # Figures for tests and the benchmark.
         self.takeovers = 0
         self.notifications = 0
@@ -385,7 +386,8 @@ class SharedCluster(LocalCluster):
 
     def _may_take_expired(self) -> bool:
         """May this node take over leases that expired? Not while it has not reached the database
-        for more than ``BLIND_TICKS`` ticks, nor for a lease timeout after (``_tick``)."""
+        for more than ``BLIND_TICKS`` ticks, nor for a lease timeout after a tick failed or came
+        more than a lease timeout after the last (``_tick``)."""
         now = time.monotonic()
         if now < self._hold_until:
             return False
@@ -423,6 +425,7 @@ class SharedCluster(LocalCluster):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database down or restarting: a line a minute at most
+                self._cut_off = True
                 failures.failed(exc)
 
     async def _tick(self) -> None:
@@ -454,18 +457,19 @@ class SharedCluster(LocalCluster):
 
         renewed, released, cancels, registry = await self.bus.store.write(write)
         now = time.monotonic()
-        if self._ticked_at and now - self._ticked_at > BLIND_TICKS * self.tick_interval:
-            # Cut off from the database (down, restarting, unreachable) for longer than a tick
-            # or two: the others' leases may have expired only because they were cut off too.
-            # Give them a lease timeout to renew before taking any over (a node that did die
-            # is taken over that much later).
+        gap = now - self._ticked_at if self._ticked_at else 0.0
+        if self._cut_off or gap > self.lease_timeout:
+            # Cut off from the database (down, restarting, unreachable): the others' leases may
+            # have expired only because they were cut off too. Give them a lease timeout to
+            # renew before taking any over (a node that did die is taken over that much later).
+            # Ticks that are only slow (a loaded database) hold nothing: failover goes on.
             self._hold_until = now + self.lease_timeout
             log.info(
                 "cluster: back after %.1f s without the database; taking no expired lease over for %.0f s",
-                now - self._ticked_at,
+                gap,
                 self.lease_timeout,
             )
-        self._ticked_at = now
+        self._ticked_at, self._cut_off = now, False
         if registry > self._registry_seen:  # a change whose notification did not come (yet)
             self._sync_registry()
         now = time.monotonic()

@@ -84,8 +84,7 @@ async def test_an_outage_is_one_error_line_not_one_per_write(
     assert resp.status == 201, await resp.text()
     store = [r.getMessage() for r in caplog.records if r.name == "llmgine.store"]
     failed = [m for m in store if m.startswith("write transaction of")]
-    assert len(failed) == 1 and "cannot connect to PostgreSQL" in failed[0], failed
-    again = [m for m in store if m.startswith("writes commit again")]
-    assert len(again) == 1, store
-    counted = int(again[0].split("after ")[1].split()[0])
-    assert counted >= 20, again  # the 20 requests' (and the cluster tick's)
+    # One line per store that wrote meanwhile: the bus's, and the telemetry's if it flushed.
+    assert 1 <= len(failed) <= 2 and all("cannot connect to PostgreSQL" in m for m in failed), failed
+    again = [int(m.split("after ")[1].split()[0]) for m in store if m.startswith("writes commit again")]
+    assert again and max(again) >= 20, store  # the 20 requests' (and the cluster tick's)
