@@ -301,6 +301,9 @@ class SharedCluster(LocalCluster):
                     self._registry_seen = changes[-1][0]
             except asyncio.CancelledError:
                 raise
+            except StorageError as exc:  # the database down or restarting: a line, no traceback
+                log.warning("cluster: applying registry changes failed (the next tick retries): %s", exc)
+                return
             except Exception:
                 log.exception("cluster: applying registry changes failed (the next tick retries)")
                 return

@@ -88,3 +88,22 @@ async def test_an_outage_is_one_error_line_not_one_per_write(
     assert 1 <= len(failed) <= 2 and all("cannot connect to PostgreSQL" in m for m in failed), failed
     again = [int(m.split("after ")[1].split()[0]) for m in store if m.startswith("writes commit again")]
     assert again and max(again) >= 20, store  # the 20 requests' (and the cluster tick's)
+
+
+async def test_a_registry_sync_during_an_outage_is_a_line_not_a_traceback(
+    pg_server: Any, pg_url: str, aiohttp_client: Any, tmp_path: Path, caplog: Any
+) -> None:
+    """The re-read of other nodes' engines and handlers (a notification, the LISTEN connection
+    made again, the tick) logged a whole traceback when the database could not be reached."""
+    node = await cluster_node(aiohttp_client, pg_url, tmp_path / "a")
+    cluster = node.app[BUS].cluster
+    set_connections(pg_server, pg_url, False)
+    try:
+        cluster._sync_registry()  # what a notification or the tick does
+        assert cluster._registry_task is not None
+        await cluster._registry_task
+    finally:
+        set_connections(pg_server, pg_url, True)
+    said = [r for r in caplog.records if r.name == "llmgine.cluster" and "registry" in r.getMessage()]
+    assert said and all(r.exc_info is None for r in said), [(r.getMessage(), r.exc_info) for r in said]
+    assert "cannot connect to PostgreSQL" in said[0].getMessage()
