@@ -27,6 +27,17 @@ from tests.eventually import eventually
 from tests.fakes.provider import FakeProvider, Reply
 
 
+async def waiting(client: Any, fake: FakeProvider, location: str, *then: Reply) -> tuple[dict[str, Any], str, str]:
+    """(engine, session, command): a ToolChat command on ``client``'s node waiting for approval
+    of get_weather(location); ``then``: the model's answers after it."""
+    engine = await create_llm_engine(client, engine_type="ToolChatEngine", model=MODELS["openai"])
+    sid = engine["session_id"]
+    await add_weather_tool(client, sid, requires_approval=True)
+    fake.script(Reply(tool_calls=[("get_weather", {"location": location})]), *then)
+    record = await execute(client, engine["engine_id"], "Weather?", wait=0)
+    return engine, sid, record["command_id"]
+
+
 async def test_deleting_an_engine_cancels_its_command_running_on_another_node(
     pg_url: str, aiohttp_client: Any, tmp_path: Path
 ) -> None:
@@ -58,14 +69,10 @@ async def test_a_cancel_on_another_node_reaches_a_command_waiting_for_approval(
     """It was 409 "runs on another node, which did not cancel it in time": only an executing
     command was asked to stop, and one waiting for a decision is ``waiting_approval``."""
     a, b = [await cluster_node(aiohttp_client, pg_url, tmp_path / name, **provider_env(fake)) for name in "ab"]
-    engine = await create_llm_engine(a, engine_type="ToolChatEngine", model=MODELS["openai"])
-    sid = engine["session_id"]
-    await add_weather_tool(a, sid, requires_approval=True)
-    fake.script(Reply(tool_calls=[("get_weather", {"location": "Perth"})]))
-    record = await execute(a, engine["engine_id"], "Weather?", wait=0)
+    engine, sid, cid = await waiting(a, fake, "Perth")
     await pending(b, sid)
-    assert await status_of(b, sid, record["command_id"]) == "waiting_approval"
-    assert (await cancel(b, sid, record["command_id"]))["status"] == "cancelled"
+    assert await status_of(b, sid, cid) == "waiting_approval"
+    assert (await cancel(b, sid, cid))["status"] == "cancelled"
     every = await (await b.get(f"/api/sessions/{sid}/approvals", params={"status": "all"})).json()
     assert [x["status"] for x in every["approvals"]] == ["cancelled"]
     # The session goes on, whichever node is asked.
@@ -80,16 +87,12 @@ async def test_a_node_starting_leaves_a_command_waiting_on_a_live_node_alone(
     a restart, for a daemon alone), those of the live nodes too: the decision then found the
     command not waiting, and it never went on."""
     a = await cluster_node(aiohttp_client, pg_url, tmp_path / "a", **provider_env(fake))
-    engine = await create_llm_engine(a, engine_type="ToolChatEngine", model=MODELS["openai"])
-    sid = engine["session_id"]
-    await add_weather_tool(a, sid, requires_approval=True)
-    fake.script(Reply(tool_calls=[("get_weather", {"location": "Alice Springs"})]), Reply("Sunny."))
-    record = await execute(a, engine["engine_id"], "Weather?", wait=0)
+    engine, sid, cid = await waiting(a, fake, "Alice Springs", Reply("Sunny."))
     approval = await pending(a, sid)
     b = await cluster_node(aiohttp_client, pg_url, tmp_path / "b", **provider_env(fake))
-    assert await status_of(b, sid, record["command_id"]) == "waiting_approval"
+    assert await status_of(b, sid, cid) == "waiting_approval"
     await decide(b, sid, approval["approval_id"], decision="approve")
-    done = await finished(b, sid, record["command_id"])
+    done = await finished(b, sid, cid)
     assert done["status"] == "completed" and done["result"]["text"] == "Sunny.", done
 
 
@@ -99,14 +102,10 @@ async def test_ending_the_session_on_another_node_ends_a_command_waiting_for_app
     """It was left ``waiting_approval`` in an ended session, its request pending: only an
     executing command was asked to stop."""
     a, b = [await cluster_node(aiohttp_client, pg_url, tmp_path / name, **provider_env(fake)) for name in "ab"]
-    engine = await create_llm_engine(a, engine_type="ToolChatEngine", model=MODELS["openai"])
-    sid = engine["session_id"]
-    await add_weather_tool(a, sid, requires_approval=True)
-    fake.script(Reply(tool_calls=[("get_weather", {"location": "Broome"})]))
-    record = await execute(a, engine["engine_id"], "Weather?", wait=0)
+    engine, sid, cid = await waiting(a, fake, "Broome")
     await pending(b, sid)
     assert (await b.delete(f"/api/sessions/{sid}")).status == 200
-    done = await finished(b, sid, record["command_id"])
+    done = await finished(b, sid, cid)
     assert done["status"] == "cancelled", done
     every = await (await b.get(f"/api/sessions/{sid}/approvals", params={"status": "all"})).json()
     assert [x["status"] for x in every["approvals"]] == ["cancelled"]
