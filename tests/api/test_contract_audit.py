@@ -3,6 +3,8 @@ hit: each test is one finding, on the real app with SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.api.bus_helpers import session_with_engine
 from tests.conftest import assert_envelope, create_session
 
@@ -37,3 +39,49 @@ async def test_retrying_nothing_in_a_session_that_is_not_there_is_404(app_client
     resp = await app_client.post(f"/api/sessions/{sid}/commands/retry", json={})
     assert resp.status == 200
     assert await resp.json() == {"commands": [], "total": 0, "limit": 1000, "offset": 0}
+
+
+def _documented_headers(doc: dict[str, Any], method: str, path: str, status: int) -> dict[str, dict[str, Any]]:
+    response = doc["paths"][path][method.lower()]["responses"][str(status)]
+    refs = response.get("headers", {})
+    return {name: doc["components"]["headers"][ref["$ref"].rsplit("/", 1)[1]] for name, ref in refs.items()}
+
+
+def _assert_headers_as_documented(doc: dict[str, Any], method: str, path: str, resp: Any) -> dict[str, Any]:
+    documented = _documented_headers(doc, method, path, resp.status)
+    for name, header in documented.items():
+        if header["required"]:
+            assert name in resp.headers, (method, path, resp.status, name)
+        if name in resp.headers and header["schema"]["type"] == "integer":
+            assert resp.headers[name].isdigit(), (name, resp.headers[name])
+    return documented
+
+
+async def test_openapi_describes_the_response_headers(make_client):
+    """A generated client reads the headers the document names: the request id and version of
+    every answer, the rate limit's, a 401's challenge, a 429's Retry-After, and what became of
+    an Idempotency-Key or a Prefer: wait. Each is checked against a real answer."""
+    client = await make_client(LLMGINE_RATE_LIMIT_AUTHENTICATED="3")
+    doc = await (await client.get("/openapi.json")).json()
+    assert doc["components"]["headers"]["X-Request-ID"]["required"] is True
+
+    resp = await client.post("/api/sessions", json={})
+    documented = _assert_headers_as_documented(doc, "POST", "/api/sessions", resp)
+    assert {"X-Request-ID", "X-Llmgine-Version", "RateLimit", "RateLimit-Policy"} <= set(documented)
+    assert {"RateLimit", "RateLimit-Policy"} <= set(resp.headers)
+    sid = (await resp.json())["session_id"]
+
+    path = "/api/sessions/{session_id}/events"
+    resp = await client.post(f"/api/sessions/{sid}/events", json={"event_type": "X"}, headers={"Idempotency-Key": "a"})
+    assert "Idempotent-Replayed" in _assert_headers_as_documented(doc, "POST", path, resp)
+    resp = await client.post(f"/api/sessions/{sid}/events", json={"event_type": "X"}, headers={"Idempotency-Key": "a"})
+    assert resp.status == 429  # a fourth request over a limit of 3 a minute
+    documented = _assert_headers_as_documented(doc, "POST", path, resp)
+    assert "Retry-After" in documented and int(resp.headers["Retry-After"]) > 0
+
+    resp = await client.get("/api/sessions", headers={"Authorization": "Bearer not-a-key"})
+    assert resp.status == 401
+    assert "WWW-Authenticate" in _assert_headers_as_documented(doc, "GET", "/api/sessions", resp)
+
+    post = doc["paths"]["/api/sessions/{session_id}/commands"]["post"]["responses"]
+    assert "Preference-Applied" in post["200"]["headers"]
