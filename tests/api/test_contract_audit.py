@@ -85,3 +85,16 @@ async def test_openapi_describes_the_response_headers(make_client):
 
     post = doc["paths"]["/api/sessions/{session_id}/commands"]["post"]["responses"]
     assert "Preference-Applied" in post["200"]["headers"]
+
+
+async def test_the_batch_limit_is_in_the_schema(app_client):
+    """A batch takes at most 10,000 commands; /openapi.json said only "at least 1", so a
+    client validating against it sent 10,001 and met a 422 the document did not announce."""
+    from llmgine_daemon.bus.commands.service import MAX_BATCH
+
+    doc = await (await app_client.get("/openapi.json")).json()
+    assert doc["components"]["schemas"]["BatchCreate"]["properties"]["commands"]["maxItems"] == MAX_BATCH
+    sid, _ = await session_with_engine(app_client)
+    body = {"commands": [{"command_type": DUMMY}] * (MAX_BATCH + 1)}
+    resp = await app_client.post(f"/api/sessions/{sid}/commands/batch", json=body)
+    assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "commands"
