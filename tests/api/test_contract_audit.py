@@ -98,3 +98,35 @@ async def test_the_batch_limit_is_in_the_schema(app_client):
     body = {"commands": [{"command_type": DUMMY}] * (MAX_BATCH + 1)}
     resp = await app_client.post(f"/api/sessions/{sid}/commands/batch", json=body)
     assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "commands"
+
+
+async def test_a_command_handler_is_only_for_a_type_a_command_can_have(app_client):
+    """A handler for `a/b` or `1st` was registered (201), and no command could ever reach it:
+    POST .../commands and bus.execute take only the command-type grammar. Now registering one
+    is the same 422 as submitting such a command; event handlers still take any type user code
+    may publish."""
+    sid = (await create_session(app_client))["session_id"]
+    code = "def h(command):\n    return 1\n"
+    for bad in ("a/b", "1st", "café"):
+        for path in (f"/api/sessions/{sid}/handlers/commands", "/api/handlers/commands"):
+            resp = await app_client.post(path, json={"command_type": bad, "handler_function": code})
+            error = assert_envelope(await resp.json(), "VALIDATION_ERROR")
+            assert error["details"]["field"] == "command_type", error
+            assert "letters, digits" in error["details"]["issue"], error
+        submitted = await app_client.post(f"/api/sessions/{sid}/commands", json={"command_type": bad})
+        assert (await submitted.json())["error"]["details"]["issue"] == error["details"]["issue"]
+    doc = await (await app_client.get("/openapi.json")).json()
+    handler = doc["components"]["schemas"]["CommandHandlerCreate"]["properties"]["command_type"]
+    command = doc["components"]["schemas"]["CommandCreate"]["properties"]["command_type"]
+    assert (handler["pattern"], handler["maxLength"]) == (command["pattern"], command["maxLength"])
+    resp = await app_client.post(
+        f"/api/sessions/{sid}/handlers/events", json={"event_type": "a/b", "handler_function": "def h(event): pass"}
+    )
+    assert resp.status == 201, await resp.text()
+
+
+async def test_a_tool_name_error_says_ascii(app_client):
+    sid = (await create_session(app_client))["session_id"]
+    body = {"name": "café", "function_code": "def café():\n    return 1\n"}
+    resp = await app_client.post(f"/api/sessions/{sid}/tools", json=body)
+    assert "ASCII" in assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["issue"]
