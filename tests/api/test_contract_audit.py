@@ -130,3 +130,12 @@ async def test_a_tool_name_error_says_ascii(app_client):
     body = {"name": "café", "function_code": "def café():\n    return 1\n"}
     resp = await app_client.post(f"/api/sessions/{sid}/tools", json=body)
     assert "ASCII" in assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["issue"]
+
+
+async def test_a_new_webhooks_secret_is_kept_out_of_caches(app_client):
+    """The answer to POST /api/webhooks holds the signing secret, shown once; it said nothing
+    about caching, where an API key's or a session token's answer says no-store."""
+    resp = await app_client.post("/api/webhooks", json={"url": "http://127.0.0.1:9/hook"})
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["secret"].startswith("whsec_")
+    assert resp.headers["Cache-Control"] == "no-store"
