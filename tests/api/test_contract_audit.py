@@ -139,3 +139,11 @@ async def test_a_new_webhooks_secret_is_kept_out_of_caches(app_client):
     assert resp.status == 201, await resp.text()
     assert (await resp.json())["secret"].startswith("whsec_")
     assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_a_bad_secret_name_is_reported_as_the_path_parameter(app_client):
+    """`PUT /api/secrets/my-secret` said `field: name`, where /openapi.json (and the 422 for a
+    name too long) call the path parameter `secret`."""
+    for name in ("my-secret", "A" * 65):
+        resp = await app_client.put(f"/api/secrets/{name}", json={"value": "x"})
+        assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "secret", name
