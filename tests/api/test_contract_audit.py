@@ -3,7 +3,10 @@ hit: each test is one finding, on the real app with SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import aiohttp
 
 from tests.api.bus_helpers import session_with_engine
 from tests.conftest import assert_envelope, create_session
@@ -147,3 +150,25 @@ async def test_a_bad_secret_name_is_reported_as_the_path_parameter(app_client):
     for name in ("my-secret", "A" * 65):
         resp = await app_client.put(f"/api/secrets/{name}", json={"value": "x"})
         assert assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]["field"] == "secret", name
+
+
+async def test_a_websocket_message_of_exactly_the_limit_is_taken(app_client):
+    """The close reason says "at most 65536 bytes", and a message of exactly 65,536 bytes was
+    closed with 1009: aiohttp refuses a message of its limit itself. Now the limit is the
+    largest message taken, and one byte more is refused."""
+    sid = (await create_session(app_client))["session_id"]
+    async with app_client.ws_connect(f"/api/sessions/{sid}/events/stream") as ws:
+        assert (await ws.receive_json(timeout=10))["type"] == "hello"
+        frame = {"type": "ping", "pad": ""}
+        frame["pad"] = "x" * (64 * 1024 - len(json.dumps(frame)))
+        assert len(json.dumps(frame)) == 64 * 1024
+        await ws.send_str(json.dumps(frame))
+        answer = await ws.receive_json(timeout=10)  # read and answered (pad is not a field)
+        assert answer["type"] == "error" and "pad" in answer["error"]["message"], answer
+        frame["pad"] += "x"
+        await ws.send_str(json.dumps(frame))
+        msg = await ws.receive(timeout=10)
+        while msg.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            msg = await ws.receive(timeout=10)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1009
+    assert msg.extra == f"message too big: at most {64 * 1024} bytes"
