@@ -32,7 +32,7 @@ What each module owns (the arrows are the only imports between them):
                 -> batchset
 ``batchset.py`` ``run_set``: a batch whose handlers are all eager, run in a tight loop and
                 stored in chunks (one statement per table, one transaction each).
-``eager.py``    ``invoke_eager``, ``is_admitted``, ``is_refused``: a command run before its
+``eager.py``    ``begin_eager``, ``Resume``, ``is_admitted``, ``is_refused``: a command run before its
                 submission has committed.
 ``execution.py`` ``Execution``, ``CURRENT``, ``current()``: the running handler's context
                 (what engines and user code use to publish events).
