@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from llmgine_daemon.bus.cluster import LeaseLost
 from llmgine_daemon.bus.codec import dumps
 from llmgine_daemon.bus.commands.batches import run_batch
+from llmgine_daemon.bus.commands.durable import durable_write
 from llmgine_daemon.bus.commands.eager import Resume, begin_eager, is_admitted, is_refused
 from llmgine_daemon.bus.commands.execution import CURRENT, Execution
 from llmgine_daemon.bus.commands.jobs import (
@@ -68,8 +69,6 @@ T = TypeVar("T")
 
 # How long shutdown waits for cancelled handlers to record their end.
 STOP_GRACE_S = 10.0
-# How long a stopping runner keeps retrying a write the store refuses (disk full, locked).
-STOP_RETRY_S = 2.0
 RETRYABLE = frozenset({"failed", "timed_out"})
 
 
@@ -151,11 +150,7 @@ class Runner(Waiting):
             log.exception("command runner of session %s failed", session_id)
             begun = None
         if begun is None:
-            q.busy = False
-            if not q.heap and q.task is None and self.queues.get(session_id) is q:
-                del self.queues[session_id]
-            else:
-                self._kick(session_id, q)
+            self._release(session_id, q)
             return
         resume, ctx = begun
         job.task = None  # (the caller's task so far): the drain task takes it over when it begins
@@ -248,12 +243,16 @@ class Runner(Waiting):
         except Exception:
             log.exception("command runner of session %s failed", session_id)
         finally:
-            q.busy = False
-            q.task = None
-            if not q.heap and self.queues.get(session_id) is q:
-                del self.queues[session_id]
-            else:
-                self._kick(session_id, q)
+            self._release(session_id, q)
+
+    def _release(self, session_id: str, q: SessionQueue) -> None:
+        """The session's slot is free: its queue goes, or its next entry starts."""
+        q.busy = False
+        q.task = None
+        if not q.heap and self.queues.get(session_id) is q:
+            del self.queues[session_id]
+        else:
+            self._kick(session_id, q)
 
     # -- execution --------------------------------------------------------------------
 
@@ -460,28 +459,8 @@ class Runner(Waiting):
         return [j for j, _ in started]
 
     async def durable_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``store.write`` that outlasts a full disk or a database locked by another process.
-
-        The runner cannot answer "try again" to anyone: a result must be recorded before
-        anybody is told it. So it keeps the outcome in memory and retries, with backoff, until
-        the write commits (the daemon recovers by itself when space or the lock comes back).
-        Only a stopping runner gives up, after ``STOP_RETRY_S``; what did not commit is then
-        recovered from the store at the next start. Write functions must be re-runnable: a
-        failed attempt was rolled back.
-        """
-        delay, gave_up_at = 0.05, None
-        while True:
-            try:
-                return await self.store.write(fn)
-            except StorageError as exc:
-                if self.stopping:
-                    gave_up_at = gave_up_at or time.monotonic() + STOP_RETRY_S
-                    if time.monotonic() > gave_up_at:
-                        raise
-                if delay == 0.05:
-                    log.warning("storage unavailable (%s); the runner retries until it is back", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        """``store.write`` that outlasts a full disk or a locked database (durable.py)."""
+        return await durable_write(self.store, fn, lambda: self.stopping)
 
     def apply_end(self, job: Job, outcome: Outcome, ts: str) -> None:
         rec = job.record
