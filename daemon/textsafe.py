@@ -27,6 +27,17 @@ CONTROL_ESCAPES = (
     | {c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
 )
 
+# JSON text a terminal may show (`-o json`, a template's values, an approval prompt): JSON
+# escapes the C0 controls itself, but not DEL, the C1 controls (U+009B is an 8-bit CSI, U+009D
+# an OSC: terminals that decode UTF-8 obey them), the line separators nor the bidirectional
+# controls. Written as \u escapes they are the same JSON value, shown rather than obeyed.
+JSON_ESCAPES = {c: f"\\u{c:04x}" for c in CONTROL_ESCAPES if c >= 0x7F}
+
+
+def json_visible(text: str) -> str:
+    """JSON text (as ``json.dumps`` writes it) with nothing left in it a terminal would obey."""
+    return text.translate(JSON_ESCAPES)
+
 
 NUL = "\x00"
 

@@ -11,7 +11,7 @@ A command describes its result with a ``View`` and calls ``render`` once:
 
 from __future__ import annotations
 
-from llmgine_daemon.textsafe import CONTROL_ESCAPES
+from llmgine_daemon.textsafe import CONTROL_ESCAPES, json_visible
 
 # No dataclasses or typing at run time: this module is on every call's path (hot.py).
 TYPE_CHECKING = False
@@ -103,20 +103,22 @@ def builtins(data: Any) -> Any:
 
 
 def json_text(obj: Any, *, indent: bool) -> str:
-    """Plain JSON values as JSON text: pretty (two spaces) or one compact line."""
+    """Plain JSON values as JSON text: pretty (two spaces) or one compact line. Anybody's
+    strings are in it: what a terminal would obey (C1 controls, bidi overrides...) is written
+    as \\u escapes, the same JSON (textsafe.json_visible)."""
     import json
 
     try:
         if indent:
-            return json.dumps(obj, indent=2, ensure_ascii=False)
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+            return json_visible(json.dumps(obj, indent=2, ensure_ascii=False))
+        return json_visible(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
     except RecursionError:
         # Data nested deeper than Python's recursion limit (anybody's event can be): msgspec
         # has no such limit, and the text is the same JSON.
         import msgspec
 
         encoded = msgspec.json.encode(obj)
-        return (msgspec.json.format(encoded, indent=2) if indent else encoded).decode()
+        return json_visible((msgspec.json.format(encoded, indent=2) if indent else encoded).decode())
 
 
 MAX_DEPTH = 16  # nested deeper than this, a cell shows "…" (and key/value output stops flattening)
@@ -202,7 +204,8 @@ def render(env: Environment, data: Any, view: View, fmt: str | Enum | None = Non
     else:
         flat = _flatten(obj)
         keys = list(view.fields) if view.fields else list(flat)
-        rows = [[key, _visible(_cell(key, flat.get(key), view), one_line=False)] for key in keys]
+        # The keys are anybody's too (an event's data): one line, escaped, as the values.
+        rows = [[visible_line(key), _visible(_cell(key, flat.get(key), view), one_line=False)] for key in keys]
         emit(env, fmt, ["KEY", "VALUE"], rows, view.title, kv=True)
     env.stdout.flush()
 

@@ -1,0 +1,78 @@
+"""Anybody's text never drives the operator's terminal: a session token's holder (or user code,
+or a model) writes event data, tool results and tool-call arguments that `llmgine` prints.
+Every renderer shows terminal controls as escapes: key/value keys, JSON output, templates, the
+followed events of `command run`, the approval prompt."""
+
+from __future__ import annotations
+
+import json
+
+from llmgine_cli.approve_inline import call_text
+
+# A window title (OSC 0), a screen clear (CSI 2J), an 8-bit CSI and OSC (U+009B, U+009D: a
+# terminal decoding UTF-8 obeys them), a right-to-left override, a line separator, DEL.
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\r\x9b31m\x9d0;t\x9c\u202eevil\u2028y\x7f"
+OBEYED = {"\x1b", "\x07", "\r", "\x9b", "\x9d", "\x9c", "\u202e", "\u2028", "\x7f"}
+
+
+def obeyed(text: str) -> set[str]:
+    return OBEYED & set(text)
+
+
+def _hostile_event(cli) -> tuple[str, str]:
+    sid = cli("session", "create", "-q").stdout.strip()
+    data = json.dumps({HOSTILE: HOSTILE, "nested": {HOSTILE: 1}})
+    published = cli("event", "publish", "Note", "-S", sid, "-d", data, "-q")
+    assert published.exit_code == 0, published.stderr
+    return sid, published.stdout.strip()
+
+
+def test_the_keys_of_anybodys_data_are_shown_as_escapes(cli):
+    """Key/value output (`event get`, `command get`, `tool exec`...) escaped the values but
+    printed the flattened keys raw: an event whose data had the key ESC ]0;title BEL ESC [2J
+    set the operator's window title and cleared the screen."""
+    sid, eid = _hostile_event(cli)
+    for fmt in ("plain", "table"):
+        shown = cli("event", "get", eid, "-S", sid, "-o", fmt)
+        assert shown.exit_code == 0, shown.stderr
+        assert not obeyed(shown.stdout), repr(shown.stdout)
+        assert "data.\\x1b]0;pwned\\x07\\x1b[2J\\r\\x9b31m" in shown.stdout, shown.stdout
+        assert "data.nested.\\x1b]0;pwned" in shown.stdout, shown.stdout
+
+
+def test_json_output_shows_terminal_controls_as_escapes(cli):
+    """JSON escapes C0 controls but not DEL, C1 (an 8-bit CSI or OSC), U+2028 nor the bidi
+    overrides: `-o json` on a terminal obeyed them. They are written as \\u escapes: the same
+    JSON values, which scripts read unchanged."""
+    sid, eid = _hostile_event(cli)
+    expected = {HOSTILE: HOSTILE, "nested": {HOSTILE: 1}}
+    one = cli("event", "get", eid, "-S", sid, "-o", "json")
+    assert not obeyed(one.stdout), repr(one.stdout)
+    assert json.loads(one.stdout)["data"] == expected
+    listed = cli("event", "list", "-S", sid, "--type", "Note", "-o", "jsonl")
+    assert not obeyed(listed.stdout), repr(listed.stdout)
+    assert json.loads(listed.stdout)["data"] == expected
+    for template in ("{{json .data}}", "{{.}}"):
+        shown = cli("event", "list", "-S", sid, "--type", "Note", "-o", template)
+        assert shown.exit_code == 0, shown.stderr
+        assert not obeyed(shown.stdout), repr(shown.stdout)
+    assert json.loads(cli("event", "list", "-S", sid, "--type", "Note", "-o", "{{json .data}}").stdout) == expected
+
+
+def test_followed_events_in_json_show_terminal_controls_as_escapes(cli):
+    sid = cli("session", "create", "-q").stdout.strip()
+    assert cli("engine", "create", "DummyEngine", "--session", sid, "-q").exit_code == 0
+    run = cli("command", "run", "DummyEngineCommand", "-S", sid, "-p", f"prompt={HOSTILE}", "--follow", "-o", "jsonl")
+    assert run.exit_code == 0, run.stderr
+    assert not obeyed(run.stdout), repr(run.stdout)
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert "\u202eevil" in lines[-1]["result"]["response"]  # DummyEngine echoes the prompt
+
+
+def test_the_approval_prompt_shows_a_calls_controls_as_escapes():
+    """The line a person approves a tool call on: a model's arguments (text from a page it
+    read) could carry a right-to-left override or an 8-bit CSI in a value, and anything in a
+    key or the tool's name, and make the call read as another."""
+    text = call_text("run\x1b[2K", {"cmd": "ls \u202e; rm -rf ~ \x9b2K", "k\x1b]0;t\x07": 1})
+    assert not obeyed(text), repr(text)
+    assert text == 'run\\x1b[2K(cmd="ls \\u202e; rm -rf ~ \\u009b2K", k\\x1b]0;t\\x07=1)'
