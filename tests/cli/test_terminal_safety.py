@@ -76,3 +76,36 @@ def test_the_approval_prompt_shows_a_calls_controls_as_escapes():
     text = call_text("run\x1b[2K", {"cmd": "ls \u202e; rm -rf ~ \x9b2K", "k\x1b]0;t\x07": 1})
     assert not obeyed(text), repr(text)
     assert text == 'run\\x1b[2K(cmd="ls \\u202e; rm -rf ~ \\u009b2K", k\\x1b]0;t\\x07=1)'
+
+
+def test_a_traces_errors_are_shown_as_escapes(cli, tmp_path):
+    """A span's error is user code's exception text: `llmgine trace` (and `command get
+    --trace`) printed it raw, so a handler raising ESC ]0;title BEL ESC [2J drove the
+    terminal of whoever looked at its trace."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    code = tmp_path / "boom.py"
+    code.write_text(f"def handle(command):\n    raise RuntimeError({HOSTILE!r})\n")
+    added = cli("handler", "add", "command", "Boom", str(code), "-S", sid)
+    assert added.exit_code == 0, added.stderr
+    failed = cli("command", "run", "Boom", "-S", sid, "-q")
+    assert failed.exit_code == 1
+    cid = cli("command", "list", "-S", sid, "-q").stdout.split()[0]
+    shown = cli("command", "get", cid, "-S", sid, "--trace")
+    assert shown.exit_code == 0, shown.stderr
+    assert not obeyed(shown.stdout), repr(shown.stdout)
+    assert "error: HandlerFailed: RuntimeError: \\x1b]0;pwned\\x07\\x1b[2J" in shown.stdout, shown.stdout
+
+
+def test_metric_labels_are_shown_as_escapes(cli, tmp_path):
+    """User code may publish any text as an event's type, which becomes the `type` label of
+    events_published_total: `llmgine metrics` printed the label raw."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    code = tmp_path / "pub.py"
+    code.write_text(f"async def handle(command):\n    await bus.publish({'T' + HOSTILE!r}, {{}})\n    return 1\n")
+    assert cli("handler", "add", "command", "Pub", str(code), "-S", sid).exit_code == 0
+    assert cli("command", "run", "Pub", "-S", sid, "-q").exit_code == 0
+    for fmt in ("plain", "table"):
+        shown = cli("metrics", "-o", fmt, COLUMNS="400")
+        assert shown.exit_code == 0, shown.stderr
+        assert not obeyed(shown.stdout), repr(shown.stdout)
+        assert "type=T\\x1b]0;pwned\\x07" in shown.stdout, shown.stdout
