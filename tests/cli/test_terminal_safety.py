@@ -109,3 +109,84 @@ def test_metric_labels_are_shown_as_escapes(cli, tmp_path):
         assert shown.exit_code == 0, shown.stderr
         assert not obeyed(shown.stdout), repr(shown.stdout)
         assert "type=T\\x1b]0;pwned\\x07" in shown.stdout, shown.stdout
+
+
+def _complete(env: dict, shell: str, words: str) -> str:
+    import subprocess
+    import sys
+
+    from tests.clitools import full_env
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmgine_cli"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=full_env(
+            {
+                **env,
+                "_LLMGINE_COMPLETE": f"complete_{shell}",
+                "COMP_WORDS": words,
+                "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1)),
+                "_TYPER_COMPLETE_ARGS": words,
+                "_TYPER_COMPLETE_FISH_ACTION": "get-args",
+            }
+        ),
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_completion_offers_nothing_that_drives_the_terminal(cli, daemon, tmp_path):
+    """Shell completion lists event types user code published and tools' descriptions: a type
+    holding a newline added candidates of its own choosing, and escapes in a type or a
+    description reached zsh's and fish's menus raw. Such a type is no use to complete (no
+    command takes it): it is left out; a description is shown with escapes."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    code = tmp_path / "pub.py"
+    code.write_text(
+        "async def handle(command):\n"
+        f"    await bus.publish({'Probe' + HOSTILE + chr(10) + 'Injected'!r}, {{}})\n"
+        "    await bus.publish('ProbeOk', {})\n"
+        "    return 1\n"
+    )
+    assert cli("handler", "add", "command", "Pub", str(code), "-S", sid).exit_code == 0
+    assert cli("command", "run", "Pub", "-S", sid, "-q").exit_code == 0
+    tool = tmp_path / "t.py"
+    tool.write_text(f"def probe_tool(x: int) -> int:\n    {('Adds ' + HOSTILE)!r}\n    return x\n")
+    assert cli("tool", "register", str(tool), "-S", sid, "-q").exit_code == 0
+    for shell in ("bash", "zsh", "fish"):
+        for words in (f"llmgine event list -S {sid} --type Pro", f"llmgine tool exec -S {sid} probe"):
+            offered = _complete(daemon.env, shell, words)
+            assert not obeyed(offered) and "Injected" not in offered, (shell, repr(offered))
+            assert ("ProbeOk" if "event" in words else "probe_tool") in offered, (shell, offered)
+
+
+def test_zsh_completion_runs_nothing_a_value_holds(cli, daemon, tmp_path):
+    """typer's zsh script evals the candidates (as zsh's _arguments evals a ((...)) list),
+    escaping quotes, $ and backquotes but not a backslash: an event type `!\\` ended its quoted
+    string and the next type, `) ; touch FILE ; ws=( \\`, ran as commands in the operator's
+    shell when they pressed <TAB> after `llmgine event list --type`. A value with a backslash
+    is not offered; a description has none."""
+    import shutil
+    import subprocess
+
+    sid = cli("session", "create", "-q").stdout.strip()
+    pwned = tmp_path / "pwned"
+    code = tmp_path / "pub.py"
+    code.write_text(
+        "async def handle(command):\n"
+        "    await bus.publish('!\\\\', {})\n"
+        f"    await bus.publish(') ; touch {pwned} ; ws=( \\\\', {{}})\n"
+        "    return 1\n"
+    )
+    assert cli("handler", "add", "command", "Pub", str(code), "-S", sid).exit_code == 0
+    assert cli("command", "run", "Pub", "-S", sid, "-q").exit_code == 0
+    offered = _complete(daemon.env, "zsh", f"llmgine event list -S {sid} --type ")
+    assert "touch" not in offered and "\\" not in offered, offered
+    assert '"CommandResult"' in offered, offered
+    zsh = shutil.which("zsh")
+    if zsh:  # what zsh's _arguments does with the answer (Completion/Base/_arguments)
+        stub = '_arguments() { local action=${1#*: :}; eval ws\\=\\( "${action[3,-3]}" \\) }\n'
+        subprocess.run([zsh, "-f", "-c", stub + "eval $(cat)"], input=offered, text=True, timeout=30, check=False)
+        assert not pwned.exists()
