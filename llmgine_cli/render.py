@@ -204,8 +204,11 @@ def render(env: Environment, data: Any, view: View, fmt: str | Enum | None = Non
     else:
         flat = _flatten(obj)
         keys = list(view.fields) if view.fields else list(flat)
-        # The keys are anybody's too (an event's data): one line, escaped, as the values.
-        rows = [[visible_line(key), _visible(_cell(key, flat.get(key), view), one_line=False)] for key in keys]
+        # The keys are anybody's too (an event's data): one line, escaped, as the values. A
+        # value keeps its line breaks in a table only (under its column: _rich_table); plain
+        # output, scripts', is a line per key, so no value forges a `key value` line.
+        one_line = fmt != "table"
+        rows = [[visible_line(key), _visible(_cell(key, flat.get(key), view), one_line=one_line)] for key in keys]
         emit(env, fmt, ["KEY", "VALUE"], rows, view.title, kv=True)
     env.stdout.flush()
 
@@ -430,7 +433,8 @@ def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], tit
                 console.print(Text(title, style="italic"), soft_wrap=True)
             for key, value in rows:
                 line = Text(key, style="bold cyan")
-                line.append(" " * (keys - cell_width(key) + 2) + value)
+                # A value's lines after its first go under it: no line of a value reads as a key's.
+                line.append(" " * (keys - cell_width(key) + 2) + value.replace("\n", "\n" + " " * (keys + 2)))
                 console.print(line, soft_wrap=True)
             return
         table = Table(box=None, show_header=False, title=title, pad_edge=False)

@@ -190,3 +190,21 @@ def test_zsh_completion_runs_nothing_a_value_holds(cli, daemon, tmp_path):
         stub = '_arguments() { local action=${1#*: :}; eval ws\\=\\( "${action[3,-3]}" \\) }\n'
         subprocess.run([zsh, "-f", "-c", stub + "eval $(cat)"], input=offered, text=True, timeout=30, check=False)
         assert not pwned.exists()
+
+
+def test_a_value_cannot_forge_a_key_value_line(cli):
+    """Key/value output kept a value's line breaks: data holding "\\nsource  handler" printed a
+    line that read as the event's own `source` (to a person, and to `awk '$1=="source"'`, as
+    README suggests reading plain output), on a terminal too when a long unbreakable value
+    made every row one line. Plain output (scripts') shows a value on its line, its breaks as
+    \\n; a table keeps them, with the lines after the first under the value's column."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    forged = "ok\nsource                         handler"
+    data = json.dumps({"note": forged, "token": "x" * 300})
+    eid = cli("event", "publish", "Note", "-S", sid, "-d", data, "-q").stdout.strip()
+    plain = cli("event", "get", eid, "-S", sid, "-o", "plain").stdout.splitlines()
+    assert [line.split()[1] for line in plain if line.split()[0] == "source"] == ["api"], plain
+    assert any(line.split() == ["data.note", "ok\\nsource", "handler"] for line in plain), plain
+    table = cli("event", "get", eid, "-S", sid, "-o", "table", COLUMNS="100").stdout.splitlines()
+    assert not [line for line in table if line.startswith("source") and "handler" in line], table
+    assert any(line.lstrip() == "source                         handler" for line in table), table
