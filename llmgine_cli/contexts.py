@@ -42,7 +42,14 @@ def contexts_path(env: Mapping[str, str]) -> str:
 
 
 def load(env: Mapping[str, str]) -> dict[str, Any]:
+    from pathlib import Path
+
+    from llmgine_daemon.settings import check_config_file_mode
+
     path = contexts_path(env)
+    # It says which daemon gets this user's requests (and their secrets): not a file another
+    # user owns or may write (one planted in a shared or sudo-kept home), as config.toml.
+    check_config_file_mode(Path(path), "contexts file")
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
