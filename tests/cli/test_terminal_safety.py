@@ -208,3 +208,22 @@ def test_a_value_cannot_forge_a_key_value_line(cli):
     table = cli("event", "get", eid, "-S", sid, "-o", "table", COLUMNS="100").stdout.splitlines()
     assert not [line for line in table if line.startswith("source") and "handler" in line], table
     assert any(line.lstrip() == "source                         handler" for line in table), table
+
+
+def test_an_answers_links_show_where_they_go():
+    """`ask`/`chat` draw the answer as Markdown on a terminal: a link became an OSC 8
+    hyperlink, so a model's `[https://bank.example](https://evil.example/x)` (text a tool
+    fetched from a page steers it) showed the one address and opened the other. Links are
+    shown with their target in parentheses, no hyperlink written."""
+    import io
+    import re
+
+    from llmgine_cli.context import Environment
+    from llmgine_cli.live import RichAnswer
+
+    out = io.StringIO()
+    with RichAnswer(Environment(out, io.StringIO(), True, True, {})) as answer:
+        answer.finish("see [https://bank.example](https://evil.example/x) ![logo](https://evil.example/i.png)")
+    drawn = out.getvalue()
+    assert "\x1b]8;" not in drawn, repr(drawn)
+    assert "https://evil.example/x" in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn), repr(drawn)
