@@ -242,11 +242,17 @@ def _get(obj: Any, path: str) -> Any:
     return obj
 
 
+# A nested object with more fields than this stays one value (compact JSON, cut): anybody's
+# event data may hold 60000 keys in its 1 MiB, and `event get` drew a 60000-row table for half
+# a minute on a terminal. -o json shows them all.
+MAX_FIELDS = 100
+
+
 def _flatten(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
-    """Nested objects as dotted keys (``counts.events``), down to a few levels; what is
-    deeper stays one value (shown as compact JSON)."""
+    """Nested objects as dotted keys (``counts.events``), down to a few levels and MAX_FIELDS
+    fields; what is deeper or wider stays one value (shown as compact JSON)."""
     flat: dict[str, Any] = {}
-    if isinstance(obj, dict) and (obj or not prefix) and depth < 4:
+    if isinstance(obj, dict) and (obj or not prefix) and depth < 4 and (not prefix or len(obj) <= MAX_FIELDS):
         for key, value in obj.items():
             flat.update(_flatten(value, f"{prefix}{key}.", depth + 1))
     else:

@@ -227,3 +227,16 @@ def test_an_answers_links_show_where_they_go():
     drawn = out.getvalue()
     assert "\x1b]8;" not in drawn, repr(drawn)
     assert "https://evil.example/x" in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn), repr(drawn)
+
+
+def test_an_object_with_thousands_of_fields_stays_one_value(cli):
+    """Event data may hold tens of thousands of keys within the body limit: `event get` drew a
+    row for each (60000 rows took half a minute in a terminal's table). An object wider than
+    MAX_FIELDS shows as one value, compact JSON cut to a cell; -o json has every field."""
+    sid = cli("session", "create", "-q").stdout.strip()
+    data = {f"k{i}": i for i in range(5000)}
+    eid = cli("event", "publish", "Wide", "-S", sid, "-d", json.dumps({"wide": data}), "-q").stdout.strip()
+    shown = cli("event", "get", eid, "-S", sid, "-o", "plain").stdout.splitlines()
+    assert len(shown) < 20, len(shown)
+    assert [line.split()[0] for line in shown if line.startswith("data.wide")] == ["data.wide"], shown
+    assert json.loads(cli("event", "get", eid, "-S", sid, "-o", "json").stdout)["data"]["wide"] == data
