@@ -11,8 +11,8 @@ from llmgine_cli.approve_inline import call_text
 
 # A window title (OSC 0), a screen clear (CSI 2J), an 8-bit CSI and OSC (U+009B, U+009D: a
 # terminal decoding UTF-8 obeys them), a right-to-left override, a line separator, DEL.
-HOSTILE = "\x1b]0;pwned\x07\x1b[2J\r\x9b31m\x9d0;t\x9c\u202eevil\u2028y\x7f"
-OBEYED = {"\x1b", "\x07", "\r", "\x9b", "\x9d", "\x9c", "\u202e", "\u2028", "\x7f"}
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\r\x9b31m\x9d0;t\x9c\u202eevil\u2028y\x7f\u200f"
+OBEYED = {"\x1b", "\x07", "\r", "\x9b", "\x9d", "\x9c", "\u202e", "\u2028", "\x7f", "\u200f"}
 
 
 def obeyed(text: str) -> set[str]:
