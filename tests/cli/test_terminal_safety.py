@@ -186,10 +186,11 @@ def test_zsh_completion_runs_nothing_a_value_holds(cli, daemon, tmp_path):
     assert "touch" not in offered and "\\" not in offered, offered
     assert '"CommandResult"' in offered, offered
     zsh = shutil.which("zsh")
-    if zsh:  # what zsh's _arguments does with the answer (Completion/Base/_arguments)
-        stub = '_arguments() { local action=${1#*: :}; eval ws\\=\\( "${action[3,-3]}" \\) }\n'
-        subprocess.run([zsh, "-f", "-c", stub + "eval $(cat)"], input=offered, text=True, timeout=30, check=False)
-        assert not pwned.exists()
+    assert zsh, "zsh is needed here (Debian package zsh; .ci/run installs it)"
+    # What zsh's _arguments does with the answer (Completion/Base/_arguments).
+    stub = '_arguments() { local action=${1#*: :}; eval ws\\=\\( "${action[3,-3]}" \\) }\n'
+    subprocess.run([zsh, "-f", "-c", stub + "eval $(cat)"], input=offered, text=True, timeout=30, check=False)
+    assert not pwned.exists()
 
 
 def test_a_value_cannot_forge_a_key_value_line(cli):
