@@ -202,7 +202,8 @@ def check_dir_safe(path: Path) -> None:
 def write_private(path: Path, data: str | bytes) -> None:
     """Write a file only its owner may read (0600, whatever the umask), atomically: the data
     goes to ``.<name>.XXXXXXXX.tmp`` beside it, which then replaces ``path`` (readers see the
-    old file or the new one, never half of one). A missing parent directory is created 0700.
+    old file or the new one, never half of one). A missing parent directory is created 0700;
+    one others could replace the file in is refused (``ensure_private_dir``).
 
     Durably, as a database commit: the data is fsynced before the rename and the directory
     after it, so a power loss right after an acknowledged ``secret set`` (or a new local key)
@@ -214,7 +215,9 @@ def write_private(path: Path, data: str | bytes) -> None:
     import fcntl
     import tempfile
 
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # As the daemon's own directories: not one others could replace the file in (the CLI wrote
+    # contexts.json and config.toml into any LLMGINE_HOME, another user's included).
+    ensure_private_dir(path.parent)
     clear_stale_temps(path)
     payload = data.encode() if isinstance(data, str) else data
     for attempt in range(3):
@@ -293,7 +296,7 @@ def dir_locked(directory: Path) -> Iterator[None]:
     change it would otherwise write over. Released when the block ends or the process dies."""
     import fcntl
 
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_private_dir(directory)
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -360,6 +360,8 @@ def load_settings(
     values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
     sources: dict[str, str] = {s.key: "default" for s in SETTINGS}
 
+    # The CLI too (it reads where the daemon is, and its secret): not a file another user wrote.
+    check_config_file_mode(file_path)
     for key, raw in read_config_file(file_path).items():
         setting = BY_KEY.get(key)
         if setting is None:

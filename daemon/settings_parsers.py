@@ -123,6 +123,15 @@ def choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def log_level(value: Any) -> str:
+    """A log level in any case; ``warn`` and ``fatal`` are taken too, as Python's logging, most
+    log libraries and ``POST /api/observability/logs`` take them."""
+    text = parse_str(value).lower()
+    return choice("debug", "info", "warning", "error", "critical")(
+        {"warn": "warning", "fatal": "critical"}.get(text, text)
+    )
+
+
 def port(value: Any) -> int:
     number = parse_int(value)
     if not 0 <= number <= 65535:

@@ -15,6 +15,7 @@ from llmgine_daemon.settings_parsers import (
     choice,
     env_name,
     fraction,
+    log_level,
     milliseconds,
     origins,
     parse_bool,
@@ -208,7 +209,7 @@ SETTINGS: tuple[Setting, ...] = (
         "several daemons on one PostgreSQL database: seconds after which the sessions of a node "
         "that stopped renewing its leases (it died, or is cut off) are taken over by another",
     ),
-    Setting("logging.level", "LOG_LEVEL", choice("debug", "info", "warning", "error", "critical"), "info", "log level"),
+    Setting("logging.level", "LOG_LEVEL", log_level, "info", "log level (warn and fatal are taken too)"),
     Setting(
         "logging.file",
         "LOG_FILE",

@@ -10,21 +10,22 @@ y runs it, e asks for other arguments (a JSON object) and runs it with those, an
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 from llmgine_cli.client import ApiError, Client
 from llmgine_cli.context import Environment
 from llmgine_cli.inputs import loads
+from llmgine_cli.render import json_text, visible_line
 
 PROMPT_SUFFIX = "? [y/N/e(dit)] "
 
 
 def call_text(tool: str, arguments: dict[str, Any]) -> str:
-    """``get_weather(location="Melbourne")``: as a call in Python, values in JSON."""
-    args = ", ".join(f"{key}={json.dumps(value, ensure_ascii=False)}" for key, value in arguments.items())
-    return f"{tool}({args})"
+    """``get_weather(location="Melbourne")``: as a call in Python, values in JSON. A model's
+    text (from a page it read) is in it: what a terminal would obey is shown as escapes."""
+    args = ", ".join(f"{visible_line(str(key))}={json_text(value, indent=False)}" for key, value in arguments.items())
+    return f"{visible_line(tool)}({args})"
 
 
 def _ask(env: Environment, prompt: str) -> str | None:
@@ -51,7 +52,7 @@ def decide_inline(env: Environment, client: Client, session_id: str, data: dict[
         decision, reason = "approve", None
     elif answer is not None and answer.lower() in ("e", "edit"):
         while True:
-            text = _ask(env, f"arguments (JSON object) [{json.dumps(arguments, ensure_ascii=False)}]: ")
+            text = _ask(env, f"arguments (JSON object) [{json_text(arguments, indent=False)}]: ")
             try:
                 edited = loads(text) if text else arguments
             except ValueError as exc:

@@ -14,6 +14,8 @@ from typing import Any
 
 import typer
 
+from llmgine_cli.render import visible_line
+
 PROG = "llmgine"
 COMPLETE_VAR = "_LLMGINE_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
@@ -61,6 +63,21 @@ def _session_id(client: Any, ctx: typer.Context) -> str | None:
     return None if given is None else resolve_session_in(client, given)
 
 
+def _offered(value: str, incomplete: str) -> bool:
+    """Whether to offer ``value``: anybody's text (an event type user code published, an MCP
+    server's tool name) with a control character (a newline is a candidate line of its own to
+    the shell) or a backslash is no use to complete, and typer's zsh script evals what it is
+    given with only quotes, ``$`` and backquotes escaped: ``x\\`` ended the quoted string, and
+    the next value ran as commands in the user's shell at <TAB>."""
+    return value.startswith(incomplete) and "\\" not in value and visible_line(value) == value
+
+
+def _shown(description: str) -> str:
+    """A description as a menu may show it: escapes for control characters, and no backslash
+    (zsh evals it, as the values: ``_offered``), which looks alike (U+2216)."""
+    return visible_line(description).replace("\\", "\u2216")
+
+
 def _complete(
     fetch: Callable[[Any, typer.Context], Iterable[tuple[str, str]]],
 ) -> Callable[[typer.Context, str], list[tuple[str, str]]]:
@@ -69,7 +86,7 @@ def _complete(
             client = _client(ctx)
             if client is None:
                 return []
-            return [(value, help_) for value, help_ in fetch(client, ctx) if value.startswith(incomplete)]
+            return [(value, _shown(help_)) for value, help_ in fetch(client, ctx) if _offered(value, incomplete)]
         except Exception:  # a completer must never print or fail
             return []
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from llmgine_cli.errors import InvalidArgument
+from llmgine_cli.errors import InvalidArgument, LlmgineError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ def load(env: Mapping[str, str]) -> dict[str, Any]:
     path = contexts_path(env)
     try:
         with open(path, encoding="utf-8") as fh:
+            _check_owner(path, os.fstat(fh.fileno()))
             text = fh.read()
     except FileNotFoundError:
         return {"current": None, "contexts": {}}
@@ -61,6 +62,19 @@ def load(env: Mapping[str, str]) -> dict[str, Any]:
     data.setdefault("contexts", {})
     data.setdefault("current", None)
     return data
+
+
+def _check_owner(path: str, st: os.stat_result) -> None:
+    """It says which daemon gets this user's requests (and their secrets): not a file another
+    user owns or others may write (planted in a shared or a sudo-kept home), as llmgined
+    refuses such a config.toml (settings.check_config_file_mode; not imported here: this runs
+    on every call's path)."""
+    if st.st_uid not in (os.getuid(), 0):
+        raise LlmgineError(f"{path}: contexts file is owned by uid {st.st_uid}, not by you")
+    if st.st_mode & 0o022:
+        raise LlmgineError(
+            f"{path}: contexts file is writable by others (mode {st.st_mode & 0o7777:04o}); run `chmod 600 {path}`"
+        )
 
 
 @contextlib.contextmanager

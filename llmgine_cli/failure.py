@@ -18,6 +18,7 @@ from llmgine_cli.errors import (
     LlmgineError,
     RequestTimeout,
 )
+from llmgine_cli.render import visible_line
 from llmgine_cli.status import ExitStatus, http_to_exit_status
 
 TYPE_CHECKING = False
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
 def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, ExitStatus]:
     """The one stderr line and the exit code for an error."""
     if isinstance(exc, ApiError):
-        line = f"error: {exc}"  # code: message, and for a validation error the field and why
+        # code: message, and for a validation error the field and why; one line, whatever
+        # text of others (a name, a model server's error) the message quotes
+        line = f"error: {visible_line(str(exc))}"
         if exc.status >= 500 and exc.request_id:
             line += f" (request id {exc.request_id})"
         if exc.status == 401:

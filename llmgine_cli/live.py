@@ -270,4 +270,5 @@ class RichAnswer:
         from rich.markdown import Markdown
 
         self.text = text or self.text
-        self._live.update(Markdown(visible_text(self.text)), refresh=True)
+        # No OSC 8 hyperlinks: a link shows its target, whatever its text says (a model's text).
+        self._live.update(Markdown(visible_text(self.text), hyperlinks=False), refresh=True)

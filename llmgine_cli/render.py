@@ -11,7 +11,7 @@ A command describes its result with a ``View`` and calls ``render`` once:
 
 from __future__ import annotations
 
-from llmgine_daemon.textsafe import CONTROL_ESCAPES
+from llmgine_daemon.textsafe import CONTROL_ESCAPES, json_visible
 
 # No dataclasses or typing at run time: this module is on every call's path (hot.py).
 TYPE_CHECKING = False
@@ -103,20 +103,22 @@ def builtins(data: Any) -> Any:
 
 
 def json_text(obj: Any, *, indent: bool) -> str:
-    """Plain JSON values as JSON text: pretty (two spaces) or one compact line."""
+    """Plain JSON values as JSON text: pretty (two spaces) or one compact line. Anybody's
+    strings are in it: what a terminal would obey (C1 controls, bidi overrides...) is written
+    as \\u escapes, the same JSON (textsafe.json_visible)."""
     import json
 
     try:
         if indent:
-            return json.dumps(obj, indent=2, ensure_ascii=False)
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+            return json_visible(json.dumps(obj, indent=2, ensure_ascii=False))
+        return json_visible(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
     except RecursionError:
         # Data nested deeper than Python's recursion limit (anybody's event can be): msgspec
         # has no such limit, and the text is the same JSON.
         import msgspec
 
         encoded = msgspec.json.encode(obj)
-        return (msgspec.json.format(encoded, indent=2) if indent else encoded).decode()
+        return json_visible((msgspec.json.format(encoded, indent=2) if indent else encoded).decode())
 
 
 MAX_DEPTH = 16  # nested deeper than this, a cell shows "…" (and key/value output stops flattening)
@@ -202,7 +204,11 @@ def render(env: Environment, data: Any, view: View, fmt: str | Enum | None = Non
     else:
         flat = _flatten(obj)
         keys = list(view.fields) if view.fields else list(flat)
-        rows = [[key, _visible(_cell(key, flat.get(key), view), one_line=False)] for key in keys]
+        # The keys are anybody's too (an event's data): one line, escaped, as the values. A
+        # value keeps its line breaks in a table only (under its column: _rich_table); plain
+        # output, scripts', is a line per key, so no value forges a `key value` line.
+        one_line = fmt != "table"
+        rows = [[visible_line(key), _visible(_cell(key, flat.get(key), view), one_line=one_line)] for key in keys]
         emit(env, fmt, ["KEY", "VALUE"], rows, view.title, kv=True)
     env.stdout.flush()
 
@@ -236,11 +242,17 @@ def _get(obj: Any, path: str) -> Any:
     return obj
 
 
+# A nested object with more fields than this stays one value (compact JSON, cut): anybody's
+# event data may hold 60000 keys in its 1 MiB, and `event get` drew a 60000-row table for half
+# a minute on a terminal. -o json shows them all.
+MAX_FIELDS = 100
+
+
 def _flatten(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
-    """Nested objects as dotted keys (``counts.events``), down to a few levels; what is
-    deeper stays one value (shown as compact JSON)."""
+    """Nested objects as dotted keys (``counts.events``), down to a few levels and MAX_FIELDS
+    fields; what is deeper or wider stays one value (shown as compact JSON)."""
     flat: dict[str, Any] = {}
-    if isinstance(obj, dict) and (obj or not prefix) and depth < 4:
+    if isinstance(obj, dict) and (obj or not prefix) and depth < 4 and (not prefix or len(obj) <= MAX_FIELDS):
         for key, value in obj.items():
             flat.update(_flatten(value, f"{prefix}{key}.", depth + 1))
     else:
@@ -427,7 +439,8 @@ def _rich_table(env: Environment, headers: list[str], rows: list[list[str]], tit
                 console.print(Text(title, style="italic"), soft_wrap=True)
             for key, value in rows:
                 line = Text(key, style="bold cyan")
-                line.append(" " * (keys - cell_width(key) + 2) + value)
+                # A value's lines after its first go under it: no line of a value reads as a key's.
+                line.append(" " * (keys - cell_width(key) + 2) + value.replace("\n", "\n" + " " * (keys + 2)))
                 console.print(line, soft_wrap=True)
             return
         table = Table(box=None, show_header=False, title=title, pad_edge=False)

@@ -119,7 +119,7 @@ def metric_rows(
 
 
 def _labels(series: dict[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(series.get("labels", {}).items()))
+    return visible_line(",".join(f"{k}={v}" for k, v in sorted(series.get("labels", {}).items())))
 
 
 METRIC_HEADERS = ["METRIC", "LABELS", "COUNT", "RATE/S", "P50", "P95", "P99"]
@@ -263,12 +263,13 @@ def render_trace(env: Environment, trace: Any, fmt: str) -> None:
         return " " * start + "█" * min(length, width - start)
 
     def label(node: dict[str, Any]) -> str:
-        text = f"{node['name']}  +{node['offset_ms']:.1f}ms  {node['duration_ms']:.1f}ms"
+        # A span's error is user code's exception text (and its name a client's): shown, not obeyed.
+        text = f"{visible_line(str(node['name']))}  +{node['offset_ms']:.1f}ms  {node['duration_ms']:.1f}ms"
         if node.get("error"):
-            text += f"  error: {node['error']}"
+            text += f"  error: {visible_line(str(node['error']))}"
         return text
 
-    header = (
+    header = visible_line(
         f"trace {data['trace_id']}  {data['root']}  {data['duration_ms']:.1f}ms  "
         f"{data['span_count']} span{'' if data['span_count'] == 1 else 's'}  {data['status']}"
     )

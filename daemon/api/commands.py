@@ -25,6 +25,7 @@ from llmgine_daemon.api.util import (
     wait_seconds,
 )
 from llmgine_daemon.bus.commands import Commands, CommandSpec, validate
+from llmgine_daemon.bus.commands.retries import MAX_RERUN
 from llmgine_daemon.bus.errors import BusError
 from llmgine_daemon.bus.idempotency import IdempotencyKey
 from llmgine_daemon.protocol import (
@@ -166,6 +167,8 @@ async def retry_commands(request: web.Request) -> web.Response:
     session_id = path_id(request, "session_id")
     body = await read_json(request, CommandRetry)
     if not body.command_ids and not (body.failed or body.dead):
-        return json_response(CommandList([], 0, 0, 0))  # nothing asked for: nothing runs again
+        # Nothing asked for: nothing runs again; but a session that is not there is still 404.
+        await request.app[BUS].sessions.get(session_id)
+        return json_response(CommandList([], 0, MAX_RERUN, 0))
     retries = request.app[BUS].commands.retries
     return json_response(await retries.rerun(session_id, body.command_ids, failed=body.failed, dead=body.dead))

@@ -98,6 +98,83 @@ def _errors_of(method: str, op: Op, endpoint: Endpoint) -> dict[int, list[str]]:
     return by_status
 
 
+# Response headers (components.headers), so that a generated client can read them: the two
+# every answer carries, the rate limit's where a limit applies, and those of some answers.
+# Keyed by component name: (header, schema, required, description). A reference cannot say
+# "required" beside it (OpenAPI 3.1), so an optional Retry-After is a component of its own.
+_HEADERS: dict[str, tuple[str, dict[str, Any], bool, str]] = {
+    "X-Request-ID": (
+        "X-Request-ID",
+        {"type": "string"},
+        True,
+        "this request's id: the X-Request-ID sent, if it was a plain one, else one the daemon made "
+        "(an error's `request_id`, and the daemon log's)",
+    ),
+    "X-Llmgine-Version": ("X-Llmgine-Version", {"type": "string"}, True, "the daemon's version"),
+    "RateLimit": (
+        "RateLimit",
+        {"type": "string"},
+        False,
+        'the rate limit left, as the IETF draft has it: `"key";r=REMAINING;t=SECONDS` (when a limit applies)',
+    ),
+    "RateLimit-Policy": (
+        "RateLimit-Policy",
+        {"type": "string"},
+        False,
+        'the rate limit applied: `"key";q=PER_MINUTE;w=60` (when a limit applies)',
+    ),
+    "Retry-After": ("Retry-After", {"type": "integer", "minimum": 0}, True, "seconds until a retry may succeed"),
+    "Retry-After-If-Busy": (
+        "Retry-After",
+        {"type": "integer", "minimum": 0},
+        False,
+        "seconds until a retry may succeed (STORAGE_BUSY)",
+    ),
+    "WWW-Authenticate": (
+        "WWW-Authenticate",
+        {"type": "string"},
+        True,
+        'the credential wanted: `Bearer realm="llmgine"`',
+    ),
+    "Idempotent-Replayed": (
+        "Idempotent-Replayed",
+        {"type": "string", "enum": ["true"]},
+        False,
+        "the answer is an earlier request's with the same Idempotency-Key",
+    ),
+    "Preference-Applied": (
+        "Preference-Applied",
+        {"type": "string"},
+        False,
+        "`wait=N`: the Prefer: wait the answer waited for",
+    ),
+}
+
+
+# A request header, and the answer's header that says what became of it.
+_ANSWERED = (("Idempotency-Key", "Idempotent-Replayed"), ("Prefer", "Preference-Applied"))
+
+
+def _headers(status: int, op: Op) -> dict[str, Any]:
+    """The headers of ``op``'s ``status`` answers, as references to ``_HEADERS``. Every answer
+    carries the request id and the version (and the rate limit's, where one applies); an error
+    is described with only its own (its envelope has the request id), to keep the document
+    small: they are on nearly 800 error answers."""
+    if status == 401:
+        names = ["WWW-Authenticate"]
+    elif status == 429:
+        names = ["Retry-After", "RateLimit", "RateLimit-Policy"]
+    elif status == 503:
+        names = ["Retry-After-If-Busy"]
+    elif status >= 300:
+        names = []
+    else:
+        names = ["X-Request-ID", "X-Llmgine-Version", "RateLimit", "RateLimit-Policy"]
+        sent = {p.name for p in op.params}
+        names += [answer for asked, answer in _ANSWERED if asked in sent]
+    return {_HEADERS[n][0]: {"$ref": f"#/components/headers/{n}"} for n in names}
+
+
 def _operation(method: str, path: str, op: Op, endpoint: Endpoint) -> dict[str, Any]:
     names = _PATH_PARAM.findall(path)
     params = []
@@ -132,6 +209,10 @@ def _operation(method: str, path: str, op: Op, endpoint: Endpoint) -> dict[str, 
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
         }
         responses = dict(sorted(responses.items()))
+    for status, response in responses.items():
+        headers = _headers(int(status), op) if status != "101" else {}  # 101: the WebSocket's own
+        if headers:
+            response["headers"] = headers
     operation: dict[str, Any] = {
         "operationId": endpoint.name,
         "summary": op.summary,
@@ -280,6 +361,10 @@ def build_document(app: web.Application) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": components,
+            "headers": {
+                name: {"description": d, "required": req, "schema": schema}
+                for name, (_, schema, req, d) in _HEADERS.items()
+            },
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

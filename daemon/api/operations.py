@@ -84,7 +84,7 @@ WAIT = Param(
     "hold the answer up to this many seconds for the work to finish (or `Prefer: wait=N`)",
 )
 # Preferences the server does not know are ignored (RFC 7240), so any value is acceptable.
-PREFER = Param("Prefer", {"type": "string"}, "RFC 7240 `wait=N`: as `?wait=N`", location="header")
+PREFER = Param("Prefer", {"type": "string"}, "RFC 7240 `wait=N`, a preference: over 300 waits 300", location="header")
 IDEMPOTENCY_KEY = Param(
     "Idempotency-Key",
     {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[ -~]+$"},

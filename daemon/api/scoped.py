@@ -38,7 +38,9 @@ async def create_scoped(request: web.Request, model: type[msgspec.Struct], servi
     body = await read_json(request, model)
     if_exists = query_choice(request, "if_exists", ("create", "reuse", "error")) or "create"
     item, created = await service.create(body, scope_of(request), if_exists)
-    return json_response(item, status=201 if created else 200)
+    # A new webhook's signing secret is shown once: kept out of caches, as keys and tokens are.
+    headers = {"Cache-Control": "no-store"} if getattr(item, "secret", None) else None
+    return json_response(item, status=201 if created else 200, headers=headers)
 
 
 async def list_scoped(request: web.Request, service: Any, field: str) -> web.Response:

@@ -41,7 +41,7 @@ def _name(request: web.Request) -> str:
     name = request.match_info["secret"]
     if not NAME.match(name):
         raise invalid(
-            "name",
+            "secret",  # the path parameter, as /openapi.json names it (and a 422 of every other path)
             "must be an environment variable's name: A-Z, 0-9 and _, not starting with a digit, at most 64 characters",
         )
     return name

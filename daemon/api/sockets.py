@@ -33,6 +33,13 @@ class Socket(web.WebSocketResponse):
     ends_with_session = False
     masked_only: MaskedOnly | None = None
 
+    def __init__(self, *, max_msg_size: int, **kwargs: Any) -> None:
+        # ``max_msg_size`` is the largest message a client may send, as its close reason says:
+        # aiohttp refuses an uncompressed message of exactly its limit (``>=``), so it is
+        # given one byte more. (Streams negotiate no compression: api/streams.py.)
+        self.limit = max_msg_size
+        super().__init__(max_msg_size=max_msg_size + 1, **kwargs)
+
     def _post_start(self, request: Any, protocol: Any, writer: Any) -> None:
         handler, frames = request.protocol, FrameHeads()
         tail = bytes(handler._message_tail)
@@ -46,7 +53,7 @@ class Socket(web.WebSocketResponse):
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG and not message:
-            message = f"message too big: at most {self._max_msg_size} bytes".encode()
+            message = f"message too big: at most {self.limit} bytes".encode()
         elif code == WSCloseCode.PROTOCOL_ERROR and not message and self.masked_only and self.masked_only.refused:
             message = UNMASKED.encode()
         return await super().close(code=code, message=message, drain=drain)

@@ -308,19 +308,29 @@ def wait_seconds(request: web.Request, default: float = 0.0) -> tuple[float, boo
     """How long to hold the response for the work to finish: ``?wait=N`` or RFC 7240's
     ``Prefer: wait=N``. Returns (seconds, whether it came from Prefer)."""
     raw = request.query.get("wait")
-    from_prefer = False
     if raw is None or raw == "":
-        match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
-        if match is None:
-            return default, False
-        raw, from_prefer = match.group(1), True
+        return _prefer_wait(request.headers.get("Prefer", ""), default)
     try:
         value = float(raw)
     except ValueError:
         raise invalid("wait", "must be a number of seconds", value=raw[:64]) from None
     if not 0 <= value <= MAX_WAIT_S:
         raise invalid("wait", f"must be from 0 to {MAX_WAIT_S:g} seconds", value=value)
-    return value, from_prefer
+    return value, False
+
+
+def _prefer_wait(header: str, default: float) -> tuple[float, bool]:
+    """``Prefer: wait=N`` is a preference, not a parameter: RFC 7240 says a server ignores
+    one it cannot honour rather than refuse the request. A wait past ``MAX_WAIT_S`` is held
+    that long (``Preference-Applied`` says how long); one that is not a number is ignored."""
+    match = _PREFER_WAIT.search(header)
+    if match is None:
+        return default, False
+    try:
+        value = float(match.group(1))
+    except ValueError:  # "wait=1.2.3"
+        return default, False
+    return min(value, MAX_WAIT_S), True
 
 
 def idempotency_key(request: web.Request, body: Any) -> IdempotencyKey | None:

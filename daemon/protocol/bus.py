@@ -247,8 +247,13 @@ class BatchCommandCreate(CommandCreate, forbid_unknown_fields=True):
     after: Annotated[list[Id], msgspec.Meta(extra_json_schema={"maxItems": 0})] = []
 
 
+# The most commands one batch takes (the bus checks it too, for batches that do not come
+# over HTTP); in the schema, so that /openapi.json says it.
+MAX_BATCH_COMMANDS = 10_000
+
+
 class BatchCreate(msgspec.Struct, forbid_unknown_fields=True):
-    commands: Annotated[list[BatchCommandCreate], msgspec.Meta(min_length=1)]
+    commands: Annotated[list[BatchCommandCreate], msgspec.Meta(min_length=1, max_length=MAX_BATCH_COMMANDS)]
     mode: BatchMode = "parallel"
     stop_on_error: bool = False
 

@@ -40,9 +40,9 @@ EVENT_TYPE_FILTER_PATTERN = r"^([A-Za-z_][A-Za-z0-9_.:\-]{0,127}|[A-Za-z0-9_.:\-
 # bus/stream_filter.py). No NUL: PostgreSQL stores none, so no type has one.
 EVENT_LIST_TYPE_PATTERN = r"^([^*\x00]{1,128}|[^*\x00]{0,128}\*)$"
 EVENT_LIST_TYPE_RULE = "must be 1 to 128 characters (no NUL), with * only at the end (a prefix: Command*)"
-# What a handler is registered for (bus/usercode_handlers.py checks printable too): no spaces,
-# and for command handlers no "*" (event handlers may use "*", every event).
-COMMAND_HANDLER_TYPE_PATTERN = r"^[^\s*]{1,128}$"
+# What an event handler is registered for (bus/usercode_handlers.py checks printable too): no
+# spaces, as user code may publish any type, or "*" (every event). A command handler's type is
+# a TypeName: the only types a command (POST .../commands, bus.execute) can have.
 EVENT_HANDLER_TYPE_PATTERN = r"^\S{1,128}$"
 # A handler type in a DELETE path: "*" or an identifier.
 HANDLER_PATH_TYPE_PATTERN = r"^(\*|(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._:\-]{0,127})$"
@@ -78,7 +78,9 @@ Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, max_length=MAX_ID)]
 TypeName = Annotated[
     str, msgspec.Meta(pattern=TYPE_PATTERN, max_length=MAX_TYPE, description="a command or event type")
 ]
-CommandHandlerType = Annotated[str, msgspec.Meta(pattern=COMMAND_HANDLER_TYPE_PATTERN)]
+CommandHandlerType = Annotated[
+    str, msgspec.Meta(pattern=TYPE_PATTERN, max_length=MAX_TYPE, description="the type of the commands it handles")
+]
 EventHandlerType = Annotated[
     str, msgspec.Meta(pattern=EVENT_HANDLER_TYPE_PATTERN, description="an event type, or * (every event)")
 ]
@@ -124,9 +126,8 @@ SecretValue = Annotated[str, msgspec.Meta(pattern=SECRET_VALUE_PATTERN, min_leng
 PATTERN_RULES: dict[str, str] = {
     ID_PATTERN: "not a valid identifier",
     TYPE_PATTERN: TYPE_RULE,
-    COMMAND_HANDLER_TYPE_PATTERN: "1 to 128 printable characters, no spaces, no *",
     EVENT_HANDLER_TYPE_PATTERN: "1 to 128 printable characters, no spaces",
-    TOOL_NAME_PATTERN: "must be a Python identifier of at most 64 characters",
+    TOOL_NAME_PATTERN: "must be a Python identifier of at most 64 characters, in ASCII (A-Z, a-z, 0-9 and _)",
     CODE_PATTERN: "must contain Python source",
     EVENT_TYPE_FILTER_PATTERN: "must be an event type, a prefix ending in * (Command*), or * (every event)",
     SECRET_NAME_PATTERN: "must be an environment-variable name: A-Z, 0-9 and _, not starting with a digit",

@@ -31,14 +31,20 @@ WriteFn = Callable[[Any], Any]
 # each function in its caller's contextvars, so code inside a write sees the caller's trace and
 # session. The deadline (loop time) is taken when the write is queued: a write waits at most
 # busy_timeout for the database IN ALL, however many batches ahead of it wait too.
-QueueItem = tuple["WriteFn | _Alone | _Heavy", "asyncio.Future[Any]", contextvars.Context, float]
+QueueItem = tuple["WriteFn | _Alone | _Heavy | _Rows", "asyncio.Future[Any]", contextvars.Context, float]
 # Store.on_commit(contexts, batch size, wall-clock start, seconds taken, error or None): told
 # after every transaction, for metrics and storage-commit spans (observability sets it; the
 # store itself imports nothing of it).
 CommitHook = Callable[[list[contextvars.Context], int, float, float, BaseException | None], None]
 
 MAX_BATCH = 1024
-GATHER_TURNS = 2
+# Turns of the event loop the writer lets go by, once woken by a write, before it takes the
+# batch: the requests that arrived with that write join it. One turn, not two: under a closed
+# loop of 32 clients (bench/wrk_http.py) two turns gathered nearly every client into one batch,
+# so the loop had nothing to do while that batch committed (80% busy); with one, batches are
+# about half as big, the next one's requests are read while this one commits (90% busy), and
+# commands and events per second rose by 8-10% (bench/README.md).
+GATHER_TURNS = 1
 
 
 class _Alone:
@@ -58,6 +64,21 @@ class _Heavy:
 
     def __init__(self, fn: WriteFn) -> None:
         self.fn = fn
+
+
+class _Rows:
+    """Marks a queued write that inserts nothing itself but returns its rows (``rows.Deferred``)
+    for the store to insert: SQLite's inserts those of a batch together, off the event loop."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: WriteFn) -> None:
+        self.fn = fn
+
+
+def unwrap(fn: WriteFn | _Heavy | _Rows) -> WriteFn:
+    """The write function a queue item's marker holds (``_Heavy``, ``_Rows``), or ``fn``."""
+    return fn.fn if isinstance(fn, (_Heavy, _Rows)) else fn
 
 
 class BaseStore:
@@ -134,12 +155,15 @@ class BaseStore:
         *,
         heavy: bool = False,
         future: asyncio.Future[T] | None = None,
+        rows: bool = False,
     ) -> asyncio.Future[T]:
         """Queue ``fn`` without waiting: the future resolves after its COMMIT.
 
         Writes are applied in submission order, so a caller can queue several (an event, then
         the result it belongs to) and await only the last one. ``future``: resolve this one
-        (made by a caller that needed it before the write was queued).
+        (made by a caller that needed it before the write was queued). ``rows``: ``fn`` inserts
+        nothing but returns a ``rows.Deferred`` (the store inserts its rows; the future gets
+        what its ``finish`` returns).
         """
         if self._task is None:
             raise StorageError("the store is closed")
@@ -147,7 +171,8 @@ class BaseStore:
         if future is None:
             future = loop.create_future()
         deadline = loop.time() + self.busy_timeout
-        self._queue.put_nowait((_Heavy(fn) if heavy else fn, future, contextvars.copy_context(), deadline))
+        item = _Heavy(fn) if heavy else _Rows(fn) if rows else fn
+        self._queue.put_nowait((item, future, contextvars.copy_context(), deadline))
         return future
 
     async def run_alone(self, fn: Callable[[Any], T]) -> T:
@@ -172,9 +197,9 @@ class BaseStore:
                 if got is None:
                     break
                 item = got
-                # The first write of a wave woke us: let the loop go round twice more, so the
-                # requests that arrived with it (and the tasks they start) queue their writes
-                # too, and they share this transaction rather than wait for the next one.
+                # The first write of a wave woke us: let the loop go round once more
+                # (GATHER_TURNS), so the requests that arrived with it (and the tasks they
+                # start) queue their writes too, and share this transaction.
                 for _ in range(GATHER_TURNS):
                     await asyncio.sleep(0)
             if isinstance(item[0], _Alone):

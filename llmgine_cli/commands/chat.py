@@ -20,6 +20,7 @@ from llmgine_cli.context import Environment
 from llmgine_cli.errors import error_text
 from llmgine_cli.ids import short_id
 from llmgine_cli.options import state
+from llmgine_cli.render import visible_line
 from llmgine_cli.status import ExitStatus
 
 if TYPE_CHECKING:  # imported where used: the stream machinery stays off other commands' start-up
@@ -106,7 +107,8 @@ def play(turn: Turn, env: Environment) -> Command:
 
 def failure_line(record: Command) -> str:
     if record.error is not None:
-        why = error_text(record.error.code, record.error.message, record.error.details)
+        # A provider's error text (a model server's, a proxy's) or a tool's: shown, not obeyed.
+        why = visible_line(error_text(record.error.code, record.error.message, record.error.details))
         return f"error: command {record.command_id} {record.status}: {why}"
     return f"error: command {record.command_id} {record.status}"
 

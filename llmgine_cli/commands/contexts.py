@@ -7,8 +7,10 @@ from typing import Annotated
 import typer
 
 from llmgine_cli import contexts
+from llmgine_cli.commands import several
+from llmgine_cli.errors import ApiError
 from llmgine_cli.options import Output, Quiet, state
-from llmgine_cli.render import View, render, render_deleted
+from llmgine_cli.render import View, render
 from llmgine_cli.target import parse_url
 
 app = typer.Typer(
@@ -146,8 +148,18 @@ def show(ctx: typer.Context, output: Output = None, quiet: Quiet = False) -> Non
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: Name, output: Output = None, quiet: Quiet = False) -> None:
-    """Remove a context (exit 4 if there is none); the one in use: `default` is used again.
+def delete(
+    ctx: typer.Context,
+    names: Annotated[
+        list[str],
+        typer.Argument(metavar="NAME...", help="The contexts' names.", autocompletion=contexts.complete_names),
+    ],
+    output: Output = None,
+    quiet: Quiet = False,
+) -> None:
+    """Remove contexts (exit 4 if one is not there); several in turn, as `docker context rm`
+    (one that fails is its error line and the exit code; the others still go). Removing the
+    one in use: `default` is used again.
 
     Examples:
 
@@ -157,11 +169,14 @@ def delete(ctx: typer.Context, name: Name, output: Output = None, quiet: Quiet =
     """
     app_ctx = state(ctx)
     env = app_ctx.env.environ
-    with contexts.editing(env) as data:
-        if name not in data["contexts"]:
-            app_ctx.env.err(f"error: NOT_FOUND: no context {name!r}: `llmgine context ls` lists them")
-            raise typer.Exit(4)
-        del data["contexts"][name]
-        if data.get("current") == name:
-            data["current"] = None
-    render_deleted(app_ctx.env, {"name": name}, f"removed context {name}", output, quiet, "name")
+
+    def delete_one(name: str) -> dict[str, str]:
+        with contexts.editing(env) as data:
+            if name not in data["contexts"]:
+                raise ApiError(404, "NOT_FOUND", f"no context {name!r}: `llmgine context ls` lists them")
+            del data["contexts"][name]
+            if data.get("current") == name:
+                data["current"] = None
+        return {"name": name}
+
+    several.delete_each(app_ctx, names, delete_one, "context", "contexts", "name", output, quiet, verb="removed")

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 from llmgine_daemon.protocol import EVENT_SOURCES, Command, Event
+from llmgine_daemon.textsafe import json_visible
 
 from llmgine_cli import completion
 from llmgine_cli.commands.args import choices, parse_time, session_callback
@@ -159,7 +160,7 @@ def tail(
                 if quiet:
                     env.out(item.event_id)
                 elif fmt in ("json", "jsonl"):
-                    env.out(msgspec.json.encode(item).decode())
+                    env.out(json_visible(msgspec.json.encode(item).decode()))
                 elif "{{" in fmt:  # -o/--format TEMPLATE: a line per event
                     apply_template(env, fmt, [msgspec.to_builtins(item)])
                 else:
@@ -205,7 +206,7 @@ def follow_command(app_ctx: AppContext, session_id: str, submit: Callable[[], Co
         env.on_reader_gone(stream.stop)  # `| head -1`: ends when head does (event tail's watch)
         for item in command_events(items, record.command_id):
             if fmt in ("json", "jsonl"):
-                env.out(msgspec.json.encode(item).decode())
+                env.out(json_visible(msgspec.json.encode(item).decode()))
             elif console is not None:
                 console.print(event_text(item, console.width), no_wrap=True, overflow="ellipsis", crop=True)
             else:

@@ -308,15 +308,18 @@ def test_control_characters_in_data_never_reach_the_terminal(cli):
     assert len(lines) == 2  # the header and one row
     assert "\x1b" not in listing.stdout and "\x07" not in listing.stdout
     assert "line one\\nline two\\u001b]0;pwned\\u0007" in lines[1]  # a cell is compact JSON
-    # Key/value output keeps line breaks but not the escapes.
+    # Key/value output keeps line breaks in a table only (plain is a line per key:
+    # test_terminal_safety.py), never the escapes.
     one = cli(
         "event",
         "get",
         json.loads(cli("event", "list", "-S", sid, "--type", "Note", "-o", "json").stdout)["events"][0]["event_id"],
         "-S",
         sid,
+        "-o",
+        "table",
     )
-    assert "\x1b" not in one.stdout and "line one\nline two" in one.stdout
+    assert "\x1b" not in one.stdout and "line one" in one.stdout and "line one\\n" not in one.stdout
     # JSON is unchanged data.
     page = json.loads(cli("event", "list", "-S", sid, "--type", "Note", "-o", "json").stdout)
     assert page["events"][0]["data"]["text"] == hostile

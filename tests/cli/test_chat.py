@@ -139,6 +139,17 @@ def test_ask_failed_command_exits_1_with_its_code(
     assert failure.message in line
 
 
+def test_a_providers_error_cannot_drive_the_terminal(llm_daemon: Daemon, fake: FakeProvider) -> None:
+    """A model server's error text (any OpenAI-compatible server the owner points at, or a
+    proxy in between) ended `ask`'s `error:` line raw: ESC ]0;title BEL ESC [2J set the title
+    and cleared the screen."""
+    fake.script(Fail(400, "no \x1b]0;pwned\x07\x1b[2J\x9b31m\u202e model"))
+    result = invoke(["ask", "hello"], llm_daemon.env)
+    assert result.exit_code == 1
+    assert not {"\x1b", "\x07", "\x9b", "\u202e"} & set(result.stderr), repr(result.stderr)
+    assert "no \\x1b]0;pwned\\x07\\x1b[2J\\x9b31m\\u202e model" in result.stderr, result.stderr
+
+
 def test_ask_engine_keeps_memory_and_session_reuse(llm_daemon: Daemon, fake: FakeProvider) -> None:
     client = client_of(llm_daemon)
     sid = client.create_session(name="ask-test").session_id

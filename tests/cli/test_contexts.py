@@ -112,3 +112,21 @@ def test_context_names_complete(cold_home):
     for words, cword in (("llmgine --context ", "2"), ("llmgine context use ", "3")):
         completing = {**env, "COMP_WORDS": words, "COMP_CWORD": cword, "_LLMGINE_COMPLETE": "complete_bash"}
         assert run_cli([], completing).stdout.split() == ["default", "prod"], words
+
+
+def test_several_contexts_are_removed_in_turn(cold_home):
+    """`context rm a gone b`, as `docker context rm`: each in turn, the missing one its error
+    line and the exit code (4), the others removed all the same."""
+    env = {"LLMGINE_HOME": str(cold_home), "LLMGINE_NO_AUTOSTART": "1", "LLMGINE_URL": None, "LLMGINE_CONTEXT": None}
+    for name in ("a", "b", "c"):
+        assert run_cli(["context", "add", name, "--url", "http://127.0.0.1:9", "-q"], env).returncode == 0
+    assert run_cli(["context", "use", "b", "-q"], env).returncode == 0
+    removed = run_cli(["context", "rm", "a", "gone", "b", "-o", "json"], env)
+    assert removed.returncode == 4
+    assert removed.stderr == "error: NOT_FOUND: no context 'gone': `llmgine context ls` lists them\n"
+    assert [c["name"] for c in json.loads(removed.stdout)["contexts"]] == ["a", "b"]
+    listed = run_cli(["context", "ls", "--format", "{{.name}} {{.current}}"], env)
+    assert listed.stdout.splitlines() == ["default true", "c false"]  # b was in use: default again
+    one = run_cli(["context", "rm", "gone"], env)
+    assert (one.returncode, one.stdout) == (4, "")
+    assert one.stderr == "error: NOT_FOUND: no context 'gone': `llmgine context ls` lists them\n"

@@ -203,3 +203,14 @@ def test_database_url_passwords_are_hidden_wherever_they_are_given(tmp_path) -> 
     # `llmgine config show` (GET /api/config) shows it through Settings.redacted.
     settings = load_settings(env={"LLMGINE_HOME": str(tmp_path), "DATABASE_URL": "postgresql://u@h/db?password=pw"})
     assert settings.redacted("database.url") == "postgresql://u@h/db?password=********"
+
+
+def test_log_level_takes_warn_and_fatal_as_the_log_api_does(home):
+    """LOG_LEVEL=WARN stopped the daemon at start ("expected one of debug, info, warning, ...")
+    while POST /api/observability/logs took "warn": both take Python's aliases now."""
+    for given, level in (("WARN", "warning"), ("fatal", "critical"), ("Info", "info")):
+        s = load_settings(env={"LLMGINE_HOME": str(home), "LOG_LEVEL": given})
+        assert s["logging.level"] == level
+        assert load_settings(env={"LLMGINE_HOME": str(home)}, flags={"logging.level": given})["logging.level"] == level
+    with pytest.raises(ConfigError, match="expected one of debug, info, warning, error, critical"):
+        load_settings(env={"LLMGINE_HOME": str(home), "LOG_LEVEL": "trace"})

@@ -32,14 +32,16 @@ What each module owns (the arrows are the only imports between them):
                 -> batchset
 ``batchset.py`` ``run_set``: a batch whose handlers are all eager, run in a tight loop and
                 stored in chunks (one statement per table, one transaction each).
-``eager.py``    ``invoke_eager``, ``is_admitted``, ``is_refused``: a command run before its
+``eager.py``    ``begin_eager``, ``Resume``, ``is_admitted``, ``is_refused``: a command run before its
                 submission has committed.
 ``execution.py`` ``Execution``, ``CURRENT``, ``current()``: the running handler's context
                 (what engines and user code use to publish events).
 ``records.py``  the store side: ``CommandSpec`` and ``validate``, the ``commands`` rows
                 (``insert_command``, ``start_rows``, ``finish_row``, ``row_to_command``,
-                ``command_row``, ``batch_rows``) and event data. Runs in the store's
+                ``command_row``, ``batch_rows``; ``command_rows``: a new command's rows for
+                the store to insert, store/rows.py) and event data. Runs in the store's
                 transactions; touches no memory.
+``durable.py``  ``durable_write``: a write retried until it commits (the runner's results).
 ``jobs.py``     the in-memory types: ``Job``, ``BatchJob``, ``Outcome``, ``SessionQueue``,
                 ``NotAdmitted`` and the outcome builders (``command_error``,
                 ``cancelled_outcome``, ``failed_outcome``).

@@ -1,40 +1,58 @@
 """Eager commands: a command whose handler calls nothing outside the daemon
 (``handler_registry.Registration.eager``, e.g. DummyEngine) runs before its submission has committed.
 
-``Commands._submit_eager`` makes the submission's write and its future (``Job.admitted``);
-the session's runner task calls ``invoke_eager``, which queues that write and runs the handler
-at once, up to its first suspension. If the handler returns without suspending, nothing else
-has run since, so the writer has not taken the submission yet: ``final`` turns it into the
-finished command, stored with all its events in one write. If it suspends, it goes on like
-any command, and nothing of it is written until the submission has committed; if the
-submission fails, the run is dropped (``is_refused``).
+``Commands._submit_eager`` makes the submission's write and its future (``Job.admitted``), then
+``Runner.run_eager`` calls ``begin_eager`` right there, in the submitting task: it queues that
+write and runs the handler at once, up to its first suspension, in a context of its own (what
+the handler sets there is not the request's). If the handler returns without suspending,
+nothing else has run since, so the writer has not taken the submission yet: ``final`` turns it
+into the finished command, stored with all its events in one write, and no task was started.
+If it suspends, the session's runner task goes on with it (``Resume``, in that same context),
+and nothing of it is written until the submission has committed; if the submission fails, the
+run is dropped (``is_refused``).
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
-from llmgine_daemon.bus.commands.jobs import Job, Outcome
+from llmgine_daemon.bus.commands.jobs import Job
+from llmgine_daemon.observability.context import CURRENT_SPAN, FIELDS
 from llmgine_daemon.protocol import now_iso
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.commands.runner import Runner
 
 
-async def invoke_eager(runner: Runner, job: Job, queue_write: Callable[[], Any], final: list[Any]) -> Outcome | None:
-    """Queue the job's submission, then run its handler here and now. Returns its outcome, or
-    None when it finished without suspending (``final`` then holds that outcome, the events
-    it emitted and the time it ended, for the submission's write)."""
+def begin_eager(
+    runner: Runner, job: Job, queue_write: Callable[[], Any], final: list[Any], ctx: contextvars.Context | None
+) -> tuple[Resume, contextvars.Context | None] | None:
+    """Queue the job's submission, then run its handler here and now, up to its first
+    suspension. None when it finished without suspending (``final`` then holds its outcome, the
+    events it emitted and the time it ended, for the submission's write); else the rest of the
+    run, to be awaited in the same context. ``ctx``: run it in that context, cleaned first (a
+    request's task: its span and log fields are not the command's); None: in the current one
+    (the session's drain task, clean already)."""
     queue_write()
     coro = runner.invoke(job)
     try:
-        step = coro.send(None)
+        if ctx is None:
+            step = coro.send(None)
+        else:
+            ctx.run(_clean)
+            step = ctx.run(coro.send, None)
     except StopIteration as stop:
         pending, job.pending = job.pending, []
         final.append((stop.value, pending, now_iso()))
         return None
-    return await Resume(coro, step)  # type: ignore[no-any-return]
+    return Resume(coro, step), ctx
+
+
+def _clean() -> None:
+    CURRENT_SPAN.set(None)
+    FIELDS.set({})
 
 
 class Resume:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import heapq
 import itertools
 import logging
@@ -36,7 +37,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from llmgine_daemon.bus.cluster import LeaseLost
 from llmgine_daemon.bus.codec import dumps
 from llmgine_daemon.bus.commands.batches import run_batch
-from llmgine_daemon.bus.commands.eager import invoke_eager, is_admitted, is_refused
+from llmgine_daemon.bus.commands.durable import durable_write
+from llmgine_daemon.bus.commands.eager import Resume, begin_eager, is_admitted, is_refused
 from llmgine_daemon.bus.commands.execution import CURRENT, Execution
 from llmgine_daemon.bus.commands.jobs import (
     BatchJob,
@@ -67,8 +69,6 @@ T = TypeVar("T")
 
 # How long shutdown waits for cancelled handlers to record their end.
 STOP_GRACE_S = 10.0
-# How long a stopping runner keeps retrying a write the store refuses (disk full, locked).
-STOP_RETRY_S = 2.0
 RETRYABLE = frozenset({"failed", "timed_out"})
 
 
@@ -133,11 +133,28 @@ class Runner(Waiting):
         q.task = asyncio.create_task(self._drain(job.record.session_id, q, job))
 
     def run_eager(self, job: Job, queue_write: Callable[[], Any], final: list[Any]) -> None:
-        """Start the drain task for a claimed eager job: it queues the job's submission and
-        runs the handler (``Commands._submit_eager``)."""
-        q = self.queue(job.record.session_id)
+        """Run a claimed eager job (``Commands._submit_eager``): its submission is queued and its
+        handler run here, in the caller's task, up to its first suspension (eager.py). Finished
+        at once, it leaves the session's slot free and no task behind it; suspended, the
+        session's drain task goes on with it. A command with a timeout runs in that task from
+        the start (its timer cancels the task it is in)."""
+        session_id = job.record.session_id
+        q = self.queue(session_id)
         job.state = "starting"
-        q.task = asyncio.create_task(self._drain(job.record.session_id, q, job, (queue_write, final)))
+        if job.record.timeout is not None:
+            q.task = asyncio.create_task(self._drain(session_id, q, job, (queue_write, final)))
+            return
+        try:
+            begun = begin_eager(self, job, queue_write, final, contextvars.copy_context())
+        except Exception:  # as a drain task's failure: logged, the slot freed
+            log.exception("command runner of session %s failed", session_id)
+            begun = None
+        if begun is None:
+            self._release(session_id, q)
+            return
+        resume, ctx = begun
+        job.task = None  # (the caller's task so far): the drain task takes it over when it begins
+        q.task = asyncio.create_task(self._drain(session_id, q, job, resume=resume), context=ctx)
 
     def push(self, session_id: str, entry: Entry) -> None:
         q = self.queue(session_id)
@@ -177,11 +194,16 @@ class Runner(Waiting):
         q: SessionQueue,
         first: Job | None,
         eager: tuple[Callable[[], Any], list[Any]] | None = None,
+        *,
+        resume: Resume | None = None,
     ) -> None:
         # This task copied the context of whichever request started it; each command is traced
-        # and logged as its own submitter's, so start from a clean slate.
-        CURRENT_SPAN.set(None)
-        FIELDS.set({})
+        # and logged as its own submitter's, so start from a clean slate. (``resume``: the first
+        # job's run began in run_eager, in the context this task runs in, which is clean but
+        # for what that run has set.)
+        if resume is None:
+            CURRENT_SPAN.set(None)
+            FIELDS.set({})
         try:
             job: Job | None = first
             while True:
@@ -200,12 +222,17 @@ class Runner(Waiting):
                         continue
                     job = entry
                 nxt = None
-                if eager is not None:  # the first job, run before its submission commits
-                    ran, eager = await invoke_eager(self, job, *eager), None
-                    if ran is None:  # finished at once: stored with its submission
+                if resume is not None:  # the first job, begun in run_eager
+                    job.task = asyncio.current_task()
+                    if job.cancel_reason is not None and job.task is not None:  # asked meanwhile
+                        job.task.cancel()
+                    outcome, resume = await resume, None
+                elif eager is not None:  # the first job, run before its submission commits
+                    begun, eager = begin_eager(self, job, *eager, None), None
+                    if begun is None:  # finished at once: stored with its submission
                         job = None
                         continue
-                    outcome = ran
+                    outcome = await begun[0]
                 else:
                     outcome = await self.invoke(job)
                 if not self.stopping:
@@ -216,12 +243,16 @@ class Runner(Waiting):
         except Exception:
             log.exception("command runner of session %s failed", session_id)
         finally:
-            q.busy = False
-            q.task = None
-            if not q.heap and self.queues.get(session_id) is q:
-                del self.queues[session_id]
-            else:
-                self._kick(session_id, q)
+            self._release(session_id, q)
+
+    def _release(self, session_id: str, q: SessionQueue) -> None:
+        """The session's slot is free: its queue goes, or its next entry starts."""
+        q.busy = False
+        q.task = None
+        if not q.heap and self.queues.get(session_id) is q:
+            del self.queues[session_id]
+        else:
+            self._kick(session_id, q)
 
     # -- execution --------------------------------------------------------------------
 
@@ -280,9 +311,7 @@ class Runner(Waiting):
                 error=command_error(missing.code, missing.message, **missing.details),
                 duration_ms=0.0,
             )
-        task = asyncio.current_task()
-        assert task is not None
-        job.task = task
+        job.task = asyncio.current_task()  # (run_eager's task, if it suspends, from then on)
         token = CURRENT.set(Execution(self, job))
         fields = set_fields(session_id=rec.session_id, command_id=rec.command_id)
         t0 = time.monotonic()
@@ -320,7 +349,9 @@ class Runner(Waiting):
         except asyncio.CancelledError:
             if job.cancel_reason is None:
                 raise  # not ours: let it propagate
-            task.uncancel()
+            running = asyncio.current_task()  # (not ``task``: an eager run may have begun in another)
+            assert running is not None
+            running.uncancel()
             return cancelled_outcome(job.cancel_reason, _ms(t0))
         except TimeoutError as exc:
             if cm is not None and cm.expired():
@@ -428,28 +459,8 @@ class Runner(Waiting):
         return [j for j, _ in started]
 
     async def durable_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``store.write`` that outlasts a full disk or a database locked by another process.
-
-        The runner cannot answer "try again" to anyone: a result must be recorded before
-        anybody is told it. So it keeps the outcome in memory and retries, with backoff, until
-        the write commits (the daemon recovers by itself when space or the lock comes back).
-        Only a stopping runner gives up, after ``STOP_RETRY_S``; what did not commit is then
-        recovered from the store at the next start. Write functions must be re-runnable: a
-        failed attempt was rolled back.
-        """
-        delay, gave_up_at = 0.05, None
-        while True:
-            try:
-                return await self.store.write(fn)
-            except StorageError as exc:
-                if self.stopping:
-                    gave_up_at = gave_up_at or time.monotonic() + STOP_RETRY_S
-                    if time.monotonic() > gave_up_at:
-                        raise
-                if delay == 0.05:
-                    log.warning("storage unavailable (%s); the runner retries until it is back", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        """``store.write`` that outlasts a full disk or a locked database (durable.py)."""
+        return await durable_write(self.store, fn, lambda: self.stopping)
 
     def apply_end(self, job: Job, outcome: Outcome, ts: str) -> None:
         rec = job.record
