@@ -468,7 +468,8 @@ class SharedCluster(LocalCluster):
             # Ticks that are only slow (a loaded database) hold nothing: failover goes on.
             self._hold_until = now + self.lease_timeout
             log.info(
-                "cluster: back after %.1f s without the database; taking no expired lease over for %.0f s",
+                "cluster: leases renewed again after %.1f s (the database unreachable, or this node stalled);"
+                " taking no expired lease over for %.0f s",
                 gap,
                 self.lease_timeout,
             )
