@@ -397,8 +397,23 @@ class _Zygote:
             if stop_at is None:
                 stop_at = time.monotonic() + grace
 
+        pool_gone = False
+
+        def daemon_gone() -> None:
+            # The daemon is gone (killed: its ends of the pipes closed). Nobody takes this
+            # call's answer: stop it now; then this worker ends (serve reads EOF), and with it,
+            # as the namespace's init, the rest. The pipes stay ready for ever once closed: no
+            # longer polled (they spun this loop at 100% CPU until the call ended by itself).
+            nonlocal pool_gone
+            if not pool_gone:
+                pool_gone = True
+                poller.unregister(self.pool_r)
+                poller.unregister(self.pool.fd)
+                end(call_error(WORKER_CRASHED, "the daemon went away during the call"), 0.0)
+
         while True:
-            poller.modify(self.pool.fd, select.POLLOUT if self.pool.data else 0)
+            if not pool_gone:
+                poller.modify(self.pool.fd, select.POLLOUT if self.pool.data else 0)
             if not channel.closed:
                 poller.modify(channel.sock, select.POLLIN | (select.POLLOUT if channel.out.data else 0))
             for fd, events in poller.poll(50):
@@ -406,12 +421,16 @@ class _Zygote:
                     return self._finish(run, channel, failure, finished)
                 if fd == self.pool.fd:
                     self.pool.flush()
+                    if self.pool.broken or events & (select.POLLERR | select.POLLHUP):
+                        daemon_gone()
                     continue
                 if fd == self.pool_r:
                     if events & select.POLLIN:
                         reply = frames.read_frame(self.pool_r)
                         if isinstance(reply, frames.BusReply) and not channel.closed:
                             channel.out.put(reply)
+                    elif events & (select.POLLHUP | select.POLLERR):
+                        daemon_gone()
                     continue
                 if events & select.POLLOUT:
                     channel.out.flush()
