@@ -19,6 +19,7 @@ import contextvars
 import logging
 import math
 import sqlite3
+import time
 from typing import Any
 
 from llmgine_daemon.aio import cancel_and_wait
@@ -35,6 +36,7 @@ from llmgine_daemon.store.errors import StorageError
 log = logging.getLogger("llmgine.observability")
 
 FLUSH_INTERVAL = 0.5
+_NOT_STORED = {"lg_stored": True}  # a record the store handler leaves alone (logs.StoreHandler)
 
 
 class Observability:
@@ -139,7 +141,14 @@ class Observability:
                 if spans:
                     insert_spans(conn, spans, span_rows, spans_over, session_span_rows)
 
-            await self._untraced_write(write)
+            try:
+                await self._untraced_write(write)
+            except Exception:  # not written, and not kept: counted as dropped
+                if records:
+                    metrics.inc("telemetry_dropped_total", len(records), kind="log")
+                if spans:
+                    metrics.inc("telemetry_dropped_total", len(spans), kind="span")
+                raise
 
     def _trims(self, records: list[LogRecord]) -> tuple[int, list[str]]:
         """What writing ``records`` trims: the whole table to ``log_rows`` once per hundredth
@@ -184,6 +193,7 @@ class Observability:
             return await self.telemetry.write(write)
 
     async def _flusher(self) -> None:
+        failed, since = 0, 0.0  # flushes failed in a row, and when the first of them did
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             try:
@@ -191,8 +201,20 @@ class Observability:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # Not log.exception: that record would be buffered and fail the same way.
-                print(f"llmgined: telemetry flush failed: {exc}", flush=True)
+                # Said once per outage (it was twice a second, bare on stdout, while a database
+                # was down), and never buffered itself (``lg_stored``): it would fail the same way.
+                if not failed:
+                    since = time.monotonic()
+                    log.error(
+                        "telemetry flush failed: %s (further failures are counted until a flush succeeds)",
+                        exc,
+                        extra=_NOT_STORED,
+                    )
+                failed += 1
+            else:
+                if failed:
+                    log.warning("telemetry flushes again, after %d failed in %.1f s", failed, time.monotonic() - since)
+                    failed = 0
 
     async def _untraced_write(self, fn: Any) -> None:
         # Telemetry's own writes must not produce storage spans (nor feed back into a trace).
