@@ -227,6 +227,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             max_tools_per_session=limits.max_tools_per_session,
             max_handlers_per_session=limits.max_handlers_per_session,
             max_pending_commands_per_session=limits.max_pending_commands_per_session,
+            max_pending_bytes_per_session=limits.max_pending_bytes_per_session,
             max_event_bytes_per_session=limits.max_event_bytes_per_session,
             serialize=cluster.serialize,
         )

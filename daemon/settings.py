@@ -54,6 +54,7 @@ class Limits:
     max_tools_per_session: int
     max_handlers_per_session: int
     max_pending_commands_per_session: int
+    max_pending_bytes_per_session: int
     max_event_bytes_per_session: int
     max_tokens_per_session: int
     max_websockets: int

@@ -419,6 +419,15 @@ SETTINGS: tuple[Setting, ...] = (
         "ends, up to a request body's worth (0 = no limit)",
     ),
     Setting(
+        "security.limits.max_pending_bytes_per_session",
+        "LLMGINE_MAX_PENDING_BYTES_PER_SESSION",
+        positive,
+        64 * 1024 * 1024,
+        "most bytes of parameters and metadata (as JSON) of the unfinished commands one session "
+        "keeps in a daemon's memory (queued or running there): each takes several times its "
+        "size as Python objects (0 = no limit)",
+    ),
+    Setting(
         "security.limits.max_event_bytes_per_session",
         "LLMGINE_MAX_EVENT_BYTES_PER_SESSION",
         positive,

@@ -15,6 +15,8 @@
                       (``check_event_bytes``), so that commands with large parameters or
                       results cannot fill the disk past it either
     unfinished commands/session  max_pending_commands_per_session
+    their bytes in memory        max_pending_bytes_per_session: checked in memory, per daemon
+                      (Runner.held), as the commands are kept there; not in the write
                       Commands.submit (when it queues), submit_batch, Dependencies.submit,
                       Retries.rerun: each unfinished command is kept in memory with its
                       parameters until it ends; a batch counts one per BATCH_UNIT commands
@@ -92,6 +94,7 @@ class Capacity:
     max_tools_per_session: int = 0
     max_handlers_per_session: int = 0
     max_pending_commands_per_session: int = 0
+    max_pending_bytes_per_session: int = 0
     max_event_bytes_per_session: int = 0
     # Several nodes on one database (bus/cluster.py): makes the checks of one limit run one at
     # a time across nodes (their writers are not one writer), held until the write commits.
@@ -147,6 +150,17 @@ class Capacity:
                 "max_pending_commands_per_session",
                 maximum,
                 f"unfinished commands in a session (a batch counts one per {BATCH_UNIT} commands)",
+            )
+
+    def check_held(self, held: int, adding: int) -> None:
+        """Room in this daemon's memory for ``adding`` more bytes of a session's unfinished
+        commands (their parameters and metadata as JSON), beside the ``held`` ones it keeps."""
+        maximum = self.max_pending_bytes_per_session
+        if maximum > 0 and held + adding > maximum:
+            raise limit_reached(
+                "max_pending_bytes_per_session",
+                maximum,
+                "bytes of parameters and metadata of a session's unfinished commands in memory",
             )
 
     def check_event_bytes(self, conn: sqlite3.Connection, session_id: str) -> None:

@@ -294,3 +294,50 @@ async def test_new_work_is_refused_at_the_door_once_the_event_bytes_are_spent(ai
     assert resp.status == 409 and assert_envelope(await resp.json(), "LIMIT_REACHED")
     resp = await client.post(f"/api/sessions/{other['session_id']}/commands?wait=30", json=big, headers=bearer(local))
     assert resp.status == 200, await resp.text()
+
+
+async def test_a_sessions_commands_in_memory_stop_at_their_bytes(aiohttp_client, make_settings):
+    """Each unfinished command is kept in the daemon's memory with its parameters, as Python
+    objects several times their size: 1,000 queued commands of 1 MiB each were about 7 GB from
+    one session token. security.limits.max_pending_bytes_per_session bounds the bytes of their
+    parameters and metadata (as JSON) that a daemon keeps for one session: past it a command or
+    a batch is refused (409), and ended commands give their room back."""
+    client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_PENDING_BYTES_PER_SESSION="50000")
+    s = await new_session(client, local)
+    sid, token = s["session_id"], {"X-Session-Token": s["session_token"]}
+    engine = {"engine_type": "DummyEngine", "session_id": sid}
+    assert (await client.post("/api/engines", json=engine, headers=token)).status == 201
+    path = f"/api/sessions/{sid}/commands"
+
+    def cmd(size: int = 1, **parameters: object) -> dict:
+        return {"command_type": "DummyEngineCommand", "parameters": {"prompt": "p" * size, **parameters}}
+
+    slow = await client.post(f"{path}?wait=0", json=cmd(delay_ms=600_000), headers=token)
+    assert slow.status == 202, await slow.text()
+    queued = []
+    for _ in range(2):  # 2 x 20 kB queued behind it: under 50 kB
+        resp = await client.post(f"{path}?wait=0", json=cmd(20_000), headers=token)
+        assert resp.status == 202, await resp.text()
+        queued.append((await resp.json())["command_id"])
+    resp = await client.post(f"{path}?wait=0", json=cmd(20_000), headers=token)
+    assert resp.status == 409, await resp.text()
+    error = assert_envelope(await resp.json(), "LIMIT_REACHED")
+    assert error["details"] == {"limit": "max_pending_bytes_per_session", "max": 50000}
+    batch = {"commands": [cmd(4_000) for _ in range(3)]}
+    assert (await client.post(f"{path}/batch?wait=0", json=batch, headers=token)).status == 409
+    # Another session has its own budget.
+    other = await new_session(client, local)
+    other_token = {"X-Session-Token": other["session_token"]}
+    engine = {"engine_type": "DummyEngine", "session_id": other["session_id"]}
+    assert (await client.post("/api/engines", json=engine, headers=other_token)).status == 201
+    resp = await client.post(
+        f"/api/sessions/{other['session_id']}/commands?wait=30", json=cmd(20_000), headers=other_token
+    )
+    assert resp.status == 200, await resp.text()
+    # Ended commands leave room again.
+    for command_id in [*queued, (await slow.json())["command_id"]]:
+        assert (await client.post(f"{path}/{command_id}/cancel", headers=token)).status == 200
+    resp = await client.post(f"{path}?wait=30", json=cmd(40_000), headers=token)
+    assert resp.status == 200 and (await resp.json())["status"] == "completed", await resp.text()
+    resp = await client.post(f"{path}/batch?wait=30", json=batch, headers=token)
+    assert resp.status == 200, await resp.text()

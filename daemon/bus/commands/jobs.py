@@ -36,6 +36,9 @@ class Job:
     # False for a member of a set-based batch (batchset.py): its run has no spans of its own,
     # the batch has one.
     traced: bool = True
+    # Its parameters and metadata as JSON, in bytes: what it holds in memory counts against
+    # security.limits.max_pending_bytes_per_session while it is tracked (Runner.held).
+    size: int = 0
 
 
 @dataclass(eq=False, slots=True)

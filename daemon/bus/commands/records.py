@@ -129,6 +129,12 @@ def validate(body: CommandCreate, prefix: str = "", *, nested: bool = False, **e
     return CommandSpec(body.command_type, body.parameters, body.metadata, priority, timeout, after, body.after_policy)
 
 
+def held_size(spec: CommandSpec) -> int:
+    """The bytes of a command's parameters and metadata as JSON: what it counts against
+    security.limits.max_pending_bytes_per_session while this daemon keeps it (Job.size)."""
+    return len(dumps(spec.parameters)) + len(dumps(spec.metadata))
+
+
 DEPTH_KEY = "_depth"  # in the metadata of a command user code ran (bus.execute)
 
 

@@ -79,6 +79,7 @@ class Runner(Waiting):
         self.handlers = bus.handlers
         self.queues: dict[str, SessionQueue] = {}
         self.jobs: dict[str, Job] = {}  # live commands by id
+        self.held: dict[str, int] = {}  # their Job.size by session (capacity.check_held)
         self._order = itertools.count()
         self.stopping = False
         self._drain_signal: asyncio.Future[None] | None = None
@@ -124,7 +125,15 @@ class Runner(Waiting):
         self._kick(session_id, q)
 
     def track(self, job: Job) -> None:
-        self.jobs[job.record.command_id] = job
+        if self.jobs.setdefault(job.record.command_id, job) is job:
+            self.held[job.record.session_id] = self.held.get(job.record.session_id, 0) + job.size
+
+    def untrack(self, job: Job) -> None:
+        if self.jobs.get(job.record.command_id) is job:
+            del self.jobs[job.record.command_id]
+            left = self.held.pop(job.record.session_id, 0) - job.size
+            if left > 0:
+                self.held[job.record.session_id] = left
 
     def run_claimed(self, job: Job) -> None:
         """Start the drain task for a job whose claim committed (it is executing in the store)."""
@@ -473,7 +482,7 @@ class Runner(Waiting):
         rec.finished_at = ts
         rec.duration_ms = outcome.duration_ms
         job.state = "done"
-        self.jobs.pop(rec.command_id, None)
+        self.untrack(job)
         metrics.inc("commands_total", type=rec.command_type, status=outcome.status)
         if outcome.duration_ms is not None and rec.started_at is not None:
             metrics.observe("command_run_seconds", outcome.duration_ms / 1000.0, type=rec.command_type)
@@ -486,7 +495,7 @@ class Runner(Waiting):
         with its result go back to the queue."""
         job.state = "done"
         job.pending = []
-        self.jobs.pop(job.record.command_id, None)
+        self.untrack(job)
         for nxt in start:
             if nxt.state == "queued":
                 self.push(nxt.record.session_id, nxt)

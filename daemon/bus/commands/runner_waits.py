@@ -1,7 +1,7 @@
 """The runner's waiting side: answering who waits for commands to finish, the shutdown drain,
 and giving up commands whose session another node took over (bus/cluster.py). A mixin of
 ``Runner`` (runner.py), which holds the state these methods use: ``jobs``, ``queues``,
-``stopping``, ``cancel_running``.
+``stopping``, ``cancel_running``, ``untrack``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class Waiting:
     stopping: bool
     _drain_signal: asyncio.Future[None] | None
     cancel_running: Callable[[Job, str], None]
+    untrack: Callable[[Job], None]
 
     async def wait(self, jobs: list[Job], timeout: float) -> bool:
         """Wait until every job is finished or ``timeout`` passed; True if all finished.
@@ -115,6 +116,6 @@ class Waiting:
         for job in jobs:
             job.state = "done"
             job.pending = []
-            self.jobs.pop(job.record.command_id, None)
+            self.untrack(job)
             if job.waiter is not None and not job.waiter.done():
                 job.waiter.set_result(job.record)

@@ -38,6 +38,7 @@ from llmgine_daemon.bus.commands.records import (
     batch_status,
     command_row,
     finish_row,
+    held_size,
     insert_command,
     insert_commands,
     new_record,
@@ -140,12 +141,14 @@ class Commands(Recovery):
         if spec.after:  # waits for other commands first: deps.py, off the runner's path
             return await self.deps.submit(session_id, spec, idem, claim)
         runner, cluster, capacity = self.runner, self.bus.cluster, self.bus.capacity
+        size = held_size(spec)  # kept in this daemon's memory until it ends (unless eager)
+        capacity.check_held(runner.held.get(session_id, 0), size)
         ts = now_iso()
         rec = new_record(session_id, spec, ts)
         claimed = start_now and runner.try_claim(session_id)
         if claimed:
             rec.status, rec.started_at = "executing", ts
-        job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent())
+        job = Job(rec, PRIORITY_RANK[spec.priority], traceparent=tracing.current_traceparent(), size=size)
         # A replayed key must not run anything again, so a keyed submission is never eager.
         if (
             claimed
@@ -309,6 +312,8 @@ class Commands(Recovery):
                 and await self.resolve(session_id, spec.command_type) is None
             ):
                 await self._refuse_unhandled(session_id, spec.command_type, index=index)
+        sizes = [held_size(spec) for spec in specs]
+        self.bus.capacity.check_held(self.runner.held.get(session_id, 0), sum(sizes))
         ts = now_iso()
         batch_id = new_id()
         records = [new_record(session_id, spec, ts, batch_id) for spec in specs]
@@ -332,7 +337,10 @@ class Commands(Recovery):
         if replay is not None:
             return self._assemble(session_id, replay[0], replay[1], replay[2]), True
         parent = tracing.current_traceparent()
-        jobs = [Job(rec, PRIORITY_RANK[rec.priority], traceparent=parent) for rec in records]
+        jobs = [
+            Job(rec, PRIORITY_RANK[rec.priority], traceparent=parent, size=size)
+            for rec, size in zip(records, sizes, strict=True)
+        ]
         batch = BatchJob(batch_id, session_id, mode, stop_on_error, ts, jobs, min(j.rank for j in jobs))
         for job in jobs:
             job.batch = batch
