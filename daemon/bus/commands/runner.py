@@ -83,8 +83,7 @@ class Runner(Waiting):
         self._order = itertools.count()
         self.stopping = False
         self._drain_signal: asyncio.Future[None] | None = None
-        # retries.py (set by it): asked whether a failed single command runs again.
-        self.retry: Retries | None = None
+        self.retry: Retries | None = None  # (retries.py sets it: does a failed command run again)
         metrics.gauge_callback("command_queue_depth", self._queue_depth)
 
     def _queue_depth(self) -> list[tuple[dict[str, str], float]]:
@@ -124,8 +123,12 @@ class Runner(Waiting):
             return
         self._kick(session_id, q)
 
-    def track(self, job: Job) -> None:
-        if self.jobs.setdefault(job.record.command_id, job) is job:
+    def track(self, job: Job) -> None:  # the live job of its command, replacing an earlier one
+        old = self.jobs.get(job.record.command_id)
+        if old is not job:
+            if old is not None:
+                self.untrack(old)
+            self.jobs[job.record.command_id] = job
             self.held[job.record.session_id] = self.held.get(job.record.session_id, 0) + job.size
 
     def untrack(self, job: Job) -> None:
@@ -142,11 +145,9 @@ class Runner(Waiting):
         q.task = asyncio.create_task(self._drain(job.record.session_id, q, job))
 
     def run_eager(self, job: Job, queue_write: Callable[[], Any], final: list[Any]) -> None:
-        """Run a claimed eager job (``Commands._submit_eager``): its submission is queued and its
-        handler run here, in the caller's task, up to its first suspension (eager.py). Finished
-        at once, it leaves the session's slot free and no task behind it; suspended, the
-        session's drain task goes on with it. A command with a timeout runs in that task from
-        the start (its timer cancels the task it is in)."""
+        """Run a claimed eager job (``Commands._submit_eager``) here, in the caller's task, up to
+        its first suspension (eager.py); the session's drain task goes on with it if it suspends,
+        or runs it whole when it has a timeout (its timer cancels the task it is in)."""
         session_id = job.record.session_id
         q = self.queue(session_id)
         job.state = "starting"
