@@ -113,17 +113,22 @@ async def test_concurrent_handlers_stop_exactly_at_the_maximum(aiohttp_client, m
     assert resp.status == 201, await resp.text()
 
 
+async def dummy_session(client, local) -> tuple[str, dict[str, str], str]:
+    """A new session with a DummyEngine: its id, its token's header, its commands' path."""
+    s = await new_session(client, local)
+    sid, token = s["session_id"], {"X-Session-Token": s["session_token"]}
+    engine = {"engine_type": "DummyEngine", "session_id": sid}
+    assert (await client.post("/api/engines", json=engine, headers=token)).status == 201
+    return sid, token, f"/api/sessions/{sid}/commands"
+
+
 async def test_unfinished_commands_stop_at_the_maximum(aiohttp_client, make_settings):
     """Every unfinished command is kept in memory with its parameters (up to a request body
     each): a session token queued them behind a slow one without limit (200 commands of 900 KB
     grew the daemon by 190 MB). Queued, blocked and executing ones count, a batch one per 100
     of its commands, and a rerun as many as it queues again."""
     client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_PENDING_COMMANDS_PER_SESSION="4")
-    s = await new_session(client, local)
-    sid, token = s["session_id"], {"X-Session-Token": s["session_token"]}
-    engine = {"engine_type": "DummyEngine", "session_id": sid}
-    assert (await client.post("/api/engines", json=engine, headers=token)).status == 201
-    path = f"/api/sessions/{sid}/commands"
+    sid, token, path = await dummy_session(client, local)
 
     def cmd(**parameters: object) -> dict:
         return {"command_type": "DummyEngineCommand", "parameters": {"prompt": "p", **parameters}}
@@ -303,11 +308,7 @@ async def test_a_sessions_commands_in_memory_stop_at_their_bytes(aiohttp_client,
     parameters and metadata (as JSON) that a daemon keeps for one session: past it a command or
     a batch is refused (409), and ended commands give their room back."""
     client, local = await start(aiohttp_client, make_settings, LLMGINE_MAX_PENDING_BYTES_PER_SESSION="50000")
-    s = await new_session(client, local)
-    sid, token = s["session_id"], {"X-Session-Token": s["session_token"]}
-    engine = {"engine_type": "DummyEngine", "session_id": sid}
-    assert (await client.post("/api/engines", json=engine, headers=token)).status == 201
-    path = f"/api/sessions/{sid}/commands"
+    sid, token, path = await dummy_session(client, local)
 
     def cmd(size: int = 1, **parameters: object) -> dict:
         return {"command_type": "DummyEngineCommand", "parameters": {"prompt": "p" * size, **parameters}}
@@ -326,13 +327,8 @@ async def test_a_sessions_commands_in_memory_stop_at_their_bytes(aiohttp_client,
     batch = {"commands": [cmd(4_000) for _ in range(3)]}
     assert (await client.post(f"{path}/batch?wait=0", json=batch, headers=token)).status == 409
     # Another session has its own budget.
-    other = await new_session(client, local)
-    other_token = {"X-Session-Token": other["session_token"]}
-    engine = {"engine_type": "DummyEngine", "session_id": other["session_id"]}
-    assert (await client.post("/api/engines", json=engine, headers=other_token)).status == 201
-    resp = await client.post(
-        f"/api/sessions/{other['session_id']}/commands?wait=30", json=cmd(20_000), headers=other_token
-    )
+    _, other_token, other_path = await dummy_session(client, local)
+    resp = await client.post(f"{other_path}?wait=30", json=cmd(20_000), headers=other_token)
     assert resp.status == 200, await resp.text()
     # Ended commands leave room again.
     for command_id in [*queued, (await slow.json())["command_id"]]:
