@@ -11,13 +11,13 @@ import os
 import shutil
 import signal
 import threading
-from pathlib import Path
 
 import pytest
 from llmgine_daemon.settings import get_paths
 
 from tests.clitools import short_home, start_daemon, stop_process
 from tests.e2e.sandbox_harness import Api
+from tests.e2e.test_shutdown import alive, descendants
 from tests.eventually import eventually
 
 pytestmark = pytest.mark.e2e
@@ -25,36 +25,8 @@ pytestmark = pytest.mark.e2e
 SLEEPER = "def slow(seconds: int) -> str:\n    import time\n    time.sleep(seconds)\n    return 'done'\n"
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process under ``pid`` (read from /proc: bubblewrap, the workers, the call)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def alive(pids: set[int]) -> set[int]:
-    left = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            left.add(pid)
-    return left
+def living(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if alive(pid)}
 
 
 async def test_a_killed_daemon_leaves_no_sandbox_process_running():
@@ -89,10 +61,10 @@ async def test_a_killed_daemon_leaves_no_sandbox_process_running():
         assert sandbox, "no process under the daemon"
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.proc.wait(10)
-        await eventually(lambda: not alive(sandbox), timeout=20, message="every sandbox process gone")
+        await eventually(lambda: not living(sandbox), timeout=20, message="every sandbox process gone")
         caller.join(5)
     finally:
-        for pid in alive(sandbox):  # whatever the test found left: never left running
+        for pid in living(sandbox):  # whatever the test found left: never left running
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:

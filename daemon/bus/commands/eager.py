@@ -41,7 +41,7 @@ def begin_eager(
         if ctx is None:
             step = coro.send(None)
         else:
-            ctx.run(_clean)
+            ctx.run(clean_context)
             step = ctx.run(coro.send, None)
     except StopIteration as stop:
         pending, job.pending = job.pending, []
@@ -50,7 +50,8 @@ def begin_eager(
     return Resume(coro, step), ctx
 
 
-def _clean() -> None:
+def clean_context() -> None:
+    """No span or log fields of whoever started the run: a command is traced and logged as its own."""
     CURRENT_SPAN.set(None)
     FIELDS.set({})
 

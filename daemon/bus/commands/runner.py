@@ -38,7 +38,7 @@ from llmgine_daemon.bus.cluster import LeaseLost
 from llmgine_daemon.bus.codec import dumps
 from llmgine_daemon.bus.commands.batches import run_batch
 from llmgine_daemon.bus.commands.durable import durable_write
-from llmgine_daemon.bus.commands.eager import Resume, begin_eager, is_admitted, is_refused
+from llmgine_daemon.bus.commands.eager import Resume, begin_eager, clean_context, is_admitted, is_refused
 from llmgine_daemon.bus.commands.execution import CURRENT, Execution
 from llmgine_daemon.bus.commands.jobs import (
     BatchJob,
@@ -56,7 +56,7 @@ from llmgine_daemon.bus.commands.runner_waits import Waiting
 from llmgine_daemon.bus.errors import handler_not_found
 from llmgine_daemon.bus.events import insert_events
 from llmgine_daemon.observability import metrics, tracing
-from llmgine_daemon.observability.context import CURRENT_SPAN, FIELDS, reset_fields, set_fields
+from llmgine_daemon.observability.context import reset_fields, set_fields
 from llmgine_daemon.protocol import Command, ErrorCode, Event, now_iso
 from llmgine_daemon.store.db import StorageError
 
@@ -212,8 +212,7 @@ class Runner(Waiting):
         # job's run began in run_eager, in the context this task runs in, which is clean but
         # for what that run has set.)
         if resume is None:
-            CURRENT_SPAN.set(None)
-            FIELDS.set({})
+            clean_context()
         try:
             job: Job | None = first
             while True:
