@@ -42,8 +42,8 @@ MAX_BATCH = 1024
 # batch: the requests that arrived with that write join it. One turn, not two: under a closed
 # loop of 32 clients (bench/wrk_http.py) two turns gathered nearly every client into one batch,
 # so the loop had nothing to do while that batch committed (80% busy); with one, batches are
-# about half as big, the next one's requests are read while this one commits (90% busy), and
-# commands and events per second rose by 8-10% (bench/README.md).
+# about half as big, the next one's requests are read while this one commits (83-88% busy):
+# events per second rose by 5-7% on a quiet machine, commands stayed level (bench/README.md).
 GATHER_TURNS = 1
 
 
