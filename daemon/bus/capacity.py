@@ -37,16 +37,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmgine_daemon.bus.errors import BusError
-from llmgine_daemon.protocol import UNFINISHED_STATUSES, ErrorCode
+from llmgine_daemon.protocol import ErrorCode
+from llmgine_daemon.store.migrations import UNFINISHED_TERM as UNFINISHED
 
 # What a session's unfinished commands hold in memory, in units of about one request body: a
 # command is one unit (its parameters may be a whole body); a batch one per BATCH_UNIT commands
-# (they came in one body, but each is a record in memory too: ~1.5 KB). The index on
-# (session_id, status) finds them.
+# (they came in one body, but each is a record in memory too: ~1.5 KB). The partial index of
+# unfinished commands by session finds them (UNFINISHED: migration 137).
 BATCH_UNIT = 100
 _PENDING = (
     f"SELECT COALESCE(SUM((n + {BATCH_UNIT - 1}) / {BATCH_UNIT}), 0) FROM (SELECT COUNT(*) AS n FROM commands"
-    f" WHERE session_id = ? AND status IN ({', '.join(repr(s) for s in UNFINISHED_STATUSES)})"
+    f" WHERE session_id = ? AND {UNFINISHED}"
     " GROUP BY COALESCE(batch_id, command_id)) AS pending"
 )
 

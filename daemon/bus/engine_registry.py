@@ -40,6 +40,14 @@ from llmgine_daemon.protocol import (
     now_iso,
 )
 from llmgine_daemon.protocol.integral import whole
+from llmgine_daemon.store.migrations import UNFINISHED_TERM as UNFINISHED
+
+# A session's running commands of one type, through the partial index of unfinished commands
+# (migration 137), which it repeats.
+RUNNING_OF_TYPE = (
+    "SELECT command_id FROM commands WHERE session_id = ? AND command_type = ?"
+    f" AND {UNFINISHED} AND status IN ('executing', 'waiting_approval')"
+)
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
@@ -408,8 +416,7 @@ class Engines:
             return
         rows = await self.store.read(
             lambda conn: conn.execute(
-                "SELECT command_id FROM commands WHERE session_id = ? AND command_type = ?"
-                " AND status IN ('executing', 'waiting_approval')",
+                RUNNING_OF_TYPE,
                 (engine.session_id, engine.command_type),
             ).fetchall()
         )

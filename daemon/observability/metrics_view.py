@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.observability.metrics import BY_NAME, Histogram, Registry, quantile_exact
 from llmgine_daemon.protocol import MetricFamily, MetricSeries, MetricsSnapshot, now_iso, parse_iso
+from llmgine_daemon.store.migrations import UNFINISHED_TERM
+
+# Through the partial index of unfinished commands (migration 137), which it repeats.
+QUEUED_IN_SESSION = f"SELECT COUNT(*) FROM commands WHERE session_id = ? AND {UNFINISHED_TERM} AND status = 'queued'"
 
 if TYPE_CHECKING:
     from llmgine_daemon.observability.core import Observability
@@ -107,9 +111,7 @@ def read_session_metrics(conn: sqlite3.Connection, session_id: str) -> list[Metr
         run = _seconds_between(started, finished)
         if run is not None:
             runs[ctype].append(run)
-    queued = conn.execute(
-        "SELECT COUNT(*) FROM commands WHERE session_id = ? AND status = 'queued'", (session_id,)
-    ).fetchone()[0]
+    queued = conn.execute(QUEUED_IN_SESSION, (session_id,)).fetchone()[0]
     events = sorted(
         conn.execute(
             "SELECT event_type, COUNT(*) FROM events WHERE session_id = ? GROUP BY 1", (session_id,)

@@ -167,6 +167,45 @@ def test_recovery_queries_use_the_partial_indexes(tmp_path):
     conn.close()
 
 
+def test_lookups_of_unfinished_commands_use_their_partial_index(tmp_path):
+    """Migration 137 indexes a session's commands by status for unfinished ones only (an eager
+    command, stored finished, writes no page of it); every query of unfinished commands by
+    session repeats the index's WHERE term, so it seeks rather than scanning the session."""
+    from llmgine_daemon.bus.capacity import _PENDING
+    from llmgine_daemon.bus.commands.records import UNFINISHED, list_filter
+    from llmgine_daemon.bus.engine_registry import RUNNING_OF_TYPE
+    from llmgine_daemon.observability.metrics_view import QUEUED_IN_SESSION
+    from llmgine_daemon.protocol import UNFINISHED_STATUSES
+    from llmgine_daemon.store.migrations import apply_migrations
+
+    # A status added to the protocol's unfinished ones needs a new migration (and this term).
+    assert UNFINISHED == f"status IN ({', '.join(repr(s) for s in UNFINISHED_STATUSES)})"
+    conn = sqlite3.connect(tmp_path / "plan.db", isolation_level=None)
+    apply_migrations(conn)
+    listing = " AND ".join(list_filter("s", ["queued", "waiting_approval"], None, None)[0])
+    for sql in (_PENDING, RUNNING_OF_TYPE, QUEUED_IN_SESSION, f"SELECT * FROM commands WHERE {listing}"):
+        plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql.replace("?", "'s'")))
+        assert "INDEX commands_session_unfinished (session_id=?" in plan, (sql, plan)
+    finished = " AND ".join(list_filter("s", ["failed"], None, None)[0])
+    sql = f"EXPLAIN QUERY PLAN SELECT * FROM commands WHERE {finished}".replace("?", "'s'")
+    plan = " ".join(row[3] for row in conn.execute(sql))
+    assert "commands_session" in plan and "unfinished" not in plan, plan
+    conn.execute(
+        "INSERT INTO sessions (session_id, status, created_at, last_activity_at) VALUES ('s', 'active', 'x', 'x')"
+    )
+    for i, status in enumerate(("completed", "queued", "blocked", "failed", "waiting_approval", "cancelled")):
+        conn.execute(
+            "INSERT INTO commands (command_id, session_id, command_type, status, created_at)"
+            " VALUES (?, 's', 'T', ?, 'x')",
+            (f"c{i}", status),
+        )
+    indexed = conn.execute(f"SELECT COUNT(*) FROM commands INDEXED BY commands_session_unfinished WHERE {UNFINISHED}")
+    assert indexed.fetchone()[0] == 3
+    conn.execute("UPDATE commands SET status = 'completed' WHERE command_id = 'c1'")
+    assert conn.execute(QUEUED_IN_SESSION.replace("?", "'s'")).fetchone()[0] == 0
+    conn.close()
+
+
 async def test_point_reads_on_the_loop_see_every_acknowledged_write(store):
     """A point read runs on the loop's read-only connection and sees what was committed before
     it: each acknowledged write, at once."""

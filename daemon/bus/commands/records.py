@@ -24,6 +24,7 @@ from llmgine_daemon.observability.context import current_trace_id
 from llmgine_daemon.protocol import (
     PRIORITIES,
     TERMINAL_STATUSES,
+    UNFINISHED_STATUSES,
     Command,
     CommandCreate,
     ErrorBody,
@@ -32,6 +33,7 @@ from llmgine_daemon.protocol import (
 )
 from llmgine_daemon.protocol.bus import MAX_COMMAND_TIMEOUT_S
 from llmgine_daemon.protocol.grammar import TYPE_RE, TYPE_RULE
+from llmgine_daemon.store.migrations import UNFINISHED_TERM
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 RANK_PRIORITY = {rank: name for name, rank in PRIORITY_RANK.items()}
@@ -41,6 +43,9 @@ MAX_TIMEOUT_S = MAX_COMMAND_TIMEOUT_S
 ACTIVE = "status IN ('queued', 'executing')"
 # The same for commands_blocked (migration 80): blocked on dependencies (deps.py).
 BLOCKED = "status = 'blocked'"
+# The same for commands_session_unfinished (migration 137): a session's unfinished commands,
+# by status. Add it to a query by session and status whose statuses are all unfinished.
+UNFINISHED = UNFINISHED_TERM
 
 INSERT_COLUMNS = (
     "command_id, session_id, command_type, parameters, metadata, priority, timeout, status,"
@@ -194,6 +199,25 @@ def _command_values(rec: Command, outcome: Outcome | None, finished_at: str | No
         rec.trace_id,
         rec.attempt,
     )
+
+
+def list_filter(
+    session_id: str, statuses: list[str] | None, command_type: str | None, batch_id: str | None
+) -> tuple[list[str], list[Any]]:
+    """The WHERE terms (ANDed) and parameters of a listing of a session's commands."""
+    where, params = ["session_id = ?"], [session_id]
+    if statuses:
+        if set(statuses) <= set(UNFINISHED_STATUSES):
+            where.append(UNFINISHED)  # so that the partial index of unfinished commands is used
+        where.append(f"status IN ({', '.join('?' * len(statuses))})")
+        params.extend(statuses)
+    if command_type:
+        where.append("command_type = ?")
+        params.append(command_type)
+    if batch_id:
+        where.append("batch_id = ?")
+        params.append(batch_id)
+    return where, params
 
 
 def new_record(session_id: str, spec: CommandSpec, ts: str, batch_id: str | None = None) -> Command:

@@ -41,6 +41,7 @@ from llmgine_daemon.bus.commands.records import (
     held_size,
     insert_command,
     insert_commands,
+    list_filter,
     new_record,
     result_data,
     row_to_command,
@@ -424,16 +425,7 @@ class Commands(Recovery):
     ) -> CommandList | LongPage:
         """A page of the session's commands, the newest first; a ``LongPage`` when their
         parameters and results pass PAGE_BYTES (bus/pages.py: the rest is read as it is sent)."""
-        where, params = ["session_id = ?"], [session_id]
-        if statuses:
-            where.append(f"status IN ({', '.join('?' * len(statuses))})")
-            params.extend(statuses)
-        if command_type:
-            where.append("command_type = ?")
-            params.append(command_type)
-        if batch_id:
-            where.append("batch_id = ?")
-            params.append(batch_id)
+        where, params = list_filter(session_id, statuses, command_type, batch_id)
         if dead:  # dead letters: failed after being retried (retries.py)
             where.append(DEAD)
         clause = " AND ".join(where)
