@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 EVENT_COLUMNS = "event_id, seq, session_id, event_type, data, metadata, timestamp, source, trace_id"
 
 Listener = Callable[[Event], None]
+# Told once per commit with that commit's events of a session, in seq order (EventLog.subscribe_batch).
+BatchListener = Callable[[list[Event]], None]
 
 
 def insert_event(
@@ -273,6 +275,10 @@ class EventLog:
         # session brought (``_type_label``).
         self._typed: set[str] = set()
         self._types_of: dict[str | None, int] = {}
+        self._batch_listeners: list[BatchListener] = []
+        # events_published_total's child of each type label, bound once per registry.
+        self._registry: metrics.Registry | None = None
+        self._published: dict[str, metrics.BoundCounter] = {}
 
     def subscribe_read_back(self, listener: Listener) -> Callable[[], None]:
         """``listener(event)`` for the events the stream hub read back from the store
@@ -285,6 +291,11 @@ class EventLog:
     def read_back(self, event: Event) -> None:
         for listener in self._read_back:
             listener(event)
+
+    def subscribe_batch(self, listener: BatchListener) -> None:
+        """``listener(events)`` once per ``notify``: a listener with work to do once per commit
+        rather than per event (the queue view's clock and trim) takes them this way."""
+        self._batch_listeners.append(listener)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
@@ -316,11 +327,20 @@ class EventLog:
         if len(events) > 1:
             events = sorted(events, key=lambda e: e.seq)
         counts: dict[str, int] = {}
+        typed = self._typed
         for event in events:
-            label = event.event_type if event.event_type in self._typed else self._type_label(event)
+            label = event.event_type if event.event_type in typed else self._type_label(event)
             counts[label] = counts.get(label, 0) + 1
+        registry = metrics.current()
+        if registry is not self._registry:  # (tests run several apps, each installs its own)
+            self._registry, self._published = registry, {}
         for event_type, n in counts.items():
-            metrics.inc("events_published_total", n, type=event_type)
+            counter = self._published.get(event_type)
+            if counter is None:
+                counter = self._published[event_type] = registry.counter("events_published_total", type=event_type)
+            counter.inc(n)
+        for batch_listener in self._batch_listeners:
+            batch_listener(events)
         listeners = list(self._listeners)
         for event in events:
             for listener in listeners:

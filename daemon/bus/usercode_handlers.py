@@ -103,6 +103,7 @@ class UserHandlers:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._rows: dict[str, HandlerRow] = {}
+        self._event_rows = 0  # how many of them handle events: none, nearly always (_on_event)
         self._registrations: dict[str, Any] = {}  # handler_id -> bus.handlers Registration
         self._depths: dict[str, int] = {}  # event_id -> depth its handlers run at
         # Per session: events waiting for their handlers (``Queued``: not their data).
@@ -198,6 +199,7 @@ class UserHandlers:
                     owner=f"handler:{row.handler_id}",
                 )
         self._rows[row.handler_id] = row
+        self._event_rows += row.kind == "event"
 
     def adopt(self, rows: list[tuple[Any, ...]]) -> None:
         """Register handlers whose rows another write stored (a fork's copies, bus/fork.py)."""
@@ -205,7 +207,9 @@ class UserHandlers:
             self._activate(HandlerRow(*row))
 
     def _deactivate(self, row: HandlerRow) -> None:
-        self._rows.pop(row.handler_id, None)
+        gone = self._rows.pop(row.handler_id, None)
+        if gone is not None:
+            self._event_rows -= gone.kind == "event"
         reg = self._registrations.pop(row.handler_id, None)
         if reg is not None:
             self.bus.handlers.unregister(reg)
@@ -436,8 +440,8 @@ class UserHandlers:
         return rows
 
     def _on_event(self, event: Event) -> None:
-        depth = self._depths.pop(event.event_id, 0)
-        if not any(r.kind == "event" for r in self._rows.values()):
+        depth = self._depths.pop(event.event_id, 0) if self._depths else 0
+        if not self._event_rows:  # every event of every session comes here: one test when none
             return
         if not self._matching(event):
             return

@@ -26,20 +26,21 @@ fast, successful span costs its ids and two clock reads: no attribute cleaning, 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.observability.context import CURRENT_SPAN, FIELD_NAMES, FIELDS
 
 TRACEPARENT = "traceparent"
+# The bound fields (observability/context.py) a new span takes as attributes.
+_SPAN_FIELDS = frozenset(FIELD_NAMES) - {"request_id"}
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_BUFFER = 20_000
@@ -290,7 +291,7 @@ class Tracer:
             parent = CURRENT_SPAN.get()
         bound = FIELDS.get()
         if bound:  # the fields bound around it come first; its own attributes win
-            attrs = {k: bound[k] for k in FIELD_NAMES if k in bound and k != "request_id"}
+            attrs = {k: v for k, v in bound.items() if k in _SPAN_FIELDS}
             attrs.update(attributes)
         else:
             attrs = attributes
@@ -364,20 +365,32 @@ class Tracer:
             span.fail(error)
         span.end(duration_ms=duration_ms)
 
-    @contextlib.contextmanager
     def span(
         self, name: str, *, kind: str = "internal", parent: Span | Remote | None = None, **attributes: Any
-    ) -> Iterator[Span]:
-        sp = self.start(name, parent=parent, kind=kind, **attributes)
-        token = CURRENT_SPAN.set(sp)
-        try:
-            yield sp
-        except BaseException as exc:
-            sp.fail(exc)
-            raise
-        finally:
-            CURRENT_SPAN.reset(token)
-            sp.end()
+    ) -> Scope:
+        return Scope(self.start_with(name, attributes, parent=parent, kind=kind))
+
+
+class Scope:
+    """``with tracer.span(...) as sp``: the span is current inside, fails with what escapes it,
+    and ends on the way out. A class, not ``contextlib.contextmanager``: a generator-based
+    manager costs a few microseconds more, and every command runs two of these."""
+
+    __slots__ = ("span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    def __enter__(self) -> Span:
+        self._token = CURRENT_SPAN.set(self.span)
+        return self.span
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        span = self.span
+        if exc is not None:
+            span.fail(exc)
+        CURRENT_SPAN.reset(self._token)
+        span.end()
 
 
 # -- the module-level API --------------------------------------------------------------------
@@ -401,9 +414,7 @@ def current() -> Tracer:
     return _current
 
 
-def span(
-    name: str, *, kind: str = "internal", parent: Span | Remote | None = None, **attributes: Any
-) -> contextlib.AbstractContextManager[Span]:
+def span(name: str, *, kind: str = "internal", parent: Span | Remote | None = None, **attributes: Any) -> Scope:
     """``with tracing.span("llm.call", provider=p, model=m) as sp:`` - see the module docstring."""
     return _current.span(name, kind=kind, parent=parent, **attributes)
 

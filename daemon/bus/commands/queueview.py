@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmgine_daemon.bus.commands.records import ACTIVE, BLOCKED, COMMAND_COLUMNS, PRIORITY_RANK, row_to_command
@@ -46,18 +46,24 @@ class QueueWatch:
         # other nodes' events it did not read back fall between (those ranges go in 2 minutes).
         self._seen = SeqRanges()
         self._trimmed = 0  # the second of the last trim: at most one a second
-        commands.bus.events.subscribe(self._on_event)
+        commands.bus.events.subscribe_batch(self._on_events)
         commands.bus.events.subscribe_read_back(self._on_event)
 
     def _on_event(self, event: Event) -> None:
-        seq, now = event.seq, time.monotonic()
+        self._on_events((event,))
+
+    def _on_events(self, events: Sequence[Event]) -> None:
+        now = time.monotonic()
         if int(now) != self._trimmed:
             self._trim(now)
-        if seq in self._seen:
-            return
-        self._seen.add(seq, now)  # every event, so that consecutive seqs make one range
-        if event.event_type == "CommandResult" and event.source == "bus":  # not a client's forgery
-            self._count(event, now)
+        seen = self._seen
+        for event in events:
+            seq = event.seq
+            if seq in seen:
+                continue
+            seen.add(seq, now)  # every event, so that consecutive seqs make one range
+            if event.event_type == "CommandResult" and event.source == "bus":  # not a client's forgery
+                self._count(event, now)
 
     def _count(self, event: Event, now: float) -> None:
         second = int(now)
