@@ -233,6 +233,7 @@ class FastLane(asyncio.Protocol):
         self.at = 0
         self.read_paused = False
         self.write_paused = False
+        self.eof = False  # the client shut down its side: answer what it sent, then close
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -257,10 +258,14 @@ class FastLane(asyncio.Protocol):
 
     def _next(self) -> None:
         """Take the next request in the buffer, if the connection is free to answer it."""
-        if self.busy or not self.open or self.at >= len(self.buffer):
+        if self.busy or not self.open:
             return
         transport = self.transport
         if transport is None or transport.is_closing():
+            return
+        if self.at >= len(self.buffer):
+            if self.eof:  # all it sent before its EOF is answered
+                transport.close()
             return
         if self.write_paused:
             return
@@ -324,6 +329,9 @@ class FastLane(asyncio.Protocol):
             self.transport.resume_reading()
         if data:
             self.inner.data_received(data)
+        if self.eof and not self.inner.eof_received():  # (aiohttp's: nothing left to answer)
+            assert self.transport is not None
+            self.transport.close()
 
     async def _serve(self, request: _Request) -> None:
         lane = self.lane
@@ -395,6 +403,13 @@ class FastLane(asyncio.Protocol):
             inner._keepalive_handle = loop.call_at(close_at, inner._process_keepalive)
 
     def eof_received(self) -> bool | None:
+        """The client shut down its side: what it sent before is still answered (the requests
+        in flight and buffered here, or aiohttp's), then the connection closes (``_next``)."""
+        if not self.open:
+            return self.inner.eof_received()  # type: ignore[no-any-return]
+        self.eof = True
+        if self.busy or self.at < len(self.buffer):
+            return True
         return self.inner.eof_received()  # type: ignore[no-any-return]
 
     def connection_lost(self, exc: Exception | None) -> None:

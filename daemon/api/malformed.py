@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.http_exceptions import BadHttpMessage, ContentLengthError
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
@@ -48,13 +48,16 @@ HEAD_LINES = 8
 
 
 class _Head:
-    """How much of a request head a connection has sent so far (EnvelopingHandler)."""
+    """How much of a request head a connection has sent so far (EnvelopingHandler), and
+    whether the client has shut down its side (``eof``: no more requests will come)."""
 
-    __slots__ = ("size", "body")
+    __slots__ = ("size", "body", "eof", "answered")
 
     def __init__(self) -> None:
         self.size = 0
         self.body: StreamReader | None = None  # the body of the last request whose head was whole
+        self.eof = False
+        self.answered = 0  # answers sent (RequestHandler counts the requests parsed)
 
 
 # Per connection (keyed by the protocol's id, dropped when the connection ends): the handler
@@ -112,6 +115,36 @@ class EnvelopingHandler(RequestHandler):
         self._messages.append((_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD))
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        """The client shut down its side (``shutdown(SHUT_WR)``, ``nc -N``, an HTTP/1.0 client):
+        the requests it sent before are still answered, then the connection closes. aiohttp's
+        own returns None, and asyncio then closed the transport at once, the answers with it.
+        Nothing to answer (idle, half a head, a WebSocket): closed now, as before. A body cut
+        short by the EOF will never be whole: its reader fails (400 from ``read_body``) rather
+        than waiting for the read timeout."""
+        if self._upgraded or self._payload_parser is not None or self._force_close:
+            return None
+        head = _HEADS.setdefault(id(self), _Head())
+        if self._request_count <= head.answered:  # (a handler's task may not have started yet)
+            return None
+        head.eof = True
+        body = head.body
+        if body is not None and not body.is_eof() and body.exception() is None:
+            body.set_exception(ContentLengthError("the client closed its side before the whole body arrived"))
+        return True
+
+    async def finish_response(
+        self, request: Any, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        answered = await super().finish_response(request, resp, start_time)
+        head = _HEADS.get(id(self))  # (none once the connection is lost)
+        if head is None:
+            return answered
+        head.answered += 1
+        if head.eof and not self._messages:  # the last answer of a half-closed connection
+            self.force_close()  # (its write is flushed first: asyncio's close, coalesce.py's)
+        return answered
 
     def connection_lost(self, exc: BaseException | None) -> None:
         _HEADS.pop(id(self), None)
