@@ -101,8 +101,12 @@ HandlerPriority = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1, descrip
 LogMessage = Annotated[str, msgspec.Meta(min_length=1)]
 KeyName = Annotated[str, msgspec.Meta(max_length=MAX_KEY_NAME)]
 # A session's name, created or forked (a fork named for its origin may be longer: "NAME (fork...)").
+# Not empty nor only whitespace: such a name could not be told from none in a listing, and
+# `-S NAME` could not find it (the CLI refuses it too: commands/sessions.py).
 MAX_SESSION_NAME = 256
-SessionName = Annotated[str, msgspec.Meta(max_length=MAX_SESSION_NAME)]
+SESSION_NAME_PATTERN = r"^\s*\S"
+SESSION_NAME_RULE = "must not be empty or only whitespace (at most 256 characters)"
+SessionName = Annotated[str, msgspec.Meta(pattern=SESSION_NAME_PATTERN, max_length=MAX_SESSION_NAME)]
 KeyLifetime = Annotated[int, msgspec.Meta(ge=1, le=MAX_KEY_LIFETIME, description="seconds")]
 # A time, as every answer writes it (protocol.now_iso / to_iso: UTC, microseconds, Z), and as
 # a FastAPI model's datetime field is described (generated clients parse it). In a request
@@ -129,6 +133,7 @@ PATTERN_RULES: dict[str, str] = {
     EVENT_HANDLER_TYPE_PATTERN: "1 to 128 printable characters, no spaces",
     TOOL_NAME_PATTERN: "must be a Python identifier of at most 64 characters, in ASCII (A-Z, a-z, 0-9 and _)",
     CODE_PATTERN: "must contain Python source",
+    SESSION_NAME_PATTERN: SESSION_NAME_RULE,
     EVENT_TYPE_FILTER_PATTERN: "must be an event type, a prefix ending in * (Command*), or * (every event)",
     SECRET_NAME_PATTERN: "must be an environment-variable name: A-Z, 0-9 and _, not starting with a digit",
     SECRET_VALUE_PATTERN: "must be one line of text (no control characters)",

@@ -43,7 +43,8 @@ def create(
         typer.Option(
             "--name",
             "-n",
-            help="A name for it (at most 256 characters), unique among the active sessions (-S NAME finds it).",
+            help="A name for it (not blank, at most 256 characters), unique among the active sessions "
+            "(-S NAME finds it).",
         ),
     ] = None,
     meta: Annotated[
@@ -82,6 +83,7 @@ def create(
       llmgine session create --meta team=ml -o json | jq -r .session_token
     """
     app_ctx = state(ctx)
+    _check_name(name)
     if (reuse or allow_duplicate) and not name:
         flag = "--reuse" if reuse else "--allow-duplicate"
         raise typer.BadParameter(f"{flag} needs --name", param_hint=flag)
@@ -91,6 +93,15 @@ def create(
     with _name_taken(name, "--reuse prints it, "):
         session = app_ctx.client().create_session(name, parse_pairs(meta, "--meta"), if_exists=if_exists)
     render(app_ctx.env, session, SESSION_VIEW, output, quiet)
+
+
+def _check_name(name: str | None) -> None:
+    """`--name ""` (a variable left unset) or only spaces: a usage error, as the daemon refuses
+    such a name (422, protocol/grammar.py's SessionName); it made a session named "" here."""
+    if name is not None and not name.strip():
+        raise typer.BadParameter(
+            "the name is empty or only whitespace (leave --name out for a session without one)", param_hint="--name"
+        )
 
 
 @contextlib.contextmanager
@@ -251,6 +262,7 @@ def fork(
       llmgine session fork demo -o json | jq .engines
     """
     app_ctx = state(ctx)
+    _check_name(name)
     if_exists = "error" if name and not allow_duplicate else None
     with _name_taken(name):
         fork = app_ctx.client().fork_session(session_id, at_seq=at, name=name, if_exists=if_exists)

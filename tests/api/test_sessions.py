@@ -153,6 +153,28 @@ async def test_a_name_is_at_most_256_characters_created_or_forked(app_client):
         assert resp.status == 201, (path, await resp.text())
 
 
+async def test_an_empty_or_blank_name_is_refused_created_or_forked(app_client):
+    """``{"name": ""}`` made a session named "" (and "  " one named so): a name no listing
+    tells from none and ``-S NAME`` cannot find. Refused as other bad names are; spaces inside
+    or around a name are the client's to choose."""
+    sid = (await create_session(app_client))["session_id"]
+    for path in ("/api/sessions", f"/api/sessions/{sid}/fork"):
+        for name in ("", " ", "\t\n ", "\u3000"):
+            resp = await app_client.post(path, json={"name": name})
+            assert resp.status == 422, (path, name, await resp.text())
+            details = assert_envelope(await resp.json(), "VALIDATION_ERROR")["details"]
+            assert details == {
+                "field": "name",
+                "issue": "must not be empty or only whitespace (at most 256 characters)",
+            }
+        resp = await app_client.post(path, json={"name": " a b "})
+        assert resp.status == 201, await resp.text()
+        made = await resp.json()
+        assert made.get("session", made)["name"] == " a b "  # (a fork's answer holds its session)
+    resp = await app_client.get("/api/sessions", params={"limit": "1000"})
+    assert all((s["name"] or "x").strip() for s in (await resp.json())["sessions"])
+
+
 async def test_list_query_validation(app_client):
     for params, field in (
         ({"limit": "x"}, "limit"),

@@ -205,8 +205,9 @@ def test_sessions_by_name_prefix_and_short_id(cli):
 
 def test_an_empty_id_is_a_usage_error_and_names_nothing(cli):
     # `llmgine session delete "$SID"` with SID empty (a failed $(...)) must not act on a session
-    # that happens to have an empty name, nor answer "no such endpoint".
-    unnamed = cli("session", "create", "--name", "", "-q").stdout.strip()
+    # without a name, nor answer "no such endpoint". (An empty name is refused now:
+    # tests/cli/test_exit_codes.py.)
+    unnamed = cli("session", "create", "-q").stdout.strip()
     for args in (
         ("session", "get", ""),
         ("session", "delete", ""),
@@ -260,8 +261,8 @@ def test_a_taken_name_is_refused_reused_or_duplicated_on_request(cli):
     forked = cli("session", "fork", sid, "--name", name)
     assert forked.exit_code == 6 and "already named" in forked.stderr and "--reuse" not in forked.stderr
     assert cli("session", "fork", sid, "--name", name, "--allow-duplicate", "-q").exit_code == 0
-    # An empty name names nothing (-S "" is a usage error): it is never "taken".
-    assert create(cli, "--name", "") != create(cli, "--name", "")
+    # An empty name is no name (a usage error, as -S "" is): never "taken", never made.
+    assert cli("session", "create", "--name", "", "-q").exit_code == 2
     # An ended session gives its name back.
     other = f"ended-{uuid.uuid4().hex[:6]}"
     old = create(cli, "--name", other)
