@@ -13,7 +13,10 @@ How: the sites of server.py (``EnvelopingSite``, and coalesce.py's ``CoalescingS
 it) serve each connection with aiohttp's own protocol, made by aiohttp's server as always, as
 an ``EnvelopingHandler``: a subclass that overrides ``handle_error`` (aiohttp's hook for
 these answers) and ``data_received``, to refuse a request head over HEAD_LINES header lines'
-worth of bytes the same way. aiohttp and its parser are unchanged.
+worth of bytes the same way, or a request line in an HTTP version other than 1.1 and 1.0
+(``505``: aiohttp answered in the request's version, "HTTP/2.0 200 OK" framed as HTTP/1.1). It
+also answers what a client sent before shutting down its side (``eof_received``, then closes).
+aiohttp and its parser are unchanged.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ def _issue(exc: BaseException | None, message: str | None) -> str:
     return first[:200]
 
 
+# The HTTP versions served; another in a request line is 505 (aiohttp answered it in that
+# version's name: "HTTP/2.0 200 OK", "HTTP/0.9 403 Forbidden", framed as HTTP/1.1).
+_VERSIONS = ((1, 1), (1, 0))
 # A request head (request line and headers) may hold this many header lines' worth of bytes
 # (server.max_header_size each); past it the request is refused like any head the parser refuses.
 HEAD_LINES = 8
@@ -94,11 +100,19 @@ class EnvelopingHandler(RequestHandler):
         limit = HEAD_LINES * self.max_field_size
         for i in range(queued, len(self._messages)):  # heads completed in this chunk
             message = self._messages[i][0]
-            if isinstance(message, RawRequestMessage) and _head_size(message) > limit:
-                while len(self._messages) > i:  # it and whatever was pipelined after it
-                    self._messages.pop()
-                self._refuse(head, limit)
-                return
+            if not isinstance(message, RawRequestMessage):
+                continue
+            if _head_size(message) > limit:
+                refusal = 400, BadHttpMessage(f"request head over {limit} bytes")
+            elif message.version not in _VERSIONS:  # (answered "HTTP/2.0 200 OK", framed as 1.1)
+                major, minor = message.version
+                refusal = 505, BadHttpMessage(f"HTTP/{major}.{minor} is not served: HTTP/1.1 or HTTP/1.0")
+            else:
+                continue
+            while len(self._messages) > i:  # it and whatever was pipelined after it
+                self._messages.pop()
+            self._refuse(head, *refusal)
+            return
         if len(self._messages) > queued:  # count the next head afresh
             head.size = 0
             head.body = self._messages[-1][1]
@@ -106,13 +120,12 @@ class EnvelopingHandler(RequestHandler):
         if in_head:
             head.size += len(data)
             if head.size > limit:
-                self._refuse(head, limit)
+                self._refuse(head, 400, BadHttpMessage(f"request head over {limit} bytes"))
 
-    def _refuse(self, head: _Head, limit: int) -> None:
-        """Answer 400 (``handle_error``, as for what the parser refuses) and read no more."""
+    def _refuse(self, head: _Head, status: int, exc: BadHttpMessage) -> None:
+        """Answer ``status`` (``handle_error``, as for what the parser refuses) and read no more."""
         head.size = -1
-        exc = BadHttpMessage(f"request head over {limit} bytes")
-        self._messages.append((_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD))
+        self._messages.append((_ErrInfo(status=status, exc=exc, message=exc.message), EMPTY_PAYLOAD))
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -120,10 +133,11 @@ class EnvelopingHandler(RequestHandler):
         """The client shut down its side (``shutdown(SHUT_WR)``, ``nc -N``, an HTTP/1.0 client):
         the requests it sent before are still answered, then the connection closes. aiohttp's
         own returns None, and asyncio then closed the transport at once, the answers with it.
-        Nothing to answer (idle, half a head, a WebSocket): closed now, as before. A body cut
-        short by the EOF will never be whole: its reader fails (400 from ``read_body``) rather
-        than waiting for the read timeout."""
-        if self._upgraded or self._payload_parser is not None or self._force_close:
+        Nothing to answer (idle, half a head, an open WebSocket): closed now, as before (a
+        request the parser took for an upgrade, ``CONNECT`` or ``Upgrade:``, is still answered).
+        A body cut short by the EOF will never be whole: its reader fails (400 from
+        ``read_body``) rather than waiting for the read timeout."""
+        if self._payload_parser is not None or self._force_close:
             return None
         head = _HEADS.setdefault(id(self), _Head())
         if self._request_count <= head.answered:  # (a handler's task may not have started yet)
@@ -156,7 +170,7 @@ class EnvelopingHandler(RequestHandler):
         if request.writer.output_size > 0:  # an answer is half sent: aiohttp breaks the connection
             return super().handle_error(request, status, exc, message)
         request_id = new_id()
-        if status >= 500:
+        if status >= 500 and status != 505:
             log.error("unhandled error (request %s)", request_id, exc_info=exc)
             response = error_response(
                 request_id,
@@ -167,9 +181,8 @@ class EnvelopingHandler(RequestHandler):
         else:
             issue = _issue(exc, message)
             log.debug("malformed request from %s: %s (request %s)", request.remote, issue, request_id)
-            response = error_response(
-                request_id, ErrorCode.VALIDATION_ERROR, "malformed HTTP request", {"issue": issue}, status=status
-            )
+            what = "HTTP version not supported" if status == 505 else "malformed HTTP request"
+            response = error_response(request_id, ErrorCode.VALIDATION_ERROR, what, {"issue": issue}, status=status)
         stamp_response(response, request_id)
         response.force_close()
         return response

@@ -141,3 +141,25 @@ async def test_bodies_and_pipelined_requests_are_not_counted_as_head(site_port):
         site_port, many * 20 + b"GET /api/health HTTP/1.1\r\n" + HOST + b"Connection: close\r\n\r\n"
     )
     assert status.split()[1] == "200" and answer.count(b'"healthy"') == 21, answer[-300:]
+
+
+@pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/0.9", None])
+async def test_a_request_in_an_http_version_not_served_is_505(site_port, version, caplog):
+    # aiohttp answered in the request's version, framed as HTTP/1.1: "HTTP/2.0 200 OK",
+    # "HTTP/0.9 403 Forbidden" (and for no version at all, HTTP/0.9's request line).
+    caplog.set_level(logging.DEBUG)
+    line = b"GET /api/health" + (b" " + version if version else b"") + b"\r\n"
+    status, headers, body = await exchange(site_port, line + (HOST if version else b"") + b"\r\n")
+    assert status.startswith("HTTP/1.") and status.split()[1] == "505", status
+    error = assert_envelope(json.loads(body), "VALIDATION_ERROR")
+    assert error["message"] == "HTTP version not supported"
+    shown = (version or b"HTTP/0.9").decode()
+    assert error["details"]["issue"] == f"{shown} is not served: HTTP/1.1 or HTTP/1.0"
+    assert headers["x-request-id"] == json.loads(body)["request_id"]  # (and closed: read to its end)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # the versions served are served
+    for served in (b"HTTP/1.1", b"HTTP/1.0"):
+        status, _, _ = await exchange(
+            site_port, b"GET /api/health " + served + b"\r\n" + HOST + b"Connection: close\r\n\r\n"
+        )
+        assert status.split()[1] == "200", (served, status)

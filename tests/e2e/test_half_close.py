@@ -87,6 +87,15 @@ def test_every_request_sent_before_the_eof_is_answered(pair: tuple[Node, Node], 
         "create": (create, [201]),
         "HTTP/1.0": (get(node, f"/api/sessions/{node.sid}", "1.0"), [200]),
         # several in one write: the fast lane's, one it hands to aiohttp, then more
+        # what the parser takes for an upgrade is answered too (an open WebSocket is not)
+        "CONNECT": (
+            f"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {node.key}\r\n\r\n".encode(),
+            [404],
+        ),
+        "Upgrade": (
+            get(node, "/api/sessions").replace(b"\r\n\r\n", b"\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"),
+            [200],
+        ),
         "pipelined": (
             event(node, "b") + event(node, "c") + get(node, "/api/sessions") + event(node, "d"),
             [201] * 2 + [200, 201],
