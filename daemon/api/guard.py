@@ -53,7 +53,7 @@ from aiohttp import hdrs, web
 from llmgine_daemon.api.errors import ApiError, Handler
 from llmgine_daemon.api.keys import BUS, CREDENTIALS, SETTINGS, WEBSOCKETS
 from llmgine_daemon.api.limits import check_expectation, check_identifiers, json_field, read_body
-from llmgine_daemon.api.origins import HostPolicy, OriginPolicy
+from llmgine_daemon.api.origins import HostPolicy, OriginPolicy, target_host
 from llmgine_daemon.api.ratelimit import Decision, RateLimiter
 from llmgine_daemon.api.sockets import SocketRegistry, close_expired
 from llmgine_daemon.api.util import checks_own_scope, read_json, takes_code
@@ -308,7 +308,7 @@ def check_transport(request: web.Request, peer: _Peer, guard: Guard) -> web.Stre
             log.warning("refused a Unix socket peer with uid %s", peer.uid)
             raise forbidden("this daemon belongs to another user")
         return None
-    host = request.headers.get(hdrs.HOST)
+    host = target_host(request.raw_path, request.headers.get(hdrs.HOST))
     if not guard.hosts.allows(host):
         raise forbidden(
             "Host not allowed (add it to security.allowed_hosts if it is yours)",

@@ -60,6 +60,19 @@ CORS_EXPOSE_HEADERS = ", ".join(
 CORS_MAX_AGE = "600"
 
 
+def target_host(target: str, header: str | None) -> str | None:
+    """The host a request names: its ``Host`` header, or the authority of its request line's
+    absolute URI (``GET http://host:port/path``), which a server takes instead (RFC 9112,
+    3.2.2). aiohttp routes such a request on its path; only the header was checked, so
+    ``GET http://elsewhere/api/sessions`` with an allowed Host was served."""
+    if target.startswith("/"):
+        return header
+    scheme, sep, rest = target.partition("://")
+    if not sep:  # "*", or CONNECT's authority-form: no URI to take a host from
+        return header
+    return rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+
+
 def split_host(value: str) -> tuple[str, int | None] | None:
     """``host[:port]`` (IPv6 in brackets) → (lower-case name, port); None when malformed."""
     value = value.strip()

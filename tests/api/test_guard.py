@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 from llmgine_daemon.api.origins import HostPolicy, normalize_origin, split_host
@@ -35,6 +37,32 @@ async def test_foreign_host_is_403(aiohttp_client, make_settings, host):
         resp = await client.get(path, headers={"Host": host, **bearer(local)})
         assert resp.status == 403, (host, path)
         assert_envelope(await resp.json(), "FORBIDDEN")
+
+
+async def test_a_request_line_with_an_absolute_uri_is_judged_by_its_host(aiohttp_client, make_settings):
+    # RFC 9112 3.2.2: with an absolute URI in the request line, the server uses its authority
+    # and ignores Host. aiohttp routed on the path and the guard checked only the Host header,
+    # so `GET http://evil.example/api/sessions` with an allowed Host was served.
+    client, local = await start(aiohttp_client, make_settings)
+
+    async def status_of(target: str, host: str = "127.0.0.1") -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        head = f"GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {local}\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode())
+        answer = await asyncio.wait_for(reader.read(), timeout=30)
+        writer.close()
+        return int(answer.split(b" ", 2)[1])
+
+    for target in (
+        "http://evil.example/api/sessions",
+        "http://evil.example:80/api/health",
+        "http://u@127.0.0.1/api/health",
+    ):
+        assert await status_of(target) == 403, target
+    for target in ("http://127.0.0.1/api/sessions", "HTTP://localhost:8000/api/health?x=1", "/api/health"):
+        assert await status_of(target) == 200, target
+    # the URI's host is taken, whatever the header says
+    assert await status_of("http://localhost/api/health", host="evil.example") == 200
 
 
 async def test_allowed_hosts(aiohttp_client, make_settings):
