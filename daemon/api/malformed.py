@@ -133,12 +133,16 @@ class EnvelopingHandler(RequestHandler):
         """The client shut down its side (``shutdown(SHUT_WR)``, ``nc -N``, an HTTP/1.0 client):
         the requests it sent before are still answered, then the connection closes. aiohttp's
         own returns None, and asyncio then closed the transport at once, the answers with it.
-        Nothing to answer (idle, half a head, an open WebSocket): closed now, as before (a
-        request the parser took for an upgrade, ``CONNECT`` or ``Upgrade:``, is still answered).
+        Nothing to answer (idle, half a head, an open WebSocket or event stream): closed now, as
+        before (a request the parser took for an upgrade, ``CONNECT`` or ``Upgrade:``, is still
+        answered).
         A body cut short by the EOF will never be whole: its reader fails (400 from
         ``read_body``) rather than waiting for the read timeout."""
         if self._payload_parser is not None or self._force_close:
             return None
+        current = self._current_request
+        if current is not None and current.writer.output_size > 0:  # an event stream: its client left
+            return None  # (closed, so the stream's sweep frees its slot at once: api/stream_conns.py)
         head = _HEADS.setdefault(id(self), _Head())
         if self._request_count <= head.answered:  # (a handler's task may not have started yet)
             return None

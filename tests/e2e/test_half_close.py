@@ -21,6 +21,8 @@ from tests.e2e.test_fast_lane import (
     pair,  # noqa: F401 (the module's daemons: one with the fast lane, one without)
     publish,
     read_answer,
+    start,
+    stop,
     submit,
     taken,
 )
@@ -125,3 +127,40 @@ def test_a_body_cut_short_by_the_eof_is_refused_at_once(pair: tuple[Node, Node],
     # an answered request, then half a head: the answer, then the close
     answers, took = half_closed(node, transport, event(node, "whole") + request[:20])
     assert [a.status for a in answers] == [201] and took < 5
+
+
+@pytest.mark.sqlite_only(reason="connection handling: storage plays no part")
+def test_an_event_stream_whose_client_left_frees_its_slot_at_once() -> None:
+    # The EOF of a client with an event stream open (SSE) means it left: the connection closes
+    # at once, as before, so the stream's slot (max_websockets, here 1) is free within the
+    # sweep's half second (docs/streams.md), not at the next heartbeat's failed write.
+    node = start({"LLMGINE_MAX_WEBSOCKETS": "1"})
+    try:
+        stream = (
+            f"GET /api/sessions/{node.sid}/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {node.key}\r\nAccept: text/event-stream\r\n\r\n"
+        ).encode()
+
+        def open_stream(transport: str) -> tuple[socket.socket, bytes]:
+            sock = connect(node, transport)
+            sock.sendall(stream)
+            head = b""
+            while b"\r\n\r\n" not in head and (chunk := sock.recv(4096)):
+                head += chunk
+            return sock, head
+
+        for transport in ("tcp", "unix"):
+            sock, head = open_stream(transport)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            sock.close()
+            began = time.monotonic()
+            while True:
+                again, head = open_stream(transport)
+                again.close()
+                if head.startswith(b"HTTP/1.1 200"):
+                    break
+                assert time.monotonic() - began < 3, f"{transport}: the slot is still held: {head[:60]!r}"
+                time.sleep(0.2)
+            time.sleep(1)  # (the last one's slot too)
+    finally:
+        stop(node)
