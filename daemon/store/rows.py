@@ -1,0 +1,189 @@
+"""Rows a write leaves to the store to insert (``Deferred``), so that SQLite's store can insert
+those of a whole batch together, in the thread that then commits, off the event loop.
+
+Why: a command's rows (its own, four events, its session's counts) are a quarter of the event
+loop's time per command when inserted there (SQLite's B-tree work, in C, with the GIL held
+between statements; bench/README.md). ``executemany`` in the committing thread lets go of the
+GIL for each row's step and takes it back at once (the step is short, so the loop has rarely
+taken it meanwhile): the inserts run on the other core while the loop serves requests.
+
+The contract, for a write submitted with ``rows=True`` (``BaseStore.submit``): it checks what
+it must (it runs in its own savepoint, as any write) but inserts nothing itself; it returns a
+``Deferred``: the rows per statement, the statement whose rows take the session log's seqs
+(events: their rowids, consecutive in one statement on the one writer), and ``finish``, which
+is given the first of its seqs and returns the write's value. SQLite's store inserts the
+deferred rows of consecutive such writes with one ``executemany`` per statement - before the
+next write that is not one of them runs, so seqs keep the order writes were queued in, or else
+with the COMMIT, in its thread. If that insert fails, the transaction is rolled back and every
+write of the batch fails, as when COMMIT fails. PostgreSQL's store inserts each at once
+(``Deferred.insert``).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+Row = tuple[Any, ...]
+# (SQL, its rows, whether its rows take seqs): one executemany each
+Statement = tuple[str, list[Row], bool]
+
+
+class Deferred:
+    """A write's rows for the store to insert: ``seq_rows`` by ``seq_sql`` (the rows whose
+    rowids are the write's seqs), then each of ``rows`` (SQL, its rows); ``finish(first_seq)``
+    is the write's value once they are in."""
+
+    __slots__ = ("seq_sql", "seq_rows", "rows", "finish")
+
+    def __init__(
+        self, seq_sql: str, seq_rows: list[Row], rows: list[tuple[str, list[Row]]], finish: Callable[[int], Any]
+    ) -> None:
+        self.seq_sql, self.seq_rows, self.rows, self.finish = seq_sql, seq_rows, rows, finish
+
+    def insert(self, conn: Any) -> Any:
+        """Insert the rows now, on ``conn``; the write's value."""
+        return insert_all(conn, [self])[0]
+
+
+def prepare(items: list[Deferred]) -> tuple[list[Statement], list[tuple[int, int]]]:
+    """The statements that insert every item's rows, one per distinct SQL with the rows in the
+    items' order, and for each item (which seq statement, where its rows begin in it)."""
+    seq_of: dict[str, int] = {}
+    seq_rows: list[list[Row]] = []
+    others: dict[str, list[Row]] = {}
+    where: list[tuple[int, int]] = []
+    for item in items:
+        i = seq_of.setdefault(item.seq_sql, len(seq_rows))
+        if i == len(seq_rows):
+            seq_rows.append([])
+        where.append((i, len(seq_rows[i])))
+        seq_rows[i].extend(item.seq_rows)
+        for sql, rows in item.rows:
+            others.setdefault(sql, []).extend(rows)
+    statements = [(sql, rows, True) for sql, rows in zip(seq_of, seq_rows, strict=True)]
+    statements.extend((sql, rows, False) for sql, rows in others.items())
+    return statements, where
+
+
+def execute(conn: Any, statements: list[Statement], *, few: bool = False) -> list[int]:
+    """Run ``statements`` (the committing thread's, or the loop's); the first seq that each
+    seq statement's rows took (0 when it had none). ``few``: in few long steps (``steps``), for
+    the committing thread."""
+    firsts: list[int] = []
+    for sql, rows, seq in statements:
+        if rows and few:
+            for step_sql, params in steps(sql, rows):
+                conn.execute(step_sql, params)
+        elif rows:
+            conn.executemany(sql, rows)
+        if seq:
+            # One statement on the one writer connection: its rows got consecutive seqs.
+            last = conn.execute("SELECT last_insert_rowid()").fetchone()[0] if rows else 0
+            firsts.append(last - len(rows) + 1 if rows else 0)
+    return firsts
+
+
+# Rows a multi-row statement takes at most: SQLite binds at most 32,766 parameters.
+MAX_STEP_ROWS = 512
+_INSERT = re.compile(r"^(INSERT INTO \w+ \([^)]*\)) VALUES (\([?, ]+\))$")
+_ADD = re.compile(r"^UPDATE (\w+) SET ((?:\w+ = \w+ \+ \?, )*\w+ = \w+ \+ \?) WHERE (\w+) = \?$")
+
+
+def steps(sql: str, rows: list[Row]) -> list[tuple[str, list[Any]]]:
+    """``executemany(sql, rows)`` as a few statements of many rows each, in the same order:
+    an INSERT's rows as multi-row VALUES, in chunks of powers of two (a few distinct statements
+    for SQLite's cache to keep), and an UPDATE that adds to columns by key (the counts') as one
+    UPDATE ... FROM VALUES of the sums per key. Why: ``executemany`` gives up the GIL for each
+    row's step and takes it back at once, so the event loop, waiting for it, is starved while
+    the committing thread inserts; one long step lets go of it for the whole insert. Any other
+    statement: one step per row, as ``executemany``."""
+    insert = _INSERT.match(sql)
+    if insert is not None:
+        head, group = insert.groups()
+        out, at = [], 0
+        while at < len(rows):
+            n = min(MAX_STEP_ROWS, 1 << (len(rows) - at).bit_length() - 1)
+            chunk = rows[at : at + n]
+            out.append((f"{head} VALUES {', '.join([group] * n)}", [v for row in chunk for v in row]))
+            at += n
+        return out
+    add = _ADD.match(sql)
+    if add is not None and len(rows) > 1:
+        table, terms, key = add.groups()
+        columns = [term.split(" = ")[0] for term in terms.split(", ")]
+        sums: dict[Any, list[Any]] = {}
+        for row in rows:
+            total = sums.setdefault(row[-1], [0] * len(columns))
+            for i, value in enumerate(row[:-1]):
+                total[i] += value
+        sets = ", ".join(f"{c} = {c} + v.column{i + 1}" for i, c in enumerate(columns))
+        out = []
+        keys = list(sums)
+        for at in range(0, len(keys), MAX_STEP_ROWS):
+            chunk = keys[at : at + MAX_STEP_ROWS]
+            values = ", ".join(["(" + ", ".join(["?"] * (len(columns) + 1)) + ")"] * len(chunk))
+            where = f"{table}.{key} = v.column{len(columns) + 1}"
+            out.append(
+                (
+                    f"UPDATE {table} SET {sets} FROM (VALUES {values}) AS v WHERE {where}",
+                    [v for k in chunk for v in (*sums[k], k)],
+                )
+            )
+        return out
+    return [(sql, list(row)) for row in rows]
+
+
+def finish(items: list[Deferred], where: list[tuple[int, int]], firsts: list[int]) -> list[tuple[bool, Any]]:
+    """Each item's outcome: (True, its value), or (False, what its ``finish`` raised)."""
+    outcomes: list[tuple[bool, Any]] = []
+    for item, (i, offset) in zip(items, where, strict=True):
+        try:
+            outcomes.append((True, item.finish(firsts[i] + offset)))
+        except Exception as exc:  # a bug in the write's own code: its failure only
+            outcomes.append((False, exc))
+    return outcomes
+
+
+def insert_in_savepoint(
+    conn: Any,
+    deferred: list[tuple[int, Deferred]],
+    outcomes: list[tuple[bool, Any]],
+    classify: Callable[[sqlite3.Error], BaseException],
+) -> BaseException | None:
+    """Insert, here, the rows that ``deferred`` writes left (outcome index, rows), in a
+    savepoint of their own, and put each write's outcome in ``outcomes``: if the insert fails,
+    those writes fail and the batch's others stand. Returns the error when SQLite rolled back
+    the whole transaction instead (none of the batch may be acknowledged then)."""
+    items = [item for _, item in deferred]
+    statements, where = prepare(items)
+    conn.execute("SAVEPOINT d")
+    try:
+        firsts = execute(conn, statements)
+    except sqlite3.Error as exc:
+        err = classify(exc)
+        if not conn.in_transaction:
+            return err
+        conn.execute("ROLLBACK TO d")
+        conn.execute("RELEASE d")
+        results: list[tuple[bool, Any]] = [(False, err)] * len(items)
+    else:
+        conn.execute("RELEASE d")
+        results = finish(items, where, firsts)
+    for (index, _), outcome in zip(deferred, results, strict=True):
+        outcomes[index] = outcome
+    deferred.clear()
+    return None
+
+
+def insert_all(conn: Any, items: list[Deferred]) -> list[Any]:
+    """Insert every item's rows on ``conn``, here; their values (raising the first failure)."""
+    statements, where = prepare(items)
+    values = []
+    for ok, value in finish(items, where, execute(conn, statements)):
+        if not ok:
+            raise value
+        values.append(value)
+    return values
