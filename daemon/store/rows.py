@@ -94,46 +94,47 @@ _ADD = re.compile(r"^UPDATE (\w+) SET ((?:\w+ = \w+ \+ \?, )*\w+ = \w+ \+ \?) WH
 
 def steps(sql: str, rows: list[Row]) -> list[tuple[str, list[Any]]]:
     """``executemany(sql, rows)`` as a few statements of many rows each, in the same order:
-    an INSERT's rows as multi-row VALUES, in chunks of powers of two (a few distinct statements
-    for SQLite's cache to keep), and an UPDATE that adds to columns by key (the counts') as one
-    UPDATE ... FROM VALUES of the sums per key. Why: ``executemany`` gives up the GIL for each
-    row's step and takes it back at once, so the event loop, waiting for it, is starved while
-    the committing thread inserts; one long step lets go of it for the whole insert. Any other
-    statement: one step per row, as ``executemany``."""
+    an INSERT's rows as multi-row VALUES, and an UPDATE that adds to columns by key (the
+    counts') as UPDATE ... FROM VALUES of the sums per key; both in chunks of powers of two, so
+    that SQLite's statement cache keeps a few distinct statements. Why: ``executemany`` gives
+    up the GIL for each row's step and takes it back at once, so the event loop, waiting for it,
+    is starved while the committing thread inserts; one long step lets go of it for the whole
+    insert. Any other statement: one step per row, as ``executemany``."""
     insert = _INSERT.match(sql)
     if insert is not None:
         head, group = insert.groups()
-        out, at = [], 0
-        while at < len(rows):
-            n = min(MAX_STEP_ROWS, 1 << (len(rows) - at).bit_length() - 1)
-            chunk = rows[at : at + n]
-            out.append((f"{head} VALUES {', '.join([group] * n)}", [v for row in chunk for v in row]))
-            at += n
-        return out
+        return [(f"{head} VALUES {', '.join([group] * len(chunk))}", _flat(chunk)) for chunk in _chunks(rows)]
     add = _ADD.match(sql)
-    if add is not None and len(rows) > 1:
-        table, terms, key = add.groups()
-        columns = [term.split(" = ")[0] for term in terms.split(", ")]
-        sums: dict[Any, list[Any]] = {}
-        for row in rows:
-            total = sums.setdefault(row[-1], [0] * len(columns))
-            for i, value in enumerate(row[:-1]):
-                total[i] += value
-        sets = ", ".join(f"{c} = {c} + v.column{i + 1}" for i, c in enumerate(columns))
-        out = []
-        keys = list(sums)
-        for at in range(0, len(keys), MAX_STEP_ROWS):
-            chunk = keys[at : at + MAX_STEP_ROWS]
-            values = ", ".join(["(" + ", ".join(["?"] * (len(columns) + 1)) + ")"] * len(chunk))
-            where = f"{table}.{key} = v.column{len(columns) + 1}"
-            out.append(
-                (
-                    f"UPDATE {table} SET {sets} FROM (VALUES {values}) AS v WHERE {where}",
-                    [v for k in chunk for v in (*sums[k], k)],
-                )
-            )
-        return out
-    return [(sql, list(row)) for row in rows]
+    if add is None or len(rows) == 1:
+        return [(sql, list(row)) for row in rows]
+    table, terms, key = add.groups()
+    columns = [term.split(" = ")[0] for term in terms.split(", ")]
+    sums: dict[Any, list[Any]] = {}
+    for row in rows:
+        total = sums.setdefault(row[-1], [0] * len(columns))
+        for i, value in enumerate(row[:-1]):
+            total[i] += value
+    sets = ", ".join(f"{c} = {c} + v.column{i + 1}" for i, c in enumerate(columns))
+    group = "(" + ", ".join(["?"] * (len(columns) + 1)) + ")"
+    where = f"{table}.{key} = v.column{len(columns) + 1}"
+    return [
+        (f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([group] * len(chunk))}) AS v WHERE {where}", _flat(chunk))
+        for chunk in _chunks([(*total, k) for k, total in sums.items()])
+    ]
+
+
+def _chunks(rows: list[Row]) -> list[list[Row]]:
+    """``rows`` in order, in chunks of powers of two up to MAX_STEP_ROWS (37: 32, 4, 1)."""
+    out, at = [], 0
+    while at < len(rows):
+        n = min(MAX_STEP_ROWS, 1 << (len(rows) - at).bit_length() - 1)
+        out.append(rows[at : at + n])
+        at += n
+    return out
+
+
+def _flat(rows: list[Row]) -> list[Any]:
+    return [value for row in rows for value in row]
 
 
 def finish(items: list[Deferred], where: list[tuple[int, int]], firsts: list[int]) -> list[tuple[bool, Any]]:
