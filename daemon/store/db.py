@@ -430,9 +430,10 @@ class Store(BaseStore):
         Why not all of it there: every sqlite3 call releases the GIL, and a thread that wants it
         back waits for the event loop to let go (up to the switch interval). A batch of a few
         hundred statements run by Python code in the writer thread spent most of its time
-        waiting for the GIL (bench/README.md). ``executemany`` over rows made beforehand holds
-        it only to bind each row, so its steps rarely lose it: those rows go in on the other
-        core while the loop serves requests.
+        waiting for the GIL (bench/README.md); an ``executemany`` there took it back after each
+        row's step and starved the loop instead. The left rows go in as a few long statements
+        planned here (``rows.plan``): the thread binds each and lets go of the GIL for its whole
+        step, so those rows go in on the other core while the loop serves requests.
         """
         aconn = self._writer_conn
         assert aconn is not None
@@ -440,9 +441,10 @@ class Store(BaseStore):
         outcomes, deferred = self._apply_or_roll_back(conn, batch, leave=True)
         items = [item for _, item in deferred]
         statements, where = rows.prepare(items)
+        planned = rows.plan(statements)
         try:
             # The rows writes left to the store (rows.py) go in with the COMMIT, in its thread.
-            firsts = await aconn._execute(_insert_and_commit, conn, statements)
+            firsts = await aconn._execute(_insert_and_commit, conn, planned)
         except BaseException:
             if conn.in_transaction:
                 await aconn._execute(conn.execute, "ROLLBACK")
@@ -589,8 +591,8 @@ class Store(BaseStore):
         return sum(self.file_sizes().values())
 
 
-def _insert_and_commit(conn: sqlite3.Connection, statements: list[rows.Statement]) -> list[int]:
+def _insert_and_commit(conn: sqlite3.Connection, planned: list[rows.Step]) -> list[int]:
     """The rows writes left to the store (none, often), then COMMIT: in the writer's thread."""
-    firsts = rows.execute(conn, statements, few=True)
+    firsts = rows.run(conn, planned)
     conn.execute("COMMIT")
     return firsts

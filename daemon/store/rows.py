@@ -68,21 +68,49 @@ def prepare(items: list[Deferred]) -> tuple[list[Statement], list[tuple[int, int
     return statements, where
 
 
-def execute(conn: Any, statements: list[Statement], *, few: bool = False) -> list[int]:
-    """Run ``statements`` (the committing thread's, or the loop's); the first seq that each
-    seq statement's rows took (0 when it had none). ``few``: in few long steps (``steps``), for
-    the committing thread."""
+def execute(conn: Any, statements: list[Statement]) -> list[int]:
+    """Run ``statements`` here (the loop's, or PostgreSQL's), one ``executemany`` each; the
+    first seq that each seq statement's rows took (0 when it had none)."""
     firsts: list[int] = []
     for sql, rows, seq in statements:
-        if rows and few:
-            for step_sql, params in steps(sql, rows):
-                conn.execute(step_sql, params)
-        elif rows:
+        if rows:
             conn.executemany(sql, rows)
         if seq:
             # One statement on the one writer connection: its rows got consecutive seqs.
             last = conn.execute("SELECT last_insert_rowid()").fetchone()[0] if rows else 0
             firsts.append(last - len(rows) + 1 if rows else 0)
+    return firsts
+
+
+# (SQL, its parameters, and for the last step of a seq statement the number of its rows, else -1)
+Step = tuple[str, list[Any], int]
+
+
+def plan(statements: list[Statement]) -> list[Step]:
+    """``statements`` as the committing thread runs them (``run``): a few long steps each
+    (``steps``), made here, on the event loop, so the thread needs the GIL only to bind."""
+    out: list[Step] = []
+    for sql, rows, seq in statements:
+        if not rows:
+            if seq:
+                out.append(("", [], 0))  # a seq statement without rows: its first seq is 0
+            continue
+        parts = steps(sql, rows)
+        for i, (step_sql, params) in enumerate(parts):
+            out.append((step_sql, params, len(rows) if seq and i == len(parts) - 1 else -1))
+    return out
+
+
+def run(conn: Any, planned: list[Step]) -> list[int]:
+    """Run ``plan``'s steps (the committing thread); what ``execute`` returns."""
+    firsts: list[int] = []
+    for sql, params, rows in planned:
+        if not sql:
+            firsts.append(0)
+            continue
+        last = conn.execute(sql, params).lastrowid  # a multi-row INSERT's: its last row's
+        if rows >= 0:  # one writer: a statement's rows, and its chunks', take consecutive seqs
+            firsts.append(last - rows + 1)
     return firsts
 
 

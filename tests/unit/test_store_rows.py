@@ -111,7 +111,7 @@ def test_few_steps_do_what_executemany_does(tmp_path: Path) -> None:
     counts (several rows of one key summed) as one ``executemany`` per statement."""
     import sqlite3
 
-    from llmgine_daemon.store.rows import MAX_STEP_ROWS, execute
+    from llmgine_daemon.store.rows import MAX_STEP_ROWS, execute, plan, run
 
     add = "UPDATE counts SET a = a + ?, b = b + ? WHERE k = ?"
     put = "INSERT INTO log (k, v) VALUES (?, ?)"
@@ -124,7 +124,8 @@ def test_few_steps_do_what_executemany_does(tmp_path: Path) -> None:
         conn.execute("INSERT INTO log (k, v) VALUES ('before', 0)")
         rows = [(f"k{i % 700}", i) for i in range(2 * MAX_STEP_ROWS + 37)]
         adds = [(1, i, f"k{i % 700}") for i in range(1500)]
-        firsts = execute(conn, [(put, rows, True), (add, adds, False)], few=way == "few")
+        statements = [(put, rows, True), (add, adds, False), (put, [], True)]
+        firsts = run(conn, plan(statements)) if way == "few" else execute(conn, statements)
         tables[way] = (
             firsts,
             conn.execute("SELECT * FROM log").fetchall(),
@@ -132,4 +133,4 @@ def test_few_steps_do_what_executemany_does(tmp_path: Path) -> None:
         )
         conn.close()
     assert tables["few"] == tables["many"]
-    assert tables["few"][0] == [2]
+    assert tables["few"][0] == [2, 0]
