@@ -34,8 +34,8 @@ from llmgine_daemon.mcp.cgroups import ServerCgroups
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.protocol import CallErrorCode
 from llmgine_daemon.protocol.grammar import MCP_TOOL_NAME_RE, MCP_TOOL_NAME_RULE
-from llmgine_daemon.textsafe import CONTROL_ESCAPES
 from llmgine_daemon.sandbox.isolation import Isolation
+from llmgine_daemon.textsafe import CONTROL_ESCAPES
 
 if TYPE_CHECKING:
     from llmgine_daemon.sandbox.pool import SandboxPool
