@@ -54,7 +54,9 @@ MAX_DESCRIPTION = 8 * 1024  # characters
 MAX_PARAMETERS = 64 * 1024  # characters of its input schema as JSON
 MAX_LISTING = 2 * 1024 * 1024  # characters of all its tools' descriptions and schemas
 MAX_PAGES = 100  # tools/list pages read (a cursor that never ends)
+MAX_ANNOUNCED = 4 * MAX_LISTING  # characters of descriptions and schemas read, skipped ones too
 MAX_SKIPPED_SHOWN = 20  # skipped tools named in the status (all are counted)
+MORE_PAGES = "(more pages)"  # the name of the note that tools/list was not read to its end
 MAX_RESULT = 1024 * 1024  # characters of a tool's result as JSON
 MAX_STDERR_LINE = 2000
 STDERR_LINES_PER_MINUTE = 200
@@ -448,11 +450,12 @@ async def _list_tools(session: Any) -> Listing:
 
     listing = Listing()
     seen: set[str] = set()
-    listed = 0  # characters of descriptions and schemas kept
+    listed = announced = 0  # characters of descriptions and schemas kept, and read
 
-    def skip(name: Any, reason: str) -> None:
+    def skip(name: Any, reason: str, always: bool = False) -> None:
         listing.skipped_count += 1
-        if len(listing.skipped) < MAX_SKIPPED_SHOWN:
+        # The note that pages went unread (``always``, once) is shown past the first 20.
+        if len(listing.skipped) < MAX_SKIPPED_SHOWN or always:
             listing.skipped.append(Skipped(_shown(name), reason))
 
     cursor: str | None = None
@@ -463,6 +466,7 @@ async def _list_tools(session: Any) -> Listing:
             description = tool.description or ""
             parameters = dict(tool.input_schema or {"type": "object"})
             size = len(json.dumps(parameters, default=str))
+            announced += len(description) + size
             why = check_tool(tool.name, description, size, seen)
             if why is None and len(listing.tools) >= MAX_TOOLS:
                 why = f"over the limit of {MAX_TOOLS} tools per server"
@@ -478,10 +482,17 @@ async def _list_tools(session: Any) -> Listing:
         if not cursor:
             break
         if len(listing.tools) >= MAX_TOOLS:
-            skip("(more pages)", f"tools/list: further pages not read ({MAX_TOOLS} tools kept)")
+            skip(MORE_PAGES, f"tools/list: further pages not read ({MAX_TOOLS} tools kept)", always=True)
+            break
+        if announced > MAX_ANNOUNCED:
+            skip(
+                MORE_PAGES,
+                f"tools/list: further pages not read (over {MAX_ANNOUNCED} characters announced)",
+                always=True,
+            )
             break
     else:
-        skip("(more pages)", f"tools/list: more than {MAX_PAGES} pages; the rest not read")
+        skip(MORE_PAGES, f"tools/list: more than {MAX_PAGES} pages; the rest not read", always=True)
     return listing
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llmgine_daemon.mcp.connection import MAX_TOOLS
+from llmgine_daemon.mcp.connection import MAX_ANNOUNCED, MAX_LISTING, MAX_TOOLS
 
 from tests.api.llm_helpers import MODELS, create_llm_engine, execute
 from tests.api.test_mcp_servers import add_server, execute_tool
@@ -71,6 +71,20 @@ async def test_thousands_of_tools_are_cut_at_the_limit(app_client: Any) -> None:
     assert len(server["tools"]) == MAX_TOOLS and server["tools"][-1] == f"many.t{MAX_TOOLS - 1}"
     assert server["tools_skipped"] == 1
     assert server["skipped_tools"][0]["reason"] == f"tools/list: further pages not read ({MAX_TOOLS} tools kept)"
+
+
+async def test_a_server_announcing_megabytes_is_read_no_further(app_client: Any) -> None:
+    sid = (await create_session(app_client))["session_id"]
+    server = await add_server(app_client, sid, name="huge", command=sys.executable, args=[HOSTILE, "huge"])
+    assert server["status"] == "running", server["last_error"]
+    each = 8_000 + 36  # characters of its description and its schema
+    kept = MAX_LISTING // each
+    assert len(server["tools"]) == kept, len(server["tools"])
+    last = server["skipped_tools"][-1]
+    assert last["reason"] == f"tools/list: further pages not read (over {MAX_ANNOUNCED} characters announced)"
+    # Read: the pages up to 8 MiB of descriptions (11 of them), not the 200 of 160 MB.
+    pages = MAX_ANNOUNCED // (100 * each) + 1
+    assert server["tools_skipped"] == pages * 100 - kept + 1, server["tools_skipped"]
 
 
 async def test_a_toolchat_engine_is_offered_only_the_good_tools(llm_client: Any, fake: FakeProvider) -> None:

@@ -3,7 +3,8 @@ server would not announce what this one does): ``python mcp_hostile.py names`` a
 tools whose names break the daemon's grammar (empty, spaces, control characters, "/", "..",
 65 characters, a leading ".", a trailing newline, a name twice), a 1 MB description and a
 100 KB input schema, beside three good ones (``ok``, ``get-weather``, ``lookup.record``);
-``python mcp_hostile.py many`` announces 3000 tools, 100 a page. A call answers with the
+``python mcp_hostile.py many`` announces 3000 tools, 100 a page; ``huge`` 20,000 tools with
+descriptions of 8,000 characters (160 MB), 100 a page. A call answers with the
 tool's name.
 """
 
@@ -22,6 +23,8 @@ def tool(name: str, description: str = "fine", schema: dict[str, object] | None 
 def tools(mode: str) -> list[dict[str, object]]:
     if mode == "many":
         return [tool(f"t{i}") for i in range(3000)]
+    if mode == "huge":  # 100 a page: 200 pages of 100 descriptions of 8,000 characters
+        return [tool(f"h{i}", "h" * 8_000) for i in range(20_000)]
     wide = {
         "type": "object",
         "properties": {f"p{i}": {"type": "string", "description": "x" * 100} for i in range(1000)},
