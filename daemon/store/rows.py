@@ -1,22 +1,25 @@
 """Rows a write leaves to the store to insert (``Deferred``), so that SQLite's store can insert
 those of a whole batch together, in the thread that then commits, off the event loop.
 
-Why: a command's rows (its own, four events, its session's counts) are a quarter of the event
-loop's time per command when inserted there (SQLite's B-tree work, in C, with the GIL held
-between statements; bench/README.md). ``executemany`` in the committing thread lets go of the
-GIL for each row's step and takes it back at once (the step is short, so the loop has rarely
-taken it meanwhile): the inserts run on the other core while the loop serves requests.
+Why: a command's rows (its own, four events, its session's counts) were a quarter of the event
+loop's time per command when inserted there (SQLite's B-tree work, in C; bench/README.md).
+In the committing thread they go in as a few long statements (``plan``/``steps``: multi-row
+INSERTs, the counts summed per key in one UPDATE ... FROM VALUES), each of which gives up the
+GIL for its whole run, so the loop serves requests on the other core meanwhile. Not one
+``executemany`` per table: it gives up the GIL for each row's step and takes it back at once
+(the step is shorter than the loop takes to wake), so the loop, wanting the GIL, waited for
+the whole insert instead (tried first, and reverted for that: bench/README.md).
 
 The contract, for a write submitted with ``rows=True`` (``BaseStore.submit``): it checks what
 it must (it runs in its own savepoint, as any write) but inserts nothing itself; it returns a
 ``Deferred``: the rows per statement, the statement whose rows take the session log's seqs
 (events: their rowids, consecutive in one statement on the one writer), and ``finish``, which
 is given the first of its seqs and returns the write's value. SQLite's store inserts the
-deferred rows of consecutive such writes with one ``executemany`` per statement - before the
-next write that is not one of them runs, so seqs keep the order writes were queued in, or else
-with the COMMIT, in its thread. If that insert fails, the transaction is rolled back and every
-write of the batch fails, as when COMMIT fails. PostgreSQL's store inserts each at once
-(``Deferred.insert``).
+deferred rows of consecutive such writes together - before the next write that is not one of
+them runs (on the loop, ``execute``), so seqs keep the order writes were queued in, or else
+with the COMMIT, in its thread (``plan``, ``run``). If that insert fails, the transaction is
+rolled back and every write of the batch fails, as when COMMIT fails. PostgreSQL's store
+inserts each at once (``Deferred.insert``).
 """
 
 from __future__ import annotations
