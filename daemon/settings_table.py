@@ -439,6 +439,15 @@ SETTINGS: tuple[Setting, ...] = (
         "session, retention) frees their bytes (0 = no limit)",
     ),
     Setting(
+        "security.limits.max_engine_memory_chars_per_session",
+        "LLMGINE_MAX_ENGINE_MEMORY_CHARS_PER_SESSION",
+        positive,
+        64 * 1024 * 1024,
+        "most characters of LLM engines' conversation rows one session keeps, those trimmed or "
+        "reset but kept for forks included: past it a turn deletes the oldest of those, then "
+        "trims its engine's memory (0 = no limit)",
+    ),
+    Setting(
         "security.limits.max_websockets",
         "LLMGINE_MAX_WEBSOCKETS",
         positive,

@@ -140,16 +140,18 @@ def _insert_event(
     )
 
 
-_INSERT_MANY = (
+INSERT_EVENTS = (
     "INSERT INTO events (event_id, session_id, event_type, data, metadata, source, timestamp, trace_id)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# (event_type, data, metadata, source): an event to append, as the bus's writers describe it
+EventItem = tuple[str, dict[str, Any], dict[str, Any], str]
 
 
 def insert_events(
     conn: sqlite3.Connection,
     session_id: str,
-    items: list[tuple[str, dict[str, Any], dict[str, Any], str]],
+    items: list[EventItem],
     *,
     timestamp: str | list[str],
     trace_id: str | None,
@@ -158,34 +160,51 @@ def insert_events(
     (event_type, data, metadata, source); ``timestamp`` is theirs, or one per item."""
     if not items:
         return []
-    stamps = [timestamp] * len(items) if isinstance(timestamp, str) else timestamp
     if len(items) == 1:
         t, d, m, s = items[0]
-        return [insert_event(conn, session_id, t, d, metadata=m, source=s, timestamp=stamps[0], trace_id=trace_id)]
-    trace_id = trace_id or current_trace_id()
-    ids = [new_id() for _ in items]
-    rows = [
-        (event_id, session_id, t, dumps(d), dumps(m), s, ts, trace_id)
-        for event_id, (t, d, m, s), ts in zip(ids, items, stamps, strict=True)
-    ]
-    conn.executemany(_INSERT_MANY, rows)
+        stamp = timestamp if isinstance(timestamp, str) else timestamp[0]
+        return [insert_event(conn, session_id, t, d, metadata=m, source=s, timestamp=stamp, trace_id=trace_id)]
+    rows = event_rows(session_id, items, timestamp=timestamp, trace_id=trace_id)
+    conn.executemany(INSERT_EVENTS, rows)
     # One statement on the one writer connection: its rows got consecutive seqs.
     last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-    conn.execute(_COUNT, (len(items), sum(utf8_len(r[3]) + utf8_len(r[4]) for r in rows), session_id))
-    first = last - len(items) + 1
+    conn.execute(_COUNT, (len(rows), rows_bytes(rows), session_id))
+    return events_of(rows, items, last - len(rows) + 1)
+
+
+def event_rows(
+    session_id: str, items: list[EventItem], *, timestamp: str | list[str], trace_id: str | None
+) -> list[tuple[Any, ...]]:
+    """``items``' rows for ``INSERT_EVENTS`` (new ids, data and metadata encoded); ``trace_id``
+    by default the caller's (a write runs in its caller's context)."""
+    stamps = [timestamp] * len(items) if isinstance(timestamp, str) else timestamp
+    trace_id = trace_id or current_trace_id()
+    return [
+        (new_id(), session_id, t, dumps(d), dumps(m), s, ts, trace_id)
+        for (t, d, m, s), ts in zip(items, stamps, strict=True)
+    ]
+
+
+def rows_bytes(rows: list[tuple[Any, ...]]) -> int:
+    """What ``event_rows``' rows add to their session's event bytes (data and metadata)."""
+    return sum(utf8_len(r[3]) + utf8_len(r[4]) for r in rows)
+
+
+def events_of(rows: list[tuple[Any, ...]], items: list[EventItem], first: int) -> list[Event]:
+    """The events ``event_rows`` made ``rows`` of, once inserted with seqs from ``first`` on."""
     return [
         Event(
-            event_id=event_id,
+            event_id=row[0],
             seq=first + i,
-            session_id=session_id,
+            session_id=row[1],
             event_type=t,
             data=d,
             metadata=m,
-            timestamp=ts,
+            timestamp=row[6],
             source=s,
-            trace_id=trace_id,
+            trace_id=row[7],
         )
-        for i, (event_id, (t, d, m, s), ts) in enumerate(zip(ids, items, stamps, strict=True))
+        for i, (row, (t, d, m, s)) in enumerate(zip(rows, items, strict=True))
     ]
 
 

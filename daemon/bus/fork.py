@@ -10,7 +10,8 @@ with its ``also`` hook):
   id, the same type, model and configuration, running;
 - their conversation memory as it stood at ``at_seq``: the rows added at or before it and not
   dropped (trimmed, reset) by then (``added_seq``/``dropped_seq``, migration 101; rows from
-  before that migration have no ``added_seq`` and are copied while current);
+  before that migration have no ``added_seq`` and are copied while current), counted in the
+  new engine's ``memory_chars`` (migration 138: the fork's budget, engines/memory.py);
 - the original's tools and handlers as they are now (they have no history).
 
 The original is not touched: nothing is written to it, not even an event. Commands, events and
@@ -42,6 +43,12 @@ MEMORY_COPY = (
     " SELECT ?, role, content, tool_calls, tool_call_id, name, partial, is_error, command_id, created_at, 0"
     " FROM engine_messages WHERE engine_id = ? AND COALESCE(added_seq, 0) <= ?"
     " AND (dropped_seq IS NULL OR dropped_seq > ?) ORDER BY message_id"
+)
+
+# What the copy holds, in the new engine's count (engines/memory.py, migration 138).
+MEMORY_COUNT = (
+    "UPDATE engines SET memory_chars = (SELECT COALESCE(SUM(length(content) + COALESCE(length(tool_calls), 0)), 0)"
+    " FROM engine_messages WHERE engine_id = ?) WHERE engine_id = ?"
 )
 
 
@@ -120,6 +127,7 @@ class Forks:
                 engine_row = (new_engine, new_sid, row[2], row[3], row[4], "initialized", ts)
                 conn.execute(f"INSERT INTO engines ({ENGINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", engine_row)
                 conn.execute(MEMORY_COPY, (new_engine, row[0], seq, seq))
+                conn.execute(MEMORY_COUNT, (new_engine, new_engine))
                 engines.append(engine_row)
             rest = TOOL_COLUMNS.split(", ", 1)[1]  # every column but session_id
             conn.execute(

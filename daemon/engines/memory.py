@@ -10,6 +10,15 @@ conversation as it stood at any seq can be rebuilt (forking a session: bus/fork.
 current rows (``dropped_seq IS NULL``) are loaded, listed and counted; deleting the engine
 deletes them all.
 
+Storage (``security.limits.max_engine_memory_chars_per_session``): every row an engine keeps,
+dropped ones too, counts in ``engines.memory_chars`` (migration 138: added by ``append`` and
+the fork's copy, taken off by what deletes rows; the engine's rows go with it). Past the
+session's budget, a turn's write deletes the oldest dropped rows of the session's engines
+(a fork from before them starts with less memory), then, if its engine's current memory is
+still too much, trims that harder and deletes what it trims (``_keep_within``). Without it
+a session token grew the database by the size of each prompt and answer, for good: trimming
+and ``reset`` keep the rows, and the prompt is in no event (``prompt_sha256``).
+
 Bounds: at most ``max_messages`` messages and ``max_chars`` characters (content plus tool-call
 arguments). Trimming drops the oldest messages and then keeps dropping until the memory starts
 at a user message: an exchange goes whole, so a tool result never outlives the assistant
@@ -93,10 +102,67 @@ def row_to_wire(row: tuple[Any, ...]) -> EngineMessage:
     )
 
 
+def _chars(msg: Message) -> int:
+    """Its characters as ``length(content) + length(tool_calls)`` counts them stored (a str's
+    ``len`` is its code points, as both backends' ``length`` of a text)."""
+    return len(msg.get("content") or "") + (len(dumps(msg["tool_calls"])) if msg.get("tool_calls") else 0)
+
+
+_SIZE = "length(content) + COALESCE(length(tool_calls), 0)"
+# Their ids first (sorted), the size of only those taken after (``length`` reads the text).
+_OLDEST_DROPPED = (
+    "SELECT message_id, engine_id FROM engine_messages WHERE engine_id IN"
+    " (SELECT engine_id FROM engines WHERE session_id = ?) AND dropped_seq IS NOT NULL"
+    " ORDER BY message_id LIMIT 256"
+)
+
+
+def _delete(conn: sqlite3.Connection, rows: list[tuple[int, str, int]]) -> None:
+    """Delete these (message_id, engine_id, size) rows and take their size off their engines."""
+    freed: dict[str, int] = {}
+    for message_id, engine_id, size in rows:
+        conn.execute("DELETE FROM engine_messages WHERE message_id = ?", (message_id,))
+        freed[engine_id] = freed.get(engine_id, 0) + int(size)
+    for engine_id, size in freed.items():
+        conn.execute("UPDATE engines SET memory_chars = memory_chars - ? WHERE engine_id = ?", (size, engine_id))
+
+
+def _keep_within(
+    conn: sqlite3.Connection, session_id: str, engine_id: str, current: list[tuple[int, str, int]], maximum: int
+) -> None:
+    """The session's engines' rows back within ``maximum`` characters: the oldest dropped rows
+    deleted first, then this engine's current memory trimmed harder (its newest exchange
+    kept, as ``plan_trim`` always does) and the trimmed rows deleted."""
+    (total,) = conn.execute(
+        "SELECT COALESCE(SUM(memory_chars), 0) FROM engines WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    excess = int(total) - maximum
+    while excess > 0:
+        batch = conn.execute(_OLDEST_DROPPED, (session_id,)).fetchall()
+        if not batch:
+            break
+        taken = []
+        for message_id, owner in batch:
+            (size,) = conn.execute(
+                f"SELECT {_SIZE} FROM engine_messages WHERE message_id = ?", (message_id,)
+            ).fetchone()
+            taken.append((message_id, owner, int(size)))
+            excess -= int(size)
+            if excess <= 0:
+                break
+        _delete(conn, taken)
+    if excess > 0 and current:
+        have = sum(size for _, _, size in current)
+        drop = set(plan_trim(current, Bounds(len(current), max(0, have - excess))))
+        _delete(conn, [(mid, engine_id, size) for mid, _, size in current if mid in drop])
+
+
 class Memory:
-    def __init__(self, store: Store, events: EventLog) -> None:
+    def __init__(self, store: Store, events: EventLog, max_chars_per_session: int = 0) -> None:
         self.store = store
         self.events = events  # where reset publishes its EngineMemoryReset
+        # security.limits.max_engine_memory_chars_per_session (0: none)
+        self.max_chars_per_session = max_chars_per_session
 
     async def load(self, engine_id: str) -> list[Message]:
         rows = await self.store.fetchall(
@@ -121,8 +187,11 @@ class Memory:
         ts = now_iso()
         messages = [_without_nul(m) for m in messages]
 
+        added = sum(_chars(m) for m in messages)
+
         def write(conn: sqlite3.Connection) -> int:
-            if conn.execute("SELECT 1 FROM engines WHERE engine_id = ?", (engine_id,)).fetchone() is None:
+            owner = conn.execute("SELECT session_id FROM engines WHERE engine_id = ?", (engine_id,)).fetchone()
+            if owner is None:
                 return 0  # deleted while the turn ran (its session purged): its memory went with it
             for i, msg in enumerate(messages):
                 conn.execute(
@@ -142,6 +211,7 @@ class Memory:
                         ts,
                     ),
                 )
+            conn.execute("UPDATE engines SET memory_chars = memory_chars + ? WHERE engine_id = ?", (added, engine_id))
             rows = conn.execute(
                 "SELECT message_id, role, length(content) + coalesce(length(tool_calls), 0)"
                 f" FROM engine_messages WHERE engine_id = ? AND {CURRENT} ORDER BY message_id",
@@ -154,6 +224,9 @@ class Memory:
                     f" WHERE engine_id = ? AND message_id <= ? AND {CURRENT}",
                     (engine_id, drop[-1]),
                 )
+            if self.max_chars_per_session > 0:
+                kept = [(r[0], r[1], int(r[2])) for r in rows[len(drop) :]]
+                _keep_within(conn, owner[0], engine_id, kept, self.max_chars_per_session)
             return len(drop)
 
         return await self.store.write(write)

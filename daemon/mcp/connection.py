@@ -33,7 +33,9 @@ from llmgine_daemon.mcp import cgroups, launch, pinned
 from llmgine_daemon.mcp.cgroups import ServerCgroups
 from llmgine_daemon.observability import metrics
 from llmgine_daemon.protocol import CallErrorCode
+from llmgine_daemon.protocol.grammar import MCP_TOOL_NAME_RE, MCP_TOOL_NAME_RULE
 from llmgine_daemon.sandbox.isolation import Isolation
+from llmgine_daemon.textsafe import CONTROL_ESCAPES
 
 if TYPE_CHECKING:
     from llmgine_daemon.sandbox.pool import SandboxPool
@@ -44,7 +46,17 @@ BACKOFF_MIN = 0.5
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0  # a connection that lived this long restarts from the shortest backoff
 INIT_TIMEOUT = 20.0
+# What a server's tools/list answer may hold (checked where it is read, ``_list_tools``): a
+# tool over a limit is skipped (not offered; logged, and shown in the server's status), the
+# server's other tools are kept.
 MAX_TOOLS = 500
+MAX_DESCRIPTION = 8 * 1024  # characters
+MAX_PARAMETERS = 64 * 1024  # characters of its input schema as JSON
+MAX_LISTING = 2 * 1024 * 1024  # characters of all its tools' descriptions and schemas
+MAX_PAGES = 100  # tools/list pages read (a cursor that never ends)
+MAX_ANNOUNCED = 4 * MAX_LISTING  # characters of descriptions and schemas read, skipped ones too
+MAX_SKIPPED_SHOWN = 20  # skipped tools named in the status (all are counted)
+MORE_PAGES = "(more pages)"  # the name of the note that tools/list was not read to its end
 MAX_RESULT = 1024 * 1024  # characters of a tool's result as JSON
 MAX_STDERR_LINE = 2000
 STDERR_LINES_PER_MINUTE = 200
@@ -74,6 +86,19 @@ class ToolInfo:
     name: str  # the server's own name for it
     description: str
     parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    name: str  # as announced, control characters escaped, at most 80 characters
+    reason: str
+
+
+@dataclass
+class Listing:
+    tools: list[ToolInfo] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)  # the first MAX_SKIPPED_SHOWN
+    skipped_count: int = 0
 
 
 @dataclass
@@ -108,6 +133,7 @@ class Connection:
         self.last_error: str | None = None
         self.pid: int | None = None
         self.tools: list[ToolInfo] = []
+        self.listing = Listing()  # the last tools/list: what was skipped and why
         self._session: Any = None
         self._ready = asyncio.Event()
         self._settled = asyncio.Event()  # the first attempt succeeded or failed
@@ -262,7 +288,15 @@ class Connection:
         async with ClientSession(read, write) as session:
             with anyio.fail_after(INIT_TIMEOUT):
                 await session.initialize()
-                self.tools = await _list_tools(session)
+                self.listing = await _list_tools(session)
+                self.tools = self.listing.tools
+            if self.listing.skipped_count:
+                log.warning(
+                    "mcp server %s: %d of its tools skipped (not offered): %s",
+                    self.config.label,
+                    self.listing.skipped_count,
+                    "; ".join(f"{s.name!r}: {s.reason}" for s in self.listing.skipped[:5]),
+                )
             self._session = session
             self._connected = True
             self.status = "running"
@@ -388,20 +422,78 @@ def convert(outcome: Any) -> tuple[Any, dict[str, Any] | None]:
     return value, None
 
 
-async def _list_tools(session: Any) -> list[ToolInfo]:
+def _shown(name: Any) -> str:
+    text = name if isinstance(name, str) else repr(name)
+    text = text.translate(CONTROL_ESCAPES)
+    return text if len(text) <= 80 else text[:79] + "\u2026"
+
+
+def check_tool(name: Any, description: str, parameters_chars: int, seen: set[str]) -> str | None:
+    """Why a tool a server announced is not offered, or None: its name breaks the grammar
+    (protocol/grammar.py MCP_TOOL_NAME_PATTERN) or repeats an earlier one, its description or
+    input schema is over its limit."""
+    if not isinstance(name, str) or not MCP_TOOL_NAME_RE.fullmatch(name):
+        return f"name: must be {MCP_TOOL_NAME_RULE}"
+    if name in seen:
+        return "name: announced twice (the first is kept)"
+    if len(description) > MAX_DESCRIPTION:
+        return f"description: {len(description)} characters, over {MAX_DESCRIPTION}"
+    if parameters_chars > MAX_PARAMETERS:
+        return f"inputSchema: {parameters_chars} characters as JSON, over {MAX_PARAMETERS}"
+    return None
+
+
+async def _list_tools(session: Any) -> Listing:
+    """The server's tools, read page by page, each checked (``check_tool``); what breaks a
+    rule is skipped and listed with its reason, the rest kept."""
     import mcp_types
 
-    found: list[ToolInfo] = []
+    listing = Listing()
+    seen: set[str] = set()
+    listed = announced = 0  # characters of descriptions and schemas kept, and read
+
+    def skip(name: Any, reason: str, always: bool = False) -> None:
+        listing.skipped_count += 1
+        # The note that pages went unread (``always``, once) is shown past the first 20.
+        if len(listing.skipped) < MAX_SKIPPED_SHOWN or always:
+            listing.skipped.append(Skipped(_shown(name), reason))
+
     cursor: str | None = None
-    while len(found) < MAX_TOOLS:
+    for _ in range(MAX_PAGES):
         params = mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None
         page = await session.list_tools(params=params)
         for tool in page.tools:
-            found.append(ToolInfo(tool.name, tool.description or "", dict(tool.input_schema or {"type": "object"})))
+            description = tool.description or ""
+            parameters = dict(tool.input_schema or {"type": "object"})
+            size = len(json.dumps(parameters, default=str))
+            announced += len(description) + size
+            why = check_tool(tool.name, description, size, seen)
+            if why is None and len(listing.tools) >= MAX_TOOLS:
+                why = f"over the limit of {MAX_TOOLS} tools per server"
+            if why is None and listed + len(description) + size > MAX_LISTING:
+                why = f"over the limit of {MAX_LISTING} characters of descriptions and schemas per server"
+            if why is not None:
+                skip(tool.name, why)
+                continue
+            seen.add(tool.name)
+            listed += len(description) + size
+            listing.tools.append(ToolInfo(tool.name, description, parameters))
         cursor = page.next_cursor
         if not cursor:
             break
-    return found[:MAX_TOOLS]
+        if len(listing.tools) >= MAX_TOOLS:
+            skip(MORE_PAGES, f"tools/list: further pages not read ({MAX_TOOLS} tools kept)", always=True)
+            break
+        if announced > MAX_ANNOUNCED:
+            skip(
+                MORE_PAGES,
+                f"tools/list: further pages not read (over {MAX_ANNOUNCED} characters announced)",
+                always=True,
+            )
+            break
+    else:
+        skip(MORE_PAGES, f"tools/list: more than {MAX_PAGES} pages; the rest not read", always=True)
+    return listing
 
 
 @contextlib.asynccontextmanager

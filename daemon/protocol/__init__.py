@@ -110,6 +110,7 @@ from llmgine_daemon.protocol.mcp import (  # noqa: F401
     McpServer,
     McpServerCreate,
     McpServerList,
+    McpSkippedTool,
 )
 from llmgine_daemon.protocol.streams import (  # noqa: F401
     ClientFrame,

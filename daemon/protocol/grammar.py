@@ -122,6 +122,14 @@ WEBHOOK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://"
 WEBHOOK_SECRET_PATTERN = r"^whsec_[A-Za-z0-9+/=]{32,128}$"
 MCP_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
 MCP_NAME_RULE = "a letter, then letters, digits and _ (at most 32 characters)"
+# The tools an MCP server announces (checked where its answer is read, mcp/connection.py): the
+# MCP specification's characters (A-Z a-z 0-9 _ - .: real servers use "-" and "."), at most
+# 64 (the providers' limit on a function name), no "..", not starting with "." or "-". So
+# NAME.tool is always an Id (a path segment) and always maps to a name a provider accepts.
+MAX_MCP_TOOL_NAME = 64
+MCP_TOOL_NAME_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
+MCP_TOOL_NAME_RULE = "1 to 64 of A-Z a-z 0-9 _ - . (not starting with . or -, no ..)"
+MCP_TOOL_NAME_RE = re.compile(MCP_TOOL_NAME_PATTERN)
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 SecretValue = Annotated[str, msgspec.Meta(pattern=SECRET_VALUE_PATTERN, min_length=1, max_length=MAX_SECRET)]
 

@@ -38,6 +38,11 @@ class McpServerCreate(msgspec.Struct, forbid_unknown_fields=True):
     requires_approval: bool = False
 
 
+class McpSkippedTool(msgspec.Struct):
+    name: str  # as the server announced it, control characters escaped, at most 80 characters
+    reason: str
+
+
 class McpServer(msgspec.Struct):
     name: str
     scope: str  # session | global
@@ -56,6 +61,11 @@ class McpServer(msgspec.Struct):
     last_error: str | None = None
     pid: int | None = None  # stdio: the process the daemon started (bubblewrap's, when sandboxed)
     tools: list[str] = []  # NAME.tool, as offered now
+    # Tools the server announced that are not offered (a name outside the grammar, a name
+    # twice, a description or schema over its limit, past the per-server limits): the
+    # first 20, and how many in all (bus/mcp_servers.py, mcp/connection.py).
+    skipped_tools: list[McpSkippedTool] = []
+    tools_skipped: int = 0
     requires_approval: bool = False
 
 

@@ -31,7 +31,7 @@ WriteFn = Callable[[Any], Any]
 # each function in its caller's contextvars, so code inside a write sees the caller's trace and
 # session. The deadline (loop time) is taken when the write is queued: a write waits at most
 # busy_timeout for the database IN ALL, however many batches ahead of it wait too.
-QueueItem = tuple["WriteFn | _Alone | _Heavy", "asyncio.Future[Any]", contextvars.Context, float]
+QueueItem = tuple["WriteFn | _Alone | _Heavy | _Rows", "asyncio.Future[Any]", contextvars.Context, float]
 # Store.on_commit(contexts, batch size, wall-clock start, seconds taken, error or None): told
 # after every transaction, for metrics and storage-commit spans (observability sets it; the
 # store itself imports nothing of it).
@@ -64,6 +64,21 @@ class _Heavy:
 
     def __init__(self, fn: WriteFn) -> None:
         self.fn = fn
+
+
+class _Rows:
+    """Marks a queued write that inserts nothing itself but returns its rows (``rows.Deferred``)
+    for the store to insert: SQLite's inserts those of a batch together, off the event loop."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: WriteFn) -> None:
+        self.fn = fn
+
+
+def unwrap(fn: WriteFn | _Heavy | _Rows) -> WriteFn:
+    """The write function a queue item's marker holds (``_Heavy``, ``_Rows``), or ``fn``."""
+    return fn.fn if isinstance(fn, (_Heavy, _Rows)) else fn
 
 
 class BaseStore:
@@ -140,12 +155,15 @@ class BaseStore:
         *,
         heavy: bool = False,
         future: asyncio.Future[T] | None = None,
+        rows: bool = False,
     ) -> asyncio.Future[T]:
         """Queue ``fn`` without waiting: the future resolves after its COMMIT.
 
         Writes are applied in submission order, so a caller can queue several (an event, then
         the result it belongs to) and await only the last one. ``future``: resolve this one
-        (made by a caller that needed it before the write was queued).
+        (made by a caller that needed it before the write was queued). ``rows``: ``fn`` inserts
+        nothing but returns a ``rows.Deferred`` (the store inserts its rows; the future gets
+        what its ``finish`` returns).
         """
         if self._task is None:
             raise StorageError("the store is closed")
@@ -153,7 +171,8 @@ class BaseStore:
         if future is None:
             future = loop.create_future()
         deadline = loop.time() + self.busy_timeout
-        self._queue.put_nowait((_Heavy(fn) if heavy else fn, future, contextvars.copy_context(), deadline))
+        item = _Heavy(fn) if heavy else _Rows(fn) if rows else fn
+        self._queue.put_nowait((item, future, contextvars.copy_context(), deadline))
         return future
 
     async def run_alone(self, fn: Callable[[Any], T]) -> T:

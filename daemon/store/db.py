@@ -54,10 +54,11 @@ from llmgine_daemon.store import (
     hook_migrations,  # noqa: F401 - registers migrations 90-99
     lifecycle_migrations,  # noqa: F401 - registers migrations 80-89
     obs_migrations,  # noqa: F401 - registers migrations 40-49
+    rows,
     walcheck,
 )
 from llmgine_daemon.store.base import BaseStore as BaseStore
-from llmgine_daemon.store.base import QueueItem, T, _Alone, _Heavy
+from llmgine_daemon.store.base import QueueItem, T, _Alone, _Rows, unwrap
 from llmgine_daemon.store.errors import (
     DAMAGED_HINT,
     TELEMETRY_DAMAGED_HINT,
@@ -422,24 +423,34 @@ class Store(BaseStore):
             conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
 
     async def _run_batch_inline(self, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
-        """The batch's statements run right here on the event loop, in the transaction _lock
-        opened; only COMMIT, with its fsync, goes to the connection's thread.
+        """The batch's writes run right here on the event loop, in the transaction _lock
+        opened; the rows its last writes left to the store (rows.py), then COMMIT with its
+        fsync, go to the connection's thread.
 
-        Why: every sqlite3 call releases the GIL, and a thread that wants it back waits for the
-        event loop to let go (up to the 5 ms switch interval). A batch of a few hundred
-        statements in the writer thread spent most of its time waiting for the GIL, not in
-        SQLite (bench/README.md). Statements on the loop thread take microseconds each.
+        Why not all of it there: every sqlite3 call releases the GIL, and a thread that wants it
+        back waits for the event loop to let go (up to the switch interval). A batch of a few
+        hundred statements run by Python code in the writer thread spent most of its time
+        waiting for the GIL (bench/README.md); an ``executemany`` there took it back after each
+        row's step and starved the loop instead. The left rows go in as a few long statements
+        planned here (``rows.plan``): the thread binds each and lets go of the GIL for its whole
+        step, so those rows go in on the other core while the loop serves requests.
         """
         aconn = self._writer_conn
         assert aconn is not None
         conn = self._raw(aconn)
-        outcomes = self._apply_or_roll_back(conn, batch)
+        outcomes, deferred = self._apply_or_roll_back(conn, batch, leave=True)
+        items = [item for _, item in deferred]
+        statements, where = rows.prepare(items)
+        planned = rows.plan(statements)
         try:
-            await aconn._execute(conn.execute, "COMMIT")
+            # The rows writes left to the store (rows.py) go in with the COMMIT, in its thread.
+            firsts = await aconn._execute(_insert_and_commit, conn, planned)
         except BaseException:
             if conn.in_transaction:
                 await aconn._execute(conn.execute, "ROLLBACK")
             raise
+        for (index, _), outcome in zip(deferred, rows.finish(items, where, firsts), strict=True):
+            outcomes[index] = outcome
         return outcomes
 
     def _begin_now(self, conn: sqlite3.Connection) -> bool:
@@ -455,10 +466,12 @@ class Store(BaseStore):
             conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
         return True
 
-    def _apply_or_roll_back(self, conn: sqlite3.Connection, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
+    def _apply_or_roll_back(
+        self, conn: sqlite3.Connection, batch: list[QueueItem], *, leave: bool = False
+    ) -> tuple[list[tuple[bool, Any]], list[tuple[int, rows.Deferred]]]:
         """``_apply``; if the transaction itself is lost, roll it back and raise why."""
         try:
-            return self._apply(conn, batch)
+            return self._apply(conn, batch, leave)
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -466,15 +479,21 @@ class Store(BaseStore):
                 raise exc.error from None
             raise
 
-    def _apply(self, conn: sqlite3.Connection, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
-        """Run each write in its own savepoint inside the open transaction."""
+    def _apply(
+        self, conn: sqlite3.Connection, batch: list[QueueItem], leave: bool
+    ) -> tuple[list[tuple[bool, Any]], list[tuple[int, rows.Deferred]]]:
+        """Run each write in its own savepoint inside the open transaction. The rows that writes
+        leave to the store (rows.py) go in before the next write that is not one of those, so
+        seqs follow the queue's order, or at the end; with ``leave``, those of the last such
+        writes are returned instead, (outcome index, rows) each, for the COMMIT to insert."""
         outcomes: list[tuple[bool, Any]] = []
+        deferred: list[tuple[int, rows.Deferred]] = []
         for fn, _, ctx, _ in batch:
-            if isinstance(fn, _Heavy):
-                fn = fn.fn
+            if deferred and not isinstance(fn, _Rows):
+                self._insert_deferred(conn, deferred, outcomes)
             conn.execute("SAVEPOINT w")
             try:
-                value = ctx.run(fn, conn)  # type: ignore[arg-type]  # never an _Alone here
+                value = ctx.run(unwrap(fn), conn)  # type: ignore[arg-type]  # never an _Alone here
             except Exception as exc:
                 err = self._classified(exc) if isinstance(exc, sqlite3.Error) else exc
                 if not conn.in_transaction:
@@ -487,14 +506,25 @@ class Store(BaseStore):
                 outcomes.append((False, err))
             else:
                 conn.execute("RELEASE w")
+                if isinstance(value, rows.Deferred):
+                    deferred.append((len(outcomes), value))
                 outcomes.append((True, value))
-        return outcomes
+        if deferred and not leave:
+            self._insert_deferred(conn, deferred, outcomes)
+        return outcomes, deferred
+
+    def _insert_deferred(
+        self, conn: sqlite3.Connection, deferred: list[tuple[int, rows.Deferred]], outcomes: list[tuple[bool, Any]]
+    ) -> None:
+        lost = rows.insert_in_savepoint(conn, deferred, outcomes, self._classified)
+        if lost is not None:
+            raise _Aborted(lost)
 
     def _run_batch(self, batch: list[QueueItem]) -> list[tuple[bool, Any]]:
         """The whole transaction, which _lock opened, in the connection's thread (a batch with
         a heavy write)."""
         conn = self._raw(self._writer_conn)
-        outcomes = self._apply_or_roll_back(conn, batch)
+        outcomes, _ = self._apply_or_roll_back(conn, batch)
         try:
             conn.execute("COMMIT")
         except BaseException:
@@ -559,3 +589,10 @@ class Store(BaseStore):
 
     def size_bytes(self) -> int:
         return sum(self.file_sizes().values())
+
+
+def _insert_and_commit(conn: sqlite3.Connection, planned: list[rows.Step]) -> list[int]:
+    """The rows writes left to the store (none, often), then COMMIT: in the writer's thread."""
+    firsts = rows.run(conn, planned)
+    conn.execute("COMMIT")
+    return firsts

@@ -48,11 +48,12 @@ import psycopg
 from llmgine_daemon.aio import cancel_and_wait
 from llmgine_daemon.store import db as _db  # noqa: F401 - registers every migration module db.py does
 from llmgine_daemon.store import pg_cluster, pg_schema
-from llmgine_daemon.store.base import BaseStore, QueueItem, T, _Alone, _Heavy
+from llmgine_daemon.store.base import BaseStore, QueueItem, T, _Alone, unwrap
 from llmgine_daemon.store.dialect import numbered, translate
 from llmgine_daemon.store.errors import StorageError, StorageUnavailable
 from llmgine_daemon.store.pg_connect import classify, connect, redact, url_connect_timeout
 from llmgine_daemon.store.pg_outage import Outage
+from llmgine_daemon.store.rows import Deferred
 from psycopg.pq import TransactionStatus
 
 log = logging.getLogger("llmgine.store")
@@ -432,11 +433,11 @@ class PgStore(BaseStore):
             outcomes: list[tuple[bool, Any]] = []
             last = len(batch) - 1
             for i, (fn, _, ctx, _) in enumerate(batch):
-                if isinstance(fn, _Heavy):
-                    fn = fn.fn
                 after = finish if i == last else "RELEASE SAVEPOINT w; SAVEPOINT w"
                 try:
-                    value = ctx.run(fn, conn)  # type: ignore[arg-type]  # never an _Alone here
+                    value = ctx.run(unwrap(fn), conn)  # type: ignore[arg-type]  # never an _Alone here
+                    if isinstance(value, Deferred):  # its rows, inserted here and now
+                        value = ctx.run(value.insert, conn)
                 except Exception as exc:
                     if raw.broken or raw.closed:
                         raise

@@ -34,7 +34,7 @@ SERVER_VIEW = View(id_field="name")
 LIST_VIEW = View(
     columns=(
         "NAME=name, SCOPE=scope, TRANSPORT=transport, STATUS=status, RESTARTS=restarts, TOOLS=tool_count, "
-        "ERROR=last_error"
+        "SKIPPED=tools_skipped, ERROR=last_error"
     ),
     items="servers",
     id_field="name",

@@ -257,3 +257,35 @@ async def test_point_reads_after_close_fail_cleanly(home):
     await s.close()
     with pytest.raises(StorageError, match="closed"):
         await s.read_point(lambda c: c.execute("SELECT 1").fetchone())
+
+
+def test_migration_138_counts_the_engine_memory_already_stored(tmp_path):
+    """Rows stored before migration 138 count in their engine's memory_chars (the budget of
+    security.limits.max_engine_memory_chars_per_session, engines/memory.py): the migration
+    run again on a database whose engines have rows and no column yet."""
+    from llmgine_daemon.store.migrations import apply_migrations
+
+    conn = sqlite3.connect(tmp_path / "m138.db", isolation_level=None)
+    apply_migrations(conn)
+    conn.execute("ALTER TABLE engines DROP COLUMN memory_chars")
+    conn.execute("DELETE FROM schema_migrations WHERE version = 138")
+    conn.execute(
+        "INSERT INTO sessions (session_id, status, created_at, last_activity_at) VALUES ('s', 'active', 'x', 'x')"
+    )
+    for engine in ("e1", "e2"):
+        conn.execute(
+            "INSERT INTO engines (engine_id, session_id, engine_type, status, created_at)"
+            " VALUES (?, 's', 'SinglePassEngine', 'running', 'x')",
+            (engine,),
+        )
+    rows = [("e1", "user", "h\u20acllo", None), ("e1", "assistant", "", '[{"id": "c"}]'), ("e1", "tool", "12", None)]
+    for engine, role, content, calls in rows:
+        conn.execute(
+            "INSERT INTO engine_messages (engine_id, role, content, tool_calls, created_at, dropped_seq)"
+            " VALUES (?, ?, ?, ?, 'x', ?)",
+            (engine, role, content, calls, 7 if role == "tool" else None),
+        )
+    assert apply_migrations(conn) == [138]
+    counted = dict(conn.execute("SELECT engine_id, memory_chars FROM engines ORDER BY engine_id").fetchall())
+    assert counted == {"e1": 5 + len('[{"id": "c"}]') + 2, "e2": 0}
+    conn.close()

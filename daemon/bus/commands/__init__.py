@@ -38,7 +38,8 @@ What each module owns (the arrows are the only imports between them):
                 (what engines and user code use to publish events).
 ``records.py``  the store side: ``CommandSpec`` and ``validate``, the ``commands`` rows
                 (``insert_command``, ``start_rows``, ``finish_row``, ``row_to_command``,
-                ``command_row``, ``batch_rows``) and event data. Runs in the store's
+                ``command_row``, ``batch_rows``; ``command_rows``: a new command's rows for
+                the store to insert, store/rows.py) and event data. Runs in the store's
                 transactions; touches no memory.
 ``durable.py``  ``durable_write``: a write retried until it commits (the runner's results).
 ``jobs.py``     the in-memory types: ``Job``, ``BatchJob``, ``Outcome``, ``SessionQueue``,

@@ -17,7 +17,15 @@ from llmgine_daemon.bus.codec import dumps, loads, new_id
 from llmgine_daemon.bus.commands.jobs import Job, NotAdmitted, Outcome
 from llmgine_daemon.bus.commands.retry_policy import has_policy, parse_policy
 from llmgine_daemon.bus.errors import BusError, invalid, not_found
-from llmgine_daemon.bus.events import insert_event, insert_events
+from llmgine_daemon.bus.events import (
+    INSERT_EVENTS,
+    EventItem,
+    event_rows,
+    events_of,
+    insert_event,
+    insert_events,
+    rows_bytes,
+)
 from llmgine_daemon.bus.sessions import fetch_session
 from llmgine_daemon.bus.usage import USAGE_COLUMNS, usage_from_row
 from llmgine_daemon.observability.context import current_trace_id
@@ -34,6 +42,7 @@ from llmgine_daemon.protocol import (
 from llmgine_daemon.protocol.bus import MAX_COMMAND_TIMEOUT_S
 from llmgine_daemon.protocol.grammar import TYPE_RE, TYPE_RULE
 from llmgine_daemon.store.migrations import UNFINISHED_TERM
+from llmgine_daemon.store.rows import Deferred
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 RANK_PRIORITY = {rank: name for name, rank in PRIORITY_RANK.items()}
@@ -167,9 +176,30 @@ def insert_commands(conn: sqlite3.Connection, recs: list[Command]) -> None:
         conn.execute(_COUNT, (n, session_id))
 
 
+def command_rows(
+    rec: Command, outcome: Outcome | None, finished_at: str | None, items: list[EventItem], stamps: list[str]
+) -> Deferred:
+    """A new command and its first events (``items``, one timestamp each) as rows for the store
+    to insert (store/rows.py: off the event loop, with the batch's others); what its write
+    then returns is (None, the events). ``outcome``: stored already finished (eager.py)."""
+    session_id = rec.session_id
+    rows = event_rows(session_id, items, timestamp=stamps, trace_id=rec.trace_id)
+    counts = (1, len(rows), rows_bytes(rows), session_id)
+    return Deferred(
+        INSERT_EVENTS,
+        rows,
+        [(_INSERT_COMMAND, [_command_values(rec, outcome, finished_at)]), (_COUNT_BOTH, [counts])],
+        lambda first: (None, events_of(rows, items, first)),
+    )
+
+
 # The only statements that insert commands add them to their session's count in the same
 # transaction (a row trigger did, one UPDATE per command: store/migrations.py m131).
 _COUNT = "UPDATE session_counts SET commands = commands + ? WHERE session_id = ?"
+_COUNT_BOTH = (
+    "UPDATE session_counts SET commands = commands + ?, events = events + ?, event_bytes = event_bytes + ?"
+    " WHERE session_id = ?"
+)
 
 
 _INSERT_COMMAND = f"INSERT INTO commands ({INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"

@@ -37,6 +37,7 @@ from llmgine_daemon.bus.commands.records import (
     batch_rows,
     batch_status,
     command_row,
+    command_rows,
     finish_row,
     held_size,
     insert_command,
@@ -55,7 +56,7 @@ from llmgine_daemon.bus.commands.retries import DEAD, Retries
 from llmgine_daemon.bus.commands.runner import Runner
 from llmgine_daemon.bus.commands.waiting import CommandWaits
 from llmgine_daemon.bus.errors import BusError, invalid
-from llmgine_daemon.bus.events import insert_event, insert_events
+from llmgine_daemon.bus.events import insert_event
 from llmgine_daemon.bus.idempotency import IdempotencyKey, lookup, record
 from llmgine_daemon.bus.pages import LongPage, read_rows
 from llmgine_daemon.bus.sessions import fetch_session, require_active
@@ -71,6 +72,7 @@ from llmgine_daemon.protocol import (
     Event,
     now_iso,
 )
+from llmgine_daemon.store.rows import Deferred
 
 if TYPE_CHECKING:
     from llmgine_daemon.bus.core import Bus
@@ -203,30 +205,24 @@ class Commands(Recovery):
         session_id = rec.session_id
         final: list[tuple[Outcome, list[Any], str]] = []
 
-        def write(conn: sqlite3.Connection) -> tuple[None, list[Event]]:
+        def write(conn: sqlite3.Connection) -> Deferred:
             require_active(conn, session_id, self.bus.capacity.max_event_bytes_per_session)
             self.bus.cluster.fence(conn, session_id, claim=True)
+            # Its rows go in off the event loop, with the batch's others (store/rows.py).
             if not final:
-                insert_command(conn, rec)
-                return None, [
-                    insert_event(
-                        conn, session_id, "CommandStarted", started_data(rec), timestamp=ts, trace_id=rec.trace_id
-                    )
-                ]
+                return command_rows(rec, None, None, [("CommandStarted", started_data(rec), {}, "bus")], [ts])
             outcome, pending, end = final[0]
-            insert_command(conn, rec, outcome, end)
             items = [
                 ("CommandStarted", started_data(rec), {}, "bus"),
                 *pending,
                 ("CommandResult", result_data(rec, outcome), {}, "bus"),
             ]
-            stamps = [ts] + [end] * (len(items) - 1)
-            return None, insert_events(conn, session_id, items, timestamp=stamps, trace_id=rec.trace_id)
+            return command_rows(rec, outcome, end, items, [ts] + [end] * (len(items) - 1))
 
         admitted: asyncio.Future[tuple[None, list[Event]]] = asyncio.get_running_loop().create_future()
         job.admitted = admitted
         admitted.add_done_callback(lambda f: self._admitted(f, job, True, final))
-        self.runner.run_eager(job, lambda: self.store.submit(write, future=admitted), final)
+        self.runner.run_eager(job, lambda: self.store.submit(write, future=admitted, rows=True), final)
         await asyncio.shield(admitted)
         return rec, False
 
