@@ -118,7 +118,9 @@ def wait_and_report(
     data = msgspec.to_builtins(result)
     if resolve_format(app_ctx.env, output) not in ("json", "jsonl"):
         for item in data["commands"]:
-            item["summary"] = summary(item, 20)
+            # As `command batch`: a table cuts RESULT to the terminal itself (cut to 20 here,
+            # a failed command read `COMMAND_EXECUTION_F…` even at 140 columns).
+            item["summary"] = summary(item)
     render(app_ctx.env, data, WAIT_VIEW, output, quiet)
     if not result.done:
         if not quiet:
