@@ -59,3 +59,24 @@ def test_ps_and_top_help_name_every_status_they_filter(daemon):
         assert "waiting_approval" in line and "all three" not in line, (cmd, line)
         took = run_cli([cmd, "--status", "waiting_approval", *(["-o", "json"] if cmd == "ps" else ["-h"])], daemon.env)
         assert took.returncode == 0, (cmd, took.stderr)
+
+
+def test_ctrl_c_in_tool_exec_says_the_call_goes_on(daemon, tmp_path):
+    """Ctrl-C while `tool exec` waited for a slow tool exited 130 with nothing said (the
+    spinner cleared its line), while the call ran on in the sandbox until its deadline;
+    `command run`, `engine exec` and `ask` say what goes on after a Ctrl-C."""
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    source = tmp_path / "slow.py"
+    source.write_text('import time\n\ndef slow(x: int) -> int:\n    """Slow."""\n    time.sleep(4)\n    return x\n')
+    assert run_cli(["tool", "register", str(source), "-S", sid, "-q"], daemon.env).returncode == 0
+    child = cli_on_terminal(["tool", "exec", "slow", "-S", sid, "-a", "x:=1"], {**daemon.env, "COLUMNS": None})
+    try:
+        child.expect_exact("slow running in the sandbox")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before or "")
+    assert child.exitstatus == 130, text
+    assert "Traceback" not in text, text
+    assert "interrupted: the call to slow goes on in the sandbox" in re.sub(r"\s+", " ", text), text
