@@ -4,6 +4,8 @@ llmgined and llmgine processes, the terminal a pseudo-terminal (pexpect)."""
 from __future__ import annotations
 
 import re
+import time
+import uuid
 
 import pexpect
 
@@ -80,3 +82,23 @@ def test_ctrl_c_in_tool_exec_says_the_call_goes_on(daemon, tmp_path):
     assert child.exitstatus == 130, text
     assert "Traceback" not in text, text
     assert "interrupted: the call to slow goes on in the sandbox" in re.sub(r"\s+", " ", text), text
+
+
+def test_ctrl_c_in_mcp_add_says_the_server_goes_on_starting(daemon):
+    """Ctrl-C while `mcp add` waited for a server that is slow to start exited 130 saying
+    nothing, while the daemon kept the server and went on starting it: the same `mcp add`
+    again was exit 6 (name taken) for a server the user thought was never added."""
+    name = "slow" + uuid.uuid4().hex[:6]
+    child = cli_on_terminal(["mcp", "add", name, "--", "sleep", "60"], {**daemon.env, "COLUMNS": None})
+    try:
+        child.expect_exact(f"starting MCP server {name}")
+        time.sleep(0.5)  # the request is with the daemon
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+        run_cli(["mcp", "remove", name], daemon.env)
+    text = re.sub(r"\s+", " ", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before or ""))
+    assert child.exitstatus == 130, text
+    assert "Traceback" not in text, text
+    assert f"`llmgine mcp list` shows it, `llmgine mcp remove {name}` removes it" in text, text
