@@ -4,12 +4,13 @@ llmgined and llmgine processes, the terminal a pseudo-terminal (pexpect)."""
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 import uuid
 
 import pexpect
 
-from tests.clitools import cli_on_terminal, run_cli
+from tests.clitools import cli_env, cli_on_terminal, free_port, run_cli, spawn_cli
 
 
 def _terminal(args: list[str], env: dict[str, str | None], columns: int) -> tuple[str, int]:
@@ -102,3 +103,42 @@ def test_ctrl_c_in_mcp_add_says_the_server_goes_on_starting(daemon):
     assert child.exitstatus == 130, text
     assert "Traceback" not in text, text
     assert f"`llmgine mcp list` shows it, `llmgine mcp remove {name}` removes it" in text, text
+
+
+def test_restart_keeps_its_flags_while_waiting_clients_auto_start(cold_home):
+    """`daemon restart --log-level debug` while `command wait`s were waiting: between its stop
+    and its start a waiting client found no daemon and auto-started one with no flags, and the
+    restart said "llmgined ... is already running" (exit 0): the flags given to restart, and
+    those of the last start (--port), were dropped without a word. The restart now holds the
+    start lock from its stop to its start, so the clients find the restarted daemon."""
+    env = cli_env(cold_home, LLMGINE_NO_AUTOSTART=None)
+    port = free_port()
+    waiters: list[subprocess.Popen[str]] = []
+    try:
+        assert run_cli(["daemon", "start", "--port", str(port), "-q"], env).returncode == 0
+        sid = run_cli(["session", "create", "-q"], env).stdout.strip()
+        assert run_cli(["engine", "create", "DummyEngine", "-S", sid, "-q"], env).returncode == 0
+        for n in range(3):
+            other = run_cli(["session", "create", "-q"], env).stdout.strip()
+            assert run_cli(["engine", "create", "DummyEngine", "-S", other, "-q"], env).returncode == 0
+            cid = run_cli(
+                ["command", "run", "DummyEngineCommand", "-S", other, "-p", f"prompt={n}", "-p", "delay_ms:=60000"]
+                + ["--no-wait", "-q"],
+                env,
+            ).stdout.strip()
+            waiters.append(spawn_cli(["command", "wait", cid], env))
+        time.sleep(1.0)  # the waits are with the daemon
+        restarted = run_cli(["daemon", "restart", "--log-level", "debug"], env)
+        assert restarted.returncode == 0, restarted.stderr
+        assert "already running" not in restarted.stdout + restarted.stderr, (restarted.stdout, restarted.stderr)
+        for proc in waiters:
+            proc.wait(timeout=30)
+        assert run_cli(["config", "get", "logging.level"], env).stdout.strip() == "debug"
+        listeners = run_cli(["status", "-o", "json"], env).stdout
+        assert f"http://127.0.0.1:{port}" in listeners, listeners
+    finally:
+        for proc in waiters:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+        run_cli(["daemon", "stop"], env)
