@@ -142,3 +142,16 @@ def test_restart_keeps_its_flags_while_waiting_clients_auto_start(cold_home):
                 proc.kill()
             proc.communicate()
         run_cli(["daemon", "stop"], env)
+
+
+def test_a_page_past_the_end_does_not_say_the_listing_is_empty(daemon):
+    """`session list --offset 100` on a terminal with fewer sessions said "no active sessions
+    (--all lists closed ones too)" while there were some: a page past the end is not an empty
+    listing. It says where the listing ends instead (commands and engines the same)."""
+    sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    text, code = _terminal(["session", "list", "--offset", "100000"], daemon.env, 80)
+    assert code == 0
+    assert "no active sessions" not in text, text
+    assert re.search(r"nothing at --offset 100000: there are \d+ in all", text), text
+    text, code = _terminal(["command", "list", "-S", sid, "--offset", "5"], daemon.env, 80)
+    assert code == 0 and "no commands" in text, text  # an empty session's listing is empty
