@@ -40,6 +40,8 @@ def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, Exi
             line += payload_hint(exc)
         if exc.code == "HANDLER_NOT_FOUND" and "or the global scope" in exc.message:  # a submit
             line += handler_hint(exc)
+        if exc.code in ("SESSION_NOT_FOUND", "SESSION_CLOSED"):
+            line += session_env_hint(exc, app_ctx)
         limit = (exc.details or {}).get("limit")
         if exc.code == "LIMIT_REACHED" and f"(security.limits.{limit})" in exc.message:  # a setting
             line += f" (`llmgine config set security.limits.{limit} N`, then `llmgine daemon restart`, raises it)"
@@ -100,6 +102,18 @@ def handler_hint(exc: ApiError) -> str:
     return (
         f" (add a handler: `llmgine handler add command {type_} FILE.py`; `llmgine engine types` lists"
         " the command types engines handle)"
+    )
+
+
+def session_env_hint(exc: ApiError, app_ctx: AppContext | None) -> str:
+    """A session gone or ended that LLMGINE_SESSION named (an `export` of long ago), not -S:
+    where it came from, and what to do."""
+    given = getattr(app_ctx, "session_from_env", None) or []
+    if not any(f"'{value}'" in exc.message for value in given):
+        return ""
+    return (
+        " (it is LLMGINE_SESSION's: `export LLMGINE_SESSION=$(llmgine session create -q)` starts a new"
+        " session, or give -S)"
     )
 
 

@@ -155,3 +155,28 @@ def test_a_page_past_the_end_does_not_say_the_listing_is_empty(daemon):
     assert re.search(r"nothing at --offset 100000: there are \d+ in all", text), text
     text, code = _terminal(["command", "list", "-S", sid, "--offset", "5"], daemon.env, 80)
     assert code == 0 and "no commands" in text, text  # an empty session's listing is empty
+
+
+def test_a_stale_llmgine_session_is_named_as_the_cause(daemon):
+    """After the README's `export LLMGINE_SESSION=$(llmgine session create -q)`, once that
+    session was deleted (or purged), every command said `SESSION_CLOSED: session '…' is
+    closed` (or not found) with no word of where the session came from: the user had typed
+    none. Taken from LLMGINE_SESSION, the error says so and what to do; given with -S, not."""
+    hint = "(it is LLMGINE_SESSION's: `export LLMGINE_SESSION=$(llmgine session create -q)` starts a new session"
+    closed = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
+    assert run_cli(["session", "delete", closed, "-q"], daemon.env).returncode == 0
+    for stale, code in (("nope-gone", 4), (closed, 6)):
+        env = {**daemon.env, "LLMGINE_SESSION": stale}
+        # command run and event publish take the fast path (hot.py), the others Typer's.
+        for args in (
+            ["command", "run", "DummyEngineCommand", "-p", "prompt=a"],
+            ["event", "publish", "Ping"],
+            ["engine", "create", "DummyEngine"],
+        ):
+            done = run_cli(args, env)
+            assert done.returncode == code, (args, done.stderr)
+            assert hint in done.stderr and done.stderr.count("\n") == 1, (args, done.stderr)
+            given = run_cli([*args, "-S", stale], {**daemon.env, "LLMGINE_SESSION": None})
+            assert given.returncode == code and "LLMGINE_SESSION" not in given.stderr, (args, given.stderr)
+    done = run_cli(["command", "list"], {**daemon.env, "LLMGINE_SESSION": "nope-gone"})
+    assert done.returncode == 4 and hint in done.stderr, done.stderr
