@@ -53,7 +53,7 @@ def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, Exi
             if not app_ctx.autostart_enabled:
                 hint += " (auto-start is off: LLMGINE_NO_AUTOSTART)"
             return f"error: llmgined is not running ({exc}){hint}{exc.hint}", ExitStatus.UNREACHABLE
-        return f"error: {exc}{exc.hint}", ExitStatus.UNREACHABLE
+        return f"error: {exc}{exc.hint}{context_hint(app_ctx)}", ExitStatus.UNREACHABLE
     if isinstance(exc, (RequestTimeout, DaemonTimeout)):
         return f"error: {exc}", ExitStatus.TIMEOUT
     from llmgine_cli.ids import Ambiguous
@@ -102,6 +102,25 @@ def handler_hint(exc: ApiError) -> str:
     return (
         f" (add a handler: `llmgine handler add command {type_} FILE.py`; `llmgine engine types` lists"
         " the command types engines handle)"
+    )
+
+
+def context_hint(app_ctx: AppContext | None) -> str:
+    """The daemon not reached is a context's (`context use` of days ago): which, and the way
+    back to the local one."""
+    if app_ctx is None or app_ctx.url or app_ctx.env.environ.get("LLMGINE_URL"):
+        return ""
+    from llmgine_cli.contexts import selected
+
+    try:
+        chosen = selected(app_ctx.env.environ)
+    except (InvalidArgument, OSError):
+        return ""
+    if chosen is None:
+        return ""
+    return (
+        f" (the daemon of context {chosen[0]!r}: `--context default` talks to the local one,"
+        " `llmgine context ls` lists them)"
     )
 
 

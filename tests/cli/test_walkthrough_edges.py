@@ -180,3 +180,25 @@ def test_a_stale_llmgine_session_is_named_as_the_cause(daemon):
             assert given.returncode == code and "LLMGINE_SESSION" not in given.stderr, (args, given.stderr)
     done = run_cli(["command", "list"], {**daemon.env, "LLMGINE_SESSION": "nope-gone"})
     assert done.returncode == 4 and hint in done.stderr, done.stderr
+
+
+def test_an_unreachable_context_is_named_with_the_way_back(cold_home):
+    """After `llmgine context use far`, a daemon there that did not answer was `error: cannot
+    connect to http://…: Connection refused` and nothing more: which context was in use (set
+    days before), and how to talk to the local daemon, were not said."""
+    env = cli_env(cold_home)
+    url = f"http://127.0.0.1:{free_port()}"
+    assert run_cli(["context", "add", "far", "--url", url, "-q"], env).returncode == 0
+    assert run_cli(["context", "use", "far", "-q"], env).returncode == 0
+    hint = "(the daemon of context 'far': `--context default` talks to the local one, `llmgine context ls` lists them)"
+    # session list and command run take the fast path (hot.py), health Typer's.
+    for args in (["session", "list"], ["health"], ["command", "run", "T", "-S", "s"]):
+        done = run_cli(args, env)
+        assert done.returncode == 3, (args, done.stderr)
+        assert done.stderr.startswith(f"error: cannot connect to {url}") and hint in done.stderr, (args, done.stderr)
+        assert done.stderr.count("\n") == 1, done.stderr
+    # An address given for this command is not the context's.
+    done = run_cli(["--url", url, "health"], env)
+    assert done.returncode == 3 and "context" not in done.stderr, done.stderr
+    done = run_cli(["health"], {**env, "LLMGINE_URL": url})
+    assert done.returncode == 3 and "context" not in done.stderr, done.stderr
