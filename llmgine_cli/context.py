@@ -196,6 +196,8 @@ class AppContext:
         self.url = url
         self.api_key = api_key
         self.timeout = timeout
+        # The session LLMGINE_SESSION gave (as set, then its id), not -S: an error about it says so.
+        self.session_from_env: list[str] | None = None
 
     def request_timeout(self) -> float:
         if self.timeout is not None:

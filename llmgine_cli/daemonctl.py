@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,7 +238,16 @@ def _last_log_line(log: Path, offset: int) -> str:
 # -- start -------------------------------------------------------------------------------
 
 
-def start(flags: DaemonFlags, env: Mapping[str, str] | None = None, *, timeout: float = START_TIMEOUT) -> Started:
+def start(
+    flags: DaemonFlags,
+    env: Mapping[str, str] | None = None,
+    *,
+    timeout: float = START_TIMEOUT,
+    before: Callable[[], None] | None = None,
+) -> Started:
+    """Start llmgined (or find it answering); ``before`` runs first under the start lock:
+    `daemon restart`'s stop, so that no auto-starting client starts a daemon (with no flags)
+    between the stop and this start, which then found it "already running"."""
     env = dict(os.environ if env is None else env)
     resolved = resolve(flags, env)
     target = resolved.target
@@ -255,6 +264,8 @@ def start(flags: DaemonFlags, env: Mapping[str, str] | None = None, *, timeout: 
         raise DaemonError(f"cannot start llmgined: {_os_error(exc)}") from None
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        if before is not None:
+            before()
         return _start_locked(flags, env, paths, resolved, target, timeout)
     finally:
         os.close(lock_fd)

@@ -40,6 +40,8 @@ def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, Exi
             line += payload_hint(exc)
         if exc.code == "HANDLER_NOT_FOUND" and "or the global scope" in exc.message:  # a submit
             line += handler_hint(exc)
+        if exc.code in ("SESSION_NOT_FOUND", "SESSION_CLOSED"):
+            line += session_env_hint(exc, app_ctx)
         limit = (exc.details or {}).get("limit")
         if exc.code == "LIMIT_REACHED" and f"(security.limits.{limit})" in exc.message:  # a setting
             line += f" (`llmgine config set security.limits.{limit} N`, then `llmgine daemon restart`, raises it)"
@@ -51,7 +53,7 @@ def error_line(exc: BaseException, app_ctx: AppContext | None) -> tuple[str, Exi
             if not app_ctx.autostart_enabled:
                 hint += " (auto-start is off: LLMGINE_NO_AUTOSTART)"
             return f"error: llmgined is not running ({exc}){hint}{exc.hint}", ExitStatus.UNREACHABLE
-        return f"error: {exc}{exc.hint}", ExitStatus.UNREACHABLE
+        return f"error: {exc}{exc.hint}{context_hint(app_ctx)}", ExitStatus.UNREACHABLE
     if isinstance(exc, (RequestTimeout, DaemonTimeout)):
         return f"error: {exc}", ExitStatus.TIMEOUT
     from llmgine_cli.ids import Ambiguous
@@ -100,6 +102,37 @@ def handler_hint(exc: ApiError) -> str:
     return (
         f" (add a handler: `llmgine handler add command {type_} FILE.py`; `llmgine engine types` lists"
         " the command types engines handle)"
+    )
+
+
+def context_hint(app_ctx: AppContext | None) -> str:
+    """The daemon not reached is a context's (`context use` of days ago): which, and the way
+    back to the local one."""
+    if app_ctx is None or app_ctx.url or app_ctx.env.environ.get("LLMGINE_URL"):
+        return ""
+    from llmgine_cli.contexts import selected
+
+    try:
+        chosen = selected(app_ctx.env.environ)
+    except (InvalidArgument, OSError):
+        return ""
+    if chosen is None:
+        return ""
+    return (
+        f" (the daemon of context {chosen[0]!r}: `--context default` talks to the local one,"
+        " `llmgine context ls` lists them)"
+    )
+
+
+def session_env_hint(exc: ApiError, app_ctx: AppContext | None) -> str:
+    """A session gone or ended that LLMGINE_SESSION named (an `export` of long ago), not -S:
+    where it came from, and what to do."""
+    given = getattr(app_ctx, "session_from_env", None) or []
+    if not any(f"'{value}'" in exc.message for value in given):
+        return ""
+    return (
+        " (it is LLMGINE_SESSION's: `export LLMGINE_SESSION=$(llmgine session create -q)` starts a new"
+        " session, or give -S)"
     )
 
 

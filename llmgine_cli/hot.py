@@ -502,7 +502,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[str, str, di
     if "-S" in spec and "session" not in values:
         if not environ.get("LLMGINE_SESSION"):
             raise _Fallback  # Typer says the option is missing
-        values["session"] = environ["LLMGINE_SESSION"]
+        values["session"] = values["session_from_env"] = environ["LLMGINE_SESSION"]
     return group, command, values
 
 
@@ -517,6 +517,7 @@ def fast_main(argv: Sequence[str]) -> int | None:
         return None
     env = Environment.from_sys()
     app_ctx = AppContext(env, url=v.get("url"), api_key=v.get("api_key"), timeout=v.get("global_timeout"))
+    app_ctx.session_from_env = [v["session_from_env"]] if "session_from_env" in v else None
     output, quiet = v.get("output"), v.get("quiet", False)
     if v.get("utc"):
         from llmgine_cli import render
@@ -544,6 +545,8 @@ def _dispatch(app_ctx: AppContext, group: str, command: str, v: dict[str, Any], 
 
         try:
             v["session"] = resolve_session(app_ctx, v["session"])
+            if app_ctx.session_from_env:
+                app_ctx.session_from_env.append(v["session"])
         except Ambiguous as exc:
             app_ctx.env.err(f"error: --session: {exc}")
             return 2

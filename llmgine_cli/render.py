@@ -192,7 +192,10 @@ def render(env: Environment, data: Any, view: View, fmt: str | Enum | None = Non
         for item in items if items is not None else [obj]:
             env.out(json_text(item, indent=False))
     elif items is not None and not items and fmt == "table":
-        env.err(view.empty or f"no {view.items}")
+        offset, total = obj.get("offset") or 0, obj.get("total") or 0
+        # A page past the end is not an empty listing (it said "no active sessions").
+        past = isinstance(offset, int) and isinstance(total, int) and offset > 0 and total > 0
+        env.err(f"nothing at --offset {offset}: there are {total} in all" if past else view.empty or f"no {view.items}")
     elif items is not None:
         headers = [c.header for c in view.columns]
         compact_times = fmt == "table"  # a terminal: today's times without the date

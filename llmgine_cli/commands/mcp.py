@@ -25,6 +25,7 @@ from llmgine_cli.commands.tools import render_tools
 from llmgine_cli.errors import ApiError, api_error
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render, resolve_format, visible_line
+from llmgine_cli.status import ExitStatus
 
 app = typer.Typer(
     help="MCP tool servers: their tools become a session's tools (NAME.tool). Add, list, remove.",
@@ -132,20 +133,33 @@ def add(
     app_ctx = state(ctx)
     from llmgine_cli.progress import spinner
 
-    with spinner(app_ctx.env, f"starting MCP server {name}"), _taken_says_replace(name):
-        server = app_ctx.client().register_mcp_server(
-            session,
-            name,
-            command=command[0] if command else None,
-            args=command[1:] if command else (),
-            url=url,
-            env=variables,
-            trusted=trusted,
-            mounts=mount or (),
-            timeout=timeout,
-            requires_approval=requires_approval,
-            replace=replace,
+    try:
+        with spinner(app_ctx.env, f"starting MCP server {name}"), _taken_says_replace(name):
+            server = app_ctx.client().register_mcp_server(
+                session,
+                name,
+                command=command[0] if command else None,
+                args=command[1:] if command else (),
+                url=url,
+                env=variables,
+                trusted=trusted,
+                mounts=mount or (),
+                timeout=timeout,
+                requires_approval=requires_approval,
+                replace=replace,
+            )
+    except KeyboardInterrupt:
+        # The daemon keeps a server it was sent and goes on starting it: said, or the same
+        # `mcp add` again is exit 6 (name taken) for a server the user thinks was never added.
+        if not app_ctx.env.ctrl_c_line_cleared:
+            app_ctx.env.after_ctrl_c()
+        app_ctx.env.err(
+            visible_line(
+                f"interrupted: the daemon goes on starting MCP server {name} if it was sent "
+                f"(`llmgine mcp list` shows it, `llmgine mcp remove {name}` removes it)"
+            )
         )
+        raise typer.Exit(ExitStatus.INTERRUPTED) from None
     render(app_ctx.env, server, SERVER_VIEW, output, quiet)
     if server.status != "running":  # registered, but its tools are not there (yet): say so
         why = f": {visible_line(server.last_error)}" if server.last_error else ""

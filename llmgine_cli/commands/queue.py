@@ -28,7 +28,7 @@ PS_VIEW = View(
     columns="ID=command_id, SESSION=session_id, TYPE=command_type, STATUS=status, POS=position, WAITED=waited, RAN=ran",
     items="commands",
     id_field="command_id",
-    empty="no command is queued, blocked or executing",
+    empty="no command is queued, blocked, executing or waiting for approval",
 )
 
 StatusFilter = Annotated[
@@ -36,7 +36,7 @@ StatusFilter = Annotated[
     typer.Option(
         "--status",
         callback=choices(*UNFINISHED, several=True),
-        help="queued, blocked or executing; comma-separated for several (default: all three).",
+        help="queued, blocked, executing or waiting_approval; comma-separated for several (default: all four).",
     ),
 ]
 Limit = Annotated[

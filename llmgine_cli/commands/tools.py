@@ -212,8 +212,21 @@ def exec_(
     arguments = {**parse_object(args, "--args"), **parse_pairs(arg, "--arg")}
     from llmgine_cli.progress import spinner
 
-    with spinner(app_ctx.env, f"{name} running in the sandbox"):
-        result = app_ctx.client().execute_tool(session, name, arguments, timeout=timeout)
+    try:
+        with spinner(app_ctx.env, f"{name} running in the sandbox"):
+            result = app_ctx.client().execute_tool(session, name, arguments, timeout=timeout)
+    except KeyboardInterrupt:
+        # Exit 130 as every wait, saying (as `command run` does) what goes on: the daemon does
+        # not stop a call whose client went away.
+        if not app_ctx.env.ctrl_c_line_cleared:
+            app_ctx.env.after_ctrl_c()
+        app_ctx.env.err(
+            visible_line(
+                f"interrupted: the call to {name} goes on in the sandbox until it returns or its "
+                "deadline ends it (--timeout, else the tool's timeout or sandbox.deadline)"
+            )
+        )
+        raise typer.Exit(ExitStatus.INTERRUPTED) from None
     data = msgspec.to_builtins(result)
     if resolve_format(app_ctx.env, output) in ("table", "plain") and isinstance(data.get("error"), dict):
         details = data["error"].get("details") or {}

@@ -116,9 +116,12 @@ def wait_and_report(
         app_ctx.env.err("interrupted: the commands keep running in the daemon")
         return ExitStatus.INTERRUPTED
     data = msgspec.to_builtins(result)
-    if resolve_format(app_ctx.env, output) not in ("json", "jsonl"):
+    fmt = resolve_format(app_ctx.env, output)
+    if fmt not in ("json", "jsonl"):
         for item in data["commands"]:
-            item["summary"] = summary(item, 20)
+            # A table cuts RESULT to the terminal itself (cut to 20 first, a failed command
+            # read `COMMAND_EXECUTION_F…` even at 140 columns); plain text keeps to 80 columns.
+            item["summary"] = summary(item, 60 if fmt == "table" else 20)
     render(app_ctx.env, data, WAIT_VIEW, output, quiet)
     if not result.done:
         if not quiet:

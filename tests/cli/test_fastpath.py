@@ -249,6 +249,7 @@ def test_what_the_fast_path_takes():
         "timeout": 0.5,
         "quiet": True,
         "session": "env-session",
+        "session_from_env": "env-session",  # an error about it says where it came from
     }
     assert hot.parse(["session", "list", "-l", "7", "-o", "JSON"], {})[2] == {
         "limit": 7,
