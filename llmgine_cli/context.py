@@ -62,6 +62,15 @@ class Environment:
         it stops (top: not even then), so those print a frame (an event) per line instead."""
         return self.stdout_isatty and self.environ.get("TERM") not in ("dumb", "unknown")
 
+    def interrupted(self, message: str) -> None:
+        """After Ctrl-C in a command that leaves work going on in the daemon: end the ``^C`` line
+        (unless a spinner did) and say what goes on (``message``, made safe for the terminal)."""
+        from llmgine_cli.render import visible_line  # (rich: only where it is needed)
+
+        if not self.ctrl_c_line_cleared:
+            self.after_ctrl_c()
+        self.err(visible_line(message))
+
     def after_ctrl_c(self) -> None:
         """End the line the terminal echoed ``^C`` on, as a shell does after a program killed by
         SIGINT: a follower or a wait exits 130 by itself, and the prompt, or the `interrupted:`

@@ -151,13 +151,9 @@ def add(
     except KeyboardInterrupt:
         # The daemon keeps a server it was sent and goes on starting it: said, or the same
         # `mcp add` again is exit 6 (name taken) for a server the user thinks was never added.
-        if not app_ctx.env.ctrl_c_line_cleared:
-            app_ctx.env.after_ctrl_c()
-        app_ctx.env.err(
-            visible_line(
-                f"interrupted: the daemon goes on starting MCP server {name} if it was sent "
-                f"(`llmgine mcp list` shows it, `llmgine mcp remove {name}` removes it)"
-            )
+        app_ctx.env.interrupted(
+            f"interrupted: the daemon goes on starting MCP server {name} if it was sent "
+            f"(`llmgine mcp list` shows it, `llmgine mcp remove {name}` removes it)"
         )
         raise typer.Exit(ExitStatus.INTERRUPTED) from None
     render(app_ctx.env, server, SERVER_VIEW, output, quiet)

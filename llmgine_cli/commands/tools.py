@@ -218,13 +218,9 @@ def exec_(
     except KeyboardInterrupt:
         # Exit 130 as every wait, saying (as `command run` does) what goes on: the daemon does
         # not stop a call whose client went away.
-        if not app_ctx.env.ctrl_c_line_cleared:
-            app_ctx.env.after_ctrl_c()
-        app_ctx.env.err(
-            visible_line(
-                f"interrupted: the call to {name} goes on in the sandbox until it returns or its "
-                "deadline ends it (--timeout, else the tool's timeout or sandbox.deadline)"
-            )
+        app_ctx.env.interrupted(
+            f"interrupted: the call to {name} goes on in the sandbox until it returns or its "
+            "deadline ends it (--timeout, else the tool's timeout or sandbox.deadline)"
         )
         raise typer.Exit(ExitStatus.INTERRUPTED) from None
     data = msgspec.to_builtins(result)
