@@ -229,7 +229,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
             max_pending_commands_per_session=limits.max_pending_commands_per_session,
             max_pending_bytes_per_session=limits.max_pending_bytes_per_session,
             max_event_bytes_per_session=limits.max_event_bytes_per_session,
-            max_engine_memory_chars_per_session=limits.max_engine_memory_chars_per_session,
+            max_engine_memory_per_session=limits.max_engine_memory_per_session,
             serialize=cluster.serialize,
         )
         hooks = webhook_config(settings)

@@ -56,7 +56,7 @@ class Limits:
     max_pending_commands_per_session: int
     max_pending_bytes_per_session: int
     max_event_bytes_per_session: int
-    max_engine_memory_chars_per_session: int
+    max_engine_memory_per_session: int
     max_tokens_per_session: int
     max_websockets: int
     max_websockets_per_credential: int

@@ -439,8 +439,8 @@ SETTINGS: tuple[Setting, ...] = (
         "session, retention) frees their bytes (0 = no limit)",
     ),
     Setting(
-        "security.limits.max_engine_memory_chars_per_session",
-        "LLMGINE_MAX_ENGINE_MEMORY_CHARS_PER_SESSION",
+        "security.limits.max_engine_memory_per_session",
+        "LLMGINE_MAX_ENGINE_MEMORY_PER_SESSION",
         positive,
         64 * 1024 * 1024,
         "most characters of LLM engines' conversation rows one session keeps, those trimmed or "

@@ -98,7 +98,7 @@ class Capacity:
     max_pending_bytes_per_session: int = 0
     max_event_bytes_per_session: int = 0
     # Kept by the turn that writes them (engines/memory.py ``Memory.append``), not refused.
-    max_engine_memory_chars_per_session: int = 0
+    max_engine_memory_per_session: int = 0
     # Several nodes on one database (bus/cluster.py): makes the checks of one limit run one at
     # a time across nodes (their writers are not one writer), held until the write commits.
     serialize: Callable[[Any, str], None] | None = None

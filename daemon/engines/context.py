@@ -37,7 +37,7 @@ class EngineContext:
     def for_bus(cls, providers: Providers, bus: Bus) -> EngineContext:
         return cls(
             providers=providers,
-            memory=Memory(bus.store, bus.events, bus.capacity.max_engine_memory_chars_per_session),
+            memory=Memory(bus.store, bus.events, bus.capacity.max_engine_memory_per_session),
             tools=bus.tools,
             usage=bus.usage,
             approvals=bus.approvals,

@@ -10,7 +10,7 @@ conversation as it stood at any seq can be rebuilt (forking a session: bus/fork.
 current rows (``dropped_seq IS NULL``) are loaded, listed and counted; deleting the engine
 deletes them all.
 
-Storage (``security.limits.max_engine_memory_chars_per_session``): every row an engine keeps,
+Storage (``security.limits.max_engine_memory_per_session``): every row an engine keeps,
 dropped ones too, counts in ``engines.memory_chars`` (migration 138: added by ``append`` and
 the fork's copy, taken off by what deletes rows; the engine's rows go with it). Past the
 session's budget, a turn's write deletes the oldest dropped rows of the session's engines
@@ -161,7 +161,7 @@ class Memory:
     def __init__(self, store: Store, events: EventLog, max_chars_per_session: int = 0) -> None:
         self.store = store
         self.events = events  # where reset publishes its EngineMemoryReset
-        # security.limits.max_engine_memory_chars_per_session (0: none)
+        # security.limits.max_engine_memory_per_session (0: none)
         self.max_chars_per_session = max_chars_per_session
 
     async def load(self, engine_id: str) -> list[Message]:

@@ -530,7 +530,7 @@ def m137_unfinished_by_session(conn: sqlite3.Connection) -> None:
 
 @migration(138, "engines: the characters of their conversation rows")
 def m138_engine_memory_chars(conn: sqlite3.Connection) -> None:
-    # security.limits.max_engine_memory_chars_per_session (engines/memory.py): every row an
+    # security.limits.max_engine_memory_per_session (engines/memory.py): every row an
     # engine keeps, dropped ones (kept for forks) too, counted by the writes that add and
     # delete them; the rows there are now counted once here.
     conn.execute("ALTER TABLE engines ADD COLUMN memory_chars INTEGER NOT NULL DEFAULT 0")

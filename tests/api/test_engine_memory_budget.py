@@ -1,4 +1,4 @@
-"""security.limits.max_engine_memory_chars_per_session: the characters of a session's LLM
+"""security.limits.max_engine_memory_per_session: the characters of a session's LLM
 engines' conversation rows, those trimmed or reset (kept for forks) included (engines/memory.py,
 migration 138). A session token's long prompts, repeated, grew the database for good: trimming
 and reset keep the rows, and the prompt is in no event, so max_event_bytes_per_session never
@@ -47,7 +47,7 @@ async def turn(client: Any, engine_id: str, prompt: str, headers: dict[str, str]
 
 
 async def test_a_session_tokens_prompts_stay_within_the_budget(llm_client: Any, fake: FakeProvider) -> None:
-    client = await llm_client(LLMGINE_MAX_ENGINE_MEMORY_CHARS_PER_SESSION=str(BUDGET))
+    client = await llm_client(LLMGINE_MAX_ENGINE_MEMORY_PER_SESSION=str(BUDGET))
     engine = await create_llm_engine(client, memory_max_chars=1_000)
     sid, eid = engine["session_id"], engine["engine_id"]
     token = (await (await client.post(f"/api/sessions/{sid}/token")).json())["session_token"]
@@ -82,7 +82,7 @@ async def test_a_session_tokens_prompts_stay_within_the_budget(llm_client: Any, 
 async def test_an_engines_own_memory_is_trimmed_to_the_budget(llm_client: Any, fake: FakeProvider) -> None:
     # memory_max_chars may be up to 100,000,000: the budget trims the current memory too (its
     # rows deleted), keeping the newest exchange.
-    client = await llm_client(LLMGINE_MAX_ENGINE_MEMORY_CHARS_PER_SESSION=str(BUDGET))
+    client = await llm_client(LLMGINE_MAX_ENGINE_MEMORY_PER_SESSION=str(BUDGET))
     engine = await create_llm_engine(client, memory_max_chars=100_000_000, memory_max_messages=100_000)
     sid, eid = engine["session_id"], engine["engine_id"]
     second = await create_llm_engine(

@@ -261,7 +261,7 @@ async def test_point_reads_after_close_fail_cleanly(home):
 
 def test_migration_138_counts_the_engine_memory_already_stored(tmp_path):
     """Rows stored before migration 138 count in their engine's memory_chars (the budget of
-    security.limits.max_engine_memory_chars_per_session, engines/memory.py): the migration
+    security.limits.max_engine_memory_per_session, engines/memory.py): the migration
     run again on a database whose engines have rows and no column yet."""
     from llmgine_daemon.store.migrations import apply_migrations
 
