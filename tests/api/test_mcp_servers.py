@@ -7,6 +7,7 @@ limits, and secrets kept out of bodies and logs."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import os
 import socket
@@ -44,11 +45,20 @@ async def http_server() -> AsyncIterator[str]:
     )
 
     def listening() -> bool:
+        # An HTTP answer, not a TCP connect: while nothing listens yet, a connect to a port in
+        # the ephemeral range can succeed by connecting to itself (TCP simultaneous open), and the
+        # daemon's first attempt then met no server (the add answered "failed"; seen in CI).
+        if proc.returncode is not None:  # (its port taken meanwhile: another process's answer is not its)
+            raise RuntimeError(f"the fake MCP server exited ({proc.returncode}) before it answered")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            conn.request("GET", "/mcp")
+            conn.getresponse().read()
             return True
-        except OSError:
+        except (OSError, http.client.HTTPException):
             return False
+        finally:
+            conn.close()
 
     try:
         await eventually(listening, timeout=30)
