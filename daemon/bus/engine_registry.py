@@ -414,13 +414,7 @@ class Engines:
                     runner.cancel_running(job, "engine")
         if self.bus.cluster.owns(engine.session_id):
             return
-        rows = await self.store.read(
-            lambda conn: conn.execute(
-                RUNNING_OF_TYPE,
-                (engine.session_id, engine.command_type),
-            ).fetchall()
-        )
-        for (command_id,) in rows:
+        for (command_id,) in await self.store.fetchall(RUNNING_OF_TYPE, (engine.session_id, engine.command_type)):
             await self.bus.cluster.request_cancel(engine.session_id, command_id, "engine")
 
     async def execute(

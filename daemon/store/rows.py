@@ -16,8 +16,8 @@ it must (it runs in its own savepoint, as any write) but inserts nothing itself;
 (events: their rowids, consecutive in one statement on the one writer), and ``finish``, which
 is given the first of its seqs and returns the write's value. SQLite's store inserts the
 deferred rows of consecutive such writes together - before the next write that is not one of
-them runs (on the loop, ``execute``), so seqs keep the order writes were queued in, or else
-with the COMMIT, in its thread (``plan``, ``run``). If that insert fails, the transaction is
+them runs (on the loop), so seqs keep the order writes were queued in, or else with the
+COMMIT, in its thread; either way as ``plan`` makes the statements and ``run`` runs them. If that insert fails, the transaction is
 rolled back and every write of the batch fails, as when COMMIT fails. PostgreSQL's store
 inserts each at once (``Deferred.insert``).
 """
@@ -72,8 +72,9 @@ def prepare(items: list[Deferred]) -> tuple[list[Statement], list[tuple[int, int
 
 
 def execute(conn: Any, statements: list[Statement]) -> list[int]:
-    """Run ``statements`` here (the loop's, or PostgreSQL's), one ``executemany`` each; the
-    first seq that each seq statement's rows took (0 when it had none)."""
+    """Run ``statements`` with one ``executemany`` each (PostgreSQL's store: SQLite's runs them
+    as ``plan`` makes them); the first seq that each seq statement's rows took (0 when it had
+    none)."""
     firsts: list[int] = []
     for sql, rows, seq in statements:
         if rows:
@@ -90,8 +91,8 @@ Step = tuple[str, list[Any], int]
 
 
 def plan(statements: list[Statement]) -> list[Step]:
-    """``statements`` as the committing thread runs them (``run``): a few long steps each
-    (``steps``), made here, on the event loop, so the thread needs the GIL only to bind."""
+    """``statements`` as SQLite's store runs them (``run``): a few long steps each (``steps``),
+    made on the event loop, so that the committing thread needs the GIL only to bind them."""
     out: list[Step] = []
     for sql, rows, seq in statements:
         if not rows:
@@ -105,7 +106,7 @@ def plan(statements: list[Statement]) -> list[Step]:
 
 
 def run(conn: Any, planned: list[Step]) -> list[int]:
-    """Run ``plan``'s steps (the committing thread); what ``execute`` returns."""
+    """Run ``plan``'s steps (in the committing thread, or on the loop); what ``execute`` returns."""
     firsts: list[int] = []
     for sql, params, rows in planned:
         if not sql:
@@ -193,7 +194,7 @@ def insert_in_savepoint(
     statements, where = prepare(items)
     conn.execute("SAVEPOINT d")
     try:
-        firsts = execute(conn, statements)
+        firsts = run(conn, plan(statements))
     except sqlite3.Error as exc:
         err = classify(exc)
         if not conn.in_transaction:

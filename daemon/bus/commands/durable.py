@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from llmgine_daemon.store.db import StorageError
+from llmgine_daemon.store.errors import StorageError
 
 log = logging.getLogger("llmgine.commands")
 T = TypeVar("T")
