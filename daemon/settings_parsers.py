@@ -123,13 +123,15 @@ def choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+_LEVEL = choice("debug", "info", "warning", "error", "critical")
+_LEVEL_ALIASES = {"warn": "warning", "fatal": "critical"}  # as protocol.system.LEVEL_ALIASES
+
+
 def log_level(value: Any) -> str:
     """A log level in any case; ``warn`` and ``fatal`` are taken too, as Python's logging, most
     log libraries and ``POST /api/observability/logs`` take them."""
     text = parse_str(value).lower()
-    return choice("debug", "info", "warning", "error", "critical")(
-        {"warn": "warning", "fatal": "critical"}.get(text, text)
-    )
+    return _LEVEL(_LEVEL_ALIASES.get(text, text))
 
 
 def port(value: Any) -> int:

@@ -405,11 +405,10 @@ class FastLane(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         """The client shut down its side: what it sent before is still answered (the requests
         in flight and buffered here, or aiohttp's), then the connection closes (``_next``)."""
-        if not self.open:
-            return self.inner.eof_received()  # type: ignore[no-any-return]
-        self.eof = True
-        if self.busy or self.at < len(self.buffer):
-            return True
+        if self.open:
+            self.eof = True
+            if self.busy or self.at < len(self.buffer):
+                return True
         return self.inner.eof_received()  # type: ignore[no-any-return]
 
     def connection_lost(self, exc: Exception | None) -> None:

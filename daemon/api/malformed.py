@@ -103,10 +103,10 @@ class EnvelopingHandler(RequestHandler):
             if not isinstance(message, RawRequestMessage):
                 continue
             if _head_size(message) > limit:
-                refusal = 400, BadHttpMessage(f"request head over {limit} bytes")
+                refusal = 400, f"request head over {limit} bytes"
             elif message.version not in _VERSIONS:  # (answered "HTTP/2.0 200 OK", framed as 1.1)
                 major, minor = message.version
-                refusal = 505, BadHttpMessage(f"HTTP/{major}.{minor} is not served: HTTP/1.1 or HTTP/1.0")
+                refusal = 505, f"HTTP/{major}.{minor} is not served: HTTP/1.1 or HTTP/1.0"
             else:
                 continue
             while len(self._messages) > i:  # it and whatever was pipelined after it
@@ -120,11 +120,12 @@ class EnvelopingHandler(RequestHandler):
         if in_head:
             head.size += len(data)
             if head.size > limit:
-                self._refuse(head, 400, BadHttpMessage(f"request head over {limit} bytes"))
+                self._refuse(head, 400, f"request head over {limit} bytes")
 
-    def _refuse(self, head: _Head, status: int, exc: BadHttpMessage) -> None:
+    def _refuse(self, head: _Head, status: int, text: str) -> None:
         """Answer ``status`` (``handle_error``, as for what the parser refuses) and read no more."""
         head.size = -1
+        exc = BadHttpMessage(text)
         self._messages.append((_ErrInfo(status=status, exc=exc, message=exc.message), EMPTY_PAYLOAD))
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)

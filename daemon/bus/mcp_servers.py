@@ -45,7 +45,7 @@ from llmgine_daemon.bus.webhook_policy import HostPolicy
 from llmgine_daemon.mcp.cgroups import ServerCgroups
 from llmgine_daemon.mcp.connection import Connection, ServerConfig
 from llmgine_daemon.mcp.launch import Launch, LaunchError, resolve_command
-from llmgine_daemon.protocol import ErrorCode, McpServer, McpServerCreate, McpSkippedTool, Tool, now_iso
+from llmgine_daemon.protocol import ErrorCode, McpServer, McpServerCreate, Tool, now_iso
 from llmgine_daemon.protocol.grammar import SECRET_NAME_PATTERN, valid_id
 from llmgine_daemon.sandbox.calls import SandboxLimits, SandboxUnavailable
 from llmgine_daemon.sandbox.isolation import Isolation
@@ -325,7 +325,7 @@ class McpServers:
             pid=conn.pid if conn is not None else None,
             tools=[f"{reg.name}{SEPARATOR}{t.name}" for t in (conn.tools if conn is not None else [])],
             requires_approval=bool(spec.get("requires_approval")),
-            skipped_tools=[McpSkippedTool(s.name, s.reason) for s in conn.listing.skipped] if conn is not None else [],
+            skipped_tools=list(conn.listing.skipped) if conn is not None else [],
             tools_skipped=conn.listing.skipped_count if conn is not None else 0,
         )
 

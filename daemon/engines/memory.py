@@ -102,12 +102,6 @@ def row_to_wire(row: tuple[Any, ...]) -> EngineMessage:
     )
 
 
-def _chars(msg: Message) -> int:
-    """Its characters as ``length(content) + length(tool_calls)`` counts them stored (a str's
-    ``len`` is its code points, as both backends' ``length`` of a text)."""
-    return len(msg.get("content") or "") + (len(dumps(msg["tool_calls"])) if msg.get("tool_calls") else 0)
-
-
 _SIZE = "length(content) + COALESCE(length(tool_calls), 0)"
 # Their ids first (sorted), the size of only those taken after (``length`` reads the text).
 _OLDEST_DROPPED = (
@@ -119,9 +113,9 @@ _OLDEST_DROPPED = (
 
 def _delete(conn: sqlite3.Connection, rows: list[tuple[int, str, int]]) -> None:
     """Delete these (message_id, engine_id, size) rows and take their size off their engines."""
+    conn.executemany("DELETE FROM engine_messages WHERE message_id = ?", [(m,) for m, _, _ in rows])
     freed: dict[str, int] = {}
-    for message_id, engine_id, size in rows:
-        conn.execute("DELETE FROM engine_messages WHERE message_id = ?", (message_id,))
+    for _, engine_id, size in rows:
         freed[engine_id] = freed.get(engine_id, 0) + int(size)
     for engine_id, size in freed.items():
         conn.execute("UPDATE engines SET memory_chars = memory_chars - ? WHERE engine_id = ?", (size, engine_id))
@@ -187,8 +181,6 @@ class Memory:
         ts = now_iso()
         messages = [_without_nul(m) for m in messages]
 
-        added = sum(_chars(m) for m in messages)
-
         def write(conn: sqlite3.Connection) -> int:
             owner = conn.execute("SELECT session_id FROM engines WHERE engine_id = ?", (engine_id,)).fetchone()
             if owner is None:
@@ -211,12 +203,14 @@ class Memory:
                         ts,
                     ),
                 )
-            conn.execute("UPDATE engines SET memory_chars = memory_chars + ? WHERE engine_id = ?", (added, engine_id))
             rows = conn.execute(
-                "SELECT message_id, role, length(content) + coalesce(length(tool_calls), 0)"
-                f" FROM engine_messages WHERE engine_id = ? AND {CURRENT} ORDER BY message_id",
+                f"SELECT message_id, role, {_SIZE} FROM engine_messages WHERE engine_id = ? AND {CURRENT}"
+                " ORDER BY message_id",
                 (engine_id,),
             ).fetchall()
+            # The turn's rows are the newest current ones: their sizes as stored, in the count.
+            added = sum(int(r[2]) for r in rows[len(rows) - len(messages) :])
+            conn.execute("UPDATE engines SET memory_chars = memory_chars + ? WHERE engine_id = ?", (added, engine_id))
             drop = plan_trim(rows, bounds)
             if drop:
                 conn.execute(

@@ -32,7 +32,7 @@ from llmgine_daemon.aio import cancel_and_wait, killpg, wait_event
 from llmgine_daemon.mcp import cgroups, launch, pinned
 from llmgine_daemon.mcp.cgroups import ServerCgroups
 from llmgine_daemon.observability import metrics
-from llmgine_daemon.protocol import CallErrorCode
+from llmgine_daemon.protocol import CallErrorCode, McpSkippedTool
 from llmgine_daemon.protocol.grammar import MCP_TOOL_NAME_RE, MCP_TOOL_NAME_RULE
 from llmgine_daemon.sandbox.isolation import Isolation
 from llmgine_daemon.textsafe import CONTROL_ESCAPES
@@ -88,16 +88,10 @@ class ToolInfo:
     parameters: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Skipped:
-    name: str  # as announced, control characters escaped, at most 80 characters
-    reason: str
-
-
 @dataclass
 class Listing:
     tools: list[ToolInfo] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)  # the first MAX_SKIPPED_SHOWN
+    skipped: list[McpSkippedTool] = field(default_factory=list)  # the first MAX_SKIPPED_SHOWN
     skipped_count: int = 0
 
 
@@ -132,8 +126,7 @@ class Connection:
         self.restarts = 0
         self.last_error: str | None = None
         self.pid: int | None = None
-        self.tools: list[ToolInfo] = []
-        self.listing = Listing()  # the last tools/list: what was skipped and why
+        self.listing = Listing()  # the last tools/list: its tools, and what was skipped and why
         self._session: Any = None
         self._ready = asyncio.Event()
         self._settled = asyncio.Event()  # the first attempt succeeded or failed
@@ -146,6 +139,10 @@ class Connection:
         self._uid: int | None = None  # the uid the pool lent the run, until given back
         self._killed_for: str | None = None  # why the kernel ended the last run (its memory)
         self._stopped: asyncio.Future[None] | None = None  # the stop, once asked for
+
+    @property
+    def tools(self) -> list[ToolInfo]:
+        return self.listing.tools
 
     # -- life -----------------------------------------------------------------------------
 
@@ -289,7 +286,6 @@ class Connection:
             with anyio.fail_after(INIT_TIMEOUT):
                 await session.initialize()
                 self.listing = await _list_tools(session)
-                self.tools = self.listing.tools
             if self.listing.skipped_count:
                 log.warning(
                     "mcp server %s: %d of its tools skipped (not offered): %s",
@@ -456,7 +452,7 @@ async def _list_tools(session: Any) -> Listing:
         listing.skipped_count += 1
         # The note that pages went unread (``always``, once) is shown past the first 20.
         if len(listing.skipped) < MAX_SKIPPED_SHOWN or always:
-            listing.skipped.append(Skipped(_shown(name), reason))
+            listing.skipped.append(McpSkippedTool(_shown(name), reason))
 
     cursor: str | None = None
     for _ in range(MAX_PAGES):
@@ -466,17 +462,18 @@ async def _list_tools(session: Any) -> Listing:
             description = tool.description or ""
             parameters = dict(tool.input_schema or {"type": "object"})
             size = len(json.dumps(parameters, default=str))
-            announced += len(description) + size
+            chars = len(description) + size
+            announced += chars
             why = check_tool(tool.name, description, size, seen)
             if why is None and len(listing.tools) >= MAX_TOOLS:
                 why = f"over the limit of {MAX_TOOLS} tools per server"
-            if why is None and listed + len(description) + size > MAX_LISTING:
+            if why is None and listed + chars > MAX_LISTING:
                 why = f"over the limit of {MAX_LISTING} characters of descriptions and schemas per server"
             if why is not None:
                 skip(tool.name, why)
                 continue
             seen.add(tool.name)
-            listed += len(description) + size
+            listed += chars
             listing.tools.append(ToolInfo(tool.name, description, parameters))
         cursor = page.next_cursor
         if not cursor:

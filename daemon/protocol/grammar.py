@@ -105,7 +105,7 @@ KeyName = Annotated[str, msgspec.Meta(max_length=MAX_KEY_NAME)]
 # `-S NAME` could not find it (the CLI refuses it too: commands/sessions.py).
 MAX_SESSION_NAME = 256
 SESSION_NAME_PATTERN = r"^\s*\S"
-SESSION_NAME_RULE = "must not be empty or only whitespace (at most 256 characters)"
+SESSION_NAME_RULE = f"must not be empty or only whitespace (at most {MAX_SESSION_NAME} characters)"
 SessionName = Annotated[str, msgspec.Meta(pattern=SESSION_NAME_PATTERN, max_length=MAX_SESSION_NAME)]
 KeyLifetime = Annotated[int, msgspec.Meta(ge=1, le=MAX_KEY_LIFETIME, description="seconds")]
 # A time, as every answer writes it (protocol.now_iso / to_iso: UTC, microseconds, Z), and as
@@ -126,7 +126,6 @@ MCP_NAME_RULE = "a letter, then letters, digits and _ (at most 32 characters)"
 # MCP specification's characters (A-Z a-z 0-9 _ - .: real servers use "-" and "."), at most
 # 64 (the providers' limit on a function name), no "..", not starting with "." or "-". So
 # NAME.tool is always an Id (a path segment) and always maps to a name a provider accepts.
-MAX_MCP_TOOL_NAME = 64
 MCP_TOOL_NAME_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
 MCP_TOOL_NAME_RULE = "1 to 64 of A-Z a-z 0-9 _ - . (not starting with . or -, no ..)"
 MCP_TOOL_NAME_RE = re.compile(MCP_TOOL_NAME_PATTERN)

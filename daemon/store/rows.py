@@ -16,10 +16,10 @@ it must (it runs in its own savepoint, as any write) but inserts nothing itself;
 (events: their rowids, consecutive in one statement on the one writer), and ``finish``, which
 is given the first of its seqs and returns the write's value. SQLite's store inserts the
 deferred rows of consecutive such writes together - before the next write that is not one of
-them runs (on the loop), so seqs keep the order writes were queued in, or else with the
-COMMIT, in its thread; either way as ``plan`` makes the statements and ``run`` runs them. If that insert fails, the transaction is
-rolled back and every write of the batch fails, as when COMMIT fails. PostgreSQL's store
-inserts each at once (``Deferred.insert``).
+them runs (on the loop), so seqs keep the order writes were queued in, or else with the COMMIT,
+in its thread; either way as ``plan`` makes the statements and ``run`` runs them. If that
+insert fails, the transaction is rolled back and every write of the batch fails, as when COMMIT
+fails. PostgreSQL's store inserts each at once (``Deferred.insert``).
 """
 
 from __future__ import annotations
