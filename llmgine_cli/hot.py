@@ -83,9 +83,16 @@ def _pages(
             return out
 
 
-def resolve_session(app_ctx: AppContext, given: str) -> str:
-    """The session ``given`` names (id, prefix, short id or name); active ones win a tie."""
-    return resolve_session_in(_transport(app_ctx), given)
+def resolve_session(app_ctx: AppContext, given: str, *, from_env: bool = False) -> str:
+    """The session ``given`` names (id, prefix, short id or name); active ones win a tie.
+    ``from_env``: LLMGINE_SESSION's, kept as given and then as its id (``session_from_env``:
+    an error about the session says where it came from, failure.py)."""
+    if from_env:
+        app_ctx.session_from_env = [given]
+    resolved = resolve_session_in(_transport(app_ctx), given)
+    if from_env and app_ctx.session_from_env is not None:
+        app_ctx.session_from_env.append(resolved)
+    return resolved
 
 
 def resolve_session_in(transport: HTTPTransport, given: str) -> str:
@@ -517,7 +524,6 @@ def fast_main(argv: Sequence[str]) -> int | None:
         return None
     env = Environment.from_sys()
     app_ctx = AppContext(env, url=v.get("url"), api_key=v.get("api_key"), timeout=v.get("global_timeout"))
-    app_ctx.session_from_env = [v["session_from_env"]] if "session_from_env" in v else None
     output, quiet = v.get("output"), v.get("quiet", False)
     if v.get("utc"):
         from llmgine_cli import render
@@ -544,9 +550,7 @@ def _dispatch(app_ctx: AppContext, group: str, command: str, v: dict[str, Any], 
         from llmgine_cli.ids import Ambiguous
 
         try:
-            v["session"] = resolve_session(app_ctx, v["session"])
-            if app_ctx.session_from_env:
-                app_ctx.session_from_env.append(v["session"])
+            v["session"] = resolve_session(app_ctx, v["session"], from_env="session_from_env" in v)
         except Ambiguous as exc:
             app_ctx.env.err(f"error: --session: {exc}")
             return 2

@@ -192,7 +192,7 @@ def render(env: Environment, data: Any, view: View, fmt: str | Enum | None = Non
         for item in items if items is not None else [obj]:
             env.out(json_text(item, indent=False))
     elif items is not None and not items and fmt == "table":
-        offset, total = obj.get("offset") or 0, obj.get("total") or 0
+        offset, total = obj.get("offset"), obj.get("total")
         # A page past the end is not an empty listing (it said "no active sessions").
         past = isinstance(offset, int) and isinstance(total, int) and offset > 0 and total > 0
         env.err(f"nothing at --offset {offset}: there are {total} in all" if past else view.empty or f"no {view.items}")
@@ -255,7 +255,7 @@ def _flatten(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
     """Nested objects as dotted keys (``counts.events``), down to a few levels and MAX_FIELDS
     fields; what is deeper or wider stays one value (shown as compact JSON)."""
     flat: dict[str, Any] = {}
-    if isinstance(obj, dict) and (obj or not prefix) and depth < 4 and (not prefix or len(obj) <= MAX_FIELDS):
+    if isinstance(obj, dict) and depth < 4 and (not prefix or 0 < len(obj) <= MAX_FIELDS):
         for key, value in obj.items():
             flat.update(_flatten(value, f"{prefix}{key}.", depth + 1))
     else:

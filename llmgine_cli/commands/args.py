@@ -23,19 +23,13 @@ def session_callback(ctx: typer.Context, param: Any, value: str | None) -> str |
     from llmgine_cli.ids import Ambiguous
     from llmgine_cli.options import state
 
-    app_ctx = state(ctx)
     # param None: event tail's SESSION taken from LLMGINE_SESSION by hand.
     # (by name: Typer has a click of its own, whose ParameterSource is not click's)
     from_env = param is None or getattr(ctx.get_parameter_source(param.name), "name", "") == "ENVIRONMENT"
-    if from_env:
-        app_ctx.session_from_env = [value]
     try:
-        resolved = resolve_session(app_ctx, value)
+        return resolve_session(state(ctx), value, from_env=from_env)
     except Ambiguous as exc:
         raise typer.BadParameter(str(exc)) from None
-    if from_env:
-        app_ctx.session_from_env.append(resolved)
-    return resolved
 
 
 def stdin_argument(param_hint: str, what: str) -> str:

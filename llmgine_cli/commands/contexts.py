@@ -8,7 +8,7 @@ import typer
 
 from llmgine_cli import contexts
 from llmgine_cli.commands import several
-from llmgine_cli.errors import ApiError
+from llmgine_cli.errors import api_error
 from llmgine_cli.options import Output, Quiet, state
 from llmgine_cli.render import View, render
 from llmgine_cli.target import parse_url
@@ -173,7 +173,7 @@ def delete(
     def delete_one(name: str) -> dict[str, str]:
         with contexts.editing(env) as data:
             if name not in data["contexts"]:
-                raise ApiError(404, "NOT_FOUND", f"no context {name!r}: `llmgine context ls` lists them")
+                raise api_error(404, "NOT_FOUND", f"no context {name!r}: `llmgine context ls` lists them")
             del data["contexts"][name]
             if data.get("current") == name:
                 data["current"] = None

@@ -111,7 +111,6 @@ def _launcher(restarting: bool) -> Any:
         app_ctx = state(ctx)
         env = app_ctx.env.environ
         flags = _flags(host, port, socket, no_socket, config, log_level, log_file)
-        stopping = False
         stop_first = None
         if restarting:
             given: dict[str, Any] = {k: v for k, v in asdict(flags).items() if v not in (None, False)}
@@ -119,21 +118,20 @@ def _launcher(restarting: bool) -> Any:
             target, api_key = managed_target(app_ctx)
 
             def stop_first() -> None:  # under the start lock: no client auto-starts meanwhile
-                nonlocal stopping
-                stopping = True
-                stopped = daemonctl.stop(target, env, api_key=api_key)
-                stopping = False
+                try:
+                    stopped = daemonctl.stop(target, env, api_key=api_key)
+                except KeyboardInterrupt:
+                    app_ctx.env.err(
+                        "interrupted: llmgined was being stopped (`llmgine daemon status` says whether it runs)"
+                    )
+                    raise typer.Exit(ExitStatus.INTERRUPTED) from None
                 if stopped.was_running and not quiet:
                     app_ctx.env.err(f"llmgined stopped (pid {stopped.pid})")
 
         try:
             started = daemonctl.start(flags, env, timeout=timeout, before=stop_first)
         except KeyboardInterrupt:
-            app_ctx.env.err(
-                "interrupted: llmgined was being stopped (`llmgine daemon status` says whether it runs)"
-                if stopping
-                else "interrupted: the llmgined that was starting is stopped"
-            )
+            app_ctx.env.err("interrupted: the llmgined that was starting is stopped")
             raise typer.Exit(ExitStatus.INTERRUPTED) from None
         _say_started(app_ctx, started, output, quiet)
 
