@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -105,6 +106,19 @@ def cli_on_terminal(args: Sequence[str], env: Mapping[str, str | None], *, rows:
         dimensions=(rows, columns),
         preexec_fn=default_signals,
     )
+
+
+def drawn_on_terminal(args: list[str], env: Mapping[str, str | None], columns: int) -> tuple[str, int]:
+    """llmgine on a terminal ``columns`` wide: what it drew (escapes removed) and its exit code."""
+    import pexpect
+
+    child = cli_on_terminal(
+        args, {**env, "TERM": "xterm-256color", "COLUMNS": None, "LINES": None}, rows=200, columns=columns
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before or "")
+    return text.replace("\r", ""), child.exitstatus if child.exitstatus is not None else 128 + child.signalstatus
 
 
 def invoke(args: Sequence[str], env: Mapping[str, str | None]) -> Result:

@@ -13,19 +13,7 @@ import sys
 import pexpect
 
 from tests.cli.test_help_examples import _commands
-from tests.clitools import cli_on_terminal, default_signals, full_env, no_traceback, run_cli
-
-
-def _terminal(args: list[str], env: dict[str, str | None], columns: int) -> tuple[str, int]:
-    """llmgine on a terminal ``columns`` wide: what it drew (escapes removed) and its exit code."""
-    child = cli_on_terminal(
-        args, {**env, "TERM": "xterm-256color", "COLUMNS": None, "LINES": None}, rows=200, columns=columns
-    )
-    child.expect(pexpect.EOF)
-    child.close()
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before or "")
-    return text.replace("\r", ""), child.exitstatus if child.exitstatus is not None else 128 + child.signalstatus
-
+from tests.clitools import cli_on_terminal, default_signals, drawn_on_terminal, full_env, no_traceback, run_cli
 
 # -- --help at 40 columns ----------------------------------------------------------------
 
@@ -34,7 +22,7 @@ def test_help_at_40_columns_names_every_option_whole(daemon):
     """Typer's boxed help cut option names to fit 40 columns (`--allow…`, `--outpu…`) and
     their help to a word a line: the options could not be read. Under 60 columns the help is
     click's plain layout, which wraps instead of cutting."""
-    text, code = _terminal(["session", "create", "--help"], daemon.env, 40)
+    text, code = drawn_on_terminal(["session", "create", "--help"], daemon.env, 40)
     assert code == 0
     assert "…" not in text, text
     for option in ("--allow-duplicate", "--output", "--format", "--reuse", "--quiet"):
@@ -45,7 +33,7 @@ def test_help_at_40_columns_names_every_option_whole(daemon):
 
 
 def test_help_at_80_columns_keeps_its_boxes(daemon):
-    text, code = _terminal(["session", "create", "--help"], daemon.env, 80)
+    text, code = drawn_on_terminal(["session", "create", "--help"], daemon.env, 80)
     assert code == 0 and "╭─ Options" in text and "--allow-duplicate" in text
 
 
@@ -137,7 +125,7 @@ def test_command_list_at_40_columns_keeps_the_status(daemon):
     assert (
         run_cli(["command", "run", "DummyEngineCommand", "-S", sid, "-p", "prompt=a", "-q"], daemon.env).returncode == 0
     )
-    text, code = _terminal(["command", "list", "-S", sid], daemon.env, 40)
+    text, code = drawn_on_terminal(["command", "list", "-S", sid], daemon.env, 40)
     assert code == 0
     header = next(line for line in text.splitlines() if "ID" in line)
     assert "STATUS" in header, text

@@ -10,18 +10,7 @@ import uuid
 
 import pexpect
 
-from tests.clitools import cli_env, cli_on_terminal, free_port, run_cli, spawn_cli
-
-
-def _terminal(args: list[str], env: dict[str, str | None], columns: int) -> tuple[str, int]:
-    """llmgine on a terminal ``columns`` wide: what it drew (escapes removed) and its exit code."""
-    child = cli_on_terminal(
-        args, {**env, "TERM": "xterm-256color", "COLUMNS": None, "LINES": None}, rows=200, columns=columns
-    )
-    child.expect(pexpect.EOF)
-    child.close()
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", child.before or "")
-    return text.replace("\r", ""), child.exitstatus if child.exitstatus is not None else 128 + child.signalstatus
+from tests.clitools import cli_env, cli_on_terminal, drawn_on_terminal, free_port, run_cli, spawn_cli
 
 
 def _failed_command(env: dict[str, str | None]) -> str:
@@ -37,13 +26,13 @@ def test_command_wait_shows_why_a_command_failed_when_there_is_room(daemon):
     140-column terminal a failed command read `COMMAND_EXECUTION_F…` beside 50 empty columns
     (a table cuts to the terminal itself, as `command batch`'s)."""
     cid = _failed_command(daemon.env)
-    text, code = _terminal(["command", "wait", cid], daemon.env, 140)
+    text, code = drawn_on_terminal(["command", "wait", cid], daemon.env, 140)
     assert code == 1, text
     row = next(line for line in text.splitlines() if "failed" in line)
     assert "COMMAND_EXECUTION_FAILED: DummyEngine" in row, text
     assert len(row.rstrip()) <= 140, text
     # At 80 columns the row still fits, cut with "…".
-    text, code = _terminal(["command", "wait", cid], daemon.env, 80)
+    text, code = drawn_on_terminal(["command", "wait", cid], daemon.env, 80)
     row = next(line for line in text.splitlines() if "failed" in line)
     assert code == 1 and len(row.rstrip()) <= 80 and row.rstrip().endswith("…"), text
     # Piped (plain) output keeps to 80 columns, as before (tests/e2e/test_lifecycle.py).
@@ -149,11 +138,11 @@ def test_a_page_past_the_end_does_not_say_the_listing_is_empty(daemon):
     (--all lists closed ones too)" while there were some: a page past the end is not an empty
     listing. It says where the listing ends instead (commands and engines the same)."""
     sid = run_cli(["session", "create", "-q"], daemon.env).stdout.strip()
-    text, code = _terminal(["session", "list", "--offset", "100000"], daemon.env, 80)
+    text, code = drawn_on_terminal(["session", "list", "--offset", "100000"], daemon.env, 80)
     assert code == 0
     assert "no active sessions" not in text, text
     assert re.search(r"nothing at --offset 100000: there are \d+ in all", text), text
-    text, code = _terminal(["command", "list", "-S", sid, "--offset", "5"], daemon.env, 80)
+    text, code = drawn_on_terminal(["command", "list", "-S", sid, "--offset", "5"], daemon.env, 80)
     assert code == 0 and "no commands" in text, text  # an empty session's listing is empty
 
 
